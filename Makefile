@@ -1,0 +1,39 @@
+# chainrule: `make demo` runs the demo, `make test` the tests; each installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint bench clean dot
+
+install: $(STAMP) dot
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Graphviz's `dot` renders the graph pictures: installed where we can, explained where we cannot.
+dot:
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Graphviz (dot) with apt-get"; \
+	    (apt-get install -y -qq graphviz >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq graphviz >/dev/null 2>&1)) || \
+	    echo "could not install Graphviz; run: sudo apt-get install graphviz"; \
+	  else \
+	    echo "Graphviz's dot is missing; run: sudo apt-get install graphviz  (macOS: brew install graphviz)"; \
+	  fi; }
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check autograd nn optim tests benchmarks
+
+bench: install
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,78 @@
+"""chainrule's autograd: reverse-mode automatic differentiation on NumPy.
+
+``Value`` is the scalar engine of the lecture's first half; ``Tensor`` the
+n-dimensional one, with PyTorch's names (``autograd`` plays ``torch``).
+"""
+
+from . import backend
+from .anomaly import detect_anomaly, is_anomaly_enabled
+from .backend import (
+    bool_,
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    int32,
+    int64,
+    set_default_dtype,
+)
+from .differentiate import grad
+from .engine import backpropagate, topological_order
+from .factories import (
+    arange,
+    empty,
+    eye,
+    full,
+    full_like,
+    linspace,
+    ones,
+    ones_like,
+    rand,
+    randint,
+    randn,
+    randperm,
+    tensor,
+    zeros,
+    zeros_like,
+)
+from .function import REGISTRY, Function
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .ops.elementwise import clamp, where
+from .ops.linalg import matmul
+from .ops.reductions import logsumexp
+from .ops.shape import cat, stack
+from .random import manual_seed
+from .serialization import load, save
+from .tensor import Tensor
+from .value import Value
+
+bool = bool_  # autograd.bool, as torch.bool (inside this module only)
+double = float64
+float = float32
+long = int64
+
+
+def _method(name):
+    def function(x, *args, **kwargs):
+        return getattr(x, name)(*args, **kwargs)
+
+    function.__name__ = name
+    function.__doc__ = f"autograd.{name}(x, ...) is x.{name}(...)."
+    return function
+
+
+# torch.exp(x) and friends: the functional spelling of the Tensor methods
+for _name in ("abs exp log sqrt sin cos tanh sigmoid relu sum mean var std max min argmax "
+              "argmin softmax log_softmax reshape flatten transpose permute unsqueeze squeeze "
+              "maximum minimum sign square").split():
+    globals()[_name] = _method(_name)
+del _name
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def numel(x):
+    return x.numel()

@@ -1,0 +1,89 @@
+"""Starting a backward pass: ``Tensor.backward`` and ``autograd.grad``."""
+
+from . import engine
+from .backend import xp
+from .grad_mode import set_grad_enabled
+from .tensor import Tensor, as_array
+
+
+def _node(tensor):
+    """The graph node behind a tensor: its grad_fn, or the leaf itself."""
+    return tensor.grad_fn if tensor.grad_fn is not None else tensor
+
+
+def _seed_gradients(outputs, grad_outputs):
+    """dL/doutput for each output: ones for a one-element output, else the given tensor."""
+    seeds = []
+    for i, output in enumerate(outputs):
+        if not output.requires_grad:
+            raise RuntimeError(
+                f"output {i} (shape {output.shape}) does not require grad and has no grad_fn: "
+                "nothing it depends on requires grad, or it was computed under no_grad()"
+            )
+        grad = None if grad_outputs is None else grad_outputs[i]
+        if grad is None:
+            if output.data.size != 1:
+                raise RuntimeError(
+                    f"backward of a non-scalar output of shape {output.shape} needs a gradient: "
+                    "grad can be created implicitly only for one-element outputs. Pass "
+                    f"gradient= a tensor of shape {output.shape} (dL/doutput), or reduce the "
+                    "output first, e.g. loss.sum() or loss.mean()"
+                )
+            grad = Tensor._make(xp.ones_like(output.data))
+        else:
+            grad = grad if isinstance(grad, Tensor) else Tensor(as_array(grad))
+            if grad.shape != output.shape:
+                raise RuntimeError(
+                    f"gradient has shape {grad.shape} but the output it is for has shape "
+                    f"{output.shape}; they must match"
+                )
+            if not grad.requires_grad:
+                grad = Tensor._make(grad.data.astype(output.dtype, copy=True))
+        seeds.append(grad)
+    return seeds
+
+
+def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False):
+    """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``."""
+    seeds = _seed_gradients(outputs, grad_outputs)
+    with set_grad_enabled(create_graph):
+        engine.backpropagate([_node(output) for output in outputs], seeds,
+                             retain_graph=retain_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=False):
+    """Return dL/dinput for each input, without touching any ``.grad``.
+
+    outputs: a tensor or a sequence of them (L is the sum of output · grad_output).
+    With ``create_graph=True`` the result has a graph, so it can be
+    differentiated again (Hessian-vector products, gradient penalties).
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    if isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs]
+    for i, x in enumerate(inputs):
+        if not x.requires_grad:
+            raise RuntimeError(f"input {i} (shape {x.shape}) does not require grad")
+    if retain_graph is None:
+        retain_graph = create_graph
+    seeds = _seed_gradients(outputs, grad_outputs)
+    with set_grad_enabled(create_graph):
+        captured = engine.backpropagate([_node(o) for o in outputs], seeds,
+                                        retain_graph=retain_graph,
+                                        capture={_node(x) for x in inputs})
+    results = []
+    for i, x in enumerate(inputs):
+        g = captured.get(_node(x))
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    f"input {i} (shape {x.shape}) was not used to compute the outputs; "
+                    "pass allow_unused=True to get None for it"
+                )
+        elif not create_graph:
+            g = g.detach()
+        results.append(g)
+    return tuple(results)

@@ -1,0 +1,192 @@
+"""Reductions and the softmax family: each forward beside its local derivative.
+
+A reduction's backward spreads dL/dy back over the reduced axes: the
+gradient of a sum is dL/dy copied to every term (``expand``).
+"""
+
+import builtins
+import collections
+
+from ..backend import xp
+from ..function import Function
+from ..tensor import Tensor
+
+
+def normalize_dims(dim, ndim):
+    """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    axes = []
+    for d in dims:
+        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
+            raise IndexError(f"dim {d} is out of range for a tensor of {ndim} dimensions")
+        axes.append(d % ndim if ndim else 0)
+    return tuple(sorted(axes))
+
+
+def kept_shape(shape, axes):
+    """``shape`` with the reduced ``axes`` kept as size 1 (keepdim=True's shape)."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def spread(grad, x, axes, keepdim):
+    """dL/dy of a reduction over ``axes``, broadcast back to x's shape."""
+    if not keepdim:
+        grad = grad.reshape(kept_shape(x.shape, axes))
+    return grad.expand(x.shape)
+
+
+class Sum(Function):
+    """y = Σ_i x_i over axes;   dL/dx_i = dL/dy"""
+
+    def forward(self, x):
+        return xp.sum(x, axis=self.axes, keepdims=self.keepdim)
+
+    def backward(self, grad, y, x):
+        return (spread(grad, x, self.axes, self.keepdim),)
+
+
+def sum(x, dim=None, keepdim=False):
+    return Sum.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
+
+
+def mean(x, dim=None, keepdim=False):
+    """y = (1/n) Σ x_i, composed from sum."""
+    axes = normalize_dims(dim, x.ndim)
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    return sum(x, axes, keepdim) * (1.0 / builtins.max(count, 1))
+
+
+def _correction(unbiased, correction):
+    if correction is not None:
+        return correction
+    return 0 if unbiased is False else 1
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
+    """y = Σ (x_i - mean)² / (n - correction); correction 1 (unbiased) by default, as PyTorch."""
+    axes = normalize_dims(dim, x.ndim)
+    count = 1
+    for axis in axes:
+        count *= x.shape[axis]
+    centred = x - mean(x, axes, keepdim=True)
+    degrees_of_freedom = count - _correction(unbiased, correction)
+    # as PyTorch: NaN when there are no degrees of freedom left (one sample, unbiased)
+    scale = 1.0 / degrees_of_freedom if degrees_of_freedom > 0 else float("nan")
+    return sum(centred * centred, axes, keepdim) * scale
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
+    """y = √var"""
+    return var(x, dim, unbiased, keepdim, correction).sqrt()
+
+
+class Extremum(Function):
+    """y = max (or min) over axes;   dL/dx_i = dL/dy at the chosen element(s), 0 elsewhere.
+
+    Over one dim the gradient goes to the returned index; over all elements it
+    is shared evenly between ties, as PyTorch does.
+    """
+
+    def forward(self, x):
+        if self.axis is None:
+            y = self.find(x)
+            self.mask = x == y
+            self.mask = self.mask / self.mask.sum()
+            return y
+        self.indices = self.arg(x, axis=self.axis, keepdims=True)
+        y = xp.take_along_axis(x, self.indices, axis=self.axis)
+        return y if self.keepdim else xp.squeeze(y, axis=self.axis)
+
+    def backward(self, grad, y, x):
+        if self.axis is None:
+            return (grad * Tensor._make(self.mask.astype(x.dtype)),)
+        chosen = xp.zeros(x.shape, dtype=x.dtype)
+        xp.put_along_axis(chosen, self.indices, 1, axis=self.axis)
+        return (spread(grad, x, (self.axis,), self.keepdim) * Tensor._make(chosen),)
+
+
+MaxResult = collections.namedtuple("max", ["values", "indices"])
+MinResult = collections.namedtuple("min", ["values", "indices"])
+
+
+def _extremum(x, dim, keepdim, find, arg, result):
+    if x.data.size == 0:
+        raise ValueError(f"max/min of an empty tensor of shape {x.shape}")
+    if dim is None:
+        return Extremum.apply(x, axis=None, find=find, arg=arg)
+    axis = normalize_dims(dim, x.ndim)[0]
+    values = Extremum.apply(x, axis=axis, keepdim=keepdim, find=find, arg=arg)
+    indices = values.grad_fn.indices if values.grad_fn is not None else arg(x.data, axis=axis, keepdims=True)
+    if not keepdim:
+        indices = xp.squeeze(indices, axis=axis)
+    return result(values, Tensor._make(indices))
+
+
+def max(x, dim=None, keepdim=False):
+    """The largest element, or (values, indices) along ``dim`` as PyTorch returns them."""
+    return _extremum(x, dim, keepdim, xp.max, xp.argmax, MaxResult)
+
+
+def min(x, dim=None, keepdim=False):
+    """The smallest element, or (values, indices) along ``dim`` as PyTorch returns them."""
+    return _extremum(x, dim, keepdim, xp.min, xp.argmin, MinResult)
+
+
+def argmax(x, dim=None, keepdim=False):
+    if dim is None:
+        return Tensor._make(xp.argmax(x.data))
+    return Tensor._make(xp.argmax(x.data, axis=dim, keepdims=keepdim))
+
+
+def argmin(x, dim=None, keepdim=False):
+    if dim is None:
+        return Tensor._make(xp.argmin(x.data))
+    return Tensor._make(xp.argmin(x.data, axis=dim, keepdims=keepdim))
+
+
+def _stable_max(x, axes):
+    """max over axes (kept), with infinite maxima replaced by 0 so x - m stays finite."""
+    m = xp.max(x, axis=axes, keepdims=True)
+    return xp.where(xp.isfinite(m), m, 0)
+
+
+class LogSumExp(Function):
+    """y = ln Σ_i e^(x_i);   dL/dx_i = dL/dy · e^(x_i - y)  (the softmax)"""
+
+    def forward(self, x):
+        m = _stable_max(x, self.axes)
+        y = xp.log(xp.sum(xp.exp(x - m), axis=self.axes, keepdims=True)) + m
+        return y if self.keepdim else xp.squeeze(y, axis=self.axes)
+
+    def backward(self, grad, y, x):
+        return (spread(grad, x, self.axes, self.keepdim) * (x - spread(y, x, self.axes, self.keepdim)).exp(),)
+
+
+def logsumexp(x, dim, keepdim=False):
+    return LogSumExp.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
+
+
+class Softmax(Function):
+    """y_i = e^(x_i) / Σ_j e^(x_j);   dL/dx_i = y_i (dL/dy_i - Σ_j dL/dy_j · y_j)"""
+
+    def forward(self, x):
+        e = xp.exp(x - _stable_max(x, self.dim))
+        return e / xp.sum(e, axis=self.dim, keepdims=True)
+
+    def backward(self, grad, y, x):
+        return (y * (grad - (grad * y).sum(self.dim, keepdim=True)),)
+
+
+class LogSoftmax(Function):
+    """y_i = x_i - ln Σ_j e^(x_j);   dL/dx_i = dL/dy_i - e^(y_i) Σ_j dL/dy_j"""
+
+    def forward(self, x):
+        shifted = x - _stable_max(x, self.dim)
+        return shifted - xp.log(xp.sum(xp.exp(shifted), axis=self.dim, keepdims=True))
+
+    def backward(self, grad, y, x):
+        return (grad - y.exp() * grad.sum(self.dim, keepdim=True),)

@@ -1,0 +1,184 @@
+"""Every op in the registry: gradients against finite differences (float64), over
+hypothesis-drawn shapes and values, broadcasting included; second derivatives too."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import autograd
+from autograd import REGISTRY, Tensor
+
+SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=3)
+
+
+def arrays(shape, low=-2.0, high=2.0):
+    return hnp.arrays(np.float64, shape, elements=st.floats(low, high, allow_nan=False, width=64))
+
+
+def away_from(values, points, gap=0.05):
+    """Move values off the points where an op has a kink (relu, abs, clamp)."""
+    for point in points:
+        close = np.abs(values - point) < gap
+        values = np.where(close, point + np.where(values >= point, gap, -gap) * 2, values)
+    return values
+
+
+def leaf(array):
+    return Tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
+
+
+@st.composite
+def unary(draw, low=-2.0, high=2.0, kinks=()):
+    x = draw(arrays(draw(SHAPES), low, high))
+    return [leaf(away_from(x, kinks))]
+
+
+@st.composite
+def broadcast_pair(draw, low=-2.0, high=2.0, distinct=False):
+    shapes = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3))
+    x = draw(arrays(shapes.input_shapes[0], low, high))
+    y = draw(arrays(shapes.input_shapes[1], low, high))
+    if distinct:  # max/min: keep the two apart so the kink is not sampled
+        y = np.where(np.abs(x - y) < 0.1, y + 0.3, y)
+    return [leaf(x), leaf(y)]
+
+
+@st.composite
+def with_dim(draw, min_dims=1):
+    shape = draw(hnp.array_shapes(min_dims=min_dims, max_dims=3, min_side=1, max_side=3))
+    x = leaf(draw(arrays(shape)))
+    dim = draw(st.integers(-len(shape), len(shape) - 1))
+    return [x], dim
+
+
+@st.composite
+def distinct_values(draw, min_side=1):
+    """Arrays with well separated entries (max/min have no ties to sample)."""
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=min_side, max_side=3))
+    size = int(np.prod(shape))
+    values = np.random.default_rng(draw(st.integers(0, 1000))).permutation(size) * 0.5
+    return [leaf(values.reshape(shape))]
+
+
+@st.composite
+def matmul_pair(draw):
+    batch = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=2, max_side=2))
+    m, k, n = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    vector_a, vector_b = draw(st.booleans()), draw(st.booleans())
+    shape_a = (k,) if vector_a else batch.input_shapes[0] + (m, k)
+    shape_b = (k,) if vector_b else batch.input_shapes[1] + (k, n)
+    return [leaf(draw(arrays(shape_a))), leaf(draw(arrays(shape_b)))]
+
+
+@st.composite
+def indexed(draw):
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=2, max_side=4))
+    x = leaf(draw(arrays(shape)))
+    kind = draw(st.sampled_from(["basic", "ints", "mask", "repeat"]))
+    if kind == "basic":
+        index = draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True))
+    elif kind == "ints":
+        index = np.array(draw(st.lists(st.integers(-shape[0], shape[0] - 1), min_size=1, max_size=5)))
+    elif kind == "mask":
+        index = draw(hnp.arrays(bool, shape))
+    else:
+        index = (np.array([0, 0, 1, 0]), Ellipsis)
+    return [x], index
+
+
+# Each registered op, how to draw its inputs, and how to call it through the public API.
+CASES = {
+    "Add": (broadcast_pair(), lambda x, y: x + y),
+    "Sub": (broadcast_pair(), lambda x, y: x - y),
+    "Mul": (broadcast_pair(), lambda x, y: x * y),
+    "Div": (broadcast_pair(0.5, 2.0), lambda x, y: x / y),
+    "Pow": (broadcast_pair(0.5, 2.0), lambda x, y: x**y),
+    "PowConstant": (unary(0.5, 2.0), lambda x: x**2 + x**-1.5 + x**3),
+    "Maximum": (broadcast_pair(distinct=True), autograd.maximum),
+    "Minimum": (broadcast_pair(distinct=True), autograd.minimum),
+    "Where": (broadcast_pair(), lambda x, y: autograd.where(x > 0.3, x, y)),
+    "Neg": (unary(), lambda x: -x),
+    "Exp": (unary(), autograd.exp),
+    "Log": (unary(0.2, 3.0), autograd.log),
+    "Sqrt": (unary(0.2, 3.0), autograd.sqrt),
+    "Sin": (unary(), autograd.sin),
+    "Cos": (unary(), autograd.cos),
+    "Tanh": (unary(), autograd.tanh),
+    "Sigmoid": (unary(-6.0, 6.0), autograd.sigmoid),
+    "Relu": (unary(kinks=(0.0,)), autograd.relu),
+    "Abs": (unary(kinks=(0.0,)), autograd.abs),
+    "Clamp": (unary(kinks=(-0.5, 1.0)), lambda x: x.clamp(-0.5, 1.0)),
+    # through float32 and back: finite differences need a step float32 can resolve
+    "Cast": (unary(), lambda x: x.float().double() * 3.0, {"eps": 1e-2, "atol": 1e-3}),
+    "Clone": (unary(), lambda x: x.clone() * x),
+    "Sum": (with_dim(), lambda x, dim: x.sum(dim) + x.sum(dim, keepdim=True).sum() + x.sum()),
+    "LogSumExp": (with_dim(), lambda x, dim: x.logsumexp(dim)),
+    "Softmax": (with_dim(), lambda x, dim: x.softmax(dim) * x),
+    "LogSoftmax": (with_dim(), lambda x, dim: x.log_softmax(dim) * x),
+    "Extremum": (distinct_values(), lambda x: x.max() + x.min(0).values.sum() + x.max(-1, keepdim=True).values.sum()),
+    "MatMul": (matmul_pair(), lambda a, b: a @ b),
+    "Reshape": (unary(), lambda x: x.reshape(-1).flatten().unsqueeze(0).squeeze(0)),
+    "Permute": (with_dim(min_dims=2), lambda x, dim: x.transpose(dim, 0).T),
+    "Expand": (unary(), lambda x: x.unsqueeze(0).expand(2, *x.shape)),
+    "GetItem": (indexed(), lambda x, index: x[index]),
+    "IndexAdd": (indexed(), lambda x, index: x[index] * x[index]),
+    "Cat": (with_dim(), lambda x, dim: autograd.cat([x, x * 2, x.exp()], dim)),
+}
+
+# Composite ops (no primitive of their own) that need gradients checked too.
+COMPOSITES = {
+    "mean": (with_dim(), lambda x, dim: x.mean(dim) + x.mean()),
+    "var": (with_dim(), lambda x, dim: x.var(dim) + x.var(dim, unbiased=False, keepdim=True).sum()),
+    "std": (distinct_values(min_side=2), lambda x: x.std() + x.std(0, correction=0).sum()),
+    "stack": (with_dim(), lambda x, dim: autograd.stack([x, x.sin()], dim)),
+    "clamp_tensor": (broadcast_pair(distinct=True), lambda x, y: x.clamp(min=y)),
+}
+
+
+def test_every_registered_op_has_a_case():
+    assert set(CASES) == set(REGISTRY), f"ops without a test case: {set(REGISTRY) - set(CASES)}"
+
+
+def _run(case, data):
+    strategy, fn, *options = case
+    drawn = data.draw(strategy)
+    if isinstance(drawn, tuple):  # (tensors, a non-tensor argument such as dim or index)
+        tensors, argument = drawn
+        return tensors, lambda *xs: fn(*xs, argument), *options
+    return drawn, fn, *options
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(COMPOSITES))
+@given(data=st.data())
+def test_gradient_matches_finite_differences(name, data):
+    tensors, fn, *options = _run({**CASES, **COMPOSITES}[name], data)
+    assert autograd.gradcheck(fn, tensors, **(options[0] if options else {}))
+
+
+SECOND_ORDER = ["Add", "Mul", "Div", "Pow", "PowConstant", "Exp", "Log", "Sqrt", "Sin", "Cos",
+                "Tanh", "Sigmoid", "Relu", "Sum", "LogSumExp", "Softmax", "LogSoftmax", "MatMul",
+                "GetItem", "Cat", "Permute", "Expand"]
+
+
+@pytest.mark.parametrize("name", SECOND_ORDER)
+@given(data=st.data())
+def test_second_derivatives_match_finite_differences(name, data):
+    tensors, fn, *_ = _run(CASES[name], data)
+    assert autograd.gradgradcheck(fn, tensors)
+
+
+def test_gradcheck_catches_a_wrong_derivative():
+    class WrongExp(autograd.Function):
+        def forward(self, x):
+            return np.exp(x)
+
+        def backward(self, grad, y, x):
+            return (grad * y * 1.01,)
+
+    try:
+        with pytest.raises(autograd.GradcheckError, match="finite differences"):
+            autograd.gradcheck(lambda x: WrongExp.apply(x), [leaf([0.5, 1.0])])
+    finally:
+        del REGISTRY["WrongExp"]
