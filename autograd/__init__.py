@@ -36,8 +36,8 @@ from .factories import (
     zeros_like,
 )
 from .function import REGISTRY, Function
-from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops.elementwise import clamp, where
 from .ops.linalg import matmul
 from .ops.reductions import logsumexp

@@ -126,7 +126,7 @@ class Function:
         output.grad_fn = self
         grads = self.backward(grad, output, *inputs)
         if self.where is not None:
-            for x, g in zip(inputs, grads):
+            for g in grads:
                 if g is not None:
                     anomaly.check_finite(g.data, "gradient", self.name + "Backward", self.where)
         return grads

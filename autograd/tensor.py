@@ -596,7 +596,8 @@ def _owned(grad):
 
 def _operand(value, like):
     """A Tensor for the other operand of ``like`` op ``value``. A Python number
-    takes like's dtype when like is floating, as PyTorch's scalars do."""
+    takes like's dtype when like is floating, as PyTorch's scalars do (float32
+    stays float32). An integer tensor with a float follows NumPy (float64)."""
     if isinstance(value, Tensor):
         return value
     if isinstance(value, numbers.Number) and not isinstance(value, bool):

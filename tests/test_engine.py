@@ -1,0 +1,297 @@
+"""The shared backward driver: order, accumulation, freeing, modes, hooks, anomalies."""
+
+import numpy as np
+import pytest
+
+import autograd
+from autograd import Tensor, Value
+from autograd.engine import topological_order
+
+
+def test_topological_order_puts_every_node_before_its_parents():
+    a, b = Value(1.0), Value(2.0)
+    c = a * b
+    d = c + a
+    e = d * c
+    order = topological_order([e])
+    position = {id(node): i for i, node in enumerate(order)}
+    for node in order:
+        for parent in node.parents:
+            assert position[id(node)] < position[id(parent)]
+    assert len(order) == 5  # a, b, c, d, e: each node once although a and c are reused
+
+
+def test_reused_node_accumulates_gradient():
+    x = Tensor([2.0, 3.0], requires_grad=True)
+    y = x * x + x  # x used three times
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([2.0, 3.0]) + 1)
+
+
+def test_leaf_gradients_accumulate_across_backward_calls():
+    x = Tensor([1.0, -2.0], requires_grad=True)
+    (x * 3).sum().backward()
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 6.0])
+
+
+def test_same_gradient_sent_to_two_leaves_is_not_shared():
+    a = Tensor([1.0, 2.0], requires_grad=True)
+    b = Tensor([3.0, 4.0], requires_grad=True)
+    (a + b).sum().backward()
+    a.grad.mul_(10)
+    np.testing.assert_allclose(b.grad.numpy(), [1.0, 1.0])
+
+
+def test_deep_tensor_chain_backpropagates_without_recursion():
+    x = Tensor(np.ones(3), requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.0
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.ones(3))
+
+
+def test_deep_value_chain_backpropagates_without_recursion():
+    x = Value(0.5)
+    y = x
+    for _ in range(100_000):
+        y = y + 0.0
+    y.backward()
+    assert x.grad == 1.0
+
+
+def test_second_backward_through_freed_graph_names_retain_graph():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    loss = (x.exp() * 2).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        loss.backward()
+
+
+def test_retain_graph_allows_a_second_backward():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    loss = (x.exp() * 2).sum()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), 4 * np.exp([1.0, 2.0]), rtol=1e-6)
+
+
+def test_backward_frees_saved_arrays():
+    x = Tensor(np.ones(4), requires_grad=True)
+    y = x.exp()
+    node = y.grad_fn
+    y.sum().backward()
+    assert node.inputs is None and node.output_data is None
+
+
+def test_non_scalar_backward_without_gradient_names_the_shape():
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"non-scalar output of shape \(2, 3\)"):
+        (x * 2).backward()
+
+
+def test_backward_with_gradient_of_wrong_shape():
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"shape \(3,\) but the output .* shape \(2, 3\)"):
+        (x * 2).backward(Tensor(np.ones(3)))
+
+
+def test_backward_with_explicit_gradient_is_a_vector_jacobian_product():
+    x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    v = Tensor([1.0, 0.5, -1.0])
+    (x * x).backward(v)
+    np.testing.assert_allclose(x.grad.numpy(), 2 * x.numpy() * v.numpy())
+    np.testing.assert_allclose(v.numpy(), [1.0, 0.5, -1.0])  # the user's gradient is untouched
+
+
+def test_backward_of_tensor_that_does_not_require_grad():
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        Tensor([1.0]).sum().backward()
+
+
+def test_inplace_change_of_saved_tensor_is_detected_at_backward():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    x = Tensor([3.0, 4.0])
+    y = (w * x).sum()
+    x.add_(1.0)
+    with pytest.raises(RuntimeError, match=r"shape \(2,\) that Mul saved .* changed in place"):
+        y.backward()
+
+
+def test_inplace_change_through_a_view_is_detected():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    x = Tensor([[3.0, 4.0], [5.0, 6.0]])
+    row = x[0]
+    y = (w * row).sum()
+    x.mul_(2.0)
+    with pytest.raises(RuntimeError, match="changed in place"):
+        y.backward()
+
+
+def test_inplace_change_of_a_parameter_under_no_grad_is_detected():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    y = w.exp().sum()
+    with autograd.no_grad():
+        w -= 0.1
+    with pytest.raises(RuntimeError, match="changed in place"):
+        y.backward()
+
+
+def test_inplace_on_leaf_requiring_grad_outside_no_grad_is_refused():
+    w = Tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"in-place change of a leaf of shape \(1,\)"):
+        w += 1.0
+
+
+def test_no_grad_records_nothing_and_restores_mode():
+    x = Tensor([1.0], requires_grad=True)
+    with autograd.no_grad():
+        y = x * 2
+        assert not autograd.is_grad_enabled()
+        with autograd.enable_grad():
+            z = x * 2
+    assert autograd.is_grad_enabled()
+    assert y.grad_fn is None and not y.requires_grad
+    assert z.grad_fn is not None
+
+
+def test_no_grad_as_decorator():
+    @autograd.no_grad()
+    def evaluate(x):
+        return x * 2
+
+    assert evaluate(Tensor([1.0], requires_grad=True)).grad_fn is None
+    assert autograd.is_grad_enabled()
+
+
+def test_set_grad_enabled_as_call_and_context():
+    with autograd.set_grad_enabled(False):
+        assert not autograd.is_grad_enabled()
+    assert autograd.is_grad_enabled()
+
+
+def test_hooks_see_and_replace_gradients():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3
+    seen = []
+    y.register_hook(lambda g: seen.append(g.numpy().copy()))
+    handle = x.register_hook(lambda g: g * 10)
+    y.sum().backward()
+    np.testing.assert_allclose(seen[0], [1.0, 1.0])
+    np.testing.assert_allclose(x.grad.numpy(), [30.0, 30.0])
+    handle.remove()
+    x.grad = None
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
+
+
+def test_retain_grad_keeps_intermediate_gradient():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    h.retain_grad()
+    other = x * 5
+    (h * h + other).sum().backward()
+    np.testing.assert_allclose(h.grad.numpy(), 2 * h.numpy())
+    assert other.grad is None
+
+
+def test_grad_returns_gradients_without_touching_dot_grad():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    (g,) = autograd.grad((x**3).sum(), x)
+    np.testing.assert_allclose(g.numpy(), 3 * x.numpy() ** 2)
+    assert x.grad is None
+
+
+def test_grad_of_non_leaf_input():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    (g,) = autograd.grad((h * h).sum(), h)
+    np.testing.assert_allclose(g.numpy(), 2 * h.numpy())
+
+
+def test_grad_unused_input_needs_allow_unused():
+    x = Tensor([1.0], requires_grad=True)
+    z = Tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="allow_unused=True"):
+        autograd.grad((x * 2).sum(), [x, z])
+    gx, gz = autograd.grad((x * 2).sum(), [x, z], allow_unused=True)
+    assert gz is None and gx.item() == 2.0
+
+
+def test_hessian_vector_product_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 3))
+    x = Tensor(rng.standard_normal(3), requires_grad=True)
+    v = rng.standard_normal(3)
+
+    def f(x):
+        return ((Tensor(a) @ x).tanh() ** 2).sum()
+
+    (g,) = autograd.grad(f(x), x, create_graph=True)
+    (hv,) = autograd.grad((g * Tensor(v)).sum(), x)
+    eps = 1e-5
+
+    def gradient_at(point):
+        p = Tensor(point, requires_grad=True)
+        return autograd.grad(f(p), p)[0].numpy()
+
+    numeric = (gradient_at(x.numpy() + eps * v) - gradient_at(x.numpy() - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(hv.numpy(), numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_second_derivative_of_tanh():
+    x = Tensor([0.3, -1.2], dtype=np.float64, requires_grad=True)
+    (dy,) = autograd.grad(x.tanh().sum(), x, create_graph=True)
+    (d2y,) = autograd.grad(dy.sum(), x)
+    t = np.tanh(x.numpy())
+    np.testing.assert_allclose(dy.detach().numpy(), 1 - t**2)
+    np.testing.assert_allclose(d2y.numpy(), -2 * t * (1 - t**2))
+
+
+def test_gradient_penalty_trains_through_create_graph():
+    w = Tensor([[0.5, -0.3], [0.2, 0.8]], dtype=np.float64, requires_grad=True)
+    x = Tensor([[1.0, 2.0]], dtype=np.float64, requires_grad=True)
+    out = (x @ w).tanh().sum()
+    (gx,) = autograd.grad(out, x, create_graph=True)
+    penalty = (gx * gx).sum()
+    penalty.backward()
+    assert w.grad is not None and np.all(np.isfinite(w.grad.numpy()))
+
+    def penalty_of(w_values):
+        wt = Tensor(w_values, requires_grad=True)
+        xt = Tensor(x.numpy(), requires_grad=True)
+        (g,) = autograd.grad((xt @ wt).tanh().sum(), xt)
+        return float((g.numpy() ** 2).sum())
+
+    eps = 1e-6
+    numeric = np.zeros((2, 2))
+    for i in range(2):
+        for j in range(2):
+            step = np.zeros((2, 2))
+            step[i, j] = eps
+            numeric[i, j] = (penalty_of(w.numpy() + step) - penalty_of(w.numpy() - step)) / (2 * eps)
+    np.testing.assert_allclose(w.grad.numpy(), numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_anomaly_mode_names_the_forward_op_and_the_user_line():
+    x = Tensor([-1.0, 1.0], requires_grad=True)
+    with autograd.detect_anomaly():
+        with pytest.raises(FloatingPointError, match=r"Log produced NaN .*test_engine.py"):
+            with np.errstate(invalid="ignore"):
+                x.log()
+
+
+def test_anomaly_mode_catches_non_finite_gradient_in_backward():
+    x = Tensor([0.0, 1.0], requires_grad=True)
+    with autograd.detect_anomaly():
+        y = x.sqrt()  # finite forward, infinite derivative at 0
+        with pytest.raises(FloatingPointError, match=r"SqrtBackward produced inf in its gradient"):
+            with np.errstate(divide="ignore"):
+                y.sum().backward()
+
+
+def test_anomaly_mode_off_lets_nan_through():
+    x = Tensor([-1.0], requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(x.log().item())

@@ -1,0 +1,235 @@
+"""Tensor behaviour: dtypes, factories, indexing, shapes, comparisons, errors, saving."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import autograd
+from autograd import Tensor
+
+
+def test_dtype_rules():
+    assert Tensor([1.0, 2.0]).dtype == autograd.float32
+    assert Tensor(3.5).dtype == autograd.float32
+    assert Tensor(np.array([1.0])).dtype == autograd.float64
+    assert Tensor([1, 2]).dtype == autograd.int64
+    assert Tensor([True]).dtype == autograd.bool
+    assert Tensor([1, 2], dtype=autograd.float64).dtype == autograd.float64
+    assert (Tensor([1.0], dtype=np.float32) * 2.5).dtype == autograd.float32
+    assert (Tensor([1.0], dtype=np.float64) * Tensor([1.0])).dtype == autograd.float64
+    assert (Tensor([1, 2]) * 2).dtype == autograd.int64
+
+
+def test_default_dtype_can_change():
+    autograd.set_default_dtype(autograd.float64)
+    try:
+        assert Tensor([1.0]).dtype == autograd.float64
+        assert autograd.zeros(2).dtype == autograd.float64
+    finally:
+        autograd.set_default_dtype(autograd.float32)
+    with pytest.raises(TypeError, match="floating"):
+        autograd.set_default_dtype(autograd.int64)
+
+
+def test_integer_tensor_cannot_require_grad():
+    with pytest.raises(TypeError, match=r"only floating-point tensors .* int64 tensor of shape \(2,\)"):
+        Tensor([1, 2], requires_grad=True)
+    with pytest.raises(TypeError, match="bool"):
+        Tensor([True]).requires_grad_()
+
+
+def test_integer_results_of_float_ops_do_not_require_grad():
+    x = Tensor([1.5, 2.5], requires_grad=True)
+    assert not x.long().requires_grad
+    assert not (x > 2).requires_grad and (x > 2).dtype == autograd.bool
+
+
+def test_comparisons_return_bool_tensors_without_grad():
+    x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    for result in (x < 2, x <= 2, x > 2, x >= 2, x == 2, x != 2):
+        assert result.dtype == autograd.bool and result.grad_fn is None
+    np.testing.assert_array_equal((x >= 2).numpy(), [False, True, True])
+
+
+def test_factories():
+    autograd.manual_seed(0)
+    a = autograd.randn(2, 3)
+    autograd.manual_seed(0)
+    b = autograd.randn((2, 3))
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert autograd.zeros(2, 3).shape == (2, 3) and autograd.ones(4).numpy().sum() == 4
+    assert autograd.full((2,), 7.0).numpy().tolist() == [7.0, 7.0]
+    assert autograd.arange(5).dtype == autograd.int64
+    assert autograd.arange(0, 1, 0.25).numpy().tolist() == [0.0, 0.25, 0.5, 0.75]
+    np.testing.assert_allclose(autograd.linspace(0, 1, 5).numpy(), [0, 0.25, 0.5, 0.75, 1])
+    np.testing.assert_array_equal(autograd.eye(3).numpy(), np.eye(3))
+    r = autograd.rand(1000)
+    assert 0 <= r.numpy().min() and r.numpy().max() < 1
+    i = autograd.randint(0, 5, (100,))
+    assert i.dtype == autograd.int64 and set(i.numpy()) <= set(range(5))
+    assert autograd.zeros_like(a).shape == a.shape and autograd.ones_like(a).dtype == a.dtype
+    assert autograd.empty(3).shape == (3,)
+
+
+def test_tensor_copies_its_data():
+    data = np.array([1.0, 2.0])
+    t = autograd.tensor(data)
+    data[0] = 5.0
+    assert t.numpy()[0] == 1.0
+
+
+def test_indexing_forms_and_repeated_indices_accumulate():
+    x = Tensor(np.arange(12.0).reshape(3, 4), requires_grad=True)
+    assert x[1].shape == (4,)
+    assert x[:, 1:3].shape == (3, 2)
+    assert x[None, ..., 0].shape == (1, 3)
+    assert x[x > 5].shape == (6,)
+    y = x[[0, 0, 2]]
+    assert y.shape == (3, 4)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy()[:, 0], [2.0, 0.0, 1.0])
+
+
+def test_index_with_an_integer_tensor():
+    x = Tensor(np.arange(5.0), requires_grad=True)
+    idx = Tensor([4, 4, 1])
+    x[idx].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 1, 0, 0, 2])
+
+
+def test_shape_ops():
+    x = Tensor(np.arange(24.0).reshape(2, 3, 4))
+    assert x.reshape(6, 4).shape == (6, 4)
+    assert x.view(-1).shape == (24,)
+    assert x.flatten(1).shape == (2, 12)
+    assert x.transpose(0, 2).shape == (4, 3, 2)
+    assert x.permute(2, 0, 1).shape == (4, 2, 3)
+    assert x.unsqueeze(1).shape == (2, 1, 3, 4)
+    assert x[:, :1].squeeze(1).shape == (2, 4)
+    assert x[:1].squeeze().shape == (3, 4)
+    assert x[:, :1].expand(2, 3, 4).shape == (2, 3, 4)
+    assert x.T.shape == (4, 3, 2)
+    assert autograd.cat([x, x], 1).shape == (2, 6, 4)
+    assert autograd.stack([x, x], -1).shape == (2, 3, 4, 2)
+
+
+def test_reductions_match_numpy():
+    data = np.random.default_rng(0).standard_normal((3, 4))
+    x = Tensor(data)
+    np.testing.assert_allclose(x.sum(1).numpy(), data.sum(1))
+    np.testing.assert_allclose(x.mean((0, 1)).numpy(), data.mean())
+    np.testing.assert_allclose(x.var(0).numpy(), data.var(0, ddof=1))
+    np.testing.assert_allclose(x.std(1, unbiased=False).numpy(), data.std(1))
+    values, indices = x.max(1)
+    np.testing.assert_allclose(values.numpy(), data.max(1))
+    np.testing.assert_array_equal(indices.numpy(), data.argmax(1))
+    assert x.min(0, keepdim=True).values.shape == (1, 4)
+    np.testing.assert_allclose(x.logsumexp(1).numpy(), np.log(np.exp(data).sum(1)))
+    np.testing.assert_allclose(x.softmax(1).numpy().sum(1), np.ones(3), rtol=1e-12)
+    assert x.argmax().item() == data.argmax()
+    np.testing.assert_array_equal(x.argmin(0).numpy(), data.argmin(0))
+
+
+def test_softmax_and_logsumexp_are_stable_for_huge_logits():
+    x = Tensor([[1000.0, 0.0, -1000.0]], requires_grad=True)
+    np.testing.assert_allclose(x.softmax(1).numpy(), [[1, 0, 0]], atol=1e-30)
+    np.testing.assert_allclose(x.log_softmax(1).numpy(), [[0, -1000, -2000]])
+    assert x.logsumexp(1).item() == 1000.0
+    x.log_softmax(1)[0, 0].backward()
+    assert np.all(np.isfinite(x.grad.numpy()))
+
+
+def test_max_gradient_is_shared_between_ties():
+    x = Tensor([1.0, 3.0, 3.0], requires_grad=True)
+    x.max().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0, 0.5, 0.5])
+
+
+def test_matmul_shape_error_names_both_shapes():
+    with pytest.raises(ValueError, match=r"shapes \(3, 4\) and \(5, 2\) cannot be multiplied"):
+        autograd.randn(3, 4) @ autograd.randn(5, 2)
+
+
+def test_broadcast_error_names_the_op_and_shapes():
+    with pytest.raises(ValueError, match=r"Add of shapes \(3, 4\), \(5,\)"):
+        autograd.randn(3, 4) + autograd.randn(5)
+
+
+def test_reshape_error_names_the_shapes():
+    with pytest.raises(ValueError, match=r"Reshape of shapes \(2, 3\).*into shape \(4,\)"):
+        autograd.randn(2, 3).reshape(4)
+
+
+def test_cat_and_stack_errors_name_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3\), \(2, 4\)"):
+        autograd.cat([autograd.zeros(2, 3), autograd.zeros(2, 4)], 0)
+    with pytest.raises(ValueError, match="same shape"):
+        autograd.stack([autograd.zeros(2), autograd.zeros(3)])
+
+
+def test_item_and_conversions():
+    assert Tensor([[2.5]]).item() == 2.5
+    with pytest.raises(ValueError, match=r"one element, got shape \(2,\)"):
+        Tensor([1.0, 2.0]).item()
+    assert float(Tensor(1.5)) == 1.5 and int(Tensor(3)) == 3
+    assert Tensor([1, 2]).tolist() == [1, 2]
+    with pytest.raises(RuntimeError, match="ambiguous"):
+        bool(Tensor([1.0, 2.0]))
+    np.testing.assert_array_equal(np.asarray(Tensor([1.0, 2.0])), [1.0, 2.0])
+
+
+def test_detach_shares_data_and_leaves_graph():
+    x = Tensor([1.0], requires_grad=True)
+    y = (x * 2).detach()
+    assert y.grad_fn is None and not y.requires_grad
+    assert y.is_leaf
+
+
+def test_numpy_array_on_the_left_of_an_operator():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    y = np.array([3.0, 4.0]) * x
+    assert isinstance(y, Tensor)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 4.0])
+
+
+def test_repr():
+    assert repr(Tensor([1.0, 2.0])) == "tensor([1., 2.])"
+    assert "requires_grad=True" in repr(Tensor([1.0], requires_grad=True))
+    assert "grad_fn=<MulBackward>" in repr(Tensor([1.0], requires_grad=True) * 2)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    state = {"layer.weight": autograd.randn(3, 2), "step": 7, "nested": {"lr": 0.1, "ids": [1, 2]},
+             "raw": np.arange(3), "flag": None}
+    path = tmp_path / "state.npz"
+    autograd.save(state, path)
+    loaded = autograd.load(path)
+    np.testing.assert_array_equal(loaded["layer.weight"].numpy(), state["layer.weight"].numpy())
+    assert loaded["layer.weight"].dtype == autograd.float32
+    assert loaded["step"] == 7 and loaded["nested"] == {"lr": 0.1, "ids": [1, 2]}
+    np.testing.assert_array_equal(loaded["raw"], np.arange(3))
+    assert loaded["flag"] is None
+
+
+def test_load_never_unpickles(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, payload=np.array([object()], dtype=object))
+    with pytest.raises(ValueError):
+        autograd.load(path)
+
+
+def test_save_refuses_arbitrary_objects(tmp_path):
+    with pytest.raises(TypeError, match="cannot store"):
+        autograd.save({"f": object()}, tmp_path / "x.npz")
+
+
+def test_our_autograd_is_the_one_imported():
+    root = pathlib.Path(__file__).resolve().parent.parent
+    assert pathlib.Path(autograd.__file__).resolve().parent == root / "autograd"
+    import nn
+    import optim
+
+    assert pathlib.Path(nn.__file__).resolve().parent == root / "nn"
+    assert pathlib.Path(optim.__file__).resolve().parent == root / "optim"
