@@ -2,7 +2,7 @@
 
 from . import engine
 from .backend import xp
-from .grad_mode import set_grad_enabled
+from .grad_mode import _GradMode, set_grad_enabled
 from .tensor import Tensor, as_array
 
 
@@ -46,9 +46,11 @@ def _seed_gradients(outputs, grad_outputs):
 def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False):
     """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``."""
     seeds = _seed_gradients(outputs, grad_outputs)
-    with set_grad_enabled(create_graph):
-        engine.backpropagate([_node(output) for output in outputs], seeds,
-                             retain_graph=retain_graph)
+    previous, _GradMode.enabled = _GradMode.enabled, create_graph
+    try:
+        engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph)
+    finally:
+        _GradMode.enabled = previous
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,

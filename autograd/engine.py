@@ -15,30 +15,35 @@ the gradient it passes on is already the sum of all its consumers' shares.
 
 
 def topological_order(roots):
-    """Nodes reachable from ``roots``, each before all of its parents.
+    """Nodes reachable from ``roots``, each one after every node that uses it.
 
-    Depth-first, with an explicit stack instead of recursion, so a chain of a
-    million nodes is fine. A node is appended once all its parents are; the
-    list reversed puts consumers first, the order the chain rule needs.
+    That is the order the chain rule needs: a node's gradient is complete once
+    all its consumers have sent their share. Two passes, no recursion (a chain
+    of a million nodes is fine):
+      1. walk the graph and count, for every node, how many consumers it has;
+      2. emit a node once all its consumers have been emitted (Kahn's algorithm).
     """
+    consumers = {}
+    visited = set(roots)
+    stack = list(visited)
+    while stack:
+        for parent in stack.pop().parents:
+            if parent is None:
+                continue
+            consumers[parent] = consumers.get(parent, 0) + 1
+            if parent not in visited:
+                visited.add(parent)
+                stack.append(parent)
     order = []
-    visited = set()
-    for root in roots:
-        if root in visited:
-            continue
-        visited.add(root)
-        stack = [(root, iter(root.parents))]
-        while stack:
-            node, parents = stack[-1]
-            for parent in parents:
-                if parent is not None and parent not in visited:
-                    visited.add(parent)
-                    stack.append((parent, iter(parent.parents)))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
-    order.reverse()
+    ready = [root for root in visited if root not in consumers and root in roots]
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for parent in node.parents:
+            if parent is not None:
+                consumers[parent] -= 1
+                if consumers[parent] == 0:
+                    ready.append(parent)
     return order
 
 

@@ -6,8 +6,9 @@ Each op is a subclass that defines its forward and its backward side by side:
         '''y = e^x;   dL/dx = dL/dy · y'''
         def forward(self, x):              # arrays in, array out
             return xp.exp(x)
-        def backward(self, grad, y, x):    # Tensors: dL/dy, the output, the inputs
-            return (grad * y,)             # dL/dx_i for each input (None: not needed)
+        saves_output = True                # backward uses y, so the node keeps it
+        def backward(self, grad, y, x):    # Tensors: dL/dy, the output (None unless
+            return (grad * y,)             # saved), the inputs; returns dL/dx_i each
 
 ``backward`` is written with Tensor operations. In an ordinary backward pass
 it runs under ``no_grad`` and costs what the array maths costs; with
@@ -34,6 +35,7 @@ FREED_GRAPH = (
 
 class Function:
     is_view = False  # the output shares memory with the first input (reshape, slicing)
+    saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
     hooks = None  # hooks on the output tensor, run on dL/dy
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
@@ -55,7 +57,12 @@ class Function:
         if params:
             node.__dict__.update(params)
         try:
-            data = node.forward(*[x.data for x in inputs])
+            if len(inputs) == 1:  # the common arities spelled out: this is the hot path
+                data = node.forward(inputs[0].data)
+            elif len(inputs) == 2:
+                data = node.forward(inputs[0].data, inputs[1].data)
+            else:
+                data = node.forward(*[x.data for x in inputs])
         except ValueError as error:  # NumPy's shape errors, said at the user's call
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
             raise ValueError(f"{cls.__name__} of shapes {shapes}: {error}") from None
@@ -66,10 +73,13 @@ class Function:
             for x in inputs:
                 if x.requires_grad:
                     node.inputs = inputs
-                    node.output_data = data
+                    node.output_data = data if cls.saves_output else None
                     node.created = _VersionClock.now
                     node.output_version = out._version
-                    node._parents = None
+                    node.parents = [  # the graph nodes of the inputs (see parents below)
+                        x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
+                        for x in inputs
+                    ]
                     out.requires_grad = True
                     out.grad_fn = node
                     if anomaly._AnomalyMode.enabled:
@@ -87,17 +97,8 @@ class Function:
 
     # -- the engine's interface (see autograd.engine) -------------------------------
 
-    @property
-    def parents(self):
-        """The graph nodes of the inputs: their grad_fn, the leaf itself, or None."""
-        if self._parents is None:
-            if self.inputs is None:
-                raise RuntimeError(FREED_GRAPH.format(op=self.name))
-            self._parents = tuple(
-                x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
-                for x in self.inputs
-            )
-        return self._parents
+    # parents, set by apply: for each input its grad_fn, the leaf itself, or None
+    # where no gradient is needed. Freeing the graph replaces them by FreedGraph.
 
     def receive(self, grad):
         if self.hooks:
@@ -119,11 +120,13 @@ class Function:
         for x in inputs:
             if x._version[0] > created:
                 self._raise_modified(x.shape)
-        if self.output_version[0] > created:
-            self._raise_modified(self.output_data.shape)
-        output = Tensor._make(self.output_data)
-        output.requires_grad = True
-        output.grad_fn = self
+        output = None
+        if self.saves_output:
+            if self.output_version[0] > created:
+                self._raise_modified(self.output_data.shape)
+            output = Tensor._make(self.output_data)  # the output again, as a node of the graph
+            output.requires_grad = True
+            output.grad_fn = self
         grads = self.backward(grad, output, *inputs)
         if self.where is not None:
             for g in grads:
@@ -141,4 +144,14 @@ class Function:
     def release(self):
         self.inputs = None
         self.output_data = None
-        self._parents = None
+        self.parents = FreedGraph(self.name)
+
+
+class FreedGraph:
+    """The parents of a node whose graph was freed: walking them says what happened."""
+
+    def __init__(self, op):
+        self.op = op
+
+    def __iter__(self):
+        raise RuntimeError(FREED_GRAPH.format(op=self.op))

@@ -17,6 +17,8 @@ def unbroadcast(grad, like):
         return grad
     added = grad.ndim - len(shape)
     stretched = tuple(added + i for i, n in enumerate(shape) if n == 1 and grad.shape[added + i] != 1)
+    if not stretched:  # only leading axes were added (a bias): summing them gives the shape
+        return grad.sum(tuple(range(added)))
     return grad.sum(tuple(range(added)) + stretched, keepdim=True).reshape(shape)
 
 
@@ -56,6 +58,8 @@ class Mul(Function):
 class Div(Function):
     """z = x / y;   dL/dx = dL/dz / y,   dL/dy = -dL/dz · x / y² = -dL/dz · z / y"""
 
+    saves_output = True
+
     def forward(self, x, y):
         return x / y
 
@@ -66,6 +70,8 @@ class Div(Function):
 
 class Pow(Function):
     """z = x^y;   dL/dx = dL/dz · y · x^(y-1),   dL/dy = dL/dz · z · ln x"""
+
+    saves_output = True
 
     def forward(self, x, y):
         return x**y
@@ -124,7 +130,7 @@ class Where(Function):
         return xp.where(self.condition, x, y)
 
     def backward(self, grad, z, x, y):
-        return _split(grad, xp.broadcast_to(self.condition, z.shape), x, y)
+        return _split(grad, xp.broadcast_to(self.condition, grad.shape), x, y)
 
 
 def where(condition, x, y):
@@ -152,6 +158,8 @@ class Neg(Function):
 class Exp(Function):
     """y = e^x;   dL/dx = dL/dy · y"""
 
+    saves_output = True
+
     def forward(self, x):
         return xp.exp(x)
 
@@ -171,6 +179,8 @@ class Log(Function):
 
 class Sqrt(Function):
     """y = √x;   dL/dx = dL/dy / (2y)"""
+
+    saves_output = True
 
     def forward(self, x):
         return xp.sqrt(x)
@@ -202,6 +212,8 @@ class Cos(Function):
 class Tanh(Function):
     """y = tanh x;   dL/dx = dL/dy · (1 - y²)"""
 
+    saves_output = True
+
     def forward(self, x):
         return xp.tanh(x)
 
@@ -211,6 +223,8 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)"""
+
+    saves_output = True
 
     def forward(self, x):
         # e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep
@@ -229,7 +243,7 @@ class Relu(Function):
         return xp.maximum(x, 0)
 
     def backward(self, grad, y, x):
-        return (grad * (x > 0),)
+        return (grad * Tensor._make(x.data > 0),)
 
 
 class Abs(Function):

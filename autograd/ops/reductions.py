@@ -10,38 +10,22 @@ import collections
 from ..backend import xp
 from ..function import Function
 from ..tensor import Tensor
-
-
-def normalize_dims(dim, ndim):
-    """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
-    if dim is None:
-        return tuple(range(ndim))
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    axes = []
-    for d in dims:
-        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
-            raise IndexError(f"dim {d} is out of range for a tensor of {ndim} dimensions")
-        axes.append(d % ndim if ndim else 0)
-    return tuple(sorted(axes))
-
-
-def kept_shape(shape, axes):
-    """``shape`` with the reduced ``axes`` kept as size 1 (keepdim=True's shape)."""
-    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+from . import shape as shape_ops
+from .axes import kept_shape, normalize_dims
 
 
 def spread(grad, x, axes, keepdim):
     """dL/dy of a reduction over ``axes``, broadcast back to x's shape."""
-    if not keepdim:
+    if not keepdim and grad.ndim:
         grad = grad.reshape(kept_shape(x.shape, axes))
-    return grad.expand(x.shape)
+    return shape_ops.Expand.apply(grad, shape=x.shape)
 
 
 class Sum(Function):
     """y = Σ_i x_i over axes;   dL/dx_i = dL/dy"""
 
     def forward(self, x):
-        return xp.sum(x, axis=self.axes, keepdims=self.keepdim)
+        return x.sum(axis=self.axes, keepdims=self.keepdim)
 
     def backward(self, grad, y, x):
         return (spread(grad, x, self.axes, self.keepdim),)
@@ -157,6 +141,8 @@ def _stable_max(x, axes):
 class LogSumExp(Function):
     """y = ln Σ_i e^(x_i);   dL/dx_i = dL/dy · e^(x_i - y)  (the softmax)"""
 
+    saves_output = True
+
     def forward(self, x):
         m = _stable_max(x, self.axes)
         y = xp.log(xp.sum(xp.exp(x - m), axis=self.axes, keepdims=True)) + m
@@ -173,6 +159,8 @@ def logsumexp(x, dim, keepdim=False):
 class Softmax(Function):
     """y_i = e^(x_i) / Σ_j e^(x_j);   dL/dx_i = y_i (dL/dy_i - Σ_j dL/dy_j · y_j)"""
 
+    saves_output = True
+
     def forward(self, x):
         e = xp.exp(x - _stable_max(x, self.dim))
         return e / xp.sum(e, axis=self.dim, keepdims=True)
@@ -183,6 +171,8 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     """y_i = x_i - ln Σ_j e^(x_j);   dL/dx_i = dL/dy_i - e^(y_i) Σ_j dL/dy_j"""
+
+    saves_output = True
 
     def forward(self, x):
         shifted = x - _stable_max(x, self.dim)

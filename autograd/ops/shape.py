@@ -10,7 +10,7 @@ from ..backend import xp
 from ..function import Function
 from ..tensor import Tensor
 from .elementwise import unbroadcast
-from .reductions import normalize_dims
+from .axes import normalize_dims
 
 
 class Reshape(Function):
@@ -90,16 +90,19 @@ def transpose(x, dim0, dim1):
 class Expand(Function):
     """y = x broadcast to a larger shape;   dL/dx = dL/dy summed over the copies"""
 
-    is_view = True
-
     def forward(self, x):
-        return xp.broadcast_to(x, self.shape)
+        # a written copy rather than NumPy's read-only broadcast view: several
+        # times cheaper to make at small sizes, and safe to change in place
+        y = xp.empty(self.shape, dtype=x.dtype)
+        y[...] = x
+        return y
 
     def backward(self, grad, y, x):
         return (unbroadcast(grad, x),)
 
 
 def expand(x, sizes):
+    """x broadcast to ``sizes`` (-1 keeps a dim); x may have fewer dims, as in NumPy."""
     sizes = _shape_argument(sizes)
     added = len(sizes) - x.ndim
     shape = tuple(x.shape[i - added] if n == -1 else n for i, n in enumerate(sizes))

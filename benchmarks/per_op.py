@@ -1,0 +1,53 @@
+"""(a) Per-op overhead: 16x16 float32 ((a*b + c).relu()).sum(), then backward.
+
+Reports microseconds per forward op (the op and its share of the backward),
+beside NumPy's forward alone and PyTorch (one thread) when installed.
+"""
+
+import numpy as np
+
+import autograd
+from timing import best_time, optional
+
+OPS = 4  # mul, add, relu, sum
+
+
+def run():
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((16, 16)).astype(np.float32) for _ in range(3)]
+    a, b, c = (autograd.Tensor(x, requires_grad=True) for x in arrays)
+
+    def ours():
+        a.grad = b.grad = c.grad = None
+        ((a * b + c).relu()).sum().backward()
+
+    def numpy_forward():
+        x, y, z = arrays
+        np.maximum(x * y + z, 0).sum()
+
+    rows = {"chainrule (forward + backward)": best_time(ours) / OPS * 1e6,
+            "NumPy (forward only)": best_time(numpy_forward) / OPS * 1e6}
+    torch = optional("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+        ta, tb, tc = (torch.tensor(x, requires_grad=True) for x in arrays)
+
+        def theirs():
+            ta.grad = tb.grad = tc.grad = None
+            ((ta * tb + tc).relu()).sum().backward()
+
+        rows["PyTorch, 1 thread (forward + backward)"] = best_time(theirs) / OPS * 1e6
+    return rows
+
+
+def report():
+    rows = run()
+    lines = ["(a) per-op overhead, 16x16 float32, microseconds per op"]
+    ours = rows["chainrule (forward + backward)"]
+    for name, micros in rows.items():
+        lines.append(f"    {name:42s} {micros:8.2f} us   chainrule/this = {ours / micros:5.2f}x")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(report())

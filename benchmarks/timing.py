@@ -1,0 +1,52 @@
+"""Timing helpers: the best of several repeats, so that a noisy shared machine
+disturbs the ratios as little as possible."""
+
+import time
+
+
+def best_time(fn, repeat=7, number=None, budget=0.2):
+    """Seconds per call of ``fn``: the fastest of ``repeat`` runs of ``number`` calls
+    (``number`` chosen so one run takes about ``budget`` seconds)."""
+    fn()  # warm up
+    if number is None:
+        number, elapsed = 1, 0.0
+        while True:
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            elapsed = time.perf_counter() - start
+            if elapsed > budget / 4 or number >= 1 << 20:
+                break
+            number *= 2
+        number = max(1, int(number * budget / max(elapsed, 1e-9)))
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best
+
+
+def best_time_fresh(make, steps=20, repeat=9):
+    """Seconds per call for ``steps`` calls of a function made fresh by ``make()`` for
+    each of ``repeat`` runs, fastest run kept. For training steps: every run starts
+    from the same state, so no run drifts into slow numbers (Adam's moments decay
+    into float32 denormals after hundreds of steps on dead units)."""
+    best = float("inf")
+    for _ in range(repeat):
+        fn = make()
+        fn()  # warm up
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        best = min(best, (time.perf_counter() - start) / steps)
+    return best
+
+
+def optional(module_name):
+    """The module if it is installed, else None (PyTorch and micrograd are optional)."""
+    try:
+        return __import__(module_name)
+    except ImportError:
+        return None
