@@ -25,8 +25,7 @@ def run():
         x, y, z = arrays
         np.maximum(x * y + z, 0).sum()
 
-    rows = {"chainrule (forward + backward)": best_time(ours) / OPS * 1e6,
-            "NumPy (forward only)": best_time(numpy_forward) / OPS * 1e6}
+    candidates = {"chainrule (forward + backward)": ours, "NumPy (forward only)": numpy_forward}
     torch = optional("torch")
     if torch is not None:
         torch.set_num_threads(1)
@@ -36,7 +35,11 @@ def run():
             ta.grad = tb.grad = tc.grad = None
             ((ta * tb + tc).relu()).sum().backward()
 
-        rows["PyTorch, 1 thread (forward + backward)"] = best_time(theirs) / OPS * 1e6
+        candidates["PyTorch, 1 thread (forward + backward)"] = theirs
+    rows = {name: float("inf") for name in candidates}
+    for _ in range(5):  # interleaved rounds: a noisy moment hits everyone alike
+        for name, fn in candidates.items():
+            rows[name] = min(rows[name], best_time(fn, repeat=3, budget=0.1) / OPS * 1e6)
     return rows
 
 
