@@ -3,9 +3,9 @@ Adam written by hand on .data), float32, built from raw Tensor ops, beside the s
 step written by hand in NumPy and, when installed, PyTorch (same thread count)."""
 
 import numpy as np
+from timing import best_time_fresh, optional
 
 import autograd
-from timing import best_time_fresh, optional
 
 SIZES = (784, 256, 128, 10)
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
@@ -120,10 +120,10 @@ def run(batch_sizes=(32, 128, 512)):
     results = {}
     for size in batch_sizes:
         x, y = batch(size)
-        makers = {"chainrule": lambda: chainrule_step(weights, x, y),
-                  "NumPy by hand": lambda: numpy_step(weights, x, y)}
+        makers = {"chainrule": lambda x=x, y=y: chainrule_step(weights, x, y),
+                  "NumPy by hand": lambda x=x, y=y: numpy_step(weights, x, y)}
         if torch is not None:
-            makers["PyTorch"] = lambda: torch_step(torch, weights, x, y)
+            makers["PyTorch"] = lambda x=x, y=y: torch_step(torch, weights, x, y)
         times = {name: float("inf") for name in makers}
         for _ in range(5):  # interleaved rounds: a noisy moment hits everyone alike
             for name, make in makers.items():

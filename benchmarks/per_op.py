@@ -5,9 +5,9 @@ beside NumPy's forward alone and PyTorch (one thread) when installed.
 """
 
 import numpy as np
+from timing import best_time, optional
 
 import autograd
-from timing import best_time, optional
 
 OPS = 4  # mul, add, relu, sum
 

@@ -6,9 +6,9 @@ engine's Value class, so only the engines differ."""
 import random
 
 import numpy as np
+from timing import best_time, optional
 
 from autograd import Value
-from timing import best_time, optional
 
 
 def two_moons(n=100, noise=0.1, seed=0):
@@ -67,7 +67,7 @@ def run():
     seconds = {}
     for name, value in engines.items():
         model = make_model(value)
-        seconds[name] = best_time(lambda: training_step(value, model, X, y), repeat=5, number=3)
+        seconds[name] = best_time(lambda v=value, m=model: training_step(v, m, X, y), repeat=5, number=3)
     return seconds
 
 

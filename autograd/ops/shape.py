@@ -9,8 +9,8 @@ import builtins
 from ..backend import xp
 from ..function import Function
 from ..tensor import Tensor
-from .elementwise import unbroadcast
 from .axes import normalize_dims
+from .elementwise import unbroadcast
 
 
 class Reshape(Function):
