@@ -482,6 +482,15 @@ class Tensor:
     def relu(self):
         return elementwise.Relu.apply(self)
 
+    def erf(self):
+        return special.Erf.apply(self)
+
+    def softplus(self):
+        return special.Softplus.apply(self)
+
+    def log1p(self):
+        return (self + 1.0).log()
+
     def sign(self):
         return Tensor._make(xp.sign(self.data))
 
@@ -631,6 +640,6 @@ def _keep(keepdim, keepdims):
 # The ops create Tensors, so they are imported once Tensor exists.
 from . import differentiate, random  # noqa: E402
 from .grad_mode import is_grad_enabled  # noqa: E402
-from .ops import elementwise, linalg, reductions  # noqa: E402
+from .ops import elementwise, linalg, reductions, special  # noqa: E402
 from .ops import shape as shape_ops  # noqa: E402
 

@@ -126,6 +126,8 @@ CASES = {
     "GetItem": (indexed(), lambda x, index: x[index]),
     "IndexAdd": (indexed(), lambda x, index: x[index] * x[index]),
     "Cat": (with_dim(), lambda x, dim: autograd.cat([x, x * 2, x.exp()], dim)),
+    "Erf": (unary(-4.0, 4.0), lambda x: x.erf()),
+    "Softplus": (unary(-30.0, 30.0), lambda x: x.softplus()),
 }
 
 # Composite ops (no primitive of their own) that need gradients checked too.
@@ -160,7 +162,25 @@ def test_gradient_matches_finite_differences(name, data):
 
 SECOND_ORDER = ["Add", "Mul", "Div", "Pow", "PowConstant", "Exp", "Log", "Sqrt", "Sin", "Cos",
                 "Tanh", "Sigmoid", "Relu", "Sum", "LogSumExp", "Softmax", "LogSoftmax", "MatMul",
-                "GetItem", "Cat", "Permute", "Expand"]
+                "GetItem", "Cat", "Permute", "Expand", "Erf", "Softplus"]
+
+
+def test_erf_matches_math_erf_to_double_precision():
+    import math
+
+    xs = np.concatenate([np.linspace(-7, 7, 20001), [0.0, 1e-300, -1e-8, 5.99999, 6.0, np.inf, -np.inf]])
+    ours = autograd.Tensor(xs).erf().numpy()
+    exact = np.array([math.erf(v) for v in xs])
+    np.testing.assert_allclose(ours, exact, rtol=1e-14, atol=1e-15)
+
+
+def test_softplus_is_finite_and_exact_at_extremes():
+    x = autograd.Tensor([-1000.0, -30.0, 0.0, 30.0, 1000.0], dtype=np.float64, requires_grad=True)
+    y = x.softplus()
+    np.testing.assert_allclose(y.numpy(), [0.0, np.log1p(np.exp(-30.0)), np.log(2), 30 + np.log1p(np.exp(-30.0)),
+                                           1000.0], rtol=1e-15)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 1 / (1 + np.exp(-x.numpy())), rtol=1e-15)
 
 
 @pytest.mark.parametrize("name", SECOND_ORDER)
