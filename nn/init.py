@@ -1,0 +1,159 @@
+"""Weight initialisation, with ``torch.nn.init``'s names, arguments and formulas.
+
+Every initialiser fills its tensor in place (under ``no_grad``), returns it,
+and draws from the global generator, so ``autograd.manual_seed`` repeats it.
+The lecture's point: all-zero weights make every neuron of a layer the same
+(symmetry that gradient descent never breaks); too small or too large a
+spread makes signals and gradients vanish or explode with depth. Xavier and
+Kaiming choose the spread that keeps the variance steady from layer to layer.
+"""
+
+import math
+
+import numpy
+
+from autograd import no_grad
+from autograd.random import generator
+
+
+def calculate_gain(nonlinearity, param=None):
+    """The gain g that keeps activations' variance through a nonlinearity:
+
+    linear, conv, sigmoid: 1;  tanh: 5/3;  relu: √2;  selu: 3/4;
+    leaky_relu with negative slope a (default 0.01): √(2 / (1 + a²)).
+    """
+    linear = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+              "conv_transpose3d", "sigmoid"}
+    if nonlinearity in linear:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    if nonlinearity == "leaky_relu":
+        if param is None:
+            slope = 0.01
+        elif isinstance(param, (int, float)) and not isinstance(param, bool):
+            slope = param
+        else:
+            raise ValueError(f"negative_slope {param} is not a valid number")
+        return math.sqrt(2.0 / (1 + slope**2))
+    raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
+
+
+def _calculate_fan_in_and_fan_out(tensor):
+    """fan_in = in-features x receptive field, fan_out = out-features x receptive field.
+
+    A weight of shape (out, in, *kernel) (Linear's (out, in), a convolution's
+    (out, in, kh, kw)) has receptive field prod(kernel).
+    """
+    if tensor.ndim < 2:
+        raise ValueError("Fan in and fan out can not be computed for tensor with fewer than 2 "
+                         f"dimensions (got shape {tensor.shape})")
+    receptive_field = math.prod(tensor.shape[2:])
+    return tensor.shape[1] * receptive_field, tensor.shape[0] * receptive_field
+
+
+def _fan(tensor, mode):
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"Mode {mode} not supported, please use one of fan_in, fan_out")
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def _fill(tensor, values):
+    with no_grad():
+        tensor.data[...] = values
+        tensor._check_inplace()  # counts as an in-place change (version counter)
+    return tensor
+
+
+def uniform_(tensor, a=0.0, b=1.0):
+    """w ~ U(a, b)."""
+    return _fill(tensor, generator().uniform(a, b, tensor.shape))
+
+
+def normal_(tensor, mean=0.0, std=1.0):
+    """w ~ N(mean, std²)."""
+    return _fill(tensor, generator().normal(mean, std, tensor.shape))
+
+
+def constant_(tensor, val):
+    return _fill(tensor, val)
+
+
+def zeros_(tensor):
+    """All zeros: fine for biases; for weights it is the lecture's symmetry trap."""
+    return _fill(tensor, 0.0)
+
+
+def ones_(tensor):
+    return _fill(tensor, 1.0)
+
+
+def eye_(tensor):
+    """The identity matrix, for a 2-D tensor (keeps inputs in Linear layers)."""
+    if tensor.ndim != 2:
+        raise ValueError(f"Only tensors with 2 dimensions are supported, got shape {tensor.shape}")
+    return _fill(tensor, numpy.eye(*tensor.shape))
+
+
+def xavier_uniform_(tensor, gain=1.0):
+    """Glorot & Bengio (2010): w ~ U(-a, a),  a = gain · √(6 / (fan_in + fan_out))."""
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    bound = math.sqrt(3.0) * std
+    return uniform_(tensor, -bound, bound)
+
+
+def xavier_normal_(tensor, gain=1.0):
+    """Glorot & Bengio (2010): w ~ N(0, σ²),  σ = gain · √(2 / (fan_in + fan_out))."""
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)))
+
+
+def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+    """He et al. (2015): w ~ U(-b, b),  b = gain · √(3 / fan),  gain = calculate_gain(nonlinearity, a).
+
+    mode 'fan_in' keeps the forward pass's variance, 'fan_out' the backward's.
+    """
+    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
+    bound = math.sqrt(3.0) * std
+    return uniform_(tensor, -bound, bound)
+
+
+def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+    """He et al. (2015): w ~ N(0, σ²),  σ = gain / √fan."""
+    std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
+    return normal_(tensor, 0.0, std)
+
+
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+    """w ~ N(mean, std²) conditioned on a <= w <= b (draws outside are drawn again)."""
+    if not a < b:
+        raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
+    values = generator().normal(mean, std, tensor.shape)
+    outside = (values < a) | (values > b)
+    while outside.any():
+        values[outside] = generator().normal(mean, std, int(outside.sum()))
+        outside = (values < a) | (values > b)
+    return _fill(tensor, values)
+
+
+def orthogonal_(tensor, gain=1.0):
+    """Saxe et al. (2013): a (semi-)orthogonal matrix, from the QR decomposition of a
+    Gaussian matrix with the signs of R's diagonal folded in; trailing dims flattened."""
+    if tensor.ndim < 2:
+        raise ValueError(f"Only tensors with 2 or more dimensions are supported, got {tensor.shape}")
+    rows = tensor.shape[0]
+    cols = tensor.data.size // rows
+    flat = generator().normal(0.0, 1.0, (rows, cols))
+    if rows < cols:
+        flat = flat.T
+    q, r = numpy.linalg.qr(flat)
+    q = q * numpy.sign(numpy.diag(r))
+    if rows < cols:
+        q = q.T
+    return _fill(tensor, (gain * q).reshape(tensor.shape))

@@ -1,0 +1,270 @@
+"""Loss functions (the functional forms; ``nn/loss.py`` wraps each as a Module).
+
+Every loss takes ``reduction``: 'mean' (the default), 'sum' or 'none'. Losses
+on probabilities and logits are computed stably: cross-entropy from the fused
+``log_softmax``, BCE-with-logits from ``softplus``, BCE with PyTorch's log
+floor of -100, so saturated inputs give finite losses and gradients.
+
+Where PyTorch broadcasts an input against a target of another shape with only
+a warning (a classic bug: (N, 1) against (N,)), these raise an error instead.
+"""
+
+import numpy
+
+import autograd
+from autograd import Function, Tensor
+from autograd.backend import xp
+
+from . import functional as F
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _same_shape(name, input, target):
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if input.shape != target.shape:
+        raise ValueError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
+                         "they must have the same shape (reshape one, e.g. target.reshape(input.shape))")
+    return target
+
+
+def mse_loss(input, target, reduction="mean"):
+    """(ŷ - y)², the lecture's squared (L2) loss."""
+    difference = input - _same_shape("mse_loss", input, target)
+    return _reduce(difference * difference, reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """|ŷ - y|, the lecture's mean absolute error: less swayed by outliers than MSE."""
+    return _reduce((input - _same_shape("l1_loss", input, target)).abs(), reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """½ d² where |d| < delta, delta (|d| - ½ delta) elsewhere: MSE near 0, L1 far out."""
+    difference = (input - _same_shape("huber_loss", input, target)).abs()
+    return _reduce(autograd.where(difference < delta, difference * difference * 0.5,
+                                  (difference - 0.5 * delta) * delta), reduction)
+
+
+class BinaryCrossEntropy(Function):
+    """ℓ = -(y ln p + (1 - y) ln(1 - p)), each log floored at -100 as PyTorch does;
+    dℓ/dp = (p - y) / max(p (1 - p), 1e-12),   dℓ/dy = ln(1 - p) - ln p  (floored logs)"""
+
+    def forward(self, p, y):
+        log_p = xp.maximum(xp.log(p), -100)
+        log_q = xp.maximum(xp.log1p(-p), -100)
+        return -(y * log_p + (1 - y) * log_q)
+
+    def backward(self, grad, loss, p, y):
+        grad_p = grad_y = None
+        if p.requires_grad:
+            denominator = Tensor._make(xp.maximum(p.data * (1 - p.data), 1e-12))
+            grad_p = grad * (p - y) / denominator
+        if y.requires_grad:
+            log_p = Tensor._make(xp.maximum(xp.log(p.data), -100))
+            log_q = Tensor._make(xp.maximum(xp.log1p(-p.data), -100))
+            grad_y = grad * (log_q - log_p)
+        return grad_p, grad_y
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """BCE on probabilities: L = -(1/m) Σ [y ln ŷ + (1 - y) ln(1 - ŷ)] (the lecture's).
+    Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
+    target = _same_shape("binary_cross_entropy", input, target)
+    if ((input.data < 0) | (input.data > 1)).any():
+        raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1 "
+                         "(pass logits to binary_cross_entropy_with_logits instead)")
+    with numpy.errstate(divide="ignore"):
+        loss = BinaryCrossEntropy.apply(input, target.to(input.dtype))
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """BCE of σ(x), computed from the logit x without forming σ(x):
+        ℓ = (1 - y) x + (1 + (pos_weight - 1) y) · softplus(-x)
+    which equals -[pos_weight · y ln σ(x) + (1 - y) ln(1 - σ(x))] and never overflows."""
+    target = _same_shape("binary_cross_entropy_with_logits", input, target).to(input.dtype)
+    scale = 1.0 if pos_weight is None else (target * (pos_weight - 1.0) + 1.0)
+    loss = (1.0 - target) * input + (-input).softplus() * scale
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+def _class_dim(input):
+    return 0 if input.ndim == 1 else 1
+
+
+def _class_last(input):
+    """(N, C, d1, ...) -> (N·d1·..., C): one row of class scores per prediction."""
+    dim = _class_dim(input)
+    if input.ndim > 2:
+        input = input.permute(0, *range(2, input.ndim), 1)
+    return input.reshape(-1, input.shape[-1]) if dim else input.reshape(1, -1)
+
+
+def _check_class_indices(name, input, target):
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
+                        "integers (use .long()); for class probabilities pass a float target of "
+                        f"the input's shape {input.shape}")
+    expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]
+    if target.shape != expected:
+        raise ValueError(f"{name}: input of shape {input.shape} needs a target of shape {expected}, "
+                         f"got {target.shape}")
+
+
+def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
+    """(-w_y ln p_y per prediction, w_y per prediction), with ignored targets given weight 0."""
+    rows = _class_last(log_probs)
+    classes = rows.shape[1]
+    labels = target.data.reshape(-1)
+    kept = labels != ignore_index
+    bad = kept & ((labels < 0) | (labels >= classes))
+    if bad.any():
+        raise IndexError(f"{name}: target {int(labels[bad][0])} is out of bounds for {classes} classes "
+                         f"(valid: 0 to {classes - 1}, or ignore_index={ignore_index})")
+    safe = xp.where(kept, labels, 0)
+    weights = xp.ones(len(labels), dtype=rows.dtype) if weight is None else weight.data[safe]
+    weights = Tensor._make((weights * kept).astype(rows.dtype))
+    picked = rows[xp.arange(len(labels)), safe]
+    return -picked * weights, weights
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    _check_class_indices("nll_loss", input, target)
+    losses, weights = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
+    if reduction == "mean":
+        return losses.sum() / weights.sum()
+    if reduction == "none":
+        return losses.reshape(target.shape)
+    return _reduce(losses, reduction)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """The lecture's L = -(1/m) Σ y ln ŷ with ŷ = softmax(x), from the logits x.
+
+    target: class indices (integers, shape of input without the class dim) or
+    class probabilities (floats, the input's shape). label_smoothing ε mixes the
+    target with the uniform distribution: (1 - ε) y + ε / C. Computed from the
+    fused log_softmax, so logits of ±1000 are fine.
+    """
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    dim = _class_dim(input)
+    classes = input.shape[dim]
+    log_probs = input.log_softmax(dim)
+    class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
+    if target.dtype.kind == "f":  # class probabilities
+        if target.shape != input.shape:
+            raise ValueError(f"cross_entropy: a target of class probabilities must have the input's shape "
+                             f"{input.shape}, got {target.shape}")
+        target = target * (1 - label_smoothing) + label_smoothing / classes
+        weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
+        losses = -(weighted * target).sum(dim)
+        if reduction == "mean":
+            return losses.sum() / (input.data.size // classes)
+        return _reduce(losses, reduction)
+    _check_class_indices("cross_entropy", input, target)
+    losses, weights = _picked_log_probabilities("cross_entropy", log_probs, target, weight, ignore_index)
+    if reduction == "mean":
+        nll = losses.sum() / weights.sum()
+    else:
+        nll = _reduce(losses.reshape(target.shape), reduction)
+    if label_smoothing == 0:
+        return nll
+    # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
+    weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
+    kept = Tensor._make((target.data != ignore_index).astype(input.dtype))
+    smooth = -weighted.sum(dim) * kept
+    if reduction == "mean":
+        smooth = smooth.sum() / weights.sum() if weight is not None else smooth.mean()
+    else:
+        smooth = _reduce(smooth, reduction)
+    return nll * (1 - label_smoothing) + smooth * (label_smoothing / classes)
+
+
+def _signs(name, target):
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if not xp.isin(target.data, (-1, 1)).all():
+        raise ValueError(f"{name}: targets must be -1 or +1")
+    return target
+
+
+def hinge_loss(input, target, margin=1.0, reduction="mean"):
+    """The lecture's hinge loss ℓ = max(0, margin - y f(x)) for labels y in {-1, +1}:
+    zero once a prediction is on the right side by at least the margin."""
+    target = _signs("hinge_loss", _same_shape("hinge_loss", input, target))
+    return _reduce((margin - target.to(input.dtype) * input).relu(), reduction)
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+    """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
+    if p not in (1, 2):
+        raise ValueError(f"multi_margin_loss: only p = 1 and p = 2 are supported, got {p}")
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    scores = input if input.ndim == 2 else input.reshape(1, -1)
+    labels = target.data.reshape(-1)
+    _check_class_indices("multi_margin_loss", scores, Tensor(labels))
+    rows = xp.arange(len(labels))
+    correct = scores[rows, labels].unsqueeze(1)
+    violations = (scores - correct + margin).relu()
+    if p == 2:
+        violations = violations * violations
+    others = Tensor._make((xp.arange(scores.shape[1]) != labels[:, None]).astype(input.dtype))
+    losses = (violations * others).sum(1) * (1.0 / scores.shape[1])
+    if weight is not None:
+        losses = losses * Tensor._make(weight.data[labels])
+    return _reduce(losses if input.ndim == 2 else losses.reshape(()), reduction)
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False,
+                        reduction="mean"):
+    """ℓ = max(d(a, p) - d(a, n) + margin, 0): the anchor nearer its positive than its
+    negative by a margin (Schroff et al., 2015). swap uses min(d(a, n), d(p, n))."""
+    to_positive = F.pairwise_distance(anchor, positive, p, eps)
+    to_negative = F.pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        to_negative = to_negative.minimum(F.pairwise_distance(positive, negative, p, eps))
+    return _reduce((to_positive - to_negative + margin).relu(), reduction)
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1."""
+    target = _signs("cosine_embedding_loss", target)
+    dim = input1.ndim - 1
+    dot = (input1 * input2).sum(dim)
+    norms = (((input1 * input1).sum(dim) + 1e-12) * ((input2 * input2).sum(dim) + 1e-12)).sqrt()
+    cos = dot / norms
+    losses = autograd.where(target > 0, 1.0 - cos, (cos - margin).relu())
+    return _reduce(losses, reduction)
+
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2."""
+    target = _signs("margin_ranking_loss", target).to(input1.dtype)
+    return _reduce((-target * (input1 - input2) + margin).relu(), reduction)
+
+
+def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
+    """Siamese contrastive loss (Hadsell, Chopra & LeCun, 2006, "Dimensionality Reduction
+    by Learning an Invariant Mapping"):
+        ℓ = y d² + (1 - y) max(0, margin - d)²,   d = ‖x1 - x2‖₂
+    with y = 1 for a similar pair (pulled together) and y = 0 for a dissimilar one
+    (pushed at least ``margin`` apart)."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if not xp.isin(target.data, (0, 1)).all():
+        raise ValueError("contrastive_loss: targets must be 1 (similar) or 0 (dissimilar)")
+    target = target.to(input1.dtype)
+    distance = F.pairwise_distance(input1, input2)
+    apart = (margin - distance).relu()
+    return _reduce(target * distance * distance + (1.0 - target) * apart * apart, reduction)

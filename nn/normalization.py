@@ -1,0 +1,91 @@
+"""Normalisation layers: BatchNorm1d/2d, LayerNorm, GroupNorm (the lecture's
+feature-statistics regularisers)."""
+
+import autograd
+
+from . import functional as F
+from .module import Module
+from .parameter import Parameter
+
+
+class _BatchNorm(Module):
+    """y = (x - mean) / √(var + eps) · γ + β per channel; see F.batch_norm for the
+    training/eval statistics and the running averages (exactly PyTorch's)."""
+
+    expected_dims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.weight = Parameter(autograd.ones(num_features)) if affine else None
+        self.bias = Parameter(autograd.zeros(num_features)) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", autograd.zeros(num_features))
+            self.register_buffer("running_var", autograd.ones(num_features))
+            self.register_buffer("num_batches_tracked", autograd.tensor(0))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def forward(self, input):
+        if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) expects input of "
+                             f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} "
+                             f"channels in dim 1, got shape {input.shape}")
+        # without running statistics, batch statistics are used in eval too (PyTorch's rule)
+        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=self.training or not self.track_running_stats,
+                            momentum=self.momentum, eps=self.eps,
+                            num_batches_tracked=self.num_batches_tracked if self.training else None)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Input (N, C) or (N, C, L)."""
+
+    expected_dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Input (N, C, H, W)."""
+
+    expected_dims = (4,)
+
+
+class LayerNorm(Module):
+    """Normalise each sample over its last dims (Ba, Kiros & Hinton, 2016)."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
+        super().__init__()
+        self.normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
+                                 else tuple(normalized_shape))
+        self.eps = eps
+        self.weight = Parameter(autograd.ones(self.normalized_shape)) if elementwise_affine else None
+        self.bias = Parameter(autograd.zeros(self.normalized_shape)) if elementwise_affine and bias else None
+
+    def forward(self, input):
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"
+
+
+class GroupNorm(Module):
+    """Normalise groups of channels of each sample (Wu & He, 2018)."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.weight = Parameter(autograd.ones(num_channels)) if affine else None
+        self.bias = Parameter(autograd.zeros(num_channels)) if affine else None
+
+    def forward(self, input):
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
