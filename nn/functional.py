@@ -220,7 +220,11 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     return dot / norms.clamp(min=eps)
 
 
-from .losses import (  # noqa: E402  (the losses use the functions above)
+
+
+# The loss functions, re-exported so that F.cross_entropy works as in PyTorch
+# (imported last: nn/losses.py uses the functions above).
+from .losses import (  # noqa: E402, F401
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     contrastive_loss,

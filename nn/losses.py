@@ -166,8 +166,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
     if target.dtype.kind == "f":  # class probabilities
         if target.shape != input.shape:
-            raise ValueError(f"cross_entropy: a target of class probabilities must have the input's shape "
-                             f"{input.shape}, got {target.shape}")
+            raise TypeError(f"cross_entropy: a float target is read as class probabilities and must have "
+                            f"the input's shape {input.shape}, got {target.shape}; class indices must be "
+                            "integers (use target.long())")
         target = target * (1 - label_smoothing) + label_smoothing / classes
         weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
         losses = -(weighted * target).sum(dim)
