@@ -1,6 +1,7 @@
 """(b) One training step of an MLP 784-256-128-10 (ReLU, log-softmax cross-entropy,
 Adam written by hand on .data), float32, built from raw Tensor ops, beside the same
-step written by hand in NumPy and, when installed, PyTorch (same thread count)."""
+step written with nn modules (nn.Linear, nn.ReLU, nn.CrossEntropyLoss), by hand in
+NumPy, and, when installed, in PyTorch (same thread count)."""
 
 import numpy as np
 from timing import best_time_fresh, optional
@@ -66,6 +67,30 @@ def chainrule_step(weights, x, y):
     return step
 
 
+def nn_step(weights, x, y):
+    """The same step written with nn modules: nn.Linear holds W as (out, in)."""
+    import nn
+
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    linears = [model[0], model[2], model[4]]
+    with autograd.no_grad():
+        for layer, w, b in zip(linears, weights[0::2], weights[1::2]):
+            layer.weight.copy_(w.T)
+            layer.bias.copy_(b)
+    params = list(model.parameters())
+    adam = Adam([p.data for p in params])
+    inputs, targets, criterion = autograd.Tensor(x), autograd.Tensor(y), nn.CrossEntropyLoss()
+
+    def step():
+        loss = criterion(model(inputs), targets)
+        model.zero_grad()
+        loss.backward()
+        adam.step([p.data for p in params], [p.grad.data for p in params])
+        return loss
+
+    return step
+
+
 def numpy_step(weights, x, y):
     params = [w.copy() for w in weights]
     adam = Adam(params)
@@ -121,6 +146,7 @@ def run(batch_sizes=(32, 128, 512)):
     for size in batch_sizes:
         x, y = batch(size)
         makers = {"chainrule": lambda x=x, y=y: chainrule_step(weights, x, y),
+                  "chainrule nn": lambda x=x, y=y: nn_step(weights, x, y),
                   "NumPy by hand": lambda x=x, y=y: numpy_step(weights, x, y)}
         if torch is not None:
             makers["PyTorch"] = lambda x=x, y=y: torch_step(torch, weights, x, y)
@@ -136,9 +162,11 @@ def check_same_loss(size=64, steps=3):
     """The chainrule and NumPy steps compute the same thing: equal losses step by step."""
     weights = initial_weights()
     x, y = batch(size)
-    ours, reference = chainrule_step(weights, x, y), numpy_step(weights, x, y)
+    ours, modules, reference = chainrule_step(weights, x, y), nn_step(weights, x, y), numpy_step(weights, x, y)
     for _ in range(steps):
-        np.testing.assert_allclose(float(ours().item()), float(reference()), rtol=1e-4)
+        expected = float(reference())
+        np.testing.assert_allclose(float(ours().item()), expected, rtol=1e-4)
+        np.testing.assert_allclose(float(modules().item()), expected, rtol=1e-4)
 
 
 def report():

@@ -121,7 +121,8 @@ def _check_class_indices(name, input, target):
 
 
 def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
-    """(-w_y ln p_y per prediction, w_y per prediction), with ignored targets given weight 0."""
+    """(-w_y ln p_y for each prediction, Σ w_y): ignored targets count with weight 0.
+    The weights are constants, so their sum is a plain number."""
     rows = _class_last(log_probs)
     classes = rows.shape[1]
     labels = target.data.reshape(-1)
@@ -130,20 +131,23 @@ def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
     if bad.any():
         raise IndexError(f"{name}: target {int(labels[bad][0])} is out of bounds for {classes} classes "
                          f"(valid: 0 to {classes - 1}, or ignore_index={ignore_index})")
-    safe = xp.where(kept, labels, 0)
-    weights = xp.ones(len(labels), dtype=rows.dtype) if weight is None else weight.data[safe]
-    weights = Tensor._make((weights * kept).astype(rows.dtype))
+    everything_kept = bool(kept.all())
+    safe = labels if everything_kept else xp.where(kept, labels, 0)
     picked = rows[xp.arange(len(labels)), safe]
-    return -picked * weights, weights
+    if weight is None and everything_kept:
+        return -picked, float(len(labels))
+    weights = xp.ones(len(labels), dtype=rows.dtype) if weight is None else weight.data[safe]
+    weights = (weights * kept).astype(rows.dtype)
+    return -picked * Tensor._make(weights), float(weights.sum())
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
     target = target if isinstance(target, Tensor) else Tensor(target)
     _check_class_indices("nll_loss", input, target)
-    losses, weights = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
+    losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
     if reduction == "mean":
-        return losses.sum() / weights.sum()
+        return losses.sum() / total_weight
     if reduction == "none":
         return losses.reshape(target.shape)
     return _reduce(losses, reduction)
@@ -176,9 +180,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             return losses.sum() / (input.data.size // classes)
         return _reduce(losses, reduction)
     _check_class_indices("cross_entropy", input, target)
-    losses, weights = _picked_log_probabilities("cross_entropy", log_probs, target, weight, ignore_index)
+    losses, total_weight = _picked_log_probabilities("cross_entropy", log_probs, target, weight, ignore_index)
     if reduction == "mean":
-        nll = losses.sum() / weights.sum()
+        nll = losses.sum() / total_weight
     else:
         nll = _reduce(losses.reshape(target.shape), reduction)
     if label_smoothing == 0:
@@ -188,7 +192,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     kept = Tensor._make((target.data != ignore_index).astype(input.dtype))
     smooth = -weighted.sum(dim) * kept
     if reduction == "mean":
-        smooth = smooth.sum() / weights.sum() if weight is not None else smooth.mean()
+        smooth = smooth.sum() / total_weight if weight is not None else smooth.mean()
     else:
         smooth = _reduce(smooth, reduction)
     return nll * (1 - label_smoothing) + smooth * (label_smoothing / classes)
