@@ -3,3 +3,11 @@
 from autograd import _check_ours
 
 _check_ours.check("optim")
+
+from . import lr_scheduler  # noqa: E402
+from .adadelta import Adadelta  # noqa: E402
+from .adagrad import Adagrad  # noqa: E402
+from .adam import Adam, AdamW  # noqa: E402
+from .optimizer import Optimizer  # noqa: E402
+from .rmsprop import RMSprop  # noqa: E402
+from .sgd import SGD  # noqa: E402

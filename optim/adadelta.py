@@ -1,0 +1,44 @@
+"""Adadelta: step sizes from the ratio of recent update and gradient magnitudes."""
+
+import numpy
+
+from .optimizer import Optimizer, require
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler, 2012), as ``torch.optim.Adadelta``:
+
+        g ← ∇L(W) + λ W
+        s ← ρ s + (1 - ρ) g²                      (running mean square of gradients)
+        Δ ← √(u + ε) / √(s + ε) · g               (u: running mean square of updates)
+        u ← ρ u + (1 - ρ) Δ²
+        W ← W - η Δ
+
+    The units of Δ match W's, so no global learning rate is needed (η = 1).
+    """
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
+
+    def check_hyperparameters(self, group):
+        super().check_hyperparameters(group)
+        require(0 <= group["rho"] <= 1, f"Invalid rho value: {group['rho']}")
+        require(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']}")
+        require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
+
+    def update(self, param, grad, state, group):
+        if not state:
+            state["step"] = 0
+            state["square_avg"] = numpy.zeros_like(param)
+            state["acc_delta"] = numpy.zeros_like(param)
+        state["step"] += 1
+        if group["weight_decay"]:
+            grad = grad + group["weight_decay"] * param
+        rho, eps = group["rho"], group["eps"]
+        square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+        square_avg *= rho
+        square_avg += (1 - rho) * grad * grad
+        delta = numpy.sqrt(acc_delta + eps) / numpy.sqrt(square_avg + eps) * grad
+        acc_delta *= rho
+        acc_delta += (1 - rho) * delta * delta
+        param -= group["lr"] * delta

@@ -1,0 +1,51 @@
+"""Stochastic gradient descent, with momentum and Nesterov's look-ahead."""
+
+import numpy
+
+from .optimizer import Optimizer, require
+
+
+class SGD(Optimizer):
+    """W ← W - η g, optionally with momentum, exactly as ``torch.optim.SGD``:
+
+        g ← ∇L(W) + λ W                       (weight_decay λ; -∇L with maximize)
+        v ← μ v + (1 - τ) g                   (momentum μ, dampening τ; v₁ = g)
+        g ← g + μ v   if nesterov  else  v
+        W ← W - η g
+
+    The lecture writes momentum as v_t = γ v_{t-1} + η ∇J(θ - γ v_{t-1}),
+    θ ← θ - v_t: the gradient taken at the look-ahead point θ - γ v. PyTorch's
+    (and this) form is the same method with the learning rate moved out of v
+    and the look-ahead folded in: with θ' = θ - ηγv as the tracked point,
+    the step becomes g + μ v with g at the tracked point (Sutskever et al., 2013).
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
+                 maximize=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+
+    def check_hyperparameters(self, group):
+        super().check_hyperparameters(group)
+        require(group["momentum"] >= 0, f"Invalid momentum value: {group['momentum']}")
+        require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
+        require(not group["nesterov"] or (group["momentum"] > 0 and group["dampening"] == 0),
+                "Nesterov momentum requires a momentum and zero dampening")
+
+    def update(self, param, grad, state, group):
+        sgd_update(param, grad, state, **{k: group[k] for k in
+                                          ("lr", "momentum", "dampening", "weight_decay", "nesterov")})
+
+
+def sgd_update(param, grad, state, lr, momentum, dampening, weight_decay, nesterov):
+    if weight_decay:
+        grad = grad + weight_decay * param
+    if momentum:
+        velocity = state.get("momentum_buffer")
+        if velocity is None:
+            velocity = state["momentum_buffer"] = numpy.array(grad, copy=True)
+        else:
+            velocity *= momentum
+            velocity += (1 - dampening) * grad
+        grad = grad + momentum * velocity if nesterov else velocity
+    param -= lr * grad
