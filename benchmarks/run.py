@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import deep_chain  # noqa: E402
 import mlp_step  # noqa: E402
+import optimizer_step  # noqa: E402
 import per_op  # noqa: E402
 import value_engine  # noqa: E402
 from timing import optional  # noqa: E402
@@ -24,6 +25,7 @@ def main():
     if torch is not None:
         torch.set_num_threads(threads)  # the MLP step: PyTorch's threads, NumPy's BLAS threads
     print(mlp_step.report())
+    print(optimizer_step.report())
     print(value_engine.report())
     print(deep_chain.report())
 

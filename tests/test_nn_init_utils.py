@@ -88,18 +88,21 @@ def test_initialisers_refuse_nothing_under_grad_and_bump_the_version():
 def test_init_statistics_match_torch_formulas():
     import torch
 
-    for ours, theirs in (
-        (lambda w: nn.init.kaiming_uniform_(w, a=math.sqrt(5)),
+    autograd.manual_seed(0)
+    torch.manual_seed(0)
+    for uniform, ours, theirs in (
+        (True, lambda w: nn.init.kaiming_uniform_(w, a=math.sqrt(5)),
          lambda w: torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5))),
-        (lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"),
+        (False, lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"),
          lambda w: torch.nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")),
-        (lambda w: nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain("tanh")),
+        (True, lambda w: nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain("tanh")),
          lambda w: torch.nn.init.xavier_uniform_(w, gain=torch.nn.init.calculate_gain("tanh"))),
     ):
         a = ours(autograd.empty(64, 32, 3, 3)).numpy()
         b = theirs(torch.empty(64, 32, 3, 3)).numpy()
         assert a.std() == pytest.approx(b.std(), rel=0.03)
-        assert np.abs(a).max() == pytest.approx(np.abs(b).max(), rel=0.1)
+        if uniform:  # the bound: both reach it within a hair (18,432 draws)
+            assert np.abs(a).max() == pytest.approx(np.abs(b).max(), rel=0.01)
 
 
 def grads(*values):
