@@ -4,7 +4,7 @@
 n-dimensional one, with PyTorch's names (``autograd`` plays ``torch``).
 """
 
-from . import backend, data, datasets, transforms
+from . import backend, data, datasets, trace, transforms, viz
 from .anomaly import detect_anomaly, is_anomaly_enabled
 from .backend import (
     bool_,

@@ -43,12 +43,14 @@ def _seed_gradients(outputs, grad_outputs):
     return seeds
 
 
-def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False):
-    """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``."""
+def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False, on_step=None):
+    """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``.
+    ``on_step`` is the engine's per-node callback (the step-through's trace)."""
     seeds = _seed_gradients(outputs, grad_outputs)
     previous, _GradMode.enabled = _GradMode.enabled, create_graph
     try:
-        engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph)
+        engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph,
+                             on_step=on_step)
     finally:
         _GradMode.enabled = previous
 

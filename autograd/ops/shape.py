@@ -34,6 +34,12 @@ def _shape_argument(shape):
 
 def reshape(x, shape):
     shape = _shape_argument(shape)
+    if -1 in shape and shape.count(-1) == 1:  # spell the inferred size out, to spot a no-op
+        known = 1
+        for n in shape:
+            known *= n if n != -1 else 1
+        if known and x.data.size % known == 0:
+            shape = tuple(x.data.size // known if n == -1 else n for n in shape)
     if shape == x.shape:
         return x
     return Reshape.apply(x, shape=shape)
