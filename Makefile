@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint bench clean dot
+.PHONY: install demo test lint bench clean dot
 
 install: $(STAMP) dot
 
@@ -26,11 +26,19 @@ dot:
 	    echo "Graphviz's dot is missing; run: sudo apt-get install graphviz  (macOS: brew install graphviz)"; \
 	  fi; }
 
+# the demo's extra: scikit-learn (it ships the 8x8 digits) and tqdm
+$(VENV)/.demo: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,demo]'
+	touch $(VENV)/.demo
+
+demo: install $(VENV)/.demo
+	$(VENV)/bin/chainrule demo
+
 test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(PY) -m ruff check autograd nn optim tests benchmarks
+	$(PY) -m ruff check autograd nn optim tests benchmarks docs
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -17,7 +17,7 @@ import html
 import itertools
 
 from . import differentiate, viz
-from .engine import backpropagate
+from .engine import backpropagate, topological_order
 from .tensor import Tensor
 from .value import Value
 
@@ -108,12 +108,12 @@ def trace_backward(root, names=None, rankdir="LR"):
 
 
 def _trace_values(trace, root):
+    # unlabelled values are called v1, v2, ... from the output down, in captions and pictures alike
     counter = itertools.count(1)
-    names = {}
+    names = {id(v): v.label or f"v{next(counter)}" for v in topological_order([root])}
+    trace.names = {names[id(v)]: v for v in topological_order([root])}
 
     def name(value):
-        if id(value) not in names:
-            names[id(value)] = value.label or f"v{next(counter)}"
         return names[id(value)]
 
     known, shares = {}, collections.Counter()
