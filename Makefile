@@ -4,14 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean dot
+.PHONY: install demo test lint bench notebooks clean dot
 
 install: $(STAMP) dot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,notebooks]'
 	touch $(STAMP)
 
 # Graphviz's `dot` renders the graph pictures: installed where we can, explained where we cannot.
@@ -37,8 +37,12 @@ demo: install $(VENV)/.demo
 test: install
 	$(PY) -m pytest -q
 
+# execute every notebook in place, storing its outputs (make test executes copies)
+notebooks: install
+	$(PY) notebooks/execute.py --in-place
+
 lint: install
-	$(PY) -m ruff check autograd nn optim tests benchmarks docs
+	$(PY) -m ruff check autograd nn optim tests benchmarks docs notebooks
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -30,6 +30,9 @@ class Sequential(Module):
             return Sequential(*modules[index])
         return modules[index]
 
+    def __setitem__(self, index, module):
+        self.add_module(_name_at(self, index), module)
+
     def __len__(self):
         return len(self._modules)
 
@@ -62,11 +65,22 @@ class ModuleList(Module):
         modules = list(self._modules.values())
         return ModuleList(modules[index]) if isinstance(index, slice) else modules[index]
 
+    def __setitem__(self, index, module):
+        self.add_module(_name_at(self, index), module)
+
     def __len__(self):
         return len(self._modules)
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+def _name_at(container, index):
+    """The registered name of the module at position ``index`` (negative counts from the end)."""
+    names = list(container._modules)
+    if not -len(names) <= index < len(names):
+        raise IndexError(f"index {index} is out of range for {type(container).__name__} of length {len(names)}")
+    return names[index]
 
 
 class ModuleDict(Module):

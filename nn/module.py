@@ -38,8 +38,6 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  "before assigning attributes")
-        for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
             from .container import ModuleList
 
@@ -49,11 +47,18 @@ class Module:
 
             value = ModuleDict(value)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            registry = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            registry = self._modules
         elif name in self.__dict__.get("_buffer_names", ()):
-            self._buffers[name] = value
+            registry = self._buffers
+        else:
+            registry = None
+        for other in (self._parameters, self._buffers, self._modules):
+            if other is not registry:
+                other.pop(name, None)
+        if registry is not None:
+            registry[name] = value  # an existing name keeps its place: Sequential's order
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):

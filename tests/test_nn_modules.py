@@ -104,6 +104,19 @@ def test_sequential_indexing_and_apply():
     assert seen == ["Linear", "ReLU", "Linear", "Sequential"]
 
 
+def test_replacing_a_module_by_index():
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    model[-1] = nn.Tanh()
+    model[0] = nn.DropConnect(model[0], p=0.1)
+    assert [type(m).__name__ for m in model] == ["DropConnect", "Tanh"]
+    assert [name for name, _ in model.named_parameters()] == ["0.linear.weight", "0.linear.bias"]
+    layers = nn.ModuleList([nn.ReLU()])
+    layers[0] = nn.Sigmoid()
+    assert isinstance(layers[0], nn.Sigmoid)
+    with pytest.raises(IndexError, match="out of range for Sequential of length 2"):
+        model[5] = nn.ReLU()
+
+
 def test_linear_has_pytorch_shapes_and_default_init_bounds():
     autograd.manual_seed(0)
     layer = nn.Linear(400, 30)

@@ -1,0 +1,34 @@
+"""Execute the notebooks with nbclient: `make notebooks` stores their outputs in place;
+the tests run copies. Usage: python notebooks/execute.py [--in-place] [NOTEBOOK ...]"""
+
+import pathlib
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def execute(path, timeout=300):
+    """The executed notebook (raises CellExecutionError on the first failing cell)."""
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(HERE)}}).execute()
+    return notebook
+
+
+def main(argv):
+    in_place = "--in-place" in argv
+    paths = [pathlib.Path(a) for a in argv if a != "--in-place"] or sorted(HERE.glob("[0-9]*.ipynb"))
+    for path in paths:
+        start = time.perf_counter()
+        notebook = execute(path)
+        if in_place:
+            nbformat.write(notebook, path)
+        print(f"{path.name}: {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
