@@ -22,7 +22,7 @@ Every subclass lands in ``REGISTRY``, which the tests walk.
 
 from . import anomaly
 from .grad_mode import _GradMode
-from .tensor import Tensor, _VersionClock
+from .tensor import Tensor, _VersionClock, run_hooks
 
 REGISTRY = {}
 
@@ -102,10 +102,7 @@ class Function:
 
     def receive(self, grad):
         if self.hooks:
-            for hook in self.hooks:
-                replaced = hook(grad)
-                if replaced is not None:
-                    grad = replaced
+            grad = run_hooks(self.hooks, grad)
         if self.retained is not None:
             tensor = self.retained()
             if tensor is not None:

@@ -98,7 +98,11 @@ class Tensor:
 
     @property
     def mT(self):
-        return self.transpose(-2, -1)
+        """The last two dims swapped (a batch of matrices transposed): every matmul's backward."""
+        if self.ndim < 2:
+            raise ValueError(f"mT needs at least 2 dimensions, got shape {self.shape}")
+        dims = (*range(self.ndim - 2), self.ndim - 1, self.ndim - 2)
+        return shape_ops.Permute.apply(self, dims=dims)
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
@@ -257,10 +261,7 @@ class Tensor:
 
     def receive(self, grad):
         if self._hooks:
-            for hook in self._hooks:
-                replaced = hook(grad)
-                if replaced is not None:
-                    grad = replaced
+            grad = run_hooks(self._hooks, grad)
         if grad.requires_grad:  # create_graph: .grad keeps its own graph
             self.grad = grad if self.grad is None else self.grad + grad
         elif self.grad is None or self.grad.requires_grad or self.grad.shape != grad.shape:
@@ -590,6 +591,15 @@ class _HookHandle:
     def remove(self):
         if self.hook in self.hooks:
             self.hooks.remove(self.hook)
+
+
+def run_hooks(hooks, grad):
+    """Call each hook on the gradient in turn; a hook that returns a tensor replaces it."""
+    for hook in hooks:
+        replaced = hook(grad)
+        if replaced is not None:
+            grad = replaced
+    return grad
 
 
 def _owned(grad):

@@ -7,80 +7,68 @@ import autograd
 from .module import Module
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """Modules kept in order under the names '0', '1', ...: indexing, assignment, iteration."""
+
+    def _from_list(self, modules):
+        raise NotImplementedError
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __getitem__(self, index):
+        modules = list(self._modules.values())
+        return self._from_list(modules[index]) if isinstance(index, slice) else modules[index]
+
+    def __setitem__(self, index, module):
+        names = list(self._modules)
+        if not -len(names) <= index < len(names):
+            raise IndexError(f"index {index} is out of range for {type(self).__name__} of length {len(names)}")
+        self.add_module(names[index], module)  # the name keeps its place in the order
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Sequential(_ModuleSequence):
     """Modules applied one after another: Sequential(a, b, c)(x) = c(b(a(x)))."""
 
     def __init__(self, *modules):
         super().__init__()
         if len(modules) == 1 and isinstance(modules[0], dict):
-            modules = list(modules[0].items())
+            for name, module in modules[0].items():
+                self.add_module(name, module)
         else:
-            modules = [(str(i), m) for i, m in enumerate(modules)]
-        for name, module in modules:
-            self.add_module(name, module)
+            for module in modules:
+                self.append(module)
+
+    def _from_list(self, modules):
+        return Sequential(*modules)
 
     def forward(self, x):
         for module in self._modules.values():
             x = module(x)
         return x
 
-    def __getitem__(self, index):
-        modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return Sequential(*modules[index])
-        return modules[index]
 
-    def __setitem__(self, index, module):
-        self.add_module(_name_at(self, index), module)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of modules whose parameters the parent module sees."""
 
     def __init__(self, modules=()):
         super().__init__()
-        for module in modules:
-            self.append(module)
+        self.extend(modules)
 
-    def append(self, module):
-        self.add_module(str(len(self._modules)), module)
-        return self
+    def _from_list(self, modules):
+        return ModuleList(modules)
 
     def extend(self, modules):
         for module in modules:
             self.append(module)
         return self
-
-    def __getitem__(self, index):
-        modules = list(self._modules.values())
-        return ModuleList(modules[index]) if isinstance(index, slice) else modules[index]
-
-    def __setitem__(self, index, module):
-        self.add_module(_name_at(self, index), module)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-
-def _name_at(container, index):
-    """The registered name of the module at position ``index`` (negative counts from the end)."""
-    names = list(container._modules)
-    if not -len(names) <= index < len(names):
-        raise IndexError(f"index {index} is out of range for {type(container).__name__} of length {len(names)}")
-    return names[index]
 
 
 class ModuleDict(Module):
