@@ -76,10 +76,9 @@ class Function:
                     node.output_data = data if cls.saves_output else None
                     node.created = _VersionClock.now
                     node.output_version = out._version
-                    node.parents = [  # the graph nodes of the inputs (see parents below)
-                        x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
-                        for x in inputs
-                    ]
+                    node.parents = [_graph_node(x) for x in inputs] if len(inputs) > 2 else (
+                        [_graph_node(inputs[0])] if len(inputs) == 1 else
+                        [_graph_node(inputs[0]), _graph_node(inputs[1])])
                     out.requires_grad = True
                     out.grad_fn = node
                     if anomaly._AnomalyMode.enabled:
@@ -141,14 +140,28 @@ class Function:
     def release(self):
         self.inputs = None
         self.output_data = None
-        self.parents = FreedGraph(self.name)
+        self.parents = FreedGraph.of(type(self))
+
+
+def _graph_node(x):
+    """The node behind an input: its grad_fn, the leaf itself, or None (no gradient needed)."""
+    return x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
 
 
 class FreedGraph:
     """The parents of a node whose graph was freed: walking them says what happened."""
 
+    _by_op = {}
+
     def __init__(self, op):
         self.op = op
+
+    @classmethod
+    def of(cls, op_class):
+        """One shared instance per kind of op (freeing happens once per node: keep it cheap)."""
+        if op_class not in cls._by_op:
+            cls._by_op[op_class] = cls(op_class.__name__)
+        return cls._by_op[op_class]
 
     def __iter__(self):
         raise RuntimeError(FREED_GRAPH.format(op=self.op))

@@ -206,3 +206,22 @@ def test_gradcheck_catches_a_wrong_derivative():
             autograd.gradcheck(lambda x: WrongExp.apply(x), [leaf([0.5, 1.0])])
     finally:
         del REGISTRY["WrongExp"]
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_matmul_with_transposed_operands_first_and_second_derivatives(transpose_a, transpose_b):
+    from autograd.ops.linalg import MatMul
+
+    rng = np.random.default_rng(0)
+    a = leaf(rng.standard_normal((2, 4, 3) if transpose_a else (2, 3, 4)))
+    b = leaf(rng.standard_normal((5, 4) if transpose_b else (4, 5)))
+
+    def f(a, b):
+        return MatMul.apply(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+
+    expected = (np.swapaxes(a.numpy(), -1, -2) if transpose_a else a.numpy()) @ \
+        (b.numpy().T if transpose_b else b.numpy())
+    np.testing.assert_allclose(f(a, b).numpy(), expected)
+    assert autograd.gradcheck(f, [a, b])
+    assert autograd.gradgradcheck(f, [a, b])

@@ -6,14 +6,36 @@ from .elementwise import unbroadcast
 
 class MatMul(Function):
     """Y = A @ B (batched, broadcasting over leading dims);
-    dL/dA = dL/dY @ Bᵀ,   dL/dB = Aᵀ @ dL/dY"""
+    dL/dA = dL/dY @ Bᵀ,   dL/dB = Aᵀ @ dL/dY
+
+    As in BLAS's gemm, either operand may be used transposed (``transpose_a``,
+    ``transpose_b``): the backward products above are then single MatMul nodes,
+    with no transpose node before them. With op(X) = X or Xᵀ, Y = op(A) op(B):
+        dL/dA = dL/dY op(B)ᵀ,  or its transpose op(B) (dL/dY)ᵀ when A was used transposed
+        dL/dB = op(A)ᵀ dL/dY,  or its transpose (dL/dY)ᵀ op(A) when B was used transposed
+    """
+
+    transpose_a = transpose_b = False
 
     def forward(self, a, b):
+        if self.transpose_a:
+            a = a.swapaxes(-1, -2)
+        if self.transpose_b:
+            b = b.swapaxes(-1, -2)
         return a @ b
 
     def backward(self, grad, y, a, b):
-        return (unbroadcast(grad @ b.mT, a) if a.requires_grad else None,
-                unbroadcast(a.mT @ grad, b) if b.requires_grad else None)
+        ta, tb = self.transpose_a, self.transpose_b
+        grad_a = grad_b = None
+        if a.requires_grad:
+            grad_a = (MatMul.apply(b, grad, transpose_a=tb, transpose_b=True) if ta else
+                      MatMul.apply(grad, b, transpose_b=not tb))
+            grad_a = unbroadcast(grad_a, a)
+        if b.requires_grad:
+            grad_b = (MatMul.apply(grad, a, transpose_a=True, transpose_b=ta) if tb else
+                      MatMul.apply(a, grad, transpose_a=not ta))
+            grad_b = unbroadcast(grad_b, b)
+        return grad_a, grad_b
 
 
 def matmul(a, b):
