@@ -9,15 +9,20 @@ class SGD(Optimizer):
     """W ← W - η g, optionally with momentum, exactly as ``torch.optim.SGD``:
 
         g ← ∇L(W) + λ W                       (weight_decay λ; -∇L with maximize)
-        v ← μ v + (1 - τ) g                   (momentum μ, dampening τ; v₁ = g)
-        g ← g + μ v   if nesterov  else  v
+        b ← μ b + (1 - τ) g                   (momentum μ, dampening τ; b₁ = g)
+        g ← g + μ b   if nesterov  else  b
         W ← W - η g
 
-    The lecture writes momentum as v_t = γ v_{t-1} + η ∇J(θ - γ v_{t-1}),
-    θ ← θ - v_t: the gradient taken at the look-ahead point θ - γ v. PyTorch's
-    (and this) form is the same method with the learning rate moved out of v
-    and the look-ahead folded in: with θ' = θ - ηγv as the tracked point,
-    the step becomes g + μ v with g at the tracked point (Sutskever et al., 2013).
+    How this relates to the lecture's slides. Momentum there is
+        v_t = γ v_{t-1} + η ∇J(θ),   θ ← θ - v_t
+    which is the rule above with b = v / η (and μ = γ, τ = 0). The lecture's
+    Nesterov form evaluates the gradient at the look-ahead point:
+        v_t = γ v_{t-1} + η ∇J(θ - γ v_{t-1}),   θ ← θ - v_t.
+    Write φ = θ - γ v for the look-ahead point. Then g = ∇J(φ_{t-1}) and
+        φ_t = θ_t - γ v_t = φ_{t-1} - η g - γ v_t = φ_{t-1} - η (g + μ b_t),
+    which is the nesterov=True rule: PyTorch (and this class) stores the look-ahead
+    point φ as the parameter, so no second gradient evaluation is needed
+    (Sutskever et al., 2013).
     """
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
