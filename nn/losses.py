@@ -120,10 +120,9 @@ def _check_class_indices(name, input, target):
                          f"got {target.shape}")
 
 
-def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
-    """(-w_y ln p_y for each prediction, Σ w_y): ignored targets count with weight 0.
-    The weights are constants, so their sum is a plain number."""
-    rows = _class_last(log_probs)
+def _class_weights(name, rows, target, weight, ignore_index):
+    """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
+    constants, so their sum is a plain number."""
     classes = rows.shape[1]
     labels = target.data.reshape(-1)
     kept = labels != ignore_index
@@ -131,14 +130,46 @@ def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
     if bad.any():
         raise IndexError(f"{name}: target {int(labels[bad][0])} is out of bounds for {classes} classes "
                          f"(valid: 0 to {classes - 1}, or ignore_index={ignore_index})")
-    everything_kept = bool(kept.all())
-    safe = labels if everything_kept else xp.where(kept, labels, 0)
-    picked = rows[xp.arange(len(labels)), safe]
-    if weight is None and everything_kept:
-        return -picked, float(len(labels))
+    if weight is None and kept.all():
+        return labels, None, float(len(labels))
+    safe = xp.where(kept, labels, 0)
     weights = xp.ones(len(labels), dtype=rows.dtype) if weight is None else weight.data[safe]
     weights = (weights * kept).astype(rows.dtype)
-    return -picked * Tensor._make(weights), float(weights.sum())
+    return safe, weights, float(weights.sum())
+
+
+def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
+    """(-w_y ln p_y for each prediction, Σ w_y), from log-probabilities."""
+    rows = _class_last(log_probs)
+    labels, weights, total = _class_weights(name, rows, target, weight, ignore_index)
+    picked = -rows[xp.arange(len(labels)), labels]
+    return (picked if weights is None else picked * Tensor._make(weights)), total
+
+
+class CrossEntropy(Function):
+    """ℓ = Σ_n s · w_n (ln Σ_c e^(x_nc) - x_n,y_n)  for rows of logits x (s: 1, or 1/Σw for 'mean');
+    dℓ/dx_nc = s · w_n (softmax(x_n)_c - [c = y_n])
+
+    One fused node from logits to the loss: stable (log-sum-exp) and cheaper than
+    log_softmax, indexing and a reduction as separate nodes.
+    """
+
+    def forward(self, x):
+        rows = xp.arange(len(self.labels))
+        shifted = x - x.max(axis=1, keepdims=True)
+        losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
+        if self.weights is not None:
+            losses = losses * self.weights
+        return losses.sum() * self.scale if self.reduce else losses
+
+    def backward(self, grad, loss, x):
+        one_hot = xp.zeros(x.shape, dtype=x.dtype)
+        one_hot[xp.arange(len(self.labels)), self.labels] = 1
+        scale = xp.full(len(self.labels), self.scale if self.reduce else 1, dtype=x.dtype)
+        if self.weights is not None:
+            scale = scale * self.weights
+        per_row = Tensor._make(scale[:, None]) * (grad if self.reduce else grad.unsqueeze(1))
+        return ((x.softmax(1) - Tensor._make(one_hot)) * per_row,)
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
@@ -159,14 +190,14 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     target: class indices (integers, shape of input without the class dim) or
     class probabilities (floats, the input's shape). label_smoothing ε mixes the
     target with the uniform distribution: (1 - ε) y + ε / C. Computed from the
-    fused log_softmax, so logits of ±1000 are fine.
+    logits by one fused node (class indices) or the fused log_softmax, so logits
+    of ±1000 are fine.
     """
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     target = target if isinstance(target, Tensor) else Tensor(target)
     dim = _class_dim(input)
     classes = input.shape[dim]
-    log_probs = input.log_softmax(dim)
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
     if target.dtype.kind == "f":  # class probabilities
         if target.shape != input.shape:
@@ -174,20 +205,28 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                             f"the input's shape {input.shape}, got {target.shape}; class indices must be "
                             "integers (use target.long())")
         target = target * (1 - label_smoothing) + label_smoothing / classes
+        log_probs = input.log_softmax(dim)
         weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
         losses = -(weighted * target).sum(dim)
         if reduction == "mean":
             return losses.sum() / (input.data.size // classes)
         return _reduce(losses, reduction)
     _check_class_indices("cross_entropy", input, target)
-    losses, total_weight = _picked_log_probabilities("cross_entropy", log_probs, target, weight, ignore_index)
-    if reduction == "mean":
-        nll = losses.sum() / total_weight
+    rows = _class_last(input)
+    labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
+    if reduction == "none":
+        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False)
+        nll = nll.reshape(target.shape)
+    elif reduction in ("mean", "sum"):
+        # as PyTorch: a mean over no (unignored) targets is NaN
+        scale = (1.0 / total_weight if total_weight else float("nan")) if reduction == "mean" else 1.0
+        nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True)
     else:
-        nll = _reduce(losses.reshape(target.shape), reduction)
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if label_smoothing == 0:
         return nll
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
+    log_probs = input.log_softmax(dim)
     weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
     kept = Tensor._make((target.data != ignore_index).astype(input.dtype))
     smooth = -weighted.sum(dim) * kept

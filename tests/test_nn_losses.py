@@ -38,6 +38,8 @@ LOSSES = {
     "cross_entropy_probs": (lambda x: F.cross_entropy(x, Tensor(P / P.sum(1, keepdims=True)),
                                                       label_smoothing=0.1), (X,)),
     "cross_entropy_spatial": (lambda x: F.cross_entropy(x.reshape(2, 3, 2), Tensor([[0, 2], [1, 1]])), (X,)),
+    "cross_entropy_none": (lambda x: (F.cross_entropy(x, Tensor(LABELS), reduction="none", weight=Tensor(
+        [1.0, 2.0, 0.5])) * Tensor([1.0, -2.0, 3.0, 0.5])).sum(), (X,)),
     "nll": (lambda x: F.nll_loss(x.log_softmax(1), Tensor(LABELS), reduction="sum"), (X,)),
     "hinge": (lambda x: F.hinge_loss(x[:, 0], Tensor(SIGNS)), (X * 0.3,)),
     "multi_margin": (lambda x: F.multi_margin_loss(x, Tensor(LABELS), p=2, margin=1.5), (X,)),
@@ -57,7 +59,8 @@ def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
     primitives = {name for name, op in REGISTRY.items() if op.__module__.startswith("nn.")}
     # each primitive, and the case that runs it through gradcheck
     covered = {"AffineMap": "linear" in LAYERS and "linear_3d" in LAYERS,
-               "BinaryCrossEntropy": "bce" in LOSSES and "bce_target" in LOSSES}
+               "BinaryCrossEntropy": "bce" in LOSSES and "bce_target" in LOSSES,
+               "CrossEntropy": "cross_entropy" in LOSSES and "cross_entropy_options" in LOSSES}
     assert primitives == set(covered) and all(covered.values())
 
 
@@ -65,6 +68,18 @@ def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
 def test_loss_gradients_match_finite_differences(name):
     fn, values = LOSSES[name]
     assert autograd.gradcheck(fn, [leaf(v) for v in values])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fused_cross_entropy_second_derivatives(reduction):
+    weights = Tensor([1.0, 2.0, 0.5])
+    assert autograd.gradgradcheck(
+        lambda x: F.cross_entropy(x, Tensor(LABELS), weight=weights, ignore_index=1, reduction=reduction),
+        [leaf(X)])
+
+
+def test_cross_entropy_over_only_ignored_targets_is_nan():
+    assert np.isnan(F.cross_entropy(Tensor(X), Tensor([-100, -100, -100, -100])).item())
 
 
 def test_closed_forms():
@@ -140,6 +155,7 @@ def test_loss_modules_match_their_functions():
 @pytest.mark.torch
 @pytest.mark.parametrize("name", ["mse", "l1", "huber", "bce", "bce_logits", "cross_entropy",
                                   "cross_entropy_options", "cross_entropy_probs", "cross_entropy_spatial",
+                                  "cross_entropy_none",
                                   "nll", "multi_margin", "triplet", "cosine_embedding", "margin_ranking"])
 def test_losses_match_torch(name):
     import torch
@@ -159,6 +175,8 @@ def test_losses_match_torch(name):
                                                             label_smoothing=0.2, ignore_index=1),
         "cross_entropy_probs": lambda x: TF.cross_entropy(x, t(P / P.sum(1, keepdims=True)), label_smoothing=0.1),
         "cross_entropy_spatial": lambda x: TF.cross_entropy(x.reshape(2, 3, 2), t([[0, 2], [1, 1]])),
+        "cross_entropy_none": lambda x: (TF.cross_entropy(x, t(LABELS), reduction="none", weight=t(
+            [1.0, 2.0, 0.5], dtype=torch.float64)) * t([1.0, -2.0, 3.0, 0.5], dtype=torch.float64)).sum(),
         "nll": lambda x: TF.nll_loss(x.log_softmax(1), t(LABELS), reduction="sum"),
         "multi_margin": lambda x: TF.multi_margin_loss(x, t(LABELS), p=2, margin=1.5),
         "triplet": lambda a, p, n: TF.triplet_margin_loss(a, p, n, margin=3.0, swap=True),
