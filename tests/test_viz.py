@@ -205,3 +205,15 @@ def test_step_through_page_in_a_real_browser(tmp_path):
         assert counter.text == "step 1 of 10"
     finally:
         browser.quit()
+
+
+@needs_dot
+def test_trace_shows_itself_with_a_slider_in_jupyter():
+    widgets = pytest.importorskip("ipywidgets", reason="the notebooks extra is not installed")
+    y, _ = neuron()
+    trace = trace_backward(y)
+    shown = trace.show()
+    slider = shown.widget.children[0]
+    assert isinstance(slider, widgets.IntSlider) and (slider.min, slider.max) == (0, len(trace))
+    html = trace._repr_html_()
+    assert html.count("<svg") == len(trace) + 1 and "trace-next" in html and "<html" not in html
