@@ -151,9 +151,9 @@ def run(batch_sizes=(32, 128, 512)):
         if torch is not None:
             makers["PyTorch"] = lambda x=x, y=y: torch_step(torch, weights, x, y)
         times = {name: float("inf") for name in makers}
-        for _ in range(5):  # interleaved rounds: a noisy moment hits everyone alike
+        for _ in range(10):  # interleaved rounds: a noisy moment hits everyone alike
             for name, make in makers.items():
-                times[name] = min(times[name], best_time_fresh(make, steps=20, repeat=2))
+                times[name] = min(times[name], best_time_fresh(make, steps=20, repeat=3))
         results[size] = {name: seconds * 1e3 for name, seconds in times.items()}
     return results
 
