@@ -17,7 +17,7 @@ def line_chart(panels, width=420, height=280):
 
 
 def _panel(left, title, series, width, height):
-    margin_left, margin_right, margin_top, margin_bottom = 55, 15, 30, 40
+    margin_left, margin_right, margin_top, margin_bottom = 62, 15, 30, 40
     plot_w, plot_h = width - margin_left - margin_right, height - margin_top - margin_bottom
     values = [v for ys in series.values() for v in ys]
     low, high = min(values), max(values)
