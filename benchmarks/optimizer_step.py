@@ -4,7 +4,7 @@ update) and torch.optim.Adam when installed. Fresh state for every timed run."""
 
 import numpy as np
 from mlp_step import Adam, initial_weights
-from timing import best_time_fresh, optional
+from timing import best_time_fresh, optional, table
 
 import autograd
 import optim
@@ -58,12 +58,8 @@ def run():
 
 
 def report():
-    times = run()
-    reference = times["NumPy Adam by hand"]
-    lines = ["(e) optimizer step, MLP 784-256-128-10 parameters (235k), float32, ms per step"]
-    for name, seconds in times.items():
-        lines.append(f"    {name:22s} {seconds * 1e3:7.3f} ms   {seconds / reference:5.2f}x the NumPy Adam by hand")
-    return "\n".join(lines)
+    return table("(e) optimizer step, MLP 784-256-128-10 parameters (235k), float32, ms per step",
+                 run(), reference="NumPy Adam by hand")
 
 
 if __name__ == "__main__":

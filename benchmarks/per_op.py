@@ -5,7 +5,7 @@ beside NumPy's forward alone and PyTorch (one thread) when installed.
 """
 
 import numpy as np
-from timing import best_time, optional
+from timing import best_time, optional, table
 
 import autograd
 
@@ -39,17 +39,13 @@ def run():
     rows = {name: float("inf") for name in candidates}
     for _ in range(5):  # interleaved rounds: a noisy moment hits everyone alike
         for name, fn in candidates.items():
-            rows[name] = min(rows[name], best_time(fn, repeat=3, budget=0.1) / OPS * 1e6)
+            rows[name] = min(rows[name], best_time(fn, repeat=3, budget=0.1) / OPS)
     return rows
 
 
 def report():
-    rows = run()
-    lines = ["(a) per-op overhead, 16x16 float32, microseconds per op"]
-    ours = rows["chainrule (forward + backward)"]
-    for name, micros in rows.items():
-        lines.append(f"    {name:42s} {micros:8.2f} us   chainrule/this = {ours / micros:5.2f}x")
-    return "\n".join(lines)
+    return table("(a) per-op overhead, 16x16 float32, microseconds per op (ratios: time / the reference's)",
+                 run(), reference="chainrule (forward + backward)", unit="us", scale=1e6)
 
 
 if __name__ == "__main__":

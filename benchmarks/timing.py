@@ -44,6 +44,16 @@ def best_time_fresh(make, steps=20, repeat=9):
     return best
 
 
+def table(title, rows, reference, unit="ms", scale=1e3):
+    """A report: one line per row (name: seconds), each with its time and its ratio
+    to the reference row's time ('2.00x' = twice the reference's time)."""
+    width = max(len(name) for name in rows)
+    lines = [title]
+    for name, seconds in rows.items():
+        lines.append(f"    {name:{width}s} {seconds * scale:9.3f} {unit}   {seconds / rows[reference]:5.2f}x {reference}")
+    return "\n".join(lines)
+
+
 def optional(module_name):
     """The module if it is installed, else None (PyTorch and micrograd are optional)."""
     try:

@@ -6,7 +6,7 @@ engine's Value class, so only the engines differ."""
 import random
 
 import numpy as np
-from timing import best_time, optional
+from timing import best_time, optional, table
 
 from autograd import Value
 
@@ -86,12 +86,8 @@ def check_same_loss():
 
 def report():
     check_same_loss()
-    seconds = run()
-    lines = ["(c) Value engine, micrograd's demo step (MLP 2-16-16-1, 100 points), ms per step"]
-    ours = seconds["chainrule Value"]
-    for name, s in seconds.items():
-        lines.append(f"    {name:20s} {s * 1e3:8.1f} ms   {s / ours:5.2f}x chainrule's time")
-    return "\n".join(lines)
+    return table("(c) Value engine, micrograd's demo step (MLP 2-16-16-1, 100 points), ms per step",
+                 run(), reference="chainrule Value")
 
 
 if __name__ == "__main__":
