@@ -50,7 +50,8 @@ def table(title, rows, reference, unit="ms", scale=1e3):
     width = max(len(name) for name in rows)
     lines = [title]
     for name, seconds in rows.items():
-        lines.append(f"    {name:{width}s} {seconds * scale:9.3f} {unit}   {seconds / rows[reference]:5.2f}x {reference}")
+        ratio = seconds / rows[reference]
+        lines.append(f"    {name:{width}s} {seconds * scale:9.3f} {unit}   {ratio:5.2f}x {reference}")
     return "\n".join(lines)
 
 
