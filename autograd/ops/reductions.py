@@ -77,17 +77,15 @@ class Extremum(Function):
 
     def forward(self, x):
         if self.axis is None:
-            y = self.find(x)
-            self.mask = x == y
-            self.mask = self.mask / self.mask.sum()
-            return y
+            return self.find(x)
         self.indices = self.arg(x, axis=self.axis, keepdims=True)
         y = xp.take_along_axis(x, self.indices, axis=self.axis)
         return y if self.keepdim else xp.squeeze(y, axis=self.axis)
 
     def backward(self, grad, y, x):
-        if self.axis is None:
-            return (grad * Tensor._make(self.mask.astype(x.dtype)),)
+        if self.axis is None:  # ties share: mask / count (built only when a gradient is wanted)
+            ties = x.data == self.find(x.data)
+            return (grad * Tensor._make((ties / ties.sum()).astype(x.dtype)),)
         chosen = xp.zeros(x.shape, dtype=x.dtype)
         xp.put_along_axis(chosen, self.indices, 1, axis=self.axis)
         return (spread(grad, x, (self.axis,), self.keepdim) * Tensor._make(chosen),)
