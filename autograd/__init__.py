@@ -35,7 +35,7 @@ from .factories import (
     zeros,
     zeros_like,
 )
-from .function import REGISTRY, Function
+from .primitive import REGISTRY, Primitive
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops.elementwise import clamp, where
@@ -68,6 +68,13 @@ for _name in ("abs exp log sqrt sin cos tanh sigmoid relu sum mean var std max m
               "maximum minimum sign square").split():
     globals()[_name] = _method(_name)
 del _name
+
+
+# every op's functional name (autograd.sort, autograd.gather, ...), declared where the op is defined
+from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
+
+for _name in _FUNCTIONS:
+    globals().setdefault(_name, _FUNCTIONS[_name])
 
 
 def is_tensor(obj):

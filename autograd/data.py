@@ -46,7 +46,7 @@ class TensorDataset(Dataset):
 
     def batch(self, indices):
         """Many samples at once, by one fancy index per tensor (no per-sample Python)."""
-        return tuple(Tensor(t.data[indices]) for t in self.tensors)
+        return tuple(Tensor(t._data[indices]) for t in self.tensors)
 
 
 class Subset(Dataset):
@@ -87,7 +87,7 @@ def default_collate(samples):
     first = samples[0]
     if isinstance(first, (tuple, list)):
         return tuple(default_collate([s[i] for s in samples]) for i in range(len(first)))
-    return Tensor(numpy.stack([s.data if isinstance(s, Tensor) else numpy.asarray(s) for s in samples]))
+    return Tensor(numpy.stack([s._data if isinstance(s, Tensor) else numpy.asarray(s) for s in samples]))
 
 
 def _batch(dataset, indices):

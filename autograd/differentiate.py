@@ -22,14 +22,14 @@ def _seed_gradients(outputs, grad_outputs):
             )
         grad = None if grad_outputs is None else grad_outputs[i]
         if grad is None:
-            if output.data.size != 1:
+            if output._data.size != 1:
                 raise RuntimeError(
                     f"backward of a non-scalar output of shape {output.shape} needs a gradient: "
                     "grad can be created implicitly only for one-element outputs. Pass "
                     f"gradient= a tensor of shape {output.shape} (dL/doutput), or reduce the "
                     "output first, e.g. loss.sum() or loss.mean()"
                 )
-            grad = Tensor._make(xp.ones_like(output.data))
+            grad = Tensor._make(xp.ones_like(output._data))
         else:
             grad = grad if isinstance(grad, Tensor) else Tensor(as_array(grad))
             if grad.shape != output.shape:
@@ -38,7 +38,7 @@ def _seed_gradients(outputs, grad_outputs):
                     f"{output.shape}; they must match"
                 )
             if not grad.requires_grad:
-                grad = Tensor._make(grad.data.astype(output.dtype, copy=True))
+                grad = Tensor._make(grad._data.astype(output.dtype, copy=True))
         seeds.append(grad)
     return seeds
 

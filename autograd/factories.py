@@ -23,7 +23,7 @@ def _float(dtype):
 
 def tensor(data, dtype=None, requires_grad=False):
     """A new leaf tensor holding a copy of ``data``."""
-    data = data.data if isinstance(data, Tensor) else data
+    data = data._data if isinstance(data, Tensor) else data
     return Tensor(xp.array(data, dtype=dtype, copy=True) if dtype else _copy(data),
                   requires_grad=requires_grad)
 

@@ -27,7 +27,7 @@ def _float64_inputs(inputs):
     copies = []
     for x in inputs:
         if isinstance(x, Tensor) and x.dtype.kind == "f":
-            copies.append(Tensor(x.data.astype(numpy.float64), requires_grad=x.requires_grad))
+            copies.append(Tensor(x._data.astype(numpy.float64), requires_grad=x.requires_grad))
         else:
             copies.append(x)
     return copies
@@ -42,10 +42,10 @@ def jacobians(fn, inputs, eps):
     requires grad, each a 2-D array of shape (output size, input size)."""
     wrt = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
     outputs = _outputs(fn, inputs)
-    analytic = [[numpy.zeros((y.data.size, x.data.size)) for x in wrt] for y in outputs]
-    numeric = [[numpy.zeros((y.data.size, x.data.size)) for x in wrt] for y in outputs]
+    analytic = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
+    numeric = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
     for k, y in enumerate(outputs):
-        for i in range(y.data.size):
+        for i in range(y._data.size):
             seed = numpy.zeros(y.shape)
             seed.flat[i] = 1.0
             if not y.requires_grad:
@@ -53,16 +53,16 @@ def jacobians(fn, inputs, eps):
             rows = grad(y, wrt, grad_outputs=Tensor(seed), retain_graph=True, allow_unused=True)
             for j, row in enumerate(rows):
                 if row is not None:
-                    analytic[k][j][i] = row.data.reshape(-1)
+                    analytic[k][j][i] = row._data.reshape(-1)
     # fn runs with grad enabled here too: gradgradcheck's fn itself differentiates
     for j, x in enumerate(wrt):
-        flat = x.data.reshape(-1)
+        flat = x._data.reshape(-1)
         for i in range(flat.size):
             original = flat[i]
             flat[i] = original + eps
-            plus = [y.data.astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
+            plus = [y._data.astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
             flat[i] = original - eps
-            minus = [y.data.astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
+            minus = [y._data.astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
             flat[i] = original
             for k in range(len(outputs)):
                 numeric[k][j][:, i] = (plus[k] - minus[k]) / (2 * eps)

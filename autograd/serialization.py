@@ -18,7 +18,7 @@ STRUCTURE = "__structure__"
 
 def _encode(obj, arrays):
     if isinstance(obj, Tensor):
-        arrays.append(to_numpy(obj.data))
+        arrays.append(to_numpy(obj._data))
         return {"tensor": len(arrays) - 1, "requires_grad": obj.requires_grad}
     if isinstance(obj, (numpy.ndarray, xp.ndarray)):
         arrays.append(to_numpy(obj))

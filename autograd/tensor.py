@@ -1,7 +1,7 @@
 """``Tensor``: an n-dimensional array that records the operations made with it.
 
-A Tensor wraps an array of the array module (``.data``). When it requires
-grad, every operation on it creates a ``Function`` node (``.grad_fn``) that
+A Tensor wraps an array of the array module (``._data``). When it requires
+grad, every operation on it creates a ``Primitive`` node (``.grad_fn``) that
 remembers its inputs, so ``backward()`` can run the chain rule through them.
 Leaves (tensors made by the user) collect dL/dleaf in ``.grad``.
 
@@ -29,7 +29,7 @@ def as_array(data, dtype=None):
     """An array of the array module for ``data``, with the contract's dtype rules:
     Python floats become the default dtype; arrays keep a floating dtype."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data._data
     if dtype is not None:
         return xp.asarray(data, dtype=dtype)
     is_array = isinstance(data, (xp.ndarray, numpy.ndarray, numpy.generic))
@@ -40,14 +40,14 @@ def as_array(data, dtype=None):
 
 
 class Tensor:
-    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_version", "_hooks", "_stored",
+    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_version", "_hooks", "_stored",
                  "__weakref__")
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends
 
     def __init__(self, data, requires_grad=False, dtype=None):
-        self.data = as_array(data, dtype)
+        self._data = as_array(data, dtype)
         self.grad = None
         self.grad_fn = None
         self._version = [0]
@@ -61,7 +61,7 @@ class Tensor:
     def _make(data):
         """Wrap an array the library just computed (no copying, no checks)."""
         tensor = object.__new__(Tensor)
-        tensor.data = data if isinstance(data, xp.ndarray) else xp.asarray(data)
+        tensor._data = data if isinstance(data, xp.ndarray) else xp.asarray(data)
         tensor.requires_grad = False
         tensor.grad = None
         tensor.grad_fn = None
@@ -73,16 +73,33 @@ class Tensor:
     # -- what it is -----------------------------------------------------------------
 
     @property
+    def data(self):
+        """The same memory as a Tensor cut from the graph, as PyTorch's ``.data``: changes
+        made through it are not recorded (it has its own version counter)."""
+        return Tensor._make(self._data)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"x.data = value needs a Tensor, got {type(value).__name__}")
+        if value.shape != self.shape or value.dtype != self.dtype:
+            raise ValueError(
+                f"x.data = value: value has shape {tuple(value.shape)} and dtype {value.dtype}, "
+                f"but x has shape {tuple(self.shape)} and dtype {self.dtype}; they must match"
+            )
+        self._data = value._data
+
+    @property
     def shape(self):
-        return self.data.shape
+        return self._data.shape
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def device(self):
@@ -111,7 +128,7 @@ class Tensor:
         return self.ndim
 
     def numel(self):
-        return self.data.size
+        return self._data.size
 
     def __len__(self):
         if self.ndim == 0:
@@ -122,11 +139,11 @@ class Tensor:
         return (self[i] for i in range(len(self)))
 
     def __repr__(self):
-        body = numpy.array2string(backend.to_numpy(self.data), separator=", ", precision=4,
+        body = numpy.array2string(backend.to_numpy(self._data), separator=", ", precision=4,
                                   prefix="tensor(")
         extra = ""
-        if self.data.dtype not in (backend.get_default_dtype(), backend.int64, backend.bool_):
-            extra += f", dtype={self.data.dtype}"
+        if self._data.dtype not in (backend.get_default_dtype(), backend.int64, backend.bool_):
+            extra += f", dtype={self._data.dtype}"
         if self.grad_fn is not None:
             extra += f", grad_fn={self.grad_fn!r}"
         elif self.requires_grad:
@@ -137,15 +154,15 @@ class Tensor:
 
     def numpy(self):
         """The data as a NumPy array (shared with the tensor, not copied)."""
-        return backend.to_numpy(self.data)
+        return backend.to_numpy(self._data)
 
     def item(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
-        return self.data.item()
+        return self._data.item()
 
     def tolist(self):
-        return self.data.tolist()
+        return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
         return self.numpy() if dtype is None else self.numpy().astype(dtype)
@@ -157,17 +174,17 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.data.dtype.kind not in "iu":
+        if self._data.dtype.kind not in "iu":
             raise TypeError("only integer tensors of one element can be used as an index")
         return int(self.item())
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise RuntimeError(
                 f"the truth value of a tensor of shape {self.shape} is ambiguous; "
                 "use .any() or .all()"
             )
-        return bool(self.data)
+        return bool(self._data)
 
     def to(self, dtype):
         return elementwise.Cast.apply(self, dtype=numpy.dtype(dtype))
@@ -192,7 +209,7 @@ class Tensor:
 
     def detach(self):
         """The same data, cut from the graph (shares memory, like PyTorch's)."""
-        tensor = Tensor._make(self.data)
+        tensor = Tensor._make(self._data)
         tensor._version = self._version
         return tensor
 
@@ -205,9 +222,9 @@ class Tensor:
     # -- autograd -----------------------------------------------------------------------
 
     def requires_grad_(self, requires_grad=True):
-        if requires_grad and self.data.dtype.kind not in "fc":
+        if requires_grad and self._data.dtype.kind not in "fc":
             raise TypeError(
-                f"only floating-point tensors can require gradients, got a {self.data.dtype} "
+                f"only floating-point tensors can require gradients, got a {self._data.dtype} "
                 f"tensor of shape {self.shape}; convert it first with .float() or .double()"
             )
         if not requires_grad and self.grad_fn is not None:
@@ -267,7 +284,7 @@ class Tensor:
         elif self.grad is None or self.grad.requires_grad or self.grad.shape != grad.shape:
             self.grad = _owned(grad)
         else:
-            self.grad.data += grad.data
+            self.grad._data += grad._data
         return grad
 
     def chain(self, grad):
@@ -290,8 +307,14 @@ class Tensor:
 
     def _assign(self, array):
         self._check_inplace()
-        self.data[...] = array
+        self._data[...] = array
         return self
+
+    def _write_back(self, function, args, kwargs):
+        """x.op_(...): compute x.op(...) and write it into x's memory."""
+        with no_grad():
+            result = function(self, *args, **kwargs)
+        return self._assign(result._data)
 
     def zero_(self):
         return self._assign(0)
@@ -313,19 +336,19 @@ class Tensor:
         return self._assign(random.generator().normal(mean, std, self.shape))
 
     def add_(self, other, alpha=1):
-        return self._assign(self.data + alpha * _data(other))
+        return self._assign(self._data + alpha * _data(other))
 
     def sub_(self, other, alpha=1):
-        return self._assign(self.data - alpha * _data(other))
+        return self._assign(self._data - alpha * _data(other))
 
     def mul_(self, other):
-        return self._assign(self.data * _data(other))
+        return self._assign(self._data * _data(other))
 
     def div_(self, other):
-        return self._assign(self.data / _data(other))
+        return self._assign(self._data / _data(other))
 
     def clamp_(self, min=None, max=None):
-        return self._assign(xp.clip(self.data, min, max))
+        return self._assign(xp.clip(self._data, min, max))
 
     def __iadd__(self, other):
         return self.add_(other)
@@ -341,7 +364,7 @@ class Tensor:
 
     def __setitem__(self, index, value):
         self._check_inplace()
-        self.data[_index(index)] = _data(value)
+        self._data[_index(index)] = _data(value)
 
     # -- arithmetic: Python operators -----------------------------------------------------
 
@@ -398,34 +421,34 @@ class Tensor:
     # comparisons give bool tensors, outside the graph
 
     def __lt__(self, other):
-        return Tensor._make(self.data < _data(other))
+        return Tensor._make(self._data < _data(other))
 
     def __le__(self, other):
-        return Tensor._make(self.data <= _data(other))
+        return Tensor._make(self._data <= _data(other))
 
     def __gt__(self, other):
-        return Tensor._make(self.data > _data(other))
+        return Tensor._make(self._data > _data(other))
 
     def __ge__(self, other):
-        return Tensor._make(self.data >= _data(other))
+        return Tensor._make(self._data >= _data(other))
 
     def __eq__(self, other):
-        return Tensor._make(self.data == _data(other))
+        return Tensor._make(self._data == _data(other))
 
     def __ne__(self, other):
-        return Tensor._make(self.data != _data(other))
+        return Tensor._make(self._data != _data(other))
 
     def __and__(self, other):
-        return Tensor._make(self.data & _data(other))
+        return Tensor._make(self._data & _data(other))
 
     def __or__(self, other):
-        return Tensor._make(self.data | _data(other))
+        return Tensor._make(self._data | _data(other))
 
     def __xor__(self, other):
-        return Tensor._make(self.data ^ _data(other))
+        return Tensor._make(self._data ^ _data(other))
 
     def __invert__(self):
-        return Tensor._make(~self.data)
+        return Tensor._make(~self._data)
 
     # -- methods with PyTorch's names --------------------------------------------------------
 
@@ -493,7 +516,7 @@ class Tensor:
         return (self + 1.0).log()
 
     def sign(self):
-        return Tensor._make(xp.sign(self.data))
+        return Tensor._make(xp.sign(self._data))
 
     def clamp(self, min=None, max=None):
         return elementwise.clamp(self, min, max)
@@ -543,10 +566,10 @@ class Tensor:
         return reductions.argmin(self, dim, keepdim)
 
     def all(self):
-        return Tensor._make(self.data.all())
+        return Tensor._make(self._data.all())
 
     def any(self):
-        return Tensor._make(self.data.any())
+        return Tensor._make(self._data.any())
 
     def reshape(self, *shape):
         return shape_ops.reshape(self, shape)
@@ -606,7 +629,7 @@ def _owned(grad):
     """``grad``, or a copy where it may be shared: a view of another array, or a
     tensor already stored as some other tensor's ``.grad`` (x + y sends the same
     gradient to both). Stored gradients may then be changed in place safely."""
-    data = grad.data
+    data = grad._data
     if grad._stored or data.base is not None or not data.flags.writeable:
         grad = Tensor._make(data.copy())
     grad._stored = True
@@ -620,16 +643,16 @@ def _operand(value, like):
     if isinstance(value, Tensor):
         return value
     if isinstance(value, numbers.Number) and not isinstance(value, bool):
-        kind = like.data.dtype.kind
+        kind = like._data.dtype.kind
         if kind == "f":
-            return Tensor._make(xp.asarray(value, dtype=like.data.dtype))
+            return Tensor._make(xp.asarray(value, dtype=like._data.dtype))
         if isinstance(value, float):
             return Tensor._make(xp.asarray(value, dtype=backend.get_default_dtype()))
     return Tensor(value)
 
 
 def _data(value):
-    return value.data if isinstance(value, Tensor) else value
+    return value._data if isinstance(value, Tensor) else value
 
 
 def _index(index):
@@ -649,7 +672,7 @@ def _keep(keepdim, keepdims):
 
 # The ops create Tensors, so they are imported once Tensor exists.
 from . import differentiate, random  # noqa: E402
-from .grad_mode import is_grad_enabled  # noqa: E402
+from .grad_mode import is_grad_enabled, no_grad  # noqa: E402
 from .ops import elementwise, linalg, reductions, special  # noqa: E402
 from .ops import shape as shape_ops  # noqa: E402
 

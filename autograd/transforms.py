@@ -19,14 +19,14 @@ class Standardize:
         self.eps, self.mean, self.std = eps, None, None
 
     def fit(self, X):
-        data = X.data if isinstance(X, Tensor) else numpy.asarray(X)
+        data = X._data if isinstance(X, Tensor) else numpy.asarray(X)
         self.mean, self.std = data.mean(0), data.std(0)
         return self
 
     def __call__(self, X):
         if self.mean is None:
             raise RuntimeError("Standardize: call fit(training_inputs) first")
-        data = X.data if isinstance(X, Tensor) else numpy.asarray(X)
+        data = X._data if isinstance(X, Tensor) else numpy.asarray(X)
         return Tensor(((data - self.mean) / (self.std + self.eps)).astype(data.dtype))
 
 
@@ -47,16 +47,16 @@ class AddNoise:
         self.std = std
 
     def __call__(self, X):
-        return Tensor((X.data + generator().normal(0, self.std, X.shape)).astype(X.dtype))
+        return Tensor((X._data + generator().normal(0, self.std, X.shape)).astype(X.dtype))
 
 
 def _images(X, image_shape):
     """View a batch as (N, H, W): flat rows (N, H*W) need ``image_shape``."""
     if image_shape is not None:
-        return X.data.reshape(len(X), *image_shape)
+        return X._data.reshape(len(X), *image_shape)
     if X.ndim < 3:
         raise ValueError(f"a batch of shape {X.shape} is not images; pass image_shape=(H, W)")
-    return X.data
+    return X._data
 
 
 class RandomFlip:

@@ -108,14 +108,14 @@ def _value_label(item, name, show_data, show_grad, grad):
         return "{ " + " | ".join(_escape(f) for f in fields) + " }"
     fields = [name or ("leaf" if item.grad_fn is None else " "), f"{tuple(item.shape)} {item.dtype}"]
     if show_data:
-        fields.append("data " + summarize(item.data))
+        fields.append("data " + summarize(item._data))
     if show_grad:
         if grad is _UNKNOWN:
             fields.append("grad ?")
         else:
             known = item.grad if grad is None else grad
             if known is not None:
-                fields.append("grad " + summarize(known.data if isinstance(known, Tensor) else known))
+                fields.append("grad " + summarize(known._data if isinstance(known, Tensor) else known))
     return "{ " + " | ".join(_escape(f) for f in fields) + " }"
 
 

@@ -1,5 +1,5 @@
 """(b) One training step of an MLP 784-256-128-10 (ReLU, log-softmax cross-entropy,
-Adam written by hand on .data), float32, built from raw Tensor ops, beside the same
+Adam written by hand on ._data), float32, built from raw Tensor ops, beside the same
 step written with nn modules (nn.Linear, nn.ReLU, nn.CrossEntropyLoss), by hand in
 NumPy, and, when installed, in PyTorch (same thread count)."""
 
@@ -49,7 +49,7 @@ class Adam:
 
 def chainrule_step(weights, x, y):
     params = [autograd.Tensor(w.copy(), requires_grad=True) for w in weights]
-    adam = Adam([p.data for p in params])
+    adam = Adam([p._data for p in params])
     inputs, rows = autograd.Tensor(x), np.arange(len(y))
 
     def step():
@@ -61,7 +61,7 @@ def chainrule_step(weights, x, y):
         for p in params:
             p.grad = None
         loss.backward()
-        adam.step([p.data for p in params], [p.grad.data for p in params])
+        adam.step([p._data for p in params], [p.grad._data for p in params])
         return loss
 
     return step
@@ -78,14 +78,14 @@ def nn_step(weights, x, y):
             layer.weight.copy_(w.T)
             layer.bias.copy_(b)
     params = list(model.parameters())
-    adam = Adam([p.data for p in params])
+    adam = Adam([p._data for p in params])
     inputs, targets, criterion = autograd.Tensor(x), autograd.Tensor(y), nn.CrossEntropyLoss()
 
     def step():
         loss = criterion(model(inputs), targets)
         model.zero_grad()
         loss.backward()
-        adam.step([p.data for p in params], [p.grad.data for p in params])
+        adam.step([p._data for p in params], [p.grad._data for p in params])
         return loss
 
     return step

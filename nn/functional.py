@@ -8,14 +8,14 @@ loss functions live in ``nn/losses.py`` and are re-exported below, so
 import math
 
 import autograd
-from autograd import Function, Tensor
+from autograd import Primitive, Tensor
 from autograd.backend import xp
 from autograd.random import generator
 
 # -- the affine map of a layer ----------------------------------------------------------
 
 
-class AffineMap(Function):
+class AffineMap(Primitive):
     """y = x Wᵀ + b  (W of shape (out, in), as PyTorch);
     dL/dx = dL/dy W,   dL/dW = (dL/dy)ᵀ x,   dL/db = Σ_batch dL/dy
 
@@ -149,19 +149,19 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     axes = (0,) + tuple(range(2, input.ndim))
     shape = _channel_shape(input)
     if training:
-        count = input.data.size // input.shape[1]
+        count = input._data.size // input.shape[1]
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         normalized, mean, variance = _normalize(input, axes, eps)
         if running_mean is not None:
             factor = momentum
             if num_batches_tracked is not None:
-                num_batches_tracked.data += 1
+                num_batches_tracked._data += 1
                 if momentum is None:
-                    factor = 1.0 / float(num_batches_tracked.data)
-            unbiased = variance.data.reshape(-1) * count / (count - 1)
-            running_mean.data[...] = (1 - factor) * running_mean.data + factor * mean.data.reshape(-1)
-            running_var.data[...] = (1 - factor) * running_var.data + factor * unbiased
+                    factor = 1.0 / float(num_batches_tracked._data)
+            unbiased = variance._data.reshape(-1) * count / (count - 1)
+            running_mean._data[...] = (1 - factor) * running_mean._data + factor * mean._data.reshape(-1)
+            running_var._data[...] = (1 - factor) * running_var._data + factor * unbiased
     else:
         mean = running_mean.reshape(shape)
         normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()

@@ -65,7 +65,7 @@ def _fan(tensor, mode):
 
 def _fill(tensor, values):
     with no_grad():
-        tensor.data[...] = values
+        tensor._data[...] = values
         tensor._check_inplace()  # counts as an in-place change (version counter)
     return tensor
 
@@ -148,7 +148,7 @@ def orthogonal_(tensor, gain=1.0):
     if tensor.ndim < 2:
         raise ValueError(f"Only tensors with 2 or more dimensions are supported, got {tensor.shape}")
     rows = tensor.shape[0]
-    cols = tensor.data.size // rows
+    cols = tensor._data.size // rows
     flat = generator().normal(0.0, 1.0, (rows, cols))
     if rows < cols:
         flat = flat.T

@@ -71,13 +71,13 @@ class Perceptron(Module):
         returns the number of mistakes made during the pass."""
         mistakes = 0
         with autograd.no_grad():
-            for row, label in zip(x.data.reshape(len(x), -1), autograd.Tensor(y).data.reshape(-1)):
-                predicted = float(row @ self.weight.data + self.bias.data > 0)
+            for row, label in zip(x._data.reshape(len(x), -1), autograd.Tensor(y)._data.reshape(-1)):
+                predicted = float(row @ self.weight._data + self.bias._data > 0)
                 error = float(label) - predicted
                 if error:
                     mistakes += 1
-                    self.weight.data += lr * error * row
-                    self.bias.data += lr * error
+                    self.weight._data += lr * error * row
+                    self.bias._data += lr * error
         return mistakes
 
 

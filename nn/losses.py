@@ -12,7 +12,7 @@ a warning (a classic bug: (N, 1) against (N,)), these raise an error instead.
 import numpy
 
 import autograd
-from autograd import Function, Tensor
+from autograd import Primitive, Tensor
 from autograd.backend import xp
 
 from . import functional as F
@@ -54,7 +54,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0):
                                   (difference - 0.5 * delta) * delta), reduction)
 
 
-class BinaryCrossEntropy(Function):
+class BinaryCrossEntropy(Primitive):
     """ℓ = -(y ln p + (1 - y) ln(1 - p)), each log floored at -100 as PyTorch does;
     dℓ/dp = (p - y) / max(p (1 - p), 1e-12),   dℓ/dy = ln(1 - p) - ln p  (floored logs)"""
 
@@ -66,11 +66,11 @@ class BinaryCrossEntropy(Function):
     def backward(self, grad, loss, p, y):
         grad_p = grad_y = None
         if p.requires_grad:
-            denominator = Tensor._make(xp.maximum(p.data * (1 - p.data), 1e-12))
+            denominator = Tensor._make(xp.maximum(p._data * (1 - p._data), 1e-12))
             grad_p = grad * (p - y) / denominator
         if y.requires_grad:
-            log_p = Tensor._make(xp.maximum(xp.log(p.data), -100))
-            log_q = Tensor._make(xp.maximum(xp.log1p(-p.data), -100))
+            log_p = Tensor._make(xp.maximum(xp.log(p._data), -100))
+            log_q = Tensor._make(xp.maximum(xp.log1p(-p._data), -100))
             grad_y = grad * (log_q - log_p)
         return grad_p, grad_y
 
@@ -79,7 +79,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """BCE on probabilities: L = -(1/m) Σ [y ln ŷ + (1 - y) ln(1 - ŷ)] (the lecture's).
     Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
     target = _same_shape("binary_cross_entropy", input, target)
-    if ((input.data < 0) | (input.data > 1)).any():
+    if ((input._data < 0) | (input._data > 1)).any():
         raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1 "
                          "(pass logits to binary_cross_entropy_with_logits instead)")
     with numpy.errstate(divide="ignore"):
@@ -124,7 +124,7 @@ def _class_weights(name, rows, target, weight, ignore_index):
     """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
     constants, so their sum is a plain number."""
     classes = rows.shape[1]
-    labels = target.data.reshape(-1)
+    labels = target._data.reshape(-1)
     kept = labels != ignore_index
     bad = kept & ((labels < 0) | (labels >= classes))
     if bad.any():
@@ -133,7 +133,7 @@ def _class_weights(name, rows, target, weight, ignore_index):
     if weight is None and kept.all():
         return labels, None, float(len(labels))
     safe = xp.where(kept, labels, 0)
-    weights = xp.ones(len(labels), dtype=rows.dtype) if weight is None else weight.data[safe]
+    weights = xp.ones(len(labels), dtype=rows.dtype) if weight is None else weight._data[safe]
     weights = (weights * kept).astype(rows.dtype)
     return safe, weights, float(weights.sum())
 
@@ -146,7 +146,7 @@ def _picked_log_probabilities(name, log_probs, target, weight, ignore_index):
     return (picked if weights is None else picked * Tensor._make(weights)), total
 
 
-class CrossEntropy(Function):
+class CrossEntropy(Primitive):
     """ℓ = Σ_n s · w_n (ln Σ_c e^(x_nc) - x_n,y_n)  for rows of logits x (s: 1, or 1/Σw for 'mean');
     dℓ/dx_nc = s · w_n (softmax(x_n)_c - [c = y_n])
 
@@ -209,7 +209,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
         losses = -(weighted * target).sum(dim)
         if reduction == "mean":
-            return losses.sum() / (input.data.size // classes)
+            return losses.sum() / (input._data.size // classes)
         return _reduce(losses, reduction)
     _check_class_indices("cross_entropy", input, target)
     rows = _class_last(input)
@@ -228,7 +228,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
     log_probs = input.log_softmax(dim)
     weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
-    kept = Tensor._make((target.data != ignore_index).astype(input.dtype))
+    kept = Tensor._make((target._data != ignore_index).astype(input.dtype))
     smooth = -weighted.sum(dim) * kept
     if reduction == "mean":
         smooth = smooth.sum() / total_weight if weight is not None else smooth.mean()
@@ -239,7 +239,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
 def _signs(name, target):
     target = target if isinstance(target, Tensor) else Tensor(target)
-    if not xp.isin(target.data, (-1, 1)).all():
+    if not xp.isin(target._data, (-1, 1)).all():
         raise ValueError(f"{name}: targets must be -1 or +1")
     return target
 
@@ -257,7 +257,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
         raise ValueError(f"multi_margin_loss: only p = 1 and p = 2 are supported, got {p}")
     target = target if isinstance(target, Tensor) else Tensor(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
-    labels = target.data.reshape(-1)
+    labels = target._data.reshape(-1)
     _check_class_indices("multi_margin_loss", scores, Tensor(labels))
     rows = xp.arange(len(labels))
     correct = scores[rows, labels].unsqueeze(1)
@@ -267,7 +267,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     others = Tensor._make((xp.arange(scores.shape[1]) != labels[:, None]).astype(input.dtype))
     losses = (violations * others).sum(1) * (1.0 / scores.shape[1])
     if weight is not None:
-        losses = losses * Tensor._make(weight.data[labels])
+        losses = losses * Tensor._make(weight._data[labels])
     return _reduce(losses if input.ndim == 2 else losses.reshape(()), reduction)
 
 
@@ -306,7 +306,7 @@ def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
     with y = 1 for a similar pair (pulled together) and y = 0 for a dissimilar one
     (pushed at least ``margin`` apart)."""
     target = target if isinstance(target, Tensor) else Tensor(target)
-    if not xp.isin(target.data, (0, 1)).all():
+    if not xp.isin(target._data, (0, 1)).all():
         raise ValueError("contrastive_loss: targets must be 1 (similar) or 0 (dissimilar)")
     target = target.to(input1.dtype)
     distance = F.pairwise_distance(input1, input2)

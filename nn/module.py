@@ -160,7 +160,7 @@ class Module:
             if set_to_none:
                 parameter.grad = None
             elif parameter.grad is not None:
-                parameter.grad.data[...] = 0
+                parameter.grad._data[...] = 0
 
     def requires_grad_(self, requires_grad=True):
         for parameter in self.parameters():
@@ -171,7 +171,7 @@ class Module:
         """Convert every parameter and floating buffer to ``dtype`` in place."""
         for tensor in list(self.parameters()) + list(self.buffers()):
             if tensor.dtype.kind == "f":
-                tensor.data = tensor.data.astype(dtype)
+                tensor._data = tensor._data.astype(dtype)
                 tensor.grad = None
         return self
 
@@ -221,7 +221,7 @@ class Module:
                                + "\n\t".join(problems))
         for key, target in own.items():
             if key in state_dict:
-                target.data[...] = _array(state_dict[key])  # target shares the live tensor's data
+                target._data[...] = _array(state_dict[key])  # target shares the live tensor's data
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing -------------------------------------------------------------------------------
@@ -239,4 +239,4 @@ class Module:
 
 
 def _array(value):
-    return value.data if isinstance(value, Tensor) else numpy.asarray(value)
+    return value._data if isinstance(value, Tensor) else numpy.asarray(value)

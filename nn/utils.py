@@ -25,23 +25,23 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return autograd.tensor(0.0)
     norm_type = float(norm_type)
     if norm_type == math.inf:
-        total = max(float(xp.abs(p.grad.data).max()) for p in parameters)
+        total = max(float(xp.abs(p.grad._data).max()) for p in parameters)
     else:
-        total = sum(float((xp.abs(p.grad.data.astype(xp.float64)) ** norm_type).sum())
+        total = sum(float((xp.abs(p.grad._data.astype(xp.float64)) ** norm_type).sum())
                     for p in parameters) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite ({total}), "
                            "so it cannot be clipped. Pass error_if_nonfinite=False to clip anyway.")
     coefficient = min(max_norm / (total + 1e-6), 1.0)
     for p in parameters:
-        p.grad.data = p.grad.data * p.grad.data.dtype.type(coefficient)
+        p.grad._data = p.grad._data * p.grad._data.dtype.type(coefficient)
     return autograd.tensor(total)
 
 
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element to [-clip_value, clip_value]."""
     for p in _with_grads(parameters):
-        p.grad.data = xp.clip(p.grad.data, -clip_value, clip_value)
+        p.grad._data = xp.clip(p.grad._data, -clip_value, clip_value)
 
 
 def parameters_to_vector(parameters):
@@ -59,7 +59,7 @@ def vector_to_parameters(vector, parameters):
         raise ValueError(f"vector has {vector.numel()} elements but the parameters need {needed}")
     start = 0
     for p in parameters:
-        p.data = vector.data[start:start + p.numel()].reshape(p.shape).astype(p.dtype, copy=True)
+        p._data = vector._data[start:start + p.numel()].reshape(p.shape).astype(p.dtype, copy=True)
         start += p.numel()
 
 
@@ -98,7 +98,7 @@ class EarlyStopping:
         if self.improved(value):
             self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
             if model is not None and self.restore_best_weights:
-                self.best_state = {k: Tensor(v.data.copy()) for k, v in model.state_dict().items()}
+                self.best_state = {k: Tensor(v._data.copy()) for k, v in model.state_dict().items()}
         else:
             self.bad_epochs += 1
         self.should_stop = self.bad_epochs >= self.patience

@@ -2,7 +2,7 @@
 
 The bookkeeping lives here; each optimizer's update rule is a plain function
 over arrays in its own file (sgd.py, adam.py, ...), applied in place to
-``param.data`` without recording a graph.
+``param._data`` without recording a graph.
 """
 
 import copy
@@ -70,7 +70,7 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 elif p.grad is not None:
-                    p.grad.data[...] = 0
+                    p.grad._data[...] = 0
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns the closure's loss."""
@@ -84,10 +84,10 @@ class Optimizer:
                     if p.grad is None:
                         continue
                     state = self.state.setdefault(p, {})
-                    grad = p.grad.data
+                    grad = p.grad._data
                     if grad.shape != p.shape:
                         raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
-                    self.update(p.data, -grad if group.get("maximize") else grad, state, group)
+                    self.update(p._data, -grad if group.get("maximize") else grad, state, group)
                     p._check_inplace()  # the parameter changed: a graph that saved it is stale
         return loss
 
@@ -131,7 +131,7 @@ class Optimizer:
         self.state = {}
         for i, values in state_dict["state"].items():
             p = params[int(i)]
-            self.state[p] = {k: (v.data.astype(p.dtype, copy=True) if isinstance(v, Tensor) else
+            self.state[p] = {k: (v._data.astype(p.dtype, copy=True) if isinstance(v, Tensor) else
                                  numpy.array(v, dtype=p.dtype) if isinstance(v, numpy.ndarray) else v)
                              for k, v in values.items()}
 

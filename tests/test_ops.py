@@ -194,7 +194,7 @@ def test_second_derivatives_match_finite_differences(name, data):
 
 
 def test_gradcheck_catches_a_wrong_derivative():
-    class WrongExp(autograd.Function):
+    class WrongExp(autograd.Primitive):
         saves_output = True
 
         def forward(self, x):

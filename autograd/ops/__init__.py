@@ -1,0 +1,28 @@
+"""The primitive ops, grouped by kind. Importing the package binds the names each
+op declares (``autograd.ops.names``) as Tensor methods."""
+
+from ..tensor import Tensor
+from . import elementwise, linalg, reductions, shape, special  # noqa: F401  (each declares its names)
+from .names import FUNCTIONS, INPLACE, METHODS
+
+
+def _in_place(name, function):
+    def method(self, *args, **kwargs):
+        return self._write_back(function, args, kwargs)
+
+    method.__name__ = name
+    method.__doc__ = f"x.{name}(...) writes x.{name[:-1]}(...) into x (recorded, as PyTorch's)."
+    return method
+
+
+def bind_tensor_methods():
+    """Attach every declared method to Tensor (explicit methods of tensor.py win)."""
+    for name, function in METHODS.items():
+        if name not in Tensor.__dict__:
+            setattr(Tensor, name, function)
+    for name, function in INPLACE.items():
+        if name not in Tensor.__dict__:
+            setattr(Tensor, name, _in_place(name, function))
+
+
+bind_tensor_methods()

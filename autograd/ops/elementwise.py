@@ -6,7 +6,7 @@ A gradient is computed only for inputs that require one.
 """
 
 from ..backend import xp
-from ..function import Function
+from ..primitive import Primitive
 from ..tensor import Tensor, _operand
 
 
@@ -22,7 +22,7 @@ def unbroadcast(grad, like):
     return grad.sum(tuple(range(added)) + stretched, keepdim=True).reshape(shape)
 
 
-class Add(Function):
+class Add(Primitive):
     """z = x + y;   dL/dx = dL/dz,   dL/dy = dL/dz"""
 
     def forward(self, x, y):
@@ -33,7 +33,7 @@ class Add(Function):
                 unbroadcast(grad, y) if y.requires_grad else None)
 
 
-class Sub(Function):
+class Sub(Primitive):
     """z = x - y;   dL/dx = dL/dz,   dL/dy = -dL/dz"""
 
     def forward(self, x, y):
@@ -44,7 +44,7 @@ class Sub(Function):
                 unbroadcast(-grad, y) if y.requires_grad else None)
 
 
-class Mul(Function):
+class Mul(Primitive):
     """z = x · y;   dL/dx = dL/dz · y,   dL/dy = dL/dz · x"""
 
     def forward(self, x, y):
@@ -55,7 +55,7 @@ class Mul(Function):
                 unbroadcast(grad * x, y) if y.requires_grad else None)
 
 
-class Div(Function):
+class Div(Primitive):
     """z = x / y;   dL/dx = dL/dz / y,   dL/dy = -dL/dz · x / y² = -dL/dz · z / y"""
 
     saves_output = True
@@ -68,7 +68,7 @@ class Div(Function):
                 unbroadcast(-grad * z / y, y) if y.requires_grad else None)
 
 
-class Pow(Function):
+class Pow(Primitive):
     """z = x^y;   dL/dx = dL/dz · y · x^(y-1),   dL/dy = dL/dz · z · ln x"""
 
     saves_output = True
@@ -81,7 +81,7 @@ class Pow(Function):
                 unbroadcast(grad * z * x.log(), y) if y.requires_grad else None)
 
 
-class PowConstant(Function):
+class PowConstant(Primitive):
     """y = x^c for a number c;   dL/dx = dL/dy · c · x^(c-1)"""
 
     def forward(self, x):
@@ -94,25 +94,25 @@ class PowConstant(Function):
         return (grad * c * x ** (c - 1),)
 
 
-class Maximum(Function):
+class Maximum(Primitive):
     """z = max(x, y);   dL/dz goes to the larger input, split in half on a tie"""
 
     def forward(self, x, y):
         return xp.maximum(x, y)
 
     def backward(self, grad, z, x, y):
-        share = (x.data > y.data) + 0.5 * (x.data == y.data)
+        share = (x._data > y._data) + 0.5 * (x._data == y._data)
         return _split(grad, share, x, y)
 
 
-class Minimum(Function):
+class Minimum(Primitive):
     """z = min(x, y);   dL/dz goes to the smaller input, split in half on a tie"""
 
     def forward(self, x, y):
         return xp.minimum(x, y)
 
     def backward(self, grad, z, x, y):
-        share = (x.data < y.data) + 0.5 * (x.data == y.data)
+        share = (x._data < y._data) + 0.5 * (x._data == y._data)
         return _split(grad, share, x, y)
 
 
@@ -123,7 +123,7 @@ def _split(grad, share_of_x, x, y):
             unbroadcast(grad * (1.0 - share), y) if y.requires_grad else None)
 
 
-class Where(Function):
+class Where(Primitive):
     """z = x where condition else y;   dL/dx = dL/dz · [condition],   dL/dy = dL/dz · [not condition]"""
 
     def forward(self, x, y):
@@ -135,7 +135,7 @@ class Where(Function):
 
 def where(condition, x, y):
     """Elementwise choice: x where ``condition`` holds, y elsewhere (x, y may be numbers)."""
-    condition = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)
+    condition = condition._data if isinstance(condition, Tensor) else xp.asarray(condition)
     if condition.dtype != bool:
         raise TypeError(f"where: condition must be a bool tensor, got {condition.dtype}")
     if not isinstance(x, Tensor):
@@ -145,7 +145,7 @@ def where(condition, x, y):
     return Where.apply(x, y, condition=condition)
 
 
-class Neg(Function):
+class Neg(Primitive):
     """y = -x;   dL/dx = -dL/dy"""
 
     def forward(self, x):
@@ -155,7 +155,7 @@ class Neg(Function):
         return (-grad,)
 
 
-class Exp(Function):
+class Exp(Primitive):
     """y = e^x;   dL/dx = dL/dy · y"""
 
     saves_output = True
@@ -167,7 +167,7 @@ class Exp(Function):
         return (grad * y,)
 
 
-class Log(Function):
+class Log(Primitive):
     """y = ln x;   dL/dx = dL/dy / x"""
 
     def forward(self, x):
@@ -177,7 +177,7 @@ class Log(Function):
         return (grad / x,)
 
 
-class Sqrt(Function):
+class Sqrt(Primitive):
     """y = √x;   dL/dx = dL/dy / (2y)"""
 
     saves_output = True
@@ -189,7 +189,7 @@ class Sqrt(Function):
         return (grad / (y * 2.0),)
 
 
-class Sin(Function):
+class Sin(Primitive):
     """y = sin x;   dL/dx = dL/dy · cos x"""
 
     def forward(self, x):
@@ -199,7 +199,7 @@ class Sin(Function):
         return (grad * x.cos(),)
 
 
-class Cos(Function):
+class Cos(Primitive):
     """y = cos x;   dL/dx = -dL/dy · sin x"""
 
     def forward(self, x):
@@ -209,7 +209,7 @@ class Cos(Function):
         return (-grad * x.sin(),)
 
 
-class Tanh(Function):
+class Tanh(Primitive):
     """y = tanh x;   dL/dx = dL/dy · (1 - y²)"""
 
     saves_output = True
@@ -221,7 +221,7 @@ class Tanh(Function):
         return (grad * (1.0 - y * y),)
 
 
-class Sigmoid(Function):
+class Sigmoid(Primitive):
     """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)"""
 
     saves_output = True
@@ -236,17 +236,17 @@ class Sigmoid(Function):
         return (grad * y * (1.0 - y),)
 
 
-class Relu(Function):
+class Relu(Primitive):
     """y = max(0, x);   dL/dx = dL/dy · [x > 0]"""
 
     def forward(self, x):
         return xp.maximum(x, 0)
 
     def backward(self, grad, y, x):
-        return (grad * Tensor._make(x.data > 0),)
+        return (grad * Tensor._make(x._data > 0),)
 
 
-class Abs(Function):
+class Abs(Primitive):
     """y = |x|;   dL/dx = dL/dy · sign(x)  (0 at x = 0, as PyTorch)"""
 
     def forward(self, x):
@@ -256,7 +256,7 @@ class Abs(Function):
         return (grad * x.sign(),)
 
 
-class Clamp(Function):
+class Clamp(Primitive):
     """y = min(max(x, low), high);   dL/dx = dL/dy · [low <= x <= high]"""
 
     def forward(self, x):
@@ -265,9 +265,9 @@ class Clamp(Function):
     def backward(self, grad, y, x):
         inside = xp.ones(x.shape, dtype=bool)
         if self.low is not None:
-            inside &= x.data >= self.low
+            inside &= x._data >= self.low
         if self.high is not None:
-            inside &= x.data <= self.high
+            inside &= x._data <= self.high
         return (grad * Tensor._make(inside),)
 
 
@@ -282,7 +282,7 @@ def clamp(x, min=None, max=None):
     return Clamp.apply(x, low=min, high=max)
 
 
-class Cast(Function):
+class Cast(Primitive):
     """y = x as another dtype;   dL/dx = dL/dy as x's dtype"""
 
     def forward(self, x):
@@ -292,7 +292,7 @@ class Cast(Function):
         return (grad.to(x.dtype),)
 
 
-class Clone(Function):
+class Clone(Primitive):
     """y = a copy of x;   dL/dx = dL/dy"""
 
     def forward(self, x):

@@ -1,10 +1,10 @@
 """Matrix multiplication, the one linear-algebra primitive (Y = W X in the lecture)."""
 
-from ..function import Function
+from ..primitive import Primitive
 from .elementwise import unbroadcast
 
 
-class MatMul(Function):
+class MatMul(Primitive):
     """Y = A @ B (batched, broadcasting over leading dims);
     dL/dA = dL/dY @ Bᵀ,   dL/dB = Aᵀ @ dL/dY
 

@@ -8,7 +8,7 @@ import builtins
 import collections
 
 from ..backend import xp
-from ..function import Function
+from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims
@@ -21,7 +21,7 @@ def spread(grad, x, axes, keepdim):
     return shape_ops.Expand.apply(grad, shape=x.shape)
 
 
-class Sum(Function):
+class Sum(Primitive):
     """y = Σ_i x_i over axes;   dL/dx_i = dL/dy"""
 
     def forward(self, x):
@@ -68,7 +68,7 @@ def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
     return var(x, dim, unbiased, keepdim, correction).sqrt()
 
 
-class Extremum(Function):
+class Extremum(Primitive):
     """y = max (or min) over axes;   dL/dx_i = dL/dy at the chosen element(s), 0 elsewhere.
 
     Over one dim the gradient goes to the returned index; over all elements it
@@ -84,7 +84,7 @@ class Extremum(Function):
 
     def backward(self, grad, y, x):
         if self.axis is None:  # ties share: mask / count (built only when a gradient is wanted)
-            ties = x.data == self.find(x.data)
+            ties = x._data == self.find(x._data)
             return (grad * Tensor._make((ties / ties.sum()).astype(x.dtype)),)
         chosen = xp.zeros(x.shape, dtype=x.dtype)
         xp.put_along_axis(chosen, self.indices, 1, axis=self.axis)
@@ -96,13 +96,13 @@ MinResult = collections.namedtuple("min", ["values", "indices"])
 
 
 def _extremum(x, dim, keepdim, find, arg, result):
-    if x.data.size == 0:
+    if x._data.size == 0:
         raise ValueError(f"max/min of an empty tensor of shape {x.shape}")
     if dim is None:
         return Extremum.apply(x, axis=None, find=find, arg=arg)
     axis = normalize_dims(dim, x.ndim)[0]
     values = Extremum.apply(x, axis=axis, keepdim=keepdim, find=find, arg=arg)
-    indices = values.grad_fn.indices if values.grad_fn is not None else arg(x.data, axis=axis, keepdims=True)
+    indices = values.grad_fn.indices if values.grad_fn is not None else arg(x._data, axis=axis, keepdims=True)
     if not keepdim:
         indices = xp.squeeze(indices, axis=axis)
     return result(values, Tensor._make(indices))
@@ -120,14 +120,14 @@ def min(x, dim=None, keepdim=False):
 
 def argmax(x, dim=None, keepdim=False):
     if dim is None:
-        return Tensor._make(xp.argmax(x.data))
-    return Tensor._make(xp.argmax(x.data, axis=dim, keepdims=keepdim))
+        return Tensor._make(xp.argmax(x._data))
+    return Tensor._make(xp.argmax(x._data, axis=dim, keepdims=keepdim))
 
 
 def argmin(x, dim=None, keepdim=False):
     if dim is None:
-        return Tensor._make(xp.argmin(x.data))
-    return Tensor._make(xp.argmin(x.data, axis=dim, keepdims=keepdim))
+        return Tensor._make(xp.argmin(x._data))
+    return Tensor._make(xp.argmin(x._data, axis=dim, keepdims=keepdim))
 
 
 def _stable_max(x, axes):
@@ -136,7 +136,7 @@ def _stable_max(x, axes):
     return xp.where(xp.isfinite(m), m, 0)
 
 
-class LogSumExp(Function):
+class LogSumExp(Primitive):
     """y = ln Σ_i e^(x_i);   dL/dx_i = dL/dy · e^(x_i - y)  (the softmax)"""
 
     saves_output = True
@@ -154,7 +154,7 @@ def logsumexp(x, dim, keepdim=False):
     return LogSumExp.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
 
 
-class Softmax(Function):
+class Softmax(Primitive):
     """y_i = e^(x_i) / Σ_j e^(x_j);   dL/dx_i = y_i (dL/dy_i - Σ_j dL/dy_j · y_j)"""
 
     saves_output = True
@@ -167,7 +167,7 @@ class Softmax(Function):
         return (y * (grad - (grad * y).sum(self.dim, keepdim=True)),)
 
 
-class LogSoftmax(Function):
+class LogSoftmax(Primitive):
     """y_i = x_i - ln Σ_j e^(x_j);   dL/dx_i = dL/dy_i - e^(y_i) Σ_j dL/dy_j"""
 
     saves_output = True

@@ -7,13 +7,13 @@ Reshape, permute, expand and basic indexing return views of their input.
 import builtins
 
 from ..backend import xp
-from ..function import Function
+from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .elementwise import unbroadcast
 
 
-class Reshape(Function):
+class Reshape(Primitive):
     """y = x laid out as another shape;   dL/dx = dL/dy reshaped back"""
 
     is_view = True
@@ -38,8 +38,8 @@ def reshape(x, shape):
         known = 1
         for n in shape:
             known *= n if n != -1 else 1
-        if known and x.data.size % known == 0:
-            shape = tuple(x.data.size // known if n == -1 else n for n in shape)
+        if known and x._data.size % known == 0:
+            shape = tuple(x._data.size // known if n == -1 else n for n in shape)
     if shape == x.shape:
         return x
     return Reshape.apply(x, shape=shape)
@@ -65,7 +65,7 @@ def squeeze(x, dim=None):
     return reshape(x, tuple(n for i, n in enumerate(x.shape) if not (i in axes and n == 1)))
 
 
-class Permute(Function):
+class Permute(Primitive):
     """y = x with its axes reordered;   dL/dx = dL/dy with the inverse order"""
 
     is_view = True
@@ -93,7 +93,7 @@ def transpose(x, dim0, dim1):
     return permute(x, dims)
 
 
-class Expand(Function):
+class Expand(Primitive):
     """y = x broadcast to a larger shape;   dL/dx = dL/dy summed over the copies"""
 
     def forward(self, x):
@@ -123,7 +123,7 @@ def _is_basic(index):
     return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
 
 
-class GetItem(Function):
+class GetItem(Primitive):
     """y = x[index];   dL/dx = dL/dy put back at index, 0 elsewhere (repeated indices add up)"""
 
     def forward(self, x):
@@ -134,7 +134,7 @@ class GetItem(Function):
         return (IndexAdd.apply(grad, index=self.index, shape=x.shape, basic=self.is_view),)
 
 
-class IndexAdd(Function):
+class IndexAdd(Primitive):
     """y = zeros(shape) with x added at index: GetItem's adjoint;   dL/dx = dL/dy[index]"""
 
     def forward(self, x):
@@ -149,7 +149,7 @@ class IndexAdd(Function):
         return (grad[self.index],)
 
 
-class Cat(Function):
+class Cat(Primitive):
     """y = the inputs joined along dim;   dL/dx_k = the slice of dL/dy where x_k sits"""
 
     def forward(self, *xs):

@@ -13,7 +13,7 @@ import math
 import numpy
 
 from ..backend import xp
-from ..function import Function
+from ..primitive import Primitive
 
 _START, _WIDTH, _LIMIT, _DEGREE = 0.5, 0.125, 6.0, 12
 # erf(x) = 2/√π Σ_n (-1)^n x^(2n+1) / (n! (2n+1)): 16 terms reach 1e-19 at x = 0.5
@@ -55,7 +55,7 @@ def erf(x):
     return (xp.sign(x) * y).astype(x.dtype if x.dtype.kind == "f" else numpy.float64)
 
 
-class Erf(Function):
+class Erf(Primitive):
     """y = erf(x);   dL/dx = dL/dy · 2/√π · e^(-x²)"""
 
     def forward(self, x):
@@ -65,7 +65,7 @@ class Erf(Function):
         return (grad * (x * x * -1.0).exp() * (2 / math.sqrt(math.pi)),)
 
 
-class Softplus(Function):
+class Softplus(Primitive):
     """y = ln(1 + e^x);   dL/dx = dL/dy · σ(x)"""
 
     def forward(self, x):

@@ -1,8 +1,8 @@
-"""``Function``: one differentiable operation of the Tensor graph.
+"""``Primitive``: one differentiable operation of the Tensor graph.
 
 Each op is a subclass that defines its forward and its backward side by side:
 
-    class Exp(Function):
+    class Exp(Primitive):
         '''y = e^x;   dL/dx = dL/dy · y'''
         def forward(self, x):              # arrays in, array out
             return xp.exp(x)
@@ -15,7 +15,7 @@ it runs under ``no_grad`` and costs what the array maths costs; with
 ``create_graph=True`` the same code is recorded, so the gradient has a graph
 of its own and can be differentiated again.
 
-``Function.apply`` runs the forward and, when any input requires grad,
+``Primitive.apply`` runs the forward and, when any input requires grad,
 records the instance as the output's ``grad_fn``: the node the engine visits.
 Every subclass lands in ``REGISTRY``, which the tests walk.
 """
@@ -33,7 +33,7 @@ FREED_GRAPH = (
 )
 
 
-class Function:
+class Primitive:
     is_view = False  # the output shares memory with the first input (reshape, slicing)
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
     hooks = None  # hooks on the output tensor, run on dL/dy
@@ -58,11 +58,11 @@ class Function:
             node.__dict__.update(params)
         try:
             if len(inputs) == 1:  # the common arities spelled out: this is the hot path
-                data = node.forward(inputs[0].data)
+                data = node.forward(inputs[0]._data)
             elif len(inputs) == 2:
-                data = node.forward(inputs[0].data, inputs[1].data)
+                data = node.forward(inputs[0]._data, inputs[1]._data)
             else:
-                data = node.forward(*[x.data for x in inputs])
+                data = node.forward(*[x._data for x in inputs])
         except ValueError as error:  # NumPy's shape errors, said at the user's call
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
             raise ValueError(f"{cls.__name__} of shapes {shapes}: {error}") from None
@@ -127,7 +127,7 @@ class Function:
         if self.where is not None:
             for g in grads:
                 if g is not None:
-                    anomaly.check_finite(g.data, "gradient", self.name + "Backward", self.where)
+                    anomaly.check_finite(g._data, "gradient", self.name + "Backward", self.where)
         return grads
 
     def _raise_modified(self, shape):

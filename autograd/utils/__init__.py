@@ -1,0 +1,1 @@
+"""``autograd.utils``, as ``torch.utils``: the data pipeline lives in ``autograd.utils.data``."""
