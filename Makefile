@@ -42,7 +42,7 @@ notebooks: install
 	$(PY) notebooks/execute.py --in-place
 
 lint: install
-	$(PY) -m ruff check autograd nn optim tests benchmarks docs notebooks
+	$(PY) -m ruff check autograd nn optim chainrule tests benchmarks docs notebooks
 
 bench: install
 	$(PY) benchmarks/run.py

@@ -1,7 +1,6 @@
-"""python -m autograd demo: the same as the ``chainrule`` command."""
+"""python -m autograd demo: forwards to the ``chainrule`` command (python -m chainrule)."""
 
+import importlib
 import sys
 
-from .cli import main
-
-sys.exit(main())
+sys.exit(importlib.import_module("chainrule.cli").main())

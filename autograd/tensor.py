@@ -40,7 +40,7 @@ def as_array(data, dtype=None):
 
 
 class Tensor:
-    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_version", "_hooks", "_stored",
+    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_version", "_hooks", "_post_hooks", "_stored",
                  "__weakref__")
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
@@ -52,6 +52,7 @@ class Tensor:
         self.grad_fn = None
         self._version = [0]
         self._hooks = None
+        self._post_hooks = None
         self._stored = False
         self.requires_grad = False
         if requires_grad:
@@ -67,6 +68,7 @@ class Tensor:
         tensor.grad_fn = None
         tensor._version = [0]
         tensor._hooks = None
+        tensor._post_hooks = None
         tensor._stored = False
         return tensor
 
@@ -262,6 +264,18 @@ class Tensor:
         hooks.append(hook)
         return _HookHandle(hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` after dL/dself has been added to ``self.grad`` (leaves only),
+        as PyTorch's: data-parallel training starts averaging a gradient from here."""
+        if self.grad_fn is not None:
+            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that does not require grad")
+        if self._post_hooks is None:
+            self._post_hooks = []
+        self._post_hooks.append(hook)
+        return _HookHandle(self._post_hooks, hook)
+
     def backward(self, gradient=None, retain_graph=False, create_graph=False):
         """Compute dL/dleaf for every leaf that requires grad, with L = self.
 
@@ -285,6 +299,9 @@ class Tensor:
             self.grad = _owned(grad)
         else:
             self.grad._data += grad._data
+        if self._post_hooks:
+            for hook in self._post_hooks:
+                hook(self)
         return grad
 
     def chain(self, grad):
@@ -348,7 +365,25 @@ class Tensor:
         return self._assign(self._data / _data(other))
 
     def clamp_(self, min=None, max=None):
-        return self._assign(xp.clip(self._data, min, max))
+        return self._assign(xp.clip(self._data, _data(min), _data(max)))
+
+    def addcmul_(self, tensor1, tensor2, value=1):
+        """x += value · tensor1 · tensor2"""
+        return self._assign(self._data + value * (_data(tensor1) * _data(tensor2)))
+
+    def addcdiv_(self, tensor1, tensor2, value=1):
+        """x += value · tensor1 / tensor2"""
+        return self._assign(self._data + value * (_data(tensor1) / _data(tensor2)))
+
+    def lerp_(self, end, weight):
+        """x += weight · (end - x)"""
+        return self._assign(self._data + _data(weight) * (_data(end) - self._data))
+
+    def sqrt_(self):
+        return self._assign(xp.sqrt(self._data))
+
+    def neg_(self):
+        return self._assign(-self._data)
 
     def __iadd__(self, other):
         return self.add_(other)

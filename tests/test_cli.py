@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import autograd
-from autograd import cli
+from chainrule import cli
 
 
 def test_demo_on_moons_trains_and_writes_everything(tmp_path, capsys):

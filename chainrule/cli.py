@@ -1,4 +1,4 @@
-"""The ``chainrule`` command (also ``python -m autograd``): ``chainrule demo`` trains an
+"""The ``chainrule`` command (also ``python -m chainrule``): ``chainrule demo`` trains an
 MLP end to end and writes what it saw into ``--out``.
 
     chainrule demo                          # the 8x8 digits, Adam, a few seconds
@@ -17,7 +17,7 @@ import nn
 import optim
 from autograd import viz
 from autograd.data import DataLoader, TensorDataset, random_split
-from autograd.svg_chart import line_chart
+from chainrule.svg_chart import line_chart
 from autograd.trace import trace_backward
 from autograd.transforms import Standardize
 
