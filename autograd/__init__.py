@@ -35,13 +35,13 @@ from .factories import (
     zeros,
     zeros_like,
 )
-from .primitive import REGISTRY, Primitive
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops.elementwise import clamp, where
 from .ops.linalg import matmul
 from .ops.reductions import logsumexp
 from .ops.shape import cat, stack
+from .primitive import REGISTRY, Primitive
 from .random import manual_seed
 from .serialization import load, save
 from .tensor import Tensor

@@ -17,9 +17,9 @@ import nn
 import optim
 from autograd import viz
 from autograd.data import DataLoader, TensorDataset, random_split
-from chainrule.svg_chart import line_chart
 from autograd.trace import trace_backward
 from autograd.transforms import Standardize
+from chainrule.svg_chart import line_chart
 
 OPTIMIZERS = {  # name: (class, default learning rate, extra options)
     "sgd": (optim.SGD, 0.1, {}),
