@@ -5,7 +5,6 @@ n-dimensional one, with PyTorch's names (``autograd`` plays ``torch``).
 """
 
 from . import backend, data, datasets, trace, transforms, viz
-from .anomaly import detect_anomaly, is_anomaly_enabled
 from .backend import (
     bool_,
     float16,
@@ -35,8 +34,18 @@ from .factories import (
     zeros,
     zeros_like,
 )
-from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .graph import (
+    detect_anomaly,
+    enable_grad,
+    inference_mode,
+    is_anomaly_enabled,
+    is_grad_enabled,
+    is_inference_mode_enabled,
+    no_grad,
+    set_detect_anomaly,
+    set_grad_enabled,
+)
 from .ops.elementwise import clamp, where
 from .ops.linalg import matmul
 from .ops.reductions import logsumexp

@@ -2,7 +2,7 @@
 
 from . import engine
 from .backend import xp
-from .grad_mode import _GradMode, set_grad_enabled
+from .graph import ModeSwitch
 from .tensor import Tensor, as_array
 
 
@@ -47,12 +47,9 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
     """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``.
     ``on_step`` is the engine's per-node callback (the step-through's trace)."""
     seeds = _seed_gradients(outputs, grad_outputs)
-    previous, _GradMode.enabled = _GradMode.enabled, create_graph
-    try:
+    with ModeSwitch(grad_enabled=create_graph):  # the backward's own ops are recorded only for create_graph
         engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph,
                              on_step=on_step)
-    finally:
-        _GradMode.enabled = previous
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -74,10 +71,10 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     if retain_graph is None:
         retain_graph = create_graph
     seeds = _seed_gradients(outputs, grad_outputs)
-    with set_grad_enabled(create_graph):
+    with ModeSwitch(grad_enabled=create_graph):
         captured = engine.backpropagate([_node(o) for o in outputs], seeds,
                                         retain_graph=retain_graph,
-                                        capture={_node(x) for x in inputs})
+                                        capture={_node(x) for x in inputs}, prune=not create_graph)
     results = []
     for i, x in enumerate(inputs):
         g = captured.get(_node(x))

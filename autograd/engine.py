@@ -4,8 +4,9 @@ One engine serves both the scalar ``Value`` and the ``Tensor``. A graph node
 offers four things:
 
     node.parents        the nodes it was computed from (None where no gradient flows)
-    node.receive(g)     g = dL/dnode, complete; store it (.grad) or hand it to hooks;
+    node.receive(g)     g = dL/dnode, complete; run its hooks and store it (.grad);
                         returns the gradient to pass on
+    node.run_hooks(g)   only the hooks (``autograd.grad`` stores nothing)
     node.chain(g)       the chain rule: dL/dparent_i = dL/dnode · dnode/dparent_i, one per parent
     node.release()      free what was saved for backward
 
@@ -15,50 +16,62 @@ the gradient it passes on is already the sum of all its consumers' shares.
 
 
 def topological_order(roots):
-    """Nodes reachable from ``roots``, each one after every node that uses it.
+    """Nodes reachable from ``roots``, each one before every node it was computed from.
 
-    That is the order the chain rule needs: a node's gradient is complete once
-    all its consumers have sent their share. Two passes, no recursion (a chain
-    of a million nodes is fine):
-      1. walk the graph and count, for every node, how many consumers it has;
-      2. emit a node once all its consumers have been emitted (Kahn's algorithm).
+    That is the order the chain rule needs: a node's gradient is complete once all its
+    consumers have sent their share. One iterative depth-first walk (a chain of a
+    million nodes is fine): a node is emitted once all its parents have been, and the
+    reversed emission order puts every consumer before what it consumed.
     """
-    consumers = {}
-    visited = set(roots)
-    stack = list(visited)
-    while stack:
-        for parent in stack.pop().parents:
-            if parent is None:
-                continue
-            consumers[parent] = consumers.get(parent, 0) + 1
-            if parent not in visited:
-                visited.add(parent)
-                stack.append(parent)
     order = []
-    ready = [root for root in visited if root not in consumers and root in roots]
-    while ready:
-        node = ready.pop()
-        order.append(node)
-        for parent in node.parents:
-            if parent is not None:
-                consumers[parent] -= 1
-                if consumers[parent] == 0:
-                    ready.append(parent)
+    visited = set()
+    for root in roots:
+        if root in visited:
+            continue
+        visited.add(root)
+        stack = [(root, iter(root.parents))]
+        while stack:
+            node, parents = stack[-1]
+            for parent in parents:
+                if parent is not None and parent not in visited:
+                    visited.add(parent)
+                    stack.append((parent, iter(parent.parents)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    order.reverse()
     return order
 
 
-def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None):
+def _leading_to(order, targets):
+    """The nodes of ``order`` from which some target can be reached (the rest need no work)."""
+    needed = set()
+    for node in reversed(order):  # parents before consumers
+        if node in targets or any(parent in needed for parent in node.parents if parent is not None):
+            needed.add(node)
+    return needed
+
+
+def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False):
     """Send dL/dnode from the roots to every node below them.
 
     roots, root_grads: the nodes to start from and dL/droot for each.
     retain_graph:      keep what nodes saved, so a second pass is possible.
     capture:           a set of nodes whose total gradient is returned (for
-                       ``autograd.grad``) instead of stored with ``receive``.
+                       ``autograd.grad``) instead of stored with ``receive``; only
+                       nodes on a path to them are visited.
+    prune:             with ``capture``, also skip gradients of inputs off those paths
+                       inside each node (not when the result must itself be differentiable).
     on_step:           called as on_step(node, grad, parent_grads) after each
                        node, in the order the chain rule is applied (the trace).
     Returns {node: dL/dnode} for the captured nodes.
     """
     order = topological_order(roots)
+    needed = None
+    if capture is not None:
+        needed = _leading_to(order, capture)
+        order = [node for node in order if node in needed]
     pending = {}
     for root, grad in zip(roots, root_grads):
         pending[root] = pending[root] + grad if root in pending else grad
@@ -69,11 +82,15 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
             continue  # no gradient reaches this node
         if capture is None:
             grad = node.receive(grad)
-        elif node in capture:
-            captured[node] = grad
-        parent_grads = node.chain(grad)
+            parent_grads = node.chain(grad)
+        else:
+            grad = node.run_hooks(grad)
+            if node in capture:
+                captured[node] = grad
+            wanted = [parent in needed for parent in node.parents] if prune else None
+            parent_grads = node.chain(grad, wanted)
         for parent, parent_grad in zip(node.parents, parent_grads):
-            if parent is None or parent_grad is None:
+            if parent is None or parent_grad is None or (needed is not None and parent not in needed):
                 continue
             if parent in pending:
                 pending[parent] = pending[parent] + parent_grad  # a reused node: sum the shares

@@ -18,11 +18,15 @@ of its own and can be differentiated again.
 ``Primitive.apply`` runs the forward and, when any input requires grad,
 records the instance as the output's ``grad_fn``: the node the engine visits.
 Every subclass lands in ``REGISTRY``, which the tests walk.
+
+What a node keeps is declared by its op: the output when ``saves_output``, the
+inputs when ``saves_inputs`` (the default; an op whose backward needs only the
+inputs' shapes and dtypes sets it False, so an add chain keeps no intermediate
+arrays alive). Only what is kept is checked for in-place changes at backward.
 """
 
-from . import anomaly
-from .grad_mode import _GradMode
-from .tensor import Tensor, _VersionClock, run_hooks
+from .graph import VersionClock, accumulate_grad, check_finite, modes, run_hooks, user_frame, validate_gradients
+from .tensor import Tensor
 
 REGISTRY = {}
 
@@ -33,9 +37,25 @@ FREED_GRAPH = (
 )
 
 
+class InputInfo:
+    """What a node remembers of an input it does not save: enough to shape its gradient."""
+
+    __slots__ = ("shape", "dtype", "requires_grad")
+
+    def __init__(self, x, requires_grad=None):
+        self.shape = x.shape
+        self.dtype = x.dtype
+        self.requires_grad = x.requires_grad if requires_grad is None else requires_grad
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+
 class Primitive:
     is_view = False  # the output shares memory with the first input (reshape, slicing)
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
+    saves_inputs = True  # backward uses the inputs' values (mul, matmul); False: shapes only
     hooks = None  # hooks on the output tensor, run on dL/dy
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
@@ -52,7 +72,7 @@ class Primitive:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        """Run the op on Tensors; record it when some input requires grad."""
+        """Run the op on Tensors; record it when grad mode is on and some input requires grad."""
         node = object.__new__(cls)
         if params:
             node.__dict__.update(params)
@@ -68,24 +88,27 @@ class Primitive:
             raise ValueError(f"{cls.__name__} of shapes {shapes}: {error}") from None
         out = Tensor._make(data)
         if node.is_view:
-            out._version = inputs[0]._version  # a view and its base change together
-        if _GradMode.enabled and data.dtype.kind == "f":
+            out._adopt_view_of(inputs[0], cls, params)
+        if modes.grad_enabled and data.dtype.kind == "f":
             for x in inputs:
                 if x.requires_grad:
-                    node.inputs = inputs
-                    node.output_data = data if cls.saves_output else None
-                    node.created = _VersionClock.now
-                    node.output_version = out._version
-                    node.parents = [_graph_node(x) for x in inputs] if len(inputs) > 2 else (
-                        [_graph_node(inputs[0])] if len(inputs) == 1 else
-                        [_graph_node(inputs[0]), _graph_node(inputs[1])])
-                    out.requires_grad = True
-                    out.grad_fn = node
-                    if anomaly._AnomalyMode.enabled:
-                        node.where = anomaly.user_frame()
-                        anomaly.check_finite(data, "forward output", node.name, node.where)
+                    node._record(inputs, out)
                     break
         return out
+
+    def _record(self, inputs, out):
+        """Make this node the output's grad_fn: keep what backward needs, link the parents."""
+        self.inputs = inputs if self.saves_inputs else tuple([InputInfo(x) for x in inputs])
+        self.output_data = out._data if self.saves_output else None
+        self.created = VersionClock.now
+        self.output_version = out._version
+        self.parents = [x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
+                        for x in inputs]
+        out.requires_grad = True
+        out.grad_fn = self
+        if modes.anomaly:
+            self.where = user_frame()
+            check_finite(out._data, "forward output", self.name, self.where)
 
     @property
     def name(self):
@@ -96,7 +119,7 @@ class Primitive:
 
     # -- the engine's interface (see autograd.engine) -------------------------------
 
-    # parents, set by apply: for each input its grad_fn, the leaf itself, or None
+    # parents, set by _record: for each input its grad_fn, the leaf itself, or None
     # where no gradient is needed. Freeing the graph replaces them by FreedGraph.
 
     def receive(self, grad):
@@ -105,35 +128,42 @@ class Primitive:
         if self.retained is not None:
             tensor = self.retained()
             if tensor is not None:
-                tensor.grad = grad if grad.requires_grad else grad.detach()
+                accumulate_grad(tensor, grad)
         return grad
 
-    def chain(self, grad):
+    def run_hooks(self, grad):
+        return run_hooks(self.hooks, grad) if self.hooks else grad
+
+    def chain(self, grad, wanted=None):
+        """dL/dinput for each input. ``wanted`` (one flag per input) limits the work to the
+        inputs whose gradient is asked for (``autograd.grad``)."""
         inputs = self.inputs
         if inputs is None:
             raise RuntimeError(FREED_GRAPH.format(op=self.name))
-        created = self.created
-        for x in inputs:
-            if x._version[0] > created:
-                self._raise_modified(x.shape)
+        if self.saves_inputs:
+            created = self.created
+            for x in inputs:
+                if x._version[0] > created:
+                    self._raise_modified(x.shape)
         output = None
         if self.saves_output:
-            if self.output_version[0] > created:
+            if self.output_version[0] > self.created:
                 self._raise_modified(self.output_data.shape)
             output = Tensor._make(self.output_data)  # the output again, as a node of the graph
             output.requires_grad = True
             output.grad_fn = self
+        if wanted is not None:  # unwanted inputs take part as values that need no gradient
+            inputs = tuple(x if keep or not x.requires_grad else
+                           (x.detach() if isinstance(x, Tensor) else InputInfo(x, False))
+                           for x, keep in zip(inputs, wanted))
         grads = self.backward(grad, output, *inputs)
-        if self.where is not None:
-            for g in grads:
-                if g is not None:
-                    anomaly.check_finite(g._data, "gradient", self.name + "Backward", self.where)
-        return grads
+        return validate_gradients(self, inputs, grads)
 
     def _raise_modified(self, shape):
         raise RuntimeError(
-            f"a tensor of shape {tuple(shape)} that {self.name} saved for backward was changed "
-            "in place after it was used, so its gradient would be wrong. Use an out-of-place "
+            f"one of the tensors needed for gradient computation has been modified by an inplace "
+            f"operation: a tensor of shape {tuple(shape)} that {self.name} saved for backward was "
+            "changed in place after it was used, so its gradient would be wrong. Use an out-of-place "
             "operation (x = x + 1, not x += 1) or clone() it first."
         )
 
@@ -141,11 +171,6 @@ class Primitive:
         self.inputs = None
         self.output_data = None
         self.parents = FreedGraph.of(type(self))
-
-
-def _graph_node(x):
-    """The node behind an input: its grad_fn, the leaf itself, or None (no gradient needed)."""
-    return x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
 
 
 class FreedGraph:

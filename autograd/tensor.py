@@ -18,30 +18,32 @@ from . import backend
 from .backend import xp
 
 
-class _VersionClock:
-    """Counts in-place changes. A node remembers the time it was created; a saved
-    tensor whose version is newer was changed after it was saved."""
-
-    now = 0
-
-
 def as_array(data, dtype=None):
     """An array of the array module for ``data``, with the contract's dtype rules:
     Python floats become the default dtype; arrays keep a floating dtype."""
     if isinstance(data, Tensor):
         data = data._data
+    if isinstance(data, (str, bytes, dict, set)) or data is None:
+        raise TypeError(f"cannot make a tensor from {type(data).__name__} {data!r:.40}: expected a number, "
+                        "a (nested) list of numbers or an array")
     if dtype is not None:
         return xp.asarray(data, dtype=dtype)
     is_array = isinstance(data, (xp.ndarray, numpy.ndarray, numpy.generic))
-    array = xp.asarray(data)
+    try:
+        array = xp.asarray(data)
+    except ValueError as error:  # ragged lists
+        raise ValueError(f"cannot make a tensor from {data!r:.60}: {error}") from None
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"cannot make a tensor of {array.dtype} values from {data!r:.60}: "
+                        "expected numbers or booleans")
     if not is_array and array.dtype == backend.float64:
         array = array.astype(backend.get_default_dtype())
     return array
 
 
 class Tensor:
-    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_version", "_hooks", "_post_hooks", "_stored",
-                 "__weakref__")
+    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_version", "_hooks", "_post_hooks", "_shared",
+                 "_base", "_view_chain", "__weakref__")
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends
@@ -53,7 +55,9 @@ class Tensor:
         self._version = [0]
         self._hooks = None
         self._post_hooks = None
-        self._stored = False
+        self._shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
+        self._base = None  # for a view: the tensor whose memory it shows
+        self._view_chain = None  # for a view: the ops that make it from its base
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -69,7 +73,9 @@ class Tensor:
         tensor._version = [0]
         tensor._hooks = None
         tensor._post_hooks = None
-        tensor._stored = False
+        tensor._shared = False
+        tensor._base = None
+        tensor._view_chain = None
         return tensor
 
     # -- what it is -----------------------------------------------------------------
@@ -262,7 +268,7 @@ class Tensor:
                 self._hooks = []
             hooks = self._hooks
         hooks.append(hook)
-        return _HookHandle(hooks, hook)
+        return HookHandle(hooks, hook)
 
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(self)`` after dL/dself has been added to ``self.grad`` (leaves only),
@@ -274,7 +280,7 @@ class Tensor:
         if self._post_hooks is None:
             self._post_hooks = []
         self._post_hooks.append(hook)
-        return _HookHandle(self._post_hooks, hook)
+        return HookHandle(self._post_hooks, hook)
 
     def backward(self, gradient=None, retain_graph=False, create_graph=False):
         """Compute dL/dleaf for every leaf that requires grad, with L = self.
@@ -293,18 +299,16 @@ class Tensor:
     def receive(self, grad):
         if self._hooks:
             grad = run_hooks(self._hooks, grad)
-        if grad.requires_grad:  # create_graph: .grad keeps its own graph
-            self.grad = grad if self.grad is None else self.grad + grad
-        elif self.grad is None or self.grad.requires_grad or self.grad.shape != grad.shape:
-            self.grad = _owned(grad)
-        else:
-            self.grad._data += grad._data
+        accumulate_grad(self, grad)
         if self._post_hooks:
             for hook in self._post_hooks:
                 hook(self)
         return grad
 
-    def chain(self, grad):
+    def run_hooks(self, grad):
+        return run_hooks(self._hooks, grad) if self._hooks else grad
+
+    def chain(self, grad, wanted=None):
         return ()
 
     def release(self):
@@ -312,78 +316,167 @@ class Tensor:
 
     # -- in-place changes (initialisers, optimisers, masks) ---------------------------------
 
-    def _check_inplace(self):
-        if self.requires_grad and is_grad_enabled():
-            kind = "a leaf" if self.grad_fn is None else "a tensor"
-            raise RuntimeError(
-                f"in-place change of {kind} of shape {self.shape} that requires grad; the "
-                "graph cannot record it. Do it under autograd.no_grad(), or write x = x + y."
-            )
-        _VersionClock.now += 1
-        self._version[0] = _VersionClock.now
+    # -- the write door: every change to this tensor's memory passes here -------------------
+    #
+    # A write bumps the version (views share their base's), so a node that saved this tensor
+    # can tell. When grad mode is on and the tensor or the value written requires grad, the
+    # write is recorded as PyTorch records it: the new value is computed out of place from a
+    # snapshot of the old one, written into this memory, and becomes this tensor's history
+    # (and, for a view, its base's). A leaf that requires grad refuses in-place writes.
 
-    def _assign(self, array):
-        self._check_inplace()
-        self._data[...] = array
+    def _write(self, operands, out_of_place, in_place=None):
+        """Change this tensor in place: ``out_of_place(old)`` gives the new value as a Tensor;
+        ``in_place(array)``, where given, makes the same change on the array directly (the
+        fast path, taken when nothing needs recording)."""
+        if modes.grad_enabled and (self.requires_grad or _requires_grad(operands)):
+            self._refuse_leaf_write()
+            self._take(out_of_place(self._snapshot()))
+            return self
+        if in_place is None:
+            with no_grad():
+                new = out_of_place(self)
+            self._store(new)
+        else:
+            in_place(self._data)
+        bump_version(self)
         return self
 
+    def _refuse_leaf_write(self):
+        if self.grad_fn is None and self.requires_grad:
+            raise RuntimeError(
+                f"a leaf Variable that requires grad is being used in an in-place operation "
+                f"(a tensor of shape {tuple(self.shape)}): its gradient would belong to a value that "
+                "no longer exists. Write it under autograd.no_grad() (a parameter update), or out of "
+                "place (x = x + y)."
+            )
+        base = self._base
+        if base is not None and base.grad_fn is None and base.requires_grad:
+            raise RuntimeError(
+                f"a view of a leaf Variable that requires grad is being used in an in-place operation "
+                f"(a view of shape {tuple(self.shape)} of a leaf of shape {tuple(base.shape)})"
+            )
+
+    def _snapshot(self):
+        """The current value, copied, at this tensor's place in the graph: the input of a
+        recorded in-place op, which must not change when the result is written here."""
+        old = Tensor._make(self._data.copy())
+        old.requires_grad = self.requires_grad
+        old.grad_fn = self.grad_fn
+        return old
+
+    def _store(self, new):
+        """Copy a computed value into this memory (PyTorch's casting and broadcasting rules)."""
+        if new.dtype != self.dtype and not numpy.can_cast(new.dtype, self.dtype, "same_kind"):
+            raise RuntimeError(f"result type {new.dtype} can't be cast to the desired output type "
+                               f"{self.dtype} (in-place on a tensor of shape {tuple(self.shape)})")
+        if new.shape != self.shape and xp.broadcast_shapes(new.shape, self.shape) != self.shape:
+            raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast "
+                               f"shape {tuple(xp.broadcast_shapes(new.shape, self.shape))}")
+        self._data[...] = new._data
+
+    def _take(self, new):
+        """Write a recorded value here and make it this tensor's history."""
+        self._store(new)
+        bump_version(self)
+        if new.dtype != self.dtype:
+            new = new.to(self.dtype)
+        if self._base is not None:
+            self._rebase_view(new)
+            return
+        if new.shape != self.shape:
+            new = new.expand(self.shape)
+        self.grad_fn = new.grad_fn
+        self.requires_grad = new.requires_grad
+
+    def _rebase_view(self, new):
+        """A write through a view changes its base: the base's new history replaces the viewed
+        region by ``new``; the view is then re-derived from the new base."""
+        base, chain = self._base, self._view_chain
+        if not (new.requires_grad or base.requires_grad):
+            return
+        written = shape_ops.WriteThroughView.apply(base, new, view_chain=chain, storage=base._data)
+        base.grad_fn = written.grad_fn
+        base.requires_grad = True
+        view = shape_ops.replay_view(base, chain)
+        self.grad_fn = view.grad_fn
+        self.requires_grad = True
+
+    def _adopt_view_of(self, source, op, params):
+        """Mark this tensor, just computed by ``op`` from ``source``, as a view of its memory."""
+        if self._data.base is None:  # NumPy had to copy (a reshape of a strided array)
+            return
+        self._version = source._version
+        if source._base is None:
+            self._base, self._view_chain = source, ((op, params),)
+        else:
+            self._base, self._view_chain = source._base, source._view_chain + ((op, params),)
+
     def _write_back(self, function, args, kwargs):
-        """x.op_(...): compute x.op(...) and write it into x's memory."""
-        with no_grad():
-            result = function(self, *args, **kwargs)
-        return self._assign(result._data)
+        """x.op_(...): write x.op(...) into x (the in-place twins declared by the ops)."""
+        return self._write(args, lambda old: function(old, *args, **kwargs))
 
     def zero_(self):
-        return self._assign(0)
+        return self.fill_(0)
 
     def fill_(self, value):
-        return self._assign(value)
+        return self._write((value,), lambda old: elementwise.Fill.apply(old, _operand(value, old)),
+                           lambda a: a.fill(_data(value)))
 
-    def copy_(self, source):
-        source = as_array(source)
-        if xp.broadcast_shapes(source.shape, self.shape) != self.shape:
-            raise ValueError(f"copy_: cannot copy a tensor of shape {source.shape} into shape "
-                             f"{self.shape}")
-        return self._assign(source)
-
-    def uniform_(self, a=0.0, b=1.0):
-        return self._assign(random.generator().uniform(a, b, self.shape))
-
-    def normal_(self, mean=0.0, std=1.0):
-        return self._assign(random.generator().normal(mean, std, self.shape))
+    def copy_(self, source, non_blocking=False):
+        source = source if isinstance(source, Tensor) else Tensor(source)
+        return self._write((source,), lambda old: source, lambda a: self._store(source))
 
     def add_(self, other, alpha=1):
-        return self._assign(self._data + alpha * _data(other))
+        other = _operand(other, self)
+        if alpha == 1:
+            return self._write((other,), lambda old: old + other, lambda a: xp.add(a, other._data, out=a,
+                                                                                   casting="same_kind"))
+        return self._write((other,), lambda old: old + other * alpha,
+                           lambda a: xp.add(a, alpha * other._data, out=a, casting="same_kind"))
 
     def sub_(self, other, alpha=1):
-        return self._assign(self._data - alpha * _data(other))
+        return self.add_(other, alpha=-alpha)
+
+    def uniform_(self, a=0.0, b=1.0):
+        return self.copy_(Tensor._make(random.generator().uniform(a, b, self.shape)))
+
+    def normal_(self, mean=0.0, std=1.0):
+        return self.copy_(Tensor._make(random.generator().normal(mean, std, self.shape)))
 
     def mul_(self, other):
-        return self._assign(self._data * _data(other))
+        other = _operand(other, self)
+        return self._write((other,), lambda old: old * other,
+                           lambda a: xp.multiply(a, other._data, out=a, casting="same_kind"))
 
     def div_(self, other):
-        return self._assign(self._data / _data(other))
+        other = _operand(other, self)
+        return self._write((other,), lambda old: old / other,
+                           lambda a: xp.divide(a, other._data, out=a, casting="same_kind"))
 
     def clamp_(self, min=None, max=None):
-        return self._assign(xp.clip(self._data, _data(min), _data(max)))
+        return self._write((min, max), lambda old: old.clamp(min, max),
+                           lambda a: xp.clip(a, _data(min), _data(max), out=a))
 
     def addcmul_(self, tensor1, tensor2, value=1):
         """x += value · tensor1 · tensor2"""
-        return self._assign(self._data + value * (_data(tensor1) * _data(tensor2)))
+        return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 * tensor2),
+                           lambda a: xp.add(a, value * (_data(tensor1) * _data(tensor2)), out=a))
 
     def addcdiv_(self, tensor1, tensor2, value=1):
         """x += value · tensor1 / tensor2"""
-        return self._assign(self._data + value * (_data(tensor1) / _data(tensor2)))
+        return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
+                           lambda a: xp.add(a, value * (_data(tensor1) / _data(tensor2)), out=a))
 
     def lerp_(self, end, weight):
         """x += weight · (end - x)"""
-        return self._assign(self._data + _data(weight) * (_data(end) - self._data))
+        return self._write((end, weight), lambda old: old + weight * (end - old),
+                           lambda a: xp.add(a, _data(weight) * (_data(end) - a), out=a))
 
     def sqrt_(self):
-        return self._assign(xp.sqrt(self._data))
+        return self._write((), lambda old: old.sqrt(), lambda a: xp.sqrt(a, out=a))
 
     def neg_(self):
-        return self._assign(-self._data)
+        return self._write((), lambda old: -old, lambda a: xp.negative(a, out=a))
 
     def __iadd__(self, other):
         return self.add_(other)
@@ -398,42 +491,50 @@ class Tensor:
         return self.div_(other)
 
     def __setitem__(self, index, value):
-        self._check_inplace()
-        self._data[_index(index)] = _data(value)
+        index = _index(index)
+        if modes.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
+            self._refuse_leaf_write()
+            self._take(shape_ops.IndexPut.apply(self, _operand(value, self), index=index))
+            return
+        self._data[index] = _data(value)
+        bump_version(self)
 
     # -- arithmetic: Python operators -----------------------------------------------------
 
     def __add__(self, other):
-        return elementwise.Add.apply(self, _operand(other, self))
+        return elementwise.binary(elementwise.Add, self, other)
 
     def __radd__(self, other):
-        return elementwise.Add.apply(_operand(other, self), self)
+        return elementwise.binary(elementwise.Add, other, self)
 
     def __sub__(self, other):
-        return elementwise.Sub.apply(self, _operand(other, self))
+        return elementwise.binary(elementwise.Sub, self, other)
 
     def __rsub__(self, other):
-        return elementwise.Sub.apply(_operand(other, self), self)
+        return elementwise.binary(elementwise.Sub, other, self)
 
     def __mul__(self, other):
-        return elementwise.Mul.apply(self, _operand(other, self))
+        return elementwise.binary(elementwise.Mul, self, other)
 
     def __rmul__(self, other):
-        return elementwise.Mul.apply(_operand(other, self), self)
+        return elementwise.binary(elementwise.Mul, other, self)
 
     def __truediv__(self, other):
-        return elementwise.Div.apply(self, _operand(other, self))
+        return elementwise.binary(elementwise.Div, self, other)
 
     def __rtruediv__(self, other):
-        return elementwise.Div.apply(_operand(other, self), self)
+        return elementwise.binary(elementwise.Div, other, self)
 
     def __pow__(self, exponent):
         if isinstance(exponent, numbers.Number):
-            return elementwise.PowConstant.apply(self, exponent=exponent)
-        return elementwise.Pow.apply(self, _operand(exponent, self))
+            base = self
+            if isinstance(exponent, float) and self.dtype.kind != "f":  # int ** float: the default dtype
+                base = elementwise.Cast.apply(self, dtype=backend.get_default_dtype())
+            return elementwise.PowConstant.apply(base, exponent=exponent)
+        return elementwise.binary(elementwise.Pow, self, exponent)
 
     def __rpow__(self, base):
-        return elementwise.Pow.apply(_operand(base, self), self)
+        return elementwise.binary(elementwise.Pow, base, self)
 
     def __matmul__(self, other):
         return linalg.matmul(self, _operand(other, self))
@@ -559,10 +660,10 @@ class Tensor:
     clip = clamp
 
     def maximum(self, other):
-        return elementwise.Maximum.apply(self, _operand(other, self))
+        return elementwise.binary(elementwise.Maximum, self, other)
 
     def minimum(self, other):
-        return elementwise.Minimum.apply(self, _operand(other, self))
+        return elementwise.binary(elementwise.Minimum, self, other)
 
     def where(self, condition, other):
         return elementwise.where(condition, self, other)
@@ -642,47 +743,31 @@ class Tensor:
         return shape_ops.expand(self, other.shape)
 
 
-class _HookHandle:
-    def __init__(self, hooks, hook):
-        self.hooks, self.hook = hooks, hook
-
-    def remove(self):
-        if self.hook in self.hooks:
-            self.hooks.remove(self.hook)
-
-
-def run_hooks(hooks, grad):
-    """Call each hook on the gradient in turn; a hook that returns a tensor replaces it."""
-    for hook in hooks:
-        replaced = hook(grad)
-        if replaced is not None:
-            grad = replaced
-    return grad
-
-
-def _owned(grad):
-    """``grad``, or a copy where it may be shared: a view of another array, or a
-    tensor already stored as some other tensor's ``.grad`` (x + y sends the same
-    gradient to both). Stored gradients may then be changed in place safely."""
-    data = grad._data
-    if grad._stored or data.base is not None or not data.flags.writeable:
-        grad = Tensor._make(data.copy())
-    grad._stored = True
-    return grad
+def _requires_grad(operands):
+    for value in operands:
+        if isinstance(value, Tensor) and value.requires_grad:
+            return True
+    return False
 
 
 def _operand(value, like):
-    """A Tensor for the other operand of ``like`` op ``value``. A Python number
-    takes like's dtype when like is floating, as PyTorch's scalars do (float32
-    stays float32). An integer tensor with a float follows NumPy (float64)."""
+    """A Tensor for the other operand of ``like`` op ``value``. A Python number never raises
+    the dtype of a tensor of its own category or above (PyTorch's rule): float32 stays
+    float32, an int32 tensor plus 1 stays int32; a number of a higher category takes that
+    category's default (an integer tensor times 0.5 gives the default float dtype)."""
     if isinstance(value, Tensor):
         return value
-    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+    if isinstance(value, numbers.Number):
         kind = like._data.dtype.kind
-        if kind == "f":
-            return Tensor._make(xp.asarray(value, dtype=like._data.dtype))
-        if isinstance(value, float):
-            return Tensor._make(xp.asarray(value, dtype=backend.get_default_dtype()))
+        if isinstance(value, bool):
+            dtype = like._data.dtype
+        elif isinstance(value, numbers.Integral):
+            dtype = like._data.dtype if kind in "iuf" else backend.int64
+        elif isinstance(value, numbers.Real):
+            dtype = like._data.dtype if kind == "f" else backend.get_default_dtype()
+        else:
+            return Tensor(value)
+        return Tensor._make(xp.asarray(value, dtype=dtype))
     return Tensor(value)
 
 
@@ -707,7 +792,7 @@ def _keep(keepdim, keepdims):
 
 # The ops create Tensors, so they are imported once Tensor exists.
 from . import differentiate, random  # noqa: E402
-from .grad_mode import is_grad_enabled, no_grad  # noqa: E402
+from .graph import HookHandle, accumulate_grad, bump_version, modes, no_grad, run_hooks  # noqa: E402
 from .ops import elementwise, linalg, reductions, special  # noqa: E402
 from .ops import shape as shape_ops  # noqa: E402
 

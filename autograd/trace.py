@@ -163,7 +163,7 @@ def _trace_tensors(trace, root, names):
     def label(tensor):
         if id(tensor) in labels:
             return f"{labels[id(tensor)]} {tuple(tensor.shape)}"
-        made_by = "input" if tensor.grad_fn is None else f"({tensor.grad_fn.name} output)"
+        made_by = "input" if getattr(tensor, "grad_fn", None) is None else f"({tensor.grad_fn.name} output)"
         return f"{made_by} {tuple(tensor.shape)}"
 
     def on_step(node, grad, parent_grads):
@@ -177,10 +177,13 @@ def _trace_tensors(trace, root, names):
         key = f"op{id(node)}"
         known[output_of[key]] = grad
         rule = _rule(node)
-        sent = ", ".join(f"dL/d{label(x)}" for x, g in zip(node.inputs, parent_grads) if g is not None)
+        inputs = [x if isinstance(x, Tensor) or parent is None else
+                  parent if isinstance(parent, Tensor) else viz._Unkept(parent, x)
+                  for x, parent in zip(node.inputs, node.parents)]
+        sent = ", ".join(f"dL/d{label(x)}" for x, g in zip(inputs, parent_grads) if g is not None)
         caption = f"{node.name}: {rule}. Upstream dL/dY {tuple(grad.shape)} → {sent or 'nothing to send'}"
         contributions = tuple((label(x), None if g is None else tuple(g.shape))
-                              for x, g in zip(node.inputs, parent_grads))
+                              for x, g in zip(inputs, parent_grads))
         trace.steps.append(Step(key, node.name, tuple(grad.shape), rule, contributions, caption, dict(known)))
 
     differentiate.backward([root], retain_graph=True, on_step=on_step)

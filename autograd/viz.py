@@ -53,7 +53,32 @@ def walk(root, max_nodes=150):
 
 
 def _key(item):
-    return f"v{id(item)}"
+    """One key per value: a computed tensor is known by the node that made it (an op that did
+    not keep its input meets it only through that node)."""
+    node = getattr(item, "grad_fn", None)
+    return f"v{id(node)}" if node is not None else f"v{id(item)}"
+
+
+class _Unkept:
+    """A computed value that no node kept (the ops that used it needed only its shape): drawn
+    from its producer, with its data when the producer saved its output."""
+
+    requires_grad = True
+    grad = None
+
+    def __init__(self, node, info):
+        self.grad_fn, self.shape, self.dtype = node, info.shape, info.dtype
+        self._data = node.output_data if node.saves_output else None
+
+
+def _input_items(node):
+    """The values in the graph that ``node`` was computed from."""
+    items = []
+    for x, parent in zip(node.inputs, node.parents):
+        if parent is None:
+            continue  # a constant: no gradient flows to it
+        items.append(x if isinstance(x, Tensor) else parent if isinstance(parent, Tensor) else _Unkept(parent, x))
+    return items
 
 
 def _producers(item):
@@ -65,7 +90,7 @@ def _producers(item):
         return []
     if node.inputs is None:  # freed by a backward pass
         return [(f"op{id(node)}", f"{node.name}\n(freed)", [])]
-    return [(f"op{id(node)}", node.name, [x for x in node.inputs if x.requires_grad or x.grad_fn])]
+    return [(f"op{id(node)}", node.name, _input_items(node))]
 
 
 def _count(root):
@@ -108,7 +133,7 @@ def _value_label(item, name, show_data, show_grad, grad):
         return "{ " + " | ".join(_escape(f) for f in fields) + " }"
     fields = [name or ("leaf" if item.grad_fn is None else " "), f"{tuple(item.shape)} {item.dtype}"]
     if show_data:
-        fields.append("data " + summarize(item._data))
+        fields.append("data (not kept)" if item._data is None else "data " + summarize(item._data))
     if show_grad:
         if grad is _UNKNOWN:
             fields.append("grad ?")

@@ -39,7 +39,7 @@ class AffineMap(Primitive):
         grad_bias = None
         if bias is not None and bias.requires_grad:
             grad_bias = grad.sum(tuple(range(grad.ndim - 1))) if grad.ndim > 1 else grad
-        return grad_x, grad_weight, grad_bias
+        return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
 
 def linear(input, weight, bias=None):
@@ -47,6 +47,10 @@ def linear(input, weight, bias=None):
     if input.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input of shape {input.shape} has {input.shape[-1]} features but the "
                          f"weight of shape {weight.shape} expects {weight.shape[-1]}")
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and tensor.dtype != input.dtype:
+            raise RuntimeError(f"linear: the {name} is {tensor.dtype} but the input is {input.dtype}; "
+                               "they must have the same dtype (convert one with .to())")
     if bias is None:
         return AffineMap.apply(input, weight)
     return AffineMap.apply(input, weight, bias)

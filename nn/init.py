@@ -12,7 +12,7 @@ import math
 
 import numpy
 
-from autograd import no_grad
+from autograd import Tensor, no_grad
 from autograd.random import generator
 
 
@@ -64,10 +64,8 @@ def _fan(tensor, mode):
 
 
 def _fill(tensor, values):
-    with no_grad():
-        tensor._data[...] = values
-        tensor._check_inplace()  # counts as an in-place change (version counter)
-    return tensor
+    with no_grad():  # initialising a parameter is not part of any graph
+        return tensor.copy_(values if isinstance(values, Tensor) else Tensor(values, dtype=tensor.dtype))
 
 
 def uniform_(tensor, a=0.0, b=1.0):

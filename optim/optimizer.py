@@ -10,6 +10,7 @@ import copy
 import numpy
 
 from autograd import Tensor, enable_grad, no_grad
+from autograd.graph import bump_version
 
 
 def require(condition, message):
@@ -88,7 +89,7 @@ class Optimizer:
                     if grad.shape != p.shape:
                         raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
                     self.update(p._data, -grad if group.get("maximize") else grad, state, group)
-                    p._check_inplace()  # the parameter changed: a graph that saved it is stale
+                    bump_version(p)  # the parameter changed: a graph that saved it is stale
         return loss
 
     def update(self, param, grad, state, group):

@@ -3,6 +3,7 @@ hypothesis-drawn shapes and values, broadcasting included; second derivatives to
 
 import importlib
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -146,7 +147,10 @@ COMPOSITES = {
 def _every_case():
     """The cases here and the CASES of each tests/test_ops_*.py (one file per family of ops)."""
     cases = dict(CASES)
-    for path in sorted(pathlib.Path(__file__).parent.glob("test_ops_*.py")):
+    here = pathlib.Path(__file__).parent
+    if str(here) not in sys.path:
+        sys.path.insert(0, str(here))
+    for path in sorted(here.glob("test_ops_*.py")):
         cases.update(getattr(importlib.import_module(path.stem), "CASES", {}))
     return cases
 

@@ -5,9 +5,54 @@ the shape of the input it belongs to (the gradient of broadcasting is a sum).
 A gradient is computed only for inputs that require one.
 """
 
+import numpy
+
+from .. import backend
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def result_type(x, y):
+    """PyTorch's type promotion of two tensors: the higher category (bool < integer < floating)
+    wins; within a category the wider dtype, except that a 0-d tensor does not widen a tensor
+    with dimensions (float32 with a 0-d float64 stays float32; with a 0-d int64, float32)."""
+    if x.dtype == y.dtype:
+        return x.dtype
+    cx, cy = _CATEGORY[x.dtype.kind], _CATEGORY[y.dtype.kind]
+    if (x.ndim == 0) != (y.ndim == 0):
+        dimensioned, zero_dim = (y, x) if x.ndim == 0 else (x, y)
+        cd, cz = (cy, cx) if x.ndim == 0 else (cx, cy)
+        return zero_dim.dtype if cz > cd else dimensioned.dtype
+    if cx != cy:
+        return x.dtype if cx > cy else y.dtype
+    return numpy.promote_types(x.dtype, y.dtype)
+
+
+def promote(x, y):
+    """Both operands as tensors of their common dtype (casts are recorded, so each gradient
+    comes back in its own input's dtype)."""
+    if not isinstance(x, Tensor):
+        x = _operand(x, y)
+    if not isinstance(y, Tensor):
+        y = _operand(y, x)
+    if x.dtype == y.dtype:
+        return x, y
+    dtype = result_type(x, y)
+    return (x if x.dtype == dtype else Cast.apply(x, dtype=dtype),
+            y if y.dtype == dtype else Cast.apply(y, dtype=dtype))
+
+
+def binary(op, x, y):
+    """op(x, y) for tensors or numbers on either side, with PyTorch's type promotion
+    (true division of integers gives the default floating dtype)."""
+    x, y = promote(x, y)
+    if op is Div and x.dtype.kind not in "fc":
+        dtype = backend.get_default_dtype()
+        x, y = Cast.apply(x, dtype=dtype), Cast.apply(y, dtype=dtype)
+    return op.apply(x, y)
 
 
 def unbroadcast(grad, like):
@@ -25,6 +70,8 @@ def unbroadcast(grad, like):
 class Add(Primitive):
     """z = x + y;   dL/dx = dL/dz,   dL/dy = dL/dz"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x, y):
         return x + y
 
@@ -35,6 +82,8 @@ class Add(Primitive):
 
 class Sub(Primitive):
     """z = x - y;   dL/dx = dL/dz,   dL/dy = -dL/dz"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x, y):
         return x - y
@@ -138,15 +187,16 @@ def where(condition, x, y):
     condition = condition._data if isinstance(condition, Tensor) else xp.asarray(condition)
     if condition.dtype != bool:
         raise TypeError(f"where: condition must be a bool tensor, got {condition.dtype}")
-    if not isinstance(x, Tensor):
-        x = _operand(x, y) if isinstance(y, Tensor) else Tensor(x)
-    if not isinstance(y, Tensor):
-        y = _operand(y, x)
+    if not isinstance(x, Tensor) and not isinstance(y, Tensor):
+        x = Tensor(x)
+    x, y = promote(x, y)
     return Where.apply(x, y, condition=condition)
 
 
 class Neg(Primitive):
     """y = -x;   dL/dx = -dL/dy"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
         return -x
@@ -158,6 +208,7 @@ class Neg(Primitive):
 class Exp(Primitive):
     """y = e^x;   dL/dx = dL/dy · y"""
 
+    saves_inputs = False  # backward needs no input's values
     saves_output = True
 
     def forward(self, x):
@@ -180,6 +231,7 @@ class Log(Primitive):
 class Sqrt(Primitive):
     """y = √x;   dL/dx = dL/dy / (2y)"""
 
+    saves_inputs = False  # backward needs no input's values
     saves_output = True
 
     def forward(self, x):
@@ -212,6 +264,7 @@ class Cos(Primitive):
 class Tanh(Primitive):
     """y = tanh x;   dL/dx = dL/dy · (1 - y²)"""
 
+    saves_inputs = False  # backward needs no input's values
     saves_output = True
 
     def forward(self, x):
@@ -224,6 +277,7 @@ class Tanh(Primitive):
 class Sigmoid(Primitive):
     """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)"""
 
+    saves_inputs = False  # backward needs no input's values
     saves_output = True
 
     def forward(self, x):
@@ -237,13 +291,16 @@ class Sigmoid(Primitive):
 
 
 class Relu(Primitive):
-    """y = max(0, x);   dL/dx = dL/dy · [x > 0]"""
+    """y = max(0, x);   dL/dx = dL/dy · [x > 0] = dL/dy · [y > 0]"""
+
+    saves_inputs = False
+    saves_output = True
 
     def forward(self, x):
         return xp.maximum(x, 0)
 
     def backward(self, grad, y, x):
-        return (grad * Tensor._make(x._data > 0),)
+        return (grad * Tensor._make(y._data > 0),)
 
 
 class Abs(Primitive):
@@ -285,6 +342,8 @@ def clamp(x, min=None, max=None):
 class Cast(Primitive):
     """y = x as another dtype;   dL/dx = dL/dy as x's dtype"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x):
         return x.astype(self.dtype, copy=False)
 
@@ -292,8 +351,23 @@ class Cast(Primitive):
         return (grad.to(x.dtype),)
 
 
+class Fill(Primitive):
+    """y = a constant c in x's shape (x.fill_(c) when recorded);   dL/dx = 0,   dL/dc = Σ dL/dy"""
+
+    saves_inputs = False
+
+    def forward(self, x, value):
+        return xp.full(x.shape, value, dtype=x.dtype)
+
+    def backward(self, grad, y, x, value):
+        return (grad * 0.0 if x.requires_grad else None,
+                unbroadcast(grad, value) if value.requires_grad else None)
+
+
 class Clone(Primitive):
     """y = a copy of x;   dL/dx = dL/dy"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
         return x.copy()

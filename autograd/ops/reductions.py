@@ -24,6 +24,8 @@ def spread(grad, x, axes, keepdim):
 class Sum(Primitive):
     """y = Σ_i x_i over axes;   dL/dx_i = dL/dy"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x):
         return x.sum(axis=self.axes, keepdims=self.keepdim)
 
@@ -157,6 +159,7 @@ def logsumexp(x, dim, keepdim=False):
 class Softmax(Primitive):
     """y_i = e^(x_i) / Σ_j e^(x_j);   dL/dx_i = y_i (dL/dy_i - Σ_j dL/dy_j · y_j)"""
 
+    saves_inputs = False  # backward needs no input's values
     saves_output = True
 
     def forward(self, x):
@@ -170,6 +173,7 @@ class Softmax(Primitive):
 class LogSoftmax(Primitive):
     """y_i = x_i - ln Σ_j e^(x_j);   dL/dx_i = dL/dy_i - e^(y_i) Σ_j dL/dy_j"""
 
+    saves_inputs = False  # backward needs no input's values
     saves_output = True
 
     def forward(self, x):

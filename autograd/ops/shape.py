@@ -16,6 +16,8 @@ from .elementwise import unbroadcast
 class Reshape(Primitive):
     """y = x laid out as another shape;   dL/dx = dL/dy reshaped back"""
 
+    saves_inputs = False  # backward needs no input's values
+
     is_view = True
 
     def forward(self, x):
@@ -68,6 +70,8 @@ def squeeze(x, dim=None):
 class Permute(Primitive):
     """y = x with its axes reordered;   dL/dx = dL/dy with the inverse order"""
 
+    saves_inputs = False  # backward needs no input's values
+
     is_view = True
 
     def forward(self, x):
@@ -95,6 +99,8 @@ def transpose(x, dim0, dim1):
 
 class Expand(Primitive):
     """y = x broadcast to a larger shape;   dL/dx = dL/dy summed over the copies"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
         # a written copy rather than NumPy's read-only broadcast view: several
@@ -126,6 +132,8 @@ def _is_basic(index):
 class GetItem(Primitive):
     """y = x[index];   dL/dx = dL/dy put back at index, 0 elsewhere (repeated indices add up)"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x):
         self.is_view = _is_basic(self.index)
         return x[self.index]
@@ -136,6 +144,8 @@ class GetItem(Primitive):
 
 class IndexAdd(Primitive):
     """y = zeros(shape) with x added at index: GetItem's adjoint;   dL/dx = dL/dy[index]"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
         y = xp.zeros(self.shape, dtype=x.dtype)
@@ -149,8 +159,70 @@ class IndexAdd(Primitive):
         return (grad[self.index],)
 
 
+class IndexPut(Primitive):
+    """y = x with y[index] = v (x[index] = v when recorded);
+    dL/dx = dL/dy with 0 at index,   dL/dv = dL/dy[index] summed to v's shape"""
+
+    saves_inputs = False
+
+    def forward(self, x, v):
+        y = x.copy()
+        y[self.index] = v
+        return y
+
+    def backward(self, grad, y, x, v):
+        grad_x = grad_v = None
+        if x.requires_grad:
+            kept = xp.ones(x.shape, dtype=grad.dtype)
+            kept[self.index] = 0
+            grad_x = grad * Tensor._make(kept)
+        if v.requires_grad:
+            grad_v = unbroadcast(grad[self.index], v)
+        return grad_x, grad_v
+
+
+def replay_view(tensor, chain):
+    """The view that ``chain`` (a view's (op, params) steps) makes of ``tensor``, recorded."""
+    for op, params in chain:
+        tensor = op.apply(tensor, **params)
+    return tensor
+
+
+def _replay_view_of_array(array, chain):
+    for op, params in chain:
+        step = object.__new__(op)
+        step.__dict__.update(params)
+        array = step.forward(array)
+    return array
+
+
+class WriteThroughView(Primitive):
+    """y = the base with the region a view shows replaced by v (a write through a view, recorded);
+    dL/dbase = dL/dy with 0 in the region,   dL/dv = the region of dL/dy.
+
+    The new values are already in the base's memory (``storage``) when this runs.
+    """
+
+    saves_inputs = False
+
+    def forward(self, base, v):
+        return self.storage
+
+    def backward(self, grad, y, base, v):
+        grad_base = grad_v = None
+        if base.requires_grad:
+            kept = xp.ones(base.shape, dtype=grad.dtype)
+            _replay_view_of_array(kept, self.view_chain)[...] = 0
+            grad_base = grad * Tensor._make(kept)
+        if v.requires_grad:
+            grad_v = unbroadcast(replay_view(grad, self.view_chain), v)
+        return grad_base, grad_v
+
+
 class Cat(Primitive):
     """y = the inputs joined along dim;   dL/dx_k = the slice of dL/dy where x_k sits"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, *xs):
         return xp.concatenate(xs, axis=self.dim)

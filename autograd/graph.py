@@ -1,0 +1,260 @@
+"""The rules of state the engine lives by, each with one owner (as PyTorch's autograd core):
+
+- modes:    whether operations are recorded (``no_grad``, ``enable_grad``, ``set_grad_enabled``,
+            ``inference_mode``) and checked (``detect_anomaly``): one re-entrant switch, per thread;
+- versions: one clock that stamps every in-place write, so a node can tell whether a tensor
+            it saved was changed after it was saved;
+- hooks:    functions run on a gradient as it passes a tensor;
+- storage:  ``accumulate_grad``, the only code that writes ``.grad``: dL/dx += g;
+- checks:   ``validate_gradients``, which every gradient an op returns passes through: the
+            input's shape and dtype, and finite values in anomaly mode.
+"""
+
+import functools
+import threading
+import traceback
+
+from .backend import xp
+
+# -- modes -------------------------------------------------------------------------------
+
+
+class _Modes(threading.local):
+    """Per-thread flags: a ``no_grad`` block, or a backward pass, in one thread leaves the
+    others recording."""
+
+    grad_enabled = True
+    inference = False
+    anomaly = False
+
+
+modes = _Modes()
+
+
+def is_grad_enabled():
+    """True when new operations are recorded for backpropagation (in this thread)."""
+    return modes.grad_enabled
+
+
+def is_inference_mode_enabled():
+    return modes.inference
+
+
+def is_anomaly_enabled():
+    return modes.anomaly
+
+
+class ModeSwitch:
+    """Set some of ``modes`` inside a ``with`` block, or for each call of a decorated function.
+
+    Re-entrant: each entry pushes what it replaced and each exit restores it, so nested and
+    recursive uses unwind correctly; a decorator enters a fresh switch per call, so threads
+    and recursion never share one.
+    """
+
+    def __init__(self, **settings):
+        self.settings = settings
+        self.saved = []
+
+    def __enter__(self):
+        self.saved.append({name: getattr(modes, name) for name in self.settings})
+        for name, value in self.settings.items():
+            setattr(modes, name, value)
+        return self
+
+    def __exit__(self, *exc_info):
+        for name, value in self.saved.pop().items():
+            setattr(modes, name, value)
+        return False
+
+    def __call__(self, function):
+        settings = self.settings
+
+        @functools.wraps(function)
+        def run_with_mode(*args, **kwargs):
+            with ModeSwitch(**settings):
+                return function(*args, **kwargs)
+
+        return run_with_mode
+
+
+class no_grad(ModeSwitch):
+    """Run without recording a graph (evaluation, parameter updates)."""
+
+    def __init__(self):
+        super().__init__(grad_enabled=False)
+
+
+class enable_grad(ModeSwitch):
+    """Record a graph again, inside a ``no_grad`` block."""
+
+    def __init__(self):
+        super().__init__(grad_enabled=True)
+
+
+class inference_mode(ModeSwitch):
+    """``no_grad`` for inference (``mode=False`` leaves recording as it is)."""
+
+    def __init__(self, mode=True):
+        super().__init__(grad_enabled=False, inference=True) if mode else super().__init__()
+
+
+class set_grad_enabled(ModeSwitch):
+    """Turn recording on or off. Called as a function it takes effect at once (as PyTorch's);
+    as a ``with`` block it is undone at the end; as a decorator it changes nothing until the
+    decorated function runs."""
+
+    def __init__(self, mode):
+        super().__init__(grad_enabled=bool(mode))
+        super().__enter__()
+
+    def __enter__(self):
+        return self  # __init__ has already switched
+
+    def __call__(self, function):
+        self.__exit__()  # a decorator: undo the switch made by __init__
+        return super().__call__(function)
+
+
+class detect_anomaly(ModeSwitch):
+    """Stop at the first operation that produces NaN or inf, naming it and the user's line
+    that created it (context manager and decorator)."""
+
+    def __init__(self, check_nan=True):
+        super().__init__(anomaly=bool(check_nan))
+
+
+class set_detect_anomaly(set_grad_enabled):
+    """Turn anomaly detection on or off (at once, or for a block, as ``set_grad_enabled``)."""
+
+    def __init__(self, mode, check_nan=True):
+        ModeSwitch.__init__(self, anomaly=bool(mode))
+        ModeSwitch.__enter__(self)
+
+
+# -- versions -----------------------------------------------------------------------------
+
+
+class VersionClock:
+    """Counts in-place writes. A node remembers the time it was created; a saved tensor whose
+    version is newer was changed after it was saved. Views share their base's version."""
+
+    now = 0
+
+
+def bump_version(tensor):
+    VersionClock.now += 1
+    tensor._version[0] = VersionClock.now
+
+
+# -- hooks --------------------------------------------------------------------------------
+
+
+class HookHandle:
+    """What ``register_hook`` returns: ``remove()`` unregisters the hook."""
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self):
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
+
+
+def run_hooks(hooks, grad):
+    """Call each hook on the gradient in turn; a hook that returns a tensor replaces it.
+    The user may keep what a hook was given, so it counts as shared from then on."""
+    for hook in hooks:
+        grad._shared = True
+        replaced = hook(grad)
+        if replaced is not None:
+            grad = replaced
+    return grad
+
+
+# -- gradient storage -----------------------------------------------------------------------
+
+
+def accumulate_grad(tensor, grad):
+    """``tensor.grad += grad``: the only place ``.grad`` is written by the engine.
+
+    - the first gradient is stored as it is unless its buffer may be shared (a hook saw it,
+      another tensor stores it, it is a view): then a copy is stored;
+    - a later one is added in place, or out of place when either side has a graph
+      (create_graph=True), so a stored graph is never changed under the user;
+    - ``grad`` already has the tensor's dtype and shape (``validate_gradients``).
+    """
+    stored = tensor.grad
+    if stored is None:
+        if grad._shared or grad._data.base is not None or not grad._data.flags.writeable:
+            grad = grad.clone() if grad.requires_grad else type(grad)._make(grad._data.copy())
+        grad._shared = True
+        tensor.grad = grad
+    elif stored.requires_grad or grad.requires_grad:
+        tensor.grad = stored + grad
+        tensor.grad._shared = True
+    else:
+        stored._data += grad._data
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+
+def validate_gradients(node, inputs, grads):
+    """Each gradient an op returns, checked against its input (PyTorch's ``validate_outputs``):
+    the count, the shape (a broadcast gradient is summed back; anything else is an error),
+    the dtype (cast to the input's), and, in anomaly mode, finite values."""
+    if len(grads) != len(inputs):
+        raise RuntimeError(f"{node.name}Backward returned {len(grads)} gradients for {len(inputs)} inputs")
+    checked = None
+    for i, (x, g) in enumerate(zip(inputs, grads)):
+        if g is None:
+            continue
+        if g.shape != x.shape or g.dtype != x.dtype:
+            if checked is None:
+                checked = list(grads)
+            checked[i] = g = _conform(node, i, x, g)
+        if node.where is not None:
+            check_finite(g._data, "gradient", node.name + "Backward", node.where)
+    return grads if checked is None else checked
+
+
+def _conform(node, i, x, g):
+    if g.shape != x.shape:
+        try:
+            broadcast = xp.broadcast_shapes(x.shape, g.shape) == g.shape
+        except ValueError:
+            broadcast = False
+        if not broadcast:
+            raise RuntimeError(
+                f"{node.name}Backward returned an invalid gradient at index {i}: got shape "
+                f"{tuple(g.shape)} but expected shape compatible with {tuple(x.shape)}"
+            )
+        from .ops.elementwise import unbroadcast  # the ops build on this module
+
+        g = unbroadcast(g, x)
+    if g.dtype != x.dtype:
+        g = g.to(x.dtype)
+    return g
+
+
+# -- anomaly mode ----------------------------------------------------------------------------
+
+
+def user_frame():
+    """'file:line in function' of the innermost frame outside this package."""
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if "/autograd/" not in frame.filename and "/nn/" not in frame.filename:
+            return f"{frame.filename}:{frame.lineno} in {frame.name}\n    {frame.line}"
+    return "<unknown>"
+
+
+def check_finite(array, what, op_name, where):
+    """Raise if ``array`` holds NaN or inf; ``what`` says which value it is."""
+    if array is None or array.dtype.kind != "f" or xp.isfinite(array).all():
+        return
+    bad = "NaN" if xp.isnan(array).any() else "inf"
+    raise FloatingPointError(
+        f"anomaly: {op_name} produced {bad} in its {what} (shape {tuple(array.shape)}); "
+        f"the op was created at {where}"
+    )
