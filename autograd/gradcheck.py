@@ -27,7 +27,8 @@ def _float64_inputs(inputs):
     copies = []
     for x in inputs:
         if isinstance(x, Tensor) and x.dtype.kind == "f":
-            copies.append(Tensor(x._data.astype(numpy.float64), requires_grad=x.requires_grad))
+            # a C-contiguous float64 copy: the perturbations below write into its flat view
+            copies.append(Tensor(numpy.ascontiguousarray(x._data, dtype=numpy.float64), requires_grad=x.requires_grad))
         else:
             copies.append(x)
     return copies
@@ -41,6 +42,9 @@ def jacobians(fn, inputs, eps):
     """(analytic, numeric) Jacobians of every output with respect to every input that
     requires grad, each a 2-D array of shape (output size, input size)."""
     wrt = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    if not wrt:
+        raise ValueError("gradcheck: no input requires grad, so there is nothing to check; "
+                         "pass tensors made with requires_grad=True")
     outputs = _outputs(fn, inputs)
     analytic = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
     numeric = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]

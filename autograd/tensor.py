@@ -690,10 +690,10 @@ class Tensor:
         return reductions.logsumexp(self, dim, keepdim)
 
     def softmax(self, dim):
-        return reductions.Softmax.apply(self, dim=dim)
+        return reductions.Softmax.apply(self, dim=reductions.softmax_axis(self, dim))
 
     def log_softmax(self, dim):
-        return reductions.LogSoftmax.apply(self, dim=dim)
+        return reductions.LogSoftmax.apply(self, dim=reductions.softmax_axis(self, dim))
 
     def argmax(self, dim=None, keepdim=False):
         return reductions.argmax(self, dim, keepdim)

@@ -82,13 +82,15 @@ class RandomShift:
     def __call__(self, X):
         images = _images(X, self.image_shape)
         height, width = images.shape[-2:]
+        images = images.reshape(len(images), -1, height, width)  # (N, channels, H, W), one channel for (N, H, W)
         m = self.max_shift
-        padded = numpy.full(images.shape[:-2] + (height + 2 * m, width + 2 * m), self.fill, dtype=images.dtype)
+        padded = numpy.full(images.shape[:2] + (height + 2 * m, width + 2 * m), self.fill, dtype=images.dtype)
         padded[..., m:m + height, m:m + width] = images
         dy, dx = generator().integers(-m, m + 1, (2, len(images)))
-        # one gather for the whole batch: row and column indices of each shifted window
+        # one gather for the whole batch (every channel of an image shifts alike): row and column
+        # indices of each shifted window; NumPy puts the indexed axes first, so channels move last
         rows = (m - dy)[:, None] + numpy.arange(height)[None, :]
         cols = (m - dx)[:, None] + numpy.arange(width)[None, :]
         batch = numpy.arange(len(images))[:, None, None]
-        shifted = padded[batch, rows[:, :, None], cols[:, None, :]]
+        shifted = padded[batch, :, rows[:, :, None], cols[:, None, :]].transpose(0, 3, 1, 2)
         return Tensor(shifted.reshape(X.shape))

@@ -54,9 +54,17 @@ class Value:
     def __pow__(self, exponent):
         if not isinstance(exponent, (int, float)):
             raise TypeError(f"Value ** supports a number exponent, got {type(exponent).__name__}")
-        # y = x^n;  dy/dx = n · x^(n-1)
-        return Value(self.data**exponent, "", (self,), f"**{exponent:g}",
-                     (exponent * self.data ** (exponent - 1),))
+        x = self.data
+        if x < 0 and not float(exponent).is_integer():
+            raise ValueError(f"Value({x}) ** {exponent}: a negative base to a fractional power is not a real number")
+        # y = x^n;  dy/dx = n · x^(n-1): 0 for n = 0, and infinite at x = 0 for 0 < n < 1 (√x)
+        if exponent == 0:
+            slope = 0.0
+        elif x == 0 and exponent < 1:
+            slope = math.inf
+        else:
+            slope = exponent * x ** (exponent - 1)
+        return Value(x**exponent, "", (self,), f"**{exponent:g}", (slope,))
 
     def exp(self):
         y = math.exp(self.data)

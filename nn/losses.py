@@ -124,6 +124,9 @@ def _class_weights(name, rows, target, weight, ignore_index):
     """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
     constants, so their sum is a plain number."""
     classes = rows.shape[1]
+    if weight is not None and tuple(weight.shape) != (classes,):
+        raise RuntimeError(f"{name}: weight of shape {tuple(weight.shape)} given for {classes} classes; "
+                           f"it needs one entry per class, shape ({classes},)")
     labels = target._data.reshape(-1)
     kept = labels != ignore_index
     bad = kept & ((labels < 0) | (labels >= classes))
@@ -231,7 +234,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     kept = Tensor._make((target._data != ignore_index).astype(input.dtype))
     smooth = -weighted.sum(dim) * kept
     if reduction == "mean":
-        smooth = smooth.sum() / total_weight if weight is not None else smooth.mean()
+        # over the kept targets (their weights), as the main term: not over all N predictions
+        smooth = smooth.sum() / total_weight
     else:
         smooth = _reduce(smooth, reduction)
     return nll * (1 - label_smoothing) + smooth * (label_smoothing / classes)

@@ -11,6 +11,7 @@ from .. import backend
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
+from .names import names
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 
@@ -118,7 +119,11 @@ class Div(Primitive):
 
 
 class Pow(Primitive):
-    """z = x^y;   dL/dx = dL/dz · y · x^(y-1),   dL/dy = dL/dz · z · ln x"""
+    """z = x^y;   dL/dx = dL/dz · y · x^(y-1),   dL/dy = dL/dz · z · ln x
+
+    As PyTorch: dL/dx is 0 where y = 0 (x^0 is constant, even at x = 0), and dL/dy is 0
+    where x = 0 and y >= 0 (z · ln x → 0 there), never NaN.
+    """
 
     saves_output = True
 
@@ -126,18 +131,26 @@ class Pow(Primitive):
         return x**y
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * y * x ** (y - 1), x) if x.requires_grad else None,
-                unbroadcast(grad * z * x.log(), y) if y.requires_grad else None)
+        grad_x = grad_y = None
+        with xp.errstate(divide="ignore", invalid="ignore"):  # the masked-out branch may be inf or NaN
+            if x.requires_grad:
+                grad_x = unbroadcast(where(y == 0, 0.0, grad * y * x ** (y - 1)), x)
+            if y.requires_grad:
+                at_zero = (x == 0) & (y >= 0)
+                grad_y = unbroadcast(where(at_zero, 0.0, grad * z * where(at_zero, 1.0, x).log()), y)
+        return grad_x, grad_y
 
 
 class PowConstant(Primitive):
-    """y = x^c for a number c;   dL/dx = dL/dy · c · x^(c-1)"""
+    """y = x^c for a number c;   dL/dx = dL/dy · c · x^(c-1)  (0 for c = 0, as PyTorch)"""
 
     def forward(self, x):
         return x**self.exponent
 
     def backward(self, grad, y, x):
         c = self.exponent
+        if c == 0:
+            return (grad * 0.0,)
         if c == 2:
             return (grad * x * 2.0,)
         return (grad * c * x ** (c - 1),)
@@ -205,6 +218,7 @@ class Neg(Primitive):
         return (-grad,)
 
 
+@names("exp", inplace="exp_")
 class Exp(Primitive):
     """y = e^x;   dL/dx = dL/dy · y"""
 
@@ -218,6 +232,7 @@ class Exp(Primitive):
         return (grad * y,)
 
 
+@names("log", inplace="log_")
 class Log(Primitive):
     """y = ln x;   dL/dx = dL/dy / x"""
 
@@ -228,6 +243,7 @@ class Log(Primitive):
         return (grad / x,)
 
 
+@names("sqrt", inplace="sqrt_")
 class Sqrt(Primitive):
     """y = √x;   dL/dx = dL/dy / (2y)"""
 
@@ -241,6 +257,7 @@ class Sqrt(Primitive):
         return (grad / (y * 2.0),)
 
 
+@names("sin", inplace="sin_")
 class Sin(Primitive):
     """y = sin x;   dL/dx = dL/dy · cos x"""
 
@@ -251,6 +268,7 @@ class Sin(Primitive):
         return (grad * x.cos(),)
 
 
+@names("cos", inplace="cos_")
 class Cos(Primitive):
     """y = cos x;   dL/dx = -dL/dy · sin x"""
 
@@ -261,6 +279,7 @@ class Cos(Primitive):
         return (-grad * x.sin(),)
 
 
+@names("tanh", inplace="tanh_")
 class Tanh(Primitive):
     """y = tanh x;   dL/dx = dL/dy · (1 - y²)"""
 
@@ -274,6 +293,7 @@ class Tanh(Primitive):
         return (grad * (1.0 - y * y),)
 
 
+@names("sigmoid", inplace="sigmoid_")
 class Sigmoid(Primitive):
     """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)"""
 
@@ -290,6 +310,7 @@ class Sigmoid(Primitive):
         return (grad * y * (1.0 - y),)
 
 
+@names("relu", inplace="relu_")
 class Relu(Primitive):
     """y = max(0, x);   dL/dx = dL/dy · [x > 0] = dL/dy · [y > 0]"""
 
@@ -303,6 +324,7 @@ class Relu(Primitive):
         return (grad * Tensor._make(y._data > 0),)
 
 
+@names("abs", inplace="abs_")
 class Abs(Primitive):
     """y = |x|;   dL/dx = dL/dy · sign(x)  (0 at x = 0, as PyTorch)"""
 
@@ -332,10 +354,10 @@ def clamp(x, min=None, max=None):
     """Clamp to [min, max]; each bound a number, a tensor or None."""
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
-    if isinstance(min, Tensor) or isinstance(max, Tensor):
+    if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch
         if min is not None:
-            x = x.maximum(min)
-        return x if max is None else x.minimum(max)
+            x = where(x >= min, x, min)
+        return x if max is None else where(x <= max, x, max)
     return Clamp.apply(x, low=min, high=max)
 
 

@@ -4,7 +4,6 @@ A reduction's backward spreads dL/dy back over the reduced axes: the
 gradient of a sum is dL/dy copied to every term (``expand``).
 """
 
-import builtins
 import collections
 
 from ..backend import xp
@@ -43,7 +42,8 @@ def mean(x, dim=None, keepdim=False):
     count = 1
     for axis in axes:
         count *= x.shape[axis]
-    return sum(x, axes, keepdim) * (1.0 / builtins.max(count, 1))
+    # the mean of nothing is NaN (as PyTorch and NumPy): an empty batch must not report a zero loss
+    return sum(x, axes, keepdim) * (1.0 / count if count else float("nan"))
 
 
 def _correction(unbiased, correction):
@@ -86,7 +86,9 @@ class Extremum(Primitive):
 
     def backward(self, grad, y, x):
         if self.axis is None:  # ties share: mask / count (built only when a gradient is wanted)
-            ties = x._data == self.find(x._data)
+            found = self.find(x._data)
+            # a NaN is the max (and min), as PyTorch: its gradient goes to the NaN(s)
+            ties = xp.isnan(x._data) if xp.isnan(found) else x._data == found
             return (grad * Tensor._make((ties / ties.sum()).astype(x.dtype)),)
         chosen = xp.zeros(x.shape, dtype=x.dtype)
         xp.put_along_axis(chosen, self.indices, 1, axis=self.axis)
@@ -98,11 +100,16 @@ MinResult = collections.namedtuple("min", ["values", "indices"])
 
 
 def _extremum(x, dim, keepdim, find, arg, result):
-    if x._data.size == 0:
-        raise ValueError(f"max/min of an empty tensor of shape {x.shape}")
     if dim is None:
+        if x._data.size == 0:
+            raise RuntimeError(f"max(): expected a non-empty tensor, got shape {tuple(x.shape)}; "
+                               "give a dim to reduce over a non-empty one")
         return Extremum.apply(x, axis=None, find=find, arg=arg)
+    if x.ndim == 0:
+        return result(x * 1, Tensor._make(xp.zeros((), dtype=xp.int64)))
     axis = normalize_dims(dim, x.ndim)[0]
+    if x.shape[axis] == 0:
+        raise IndexError(f"max(): the dimension {dim} of shape {tuple(x.shape)} is empty: nothing to reduce")
     values = Extremum.apply(x, axis=axis, keepdim=keepdim, find=find, arg=arg)
     indices = values.grad_fn.indices if values.grad_fn is not None else arg(x._data, axis=axis, keepdims=True)
     if not keepdim:
@@ -154,6 +161,14 @@ class LogSumExp(Primitive):
 
 def logsumexp(x, dim, keepdim=False):
     return LogSumExp.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
+
+
+def softmax_axis(x, dim):
+    """The axis softmax normalises over (None for a 0-d tensor, whose softmax is 1)."""
+    axes = normalize_dims(dim, x.ndim)
+    if len(axes) > 1:
+        raise TypeError(f"softmax: dim must be one int, got {dim}")
+    return axes[0] if axes else None
 
 
 class Softmax(Primitive):

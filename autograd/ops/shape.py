@@ -58,6 +58,9 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 
 def unsqueeze(x, dim):
+    if not -x.ndim - 1 <= dim <= x.ndim:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-x.ndim - 1}, {x.ndim}], "
+                         f"but got {dim}): unsqueeze of a tensor of shape {tuple(x.shape)}")
     dim = dim % (x.ndim + 1)
     return reshape(x, (*x.shape[:dim], 1, *x.shape[dim:]))
 
@@ -237,9 +240,16 @@ class Cat(Primitive):
         return tuple(grads)
 
 
+def _sequence_of_tensors(name, tensors):
+    if isinstance(tensors, Tensor) or not hasattr(tensors, "__iter__"):
+        raise TypeError(f"{name}() expects a sequence of tensors (a list or tuple), got "
+                        f"{type(tensors).__name__}; write autograd.{name}([a, b])")
+    return [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+
+
 def cat(tensors, dim=0):
     """Join tensors along an existing dim (shapes must agree elsewhere)."""
-    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    tensors = _sequence_of_tensors("cat", tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
     axis = normalize_dims(dim, tensors[0].ndim)[0]
@@ -253,7 +263,7 @@ def cat(tensors, dim=0):
 
 def stack(tensors, dim=0):
     """Join equally shaped tensors along a new dim."""
-    tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
         raise ValueError("stack: expected a non-empty list of tensors")
     shapes = {t.shape for t in tensors}
