@@ -104,10 +104,6 @@ class Tensor:
         return self._data.dtype
 
     @property
-    def device(self):
-        return "cpu" if xp is numpy else xp.__name__
-
-    @property
     def is_leaf(self):
         return self.grad_fn is None
 
@@ -187,27 +183,6 @@ class Tensor:
                 "use .any() or .all()"
             )
         return bool(self._data)
-
-    def to(self, dtype):
-        return elementwise.Cast.apply(self, dtype=numpy.dtype(dtype))
-
-    def type(self, dtype):
-        return self.to(dtype)
-
-    def float(self):
-        return self.to(backend.float32)
-
-    def double(self):
-        return self.to(backend.float64)
-
-    def long(self):
-        return self.to(backend.int64)
-
-    def int(self):
-        return self.to(backend.int32)
-
-    def bool(self):
-        return self.to(backend.bool_)
 
     def detach(self):
         """The same data, cut from the graph (shares memory, like PyTorch's)."""
@@ -345,12 +320,6 @@ class Tensor:
             raise ValueError(f"copy_: cannot copy a tensor of shape {source.shape} into shape "
                              f"{self.shape}")
         return self._assign(source)
-
-    def uniform_(self, a=0.0, b=1.0):
-        return self._assign(random.generator().uniform(a, b, self.shape))
-
-    def normal_(self, mean=0.0, std=1.0):
-        return self._assign(random.generator().normal(mean, std, self.shape))
 
     def add_(self, other, alpha=1):
         return self._assign(self._data + alpha * _data(other))
@@ -706,7 +675,7 @@ def _keep(keepdim, keepdims):
 
 
 # The ops create Tensors, so they are imported once Tensor exists.
-from . import differentiate, random  # noqa: E402
+from . import differentiate  # noqa: E402
 from .grad_mode import is_grad_enabled, no_grad  # noqa: E402
 from .ops import elementwise, linalg, reductions, special  # noqa: E402
 from .ops import shape as shape_ops  # noqa: E402
