@@ -7,6 +7,7 @@ PCG64 seeded with its seed, so the same seed gives the same numbers on every
 run and machine (not PyTorch's numbers: PyTorch uses a Mersenne twister).
 """
 
+import contextlib
 import os
 
 import numpy
@@ -107,6 +108,19 @@ def get_rng_state():
 
 def set_rng_state(new_state):
     default_generator.set_state(new_state)
+
+
+@contextlib.contextmanager
+def fork_rng(devices=None, enabled=True, device_type="cuda"):
+    """Draws inside the block do not advance the default generator: its state is restored after."""
+    if not enabled:
+        yield
+        return
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def generator(source=None):

@@ -204,3 +204,8 @@ def test_module_to_moves_and_casts_floating_tensors_only():
         assert model.cpu() is model
         with pytest.raises(RuntimeError, match="not available"):
             model.cuda()
+
+
+def test_pinning_is_a_no_op():
+    x = autograd.ones(2)
+    assert x.pin_memory() is x and x.is_pinned() is False

@@ -257,3 +257,12 @@ def test_a_seeded_program_repeats():
 
     assert np.array_equal(run(), run())
     assert Tensor(run()).shape == (4, 2)
+
+
+def test_fork_rng_restores_the_default_generator():
+    autograd.manual_seed(0)
+    expected = autograd.rand(3).tolist()
+    autograd.manual_seed(0)
+    with autograd.random.fork_rng():
+        autograd.randn(10)
+    assert autograd.rand(3).tolist() == expected

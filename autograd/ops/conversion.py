@@ -120,3 +120,12 @@ for _name, _dtype in (("float", backend.float32), ("double", backend.float64), (
                       ("long", backend.int64), ("int", backend.int32), ("short", numpy.dtype("int16")),
                       ("char", numpy.dtype("int8")), ("byte", numpy.dtype("uint8")), ("bool", backend.bool_)):
     _converter(_name, _dtype)
+
+
+@names("pin_memory", function=False)
+def pin_memory(x, device=None):
+    """x itself: there is no page-locked host memory to copy into (the array module owns the memory)."""
+    return x
+
+
+names("is_pinned", function=False)(lambda x, device=None: False)
