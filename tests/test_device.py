@@ -209,3 +209,22 @@ def test_module_to_moves_and_casts_floating_tensors_only():
 def test_pinning_is_a_no_op():
     x = autograd.ones(2)
     assert x.pin_memory() is x and x.is_pinned() is False
+
+
+def test_under_cupy_the_current_gpu_is_served_and_nothing_else(monkeypatch):
+    """The device logic with the array module swapped for a stand-in that answers as CuPy does."""
+    import sys
+    import types
+
+    from autograd import backend
+    devices = sys.modules["autograd.device"]  # the module (autograd.device is the class, as torch.device)
+    cuda_api = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
+                                     runtime=types.SimpleNamespace(getDeviceCount=lambda: 2))
+    monkeypatch.setattr(backend, "xp", types.SimpleNamespace(__name__="cupy", cuda=cuda_api))
+    assert autograd.cuda.is_available() and autograd.cuda.device_count() == 2
+    assert autograd.cuda.current_device() == 0
+    assert devices.served() == "cuda:0"
+    assert devices.resolve("cuda") == devices.resolve("cuda:0") == devices.resolve(0) == "cuda:0"
+    for elsewhere in ("cuda:1", "cpu", "mps"):
+        with pytest.raises(RuntimeError, match=f"device '{elsewhere}' is not available.*cuda:0.*cupy"):
+            devices.resolve(elsewhere)

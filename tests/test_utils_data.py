@@ -363,3 +363,19 @@ def test_autograd_data_is_the_same_package_with_its_transform():
     x, y = next(iter(loader))
     assert x.tolist() == [[3.0], [3.0]] and y.tolist() == [0, 1]
     assert autograd.utils.data.DataLoader is DataLoader
+
+
+def test_datasets_and_samplers_take_type_parameters_as_pytorchs():
+    class Pairs(Dataset[tuple[Tensor, int]]):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return autograd.ones(1) * i, i
+
+    class Evens(autograd.utils.data.Sampler[int]):
+        def __iter__(self):
+            return iter([0])
+
+    assert next(iter(DataLoader(Pairs(), batch_size=2)))[1].tolist() == [0, 1]
+    assert list(DataLoader(Pairs(), sampler=Evens(), batch_size=None))[0][1] == 0

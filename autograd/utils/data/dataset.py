@@ -11,6 +11,7 @@ import bisect
 import itertools
 import math
 import warnings
+from typing import Generic, TypeVar
 
 import numpy
 
@@ -19,9 +20,12 @@ from ...factories import randperm
 from ...tensor import Tensor
 from .collate import default_collate
 
+T_co = TypeVar("T_co", covariant=True)
 
-class Dataset:
-    """Anything with ``__getitem__(i)`` returning one sample (and usually ``__len__``)."""
+
+class Dataset(Generic[T_co]):
+    """Anything with ``__getitem__(i)`` returning one sample (and usually ``__len__``); typed code may
+    write ``Dataset[tuple[Tensor, int]]``, as with PyTorch's."""
 
     def __getitem__(self, index):
         raise NotImplementedError("Subclasses of Dataset should implement __getitem__.")
@@ -30,7 +34,7 @@ class Dataset:
         return ConcatDataset([self, other])
 
 
-class IterableDataset(Dataset):
+class IterableDataset(Dataset[T_co]):
     """A stream of samples: subclasses implement ``__iter__``."""
 
     def __iter__(self):

@@ -6,12 +6,16 @@ when it is None, from the default generator, so ``autograd.manual_seed``
 repeats every epoch's order.
 """
 
+from typing import Generic, TypeVar
+
 from ...factories import randint, randperm, tensor
 from ...ops.sampling import multinomial
 from ...tensor import Tensor
 
+T_co = TypeVar("T_co", covariant=True)
 
-class Sampler:
+
+class Sampler(Generic[T_co]):
     """An iterable of dataset indices."""
 
     def __init__(self, data_source=None):
