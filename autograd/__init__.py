@@ -4,7 +4,7 @@
 n-dimensional one, with PyTorch's names (``autograd`` plays ``torch``).
 """
 
-from . import backend, data, datasets, trace, transforms, viz
+from . import backend, cuda, data, datasets, trace, transforms, utils, viz
 from .backend import (
     bool_,
     float16,
@@ -15,11 +15,14 @@ from .backend import (
     int64,
     set_default_dtype,
 )
+from .device import device, get_default_device, set_default_device
 from .differentiate import grad
 from .engine import backpropagate, topological_order
 from .factories import (
     arange,
+    as_tensor,
     empty,
+    empty_like,
     eye,
     full,
     full_like,
@@ -27,8 +30,11 @@ from .factories import (
     ones,
     ones_like,
     rand,
+    rand_like,
     randint,
+    randint_like,
     randn,
+    randn_like,
     randperm,
     tensor,
     zeros,
@@ -51,7 +57,15 @@ from .ops.linalg import matmul
 from .ops.reductions import logsumexp
 from .ops.shape import cat, stack
 from .primitive import REGISTRY, Primitive
-from .random import manual_seed
+from .random import (
+    Generator,
+    default_generator,
+    get_rng_state,
+    initial_seed,
+    manual_seed,
+    seed,
+    set_rng_state,
+)
 from .serialization import load, save
 from .tensor import Tensor
 from .value import Value

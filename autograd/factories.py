@@ -1,12 +1,17 @@
 """Making tensors: ``tensor``, ``zeros``, ``ones``, ``rand``, ``randn``, ``arange``, ...
 
 Floating factories use the default dtype (float32) unless ``dtype`` says
-otherwise; random ones draw from the global generator (``manual_seed``).
+otherwise; random ones draw from the default generator (``manual_seed``) or
+the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
+(checked: it must be the device chainrule serves, see ``autograd.device``),
+``requires_grad``, and the accepted-and-ignored ``layout``, ``pin_memory``,
+``memory_format``.
 """
 
 from . import backend
 from .backend import xp
-from .random import generator
+from .device import resolve
+from .random import generator as _rng
 from .tensor import Tensor
 
 
@@ -21,81 +26,141 @@ def _float(dtype):
     return backend.get_default_dtype() if dtype is None else dtype
 
 
-def tensor(data, dtype=None, requires_grad=False):
+def _made(array, device, requires_grad):
+    """A new leaf from a freshly made array, once the device is known to be served."""
+    resolve(device)
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def _random(values, dtype, device, requires_grad):
+    return _made(xp.asarray(values.astype(dtype, copy=False)), device, requires_grad)
+
+
+def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new leaf tensor holding a copy of ``data``."""
     data = data._data if isinstance(data, Tensor) else data
-    return Tensor(xp.array(data, dtype=dtype, copy=True) if dtype else _copy(data),
-                  requires_grad=requires_grad)
+    return _made(xp.array(data, dtype=dtype, copy=True) if dtype else _copy(data), device, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """``data`` as a tensor, sharing memory where it can (a tensor of the same dtype is returned itself)."""
+    resolve(device)
+    if isinstance(data, Tensor):
+        return data if dtype is None else data.to(dtype)
+    return Tensor(data, dtype=dtype)
 
 
 def _copy(data):
     return data.copy() if isinstance(data, xp.ndarray) else data
 
 
-def zeros(*size, dtype=None, requires_grad=False):
-    return Tensor(xp.zeros(_shape(size), dtype=_float(dtype)), requires_grad=requires_grad)
+def zeros(*size, dtype=None, layout=None, device=None, requires_grad=False):
+    return _made(xp.zeros(_shape(size), dtype=_float(dtype)), device, requires_grad)
 
 
-def ones(*size, dtype=None, requires_grad=False):
-    return Tensor(xp.ones(_shape(size), dtype=_float(dtype)), requires_grad=requires_grad)
+def ones(*size, dtype=None, layout=None, device=None, requires_grad=False):
+    return _made(xp.ones(_shape(size), dtype=_float(dtype)), device, requires_grad)
 
 
-def empty(*size, dtype=None, requires_grad=False):
-    return Tensor(xp.empty(_shape(size), dtype=_float(dtype)), requires_grad=requires_grad)
+def empty(*size, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
+          memory_format=None):
+    return _made(xp.empty(_shape(size), dtype=_float(dtype)), device, requires_grad)
 
 
-def full(size, fill_value, dtype=None, requires_grad=False):
+def full(size, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False):
     if dtype is None:
         dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else _float(None)
-    return Tensor(xp.full(tuple(size), fill_value, dtype=dtype), requires_grad=requires_grad)
+    return _made(xp.full(tuple(size), fill_value, dtype=dtype), device, requires_grad)
 
 
-def zeros_like(x, dtype=None, requires_grad=False):
-    return Tensor(xp.zeros(x.shape, dtype=dtype or x.dtype), requires_grad=requires_grad)
+def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):  # noqa: A002
+    return _made(xp.zeros(input.shape, dtype=dtype or input.dtype), device, requires_grad)
 
 
-def ones_like(x, dtype=None, requires_grad=False):
-    return Tensor(xp.ones(x.shape, dtype=dtype or x.dtype), requires_grad=requires_grad)
+def ones_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):  # noqa: A002
+    return _made(xp.ones(input.shape, dtype=dtype or input.dtype), device, requires_grad)
 
 
-def full_like(x, fill_value, dtype=None, requires_grad=False):
-    return Tensor(xp.full(x.shape, fill_value, dtype=dtype or x.dtype), requires_grad=requires_grad)
+def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):  # noqa: A002
+    return _made(xp.empty(input.shape, dtype=dtype or input.dtype), device, requires_grad)
 
 
-def rand(*size, dtype=None, requires_grad=False):
+def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002
+              memory_format=None):
+    return _made(xp.full(input.shape, fill_value, dtype=dtype or input.dtype), device, requires_grad)
+
+
+def rand(*size, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
+         pin_memory=False):
     """Uniform on [0, 1)."""
-    data = generator().random(_shape(size)).astype(_float(dtype))
-    return Tensor(data, requires_grad=requires_grad)
+    return _random(_rng(generator).random(_shape(size)), _float(dtype), device, requires_grad)
 
 
-def randn(*size, dtype=None, requires_grad=False):
+def randn(*size, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
+          pin_memory=False):
     """Standard normal."""
-    data = generator().standard_normal(_shape(size)).astype(_float(dtype))
-    return Tensor(data, requires_grad=requires_grad)
+    return _random(_rng(generator).standard_normal(_shape(size)), _float(dtype), device, requires_grad)
 
 
-def randint(low, high=None, size=(), dtype=None):
-    """Integers in [low, high) (or [0, low) when high is left out)."""
+def randint(*args, size=None, generator=None, dtype=None, layout=None, device=None,
+            requires_grad=False, low=None, high=None):
+    """Integers in [low, high): ``randint(high, size)`` or ``randint(low, high, size)``, int64."""
+    args = list(args)
+    if size is None and args and not isinstance(args[-1], int):
+        size = args.pop()
+    if len(args) == 2:
+        low, high = args
+    elif len(args) == 1:
+        low, high = (args[0], high) if high is not None else (low or 0, args[0])
+    elif args:
+        raise TypeError(f"randint(low=0, high, size): too many positional arguments {args}")
+    low = 0 if low is None else low
+    if high is None or size is None:
+        raise TypeError("randint() needs high and size: randint(high, size) or randint(low, high, size)")
+    if low >= high:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    values = _rng(generator).integers(low, high, size=tuple(size))
+    return _random(values, dtype or backend.int64, device, requires_grad)
+
+
+def randperm(n, *, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
+             pin_memory=False):
+    """A random permutation of 0..n-1."""
+    return _random(_rng(generator).permutation(n), dtype or backend.int64, device, requires_grad)
+
+
+def rand_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
+              generator=None):
+    return rand(input.shape, generator=generator, dtype=dtype or input.dtype, device=device,
+                requires_grad=requires_grad)
+
+
+def randn_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
+               generator=None):
+    return randn(input.shape, generator=generator, dtype=dtype or input.dtype, device=device,
+                 requires_grad=requires_grad)
+
+
+def randint_like(input, low=0, high=None, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002
+                 memory_format=None, generator=None):
+    """``randint_like(x, high)`` or ``randint_like(x, low, high)``, in x's dtype."""
     if high is None:
         low, high = 0, low
-    return Tensor(generator().integers(low, high, size=tuple(size)).astype(dtype or backend.int64))
+    return randint(low, high, input.shape, generator=generator, dtype=dtype or input.dtype, device=device,
+                   requires_grad=requires_grad)
 
 
-def randperm(n, dtype=None):
-    return Tensor(generator().permutation(n).astype(dtype or backend.int64))
-
-
-def arange(start, end=None, step=1, dtype=None, requires_grad=False):
+def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, requires_grad=False):
     if end is None:
         start, end = 0, start
     if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
         dtype = backend.int64
-    return Tensor(xp.arange(start, end, step, dtype=_float(dtype)), requires_grad=requires_grad)
+    return _made(xp.arange(start, end, step, dtype=_float(dtype)), device, requires_grad)
 
 
-def linspace(start, end, steps, dtype=None, requires_grad=False):
-    return Tensor(xp.linspace(start, end, steps, dtype=_float(dtype)), requires_grad=requires_grad)
+def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
+    return _made(xp.linspace(start, end, steps, dtype=_float(dtype)), device, requires_grad)
 
 
-def eye(n, m=None, dtype=None, requires_grad=False):
-    return Tensor(xp.eye(n, m, dtype=_float(dtype)), requires_grad=requires_grad)
+def eye(n, m=None, *, dtype=None, layout=None, device=None, requires_grad=False):
+    return _made(xp.eye(n, m, dtype=_float(dtype)), device, requires_grad)

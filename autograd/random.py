@@ -1,19 +1,133 @@
-"""The one global random generator: ``manual_seed(s)`` makes every random op repeatable
-(initialisation, dropout, shuffling, ``rand``/``randn``)."""
+"""Random generators, as ``torch.Generator``: seeded streams that every random op draws from.
+
+``autograd.default_generator`` is the global one; ``manual_seed(s)`` resets it,
+so initialisation, dropout, shuffling and ``rand``/``randn`` repeat. Ops that
+take ``generator=`` draw from that one instead. Each Generator is NumPy's
+PCG64 seeded with its seed, so the same seed gives the same numbers on every
+run and machine (not PyTorch's numbers: PyTorch uses a Mersenne twister).
+"""
+
+import contextlib
+import os
 
 import numpy
 
+from .device import resolve
 
-class _Generator:
-    current = numpy.random.default_rng()
+DEFAULT_SEED = 67280421310721  # PyTorch's initial seed for a new Generator
+_STATE_BYTES = 16 + 16 + 1 + 4 + 8  # PCG64 state and increment, the cached half-word, the seed
+
+
+class Generator:
+    """A stream of random numbers: ``Generator().manual_seed(0)``.
+
+    ``get_state()`` is a uint8 Tensor of 45 bytes (little-endian: PCG64's
+    128-bit state and increment, whether a 32-bit half is cached, that half,
+    the 64-bit seed), which ``set_state`` takes back.
+    """
+
+    def __init__(self, device="cpu"):
+        self.device = resolve(device)
+        self.manual_seed(DEFAULT_SEED)
+
+    def manual_seed(self, seed):
+        """Restart from ``seed`` (an int; negative seeds wrap to 64 bits, as PyTorch's); returns self."""
+        seed = _integer_seed(seed)
+        self._seed = seed
+        self.numpy = numpy.random.Generator(numpy.random.PCG64(seed))
+        return self
+
+    def seed(self):
+        """Restart from a fresh non-deterministic seed; returns it."""
+        seed = int.from_bytes(os.urandom(8), "little") >> 1
+        self.manual_seed(seed)
+        return seed
+
+    def initial_seed(self):
+        return self._seed
+
+    def get_state(self):
+        state = self.numpy.bit_generator.state
+        parts = (state["state"]["state"].to_bytes(16, "little") + state["state"]["inc"].to_bytes(16, "little")
+                 + bytes([state["has_uint32"]]) + state["uinteger"].to_bytes(4, "little")
+                 + self._seed.to_bytes(8, "little"))
+        from .tensor import Tensor
+        return Tensor(numpy.frombuffer(parts, dtype=numpy.uint8).copy())
+
+    def set_state(self, new_state):
+        from .tensor import Tensor
+        if not isinstance(new_state, Tensor) or new_state.dtype != numpy.uint8 or new_state.shape != (_STATE_BYTES,):
+            described = (f"a {new_state.dtype} tensor of shape {tuple(new_state.shape)}"
+                         if isinstance(new_state, Tensor) else type(new_state).__name__)
+            raise RuntimeError(f"set_state expects a uint8 tensor of {_STATE_BYTES} bytes from get_state(), "
+                               f"got {described}")
+        raw = new_state.numpy().tobytes()
+        bit_generator = numpy.random.PCG64()
+        bit_generator.state = {
+            "bit_generator": "PCG64",
+            "state": {"state": int.from_bytes(raw[0:16], "little"), "inc": int.from_bytes(raw[16:32], "little")},
+            "has_uint32": raw[32], "uinteger": int.from_bytes(raw[33:37], "little"),
+        }
+        self._seed = int.from_bytes(raw[37:45], "little")
+        self.numpy = numpy.random.Generator(bit_generator)
+        return self
+
+    def __repr__(self):
+        return f"<autograd.Generator on {self.device}, initial seed {self._seed}>"
+
+
+def _integer_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)):
+        try:
+            seed = int(seed)  # a one-element integer tensor, a numpy integer
+        except (TypeError, ValueError):
+            raise TypeError(f"manual_seed expected an int seed, got {seed!r}") from None
+    return int(seed) % 2**64
+
+
+default_generator = Generator()
 
 
 def manual_seed(seed):
-    """Reset the global generator to ``seed``; returns it."""
-    _Generator.current = numpy.random.default_rng(seed)
-    return _Generator.current
+    """Reset the default generator to ``seed``; returns it (as ``torch.manual_seed``)."""
+    return default_generator.manual_seed(seed)
 
 
-def generator():
-    """The global NumPy ``Generator`` that every random op draws from."""
-    return _Generator.current
+def seed():
+    """Reseed the default generator non-deterministically; returns the seed."""
+    return default_generator.seed()
+
+
+def initial_seed():
+    return default_generator.initial_seed()
+
+
+def get_rng_state():
+    return default_generator.get_state()
+
+
+def set_rng_state(new_state):
+    default_generator.set_state(new_state)
+
+
+@contextlib.contextmanager
+def fork_rng(devices=None, enabled=True, device_type="cuda"):
+    """Draws inside the block do not advance the default generator: its state is restored after."""
+    if not enabled:
+        yield
+        return
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+def generator(source=None):
+    """The NumPy ``Generator`` a random op draws from: ``source``'s (an ``autograd.Generator``)
+    or, when None, the default generator's. Anything else is a TypeError."""
+    if source is None:
+        return default_generator.numpy
+    if not isinstance(source, Generator):
+        raise TypeError(f"generator must be an autograd.Generator, got {type(source).__name__} ({source!r})")
+    return source.numpy

@@ -110,10 +110,6 @@ class Tensor:
         return self._data.dtype
 
     @property
-    def device(self):
-        return "cpu" if xp is numpy else xp.__name__
-
-    @property
     def is_leaf(self):
         return self.grad_fn is None
 
@@ -193,27 +189,6 @@ class Tensor:
                 "use .any() or .all()"
             )
         return bool(self._data)
-
-    def to(self, dtype):
-        return elementwise.Cast.apply(self, dtype=numpy.dtype(dtype))
-
-    def type(self, dtype):
-        return self.to(dtype)
-
-    def float(self):
-        return self.to(backend.float32)
-
-    def double(self):
-        return self.to(backend.float64)
-
-    def long(self):
-        return self.to(backend.int64)
-
-    def int(self):
-        return self.to(backend.int32)
-
-    def bool(self):
-        return self.to(backend.bool_)
 
     def detach(self):
         """The same data, cut from the graph (shares memory, like PyTorch's)."""
@@ -437,11 +412,6 @@ class Tensor:
     def sub_(self, other, alpha=1):
         return self.add_(other, alpha=-alpha)
 
-    def uniform_(self, a=0.0, b=1.0):
-        return self.copy_(Tensor._make(random.generator().uniform(a, b, self.shape)))
-
-    def normal_(self, mean=0.0, std=1.0):
-        return self.copy_(Tensor._make(random.generator().normal(mean, std, self.shape)))
 
     def mul_(self, other):
         other = _operand(other, self)
@@ -791,7 +761,7 @@ def _keep(keepdim, keepdims):
 
 
 # The ops create Tensors, so they are imported once Tensor exists.
-from . import differentiate, random  # noqa: E402
+from . import differentiate  # noqa: E402
 from .graph import HookHandle, accumulate_grad, bump_version, modes, no_grad, run_hooks  # noqa: E402
 from .ops import elementwise, linalg, reductions, special  # noqa: E402
 from .ops import shape as shape_ops  # noqa: E402

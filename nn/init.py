@@ -1,7 +1,8 @@
 """Weight initialisation, with ``torch.nn.init``'s names, arguments and formulas.
 
 Every initialiser fills its tensor in place (under ``no_grad``), returns it,
-and draws from the global generator, so ``autograd.manual_seed`` repeats it.
+and draws from ``generator=`` (an ``autograd.Generator``) or the default
+generator, so ``autograd.manual_seed`` repeats it.
 The lecture's point: all-zero weights make every neuron of a layer the same
 (symmetry that gradient descent never breaks); too small or too large a
 spread makes signals and gradients vanish or explode with depth. Xavier and
@@ -13,7 +14,7 @@ import math
 import numpy
 
 from autograd import Tensor, no_grad
-from autograd.random import generator
+from autograd.random import generator as rng
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -68,14 +69,14 @@ def _fill(tensor, values):
         return tensor.copy_(values if isinstance(values, Tensor) else Tensor(values, dtype=tensor.dtype))
 
 
-def uniform_(tensor, a=0.0, b=1.0):
+def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """w ~ U(a, b)."""
-    return _fill(tensor, generator().uniform(a, b, tensor.shape))
+    return _fill(tensor, rng(generator).uniform(a, b, tensor.shape))
 
 
-def normal_(tensor, mean=0.0, std=1.0):
+def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """w ~ N(mean, std²)."""
-    return _fill(tensor, generator().normal(mean, std, tensor.shape))
+    return _fill(tensor, rng(generator).normal(mean, std, tensor.shape))
 
 
 def constant_(tensor, val):
@@ -98,56 +99,56 @@ def eye_(tensor):
     return _fill(tensor, numpy.eye(*tensor.shape))
 
 
-def xavier_uniform_(tensor, gain=1.0):
+def xavier_uniform_(tensor, gain=1.0, generator=None):
     """Glorot & Bengio (2010): w ~ U(-a, a),  a = gain · √(6 / (fan_in + fan_out))."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     bound = math.sqrt(3.0) * std
-    return uniform_(tensor, -bound, bound)
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def xavier_normal_(tensor, gain=1.0):
+def xavier_normal_(tensor, gain=1.0, generator=None):
     """Glorot & Bengio (2010): w ~ N(0, σ²),  σ = gain · √(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)))
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)), generator)
 
 
-def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """He et al. (2015): w ~ U(-b, b),  b = gain · √(3 / fan),  gain = calculate_gain(nonlinearity, a).
 
     mode 'fan_in' keeps the forward pass's variance, 'fan_out' the backward's.
     """
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     bound = math.sqrt(3.0) * std
-    return uniform_(tensor, -bound, bound)
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """He et al. (2015): w ~ N(0, σ²),  σ = gain / √fan."""
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
-    return normal_(tensor, 0.0, std)
+    return normal_(tensor, 0.0, std, generator)
 
 
-def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """w ~ N(mean, std²) conditioned on a <= w <= b (draws outside are drawn again)."""
     if not a < b:
         raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
-    values = generator().normal(mean, std, tensor.shape)
+    values = rng(generator).normal(mean, std, tensor.shape)
     outside = (values < a) | (values > b)
     while outside.any():
-        values[outside] = generator().normal(mean, std, int(outside.sum()))
+        values[outside] = rng(generator).normal(mean, std, int(outside.sum()))
         outside = (values < a) | (values > b)
     return _fill(tensor, values)
 
 
-def orthogonal_(tensor, gain=1.0):
+def orthogonal_(tensor, gain=1.0, generator=None):
     """Saxe et al. (2013): a (semi-)orthogonal matrix, from the QR decomposition of a
     Gaussian matrix with the signs of R's diagonal folded in; trailing dims flattened."""
     if tensor.ndim < 2:
         raise ValueError(f"Only tensors with 2 or more dimensions are supported, got {tensor.shape}")
     rows = tensor.shape[0]
     cols = tensor._data.size // rows
-    flat = generator().normal(0.0, 1.0, (rows, cols))
+    flat = rng(generator).normal(0.0, 1.0, (rows, cols))
     if rows < cols:
         flat = flat.T
     q, r = numpy.linalg.qr(flat)

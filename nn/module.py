@@ -13,6 +13,8 @@ import numpy
 
 import autograd
 from autograd import Tensor
+from autograd.device import resolve as resolve_device
+from autograd.ops.conversion import parse_to
 
 from .parameter import Parameter
 
@@ -160,26 +162,45 @@ class Module:
             if set_to_none:
                 parameter.grad = None
             elif parameter.grad is not None:
-                parameter.grad._data[...] = 0
+                parameter.grad.zero_()
 
     def requires_grad_(self, requires_grad=True):
         for parameter in self.parameters():
             parameter.requires_grad_(requires_grad)
         return self
 
-    def to(self, dtype):
-        """Convert every parameter and floating buffer to ``dtype`` in place."""
-        for tensor in list(self.parameters()) + list(self.buffers()):
-            if tensor.dtype.kind == "f":
-                tensor._data = tensor._data.astype(dtype)
-                tensor.grad = None
+    def to(self, *args, **kwargs):
+        """Move and/or cast every parameter and buffer in place, as PyTorch's: ``to(device)``,
+        ``to(dtype)``, ``to(tensor)``, ``to(device, dtype)`` and the keywords ``device``, ``dtype``,
+        ``non_blocking``. A dtype applies to floating tensors only and must be floating."""
+        device, dtype, _ = parse_to(args, dict(kwargs))
+        if device is not None:
+            resolve_device(device)  # every served device is this one: only a check
+        if dtype is not None:
+            dtype = numpy.dtype(dtype)
+            if dtype.kind not in "fc":
+                raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
+                                f"dtype={dtype}")
+            for tensor in list(self.parameters()) + list(self.buffers()):
+                if tensor.dtype.kind == "f" and tensor.dtype != dtype:
+                    tensor._data = tensor._data.astype(dtype)
+                    tensor.grad = None
         return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else device)
 
     def double(self):
         return self.to(autograd.float64)
 
     def float(self):
         return self.to(autograd.float32)
+
+    def half(self):
+        return self.to(autograd.float16)
 
     # -- saving and loading --------------------------------------------------------------------
 
@@ -219,9 +240,10 @@ class Module:
         if problems:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                                + "\n\t".join(problems))
-        for key, target in own.items():
-            if key in state_dict:
-                target._data[...] = _array(state_dict[key])  # target shares the live tensor's data
+        with autograd.no_grad():  # through the write door: a pending backward that saved a weight raises
+            for key, target in own.items():
+                if key in state_dict:
+                    target.copy_(Tensor(_array(state_dict[key]), dtype=target.dtype))
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing -------------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""Moving and converting tensors: ``x.device``, ``x.to(...)``, ``x.cpu()``, ``x.float()``, ...
+
+``to`` takes PyTorch's forms: ``to(dtype)``, ``to(device)``, ``to(other)``,
+``to(device, dtype)`` and the keywords ``device``, ``dtype``, ``non_blocking``,
+``copy``. When nothing changes it returns the tensor itself (as PyTorch); a
+dtype change is the differentiable ``Cast`` (dL/dx = dL/dy in x's dtype).
+"""
+
+import numpy
+
+from .. import backend
+from ..device import device as Device
+from ..device import resolve, served
+from ..tensor import Tensor
+from .elementwise import Cast, Clone
+from .names import names
+
+# x.type() names, as PyTorch's (programs compare them with strings such as 'torch.FloatTensor')
+_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long", "int32": "Int",
+               "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool", "complex64": "ComplexFloat",
+               "complex128": "ComplexDouble"}
+
+
+def _device(x):
+    """The device the tensor's memory is on."""
+    return served()
+
+
+names("device", function=False)(property(_device))
+names("is_cuda", function=False)(property(lambda x: served().type == "cuda"))
+names("is_cpu", function=False)(property(lambda x: served().type == "cpu"))
+
+
+@names("get_device", function=False)
+def get_device(x):
+    """The GPU index, or -1 on the CPU (as PyTorch)."""
+    where = served()
+    return -1 if where.type == "cpu" else where.index
+
+
+def _is_device(value):
+    return isinstance(value, (str, Device)) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def parse_to(args, kwargs):
+    """(device, dtype, copy) from to()'s positional and keyword forms."""
+    device = kwargs.pop("device", None)
+    dtype = kwargs.pop("dtype", None)
+    copy = kwargs.pop("copy", False)
+    kwargs.pop("non_blocking", None)  # there is no asynchronous copy to wait for
+    kwargs.pop("memory_format", None)  # arrays have one layout here
+    if kwargs:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(kwargs)}")
+    args = list(args)
+    if args and isinstance(args[0], Tensor):
+        other = args.pop(0)
+        device, dtype = other.device, other.dtype
+    elif args and _is_device(args[0]):
+        device = args.pop(0)
+    if args and not isinstance(args[0], bool):
+        dtype = args.pop(0)
+    if args:  # non_blocking, copy
+        args.pop(0)
+        if args:
+            copy = args.pop(0)
+    if args:
+        raise TypeError(f"to() got too many positional arguments: {args}")
+    return device, dtype, copy
+
+
+@names("to", function=False)
+def to(x, *args, **kwargs):
+    """x on ``device`` with ``dtype``: x itself when it already is (unless ``copy``)."""
+    device, dtype, copy = parse_to(args, kwargs)
+    if device is not None:
+        resolve(device)  # every served device is this one: only a check
+    if dtype is not None and numpy.dtype(dtype) != x.dtype:
+        return Cast.apply(x, dtype=numpy.dtype(dtype))
+    return Clone.apply(x) if copy else x
+
+
+@names("cpu", function=False)
+def cpu(x, memory_format=None):
+    return to(x, "cpu")
+
+
+@names("cuda", function=False)
+def cuda(x, device=None, non_blocking=False, memory_format=None):
+    return to(x, "cuda" if device is None else device)
+
+
+@names("type", function=False)
+def type_(x, dtype=None, non_blocking=False):
+    """With no dtype, PyTorch's type name ('torch.FloatTensor'); otherwise x.to(dtype). A name such
+    as 'torch.DoubleTensor' is accepted as the dtype."""
+    if dtype is None:
+        kind = _TYPE_NAMES.get(x.dtype.name, x.dtype.name)
+        return f"torch.{'cuda.' if served().type == 'cuda' else ''}{kind}Tensor"
+    if isinstance(dtype, str):
+        by_name = {f"torch.{kind}Tensor": name for name, kind in _TYPE_NAMES.items()}
+        by_name.update({f"torch.cuda.{kind}Tensor": name for name, kind in _TYPE_NAMES.items()})
+        if dtype not in by_name:
+            raise ValueError(f"invalid type: '{dtype}'")
+        if dtype.startswith("torch.cuda."):
+            resolve("cuda")
+        dtype = by_name[dtype]
+    return to(x, dtype=dtype)
+
+
+def _converter(name, dtype):
+    def convert(x, memory_format=None):
+        return to(x, dtype)
+
+    convert.__name__ = name
+    convert.__doc__ = f"x.{name}() is x.to({dtype.name})."
+    names(name, function=False)(convert)
+
+
+for _name, _dtype in (("float", backend.float32), ("double", backend.float64), ("half", backend.float16),
+                      ("long", backend.int64), ("int", backend.int32), ("short", numpy.dtype("int16")),
+                      ("char", numpy.dtype("int8")), ("byte", numpy.dtype("uint8")), ("bool", backend.bool_)):
+    _converter(_name, _dtype)
+
+
+@names("pin_memory", function=False)
+def pin_memory(x, device=None):
+    """x itself: there is no page-locked host memory to copy into (the array module owns the memory)."""
+    return x
+
+
+names("is_pinned", function=False)(lambda x, device=None: False)

@@ -1,0 +1,174 @@
+"""Drawing random numbers into tensors: ``normal``, ``bernoulli``, ``multinomial``, ``poisson`` and
+the in-place initialisers (``uniform_``, ``normal_``, ``bernoulli_``, ``random_``, ``exponential_``, ...).
+
+Every one takes ``generator=`` (an ``autograd.Generator``; the default one when
+left out). Draws are not differentiable: they carry no graph.
+"""
+
+import numpy
+
+from .. import backend, random
+from ..backend import xp
+from ..device import resolve
+from ..tensor import Tensor
+from .names import names
+
+
+def _tensor(values, dtype):
+    return Tensor._make(xp.asarray(numpy.asarray(values).astype(dtype, copy=False)))
+
+
+def _host(x):
+    """A tensor's values as a NumPy array, or a number as itself."""
+    return backend.to_numpy(x._data) if isinstance(x, Tensor) else x
+
+
+def _floating(x):
+    return x.dtype if x.dtype.kind == "f" else backend.get_default_dtype()
+
+
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, layout=None, device=None,
+           requires_grad=False, pin_memory=False):
+    """Draws of N(mean, std²), elementwise: ``normal(mean_tensor, std_tensor)``, ``normal(mean_tensor,
+    std=1.0)``, ``normal(mean, std_tensor)``, or ``normal(mean, std, size)`` for two numbers."""
+    rng = random.generator(generator)
+    mean_is, std_is = isinstance(mean, Tensor), isinstance(std, Tensor)
+    if not (mean_is or std_is):
+        if size is None:
+            raise TypeError("normal(mean, std, size): with a number for both mean and std, size is required")
+        resolve(device)
+        shape = tuple(size) if not isinstance(size, int) else (size,)
+        result = _tensor(rng.normal(mean, std, shape), dtype or backend.get_default_dtype())
+        return result.requires_grad_(True) if requires_grad else result
+    if size is not None:
+        raise TypeError("normal(): size is given only when mean and std are both numbers")
+    std_values = _host(std)
+    if numpy.any(numpy.asarray(std_values) < 0):
+        raise RuntimeError(f"normal expects all elements of std >= 0.0, got std {std_values}")
+    like = mean if mean_is else std
+    shape = numpy.broadcast_shapes(numpy.shape(_host(mean)), numpy.shape(std_values))
+    return _tensor(rng.normal(_host(mean), std_values, shape), _floating(like))
+
+
+def bernoulli(input, p=None, *, generator=None):  # noqa: A002  (torch's argument name)
+    """1 with probability ``input`` (or ``p``, a number), elementwise, in input's dtype."""
+    probability = _host(input) if p is None else p
+    if numpy.any((numpy.asarray(probability) < 0) | (numpy.asarray(probability) > 1)):
+        raise RuntimeError(f"bernoulli expects 0 <= p <= 1, got p = {probability}")
+    draws = random.generator(generator).random(input.shape) < probability
+    return _tensor(draws, input.dtype)
+
+
+def multinomial(input, num_samples, replacement=False, *, generator=None):  # noqa: A002
+    """``num_samples`` category indices per row of the weights ``input`` (1-D or 2-D), drawn with
+    probability proportional to the weights; without replacement each index at most once.
+
+    With replacement: inverse-CDF lookups of uniform draws. Without: the indices of the
+    ``num_samples`` largest w / E, E ~ Exp(1) (PyTorch's exponential race).
+    """
+    if input.ndim not in (1, 2):
+        raise RuntimeError(f"prob_dist must be 1 or 2 dim, got shape {tuple(input.shape)}")
+    if input.dtype.kind != "f":
+        raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: {input.dtype}")
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
+        raise RuntimeError(f"cannot sample n_sample <= 0 samples, got num_samples={num_samples!r}")
+    weights = numpy.atleast_2d(backend.to_numpy(input._data)).astype(numpy.float64)
+    categories = weights.shape[1]
+    if not replacement and num_samples > categories:
+        raise RuntimeError(f"cannot sample n_sample > prob_dist.size(-1) samples without replacement "
+                           f"(n_sample={num_samples}, prob_dist.size(-1)={categories})")
+    if not numpy.isfinite(weights).all() or (weights < 0).any():
+        raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+    totals = weights.sum(axis=1, keepdims=True)
+    if (totals <= 0).any():
+        raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
+    rng = random.generator(generator)
+    if replacement:
+        cumulative = numpy.cumsum(weights / totals, axis=1)
+        draws = rng.random((weights.shape[0], num_samples))
+        samples = numpy.stack([numpy.searchsorted(row, u, side="right") for row, u in zip(cumulative, draws)])
+        samples = numpy.minimum(samples, categories - 1)  # u within rounding of 1
+    else:
+        keys = weights / rng.exponential(1.0, weights.shape)
+        samples = numpy.argsort(-keys, axis=1, kind="stable")[:, :num_samples]
+    samples = samples if input.ndim == 2 else samples[0]
+    return _tensor(samples, backend.int64)
+
+
+def poisson(input, generator=None):  # noqa: A002
+    """Draws of Poisson(rate), elementwise, in input's dtype."""
+    rates = _host(input)
+    if (numpy.asarray(rates) < 0).any():
+        raise RuntimeError("poisson expects all rates >= 0")
+    return _tensor(random.generator(generator).poisson(rates), input.dtype)
+
+
+names(function=True, method=False, functions=("normal",))(normal)
+names("bernoulli")(bernoulli)
+names("multinomial")(multinomial)
+names(method=False, functions=("poisson",))(poisson)
+
+
+# -- in-place initialisers: each returns draws of x's shape, which x.<name>_() writes into x ----------
+
+@names(function=False, inplace="uniform_")
+def _uniform(x, a=0.0, b=1.0, *, generator=None):
+    """U(a, b); the arguments are PyTorch's ``from`` and ``to``."""
+    return _tensor(random.generator(generator).uniform(a, b, x.shape), x.dtype)
+
+
+@names(function=False, inplace="normal_")
+def _normal(x, mean=0.0, std=1.0, *, generator=None):
+    if std < 0:
+        raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
+    return _tensor(random.generator(generator).normal(mean, std, x.shape), x.dtype)
+
+
+@names(function=False, inplace="bernoulli_")
+def _bernoulli(x, p=0.5, *, generator=None):
+    return bernoulli(x, p=_host(p), generator=generator)
+
+
+@names(function=False, inplace="exponential_")
+def _exponential(x, lambd=1.0, *, generator=None):
+    """Exp(λ): density λ e^(-λx)."""
+    if lambd <= 0:
+        raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
+    return _tensor(random.generator(generator).exponential(1.0 / lambd, x.shape), x.dtype)
+
+
+@names(function=False, inplace="log_normal_")
+def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
+    return _tensor(random.generator(generator).lognormal(mean, std, x.shape), x.dtype)
+
+
+@names(function=False, inplace="cauchy_")
+def _cauchy(x, median=0.0, sigma=1.0, *, generator=None):
+    return _tensor(median + sigma * random.generator(generator).standard_cauchy(x.shape), x.dtype)
+
+
+@names(function=False, inplace="geometric_")
+def _geometric(x, p, *, generator=None):
+    """Trials up to the first success, success probability p: 1, 2, 3, ..."""
+    return _tensor(random.generator(generator).geometric(p, x.shape), x.dtype)
+
+
+@names(function=False, inplace="random_")
+def _random(x, low=0, high=None, *, generator=None):
+    """Integers in [from, to): ``random_(to)``, ``random_(from, to)``; with no bound, [0, 2^digits]
+    for a floating x (every integer it holds exactly) or [0, max] for an integer one."""
+    if high is None and low != 0:
+        low, high = 0, low
+    if high is None:
+        if x.dtype.kind == "f":
+            high = 2 ** (numpy.finfo(x.dtype).nmant + 1) + 1
+        elif x.dtype.kind == "b":
+            high = 2
+        else:
+            high = int(numpy.iinfo(x.dtype).max) + 1
+    if low >= high:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    values = random.generator(generator).integers(low, high, x.shape, dtype=numpy.int64, endpoint=False) \
+        if high <= 2**63 else random.generator(generator).integers(low, high, x.shape, dtype=numpy.uint64)
+    return _tensor(values, x.dtype)
+

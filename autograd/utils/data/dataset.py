@@ -1,0 +1,166 @@
+"""Datasets, as ``torch.utils.data``'s: ``Dataset``, ``IterableDataset``, ``TensorDataset``, ``Subset``,
+``ConcatDataset``, ``ChainDataset`` and ``random_split``.
+
+A map-style dataset has ``__len__`` and ``__getitem__(i)``; an iterable one
+has ``__iter__``. ``TensorDataset`` and ``Subset`` also have ``batch(indices)``,
+which makes a whole batch with one fancy index per tensor; the DataLoader uses
+it in place of collating sample by sample, with the same result.
+"""
+
+import bisect
+import itertools
+import math
+import warnings
+from typing import Generic, TypeVar
+
+import numpy
+
+from ...backend import xp
+from ...factories import randperm
+from ...tensor import Tensor
+from .collate import default_collate
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Dataset(Generic[T_co]):
+    """Anything with ``__getitem__(i)`` returning one sample (and usually ``__len__``); typed code may
+    write ``Dataset[tuple[Tensor, int]]``, as with PyTorch's."""
+
+    def __getitem__(self, index):
+        raise NotImplementedError("Subclasses of Dataset should implement __getitem__.")
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
+
+
+class IterableDataset(Dataset[T_co]):
+    """A stream of samples: subclasses implement ``__iter__``."""
+
+    def __iter__(self):
+        raise NotImplementedError("Subclasses of IterableDataset should implement __iter__.")
+
+    def __add__(self, other):
+        return ChainDataset([self, other])
+
+
+class TensorDataset(Dataset):
+    """Samples are rows: sample i is (t[i] for t in tensors)."""
+
+    def __init__(self, *tensors):
+        tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+        if not tensors:
+            raise ValueError("TensorDataset needs at least one tensor")
+        sizes = {len(t) for t in tensors}
+        if len(sizes) != 1:
+            raise ValueError("Size mismatch between tensors: first dimensions "
+                             + ", ".join(str(len(t)) for t in tensors))
+        self.tensors = tuple(tensors)
+
+    def __len__(self):
+        return len(self.tensors[0])
+
+    def __getitem__(self, index):
+        return tuple(t[index] for t in self.tensors)
+
+    def batch(self, indices):
+        """Many samples at once, collated: a list with one tensor per field (no per-sample Python)."""
+        indices = xp.asarray(numpy.asarray(indices, dtype=numpy.int64))
+        return [Tensor._make(t._data[indices]) for t in self.tensors]
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices``, in that order."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        if isinstance(index, list):
+            return self.dataset[[self.indices[i] for i in index]]
+        return self.dataset[_int(self.indices[index])]
+
+    def batch(self, indices):
+        chosen = numpy.asarray(self.indices)[numpy.asarray(indices, dtype=numpy.int64)]
+        if hasattr(self.dataset, "batch"):
+            return self.dataset.batch(chosen)
+        return default_collate([self.dataset[int(i)] for i in chosen])
+
+
+def _int(index):
+    return int(index) if isinstance(index, (numpy.integer, Tensor)) else index
+
+
+class ConcatDataset(Dataset):
+    """The samples of several map-style datasets one after another."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise AssertionError("datasets should not be an empty iterable")
+        for dataset in self.datasets:
+            if isinstance(dataset, IterableDataset):
+                raise AssertionError("ConcatDataset does not support IterableDataset")
+        self.cumulative_sizes = list(itertools.accumulate(len(d) for d in self.datasets))
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, index):
+        if index < 0:
+            if -index > len(self):
+                raise ValueError("absolute value of index should not exceed dataset length")
+            index = len(self) + index
+        which = bisect.bisect_right(self.cumulative_sizes, index)
+        offset = index - (self.cumulative_sizes[which - 1] if which > 0 else 0)
+        return self.datasets[which][offset]
+
+
+class ChainDataset(IterableDataset):
+    """The samples of several iterable datasets one after another."""
+
+    def __init__(self, datasets):
+        self.datasets = datasets
+
+    def __iter__(self):
+        for dataset in self.datasets:
+            if not isinstance(dataset, IterableDataset):
+                raise AssertionError("ChainDataset only supports IterableDataset")
+            yield from dataset
+
+    def __len__(self):
+        return sum(len(d) for d in self.datasets)
+
+
+def random_split(dataset, lengths, generator=None):
+    """Split into non-overlapping random subsets of the given lengths, or of fractions summing to 1.
+
+    Fractions become floor(n · fraction) samples each; the remainder is handed out one at a
+    time round-robin from the first subset, as PyTorch does.
+    """
+    total = len(dataset)
+    if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
+        counts = []
+        for i, fraction in enumerate(lengths):
+            if fraction < 0 or fraction > 1:
+                raise ValueError(f"Fraction at index {i} is not between 0 and 1")
+            counts.append(int(math.floor(total * fraction)))
+        for i in range(total - sum(counts)):
+            counts[i % len(counts)] += 1
+        for i, count in enumerate(counts):
+            if count == 0:
+                warnings.warn(f"Length of split at index {i} is 0. This might result in an empty dataset.",
+                              stacklevel=2)
+        lengths = counts
+    if sum(lengths) != total:
+        raise ValueError("Sum of input lengths does not equal the length of the input dataset! "
+                         f"(lengths {list(lengths)} sum to {sum(lengths)}, the dataset has {total})")
+    order = randperm(sum(lengths), generator=generator).tolist()
+    subsets, start = [], 0
+    for length in lengths:
+        subsets.append(Subset(dataset, order[start:start + length]))
+        start += length
+    return subsets
