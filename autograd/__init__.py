@@ -35,6 +35,7 @@ from .factories import (
     zeros,
     zeros_like,
 )
+from .function import Function
 from .primitive import REGISTRY, Primitive
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
