@@ -48,6 +48,8 @@ from .serialization import load, save
 from .tensor import Tensor
 from .value import Value
 
+from . import autograd  # noqa: E402  (torch.autograd's namespace; needs the names above)
+
 bool = bool_  # autograd.bool, as torch.bool (inside this module only)
 double = float64
 float = float32
