@@ -18,6 +18,7 @@ from .backend import (
 )
 from .differentiate import grad
 from .engine import backpropagate, topological_order
+from . import creation  # declares from_numpy, as_tensor and the x.new_* methods
 from .factories import (
     arange,
     empty,
@@ -46,6 +47,7 @@ from .ops.shape import cat, stack
 from .random import manual_seed
 from .serialization import load, save
 from .tensor import Tensor
+from .tensor_info import finfo, iinfo
 from .value import Value
 
 from . import autograd  # noqa: E402  (torch.autograd's namespace; needs the names above)
