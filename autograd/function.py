@@ -102,19 +102,32 @@ class BackwardFunction(FunctionCtx):
     where = None
     receive = Primitive.receive
 
+    # ``name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes of
+    # the same names (PyTorch allows it), which then win
+
     @property
     def name(self):
-        return type(self).__name__
+        return self.__dict__.get("_user_name", type(self).__name__)
+
+    @name.setter
+    def name(self, value):
+        self._user_name = value
 
     @property
     def inputs(self):
         """The Tensor inputs of forward (None once a backward pass freed the graph)."""
+        if "_user_inputs" in self.__dict__:
+            return self._user_inputs
         if self._inputs is None:
             return None
         return [x for x in self._inputs if isinstance(x, Tensor)]
 
+    @inputs.setter
+    def inputs(self, value):
+        self._user_inputs = value
+
     def __repr__(self):
-        return f"<{self.name}>"
+        return f"<{type(self).__name__}>"
 
     def _connect(self, args, output):
         """Make forward's ``output`` (a tensor or a tuple) the outputs of this node."""
@@ -136,7 +149,7 @@ class BackwardFunction(FunctionCtx):
             if isinstance(y, Tensor) and id(y) in self._dirty and y.is_leaf and y.requires_grad:
                 raise RuntimeError(
                     f"a leaf Variable that requires grad (shape {tuple(y.shape)}) is being used in an "
-                    f"in-place operation: {self.name[:-len('Backward')]}.forward marked it dirty"
+                    f"in-place operation: {self._forward_cls.__name__}.forward marked it dirty"
                 )
         differentiable = [j for j, y in enumerate(outputs) if isinstance(y, Tensor)
                           and y.dtype.kind in "fc" and id(y) not in self._non_differentiable]
@@ -147,13 +160,13 @@ class BackwardFunction(FunctionCtx):
         if anomaly.is_anomaly_enabled():
             self.where = anomaly.user_frame()
             for j in differentiable:
-                anomaly.check_finite(outputs[j]._data, "forward output", self.name, self.where)
+                anomaly.check_finite(outputs[j]._data, "forward output", type(self).__name__, self.where)
 
     # -- the engine's interface ----------------------------------------------------------------
 
     def chain(self, grad):
         if self._inputs is None:
-            raise RuntimeError(FREED_GRAPH.format(op=self.name))
+            raise RuntimeError(FREED_GRAPH.format(op=type(self).__name__))
         grads = list(grad.grads) if isinstance(grad, _OutputGrads) else [grad]
         if self._materialize_grads:
             grads = [Tensor._make(xp.zeros(meta[0], dtype=meta[1])) if g is None and meta is not None else g
@@ -171,17 +184,18 @@ class BackwardFunction(FunctionCtx):
         """PyTorch's rules for what backward returns: one gradient per forward input, None for
         non-tensor inputs, each of its input's shape (or broadcastable to it) and dtype."""
         grads = result if isinstance(result, tuple) else (result,)
+        name = type(self).__name__
         inputs = self._inputs
         if len(grads) > len(inputs) and all(g is None for g in grads[len(inputs):]):
             grads = grads[:len(inputs)]  # extra trailing Nones are allowed, as in PyTorch
         if len(grads) != len(inputs):
-            raise RuntimeError(f"function {self.name} returned an incorrect number of gradients "
+            raise RuntimeError(f"function {name} returned an incorrect number of gradients "
                                f"(expected {len(inputs)}, got {len(grads)})")
         checked = []
         for i, (g, x, needed) in enumerate(zip(grads, inputs, self.needs_input_grad)):
             if not isinstance(x, Tensor):
                 if g is not None:
-                    raise RuntimeError(f"function {self.name} returned a gradient different than None at "
+                    raise RuntimeError(f"function {name} returned a gradient different than None at "
                                        f"position {i + 1}, but the corresponding forward input was not a "
                                        f"Variable (it is a {type(x).__name__})")
                 checked.append(None)
@@ -190,18 +204,18 @@ class BackwardFunction(FunctionCtx):
                 checked.append(None)
                 continue
             if not isinstance(g, Tensor):
-                raise TypeError(f"function {self.name} returned a gradient of type {type(g).__name__} at "
+                raise TypeError(f"function {name} returned a gradient of type {type(g).__name__} at "
                                 f"index {i}; gradients must be Tensors or None")
             if g.shape != x.shape:
                 if not _expands_to(x.shape, g.shape):
-                    raise RuntimeError(f"Function {self.name} returned an invalid gradient at index {i} - "
+                    raise RuntimeError(f"Function {name} returned an invalid gradient at index {i} - "
                                        f"got {list(g.shape)} but expected shape compatible with "
                                        f"{list(x.shape)}")
                 g = unbroadcast(g, x)
             if g.dtype != x.dtype:
                 g = g.to(x.dtype)
             if self.where is not None:
-                anomaly.check_finite(g._data, "gradient", self.name, self.where)
+                anomaly.check_finite(g._data, "gradient", name, self.where)
             checked.append(g)
         return checked
 
@@ -260,7 +274,7 @@ class _OutputSlot:
         return self.node.inputs
 
     def __repr__(self):
-        return f"<{self.name}>"
+        return f"<{type(self.node).__name__}>"
 
     def chain(self, grad):
         grads = [None] * self.count
@@ -279,7 +293,9 @@ class Function:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls._backward_cls = type(f"{cls.__name__}Backward", (BackwardFunction,), {"_forward_cls": cls})
+        # the node class carries the Function's docstring: the step-through trace shows its maths
+        cls._backward_cls = type(f"{cls.__name__}Backward", (BackwardFunction,),
+                                 {"_forward_cls": cls, "__doc__": cls.__doc__})
 
     def __call__(self, *args, **kwargs):
         raise RuntimeError(
@@ -312,8 +328,7 @@ class Function:
             bound.apply_defaults()
             args, kwargs = bound.args, {}
         ctx = cls._backward_cls()
-        recording = is_grad_enabled()
-        ctx.needs_input_grad = tuple(recording and isinstance(x, Tensor) and x.requires_grad for x in args)
+        ctx.needs_input_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in args)
         with no_grad():
             if separate_setup:
                 output = cls.forward(*args)

@@ -184,7 +184,7 @@ def test_needs_input_grad():
     Mul.apply(_x(1.0), _x(2.0, requires_grad=False), 3)
     with autograd.no_grad():
         Mul.apply(_x(1.0), _x(2.0), 3)
-    assert flags == [(True, False, False), (False, False, False)]
+    assert flags == [(True, False, False), (True, True, False)]  # grad mode aside, as PyTorch's
 
 
 def test_wrong_number_of_gradients_raises_as_pytorch():
@@ -511,3 +511,38 @@ def test_wrong_gradient_count_message_matches_pytorch():
     with pytest.raises(RuntimeError) as theirs:
         Missing.apply(a, a).sum().backward()
     assert "returned an incorrect number of gradients (expected 2, got 1)" in str(theirs.value)
+
+
+def test_ctx_may_carry_attributes_named_like_the_node_s_own():
+    class Named(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.name, ctx.inputs = "mine", (x,)
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            assert ctx.name == "mine" and len(ctx.inputs) == 1
+            return grad * 2
+
+    x = _x(1.0)
+    y = Named.apply(x)
+    assert repr(y.grad_fn) == "<NamedBackward>"
+    y.sum().backward()
+    assert np.array_equal(x.grad.numpy(), [2.0])
+
+
+def test_anomaly_mode_names_the_function_that_made_a_nan():
+    class NanGrad(Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("nan")
+
+    with autograd.detect_anomaly():
+        y = NanGrad.apply(_x(1.0))
+        with pytest.raises(FloatingPointError, match="NanGradBackward"):
+            y.sum().backward()

@@ -69,9 +69,8 @@ def torch():
     return pytest.importorskip("torch")
 
 
-pytestmark = pytest.mark.torch
 
-
+@pytest.mark.torch
 @pytest.mark.parametrize("as_tuple", [False, True])
 @pytest.mark.parametrize("name", sorted(VECTOR_FUNCTIONS))
 def test_jacobian_vjp_jvp(torch, name, as_tuple):
@@ -88,6 +87,7 @@ def test_jacobian_vjp_jvp(torch, name, as_tuple):
                  torch.autograd.functional.jvp(fn, theirs, _v(theirs, torch)), torch)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("as_tuple", [False, True])
 @pytest.mark.parametrize("name", sorted(SCALAR_FUNCTIONS))
 def test_hessian_hvp_vhp(torch, name, as_tuple):
@@ -99,6 +99,7 @@ def test_hessian_hvp_vhp(torch, name, as_tuple):
         _assert_same(ours_fn(fn, ours, _v(ours, autograd)), theirs_fn(fn, theirs, _v(theirs, torch)), torch)
 
 
+@pytest.mark.torch
 def test_create_graph_results_can_be_differentiated(torch):
     def fn(x):
         return x.sin() * x
@@ -135,6 +136,7 @@ def _messages(call_ours, call_theirs):
     return str(ours.value), str(theirs.value)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("fn_name", ["vjp", "jvp", "jacobian", "hvp", "vhp", "hessian"])
 def test_strict_mode_errors_match_pytorch(torch, fn_name):
     def ours_fn(a, b):
@@ -154,6 +156,7 @@ def test_strict_mode_errors_match_pytorch(torch, fn_name):
     assert ours == theirs
 
 
+@pytest.mark.torch
 def test_strict_output_without_grad_and_linear_hessian(torch):
     ours, theirs = _messages(lambda: functional.vjp(lambda a: autograd.ones(3), autograd.tensor(A), strict=True),
                              lambda: torch.autograd.functional.vjp(lambda a: torch.ones(3), torch.tensor(A),
@@ -170,6 +173,7 @@ def test_non_strict_independence_gives_zeros():
     np.testing.assert_array_equal(jac[1].numpy(), np.zeros((3, 3)))
 
 
+@pytest.mark.torch
 def test_argument_errors_match_pytorch(torch):
     cases = [
         (lambda m, t: m.vjp(lambda a: a * 2, t(A)), "The vector v can only be None"),
@@ -198,6 +202,7 @@ def test_forward_mode_jacobian_with_vectorize_gives_the_reverse_mode_values():
 # -- grad and backward with PyTorch's full signatures -----------------------------------------------
 
 
+@pytest.mark.torch
 def test_grad_materialize_and_batched(torch):
     x = autograd.tensor(A, requires_grad=True)
     unused = autograd.tensor(B, requires_grad=True)
@@ -214,6 +219,7 @@ def test_grad_materialize_and_batched(torch):
         autograd.autograd.grad((x * x).sum(), x, allow_unused=False, materialize_grads=True)
 
 
+@pytest.mark.torch
 def test_backward_with_inputs_accumulates_only_there(torch):
     x = autograd.tensor(A, requires_grad=True)
     w = autograd.tensor(B, requires_grad=True)
