@@ -50,7 +50,7 @@ from .tensor import Tensor
 from .tensor_info import finfo, iinfo
 from .value import Value
 
-from . import autograd  # noqa: E402  (torch.autograd's namespace; needs the names above)
+from . import autograd  # torch.autograd's namespace: grad, backward, Function, functional
 
 bool = bool_  # autograd.bool, as torch.bool (inside this module only)
 double = float64

@@ -71,14 +71,16 @@ class iinfo:
 
     def __init__(self, type):
         dtype = numpy.dtype(type)
-        if dtype.kind not in "iub":
+        if dtype.kind == "b":
+            raise TypeError("bool is not supported by autograd.iinfo")
+        if dtype.kind not in "iu":
             raise TypeError("autograd.iinfo() requires an integer input type. Use autograd.finfo to handle "
                             f"'{dtype}'")
-        info = numpy.iinfo(dtype) if dtype.kind != "b" else None
+        info = numpy.iinfo(dtype)
         self.dtype = str(dtype)
-        self.bits = dtype.itemsize * 8
-        self.max = 1 if info is None else int(info.max)
-        self.min = 0 if info is None else int(info.min)
+        self.bits = int(info.bits)
+        self.max = int(info.max)
+        self.min = int(info.min)
 
     def __repr__(self):
         return f"iinfo(min={self.min:g}, max={self.max:g}, dtype={self.dtype})"
