@@ -250,3 +250,26 @@ def test_namespace_mirrors_torch_autograd():
         assert hasattr(ns, name), name
     for name in functional.__all__:
         assert callable(getattr(functional, name))
+
+
+def test_values_and_structures_by_hand():
+    a, b = autograd.tensor(A), autograd.tensor(B)
+    u, w = autograd.tensor(np.full(3, 2.0)), autograd.tensor(np.arange(3.0))
+
+    def f(a, b):
+        return a * b, (a + b).sum()
+
+    (product, total), (jv_product, jv_total) = functional.jvp(f, (a, b), (u, w))
+    np.testing.assert_allclose(jv_product.numpy(), 2.0 * B + A * np.arange(3.0))
+    assert jv_total.shape == () and np.isclose(jv_total.item(), 6.0 + 3.0)
+    _, (vj_a, vj_b) = functional.vjp(f, (a, b), (u, autograd.tensor(1.0, dtype=autograd.float64)))
+    np.testing.assert_allclose(vj_a.numpy(), 2.0 * B + 1.0)
+    np.testing.assert_allclose(vj_b.numpy(), 2.0 * A + 1.0)
+    value, vh = functional.vhp(lambda x: (x**3).sum(), a, u)
+    np.testing.assert_allclose(vh.numpy(), 6 * A * 2.0)
+    assert isinstance(value, autograd.Tensor) and isinstance(vh, autograd.Tensor)
+    jac = functional.jacobian(f, (a, b))
+    assert isinstance(jac, tuple) and len(jac) == 2 and jac[1][0].shape == (3,)
+    hess = functional.hessian(lambda x, y: (x * y).sum(), (a, b))
+    np.testing.assert_array_equal(hess[0][1].numpy(), np.eye(3))
+    np.testing.assert_array_equal(hess[0][0].numpy(), np.zeros((3, 3)))
