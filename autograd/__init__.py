@@ -4,7 +4,18 @@
 n-dimensional one, with PyTorch's names (``autograd`` plays ``torch``).
 """
 
-from . import backend, cuda, data, datasets, trace, transforms, utils, viz
+from . import (
+    autograd,  # torch.autograd's namespace: grad, backward, Function, functional
+    backend,
+    creation,  # declares from_numpy, as_tensor and the x.new_* methods
+    cuda,
+    data,
+    datasets,
+    trace,
+    transforms,
+    utils,
+    viz,
+)
 from .backend import (
     bool_,
     float16,
@@ -40,6 +51,7 @@ from .factories import (
     zeros,
     zeros_like,
 )
+from .function import Function
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .graph import (
     detect_anomaly,
@@ -68,6 +80,7 @@ from .random import (
 )
 from .serialization import load, save
 from .tensor import Tensor
+from .tensor_info import finfo, iinfo
 from .value import Value
 
 bool = bool_  # autograd.bool, as torch.bool (inside this module only)

@@ -102,8 +102,7 @@ class Primitive:
         self.output_data = out._data if self.saves_output else None
         self.created = VersionClock.now
         self.output_version = out._version
-        self.parents = [x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
-                        for x in inputs]
+        self.parents = [_graph_node(x) for x in inputs]
         out.requires_grad = True
         out.grad_fn = self
         if modes.anomaly:
@@ -171,6 +170,11 @@ class Primitive:
         self.inputs = None
         self.output_data = None
         self.parents = FreedGraph.of(type(self))
+
+
+def _graph_node(x):
+    """The node behind an input: its grad_fn, the leaf itself, or None (no gradient needed)."""
+    return x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
 
 
 class FreedGraph:

@@ -4,9 +4,17 @@ The file is a NumPy ``.npz`` archive: one entry per array, plus ``__structure__`
 a JSON description of the nesting (dicts, lists, numbers, strings, None) in
 which every array is named by its entry. Loading reads arrays with
 ``allow_pickle=False`` and parses JSON, so opening a file never runs code.
+
+A path ending in ``.safetensors`` is written and read in that format instead
+(the one Hugging Face and PyTorch users share weights in): a flat dict of
+named tensors, through the optional ``safetensors`` package
+(``pip install 'chainrule[safetensors]'``). Loading gives a dict of Tensors,
+which ``Module.load_state_dict`` accepts, so weights exported from PyTorch
+with ``safetensors.torch.save_file(model.state_dict(), path)`` load as they are.
 """
 
 import json
+import os
 
 import numpy
 
@@ -51,8 +59,44 @@ def _decode(node, archive):
     return node["value"]
 
 
+def _is_safetensors(path):
+    return isinstance(path, (str, os.PathLike)) and os.fspath(path).endswith(".safetensors")
+
+
+def _safetensors_numpy():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ModuleNotFoundError(
+            "reading or writing a .safetensors file needs the safetensors package, an optional extra: "
+            "pip install 'chainrule[safetensors]' (or pip install safetensors)"
+        ) from None
+    return safetensors.numpy
+
+
+def _save_safetensors(obj, path):
+    if not isinstance(obj, dict) or not all(isinstance(key, str) for key in obj):
+        raise TypeError(f"save: a .safetensors file holds a dict of named tensors (a state_dict), "
+                        f"got {type(obj).__name__}")
+    arrays = {}
+    for key, value in obj.items():
+        if not isinstance(value, (Tensor, numpy.ndarray, xp.ndarray)):
+            raise TypeError(f"save: a .safetensors file holds only tensors, but {key!r} is a "
+                            f"{type(value).__name__}")
+        array = to_numpy(value._data if isinstance(value, Tensor) else value)
+        arrays[key] = numpy.ascontiguousarray(array)  # the format stores C-ordered bytes
+    _safetensors_numpy().save_file(arrays, os.fspath(path))
+
+
+def _load_safetensors(path):
+    return {key: Tensor(xp.asarray(array)) for key, array in _safetensors_numpy().load_file(os.fspath(path)).items()}
+
+
 def save(obj, path):
-    """Write ``obj`` (a tensor, an array, or a dict/list nesting of them) to ``path``."""
+    """Write ``obj`` (a tensor, an array, or a dict/list nesting of them) to ``path``; a path
+    ending in ``.safetensors`` takes a flat dict of named tensors (a state_dict)."""
+    if _is_safetensors(path):
+        return _save_safetensors(obj, path)
     arrays = []
     structure = _encode(obj, arrays)
     entries = {f"a{i}": array for i, array in enumerate(arrays)}
@@ -61,8 +105,12 @@ def save(obj, path):
         numpy.savez(file, **entries)
 
 
-def load(path):
-    """Read what ``save`` wrote. No code in the file is ever executed."""
+def load(path, map_location=None, weights_only=True):
+    """Read what ``save`` wrote (a ``.safetensors`` file: a dict of Tensors). No code in the
+    file is ever executed; ``map_location`` and ``weights_only`` are accepted for PyTorch's
+    sake (tensors load on the CPU, and a file holds data only)."""
+    if _is_safetensors(path):
+        return _load_safetensors(path)
     with numpy.load(path, allow_pickle=False) as archive:
         if STRUCTURE not in archive.files:
             raise ValueError(f"{path} is not a file written by autograd.save")

@@ -1,0 +1,74 @@
+"""``autograd.autograd``: PyTorch's ``torch.autograd`` namespace.
+
+``grad`` and ``backward`` here take PyTorch's full signatures; ``functional``
+holds ``jacobian``, ``hessian``, ``vjp``, ``jvp``, ``hvp`` and ``vhp``.
+"""
+
+from .. import differentiate, function
+from ..graph import detect_anomaly, is_anomaly_enabled
+from ..factories import zeros_like
+from ..function import Function
+from ..grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from ..gradcheck import gradcheck, gradgradcheck
+from ..ops.shape import stack
+from ..tensor import Tensor
+from . import functional
+
+
+def _tensors(value):
+    return (value,) if isinstance(value, Tensor) else tuple(value)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, only_inputs=True,
+         allow_unused=None, is_grads_batched=False, materialize_grads=False):
+    """dL/dinput for each input (a tuple), with L = sum of output · grad_output; nothing is
+    stored in ``.grad``. ``is_grads_batched``: the first dim of every grad_output indexes
+    independent seeds, and each result gains that dim in front. ``materialize_grads``: zeros,
+    not None, for inputs the outputs do not depend on."""
+    if materialize_grads and allow_unused is False:
+        raise ValueError("Expected allow_unused to be True or not passed when materialize_grads=True, "
+                         "but got: allow_unused=False.")
+    allow_unused = bool(allow_unused) or materialize_grads
+    outputs, inputs = _tensors(outputs), _tensors(inputs)
+    if grad_outputs is not None:
+        grad_outputs = _tensors(grad_outputs)
+    if retain_graph is None:
+        retain_graph = create_graph
+    if is_grads_batched:
+        batch = len(grad_outputs[0])
+        rows = [differentiate.grad(outputs, inputs, [g[b] for g in grad_outputs],
+                                   retain_graph=retain_graph or b < batch - 1, create_graph=create_graph,
+                                   allow_unused=allow_unused) for b in range(batch)]
+        results = tuple(None if column[0] is None else stack(list(column)) for column in zip(*rows))
+    else:
+        results = differentiate.grad(outputs, inputs, grad_outputs, retain_graph=retain_graph,
+                                     create_graph=create_graph, allow_unused=allow_unused)
+    if materialize_grads:
+        results = tuple(zeros_like(x) if g is None else g for x, g in zip(inputs, results))
+    return tuple(results)
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, grad_variables=None, inputs=None):
+    """Accumulate dL/dleaf into ``.grad`` (L = sum of tensor · grad_tensor). With ``inputs``
+    only those tensors receive a gradient (a non-leaf among them too)."""
+    tensors = _tensors(tensors)
+    grad_tensors = grad_variables if grad_tensors is None else grad_tensors
+    if grad_tensors is not None:
+        grad_tensors = _tensors(grad_tensors)
+    if retain_graph is None:
+        retain_graph = create_graph
+    if inputs is None:
+        differentiate.backward(list(tensors), grad_tensors, retain_graph=retain_graph, create_graph=create_graph)
+        return
+    inputs = _tensors(inputs)
+    if not inputs:
+        raise RuntimeError("'inputs' argument to backward() cannot be empty.")
+    grads = differentiate.grad(tensors, inputs, grad_tensors, retain_graph=retain_graph,
+                               create_graph=create_graph, allow_unused=True)
+    for x, g in zip(inputs, grads):
+        if g is None:
+            continue
+        if x.is_leaf:
+            x.receive(g)  # a leaf's own accumulation, hooks included
+        else:
+            x.grad = g if x.grad is None else x.grad + g

@@ -1,0 +1,378 @@
+"""``Function``: a differentiable operation written by the user, with PyTorch's protocol.
+
+    class Exp(autograd.Function):
+        @staticmethod
+        def forward(ctx, x):              # runs under no_grad: nothing in it is recorded
+            y = x.exp()
+            ctx.save_for_backward(y)      # what backward will need
+            return y
+
+        @staticmethod
+        def backward(ctx, grad_y):        # dL/dy for each output  ->  dL/dx for each input
+            y, = ctx.saved_tensors
+            return grad_y * y
+
+    y = Exp.apply(x)
+
+``apply`` runs ``forward``, then gives the outputs one graph node, an instance
+of ``ExpBackward``: that node is also the ``ctx`` forward and backward see. When
+the engine reaches it, it calls the user's ``backward`` with dL/dy_j for every
+output j and passes dL/dx_i on to every input i. ``backward`` runs with grad
+mode on exactly when the pass has ``create_graph=True``, so a backward written
+with Tensor operations can be differentiated again (``gradgradcheck``).
+
+The other style, ``forward(*args)`` without ctx plus
+``setup_context(ctx, inputs, output)``, is accepted too.
+
+The project's own ops use the leaner ``Primitive`` (arrays in, array out).
+"""
+
+import functools
+import inspect
+
+import numpy
+
+from . import graph as anomaly  # is_anomaly_enabled, user_frame, check_finite
+from .backend import xp
+from .grad_mode import is_grad_enabled, no_grad
+from .ops.elementwise import unbroadcast
+from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node
+from .tensor import Tensor
+
+
+class FunctionCtx:
+    """What ``forward`` leaves for ``backward``: saved tensors, flags, and any attribute set on it."""
+
+    def save_for_backward(self, *tensors):
+        """Keep ``tensors`` (or None) for backward; ``saved_tensors`` gives them back, checked
+        against in-place changes made after this call."""
+        for i, t in enumerate(tensors):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
+                                f"is of type {type(t).__name__}")
+        self._saved = tensors
+        self._saved_versions = tuple(None if t is None else t._version[0] for t in tensors)
+
+    @property
+    def saved_tensors(self):
+        saved = self.__dict__.get("_saved", ())
+        if saved is None:
+            raise RuntimeError(FREED_GRAPH.format(op=type(self).__name__))
+        for i, (t, version) in enumerate(zip(saved, self._saved_versions)):
+            if t is not None and t._version[0] != version:
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified by an "
+                    f"inplace operation: the tensor of shape {tuple(t.shape)} that {type(self).__name__} "
+                    f"saved with save_for_backward (argument {i}) was changed in place after it was saved, "
+                    "so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not "
+                    "x += 1) or clone() it first."
+                )
+        return saved
+
+    def mark_dirty(self, *tensors):
+        """Say that forward changed these inputs in place (and returns them)."""
+        self._dirty = {id(t) for t in tensors}
+
+    def mark_non_differentiable(self, *tensors):
+        """These outputs get no gradient (indices, masks); backward still receives zeros for them."""
+        self._non_differentiable = {id(t) for t in tensors}
+
+    def set_materialize_grads(self, value):
+        """True (the default): an output that received no gradient gets zeros in backward.
+        False: backward receives None for it."""
+        self._materialize_grads = bool(value)
+
+
+class BackwardFunction(FunctionCtx):
+    """The graph node of one ``Function.apply`` call (``FBackward`` for a Function ``F``).
+
+    Engine interface (see autograd.engine): ``parents`` holds one entry per
+    positional input of forward (None where no gradient flows), so the
+    gradients backward returns line up with them one to one.
+    """
+
+    _forward_cls = None  # the Function this class is the backward of (set per subclass)
+    _inputs = ()
+    _dirty = frozenset()
+    _non_differentiable = frozenset()
+    _materialize_grads = True
+    needs_input_grad = ()
+    hooks = None  # as Primitive's: hooks and retain_grad of the output
+    retained = None
+    where = None
+    receive = Primitive.receive
+    run_hooks = Primitive.run_hooks
+
+    # ``name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes of
+    # the same names (PyTorch allows it), which then win
+
+    @property
+    def name(self):
+        return self.__dict__.get("_user_name", type(self).__name__)
+
+    @name.setter
+    def name(self, value):
+        self._user_name = value
+
+    @property
+    def inputs(self):
+        """The Tensor inputs of forward (None once a backward pass freed the graph)."""
+        if "_user_inputs" in self.__dict__:
+            return self._user_inputs
+        if self._inputs is None:
+            return None
+        return [x for x in self._inputs if isinstance(x, Tensor)]
+
+    @inputs.setter
+    def inputs(self, value):
+        self._user_inputs = value
+
+    def __repr__(self):
+        return f"<{type(self).__name__}>"
+
+    def _connect(self, args, output):
+        """Make forward's ``output`` (a tensor or a tuple) the outputs of this node."""
+        single = not isinstance(output, tuple)
+        outputs = [output] if single else list(output)
+        input_ids = {id(x) for x in args if isinstance(x, Tensor)}
+        for j, y in enumerate(outputs):
+            if isinstance(y, Tensor) and id(y) in input_ids and id(y) not in self._dirty:
+                outputs[j] = _alias(y)  # an input returned unchanged: a new tensor on the same memory
+        if is_grad_enabled() and any(self.needs_input_grad):
+            self._record(args, outputs)
+        return outputs[0] if single else tuple(outputs)
+
+    def _record(self, args, outputs):
+        self._inputs = args
+        self.parents = [_graph_node(x) if needed else None for x, needed in zip(args, self.needs_input_grad)]
+        self._output_meta = [(y.shape, y.dtype) if isinstance(y, Tensor) else None for y in outputs]
+        for y in outputs:
+            if isinstance(y, Tensor) and id(y) in self._dirty and y.is_leaf and y.requires_grad:
+                raise RuntimeError(
+                    f"a leaf Variable that requires grad (shape {tuple(y.shape)}) is being used in an "
+                    f"in-place operation: {self._forward_cls.__name__}.forward marked it dirty"
+                )
+        differentiable = [j for j, y in enumerate(outputs) if isinstance(y, Tensor)
+                          and y.dtype.kind in "fc" and id(y) not in self._non_differentiable]
+        for j in differentiable:
+            y = outputs[j]
+            y.requires_grad = True
+            y.grad_fn = self if len(outputs) == 1 else _OutputSlot(self, j, len(outputs))
+        if anomaly.is_anomaly_enabled():
+            self.where = anomaly.user_frame()
+            for j in differentiable:
+                anomaly.check_finite(outputs[j]._data, "forward output", type(self).__name__, self.where)
+
+    # -- the engine's interface ----------------------------------------------------------------
+
+    def chain(self, grad, wanted=None):
+        if self._inputs is None:
+            raise RuntimeError(FREED_GRAPH.format(op=type(self).__name__))
+        grads = list(grad.grads) if isinstance(grad, _OutputGrads) else [grad]
+        if self._materialize_grads:
+            grads = [Tensor._make(xp.zeros(meta[0], dtype=meta[1])) if g is None and meta is not None else g
+                     for g, meta in zip(grads, self._output_meta)]
+        forward_cls = self._forward_cls
+        user_backward = forward_cls.backward
+        if forward_cls.vjp is not Function.vjp:
+            if user_backward is not Function.backward:
+                raise RuntimeError("Implementing both 'backward' and 'vjp' for a custom Function is not "
+                                   "allowed. You should only implement one of them.")
+            user_backward = forward_cls.vjp
+        return self._checked(user_backward(self, *grads))
+
+    def _checked(self, result):
+        """PyTorch's rules for what backward returns: one gradient per forward input, None for
+        non-tensor inputs, each of its input's shape (or broadcastable to it) and dtype."""
+        grads = result if isinstance(result, tuple) else (result,)
+        name = type(self).__name__
+        inputs = self._inputs
+        if len(grads) > len(inputs) and all(g is None for g in grads[len(inputs):]):
+            grads = grads[:len(inputs)]  # extra trailing Nones are allowed, as in PyTorch
+        if len(grads) != len(inputs):
+            raise RuntimeError(f"function {name} returned an incorrect number of gradients "
+                               f"(expected {len(inputs)}, got {len(grads)})")
+        checked = []
+        for i, (g, x, needed) in enumerate(zip(grads, inputs, self.needs_input_grad)):
+            if not isinstance(x, Tensor):
+                if g is not None:
+                    raise RuntimeError(f"function {name} returned a gradient different than None at "
+                                       f"position {i + 1}, but the corresponding forward input was not a "
+                                       f"Variable (it is a {type(x).__name__})")
+                checked.append(None)
+                continue
+            if g is None or not needed:
+                checked.append(None)
+                continue
+            if not isinstance(g, Tensor):
+                raise TypeError(f"function {name} returned a gradient of type {type(g).__name__} at "
+                                f"index {i}; gradients must be Tensors or None")
+            if g.shape != x.shape:
+                if not _expands_to(x.shape, g.shape):
+                    raise RuntimeError(f"Function {name} returned an invalid gradient at index {i} - "
+                                       f"got {list(g.shape)} but expected shape compatible with "
+                                       f"{list(x.shape)}")
+                g = unbroadcast(g, x)
+            if g.dtype != x.dtype:
+                g = g.to(x.dtype)
+            if self.where is not None:
+                anomaly.check_finite(g._data, "gradient", name, self.where)
+            checked.append(g)
+        return checked
+
+    def release(self):
+        self._inputs = None
+        if self.__dict__.get("_saved"):
+            self._saved = None
+        self.parents = FreedGraph.of(type(self))
+
+
+def _expands_to(shape, target):
+    try:
+        return numpy.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
+def _alias(x):
+    """A new tensor on x's memory and version counter (what PyTorch's view_as(x) gives)."""
+    y = Tensor._make(x._data)
+    y._version = x._version
+    return y
+
+
+class _OutputGrads:
+    """dL/doutput_j for every output of one Function call, None where none has arrived yet.
+    The engine sums the shares a node receives; summing these fills the slots."""
+
+    def __init__(self, grads):
+        self.grads = grads
+
+    def __add__(self, other):
+        return _OutputGrads([a if b is None else b if a is None else a + b
+                             for a, b in zip(self.grads, other.grads)])
+
+
+class _OutputSlot:
+    """The grad_fn of output j of a Function with several outputs. It passes dL/doutput_j
+    to the shared node in slot j, so that node's backward runs once with all of them."""
+
+    hooks = None
+    retained = None
+    where = None
+    receive = Primitive.receive
+    run_hooks = Primitive.run_hooks
+
+    def __init__(self, node, index, count):
+        self.node, self.index, self.count = node, index, count
+        self.parents = [node]
+
+    @property
+    def name(self):
+        return self.node.name
+
+    @property
+    def inputs(self):
+        return self.node.inputs
+
+    def __repr__(self):
+        return f"<{type(self.node).__name__}>"
+
+    def chain(self, grad, wanted=None):
+        grads = [None] * self.count
+        grads[self.index] = grad
+        return (_OutputGrads(grads),)
+
+    def release(self):
+        pass  # the shared node frees what was saved; walking it again says so
+
+
+class Function:
+    """Base class of custom differentiable operations: subclass it with static ``forward``
+    and ``backward`` and call ``YourFunction.apply(...)`` (see this module's docstring)."""
+
+    _backward_cls = BackwardFunction
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # the node class carries the Function's docstring: the step-through trace shows its maths
+        cls._backward_cls = type(f"{cls.__name__}Backward", (BackwardFunction,),
+                                 {"_forward_cls": cls, "__doc__": cls.__doc__})
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError(
+            "Legacy autograd function with non-static forward method is deprecated. Please use new-style "
+            "autograd function with static forward method: class F(Function) with @staticmethod forward(ctx, "
+            "...) and backward(ctx, ...), called as F.apply(...)"
+        )
+
+    @staticmethod
+    def forward(*args, **kwargs):
+        raise NotImplementedError("You must implement the forward function for custom autograd.Function.")
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        raise NotImplementedError("setup_context is not implemented.")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError("You must implement either the backward or vjp method for your custom "
+                                  "autograd.Function to use it with backward mode AD.")
+
+    vjp = backward
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        """Run forward on ``args`` without recording it and connect the outputs to a new node."""
+        separate_setup = cls.setup_context is not Function.setup_context
+        if separate_setup:  # forward(*args) has no ctx; setup_context sees every argument, defaults bound
+            bound = inspect.signature(cls.forward).bind(*args, **kwargs)
+            bound.apply_defaults()
+            args, kwargs = bound.args, {}
+        ctx = cls._backward_cls()
+        ctx.needs_input_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in args)
+        with no_grad():
+            if separate_setup:
+                output = cls.forward(*args)
+                cls.setup_context(ctx, args, output)
+            else:
+                output = cls.forward(ctx, *args, **kwargs)
+        return ctx._connect(args, output)
+
+
+ONCE_DIFFERENTIABLE = "trying to differentiate twice a function that was marked with @once_differentiable"
+
+
+class _DelayedError(Function):
+    """Stands between a @once_differentiable backward's results and its inputs: differentiating
+    through it raises."""
+
+    @staticmethod
+    def forward(ctx, message, count, *grads_then_sources):
+        ctx.message = message
+        # the results, as new tensors; the sources (the incoming gradients) only link the node
+        # into the graph, so that differentiating a result reaches it and raises
+        return tuple(g.detach() * 1 if isinstance(g, Tensor) else g for g in grads_then_sources[:count])
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(ctx.message)
+
+
+def once_differentiable(backward):
+    """Decorate a ``backward`` that cannot be differentiated again (written with NumPy, say):
+    it runs under no_grad, and differentiating its result raises a clear error."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *args):
+        with no_grad():
+            outputs = backward(ctx, *args)
+        if not is_grad_enabled() or not any(isinstance(a, Tensor) and a.requires_grad for a in args):
+            return outputs
+        single = not isinstance(outputs, tuple)
+        outputs = (outputs,) if single else outputs
+        sources = [a for a in args if isinstance(a, Tensor) and a.requires_grad]
+        wrapped = _DelayedError.apply(ONCE_DIFFERENTIABLE, len(outputs), *outputs, *sources)
+        return wrapped[0] if single else wrapped
+
+    return wrapper
