@@ -5,11 +5,11 @@ holds ``jacobian``, ``hessian``, ``vjp``, ``jvp``, ``hvp`` and ``vhp``.
 """
 
 from .. import differentiate, function
-from ..graph import detect_anomaly, is_anomaly_enabled
 from ..factories import zeros_like
 from ..function import Function
 from ..grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from ..gradcheck import gradcheck, gradgradcheck
+from ..graph import detect_anomaly, is_anomaly_enabled
 from ..ops.shape import stack
 from ..tensor import Tensor
 from . import functional
