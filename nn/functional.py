@@ -158,14 +158,15 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         normalized, mean, variance = _normalize(input, axes, eps)
         if running_mean is not None:
-            factor = momentum
-            if num_batches_tracked is not None:
-                num_batches_tracked._data += 1
-                if momentum is None:
-                    factor = 1.0 / float(num_batches_tracked._data)
-            unbiased = variance._data.reshape(-1) * count / (count - 1)
-            running_mean._data[...] = (1 - factor) * running_mean._data + factor * mean._data.reshape(-1)
-            running_var._data[...] = (1 - factor) * running_var._data + factor * unbiased
+            with autograd.no_grad():  # the running statistics are buffers, outside the graph
+                factor = momentum
+                if num_batches_tracked is not None:
+                    num_batches_tracked.add_(1)
+                    if momentum is None:
+                        factor = 1.0 / num_batches_tracked.item()
+                unbiased = variance.reshape(-1) * (count / (count - 1))
+                running_mean.mul_(1 - factor).add_(mean.reshape(-1), alpha=factor)
+                running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
     else:
         mean = running_mean.reshape(shape)
         normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
