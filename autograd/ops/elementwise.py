@@ -425,7 +425,8 @@ def div(input, other, rounding_mode=None):
     if rounding_mode is None:
         return quotient
     if rounding_mode not in ("trunc", "floor"):
-        raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found {rounding_mode!r}")
+        raise ValueError("div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                         f"but found {rounding_mode!r}")
     rounded = (xp.trunc if rounding_mode == "trunc" else xp.floor)(quotient._data)
     dtype = promote(input, other)[0].dtype
     return Tensor._make(rounded.astype(dtype) if dtype.kind in "iub" else rounded)
