@@ -341,15 +341,17 @@ class Tensor:
         """Write a recorded value here and make it this tensor's history."""
         self._store(new)
         bump_version(self)
+        old_node = self.grad_fn
         if new.dtype != self.dtype:
             new = new.to(self.dtype)
         if self._base is not None:
             self._rebase_view(new)
-            return
-        if new.shape != self.shape:
-            new = new.expand(self.shape)
-        self.grad_fn = new.grad_fn
-        self.requires_grad = new.requires_grad
+        else:
+            if new.shape != self.shape:
+                new = new.expand(self.shape)
+            self.grad_fn = new.grad_fn
+            self.requires_grad = new.requires_grad
+        _move_retained_grad(self, old_node)
 
     def _rebase_view(self, new):
         """A write through a view changes its base: the base's new history replaces the viewed
@@ -358,7 +360,8 @@ class Tensor:
         if not (new.requires_grad or base.requires_grad):
             return
         written = base._written_through_view(new, chain)
-        base.grad_fn = written.grad_fn
+        old_base_node, base.grad_fn = base.grad_fn, written.grad_fn
+        _move_retained_grad(base, old_base_node)
         base.requires_grad = True
         view = base._replay_view(chain)
         self.grad_fn = view.grad_fn
@@ -488,6 +491,12 @@ class Tensor:
 
     def __invert__(self):
         return Tensor._make(~self._data)
+
+
+def _move_retained_grad(tensor, old_node):
+    """retain_grad() follows a tensor to the value an in-place write gave it, as in PyTorch."""
+    if old_node is not None and old_node.retained is not None and tensor.grad_fn is not None:
+        tensor.grad_fn.retained, old_node.retained = old_node.retained, None
 
 
 def _requires_grad(operands):
