@@ -21,7 +21,6 @@ import datetime
 import sys
 import threading
 import time
-import traceback
 
 import numpy
 
