@@ -75,6 +75,8 @@ class Reducer:
         for bucket in self.buckets:
             bucket.pending, bucket.work = len(bucket.params), None
         self.unused = self._unreachable(outputs) if self.find_unused else []
+        self.locally_unused = {id(p) for p in self.unused}
+        self.had_no_grad = set()
         self.armed = bool(self.named)
 
     def _unreachable(self, outputs):
@@ -121,6 +123,7 @@ class Reducer:
             part = bucket.buffer[offset:offset + p._data.size]
             if p.grad is None:
                 part[...] = 0
+                self.had_no_grad.add(id(p))
             else:
                 part[...] = p.grad._data.reshape(-1)
         bucket.work = dist.all_reduce(Tensor._make(bucket.buffer), async_op=True)
@@ -130,14 +133,27 @@ class Reducer:
         for bucket in self.buckets[:self.next_launch]:
             bucket.work.is_completed()
 
+    def _globally_unused(self):
+        """Parameters no rank used in this iteration (find_unused_parameters only): their .grad is
+        left as it was, None included, as PyTorch's; one small all-reduce of usage flags."""
+        if not self.find_unused:
+            return set()
+        used = numpy.array([0 if id(p) in self.locally_unused else 1 for _, p in self.named], dtype=numpy.int32)
+        dist.all_reduce(Tensor._make(used), op=dist.ReduceOp.MAX)
+        return {id(p) for (_, p), flag in zip(self.named, used) if not flag}
+
     def _finish(self):
         self.armed = False
         scale = 1.0 / dist.get_world_size()
         with autograd.no_grad():
             for bucket in self.buckets:
                 bucket.work.wait()
+            unused = self._globally_unused()
+            for bucket in self.buckets:
                 bucket.buffer *= scale
                 for p, offset in zip(bucket.params, bucket.offsets):
+                    if id(p) in unused and id(p) in self.had_no_grad:
+                        continue
                     averaged = bucket.buffer[offset:offset + p._data.size].reshape(p.shape)
                     if p.grad is None or p.grad.requires_grad:
                         p.grad = Tensor._make(averaged.copy())
