@@ -33,6 +33,8 @@ DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)  # PyTorch's default for CPU ba
 class DistBackendError(RuntimeError):
     """A collective failed or timed out (PyTorch's ``torch.distributed.DistBackendError``)."""
 
+    __module__ = "autograd.distributed"
+
 
 class _State:
     MPI = None  # the mpi4py.MPI module, once imported

@@ -49,6 +49,11 @@ def batches(epoch=0):
         yield data.batch(parts[rank]), [data.batch(part) for part in parts]
 
 
+def whole(reference, parts):
+    """The reference model's output on the global batch, and the global targets."""
+    return reference(autograd.cat([p[0] for p in parts])), autograd.cat([p[1] for p in parts])
+
+
 def close(a, b, what):
     difference = np.max(np.abs(np.asarray(a) - np.asarray(b)))
     assert difference < TOLERANCE, f"rank {rank}: {what} differs by {difference:.2e}"
@@ -73,7 +78,7 @@ for make_optimizer, label in [(lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), "
                 criterion(ddp(x), y).backward()
                 opt.step()
                 ref_opt.zero_grad()
-                criterion(reference(autograd.cat([p[0] for p in parts])), autograd.cat([p[1] for p in parts])).backward()
+                criterion(*whole(reference, parts)).backward()
                 ref_opt.step()
         same_parameters(ddp, reference, f"{label}, buckets of {bucket_cap_mb} MB")
 
@@ -87,7 +92,7 @@ for (x, y), parts in batches():
     criterion(ddp(x), y).backward()
     opt.step()
     ref_opt.zero_grad()
-    criterion(reference(autograd.cat([p[0] for p in parts])), autograd.cat([p[1] for p in parts])).backward()
+    criterion(*whole(reference, parts)).backward()
     ref_opt.step()
 same_parameters(ddp, reference, "SyncBatchNorm")
 for (name, b), (_, c) in zip(ddp.module.named_buffers(), reference.named_buffers()):
@@ -134,7 +139,7 @@ for first, second in [steps[0:2], steps[2:4]]:
     opt.step()
     ref_opt.zero_grad()
     for _, parts in (first, second):
-        criterion(reference(autograd.cat([p[0] for p in parts])), autograd.cat([p[1] for p in parts])).backward()
+        criterion(*whole(reference, parts)).backward()
     ref_opt.step()
 same_parameters(ddp, reference, "no_sync accumulation")
 gathered = [autograd.zeros(*local[0].shape, dtype=autograd.float64) for _ in range(size)]
