@@ -1,6 +1,6 @@
 """Gradient averaging for DistributedDataParallel, overlapped with the backward pass.
 
-Parameters are grouped into buckets of about ``bucket_cap_mb``, in reverse order of
+Parameters are grouped into buckets of about ``bucket_cap_mb`` (the first of 1 MiB), in reverse order of
 ``module.parameters()`` (roughly the order backward produces their gradients). A
 hook after each parameter's ``.grad`` is accumulated marks it ready; when a whole
 bucket is ready its gradients are copied into one flat buffer and a non-blocking
@@ -19,6 +19,7 @@ import autograd
 import autograd.distributed as dist
 from autograd import Tensor
 
+FIRST_BUCKET_BYTES = 1024 * 1024  # torch.distributed's _DEFAULT_FIRST_BUCKET_BYTES
 UNFINISHED = (
     "Expected to have finished reduction in the prior iteration before starting a new one. This error "
     "indicates that your module has parameters that were not used in producing loss. You can enable unused "
@@ -55,15 +56,24 @@ class Reducer:
 
     @staticmethod
     def _make_buckets(params, cap):
+        """PyTorch's assignment: a bucket closes once it holds ``cap`` bytes or more, but the first
+        closes at 1 MiB, so that the first all-reduce starts early in backward; one dtype per bucket."""
         buckets, current, size = [], [], 0
+
+        def close():
+            buckets.append(Bucket(len(buckets), current, current[0]._data.dtype))
+
         for p in params:
-            if current and (size + p._data.nbytes > cap or p._data.dtype != current[0]._data.dtype):
-                buckets.append(Bucket(len(buckets), current, current[0]._data.dtype))
+            if current and p._data.dtype != current[0]._data.dtype:
+                close()
                 current, size = [], 0
             current.append(p)
             size += p._data.nbytes
+            if size >= (min(cap, FIRST_BUCKET_BYTES) if not buckets else cap):
+                close()
+                current, size = [], 0
         if current:
-            buckets.append(Bucket(len(buckets), current, current[0]._data.dtype))
+            close()
         return buckets
 
     def prepare_for_backward(self, outputs):
