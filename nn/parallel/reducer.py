@@ -13,6 +13,8 @@ everywhere). The last ready parameter waits for all buckets and writes
 back into every ``.grad`` before backward returns.
 """
 
+import time
+
 import numpy
 
 import autograd
@@ -53,6 +55,9 @@ class Reducer:
         self.unused = []
         self.next_launch = 0
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for _, p in self.named]
+        # seconds the last backward spent here, for benchmarks: copying and launching buckets, polling
+        # MPI, and at the end waiting for the all-reduces and writing the averages back
+        self.seconds = {"launch": 0.0, "poll": 0.0, "wait": 0.0}
 
     @staticmethod
     def _make_buckets(params, cap):
@@ -82,6 +87,7 @@ class Reducer:
             missing = [name for name, p in self.named if id(p) not in self.ready]
             raise RuntimeError(UNFINISHED.format(names=", ".join(missing)))
         self.ready, self.next_launch = set(), 0
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
         for bucket in self.buckets:
             bucket.pending, bucket.work = len(bucket.params), None
         self.unused = self._unreachable(outputs) if self.find_unused else []
@@ -129,6 +135,7 @@ class Reducer:
             self.next_launch += 1
 
     def _launch(self, bucket):
+        started = time.perf_counter()
         for p, offset in zip(bucket.params, bucket.offsets):
             part = bucket.buffer[offset:offset + p._data.size]
             if p.grad is None:
@@ -137,11 +144,14 @@ class Reducer:
             else:
                 part[...] = p.grad._data.reshape(-1)
         bucket.work = dist.all_reduce(Tensor._make(bucket.buffer), async_op=True)
+        self.seconds["launch"] += time.perf_counter() - started
 
     def _progress(self):
         """Let MPI move the launched all-reduces along (MPICH progresses inside MPI calls)."""
+        started = time.perf_counter()
         for bucket in self.buckets[:self.next_launch]:
             bucket.work.is_completed()
+        self.seconds["poll"] += time.perf_counter() - started
 
     def _globally_unused(self):
         """Parameters no rank used in this iteration (find_unused_parameters only): their .grad is
@@ -153,6 +163,7 @@ class Reducer:
         return {id(p) for (_, p), flag in zip(self.named, used) if not flag}
 
     def _finish(self):
+        started = time.perf_counter()
         self.armed = False
         scale = 1.0 / dist.get_world_size()
         with autograd.no_grad():
@@ -169,6 +180,7 @@ class Reducer:
                         p.grad = Tensor._make(averaged.copy())
                     else:
                         p.grad._data[...] = averaged
+        self.seconds["wait"] = time.perf_counter() - started
 
     def remove_hooks(self):
         for handle in self.handles:
