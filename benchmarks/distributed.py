@@ -148,7 +148,8 @@ def report(processes=2, rounds=16, bucket_cap_mb=25):
     compute = many["no communication"]["step"]
     bucketed, after = many["bucketed (DDP)"], many["one all-reduce after backward"]
     alone = many["all-reduce of the gradients alone"]["communication"]
-    exposed = {name: max(many[name]["step"] - compute, 0.0) for name in ("bucketed (DDP)", "one all-reduce after backward")}
+    exposed = {name: max(many[name]["step"] - compute, 0.0)
+               for name in ("bucketed (DDP)", "one all-reduce after backward")}
     after_exposed = exposed["one all-reduce after backward"]
     hidden = 1 - exposed["bucketed (DDP)"] / after_exposed if after_exposed > 0 else float("nan")
     return "\n".join([
