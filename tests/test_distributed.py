@@ -68,9 +68,10 @@ def test_data_parallel_training_equals_one_process_on_the_whole_batch():
 def test_a_rank_that_raises_ends_the_job_with_its_error():
     started = time.monotonic()
     result = run_mpi([str(PROGRAMS / "failing_rank.py")], timeout=50)
-    assert time.monotonic() - started < 30  # rank 0's collective timeout is 60 s: only the abort ended it
-    assert result.returncode != 0
-    assert "rank 1 of 2 failed with ValueError: rank 1 found a bad batch" in result.stderr
+    output = result.stdout + result.stderr
+    assert time.monotonic() - started < 30, output  # rank 0's collective timeout is 60 s: only the abort ended it
+    assert result.returncode != 0, output
+    assert "rank 1 of 2 failed with ValueError: rank 1 found a bad batch" in result.stderr, output
     assert "unreachable" not in result.stdout
 
 
@@ -78,9 +79,10 @@ def test_a_rank_that_raises_ends_the_job_with_its_error():
 def test_a_collective_past_its_timeout_names_the_missing_rank():
     started = time.monotonic()
     result = run_mpi([str(PROGRAMS / "late_rank.py"), "1.0"], timeout=50)
-    assert time.monotonic() - started < 20  # rank 1 sleeps 30 s
-    assert result.returncode != 0
-    assert "DistBackendError: rank 0: all_reduce(SUM) of shape (3,)" in result.stderr
+    output = result.stdout + result.stderr
+    assert time.monotonic() - started < 20, output  # rank 1 sleeps 30 s
+    assert result.returncode != 0, output
+    assert "DistBackendError: rank 0: all_reduce(SUM) of shape (3,)" in result.stderr, output
     assert re.search(r"timed out after \d+\.\d s \(init_process_group timeout 0:00:01\); rank\(s\) 1 never reached it",
                      result.stderr), result.stderr
 
@@ -206,3 +208,20 @@ def test_convert_sync_batchnorm_keeps_weights_stats_and_mode():
     assert [name for name, _ in model.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias",
                                                               "2.0.weight", "2.0.bias"]
     assert type(nn.SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm1d(2))) is nn.SyncBatchNorm
+
+
+def test_buckets_as_pytorch_assigns_them():
+    """Reverse parameter order; a bucket closes once it holds the cap or more, the first at 1 MiB;
+    one dtype per bucket."""
+    from nn.parallel.reducer import Reducer
+
+    def tensor(count, dtype=np.float32):
+        return autograd.tensor(np.zeros(count, dtype=dtype), requires_grad=True)
+
+    mib = 1024 * 1024
+    params = [tensor(mib // 4), tensor(mib // 2), tensor(mib // 4), tensor(10), tensor(mib // 8), tensor(3, np.float64)]
+    buckets = Reducer._make_buckets(list(reversed(params)), 2 * mib)
+    position = {id(p): i for i, p in enumerate(params)}
+    assert [[position[id(p)] for p in b.params] for b in buckets] == [[5], [4, 3, 2, 1], [0]]
+    assert [b.buffer.dtype for b in buckets] == [np.float64, np.float32, np.float32]
+    assert [b.offsets for b in buckets][1] == [0, mib // 8, mib // 8 + 10, mib // 8 + 10 + mib // 4]

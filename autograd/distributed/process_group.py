@@ -181,6 +181,7 @@ def _abort(message):
     sys.stderr.write(f"chainrule.distributed: rank {_State.rank} of {_State.size} failed with {message}; "
                      f"aborting the job (MPI_Abort)\n")
     sys.stderr.flush()
+    time.sleep(0.2)  # let mpiexec forward this rank's last output before it tears the job down
     _State.comm.Abort(1)
 
 

@@ -182,5 +182,26 @@ if size > 1:
     criterion(alone.used_by_rank0(alone.body(parts[0][0])), parts[0][1]).backward()
     close(heads.used_by_rank0.weight.grad.numpy(), alone.used_by_rank0.weight.grad.numpy() / size,
           "the used head's gradient is rank 0's over the world size")
+
+
+# a parameter that gets no gradient, without find_unused_parameters: the next forward says which
+class Partly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.used, self.idle = nn.Linear(5, 3), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+ddp = DistributedDataParallel(Partly().double())
+criterion(ddp(x), y).backward()
+try:
+    ddp(x)
+except RuntimeError as error:
+    assert "Expected to have finished reduction" in str(error) and "idle.weight, idle.bias" in str(error), error
+    assert "find_unused_parameters=True" in str(error)
+else:
+    raise AssertionError("a forward after an unfinished reduction must fail")
 dist.destroy_process_group()
 print(f"rank {rank}: equivalence OK")
