@@ -225,3 +225,15 @@ def test_buckets_as_pytorch_assigns_them():
     assert [[position[id(p)] for p in b.params] for b in buckets] == [[5], [4, 3, 2, 1], [0]]
     assert [b.buffer.dtype for b in buckets] == [np.float64, np.float32, np.float32]
     assert [b.offsets for b in buckets][1] == [0, mib // 8, mib // 8 + 10, mib // 8 + 10 + mib // 4]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("size, replicas, drop_last", [(10, 3, False), (10, 3, True), (2, 4, False), (11, 4, True)])
+def test_distributed_sampler_unshuffled_equals_pytorch(size, replicas, drop_last):
+    from torch.utils.data.distributed import DistributedSampler as TorchSampler
+
+    data = list(range(size))
+    for r in range(replicas):
+        ours = DistributedSampler(data, num_replicas=replicas, rank=r, shuffle=False, drop_last=drop_last)
+        theirs = TorchSampler(data, num_replicas=replicas, rank=r, shuffle=False, drop_last=drop_last)
+        assert list(ours) == list(theirs) and len(ours) == len(theirs)
