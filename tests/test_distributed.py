@@ -58,10 +58,11 @@ def test_every_collective_against_numpy():
 
 
 @needs_mpi
-def test_data_parallel_training_equals_one_process_on_the_whole_batch():
-    """SGD with momentum and Adam; SyncBatchNorm; per-rank BatchNorm; no_sync; state_dict;
-    find_unused_parameters (see the program)."""
-    _passed(run_mpi([str(PROGRAMS / "equivalence.py")]), "equivalence OK")
+def test_data_parallel_training_equals_one_process_on_the_whole_batch(tmp_path):
+    """SGD with momentum and Adam; SyncBatchNorm; per-rank BatchNorm; no_sync; state_dict and a
+    checkpoint written on rank 0; find_unused_parameters (see the program)."""
+    _passed(run_mpi([str(PROGRAMS / "equivalence.py"), str(tmp_path)]), "equivalence OK")
+    assert (tmp_path / "checkpoint.npz").exists()
 
 
 @needs_mpi

@@ -5,6 +5,9 @@ DistributedSampler shares out), so no results travel between the processes but t
 gradients themselves.
 """
 
+import os
+import sys
+
 import numpy as np
 
 import autograd
@@ -153,6 +156,12 @@ consume_prefix_in_state_dict_if_present(state, "module.")
 plain = reference_model(seed=5)
 plain.load_state_dict(state)
 same_parameters(ddp, plain, "state_dict round trip")
+if len(sys.argv) > 1:  # a checkpoint written by rank 0 alone, complete for every rank after the call
+    checkpoint = os.path.join(sys.argv[1], "checkpoint.npz")
+    dist.save_on_rank0(ddp.module.state_dict(), checkpoint)
+    plain = reference_model(seed=6)
+    plain.load_state_dict(autograd.load(checkpoint))
+    same_parameters(ddp, plain, "checkpoint written on rank 0")
 
 
 # find_unused_parameters: a head that only rank 0 uses, and one that no rank uses
