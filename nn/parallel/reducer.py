@@ -52,7 +52,8 @@ class Reducer:
         self.bucket_of = {id(p): bucket for bucket in self.buckets for p in bucket.params}
         self.armed = False  # a forward with gradient sync was run; its backward will reduce
         self.ready = set()
-        self.unused = []
+        self.unused = []  # parameters the forward's graph does not reach, still to mark ready
+        self.locally_unused, self.had_no_grad = set(), set()
         self.next_launch = 0
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad_ready) for _, p in self.named]
         # seconds the last backward spent here, for benchmarks: copying and launching buckets, polling
