@@ -48,7 +48,8 @@ def train(args):
     sampler = DistributedSampler(training, seed=args.seed)
     local = args.batch_size // size
     steps = -(-len(sampler) // local)
-    say(f"chainrule demo --distributed: {size} processes, {args.data} ({len(train_set)} training samples, "
+    processes = f"{size} process" + ("es" if size > 1 else "")
+    say(f"chainrule demo --distributed: {processes}, {args.data} ({len(train_set)} training samples, "
         f"{len(sampler)} per process), MLP {X.shape[1]}-{'-'.join(map(str, hidden))}-{classes}, "
         f"{args.optimizer} lr={args.lr or default_lr}, {args.epochs} epochs of global batches of "
         f"{args.batch_size} ({local} per process)")
@@ -76,7 +77,7 @@ def train(args):
         say(f"epoch {epoch:>3}/{args.epochs} loss {history['training loss'][-1]:.4f} "
             f"validation accuracy {history['validation accuracy'][-1]:.1%}")
     say(f"training accuracy {history['training accuracy'][-1]:.1%}, validation accuracy "
-        f"{history['validation accuracy'][-1]:.1%} in {time.perf_counter() - started:.1f} s on {size} processes")
+        f"{history['validation accuracy'][-1]:.1%} in {time.perf_counter() - started:.1f} s on {processes}")
     if rank == 0:
         cli.write_outputs(args.out, model.module, criterion, X_train[:8], y_train[:8], history)
     dist.barrier()

@@ -112,6 +112,15 @@ def test_missing_extra_names_the_install_command(monkeypatch):
     assert not dist.is_initialized()
 
 
+def test_distributed_demo_without_the_extra_says_what_to_install(monkeypatch, capsys):
+    from chainrule import cli
+
+    monkeypatch.setattr(process_group._State, "MPI", None)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    assert cli.main(["demo", "--distributed", "--data", "moons"]) == 2
+    assert "pip install 'chainrule[distributed]'" in capsys.readouterr().err
+
+
 def test_missing_mpi_library_names_the_install_command(monkeypatch):
     import types
 
