@@ -189,7 +189,7 @@ def destroy_process_group(group=None):
     """Leave the process group: restore the exception hooks, free the shared counters."""
     if _State.comm is None:
         return
-    _State.comm.Barrier()
+    wait_all([_State.comm.Ibarrier()], "destroy_process_group", _arrive())  # no rank leaves while others talk
     if _State.window is not None:
         _State.arrivals = None
         _State.window.Free()
