@@ -3,6 +3,7 @@ MLP end to end and writes what it saw into ``--out``.
 
     chainrule demo                          # the 8x8 digits, Adam, a few seconds
     chainrule demo --data moons --optimizer nesterov --epochs 40
+    mpiexec -n 2 chainrule demo --distributed    # data-parallel over MPI (the distributed extra)
 """
 
 import argparse
@@ -66,6 +67,8 @@ def parser():
     demo.add_argument("--lr", type=positive(float), default=None, help="default: the optimizer's own")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="chainrule-demo", help="folder for the pictures and the weights")
+    demo.add_argument("--distributed", action="store_true",
+                      help="data-parallel training over MPI: run as mpiexec -n N chainrule demo --distributed")
     return top
 
 
@@ -196,7 +199,11 @@ def write_outputs(folder, model, criterion, inputs, targets, history):
 def main(argv=None):
     try:
         args = parser().parse_args(argv)
-        if args.command == "demo":
+        if args.command == "demo" and args.distributed:
+            from chainrule import distributed_demo
+
+            distributed_demo.train(args)
+        elif args.command == "demo":
             demo(args)
         return 0
     except DemoError as error:

@@ -4,7 +4,7 @@ from autograd import _check_ours
 
 _check_ours.check("nn")
 
-from . import functional, init, utils  # noqa: E402
+from . import functional, init, parallel, utils  # noqa: E402
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh  # noqa: E402
 from .container import Ensemble, ModuleDict, ModuleList, Sequential  # noqa: E402
 from .dropout import DropConnect, Dropout  # noqa: E402
@@ -28,3 +28,4 @@ from .loss import (  # noqa: E402
 from .module import Module  # noqa: E402
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm  # noqa: E402
 from .parameter import Parameter  # noqa: E402
+from .sync_batchnorm import SyncBatchNorm  # noqa: E402

@@ -138,6 +138,21 @@ def _channel_shape(input):
     return (1, input.shape[1]) + (1,) * (input.ndim - 2)
 
 
+def _update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, variance, count):
+    """Move the running statistics towards a batch's (arrays of per-channel mean and biased
+    variance over ``count`` values): running = (1 - momentum) · running + momentum · batch,
+    with the unbiased variance; momentum=None is the cumulative average (SyncBatchNorm shares this)."""
+    with autograd.no_grad():  # the running statistics are buffers, outside the graph
+        factor = momentum
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+            if momentum is None:
+                factor = 1.0 / num_batches_tracked.item()
+        unbiased = Tensor._make(variance * (count / (count - 1)))
+        running_mean.mul_(1 - factor).add_(Tensor._make(mean), alpha=factor)
+        running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, num_batches_tracked=None):
     """Normalise each channel (dim 1) over the batch (and spatial dims).
@@ -158,15 +173,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         normalized, mean, variance = _normalize(input, axes, eps)
         if running_mean is not None:
-            with autograd.no_grad():  # the running statistics are buffers, outside the graph
-                factor = momentum
-                if num_batches_tracked is not None:
-                    num_batches_tracked.add_(1)
-                    if momentum is None:
-                        factor = 1.0 / num_batches_tracked.item()
-                unbiased = variance.reshape(-1) * (count / (count - 1))
-                running_mean.mul_(1 - factor).add_(mean.reshape(-1), alpha=factor)
-                running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+            _update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
+                                  mean._data.reshape(-1), variance._data.reshape(-1), count)
     else:
         mean = running_mean.reshape(shape)
         normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
