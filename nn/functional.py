@@ -184,11 +184,11 @@ def hardsigmoid(input, inplace=False):
 
 
 def hardswish(input, inplace=False):
-    """y = x · relu6(x + 3) / 6 (Howard et al., 2019): 0 below -3, x above 3, x (x + 3) / 6
-    between; dy/dx = x/3 + 1/2 on [-3, 3] (ends included, as PyTorch)."""
+    """y = x · relu6(x + 3) / 6 (Howard et al., 2019): 0 up to -3, x from 3, x (x + 3) / 6
+    between; dy/dx = x/3 + 1/2 strictly inside (-3, 3), 0 at -3 and 1 at 3 (PyTorch's)."""
     middle = input * (input + 3.0) * (1.0 / 6.0)
-    upper = autograd.where(input <= 3.0, middle, input)
-    return _inplace(input, autograd.where(input < -3.0, input * 0.0, upper), inplace)
+    upper = autograd.where(input < 3.0, middle, input)
+    return _inplace(input, autograd.where(input <= -3.0, input * 0.0, upper), inplace)
 
 
 def threshold(input, threshold, value, inplace=False):
