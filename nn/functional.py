@@ -434,10 +434,11 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
     return autograd.where(zero, 0.0, safe.sqrt() if p == 2 else safe ** (1.0 / p))
 
 
-def _clamped_below(norm, eps):
-    """max(norm, eps) in value, with the gradient of the unclamped norm: PyTorch clamps
-    its norms in place under no_grad, so the graph never sees the clamp."""
-    return norm + Tensor._make(xp.maximum(norm._data, eps) - norm._data)
+def clamped_below_in_value(tensor, low):
+    """max(tensor, low) in value, with the gradient of the unclamped tensor. PyTorch clamps
+    some norms and variances in place under no_grad, so its graph never sees the clamp;
+    this gives the same numbers: the clamped array, plus (t - t) = 0 carrying t's graph."""
+    return Tensor._make(xp.maximum(tensor._data, low)) + (tensor - tensor.detach())
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
@@ -449,8 +450,8 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """Σ (x1 / max(‖x1‖, eps)) (x2 / max(‖x2‖, eps)) along dim, as PyTorch 2 computes it:
     each vector normalised first (better precision than x1·x2 / (‖x1‖ ‖x2‖)); at a zero
     vector the gradient is finite."""
-    norm1 = _clamped_below(vector_norm(x1, 2, dim, keepdim=True), eps)
-    norm2 = _clamped_below(vector_norm(x2, 2, dim, keepdim=True), eps)
+    norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)
+    norm2 = clamped_below_in_value(vector_norm(x2, 2, dim, keepdim=True), eps)
     return ((x1 / norm1) * (x2 / norm2)).sum(dim)
 
 

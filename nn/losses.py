@@ -391,7 +391,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
         raise ValueError(reduction + " is not valid")
     if (var._data < 0).any():
         raise ValueError("var has negative entry/entries")
-    var = var + Tensor._make(xp.maximum(var._data, eps) - var._data)
+    var = F.clamped_below_in_value(var, eps)
     difference = input - target
     loss = (var.log() + difference * difference / var) * 0.5
     if full:
