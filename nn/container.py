@@ -111,6 +111,14 @@ def _as_parameter(value):
     return value
 
 
+def _describe(value):
+    """'Parameter containing: [autograd.float32 of size 2x3]', PyTorch's one-line summary."""
+    if not isinstance(value, Tensor):
+        return repr(value)
+    kind = "Parameter containing" if isinstance(value, Parameter) else "Tensor"
+    return f"{kind}: [autograd.{value.dtype} of size {'x'.join(map(str, value.shape))}]"
+
+
 class ParameterList(Module):
     """A list of parameters whose module sees them (named '0', '1', ...)."""
 
@@ -162,8 +170,7 @@ class ParameterList(Module):
         return [name for name in super().__dir__() if not name.isdigit()]
 
     def extra_repr(self):
-        return "\n".join(f"({i}): Parameter containing: [{type(p).__name__} of size {tuple(p.shape)}]"
-                         for i, p in enumerate(self))
+        return "\n".join(f"({i}): {_describe(p)}" for i, p in enumerate(self))
 
 
 class ParameterDict(Module):
@@ -224,8 +231,7 @@ class ParameterDict(Module):
             self[key] = value
 
     def extra_repr(self):
-        return "\n".join(f"({k}): Parameter containing: [{type(p).__name__} of size {tuple(p.shape)}]"
-                         for k, p in self.items())
+        return "\n".join(f"({k}): {_describe(p)}" for k, p in self.items())
 
 
 class Ensemble(Module):

@@ -87,11 +87,14 @@ def through_gate(values, on_gradients):
     return tuple(out), positions
 
 
-def _spread(count, positions, grads):
-    """A tuple of ``count`` entries: grads at ``positions``, None elsewhere (PyTorch's layout)."""
-    out = [None] * count
+def _spread(values, positions, grads):
+    """One entry per value, as PyTorch lays out grad_input / grad_output: the gradients at
+    ``positions``, zeros for the other tensors (they need none), None for non-tensors."""
+    out = [Tensor._make(xp.zeros(v.shape, dtype=v.dtype)) if isinstance(v, Tensor) else None for v in values]
     for i, g in zip(positions or (), grads):
         out[i] = g
+    if positions is None:  # no tensor needed a gradient: PyTorch shows None throughout
+        out = [None] * len(values)
     return tuple(out)
 
 
@@ -101,7 +104,7 @@ class BackwardHook:
     def __init__(self, module, hooks, pre_hooks):
         self.module, self.hooks, self.pre_hooks = module, hooks, pre_hooks
         self.grad_outputs = None
-        self.input_positions, self.input_count = None, 0
+        self.inputs, self.input_positions = (), None
 
     def _check(self, result, count, what):
         if not isinstance(result, tuple):
@@ -112,28 +115,27 @@ class BackwardHook:
         return result
 
     def setup_input_hook(self, args):
-        self.input_count = len(args)
+        self.inputs = args
         args, self.input_positions = through_gate(args, self._on_input_gradients)
         return args
 
     def setup_output_hook(self, result):
         is_tuple = isinstance(result, tuple)
-        values = result if is_tuple else (result,)
-        self.output_count = len(values)
-        values, self.output_positions = through_gate(values, self._on_output_gradients)
+        self.outputs = result if is_tuple else (result,)
+        values, self.output_positions = through_gate(self.outputs, self._on_output_gradients)
         return values if is_tuple else values[0]
 
     def _on_output_gradients(self, grads):
-        grad_outputs = _spread(self.output_count, self.output_positions, grads)
+        grad_outputs = _spread(self.outputs, self.output_positions, grads)
         for hook in list(self.pre_hooks.values()):
             replaced = hook(self.module, grad_outputs)
             if replaced is not None:
-                grad_outputs = self._check(replaced, self.output_count, "outputs")
+                grad_outputs = self._check(replaced, len(self.outputs), "outputs")
         self.grad_outputs = grad_outputs
         if self.input_positions is None:  # no input needs a gradient: the hooks run now
             for hook in list(self.hooks.values()):
-                replaced = hook(self.module, (None,) * self.input_count, grad_outputs)
-                if replaced is not None and any(r is not None for r in self._check(replaced, self.input_count,
+                replaced = hook(self.module, (None,) * len(self.inputs), grad_outputs)
+                if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),
                                                                                   "inputs")):
                     raise RuntimeError("Backward hook for Modules where no input requires gradient should "
                                        "always return None or None for all gradients.")
@@ -141,9 +143,9 @@ class BackwardHook:
                      for i, g in zip(self.output_positions, grads))
 
     def _on_input_gradients(self, grads):
-        grad_inputs = _spread(self.input_count, self.input_positions, grads)
+        grad_inputs = _spread(self.inputs, self.input_positions, grads)
         for hook in list(self.hooks.values()):
             replaced = hook(self.module, grad_inputs, self.grad_outputs)
             if replaced is not None:
-                grad_inputs = self._check(replaced, self.input_count, "inputs")
+                grad_inputs = self._check(replaced, len(self.inputs), "inputs")
         return tuple(grad_inputs[i] for i in self.input_positions)
