@@ -8,8 +8,9 @@ import pytest
 
 import autograd
 import nn
+from autograd import Tensor
 
-pytestmark = pytest.mark.torch
+PRIMITIVES_GRADCHECKED = {"GradientGate": "test_gradients_through_hooked_modules_match_finite_differences"}
 
 W1 = np.random.default_rng(0).standard_normal((3, 2))
 W2 = np.random.default_rng(1).standard_normal((1, 3))
@@ -82,6 +83,7 @@ def _same_events(ours, theirs):
             assert a == b
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("input_requires_grad", [True, False])
 def test_hook_order_shapes_and_gradients_are_pytorchs(input_requires_grad):
     (ours, ours_grad, ours_x), (theirs, theirs_grad, theirs_x) = [run_with_hooks(lib, input_requires_grad)
@@ -92,6 +94,7 @@ def test_hook_order_shapes_and_gradients_are_pytorchs(input_requires_grad):
         np.testing.assert_allclose(ours_x, theirs_x, rtol=1e-12)
 
 
+@pytest.mark.torch
 def test_hooks_replace_inputs_outputs_and_gradients_as_in_pytorch():
     results = []
     for nn_, lib in both():
@@ -120,6 +123,7 @@ def test_hooks_replace_inputs_outputs_and_gradients_as_in_pytorch():
             np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
+@pytest.mark.torch
 def test_forward_hook_with_kwargs_and_always_call():
     seen = []
     for nn_, lib in both():
@@ -142,6 +146,7 @@ def test_forward_hook_with_kwargs_and_always_call():
     np.testing.assert_array_equal(seen[2], seen[half + 2])
 
 
+@pytest.mark.torch
 def test_backward_hook_with_several_inputs_and_outputs_and_a_non_tensor_argument():
     records = []
     for nn_, lib in both():
@@ -179,6 +184,7 @@ def test_removing_a_handle_and_the_handle_as_context_manager():
     assert calls == [1, 2]
 
 
+@pytest.mark.torch
 def test_named_modules_buffers_children_and_lookups_match_pytorch():
     import torch
 
@@ -208,6 +214,7 @@ def test_named_modules_buffers_children_and_lookups_match_pytorch():
     assert ours.requires_grad_(False) is ours and not any(p.requires_grad for p in ours.parameters())
 
 
+@pytest.mark.torch
 def test_registration_errors_are_pytorchs():
     import torch
 
@@ -233,6 +240,7 @@ def test_registration_errors_are_pytorchs():
     assert torch.typename(torch.zeros(1)) == "torch.FloatTensor"  # PyTorch's name; ours says 'Tensor'
 
 
+@pytest.mark.torch
 def test_zero_grad_half_and_repr():
     import torch
 
@@ -252,3 +260,14 @@ def test_zero_grad_half_and_repr():
     parameters = nn.ParameterList([nn.Parameter(autograd.zeros(2, 3)), autograd.ones(2)])
     assert repr(parameters) == ("ParameterList(\n  (0): Parameter containing: [autograd.float32 of size 2x3]\n"
                                 "  (1): Parameter containing: [autograd.float32 of size 2]\n)")
+
+
+def test_gradients_through_hooked_modules_match_finite_differences():
+    seen = []
+    model = net((nn, autograd))
+    for module in model:
+        module.register_full_backward_hook(lambda m, gi, go: seen.append(type(m).__name__))
+        module.register_full_backward_pre_hook(lambda m, go: None)
+    x = Tensor(X, requires_grad=True)
+    assert autograd.gradcheck(lambda t: model(t * 2.0).tanh(), [x])
+    assert {"Linear", "Tanh"} <= set(seen)
