@@ -152,7 +152,7 @@ def test_embedding_sequential_model_with_an_optimizer_and_activation_hooks():
     handles = [m.register_forward_hook(record) for m in model if isinstance(m, nn.Tanh)]
     optimizer = optim.Adam(model.parameters(), lr=0.01)
     first = None
-    for step in range(150):
+    for _ in range(150):
         loss = F.cross_entropy(model(X), Y)
         first = loss.item() if first is None else first
         optimizer.zero_grad()
