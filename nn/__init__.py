@@ -83,4 +83,4 @@ from .padding import (  # noqa: E402
     ZeroPad3d,
 )
 from .parameter import Parameter  # noqa: E402
-from .sparse import Embedding  # noqa: E402
+from .sparse import Embedding, EmbeddingBag  # noqa: E402

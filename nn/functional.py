@@ -495,4 +495,4 @@ from .losses import (  # noqa: E402, F401
     triplet_margin_with_distance_loss,
 )
 from .padding import pad  # noqa: E402, F401
-from .sparse import embedding, one_hot  # noqa: E402, F401
+from .sparse import embedding, embedding_bag, one_hot  # noqa: E402, F401

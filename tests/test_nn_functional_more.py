@@ -330,3 +330,46 @@ def test_unflatten_and_identity_match_pytorch():
         ours = nn.Unflatten(dim, sizes)(Tensor(x))
         np.testing.assert_array_equal(ours.numpy(), torch.nn.Unflatten(dim, sizes)(torch.tensor(x)).numpy())
     assert nn.Identity(54, unused="argument")(Tensor(x)).shape == x.shape
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("layout", ["2d", "offsets", "last_offset", "padding"])
+def test_embedding_bag_matches_pytorch(mode, layout):
+    import torch
+
+    weight = RNG.standard_normal((6, 3))
+    flat = np.array([1, 2, 2, 5, 0, 3, 1])
+    options = {"mode": mode}
+    if layout == "2d":
+        inputs = (flat[:6].reshape(2, 3),)
+    elif layout == "offsets":
+        inputs = (flat, np.array([0, 2, 2, 5]))  # with an empty bag
+    else:
+        inputs = (flat, np.array([0, 3, 4, 7]))
+        options["include_last_offset"] = True
+        if layout == "padding":
+            options["padding_idx"] = 2
+    ours_args = [Tensor(i) for i in inputs]
+    theirs_args = [torch.tensor(i) for i in inputs]
+    compare_with_torch(lambda w: F.embedding_bag(ours_args[0], w, *ours_args[1:], **options),
+                       lambda w: torch.nn.functional.embedding_bag(theirs_args[0], w, *theirs_args[1:], **options),
+                       [weight])
+    if mode == "sum":
+        sample_weights = RNG.standard_normal(inputs[0].shape)
+        compare_with_torch(
+            lambda w, s: F.embedding_bag(ours_args[0], w, *ours_args[1:], per_sample_weights=s, **options),
+            lambda w, s: torch.nn.functional.embedding_bag(theirs_args[0], w, *theirs_args[1:],
+                                                           per_sample_weights=s, **options),
+            [weight, sample_weights])
+
+
+def test_embedding_bag_layer_and_gradients():
+    autograd.manual_seed(0)
+    bag = nn.EmbeddingBag(10, 4, mode="sum")
+    assert bag(Tensor(np.array([[1, 2], [3, 3]]))).shape == (2, 4)
+    assert repr(bag) == "EmbeddingBag(10, 4, mode='sum')"
+    weight = leaf(RNG.standard_normal((6, 3)))
+    for mode in ("sum", "mean", "max"):
+        assert autograd.gradcheck(lambda w: F.embedding_bag(Tensor(np.array([1, 2, 2, 5, 0])), w,
+                                                            Tensor(np.array([0, 2, 2])), mode=mode), [weight])
