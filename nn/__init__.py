@@ -36,7 +36,7 @@ from .activation import (  # noqa: E402
 )
 from .container import Ensemble, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: E402
 from .ctc import CTCLoss  # noqa: E402
-from .dropout import AlphaDropout, DropConnect, Dropout  # noqa: E402
+from .dropout import AlphaDropout, DropConnect, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: E402
 from .interpolation import Upsample  # noqa: E402
 from .lecture import MLP, Neuron, Perceptron  # noqa: E402
 from .linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: E402

@@ -24,6 +24,24 @@ class Dropout(Module):
         return f"p={self.p}, inplace={self.inplace}"
 
 
+class Dropout1d(Dropout):
+    """Channel dropout for (N, C, L) inputs: each channel of each sample is zeroed whole."""
+
+    function = staticmethod(F.dropout1d)
+
+
+class Dropout2d(Dropout):
+    """Channel dropout for (N, C, H, W) inputs: each feature map is zeroed whole."""
+
+    function = staticmethod(F.dropout2d)
+
+
+class Dropout3d(Dropout):
+    """Channel dropout for (N, C, D, H, W) inputs: each feature volume is zeroed whole."""
+
+    function = staticmethod(F.dropout3d)
+
+
 class AlphaDropout(Dropout):
     """Dropout for SELU networks: dropped units take SELU's negative saturation value and
     the output is rescaled so that zero mean and unit variance are kept (see

@@ -301,6 +301,44 @@ def dropout(input, p=0.5, training=True, inplace=False):
     return _inplace(input, input * _keep_mask(input.shape, p, input.dtype), inplace)
 
 
+def _feature_dropout(name, input, p, training, inplace, spatial):
+    """Dropout of whole channels: one Bernoulli draw per (sample, channel), shared across
+    the ``spatial`` trailing dims (adjacent pixels are correlated, so dropping single
+    ones regularises little; Tompson et al., 2015)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if input.ndim not in (spatial + 1, spatial + 2):
+        raise RuntimeError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D input, but received a "
+                           f"{input.ndim}D input")
+    if not training or p == 0:
+        return input
+    shape = input.shape[:input.ndim - spatial] + (1,) * spatial
+    return _inplace(input, input * _keep_mask(shape, p, input.dtype), inplace)
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of an (N, C, L) or (C, L) input with probability p."""
+    return _feature_dropout("dropout1d", input, p, training, inplace, 1)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of an (N, C, H, W) or (C, H, W) input with probability p. As in
+    PyTorch, a 3-D input is read as (N, C, L) (with a warning): channel-wise 1-d dropout."""
+    if input.ndim == 3:
+        warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout "
+                      "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
+                      "dim. This behavior will change in a future release to interpret the input as one without "
+                      "a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise dropout "
+                      "behavior, please switch to using dropout1d instead.", stacklevel=2)
+        return _feature_dropout("dropout2d", input, p, training, inplace, 1)
+    return _feature_dropout("dropout2d", input, p, training, inplace, 2)
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of an (N, C, D, H, W) or (C, D, H, W) input with probability p."""
+    return _feature_dropout("dropout3d", input, p, training, inplace, 3)
+
+
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
     """Dropout that keeps SELU's zero mean and unit variance (Klambauer et al., 2017):
     a dropped unit is set to α' = -λα (SELU's negative saturation), then the output is

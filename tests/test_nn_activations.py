@@ -238,3 +238,24 @@ def test_dropout_inplace_and_bad_probability():
     assert y is x and set(np.unique(x.numpy())) == {0.0, 2.0}
     with pytest.raises(ValueError, match="between 0 and 1"):
         F.dropout(x, 1.5)
+
+
+@pytest.mark.filterwarnings("ignore:dropout2d: Received a 3D input")
+@pytest.mark.parametrize("layer, shape", [(nn.Dropout1d, (50, 40, 6)), (nn.Dropout2d, (50, 40, 3, 2)),
+                                          (nn.Dropout3d, (40, 50, 2, 2, 2)), (nn.Dropout2d, (40, 3, 2))])
+def test_channel_dropout_zeroes_whole_channels(layer, shape):
+    autograd.manual_seed(2)
+    if len(shape) == 3 and layer is nn.Dropout2d:
+        with pytest.warns(UserWarning, match="3D input to dropout2d"):
+            y = layer(0.3)(autograd.ones(*shape)).numpy()
+        spatial = 1
+    else:
+        y = layer(0.3)(autograd.ones(*shape)).numpy()
+        spatial = {nn.Dropout1d: 1, nn.Dropout2d: 2, nn.Dropout3d: 3}[layer]
+    channels = y.reshape(shape[:len(shape) - spatial] + (-1,))
+    assert (channels.min(-1) == channels.max(-1)).all()  # each channel kept or dropped whole
+    assert set(np.unique(y)) == {0.0, np.float32(1 / 0.7)} and abs((y == 0).mean() - 0.3) < 0.05
+    assert layer(0.3).eval()(autograd.ones(*shape)).numpy().min() == 1.0
+    assert repr(layer(0.3)) == f"{layer.__name__}(p=0.3, inplace=False)"
+    with pytest.raises(RuntimeError, match="input"):
+        layer(0.3)(autograd.ones(*shape[:1]))
