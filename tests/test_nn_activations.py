@@ -240,7 +240,7 @@ def test_dropout_inplace_and_bad_probability():
         F.dropout(x, 1.5)
 
 
-@pytest.mark.filterwarnings("ignore:dropout2d: Received a 3D input")
+@pytest.mark.filterwarnings("ignore:.*Received a 3D input to dropout2d")
 @pytest.mark.parametrize("layer, shape", [(nn.Dropout1d, (50, 40, 6)), (nn.Dropout2d, (50, 40, 3, 2)),
                                           (nn.Dropout3d, (40, 50, 2, 2, 2)), (nn.Dropout2d, (40, 3, 2))])
 def test_channel_dropout_zeroes_whole_channels(layer, shape):
