@@ -109,7 +109,7 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """clamp(x, min_val, max_val); dy/dx = 1 strictly inside (min_val, max_val), 0 elsewhere
     (PyTorch's hardtanh_backward: 0 at the bounds, unlike clamp)."""
     if min_val > max_val:
-        raise ValueError(f"hardtanh: min_val ({min_val}) cannot be greater than max_val ({max_val})")
+        raise ValueError("min_val cannot be greater than max_val")
     inside = (input > min_val) & (input < max_val)
     clipped = Tensor._make(xp.clip(input._data, min_val, max_val))
     return _inplace(input, autograd.where(inside, input, clipped), inplace)
@@ -138,7 +138,7 @@ def selu(input, inplace=False):
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
     if alpha == 0:
-        raise ValueError("ZeroDivisionError in celu: alpha cannot be 0")
+        raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
     return _inplace(input, autograd.where(input > 0, input, _exp_minus_one(input * (1.0 / alpha)) * alpha),
                     inplace)
 
@@ -225,7 +225,7 @@ def hardshrink(input, lambd=0.5):
 def softshrink(input, lambd=0.5):
     """y = x - λ above λ, x + λ below -λ, 0 between."""
     if lambd < 0:
-        raise RuntimeError(f"lambda must be greater or equal to 0, but found to be {lambd}.")
+        raise RuntimeError(f"lambda must be in range [0, inf] for input dtype {input.dtype}, but found {lambd}")
     shrunk = autograd.where(input > lambd, input - lambd, input + lambd)
     return autograd.where((input > lambd) | (input < -lambd), shrunk, 0.0)
 

@@ -259,3 +259,21 @@ def test_channel_dropout_zeroes_whole_channels(layer, shape):
     assert repr(layer(0.3)) == f"{layer.__name__}(p=0.3, inplace=False)"
     with pytest.raises(RuntimeError, match="input"):
         layer(0.3)(autograd.ones(*shape[:1]))
+
+
+@pytest.mark.torch
+def test_argument_errors_have_pytorchs_types():
+    import torch
+
+    x = np.array([0.5, -1.0])
+    for ours, theirs in [(lambda: nn.Hardtanh(2, 1), lambda: torch.nn.Hardtanh(2, 1)),
+                         (lambda: F.hardtanh(Tensor(x), 2.0, 1.0), lambda: torch.nn.functional.hardtanh(
+                             torch.tensor(x), 2.0, 1.0)),
+                         (lambda: F.celu(Tensor(x), 0.0), lambda: torch.nn.functional.celu(torch.tensor(x), 0.0)),
+                         (lambda: F.softshrink(Tensor(x), -1.0),
+                          lambda: torch.nn.functional.softshrink(torch.tensor(x), -1.0)),
+                         (lambda: F.glu(Tensor(np.float64(1.0))), lambda: torch.nn.functional.glu(torch.tensor(1.0)))]:
+        with pytest.raises(Exception) as expected:
+            theirs()
+        with pytest.raises(type(expected.value)):
+            ours()
