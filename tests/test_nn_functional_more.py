@@ -373,3 +373,13 @@ def test_embedding_bag_layer_and_gradients():
     for mode in ("sum", "mean", "max"):
         assert autograd.gradcheck(lambda w, mode=mode: F.embedding_bag(Tensor(np.array([1, 2, 2, 5, 0])), w,
                                                             Tensor(np.array([0, 2, 2])), mode=mode), [weight])
+
+
+def test_second_derivatives_of_pad_embedding_and_interpolate():
+    x = leaf(RNG.standard_normal((1, 2, 4)))
+    assert autograd.gradgradcheck(lambda t: (F.pad(t, (2, -1), value=0.5) ** 2).sum(), [x])
+    assert autograd.gradgradcheck(lambda t: (F.pad(t, (2, 1), "reflect") ** 3).sum(), [x])
+    assert autograd.gradgradcheck(lambda t: (F.interpolate(t, size=7, mode="linear") ** 2).sum(), [x])
+    weight = leaf(RNG.standard_normal((5, 3)))
+    assert autograd.gradgradcheck(lambda w: (F.embedding(Tensor(INDICES), w, padding_idx=4) ** 2).sum(), [weight])
+    assert autograd.gradgradcheck(lambda w: F.normalize(w).tanh().sum(), [weight])
