@@ -1,5 +1,7 @@
 """Loss modules: each holds its options and calls its function in ``nn/losses.py``."""
 
+import warnings
+
 from . import losses
 from .module import Module
 
@@ -10,7 +12,10 @@ def _legacy_reduction(size_average, reduce, reduction):
         return reduction
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
-    return "none" if not reduce else "mean" if size_average else "sum"
+    reduction = "none" if not reduce else "mean" if size_average else "sum"
+    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
+                  stacklevel=3)
+    return reduction
 
 
 class _Loss(Module):

@@ -10,6 +10,7 @@ a warning (a classic bug: (N, 1) against (N,)), these raise an error instead.
 """
 
 import math
+import warnings
 
 import numpy
 
@@ -347,6 +348,11 @@ def kl_div(input, target, reduction="mean", log_target=False):
     sample ('mean' divides by the number of elements, as PyTorch)."""
     if reduction not in ("mean", "sum", "none", "batchmean"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
+    if reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
+                      "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+                      "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+                      stacklevel=2)
     target = target if isinstance(target, Tensor) else Tensor(target)
     if log_target:
         loss = target.exp() * (target - input)

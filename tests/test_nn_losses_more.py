@@ -42,6 +42,8 @@ LOSSES = {
     "multilabel_margin_1d": (F.multilabel_margin_loss, "multilabel_margin_loss", (X[0],), (MULTILABEL[1],),
                              {}),
 }
+pytestmark = [pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss"),
+              pytest.mark.filterwarnings("ignore:size_average and reduce args will be deprecated")]
 REDUCTIONS = {"kl_div": ("mean", "sum", "none", "batchmean")}
 
 
@@ -168,6 +170,11 @@ def test_gaussian_nll_clamps_the_variance_but_not_its_gradient():
     loss.backward()
     np.testing.assert_allclose(loss.item(), 0.5 * (np.log(1e-6) + 4e-6 / 1e-6))
     np.testing.assert_allclose(var.grad.item(), 0.5 * (1 / 1e-6 - 4e-6 / 1e-12))
+
+
+def test_kl_div_mean_warns_as_pytorch():
+    with pytest.warns(UserWarning, match="'batchmean' divides only by the batch size"):
+        F.kl_div(Tensor(X), Tensor(PROBS))
 
 
 def test_kl_div_is_zero_between_a_distribution_and_itself_and_positive_otherwise():
