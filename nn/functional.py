@@ -125,6 +125,22 @@ def elu(input, alpha=1.0, inplace=False):
     return _inplace(input, autograd.where(input > 0, input, _exp_minus_one(input) * alpha), inplace)
 
 
+def relu_(input):
+    return relu(input, inplace=True)
+
+
+def elu_(input, alpha=1.0):
+    return elu(input, alpha, inplace=True)
+
+
+def leaky_relu_(input, negative_slope=0.01):
+    return leaky_relu(input, negative_slope, inplace=True)
+
+
+def hardtanh_(input, min_val=-1.0, max_val=1.0):
+    return hardtanh(input, min_val, max_val, inplace=True)
+
+
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
@@ -194,6 +210,10 @@ def hardswish(input, inplace=False):
 def threshold(input, threshold, value, inplace=False):
     """y = x where x > threshold, else value."""
     return _inplace(input, autograd.where(input > threshold, input, value), inplace)
+
+
+def threshold_(input, threshold_value, value):
+    return threshold(input, threshold_value, value, inplace=True)
 
 
 def prelu(input, weight):
@@ -480,8 +500,13 @@ def clamped_below_in_value(tensor, low):
 
 
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
-    """x / max(‖x‖_p, eps) along dim (unit vectors; eps keeps a zero vector finite)."""
-    return input / vector_norm(input, p, dim, keepdim=True).clamp(min=eps)
+    """x / max(‖x‖_p, eps) along dim (unit vectors; eps keeps a zero vector finite).
+    With ``out`` the result is written there, outside the graph (as PyTorch's out=)."""
+    result = input / vector_norm(input, p, dim, keepdim=True).clamp(min=eps)
+    if out is None:
+        return result
+    with autograd.no_grad():
+        return out.copy_(result)
 
 
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):

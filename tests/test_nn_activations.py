@@ -277,3 +277,15 @@ def test_argument_errors_have_pytorchs_types():
             theirs()
         with pytest.raises(type(expected.value)):
             ours()
+
+
+def test_functional_in_place_variants_write_into_their_input():
+    for function, args, expected in [(F.relu_, (), [0.0, 2.0]), (F.elu_, (1.0,), [np.expm1(-1.0), 2.0]),
+                                     (F.leaky_relu_, (0.5,), [-0.5, 2.0]), (F.hardtanh_, (), [-1.0, 1.0]),
+                                     (F.threshold_, (1.0, 7.0), [7.0, 2.0])]:
+        x = Tensor(np.array([-1.0, 2.0]))
+        assert function(x, *args) is x
+        np.testing.assert_allclose(x.numpy(), expected, rtol=1e-15)
+    out = Tensor(np.zeros(2))
+    assert F.normalize(Tensor(np.array([3.0, 4.0])), dim=0, out=out) is out
+    np.testing.assert_allclose(out.numpy(), [0.6, 0.8])
