@@ -28,3 +28,4 @@ from .loss import (  # noqa: E402
 from .module import Module  # noqa: E402
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm  # noqa: E402
 from .parameter import Parameter  # noqa: E402
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: E402
