@@ -60,6 +60,10 @@ class _RecurrentLayer(Primitive):
     def active(self, t, batch):
         return batch if self.batch_sizes is None else self.batch_sizes[t]
 
+    def buffer(self, shape, dtype):
+        """An array for per-step values: a packed batch leaves rows unwritten, and they must read 0."""
+        return xp.empty(shape, dtype=dtype) if self.batch_sizes is None else xp.zeros(shape, dtype=dtype)
+
     def backward(self, grad, output, *inputs):
         if autograd.is_grad_enabled():  # create_graph=True: a gradient that has a graph of its own
             wanted = [x for x in inputs if x.requires_grad]
@@ -100,7 +104,7 @@ class RNNLayer(_RecurrentLayer):
         length, batch = x.shape[:2]
         pre = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
         pre += b_ih + b_hh
-        h, y, h_prev = h0.copy(), xp.zeros_like(pre), xp.zeros_like(pre)
+        h, y, h_prev = h0.copy(), self.buffer(pre.shape, pre.dtype), self.buffer(pre.shape, pre.dtype)
         for t in self.steps(length):
             n = self.active(t, batch)
             h_prev[t, :n] = h[:n]
@@ -115,7 +119,7 @@ class RNNLayer(_RecurrentLayer):
         gy, dh = unpack(grad, length, batch, h0.shape[1])
         h_prev, out = self.saved
         slope = 1 - out * out if self.nonlinearity == "tanh" else (out > 0).astype(out.dtype)
-        dh, da = dh.copy(), xp.zeros_like(out)
+        dh, da = dh.copy(), self.buffer(out.shape, out.dtype)
         for t in reversed(self.steps(length)):
             n = self.active(t, batch)
             da[t, :n] = (dh[:n] + gy[t, :n]) * slope[t, :n]
@@ -161,9 +165,10 @@ class GRULayer(_RecurrentLayer):
         hidden = h0.shape[1]
         gi = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
         gi += b_ih
-        h, y = h0.copy(), xp.zeros((length, batch, hidden), dtype=gi.dtype)
-        h_prev, rz = xp.zeros_like(y), xp.zeros((length, batch, 2 * hidden), dtype=gi.dtype)
-        candidate, gh_n = xp.zeros_like(y), xp.zeros_like(y)
+        shape = (length, batch, hidden)
+        h, y, h_prev = h0.copy(), self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
+        rz = self.buffer((length, batch, 2 * hidden), gi.dtype)
+        candidate, gh_n = self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
         for t in self.steps(length):
             n = self.active(t, batch)
             h_prev[t, :n] = h[:n]
@@ -190,8 +195,8 @@ class GRULayer(_RecurrentLayer):
         to_n = (1 - z) * (1 - candidate * candidate)
         to_z = (h_prev - candidate) * z * (1 - z)
         to_r = gh_n * r * (1 - r)
-        dgi, dgh = xp.zeros((length, batch, 3 * hidden), dtype=gy.dtype), xp.zeros((length, batch, 3 * hidden),
-                                                                                   dtype=gy.dtype)
+        shape = (length, batch, 3 * hidden)
+        dgi, dgh = self.buffer(shape, gy.dtype), self.buffer(shape, gy.dtype)
         dh = dh.copy()
         for t in reversed(self.steps(length)):
             n = self.active(t, batch)
@@ -240,9 +245,10 @@ class LSTMLayer(_RecurrentLayer):
         acts = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
         acts += b_ih + b_hh
         h, c = h0.copy(), c0.copy()
-        y = xp.zeros((length, batch, h0.shape[1]), dtype=acts.dtype)
-        h_prev, c_prev = xp.zeros_like(y), xp.zeros((length, batch, hidden), dtype=acts.dtype)
-        tanh_c = xp.zeros_like(c_prev)
+        y, h_prev = self.buffer((length, batch, h0.shape[1]), acts.dtype), self.buffer((length, batch, h0.shape[1]),
+                                                                                      acts.dtype)
+        c_prev, tanh_c = self.buffer((length, batch, hidden), acts.dtype), self.buffer((length, batch, hidden),
+                                                                                       acts.dtype)
         h_cell = xp.empty_like(c_prev) if w_hr is not None else None
         for t in self.steps(length):
             n = self.active(t, batch)
@@ -277,7 +283,7 @@ class LSTMLayer(_RecurrentLayer):
         xp.multiply(i, 1 - g * g, out=local[..., 2, :])
         xp.multiply(tanh_c * o, 1 - o, out=local[..., 3, :])
         through_tanh = o * (1 - tanh_c * tanh_c)
-        dpre = xp.zeros_like(local)
+        dpre = self.buffer(local.shape, local.dtype)
         dh, dc = dh.copy(), dc.copy()
         dw_hr = xp.zeros_like(w_hr) if w_hr is not None else None
         for t in reversed(self.steps(length)):
