@@ -51,8 +51,9 @@ def unpack(flat, steps, batch, out_size, cell_size=None):
     return y, h_n, flat[n_y + n_h:].reshape(batch, cell_size)
 
 
-class _RecurrentLayer(Primitive):
-    """The frame shared by the three layers: step order, active rows, the two backward paths."""
+class _RecurrentLayer:
+    """The frame shared by the three layers (a mixin, so that only they are registered as
+    primitives): step order, active rows, the two backward paths."""
 
     def steps(self, length):
         return range(length - 1, -1, -1) if self.reverse else range(length)
@@ -89,7 +90,7 @@ class _RecurrentLayer(Primitive):
         return autograd.cat([y.reshape(-1)] + [s.reshape(-1) for s in state])
 
 
-class RNNLayer(_RecurrentLayer):
+class RNNLayer(_RecurrentLayer, Primitive):
     """h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),   act = tanh or relu;
 
     with a_t the pre-activation and δ_t = dL/dh_t (from y_t and from step t+1):
@@ -149,7 +150,7 @@ def _input_side_grads(dpre, x, w_ih, h_prev, dh0, dpre_hh=None):
     return dx, dw_ih, dw_hh, db_ih, db_hh, dh0
 
 
-class GRULayer(_RecurrentLayer):
+class GRULayer(_RecurrentLayer, Primitive):
     """PyTorch's GRU, gates in the order r, z, n:
 
         r = σ(W_ir x + b_ir + W_hr h + b_hr),   z = σ(W_iz x + b_iz + W_hz h + b_hz)
@@ -227,7 +228,7 @@ class GRULayer(_RecurrentLayer):
         return self.composite_loop(x, (h0,), step)
 
 
-class LSTMLayer(_RecurrentLayer):
+class LSTMLayer(_RecurrentLayer, Primitive):
     """PyTorch's LSTM, gates in the order i, f, g, o:
 
         [i, f, g, o] = [σ, σ, tanh, σ](W_ih x + b_ih + W_hh h + b_hh)

@@ -55,12 +55,16 @@ def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
     from autograd import REGISTRY
 
     from .test_nn_modules import LAYERS
+    from .test_rnn import CONFIGS as RECURRENT
 
     primitives = {name for name, op in REGISTRY.items() if op.__module__.startswith("nn.")}
     # each primitive, and the case that runs it through gradcheck
     covered = {"AffineMap": "linear" in LAYERS and "linear_3d" in LAYERS,
                "BinaryCrossEntropy": "bce" in LOSSES and "bce_target" in LOSSES,
-               "CrossEntropy": "cross_entropy" in LOSSES and "cross_entropy_options" in LOSSES}
+               "CrossEntropy": "cross_entropy" in LOSSES and "cross_entropy_options" in LOSSES,
+               "RNNLayer": "rnn_relu_2layers_states" in RECURRENT and "rnn_packed" in RECURRENT,
+               "GRULayer": "gru" in RECURRENT and "gru_packed_batch_first" in RECURRENT,
+               "LSTMLayer": "lstm_bidirectional_proj" in RECURRENT and "lstm_packed_proj" in RECURRENT}
     assert primitives == set(covered) and all(covered.values())
 
 
