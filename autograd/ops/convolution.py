@@ -84,19 +84,32 @@ def _batch_inside(y, groups):
 
 
 def _batch_outside(y, n, out, bias):
-    """(G, m, N·oh·ow) → (N, G·m, oh, ow) contiguous, with the bias added in the same pass."""
+    """(G, m, N·oh·ow) → (N, G·m, oh, ow) contiguous, the bias added first (in place, while contiguous)."""
     channels = y.shape[0] * y.shape[1]
-    source = y.reshape(channels, n, *out).transpose(1, 0, 2, 3)
-    result = xp.empty((n, channels) + tuple(out), dtype=y.dtype)
-    if bias is None:
-        result[...] = source
-    else:
-        xp.add(source, bias.reshape(-1, 1, 1), out=result)
-    return result
+    if bias is not None:
+        y = y.reshape(channels, -1)
+        y += bias[:, None]
+    return xp.ascontiguousarray(y.reshape(channels, n, *out).transpose(1, 0, 2, 3))
+
+
+def _group_matmul(a, b):
+    """a @ b for stacks of G matrices; with one group, a plain 2-d GEMM (no batch loop)."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    return a @ b
 
 
 class _ConvParams(Primitive):
-    """Shared by the convolution family: stride, padding, dilation, groups (pairs, except groups)."""
+    """Shared by the convolution family: stride, padding, dilation, groups (pairs, except groups).
+
+    ``grad_inside``: the caller may pass the (N, C, h, w) operand already in the (G, C/G, N·h·w) layout
+    (Conv2d's backward makes it once for its two products); it is used once, then dropped."""
+
+    grad_inside = None
+
+    def inside(self, g):
+        ready, self.grad_inside = self.grad_inside, None
+        return _batch_inside(g, self.groups) if ready is None else ready
 
     def params(self, **extra):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups, **extra)
@@ -124,16 +137,20 @@ class Conv2d(_ConvParams):
         n, out = x.shape[0], cols.shape[4:]
         cols = cols.reshape(self.groups, -1, n * out[0] * out[1])
         self.cols = cols
-        y = weight.reshape(self.groups, weight.shape[0] // self.groups, -1) @ cols
+        y = _group_matmul(weight.reshape(self.groups, weight.shape[0] // self.groups, -1), cols)
         return _batch_outside(y, n, out, bias)
 
     def backward(self, grad, y, x, weight, bias=None):
         grad_x = grad_weight = None
+        needed = x.requires_grad or weight.requires_grad  # the layout both products below read:
+        grad_inside = _batch_inside(grad._data, self.groups) if needed else None
         if x.requires_grad:
             grad_x = ConvTranspose2d.apply(
-                grad, weight, **self.params(output_padding=self.output_padding_for(x.shape, weight.shape[2:])))
+                grad, weight, **self.params(output_padding=self.output_padding_for(x.shape, weight.shape[2:]),
+                                            grad_inside=grad_inside))
         if weight.requires_grad:
-            grad_weight = Conv2dWeightGrad.apply(x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols))
+            grad_weight = Conv2dWeightGrad.apply(
+                x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols, grad_inside=grad_inside))
         return grad_x, grad_weight, _bias_grad(grad, bias)
 
     def release(self):
@@ -153,13 +170,11 @@ class ConvTranspose2d(_ConvParams):
             (size - 1) * s - 2 * p + d * (k - 1) + 1 + extra
             for size, k, s, p, d, extra in zip((h, w), kernel, self.stride, self.padding, self.dilation,
                                                self.output_padding))
-        columns = weight.reshape(self.groups, channels // self.groups, -1).swapaxes(1, 2) @ _batch_inside(
-            g, self.groups)  # (G, C_out/G · kh · kw, N·h·w)
+        columns = _group_matmul(weight.reshape(self.groups, channels // self.groups, -1).swapaxes(1, 2),
+                                self.inside(g))  # (G, C_out/G · kh · kw, N·h·w)
         columns = columns.reshape(shape[1], *kernel, n, h, w).transpose(3, 0, 1, 2, 4, 5)
         z = col2im(columns, shape, self.stride, self.padding, self.dilation)
-        if bias is None:
-            return xp.ascontiguousarray(z)
-        return z + bias.reshape(-1, 1, 1)
+        return z if bias is None else z + bias.reshape(-1, 1, 1)
 
     def backward(self, grad, z, g, weight, bias=None):
         grad_g = grad_weight = None
@@ -182,7 +197,7 @@ class Conv2dWeightGrad(_ConvParams):
             cols = im2col(x, self.kernel, self.stride, self.padding, self.dilation)
             cols = cols.reshape(self.groups, -1, cols.shape[3] * cols.shape[4] * cols.shape[5])
         self.cols = None  # used once: a second backward recomputes them
-        v = _batch_inside(g, self.groups) @ cols.swapaxes(1, 2)  # (G, O/G, C/G · kh · kw)
+        v = _group_matmul(self.inside(g), cols.swapaxes(1, 2))  # (G, O/G, C/G · kh · kw)
         return v.reshape(g.shape[1], -1, *self.kernel)
 
     def backward(self, grad, v, x, g):

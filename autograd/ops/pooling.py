@@ -63,22 +63,43 @@ class MaxPool2d(Primitive):
     def forward(self, x):
         kernel, stride, padding, dilation, out = self.kernel_size, self.stride, self.padding, self.dilation, self.out
         width = x.shape[3]
-        row_start = xp.arange(out[0]) * stride[0] - padding[0]
-        col_start = xp.arange(out[1]) * stride[1] - padding[1]
-        base = row_start[:, None] * width + col_start  # flat index of offset (0, 0), maybe in the padding
+        rows = xp.arange(out[0]) * stride[0] - padding[0]
+        cols = xp.arange(out[1]) * stride[1] - padding[1]
         padded = _padded(x, padding, out, kernel, stride, dilation, -xp.inf)
-        best = xp.full(x.shape[:2] + tuple(out), -xp.inf, dtype=x.dtype)
-        indices = xp.empty(best.shape, dtype=xp.int64)
-        indices[...] = _first_inside(row_start, dilation[0])[:, None] * width + _first_inside(col_start, dilation[1])
-        take = xp.empty(best.shape, dtype=bool)
-        for p, q, index in _offset_slices(out, kernel, stride, dilation):
-            values = padded[index]
+        slices = [(p * dilation[0] * width + q * dilation[1], padded[index])
+                  for p, q, index in _offset_slices(out, kernel, stride, dilation)]
+        best = slices[0][1].copy()
+        for _, values in slices[1:]:
+            xp.maximum(best, values, out=best)
+        if xp.isfinite(best).all():
+            # the first offset equal to the maximum, as a flat offset: for offsets 0, 1, ..., K-1 with flat
+            # offsets f_k, it is  m_0 (f_1 − f_0 + m_1 (f_2 − f_1 + m_2 (...))) + f_0,  m_k = [x_k ≠ max]
+            chosen = xp.zeros(best.shape, dtype=xp.int64)
+            for (before, values), (after, _) in zip(slices[-2::-1], slices[:0:-1]):
+                chosen += after - before
+                chosen *= values != best
+            chosen += slices[0][0]
+        else:
+            chosen = self._scan(slices, x.dtype, best.shape, rows, cols, dilation, width)
+        chosen += rows[:, None] * width + cols
+        self.indices = chosen
+        return best
+
+    @staticmethod
+    def _scan(slices, dtype, shape, rows, cols, dilation, width):
+        """PyTorch's scan where NaN or −∞ occur: a later value wins when it is larger or NaN, and a window
+        of −∞ keeps its first position inside the input (flat offsets relative to the window's origin)."""
+        best = xp.full(shape, -xp.inf, dtype=dtype)
+        first = _first_inside(rows, dilation[0]) - rows
+        chosen = xp.empty(shape, dtype=xp.int64)
+        chosen[...] = first[:, None] * width + (_first_inside(cols, dilation[1]) - cols)
+        take = xp.empty(shape, dtype=bool)
+        for offset, values in slices:
             xp.greater(values, best, out=take)
             take |= xp.isnan(values)
             xp.copyto(best, values, where=take)
-            xp.copyto(indices, base + (p * dilation[0] * width + q * dilation[1]), where=take)
-        self.indices = indices
-        return best
+            xp.copyto(chosen, offset, where=take)
+        return chosen
 
     def backward(self, grad, y, x):
         return (ScatterFlat.apply(grad, indices=self.indices, shape=x.shape,
@@ -108,11 +129,11 @@ class ScatterFlat(Primitive):
         plane = 1
         for size in self.shape[2:]:
             plane *= size
-        if not self.overlapping:  # each input position receives at most one value: assign
-            y = xp.zeros((n, c, plane), dtype=x.dtype)
-            xp.put_along_axis(y, self.indices.reshape(n, c, -1), x.reshape(n, c, -1), 2)
-            return y.reshape(self.shape)
         offsets = (xp.arange(n * c) * plane).reshape(n, c, *(1,) * (self.indices.ndim - 2))
+        if not self.overlapping:  # each input position receives at most one value: assign
+            y = xp.zeros(n * c * plane, dtype=x.dtype)
+            y[(self.indices + offsets).ravel()] = x.ravel()
+            return y.reshape(self.shape)
         sums = xp.bincount((self.indices + offsets).ravel(), weights=x.ravel(), minlength=n * c * plane)
         return sums.astype(x.dtype, copy=False).reshape(self.shape)
 
