@@ -34,9 +34,10 @@ def output_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def leftover(size, kernel, stride, padding, dilation):
-    """Rows past the last window (the transposed convolution's output_padding that gives size back)."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) % stride
+def leftover(size, kernel, stride, padding, dilation, out):
+    """Rows of the padded input past the last of ``out`` windows: the transposed convolution's
+    output_padding that gives ``size`` back."""
+    return size + 2 * padding - dilation * (kernel - 1) - 1 - (out - 1) * stride
 
 
 def pad_zeros(x, padding):
@@ -56,9 +57,11 @@ def windows(padded, kernel, stride, dilation, out):
                       (n, c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1]), writeable=False)
 
 
-def im2col(x, kernel, stride, padding, dilation):
-    """The columns (C, kh, kw, N, oh, ow) of x (N, C, H, W), one contiguous copy."""
-    out = tuple(output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
+def im2col(x, kernel, stride, padding, dilation, out=None):
+    """The columns (C, kh, kw, N, oh, ow) of x (N, C, H, W), one contiguous copy; ``out`` (oh, ow) may
+    stop before the last window that fits (a transposed convolution's output_padding rows are read by none)."""
+    if out is None:
+        out = tuple(output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
     view = windows(pad_zeros(x, padding), kernel, stride, dilation, out)
     return xp.ascontiguousarray(view.transpose(1, 2, 3, 0, 4, 5))
 
@@ -99,7 +102,7 @@ def _group_matmul(a, b):
     return a @ b
 
 
-class _ConvParams(Primitive):
+class _ConvParams:
     """Shared by the convolution family: stride, padding, dilation, groups (pairs, except groups).
 
     ``grad_inside``: the caller may pass the (N, C, h, w) operand already in the (G, C/G, N·h·w) layout
@@ -114,8 +117,8 @@ class _ConvParams(Primitive):
     def params(self, **extra):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups, **extra)
 
-    def output_padding_for(self, shape, kernel):
-        return tuple(leftover(shape[2 + a], kernel[a], self.stride[a], self.padding[a], self.dilation[a])
+    def output_padding_for(self, shape, kernel, out):
+        return tuple(leftover(shape[2 + a], kernel[a], self.stride[a], self.padding[a], self.dilation[a], out[a])
                      for a in (0, 1))
 
 
@@ -123,17 +126,18 @@ def _bias_grad(grad, bias):
     return grad.sum((0, 2, 3)) if bias is not None and bias.requires_grad else None
 
 
-class Conv2d(_ConvParams):
+class Conv2d(_ConvParams, Primitive):
     """y[n,o,i,j] = Σ_{c,p,q} w[o,c,p,q] x_pad[n, g(o)·C/G + c, i·s+p·d, j·s+q·d] + b[o];
     dL/dx = ConvTranspose2d(dL/dy, w),   dL/dw = Conv2dWeightGrad(x, dL/dy),   dL/db = Σ_{n,i,j} dL/dy
 
-    The columns of x are kept for dL/dw (they are what dL/dw multiplies)."""
+    The columns of x are kept for dL/dw (they are what dL/dw multiplies). ``out``, when given, is the
+    output size (fewer positions than fit: the gradient of a transposed convolution with output_padding)."""
 
-    cols = None
+    cols = out = None
 
     def forward(self, x, weight, bias=None):
         kernel = weight.shape[2:]
-        cols = im2col(x, kernel, self.stride, self.padding, self.dilation)
+        cols = im2col(x, kernel, self.stride, self.padding, self.dilation, self.out)
         n, out = x.shape[0], cols.shape[4:]
         cols = cols.reshape(self.groups, -1, n * out[0] * out[1])
         self.cols = cols
@@ -146,7 +150,7 @@ class Conv2d(_ConvParams):
         grad_inside = _batch_inside(grad._data, self.groups) if needed else None
         if x.requires_grad:
             grad_x = ConvTranspose2d.apply(
-                grad, weight, **self.params(output_padding=self.output_padding_for(x.shape, weight.shape[2:]),
+                grad, weight, **self.params(output_padding=self.output_padding_for(x.shape, weight.shape[2:], grad.shape[2:]),
                                             grad_inside=grad_inside))
         if weight.requires_grad:
             grad_weight = Conv2dWeightGrad.apply(
@@ -158,7 +162,7 @@ class Conv2d(_ConvParams):
         self.cols = None
 
 
-class ConvTranspose2d(_ConvParams):
+class ConvTranspose2d(_ConvParams, Primitive):
     """z = col2im(wᵀ g) + b, the adjoint of Conv2d in x (PyTorch's conv_transpose2d, w of shape
     (C_in, C_out/G, kh, kw)), cropped by ``padding`` and lengthened by ``output_padding``;
     dL/dg = Conv2d(dL/dz, w),   dL/dw = Conv2dWeightGrad(dL/dz, g),   dL/db = Σ_{n,i,j} dL/dz"""
@@ -179,13 +183,13 @@ class ConvTranspose2d(_ConvParams):
     def backward(self, grad, z, g, weight, bias=None):
         grad_g = grad_weight = None
         if g.requires_grad:
-            grad_g = Conv2d.apply(grad, weight, **self.params())
+            grad_g = Conv2d.apply(grad, weight, **self.params(out=g.shape[2:]))
         if weight.requires_grad:
             grad_weight = Conv2dWeightGrad.apply(grad, g, **self.params(kernel=weight.shape[2:]))
         return grad_g, grad_weight, _bias_grad(grad, bias)
 
 
-class Conv2dWeightGrad(_ConvParams):
+class Conv2dWeightGrad(_ConvParams, Primitive):
     """v[o,c,p,q] = Σ_{n,i,j} g[n,o,i,j] x_pad[n, g(o)·C/G + c, i·s+p·d, j·s+q·d]: the adjoint of Conv2d
     in w (dL/dw of a convolution);   dL/dx = ConvTranspose2d(g, dL/dv),   dL/dg = Conv2d(x, dL/dv)"""
 
@@ -194,7 +198,7 @@ class Conv2dWeightGrad(_ConvParams):
     def forward(self, x, g):
         cols = self.cols
         if cols is None:
-            cols = im2col(x, self.kernel, self.stride, self.padding, self.dilation)
+            cols = im2col(x, self.kernel, self.stride, self.padding, self.dilation, g.shape[2:])
             cols = cols.reshape(self.groups, -1, cols.shape[3] * cols.shape[4] * cols.shape[5])
         self.cols = None  # used once: a second backward recomputes them
         v = _group_matmul(self.inside(g), cols.swapaxes(1, 2))  # (G, O/G, C/G · kh · kw)
@@ -204,9 +208,9 @@ class Conv2dWeightGrad(_ConvParams):
         grad_x = grad_g = None
         if x.requires_grad:
             grad_x = ConvTranspose2d.apply(
-                g, grad, **self.params(output_padding=self.output_padding_for(x.shape, self.kernel)))
+                g, grad, **self.params(output_padding=self.output_padding_for(x.shape, self.kernel, g.shape[2:])))
         if g.requires_grad:
-            grad_g = Conv2d.apply(x, grad, **self.params())
+            grad_g = Conv2d.apply(x, grad, **self.params(out=g.shape[2:]))
         return grad_x, grad_g
 
 
