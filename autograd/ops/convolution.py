@@ -149,9 +149,8 @@ class Conv2d(_ConvParams, Primitive):
         needed = x.requires_grad or weight.requires_grad  # the layout both products below read:
         grad_inside = _batch_inside(grad._data, self.groups) if needed else None
         if x.requires_grad:
-            grad_x = ConvTranspose2d.apply(
-                grad, weight, **self.params(output_padding=self.output_padding_for(x.shape, weight.shape[2:], grad.shape[2:]),
-                                            grad_inside=grad_inside))
+            extra = self.output_padding_for(x.shape, weight.shape[2:], grad.shape[2:])
+            grad_x = ConvTranspose2d.apply(grad, weight, **self.params(output_padding=extra, grad_inside=grad_inside))
         if weight.requires_grad:
             grad_weight = Conv2dWeightGrad.apply(
                 x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols, grad_inside=grad_inside))
