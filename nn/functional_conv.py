@@ -192,18 +192,19 @@ def _padding_index(size, before, after, mode):
 def pad_by_mode(input, padding, mode):
     """input (N, C, *spatial) padded by ``padding`` ((before, after) per spatial dim) copying its own values
     (reflect, replicate, circular): a gather, so its gradient adds back to the positions read."""
-    index = [slice(None)] * 2
     spatial = input.ndim - 2
-    for axis, (before, after) in enumerate(padding):
-        size = input.shape[2 + axis]
+    for axis in reversed(range(spatial)):  # the last dimension first, as PyTorch checks
+        (before, after), size = padding[axis], input.shape[2 + axis]
         limit = size if mode == "circular" else size - 1 if mode == "reflect" else math.inf
         if max(before, after) > limit or (mode == "replicate" and size == 0):
             raise RuntimeError(f"Padding size should be less than the corresponding input dimension, but got: "
                                f"padding ({before}, {after}) at dimension {2 + axis} of input "
                                f"{_dims(input.shape, 1)} (padding_mode={mode!r})")
+    index = [slice(None)] * 2
+    for axis, (before, after) in enumerate(padding):
         shape = [1] * spatial
         shape[axis] = -1
-        index.append(_padding_index(size, before, after, mode).reshape(shape))
+        index.append(_padding_index(input.shape[2 + axis], before, after, mode).reshape(shape))
     return input[tuple(index)]
 
 
