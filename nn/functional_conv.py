@@ -219,6 +219,10 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
         if p > (d * (k - 1) + 1) // 2:
             raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={p}, "
                                f"kernel_size={k} and dilation={d}")
+    if any(p > k // 2 for k, p in zip(kernel, padding)):
+        shown = " ".join(f"pad{axis} = {p}," for axis, p in zip("HW"[2 - spatial:], padding))
+        raise RuntimeError(f"pad should be smaller than or equal to half of kernel size, but got {shown} "
+                           f"kernel_size={kernel}")
     sizes = input.shape[-spatial:]
     out = tuple(pooling.pool_output_size(*args, ceil_mode) for args in zip(sizes, kernel, stride, padding, dilation))
     if min(out) <= 0:
