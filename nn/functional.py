@@ -222,8 +222,9 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
 
 
 
-# The loss functions, re-exported so that F.cross_entropy works as in PyTorch
-# (imported last: nn/losses.py uses the functions above).
+# The loss functions, and convolution, pooling, channel dropout, resizing and fold/unfold, re-exported so that
+# F.cross_entropy and F.conv2d work as in PyTorch (imported last: those modules use the functions above).
+from .functional_conv import *  # noqa: E402, F401, F403
 from .losses import (  # noqa: E402, F401
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
