@@ -103,6 +103,13 @@ class RNNBase(Module):
         for weight in self.parameters():
             init.uniform_(weight, -bound, bound)
 
+    def flatten_parameters(self):
+        """PyTorch packs the weights into one buffer for cuDNN; here they are used as they are (a no-op)."""
+
+    @property
+    def _flat_weights(self):
+        return [getattr(self, name) for name in self._flat_weights_names]
+
     @property
     def all_weights(self):
         per_layer = len(self._flat_weights_names) // (self.num_layers * (2 if self.bidirectional else 1))

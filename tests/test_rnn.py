@@ -342,3 +342,25 @@ def test_clip_grad_norm_matches_pytorch_and_keeps_the_dtype():
     ours[0].grad = autograd.tensor([np.nan, 1.0])
     with pytest.raises(RuntimeError, match="non-finite"):
         nn.utils.clip_grad_norm_(ours, 1.0, error_if_nonfinite=True)
+
+
+def test_flatten_parameters_and_flat_weights_as_in_pytorch():
+    gru = nn.GRU(INPUT, HIDDEN, bidirectional=True)
+    gru.flatten_parameters()  # PyTorch code calls it before forward; nothing to do here
+    assert [tuple(w.shape) for w in gru._flat_weights][:2] == [(9, INPUT), (9, HIDDEN)]
+    assert len(gru.all_weights) == 2 and gru.all_weights[1][0] is gru.weight_ih_l0_reverse
+
+
+@pytest.mark.torch
+def test_unpad_and_unpack_sequence_match_pytorch():
+    import torch
+
+    arrays = [np.random.default_rng(n).standard_normal((n, 2)) for n in (2, 5, 3)]
+    packed = pack_sequence([autograd.tensor(a) for a in arrays], enforce_sorted=False)
+    theirs = torch.nn.utils.rnn.pack_sequence([torch.tensor(a) for a in arrays], enforce_sorted=False)
+    for ours, expected in zip(nn.utils.rnn.unpack_sequence(packed), torch.nn.utils.rnn.unpack_sequence(theirs)):
+        np.testing.assert_array_equal(ours.numpy(), expected.numpy())
+    padded = pad_sequence([autograd.tensor(a) for a in arrays], batch_first=True)
+    pieces = nn.utils.rnn.unpad_sequence(padded, autograd.tensor([2, 5, 3]), batch_first=True)
+    assert [tuple(p.shape) for p in pieces] == [(2, 2), (5, 2), (3, 2)]
+    np.testing.assert_array_equal(pieces[2].numpy(), arrays[2])
