@@ -1,5 +1,5 @@
 """``nn.utils``: gradient clipping, parameters as one vector, early stopping; ``nn.utils.rnn``
-(padding and packing sequences)."""
+(padding and packing sequences), ``parametrize`` and ``parametrizations.weight_norm``."""
 
 import copy
 import math
@@ -8,7 +8,7 @@ import autograd
 from autograd import Tensor
 from autograd.backend import xp
 
-from . import rnn  # noqa: F401  (nn.utils.rnn, as torch.nn.utils.rnn)
+from . import parametrizations, parametrize, rnn  # noqa: F401  (as torch.nn.utils.*)
 
 
 def _with_grads(parameters):
