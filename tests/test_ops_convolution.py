@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import autograd
 import nn.functional as F
 from autograd.ops import convolution, pooling
+from nn.functional_conv import _pool_sizes
 
 
 def leaf(array):
@@ -120,6 +121,20 @@ def scatter_inputs(draw):
     return [leaf(np.random.default_rng(draw(st.integers(0, 99))).standard_normal(shape))], None
 
 
+@st.composite
+def winner_inputs(draw, spread):
+    """A max pooling's winners (from a tie-free input) and a tensor to spread (dL/dy-shaped) or select from."""
+    [x], params = draw(pool_inputs())
+    ceil_mode = params.pop("ceil_mode")
+    sizes = _pool_sizes(x, params["kernel_size"], params["stride"], params["padding"],
+                                          params["dilation"], ceil_mode, 2, "max_pool2d")
+    params = dict(zip(pooling.POOL_PARAMS, sizes))
+    y = pooling.MaxPool2d.apply(x.detach(), **params)
+    winners = pooling.max_pool_winners(x.numpy(), y.numpy(), params)
+    values = np.random.default_rng(1).standard_normal(y.shape if spread else x.shape)
+    return [leaf(values)], dict(params, winners=winners, **({"shape": x.shape} if spread else {}))
+
+
 def _avg_pool_transpose(g, params):
     """AvgPool2dTranspose through the public API: the gradient of avg_pool2d, made twice differentiable."""
     x = leaf(np.zeros(params.pop("shape")))
@@ -152,6 +167,8 @@ CASES = {
     "MaxPool2d": (pool_inputs(), lambda x, p: F.max_pool2d(x, **p)),
     "GatherFlat": (pool_inputs(), _max_pool_gather),
     "ScatterFlat": (scatter_inputs(), _scatter),
+    "MaxPoolSpread": (winner_inputs(spread=True), lambda g, p: pooling.MaxPoolSpread.apply(g, **p)),
+    "MaxPoolSelect": (winner_inputs(spread=False), lambda h, p: pooling.MaxPoolSelect.apply(h, **p)),
     "AvgPool2d": (avg_inputs(), lambda x, p: F.avg_pool2d(x, **p)),
     "AvgPool2dTranspose": (avg_transpose_inputs(), lambda g, p: _avg_pool_transpose(g, dict(p))),
 }
@@ -171,7 +188,7 @@ def test_first_derivatives(name, data):
 
 
 @pytest.mark.parametrize("name", ["Conv2d", "ConvTranspose2d", "Conv2dWeightGrad", "Unfold", "Fold", "AvgPool2d",
-                                  "MaxPool2d"])
+                                  "MaxPool2d", "MaxPoolSpread", "MaxPoolSelect"])
 @given(data=st.data())
 def test_second_derivatives(name, data):
     tensors, fn = _draw(name, data)
