@@ -48,13 +48,15 @@ def conv_inputs(draw):
 
 @st.composite
 def conv_transpose_inputs(draw):
-    """dL/dy-shaped input, weight and bias of ConvTranspose2d, with an output_padding that fits."""
+    """dL/dy-shaped input, weight and bias of ConvTranspose2d (the adjoint of a drawn convolution)."""
     s = draw(conv_setting())
     rng = np.random.default_rng(s["seed"])
     g = rng.standard_normal((s["n"], s["out_channels"]) + _conv_out(s))
     w = rng.standard_normal((s["out_channels"], s["in_channels"] // s["params"]["groups"]) + s["kernel"])
     p = s["params"]
-    extra = tuple(draw(st.integers(0, max(p["stride"][a], p["dilation"][a]) - 1)) for a in (0, 1))
+    out = _conv_out(s)  # the output_padding that gives the convolution's input size back (so at least 1)
+    extra = tuple(convolution.leftover(s["size"][a], s["kernel"][a], p["stride"][a], p["padding"][a],
+                                       p["dilation"][a], out[a]) for a in (0, 1))
     return [leaf(g), leaf(w), leaf(rng.standard_normal(s["in_channels"]))], dict(p, output_padding=extra)
 
 

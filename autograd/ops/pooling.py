@@ -17,6 +17,7 @@ Both scan the kh·kw kernel offsets, each offset one strided slice of every wind
 
 from ..backend import xp
 from ..primitive import Primitive
+from .convolution import channel_major, full_like_layout
 
 
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
@@ -36,7 +37,7 @@ def _padded(x, padding, out, kernel, stride, dilation, fill):
     width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1)
     if (height, width) == (h, w):
         return x
-    padded = xp.full((n, c, height, width), fill, dtype=x.dtype)
+    padded = full_like_layout(x, (n, c, height, width), fill)
     padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x
     return padded
 
@@ -120,6 +121,11 @@ def max_pool_indices(winners, shape, params):
 POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "out")
 
 
+def _layout_of(x):
+    """A tiny array standing for x's memory layout (channel-major or not), so nodes need not keep x."""
+    return xp.empty((2, 2, 1, 1)).transpose(1, 0, 2, 3) if channel_major(x) else None
+
+
 class MaxPool2d(Primitive):
     """y[n,c,i,j] = max over the window of x (padding never wins; NaN wins, and the first maximum in scan
     order, as PyTorch);   dL/dx = MaxPoolSpread(dL/dy): each dL/dy to its window's maximum
@@ -144,7 +150,7 @@ class MaxPool2d(Primitive):
 
     def backward(self, grad, y, x):
         winners = self.winners_for(x._data, y._data)
-        return (MaxPoolSpread.apply(grad, winners=winners, shape=x.shape,
+        return (MaxPoolSpread.apply(grad, winners=winners, shape=x.shape, like=_layout_of(x._data),
                                     **{k: getattr(self, k) for k in POOL_PARAMS}),)
 
     def release(self):
@@ -156,10 +162,13 @@ class MaxPoolSpread(Primitive):
     """dx = Σ_k (the window slice at kernel offset k) ← g · winners_k: g put back at each window's maximum
     (max pooling's gradient, linear in g);   dL/dg = MaxPoolSelect(dL/dx)"""
 
+    like = None  # an array in the memory layout to give dx (that of max pooling's input)
+
     def forward(self, g):
         params = dict(self.__dict__)
         padded, slices = _window_slices(xp.empty((0, 0) + tuple(self.shape[2:])), params, 0)
-        padded = xp.zeros(g.shape[:2] + padded.shape[2:], dtype=g.dtype)
+        padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:], 0,
+                                  dtype=g.dtype)
         if overlapping(self.kernel_size, self.stride, self.dilation):
             for (_, index), mask in zip(slices, self.winners):
                 padded[index] += g * mask
@@ -185,7 +194,7 @@ class MaxPoolSelect(Primitive):
         return y
 
     def backward(self, grad, y, h):
-        return (MaxPoolSpread.apply(grad, winners=self.winners, shape=h.shape,
+        return (MaxPoolSpread.apply(grad, winners=self.winners, shape=h.shape, like=_layout_of(h._data),
                                     **{k: getattr(self, k) for k in POOL_PARAMS}),)
 
 
