@@ -239,19 +239,14 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     sizes = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name)
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
-    node_params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, out=out)
-    values = pooling.MaxPool2d.apply(input, **node_params)
+    params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, out=out)
+    values = pooling.MaxPool2d.apply(input, **params)
     if not return_indices:
         return undo(values)
-    indices = values.grad_fn.indices if values.grad_fn is not None else _indices_without_graph(input, node_params)
-    return undo(values), undo(Tensor(indices))
-
-
-def _indices_without_graph(input, params):
-    node = object.__new__(pooling.MaxPool2d)
-    node.__dict__.update(params)
-    node.forward(input._data)
-    return node.indices
+    node = values.grad_fn
+    winners = (node.winners_for(input._data, values._data) if node is not None else
+               pooling.max_pool_winners(input._data, values._data, params))
+    return undo(values), undo(Tensor(pooling.max_pool_indices(winners, input.shape, params)))
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import autograd
 import nn.functional as F
 from autograd.ops import convolution, pooling
+from nn.functional_conv import _pool_sizes
 
 
 def leaf(array):
@@ -47,13 +48,15 @@ def conv_inputs(draw):
 
 @st.composite
 def conv_transpose_inputs(draw):
-    """dL/dy-shaped input, weight and bias of ConvTranspose2d, with an output_padding that fits."""
+    """dL/dy-shaped input, weight and bias of ConvTranspose2d (the adjoint of a drawn convolution)."""
     s = draw(conv_setting())
     rng = np.random.default_rng(s["seed"])
     g = rng.standard_normal((s["n"], s["out_channels"]) + _conv_out(s))
     w = rng.standard_normal((s["out_channels"], s["in_channels"] // s["params"]["groups"]) + s["kernel"])
     p = s["params"]
-    extra = tuple(draw(st.integers(0, max(p["stride"][a], p["dilation"][a]) - 1)) for a in (0, 1))
+    out = _conv_out(s)  # the output_padding that gives the convolution's input size back (so at least 1)
+    extra = tuple(convolution.leftover(s["size"][a], s["kernel"][a], p["stride"][a], p["padding"][a],
+                                       p["dilation"][a], out[a]) for a in (0, 1))
     return [leaf(g), leaf(w), leaf(rng.standard_normal(s["in_channels"]))], dict(p, output_padding=extra)
 
 
@@ -120,6 +123,20 @@ def scatter_inputs(draw):
     return [leaf(np.random.default_rng(draw(st.integers(0, 99))).standard_normal(shape))], None
 
 
+@st.composite
+def winner_inputs(draw, spread):
+    """A max pooling's winners (from a tie-free input) and a tensor to spread (dL/dy-shaped) or select from."""
+    [x], params = draw(pool_inputs())
+    ceil_mode = params.pop("ceil_mode")
+    sizes = _pool_sizes(x, params["kernel_size"], params["stride"], params["padding"],
+                                          params["dilation"], ceil_mode, 2, "max_pool2d")
+    params = dict(zip(pooling.POOL_PARAMS, sizes))
+    y = pooling.MaxPool2d.apply(x.detach(), **params)
+    winners = pooling.max_pool_winners(x.numpy(), y.numpy(), params)
+    values = np.random.default_rng(1).standard_normal(y.shape if spread else x.shape)
+    return [leaf(values)], dict(params, winners=winners, **({"shape": x.shape} if spread else {}))
+
+
 def _avg_pool_transpose(g, params):
     """AvgPool2dTranspose through the public API: the gradient of avg_pool2d, made twice differentiable."""
     x = leaf(np.zeros(params.pop("shape")))
@@ -152,6 +169,8 @@ CASES = {
     "MaxPool2d": (pool_inputs(), lambda x, p: F.max_pool2d(x, **p)),
     "GatherFlat": (pool_inputs(), _max_pool_gather),
     "ScatterFlat": (scatter_inputs(), _scatter),
+    "MaxPoolSpread": (winner_inputs(spread=True), lambda g, p: pooling.MaxPoolSpread.apply(g, **p)),
+    "MaxPoolSelect": (winner_inputs(spread=False), lambda h, p: pooling.MaxPoolSelect.apply(h, **p)),
     "AvgPool2d": (avg_inputs(), lambda x, p: F.avg_pool2d(x, **p)),
     "AvgPool2dTranspose": (avg_transpose_inputs(), lambda g, p: _avg_pool_transpose(g, dict(p))),
 }
@@ -171,7 +190,7 @@ def test_first_derivatives(name, data):
 
 
 @pytest.mark.parametrize("name", ["Conv2d", "ConvTranspose2d", "Conv2dWeightGrad", "Unfold", "Fold", "AvgPool2d",
-                                  "MaxPool2d"])
+                                  "MaxPool2d", "MaxPoolSpread", "MaxPoolSelect"])
 @given(data=st.data())
 def test_second_derivatives(name, data):
     tensors, fn = _draw(name, data)

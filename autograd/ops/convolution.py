@@ -21,6 +21,13 @@ loops over the kh·kw kernel offsets only, adding a strided slice each time.
 
 ``Unfold`` and ``Fold`` (PyTorch's F.unfold / F.fold) are im2col and col2im in
 PyTorch's (N, C·kh·kw, L) layout; each is the other's adjoint.
+
+Layout: the GEMM gives y as (O, N·oh·ow), channel by channel. Convolutions
+return it as is, as a channel-major (N, O, oh, ow) view (NumPy strides, no
+copy), and the next layer's im2col, the ReLU between, the pooling and the
+backward products all read that layout as fast as NCHW, so no layer spends a
+transpose on its output or on its incoming gradient. Values and shapes are
+NCHW's; only the strides differ (``.contiguous()`` gives C order).
 """
 
 from numpy.lib.stride_tricks import as_strided
@@ -40,12 +47,26 @@ def leftover(size, kernel, stride, padding, dilation, out):
     return size + 2 * padding - dilation * (kernel - 1) - 1 - (out - 1) * stride
 
 
+def channel_major(x):
+    """True when x (N, C, H, W) is stored channel by channel, (C, N, H, W) in memory: the layout in which
+    convolutions leave their outputs (see the module's docstring)."""
+    return x.ndim == 4 and x.shape[0] > 1 and x.shape[1] > 1 and x.strides[1] > x.strides[0]
+
+
+def full_like_layout(x, shape, fill, dtype=None):
+    """An array of logical shape (N, C, H, W) = ``shape`` filled with ``fill``, in x's memory layout."""
+    dtype = x.dtype if dtype is None else dtype
+    if channel_major(x):
+        return xp.full((shape[1], shape[0]) + tuple(shape[2:]), fill, dtype=dtype).transpose(1, 0, 2, 3)
+    return xp.full(shape, fill, dtype=dtype)
+
+
 def pad_zeros(x, padding):
     """x (N, C, H, W) with padding[0] zero rows above and below, padding[1] zero columns each side."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return x
-    padded = xp.zeros(x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype=x.dtype)
+    padded = full_like_layout(x, x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), 0)
     padded[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
     return padded
 
@@ -67,32 +88,33 @@ def im2col(x, kernel, stride, padding, dilation, out=None):
 
 
 def col2im(cols, shape, stride, padding, dilation):
-    """The adjoint of im2col: cols (N, C, kh, kw, oh, ow), any strides, summed into (N, C, H, W).
+    """The adjoint of im2col: cols (C, kh, kw, N, oh, ow), any strides, summed into (N, C, H, W) (returned
+    channel-major, a view).
 
     One strided add per kernel offset (p, q): every window position at once."""
-    n, c, kh, kw, oh, ow = cols.shape
+    c, kh, kw, n, oh, ow = cols.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    padded = xp.zeros((n, c, shape[2] + 2 * ph, shape[3] + 2 * pw), dtype=cols.dtype)
+    padded = xp.zeros((c, n, shape[2] + 2 * ph, shape[3] + 2 * pw), dtype=cols.dtype)
     for p in range(kh):
         rows = slice(p * dh, p * dh + (oh - 1) * sh + 1, sh)
         for q in range(kw):
-            padded[:, :, rows, q * dw:q * dw + (ow - 1) * sw + 1:sw] += cols[:, :, p, q]
-    return padded[:, :, ph:ph + shape[2], pw:pw + shape[3]]
+            padded[:, :, rows, q * dw:q * dw + (ow - 1) * sw + 1:sw] += cols[:, p, q]
+    return padded[:, :, ph:ph + shape[2], pw:pw + shape[3]].transpose(1, 0, 2, 3)
 
 
 def _batch_inside(y, groups):
-    """(N, G·m, oh, ow) → (G, m, N·oh·ow): the layout of one GEMM per group (a copy)."""
+    """(N, G·m, oh, ow) → (G, m, N·oh·ow): the layout of one GEMM per group (free when y is channel-major)."""
     n, channels, oh, ow = y.shape
     return xp.ascontiguousarray(y.transpose(1, 0, 2, 3)).reshape(groups, channels // groups, n * oh * ow)
 
 
 def _batch_outside(y, n, out, bias):
-    """(G, m, N·oh·ow) → (N, G·m, oh, ow) contiguous, the bias added first (in place, while contiguous)."""
+    """(G, m, N·oh·ow) → (N, G·m, oh, ow), channel-major (a view, no copy), the bias added in place."""
     channels = y.shape[0] * y.shape[1]
+    y = y.reshape(channels, -1)
     if bias is not None:
-        y = y.reshape(channels, -1)
         y += bias[:, None]
-    return xp.ascontiguousarray(y.reshape(channels, n, *out).transpose(1, 0, 2, 3))
+    return y.reshape(channels, n, *out).transpose(1, 0, 2, 3)
 
 
 def _group_matmul(a, b):
@@ -175,7 +197,7 @@ class ConvTranspose2d(_ConvParams, Primitive):
                                                self.output_padding))
         columns = _group_matmul(weight.reshape(self.groups, channels // self.groups, -1).swapaxes(1, 2),
                                 self.inside(g))  # (G, C_out/G · kh · kw, N·h·w)
-        columns = columns.reshape(shape[1], *kernel, n, h, w).transpose(3, 0, 1, 2, 4, 5)
+        columns = columns.reshape(shape[1], *kernel, n, h, w)
         z = col2im(columns, shape, self.stride, self.padding, self.dilation)
         return z if bias is None else z + bias.reshape(-1, 1, 1)
 
@@ -237,8 +259,8 @@ class Fold(Primitive):
         out = tuple(output_size(self.output_size[a], self.kernel_size[a], self.stride[a], self.padding[a],
                                 self.dilation[a]) for a in (0, 1))
         n = x.shape[0]
-        cols = x.reshape(n, x.shape[1] // (kh * kw), kh, kw, *out)
-        shape = (n, cols.shape[1]) + tuple(self.output_size)
+        cols = x.reshape(n, x.shape[1] // (kh * kw), kh, kw, *out).transpose(1, 2, 3, 0, 4, 5)
+        shape = (n, cols.shape[0]) + tuple(self.output_size)
         return xp.ascontiguousarray(col2im(cols, shape, self.stride, self.padding, self.dilation))
 
     def backward(self, grad, y, x):

@@ -1,18 +1,23 @@
 """Pooling over 2-d windows of (N, C, H, W) inputs, with no Python loop over positions.
 
-Max pooling keeps, for each window, the flat index h·W + w of its maximum
-(PyTorch's ``return_indices``); its gradient puts dL/dy back at those indices:
+Max pooling takes the maximum of each window; its gradient puts dL/dy back
+where each maximum was (the window's first maximum in scan order, as PyTorch):
 
-    y[n,c,i,j] = x[n,c, idx[n,c,i,j]],      dL/dx[n,c,k] = Σ_{(i,j): idx = k} dL/dy[n,c,i,j]
+    y[n,c,i,j] = x[n,c, at the winner of window (i,j)],    dL/dx = Σ over windows of dL/dy there
 
-``GatherFlat`` and ``ScatterFlat`` are that gather and its adjoint scatter,
-each the other's gradient. Average pooling is a windowed sum times a fixed
-scale (1/divisor) per output position; ``AvgPool2dTranspose`` is its adjoint.
+The winners are kept as one boolean mask per kernel offset; ``MaxPoolSpread``
+and ``MaxPoolSelect`` are that scatter and its adjoint gather, each the
+other's gradient. ``GatherFlat`` and ``ScatterFlat`` do the same with flat
+indices h·W + w (PyTorch's ``return_indices``), for adaptive max pooling.
+
+Average pooling is a windowed sum times a fixed scale (1/divisor) per output
+position; ``AvgPool2dTranspose`` is its adjoint.
 Both scan the kh·kw kernel offsets, each offset one strided slice of every window.
 """
 
 from ..backend import xp
 from ..primitive import Primitive
+from .convolution import channel_major, full_like_layout
 
 
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
@@ -32,7 +37,7 @@ def _padded(x, padding, out, kernel, stride, dilation, fill):
     width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1)
     if (height, width) == (h, w):
         return x
-    padded = xp.full((n, c, height, width), fill, dtype=x.dtype)
+    padded = full_like_layout(x, (n, c, height, width), fill)
     padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x
     return padded
 
@@ -56,54 +61,141 @@ def overlapping(kernel, stride, dilation):
     return any(s < d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation))
 
 
+def _window_slices(x, params, fill):
+    """x padded (as far as every window reaches) and its strided slice at each kernel offset, in scan order,
+    with that offset's flat position p·d·W + q·d relative to the window's origin."""
+    kernel, stride, dilation, out = params["kernel_size"], params["stride"], params["dilation"], params["out"]
+    padded = _padded(x, params["padding"], out, kernel, stride, dilation, fill)
+    width = x.shape[3]
+    return padded, [(p * dilation[0] * width + q * dilation[1], index)
+                    for p, q, index in _offset_slices(out, kernel, stride, dilation)]
+
+
+def max_pool_winners(x, y, params):
+    """One boolean mask per kernel offset: where that offset holds its window's maximum y, the first one in
+    scan order; where NaN or −∞ occur, PyTorch's scan instead (a later value wins when larger or NaN, and an
+    all −∞ window keeps its first position inside the input)."""
+    padded, slices = _window_slices(x, params, -xp.inf)
+    if xp.isfinite(y).all():
+        masks, taken = [], xp.zeros(y.shape, dtype=bool)
+        for _, index in slices[:-1]:
+            mask = padded[index] == y
+            mask &= ~taken
+            taken |= mask
+            masks.append(mask)
+        return masks + [~taken]
+    best = xp.full(y.shape, -xp.inf, dtype=y.dtype)
+    chosen = xp.full(y.shape, _first_inside_offset(x.shape, params), dtype=xp.int64)
+    take = xp.empty(y.shape, dtype=bool)
+    for k, (_, index) in enumerate(slices):
+        values = padded[index]
+        xp.greater(values, best, out=take)
+        take |= xp.isnan(values)
+        xp.copyto(best, values, where=take)
+        xp.copyto(chosen, k, where=take)
+    return [chosen == k for k in range(len(slices))]
+
+
+def _first_inside_offset(shape, params):
+    """For each window, the kernel offset k of its first position inside the input (not in the padding)."""
+    (kh, kw), stride, padding, dilation, out = (params[k] for k in ("kernel_size", "stride", "padding", "dilation",
+                                                                     "out"))
+    first = [(_first_inside(xp.arange(out[a]) * stride[a] - padding[a], dilation[a])
+              - (xp.arange(out[a]) * stride[a] - padding[a])) // dilation[a] for a in (0, 1)]
+    return first[0][:, None] * kw + first[1]
+
+
+def max_pool_indices(winners, shape, params):
+    """PyTorch's return_indices: the flat position h·W + w of each window's maximum in its input plane."""
+    width = shape[3]
+    rows = xp.arange(params["out"][0]) * params["stride"][0] - params["padding"][0]
+    cols = xp.arange(params["out"][1]) * params["stride"][1] - params["padding"][1]
+    indices = xp.zeros(winners[0].shape, dtype=xp.int64)
+    indices += rows[:, None] * width + cols
+    _, slices = _window_slices(xp.empty((1, 1) + tuple(shape[2:])), params, 0)
+    for (offset, _), mask in zip(slices, winners):
+        indices += mask * offset
+    return indices
+
+
+POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "out")
+
+
+def _layout_of(x):
+    """A tiny array standing for x's memory layout (channel-major or not), so nodes need not keep x."""
+    return xp.empty((2, 2, 1, 1)).transpose(1, 0, 2, 3) if channel_major(x) else None
+
+
 class MaxPool2d(Primitive):
-    """y[n,c,i,j] = max over the window of x (NaN wins, first maximum in scan order, as PyTorch);
-    dL/dx = ScatterFlat(dL/dy) at the kept flat indices ``self.indices``"""
+    """y[n,c,i,j] = max over the window of x (padding never wins; NaN wins, and the first maximum in scan
+    order, as PyTorch);   dL/dx = MaxPoolSpread(dL/dy): each dL/dy to its window's maximum
+
+    The forward pass only takes maxima (one pass per kernel offset); which position won is found in
+    backward, from x and y, where it is needed."""
+
+    saves_output = True
+    winners = None
 
     def forward(self, x):
-        kernel, stride, padding, dilation, out = self.kernel_size, self.stride, self.padding, self.dilation, self.out
-        width = x.shape[3]
-        rows = xp.arange(out[0]) * stride[0] - padding[0]
-        cols = xp.arange(out[1]) * stride[1] - padding[1]
-        padded = _padded(x, padding, out, kernel, stride, dilation, -xp.inf)
-        slices = [(p * dilation[0] * width + q * dilation[1], padded[index])
-                  for p, q, index in _offset_slices(out, kernel, stride, dilation)]
-        best = slices[0][1].copy()
-        for _, values in slices[1:]:
-            xp.maximum(best, values, out=best)
-        if xp.isfinite(best).all():
-            # the first offset equal to the maximum, as a flat offset: for offsets 0, 1, ..., K-1 with flat
-            # offsets f_k, it is  m_0 (f_1 − f_0 + m_1 (f_2 − f_1 + m_2 (...))) + f_0,  m_k = [x_k ≠ max]
-            chosen = xp.zeros(best.shape, dtype=xp.int64)
-            for (before, values), (after, _) in zip(slices[-2::-1], slices[:0:-1]):
-                chosen += after - before
-                chosen *= values != best
-            chosen += slices[0][0]
-        else:
-            chosen = self._scan(slices, x.dtype, best.shape, rows, cols, dilation, width)
-        chosen += rows[:, None] * width + cols
-        self.indices = chosen
+        padded, slices = _window_slices(x, self.__dict__, -xp.inf)
+        best = padded[slices[0][1]].copy(order="K")
+        for _, index in slices[1:]:
+            xp.maximum(best, padded[index], out=best)
         return best
 
-    @staticmethod
-    def _scan(slices, dtype, shape, rows, cols, dilation, width):
-        """PyTorch's scan where NaN or −∞ occur: a later value wins when it is larger or NaN, and a window
-        of −∞ keeps its first position inside the input (flat offsets relative to the window's origin)."""
-        best = xp.full(shape, -xp.inf, dtype=dtype)
-        first = _first_inside(rows, dilation[0]) - rows
-        chosen = xp.empty(shape, dtype=xp.int64)
-        chosen[...] = first[:, None] * width + (_first_inside(cols, dilation[1]) - cols)
-        take = xp.empty(shape, dtype=bool)
-        for offset, values in slices:
-            xp.greater(values, best, out=take)
-            take |= xp.isnan(values)
-            xp.copyto(best, values, where=take)
-            xp.copyto(chosen, offset, where=take)
-        return chosen
+    def winners_for(self, x, y):
+        if self.winners is None:
+            self.winners = max_pool_winners(x, y, self.__dict__)
+        return self.winners
 
     def backward(self, grad, y, x):
-        return (ScatterFlat.apply(grad, indices=self.indices, shape=x.shape,
-                                  overlapping=overlapping(self.kernel_size, self.stride, self.dilation)),)
+        winners = self.winners_for(x._data, y._data)
+        return (MaxPoolSpread.apply(grad, winners=winners, shape=x.shape, like=_layout_of(x._data),
+                                    **{k: getattr(self, k) for k in POOL_PARAMS}),)
+
+    def release(self):
+        super().release()
+        self.winners = None
+
+
+class MaxPoolSpread(Primitive):
+    """dx = Σ_k (the window slice at kernel offset k) ← g · winners_k: g put back at each window's maximum
+    (max pooling's gradient, linear in g);   dL/dg = MaxPoolSelect(dL/dx)"""
+
+    like = None  # an array in the memory layout to give dx (that of max pooling's input)
+
+    def forward(self, g):
+        params = dict(self.__dict__)
+        padded, slices = _window_slices(xp.empty((0, 0) + tuple(self.shape[2:])), params, 0)
+        padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:], 0,
+                                  dtype=g.dtype)
+        if overlapping(self.kernel_size, self.stride, self.dilation):
+            for (_, index), mask in zip(slices, self.winners):
+                padded[index] += g * mask
+        else:  # every input position in at most one window: write, do not add
+            for (_, index), mask in zip(slices, self.winners):
+                xp.multiply(g, mask, out=padded[index])
+        (ph, pw), (h, w) = self.padding, self.shape[2:]
+        return padded[:, :, ph:ph + h, pw:pw + w]
+
+    def backward(self, grad, y, g):
+        return (MaxPoolSelect.apply(grad, winners=self.winners, **{k: getattr(self, k) for k in POOL_PARAMS}),)
+
+
+class MaxPoolSelect(Primitive):
+    """y = Σ_k h_pad[window slice at offset k] · winners_k: h read at each window's maximum (MaxPoolSpread's
+    adjoint);   dL/dh = MaxPoolSpread(dL/dy)"""
+
+    def forward(self, h):
+        padded, slices = _window_slices(h, self.__dict__, 0)
+        y = xp.zeros(self.winners[0].shape, dtype=h.dtype)
+        for (_, index), mask in zip(slices, self.winners):
+            y += padded[index] * mask
+        return y
+
+    def backward(self, grad, y, h):
+        return (MaxPoolSpread.apply(grad, winners=self.winners, shape=h.shape, like=_layout_of(h._data),
+                                    **{k: getattr(self, k) for k in POOL_PARAMS}),)
 
 
 class GatherFlat(Primitive):
