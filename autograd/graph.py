@@ -205,7 +205,10 @@ def validate_gradients(node, inputs, grads):
     the count, the shape (a broadcast gradient is summed back; anything else is an error),
     the dtype (cast to the input's), and, in anomaly mode, finite values."""
     if len(grads) != len(inputs):
-        raise RuntimeError(f"{node.name}Backward returned {len(grads)} gradients for {len(inputs)} inputs")
+        if len(grads) > len(inputs) and all(g is None for g in grads[len(inputs):]):
+            grads = grads[:len(inputs)]  # trailing Nones for optional inputs not given (a bias)
+        else:
+            raise RuntimeError(f"{node.name}Backward returned {len(grads)} gradients for {len(inputs)} inputs")
     checked = None
     for i, (x, g) in enumerate(zip(inputs, grads)):
         if g is None:

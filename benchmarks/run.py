@@ -14,6 +14,7 @@ import deep_chain  # noqa: E402
 import mlp_step  # noqa: E402
 import optimizer_step  # noqa: E402
 import per_op  # noqa: E402
+import recurrent  # noqa: E402
 import value_engine  # noqa: E402
 from timing import optional  # noqa: E402
 
@@ -28,6 +29,7 @@ def main():
     print(optimizer_step.report())
     print(value_engine.report())
     print(deep_chain.report())
+    print(recurrent.report())  # sets PyTorch to one thread for its runs, then back
 
 
 if __name__ == "__main__":

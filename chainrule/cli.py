@@ -3,6 +3,7 @@ MLP end to end and writes what it saw into ``--out``.
 
     chainrule demo                          # the 8x8 digits, Adam, a few seconds
     chainrule demo --data moons --optimizer nesterov --epochs 40
+    chainrule demo --model cnn              # a small convolutional network on the digits
     mpiexec -n 2 chainrule demo --distributed    # data-parallel over MPI (the distributed extra)
 """
 
@@ -32,6 +33,21 @@ OPTIMIZERS = {  # name: (class, default learning rate, extra options)
     "adadelta": (optim.Adadelta, 1.0, {}),
 }
 DATA = ("digits", "moons", "spirals")
+MODELS = ("mlp", "cnn")
+
+
+class DigitsCNN(nn.Module):
+    """conv 1→16 3x3, ReLU, max-pool 2, conv 16→32 3x3, ReLU, max-pool 2, linear 128→classes, on 8x8 images."""
+
+    def __init__(self, classes):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
+        self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(32 * 2 * 2, classes)
+
+    def forward(self, x):
+        x = self.pool(self.conv1(x.reshape(-1, 1, 8, 8)).relu())
+        x = self.pool(self.conv2(x).relu())
+        return self.fc(x.flatten(1))
 
 
 class DemoError(Exception):
@@ -61,6 +77,7 @@ def parser():
     commands = top.add_subparsers(dest="command", required=True, parser_class=Parser)
     demo = commands.add_parser("demo", help="train an MLP end to end and write its pictures")
     demo.add_argument("--data", choices=DATA, default="digits")
+    demo.add_argument("--model", choices=MODELS, default="mlp", help="cnn: convolutional, for the digits")
     demo.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
     demo.add_argument("--epochs", type=positive(int), default=20)
     demo.add_argument("--batch-size", type=positive(int), default=32)
@@ -131,13 +148,16 @@ def demo(args):
     scaler = Standardize().fit(X_train)  # fitted on the training split only
     X_train, X_valid = scaler(X_train), scaler(X_valid)
 
-    model = nn.MLP(X.shape[1], hidden, classes)
+    if args.model == "cnn" and args.data != "digits":
+        raise DemoError(f"--model cnn needs images: use --data digits (not {args.data})")
+    model = DigitsCNN(classes) if args.model == "cnn" else nn.MLP(X.shape[1], hidden, classes)
+    shape = "CNN conv16-conv32" if args.model == "cnn" else "MLP " + "-".join(map(str, [X.shape[1], *hidden]))
     optimizer_class, default_lr, options = OPTIMIZERS[args.optimizer]
     optimizer = optimizer_class(model.parameters(), lr=args.lr or default_lr, **options)
     criterion = nn.CrossEntropyLoss()
     loader = DataLoader(TensorDataset(X_train, y_train), batch_size=args.batch_size, shuffle=True)
     print(f"chainrule demo: {args.data} ({len(train)} training, {len(valid)} validation samples), "
-          f"MLP {X.shape[1]}-{'-'.join(map(str, hidden))}-{classes}, {args.optimizer} "
+          f"{shape}-{classes}, {args.optimizer} "
           f"lr={args.lr or default_lr}, {args.epochs} epochs of batches of {args.batch_size}")
 
     history = {"training loss": [], "validation loss": [], "training accuracy": [], "validation accuracy": []}

@@ -35,6 +35,7 @@ from .activation import (  # noqa: E402
     Threshold,
 )
 from .container import Ensemble, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: E402
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, Fold, Unfold  # noqa: E402
 from .ctc import CTCLoss  # noqa: E402
 from .dropout import AlphaDropout, DropConnect, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: E402
 from .interpolation import Upsample  # noqa: E402
@@ -83,5 +84,16 @@ from .padding import (  # noqa: E402
     ZeroPad3d,
 )
 from .parameter import Parameter  # noqa: E402
+from .pooling import (  # noqa: E402
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool1d,
+    MaxPool2d,
+)
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: E402
 from .sparse import Embedding, EmbeddingBag  # noqa: E402
 from .sync_batchnorm import SyncBatchNorm  # noqa: E402

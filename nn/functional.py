@@ -542,10 +542,11 @@ def pdist(input, p=2.0):
     return vector_norm(input[first] - input[second], p, 1)
 
 
-# The loss functions and the functions that have a file of their own, re-exported so
-# that F.cross_entropy, F.pad, F.embedding work as in PyTorch (imported last: they
-# use the functions above).
+# The loss functions and the functions that have a file of their own (convolution, pooling,
+# fold/unfold, CTC, interpolation), re-exported so that F.cross_entropy, F.conv2d, F.pad work as
+# in PyTorch (imported last: they use the functions above).
 from .ctc import ctc_loss  # noqa: E402, F401
+from .functional_conv import *  # noqa: E402, F401, F403
 from .interpolation import interpolate  # noqa: E402, F401
 from .losses import (  # noqa: E402, F401
     binary_cross_entropy,

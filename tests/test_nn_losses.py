@@ -56,6 +56,7 @@ def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
 
     from . import test_ctc, test_nn_functional_more, test_nn_hooks
     from .test_nn_modules import LAYERS
+    from .test_rnn import CONFIGS as RECURRENT
 
     primitives = {name for name, op in REGISTRY.items() if op.__module__.startswith("nn.")}
     # each primitive, and the case that runs it through gradcheck
@@ -63,7 +64,10 @@ def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
                "BinaryCrossEntropy": "bce" in LOSSES and "bce_target" in LOSSES,
                "CrossEntropy": "cross_entropy" in LOSSES and "cross_entropy_options" in LOSSES,
                # tests/test_distributed.py::test_sync_batchnorm_normalisation_gradient_matches_finite_differences
-               "SyncBatchNormalize": True}
+               "SyncBatchNormalize": True,
+               "RNNLayer": "rnn_relu_2layers_states" in RECURRENT and "rnn_packed" in RECURRENT,
+               "GRULayer": "gru" in RECURRENT and "gru_packed_batch_first" in RECURRENT,
+               "LSTMLayer": "lstm_bidirectional_proj" in RECURRENT and "lstm_packed_proj" in RECURRENT}
     for module in (test_ctc, test_nn_functional_more, test_nn_hooks):  # each lists its primitives' tests
         covered.update({name: hasattr(module, test) for name, test in module.PRIMITIVES_GRADCHECKED.items()})
     assert primitives == set(covered) and all(covered.values())

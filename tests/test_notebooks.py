@@ -10,8 +10,8 @@ nbformat = pytest.importorskip("nbformat", reason="the notebooks extra is not in
 pytest.importorskip("nbclient", reason="the notebooks extra is not installed")
 
 
-def test_all_seven_notebooks_are_there():
-    assert [path.stem[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+def test_all_notebooks_are_there():
+    assert [path.stem[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -2,7 +2,17 @@
 op declares (``autograd.ops.names``) as Tensor methods."""
 
 from ..tensor import Tensor
-from . import conversion, elementwise, linalg, reductions, sampling, shape, special  # noqa: F401  (each declares its names)
+from . import (  # noqa: F401  (each declares its names)
+    conversion,
+    convolution,
+    elementwise,
+    linalg,
+    pooling,
+    reductions,
+    sampling,
+    shape,
+    special,
+)
 from .names import FUNCTIONS, INPLACE, METHODS
 
 

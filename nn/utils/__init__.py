@@ -1,4 +1,5 @@
-"""``nn.utils``: gradient clipping, parameters as one vector, early stopping."""
+"""``nn.utils``: gradient clipping, parameters as one vector, early stopping; ``nn.utils.rnn``
+(padding and packing sequences), ``parametrize`` and ``parametrizations.weight_norm``."""
 
 import copy
 import math
@@ -7,22 +8,27 @@ import autograd
 from autograd import Tensor
 from autograd.backend import xp
 
+from . import parametrizations, parametrize, rnn  # noqa: F401  (as torch.nn.utils.*)
+
 
 def _with_grads(parameters):
     parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     return [p for p in parameters if p.grad is not None]
 
 
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
+def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale all gradients together so that their joint norm is at most ``max_norm``.
 
     The norm is taken over all gradients as if concatenated into one vector
-    (norm_type 2, 1, ... or inf). Returns that total norm, before clipping. The
-    lecture's remedy for exploding gradients.
+    (norm_type 2, 1, ... or inf):  ‖g‖ = (Σ |g_i|^p)^(1/p); every gradient is then
+    multiplied in place by min(1, max_norm / (‖g‖ + 1e-6)). Returns ‖g‖, before
+    clipping, as a Tensor of the gradients' dtype. The lecture's remedy for
+    exploding gradients. ``foreach`` (PyTorch's choice of kernel) changes nothing here.
     """
     parameters = _with_grads(parameters)
     if not parameters:
         return autograd.tensor(0.0)
+    dtype = parameters[0].grad._data.dtype
     norm_type = float(norm_type)
     if norm_type == math.inf:
         total = max(float(xp.abs(p.grad._data).max()) for p in parameters)
@@ -30,12 +36,13 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         total = sum(float((xp.abs(p.grad._data.astype(xp.float64)) ** norm_type).sum())
                     for p in parameters) ** (1.0 / norm_type)
     if error_if_nonfinite and not math.isfinite(total):
-        raise RuntimeError(f"The total norm of order {norm_type} for gradients is non-finite ({total}), "
-                           "so it cannot be clipped. Pass error_if_nonfinite=False to clip anyway.")
+        raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
+                           f"({total}), so it cannot be clipped. To disable this error and scale the gradients "
+                           "by the non-finite norm anyway, set `error_if_nonfinite=False`")
     coefficient = min(max_norm / (total + 1e-6), 1.0)
     for p in parameters:
-        p.grad._data = p.grad._data * p.grad._data.dtype.type(coefficient)
-    return autograd.tensor(total)
+        p.grad._data *= p.grad._data.dtype.type(coefficient)
+    return autograd.tensor(total, dtype=dtype)
 
 
 def clip_grad_value_(parameters, clip_value):

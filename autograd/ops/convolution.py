@@ -1,0 +1,269 @@
+"""Convolution as one matrix product per layer (im2col), and its two adjoints.
+
+A 2-d convolution of x (N, C, H, W) with w (O, C/G, kh, kw), G groups, reads
+every input window once: gather the windows into columns (im2col, through a
+strided view of the zero-padded input, one copy), then one GEMM per group:
+
+    cols[c, p, q, n, i, j] = x_pad[n, c, i·s + p·d, j·s + q·d]        (K = C/G · kh · kw rows)
+    y[n, o, i, j]          = Σ_{c,p,q} w[o, c, p, q] · cols[c, p, q, n, i, j]  (+ b[o])
+
+The batch sits inside the columns, (K, N·oh·ow), so each product is a single
+large GEMM rather than N small ones. Convolution is bilinear in (x, w), and its
+derivatives are the other two members of a closed family of three primitives:
+
+    Conv2d(x, w)                 y = w ⋆ x
+    ConvTranspose2d(g, w)        the adjoint in x:  ⟨ConvT(g, w), a⟩ = ⟨g, Conv(a, w)⟩   (col2im of wᵀ g)
+    Conv2dWeightGrad(x, g)       the adjoint in w:  ⟨WGrad(x, g), u⟩ = ⟨g, Conv(x, u)⟩   (g colsᵀ)
+
+so that dL/dx = ConvT(dL/dy, w), dL/dw = WGrad(x, dL/dy), and each of the three
+has its gradients written with the other two: derivatives of every order. col2im
+loops over the kh·kw kernel offsets only, adding a strided slice each time.
+
+``Unfold`` and ``Fold`` (PyTorch's F.unfold / F.fold) are im2col and col2im in
+PyTorch's (N, C·kh·kw, L) layout; each is the other's adjoint.
+
+Layout: the GEMM gives y as (O, N·oh·ow), channel by channel. Convolutions
+return it as is, as a channel-major (N, O, oh, ow) view (NumPy strides, no
+copy), and the next layer's im2col, the ReLU between, the pooling and the
+backward products all read that layout as fast as NCHW, so no layer spends a
+transpose on its output or on its incoming gradient. Values and shapes are
+NCHW's; only the strides differ (``.contiguous()`` gives C order).
+"""
+
+from numpy.lib.stride_tricks import as_strided
+
+from ..backend import xp
+from ..primitive import Primitive
+
+
+def output_size(size, kernel, stride, padding, dilation):
+    """The number of window positions along one axis: ⌊(size + 2p − d(k−1) − 1) / s⌋ + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def leftover(size, kernel, stride, padding, dilation, out):
+    """Rows of the padded input past the last of ``out`` windows: the transposed convolution's
+    output_padding that gives ``size`` back."""
+    return size + 2 * padding - dilation * (kernel - 1) - 1 - (out - 1) * stride
+
+
+def channel_major(x):
+    """True when x (N, C, H, W) is stored channel by channel, (C, N, H, W) in memory: the layout in which
+    convolutions leave their outputs (see the module's docstring)."""
+    return x.ndim == 4 and x.shape[0] > 1 and x.shape[1] > 1 and x.strides[1] > x.strides[0]
+
+
+def full_like_layout(x, shape, fill, dtype=None):
+    """An array of logical shape (N, C, H, W) = ``shape`` filled with ``fill``, in x's memory layout."""
+    dtype = x.dtype if dtype is None else dtype
+    if channel_major(x):
+        return xp.full((shape[1], shape[0]) + tuple(shape[2:]), fill, dtype=dtype).transpose(1, 0, 2, 3)
+    return xp.full(shape, fill, dtype=dtype)
+
+
+def pad_zeros(x, padding):
+    """x (N, C, H, W) with padding[0] zero rows above and below, padding[1] zero columns each side."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    padded = full_like_layout(x, x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), 0)
+    padded[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] = x
+    return padded
+
+
+def windows(padded, kernel, stride, dilation, out):
+    """A strided view (N, C, kh, kw, oh, ow) of every window of ``padded`` (no copy)."""
+    n, c, h, w = padded.strides
+    return as_strided(padded, padded.shape[:2] + tuple(kernel) + tuple(out),
+                      (n, c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1]), writeable=False)
+
+
+def im2col(x, kernel, stride, padding, dilation, out=None):
+    """The columns (C, kh, kw, N, oh, ow) of x (N, C, H, W), one contiguous copy; ``out`` (oh, ow) may
+    stop before the last window that fits (a transposed convolution's output_padding rows are read by none)."""
+    if out is None:
+        out = tuple(output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
+    view = windows(pad_zeros(x, padding), kernel, stride, dilation, out)
+    return xp.ascontiguousarray(view.transpose(1, 2, 3, 0, 4, 5))
+
+
+def col2im(cols, shape, stride, padding, dilation):
+    """The adjoint of im2col: cols (C, kh, kw, N, oh, ow), any strides, summed into (N, C, H, W) (returned
+    channel-major, a view).
+
+    One strided add per kernel offset (p, q): every window position at once."""
+    c, kh, kw, n, oh, ow = cols.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    padded = xp.zeros((c, n, shape[2] + 2 * ph, shape[3] + 2 * pw), dtype=cols.dtype)
+    for p in range(kh):
+        rows = slice(p * dh, p * dh + (oh - 1) * sh + 1, sh)
+        for q in range(kw):
+            padded[:, :, rows, q * dw:q * dw + (ow - 1) * sw + 1:sw] += cols[:, p, q]
+    return padded[:, :, ph:ph + shape[2], pw:pw + shape[3]].transpose(1, 0, 2, 3)
+
+
+def _batch_inside(y, groups):
+    """(N, G·m, oh, ow) → (G, m, N·oh·ow): the layout of one GEMM per group (free when y is channel-major)."""
+    n, channels, oh, ow = y.shape
+    return xp.ascontiguousarray(y.transpose(1, 0, 2, 3)).reshape(groups, channels // groups, n * oh * ow)
+
+
+def _batch_outside(y, n, out, bias):
+    """(G, m, N·oh·ow) → (N, G·m, oh, ow), channel-major (a view, no copy), the bias added in place."""
+    channels = y.shape[0] * y.shape[1]
+    y = y.reshape(channels, -1)
+    if bias is not None:
+        y += bias[:, None]
+    return y.reshape(channels, n, *out).transpose(1, 0, 2, 3)
+
+
+def _group_matmul(a, b):
+    """a @ b for stacks of G matrices; with one group, a plain 2-d GEMM (no batch loop)."""
+    if a.shape[0] == 1:
+        return (a[0] @ b[0])[None]
+    return a @ b
+
+
+class _ConvParams:
+    """Shared by the convolution family: stride, padding, dilation, groups (pairs, except groups).
+
+    ``grad_inside``: the caller may pass the (N, C, h, w) operand already in the (G, C/G, N·h·w) layout
+    (Conv2d's backward makes it once for its two products); it is used once, then dropped."""
+
+    grad_inside = None
+
+    def inside(self, g):
+        ready, self.grad_inside = self.grad_inside, None
+        return _batch_inside(g, self.groups) if ready is None else ready
+
+    def params(self, **extra):
+        return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups, **extra)
+
+    def output_padding_for(self, shape, kernel, out):
+        return tuple(leftover(shape[2 + a], kernel[a], self.stride[a], self.padding[a], self.dilation[a], out[a])
+                     for a in (0, 1))
+
+
+def _bias_grad(grad, bias):
+    return grad.sum((0, 2, 3)) if bias is not None and bias.requires_grad else None
+
+
+class Conv2d(_ConvParams, Primitive):
+    """y[n,o,i,j] = Σ_{c,p,q} w[o,c,p,q] x_pad[n, g(o)·C/G + c, i·s+p·d, j·s+q·d] + b[o];
+    dL/dx = ConvTranspose2d(dL/dy, w),   dL/dw = Conv2dWeightGrad(x, dL/dy),   dL/db = Σ_{n,i,j} dL/dy
+
+    The columns of x are kept for dL/dw (they are what dL/dw multiplies). ``out``, when given, is the
+    output size (fewer positions than fit: the gradient of a transposed convolution with output_padding)."""
+
+    cols = out = None
+
+    def forward(self, x, weight, bias=None):
+        kernel = weight.shape[2:]
+        cols = im2col(x, kernel, self.stride, self.padding, self.dilation, self.out)
+        n, out = x.shape[0], cols.shape[4:]
+        cols = cols.reshape(self.groups, -1, n * out[0] * out[1])
+        self.cols = cols
+        y = _group_matmul(weight.reshape(self.groups, weight.shape[0] // self.groups, -1), cols)
+        return _batch_outside(y, n, out, bias)
+
+    def backward(self, grad, y, x, weight, bias=None):
+        grad_x = grad_weight = None
+        needed = x.requires_grad or weight.requires_grad  # the layout both products below read:
+        grad_inside = _batch_inside(grad._data, self.groups) if needed else None
+        if x.requires_grad:
+            extra = self.output_padding_for(x.shape, weight.shape[2:], grad.shape[2:])
+            grad_x = ConvTranspose2d.apply(grad, weight, **self.params(output_padding=extra, grad_inside=grad_inside))
+        if weight.requires_grad:
+            grad_weight = Conv2dWeightGrad.apply(
+                x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols, grad_inside=grad_inside))
+        return grad_x, grad_weight, _bias_grad(grad, bias)
+
+    def release(self):
+        super().release()
+        self.cols = None
+
+
+class ConvTranspose2d(_ConvParams, Primitive):
+    """z = col2im(wᵀ g) + b, the adjoint of Conv2d in x (PyTorch's conv_transpose2d, w of shape
+    (C_in, C_out/G, kh, kw)), cropped by ``padding`` and lengthened by ``output_padding``;
+    dL/dg = Conv2d(dL/dz, w),   dL/dw = Conv2dWeightGrad(dL/dz, g),   dL/db = Σ_{n,i,j} dL/dz"""
+
+    def forward(self, g, weight, bias=None):
+        n, channels, h, w = g.shape
+        kernel = weight.shape[2:]
+        shape = (n, weight.shape[1] * self.groups) + tuple(
+            (size - 1) * s - 2 * p + d * (k - 1) + 1 + extra
+            for size, k, s, p, d, extra in zip((h, w), kernel, self.stride, self.padding, self.dilation,
+                                               self.output_padding))
+        columns = _group_matmul(weight.reshape(self.groups, channels // self.groups, -1).swapaxes(1, 2),
+                                self.inside(g))  # (G, C_out/G · kh · kw, N·h·w)
+        columns = columns.reshape(shape[1], *kernel, n, h, w)
+        z = col2im(columns, shape, self.stride, self.padding, self.dilation)
+        return z if bias is None else z + bias.reshape(-1, 1, 1)
+
+    def backward(self, grad, z, g, weight, bias=None):
+        grad_g = grad_weight = None
+        if g.requires_grad:
+            grad_g = Conv2d.apply(grad, weight, **self.params(out=g.shape[2:]))
+        if weight.requires_grad:
+            grad_weight = Conv2dWeightGrad.apply(grad, g, **self.params(kernel=weight.shape[2:]))
+        return grad_g, grad_weight, _bias_grad(grad, bias)
+
+
+class Conv2dWeightGrad(_ConvParams, Primitive):
+    """v[o,c,p,q] = Σ_{n,i,j} g[n,o,i,j] x_pad[n, g(o)·C/G + c, i·s+p·d, j·s+q·d]: the adjoint of Conv2d
+    in w (dL/dw of a convolution);   dL/dx = ConvTranspose2d(g, dL/dv),   dL/dg = Conv2d(x, dL/dv)"""
+
+    cols = None  # the columns of x when the convolution that needs this already made them
+
+    def forward(self, x, g):
+        cols = self.cols
+        if cols is None:
+            cols = im2col(x, self.kernel, self.stride, self.padding, self.dilation, g.shape[2:])
+            cols = cols.reshape(self.groups, -1, cols.shape[3] * cols.shape[4] * cols.shape[5])
+        self.cols = None  # used once: a second backward recomputes them
+        v = _group_matmul(self.inside(g), cols.swapaxes(1, 2))  # (G, O/G, C/G · kh · kw)
+        return v.reshape(g.shape[1], -1, *self.kernel)
+
+    def backward(self, grad, v, x, g):
+        grad_x = grad_g = None
+        if x.requires_grad:
+            grad_x = ConvTranspose2d.apply(
+                g, grad, **self.params(output_padding=self.output_padding_for(x.shape, self.kernel, g.shape[2:])))
+        if g.requires_grad:
+            grad_g = Conv2d.apply(x, grad, **self.params(out=g.shape[2:]))
+        return grad_x, grad_g
+
+
+class Unfold(Primitive):
+    """PyTorch's F.unfold: y[n, (c,p,q), (i,j)] = x_pad[n, c, i·s+p·d, j·s+q·d], shape (N, C·kh·kw, L);
+    dL/dx = Fold(dL/dy)"""
+
+    def forward(self, x):
+        out = tuple(output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a],
+                                self.dilation[a]) for a in (0, 1))
+        view = windows(pad_zeros(x, self.padding), self.kernel_size, self.stride, self.dilation, out)
+        return xp.ascontiguousarray(view).reshape(x.shape[0], -1, out[0] * out[1])
+
+    def backward(self, grad, y, x):
+        return (Fold.apply(grad, output_size=x.shape[2:], kernel_size=self.kernel_size, stride=self.stride,
+                           padding=self.padding, dilation=self.dilation),)
+
+
+class Fold(Primitive):
+    """PyTorch's F.fold, Unfold's adjoint: blocks (N, C·kh·kw, L) summed into (N, C, *output_size)
+    where they overlap;   dL/dx = Unfold(dL/dy)"""
+
+    def forward(self, x):
+        kh, kw = self.kernel_size
+        out = tuple(output_size(self.output_size[a], self.kernel_size[a], self.stride[a], self.padding[a],
+                                self.dilation[a]) for a in (0, 1))
+        n = x.shape[0]
+        cols = x.reshape(n, x.shape[1] // (kh * kw), kh, kw, *out).transpose(1, 2, 3, 0, 4, 5)
+        shape = (n, cols.shape[0]) + tuple(self.output_size)
+        return xp.ascontiguousarray(col2im(cols, shape, self.stride, self.padding, self.dilation))
+
+    def backward(self, grad, y, x):
+        return (Unfold.apply(grad, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation),)
+

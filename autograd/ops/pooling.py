@@ -1,0 +1,271 @@
+"""Pooling over 2-d windows of (N, C, H, W) inputs, with no Python loop over positions.
+
+Max pooling takes the maximum of each window; its gradient puts dL/dy back
+where each maximum was (the window's first maximum in scan order, as PyTorch):
+
+    y[n,c,i,j] = x[n,c, at the winner of window (i,j)],    dL/dx = Σ over windows of dL/dy there
+
+The winners are kept as one boolean mask per kernel offset; ``MaxPoolSpread``
+and ``MaxPoolSelect`` are that scatter and its adjoint gather, each the
+other's gradient. ``GatherFlat`` and ``ScatterFlat`` do the same with flat
+indices h·W + w (PyTorch's ``return_indices``), for adaptive max pooling.
+
+Average pooling is a windowed sum times a fixed scale (1/divisor) per output
+position; ``AvgPool2dTranspose`` is its adjoint.
+Both scan the kh·kw kernel offsets, each offset one strided slice of every window.
+"""
+
+from ..backend import xp
+from ..primitive import Primitive
+from .convolution import channel_major, full_like_layout
+
+
+def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
+    """PyTorch's pooling_output_shape: ⌊ or ⌈(size + 2p − d(k−1) − 1) / s⌉ + 1, where with ceil_mode the
+    last window must start inside the input or its left padding."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _padded(x, padding, out, kernel, stride, dilation, fill):
+    """x padded by ``padding`` on each side, and on the bottom/right as far as the last window reaches."""
+    n, c, h, w = x.shape
+    height = max(h + 2 * padding[0], (out[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1)
+    width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1)
+    if (height, width) == (h, w):
+        return x
+    padded = full_like_layout(x, (n, c, height, width), fill)
+    padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w] = x
+    return padded
+
+
+def _offset_slices(out, kernel, stride, dilation):
+    """For each kernel offset (p, q), in scan order: the index of that offset in every window at once."""
+    for p in range(kernel[0]):
+        rows = slice(p * dilation[0], p * dilation[0] + (out[0] - 1) * stride[0] + 1, stride[0])
+        for q in range(kernel[1]):
+            yield p, q, (Ellipsis, rows, slice(q * dilation[1], q * dilation[1] + (out[1] - 1) * stride[1] + 1,
+                                               stride[1]))
+
+
+def _first_inside(start, dilation):
+    """The first position start + m·d (m ≥ 0) that is not in the left padding."""
+    return xp.where(start < 0, start + (-start + dilation - 1) // dilation * dilation, start)
+
+
+def overlapping(kernel, stride, dilation):
+    """True when windows share input positions (a scatter must then add, not assign)."""
+    return any(s < d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation))
+
+
+def _window_slices(x, params, fill):
+    """x padded (as far as every window reaches) and its strided slice at each kernel offset, in scan order,
+    with that offset's flat position p·d·W + q·d relative to the window's origin."""
+    kernel, stride, dilation, out = params["kernel_size"], params["stride"], params["dilation"], params["out"]
+    padded = _padded(x, params["padding"], out, kernel, stride, dilation, fill)
+    width = x.shape[3]
+    return padded, [(p * dilation[0] * width + q * dilation[1], index)
+                    for p, q, index in _offset_slices(out, kernel, stride, dilation)]
+
+
+def max_pool_winners(x, y, params):
+    """One boolean mask per kernel offset: where that offset holds its window's maximum y, the first one in
+    scan order; where NaN or −∞ occur, PyTorch's scan instead (a later value wins when larger or NaN, and an
+    all −∞ window keeps its first position inside the input)."""
+    padded, slices = _window_slices(x, params, -xp.inf)
+    if xp.isfinite(y).all():
+        masks, taken = [], xp.zeros(y.shape, dtype=bool)
+        for _, index in slices[:-1]:
+            mask = padded[index] == y
+            mask &= ~taken
+            taken |= mask
+            masks.append(mask)
+        return masks + [~taken]
+    best = xp.full(y.shape, -xp.inf, dtype=y.dtype)
+    chosen = xp.full(y.shape, _first_inside_offset(x.shape, params), dtype=xp.int64)
+    take = xp.empty(y.shape, dtype=bool)
+    for k, (_, index) in enumerate(slices):
+        values = padded[index]
+        xp.greater(values, best, out=take)
+        take |= xp.isnan(values)
+        xp.copyto(best, values, where=take)
+        xp.copyto(chosen, k, where=take)
+    return [chosen == k for k in range(len(slices))]
+
+
+def _first_inside_offset(shape, params):
+    """For each window, the kernel offset k of its first position inside the input (not in the padding)."""
+    (kh, kw), stride, padding, dilation, out = (params[k] for k in ("kernel_size", "stride", "padding", "dilation",
+                                                                     "out"))
+    first = [(_first_inside(xp.arange(out[a]) * stride[a] - padding[a], dilation[a])
+              - (xp.arange(out[a]) * stride[a] - padding[a])) // dilation[a] for a in (0, 1)]
+    return first[0][:, None] * kw + first[1]
+
+
+def max_pool_indices(winners, shape, params):
+    """PyTorch's return_indices: the flat position h·W + w of each window's maximum in its input plane."""
+    width = shape[3]
+    rows = xp.arange(params["out"][0]) * params["stride"][0] - params["padding"][0]
+    cols = xp.arange(params["out"][1]) * params["stride"][1] - params["padding"][1]
+    indices = xp.zeros(winners[0].shape, dtype=xp.int64)
+    indices += rows[:, None] * width + cols
+    _, slices = _window_slices(xp.empty((1, 1) + tuple(shape[2:])), params, 0)
+    for (offset, _), mask in zip(slices, winners):
+        indices += mask * offset
+    return indices
+
+
+POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "out")
+
+
+def _layout_of(x):
+    """A tiny array standing for x's memory layout (channel-major or not), so nodes need not keep x."""
+    return xp.empty((2, 2, 1, 1)).transpose(1, 0, 2, 3) if channel_major(x) else None
+
+
+class MaxPool2d(Primitive):
+    """y[n,c,i,j] = max over the window of x (padding never wins; NaN wins, and the first maximum in scan
+    order, as PyTorch);   dL/dx = MaxPoolSpread(dL/dy): each dL/dy to its window's maximum
+
+    The forward pass only takes maxima (one pass per kernel offset); which position won is found in
+    backward, from x and y, where it is needed."""
+
+    saves_output = True
+    winners = None
+
+    def forward(self, x):
+        padded, slices = _window_slices(x, self.__dict__, -xp.inf)
+        best = padded[slices[0][1]].copy(order="K")
+        for _, index in slices[1:]:
+            xp.maximum(best, padded[index], out=best)
+        return best
+
+    def winners_for(self, x, y):
+        if self.winners is None:
+            self.winners = max_pool_winners(x, y, self.__dict__)
+        return self.winners
+
+    def backward(self, grad, y, x):
+        winners = self.winners_for(x._data, y._data)
+        return (MaxPoolSpread.apply(grad, winners=winners, shape=x.shape, like=_layout_of(x._data),
+                                    **{k: getattr(self, k) for k in POOL_PARAMS}),)
+
+    def release(self):
+        super().release()
+        self.winners = None
+
+
+class MaxPoolSpread(Primitive):
+    """dx = Σ_k (the window slice at kernel offset k) ← g · winners_k: g put back at each window's maximum
+    (max pooling's gradient, linear in g);   dL/dg = MaxPoolSelect(dL/dx)"""
+
+    like = None  # an array in the memory layout to give dx (that of max pooling's input)
+
+    def forward(self, g):
+        params = dict(self.__dict__)
+        padded, slices = _window_slices(xp.empty((0, 0) + tuple(self.shape[2:])), params, 0)
+        padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:], 0,
+                                  dtype=g.dtype)
+        if overlapping(self.kernel_size, self.stride, self.dilation):
+            for (_, index), mask in zip(slices, self.winners):
+                padded[index] += g * mask
+        else:  # every input position in at most one window: write, do not add
+            for (_, index), mask in zip(slices, self.winners):
+                xp.multiply(g, mask, out=padded[index])
+        (ph, pw), (h, w) = self.padding, self.shape[2:]
+        return padded[:, :, ph:ph + h, pw:pw + w]
+
+    def backward(self, grad, y, g):
+        return (MaxPoolSelect.apply(grad, winners=self.winners, **{k: getattr(self, k) for k in POOL_PARAMS}),)
+
+
+class MaxPoolSelect(Primitive):
+    """y = Σ_k h_pad[window slice at offset k] · winners_k: h read at each window's maximum (MaxPoolSpread's
+    adjoint);   dL/dh = MaxPoolSpread(dL/dy)"""
+
+    def forward(self, h):
+        padded, slices = _window_slices(h, self.__dict__, 0)
+        y = xp.zeros(self.winners[0].shape, dtype=h.dtype)
+        for (_, index), mask in zip(slices, self.winners):
+            y += padded[index] * mask
+        return y
+
+    def backward(self, grad, y, h):
+        return (MaxPoolSpread.apply(grad, winners=self.winners, shape=h.shape, like=_layout_of(h._data),
+                                    **{k: getattr(self, k) for k in POOL_PARAMS}),)
+
+
+class GatherFlat(Primitive):
+    """y[n,c,...] = x[n,c].flatten()[indices[n,c,...]];   dL/dx = ScatterFlat(dL/dy, indices)"""
+
+    overlapping = True  # may several outputs read one input (adaptive bins do)?
+
+    def forward(self, x):
+        n, c = x.shape[:2]
+        flat = x.reshape(n, c, -1)
+        return xp.take_along_axis(flat, self.indices.reshape(n, c, -1), 2).reshape(self.indices.shape)
+
+    def backward(self, grad, y, x):
+        return (ScatterFlat.apply(grad, indices=self.indices, shape=x.shape, overlapping=self.overlapping),)
+
+
+class ScatterFlat(Primitive):
+    """y = zeros(shape) with x[n,c,...] added at y[n,c].flatten()[indices[n,c,...]] (GatherFlat's adjoint);
+    dL/dx = GatherFlat(dL/dy, indices)"""
+
+    def forward(self, x):
+        n, c = self.shape[:2]
+        plane = 1
+        for size in self.shape[2:]:
+            plane *= size
+        offsets = (xp.arange(n * c) * plane).reshape(n, c, *(1,) * (self.indices.ndim - 2))
+        if not self.overlapping:  # each input position receives at most one value: assign
+            y = xp.zeros(n * c * plane, dtype=x.dtype)
+            y[(self.indices + offsets).ravel()] = x.ravel()
+            return y.reshape(self.shape)
+        sums = xp.bincount((self.indices + offsets).ravel(), weights=x.ravel(), minlength=n * c * plane)
+        return sums.astype(x.dtype, copy=False).reshape(self.shape)
+
+    def backward(self, grad, y, x):
+        return (GatherFlat.apply(grad, indices=self.indices, overlapping=self.overlapping),)
+
+
+class AvgPool2d(Primitive):
+    """y[n,c,i,j] = scale[i,j] · Σ_window x_pad   (scale = 1/divisor: PyTorch's count_include_pad,
+    ceil_mode and divisor_override rules, computed by the caller);   dL/dx = AvgPool2dTranspose(dL/dy)"""
+
+    def forward(self, x):
+        kernel, stride, out = self.kernel_size, self.stride, self.out
+        padded = _padded(x, self.padding, out, kernel, stride, (1, 1), 0)
+        total = xp.zeros(x.shape[:2] + tuple(out), dtype=x.dtype)
+        for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
+            total += padded[index]
+        total *= self.scale.astype(x.dtype, copy=False)
+        return total
+
+    def backward(self, grad, y, x):
+        return (AvgPool2dTranspose.apply(grad, kernel_size=self.kernel_size, stride=self.stride,
+                                         padding=self.padding, out=self.out, scale=self.scale, shape=x.shape),)
+
+
+class AvgPool2dTranspose(Primitive):
+    """The adjoint of AvgPool2d: each g[n,c,i,j] · scale[i,j] spread over its window, cropped to ``shape``;
+    dL/dg = AvgPool2d(dL/dy)"""
+
+    def forward(self, g):
+        kernel, stride, padding, out = self.kernel_size, self.stride, self.padding, self.out
+        n, c, h, w = self.shape
+        height = max(h + 2 * padding[0], (out[0] - 1) * stride[0] + kernel[0])
+        width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + kernel[1])
+        padded = xp.zeros((n, c, height, width), dtype=g.dtype)
+        scaled = g * self.scale.astype(g.dtype, copy=False)
+        for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
+            padded[index] += scaled
+        return xp.ascontiguousarray(padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+
+    def backward(self, grad, y, g):
+        return (AvgPool2d.apply(grad, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                                out=self.out, scale=self.scale),)

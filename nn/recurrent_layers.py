@@ -1,0 +1,321 @@
+"""Fused recurrent layers: one Primitive runs one layer, in one direction, over a whole sequence.
+
+A recurrence built from Tensor ops records a dozen nodes per time step, and the
+engine's per-node cost, not the arithmetic, would then dominate. Here each layer
+is one node: its forward is the loop of PyTorch's cell equations on arrays (the
+input projections of all steps done by one matmul before the loop, one matmul per
+step for all gates), its backward is backpropagation through time written
+beside it, with the weight gradients of all steps gathered in one matmul after
+the loop.
+
+Inputs (time-major, one direction)::
+
+    x (T, B, I), w_ih (G·H, I), w_hh (G·H, P), b_ih (G·H), b_hh (G·H), h0 (B, P)
+    [, c0 (B, H) [, w_hr (P, H)]]          (LSTM only: cell state and projection)
+
+with G gates (RNN 1, GRU 3, LSTM 4), P = H unless the LSTM projects. The output
+is one flat array holding y (T, B, P), then h_n (B, P), then c_n (B, H) for the
+LSTM; ``unpack`` splits it again.
+
+Parameters of ``apply``: ``reverse`` (walk t = T-1 … 0), ``batch_sizes`` (None,
+or for each step how many leading rows are active: a packed batch sorted by
+decreasing length; inactive rows keep their state and output 0), and for the
+plain RNN ``nonlinearity`` ('tanh' or 'relu').
+
+Second derivatives: the first-order backward is array code, so under
+``create_graph=True`` the node instead differentiates ``composite``, the same
+layer written with Tensor ops, whose graph carries the higher derivatives.
+"""
+
+import autograd
+from autograd import Primitive, Tensor
+from autograd.backend import xp
+
+
+def _sigmoid(x, out=None):
+    """σ(x) = (1 + tanh(x/2)) / 2: equal to 1/(1 + e^-x) and never overflows."""
+    out = xp.multiply(x, 0.5, out=out)
+    xp.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
+def unpack(flat, steps, batch, out_size, cell_size=None):
+    """Split a layer's flat output into y (T, B, P), h_n (B, P) and, for the LSTM, c_n (B, H)."""
+    n_y, n_h = steps * batch * out_size, batch * out_size
+    y = flat[:n_y].reshape(steps, batch, out_size)
+    h_n = flat[n_y:n_y + n_h].reshape(batch, out_size)
+    if cell_size is None:
+        return y, h_n
+    return y, h_n, flat[n_y + n_h:].reshape(batch, cell_size)
+
+
+class _RecurrentLayer:
+    """The frame shared by the three layers (a mixin, so that only they are registered as
+    primitives): step order, active rows, the two backward paths."""
+
+    def steps(self, length):
+        return range(length - 1, -1, -1) if self.reverse else range(length)
+
+    def active(self, t, batch):
+        return batch if self.batch_sizes is None else self.batch_sizes[t]
+
+    def buffer(self, shape, dtype):
+        """An array for per-step values: a packed batch leaves rows unwritten, and they must read 0."""
+        return xp.empty(shape, dtype=dtype) if self.batch_sizes is None else xp.zeros(shape, dtype=dtype)
+
+    def backward(self, grad, output, *inputs):
+        if autograd.is_grad_enabled():  # create_graph=True: a gradient that has a graph of its own
+            wanted = [x for x in inputs if x.requires_grad]
+            grads = iter(autograd.grad(self.composite(*inputs), wanted, grad_outputs=grad,
+                                       create_graph=True, allow_unused=True))
+            return tuple(next(grads) if x.requires_grad else None for x in inputs)
+        arrays = self.backward_arrays(grad._data, *[x._data for x in inputs])
+        return tuple(Tensor._make(a) if x.requires_grad else None for a, x in zip(arrays, inputs))
+
+    def composite_loop(self, x, h0, step):
+        """Run ``step(x_t, state_rows) -> (new_state_rows, h_t)`` over time with Tensor ops,
+        keeping inactive rows' state and giving them output 0. ``h0`` is a tuple of states."""
+        length, batch = x.shape[0], x.shape[1]
+        state, outputs = tuple(h0), [None] * length
+        for t in self.steps(length):
+            n = self.active(t, batch)
+            new, h = step(x[t, :n], tuple(s[:n] for s in state))
+            if n < batch:
+                new = tuple(autograd.cat([a, s[n:]]) for a, s in zip(new, state))
+                h = autograd.cat([h, autograd.zeros(batch - n, h.shape[1], dtype=h.dtype)])
+            state, outputs[t] = new, h
+        y = autograd.stack(outputs)
+        return autograd.cat([y.reshape(-1)] + [s.reshape(-1) for s in state])
+
+
+class RNNLayer(_RecurrentLayer, Primitive):
+    """h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),   act = tanh or relu;
+
+    with a_t the pre-activation and δ_t = dL/dh_t (from y_t and from step t+1):
+    dL/da_t = δ_t · act'(a_t),   dL/dh_{t-1} = dL/da_t W_hh,
+    dL/dW_ih = Σ_t dL/da_tᵀ x_t,   dL/dW_hh = Σ_t dL/da_tᵀ h_{t-1},   dL/db = Σ_t dL/da_t
+    """
+
+    def activate(self, a):
+        return xp.tanh(a, out=a) if self.nonlinearity == "tanh" else xp.maximum(a, 0, out=a)
+
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0):
+        length, batch = x.shape[:2]
+        pre = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
+        pre += b_ih + b_hh
+        h, y, h_prev = h0.copy(), self.buffer(pre.shape, pre.dtype), self.buffer(pre.shape, pre.dtype)
+        for t in self.steps(length):
+            n = self.active(t, batch)
+            h_prev[t, :n] = h[:n]
+            a = pre[t, :n]
+            a += h[:n] @ w_hh.T
+            h[:n] = y[t, :n] = self.activate(a)
+        self.saved = h_prev, y
+        return xp.concatenate([y.ravel(), h.ravel()])
+
+    def backward_arrays(self, grad, x, w_ih, w_hh, b_ih, b_hh, h0):
+        length, batch = x.shape[:2]
+        gy, dh = unpack(grad, length, batch, h0.shape[1])
+        h_prev, out = self.saved
+        slope = 1 - out * out if self.nonlinearity == "tanh" else (out > 0).astype(out.dtype)
+        dh, da = dh.copy(), self.buffer(out.shape, out.dtype)
+        for t in reversed(self.steps(length)):
+            n = self.active(t, batch)
+            da[t, :n] = (dh[:n] + gy[t, :n]) * slope[t, :n]
+            dh[:n] = da[t, :n] @ w_hh
+        return _input_side_grads(da, x, w_ih, h_prev, dh)
+
+    def composite(self, x, w_ih, w_hh, b_ih, b_hh, h0):
+        act = (lambda a: a.tanh()) if self.nonlinearity == "tanh" else (lambda a: a.relu())
+
+        def step(x_t, state):
+            h = act(x_t @ w_ih.mT + b_ih + state[0] @ w_hh.mT + b_hh)
+            return (h,), h
+
+        return self.composite_loop(x, (h0,), step)
+
+
+def _input_side_grads(dpre, x, w_ih, h_prev, dh0, dpre_hh=None):
+    """The gradients gathered over all steps at once, from the pre-activation gradients
+    dpre (T, B, G·H) of the input side (and dpre_hh of the hidden side, for the GRU):
+    dx, dW_ih, dW_hh, db_ih, db_hh, dh0."""
+    flat = dpre.reshape(-1, dpre.shape[-1])
+    flat_hh = flat if dpre_hh is None else dpre_hh.reshape(-1, dpre_hh.shape[-1])
+    dx = (flat @ w_ih).reshape(x.shape)
+    dw_ih = flat.T @ x.reshape(-1, x.shape[-1])
+    dw_hh = flat_hh.T @ h_prev.reshape(-1, h_prev.shape[-1])
+    db_ih, db_hh = flat.sum(0), flat_hh.sum(0)
+    return dx, dw_ih, dw_hh, db_ih, db_hh, dh0
+
+
+class GRULayer(_RecurrentLayer, Primitive):
+    """PyTorch's GRU, gates in the order r, z, n:
+
+        r = σ(W_ir x + b_ir + W_hr h + b_hr),   z = σ(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r · (W_hn h + b_hn)),   h' = (1 - z) · n + z · h
+
+    Backward, δ = dL/dh':  dn = δ(1 - z)(1 - n²),  dz = δ(h - n) z(1 - z),
+    dr = dn (W_hn h + b_hn) r(1 - r),  dL/dh = δ z + [dr, dz, dn·r] W_hh;
+    the input side's pre-activation gradient is [dr, dz, dn].
+    """
+
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0):
+        length, batch = x.shape[:2]
+        hidden = h0.shape[1]
+        gi = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
+        gi += b_ih
+        shape = (length, batch, hidden)
+        h, y, h_prev = h0.copy(), self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
+        rz = self.buffer((length, batch, 2 * hidden), gi.dtype)
+        candidate, gh_n = self.buffer(shape, gi.dtype), self.buffer(shape, gi.dtype)
+        for t in self.steps(length):
+            n = self.active(t, batch)
+            h_prev[t, :n] = h[:n]
+            gh = h[:n] @ w_hh.T
+            gh += b_hh
+            r_z = rz[t, :n]
+            _sigmoid(xp.add(gi[t, :n, :2 * hidden], gh[:, :2 * hidden], out=r_z), out=r_z)
+            gh_n[t, :n] = gh[:, 2 * hidden:]
+            c = candidate[t, :n]
+            xp.multiply(r_z[:, :hidden], gh[:, 2 * hidden:], out=c)
+            c += gi[t, :n, 2 * hidden:]
+            xp.tanh(c, out=c)
+            h[:n] = y[t, :n] = c + r_z[:, hidden:] * (h[:n] - c)
+        self.saved = h_prev, rz, candidate, gh_n
+        return xp.concatenate([y.ravel(), h.ravel()])
+
+    def backward_arrays(self, grad, x, w_ih, w_hh, b_ih, b_hh, h0):
+        length, batch = x.shape[:2]
+        hidden = h0.shape[1]
+        gy, dh = unpack(grad, length, batch, hidden)
+        h_prev, rz, candidate, gh_n = self.saved
+        r, z = rz[..., :hidden], rz[..., hidden:]
+        # the local derivatives of every step at once, outside the loop
+        to_n = (1 - z) * (1 - candidate * candidate)
+        to_z = (h_prev - candidate) * z * (1 - z)
+        to_r = gh_n * r * (1 - r)
+        shape = (length, batch, 3 * hidden)
+        dgi, dgh = self.buffer(shape, gy.dtype), self.buffer(shape, gy.dtype)
+        dh = dh.copy()
+        for t in reversed(self.steps(length)):
+            n = self.active(t, batch)
+            delta = dh[:n] + gy[t, :n]
+            d_i, d_h = dgi[t, :n], dgh[t, :n]
+            dn = xp.multiply(delta, to_n[t, :n], out=d_i[:, 2 * hidden:])
+            xp.multiply(delta, to_z[t, :n], out=d_i[:, hidden:2 * hidden])
+            xp.multiply(dn, to_r[t, :n], out=d_i[:, :hidden])
+            d_h[:, :2 * hidden] = d_i[:, :2 * hidden]
+            xp.multiply(dn, r[t, :n], out=d_h[:, 2 * hidden:])
+            delta *= z[t, :n]
+            delta += d_h @ w_hh
+            dh[:n] = delta
+        return _input_side_grads(dgi, x, w_ih, h_prev, dh, dpre_hh=dgh)
+
+    def composite(self, x, w_ih, w_hh, b_ih, b_hh, h0):
+        hidden = h0.shape[1]
+
+        def step(x_t, state):
+            h = state[0]
+            gi, gh = x_t @ w_ih.mT + b_ih, h @ w_hh.mT + b_hh
+            r = (gi[:, :hidden] + gh[:, :hidden]).sigmoid()
+            z = (gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden]).sigmoid()
+            n = (gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:]).tanh()
+            h = (1 - z) * n + z * h
+            return (h,), h
+
+        return self.composite_loop(x, (h0,), step)
+
+
+class LSTMLayer(_RecurrentLayer, Primitive):
+    """PyTorch's LSTM, gates in the order i, f, g, o:
+
+        [i, f, g, o] = [σ, σ, tanh, σ](W_ih x + b_ih + W_hh h + b_hh)
+        c' = f · c + i · g,   h' = o · tanh(c')   (then h' = W_hr h' with a projection)
+
+    Backward, δh = dL/dh', δc = dL/dc' + δh · o (1 - tanh²c'):
+    di = δc · g,  df = δc · c,  dg = δc · i,  do = δh · tanh c',  dL/dc = δc · f,
+    each taken through its activation's derivative to the pre-activation gradient
+    d, and dL/dh = d W_hh.
+    """
+
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None):
+        length, batch = x.shape[:2]
+        hidden = c0.shape[1]
+        acts = (x.reshape(length * batch, -1) @ w_ih.T).reshape(length, batch, -1)
+        acts += b_ih + b_hh
+        h, c = h0.copy(), c0.copy()
+        y, h_prev = self.buffer((length, batch, h0.shape[1]), acts.dtype), self.buffer((length, batch, h0.shape[1]),
+                                                                                      acts.dtype)
+        c_prev, tanh_c = self.buffer((length, batch, hidden), acts.dtype), self.buffer((length, batch, hidden),
+                                                                                       acts.dtype)
+        h_cell = xp.empty_like(c_prev) if w_hr is not None else None
+        for t in self.steps(length):
+            n = self.active(t, batch)
+            h_prev[t, :n], c_prev[t, :n] = h[:n], c[:n]
+            a = acts[t, :n]
+            a += h[:n] @ w_hh.T  # the one matmul of the step, all four gates
+            _sigmoid(a[:, :2 * hidden], out=a[:, :2 * hidden])
+            xp.tanh(a[:, 2 * hidden:3 * hidden], out=a[:, 2 * hidden:3 * hidden])
+            _sigmoid(a[:, 3 * hidden:], out=a[:, 3 * hidden:])
+            c_t = c[:n]
+            c_t *= a[:, hidden:2 * hidden]
+            c_t += a[:, :hidden] * a[:, 2 * hidden:3 * hidden]
+            xp.tanh(c_t, out=tanh_c[t, :n])
+            out = a[:, 3 * hidden:] * tanh_c[t, :n]
+            if w_hr is not None:
+                h_cell[t, :n] = out
+                out = out @ w_hr.T
+            h[:n] = y[t, :n] = out
+        self.saved = acts, h_prev, c_prev, tanh_c, h_cell
+        return xp.concatenate([y.ravel(), h.ravel(), c.ravel()])
+
+    def backward_arrays(self, grad, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None):
+        length, batch = x.shape[:2]
+        hidden, out_size = c0.shape[1], h0.shape[1]
+        gy, dh, dc = unpack(grad, length, batch, out_size, hidden)
+        acts, h_prev, c_prev, tanh_c, h_cell = self.saved
+        i, f, g, o = (acts[..., k * hidden:(k + 1) * hidden] for k in range(4))
+        # d(pre-activation)/d(c') for i, f, g, and d(pre-activation of o)/dh', all steps at once
+        local = xp.empty(acts.shape[:2] + (4, hidden), dtype=acts.dtype)
+        xp.multiply(g * i, 1 - i, out=local[..., 0, :])
+        xp.multiply(c_prev * f, 1 - f, out=local[..., 1, :])
+        xp.multiply(i, 1 - g * g, out=local[..., 2, :])
+        xp.multiply(tanh_c * o, 1 - o, out=local[..., 3, :])
+        through_tanh = o * (1 - tanh_c * tanh_c)
+        dpre = self.buffer(local.shape, local.dtype)
+        dh, dc = dh.copy(), dc.copy()
+        dw_hr = xp.zeros_like(w_hr) if w_hr is not None else None
+        for t in reversed(self.steps(length)):
+            n = self.active(t, batch)
+            delta = dh[:n] + gy[t, :n]
+            if w_hr is not None:
+                dw_hr += delta.T @ h_cell[t, :n]
+                delta = delta @ w_hr
+            delta_c = dc[:n]
+            delta_c += delta * through_tanh[t, :n]
+            d = dpre[t, :n]
+            xp.multiply(local[t, :n, :3], delta_c[:, None, :], out=d[:, :3])
+            xp.multiply(local[t, :n, 3], delta, out=d[:, 3])
+            delta_c *= f[t, :n]
+            dh[:n] = d.reshape(n, 4 * hidden) @ w_hh
+        dpre = dpre.reshape(length, batch, 4 * hidden)
+        grads = _input_side_grads(dpre, x, w_ih, h_prev, dh)
+        return grads + (dc,) + ((dw_hr,) if w_hr is not None else ())
+
+    def composite(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None):
+        hidden = c0.shape[1]
+
+        def step(x_t, state):
+            h, c = state
+            a = x_t @ w_ih.mT + b_ih + h @ w_hh.mT + b_hh
+            i, f = a[:, :hidden].sigmoid(), a[:, hidden:2 * hidden].sigmoid()
+            g, o = a[:, 2 * hidden:3 * hidden].tanh(), a[:, 3 * hidden:].sigmoid()
+            c = f * c + i * g
+            h = o * c.tanh()
+            if w_hr is not None:
+                h = h @ w_hr.mT
+            return (h, c), h
+
+        return self.composite_loop(x, (h0, c0), step)

@@ -1,0 +1,376 @@
+"""Recurrent layers with PyTorch's names, parameter layouts and gate orders: ``RNN``, ``LSTM``,
+``GRU`` and their one-step cells ``RNNCell``, ``LSTMCell``, ``GRUCell``.
+
+Parameters of layer k (``_reverse`` appended for the backward direction):
+``weight_ih_l{k}`` (G·H, in), ``weight_hh_l{k}`` (G·H, P), ``bias_ih_l{k}``, ``bias_hh_l{k}``
+(G·H) and, for an LSTM with ``proj_size`` P, ``weight_hr_l{k}`` (P, H); the gates are
+stacked in PyTorch's order: LSTM i, f, g, o; GRU r, z, n. So a PyTorch ``state_dict``
+loads as it is. All start as U(-1/√H, 1/√H).
+
+Each layer and direction is one fused node (``nn.recurrent_layers``); layers are
+stacked, directions joined along features, and dropout applied between layers
+when training, as PyTorch does.
+"""
+
+import math
+import warnings
+
+import autograd
+
+from . import functional as F
+from . import init
+from .module import Module
+from .parameter import Parameter
+from .recurrent_layers import GRULayer, LSTMLayer, RNNLayer, unpack
+from .utils.rnn import PackedSequence, packed_to_padded, padded_to_packed
+
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+def _run_layer(mode, x, weights, states, reverse=False, batch_sizes=None):
+    """One layer in one direction over time-major x (T, B, I): y (T, B, P), h_n and, for the LSTM, c_n."""
+    w_ih, w_hh, b_ih, b_hh, *projection = weights
+    steps, batch = x.shape[0], x.shape[1]
+    options = {"reverse": reverse, "batch_sizes": batch_sizes}
+    if mode == "LSTM":
+        flat = LSTMLayer.apply(x, w_ih, w_hh, b_ih, b_hh, *states, *projection, **options)
+        return unpack(flat, steps, batch, states[0].shape[-1], states[1].shape[-1])
+    if mode == "GRU":
+        flat = GRULayer.apply(x, w_ih, w_hh, b_ih, b_hh, *states, **options)
+    else:
+        flat = RNNLayer.apply(x, w_ih, w_hh, b_ih, b_hh, *states, nonlinearity=mode[4:].lower(), **options)
+    return unpack(flat, steps, batch, states[0].shape[-1])
+
+
+def _check_size(name, value):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than zero")
+
+
+class RNNBase(Module):
+    """The multi-layer, optionally bidirectional recurrence shared by RNN, LSTM and GRU."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None):
+        super().__init__()
+        if mode not in _GATES:
+            raise ValueError("Unrecognized RNN mode: " + mode)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError("dropout should be a number in range [0, 1] representing the probability of an "
+                             "element being zeroed")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                          f"expects num_layers greater than 1, but got dropout={dropout} and "
+                          f"num_layers={num_layers}", stacklevel=2)
+        for name, flag in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(flag).__name__}")
+        _check_size("input_size", input_size)
+        _check_size("hidden_size", hidden_size)
+        if num_layers <= 0:
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+        if proj_size and mode != "LSTM":
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        self.mode, self.input_size, self.hidden_size = mode, input_size, hidden_size
+        self.num_layers, self.bias, self.batch_first = num_layers, bias, batch_first
+        self.dropout, self.bidirectional, self.proj_size = float(dropout), bidirectional, proj_size
+        gate_size, real_hidden = _GATES[mode] * hidden_size, proj_size or hidden_size
+        directions = 2 if bidirectional else 1
+        self._flat_weights_names = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else real_hidden * directions
+            for direction in range(directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, real_hidden)}
+                if bias:
+                    shapes.update(bias_ih=(gate_size,), bias_hh=(gate_size,))
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
+                for name, shape in shapes.items():
+                    setattr(self, name + suffix, Parameter(autograd.empty(*shape, dtype=dtype)))
+                    self._flat_weights_names.append(name + suffix)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Every weight and bias ~ U(-1/√H, 1/√H), H = hidden_size (PyTorch's)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            init.uniform_(weight, -bound, bound)
+
+    def flatten_parameters(self):
+        """PyTorch packs the weights into one buffer for cuDNN; here they are used as they are (a no-op)."""
+
+    @property
+    def _flat_weights(self):
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self):
+        per_layer = len(self._flat_weights_names) // (self.num_layers * (2 if self.bidirectional else 1))
+        names = self._flat_weights_names
+        return [[getattr(self, n) for n in names[k:k + per_layer]] for k in range(0, len(names), per_layer)]
+
+    def _weights(self, layer, direction):
+        """(w_ih, w_hh, b_ih, b_hh[, w_hr]) of one layer and direction; zero biases without bias."""
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        w_ih, w_hh = getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)
+        if self.bias:
+            b_ih, b_hh = getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix)
+        else:
+            b_ih = b_hh = autograd.zeros(w_ih.shape[0], dtype=w_ih.dtype)
+        return (w_ih, w_hh, b_ih, b_hh) + ((getattr(self, "weight_hr" + suffix),) if self.proj_size else ())
+
+    def _state_shapes(self, batch):
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        shapes = [(layers, batch, self.proj_size or self.hidden_size)]
+        return shapes + [(layers, batch, self.hidden_size)] if self.mode == "LSTM" else shapes
+
+    def forward(self, input, hx=None):
+        name = {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(self.mode, self.mode)
+        is_lstm = self.mode == "LSTM"
+        weight = getattr(self, self._flat_weights_names[0])
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            batch_sizes = tuple(int(b) for b in batch_sizes._data)
+            self._check_input(data, 2, weight)
+            x, batch, is_batched = packed_to_padded(data, batch_sizes), batch_sizes[0], True
+        else:
+            batch_sizes = sorted_indices = unsorted_indices = None
+            if input.ndim not in (2, 3):
+                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.ndim}D"
+                                 + (" tensor instead" if name == "RNN" else " instead"))
+            is_batched = input.ndim == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+            self._check_input(input, 3, weight)
+            x = input.transpose(0, 1) if self.batch_first else input
+            batch = x.shape[1]
+        states = self._initial_states(hx, is_batched, batch, x.dtype, name)
+        if sorted_indices is not None:  # the caller's states follow the caller's order of sequences
+            order = sorted_indices._data
+            states = [s[:, order] for s in states]
+
+        directions = 2 if self.bidirectional else 1
+        finals = [[] for _ in states]
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(directions):
+                k = layer * directions + direction
+                y, *final = _run_layer(self.mode, x, self._weights(layer, direction), [s[k] for s in states],
+                                       reverse=bool(direction), batch_sizes=batch_sizes)
+                outputs.append(y)
+                for store, value in zip(finals, final):
+                    store.append(value)
+            x = outputs[0] if directions == 1 else autograd.cat(outputs, dim=2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        finals = [autograd.stack(store) for store in finals]
+
+        if packed:
+            if unsorted_indices is not None:
+                order = unsorted_indices._data
+                finals = [s[:, order] for s in finals]
+            output = PackedSequence(padded_to_packed(x, batch_sizes), input.batch_sizes, sorted_indices,
+                                    unsorted_indices)
+        else:
+            output = x.transpose(0, 1) if self.batch_first else x
+            if not is_batched:
+                output = output.squeeze(batch_dim)
+                finals = [s.squeeze(1) for s in finals]
+        return output, (tuple(finals) if is_lstm else finals[0])
+
+    def _check_input(self, input, ndim, weight):
+        if input.dtype != weight.dtype:
+            raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
+                             f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})")
+        if input.ndim != ndim:
+            raise RuntimeError(f"input must have {ndim} dimensions, got {input.ndim}")
+        if input.shape[-1] != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                               f"got {input.shape[-1]}")
+
+    def _initial_states(self, hx, is_batched, batch, dtype, name):
+        """h0 (and c0 for the LSTM) as a list of (layers·directions, B, ·) tensors, checked."""
+        shapes = self._state_shapes(batch)
+        if hx is None:
+            return [autograd.zeros(*shape, dtype=dtype) for shape in shapes]
+        states = list(hx) if self.mode == "LSTM" else [hx]
+        ndims = [s.ndim for s in states]
+        wanted = 3 if is_batched else 2
+        if any(d != wanted for d in ndims):
+            kind = "batched 3-D" if is_batched else "unbatched 2-D"
+            if self.mode == "LSTM":
+                raise RuntimeError(f"For {kind} input, hx and cx should also be {wanted}-D but got "
+                                   f"({ndims[0]}-D, {ndims[1]}-D) tensors")
+            raise RuntimeError(f"For {kind} input, hx should also be {wanted}-D but got {ndims[0]}-D tensor")
+        if not is_batched:
+            states = [s.unsqueeze(1) for s in states]
+        for k, (state, shape) in enumerate(zip(states, shapes)):
+            if tuple(state.shape) != shape:
+                which = f"hidden[{k}]" if self.mode == "LSTM" else "hidden"
+                raise RuntimeError(f"Expected {which} size {shape}, got {list(state.shape)}")
+        return states
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            text += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        if not self.bias:
+            text += ", bias=False"
+        if self.batch_first:
+            text += ", batch_first=True"
+        if self.dropout:
+            text += f", dropout={self.dropout}"
+        if self.bidirectional:
+            text += ", bidirectional=True"
+        return text
+
+
+class RNN(RNNBase):
+    """Elman RNN: h_t = act(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh), act = tanh or relu.
+
+    Returns (output, h_n): output (T, B, D·H) (batch first if asked) holds the last
+    layer's h_t; h_n (layers·D, B, H) each layer's final state.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__("RNN_" + nonlinearity.upper(), input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+
+    def extra_repr(self):
+        text = super().extra_repr()
+        return text + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
+
+
+class LSTM(RNNBase):
+    """Long short-term memory (Hochreiter & Schmidhuber, 1997), PyTorch's equations:
+
+        i, f, o = σ(·), g = tanh(·)   of  x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh  (gates i, f, g, o)
+        c_t = f ⊙ c_{t-1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)   (h_t = W_hr h_t with proj_size > 0)
+
+    Returns (output, (h_n, c_n)).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device=device, dtype=dtype)
+
+
+class GRU(RNNBase):
+    """Gated recurrent unit (Cho et al., 2014), PyTorch's equations (gates r, z, n):
+
+        r = σ(W_ir x + b_ir + W_hr h + b_hr),   z = σ(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)),   h' = (1 - z) ⊙ n + z ⊙ h
+
+    Returns (output, h_n).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None):
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device=device, dtype=dtype)
+
+
+class RNNCellBase(Module):
+    """One step of a recurrence: parameters weight_ih (G·H, in), weight_hh (G·H, H), bias_ih, bias_hh."""
+
+    mode = None
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__()
+        _check_size("input_size", input_size)
+        _check_size("hidden_size", hidden_size)
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        gate_size = _GATES[self.mode] * hidden_size
+        self.weight_ih = Parameter(autograd.empty(gate_size, input_size, dtype=dtype))
+        self.weight_hh = Parameter(autograd.empty(gate_size, hidden_size, dtype=dtype))
+        self.bias_ih = Parameter(autograd.empty(gate_size, dtype=dtype)) if bias else None
+        self.bias_hh = Parameter(autograd.empty(gate_size, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    reset_parameters = RNNBase.reset_parameters
+
+    def _step(self, input, states):
+        """The states after one step: the layer kernel run for T = 1."""
+        name = type(self).__name__
+        if input.ndim not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.ndim}D instead")
+        is_batched = input.ndim == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if input.shape[1] != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {input.shape[1]} expected {self.input_size}")
+        batch = input.shape[0]
+        if states is None:
+            states = [autograd.zeros(batch, self.hidden_size, dtype=input.dtype)] * (2 if self.mode == "LSTM" else 1)
+        for k, state in enumerate(states):
+            what = f"hx[{k}]" if self.mode == "LSTM" else "hidden"
+            if state.ndim not in (1, 2):
+                raise ValueError(f"{name}: Expected {what} to be 1D or 2D, got {state.ndim}D instead")
+            state = state.unsqueeze(0) if not is_batched and state.ndim == 1 else state
+            if state.shape[0] != batch:
+                raise RuntimeError(f"Input batch size {batch} doesn't match hidden{k} batch size {state.shape[0]}")
+            if state.shape[1] != self.hidden_size:
+                raise RuntimeError(f"hidden{k} has inconsistent hidden_size: got {state.shape[1]}, "
+                                   f"expected {self.hidden_size}")
+            states[k] = state
+        if self.bias:
+            weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        else:
+            zero = autograd.zeros(self.weight_ih.shape[0], dtype=self.weight_ih.dtype)
+            weights = (self.weight_ih, self.weight_hh, zero, zero)
+        _, *finals = _run_layer(self.mode, input.unsqueeze(0), weights, states)
+        return finals if is_batched else [s.squeeze(0) for s in finals]
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        return text + (", bias=False" if not self.bias else "")
+
+
+class RNNCell(RNNCellBase):
+    """h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh), act = tanh or relu."""
+
+    mode = "RNN_TANH"
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity: {nonlinearity}")
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        self.mode, self.nonlinearity = "RNN_" + nonlinearity.upper(), nonlinearity
+
+    def forward(self, input, hx=None):
+        return self._step(input, None if hx is None else [hx])[0]
+
+
+class LSTMCell(RNNCellBase):
+    """One LSTM step (gates i, f, g, o): returns (h', c')."""
+
+    mode = "LSTM"
+
+    def forward(self, input, hx=None):
+        return tuple(self._step(input, None if hx is None else list(hx)))
+
+
+class GRUCell(RNNCellBase):
+    """One GRU step (gates r, z, n): returns h'."""
+
+    mode = "GRU"
+
+    def forward(self, input, hx=None):
+        return self._step(input, None if hx is None else [hx])[0]
+

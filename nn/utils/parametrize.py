@@ -1,0 +1,119 @@
+"""``nn.utils.parametrize``: a tensor of a module computed from unconstrained originals (PyTorch's).
+
+After ``register_parametrization(module, "weight", P)`` the module's ``weight`` is no
+longer a parameter: it is recomputed as P(original) on every access, and the
+optimiser trains ``module.parametrizations.weight.original`` instead (or
+``original0``, ``original1``, ... when P's ``right_inverse`` splits a tensor into
+several, as weight normalisation does into a norm and a direction). Gradients
+reach the originals through P's Tensor ops. The module's class is swapped for a
+subclass that holds ``weight`` as a property, as PyTorch does.
+"""
+
+import autograd
+from autograd import Tensor
+
+from ..container import ModuleDict, ModuleList
+from ..parameter import Parameter
+
+
+class ParametrizationList(ModuleList):
+    """The parametrizations of one tensor, applied in order, and the original(s) they read."""
+
+    def __init__(self, modules, original):
+        super().__init__(modules)
+        with autograd.no_grad():
+            new = original
+            for module in reversed(list(self)):
+                if hasattr(module, "right_inverse"):
+                    new = module.right_inverse(new)
+        self.is_tensor = isinstance(new, Tensor)
+        self.ntensors = 1 if self.is_tensor else len(new)
+        if self.is_tensor:
+            self.original = Parameter(new.detach().clone(), requires_grad=original.requires_grad)
+        else:
+            for k, tensor in enumerate(new):
+                setattr(self, f"original{k}", Parameter(tensor.detach().clone(), requires_grad=original.requires_grad))
+
+    def originals(self):
+        if self.is_tensor:
+            return (self.original,)
+        return tuple(getattr(self, f"original{k}") for k in range(self.ntensors))
+
+    def right_inverse(self, value):
+        """Set the originals so that the parametrized tensor becomes ``value``."""
+        with autograd.no_grad():
+            for module in reversed(list(self)):
+                if hasattr(module, "right_inverse"):
+                    value = module.right_inverse(value)
+            values = (value,) if self.is_tensor else tuple(value)
+            for original, new in zip(self.originals(), values):
+                original.copy_(new)
+
+    def forward(self):
+        modules = list(self)
+        x = modules[0](*self.originals())
+        for module in modules[1:]:
+            x = module(x)
+        return x
+
+
+def is_parametrized(module, tensor_name=None):
+    parametrizations = module.__dict__.get("parametrizations")
+    if not isinstance(parametrizations, ModuleDict):
+        return False
+    return len(parametrizations) > 0 if tensor_name is None else tensor_name in parametrizations.keys()
+
+
+def _inject_new_class(module):
+    """Give ``module`` a class of its own, so that properties can be added to it alone."""
+    cls = module.__class__
+
+    def __setattr__(self, name, value):
+        if is_parametrized(self, name):
+            self.parametrizations[name].right_inverse(value)
+        else:
+            cls.__setattr__(self, name, value)
+
+    module.__class__ = type(f"Parametrized{cls.__name__}", (cls,), {"__setattr__": __setattr__})
+    object.__setattr__(module, "_class_before_parametrization", cls)
+
+
+def register_parametrization(module, tensor_name, parametrization, *, unsafe=False):
+    """Make ``module.<tensor_name>`` = parametrization(original), original a new parameter."""
+    if is_parametrized(module, tensor_name):
+        module.parametrizations[tensor_name].append(parametrization)
+        return module
+    original = getattr(module, tensor_name)
+    if not isinstance(original, Tensor):
+        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{tensor_name}'")
+    chain = ParametrizationList([parametrization], original)
+    delattr(module, tensor_name)
+    if not is_parametrized(module):
+        _inject_new_class(module)
+        module.add_module("parametrizations", ModuleDict())
+    module.parametrizations[tensor_name] = chain
+    setattr(type(module), tensor_name, property(lambda self: self.parametrizations[tensor_name]()))
+    return module
+
+
+def remove_parametrizations(module, tensor_name, leave_parametrized=True):
+    """Undo ``register_parametrization``: ``tensor_name`` becomes a plain parameter again, holding
+    the parametrized value (or the original, with ``leave_parametrized=False``)."""
+    if not is_parametrized(module, tensor_name):
+        raise ValueError(f"Module {module} does not have a parametrization on {tensor_name}")
+    chain = module.parametrizations[tensor_name]
+    if leave_parametrized:
+        with autograd.no_grad():
+            value = getattr(module, tensor_name).detach().clone()
+    elif chain.is_tensor:
+        value = chain.original.detach()
+    else:
+        raise ValueError("Cannot leave unparametrized (`leave_parametrized=False`) a tensor that is "
+                         "parametrized in terms of a sequence of tensors.")
+    delattr(type(module), tensor_name)
+    delattr(module.parametrizations, tensor_name)
+    if not is_parametrized(module):
+        delattr(module, "parametrizations")
+        module.__class__ = module.__dict__.pop("_class_before_parametrization")
+    setattr(module, tensor_name, Parameter(value))
+    return module

@@ -1,0 +1,153 @@
+"""``nn.utils.rnn``: batches of sequences of different lengths, padded or packed (PyTorch's).
+
+A padded batch is one tensor (T, B, *) with the short sequences filled up. A
+packed batch keeps only the real steps, time-major: ``data`` holds, for t = 0,
+1, ..., the t-th step of every sequence still running, longest sequences first,
+and ``batch_sizes[t]`` says how many there are. The recurrent layers read a
+``PackedSequence`` directly: at step t they update only the first
+``batch_sizes[t]`` rows, so each sequence's final state is taken at its own
+last step.
+"""
+
+from typing import NamedTuple
+
+import autograd
+from autograd import Tensor
+from autograd.backend import xp
+
+
+class PackedSequence(NamedTuple):
+    """data (Σ lengths, *), batch_sizes (T,) int64, and the permutation that sorted the
+    batch by decreasing length (None when it came sorted) with its inverse."""
+
+    data: Tensor
+    batch_sizes: Tensor
+    sorted_indices: Tensor = None
+    unsorted_indices: Tensor = None
+
+
+def _as_ints(values):
+    values = values._data if isinstance(values, Tensor) else values
+    return xp.asarray(values, dtype=xp.int64).reshape(-1)
+
+
+def padded_positions(batch_sizes):
+    """For each row of packed data, its (t, b) position in the padded (T, B) layout."""
+    batch_sizes = _as_ints(batch_sizes)
+    steps = xp.repeat(xp.arange(len(batch_sizes)), batch_sizes)
+    starts = xp.concatenate([[0], xp.cumsum(batch_sizes)[:-1]])
+    return steps, xp.arange(int(batch_sizes.sum())) - starts[steps]
+
+
+def packed_to_padded(data, batch_sizes, padding_value=0.0):
+    """The packed rows of ``data`` laid out as (T, B, *), ``padding_value`` where no step is."""
+    batch_sizes = _as_ints(batch_sizes)
+    steps, rows = padded_positions(batch_sizes)
+    index = xp.full((len(batch_sizes), int(batch_sizes[0])), len(steps), dtype=xp.int64)
+    index[steps, rows] = xp.arange(len(steps))
+    filler = autograd.full((1,) + tuple(data.shape[1:]), padding_value, dtype=data.dtype)
+    return autograd.cat([data, filler])[index]
+
+
+def padded_to_packed(padded, batch_sizes):
+    """The inverse: the real steps of a (T, B, *) batch (sorted by length) as packed rows."""
+    steps, rows = padded_positions(batch_sizes)
+    return padded[steps, rows]
+
+
+def _lengths_from(batch_sizes):
+    batch_sizes = _as_ints(batch_sizes)
+    return (batch_sizes[None, :] > xp.arange(int(batch_sizes[0]))[:, None]).sum(1)
+
+
+def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
+    """Stack sequences of shapes (L_k, *) into (T, B, *) (or (B, T, *)), T = max L_k,
+    filling with ``padding_value`` on the right (or the left)."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"Expected padding_side to be one of left or right, but got {padding_side}.")
+    sequences = [s if isinstance(s, Tensor) else Tensor(s) for s in sequences]
+    if not sequences:
+        raise RuntimeError("received an empty list of sequences")
+    longest = max(s.shape[0] for s in sequences)
+    padded = []
+    for s in sequences:
+        if s.shape[0] < longest:
+            filler = autograd.full((longest - s.shape[0],) + tuple(s.shape[1:]), padding_value, dtype=s.dtype)
+            s = autograd.cat([s, filler] if padding_side == "right" else [filler, s])
+        padded.append(s)
+    return autograd.stack(padded, dim=0 if batch_first else 1)
+
+
+def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True):
+    """Pack a padded batch (T, B, *) (or (B, T, *)) of sequences with the given lengths.
+
+    With ``enforce_sorted`` the lengths must already decrease; otherwise the batch is
+    sorted here and the permutation kept, so outputs come back in the caller's order.
+    """
+    lengths = _as_ints(lengths)
+    if (lengths <= 0).any():
+        raise RuntimeError("Length of all samples has to be greater than 0, but found an element in 'lengths' "
+                           "that is <= 0")
+    batch_dim = 0 if batch_first else 1
+    if len(lengths) != input.shape[batch_dim]:
+        raise ValueError(f"Expected `len(lengths)` to be equal to batch_size, but got {len(lengths)} "
+                         f"(batch_size={input.shape[batch_dim]})")
+    if enforce_sorted:
+        if (xp.diff(lengths) > 0).any():
+            raise RuntimeError("`lengths` array must be sorted in decreasing order when `enforce_sorted` is True. "
+                               "You can pass `enforce_sorted=False` to pack_padded_sequence and/or pack_sequence "
+                               "to sidestep this requirement if you do not need ONNX exportability.")
+        sorted_indices = unsorted_indices = None
+    else:
+        order = xp.argsort(-lengths, kind="stable")
+        lengths = lengths[order]
+        input = input[order] if batch_first else input[:, order]
+        sorted_indices, unsorted_indices = Tensor(order), Tensor(xp.argsort(order))
+    if batch_first:
+        input = input.transpose(0, 1)
+    if lengths[0] > input.shape[0]:
+        raise RuntimeError(f"the longest length {int(lengths[0])} exceeds the {input.shape[0]} steps of the input")
+    batch_sizes = (lengths[None, :] > xp.arange(int(lengths[0]))[:, None]).sum(1)
+    return PackedSequence(padded_to_packed(input, batch_sizes), Tensor(batch_sizes), sorted_indices,
+                          unsorted_indices)
+
+
+def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_length=None):
+    """Unpack to a padded batch (T, B, *) (or (B, T, *)) in the caller's order, and the
+    lengths as an int64 tensor."""
+    data, batch_sizes, _, unsorted_indices = sequence
+    padded = packed_to_padded(data, batch_sizes, padding_value)
+    if total_length is not None:
+        if total_length < padded.shape[0]:
+            raise ValueError("Expected total_length to be at least the length of the longest sequence in input, "
+                             f"but got total_length={total_length} and max sequence length being {padded.shape[0]}")
+        if total_length > padded.shape[0]:
+            filler = autograd.full((total_length - padded.shape[0],) + tuple(padded.shape[1:]), padding_value,
+                                   dtype=padded.dtype)
+            padded = autograd.cat([padded, filler])
+    lengths = _lengths_from(batch_sizes)
+    if unsorted_indices is not None:
+        order = _as_ints(unsorted_indices)
+        padded, lengths = padded[:, order], lengths[order]
+    if batch_first:
+        padded = padded.transpose(0, 1)
+    return padded, Tensor(lengths)
+
+
+def pack_sequence(sequences, enforce_sorted=True):
+    """Pack a list of sequences (L_k, *) directly."""
+    lengths = [s.shape[0] for s in sequences]
+    return pack_padded_sequence(pad_sequence(sequences), lengths, enforce_sorted=enforce_sorted)
+
+
+def unpad_sequence(padded_sequences, lengths, batch_first=False):
+    """The list of sequences of a padded batch, each cut to its length."""
+    if not batch_first:
+        padded_sequences = padded_sequences.transpose(0, 1)
+    return [padded_sequences[b, :int(length)] for b, length in enumerate(_as_ints(lengths))]
+
+
+def unpack_sequence(packed_sequences):
+    """The list of sequences of a packed batch, in the caller's order."""
+    padded, lengths = pad_packed_sequence(packed_sequences, batch_first=True)
+    return unpad_sequence(padded, lengths, batch_first=True)
