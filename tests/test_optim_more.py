@@ -235,7 +235,8 @@ for _name in INPLACE:
 
 
 @pytest.mark.parametrize("name, config", [("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.1)),
-                                          ("Adam", dict(amsgrad=True)), ("AdamW", {}), ("RMSprop", dict(centered=True, momentum=0.5)),
+                                          ("Adam", dict(amsgrad=True)), ("AdamW", {}),
+                                          ("RMSprop", dict(centered=True, momentum=0.5)),
                                           ("Adagrad", {}), ("Adadelta", {}), ("NAdam", {}), ("RAdam", {}),
                                           ("Adamax", {}), ("ASGD", {})])
 def test_parameters_change_through_in_place_methods_and_their_version_moves(name, config):
