@@ -40,6 +40,7 @@ class MultiplicativeLR(LRScheduler):
 
 
 def lambdas(optimizer, lr_lambda):
+    check_optimizer(optimizer)  # before reading its groups (PyTorch would raise AttributeError)
     groups = len(optimizer.param_groups)
     if not isinstance(lr_lambda, (list, tuple)):
         return [lr_lambda] * groups
