@@ -290,3 +290,14 @@ def test_errors_are_torchs(make):
     with pytest.raises(ValueError) as theirs:
         make(torch.optim, [torch.ones(1, requires_grad=True)])
     assert str(ours.value).startswith(str(theirs.value))
+
+
+def test_zero_grad_without_none_zeroes_the_same_tensor():
+    w = Tensor(np.ones(3), requires_grad=True)
+    optimizer = optim.RAdam([w])
+    w.grad = Tensor(np.arange(3.0))
+    grad = w.grad
+    optimizer.zero_grad(set_to_none=False)
+    assert w.grad is grad and not w.grad.numpy().any()
+    optimizer.zero_grad()
+    assert w.grad is None
