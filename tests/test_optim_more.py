@@ -9,7 +9,7 @@ import autograd
 import optim
 from autograd import Tensor
 
-from .test_optim import rosenbrock_like, trajectory
+from .test_optim import rosenbrock_like, rosenbrock_like_gradient, trajectory
 
 CONFIGS = {
     "NAdam": [dict(lr=0.01), dict(lr=0.01, betas=(0.8, 0.99), momentum_decay=0.01),
@@ -91,25 +91,35 @@ def lbfgs_path(module, problem, steps, engine_gradient=False, **config):
     otherwise grow over dozens of iterations on Rosenbrock's valley. With
     engine_gradient, the closure backpropagates through the engine as users write it."""
     make = Tensor if module is None else module.tensor
-    start, f_and_grad = PROBLEMS[problem]
-    x = make(start.copy(), requires_grad=True)
-    optimizer = (optim if module is None else module.optim).LBFGS([x], **config)
+    if problem == "two_parameters":  # test_optim's loss over a (2, 3) weight and a (3,) bias
+        rng = np.random.default_rng(0)
+        params = [make(rng.standard_normal((2, 3)) * 0.5, requires_grad=True),
+                  make(rng.standard_normal(3), requires_grad=True)]
+    else:
+        params = [make(PROBLEMS[problem][0].copy(), requires_grad=True)]
+    optimizer = (optim if module is None else module.optim).LBFGS(params, **config)
 
     def closure():
         optimizer.zero_grad()
         if engine_gradient:
-            loss = rosenbrock(x)
+            loss = rosenbrock(params[0])
             loss.backward()
             return loss
-        loss, grad = f_and_grad(x.detach().numpy())
-        x.grad = make(grad)
+        values = [p.detach().numpy() for p in params]
+        if problem == "two_parameters":
+            loss, grads = float(rosenbrock_like([Tensor(v) for v in values])), rosenbrock_like_gradient(*values)
+        else:
+            loss, grad = PROBLEMS[problem][1](values[0])
+            grads = [grad]
+        for p, g in zip(params, grads):
+            p.grad = make(g)
         return make(loss)
 
     path, losses = [], []
     for _ in range(steps):
         losses.append(float(optimizer.step(closure).detach()))
-        path.append(x.detach().numpy().copy())
-    state = optimizer.state[x]
+        path.append(np.concatenate([p.detach().numpy().ravel() for p in params]))
+    state = optimizer.state[params[0]]
     return np.array(path), np.array(losses), state["func_evals"], state["n_iter"]
 
 
@@ -122,7 +132,9 @@ LBFGS_CASES = [("rosenbrock", dict(), 2), ("rosenbrock", dict(line_search_fn="st
                ("rosenbrock", dict(line_search_fn="strong_wolfe", history_size=2, max_iter=10, max_eval=12), 2),
                ("rosenbrock", dict(line_search_fn="strong_wolfe", tolerance_change=1e-3), 3),
                ("least_squares", dict(), 6), ("least_squares", dict(line_search_fn="strong_wolfe", lr=0.8), 6),
-               ("least_squares", dict(history_size=1, max_iter=4), 6)]
+               ("least_squares", dict(history_size=1, max_iter=4), 6),
+               ("two_parameters", dict(max_iter=10), 2),
+               ("two_parameters", dict(line_search_fn="strong_wolfe", history_size=5), 2)]
 
 
 @pytest.mark.torch
