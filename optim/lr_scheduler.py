@@ -11,6 +11,8 @@ from collections import Counter
 
 from .scheduler import LRScheduler, check_optimizer, per_group
 
+_LRScheduler = LRScheduler  # PyTorch's old name, which older code subclasses
+
 
 class LambdaLR(LRScheduler):
     """η_t = η₀ · λ(t), one function per group or one for all."""
