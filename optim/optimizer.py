@@ -16,6 +16,7 @@ supported and raises NotImplementedError.
 """
 
 import copy
+from collections import defaultdict
 
 import numpy
 
@@ -44,7 +45,7 @@ class Optimizer:
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
-        self.state = {}
+        self.state = defaultdict(dict)  # PyTorch's: a custom step() may write self.state[p]["..."] at once
         self.param_groups = []
         params = list(params) if not isinstance(params, Tensor) else [params]
         if not params:
@@ -55,7 +56,8 @@ class Optimizer:
 
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
-        require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
+        if "lr" in group:  # a custom optimizer need not have one
+            require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
         if group.get("differentiable"):
             raise NotImplementedError(f"{type(self).__name__}(differentiable=True): an update recorded in the "
                                       "graph is not supported; optimizers here step under no_grad")
@@ -116,10 +118,7 @@ class Optimizer:
                         continue
                     if grad.shape != p.shape:
                         raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
-                    state = self.state.get(p)
-                    if state is None:
-                        state = self.state[p] = {}
-                    self.update(p, grad.neg() if maximize else grad, state, group)
+                    self.update(p, grad.neg() if maximize else grad, self.state[p], group)
         return loss
 
     def update(self, param, grad, state, group):
@@ -161,7 +160,7 @@ class Optimizer:
             for i, p in zip(saved["params"], group["params"]):
                 params[i] = p
             group.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
-        self.state = {}
+        self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():
             p = params[int(i)]
             self.state[p] = {k: _restore(v, None if k in self.scalar_state else p.dtype) for k, v in values.items()}

@@ -313,3 +313,30 @@ def test_zero_grad_without_none_zeroes_the_same_tensor():
     assert w.grad is grad and not w.grad.numpy().any()
     optimizer.zero_grad()
     assert w.grad is None
+
+
+def test_a_custom_optimizer_written_for_pytorch_runs():
+    """The pattern of PyTorch's tutorials: subclass Optimizer, write step() under no_grad with state[p]."""
+
+    class SignSGD(optim.Optimizer):
+        def __init__(self, params, step_size=0.1):
+            super().__init__(params, dict(step_size=step_size))
+
+        @autograd.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state["calls"] = 0
+                    state["calls"] += 1
+                    p.add_(p.grad.sign(), alpha=-group["step_size"])
+
+    w = Tensor(np.array([1.0, -1.0]), requires_grad=True)
+    optimizer = SignSGD([w], step_size=0.25)
+    (w * w).sum().backward()
+    optimizer.step()
+    np.testing.assert_allclose(w.numpy(), [0.75, -0.75])
+    assert optimizer.state[w]["calls"] == 1
