@@ -39,7 +39,7 @@ def draw_svg(path, history):
     """Two panels side by side: the losses on a log axis, the accuracies in percent."""
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, PercentFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     epochs = range(1, len(next(iter(history.values()))) + 1)
     with matplotlib.rc_context({"svg.hashsalt": "chainrule", "svg.fonttype": "none", "font.size": 9}):
@@ -63,5 +63,5 @@ def draw_svg(path, history):
             loss_axes.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 0.1, 0.2, 0.5, 1, 2, ...
             loss_axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             loss_axes.yaxis.set_minor_formatter(NullFormatter())
-        accuracy_axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+        accuracy_axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:.4g}%"))  # 92%, 97.5%
         figure.savefig(path, format="svg", metadata={"Date": None})
