@@ -35,9 +35,10 @@ def check_folder():
 def check(package):
     """For ``nn`` and ``optim``: the ``autograd`` imported must be chainrule's, beside ``package``."""
     check_folder()
-    autograd_file = getattr(sys.modules.get("autograd"), "__file__", None) or "?"
+    autograd_file = os.path.abspath(getattr(sys.modules.get("autograd"), "__file__", None) or "?")
     beside = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules[package].__file__)))
-    if os.path.dirname(OURS) != beside:
+    # an editable install's finder supplies this module even when another autograd was imported
+    if os.path.dirname(autograd_file) != OURS or os.path.dirname(OURS) != beside:
         raise ImportError(
             f"{package} belongs to chainrule, but the 'autograd' imported is {autograd_file}, another "
             f"package's (HIPS autograd, pip's 'autograd', a dependency of pymoo, pennylane, ...). {FIX}"
