@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP) dot
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev,notebooks]'
 	touch $(STAMP)
 
@@ -26,12 +28,12 @@ dot:
 	    echo "Graphviz's dot is missing; run: sudo apt-get install graphviz  (macOS: brew install graphviz)"; \
 	  fi; }
 
-# the demo's extra: scikit-learn (it ships the 8x8 digits) and tqdm
-$(VENV)/.demo: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,demo]'
+# the demo installs only its extra: scikit-learn (it ships the 8x8 digits), tqdm and matplotlib
+$(VENV)/.demo: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[demo]'
 	touch $(VENV)/.demo
 
-demo: install $(VENV)/.demo
+demo: $(VENV)/.demo dot
 	$(VENV)/bin/chainrule demo
 
 test: install
