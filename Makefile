@@ -1,4 +1,6 @@
 # chainrule: `make demo` runs the demo, `make test` the tests; each installs what it needs.
+# pip runs with -qq: its errors show, its warnings (a machine's unreachable index, setuptools' notes on
+# editable installs) do not, so that the first `make demo` prints only the demo.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,10 +12,10 @@ install: $(STAMP) dot
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -qq --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev,notebooks]'
+	$(PY) -m pip install -qq -e '.[dev,notebooks]'
 	touch $(STAMP)
 
 # Graphviz's `dot` renders the graph pictures: installed where we can, explained where we cannot.
@@ -30,7 +32,7 @@ dot:
 
 # the demo installs only its extra: scikit-learn (it ships the 8x8 digits), tqdm and matplotlib
 $(VENV)/.demo: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[demo]'
+	$(PY) -m pip install -qq -e '.[demo]'
 	touch $(VENV)/.demo
 
 demo: $(VENV)/.demo dot
