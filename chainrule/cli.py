@@ -210,12 +210,12 @@ def demo(args):
             for batch, (inputs, targets) in enumerate(loader, 1):
                 optimizer.zero_grad()
                 loss = criterion(model(inputs), targets)
-                if not math.isfinite(loss.item()):
+                if not math.isfinite(value := loss.item()):
                     bar.close()
                     raise Diverged(epoch)
                 loss.backward()
                 optimizer.step()
-                running += loss.item() * len(targets)
+                running += value * len(targets)
                 seen += len(targets)
                 bar.update(batch, running / seen)
             model.eval()
