@@ -91,21 +91,6 @@ float = float32
 long = int64
 
 
-def _method(name):
-    def function(x, *args, **kwargs):
-        return getattr(x, name)(*args, **kwargs)
-
-    function.__name__ = name
-    function.__doc__ = f"autograd.{name}(x, ...) is x.{name}(...)."
-    return function
-
-
-# torch.exp(x) and friends: the functional spelling of the Tensor methods
-for _name in ("abs exp log sqrt sin cos tanh sigmoid relu sum mean var std max min argmax "
-              "argmin softmax log_softmax reshape flatten transpose permute unsqueeze squeeze "
-              "maximum minimum sign square").split():
-    globals()[_name] = _method(_name)
-del _name
 
 
 # every op's functional name (autograd.sort, autograd.gather, ...), declared where the op is defined

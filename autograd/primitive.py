@@ -122,6 +122,8 @@ class Primitive:
     # where no gradient is needed. Freeing the graph replaces them by FreedGraph.
 
     def receive(self, grad):
+        """The output's hooks, then its retained ``.grad`` (PyTorch's retain_grad is a hook too,
+        so ``autograd.grad`` fills it as well)."""
         if self.hooks:
             grad = run_hooks(self.hooks, grad)
         if self.retained is not None:
@@ -130,8 +132,7 @@ class Primitive:
                 accumulate_grad(tensor, grad)
         return grad
 
-    def run_hooks(self, grad):
-        return run_hooks(self.hooks, grad) if self.hooks else grad
+    run_hooks = receive  # a non-leaf stores nothing of its own: the same with autograd.grad
 
     def chain(self, grad, wanted=None):
         """dL/dinput for each input. ``wanted`` (one flag per input) limits the work to the

@@ -5,8 +5,10 @@ grad, every operation on it creates a ``Primitive`` node (``.grad_fn``) that
 remembers its inputs, so ``backward()`` can run the chain rule through them.
 Leaves (tensors made by the user) collect dL/dleaf in ``.grad``.
 
-The arithmetic lives in ``autograd.ops``; this file only connects Python's
-operators and PyTorch's method names to it.
+The arithmetic lives in ``autograd.ops``: each op declares the Tensor methods,
+Python operators and ``autograd`` functions it provides (``autograd.ops.names``),
+so this file holds only what a tensor is: its array, its place in the graph,
+its conversions, and the one door through which its memory is written.
 """
 
 import numbers
@@ -16,6 +18,7 @@ import numpy
 
 from . import backend
 from .backend import xp
+from .graph import HookHandle, accumulate_grad, bump_version, modes, no_grad, run_hooks
 
 
 def as_array(data, dtype=None):
@@ -113,18 +116,6 @@ class Tensor:
     def is_leaf(self):
         return self.grad_fn is None
 
-    @property
-    def T(self):
-        return self.permute(*reversed(range(self.ndim)))
-
-    @property
-    def mT(self):
-        """The last two dims swapped (a batch of matrices transposed): every matmul's backward."""
-        if self.ndim < 2:
-            raise ValueError(f"mT needs at least 2 dimensions, got shape {self.shape}")
-        dims = (*range(self.ndim - 2), self.ndim - 1, self.ndim - 2)
-        return shape_ops.Permute.apply(self, dims=dims)
-
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
 
@@ -195,9 +186,6 @@ class Tensor:
         tensor = Tensor._make(self._data)
         tensor._version = self._version
         return tensor
-
-    def clone(self):
-        return elementwise.Clone.apply(self)
 
     def contiguous(self):
         return self
@@ -272,16 +260,19 @@ class Tensor:
     # the engine's interface, for a leaf (see autograd.engine)
 
     def receive(self, grad):
-        if self._hooks:
-            grad = run_hooks(self._hooks, grad)
-        accumulate_grad(self, grad)
-        if self._post_hooks:
-            for hook in self._post_hooks:
-                hook(self)
+        grad = self.run_hooks(grad)
+        self._accumulate(grad)
         return grad
 
     def run_hooks(self, grad):
         return run_hooks(self._hooks, grad) if self._hooks else grad
+
+    def _accumulate(self, grad):
+        """self.grad += grad, then the post-accumulate hooks (a leaf's last step of backward)."""
+        accumulate_grad(self, grad)
+        if self._post_hooks:
+            for hook in self._post_hooks:
+                hook(self)
 
     def chain(self, grad, wanted=None):
         return ()
@@ -353,15 +344,17 @@ class Tensor:
         """Write a recorded value here and make it this tensor's history."""
         self._store(new)
         bump_version(self)
+        old_node = self.grad_fn
         if new.dtype != self.dtype:
             new = new.to(self.dtype)
         if self._base is not None:
             self._rebase_view(new)
-            return
-        if new.shape != self.shape:
-            new = new.expand(self.shape)
-        self.grad_fn = new.grad_fn
-        self.requires_grad = new.requires_grad
+        else:
+            if new.shape != self.shape:
+                new = new.expand(self.shape)
+            self.grad_fn = new.grad_fn
+            self.requires_grad = new.requires_grad
+        _move_retained_grad(self, old_node)
 
     def _rebase_view(self, new):
         """A write through a view changes its base: the base's new history replaces the viewed
@@ -369,10 +362,11 @@ class Tensor:
         base, chain = self._base, self._view_chain
         if not (new.requires_grad or base.requires_grad):
             return
-        written = shape_ops.WriteThroughView.apply(base, new, view_chain=chain, storage=base._data)
-        base.grad_fn = written.grad_fn
+        written = base._written_through_view(new, chain)
+        old_base_node, base.grad_fn = base.grad_fn, written.grad_fn
+        _move_retained_grad(base, old_base_node)
         base.requires_grad = True
-        view = shape_ops.replay_view(base, chain)
+        view = base._replay_view(chain)
         self.grad_fn = view.grad_fn
         self.requires_grad = True
 
@@ -394,7 +388,7 @@ class Tensor:
         return self.fill_(0)
 
     def fill_(self, value):
-        return self._write((value,), lambda old: elementwise.Fill.apply(old, _operand(value, old)),
+        return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
                            lambda a: a.fill(_data(value)))
 
     def copy_(self, source, non_blocking=False):
@@ -464,65 +458,10 @@ class Tensor:
         index = _index(index)
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._refuse_leaf_write()
-            self._take(shape_ops.IndexPut.apply(self, _operand(value, self), index=index))
+            self._take(self._index_put(index, _operand(value, self)))
             return
         self._data[index] = _data(value)
         bump_version(self)
-
-    # -- arithmetic: Python operators -----------------------------------------------------
-
-    def __add__(self, other):
-        return elementwise.binary(elementwise.Add, self, other)
-
-    def __radd__(self, other):
-        return elementwise.binary(elementwise.Add, other, self)
-
-    def __sub__(self, other):
-        return elementwise.binary(elementwise.Sub, self, other)
-
-    def __rsub__(self, other):
-        return elementwise.binary(elementwise.Sub, other, self)
-
-    def __mul__(self, other):
-        return elementwise.binary(elementwise.Mul, self, other)
-
-    def __rmul__(self, other):
-        return elementwise.binary(elementwise.Mul, other, self)
-
-    def __truediv__(self, other):
-        return elementwise.binary(elementwise.Div, self, other)
-
-    def __rtruediv__(self, other):
-        return elementwise.binary(elementwise.Div, other, self)
-
-    def __pow__(self, exponent):
-        if isinstance(exponent, numbers.Number):
-            base = self
-            if isinstance(exponent, float) and self.dtype.kind != "f":  # int ** float: the default dtype
-                base = elementwise.Cast.apply(self, dtype=backend.get_default_dtype())
-            return elementwise.PowConstant.apply(base, exponent=exponent)
-        return elementwise.binary(elementwise.Pow, self, exponent)
-
-    def __rpow__(self, base):
-        return elementwise.binary(elementwise.Pow, base, self)
-
-    def __matmul__(self, other):
-        return linalg.matmul(self, _operand(other, self))
-
-    def __rmatmul__(self, other):
-        return linalg.matmul(_operand(other, self), self)
-
-    def __neg__(self):
-        return elementwise.Neg.apply(self)
-
-    def __pos__(self):
-        return self
-
-    def __abs__(self):
-        return elementwise.Abs.apply(self)
-
-    def __getitem__(self, index):
-        return shape_ops.GetItem.apply(self, index=_index(index))
 
     # comparisons give bool tensors, outside the graph
 
@@ -556,161 +495,11 @@ class Tensor:
     def __invert__(self):
         return Tensor._make(~self._data)
 
-    # -- methods with PyTorch's names --------------------------------------------------------
 
-    def add(self, other):
-        return self + other
-
-    def sub(self, other):
-        return self - other
-
-    def mul(self, other):
-        return self * other
-
-    def div(self, other):
-        return self / other
-
-    def pow(self, exponent):
-        return self**exponent
-
-    def neg(self):
-        return -self
-
-    def abs(self):
-        return abs(self)
-
-    def square(self):
-        return self * self
-
-    def matmul(self, other):
-        return self @ other
-
-    def mm(self, other):
-        return self @ other
-
-    def exp(self):
-        return elementwise.Exp.apply(self)
-
-    def log(self):
-        return elementwise.Log.apply(self)
-
-    def sqrt(self):
-        return elementwise.Sqrt.apply(self)
-
-    def sin(self):
-        return elementwise.Sin.apply(self)
-
-    def cos(self):
-        return elementwise.Cos.apply(self)
-
-    def tanh(self):
-        return elementwise.Tanh.apply(self)
-
-    def sigmoid(self):
-        return elementwise.Sigmoid.apply(self)
-
-    def relu(self):
-        return elementwise.Relu.apply(self)
-
-    def erf(self):
-        return special.Erf.apply(self)
-
-    def softplus(self):
-        return special.Softplus.apply(self)
-
-    def log1p(self):
-        return (self + 1.0).log()
-
-    def sign(self):
-        return Tensor._make(xp.sign(self._data))
-
-    def clamp(self, min=None, max=None):
-        return elementwise.clamp(self, min, max)
-
-    clip = clamp
-
-    def maximum(self, other):
-        return elementwise.binary(elementwise.Maximum, self, other)
-
-    def minimum(self, other):
-        return elementwise.binary(elementwise.Minimum, self, other)
-
-    def where(self, condition, other):
-        return elementwise.where(condition, self, other)
-
-    def sum(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return reductions.sum(self, _dim(dim, axis), _keep(keepdim, keepdims))
-
-    def mean(self, dim=None, keepdim=False, *, axis=None, keepdims=None):
-        return reductions.mean(self, _dim(dim, axis), _keep(keepdim, keepdims))
-
-    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
-        return reductions.var(self, dim, unbiased, keepdim, correction)
-
-    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
-        return reductions.std(self, dim, unbiased, keepdim, correction)
-
-    def max(self, dim=None, keepdim=False):
-        return reductions.max(self, dim, keepdim)
-
-    def min(self, dim=None, keepdim=False):
-        return reductions.min(self, dim, keepdim)
-
-    def logsumexp(self, dim, keepdim=False):
-        return reductions.logsumexp(self, dim, keepdim)
-
-    def softmax(self, dim):
-        return reductions.Softmax.apply(self, dim=reductions.softmax_axis(self, dim))
-
-    def log_softmax(self, dim):
-        return reductions.LogSoftmax.apply(self, dim=reductions.softmax_axis(self, dim))
-
-    def argmax(self, dim=None, keepdim=False):
-        return reductions.argmax(self, dim, keepdim)
-
-    def argmin(self, dim=None, keepdim=False):
-        return reductions.argmin(self, dim, keepdim)
-
-    def all(self):
-        return Tensor._make(self._data.all())
-
-    def any(self):
-        return Tensor._make(self._data.any())
-
-    def reshape(self, *shape):
-        return shape_ops.reshape(self, shape)
-
-    def view(self, *shape):
-        return shape_ops.reshape(self, shape)
-
-    def view_as(self, other):
-        return shape_ops.reshape(self, other.shape)
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        return shape_ops.flatten(self, start_dim, end_dim)
-
-    def transpose(self, dim0, dim1):
-        return shape_ops.transpose(self, dim0, dim1)
-
-    def t(self):
-        if self.ndim > 2:
-            raise ValueError(f"t() expects a tensor of at most 2 dimensions, got shape {self.shape}")
-        return self.T
-
-    def permute(self, *dims):
-        return shape_ops.permute(self, dims)
-
-    def unsqueeze(self, dim):
-        return shape_ops.unsqueeze(self, dim)
-
-    def squeeze(self, dim=None):
-        return shape_ops.squeeze(self, dim)
-
-    def expand(self, *sizes):
-        return shape_ops.expand(self, sizes)
-
-    def expand_as(self, other):
-        return shape_ops.expand(self, other.shape)
+def _move_retained_grad(tensor, old_node):
+    """retain_grad() follows a tensor to the value an in-place write gave it, as in PyTorch."""
+    if old_node is not None and old_node.retained is not None and tensor.grad_fn is not None:
+        tensor.grad_fn.retained, old_node.retained = old_node.retained, None
 
 
 def _requires_grad(operands):
@@ -760,9 +549,6 @@ def _keep(keepdim, keepdims):
     return keepdim if keepdims is None else keepdims
 
 
-# The ops create Tensors, so they are imported once Tensor exists.
+# backward() starts the engine, which works on Tensors: imported once Tensor exists
 from . import differentiate  # noqa: E402
-from .graph import HookHandle, accumulate_grad, bump_version, modes, no_grad, run_hooks  # noqa: E402
-from .ops import elementwise, linalg, reductions, special  # noqa: E402
-from .ops import shape as shape_ops  # noqa: E402
 

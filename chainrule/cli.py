@@ -4,6 +4,7 @@ MLP end to end and writes what it saw into ``--out``.
     chainrule demo                          # the 8x8 digits, Adam, a few seconds
     chainrule demo --data moons --optimizer nesterov --epochs 40
     chainrule predict --model chainrule-demo    # reload the model, report its validation accuracy
+    mpiexec -n 2 chainrule demo --distributed    # data-parallel over MPI (the distributed extra)
 """
 
 import argparse
@@ -86,6 +87,8 @@ def parser():
                       help="seeds the data, the split, the initial weights and the shuffling (default: 0)")
     demo.add_argument("--out", default="chainrule-demo", help="folder for the pictures and the weights "
                       "(created if missing; default: chainrule-demo)")
+    demo.add_argument("--distributed", action="store_true",
+                      help="data-parallel training over MPI: run as mpiexec -n N chainrule demo --distributed")
     add_predict(commands)
     return top
 
@@ -297,7 +300,11 @@ def main(argv=None):
             top.print_help(sys.stderr)
             return 2
         with quiet_numerics():
-            if args.command == "demo":
+            if args.command == "demo" and args.distributed:
+                from chainrule import distributed_demo
+
+                distributed_demo.train(args)
+            elif args.command == "demo":
                 demo(args)
             elif args.command == "predict":
                 predict(args)

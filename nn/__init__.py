@@ -4,27 +4,84 @@ from autograd import _check_ours
 
 _check_ours.check("nn")
 
-from . import functional, init, utils  # noqa: E402
-from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh  # noqa: E402
-from .container import Ensemble, ModuleDict, ModuleList, Sequential  # noqa: E402
-from .dropout import DropConnect, Dropout  # noqa: E402
+from . import functional, init, parallel, utils  # noqa: E402
+from .activation import (  # noqa: E402
+    CELU,
+    ELU,
+    GELU,
+    GLU,
+    SELU,
+    Hardshrink,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LeakyReLU,
+    LogSigmoid,
+    LogSoftmax,
+    Mish,
+    PReLU,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softmax2d,
+    Softmin,
+    Softplus,
+    Softshrink,
+    Softsign,
+    Tanh,
+    Tanhshrink,
+    Threshold,
+)
+from .container import Ensemble, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: E402
+from .ctc import CTCLoss  # noqa: E402
+from .dropout import AlphaDropout, DropConnect, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: E402
+from .interpolation import Upsample  # noqa: E402
 from .lecture import MLP, Neuron, Perceptron  # noqa: E402
-from .linear import Flatten, Identity, Linear  # noqa: E402
+from .linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: E402
 from .loss import (  # noqa: E402
     BCELoss,
     BCEWithLogitsLoss,
     ContrastiveLoss,
     CosineEmbeddingLoss,
     CrossEntropyLoss,
+    GaussianNLLLoss,
     HingeLoss,
     HuberLoss,
+    KLDivLoss,
     L1Loss,
     MarginRankingLoss,
     MSELoss,
+    MultiLabelMarginLoss,
+    MultiLabelSoftMarginLoss,
     MultiMarginLoss,
     NLLLoss,
+    PoissonNLLLoss,
+    SmoothL1Loss,
+    SoftMarginLoss,
     TripletMarginLoss,
+    TripletMarginWithDistanceLoss,
 )
 from .module import Module  # noqa: E402
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm  # noqa: E402
+from .padding import (  # noqa: E402
+    CircularPad1d,
+    CircularPad2d,
+    CircularPad3d,
+    ConstantPad1d,
+    ConstantPad2d,
+    ConstantPad3d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReflectionPad3d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    ReplicationPad3d,
+    ZeroPad1d,
+    ZeroPad2d,
+    ZeroPad3d,
+)
 from .parameter import Parameter  # noqa: E402
+from .sparse import Embedding, EmbeddingBag  # noqa: E402
+from .sync_batchnorm import SyncBatchNorm  # noqa: E402

@@ -1,42 +1,236 @@
-"""Activation layers: y = φ(x), elementwise (softmax: along a dim)."""
+"""Activation layers: y = φ(x), elementwise (softmax and its kin: along a dim).
+
+Each layer holds its options and calls its function in ``nn.functional``,
+where the formula and the derivative at the kinks are documented.
+"""
+
+import autograd
 
 from . import functional as F
 from .module import Module
+from .parameter import Parameter
 
 
-class ReLU(Module):
+def _inplace_text(inplace):
+    return "inplace=True" if inplace else ""
+
+
+class _Elementwise(Module):
+    """φ applied elementwise, with an optional ``inplace`` (PyTorch's layers that take one)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def extra_repr(self):
+        return _inplace_text(self.inplace)
+
+
+class ReLU(_Elementwise):
     """φ(x) = max(0, x)"""
 
     def forward(self, input):
-        return input.relu()
+        return F.relu(input, self.inplace)
+
+
+class ReLU6(_Elementwise):
+    """φ(x) = min(max(0, x), 6)"""
+
+    def forward(self, input):
+        return F.relu6(input, self.inplace)
+
+
+class SiLU(_Elementwise):
+    """φ(x) = x σ(x)"""
+
+    def forward(self, input):
+        return F.silu(input, self.inplace)
+
+
+class Mish(_Elementwise):
+    """φ(x) = x tanh(softplus(x))"""
+
+    def forward(self, input):
+        return F.mish(input, self.inplace)
+
+
+class SELU(_Elementwise):
+    """φ(x) = λ elu(x, α), λ ≈ 1.0507, α ≈ 1.6733"""
+
+    def forward(self, input):
+        return F.selu(input, self.inplace)
+
+
+class Hardsigmoid(_Elementwise):
+    """φ(x) = relu6(x + 3) / 6"""
+
+    def forward(self, input):
+        return F.hardsigmoid(input, self.inplace)
+
+
+class Hardswish(_Elementwise):
+    """φ(x) = x relu6(x + 3) / 6"""
+
+    def forward(self, input):
+        return F.hardswish(input, self.inplace)
 
 
 class LeakyReLU(Module):
     """φ(x) = x for x > 0, a·x otherwise"""
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = negative_slope
+        self.negative_slope, self.inplace = negative_slope, inplace
 
     def forward(self, input):
-        return F.leaky_relu(input, self.negative_slope)
+        return F.leaky_relu(input, self.negative_slope, self.inplace)
 
     def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
+        return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
-class Sigmoid(Module):
+class ELU(Module):
+    """φ(x) = x for x > 0, α (e^x - 1) otherwise"""
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha, self.inplace = alpha, inplace
+
+    def forward(self, input):
+        return F.elu(input, self.alpha, self.inplace)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
+
+
+class CELU(ELU):
+    """φ(x) = max(0, x) + min(0, α (e^(x/α) - 1))"""
+
+    def forward(self, input):
+        return F.celu(input, self.alpha, self.inplace)
+
+
+class Hardtanh(Module):
+    """φ(x) = clamp(x, min_val, max_val)"""
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+        super().__init__()
+        if max_val <= min_val:
+            raise AssertionError(f"max_val ({max_val}) must be greater than min_val ({min_val})")
+        self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
+
+    def forward(self, input):
+        return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
+
+    def extra_repr(self):
+        return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class Threshold(Module):
+    """φ(x) = x where x > threshold, else value"""
+
+    def __init__(self, threshold, value, inplace=False):
+        super().__init__()
+        self.threshold, self.value, self.inplace = threshold, value, inplace
+
+    def forward(self, input):
+        return F.threshold(input, self.threshold, self.value, self.inplace)
+
+    def extra_repr(self):
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
+
+
+class Softplus(Module):
+    """φ(x) = ln(1 + e^(βx)) / β, linear where βx > threshold"""
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, input):
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class PReLU(Module):
+    """φ(x) = x for x > 0, a·x otherwise, with a learned slope a (He et al., 2015): one
+    shared slope, or one per channel (num_parameters = channels), each starting at ``init``."""
+
+    def __init__(self, num_parameters=1, init=0.25, dtype=None):
+        super().__init__()
+        self.num_parameters, self.init = num_parameters, init
+        self.weight = Parameter(autograd.empty(num_parameters, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        with autograd.no_grad():
+            self.weight.fill_(self.init)
+
+    def forward(self, input):
+        return F.prelu(input, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
+
+
+class _Stateless(Module):
+    function = None
+
+    def forward(self, input):
+        return type(self).function(input)
+
+
+class Sigmoid(_Stateless):
     """φ(x) = 1 / (1 + e^-x), the lecture's φ"""
 
-    def forward(self, input):
-        return input.sigmoid()
+    function = F.sigmoid
 
 
-class Tanh(Module):
+class Tanh(_Stateless):
     """φ(x) = tanh x"""
 
+    function = F.tanh
+
+
+class LogSigmoid(_Stateless):
+    """φ(x) = ln σ(x)"""
+
+    function = F.logsigmoid
+
+
+class Softsign(_Stateless):
+    """φ(x) = x / (1 + |x|)"""
+
+    function = F.softsign
+
+
+class Tanhshrink(_Stateless):
+    """φ(x) = x - tanh x"""
+
+    function = F.tanhshrink
+
+
+class Hardshrink(Module):
+    """φ(x) = x where |x| > λ, else 0"""
+
+    def __init__(self, lambd=0.5):
+        super().__init__()
+        self.lambd = lambd
+
     def forward(self, input):
-        return input.tanh()
+        return F.hardshrink(input, self.lambd)
+
+    def extra_repr(self):
+        return f"{self.lambd}"
+
+
+class Softshrink(Hardshrink):
+    """φ(x) = x - λ above λ, x + λ below -λ, else 0"""
+
+    def forward(self, input):
+        return F.softshrink(input, self.lambd)
 
 
 class GELU(Module):
@@ -53,18 +247,52 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-class Softmax(Module):
-    def __init__(self, dim=None):
+class GLU(Module):
+    """φ(a, b) = a σ(b), a and b the halves of the input along ``dim``"""
+
+    def __init__(self, dim=-1):
         super().__init__()
-        self.dim = -1 if dim is None else dim
+        self.dim = dim
 
     def forward(self, input):
-        return input.softmax(self.dim)
+        return F.glu(input, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class Softmax(Module):
+    """φ(x)_i = e^x_i / Σ_j e^x_j along ``dim`` (dim=None: PyTorch's implicit choice, with a warning)"""
+
+    function = staticmethod(F.softmax)
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return type(self).function(input, self.dim)
 
     def extra_repr(self):
         return f"dim={self.dim}"
 
 
 class LogSoftmax(Softmax):
+    """φ(x)_i = x_i - ln Σ_j e^x_j along ``dim``"""
+
+    function = staticmethod(F.log_softmax)
+
+
+class Softmin(Softmax):
+    """φ(x) = softmax(-x) along ``dim``"""
+
+    function = staticmethod(F.softmin)
+
+
+class Softmax2d(Module):
+    """Softmax over the channels of an (N, C, H, W) or (C, H, W) input"""
+
     def forward(self, input):
-        return input.log_softmax(self.dim)
+        if input.ndim not in (3, 4):
+            raise ValueError(f"Softmax2d: expected input of 3 or 4 dimensions, got {input.ndim}")
+        return input.softmax(-3)

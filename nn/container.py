@@ -1,10 +1,13 @@
-"""Containers: ``Sequential``, ``ModuleList``, ``ModuleDict``, and ``Ensemble``."""
+"""Containers: ``Sequential``, ``ModuleList``, ``ModuleDict``, ``ParameterList``,
+``ParameterDict`` and ``Ensemble``."""
 
 import math
 
 import autograd
+from autograd import Tensor
 
 from .module import Module
+from .parameter import Parameter
 
 
 class _ModuleSequence(Module):
@@ -99,6 +102,136 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+
+def _as_parameter(value):
+    """A plain Tensor becomes a Parameter (as PyTorch's parameter containers do)."""
+    if isinstance(value, Tensor) and not isinstance(value, Parameter):
+        return Parameter(value)
+    return value
+
+
+def _describe(value):
+    """'Parameter containing: [autograd.float32 of size 2x3]', PyTorch's one-line summary."""
+    if not isinstance(value, Tensor):
+        return repr(value)
+    kind = "Parameter containing" if isinstance(value, Parameter) else "Tensor"
+    return f"{kind}: [autograd.{value.dtype} of size {'x'.join(map(str, value.shape))}]"
+
+
+class ParameterList(Module):
+    """A list of parameters whose module sees them (named '0', '1', ...)."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        self._size = 0
+        self.extend(values or ())
+
+    def _set(self, name, value):
+        value = _as_parameter(value)
+        if isinstance(value, Parameter) or value is None:
+            self.register_parameter(name, value)
+        else:
+            setattr(self, name, value)
+
+    def append(self, value):
+        self._size += 1
+        self._set(str(self._size - 1), value)
+        return self
+
+    def extend(self, values):
+        for value in values:
+            self.append(value)
+        return self
+
+    def __iadd__(self, values):
+        return self.extend(values)
+
+    def _index(self, index):
+        if not -self._size <= index < self._size:
+            raise IndexError(f"index {index} is out of range")
+        return str(index % self._size)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return ParameterList([self[i] for i in range(self._size)[index]])
+        return getattr(self, self._index(index))
+
+    def __setitem__(self, index, value):
+        self._set(self._index(index), value)
+
+    def __len__(self):
+        return self._size
+
+    def __iter__(self):
+        return (self[i] for i in range(self._size))
+
+    def __dir__(self):
+        return [name for name in super().__dir__() if not name.isdigit()]
+
+    def extra_repr(self):
+        return "\n".join(f"({i}): {_describe(p)}" for i, p in enumerate(self))
+
+
+class ParameterDict(Module):
+    """A dict of parameters whose module sees them, in insertion order."""
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        self._keys = {}
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key):
+        if key not in self._keys:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __setitem__(self, key, value):
+        self._keys[key] = None
+        value = _as_parameter(value)
+        if isinstance(value, Parameter) or value is None:
+            self.register_parameter(key, value)
+        else:
+            setattr(self, key, value)
+
+    def __delitem__(self, key):
+        del self._keys[key]
+        delattr(self, key)
+
+    def __len__(self):
+        return len(self._keys)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __contains__(self, key):
+        return key in self._keys
+
+    def keys(self):
+        return self._keys.keys()
+
+    def values(self):
+        return [self[key] for key in self._keys]
+
+    def items(self):
+        return [(key, self[key]) for key in self._keys]
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def pop(self, key):
+        value = self[key]
+        del self[key]
+        return value
+
+    def update(self, parameters):
+        pairs = parameters.items() if hasattr(parameters, "items") else parameters
+        for key, value in pairs:
+            self[key] = value
+
+    def extra_repr(self):
+        return "\n".join(f"({k}): {_describe(p)}" for k, p in self.items())
 
 
 class Ensemble(Module):

@@ -1,4 +1,4 @@
-"""Dropout (activations) and DropConnect (weights): regularisers active in training only."""
+"""Dropout and AlphaDropout (activations) and DropConnect (weights): regularisers active in training only."""
 
 from . import functional as F
 from .module import Module
@@ -9,17 +9,45 @@ class Dropout(Module):
     with probability p and the survivors are scaled by 1/(1-p), so the expected output
     equals the input; in eval it is the identity."""
 
-    def __init__(self, p=0.5):
+    function = staticmethod(F.dropout)
+
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
     def forward(self, input):
-        return F.dropout(input, self.p, self.training)
+        return type(self).function(input, self.p, self.training, self.inplace)
 
     def extra_repr(self):
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout1d(Dropout):
+    """Channel dropout for (N, C, L) inputs: each channel of each sample is zeroed whole."""
+
+    function = staticmethod(F.dropout1d)
+
+
+class Dropout2d(Dropout):
+    """Channel dropout for (N, C, H, W) inputs: each feature map is zeroed whole."""
+
+    function = staticmethod(F.dropout2d)
+
+
+class Dropout3d(Dropout):
+    """Channel dropout for (N, C, D, H, W) inputs: each feature volume is zeroed whole."""
+
+    function = staticmethod(F.dropout3d)
+
+
+class AlphaDropout(Dropout):
+    """Dropout for SELU networks: dropped units take SELU's negative saturation value and
+    the output is rescaled so that zero mean and unit variance are kept (see
+    ``F.alpha_dropout``); in eval it is the identity."""
+
+    function = staticmethod(F.alpha_dropout)
 
 
 class DropConnect(Module):

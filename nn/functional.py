@@ -6,6 +6,7 @@ loss functions live in ``nn/losses.py`` and are re-exported below, so
 """
 
 import math
+import warnings
 
 import autograd
 from autograd import Primitive, Tensor
@@ -56,16 +57,110 @@ def linear(input, weight, bias=None):
     return AffineMap.apply(input, weight, bias)
 
 
+def bilinear(input1, input2, weight, bias=None):
+    """y_k = x1ᵀ A_k x2 + b_k for A of shape (out, in1, in2); leading dims are batch dims."""
+    if input1.shape[:-1] != input2.shape[:-1]:
+        raise RuntimeError(f"bilinear(): input batch dimensions do not match: got {input1.shape[:-1]} and "
+                           f"{input2.shape[:-1]}")
+    if weight.ndim != 3 or weight.shape[1] != input1.shape[-1] or weight.shape[2] != input2.shape[-1]:
+        raise RuntimeError(f"bilinear(): weight of shape {weight.shape} does not fit inputs of shapes "
+                           f"{input1.shape} and {input2.shape}")
+    batch = input1.shape[:-1]
+    x1 = input1.reshape(-1, input1.shape[-1])
+    x2 = input2.reshape(-1, input2.shape[-1])
+    # (out, n, in2): x1 A_k for every k, then the dot product with x2 of each row
+    left = x1.unsqueeze(0) @ weight
+    y = (left * x2.unsqueeze(0)).sum(-1).T
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*batch, weight.shape[0])
+
+
 # -- activations ------------------------------------------------------------------------------
+#
+# Each is composed from primitives, so its gradient comes for free. Where a branch
+# of ``where`` could overflow (e^x for large x), its input is clamped first: the
+# unused branch must stay finite, or 0 · inf poisons the gradient. Derivatives at
+# the kinks are PyTorch's (stated per function).
 
 
-def relu(input):
-    return input.relu()
+def _inplace(input, result, inplace):
+    """``inplace=True`` as PyTorch: write the result into ``input`` and return it. While
+    ``input`` is tracked by autograd the graph records the out-of-place result instead
+    (same values); the caller sees the result either way."""
+    if not inplace or (input.requires_grad and autograd.is_grad_enabled()):
+        return result
+    with autograd.no_grad():
+        input.copy_(result)
+    return input
 
 
-def leaky_relu(input, negative_slope=0.01):
+def _exp_minus_one(x):
+    """e^x - 1 for x <= 0 (larger x clamped to 0: the branch that uses this is not taken there)."""
+    return x.clamp(max=0.0).exp() - 1.0
+
+
+def relu(input, inplace=False):
+    return _inplace(input, input.relu(), inplace)
+
+
+def relu6(input, inplace=False):
+    """min(max(0, x), 6) = hardtanh(x, 0, 6): gradient 0 at 0 and 6, as PyTorch."""
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """clamp(x, min_val, max_val); dy/dx = 1 strictly inside (min_val, max_val), 0 elsewhere
+    (PyTorch's hardtanh_backward: 0 at the bounds, unlike clamp)."""
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    inside = (input > min_val) & (input < max_val)
+    clipped = Tensor._make(xp.clip(input._data, min_val, max_val))
+    return _inplace(input, autograd.where(inside, input, clipped), inplace)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
     """y = x for x > 0, a·x otherwise."""
-    return autograd.where(input > 0, input, input * negative_slope)
+    return _inplace(input, autograd.where(input > 0, input, input * negative_slope), inplace)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α."""
+    return _inplace(input, autograd.where(input > 0, input, _exp_minus_one(input) * alpha), inplace)
+
+
+def relu_(input):
+    return relu(input, inplace=True)
+
+
+def elu_(input, alpha=1.0):
+    return elu(input, alpha, inplace=True)
+
+
+def leaky_relu_(input, negative_slope=0.01):
+    return leaky_relu(input, negative_slope, inplace=True)
+
+
+def hardtanh_(input, min_val=-1.0, max_val=1.0):
+    return hardtanh(input, min_val, max_val, inplace=True)
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(input, inplace=False):
+    """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
+    constants that keep activations at zero mean and unit variance."""
+    return _inplace(input, elu(input, SELU_ALPHA) * SELU_SCALE, inplace)
+
+
+def celu(input, alpha=1.0, inplace=False):
+    """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
+    return _inplace(input, autograd.where(input > 0, input, _exp_minus_one(input * (1.0 / alpha)) * alpha),
+                    inplace)
 
 
 def sigmoid(input):
@@ -76,8 +171,98 @@ def tanh(input):
     return input.tanh()
 
 
-def softplus(input):
-    return input.softplus()
+def silu(input, inplace=False):
+    """y = x σ(x) (swish)."""
+    return _inplace(input, input * input.sigmoid(), inplace)
+
+
+def mish(input, inplace=False):
+    """y = x tanh(softplus(x)) (Misra, 2019)."""
+    return _inplace(input, input * input.softplus().tanh(), inplace)
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
+    scaled = input if beta == 1 else input * beta
+    smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta)
+    return autograd.where(scaled > threshold, input, smooth)
+
+
+def logsigmoid(input):
+    """y = ln σ(x) = -softplus(-x), stable for large |x|."""
+    return -(-input).softplus()
+
+
+def softsign(input):
+    """y = x / (1 + |x|)."""
+    return input / (input.abs() + 1.0)
+
+
+def hardsigmoid(input, inplace=False):
+    """y = relu6(x + 3) / 6; dy/dx = 1/6 strictly inside (-3, 3), 0 elsewhere (PyTorch's)."""
+    return _inplace(input, hardtanh(input * (1.0 / 6.0) + 0.5, 0.0, 1.0), inplace)
+
+
+def hardswish(input, inplace=False):
+    """y = x · relu6(x + 3) / 6 (Howard et al., 2019): 0 up to -3, x from 3, x (x + 3) / 6
+    between; dy/dx = x/3 + 1/2 strictly inside (-3, 3), 0 at -3 and 1 at 3 (PyTorch's)."""
+    middle = input * (input + 3.0) * (1.0 / 6.0)
+    upper = autograd.where(input < 3.0, middle, input)
+    return _inplace(input, autograd.where(input <= -3.0, input * 0.0, upper), inplace)
+
+
+def threshold(input, threshold, value, inplace=False):
+    """y = x where x > threshold, else value."""
+    return _inplace(input, autograd.where(input > threshold, input, value), inplace)
+
+
+def threshold_(input, threshold_value, value):
+    return threshold(input, threshold_value, value, inplace=True)
+
+
+def prelu(input, weight):
+    """y = x for x > 0, a·x otherwise, with a learned ``weight`` a: one slope, or one per
+    channel (dim 1 of the input)."""
+    if weight.ndim != 1 and weight.numel() != 1:
+        raise RuntimeError(f"prelu: weight must be 1-dimensional, got shape {weight.shape}")
+    slopes = weight
+    if weight.numel() != 1:
+        channels = input.shape[1] if input.ndim >= 2 else input.shape[0] if input.ndim == 1 else 1
+        if weight.numel() != channels:
+            raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter "
+                               f"numbers = {weight.numel()} and channel size = {channels}.")
+        if input.ndim >= 2:
+            slopes = weight.reshape((1, channels) + (1,) * (input.ndim - 2))
+    return autograd.where(input > 0, input, input * slopes)
+
+
+def tanhshrink(input):
+    """y = x - tanh x."""
+    return input - input.tanh()
+
+
+def hardshrink(input, lambd=0.5):
+    """y = x where |x| > λ, else 0."""
+    return autograd.where((input > lambd) | (input < -lambd), input, 0.0)
+
+
+def softshrink(input, lambd=0.5):
+    """y = x - λ above λ, x + λ below -λ, 0 between."""
+    if lambd < 0:
+        raise RuntimeError(f"lambda must be in range [0, inf] for input dtype {input.dtype}, but found {lambd}")
+    shrunk = autograd.where(input > lambd, input - lambd, input + lambd)
+    return autograd.where((input > lambd) | (input < -lambd), shrunk, 0.0)
+
+
+def glu(input, dim=-1):
+    """Gated linear unit (Dauphin et al., 2017): split x in halves a, b along dim; y = a σ(b)."""
+    if input.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    size = input.shape[dim]
+    if size % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {dim % input.ndim} is size {size}")
+    before = (slice(None),) * (dim % input.ndim)
+    return input[before + (slice(0, size // 2),)] * input[before + (slice(size // 2, size),)].sigmoid()
 
 
 def gelu(input, approximate="none"):
@@ -91,12 +276,31 @@ def gelu(input, approximate="none"):
     return input * ((input * (1 / math.sqrt(2))).erf() + 1.0) * 0.5
 
 
-def softmax(input, dim):
-    return input.softmax(dim)
+def _softmax_dim(name, ndim, dim):
+    """PyTorch's implicit dim when none is given (deprecated there, with a warning)."""
+    if dim is not None:
+        return dim
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. "
+                  "Change the call to include dim=X as an argument.", stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
 
 
-def log_softmax(input, dim):
-    return input.log_softmax(dim)
+def _as_dtype(input, dtype):
+    return input if dtype is None else input.to(dtype)
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """e^x_i / Σ_j e^x_j along dim; ``dtype`` casts the input first (as PyTorch)."""
+    return _as_dtype(input, dtype).softmax(_softmax_dim("softmax", input.ndim, dim))
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    return _as_dtype(input, dtype).log_softmax(_softmax_dim("log_softmax", input.ndim, dim))
+
+
+def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    """softmax(-x) along dim."""
+    return (-_as_dtype(input, dtype)).softmax(_softmax_dim("softmin", input.ndim, dim))
 
 
 # -- regularisers -------------------------------------------------------------------------------
@@ -112,11 +316,68 @@ def _keep_mask(shape, p, dtype):
     return Tensor((keep / (1 - p)).astype(dtype))
 
 
-def dropout(input, p=0.5, training=True):
+def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p and scale the rest by 1/(1-p) (training only)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0:
         return input
-    return input * _keep_mask(input.shape, p, input.dtype)
+    return _inplace(input, input * _keep_mask(input.shape, p, input.dtype), inplace)
+
+
+def _feature_dropout(name, input, p, training, inplace, spatial):
+    """Dropout of whole channels: one Bernoulli draw per (sample, channel), shared across
+    the ``spatial`` trailing dims (adjacent pixels are correlated, so dropping single
+    ones regularises little; Tompson et al., 2015)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if input.ndim not in (spatial + 1, spatial + 2):
+        raise RuntimeError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D input, but received a "
+                           f"{input.ndim}D input")
+    if not training or p == 0:
+        return input
+    shape = input.shape[:input.ndim - spatial] + (1,) * spatial
+    return _inplace(input, input * _keep_mask(shape, p, input.dtype), inplace)
+
+
+def dropout1d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of an (N, C, L) or (C, L) input with probability p."""
+    return _feature_dropout("dropout1d", input, p, training, inplace, 1)
+
+
+def dropout2d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of an (N, C, H, W) or (C, H, W) input with probability p. As in
+    PyTorch, a 3-D input is read as (N, C, L) (with a warning): channel-wise 1-d dropout."""
+    if input.ndim == 3:
+        warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout "
+                      "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
+                      "dim. This behavior will change in a future release to interpret the input as one without "
+                      "a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise dropout "
+                      "behavior, please switch to using dropout1d instead.", stacklevel=2)
+        return _feature_dropout("dropout2d", input, p, training, inplace, 1)
+    return _feature_dropout("dropout2d", input, p, training, inplace, 2)
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of an (N, C, D, H, W) or (C, D, H, W) input with probability p."""
+    return _feature_dropout("dropout3d", input, p, training, inplace, 3)
+
+
+def alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """Dropout that keeps SELU's zero mean and unit variance (Klambauer et al., 2017):
+    a dropped unit is set to α' = -λα (SELU's negative saturation), then the output is
+    mapped by a·y + b with a = ((1 - p)(1 + p α'²))^(-1/2), b = -a α' p."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0:
+        return input
+    if p == 1:
+        return _inplace(input, input * 0.0, inplace)
+    saturation = SELU_ALPHA * SELU_SCALE
+    keep = Tensor((generator().random(input.shape) >= p).astype(input.dtype))
+    a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))
+    shift = (keep - 1.0) * (saturation * a) + saturation * a * p
+    return _inplace(input, input * (keep * a) + shift, inplace)
 
 
 def dropconnect(weight, p=0.5, training=True):
@@ -136,6 +397,21 @@ def _normalize(input, axes, eps):
 def _channel_shape(input):
     """Broadcast shape for per-channel tensors: (1, C, 1, ...) for input (N, C, ...)."""
     return (1, input.shape[1]) + (1,) * (input.ndim - 2)
+
+
+def _update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, variance, count):
+    """Move the running statistics towards a batch's (arrays of per-channel mean and biased
+    variance over ``count`` values): running = (1 - momentum) · running + momentum · batch,
+    with the unbiased variance; momentum=None is the cumulative average (SyncBatchNorm shares this)."""
+    with autograd.no_grad():  # the running statistics are buffers, outside the graph
+        factor = momentum
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+            if momentum is None:
+                factor = 1.0 / num_batches_tracked.item()
+        unbiased = Tensor._make(variance * (count / (count - 1)))
+        running_mean.mul_(1 - factor).add_(Tensor._make(mean), alpha=factor)
+        running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
@@ -158,14 +434,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         normalized, mean, variance = _normalize(input, axes, eps)
         if running_mean is not None:
-            factor = momentum
-            if num_batches_tracked is not None:
-                num_batches_tracked._data += 1
-                if momentum is None:
-                    factor = 1.0 / float(num_batches_tracked._data)
-            unbiased = variance._data.reshape(-1) * count / (count - 1)
-            running_mean._data[...] = (1 - factor) * running_mean._data + factor * mean._data.reshape(-1)
-            running_var._data[...] = (1 - factor) * running_var._data + factor * unbiased
+            _update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
+                                  mean._data.reshape(-1), variance._data.reshape(-1), count)
     else:
         mean = running_mean.reshape(shape)
         normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
@@ -217,29 +487,88 @@ def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
     return (difference**p).sum(-1, keepdim=keepdim) ** (1.0 / p)
 
 
+def vector_norm(input, p=2.0, dim=None, keepdim=False):
+    """‖x‖_p = (Σ |x_i|^p)^(1/p) over ``dim``; p = inf gives max |x_i|.
+
+    At a zero vector the gradient is 0, as PyTorch's: the root's derivative there
+    is infinite, so the root is taken of 1 where the sum is 0 and that branch is
+    discarded by ``where`` (0 · finite, not 0 · inf).
+    """
+    if p == math.inf:
+        return input.abs().max(dim, keepdim=keepdim).values if dim is not None else input.abs().max()
+    powered = input * input if p == 2 else input.abs() if p == 1 else input.abs() ** p
+    total = powered.sum(dim, keepdim=keepdim)
+    if p == 1:
+        return total
+    zero = total == 0
+    safe = autograd.where(zero, 1.0, total)
+    return autograd.where(zero, 0.0, safe.sqrt() if p == 2 else safe ** (1.0 / p))
+
+
+def clamped_below_in_value(tensor, low):
+    """max(tensor, low) in value, with the gradient of the unclamped tensor. PyTorch clamps
+    some norms and variances in place under no_grad, so its graph never sees the clamp;
+    this gives the same numbers: the clamped array, plus (t - t) = 0 carrying t's graph."""
+    return Tensor._make(xp.maximum(tensor._data, low)) + (tensor - tensor.detach())
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
+    """x / max(‖x‖_p, eps) along dim (unit vectors; eps keeps a zero vector finite).
+    With ``out`` the result is written there, outside the graph (as PyTorch's out=)."""
+    result = input / vector_norm(input, p, dim, keepdim=True).clamp(min=eps)
+    if out is None:
+        return result
+    with autograd.no_grad():
+        return out.copy_(result)
+
+
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
-    """x1 · x2 / max(‖x1‖ ‖x2‖, eps)."""
-    dot = (x1 * x2).sum(dim)
-    norms = ((x1 * x1).sum(dim) * (x2 * x2).sum(dim)).sqrt()
-    return dot / norms.clamp(min=eps)
+    """Σ (x1 / max(‖x1‖, eps)) (x2 / max(‖x2‖, eps)) along dim, as PyTorch 2 computes it:
+    each vector normalised first (better precision than x1·x2 / (‖x1‖ ‖x2‖)); at a zero
+    vector the gradient is finite."""
+    norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)
+    norm2 = clamped_below_in_value(vector_norm(x2, 2, dim, keepdim=True), eps)
+    return ((x1 / norm1) * (x2 / norm2)).sum(dim)
 
 
+def pdist(input, p=2.0):
+    """‖x_i - x_j‖_p for every pair of rows i < j of an (N, M) input, in row-major order
+    (the upper triangle of the distance matrix, as scipy's pdist)."""
+    if input.ndim != 2:
+        raise RuntimeError(f"pdist only supports 2D tensors, got: {input.ndim}D")
+    if p < 0:
+        raise RuntimeError("pdist only supports non-negative p values")
+    first, second = xp.triu_indices(input.shape[0], 1)
+    return vector_norm(input[first] - input[second], p, 1)
 
 
-# The loss functions, re-exported so that F.cross_entropy works as in PyTorch
-# (imported last: nn/losses.py uses the functions above).
+# The loss functions and the functions that have a file of their own, re-exported so
+# that F.cross_entropy, F.pad, F.embedding work as in PyTorch (imported last: they
+# use the functions above).
+from .ctc import ctc_loss  # noqa: E402, F401
+from .interpolation import interpolate  # noqa: E402, F401
 from .losses import (  # noqa: E402, F401
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     contrastive_loss,
     cosine_embedding_loss,
     cross_entropy,
+    gaussian_nll_loss,
     hinge_loss,
     huber_loss,
+    kl_div,
     l1_loss,
     margin_ranking_loss,
     mse_loss,
     multi_margin_loss,
+    multilabel_margin_loss,
+    multilabel_soft_margin_loss,
     nll_loss,
+    poisson_nll_loss,
+    smooth_l1_loss,
+    soft_margin_loss,
     triplet_margin_loss,
+    triplet_margin_with_distance_loss,
 )
+from .padding import pad  # noqa: E402, F401
+from .sparse import embedding, embedding_bag, one_hot  # noqa: E402, F401

@@ -71,13 +71,14 @@ class Perceptron(Module):
         returns the number of mistakes made during the pass."""
         mistakes = 0
         with autograd.no_grad():
-            for row, label in zip(x._data.reshape(len(x), -1), autograd.Tensor(y)._data.reshape(-1)):
-                predicted = float(row @ self.weight._data + self.bias._data > 0)
+            rows = x.reshape(len(x), -1).to(self.weight.dtype)
+            for row, label in zip(rows.numpy(), autograd.tensor(y).reshape(-1).numpy()):
+                predicted = float(row @ self.weight.numpy() + self.bias.item() > 0)
                 error = float(label) - predicted
                 if error:
                     mistakes += 1
-                    self.weight._data += lr * error * row
-                    self.bias._data += lr * error
+                    self.weight.add_(autograd.from_numpy(row), alpha=lr * error)
+                    self.bias.add_(lr * error)
         return mistakes
 
 

@@ -1,20 +1,41 @@
 """Loss modules: each holds its options and calls its function in ``nn/losses.py``."""
 
+import warnings
+
 from . import losses
 from .module import Module
+
+
+def _legacy_reduction(size_average, reduce, reduction):
+    """PyTorch's deprecated size_average / reduce flags, read as a reduction."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    reduction = "none" if not reduce else "mean" if size_average else "sum"
+    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
+                  stacklevel=3)
+    return reduction
 
 
 class _Loss(Module):
     function = None
     options = ()
+    reductions = ("mean", "sum", "none")
+    buffers = ("weight", "pos_weight")  # kept as buffers, in state_dict, as PyTorch
 
-    def __init__(self, reduction="mean", **options):
+    def __init__(self, reduction="mean", size_average=None, reduce=None, **options):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        reduction = _legacy_reduction(size_average, reduce, reduction)
+        if reduction not in self.reductions:
+            raise ValueError(f"{reduction} is not a valid value for reduction "
+                             f"(expected one of {', '.join(map(repr, self.reductions))})")
         self.reduction = reduction
         for name, value in options.items():
-            setattr(self, name, value)
+            if name in self.buffers:
+                self.register_buffer(name, value)
+            else:
+                setattr(self, name, value)
 
     def forward(self, *inputs):
         options = {name: getattr(self, name) for name in self.options}
@@ -22,15 +43,22 @@ class _Loss(Module):
 
     def extra_repr(self):
         return ", ".join(f"{name}={getattr(self, name)!r}" for name in self.options if
-                         getattr(self, name) is not None and not hasattr(getattr(self, name), "shape"))
+                         getattr(self, name) is not None and not hasattr(getattr(self, name), "shape")
+                         and not callable(getattr(self, name)))
 
 
 class MSELoss(_Loss):
     function = losses.mse_loss
 
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce)
+
 
 class L1Loss(_Loss):
     function = losses.l1_loss
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce)
 
 
 class HuberLoss(_Loss):
@@ -40,32 +68,68 @@ class HuberLoss(_Loss):
         super().__init__(reduction, delta=delta)
 
 
+class SmoothL1Loss(_Loss):
+    function, options = losses.smooth_l1_loss, ("beta",)
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(reduction, size_average, reduce, beta=beta)
+
+
 class BCELoss(_Loss):
     function, options = losses.binary_cross_entropy, ("weight",)
 
-    def __init__(self, weight=None, reduction="mean"):
-        super().__init__(reduction, weight=weight)
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, weight=weight)
 
 
 class BCEWithLogitsLoss(_Loss):
     function, options = losses.binary_cross_entropy_with_logits, ("weight", "pos_weight")
 
-    def __init__(self, weight=None, reduction="mean", pos_weight=None):
-        super().__init__(reduction, weight=weight, pos_weight=pos_weight)
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
+        super().__init__(reduction, size_average, reduce, weight=weight, pos_weight=pos_weight)
 
 
 class CrossEntropyLoss(_Loss):
     function, options = losses.cross_entropy, ("weight", "ignore_index", "label_smoothing")
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-        super().__init__(reduction, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                 label_smoothing=0.0):
+        super().__init__(reduction, size_average, reduce, weight=weight, ignore_index=ignore_index,
+                         label_smoothing=label_smoothing)
 
 
 class NLLLoss(_Loss):
     function, options = losses.nll_loss, ("weight", "ignore_index")
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
-        super().__init__(reduction, weight=weight, ignore_index=ignore_index)
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, weight=weight, ignore_index=ignore_index)
+
+
+class KLDivLoss(_Loss):
+    """KL(target ‖ input) with ``input`` log-probabilities; use reduction='batchmean' for the
+    divergence per sample."""
+
+    function, options = losses.kl_div, ("log_target",)
+    reductions = ("mean", "sum", "none", "batchmean")
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        super().__init__(reduction, size_average, reduce, log_target=log_target)
+
+
+class PoissonNLLLoss(_Loss):
+    function, options = losses.poisson_nll_loss, ("log_input", "full", "eps")
+
+    def __init__(self, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, log_input=log_input, full=full, eps=eps)
+
+
+class GaussianNLLLoss(_Loss):
+    """forward(input, target, var): the Gaussian negative log-likelihood of target."""
+
+    function, options = losses.gaussian_nll_loss, ("full", "eps")
+
+    def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
+        super().__init__(reduction, full=full, eps=eps)
 
 
 class HingeLoss(_Loss):
@@ -77,32 +141,63 @@ class HingeLoss(_Loss):
         super().__init__(reduction, margin=margin)
 
 
+class SoftMarginLoss(_Loss):
+    function = losses.soft_margin_loss
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce)
+
+
+class MultiLabelSoftMarginLoss(_Loss):
+    function, options = losses.multilabel_soft_margin_loss, ("weight",)
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, weight=weight)
+
+
+class MultiLabelMarginLoss(_Loss):
+    function = losses.multilabel_margin_loss
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce)
+
+
 class MultiMarginLoss(_Loss):
     function, options = losses.multi_margin_loss, ("p", "margin", "weight")
 
-    def __init__(self, p=1, margin=1.0, weight=None, reduction="mean"):
-        super().__init__(reduction, p=p, margin=margin, weight=weight)
+    def __init__(self, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, p=p, margin=margin, weight=weight)
 
 
 class TripletMarginLoss(_Loss):
     function, options = losses.triplet_margin_loss, ("margin", "p", "eps", "swap")
 
-    def __init__(self, margin=1.0, p=2.0, eps=1e-6, swap=False, reduction="mean"):
-        super().__init__(reduction, margin=margin, p=p, eps=eps, swap=swap)
+    def __init__(self, margin=1.0, p=2.0, eps=1e-6, swap=False, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, margin=margin, p=p, eps=eps, swap=swap)
+
+
+class TripletMarginWithDistanceLoss(_Loss):
+    function, options = losses.triplet_margin_with_distance_loss, ("distance_function", "margin", "swap")
+
+    def __init__(self, *, distance_function=None, margin=1.0, swap=False, reduction="mean"):
+        super().__init__(reduction, distance_function=distance_function, margin=margin, swap=swap)
+        if margin <= 0:
+            raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} "
+                             "instead")
 
 
 class CosineEmbeddingLoss(_Loss):
     function, options = losses.cosine_embedding_loss, ("margin",)
 
-    def __init__(self, margin=0.0, reduction="mean"):
-        super().__init__(reduction, margin=margin)
+    def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, margin=margin)
 
 
 class MarginRankingLoss(_Loss):
     function, options = losses.margin_ranking_loss, ("margin",)
 
-    def __init__(self, margin=0.0, reduction="mean"):
-        super().__init__(reduction, margin=margin)
+    def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, margin=margin)
 
 
 class ContrastiveLoss(_Loss):

@@ -9,6 +9,9 @@ Where PyTorch broadcasts an input against a target of another shape with only
 a warning (a classic bug: (N, 1) against (N,)), these raise an error instead.
 """
 
+import math
+import warnings
+
 import numpy
 
 import autograd
@@ -316,3 +319,148 @@ def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
     distance = F.pairwise_distance(input1, input2)
     apart = (margin - distance).relu()
     return _reduce(target * distance * distance + (1.0 - target) * apart * apart, reduction)
+
+
+def _reduce_batchmean(loss, reduction, batch):
+    if reduction == "batchmean":
+        return loss.sum() * (1.0 / batch) if loss.ndim else loss.sum()
+    return _reduce(loss, reduction)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """½ d² / β where |d| < β, |d| - ½ β elsewhere (d = ŷ - y); β = 0 is the L1 loss.
+    Huber's loss divided by β: its slope far out is 1, not β."""
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    difference = (input - _same_shape("smooth_l1_loss", input, target)).abs()
+    if beta == 0:
+        return _reduce(difference, reduction)
+    return _reduce(autograd.where(difference < beta, difference * difference * (0.5 / beta),
+                                  difference - 0.5 * beta), reduction)
+
+
+def _x_log_x(x):
+    """x ln x with 0 ln 0 = 0 (the limit)."""
+    positive = x > 0
+    return autograd.where(positive, x * autograd.where(positive, x, 1.0).log(), 0.0)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    """Kullback-Leibler divergence KL(y ‖ ŷ) pointwise, with ``input`` = ln ŷ (log-probabilities):
+        ℓ = y (ln y - ln ŷ)   (0 where y = 0);   log_target: ℓ = e^t (t - ln ŷ), t = ln y.
+    reduction='batchmean' divides the sum by the batch size: the true KL divergence per
+    sample ('mean' divides by the number of elements, as PyTorch)."""
+    if reduction not in ("mean", "sum", "none", "batchmean"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and the support size."
+                      "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+                      "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+                      stacklevel=2)
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        loss = _x_log_x(target) - target * input
+    return _reduce_batchmean(loss, reduction, input.shape[0] if input.ndim else 1)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                     reduction="mean"):
+    """Negative log-likelihood of y ~ Poisson(λ), dropping the constant ln y!:
+        ℓ = e^x - y x  (log_input: x = ln λ),   ℓ = λ - y ln(λ + eps)  otherwise;
+    full adds Stirling's ln y! ≈ y ln y - y + ½ ln(2π y) where y > 1."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if log_input:
+        loss = input.exp() - target * input
+    else:
+        loss = input - target * (input + eps).log()
+    if full:
+        above_one = target > 1
+        safe = autograd.where(above_one, target, 2.0)
+        stirling = safe * safe.log() - safe + (safe * (2 * math.pi)).log() * 0.5
+        loss = loss + autograd.where(above_one, stirling, 0.0)
+    return _reduce(loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """Negative log-likelihood of y ~ N(μ, σ²) with predicted mean μ = ``input`` and variance
+    σ² = ``var``:   ℓ = ½ (ln max(σ², eps) + (μ - y)² / max(σ², eps))  (+ ½ ln 2π if full).
+
+    As PyTorch, the clamp to eps is not seen by the gradient (it is done in place
+    under no_grad there). ``var`` has the input's shape, or one dim fewer or a last
+    dim of 1 (one variance shared across the last dim)."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    var = var if isinstance(var, Tensor) else Tensor(var)
+    if var.shape != input.shape:
+        if input.shape[:-1] == var.shape:
+            var = var.unsqueeze(-1)
+        elif not (input.shape[:-1] == var.shape[:-1] and var.ndim and var.shape[-1] == 1):
+            raise ValueError("var is of incorrect size")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(reduction + " is not valid")
+    if (var._data < 0).any():
+        raise ValueError("var has negative entry/entries")
+    var = F.clamped_below_in_value(var, eps)
+    difference = input - target
+    loss = (var.log() + difference * difference / var) * 0.5
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+def soft_margin_loss(input, target, reduction="mean"):
+    """ℓ = ln(1 + e^(-y x)) for labels y in {-1, +1}: the logistic loss."""
+    target = _same_shape("soft_margin_loss", input, target).to(input.dtype)
+    return _reduce((-target * input).softplus(), reduction)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
+    """One binary logistic loss per class, averaged over the C classes of each sample:
+        ℓ_n = -(1/C) Σ_c w_c [y_nc ln σ(x_nc) + (1 - y_nc) ln σ(-x_nc)]"""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target.to(input.dtype)
+    loss = -(target * F.logsigmoid(input) + (1.0 - target) * F.logsigmoid(-input))
+    if weight is not None:
+        loss = loss * weight
+    classes = input.shape[-1]
+    loss = loss.sum(input.ndim - 1) * (1.0 / classes)
+    return _reduce(loss, reduction)
+
+
+def multilabel_margin_loss(input, target, reduction="mean"):
+    """Multi-label hinge: for each sample, every target class j should score at least 1
+    above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.
+    ``target`` holds class indices, the list ending at the first -1 (the rest is ignored)."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    scores = input if input.ndim == 2 else input.reshape(1, -1)
+    labels = target._data.reshape(scores.shape)
+    if target._data.shape != input.shape:
+        raise RuntimeError(f"multilabel_margin_loss: inconsistent target size: {target.shape} for input of "
+                           f"size: {input.shape}")
+    classes = scores.shape[1]
+    valid = xp.cumprod(labels >= 0, axis=1).astype(bool)  # up to the first -1
+    if (labels[valid] >= classes).any():
+        raise RuntimeError(f"multilabel_margin_loss: target index out of range for {classes} classes")
+    counts = xp.zeros(scores.shape, dtype=input.dtype)  # how often each class is listed as a target
+    rows = xp.broadcast_to(xp.arange(scores.shape[0])[:, None], labels.shape)
+    xp.add.at(counts, (rows[valid], labels[valid]), 1)
+    others = (counts == 0).astype(input.dtype)
+    pairs = Tensor._make(counts[:, :, None] * others[:, None, :])  # (n, j, i): j a target, i not
+    hinge = (1.0 - scores.unsqueeze(2) + scores.unsqueeze(1)).relu()
+    loss = (hinge * pairs).sum((1, 2)) * (1.0 / classes)
+    return _reduce(loss if input.ndim == 2 else loss.reshape(()), reduction)
+
+
+def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None, margin=1.0,
+                                      swap=False, reduction="mean"):
+    """ℓ = max(d(a, p) - d(a, n) + margin, 0) with any distance d (pairwise_distance by
+    default); swap uses min(d(a, n), d(p, n))."""
+    if margin <= 0:
+        raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} instead")
+    distance = distance_function if distance_function is not None else F.pairwise_distance
+    to_positive = distance(anchor, positive)
+    to_negative = distance(anchor, negative)
+    if swap:
+        to_negative = to_negative.minimum(distance(positive, negative))
+    return _reduce((to_positive - to_negative + margin).clamp(min=0.0), reduction)

@@ -8,6 +8,7 @@ child, ``zero_grad()``, and ``state_dict()``/``load_state_dict()``.
 """
 
 import collections
+import warnings
 
 import numpy
 
@@ -16,6 +17,7 @@ from autograd import Tensor
 from autograd.device import resolve as resolve_device
 from autograd.ops.conversion import parse_to
 
+from . import hooks as hook_tools
 from .parameter import Parameter
 
 IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -27,12 +29,94 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
+        # hooks: {handle id: hook}, in calling order; the sets hold ids of hooks with flags
+        for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            object.__setattr__(self, name, {})
+        for name in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
+            object.__setattr__(self, name, set())
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
+                or self._backward_pre_hooks):
+            return self.forward(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    def _call_with_hooks(self, args, kwargs):
+        """forward with PyTorch's hook protocol: pre-hooks may replace the arguments, forward
+        hooks the result; full backward hooks see the gradients of inputs and outputs."""
+        for hook_id, hook in list(self._forward_pre_hooks.items()):
+            if hook_id in self._forward_pre_hooks_with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError("forward pre-hook must return None or a tuple of (new_args, new_kwargs), "
+                                           f"but got {result}.")
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        backward_hook = None
+        if self._backward_hooks or self._backward_pre_hooks:
+            backward_hook = hook_tools.BackwardHook(self, self._backward_hooks, self._backward_pre_hooks)
+            args = backward_hook.setup_input_hook(args)
+        try:
+            result = self.forward(*args, **kwargs)
+        except Exception:
+            for hook_id, hook in list(self._forward_hooks.items()):
+                if hook_id in self._forward_hooks_always_called:
+                    try:
+                        self._run_forward_hook(hook_id, hook, args, kwargs, None)
+                    except Exception as error:  # as PyTorch: said, and the forward's error raised
+                        warnings.warn(f"forward hook with always_call=True raised an exception that was "
+                                      f"silenced as another error was raised in forward: {error}", stacklevel=2)
+            raise
+        for hook_id, hook in list(self._forward_hooks.items()):
+            replaced = self._run_forward_hook(hook_id, hook, args, kwargs, result)
+            if replaced is not None:
+                result = replaced
+        if backward_hook is not None:
+            result = backward_hook.setup_output_hook(result)
+        return result
+
+    def _run_forward_hook(self, hook_id, hook, args, kwargs, result):
+        if hook_id in self._forward_hooks_with_kwargs:
+            return hook(self, args, kwargs, result)
+        return hook(self, args, result)
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """hook(module, args) -> None or new args (a tuple, or one value), before forward;
+        with_kwargs: hook(module, args, kwargs) -> None or (new_args, new_kwargs)."""
+        handle = hook_tools.add_hook(self._forward_pre_hooks, hook, prepend, self._forward_pre_hooks_with_kwargs)
+        if with_kwargs:
+            self._forward_pre_hooks_with_kwargs.add(handle.id)
+        return handle
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False, always_call=False):
+        """hook(module, args, output) -> None or a new output, after forward;
+        with_kwargs: hook(module, args, kwargs, output). always_call: run even if forward raises."""
+        handle = hook_tools.add_hook(self._forward_hooks, hook, prepend, self._forward_hooks_with_kwargs,
+                                     self._forward_hooks_always_called)
+        if with_kwargs:
+            self._forward_hooks_with_kwargs.add(handle.id)
+        if always_call:
+            self._forward_hooks_always_called.add(handle.id)
+        return handle
+
+    def register_full_backward_hook(self, hook, prepend=False):
+        """hook(module, grad_input, grad_output) -> None or a new grad_input, once the
+        gradients with respect to the module's inputs are known. grad_input and grad_output
+        are tuples with one entry per positional input / output (None where no gradient)."""
+        return hook_tools.add_hook(self._backward_hooks, hook, prepend)
+
+    def register_full_backward_pre_hook(self, hook, prepend=False):
+        """hook(module, grad_output) -> None or a new grad_output, before the module's backward."""
+        return hook_tools.add_hook(self._backward_pre_hooks, hook, prepend)
 
     # -- registration ---------------------------------------------------------------
 
@@ -52,7 +136,20 @@ class Module:
             registry = self._parameters
         elif isinstance(value, Module):
             registry = self._modules
+        elif name in self._parameters:  # a registered parameter takes a Parameter or None only
+            if value is not None:
+                raise TypeError(f"cannot assign '{_type_name(value)}' as parameter '{name}' "
+                                "(torch.nn.Parameter or None expected)")
+            registry = self._parameters
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(f"cannot assign '{_type_name(value)}' as child module '{name}' "
+                                "(torch.nn.Module or None expected)")
+            registry = self._modules
         elif name in self.__dict__.get("_buffer_names", ()):
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign '{_type_name(value)}' as buffer '{name}' "
+                                "(torch.Tensor or None expected)")
             registry = self._buffers
         else:
             registry = None
@@ -68,19 +165,39 @@ class Module:
             registry.pop(name, None)
         object.__delattr__(self, name)
 
-    def register_parameter(self, name, parameter):
-        if parameter is None:
+    def _check_new_name(self, kind, name, registry):
+        if not isinstance(name, str):
+            raise TypeError(f"{kind} name should be a string. Got {type(name).__name__}")
+        if "." in name:
+            raise KeyError(f'{kind} name can\'t contain ".", got: {name}')
+        if name == "":
+            raise KeyError(f'{kind} name can\'t be empty string ""')
+        if name in self.__dict__ and name not in registry or hasattr(type(self), name):
+            raise KeyError(f"attribute '{name}' already exists")
+
+    def register_parameter(self, name, param):
+        """Add ``param`` (a Parameter, or None for an absent one such as a missing bias)."""
+        self._check_new_name("parameter", name, self._parameters)
+        if param is None:
+            self._parameters[name] = None
             object.__setattr__(self, name, None)
             return
-        if not isinstance(parameter, Parameter):
-            raise TypeError(f"register_parameter: {name} must be a Parameter, got {type(parameter).__name__}")
-        setattr(self, name, parameter)
+        if not isinstance(param, Parameter):
+            raise TypeError(f"cannot assign '{_type_name(param)}' object to parameter '{name}' "
+                            "(torch.nn.Parameter or None required)")
+        if param.grad_fn is not None:
+            raise ValueError(f"Cannot assign non-leaf Tensor to parameter '{name}'. Model parameters must be "
+                             "created explicitly. To express '{name}' as a function of another Tensor, compute "
+                             "the value in the forward() method.")
+        setattr(self, name, param)
 
     def register_buffer(self, name, tensor, persistent=True):
         """A tensor that is part of the module's state but not trained (BatchNorm's
         running mean). It is saved in ``state_dict`` unless ``persistent=False``."""
+        self._check_new_name("buffer", name, self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"register_buffer: {name} must be a Tensor or None")
+            raise TypeError(f"cannot assign '{_type_name(tensor)}' object to buffer '{name}' "
+                            "(torch Tensor or None required)")
         if "_buffer_names" not in self.__dict__:
             object.__setattr__(self, "_buffer_names", set())
             object.__setattr__(self, "_non_persistent", set())
@@ -90,19 +207,68 @@ class Module:
         setattr(self, name, tensor)
 
     def add_module(self, name, module):
+        """Add a child module under ``name`` (None keeps the name, holding no module)."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{_type_name(module)} is not a Module subclass")
+        self._check_new_name("module", name, self._modules)
+        if module is None:
+            self._modules[name] = None
+            object.__setattr__(self, name, None)
+            return
         setattr(self, name, module)
+
+    register_module = add_module
+
+    def get_submodule(self, target):
+        """The module at dotted path ``target`` ('' is this module)."""
+        if target == "":
+            return self
+        module = self
+        for item in target.split("."):
+            if not hasattr(module, item):
+                raise AttributeError(f"{module._get_name()} has no attribute `{item}`")
+            module = getattr(module, item)
+            if not isinstance(module, Module):
+                raise AttributeError(f"`{item}` is not an nn.Module")
+        return module
+
+    def get_parameter(self, target):
+        """The parameter at dotted path ``target``, e.g. 'net.0.weight'."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        parameter = getattr(module, name)
+        if not isinstance(parameter, Parameter):
+            raise AttributeError(f"`{name}` is not an nn.Parameter")
+        return parameter
+
+    def get_buffer(self, target):
+        """The buffer at dotted path ``target``, e.g. 'bn.running_mean'."""
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        if name not in module._buffers:
+            raise AttributeError(f"`{name}` is not a buffer")
+        return getattr(module, name)
+
+    def _get_name(self):
+        return type(self).__name__
 
     # -- walking the tree ---------------------------------------------------------------
 
-    def named_modules(self, prefix=""):
-        """(dotted name, module) for this module and every module below it, each once."""
-        seen = set()
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """(dotted name, module) for this module and every module below it, depth first;
+        a module reached twice is given once unless remove_duplicate=False."""
+        seen = set() if memo is None else memo
         stack = [(prefix, self)]
         while stack:
             name, module = stack.pop()
-            if id(module) in seen:
-                continue
-            seen.add(id(module))
+            if remove_duplicate:
+                if module in seen:
+                    continue
+                seen.add(module)
             yield name, module
             children = [(f"{name}.{child_name}" if name else child_name, child)
                         for child_name, child in module._modules.items() if child is not None]
@@ -117,28 +283,29 @@ class Module:
     def children(self):
         return (module for _, module in self.named_children())
 
-    def named_parameters(self, prefix="", recurse=True):
-        """(dotted name, parameter) pairs, e.g. ('fc1.weight', ...); shared ones once."""
+    def _named_members(self, registry, prefix, recurse, remove_duplicate):
         seen = set()
-        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse
+                   else [(prefix, self)])
         for module_name, module in modules:
-            for name, parameter in module._parameters.items():
-                if parameter is None or id(parameter) in seen:
+            for name, member in getattr(module, registry).items():
+                if member is None or (remove_duplicate and id(member) in seen):
                     continue
-                seen.add(id(parameter))
-                yield (f"{module_name}.{name}" if module_name else name), parameter
+                seen.add(id(member))
+                yield (f"{module_name}.{name}" if module_name else name), member
+
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(dotted name, parameter) pairs, e.g. ('fc1.weight', ...); shared ones once."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse=True):
         return (parameter for _, parameter in self.named_parameters(recurse=recurse))
 
-    def named_buffers(self, prefix=""):
-        for module_name, module in self.named_modules(prefix):
-            for name, buffer in module._buffers.items():
-                if buffer is not None:
-                    yield (f"{module_name}.{name}" if module_name else name), buffer
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
-    def buffers(self):
-        return (buffer for _, buffer in self.named_buffers())
+    def buffers(self, recurse=True):
+        return (buffer for _, buffer in self.named_buffers(recurse=recurse))
 
     def apply(self, fn):
         """Call ``fn(module)`` on every child (deepest first), then on this module."""
@@ -196,11 +363,11 @@ class Module:
     def double(self):
         return self.to(autograd.float64)
 
-    def float(self):
-        return self.to(autograd.float32)
-
     def half(self):
         return self.to(autograd.float16)
+
+    def float(self):
+        return self.to(autograd.float32)
 
     # -- saving and loading --------------------------------------------------------------------
 
@@ -252,12 +419,17 @@ class Module:
         return ""
 
     def __repr__(self):
-        lines = [f"({name}): " + repr(module).replace("\n", "\n  ") for name, module in self.named_children()]
+        """PyTorch's layout: Name(extra) for a leaf, else one line per extra_repr line and child."""
         extra = self.extra_repr()
-        if not lines:
-            return f"{type(self).__name__}({extra})"
-        body = "\n  ".join(([extra] if extra else []) + lines)
-        return f"{type(self).__name__}(\n  {body}\n)"
+        lines = extra.split("\n") if extra else []
+        lines += [f"({name}): " + repr(module).replace("\n", "\n  ") for name, module in self._modules.items()]
+        if not self._modules and len(lines) <= 1:
+            return f"{self._get_name()}({extra})"
+        return f"{self._get_name()}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _type_name(value):
+    return type(value).__name__
 
 
 def _array(value):

@@ -215,8 +215,8 @@ def test_lecture_mlp_neuron_and_perceptron():
     assert y.shape == (4,) and ((y.numpy() > 0) & (y.numpy() < 1)).all()
     # the perceptron rule separates a linearly separable set
     rng = np.random.default_rng(0)
-    points = rng.standard_normal((200, 2))
-    labels = (points @ np.array([2.0, -1.0]) + 0.3 > 0).astype(float)
+    points = rng.standard_normal((200, 2)).astype(np.float32)  # the layer's dtype: matmul does not promote
+    labels = (points @ np.array([2.0, -1.0]) + 0.3 > 0).astype(np.float32)
     perceptron = nn.Perceptron(2)
     for _ in range(100):
         if perceptron.update(Tensor(points), labels) == 0:

@@ -243,3 +243,18 @@ def test_matmul_with_transposed_operands_first_and_second_derivatives(transpose_
     np.testing.assert_allclose(f(a, b).numpy(), expected)
     assert autograd.gradcheck(f, [a, b])
     assert autograd.gradgradcheck(f, [a, b])
+
+
+def test_every_op_name_is_declared_once_and_bound():
+    from autograd.ops.names import CLASHES, FUNCTIONS, INPLACE, METHODS
+
+    assert not CLASHES, f"names declared by two ops: {CLASHES}"
+    for name in METHODS:
+        assert hasattr(Tensor, name), name
+    for name in INPLACE:
+        assert callable(getattr(Tensor, name)), name
+    for name in FUNCTIONS:
+        assert hasattr(autograd, name), name
+    x = Tensor([1.0, -2.0])
+    np.testing.assert_allclose(autograd.exp(x).numpy(), x.exp().numpy())
+    np.testing.assert_allclose((2 - x).numpy(), [1.0, 4.0])  # a reflected operator

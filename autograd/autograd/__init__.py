@@ -9,7 +9,7 @@ from ..factories import zeros_like
 from ..function import Function
 from ..grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from ..gradcheck import gradcheck, gradgradcheck
-from ..graph import detect_anomaly, is_anomaly_enabled
+from ..graph import accumulate_grad, detect_anomaly, is_anomaly_enabled
 from ..ops.shape import stack
 from ..tensor import Tensor
 from . import functional
@@ -69,6 +69,6 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         if g is None:
             continue
         if x.is_leaf:
-            x.receive(g)  # a leaf's own accumulation, hooks included
-        else:
-            x.grad = g if x.grad is None else x.grad + g
+            x._accumulate(g)  # the hooks ran in the pass above
+        elif not x.retains_grad:  # a retained grad was filled by the pass above
+            accumulate_grad(x, g)

@@ -16,7 +16,8 @@ def _in_place(name, function):
 
 
 def bind_tensor_methods():
-    """Attach every declared method to Tensor (explicit methods of tensor.py win)."""
+    """Attach every declared method to Tensor. A name tensor.py defines itself (the write
+    door's fast in-place methods) is not replaced."""
     for name, function in METHODS.items():
         if name not in Tensor.__dict__:
             setattr(Tensor, name, function)

@@ -396,3 +396,128 @@ class Clone(Primitive):
 
     def backward(self, grad, y, x):
         return (grad,)
+
+
+# -- the names these ops go by: Python's operators, PyTorch's methods and functions ------------
+
+
+@names("add", "__add__")
+def add(input, other, alpha=1):
+    """input + alpha · other"""
+    return binary(Add, input, other if alpha == 1 else other * alpha)
+
+
+@names("sub", "subtract", "__sub__")
+def sub(input, other, alpha=1):
+    """input - alpha · other"""
+    return binary(Sub, input, other if alpha == 1 else other * alpha)
+
+
+@names("mul", "multiply", "__mul__")
+def mul(input, other):
+    return binary(Mul, input, other)
+
+
+@names("div", "divide", "true_divide", "__truediv__")
+def div(input, other, rounding_mode=None):
+    """input / other; rounding_mode 'trunc' or 'floor' rounds the quotient (no gradient then)."""
+    quotient = binary(Div, input, other)
+    if rounding_mode is None:
+        return quotient
+    if rounding_mode not in ("trunc", "floor"):
+        raise ValueError("div expected rounding_mode to be one of None, 'trunc', or 'floor' "
+                         f"but found {rounding_mode!r}")
+    rounded = (xp.trunc if rounding_mode == "trunc" else xp.floor)(quotient._data)
+    dtype = promote(input, other)[0].dtype
+    return Tensor._make(rounded.astype(dtype) if dtype.kind in "iub" else rounded)
+
+
+@names("pow", "__pow__")
+def pow(input, exponent):
+    """input ** exponent; a number exponent is a constant of the op (y = x^c)."""
+    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and isinstance(input, Tensor):
+        if isinstance(exponent, float) and input.dtype.kind != "f":  # int ** float: the default dtype
+            input = Cast.apply(input, dtype=backend.get_default_dtype())
+        return PowConstant.apply(input, exponent=exponent)
+    return binary(Pow, input, exponent)
+
+
+@names("__radd__")
+def _reflected_add(x, other):
+    return binary(Add, other, x)
+
+
+@names("__rsub__")
+def _reflected_sub(x, other):
+    return binary(Sub, other, x)
+
+
+@names("__rmul__")
+def _reflected_mul(x, other):
+    return binary(Mul, other, x)
+
+
+@names("__rtruediv__")
+def _reflected_div(x, other):
+    return binary(Div, other, x)
+
+
+@names("__rpow__")
+def _reflected_pow(x, base):
+    return binary(Pow, base, x)
+
+
+@names("neg", "negative", "__neg__")
+def neg(input):
+    return Neg.apply(input)
+
+
+@names("__pos__")
+def _positive(x):
+    return x
+
+
+@names("__abs__")
+def _absolute(x):
+    return Abs.apply(x)
+
+
+@names("square")
+def square(input):
+    return input * input
+
+
+@names("maximum")
+def maximum(input, other):
+    return binary(Maximum, input, other)
+
+
+@names("minimum")
+def minimum(input, other):
+    return binary(Minimum, input, other)
+
+
+names("clamp", "clip")(clamp)
+
+
+@names("where", function=False)
+def _where_method(x, condition, other):
+    """x.where(condition, other): x where condition holds, other elsewhere."""
+    return where(condition, x, other)
+
+
+@names("sign")
+def sign(input):
+    """-1, 0 or 1 (no gradient: it is flat almost everywhere)."""
+    return Tensor._make(xp.sign(input._data))
+
+
+@names("clone")
+def clone(input):
+    return Clone.apply(input)
+
+
+@names("_filled_with")
+def _filled_with(x, value):
+    """x's shape filled with ``value`` (a recorded fill_)."""
+    return Fill.apply(x, value)

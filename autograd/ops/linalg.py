@@ -1,7 +1,9 @@
 """Matrix multiplication, the one linear-algebra primitive (Y = W X in the lecture)."""
 
 from ..primitive import Primitive
+from ..tensor import _operand
 from .elementwise import unbroadcast
+from .names import names
 
 
 class MatMul(Primitive):
@@ -38,8 +40,13 @@ class MatMul(Primitive):
         return grad_a, grad_b
 
 
+@names("matmul", "mm", "__matmul__")
 def matmul(a, b):
     """A @ B with NumPy's rules: 1-D operands are a row (left) or a column (right)."""
+    a, b = _operand(a, b) if not hasattr(a, "_data") else a, _operand(b, a) if not hasattr(b, "_data") else b
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {a.dtype} "
+                           f"and {b.dtype} (shapes {tuple(a.shape)} and {tuple(b.shape)}); convert one with .to()")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands need at least one dimension, got shapes "
                          f"{a.shape} and {b.shape}; use * to multiply by a scalar")
@@ -57,3 +64,8 @@ def matmul(a, b):
     if a.ndim == 1:
         y = y.squeeze(-2 if b.ndim > 1 else -1)
     return y
+
+
+@names("__rmatmul__")
+def _reflected_matmul(b, a):
+    return matmul(_operand(a, b), b)

@@ -15,6 +15,13 @@ gives ``x.exp()``, ``autograd.exp(x)`` and the in-place ``x.exp_()``. A
 METHODS = {}  # Tensor method name -> function(tensor, *args, **kwargs)
 FUNCTIONS = {}  # autograd.<name> -> function(*args, **kwargs)
 INPLACE = {}  # Tensor in-place method name (exp_) -> the out-of-place function it writes back
+CLASHES = []  # names two ops both declared (a test keeps this empty)
+
+
+def _declare(table, name, call):
+    if name in table and table[name] is not call:
+        CLASHES.append(name)
+    table[name] = call
 
 
 def names(*method_names, function=True, method=True, inplace=None, functions=()):
@@ -23,16 +30,27 @@ def names(*method_names, function=True, method=True, inplace=None, functions=())
     and, with ``inplace``, as an in-place Tensor method that writes the result back."""
 
     def register(op):
-        call = op.apply if isinstance(op, type) else op
+        call = _applying(op) if isinstance(op, type) else op
         for name in method_names:
             if method:
-                METHODS[name] = call
-            if function:
-                FUNCTIONS[name] = call
+                _declare(METHODS, name, call)
+            if function and not name.startswith("_"):  # operators and private helpers are methods only
+                _declare(FUNCTIONS, name, call)
         for name in functions:
-            FUNCTIONS[name] = call
+            _declare(FUNCTIONS, name, call)
         for name in (inplace,) if isinstance(inplace, str) else (inplace or ()):
-            INPLACE[name] = call
+            _declare(INPLACE, name, call)
         return op
 
     return register
+
+
+def _applying(primitive):
+    """A plain function running ``primitive.apply`` (a bound classmethod would not bind as a method)."""
+
+    def apply(*args, **kwargs):
+        return primitive.apply(*args, **kwargs)
+
+    apply.__name__ = primitive.__name__.lower()
+    apply.__doc__ = primitive.__doc__
+    return apply

@@ -11,6 +11,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims
+from .names import names
 
 
 def spread(grad, x, axes, keepdim):
@@ -197,3 +198,50 @@ class LogSoftmax(Primitive):
 
     def backward(self, grad, y, x):
         return (grad - y.exp() * grad.sum(self.dim, keepdim=True),)
+
+
+# -- the names these ops go by ------------------------------------------------------------------
+# dim/keepdim are PyTorch's; axis/keepdims (NumPy's) are accepted too
+
+
+@names("sum")
+def _sum(input, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
+    x = input if dtype is None else input.to(dtype)
+    return sum(x, axis if dim is None else dim, keepdim if keepdims is None else keepdims)
+
+
+@names("mean")
+def _mean(input, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
+    x = input if dtype is None else input.to(dtype)
+    return mean(x, axis if dim is None else dim, keepdim if keepdims is None else keepdims)
+
+
+names("var")(var)
+names("std")(std)
+names("max")(max)
+names("min")(min)
+names("logsumexp")(logsumexp)
+names("argmax")(argmax)
+names("argmin")(argmin)
+
+
+@names("softmax")
+def softmax(input, dim, dtype=None):
+    x = input if dtype is None else input.to(dtype)
+    return Softmax.apply(x, dim=softmax_axis(x, dim))
+
+
+@names("log_softmax")
+def log_softmax(input, dim, dtype=None):
+    x = input if dtype is None else input.to(dtype)
+    return LogSoftmax.apply(x, dim=softmax_axis(x, dim))
+
+
+@names("all")
+def _all(input, dim=None, keepdim=False):
+    return Tensor._make(xp.all(input._data, axis=dim, keepdims=keepdim))
+
+
+@names("any")
+def _any(input, dim=None, keepdim=False):
+    return Tensor._make(xp.any(input._data, axis=dim, keepdims=keepdim))

@@ -11,6 +11,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .elementwise import unbroadcast
+from .names import names
 
 
 class Reshape(Primitive):
@@ -270,3 +271,93 @@ def stack(tensors, dim=0):
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {', '.join(map(str, shapes))}")
     return cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
+
+
+# -- the names these ops go by ------------------------------------------------------------------
+
+
+@names("reshape")
+def _reshape(input, *shape):
+    return reshape(input, shape)
+
+
+@names("view", function=False)
+def _view(x, *shape):
+    return reshape(x, shape)
+
+
+@names("view_as", function=False)
+def _view_as(x, other):
+    return reshape(x, other.shape)
+
+
+@names("flatten")
+def _flatten(input, start_dim=0, end_dim=-1):
+    return flatten(input, start_dim, end_dim)
+
+
+@names("transpose")
+def _transpose(input, dim0, dim1):
+    return transpose(input, dim0, dim1)
+
+
+@names("t")
+def t(input):
+    if input.ndim > 2:
+        raise ValueError(f"t() expects a tensor of at most 2 dimensions, got shape {tuple(input.shape)}")
+    return permute(input, tuple(reversed(range(input.ndim))))
+
+
+@names("permute")
+def _permute(input, *dims):
+    return permute(input, dims)
+
+
+names("unsqueeze")(unsqueeze)
+names("squeeze")(squeeze)
+
+
+@names("expand", function=False)
+def _expand(x, *sizes):
+    return expand(x, sizes)
+
+
+@names("expand_as", function=False)
+def _expand_as(x, other):
+    return expand(x, other.shape)
+
+
+@names("__getitem__")
+def _getitem(x, index):
+    if isinstance(index, tuple):
+        index = tuple(i._data if isinstance(i, Tensor) else i for i in index)
+    elif isinstance(index, Tensor):
+        index = index._data
+    return GetItem.apply(x, index=index)
+
+
+names("T", function=False)(property(lambda x: permute(x, tuple(reversed(range(x.ndim))))))
+
+
+def _matrix_transpose(x):
+    """The last two dims swapped (a batch of matrices transposed): every matmul's backward."""
+    if x.ndim < 2:
+        raise ValueError(f"mT needs at least 2 dimensions, got shape {tuple(x.shape)}")
+    return Permute.apply(x, dims=(*range(x.ndim - 2), x.ndim - 1, x.ndim - 2))
+
+
+names("mT", function=False)(property(_matrix_transpose))
+
+
+@names("_index_put")
+def _index_put(x, index, value):
+    """x with x[index] = value, out of place and recorded (a recorded __setitem__)."""
+    return IndexPut.apply(x, value, index=index)
+
+
+@names("_written_through_view")
+def _written_through_view(base, new, chain):
+    return WriteThroughView.apply(base, new, view_chain=chain, storage=base._data)
+
+
+names("_replay_view")(replay_view)

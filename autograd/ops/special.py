@@ -14,6 +14,7 @@ import numpy
 
 from ..backend import xp
 from ..primitive import Primitive
+from .names import names
 
 _START, _WIDTH, _LIMIT, _DEGREE = 0.5, 0.125, 6.0, 12
 # erf(x) = 2/√π Σ_n (-1)^n x^(2n+1) / (n! (2n+1)): 16 terms reach 1e-19 at x = 0.5
@@ -55,6 +56,7 @@ def erf(x):
     return (xp.sign(x) * y).astype(x.dtype if x.dtype.kind == "f" else numpy.float64)
 
 
+@names("erf", inplace="erf_")
 class Erf(Primitive):
     """y = erf(x);   dL/dx = dL/dy · 2/√π · e^(-x²)"""
 
@@ -65,6 +67,7 @@ class Erf(Primitive):
         return (grad * (x * x * -1.0).exp() * (2 / math.sqrt(math.pi)),)
 
 
+@names("softplus")
 class Softplus(Primitive):
     """y = ln(1 + e^x);   dL/dx = dL/dy · σ(x)"""
 

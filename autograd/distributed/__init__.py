@@ -1,0 +1,41 @@
+"""``autograd.distributed``, as ``torch.distributed``: data-parallel training over MPI.
+
+    # mpiexec -n 2 python train.py
+    import autograd.distributed as dist
+    dist.init_process_group("mpi")
+    t = autograd.tensor([float(dist.get_rank())])
+    dist.all_reduce(t)                       # every rank: tensor([1.])
+
+Needs the optional extra ``pip install 'chainrule[distributed]'`` (mpi4py and
+MPICH); nothing here imports mpi4py until ``init_process_group``.
+"""
+
+from .checkpoint import save_on_rank0
+from .collectives import (
+    WORLD,
+    ReduceOp,
+    Work,
+    all_gather,
+    all_gather_into_tensor,
+    all_reduce,
+    barrier,
+    broadcast,
+    gather,
+    reduce,
+    scatter,
+)
+from .process_group import (
+    DistBackendError,
+    destroy_process_group,
+    get_backend,
+    get_rank,
+    get_world_size,
+    init_process_group,
+    is_available,
+    is_initialized,
+    is_mpi_available,
+)
+
+
+class group:  # noqa: N801  (torch.distributed.group.WORLD)
+    WORLD = WORLD

@@ -1,0 +1,151 @@
+"""Module hooks: handles that remove them, and the graph nodes behind full backward hooks.
+
+A full backward hook needs, at once, the gradients with respect to all of a
+module's tensor inputs (grad_input) and outputs (grad_output). A Primitive
+here has one output, so the module's tensors are passed through a *gate*: one
+node that packs them into a single flat tensor, from which each tensor is cut
+back out. The gate's backward receives every gradient together (the engine
+sums the slices first), so it can show them to the hooks as one tuple, let
+them replace it, and send the result on:
+
+    outputs → gate (backward: grad_output, pre-hooks may replace it)
+    inputs  → gate (backward: grad_input; hook(module, grad_input, grad_output))
+"""
+
+import itertools
+
+import numpy
+
+from autograd import Primitive, Tensor
+from autograd.backend import xp
+
+
+class RemovableHandle:
+    """What ``register_*_hook`` returns: ``remove()`` unregisters the hook (also as a
+    context manager). ``extra`` dicts or sets keep per-hook flags (with_kwargs, ...)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks, *extra):
+        self.id = next(RemovableHandle._ids)
+        self.hooks, self.extra = hooks, extra
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+        for flags in self.extra:
+            flags.discard(self.id) if isinstance(flags, set) else flags.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def add_hook(hooks, hook, prepend=False, *extra):
+    """Put ``hook`` in the ordered dict ``hooks`` (first if prepend) and return its handle."""
+    handle = RemovableHandle(hooks, *extra)
+    hooks[handle.id] = hook
+    if prepend:
+        hooks_in_order = {handle.id: hook, **{k: v for k, v in hooks.items() if k != handle.id}}
+        hooks.clear()
+        hooks.update(hooks_in_order)
+    return handle
+
+
+class GradientGate(Primitive):
+    """y = the tensors x_1 .. x_k flattened and joined (identity in value);
+    dL/dx_i = the slice of dL/dy for x_i, after ``on_gradients`` has seen (and may have
+    replaced) the tuple of all of them"""
+
+    def forward(self, *xs):
+        dtype = numpy.result_type(*xs)
+        return xp.concatenate([x.reshape(-1).astype(dtype, copy=False) for x in xs])
+
+    def backward(self, grad, y, *xs):
+        grads, start = [], 0
+        for x in xs:
+            grads.append(grad[start:start + x._data.size].reshape(x.shape).to(x.dtype))
+            start += x._data.size
+        replaced = self.on_gradients(tuple(grads))
+        return tuple(g if x.requires_grad else None for g, x in zip(replaced, xs))
+
+
+def through_gate(values, on_gradients):
+    """``values`` (a tuple) with its tensors that require grad passed through one GradientGate.
+    Returns the new tuple and the positions of the gated tensors (None when none was)."""
+    positions = [i for i, v in enumerate(values) if isinstance(v, Tensor) and v.requires_grad]
+    if not positions:
+        return values, None
+    tensors = [values[i] for i in positions]
+    joined = GradientGate.apply(*tensors, on_gradients=on_gradients)
+    out, start = list(values), 0
+    for i, tensor in zip(positions, tensors):
+        piece = joined[start:start + tensor.numel()].reshape(tensor.shape)
+        out[i] = piece if piece.dtype == tensor.dtype else piece.to(tensor.dtype)
+        start += tensor.numel()
+    return tuple(out), positions
+
+
+def _spread(values, positions, grads):
+    """One entry per value, as PyTorch lays out grad_input / grad_output: the gradients at
+    ``positions``, zeros for the other tensors (they need none), None for non-tensors."""
+    out = [Tensor._make(xp.zeros(v.shape, dtype=v.dtype)) if isinstance(v, Tensor) else None for v in values]
+    for i, g in zip(positions or (), grads):
+        out[i] = g
+    if positions is None:  # no tensor needed a gradient: PyTorch shows None throughout
+        out = [None] * len(values)
+    return tuple(out)
+
+
+class BackwardHook:
+    """One forward call's full backward hooks: gates on its inputs and outputs."""
+
+    def __init__(self, module, hooks, pre_hooks):
+        self.module, self.hooks, self.pre_hooks = module, hooks, pre_hooks
+        self.grad_outputs = None
+        self.inputs, self.input_positions = (), None
+
+    def _check(self, result, count, what):
+        if not isinstance(result, tuple):
+            result = (result,)
+        if len(result) != count:
+            raise RuntimeError(f"Backward hook returned an invalid number of grad_{what}, got {len(result)}, "
+                               f"but expected {count}")
+        return result
+
+    def setup_input_hook(self, args):
+        self.inputs = args
+        args, self.input_positions = through_gate(args, self._on_input_gradients)
+        return args
+
+    def setup_output_hook(self, result):
+        is_tuple = isinstance(result, tuple)
+        self.outputs = result if is_tuple else (result,)
+        values, self.output_positions = through_gate(self.outputs, self._on_output_gradients)
+        return values if is_tuple else values[0]
+
+    def _on_output_gradients(self, grads):
+        grad_outputs = _spread(self.outputs, self.output_positions, grads)
+        for hook in list(self.pre_hooks.values()):
+            replaced = hook(self.module, grad_outputs)
+            if replaced is not None:
+                grad_outputs = self._check(replaced, len(self.outputs), "outputs")
+        self.grad_outputs = grad_outputs
+        if self.input_positions is None:  # no input needs a gradient: the hooks run now
+            for hook in list(self.hooks.values()):
+                replaced = hook(self.module, (None,) * len(self.inputs), grad_outputs)
+                if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),
+                                                                                  "inputs")):
+                    raise RuntimeError("Backward hook for Modules where no input requires gradient should "
+                                       "always return None or None for all gradients.")
+        return tuple(grad_outputs[i] if grad_outputs[i] is not None else g
+                     for i, g in zip(self.output_positions, grads))
+
+    def _on_input_gradients(self, grads):
+        grad_inputs = _spread(self.inputs, self.input_positions, grads)
+        for hook in list(self.hooks.values()):
+            replaced = hook(self.module, grad_inputs, self.grad_outputs)
+            if replaced is not None:
+                grad_inputs = self._check(replaced, len(self.inputs), "inputs")
+        return tuple(grad_inputs[i] for i in self.input_positions)

@@ -1,0 +1,161 @@
+"""Padding: ``F.pad`` and the padding layers (``ZeroPad2d``, ``ReflectionPad1d``, ...).
+
+``pad`` lists (before, after) amounts from the last dim backwards, as PyTorch:
+(left, right) pads the last dim, (left, right, top, bottom) the last two.
+
+'constant' pads with a value (negative amounts crop) and is one primitive whose
+adjoint is padding again: dL/dx = pad(dL/dy, -amounts, 0), which crops what was
+added and puts zeros where the forward cropped. 'reflect', 'replicate' and
+'circular' read each output position from some input position, so they are an
+index gather along each padded dim (its gradient adds up where a position is read
+twice, as at a reflected edge).
+"""
+
+from autograd import Primitive
+from autograd.backend import xp
+
+from .module import Module
+
+
+class ConstantPad(Primitive):
+    """y = x with ``amounts[d] = (before, after)`` positions of ``value`` added on each dim d
+    (negative amounts crop);   dL/dx = dL/dy cropped back: pad(dL/dy, -amounts, 0)"""
+
+    def forward(self, x):
+        shape, source, target = [], [], []
+        for size, (before, after) in zip(x.shape, self.amounts):
+            kept = size - max(-before, 0) - max(-after, 0)
+            shape.append(kept + max(before, 0) + max(after, 0))
+            source.append(slice(max(-before, 0), max(-before, 0) + max(kept, 0)))
+            target.append(slice(max(before, 0), max(before, 0) + max(kept, 0)))
+        y = xp.full(shape, self.value, dtype=x.dtype)
+        y[tuple(target)] = x[tuple(source)]
+        return y
+
+    def backward(self, grad, y, x):
+        return (ConstantPad.apply(grad, amounts=[(-b, -a) for b, a in self.amounts], value=0),)
+
+
+def _gather_index(size, before, after, mode):
+    """The input position each output position reads, for a dim of ``size`` padded by
+    (before, after) >= 0."""
+    positions = xp.arange(-before, size + after)
+    if mode == "replicate":
+        return xp.clip(positions, 0, size - 1)
+    if mode == "circular":
+        return positions % size
+    last = size - 1  # reflect: mirror about the first and the last element
+    return last - xp.abs(last - xp.abs(positions))
+
+
+def _check_non_constant(input, pad, mode):
+    dims = len(pad) // 2
+    if input.ndim not in (dims + 1, dims + 2):
+        raise NotImplementedError(
+            f"Padding size {len(pad)} is not supported for {input.ndim}D input tensor.\n"
+            "Supported combinations for non-constant padding:\n"
+            "  - 2D or 3D input: padding size = 2 (pads last dimension)\n"
+            "  - 3D or 4D input: padding size = 4 (pads last 2 dimensions)\n"
+            "  - 4D or 5D input: padding size = 6 (pads last 3 dimensions)")
+    for k in range(dims):
+        dim = input.ndim - 1 - k
+        before, after, size = pad[2 * k], pad[2 * k + 1], input.shape[dim]
+        if mode == "reflect" and (before >= size or after >= size):
+            raise RuntimeError(
+                f"Argument #4: Padding size should be less than the corresponding input dimension, but got: "
+                f"padding ({before}, {after}) at dimension {dim} of input {list(input.shape)}")
+        if mode == "circular" and (before > size or after > size):
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+
+
+def pad(input, pad, mode="constant", value=None):
+    """Pad (or, with negative amounts, crop) the last len(pad) / 2 dims of ``input``.
+
+    mode: 'constant' (with ``value``, 0 by default), 'reflect' (mirror without
+    repeating the edge: [0 1 2] → [2 1 | 0 1 2 | 1 0]), 'replicate' (repeat the
+    edge) or 'circular' (wrap around).
+    """
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2:
+        raise RuntimeError("Padding length must be divisible by 2")
+    if len(pad) // 2 > input.ndim:
+        raise RuntimeError(f"Padding length should be less than or equal to two times the input dimension "
+                           f"but got padding length {len(pad)} and input of dimension {input.ndim}")
+    if mode not in ("constant", "reflect", "replicate", "circular"):
+        raise NotImplementedError(f"Unrecognised padding mode {mode}")
+    amounts = [(0, 0)] * input.ndim
+    for k in range(len(pad) // 2):
+        amounts[input.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    if mode == "constant":
+        for dim, (size, (before, after)) in enumerate(zip(input.shape, amounts)):
+            if size + before + after < 0:
+                raise RuntimeError(f"The input size {size}, plus negative padding {before} and {after} resulted "
+                                   f"in a negative output size, which is invalid. Check dimension {dim} of "
+                                   "your input.")
+        if all(a == (0, 0) for a in amounts):
+            return input
+        return ConstantPad.apply(input, amounts=amounts, value=0.0 if value is None else value)
+    if value not in (None, 0, 0.0):
+        raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument.")
+    _check_non_constant(input, pad, mode)
+    # negative amounts crop first; the rest is padding of what remains
+    cropped = [(min(b, 0), min(a, 0)) for b, a in amounts]
+    if any(c != (0, 0) for c in cropped):
+        input = ConstantPad.apply(input, amounts=cropped, value=0.0)
+    for dim, (before, after) in enumerate(amounts):
+        before, after = max(before, 0), max(after, 0)
+        if before or after:
+            index = _gather_index(input.shape[dim], before, after, mode)
+            input = input[(slice(None),) * dim + (index,)]
+    return input
+
+
+class _PadNd(Module):
+    mode, dims = "constant", 1
+
+    def __init__(self, padding, value=0.0):
+        super().__init__()
+        self.padding = (padding,) * (2 * self.dims) if isinstance(padding, int) else tuple(padding)
+        if len(self.padding) != 2 * self.dims:
+            raise ValueError(f"{type(self).__name__}: padding must be an int or {2 * self.dims} ints, "
+                             f"got {padding!r}")
+        self.value = value
+
+    def forward(self, input):
+        if self.mode == "constant":
+            return pad(input, self.padding, "constant", self.value)
+        return pad(input, self.padding, self.mode)
+
+    def extra_repr(self):
+        if self.mode == "constant" and not type(self).__name__.startswith("Zero"):
+            return f"padding={self.padding}, value={self.value}"
+        return f"{self.padding}"
+
+
+def _pad_layer(name, mode, dims, takes_value):
+    def __init__(self, padding, value=0.0):
+        _PadNd.__init__(self, padding, value)
+
+    def __init_without_value(self, padding):
+        _PadNd.__init__(self, padding, 0.0)
+
+    body = {"mode": mode, "dims": dims, "__init__": __init__ if takes_value else __init_without_value,
+            "__doc__": f"F.pad of the last {dims} dim(s) in mode {mode!r}, as torch.nn.{name}."}
+    return type(name, (_PadNd,), body)
+
+
+ConstantPad1d = _pad_layer("ConstantPad1d", "constant", 1, True)
+ConstantPad2d = _pad_layer("ConstantPad2d", "constant", 2, True)
+ConstantPad3d = _pad_layer("ConstantPad3d", "constant", 3, True)
+ZeroPad1d = _pad_layer("ZeroPad1d", "constant", 1, False)
+ZeroPad2d = _pad_layer("ZeroPad2d", "constant", 2, False)
+ZeroPad3d = _pad_layer("ZeroPad3d", "constant", 3, False)
+ReflectionPad1d = _pad_layer("ReflectionPad1d", "reflect", 1, False)
+ReflectionPad2d = _pad_layer("ReflectionPad2d", "reflect", 2, False)
+ReflectionPad3d = _pad_layer("ReflectionPad3d", "reflect", 3, False)
+ReplicationPad1d = _pad_layer("ReplicationPad1d", "replicate", 1, False)
+ReplicationPad2d = _pad_layer("ReplicationPad2d", "replicate", 2, False)
+ReplicationPad3d = _pad_layer("ReplicationPad3d", "replicate", 3, False)
+CircularPad1d = _pad_layer("CircularPad1d", "circular", 1, False)
+CircularPad2d = _pad_layer("CircularPad2d", "circular", 2, False)
+CircularPad3d = _pad_layer("CircularPad3d", "circular", 3, False)

@@ -1,0 +1,130 @@
+"""CTC loss: the exact gradient against finite differences, PyTorch's values and gradients
+(padded and concatenated targets, every reduction, short inputs, empty and repeated
+targets, impossible alignments with zero_infinity), and a brute-force sum over paths."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import autograd
+import nn
+import nn.functional as F
+from autograd import Tensor
+
+# each primitive of nn/ctc.py and the test that checks its gradient (CTCGradient's own
+# derivative is refused, as PyTorch refuses it)
+PRIMITIVES_GRADCHECKED = {"CTCNegativeLogLikelihood": "test_exact_gradient_matches_finite_differences",
+                          "CTCGradient": "test_gradient_of_the_gradient_is_refused_as_in_pytorch"}
+RNG = np.random.default_rng(0)
+FRAMES, BATCH, CLASSES = 6, 4, 5
+LOGITS = RNG.standard_normal((FRAMES, BATCH, CLASSES))
+# an ordinary target, one with a repeat (needs a blank between), an empty one, and one
+# too long for its 3 frames (3 labels with a repeat need 4): impossible
+TARGETS = np.array([[1, 2, 3], [2, 2, 0], [0, 0, 0], [4, 4, 1]])
+TARGET_LENGTHS = np.array([3, 2, 0, 3])
+INPUT_LENGTHS = np.array([6, 5, 4, 3])
+
+
+def leaf(values):
+    return Tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
+
+
+def concatenated():
+    return np.concatenate([row[:n] for row, n in zip(TARGETS, TARGET_LENGTHS)])
+
+
+def brute_force_nll(log_probs, target, frames, blank=0):
+    """-ln Σ over every frame-by-frame labelling that collapses to ``target``."""
+    total = 0.0
+    for path in itertools.product(range(log_probs.shape[1]), repeat=frames):
+        collapsed = [c for i, c in enumerate(path) if c != blank and (i == 0 or path[i - 1] != c)]
+        if collapsed == list(target):
+            total += np.exp(sum(log_probs[t, c] for t, c in enumerate(path)))
+    return -np.log(total)
+
+
+def test_loss_is_the_sum_over_all_alignments():
+    log_probs = np.log(np.exp(LOGITS[:4, :, :3]) / np.exp(LOGITS[:4, :, :3]).sum(-1, keepdims=True))
+    targets = np.array([[1, 1], [1, 2], [2, 0], [0, 0]])
+    lengths = np.array([2, 2, 1, 0])
+    losses = F.ctc_loss(Tensor(log_probs), Tensor(targets), [4, 3, 4, 2], Tensor(lengths), reduction="none")
+    expected = [brute_force_nll(log_probs[:, n], targets[n, :lengths[n]], frames)
+                for n, frames in enumerate([4, 3, 4, 2])]
+    np.testing.assert_allclose(losses.numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_exact_gradient_matches_finite_differences(reduction):
+    possible = np.array([0, 1, 2])  # the impossible sample has an infinite loss: leave it out
+
+    def loss(log_probs):
+        value = F.ctc_loss(log_probs, Tensor(TARGETS[possible]), Tensor(INPUT_LENGTHS[possible]),
+                           Tensor(TARGET_LENGTHS[possible]), reduction=reduction)
+        return value if reduction != "none" else value * Tensor([1.0, -2.0, 0.5])
+
+    assert autograd.gradcheck(loss, [leaf(LOGITS[:, :3] * 0.5)])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("layout", ["padded", "concatenated"])
+def test_values_and_gradients_match_pytorch(reduction, layout):
+    import torch
+
+    targets = TARGETS if layout == "padded" else concatenated()
+    for zero_infinity in (False, True):
+        logits = leaf(LOGITS)
+        loss = F.ctc_loss(logits.log_softmax(2), Tensor(targets), Tensor(INPUT_LENGTHS), Tensor(TARGET_LENGTHS),
+                          reduction=reduction, zero_infinity=zero_infinity)
+        torch_logits = torch.tensor(LOGITS, requires_grad=True)
+        expected = torch.nn.functional.ctc_loss(torch_logits.log_softmax(2), torch.tensor(targets),
+                                                torch.tensor(INPUT_LENGTHS), torch.tensor(TARGET_LENGTHS),
+                                                reduction=reduction, zero_infinity=zero_infinity)
+        np.testing.assert_allclose(loss.numpy(), expected.detach().numpy(), rtol=1e-12)
+        if not zero_infinity and reduction != "none":
+            assert np.isinf(loss.item())
+            continue
+        weights = np.arange(1.0, 1.0 + loss.numel()).reshape(loss.shape)
+        (loss * Tensor(weights)).sum().backward()
+        (expected * torch.tensor(weights)).sum().backward()
+        grad, expected_grad = logits.grad.numpy(), torch_logits.grad.numpy()
+        if not zero_infinity:  # the impossible sample's gradient is NaN in PyTorch: compare the others
+            grad, expected_grad = grad[:, :3], expected_grad[:, :3]
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.torch
+def test_unbatched_blank_elsewhere_float32_and_the_module_match_pytorch():
+    import torch
+
+    logits = LOGITS[:, 0]
+    ours = nn.CTCLoss(blank=4)(leaf(logits).log_softmax(1), Tensor(np.array([1, 2, 2])), [6], [3])
+    theirs = torch.nn.CTCLoss(blank=4)(torch.tensor(logits).log_softmax(1), torch.tensor([1, 2, 2]),
+                                       torch.tensor([6]), torch.tensor([3]))
+    np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-12)
+    single = Tensor(LOGITS[:, :3].astype(np.float32)).log_softmax(2)
+    loss = F.ctc_loss(single, Tensor(TARGETS[:3]), Tensor(INPUT_LENGTHS[:3]), Tensor(TARGET_LENGTHS[:3]))
+    expected = torch.nn.functional.ctc_loss(torch.tensor(LOGITS.astype(np.float32)).log_softmax(2)[:, :3],
+                                            torch.tensor(TARGETS[:3]), torch.tensor(INPUT_LENGTHS[:3]),
+                                            torch.tensor(TARGET_LENGTHS[:3]))
+    assert loss.dtype == np.float32
+    np.testing.assert_allclose(loss.item(), expected.item(), rtol=1e-5)
+
+
+def test_gradient_of_the_gradient_is_refused_as_in_pytorch():
+    log_probs = leaf(LOGITS[:, :1]).log_softmax(2)
+    loss = F.ctc_loss(log_probs, Tensor(TARGETS[:1]), [6], [3])
+    (grad,) = autograd.grad(loss, [log_probs], create_graph=True)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        grad.sum().backward()
+
+
+def test_bad_arguments_raise():
+    log_probs = Tensor(LOGITS).log_softmax(2)
+    with pytest.raises(RuntimeError, match="input_lengths"):
+        F.ctc_loss(log_probs, Tensor(TARGETS), Tensor([7, 1, 1, 1]), Tensor(TARGET_LENGTHS))
+    with pytest.raises(RuntimeError, match="blank"):
+        F.ctc_loss(log_probs, Tensor(TARGETS), Tensor(INPUT_LENGTHS), Tensor(TARGET_LENGTHS), blank=9)
+    with pytest.raises(RuntimeError, match="other than the blank"):
+        F.ctc_loss(log_probs, Tensor(TARGETS), Tensor(INPUT_LENGTHS), Tensor(np.array([3, 3, 1, 3])))
