@@ -236,10 +236,19 @@ def demo(args):
     print(f"training accuracy {history['training accuracy'][-1]:.1%}, "
           f"validation accuracy {history['validation accuracy'][-1]:.1%} "
           f"in {time.perf_counter() - started:.1f} s")
-    architecture = {"model": "MLP", "arguments": {"in_features": X.shape[1], "hidden_sizes": hidden,
-                                                  "out_features": classes}}
     write_outputs(args.out, model, criterion, X_train[:8], y_train[:8], history,
-                  saved={"architecture": architecture, "standardize": scaler, "data": args.data, "seed": args.seed})
+                  saved=recipe(args, mlp(X.shape[1], hidden, classes), scaler))
+
+
+def mlp(in_features, hidden_sizes, out_features):
+    """The architecture model.npz records: nn.MLP and its constructor's arguments."""
+    return {"model": "MLP", "arguments": {"in_features": in_features, "hidden_sizes": hidden_sizes,
+                                          "out_features": out_features}}
+
+
+def recipe(args, architecture, scaler):
+    """What write_outputs saves beside the weights so that the model reloads and predict rebuilds its split."""
+    return {"architecture": architecture, "standardize": scaler, "data": args.data, "seed": args.seed}
 
 
 def predict(args):
