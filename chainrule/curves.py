@@ -39,7 +39,7 @@ def draw_svg(path, history):
     """Two panels side by side: the losses on a log axis, the accuracies in percent."""
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, MultipleLocator, NullFormatter
 
     epochs = range(1, len(next(iter(history.values()))) + 1)
     with matplotlib.rc_context({"svg.hashsalt": "chainrule", "svg.fonttype": "none", "font.size": 9}):
@@ -54,8 +54,9 @@ def draw_svg(path, history):
             axes.set_title(kind)
             axes.set_xlabel("epoch")
             axes.set_xlim(0.5, len(epochs) + 0.5)
-            # every epoch up to 20 of them, else a round step (5, 10, 20, ...): whole epochs only
-            axes.xaxis.set_major_locator(MaxNLocator(nbins=min(len(epochs), 20), integer=True, steps=[1, 2, 5, 10]))
+            # every epoch up to 20 of them, else about ten ticks a round step apart (5, 10, 20, ...)
+            axes.xaxis.set_major_locator(MultipleLocator(1) if len(epochs) <= 20 else
+                                         MaxNLocator(nbins=10, integer=True, steps=[1, 2, 5, 10]))
             axes.grid(alpha=0.3)
             axes.legend()
         if all(value > 0 for name, values in history.items() if name.endswith("loss") for value in values):
