@@ -2,7 +2,7 @@
 
 These machines are shared and noisy, so each benchmark reports ratios taken
 side by side in one run (against hand-written NumPy, and PyTorch and micrograd
-when they are installed: pip install -e '.[reference]'), never absolute targets.
+when they are installed: pip install 'chainrule[reference]'), never absolute targets.
 """
 
 import os
