@@ -213,7 +213,8 @@ def validate_gradients(node, inputs, grads):
     for i, (x, g) in enumerate(zip(inputs, grads)):
         if g is None:
             continue
-        if g.shape != x.shape or g.dtype != x.dtype:
+        array = g._data
+        if array.shape != x.shape or array.dtype != x.dtype:
             if checked is None:
                 checked = list(grads)
             checked[i] = g = _conform(node, i, x, g)

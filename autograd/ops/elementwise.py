@@ -49,6 +49,8 @@ def promote(x, y):
 def binary(op, x, y):
     """op(x, y) for tensors or numbers on either side, with PyTorch's type promotion
     (true division of integers gives the default floating dtype)."""
+    if type(x) is Tensor and type(y) is Tensor and x._data.dtype is y._data.dtype:  # the common case
+        return op.apply(x, y)
     x, y = promote(x, y)
     if op is Div and x.dtype.kind not in "fc":
         dtype = backend.get_default_dtype()
@@ -321,7 +323,7 @@ class Relu(Primitive):
         return xp.maximum(x, 0)
 
     def backward(self, grad, y, x):
-        return (grad * Tensor._make(y._data > 0),)
+        return (Mul.apply(grad, Tensor._make(y._data > 0)),)  # a constant mask: no promotion needed
 
 
 @names("abs", inplace="abs_")
