@@ -172,8 +172,11 @@ class MaxPoolSpread(Primitive):
     def forward(self, g):
         params = dict(self.__dict__)
         padded, slices = _window_slices(xp.empty((0, 0) + tuple(self.shape[2:])), params, 0)
-        padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:], 0,
-                                  dtype=g.dtype)  # (zeros: windows need not cover every position)
+        # windows that tile the input exactly write every position once: no need to zero it first
+        tiles = all(k == s and d == 1 and p == 0 and o * s == size for k, s, d, p, o, size in
+                    zip(self.kernel_size, self.stride, self.dilation, self.padding, self.out, self.shape[2:]))
+        padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:],
+                                  None if tiles else 0, dtype=g.dtype)
         if overlapping(self.kernel_size, self.stride, self.dilation):
             for (_, index), mask in zip(slices, self.winners):
                 padded[index] += g * mask
