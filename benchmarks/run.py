@@ -11,6 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import deep_chain  # noqa: E402
+import lenet_step  # noqa: E402
 import mlp_step  # noqa: E402
 import optimizer_step  # noqa: E402
 import per_op  # noqa: E402
@@ -26,6 +27,7 @@ def main():
     if torch is not None:
         torch.set_num_threads(threads)  # the MLP step: PyTorch's threads, NumPy's BLAS threads
     print(mlp_step.report())
+    print(lenet_step.report())  # sets PyTorch to two threads, as the brief's CPU comparison
     print(optimizer_step.report())
     print(value_engine.report())
     print(deep_chain.report())

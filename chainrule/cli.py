@@ -203,7 +203,7 @@ def demo(args):
     if args.model == "cnn" and args.data != "digits":
         raise DemoError(f"--model cnn needs images: use --data digits (not {args.data})")
     model = DigitsCNN(classes) if args.model == "cnn" else nn.MLP(X.shape[1], hidden, classes)
-    shape = "CNN conv16-conv32" if args.model == "cnn" else "MLP " + "-".join(map(str, [X.shape[1], *hidden]))
+    shape = "CNN conv8-conv16" if args.model == "cnn" else "MLP " + "-".join(map(str, [X.shape[1], *hidden]))
     optimizer_class, default_lr, options = OPTIMIZERS[args.optimizer]
     optimizer = optimizer_class(model.parameters(), lr=args.lr or default_lr, **options)
     criterion = nn.CrossEntropyLoss()

@@ -14,11 +14,11 @@ def test_cnn_demo_learns_the_digits_and_writes_everything(tmp_path, capsys):
     out = tmp_path / "cnn"
     assert cli.main(["demo", "--model", "cnn", "--epochs", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "CNN conv16-conv32-10" in printed
+    assert "CNN conv8-conv16-10" in printed
     accuracy = float(re.search(r"validation accuracy ([\d.]+)%", printed).group(1))
     assert accuracy >= 95.0
     state = autograd.load(out / "model.npz")["state_dict"]
-    assert state["conv1.weight"].shape == (16, 1, 3, 3) and state["fc.weight"].shape == (10, 128)
+    assert state["conv1.weight"].shape == (8, 1, 3, 3) and state["fc.weight"].shape == (10, 256)
     model, _ = load_model(out / "model.npz")  # the file says which class rebuilds it
     assert type(model).__name__ == "DigitsCNN"
     assert "<svg" in (out / "curves.svg").read_text()

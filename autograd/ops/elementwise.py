@@ -49,8 +49,9 @@ def promote(x, y):
 def binary(op, x, y):
     """op(x, y) for tensors or numbers on either side, with PyTorch's type promotion
     (true division of integers gives the default floating dtype)."""
-    if type(x) is Tensor and type(y) is Tensor and x._data.dtype is y._data.dtype:  # the common case
-        return op.apply(x, y)
+    dtype = x._data.dtype if type(x) is Tensor else None
+    if dtype is not None and dtype.kind == "f" and type(y) is Tensor and y._data.dtype is dtype:
+        return op.apply(x, y)  # the common case: two floating tensors of one dtype
     x, y = promote(x, y)
     if op is Div and x.dtype.kind not in "fc":
         dtype = backend.get_default_dtype()
