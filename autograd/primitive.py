@@ -96,7 +96,8 @@ class Primitive:
                     node.output_data = data if node.saves_output else None
                     node.created = VersionClock.now
                     node.output_version = out._version
-                    node.parents = [_graph_node(x) for x in inputs]
+                    node.parents = [x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
+                                    for x in inputs]  # as _graph_node, inline: this is the hot path
                     out.requires_grad = True
                     out.grad_fn = node
                     if modes.anomaly:

@@ -255,19 +255,24 @@ class Tensor:
     # the engine's interface, for a leaf (see autograd.engine)
 
     def receive(self, grad):
-        grad = self.run_hooks(grad)
-        self._accumulate(grad)
+        if self._hooks:
+            grad = run_hooks(self._hooks, grad)
+        accumulate_grad(self, grad)
+        if self._post_hooks:
+            for hook in self._post_hooks:
+                hook(self)
         return grad
 
     def run_hooks(self, grad):
         return run_hooks(self._hooks, grad) if self._hooks else grad
 
     def _accumulate(self, grad):
-        """self.grad += grad, then the post-accumulate hooks (a leaf's last step of backward)."""
-        accumulate_grad(self, grad)
-        if self._post_hooks:
-            for hook in self._post_hooks:
-                hook(self)
+        """self.grad += grad, then the post-accumulate hooks: receive without the hooks."""
+        hooks, self._hooks = self._hooks, None
+        try:
+            self.receive(grad)
+        finally:
+            self._hooks = hooks
 
     def chain(self, grad, wanted=None):
         return ()
