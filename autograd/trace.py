@@ -70,7 +70,7 @@ class BackwardTrace:
             svg = viz.render_svg(graph)
             svg = svg[svg.index("<svg"):]  # drop the XML prologue: the SVG sits inside HTML
             frames.append(f'<div class="step" data-caption="{html.escape(caption)}" '
-                          f'data-highlight="{key}">{svg}</div>')
+                          f'data-highlight="{key}"{" hidden" if i else ""}>{svg}</div>')
         legend = "".join(f'<span><i style="background:{colour}"></i>{html.escape(text)}</span>'
                          for colour, text in viz.STATES.values())
         body = PAGE_BODY.format(uid=uid, last=len(frames) - 1, frames="\n".join(frames), legend=legend)
@@ -105,6 +105,9 @@ class BackwardTrace:
 
     def __len__(self):
         return len(self.steps)
+
+    def __repr__(self):
+        return f"<BackwardTrace: {len(self.steps)} steps of backpropagation from {self.root_name}>"
 
 
 def trace_backward(root, names=None, rankdir=None):
@@ -268,9 +271,6 @@ STYLE = """<style>
 .trace-legend {{ font-size: 14px; display: flex; gap: 1.2em; flex-wrap: wrap; }}
 .trace-legend i {{ display: inline-block; width: 1em; height: 1em; border: 1px solid #444;
                    vertical-align: -0.15em; margin-right: 0.3em; }}
-.trace-frames {{ display: grid; }}
-.trace-frames .step {{ grid-area: 1 / 1; visibility: hidden; }}
-.trace-frames .step.shown {{ visibility: visible; }}
 .trace-frames svg {{ max-width: 100%; height: auto; }}
 </style>""".replace("{{", "{").replace("}}", "}")
 
@@ -308,7 +308,10 @@ PAGE_BODY = """<div class="trace" id="{uid}">
   var slider = root.querySelector(".trace-slider");
   function show(i) {{
     current = Math.max(0, Math.min(steps.length - 1, i));
-    for (var k = 0; k < steps.length; k++) steps[k].classList.toggle("shown", k === current);
+    for (var k = 0; k < steps.length; k++) {{
+      steps[k].hidden = k !== current;
+      steps[k].classList.toggle("shown", k === current);
+    }}
     caption.textContent = steps[current].getAttribute("data-caption");
     counter.textContent = "step " + current + " of " + (steps.length - 1);
     slider.value = current;
@@ -321,6 +324,15 @@ PAGE_BODY = """<div class="trace" id="{uid}">
     if (event.key === "ArrowRight") show(current + 1);
     if (event.key === "ArrowLeft") show(current - 1);
   }});
+  // the tallest picture sets the height, so that the page does not jump from step to step
+  // (frames other than the first are hidden in the markup: a viewer without scripts shows one)
+  var frames = root.querySelector(".trace-frames"), tallest = 0;
+  for (var k = 0; k < steps.length; k++) {{
+    steps[k].hidden = false;
+    tallest = Math.max(tallest, steps[k].getBoundingClientRect().height);
+    steps[k].hidden = true;
+  }}
+  frames.style.minHeight = tallest + "px";
   show(0);
 }})();
 </script>

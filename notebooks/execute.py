@@ -25,8 +25,12 @@ def execute(path, timeout=300):
     """The executed notebook (raises CellExecutionError on the first failing cell)."""
     _kernel_sees_this_checkout()
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    # The same notebook stores the same bytes every time: no timestamps per cell (record_timing),
+    # one stream output per cell however the kernel happened to flush its prints (coalesce_streams).
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", coalesce_streams=True, record_timing=False,
                    resources={"metadata": {"path": str(HERE)}}).execute()
+    for cell in notebook.cells:
+        cell.metadata.pop("execution", None)
     return notebook
 
 

@@ -59,6 +59,7 @@ def test_stored_outputs_are_reproducible(path):
             found = UNSTABLE.search(text)
             assert found is None, f"{path.name} stores {found.group(0)!r}, which changes from run to run"
     assert "%time" not in "".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    assert not [cell for cell in notebook.cells if "execution" in cell.metadata], "per-cell timestamps are stored"
     pictures = "".join(text for output in _outputs(notebook) for text in _texts(output) if "<svg" in text)
     assert "<dc:date>" not in pictures  # matplotlib SVGs carry no timestamp
 
