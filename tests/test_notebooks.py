@@ -48,6 +48,22 @@ def test_notebook_is_stored_with_outputs_and_small(path):
     outputs = _outputs(notebook)
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {}) for o in outputs)
+    for output in outputs:
+        if "image/png" in output.get("data", {}):
+            assert _png_dpi(output.data["image/png"]) >= 99.9, f"{path.name}: a figure below 100 dpi"
+
+
+def _png_dpi(encoded):
+    """The resolution a PNG declares (matplotlib writes its dpi into the pHYs chunk)."""
+    import base64
+    import struct
+
+    data = base64.b64decode(encoded)
+    at = data.find(b"pHYs")
+    assert at > 0, "a PNG without its resolution"
+    per_metre, _, unit = struct.unpack(">IIB", data[at + 4:at + 13])
+    assert unit == 1
+    return per_metre * 0.0254
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
