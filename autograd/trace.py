@@ -18,6 +18,7 @@ import html
 import itertools
 
 from . import differentiate, viz
+from .backend import xp
 from .engine import backpropagate, topological_order
 from .tensor import Tensor
 from .value import Value
@@ -220,7 +221,7 @@ def _trace_tensors(trace, root, names):
     labels = {id(t): n for n, t in names.items()}
     trace.root_name = "L"
     received = {viz._key(root): None}
-    trace.start = {}
+    trace.start = {viz._key(root): xp.ones(root.shape)}  # dL/dL = 1, drawn before the first step
     done = set()
 
     def label(tensor):

@@ -13,7 +13,7 @@ pytest.importorskip("nbclient", reason="the notebooks extra is not installed")
 
 # Seconds each cell may take: ten times the CPU time the whole notebook took on a busy
 # 2-core machine (measured with /usr/bin/time around notebooks/execute.py), at least a minute.
-CPU_SECONDS = {"01": 3, "02": 10, "03": 15, "04": 8, "05": 8, "06": 17, "07": 2}
+CPU_SECONDS = {"01": 2, "02": 11, "03": 17, "04": 6, "05": 10, "06": 19, "07": 2}
 CELL_TIMEOUT = {number: max(60, 10 * seconds) for number, seconds in CPU_SECONDS.items()}
 
 # What would make `make notebooks` leave a diff behind: object addresses, timings, graph

@@ -337,3 +337,16 @@ def test_training_step_graph_fits_a_window_and_names_what_the_user_wrote():
     assert "0x" not in svg and svg == render_svg(draw(loss, names={"input batch": inputs, "targets": targets,
                                                                    **dict(model.named_parameters())},
                                                       layers=[*layers, ("CrossEntropyLoss", loss)]))
+
+
+@needs_dot
+def test_tensor_step_through_starts_with_the_output_gradient_drawn():
+    autograd.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    loss = nn.functional.cross_entropy(model(autograd.randn(5, 3)), autograd.tensor([0, 1, 1, 0, 1]))
+    trace = trace_backward(loss, names=dict(model.named_parameters()))
+    first = trace.graph(0)
+    assert "grad 1.<" in first.source  # dL/dL = 1, as the caption says
+    last = trace.graph(len(trace)).source
+    assert "grad ?" not in last  # at the end every value knows its gradient
+    assert trace.html().count("<svg") == len(trace) + 1
