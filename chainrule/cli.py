@@ -175,6 +175,8 @@ def write_outputs(folder, model, criterion, inputs, targets, history):
     model.train()
     output, layers = viz.run_layers(model, inputs)  # each op labelled with its layer's name
     step_loss = criterion(output, targets)
+    model.zero_grad()
+    step_loss.backward(retain_graph=True)  # the parameters show this step's gradients, not the last batch's
     graph = viz.draw(step_loss, names={"input batch": inputs, "targets": targets, **dict(model.named_parameters()),
                                        "loss": step_loss}, layers=[*layers, (type(criterion).__name__, step_loss)])
     x1, x2, w1, w2, b = (autograd.Value(v, label=n) for v, n in
