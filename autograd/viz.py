@@ -116,12 +116,12 @@ def _producers(item, constants=()):
 
 def _count(root):
     """How many values are reachable (to say how many the node limit collapsed)."""
-    seen, stack = {id(root)}, [root]
+    seen, stack = {_key(root)}, [root]
     while stack:
         for _, _, parents in _producers(stack.pop()):
             for parent in parents:
-                if id(parent) not in seen:
-                    seen.add(id(parent))
+                if _key(parent) not in seen:  # by key: an unkept value is met through fresh stand-ins
+                    seen.add(_key(parent))
                     stack.append(parent)
     return len(seen)
 

@@ -350,3 +350,9 @@ def test_tensor_step_through_starts_with_the_output_gradient_drawn():
     last = trace.graph(len(trace)).source
     assert "grad ?" not in last  # at the end every value knows its gradient
     assert trace.html().count("<svg") == len(trace) + 1
+
+
+def test_values_met_only_through_stand_ins_are_not_counted_as_left_out():
+    w = Tensor([0.5, -1.0], requires_grad=True)
+    (g,) = autograd.grad((w.tanh() ** 2).sum(), w, create_graph=True)
+    assert "not drawn" not in draw(g.sum()).source  # every value is drawn: none was left out
