@@ -150,7 +150,7 @@ def summarize(array, small=6):
 def _value_rows(item, name, show_data, show_grad, grad):
     """The lines of a value's box: name, (shape and dtype), data, grad."""
     if isinstance(item, Value):
-        rows = [name or item.label or " "]
+        rows = [name or item.label or ""]  # an unnamed value: no empty title line
         if show_data:
             rows.append(f"data {number(item.data)}")
         if show_grad:
@@ -253,7 +253,8 @@ def draw(root, names=None, rankdir=None, show_data=True, show_grad=True, max_nod
         if key in op_labels:
             label = (f'<<B>{_html(op_labels[key])}</B><BR/><FONT POINT-SIZE="10">{_html(label)}</FONT>>')
         used.add("current" if key == highlight else "op")
-        graph.node(ids[key], label, shape="ellipse", style="filled", fillcolor=fill)
+        graph.node(ids[key], label, shape="ellipse", style="filled", fillcolor=fill,
+                   width="0", height="0", margin="0.08,0.03")  # as small as its text: narrower rows
     for tail, head in drawn.edges:
         graph.edge(ids[tail], ids[head])
     if drawn.collapsed:
@@ -261,16 +262,20 @@ def draw(root, names=None, rankdir=None, show_data=True, show_grad=True, max_nod
                    shape="note", style="dashed")
     if legend:
         _legend(graph, [k for k in (*ROLES, *STATES) if k in used and not (stepping and k in ROLES
-                                                                             and k != "op")])
+                                                                             and k != "op")],
+                across=rankdir in ("LR", "RL"))
     return graph
 
 
-def _legend(graph, keys):
-    """One small table: a swatch and a line of text per colour in use."""
-    rows = "".join(f'<TR><TD BGCOLOR="{colour}" BORDER="1" WIDTH="14"> </TD><TD ALIGN="LEFT">{_html(text)}</TD></TR>'
-                   for colour, text in ({**ROLES, **STATES}[key] for key in keys))
-    graph.node("legend", f'<<TABLE BORDER="0" CELLSPACING="2" CELLPADDING="1">{rows}</TABLE>>', shape="box",
-               style="rounded", color="grey", fontsize="10")
+def _legend(graph, keys, across):
+    """A swatch and a few words per colour in use, as the graph's label under the picture (a node
+    would take a place in the layout and widen it): in one row under a wide graph (``across``),
+    else in one column."""
+    cells = [f'<TD BGCOLOR="{colour}" BORDER="1" WIDTH="14"> </TD><TD ALIGN="LEFT">{_html(text)}</TD>'
+             for colour, text in ({**ROLES, **STATES}[key] for key in keys)]
+    rows = f"<TR>{''.join(cells)}</TR>" if across else "".join(f"<TR>{cell}</TR>" for cell in cells)
+    graph.attr(label=f'<<TABLE BORDER="0" CELLSPACING="3" CELLPADDING="1">{rows}</TABLE>>', labelloc="b",
+               labeljust="l", fontsize="10")
 
 
 def stable_ids(drawn):
