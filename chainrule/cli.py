@@ -292,7 +292,12 @@ def write_outputs(folder, model, criterion, inputs, targets, history, saved=None
         written.append("model.npz (the model and its input scaling: chainrule.load_model; chainrule predict)")
     written += write_curves(folder, history)
     model.train()
-    graph = viz.draw(criterion(model(inputs), targets), names=dict(model.named_parameters()))
+    output, layers = viz.run_layers(model, inputs)  # each op labelled with its layer's name
+    step_loss = criterion(output, targets)
+    model.zero_grad()
+    step_loss.backward(retain_graph=True)  # the parameters show this step's gradients, not the last batch's
+    graph = viz.draw(step_loss, names={"input batch": inputs, "targets": targets, **dict(model.named_parameters()),
+                                       "loss": step_loss}, layers=[*layers, (type(criterion).__name__, step_loss)])
     x1, x2, w1, w2, b = (autograd.Value(v, label=n) for v, n in
                          ((2.0, "x1"), (-1.0, "x2"), (0.5, "w1"), (-0.25, "w2"), (0.1, "b")))
     neuron = (w1 * x1 + w2 * x2 + b).sigmoid()
