@@ -306,13 +306,18 @@ def _attach_constants(drawn, tensors):
 
 
 def run_layers(model, x):
-    """Run a Sequential ``model`` on ``x`` layer by layer: (output, [(layer class name, its output)]),
-    the ``layers=`` that ``draw`` labels its ops with."""
+    """Run ``model`` on ``x`` and note what each layer made: (output, [(layer class name, its output)]),
+    the ``layers=`` that ``draw`` labels its ops with. The layers are the model's modules without
+    children, watched through forward hooks (so any nn.Module works, not only a Sequential)."""
     layers = []
-    for layer in model:
-        x = layer(x)
-        layers.append((type(layer).__name__, x))
-    return x, layers
+    leaves = [module for module in model.modules() if not any(True for _ in module.children())]
+    handles = [module.register_forward_hook(lambda module, inputs, output: layers.append(
+        (type(module).__name__, output))) for module in leaves]
+    try:
+        return model(x), layers
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def render_svg(graph):
