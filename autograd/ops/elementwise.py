@@ -133,11 +133,15 @@ class Where(Primitive):
         return _split(grad, xp.broadcast_to(self.condition, grad.shape), x, y)
 
 
-def where(condition, x, y):
-    """Elementwise choice: x where ``condition`` holds, y elsewhere (x, y may be numbers)."""
+def where(condition, input=None, other=None):
+    """Elementwise choice: input where ``condition`` holds, other elsewhere (either may be a number).
+    With the condition alone, as PyTorch: the indices where it holds, one int64 vector per dim."""
     condition = condition._data if isinstance(condition, Tensor) else xp.asarray(condition)
+    if input is None and other is None:
+        return tuple(Tensor._make(i.astype(xp.int64)) for i in xp.nonzero(xp.atleast_1d(condition)))
     if condition.dtype != bool:
         raise TypeError(f"where: condition must be a bool tensor, got {condition.dtype}")
+    x, y = input, other
     if not isinstance(x, Tensor):
         x = _operand(x, y) if isinstance(y, Tensor) else Tensor(x)
     if not isinstance(y, Tensor):
