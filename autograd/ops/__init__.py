@@ -2,7 +2,7 @@
 op declares (``autograd.ops.names``) as Tensor methods."""
 
 from ..tensor import Tensor
-from . import arranging, cumulative, diagonals, elementwise, indexing, linalg, reductions, shape, sorting, special, splitting  # noqa: F401  (each declares its names)
+from . import arranging, contractions, cumulative, diagonals, elementwise, indexing, linalg, reductions, shape, sorting, special, splitting  # noqa: F401  (each declares its names)
 from .names import FUNCTIONS, INPLACE, METHODS
 
 

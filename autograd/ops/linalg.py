@@ -38,8 +38,13 @@ class MatMul(Primitive):
         return grad_a, grad_b
 
 
-def matmul(a, b):
+def matmul(input, other, *, out=None):
     """A @ B with NumPy's rules: 1-D operands are a row (left) or a column (right)."""
+    if out is not None:
+        from .outputs import write_out  # out= is rare; the @ operator never passes it
+
+        return write_out(matmul(input, other), out)
+    a, b = input, other
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: both operands need at least one dimension, got shapes "
                          f"{a.shape} and {b.shape}; use * to multiply by a scalar")
