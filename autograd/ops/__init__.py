@@ -2,7 +2,10 @@
 op declares (``autograd.ops.names``) as Tensor methods."""
 
 from ..tensor import Tensor
-from . import arranging, contractions, cumulative, diagonals, elementwise, indexing, linalg, reductions, shape, sorting, special, splitting  # noqa: F401  (each declares its names)
+from . import (  # noqa: F401  (each declares its names)
+    arranging, contractions, cumulative, diagonals, elementwise, indexing, inverses, linalg, namespaces, norms,
+    reductions, shape, sorting, special, splitting,
+)
 from .names import FUNCTIONS, INPLACE, METHODS
 
 
