@@ -4,7 +4,7 @@ op declares (``autograd.ops.names``) as Tensor methods."""
 from ..tensor import Tensor
 from . import (  # noqa: F401  (each declares its names)
     arranging, contractions, cumulative, diagonals, elementwise, indexing, inverses, linalg, namespaces, norms,
-    reductions, shape, sorting, special, splitting,
+    pointwise, reductions, shape, sorting, special, splitting,
 )
 from .names import FUNCTIONS, INPLACE, METHODS
 
