@@ -3,8 +3,24 @@ op declares (``autograd.ops.names``) as Tensor methods."""
 
 from ..tensor import Tensor
 from . import (  # noqa: F401  (each declares its names)
-    arithmetic, arranging, contractions, cumulative, diagonals, elementwise, indexing, inverses, linalg, namespaces, norms,
-    pointwise, predicates, reductions, shape, sorting, special, splitting,
+    arithmetic,
+    arranging,
+    contractions,
+    cumulative,
+    diagonals,
+    elementwise,
+    indexing,
+    inverses,
+    linalg,
+    namespaces,
+    norms,
+    pointwise,
+    predicates,
+    reductions,
+    shape,
+    sorting,
+    special,
+    splitting,
 )
 from .names import FUNCTIONS, INPLACE, METHODS
 

@@ -87,7 +87,8 @@ class CumProd(Primitive):
         part_before = CumSum.apply(grad * y, dim=d, reverse=True) / x_before
         x_skipping_zero = Where.apply(_one(x), x, condition=first)
         part_first = CumSum.apply(grad * CumProd.apply(x_skipping_zero, dim=d), dim=d, reverse=True)
-        return (Where.apply(part_before, nothing, condition=before) + Where.apply(part_first, nothing, condition=first),)
+        return (Where.apply(part_before, nothing, condition=before)
+                + Where.apply(part_first, nothing, condition=first),)
 
 
 @names("cumprod", inplace="cumprod_")

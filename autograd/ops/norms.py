@@ -153,7 +153,8 @@ def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
     if isinstance(dim, int):
         dim = (dim,)
     if p == "nuc":
-        return matrix_norm(input, "nuc", tuple(range(input.ndim)) if dim is None else dim, keepdim, dtype=dtype, out=out)
+        dims = tuple(range(input.ndim)) if dim is None else dim
+        return matrix_norm(input, "nuc", dims, keepdim, dtype=dtype, out=out)
     if p == "fro" or p is None:
         p = 2
     return vector_norm(input, p, dim, keepdim, dtype=dtype, out=out)

@@ -434,7 +434,8 @@ def logaddexp2(input, other, *, out=None):
 
 
 class Xlogy(Primitive):
-    """z = x ln y, and 0 where x = 0 (unless y is NaN);   dL/dx = dL/dz · ln y (0 where x = 0),   dL/dy = dL/dz · x / y"""
+    """z = x ln y, and 0 where x = 0 (unless y is NaN);
+    dL/dx = dL/dz · ln y (0 where x = 0),   dL/dy = dL/dz · x / y"""
 
     def forward(self, x, y):
         with xp.errstate(divide="ignore", invalid="ignore"):
