@@ -147,7 +147,8 @@ def _every_case():
     """The cases here and the CASES of each tests/test_ops_*.py (one file per family of ops)."""
     cases = dict(CASES)
     for path in sorted(pathlib.Path(__file__).parent.glob("test_ops_*.py")):
-        cases.update(getattr(importlib.import_module(path.stem), "CASES", {}))
+        module = f"{__package__}.{path.stem}" if __package__ else path.stem  # tests/ is a package
+        cases.update(getattr(importlib.import_module(module), "CASES", {}))
     return cases
 
 
