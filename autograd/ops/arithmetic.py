@@ -13,6 +13,7 @@ from . import elementwise
 from .elementwise import unbroadcast
 from .names import names
 from .outputs import write_out
+from .pointwise import remainder
 
 
 def _pair(input, other):
@@ -90,6 +91,28 @@ def div(input, other, *, rounding_mode=None, out=None):
 def floor_divide(input, other, *, out=None):
     """input / other rounded down."""
     return div(input, other, rounding_mode="floor", out=out)
+
+
+@names("__floordiv__", function=False)
+def _floordiv(input, other):
+    """x // y: floor division (Tensor has no // of its own)."""
+    return floor_divide(input, other)
+
+
+@names("__rfloordiv__", function=False)
+def _rfloordiv(input, other):
+    return floor_divide(other, input)
+
+
+@names("__mod__", function=False)
+def _mod(input, other):
+    """x % y: the remainder with y's sign, as Python's."""
+    return remainder(input, other)
+
+
+@names("__rmod__", function=False)
+def _rmod(input, other):
+    return remainder(other, input)
 
 
 @names("pow")

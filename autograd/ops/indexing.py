@@ -55,6 +55,13 @@ def _positions(index, dim):
     return tuple(grids)
 
 
+def _corner(src, like_shape):
+    """src's leading corner of ``like_shape`` (a source may be larger than the index in every dim)."""
+    if src.shape == tuple(like_shape):
+        return src
+    return src[tuple(slice(0, n) for n in like_shape)]
+
+
 def _cut(x, like_shape, dim):
     """x cut to ``like_shape`` outside ``dim`` (an index may be smaller than x there)."""
     if all(n == m for d, (n, m) in enumerate(zip(x.shape, like_shape)) if d != dim):
@@ -82,9 +89,9 @@ class ScatterAdd(Primitive):
     def forward(self, x, src):
         y = x.copy()
         if x.ndim == 0:
-            y[()] += _cut(src, self.index.shape, self.dim).sum()
+            y[()] += _corner(src, self.index.shape).sum()
             return y
-        xp.add.at(y, _positions(self.index, self.dim), _cut(src, self.index.shape, self.dim))
+        xp.add.at(y, _positions(self.index, self.dim), _corner(src, self.index.shape))
         return y
 
     def backward(self, grad, y, x, src):
@@ -104,9 +111,9 @@ class Scatter(Primitive):
         y = x.copy()
         if x.ndim == 0:
             if self.index.size:
-                y[()] = _cut(src, self.index.shape, self.dim).reshape(-1)[-1]
+                y[()] = _corner(src, self.index.shape).reshape(-1)[-1]
             return y
-        y[_positions(self.index, self.dim)] = _cut(src, self.index.shape, self.dim)
+        y[_positions(self.index, self.dim)] = _corner(src, self.index.shape)
         return y
 
     def backward(self, grad, y, x, src):
@@ -166,7 +173,7 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
         return write_out(ScatterAdd.apply(input, source, dim=axis, index=index), out)
     if reduce == "multiply":
         y = input._data.copy()
-        xp.multiply.at(y, _positions(index, axis), _cut(source._data, index.shape, axis))
+        xp.multiply.at(y, _positions(index, axis), _corner(source._data, index.shape))
         return write_out(Tensor._make(y), out)
     if reduce is not None:
         raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
