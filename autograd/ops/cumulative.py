@@ -14,6 +14,8 @@ from ..backend import int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import dim_index, normalize_dims
+from . import shape
+from .arranging import Flip
 from .elementwise import Where
 from .indexing import Gather
 from .names import names
@@ -98,11 +100,26 @@ def cumprod(input, dim, *, dtype=None, out=None):
     return write_out(CumProd.apply(x, dim=axis), out)
 
 
+def _product_of_others(x, axes):
+    """Π_{j≠k} x_j over axes, for every k: the product before k times the product after it
+    (running products, so exact with zeros, and differentiable again)."""
+    kept = [d for d in range(x.ndim) if d not in axes]
+    moved = shape.permute(x, kept + list(axes))
+    flat = shape.reshape(moved, (*moved.shape[:len(kept)], -1))
+    one = Tensor._make(xp.ones((*flat.shape[:-1], 1), dtype=x.dtype))
+    before = CumProd.apply(shape.cat([one, flat[..., :-1]], -1), dim=flat.ndim - 1)
+    after = Flip.apply(CumProd.apply(Flip.apply(shape.cat([flat[..., 1:], one], -1), dims=(flat.ndim - 1,)),
+                                     dim=flat.ndim - 1), dims=(flat.ndim - 1,))
+    others = shape.reshape(before * after, moved.shape)
+    order = kept + list(axes)
+    return shape.permute(others, [order.index(d) for d in range(x.ndim)])
+
+
 class Prod(Primitive):
     """y = Π_i x_i over axes;   dL/dx_k = dL/dy · Π_{i≠k} x_i
 
-    That is y / x_k without zeros; with one zero, the product of the others at the zero and 0
-    elsewhere; with two or more, 0 everywhere.
+    That is y / x_k without zeros; where x holds zeros, the product of the others is formed
+    from running products before and after k instead.
     """
 
     saves_output = True
@@ -112,16 +129,13 @@ class Prod(Primitive):
 
     def backward(self, grad, y, x):
         grad = spread(grad, x, self.axes, self.keepdim)
-        zero = x._data == 0
-        if not zero.any():
+        if x.ndim == 0:
+            return (grad,)
+        # y / x_k is the product of the others unless y underflows or x_k is tiny (or 0): then
+        # the running products are exact where the division is not
+        if xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).tiny) and (y._data != 0).all():
             return (grad * spread(y, x, self.axes, self.keepdim) / x,)
-        count = zero.sum(axis=self.axes, keepdims=True)
-        nothing = Tensor._make(xp.zeros((), dtype=grad.dtype))
-        x_nonzero = Where.apply(_one(x), x, condition=zero)
-        others = Prod.apply(x_nonzero, axes=self.axes, keepdim=True)
-        without_zeros = Where.apply(others / x_nonzero, nothing, condition=xp.broadcast_to(count == 0, x.shape))
-        at_the_zero = Where.apply(others, nothing, condition=zero & (count == 1))
-        return (grad * (without_zeros + at_the_zero),)
+        return (grad * _product_of_others(x, self.axes),)
 
 
 @names("prod")
@@ -182,6 +196,11 @@ class LogCumSumExp(Primitive):
     def backward(self, grad, y, x):
         if x.ndim == 0:
             return (grad,)
+        if grad.requires_grad:  # recorded for higher derivatives, where ln dL/dy would have an infinite
+            # derivative at 0: e^(x_k - c) Σ_{i≥k} dL/dy_i e^(c - y_i), shifted by c = max y (exact unless
+            # y spans more than the exponent range)
+            c = Tensor._make(xp.max(y._data, axis=self.dim, keepdims=True))
+            return ((x - c).exp() * CumSum.apply(grad * (c - y).exp(), dim=self.dim, reverse=not self.reverse),)
         parts = []
         with xp.errstate(divide="ignore"):  # ln 0 = -inf is the empty sum, as intended
             for g in (grad.clamp(min=0), -grad.clamp(max=0)):

@@ -13,12 +13,14 @@ from . import shape
 from .axes import dim_index
 from .indexing import Gather
 from .names import names
+from .reductions import Extremum
 from .outputs import write_out
 
 SortResult = collections.namedtuple("sort", ["values", "indices"])
 TopKResult = collections.namedtuple("topk", ["values", "indices"])
 KthValueResult = collections.namedtuple("kthvalue", ["values", "indices"])
 MedianResult = collections.namedtuple("median", ["values", "indices"])
+NanMedianResult = collections.namedtuple("nanmedian", ["values", "indices"])
 ModeResult = collections.namedtuple("mode", ["values", "indices"])
 
 
@@ -116,15 +118,25 @@ def _median_position(data, axis, skip_nan):
     return xp.where(numbers < size, numbers, (size - 1) // 2)
 
 
+def _median_value(data, skip_nan):
+    """The (lower) median of all elements of an array, as a 0-d array."""
+    flat = data.reshape(-1)
+    position = _median_position(flat, 0, skip_nan)
+    return xp.sort(flat)[int(position)] if isinstance(position, int) else xp.sort(flat)[int(position.reshape(()))]
+
+
 def _median(input, dim, keepdim, skip_nan):
+    result = NanMedianResult if skip_nan else MedianResult
     if dim is None:
         if input.numel() == 0:
             return Tensor._make(xp.asarray(xp.nan, dtype=input.dtype))
-        flat = shape.reshape(input, (-1,))
-        position = _median_position(flat._data, 0, skip_nan)
-        return _select_along(flat, 0, position, False, MedianResult).values
+        if input.dtype.kind not in "fc" or (not skip_nan and xp.isnan(input._data).any()):  # NaN: to the NaN
+            flat = shape.reshape(input, (-1,))
+            return _select_along(flat, 0, _median_position(flat._data, 0, skip_nan), False, result).values
+        # over all elements the gradient is shared between ties, as PyTorch's (the max's rule)
+        return Extremum.apply(input, axis=None, find=lambda a: _median_value(a, skip_nan), arg=None)
     axis = dim_index(dim, input.ndim)
-    return _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, MedianResult)
+    return _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result)
 
 
 @names("median")
