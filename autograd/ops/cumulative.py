@@ -13,9 +13,9 @@ import collections
 from ..backend import int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .axes import dim_index, normalize_dims
 from . import shape
 from .arranging import Flip
+from .axes import dim_index, normalize_dims
 from .elementwise import Where
 from .indexing import Gather
 from .names import names

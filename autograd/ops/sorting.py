@@ -13,8 +13,8 @@ from . import shape
 from .axes import dim_index
 from .indexing import Gather
 from .names import names
-from .reductions import Extremum
 from .outputs import write_out
+from .reductions import Extremum
 
 SortResult = collections.namedtuple("sort", ["values", "indices"])
 TopKResult = collections.namedtuple("topk", ["values", "indices"])
