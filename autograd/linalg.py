@@ -3,14 +3,14 @@
 from .backend import xp
 from .ops.contractions import einsum
 from .ops.diagonals import diagonal as _diagonal
-from .ops.inverses import det, inv, slogdet, solve
+from .ops.inverses import LinAlgError, det, inv, slogdet, solve
 from .ops.linalg import matmul
 from .ops.norms import linalg_norm as norm
 from .ops.norms import matrix_norm, svdvals, vector_norm
 from .tensor import Tensor
 
-__all__ = ["cross", "det", "diagonal", "inv", "matmul", "matrix_norm", "multi_dot", "norm", "slogdet", "solve",
-           "svdvals", "vecdot", "vector_norm"]
+__all__ = ["LinAlgError", "cross", "det", "diagonal", "inv", "matmul", "matrix_norm", "multi_dot", "norm", "slogdet",
+           "solve", "svdvals", "vecdot", "vector_norm"]
 
 
 def diagonal(A, *, offset=0, dim1=-2, dim2=-1):

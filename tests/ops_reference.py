@@ -87,5 +87,8 @@ def raises_like(fn, *arrays):
     ours, theirs = errors
     assert theirs is not None, "PyTorch does not raise here"
     assert ours is not None, f"PyTorch raises {type(theirs).__name__}: {theirs}, but we do not"
-    assert isinstance(ours, type(theirs)), f"we raise {type(ours).__name__}: {ours}; PyTorch {type(theirs).__name__}"
+    builtin = next(c for c in type(theirs).__mro__ if c.__module__ == "builtins")  # torch's own subclasses
+    assert isinstance(ours, builtin), f"we raise {type(ours).__name__}: {ours}; PyTorch {type(theirs).__name__}"
+    if type(theirs) is not builtin:  # e.g. torch.linalg.LinAlgError: ours should have that name too
+        assert type(ours).__name__ == type(theirs).__name__.lstrip("_"), (type(ours), type(theirs))
     return ours

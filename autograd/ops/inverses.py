@@ -17,6 +17,11 @@ from .names import names
 from .outputs import write_out
 
 SlogdetResult = collections.namedtuple("slogdet", ["sign", "logabsdet"])
+LinalgSlogdetResult = collections.namedtuple("linalg_slogdet", ["sign", "logabsdet"])
+
+
+class LinAlgError(RuntimeError):
+    """A matrix the operation cannot handle (singular), as torch.linalg.LinAlgError."""
 
 
 def _square(A, op):
@@ -28,7 +33,7 @@ def _square(A, op):
 
 
 def _singular(error, op):
-    return RuntimeError(f"linalg.{op}: The diagonal element of the factorization is zero, the inversion "
+    return LinAlgError(f"linalg.{op}: The diagonal element of the factorization is zero, the inversion "
                         f"could not be completed because the input matrix is singular ({error}).")
 
 
@@ -112,11 +117,12 @@ class LogAbsDet(Primitive):
         return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Inverse.apply(a).mT,)
 
 
-def slogdet(A, *, out=None):
-    """(sign, logabsdet) of each square matrix: det A = sign · e^logabsdet, without overflow."""
+def slogdet(A, *, out=None, result=LinalgSlogdetResult):
+    """(sign, logabsdet) of each square matrix: det A = sign · e^logabsdet, without overflow.
+    The sign is piecewise constant and returned without a graph."""
     _square(A, "slogdet")
     sign = Tensor._make(xp.linalg.slogdet(A._data)[0])
-    return write_out(SlogdetResult(sign, LogAbsDet.apply(A)), out)
+    return write_out(result(sign, LogAbsDet.apply(A)), out)
 
 
 @names("inverse")
@@ -139,4 +145,4 @@ def logdet(input):
 
 @names("slogdet")
 def tensor_slogdet(input):
-    return slogdet(input)
+    return slogdet(input, result=SlogdetResult)

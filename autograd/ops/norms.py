@@ -63,6 +63,9 @@ class VectorNorm(Primitive):
 
 def _floating(x, dtype, op):
     if dtype is not None:
+        if x.dtype.kind in "fc" and xp.dtype(dtype).itemsize < x.dtype.itemsize:
+            raise RuntimeError(f"{op}: the dtype of the input ({x.dtype}) should be convertible without "
+                               f"narrowing to the specified dtype ({xp.dtype(dtype)})")
         x = x.to(dtype)
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {x.dtype}")
