@@ -533,8 +533,9 @@ def rad2deg(input, *, out=None):
 
 @names("heaviside")
 def heaviside(input, values):
-    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient)."""
-    return Tensor._make(xp.heaviside(input._data, values._data if isinstance(values, Tensor) else values))
+    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch)."""
+    x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
+    return Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v)))
 
 
 @names("copysign", inplace="copysign_")
