@@ -79,15 +79,17 @@ class Gather(Primitive):
 
     def backward(self, grad, y, x):
         zeros = Tensor._make(xp.zeros(x.shape, dtype=grad.dtype))
-        return (ScatterAdd.apply(zeros, grad, dim=self.dim, index=self.index),)
+        return (ScatterAdd.apply(zeros, grad, dim=self.dim, index=self.index, fresh=True),)
 
 
 class ScatterAdd(Primitive):
     """y = x, then y[i][index[i][j][k]][k] += src[i][j][k]  (for dim 1);
     dL/dx = dL/dy,   dL/dsrc = gather(dL/dy, dim, index)"""
 
+    fresh = False  # x is a temporary the op may write into (gather's backward): no copy
+
     def forward(self, x, src):
-        y = x.copy()
+        y = x if self.fresh else x.copy()
         if x.ndim == 0:
             y[()] += _corner(src, self.index.shape).sum()
             return y
@@ -198,15 +200,17 @@ class IndexSelect(Primitive):
 
     def backward(self, grad, y, x):
         zeros = Tensor._make(xp.zeros(x.shape, dtype=grad.dtype))
-        return (IndexAddAlong.apply(zeros, grad, dim=self.dim, index=self.index, alpha=1),)
+        return (IndexAddAlong.apply(zeros, grad, dim=self.dim, index=self.index, alpha=1, fresh=True),)
 
 
 class IndexAddAlong(Primitive):
     """y = x, then y[..., index[j], ...] += alpha · src[..., j, ...] along dim;
     dL/dx = dL/dy,   dL/dsrc = alpha · index_select(dL/dy, dim, index)"""
 
+    fresh = False  # x is a temporary the op may write into (index_select's backward): no copy
+
     def forward(self, x, src):
-        y = x.copy()
+        y = x if self.fresh else x.copy()
         if x.ndim == 0:
             y[()] += self.alpha * src.sum()
             return y
