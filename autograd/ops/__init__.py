@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (each declares its names)
     cumulative,
     diagonals,
     elementwise,
+    functions,
     indexing,
     inverses,
     linalg,
