@@ -110,6 +110,8 @@ TORCH_CASES = {
     "linalg_vecdot": (lambda m, a: m.linalg.vecdot(a, a[0], dim=-1), A),
     "linalg_cross": (lambda m, s: m.linalg.cross(s, s.exp()), S),
     "linalg_cross_dim0": (lambda m, s: m.linalg.cross(s, s * s, dim=0), S),
+    "cross": (lambda m, a: m.cross(a, a * a, dim=1), A),
+    "cross_method": (lambda m, s: s.cross(s.exp(), dim=0), S),
 }
 
 

@@ -82,6 +82,7 @@ X = rng.permutation(24).reshape(2, 3, 4) * 0.5 - 5.0  # distinct values: no ties
 Z = np.where(rng.random((3, 4)) < 0.3, 0.0, rng.standard_normal((3, 4)))
 INTS = rng.integers(0, 3, (3, 5))
 NANS = np.array([[3.0, np.nan, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
+SORTED = np.sort(rng.standard_normal((3, 5)), -1)
 
 TORCH_CASES = {
     "cumsum": (lambda m, x: x.cumsum(1), X),
@@ -130,6 +131,17 @@ TORCH_CASES = {
     "unique_consecutive": (lambda m, x: m.unique_consecutive(x, return_inverse=True, return_counts=True), INTS),
     "unique_consecutive_dim": (lambda m, x: m.unique_consecutive(x, return_counts=True, dim=0),
                                np.array([[1, 2], [1, 2], [3, 4], [1, 2]])),
+    "diff": (lambda m, x: x.diff(), X),
+    "diff_n_dim": (lambda m, x: m.diff(x, n=2, dim=1), X),
+    "diff_prepend_append": (lambda m, x: m.diff(x, dim=0, prepend=x[:1], append=x), X),
+    "diff_ints": (lambda m, x: m.diff(x), INTS),
+    "diff_bools": (lambda m, x: (x > 0).diff(), INTS),
+    "searchsorted": (lambda m, s, x: m.searchsorted(s[0], x), SORTED, X),
+    "searchsorted_batched_right": (lambda m, s, x: m.searchsorted(s, x[0, :, :2].contiguous(), right=True),
+                                   SORTED, X),
+    "searchsorted_side_int32": (lambda m, s, x: m.searchsorted(s[0], x, side="right", out_int32=True), SORTED, X),
+    "bucketize": (lambda m, s, x: m.bucketize(x, s[0]), SORTED, X),
+    "bucketize_right": (lambda m, s, x: m.bucketize(x, s[1], right=True), SORTED, X),
 }
 
 

@@ -132,6 +132,8 @@ TORCH_CASES = {
     "argwhere": (lambda m, k: m.argwhere(k), MASK),
     "where_condition_only": (lambda m, k: m.where(k), MASK),
     "where_keywords": (lambda m, k, x: m.where(k, input=x, other=-x), MASK, X),
+    "take": (lambda m, x, i: m.take(x, i), X, np.array([[0, 5], [11, -1]])),
+    "take_method": (lambda m, x, i: x.take(i), X, np.array([3, 3, 1])),
     # in-place forms, on tensors outside the graph
     "scatter_inplace": (lambda m, x, i, s: x.detach().clone().scatter_(1, i, s.detach()), X, UNIQUE, X[:, :2]),
     "index_add_inplace": (lambda m, x, i, s: x.detach().clone().index_add_(0, i, s.detach()), X, LONG, X),

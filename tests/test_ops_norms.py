@@ -137,6 +137,9 @@ TORCH_CASES = {
     "solve_batch_of_vectors": (lambda m, a: m.linalg.solve(a, a[:, 0]), SQ),
     "solve_right": (lambda m, a: m.linalg.solve(a, a[0], left=False), SQ),
     "linalg_diagonal": (lambda m, a: m.linalg.diagonal(a, offset=1), SQ),
+    "cdist": (lambda m, a, b: m.cdist(a, b), X, X + 1),
+    "cdist_p1": (lambda m, a, b: m.cdist(a[0], b[1], p=1), X, X * 2),
+    "cdist_zero_distances": (lambda m, a: m.cdist(a, a), X[:, :2]),
 }
 
 

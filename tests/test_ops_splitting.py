@@ -131,6 +131,8 @@ TORCH_CASES = {
     "column_stack": (lambda m, v, x: m.column_stack([v, x]), V, M),
     "atleast_2d": (lambda m, v: m.atleast_2d(v), V),
     "atleast_3d": (lambda m, x: m.atleast_3d(x), M),
+    "unflatten": (lambda m, x: x.unflatten(2, (2, 2)), X),
+    "unflatten_inferred": (lambda m, x: m.unflatten(x, -1, (2, -1)), X),
 }
 
 

@@ -174,3 +174,17 @@ def movedim(input, source, destination):
 def swapaxes(input, axis0, axis1):
     """transpose under NumPy's names."""
     return shape.transpose(input, dim_index(axis0, input.ndim), dim_index(axis1, input.ndim))
+
+
+@names("unflatten")
+def unflatten(input, dim, sizes):
+    """dim split into several dims of the given sizes (one may be -1)."""
+    axis = dim_index(dim, input.ndim)
+    sizes = tuple(int(n) for n in sizes)
+    known = 1
+    for n in sizes:
+        known *= n if n != -1 else 1
+    if -1 not in sizes and known != input.shape[axis]:
+        raise RuntimeError(f"unflatten: Provided sizes {list(sizes)} don't multiply up to the size of dim {dim} "
+                           f"({input.shape[axis]}) in the input tensor")
+    return shape.reshape(input, (*input.shape[:axis], *sizes, *input.shape[axis + 1:]))

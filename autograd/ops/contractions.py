@@ -14,6 +14,7 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
 from . import shape
+from .arranging import movedim
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -287,3 +288,25 @@ def tensordot(a, b, dims=2, out=None):
         term_b[j] = term_a[i]
     output = [c for i, c in enumerate(term_a) if i not in dims_a] + [c for j, c in enumerate(term_b) if j not in dims_b]
     return write_out(Einsum.apply(a, b, terms=("".join(term_a), "".join(term_b)), output="".join(output)), out)
+
+
+def linalg_cross(input, other, *, dim=-1):
+    """The cross product of 3-vectors along dim: (a₂b₃ - a₃b₂, a₃b₁ - a₁b₃, a₁b₂ - a₂b₁), as the
+    einsum ε_ijk a_j b_k with the Levi-Civita symbol ε."""
+    if input.shape[dim] != 3 or other.shape[dim] != 3:
+        raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
+                           f"and {other.shape[dim]}")
+    levi_civita = xp.zeros((3, 3, 3))
+    for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+        levi_civita[i, j, k], levi_civita[i, k, j] = 1.0, -1.0
+    a, b = movedim(input, dim, -1), movedim(other, dim, -1)
+    dtype = (a._data[..., :1] * b._data[..., :1]).dtype
+    return movedim(einsum("ijk,...j,...k->...i", Tensor._make(levi_civita.astype(dtype)), a, b), -1, dim)
+
+
+@names("cross")
+def cross(input, other, dim=None, *, out=None):
+    """torch.cross: linalg.cross along dim, or, when dim is None, along the first dim of size 3."""
+    if dim is None:
+        dim = next((d for d, n in enumerate(input.shape) if n == 3), -1)
+    return write_out(linalg_cross(input, other, dim=dim), out)

@@ -215,3 +215,23 @@ def logcumsumexp(input, dim, *, out=None):
     axis = dim_index(dim, input.ndim)
     return write_out(LogCumSumExp.apply(input, dim=axis, reverse=False), out)
 
+
+
+@names("diff")
+def diff(input, n=1, dim=-1, prepend=None, append=None):
+    """The n-th forward difference along dim: x[i+1] - x[i], n times (prepend/append joined first)."""
+    axis = dim_index(dim, input.ndim)
+    x = input
+    if prepend is not None or append is not None:
+        parts = [p if isinstance(p, Tensor) else Tensor(p, dtype=input.dtype) for p in (prepend, input, append)
+                 if p is not None]
+        parts = [shape.expand(p, tuple(1 if d == axis else n for d, n in enumerate(input.shape))) if p.ndim == 0
+                 else p for p in parts]
+        x = shape.cat(parts, axis)
+    before = (slice(None),) * axis
+    for _ in range(n):
+        if x.dtype == bool:
+            x = Tensor._make(x._data[before + (slice(1, None),)] ^ x._data[before + (slice(None, -1),)])
+        else:
+            x = x[before + (slice(1, None),)] - x[before + (slice(None, -1),)]
+    return x

@@ -334,3 +334,12 @@ def nonzero(input, *, out=None, as_tuple=False):
 @names("argwhere")
 def argwhere(input):
     return nonzero(input)
+
+
+@names("take")
+def take(input, index):
+    """input's elements at the given positions of its flattened form (the result has index's shape)."""
+    index = _index_array(index, "take")
+    flat = shape.reshape(input, (-1,))
+    positions = _check_bounds(index, max(input.numel(), 0), 0, allow_negative=True) if index.size else index
+    return shape.GetItem.apply(flat, index=positions.astype(int64))

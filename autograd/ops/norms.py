@@ -163,6 +163,17 @@ def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
     return vector_norm(input, p, dim, keepdim, dtype=dtype, out=out)
 
 
+@names("cdist", method=False)
+def cdist(x1, x2, p=2.0, compute_mode=None):
+    """The p-norm distance between every row of x1 and every row of x2 (batched): (..., P, R)."""
+    if x1.ndim < 2 or x2.ndim < 2:
+        raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D, X2 got: {x2.ndim}D")
+    if x1.shape[-1] != x2.shape[-1]:
+        raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
+    differences = shape.unsqueeze(x1, -2) - shape.unsqueeze(x2, -3)
+    return vector_norm(differences, p, -1)
+
+
 @names("dist")
 def dist(input, other, p=2):
     """‖input - other‖_p over all elements (the two broadcast)."""

@@ -226,3 +226,41 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
     inverse = xp.cumsum(starts) - 1
     counts = xp.diff(xp.append(xp.flatnonzero(starts), len(starts)))
     return _unique_results(values, inverse, counts, return_inverse, return_counts, (data.shape[axis],))
+
+
+@names("searchsorted", method=False)
+def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, sorter=None, out=None):
+    """Where each value would be inserted to keep the (last dim of) sorted_sequence sorted: the first
+    such place, or the last with right=True / side='right'. A batch of sequences takes a batch of values."""
+    side = side or ("right" if right else "left")
+    sequence = sorted_sequence._data
+    values = input._data if isinstance(input, Tensor) else xp.asarray(input)
+    if sorter is not None:
+        order = sorter._data if isinstance(sorter, Tensor) else xp.asarray(sorter)
+        sequence = xp.take_along_axis(sequence, order, axis=-1)
+    if sequence.ndim <= 1:
+        result = xp.searchsorted(sequence, values, side=side)
+    else:
+        if sequence.shape[:-1] != values.shape[:-1]:
+            raise RuntimeError(f"torch.searchsorted(): boundaries tensor should be 1 dimension or the first N-1 "
+                               f"dimensions of boundaries tensor and input value tensor must match, but we got "
+                               f"boundaries tensor {list(sequence.shape)} and input value tensor {list(values.shape)}")
+        rows = sequence.reshape(-1, sequence.shape[-1])
+        wanted = values.reshape(-1, values.shape[-1])
+        result = xp.stack([xp.searchsorted(r, v, side=side) for r, v in zip(rows, wanted)]).reshape(values.shape)
+    return write_out(Tensor._make(result.astype(xp.int32 if out_int32 else int64)), out)
+
+
+@names("bucketize", method=False)
+def bucketize(input, boundaries, *, out_int32=False, right=False, out=None):
+    """The index of the bucket of each element between the (sorted, 1-D) boundaries: i with
+    boundaries[i-1] < x <= boundaries[i] (or boundaries[i-1] <= x < boundaries[i] with right=True)."""
+    if boundaries.ndim != 1:
+        raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({boundaries.ndim})")
+    side = "right" if right else "left"
+    result = xp.searchsorted(boundaries._data, _data_of(input), side=side)
+    return write_out(Tensor._make(xp.asarray(result).astype(xp.int32 if out_int32 else int64)), out)
+
+
+def _data_of(x):
+    return x._data if isinstance(x, Tensor) else xp.asarray(x)

@@ -1,0 +1,78 @@
+"""amax, amin, aminmax, nansum, nanmean, one-sided clamps, and the grid factories: gradients
+against finite differences (float64, drawn shapes) and comparisons with PyTorch."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import autograd
+from tests.ops_reference import compare, raises_like
+from tests.test_ops import _run, distinct_values, leaf
+
+CASES = {
+    "ExtremumOverDims": (distinct_values(), lambda x: x.amax() + x.amin(0).sum()
+                         + autograd.amax(x, (0, -1) if x.ndim > 1 else -1, keepdim=True).sum()),
+}
+
+COMPOSITES = {
+    "aminmax": (distinct_values(), lambda x: autograd.aminmax(x).max * autograd.aminmax(x, dim=0).min.sum()),
+    "nansum": (distinct_values(), lambda x: autograd.nansum(x) + x.nanmean()),
+    "clamp_min_max": (distinct_values(), lambda x: x.clamp_min(1.2) * x.clamp_max(0.7)),
+    "meshgrid": (distinct_values(), lambda x: sum(g.sin() for g in autograd.meshgrid(x.reshape(-1), x.reshape(-1)[:2],
+                                                                                      indexing="xy"))),
+    "block_diag": (distinct_values(), lambda x: autograd.block_diag(x.reshape(-1, 1), x.reshape(-1)) * 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(COMPOSITES))
+@given(data=st.data())
+def test_gradient_matches_finite_differences(name, data):
+    tensors, fn, *_ = _run({**CASES, **COMPOSITES}[name], data)
+    assert autograd.gradcheck(fn, tensors)
+
+
+def test_amax_shares_the_gradient_between_ties():
+    x = leaf([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0]])
+    x.amax(1).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((2, 3, 4))
+INTS = rng.integers(0, 3, (3, 4)).astype(np.float64)
+V = rng.standard_normal(4)
+
+TORCH_CASES = {
+    "amax": (lambda m, x: x.amax(), X),
+    "amax_dims": (lambda m, x: m.amax(x, (0, 2), keepdim=True), X),
+    "amin_dim": (lambda m, x: x.amin(1), X),
+    "amax_ties": (lambda m, x: m.amax(x, 1), INTS),
+    "amin_ties_all": (lambda m, x: x.amin(), INTS),
+    "aminmax": (lambda m, x: m.aminmax(x, dim=1), X),
+    "aminmax_all": (lambda m, x: m.aminmax(x), X),
+    "nansum": (lambda m, x: m.nansum(x.log(), 1), X),
+    "nanmean": (lambda m, x: x.log().nanmean(), X),
+    "nanmean_dims": (lambda m, x: m.nanmean(x.log(), dim=(0, 1), keepdim=True), X),
+    "clamp_min": (lambda m, x: x.clamp_min(0.1), X),
+    "clamp_max": (lambda m, x: m.clamp_max(x, 0.1), X),
+    "meshgrid": (lambda m, v: m.meshgrid(v, v[:2] * 2, indexing="ij"), V),
+    "meshgrid_xy": (lambda m, v: m.meshgrid(v, v[:2], v[:3], indexing="xy"), V),
+    "cartesian_prod": (lambda m, v: m.cartesian_prod(v, v[:2]), V),
+    "block_diag": (lambda m, x, v: m.block_diag(x[0], v, v[0]), X, V),
+    "triu_indices": (lambda m: m.triu_indices(3, 4, 1),),
+    "tril_indices": (lambda m: m.tril_indices(4, 3, -1),),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+def test_matches_torch(name):
+    fn, *inputs = TORCH_CASES[name]
+    with np.errstate(invalid="ignore"):
+        compare(fn, *inputs)
+
+
+@pytest.mark.torch
+def test_amax_of_an_empty_dim_is_refused_as_in_torch():
+    assert "non-zero size" in str(raises_like(lambda m, x: m.amax(x[:, :0], 1), X))
