@@ -1,5 +1,5 @@
 """Repeating, reversing, rolling and moving dims: repeat, tile, repeat_interleave, flip, fliplr,
-flipud, roll, rot90, movedim/moveaxis, swapaxes/swapdims.
+flipud, roll, rot90, movedim/moveaxis, swapaxes/swapdims, unflatten.
 
 Repetition is a broadcast (expand) followed by a reshape, so its gradient sums the copies;
 flip and roll move elements, so their gradients move dL/dy back the opposite way.

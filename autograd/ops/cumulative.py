@@ -1,4 +1,5 @@
-"""Running sums, products and extrema along a dim, and the product reduction.
+"""Running sums, products and extrema along a dim, the product reduction, and diff (the
+inverse of a running sum).
 
 A running sum's derivative is the running sum taken backwards:
 

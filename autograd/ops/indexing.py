@@ -6,7 +6,8 @@ adds values at those positions. Each is the other's derivative:
     y = gather(x, dim, index)            dL/dx = scatter_add(zeros, dim, index, dL/dy)
     y = scatter_add(x, dim, index, src)  dL/dx = dL/dy,  dL/dsrc = gather(dL/dy, dim, index)
 
-index_select and index_add are the same pair for one index vector shared by every slice.
+index_select and index_add are the same pair for one index vector shared by every slice;
+masked_fill, masked_select, take_along_dim and take are built from these and from indexing.
 """
 
 from ..backend import int64, xp

@@ -1,4 +1,4 @@
-"""Norms: vector p-norms, matrix norms, Tensor.norm and dist, as in torch.linalg.
+"""Norms: vector p-norms, matrix norms, Tensor.norm, dist and cdist, as in torch.linalg.
 
     ‖x‖_p = (Σ |x_i|^p)^(1/p);   d‖x‖_p/dx_i = sign(x_i) |x_i|^(p-1) / ‖x‖_p^(p-1)
 

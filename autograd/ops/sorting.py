@@ -1,4 +1,5 @@
-"""Sorting and order statistics: sort, argsort, topk, kthvalue, median, mode, unique.
+"""Sorting and order statistics: sort, argsort, topk, kthvalue, median, mode, unique; and
+searching sorted sequences (searchsorted, bucketize; integer results without gradient).
 
 Each picks elements; which ones it picks is not differentiable, but the picked values are:
 they are ``gather(x, dim, indices)``, so dL/dx is dL/dvalues scattered back to where each
