@@ -65,10 +65,22 @@ def masked(draw):
     return [leaf(draw(arrays(shape)))], mask
 
 
+@st.composite
+def scatter_reduce_case(draw):
+    """along_dim's case with a reduction; values kept apart so amax/amin have no ties to sample."""
+    tensors, (dim, index) = draw(along_dim(with_source=True))
+    x, src = tensors
+    separated = np.random.default_rng(draw(st.integers(0, 2**16))).permutation(x.numel() + src.numel()) * 0.1 + 0.5
+    x, src = leaf(separated[:x.numel()].reshape(x.shape)), leaf(separated[x.numel():].reshape(src.shape) / 2)
+    return [x, src], (dim, index, draw(st.sampled_from(["sum", "prod", "mean", "amax", "amin"])), draw(st.booleans()))
+
+
 CASES = {
     "Gather": (along_dim(), lambda x, arg: x.gather(arg[0], arg[1]) * x.gather(arg[0], arg[1])),
     "ScatterAdd": (along_dim(with_source=True), lambda x, src, arg: autograd.scatter_add(x * x, arg[0], arg[1], src)),
     "Scatter": (along_dim(with_source=True, unique=True), lambda x, src, arg: x.scatter(arg[0], arg[1], src * src)),
+    "ScatterReduce": (scatter_reduce_case(), lambda x, src, arg: x.scatter_reduce(
+        arg[0], arg[1], src * 2, arg[2], include_self=arg[3])),
     "IndexSelect": (selecting(), lambda x, arg: x.index_select(arg[0], autograd.tensor(arg[1])).exp()),
     "IndexAddAlong": (selecting(with_source=True),
                       lambda x, src, arg: x.index_add(arg[0], autograd.tensor(arg[1]), src.sin(), alpha=2.5)),
@@ -134,6 +146,16 @@ TORCH_CASES = {
     "where_keywords": (lambda m, k, x: m.where(k, input=x, other=-x), MASK, X),
     "take": (lambda m, x, i: m.take(x, i), X, np.array([[0, 5], [11, -1]])),
     "take_method": (lambda m, x, i: x.take(i), X, np.array([3, 3, 1])),
+    **{f"scatter_reduce_{reduce}_{include}": (
+        lambda m, x, i, s, reduce=reduce, include=include: x.scatter_reduce(1, i, s, reduce, include_self=include),
+        X, INDEX, X[:, :2] * 2) for reduce in ("sum", "prod", "mean", "amax", "amin") for include in (True, False)},
+    **{f"scatter_reduce_{reduce}_ties": (lambda m, x, i, s, reduce=reduce: m.scatter_reduce(x, 1, i, s, reduce),
+                                         np.array([[1.0, 2, 2, 0]]), np.array([[1, 2, 0]]), np.array([[2.0, 2, 1]]))
+       for reduce in ("amax", "amin")},
+    **{f"scatter_reduce_{reduce}_ints": (
+        lambda m, x, i, s, reduce=reduce: m.scatter_reduce(x, 1, i, s, reduce, include_self=False),
+        (X * 4).astype(np.int64), INDEX, (X[:, :2] * 3).astype(np.int64))
+       for reduce in ("sum", "prod", "mean", "amax")},
     # in-place forms, on tensors outside the graph
     "scatter_inplace": (lambda m, x, i, s: x.detach().clone().scatter_(1, i, s.detach()), X, UNIQUE, X[:, :2]),
     "index_add_inplace": (lambda m, x, i, s: x.detach().clone().index_add_(0, i, s.detach()), X, LONG, X),

@@ -15,6 +15,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor, _operand
 from . import elementwise, shape
 from .axes import dim_index
+from .elementwise import Where
 from .names import names
 from .outputs import write_out
 
@@ -191,6 +192,81 @@ def scatter_add(input, dim, index, src, *, out=None):
         src = Tensor(src, dtype=input.dtype)
     _check_along(src.shape, index.shape, axis, "scatter_add", other="src")
     return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out)
+
+
+class ScatterReduce(Primitive):
+    """y = x with src reduced into the positions index names along dim: reduce is sum, prod, mean,
+    amax or amin, and with include_self False x's own value at a written position takes no part.
+
+        sum:         dL/dx = dL/dy where x takes part,   dL/dsrc = gather(dL/dy)
+        mean:        the same, each divided by the number of terms at that position
+        amax, amin:  dL/dy shared evenly by the terms equal to y (x's and src's)
+        prod:        dL/dx = dL/dy · y / x,   dL/dsrc = gather(dL/dy · y) / src  (for nonzero terms)
+    """
+
+    saves_output = True
+    _START = {"sum": 0, "mean": 0, "prod": 1}
+
+    def forward(self, x, src):
+        positions = _positions(self.index, self.dim)
+        values = _corner(src, self.index.shape)
+        self.written = xp.zeros(x.shape, dtype=bool)
+        self.written[positions] = True
+        self.terms = xp.zeros(x.shape, dtype=int64)  # how many src values each position receives
+        xp.add.at(self.terms, positions, 1)
+        y = x.copy()
+        if not self.include_self:
+            start = self._START.get(self.reduce)
+            if start is None:  # amax/amin start from the most extreme value of the dtype
+                info = xp.finfo(x.dtype) if x.dtype.kind == "f" else xp.iinfo(x.dtype)
+                start = info.min if self.reduce == "amax" else info.max
+            y[self.written] = start
+        ufunc = {"sum": xp.add, "mean": xp.add, "prod": xp.multiply, "amax": xp.maximum, "amin": xp.minimum}
+        ufunc[self.reduce].at(y, positions, values)
+        if self.reduce == "mean":
+            count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
+            y = xp.floor_divide(y, count) if y.dtype.kind in "iu" else y / count
+        return y
+
+    def backward(self, grad, y, x, src):
+        takes_part = Tensor._make((~self.written | self.include_self).astype(grad.dtype))
+        gathered = None
+        if self.reduce in ("sum", "mean"):
+            if self.reduce == "mean":
+                grad = grad / Tensor._make(xp.maximum(self.terms + (1 if self.include_self else 0), 1)
+                                           .astype(grad.dtype))
+            grad_x, grad_src = grad * takes_part, Gather.apply(grad, dim=self.dim, index=self.index)
+        elif self.reduce in ("amax", "amin"):
+            y_at_src = xp.take_along_axis(_cut(y._data, self.index.shape, self.dim), self.index, axis=self.dim)
+            src_ties = _corner(src._data, self.index.shape) == y_at_src
+            ties = (x._data == y._data) & (~self.written | self.include_self)
+            count = ties.astype(int64)
+            xp.add.at(count, _positions(self.index, self.dim), src_ties)
+            share = grad / Tensor._make(xp.maximum(count, 1).astype(grad.dtype))
+            grad_x = share * Tensor._make(ties.astype(grad.dtype))
+            gathered = Tensor._make(src_ties.astype(grad.dtype))
+            grad_src = Gather.apply(share, dim=self.dim, index=self.index) * gathered
+        else:  # prod
+            grad_x = Where.apply(grad * y / x, grad, condition=self.written) * takes_part
+            grad_src = Gather.apply(grad * y, dim=self.dim, index=self.index) / Tensor._make(
+                _corner(src._data, self.index.shape))
+        if src.requires_grad and grad_src.shape != src.shape:
+            grad_src = _pad_to(grad_src, src.shape)
+        return (grad_x if x.requires_grad else None), (grad_src if src.requires_grad else None)
+
+
+@names("scatter_reduce", inplace="scatter_reduce_")
+def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=None):
+    """y = input with src reduced ('sum', 'prod', 'mean', 'amax', 'amin') into the positions index
+    names along dim; include_self=False leaves input's own values at those positions out."""
+    if reduce not in ("sum", "prod", "mean", "amax", "amin"):
+        raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
+    axis, index = _along_args(input, dim, index, "scatter_reduce")
+    if not isinstance(src, Tensor):
+        src = Tensor(src, dtype=input.dtype)
+    _check_along(src.shape, index.shape, axis, "scatter_reduce", other="src")
+    return write_out(ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce,
+                                         include_self=include_self), out)
 
 
 class IndexSelect(Primitive):
