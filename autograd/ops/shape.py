@@ -9,7 +9,7 @@ import builtins
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .axes import normalize_dims
+from .axes import dim_index, normalize_dims
 from .elementwise import unbroadcast
 
 
@@ -48,7 +48,7 @@ def reshape(x, shape):
 def flatten(x, start_dim=0, end_dim=-1):
     if x.ndim == 0:
         return reshape(x, (1,))
-    start, end = start_dim % x.ndim, end_dim % x.ndim
+    start, end = dim_index(start_dim, x.ndim), dim_index(end_dim, x.ndim)
     merged = 1
     for n in x.shape[start:end + 1]:
         merged *= n
@@ -56,7 +56,7 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 
 def unsqueeze(x, dim):
-    dim = dim % (x.ndim + 1)
+    dim = dim_index(dim, x.ndim + 1)
     return reshape(x, (*x.shape[:dim], 1, *x.shape[dim:]))
 
 
@@ -89,6 +89,9 @@ def permute(x, dims):
 
 def transpose(x, dim0, dim1):
     dims = list(range(x.ndim))
+    dim0, dim1 = dim_index(dim0, x.ndim), dim_index(dim1, x.ndim)
+    if x.ndim == 0:  # a scalar's only "dim" is itself
+        return x
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return permute(x, dims)
 
