@@ -173,7 +173,7 @@ def test_pieces_are_views_of_the_input():
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("op", ["unsqueeze(3)", "transpose(0, 3)", "flatten(0, 3)", "squeeze(3)", "sum(3)",
+@pytest.mark.parametrize("op", ["unsqueeze(4)", "transpose(0, 3)", "flatten(0, 3)", "squeeze(3)", "sum(3)",
                                 "movedim(3, 0)", "cumsum(-4)"])
 def test_dims_out_of_range_raise_pytorchs_index_error(op):
     error = raises_like(lambda m, x: eval(f"x.{op}"), X)
