@@ -22,6 +22,8 @@ COMPOSITES = {
     "meshgrid": (distinct_values(), lambda x: sum(g.sin() for g in autograd.meshgrid(x.reshape(-1), x.reshape(-1)[:2],
                                                                                       indexing="xy"))),
     "block_diag": (distinct_values(), lambda x: autograd.block_diag(x.reshape(-1, 1), x.reshape(-1)) * 2),
+    "cov": (distinct_values(), lambda x: autograd.cov(x.reshape(x.shape[0], -1)) if x.numel() > 1 else x),
+    "corrcoef": (distinct_values(min_side=3), lambda x: autograd.corrcoef(x.reshape(-1, 3).exp())),
 }
 
 
@@ -62,6 +64,12 @@ TORCH_CASES = {
     "block_diag": (lambda m, x, v: m.block_diag(x[0], v, v[0]), X, V),
     "triu_indices": (lambda m: m.triu_indices(3, 4, 1),),
     "tril_indices": (lambda m: m.tril_indices(4, 3, -1),),
+    "var_mean": (lambda m, x: m.var_mean(x, 1), X),
+    "std_mean": (lambda m, x: m.std_mean(x, dim=(0, 2), keepdim=True, correction=0), X),
+    "cov": (lambda m, x: m.cov(x[0]), X),
+    "cov_vector": (lambda m, v: m.cov(v), V),
+    "cov_method": (lambda m, x: x[1].cov(correction=0), X),
+    "corrcoef": (lambda m, x: m.corrcoef(x[0].T), X),
 }
 
 

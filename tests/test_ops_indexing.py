@@ -91,6 +91,8 @@ COMPOSITES = {
     "masked_select": (masked(), lambda x, mask: x.masked_select(autograd.tensor(mask)).exp()),
     "masked_scatter": (masked(), lambda x, mask: (x * 2).masked_scatter(autograd.tensor(mask), x.exp())),
     "take_along_dim": (broadcast_index(), lambda x, arg: autograd.take_along_dim(x, autograd.tensor(arg[1]), arg[0])),
+    "index_copy": (selecting(with_source=True), lambda x, src, arg: x.index_copy(
+        arg[0], autograd.tensor(np.unique(arg[1])), src.narrow(arg[0], 0, len(np.unique(arg[1]))) * 3)),
 }
 
 
@@ -156,6 +158,8 @@ TORCH_CASES = {
         lambda m, x, i, s, reduce=reduce: m.scatter_reduce(x, 1, i, s, reduce, include_self=False),
         (X * 4).astype(np.int64), INDEX, (X[:, :2] * 3).astype(np.int64))
        for reduce in ("sum", "prod", "mean", "amax")},
+    "index_fill": (lambda m, x: x.index_fill(1, m.tensor([0, 3]), -1.0), X),
+    "index_copy": (lambda m, x, s: m.index_copy(x, 1, m.tensor([3, 0]), s), X, X[:, :2] * 7),
     # in-place forms, on tensors outside the graph
     "scatter_inplace": (lambda m, x, i, s: x.detach().clone().scatter_(1, i, s.detach()), X, UNIQUE, X[:, :2]),
     "index_add_inplace": (lambda m, x, i, s: x.detach().clone().index_add_(0, i, s.detach()), X, LONG, X),

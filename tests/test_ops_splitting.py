@@ -51,6 +51,7 @@ COMPOSITES = {
     "diag_embed": (matrices(min_dims=1), lambda x, k: x.diag_embed(k) * 2),
     "diag": (matrices(min_dims=1), lambda x, k: x.reshape(-1).diag(k).diag(k)),
     "trace": (matrices(), lambda x, k: x.reshape(x.shape[0], -1).trace()),
+    "unfold": (with_dim(), lambda x, dim: x.unfold(dim, min(2, x.shape[dim]), 1).exp()),
 }
 
 
@@ -133,6 +134,9 @@ TORCH_CASES = {
     "atleast_3d": (lambda m, x: m.atleast_3d(x), M),
     "unflatten": (lambda m, x: x.unflatten(2, (2, 2)), X),
     "unflatten_inferred": (lambda m, x: m.unflatten(x, -1, (2, -1)), X),
+    "unfold": (lambda m, x: x.unfold(1, 2, 1), X),
+    "unfold_step": (lambda m, x: x.unfold(-1, 2, 2), X),
+    "unfold_sparse_windows": (lambda m, x: x.unfold(2, 1, 3), X),
 }
 
 

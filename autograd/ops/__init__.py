@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (each declares its names)
     sorting,
     special,
     splitting,
+    statistics,
 )
 from .names import FUNCTIONS, INPLACE, METHODS
 

@@ -188,3 +188,23 @@ def unflatten(input, dim, sizes):
         raise RuntimeError(f"unflatten: Provided sizes {list(sizes)} don't multiply up to the size of dim {dim} "
                            f"({input.shape[axis]}) in the input tensor")
     return shape.reshape(input, (*input.shape[:axis], *sizes, *input.shape[axis + 1:]))
+
+
+@names("unfold", function=False)
+def unfold(input, dimension, size, step):
+    """Every window of ``size`` elements along dimension, ``step`` apart: that dim becomes the count of
+    windows and a new last dim of length size holds each window (x.unfold(0, 2, 1) of [a, b, c] is
+    [[a, b], [b, c]]); overlapping windows add their gradients."""
+    axis = dim_index(dimension, input.ndim)
+    length = input.shape[axis] if input.ndim else 1
+    if size > length:
+        raise RuntimeError(f"maximum size for tensor at dimension {axis} is {length} but size is {size}")
+    if step <= 0:
+        raise RuntimeError(f"step is {step} but must be > 0")
+    if input.ndim == 0:
+        return shape.reshape(input, (1,))
+    starts = xp.arange(0, length - size + 1, step)
+    windows = (starts[:, None] + xp.arange(size)).reshape(-1)
+    picked = IndexSelect.apply(input, dim=axis, index=windows)
+    split = shape.reshape(picked, (*input.shape[:axis], len(starts), size, *input.shape[axis + 1:]))
+    return movedim(split, axis + 1, -1)
