@@ -168,6 +168,7 @@ TORCH_CASES = {
 
 
 @pytest.mark.torch
+@pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter")  # PyTorch deprecates scatter(reduce=)
 @pytest.mark.parametrize("name", sorted(TORCH_CASES))
 def test_matches_torch(name):
     fn, *inputs = TORCH_CASES[name]
