@@ -83,6 +83,7 @@ Z = np.where(rng.random((3, 4)) < 0.3, 0.0, rng.standard_normal((3, 4)))
 INTS = rng.integers(0, 3, (3, 5))
 NANS = np.array([[3.0, np.nan, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0]])
 SORTED = np.sort(rng.standard_normal((3, 5)), -1)
+WIDE = rng.standard_normal((4, 50))  # topk of a few among many takes the partition path
 
 TORCH_CASES = {
     "cumsum": (lambda m, x: x.cumsum(1), X),
@@ -142,6 +143,8 @@ TORCH_CASES = {
     "searchsorted_side_int32": (lambda m, s, x: m.searchsorted(s[0], x, side="right", out_int32=True), SORTED, X),
     "bucketize": (lambda m, s, x: m.bucketize(x, s[0]), SORTED, X),
     "bucketize_right": (lambda m, s, x: m.bucketize(x, s[1], right=True), SORTED, X),
+    "topk_few_of_many": (lambda m, x: x.topk(3, dim=-1), WIDE),
+    "topk_few_of_many_smallest_dim0": (lambda m, x: m.topk(x.T, 2, dim=0, largest=False), WIDE),
 }
 
 
