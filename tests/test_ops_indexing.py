@@ -160,6 +160,11 @@ TORCH_CASES = {
        for reduce in ("sum", "prod", "mean", "amax")},
     "index_fill": (lambda m, x: x.index_fill(1, m.tensor([0, 3]), -1.0), X),
     "index_copy": (lambda m, x, s: m.index_copy(x, 1, m.tensor([3, 0]), s), X, X[:, :2] * 7),
+    "index_put": (lambda m, x, v: x.index_put((m.tensor([0, 1]), m.tensor([2, 3])), v), X, X[0, :1]),
+    "index_put_accumulate": (lambda m, x, v: x.index_put((m.tensor([0, 0]), m.tensor([2, 2])), v, accumulate=True),
+                             X, X[0, :2]),
+    "index_put_rows": (lambda m, x: x.index_put((m.tensor([1]),), m.tensor(3.0, dtype=m.float64)), X),
+    "index_put_mask": (lambda m, x: x.index_put((x > 0,), m.tensor(0.0, dtype=m.float64)), X),
     # in-place forms, on tensors outside the graph
     "scatter_inplace": (lambda m, x, i, s: x.detach().clone().scatter_(1, i, s.detach()), X, UNIQUE, X[:, :2]),
     "index_add_inplace": (lambda m, x, i, s: x.detach().clone().index_add_(0, i, s.detach()), X, LONG, X),

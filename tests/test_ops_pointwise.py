@@ -141,6 +141,8 @@ TORCH_CASES = {
        for name in BINARY if name not in ("add", "sub", "mul", "div", "pow")},
     **{f"{name}_ints": (lambda m, x, y, name=name: getattr(m, name)(x, y), INTS, DIVISORS)
        for name in ("fmod", "remainder", "div", "true_divide", "floor_divide", "mul", "add", "sub")},
+    "addcmul": (lambda m, x, y: m.addcmul(x, y, y, value=0.5), U, Y),
+    "addcdiv": (lambda m, x, y: x.addcdiv(y, x.exp(), value=-2), U, Y),
     "round_decimals": (lambda m, x: m.round(x.detach() * 3.7, decimals=2), Y),
     "round_halves": (lambda m: m.round(m.tensor([0.5, 1.5, 2.5, -0.5])),),
     "div_floor": (lambda m, x, y: m.div(x.detach() * 5, y, rounding_mode="floor"), U, Y),

@@ -50,6 +50,13 @@ TORCH_CASES = {
     "is_floating_point": (lambda m, x: m.is_floating_point(x), X),
     "is_floating_point_ints": (lambda m, x: x.is_floating_point(), INTS),
     "is_nonzero": (lambda m, x: m.is_nonzero(x[0, 0]), X),
+    "isin": (lambda m, a, b: m.isin(a, b), INTS, np.array([1, 3])),
+    "isin_invert": (lambda m, a: m.isin(a, m.tensor([2, 5]), invert=True), INTS),
+    "bitwise_and": (lambda m, a: m.bitwise_and(a, 3), INTS),
+    "bitwise_or": (lambda m, a: a.bitwise_or(a * 2), INTS),
+    "bitwise_xor_bools": (lambda m, a: m.bitwise_xor(a > 2, a > 4), INTS),
+    "bitwise_not": (lambda m, a: m.bitwise_not(a), INTS),
+    "bitwise_not_bools": (lambda m, a: (a > 3).bitwise_not(), INTS),
 }
 
 

@@ -137,6 +137,15 @@ TORCH_CASES = {
     "unfold": (lambda m, x: x.unfold(1, 2, 1), X),
     "unfold_step": (lambda m, x: x.unfold(-1, 2, 2), X),
     "unfold_sparse_windows": (lambda m, x: x.unfold(2, 1, 3), X),
+    "broadcast_to": (lambda m, v: m.broadcast_to(v, (3, 4)), V),
+    "broadcast_to_method": (lambda m, v: v.broadcast_to((2, 1, 4)), V),
+    "broadcast_tensors": (lambda m, v, x: m.broadcast_tensors(v, x[0]), V, X),
+    "broadcast_shapes": (lambda m: tuple(m.broadcast_shapes((2, 1), (3,), 1)),),
+    "hsplit": (lambda m, x: x.hsplit(3), X),
+    "hsplit_indices": (lambda m, x: m.hsplit(x, [1, 2]), X),
+    "hsplit_vector": (lambda m, v: m.hsplit(v, 2), V),
+    "vsplit": (lambda m, x: m.vsplit(x, 2), X),
+    "dsplit": (lambda m, x: x.dsplit(2), X),
 }
 
 

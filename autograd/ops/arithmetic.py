@@ -145,3 +145,17 @@ def absolute(input, *, out=None):
 def clip(input, min=None, max=None, *, out=None):
     """clamp under its NumPy name."""
     return write_out(elementwise.clamp(input, min, max), out)
+
+
+@names("addcmul")
+def addcmul(input, tensor1, tensor2, *, value=1, out=None):
+    """input + value · tensor1 · tensor2"""
+    product = tensor1 * tensor2
+    return write_out(input + (product if value == 1 else product * value), out)
+
+
+@names("addcdiv")
+def addcdiv(input, tensor1, tensor2, *, value=1, out=None):
+    """input + value · tensor1 / tensor2"""
+    quotient = tensor1 / tensor2
+    return write_out(input + (quotient if value == 1 else quotient * value), out)

@@ -208,3 +208,25 @@ def unfold(input, dimension, size, step):
     picked = IndexSelect.apply(input, dim=axis, index=windows)
     split = shape.reshape(picked, (*input.shape[:axis], len(starts), size, *input.shape[axis + 1:]))
     return movedim(split, axis + 1, -1)
+
+
+@names("broadcast_to")
+def broadcast_to(input, size):
+    """input expanded to ``size`` (NumPy's broadcasting rules)."""
+    return shape.expand(input, tuple(size))
+
+
+@names("broadcast_tensors", method=False)
+def broadcast_tensors(*tensors):
+    """The tensors expanded to their common broadcast shape."""
+    common = xp.broadcast_shapes(*(t.shape for t in tensors))
+    return tuple(shape.expand(t, common) for t in tensors)
+
+
+@names("broadcast_shapes", method=False)
+def broadcast_shapes(*shapes):
+    """The shape that tensors of the given shapes broadcast to."""
+    try:
+        return tuple(xp.broadcast_shapes(*((s,) if isinstance(s, int) else tuple(s) for s in shapes)))
+    except ValueError:
+        raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: {list(shapes)}") from None

@@ -442,3 +442,26 @@ def index_copy(input, dim, index, source):
     zeros = Tensor._make(xp.zeros(input.shape, dtype=source.dtype))
     placed = IndexAddAlong.apply(zeros, source, dim=axis, index=index, alpha=1, fresh=True)
     return elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape))
+
+
+@names("index_put", inplace="index_put_")
+def index_put(input, indices, values, accumulate=False):
+    """input with ``values`` written at input[indices] (a tuple of index tensors), or added there
+    with accumulate=True (repeated positions then add up)."""
+    index = tuple(i._data if isinstance(i, Tensor) else xp.asarray(i) for i in indices)
+    if not isinstance(values, Tensor):
+        values = Tensor._make(xp.asarray(values, dtype=input.dtype))
+    target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
+    values = shape.expand(values.to(input.dtype) if values.dtype != input.dtype else values, target)
+    placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
+    if accumulate:
+        return input + placed
+    written = xp.zeros(input.shape, dtype=bool)
+    written[index] = True
+    counts = xp.zeros(input.shape, dtype=int64)
+    xp.add.at(counts, index, 1)
+    if (counts > 1).any():  # a position written twice: the last write wins, as in NumPy (PyTorch leaves
+        last = xp.zeros(input.shape, dtype=input.dtype)  # it undefined), and those values get no gradient
+        last[index] = values._data
+        placed = Tensor._make(last)
+    return elementwise.Where.apply(placed, input, condition=written)

@@ -44,7 +44,7 @@ def _compare(function, name, aliases=()):
         return write_out(Tensor._make(function(_data(input), _data(other))), out)
 
     op.__name__ = name
-    op.__doc__ = f"Elementwise {name} (broadcasting), as a bool tensor."
+    op.__doc__ = f"Elementwise {name} (broadcasting), without gradient."
     names(name, *aliases)(op)
 
 
@@ -167,3 +167,15 @@ def is_nonzero(input):
         raise RuntimeError(f"Boolean value of Tensor with {'no values' if not input.numel() else 'more than one value'}"
                            " is ambiguous")
     return builtins.bool(input.item())
+
+
+@names("isin", method=False)
+def isin(elements, test_elements, *, assume_unique=False, invert=False):
+    """True where an element of ``elements`` occurs in ``test_elements`` (False with invert)."""
+    return Tensor._make(xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert))
+
+
+for _function, _name in ((xp.bitwise_and, "bitwise_and"), (xp.bitwise_or, "bitwise_or"),
+                         (xp.bitwise_xor, "bitwise_xor")):
+    _compare(_function, _name)
+_test(xp.bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).")

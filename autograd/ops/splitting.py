@@ -175,3 +175,34 @@ def column_stack(tensors, *, out=None):
     """Join as columns: vectors (and scalars) become columns, then hstack."""
     columns = [shape.reshape(t, (t.numel(), 1)) if t.ndim <= 1 else t for t in _tensors(tensors)]
     return write_out(shape.cat(columns, 1), out)
+
+
+def _split_along(input, indices_or_sections, dim, op):
+    if isinstance(indices_or_sections, int) and input.shape[dim] % indices_or_sections:
+        raise RuntimeError(f"torch.{op} attempted to split along dimension {dim}, but the size of the dimension "
+                           f"{input.shape[dim]} is not divisible by the split_size {indices_or_sections}!")
+    return tensor_split(input, indices_or_sections, dim)
+
+
+@names("hsplit")
+def hsplit(input, indices_or_sections):
+    """tensor_split along dim 1 (dim 0 for vectors), equal pieces only."""
+    return _split_along(input, indices_or_sections, 0 if input.ndim == 1 else 1, "hsplit")
+
+
+@names("vsplit")
+def vsplit(input, indices_or_sections):
+    """tensor_split along dim 0, equal pieces only (at least 2-D)."""
+    if input.ndim < 2:
+        raise RuntimeError(f"torch.vsplit requires a tensor with at least 2 dimension, but got a tensor with "
+                           f"{input.ndim} dimensions!")
+    return _split_along(input, indices_or_sections, 0, "vsplit")
+
+
+@names("dsplit")
+def dsplit(input, indices_or_sections):
+    """tensor_split along dim 2, equal pieces only (at least 3-D)."""
+    if input.ndim < 3:
+        raise RuntimeError(f"torch.dsplit requires a tensor with at least 3 dimension, but got a tensor with "
+                           f"{input.ndim} dimensions!")
+    return _split_along(input, indices_or_sections, 2, "dsplit")
