@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (each declares its names)
     elementwise,
     extrema,
     functions,
+    gamma,
     grids,
     indexing,
     inverses,
