@@ -43,6 +43,18 @@ def general_matrix(draw):
     return [leaf(rng.standard_normal(shape))]
 
 
+@st.composite
+def symmetric_positive_definite(draw):
+    n = draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    b = rng.standard_normal(draw(st.sampled_from([(), (2,)])) + (n, n))
+    return [leaf(b @ np.swapaxes(b, -1, -2) + n * np.eye(n))]
+
+
+def _symmetric(a):
+    return (a + a.mT) * 0.5
+
+
 CASES = {
     "VectorNorm": (norm_case(), lambda x, arg: autograd.linalg.vector_norm(x, arg[0], arg[1])),
     "SingularValues": (general_matrix(), lambda a: autograd.linalg.svdvals(a)),
@@ -50,6 +62,9 @@ CASES = {
     "Solve": (square(), lambda a, b: autograd.linalg.solve(a, b)),
     "Det": (square(), lambda a, b: autograd.linalg.det(a)),
     "LogAbsDet": (square(), lambda a, b: autograd.linalg.slogdet(a - 6 * autograd.eye(a.shape[-1])).logabsdet),
+    "Cholesky": (symmetric_positive_definite(), lambda a: autograd.linalg.cholesky(_symmetric(a))),
+    "Eigh": (symmetric_positive_definite(), lambda a: autograd.linalg.eigvalsh(_symmetric(a)).exp().sum()
+             + (autograd.linalg.eigh(_symmetric(a)).eigenvectors ** 2).sum(-1).sum()),
 }
 
 COMPOSITES = {
@@ -96,6 +111,7 @@ def test_two_norm_of_zero_has_zero_gradient():
 rng = np.random.default_rng(0)
 X = rng.standard_normal((2, 3, 4))
 SQ = rng.standard_normal((2, 3, 3)) + 3 * np.eye(3)
+SPD = SQ @ np.swapaxes(SQ, -1, -2)
 INF = math.inf
 
 TORCH_CASES = {
@@ -140,6 +156,14 @@ TORCH_CASES = {
     "cdist": (lambda m, a, b: m.cdist(a, b), X, X + 1),
     "cdist_p1": (lambda m, a, b: m.cdist(a[0], b[1], p=1), X, X * 2),
     "cdist_zero_distances": (lambda m, a: m.cdist(a, a), X[:, :2]),
+    "cholesky": (lambda m, a: m.linalg.cholesky(a), SPD),
+    "cholesky_upper": (lambda m, a: m.linalg.cholesky(a, upper=True), SPD),
+    "cholesky_reads_the_lower_triangle": (lambda m, a: m.linalg.cholesky(a.tril() + a.tril(-1).mT), SPD),
+    "eigvalsh": (lambda m, a: m.linalg.eigvalsh(a), SPD),
+    "eigh_values": (lambda m, a: m.linalg.eigh(a).eigenvalues, SPD),
+    # eigenvectors are defined up to sign: compare them with each column's first entry made positive
+    "eigh_vectors": (lambda m, a: (lambda v: v * v[..., :1, :].sign())(m.linalg.eigh(a).eigenvectors), SPD),
+    "eigh_upper": (lambda m, a: m.linalg.eigh(a, UPLO="U").eigenvalues, SPD),
 }
 
 
@@ -159,6 +183,7 @@ ERRORS = {
     "solve_shapes": (lambda m, x, a: m.linalg.solve(a, x.mT), ""),
     "vector_norm_narrowing": (lambda m, x, a: m.linalg.vector_norm(x, dtype=m.float32), "narrowing"),
     "norm_dim": (lambda m, x, a: x.norm(dim=3), "Dimension out of range"),
+    "cholesky_not_positive_definite": (lambda m, x, a: m.linalg.cholesky(-a @ a.mT), "positive-definite"),
 }
 
 

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (each declares its names)
     arranging,
     contractions,
     cumulative,
+    decompositions,
     diagonals,
     elementwise,
     extrema,
