@@ -1,15 +1,15 @@
 """``autograd.linalg``: torch.linalg's names (norms, inverses, solves, determinants, products)."""
 
 from .ops.contractions import linalg_cross as cross
-from .ops.decompositions import cholesky, eigh, eigvalsh
+from .ops.decompositions import cholesky, eigh, eigvalsh, matrix_power, qr
 from .ops.diagonals import diagonal as _diagonal
 from .ops.inverses import LinAlgError, det, inv, slogdet, solve
 from .ops.linalg import matmul
 from .ops.norms import linalg_norm as norm
 from .ops.norms import matrix_norm, svdvals, vector_norm
 
-__all__ = ["LinAlgError", "cholesky", "cross", "eigh", "eigvalsh", "det", "diagonal", "inv", "matmul", "matrix_norm",
-           "multi_dot", "norm", "slogdet", "solve", "svdvals", "vecdot", "vector_norm"]
+__all__ = ["LinAlgError", "cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "matmul", "matrix_norm",
+           "matrix_power", "multi_dot", "norm", "qr", "slogdet", "solve", "svdvals", "vecdot", "vector_norm"]
 
 
 def diagonal(A, *, offset=0, dim1=-2, dim2=-1):

@@ -65,12 +65,16 @@ CASES = {
     "Cholesky": (symmetric_positive_definite(), lambda a: autograd.linalg.cholesky(_symmetric(a))),
     "Eigh": (symmetric_positive_definite(), lambda a: autograd.linalg.eigvalsh(_symmetric(a)).exp().sum()
              + (autograd.linalg.eigh(_symmetric(a)).eigenvectors ** 2).sum(-1).sum()),
+    "QR": (general_matrix(), lambda a: (lambda q, r: (q * q.sum(-1, keepdim=True), r))(
+        *autograd.linalg.qr(a if a.shape[-2] >= a.shape[-1] else a.mT))),
 }
 
 COMPOSITES = {
     "norm": (norm_case(), lambda x, arg: x.norm(arg[0], arg[1], keepdim=True)),
     "matrix_norm": (general_matrix(), lambda a: autograd.linalg.matrix_norm(a, "fro") + autograd.linalg.matrix_norm(
         a, "nuc") + autograd.linalg.matrix_norm(a, 2) + autograd.linalg.matrix_norm(a, math.inf)),
+    "matrix_power": (square(), lambda a, b: autograd.linalg.matrix_power(a, 3) + a.matrix_power(-2)
+                     + autograd.linalg.matrix_power(a, 0)),
     "solve_vector": (square(vector_rhs=True), lambda a, b: autograd.linalg.solve(a, b)),
     "solve_right": (square(batch=False), lambda a, b: autograd.linalg.solve(a, b.mT, left=False)),
     "dist": (norm_case(), lambda x, arg: autograd.dist(x, x.flip(0) * 2, arg[0])),
@@ -113,6 +117,11 @@ X = rng.standard_normal((2, 3, 4))
 SQ = rng.standard_normal((2, 3, 3)) + 3 * np.eye(3)
 SPD = SQ @ np.swapaxes(SQ, -1, -2)
 INF = math.inf
+
+def _positive_diagonal(q, r):
+    signs = r.diagonal(0, -2, -1).sign()
+    return q * signs.unsqueeze(-2), r * signs.unsqueeze(-1)
+
 
 TORCH_CASES = {
     "norm": (lambda m, x: x.norm(), X),
@@ -164,6 +173,13 @@ TORCH_CASES = {
     # eigenvectors are defined up to sign: compare them with each column's first entry made positive
     "eigh_vectors": (lambda m, a: (lambda v: v * v[..., :1, :].sign())(m.linalg.eigh(a).eigenvectors), SPD),
     "eigh_upper": (lambda m, a: m.linalg.eigh(a, UPLO="U").eigenvalues, SPD),
+    # Q and R are defined up to the signs of R's diagonal: compare them with that diagonal made positive
+    "qr_tall": (lambda m, a: _positive_diagonal(*m.linalg.qr(a)), X.transpose(0, 2, 1).copy()),
+    "qr_square": (lambda m, a: _positive_diagonal(*m.linalg.qr(a)), SQ),
+    "qr_r": (lambda m, a: m.linalg.qr(a.detach(), mode="r").R.abs(), X.transpose(0, 2, 1).copy()),
+    "matrix_power": (lambda m, a: m.linalg.matrix_power(a, 3), SQ),
+    "matrix_power_zero": (lambda m, a: m.linalg.matrix_power(a, 0), SQ),
+    "matrix_power_negative": (lambda m, a: a.matrix_power(-2), SQ),
 }
 
 

@@ -1,5 +1,5 @@
-"""Matrix decompositions with gradients: Cholesky (A = L Lᵀ) and the symmetric eigendecomposition
-(A = V diag(λ) Vᵀ), as torch.linalg.cholesky, eigh and eigvalsh.
+"""Matrix decompositions with gradients: Cholesky (A = L Lᵀ), the symmetric eigendecomposition
+(A = V diag(λ) Vᵀ) and QR, as torch.linalg.cholesky, eigh, eigvalsh and qr; and matrix_power.
 
     L = chol A:   dL/dA = sym(L⁻ᵀ Φ(Lᵀ dL/dL) L⁻¹),  Φ = the lower triangle with half its diagonal
     λ, V = eigh A:   dL/dA = V (diag(dL/dλ) + skew(Vᵀ dL/dV) / E) Vᵀ,  E_ij = λ_j - λ_i
@@ -13,7 +13,8 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
-from .inverses import LinAlgError, Solve, _square
+from .elementwise import Where
+from .inverses import LinAlgError, Solve, _square, inv
 from .names import names
 from .outputs import write_out
 
@@ -93,3 +94,72 @@ def eigvalsh(A, UPLO="L", *, out=None):
 def tensor_cholesky(input, upper=False):
     """torch.cholesky / x.cholesky(upper=False)."""
     return cholesky(input, upper=upper)
+
+
+QRResult = collections.namedtuple("linalg_qr", ["Q", "R"])
+
+
+class QR(Primitive):
+    """Q, R of A = QR (reduced: Q has A's shape, R is square upper triangular; A tall or square),
+    returned stacked as one array [Q; R];
+    dL/dA = (dL/dQ + Q copyltu(M)) R⁻ᵀ  with M = R (dL/dR)ᵀ - (dL/dQ)ᵀ Q  and
+    copyltu(M) = the lower triangle of M mirrored onto the upper one"""
+
+    saves_output = True
+
+    def forward(self, a):
+        q, r = xp.linalg.qr(a, mode="reduced")
+        return xp.concatenate([q, r], axis=-2)
+
+    def backward(self, grad, y, a):
+        m = a.shape[-2]
+        q, r = y[..., :m, :], y[..., m:, :]
+        grad_q, grad_r = grad[..., :m, :], grad[..., m:, :]
+        inner = r @ grad_r.mT - grad_q.mT @ q
+        n = inner.shape[-1]
+        lower = Tensor._make(xp.tril(xp.ones((n, n), dtype=grad.dtype)))
+        strictly_lower = Tensor._make(xp.tril(xp.ones((n, n), dtype=grad.dtype), -1))
+        mirrored = inner * lower + (inner * strictly_lower).mT
+        return (Solve.apply(r, (grad_q + q @ mirrored).mT).mT,)  # (…) R⁻ᵀ = (R⁻¹ (…)ᵀ)ᵀ
+
+
+def qr(A, mode="reduced", *, out=None):
+    """(Q, R) with A = QR, Q with orthonormal columns and R upper triangular (mode 'reduced'; the
+    gradient needs A tall or square, as PyTorch's). mode 'r' gives R alone (Q empty)."""
+    if A.ndim < 2:
+        raise RuntimeError(f"linalg.qr: The input tensor A must have at least 2 dimensions, got {A.ndim}")
+    if mode not in ("reduced", "r"):
+        raise RuntimeError(f"qr received unrecognized mode '{mode}' (supported here: 'reduced' and 'r')")
+    m, n = A.shape[-2:]
+    if m < n:  # wide: the reduced factorisation of a wide matrix has no gradient formula here
+        q, r = xp.linalg.qr(A._data, mode="reduced")
+        return write_out(QRResult(Tensor._make(q), Tensor._make(r)), out)
+    stacked = QR.apply(A)
+    q, r = stacked[..., :m, :], stacked[..., m:, :]
+    if mode == "r":
+        q = Tensor._make(xp.zeros((0,), dtype=A.dtype))
+    return write_out(QRResult(q, r), out)
+
+
+def matrix_power(A, n, *, out=None):
+    """A multiplied by itself n times (n < 0: the inverse's power; n = 0: the identity), by squaring."""
+    _square(A, "matrix_power")
+    if n < 0:
+        A, n = inv(A), -n
+    result = None
+    power = A
+    while n:
+        if n & 1:
+            result = power if result is None else result @ power
+        n >>= 1
+        if n:
+            power = power @ power
+    if result is None:  # the identity, still connected to A (with gradient 0), as PyTorch's
+        identity = Tensor._make(xp.broadcast_to(xp.eye(A.shape[-1], dtype=A.dtype), A.shape).copy())
+        return write_out(Where.apply(identity, A, condition=xp.ones(A.shape, dtype=bool)), out)
+    return write_out(result, out)
+
+
+@names("matrix_power")
+def tensor_matrix_power(input, n):
+    return matrix_power(input, n)
