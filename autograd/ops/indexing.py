@@ -418,7 +418,7 @@ def take(input, index):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
     index = _index_array(index, "take")
     flat = shape.reshape(input, (-1,))
-    positions = _check_bounds(index, max(input.numel(), 0), 0, allow_negative=True) if index.size else index
+    positions = _check_bounds(index, input.numel(), 0, allow_negative=True)
     return shape.GetItem.apply(flat, index=positions.astype(int64))
 
 

@@ -270,9 +270,7 @@ def bucketize(input, boundaries, *, out_int32=False, right=False, out=None):
     if boundaries.ndim != 1:
         raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({boundaries.ndim})")
     side = "right" if right else "left"
-    result = xp.searchsorted(boundaries._data, _data_of(input), side=side)
+    values = input._data if isinstance(input, Tensor) else xp.asarray(input)
+    result = xp.searchsorted(boundaries._data, values, side=side)
     return write_out(Tensor._make(xp.asarray(result).astype(xp.int32 if out_int32 else int64)), out)
 
-
-def _data_of(x):
-    return x._data if isinstance(x, Tensor) else xp.asarray(x)
