@@ -84,3 +84,43 @@ def test_matches_torch(name):
 @pytest.mark.torch
 def test_amax_of_an_empty_dim_is_refused_as_in_torch():
     assert "non-zero size" in str(raises_like(lambda m, x: m.amax(x[:, :0], 1), X))
+
+
+# 0-d tensors: a scalar's dim 0 (or -1) is the scalar itself, in every op that takes a dim
+SCALAR_CASES = {
+    "gather": lambda m, x: x.gather(0, m.tensor(0)),
+    "index_select": lambda m, x: x.index_select(0, m.tensor([0])),
+    "index_add": lambda m, x: x.index_add(0, m.tensor([0]), x * 3),
+    "scatter_add": lambda m, x: x.scatter_add(0, m.tensor(0), x * 2),
+    "sort": lambda m, x: x.sort(),
+    "topk": lambda m, x: x.topk(1),
+    "kthvalue": lambda m, x: x.kthvalue(1),
+    "median_dim": lambda m, x: x.median(0),
+    "mode": lambda m, x: x.mode(),
+    "cumsum": lambda m, x: x.cumsum(0),
+    "cumprod": lambda m, x: x.cumprod(0),
+    "cummax": lambda m, x: x.cummax(0),
+    "logcumsumexp": lambda m, x: x.logcumsumexp(0),
+    "prod_dim": lambda m, x: x.prod(0),
+    "sum_dim": lambda m, x: x.sum(0),
+    "mean_keepdim": lambda m, x: x.mean(-1, keepdim=True),
+    "max_dim": lambda m, x: x.max(0),
+    "min_dim": lambda m, x: x.min(-1, keepdim=True),
+    "amax_dim": lambda m, x: x.amax(0),
+    "norm_dim": lambda m, x: x.norm(dim=0),
+    "softmax": lambda m, x: x.softmax(0),
+    "logsumexp": lambda m, x: x.logsumexp(0),
+    "flip": lambda m, x: x.flip(0),
+    "repeat": lambda m, x: x.repeat(2, 2),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(SCALAR_CASES))
+def test_scalars_match_torch(name):
+    compare(SCALAR_CASES[name], np.array(1.5))
+
+
+@pytest.mark.torch
+def test_scalars_cannot_be_concatenated_as_in_torch():
+    assert "zero-dimensional" in str(raises_like(lambda m, x: m.cat([x, x]), np.array(1.5)))

@@ -24,6 +24,8 @@ def normalize_dims(dim, ndim):
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     axes = [dim_index(d, ndim) for d in dims]
+    if ndim == 0:  # a scalar's dim 0 (or -1) is the scalar itself: nothing to reduce over
+        return ()
     if len(set(axes)) < len(axes):
         repeated = next(a for a in axes if axes.count(a) > 1)
         raise RuntimeError(f"dim {repeated} appears multiple times in the list of dims")

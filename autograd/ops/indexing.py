@@ -75,8 +75,8 @@ class Gather(Primitive):
     """y[i][j][k] = x[i][index[i][j][k]][k]  (for dim 1);   dL/dx = scatter_add(0, dim, index, dL/dy)"""
 
     def forward(self, x):
-        if x.ndim == 0:
-            return x[self.index.reshape(())] if self.index.ndim == 0 else x[()] + xp.zeros(self.index.shape, x.dtype)
+        if x.ndim == 0:  # every index is 0 (checked): the scalar, in index's shape
+            return xp.broadcast_to(x, self.index.shape).copy()
         return xp.take_along_axis(_cut(x, self.index.shape, self.dim), self.index, axis=self.dim)
 
     def backward(self, grad, y, x):
@@ -273,7 +273,7 @@ class IndexSelect(Primitive):
     """y = x with slices index[0], index[1], ... taken along dim;   dL/dx = index_add(0, dim, index, dL/dy)"""
 
     def forward(self, x):
-        return xp.take(x, self.index, axis=self.dim) if x.ndim else x[()] + xp.zeros(self.index.shape, x.dtype)
+        return xp.take(x, self.index, axis=self.dim) if x.ndim else x.copy()  # a scalar's one index is 0
 
     def backward(self, grad, y, x):
         zeros = Tensor._make(xp.zeros(x.shape, dtype=grad.dtype))

@@ -100,6 +100,9 @@ def _extremum(x, dim, keepdim, find, arg, result):
         raise ValueError(f"max/min of an empty tensor of shape {x.shape}")
     if dim is None:
         return Extremum.apply(x, axis=None, find=find, arg=arg)
+    if x.ndim == 0:  # a scalar along its only "dim": itself, at index 0
+        normalize_dims(dim, 0)
+        return result(Extremum.apply(x, axis=None, find=find, arg=arg), Tensor._make(xp.zeros((), dtype=xp.int64)))
     axis = normalize_dims(dim, x.ndim)[0]
     values = Extremum.apply(x, axis=axis, keepdim=keepdim, find=find, arg=arg)
     indices = values.grad_fn.indices if values.grad_fn is not None else arg(x._data, axis=axis, keepdims=True)

@@ -173,6 +173,8 @@ def cat(tensors, dim=0):
     tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
+    if tensors[0].ndim == 0:
+        raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
     axis = normalize_dims(dim, tensors[0].ndim)[0]
     first = tensors[0].shape
     for t in tensors[1:]:
