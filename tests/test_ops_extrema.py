@@ -124,3 +124,34 @@ def test_scalars_match_torch(name):
 @pytest.mark.torch
 def test_scalars_cannot_be_concatenated_as_in_torch():
     assert "zero-dimensional" in str(raises_like(lambda m, x: m.cat([x, x]), np.array(1.5)))
+
+
+# empty tensors (shape (0, 3)): results and gradients of the right (empty) shapes
+EMPTY_CASES = {
+    "gather": lambda m, x: x.gather(0, m.zeros(0, 3, dtype=m.int64)),
+    "index_select": lambda m, x: x.index_select(1, m.tensor([0, 2])),
+    "sort": lambda m, x: x.sort(0),
+    "topk_zero": lambda m, x: x.topk(0, 0),
+    "cumsum": lambda m, x: x.cumsum(0),
+    "cumprod": lambda m, x: x.cumprod(1),
+    "prod": lambda m, x: x.prod(0),
+    "prod_all": lambda m, x: x.prod(),
+    "logcumsumexp": lambda m, x: x.logcumsumexp(0),
+    "norm": lambda m, x: x.norm(),
+    "unique": lambda m, x: x.detach().unique(),
+    "chunk": lambda m, x: x.chunk(3, 0),
+    "split": lambda m, x: x.split(2, 0),
+    "einsum": lambda m, x: m.einsum("ij,kj->ik", x, x),
+    "masked_select": lambda m, x: x.masked_select(x > 0),
+    "nonzero": lambda m, x: m.nonzero(x),
+    "amax_rows": lambda m, x: x.amax(1),
+    "median_rows": lambda m, x: x.median(1),
+    "cdist": lambda m, x: m.cdist(x, x),
+    "kron": lambda m, x: m.kron(x, x),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(EMPTY_CASES))
+def test_empty_tensors_match_torch(name):
+    compare(EMPTY_CASES[name], np.zeros((0, 3)))

@@ -132,6 +132,8 @@ class Prod(Primitive):
         grad = spread(grad, x, self.axes, self.keepdim)
         if x.ndim == 0:
             return (grad,)
+        if x._data.size == 0:
+            return (Tensor._make(xp.zeros(x.shape, dtype=grad.dtype)),)
         # y / x_k is the product of the others unless y underflows or x_k is tiny (or 0): then
         # the running products are exact where the division is not
         if xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).tiny) and (y._data != 0).all():

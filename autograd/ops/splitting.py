@@ -55,7 +55,9 @@ def chunk(input, chunks, dim=0):
         raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
     axis = dim_index(dim, input.ndim)
     length = input.shape[axis]
-    return split(input, max(-(-length // chunks), 1), axis)
+    if length == 0:  # nothing to share out: as PyTorch, that many empty pieces
+        return _pieces(input, axis, [0] * chunks)
+    return split(input, -(-length // chunks), axis)
 
 
 @names("tensor_split")
