@@ -11,7 +11,7 @@ X = rng.uniform(0.2, 0.9, (3, 4)).astype(np.float32)
 S = (rng.standard_normal((3, 3)) + 3 * np.eye(3)).astype(np.float32)
 INDEX = np.array([[0, 3], [2, 2], [1, 0]])
 
-CASES = {
+FLOAT32_CASES = {
     "gather": (lambda m, x: x.gather(1, m.tensor(INDEX)), X),
     "scatter_add": (lambda m, x: x.scatter_add(1, m.tensor(INDEX), x[:, :2]), X),
     "scatter_reduce": (lambda m, x: x.scatter_reduce(1, m.tensor(INDEX), x[:, :2], "amax"), X),
@@ -58,7 +58,7 @@ CASES = {
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", sorted(FLOAT32_CASES))
 def test_float32_matches_torch(name):
-    fn, *inputs = CASES[name]
+    fn, *inputs = FLOAT32_CASES[name]
     compare(fn, *inputs, rtol=2e-5, atol=1e-5)
