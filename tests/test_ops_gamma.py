@@ -1,5 +1,6 @@
-"""lgamma, digamma, polygamma, mvlgamma: values against math.lgamma and exact constants, and
-against PyTorch; gradients (through every order of ψ) against finite differences."""
+"""lgamma, digamma, polygamma, mvlgamma and the autograd.special namespace: values against
+math.lgamma and exact constants, and against PyTorch; gradients (through every order of ψ)
+against finite differences."""
 
 import math
 
@@ -18,11 +19,13 @@ NEGATIVE_HALVES = unary(-3.4, -0.6, kinks=(-3.0, -2.0, -1.0))
 CASES = {
     "Lgamma": (unary(0.2, 6.0), autograd.lgamma),
     "Polygamma": (unary(0.3, 6.0), lambda x: autograd.digamma(x) + autograd.polygamma(1, x) * autograd.polygamma(2, x)),
+    "Entr": (unary(0.2, 3.0), autograd.special.entr),
 }
 
 COMPOSITES = {
     "lgamma_negative": (NEGATIVE_HALVES, lambda x: x.lgamma() + x.digamma()),
     "mvlgamma": (unary(2.0, 5.0), lambda x: autograd.mvlgamma(x, 3)),
+    "sinc_ndtr": (unary(kinks=(0.0,)), lambda x: autograd.special.sinc(x) + autograd.special.ndtr(x)),
 }
 
 
@@ -84,3 +87,38 @@ def test_matches_torch(name):
 def test_trigamma_matches_torch_to_its_own_accuracy():
     # PyTorch's trigamma truncates its series at about 1e-9; ours keeps ten Bernoulli terms (ψ₁(1) = π²/6 exactly)
     compare(lambda m, x: m.polygamma(1, x), X[:12], rtol=1e-8, atol=1e-8)
+
+
+P = np.array([0.0, 0.2, 0.5, 1.0, 3.0, -1.0])
+Z = np.array([-1.5, -0.2, 0.0, 0.3, 2.0])
+
+SPECIAL_CASES = {
+    "erf": (lambda m, x: m.special.erf(x), Z),
+    "expit": (lambda m, x: m.special.expit(x), Z),
+    "ndtr": (lambda m, x: m.special.ndtr(x), Z),
+    "sinc": (lambda m, x: m.special.sinc(x), Z),
+    "entr": (lambda m, x: m.special.entr(x), P),
+    "gammaln": (lambda m, x: m.special.gammaln(x + 2), Z),
+    "psi": (lambda m, x: m.special.psi(x + 2), Z),
+    "digamma": (lambda m, x: m.special.digamma(x + 2), Z),
+    "multigammaln": (lambda m, x: m.special.multigammaln(x + 3, 2), Z),
+    "polygamma": (lambda m, x: m.special.polygamma(2, x + 2), Z),
+    "xlogy": (lambda m, x: m.special.xlogy(x, x + 1), P[:5]),
+    "logit": (lambda m, x: m.special.logit(x * 0.2 + 0.1), P[:5]),
+    "logsumexp": (lambda m, x: m.special.logsumexp(x, 0), Z),
+    "softmax": (lambda m, x: m.special.softmax(x, 0), Z),
+    "log_softmax": (lambda m, x: m.special.log_softmax(x, 0), Z),
+    "erfinv": (lambda m, x: m.special.erfinv(x * 0.3), Z),
+    "log1p": (lambda m, x: m.special.log1p(x + 2), Z),
+    "expm1": (lambda m, x: m.special.expm1(x), Z),
+    "exp2": (lambda m, x: m.special.exp2(x), Z),
+    "round": (lambda m, x: m.special.round(x.detach()), Z),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(SPECIAL_CASES))
+def test_special_namespace_matches_torch(name):
+    fn, *inputs = SPECIAL_CASES[name]
+    with np.errstate(all="ignore"):
+        compare(fn, *inputs, rtol=1e-11, atol=1e-12)

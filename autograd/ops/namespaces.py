@@ -1,4 +1,5 @@
-"""Binds ``autograd.linalg`` (torch.linalg's namespace) when the ops are imported, so that
-``import autograd`` alone gives ``autograd.linalg.norm`` as ``import torch`` gives torch.linalg."""
+"""Binds ``autograd.linalg`` and ``autograd.special`` (torch.linalg's and torch.special's
+namespaces) when the ops are imported, so that ``import autograd`` alone gives
+``autograd.linalg.norm`` as ``import torch`` gives torch.linalg.norm."""
 
-from .. import linalg  # noqa: F401  (importing a submodule sets it on the package)
+from .. import linalg, special  # noqa: F401  (importing a submodule sets it on the package)

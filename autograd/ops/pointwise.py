@@ -545,3 +545,16 @@ def copysign(input, other, *, out=None):
     sign = Tensor._make(xp.where(xp.signbit(other._data), -1.0, 1.0).astype(input.dtype))
     return write_out(input.abs() * sign, out)
 
+
+
+class Entr(Primitive):
+    """y = -x ln x (0 at x = 0, -inf for x < 0);   dL/dx = -dL/dy · (ln x + 1)"""
+
+    def forward(self, x):
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            y = -x * xp.log(x)
+        return xp.where(x == 0, 0.0, xp.where(x < 0, -xp.inf, y)).astype(x.dtype)
+
+    def backward(self, grad, y, x):
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return (-grad * (x.log() + 1.0),)
