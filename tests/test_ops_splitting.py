@@ -146,6 +146,13 @@ TORCH_CASES = {
     "hsplit_vector": (lambda m, v: m.hsplit(v, 2), V),
     "vsplit": (lambda m, x: m.vsplit(x, 2), X),
     "dsplit": (lambda m, x: x.dsplit(2), X),
+    "ravel": (lambda m, x: x.ravel(), X),
+    "ravel_function": (lambda m, x: m.ravel(x), X),
+    "t_function": (lambda m, x: m.t(x[0]), X),
+    "clone_function": (lambda m, x: m.clone(x), X),
+    "detach_function": (lambda m, x: m.detach(x) * 2, X),
+    "adjoint": (lambda m, x: x.adjoint(), X),
+    "unravel_index": (lambda m: m.unravel_index(m.tensor([0, 5, 23, -1]), (2, 3, 4)),),
 }
 
 

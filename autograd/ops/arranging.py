@@ -230,3 +230,30 @@ def broadcast_shapes(*shapes):
         return tuple(xp.broadcast_shapes(*((s,) if isinstance(s, int) else tuple(s) for s in shapes)))
     except ValueError:
         raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: {list(shapes)}") from None
+
+
+@names("ravel")
+def ravel(input):
+    """input as a vector."""
+    return shape.reshape(input, (-1,))
+
+
+@names("adjoint")
+def adjoint(input):
+    """The last two dims swapped (the conjugate transpose, for real tensors)."""
+    return swapaxes(input, -2, -1)
+
+
+@names("unravel_index", method=False)
+def unravel_index(indices, shape):
+    """The coordinates, one int64 tensor per dim, of flat ``indices`` into a tensor of ``shape``
+    (the argument shadows the shape module here, as PyTorch names it)."""
+    flat = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    size = 1
+    for n in dims:
+        size *= n
+    outside = (flat < -size) | (flat >= size)
+    if outside.any():
+        raise RuntimeError(f"index {flat[outside].flat[0]} is out of bounds for shape {dims}")
+    return tuple(Tensor._make(c.astype(int64)) for c in xp.unravel_index(flat % size, dims))

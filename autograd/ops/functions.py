@@ -122,3 +122,19 @@ def unsqueeze(input, dim):
 @names("squeeze", method=False)
 def squeeze(input, dim=None):
     return input.squeeze(dim)
+
+
+@names("t", method=False)
+def t(input):
+    """The transpose of a matrix (vectors and scalars unchanged)."""
+    return input.t()
+
+
+@names("clone", method=False)
+def clone(input):
+    return input.clone()
+
+
+@names("detach", method=False)
+def detach(input):
+    return input.detach()
