@@ -1,4 +1,4 @@
-"""What a tensor and its dtype are: ``is_floating_point``, ``element_size``, ``nelement``,
+"""What a tensor and its dtype are (``is_floating_point`` is in ops/predicates.py): ``element_size``, ``nelement``,
 ``finfo``/``iinfo`` (the limits of a dtype), ``type_as``, and ``format(x, spec)``."""
 
 import numpy
@@ -6,11 +6,6 @@ import numpy
 from . import backend
 from .ops import bind_tensor_methods
 from .ops.names import names
-
-
-@names("is_floating_point")
-def is_floating_point(x):
-    return x.dtype.kind == "f"
 
 
 @names("element_size", function=False)

@@ -3,7 +3,6 @@ hypothesis-drawn shapes and values, broadcasting included; second derivatives to
 
 import importlib
 import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -147,11 +146,9 @@ COMPOSITES = {
 def _every_case():
     """The cases here and the CASES of each tests/test_ops_*.py (one file per family of ops)."""
     cases = dict(CASES)
-    here = pathlib.Path(__file__).parent
-    if str(here) not in sys.path:
-        sys.path.insert(0, str(here))
-    for path in sorted(here.glob("test_ops_*.py")):
-        cases.update(getattr(importlib.import_module(path.stem), "CASES", {}))
+    for path in sorted(pathlib.Path(__file__).parent.glob("test_ops_*.py")):
+        module = f"{__package__}.{path.stem}" if __package__ else path.stem  # tests/ is a package
+        cases.update(getattr(importlib.import_module(module), "CASES", {}))
     return cases
 
 

@@ -3,15 +3,34 @@ op declares (``autograd.ops.names``) as Tensor methods."""
 
 from ..tensor import Tensor
 from . import (  # noqa: F401  (each declares its names)
+    arithmetic,
+    arranging,
+    contractions,
     conversion,
     convolution,
+    cumulative,
+    decompositions,
+    diagonals,
     elementwise,
+    extrema,
+    functions,
+    gamma,
+    grids,
+    indexing,
+    inverses,
     linalg,
+    namespaces,
+    norms,
+    pointwise,
     pooling,
+    predicates,
     reductions,
     sampling,
     shape,
+    sorting,
     special,
+    splitting,
+    statistics,
 )
 from .names import FUNCTIONS, INPLACE, METHODS
 

@@ -3,6 +3,21 @@
 import builtins
 
 
+def dim_index(dim, ndim):
+    """One ``dim`` (negatives count from the end) as an axis in [0, ndim), with PyTorch's
+    IndexError otherwise. A 0-d tensor accepts dims -1 and 0, as PyTorch's does."""
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        if hasattr(dim, "__index__"):
+            dim = dim.__index__()
+        else:
+            raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    span = builtins.max(ndim, 1)
+    if not -span <= dim < span:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-span}, {span - 1}], "
+                         f"but got {dim})")
+    return dim % span if ndim else 0
+
+
 def normalize_dims(dim, ndim):
     """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
     if dim is None:
@@ -13,12 +28,12 @@ def normalize_dims(dim, ndim):
                 raise IndexError(f"Dimension out of range (expected to be in range of [-1, 0], but got {d})")
         return ()
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    axes = []
-    for d in dims:
-        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
-            raise IndexError(f"Dimension out of range (expected to be in range of [{-ndim}, {ndim - 1}], "
-                             f"but got {d}): dim {d} of a tensor of {ndim} dimensions")
-        axes.append(d % ndim if ndim else 0)
+    axes = [dim_index(d, ndim) for d in dims]
+    if ndim == 0:  # a scalar's dim 0 (or -1) is the scalar itself: nothing to reduce over
+        return ()
+    if len(set(axes)) < len(axes):
+        repeated = next(a for a in axes if axes.count(a) > 1)
+        raise RuntimeError(f"dim {repeated} appears multiple times in the list of dims")
     return tuple(sorted(axes))
 
 

@@ -198,11 +198,15 @@ class Where(Primitive):
         return _split(grad, xp.broadcast_to(self.condition, grad.shape), x, y)
 
 
-def where(condition, x, y):
-    """Elementwise choice: x where ``condition`` holds, y elsewhere (x, y may be numbers)."""
+def where(condition, input=None, other=None):
+    """Elementwise choice: input where ``condition`` holds, other elsewhere (either may be a number).
+    With the condition alone, as PyTorch: the indices where it holds, one int64 vector per dim."""
     condition = condition._data if isinstance(condition, Tensor) else xp.asarray(condition)
+    if input is None and other is None:
+        return tuple(Tensor._make(i.astype(xp.int64)) for i in xp.nonzero(xp.atleast_1d(condition)))
     if condition.dtype != bool:
         raise TypeError(f"where: condition must be a bool tensor, got {condition.dtype}")
+    x, y = input, other
     if not isinstance(x, Tensor) and not isinstance(y, Tensor):
         x = Tensor(x)
     x, y = promote(x, y)
@@ -221,7 +225,7 @@ class Neg(Primitive):
         return (-grad,)
 
 
-@names("exp", inplace="exp_")
+@names("exp", function=False, inplace="exp_")  # autograd.exp: ops/functions.py
 class Exp(Primitive):
     """y = e^x;   dL/dx = dL/dy · y"""
 
@@ -235,7 +239,7 @@ class Exp(Primitive):
         return (grad * y,)
 
 
-@names("log", inplace="log_")
+@names("log", function=False, inplace="log_")  # autograd.log: ops/functions.py
 class Log(Primitive):
     """y = ln x;   dL/dx = dL/dy / x"""
 
@@ -246,7 +250,7 @@ class Log(Primitive):
         return (grad / x,)
 
 
-@names("sqrt", inplace="sqrt_")
+@names("sqrt", function=False, inplace="sqrt_")  # autograd.sqrt: ops/functions.py
 class Sqrt(Primitive):
     """y = √x;   dL/dx = dL/dy / (2y)"""
 
@@ -260,7 +264,7 @@ class Sqrt(Primitive):
         return (grad / (y * 2.0),)
 
 
-@names("sin", inplace="sin_")
+@names("sin", function=False, inplace="sin_")  # autograd.sin: ops/functions.py
 class Sin(Primitive):
     """y = sin x;   dL/dx = dL/dy · cos x"""
 
@@ -271,7 +275,7 @@ class Sin(Primitive):
         return (grad * x.cos(),)
 
 
-@names("cos", inplace="cos_")
+@names("cos", function=False, inplace="cos_")  # autograd.cos: ops/functions.py
 class Cos(Primitive):
     """y = cos x;   dL/dx = -dL/dy · sin x"""
 
@@ -282,7 +286,7 @@ class Cos(Primitive):
         return (-grad * x.sin(),)
 
 
-@names("tanh", inplace="tanh_")
+@names("tanh", function=False, inplace="tanh_")  # autograd.tanh: ops/functions.py
 class Tanh(Primitive):
     """y = tanh x;   dL/dx = dL/dy · (1 - y²)"""
 
@@ -296,7 +300,7 @@ class Tanh(Primitive):
         return (grad * (1.0 - y * y),)
 
 
-@names("sigmoid", inplace="sigmoid_")
+@names("sigmoid", function=False, inplace="sigmoid_")  # autograd.sigmoid: ops/functions.py
 class Sigmoid(Primitive):
     """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)"""
 
@@ -313,7 +317,7 @@ class Sigmoid(Primitive):
         return (grad * y * (1.0 - y),)
 
 
-@names("relu", inplace="relu_")
+@names("relu", function=False, inplace="relu_")  # autograd.relu: ops/functions.py
 class Relu(Primitive):
     """y = max(0, x);   dL/dx = dL/dy · [x > 0] = dL/dy · [y > 0]"""
 
@@ -327,7 +331,7 @@ class Relu(Primitive):
         return (Mul.apply(grad, Tensor._make(y._data > 0)),)  # a constant mask: no promotion needed
 
 
-@names("abs", inplace="abs_")
+@names("abs", function=False, inplace="abs_")  # autograd.abs: ops/functions.py
 class Abs(Primitive):
     """y = |x|;   dL/dx = dL/dy · sign(x)  (0 at x = 0, as PyTorch)"""
 
@@ -404,25 +408,25 @@ class Clone(Primitive):
 # -- the names these ops go by: Python's operators, PyTorch's methods and functions ------------
 
 
-@names("add", "__add__")
-def add(input, other, alpha=1):
+@names("__add__")
+def _add(input, other, alpha=1):
     """input + alpha · other"""
     return binary(Add, input, other if alpha == 1 else other * alpha)
 
 
-@names("sub", "subtract", "__sub__")
-def sub(input, other, alpha=1):
+@names("__sub__")
+def _sub(input, other, alpha=1):
     """input - alpha · other"""
     return binary(Sub, input, other if alpha == 1 else other * alpha)
 
 
-@names("mul", "multiply", "__mul__")
-def mul(input, other):
+@names("__mul__")
+def _mul(input, other):
     return binary(Mul, input, other)
 
 
-@names("div", "divide", "true_divide", "__truediv__")
-def div(input, other, rounding_mode=None):
+@names("__truediv__")
+def _div(input, other, rounding_mode=None):
     """input / other; rounding_mode 'trunc' or 'floor' rounds the quotient (no gradient then)."""
     quotient = binary(Div, input, other)
     if rounding_mode is None:
@@ -435,8 +439,8 @@ def div(input, other, rounding_mode=None):
     return Tensor._make(rounded.astype(dtype) if dtype.kind in "iub" else rounded)
 
 
-@names("pow", "__pow__")
-def pow(input, exponent):
+@names("__pow__")
+def _pow(input, exponent):
     """input ** exponent; a number exponent is a constant of the op (y = x^c)."""
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and isinstance(input, Tensor):
         if isinstance(exponent, float) and input.dtype.kind != "f":  # int ** float: the default dtype
@@ -470,8 +474,8 @@ def _reflected_pow(x, base):
     return binary(Pow, base, x)
 
 
-@names("neg", "negative", "__neg__")
-def neg(input):
+@names("__neg__")
+def _neg(input):
     return Neg.apply(input)
 
 
@@ -485,22 +489,23 @@ def _absolute(x):
     return Abs.apply(x)
 
 
-@names("square")
+@names("square", function=False)
 def square(input):
     return input * input
 
 
-@names("maximum")
+@names("maximum", function=False)
 def maximum(input, other):
     return binary(Maximum, input, other)
 
 
-@names("minimum")
+@names("minimum", function=False)
 def minimum(input, other):
     return binary(Minimum, input, other)
 
 
-names("clamp", "clip")(clamp)
+names("clamp")(clamp)
+names("clip", function=False)(clamp)
 
 
 @names("where", function=False)
@@ -509,13 +514,13 @@ def _where_method(x, condition, other):
     return where(condition, x, other)
 
 
-@names("sign")
+@names("sign", function=False)
 def sign(input):
     """-1, 0 or 1 (no gradient: it is flat almost everywhere)."""
     return Tensor._make(xp.sign(input._data))
 
 
-@names("clone")
+@names("clone", function=False)
 def clone(input):
     return Clone.apply(input)
 

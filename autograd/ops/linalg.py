@@ -40,9 +40,14 @@ class MatMul(Primitive):
         return grad_a, grad_b
 
 
-@names("matmul", "mm", "__matmul__")
-def matmul(a, b):
+@names("matmul", "__matmul__")
+def matmul(input, other, *, out=None):
     """A @ B with NumPy's rules: 1-D operands are a row (left) or a column (right)."""
+    if out is not None:
+        from .outputs import write_out  # out= is rare; the @ operator never passes it
+
+        return write_out(matmul(input, other), out)
+    a, b = input, other
     a, b = _operand(a, b) if not hasattr(a, "_data") else a, _operand(b, a) if not hasattr(b, "_data") else b
     if a.dtype != b.dtype:
         raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {a.dtype} "

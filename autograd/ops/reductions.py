@@ -106,8 +106,9 @@ def _extremum(x, dim, keepdim, find, arg, result):
             raise RuntimeError(f"max(): expected a non-empty tensor, got shape {tuple(x.shape)}; "
                                "give a dim to reduce over a non-empty one")
         return Extremum.apply(x, axis=None, find=find, arg=arg)
-    if x.ndim == 0:
-        return result(x * 1, Tensor._make(xp.zeros((), dtype=xp.int64)))
+    if x.ndim == 0:  # a scalar along its only "dim": itself, at index 0
+        normalize_dims(dim, 0)
+        return result(Extremum.apply(x, axis=None, find=find, arg=arg), Tensor._make(xp.zeros((), dtype=xp.int64)))
     axis = normalize_dims(dim, x.ndim)[0]
     if x.shape[axis] == 0:
         raise IndexError(f"max(): the dimension {dim} of shape {tuple(x.shape)} is empty: nothing to reduce")
@@ -204,44 +205,34 @@ class LogSoftmax(Primitive):
 # dim/keepdim are PyTorch's; axis/keepdims (NumPy's) are accepted too
 
 
-@names("sum")
+@names("sum", function=False)  # autograd.sum: ops/functions.py
 def _sum(input, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     x = input if dtype is None else input.to(dtype)
     return sum(x, axis if dim is None else dim, keepdim if keepdims is None else keepdims)
 
 
-@names("mean")
+@names("mean", function=False)
 def _mean(input, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     x = input if dtype is None else input.to(dtype)
     return mean(x, axis if dim is None else dim, keepdim if keepdims is None else keepdims)
 
 
-names("var")(var)
-names("std")(std)
-names("max")(max)
-names("min")(min)
+names("var", function=False)(var)
+names("std", function=False)(std)
+names("max", function=False)(max)
+names("min", function=False)(min)
 names("logsumexp")(logsumexp)
-names("argmax")(argmax)
-names("argmin")(argmin)
+names("argmax", function=False)(argmax)
+names("argmin", function=False)(argmin)
 
 
-@names("softmax")
+@names("softmax", function=False)
 def softmax(input, dim, dtype=None):
     x = input if dtype is None else input.to(dtype)
     return Softmax.apply(x, dim=softmax_axis(x, dim))
 
 
-@names("log_softmax")
+@names("log_softmax", function=False)
 def log_softmax(input, dim, dtype=None):
     x = input if dtype is None else input.to(dtype)
     return LogSoftmax.apply(x, dim=softmax_axis(x, dim))
-
-
-@names("all")
-def _all(input, dim=None, keepdim=False):
-    return Tensor._make(xp.all(input._data, axis=dim, keepdims=keepdim))
-
-
-@names("any")
-def _any(input, dim=None, keepdim=False):
-    return Tensor._make(xp.any(input._data, axis=dim, keepdims=keepdim))

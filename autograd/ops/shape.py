@@ -9,7 +9,7 @@ import builtins
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .axes import normalize_dims
+from .axes import dim_index, normalize_dims
 from .elementwise import unbroadcast
 from .names import names
 
@@ -51,7 +51,7 @@ def reshape(x, shape):
 def flatten(x, start_dim=0, end_dim=-1):
     if x.ndim == 0:
         return reshape(x, (1,))
-    start, end = start_dim % x.ndim, end_dim % x.ndim
+    start, end = dim_index(start_dim, x.ndim), dim_index(end_dim, x.ndim)
     merged = 1
     for n in x.shape[start:end + 1]:
         merged *= n
@@ -59,10 +59,7 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 
 def unsqueeze(x, dim):
-    if not -x.ndim - 1 <= dim <= x.ndim:
-        raise IndexError(f"Dimension out of range (expected to be in range of [{-x.ndim - 1}, {x.ndim}], "
-                         f"but got {dim}): unsqueeze of a tensor of shape {tuple(x.shape)}")
-    dim = dim % (x.ndim + 1)
+    dim = dim_index(dim, x.ndim + 1)
     return reshape(x, (*x.shape[:dim], 1, *x.shape[dim:]))
 
 
@@ -97,6 +94,9 @@ def permute(x, dims):
 
 def transpose(x, dim0, dim1):
     dims = list(range(x.ndim))
+    dim0, dim1 = dim_index(dim0, x.ndim), dim_index(dim1, x.ndim)
+    if x.ndim == 0:  # a scalar's only "dim" is itself
+        return x
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return permute(x, dims)
 
@@ -253,6 +253,8 @@ def cat(tensors, dim=0):
     tensors = _sequence_of_tensors("cat", tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
+    if tensors[0].ndim == 0:
+        raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
     axis = normalize_dims(dim, tensors[0].ndim)[0]
     first = tensors[0].shape
     for t in tensors[1:]:
@@ -276,7 +278,7 @@ def stack(tensors, dim=0):
 # -- the names these ops go by ------------------------------------------------------------------
 
 
-@names("reshape")
+@names("reshape", function=False)  # autograd.reshape: ops/functions.py
 def _reshape(input, *shape):
     return reshape(input, shape)
 
@@ -291,30 +293,30 @@ def _view_as(x, other):
     return reshape(x, other.shape)
 
 
-@names("flatten")
+@names("flatten", function=False)
 def _flatten(input, start_dim=0, end_dim=-1):
     return flatten(input, start_dim, end_dim)
 
 
-@names("transpose")
+@names("transpose", function=False)
 def _transpose(input, dim0, dim1):
     return transpose(input, dim0, dim1)
 
 
-@names("t")
+@names("t", function=False)
 def t(input):
     if input.ndim > 2:
         raise ValueError(f"t() expects a tensor of at most 2 dimensions, got shape {tuple(input.shape)}")
     return permute(input, tuple(reversed(range(input.ndim))))
 
 
-@names("permute")
+@names("permute", function=False)
 def _permute(input, *dims):
     return permute(input, dims)
 
 
-names("unsqueeze")(unsqueeze)
-names("squeeze")(squeeze)
+names("unsqueeze", function=False)(unsqueeze)
+names("squeeze", function=False)(squeeze)
 
 
 @names("expand", function=False)

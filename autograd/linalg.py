@@ -1,0 +1,33 @@
+"""``autograd.linalg``: torch.linalg's names (norms, inverses, solves, determinants, products)."""
+
+from .ops.contractions import linalg_cross as cross
+from .ops.decompositions import cholesky, eigh, eigvalsh, matrix_power, qr
+from .ops.diagonals import diagonal as _diagonal
+from .ops.inverses import LinAlgError, det, inv, slogdet, solve
+from .ops.linalg import matmul
+from .ops.norms import linalg_norm as norm
+from .ops.norms import matrix_norm, svdvals, vector_norm
+
+__all__ = ["LinAlgError", "cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "matmul", "matrix_norm",
+           "matrix_power", "multi_dot", "norm", "qr", "slogdet", "solve", "svdvals", "vecdot", "vector_norm"]
+
+
+def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
+    """The ``offset``-th diagonal of each matrix (torch.linalg's defaults: the last two dims)."""
+    return _diagonal(A, offset, dim1, dim2)
+
+
+def vecdot(x, y, *, dim=-1):
+    """Σ_i x_i y_i along dim (the two broadcast)."""
+    return (x * y).sum(dim)
+
+
+def multi_dot(tensors):
+    """A product of matrices A @ B @ C ... (the first may be a row vector, the last a column)."""
+    tensors = list(tensors)
+    if len(tensors) < 2:
+        raise RuntimeError(f"multi_dot(): expected at least 2 tensors but got {len(tensors)}")
+    result = tensors[0]
+    for t in tensors[1:]:
+        result = matmul(result, t)
+    return result

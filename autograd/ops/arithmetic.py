@@ -1,0 +1,161 @@
+"""The functional spellings of arithmetic with PyTorch's keyword names: ``autograd.add(input,
+other, alpha=1, out=None)``, sub, mul, div (rounding_mode), true_divide, floor_divide, rsub,
+pow, neg, and their NumPy-style aliases (subtract, multiply, divide, negative, absolute).
+
+They are the operators of tensor.py (same primitives, same gradients) with PyTorch's extra
+arguments. Integer division gives the default floating dtype, as in PyTorch.
+"""
+
+from ..backend import get_default_dtype, xp
+from ..primitive import Primitive
+from ..tensor import Tensor, _operand
+from . import elementwise
+from .elementwise import unbroadcast
+from .names import names
+from .outputs import write_out
+from .pointwise import remainder
+
+
+def _pair(input, other):
+    if not isinstance(input, Tensor):
+        input = _operand(input, other) if isinstance(other, Tensor) else Tensor(input)
+    if not isinstance(other, Tensor):
+        other = _operand(other, input)
+    return input, other
+
+
+def _scaled(other, alpha):
+    return other if alpha == 1 else other * alpha
+
+
+@names("add")
+def add(input, other, *, alpha=1, out=None):
+    """input + alpha · other"""
+    input, other = _pair(input, other)
+    return write_out(input + _scaled(other, alpha), out)
+
+
+@names("sub", "subtract")
+def sub(input, other, *, alpha=1, out=None):
+    """input - alpha · other"""
+    input, other = _pair(input, other)
+    return write_out(input - _scaled(other, alpha), out)
+
+
+@names("rsub")
+def rsub(input, other, *, alpha=1):
+    """other - alpha · input"""
+    input, other = _pair(input, other)
+    return other - _scaled(input, alpha)
+
+
+@names("mul", "multiply")
+def mul(input, other, *, out=None):
+    """input · other"""
+    input, other = _pair(input, other)
+    return write_out(input * other, out)
+
+
+class RoundedDiv(Primitive):
+    """z = x / y rounded toward zero ('trunc') or down ('floor'): piecewise constant, dL/dx = dL/dy = 0"""
+
+    def forward(self, x, y):
+        if self.rounding_mode == "floor":
+            return xp.floor_divide(x, y)
+        if x.dtype.kind in "iu" and y.dtype.kind in "iu":  # exact for integers: floor, then toward zero
+            floor = xp.floor_divide(x, y)
+            return floor + ((xp.remainder(x, y) != 0) & ((x < 0) != (y < 0)))
+        return xp.trunc(x / y)
+
+    def backward(self, grad, z, x, y):
+        return (unbroadcast(grad * 0.0, x) if x.requires_grad else None,
+                unbroadcast(grad * 0.0, y) if y.requires_grad else None)
+
+
+@names("div", "divide", "true_divide")
+def div(input, other, *, rounding_mode=None, out=None):
+    """input / other; rounding_mode 'trunc' rounds toward zero, 'floor' down (then integers stay integers)."""
+    input, other = _pair(input, other)
+    if rounding_mode is None:
+        if input.dtype.kind in "biu" and other.dtype.kind in "biu":
+            input = input.to(get_default_dtype())
+            other = other.to(get_default_dtype())
+        return write_out(input / other, out)
+    if rounding_mode not in ("trunc", "floor"):
+        raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
+                           f"'{rounding_mode}'")
+    return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode), out)
+
+
+@names("floor_divide", inplace="floor_divide_")
+def floor_divide(input, other, *, out=None):
+    """input / other rounded down."""
+    return div(input, other, rounding_mode="floor", out=out)
+
+
+@names("__floordiv__", function=False)
+def _floordiv(input, other):
+    """x // y: floor division (Tensor has no // of its own)."""
+    return floor_divide(input, other)
+
+
+@names("__rfloordiv__", function=False)
+def _rfloordiv(input, other):
+    return floor_divide(other, input)
+
+
+@names("__mod__", function=False)
+def _mod(input, other):
+    """x % y: the remainder with y's sign, as Python's."""
+    return remainder(input, other)
+
+
+@names("__rmod__", function=False)
+def _rmod(input, other):
+    return remainder(other, input)
+
+
+@names("pow")
+def pow(input, exponent, *, out=None):
+    """input ** exponent; either may be a number (autograd.pow(2, x) is 2 ** x)."""
+    if not isinstance(input, Tensor):
+        return write_out(exponent.__rpow__(input), out)
+    return write_out(input**exponent, out)
+
+
+@names("neg", "negative")
+def neg(input, *, out=None):
+    """-input"""
+    return write_out(elementwise.Neg.apply(input), out)
+
+
+@names("positive")
+def positive(input):
+    """input itself (for symmetry with negative)."""
+    return input
+
+
+@names("absolute")
+def absolute(input, *, out=None):
+    """|input|"""
+    return write_out(elementwise.Abs.apply(input), out)
+
+
+@names("clip", method=False)
+def clip(input, min=None, max=None, *, out=None):
+    """clamp under its NumPy name."""
+    return write_out(elementwise.clamp(input, min, max), out)
+
+
+@names("addcmul")
+def addcmul(input, tensor1, tensor2, *, value=1, out=None):
+    """input + value · tensor1 · tensor2"""
+    product = tensor1 * tensor2
+    return write_out(input + (product if value == 1 else product * value), out)
+
+
+@names("addcdiv")
+def addcdiv(input, tensor1, tensor2, *, value=1, out=None):
+    """input + value · tensor1 / tensor2"""
+    quotient = tensor1 / tensor2
+    return write_out(input + (quotient if value == 1 else quotient * value), out)

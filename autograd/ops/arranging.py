@@ -1,0 +1,259 @@
+"""Repeating, reversing, rolling and moving dims: repeat, tile, repeat_interleave, flip, fliplr,
+flipud, roll, rot90, movedim/moveaxis, swapaxes/swapdims, unflatten.
+
+Repetition is a broadcast (expand) followed by a reshape, so its gradient sums the copies;
+flip and roll move elements, so their gradients move dL/dy back the opposite way.
+"""
+
+import numbers
+
+from ..backend import int64, xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from . import shape
+from .axes import dim_index, normalize_dims
+from .indexing import IndexSelect
+from .names import names
+
+
+def _sizes(sizes):
+    if len(sizes) == 1 and not isinstance(sizes[0], numbers.Integral):
+        return tuple(int(n) for n in sizes[0])
+    return tuple(int(n) for n in sizes)
+
+
+@names("repeat")
+def repeat(input, *sizes):
+    """input repeated sizes[i] times along dim i (sizes may add leading dims), as NumPy's tile."""
+    sizes = _sizes(sizes)
+    if len(sizes) < input.ndim:
+        raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions "
+                           f"of tensor (repeat dims {sizes}, tensor shape {tuple(input.shape)})")
+    if any(n < 0 for n in sizes):
+        raise RuntimeError(f"Trying to create tensor with negative dimension: repeat dims {sizes}")
+    original = (1,) * (len(sizes) - input.ndim) + tuple(input.shape)
+    # each dim n becomes (1, n), broadcast to (r, n), then the pairs are merged: r copies of n
+    interleaved = tuple(m for n in original for m in (1, n))
+    expanded = tuple(m for r, n in zip(sizes, original) for m in (r, n))
+    y = shape.expand(shape.reshape(input, interleaved), expanded)
+    return shape.reshape(y, tuple(r * n for r, n in zip(sizes, original)))
+
+
+@names("tile")
+def tile(input, dims):
+    """repeat, with dims padded by leading 1s when shorter than input's."""
+    dims = _sizes((dims,))
+    return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
+
+
+@names("repeat_interleave")
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """Each element (or slice along dim) repeated in place: [a, b] with 2 gives [a, a, b, b].
+    ``repeats`` is a number or one count per element; with dim None input is flattened first."""
+    if repeats is None:  # repeat_interleave(counts): the indices 0, 0, 1, ... themselves
+        counts = input._data
+        return Tensor._make(xp.repeat(xp.arange(len(counts), dtype=int64), counts))
+    if dim is None:
+        input, axis = shape.reshape(input, (-1,)), 0
+    else:
+        axis = dim_index(dim, input.ndim)
+    counts = repeats._data if isinstance(repeats, Tensor) else xp.asarray(repeats)
+    size = input.shape[axis] if input.ndim else 1
+    if counts.ndim and counts.size != 1 and counts.size != size:
+        raise RuntimeError(f"repeats must have the same size as input along dim, but got repeats.size(0) = "
+                           f"{counts.size} and input.size({axis}) = {size}")
+    if (counts < 0).any():
+        raise RuntimeError("repeats can not be negative")
+    if counts.size == 1:  # one count for all: a broadcast, cheaper than an index
+        r = int(counts.reshape(()))
+        if input.ndim == 0:
+            return shape.expand(shape.reshape(input, (1,)), (r,))
+        y = shape.expand(shape.unsqueeze(input, axis + 1),
+                         tuple(r if d == axis + 1 else n for d, n in enumerate((*input.shape[:axis + 1], 1,
+                                                                                *input.shape[axis + 1:]))))
+        return shape.reshape(y, tuple(n * r if d == axis else n for d, n in enumerate(input.shape)))
+    index = xp.repeat(xp.arange(size, dtype=int64), counts.reshape(-1))
+    return IndexSelect.apply(input, dim=axis, index=index)
+
+
+class Flip(Primitive):
+    """y = x reversed along dims;   dL/dx = dL/dy reversed along the same dims"""
+
+    def forward(self, x):
+        return xp.flip(x, self.dims).copy() if self.dims else x.copy()
+
+    def backward(self, grad, y, x):
+        return (Flip.apply(grad, dims=self.dims),)
+
+
+@names("flip")
+def flip(input, *dims):
+    """input reversed along each of dims."""
+    dims = _sizes(dims)
+    return Flip.apply(input, dims=normalize_dims(dims, input.ndim))
+
+
+@names("fliplr")
+def fliplr(input):
+    """input reversed left to right (along dim 1; at least 2-D)."""
+    if input.ndim < 2:
+        raise RuntimeError(f"Input must be >= 2-d, got shape {tuple(input.shape)}")
+    return Flip.apply(input, dims=(1,))
+
+
+@names("flipud")
+def flipud(input):
+    """input reversed upside down (along dim 0; at least 1-D)."""
+    if input.ndim < 1:
+        raise RuntimeError("Input must be >= 1-d, got a 0-d tensor")
+    return Flip.apply(input, dims=(0,))
+
+
+class Roll(Primitive):
+    """y = x shifted cyclically by shifts along dims;   dL/dx = dL/dy shifted back"""
+
+    def forward(self, x):
+        return xp.roll(x, self.shifts, self.dims)
+
+    def backward(self, grad, y, x):
+        return (Roll.apply(grad, shifts=tuple(-s for s in self.shifts), dims=self.dims),)
+
+
+@names("roll")
+def roll(input, shifts, dims=None):
+    """Elements shifted cyclically by ``shifts`` along ``dims`` (all elements, flattened, when None)."""
+    if dims is None:
+        shift = shifts if isinstance(shifts, int) else tuple(shifts)[0]
+        flat = shape.reshape(input, (-1,))
+        return shape.reshape(Roll.apply(flat, shifts=(int(shift),), dims=(0,)), input.shape)
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims: {len(dims)}")
+    return Roll.apply(input, shifts=tuple(int(s) for s in shifts), dims=tuple(dim_index(d, input.ndim) for d in dims))
+
+
+@names("rot90")
+def rot90(input, k=1, dims=(0, 1)):
+    """input turned by 90° k times in the plane of dims (from the first dim towards the second)."""
+    if len(dims) != 2:
+        raise RuntimeError(f"expected total rotation dims == 2, but got dims = {len(dims)}")
+    a, b = (dim_index(d, input.ndim) for d in dims)
+    if a == b:
+        raise RuntimeError(f"expected rotation dims to be different, but got dim0 = {a} and dim1 = {b}")
+    k %= 4
+    if k == 1:
+        return shape.transpose(Flip.apply(input, dims=(b,)), a, b)
+    if k == 2:
+        return Flip.apply(input, dims=tuple(sorted((a, b))))
+    if k == 3:
+        return Flip.apply(shape.transpose(input, a, b), dims=(b,))
+    return input
+
+
+@names("movedim", "moveaxis")
+def movedim(input, source, destination):
+    """input with dims ``source`` moved to positions ``destination``, the others keeping their order."""
+    source = (source,) if isinstance(source, int) else tuple(source)
+    destination = (destination,) if isinstance(destination, int) else tuple(destination)
+    if len(source) != len(destination):
+        raise RuntimeError(f"movedim: Invalid source or destination dims: source ({list(source)} dims) should "
+                           f"contain the same number of dims as destination ({list(destination)} dims)")
+    source = [dim_index(d, input.ndim) for d in source]
+    destination = [dim_index(d, input.ndim) for d in destination]
+    for dims, name in ((source, "source"), (destination, "destination")):
+        if len(set(dims)) < len(dims):
+            raise RuntimeError(f"movedim: repeated dim in `{name}` ({dims})")
+    order = [d for d in range(input.ndim) if d not in source]
+    for d, s in sorted(zip(destination, source)):
+        order.insert(d, s)
+    return shape.permute(input, order)
+
+
+@names("swapaxes", "swapdims")
+def swapaxes(input, axis0, axis1):
+    """transpose under NumPy's names."""
+    return shape.transpose(input, dim_index(axis0, input.ndim), dim_index(axis1, input.ndim))
+
+
+@names("unflatten")
+def unflatten(input, dim, sizes):
+    """dim split into several dims of the given sizes (one may be -1)."""
+    axis = dim_index(dim, input.ndim)
+    sizes = tuple(int(n) for n in sizes)
+    known = 1
+    for n in sizes:
+        known *= n if n != -1 else 1
+    if -1 not in sizes and known != input.shape[axis]:
+        raise RuntimeError(f"unflatten: Provided sizes {list(sizes)} don't multiply up to the size of dim {dim} "
+                           f"({input.shape[axis]}) in the input tensor")
+    return shape.reshape(input, (*input.shape[:axis], *sizes, *input.shape[axis + 1:]))
+
+
+@names("unfold", function=False)
+def unfold(input, dimension, size, step):
+    """Every window of ``size`` elements along dimension, ``step`` apart: that dim becomes the count of
+    windows and a new last dim of length size holds each window (x.unfold(0, 2, 1) of [a, b, c] is
+    [[a, b], [b, c]]); overlapping windows add their gradients."""
+    axis = dim_index(dimension, input.ndim)
+    length = input.shape[axis] if input.ndim else 1
+    if size > length:
+        raise RuntimeError(f"maximum size for tensor at dimension {axis} is {length} but size is {size}")
+    if step <= 0:
+        raise RuntimeError(f"step is {step} but must be > 0")
+    if input.ndim == 0:
+        return shape.reshape(input, (1,))
+    starts = xp.arange(0, length - size + 1, step)
+    windows = (starts[:, None] + xp.arange(size)).reshape(-1)
+    picked = IndexSelect.apply(input, dim=axis, index=windows)
+    split = shape.reshape(picked, (*input.shape[:axis], len(starts), size, *input.shape[axis + 1:]))
+    return movedim(split, axis + 1, -1)
+
+
+@names("broadcast_to")
+def broadcast_to(input, size):
+    """input expanded to ``size`` (NumPy's broadcasting rules)."""
+    return shape.expand(input, tuple(size))
+
+
+@names("broadcast_tensors", method=False)
+def broadcast_tensors(*tensors):
+    """The tensors expanded to their common broadcast shape."""
+    common = xp.broadcast_shapes(*(t.shape for t in tensors))
+    return tuple(shape.expand(t, common) for t in tensors)
+
+
+@names("broadcast_shapes", method=False)
+def broadcast_shapes(*shapes):
+    """The shape that tensors of the given shapes broadcast to."""
+    try:
+        return tuple(xp.broadcast_shapes(*((s,) if isinstance(s, int) else tuple(s) for s in shapes)))
+    except ValueError:
+        raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: {list(shapes)}") from None
+
+
+@names("ravel")
+def ravel(input):
+    """input as a vector."""
+    return shape.reshape(input, (-1,))
+
+
+@names("adjoint")
+def adjoint(input):
+    """The last two dims swapped (the conjugate transpose, for real tensors)."""
+    return swapaxes(input, -2, -1)
+
+
+@names("unravel_index", method=False)
+def unravel_index(indices, shape):
+    """The coordinates, one int64 tensor per dim, of flat ``indices`` into a tensor of ``shape``
+    (the argument shadows the shape module here, as PyTorch names it)."""
+    flat = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    size = 1
+    for n in dims:
+        size *= n
+    outside = (flat < -size) | (flat >= size)
+    if outside.any():
+        raise RuntimeError(f"index {flat[outside].flat[0]} is out of bounds for shape {dims}")
+    return tuple(Tensor._make(c.astype(int64)) for c in xp.unravel_index(flat % size, dims))

@@ -1,0 +1,312 @@
+"""Sums of products over shared indices: einsum, and the named products PyTorch code calls
+(dot, vdot, inner, outer, mv, mm, bmm, addmm, addmv, addbmm, baddbmm, addr, kron, tensordot).
+
+einsum's derivative is another einsum: for y = einsum("ij,jk->ik", a, b),
+    dL/da = einsum("ik,jk->ij", dL/dy, b)
+i.e. dL/dy in place of y and the operand's own subscripts as the output. Indices that only the
+operand has are summed in the forward pass, so its gradient is constant along them (an einsum
+with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one by an identity.
+"""
+
+import string
+
+from ..backend import xp
+from ..primitive import Primitive
+from ..tensor import Tensor, _operand
+from . import shape
+from .arranging import movedim
+from .linalg import matmul
+from .names import names
+from .outputs import write_out
+
+
+class Einsum(Primitive):
+    """y = einsum(terms -> output, *xs);   dL/dx_k = einsum(output, other terms -> terms[k], dL/dy, other xs)"""
+
+    def forward(self, *xs):
+        return xp.einsum(f"{','.join(self.terms)}->{self.output}", *xs, optimize=len(xs) > 1)
+
+    def backward(self, grad, y, *xs):
+        sizes = {label: n for term, x in zip(self.terms, xs) for label, n in zip(term, x.shape)}
+        fresh = iter(c for c in string.ascii_letters if c not in sizes)
+        grads = []
+        for k, (term, x) in enumerate(zip(self.terms, xs)):
+            if not x.requires_grad:
+                grads.append(None)
+                continue
+            terms = [self.output] + [t for j, t in enumerate(self.terms) if j != k]
+            tensors = [grad] + [o for j, o in enumerate(xs) if j != k]
+            available = set("".join(terms))
+            target, seen = [], set()
+            for label in term:
+                if label in seen:  # a repeated index (a diagonal): a fresh index, tied by the identity
+                    new = next(fresh)
+                    terms.append(label + new)
+                    tensors.append(Tensor._make(xp.eye(sizes[label], dtype=grad.dtype)))
+                    target.append(new)
+                    continue
+                seen.add(label)
+                if label not in available:  # summed within x alone: the gradient is the same along it
+                    terms.append(label)
+                    tensors.append(Tensor._make(xp.ones(sizes[label], dtype=grad.dtype)))
+                    available.add(label)
+                target.append(label)
+            grads.append(Einsum.apply(*tensors, terms=tuple(terms), output="".join(target)))
+        return tuple(grads)
+
+
+def _parse(equation, operands):
+    """(terms, output) with '...' spelt out as letters and the implicit output made explicit."""
+    equation = equation.replace(" ", "")
+    left, arrow, output = equation.partition("->")
+    terms = left.split(",")
+    if len(terms) != len(operands):
+        raise RuntimeError(f"einsum(): {'more' if len(operands) > len(terms) else 'fewer'} operands were provided "
+                           f"than specified in the equation {equation!r} ({len(operands)} operands, "
+                           f"{len(terms)} subscripts)")
+    letters = [c for c in string.ascii_letters if c not in equation]
+    ellipsis_dims = 0
+    for term, x in zip(terms, operands):
+        named = len(term.replace("...", ""))
+        if any(not c.isalpha() for c in term.replace("...", "")):
+            raise RuntimeError(f"einsum(): invalid subscript given at index in the equation string {equation!r}")
+        if ("..." not in term and named != x.ndim) or ("..." in term and named > x.ndim):
+            raise RuntimeError(f"einsum(): the number of subscripts in the equation ({named}) does not match the "
+                               f"number of dimensions ({x.ndim}) for operand {terms.index(term)}"
+                               f"{'' if '...' in term else ' and no ellipsis was given'}")
+        if "..." in term:
+            ellipsis_dims = max(ellipsis_dims, x.ndim - named)
+    broadcast = letters[:ellipsis_dims]
+    spelt = []
+    for term, x in zip(terms, operands):
+        if "..." in term:
+            k = x.ndim - len(term.replace("...", ""))
+            term = term.replace("...", "".join(broadcast[ellipsis_dims - k:]))
+        spelt.append(term)
+    if arrow:
+        output = output.replace("...", "".join(broadcast))
+    else:
+        counts = {c: "".join(spelt).count(c) for c in "".join(spelt)}
+        output = "".join(broadcast) + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in broadcast))
+    if len(set(output)) < len(output):
+        raise RuntimeError(f"einsum(): output subscript appears more than once in {equation!r}")
+    if set(output) - set("".join(spelt)):
+        raise RuntimeError(f"einsum(): output subscript {sorted(set(output) - set(''.join(spelt)))[0]} does not "
+                           f"appear in the equation for any input operand")
+    return spelt, output, set(broadcast)
+
+
+@names("einsum", method=False)
+def einsum(equation, *operands):
+    """Sum of products over the indices the equation names, as PyTorch's torch.einsum
+    ("ij,jk->ik" is a matrix product; "...", implicit outputs and diagonals ("ii->i") work)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    operands = [x if isinstance(x, Tensor) else Tensor(x) for x in operands]
+    terms, output, broadcast = _parse(equation, operands)
+    sizes = {}
+    for k, (term, x) in enumerate(zip(terms, operands)):
+        for label, n in zip(term, x.shape):
+            if label in sizes and sizes[label] != n:
+                if label not in broadcast or 1 not in (n, sizes[label]):  # only '...' dims broadcast
+                    raise RuntimeError(f"einsum(): subscript {label} has size {n} for operand {k} which does not "
+                                       f"broadcast with previously seen size {sizes[label]}")
+            sizes[label] = max(n, sizes.get(label, n))
+    # a size-1 broadcast dim against a larger one is dropped from that operand (its gradient sums it)
+    for k, (term, x) in enumerate(zip(terms, operands)):
+        dropped = [i for i, label in enumerate(term) if x.shape[i] == 1 and sizes[label] > 1]
+        if dropped:
+            terms[k] = "".join(c for i, c in enumerate(term) if i not in dropped)
+            operands[k] = shape.reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in dropped))
+    return Einsum.apply(*operands, terms=tuple(terms), output=output)
+
+
+def _check_ndim(x, ndim, op, name):
+    if x.ndim != ndim:
+        raise RuntimeError(f"{op}: Expected {ndim}-D argument {name}, but got {x.ndim}-D (shape {tuple(x.shape)})")
+
+
+def _check_dtypes(a, b, op):
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"{op}: expected both vectors to have same dtype, but found {a.dtype} and {b.dtype}")
+
+
+@names("dot", "vdot")
+def dot(input, other, *, out=None):
+    """Σ_i x_i y_i of two vectors of the same length (vdot: the same, for real tensors)."""
+    if input.ndim != 1 or other.ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {input.ndim}D and {other.ndim}D tensors")
+    if input.shape != other.shape:
+        raise RuntimeError(f"inconsistent tensor size, expected tensor [{input.shape[0]}] and src [{other.shape[0]}] "
+                           f"to have the same number of elements, but got {input.shape[0]} and {other.shape[0]} "
+                           "elements respectively")
+    _check_dtypes(input, other, "dot")
+    return write_out(matmul(input, other), out)
+
+
+@names("inner")
+def inner(input, other, *, out=None):
+    """Σ over the last dim of both: shape input.shape[:-1] + other.shape[:-1] (a product for scalars)."""
+    if input.ndim == 0 or other.ndim == 0:
+        return write_out(input * other, out)
+    if input.shape[-1] != other.shape[-1]:
+        raise RuntimeError(f"inner() the last dimension must match on both input tensors but got shapes "
+                           f"{list(input.shape)} and {list(other.shape)}")
+    a, b = string.ascii_letters[:input.ndim - 1], string.ascii_letters[input.ndim - 1:input.ndim + other.ndim - 2]
+    return write_out(Einsum.apply(input, other, terms=(a + "z", b + "z"), output=a + b), out)
+
+
+@names("outer", "ger")
+def outer(input, vec2, *, out=None):
+    """The matrix x_i y_j of two vectors."""
+    _check_ndim(input, 1, "outer", "self")
+    _check_ndim(vec2, 1, "outer", "vec2")
+    return write_out(shape.unsqueeze(input, 1) * shape.unsqueeze(vec2, 0), out)
+
+
+@names("mv")
+def mv(input, vec, *, out=None):
+    """Matrix times vector."""
+    if input.ndim != 2 or vec.ndim != 1:
+        raise RuntimeError(f"vector + matrix @ vector expected, got {input.ndim}, {vec.ndim}")
+    if input.shape[1] != vec.shape[0]:
+        raise RuntimeError(f"size mismatch, got input ({input.shape[0]}), mat ({input.shape[0]}x{input.shape[1]}), "
+                           f"vec ({vec.shape[0]})")
+    return write_out(matmul(input, vec), out)
+
+
+def _check_matrices(a, b, op, names_=("self", "mat2")):
+    if a.ndim != 2:
+        raise RuntimeError(f"{names_[0]} must be a matrix (got shape {tuple(a.shape)})")
+    if b.ndim != 2:
+        raise RuntimeError(f"{names_[1]} must be a matrix (got shape {tuple(b.shape)})")
+    if a.shape[1] != b.shape[0]:
+        raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({a.shape[0]}x{a.shape[1]} and "
+                           f"{b.shape[0]}x{b.shape[1]})")
+
+
+@names("mm")
+def mm(input, mat2, *, out=None):
+    """Matrix times matrix (both 2-D; matmul broadcasts, mm does not)."""
+    _check_matrices(input, mat2, "mm")
+    return write_out(matmul(input, mat2), out)
+
+
+def _check_batches(a, b):
+    for x, name in ((a, "batch1"), (b, "batch2")):
+        if x.ndim != 3:
+            raise RuntimeError(f"{name} must be a 3D tensor (got shape {tuple(x.shape)})")
+    if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
+        raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: [{a.shape[0]}, "
+                           f"{a.shape[2]}] but got: [{b.shape[0]}, {b.shape[1]}].")
+
+
+@names("bmm")
+def bmm(input, mat2, *, out=None):
+    """A batch of matrix products: (b, n, m) @ (b, m, p) gives (b, n, p); no broadcasting."""
+    _check_batches(input, mat2)
+    return write_out(matmul(input, mat2), out)
+
+
+def _scaled_sum(input, product, beta, alpha):
+    """beta · input + alpha · product; with beta = 0 input is ignored (NaN in it does not spread)."""
+    if alpha != 1:
+        product = product * alpha
+    if beta == 0:
+        common = xp.broadcast_shapes(input.shape, product.shape)
+        return product if product.shape == common else shape.expand(product, common)
+    scaled = input if beta == 1 else input * beta
+    return scaled + product
+
+
+def _input(input, like):
+    return input if isinstance(input, Tensor) else _operand(input, like)
+
+
+@names("addmm")
+def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
+    """beta · input + alpha · (mat1 @ mat2)."""
+    _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
+    return write_out(_scaled_sum(_input(input, mat1), matmul(mat1, mat2), beta, alpha), out)
+
+
+@names("addmv")
+def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
+    """beta · input + alpha · (mat @ vec)."""
+    return write_out(_scaled_sum(_input(input, mat), mv(mat, vec), beta, alpha), out)
+
+
+@names("baddbmm")
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+    """beta · input + alpha · (batch1 @ batch2), batch by batch."""
+    _check_batches(batch1, batch2)
+    return write_out(_scaled_sum(_input(input, batch1), matmul(batch1, batch2), beta, alpha), out)
+
+
+@names("addbmm")
+def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
+    """beta · input + alpha · Σ_b batch1[b] @ batch2[b]."""
+    _check_batches(batch1, batch2)
+    product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik")
+    return write_out(_scaled_sum(_input(input, batch1), product, beta, alpha), out)
+
+
+@names("addr")
+def addr(input, vec1, vec2, *, beta=1, alpha=1, out=None):
+    """beta · input + alpha · outer(vec1, vec2)."""
+    return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha), out)
+
+
+@names("kron")
+def kron(input, other, *, out=None):
+    """The Kronecker product: every element of input times the whole of other, laid out in blocks."""
+    ndim = max(input.ndim, other.ndim)
+    a = shape.reshape(input, (1,) * (ndim - input.ndim) + tuple(input.shape))
+    b = shape.reshape(other, (1,) * (ndim - other.ndim) + tuple(other.shape))
+    # a's dim i becomes (n_i, 1) and b's (1, m_i): their product is the (n_i, m_i) block layout
+    pairs_a = shape.reshape(a, tuple(m for n in a.shape for m in (n, 1)))
+    pairs_b = shape.reshape(b, tuple(m for n in b.shape for m in (1, n)))
+    return write_out(shape.reshape(pairs_a * pairs_b, tuple(n * m for n, m in zip(a.shape, b.shape))), out)
+
+
+@names("tensordot", method=False)
+def tensordot(a, b, dims=2, out=None):
+    """Σ over dims of a and b paired up: the last ``dims`` of a with the first of b, or the listed pairs."""
+    if isinstance(dims, int):
+        dims_a, dims_b = list(range(a.ndim - dims, a.ndim)), list(range(dims))
+    else:
+        dims_a, dims_b = ([d] if isinstance(d, int) else list(d) for d in dims)
+    dims_a = [d % a.ndim for d in dims_a]
+    dims_b = [d % b.ndim for d in dims_b]
+    letters = iter(string.ascii_letters)
+    term_a = [next(letters) for _ in range(a.ndim)]
+    term_b = [next(letters) for _ in range(b.ndim)]
+    for i, j in zip(dims_a, dims_b):
+        if a.shape[i] != b.shape[j]:
+            raise RuntimeError(f"contracted dimensions need to match, but first has size {a.shape[i]} in dim {i} "
+                               f"and second has size {b.shape[j]} in dim {j}")
+        term_b[j] = term_a[i]
+    output = [c for i, c in enumerate(term_a) if i not in dims_a] + [c for j, c in enumerate(term_b) if j not in dims_b]
+    return write_out(Einsum.apply(a, b, terms=("".join(term_a), "".join(term_b)), output="".join(output)), out)
+
+
+def linalg_cross(input, other, *, dim=-1):
+    """The cross product of 3-vectors along dim: (a₂b₃ - a₃b₂, a₃b₁ - a₁b₃, a₁b₂ - a₂b₁), as the
+    einsum ε_ijk a_j b_k with the Levi-Civita symbol ε."""
+    if input.shape[dim] != 3 or other.shape[dim] != 3:
+        raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
+                           f"and {other.shape[dim]}")
+    levi_civita = xp.zeros((3, 3, 3))
+    for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+        levi_civita[i, j, k], levi_civita[i, k, j] = 1.0, -1.0
+    a, b = movedim(input, dim, -1), movedim(other, dim, -1)
+    dtype = (a._data[..., :1] * b._data[..., :1]).dtype
+    return movedim(einsum("ijk,...j,...k->...i", Tensor._make(levi_civita.astype(dtype)), a, b), -1, dim)
+
+
+@names("cross")
+def cross(input, other, dim=None, *, out=None):
+    """torch.cross: linalg.cross along dim, or, when dim is None, along the first dim of size 3."""
+    if dim is None:
+        dim = next((d for d, n in enumerate(input.shape) if n == 3), -1)
+    return write_out(linalg_cross(input, other, dim=dim), out)

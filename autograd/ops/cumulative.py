@@ -1,0 +1,240 @@
+"""Running sums, products and extrema along a dim, the product reduction, and diff (the
+inverse of a running sum).
+
+A running sum's derivative is the running sum taken backwards:
+
+    y_i = Σ_{j≤i} x_j          dL/dx_k = Σ_{i≥k} dL/dy_i
+
+Products divide by x_k in the textbook derivative (Π_{j≠k} x_j = y / x_k); where x holds
+zeros the division is replaced by the exact product over the other elements.
+"""
+
+import collections
+
+from ..backend import int64, xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from . import shape
+from .arranging import Flip
+from .axes import dim_index, normalize_dims
+from .elementwise import Where
+from .indexing import Gather
+from .names import names
+from .outputs import write_out
+from .reductions import spread
+
+
+def _accumulating_dtype(x, dtype):
+    """PyTorch's result dtype of a sum or product: integers and bools accumulate in int64."""
+    if dtype is not None:
+        return x.to(dtype) if x.dtype != dtype else x
+    return x.to(int64) if x.dtype.kind in "biu" and x.dtype != int64 else x
+
+
+def _along(x, dim, dtype):
+    x = _accumulating_dtype(x, dtype)
+    return x, dim_index(dim, x.ndim)
+
+
+def _reversed(function, x, axis):
+    return xp.flip(function(xp.flip(x, axis), axis=axis), axis)
+
+
+class CumSum(Primitive):
+    """y_i = Σ_{j≤i} x_j along dim (or Σ_{j≥i} when reverse);   dL/dx = the running sum of dL/dy the other way"""
+
+    def forward(self, x):
+        if x.ndim == 0:
+            return x.copy()
+        return _reversed(xp.cumsum, x, self.dim) if self.reverse else xp.cumsum(x, axis=self.dim)
+
+    def backward(self, grad, y, x):
+        return (CumSum.apply(grad, dim=self.dim, reverse=not self.reverse),)
+
+
+@names("cumsum", inplace="cumsum_")
+def cumsum(input, dim, *, dtype=None, out=None):
+    """y_i = x_0 + ... + x_i along dim (integers and bools sum in int64, as PyTorch)."""
+    x, axis = _along(input, dim, dtype)
+    return write_out(CumSum.apply(x, dim=axis, reverse=False), out)
+
+
+def _one(like):
+    return Tensor._make(xp.ones((), dtype=like.dtype))
+
+
+class CumProd(Primitive):
+    """y_i = Π_{j≤i} x_j along dim;   dL/dx_k = Σ_{i≥k} dL/dy_i · Π_{j≤i, j≠k} x_j
+
+    Without zeros, Π_{j≤i, j≠k} x_j = y_i / x_k. With a first zero at z (in a slice): before z the
+    same holds (later y_i are 0 as is the exact term); at z the sum is the running product with x_z
+    taken as 1; after z every term holds x_z = 0.
+    """
+
+    saves_output = True
+
+    def forward(self, x):
+        return x.copy() if x.ndim == 0 else xp.cumprod(x, axis=self.dim)
+
+    def backward(self, grad, y, x):
+        if x.ndim == 0:
+            return (grad,)
+        d = self.dim
+        zero = x._data == 0
+        if not zero.any():
+            return (CumSum.apply(grad * y, dim=d, reverse=True) / x,)
+        seen = xp.cumsum(zero, axis=d)
+        before, first = seen == 0, zero & (seen == 1)
+        nothing = Tensor._make(xp.zeros((), dtype=grad.dtype))
+        x_before = Where.apply(x, _one(x), condition=before)
+        part_before = CumSum.apply(grad * y, dim=d, reverse=True) / x_before
+        x_skipping_zero = Where.apply(_one(x), x, condition=first)
+        part_first = CumSum.apply(grad * CumProd.apply(x_skipping_zero, dim=d), dim=d, reverse=True)
+        return (Where.apply(part_before, nothing, condition=before)
+                + Where.apply(part_first, nothing, condition=first),)
+
+
+@names("cumprod", inplace="cumprod_")
+def cumprod(input, dim, *, dtype=None, out=None):
+    """y_i = x_0 · ... · x_i along dim; its gradient is exact where x holds zeros."""
+    x, axis = _along(input, dim, dtype)
+    return write_out(CumProd.apply(x, dim=axis), out)
+
+
+def _product_of_others(x, axes):
+    """Π_{j≠k} x_j over axes, for every k: the product before k times the product after it
+    (running products, so exact with zeros, and differentiable again)."""
+    kept = [d for d in range(x.ndim) if d not in axes]
+    moved = shape.permute(x, kept + list(axes))
+    flat = shape.reshape(moved, (*moved.shape[:len(kept)], -1))
+    one = Tensor._make(xp.ones((*flat.shape[:-1], 1), dtype=x.dtype))
+    before = CumProd.apply(shape.cat([one, flat[..., :-1]], -1), dim=flat.ndim - 1)
+    after = Flip.apply(CumProd.apply(Flip.apply(shape.cat([flat[..., 1:], one], -1), dims=(flat.ndim - 1,)),
+                                     dim=flat.ndim - 1), dims=(flat.ndim - 1,))
+    others = shape.reshape(before * after, moved.shape)
+    order = kept + list(axes)
+    return shape.permute(others, [order.index(d) for d in range(x.ndim)])
+
+
+class Prod(Primitive):
+    """y = Π_i x_i over axes;   dL/dx_k = dL/dy · Π_{i≠k} x_i
+
+    That is y / x_k without zeros; where x holds zeros, the product of the others is formed
+    from running products before and after k instead.
+    """
+
+    saves_output = True
+
+    def forward(self, x):
+        return xp.prod(x, axis=self.axes, keepdims=self.keepdim)
+
+    def backward(self, grad, y, x):
+        grad = spread(grad, x, self.axes, self.keepdim)
+        if x.ndim == 0:
+            return (grad,)
+        if x._data.size == 0:
+            return (Tensor._make(xp.zeros(x.shape, dtype=grad.dtype)),)
+        # y / x_k is the product of the others unless y underflows or x_k is tiny (or 0): then
+        # the running products are exact where the division is not
+        if xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).tiny) and (y._data != 0).all():
+            return (grad * spread(y, x, self.axes, self.keepdim) / x,)
+        return (grad * _product_of_others(x, self.axes),)
+
+
+@names("prod")
+def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
+    """y = the product of input's elements (over dim); exact gradient where input holds zeros."""
+    x = _accumulating_dtype(input, dtype)
+    axes = normalize_dims(dim, x.ndim)
+    return write_out(Prod.apply(x, axes=axes, keepdim=keepdim if dim is not None else False), out)
+
+
+CumMaxResult = collections.namedtuple("cummax", ["values", "indices"])
+CumMinResult = collections.namedtuple("cummin", ["values", "indices"])
+
+
+def _running_extremum(x, dim, running, result):
+    """(values, indices) of the running max/min; the index is the latest position holding the
+    running extremum (as PyTorch's), and the values are x gathered there (so gradients flow)."""
+    axis = dim_index(dim, x.ndim)
+    if x.ndim == 0:
+        return result(x.clone(), Tensor._make(xp.zeros((), dtype=int64)))
+    data = x._data
+    extremum = running.accumulate(data, axis=axis)
+    positions = xp.arange(data.shape[axis]).reshape((-1,) + (1,) * (data.ndim - axis - 1))
+    attained = (data == extremum) | (xp.isnan(data) if data.dtype.kind == "f" else False)
+    indices = xp.maximum.accumulate(xp.where(attained, positions, 0), axis=axis).astype(int64)
+    return result(Gather.apply(x, dim=axis, index=indices), Tensor._make(indices))
+
+
+@names("cummax")
+def cummax(input, dim, *, out=None):
+    """(values, indices): the largest element so far along dim, and where it is."""
+    return write_out(_running_extremum(input, dim, xp.maximum, CumMaxResult), out)
+
+
+@names("cummin")
+def cummin(input, dim, *, out=None):
+    """(values, indices): the smallest element so far along dim, and where it is."""
+    return write_out(_running_extremum(input, dim, xp.minimum, CumMinResult), out)
+
+
+class LogCumSumExp(Primitive):
+    """y_i = ln Σ_{j≤i} e^(x_j) along dim (Σ_{j≥i} when reverse);
+    dL/dx_k = Σ_{i≥k} dL/dy_i · e^(x_k - y_i)
+
+    The sum is split by the sign of dL/dy, so each half is itself a log-cumsum-exp taken the
+    other way: e^(x_k + ln Σ_{i≥k} e^(ln g⁺_i - y_i)) - (the same for g⁻). Nothing overflows.
+    """
+
+    saves_output = True
+
+    def forward(self, x):
+        if x.ndim == 0:
+            return x.copy()
+        if self.reverse:
+            return _reversed(xp.logaddexp.accumulate, x, self.dim)
+        return xp.logaddexp.accumulate(x, axis=self.dim)
+
+    def backward(self, grad, y, x):
+        if x.ndim == 0:
+            return (grad,)
+        if grad.requires_grad:  # recorded for higher derivatives, where ln dL/dy would have an infinite
+            # derivative at 0: e^(x_k - c) Σ_{i≥k} dL/dy_i e^(c - y_i), shifted by c = max y (exact unless
+            # y spans more than the exponent range)
+            c = Tensor._make(xp.max(y._data, axis=self.dim, keepdims=True))
+            return ((x - c).exp() * CumSum.apply(grad * (c - y).exp(), dim=self.dim, reverse=not self.reverse),)
+        parts = []
+        with xp.errstate(divide="ignore"):  # ln 0 = -inf is the empty sum, as intended
+            for g in (grad.clamp(min=0), -grad.clamp(max=0)):
+                tail = LogCumSumExp.apply(g.log() - y, dim=self.dim, reverse=not self.reverse)
+                parts.append((x + tail).exp())
+        return (parts[0] - parts[1],)
+
+
+@names("logcumsumexp")
+def logcumsumexp(input, dim, *, out=None):
+    """y_i = ln(e^(x_0) + ... + e^(x_i)) along dim, without overflow."""
+    axis = dim_index(dim, input.ndim)
+    return write_out(LogCumSumExp.apply(input, dim=axis, reverse=False), out)
+
+
+
+@names("diff")
+def diff(input, n=1, dim=-1, prepend=None, append=None):
+    """The n-th forward difference along dim: x[i+1] - x[i], n times (prepend/append joined first)."""
+    axis = dim_index(dim, input.ndim)
+    x = input
+    if prepend is not None or append is not None:
+        parts = [p if isinstance(p, Tensor) else Tensor(p, dtype=input.dtype) for p in (prepend, input, append)
+                 if p is not None]
+        parts = [shape.expand(p, tuple(1 if d == axis else n for d, n in enumerate(input.shape))) if p.ndim == 0
+                 else p for p in parts]
+        x = shape.cat(parts, axis)
+    before = (slice(None),) * axis
+    for _ in range(n):
+        if x.dtype == bool:
+            x = Tensor._make(x._data[before + (slice(1, None),)] ^ x._data[before + (slice(None, -1),)])
+        else:
+            x = x[before + (slice(1, None),)] - x[before + (slice(None, -1),)]
+    return x

@@ -1,0 +1,165 @@
+"""Matrix decompositions with gradients: Cholesky (A = L Lᵀ), the symmetric eigendecomposition
+(A = V diag(λ) Vᵀ) and QR, as torch.linalg.cholesky, eigh, eigvalsh and qr; and matrix_power.
+
+    L = chol A:   dL/dA = sym(L⁻ᵀ Φ(Lᵀ dL/dL) L⁻¹),  Φ = the lower triangle with half its diagonal
+    λ, V = eigh A:   dL/dA = V (diag(dL/dλ) + skew(Vᵀ dL/dV) / E) Vᵀ,  E_ij = λ_j - λ_i
+
+(sym X = (X + Xᵀ)/2, skew X = (X - Xᵀ)/2.) The eigenvector gradient needs distinct eigenvalues.
+"""
+
+import collections
+
+from ..backend import xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from . import shape
+from .elementwise import Where
+from .inverses import LinAlgError, Solve, _square, inv
+from .names import names
+from .outputs import write_out
+
+EighResult = collections.namedtuple("linalg_eigh", ["eigenvalues", "eigenvectors"])
+
+
+def _lower_half_diagonal(x):
+    """Φ(X): the lower triangle of X with its diagonal halved."""
+    n = x.shape[-1]
+    weights = xp.tril(xp.ones((n, n), dtype=x.dtype)) - 0.5 * xp.eye(n, dtype=x.dtype)
+    return x * Tensor._make(weights)
+
+
+class Cholesky(Primitive):
+    """L = the lower Cholesky factor of A (A = L Lᵀ);   dL/dA = sym(L⁻ᵀ Φ(Lᵀ dL/dL) L⁻¹)"""
+
+    saves_output = True
+
+    def forward(self, a):
+        try:
+            return xp.linalg.cholesky(a)
+        except xp.linalg.LinAlgError:
+            raise LinAlgError("linalg.cholesky: The factorization could not be completed because the input is "
+                              "not positive-definite.") from None
+
+    def backward(self, grad, lower, a):
+        p = _lower_half_diagonal(lower.mT @ grad)
+        x = Solve.apply(lower.mT, p)  # L⁻ᵀ P
+        s = Solve.apply(lower.mT, x.mT).mT  # (L⁻ᵀ P) L⁻¹
+        return ((s + s.mT) * 0.5,)
+
+
+def cholesky(A, *, upper=False, out=None):
+    """The lower triangular L with A = L Lᵀ (or the upper U = Lᵀ with upper=True), for symmetric
+    positive-definite A (LinAlgError otherwise)."""
+    _square(A, "cholesky")
+    lower = Cholesky.apply(A)
+    return write_out(lower.mT if upper else lower, out)
+
+
+class Eigh(Primitive):
+    """λ, V of symmetric A, returned stacked as one array [λ; V] of shape (..., n + 1, n);
+    dL/dA = V (diag(dL/dλ) + skew(Vᵀ dL/dV) / E) Vᵀ  with E_ij = λ_j - λ_i"""
+
+    saves_output = True
+
+    def forward(self, a):
+        values, vectors = xp.linalg.eigh(a, UPLO=self.uplo)
+        return xp.concatenate([values[..., None, :], vectors], axis=-2)
+
+    def backward(self, grad, y, a):
+        values, vectors = y[..., 0, :], y[..., 1:, :]
+        grad_values, grad_vectors = grad[..., 0, :], grad[..., 1:, :]
+        inner = vectors.mT @ grad_vectors
+        gaps = shape.unsqueeze(values, -2) - shape.unsqueeze(values, -1)  # E_ij = λ_j - λ_i
+        n = a.shape[-1]
+        eye = Tensor._make(xp.eye(n, dtype=grad.dtype))
+        middle = (inner - inner.mT) * 0.5 / (gaps + eye) + shape.unsqueeze(grad_values, -1) * eye
+        return (vectors @ middle @ vectors.mT,)
+
+
+def eigh(A, UPLO="L", *, out=None):
+    """(eigenvalues, eigenvectors) of symmetric A, eigenvalues ascending; A's ``UPLO`` triangle is read."""
+    _square(A, "eigh")
+    if UPLO not in ("L", "U"):
+        raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
+    stacked = Eigh.apply(A, uplo=UPLO)
+    return write_out(EighResult(stacked[..., 0, :], stacked[..., 1:, :]), out)
+
+
+def eigvalsh(A, UPLO="L", *, out=None):
+    """The eigenvalues of symmetric A, ascending."""
+    return write_out(eigh(A, UPLO).eigenvalues, out)
+
+
+@names("cholesky")
+def tensor_cholesky(input, upper=False):
+    """torch.cholesky / x.cholesky(upper=False)."""
+    return cholesky(input, upper=upper)
+
+
+QRResult = collections.namedtuple("linalg_qr", ["Q", "R"])
+
+
+class QR(Primitive):
+    """Q, R of A = QR (reduced: Q has A's shape, R is square upper triangular; A tall or square),
+    returned stacked as one array [Q; R];
+    dL/dA = (dL/dQ + Q copyltu(M)) R⁻ᵀ  with M = R (dL/dR)ᵀ - (dL/dQ)ᵀ Q  and
+    copyltu(M) = the lower triangle of M mirrored onto the upper one"""
+
+    saves_output = True
+
+    def forward(self, a):
+        q, r = xp.linalg.qr(a, mode="reduced")
+        return xp.concatenate([q, r], axis=-2)
+
+    def backward(self, grad, y, a):
+        m = a.shape[-2]
+        q, r = y[..., :m, :], y[..., m:, :]
+        grad_q, grad_r = grad[..., :m, :], grad[..., m:, :]
+        inner = r @ grad_r.mT - grad_q.mT @ q
+        n = inner.shape[-1]
+        lower = Tensor._make(xp.tril(xp.ones((n, n), dtype=grad.dtype)))
+        strictly_lower = Tensor._make(xp.tril(xp.ones((n, n), dtype=grad.dtype), -1))
+        mirrored = inner * lower + (inner * strictly_lower).mT
+        return (Solve.apply(r, (grad_q + q @ mirrored).mT).mT,)  # (…) R⁻ᵀ = (R⁻¹ (…)ᵀ)ᵀ
+
+
+def qr(A, mode="reduced", *, out=None):
+    """(Q, R) with A = QR, Q with orthonormal columns and R upper triangular (mode 'reduced'; the
+    gradient needs A tall or square, as PyTorch's). mode 'r' gives R alone (Q empty)."""
+    if A.ndim < 2:
+        raise RuntimeError(f"linalg.qr: The input tensor A must have at least 2 dimensions, got {A.ndim}")
+    if mode not in ("reduced", "r"):
+        raise RuntimeError(f"qr received unrecognized mode '{mode}' (supported here: 'reduced' and 'r')")
+    m, n = A.shape[-2:]
+    if m < n:  # wide: the reduced factorisation of a wide matrix has no gradient formula here
+        q, r = xp.linalg.qr(A._data, mode="reduced")
+        return write_out(QRResult(Tensor._make(q), Tensor._make(r)), out)
+    stacked = QR.apply(A)
+    q, r = stacked[..., :m, :], stacked[..., m:, :]
+    if mode == "r":
+        q = Tensor._make(xp.zeros((0,), dtype=A.dtype))
+    return write_out(QRResult(q, r), out)
+
+
+def matrix_power(A, n, *, out=None):
+    """A multiplied by itself n times (n < 0: the inverse's power; n = 0: the identity), by squaring."""
+    _square(A, "matrix_power")
+    if n < 0:
+        A, n = inv(A), -n
+    result = None
+    power = A
+    while n:
+        if n & 1:
+            result = power if result is None else result @ power
+        n >>= 1
+        if n:
+            power = power @ power
+    if result is None:  # the identity, still connected to A (with gradient 0), as PyTorch's
+        identity = Tensor._make(xp.broadcast_to(xp.eye(A.shape[-1], dtype=A.dtype), A.shape).copy())
+        return write_out(Where.apply(identity, A, condition=xp.ones(A.shape, dtype=bool)), out)
+    return write_out(result, out)
+
+
+@names("matrix_power")
+def tensor_matrix_power(input, n):
+    return matrix_power(input, n)

@@ -1,0 +1,93 @@
+"""Triangles and diagonals of matrices (the last two dims, or the dims named): tril, triu,
+diag, diagonal, diag_embed, diagflat, trace.
+
+Taking a triangle keeps some elements and zeros the others, so dL/dx is dL/dy with the same
+elements kept. A diagonal is an indexed read, and placing a vector on a diagonal its adjoint.
+"""
+
+from ..backend import xp
+from ..tensor import Tensor
+from . import elementwise, shape
+from .arranging import movedim
+from .axes import dim_index
+from .names import names
+from .outputs import write_out
+
+
+def _triangle(input, keep, op):
+    if input.ndim < 2:
+        raise RuntimeError(f"{op}: input tensor must have at least 2 dimensions, got shape {tuple(input.shape)}")
+    nothing = Tensor._make(xp.zeros((), dtype=input.dtype))
+    return elementwise.Where.apply(input, nothing, condition=keep)
+
+
+@names("tril", inplace="tril_")
+def tril(input, diagonal=0, *, out=None):
+    """The lower triangle of each matrix: elements on or below the ``diagonal``-th diagonal; 0 elsewhere."""
+    rows, columns = input.shape[-2:] if input.ndim >= 2 else (0, 0)
+    return write_out(_triangle(input, xp.tri(rows, columns, diagonal, dtype=bool), "tril"), out)
+
+
+@names("triu", inplace="triu_")
+def triu(input, diagonal=0, *, out=None):
+    """The upper triangle of each matrix: elements on or above the ``diagonal``-th diagonal; 0 elsewhere."""
+    rows, columns = input.shape[-2:] if input.ndim >= 2 else (0, 0)
+    return write_out(_triangle(input, ~xp.tri(rows, columns, diagonal - 1, dtype=bool), "triu"), out)
+
+
+def _diagonal_positions(rows, columns, offset):
+    """(row indices, column indices) of the ``offset``-th diagonal of a rows × columns matrix."""
+    start_row, start_column = max(-offset, 0), max(offset, 0)
+    length = max(min(rows - start_row, columns - start_column), 0)
+    steps = xp.arange(length)
+    return steps + start_row, steps + start_column
+
+
+@names("diagonal")
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    """The ``offset``-th diagonal of the matrices spanned by dim1 and dim2, as a new last dim."""
+    a, b = dim_index(dim1, input.ndim), dim_index(dim2, input.ndim)
+    if a == b:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    matrices = movedim(input, (a, b), (-2, -1))
+    rows, columns = _diagonal_positions(*matrices.shape[-2:], offset)
+    return shape.GetItem.apply(matrices, index=(Ellipsis, rows, columns))
+
+
+@names("diag_embed")
+def diag_embed(input, offset=0, dim1=-2, dim2=-1):
+    """Matrices whose ``offset``-th diagonal (in dims dim1, dim2 of the result) holds input's last dim."""
+    n = input.shape[-1] + abs(offset)
+    ndim = input.ndim + 1
+    a, b = dim_index(dim1, ndim), dim_index(dim2, ndim)
+    if a == b:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    rows, columns = _diagonal_positions(n, n, offset)
+    placed = shape.IndexAdd.apply(input, index=(Ellipsis, rows, columns), shape=(*input.shape[:-1], n, n),
+                                  basic=False)
+    return movedim(placed, (-2, -1), (a, b))
+
+
+@names("diag")
+def diag(input, diagonal=0, *, out=None):
+    """For a vector, the square matrix with it on the ``diagonal``-th diagonal; for a matrix, that diagonal."""
+    if input.ndim == 1:
+        return write_out(diag_embed(input, diagonal), out)
+    if input.ndim == 2:
+        rows, columns = _diagonal_positions(*input.shape, diagonal)
+        return write_out(shape.GetItem.apply(input, index=(rows, columns)), out)
+    raise RuntimeError(f"diag(): Supports 1D or 2D tensors. Got {input.ndim}D")
+
+
+@names("diagflat")
+def diagflat(input, offset=0):
+    """The square matrix with input's elements (flattened) on the ``offset``-th diagonal."""
+    return diag_embed(shape.reshape(input, (-1,)), offset)
+
+
+@names("trace", function=False)
+def trace(input):
+    """The sum of a matrix's main diagonal."""
+    if input.ndim != 2:
+        raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input.ndim}")
+    return diag(input).sum()

@@ -1,0 +1,96 @@
+"""Largest and smallest elements over several dims (amax, amin, aminmax), reductions that skip
+NaN (nansum, nanmean), and one-sided clamps (clamp_min, clamp_max).
+
+    y = max_i x_i over dims;   dL/dx_i = dL/dy / k at the k elements equal to y, 0 elsewhere
+
+Unlike max(dim), which sends the gradient to the one index it returns, amax shares it
+evenly between ties, as PyTorch's.
+"""
+
+import collections
+
+from ..backend import xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from .axes import normalize_dims
+from .elementwise import Where, clamp
+from .names import names
+from .outputs import write_out
+from .reductions import spread
+
+AminmaxResult = collections.namedtuple("aminmax", ["min", "max"])
+
+
+class ExtremumOverDims(Primitive):
+    """y = max (or min) of x over axes;   dL/dx_i = dL/dy · [x_i = y] / #{j: x_j = y}"""
+
+    saves_output = True
+
+    def forward(self, x):
+        return self.find(x, axis=self.axes, keepdims=self.keepdim)
+
+    def backward(self, grad, y, x):
+        attains = x._data == spread(y, x, self.axes, self.keepdim)._data
+        share = attains / attains.sum(axis=self.axes, keepdims=True)
+        return (spread(grad, x, self.axes, self.keepdim) * Tensor._make(share.astype(grad.dtype)),)
+
+
+def _over(input, dim, keepdim, find, op):
+    everything = dim is None or (not isinstance(dim, int) and len(dim) == 0)  # dim=() reduces every dim
+    axes = normalize_dims(None if everything else dim, input.ndim)
+    for axis in axes:
+        if input.shape[axis] == 0:
+            raise IndexError(f"{op}(): Expected reduction dim {axis} to have non-zero size.")
+    return ExtremumOverDims.apply(input, axes=axes, keepdim=keepdim, find=find)
+
+
+@names("amax")
+def amax(input, dim=(), keepdim=False, *, out=None):
+    """The largest element over dim (all dims when empty); ties share the gradient."""
+    return write_out(_over(input, dim, keepdim, xp.max, "amax"), out)
+
+
+@names("amin")
+def amin(input, dim=(), keepdim=False, *, out=None):
+    """The smallest element over dim (all dims when empty); ties share the gradient."""
+    return write_out(_over(input, dim, keepdim, xp.min, "amin"), out)
+
+
+@names("aminmax")
+def aminmax(input, *, dim=None, keepdim=False):
+    """(min, max) of the elements (over dim)."""
+    dims = () if dim is None else dim
+    return AminmaxResult(amin(input, dims, keepdim), amax(input, dims, keepdim))
+
+
+def _without_nan(input):
+    if input.dtype.kind != "f":
+        return input
+    return Where.apply(Tensor._make(xp.zeros((), dtype=input.dtype)), input, condition=xp.isnan(input._data))
+
+
+@names("nansum")
+def nansum(input, dim=None, keepdim=False, *, dtype=None):
+    """Σ of the elements that are not NaN (their gradient is 0)."""
+    x = input if dtype is None else input.to(dtype)
+    return _without_nan(x).sum(dim, keepdim)
+
+
+@names("nanmean")
+def nanmean(input, dim=None, keepdim=False, *, dtype=None):
+    """The mean of the elements that are not NaN (NaN where all are)."""
+    x = input if dtype is None else input.to(dtype)
+    count = Tensor._make((~xp.isnan(x._data)).sum(axis=normalize_dims(dim, x.ndim), keepdims=keepdim)
+                         .astype(x.dtype))
+    with xp.errstate(invalid="ignore", divide="ignore"):
+        return _without_nan(x).sum(dim, keepdim) / count
+
+
+@names("clamp_min", inplace="clamp_min_")
+def clamp_min(input, min):
+    return clamp(input, min=min)
+
+
+@names("clamp_max", inplace="clamp_max_")
+def clamp_max(input, max):
+    return clamp(input, max=max)

@@ -1,0 +1,140 @@
+"""``autograd.<name>(input, ...)`` for the ops whose arithmetic lives in a Tensor method
+(exp, sum, softmax, reshape, ...), with PyTorch's keyword names (``input=``, ``dim=``,
+``keepdim=``, ``dtype=``, ``out=``), so ``autograd.exp(input=x, out=y)`` works as
+``torch.exp(input=x, out=y)``. They register functions only: the methods exist already.
+"""
+
+from ..tensor import Tensor
+from .names import names
+from .outputs import write_out
+
+
+def _unary(name):
+    def function(input, *, out=None):
+        return write_out(getattr(input, name)(), out)
+
+    function.__name__ = name
+    function.__doc__ = f"autograd.{name}(input) is input.{name}() (PyTorch's torch.{name})."
+    names(name, method=False)(function)
+
+
+for _name in ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "sign", "square"):
+    _unary(_name)
+
+
+def _cast(input, dtype):
+    return input if dtype is None else input.to(dtype)
+
+
+@names("sum", method=False)
+def sum(input, dim=None, keepdim=False, *, dtype=None, out=None):
+    """Σ of input's elements (over dim)."""
+    return write_out(_cast(input, dtype).sum(dim, keepdim), out)
+
+
+@names("mean", method=False)
+def mean(input, dim=None, keepdim=False, *, dtype=None, out=None):
+    """The mean of input's elements (over dim)."""
+    return write_out(_cast(input, dtype).mean(dim, keepdim), out)
+
+
+@names("var", method=False)
+def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None, out=None):
+    return write_out(input.var(dim, unbiased, keepdim, correction=correction), out)
+
+
+@names("std", method=False)
+def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, out=None):
+    return write_out(input.std(dim, unbiased, keepdim, correction=correction), out)
+
+
+@names("max", method=False)
+def max(input, dim=None, keepdim=False, *, out=None):
+    """The largest element; with dim, (values, indices); with a tensor, the elementwise maximum."""
+    if isinstance(dim, Tensor):
+        return write_out(input.maximum(dim), out)
+    return write_out(input.max(dim, keepdim), out)
+
+
+@names("min", method=False)
+def min(input, dim=None, keepdim=False, *, out=None):
+    """The smallest element; with dim, (values, indices); with a tensor, the elementwise minimum."""
+    if isinstance(dim, Tensor):
+        return write_out(input.minimum(dim), out)
+    return write_out(input.min(dim, keepdim), out)
+
+
+@names("maximum", method=False)
+def maximum(input, other, *, out=None):
+    return write_out(input.maximum(other), out)
+
+
+@names("minimum", method=False)
+def minimum(input, other, *, out=None):
+    return write_out(input.minimum(other), out)
+
+
+@names("argmax", method=False)
+def argmax(input, dim=None, keepdim=False):
+    return input.argmax(dim, keepdim)
+
+
+@names("argmin", method=False)
+def argmin(input, dim=None, keepdim=False):
+    return input.argmin(dim, keepdim)
+
+
+@names("softmax", method=False)
+def softmax(input, dim, dtype=None):
+    return _cast(input, dtype).softmax(dim)
+
+
+@names("log_softmax", method=False)
+def log_softmax(input, dim, dtype=None):
+    return _cast(input, dtype).log_softmax(dim)
+
+
+@names("reshape", method=False)
+def reshape(input, shape):
+    return input.reshape(shape)
+
+
+@names("flatten", method=False)
+def flatten(input, start_dim=0, end_dim=-1):
+    return input.flatten(start_dim, end_dim)
+
+
+@names("transpose", method=False)
+def transpose(input, dim0, dim1):
+    return input.transpose(dim0, dim1)
+
+
+@names("permute", method=False)
+def permute(input, dims):
+    return input.permute(*dims)
+
+
+@names("unsqueeze", method=False)
+def unsqueeze(input, dim):
+    return input.unsqueeze(dim)
+
+
+@names("squeeze", method=False)
+def squeeze(input, dim=None):
+    return input.squeeze(dim)
+
+
+@names("t", method=False)
+def t(input):
+    """The transpose of a matrix (vectors and scalars unchanged)."""
+    return input.t()
+
+
+@names("clone", method=False)
+def clone(input):
+    return input.clone()
+
+
+@names("detach", method=False)
+def detach(input):
+    return input.detach()

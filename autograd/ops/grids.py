@@ -1,0 +1,82 @@
+"""Grids and index sets built from tensors: meshgrid, cartesian_prod, block_diag, and the
+index factories triu_indices and tril_indices.
+
+Grids are broadcasts of their inputs (so gradients sum over the copies); block_diag places
+each input in its own block of zeros (its gradient is its block).
+"""
+
+from ..backend import int64, xp
+from ..tensor import Tensor
+from . import shape
+from .names import names
+
+
+@names("meshgrid", method=False)
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids: output k varies along dim k ('ij') — or, for 'xy', with the first two swapped."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f"torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but received: {indexing}")
+    for t in tensors:
+        if t.ndim > 1:
+            raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t.ndim}D")
+    vectors = [shape.reshape(t, (-1,)) for t in tensors]
+    swap = indexing == "xy" and len(vectors) >= 2
+    if swap:
+        vectors[0], vectors[1] = vectors[1], vectors[0]
+    sizes = tuple(v.shape[0] for v in vectors)
+    grids = []
+    for k, v in enumerate(vectors):
+        placed = shape.reshape(v, tuple(n if i == k else 1 for i, n in enumerate(sizes)))
+        grids.append(shape.expand(placed, sizes))
+    if swap:  # 'xy' is 'ij' of the inputs with the first two swapped, and the outputs swapped back
+        grids[0], grids[1] = grids[1], grids[0]
+    return tuple(grids)
+
+
+@names("cartesian_prod", method=False)
+def cartesian_prod(*tensors):
+    """Every combination of one element from each vector, as rows (a vector for one input)."""
+    if len(tensors) == 1:
+        return tensors[0]
+    grids = meshgrid(*tensors, indexing="ij")
+    return shape.stack([shape.reshape(g, (-1,)) for g in grids], dim=1)
+
+
+@names("block_diag", method=False)
+def block_diag(*tensors):
+    """The matrices (vectors as rows, scalars as 1×1) along the diagonal of a matrix of zeros."""
+    blocks = [shape.reshape(t, (1, -1) if t.ndim == 1 else (1, 1) if t.ndim == 0 else t.shape) for t in tensors]
+    for t in blocks:
+        if t.ndim != 2:
+            raise RuntimeError(f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input has {t.ndim}")
+    rows = sum(b.shape[0] for b in blocks)
+    columns = sum(b.shape[1] for b in blocks)
+    dtype = xp.result_type(*[b._data for b in blocks]) if blocks else xp.float32
+    result, row, column = None, 0, 0
+    for b in blocks:
+        index = (slice(row, row + b.shape[0]), slice(column, column + b.shape[1]))
+        placed = shape.IndexAdd.apply(b.to(dtype) if b.dtype != dtype else b, index=index, shape=(rows, columns),
+                                      basic=True)
+        result = placed if result is None else result + placed
+        row, column = row + b.shape[0], column + b.shape[1]
+    return result if result is not None else Tensor._make(xp.zeros((0, 0), dtype=dtype))
+
+
+def _triangle_indices(row, col, offset, lower):
+    rows, columns = xp.nonzero(xp.tri(row, col, offset, dtype=bool) if lower else ~xp.tri(row, col, offset - 1,
+                                                                                         dtype=bool))
+    return Tensor._make(xp.stack([rows, columns]).astype(int64))
+
+
+@names("triu_indices", method=False)
+def triu_indices(row, col, offset=0, *, dtype=int64):
+    """The (2, N) coordinates of the upper triangle (on and above the offset-th diagonal), row by row."""
+    return _triangle_indices(row, col, offset, lower=False).to(dtype)
+
+
+@names("tril_indices", method=False)
+def tril_indices(row, col, offset=0, *, dtype=int64):
+    """The (2, N) coordinates of the lower triangle (on and below the offset-th diagonal), row by row."""
+    return _triangle_indices(row, col, offset, lower=True).to(dtype)

@@ -1,0 +1,467 @@
+"""Gathering and scattering along a dim: each forward beside its local derivative.
+
+Gather reads x at the positions an index tensor names; its adjoint, scatter-add,
+adds values at those positions. Each is the other's derivative:
+
+    y = gather(x, dim, index)            dL/dx = scatter_add(zeros, dim, index, dL/dy)
+    y = scatter_add(x, dim, index, src)  dL/dx = dL/dy,  dL/dsrc = gather(dL/dy, dim, index)
+
+index_select and index_add are the same pair for one index vector shared by every slice;
+masked_fill, masked_select, take_along_dim and take are built from these and from indexing.
+"""
+
+from ..backend import int64, xp
+from ..primitive import Primitive
+from ..tensor import Tensor, _operand
+from . import elementwise, shape
+from .axes import dim_index
+from .elementwise import Where
+from .names import names
+from .outputs import write_out
+
+
+def _index_array(index, op):
+    """The integer array behind ``index`` (a Tensor, array or list)."""
+    array = index._data if isinstance(index, Tensor) else xp.asarray(index)
+    if array.dtype.kind not in "iu":
+        raise RuntimeError(f"{op}(): Expected dtype int64 for index, but got {array.dtype}")
+    return array
+
+
+def _check_bounds(index, size, dim, allow_negative=False):
+    """PyTorch's error for an index outside [0, size) (or [-size, size))."""
+    if index.size == 0:
+        return index
+    low = -size if allow_negative else 0
+    bad = (index < low) | (index >= size)
+    if bad.any():
+        raise RuntimeError(f"index {index[bad].flat[0]} is out of bounds for dimension {dim} with size {size}")
+    return index % size if allow_negative else index
+
+
+def _check_along(x_shape, index_shape, dim, op, other="self"):
+    """gather/scatter's rule: index has x's ndim and is no larger than x outside ``dim``."""
+    if len(index_shape) != len(x_shape) and not (len(index_shape) <= 1 and len(x_shape) <= 1):
+        raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as {other} tensor "
+                           f"(index shape {tuple(index_shape)}, {other} shape {tuple(x_shape)})")
+    for d, (i, n) in enumerate(zip(index_shape, x_shape)):
+        if d != dim and i > n:
+            raise RuntimeError(f"{op}(): Size does not match at dimension {d}: expected index {list(index_shape)} "
+                               f"to be no larger than {other} {list(x_shape)} apart from dimension {dim}")
+
+
+def _positions(index, dim):
+    """The full (advanced) index of every element that ``index`` names along ``dim``."""
+    grids = list(xp.indices(index.shape, sparse=True))
+    grids[dim] = index
+    return tuple(grids)
+
+
+def _corner(src, like_shape):
+    """src's leading corner of ``like_shape`` (a source may be larger than the index in every dim)."""
+    if src.shape == tuple(like_shape):
+        return src
+    return src[tuple(slice(0, n) for n in like_shape)]
+
+
+def _cut(x, like_shape, dim):
+    """x cut to ``like_shape`` outside ``dim`` (an index may be smaller than x there)."""
+    if all(n == m for d, (n, m) in enumerate(zip(x.shape, like_shape)) if d != dim):
+        return x
+    return x[tuple(slice(None) if d == dim else slice(0, n) for d, n in enumerate(like_shape))]
+
+
+class Gather(Primitive):
+    """y[i][j][k] = x[i][index[i][j][k]][k]  (for dim 1);   dL/dx = scatter_add(0, dim, index, dL/dy)"""
+
+    def forward(self, x):
+        if x.ndim == 0:  # every index is 0 (checked): the scalar, in index's shape
+            return xp.broadcast_to(x, self.index.shape).copy()
+        return xp.take_along_axis(_cut(x, self.index.shape, self.dim), self.index, axis=self.dim)
+
+    def backward(self, grad, y, x):
+        zeros = Tensor._make(xp.zeros(x.shape, dtype=grad.dtype))
+        return (ScatterAdd.apply(zeros, grad, dim=self.dim, index=self.index, fresh=True),)
+
+
+class ScatterAdd(Primitive):
+    """y = x, then y[i][index[i][j][k]][k] += src[i][j][k]  (for dim 1);
+    dL/dx = dL/dy,   dL/dsrc = gather(dL/dy, dim, index)"""
+
+    fresh = False  # x is a temporary the op may write into (gather's backward): no copy
+
+    def forward(self, x, src):
+        y = x if self.fresh else x.copy()
+        if x.ndim == 0:
+            y[()] += _corner(src, self.index.shape).sum()
+            return y
+        xp.add.at(y, _positions(self.index, self.dim), _corner(src, self.index.shape))
+        return y
+
+    def backward(self, grad, y, x, src):
+        grad_src = None
+        if src.requires_grad:
+            grad_src = Gather.apply(grad, dim=self.dim, index=self.index)
+            if grad_src.shape != src.shape:  # src larger than index: the rest was not used
+                grad_src = _pad_to(grad_src, src.shape)
+        return (grad if x.requires_grad else None), grad_src
+
+
+class Scatter(Primitive):
+    """y = x, then y[i][index[i][j][k]][k] = src[i][j][k]  (for dim 1);
+    dL/dx = dL/dy where nothing was written, 0 elsewhere;   dL/dsrc = gather(dL/dy, dim, index)"""
+
+    def forward(self, x, src):
+        y = x.copy()
+        if x.ndim == 0:
+            if self.index.size:
+                y[()] = _corner(src, self.index.shape).reshape(-1)[-1]
+            return y
+        y[_positions(self.index, self.dim)] = _corner(src, self.index.shape)
+        return y
+
+    def backward(self, grad, y, x, src):
+        grad_x = grad_src = None
+        if x.requires_grad:
+            kept = xp.ones(x.shape, dtype=grad.dtype)
+            kept[_positions(self.index, self.dim) if x.ndim else ()] = 0
+            grad_x = grad * Tensor._make(kept)
+        if src.requires_grad:
+            grad_src = Gather.apply(grad, dim=self.dim, index=self.index)
+            if grad_src.shape != src.shape:
+                grad_src = _pad_to(grad_src, src.shape)
+        return grad_x, grad_src
+
+
+def _pad_to(grad, like_shape):
+    """``grad`` placed in the leading corner of zeros of ``like_shape`` (a larger src's unused rest gets 0)."""
+    corner = tuple(slice(0, n) for n in grad.shape)
+    return shape.IndexAdd.apply(grad, index=corner, shape=like_shape, basic=True)
+
+
+def _along_args(x, dim, index, op):
+    axis = dim_index(dim, x.ndim)
+    index = _index_array(index, op)
+    _check_along(x.shape, index.shape, axis, op)
+    size = x.shape[axis] if x.ndim else 1
+    return axis, _check_bounds(index, size, axis).astype(int64, copy=False)
+
+
+@names("gather")
+def gather(input, dim, index, *, sparse_grad=False, out=None):
+    """y[i][j][k] = input[i][index[i][j][k]][k] for dim 1 (and likewise for any dim)."""
+    axis, index = _along_args(input, dim, index, "gather")
+    return write_out(Gather.apply(input, dim=axis, index=index), out)
+
+
+def _source(src, value, like, op):
+    if src is None and value is None:
+        raise TypeError(f"{op}() needs a src tensor or a value")
+    source = src if src is not None else value
+    if isinstance(source, Tensor):
+        return source.to(like.dtype) if source.dtype != like.dtype and source.ndim == 0 else source
+    return _operand(source, like).to(like.dtype)
+
+
+@names("scatter", inplace="scatter_")
+def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
+    """y = input with src (or the number ``value``) written at the positions index names along dim.
+    reduce='add' adds instead (as scatter_add); 'multiply' multiplies (not differentiable)."""
+    axis, index = _along_args(input, dim, index, "scatter")
+    source = _source(src, value, input, "scatter")
+    if source.ndim == 0:
+        source = shape.expand(source, index.shape)
+    elif source.ndim != input.ndim:
+        _check_along(source.shape, index.shape, axis, "scatter", other="src")
+    if reduce == "add":
+        return write_out(ScatterAdd.apply(input, source, dim=axis, index=index), out)
+    if reduce == "multiply":
+        y = input._data.copy()
+        xp.multiply.at(y, _positions(index, axis), _corner(source._data, index.shape))
+        return write_out(Tensor._make(y), out)
+    if reduce is not None:
+        raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
+    return write_out(Scatter.apply(input, source, dim=axis, index=index), out)
+
+
+@names("scatter_add", inplace="scatter_add_")
+def scatter_add(input, dim, index, src, *, out=None):
+    """y = input, then y[index[i][j][k]][j][k] += src[i][j][k] for dim 0 (repeated positions add up)."""
+    axis, index = _along_args(input, dim, index, "scatter_add")
+    if not isinstance(src, Tensor):
+        src = Tensor(src, dtype=input.dtype)
+    _check_along(src.shape, index.shape, axis, "scatter_add", other="src")
+    return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out)
+
+
+class ScatterReduce(Primitive):
+    """y = x with src reduced into the positions index names along dim: reduce is sum, prod, mean,
+    amax or amin, and with include_self False x's own value at a written position takes no part.
+
+        sum:         dL/dx = dL/dy where x takes part,   dL/dsrc = gather(dL/dy)
+        mean:        the same, each divided by the number of terms at that position
+        amax, amin:  dL/dy shared evenly by the terms equal to y (x's and src's)
+        prod:        dL/dx = dL/dy · y / x,   dL/dsrc = gather(dL/dy · y) / src  (for nonzero terms)
+    """
+
+    saves_output = True
+    _START = {"sum": 0, "mean": 0, "prod": 1}
+
+    def forward(self, x, src):
+        positions = _positions(self.index, self.dim)
+        values = _corner(src, self.index.shape)
+        self.written = xp.zeros(x.shape, dtype=bool)
+        self.written[positions] = True
+        self.terms = xp.zeros(x.shape, dtype=int64)  # how many src values each position receives
+        xp.add.at(self.terms, positions, 1)
+        y = x.copy()
+        if not self.include_self:
+            start = self._START.get(self.reduce)
+            if start is None:  # amax/amin start from the most extreme value of the dtype
+                info = xp.finfo(x.dtype) if x.dtype.kind == "f" else xp.iinfo(x.dtype)
+                start = info.min if self.reduce == "amax" else info.max
+            y[self.written] = start
+        ufunc = {"sum": xp.add, "mean": xp.add, "prod": xp.multiply, "amax": xp.maximum, "amin": xp.minimum}
+        ufunc[self.reduce].at(y, positions, values)
+        if self.reduce == "mean":
+            count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
+            y = xp.floor_divide(y, count) if y.dtype.kind in "iu" else y / count
+        return y
+
+    def backward(self, grad, y, x, src):
+        takes_part = Tensor._make((~self.written | self.include_self).astype(grad.dtype))
+        gathered = None
+        if self.reduce in ("sum", "mean"):
+            if self.reduce == "mean":
+                grad = grad / Tensor._make(xp.maximum(self.terms + (1 if self.include_self else 0), 1)
+                                           .astype(grad.dtype))
+            grad_x, grad_src = grad * takes_part, Gather.apply(grad, dim=self.dim, index=self.index)
+        elif self.reduce in ("amax", "amin"):
+            y_at_src = xp.take_along_axis(_cut(y._data, self.index.shape, self.dim), self.index, axis=self.dim)
+            src_ties = _corner(src._data, self.index.shape) == y_at_src
+            ties = (x._data == y._data) & (~self.written | self.include_self)
+            count = ties.astype(int64)
+            xp.add.at(count, _positions(self.index, self.dim), src_ties)
+            share = grad / Tensor._make(xp.maximum(count, 1).astype(grad.dtype))
+            grad_x = share * Tensor._make(ties.astype(grad.dtype))
+            gathered = Tensor._make(src_ties.astype(grad.dtype))
+            grad_src = Gather.apply(share, dim=self.dim, index=self.index) * gathered
+        else:  # prod
+            grad_x = Where.apply(grad * y / x, grad, condition=self.written) * takes_part
+            grad_src = Gather.apply(grad * y, dim=self.dim, index=self.index) / Tensor._make(
+                _corner(src._data, self.index.shape))
+        if src.requires_grad and grad_src.shape != src.shape:
+            grad_src = _pad_to(grad_src, src.shape)
+        return (grad_x if x.requires_grad else None), (grad_src if src.requires_grad else None)
+
+
+@names("scatter_reduce", inplace="scatter_reduce_")
+def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=None):
+    """y = input with src reduced ('sum', 'prod', 'mean', 'amax', 'amin') into the positions index
+    names along dim; include_self=False leaves input's own values at those positions out."""
+    if reduce not in ("sum", "prod", "mean", "amax", "amin"):
+        raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
+    axis, index = _along_args(input, dim, index, "scatter_reduce")
+    if not isinstance(src, Tensor):
+        src = Tensor(src, dtype=input.dtype)
+    _check_along(src.shape, index.shape, axis, "scatter_reduce", other="src")
+    return write_out(ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce,
+                                         include_self=include_self), out)
+
+
+class IndexSelect(Primitive):
+    """y = x with slices index[0], index[1], ... taken along dim;   dL/dx = index_add(0, dim, index, dL/dy)"""
+
+    def forward(self, x):
+        return xp.take(x, self.index, axis=self.dim) if x.ndim else x.copy()  # a scalar's one index is 0
+
+    def backward(self, grad, y, x):
+        zeros = Tensor._make(xp.zeros(x.shape, dtype=grad.dtype))
+        return (IndexAddAlong.apply(zeros, grad, dim=self.dim, index=self.index, alpha=1, fresh=True),)
+
+
+class IndexAddAlong(Primitive):
+    """y = x, then y[..., index[j], ...] += alpha · src[..., j, ...] along dim;
+    dL/dx = dL/dy,   dL/dsrc = alpha · index_select(dL/dy, dim, index)"""
+
+    fresh = False  # x is a temporary the op may write into (index_select's backward): no copy
+
+    def forward(self, x, src):
+        y = x if self.fresh else x.copy()
+        if x.ndim == 0:
+            y[()] += self.alpha * src.sum()
+            return y
+        position = (slice(None),) * self.dim + (self.index,)
+        xp.add.at(y, position, src if self.alpha == 1 else self.alpha * src)
+        return y
+
+    def backward(self, grad, y, x, src):
+        grad_src = None
+        if src.requires_grad:
+            grad_src = IndexSelect.apply(grad, dim=self.dim, index=self.index)
+            if self.alpha != 1:
+                grad_src = grad_src * self.alpha
+            grad_src = grad_src.reshape(src.shape)
+        return (grad if x.requires_grad else None), grad_src
+
+
+def _vector_index(x, dim, index, op):
+    axis = dim_index(dim, x.ndim)
+    index = _index_array(index, op)
+    if index.ndim > 1:
+        raise IndexError(f"{op}(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
+    size = x.shape[axis] if x.ndim else 1
+    return axis, _check_bounds(index.reshape(-1), size, axis).astype(int64, copy=False)
+
+
+@names("index_select")
+def index_select(input, dim, index, *, out=None):
+    """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
+    axis, index = _vector_index(input, dim, index, "index_select")
+    return write_out(IndexSelect.apply(input, dim=axis, index=index), out)
+
+
+@names("index_add", inplace="index_add_")
+def index_add(input, dim, index, source, *, alpha=1, out=None):
+    """y = input, then y[..., index[j], ...] += alpha · source[..., j, ...] (repeats add up)."""
+    axis, index = _vector_index(input, dim, index, "index_add")
+    expected = tuple(len(index) if d == axis else n for d, n in enumerate(input.shape))
+    if tuple(source.shape) != expected and not (input.ndim == 0 and source.numel() == index.size):
+        raise RuntimeError(f"index_add(): source has shape {tuple(source.shape)} but input of shape "
+                           f"{tuple(input.shape)} with {len(index)} indices along dim {axis} needs {expected}")
+    return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=alpha), out)
+
+
+@names("take_along_dim")
+def take_along_dim(input, indices, dim=None, *, out=None):
+    """gather with broadcasting: input and indices broadcast against each other outside dim;
+    with dim None both are flattened first."""
+    if dim is None:
+        return write_out(gather(shape.reshape(input, (-1,)), 0, _index_array(indices, "take_along_dim").reshape(-1)),
+                         out)
+    axis = dim_index(dim, input.ndim)
+    index = _index_array(indices, "take_along_dim")
+    if index.ndim != input.ndim:
+        raise RuntimeError(f"take_along_dim(): input and indices should have the same number of dimensions, "
+                           f"but got {input.ndim} dimensions for input, and {index.ndim} dimensions for indices")
+    outer = [a if d != axis else 1 for d, a in enumerate(input.shape)]
+    index_outer = [a if d != axis else 1 for d, a in enumerate(index.shape)]
+    try:
+        common = xp.broadcast_shapes(tuple(outer), tuple(index_outer))
+    except ValueError:
+        raise RuntimeError(f"take_along_dim(): shapes {tuple(input.shape)} and {tuple(index.shape)} do not "
+                           f"broadcast outside dim {axis}") from None
+    x_shape = tuple(input.shape[d] if d == axis else n for d, n in enumerate(common))
+    i_shape = tuple(index.shape[d] if d == axis else n for d, n in enumerate(common))
+    return write_out(gather(shape.expand(input, x_shape), axis, xp.broadcast_to(index, i_shape)), out)
+
+
+def _mask_array(mask, op):
+    array = mask._data if isinstance(mask, Tensor) else xp.asarray(mask)
+    if array.dtype != bool:
+        raise RuntimeError(f"{op} only supports boolean masks, but got mask with dtype {array.dtype}")
+    return array
+
+
+@names("masked_fill", inplace="masked_fill_")
+def masked_fill(input, mask, value):
+    """y = value where mask holds, input elsewhere (mask broadcasts to input's shape)."""
+    mask = _mask_array(mask, "masked_fill")
+    if isinstance(value, Tensor):
+        if value.ndim:
+            raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                               f"{value.ndim} dimension(s).")
+        value = value.to(input.dtype) if value.dtype != input.dtype else value
+    else:
+        value = Tensor._make(xp.asarray(value, dtype=input.dtype))
+    return elementwise.Where.apply(value, input, condition=mask)
+
+
+@names("masked_select")
+def masked_select(input, mask, *, out=None):
+    """The elements of input where mask holds, as a vector (input and mask broadcast together)."""
+    mask = _mask_array(mask, "masked_select")
+    common = xp.broadcast_shapes(input.shape, mask.shape)
+    return write_out(shape.GetItem.apply(shape.expand(input, common), index=xp.broadcast_to(mask, common)), out)
+
+
+@names("masked_scatter", inplace="masked_scatter_")
+def masked_scatter(input, mask, source):
+    """y = input with source's leading elements written, in order, where mask holds."""
+    mask = xp.broadcast_to(_mask_array(mask, "masked_scatter"), input.shape)
+    count = int(mask.sum())
+    if source.numel() < count:
+        raise RuntimeError(f"masked_scatter: expected source to have at least {count} elements, "
+                           f"got {source.numel()}")
+    flat = xp.flatnonzero(mask)
+    taken = shape.reshape(source, (-1,))[:count]
+    placed = shape.IndexAdd.apply(taken, index=flat, shape=(input.numel(),), basic=False)
+    return elementwise.Where.apply(shape.reshape(placed, input.shape), input, condition=mask)
+
+
+@names("nonzero")
+def nonzero(input, *, out=None, as_tuple=False):
+    """The indices of the nonzero elements: an (n, ndim) int64 tensor, or one vector per dim."""
+    data = input._data
+    if as_tuple:
+        return tuple(Tensor._make(i.astype(int64)) for i in xp.nonzero(data if data.ndim else data.reshape(1)))
+    return write_out(Tensor._make(xp.argwhere(data).astype(int64)), out)
+
+
+@names("argwhere")
+def argwhere(input):
+    return nonzero(input)
+
+
+@names("take")
+def take(input, index):
+    """input's elements at the given positions of its flattened form (the result has index's shape)."""
+    index = _index_array(index, "take")
+    flat = shape.reshape(input, (-1,))
+    positions = _check_bounds(index, input.numel(), 0, allow_negative=True)
+    return shape.GetItem.apply(flat, index=positions.astype(int64))
+
+
+@names("index_fill", inplace="index_fill_")
+def index_fill(input, dim, index, value):
+    """input with the slices index[0], index[1], ... along dim set to value."""
+    axis, index = _vector_index(input, dim, index, "index_fill")
+    chosen = xp.zeros(input.shape[axis] if input.ndim else 1, dtype=bool)
+    chosen[index] = True
+    mask = chosen.reshape((-1,) + (1,) * (input.ndim - axis - 1)) if input.ndim else chosen.reshape(())
+    return masked_fill(input, mask, value)
+
+
+@names("index_copy", inplace="index_copy_")
+def index_copy(input, dim, index, source):
+    """input with its slices index[j] along dim replaced by source's slices j."""
+    axis, index = _vector_index(input, dim, index, "index_copy")
+    chosen = xp.zeros(input.shape[axis] if input.ndim else 1, dtype=bool)
+    chosen[index] = True
+    mask = chosen.reshape((-1,) + (1,) * (input.ndim - axis - 1)) if input.ndim else chosen.reshape(())
+    zeros = Tensor._make(xp.zeros(input.shape, dtype=source.dtype))
+    placed = IndexAddAlong.apply(zeros, source, dim=axis, index=index, alpha=1, fresh=True)
+    return elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape))
+
+
+@names("index_put", inplace="index_put_")
+def index_put(input, indices, values, accumulate=False):
+    """input with ``values`` written at input[indices] (a tuple of index tensors), or added there
+    with accumulate=True (repeated positions then add up)."""
+    index = tuple(i._data if isinstance(i, Tensor) else xp.asarray(i) for i in indices)
+    if not isinstance(values, Tensor):
+        values = Tensor._make(xp.asarray(values, dtype=input.dtype))
+    target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
+    values = shape.expand(values.to(input.dtype) if values.dtype != input.dtype else values, target)
+    placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
+    if accumulate:
+        return input + placed
+    written = xp.zeros(input.shape, dtype=bool)
+    written[index] = True
+    counts = xp.zeros(input.shape, dtype=int64)
+    xp.add.at(counts, index, 1)
+    if (counts > 1).any():  # a position written twice: the last write wins, as in NumPy (PyTorch leaves
+        last = xp.zeros(input.shape, dtype=input.dtype)  # it undefined), and those values get no gradient
+        last[index] = values._data
+        placed = Tensor._make(last)
+    return elementwise.Where.apply(placed, input, condition=written)

@@ -1,0 +1,148 @@
+"""Inverses, linear solves and determinants of (batches of) square matrices.
+
+    Y = A⁻¹:          dL/dA = -Yᵀ (dL/dY) Yᵀ
+    X = A⁻¹ B:        dL/dB = A⁻ᵀ (dL/dX),   dL/dA = -(dL/dB) Xᵀ
+    d = det A:        dL/dA = dL/dd · d · A⁻ᵀ
+    ln|det A|:        dL/dA = dL/dy · A⁻ᵀ
+"""
+
+import collections
+
+from ..backend import xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from . import shape
+from .elementwise import unbroadcast
+from .names import names
+from .outputs import write_out
+
+SlogdetResult = collections.namedtuple("slogdet", ["sign", "logabsdet"])
+LinalgSlogdetResult = collections.namedtuple("linalg_slogdet", ["sign", "logabsdet"])
+
+
+class LinAlgError(RuntimeError):
+    """A matrix the operation cannot handle (singular), as torch.linalg.LinAlgError."""
+
+
+def _square(A, op):
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise RuntimeError(f"linalg.{op}: A must be batches of square matrices, but they are "
+                           f"{' by '.join(map(str, A.shape[-2:]))} matrices (shape {tuple(A.shape)})")
+    if A.dtype.kind not in "fc":
+        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
+
+
+def _singular(error, op):
+    return LinAlgError(f"linalg.{op}: The diagonal element of the factorization is zero, the inversion "
+                        f"could not be completed because the input matrix is singular ({error}).")
+
+
+class Inverse(Primitive):
+    """Y = A⁻¹;   dL/dA = -Yᵀ (dL/dY) Yᵀ"""
+
+    saves_output = True
+
+    def forward(self, a):
+        try:
+            return xp.linalg.inv(a)
+        except xp.linalg.LinAlgError as error:
+            raise _singular(error, "inv") from None
+
+    def backward(self, grad, y, a):
+        return (-(y.mT @ grad @ y.mT),)
+
+
+def inv(A, *, out=None):
+    """The inverse of each square matrix (RuntimeError when one is singular)."""
+    _square(A, "inv")
+    return write_out(Inverse.apply(A), out)
+
+
+class Solve(Primitive):
+    """X = A⁻¹ B (B a batch of matrices);   dL/dB = A⁻ᵀ (dL/dX),   dL/dA = -(dL/dB) Xᵀ"""
+
+    saves_output = True
+
+    def forward(self, a, b):
+        try:
+            return xp.linalg.solve(a, b)
+        except xp.linalg.LinAlgError as error:
+            raise _singular(error, "solve") from None
+
+    def backward(self, grad, x, a, b):
+        grad_b = Solve.apply(a.mT, grad)
+        grad_a = unbroadcast(-(grad_b @ x.mT), a) if a.requires_grad else None
+        return grad_a, unbroadcast(grad_b, b) if b.requires_grad else None
+
+
+def solve(A, B, *, left=True, out=None):
+    """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors."""
+    _square(A, "solve")
+    if not left:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ
+        return write_out(solve(A.mT, B.mT).mT, out)
+    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+    if vector:
+        return write_out(shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1), out)
+    if B.shape[-2] != A.shape[-1]:
+        raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation AX = B "
+                           f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
+    return write_out(Solve.apply(A, B), out)
+
+
+class Det(Primitive):
+    """d = det A;   dL/dA = dL/dd · d · A⁻ᵀ  (the cofactor matrix)"""
+
+    saves_output = True
+
+    def forward(self, a):
+        return xp.linalg.det(a)
+
+    def backward(self, grad, d, a):
+        return (shape.unsqueeze(shape.unsqueeze(grad * d, -1), -1) * Inverse.apply(a).mT,)
+
+
+def det(A, *, out=None):
+    """The determinant of each square matrix."""
+    _square(A, "det")
+    return write_out(Det.apply(A), out)
+
+
+class LogAbsDet(Primitive):
+    """y = ln |det A|;   dL/dA = dL/dy · A⁻ᵀ"""
+
+    def forward(self, a):
+        return xp.linalg.slogdet(a)[1]
+
+    def backward(self, grad, y, a):
+        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Inverse.apply(a).mT,)
+
+
+def slogdet(A, *, out=None, result=LinalgSlogdetResult):
+    """(sign, logabsdet) of each square matrix: det A = sign · e^logabsdet, without overflow.
+    The sign is piecewise constant and returned without a graph."""
+    _square(A, "slogdet")
+    sign = Tensor._make(xp.linalg.slogdet(A._data)[0])
+    return write_out(result(sign, LogAbsDet.apply(A)), out)
+
+
+@names("inverse")
+def inverse(input, *, out=None):
+    return inv(input, out=out)
+
+
+@names("det")
+def tensor_det(input):
+    return det(input)
+
+
+@names("logdet")
+def logdet(input):
+    """ln det A: NaN for a negative determinant, -inf for a singular matrix, as PyTorch."""
+    sign, logabsdet = slogdet(input)
+    nan = Tensor._make(xp.where(sign._data < 0, xp.nan, 0).astype(logabsdet.dtype))
+    return logabsdet + nan
+
+
+@names("slogdet")
+def tensor_slogdet(input):
+    return slogdet(input, result=SlogdetResult)

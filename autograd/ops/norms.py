@@ -1,0 +1,180 @@
+"""Norms: vector p-norms, matrix norms, Tensor.norm, dist and cdist, as in torch.linalg.
+
+    ‖x‖_p = (Σ |x_i|^p)^(1/p);   d‖x‖_p/dx_i = sign(x_i) |x_i|^(p-1) / ‖x‖_p^(p-1)
+
+which is x / ‖x‖ for p = 2, sign(x) for p = 1, and, for p = ±inf, sign(x) at the elements
+attaining the max (min) |x|, shared between ties. At x = 0 the gradient is 0 (PyTorch's choice
+of subgradient). Matrix norms are vector norms of rows, columns or singular values.
+"""
+
+import math
+import numbers
+
+from ..backend import xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from . import reductions, shape
+from .axes import dim_index, normalize_dims
+from .elementwise import Where
+from .names import names
+from .outputs import write_out
+from .reductions import spread
+
+
+class VectorNorm(Primitive):
+    """y = (Σ |x_i|^p)^(1/p) over axes;   dL/dx_i = dL/dy · sign(x_i) |x_i|^(p-1) / y^(p-1)"""
+
+    saves_output = True
+
+    def forward(self, x):
+        p, axes, keep = self.ord, self.axes, self.keepdim
+        magnitude = xp.abs(x)
+        if p == 2:
+            return xp.sqrt(xp.sum(magnitude * magnitude, axis=axes, keepdims=keep))
+        if p == 1:
+            return xp.sum(magnitude, axis=axes, keepdims=keep)
+        if p == math.inf:
+            return xp.max(magnitude, axis=axes, keepdims=keep)
+        if p == -math.inf:
+            return xp.min(magnitude, axis=axes, keepdims=keep)
+        if p == 0:
+            return xp.sum(magnitude != 0, axis=axes, keepdims=keep).astype(x.dtype)
+        return xp.sum(magnitude**p, axis=axes, keepdims=keep) ** (1 / p)
+
+    def backward(self, grad, y, x):
+        p = self.ord
+        grad = spread(grad, x, self.axes, self.keepdim)
+        norm = spread(y, x, self.axes, self.keepdim)
+        if p == 0:
+            return (grad * 0.0,)
+        if p == 1:
+            return (grad * x.sign(),)
+        if math.isinf(p):  # the elements attaining the extremum share the gradient
+            attains = x._data.__abs__() == norm._data
+            share = attains / attains.sum(axis=self.axes, keepdims=True)
+            return (grad * x.sign() * Tensor._make(share.astype(x.dtype)),)
+        nonzero = norm._data != 0
+        safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
+        if p == 2:  # x is 0 wherever the norm is: x / 1 gives the 0 gradient there
+            return (grad * x / safe_norm,)
+        scaled = x.sign() * x.abs() ** (p - 1) / safe_norm ** (p - 1)
+        return (grad * Where.apply(scaled, Tensor._make(xp.zeros((), dtype=x.dtype)), condition=nonzero),)
+
+
+def _floating(x, dtype, op):
+    if dtype is not None:
+        if x.dtype.kind in "fc" and xp.dtype(dtype).itemsize < x.dtype.itemsize:
+            raise RuntimeError(f"{op}: the dtype of the input ({x.dtype}) should be convertible without "
+                               f"narrowing to the specified dtype ({xp.dtype(dtype)})")
+        x = x.to(dtype)
+    if x.dtype.kind not in "fc":
+        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {x.dtype}")
+    return x
+
+
+def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
+    """‖x‖_ord over dim (all elements when None): ord any real number, inf or -inf."""
+    x = _floating(x, dtype, "linalg.vector_norm")
+    if isinstance(ord, str) or not isinstance(ord, numbers.Real):
+        raise RuntimeError(f"linalg.vector_norm: ord must be a number, got {ord!r}")
+    axes = normalize_dims(dim, x.ndim)
+    if ord < 0 and x.numel() == 0:
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor")
+    return write_out(VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=keepdim), out)
+
+
+class SingularValues(Primitive):
+    """σ = the singular values of A (descending);   dL/dA = U diag(dL/dσ) Vᵀ  (A = U diag(σ) Vᵀ)
+
+    U and V are taken as constants: exact for first derivatives where the σ are distinct.
+    """
+
+    def forward(self, a):
+        self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)
+        return sigma
+
+    def backward(self, grad, y, a):
+        return (Tensor._make(self.u) * shape.unsqueeze(grad, -2) @ Tensor._make(self.vh),)
+
+
+def svdvals(A, *, out=None):
+    """The singular values of each matrix, largest first."""
+    return write_out(SingularValues.apply(_floating(A, None, "linalg.svdvals")), out)
+
+
+def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
+    """‖A‖ over the two dims: 'fro', 'nuc' (Σσ), 2 / -2 (largest / smallest σ), 1 / -1 (max / min
+    column sum of |a|), inf / -inf (max / min row sum)."""
+    A = _floating(A, dtype, "linalg.matrix_norm")
+    if A.ndim < 2:
+        raise RuntimeError(f"linalg.matrix_norm: The input tensor A must have at least 2 dimensions, got {A.ndim}")
+    if len(dim) != 2:
+        raise RuntimeError(f"linalg.matrix_norm: dim must be a 2-tuple. Got {' '.join(map(str, dim))}")
+    rows, columns = (dim_index(d, A.ndim) for d in dim)
+    if rows == columns:
+        raise RuntimeError(f"linalg.matrix_norm: dims must be different. Got ({dim[0]}, {dim[1]})")
+    if ord == "fro":
+        return write_out(VectorNorm.apply(A, ord=2.0, axes=tuple(sorted((rows, columns))), keepdim=keepdim), out)
+    if ord in ("nuc", 2, -2):
+        matrices = shape.permute(A, [d for d in range(A.ndim) if d not in (rows, columns)] + [rows, columns])
+        sigma = SingularValues.apply(matrices)
+        y = sigma.sum(-1) if ord == "nuc" else (sigma[..., 0] if ord == 2 else sigma[..., -1])
+        if keepdim:
+            for d in sorted((rows, columns)):
+                y = shape.unsqueeze(y, d)
+        return write_out(y, out)
+    if ord in (1, -1, math.inf, -math.inf):
+        summed, over = (rows, columns) if ord in (1, -1) else (columns, rows)
+        sums = VectorNorm.apply(A, ord=1.0, axes=(summed,), keepdim=True)
+        pick = reductions.max if ord > 0 else reductions.min
+        y = pick(sums, over, keepdim=True).values
+        return write_out(y if keepdim else shape.squeeze(y, tuple(sorted((rows, columns)))), out)
+    raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
+
+
+def linalg_norm(A, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
+    """torch.linalg.norm: a vector norm over one dim (or all, flattened, when ord and dim are None),
+    a matrix norm over two dims (or a 2-D input with ord given)."""
+    if isinstance(dim, int):
+        dim = (dim,)
+    if dim is None and ord is not None:
+        if A.ndim not in (1, 2):
+            raise RuntimeError(f"linalg.norm: If dim is not specified but ord is, the input must be 1D or 2D. "
+                               f"Got {A.ndim}D.")
+        dim = tuple(range(A.ndim))
+    if dim is not None and len(dim) == 2:
+        return matrix_norm(A, "fro" if ord is None else ord, dim, keepdim, dtype=dtype, out=out)
+    if isinstance(ord, str):
+        raise RuntimeError(f"linalg.norm: ord {ord!r} is a matrix norm, but dim names {len(dim or ())} dims")
+    return vector_norm(A, 2 if ord is None else ord, dim, keepdim, dtype=dtype, out=out)
+
+
+@names("norm")
+def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
+    """Tensor.norm / torch.norm: 'fro' (the 2-norm of the elements over dim), 'nuc', or a number p
+    (a vector p-norm over dim, or over all elements)."""
+    if isinstance(dim, int):
+        dim = (dim,)
+    if p == "nuc":
+        dims = tuple(range(input.ndim)) if dim is None else dim
+        return matrix_norm(input, "nuc", dims, keepdim, dtype=dtype, out=out)
+    if p == "fro" or p is None:
+        p = 2
+    return vector_norm(input, p, dim, keepdim, dtype=dtype, out=out)
+
+
+@names("cdist", method=False)
+def cdist(x1, x2, p=2.0, compute_mode=None):
+    """The p-norm distance between every row of x1 and every row of x2 (batched): (..., P, R)."""
+    if x1.ndim < 2 or x2.ndim < 2:
+        raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D, X2 got: {x2.ndim}D")
+    if x1.shape[-1] != x2.shape[-1]:
+        raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
+    differences = shape.unsqueeze(x1, -2) - shape.unsqueeze(x2, -3)
+    return vector_norm(differences, p, -1)
+
+
+@names("dist")
+def dist(input, other, p=2):
+    """‖input - other‖_p over all elements (the two broadcast)."""
+    return vector_norm(input - other, p)

@@ -1,0 +1,28 @@
+"""``out=``: PyTorch's way of writing an op's result into an existing tensor."""
+
+from ..graph import bump_version, is_grad_enabled
+from ..tensor import Tensor
+
+
+def write_out(result, out):
+    """``result``, or, given ``out``, result written into out (resized when its shape differs, as
+    PyTorch does) and out returned. As in PyTorch, out= is not recorded: it refuses inputs that
+    require grad while grad mode is on."""
+    if out is None:
+        return result
+    if isinstance(result, tuple):  # (values, indices) ops take a pair of out tensors
+        for target, value in zip(out, result):
+            write_out(value, target)
+        return type(result)(*out) if hasattr(result, "_fields") else tuple(out)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"out= must be a Tensor, got {type(out).__name__}")
+    if is_grad_enabled() and (result.requires_grad or out.requires_grad):
+        raise RuntimeError("functions with out=... arguments don't support automatic differentiation, "
+                           "but one of the arguments requires grad.")
+    if result.dtype.kind in "fc" and out.dtype.kind not in "fc":
+        raise RuntimeError(f"result type {result.dtype} can't be cast to the desired output type {out.dtype}")
+    if out.shape == result.shape:
+        return out.copy_(result)  # through the write door
+    out._data = result._data.astype(out.dtype, copy=True)  # resized, as PyTorch: new memory
+    bump_version(out)
+    return out

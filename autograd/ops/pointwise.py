@@ -1,0 +1,560 @@
+"""The rest of PyTorch's elementwise family, each forward beside its local derivative:
+logarithms and exponentials in other bases, hyperbolic and inverse trigonometric functions,
+erfinv, rounding, remainders, lerp, hypot, logaddexp, xlogy, nan_to_num.
+
+Integer and bool inputs of the floating functions become the default dtype first (log2 of
+an int64 tensor is float32, as in PyTorch). Rounding is piecewise constant: its gradient is 0.
+"""
+
+import math
+import numbers
+
+from ..backend import get_default_dtype, xp
+from ..primitive import Primitive
+from ..tensor import Tensor, _operand
+from .elementwise import unbroadcast
+from .names import names
+from .outputs import write_out
+from .special import erf
+
+
+def floating(x):
+    """x, or x cast to the default dtype when it holds integers or bools."""
+    if not isinstance(x, Tensor):
+        x = Tensor(x)
+    return x if x.dtype.kind in "fc" else x.to(get_default_dtype())
+
+
+def _pair(input, other):
+    """Two Tensors for a binary op: a Python number takes the other operand's dtype."""
+    if not isinstance(input, Tensor):
+        input = _operand(input, other)
+    if not isinstance(other, Tensor):
+        other = _operand(other, input)
+    return input, other
+
+
+def _floating_pair(input, other):
+    input, other = _pair(input, other)
+    if input.dtype.kind not in "fc" and other.dtype.kind not in "fc":
+        return floating(input), floating(other)
+    return input, other
+
+
+def _unary(primitive, name, inplace=True, doc=""):
+    """Register ``primitive`` under ``name`` as function and method (and the in-place name_)."""
+
+    def op(input, *, out=None):
+        return write_out(primitive.apply(floating(input)), out)
+
+    op.__name__ = name
+    op.__doc__ = doc or primitive.__doc__
+    names(name, inplace=f"{name}_" if inplace else None)(op)
+    return op
+
+
+class Log2(Primitive):
+    """y = log₂ x;   dL/dx = dL/dy / (x ln 2)"""
+
+    def forward(self, x):
+        return xp.log2(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (x * math.log(2)),)
+
+
+class Log10(Primitive):
+    """y = log₁₀ x;   dL/dx = dL/dy / (x ln 10)"""
+
+    def forward(self, x):
+        return xp.log10(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (x * math.log(10)),)
+
+
+class Log1p(Primitive):
+    """y = ln(1 + x), exact for tiny x;   dL/dx = dL/dy / (1 + x)"""
+
+    def forward(self, x):
+        return xp.log1p(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (x + 1.0),)
+
+
+class Exp2(Primitive):
+    """y = 2^x;   dL/dx = dL/dy · y ln 2"""
+
+    saves_output = True
+
+    def forward(self, x):
+        return xp.exp2(x)
+
+    def backward(self, grad, y, x):
+        return (grad * y * math.log(2),)
+
+
+class Expm1(Primitive):
+    """y = e^x - 1, exact for tiny x;   dL/dx = dL/dy · (y + 1)"""
+
+    saves_output = True
+
+    def forward(self, x):
+        return xp.expm1(x)
+
+    def backward(self, grad, y, x):
+        return (grad * (y + 1.0),)
+
+
+class Sinh(Primitive):
+    """y = sinh x;   dL/dx = dL/dy · cosh x"""
+
+    def forward(self, x):
+        return xp.sinh(x)
+
+    def backward(self, grad, y, x):
+        return (grad * Cosh.apply(x),)
+
+
+class Cosh(Primitive):
+    """y = cosh x;   dL/dx = dL/dy · sinh x"""
+
+    def forward(self, x):
+        return xp.cosh(x)
+
+    def backward(self, grad, y, x):
+        return (grad * Sinh.apply(x),)
+
+
+class Tan(Primitive):
+    """y = tan x;   dL/dx = dL/dy · (1 + y²)"""
+
+    saves_output = True
+
+    def forward(self, x):
+        return xp.tan(x)
+
+    def backward(self, grad, y, x):
+        return (grad * (y * y + 1.0),)
+
+
+class Asin(Primitive):
+    """y = arcsin x;   dL/dx = dL/dy / √(1 - x²)"""
+
+    def forward(self, x):
+        return xp.arcsin(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (1.0 - x * x).sqrt(),)
+
+
+class Acos(Primitive):
+    """y = arccos x;   dL/dx = -dL/dy / √(1 - x²)"""
+
+    def forward(self, x):
+        return xp.arccos(x)
+
+    def backward(self, grad, y, x):
+        return (-grad / (1.0 - x * x).sqrt(),)
+
+
+class Atan(Primitive):
+    """y = arctan x;   dL/dx = dL/dy / (1 + x²)"""
+
+    def forward(self, x):
+        return xp.arctan(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (x * x + 1.0),)
+
+
+class Asinh(Primitive):
+    """y = arsinh x;   dL/dx = dL/dy / √(x² + 1)"""
+
+    def forward(self, x):
+        return xp.arcsinh(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (x * x + 1.0).sqrt(),)
+
+
+class Acosh(Primitive):
+    """y = arcosh x;   dL/dx = dL/dy / √(x² - 1)"""
+
+    def forward(self, x):
+        return xp.arccosh(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (x * x - 1.0).sqrt(),)
+
+
+class Atanh(Primitive):
+    """y = artanh x;   dL/dx = dL/dy / (1 - x²)"""
+
+    def forward(self, x):
+        return xp.arctanh(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (1.0 - x * x),)
+
+
+def _erfinv(y):
+    """erf⁻¹ on an array: Giles's single-precision approximation, then Newton's steps on erf
+    (accurate to about 1e-15 away from ±1, as PyTorch's, which refines the same way)."""
+    wide = y.astype(xp.float64)
+    w = -xp.log((1.0 - wide) * (1.0 + wide))
+    central = w < 5.0
+    w_central, w_tail = w - 2.5, xp.sqrt(xp.where(central, 5.0, w)) - 3.0
+    p_central = xp.full(w.shape, 2.81022636e-08)
+    for c in (3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503, -0.00417768164,
+              0.246640727, 1.50140941):
+        p_central = c + p_central * w_central
+    p_tail = xp.full(w.shape, -0.000200214257)
+    for c in (0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047,
+              1.00167406, 2.83297682):
+        p_tail = c + p_tail * w_tail
+    x = xp.where(central, p_central, p_tail) * wide
+    finite = xp.abs(wide) < 1
+    for _ in range(3):  # Newton: x ← x - (erf x - y) / erf'(x)
+        step = (erf(x) - wide) / (2 / math.sqrt(math.pi) * xp.exp(-x * x))
+        x = xp.where(finite, x - step, x)
+    x = xp.where(wide == 1, xp.inf, xp.where(wide == -1, -xp.inf, x))
+    return xp.where(xp.abs(wide) > 1, xp.nan, x).astype(y.dtype)
+
+
+class Erfinv(Primitive):
+    """y = erf⁻¹(x);   dL/dx = dL/dy · √π/2 · e^(y²)"""
+
+    saves_output = True
+
+    def forward(self, x):
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return _erfinv(x)
+
+    def backward(self, grad, y, x):
+        return (grad * (y * y).exp() * (math.sqrt(math.pi) / 2),)
+
+
+class Rsqrt(Primitive):
+    """y = 1/√x;   dL/dx = -dL/dy · y³ / 2"""
+
+    saves_output = True
+
+    def forward(self, x):
+        return 1 / xp.sqrt(x)
+
+    def backward(self, grad, y, x):
+        return (grad * y * y * y * -0.5,)
+
+
+class Reciprocal(Primitive):
+    """y = 1/x;   dL/dx = -dL/dy · y²"""
+
+    saves_output = True
+
+    def forward(self, x):
+        return 1 / x
+
+    def backward(self, grad, y, x):
+        return (-grad * y * y,)
+
+
+for _primitive, _name in ((Log2, "log2"), (Log10, "log10"), (Log1p, "log1p"), (Exp2, "exp2"), (Expm1, "expm1"),
+                          (Sinh, "sinh"), (Cosh, "cosh"), (Tan, "tan"), (Asin, "asin"), (Acos, "acos"),
+                          (Atan, "atan"), (Asinh, "asinh"), (Acosh, "acosh"), (Atanh, "atanh"), (Erfinv, "erfinv"),
+                          (Rsqrt, "rsqrt"), (Reciprocal, "reciprocal")):
+    _unary(_primitive, _name)
+for _primitive, _name in ((Asin, "arcsin"), (Acos, "arccos"), (Atan, "arctan"), (Asinh, "arcsinh"),
+                          (Acosh, "arccosh"), (Atanh, "arctanh")):
+    _unary(_primitive, _name)
+
+
+class Rounding(Primitive):
+    """y = floor, ceil, round, trunc or sign of x: piecewise constant, so dL/dx = 0"""
+
+    def forward(self, x):
+        if self.function == "round" and self.decimals:
+            return xp.round(x, self.decimals)
+        return getattr(xp, self.function)(x)
+
+    def backward(self, grad, y, x):
+        return (grad * 0.0,)
+
+
+def _rounding(function, name):
+    def op(input, *, out=None):
+        if input.dtype.kind in "iub" and function != "sign":  # integers are already whole
+            return write_out(input.clone(), out)
+        return write_out(Rounding.apply(input, function=function, decimals=0), out)
+
+    op.__name__ = name
+    op.__doc__ = f"y = {function}(x) elementwise (gradient 0)."
+    names(name, inplace=f"{name}_")(op)
+
+
+for _function, _name in (("floor", "floor"), ("ceil", "ceil"), ("trunc", "trunc"), ("trunc", "fix"),
+                         ("sign", "sgn")):
+    _rounding(_function, _name)
+
+
+@names("round", inplace="round_")
+def round(input, *, decimals=0, out=None):
+    """x rounded to ``decimals`` decimal places, halves to even (as PyTorch and NumPy)."""
+    if input.dtype.kind in "iub" and decimals >= 0:
+        return write_out(input.clone(), out)
+    return write_out(Rounding.apply(input, function="round", decimals=decimals), out)
+
+
+class Frac(Primitive):
+    """y = x - trunc(x);   dL/dx = dL/dy"""
+
+    def forward(self, x):
+        return x - xp.trunc(x)
+
+    def backward(self, grad, y, x):
+        return (grad,)
+
+
+_unary(Frac, "frac")
+
+
+class Fmod(Primitive):
+    """z = x - trunc(x/y) · y  (the sign of x, as C's fmod);   dL/dx = dL/dz,   dL/dy = -dL/dz · trunc(x/y)"""
+
+    def forward(self, x, y):
+        return xp.fmod(x, y)
+
+    def backward(self, grad, z, x, y):
+        quotient = Tensor._make(xp.trunc(x._data / y._data))
+        return (unbroadcast(grad, x) if x.requires_grad else None,
+                unbroadcast(-grad * quotient, y) if y.requires_grad else None)
+
+
+class Remainder(Primitive):
+    """z = x - floor(x/y) · y  (the sign of y, as Python's %);   dL/dx = dL/dz,   dL/dy = -dL/dz · floor(x/y)"""
+
+    def forward(self, x, y):
+        return xp.remainder(x, y)
+
+    def backward(self, grad, z, x, y):
+        quotient = Tensor._make(xp.floor_divide(x._data, y._data))
+        return (unbroadcast(grad, x) if x.requires_grad else None,
+                unbroadcast(-grad * quotient, y) if y.requires_grad else None)
+
+
+@names("fmod", inplace="fmod_")
+def fmod(input, other, *, out=None):
+    """The remainder of input / other with input's sign (C's fmod)."""
+    input, other = _pair(input, other)
+    return write_out(Fmod.apply(input, other), out)
+
+
+@names("remainder", inplace="remainder_")
+def remainder(input, other, *, out=None):
+    """The remainder of input / other with other's sign (Python's %)."""
+    input, other = _pair(input, other)
+    return write_out(Remainder.apply(input, other), out)
+
+
+class Atan2(Primitive):
+    """z = atan2(y, x), the angle of the point (x, y);
+    dL/dy = dL/dz · x / (x² + y²),   dL/dx = -dL/dz · y / (x² + y²)"""
+
+    def forward(self, y, x):
+        return xp.arctan2(y, x)
+
+    def backward(self, grad, z, y, x):
+        scale = grad / (x * x + y * y)
+        return (unbroadcast(scale * x, y) if y.requires_grad else None,
+                unbroadcast(-scale * y, x) if x.requires_grad else None)
+
+
+@names("atan2", "arctan2", inplace="atan2_")
+def atan2(input, other, *, out=None):
+    """The angle of the point (other, input), in (-π, π]."""
+    return write_out(Atan2.apply(*_floating_pair(input, other)), out)
+
+
+class Hypot(Primitive):
+    """z = √(x² + y²) without overflow;   dL/dx = dL/dz · x / z,   dL/dy = dL/dz · y / z"""
+
+    saves_output = True
+
+    def forward(self, x, y):
+        return xp.hypot(x, y)
+
+    def backward(self, grad, z, x, y):
+        return (unbroadcast(grad * x / z, x) if x.requires_grad else None,
+                unbroadcast(grad * y / z, y) if y.requires_grad else None)
+
+
+@names("hypot", inplace="hypot_")
+def hypot(input, other, *, out=None):
+    """√(input² + other²), elementwise, without overflow."""
+    return write_out(Hypot.apply(*_pair(input, other)), out)
+
+
+class LogAddExp(Primitive):
+    """z = ln(e^x + e^y) without overflow;   dL/dx = dL/dz · e^(x - z),   dL/dy = dL/dz · e^(y - z)"""
+
+    saves_output = True
+
+    def forward(self, x, y):
+        return xp.logaddexp(x, y)
+
+    def backward(self, grad, z, x, y):
+        return (unbroadcast(grad * (x - z).exp(), x) if x.requires_grad else None,
+                unbroadcast(grad * (y - z).exp(), y) if y.requires_grad else None)
+
+
+class LogAddExp2(Primitive):
+    """z = log₂(2^x + 2^y);   dL/dx = dL/dz · 2^(x - z),   dL/dy = dL/dz · 2^(y - z)"""
+
+    saves_output = True
+
+    def forward(self, x, y):
+        return xp.logaddexp2(x, y)
+
+    def backward(self, grad, z, x, y):
+        return (unbroadcast(grad * Exp2.apply(x - z), x) if x.requires_grad else None,
+                unbroadcast(grad * Exp2.apply(y - z), y) if y.requires_grad else None)
+
+
+@names("logaddexp")
+def logaddexp(input, other, *, out=None):
+    """ln(e^input + e^other), without overflow."""
+    return write_out(LogAddExp.apply(*_floating_pair(input, other)), out)
+
+
+@names("logaddexp2")
+def logaddexp2(input, other, *, out=None):
+    """log₂(2^input + 2^other), without overflow."""
+    return write_out(LogAddExp2.apply(*_floating_pair(input, other)), out)
+
+
+class Xlogy(Primitive):
+    """z = x ln y, and 0 where x = 0 (unless y is NaN);
+    dL/dx = dL/dz · ln y (0 where x = 0),   dL/dy = dL/dz · x / y"""
+
+    def forward(self, x, y):
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            product = x * xp.log(y)
+        return xp.where((x == 0) & ~xp.isnan(y), xp.zeros((), dtype=product.dtype), product)
+
+    def backward(self, grad, z, x, y):
+        grad_x = grad_y = None
+        if x.requires_grad:
+            nonzero = Tensor._make((x._data != 0).astype(grad.dtype))
+            grad_x = unbroadcast(grad * Xlogy.apply(nonzero, y), x)
+        if y.requires_grad:
+            grad_y = unbroadcast(grad * x / y, y)
+        return grad_x, grad_y
+
+
+@names("xlogy", inplace="xlogy_")
+def xlogy(input, other, *, out=None):
+    """input · ln(other), defined as 0 where input is 0 (entropy terms p ln p at p = 0)."""
+    return write_out(Xlogy.apply(*_floating_pair(input, other)), out)
+
+
+class NanToNum(Primitive):
+    """y = x with NaN, +inf and -inf replaced by numbers;   dL/dx = dL/dy where x is finite, 0 elsewhere"""
+
+    def forward(self, x):
+        return xp.nan_to_num(x, nan=self.nan, posinf=self.posinf, neginf=self.neginf)
+
+    def backward(self, grad, y, x):
+        return (grad * Tensor._make(xp.isfinite(x._data).astype(grad.dtype)),)
+
+
+@names("nan_to_num", inplace="nan_to_num_")
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None, *, out=None):
+    """NaN → nan, +inf → posinf, -inf → neginf (by default the dtype's largest and smallest numbers)."""
+    if input.dtype.kind not in "fc":
+        return write_out(input.clone(), out)
+    return write_out(NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf), out)
+
+
+class Lerp(Primitive):
+    """z = start + weight · (end - start);   dL/dstart = dL/dz · (1 - weight),
+    dL/dend = dL/dz · weight,   dL/dweight = dL/dz · (end - start)
+
+    Computed as PyTorch does, from the nearer end: start + w (end - start) for w < 1/2,
+    end - (end - start)(1 - w) otherwise, so that w = 1 gives end exactly.
+    """
+
+    def forward(self, start, end, weight):
+        difference = end - start
+        return xp.where(xp.abs(weight) < 0.5, start + weight * difference, end - difference * (1 - weight))
+
+    def backward(self, grad, z, start, end, weight):
+        return (unbroadcast(grad * (1.0 - weight), start) if start.requires_grad else None,
+                unbroadcast(grad * weight, end) if end.requires_grad else None,
+                unbroadcast(grad * (end - start), weight) if weight.requires_grad else None)
+
+
+@names("lerp")
+def lerp(input, end, weight, *, out=None):
+    """input + weight · (end - input): the point a fraction ``weight`` of the way to end."""
+    input, end = _pair(input, end)
+    if not isinstance(weight, Tensor):
+        weight = _operand(weight, input)
+    return write_out(Lerp.apply(input, end, weight), out)
+
+
+@names("float_power", inplace="float_power_")
+def float_power(input, exponent, *, out=None):
+    """input ** exponent in float64."""
+    input = input.double() if isinstance(input, Tensor) else Tensor(float(input), dtype=xp.float64)
+    if isinstance(exponent, Tensor):
+        exponent = exponent.double()
+    return write_out(input ** exponent if not isinstance(exponent, numbers.Number) else input ** float(exponent), out)
+
+
+@names("logit", inplace="logit_")
+def logit(input, eps=None, *, out=None):
+    """ln(x / (1 - x)), with x clamped to [eps, 1 - eps] first when eps is given."""
+    x = floating(input)
+    if eps is not None:
+        x = x.clamp(eps, 1 - eps)
+    return write_out((x / (1.0 - x)).log(), out)
+
+
+@names("deg2rad", inplace="deg2rad_")
+def deg2rad(input, *, out=None):
+    return write_out(floating(input) * (math.pi / 180), out)
+
+
+@names("rad2deg", inplace="rad2deg_")
+def rad2deg(input, *, out=None):
+    return write_out(floating(input) * (180 / math.pi), out)
+
+
+@names("heaviside")
+def heaviside(input, values):
+    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch)."""
+    x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
+    return Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v)))
+
+
+@names("copysign", inplace="copysign_")
+def copysign(input, other, *, out=None):
+    """|input| with the sign of other (signed zeros included)."""
+    input, other = _floating_pair(input, other)
+    sign = Tensor._make(xp.where(xp.signbit(other._data), -1.0, 1.0).astype(input.dtype))
+    return write_out(input.abs() * sign, out)
+
+
+
+class Entr(Primitive):
+    """y = -x ln x (0 at x = 0, -inf for x < 0);   dL/dx = -dL/dy · (ln x + 1)"""
+
+    def forward(self, x):
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            y = -x * xp.log(x)
+        return xp.where(x == 0, 0.0, xp.where(x < 0, -xp.inf, y)).astype(x.dtype)
+
+    def backward(self, grad, y, x):
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return (-grad * (x.log() + 1.0),)

@@ -1,0 +1,181 @@
+"""Tests and counts: isnan, isinf, isfinite, any, all, comparisons and logical ops (bool
+tensors), allclose, isclose, equal, count_nonzero, bincount, histc, histogram.
+
+None of these is differentiable: they return tensors without a graph (bool or int64, or the
+input's floating dtype for histograms).
+"""
+
+import builtins
+import collections
+
+from ..backend import int64, xp
+from ..tensor import Tensor
+from .axes import normalize_dims
+from .names import names
+from .outputs import write_out
+
+HistogramResult = collections.namedtuple("histogram", ["hist", "bin_edges"])
+
+
+def _data(x):
+    return x._data if isinstance(x, Tensor) else xp.asarray(x)
+
+
+def _test(function, name, doc):
+    def op(input, *, out=None):
+        return write_out(Tensor._make(function(_data(input))), out)
+
+    op.__name__ = name
+    op.__doc__ = doc
+    names(name)(op)
+
+
+_test(xp.isnan, "isnan", "True where input is NaN.")
+_test(xp.isinf, "isinf", "True where input is +inf or -inf.")
+_test(xp.isposinf, "isposinf", "True where input is +inf.")
+_test(xp.isneginf, "isneginf", "True where input is -inf.")
+_test(xp.isfinite, "isfinite", "True where input is neither NaN nor infinite.")
+_test(xp.signbit, "signbit", "True where input's sign bit is set (negative numbers and -0.0).")
+_test(xp.logical_not, "logical_not", "True where input is zero (False).")
+
+
+def _compare(function, name, aliases=()):
+    def op(input, other, *, out=None):
+        return write_out(Tensor._make(function(_data(input), _data(other))), out)
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name} (broadcasting), without gradient."
+    names(name, *aliases)(op)
+
+
+for _function, _names in ((xp.equal, ("eq",)), (xp.not_equal, ("ne", "not_equal")), (xp.less, ("lt", "less")),
+                          (xp.less_equal, ("le", "less_equal")), (xp.greater, ("gt", "greater")),
+                          (xp.greater_equal, ("ge", "greater_equal")), (xp.logical_and, ("logical_and",)),
+                          (xp.logical_or, ("logical_or",)), (xp.logical_xor, ("logical_xor",))):
+    _compare(_function, _names[0], _names[1:])
+
+
+def _reduce_bool(function, input, dim, keepdim):
+    data = _data(input)
+    if dim is None:
+        return Tensor._make(xp.asarray(function(data)))
+    return Tensor._make(function(data, axis=normalize_dims(dim, data.ndim), keepdims=keepdim))
+
+
+@names("any")
+def any(input, dim=None, keepdim=False, *, out=None):
+    """True where some element (along dim) is nonzero."""
+    return write_out(_reduce_bool(xp.any, input, dim, keepdim), out)
+
+
+@names("all")
+def all(input, dim=None, keepdim=False, *, out=None):
+    """True where every element (along dim) is nonzero."""
+    return write_out(_reduce_bool(xp.all, input, dim, keepdim), out)
+
+
+@names("count_nonzero")
+def count_nonzero(input, dim=None):
+    """How many elements (along dim) are nonzero, as int64."""
+    data = _data(input)
+    axes = None if dim is None else normalize_dims(dim, data.ndim)
+    return Tensor._make(xp.asarray(xp.count_nonzero(data, axis=axes), dtype=int64))
+
+
+def _promoted(input, other):
+    a, b = _data(input), _data(other)
+    if a.dtype != b.dtype and not (isinstance(other, (int, float))):
+        raise RuntimeError(f"Float did not match Double: isclose/allclose need equal dtypes, got {a.dtype} "
+                           f"and {b.dtype}")
+    return a, b
+
+
+@names("isclose")
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """|input - other| <= atol + rtol · |other|, elementwise (as PyTorch and NumPy)."""
+    a, b = _promoted(input, other)
+    return Tensor._make(xp.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+@names("allclose")
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """True when isclose holds everywhere (a Python bool)."""
+    a, b = _promoted(input, other)
+    return builtins.bool(xp.allclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+@names("equal")
+def equal(input, other):
+    """True when both have the same shape and elements (a Python bool)."""
+    a, b = _data(input), _data(other)
+    return a.shape == b.shape and builtins.bool((a == b).all())
+
+
+@names("bincount")
+def bincount(input, weights=None, minlength=0):
+    """How often each value 0, 1, ..., max occurs in a vector of non-negative ints (weights summed
+    instead of counts when given)."""
+    data = _data(input)
+    if data.ndim != 1 or data.dtype.kind not in "iu":
+        raise RuntimeError(f"bincount only supports 1-d non-negative integral inputs (got {data.ndim}-d {data.dtype})")
+    if data.size and data.min() < 0:
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+    if weights is None:
+        return Tensor._make(xp.bincount(data, minlength=minlength).astype(int64))
+    w = _data(weights)
+    counts = xp.bincount(data, weights=w, minlength=minlength)
+    return Tensor._make(counts.astype(w.dtype if w.dtype.kind == "f" else xp.float64))
+
+
+@names("histc")
+def histc(input, bins=100, min=0, max=0, *, out=None):
+    """Counts of input's elements in ``bins`` equal bins over [min, max] (the data's range when
+    min = max); elements outside are ignored. The result has input's dtype."""
+    data = _data(input)
+    if data.dtype.kind != "f":
+        raise RuntimeError(f"\"histogram_cpu\" not implemented for '{data.dtype}'")
+    low, high = float(min), float(max)
+    if low == high and data.size:
+        low, high = float(data.min()), float(data.max())
+    if low == high:
+        low, high = low - 1, high + 1
+    if low > high:
+        raise RuntimeError(f"max must be larger than min (got min {low}, max {high})")
+    counts, _ = xp.histogram(data, bins=bins, range=(low, high))
+    return write_out(Tensor._make(counts.astype(data.dtype)), out)
+
+
+@names("histogram")
+def histogram(input, bins=100, *, range=None, weight=None, density=False, out=None):
+    """(hist, bin_edges): NumPy's histogram, in input's dtype; ``bins`` a count or the edges."""
+    data = _data(input)
+    edges = _data(bins) if isinstance(bins, (Tensor, list, tuple)) else bins
+    hist, bin_edges = xp.histogram(data, bins=edges, range=range, weights=None if weight is None else _data(weight),
+                                   density=density)
+    return write_out(HistogramResult(Tensor._make(hist.astype(data.dtype)), Tensor._make(bin_edges.astype(data.dtype))),
+                     out)
+
+
+@names("is_floating_point")
+def is_floating_point(input):
+    return input.dtype.kind == "f"
+
+
+@names("is_nonzero")
+def is_nonzero(input):
+    if input.numel() != 1:
+        raise RuntimeError(f"Boolean value of Tensor with {'no values' if not input.numel() else 'more than one value'}"
+                           " is ambiguous")
+    return builtins.bool(input.item())
+
+
+@names("isin", method=False)
+def isin(elements, test_elements, *, assume_unique=False, invert=False):
+    """True where an element of ``elements`` occurs in ``test_elements`` (False with invert)."""
+    return Tensor._make(xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert))
+
+
+for _function, _name in ((xp.bitwise_and, "bitwise_and"), (xp.bitwise_or, "bitwise_or"),
+                         (xp.bitwise_xor, "bitwise_xor")):
+    _compare(_function, _name)
+_test(xp.bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).")

@@ -1,0 +1,276 @@
+"""Sorting and order statistics: sort, argsort, topk, kthvalue, median, mode, unique; and
+searching sorted sequences (searchsorted, bucketize; integer results without gradient).
+
+Each picks elements; which ones it picks is not differentiable, but the picked values are:
+they are ``gather(x, dim, indices)``, so dL/dx is dL/dvalues scattered back to where each
+value came from (Gather's derivative). NaN counts as larger than every number, as in PyTorch.
+"""
+
+import collections
+
+from ..backend import int64, xp
+from ..tensor import Tensor
+from . import shape
+from .axes import dim_index
+from .indexing import Gather
+from .names import names
+from .outputs import write_out
+from .reductions import Extremum
+
+SortResult = collections.namedtuple("sort", ["values", "indices"])
+TopKResult = collections.namedtuple("topk", ["values", "indices"])
+KthValueResult = collections.namedtuple("kthvalue", ["values", "indices"])
+MedianResult = collections.namedtuple("median", ["values", "indices"])
+NanMedianResult = collections.namedtuple("nanmedian", ["values", "indices"])
+ModeResult = collections.namedtuple("mode", ["values", "indices"])
+
+
+def _key(data, descending):
+    """An array whose ascending order is the wanted order: NaN sorts last ascending and first
+    descending (PyTorch's order)."""
+    if data.dtype == bool:
+        data = data.astype(xp.int8)
+    if not descending:
+        return data
+    if data.dtype.kind == "u":
+        return xp.iinfo(data.dtype).max - data
+    if data.dtype.kind == "f":
+        return xp.where(xp.isnan(data), -xp.inf, -data)
+    return -data.astype(int64)
+
+
+def _order(data, axis, descending):
+    """Stable argsort along axis, in PyTorch's order."""
+    if data.ndim == 0:
+        return xp.zeros((), dtype=int64)
+    return xp.argsort(_key(data, descending), axis=axis, kind="stable").astype(int64, copy=False)
+
+
+def _pick(x, axis, indices):
+    """x gathered at ``indices`` along axis (differentiable in x)."""
+    if x.ndim == 0:
+        return Gather.apply(x, dim=0, index=indices.reshape(()))
+    return Gather.apply(x, dim=axis, index=indices)
+
+
+@names("sort")
+def sort(input, dim=-1, descending=False, *, stable=False, out=None):
+    """(values, indices): input sorted along dim, and where each value came from (ties keep order)."""
+    axis = dim_index(dim, input.ndim)
+    indices = _order(input._data, axis, descending)
+    return write_out(SortResult(_pick(input, axis, indices), Tensor._make(indices)), out)
+
+
+@names("argsort")
+def argsort(input, dim=-1, descending=False, *, stable=False):
+    """The indices that sort input along dim (int64)."""
+    return Tensor._make(_order(input._data, dim_index(dim, input.ndim), descending))
+
+
+@names("msort")
+def msort(input, *, out=None):
+    """input sorted along its first dim."""
+    return write_out(sort(input, dim=0).values, out)
+
+
+@names("topk")
+def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
+    """(values, indices): the k largest (or smallest) elements along dim, largest first."""
+    axis = dim_index(dim, input.ndim)
+    size = input.shape[axis] if input.ndim else 1
+    if not 0 <= k <= size:
+        raise RuntimeError(f"selected index k out of range: k={k} for dimension {axis} of size {size}")
+    if input.ndim == 0:
+        indices = xp.zeros((), dtype=int64)
+    elif 0 < k < size // 8:  # a few of many: partition in O(n), then sort only those k
+        key = _key(input._data, descending=largest)
+        chosen = xp.take(xp.argpartition(key, k - 1, axis=axis), xp.arange(k), axis=axis)
+        ranked = xp.argsort(xp.take_along_axis(key, chosen, axis=axis), axis=axis, kind="stable")
+        indices = xp.take_along_axis(chosen, ranked, axis=axis).astype(int64)
+    else:
+        indices = xp.take(_order(input._data, axis, descending=largest), xp.arange(k), axis=axis)
+    return write_out(TopKResult(_pick(input, axis, indices), Tensor._make(indices)), out)
+
+
+def _select_along(input, axis, position, keepdim, result):
+    """(values, indices) of the element at ``position`` (a number, or an array with keepdim's shape)
+    of the ascending order along axis."""
+    order = _order(input._data, axis, descending=False)
+    if input.ndim == 0:
+        indices = order
+    elif isinstance(position, int):
+        indices = xp.take(order, [position], axis=axis)
+    else:
+        indices = xp.take_along_axis(order, position, axis=axis)
+    values = _pick(input, axis, indices)
+    if not keepdim and input.ndim:
+        values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
+    return result(values, Tensor._make(indices))
+
+
+@names("kthvalue")
+def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
+    """(values, indices): the k-th smallest element along dim (k counts from 1)."""
+    axis = dim_index(dim, input.ndim)
+    size = input.shape[axis] if input.ndim else 1
+    if not 1 <= k <= size:
+        raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {axis}: k={k}, size {size}")
+    return write_out(_select_along(input, axis, k - 1, keepdim, KthValueResult), out)
+
+
+def _median_position(data, axis, skip_nan):
+    """Per slice along axis, the position in ascending order of the (lower) median. NaN sorts last:
+    median takes the first NaN where there is one (the median is NaN); nanmedian skips them."""
+    size = data.shape[axis] if data.ndim else 1
+    if data.dtype.kind != "f" or data.ndim == 0:
+        return (size - 1) // 2
+    numbers = (~xp.isnan(data)).sum(axis=axis, keepdims=True)
+    if skip_nan:
+        return xp.maximum(numbers - 1, 0) // 2
+    return xp.where(numbers < size, numbers, (size - 1) // 2)
+
+
+def _median_value(data, skip_nan):
+    """The (lower) median of all elements of an array, as a 0-d array."""
+    flat = data.reshape(-1)
+    position = _median_position(flat, 0, skip_nan)
+    return xp.sort(flat)[int(position)] if isinstance(position, int) else xp.sort(flat)[int(position.reshape(()))]
+
+
+def _median(input, dim, keepdim, skip_nan):
+    result = NanMedianResult if skip_nan else MedianResult
+    if dim is None:
+        if input.numel() == 0:
+            return Tensor._make(xp.asarray(xp.nan, dtype=input.dtype))
+        if input.dtype.kind not in "fc" or (not skip_nan and xp.isnan(input._data).any()):  # NaN: to the NaN
+            flat = shape.reshape(input, (-1,))
+            return _select_along(flat, 0, _median_position(flat._data, 0, skip_nan), False, result).values
+        # over all elements the gradient is shared between ties, as PyTorch's (the max's rule)
+        return Extremum.apply(input, axis=None, find=lambda a: _median_value(a, skip_nan), arg=None)
+    axis = dim_index(dim, input.ndim)
+    return _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result)
+
+
+@names("median")
+def median(input, dim=None, keepdim=False, *, out=None):
+    """The median: the lower of the two middle elements for an even count (as PyTorch), over all
+    elements or, with dim, (values, indices) along it. A NaN makes its slice's median NaN."""
+    return write_out(_median(input, dim, keepdim, skip_nan=False), out)
+
+
+@names("nanmedian")
+def nanmedian(input, dim=None, keepdim=False, *, out=None):
+    """median ignoring NaN (NaN only where a slice holds nothing else)."""
+    return write_out(_median(input, dim, keepdim, skip_nan=True), out)
+
+
+@names("mode")
+def mode(input, dim=-1, keepdim=False, *, out=None):
+    """(values, indices): the most frequent value along dim (the smallest among equally frequent
+    ones) and the last position where it occurs, as PyTorch."""
+    axis = dim_index(dim, input.ndim)
+    data = input._data
+    if data.ndim == 0:
+        return write_out(ModeResult(input.clone(), Tensor._make(xp.zeros((), dtype=int64))), out)
+    order = _order(data, axis, descending=False)
+    ordered = xp.take_along_axis(data, order, axis=axis)
+    moved = xp.moveaxis(ordered, axis, -1)
+    moved_order = xp.moveaxis(order, axis, -1)
+    n = moved.shape[-1]
+    starts = xp.ones(moved.shape, dtype=bool)
+    starts[..., 1:] = moved[..., 1:] != moved[..., :-1]
+    run_id = xp.cumsum(starts, axis=-1) - 1
+    run_start = xp.maximum.accumulate(xp.where(starts, xp.arange(n), 0), axis=-1)
+    run_length = xp.arange(n) - run_start + 1  # length of the run so far at each sorted position
+    # the first position reaching the longest run length: the smallest value among the most frequent
+    best_end = xp.argmax(run_length, axis=-1)[..., None]
+    best_run = xp.take_along_axis(run_id, best_end, axis=-1)
+    in_best = run_id == best_run
+    last_position = xp.max(xp.where(in_best, moved_order, -1), axis=-1, keepdims=True)
+    indices = xp.moveaxis(last_position, -1, axis).astype(int64)
+    values = _pick(input, axis, indices)
+    if not keepdim:
+        values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
+    return write_out(ModeResult(values, Tensor._make(indices)), out)
+
+
+def _unique_results(values, inverse, counts, return_inverse, return_counts, inverse_shape):
+    results = [Tensor._make(values)]
+    if return_inverse:
+        results.append(Tensor._make(inverse.reshape(inverse_shape).astype(int64)))
+    if return_counts:
+        results.append(Tensor._make(counts.astype(int64)))
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+@names("unique")
+def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
+    """The distinct values, sorted (a result without gradient, as PyTorch's); with return_inverse
+    where each element of input went, with return_counts how often each occurs. With dim, the
+    distinct slices along dim."""
+    data = input._data
+    if dim is None:
+        values, inverse, counts = xp.unique(data.reshape(-1), return_inverse=True, return_counts=True)
+        return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
+    axis = dim_index(dim, data.ndim)
+    values, inverse, counts = xp.unique(data, return_inverse=True, return_counts=True, axis=axis)
+    return _unique_results(values, inverse, counts, return_inverse, return_counts, (data.shape[axis],))
+
+
+@names("unique_consecutive")
+def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
+    """Each run of equal consecutive values (or slices along dim) once."""
+    data = input._data
+    if dim is None:
+        flat = data.reshape(-1)
+        if flat.size == 0:
+            return _unique_results(flat, flat.astype(int64), flat.astype(int64), return_inverse, return_counts,
+                                   data.shape)
+        starts = xp.concatenate([[True], flat[1:] != flat[:-1]])
+        values = flat[starts]
+        inverse = xp.cumsum(starts) - 1
+        counts = xp.diff(xp.append(xp.flatnonzero(starts), flat.size))
+        return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
+    axis = dim_index(dim, data.ndim)
+    moved = xp.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
+    starts = xp.concatenate([[True], (moved[1:] != moved[:-1]).any(axis=1)])
+    values = xp.compress(starts, data, axis=axis)
+    inverse = xp.cumsum(starts) - 1
+    counts = xp.diff(xp.append(xp.flatnonzero(starts), len(starts)))
+    return _unique_results(values, inverse, counts, return_inverse, return_counts, (data.shape[axis],))
+
+
+@names("searchsorted", method=False)
+def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, sorter=None, out=None):
+    """Where each value would be inserted to keep the (last dim of) sorted_sequence sorted: the first
+    such place, or the last with right=True / side='right'. A batch of sequences takes a batch of values."""
+    side = side or ("right" if right else "left")
+    sequence = sorted_sequence._data
+    values = input._data if isinstance(input, Tensor) else xp.asarray(input)
+    if sorter is not None:
+        order = sorter._data if isinstance(sorter, Tensor) else xp.asarray(sorter)
+        sequence = xp.take_along_axis(sequence, order, axis=-1)
+    if sequence.ndim <= 1:
+        result = xp.searchsorted(sequence, values, side=side)
+    else:
+        if sequence.shape[:-1] != values.shape[:-1]:
+            raise RuntimeError(f"torch.searchsorted(): boundaries tensor should be 1 dimension or the first N-1 "
+                               f"dimensions of boundaries tensor and input value tensor must match, but we got "
+                               f"boundaries tensor {list(sequence.shape)} and input value tensor {list(values.shape)}")
+        rows = sequence.reshape(-1, sequence.shape[-1])
+        wanted = values.reshape(-1, values.shape[-1])
+        result = xp.stack([xp.searchsorted(r, v, side=side) for r, v in zip(rows, wanted)]).reshape(values.shape)
+    return write_out(Tensor._make(result.astype(xp.int32 if out_int32 else int64)), out)
+
+
+@names("bucketize", method=False)
+def bucketize(input, boundaries, *, out_int32=False, right=False, out=None):
+    """The index of the bucket of each element between the (sorted, 1-D) boundaries: i with
+    boundaries[i-1] < x <= boundaries[i] (or boundaries[i-1] <= x < boundaries[i] with right=True)."""
+    if boundaries.ndim != 1:
+        raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({boundaries.ndim})")
+    side = "right" if right else "left"
+    values = input._data if isinstance(input, Tensor) else xp.asarray(input)
+    result = xp.searchsorted(boundaries._data, values, side=side)
+    return write_out(Tensor._make(xp.asarray(result).astype(xp.int32 if out_int32 else int64)), out)
+

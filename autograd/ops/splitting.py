@@ -1,0 +1,210 @@
+"""Cutting a tensor into pieces and joining pieces: chunk, split, tensor_split, unbind, narrow,
+select, and the cat family's aliases (concat, hstack, vstack, dstack, column_stack).
+
+Every piece is a slice of the input (a view), so its gradient is its slice's: dL/dy put back
+where the piece came from, 0 elsewhere.
+"""
+
+from ..tensor import Tensor
+from . import shape
+from .axes import dim_index
+from .names import names
+from .outputs import write_out
+
+
+def _slice_along(x, axis, start, stop):
+    return shape.GetItem.apply(x, index=(slice(None),) * axis + (slice(start, stop),))
+
+
+def _pieces(x, axis, sizes):
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(_slice_along(x, axis, start, start + size))
+        start += size
+    return tuple(pieces)
+
+
+@names("split")
+def split(tensor, split_size_or_sections, dim=0):
+    """Pieces along dim: of split_size each (the last may be smaller), or of the given sizes."""
+    axis = dim_index(dim, tensor.ndim)
+    length = tensor.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        size = split_size_or_sections
+        if size < 0 or (size == 0 and length):
+            raise RuntimeError(f"split expects split_size be non-negative, but got split_size={size}")
+        if size == 0:
+            return (tensor,)
+        return _pieces(tensor, axis, [min(size, length - start) for start in range(0, max(length, 1), size)])
+    sizes = [int(s) for s in split_size_or_sections]
+    if sum(sizes) != length or any(s < 0 for s in sizes):
+        raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {length} (input tensor's size "
+                           f"at dimension {axis}), but got split_sizes={sizes}")
+    return _pieces(tensor, axis, sizes)
+
+
+@names("split_with_sizes")
+def split_with_sizes(input, split_sizes, dim=0):
+    return split(input, list(split_sizes), dim)
+
+
+@names("chunk")
+def chunk(input, chunks, dim=0):
+    """At most ``chunks`` pieces along dim, each of ceil(size / chunks) elements (the last smaller)."""
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    axis = dim_index(dim, input.ndim)
+    length = input.shape[axis]
+    if length == 0:  # nothing to share out: as PyTorch, that many empty pieces
+        return _pieces(input, axis, [0] * chunks)
+    return split(input, -(-length // chunks), axis)
+
+
+@names("tensor_split")
+def tensor_split(input, indices_or_sections, dim=0):
+    """NumPy's array_split: n nearly equal pieces (the first ones one larger), or cuts at the given indices."""
+    axis = dim_index(dim, input.ndim)
+    length = input.shape[axis]
+    if isinstance(indices_or_sections, Tensor):
+        indices_or_sections = indices_or_sections.tolist()
+    if isinstance(indices_or_sections, int):
+        n = indices_or_sections
+        if n <= 0:
+            raise RuntimeError(f"number of sections must be larger than 0, got {n}")
+        base, extra = divmod(length, n)
+        return _pieces(input, axis, [base + 1 if i < extra else base for i in range(n)])
+    cuts = [min(max(c if c >= 0 else c + length, 0), length) for c in indices_or_sections]
+    bounds = [0, *cuts, length]
+    return tuple(_slice_along(input, axis, a, max(a, b)) for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+@names("select")
+def select(input, dim, index):
+    """The slice at ``index`` along dim, with that dim removed (x.select(0, i) is x[i])."""
+    axis = dim_index(dim, input.ndim)
+    size = input.shape[axis]
+    if not -size <= index < size:
+        raise IndexError(f"select(): index {index} out of range for tensor of size {list(input.shape)} "
+                         f"at dimension {axis}")
+    return shape.GetItem.apply(input, index=(slice(None),) * axis + (index % size,))
+
+
+@names("unbind")
+def unbind(input, dim=0):
+    """Every slice along dim, that dim removed: x.unbind(0) is tuple(x)."""
+    axis = dim_index(dim, input.ndim)
+    return tuple(select(input, axis, i) for i in range(input.shape[axis]))
+
+
+@names("narrow")
+def narrow(input, dim, start, length):
+    """The ``length`` elements along dim from ``start`` on (a view)."""
+    axis = dim_index(dim, input.ndim)
+    size = input.shape[axis]
+    start = int(start)
+    if not -size <= start <= size:
+        raise IndexError(f"start out of range (expected to be in range of [{-size}, {size}], but got {start})")
+    if start < 0:
+        start += size
+    if length < 0 or start + length > size:
+        raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
+    return _slice_along(input, axis, start, start + length)
+
+
+def _tensors(tensors):
+    return [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+
+
+@names("concat", "concatenate", method=False)
+def concat(tensors, dim=0, *, out=None):
+    """cat under its other names."""
+    return write_out(shape.cat(tensors, dim), out)
+
+
+def _at_least(x, ndim):
+    """x with leading (1-d: trailing for the third dim, as NumPy's atleast_3d) size-1 dims."""
+    if x.ndim >= ndim:
+        return x
+    if ndim == 3:
+        x = _at_least(x, 2)
+        return shape.unsqueeze(x, -1)
+    return shape.reshape(x, (1,) * (ndim - x.ndim) + tuple(x.shape))
+
+
+@names("atleast_1d", method=False)
+def atleast_1d(*tensors):
+    results = [_at_least(t, 1) for t in _tensors(_flat(tensors))]
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+@names("atleast_2d", method=False)
+def atleast_2d(*tensors):
+    results = [_at_least(t, 2) for t in _tensors(_flat(tensors))]
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+@names("atleast_3d", method=False)
+def atleast_3d(*tensors):
+    results = [_at_least(t, 3) for t in _tensors(_flat(tensors))]
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def _flat(tensors):
+    return tuple(tensors[0]) if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) else tensors
+
+
+@names("hstack", method=False)
+def hstack(tensors, *, out=None):
+    """Join along dim 1 (dim 0 for vectors)."""
+    tensors = [_at_least(t, 1) for t in _tensors(tensors)]
+    return write_out(shape.cat(tensors, 0 if tensors[0].ndim == 1 else 1), out)
+
+
+@names("vstack", "row_stack", method=False)
+def vstack(tensors, *, out=None):
+    """Join along dim 0, vectors taken as rows."""
+    return write_out(shape.cat([_at_least(t, 2) for t in _tensors(tensors)], 0), out)
+
+
+@names("dstack", method=False)
+def dstack(tensors, *, out=None):
+    """Join along dim 2, vectors and matrices given trailing size-1 dims first."""
+    return write_out(shape.cat([_at_least(t, 3) for t in _tensors(tensors)], 2), out)
+
+
+@names("column_stack", method=False)
+def column_stack(tensors, *, out=None):
+    """Join as columns: vectors (and scalars) become columns, then hstack."""
+    columns = [shape.reshape(t, (t.numel(), 1)) if t.ndim <= 1 else t for t in _tensors(tensors)]
+    return write_out(shape.cat(columns, 1), out)
+
+
+def _split_along(input, indices_or_sections, dim, op):
+    if isinstance(indices_or_sections, int) and input.shape[dim] % indices_or_sections:
+        raise RuntimeError(f"torch.{op} attempted to split along dimension {dim}, but the size of the dimension "
+                           f"{input.shape[dim]} is not divisible by the split_size {indices_or_sections}!")
+    return tensor_split(input, indices_or_sections, dim)
+
+
+@names("hsplit")
+def hsplit(input, indices_or_sections):
+    """tensor_split along dim 1 (dim 0 for vectors), equal pieces only."""
+    return _split_along(input, indices_or_sections, 0 if input.ndim == 1 else 1, "hsplit")
+
+
+@names("vsplit")
+def vsplit(input, indices_or_sections):
+    """tensor_split along dim 0, equal pieces only (at least 2-D)."""
+    if input.ndim < 2:
+        raise RuntimeError(f"torch.vsplit requires a tensor with at least 2 dimension, but got a tensor with "
+                           f"{input.ndim} dimensions!")
+    return _split_along(input, indices_or_sections, 0, "vsplit")
+
+
+@names("dsplit")
+def dsplit(input, indices_or_sections):
+    """tensor_split along dim 2, equal pieces only (at least 3-D)."""
+    if input.ndim < 3:
+        raise RuntimeError(f"torch.dsplit requires a tensor with at least 3 dimension, but got a tensor with "
+                           f"{input.ndim} dimensions!")
+    return _split_along(input, indices_or_sections, 2, "dsplit")

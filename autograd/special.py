@@ -1,0 +1,56 @@
+"""``autograd.special``: torch.special's names for the special functions the ops define."""
+
+import math
+
+from .backend import xp
+from .ops.elementwise import Where
+from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-exported)
+from .ops.names import FUNCTIONS
+from .ops.pointwise import Entr, floating, logit, round, xlogy  # noqa: F401
+from .ops.reductions import logsumexp  # noqa: F401
+from .ops.special import Erf
+from .tensor import Tensor
+
+__all__ = ["digamma", "entr", "erf", "erfinv", "exp2", "expit", "expm1", "gammaln", "log1p", "log_softmax",
+           "logit", "logsumexp", "multigammaln", "ndtr", "polygamma", "psi", "round", "sinc", "softmax", "xlogy"]
+
+erfinv, exp2, expm1, log1p = (FUNCTIONS[name] for name in ("erfinv", "exp2", "expm1", "log1p"))
+gammaln = lgamma
+psi = digamma
+multigammaln = mvlgamma
+
+
+def erf(input):
+    """erf(x) = 2/√π ∫_0^x e^(-t²) dt"""
+    return Erf.apply(input)
+
+
+def expit(input):
+    """The logistic sigmoid 1 / (1 + e^-x)."""
+    return input.sigmoid()
+
+
+def ndtr(input):
+    """The standard normal CDF: (1 + erf(x / √2)) / 2."""
+    return (Erf.apply(input * (1 / math.sqrt(2))) + 1.0) * 0.5
+
+
+def entr(input):
+    """-x ln x elementwise (0 at x = 0, -inf for x < 0)."""
+    return Entr.apply(floating(input))
+
+
+def sinc(input):
+    """sin(πx) / (πx), and 1 at x = 0 (its limit; the derivative there is 0)."""
+    at_zero = input._data == 0
+    safe = Where.apply(Tensor._make(xp.ones((), dtype=input.dtype)), input, condition=at_zero) * math.pi
+    return Where.apply(Tensor._make(xp.ones((), dtype=input.dtype)), safe.sin() / safe, condition=at_zero)
+
+
+def softmax(input, dim, *, dtype=None):
+    return (input if dtype is None else input.to(dtype)).softmax(dim)
+
+
+def log_softmax(input, dim, *, dtype=None):
+    return (input if dtype is None else input.to(dtype)).log_softmax(dim)
+
