@@ -1,0 +1,2190 @@
+# ruff: noqa: B007, B023, E741, UP008, F841  (the programs are kept as their authors wrote them)
+"""Real PyTorch programs, run unchanged but for their imports.
+
+Each program below is written as a PyTorch user writes it (PyTorch's beginner tutorials, the
+"learning PyTorch with examples" series, the quickstart, Karpathy's micrograd / makemore /
+nanoGPT lectures, d2l) as a function of the modules it imports: ``torch`` (``autograd``),
+``nn``, ``F`` (``nn.functional``), ``optim`` and ``data`` (``autograd.utils.data``). Each test
+runs the program on chainrule and asserts its result; where PyTorch is installed the very same
+function is run on PyTorch too, and where the program is deterministic (weights passed in as
+arrays, no random draws) the two runs must give the same numbers.
+"""
+
+import math
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import autograd
+import autograd.utils.data
+import nn
+import nn.functional
+import optim
+
+OURS = SimpleNamespace(torch=autograd, nn=nn, F=nn.functional, optim=optim, data=autograd.utils.data)
+
+
+def pytorch():
+    """The same modules from PyTorch, or None where it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import torch.utils.data
+
+    torch.set_num_threads(1)  # tiny programs: threads only contend on a shared machine
+    return SimpleNamespace(torch=torch, nn=torch.nn, F=torch.nn.functional, optim=torch.optim,
+                           data=torch.utils.data)
+
+
+def plain(value):
+    """A program's result as NumPy / Python values (tensors of either library become arrays)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().numpy().copy()
+    return value
+
+
+def assert_same(ours, theirs, rtol, atol, where="result"):
+    if isinstance(ours, dict):
+        assert set(ours) == set(theirs), where
+        for k in ours:
+            assert_same(ours[k], theirs[k], rtol, atol, f"{where}[{k!r}]")
+    elif isinstance(ours, (list, tuple)):
+        assert len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same(a, b, rtol, atol, f"{where}[{i}]")
+    elif isinstance(ours, (str, bool, type(None))):
+        assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"
+    else:
+        a, b = np.asarray(ours), np.asarray(theirs)
+        assert a.shape == b.shape, f"{where}: shapes {a.shape} != {b.shape}"
+        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=rtol, atol=atol,
+                                   err_msg=where)
+
+
+def run_both(program, *args, compare=True, rtol=1e-5, atol=1e-6, **kwargs):
+    """Run ``program(modules, *args, **kwargs)`` on chainrule and (where installed) PyTorch; where
+    ``compare`` the two results must agree. Returns chainrule's result, and PyTorch's (or None)."""
+    ours = plain(program(OURS, *args, **kwargs))
+    theirs = None
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        theirs = plain(program(torch_modules, *args, **kwargs))
+        if compare:
+            assert_same(ours, theirs, rtol, atol)
+    return ours, theirs
+
+
+def weights_of(make_model, seed=0):
+    """Freshly initialised weights of a model (chainrule's, seeded), as arrays to load into either library."""
+    autograd.manual_seed(seed)
+    return {k: v.numpy().copy() for k, v in make_model(OURS).state_dict().items()}
+
+
+def load(m, model, weights):
+    model.load_state_dict({k: m.torch.tensor(v) for k, v in weights.items()})
+    return model
+
+
+NEEDS_OPS = "needs {} (branch ops)"
+
+
+def needs(*ops):
+    return pytest.mark.xfail(reason=NEEDS_OPS.format(", ".join(ops)), strict=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tensors tutorial (pytorch.org/tutorials/beginner/basics/tensorqs_tutorial)
+# ----------------------------------------------------------------------------------------------
+
+def tensors_tutorial(m):
+    torch = m.torch
+    out = {}
+    data = [[1, 2], [3, 4]]
+    x_data = torch.tensor(data)
+    np_array = np.array(data)
+    x_np = torch.from_numpy(np_array)
+    x_ones = torch.ones_like(x_data)
+    x_rand = torch.rand_like(x_data, dtype=torch.float)
+    out["x_data"], out["x_np"], out["x_ones"] = x_data, x_np, x_ones
+    out["x_rand"] = (tuple(x_rand.shape), str(x_rand.dtype).split(".")[-1], bool((x_rand < 1).all()))
+
+    shape = (2, 3,)
+    rand_tensor = torch.rand(shape)
+    ones_tensor = torch.ones(shape)
+    zeros_tensor = torch.zeros(shape)
+    out["factories"] = [tuple(rand_tensor.shape), ones_tensor, zeros_tensor]
+
+    tensor = torch.rand(3, 4)
+    out["attributes"] = (tuple(tensor.shape), str(tensor.dtype).split(".")[-1], str(tensor.device))
+
+    tensor = torch.ones(4, 4)
+    out["first_row"] = tensor[0]
+    out["first_column"] = tensor[:, 0]
+    out["last_column"] = tensor[..., -1]
+    tensor[:, 1] = 0
+    out["tensor"] = tensor.clone()
+
+    t1 = torch.cat([tensor, tensor, tensor], dim=1)
+    out["cat"] = t1
+
+    y1 = tensor @ tensor.T
+    y2 = tensor.matmul(tensor.T)
+    z1 = tensor * tensor
+    z2 = tensor.mul(tensor)
+    out["arithmetic"] = [y1, y2, z1, z2]
+
+    agg = tensor.sum()
+    agg_item = agg.item()
+    out["agg"] = (agg_item, type(agg_item).__name__)
+
+    tensor.add_(5)
+    out["in_place"] = tensor
+
+    t = torch.ones(5)
+    n = t.numpy()
+    t.add_(1)
+    out["bridge_t_to_n"] = n.copy()
+    n = np.ones(5)
+    t = torch.from_numpy(n)
+    np.add(n, 1, out=n)
+    out["bridge_n_to_t"] = t
+    return out
+
+
+def tensors_tutorial_out(m):
+    """The tutorial's out= spellings of matrix and elementwise products."""
+    torch = m.torch
+    tensor = torch.ones(4, 4)
+    tensor[:, 1] = 0
+    y1 = tensor @ tensor.T
+    y3 = torch.rand_like(y1)
+    torch.matmul(tensor, tensor.T, out=y3)
+    z3 = torch.rand_like(tensor)
+    torch.mul(tensor, tensor, out=z3)
+    return [y1, y3, tensor * tensor, z3]
+
+
+@needs("out= on matmul and mul")
+def test_tensors_tutorial_out():
+    ours, _ = run_both(tensors_tutorial_out)
+    np.testing.assert_array_equal(ours[0], ours[1])
+    np.testing.assert_array_equal(ours[2], ours[3])
+
+
+def test_tensors_tutorial():
+    ours, _ = run_both(tensors_tutorial)
+    assert ours["agg"] == (12.0, "float")
+    assert ours["attributes"] == ((3, 4), "float32", "cpu")
+    np.testing.assert_array_equal(ours["in_place"][:, 1], 5)
+    np.testing.assert_array_equal(ours["bridge_t_to_n"], 2)
+    np.testing.assert_array_equal(ours["bridge_n_to_t"], 2)
+
+
+def tensor_ops_tour(m):
+    """torch.arange/linspace/where/stack/cat, indexing and in-place writes as code uses them."""
+    torch = m.torch
+    out = {}
+    x = torch.arange(12).reshape(3, 4)
+    out["arange"] = x
+    out["arange_float"] = torch.arange(0, 1, 0.25)
+    out["linspace"] = torch.linspace(-1, 1, steps=5)
+    out["where"] = torch.where(x > 5, x, torch.zeros_like(x))
+    out["where_scalar"] = torch.where(x >= 4, 1.0, -1.0)
+    out["stack0"] = torch.stack([x, x * 2])
+    out["stack1"] = torch.stack((x[0], x[1]), dim=1)
+    out["cat"] = torch.cat((x, x), 0)
+    out["bool_index"] = x[x > 6]
+    out["fancy"] = x[[0, 2], [1, 3]]
+    out["range_index"] = x[range(3), [0, 1, 2]]
+    out["step_slice"] = x[:, ::2]
+    out["none_index"] = x[None, :, 1].shape
+    y = torch.zeros(3, 4)
+    y[1] = torch.ones(4)
+    y[:, -1] += 2
+    y[y == 0] = -1
+    out["setitem"] = y
+    out["argmax"] = (x.float().softmax(dim=1).argmax(dim=1), x.argmax().item())
+    out["max"] = x.max(dim=0).values
+    vals, idx = torch.max(x, 1)
+    out["max_tuple"] = (vals, idx)
+    out["reductions"] = [x.sum(dim=1), x.float().mean(0), x.float().std(), x.float().var(1, keepdim=True)]
+    out["view"] = x.view(4, 3)[-1]
+    out["permute"] = x.unsqueeze(0).permute(2, 0, 1).shape
+    out["type"] = (x.float().dtype == torch.float32, x.long().dtype == torch.int64,
+                   x.to(torch.float64).dtype == torch.float64)
+    out["clamp"] = x.clamp(min=2, max=9)
+    out["numel"] = (x.numel(), x.dim(), x.size(), x.size(1))
+    out["tolist"] = x.tolist()
+    out["item_int"] = type(x[0, 0].item()).__name__
+    return out
+
+
+def test_tensor_ops_tour():
+    ours, _ = run_both(tensor_ops_tour)
+    np.testing.assert_array_equal(ours["where"], np.where(np.arange(12).reshape(3, 4) > 5,
+                                                          np.arange(12).reshape(3, 4), 0))
+    assert ours["item_int"] == "int"
+    assert ours["numel"][0] == 12
+
+
+def allclose_and_friends(m):
+    torch = m.torch
+    a = torch.linspace(0, 1, 5)
+    b = a + 1e-9
+    return {"allclose": torch.allclose(a, b), "not_close": torch.allclose(a, a + 1),
+            "equal": torch.equal(a, a.clone()), "isclose": torch.isclose(a, b).all().item()}
+
+
+@needs("allclose, isclose, equal")
+def test_allclose_and_friends():
+    ours, _ = run_both(allclose_and_friends)
+    assert ours == {"allclose": True, "not_close": False, "equal": True, "isclose": True}
+
+
+# ----------------------------------------------------------------------------------------------
+# Autograd tutorial (autogradqs_tutorial and the older blitz autograd_tutorial)
+# ----------------------------------------------------------------------------------------------
+
+def autograd_tutorial(m, w_init, b_init):
+    torch, F = m.torch, m.F
+    out = {}
+    x = torch.ones(5)  # input tensor
+    y = torch.zeros(3)  # expected output
+    w = torch.tensor(w_init, requires_grad=True)
+    b = torch.tensor(b_init, requires_grad=True)
+    z = torch.matmul(x, w) + b
+    loss = F.binary_cross_entropy_with_logits(z, y)
+    out["has_grad_fn"] = (z.grad_fn is not None, loss.grad_fn is not None)
+    loss.backward()
+    out["w.grad"], out["b.grad"] = w.grad, b.grad
+
+    z = torch.matmul(x, w) + b
+    out["requires_grad"] = [z.requires_grad]
+    with torch.no_grad():
+        z = torch.matmul(x, w) + b
+    out["requires_grad"].append(z.requires_grad)
+    z = torch.matmul(x, w) + b
+    z_det = z.detach()
+    out["requires_grad"].append(z_det.requires_grad)
+
+    inp = torch.eye(4, 5, requires_grad=True)
+    out_ = (inp + 1).pow(2).t()
+    out_.backward(torch.ones_like(out_), retain_graph=True)
+    out["first"] = inp.grad.clone()
+    out_.backward(torch.ones_like(out_), retain_graph=True)
+    out["second"] = inp.grad.clone()
+    inp.grad.zero_()
+    out_.backward(torch.ones_like(out_), retain_graph=True)
+    out["after_zero"] = inp.grad.clone()
+    return out
+
+
+def test_autograd_tutorial():
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    ours, _ = run_both(autograd_tutorial, w, b)
+    assert ours["requires_grad"] == [True, False, False]
+    np.testing.assert_allclose(ours["second"], 2 * ours["first"])
+    np.testing.assert_allclose(ours["after_zero"], ours["first"])
+    np.testing.assert_allclose(ours["first"], 2 * (np.eye(4, 5) + 1))
+
+
+def autograd_blitz(m, x_init):
+    """The 60-minute blitz: y = x * 2 doubled until its norm passes 1000, then y.backward(v)."""
+    torch = m.torch
+    x = torch.tensor(x_init, requires_grad=True)
+    y = x * 2
+    while y.data.norm() < 1000:
+        y = y * 2
+    v = torch.tensor([0.1, 1.0, 0.0001], dtype=torch.float)
+    y.backward(v)
+    with torch.no_grad():
+        print((x ** 2).requires_grad)
+    return {"y": y, "x.grad": x.grad, "requires_grad": (x ** 2).requires_grad}
+
+
+@needs("Tensor.norm")
+def test_autograd_blitz_vector_jacobian_product():
+    ours, _ = run_both(autograd_blitz, np.array([0.3, -0.5, 0.8], dtype=np.float32))
+    scale = ours["y"][0] / np.float32(0.3)
+    np.testing.assert_allclose(ours["x.grad"], scale * np.array([0.1, 1.0, 0.0001]), rtol=1e-6)
+
+
+def jacobian_vector_product(m):
+    """Q = 3a^3 - b^2;  Q.backward(gradient=external_grad) gives dQ/da = 9a^2, dQ/db = -2b."""
+    torch = m.torch
+    a = torch.tensor([2., 3.], requires_grad=True)
+    b = torch.tensor([6., 4.], requires_grad=True)
+    Q = 3 * a ** 3 - b ** 2
+    external_grad = torch.tensor([1., 1.])
+    Q.backward(gradient=external_grad)
+    return {"a": a.grad, "b": b.grad, "check": (9 * a ** 2 == a.grad).tolist() + (-2 * b == b.grad).tolist()}
+
+
+def test_jacobian_vector_product():
+    ours, _ = run_both(jacobian_vector_product)
+    np.testing.assert_array_equal(ours["a"], [36.0, 81.0])
+    np.testing.assert_array_equal(ours["b"], [-12.0, -8.0])
+    assert ours["check"] == [True] * 4
+
+
+def frozen_parameters(m, weights):
+    """Fine-tuning: freeze every parameter, replace the head; only the head gets gradients."""
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    load(m, model, weights)
+    for param in model.parameters():
+        param.requires_grad = False
+    model[2] = nn.Linear(8, 2)
+    optimizer = optim.SGD(model[2].parameters(), lr=1e-2, momentum=0.9)
+    loss = model(torch.ones(2, 4)).sum()
+    loss.backward()
+    optimizer.step()
+    return {"frozen": [p.grad is None for p in model[0].parameters()],
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "head_grad": model[2].weight.grad}
+
+
+def test_frozen_parameters():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(4, 8), m.nn.ReLU(), m.nn.Linear(8, 3)))
+    ours, _ = run_both(frozen_parameters, weights)
+    assert ours["frozen"] == [True, True]
+    assert ours["trainable"] == 8 * 2 + 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning PyTorch with examples: fitting y = sin(x) with a third-order polynomial
+# ----------------------------------------------------------------------------------------------
+
+STEPS = 300
+
+
+def polynomial_tensors(m, init):
+    """Raw tensors, gradients computed by hand."""
+    torch = m.torch
+    dtype = torch.float
+    device = torch.device("cpu")
+    x = torch.linspace(-math.pi, math.pi, 2000, device=device, dtype=dtype)
+    y = torch.sin(x)
+    a, b, c, d = (torch.tensor(v, device=device, dtype=dtype) for v in init)
+    learning_rate = 1e-6
+    for t in range(STEPS):
+        y_pred = a + b * x + c * x ** 2 + d * x ** 3
+        loss = (y_pred - y).pow(2).sum().item()
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_a = grad_y_pred.sum()
+        grad_b = (grad_y_pred * x).sum()
+        grad_c = (grad_y_pred * x ** 2).sum()
+        grad_d = (grad_y_pred * x ** 3).sum()
+        a -= learning_rate * grad_a
+        b -= learning_rate * grad_b
+        c -= learning_rate * grad_c
+        d -= learning_rate * grad_d
+    return {"loss": loss, "coefficients": [a.item(), b.item(), c.item(), d.item()]}
+
+
+def polynomial_autograd(m, init):
+    torch = m.torch
+    dtype = torch.float
+    device = "cpu"
+    x = torch.linspace(-math.pi, math.pi, 2000, dtype=dtype)
+    y = torch.sin(x)
+    a, b, c, d = (torch.tensor(v, device=device, dtype=dtype, requires_grad=True) for v in init)
+    learning_rate = 1e-6
+    for t in range(STEPS):
+        y_pred = a + b * x + c * x ** 2 + d * x ** 3
+        loss = (y_pred - y).pow(2).sum()
+        loss.backward()
+        with torch.no_grad():
+            a -= learning_rate * a.grad
+            b -= learning_rate * b.grad
+            c -= learning_rate * c.grad
+            d -= learning_rate * d.grad
+            a.grad = None
+            b.grad = None
+            c.grad = None
+            d.grad = None
+    return {"loss": loss.item(), "coefficients": [a.item(), b.item(), c.item(), d.item()]}
+
+
+def test_polynomial_tensors_and_autograd_agree():
+    init = [0.5, -0.2, 0.1, 0.05]
+    by_hand, _ = run_both(polynomial_tensors, init, rtol=1e-4, atol=1e-5)
+    auto, _ = run_both(polynomial_autograd, init, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(by_hand["coefficients"], auto["coefficients"], rtol=1e-4, atol=1e-6)
+    assert auto["loss"] < 500  # from ~6000 at the start (the tutorial's 2000 steps reach ~10)
+
+
+def polynomial_nn(m, weights):
+    torch, nn = m.torch, m.nn
+    x = torch.linspace(-math.pi, math.pi, 2000)
+    y = torch.sin(x)
+    p = torch.tensor([1, 2, 3])
+    xx = x.unsqueeze(-1).pow(p)
+    model = nn.Sequential(
+        nn.Linear(3, 1),
+        nn.Flatten(0, 1)
+    )
+    load(m, model, weights)
+    loss_fn = nn.MSELoss(reduction='sum')
+    learning_rate = 1e-6
+    for t in range(STEPS):
+        y_pred = model(xx)
+        loss = loss_fn(y_pred, y)
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for param in model.parameters():
+                param -= learning_rate * param.grad
+    linear_layer = model[0]
+    return {"loss": loss.item(), "bias": linear_layer.bias.item(), "weight": linear_layer.weight[:, 0].item(),
+            "w2": linear_layer.weight[:, 1].item(), "w3": linear_layer.weight[:, 2].item()}
+
+
+def polynomial_optim(m, weights):
+    torch, nn = m.torch, m.nn
+    x = torch.linspace(-math.pi, math.pi, 2000)
+    y = torch.sin(x)
+    p = torch.tensor([1, 2, 3])
+    xx = x.unsqueeze(-1).pow(p)
+    model = nn.Sequential(nn.Linear(3, 1), nn.Flatten(0, 1))
+    load(m, model, weights)
+    loss_fn = nn.MSELoss(reduction='sum')
+    learning_rate = 1e-3
+    optimizer = m.optim.RMSprop(model.parameters(), lr=learning_rate)
+    for t in range(STEPS):
+        y_pred = model(xx)
+        loss = loss_fn(y_pred, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if t == 0:
+            first = loss.item()
+    return {"first": first, "loss": loss.item(), "state": model.state_dict()}
+
+
+def polynomial_module(m, init):
+    torch = m.torch
+
+    class Polynomial3(m.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = m.nn.Parameter(torch.tensor(init[0]))
+            self.b = m.nn.Parameter(torch.tensor(init[1]))
+            self.c = m.nn.Parameter(torch.tensor(init[2]))
+            self.d = m.nn.Parameter(torch.tensor(init[3]))
+
+        def forward(self, x):
+            return self.a + self.b * x + self.c * x ** 2 + self.d * x ** 3
+
+        def string(self):
+            return f'y = {self.a.item()} + {self.b.item()} x + {self.c.item()} x^2 + {self.d.item()} x^3'
+
+    x = torch.linspace(-math.pi, math.pi, 2000)
+    y = torch.sin(x)
+    model = Polynomial3()
+    criterion = m.nn.MSELoss(reduction='sum')
+    optimizer = m.optim.SGD(model.parameters(), lr=1e-6)
+    for t in range(STEPS):
+        y_pred = model(x)
+        loss = criterion(y_pred, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {"loss": loss.item(), "string": model.string().startswith("y = "),
+            "names": [n for n, _ in model.named_parameters()]}
+
+
+def test_polynomial_nn_optim_and_module():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(3, 1), m.nn.Flatten(0, 1)))
+    ours, _ = run_both(polynomial_nn, weights, rtol=1e-4, atol=1e-5)
+    assert ours["loss"] < 2000
+    ours, _ = run_both(polynomial_optim, weights, rtol=1e-3, atol=1e-4)
+    assert ours["loss"] < ours["first"] / 2
+    init = [0.5, -0.2, 0.1, 0.05]
+    ours, _ = run_both(polynomial_module, init, rtol=1e-4, atol=1e-5)
+    by_hand, _ = run_both(polynomial_tensors, init, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["loss"], by_hand["loss"], rtol=1e-4)
+    assert ours["names"] == ["a", "b", "c", "d"]
+
+
+def legendre_polynomial(m):
+    """Custom autograd.Function: y = a + b * P3(c + d * x), P3(x) = (5x^3 - 3x) / 2."""
+    torch = m.torch
+
+    class LegendrePolynomial3(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, input):
+            ctx.save_for_backward(input)
+            return 0.5 * (5 * input ** 3 - 3 * input)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            input, = ctx.saved_tensors
+            return grad_output * 1.5 * (5 * input ** 2 - 1)
+
+    dtype = torch.float
+    device = torch.device("cpu")
+    x = torch.linspace(-math.pi, math.pi, 2000, device=device, dtype=dtype)
+    y = torch.sin(x)
+    a = torch.full((), 0.0, device=device, dtype=dtype, requires_grad=True)
+    b = torch.full((), -1.0, device=device, dtype=dtype, requires_grad=True)
+    c = torch.full((), 0.0, device=device, dtype=dtype, requires_grad=True)
+    d = torch.full((), 0.3, device=device, dtype=dtype, requires_grad=True)
+    learning_rate = 5e-6
+    losses = []
+    for t in range(STEPS):
+        P3 = LegendrePolynomial3.apply
+        y_pred = a + b * P3(c + d * x)
+        loss = (y_pred - y).pow(2).sum()
+        losses.append(loss.item())
+        loss.backward()
+        with torch.no_grad():
+            a -= learning_rate * a.grad
+            b -= learning_rate * b.grad
+            c -= learning_rate * c.grad
+            d -= learning_rate * d.grad
+            a.grad = None
+            b.grad = None
+            c.grad = None
+            d.grad = None
+    return {"losses": losses[::50], "result": [a.item(), b.item(), c.item(), d.item()]}
+
+
+def test_legendre_polynomial_function():
+    ours, _ = run_both(legendre_polynomial, rtol=1e-3, atol=1e-4)
+    assert ours["losses"][-1] < ours["losses"][0] / 3
+
+
+def linear_function_gradcheck(m):
+    """'Extending PyTorch': a LinearFunction with ctx.needs_input_grad, checked by gradcheck."""
+    torch = m.torch
+
+    class LinearFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, input, weight, bias=None):
+            ctx.save_for_backward(input, weight, bias)
+            output = input.mm(weight.t())
+            if bias is not None:
+                output += bias.unsqueeze(0).expand_as(output)
+            return output
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            input, weight, bias = ctx.saved_tensors
+            grad_input = grad_weight = grad_bias = None
+            if ctx.needs_input_grad[0]:
+                grad_input = grad_output.mm(weight)
+            if ctx.needs_input_grad[1]:
+                grad_weight = grad_output.t().mm(input)
+            if bias is not None and ctx.needs_input_grad[2]:
+                grad_bias = grad_output.sum(0)
+            return grad_input, grad_weight, grad_bias
+
+    linear = LinearFunction.apply
+    input = (torch.randn(4, 5, dtype=torch.double, requires_grad=True),
+             torch.randn(3, 5, dtype=torch.double, requires_grad=True))
+    test = torch.autograd.gradcheck(linear, input, eps=1e-6, atol=1e-4)
+    x = torch.ones(2, 3, dtype=torch.double)
+    w = torch.ones(4, 3, dtype=torch.double, requires_grad=True)
+    bias = torch.zeros(4, dtype=torch.double, requires_grad=True)
+    linear(x, w, bias).sum().backward()
+    return {"gradcheck": test, "w.grad": w.grad, "bias.grad": bias.grad}
+
+
+def test_linear_function_gradcheck():
+    ours, _ = run_both(linear_function_gradcheck)
+    assert ours["gradcheck"] is True
+    np.testing.assert_array_equal(ours["w.grad"], np.full((4, 3), 2.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Quickstart: datasets, a Flatten/Linear/ReLU network, train and test loops, saving and loading
+# ----------------------------------------------------------------------------------------------
+
+def quickstart_data(n=256, side=8, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    prototypes = rng.standard_normal((classes, side, side)).astype(np.float32)
+    labels = rng.integers(0, classes, n)
+    images = prototypes[labels] + 0.5 * rng.standard_normal((n, side, side)).astype(np.float32)
+    return images[:, None], labels
+
+
+def quickstart_model(m, side=8, classes=4):
+    nn = m.nn
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(side * side, 32),
+                nn.ReLU(),
+                nn.Linear(32, 32),
+                nn.ReLU(),
+                nn.Linear(32, classes)
+            )
+
+        def forward(self, x):
+            x = self.flatten(x)
+            logits = self.linear_relu_stack(x)
+            return logits
+
+    return NeuralNetwork()
+
+
+def quickstart(m, weights, path):
+    torch, nn = m.torch, m.nn
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    images, labels = quickstart_data()
+    training_data = m.data.TensorDataset(torch.tensor(images[:192]), torch.tensor(labels[:192]))
+    test_data = m.data.TensorDataset(torch.tensor(images[192:]), torch.tensor(labels[192:]))
+    batch_size = 32
+    train_dataloader = m.data.DataLoader(training_data, batch_size=batch_size)
+    test_dataloader = m.data.DataLoader(test_data, batch_size=batch_size)
+    shapes = []
+    for X, y in test_dataloader:
+        shapes.append((tuple(X.shape), tuple(y.shape), str(y.dtype).split(".")[-1]))
+        break
+
+    model = load(m, quickstart_model(m), weights).to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = m.optim.SGD(model.parameters(), lr=1e-1)
+    log = []
+
+    def train(dataloader, model, loss_fn, optimizer):
+        size = len(dataloader.dataset)
+        model.train()
+        for batch, (X, y) in enumerate(dataloader):
+            X, y = X.to(device), y.to(device)
+            pred = model(X)
+            loss = loss_fn(pred, y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if batch % 2 == 0:
+                loss, current = loss.item(), (batch + 1) * len(X)
+                log.append(f"loss: {loss:>7f}  [{current:>5d}/{size:>5d}]")
+
+    def test(dataloader, model, loss_fn):
+        size = len(dataloader.dataset)
+        num_batches = len(dataloader)
+        model.eval()
+        test_loss, correct = 0, 0
+        with torch.no_grad():
+            for X, y in dataloader:
+                X, y = X.to(device), y.to(device)
+                pred = model(X)
+                test_loss += loss_fn(pred, y).item()
+                correct += (pred.argmax(1) == y).type(torch.float).sum().item()
+        test_loss /= num_batches
+        correct /= size
+        log.append(f"Test Error: \n Accuracy: {(100*correct):>0.1f}%, Avg loss: {test_loss:>8f} \n")
+        return correct, test_loss
+
+    epochs = 3
+    results = []
+    for t in range(epochs):
+        train(train_dataloader, model, loss_fn, optimizer)
+        results.append(test(test_dataloader, model, loss_fn))
+
+    torch.save(model.state_dict(), path)
+    model = quickstart_model(m).to(device)
+    model.load_state_dict(torch.load(path, weights_only=True))
+    model.eval()
+    x, y = test_data[0][0], test_data[0][1]
+    with torch.no_grad():
+        x = x.to(device)
+        pred = model(x)
+        predicted, actual = pred[0].argmax(0), y
+    return {"shapes": shapes, "results": results, "log": log, "reloaded": (predicted.item(), actual.item()),
+            "reloaded_accuracy": test(test_dataloader, model, loss_fn)}
+
+
+def test_quickstart(tmp_path):
+    weights = weights_of(quickstart_model)
+    ours, theirs = run_both(quickstart, weights, tmp_path / "model.pth", compare=False)
+    assert ours["shapes"] == [((32, 1, 8, 8), (32,), "int64")]
+    accuracy, loss = ours["results"][-1]
+    assert accuracy > 0.9 and loss < 0.5
+    assert ours["reloaded_accuracy"] == ours["results"][-1]
+    assert ours["log"][0].startswith("loss: ") and "[   32/  192]" in ours["log"][0]
+    if theirs is not None:
+        assert_same(ours["results"], theirs["results"], rtol=1e-4, atol=1e-5)
+        assert [line[:10] for line in ours["log"]] == [line[:10] for line in theirs["log"]]
+
+
+def device_selection(m):
+    torch, nn = m.torch, m.nn
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    x = torch.ones(2, 3, device=device)
+    model = nn.Linear(3, 1).to(device)
+    y = model(x.to(device))
+    dev = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    z = torch.zeros(2, device=dev).cpu()
+    return {"device": str(device), "type": device.type, "x": str(x.device),
+            "param": str(next(model.parameters()).device),
+            "y": y.shape, "z": z, "cuda_count": torch.cuda.device_count() if not torch.cuda.is_available() else 0}
+
+
+def test_device_selection():
+    ours, _ = run_both(device_selection)
+    assert ours["device"] == "cpu" and ours["param"] == "cpu"
+
+
+def seeding(m):
+    torch = m.torch
+    torch.manual_seed(42)
+    a = torch.randn(3)
+    b = torch.rand(2, 2)
+    torch.manual_seed(42)
+    a2 = torch.randn(3)
+    b2 = torch.rand(2, 2)
+    g = torch.Generator().manual_seed(2147483647)
+    c = torch.randn((27, 10), generator=g)
+    g = torch.Generator().manual_seed(2147483647)
+    c2 = torch.randn((27, 10), generator=g)
+    ix = torch.randint(0, 10, (32,), generator=g)
+    perm = torch.randperm(10, generator=g)
+    return {"same": [bool((a == a2).all()), bool((b == b2).all()), bool((c == c2).all())],
+            "ix": (ix.dtype == torch.int64, bool(((ix >= 0) & (ix < 10)).all())),
+            "perm": sorted(perm.tolist()), "differs": bool((a != torch.randn(3)).any())}
+
+
+def test_seeding():
+    ours, _ = run_both(seeding)
+    assert ours["same"] == [True, True, True] and ours["ix"] == (True, True)
+    assert ours["perm"] == list(range(10)) and ours["differs"]
+
+
+# ----------------------------------------------------------------------------------------------
+# micrograd: the README's comparisons with PyTorch, and a training loop with p.data updates
+# ----------------------------------------------------------------------------------------------
+
+def micrograd_sanity(m):
+    torch = m.torch
+    x = torch.Tensor([-4.0]).double()
+    x.requires_grad = True
+    z = 2 * x + 2 + x
+    q = z.relu() + z * x
+    h = (z * z).relu()
+    y = h + q + q * x
+    y.backward()
+    xpt, ypt = x, y
+    return ypt.data.item(), xpt.grad.item()
+
+
+def micrograd_more_ops(m):
+    torch = m.torch
+    a = torch.Tensor([-4.0]).double()
+    b = torch.Tensor([2.0]).double()
+    a.requires_grad = True
+    b.requires_grad = True
+    c = a + b
+    d = a * b + b**3
+    c = c + c + 1
+    c = c + 1 + c + (-a)
+    d = d + d * 2 + (b + a).relu()
+    d = d + 3 * d + (b - a).relu()
+    e = c - d
+    f = e**2
+    g = f / 2.0
+    g = g + 10.0 / f
+    g.backward()
+    return g.data.item(), a.grad.item(), b.grad.item()
+
+
+def test_micrograd_readme():
+    ours, _ = run_both(micrograd_sanity, rtol=0, atol=0)
+    assert ours == (-20.0, 46.0)
+    ours, _ = run_both(micrograd_more_ops, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours, (24.70408163265306, 138.83381924198252, 645.5772594752186), rtol=1e-12)
+
+
+def micrograd_training(m, weights):
+    """The micrograd demo's loop on the two-moons-like data, written in PyTorch: max-margin loss + L2."""
+    torch, nn = m.torch, m.nn
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 2)).astype(np.float32)
+    y = np.where(X[:, 0] + 0.5 * X[:, 1] ** 2 > 0.3, 1.0, -1.0).astype(np.float32)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1))
+    load(m, model, weights)
+    Xb, yb = torch.tensor(X), torch.tensor(y)
+    history = []
+    for k in range(100):
+        scores = model(Xb).squeeze(1)
+        losses = (1 + -yb * scores).relu()
+        data_loss = losses.mean()
+        alpha = 1e-4
+        reg_loss = alpha * sum((p * p).sum() for p in model.parameters())
+        total_loss = data_loss + reg_loss
+        accuracy = ((yb > 0) == (scores > 0)).float().mean()
+        model.zero_grad()
+        total_loss.backward()
+        learning_rate = 1.0 - 0.9 * k / 100
+        for p in model.parameters():
+            if k % 2:
+                p.data -= learning_rate * 0.1 * p.grad
+            else:
+                p.data += -learning_rate * 0.1 * p.grad
+        history.append((total_loss.item(), accuracy.item()))
+    return history
+
+
+def test_micrograd_training():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(2, 16), m.nn.ReLU(), m.nn.Linear(16, 16),
+                                                   m.nn.ReLU(), m.nn.Linear(16, 1)))
+    ours, _ = run_both(micrograd_training, weights, rtol=1e-3, atol=1e-4)
+    assert ours[-1][0] < ours[0][0] / 2 and ours[-1][1] > 0.85
+
+
+# ----------------------------------------------------------------------------------------------
+# makemore: bigram counts, the neural bigram, the MLP, batch normalisation by hand
+# ----------------------------------------------------------------------------------------------
+
+WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn",
+         "abigail", "emily", "elizabeth", "mila", "ella", "avery", "sofia", "camila", "aria", "scarlett",
+         "victoria", "madison", "luna", "grace", "chloe", "penelope", "layla", "riley", "zoey", "nora",
+         "lily", "eleanor", "hannah", "lillian", "addison", "aubrey", "ellie", "stella", "natalie", "zoe",
+         "leah", "hazel", "violet", "aurora", "savannah", "audrey", "brooklyn", "bella", "claire", "skylar",
+         "jade", "quinn", "willow", "ximena"]
+
+
+def makemore_bigram_counts(m, words):
+    torch = m.torch
+    N = torch.zeros((27, 27), dtype=torch.int32)
+    chars = sorted(list(set(''.join(words))))
+    stoi = {s: i + 1 for i, s in enumerate(chars)}
+    stoi['.'] = 0
+    itos = {i: s for s, i in stoi.items()}
+    for w in words:
+        chs = ['.'] + list(w) + ['.']
+        for ch1, ch2 in zip(chs, chs[1:]):
+            ix1 = stoi[ch1]
+            ix2 = stoi[ch2]
+            N[ix1, ix2] += 1
+    p = N[0].float()
+    p = p / p.sum()
+    g = torch.Generator().manual_seed(2147483647)
+    first = torch.multinomial(p, num_samples=1, replacement=True, generator=g).item()
+    P = (N + 1).float()
+    P /= P.sum(1, keepdim=True)
+    names = []
+    for i in range(5):
+        out = []
+        ix = 0
+        while True:
+            p = P[ix]
+            ix = torch.multinomial(p, num_samples=1, replacement=True, generator=g).item()
+            out.append(itos[ix])
+            if ix == 0:
+                break
+        names.append(''.join(out))
+    log_likelihood = 0.0
+    n = 0
+    for w in words:
+        chs = ['.'] + list(w) + ['.']
+        for ch1, ch2 in zip(chs, chs[1:]):
+            ix1 = stoi[ch1]
+            ix2 = stoi[ch2]
+            prob = P[ix1, ix2]
+            logprob = torch.log(prob)
+            log_likelihood += logprob
+            n += 1
+    nll = -log_likelihood
+    return {"N": N, "N.dtype": str(N.dtype).split(".")[-1], "row_sums": P.sum(1), "nll": nll / n,
+            "first": itos[first] in stoi, "names": all(name.endswith(".") for name in names), "n": n}
+
+
+def test_makemore_bigram_counts():
+    ours, _ = run_both(makemore_bigram_counts, WORDS)
+    assert ours["N.dtype"] == "int32" and ours["N"].sum() == ours["n"]
+    np.testing.assert_allclose(ours["row_sums"], 1, rtol=1e-6)
+    assert 2.0 < ours["nll"] < 3.0 and ours["first"] and ours["names"]
+
+
+def makemore_neural_bigram(m, words, W_init):
+    torch, F = m.torch, m.F
+    chars = sorted(list(set(''.join(words))))
+    stoi = {s: i + 1 for i, s in enumerate(chars)}
+    stoi['.'] = 0
+    xs, ys = [], []
+    for w in words:
+        chs = ['.'] + list(w) + ['.']
+        for ch1, ch2 in zip(chs, chs[1:]):
+            xs.append(stoi[ch1])
+            ys.append(stoi[ch2])
+    xs = torch.tensor(xs)
+    ys = torch.tensor(ys)
+    num = xs.nelement()
+    W = torch.tensor(W_init, requires_grad=True)
+    losses = []
+    for k in range(40):
+        xenc = F.one_hot(xs, num_classes=27).float()
+        logits = xenc @ W
+        counts = logits.exp()
+        probs = counts / counts.sum(1, keepdims=True)
+        loss = -probs[torch.arange(num), ys].log().mean() + 0.01 * (W**2).mean()
+        losses.append(loss.item())
+        W.grad = None
+        loss.backward()
+        W.data += -50 * W.grad
+    g = torch.Generator().manual_seed(2147483647)
+    ix = 0
+    out = []
+    for _ in range(30):
+        xenc = F.one_hot(torch.tensor([ix]), num_classes=27).float()
+        logits = xenc @ W
+        counts = logits.exp()
+        p = counts / counts.sum(1, keepdims=True)
+        ix = torch.multinomial(p, num_samples=1, replacement=True, generator=g).item()
+        out.append(ix)
+        if ix == 0:
+            break
+    return {"losses": losses, "sampled": all(0 <= i < 27 for i in out)}
+
+
+def test_makemore_neural_bigram():
+    W = np.random.default_rng(2147483647).standard_normal((27, 27)).astype(np.float32)
+    ours, _ = run_both(makemore_neural_bigram, WORDS, W, rtol=1e-4, atol=1e-5)
+    assert ours["losses"][-1] < ours["losses"][0] - 0.5 and ours["sampled"]
+
+
+def build_dataset(m, words, block_size=3):
+    torch = m.torch
+    chars = sorted(list(set(''.join(words))))
+    stoi = {s: i + 1 for i, s in enumerate(chars)}
+    stoi['.'] = 0
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + '.':
+            ix = stoi[ch]
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    X = torch.tensor(X)
+    Y = torch.tensor(Y)
+    return X, Y
+
+
+def makemore_mlp(m, words):
+    torch, F = m.torch, m.F
+    random.seed(42)
+    words = list(words)
+    random.shuffle(words)
+    n1 = int(0.8 * len(words))
+    Xtr, Ytr = build_dataset(m, words[:n1])
+    Xdev, Ydev = build_dataset(m, words[n1:])
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((27, 10), generator=g)
+    W1 = torch.randn((30, 200), generator=g)
+    b1 = torch.randn(200, generator=g)
+    W2 = torch.randn((200, 27), generator=g)
+    b2 = torch.randn(27, generator=g)
+    parameters = [C, W1, b1, W2, b2]
+    count = sum(p.nelement() for p in parameters)
+    for p in parameters:
+        p.requires_grad = True
+    lri, lossi, stepi = [], [], []
+    for i in range(300):
+        ix = torch.randint(0, Xtr.shape[0], (32,))
+        emb = C[Xtr[ix]]  # (32, 3, 10)
+        h = torch.tanh(emb.view(-1, 30) @ W1 + b1)  # (32, 200)
+        logits = h @ W2 + b2  # (32, 27)
+        loss = F.cross_entropy(logits, Ytr[ix])
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < 200 else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        stepi.append(i)
+        lossi.append(loss.log10().item())
+    emb = C[Xtr]
+    h = torch.tanh(emb.view(-1, 30) @ W1 + b1)
+    logits = h @ W2 + b2
+    train_loss = F.cross_entropy(logits, Ytr)
+    emb = C[Xdev]
+    h = torch.tanh(emb.view(-1, 30) @ W1 + b1)
+    dev_loss = F.cross_entropy(h @ W2 + b2, Ydev)
+    return {"count": count, "train": train_loss.item(), "dev": dev_loss.item(), "lossi": lossi}
+
+
+@needs("Tensor.log10")
+def test_makemore_mlp():
+    ours, theirs = run_both(makemore_mlp, WORDS, compare=False)
+    assert ours["count"] == 27 * 10 + 30 * 200 + 200 + 200 * 27 + 27
+    assert ours["train"] < 2.6 and np.mean(ours["lossi"][-20:]) < np.mean(ours["lossi"][:20])
+
+
+def makemore_batchnorm(m, words):
+    """makemore part 3: Kaiming-scaled init, batch normalisation by hand, running statistics."""
+    torch, F = m.torch, m.F
+    Xtr, Ytr = build_dataset(m, words)
+    n_embd, n_hidden, block_size, vocab_size = 10, 64, 3, 27
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((vocab_size, n_embd), generator=g)
+    W1 = torch.randn((n_embd * block_size, n_hidden), generator=g) * (5/3)/((n_embd * block_size)**0.5)
+    W2 = torch.randn((n_hidden, vocab_size), generator=g) * 0.01
+    b2 = torch.randn(vocab_size, generator=g) * 0
+    bngain = torch.ones((1, n_hidden))
+    bnbias = torch.zeros((1, n_hidden))
+    bnmean_running = torch.zeros((1, n_hidden))
+    bnstd_running = torch.ones((1, n_hidden))
+    parameters = [C, W1, W2, b2, bngain, bnbias]
+    for p in parameters:
+        p.requires_grad = True
+    lossi = []
+    for i in range(200):
+        ix = torch.randint(0, Xtr.shape[0], (32,), generator=g)
+        Xb, Yb = Xtr[ix], Ytr[ix]
+        emb = C[Xb]
+        embcat = emb.view(emb.shape[0], -1)
+        hpreact = embcat @ W1
+        bnmeani = hpreact.mean(0, keepdim=True)
+        bnstdi = hpreact.std(0, keepdim=True)
+        hpreact = bngain * (hpreact - bnmeani) / bnstdi + bnbias
+        with torch.no_grad():
+            bnmean_running = 0.999 * bnmean_running + 0.001 * bnmeani
+            bnstd_running = 0.999 * bnstd_running + 0.001 * bnstdi
+        h = torch.tanh(hpreact)
+        logits = h @ W2 + b2
+        loss = F.cross_entropy(logits, Yb)
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < 150 else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.item())
+
+    @torch.no_grad()
+    def split_loss():
+        emb = C[Xtr]
+        embcat = emb.view(emb.shape[0], -1)
+        hpreact = embcat @ W1
+        hpreact = bngain * (hpreact - bnmean_running) / bnstd_running + bnbias
+        h = torch.tanh(hpreact)
+        logits = h @ W2 + b2
+        return F.cross_entropy(logits, Ytr)
+
+    loss = split_loss()
+    with torch.no_grad():
+        emb = C[Xtr]
+        embcat = emb.view(emb.shape[0], -1)
+        hpreact = embcat @ W1
+        bnmean = hpreact.mean(0, keepdim=True)
+        bnstd = hpreact.std(0, keepdim=True)
+    return {"loss": loss.item(), "requires_grad": loss.requires_grad, "lossi": lossi,
+            "running_mean_moved": (bnmean_running - bnmean).abs().mean().item() < bnmean.abs().mean().item(),
+            "bnstd_positive": bool((bnstd > 0).all())}
+
+
+def test_makemore_batchnorm():
+    ours, _ = run_both(makemore_batchnorm, WORDS, compare=False)
+    assert ours["requires_grad"] is False and ours["bnstd_positive"]
+    assert np.mean(ours["lossi"][-20:]) < np.mean(ours["lossi"][:20]) - 0.5
+
+
+def makemore_layers(m, words):
+    """makemore part 3, 'PyTorch-ified': hand-written Linear / BatchNorm1d / Tanh layer classes."""
+    torch, F = m.torch, m.F
+    g = torch.Generator().manual_seed(2147483647)
+
+    class Linear:
+        def __init__(self, fan_in, fan_out, bias=True):
+            self.weight = torch.randn((fan_in, fan_out), generator=g) / fan_in**0.5
+            self.bias = torch.zeros(fan_out) if bias else None
+
+        def __call__(self, x):
+            self.out = x @ self.weight
+            if self.bias is not None:
+                self.out += self.bias
+            return self.out
+
+        def parameters(self):
+            return [self.weight] + ([] if self.bias is None else [self.bias])
+
+    class BatchNorm1d:
+        def __init__(self, dim, eps=1e-5, momentum=0.1):
+            self.eps = eps
+            self.momentum = momentum
+            self.training = True
+            self.gamma = torch.ones(dim)
+            self.beta = torch.zeros(dim)
+            self.running_mean = torch.zeros(dim)
+            self.running_var = torch.ones(dim)
+
+        def __call__(self, x):
+            if self.training:
+                xmean = x.mean(0, keepdim=True)
+                xvar = x.var(0, keepdim=True)
+            else:
+                xmean = self.running_mean
+                xvar = self.running_var
+            xhat = (x - xmean) / torch.sqrt(xvar + self.eps)
+            self.out = self.gamma * xhat + self.beta
+            if self.training:
+                with torch.no_grad():
+                    self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * xmean
+                    self.running_var = (1 - self.momentum) * self.running_var + self.momentum * xvar
+            return self.out
+
+        def parameters(self):
+            return [self.gamma, self.beta]
+
+    class Tanh:
+        def __call__(self, x):
+            self.out = torch.tanh(x)
+            return self.out
+
+        def parameters(self):
+            return []
+
+    n_embd, n_hidden, vocab_size, block_size = 10, 32, 27, 3
+    C = torch.randn((vocab_size, n_embd), generator=g)
+    layers = [
+        Linear(n_embd * block_size, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        Linear(n_hidden, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        Linear(n_hidden, vocab_size, bias=False), BatchNorm1d(vocab_size),
+    ]
+    with torch.no_grad():
+        layers[-1].gamma *= 0.1
+        for layer in layers[:-1]:
+            if isinstance(layer, Linear):
+                layer.weight *= 5/3
+    parameters = [C] + [p for layer in layers for p in layer.parameters()]
+    for p in parameters:
+        p.requires_grad = True
+    Xtr, Ytr = build_dataset(m, words)
+    lossi, ud = [], []
+    for i in range(100):
+        ix = torch.randint(0, Xtr.shape[0], (32,), generator=g)
+        Xb, Yb = Xtr[ix], Ytr[ix]
+        emb = C[Xb]
+        x = emb.view(emb.shape[0], -1)
+        for layer in layers:
+            x = layer(x)
+        loss = F.cross_entropy(x, Yb)
+        for layer in layers:
+            layer.out.retain_grad()
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.item())
+        with torch.no_grad():
+            ud.append([((lr*p.grad).std() / p.data.std()).item() for p in parameters])
+    saturated = [(layer.out.abs() > 0.97).float().mean().item() for layer in layers if isinstance(layer, Tanh)]
+    grads = [layer.out.grad.std().item() for layer in layers if isinstance(layer, Tanh)]
+    for layer in layers:
+        layer.training = False
+    return {"lossi": lossi, "saturated": saturated, "grads": grads, "ud": ud[-1],
+            "count": sum(p.nelement() for p in parameters)}
+
+
+def test_makemore_layers():
+    ours, _ = run_both(makemore_layers, WORDS, compare=False)
+    assert np.mean(ours["lossi"][-10:]) < np.mean(ours["lossi"][:10])
+    assert all(s < 0.5 for s in ours["saturated"]) and all(gr > 0 for gr in ours["grads"])
+    assert ours["count"] == 270 + 300 * 32 // 10 + 32 * 2 + 32 * 32 + 64 + 32 * 27 + 54
+
+
+# ----------------------------------------------------------------------------------------------
+# d2l: linear regression from scratch and concisely, softmax regression from scratch
+# ----------------------------------------------------------------------------------------------
+
+def d2l_linear_regression_scratch(m):
+    torch = m.torch
+    torch.manual_seed(0)
+    random.seed(0)
+
+    def synthetic_data(w, b, num_examples):
+        X = torch.normal(0, 1, (num_examples, len(w)))
+        y = torch.matmul(X, w) + b
+        y += torch.normal(0, 0.01, y.shape)
+        return X, y.reshape((-1, 1))
+
+    true_w = torch.tensor([2, -3.4])
+    true_b = 4.2
+    features, labels = synthetic_data(true_w, true_b, 1000)
+
+    def data_iter(batch_size, features, labels):
+        num_examples = len(features)
+        indices = list(range(num_examples))
+        random.shuffle(indices)
+        for i in range(0, num_examples, batch_size):
+            batch_indices = torch.tensor(indices[i: min(i + batch_size, num_examples)])
+            yield features[batch_indices], labels[batch_indices]
+
+    w = torch.normal(0, 0.01, size=(2, 1), requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+
+    def linreg(X, w, b):
+        return torch.matmul(X, w) + b
+
+    def squared_loss(y_hat, y):
+        return (y_hat - y.reshape(y_hat.shape)) ** 2 / 2
+
+    def sgd(params, lr, batch_size):
+        with torch.no_grad():
+            for param in params:
+                param -= lr * param.grad / batch_size
+                param.grad.zero_()
+
+    lr, num_epochs, batch_size = 0.03, 3, 10
+    net, loss = linreg, squared_loss
+    for epoch in range(num_epochs):
+        for X, y in data_iter(batch_size, features, labels):
+            l = loss(net(X, w, b), y)
+            l.sum().backward()
+            sgd([w, b], lr, batch_size)
+        with torch.no_grad():
+            train_l = loss(net(features, w, b), labels)
+    return {"loss": float(train_l.mean()), "w_error": true_w - w.reshape(true_w.shape), "b_error": true_b - b}
+
+
+def test_d2l_linear_regression_scratch():
+    ours, _ = run_both(d2l_linear_regression_scratch, compare=False)
+    assert ours["loss"] < 1e-3
+    np.testing.assert_allclose(ours["w_error"], 0, atol=0.02)
+    np.testing.assert_allclose(ours["b_error"], 0, atol=0.02)
+
+
+def d2l_linear_regression_concise(m):
+    torch, nn, data = m.torch, m.nn, m.data
+    torch.manual_seed(0)
+    true_w = torch.tensor([2, -3.4])
+    true_b = 4.2
+    features = torch.normal(0, 1, (500, 2))
+    labels = (torch.matmul(features, true_w) + true_b + torch.normal(0, 0.01, (500,))).reshape((-1, 1))
+
+    def load_array(data_arrays, batch_size, is_train=True):
+        dataset = data.TensorDataset(*data_arrays)
+        return data.DataLoader(dataset, batch_size, shuffle=is_train)
+
+    data_iter = load_array((features, labels), 10)
+    first = next(iter(data_iter))
+    net = nn.Sequential(nn.Linear(2, 1))
+    net[0].weight.data.normal_(0, 0.01)
+    net[0].bias.data.fill_(0)
+    loss = nn.MSELoss()
+    trainer = m.optim.SGD(net.parameters(), lr=0.03)
+    for epoch in range(3):
+        for X, y in data_iter:
+            l = loss(net(X), y)
+            trainer.zero_grad()
+            l.backward()
+            trainer.step()
+        l = loss(net(features), labels)
+    w = net[0].weight.data
+    b = net[0].bias.data
+    return {"first": [tuple(t.shape) for t in first], "loss": l.item(), "w_error": true_w - w.reshape(true_w.shape),
+            "b_error": true_b - b}
+
+
+def test_d2l_linear_regression_concise():
+    ours, _ = run_both(d2l_linear_regression_concise, compare=False)
+    assert ours["first"] == [(10, 2), (10, 1)] and ours["loss"] < 1e-3
+    np.testing.assert_allclose(ours["w_error"], 0, atol=0.02)
+
+
+def d2l_softmax_scratch(m):
+    torch = m.torch
+    images, labels = quickstart_data(n=200, side=4, classes=3, seed=3)
+    X_all = torch.tensor(images.reshape(200, -1))
+    y_all = torch.tensor(labels)
+    num_inputs, num_outputs = 16, 3
+    W = torch.normal(0, 0.01, size=(num_inputs, num_outputs), requires_grad=True)
+    b = torch.zeros(num_outputs, requires_grad=True)
+
+    def softmax(X):
+        X_exp = torch.exp(X)
+        partition = X_exp.sum(1, keepdim=True)
+        return X_exp / partition
+
+    def net(X):
+        return softmax(torch.matmul(X.reshape((-1, W.shape[0])), W) + b)
+
+    def cross_entropy(y_hat, y):
+        return - torch.log(y_hat[range(len(y_hat)), y])
+
+    def accuracy(y_hat, y):
+        if len(y_hat.shape) > 1 and y_hat.shape[1] > 1:
+            y_hat = y_hat.argmax(axis=1)
+        cmp = y_hat.type(y.dtype) == y
+        return float(cmp.type(y.dtype).sum())
+
+    y = torch.tensor([0, 2])
+    y_hat = torch.tensor([[0.1, 0.3, 0.6], [0.3, 0.2, 0.5]])
+    picked = y_hat[[0, 1], y]
+    first_accuracy = accuracy(y_hat, y) / len(y)
+    X = torch.normal(0, 1, (2, 5))
+    X_prob = softmax(X)
+    lr = 0.1
+    for epoch in range(20):
+        for i in range(0, 200, 20):
+            l = cross_entropy(net(X_all[i:i + 20]), y_all[i:i + 20])
+            l.sum().backward()
+            with torch.no_grad():
+                for param in [W, b]:
+                    param -= lr * param.grad / 20
+                    param.grad.zero_()
+    with torch.no_grad():
+        acc = accuracy(net(X_all), y_all) / len(y_all)
+    return {"picked": picked, "first_accuracy": first_accuracy, "row_sums": X_prob.sum(1), "accuracy": acc}
+
+
+def test_d2l_softmax_scratch():
+    ours, _ = run_both(d2l_softmax_scratch, compare=False)
+    np.testing.assert_allclose(ours["picked"], [0.1, 0.5])
+    assert ours["first_accuracy"] == 0.5 and ours["accuracy"] > 0.9
+    np.testing.assert_allclose(ours["row_sums"], 1, rtol=1e-6)
+
+
+def d2l_mlp_init(m):
+    """d2l's concise MLP: net.apply(init_weights), type(m) == nn.Linear, nn.init."""
+    nn = m.nn
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    def init_weights(module):
+        if type(module) == nn.Linear:  # noqa: E721
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+
+    net.apply(init_weights)
+
+    def init_xavier(module):
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.constant_(module.bias, 1)
+
+    net[3].apply(init_xavier)
+    return {"std": net[1].weight.data.std().item(), "bias": net[1].bias.data.abs().sum().item(),
+            "bias3": net[3].bias.data, "bound": net[3].weight.abs().max().item() <= math.sqrt(6 / 35),
+            "shape": net(m.torch.ones(2, 1, 4, 4)).shape, "repr": str(net).splitlines()[0]}
+
+
+def test_d2l_mlp_init():
+    ours, _ = run_both(d2l_mlp_init, compare=False)
+    assert 0.005 < ours["std"] < 0.015 and ours["bias"] == 0 and ours["bound"]
+    np.testing.assert_array_equal(ours["bias3"], 1)
+    assert tuple(ours["shape"]) == (2, 3) and ours["repr"] == "Sequential("
+
+
+# ----------------------------------------------------------------------------------------------
+# "What is torch.nn really?": from raw tensors to nn.Module, optim, Dataset and DataLoader
+# ----------------------------------------------------------------------------------------------
+
+def nn_tutorial(m, weights_init):
+    torch, nn, F, optim, data = m.torch, m.nn, m.F, m.optim, m.data
+    images, labels = quickstart_data(n=200, side=4, classes=3, seed=4)
+    x_train, y_train = map(torch.tensor, (images.reshape(200, 16)[:160], labels[:160]))
+    x_valid, y_valid = map(torch.tensor, (images.reshape(200, 16)[160:], labels[160:]))
+    n, c = x_train.shape
+    weights = torch.tensor(weights_init) / math.sqrt(16)
+    weights.requires_grad_()
+    bias = torch.zeros(3, requires_grad=True)
+
+    def log_softmax(x):
+        return x - x.exp().sum(-1).log().unsqueeze(-1)
+
+    def model(xb):
+        return log_softmax(xb @ weights + bias)
+
+    def nll(input, target):
+        return -input[range(target.shape[0]), target].mean()
+
+    loss_func = nll
+
+    def accuracy(out, yb):
+        preds = torch.argmax(out, dim=1)
+        return (preds == yb).float().mean()
+
+    bs = 32
+    lr = 0.5
+    epochs = 2
+    for epoch in range(epochs):
+        for i in range((n - 1) // bs + 1):
+            start_i = i * bs
+            end_i = start_i + bs
+            xb = x_train[start_i:end_i]
+            yb = y_train[start_i:end_i]
+            pred = model(xb)
+            loss = loss_func(pred, yb)
+            loss.backward()
+            with torch.no_grad():
+                weights -= weights.grad * lr
+                bias -= bias.grad * lr
+                weights.grad.zero_()
+                bias.grad.zero_()
+    raw = (loss_func(model(x_train[:bs]), y_train[:bs]).item(), accuracy(model(x_train[:bs]), y_train[:bs]).item())
+    same_as_F = F.cross_entropy(xb @ weights + bias, yb).item() - nll(model(xb), yb).item()
+
+    class Mnist_Logistic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = nn.Parameter(torch.tensor(weights_init) / math.sqrt(16))
+            self.bias = nn.Parameter(torch.zeros(3))
+
+        def forward(self, xb):
+            return xb @ self.weights + self.bias
+
+    loss_func = F.cross_entropy
+    model = Mnist_Logistic()
+
+    def fit():
+        for epoch in range(epochs):
+            for i in range((n - 1) // bs + 1):
+                start_i = i * bs
+                end_i = start_i + bs
+                xb = x_train[start_i:end_i]
+                yb = y_train[start_i:end_i]
+                pred = model(xb)
+                loss = loss_func(pred, yb)
+                loss.backward()
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p -= p.grad * lr
+                    model.zero_grad()
+
+    fit()
+    module = loss_func(model(x_train[:bs]), y_train[:bs]).item()
+
+    def loss_batch(model, loss_func, xb, yb, opt=None):
+        loss = loss_func(model(xb), yb)
+        if opt is not None:
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return loss.item(), len(xb)
+
+    def fit_loop(epochs, model, loss_func, opt, train_dl, valid_dl):
+        history = []
+        for epoch in range(epochs):
+            model.train()
+            for xb, yb in train_dl:
+                loss_batch(model, loss_func, xb, yb, opt)
+            model.eval()
+            with torch.no_grad():
+                losses, nums = zip(*[loss_batch(model, loss_func, xb, yb) for xb, yb in valid_dl])
+            val_loss = np.sum(np.multiply(losses, nums)) / np.sum(nums)
+            history.append(val_loss)
+        return history
+
+    def get_data(train_ds, valid_ds, bs):
+        return (data.DataLoader(train_ds, batch_size=bs, shuffle=False),
+                data.DataLoader(valid_ds, batch_size=bs * 2))
+
+    class Lambda(nn.Module):
+        def __init__(self, func):
+            super().__init__()
+            self.func = func
+
+        def forward(self, x):
+            return self.func(x)
+
+    train_ds = data.TensorDataset(x_train, y_train)
+    valid_ds = data.TensorDataset(x_valid, y_valid)
+    train_dl, valid_dl = get_data(train_ds, valid_ds, bs)
+    model = nn.Sequential(
+        Lambda(lambda x: x.view(-1, 1, 4, 4)),
+        nn.Flatten(),
+        nn.Linear(16, 3),
+    )
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor(weights_init).t() / math.sqrt(16))
+        model[2].bias.zero_()
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    history = fit_loop(epochs, model, loss_func, opt, train_dl, valid_dl)
+    return {"raw": raw, "same_as_F": same_as_F, "module": module, "history": history}
+
+
+def test_nn_tutorial():
+    w = np.random.default_rng(4).standard_normal((16, 3)).astype(np.float32)
+    ours, _ = run_both(nn_tutorial, w, rtol=1e-4, atol=1e-5)
+    assert abs(ours["same_as_F"]) < 1e-5 and ours["raw"][1] > 0.8
+    np.testing.assert_allclose(ours["module"], ours["raw"][0], rtol=1e-4)
+    assert ours["history"][-1] < 0.5
+
+
+def nn_tutorial_cnn(m, weights):
+    """'What is torch.nn really?', the CNN: Conv2d/ReLU stacked, avg pooling, view(-1, C)."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Mnist_CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, kernel_size=3, stride=2, padding=1)
+            self.conv2 = nn.Conv2d(8, 8, kernel_size=3, stride=2, padding=1)
+            self.conv3 = nn.Conv2d(8, 3, kernel_size=3, stride=2, padding=1)
+
+        def forward(self, xb):
+            xb = xb.view(-1, 1, 8, 8)
+            xb = F.relu(self.conv1(xb))
+            xb = F.relu(self.conv2(xb))
+            xb = F.relu(self.conv3(xb))
+            xb = F.avg_pool2d(xb, 1)
+            return xb.view(-1, xb.size(1))
+
+    model = Mnist_CNN()
+    if weights is None:
+        return model
+    load(m, model, weights)
+    sequential = nn.Sequential(
+        nn.Conv2d(1, 8, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 3, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    images, labels = quickstart_data(n=64, side=8, classes=3, seed=5)
+    x, y = m.torch.tensor(images.reshape(64, 64)), m.torch.tensor(labels)
+    opt = m.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for epoch in range(5):
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return {"losses": losses, "sequential": sequential(x.view(-1, 1, 8, 8)).shape}
+
+
+def test_nn_tutorial_cnn():
+    weights = weights_of(lambda m: nn_tutorial_cnn(m, None))
+    ours, _ = run_both(nn_tutorial_cnn, weights, rtol=1e-4, atol=1e-5)
+    assert ours["losses"][-1] < ours["losses"][0] and tuple(ours["sequential"]) == (64, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# CNN (the CIFAR-10 tutorial's Net on random images), RNNs, embeddings
+# ----------------------------------------------------------------------------------------------
+
+def cifar_net(m):
+    nn, F, torch = m.nn, m.F, m.torch
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 6, 5)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.fc1 = nn.Linear(16 * 5 * 5, 120)
+            self.fc2 = nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.conv1(x)))
+            x = self.pool(F.relu(self.conv2(x)))
+            x = torch.flatten(x, 1)  # flatten all dimensions except batch
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            x = self.fc3(x)
+            return x
+
+    return Net()
+
+
+def cifar_training(m, weights, path):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    net = load(m, cifar_net(m), weights)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    rng = np.random.default_rng(6)
+    images = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
+    labels = rng.integers(0, 10, 16)
+    trainloader = m.data.DataLoader(m.data.TensorDataset(torch.tensor(images), torch.tensor(labels)),
+                                    batch_size=4, shuffle=False, num_workers=0)
+    losses = []
+    for epoch in range(3):
+        running_loss = 0.0
+        for i, data in enumerate(trainloader, 0):
+            inputs, labels_ = data
+            optimizer.zero_grad()
+            outputs = net(inputs)
+            loss = criterion(outputs, labels_)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+        losses.append(running_loss / len(trainloader))
+    torch.save(net.state_dict(), path)
+    net = load(m, cifar_net(m), {k: v.numpy() for k, v in torch.load(path).items()})
+    correct = 0
+    total = 0
+    with torch.no_grad():
+        for data in trainloader:
+            images_, labels_ = data
+            outputs = net(images_)
+            _, predicted = torch.max(outputs.data, 1)
+            total += labels_.size(0)
+            correct += (predicted == labels_).sum().item()
+    params = sum(p.numel() for p in net.parameters())
+    return {"losses": losses, "accuracy": correct / total, "params": params}
+
+
+def test_cifar_net(tmp_path):
+    weights = weights_of(cifar_net)
+    ours, _ = run_both(cifar_training, weights, tmp_path / "cifar_net.pth", rtol=2e-3, atol=1e-4)
+    assert ours["params"] == 62006
+    assert ours["losses"][-1] < ours["losses"][0]
+
+
+def lstm_tagger(m, weights):
+    """The sequence models tutorial: an LSTM part-of-speech tagger."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    def prepare_sequence(seq, to_ix):
+        idxs = [to_ix[w] for w in seq]
+        return torch.tensor(idxs, dtype=torch.long)
+
+    training_data = [
+        ("The dog ate the apple".split(), ["DET", "NN", "V", "DET", "NN"]),
+        ("Everybody read that book".split(), ["NN", "V", "DET", "NN"])
+    ]
+    word_to_ix = {}
+    for sent, tags in training_data:
+        for word in sent:
+            if word not in word_to_ix:
+                word_to_ix[word] = len(word_to_ix)
+    tag_to_ix = {"DET": 0, "NN": 1, "V": 2}
+    EMBEDDING_DIM = 6
+    HIDDEN_DIM = 6
+
+    class LSTMTagger(nn.Module):
+        def __init__(self, embedding_dim, hidden_dim, vocab_size, tagset_size):
+            super(LSTMTagger, self).__init__()
+            self.hidden_dim = hidden_dim
+            self.word_embeddings = nn.Embedding(vocab_size, embedding_dim)
+            self.lstm = nn.LSTM(embedding_dim, hidden_dim)
+            self.hidden2tag = nn.Linear(hidden_dim, tagset_size)
+
+        def forward(self, sentence):
+            embeds = self.word_embeddings(sentence)
+            lstm_out, _ = self.lstm(embeds.view(len(sentence), 1, -1))
+            tag_space = self.hidden2tag(lstm_out.view(len(sentence), -1))
+            tag_scores = F.log_softmax(tag_space, dim=1)
+            return tag_scores
+
+    model = LSTMTagger(EMBEDDING_DIM, HIDDEN_DIM, len(word_to_ix), len(tag_to_ix))
+    if weights is None:
+        return model
+    load(m, model, weights)
+    loss_function = nn.NLLLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.5)
+    with torch.no_grad():
+        inputs = prepare_sequence(training_data[0][0], word_to_ix)
+        before = model(inputs)
+    for epoch in range(60):
+        for sentence, tags in training_data:
+            model.zero_grad()
+            sentence_in = prepare_sequence(sentence, word_to_ix)
+            targets = prepare_sequence(tags, tag_to_ix)
+            tag_scores = model(sentence_in)
+            loss = loss_function(tag_scores, targets)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        inputs = prepare_sequence(training_data[0][0], word_to_ix)
+        tag_scores = model(inputs)
+    return {"before": before, "after": tag_scores, "tags": tag_scores.argmax(dim=1).tolist()}
+
+
+def test_lstm_tagger():
+    weights = weights_of(lambda m: lstm_tagger(m, None))
+    ours, _ = run_both(lstm_tagger, weights, rtol=1e-3, atol=1e-4)
+    assert ours["tags"] == [0, 1, 2, 0, 1]
+
+
+def gru_classifier(m, weights):
+    """A batch-first GRU over padded sequences, classifying by the last hidden state (h_n[-1])."""
+    torch, nn = m.torch, m.nn
+
+    class RNNClassifier(nn.Module):
+        def __init__(self, vocab_size, embed_dim, hidden_size, num_classes):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+            self.rnn = nn.GRU(embed_dim, hidden_size, num_layers=2, batch_first=True, dropout=0.0)
+            self.fc = nn.Linear(hidden_size, num_classes)
+
+        def forward(self, x):
+            emb = self.embedding(x)
+            output, h_n = self.rnn(emb)
+            return self.fc(h_n[-1])
+
+    model = RNNClassifier(10, 8, 16, 2)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    rng = np.random.default_rng(7)
+    x = rng.integers(1, 10, (32, 6))
+    y = (x[:, 0] > 5).astype(np.int64)  # the class is told by the first token: the GRU must remember it
+    X, Y = torch.tensor(x), torch.tensor(y)
+    optimizer = m.optim.Adam(model.parameters(), lr=0.01)
+    criterion = nn.CrossEntropyLoss()
+    for epoch in range(40):
+        model.train()
+        optimizer.zero_grad()
+        loss = criterion(model(X), Y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(X).argmax(dim=1) == Y).float().mean().item()
+    return {"loss": loss.item(), "accuracy": acc}
+
+
+def test_gru_classifier():
+    weights = weights_of(lambda m: gru_classifier(m, None))
+    ours, _ = run_both(gru_classifier, weights, rtol=2e-3, atol=1e-3)
+    assert ours["accuracy"] > 0.9
+
+
+def embedding_bag_text_classifier(m, weights):
+    """The text classification tutorial's model (EmbeddingBag with offsets), and the same model
+    written with nn.Embedding and mean pooling over a padded batch."""
+    torch, nn = m.torch, m.nn
+
+    class TextClassificationModel(nn.Module):
+        def __init__(self, vocab_size, embed_dim, num_class):
+            super(TextClassificationModel, self).__init__()
+            self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, sparse=False)
+            self.fc = nn.Linear(embed_dim, num_class)
+            self.init_weights()
+
+        def init_weights(self):
+            initrange = 0.5
+            self.embedding.weight.data.uniform_(-initrange, initrange)
+            self.fc.weight.data.uniform_(-initrange, initrange)
+            self.fc.bias.data.zero_()
+
+        def forward(self, text, offsets):
+            embedded = self.embedding(text, offsets)
+            return self.fc(embedded)
+
+    class MeanPool(nn.Module):
+        def __init__(self, vocab_size, embed_dim, num_class):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab_size, embed_dim)
+            self.fc = nn.Linear(embed_dim, num_class)
+
+        def forward(self, tokens):
+            return self.fc(self.embedding(tokens).mean(dim=1))
+
+    bag, pool = TextClassificationModel(20, 8, 2), MeanPool(20, 8, 2)
+    if weights is None:
+        return bag
+    load(m, bag, weights)
+    load(m, pool, weights)
+    rng = np.random.default_rng(8)
+    tokens = rng.integers(0, 20, (16, 5))
+    labels = (tokens < 10).sum(1) > 2
+    text = torch.tensor(tokens.reshape(-1))
+    offsets = torch.arange(0, 16 * 5, 5)
+    label = torch.tensor(labels.astype(np.int64))
+    same = (bag(text, offsets) - pool(torch.tensor(tokens))).abs().max().item()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = m.optim.SGD(bag.parameters(), lr=5)
+    scheduler = m.optim.lr_scheduler.StepLR(optimizer, 1.0, gamma=0.1)
+    for epoch in range(3):
+        for _ in range(5):
+            optimizer.zero_grad()
+            predicted_label = bag(text, offsets)
+            loss = criterion(predicted_label, label)
+            loss.backward()
+            nn.utils.clip_grad_norm_(bag.parameters(), 0.1)
+            optimizer.step()
+        scheduler.step()
+    acc = (bag(text, offsets).argmax(1) == label).sum().item() / label.size(0)
+    return {"same": same, "accuracy": acc, "lr": scheduler.get_last_lr()}
+
+
+def test_embedding_bag_text_classifier():
+    weights = weights_of(lambda m: embedding_bag_text_classifier(m, None))
+    ours, _ = run_both(embedding_bag_text_classifier, weights, rtol=1e-4, atol=1e-5)
+    assert ours["same"] < 1e-6 and ours["accuracy"] >= 0.75
+
+
+# ----------------------------------------------------------------------------------------------
+# nanoGPT-style: self-attention, the averaging trick, a tiny GPT trained for a few steps
+# ----------------------------------------------------------------------------------------------
+
+def attention_trick(m):
+    torch, F = m.torch, m.F
+    torch.manual_seed(1337)
+    B, T, C = 4, 8, 2
+    x = torch.randn(B, T, C)
+    xbow = torch.zeros((B, T, C))
+    for b in range(B):
+        for t in range(T):
+            xprev = x[b, :t+1]  # (t,C)
+            xbow[b, t] = torch.mean(xprev, 0)
+    wei = torch.tril(torch.ones(T, T))
+    wei = wei / wei.sum(1, keepdim=True)
+    xbow2 = wei @ x  # (B, T, T) @ (B, T, C) ----> (B, T, C)
+    tril = torch.tril(torch.ones(T, T))
+    wei = torch.zeros((T, T))
+    wei = wei.masked_fill(tril == 0, float('-inf'))
+    wei = F.softmax(wei, dim=-1)
+    xbow3 = wei @ x
+    return {"version2": torch.allclose(xbow, xbow2, atol=1e-6), "version3": torch.allclose(xbow, xbow3, atol=1e-6)}
+
+
+@needs("tril, masked_fill, allclose")
+def test_attention_trick():
+    ours, _ = run_both(attention_trick)
+    assert ours == {"version2": True, "version3": True}
+
+
+def tiny_gpt(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    batch_size, block_size, max_iters, eval_iters = 4, 8, 30, 3
+    learning_rate = 1e-3
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    n_embd, n_head, n_layer, dropout = 16, 2, 2, 0.0
+    torch.manual_seed(1337)
+    text = " ".join(WORDS) * 4
+    chars = sorted(list(set(text)))
+    vocab_size = len(chars)
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    itos = {i: ch for i, ch in enumerate(chars)}
+
+    def encode(s):
+        return [stoi[c] for c in s]
+
+    def decode(ids):
+        return ''.join([itos[i] for i in ids])
+
+    data = torch.tensor(encode(text), dtype=torch.long)
+    n = int(0.9*len(data))
+    train_data = data[:n]
+    val_data = data[n:]
+
+    def get_batch(split):
+        data = train_data if split == 'train' else val_data
+        ix = torch.randint(len(data) - block_size, (batch_size,))
+        x = torch.stack([data[i:i+block_size] for i in ix])
+        y = torch.stack([data[i+1:i+block_size+1] for i in ix])
+        x, y = x.to(device), y.to(device)
+        return x, y
+
+    @torch.no_grad()
+    def estimate_loss():
+        out = {}
+        model.eval()
+        for split in ['train', 'val']:
+            losses = torch.zeros(eval_iters)
+            for k in range(eval_iters):
+                X, Y = get_batch(split)
+                logits, loss = model(X, Y)
+                losses[k] = loss.item()
+            out[split] = losses.mean()
+        model.train()
+        return out
+
+    class Head(nn.Module):
+        """ one head of self-attention """
+
+        def __init__(self, head_size):
+            super().__init__()
+            self.key = nn.Linear(n_embd, head_size, bias=False)
+            self.query = nn.Linear(n_embd, head_size, bias=False)
+            self.value = nn.Linear(n_embd, head_size, bias=False)
+            self.register_buffer('tril', torch.tril(torch.ones(block_size, block_size)))
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            k = self.key(x)    # (B,T,C)
+            q = self.query(x)  # (B,T,C)
+            wei = q @ k.transpose(-2, -1) * k.size(-1)**-0.5  # (B, T, C) @ (B, C, T) -> (B, T, T)
+            wei = wei.masked_fill(self.tril[:T, :T] == 0, float('-inf'))  # (B, T, T)
+            wei = F.softmax(wei, dim=-1)  # (B, T, T)
+            wei = self.dropout(wei)
+            v = self.value(x)  # (B,T,C)
+            out = wei @ v  # (B, T, T) @ (B, T, C) -> (B, T, C)
+            return out
+
+    class MultiHeadAttention(nn.Module):
+        def __init__(self, num_heads, head_size):
+            super().__init__()
+            self.heads = nn.ModuleList([Head(head_size) for _ in range(num_heads)])
+            self.proj = nn.Linear(n_embd, n_embd)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, x):
+            out = torch.cat([h(x) for h in self.heads], dim=-1)
+            out = self.dropout(self.proj(out))
+            return out
+
+    class FeedFoward(nn.Module):
+        def __init__(self, n_embd):
+            super().__init__()
+            self.net = nn.Sequential(
+                nn.Linear(n_embd, 4 * n_embd),
+                nn.ReLU(),
+                nn.Linear(4 * n_embd, n_embd),
+                nn.Dropout(dropout),
+            )
+
+        def forward(self, x):
+            return self.net(x)
+
+    class Block(nn.Module):
+        def __init__(self, n_embd, n_head):
+            super().__init__()
+            head_size = n_embd // n_head
+            self.sa = MultiHeadAttention(n_head, head_size)
+            self.ffwd = FeedFoward(n_embd)
+            self.ln1 = nn.LayerNorm(n_embd)
+            self.ln2 = nn.LayerNorm(n_embd)
+
+        def forward(self, x):
+            x = x + self.sa(self.ln1(x))
+            x = x + self.ffwd(self.ln2(x))
+            return x
+
+    class BigramLanguageModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token_embedding_table = nn.Embedding(vocab_size, n_embd)
+            self.position_embedding_table = nn.Embedding(block_size, n_embd)
+            self.blocks = nn.Sequential(*[Block(n_embd, n_head=n_head) for _ in range(n_layer)])
+            self.ln_f = nn.LayerNorm(n_embd)
+            self.lm_head = nn.Linear(n_embd, vocab_size)
+
+        def forward(self, idx, targets=None):
+            B, T = idx.shape
+            tok_emb = self.token_embedding_table(idx)  # (B,T,C)
+            pos_emb = self.position_embedding_table(torch.arange(T, device=device))  # (T,C)
+            x = tok_emb + pos_emb  # (B,T,C)
+            x = self.blocks(x)  # (B,T,C)
+            x = self.ln_f(x)  # (B,T,C)
+            logits = self.lm_head(x)  # (B,T,vocab_size)
+            if targets is None:
+                loss = None
+            else:
+                B, T, C = logits.shape
+                logits = logits.view(B*T, C)
+                targets = targets.view(B*T)
+                loss = F.cross_entropy(logits, targets)
+            return logits, loss
+
+        def generate(self, idx, max_new_tokens):
+            for _ in range(max_new_tokens):
+                idx_cond = idx[:, -block_size:]
+                logits, loss = self(idx_cond)
+                logits = logits[:, -1, :]  # becomes (B, C)
+                probs = F.softmax(logits, dim=-1)  # (B, C)
+                idx_next = torch.multinomial(probs, num_samples=1)  # (B, 1)
+                idx = torch.cat((idx, idx_next), dim=1)  # (B, T+1)
+            return idx
+
+    model = BigramLanguageModel()
+    m_ = model.to(device)
+    n_params = sum(p.numel() for p in m_.parameters())
+    optimizer = m.optim.AdamW(model.parameters(), lr=learning_rate)
+    first = estimate_loss()
+    for iter in range(max_iters):
+        xb, yb = get_batch('train')
+        logits, loss = model(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    last = estimate_loss()
+    context = torch.zeros((1, 1), dtype=torch.long, device=device)
+    sample = decode(m_.generate(context, max_new_tokens=20)[0].tolist())
+    return {"n_params": n_params, "first": first["train"].item(), "last": last["train"].item(),
+            "sample": len(sample), "buffers": sorted({name.split(".")[-1] for name, _ in model.named_buffers()})}
+
+
+@needs("tril, masked_fill")
+def test_tiny_gpt():
+    ours, theirs = run_both(tiny_gpt, compare=False)
+    assert ours["sample"] == 21 and ours["buffers"] == ["tril"]
+    assert ours["last"] < ours["first"]
+    if theirs is not None:
+        assert ours["n_params"] == theirs["n_params"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Training-loop utilities: schedulers, gradient clipping, parameter counting, checkpoints
+# ----------------------------------------------------------------------------------------------
+
+def schedulers(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    lrs = {}
+    for name in ["step", "multistep", "exponential", "cosine", "lambda", "plateau"]:
+        model = load(m, nn.Linear(3, 1), weights)
+        optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        scheduler = {
+            "step": lambda: optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5),
+            "multistep": lambda: optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2, 5], gamma=0.1),
+            "exponential": lambda: optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9),
+            "cosine": lambda: optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=8, eta_min=0.001),
+            "lambda": lambda: optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lambda epoch: 0.95 ** epoch),
+            "plateau": lambda: optim.lr_scheduler.ReduceLROnPlateau(optimizer, 'min', patience=1, factor=0.5),
+        }[name]()
+        x, y = torch.ones(4, 3), torch.zeros(4, 1)
+        seen = []
+        for epoch in range(8):
+            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            optimizer.step()
+            if name == "plateau":
+                scheduler.step(1.0)  # a validation loss that never improves
+            else:
+                scheduler.step()
+            seen.append(optimizer.param_groups[0]['lr'])
+        if name != "plateau":
+            seen.append(scheduler.get_last_lr()[0])
+        lrs[name] = seen
+    return lrs
+
+
+def test_schedulers():
+    ours, _ = run_both(schedulers, weights_of(lambda m: m.nn.Linear(3, 1)), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ours["step"][:6], [0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
+
+
+def gradient_clipping(m, weights):
+    torch, nn = m.torch, m.nn
+    model = load(m, nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)), weights)
+    loss = (model(torch.ones(3, 4) * 10) ** 2).sum() * 100
+    loss.backward()
+    before = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+    total_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+    after = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+    nn.utils.clip_grad_value_(model.parameters(), clip_value=0.01)
+    biggest = max(p.grad.abs().max().item() for p in model.parameters())
+    return {"before": before, "total_norm": total_norm, "after": after, "biggest": biggest}
+
+
+def test_gradient_clipping():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(4, 8), m.nn.Tanh(), m.nn.Linear(8, 2)))
+    ours, _ = run_both(gradient_clipping, weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["total_norm"], ours["before"], rtol=1e-6)
+    np.testing.assert_allclose(ours["after"], 1.0, rtol=1e-5)
+    assert ours["biggest"] <= 0.01
+
+
+def parameter_counting(m):
+    nn = m.nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    rnn = nn.LSTM(10, 20, num_layers=2, bidirectional=True)
+    emb = nn.Embedding(100, 16)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model[0].weight.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    names = [name for name, _ in model.named_parameters()]
+    shapes = {name: tuple(p.shape) for name, p in rnn.named_parameters()}
+    buffers = [name for name, _ in model.named_buffers()]
+    state = list(model.state_dict().keys())
+    return {"total": total, "trainable": trainable, "frozen": frozen, "names": names,
+            "rnn": sum(p.numel() for p in rnn.parameters()), "shapes": shapes,
+            "emb": sum(p.numel() for p in emb.parameters()), "buffers": buffers, "state": state,
+            "children": len(list(model.children())), "modules": len(list(model.modules()))}
+
+
+def test_parameter_counting():
+    ours, _ = run_both(parameter_counting)
+    assert ours["total"] == 3 * 8 * 9 + 8 + 16 + 288 * 10 + 10 and ours["frozen"] == 216
+
+
+def checkpoints(m, weights, path):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.BatchNorm1d(4), nn.Linear(4, 1)), weights)
+    optimizer = optim.Adam(model.parameters(), lr=0.01)
+    x, y = torch.linspace(-1, 1, 24).reshape(8, 3), torch.ones(8, 1)
+    for epoch in range(3):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+    torch.save({
+        'epoch': epoch,
+        'model_state_dict': model.state_dict(),
+        'optimizer_state_dict': optimizer.state_dict(),
+        'loss': loss,
+    }, path)
+    model2 = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    optimizer2 = optim.Adam(model2.parameters(), lr=0.5)
+    checkpoint = torch.load(path, weights_only=True)
+    model2.load_state_dict(checkpoint['model_state_dict'])
+    optimizer2.load_state_dict(checkpoint['optimizer_state_dict'])
+    epoch2 = checkpoint['epoch']
+    loss2 = checkpoint['loss']
+    model2.train()
+    trajectories = []
+    for mod, opt in [(model, optimizer), (model2, optimizer2)]:
+        opt.zero_grad()
+        nn.functional.mse_loss(mod(x), y).backward()
+        opt.step()
+        trajectories.append(mod.state_dict())
+    model2.eval()
+    tensor_path = str(path) + ".t"
+    t = torch.arange(6.0).reshape(2, 3)
+    torch.save([t, {"a": t[0]}], tensor_path)
+    loaded = torch.load(tensor_path)
+    return {"epoch": epoch2, "loss": (loss2.item(), loss.item()), "lr": optimizer2.param_groups[0]["lr"],
+            "same": trajectories[0], "same2": trajectories[1], "loaded": loaded,
+            "eval_out": model2(x), "running_mean": model2[2].running_mean}
+
+
+def test_checkpoints(tmp_path):
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(3, 4), m.nn.ReLU(), m.nn.BatchNorm1d(4),
+                                                   m.nn.Linear(4, 1)))
+    ours, _ = run_both(checkpoints, weights, tmp_path / "ckpt.tar", rtol=1e-5, atol=1e-6)
+    assert ours["epoch"] == 2 and ours["lr"] == 0.01 and ours["loss"][0] == ours["loss"][1]
+    assert_same(ours["same"], ours["same2"], rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Regressions found by the programs above
+# ----------------------------------------------------------------------------------------------
+
+def test_numpy_keyword_aliases():
+    """d2l writes y_hat.argmax(axis=1): PyTorch takes NumPy's axis / keepdims for dim / keepdim."""
+    x = autograd.tensor([[1.0, 3.0], [4.0, 2.0]])
+    assert x.argmax(axis=1).tolist() == [1, 0] and autograd.argmax(x, axis=0).tolist() == [1, 0]
+    assert x.max(axis=1).indices.tolist() == [1, 0]
+    assert x.std(axis=0, keepdims=True).shape == (1, 2)
+    np.testing.assert_allclose(x.softmax(axis=1).sum(1).numpy(), 1, rtol=1e-6)
+    with pytest.raises(TypeError, match="alias"):
+        x.argmax(dim=1, axis=1)
+
+
+def test_state_dict_order_and_tied_weights():
+    """PyTorch orders a state_dict module by module (parameters, then buffers) and saves a tied
+    weight under each of its names, so its checkpoints load here and ours load there."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                                        "1.running_var", "1.num_batches_tracked", "2.weight", "2.bias"]
+    assert list(model.state_dict(prefix="model."))[0] == "model.0.weight"
+    assert model.state_dict(keep_vars=True)["0.weight"] is model[0].weight
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(5, 4)
+            self.lm_head = nn.Linear(4, 5, bias=False)
+            self.wte.weight = self.lm_head.weight  # nanoGPT's weight tying
+
+    tied = Tied()
+    assert list(tied.state_dict()) == ["wte.weight", "lm_head.weight"]
+    tied.load_state_dict({"wte.weight": np.ones((5, 4), np.float32), "lm_head.weight": np.ones((5, 4), np.float32)})
+    assert tied.wte.weight is tied.lm_head.weight and float(tied.wte.weight.sum()) == 20.0
