@@ -1201,6 +1201,280 @@ def test_makemore_layers():
     assert ours["count"] == 270 + 300 * 32 // 10 + 32 * 2 + 32 * 32 + 64 + 32 * 27 + 54
 
 
+def makemore_backprop_ninja(m, words):
+    """makemore part 4: backpropagate through the MLP by hand, check against autograd."""
+    torch, F = m.torch, m.F
+    Xtr, Ytr = build_dataset(m, words)
+    vocab_size, block_size, n_embd, n_hidden = 27, 3, 10, 64
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((vocab_size, n_embd), generator=g)
+    W1 = torch.randn((n_embd * block_size, n_hidden), generator=g) * (5/3)/((n_embd * block_size)**0.5)
+    b1 = torch.randn(n_hidden, generator=g) * 0.1
+    W2 = torch.randn((n_hidden, vocab_size), generator=g) * 0.1
+    b2 = torch.randn(vocab_size, generator=g) * 0.1
+    bngain = torch.randn((1, n_hidden))*0.1 + 1.0
+    bnbias = torch.randn((1, n_hidden))*0.1
+    parameters = [C, W1, b1, W2, b2, bngain, bnbias]
+    for p in parameters:
+        p.requires_grad = True
+    batch_size = 32
+    n = batch_size
+    ix = torch.randint(0, Xtr.shape[0], (batch_size,), generator=g)
+    Xb, Yb = Xtr[ix], Ytr[ix]
+
+    emb = C[Xb]
+    embcat = emb.view(emb.shape[0], -1)
+    hprebn = embcat @ W1 + b1
+    bnmeani = 1/n*hprebn.sum(0, keepdim=True)
+    bndiff = hprebn - bnmeani
+    bndiff2 = bndiff**2
+    bnvar = 1/(n-1)*(bndiff2).sum(0, keepdim=True)
+    bnvar_inv = (bnvar + 1e-5)**-0.5
+    bnraw = bndiff * bnvar_inv
+    hpreact = bngain * bnraw + bnbias
+    h = torch.tanh(hpreact)
+    logits = h @ W2 + b2
+    logit_maxes = logits.max(1, keepdim=True).values
+    norm_logits = logits - logit_maxes
+    counts = norm_logits.exp()
+    counts_sum = counts.sum(1, keepdims=True)
+    counts_sum_inv = counts_sum**-1
+    probs = counts * counts_sum_inv
+    logprobs = probs.log()
+    loss = -logprobs[range(n), Yb].mean()
+    for p in parameters:
+        p.grad = None
+    for t in [logprobs, probs, counts, counts_sum, counts_sum_inv, norm_logits, logit_maxes, logits, h, hpreact,
+              bnraw, bnvar_inv, bnvar, bndiff2, bndiff, hprebn, bnmeani, embcat, emb]:
+        t.retain_grad()
+    loss.backward()
+
+    def cmp(s, dt, t):
+        ex = torch.all(dt == t.grad).item()
+        maxdiff = (dt - t.grad).abs().max().item()
+        return s, ex, maxdiff
+
+    checks = []
+    dlogprobs = torch.zeros_like(logprobs)
+    dlogprobs[range(n), Yb] = -1.0/n
+    dprobs = (1.0 / probs) * dlogprobs
+    dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)
+    dcounts = counts_sum_inv * dprobs
+    dcounts_sum = (-counts_sum**-2) * dcounts_sum_inv
+    dcounts += torch.ones_like(counts) * dcounts_sum
+    dnorm_logits = counts * dcounts
+    dlogits = dnorm_logits.clone()
+    dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)
+    dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes
+    dh = dlogits @ W2.T
+    dW2 = h.T @ dlogits
+    db2 = dlogits.sum(0)
+    dhpreact = (1.0 - h**2) * dh
+    dbngain = (bnraw * dhpreact).sum(0, keepdim=True)
+    dbnraw = bngain * dhpreact
+    dbnbias = dhpreact.sum(0, keepdim=True)
+    dbndiff = bnvar_inv * dbnraw
+    dbnvar_inv = (bndiff * dbnraw).sum(0, keepdim=True)
+    dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv
+    dbndiff2 = (1.0/(n-1))*torch.ones_like(bndiff2) * dbnvar
+    dbndiff += (2*bndiff) * dbndiff2
+    dhprebn = dbndiff.clone()
+    dbnmeani = (-dbndiff).sum(0)
+    dhprebn += 1.0/n * (torch.ones_like(hprebn) * dbnmeani)
+    dembcat = dhprebn @ W1.T
+    dW1 = embcat.T @ dhprebn
+    db1 = dhprebn.sum(0)
+    demb = dembcat.view(emb.shape)
+    dC = torch.zeros_like(C)
+    for k in range(Xb.shape[0]):
+        for j in range(Xb.shape[1]):
+            ix = Xb[k, j]
+            dC[ix] += demb[k, j]
+    for name, d, t in [('logprobs', dlogprobs, logprobs), ('probs', dprobs, probs),
+                       ('counts_sum_inv', dcounts_sum_inv, counts_sum_inv), ('counts_sum', dcounts_sum, counts_sum),
+                       ('counts', dcounts, counts), ('norm_logits', dnorm_logits, norm_logits),
+                       ('logit_maxes', dlogit_maxes, logit_maxes), ('logits', dlogits, logits), ('h', dh, h),
+                       ('W2', dW2, W2), ('b2', db2, b2), ('hpreact', dhpreact, hpreact), ('bngain', dbngain, bngain),
+                       ('bnbias', dbnbias, bnbias), ('bnraw', dbnraw, bnraw), ('bnvar_inv', dbnvar_inv, bnvar_inv),
+                       ('bnvar', dbnvar, bnvar), ('bndiff2', dbndiff2, bndiff2), ('bndiff', dbndiff, bndiff),
+                       ('bnmeani', dbnmeani, bnmeani), ('hprebn', dhprebn, hprebn), ('embcat', dembcat, embcat),
+                       ('W1', dW1, W1), ('b1', db1, b1), ('emb', demb, emb), ('C', dC, C)]:
+        checks.append(cmp(name, d, t))
+
+    # exercise 2: the cross entropy's and the batch norm's backward in one line each
+    loss_fast = F.cross_entropy(logits, Yb)
+    dlogits = F.softmax(logits, 1)
+    dlogits[range(n), Yb] -= 1
+    dlogits /= n
+    checks.append(cmp('logits (fast)', dlogits, logits))
+    dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))
+    checks.append(cmp('hprebn (fast)', dhprebn, hprebn))
+    return {"checks": checks, "loss": (loss.item(), loss_fast.item())}
+
+
+def test_makemore_backprop_ninja():
+    ours, _ = run_both(makemore_backprop_ninja, WORDS, compare=False)
+    worst = {name: maxdiff for name, _, maxdiff in ours["checks"] if maxdiff > 1e-6}
+    assert not worst, worst
+    exact = {name for name, ex, _ in ours["checks"] if ex}
+    assert {"logprobs", "probs", "counts_sum_inv", "W2", "b2", "emb"} <= exact
+    np.testing.assert_allclose(*ours["loss"], rtol=1e-6)
+
+
+def makemore_wavenet(m, words):
+    """makemore part 5: the hierarchical (WaveNet-like) model with FlattenConsecutive and a
+    BatchNorm1d normalising over (0, 1) for 3-d inputs."""
+    torch, F = m.torch, m.F
+
+    class Linear:
+        def __init__(self, fan_in, fan_out, bias=True):
+            self.weight = torch.randn((fan_in, fan_out)) / fan_in**0.5
+            self.bias = torch.zeros(fan_out) if bias else None
+
+        def __call__(self, x):
+            self.out = x @ self.weight
+            if self.bias is not None:
+                self.out += self.bias
+            return self.out
+
+        def parameters(self):
+            return [self.weight] + ([] if self.bias is None else [self.bias])
+
+    class BatchNorm1d:
+        def __init__(self, dim, eps=1e-5, momentum=0.1):
+            self.eps = eps
+            self.momentum = momentum
+            self.training = True
+            self.gamma = torch.ones(dim)
+            self.beta = torch.zeros(dim)
+            self.running_mean = torch.zeros(dim)
+            self.running_var = torch.ones(dim)
+
+        def __call__(self, x):
+            if self.training:
+                if x.ndim == 2:
+                    dim = 0
+                elif x.ndim == 3:
+                    dim = (0, 1)
+                xmean = x.mean(dim, keepdim=True)
+                xvar = x.var(dim, keepdim=True)
+            else:
+                xmean = self.running_mean
+                xvar = self.running_var
+            xhat = (x - xmean) / torch.sqrt(xvar + self.eps)
+            self.out = self.gamma * xhat + self.beta
+            if self.training:
+                with torch.no_grad():
+                    self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * xmean
+                    self.running_var = (1 - self.momentum) * self.running_var + self.momentum * xvar
+            return self.out
+
+        def parameters(self):
+            return [self.gamma, self.beta]
+
+    class Tanh:
+        def __call__(self, x):
+            self.out = torch.tanh(x)
+            return self.out
+
+        def parameters(self):
+            return []
+
+    class Embedding:
+        def __init__(self, num_embeddings, embedding_dim):
+            self.weight = torch.randn((num_embeddings, embedding_dim))
+
+        def __call__(self, IX):
+            self.out = self.weight[IX]
+            return self.out
+
+        def parameters(self):
+            return [self.weight]
+
+    class FlattenConsecutive:
+        def __init__(self, n):
+            self.n = n
+
+        def __call__(self, x):
+            B, T, C = x.shape
+            x = x.view(B, T//self.n, C*self.n)
+            if x.shape[1] == 1:
+                x = x.squeeze(1)
+            self.out = x
+            return self.out
+
+        def parameters(self):
+            return []
+
+    class Sequential:
+        def __init__(self, layers):
+            self.layers = layers
+
+        def __call__(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            self.out = x
+            return self.out
+
+        def parameters(self):
+            return [p for layer in self.layers for p in layer.parameters()]
+
+    torch.manual_seed(42)
+    block_size, vocab_size, n_embd, n_hidden = 8, 27, 10, 32
+    Xtr, Ytr = build_dataset(m, words, block_size=block_size)
+    model = Sequential([
+        Embedding(vocab_size, n_embd),
+        FlattenConsecutive(2), Linear(n_embd * 2, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        FlattenConsecutive(2), Linear(n_hidden*2, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        FlattenConsecutive(2), Linear(n_hidden*2, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        Linear(n_hidden, vocab_size),
+    ])
+    with torch.no_grad():
+        model.layers[-1].weight *= 0.1
+    parameters = model.parameters()
+    count = sum(p.nelement() for p in parameters)
+    for p in parameters:
+        p.requires_grad = True
+    lossi = []
+    for i in range(150):
+        ix = torch.randint(0, Xtr.shape[0], (32,))
+        Xb, Yb = Xtr[ix], Ytr[ix]
+        logits = model(Xb)
+        loss = F.cross_entropy(logits, Yb)
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < 100 else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.item())
+    shapes = [(layer.__class__.__name__, tuple(layer.out.shape)) for layer in model.layers[:5]]
+    for layer in model.layers:
+        layer.training = False
+    with torch.no_grad():
+        full = F.cross_entropy(model(Xtr), Ytr).item()
+    out = []
+    context = [0] * block_size
+    for _ in range(20):
+        logits = model(torch.tensor([context]))
+        probs = F.softmax(logits, dim=1)
+        ix = torch.multinomial(probs, num_samples=1).item()
+        context = context[1:] + [ix]
+        out.append(ix)
+        if ix == 0:
+            break
+    lossi = torch.tensor(lossi).view(-1, 10).mean(1)
+    return {"count": count, "lossi": lossi, "full": full, "shapes": shapes, "sampled": len(out)}
+
+
+def test_makemore_wavenet():
+    ours, _ = run_both(makemore_wavenet, WORDS, compare=False)
+    assert ours["count"] == 270 + 20 * 32 + 64 + 2 * (64 * 32 + 64) + 32 * 27 + 27
+    assert ours["shapes"] == [("Embedding", (32, 8, 10)), ("FlattenConsecutive", (32, 4, 20)),
+                              ("Linear", (32, 4, 32)), ("BatchNorm1d", (32, 4, 32)), ("Tanh", (32, 4, 32))]
+    assert ours["lossi"][-1] < ours["lossi"][0] - 0.5 and ours["full"] < 3.0 and ours["sampled"] >= 1
+
+
 # ----------------------------------------------------------------------------------------------
 # d2l: linear regression from scratch and concisely, softmax regression from scratch
 # ----------------------------------------------------------------------------------------------
@@ -2019,6 +2293,239 @@ def test_tiny_gpt():
         assert ours["n_params"] == theirs["n_params"]
 
 
+def nanogpt(m, path):
+    """nanoGPT's model.py (abridged only where it loads GPT-2 weights): GPTConfig, CausalSelfAttention
+    with c_attn(x).split, weight tying, _init_weights through self.apply, configure_optimizers with
+    decay/no-decay groups, top-k generate, crop_block_size; a few steps of train.py's loop."""
+    import inspect
+    from dataclasses import dataclass
+
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class LayerNorm(nn.Module):
+        """ LayerNorm but with an optional bias. PyTorch doesn't support simply bias=False """
+
+        def __init__(self, ndim, bias):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(ndim))
+            self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+        def forward(self, input):
+            return F.layer_norm(input, self.weight.shape, self.weight, self.bias, 1e-5)
+
+    class CausalSelfAttention(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            assert config.n_embd % config.n_head == 0
+            self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+            self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+            self.attn_dropout = nn.Dropout(config.dropout)
+            self.resid_dropout = nn.Dropout(config.dropout)
+            self.n_head = config.n_head
+            self.n_embd = config.n_embd
+            self.dropout = config.dropout
+            self.flash = False  # the explicit attention below, on either library
+            self.register_buffer("bias", torch.tril(torch.ones(config.block_size, config.block_size))
+                                 .view(1, 1, config.block_size, config.block_size))
+
+        def forward(self, x):
+            B, T, C = x.size()
+            q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+            k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+            q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+            v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+            att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float('-inf'))
+            att = F.softmax(att, dim=-1)
+            att = self.attn_dropout(att)
+            y = att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
+            y = y.transpose(1, 2).contiguous().view(B, T, C)
+            y = self.resid_dropout(self.c_proj(y))
+            return y
+
+    class MLP(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+            self.gelu = nn.GELU()
+            self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+            self.dropout = nn.Dropout(config.dropout)
+
+        def forward(self, x):
+            return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+    class Block(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+            self.attn = CausalSelfAttention(config)
+            self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+            self.mlp = MLP(config)
+
+        def forward(self, x):
+            x = x + self.attn(self.ln_1(x))
+            x = x + self.mlp(self.ln_2(x))
+            return x
+
+    @dataclass
+    class GPTConfig:
+        block_size: int = 16
+        vocab_size: int = 32
+        n_layer: int = 2
+        n_head: int = 2
+        n_embd: int = 16
+        dropout: float = 0.0
+        bias: bool = True
+
+    class GPT(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            assert config.vocab_size is not None
+            assert config.block_size is not None
+            self.config = config
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            ))
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            self.transformer.wte.weight = self.lm_head.weight  # https://paperswithcode.com/method/weight-tying
+            self.apply(self._init_weights)
+            for pn, p in self.named_parameters():
+                if pn.endswith('c_proj.weight'):
+                    nn.init.normal_(p, mean=0.0, std=0.02/math.sqrt(2 * config.n_layer))
+
+        def get_num_params(self, non_embedding=True):
+            n_params = sum(p.numel() for p in self.parameters())
+            if non_embedding:
+                n_params -= self.transformer.wpe.weight.numel()
+            return n_params
+
+        def _init_weights(self, module):
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+        def forward(self, idx, targets=None):
+            device = idx.device
+            b, t = idx.size()
+            assert t <= self.config.block_size, f"Cannot forward sequence of length {t}"
+            pos = torch.arange(0, t, dtype=torch.long, device=device)  # shape (t)
+            tok_emb = self.transformer.wte(idx)  # token embeddings of shape (b, t, n_embd)
+            pos_emb = self.transformer.wpe(pos)  # position embeddings of shape (t, n_embd)
+            x = self.transformer.drop(tok_emb + pos_emb)
+            for block in self.transformer.h:
+                x = block(x)
+            x = self.transformer.ln_f(x)
+            if targets is not None:
+                logits = self.lm_head(x)
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            else:
+                logits = self.lm_head(x[:, [-1], :])  # note: using list [-1] to preserve the time dim
+                loss = None
+            return logits, loss
+
+        def crop_block_size(self, block_size):
+            assert block_size <= self.config.block_size
+            self.config.block_size = block_size
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+            for block in self.transformer.h:
+                if hasattr(block.attn, 'bias'):
+                    block.attn.bias = block.attn.bias[:, :, :block_size, :block_size]
+
+        def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+            param_dict = {pn: p for pn, p in self.named_parameters()}
+            param_dict = {pn: p for pn, p in param_dict.items() if p.requires_grad}
+            decay_params = [p for n, p in param_dict.items() if p.dim() >= 2]
+            nodecay_params = [p for n, p in param_dict.items() if p.dim() < 2]
+            optim_groups = [
+                {'params': decay_params, 'weight_decay': weight_decay},
+                {'params': nodecay_params, 'weight_decay': 0.0}
+            ]
+            num_decay_params = sum(p.numel() for p in decay_params)
+            num_nodecay_params = sum(p.numel() for p in nodecay_params)
+            fused_available = 'fused' in inspect.signature(m.optim.AdamW).parameters
+            use_fused = fused_available and device_type == 'cuda'
+            extra_args = dict(fused=True) if use_fused else dict()
+            optimizer = m.optim.AdamW(optim_groups, lr=learning_rate, betas=betas, **extra_args)
+            return optimizer, (num_decay_params, num_nodecay_params)
+
+        @torch.no_grad()
+        def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+            for _ in range(max_new_tokens):
+                idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+                logits, _ = self(idx_cond)
+                logits = logits[:, -1, :] / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float('Inf')
+                probs = F.softmax(logits, dim=-1)
+                idx_next = torch.multinomial(probs, num_samples=1)
+                idx = torch.cat((idx, idx_next), dim=1)
+            return idx
+
+    torch.manual_seed(1337)
+    model = GPT(GPTConfig())
+    tied = model.transformer.wte.weight is model.lm_head.weight
+    optimizer, counts = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu')
+    rng = np.random.default_rng(9)
+    pattern = rng.integers(0, 32, 8)
+    data = torch.tensor(np.tile(pattern, 40))  # a repeating sequence: easy to learn
+
+    def get_batch():
+        ix = torch.randint(len(data) - 16, (8,))
+        x = torch.stack([data[i:i+16] for i in ix])
+        y = torch.stack([data[i+1:i+1+16] for i in ix])
+        return x, y
+
+    grad_clip = 1.0
+    losses = []
+    for iter_num in range(40):
+        lr = 1e-2 * min(1.0, (iter_num + 1) / 10)
+        for param_group in optimizer.param_groups:
+            param_group['lr'] = lr
+        X, Y = get_batch()
+        logits, loss = model(X, Y)
+        loss.backward()
+        if grad_clip != 0.0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    checkpoint = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'iter_num': iter_num,
+                  'best_val_loss': min(losses), 'config': {'n_layer': 2}}
+    torch.save(checkpoint, path)
+    model = GPT(GPTConfig())
+    state_dict = torch.load(path)['model']
+    unwanted_prefix = '_orig_mod.'
+    for k, v in list(state_dict.items()):
+        if k.startswith(unwanted_prefix):
+            state_dict[k[len(unwanted_prefix):]] = state_dict.pop(k)
+    model.load_state_dict(state_dict)
+    model.eval()
+    sample = model.generate(torch.tensor(pattern[None, :4]), max_new_tokens=8, temperature=0.5, top_k=3)
+    model.crop_block_size(8)
+    logits, _ = model(torch.tensor(pattern[None, :8]))
+    return {"tied": tied, "counts": counts, "n_params": model.get_num_params(), "losses": losses,
+            "keys": list(state_dict)[:3], "sample": sample.shape, "cropped": logits.shape}
+
+
+@needs("split, topk")
+def test_nanogpt(tmp_path):
+    ours, theirs = run_both(nanogpt, tmp_path / "ckpt.pt", compare=False)
+    assert ours["tied"] and ours["keys"] == ["transformer.wte.weight", "transformer.wpe.weight",
+                                             "transformer.h.0.ln_1.weight"]
+    assert np.mean(ours["losses"][-5:]) < np.mean(ours["losses"][:5]) - 1
+    assert tuple(ours["sample"]) == (1, 12) and tuple(ours["cropped"]) == (1, 1, 32)
+    if theirs is not None:
+        assert ours["counts"] == theirs["counts"] and ours["n_params"] == theirs["n_params"]
+
+
 # ----------------------------------------------------------------------------------------------
 # Training-loop utilities: schedulers, gradient clipping, parameter counting, checkpoints
 # ----------------------------------------------------------------------------------------------
@@ -2188,3 +2695,12 @@ def test_state_dict_order_and_tied_weights():
     assert list(tied.state_dict()) == ["wte.weight", "lm_head.weight"]
     tied.load_state_dict({"wte.weight": np.ones((5, 4), np.float32), "lm_head.weight": np.ones((5, 4), np.float32)})
     assert tied.wte.weight is tied.lm_head.weight and float(tied.wte.weight.sum()) == 20.0
+
+
+def test_factories_take_size_keyword():
+    """torch.zeros(size=(2, 3)) as well as zeros(2, 3) and zeros((2, 3))."""
+    for factory in (autograd.zeros, autograd.ones, autograd.empty, autograd.rand, autograd.randn):
+        assert factory(size=(2, 3)).shape == (2, 3) and factory(2, 3).shape == (2, 3)
+        assert factory([4]).shape == (4,) and factory(size=4).shape == (4,)
+        with pytest.raises(TypeError, match="size"):
+            factory(2, size=(2, 3))
