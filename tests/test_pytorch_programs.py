@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, UP008, F841  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B023, E741, UP008, UP034, F841  (the programs are kept as their authors wrote them)
 """Real PyTorch programs, run unchanged but for their imports.
 
 Each program below is written as a PyTorch user writes it (PyTorch's beginner tutorials, the
@@ -1840,6 +1840,333 @@ def test_nn_tutorial_cnn():
     weights = weights_of(lambda m: nn_tutorial_cnn(m, None))
     ours, _ = run_both(nn_tutorial_cnn, weights, rtol=1e-4, atol=1e-5)
     assert ours["losses"][-1] < ours["losses"][0] and tuple(ours["sequential"]) == (64, 3)
+
+
+def blitz_neural_networks(m, weights, target_init, grad_init):
+    """The 60-minute blitz's 'Neural Networks': LeNet with F.max_pool2d, backward with a given
+    gradient, MSELoss, a manual update with f.data.sub_, then optim.SGD."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class Net(nn.Module):
+        def __init__(self):
+            super(Net, self).__init__()
+            self.conv1 = nn.Conv2d(1, 6, 5)
+            self.conv2 = nn.Conv2d(6, 16, 5)
+            self.fc1 = nn.Linear(16 * 5 * 5, 120)
+            self.fc2 = nn.Linear(120, 84)
+            self.fc3 = nn.Linear(84, 10)
+
+        def forward(self, input):
+            c1 = F.relu(self.conv1(input))
+            s2 = F.max_pool2d(c1, (2, 2))
+            c3 = F.relu(self.conv2(s2))
+            s4 = F.max_pool2d(c3, 2)
+            s4 = torch.flatten(s4, 1)
+            f5 = F.relu(self.fc1(s4))
+            f6 = F.relu(self.fc2(f5))
+            output = self.fc3(f6)
+            return output
+
+    net = Net()
+    if weights is None:
+        return net
+    load(m, net, weights)
+    params = list(net.parameters())
+    sizes = (len(params), tuple(params[0].size()))
+    input = torch.tensor(target_init[:1024].reshape(1, 1, 32, 32))
+    out = net(input)
+    net.zero_grad()
+    out.backward(torch.tensor(grad_init))
+    first_grad = net.fc3.bias.grad.clone()
+    output = net(input)
+    target = torch.tensor(target_init[:10])
+    target = target.view(1, -1)
+    criterion = nn.MSELoss()
+    loss = criterion(output, target)
+    net.zero_grad()
+    before = net.conv1.bias.grad
+    loss.backward()
+    after = net.conv1.bias.grad
+    learning_rate = 0.01
+    for f in net.parameters():
+        f.data.sub_(f.grad.data * learning_rate)
+    optimizer = optim.SGD(net.parameters(), lr=0.01)
+    losses = [loss.item()]
+    for _ in range(5):
+        optimizer.zero_grad()
+        output = net(input)
+        loss = criterion(output, target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return {"sizes": sizes, "first_grad": first_grad, "before": before is None, "after": after, "losses": losses}
+
+
+def test_blitz_neural_networks():
+    weights = weights_of(lambda m: blitz_neural_networks(m, None, None, None))
+    rng = np.random.default_rng(10)
+    ours, _ = run_both(blitz_neural_networks, weights, rng.standard_normal(1024).astype(np.float32),
+                       rng.standard_normal((1, 10)).astype(np.float32), rtol=1e-4, atol=1e-6)
+    assert ours["sizes"] == (10, (6, 1, 5, 5)) and ours["before"]
+    assert ours["losses"][-1] < ours["losses"][0]
+
+
+def grad_fn_graph(m):
+    """The blitz follows loss.grad_fn backwards through next_functions."""
+    torch, nn = m.torch, m.nn
+    net = nn.Linear(3, 2)
+    loss = nn.MSELoss()(net(torch.ones(1, 3)), torch.zeros(1, 2))
+    return [loss.grad_fn is not None, loss.grad_fn.next_functions[0][0] is not None,
+            loss.grad_fn.next_functions[0][0].next_functions[0][0] is not None]
+
+
+@pytest.mark.xfail(reason="core: grad_fn has no next_functions (reported to the lead)", strict=False)
+def test_grad_fn_next_functions():
+    ours, _ = run_both(grad_fn_graph)
+    assert ours == [True, True, True]
+
+
+def dynamic_net(m):
+    """Learning PyTorch with examples: control flow and weight sharing in forward."""
+    torch = m.torch
+
+    class DynamicNet(m.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = m.nn.Parameter(torch.tensor(0.1))
+            self.b = m.nn.Parameter(torch.tensor(0.2))
+            self.c = m.nn.Parameter(torch.tensor(0.0))
+            self.d = m.nn.Parameter(torch.tensor(0.0))
+            self.e = m.nn.Parameter(torch.tensor(0.0))
+
+        def forward(self, x):
+            y = self.a + self.b * x + self.c * x ** 2 + self.d * x ** 3
+            for exp in range(4, random.randint(4, 6)):
+                y = y + self.e * x ** exp
+            return y
+
+        def string(self):
+            return (f'y = {self.a.item()} + {self.b.item()} x + {self.c.item()} x^2 + {self.d.item()} x^3 + '
+                    f'{self.e.item()} x^4 ? + {self.e.item()} x^5 ?')
+
+    random.seed(0)
+    x = torch.linspace(-math.pi, math.pi, 2000)
+    y = torch.sin(x)
+    model = DynamicNet()
+    criterion = m.nn.MSELoss(reduction='sum')
+    optimizer = m.optim.SGD(model.parameters(), lr=1e-8, momentum=0.9)
+    losses = []
+    for t in range(200):
+        y_pred = model(x)
+        loss = criterion(y_pred, y)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {"losses": losses[::20], "string": model.string()[:4]}
+
+
+def test_dynamic_net():
+    ours, _ = run_both(dynamic_net, rtol=1e-4, atol=1e-5)
+    assert ours["losses"][-1] < ours["losses"][0] and ours["string"] == "y = "
+
+
+def tensor_hooks_and_grad(m, x_init):
+    """Gradient hooks on tensors, retain_grad, torch.autograd.grad with create_graph (a gradient
+    penalty as WGAN-GP writes it, the norm taken by hand), and grad accumulation across backward calls."""
+    torch, nn = m.torch, m.nn
+    x = torch.tensor(x_init, requires_grad=True)
+    y = x * 2
+    seen = []
+    handle = y.register_hook(lambda grad: seen.append(grad.clone()) or grad * 3)
+    z = (y ** 2).sum()
+    z.backward()
+    handle.remove()
+    hooked = x.grad.clone()
+
+    D = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    with torch.no_grad():
+        for i, p in enumerate(D.parameters()):
+            p.copy_(torch.linspace(-0.5, 0.5, p.numel()).reshape(p.shape) * (i + 1))
+    real = torch.tensor(x_init.reshape(2, 3))
+    alpha = torch.tensor([[0.3], [0.7]])
+    interpolates = (alpha * real + ((1 - alpha) * real[[1, 0]]))
+    interpolates.requires_grad_(True)
+    d_interpolates = D(interpolates)
+    gradients = torch.autograd.grad(outputs=d_interpolates, inputs=interpolates,
+                                    grad_outputs=torch.ones_like(d_interpolates),
+                                    create_graph=True, retain_graph=True, only_inputs=True)[0]
+    gradients = gradients.view(gradients.size(0), -1)
+    gradient_penalty = ((torch.sqrt((gradients ** 2).sum(dim=1)) - 1) ** 2).mean()
+    gradient_penalty.backward()
+
+    w = torch.ones(3, requires_grad=True)
+    for _ in range(3):
+        (w * torch.tensor([1., 2., 3.])).sum().backward()
+    accumulated = w.grad.clone()
+    return {"seen": seen, "hooked": hooked, "penalty": gradient_penalty, "D.grad": D[0].weight.grad,
+            "accumulated": accumulated}
+
+
+def test_tensor_hooks_and_grad():
+    x = np.array([0.5, -1.0, 2.0, 0.25, 1.5, -0.75], dtype=np.float32)
+    ours, _ = run_both(tensor_hooks_and_grad, x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["hooked"], 2 * 3 * 2 * (2 * x), rtol=1e-6)
+    np.testing.assert_array_equal(ours["accumulated"], [3.0, 6.0, 9.0])
+
+
+def custom_dataset_pipeline(m):
+    """A map-style Dataset subclass, random_split with fractions and a seeded generator, a
+    collate_fn padding variable-length sequences, shuffle/drop_last, a seeded DataLoader."""
+    torch, data = m.torch, m.data
+    from importlib import import_module
+    pad_sequence = import_module(m.nn.__name__ + ".utils.rnn").pad_sequence
+
+    class SequenceDataset(data.Dataset):
+        def __init__(self, n):
+            self.items = [(list(range(1, 2 + i % 4)), i % 2) for i in range(n)]
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, idx):
+            tokens, label = self.items[idx]
+            return torch.tensor(tokens), label
+
+    def collate_batch(batch):
+        texts, labels = zip(*batch)
+        lengths = torch.tensor([len(t) for t in texts])
+        return pad_sequence(list(texts), batch_first=True, padding_value=0), torch.tensor(labels), lengths
+
+    dataset = SequenceDataset(20)
+    train_set, val_set = data.random_split(dataset, [0.8, 0.2], generator=torch.Generator().manual_seed(42))
+    loader = data.DataLoader(train_set, batch_size=3, shuffle=True, drop_last=True, collate_fn=collate_batch,
+                             generator=torch.Generator().manual_seed(0))
+    batches = [(tuple(x.shape), y.dtype == torch.int64, int(lengths.max()) == x.shape[1]) for x, y, lengths in loader]
+    val_loader = data.DataLoader(val_set, batch_size=8, collate_fn=collate_batch)
+    n_val = sum(len(y) for _, y, _ in val_loader)
+    return {"sizes": (len(train_set), len(val_set)), "batches": len(batches),
+            "ok": all(ok1 and ok2 and shape[0] == 3 for shape, ok1, ok2 in batches), "n_val": n_val}
+
+
+def test_custom_dataset_pipeline():
+    ours, _ = run_both(custom_dataset_pipeline)
+    assert ours == {"sizes": (16, 4), "batches": 5, "ok": True, "n_val": 4}
+
+
+def gan_step(m, weights_d, weights_g):
+    """A DCGAN-style training step: D on real and G(z).detach(), then G through D, BCE losses,
+    two Adam optimizers with betas=(0.5, 0.999)."""
+    torch, nn, optim = m.torch, m.nn, m.optim
+    netD = load(m, nn.Sequential(nn.Linear(4, 16), nn.LeakyReLU(0.2, inplace=True), nn.Linear(16, 1), nn.Sigmoid()),
+                weights_d)
+    netG = load(m, nn.Sequential(nn.Linear(2, 16), nn.ReLU(True), nn.Linear(16, 4), nn.Tanh()), weights_g)
+    criterion = nn.BCELoss()
+    optimizerD = optim.Adam(netD.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    real_label, fake_label = 1., 0.
+    real_cpu = torch.linspace(-0.5, 0.5, 32).reshape(8, 4)
+    noise = torch.linspace(-1, 1, 16).reshape(8, 2)
+    history = []
+    for i in range(10):
+        netD.zero_grad()
+        b_size = real_cpu.size(0)
+        label = torch.full((b_size,), real_label, dtype=torch.float)
+        output = netD(real_cpu).view(-1)
+        errD_real = criterion(output, label)
+        errD_real.backward()
+        D_x = output.mean().item()
+        fake = netG(noise)
+        label.fill_(fake_label)
+        output = netD(fake.detach()).view(-1)
+        errD_fake = criterion(output, label)
+        errD_fake.backward()
+        errD = errD_real + errD_fake
+        optimizerD.step()
+        netG.zero_grad()
+        label.fill_(real_label)
+        output = netD(fake).view(-1)
+        errG = criterion(output, label)
+        errG.backward()
+        optimizerG.step()
+        history.append((errD.item(), errG.item(), D_x))
+    return history
+
+
+def test_gan_step():
+    wd = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(4, 16), m.nn.LeakyReLU(0.2), m.nn.Linear(16, 1),
+                                              m.nn.Sigmoid()))
+    wg = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(2, 16), m.nn.ReLU(), m.nn.Linear(16, 4), m.nn.Tanh()))
+    ours, _ = run_both(gan_step, wd, wg, rtol=1e-4, atol=1e-5)
+    assert len(ours) == 10 and all(np.isfinite(ours).ravel())
+
+
+def d2l_rnn_state(m, weights):
+    """d2l's RNN training epoch: nn.RNN with an explicit state, one-hot inputs (X.T.long()),
+    the state detached between minibatches with detach_(), grad clipping by param.grad[:] *=."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class RNNModel(nn.Module):
+        def __init__(self, rnn_layer, vocab_size):
+            super(RNNModel, self).__init__()
+            self.rnn = rnn_layer
+            self.vocab_size = vocab_size
+            self.num_hiddens = self.rnn.hidden_size
+            self.num_directions = 1
+            self.linear = nn.Linear(self.num_hiddens, self.vocab_size)
+
+        def forward(self, inputs, state):
+            X = F.one_hot(inputs.T.long(), self.vocab_size)
+            X = X.to(torch.float32)
+            Y, state = self.rnn(X, state)
+            output = self.linear(Y.reshape((-1, Y.shape[-1])))
+            return output, state
+
+        def begin_state(self, device, batch_size=1):
+            return torch.zeros((self.num_directions * self.rnn.num_layers, batch_size, self.num_hiddens),
+                               device=device)
+
+    net = RNNModel(nn.RNN(8, 16), 8)
+    if weights is None:
+        return net
+    load(m, net, weights)
+
+    def grad_clipping(net, theta):
+        params = [p for p in net.parameters() if p.requires_grad]
+        norm = torch.sqrt(sum(torch.sum((p.grad ** 2)) for p in params))
+        if norm > theta:
+            for param in params:
+                param.grad[:] *= theta / norm
+
+    corpus = torch.tensor([i % 8 for i in range(200)])
+    loss = nn.CrossEntropyLoss()
+    updater = m.optim.SGD(net.parameters(), lr=1)
+    state = None
+    history = []
+    for epoch in range(3):
+        for i in range(0, 160, 20):
+            X = corpus[i:i + 20].reshape(4, 5)
+            Y = corpus[i + 1:i + 21].reshape(4, 5)
+            if state is None:
+                state = net.begin_state(batch_size=X.shape[0], device="cpu")
+            else:
+                state.detach_()
+            y = Y.T.reshape(-1)
+            y_hat, state = net(X, state)
+            l = loss(y_hat, y.long()).mean()
+            updater.zero_grad()
+            l.backward()
+            grad_clipping(net, 1)
+            updater.step()
+        history.append(l.item())
+    return history
+
+
+@pytest.mark.xfail(reason="core: Tensor.detach_ is missing (reported to the lead)", strict=False)
+def test_d2l_rnn_state():
+    weights = weights_of(lambda m: d2l_rnn_state(m, None))
+    ours, _ = run_both(d2l_rnn_state, weights, rtol=1e-3, atol=1e-4)
+    assert ours[-1] < ours[0]
 
 
 # ----------------------------------------------------------------------------------------------
