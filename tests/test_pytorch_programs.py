@@ -2979,6 +2979,37 @@ def checkpoints(m, weights, path):
             "eval_out": model2(x), "running_mean": model2[2].running_mean}
 
 
+def save_load_tutorial(m, weights, path):
+    """The 'Save and Load the Model' tutorial: weights through state_dict, then the entire model
+    (pickled: torch.load needs weights_only=False, and refuses without it)."""
+    torch, nn = m.torch, m.nn
+    model = load(m, nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), weights)
+    torch.save(model.state_dict(), str(path) + '.weights')
+    model2 = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    model2.load_state_dict(torch.load(str(path) + '.weights', weights_only=True))
+    model2.eval()
+    torch.save(model, path)
+    try:
+        torch.load(path, weights_only=True)
+        refused = False
+    except Exception as error:  # PyTorch raises pickle.UnpicklingError
+        refused = type(error).__name__ == "UnpicklingError"
+    model3 = torch.load(path, weights_only=False)
+    x = torch.linspace(-1, 1, 8).reshape(2, 2, 2)
+    return {"same": (model2(x), model3(x), model(x)), "refused": refused, "type": type(model3).__name__,
+            "children": len(list(model3.children())), "trainable": model3[1].weight.requires_grad}
+
+
+@pytest.mark.xfail(reason="design: autograd.save refuses whole modules (no pickle); reported to the lead",
+                   strict=False)
+def test_save_load_tutorial(tmp_path):
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Flatten(), m.nn.Linear(4, 3), m.nn.ReLU(), m.nn.Linear(3, 2)))
+    ours, _ = run_both(save_load_tutorial, weights, tmp_path / "model.pth")
+    np.testing.assert_array_equal(ours["same"][0], ours["same"][2])
+    np.testing.assert_array_equal(ours["same"][1], ours["same"][2])
+    assert ours["refused"] and ours["type"] == "Sequential" and ours["trainable"]
+
+
 def test_checkpoints(tmp_path):
     weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(3, 4), m.nn.ReLU(), m.nn.BatchNorm1d(4),
                                                    m.nn.Linear(4, 1)))
