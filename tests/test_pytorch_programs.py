@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, UP008, UP034, F841  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B023, E741, UP004, UP008, UP034, E731, F841  (the programs are kept as their authors wrote them)
 """Real PyTorch programs, run unchanged but for their imports.
 
 Each program below is written as a PyTorch user writes it (PyTorch's beginner tutorials, the
@@ -608,6 +608,174 @@ def test_linear_function_gradcheck():
 # ----------------------------------------------------------------------------------------------
 # Quickstart: datasets, a Flatten/Linear/ReLU network, train and test loops, saving and loading
 # ----------------------------------------------------------------------------------------------
+
+def build_model_tutorial(m, weights):
+    """'Build the Neural Network': a model on random images, nn.Softmax, the layers one by one."""
+    torch, nn = m.torch, m.nn
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(28*28, 64),
+                nn.ReLU(),
+                nn.Linear(64, 64),
+                nn.ReLU(),
+                nn.Linear(64, 10),
+            )
+
+        def forward(self, x):
+            x = self.flatten(x)
+            logits = self.linear_relu_stack(x)
+            return logits
+
+    model = NeuralNetwork().to(device)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    X = torch.linspace(0, 1, 28 * 28).reshape(1, 28, 28).to(device)
+    logits = model(X)
+    pred_probab = nn.Softmax(dim=1)(logits)
+    y_pred = pred_probab.argmax(1)
+    input_image = torch.rand(3, 28, 28)
+    flatten = nn.Flatten()
+    flat_image = flatten(input_image)
+    layer1 = nn.Linear(in_features=28*28, out_features=20)
+    hidden1 = layer1(flat_image)
+    hidden1 = nn.ReLU()(hidden1)
+    seq_modules = nn.Sequential(
+        flatten,
+        layer1,
+        nn.ReLU(),
+        nn.Linear(20, 10)
+    )
+    logits2 = seq_modules(input_image)
+    softmax = nn.Softmax(dim=1)
+    pred_probab2 = softmax(logits2)
+    lines = [f"Layer: {name} | Size: {param.size()} | Values : {param[:2]} \n"
+             for name, param in model.named_parameters()]
+    return {"probs": pred_probab, "y_pred": y_pred, "flat": tuple(flat_image.size()), "hidden": tuple(hidden1.shape),
+            "sums": pred_probab2.sum(1), "min": hidden1.min().item() >= 0, "lines": [ln.split(" |")[0] for ln in lines]}
+
+
+def test_build_model_tutorial():
+    weights = weights_of(lambda m: build_model_tutorial(m, None))
+    ours, _ = run_both(build_model_tutorial, weights, rtol=1e-5, atol=1e-6)
+    assert ours["flat"] == (3, 784) and ours["hidden"] == (3, 20) and ours["min"]
+    np.testing.assert_allclose(ours["sums"], 1, rtol=1e-6)
+    assert ours["lines"][0] == "Layer: linear_relu_stack.0.weight"
+
+
+def target_transform_one_hot(m):
+    """The Datasets tutorial's target_transform: Lambda(lambda y: zeros(10).scatter_(0, tensor(y), value=1))."""
+    torch = m.torch
+    target_transform = (lambda y: torch.zeros(10, dtype=torch.float).scatter_(0, torch.tensor(y), value=1))
+    return [target_transform(3), target_transform(9)]
+
+
+@needs("scatter_")
+def test_target_transform_one_hot():
+    ours, _ = run_both(target_transform_one_hot)
+    np.testing.assert_array_equal(ours[0], np.eye(10)[3])
+
+
+def imagenet_topk_accuracy(m, logits, target):
+    """The ImageNet example's accuracy(output, target, topk=(1, 5)) and AverageMeter."""
+    torch = m.torch
+
+    class AverageMeter(object):
+        def __init__(self, name, fmt=':f'):
+            self.name = name
+            self.fmt = fmt
+            self.reset()
+
+        def reset(self):
+            self.val = 0
+            self.avg = 0
+            self.sum = 0
+            self.count = 0
+
+        def update(self, val, n=1):
+            self.val = val
+            self.sum += val * n
+            self.count += n
+            self.avg = self.sum / self.count
+
+        def __str__(self):
+            fmtstr = '{name} {val' + self.fmt + '} ({avg' + self.fmt + '})'
+            return fmtstr.format(**self.__dict__)
+
+    def accuracy(output, target, topk=(1,)):
+        with torch.no_grad():
+            maxk = max(topk)
+            batch_size = target.size(0)
+            _, pred = output.topk(maxk, 1, True, True)
+            pred = pred.t()
+            correct = pred.eq(target.view(1, -1).expand_as(pred))
+            res = []
+            for k in topk:
+                correct_k = correct[:k].reshape(-1).float().sum(0, keepdim=True)
+                res.append(correct_k.mul_(100.0 / batch_size))
+            return res
+
+    top1 = AverageMeter('Acc@1', ':6.2f')
+    top5 = AverageMeter('Acc@5', ':6.2f')
+    output, target = torch.tensor(logits), torch.tensor(target)
+    for i in range(0, len(target), 4):
+        acc1, acc5 = accuracy(output[i:i + 4], target[i:i + 4], topk=(1, 5))
+        top1.update(acc1[0], 4)
+        top5.update(acc5[0], 4)
+    return {"top1": top1.avg, "top5": top5.avg, "str": str(top1)[:6]}
+
+
+@needs("topk, eq")
+def test_imagenet_topk_accuracy():
+    rng = np.random.default_rng(11)
+    logits = rng.standard_normal((16, 10)).astype(np.float32)
+    target = rng.integers(0, 10, 16)
+    ours, _ = run_both(imagenet_topk_accuracy, logits, target)
+    order = np.argsort(-logits, axis=1)
+    np.testing.assert_allclose(ours["top1"], 100 * np.mean(order[:, 0] == target), rtol=1e-6)
+    np.testing.assert_allclose(ours["top5"], 100 * np.mean((order[:, :5] == target[:, None]).any(1)), rtol=1e-6)
+
+
+def sampling_filters(m, logits_init, targets):
+    """Top-p (nucleus) filtering as the Hugging Face-era snippets write it (sort, cumsum, scatter),
+    log-probabilities picked with gather, and attention written with einsum."""
+    torch, F = m.torch, m.F
+    logits = torch.tensor(logits_init)
+    top_p = 0.8
+    sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+    cumulative_probs = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+    sorted_indices_to_remove = cumulative_probs > top_p
+    sorted_indices_to_remove[..., 1:] = sorted_indices_to_remove[..., :-1].clone()
+    sorted_indices_to_remove[..., 0] = 0
+    indices_to_remove = sorted_indices_to_remove.scatter(1, sorted_indices, sorted_indices_to_remove)
+    filtered = logits.clone()
+    filtered[indices_to_remove] = float('-inf')
+    kept = (filtered > float('-inf')).sum(-1)
+
+    x = torch.tensor(logits_init, requires_grad=True)
+    log_probs = F.log_softmax(x, dim=-1)
+    picked = torch.gather(log_probs, 1, torch.tensor(targets).unsqueeze(1)).squeeze(1)
+    (-picked.mean()).backward()
+
+    q = torch.tensor(logits_init).view(2, 2, 2, -1)
+    k = q.flip(-1)
+    att = torch.einsum('bhqd,bhkd->bhqk', q, k) / math.sqrt(q.size(-1))
+    return {"kept": kept, "filtered": filtered, "picked": picked, "grad": x.grad, "att": att,
+            "same_as_matmul": (att - q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))).abs().max().item()}
+
+
+@needs("sort, cumsum, scatter, gather, einsum, flip")
+def test_sampling_filters():
+    rng = np.random.default_rng(12)
+    logits = rng.standard_normal((4, 8)).astype(np.float32)
+    ours, _ = run_both(sampling_filters, logits, rng.integers(0, 8, 4))
+    assert (ours["kept"] >= 1).all() and ours["same_as_matmul"] < 1e-6
+
 
 def quickstart_data(n=256, side=8, classes=4, seed=0):
     rng = np.random.default_rng(seed)
