@@ -2476,6 +2476,104 @@ def test_lstm_tagger():
     assert ours["tags"] == [0, 1, 2, 0, 1]
 
 
+def char_rnn_classifier(m, weights):
+    """'NLP From Scratch: classifying names with a character-level RNN': one-hot letters written
+    by chained indexing (tensor[li][0][i] = 1), an RNN cell built from Linear layers, NLLLoss, and
+    the update p.data.add_(p.grad.data, alpha=-learning_rate)."""
+    torch, nn, F = m.torch, m.nn, m.F
+    import string
+    all_letters = string.ascii_letters + " .,;'"
+    n_letters = len(all_letters)
+    category_lines = {"English": ["smith", "jones", "taylor", "brown", "wilson", "walker"],
+                      "Italian": ["rossi", "russo", "ferrari", "esposito", "bianchi", "romano"]}
+    all_categories = list(category_lines)
+    n_categories = len(all_categories)
+
+    def letterToIndex(letter):
+        return all_letters.find(letter)
+
+    def letterToTensor(letter):
+        tensor = torch.zeros(1, n_letters)
+        tensor[0][letterToIndex(letter)] = 1
+        return tensor
+
+    def lineToTensor(line):
+        tensor = torch.zeros(len(line), 1, n_letters)
+        for li, letter in enumerate(line):
+            tensor[li][0][letterToIndex(letter)] = 1
+        return tensor
+
+    class RNN(nn.Module):
+        def __init__(self, input_size, hidden_size, output_size):
+            super(RNN, self).__init__()
+            self.hidden_size = hidden_size
+            self.i2h = nn.Linear(input_size, hidden_size)
+            self.h2h = nn.Linear(hidden_size, hidden_size)
+            self.h2o = nn.Linear(hidden_size, output_size)
+            self.softmax = nn.LogSoftmax(dim=1)
+
+        def forward(self, input, hidden):
+            hidden = F.tanh(self.i2h(input) + self.h2h(hidden))
+            output = self.h2o(hidden)
+            output = self.softmax(output)
+            return output, hidden
+
+        def initHidden(self):
+            return torch.zeros(1, self.hidden_size)
+
+    n_hidden = 32
+    rnn = RNN(n_letters, n_hidden, n_categories)
+    if weights is None:
+        return rnn
+    load(m, rnn, weights)
+    criterion = nn.NLLLoss()
+    learning_rate = 0.05
+
+    def train(category_tensor, line_tensor):
+        hidden = rnn.initHidden()
+        rnn.zero_grad()
+        for i in range(line_tensor.size()[0]):
+            output, hidden = rnn(line_tensor[i], hidden)
+        loss = criterion(output, category_tensor)
+        loss.backward()
+        for p in rnn.parameters():
+            p.data.add_(p.grad.data, alpha=-learning_rate)
+        return output, loss.item()
+
+    def categoryFromOutput(output):
+        category_i = output.argmax(1)[0].item()
+        return all_categories[category_i], category_i
+
+    pairs = [(c, line) for c in all_categories for line in category_lines[c]]
+    current_loss, all_losses = 0, []
+    for epoch in range(15):
+        for category, line in pairs:
+            category_tensor = torch.tensor([all_categories.index(category)], dtype=torch.long)
+            line_tensor = lineToTensor(line)
+            output, loss = train(category_tensor, line_tensor)
+            current_loss += loss
+        all_losses.append(current_loss / len(pairs))
+        current_loss = 0
+
+    def evaluate(line_tensor):
+        hidden = rnn.initHidden()
+        for i in range(line_tensor.size()[0]):
+            output, hidden = rnn(line_tensor[i], hidden)
+        return output
+
+    with torch.no_grad():
+        guesses = [categoryFromOutput(evaluate(lineToTensor(line)))[0] == c for c, line in pairs]
+    return {"letter": letterToTensor('J').argmax().item(), "line": lineToTensor('Jones').sum().item(),
+            "losses": all_losses, "accuracy": sum(guesses) / len(guesses)}
+
+
+def test_char_rnn_classifier():
+    weights = weights_of(lambda m: char_rnn_classifier(m, None))
+    ours, _ = run_both(char_rnn_classifier, weights, rtol=1e-3, atol=1e-4)
+    assert ours["letter"] == 35 and ours["line"] == 5.0
+    assert ours["losses"][-1] < ours["losses"][0] / 2 and ours["accuracy"] >= 0.9
+
+
 def gru_classifier(m, weights):
     """A batch-first GRU over padded sequences, classifying by the last hidden state (h_n[-1])."""
     torch, nn = m.torch, m.nn
