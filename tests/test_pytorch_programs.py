@@ -3231,6 +3231,141 @@ def test_nanogpt(tmp_path):
         assert ours["counts"] == theirs["counts"] and ours["n_params"] == theirs["n_params"]
 
 
+def torch_dot_nn_spelling(m):
+    """Code that never imports nn or optim itself: torch.nn.Linear, torch.nn.functional.relu,
+    torch.optim.AdamW and torch.nn.utils.clip_grad_norm_ reached through the torch module
+    (nanoGPT's train.py builds its optimizer as torch.optim.AdamW)."""
+    torch = m.torch
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss = torch.nn.functional.mse_loss(model(torch.ones(2, 3)), torch.zeros(2, 1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return type(model).__name__
+
+
+@pytest.mark.xfail(reason="core: autograd.nn / autograd.optim are not reachable from autograd (reported to the "
+                          "lead: a PEP 562 __getattr__ importing them on first use)", strict=False)
+def test_torch_dot_nn_spelling():
+    ours, _ = run_both(torch_dot_nn_spelling)
+    assert ours == "Sequential"
+
+
+def seq2seq_attention(m, weights):
+    """'NLP From Scratch: translation with a sequence to sequence network and attention': a GRU
+    encoder, Bahdanau attention with torch.bmm, greedy decoding with topk, teacher forcing."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    SOS_token, MAX_LENGTH, device = 0, 5, "cpu"
+
+    class EncoderRNN(nn.Module):
+        def __init__(self, input_size, hidden_size, dropout_p=0.1):
+            super(EncoderRNN, self).__init__()
+            self.hidden_size = hidden_size
+            self.embedding = nn.Embedding(input_size, hidden_size)
+            self.gru = nn.GRU(hidden_size, hidden_size, batch_first=True)
+            self.dropout = nn.Dropout(dropout_p)
+
+        def forward(self, input):
+            embedded = self.dropout(self.embedding(input))
+            output, hidden = self.gru(embedded)
+            return output, hidden
+
+    class BahdanauAttention(nn.Module):
+        def __init__(self, hidden_size):
+            super(BahdanauAttention, self).__init__()
+            self.Wa = nn.Linear(hidden_size, hidden_size)
+            self.Ua = nn.Linear(hidden_size, hidden_size)
+            self.Va = nn.Linear(hidden_size, 1)
+
+        def forward(self, query, keys):
+            scores = self.Va(torch.tanh(self.Wa(query) + self.Ua(keys)))
+            scores = scores.squeeze(2).unsqueeze(1)
+            weights = F.softmax(scores, dim=-1)
+            context = torch.bmm(weights, keys)
+            return context, weights
+
+    class AttnDecoderRNN(nn.Module):
+        def __init__(self, hidden_size, output_size, dropout_p=0.1):
+            super(AttnDecoderRNN, self).__init__()
+            self.embedding = nn.Embedding(output_size, hidden_size)
+            self.attention = BahdanauAttention(hidden_size)
+            self.gru = nn.GRU(2 * hidden_size, hidden_size, batch_first=True)
+            self.out = nn.Linear(hidden_size, output_size)
+            self.dropout = nn.Dropout(dropout_p)
+
+        def forward(self, encoder_outputs, encoder_hidden, target_tensor=None):
+            batch_size = encoder_outputs.size(0)
+            decoder_input = torch.empty(batch_size, 1, dtype=torch.long, device=device).fill_(SOS_token)
+            decoder_hidden = encoder_hidden
+            decoder_outputs = []
+            attentions = []
+            for i in range(MAX_LENGTH):
+                decoder_output, decoder_hidden, attn_weights = self.forward_step(
+                    decoder_input, decoder_hidden, encoder_outputs)
+                decoder_outputs.append(decoder_output)
+                attentions.append(attn_weights)
+                if target_tensor is not None:
+                    decoder_input = target_tensor[:, i].unsqueeze(1)  # Teacher forcing
+                else:
+                    _, topi = decoder_output.topk(1)
+                    decoder_input = topi.squeeze(-1).detach()  # detach from history as input
+            decoder_outputs = torch.cat(decoder_outputs, dim=1)
+            decoder_outputs = F.log_softmax(decoder_outputs, dim=-1)
+            attentions = torch.cat(attentions, dim=1)
+            return decoder_outputs, decoder_hidden, attentions
+
+        def forward_step(self, input, hidden, encoder_outputs):
+            embedded = self.dropout(self.embedding(input))
+            query = hidden.permute(1, 0, 2)
+            context, attn_weights = self.attention(query, encoder_outputs)
+            input_gru = torch.cat((embedded, context), dim=2)
+            output, hidden = self.gru(input_gru, hidden)
+            output = self.out(output)
+            return output, hidden, attn_weights
+
+    encoder, decoder = EncoderRNN(8, 16), AttnDecoderRNN(16, 8)
+    if weights is None:
+        return {"encoder." + k: v for k, v in encoder.state_dict().items()} | {
+            "decoder." + k: v for k, v in decoder.state_dict().items()}
+    load(m, encoder, {k[8:]: v for k, v in weights.items() if k.startswith("encoder.")})
+    load(m, decoder, {k[8:]: v for k, v in weights.items() if k.startswith("decoder.")})
+    input_tensor = torch.tensor([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1], [2, 3, 4, 5, 6], [7, 6, 5, 4, 3]])
+    target_tensor = input_tensor[:, [4, 3, 2, 1, 0]]
+    encoder_optimizer = optim.Adam(encoder.parameters(), lr=0.01)
+    decoder_optimizer = optim.Adam(decoder.parameters(), lr=0.01)
+    criterion = nn.NLLLoss()
+    losses = []
+    for epoch in range(30):
+        encoder_optimizer.zero_grad()
+        decoder_optimizer.zero_grad()
+        encoder_outputs, encoder_hidden = encoder(input_tensor)
+        decoder_outputs, _, _ = decoder(encoder_outputs, encoder_hidden, target_tensor)
+        loss = criterion(decoder_outputs.view(-1, decoder_outputs.size(-1)), target_tensor.view(-1))
+        loss.backward()
+        encoder_optimizer.step()
+        decoder_optimizer.step()
+        losses.append(loss.item())
+    encoder.eval()
+    decoder.eval()
+    with torch.no_grad():
+        encoder_outputs, encoder_hidden = encoder(input_tensor)
+        decoder_outputs, decoder_hidden, decoder_attn = decoder(encoder_outputs, encoder_hidden)
+        _, topi = decoder_outputs.topk(1)
+        decoded_ids = topi.squeeze()
+    return {"losses": losses, "decoded": decoded_ids, "attn": decoder_attn.sum(-1)}
+
+
+@needs("bmm, topk")
+def test_seq2seq_attention():
+    autograd.manual_seed(0)
+    weights = {k: v.numpy() for k, v in seq2seq_attention(OURS, None).items()}
+    ours, _ = run_both(seq2seq_attention, weights, compare=False)
+    assert ours["losses"][-1] < ours["losses"][0] / 2
+    np.testing.assert_allclose(ours["attn"], 1, rtol=1e-5)
+    assert ours["decoded"].shape == (4, 5)
+
+
 # ----------------------------------------------------------------------------------------------
 # Training-loop utilities: schedulers, gradient clipping, parameter counting, checkpoints
 # ----------------------------------------------------------------------------------------------
