@@ -1,4 +1,6 @@
 # chainrule: `make demo` runs the demo, `make test` the tests; each installs what it needs.
+# pip runs with -qq: its errors show, its warnings (a machine's unreachable index, setuptools' notes on
+# editable installs) do not, so that the first `make demo` prints only the demo.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,10 +10,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP) dot
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,notebooks]'
+	$(PY) -m pip install -qq --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -qq -e '.[dev,notebooks]'
 	touch $(STAMP)
 
 # Graphviz's `dot` renders the graph pictures: installed where we can, explained where we cannot.
@@ -26,18 +30,18 @@ dot:
 	    echo "Graphviz's dot is missing; run: sudo apt-get install graphviz  (macOS: brew install graphviz)"; \
 	  fi; }
 
-# the demo's extra: scikit-learn (it ships the 8x8 digits) and tqdm
-$(VENV)/.demo: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,demo]'
+# the demo installs only its extra: scikit-learn (it ships the 8x8 digits), tqdm and matplotlib
+$(VENV)/.demo: pyproject.toml | $(PY)
+	$(PY) -m pip install -qq -e '.[demo]'
 	touch $(VENV)/.demo
 
-demo: install $(VENV)/.demo
+demo: $(VENV)/.demo dot
 	$(VENV)/bin/chainrule demo
 
 # the distributed extra (mpi4py, and MPICH's wheel with mpiexec): where it cannot be installed
 # (no PyPI, no wheel for this platform) make test goes on and the multi-process tests skip
 $(VENV)/.distributed: $(STAMP)
-	$(PY) -m pip install --quiet --timeout 15 --retries 1 -e '.[distributed]' && touch $@ || \
+	$(PY) -m pip install -qq --timeout 15 --retries 1 -e '.[distributed]' && touch $@ || \
 	  echo "could not install the distributed extra (mpi4py, mpich); tests/test_distributed.py will skip"
 
 demo-distributed: install $(VENV)/.demo $(VENV)/.distributed

@@ -5,6 +5,7 @@ n-dimensional one, with PyTorch's names (``autograd`` plays ``torch``).
 """
 
 from . import (
+    _check_ours,  # first: fails, in one clear message, when HIPS autograd's files are mixed into this folder
     autograd,  # torch.autograd's namespace: grad, backward, Function, functional
     backend,
     creation,  # declares from_numpy, as_tensor and the x.new_* methods
@@ -82,6 +83,7 @@ from .serialization import load, save
 from .tensor import Tensor
 from .tensor_info import finfo, iinfo
 from .value import Value
+from .version import __version__
 
 bool = bool_  # autograd.bool, as torch.bool (inside this module only)
 double = float64

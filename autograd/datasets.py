@@ -90,11 +90,11 @@ def make_regression(n_samples=100, n_features=1, noise=0.0, bias=0.0):
 def load_digits():
     """The 8x8 handwritten digits (1797 images, 10 classes) that ship inside scikit-learn:
     X of shape (1797, 64) with values 0..16, y the digit. Needs scikit-learn
-    (``pip install -e '.[demo]'``); nothing is downloaded."""
+    (``pip install 'chainrule[demo]'``); nothing is downloaded."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
         raise ImportError("load_digits needs scikit-learn, which carries the digits inside its package: "
-                          "pip install -e '.[demo]' (or pip install scikit-learn)") from None
+                          "pip install 'chainrule[demo]' (or pip install scikit-learn)") from None
     digits = sklearn_digits()
     return _pack(digits.data, digits.target)

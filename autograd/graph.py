@@ -53,22 +53,24 @@ class ModeSwitch:
     """
 
     def __init__(self, **settings):
-        self.settings = settings
+        self.settings = tuple(settings.items())
         self.saved = []
 
     def __enter__(self):
-        self.saved.append({name: getattr(modes, name) for name in self.settings})
-        for name, value in self.settings.items():
+        saved = []
+        for name, value in self.settings:
+            saved.append((name, getattr(modes, name)))
             setattr(modes, name, value)
+        self.saved.append(saved)
         return self
 
     def __exit__(self, *exc_info):
-        for name, value in self.saved.pop().items():
+        for name, value in self.saved.pop():
             setattr(modes, name, value)
         return False
 
     def __call__(self, function):
-        settings = self.settings
+        settings = dict(self.settings)
 
         @functools.wraps(function)
         def run_with_mode(*args, **kwargs):
@@ -186,7 +188,7 @@ def accumulate_grad(tensor, grad):
     """
     stored = tensor.grad
     if stored is None:
-        if grad._shared or grad._data.base is not None or not grad._data.flags.writeable:
+        if grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
             grad = grad.clone() if grad.requires_grad else type(grad)._make(grad._data.copy())
         grad._shared = True
         tensor.grad = grad
@@ -213,7 +215,8 @@ def validate_gradients(node, inputs, grads):
     for i, (x, g) in enumerate(zip(inputs, grads)):
         if g is None:
             continue
-        if g.shape != x.shape or g.dtype != x.dtype:
+        array = g._data
+        if array.shape != x.shape or array.dtype != x.dtype:
             if checked is None:
                 checked = list(grads)
             checked[i] = g = _conform(node, i, x, g)

@@ -91,23 +91,24 @@ class Primitive:
             out._adopt_view_of(inputs[0], cls, params)
         if modes.grad_enabled and data.dtype.kind == "f":
             for x in inputs:
-                if x.requires_grad:
-                    node._record(inputs, out)
+                if x.requires_grad:  # record: keep what backward needs, link the parents
+                    node.inputs = inputs if node.saves_inputs else tuple([InputInfo(x) for x in inputs])
+                    node.output_data = data if node.saves_output else None
+                    node.created = VersionClock.now
+                    node.output_version = out._version
+                    node.parents = [x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
+                                    for x in inputs]  # as _graph_node, inline: this is the hot path
+                    out.requires_grad = True
+                    out.grad_fn = node
+                    if modes.anomaly:
+                        node._remember_where(data)
                     break
         return out
 
-    def _record(self, inputs, out):
-        """Make this node the output's grad_fn: keep what backward needs, link the parents."""
-        self.inputs = inputs if self.saves_inputs else tuple([InputInfo(x) for x in inputs])
-        self.output_data = out._data if self.saves_output else None
-        self.created = VersionClock.now
-        self.output_version = out._version
-        self.parents = [_graph_node(x) for x in inputs]
-        out.requires_grad = True
-        out.grad_fn = self
-        if modes.anomaly:
-            self.where = user_frame()
-            check_finite(out._data, "forward output", self.name, self.where)
+    def _remember_where(self, data):
+        """Anomaly mode: the user's line that created this op, and a check of its output."""
+        self.where = user_frame()
+        check_finite(data, "forward output", self.name, self.where)
 
     @property
     def name(self):
@@ -157,7 +158,12 @@ class Primitive:
                            (x.detach() if isinstance(x, Tensor) else InputInfo(x, False))
                            for x, keep in zip(inputs, wanted))
         grads = self.backward(grad, output, *inputs)
-        return validate_gradients(self, inputs, grads)
+        if self.where is not None or len(grads) != len(inputs):
+            return validate_gradients(self, inputs, grads)
+        for x, g in zip(inputs, grads):  # the common case: every gradient already fits its input
+            if g is not None and (g._data.dtype != x.dtype or g._data.shape != x.shape):
+                return validate_gradients(self, inputs, grads)
+        return grads
 
     def _raise_modified(self, shape):
         raise RuntimeError(

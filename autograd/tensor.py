@@ -45,22 +45,23 @@ def as_array(data, dtype=None):
 
 
 class Tensor:
-    __slots__ = ("_data", "requires_grad", "grad", "grad_fn", "_version", "_hooks", "_post_hooks", "_shared",
-                 "_base", "_view_chain", "__weakref__")
+    # every tensor sets these four; the rest keep their class-level default until set (an
+    # instance dict is made only then), so wrapping a computed array costs four stores
+    __slots__ = ("_data", "requires_grad", "grad_fn", "_version", "__dict__", "__weakref__")
+    grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward
+    _hooks = None  # hooks run on dL/dself (a leaf's; a computed tensor's live on its grad_fn)
+    _post_hooks = None  # hooks run after dL/dself is added to .grad
+    _shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
+    _base = None  # for a view: the tensor whose memory it shows
+    _view_chain = None  # for a view: the ops that make it from its base
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends
 
     def __init__(self, data, requires_grad=False, dtype=None):
         self._data = as_array(data, dtype)
-        self.grad = None
         self.grad_fn = None
         self._version = [0]
-        self._hooks = None
-        self._post_hooks = None
-        self._shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
-        self._base = None  # for a view: the tensor whose memory it shows
-        self._view_chain = None  # for a view: the ops that make it from its base
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -71,14 +72,8 @@ class Tensor:
         tensor = object.__new__(Tensor)
         tensor._data = data if isinstance(data, xp.ndarray) else xp.asarray(data)
         tensor.requires_grad = False
-        tensor.grad = None
         tensor.grad_fn = None
         tensor._version = [0]
-        tensor._hooks = None
-        tensor._post_hooks = None
-        tensor._shared = False
-        tensor._base = None
-        tensor._view_chain = None
         return tensor
 
     # -- what it is -----------------------------------------------------------------
@@ -260,19 +255,24 @@ class Tensor:
     # the engine's interface, for a leaf (see autograd.engine)
 
     def receive(self, grad):
-        grad = self.run_hooks(grad)
-        self._accumulate(grad)
+        if self._hooks:
+            grad = run_hooks(self._hooks, grad)
+        accumulate_grad(self, grad)
+        if self._post_hooks:
+            for hook in self._post_hooks:
+                hook(self)
         return grad
 
     def run_hooks(self, grad):
         return run_hooks(self._hooks, grad) if self._hooks else grad
 
     def _accumulate(self, grad):
-        """self.grad += grad, then the post-accumulate hooks (a leaf's last step of backward)."""
-        accumulate_grad(self, grad)
-        if self._post_hooks:
-            for hook in self._post_hooks:
-                hook(self)
+        """self.grad += grad, then the post-accumulate hooks: receive without the hooks."""
+        hooks, self._hooks = self._hooks, None
+        try:
+            self.receive(grad)
+        finally:
+            self._hooks = hooks
 
     def chain(self, grad, wanted=None):
         return ()

@@ -13,54 +13,71 @@ slider or the arrow keys; in Jupyter the trace shows itself the same way.
 """
 
 import collections
+import hashlib
 import html
 import itertools
 
 from . import differentiate, viz
+from .backend import xp
 from .engine import backpropagate, topological_order
 from .tensor import Tensor
 from .value import Value
 
-Step = collections.namedtuple("Step", "key name upstream local contributions caption grads")
-"""key: the drawn node to highlight; grads: {drawn key: gradient} known after this step."""
+Step = collections.namedtuple("Step", "key name upstream local contributions caption grads received")
+"""key: the drawn node to highlight; grads: {drawn key: gradient} known after this step (complete, or the
+shares received so far for the keys in ``received``)."""
 
-
-def _number(x):
-    return f"{x:.4g}"
+_number = viz.number
+START = ("The forward pass is done: every value is known, no gradient yet. "
+         "Backpropagation starts at the output {root} with d{root}/d{root} = 1.")
 
 
 class BackwardTrace:
-    def __init__(self, root, names=None, rankdir="LR"):
-        self.root, self.names, self.rankdir = root, names, rankdir
+    def __init__(self, root, names=None, rankdir=None):
+        # a scalar graph reads best left to right, beside the caption; a tensor graph as draw chooses
+        self.root, self.names = root, names
+        self.rankdir = rankdir or ("LR" if isinstance(root, Value) else None)
         self.steps = []
+        self.legend = True  # the page draws its legend once, above the pictures
+        self.start = {}  # the gradients known before the first step: the output's own, 1
+        self.root_name = "L"
 
     # -- rendering -------------------------------------------------------------------
 
     def graph(self, i):
         """The Digraph of step i (0 is the forward graph before backward; i = 1..n after step i)."""
         if i == 0:
-            return viz.draw(self.root, self.names, self.rankdir, grads={})
+            return viz.draw(self.root, self.names, self.rankdir, grads=self.start, received=self.start,
+                            legend=self.legend)
         step = self.steps[i - 1]
-        return viz.draw(self.root, self.names, self.rankdir, highlight=step.key, grads=step.grads)
+        return viz.draw(self.root, self.names, self.rankdir, highlight=step.key, grads=step.grads,
+                        received=step.received, legend=self.legend)
 
     def captions(self):
-        return ["The forward pass is done: every value is known, no gradient yet. "
-                "Backpropagation starts at the output with dL/dL = 1."] + [s.caption for s in self.steps]
+        return [START.format(root=self.root_name)] + [s.caption for s in self.steps]
 
     def html(self, standalone=True):
         """The step-through as HTML: every step's SVG inline, and a few lines of script."""
-        uid = f"trace{id(self)}"
+        captions = self.captions()
+        uid = "trace" + hashlib.sha1("\n".join(captions).encode()).hexdigest()[:10]  # stable: same trace, same page
         frames = []
-        for i, caption in enumerate(self.captions()):
-            key = "" if i == 0 else self.steps[i - 1].key
-            svg = viz.render_svg(self.graph(i))
+        self.legend = False
+        try:
+            graphs = [self.graph(i) for i in range(len(captions))]
+        finally:
+            self.legend = True
+        for i, (caption, graph) in enumerate(zip(captions, graphs)):
+            key = "" if i == 0 else graph.node_ids.get(self.steps[i - 1].key, "")
+            svg = viz.render_svg(graph)
             svg = svg[svg.index("<svg"):]  # drop the XML prologue: the SVG sits inside HTML
             frames.append(f'<div class="step" data-caption="{html.escape(caption)}" '
-                          f'data-highlight="{key}" style="display:none">{svg}</div>')
-        body = PAGE_BODY.format(uid=uid, last=len(frames) - 1, frames="\n".join(frames))
+                          f'data-highlight="{key}"{" hidden" if i else ""}>{svg}</div>')
+        legend = "".join(f'<span><i style="background:{colour}"></i>{html.escape(text)}</span>'
+                         for colour, text in viz.STATES.values())
+        body = PAGE_BODY.format(uid=uid, last=len(frames) - 1, frames="\n".join(frames), legend=legend)
         if not standalone:
-            return body
-        return PAGE.format(body=body)
+            return STYLE + body
+        return PAGE.format(style=STYLE, body=body)
 
     def save_html(self, path):
         """Write the step-through as one self-contained HTML file."""
@@ -90,8 +107,11 @@ class BackwardTrace:
     def __len__(self):
         return len(self.steps)
 
+    def __repr__(self):
+        return f"<BackwardTrace: {len(self.steps)} steps of backpropagation from {self.root_name}>"
 
-def trace_backward(root, names=None, rankdir="LR"):
+
+def trace_backward(root, names=None, rankdir=None):
     """Run ``root``'s backward pass (a Value, or a one-element Tensor) and record it.
 
     For a Tensor the graph is kept (retain_graph=True) so that it can still be drawn.
@@ -107,45 +127,86 @@ def trace_backward(root, names=None, rankdir="LR"):
     return trace
 
 
+def reading_order(root):
+    """The values behind ``root`` in the order a reader meets them: inputs first, the output last."""
+    return list(reversed(topological_order([root])))
+
+
 def _trace_values(trace, root):
-    # unlabelled values are called v1, v2, ... from the output down, in captions and pictures alike
+    # unlabelled values are called v1, v2, ... in reading order (inputs first), in captions and pictures
     counter = itertools.count(1)
-    names = {id(v): v.label or f"v{next(counter)}" for v in topological_order([root])}
-    trace.names = {names[id(v)]: v for v in topological_order([root])}
+    order = reading_order(root)
+    names = {id(v): v.label or f"v{next(counter)}" for v in order}
+    trace.names = {names[id(v)]: v for v in order}
+    trace.root_name = L = names[id(root)]
+    consumers = collections.Counter(id(p) for v in order for p in v.parents)
 
     def name(value):
         return names[id(value)]
 
-    known, shares = {}, collections.Counter()
+    received = {viz._key(root): 1.0}  # every value's gradient so far: the sum of the shares it received
+    done, shares = set(), collections.Counter()
+    trace.start = dict(received)
 
     def on_step(node, grad, parent_grads):
-        known[viz._key(node)] = node.grad
+        key = viz._key(node)
+        done.add(key)
         y = name(node)
-        summed = f" (the sum of {shares[id(node)]} shares)" if shares[id(node)] > 1 else ""
+        summed = f", the sum of {shares[id(node)]} shares" if shares[id(node)] > 1 else ""
         if not node.parents:
-            caption = f"{y} is a leaf: dL/d{y} = {_number(node.grad)}{summed}, its final gradient."
+            caption = f"{y} is a leaf: dL/d{y} = {_number(grad)}{summed}, its final gradient.".replace("dL/", f"d{L}/")
             local, contributions = (), ()
         else:
             local = tuple(node.local_grads)
             contributions = tuple((name(p), g) for p, g in zip(node.parents, parent_grads))
-            for p in node.parents:
+            operands = [name(p) for p in node.parents]
+            expression = _expression(node.op, operands)
+            terms = []
+            for i, (p, d, g) in enumerate(zip(node.parents, local, parent_grads)):
                 shares[id(p)] += 1
-            inputs = _expression(node.op, [name(p) for p in node.parents])
-            terms = "; ".join(f"dL/d{name(p)} += dL/d{y} · d{y}/d{name(p)} = {_number(grad)} × {_number(d)} = "
-                              f"{_number(g)}" for p, d, g in zip(node.parents, local, parent_grads))
-            caption = f"{y} = {inputs}, dL/d{y} = {_number(grad)}{summed}. Chain rule: {terms}"
-        trace.steps.append(Step(viz._key(node), y, grad, local, contributions, caption, dict(known)))
+                received[viz._key(p)] = received.get(viz._key(p), 0.0) + g
+                formula = _local_formula(node.op, operands, i)
+                value = "" if formula == _number(d) else f" = {_number(grad)} × {_number(d)}"
+                adds = "+=" if consumers[id(p)] > 1 else "="
+                terms.append(f"dL/d{name(p)} {adds} dL/d{y} · d({expression})/d{name(p)} = {_number(grad)} × "
+                             f"{formula}{value} = {_number(g)}")
+            terms = "; ".join(terms)
+            caption = (f"{y} = {expression}, dL/d{y} = {_number(grad)}{summed} (complete). "
+                       f"Chain rule: {terms}").replace("dL/", f"d{L}/")
+        received[key] = grad
+        partial = frozenset(k for k in received if k not in done)
+        trace.steps.append(Step(key, y, grad, local, contributions, caption, dict(received), partial))
 
     backpropagate([root], [1.0], retain_graph=True, on_step=on_step)
 
 
+def _power(op):
+    exponent = op[2:]
+    return {"2": "²", "3": "³"}.get(exponent, f"^{exponent}")
+
+
 def _expression(op, operands):
-    """'a * b' for a binary operator, 'a**2' for a power, 'tanh(a)' for a function."""
+    """'a * b' for a binary operator, 'a²' for a power, 'tanh(a)' for a function."""
     if op.startswith("**"):
-        return f"{operands[0]}{op}"
+        return f"{operands[0]}{_power(op)}"
     if len(operands) == 2:
-        return f"{operands[0]} {op} {operands[1]}"
+        return f"{operands[0]} {'·' if op == '*' else op} {operands[1]}"
     return f"{op}({', '.join(operands)})"
+
+
+def _local_formula(op, operands, i):
+    """The local derivative d(op(operands))/d(operands[i]) as the lecture writes it."""
+    a = operands[0]
+    if op == "+":
+        return "1"
+    if op == "*":
+        return operands[1 - i]
+    if op.startswith("**"):
+        k = float(op[2:])
+        lower = f"{k - 1:g}"
+        return f"{k:g}·{a}" if lower == "1" else f"{k:g}" if lower == "0" else f"{k:g}·{a}{_power('**' + lower)}"
+    return {"tanh": f"1 - tanh²({a})", "sigmoid": f"σ({a})(1 - σ({a}))", "exp": f"exp({a})",
+            "log": f"1/{a}", "relu": f"[{a} > 0]"}.get(op, f"∂{op}/∂{a}")
 
 
 def _rule(node):
@@ -156,9 +217,12 @@ def _rule(node):
 
 def _trace_tensors(trace, root, names):
     drawn = viz.walk(root, max_nodes=10**9)
-    output_of = {key: output for key, (_, output) in drawn.ops.items()}
+    output_of = {key: output for key, (_, output, _) in drawn.ops.items()}
     labels = {id(t): n for n, t in names.items()}
-    known = {}
+    trace.root_name = "L"
+    received = {viz._key(root): None}
+    trace.start = {viz._key(root): xp.ones(root.shape)}  # dL/dL = 1, drawn before the first step
+    done = set()
 
     def label(tensor):
         if id(tensor) in labels:
@@ -169,38 +233,58 @@ def _trace_tensors(trace, root, names):
     def on_step(node, grad, parent_grads):
         if isinstance(node, Tensor):  # a leaf: its gradient is complete
             key = viz._key(node)
-            known[key] = grad
+            received[key] = grad
+            done.add(key)
             caption = (f"leaf {label(node)}: dL/d{labels.get(id(node), 'x')} {tuple(grad.shape)} is complete "
                        "and accumulates into .grad")
-            trace.steps.append(Step(key, label(node), grad, None, (), caption, dict(known)))
+            partial = frozenset(k for k in received if k not in done)
+            trace.steps.append(Step(key, label(node), grad, None, (), caption, dict(received), partial))
             return
         key = f"op{id(node)}"
-        known[output_of[key]] = grad
+        received[output_of[key]] = grad
+        done.add(output_of[key])
         rule = _rule(node)
         inputs = [x if isinstance(x, Tensor) or parent is None else
                   parent if isinstance(parent, Tensor) else viz._Unkept(parent, x)
                   for x, parent in zip(node.inputs, node.parents)]
+        for x, g in zip(inputs, parent_grads):
+            if g is not None:
+                k = viz._key(x)
+                received[k] = g if received.get(k) is None else received[k] + g
         sent = ", ".join(f"dL/d{label(x)}" for x, g in zip(inputs, parent_grads) if g is not None)
         caption = f"{node.name}: {rule}. Upstream dL/dY {tuple(grad.shape)} → {sent or 'nothing to send'}"
         contributions = tuple((label(x), None if g is None else tuple(g.shape))
                               for x, g in zip(inputs, parent_grads))
-        trace.steps.append(Step(key, node.name, tuple(grad.shape), rule, contributions, caption, dict(known)))
+        partial = frozenset(k for k in received if k not in done)
+        trace.steps.append(Step(key, node.name, tuple(grad.shape), rule, contributions, caption,
+                                {k: v for k, v in received.items() if v is not None}, partial))
 
     differentiate.backward([root], retain_graph=True, on_step=on_step)
 
 
+STYLE = """<style>
+.trace {{ font-family: Helvetica, Arial, sans-serif; font-size: 16px; max-width: 1300px; }}
+.trace-controls {{ display: flex; gap: 0.6em; align-items: center; }}
+.trace-controls button {{ font-size: 15px; padding: 0.3em 0.8em; }}
+.trace-slider {{ flex: 1; max-width: 30em; }}
+.trace-caption {{ font-size: 16px; line-height: 1.4; height: 4.4em; overflow-y: auto; margin: 0.6em 0;
+                  padding: 0.4em 0.6em; background: #f6f6f6; border-left: 4px solid #ffd966; }}
+.trace-legend {{ font-size: 14px; display: flex; gap: 1.2em; flex-wrap: wrap; }}
+.trace-legend i {{ display: inline-block; width: 1em; height: 1em; border: 1px solid #444;
+                   vertical-align: -0.15em; margin-right: 0.3em; }}
+.trace-frames svg {{ max-width: 100%; height: auto; }}
+</style>""".replace("{{", "{").replace("}}", "}")
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Backpropagation, step by step</title>
 <style>
-body {{ font-family: Helvetica, Arial, sans-serif; margin: 1.5em; }}
-.trace-controls button {{ font-size: 1em; padding: 0.3em 0.8em; }}
-.trace-caption {{ font-size: 1.05em; min-height: 2.6em; max-width: 70em; }}
-.step svg {{ max-width: 100%; height: auto; }}
-</style></head>
+body {{ font-family: Helvetica, Arial, sans-serif; margin: 1.5em; font-size: 16px; }}
+</style>{style}</head>
 <body>
 <h1>Backpropagation, step by step</h1>
 <p>Press <b>next</b> (or the right arrow key) to apply the chain rule one node at a time.
-The highlighted node is the one being processed; green boxes already know their gradient.</p>
+The yellow node is the one being processed; green boxes know their final gradient, blue boxes
+the shares received so far.</p>
 {body}
 </body></html>
 """
@@ -213,7 +297,10 @@ PAGE_BODY = """<div class="trace" id="{uid}">
 <input class="trace-slider" type="range" min="0" max="{last}" value="0">
 </div>
 <p class="trace-caption"></p>
+<div class="trace-legend">{legend}</div>
+<div class="trace-frames">
 {frames}
+</div>
 <script>
 (function () {{
   var root = document.getElementById("{uid}");
@@ -222,7 +309,10 @@ PAGE_BODY = """<div class="trace" id="{uid}">
   var slider = root.querySelector(".trace-slider");
   function show(i) {{
     current = Math.max(0, Math.min(steps.length - 1, i));
-    for (var k = 0; k < steps.length; k++) steps[k].style.display = k === current ? "block" : "none";
+    for (var k = 0; k < steps.length; k++) {{
+      steps[k].hidden = k !== current;
+      steps[k].classList.toggle("shown", k === current);
+    }}
     caption.textContent = steps[current].getAttribute("data-caption");
     counter.textContent = "step " + current + " of " + (steps.length - 1);
     slider.value = current;
@@ -235,6 +325,15 @@ PAGE_BODY = """<div class="trace" id="{uid}">
     if (event.key === "ArrowRight") show(current + 1);
     if (event.key === "ArrowLeft") show(current - 1);
   }});
+  // the tallest picture sets the height, so that the page does not jump from step to step
+  // (frames other than the first are hidden in the markup: a viewer without scripts shows one)
+  var frames = root.querySelector(".trace-frames"), tallest = 0;
+  for (var k = 0; k < steps.length; k++) {{
+    steps[k].hidden = false;
+    tallest = Math.max(tallest, steps[k].getBoundingClientRect().height);
+    steps[k].hidden = true;
+  }}
+  frames.style.minHeight = tallest + "px";
   show(0);
 }})();
 </script>

@@ -5,9 +5,13 @@
 written with chainrule's nn modules and optim.SGD, beside the same step written by hand in NumPy (im2col,
 one GEMM per layer, activations kept channel-first (C, N, H, W) so no layer transposes its output) and,
 when installed, PyTorch on the CPU with two threads. Ratios are medians over interleaved rounds.
+
+On a busy machine, run it with OPENBLAS_NUM_THREADS=1: BLAS threads that wait for a core cost far more
+than they give on these small products, and they make the timings noise.
 """
 
 import statistics
+import time
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -183,9 +187,13 @@ def run(batch_sizes=(32, 128), rounds=7):
         if torch is not None:
             makers["PyTorch"] = lambda x=x, y=y: torch_step(torch, weights, x, y)
         times = {name: [] for name in makers}
-        for _ in range(rounds):  # interleaved rounds: a noisy moment hits everyone alike
-            for name, make in makers.items():
-                times[name].append(best_time_fresh(make, steps=10, repeat=1))
+        names = list(makers)
+        for round_ in range(rounds):  # interleaved rounds: a noisy moment hits everyone alike
+            # The order turns each round, and each run is followed by a pause: PyTorch's OpenMP threads
+            # spin for a while after a step, and must not slow whichever step comes next.
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                times[name].append(best_time_fresh(makers[name], steps=10, repeat=1))
+                time.sleep(0.3)
         results[size] = {name: statistics.median(seconds) * 1e3 for name, seconds in times.items()}
     return results
 

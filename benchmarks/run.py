@@ -2,7 +2,7 @@
 
 These machines are shared and noisy, so each benchmark reports ratios taken
 side by side in one run (against hand-written NumPy, and PyTorch and micrograd
-when they are installed: pip install -e '.[reference]'), never absolute targets.
+when they are installed: pip install 'chainrule[reference]'), never absolute targets.
 """
 
 import os
@@ -11,6 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import deep_chain  # noqa: E402
+import lenet_step  # noqa: E402
 import mlp_step  # noqa: E402
 import optimizer_step  # noqa: E402
 import per_op  # noqa: E402
@@ -26,6 +27,7 @@ def main():
     if torch is not None:
         torch.set_num_threads(threads)  # the MLP step: PyTorch's threads, NumPy's BLAS threads
     print(mlp_step.report())
+    print(lenet_step.report())  # sets PyTorch to two threads, as the brief's CPU comparison
     print(optimizer_step.report())
     print(value_engine.report())
     print(deep_chain.report())

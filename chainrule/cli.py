@@ -4,13 +4,17 @@ MLP end to end and writes what it saw into ``--out``.
     chainrule demo                          # the 8x8 digits, Adam, a few seconds
     chainrule demo --data moons --optimizer nesterov --epochs 40
     chainrule demo --model cnn              # a small convolutional network on the digits
+    chainrule predict --model chainrule-demo    # reload the model, report its validation accuracy
     mpiexec -n 2 chainrule demo --distributed    # data-parallel over MPI (the distributed extra)
 """
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 import time
+import warnings
 
 import numpy
 
@@ -21,7 +25,9 @@ from autograd import viz
 from autograd.data import DataLoader, TensorDataset, random_split
 from autograd.trace import trace_backward
 from autograd.transforms import Standardize
-from chainrule.svg_chart import line_chart
+from chainrule.curves import DEMO_EXTRA, write_curves
+from chainrule.digits_cnn import DigitsCNN
+from chainrule.model_file import read_model, save_model
 
 OPTIMIZERS = {  # name: (class, default learning rate, extra options)
     "sgd": (optim.SGD, 0.1, {}),
@@ -36,22 +42,15 @@ DATA = ("digits", "moons", "spirals")
 MODELS = ("mlp", "cnn")
 
 
-class DigitsCNN(nn.Module):
-    """conv 1→16 3x3, ReLU, max-pool 2, conv 16→32 3x3, ReLU, max-pool 2, linear 128→classes, on 8x8 images."""
-
-    def __init__(self, classes):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
-        self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(32 * 2 * 2, classes)
-
-    def forward(self, x):
-        x = self.pool(self.conv1(x.reshape(-1, 1, 8, 8)).relu())
-        x = self.pool(self.conv2(x).relu())
-        return self.fc(x.flatten(1))
-
-
 class DemoError(Exception):
-    """A problem to report in one line, without a traceback."""
+    """A problem to report in one line, without a traceback (exit status 2)."""
+
+
+class Diverged(Exception):
+    """The loss stopped being a finite number (exit status 1)."""
+
+    def __init__(self, epoch):
+        super().__init__(f"loss diverged at epoch {epoch}: try a smaller --lr")
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,6 +64,8 @@ def positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not math.isfinite(value):  # nan slips past `value <= 0`
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text!r} must be positive")
         return value
@@ -73,20 +74,38 @@ def positive(kind):
 
 
 def parser():
-    top = Parser(prog="chainrule", description="chainrule: reverse-mode autodiff on NumPy.")
-    commands = top.add_subparsers(dest="command", required=True, parser_class=Parser)
-    demo = commands.add_parser("demo", help="train an MLP end to end and write its pictures")
-    demo.add_argument("--data", choices=DATA, default="digits")
-    demo.add_argument("--model", choices=MODELS, default="mlp", help="cnn: convolutional, for the digits")
-    demo.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    demo.add_argument("--epochs", type=positive(int), default=20)
-    demo.add_argument("--batch-size", type=positive(int), default=32)
-    demo.add_argument("--lr", type=positive(float), default=None, help="default: the optimizer's own")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="chainrule-demo", help="folder for the pictures and the weights")
+    top = Parser(prog="chainrule", description="chainrule: reverse-mode autodiff on NumPy.",
+                 epilog="run `chainrule COMMAND --help` for a command's options")
+    top.add_argument("--version", action="version", version=f"chainrule {autograd.__version__}")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    demo = commands.add_parser("demo", help="train an MLP end to end and write its pictures",
+                               description="Train an MLP end to end and write its pictures and weights into --out.")
+    demo.add_argument("--data", choices=DATA, default="digits",
+                      help="the data set: the 8x8 digits (needs the demo extra) or a 2-D toy (default: digits)")
+    demo.add_argument("--model", choices=MODELS, default="mlp",
+                      help="mlp: the lecture's multi-layer perceptron; cnn: convolutional, for the digits "
+                           "(default: mlp)")
+    demo.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam", help="default: adam")
+    demo.add_argument("--epochs", type=positive(int), default=20, help="passes over the training split (default: 20)")
+    demo.add_argument("--batch-size", type=positive(int), default=32, help="samples per step (default: 32)")
+    demo.add_argument("--lr", type=positive(float), default=None, help="learning rate (default: the optimizer's own)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seeds the data, the split, the initial weights and the shuffling (default: 0)")
+    demo.add_argument("--out", default="chainrule-demo", help="folder for the pictures and the weights "
+                      "(created if missing; default: chainrule-demo)")
     demo.add_argument("--distributed", action="store_true",
                       help="data-parallel training over MPI: run as mpiexec -n N chainrule demo --distributed")
+    add_predict(commands)
     return top
+
+
+def add_predict(commands):
+    predict = commands.add_parser("predict", help="reload a trained model and report its validation accuracy",
+                                  description="Reload DIR/model.npz and score it on the validation split "
+                                  "the demo held out (the same data set and seed rebuild the same split).")
+    predict.add_argument("--model", required=True, metavar="DIR",
+                         help="the demo's --out folder (or the model.npz in it)")
+    predict.add_argument("--data", choices=DATA, default=None, help="default: the data set the model trained on")
 
 
 def load(name):
@@ -95,7 +114,7 @@ def load(name):
             X, y = autograd.datasets.load_digits()
         except ImportError:
             raise DemoError("--data digits needs scikit-learn, which ships the digits: "
-                            "pip install -e '.[demo]' (or run --data moons)") from None
+                            f"{DEMO_EXTRA} (or run --data moons)") from None
         return X, y, [64, 64]
     if name == "moons":
         X, y = autograd.datasets.make_moons(1000, noise=0.1)
@@ -132,17 +151,50 @@ class Progress:
         sys.stdout.write(("\r" if sys.stdout.isatty() else "") + line + ("\n" if batch == self.batches else ""))
         sys.stdout.flush()
 
+    def close(self):
+        """End the bar early (the loss diverged)."""
+        if self.bar is not None:
+            self.bar.close()
+        elif sys.stdout.isatty():
+            sys.stdout.write("\n")
+
 
 def accuracy(model, X, y):
     with autograd.no_grad():
         return float((model(X).argmax(1).numpy() == y.numpy()).mean())
 
 
-def demo(args):
-    autograd.manual_seed(args.seed)
-    X, y, hidden = load(args.data)
-    classes = int(y.numpy().max()) + 1
+def split(data, seed):
+    """The demo's data set and its 80/20 training/validation split, drawn from ``seed``."""
+    autograd.manual_seed(seed)
+    X, y, hidden = load(data)
     train, valid = random_split(TensorDataset(X, y), [0.8, 0.2])
+    return X, y, hidden, train, valid
+
+
+def check_out(folder):
+    """Create ``folder`` and make sure files can be written there, before any training."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise DemoError(f"--out {folder}: cannot create the folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DemoError(f"--out {folder}: the folder is not writable")
+
+
+@contextlib.contextmanager
+def quiet_numerics():
+    """NumPy's overflow and invalid-value RuntimeWarnings stay inside: a diverging loss is
+    reported once, as Diverged."""
+    with numpy.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def demo(args):
+    check_out(args.out)
+    X, y, hidden, train, valid = split(args.data, args.seed)
+    classes = int(y.numpy().max()) + 1
     X_train, y_train = train.batch(numpy.arange(len(train)))
     X_valid, y_valid = valid.batch(numpy.arange(len(valid)))
     scaler = Standardize().fit(X_train)  # fitted on the training split only
@@ -151,7 +203,7 @@ def demo(args):
     if args.model == "cnn" and args.data != "digits":
         raise DemoError(f"--model cnn needs images: use --data digits (not {args.data})")
     model = DigitsCNN(classes) if args.model == "cnn" else nn.MLP(X.shape[1], hidden, classes)
-    shape = "CNN conv16-conv32" if args.model == "cnn" else "MLP " + "-".join(map(str, [X.shape[1], *hidden]))
+    shape = "CNN conv8-conv16" if args.model == "cnn" else "MLP " + "-".join(map(str, [X.shape[1], *hidden]))
     optimizer_class, default_lr, options = OPTIMIZERS[args.optimizer]
     optimizer = optimizer_class(model.parameters(), lr=args.lr or default_lr, **options)
     criterion = nn.CrossEntropyLoss()
@@ -162,41 +214,90 @@ def demo(args):
 
     history = {"training loss": [], "validation loss": [], "training accuracy": [], "validation accuracy": []}
     started = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        running, seen = 0.0, 0
-        bar = Progress(epoch, args.epochs, len(loader))
-        for batch, (inputs, targets) in enumerate(loader, 1):
-            optimizer.zero_grad()
-            loss = criterion(model(inputs), targets)
-            loss.backward()
-            optimizer.step()
-            running += loss.item() * len(targets)
-            seen += len(targets)
-            bar.update(batch, running / seen)
-        model.eval()
-        with autograd.no_grad():
-            history["validation loss"].append(criterion(model(X_valid), y_valid).item())
-        history["training loss"].append(running / seen)
-        history["training accuracy"].append(accuracy(model, X_train, y_train))
-        history["validation accuracy"].append(accuracy(model, X_valid, y_valid))
+    try:
+        for epoch in range(1, args.epochs + 1):
+            model.train()
+            running, seen = 0.0, 0
+            bar = Progress(epoch, args.epochs, len(loader))
+            for batch, (inputs, targets) in enumerate(loader, 1):
+                optimizer.zero_grad()
+                loss = criterion(model(inputs), targets)
+                if not math.isfinite(value := loss.item()):
+                    bar.close()
+                    raise Diverged(epoch)
+                loss.backward()
+                optimizer.step()
+                running += value * len(targets)
+                seen += len(targets)
+                bar.update(batch, running / seen)
+            model.eval()
+            with autograd.no_grad():
+                validation_loss = criterion(model(X_valid), y_valid).item()
+            if not math.isfinite(validation_loss):
+                raise Diverged(epoch)
+            history["validation loss"].append(validation_loss)
+            history["training loss"].append(running / seen)
+            history["training accuracy"].append(accuracy(model, X_train, y_train))
+            history["validation accuracy"].append(accuracy(model, X_valid, y_valid))
+    except Diverged:
+        print(f"wrote into {args.out}/:\n  " + "\n  ".join(write_curves(args.out, history)))
+        raise
     print(f"training accuracy {history['training accuracy'][-1]:.1%}, "
           f"validation accuracy {history['validation accuracy'][-1]:.1%} "
           f"in {time.perf_counter() - started:.1f} s")
-    write_outputs(args.out, model, criterion, X_train[:8], y_train[:8], history)
+    write_outputs(args.out, model, criterion, X_train[:8], y_train[:8], history,
+                  saved=recipe(args, architecture(args.model, X.shape[1], hidden, classes), scaler))
 
 
-def write_outputs(folder, model, criterion, inputs, targets, history):
+def architecture(model, in_features, hidden_sizes, out_features):
+    """The architecture model.npz records: the class (chainrule.model_file.MODELS) and its arguments."""
+    if model == "cnn":
+        return {"model": "DigitsCNN", "arguments": {"classes": out_features}}
+    return {"model": "MLP", "arguments": {"in_features": in_features, "hidden_sizes": hidden_sizes,
+                                          "out_features": out_features}}
+
+
+def recipe(args, architecture, scaler):
+    """What write_outputs saves beside the weights so that the model reloads and predict rebuilds its split."""
+    return {"architecture": architecture, "standardize": scaler, "data": args.data, "seed": args.seed}
+
+
+def predict(args):
+    """Reload ``args.model`` and score it on the validation split its demo held out."""
+    try:
+        model, standardize, about = read_model(args.model)
+    except (OSError, ValueError, KeyError) as error:
+        raise DemoError(f"--model {args.model}: cannot read the model ({error})") from None
+    data = args.data or about["data"]
+    valid = split(data, about["seed"])[-1]
+    X_valid, y_valid = valid.batch(numpy.arange(len(valid)))
+    if X_valid.shape[1] != standardize.mean.shape[0]:
+        raise DemoError(f"--data {data} has {X_valid.shape[1]} features, but the model takes "
+                        f"{standardize.mean.shape[0]}")
+    score = accuracy(model, standardize(X_valid), y_valid)
+    print(f"validation accuracy {score:.1%} ({len(y_valid)} samples of {data}, split by seed {about['seed']})")
+
+
+def write_outputs(folder, model, criterion, inputs, targets, history, saved=None):
+    """``saved``: architecture, fitted standardize, data and seed, for a model.npz that reloads
+    (without it, the weights alone)."""
     os.makedirs(folder, exist_ok=True)
     written = []
-    autograd.save(model.state_dict(), os.path.join(folder, "model.npz"))
-    written.append("model.npz (the trained weights: autograd.load, then model.load_state_dict)")
-    with open(os.path.join(folder, "curves.svg"), "w", encoding="utf-8") as file:
-        file.write(line_chart([("loss", {k: v for k, v in history.items() if "loss" in k}),
-                               ("accuracy", {k: v for k, v in history.items() if "accuracy" in k})]))
-    written.append("curves.svg (loss and accuracy per epoch)")
+    if saved is None:
+        autograd.save(model.state_dict(), os.path.join(folder, "model.npz"))
+        written.append("model.npz (the trained weights: autograd.load, then model.load_state_dict)")
+    else:
+        save_model(os.path.join(folder, "model.npz"), model, saved["architecture"], saved["standardize"],
+                   data=saved["data"], seed=saved["seed"], validation_accuracy=history["validation accuracy"][-1])
+        written.append("model.npz (the model and its input scaling: chainrule.load_model; chainrule predict)")
+    written += write_curves(folder, history)
     model.train()
-    graph = viz.draw(criterion(model(inputs), targets), names=dict(model.named_parameters()))
+    output, layers = viz.run_layers(model, inputs)  # each op labelled with its layer's name
+    step_loss = criterion(output, targets)
+    model.zero_grad()
+    step_loss.backward(retain_graph=True)  # the parameters show this step's gradients, not the last batch's
+    graph = viz.draw(step_loss, names={"input batch": inputs, "targets": targets, **dict(model.named_parameters()),
+                                       "loss": step_loss}, layers=[*layers, (type(criterion).__name__, step_loss)])
     x1, x2, w1, w2, b = (autograd.Value(v, label=n) for v, n in
                          ((2.0, "x1"), (-1.0, "x2"), (0.5, "w1"), (-0.25, "w2"), (0.1, "b")))
     neuron = (w1 * x1 + w2 * x2 + b).sigmoid()
@@ -218,17 +319,27 @@ def write_outputs(folder, model, criterion, inputs, targets, history):
 
 def main(argv=None):
     try:
-        args = parser().parse_args(argv)
-        if args.command == "demo" and args.distributed:
-            from chainrule import distributed_demo
+        top = parser()
+        args = top.parse_args(argv)
+        if args.command is None:  # `chainrule` alone: usage and the commands, argparse's status
+            top.print_help(sys.stderr)
+            return 2
+        with quiet_numerics():
+            if args.command == "demo" and args.distributed:
+                from chainrule import distributed_demo
 
-            distributed_demo.train(args)
-        elif args.command == "demo":
-            demo(args)
+                distributed_demo.train(args)
+            elif args.command == "demo":
+                demo(args)
+            elif args.command == "predict":
+                predict(args)
         return 0
     except DemoError as error:
         print(f"chainrule: error: {error}", file=sys.stderr)
         return 2
+    except Diverged as error:
+        print(f"chainrule: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("chainrule: interrupted", file=sys.stderr)
         return 130

@@ -79,6 +79,7 @@ def train(args):
     say(f"training accuracy {history['training accuracy'][-1]:.1%}, validation accuracy "
         f"{history['validation accuracy'][-1]:.1%} in {time.perf_counter() - started:.1f} s on {processes}")
     if rank == 0:
-        cli.write_outputs(args.out, model.module, criterion, X_train[:8], y_train[:8], history)
+        cli.write_outputs(args.out, model.module, criterion, X_train[:8], y_train[:8], history,
+                          saved=cli.recipe(args, cli.architecture("mlp", X.shape[1], hidden, classes), scaler))
     dist.barrier()
     dist.destroy_process_group()

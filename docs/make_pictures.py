@@ -30,12 +30,12 @@ def neuron():
 def main():
     loss = neuron()
     loss.backward()
-    save_svg(draw(loss), HERE / "neuron_graph.svg")
+    save_svg(draw(loss, rankdir="LR"), HERE / "neuron_graph.svg")
     page = pathlib.Path(tempfile.mkdtemp()) / "trace.html"
     trace_backward(neuron()).save_html(page)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1300,620",
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1366,820",
                  "--disable-background-networking", "--disable-component-update", "--no-first-run"):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)

@@ -1,8 +1,8 @@
 """Adadelta: step sizes from the ratio of recent update and gradient magnitudes."""
 
-import numpy
+from autograd import zeros_like
 
-from .optimizer import Optimizer, require
+from .optimizer import Optimizer, require, scalar_tensor
 
 
 class Adadelta(Optimizer):
@@ -15,10 +15,13 @@ class Adadelta(Optimizer):
         W ← W - η Δ
 
     The units of Δ match W's, so no global learning rate is needed (η = 1).
+    ``foreach`` and ``capturable`` are accepted and ignored.
     """
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, maximize=False):
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *, capturable=False,
+                 maximize=False, differentiable=False):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach,
+                                      capturable=capturable, maximize=maximize, differentiable=differentiable))
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
@@ -28,17 +31,16 @@ class Adadelta(Optimizer):
 
     def update(self, param, grad, state, group):
         if not state:
-            state["step"] = 0
-            state["square_avg"] = numpy.zeros_like(param)
-            state["acc_delta"] = numpy.zeros_like(param)
-        state["step"] += 1
+            state["step"] = scalar_tensor(0.0)
+            state["square_avg"] = zeros_like(param)
+            state["acc_delta"] = zeros_like(param)
+        state["step"].add_(1)
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * param
         rho, eps = group["rho"], group["eps"]
         square_avg, acc_delta = state["square_avg"], state["acc_delta"]
-        square_avg *= rho
-        square_avg += (1 - rho) * grad * grad
-        delta = numpy.sqrt(acc_delta + eps) / numpy.sqrt(square_avg + eps) * grad
-        acc_delta *= rho
-        acc_delta += (1 - rho) * delta * delta
-        param -= group["lr"] * delta
+        square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
+        std = (square_avg + eps).sqrt_()
+        delta = (acc_delta + eps).sqrt_().div_(std).mul_(grad)
+        acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
+        param.add_(delta, alpha=-group["lr"])

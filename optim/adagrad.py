@@ -1,8 +1,8 @@
 """Adagrad: per-weight learning rates that shrink with the gradients seen so far."""
 
-import numpy
+from autograd import full_like
 
-from .optimizer import Optimizer, require
+from .optimizer import Optimizer, require, scalar_tensor
 
 
 class Adagrad(Optimizer):
@@ -14,13 +14,15 @@ class Adagrad(Optimizer):
         W ← W - η_t g / (√G + ε)
 
     Weights with large past gradients take small steps, rare features large ones.
+    ``foreach`` and ``fused`` are accepted and ignored.
     """
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10,
-                 maximize=False):
+                 foreach=None, *, maximize=False, differentiable=False, fused=None):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
-                                      maximize=maximize))
+                                      foreach=foreach, maximize=maximize, differentiable=differentiable,
+                                      fused=fused))
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
@@ -32,13 +34,11 @@ class Adagrad(Optimizer):
 
     def update(self, param, grad, state, group):
         if not state:
-            state["step"] = 0
-            state["sum"] = numpy.full_like(param, group["initial_accumulator_value"])
-        state["step"] += 1
+            state["step"] = scalar_tensor(0.0)
+            state["sum"] = full_like(param, group["initial_accumulator_value"])
+        step = state["step"].add_(1).item()
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * param
-        lr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
-        state["sum"] += grad * grad
-        denominator = numpy.sqrt(state["sum"])
-        denominator += group["eps"]
-        param -= lr * (grad / denominator)
+        lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        state["sum"].addcmul_(grad, grad, value=1)
+        param.addcdiv_(grad, state["sum"].sqrt().add_(group["eps"]), value=-lr)

@@ -1,56 +1,58 @@
-"""Learning-rate schedules with ``torch.optim.lr_scheduler``'s ``step()`` semantics.
+"""Learning-rate schedules with ``torch.optim.lr_scheduler``'s names and ``step()`` semantics.
 
-Create the scheduler after the optimizer (that sets each group's lr for
-epoch 0), call ``optimizer.step()`` then ``scheduler.step()`` once per epoch,
-and read ``get_last_lr()``. Each schedule's ``get_lr`` is PyTorch's chainable
-form: the next lr from the current one, so schedules compose.
+This module holds the decaying schedules; the cyclic ones live in cyclic_lr.py,
+the combinators (SequentialLR, ChainedScheduler) in combined_lr.py, and the
+base class in scheduler.py. All are importable from here, as in PyTorch.
 """
 
 import math
+from bisect import bisect_right
+from collections import Counter
+
+from .scheduler import LRScheduler, check_optimizer, per_group
+
+_LRScheduler = LRScheduler  # PyTorch's old name, which older code subclasses
 
 
-class LRScheduler:
-    def __init__(self, optimizer, last_epoch=-1):
-        self.optimizer = optimizer
-        if last_epoch == -1:
-            for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-        else:
-            for i, group in enumerate(optimizer.param_groups):
-                if "initial_lr" not in group:
-                    raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when "
-                                   "resuming an optimizer")
-        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        self.last_epoch = last_epoch
-        self._step_count = 0
-        self.step()
+class LambdaLR(LRScheduler):
+    """η_t = η₀ · λ(t), one function per group or one for all."""
+
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        self.lr_lambdas = lambdas(optimizer, lr_lambda)
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
-        raise NotImplementedError
+        return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs)]
 
-    def get_last_lr(self):
-        """The learning rate of each group, as set by the last step()."""
-        return self._last_lr
 
-    def step(self):
-        self._step_count += 1
-        self.last_epoch += 1
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+class MultiplicativeLR(LRScheduler):
+    """η_t = η_{t-1} · λ(t) (the initial step leaves η₀ as it is)."""
 
-    def current_lrs(self):
-        return [group["lr"] for group in self.optimizer.param_groups]
+    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
+        self.lr_lambdas = lambdas(optimizer, lr_lambda)
+        for fn in self.lr_lambdas:
+            if not callable(fn):
+                raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
+        super().__init__(optimizer, last_epoch)
 
-    def state_dict(self):
-        return {k: v for k, v in vars(self).items() if k not in ("optimizer", "lr_lambdas")}
+    def get_lr(self):
+        if self._is_initial:
+            return self._group_lrs()
+        return [lr * fn(self.last_epoch) for fn, lr in zip(self.lr_lambdas, self._group_lrs())]
 
-    def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+
+def lambdas(optimizer, lr_lambda):
+    check_optimizer(optimizer)  # before reading its groups (PyTorch would raise AttributeError)
+    groups = len(optimizer.param_groups)
+    if not isinstance(lr_lambda, (list, tuple)):
+        return [lr_lambda] * groups
+    if len(lr_lambda) != groups:
+        raise ValueError(f"Expected {groups} lr_lambdas, but got {len(lr_lambda)}")
+    return list(lr_lambda)
 
 
 class StepLR(LRScheduler):
-    """η ← γ η every ``step_size`` epochs."""
+    """η ← γ η every ``step_size`` epochs:  η_t = η₀ γ^⌊t / step_size⌋."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
         self.step_size, self.gamma = step_size, gamma
@@ -58,33 +60,109 @@ class StepLR(LRScheduler):
 
     def get_lr(self):
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
-            return self.current_lrs()
-        return [lr * self.gamma for lr in self.current_lrs()]
+            return self._group_lrs()
+        return [lr * self.gamma for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [base * self.gamma ** (self.last_epoch // self.step_size) for base in self.base_lrs]
 
 
 class MultiStepLR(LRScheduler):
     """η ← γ η at each milestone epoch (a milestone listed twice multiplies twice)."""
 
     def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
-        self.milestones, self.gamma = sorted(milestones), gamma
+        self.milestones, self.gamma = Counter(milestones), gamma
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
-        hits = self.milestones.count(self.last_epoch)
-        return [lr * self.gamma**hits for lr in self.current_lrs()]
+        if self.last_epoch not in self.milestones:
+            return self._group_lrs()
+        return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        milestones = sorted(self.milestones.elements())
+        return [base * self.gamma ** bisect_right(milestones, self.last_epoch) for base in self.base_lrs]
+
+
+class ConstantLR(LRScheduler):
+    """η_t = factor · η₀ for t < total_iters, then η₀."""
+
+    def __init__(self, optimizer, factor=1.0 / 3, total_iters=5, last_epoch=-1):
+        if factor > 1.0 or factor < 0:
+            raise ValueError("Constant multiplicative factor expected to be between 0 and 1.")
+        self.factor, self.total_iters = factor, total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self.last_epoch == 0:
+            return [lr * self.factor for lr in self._group_lrs()]
+        if self.last_epoch != self.total_iters:
+            return self._group_lrs()
+        return [lr * (1.0 / self.factor) for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [base * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+                for base in self.base_lrs]
+
+
+class LinearLR(LRScheduler):
+    """η goes linearly from start_factor·η₀ to end_factor·η₀ over total_iters epochs (a warm-up)."""
+
+    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
+        if start_factor > 1.0 or start_factor <= 0:
+            raise ValueError("Starting multiplicative factor expected to be greater than 0 and less or equal to 1.")
+        if end_factor > 1.0 or end_factor < 0:
+            raise ValueError("Ending multiplicative factor expected to be between 0 and 1.")
+        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        t, start, end, total = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
+        if t == 0:
+            return [lr * start for lr in self._group_lrs()]
+        if self._is_initial or t > total:
+            return self._group_lrs()
+        factor = 1.0 + (end - start) / (total * start + (t - 1) * (end - start))
+        return [lr * factor for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        t, start, end, total = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
+        return [base * (start + (end - start) * min(total, t) / total) for base in self.base_lrs]
 
 
 class ExponentialLR(LRScheduler):
-    """η ← γ η every epoch."""
+    """η ← γ η every epoch:  η_t = η₀ γᵗ."""
 
     def __init__(self, optimizer, gamma, last_epoch=-1):
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
-        if self.last_epoch == 0:
-            return self.current_lrs()
-        return [lr * self.gamma for lr in self.current_lrs()]
+        if self._is_initial:
+            return self._group_lrs()
+        return [lr * self.gamma for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [base * self.gamma**self.last_epoch for base in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    """η_t = η₀ (1 - min(t, T)/T)^power: a polynomial decay to 0 at T = total_iters."""
+
+    def __init__(self, optimizer, total_iters=5, power=1.0, last_epoch=-1):
+        self.total_iters, self.power = total_iters, power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        t, total = self.last_epoch, self.total_iters
+        if self._is_initial or t > total:
+            return self._group_lrs()
+        factor = ((1.0 - t / total) / (1.0 - (t - 1) / total)) ** self.power
+        return [lr * factor for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [base * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power
+                for base in self.base_lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -97,53 +175,22 @@ class CosineAnnealingLR(LRScheduler):
 
     def get_lr(self):
         t, T, low = self.last_epoch, self.T_max, self.eta_min
-        if t == 0:
-            return self.current_lrs()
+        if self._is_initial:
+            return self._group_lrs()
         if self._step_count == 1 and t > 0:
             return [low + (base - low) * (1 + math.cos(t * math.pi / T)) / 2 for base in self.base_lrs]
         if (t - 1 - T) % (2 * T) == 0:
             return [lr + (base - low) * (1 - math.cos(math.pi / T)) / 2
-                    for lr, base in zip(self.current_lrs(), self.base_lrs)]
+                    for lr, base in zip(self._group_lrs(), self.base_lrs)]
         return [(1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T)) * (lr - low) + low
-                for lr in self.current_lrs()]
+                for lr in self._group_lrs()]
+
+    def _get_closed_form_lr(self):
+        return [self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
+                for base in self.base_lrs]
 
 
-class LambdaLR(LRScheduler):
-    """η_t = η₀ · λ(t), one function per group or one for all."""
-
-    def __init__(self, optimizer, lr_lambda, last_epoch=-1):
-        groups = len(optimizer.param_groups)
-        self.lr_lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * groups
-        if len(self.lr_lambdas) != groups:
-            raise ValueError(f"Expected {groups} lr_lambdas, but got {len(self.lr_lambdas)}")
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs)]
-
-
-class LinearLR(LRScheduler):
-    """η goes linearly from start_factor·η₀ to end_factor·η₀ over total_iters epochs (a warm-up)."""
-
-    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5, last_epoch=-1):
-        if not 0 < start_factor <= 1:
-            raise ValueError("Starting multiplicative factor expected to be greater than 0 and less or equal to 1.")
-        if not 0 <= end_factor <= 1:
-            raise ValueError("Ending multiplicative factor expected to be between 0 and 1.")
-        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self):
-        t, start, end, total = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
-        if t == 0:
-            return [lr * start for lr in self.current_lrs()]
-        if t > total:
-            return self.current_lrs()
-        factor = 1.0 + (end - start) / (total * start + (t - 1) * (end - start))
-        return [lr * factor for lr in self.current_lrs()]
-
-
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(LRScheduler):
     """η ← max(factor · η, min_lr) when a metric has not improved for ``patience`` epochs.
 
     step(metric) once per epoch. mode 'min' (a loss) or 'max' (an accuracy);
@@ -155,26 +202,28 @@ class ReduceLROnPlateau:
                  cooldown=0, min_lr=0, eps=1e-8):
         if factor >= 1.0:
             raise ValueError("Factor should be < 1.0.")
+        check_optimizer(optimizer)
         if mode not in ("min", "max"):
             raise ValueError(f"mode {mode} is unknown!")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold mode {threshold_mode} is unknown!")
+        if isinstance(min_lr, (list, tuple)) and len(min_lr) != len(optimizer.param_groups):
+            raise ValueError(f"expected {len(optimizer.param_groups)} min_lrs, got {len(min_lr)}")
         self.optimizer, self.mode, self.factor, self.patience = optimizer, mode, factor, patience
         self.threshold, self.threshold_mode, self.cooldown, self.eps = threshold, threshold_mode, cooldown, eps
-        groups = len(optimizer.param_groups)
-        self.min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * groups
+        self.min_lrs = per_group("min_lr", optimizer, min_lr)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs, self.cooldown_counter, self.last_epoch = 0, 0, 0
-        self._last_lr = [group["lr"] for group in optimizer.param_groups]
+        self._last_lr = self._group_lrs()
 
     def is_better(self, value, best):
         if self.mode == "min":
             return value < (best * (1 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
         return value > (best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
 
-    def step(self, metrics):
+    def step(self, metrics, epoch=None):
         current = float(metrics)
-        self.last_epoch += 1
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         if self.is_better(current, self.best):
             self.best, self.num_bad_epochs = current, 0
         else:
@@ -188,7 +237,12 @@ class ReduceLROnPlateau:
                 if group["lr"] - new_lr > self.eps:
                     group["lr"] = new_lr
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self._last_lr = self._group_lrs()
 
-    def get_last_lr(self):
-        return self._last_lr
+
+from .combined_lr import ChainedScheduler, SequentialLR  # noqa: E402
+from .cyclic_lr import CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR  # noqa: E402
+
+__all__ = ["LRScheduler", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR", "ConstantLR", "LinearLR",
+           "ExponentialLR", "PolynomialLR", "CosineAnnealingLR", "ReduceLROnPlateau", "SequentialLR",
+           "ChainedScheduler", "CyclicLR", "OneCycleLR", "CosineAnnealingWarmRestarts"]

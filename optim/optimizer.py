@@ -1,16 +1,27 @@
 """``Optimizer``: parameter groups, per-parameter state and state dicts.
 
-The bookkeeping lives here; each optimizer's update rule is a plain function
-over arrays in its own file (sgd.py, adam.py, ...), applied in place to
-``param._data`` without recording a graph.
+The bookkeeping lives here; each optimizer's update rule is a method over
+Tensors in its own file (sgd.py, adam.py, ...). ``step`` runs it under
+``no_grad``, and the rule changes the parameter and its state only through the
+public in-place Tensor methods (``add_``, ``mul_``, ``addcmul_``, ``addcdiv_``,
+``lerp_``, ``sqrt_``, ``copy_``, ...), so every write goes through the Tensor's
+one write door: its version counter moves, and a graph that saved the old
+value refuses to backpropagate through it.
+
+PyTorch's keywords ``foreach``, ``fused`` and ``capturable`` are accepted and
+recorded in the groups but change nothing here: there is one (single-tensor)
+implementation, in the order of operations of PyTorch's single-tensor path,
+on the CPU. ``differentiable=True`` (an update recorded in the graph) is not
+supported and raises NotImplementedError.
 """
 
 import copy
+from collections import defaultdict
 
 import numpy
 
 from autograd import Tensor, enable_grad, no_grad
-from autograd.graph import bump_version
+from autograd.backend import float32, float64, get_default_dtype
 
 
 def require(condition, message):
@@ -19,12 +30,22 @@ def require(condition, message):
         raise ValueError(message)
 
 
+def scalar_tensor(value):
+    """A 0-d Tensor for scalar state (``step``, NAdam's ``mu_product``, ASGD's
+    ``eta``): PyTorch keeps these in float64 when the default dtype is float64
+    and in float32 otherwise, whatever the parameters' dtype, and its arithmetic
+    on them rounds to that dtype. Ours does the same, so trajectories match."""
+    return Tensor(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 else float32))
+
+
 class Optimizer:
     defaults = {}
+    # State entries that keep their own dtype on load_state_dict (the rest take the parameter's).
+    scalar_state = ("step",)
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
-        self.state = {}
+        self.state = defaultdict(dict)  # PyTorch's: a custom step() may write self.state[p]["..."] at once
         self.param_groups = []
         params = list(params) if not isinstance(params, Tensor) else [params]
         if not params:
@@ -35,7 +56,13 @@ class Optimizer:
 
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
-        require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
+        if "lr" in group:  # a custom optimizer need not have one
+            require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
+        if group.get("differentiable"):
+            raise NotImplementedError(f"{type(self).__name__}(differentiable=True): an update recorded in the "
+                                      "graph is not supported; optimizers here step under no_grad")
+        if group.get("fused") and group.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     def add_param_group(self, param_group):
         """Add a group of parameters with its own options (missing ones from defaults)."""
@@ -71,7 +98,10 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 elif p.grad is not None:
-                    p.grad._data[...] = 0
+                    if p.grad.grad_fn is not None:  # a create_graph gradient: cut it from its graph first
+                        p.grad = p.grad.detach()
+                    p.grad.requires_grad_(False)
+                    p.grad.zero_()
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns the closure's loss."""
@@ -81,26 +111,27 @@ class Optimizer:
                 loss = closure()
         with no_grad():
             for group in self.param_groups:
+                maximize = group.get("maximize")
                 for p in group["params"]:
-                    if p.grad is None:
+                    grad = p.grad
+                    if grad is None:
                         continue
-                    state = self.state.setdefault(p, {})
-                    grad = p.grad._data
                     if grad.shape != p.shape:
                         raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
-                    self.update(p._data, -grad if group.get("maximize") else grad, state, group)
-                    bump_version(p)  # the parameter changed: a graph that saved it is stale
+                    self.update(p, grad.neg() if maximize else grad, self.state[p], group)
         return loss
 
     def update(self, param, grad, state, group):
-        """Change the array ``param`` in place from ``grad``; keep what it needs in ``state``."""
+        """Change the Tensor ``param`` in place (public in-place methods only) from the
+        Tensor ``grad`` (already negated under maximize); keep what it needs in ``state``."""
         raise NotImplementedError
 
     # -- saving and resuming --------------------------------------------------------------
 
     def state_dict(self):
         """{'state': {index: {...}}, 'param_groups': [{options..., 'params': [indices]}]},
-        parameters named by their position across groups, as PyTorch does."""
+        parameters named by their position across groups, as PyTorch does. State
+        tensors are copies, so the dict is a snapshot."""
         index = {}
         groups = []
         for group in self.param_groups:
@@ -109,13 +140,13 @@ class Optimizer:
                 index.setdefault(id(p), len(index))
                 ids.append(index[id(p)])
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
-        state = {index[id(p)]: {k: (Tensor(v.copy()) if isinstance(v, numpy.ndarray) else v)
-                                for k, v in s.items()}
+        state = {index[id(p)]: {k: _snapshot(v) for k, v in s.items()}
                  for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore state and options; resuming gives the same trajectory as never stopping."""
+        """Restore state and options; resuming gives the same trajectory as never stopping.
+        State tensors take their parameter's dtype, except the scalar ones (``step``, ...)."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups)} parameter groups, the optimizer has "
@@ -129,12 +160,10 @@ class Optimizer:
             for i, p in zip(saved["params"], group["params"]):
                 params[i] = p
             group.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
-        self.state = {}
+        self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():
             p = params[int(i)]
-            self.state[p] = {k: (v._data.astype(p.dtype, copy=True) if isinstance(v, Tensor) else
-                                 numpy.array(v, dtype=p.dtype) if isinstance(v, numpy.ndarray) else v)
-                             for k, v in values.items()}
+            self.state[p] = {k: _restore(v, None if k in self.scalar_state else p.dtype) for k, v in values.items()}
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -142,3 +171,25 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+def _snapshot(value):
+    """A copy of a state entry: Tensors (also inside LBFGS's lists) are copied."""
+    if isinstance(value, Tensor):
+        return Tensor(value.numpy().copy())
+    if isinstance(value, list):
+        return [_snapshot(v) for v in value]
+    return value
+
+
+def _restore(value, dtype):
+    """A loaded state entry as a fresh Tensor (of ``dtype`` when given), numbers as they are.
+    A number saved for a scalar state (an old-style ``step``) becomes a scalar Tensor."""
+    if isinstance(value, (Tensor, numpy.ndarray)):
+        array = value.numpy() if isinstance(value, Tensor) else value
+        return Tensor(numpy.array(array, dtype=dtype or array.dtype, copy=True))
+    if isinstance(value, list):
+        return [_restore(v, dtype) for v in value]
+    if dtype is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return scalar_tensor(value)
+    return value

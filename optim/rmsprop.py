@@ -1,8 +1,8 @@
 """RMSprop: divide the gradient by a running root-mean-square of recent gradients."""
 
-import numpy
+from autograd import zeros_like
 
-from .optimizer import Optimizer, require
+from .optimizer import Optimizer, require, scalar_tensor
 
 
 class RMSprop(Optimizer):
@@ -10,15 +10,18 @@ class RMSprop(Optimizer):
 
         g ← ∇L(W) + λ W
         s ← α s + (1 - α) g²                      (running mean square)
-        ḡ ← α ḡ + (1 - α) g;  d ← √(s - ḡ²) + ε   if centered, else d ← √s + ε
+        ḡ ← ḡ + (1 - α)(g - ḡ);  d ← √(s - ḡ²) + ε   if centered, else d ← √s + ε
         b ← μ b + g / d;  W ← W - η b             with momentum μ > 0
         W ← W - η g / d                           otherwise
+
+    ``foreach`` and ``capturable`` are accepted and ignored.
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False,
-                 maximize=False):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered, maximize=maximize))
+                 capturable=False, foreach=None, maximize=False, differentiable=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=centered, capturable=capturable, foreach=foreach,
+                                      maximize=maximize, differentiable=differentiable))
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
@@ -28,30 +31,26 @@ class RMSprop(Optimizer):
         require(group["alpha"] >= 0, f"Invalid alpha value: {group['alpha']}")
 
     def update(self, param, grad, state, group):
+        if not state:
+            state["step"] = scalar_tensor(0.0)
+            state["square_avg"] = zeros_like(param)
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = zeros_like(param)
+            if group["centered"]:
+                state["grad_avg"] = zeros_like(param)
+        state["step"].add_(1)
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * param
-        if not state:
-            state["step"] = 0
-            state["square_avg"] = numpy.zeros_like(param)
-            if group["momentum"] > 0:
-                state["momentum_buffer"] = numpy.zeros_like(param)
-            if group["centered"]:
-                state["grad_avg"] = numpy.zeros_like(param)
-        state["step"] += 1
         alpha, square_avg = group["alpha"], state["square_avg"]
-        square_avg *= alpha
-        square_avg += (1 - alpha) * grad * grad
+        square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         if group["centered"]:
-            grad_avg = state["grad_avg"]
-            grad_avg += (grad - grad_avg) * (1 - alpha)
-            denominator = numpy.sqrt(square_avg - grad_avg * grad_avg)
+            grad_avg = state["grad_avg"].lerp_(grad, 1 - alpha)
+            denominator = square_avg.clone().addcmul_(grad_avg, grad_avg, value=-1).sqrt_()
         else:
-            denominator = numpy.sqrt(square_avg)
-        denominator += group["eps"]
+            denominator = square_avg.sqrt()
+        denominator.add_(group["eps"])
         if group["momentum"] > 0:
-            buffer = state["momentum_buffer"]
-            buffer *= group["momentum"]
-            buffer += grad / denominator
-            param -= group["lr"] * buffer
+            buffer = state["momentum_buffer"].mul_(group["momentum"]).addcdiv_(grad, denominator)
+            param.add_(buffer, alpha=-group["lr"])
         else:
-            param -= group["lr"] * (grad / denominator)
+            param.addcdiv_(grad, denominator, value=-group["lr"])

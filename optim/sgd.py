@@ -1,7 +1,5 @@
 """Stochastic gradient descent, with momentum and Nesterov's look-ahead."""
 
-import numpy
-
 from .optimizer import Optimizer, require
 
 
@@ -23,12 +21,15 @@ class SGD(Optimizer):
     which is the nesterov=True rule: PyTorch (and this class) stores the look-ahead
     point φ as the parameter, so no second gradient evaluation is needed
     (Sutskever et al., 2013).
+
+    ``foreach`` and ``fused`` are accepted and ignored (one implementation).
     """
 
-    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False,
-                 maximize=False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
+                 maximize=False, foreach=None, differentiable=False, fused=None):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, maximize=maximize, foreach=foreach,
+                                      differentiable=differentiable, fused=fused))
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
@@ -38,19 +39,14 @@ class SGD(Optimizer):
                 "Nesterov momentum requires a momentum and zero dampening")
 
     def update(self, param, grad, state, group):
-        sgd_update(param, grad, state, **{k: group[k] for k in
-                                          ("lr", "momentum", "dampening", "weight_decay", "nesterov")})
-
-
-def sgd_update(param, grad, state, lr, momentum, dampening, weight_decay, nesterov):
-    if weight_decay:
-        grad = grad + weight_decay * param
-    if momentum:
-        velocity = state.get("momentum_buffer")
-        if velocity is None:
-            velocity = state["momentum_buffer"] = numpy.array(grad, copy=True)
-        else:
-            velocity *= momentum
-            velocity += (1 - dampening) * grad
-        grad = grad + momentum * velocity if nesterov else velocity
-    param -= lr * grad
+        momentum = group["momentum"]
+        if group["weight_decay"]:
+            grad = grad + group["weight_decay"] * param
+        if momentum:
+            velocity = state.get("momentum_buffer")
+            if velocity is None:
+                velocity = state["momentum_buffer"] = grad.detach().clone()
+            else:
+                velocity.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
+            grad = grad + momentum * velocity if group["nesterov"] else velocity
+        param.add_(grad, alpha=-group["lr"])

@@ -16,7 +16,7 @@ def pytest_collection_modifyitems(config, items):
     try:
         import torch  # noqa: F401
     except ImportError:
-        skip = pytest.mark.skip(reason="PyTorch is not installed (pip install -e '.[reference]')")
+        skip = pytest.mark.skip(reason="PyTorch is not installed (pip install 'chainrule[reference]')")
         for item in items:
             if "torch" in item.keywords:
                 item.add_marker(skip)

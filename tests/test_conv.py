@@ -258,3 +258,20 @@ def test_module_argument_errors():
         F.fold(autograd.Tensor(randn(1, 5, 4)), (3, 3), 2)
     with pytest.raises(RuntimeError, match="calculated number of sliding blocks 2 \\* 2 = 4"):
         F.fold(autograd.Tensor(randn(1, 4, 5)), (3, 3), 2)
+
+
+@given(mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), padding=st.integers(0, 2),
+       stride=st.integers(1, 2), groups=st.sampled_from([1, 2]), seed=st.integers(0, 99))
+def test_conv2d_module_gradients_match_finite_differences(mode, padding, stride, groups, seed):
+    """Input, weight and bias of nn.Conv2d under every padding mode (the copying modes pad by a gather)."""
+    autograd.manual_seed(seed)
+    layer = nn.Conv2d(2, 4, (3, 2), stride=stride, padding=padding, groups=groups, padding_mode=mode).double()
+    x = autograd.Tensor(randn(1, 2, 4, 3, seed=seed), requires_grad=True)
+
+    def fn(x, weight, bias):  # the layer's own padding, with these tensors as its parameters
+        padded, padding = layer._padded_input(x)
+        return F.conv2d(padded, weight, bias, layer.stride, padding, layer.dilation, layer.groups)
+
+    weight = autograd.Tensor(layer.weight.numpy(), requires_grad=True)
+    bias = autograd.Tensor(layer.bias.numpy(), requires_grad=True)
+    assert autograd.gradcheck(fn, (x, weight, bias))

@@ -112,7 +112,7 @@ def test_digits_load_offline_or_name_the_extra():
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match=r"pip install -e '\.\[demo\]'"):
+        with pytest.raises(ImportError, match=r"pip install 'chainrule\[demo\]'"):
             autograd.datasets.load_digits()
         return
     X, y = autograd.datasets.load_digits()

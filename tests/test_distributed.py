@@ -34,7 +34,7 @@ def _mpiexec():
 
 
 needs_mpi = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or _mpiexec() is None,
-                               reason="the distributed extra is not installed (pip install -e '.[distributed]')")
+                               reason="the distributed extra is not installed (pip install 'chainrule[distributed]')")
 
 
 def run_mpi(arguments, processes=2, timeout=60):
@@ -97,8 +97,9 @@ def test_distributed_demo_trains_and_only_rank_0_prints(tmp_path):
     assert result.stdout.count("epoch   6/6") == 1
     accuracy = float(result.stdout.split("validation accuracy ")[-1].split("%")[0])
     assert accuracy >= 90.0
-    state = autograd.load(tmp_path / "model.npz")
-    assert state["0.weight"].shape == (32, 2)  # the plain module's keys, without "module."
+    saved = autograd.load(tmp_path / "model.npz")
+    assert saved["state_dict"]["0.weight"].shape == (32, 2)  # the plain module's keys, without "module."
+    assert f"{saved['validation_accuracy']:.1%}" == result.stdout.split("validation accuracy ")[-1].split()[0]
 
 
 # -- one process ------------------------------------------------------------------------------------

@@ -54,11 +54,21 @@ def channel_major(x):
 
 
 def full_like_layout(x, shape, fill, dtype=None):
-    """An array of logical shape (N, C, H, W) = ``shape`` filled with ``fill``, in x's memory layout."""
+    """An array of logical shape (N, C, H, W) = ``shape`` filled with ``fill`` (None: left unset), in x's
+    memory layout."""
     dtype = x.dtype if dtype is None else dtype
+    if fill is None:
+        def make(size):
+            return xp.empty(size, dtype=dtype)
+    elif fill == 0:
+        def make(size):
+            return xp.zeros(size, dtype=dtype)
+    else:
+        def make(size):
+            return xp.full(size, fill, dtype=dtype)
     if channel_major(x):
-        return xp.full((shape[1], shape[0]) + tuple(shape[2:]), fill, dtype=dtype).transpose(1, 0, 2, 3)
-    return xp.full(shape, fill, dtype=dtype)
+        return make((shape[1], shape[0]) + tuple(shape[2:])).transpose(1, 0, 2, 3)
+    return make(shape)
 
 
 def pad_zeros(x, padding):

@@ -49,6 +49,9 @@ def promote(x, y):
 def binary(op, x, y):
     """op(x, y) for tensors or numbers on either side, with PyTorch's type promotion
     (true division of integers gives the default floating dtype)."""
+    dtype = x._data.dtype if type(x) is Tensor else None
+    if dtype is not None and dtype.kind == "f" and type(y) is Tensor and y._data.dtype is dtype:
+        return op.apply(x, y)  # the common case: two floating tensors of one dtype
     x, y = promote(x, y)
     if op is Div and x.dtype.kind not in "fc":
         dtype = backend.get_default_dtype()
@@ -321,7 +324,7 @@ class Relu(Primitive):
         return xp.maximum(x, 0)
 
     def backward(self, grad, y, x):
-        return (grad * Tensor._make(y._data > 0),)
+        return (Mul.apply(grad, Tensor._make(y._data > 0)),)  # a constant mask: no promotion needed
 
 
 @names("abs", inplace="abs_")

@@ -77,13 +77,16 @@ def max_pool_winners(x, y, params):
     all −∞ window keeps its first position inside the input)."""
     padded, slices = _window_slices(x, params, -xp.inf)
     if xp.isfinite(y).all():
-        masks, taken = [], xp.zeros(y.shape, dtype=bool)
+        masks, taken = [], None
         for _, index in slices[:-1]:
-            mask = padded[index] == y
-            mask &= ~taken
-            taken |= mask
-            masks.append(mask)
-        return masks + [~taken]
+            equal = padded[index] == y
+            if taken is None:
+                masks.append(equal)
+                taken = equal.copy()
+            else:
+                masks.append(equal > taken)  # equal and not taken by an earlier offset
+                taken |= equal
+        return masks + [~taken] if taken is not None else [xp.ones(y.shape, dtype=bool)]
     best = xp.full(y.shape, -xp.inf, dtype=y.dtype)
     chosen = xp.full(y.shape, _first_inside_offset(x.shape, params), dtype=xp.int64)
     take = xp.empty(y.shape, dtype=bool)
@@ -138,8 +141,10 @@ class MaxPool2d(Primitive):
 
     def forward(self, x):
         padded, slices = _window_slices(x, self.__dict__, -xp.inf)
-        best = padded[slices[0][1]].copy(order="K")
-        for _, index in slices[1:]:
+        if len(slices) == 1:
+            return padded[slices[0][1]].copy(order="K")
+        best = xp.maximum(padded[slices[0][1]], padded[slices[1][1]])
+        for _, index in slices[2:]:
             xp.maximum(best, padded[index], out=best)
         return best
 
@@ -167,8 +172,11 @@ class MaxPoolSpread(Primitive):
     def forward(self, g):
         params = dict(self.__dict__)
         padded, slices = _window_slices(xp.empty((0, 0) + tuple(self.shape[2:])), params, 0)
-        padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:], 0,
-                                  dtype=g.dtype)
+        # windows that tile the input exactly write every position once: no need to zero it first
+        tiles = all(k == s and d == 1 and p == 0 and o * s == size for k, s, d, p, o, size in
+                    zip(self.kernel_size, self.stride, self.dilation, self.padding, self.out, self.shape[2:]))
+        padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:],
+                                  None if tiles else 0, dtype=g.dtype)
         if overlapping(self.kernel_size, self.stride, self.dilation):
             for (_, index), mask in zip(slices, self.winners):
                 padded[index] += g * mask

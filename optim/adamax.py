@@ -1,0 +1,44 @@
+"""Adamax: Adam with the infinity norm of past gradients in place of their root mean square."""
+
+from autograd import zeros_like
+
+from .adam import check_betas_eps
+from .optimizer import Optimizer, require, scalar_tensor
+
+
+class Adamax(Optimizer):
+    """Adamax (Kingma & Ba, 2015, section 7), as ``torch.optim.Adamax``:
+
+        g ← ∇L(W) + λ W
+        m ← m + (1 - β₁)(g - m)
+        u ← max(β₂ u, |g| + ε)                   (exponentially weighted infinity norm)
+        W ← W - η/(1 - β₁ᵗ) · m / u
+
+    ``foreach`` and ``capturable`` are accepted and ignored.
+    """
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
+                 maximize=False, differentiable=False, capturable=False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      foreach=foreach, maximize=maximize, differentiable=differentiable,
+                                      capturable=capturable))
+
+    def check_hyperparameters(self, group):
+        super().check_hyperparameters(group)
+        check_betas_eps(group)
+        require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
+
+    def update(self, param, grad, state, group):
+        if not state:
+            state["step"] = scalar_tensor(0.0)
+            state["exp_avg"] = zeros_like(param)
+            state["exp_inf"] = zeros_like(param)
+        step = state["step"].add_(1).item()
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        if group["weight_decay"]:
+            grad = grad + group["weight_decay"] * param
+        exp_avg, exp_inf = state["exp_avg"], state["exp_inf"]
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_inf.mul_(beta2)
+        exp_inf.copy_(exp_inf.maximum(grad.abs().add_(eps)))
+        param.addcdiv_(exp_avg, exp_inf, value=-lr / (1 - beta1**step))

@@ -1,0 +1,113 @@
+"""``LRScheduler``: the base of the learning-rate schedules, with PyTorch's ``step()`` protocol.
+
+Create the scheduler after the optimizer (its first, "initial" step sets each
+group's lr for epoch 0), call ``optimizer.step()`` then ``scheduler.step()`` once
+per epoch (or batch), and read ``get_last_lr()``. A schedule's ``get_lr`` is
+PyTorch's chainable form: the next lr from the group's current one, so several
+schedules can act on one optimizer. ``step(epoch)`` (deprecated in PyTorch)
+jumps to an epoch through the schedule's closed form where it has one.
+"""
+
+import warnings
+
+from .optimizer import Optimizer
+
+EPOCH_DEPRECATION_WARNING = (
+    "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where possible. Please "
+    "use `scheduler.step()` to step the scheduler. During the deprecation, if epoch is different from None, the "
+    "closed form is used instead of the new chainable form, where available."
+)
+
+
+def check_optimizer(optimizer):
+    """PyTorch's check that a scheduler was given an optimizer."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+
+
+def per_group(name, optimizer, value):
+    """One value per parameter group: a list of the right length as it is, a scalar repeated."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(optimizer.param_groups):
+            raise ValueError(f"{name} must have the same length as optimizer.param_groups. {name} has "
+                             f"{len(value)} values, param_groups has {len(optimizer.param_groups)}.")
+        return list(value)
+    return [value] * len(optimizer.param_groups)
+
+
+def set_momentum(group, momentum, use_beta1):
+    """Cycle the momentum: β₁ for the Adam family (``betas``), ``momentum`` otherwise."""
+    if use_beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
+
+
+def momentum_kind(optimizer):
+    """Whether cycle_momentum acts on β₁ (True) or on ``momentum`` (False); raise if neither exists."""
+    if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise ValueError("optimizer must support momentum or beta1 with `cycle_momentum` option enabled")
+    return "betas" in optimizer.defaults
+
+
+class LRScheduler:
+    _is_initial = False  # True during the first step, made by the constructor
+
+    def __init__(self, optimizer, last_epoch=-1):
+        check_optimizer(optimizer)
+        self.optimizer = optimizer
+        if last_epoch == -1:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        else:
+            for i, group in enumerate(optimizer.param_groups):
+                if "initial_lr" not in group:
+                    raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
+                                   "scheduler with last_epoch >= 0.")
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self._initial_step()
+
+    def _initial_step(self):
+        self._step_count = 0
+        self._is_initial = True
+        try:
+            self.step()
+        finally:
+            self._is_initial = False
+
+    def get_lr(self):
+        """The next lr of each group (chainable form), at ``self.last_epoch``."""
+        raise NotImplementedError
+
+    def get_last_lr(self):
+        """The learning rate of each group, as set by the last step()."""
+        return self._last_lr
+
+    def step(self, epoch=None):
+        self._step_count += 1
+        if epoch is not None:
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+        self._update_lr(epoch)
+
+    def _update_lr(self, epoch=None):
+        if epoch is None:
+            self.last_epoch += 1
+            values = self.get_lr()
+        else:
+            self.last_epoch = epoch
+            closed_form = getattr(self, "_get_closed_form_lr", None)
+            values = closed_form() if closed_form is not None else self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, values):
+            group["lr"] = lr
+        self._last_lr = self._group_lrs()
+
+    def _group_lrs(self):
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self):
+        """Everything but the optimizer (and functions, which cannot be saved)."""
+        return {k: v for k, v in vars(self).items() if k not in ("optimizer", "lr_lambdas")}
+
+    def load_state_dict(self, state_dict):
+        self.__dict__.update(state_dict)
