@@ -3407,6 +3407,61 @@ def test_schedulers():
     np.testing.assert_allclose(ours["step"][:6], [0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
 
 
+def lbfgs_closure(m, weights):
+    """LBFGS needs a closure that re-evaluates the loss (the optim docs' pattern)."""
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, nn.Linear(3, 1), weights)
+    x = torch.linspace(-1, 1, 30).reshape(10, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+    loss_fn = nn.MSELoss()
+    optimizer = optim.LBFGS(model.parameters(), lr=1, max_iter=20, history_size=10, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        return loss
+
+    losses = [optimizer.step(closure).item() for _ in range(3)]
+    return {"losses": losses, "final": loss_fn(model(x), y).item()}
+
+
+def test_lbfgs_closure():
+    ours, _ = run_both(lbfgs_closure, weights_of(lambda m: m.nn.Linear(3, 1)), rtol=1e-3, atol=1e-6)
+    assert ours["final"] < 1e-6
+
+
+def fine_tuning_param_groups(m, weights):
+    """Per-layer learning rates (a backbone and a head), weight decay, nesterov momentum,
+    OneCycleLR stepped per batch, and the lr of each group read back."""
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), weights)
+    backbone, head = model[0], model[2]
+    optimizer = optim.SGD([
+        {'params': backbone.parameters(), 'lr': 1e-3},
+        {'params': head.parameters()},
+    ], lr=1e-2, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    scheduler = optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[1e-2, 1e-1], total_steps=12)
+    x = torch.linspace(-1, 1, 32).reshape(8, 4)
+    y = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0])
+    lrs, losses = [], []
+    for step in range(12):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        lrs.append([group['lr'] for group in optimizer.param_groups])
+        losses.append(loss.item())
+    return {"lrs": lrs, "losses": losses, "state": model.state_dict()}
+
+
+def test_fine_tuning_param_groups():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(4, 8), m.nn.ReLU(), m.nn.Linear(8, 2)))
+    ours, _ = run_both(fine_tuning_param_groups, weights, rtol=1e-5, atol=1e-7)
+    assert max(lr[1] for lr in ours["lrs"]) <= 0.1 + 1e-12 and ours["losses"][-1] < ours["losses"][0]
+
+
 def gradient_clipping(m, weights):
     torch, nn = m.torch, m.nn
     model = load(m, nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)), weights)
