@@ -15,11 +15,15 @@ from .random import generator as _rng
 from .tensor import Tensor
 
 
-def _shape(size):
-    """Accept zeros(2, 3) and zeros((2, 3)), as PyTorch does."""
-    if len(size) == 1 and not isinstance(size[0], int):
-        return tuple(size[0])
-    return tuple(size)
+def _shape(sizes, size=None):
+    """Accept zeros(2, 3), zeros((2, 3)) and zeros(size=(2, 3)), as PyTorch does."""
+    if size is not None:
+        if sizes:
+            raise TypeError(f"the shape was given both positionally {sizes} and as size={size}")
+        return tuple(size) if not isinstance(size, int) else (size,)
+    if len(sizes) == 1 and not isinstance(sizes[0], int):
+        return tuple(sizes[0])
+    return tuple(sizes)
 
 
 def _float(dtype):
@@ -54,17 +58,17 @@ def _copy(data):
     return data.copy() if isinstance(data, xp.ndarray) else data
 
 
-def zeros(*size, dtype=None, layout=None, device=None, requires_grad=False):
-    return _made(xp.zeros(_shape(size), dtype=_float(dtype)), device, requires_grad)
+def zeros(*sizes, size=None, dtype=None, layout=None, device=None, requires_grad=False):
+    return _made(xp.zeros(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad)
 
 
-def ones(*size, dtype=None, layout=None, device=None, requires_grad=False):
-    return _made(xp.ones(_shape(size), dtype=_float(dtype)), device, requires_grad)
+def ones(*sizes, size=None, dtype=None, layout=None, device=None, requires_grad=False):
+    return _made(xp.ones(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad)
 
 
-def empty(*size, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
+def empty(*sizes, size=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
           memory_format=None):
-    return _made(xp.empty(_shape(size), dtype=_float(dtype)), device, requires_grad)
+    return _made(xp.empty(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad)
 
 
 def full(size, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False):
@@ -90,16 +94,16 @@ def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requir
     return _made(xp.full(input.shape, fill_value, dtype=dtype or input.dtype), device, requires_grad)
 
 
-def rand(*size, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
+def rand(*sizes, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
          pin_memory=False):
     """Uniform on [0, 1)."""
-    return _random(_rng(generator).random(_shape(size)), _float(dtype), device, requires_grad)
+    return _random(_rng(generator).random(_shape(sizes, size)), _float(dtype), device, requires_grad)
 
 
-def randn(*size, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
+def randn(*sizes, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
           pin_memory=False):
     """Standard normal."""
-    return _random(_rng(generator).standard_normal(_shape(size)), _float(dtype), device, requires_grad)
+    return _random(_rng(generator).standard_normal(_shape(sizes, size)), _float(dtype), device, requires_grad)
 
 
 def randint(*args, size=None, generator=None, dtype=None, layout=None, device=None,

@@ -8,6 +8,7 @@ child, ``zero_grad()``, and ``state_dict()``/``load_state_dict()``.
 """
 
 import collections
+import itertools
 import warnings
 
 import numpy
@@ -371,15 +372,18 @@ class Module:
 
     # -- saving and loading --------------------------------------------------------------------
 
-    def state_dict(self):
-        """{dotted name: tensor} of parameters and persistent buffers, sharing their data."""
-        state = collections.OrderedDict()
-        for name, parameter in self.named_parameters():
-            state[name] = parameter.detach()
-        for module_name, module in self.named_modules():
-            for name, buffer in module._buffers.items():
-                if buffer is not None and name not in module.__dict__.get("_non_persistent", ()):
-                    state[f"{module_name}.{name}" if module_name else name] = buffer.detach()
+    def state_dict(self, *, destination=None, prefix="", keep_vars=False):
+        """{dotted name: tensor} of parameters and persistent buffers, sharing their data, in
+        PyTorch's order: module by module, each one's parameters then its buffers. A tensor reached
+        under two names (tied weights, a shared submodule) is saved under both, as PyTorch does."""
+        state = collections.OrderedDict() if destination is None else destination
+        for module_name, module in self.named_modules(remove_duplicate=False):
+            at = prefix + (f"{module_name}." if module_name else "")
+            persistent_buffers = ((name, buffer) for name, buffer in module._buffers.items()
+                                  if name not in module.__dict__.get("_non_persistent", ()))
+            for name, tensor in itertools.chain(module._parameters.items(), persistent_buffers):
+                if tensor is not None:
+                    state[at + name] = tensor if keep_vars else tensor.detach()
         return state
 
     def load_state_dict(self, state_dict, strict=True):

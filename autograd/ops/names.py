@@ -12,6 +12,8 @@ gives ``x.exp()``, ``autograd.exp(x)`` and the in-place ``x.exp_()``. A
 ``autograd.ops`` binds every declared name once all op modules are imported.
 """
 
+import inspect
+
 METHODS = {}  # Tensor method name -> function(tensor, *args, **kwargs)
 FUNCTIONS = {}  # autograd.<name> -> function(*args, **kwargs)
 INPLACE = {}  # Tensor in-place method name (exp_) -> the out-of-place function it writes back
@@ -30,7 +32,7 @@ def names(*method_names, function=True, method=True, inplace=None, functions=())
     and, with ``inplace``, as an in-place Tensor method that writes the result back."""
 
     def register(op):
-        call = _applying(op) if isinstance(op, type) else op
+        call = _numpy_aliases(_applying(op) if isinstance(op, type) else op)
         for name in method_names:
             if method:
                 _declare(METHODS, name, call)
@@ -43,6 +45,39 @@ def names(*method_names, function=True, method=True, inplace=None, functions=())
         return op
 
     return register
+
+
+_ALIASED = {}  # op -> its wrapper taking NumPy's keywords (one per op, so a name declared twice is one call)
+
+
+def _numpy_aliases(op):
+    """PyTorch accepts NumPy's ``axis`` for ``dim`` and ``keepdims`` for ``keepdim`` wherever an
+    op takes them (``y_hat.argmax(axis=1)``); an op whose signature has ``dim`` but no ``axis``
+    gets a wrapper that renames them."""
+    if op in _ALIASED:
+        return _ALIASED[op]
+    try:
+        parameters = inspect.signature(op).parameters
+    except (TypeError, ValueError):
+        return op
+    renames = {alias: name for alias, name in (("axis", "dim"), ("keepdims", "keepdim"))
+               if name in parameters and alias not in parameters}
+    if not renames:
+        return op
+
+    def call(*args, **kwargs):
+        if kwargs:
+            for alias, name in renames.items():
+                if alias in kwargs:
+                    if name in kwargs:
+                        raise TypeError(f"{op.__name__}() got both '{name}' and its alias '{alias}'")
+                    kwargs[name] = kwargs.pop(alias)
+        return op(*args, **kwargs)
+
+    call.__name__, call.__qualname__, call.__doc__ = op.__name__, op.__qualname__, op.__doc__
+    call.__wrapped__ = op
+    _ALIASED[op] = call
+    return call
 
 
 def _applying(primitive):
