@@ -27,6 +27,27 @@ from .backend import (
     int64,
     set_default_dtype,
 )
+from .constants import (  # noqa: E402
+    BoolTensor,
+    DoubleTensor,
+    FloatTensor,
+    IntTensor,
+    LongTensor,
+    Size,
+    accelerator,
+    backends,
+    e,
+    half,
+    inf,
+    int,
+    int8,
+    int16,
+    nan,
+    pi,
+    set_printoptions,
+    short,
+    uint8,
+)
 from .device import device, get_default_device, set_default_device
 from .differentiate import grad
 from .engine import backpropagate, topological_order

@@ -117,6 +117,11 @@ class Primitive:
     def __repr__(self):
         return f"<{self.name}Backward>"
 
+    @property
+    def next_functions(self):
+        """(node, 0) for each input, as PyTorch's: its grad_fn, the leaf itself, or None."""
+        return tuple((parent, 0) for parent in self.parents)
+
     # -- the engine's interface (see autograd.engine) -------------------------------
 
     # parents, set by _record: for each input its grad_fn, the leaf itself, or None

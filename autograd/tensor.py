@@ -129,7 +129,7 @@ class Tensor:
         return (self[i] for i in range(len(self)))
 
     def __repr__(self):
-        body = numpy.array2string(backend.to_numpy(self._data), separator=", ", precision=4,
+        body = numpy.array2string(backend.to_numpy(self._data), separator=", ", precision=_print_precision(),
                                   prefix="tensor(")
         extra = ""
         if self._data.dtype not in (backend.get_default_dtype(), backend.int64, backend.bool_):
@@ -186,6 +186,14 @@ class Tensor:
         return self
 
     # -- autograd -----------------------------------------------------------------------
+
+    def detach_(self):
+        """Cut this tensor from the graph in place: it becomes a leaf that does not require grad."""
+        if self._base is not None and self.grad_fn is not None:
+            raise RuntimeError("detach_() on a view of a tensor with a graph: use detach() (out of place)")
+        self.grad_fn = None
+        self.requires_grad = False
+        return self
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self._data.dtype.kind not in "fc":
@@ -494,6 +502,12 @@ class Tensor:
 
     def __invert__(self):
         return Tensor._make(~self._data)
+
+
+def _print_precision():
+    from .constants import _Printing  # set_printoptions(precision=...)
+
+    return _Printing.precision
 
 
 def _move_retained_grad(tensor, old_node):

@@ -52,6 +52,8 @@ def _check_along(x_shape, index_shape, dim, op, other="self"):
 
 def _positions(index, dim):
     """The full (advanced) index of every element that ``index`` names along ``dim``."""
+    if index.ndim == 0:  # a 0-d index names one element, as a 1-d index of length 1 (PyTorch)
+        index = index.reshape(1)
     grids = list(xp.indices(index.shape, sparse=True))
     grids[dim] = index
     return tuple(grids)

@@ -1,0 +1,80 @@
+"""The small names PyTorch programs reach for: dtype aliases, math constants, ``Size``, the
+legacy typed constructors (``FloatTensor``), ``set_printoptions`` and the accelerator queries."""
+
+import builtins
+import math
+import sys
+import types
+
+import numpy
+
+from . import backend
+from .factories import tensor
+
+int8, int16, uint8 = numpy.dtype("int8"), numpy.dtype("int16"), numpy.dtype("uint8")
+half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.short, torch.int
+inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
+
+
+class Size(tuple):
+    """A tensor's shape (PyTorch's torch.Size): a tuple that prints as one."""
+
+    def __repr__(self):
+        return f"Size({list(self)})"
+
+    def numel(self):
+        return math.prod(self)
+
+
+def _typed(dtype, name):
+    def constructor(*data):
+        """A tensor of this dtype from data, or uninitialised of the given sizes (PyTorch's legacy form)."""
+        sizes = all(isinstance(n, (builtins.int, numpy.integer)) and not isinstance(n, builtins.bool) for n in data)
+        if data and sizes:
+            return tensor(numpy.zeros(data, dtype=dtype))
+        return tensor(data[0] if len(data) == 1 else list(data), dtype=dtype)
+
+    constructor.__name__ = name
+    return constructor
+
+
+FloatTensor = _typed(backend.float32, "FloatTensor")
+DoubleTensor = _typed(backend.float64, "DoubleTensor")
+LongTensor = _typed(backend.int64, "LongTensor")
+IntTensor = _typed(backend.int32, "IntTensor")
+BoolTensor = _typed(backend.bool_, "BoolTensor")
+
+
+class _Printing:
+    precision = 4
+
+
+def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=None, profile=None, sci_mode=None):
+    """How tensors print (PyTorch's options; ``precision`` digits after the point)."""
+    if profile == "full":
+        threshold = math.inf
+    if precision is not None:
+        _Printing.precision = precision
+    options = {k: v for k, v in (("threshold", threshold), ("edgeitems", edgeitems), ("linewidth", linewidth))
+               if v is not None}
+    if threshold is not None and math.isinf(threshold):
+        options["threshold"] = sys.maxsize
+    if sci_mode is not None:
+        options["suppress"] = not sci_mode
+    numpy.set_printoptions(**options)
+
+
+def _no_device(*args, **kwargs):
+    return False
+
+
+# torch.accelerator and torch.backends.mps / cudnn: chainrule serves the CPU (or CuPy's GPU as "cuda")
+accelerator = types.SimpleNamespace(
+    is_available=lambda: backend.xp.__name__ != "numpy",
+    current_accelerator=lambda check_available=False: None if backend.xp.__name__ == "numpy" else "cuda",
+    device_count=lambda: 0 if backend.xp.__name__ == "numpy" else 1,
+)
+backends = types.SimpleNamespace(
+    mps=types.SimpleNamespace(is_available=_no_device, is_built=_no_device),
+    cudnn=types.SimpleNamespace(is_available=_no_device, enabled=False, deterministic=False, benchmark=False),
+)
