@@ -43,8 +43,10 @@ class InputInfo:
     __slots__ = ("shape", "dtype", "requires_grad")
 
     def __init__(self, x, requires_grad=None):
-        self.shape = x.shape
-        self.dtype = x.dtype
+        if type(x) is Tensor:  # the hot case, without the property calls
+            self.shape, self.dtype = x._data.shape, x._data.dtype
+        else:
+            self.shape, self.dtype = x.shape, x.dtype
         self.requires_grad = x.requires_grad if requires_grad is None else requires_grad
 
     @property
@@ -92,12 +94,22 @@ class Primitive:
         if modes.grad_enabled and data.dtype.kind == "f":
             for x in inputs:
                 if x.requires_grad:  # record: keep what backward needs, link the parents
-                    node.inputs = inputs if node.saves_inputs else tuple([InputInfo(x) for x in inputs])
+                    # parents: each input's grad_fn, the leaf itself, or None (as _graph_node). An op
+                    # that needs no input values keeps computed inputs only as shapes (their arrays
+                    # can go); leaves are the user's own and alive anyway. (Loops, not
+                    # comprehensions: this runs for every recorded op.)
+                    parents = []
+                    kept = None if node.saves_inputs else []
+                    for input in inputs:
+                        made_by = input.grad_fn
+                        parents.append(made_by if made_by is not None else (input if input.requires_grad else None))
+                        if kept is not None:
+                            kept.append(input if made_by is None else InputInfo(input))
+                    node.inputs = inputs if kept is None else tuple(kept)
+                    node.parents = parents
                     node.output_data = data if node.saves_output else None
                     node.created = VersionClock.now
                     node.output_version = out._version
-                    node.parents = [x.grad_fn if x.grad_fn is not None else (x if x.requires_grad else None)
-                                    for x in inputs]  # as _graph_node, inline: this is the hot path
                     out.requires_grad = True
                     out.grad_fn = node
                     if modes.anomaly:

@@ -408,35 +408,21 @@ class Clone(Primitive):
 # -- the names these ops go by: Python's operators, PyTorch's methods and functions ------------
 
 
-@names("__add__")
-def _add(input, other, alpha=1):
-    """input + alpha · other"""
-    return binary(Add, input, other if alpha == 1 else other * alpha)
+def _operator(op, reflected=False):
+    """Python's operator for ``op``: x + y, or y + x for the reflected one (``__radd__``). The
+    common case, two floating tensors of one dtype, goes straight to the primitive."""
+
+    def operator(x, other):
+        if type(other) is Tensor and other._data.dtype is x._data.dtype and x._data.dtype.kind == "f":
+            return op.apply(other, x) if reflected else op.apply(x, other)
+        return binary(op, other, x) if reflected else binary(op, x, other)
+
+    return operator
 
 
-@names("__sub__")
-def _sub(input, other, alpha=1):
-    """input - alpha · other"""
-    return binary(Sub, input, other if alpha == 1 else other * alpha)
-
-
-@names("__mul__")
-def _mul(input, other):
-    return binary(Mul, input, other)
-
-
-@names("__truediv__")
-def _div(input, other, rounding_mode=None):
-    """input / other; rounding_mode 'trunc' or 'floor' rounds the quotient (no gradient then)."""
-    quotient = binary(Div, input, other)
-    if rounding_mode is None:
-        return quotient
-    if rounding_mode not in ("trunc", "floor"):
-        raise ValueError("div expected rounding_mode to be one of None, 'trunc', or 'floor' "
-                         f"but found {rounding_mode!r}")
-    rounded = (xp.trunc if rounding_mode == "trunc" else xp.floor)(quotient._data)
-    dtype = promote(input, other)[0].dtype
-    return Tensor._make(rounded.astype(dtype) if dtype.kind in "iub" else rounded)
+for _name, _op in (("add", Add), ("sub", Sub), ("mul", Mul), ("truediv", Div)):
+    names(f"__{_name}__")(_operator(_op))
+    names(f"__r{_name}__")(_operator(_op, reflected=True))
 
 
 @names("__pow__")
@@ -447,26 +433,6 @@ def _pow(input, exponent):
             input = Cast.apply(input, dtype=backend.get_default_dtype())
         return PowConstant.apply(input, exponent=exponent)
     return binary(Pow, input, exponent)
-
-
-@names("__radd__")
-def _reflected_add(x, other):
-    return binary(Add, other, x)
-
-
-@names("__rsub__")
-def _reflected_sub(x, other):
-    return binary(Sub, other, x)
-
-
-@names("__rmul__")
-def _reflected_mul(x, other):
-    return binary(Mul, other, x)
-
-
-@names("__rtruediv__")
-def _reflected_div(x, other):
-    return binary(Div, other, x)
 
 
 @names("__rpow__")
