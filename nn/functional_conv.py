@@ -8,8 +8,6 @@ adaptive average pooling and bilinear resizing are products with fixed
 matrices (y = A_h x A_wᵀ), so their gradients come from matmul's.
 """
 
-import math
-
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
@@ -174,36 +172,6 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, 1)
-
-
-def _padding_index(size, before, after, mode):
-    """Source positions for positions −before … size+after−1 under reflect/replicate/circular padding."""
-    positions = xp.arange(-before, size + after)
-    if mode == "reflect":
-        positions = xp.abs(positions)
-        return xp.where(positions >= size, 2 * (size - 1) - positions, positions)
-    if mode == "replicate":
-        return xp.clip(positions, 0, size - 1)
-    return positions % size  # circular
-
-
-def pad_by_mode(input, padding, mode):
-    """input (N, C, *spatial) padded by ``padding`` ((before, after) per spatial dim) copying its own values
-    (reflect, replicate, circular): a gather, so its gradient adds back to the positions read."""
-    spatial = input.ndim - 2
-    for axis in reversed(range(spatial)):  # the last dimension first, as PyTorch checks
-        (before, after), size = padding[axis], input.shape[2 + axis]
-        limit = size if mode == "circular" else size - 1 if mode == "reflect" else math.inf
-        if max(before, after) > limit or (mode == "replicate" and size == 0):
-            raise RuntimeError(f"Padding size should be less than the corresponding input dimension, but got: "
-                               f"padding ({before}, {after}) at dimension {2 + axis} of input "
-                               f"{_dims(input.shape, 1)} (padding_mode={mode!r})")
-    index = [slice(None)] * 2
-    for axis, (before, after) in enumerate(padding):
-        shape = [1] * spatial
-        shape[axis] = -1
-        index.append(_padding_index(input.shape[2 + axis], before, after, mode).reshape(shape))
-    return input[tuple(index)]
 
 
 # -- pooling --------------------------------------------------------------------------------------------

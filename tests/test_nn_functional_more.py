@@ -80,6 +80,13 @@ def test_pad_errors_are_pytorchs():
             assert str(ours.value) == str(theirs.value)
     with pytest.raises(NotImplementedError, match="not supported for 1D input"):
         F.pad(Tensor(np.zeros(3)), (1, 1), "reflect")
+    for shape in [(1, 0, 2, 2), (0, 2, 2), (1, 3, 2, 0)]:  # replicate: only a batch dim may be empty
+        with pytest.raises(RuntimeError) as ours:
+            F.pad(Tensor(np.zeros(shape)), (1, 1, 1, 1), "replicate")
+        with pytest.raises(RuntimeError) as theirs:
+            torch.nn.functional.pad(torch.zeros(shape), (1, 1, 1, 1), "replicate")
+        assert str(ours.value) == str(theirs.value)
+    assert F.pad(Tensor(np.zeros((0, 3, 2, 2))), (1, 1, 1, 1), "replicate").shape == (0, 3, 4, 4)
 
 
 @pytest.mark.torch
