@@ -439,10 +439,16 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     else:
         mean = running_mean.reshape(shape)
         normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
+    return _scale_and_shift(normalized, weight, bias, shape)
+
+
+def _scale_and_shift(normalized, weight, bias, shape=None):
+    """γ · x̂ + β, the normalisation layers' affine step (γ, β reshaped to ``shape`` when given; either
+    may be None)."""
     if weight is not None:
-        normalized = normalized * weight.reshape(shape)
+        normalized = normalized * (weight if shape is None else weight.reshape(shape))
     if bias is not None:
-        normalized = normalized + bias.reshape(shape)
+        normalized = normalized + (bias if shape is None else bias.reshape(shape))
     return normalized
 
 
@@ -453,11 +459,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = _normalize(input, axes, eps)
-    if weight is not None:
-        normalized = normalized * weight
-    if bias is not None:
-        normalized = normalized + bias
-    return normalized
+    return _scale_and_shift(normalized, weight, bias)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -469,11 +471,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     normalized, _, _ = _normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
     shape = _channel_shape(input)
-    if weight is not None:
-        normalized = normalized * weight.reshape(shape)
-    if bias is not None:
-        normalized = normalized + bias.reshape(shape)
-    return normalized
+    return _scale_and_shift(normalized, weight, bias, shape)
 
 
 # -- distances ------------------------------------------------------------------------------------
