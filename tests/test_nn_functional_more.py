@@ -11,14 +11,11 @@ import autograd
 import nn
 import nn.functional as F
 from autograd import Tensor
+from tests.test_ops import leaf
 
 PRIMITIVES_GRADCHECKED = {"ConstantPad": "test_pad_gradients_match_finite_differences",
                           "EmbeddingLookup": "test_embedding_values_and_gradients_match_pytorch"}
 RNG = np.random.default_rng(0)
-
-
-def leaf(values):
-    return Tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
 
 
 def compare_with_torch(ours, theirs, inputs, constants=(), rtol=1e-12):
