@@ -11,7 +11,7 @@ import autograd
 
 from . import functional as F
 from . import init
-from .functional_conv import _tuple
+from .functional_conv import _same_padding, _tuple
 from .module import Module
 from .parameter import Parameter
 
@@ -65,8 +65,8 @@ class _ConvNd(Module):
         if self.padding_mode == "zeros" or self.padding == "valid":
             return input, self.padding
         if self.padding == "same":
-            total = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation)]
-            pairs = [(t // 2, t - t // 2) for t in total]
+            before, extra = _same_padding(self.kernel_size, self.dilation)
+            pairs = [(b, b + e) for b, e in zip(before, extra)]
         else:
             pairs = [(p, p) for p in self.padding]
         amounts = [amount for pair in reversed(pairs) for amount in pair]  # F.pad lists the last dim first

@@ -13,6 +13,8 @@ from autograd import Tensor
 from autograd.backend import xp
 from autograd.ops import convolution, pooling
 
+from .padding import pad
+
 __all__ = [
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "avg_pool1d",
     "avg_pool2d", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "fold",
@@ -66,16 +68,6 @@ def _same_padding(kernel, dilation):
     return tuple(t // 2 for t in total), tuple(t - 2 * (t // 2) for t in total)
 
 
-def _pad_right(input, extra):
-    """Zero rows/columns appended at the bottom/right of (N, C, H, W), ``extra`` = (rows, columns)."""
-    for axis, count in zip((2, 3), extra):
-        if count:
-            shape = list(input.shape)
-            shape[axis] = count
-            input = autograd.cat([input, Tensor(xp.zeros(shape, dtype=input.dtype))], axis)
-    return input
-
-
 def _conv_padding(padding, n, kernel, dilation, stride):
     """Symmetric padding pairs and extra bottom/right padding, from PyTorch's int/tuple/'same'/'valid'."""
     if isinstance(padding, str):
@@ -116,7 +108,7 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
         weight = weight.unsqueeze(2)
         kernel, stride, padding, dilation, extra = ((1,) + kernel, (1,) + stride, (0,) + padding,
                                                     (1,) + dilation, (0,) + extra)
-    input = _pad_right(input, extra)
+    input = pad(input, (0, extra[1], 0, extra[0]))  # 'same' with an even d(k−1): the odd zero right/below
     padded = tuple(input.shape[2 + a] + 2 * padding[a] for a in (0, 1))
     effective = tuple(dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1))
     if any(e > p for e, p in zip(effective, padded)):
