@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-from timing import best_time_fresh, optional
+from timing import batch_table, best_time_fresh, optional
 
 import autograd
 
@@ -213,13 +213,8 @@ def check_same_loss(size=16, steps=3):
 
 def report():
     check_same_loss()
-    lines = ["(f) LeNet training step (conv-pool-conv-pool-linear, SGD), float32, milliseconds per step"]
-    for size, row in run().items():
-        ours = row["chainrule"]
-        cells = "   ".join(f"{name} {ms:7.3f} ms ({ours / ms:4.2f}x)" for name, ms in row.items())
-        lines.append(f"    batch {size:4d}:  {cells}")
-    lines.append("    (Nx) = chainrule time / that time; medians of interleaved rounds")
-    return "\n".join(lines)
+    return batch_table("(f) LeNet training step (conv-pool-conv-pool-linear, SGD), float32, milliseconds per step",
+                       run(), "    (Nx) = chainrule time / that time; medians of interleaved rounds")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ step written with nn modules (nn.Linear, nn.ReLU, nn.CrossEntropyLoss), by hand 
 NumPy, and, when installed, in PyTorch (same thread count)."""
 
 import numpy as np
-from timing import best_time_fresh, optional
+from timing import batch_table, best_time_fresh, optional
 
 import autograd
 
@@ -171,13 +171,8 @@ def check_same_loss(size=64, steps=3):
 
 def report():
     check_same_loss()
-    lines = ["(b) MLP 784-256-128-10 training step (Adam), float32, milliseconds per step"]
-    for size, row in run().items():
-        ours = row["chainrule"]
-        cells = "   ".join(f"{name} {ms:7.3f} ms ({ours / ms:4.2f}x)" for name, ms in row.items())
-        lines.append(f"    batch {size:4d}:  {cells}")
-    lines.append("    (Nx) = chainrule time / that time")
-    return "\n".join(lines)
+    return batch_table("(b) MLP 784-256-128-10 training step (Adam), float32, milliseconds per step",
+                       run(), "    (Nx) = chainrule time / that time")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,18 @@ def table(title, rows, reference, unit="ms", scale=1e3):
     return "\n".join(lines)
 
 
+def batch_table(title, results, footnote):
+    """A report of milliseconds per step, one line per batch size ({size: {name: ms}}), each
+    time with chainrule's time over it ('(2.00x)' = chainrule takes twice that time)."""
+    lines = [title]
+    for size, row in results.items():
+        ours = row["chainrule"]
+        cells = "   ".join(f"{name} {ms:7.3f} ms ({ours / ms:4.2f}x)" for name, ms in row.items())
+        lines.append(f"    batch {size:4d}:  {cells}")
+    lines.append(footnote)
+    return "\n".join(lines)
+
+
 def optional(module_name):
     """The module if it is installed, else None (PyTorch and micrograd are optional)."""
     try:

@@ -104,11 +104,15 @@ class ModuleDict(Module):
         return self._modules.items()
 
 
-def _as_parameter(value):
-    """A plain Tensor becomes a Parameter (as PyTorch's parameter containers do)."""
+def _set_entry(container, name, value):
+    """Store a parameter container's entry: a plain Tensor becomes a Parameter (as PyTorch's parameter
+    containers do) and is registered; anything else is a plain attribute."""
     if isinstance(value, Tensor) and not isinstance(value, Parameter):
-        return Parameter(value)
-    return value
+        value = Parameter(value)
+    if isinstance(value, Parameter) or value is None:
+        container.register_parameter(name, value)
+    else:
+        setattr(container, name, value)
 
 
 def _describe(value):
@@ -127,16 +131,9 @@ class ParameterList(Module):
         self._size = 0
         self.extend(values or ())
 
-    def _set(self, name, value):
-        value = _as_parameter(value)
-        if isinstance(value, Parameter) or value is None:
-            self.register_parameter(name, value)
-        else:
-            setattr(self, name, value)
-
     def append(self, value):
         self._size += 1
-        self._set(str(self._size - 1), value)
+        _set_entry(self, str(self._size - 1), value)
         return self
 
     def extend(self, values):
@@ -158,7 +155,7 @@ class ParameterList(Module):
         return getattr(self, self._index(index))
 
     def __setitem__(self, index, value):
-        self._set(self._index(index), value)
+        _set_entry(self, self._index(index), value)
 
     def __len__(self):
         return self._size
@@ -189,11 +186,7 @@ class ParameterDict(Module):
 
     def __setitem__(self, key, value):
         self._keys[key] = None
-        value = _as_parameter(value)
-        if isinstance(value, Parameter) or value is None:
-            self.register_parameter(key, value)
-        else:
-            setattr(self, key, value)
+        _set_entry(self, key, value)
 
     def __delitem__(self, key):
         del self._keys[key]

@@ -11,7 +11,7 @@ import autograd
 
 from . import functional as F
 from . import init
-from .functional_conv import _tuple, pad_by_mode
+from .functional_conv import _same_padding, _tuple
 from .module import Module
 from .parameter import Parameter
 
@@ -60,15 +60,17 @@ class _ConvNd(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def _padded_input(self, input):
-        """For padding modes other than zeros: pad by copying values first, then convolve with no padding."""
+        """For padding modes other than zeros: pad by copying values first (F.pad), then convolve with no
+        padding."""
         if self.padding_mode == "zeros" or self.padding == "valid":
             return input, self.padding
         if self.padding == "same":
-            total = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation)]
-            pairs = [(t // 2, t - t // 2) for t in total]
+            before, extra = _same_padding(self.kernel_size, self.dilation)
+            pairs = [(b, b + e) for b, e in zip(before, extra)]
         else:
             pairs = [(p, p) for p in self.padding]
-        return pad_by_mode(input, pairs, self.padding_mode), 0
+        amounts = [amount for pair in reversed(pairs) for amount in pair]  # F.pad lists the last dim first
+        return F.pad(input, amounts, self.padding_mode), 0
 
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -13,8 +13,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        F._check_dropout_probability(p)
         self.p, self.inplace = p, inplace
 
     def forward(self, input):

@@ -306,10 +306,14 @@ def softmin(input, dim=None, _stacklevel=3, dtype=None):
 # -- regularisers -------------------------------------------------------------------------------
 
 
-def _keep_mask(shape, p, dtype):
-    """Bernoulli(1 - p) mask scaled by 1/(1 - p): inverted dropout keeps E[y] = x."""
+def _check_dropout_probability(p):
+    """The check (and message) of every dropout, function and layer: p in [0, 1]."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
+def _keep_mask(shape, p, dtype):
+    """Bernoulli(1 - p) mask scaled by 1/(1 - p): inverted dropout keeps E[y] = x (p checked by the caller)."""
     if p == 1:
         return Tensor(xp.zeros(shape, dtype=dtype))
     keep = generator().random(shape) >= p
@@ -318,8 +322,7 @@ def _keep_mask(shape, p, dtype):
 
 def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p and scale the rest by 1/(1-p) (training only)."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    _check_dropout_probability(p)
     if not training or p == 0:
         return input
     return _inplace(input, input * _keep_mask(input.shape, p, input.dtype), inplace)
@@ -329,8 +332,7 @@ def _feature_dropout(name, input, p, training, inplace, spatial):
     """Dropout of whole channels: one Bernoulli draw per (sample, channel), shared across
     the ``spatial`` trailing dims (adjacent pixels are correlated, so dropping single
     ones regularises little; Tompson et al., 2015)."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    _check_dropout_probability(p)
     if input.ndim not in (spatial + 1, spatial + 2):
         raise RuntimeError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D input, but received a "
                            f"{input.ndim}D input")
@@ -367,8 +369,7 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
     """Dropout that keeps SELU's zero mean and unit variance (Klambauer et al., 2017):
     a dropped unit is set to α' = -λα (SELU's negative saturation), then the output is
     mapped by a·y + b with a = ((1 - p)(1 + p α'²))^(-1/2), b = -a α' p."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    _check_dropout_probability(p)
     if not training or p == 0:
         return input
     if p == 1:
@@ -439,10 +440,16 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     else:
         mean = running_mean.reshape(shape)
         normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
+    return _scale_and_shift(normalized, weight, bias, shape)
+
+
+def _scale_and_shift(normalized, weight, bias, shape=None):
+    """γ · x̂ + β, the normalisation layers' affine step (γ, β reshaped to ``shape`` when given; either
+    may be None)."""
     if weight is not None:
-        normalized = normalized * weight.reshape(shape)
+        normalized = normalized * (weight if shape is None else weight.reshape(shape))
     if bias is not None:
-        normalized = normalized + bias.reshape(shape)
+        normalized = normalized + (bias if shape is None else bias.reshape(shape))
     return normalized
 
 
@@ -453,11 +460,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = _normalize(input, axes, eps)
-    if weight is not None:
-        normalized = normalized * weight
-    if bias is not None:
-        normalized = normalized + bias
-    return normalized
+    return _scale_and_shift(normalized, weight, bias)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -469,11 +472,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     normalized, _, _ = _normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
     shape = _channel_shape(input)
-    if weight is not None:
-        normalized = normalized * weight.reshape(shape)
-    if bias is not None:
-        normalized = normalized + bias.reshape(shape)
-    return normalized
+    return _scale_and_shift(normalized, weight, bias, shape)
 
 
 # -- distances ------------------------------------------------------------------------------------

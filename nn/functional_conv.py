@@ -8,12 +8,12 @@ adaptive average pooling and bilinear resizing are products with fixed
 matrices (y = A_h x A_wᵀ), so their gradients come from matmul's.
 """
 
-import math
-
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
 from autograd.ops import convolution, pooling
+
+from .padding import pad
 
 __all__ = [
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "avg_pool1d",
@@ -68,16 +68,6 @@ def _same_padding(kernel, dilation):
     return tuple(t // 2 for t in total), tuple(t - 2 * (t // 2) for t in total)
 
 
-def _pad_right(input, extra):
-    """Zero rows/columns appended at the bottom/right of (N, C, H, W), ``extra`` = (rows, columns)."""
-    for axis, count in zip((2, 3), extra):
-        if count:
-            shape = list(input.shape)
-            shape[axis] = count
-            input = autograd.cat([input, Tensor(xp.zeros(shape, dtype=input.dtype))], axis)
-    return input
-
-
 def _conv_padding(padding, n, kernel, dilation, stride):
     """Symmetric padding pairs and extra bottom/right padding, from PyTorch's int/tuple/'same'/'valid'."""
     if isinstance(padding, str):
@@ -118,7 +108,7 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
         weight = weight.unsqueeze(2)
         kernel, stride, padding, dilation, extra = ((1,) + kernel, (1,) + stride, (0,) + padding,
                                                     (1,) + dilation, (0,) + extra)
-    input = _pad_right(input, extra)
+    input = pad(input, (0, extra[1], 0, extra[0]))  # 'same' with an even d(k−1): the odd zero right/below
     padded = tuple(input.shape[2 + a] + 2 * padding[a] for a in (0, 1))
     effective = tuple(dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1))
     if any(e > p for e, p in zip(effective, padded)):
@@ -174,36 +164,6 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, 1)
-
-
-def _padding_index(size, before, after, mode):
-    """Source positions for positions −before … size+after−1 under reflect/replicate/circular padding."""
-    positions = xp.arange(-before, size + after)
-    if mode == "reflect":
-        positions = xp.abs(positions)
-        return xp.where(positions >= size, 2 * (size - 1) - positions, positions)
-    if mode == "replicate":
-        return xp.clip(positions, 0, size - 1)
-    return positions % size  # circular
-
-
-def pad_by_mode(input, padding, mode):
-    """input (N, C, *spatial) padded by ``padding`` ((before, after) per spatial dim) copying its own values
-    (reflect, replicate, circular): a gather, so its gradient adds back to the positions read."""
-    spatial = input.ndim - 2
-    for axis in reversed(range(spatial)):  # the last dimension first, as PyTorch checks
-        (before, after), size = padding[axis], input.shape[2 + axis]
-        limit = size if mode == "circular" else size - 1 if mode == "reflect" else math.inf
-        if max(before, after) > limit or (mode == "replicate" and size == 0):
-            raise RuntimeError(f"Padding size should be less than the corresponding input dimension, but got: "
-                               f"padding ({before}, {after}) at dimension {2 + axis} of input "
-                               f"{_dims(input.shape, 1)} (padding_mode={mode!r})")
-    index = [slice(None)] * 2
-    for axis, (before, after) in enumerate(padding):
-        shape = [1] * spatial
-        shape[axis] = -1
-        index.append(_padding_index(input.shape[2 + axis], before, after, mode).reshape(shape))
-    return input[tuple(index)]
 
 
 # -- pooling --------------------------------------------------------------------------------------------

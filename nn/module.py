@@ -235,10 +235,7 @@ class Module:
 
     def get_parameter(self, target):
         """The parameter at dotted path ``target``, e.g. 'net.0.weight'."""
-        module_path, _, name = target.rpartition(".")
-        module = self.get_submodule(module_path)
-        if not hasattr(module, name):
-            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        module, name = _owner_of(self, target)
         parameter = getattr(module, name)
         if not isinstance(parameter, Parameter):
             raise AttributeError(f"`{name}` is not an nn.Parameter")
@@ -246,10 +243,7 @@ class Module:
 
     def get_buffer(self, target):
         """The buffer at dotted path ``target``, e.g. 'bn.running_mean'."""
-        module_path, _, name = target.rpartition(".")
-        module = self.get_submodule(module_path)
-        if not hasattr(module, name):
-            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        module, name = _owner_of(self, target)
         if name not in module._buffers:
             raise AttributeError(f"`{name}` is not a buffer")
         return getattr(module, name)
@@ -438,3 +432,12 @@ def _type_name(value):
 
 def _array(value):
     return value._data if isinstance(value, Tensor) else numpy.asarray(value)
+
+
+def _owner_of(root, target):
+    """(the module below ``root`` holding the attribute at dotted path ``target``, the attribute's name)."""
+    module_path, _, name = target.rpartition(".")
+    module = root.get_submodule(module_path)
+    if not hasattr(module, name):
+        raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+    return module, name

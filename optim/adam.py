@@ -30,8 +30,7 @@ class Adam(Optimizer):
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
-        check_betas_eps(group)
-        require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
+        check_adam_hyperparameters(group)
 
     def update(self, param, grad, state, group):
         if not state:
@@ -63,11 +62,12 @@ class AdamW(Adam):
                          decoupled_weight_decay=True)
 
 
-def check_betas_eps(group):
-    """The checks (and messages) PyTorch's Adam family shares."""
+def check_adam_hyperparameters(group):
+    """The checks (and messages, in order) PyTorch's Adam family shares after the learning rate's."""
     require(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']}")
     for i, beta in enumerate(group["betas"]):
         require(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
+    require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
 
 
 def apply_weight_decay(param, grad, group):

@@ -2,8 +2,8 @@
 
 from autograd import zeros_like
 
-from .adam import check_betas_eps
-from .optimizer import Optimizer, require, scalar_tensor
+from .adam import check_adam_hyperparameters
+from .optimizer import Optimizer, scalar_tensor
 
 
 class Adamax(Optimizer):
@@ -25,8 +25,7 @@ class Adamax(Optimizer):
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
-        check_betas_eps(group)
-        require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
+        check_adam_hyperparameters(group)
 
     def update(self, param, grad, state, group):
         if not state:

@@ -2,7 +2,7 @@
 
 from autograd import zeros_like
 
-from .adam import apply_weight_decay, check_betas_eps
+from .adam import apply_weight_decay, check_adam_hyperparameters
 from .optimizer import Optimizer, require, scalar_tensor
 
 
@@ -34,8 +34,7 @@ class NAdam(Optimizer):
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
-        check_betas_eps(group)
-        require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
+        check_adam_hyperparameters(group)
         require(group["momentum_decay"] >= 0, f"Invalid momentum_decay value: {group['momentum_decay']}")
 
     def update(self, param, grad, state, group):

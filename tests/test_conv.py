@@ -141,6 +141,16 @@ def test_conv1d_module_matches_torch(mode):
 
 
 @torch_only
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_unbatched_conv2d_module_padding_modes_match_torch(mode):
+    import torch
+
+    ours = nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode).double()
+    theirs = torch.nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode).double()
+    same_module_as_torch(ours, theirs, randn(2, 4, 5))
+
+
+@torch_only
 def test_conv_transpose2d_module_matches_torch():
     import torch
 

@@ -11,6 +11,7 @@ import autograd
 import nn
 import nn.functional as F
 from autograd import Tensor
+from tests.test_ops import leaf
 
 # each primitive of nn/ctc.py and the test that checks its gradient (CTCGradient's own
 # derivative is refused, as PyTorch refuses it)
@@ -24,10 +25,6 @@ LOGITS = RNG.standard_normal((FRAMES, BATCH, CLASSES))
 TARGETS = np.array([[1, 2, 3], [2, 2, 0], [0, 0, 0], [4, 4, 1]])
 TARGET_LENGTHS = np.array([3, 2, 0, 3])
 INPUT_LENGTHS = np.array([6, 5, 4, 3])
-
-
-def leaf(values):
-    return Tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
 
 
 def concatenated():

@@ -25,18 +25,25 @@ class Exp(Function):
         return grad * y
 
 
-class Legendre3(Function):
-    """P3(x) = (5x^3 - 3x) / 2, PyTorch's tutorial example."""
+def legendre3(base):
+    """P3(x) = (5x^3 - 3x) / 2, PyTorch's tutorial example, as a subclass of ``base`` (our Function or
+    torch.autograd.Function: the same code for both)."""
 
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return 0.5 * (5 * x**3 - 3 * x)
+    class Legendre3(base):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return 0.5 * (5 * x**3 - 3 * x)
 
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * 1.5 * (5 * x**2 - 1)
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * 1.5 * (5 * x**2 - 1)
+
+    return Legendre3
+
+
+Legendre3 = legendre3(Function)
 
 
 class ScaledProductAndSum(Function):
@@ -469,16 +476,7 @@ def test_names_exported():
 def test_against_pytorch_values_gradients_and_second_derivatives():
     torch = pytest.importorskip("torch")
 
-    class TorchLegendre3(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return 0.5 * (5 * x**3 - 3 * x)
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved_tensors
-            return grad * 1.5 * (5 * x**2 - 1)
+    TorchLegendre3 = legendre3(torch.autograd.Function)
 
     values = np.array([0.3, -1.2, 2.0])
     theirs = torch.tensor(values, requires_grad=True)

@@ -11,6 +11,7 @@ import autograd
 import nn
 import nn.functional as F
 from autograd import Tensor
+from tests.test_ops import away_from, leaf
 
 # the kinks of the piecewise activations, and values where a naive formula overflows
 SPECIAL = np.array([-800.0, -50.0, -6.0, -3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0, 6.0, 21.0, 50.0, 800.0])
@@ -46,17 +47,6 @@ ACTIVATIONS = {
 KINKS = {"relu": (0,), "relu6": (0, 6), "hardtanh": (-2, 0.5), "leaky_relu": (0,), "elu": (0,), "selu": (0,),
          "celu": (0,), "softplus_beta": (2.5,), "hardsigmoid": (-3, 3), "hardswish": (-3, 3), "threshold": (0.5,),
          "hardshrink": (-1, 1), "softshrink": (-1, 1)}
-
-
-def leaf(values):
-    return Tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
-
-
-def away_from(values, points, gap=0.05):
-    for point in points:
-        close = np.abs(values - point) < gap
-        values = np.where(close, point + 2 * gap * np.where(values >= point, 1, -1), values)
-    return values
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

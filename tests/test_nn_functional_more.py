@@ -11,14 +11,11 @@ import autograd
 import nn
 import nn.functional as F
 from autograd import Tensor
+from tests.test_ops import leaf
 
 PRIMITIVES_GRADCHECKED = {"ConstantPad": "test_pad_gradients_match_finite_differences",
                           "EmbeddingLookup": "test_embedding_values_and_gradients_match_pytorch"}
 RNG = np.random.default_rng(0)
-
-
-def leaf(values):
-    return Tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
 
 
 def compare_with_torch(ours, theirs, inputs, constants=(), rtol=1e-12):
@@ -80,6 +77,13 @@ def test_pad_errors_are_pytorchs():
             assert str(ours.value) == str(theirs.value)
     with pytest.raises(NotImplementedError, match="not supported for 1D input"):
         F.pad(Tensor(np.zeros(3)), (1, 1), "reflect")
+    for shape in [(1, 0, 2, 2), (0, 2, 2), (1, 3, 2, 0)]:  # replicate: only a batch dim may be empty
+        with pytest.raises(RuntimeError) as ours:
+            F.pad(Tensor(np.zeros(shape)), (1, 1, 1, 1), "replicate")
+        with pytest.raises(RuntimeError) as theirs:
+            torch.nn.functional.pad(torch.zeros(shape), (1, 1, 1, 1), "replicate")
+        assert str(ours.value) == str(theirs.value)
+    assert F.pad(Tensor(np.zeros((0, 3, 2, 2))), (1, 1, 1, 1), "replicate").shape == (0, 3, 4, 4)
 
 
 @pytest.mark.torch

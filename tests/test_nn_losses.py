@@ -9,11 +9,7 @@ import autograd
 import nn
 import nn.functional as F
 from autograd import Tensor
-
-
-def leaf(values):
-    return Tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
-
+from tests.test_ops import leaf
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((4, 3))

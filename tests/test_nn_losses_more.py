@@ -9,6 +9,7 @@ import autograd
 import nn
 import nn.functional as F
 from autograd import Tensor
+from tests.test_ops import leaf
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((4, 3))
@@ -45,10 +46,6 @@ LOSSES = {
 pytestmark = [pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss"),
               pytest.mark.filterwarnings("ignore:size_average and reduce args will be deprecated")]
 REDUCTIONS = {"kl_div": ("mean", "sum", "none", "batchmean")}
-
-
-def leaf(values):
-    return Tensor(np.asarray(values, dtype=np.float64), requires_grad=True)
 
 
 def _ours(name, reduction, leaves):

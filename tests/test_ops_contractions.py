@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import autograd
 from tests.ops_reference import compare, raises_like
-from tests.test_ops import arrays, leaf, matmul_pair
+from tests.test_ops import _run, arrays, leaf, matmul_pair
 
 # (equation, the subscripts of each operand, as given to np.random shapes)
 EQUATIONS = ["ij,jk->ik", "bij,bjk->bik", "ii->i", "ii", "ij->", "i,j->ij", "iij->j", "ij,ij->", "ijk,jk",
@@ -42,25 +42,16 @@ COMPOSITES = {
 }
 
 
-def _case(name, data):
-    strategy, fn = {**CASES, **COMPOSITES}[name]
-    drawn = data.draw(strategy)
-    if isinstance(drawn, tuple):
-        tensors, argument = drawn
-        return tensors, lambda *xs: fn(*xs, argument)
-    return drawn, fn
-
-
 @pytest.mark.parametrize("name", sorted(CASES) + sorted(COMPOSITES))
 @given(data=st.data())
 def test_gradient_matches_finite_differences(name, data):
-    tensors, fn = _case(name, data)
+    tensors, fn = _run({**CASES, **COMPOSITES}[name], data)
     assert autograd.gradcheck(fn, tensors)
 
 
 @given(data=st.data())
 def test_einsum_second_derivatives_match_finite_differences(data):
-    tensors, fn = _case("Einsum", data)
+    tensors, fn = _run(CASES["Einsum"], data)
     assert autograd.gradgradcheck(fn, tensors)
 
 

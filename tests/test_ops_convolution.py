@@ -10,10 +10,7 @@ import autograd
 import nn.functional as F
 from autograd.ops import convolution, pooling
 from nn.functional_conv import _pool_sizes
-
-
-def leaf(array):
-    return autograd.Tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
+from tests.test_ops import leaf
 
 
 @st.composite

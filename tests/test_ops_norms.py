@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import autograd
 from tests.ops_reference import compare, raises_like
-from tests.test_ops import arrays, leaf
+from tests.test_ops import _run, arrays, leaf
 
 
 @st.composite
@@ -81,26 +81,17 @@ COMPOSITES = {
 }
 
 
-def _case(name, data, table):
-    strategy, fn = table[name]
-    drawn = data.draw(strategy)
-    if isinstance(drawn, tuple):
-        tensors, argument = drawn
-        return tensors, lambda *xs: fn(*xs, argument)
-    return drawn, fn
-
-
 @pytest.mark.parametrize("name", sorted(CASES) + sorted(COMPOSITES))
 @given(data=st.data())
 def test_gradient_matches_finite_differences(name, data):
-    tensors, fn = _case(name, data, {**CASES, **COMPOSITES})
+    tensors, fn = _run({**CASES, **COMPOSITES}[name], data)
     assert autograd.gradcheck(fn, tensors)
 
 
 @pytest.mark.parametrize("name", ["VectorNorm", "Inverse", "Solve", "Det", "LogAbsDet"])
 @given(data=st.data())
 def test_second_derivatives_match_finite_differences(name, data):
-    tensors, fn = _case(name, data, CASES)
+    tensors, fn = _run(CASES[name], data)
     if name == "VectorNorm":  # the ±inf norms are piecewise linear: their second derivative is 0, as computed
         fn = (lambda f: lambda x: f(x) * f(x))(fn)
     assert autograd.gradgradcheck(fn, tensors)

@@ -176,6 +176,12 @@ ERRORS = {
     "tril_vector": (lambda m, x: x[0, 0].tril(), "at least 2 dimensions"),
     "movedim_lengths": (lambda m, x: x.movedim((0, 1), (1,)), "movedim: Invalid source or destination dims"),
     "select_index": (lambda m, x: x.select(1, 3), "out of range"),
+    "hsplit_scalar": (lambda m, x: x[0, 0, 0].hsplit(1),
+                      "torch.hsplit requires a tensor with at least 1 dimension, but got a tensor with 0 dimensions!"),
+    "vsplit_vector": (lambda m, x: m.vsplit(x[0, 0], 1),
+                      "torch.vsplit requires a tensor with at least 2 dimension, but got a tensor with 1 dimensions!"),
+    "dsplit_matrix": (lambda m, x: x[0].dsplit(1),
+                      "torch.dsplit requires a tensor with at least 3 dimension, but got a tensor with 2 dimensions!"),
 }
 
 

@@ -153,17 +153,32 @@ def _v_or_scalar(v, like, like_is_tuple, create_graph, fn_name, whose):
     return None
 
 
+def _inputs(inputs, create_graph, fn_name):
+    """(were the inputs a tuple, the inputs as fresh graph roots)."""
+    is_tuple, inputs = _as_tuple(inputs, "inputs", fn_name)
+    return is_tuple, _prepare(inputs, create_graph, need_graph=True)
+
+
 def _outputs(func, inputs, fn_name, strict):
     is_tuple, outputs = _as_tuple(func(*inputs), "outputs of the user-provided function", fn_name)
     _check_requires_grad(outputs, "outputs", strict)
     return is_tuple, outputs
 
 
+def _scalar_outputs(func, inputs, fn_name, strict):
+    outputs_tuple, outputs = _outputs(func, inputs, fn_name, strict)
+    if outputs_tuple:
+        raise RuntimeError(f"The function given to {fn_name} should return a single Tensor")
+    if outputs[0].numel() != 1:
+        raise RuntimeError(f"The Tensor returned by the function given to {fn_name} should contain a single "
+                           "element")
+    return outputs_tuple, outputs
+
+
 def vjp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), v^T J): the vector-Jacobian product, v shaped like the outputs."""
     with enable_grad():
-        inputs_tuple, inputs = _as_tuple(inputs, "inputs", "vjp")
-        inputs = _prepare(inputs, create_graph, need_graph=True)
+        inputs_tuple, inputs = _inputs(inputs, create_graph, "vjp")
         outputs_tuple, outputs = _outputs(func, inputs, "vjp", strict)
         v = _v_or_scalar(v, outputs, outputs_tuple, create_graph, "vjp",
                          "user-provided function returns")
@@ -178,8 +193,7 @@ def jvp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), J v): the Jacobian-vector product, v shaped like the inputs; by the
     double-backward trick (u^T J is linear in u, and its gradient with respect to u along v is J v)."""
     with enable_grad():
-        inputs_tuple, inputs = _as_tuple(inputs, "inputs", "jvp")
-        inputs = _prepare(inputs, create_graph, need_graph=True)
+        inputs_tuple, inputs = _inputs(inputs, create_graph, "jvp")
         v = _v_or_scalar(v, inputs, inputs_tuple, create_graph, "jvp",
                          "input to the user-provided function")
         outputs_tuple, outputs = _outputs(func, inputs, "jvp", strict)
@@ -218,8 +232,7 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False, st
         raise RuntimeError("torch.autograd.functional.jacobian: `strict=True` and `vectorized=True` are not "
                            "supported together. Please either set `strict=False` or `vectorize=False`.")
     with enable_grad():
-        inputs_tuple, inputs = _as_tuple(inputs, "inputs", "jacobian")
-        inputs = _prepare(inputs, create_graph, need_graph=True)
+        inputs_tuple, inputs = _inputs(inputs, create_graph, "jacobian")
         outputs_tuple, outputs = _outputs(func, inputs, "jacobian", strict)
         rows = tuple(_jacobian_of(i, y, inputs, create_graph, strict) for i, y in enumerate(outputs))
     return _unpack(_finish(rows, create_graph), (outputs_tuple, inputs_tuple))
@@ -254,14 +267,7 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=False, out
         raise AssertionError('Expected strategy to be either "forward-mode" or "reverse-mode".')
 
     def single_output(*x):
-        out = func(*x)
-        out_tuple, outs = _as_tuple(out, "outputs of the user-provided function", "hessian")
-        _check_requires_grad(outs, "outputs", strict)
-        if out_tuple:
-            raise RuntimeError("The function given to hessian should return a single Tensor")
-        if out.numel() != 1:
-            raise RuntimeError("The Tensor returned by the function given to hessian should contain a single "
-                               "element")
+        _, (out,) = _scalar_outputs(func, x, "hessian", strict)
         return out.squeeze()
 
     def gradient(*x):
@@ -274,21 +280,10 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=False, out
     return _unpack(result, (inputs_tuple, inputs_tuple))
 
 
-def _scalar_outputs(func, inputs, fn_name, strict):
-    outputs_tuple, outputs = _outputs(func, inputs, fn_name, strict)
-    if outputs_tuple:
-        raise RuntimeError(f"The function given to {fn_name} should return a single Tensor")
-    if outputs[0].numel() != 1:
-        raise RuntimeError(f"The Tensor returned by the function given to {fn_name} should contain a single "
-                           "element")
-    return outputs_tuple, outputs
-
-
 def vhp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), v^T H) for a function returning one element."""
     with enable_grad():
-        inputs_tuple, inputs = _as_tuple(inputs, "inputs", "vhp")
-        inputs = _prepare(inputs, create_graph, need_graph=True)
+        inputs_tuple, inputs = _inputs(inputs, create_graph, "vhp")
         v = _v_or_scalar(v, inputs, inputs_tuple, create_graph, "vhp", "input to the user-provided function")
         outputs_tuple, outputs = _scalar_outputs(func, inputs, "vhp", strict)
         gradient = _grad(outputs, inputs, create_graph=True)
@@ -304,8 +299,7 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), H v) for a function returning one element, by the double-backward trick
     (equal to vhp's v^T H, H being symmetric)."""
     with enable_grad():
-        inputs_tuple, inputs = _as_tuple(inputs, "inputs", "hvp")
-        inputs = _prepare(inputs, create_graph, need_graph=True)
+        inputs_tuple, inputs = _inputs(inputs, create_graph, "hvp")
         v = _v_or_scalar(v, inputs, inputs_tuple, create_graph, "hvp", "input to the user-provided function")
         outputs_tuple, outputs = _scalar_outputs(func, inputs, "hvp", strict)
         gradient = _grad(outputs, inputs, create_graph=True)

@@ -424,13 +424,18 @@ def take(input, index):
     return shape.GetItem.apply(flat, index=positions.astype(int64))
 
 
+def _slices_mask(input, axis, index):
+    """True at the slices ``index`` along ``axis``, shaped to broadcast against input."""
+    chosen = xp.zeros(input.shape[axis] if input.ndim else 1, dtype=bool)
+    chosen[index] = True
+    return chosen.reshape((-1,) + (1,) * (input.ndim - axis - 1)) if input.ndim else chosen.reshape(())
+
+
 @names("index_fill", inplace="index_fill_")
 def index_fill(input, dim, index, value):
     """input with the slices index[0], index[1], ... along dim set to value."""
     axis, index = _vector_index(input, dim, index, "index_fill")
-    chosen = xp.zeros(input.shape[axis] if input.ndim else 1, dtype=bool)
-    chosen[index] = True
-    mask = chosen.reshape((-1,) + (1,) * (input.ndim - axis - 1)) if input.ndim else chosen.reshape(())
+    mask = _slices_mask(input, axis, index)
     return masked_fill(input, mask, value)
 
 
@@ -438,9 +443,7 @@ def index_fill(input, dim, index, value):
 def index_copy(input, dim, index, source):
     """input with its slices index[j] along dim replaced by source's slices j."""
     axis, index = _vector_index(input, dim, index, "index_copy")
-    chosen = xp.zeros(input.shape[axis] if input.ndim else 1, dtype=bool)
-    chosen[index] = True
-    mask = chosen.reshape((-1,) + (1,) * (input.ndim - axis - 1)) if input.ndim else chosen.reshape(())
+    mask = _slices_mask(input, axis, index)
     zeros = Tensor._make(xp.zeros(input.shape, dtype=source.dtype))
     placed = IndexAddAlong.apply(zeros, source, dim=axis, index=index, alpha=1, fresh=True)
     return elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape))

@@ -179,7 +179,10 @@ def column_stack(tensors, *, out=None):
     return write_out(shape.cat(columns, 1), out)
 
 
-def _split_along(input, indices_or_sections, dim, op):
+def _split_along(input, indices_or_sections, dim, op, min_ndim):
+    if input.ndim < min_ndim:
+        raise RuntimeError(f"torch.{op} requires a tensor with at least {min_ndim} dimension, but got a tensor "
+                           f"with {input.ndim} dimensions!")
     if isinstance(indices_or_sections, int) and input.shape[dim] % indices_or_sections:
         raise RuntimeError(f"torch.{op} attempted to split along dimension {dim}, but the size of the dimension "
                            f"{input.shape[dim]} is not divisible by the split_size {indices_or_sections}!")
@@ -188,23 +191,17 @@ def _split_along(input, indices_or_sections, dim, op):
 
 @names("hsplit")
 def hsplit(input, indices_or_sections):
-    """tensor_split along dim 1 (dim 0 for vectors), equal pieces only."""
-    return _split_along(input, indices_or_sections, 0 if input.ndim == 1 else 1, "hsplit")
+    """tensor_split along dim 1 (dim 0 for vectors), equal pieces only (at least 1-D)."""
+    return _split_along(input, indices_or_sections, 0 if input.ndim == 1 else 1, "hsplit", 1)
 
 
 @names("vsplit")
 def vsplit(input, indices_or_sections):
     """tensor_split along dim 0, equal pieces only (at least 2-D)."""
-    if input.ndim < 2:
-        raise RuntimeError(f"torch.vsplit requires a tensor with at least 2 dimension, but got a tensor with "
-                           f"{input.ndim} dimensions!")
-    return _split_along(input, indices_or_sections, 0, "vsplit")
+    return _split_along(input, indices_or_sections, 0, "vsplit", 2)
 
 
 @names("dsplit")
 def dsplit(input, indices_or_sections):
     """tensor_split along dim 2, equal pieces only (at least 3-D)."""
-    if input.ndim < 3:
-        raise RuntimeError(f"torch.dsplit requires a tensor with at least 3 dimension, but got a tensor with "
-                           f"{input.ndim} dimensions!")
-    return _split_along(input, indices_or_sections, 2, "dsplit")
+    return _split_along(input, indices_or_sections, 2, "dsplit", 3)
