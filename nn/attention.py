@@ -5,6 +5,7 @@ linear), so gradients, and gradients of gradients, come from those ops.
 """
 
 import math
+import warnings
 
 import autograd
 
@@ -51,13 +52,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 def _canonical_mask(mask, mask_name, other_type, other_name, target_type):
     """A boolean mask (True = masked out) becomes a float mask of ``target_type`` with -inf there; a float
-    mask is returned as it is (PyTorch's ``F._canonical_mask``)."""
+    mask is returned as it is (PyTorch's ``F._canonical_mask``, which warns when the two masks' types differ)."""
     if mask is None:
         return None
+    if mask.dtype != autograd.bool and not mask.is_floating_point():
+        raise AssertionError(f"only bool and floating types of {mask_name} are supported")
+    if other_type is not None and mask.dtype != other_type:
+        warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use same type for both "
+                      "instead.", UserWarning, stacklevel=3)
     if mask.dtype == autograd.bool:
         return autograd.zeros(mask.shape, dtype=target_type).masked_fill(mask, float("-inf"))
-    if not mask.is_floating_point():
-        raise AssertionError(f"only bool and floating types of {mask_name} are supported")
     return mask
 
 
@@ -88,7 +92,8 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     if is_causal and attn_mask is None:
         raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the Transformer module "
                            "method `generate_square_subsequent_mask` to create this mask.")
-    key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask", None, "attn_mask", query.dtype)
+    key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask",
+                                       None if attn_mask is None else attn_mask.dtype, "attn_mask", query.dtype)
     if is_causal and key_padding_mask is None and not need_weights:
         attn_mask = None                      # the hint alone says "causal": attention applies it itself
     else:

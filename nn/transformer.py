@@ -52,8 +52,9 @@ def _seq_len(src, batch_first):
 
 
 def _canonical_masks(x, mask, key_padding_mask):
-    return (_canonical_mask(mask, "mask", None, "src_key_padding_mask", x.dtype),
-            _canonical_mask(key_padding_mask, "src_key_padding_mask", None, "mask", x.dtype))
+    key_padding_mask = _canonical_mask(key_padding_mask, "src_key_padding_mask",
+                                       None if mask is None else mask.dtype, "mask", x.dtype)
+    return _canonical_mask(mask, "mask", None, "src_key_padding_mask", x.dtype), key_padding_mask
 
 
 class TransformerEncoderLayer(Module):

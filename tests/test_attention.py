@@ -99,7 +99,8 @@ def test_scaled_dot_product_attention_matches_pytorch(case):
     rng = _rng(1)
     N, H, L, S, E = 2, 2, 4, c.get("S", 5), 3
     kvh, Ev = c.get("kv_heads", H), c.get("Ev", E)
-    q, k, v = rng.standard_normal((N, H, L, E)), rng.standard_normal((N, kvh, S, E)), rng.standard_normal((N, kvh, S, Ev))
+    q, k = rng.standard_normal((N, H, L, E)), rng.standard_normal((N, kvh, S, E))
+    v = rng.standard_normal((N, kvh, S, Ev))
     mask = None
     if c.get("mask") == "bool":
         mask = rng.random((N, H, L, S)) > 0.3
@@ -251,6 +252,15 @@ def test_multihead_attention_parameters_and_init():
         nn.MultiheadAttention(10, 3)
 
 
+def test_mismatched_mask_types_warn_as_pytorch():
+    mha = nn.MultiheadAttention(4, 2)
+    x = autograd.randn(3, 1, 4)
+    with pytest.warns(UserWarning, match="mismatched key_padding_mask and attn_mask"):
+        mha(x, x, x, key_padding_mask=autograd.zeros(1, 3, dtype=autograd.bool), attn_mask=autograd.zeros(3, 3))
+    with pytest.raises(AssertionError, match="only bool and floating types of key_padding_mask"):
+        mha(x, x, x, key_padding_mask=autograd.zeros(1, 3, dtype=autograd.int64))
+
+
 def test_multihead_attention_gradcheck():
     autograd.manual_seed(0)
     mha = nn.MultiheadAttention(4, 2, kdim=3, add_bias_kv=True).double()
@@ -330,10 +340,10 @@ def test_transformer_matches_pytorch(layer):
     kpm = np.zeros((N, S), bool)
     kpm[1, -1] = True
     (osrc, otgt, okpm), (tsrc, ttgt, tkpm) = _inputs([src, tgt, kpm])
-    ours = ours_mod(osrc, otgt, tgt_mask=nn.Transformer.generate_square_subsequent_mask(T, dtype=autograd.float64),
-                    src_key_padding_mask=okpm, memory_key_padding_mask=okpm)
-    theirs = theirs_mod(tsrc, ttgt, tgt_mask=torch.nn.Transformer.generate_square_subsequent_mask(T, dtype=torch.float64),
-                        src_key_padding_mask=tkpm, memory_key_padding_mask=tkpm)
+    ours_mask = nn.Transformer.generate_square_subsequent_mask(T, dtype=autograd.float64)
+    theirs_mask = torch.nn.Transformer.generate_square_subsequent_mask(T, dtype=torch.float64)
+    ours = ours_mod(osrc, otgt, tgt_mask=ours_mask, src_key_padding_mask=okpm, memory_key_padding_mask=okpm)
+    theirs = theirs_mod(tsrc, ttgt, tgt_mask=theirs_mask, src_key_padding_mask=tkpm, memory_key_padding_mask=tkpm)
     _assert_close(ours, theirs, "output")
     _compare_backward(ours, theirs, [osrc, otgt], [tsrc, ttgt], ours_mod, theirs_mod)
 
@@ -341,7 +351,8 @@ def test_transformer_matches_pytorch(layer):
 @pytest.mark.torch
 def test_generate_square_subsequent_mask_matches_pytorch():
     import torch
-    ours, theirs = nn.Transformer.generate_square_subsequent_mask(4), torch.nn.Transformer.generate_square_subsequent_mask(4)
+    ours = nn.Transformer.generate_square_subsequent_mask(4)
+    theirs = torch.nn.Transformer.generate_square_subsequent_mask(4)
     assert ours.dtype == autograd.float32
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
