@@ -1,11 +1,13 @@
 """The Transformer (Vaswani et al., 2017): encoder and decoder layers and stacks, PyTorch's layout and names."""
 
 import copy
+import warnings
 
 import autograd
 
 from . import functional as F
 from . import init
+from .activation import GELU, ReLU
 from .attention import MultiheadAttention, _canonical_mask
 from .container import ModuleList
 from .dropout import Dropout
@@ -23,6 +25,43 @@ def _activation(activation):
     if callable(activation):
         return activation
     raise RuntimeError(f"activation should be relu/gelu, not {activation}")
+
+
+def _relu_or_gelu(activation):
+    """PyTorch's ``activation_relu_or_gelu`` flag: 1 for ReLU, 2 for GELU, 0 for anything else."""
+    if activation is F.relu or isinstance(activation, ReLU):
+        return 1
+    if activation is F.gelu or isinstance(activation, GELU):
+        return 2
+    return 0
+
+
+def _why_not_nested(layer):
+    """PyTorch runs an encoder in inference over "nested" (unpadded) sequences only for layers like these."""
+    name = "encoder_layer"
+    if not isinstance(layer, TransformerEncoderLayer):
+        return f"{name} was not TransformerEncoderLayer"
+    if layer.norm_first:
+        return f"{name}.norm_first was True"
+    if not layer.self_attn.batch_first:
+        return (f"{name}.self_attn.batch_first was not True"
+                "(use batch_first for better inference performance)")
+    if not layer.self_attn._qkv_same_embed_dim:
+        return f"{name}.self_attn._qkv_same_embed_dim was not True"
+    if layer.self_attn.in_proj_bias is None:
+        return f"{name}.self_attn was passed bias=False"
+    if not layer.activation_relu_or_gelu:
+        return f"{name}.activation_relu_or_gelu was not True"
+    if layer.norm1.eps != layer.norm2.eps:
+        return f"{name}.norm1.eps was not equal to {name}.norm2.eps"
+    if layer.self_attn.num_heads % 2 == 1:
+        return f"{name}.self_attn.num_heads is odd"
+    return ""
+
+
+def _left_aligned(padding):
+    """Whether every row of the (N, S) boolean ``padding`` is some unpadded positions, then only padding."""
+    return bool((padding.int().diff(dim=-1) >= 0).all()) if padding.shape[-1] > 1 else True
 
 
 def _clones(module, n):
@@ -75,6 +114,7 @@ class TransformerEncoderLayer(Module):
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
         self.activation = _activation(activation)
+        self.activation_relu_or_gelu = _relu_or_gelu(self.activation)
         if dtype is not None:
             self.to(dtype)
 
@@ -151,14 +191,38 @@ class TransformerDecoderLayer(Module):
 
 
 class TransformerEncoder(Module):
-    """``num_layers`` deep copies of ``encoder_layer`` applied in turn, then the optional ``norm``."""
+    """``num_layers`` deep copies of ``encoder_layer`` applied in turn, then the optional ``norm``.
+
+    As PyTorch, in inference (eval mode, no gradient wanted) with a right-padded ``src_key_padding_mask``
+    and no ``mask``, the padded positions come out as zeros before ``norm`` (PyTorch computes only the
+    unpadded tokens there, as nested tensors, and pads the result with 0).
+    """
 
     def __init__(self, encoder_layer, num_layers, norm=None, enable_nested_tensor=True, mask_check=True):
         super().__init__()
         self.layers = _clones(encoder_layer, num_layers)
         self.num_layers = num_layers
         self.norm = norm
-        self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
+        self.enable_nested_tensor = self.use_nested_tensor = enable_nested_tensor
+        self.mask_check = mask_check
+        why_not = _why_not_nested(encoder_layer)
+        if enable_nested_tensor and why_not:
+            warnings.warn(f"enable_nested_tensor is True, but self.use_nested_tensor is False because {why_not}",
+                          UserWarning, stacklevel=2)
+            self.use_nested_tensor = False
+
+    def _pads_with_zeros(self, src, mask, src_key_padding_mask):
+        """Whether PyTorch would take its nested-tensor path (whose padded outputs are 0)."""
+        if not self.use_nested_tensor or src_key_padding_mask is None or mask is not None or src.ndim != 3:
+            return False
+        first = self.layers[0]
+        if first.training or (self.mask_check and not _left_aligned(src_key_padding_mask != 0)):
+            return False
+        attn = first.self_attn
+        tensors = (src, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight, attn.out_proj.bias,
+                   first.norm1.weight, first.norm1.bias, first.norm2.weight, first.norm2.bias,
+                   first.linear1.weight, first.linear1.bias, first.linear2.weight, first.linear2.bias)
+        return not (autograd.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         mask, src_key_padding_mask = _canonical_masks(src, mask, src_key_padding_mask)
@@ -168,6 +232,8 @@ class TransformerEncoder(Module):
         output = src
         for mod in self.layers:
             output = mod(output, src_mask=mask, is_causal=is_causal, src_key_padding_mask=src_key_padding_mask)
+        if self._pads_with_zeros(src, mask, src_key_padding_mask):
+            output = output.masked_fill((src_key_padding_mask != 0).unsqueeze(-1), 0.0)
         if self.norm is not None:
             output = self.norm(output)
         return output

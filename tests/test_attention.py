@@ -357,6 +357,30 @@ def test_generate_square_subsequent_mask_matches_pytorch():
     np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("padding", ["right", "left"])
+def test_transformer_encoder_inference_with_padding_matches_pytorch(padding):
+    """In inference PyTorch runs a batch_first encoder over the unpadded tokens only and pads with zeros."""
+    import torch
+    c = {"layer": {"batch_first": True}, "norm": True}
+    ours_mod, theirs_mod = _pair(lambda lib: _encoder(lib, c))
+    x = _rng(10).standard_normal((3, 5, 8))
+    kpm = np.zeros((3, 5), bool)
+    kpm[0, -2:] = True
+    kpm[2, -1 if padding == "right" else 0] = True
+    with torch.no_grad(), autograd.no_grad():
+        theirs = theirs_mod(torch.tensor(x), src_key_padding_mask=torch.tensor(kpm))
+        ours = ours_mod(autograd.tensor(x), src_key_padding_mask=autograd.tensor(kpm))
+    _assert_close(ours, theirs, "output")
+    bias = theirs_mod.norm.bias.detach().numpy()
+    assert np.allclose(theirs[0, -1].numpy(), bias) == (padding == "right")     # norm(0) = its bias
+
+
+def test_nested_tensor_warning_as_pytorch():
+    with pytest.warns(UserWarning, match="use_nested_tensor is False because encoder_layer.norm_first was True"):
+        nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, norm_first=True, batch_first=True), 1)
+
+
 def test_encoder_layers_are_independent_copies():
     layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16)
     enc = nn.TransformerEncoder(layer, 3)
