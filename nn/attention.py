@@ -21,13 +21,22 @@ def _causal_keep(L, S):
     return autograd.ones(L, S, dtype=autograd.bool).tril(0)
 
 
+def _safe_softmax(scores):
+    """softmax over the last dim, but a row whose scores are all -inf (a query that may attend nowhere) gets
+    weights 0 rather than 0/0 = NaN, and no gradient (PyTorch's ``_safe_softmax``, used by attention)."""
+    nowhere = (scores == float("-inf")).all(dim=-1, keepdim=True)
+    weights = scores.masked_fill(nowhere, 0.0).softmax(-1)
+    return weights.masked_fill(nowhere, 0.0)
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
     """softmax(Q Kᵀ · scale + B) V over the last two dims, scale = 1/√E by default.
 
     ``attn_mask`` is boolean (True = may attend, so False entries get B = -inf) or a float bias B added to
-    the scores; ``is_causal`` masks keys after each query. With ``enable_gqa`` the key/value heads (dim -3)
-    are repeated to match the query heads (grouped-query attention).
+    the scores; ``is_causal`` masks keys after each query; a query with every key masked gets output 0.
+    With ``enable_gqa`` the key/value heads (dim -3) are repeated to match the query heads (grouped-query
+    attention).
     """
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
@@ -44,7 +53,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             scores = scores.masked_fill(~attn_mask, float("-inf"))
         else:
             scores = scores + attn_mask
-    weights = scores.softmax(-1)
+    weights = _safe_softmax(scores)
     if dropout_p > 0.0:
         weights = F.dropout(weights, dropout_p, training=True)
     return weights.matmul(value)

@@ -14,6 +14,9 @@ import nn
 import nn.functional as F
 import optim
 
+pytestmark = pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning",
+                                        "ignore:Support for mismatched:UserWarning")
+
 TOL = 1e-10
 OURS = SimpleNamespace(torch=autograd, nn=nn, F=F, optim=optim)
 
@@ -88,6 +91,7 @@ SDPA_CASES = {
     "scale": {"scale": 0.3},
     "gqa": {"enable_gqa": True, "kv_heads": 1},
     "value dim": {"Ev": 5},
+    "fully masked rows": {"mask": "rows"},
 }
 
 
@@ -110,6 +114,9 @@ def test_scaled_dot_product_attention_matches_pytorch(case):
         mask[:, 0] = True
     elif c.get("mask") == "float":
         mask = rng.standard_normal((N, 1, L, S))
+    elif c.get("mask") == "rows":
+        mask = rng.random((N, H, L, S)) > 0.3
+        mask[0, 1, 2] = mask[1, 0, 0] = False             # these queries may attend nowhere: output 0, not NaN
     (oq, ok, ov, om), (tq, tk, tv, tm) = _inputs([q, k, v, mask])
     kw = {k_: c[k_] for k_ in ("is_causal", "scale", "enable_gqa") if k_ in c}
     ours = F.scaled_dot_product_attention(oq, ok, ov, attn_mask=om, **kw)
@@ -166,6 +173,7 @@ MHA_CASES = {
     "no weights batch_first": {"module": {"batch_first": True}, "need_weights": False, "mask": "bool"},
     "self attention": {"self": True, "module": {"batch_first": True}, "kpm": True},
     "unbatched": {"unbatched": True, "kpm": True},
+    "all keys padded, no weights": {"kpm": "all", "need_weights": False},
 }
 
 
@@ -184,6 +192,8 @@ def _mha_arrays(c, E=8, H=2, L=4, S=5, N=3):
         kpm = np.zeros((N, S), bool)
         kpm[0, -2:] = True
         kpm[1, 0] = True
+        if c["kpm"] == "all":
+            kpm[2] = True
         if c["kpm"] == "float":
             kpm = np.where(kpm, -1e9, rng.standard_normal((N, S)))
         if c.get("unbatched"):
