@@ -358,6 +358,47 @@ def test_transformer_matches_pytorch(layer):
     _compare_backward(ours, theirs, [osrc, otgt], [tsrc, ttgt], ours_mod, theirs_mod)
 
 
+DECODER_CASES = {
+    "post-norm": {},
+    "norm_first gelu batch_first, final norm": {"layer": {"norm_first": True, "activation": "gelu",
+                                                          "batch_first": True}, "norm": True},
+    "masks": {"masks": True},
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", DECODER_CASES)
+def test_transformer_decoder_matches_pytorch(case):
+    import torch
+    c = DECODER_CASES[case]
+    N, S, T, d = 2, 5, 4, 8
+
+    def make(lib):
+        layer = lib.nn.TransformerDecoderLayer(d, 2, dim_feedforward=12, **c.get("layer", {}))
+        return lib.nn.TransformerDecoder(layer, 2, norm=lib.nn.LayerNorm(d) if c.get("norm") else None)
+
+    ours_mod, theirs_mod = _pair(make)
+    rng = _rng(11)
+    bf = c.get("layer", {}).get("batch_first", False)
+    tgt = rng.standard_normal((N, T, d) if bf else (T, N, d))
+    memory = rng.standard_normal((N, S, d) if bf else (S, N, d))
+    arrays = [tgt, memory, None, None, None, None]
+    if c.get("masks"):
+        tgt_kpm, mem_kpm = np.zeros((N, T), bool), np.zeros((N, S), bool)
+        tgt_kpm[0, -1] = mem_kpm[1, -2:] = True
+        arrays[2:] = [np.triu(np.ones((T, T), bool), 1), rng.standard_normal((T, S)), tgt_kpm, mem_kpm]
+    (ot, om, otm, omm, otk, omk), (tt, tm, ttm, tmm, ttk, tmk) = _inputs(arrays)
+    for t in (omm, tmm):
+        if t is not None:
+            t.requires_grad_(False)
+    ours = ours_mod(ot, om, tgt_mask=otm, memory_mask=omm, tgt_key_padding_mask=otk, memory_key_padding_mask=omk)
+    theirs = theirs_mod(tt, tm, tgt_mask=ttm, memory_mask=tmm, tgt_key_padding_mask=ttk,
+                        memory_key_padding_mask=tmk)
+    assert isinstance(theirs, torch.Tensor)
+    _assert_close(ours, theirs, "output")
+    _compare_backward(ours, theirs, [ot, om], [tt, tm], ours_mod, theirs_mod)
+
+
 @pytest.mark.torch
 def test_generate_square_subsequent_mask_matches_pytorch():
     import torch
