@@ -147,9 +147,10 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     src_len = k.shape[1]
 
     if key_padding_mask is not None:
-        if tuple(key_padding_mask.shape) != (bsz, src_len):
-            raise RuntimeError(f"expecting key_padding_mask shape of {(bsz, src_len)}, but got "
-                               f"{tuple(key_padding_mask.shape)}")
+        for dim, expected in enumerate((bsz, src_len)):
+            if key_padding_mask.shape[dim] != expected:
+                raise AssertionError(f"Expected key_padded_mask.shape[{dim}] to be {expected}, but got "
+                                     f"{key_padding_mask.shape[dim]}")
         padding = key_padding_mask.reshape(bsz, 1, 1, src_len).expand(-1, H, -1, -1).reshape(bsz * H, 1, src_len)
         attn_mask = padding if attn_mask is None else attn_mask + padding
 

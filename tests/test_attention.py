@@ -267,6 +267,10 @@ def test_mismatched_mask_types_warn_as_pytorch():
     x = autograd.randn(3, 1, 4)
     with pytest.warns(UserWarning, match="mismatched key_padding_mask and attn_mask"):
         mha(x, x, x, key_padding_mask=autograd.zeros(1, 3, dtype=autograd.bool), attn_mask=autograd.zeros(3, 3))
+    with pytest.raises(AssertionError, match=r"Expected key_padded_mask.shape\[1\] to be 3, but got 2"):
+        mha(x, x, x, key_padding_mask=autograd.zeros(1, 2, dtype=autograd.bool))
+    with pytest.raises(RuntimeError, match="The shape of the 2D attn_mask"):
+        mha(x, x, x, attn_mask=autograd.zeros(2, 3))
     with pytest.raises(AssertionError, match="only bool and floating types of key_padding_mask"):
         mha(x, x, x, key_padding_mask=autograd.zeros(1, 3, dtype=autograd.int64))
 
