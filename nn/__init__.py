@@ -34,6 +34,7 @@ from .activation import (  # noqa: E402
     Tanhshrink,
     Threshold,
 )
+from .attention import MultiheadAttention  # noqa: E402
 from .container import Ensemble, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: E402
 from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, Fold, Unfold  # noqa: E402
 from .ctc import CTCLoss  # noqa: E402
@@ -97,3 +98,10 @@ from .pooling import (  # noqa: E402
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: E402
 from .sparse import Embedding, EmbeddingBag  # noqa: E402
 from .sync_batchnorm import SyncBatchNorm  # noqa: E402
+from .transformer import (  # noqa: E402
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)

@@ -544,6 +544,7 @@ def pdist(input, p=2.0):
 # The loss functions and the functions that have a file of their own (convolution, pooling,
 # fold/unfold, CTC, interpolation), re-exported so that F.cross_entropy, F.conv2d, F.pad work as
 # in PyTorch (imported last: they use the functions above).
+from .attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: E402, F401
 from .ctc import ctc_loss  # noqa: E402, F401
 from .functional_conv import *  # noqa: E402, F401, F403
 from .interpolation import interpolate  # noqa: E402, F401

@@ -1,0 +1,266 @@
+"""Scaled dot-product attention and ``MultiheadAttention`` (Vaswani et al., 2017), PyTorch's semantics.
+
+Everything here is composed from differentiable Tensor ops (matmul, softmax, masked_fill, dropout,
+linear), so gradients, and gradients of gradients, come from those ops.
+"""
+
+import math
+import warnings
+
+import autograd
+
+from . import functional as F
+from . import init
+from .linear import Linear
+from .module import Module
+from .parameter import Parameter
+
+
+def _causal_keep(L, S):
+    """The (L, S) boolean mask that keeps key j for query i when j ≤ i (top-left aligned, as PyTorch)."""
+    return autograd.ones(L, S, dtype=autograd.bool).tril(0)
+
+
+def _safe_softmax(scores):
+    """softmax over the last dim, but a row whose scores are all -inf (a query that may attend nowhere) gets
+    weights 0 rather than 0/0 = NaN, and no gradient (PyTorch's ``_safe_softmax``, used by attention)."""
+    nowhere = (scores == float("-inf")).all(dim=-1, keepdim=True)
+    weights = scores.masked_fill(nowhere, 0.0).softmax(-1)
+    return weights.masked_fill(nowhere, 0.0)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False):
+    """softmax(Q Kᵀ · scale + B) V over the last two dims, scale = 1/√E by default.
+
+    ``attn_mask`` is boolean (True = may attend, so False entries get B = -inf) or a float bias B added to
+    the scores; ``is_causal`` masks keys after each query; a query with every key masked gets output 0.
+    With ``enable_gqa`` the key/value heads (dim -3) are repeated to match the query heads (grouped-query
+    attention).
+    """
+    if is_causal and attn_mask is not None:
+        raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    L, S = query.shape[-2], key.shape[-2]
+    scale_factor = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if enable_gqa:
+        key = key.repeat_interleave(query.shape[-3] // key.shape[-3], -3)
+        value = value.repeat_interleave(query.shape[-3] // value.shape[-3], -3)
+    scores = query.matmul(key.transpose(-2, -1)) * scale_factor
+    if is_causal:
+        scores = scores.masked_fill(~_causal_keep(L, S), float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == autograd.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = _safe_softmax(scores)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p, training=True)
+    return weights.matmul(value)
+
+
+def _canonical_mask(mask, mask_name, other_type, other_name, target_type):
+    """A boolean mask (True = masked out) becomes a float mask of ``target_type`` with -inf there; a float
+    mask is returned as it is (PyTorch's ``F._canonical_mask``, which warns when the two masks' types differ)."""
+    if mask is None:
+        return None
+    if mask.dtype != autograd.bool and not mask.is_floating_point():
+        raise AssertionError(f"only bool and floating types of {mask_name} are supported")
+    if other_type is not None and mask.dtype != other_type:
+        warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use same type for both "
+                      "instead.", UserWarning, stacklevel=3)
+    if mask.dtype == autograd.bool:
+        return autograd.zeros(mask.shape, dtype=target_type).masked_fill(mask, float("-inf"))
+    return mask
+
+
+def _pad_last(mask):
+    """Append one unmasked (zero) column to a float mask, for the extra bias_k / zero-attention key."""
+    if mask is None:
+        return None
+    return autograd.cat([mask, autograd.zeros(*mask.shape[:-1], 1, dtype=mask.dtype)], dim=-1)
+
+
+def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+                                 bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias,
+                                 training=True, key_padding_mask=None, need_weights=True, attn_mask=None,
+                                 use_separate_proj_weight=False, q_proj_weight=None, k_proj_weight=None,
+                                 v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+                                 is_causal=False):
+    """PyTorch's ``F.multi_head_attention_forward`` on sequence-first (L, N, E) inputs (or unbatched (L, E))."""
+    batched = query.ndim == 3
+    if not batched:
+        query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+    tgt_len, bsz, E = query.shape
+    if E != embed_dim_to_check:
+        raise AssertionError(f"was expecting embedding dimension of {embed_dim_to_check}, but got {E}")
+    H = num_heads
+    head_dim = E // H
+    if is_causal and attn_mask is None:
+        raise RuntimeError("Need attn_mask if specifying the is_causal hint. You may use the Transformer module "
+                           "method `generate_square_subsequent_mask` to create this mask.")
+    key_padding_mask = _canonical_mask(key_padding_mask, "key_padding_mask",
+                                       None if attn_mask is None else attn_mask.dtype, "attn_mask", query.dtype)
+    if is_causal and key_padding_mask is None and not need_weights:
+        attn_mask = None                      # the hint alone says "causal": attention applies it itself
+    else:
+        attn_mask = _canonical_mask(attn_mask, "attn_mask", None, "key_padding_mask", query.dtype)
+        if key_padding_mask is not None:
+            is_causal = False
+    if attn_mask is not None:
+        src_len = key.shape[0]
+        if attn_mask.ndim == 2:
+            if tuple(attn_mask.shape) != (tgt_len, src_len):
+                raise RuntimeError(f"The shape of the 2D attn_mask is {tuple(attn_mask.shape)}, but should be "
+                                   f"{(tgt_len, src_len)}.")
+            attn_mask = attn_mask.unsqueeze(0)
+        elif attn_mask.ndim == 3:
+            if tuple(attn_mask.shape) != (bsz * H, tgt_len, src_len):
+                raise RuntimeError(f"The shape of the 3D attn_mask is {tuple(attn_mask.shape)}, but should be "
+                                   f"{(bsz * H, tgt_len, src_len)}.")
+        else:
+            raise RuntimeError(f"attn_mask's dimension {attn_mask.ndim} is not supported")
+
+    b_q = b_k = b_v = None
+    if in_proj_bias is not None:
+        b_q, b_k, b_v = in_proj_bias[:E], in_proj_bias[E:2 * E], in_proj_bias[2 * E:]
+    if not use_separate_proj_weight:
+        q_proj_weight, k_proj_weight, v_proj_weight = (in_proj_weight[:E], in_proj_weight[E:2 * E],
+                                                       in_proj_weight[2 * E:])
+    q, k, v = (F.linear(query, q_proj_weight, b_q), F.linear(key, k_proj_weight, b_k),
+               F.linear(value, v_proj_weight, b_v))
+    if bias_k is not None and bias_v is not None:
+        k = autograd.cat([k, bias_k.repeat(1, bsz, 1)])
+        v = autograd.cat([v, bias_v.repeat(1, bsz, 1)])
+        attn_mask, key_padding_mask = _pad_last(attn_mask), _pad_last(key_padding_mask)
+
+    # (L, N, E) -> (N·H, L, head_dim): each head of each sample is one batch entry
+    q = q.reshape(tgt_len, bsz * H, head_dim).transpose(0, 1)
+    k = k.reshape(k.shape[0], bsz * H, head_dim).transpose(0, 1) if static_k is None else static_k
+    v = v.reshape(v.shape[0], bsz * H, head_dim).transpose(0, 1) if static_v is None else static_v
+    if add_zero_attn:
+        k = autograd.cat([k, autograd.zeros(bsz * H, 1, head_dim, dtype=k.dtype)], dim=1)
+        v = autograd.cat([v, autograd.zeros(bsz * H, 1, head_dim, dtype=v.dtype)], dim=1)
+        attn_mask, key_padding_mask = _pad_last(attn_mask), _pad_last(key_padding_mask)
+    src_len = k.shape[1]
+
+    if key_padding_mask is not None:
+        for dim, expected in enumerate((bsz, src_len)):
+            if key_padding_mask.shape[dim] != expected:
+                raise AssertionError(f"Expected key_padded_mask.shape[{dim}] to be {expected}, but got "
+                                     f"{key_padding_mask.shape[dim]}")
+        padding = key_padding_mask.reshape(bsz, 1, 1, src_len).expand(-1, H, -1, -1).reshape(bsz * H, 1, src_len)
+        attn_mask = padding if attn_mask is None else attn_mask + padding
+
+    if not training:
+        dropout_p = 0.0
+    if need_weights:
+        scores = (q * math.sqrt(1.0 / head_dim)).matmul(k.transpose(-2, -1))
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        weights = scores.softmax(-1)
+        if dropout_p > 0.0:
+            weights = F.dropout(weights, dropout_p)
+        out = weights.matmul(v).transpose(0, 1).reshape(tgt_len * bsz, E)
+        out = F.linear(out, out_proj_weight, out_proj_bias).reshape(tgt_len, bsz, E)
+        weights = weights.reshape(bsz, H, tgt_len, src_len)
+        if average_attn_weights:
+            weights = weights.mean(dim=1)
+        if not batched:
+            return out.squeeze(1), weights.squeeze(0)
+        return out, weights
+    if attn_mask is not None:
+        attn_mask = (attn_mask.unsqueeze(0) if attn_mask.shape[0] == 1
+                     else attn_mask.reshape(bsz, H, -1, src_len))
+    q, k, v = (t.reshape(bsz, H, -1, head_dim) for t in (q, k, v))
+    out = scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal)
+    out = out.permute(2, 0, 1, 3).reshape(bsz * tgt_len, E)
+    out = F.linear(out, out_proj_weight, out_proj_bias).reshape(tgt_len, bsz, E)
+    return (out if batched else out.squeeze(1)), None
+
+
+class NonDynamicallyQuantizableLinear(Linear):
+    """A Linear under another name, as PyTorch's ``out_proj`` (the name only matters to quantisation)."""
+
+
+class MultiheadAttention(Module):
+    """MultiHead(Q, K, V) = Concat(head_1, …, head_h) W_O,  head_i = Attention(Q W_Qi, K W_Ki, V W_Vi).
+
+    Parameters as PyTorch: ``in_proj_weight`` (3E, E) packing W_Q, W_K, W_V (or ``q_proj_weight``,
+    ``k_proj_weight`` (E, kdim), ``v_proj_weight`` (E, vdim) when kdim/vdim differ from E), ``in_proj_bias``
+    (3E), optional ``bias_k``/``bias_v`` (1, 1, E) appended to the keys/values, and ``out_proj``.
+    """
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False,
+                 kdim=None, vdim=None, batch_first=False, device=None, dtype=None):
+        if embed_dim <= 0 or num_heads <= 0:
+            raise ValueError(f"embed_dim and num_heads must be greater than 0, got embed_dim={embed_dim} and "
+                             f"num_heads={num_heads} instead")
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.num_heads, self.dropout, self.batch_first = num_heads, dropout, batch_first
+        self.head_dim = embed_dim // num_heads
+        if self.head_dim * num_heads != embed_dim:
+            raise AssertionError("embed_dim must be divisible by num_heads")
+
+        def empty(*shape):
+            return Parameter(autograd.empty(*shape, dtype=dtype))
+
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = empty(3 * embed_dim, embed_dim)
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.q_proj_weight = empty(embed_dim, embed_dim)
+            self.k_proj_weight = empty(embed_dim, self.kdim)
+            self.v_proj_weight = empty(embed_dim, self.vdim)
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = empty(3 * embed_dim)
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, dtype=dtype)
+        if add_bias_kv:
+            self.bias_k, self.bias_v = empty(1, 1, embed_dim), empty(1, 1, embed_dim)
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = add_zero_attn
+        self._reset_parameters()
+
+    def _reset_parameters(self):
+        """PyTorch's: Glorot-uniform projections, zero biases, Glorot-normal bias_k/bias_v."""
+        if self._qkv_same_embed_dim:
+            init.xavier_uniform_(self.in_proj_weight)
+        else:
+            init.xavier_uniform_(self.q_proj_weight)
+            init.xavier_uniform_(self.k_proj_weight)
+            init.xavier_uniform_(self.v_proj_weight)
+        if self.in_proj_bias is not None:
+            init.constant_(self.in_proj_bias, 0.0)
+            init.constant_(self.out_proj.bias, 0.0)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+            init.xavier_normal_(self.bias_v)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        """Inputs (L, N, E) (or (N, L, E) with batch_first, or unbatched (L, E)); returns the output in the
+        same layout and, where need_weights, the attention weights (N, L, S) averaged over heads (or
+        (N, H, L, S)); ``key_padding_mask`` (N, S) and bool ``attn_mask`` are True where attention is barred."""
+        batch_first = self.batch_first and query.ndim == 3
+        if batch_first:
+            query, key, value = query.transpose(1, 0), key.transpose(1, 0), value.transpose(1, 0)
+        out, weights = multi_head_attention_forward(
+            query, key, value, self.embed_dim, self.num_heads, self.in_proj_weight, self.in_proj_bias, self.bias_k,
+            self.bias_v, self.add_zero_attn, self.dropout, self.out_proj.weight, self.out_proj.bias,
+            training=self.training, key_padding_mask=key_padding_mask, need_weights=need_weights,
+            attn_mask=attn_mask, use_separate_proj_weight=not self._qkv_same_embed_dim,
+            q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight, v_proj_weight=self.v_proj_weight,
+            average_attn_weights=average_attn_weights, is_causal=is_causal)
+        return (out.transpose(1, 0) if batch_first else out), weights
