@@ -6,22 +6,26 @@ Every operation creates a new Value holding
     parents       the Values x_i it was computed from
     local_grads   the local derivatives dy/dx_i, one per parent, as numbers
 
-and that is all the backward pass needs. ``backward()`` runs the shared
-engine (``autograd.engine``): in topological order, each node applies the
-chain rule
+and that is all the backward pass needs: in topological order (every node
+after all the nodes that used it), each node applies the chain rule
 
     dL/dx_i += dL/dy · dy/dx_i
 
 so every Value ends with ``.grad`` = dL/d(that value). Reading an operator
 below shows its forward result and its local derivatives side by side.
 
+``backward()`` is that loop written out for Values (a million nodes in about a
+second); the shared engine (``autograd.engine``) runs the same graph through
+the node interface at the bottom of the class, one method call per node, for
+the step-by-step trace (``autograd.trace``) and the pictures.
+
 Unlike the Tensor engine, a Value graph is never freed by ``backward()`` (it
 holds only numbers): call it again and the gradients add up, as micrograd's do.
 """
 
-import math
 
-from .engine import backpropagate
+import gc
+import math
 
 
 class Value:
@@ -44,12 +48,12 @@ class Value:
     def __add__(self, other):
         other = other if isinstance(other, Value) else Value(other)
         # y = a + b;  dy/da = 1, dy/db = 1
-        return Value(self.data + other.data, "", (self, other), "+", (1.0, 1.0))
+        return _result(self.data + other.data, (self, other), "+", (1.0, 1.0))
 
     def __mul__(self, other):
         other = other if isinstance(other, Value) else Value(other)
         # y = a · b;  dy/da = b, dy/db = a
-        return Value(self.data * other.data, "", (self, other), "*", (other.data, self.data))
+        return _result(self.data * other.data, (self, other), "*", (other.data, self.data))
 
     def __pow__(self, exponent):
         if not isinstance(exponent, (int, float)):
@@ -64,33 +68,34 @@ class Value:
             slope = math.inf
         else:
             slope = exponent * x ** (exponent - 1)
-        return Value(x**exponent, "", (self,), f"**{exponent:g}", (slope,))
+        return _result(float(x**exponent), (self,), f"**{exponent:g}", (slope,))
 
     def exp(self):
         y = math.exp(self.data)
         # y = e^x;  dy/dx = e^x = y
-        return Value(y, "", (self,), "exp", (y,))
+        return _result(y, (self,), "exp", (y,))
 
     def log(self):
         # y = ln x;  dy/dx = 1/x
-        return Value(math.log(self.data), "", (self,), "log", (1.0 / self.data,))
+        return _result(math.log(self.data), (self,), "log", (1.0 / self.data,))
 
     def tanh(self):
         y = math.tanh(self.data)
         # y = tanh x;  dy/dx = 1 - y^2
-        return Value(y, "", (self,), "tanh", (1.0 - y * y,))
+        return _result(y, (self,), "tanh", (1.0 - y * y,))
 
     def sigmoid(self):
         x = self.data
         # written so that exp never overflows: both forms equal 1 / (1 + e^-x)
         y = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
         # y = σ(x);  dy/dx = σ(x)(1 - σ(x)) = y(1 - y)
-        return Value(y, "", (self,), "sigmoid", (y * (1.0 - y),))
+        return _result(y, (self,), "sigmoid", (y * (1.0 - y),))
 
     def relu(self):
-        positive = self.data > 0
         # y = max(0, x);  dy/dx = 1 if x > 0 else 0
-        return Value(self.data if positive else 0.0, "", (self,), "relu", (1.0 if positive else 0.0,))
+        if self.data > 0:
+            return _result(self.data, (self,), "relu", (1.0,))
+        return _result(0.0, (self,), "relu", (0.0,))
 
     # -- the rest are compositions of the above -------------------------------------
 
@@ -115,7 +120,32 @@ class Value:
     def __rtruediv__(self, other):
         return Value(other) / self
 
-    # -- the engine's interface (see autograd.engine) ---------------------------------
+    # -- backward: the chain rule over the whole graph --------------------------------
+
+    def backward(self):
+        """Fill ``.grad`` of this Value and of every Value it depends on: dL/dv with L = self.
+
+        Each node's share dL/dy is complete before it is sent on, and it is this pass's
+        share alone (a second ``backward()`` adds the same gradients again, everywhere).
+        So, for the pass, every inner node's ``.grad`` starts at 0 and what it held
+        before is added back at the end; leaves just accumulate.
+        """
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # a Value graph has no reference cycles: nothing for the collector to find
+        try:
+            order, held_before = _inner_nodes_consumers_first(self)
+            self.grad += 1.0  # dL/dL (for a leaf, the whole story)
+            for node in order:
+                grad = node.grad
+                for parent, local in zip(node.parents, node.local_grads):
+                    parent.grad += grad * local  # dL/dx_i += dL/dy · dy/dx_i
+            for node, grad in held_before:
+                node.grad += grad
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    # -- the shared engine's node interface (autograd.engine: the trace, viz) ----------
 
     def receive(self, grad):
         self.grad += grad
@@ -127,6 +157,51 @@ class Value:
     def release(self):
         pass  # a Value graph holds only numbers: it stays for another backward()
 
-    def backward(self):
-        """Fill ``.grad`` of this Value and of every Value it depends on: dL/dv with L = self."""
-        backpropagate([self], [1.0], retain_graph=True)
+
+_new = object.__new__
+
+
+def _result(data, parents, op, local_grads):
+    """A Value computed by an operator: ``Value(data, "", parents, op, local_grads)``
+    without the keyword call (half the cost of building a node)."""
+    value = _new(Value)
+    value.data = data
+    value.grad = 0.0
+    value.label = ""
+    value.op = op
+    value.parents = parents
+    value.local_grads = local_grads
+    return value
+
+
+def _inner_nodes_consumers_first(root):
+    """The Values with parents below ``root`` (``root`` included), each before every node it
+    was computed from, with their ``.grad`` set to 0 for the pass; and [(node, its .grad
+    before)] for those whose gradient was not 0.
+
+    One iterative depth-first walk: a node is expanded once (pushed back under a ``None``
+    mark, its parents above), and emitted when the mark comes off again, after all its
+    parents' walks; the reversed emission order puts every consumer first. Leaves are not
+    listed: they send nothing on.
+    """
+    order, held_before = [], []
+    if not root.parents:
+        return order, held_before
+    expanded = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            order.append(stack.pop())
+        elif node not in expanded:
+            expanded.add(node)
+            if node.grad:
+                held_before.append((node, node.grad))
+                node.grad = 0.0
+            stack.append(node)
+            stack.append(None)
+            for parent in node.parents:
+                if parent.parents and parent not in expanded:
+                    stack.append(parent)
+    order.reverse()
+    return order, held_before
