@@ -8,7 +8,7 @@ import pytest
 from autograd import Value, backpropagate
 
 OPS = [lambda a, b: a + b, lambda a, b: a * b, lambda a, b: a - b, lambda a, b: a.tanh(),
-       lambda a, b: (a - 1.0).relu(), lambda a, b: a.sigmoid(), lambda a, b: a**2, lambda a, b: 1.5 / a]
+       lambda a, b: (a - 1.0).relu(), lambda a, b: a.sigmoid(), lambda a, b: a**2, lambda a, b: 1.5 / (a * a + 1.0)]
 
 
 def random_graph(seed, leaves=4, nodes=60):
