@@ -11,7 +11,7 @@ import statistics
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-from timing import best_time_fresh, optional
+from timing import best_time_fresh, grouped_table, optional
 
 import autograd
 
@@ -186,7 +186,7 @@ def run(batch_sizes=(32, 128), rounds=7):
         for _ in range(rounds):  # interleaved rounds: a noisy moment hits everyone alike
             for name, make in makers.items():
                 times[name].append(best_time_fresh(make, steps=10, repeat=1))
-        results[size] = {name: statistics.median(seconds) * 1e3 for name, seconds in times.items()}
+        results[size] = {name: statistics.median(seconds) for name, seconds in times.items()}
     return results
 
 
@@ -205,13 +205,8 @@ def check_same_loss(size=16, steps=3):
 
 def report():
     check_same_loss()
-    lines = ["(f) LeNet training step (conv-pool-conv-pool-linear, SGD), float32, milliseconds per step"]
-    for size, row in run().items():
-        ours = row["chainrule"]
-        cells = "   ".join(f"{name} {ms:7.3f} ms ({ours / ms:4.2f}x)" for name, ms in row.items())
-        lines.append(f"    batch {size:4d}:  {cells}")
-    lines.append("    (Nx) = chainrule time / that time; medians of interleaved rounds")
-    return "\n".join(lines)
+    return grouped_table("(f) LeNet training step (conv-pool-conv-pool-linear, SGD), float32, ms per step "
+                         "(medians of interleaved rounds)", run(), reference="NumPy by hand")
 
 
 if __name__ == "__main__":
