@@ -3,6 +3,7 @@ disturbs the ratios as little as possible; peak memory and import time measured 
 a fresh subprocess; and RESULTS, every table printed so far, for benchmarks/run.py's
 JSON."""
 
+import json
 import os
 import subprocess
 import sys
@@ -84,12 +85,12 @@ def grouped_table(title, groups, reference, label="batch {}", unit="ms", scale=1
 
 def in_subprocess(code):
     """Run ``code`` in a fresh interpreter (the benchmarks and the checkout importable) and
-    return what it printed last, as a float: each child reports its own figure."""
+    return what it printed last, as JSON (a number, a dict): each child reports its own figures."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=HERE)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed:\n{code}\n{result.stderr}")
-    return float(result.stdout.split()[-1])
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 # Linux: VmHWM, this process's own peak (ru_maxrss would also count the parent's peak

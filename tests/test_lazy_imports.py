@@ -1,12 +1,14 @@
 """`import autograd, nn, optim` loads no teaching tool: graphviz, the trace, viz, the
-datasets and transforms load on first use, and then work as before."""
+datasets and transforms load on first use, and then work as before; so does data-parallel
+training (nn.parallel, nn.SyncBatchNorm, autograd.distributed)."""
 
 import subprocess
 import sys
 
 import pytest
 
-LAZY = ["graphviz", "html", "autograd.viz", "autograd.trace", "autograd.datasets", "autograd.transforms"]
+LAZY = ["graphviz", "html", "autograd.viz", "autograd.trace", "autograd.datasets", "autograd.transforms",
+        "autograd.distributed", "nn.parallel"]
 
 
 def loaded_after(code):
@@ -26,6 +28,8 @@ def test_import_loads_no_teaching_tool():
     ("import autograd.trace", ["graphviz", "html", "autograd.viz", "autograd.trace"]),
     ("import autograd; autograd.datasets", ["autograd.datasets"]),
     ("from autograd import transforms", ["autograd.transforms"]),
+    ("import nn; nn.SyncBatchNorm", ["autograd.distributed"]),
+    ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "nn.parallel"]),
 ])
 def test_first_use_loads_the_tool(code, expected):
     assert loaded_after(code) == expected
@@ -47,3 +51,15 @@ def test_unknown_name_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no_such_thing"):
         autograd.no_such_thing  # noqa: B018
+
+
+def test_lazy_nn_names():
+    import nn
+    from nn.parallel import DistributedDataParallel
+    from nn.sync_batchnorm import SyncBatchNorm
+
+    assert nn.SyncBatchNorm is SyncBatchNorm
+    assert nn.parallel.DistributedDataParallel is DistributedDataParallel
+    assert {"SyncBatchNorm", "parallel"} <= set(dir(nn))
+    with pytest.raises(AttributeError, match="no_such_layer"):
+        nn.no_such_layer  # noqa: B018
