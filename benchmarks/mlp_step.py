@@ -166,7 +166,7 @@ def makers(sizes, batch_size, torch):
     return {name: lambda kind=kind: kind(weights, x, y) for name, kind in kinds.items()}
 
 
-def run(batch_sizes=(32, 128, 512), sizes=SIZES, rounds=5, steps=10, repeat=2):
+def run(batch_sizes=(32, 128, 512), sizes=SIZES, rounds=7, steps=10, repeat=2):
     """{batch size: {name: seconds per step}}: medians over interleaved rounds, each the best
     of ``repeat`` runs of ``steps`` steps from a fresh start."""
     torch = optional("torch")

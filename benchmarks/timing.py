@@ -79,7 +79,7 @@ def grouped_table(title, groups, reference, label="batch {}", unit="ms", scale=1
         cells = "   ".join(f"{n} {seconds * scale:8.3f} {unit} ({seconds / row[reference]:4.2f}x)"
                            for n, seconds in row.items())
         lines.append(f"    {name:>12s}:  {cells}")
-    lines.append(f"    (Nx) = its time / {reference}'s")
+    lines.append(f"    (Nx) = its figure / {reference}'s")
     return "\n".join(lines)
 
 
