@@ -8,7 +8,7 @@ import sys
 import pytest
 
 LAZY = ["graphviz", "html", "autograd.viz", "autograd.trace", "autograd.datasets", "autograd.transforms",
-        "autograd.distributed", "nn.parallel"]
+        "autograd.distributed", "nn.parallel", "numpy.polynomial"]
 
 
 def loaded_after(code):
@@ -63,3 +63,24 @@ def test_lazy_nn_names():
     assert {"SyncBatchNorm", "parallel"} <= set(dir(nn))
     with pytest.raises(AttributeError, match="no_such_layer"):
         nn.no_such_layer  # noqa: B018
+
+
+def test_erf_fitted_on_first_use_is_right():
+    import math
+
+    import numpy as np
+
+    import autograd
+
+    x = np.linspace(-7, 7, 57)
+    expected = [math.erf(v) for v in x]
+    np.testing.assert_allclose(autograd.erf(autograd.tensor(x)).numpy(), expected, rtol=1e-14, atol=1e-15)
+    assert loaded_after("import autograd; autograd.erf(autograd.ones(2))") == ["numpy.polynomial"]
+
+
+def test_save_and_load_after_lazy_json(tmp_path):
+    import autograd
+
+    path = tmp_path / "t.pt"
+    autograd.save({"w": autograd.arange(3.0)}, path)
+    assert autograd.load(path)["w"].tolist() == [0.0, 1.0, 2.0]
