@@ -11,6 +11,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:  # measure the checkout these files are in, whatever is installed
+    sys.path.insert(1, ROOT)
 RESULTS = []  # {"title", "unit", "reference", "rows": {name: figure in unit}}, one per table
 
 
