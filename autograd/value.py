@@ -3,21 +3,26 @@
 Every operation creates a new Value holding
 
     data          the result y of the forward pass
-    parents       the Values x_i it was computed from
-    local_grads   the local derivatives dy/dx_i, one per parent, as numbers
+    a, b          the Values it was computed from, its parents (b is None for
+                  a one-input operation; both are None for a leaf)
+    dy_da, dy_db  the local derivatives of y with respect to each, as numbers
 
-and that is all the backward pass needs: in topological order (every node
-after all the nodes that used it), each node applies the chain rule
+(``parents`` and ``local_grads`` give them as tuples), and that is all the
+backward pass needs: in topological order (every node after all the nodes that
+used it), each node applies the chain rule
 
-    dL/dx_i += dL/dy · dy/dx_i
+    dL/dx += dL/dy · dy/dx     for x = a, b
 
 so every Value ends with ``.grad`` = dL/d(that value). Reading an operator
 below shows its forward result and its local derivatives side by side.
 
-``backward()`` is that loop written out for Values (a million nodes in about a
-second); the shared engine (``autograd.engine``) runs the same graph through
-the node interface at the bottom of the class, one method call per node, for
-the step-by-step trace (``autograd.trace``) and the pictures.
+``backward()`` is that loop written out for Values: a million nodes in about a
+second. (The parents sit in slots rather than in tuples because every object
+that holds others is one more for Python's garbage collector to scan while a
+graph is built: that halves the time to build one.) The shared engine
+(``autograd.engine``) runs the same graph through the node interface at the
+bottom of the class, one method call per node, for the step-by-step trace
+(``autograd.trace``) and the pictures.
 
 Unlike the Tensor engine, a Value graph is never freed by ``backward()`` (it
 holds only numbers): call it again and the gradients add up, as micrograd's do.
@@ -29,31 +34,44 @@ import math
 
 
 class Value:
-    __slots__ = ("data", "grad", "label", "op", "parents", "local_grads")
+    __slots__ = ("data", "grad", "label", "op", "a", "dy_da", "b", "dy_db")
 
     def __init__(self, data, label="", parents=(), op="", local_grads=()):
+        if len(parents) > 2 or len(local_grads) != len(parents):
+            raise ValueError(f"a Value has at most two parents, each with its local derivative: got "
+                             f"{len(parents)} parents and {len(local_grads)} local derivatives")
         self.data = float(data)
         self.grad = 0.0
         self.label = label
         self.op = op
-        self.parents = parents
-        self.local_grads = local_grads
+        self.a, self.dy_da = (parents[0], local_grads[0]) if parents else (None, 0.0)
+        self.b, self.dy_db = (parents[1], local_grads[1]) if len(parents) == 2 else (None, 0.0)
+
+    @property
+    def parents(self):
+        """The Values this one was computed from: (), (a,) or (a, b)."""
+        return () if self.a is None else (self.a,) if self.b is None else (self.a, self.b)
+
+    @property
+    def local_grads(self):
+        """dy/d(each parent), in the order of ``parents``."""
+        return () if self.a is None else (self.dy_da,) if self.b is None else (self.dy_da, self.dy_db)
 
     def __repr__(self):
         label = f"label={self.label!r}, " if self.label else ""
         return f"Value({label}data={self.data:.6g}, grad={self.grad:.6g})"
 
-    # -- operations: y, then dy/dx for each input -------------------------------
+    # -- operations: y, then each input with dy/d(that input) -------------------------
 
     def __add__(self, other):
         other = other if isinstance(other, Value) else Value(other)
         # y = a + b;  dy/da = 1, dy/db = 1
-        return _result(self.data + other.data, (self, other), "+", (1.0, 1.0))
+        return _result(self.data + other.data, "+", self, 1.0, other, 1.0)
 
     def __mul__(self, other):
         other = other if isinstance(other, Value) else Value(other)
         # y = a · b;  dy/da = b, dy/db = a
-        return _result(self.data * other.data, (self, other), "*", (other.data, self.data))
+        return _result(self.data * other.data, "*", self, other.data, other, self.data)
 
     def __pow__(self, exponent):
         if not isinstance(exponent, (int, float)):
@@ -68,34 +86,34 @@ class Value:
             slope = math.inf
         else:
             slope = exponent * x ** (exponent - 1)
-        return _result(float(x**exponent), (self,), f"**{exponent:g}", (slope,))
+        return _result(float(x**exponent), f"**{exponent:g}", self, slope)
 
     def exp(self):
         y = math.exp(self.data)
         # y = e^x;  dy/dx = e^x = y
-        return _result(y, (self,), "exp", (y,))
+        return _result(y, "exp", self, y)
 
     def log(self):
         # y = ln x;  dy/dx = 1/x
-        return _result(math.log(self.data), (self,), "log", (1.0 / self.data,))
+        return _result(math.log(self.data), "log", self, 1.0 / self.data)
 
     def tanh(self):
         y = math.tanh(self.data)
         # y = tanh x;  dy/dx = 1 - y^2
-        return _result(y, (self,), "tanh", (1.0 - y * y,))
+        return _result(y, "tanh", self, 1.0 - y * y)
 
     def sigmoid(self):
         x = self.data
         # written so that exp never overflows: both forms equal 1 / (1 + e^-x)
         y = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
         # y = σ(x);  dy/dx = σ(x)(1 - σ(x)) = y(1 - y)
-        return _result(y, (self,), "sigmoid", (y * (1.0 - y),))
+        return _result(y, "sigmoid", self, y * (1.0 - y))
 
     def relu(self):
         # y = max(0, x);  dy/dx = 1 if x > 0 else 0
         if self.data > 0:
-            return _result(self.data, (self,), "relu", (1.0,))
-        return _result(0.0, (self,), "relu", (0.0,))
+            return _result(self.data, "relu", self, 1.0)
+        return _result(0.0, "relu", self, 0.0)
 
     # -- the rest are compositions of the above -------------------------------------
 
@@ -137,8 +155,9 @@ class Value:
             self.grad += 1.0  # dL/dL (for a leaf, the whole story)
             for node in order:
                 grad = node.grad
-                for parent, local in zip(node.parents, node.local_grads):
-                    parent.grad += grad * local  # dL/dx_i += dL/dy · dy/dx_i
+                node.a.grad += grad * node.dy_da  # dL/da += dL/dy · dy/da
+                if node.b is not None:
+                    node.b.grad += grad * node.dy_db  # dL/db += dL/dy · dy/db
             for node, grad in held_before:
                 node.grad += grad
         finally:
@@ -161,16 +180,18 @@ class Value:
 _new = object.__new__
 
 
-def _result(data, parents, op, local_grads):
-    """A Value computed by an operator: ``Value(data, "", parents, op, local_grads)`` without
-    the call through ``__init__`` and ``float()`` (a quarter less time per node)."""
+def _result(data, op, a, dy_da, b=None, dy_db=0.0):
+    """A Value computed by an operator from a (and b): ``Value(data, "", (a, b), op, (dy_da, dy_db))``
+    without the call through ``__init__`` and ``float()`` (a quarter less time per node)."""
     value = _new(Value)
     value.data = data
     value.grad = 0.0
     value.label = ""
     value.op = op
-    value.parents = parents
-    value.local_grads = local_grads
+    value.a = a
+    value.dy_da = dy_da
+    value.b = b
+    value.dy_db = dy_db
     return value
 
 
@@ -185,7 +206,7 @@ def _inner_nodes_consumers_first(root):
     listed: they send nothing on.
     """
     order, held_before = [], []
-    if not root.parents:
+    if root.a is None:
         return order, held_before
     expanded = set()
     stack = [root]
@@ -200,8 +221,8 @@ def _inner_nodes_consumers_first(root):
                 node.grad = 0.0
             stack.append(node)
             stack.append(None)
-            for parent in node.parents:
-                if parent.parents and parent not in expanded:
+            for parent in (node.a, node.b):
+                if parent is not None and parent.a is not None and parent not in expanded:  # not a leaf
                     stack.append(parent)
     order.reverse()
     return order, held_before

@@ -74,3 +74,23 @@ def test_backward_restores_garbage_collection():
 
     Value(1.0).tanh().backward()
     assert gc.isenabled()
+
+
+def test_parents_and_local_grads_as_tuples():
+    a, b = Value(2.0), Value(3.0)
+    assert (a.parents, a.local_grads) == ((), ())
+    y = a.tanh()
+    assert y.parents == (a,) and y.local_grads == pytest.approx((1 - y.data**2,))
+    z = a * b
+    assert z.parents == (a, b) and z.local_grads == (3.0, 2.0)
+    w = Value(5.0, "w", (a, b), "custom", (0.5, 0.25))  # built by hand, as the lecture does
+    w.backward()
+    assert (w.op, w.label, a.grad, b.grad) == ("custom", "w", 0.5, 0.25)
+
+
+def test_a_value_has_at_most_two_parents():
+    a = Value(1.0)
+    with pytest.raises(ValueError, match="at most two parents"):
+        Value(3.0, "", (a, a, a), "sum3", (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="local derivative"):
+        Value(3.0, "", (a, a), "+", (1.0,))
