@@ -57,8 +57,9 @@ notebooks: install
 lint: install
 	$(PY) -m ruff check autograd nn optim chainrule tests benchmarks docs notebooks
 
+# BENCH_ARGS, e.g. --json out.json or --only value_engine deep_chain (benchmarks/README.md)
 bench: install
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

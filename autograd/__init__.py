@@ -10,12 +10,6 @@ from . import (
     backend,
     creation,  # declares from_numpy, as_tensor and the x.new_* methods
     cuda,
-    data,
-    datasets,
-    trace,
-    transforms,
-    utils,
-    viz,
 )
 from .backend import (
     bool_,
@@ -119,6 +113,24 @@ from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
 
 for _name in _FUNCTIONS:
     globals().setdefault(_name, _FUNCTIONS[_name])
+
+
+# The teaching tools and the data helpers load on first use (PEP 562), so that
+# `import autograd` stays quick: viz and trace bring graphviz, html and subprocess.
+# `autograd.viz.draw(...)` and `from autograd import viz` work as before.
+_ON_FIRST_USE = ("data", "datasets", "trace", "transforms", "utils", "viz")
+
+
+def __getattr__(name):
+    if name in _ON_FIRST_USE:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)  # binds autograd.<name> too
+    raise AttributeError(f"module 'autograd' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_ON_FIRST_USE))
 
 
 def is_tensor(obj):

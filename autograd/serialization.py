@@ -13,7 +13,6 @@ which ``Module.load_state_dict`` accepts, so weights exported from PyTorch
 with ``safetensors.torch.save_file(model.state_dict(), path)`` load as they are.
 """
 
-import json
 import os
 
 import numpy
@@ -100,6 +99,8 @@ def save(obj, path):
     arrays = []
     structure = _encode(obj, arrays)
     entries = {f"a{i}": array for i, array in enumerate(arrays)}
+    import json  # here, not at import: `import autograd` stays quick
+
     entries[STRUCTURE] = numpy.frombuffer(json.dumps(structure).encode(), dtype=numpy.uint8)
     with open(path, "wb") as file:
         numpy.savez(file, **entries)
@@ -114,5 +115,7 @@ def load(path, map_location=None, weights_only=True):
     with numpy.load(path, allow_pickle=False) as archive:
         if STRUCTURE not in archive.files:
             raise ValueError(f"{path} is not a file written by autograd.save")
+        import json
+
         structure = json.loads(archive[STRUCTURE].tobytes().decode())
         return _decode(structure, archive)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-from timing import batch_table, best_time_fresh, optional
+from timing import best_time_fresh, grouped_table, optional
 
 import autograd
 
@@ -194,7 +194,7 @@ def run(batch_sizes=(32, 128), rounds=7):
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                 times[name].append(best_time_fresh(makers[name], steps=10, repeat=1))
                 time.sleep(0.3)
-        results[size] = {name: statistics.median(seconds) * 1e3 for name, seconds in times.items()}
+        results[size] = {name: statistics.median(seconds) for name, seconds in times.items()}
     return results
 
 
@@ -213,8 +213,8 @@ def check_same_loss(size=16, steps=3):
 
 def report():
     check_same_loss()
-    return batch_table("(f) LeNet training step (conv-pool-conv-pool-linear, SGD), float32, milliseconds per step",
-                       run(), "    (Nx) = chainrule time / that time; medians of interleaved rounds")
+    return grouped_table("(f) LeNet training step (conv-pool-conv-pool-linear, SGD), float32, ms per step "
+                         "(medians of interleaved rounds)", run(), reference="NumPy by hand")
 
 
 if __name__ == "__main__":

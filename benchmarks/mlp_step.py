@@ -1,10 +1,20 @@
-"""(b) One training step of an MLP 784-256-128-10 (ReLU, log-softmax cross-entropy,
-Adam written by hand on ._data), float32, built from raw Tensor ops, beside the same
-step written with nn modules (nn.Linear, nn.ReLU, nn.CrossEntropyLoss), by hand in
-NumPy, and, when installed, in PyTorch (same thread count)."""
+"""(b) One training step of an MLP 784-256-128-10 (ReLU, log-softmax cross-entropy, Adam),
+float32, at batch 32, 128 and 512:
+
+- "chainrule": raw Tensor ops, Adam written by hand on ._data (the same update as NumPy's);
+- "chainrule nn+Adam": nn.Sequential of nn.Linear and nn.ReLU, nn.CrossEntropyLoss, optim.Adam;
+- "NumPy by hand": forward, backward and Adam written by hand (the floor);
+- "PyTorch" when installed, raw ops and torch.optim.Adam, its own thread count.
+
+Then the compute-bound cases, where the matrix products dominate and the engine's cost
+should vanish: MLP 784-2048-2048-10 at batch 512 and 784-256-128-10 at batch 2048. And
+the peak resident memory of 20 steps at batch 512, each step kind in its own process.
+"""
+
+import statistics
 
 import numpy as np
-from timing import batch_table, best_time_fresh, optional
+from timing import best_time_fresh, grouped_table, optional, peak_rss
 
 import autograd
 
@@ -12,19 +22,19 @@ SIZES = (784, 256, 128, 10)
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 
 
-def initial_weights(seed=0):
+def initial_weights(sizes=SIZES, seed=0):
     rng = np.random.default_rng(seed)
     weights = []
-    for fan_in, fan_out in zip(SIZES[:-1], SIZES[1:]):
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         bound = 1 / np.sqrt(fan_in)
         weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
         weights.append(rng.uniform(-bound, bound, fan_out).astype(np.float32))
     return weights
 
 
-def batch(size, seed=1):
+def batch(size, sizes=SIZES, seed=1):
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((size, SIZES[0])).astype(np.float32), rng.integers(0, 10, size)
+    return rng.standard_normal((size, sizes[0])).astype(np.float32), rng.integers(0, sizes[-1], size)
 
 
 class Adam:
@@ -68,24 +78,28 @@ def chainrule_step(weights, x, y):
 
 
 def nn_step(weights, x, y):
-    """The same step written with nn modules: nn.Linear holds W as (out, in)."""
+    """The same step written as a PyTorch user would: nn.Sequential, nn.CrossEntropyLoss, optim.Adam.
+    nn.Linear holds W as (out, in)."""
     import nn
+    import optim
 
-    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
-    linears = [model[0], model[2], model[4]]
+    shapes = [w.shape for w in weights[0::2]]
+    layers = []
+    for fan_in, fan_out in shapes:
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    model = nn.Sequential(*layers[:-1])
     with autograd.no_grad():
-        for layer, w, b in zip(linears, weights[0::2], weights[1::2]):
+        for layer, w, b in zip(model[0::2], weights[0::2], weights[1::2]):
             layer.weight.copy_(w.T)
             layer.bias.copy_(b)
-    params = list(model.parameters())
-    adam = Adam([p._data for p in params])
+    optimizer = optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
     inputs, targets, criterion = autograd.Tensor(x), autograd.Tensor(y), nn.CrossEntropyLoss()
 
     def step():
         loss = criterion(model(inputs), targets)
-        model.zero_grad()
+        optimizer.zero_grad()
         loss.backward()
-        adam.step([p._data for p in params], [p.grad._data for p in params])
+        optimizer.step()
         return loss
 
     return step
@@ -139,30 +153,47 @@ def torch_step(torch, weights, x, y):
     return step
 
 
-def run(batch_sizes=(32, 128, 512)):
-    weights = initial_weights()
+STEPS = {"chainrule": chainrule_step, "chainrule nn+Adam": nn_step, "NumPy by hand": numpy_step}
+
+
+def makers(sizes, batch_size, torch):
+    """{name: a function making a fresh step} for each step kind, on the same weights and batch."""
+    weights = initial_weights(sizes)
+    x, y = batch(batch_size, sizes)
+    kinds = dict(STEPS)
+    if torch is not None:
+        kinds["PyTorch"] = lambda *args: torch_step(torch, *args)
+    return {name: lambda kind=kind: kind(weights, x, y) for name, kind in kinds.items()}
+
+
+def run(batch_sizes=(32, 128, 512), sizes=SIZES, rounds=7, steps=10, repeat=2):
+    """{batch size: {name: seconds per step}}: medians over interleaved rounds, each the best
+    of ``repeat`` runs of ``steps`` steps from a fresh start."""
     torch = optional("torch")
     results = {}
     for size in batch_sizes:
-        x, y = batch(size)
-        makers = {"chainrule": lambda x=x, y=y: chainrule_step(weights, x, y),
-                  "chainrule nn": lambda x=x, y=y: nn_step(weights, x, y),
-                  "NumPy by hand": lambda x=x, y=y: numpy_step(weights, x, y)}
-        if torch is not None:
-            makers["PyTorch"] = lambda x=x, y=y: torch_step(torch, weights, x, y)
-        times = {name: float("inf") for name in makers}
-        for _ in range(10):  # interleaved rounds: a noisy moment hits everyone alike
-            for name, make in makers.items():
-                times[name] = min(times[name], best_time_fresh(make, steps=20, repeat=3))
-        results[size] = {name: seconds * 1e3 for name, seconds in times.items()}
+        steps_by_name = makers(sizes, size, torch)
+        times = {name: [] for name in steps_by_name}
+        for _ in range(rounds):  # interleaved rounds: a noisy moment hits everyone alike
+            for name, make in steps_by_name.items():
+                times[name].append(best_time_fresh(make, steps=steps, repeat=repeat))
+        results[size] = {name: statistics.median(seconds) for name, seconds in times.items()}
     return results
+
+
+def peak_memory(batch_size=512, steps=20):
+    """{name: peak resident bytes} of a fresh process running ``steps`` steps of each kind."""
+    names = list(STEPS) + (["PyTorch"] if optional("torch") is not None else [])
+    code = ("import mlp_step\nfrom timing import optional\n"
+            "step = mlp_step.makers(mlp_step.SIZES, {batch}, optional('torch'))[{name!r}]()\n"
+            "for _ in range({steps}):\n    step()")
+    return {name: peak_rss(code.format(batch=batch_size, name=name, steps=steps)) for name in names}
 
 
 def check_same_loss(size=64, steps=3):
     """The chainrule and NumPy steps compute the same thing: equal losses step by step."""
-    weights = initial_weights()
-    x, y = batch(size)
-    ours, modules, reference = chainrule_step(weights, x, y), nn_step(weights, x, y), numpy_step(weights, x, y)
+    built = makers(SIZES, size, None)
+    ours, modules, reference = (built[name]() for name in STEPS)
     for _ in range(steps):
         expected = float(reference())
         np.testing.assert_allclose(float(ours().item()), expected, rtol=1e-4)
@@ -171,8 +202,16 @@ def check_same_loss(size=64, steps=3):
 
 def report():
     check_same_loss()
-    return batch_table("(b) MLP 784-256-128-10 training step (Adam), float32, milliseconds per step",
-                       run(), "    (Nx) = chainrule time / that time")
+    lines = [grouped_table("(b) MLP 784-256-128-10 training step (Adam), float32, ms per step", run(),
+                           reference="NumPy by hand"),
+             grouped_table("(b) compute-bound: MLP 784-2048-2048-10, ms per step",
+                           run((512,), (784, 2048, 2048, 10), rounds=3, steps=2, repeat=1), reference="NumPy by hand"),
+             grouped_table("(b) compute-bound: MLP 784-256-128-10, ms per step",
+                           run((2048,), rounds=3, steps=3, repeat=1), reference="NumPy by hand")]
+    memory = {"peak RSS": peak_memory()}
+    lines.append(grouped_table("(b) MLP 784-256-128-10, 20 steps at batch 512, peak resident memory of the process, MB",
+                               memory, reference="NumPy by hand", label="{}", unit="MB", scale=1e-6))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

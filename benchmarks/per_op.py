@@ -1,51 +1,103 @@
-"""(a) Per-op overhead: 16x16 float32 ((a*b + c).relu()).sum(), then backward.
+"""(a) Per-op overhead on 16x16 float32, forward and backward, against PyTorch with one thread:
 
-Reports microseconds per forward op (the op and its share of the backward),
-beside NumPy's forward alone and PyTorch (one thread) when installed.
+- one op at a time (add, mul, matmul, relu, sum, exp, softmax, log_softmax): y = op(a[, b]),
+  then y.backward(ones) (sum: y.backward()), microseconds per op;
+- a 4-op chain ((a*b + c).relu()).sum() and backward, microseconds per op, beside NumPy's
+  forward alone.
+
+At this size the arithmetic is nothing: these measure what each op costs the engine.
 """
 
 import numpy as np
-from timing import best_time, optional, table
+from timing import best_time, grouped_table, optional, table
 
 import autograd
 
-OPS = 4  # mul, add, relu, sum
+OPS = 4  # the chain's ops: mul, add, relu, sum
+SINGLE = {  # name: the op, for any library whose tensors have these methods
+    "add": lambda a, b: a + b,
+    "mul": lambda a, b: a * b,
+    "matmul": lambda a, b: a @ b,
+    "relu": lambda a, b: a.relu(),
+    "sum": lambda a, b: a.sum(),
+    "exp": lambda a, b: a.exp(),
+    "softmax": lambda a, b: a.softmax(1),
+    "log_softmax": lambda a, b: a.log_softmax(1),
+}
 
 
-def run():
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal((16, 16)).astype(np.float32) for _ in range(3)]
-    a, b, c = (autograd.Tensor(x, requires_grad=True) for x in arrays)
+def arrays(count=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((16, 16)).astype(np.float32) for _ in range(count)]
+
+
+def one_op(op, a, b, ones):
+    """op(a, b) forward and backward, the upstream gradient all ones."""
+
+    def run():
+        a.grad = b.grad = None
+        y = op(a, b)
+        y.backward() if y.ndim == 0 else y.backward(ones)
+
+    return run
+
+
+def interleaved(candidates, rounds=5):
+    """Seconds per call of each candidate: the best over interleaved rounds (a noisy moment hits all alike)."""
+    seconds = {name: float("inf") for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            seconds[name] = min(seconds[name], best_time(fn, repeat=3, budget=0.05))
+    return seconds
+
+
+def run_single(torch):
+    """{op: {library: seconds}} for one op forward and backward."""
+    x, y = arrays(2)
+    ours = [autograd.tensor(v, requires_grad=True) for v in (x, y)] + [autograd.ones(16, 16)]
+    candidates = {f"{name} chainrule": one_op(op, *ours) for name, op in SINGLE.items()}
+    if torch is not None:
+        theirs = [torch.tensor(v, requires_grad=True) for v in (x, y)] + [torch.ones(16, 16)]
+        candidates.update({f"{name} PyTorch": one_op(op, *theirs) for name, op in SINGLE.items()})
+    return interleaved(candidates, rounds=3)
+
+
+def run_chain(torch):
+    x, y, z = arrays()
+    a, b, c = (autograd.Tensor(v, requires_grad=True) for v in (x, y, z))
 
     def ours():
         a.grad = b.grad = c.grad = None
         ((a * b + c).relu()).sum().backward()
 
     def numpy_forward():
-        x, y, z = arrays
         np.maximum(x * y + z, 0).sum()
 
     candidates = {"chainrule (forward + backward)": ours, "NumPy (forward only)": numpy_forward}
-    torch = optional("torch")
     if torch is not None:
-        torch.set_num_threads(1)
-        ta, tb, tc = (torch.tensor(x, requires_grad=True) for x in arrays)
+        ta, tb, tc = (torch.tensor(v, requires_grad=True) for v in (x, y, z))
 
         def theirs():
             ta.grad = tb.grad = tc.grad = None
             ((ta * tb + tc).relu()).sum().backward()
 
         candidates["PyTorch, 1 thread (forward + backward)"] = theirs
-    rows = {name: float("inf") for name in candidates}
-    for _ in range(5):  # interleaved rounds: a noisy moment hits everyone alike
-        for name, fn in candidates.items():
-            rows[name] = min(rows[name], best_time(fn, repeat=3, budget=0.1) / OPS)
-    return rows
+    return {name: seconds / OPS for name, seconds in interleaved(candidates).items()}
 
 
 def report():
-    return table("(a) per-op overhead, 16x16 float32, microseconds per op (ratios: time / the reference's)",
-                 run(), reference="chainrule (forward + backward)", unit="us", scale=1e6)
+    torch = optional("torch")
+    if torch is not None:
+        torch.set_num_threads(1)  # Python runs our ops on one thread
+    lines = []
+    single = run_single(torch)
+    libraries = ("chainrule", "PyTorch") if torch is not None else ("chainrule",)
+    groups = {name: {library: single[f"{name} {library}"] for library in libraries} for name in SINGLE}
+    lines.append(grouped_table("(a) one op on 16x16 float32, forward + backward (PyTorch with 1 thread), us",
+                               groups, reference=libraries[-1], label="{}", unit="us", scale=1e6))
+    lines.append(table("(a) ((a*b + c).relu()).sum() + backward, 16x16 float32, us per op", run_chain(torch),
+                       reference="chainrule (forward + backward)", unit="us", scale=1e6))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

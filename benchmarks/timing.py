@@ -1,7 +1,19 @@
 """Timing helpers: the best of several repeats, so that a noisy shared machine
-disturbs the ratios as little as possible."""
+disturbs the ratios as little as possible; peak memory and import time measured in
+a fresh subprocess; and RESULTS, every table printed so far, for benchmarks/run.py's
+JSON."""
 
+import json
+import os
+import subprocess
+import sys
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:  # measure the checkout these files are in, whatever is installed
+    sys.path.insert(1, ROOT)
+RESULTS = []  # {"title", "unit", "reference", "rows": {name: figure in unit}}, one per table
 
 
 def best_time(fn, repeat=7, number=None, budget=0.2):
@@ -46,7 +58,9 @@ def best_time_fresh(make, steps=20, repeat=9):
 
 def table(title, rows, reference, unit="ms", scale=1e3):
     """A report: one line per row (name: seconds), each with its time and its ratio
-    to the reference row's time ('2.00x' = twice the reference's time)."""
+    to the reference row's time ('2.00x' = twice the reference's time). Recorded in RESULTS."""
+    RESULTS.append({"title": title, "unit": unit, "reference": reference,
+                    "rows": {name: seconds * scale for name, seconds in rows.items()}})
     width = max(len(name) for name in rows)
     lines = [title]
     for name, seconds in rows.items():
@@ -55,16 +69,58 @@ def table(title, rows, reference, unit="ms", scale=1e3):
     return "\n".join(lines)
 
 
-def batch_table(title, results, footnote):
-    """A report of milliseconds per step, one line per batch size ({size: {name: ms}}), each
-    time with chainrule's time over it ('(2.00x)' = chainrule takes twice that time)."""
+def grouped_table(title, groups, reference, label="batch {}", unit="ms", scale=1e3):
+    """A report with one line per group (a batch size, an op): groups = {key: {name: seconds}},
+    each cell with its ratio to the reference's time in that group ('2.00x' = twice the
+    reference's time), as in ``table``. Recorded in RESULTS, one entry per group."""
     lines = [title]
-    for size, row in results.items():
-        ours = row["chainrule"]
-        cells = "   ".join(f"{name} {ms:7.3f} ms ({ours / ms:4.2f}x)" for name, ms in row.items())
-        lines.append(f"    batch {size:4d}:  {cells}")
-    lines.append(footnote)
+    for key, row in groups.items():
+        name = label.format(key)
+        RESULTS.append({"title": f"{title}: {name}", "unit": unit, "reference": reference,
+                        "rows": {n: seconds * scale for n, seconds in row.items()}})
+        cells = "   ".join(f"{n} {seconds * scale:8.3f} {unit} ({seconds / row[reference]:4.2f}x)"
+                           for n, seconds in row.items())
+        lines.append(f"    {name:>12s}:  {cells}")
+    lines.append(f"    (Nx) = its figure / {reference}'s")
     return "\n".join(lines)
+
+
+def in_subprocess(code):
+    """Run ``code`` in a fresh interpreter (the benchmarks and the checkout importable) and
+    return what it printed last, as JSON (a number, a dict): each child reports its own figures."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=HERE)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark subprocess failed:\n{code}\n{result.stderr}")
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+# Linux: VmHWM, this process's own peak (ru_maxrss would also count the parent's peak
+# before exec); elsewhere ru_maxrss (bytes on macOS)
+PEAK_RSS = """
+import os, resource, sys
+if os.path.exists("/proc/self/status"):
+    with open("/proc/self/status") as status:
+        print(next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")))
+else:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+"""
+
+
+def peak_rss(code):
+    """Peak resident memory, in bytes, of a fresh interpreter that runs ``code``."""
+    return in_subprocess(code + PEAK_RSS)
+
+
+def import_seconds(modules):
+    """Seconds to ``import modules`` in a fresh interpreter (the interpreter's own start not counted)."""
+    timed = f"import time\nstart = time.perf_counter()\nimport {modules}\nprint(time.perf_counter() - start)"
+    return in_subprocess(timed)
+
+
+def load():
+    """The machine's load averages over 1, 5 and 15 minutes (the figures' context)."""
+    return os.getloadavg()
 
 
 def optional(module_name):

@@ -4,7 +4,7 @@ from autograd import _check_ours
 
 _check_ours.check("nn")
 
-from . import functional, init, parallel, utils  # noqa: E402
+from . import functional, init, utils  # noqa: E402
 from .activation import (  # noqa: E402
     CELU,
     ELU,
@@ -97,7 +97,6 @@ from .pooling import (  # noqa: E402
 )
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase  # noqa: E402
 from .sparse import Embedding, EmbeddingBag  # noqa: E402
-from .sync_batchnorm import SyncBatchNorm  # noqa: E402
 from .transformer import (  # noqa: E402
     Transformer,
     TransformerDecoder,
@@ -105,3 +104,23 @@ from .transformer import (  # noqa: E402
     TransformerEncoder,
     TransformerEncoderLayer,
 )
+
+# Data-parallel training loads on first use (it brings autograd.distributed), so that
+# `import nn` stays quick; `nn.parallel.DistributedDataParallel` and `nn.SyncBatchNorm` work as before.
+_ON_FIRST_USE = {"parallel": (".parallel", None), "SyncBatchNorm": (".sync_batchnorm", "SyncBatchNorm")}
+
+
+def __getattr__(name):
+    if name in _ON_FIRST_USE:
+        import importlib
+
+        module_name, attribute = _ON_FIRST_USE[name]
+        module = importlib.import_module(module_name, __name__)
+        value = module if attribute is None else getattr(module, attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_ON_FIRST_USE))

@@ -1,13 +1,14 @@
 """Special functions: erf (for the exact GELU) and softplus (for losses on logits).
 
 NumPy has no vectorised erf, and looping ``math.erf`` over elements is slow.
-So erf is tabulated once, at import: [0.5, 6] is cut into intervals of width
+So erf is tabulated once, on first use: [0.5, 6] is cut into intervals of width
 1/8 and on each ``math.erf`` is interpolated by a Chebyshev series of degree 12;
 below 0.5 its Taylor series is used (exact relative precision near 0).
 Evaluating either is a short loop over whole arrays, accurate to about 1e-15.
 Beyond 6, erf is ±1 in double precision.
 """
 
+import functools
 import math
 
 import numpy
@@ -21,8 +22,11 @@ _START, _WIDTH, _LIMIT, _DEGREE = 0.5, 0.125, 6.0, 12
 _TAYLOR = [2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(16)]
 
 
-def _fit_erf_table():
+@functools.cache  # fitted on the first erf, not at import (numpy.polynomial and the fit take milliseconds)
+def _erf_table():
     """Chebyshev coefficients c_0..c_12 per interval, in s = (x - centre) / half-width."""
+    import numpy.polynomial.chebyshev
+
     count = int((_LIMIT - _START) / _WIDTH)
     table = numpy.empty((count, _DEGREE + 1))
     for k in range(count):
@@ -30,9 +34,6 @@ def _fit_erf_table():
         table[k] = numpy.polynomial.chebyshev.chebinterpolate(
             numpy.vectorize(lambda s, c=centre: math.erf(c + s * _WIDTH / 2)), _DEGREE)
     return table
-
-
-_ERF_TABLE = _fit_erf_table()
 
 
 def erf(x):
@@ -43,9 +44,10 @@ def erf(x):
     for c in reversed(_TAYLOR[:-1]):
         near_zero = near_zero * square + c
     near_zero = near_zero * magnitude
-    k = xp.clip(((magnitude - _START) / _WIDTH).astype(numpy.int64), 0, len(_ERF_TABLE) - 1)
+    table = _erf_table()
+    k = xp.clip(((magnitude - _START) / _WIDTH).astype(numpy.int64), 0, len(table) - 1)
     s = (magnitude - _START - (k + 0.5) * _WIDTH) / (_WIDTH / 2)
-    coefficients = xp.asarray(_ERF_TABLE)[k]
+    coefficients = xp.asarray(table)[k]
     # Clenshaw's recurrence: Σ c_j T_j(s) without forming the polynomials
     later, latest = 0.0, 0.0
     for j in range(_DEGREE, 0, -1):
