@@ -54,6 +54,8 @@ def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
     from .test_nn_modules import LAYERS
     from .test_rnn import CONFIGS as RECURRENT
 
+    import nn.sync_batchnorm  # noqa: F401  (loaded on first use: register its primitive either way)
+
     primitives = {name for name, op in REGISTRY.items() if op.__module__.startswith("nn.")}
     # each primitive, and the case that runs it through gradcheck
     covered = {"AffineMap": "linear" in LAYERS and "linear_3d" in LAYERS,

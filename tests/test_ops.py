@@ -120,6 +120,11 @@ CASES = {
     "LogSumExp": (with_dim(), lambda x, dim: x.logsumexp(dim)),
     "Softmax": (with_dim(), lambda x, dim: x.softmax(dim) * x),
     "LogSoftmax": (with_dim(), lambda x, dim: x.log_softmax(dim) * x),
+    # the softmaxes' backward nodes, checked as functions of x through a gradient of a gradient
+    "SoftmaxGrad": (with_dim(), lambda x, dim: autograd.grad((x.softmax(dim) * x.sin()).sum(), x,
+                                                             create_graph=True)[0]),
+    "LogSoftmaxGrad": (with_dim(), lambda x, dim: autograd.grad((x.log_softmax(dim) * x.sin()).sum(), x,
+                                                                create_graph=True)[0]),
     "Extremum": (distinct_values(),
                  lambda x: x.max() + x.min(0).values.sum() + x.max(-1, keepdim=True).values.sum()),
     "MatMul": (matmul_pair(), lambda a, b: a @ b),

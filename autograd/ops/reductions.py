@@ -181,10 +181,30 @@ class Softmax(Primitive):
 
     def forward(self, x):
         e = xp.exp(x - _stable_max(x, self.dim))
-        return e / xp.sum(e, axis=self.dim, keepdims=True)
+        e /= xp.sum(e, axis=self.dim, keepdims=True)
+        return e
 
     def backward(self, grad, y, x):
-        return (y * (grad - (grad * y).sum(self.dim, keepdim=True)),)
+        return (SoftmaxGrad.apply(grad, y, dim=self.dim),)
+
+
+class SoftmaxGrad(Primitive):
+    """Softmax's backward as one node: z = y ⊙ (g - Σ_j g_j y_j)  (g = dL/dy, y = the softmax);
+    dL/dg = y ⊙ (u - Σ_j u_j y_j) (the same map, u = dL/dz),
+    dL/dy = u ⊙ (g - Σ_j g_j y_j) - g · Σ_j u_j y_j.
+    Two array passes instead of four ops; still differentiable for second derivatives."""
+
+    def forward(self, g, y):
+        z = g * y
+        z -= y * xp.sum(z, axis=self.dim, keepdims=True)
+        return z
+
+    def backward(self, u, z, g, y):
+        grad_g = SoftmaxGrad.apply(u, y, dim=self.dim) if g.requires_grad else None
+        grad_y = None
+        if y.requires_grad:
+            grad_y = u * (g - (g * y).sum(self.dim, keepdim=True)) - g * (u * y).sum(self.dim, keepdim=True)
+        return grad_g, grad_y
 
 
 class LogSoftmax(Primitive):
@@ -195,10 +215,30 @@ class LogSoftmax(Primitive):
 
     def forward(self, x):
         shifted = x - _stable_max(x, self.dim)
-        return shifted - xp.log(xp.sum(xp.exp(shifted), axis=self.dim, keepdims=True))
+        shifted -= xp.log(xp.sum(xp.exp(shifted), axis=self.dim, keepdims=True))
+        return shifted
 
     def backward(self, grad, y, x):
-        return (grad - y.exp() * grad.sum(self.dim, keepdim=True),)
+        return (LogSoftmaxGrad.apply(grad, y, dim=self.dim),)
+
+
+class LogSoftmaxGrad(Primitive):
+    """Log-softmax's backward as one node: z = g - e^y · Σ_j g_j  (g = dL/dy, y = the log-softmax);
+    dL/dg = u - Σ_j u_j e^(y_j),   dL/dy = -u ⊙ e^y · Σ_j g_j   (u = dL/dz)."""
+
+    def forward(self, g, y):
+        z = xp.exp(y)
+        z *= -xp.sum(g, axis=self.dim, keepdims=True)
+        z += g
+        return z
+
+    def backward(self, u, z, g, y):
+        grad_g = grad_y = None
+        if g.requires_grad:
+            grad_g = u - (u * y.exp()).sum(self.dim, keepdim=True)
+        if y.requires_grad:
+            grad_y = -u * y.exp() * g.sum(self.dim, keepdim=True)
+        return grad_g, grad_y
 
 
 # -- the names these ops go by ------------------------------------------------------------------
