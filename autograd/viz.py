@@ -43,6 +43,7 @@ STATES = {  # step-through fills: (colour, what the legend says)
 }
 LARGE = 12  # graphs with more values than this are laid out top to bottom
 LONG = 9  # and graphs with a longer chain of boxes and ops than this (a row of them would not fit 1400 px)
+WIDE = 1400  # px: a row laid out wider than this is laid out top to bottom instead
 INSTALL_DOT = ("Graphviz's `dot` program is needed to render the graph: install it with "
                "`sudo apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
                "`conda install graphviz`, or `make install` in chainrule's checkout. "
@@ -202,8 +203,8 @@ def draw(root, names=None, rankdir=None, show_data=True, show_grad=True, max_nod
     names:     {name: tensor} to label values, e.g. dict(model.named_parameters()); a named tensor
                that needs no gradient (an input batch, the targets) is drawn as data.
     rankdir:   'LR' (left to right) or 'TB' (top down); by default LR for small graphs and TB
-               for graphs of more than 12 values or a chain of more than 9 boxes and ops (a long
-               row does not fit a window).
+               for graphs of more than 12 values, a chain of more than 9 boxes and ops or a row
+               wider than 1400 px (a long row does not fit a window).
     show_data, show_grad: include values and gradients in the boxes.
     max_nodes: draw at most this many values; a note says how many were left out.
     highlight: the key of one node to colour (used by the step-through).
@@ -236,62 +237,71 @@ def draw(root, names=None, rankdir=None, show_data=True, show_grad=True, max_nod
     drawn, op_labels = _merge_layers(drawn, layers.items() if isinstance(layers, dict) else layers or (),
                                      set(labels) | {_key(root)}, constants)
     clusters = _clusters(drawn, steps)
-    if rankdir is None:
-        rankdir = "TB" if len(drawn.values) > LARGE or _longest_chain(drawn) > LONG else "LR"
     root_key = _key(root)
     if root_key not in labels and isinstance(root, Tensor) and root.numel() == 1:
         labels[root_key] = "loss"
-    graph = graphviz.Digraph(format="svg", graph_attr={"rankdir": rankdir, "fontname": "Helvetica",
-                                                       "nodesep": "0.25", "ranksep": "0.3", "newrank": "true"},
-                             node_attr={"fontname": "Helvetica", "fontsize": "11"},
-                             edge_attr={"arrowsize": "0.7"})
-    boxes = {None: graph}
-    for i, title in enumerate(clusters.titles):  # one box per time step, in order
-        boxes[i] = graphviz.Digraph(name=f"cluster_step{i + 1}", graph_attr={
-            "label": title, "labeljust": "l", "fontsize": "12", "style": "rounded,dashed", "color": "#999999"})
     stepping = grads is not None
-    used = set()
-    ids = graph.node_ids = stable_ids(drawn)
-    spine = set(_spine(drawn, _key(root)))
-    for key, item in drawn.values.items():
-        grad = None if grads is None else grads.get(key, _UNKNOWN)
-        role = _role(item, key, root_key, constants)
-        rows = _value_rows(item, labels.get(key), show_data, show_grad, grad)
-        if stepping:
-            state = ("current" if key == highlight else "received" if key in received else
-                     "done" if key in grads else "unknown")
-            used.add(state)
-            fill, border, width = STATES[state][0], ROLES[role][0] if role != "value" else "black", 3
-            if role == "value":
-                width = 1
-        else:
-            used.add(role)
-            fill, border, width = ROLES[role][0], "black", 1
-        boxes[clusters.of.get(key)].node(ids[key], _box(rows, fill, border, width), shape="plain",
-                                         **({"group": "spine"} if key in spine else {}))
-    for key, (label, _, _) in drawn.ops.items():
-        fill = HIGHLIGHT if key == highlight else ROLES["op"][0]
-        if key in op_labels:
-            layer, primitives = op_labels[key]
-            small = f'<BR/><FONT POINT-SIZE="10">{_html(primitives)}</FONT>' if primitives != layer else ""
-            label = f"<<B>{_html(layer)}</B>{small}>"
-        used.add("current" if key == highlight else "op")
-        boxes[clusters.of.get(key)].node(ids[key], label, shape="ellipse", style="filled", fillcolor=fill,
-                                         width="0", height="0", margin="0.08,0.03",  # as small as its text
-                                         **({"group": "spine"} if key in spine else {}))
-    for i in range(len(clusters.titles)):
-        graph.subgraph(boxes[i])
-    for tail, head in drawn.edges:
-        graph.edge(ids[tail], ids[head], **({"weight": "8"} if tail in spine and head in spine else {}))
-    for tail, head in clusters.after:
-        graph.edge(ids[tail], ids[head], style="invis")
-    if drawn.collapsed:
-        graph.node("collapsed", f"{drawn.collapsed} more nodes not drawn (max_nodes={max_nodes})",
-                   shape="note", style="dashed")
-    if legend:
-        _legend(graph, [k for k in (*ROLES, *STATES) if k in used and not (stepping and k in ROLES
-                                                                             and k != "op")],
-                across=rankdir in ("LR", "RL"))
+    spine = set(_spine(drawn, root_key))
+
+    def build(rankdir):
+        graph = graphviz.Digraph(format="svg", graph_attr={"rankdir": rankdir, "fontname": "Helvetica",
+                                                           "nodesep": "0.25", "ranksep": "0.3", "newrank": "true"},
+                                 node_attr={"fontname": "Helvetica", "fontsize": "11"},
+                                 edge_attr={"arrowsize": "0.7"})
+        boxes = {None: graph}
+        for i, title in enumerate(clusters.titles):  # one box per time step, in order
+            boxes[i] = graphviz.Digraph(name=f"cluster_step{i + 1}", graph_attr={
+                "label": title, "labeljust": "l", "fontsize": "12", "style": "rounded,dashed", "color": "#999999"})
+        used = set()
+        ids = graph.node_ids = stable_ids(drawn)
+        for key, item in drawn.values.items():
+            grad = None if grads is None else grads.get(key, _UNKNOWN)
+            role = _role(item, key, root_key, constants)
+            rows = _value_rows(item, labels.get(key), show_data, show_grad, grad)
+            if stepping:
+                state = ("current" if key == highlight else "received" if key in received else
+                         "done" if key in grads else "unknown")
+                used.add(state)
+                fill, border, width = STATES[state][0], ROLES[role][0] if role != "value" else "black", 3
+                if role == "value":
+                    width = 1
+            else:
+                used.add(role)
+                fill, border, width = ROLES[role][0], "black", 1
+            boxes[clusters.of.get(key)].node(ids[key], _box(rows, fill, border, width), shape="plain",
+                                             **({"group": "spine"} if key in spine else {}))
+        for key, (label, _, _) in drawn.ops.items():
+            fill = HIGHLIGHT if key == highlight else ROLES["op"][0]
+            if key in op_labels:
+                layer, primitives = op_labels[key]
+                small = f'<BR/><FONT POINT-SIZE="10">{_html(primitives)}</FONT>' if primitives != layer else ""
+                label = f"<<B>{_html(layer)}</B>{small}>"
+            used.add("current" if key == highlight else "op")
+            boxes[clusters.of.get(key)].node(ids[key], label, shape="ellipse", style="filled", fillcolor=fill,
+                                             width="0", height="0", margin="0.08,0.03",  # as small as its text
+                                             **({"group": "spine"} if key in spine else {}))
+        for i in range(len(clusters.titles)):
+            graph.subgraph(boxes[i])
+        for tail, head in drawn.edges:
+            graph.edge(ids[tail], ids[head], **({"weight": "8"} if tail in spine and head in spine else {}))
+        for tail, head in clusters.after + _two_abreast(drawn, spine):
+            graph.edge(ids[tail], ids[head], style="invis")
+        if drawn.collapsed:
+            graph.node("collapsed", f"{drawn.collapsed} more nodes not drawn (max_nodes={max_nodes})",
+                       shape="note", style="dashed")
+        if legend:
+            _legend(graph, [k for k in (*ROLES, *STATES) if k in used and not (stepping and k in ROLES
+                                                                                 and k != "op")],
+                    across=rankdir in ("LR", "RL"))
+        return graph
+
+    if rankdir is not None:
+        return build(rankdir)
+    if len(drawn.values) > LARGE or _longest_chain(drawn) > LONG:
+        return build("TB")
+    graph = build("LR")
+    if not stepping and _width_px(graph) > WIDE:  # a step-through keeps one direction whatever its text
+        graph = build("TB")
     return graph
 
 
@@ -312,6 +322,27 @@ def _spine(drawn, root_key):
             (v for v in candidates if not getattr(drawn.values[v], "requires_grad", True)), None) or next(
             iter(candidates), None)
     return line
+
+
+def _two_abreast(drawn, spine):
+    """Invisible edges that lay an op's parameters out two to a row (an LSTM's four weights in a
+    row beside its input would be wider than a window): [(parameter, the one two places after it)]."""
+    producer, inputs, _ = _links(drawn)
+    placed, edges = set(), []
+    for op in drawn.ops:
+        weights = [v for v in dict.fromkeys(inputs[op]) if v not in producer and v not in spine and v not in placed
+                   and getattr(drawn.values[v], "requires_grad", False)]
+        placed.update(weights)
+        edges += zip(weights, weights[2:])
+    return edges
+
+
+def _width_px(graph):
+    """How wide Graphviz lays the graph out, in CSS px (0 without the dot program)."""
+    try:
+        return float(graph.pipe(format="plain").split()[2]) * 96  # "graph scale width height", inches
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
+        return 0
 
 
 def _longest_chain(drawn):
