@@ -470,9 +470,10 @@ def _merge_layers(drawn, layers, named, constants):
             if id(tensor) in constants:
                 extra_values[_key(tensor)] = tensor
                 extra_edges.append((_key(tensor), node))
-        computed = list(dict.fromkeys(drawn.ops[op][0] for op in reversed(drawn.ops) if op in region))
-        computed = [name for name in computed if name not in VIEWS] or computed
-        labels[node] = (label, ", ".join(computed[:3]) + (", ..." if len(computed) > 3 else ""))
+        computed = collections.Counter(drawn.ops[op][0] for op in reversed(drawn.ops) if op in region)
+        shown = [name for name in computed if name not in VIEWS] or list(computed)
+        shown = [name + (f" ×{computed[name]}" if computed[name] > 1 else "") for name in shown]
+        labels[node] = (label, ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else ""))
     if not merged_into:
         return drawn, labels
     values = {key: item for key, item in drawn.values.items() if key not in hidden}
