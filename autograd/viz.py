@@ -410,7 +410,10 @@ class Layer(collections.namedtuple("Layer", "label output")):
     """What one call of a layer made: (label, output), a pair as ``draw(layers=...)`` takes, and
     ``inputs``, the tensors it was called with (an attribute, so that the pair still unpacks as two)."""
 
-    inputs = None
+    def __new__(cls, label, output, inputs=None):
+        layer = super().__new__(cls, label, output)
+        layer.inputs = inputs
+        return layer
 
 
 def _tensors(obj):
@@ -453,7 +456,7 @@ def _merge_layers(drawn, layers, named, constants):
         node = producer[outputs[0]]
         entered = {_key(t) for t in _tensors(arguments)}
         region = {producer[key] for key in outputs}
-        if arguments is not None and not entered & set(outputs):  # an in-place layer: its own op only
+        if arguments is not None and not entered & set(outputs):  # (an in-place layer keeps to its own op)
             stop = named | (every_output - set(outputs)) | entered
             stack, region = list(region), set()
             while stack:
@@ -494,8 +497,8 @@ def _merge_layers(drawn, layers, named, constants):
 
 Clusters = collections.namedtuple("Clusters", "titles of after")
 """titles: one per time step, in order; of: {key: index of the step whose box holds it}; after: [(state of
-step t-1, a value that enters step t from outside)], drawn as invisible edges, so that x_t sits below
-h_{t-1} and the boxes stack in one column instead of a staircase."""
+step t-1, a node of step t that nothing in step t or step t-1 leads to, such as x_t)], drawn as invisible
+edges, so that x_t sits below h_{t-1} and the boxes stack in one column instead of a staircase."""
 
 
 def _clusters(drawn, steps):
@@ -528,8 +531,13 @@ def _clusters(drawn, steps):
             boxes = {of.get(op) for op in consumers[key]}
             if len(boxes) == 1 and None not in boxes:
                 of[key] = boxes.pop()
+    inside = collections.defaultdict(set)  # what reaches each node from its own box or the step before
+    for tail, head in drawn.edges:
+        box = of.get(head)
+        if box is not None and (of.get(tail) == box or box and tail in states[box - 1]):
+            inside[head].add(tail)
     after = [(min(states[i - 1], key=list(drawn.values).index), key) for key, i in of.items()
-             if i and states[i - 1] and key in drawn.values and key not in producer]
+             if i and states[i - 1] and not inside[key]]
     return Clusters([title for title, _ in items], of, after)
 
 
@@ -542,12 +550,8 @@ def record_layers(model):
     layers = []
     leaves = [module for module in model.modules() if not any(True for _ in module.children())]
 
-    def note(module, inputs, output):
-        layer = Layer(type(module).__name__, output)
-        layer.inputs = inputs
-        layers.append(layer)
-
-    handles = [module.register_forward_hook(note) for module in leaves]
+    handles = [module.register_forward_hook(lambda module, inputs, output: layers.append(
+        Layer(type(module).__name__, output, inputs))) for module in leaves]
     try:
         yield layers
     finally:

@@ -138,6 +138,32 @@ def test_unrolled_recurrence_draws_one_box_per_time_step_in_order():
     assert width_px(root) <= WINDOW
 
 
+@needs_dot
+def test_input_computed_before_the_loop_is_shared_and_the_steps_still_stack():
+    """An embedding of the whole sequence, looked up once before a GRUCell loop: the lookup is drawn
+    outside the boxes, each step's slice of it inside its own, and the boxes stay in one column."""
+    autograd.manual_seed(0)
+    embedding, cell = nn.Embedding(10, 3), nn.GRUCell(3, 4)
+    embedded = embedding(autograd.tensor([[1, 2, 3, 4], [5, 6, 7, 8]]))
+    h, states = autograd.zeros(2, 4), []
+    with record_layers(cell) as layers:
+        for t in range(4):
+            h = cell(embedded[:, t], h)
+            states.append(h)
+    graph = draw(h.sum(), names={"embedding.weight": embedding.weight}, layers=layers, steps=states)
+    root, nodes, clusters = parse(render_svg(graph))
+    boxes = sorted(clusters.values(), key=lambda cluster: cluster[1][0])
+    assert [label for label, _, _ in boxes] == ["t=1", "t=2", "t=3", "t=4"]
+    assert all(upper[1][1] <= lower[1][0] for upper, lower in zip(boxes, boxes[1:]))
+    for texts, (x, y) in nodes.values():
+        box = [label for label, (top, bottom), (left, right) in boxes if top < y < bottom and left < x < right]
+        if texts[0] in ("EmbeddingLookup", "embedding.weight"):
+            assert box == []
+        if texts[0] in ("GetItem", "GRUCell"):
+            assert len(box) == 1
+    assert width_px(root) <= WINDOW
+
+
 def test_steps_put_each_steps_ops_in_its_cluster_and_shared_values_outside():
     """An explicit loop h = tanh(x_t W + h U + b): every op of step t in box t, the weights outside,
     a dict's keys as the boxes' titles."""
