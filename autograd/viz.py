@@ -42,8 +42,8 @@ STATES = {  # step-through fills: (colour, what the legend says)
     "unknown": ("#ffffff", "gradient not known yet"),
 }
 LARGE = 12  # graphs with more values than this are laid out top to bottom
-LONG = 9  # and graphs with a longer chain of boxes and ops than this (a row of them would not fit 1400 px)
-WIDE = 1400  # px: a row laid out wider than this is laid out top to bottom instead
+WIDE = 1400  # px: and a row laid out wider than this
+LONG = 9  # or, where the row cannot be measured, with a longer chain of boxes and ops than this
 INSTALL_DOT = ("Graphviz's `dot` program is needed to render the graph: install it with "
                "`sudo apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
                "`conda install graphviz`, or `make install` in chainrule's checkout. "
@@ -202,9 +202,9 @@ def draw(root, names=None, rankdir=None, show_data=True, show_grad=True, max_nod
 
     names:     {name: tensor} to label values, e.g. dict(model.named_parameters()); a named tensor
                that needs no gradient (an input batch, the targets) is drawn as data.
-    rankdir:   'LR' (left to right) or 'TB' (top down); by default LR for small graphs and TB
-               for graphs of more than 12 values, a chain of more than 9 boxes and ops or a row
-               wider than 1400 px (a long row does not fit a window).
+    rankdir:   'LR' (left to right) or 'TB' (top down); by default LR where the row fits a window
+               1400 px wide (measured with dot; without it, and in a step-through, where no chain
+               has more than 9 boxes and ops) and TB for graphs of more than 12 values.
     show_data, show_grad: include values and gradients in the boxes.
     max_nodes: draw at most this many values; a note says how many were left out.
     highlight: the key of one node to colour (used by the step-through).
@@ -297,10 +297,11 @@ def draw(root, names=None, rankdir=None, show_data=True, show_grad=True, max_nod
 
     if rankdir is not None:
         return build(rankdir)
-    if len(drawn.values) > LARGE or _longest_chain(drawn) > LONG:
+    if len(drawn.values) > LARGE:
         return build("TB")
     graph = build("LR")
-    if not stepping and _width_px(graph) > WIDE:  # a step-through keeps one direction whatever its text
+    width = None if stepping else _width_px(graph)  # a step-through keeps one direction whatever its text
+    if (_longest_chain(drawn) > LONG) if width is None else width > WIDE:
         graph = build("TB")
     return graph
 
@@ -338,11 +339,11 @@ def _two_abreast(drawn, spine):
 
 
 def _width_px(graph):
-    """How wide Graphviz lays the graph out, in CSS px (0 without the dot program)."""
+    """How wide Graphviz lays the graph out, in CSS px (None without the dot program)."""
     try:
         return float(graph.pipe(format="plain").split()[2]) * 96  # "graph scale width height", inches
     except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
-        return 0
+        return None
 
 
 def _longest_chain(drawn):
