@@ -442,9 +442,10 @@ def _merge_layers(drawn, layers, named, constants):
     """(drawn, {op key: (layer label, primitive names)}): each layer's ops as one node.
 
     A layer that knows its inputs (``Layer``) owns every op between them and its outputs: walking
-    back from the outputs, the walk stops at the inputs, at named values and at other layers'
-    outputs. Its inner values are left out unless something outside the layer uses them. A plain
-    (label, output) pair owns the op that made the output."""
+    back from the outputs, the walk stops at the inputs, at named values, at other layers' outputs
+    and at values that something outside the layer uses too (so that a tensor the layer took from
+    elsewhere, not as an argument, does not pull in what computed it for others). Its inner values
+    are not drawn. A plain (label, output) pair owns the op that made the output."""
     producer, inputs, consumers = _links(drawn)
     entries = []
     for layer in layers:
@@ -459,17 +460,16 @@ def _merge_layers(drawn, layers, named, constants):
         region = {producer[key] for key in outputs}
         if arguments is not None and not entered & set(outputs):  # (an in-place layer keeps to its own op)
             stop = named | (every_output - set(outputs)) | entered
-            stack, region = list(region), set()
-            while stack:
-                op = stack.pop()
-                if op in region or op in merged_into:  # already another layer's
-                    continue
-                region.add(op)
-                stack.extend(producer[v] for v in inputs[op] if v in producer and v not in stop)
+            growing = True
+            while growing:  # until no value left to cross: one that only this layer's ops use
+                crossing = {producer[v] for op in region for v in inputs[op] if v in producer and v not in stop
+                            and producer[v] not in region and producer[v] not in merged_into
+                            and all(user in region for user in consumers[v])}
+                region |= crossing
+                growing = bool(crossing)
         for op in region:
             merged_into[op] = node
-        hidden |= {key for key, op in producer.items() if op in region and key not in outputs and key not in named
-                   and all(user in region for user in consumers[key])}
+        hidden |= {key for key, op in producer.items() if op in region and key not in outputs and key not in named}
         for tensor in _tensors(arguments):  # named data the layer was given: drawn going into it
             if id(tensor) in constants:
                 extra_values[_key(tensor)] = tensor

@@ -235,6 +235,27 @@ def test_in_place_layer_keeps_to_its_own_op():
     assert sorted(labels) == ["Linear", "Linear", "ReLU"]
 
 
+def test_layer_does_not_take_in_what_computed_a_tensor_others_use_too():
+    class Scale(nn.Module):  # multiplies by a tensor its parent computed, not passed as an argument
+        def forward(self, x):
+            return x * self.factor
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_scale, self.scale = nn.Parameter(autograd.zeros(3)), Scale()
+
+        def forward(self, x):
+            self.scale.factor = self.log_scale.exp()
+            return self.scale(x).sum() + self.scale.factor.sum()
+
+    model = Model()
+    loss, layers = run_layers(model, autograd.randn(2, 3, requires_grad=True))
+    source = draw(loss, layers=layers).source
+    assert '<B>Scale</B><BR/><FONT POINT-SIZE="10">Mul</FONT>' in source
+    assert "label=Exp" in source  # still its own op: the sum outside the layer uses its result too
+
+
 def test_record_layers_removes_its_hooks():
     cell = nn.RNNCell(2, 3)
     with record_layers(cell) as layers:
