@@ -4,7 +4,9 @@
 label, data and grad; a Tensor's name, shape, dtype and a summary of data and
 grad) and one ellipse per operation, edges in the direction data flows. Boxes are
 coloured by role (data, parameter, computed value, loss) and a legend says which
-is which; a large graph is laid out top to bottom. It displays inline in Jupyter;
+is which; a large graph is laid out top to bottom. Ops can be labelled with the layers
+that made them (``run_layers``, ``record_layers``: a layer's inner plumbing becomes one
+node), and an unrolled recurrence drawn one box per time step (``steps=``). It displays inline in Jupyter;
 ``save_svg(graph, path)`` writes SVG. The Graphviz ``dot`` program renders it;
 without it the DOT text is still in ``.source``.
 
@@ -13,6 +15,7 @@ A Tensor graph is drawn from what backward has not yet freed: draw before
 """
 
 import collections
+import contextlib
 
 import graphviz
 import numpy
@@ -39,6 +42,8 @@ STATES = {  # step-through fills: (colour, what the legend says)
     "unknown": ("#ffffff", "gradient not known yet"),
 }
 LARGE = 12  # graphs with more values than this are laid out top to bottom
+WIDE = 1400  # px: and a row laid out wider than this
+LONG = 9  # or, where the row cannot be measured, with a longer chain of boxes and ops than this
 INSTALL_DOT = ("Graphviz's `dot` program is needed to render the graph: install it with "
                "`sudo apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
                "`conda install graphviz`, or `make install` in chainrule's checkout. "
@@ -140,8 +145,8 @@ def summarize(array, small=6):
     """The numbers of a small array, else its mean, spread and range."""
     array = to_numpy(array)
     if array.size <= small:
-        return numpy.array2string(array.reshape(-1) if array.ndim > 1 else array, precision=4,
-                                  separator=", ", suppress_small=True)
+        return numpy.array2string(array.reshape(-1) if array.ndim > 1 else array, precision=4, separator=", ",
+                                  suppress_small=True, max_line_width=30)  # wrapped: as narrow as a summary
     if array.dtype.kind not in "fc":
         return f"{array.size} values in [{array.min()}, {array.max()}]" if array.dtype.kind in "iub" else "values"
     return f"mean {array.mean():.3g} sd {array.std():.3g}\nrange [{array.min():.3g}, {array.max():.3g}]"
@@ -192,22 +197,32 @@ _UNKNOWN = object()
 
 
 def draw(root, names=None, rankdir=None, show_data=True, show_grad=True, max_nodes=150,
-         highlight=None, grads=None, layers=None, received=(), legend=True):
+         highlight=None, grads=None, layers=None, received=(), legend=True, steps=None):
     """A ``graphviz.Digraph`` of the graph that computed ``root`` (a Value or a Tensor).
 
     names:     {name: tensor} to label values, e.g. dict(model.named_parameters()); a named tensor
                that needs no gradient (an input batch, the targets) is drawn as data.
-    rankdir:   'LR' (left to right) or 'TB' (top down); by default LR for small graphs and TB
-               for graphs of more than 12 values (a long row does not fit a window).
+    rankdir:   'LR' (left to right) or 'TB' (top down); by default LR where the row fits a window
+               1400 px wide (measured with dot; without it, and in a step-through, where no chain
+               has more than 9 boxes and ops) and TB for graphs of more than 12 values.
     show_data, show_grad: include values and gradients in the boxes.
     max_nodes: draw at most this many values; a note says how many were left out.
     highlight: the key of one node to colour (used by the step-through).
     grads:     {key: gradient} to show instead of ``.grad``; values missing from it
                show 'grad ?' (the step-through's not-yet-computed gradients).
     received:  keys in ``grads`` whose gradient is still partial (step-through).
-    layers:    [(label, tensor)]: the op that computed each tensor is labelled with the user's
-               name for it (``Linear``, ``ReLU``, ``CrossEntropyLoss``), the primitive in small
-               type; ``run_layers(model, x)`` makes these for a Sequential model.
+    layers:    [(label, output)]: the op that computed each output (a tensor, or a tuple of them
+               as an LSTM returns) is labelled with the user's name for it (``Linear``, ``ReLU``,
+               ``CrossEntropyLoss``), its primitive in small type. ``run_layers(model, x)`` and
+               ``record_layers(model)`` make these, and note each layer's inputs too: everything the
+               layer computed between its inputs and its outputs is then one node (an ``LSTM`` is
+               one ``LSTM`` node, ``LSTMLayer`` in small type, not the reshapes that unpack it), and
+               named data that entered the layer is drawn going into it.
+    steps:     [h_1, ..., h_T]: the state after each time step of an unrolled recurrence (a tensor,
+               or a tuple such as an LSTMCell's (h, c)); or {title: state}. Each step's ops and
+               values are drawn in one box titled t=1, ..., t=T (or the dict's titles), in order;
+               what several steps share (the weights) is drawn once, outside, with an edge into
+               every step that uses it.
     legend:    draw a legend of the colours.
     """
     if not isinstance(root, (Value, Tensor)):
@@ -217,54 +232,138 @@ def draw(root, names=None, rankdir=None, show_data=True, show_grad=True, max_nod
     names = dict(names or {})
     labels = {_key(tensor): name for name, tensor in names.items()}
     constants = {id(t) for t in names.values() if isinstance(t, Tensor) and not t.requires_grad}
-    op_labels = {f"op{id(t.grad_fn)}": label for label, t in (layers.items() if isinstance(layers, dict) else
-                                                              layers or ()) if getattr(t, "grad_fn", None)}
     drawn = walk(root, max_nodes, constants)
     _attach_constants(drawn, [t for t in names.values() if isinstance(t, Tensor) and id(t) in constants])
-    if rankdir is None:
-        rankdir = "TB" if len(drawn.values) > LARGE else "LR"
+    drawn, op_labels = _merge_layers(drawn, layers.items() if isinstance(layers, dict) else layers or (),
+                                     set(labels) | {_key(root)}, constants)
+    clusters = _clusters(drawn, steps)
     root_key = _key(root)
     if root_key not in labels and isinstance(root, Tensor) and root.numel() == 1:
         labels[root_key] = "loss"
-    graph = graphviz.Digraph(format="svg", graph_attr={"rankdir": rankdir, "fontname": "Helvetica",
-                                                       "nodesep": "0.25", "ranksep": "0.3"},
-                             node_attr={"fontname": "Helvetica", "fontsize": "11"},
-                             edge_attr={"arrowsize": "0.7"})
     stepping = grads is not None
-    used = set()
-    ids = graph.node_ids = stable_ids(drawn)
-    for key, item in drawn.values.items():
-        grad = None if grads is None else grads.get(key, _UNKNOWN)
-        role = _role(item, key, root_key, constants)
-        rows = _value_rows(item, labels.get(key), show_data, show_grad, grad)
-        if stepping:
-            state = ("current" if key == highlight else "received" if key in received else
-                     "done" if key in grads else "unknown")
-            used.add(state)
-            fill, border, width = STATES[state][0], ROLES[role][0] if role != "value" else "black", 3
-            if role == "value":
-                width = 1
-        else:
-            used.add(role)
-            fill, border, width = ROLES[role][0], "black", 1
-        graph.node(ids[key], _box(rows, fill, border, width), shape="plain")
-    for key, (label, _, _) in drawn.ops.items():
-        fill = HIGHLIGHT if key == highlight else ROLES["op"][0]
-        if key in op_labels:
-            label = (f'<<B>{_html(op_labels[key])}</B><BR/><FONT POINT-SIZE="10">{_html(label)}</FONT>>')
-        used.add("current" if key == highlight else "op")
-        graph.node(ids[key], label, shape="ellipse", style="filled", fillcolor=fill,
-                   width="0", height="0", margin="0.08,0.03")  # as small as its text: narrower rows
-    for tail, head in drawn.edges:
-        graph.edge(ids[tail], ids[head])
-    if drawn.collapsed:
-        graph.node("collapsed", f"{drawn.collapsed} more nodes not drawn (max_nodes={max_nodes})",
-                   shape="note", style="dashed")
-    if legend:
-        _legend(graph, [k for k in (*ROLES, *STATES) if k in used and not (stepping and k in ROLES
-                                                                             and k != "op")],
-                across=rankdir in ("LR", "RL"))
+    spine = set(_spine(drawn, root_key))
+
+    def build(rankdir):
+        graph = graphviz.Digraph(format="svg", graph_attr={"rankdir": rankdir, "fontname": "Helvetica",
+                                                           "nodesep": "0.25", "ranksep": "0.3", "newrank": "true"},
+                                 node_attr={"fontname": "Helvetica", "fontsize": "11"},
+                                 edge_attr={"arrowsize": "0.7"})
+        boxes = {None: graph}
+        for i, title in enumerate(clusters.titles):  # one box per time step, in order
+            boxes[i] = graphviz.Digraph(name=f"cluster_step{i + 1}", graph_attr={
+                "label": title, "labeljust": "l", "fontsize": "12", "style": "rounded,dashed", "color": "#999999"})
+        used = set()
+        ids = graph.node_ids = stable_ids(drawn)
+        for key, item in drawn.values.items():
+            grad = None if grads is None else grads.get(key, _UNKNOWN)
+            role = _role(item, key, root_key, constants)
+            rows = _value_rows(item, labels.get(key), show_data, show_grad, grad)
+            if stepping:
+                state = ("current" if key == highlight else "received" if key in received else
+                         "done" if key in grads else "unknown")
+                used.add(state)
+                fill, border, width = STATES[state][0], ROLES[role][0] if role != "value" else "black", 3
+                if role == "value":
+                    width = 1
+            else:
+                used.add(role)
+                fill, border, width = ROLES[role][0], "black", 1
+            boxes[clusters.of.get(key)].node(ids[key], _box(rows, fill, border, width), shape="plain",
+                                             **({"group": "spine"} if key in spine else {}))
+        for key, (label, _, _) in drawn.ops.items():
+            fill = HIGHLIGHT if key == highlight else ROLES["op"][0]
+            if key in op_labels:
+                layer, primitives = op_labels[key]
+                small = f'<BR/><FONT POINT-SIZE="10">{_html(primitives)}</FONT>' if primitives != layer else ""
+                label = f"<<B>{_html(layer)}</B>{small}>"
+            used.add("current" if key == highlight else "op")
+            boxes[clusters.of.get(key)].node(ids[key], label, shape="ellipse", style="filled", fillcolor=fill,
+                                             width="0", height="0", margin="0.08,0.03",  # as small as its text
+                                             **({"group": "spine"} if key in spine else {}))
+        for i in range(len(clusters.titles)):
+            graph.subgraph(boxes[i])
+        for tail, head in drawn.edges:
+            graph.edge(ids[tail], ids[head], **({"weight": "8"} if tail in spine and head in spine else {}))
+        for tail, head in clusters.after + _two_abreast(drawn, spine):
+            graph.edge(ids[tail], ids[head], style="invis")
+        if drawn.collapsed:
+            graph.node("collapsed", f"{drawn.collapsed} more nodes not drawn (max_nodes={max_nodes})",
+                       shape="note", style="dashed")
+        if legend:
+            _legend(graph, [k for k in (*ROLES, *STATES) if k in used and not (stepping and k in ROLES
+                                                                                 and k != "op")],
+                    across=rankdir in ("LR", "RL"))
+        return graph
+
+    if rankdir is not None:
+        return build(rankdir)
+    if len(drawn.values) > LARGE:
+        return build("TB")
+    graph = build("LR")
+    width = None if stepping else _width_px(graph)  # a step-through keeps one direction whatever its text
+    if (_longest_chain(drawn) > LONG) if width is None else width > WIDE:
+        graph = build("TB")
     return graph
+
+
+def _spine(drawn, root_key):
+    """The main line of the computation, back from the root: each op's first computed input (else its
+    first input of data, else its first input). Drawn in one Graphviz group, in a straight line, so
+    that the picture does not drift sideways as parameters join it."""
+    producer, inputs, _ = _links(drawn)
+    line, key = [], root_key
+    while key is not None and key not in line:
+        line.append(key)
+        op = producer.get(key)
+        if op is None:
+            break
+        line.append(op)
+        candidates = inputs[op]
+        key = next((v for v in candidates if v in producer), None) or next(
+            (v for v in candidates if not getattr(drawn.values[v], "requires_grad", True)), None) or next(
+            iter(candidates), None)
+    return line
+
+
+def _two_abreast(drawn, spine):
+    """Invisible edges that lay an op's parameters out two to a row (an LSTM's four weights in a
+    row beside its input would be wider than a window): [(parameter, the one two places after it)]."""
+    producer, inputs, _ = _links(drawn)
+    placed, edges = set(), []
+    for op in drawn.ops:
+        weights = [v for v in dict.fromkeys(inputs[op]) if v not in producer and v not in spine and v not in placed
+                   and getattr(drawn.values[v], "requires_grad", False)]
+        placed.update(weights)
+        edges += zip(weights, weights[2:])
+    return edges
+
+
+def _width_px(graph):
+    """How wide Graphviz lays the graph out, in CSS px (None without the dot program)."""
+    try:
+        return float(graph.pipe(format="plain").split()[2]) * 96  # "graph scale width height", inches
+    except (graphviz.ExecutableNotFound, graphviz.CalledProcessError):
+        return None
+
+
+def _longest_chain(drawn):
+    """How many nodes the longest path through the drawn graph passes (its ranks, laid out in a row)."""
+    heads = collections.defaultdict(list)
+    for tail, head in drawn.edges:
+        heads[tail].append(head)
+    length = {}
+    for start in list(heads):
+        stack = [(start, False)]
+        while stack:
+            key, expanded = stack.pop()
+            if key in length:
+                continue
+            if expanded:
+                length[key] = 1 + max((length[head] for head in heads[key]), default=0)
+            else:
+                stack.append((key, True))
+                stack.extend((head, False) for head in heads[key] if head not in length)
+    return max(length.values(), default=1)
 
 
 def _legend(graph, keys, across):
@@ -305,19 +404,167 @@ def _attach_constants(drawn, tensors):
                 break
 
 
-def run_layers(model, x):
-    """Run ``model`` on ``x`` and note what each layer made: (output, [(layer class name, its output)]),
-    the ``layers=`` that ``draw`` labels its ops with. The layers are the model's modules without
-    children, watched through forward hooks (so any nn.Module works, not only a Sequential)."""
+VIEWS = {"Reshape", "Permute", "Expand", "GetItem", "Cat"}  # how a layer unpacks its result, not what it computes
+
+
+class Layer(collections.namedtuple("Layer", "label output")):
+    """What one call of a layer made: (label, output), a pair as ``draw(layers=...)`` takes, and
+    ``inputs``, the tensors it was called with (an attribute, so that the pair still unpacks as two)."""
+
+    def __new__(cls, label, output, inputs=None):
+        layer = super().__new__(cls, label, output)
+        layer.inputs = inputs
+        return layer
+
+
+def _tensors(obj):
+    """The tensors in a layer's output or arguments: a tensor, or tuples and lists of them, nested."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for item in obj for t in _tensors(item)]
+    return []
+
+
+def _links(drawn):
+    """{value: the op that made it}, {op: its input values}, {value: the ops that use it}."""
+    producer, inputs, consumers = {}, collections.defaultdict(list), collections.defaultdict(list)
+    for tail, head in drawn.edges:
+        if tail in drawn.ops:
+            producer[head] = tail
+        else:
+            inputs[head].append(tail)
+            consumers[tail].append(head)
+    return producer, inputs, consumers
+
+
+def _merge_layers(drawn, layers, named, constants):
+    """(drawn, {op key: (layer label, primitive names)}): each layer's ops as one node.
+
+    A layer that knows its inputs (``Layer``) owns every op between them and its outputs: walking
+    back from the outputs, the walk stops at the inputs, at named values, at other layers' outputs
+    and at values that something outside the layer uses too (so that a tensor the layer took from
+    elsewhere, not as an argument, does not pull in what computed it for others). Its inner values
+    are not drawn. A plain (label, output) pair owns the op that made the output."""
+    producer, inputs, consumers = _links(drawn)
+    entries = []
+    for layer in layers:
+        outputs = [key for key in dict.fromkeys(_key(t) for t in _tensors(layer[1])) if key in producer]
+        if outputs:
+            entries.append((layer[0], outputs, getattr(layer, "inputs", None)))
+    every_output = {key for _, outputs, _ in entries for key in outputs}
+    merged_into, labels, hidden, extra_values, extra_edges = {}, {}, set(), {}, []
+    for label, outputs, arguments in entries:
+        node = producer[outputs[0]]
+        entered = {_key(t) for t in _tensors(arguments)}
+        region = {producer[key] for key in outputs}
+        if arguments is not None and not entered & set(outputs):  # (an in-place layer keeps to its own op)
+            stop = named | (every_output - set(outputs)) | entered
+            growing = True
+            while growing:  # until no value left to cross: one that only this layer's ops use
+                crossing = {producer[v] for op in region for v in inputs[op] if v in producer and v not in stop
+                            and producer[v] not in region and producer[v] not in merged_into
+                            and all(user in region for user in consumers[v])}
+                region |= crossing
+                growing = bool(crossing)
+        for op in region:
+            merged_into[op] = node
+        hidden |= {key for key, op in producer.items() if op in region and key not in outputs and key not in named}
+        for tensor in _tensors(arguments):  # named data the layer was given: drawn going into it
+            if id(tensor) in constants:
+                extra_values[_key(tensor)] = tensor
+                extra_edges.append((_key(tensor), node))
+        computed = collections.Counter(drawn.ops[op][0] for op in reversed(drawn.ops) if op in region)
+        shown = [name for name in computed if name not in VIEWS] or list(computed)
+        shown = [name + (f" ×{computed[name]}" if computed[name] > 1 else "") for name in shown]
+        labels[node] = (label, ", ".join(shown[:3]) + (", ..." if len(shown) > 3 else ""))
+    if not merged_into:
+        return drawn, labels
+    values = {key: item for key, item in drawn.values.items() if key not in hidden}
+    for key, tensor in extra_values.items():
+        values.setdefault(key, tensor)
+    ops = {key: op for key, op in drawn.ops.items() if merged_into.get(key, key) == key}
+    edges, seen = [], set()
+    for tail, head in drawn.edges + extra_edges:
+        if tail in hidden or head in hidden:
+            continue
+        tail, head = merged_into.get(tail, tail), merged_into.get(head, head)
+        if (tail in labels or head in labels) and (tail, head) in seen:
+            continue  # a weight used by two of the layer's ops: one edge into the layer
+        seen.add((tail, head))
+        edges.append((tail, head))
+    return Drawn(values, ops, edges, drawn.collapsed), labels
+
+
+Clusters = collections.namedtuple("Clusters", "titles of after")
+"""titles: one per time step, in order; of: {key: index of the step whose box holds it}; after: [(state of
+step t-1, a node of step t that nothing in step t or step t-1 leads to, such as x_t)], drawn as invisible
+edges, so that x_t sits below h_{t-1} and the boxes stack in one column instead of a staircase."""
+
+
+def _clusters(drawn, steps):
+    """The boxes of an unrolled recurrence. Walking back from each step's state and stopping at
+    the other steps' states reaches that step's ops and values; what one step alone reaches is
+    drawn in its box, what several reach (the shared weights, an input computed before the loop)
+    outside. Data (no gradient) used by one step only, its x_t, goes into that step's box."""
+    if steps is None:
+        return Clusters((), {}, [])
+    items = list(steps.items()) if isinstance(steps, dict) else [(f"t={t}", s) for t, s in enumerate(steps, 1)]
+    producer, inputs, consumers = _links(drawn)
+    states = [{_key(t) for t in _tensors(state)} & set(drawn.values) for _, state in items]
+    every_state = set().union(*states)
+    reached = collections.defaultdict(set)
+    for i, keys in enumerate(states):
+        stack, seen = list(keys), set()
+        while stack:
+            key = stack.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            reached[key].add(i)
+            if key in drawn.ops:
+                stack.extend(v for v in inputs[key] if v in producer and v not in every_state)
+            elif key in producer:
+                stack.append(producer[key])
+    of = {key: next(iter(owners)) for key, owners in reached.items() if len(owners) == 1}
+    for key, item in drawn.values.items():
+        if key not in producer and not getattr(item, "requires_grad", True):
+            boxes = {of.get(op) for op in consumers[key]}
+            if len(boxes) == 1 and None not in boxes:
+                of[key] = boxes.pop()
+    inside = collections.defaultdict(set)  # what reaches each node from its own box or the step before
+    for tail, head in drawn.edges:
+        box = of.get(head)
+        if box is not None and (of.get(tail) == box or box and tail in states[box - 1]):
+            inside[head].add(tail)
+    after = [(min(states[i - 1], key=list(drawn.values).index), key) for key, i in of.items()
+             if i and states[i - 1] and not inside[key]]
+    return Clusters([title for title, _ in items], of, after)
+
+
+@contextlib.contextmanager
+def record_layers(model):
+    """``with record_layers(model) as layers:`` notes every call of the model's layers (its modules
+    without children, watched through forward hooks) in ``layers``, a list of ``Layer`` (label,
+    output) pairs that also know their inputs: the ``layers=`` that ``draw`` labels its ops with.
+    For a loop over a cell (an unrolled RNNCell), one entry per step."""
     layers = []
     leaves = [module for module in model.modules() if not any(True for _ in module.children())]
+
     handles = [module.register_forward_hook(lambda module, inputs, output: layers.append(
-        (type(module).__name__, output))) for module in leaves]
+        Layer(type(module).__name__, output, inputs))) for module in leaves]
     try:
-        return model(x), layers
+        yield layers
     finally:
         for handle in handles:
             handle.remove()
+
+
+def run_layers(model, x):
+    """Run ``model`` on ``x`` and note what each layer made: (output, layers), the ``layers=`` that
+    ``draw`` labels its ops with (``record_layers``: any nn.Module works, not only a Sequential)."""
+    with record_layers(model) as layers:
+        return model(x), layers
 
 
 def render_svg(graph):
