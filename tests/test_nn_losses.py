@@ -48,13 +48,12 @@ LOSSES = {
 
 
 def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
+    import nn.sync_batchnorm  # noqa: F401  (loaded on first use: register its primitive either way)
     from autograd import REGISTRY
 
     from . import test_ctc, test_nn_functional_more, test_nn_hooks
     from .test_nn_modules import LAYERS
     from .test_rnn import CONFIGS as RECURRENT
-
-    import nn.sync_batchnorm  # noqa: F401  (loaded on first use: register its primitive either way)
 
     primitives = {name for name, op in REGISTRY.items() if op.__module__.startswith("nn.")}
     # each primitive, and the case that runs it through gradcheck
