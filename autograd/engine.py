@@ -14,6 +14,8 @@ Backpropagation visits every node once, after every node that used it, so
 the gradient it passes on is already the sum of all its consumers' shares.
 """
 
+import gc
+
 
 def topological_order(roots):
     """Nodes reachable from ``roots``, each one before every node it was computed from.
@@ -67,6 +69,16 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
                        node, in the order the chain rule is applied (the trace).
     Returns {node: dL/dnode} for the captured nodes.
     """
+    collecting = gc.isenabled()
+    gc.disable()  # the pass allocates much and frees nothing cyclic: a collection would only rescan the graph
+    try:
+        return _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
     order = topological_order(roots)
     needed = None
     if capture is not None:
