@@ -66,7 +66,8 @@ def train(args):
             loss = criterion(model(inputs), targets)
             loss.backward()
             optimizer.step()
-            total._data += (loss.item() * len(targets), len(targets))
+            with autograd.no_grad():
+                total.add_(autograd.tensor([loss.item() * len(targets), len(targets)], dtype=total.dtype))
         dist.all_reduce(total)
         model.eval()
         with autograd.no_grad():

@@ -16,6 +16,7 @@ import numpy
 import autograd
 from autograd import Tensor
 from autograd.device import resolve as resolve_device
+from autograd.graph import bump_version
 from autograd.ops.conversion import parse_to
 
 from . import hooks as hook_tools
@@ -345,7 +346,10 @@ class Module:
                                 f"dtype={dtype}")
             for tensor in list(self.parameters()) + list(self.buffers()):
                 if tensor.dtype.kind == "f" and tensor.dtype != dtype:
+                    # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
+                    # the version moves on, so a graph that saved the old values refuses backward
                     tensor._data = tensor._data.astype(dtype)
+                    bump_version(tensor)
                     tensor.grad = None
         return self
 

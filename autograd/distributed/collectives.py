@@ -13,6 +13,8 @@ import enum
 import numpy
 
 from .. import grad_mode
+from ..graph import no_grad
+from ..tensor import Tensor
 from . import process_group as pg
 
 
@@ -166,8 +168,9 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     received = numpy.empty((pg._State.size,) + array.shape, dtype=array.dtype)
 
     def finish():
-        for t, part in zip(tensor_list, received):
-            t._data[...] = part
+        with no_grad():
+            for t, part in zip(tensor_list, received):
+                t.copy_(Tensor._make(part))
 
     return _start(f"all_gather of shape {tensor.shape}",
                   lambda: [pg._State.comm.Iallgather(send, received)], finish, async_op, tensor_list)
@@ -251,8 +254,9 @@ def gather(tensor, gather_list=None, dst=0, group=None, async_op=False, group_ds
 
     def finish():
         if received is not None:
-            for t, part in zip(gather_list, received):
-                t._data[...] = part
+            with no_grad():
+                for t, part in zip(gather_list, received):
+                    t.copy_(Tensor._make(part))
 
     return _start(f"gather to rank {dst} of shape {tensor.shape}",
                   lambda: [pg._State.comm.Igather(send, received, root=dst)], finish, async_op,

@@ -19,7 +19,7 @@ import numpy
 
 import autograd
 import autograd.distributed as dist
-from autograd import Tensor
+from autograd import Tensor, no_grad
 
 FIRST_BUCKET_BYTES = 1024 * 1024  # torch.distributed's _DEFAULT_FIRST_BUCKET_BYTES
 UNFINISHED = (
@@ -180,7 +180,8 @@ class Reducer:
                     if p.grad is None or p.grad.requires_grad:
                         p.grad = Tensor._make(averaged.copy())
                     else:
-                        p.grad._data[...] = averaged
+                        with no_grad():
+                            p.grad.copy_(Tensor._make(averaged))
         self.seconds["wait"] = time.perf_counter() - started
 
     def remove_hooks(self):

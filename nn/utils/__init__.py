@@ -40,15 +40,17 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
                            f"({total}), so it cannot be clipped. To disable this error and scale the gradients "
                            "by the non-finite norm anyway, set `error_if_nonfinite=False`")
     coefficient = min(max_norm / (total + 1e-6), 1.0)
-    for p in parameters:
-        p.grad._data *= p.grad._data.dtype.type(coefficient)
+    with autograd.no_grad():
+        for p in parameters:
+            p.grad.mul_(coefficient)
     return autograd.tensor(total, dtype=dtype)
 
 
 def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element to [-clip_value, clip_value]."""
-    for p in _with_grads(parameters):
-        p.grad._data = xp.clip(p.grad._data, -clip_value, clip_value)
+    with autograd.no_grad():
+        for p in _with_grads(parameters):
+            p.grad.clamp_(-clip_value, clip_value)
 
 
 def parameters_to_vector(parameters):
@@ -65,9 +67,10 @@ def vector_to_parameters(vector, parameters):
     if vector.numel() != needed:
         raise ValueError(f"vector has {vector.numel()} elements but the parameters need {needed}")
     start = 0
-    for p in parameters:
-        p._data = vector._data[start:start + p.numel()].reshape(p.shape).astype(p.dtype, copy=True)
-        start += p.numel()
+    with autograd.no_grad():
+        for p in parameters:
+            p.copy_(vector[start:start + p.numel()].reshape(p.shape))
+            start += p.numel()
 
 
 class EarlyStopping:
