@@ -2,7 +2,7 @@
 
 from . import engine
 from .backend import xp
-from .graph import ModeSwitch
+from .graph import recording
 from .tensor import Tensor, as_array
 
 
@@ -47,7 +47,7 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
     """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``.
     ``on_step`` is the engine's per-node callback (the step-through's trace)."""
     seeds = _seed_gradients(outputs, grad_outputs)
-    with ModeSwitch(grad_enabled=create_graph):  # the backward's own ops are recorded only for create_graph
+    with recording(create_graph):  # the backward's own ops are recorded only for create_graph
         engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph,
                              on_step=on_step)
 
@@ -71,7 +71,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     if retain_graph is None:
         retain_graph = create_graph
     seeds = _seed_gradients(outputs, grad_outputs)
-    with ModeSwitch(grad_enabled=create_graph):
+    with recording(create_graph):
         captured = engine.backpropagate([_node(o) for o in outputs], seeds,
                                         retain_graph=retain_graph,
                                         capture={_node(x) for x in inputs}, prune=not create_graph)

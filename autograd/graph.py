@@ -80,6 +80,24 @@ class ModeSwitch:
         return run_with_mode
 
 
+class recording:
+    """``with recording(flag):`` grad mode set to ``flag`` for a backward pass: ModeSwitch for
+    the one setting, without its bookkeeping (a backward pass starts many times a second)."""
+
+    __slots__ = ("flag", "previous")
+
+    def __init__(self, flag):
+        self.flag = flag
+
+    def __enter__(self):
+        self.previous = modes.grad_enabled
+        modes.grad_enabled = self.flag
+
+    def __exit__(self, *exc_info):
+        modes.grad_enabled = self.previous
+        return False
+
+
 class no_grad(ModeSwitch):
     """Run without recording a graph (evaluation, parameter updates)."""
 

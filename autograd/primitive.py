@@ -178,8 +178,10 @@ class Primitive:
         if self.where is not None or len(grads) != len(inputs):
             return validate_gradients(self, inputs, grads)
         for x, g in zip(inputs, grads):  # the common case: every gradient already fits its input
-            if g is not None and (g._data.dtype != x.dtype or g._data.shape != x.shape):
-                return validate_gradients(self, inputs, grads)
+            if g is not None:
+                array, expected = g._data, x._data if type(x) is Tensor else x  # (an InputInfo has both)
+                if array.dtype != expected.dtype or array.shape != expected.shape:
+                    return validate_gradients(self, inputs, grads)
         return grads
 
     def _raise_modified(self, shape):
