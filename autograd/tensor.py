@@ -382,7 +382,9 @@ class Tensor:
         """Mark this tensor, just computed by ``op`` from ``source``, as a view of its memory."""
         if self._data.base is None:  # NumPy had to copy (a reshape of a strided array)
             return
-        self._version = source._version
+        self._version = source._version  # a view and its base change together
+        if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
+            return
         if source._base is None:
             self._base, self._view_chain = source, ((op, params),)
         else:
