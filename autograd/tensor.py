@@ -434,17 +434,17 @@ class Tensor:
     def addcmul_(self, tensor1, tensor2, value=1):
         """x += value · tensor1 · tensor2"""
         return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 * tensor2),
-                           lambda a: xp.add(a, value * (_data(tensor1) * _data(tensor2)), out=a))
+                           lambda a: _add_scaled(a, xp.multiply(_data(tensor1), _data(tensor2)), value))
 
     def addcdiv_(self, tensor1, tensor2, value=1):
         """x += value · tensor1 / tensor2"""
         return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
-                           lambda a: xp.add(a, value * (_data(tensor1) / _data(tensor2)), out=a))
+                           lambda a: _add_scaled(a, xp.divide(_data(tensor1), _data(tensor2)), value))
 
     def lerp_(self, end, weight):
         """x += weight · (end - x)"""
         return self._write((end, weight), lambda old: old + weight * (end - old),
-                           lambda a: xp.add(a, _data(weight) * (_data(end) - a), out=a))
+                           lambda a: _add_scaled(a, xp.subtract(_data(end), a), _data(weight)))
 
     def sqrt_(self):
         return self._write((), lambda old: old.sqrt(), lambda a: xp.sqrt(a, out=a))
@@ -510,6 +510,15 @@ def _print_precision():
     from .constants import _Printing  # set_printoptions(precision=...)
 
     return _Printing.precision
+
+
+def _add_scaled(array, term, scale):
+    """array += scale · term, in place, reusing ``term`` (a fresh temporary) for the product:
+    the fast path of the optimizers' in-place updates makes one temporary, not two."""
+    if not (isinstance(scale, (int, float)) and scale == 1):
+        xp.multiply(term, scale, out=term, casting="unsafe")
+    xp.add(array, term, out=array, casting="same_kind")
+    return array
 
 
 def _move_retained_grad(tensor, old_node):
