@@ -51,7 +51,7 @@ class FunctionCtx:
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
         self._saved = tensors
-        self._saved_versions = tuple(None if t is None else t._version[0] for t in tensors)
+        self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in tensors)
 
     @property
     def saved_tensors(self):
@@ -59,7 +59,7 @@ class FunctionCtx:
         if saved is None:
             raise RuntimeError(FREED_GRAPH.format(op=type(self).__name__))
         for i, (t, version) in enumerate(zip(saved, self._saved_versions)):
-            if t is not None and t._version[0] != version:
+            if t is not None and t._version_cell[0] != version:
                 raise RuntimeError(
                     "one of the variables needed for gradient computation has been modified by an "
                     f"inplace operation: the tensor of shape {tuple(t.shape)} that {type(self).__name__} "
@@ -237,7 +237,7 @@ def _expands_to(shape, target):
 def _alias(x):
     """A new tensor on x's memory and version counter (what PyTorch's view_as(x) gives)."""
     y = Tensor._make(x._data)
-    y._version = x._version
+    y._version_cell = x._version_cell
     return y
 
 

@@ -163,8 +163,12 @@ class VersionClock:
 
 
 def bump_version(tensor):
+    """Stamp a write: the clock's time (what saved-tensor checks compare) and the count
+    (PyTorch's ``x._version``), in the cell a tensor shares with its views."""
     VersionClock.now += 1
-    tensor._version[0] = VersionClock.now
+    cell = tensor._version_cell
+    cell[0] = VersionClock.now
+    cell[1] += 1
 
 
 # -- hooks --------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ class Primitive:
                     node.parents = parents
                     node.output_data = data if node.saves_output else None
                     node.created = VersionClock.now
-                    node.output_version = out._version
+                    node.output_version = out._version_cell
                     out.requires_grad = True
                     out.grad_fn = node
                     if modes.anomaly:
@@ -161,7 +161,7 @@ class Primitive:
         if self.saves_inputs:
             created = self.created
             for x in inputs:
-                if x._version[0] > created:
+                if x._version_cell[0] > created:
                     self._raise_modified(x.shape)
         output = None
         if self.saves_output:

@@ -47,7 +47,7 @@ def as_array(data, dtype=None):
 class Tensor:
     # every tensor sets these four; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs four stores
-    __slots__ = ("_data", "requires_grad", "grad_fn", "_version", "__dict__", "__weakref__")
+    __slots__ = ("_data", "requires_grad", "grad_fn", "_version_cell", "__dict__", "__weakref__")
     grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward
     _hooks = None  # hooks run on dL/dself (a leaf's; a computed tensor's live on its grad_fn)
     _post_hooks = None  # hooks run after dL/dself is added to .grad
@@ -61,7 +61,7 @@ class Tensor:
     def __init__(self, data, requires_grad=False, dtype=None):
         self._data = as_array(data, dtype)
         self.grad_fn = None
-        self._version = [0]
+        self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -73,7 +73,7 @@ class Tensor:
         tensor._data = data if isinstance(data, xp.ndarray) else xp.asarray(data)
         tensor.requires_grad = False
         tensor.grad_fn = None
-        tensor._version = [0]
+        tensor._version_cell = [0, 0]
         return tensor
 
     # -- what it is -----------------------------------------------------------------
@@ -94,6 +94,11 @@ class Tensor:
                 f"but x has shape {tuple(self.shape)} and dtype {self.dtype}; they must match"
             )
         self._data = value._data
+
+    @property
+    def _version(self):
+        """How many in-place writes this tensor's memory has had (PyTorch's ``x._version``)."""
+        return self._version_cell[1]
 
     @property
     def shape(self):
@@ -179,7 +184,7 @@ class Tensor:
     def detach(self):
         """The same data, cut from the graph (shares memory, like PyTorch's)."""
         tensor = Tensor._make(self._data)
-        tensor._version = self._version
+        tensor._version_cell = self._version_cell
         return tensor
 
     def contiguous(self):
@@ -382,7 +387,7 @@ class Tensor:
         """Mark this tensor, just computed by ``op`` from ``source``, as a view of its memory."""
         if self._data.base is None:  # NumPy had to copy (a reshape of a strided array)
             return
-        self._version = source._version  # a view and its base change together
+        self._version_cell = source._version_cell  # a view and its base change together
         if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
             return
         if source._base is None:

@@ -295,3 +295,17 @@ def test_a_recursive_no_grad_function_restores_grad_mode():
 def test_tensor_of_something_that_is_not_numbers_raises(bad):
     with pytest.raises(TypeError, match="cannot make a tensor"):
         autograd.tensor(bad)
+
+
+def test_version_counts_writes_shared_by_views_not_by_data():
+    def program(lib):
+        x = lib.ones(3)
+        x.add_(1)
+        x[0] = 2
+        view = x[1:]
+        view.mul_(2)
+        return {"x": np.array(x._version), "view": np.array(view._version), "data": np.array(x.data._version),
+                "detached": np.array(x.detach()._version)}
+
+    out = _run_both(program)
+    assert (int(out["x"]), int(out["view"]), int(out["data"]), int(out["detached"])) == (3, 3, 0, 3)
