@@ -309,3 +309,16 @@ def test_version_counts_writes_shared_by_views_not_by_data():
 
     out = _run_both(program)
     assert (int(out["x"]), int(out["view"]), int(out["data"]), int(out["detached"])) == (3, 3, 0, 3)
+
+
+@pytest.mark.parametrize("call", [lambda lib: lib.tensor([1, 2]).mean(), lambda lib: lib.tensor([1]) // 0,
+                                  lambda lib: lib.tensor([5]) % 0])
+def test_integer_mean_and_integer_division_by_zero_raise_as_pytorch(call):
+    with pytest.raises(RuntimeError):
+        call(autograd)
+    try:
+        import torch
+    except ImportError:
+        return
+    with pytest.raises(RuntimeError):
+        call(torch)

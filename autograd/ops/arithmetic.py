@@ -13,7 +13,7 @@ from . import elementwise
 from .elementwise import unbroadcast
 from .names import names
 from .outputs import write_out
-from .pointwise import remainder
+from .pointwise import _refuse_integer_division_by_zero, remainder
 
 
 def _pair(input, other):
@@ -60,6 +60,7 @@ class RoundedDiv(Primitive):
     """z = x / y rounded toward zero ('trunc') or down ('floor'): piecewise constant, dL/dx = dL/dy = 0"""
 
     def forward(self, x, y):
+        _refuse_integer_division_by_zero(x, y)
         if self.rounding_mode == "floor":
             return xp.floor_divide(x, y)
         if x.dtype.kind in "iu" and y.dtype.kind in "iu":  # exact for integers: floor, then toward zero

@@ -53,6 +53,12 @@ def _unary(primitive, name, inplace=True, doc=""):
     return op
 
 
+
+def _refuse_integer_division_by_zero(x, y):
+    """Integers have no inf: PyTorch raises where NumPy would silently give 0."""
+    if x.dtype.kind in "iub" and y.dtype.kind in "iub" and not xp.all(y):
+        raise RuntimeError("ZeroDivisionError: integer division by zero")
+
 class Log2(Primitive):
     """y = log₂ x;   dL/dx = dL/dy / (x ln 2)"""
 
@@ -323,6 +329,7 @@ class Fmod(Primitive):
     """z = x - trunc(x/y) · y  (the sign of x, as C's fmod);   dL/dx = dL/dz,   dL/dy = -dL/dz · trunc(x/y)"""
 
     def forward(self, x, y):
+        _refuse_integer_division_by_zero(x, y)
         return xp.fmod(x, y)
 
     def backward(self, grad, z, x, y):
@@ -335,6 +342,7 @@ class Remainder(Primitive):
     """z = x - floor(x/y) · y  (the sign of y, as Python's %);   dL/dx = dL/dz,   dL/dy = -dL/dz · floor(x/y)"""
 
     def forward(self, x, y):
+        _refuse_integer_division_by_zero(x, y)
         return xp.remainder(x, y)
 
     def backward(self, grad, z, x, y):

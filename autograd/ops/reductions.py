@@ -39,6 +39,9 @@ def sum(x, dim=None, keepdim=False):
 
 def mean(x, dim=None, keepdim=False):
     """y = (1/n) Σ x_i, composed from sum."""
+    if x.dtype.kind not in "fc":
+        raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating point "
+                           f"or complex dtype. Got: {x.dtype} (shape {tuple(x.shape)}); convert with .float()")
     axes = normalize_dims(dim, x.ndim)
     count = 1
     for axis in axes:
