@@ -1,0 +1,97 @@
+"""What the real-program tests share: the modules a program is written against (ours, and
+PyTorch's where installed), and running one program on both and comparing the results."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+import autograd
+import autograd.utils.data
+import nn
+import nn.functional
+import optim
+
+OURS = SimpleNamespace(torch=autograd, nn=nn, F=nn.functional, optim=optim, data=autograd.utils.data)
+
+
+def pytorch():
+    """The same modules from PyTorch, or None where it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    import torch.utils.data
+
+    torch.set_num_threads(1)  # tiny programs: threads only contend on a shared machine
+    return SimpleNamespace(torch=torch, nn=torch.nn, F=torch.nn.functional, optim=torch.optim,
+                           data=torch.utils.data)
+
+
+def plain(value):
+    """A program's result as NumPy / Python values (tensors of either library become arrays)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().numpy().copy()
+    return value
+
+
+def assert_same(ours, theirs, rtol, atol, where="result"):
+    if isinstance(ours, dict):
+        assert set(ours) == set(theirs), where
+        for k in ours:
+            assert_same(ours[k], theirs[k], rtol, atol, f"{where}[{k!r}]")
+    elif isinstance(ours, (list, tuple)):
+        assert len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same(a, b, rtol, atol, f"{where}[{i}]")
+    elif isinstance(ours, (str, bool, type(None))):
+        assert ours == theirs, f"{where}: {ours!r} != {theirs!r}"
+    else:
+        a, b = np.asarray(ours), np.asarray(theirs)
+        assert a.shape == b.shape, f"{where}: shapes {a.shape} != {b.shape}"
+        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=rtol, atol=atol,
+                                   err_msg=where)
+
+
+def run_both(program, *args, compare=True, rtol=1e-5, atol=1e-6, **kwargs):
+    """Run ``program(modules, *args, **kwargs)`` on chainrule and (where installed) PyTorch; where
+    ``compare`` the two results must agree. Returns chainrule's result, and PyTorch's (or None)."""
+    ours = plain(program(OURS, *args, **kwargs))
+    theirs = None
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        theirs = plain(program(torch_modules, *args, **kwargs))
+        if compare:
+            assert_same(ours, theirs, rtol, atol)
+    return ours, theirs
+
+
+def weights_of(make_model, seed=0):
+    """Freshly initialised weights of a model (chainrule's, seeded), as arrays to load into either library."""
+    autograd.manual_seed(seed)
+    return {k: v.numpy().copy() for k, v in make_model(OURS).state_dict().items()}
+
+
+def load(m, model, weights):
+    model.load_state_dict({k: m.torch.tensor(v) for k, v in weights.items()})
+    return model
+
+
+def quickstart_data(n=256, side=8, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    prototypes = rng.standard_normal((classes, side, side)).astype(np.float32)
+    labels = rng.integers(0, classes, n)
+    images = prototypes[labels] + 0.5 * rng.standard_normal((n, side, side)).astype(np.float32)
+    return images[:, None], labels
+
+
+# names for the makemore-style programs (a stand-in for names.txt: nothing downloads)
+WORDS = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn",
+         "abigail", "emily", "elizabeth", "mila", "ella", "avery", "sofia", "camila", "aria", "scarlett",
+         "victoria", "madison", "luna", "grace", "chloe", "penelope", "layla", "riley", "zoey", "nora",
+         "lily", "eleanor", "hannah", "lillian", "addison", "aubrey", "ellie", "stella", "natalie", "zoe",
+         "leah", "hazel", "violet", "aurora", "savannah", "audrey", "brooklyn", "bella", "claire", "skylar",
+         "jade", "quinn", "willow", "ximena"]

@@ -1,0 +1,724 @@
+# ruff: noqa: B007, B023, E741, UP004, UP008, UP032, UP034, E731, F841  (the programs are kept as their authors wrote them)
+"""Real PyTorch programs, run unchanged but for their imports (see tests/pytorch_programs.py): each is
+a function of the modules it imports (``torch`` is ``autograd``, ``nn``, ``F``, ``optim``, ``data``),
+run on chainrule and, where PyTorch is installed, on PyTorch, comparing the numbers.
+
+Karpathy's lectures: micrograd and makemore parts 1-5."""
+
+import random
+
+import numpy as np
+
+from .pytorch_programs import (  # noqa: F401
+    OURS,
+    WORDS,
+    assert_same,
+    load,
+    plain,
+    pytorch,
+    quickstart_data,
+    run_both,
+    weights_of,
+)
+
+# ----------------------------------------------------------------------------------------------
+# micrograd: the README's comparisons with PyTorch, and a training loop with p.data updates
+# ----------------------------------------------------------------------------------------------
+
+def micrograd_sanity(m):
+    torch = m.torch
+    x = torch.Tensor([-4.0]).double()
+    x.requires_grad = True
+    z = 2 * x + 2 + x
+    q = z.relu() + z * x
+    h = (z * z).relu()
+    y = h + q + q * x
+    y.backward()
+    xpt, ypt = x, y
+    return ypt.data.item(), xpt.grad.item()
+
+
+def micrograd_more_ops(m):
+    torch = m.torch
+    a = torch.Tensor([-4.0]).double()
+    b = torch.Tensor([2.0]).double()
+    a.requires_grad = True
+    b.requires_grad = True
+    c = a + b
+    d = a * b + b**3
+    c = c + c + 1
+    c = c + 1 + c + (-a)
+    d = d + d * 2 + (b + a).relu()
+    d = d + 3 * d + (b - a).relu()
+    e = c - d
+    f = e**2
+    g = f / 2.0
+    g = g + 10.0 / f
+    g.backward()
+    return g.data.item(), a.grad.item(), b.grad.item()
+
+
+def test_micrograd_readme():
+    ours, _ = run_both(micrograd_sanity, rtol=0, atol=0)
+    assert ours == (-20.0, 46.0)
+    ours, _ = run_both(micrograd_more_ops, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ours, (24.70408163265306, 138.83381924198252, 645.5772594752186), rtol=1e-12)
+
+
+def micrograd_training(m, weights):
+    """The micrograd demo's loop on the two-moons-like data, written in PyTorch: max-margin loss + L2."""
+    torch, nn = m.torch, m.nn
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((40, 2)).astype(np.float32)
+    y = np.where(X[:, 0] + 0.5 * X[:, 1] ** 2 > 0.3, 1.0, -1.0).astype(np.float32)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1))
+    load(m, model, weights)
+    Xb, yb = torch.tensor(X), torch.tensor(y)
+    history = []
+    for k in range(100):
+        scores = model(Xb).squeeze(1)
+        losses = (1 + -yb * scores).relu()
+        data_loss = losses.mean()
+        alpha = 1e-4
+        reg_loss = alpha * sum((p * p).sum() for p in model.parameters())
+        total_loss = data_loss + reg_loss
+        accuracy = ((yb > 0) == (scores > 0)).float().mean()
+        model.zero_grad()
+        total_loss.backward()
+        learning_rate = 1.0 - 0.9 * k / 100
+        for p in model.parameters():
+            if k % 2:
+                p.data -= learning_rate * 0.1 * p.grad
+            else:
+                p.data += -learning_rate * 0.1 * p.grad
+        history.append((total_loss.item(), accuracy.item()))
+    return history
+
+
+def test_micrograd_training():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(2, 16), m.nn.ReLU(), m.nn.Linear(16, 16),
+                                                   m.nn.ReLU(), m.nn.Linear(16, 1)))
+    ours, _ = run_both(micrograd_training, weights, rtol=1e-3, atol=1e-4)
+    assert ours[-1][0] < ours[0][0] / 2 and ours[-1][1] > 0.85
+
+
+# ----------------------------------------------------------------------------------------------
+# makemore: bigram counts, the neural bigram, the MLP, batch normalisation by hand
+# ----------------------------------------------------------------------------------------------
+
+
+
+def makemore_bigram_counts(m, words):
+    torch = m.torch
+    N = torch.zeros((27, 27), dtype=torch.int32)
+    chars = sorted(list(set(''.join(words))))
+    stoi = {s: i + 1 for i, s in enumerate(chars)}
+    stoi['.'] = 0
+    itos = {i: s for s, i in stoi.items()}
+    for w in words:
+        chs = ['.'] + list(w) + ['.']
+        for ch1, ch2 in zip(chs, chs[1:]):
+            ix1 = stoi[ch1]
+            ix2 = stoi[ch2]
+            N[ix1, ix2] += 1
+    p = N[0].float()
+    p = p / p.sum()
+    g = torch.Generator().manual_seed(2147483647)
+    first = torch.multinomial(p, num_samples=1, replacement=True, generator=g).item()
+    P = (N + 1).float()
+    P /= P.sum(1, keepdim=True)
+    names = []
+    for i in range(5):
+        out = []
+        ix = 0
+        while True:
+            p = P[ix]
+            ix = torch.multinomial(p, num_samples=1, replacement=True, generator=g).item()
+            out.append(itos[ix])
+            if ix == 0:
+                break
+        names.append(''.join(out))
+    log_likelihood = 0.0
+    n = 0
+    for w in words:
+        chs = ['.'] + list(w) + ['.']
+        for ch1, ch2 in zip(chs, chs[1:]):
+            ix1 = stoi[ch1]
+            ix2 = stoi[ch2]
+            prob = P[ix1, ix2]
+            logprob = torch.log(prob)
+            log_likelihood += logprob
+            n += 1
+    nll = -log_likelihood
+    return {"N": N, "N.dtype": str(N.dtype).split(".")[-1], "row_sums": P.sum(1), "nll": nll / n,
+            "first": itos[first] in stoi, "names": all(name.endswith(".") for name in names), "n": n}
+
+
+def test_makemore_bigram_counts():
+    ours, _ = run_both(makemore_bigram_counts, WORDS)
+    assert ours["N.dtype"] == "int32" and ours["N"].sum() == ours["n"]
+    np.testing.assert_allclose(ours["row_sums"], 1, rtol=1e-6)
+    assert 2.0 < ours["nll"] < 3.0 and ours["first"] and ours["names"]
+
+
+def makemore_neural_bigram(m, words, W_init):
+    torch, F = m.torch, m.F
+    chars = sorted(list(set(''.join(words))))
+    stoi = {s: i + 1 for i, s in enumerate(chars)}
+    stoi['.'] = 0
+    xs, ys = [], []
+    for w in words:
+        chs = ['.'] + list(w) + ['.']
+        for ch1, ch2 in zip(chs, chs[1:]):
+            xs.append(stoi[ch1])
+            ys.append(stoi[ch2])
+    xs = torch.tensor(xs)
+    ys = torch.tensor(ys)
+    num = xs.nelement()
+    W = torch.tensor(W_init, requires_grad=True)
+    losses = []
+    for k in range(40):
+        xenc = F.one_hot(xs, num_classes=27).float()
+        logits = xenc @ W
+        counts = logits.exp()
+        probs = counts / counts.sum(1, keepdims=True)
+        loss = -probs[torch.arange(num), ys].log().mean() + 0.01 * (W**2).mean()
+        losses.append(loss.item())
+        W.grad = None
+        loss.backward()
+        W.data += -50 * W.grad
+    g = torch.Generator().manual_seed(2147483647)
+    ix = 0
+    out = []
+    for _ in range(30):
+        xenc = F.one_hot(torch.tensor([ix]), num_classes=27).float()
+        logits = xenc @ W
+        counts = logits.exp()
+        p = counts / counts.sum(1, keepdims=True)
+        ix = torch.multinomial(p, num_samples=1, replacement=True, generator=g).item()
+        out.append(ix)
+        if ix == 0:
+            break
+    return {"losses": losses, "sampled": all(0 <= i < 27 for i in out)}
+
+
+def test_makemore_neural_bigram():
+    W = np.random.default_rng(2147483647).standard_normal((27, 27)).astype(np.float32)
+    ours, _ = run_both(makemore_neural_bigram, WORDS, W, rtol=1e-4, atol=1e-5)
+    assert ours["losses"][-1] < ours["losses"][0] - 0.5 and ours["sampled"]
+
+
+def build_dataset(m, words, block_size=3):
+    torch = m.torch
+    chars = sorted(list(set(''.join(words))))
+    stoi = {s: i + 1 for i, s in enumerate(chars)}
+    stoi['.'] = 0
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + '.':
+            ix = stoi[ch]
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    X = torch.tensor(X)
+    Y = torch.tensor(Y)
+    return X, Y
+
+
+def makemore_mlp(m, words):
+    torch, F = m.torch, m.F
+    random.seed(42)
+    words = list(words)
+    random.shuffle(words)
+    n1 = int(0.8 * len(words))
+    Xtr, Ytr = build_dataset(m, words[:n1])
+    Xdev, Ydev = build_dataset(m, words[n1:])
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((27, 10), generator=g)
+    W1 = torch.randn((30, 200), generator=g)
+    b1 = torch.randn(200, generator=g)
+    W2 = torch.randn((200, 27), generator=g)
+    b2 = torch.randn(27, generator=g)
+    parameters = [C, W1, b1, W2, b2]
+    count = sum(p.nelement() for p in parameters)
+    for p in parameters:
+        p.requires_grad = True
+    lri, lossi, stepi = [], [], []
+    for i in range(300):
+        ix = torch.randint(0, Xtr.shape[0], (32,))
+        emb = C[Xtr[ix]]  # (32, 3, 10)
+        h = torch.tanh(emb.view(-1, 30) @ W1 + b1)  # (32, 200)
+        logits = h @ W2 + b2  # (32, 27)
+        loss = F.cross_entropy(logits, Ytr[ix])
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < 200 else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        stepi.append(i)
+        lossi.append(loss.log10().item())
+    emb = C[Xtr]
+    h = torch.tanh(emb.view(-1, 30) @ W1 + b1)
+    logits = h @ W2 + b2
+    train_loss = F.cross_entropy(logits, Ytr)
+    emb = C[Xdev]
+    h = torch.tanh(emb.view(-1, 30) @ W1 + b1)
+    dev_loss = F.cross_entropy(h @ W2 + b2, Ydev)
+    return {"count": count, "train": train_loss.item(), "dev": dev_loss.item(), "lossi": lossi}
+
+
+def test_makemore_mlp():
+    ours, theirs = run_both(makemore_mlp, WORDS, compare=False)
+    assert ours["count"] == 27 * 10 + 30 * 200 + 200 + 200 * 27 + 27
+    assert ours["train"] < 2.6 and np.mean(ours["lossi"][-20:]) < np.mean(ours["lossi"][:20])
+
+
+def makemore_batchnorm(m, words):
+    """makemore part 3: Kaiming-scaled init, batch normalisation by hand, running statistics."""
+    torch, F = m.torch, m.F
+    Xtr, Ytr = build_dataset(m, words)
+    n_embd, n_hidden, block_size, vocab_size = 10, 64, 3, 27
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((vocab_size, n_embd), generator=g)
+    W1 = torch.randn((n_embd * block_size, n_hidden), generator=g) * (5/3)/((n_embd * block_size)**0.5)
+    W2 = torch.randn((n_hidden, vocab_size), generator=g) * 0.01
+    b2 = torch.randn(vocab_size, generator=g) * 0
+    bngain = torch.ones((1, n_hidden))
+    bnbias = torch.zeros((1, n_hidden))
+    bnmean_running = torch.zeros((1, n_hidden))
+    bnstd_running = torch.ones((1, n_hidden))
+    parameters = [C, W1, W2, b2, bngain, bnbias]
+    for p in parameters:
+        p.requires_grad = True
+    lossi = []
+    for i in range(200):
+        ix = torch.randint(0, Xtr.shape[0], (32,), generator=g)
+        Xb, Yb = Xtr[ix], Ytr[ix]
+        emb = C[Xb]
+        embcat = emb.view(emb.shape[0], -1)
+        hpreact = embcat @ W1
+        bnmeani = hpreact.mean(0, keepdim=True)
+        bnstdi = hpreact.std(0, keepdim=True)
+        hpreact = bngain * (hpreact - bnmeani) / bnstdi + bnbias
+        with torch.no_grad():
+            bnmean_running = 0.999 * bnmean_running + 0.001 * bnmeani
+            bnstd_running = 0.999 * bnstd_running + 0.001 * bnstdi
+        h = torch.tanh(hpreact)
+        logits = h @ W2 + b2
+        loss = F.cross_entropy(logits, Yb)
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < 150 else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.item())
+
+    @torch.no_grad()
+    def split_loss():
+        emb = C[Xtr]
+        embcat = emb.view(emb.shape[0], -1)
+        hpreact = embcat @ W1
+        hpreact = bngain * (hpreact - bnmean_running) / bnstd_running + bnbias
+        h = torch.tanh(hpreact)
+        logits = h @ W2 + b2
+        return F.cross_entropy(logits, Ytr)
+
+    loss = split_loss()
+    with torch.no_grad():
+        emb = C[Xtr]
+        embcat = emb.view(emb.shape[0], -1)
+        hpreact = embcat @ W1
+        bnmean = hpreact.mean(0, keepdim=True)
+        bnstd = hpreact.std(0, keepdim=True)
+    return {"loss": loss.item(), "requires_grad": loss.requires_grad, "lossi": lossi,
+            "running_mean_moved": (bnmean_running - bnmean).abs().mean().item() < bnmean.abs().mean().item(),
+            "bnstd_positive": bool((bnstd > 0).all())}
+
+
+def test_makemore_batchnorm():
+    ours, _ = run_both(makemore_batchnorm, WORDS, compare=False)
+    assert ours["requires_grad"] is False and ours["bnstd_positive"]
+    assert np.mean(ours["lossi"][-20:]) < np.mean(ours["lossi"][:20]) - 0.5
+
+
+def makemore_layers(m, words):
+    """makemore part 3, 'PyTorch-ified': hand-written Linear / BatchNorm1d / Tanh layer classes."""
+    torch, F = m.torch, m.F
+    g = torch.Generator().manual_seed(2147483647)
+
+    class Linear:
+        def __init__(self, fan_in, fan_out, bias=True):
+            self.weight = torch.randn((fan_in, fan_out), generator=g) / fan_in**0.5
+            self.bias = torch.zeros(fan_out) if bias else None
+
+        def __call__(self, x):
+            self.out = x @ self.weight
+            if self.bias is not None:
+                self.out += self.bias
+            return self.out
+
+        def parameters(self):
+            return [self.weight] + ([] if self.bias is None else [self.bias])
+
+    class BatchNorm1d:
+        def __init__(self, dim, eps=1e-5, momentum=0.1):
+            self.eps = eps
+            self.momentum = momentum
+            self.training = True
+            self.gamma = torch.ones(dim)
+            self.beta = torch.zeros(dim)
+            self.running_mean = torch.zeros(dim)
+            self.running_var = torch.ones(dim)
+
+        def __call__(self, x):
+            if self.training:
+                xmean = x.mean(0, keepdim=True)
+                xvar = x.var(0, keepdim=True)
+            else:
+                xmean = self.running_mean
+                xvar = self.running_var
+            xhat = (x - xmean) / torch.sqrt(xvar + self.eps)
+            self.out = self.gamma * xhat + self.beta
+            if self.training:
+                with torch.no_grad():
+                    self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * xmean
+                    self.running_var = (1 - self.momentum) * self.running_var + self.momentum * xvar
+            return self.out
+
+        def parameters(self):
+            return [self.gamma, self.beta]
+
+    class Tanh:
+        def __call__(self, x):
+            self.out = torch.tanh(x)
+            return self.out
+
+        def parameters(self):
+            return []
+
+    n_embd, n_hidden, vocab_size, block_size = 10, 32, 27, 3
+    C = torch.randn((vocab_size, n_embd), generator=g)
+    layers = [
+        Linear(n_embd * block_size, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        Linear(n_hidden, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        Linear(n_hidden, vocab_size, bias=False), BatchNorm1d(vocab_size),
+    ]
+    with torch.no_grad():
+        layers[-1].gamma *= 0.1
+        for layer in layers[:-1]:
+            if isinstance(layer, Linear):
+                layer.weight *= 5/3
+    parameters = [C] + [p for layer in layers for p in layer.parameters()]
+    for p in parameters:
+        p.requires_grad = True
+    Xtr, Ytr = build_dataset(m, words)
+    lossi, ud = [], []
+    for i in range(100):
+        ix = torch.randint(0, Xtr.shape[0], (32,), generator=g)
+        Xb, Yb = Xtr[ix], Ytr[ix]
+        emb = C[Xb]
+        x = emb.view(emb.shape[0], -1)
+        for layer in layers:
+            x = layer(x)
+        loss = F.cross_entropy(x, Yb)
+        for layer in layers:
+            layer.out.retain_grad()
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.item())
+        with torch.no_grad():
+            ud.append([((lr*p.grad).std() / p.data.std()).item() for p in parameters])
+    saturated = [(layer.out.abs() > 0.97).float().mean().item() for layer in layers if isinstance(layer, Tanh)]
+    grads = [layer.out.grad.std().item() for layer in layers if isinstance(layer, Tanh)]
+    for layer in layers:
+        layer.training = False
+    return {"lossi": lossi, "saturated": saturated, "grads": grads, "ud": ud[-1],
+            "count": sum(p.nelement() for p in parameters)}
+
+
+def test_makemore_layers():
+    ours, _ = run_both(makemore_layers, WORDS, compare=False)
+    assert np.mean(ours["lossi"][-10:]) < np.mean(ours["lossi"][:10])
+    assert all(s < 0.5 for s in ours["saturated"]) and all(gr > 0 for gr in ours["grads"])
+    assert ours["count"] == 270 + 300 * 32 // 10 + 32 * 2 + 32 * 32 + 64 + 32 * 27 + 54
+
+
+def makemore_backprop_ninja(m, words):
+    """makemore part 4: backpropagate through the MLP by hand, check against autograd."""
+    torch, F = m.torch, m.F
+    Xtr, Ytr = build_dataset(m, words)
+    vocab_size, block_size, n_embd, n_hidden = 27, 3, 10, 64
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((vocab_size, n_embd), generator=g)
+    W1 = torch.randn((n_embd * block_size, n_hidden), generator=g) * (5/3)/((n_embd * block_size)**0.5)
+    b1 = torch.randn(n_hidden, generator=g) * 0.1
+    W2 = torch.randn((n_hidden, vocab_size), generator=g) * 0.1
+    b2 = torch.randn(vocab_size, generator=g) * 0.1
+    bngain = torch.randn((1, n_hidden))*0.1 + 1.0
+    bnbias = torch.randn((1, n_hidden))*0.1
+    parameters = [C, W1, b1, W2, b2, bngain, bnbias]
+    for p in parameters:
+        p.requires_grad = True
+    batch_size = 32
+    n = batch_size
+    ix = torch.randint(0, Xtr.shape[0], (batch_size,), generator=g)
+    Xb, Yb = Xtr[ix], Ytr[ix]
+
+    emb = C[Xb]
+    embcat = emb.view(emb.shape[0], -1)
+    hprebn = embcat @ W1 + b1
+    bnmeani = 1/n*hprebn.sum(0, keepdim=True)
+    bndiff = hprebn - bnmeani
+    bndiff2 = bndiff**2
+    bnvar = 1/(n-1)*(bndiff2).sum(0, keepdim=True)
+    bnvar_inv = (bnvar + 1e-5)**-0.5
+    bnraw = bndiff * bnvar_inv
+    hpreact = bngain * bnraw + bnbias
+    h = torch.tanh(hpreact)
+    logits = h @ W2 + b2
+    logit_maxes = logits.max(1, keepdim=True).values
+    norm_logits = logits - logit_maxes
+    counts = norm_logits.exp()
+    counts_sum = counts.sum(1, keepdims=True)
+    counts_sum_inv = counts_sum**-1
+    probs = counts * counts_sum_inv
+    logprobs = probs.log()
+    loss = -logprobs[range(n), Yb].mean()
+    for p in parameters:
+        p.grad = None
+    for t in [logprobs, probs, counts, counts_sum, counts_sum_inv, norm_logits, logit_maxes, logits, h, hpreact,
+              bnraw, bnvar_inv, bnvar, bndiff2, bndiff, hprebn, bnmeani, embcat, emb]:
+        t.retain_grad()
+    loss.backward()
+
+    def cmp(s, dt, t):
+        ex = torch.all(dt == t.grad).item()
+        maxdiff = (dt - t.grad).abs().max().item()
+        return s, ex, maxdiff
+
+    checks = []
+    dlogprobs = torch.zeros_like(logprobs)
+    dlogprobs[range(n), Yb] = -1.0/n
+    dprobs = (1.0 / probs) * dlogprobs
+    dcounts_sum_inv = (counts * dprobs).sum(1, keepdim=True)
+    dcounts = counts_sum_inv * dprobs
+    dcounts_sum = (-counts_sum**-2) * dcounts_sum_inv
+    dcounts += torch.ones_like(counts) * dcounts_sum
+    dnorm_logits = counts * dcounts
+    dlogits = dnorm_logits.clone()
+    dlogit_maxes = (-dnorm_logits).sum(1, keepdim=True)
+    dlogits += F.one_hot(logits.max(1).indices, num_classes=logits.shape[1]) * dlogit_maxes
+    dh = dlogits @ W2.T
+    dW2 = h.T @ dlogits
+    db2 = dlogits.sum(0)
+    dhpreact = (1.0 - h**2) * dh
+    dbngain = (bnraw * dhpreact).sum(0, keepdim=True)
+    dbnraw = bngain * dhpreact
+    dbnbias = dhpreact.sum(0, keepdim=True)
+    dbndiff = bnvar_inv * dbnraw
+    dbnvar_inv = (bndiff * dbnraw).sum(0, keepdim=True)
+    dbnvar = (-0.5*(bnvar + 1e-5)**-1.5) * dbnvar_inv
+    dbndiff2 = (1.0/(n-1))*torch.ones_like(bndiff2) * dbnvar
+    dbndiff += (2*bndiff) * dbndiff2
+    dhprebn = dbndiff.clone()
+    dbnmeani = (-dbndiff).sum(0)
+    dhprebn += 1.0/n * (torch.ones_like(hprebn) * dbnmeani)
+    dembcat = dhprebn @ W1.T
+    dW1 = embcat.T @ dhprebn
+    db1 = dhprebn.sum(0)
+    demb = dembcat.view(emb.shape)
+    dC = torch.zeros_like(C)
+    for k in range(Xb.shape[0]):
+        for j in range(Xb.shape[1]):
+            ix = Xb[k, j]
+            dC[ix] += demb[k, j]
+    for name, d, t in [('logprobs', dlogprobs, logprobs), ('probs', dprobs, probs),
+                       ('counts_sum_inv', dcounts_sum_inv, counts_sum_inv), ('counts_sum', dcounts_sum, counts_sum),
+                       ('counts', dcounts, counts), ('norm_logits', dnorm_logits, norm_logits),
+                       ('logit_maxes', dlogit_maxes, logit_maxes), ('logits', dlogits, logits), ('h', dh, h),
+                       ('W2', dW2, W2), ('b2', db2, b2), ('hpreact', dhpreact, hpreact), ('bngain', dbngain, bngain),
+                       ('bnbias', dbnbias, bnbias), ('bnraw', dbnraw, bnraw), ('bnvar_inv', dbnvar_inv, bnvar_inv),
+                       ('bnvar', dbnvar, bnvar), ('bndiff2', dbndiff2, bndiff2), ('bndiff', dbndiff, bndiff),
+                       ('bnmeani', dbnmeani, bnmeani), ('hprebn', dhprebn, hprebn), ('embcat', dembcat, embcat),
+                       ('W1', dW1, W1), ('b1', db1, b1), ('emb', demb, emb), ('C', dC, C)]:
+        checks.append(cmp(name, d, t))
+
+    # exercise 2: the cross entropy's and the batch norm's backward in one line each
+    loss_fast = F.cross_entropy(logits, Yb)
+    dlogits = F.softmax(logits, 1)
+    dlogits[range(n), Yb] -= 1
+    dlogits /= n
+    checks.append(cmp('logits (fast)', dlogits, logits))
+    dhprebn = bngain*bnvar_inv/n * (n*dhpreact - dhpreact.sum(0) - n/(n-1)*bnraw*(dhpreact*bnraw).sum(0))
+    checks.append(cmp('hprebn (fast)', dhprebn, hprebn))
+    return {"checks": checks, "loss": (loss.item(), loss_fast.item())}
+
+
+def test_makemore_backprop_ninja():
+    ours, _ = run_both(makemore_backprop_ninja, WORDS, compare=False)
+    worst = {name: maxdiff for name, _, maxdiff in ours["checks"] if maxdiff > 1e-6}
+    assert not worst, worst
+    exact = {name for name, ex, _ in ours["checks"] if ex}
+    assert {"logprobs", "probs", "counts_sum_inv", "W2", "b2", "emb"} <= exact
+    np.testing.assert_allclose(*ours["loss"], rtol=1e-6)
+
+
+def makemore_wavenet(m, words):
+    """makemore part 5: the hierarchical (WaveNet-like) model with FlattenConsecutive and a
+    BatchNorm1d normalising over (0, 1) for 3-d inputs."""
+    torch, F = m.torch, m.F
+
+    class Linear:
+        def __init__(self, fan_in, fan_out, bias=True):
+            self.weight = torch.randn((fan_in, fan_out)) / fan_in**0.5
+            self.bias = torch.zeros(fan_out) if bias else None
+
+        def __call__(self, x):
+            self.out = x @ self.weight
+            if self.bias is not None:
+                self.out += self.bias
+            return self.out
+
+        def parameters(self):
+            return [self.weight] + ([] if self.bias is None else [self.bias])
+
+    class BatchNorm1d:
+        def __init__(self, dim, eps=1e-5, momentum=0.1):
+            self.eps = eps
+            self.momentum = momentum
+            self.training = True
+            self.gamma = torch.ones(dim)
+            self.beta = torch.zeros(dim)
+            self.running_mean = torch.zeros(dim)
+            self.running_var = torch.ones(dim)
+
+        def __call__(self, x):
+            if self.training:
+                if x.ndim == 2:
+                    dim = 0
+                elif x.ndim == 3:
+                    dim = (0, 1)
+                xmean = x.mean(dim, keepdim=True)
+                xvar = x.var(dim, keepdim=True)
+            else:
+                xmean = self.running_mean
+                xvar = self.running_var
+            xhat = (x - xmean) / torch.sqrt(xvar + self.eps)
+            self.out = self.gamma * xhat + self.beta
+            if self.training:
+                with torch.no_grad():
+                    self.running_mean = (1 - self.momentum) * self.running_mean + self.momentum * xmean
+                    self.running_var = (1 - self.momentum) * self.running_var + self.momentum * xvar
+            return self.out
+
+        def parameters(self):
+            return [self.gamma, self.beta]
+
+    class Tanh:
+        def __call__(self, x):
+            self.out = torch.tanh(x)
+            return self.out
+
+        def parameters(self):
+            return []
+
+    class Embedding:
+        def __init__(self, num_embeddings, embedding_dim):
+            self.weight = torch.randn((num_embeddings, embedding_dim))
+
+        def __call__(self, IX):
+            self.out = self.weight[IX]
+            return self.out
+
+        def parameters(self):
+            return [self.weight]
+
+    class FlattenConsecutive:
+        def __init__(self, n):
+            self.n = n
+
+        def __call__(self, x):
+            B, T, C = x.shape
+            x = x.view(B, T//self.n, C*self.n)
+            if x.shape[1] == 1:
+                x = x.squeeze(1)
+            self.out = x
+            return self.out
+
+        def parameters(self):
+            return []
+
+    class Sequential:
+        def __init__(self, layers):
+            self.layers = layers
+
+        def __call__(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            self.out = x
+            return self.out
+
+        def parameters(self):
+            return [p for layer in self.layers for p in layer.parameters()]
+
+    torch.manual_seed(42)
+    block_size, vocab_size, n_embd, n_hidden = 8, 27, 10, 32
+    Xtr, Ytr = build_dataset(m, words, block_size=block_size)
+    model = Sequential([
+        Embedding(vocab_size, n_embd),
+        FlattenConsecutive(2), Linear(n_embd * 2, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        FlattenConsecutive(2), Linear(n_hidden*2, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        FlattenConsecutive(2), Linear(n_hidden*2, n_hidden, bias=False), BatchNorm1d(n_hidden), Tanh(),
+        Linear(n_hidden, vocab_size),
+    ])
+    with torch.no_grad():
+        model.layers[-1].weight *= 0.1
+    parameters = model.parameters()
+    count = sum(p.nelement() for p in parameters)
+    for p in parameters:
+        p.requires_grad = True
+    lossi = []
+    for i in range(150):
+        ix = torch.randint(0, Xtr.shape[0], (32,))
+        Xb, Yb = Xtr[ix], Ytr[ix]
+        logits = model(Xb)
+        loss = F.cross_entropy(logits, Yb)
+        for p in parameters:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < 100 else 0.01
+        for p in parameters:
+            p.data += -lr * p.grad
+        lossi.append(loss.item())
+    shapes = [(layer.__class__.__name__, tuple(layer.out.shape)) for layer in model.layers[:5]]
+    for layer in model.layers:
+        layer.training = False
+    with torch.no_grad():
+        full = F.cross_entropy(model(Xtr), Ytr).item()
+    out = []
+    context = [0] * block_size
+    for _ in range(20):
+        logits = model(torch.tensor([context]))
+        probs = F.softmax(logits, dim=1)
+        ix = torch.multinomial(probs, num_samples=1).item()
+        context = context[1:] + [ix]
+        out.append(ix)
+        if ix == 0:
+            break
+    lossi = torch.tensor(lossi).view(-1, 10).mean(1)
+    return {"count": count, "lossi": lossi, "full": full, "shapes": shapes, "sampled": len(out)}
+
+
+def test_makemore_wavenet():
+    ours, _ = run_both(makemore_wavenet, WORDS, compare=False)
+    assert ours["count"] == 270 + 20 * 32 + 64 + 2 * (64 * 32 + 64) + 32 * 27 + 27
+    assert ours["shapes"] == [("Embedding", (32, 8, 10)), ("FlattenConsecutive", (32, 4, 20)),
+                              ("Linear", (32, 4, 32)), ("BatchNorm1d", (32, 4, 32)), ("Tanh", (32, 4, 32))]
+    assert ours["lossi"][-1] < ours["lossi"][0] - 0.5 and ours["full"] < 3.0 and ours["sampled"] >= 1
