@@ -30,12 +30,9 @@ The project's own ops use the leaner ``Primitive`` (arrays in, array out).
 import functools
 import inspect
 
-import numpy
-
-from . import graph as anomaly  # is_anomaly_enabled, user_frame, check_finite
+from . import graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
-from .ops.elementwise import unbroadcast
 from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node
 from .tensor import Tensor
 
@@ -158,10 +155,10 @@ class BackwardFunction(FunctionCtx):
             y = outputs[j]
             y.requires_grad = True
             y.grad_fn = self if len(outputs) == 1 else _OutputSlot(self, j, len(outputs))
-        if anomaly.is_anomaly_enabled():
-            self.where = anomaly.user_frame()
+        if graph.is_anomaly_enabled():
+            self.where = graph.user_frame()
             for j in differentiable:
-                anomaly.check_finite(outputs[j]._data, "forward output", type(self).__name__, self.where)
+                graph.check_finite(outputs[j]._data, "forward output", type(self).__name__, self.where)
 
     # -- the engine's interface ----------------------------------------------------------------
 
@@ -207,16 +204,14 @@ class BackwardFunction(FunctionCtx):
             if not isinstance(g, Tensor):
                 raise TypeError(f"function {name} returned a gradient of type {type(g).__name__} at "
                                 f"index {i}; gradients must be Tensors or None")
-            if g.shape != x.shape:
-                if not _expands_to(x.shape, g.shape):
-                    raise RuntimeError(f"Function {name} returned an invalid gradient at index {i} - "
-                                       f"got {list(g.shape)} but expected shape compatible with "
-                                       f"{list(x.shape)}")
-                g = unbroadcast(g, x)
-            if g.dtype != x.dtype:
-                g = g.to(x.dtype)
+            fitted = graph.conformed(x, g)
+            if fitted is None:
+                raise RuntimeError(f"Function {name} returned an invalid gradient at index {i} - "
+                                   f"got {list(g.shape)} but expected shape compatible with "
+                                   f"{list(x.shape)}")
+            g = fitted
             if self.where is not None:
-                anomaly.check_finite(g._data, "gradient", name, self.where)
+                graph.check_finite(g._data, "gradient", name, self.where)
             checked.append(g)
         return checked
 
@@ -225,13 +220,6 @@ class BackwardFunction(FunctionCtx):
         if self.__dict__.get("_saved"):
             self._saved = None
         self.parents = FreedGraph.of(type(self))
-
-
-def _expands_to(shape, target):
-    try:
-        return numpy.broadcast_shapes(shape, target) == tuple(target)
-    except ValueError:
-        return False
 
 
 def _alias(x):

@@ -248,16 +248,25 @@ def validate_gradients(node, inputs, grads):
 
 
 def _conform(node, i, x, g):
+    fitted = conformed(x, g)
+    if fitted is None:
+        raise RuntimeError(
+            f"{node.name}Backward returned an invalid gradient at index {i}: got shape "
+            f"{tuple(g.shape)} but expected shape compatible with {tuple(x.shape)}"
+        )
+    return fitted
+
+
+def conformed(x, g):
+    """The gradient ``g`` fitted to its input ``x``: a broadcast gradient summed back to x's shape,
+    cast to x's dtype; None when g's shape cannot come from broadcasting x's (the caller says so)."""
     if g.shape != x.shape:
         try:
-            broadcast = xp.broadcast_shapes(x.shape, g.shape) == g.shape
+            broadcast = xp.broadcast_shapes(x.shape, g.shape) == tuple(g.shape)
         except ValueError:
             broadcast = False
         if not broadcast:
-            raise RuntimeError(
-                f"{node.name}Backward returned an invalid gradient at index {i}: got shape "
-                f"{tuple(g.shape)} but expected shape compatible with {tuple(x.shape)}"
-            )
+            return None
         from .ops.elementwise import unbroadcast  # the ops build on this module
 
         g = unbroadcast(g, x)
