@@ -2,7 +2,6 @@
 
 from . import engine
 from .backend import xp
-from .graph import recording
 from .tensor import Tensor, as_array
 
 
@@ -29,7 +28,8 @@ def _seed_gradients(outputs, grad_outputs):
                     f"gradient= a tensor of shape {output.shape} (dL/doutput), or reduce the "
                     "output first, e.g. loss.sum() or loss.mean()"
                 )
-            grad = Tensor._make(xp.ones_like(output._data))
+            data = output._data  # (a 0-d loss is the common case, and array() the cheap way to make one)
+            grad = Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
         else:
             grad = grad if isinstance(grad, Tensor) else Tensor(as_array(grad))
             if grad.shape != output.shape:
@@ -47,9 +47,8 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
     """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``.
     ``on_step`` is the engine's per-node callback (the step-through's trace)."""
     seeds = _seed_gradients(outputs, grad_outputs)
-    with recording(create_graph):  # the backward's own ops are recorded only for create_graph
-        engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph,
-                             on_step=on_step)
+    engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph,
+                         on_step=on_step, create_graph=create_graph)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -71,10 +70,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     if retain_graph is None:
         retain_graph = create_graph
     seeds = _seed_gradients(outputs, grad_outputs)
-    with recording(create_graph):
-        captured = engine.backpropagate([_node(o) for o in outputs], seeds,
-                                        retain_graph=retain_graph,
-                                        capture={_node(x) for x in inputs}, prune=not create_graph)
+    captured = engine.backpropagate([_node(o) for o in outputs], seeds, retain_graph=retain_graph,
+                                    capture={_node(x) for x in inputs}, prune=not create_graph,
+                                    create_graph=create_graph)
     results = []
     for i, x in enumerate(inputs):
         g = captured.get(_node(x))

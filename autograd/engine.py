@@ -16,6 +16,8 @@ the gradient it passes on is already the sum of all its consumers' shares.
 
 import gc
 
+from .graph import add_share, modes
+
 
 def topological_order(roots):
     """Nodes reachable from ``roots``, each one before every node it was computed from.
@@ -55,7 +57,8 @@ def _leading_to(order, targets):
     return needed
 
 
-def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False):
+def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False,
+                  create_graph=False):
     """Send dL/dnode from the roots to every node below them.
 
     roots, root_grads: the nodes to start from and dL/droot for each.
@@ -67,13 +70,18 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
                        inside each node (not when the result must itself be differentiable).
     on_step:           called as on_step(node, grad, parent_grads) after each
                        node, in the order the chain rule is applied (the trace).
+    create_graph:      record the pass's own operations (grad mode stays on), so the
+                       gradients have a graph of their own.
     Returns {node: dL/dnode} for the captured nodes.
     """
     collecting = gc.isenabled()
     gc.disable()  # the pass allocates much and frees nothing cyclic: a collection would only rescan the graph
+    recording = modes.grad_enabled
+    modes.grad_enabled = create_graph  # (this thread's mode: see autograd.graph)
     try:
         return _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune)
     finally:
+        modes.grad_enabled = recording
         if collecting:
             gc.enable()
 
@@ -85,31 +93,40 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
         needed = _leading_to(order, capture)
         order = [node for node in order if node in needed]
     pending = {}
+    sums = set()  # the sums this pass made itself: nobody else holds them, so later shares go in in place
     for root, grad in zip(roots, root_grads):
-        pending[root] = pending[root] + grad if root in pending else grad
+        pending[root] = add_share(pending[root], grad, sums) if root in pending else grad
     captured = {}
     for node in order:
         grad = pending.pop(node, None)
         if grad is None:
             continue  # no gradient reaches this node
+        if sums:
+            sums.discard(grad)  # complete, and handed on from here: no longer ours to add into
         if capture is None:
             grad = node.receive(grad)
-            parent_grads = node.chain(grad)
         else:
             grad = node.run_hooks(grad)
             if node in capture:
                 captured[node] = grad
-            wanted = [parent in needed for parent in node.parents] if prune else None
-            parent_grads = node.chain(grad, wanted)
-        for parent, parent_grad in zip(node.parents, parent_grads):
-            if parent is None or parent_grad is None or (needed is not None and parent not in needed):
-                continue
-            if parent in pending:
-                pending[parent] = pending[parent] + parent_grad  # a reused node: sum the shares
+        parents = node.parents
+        if parents:  # (a leaf has none: nothing to pass on, nothing saved to free)
+            if capture is None:
+                parent_grads = node.chain(grad)
             else:
-                pending[parent] = parent_grad
+                parent_grads = node.chain(grad, [parent in needed for parent in parents] if prune else None)
+            for parent, parent_grad in zip(parents, parent_grads):
+                if parent is None or parent_grad is None or (needed is not None and parent not in needed):
+                    continue
+                if parent in pending:  # a reused node: sum the shares
+                    pending[parent] = add_share(pending[parent], parent_grad, sums)
+                else:
+                    pending[parent] = parent_grad
+            if not retain_graph:
+                node.release()
+        else:
+            parent_grads = ()
         if on_step is not None:
             on_step(node, grad, parent_grads)
-        if not retain_graph:
-            node.release()
     return captured
+

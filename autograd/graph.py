@@ -80,24 +80,6 @@ class ModeSwitch:
         return run_with_mode
 
 
-class recording:
-    """``with recording(flag):`` grad mode set to ``flag`` for a backward pass: ModeSwitch for
-    the one setting, without its bookkeeping (a backward pass starts many times a second)."""
-
-    __slots__ = ("flag", "previous")
-
-    def __init__(self, flag):
-        self.flag = flag
-
-    def __enter__(self):
-        self.previous = modes.grad_enabled
-        modes.grad_enabled = self.flag
-
-    def __exit__(self, *exc_info):
-        modes.grad_enabled = self.previous
-        return False
-
-
 class no_grad(ModeSwitch):
     """Run without recording a graph (evaluation, parameter updates)."""
 
@@ -219,6 +201,24 @@ def accumulate_grad(tensor, grad):
         tensor.grad._shared = True
     else:
         stored._data += grad._data
+
+
+def add_share(total, share, sums):
+    """dL/dnode so far plus one more consumer's share, during a backward pass.
+
+    A share is what some node returned and may be another node's share too (Add hands its
+    gradient to both inputs unchanged), so the first sum is a new buffer; later shares are
+    added into it in place (a weight used by 200 time steps costs one buffer, not 200). The
+    pass keeps its own buffers in ``sums``. With create_graph a sum is an op of the graph,
+    always out of place. (The scalar Value engine's shares are floats: plain sums.)
+    """
+    if total in sums:
+        total._data += share._data  # a buffer this pass made and nobody else has seen
+        return total
+    total = total + share
+    if getattr(total, "requires_grad", True) is False:
+        sums.add(total)
+    return total
 
 
 # -- checks ---------------------------------------------------------------------------------

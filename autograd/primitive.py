@@ -61,10 +61,12 @@ class Primitive:
     hooks = None  # hooks on the output tensor, run on dL/dy
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
+    output_data = output_version = None  # the output's array and version, when saves_output
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         REGISTRY[cls.__name__] = cls
+        cls.freed_parents = FreedGraph.of(cls)  # what release() leaves in place of the parents
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -77,7 +79,7 @@ class Primitive:
         """Run the op on Tensors; record it when grad mode is on and some input requires grad."""
         node = object.__new__(cls)
         if params:
-            node.__dict__.update(params)
+            node.__dict__ = params  # (a fresh dict made for this call: the node's own)
         try:
             if len(inputs) == 1:  # the common arities spelled out: this is the hot path
                 data = node.forward(inputs[0]._data)
@@ -107,9 +109,10 @@ class Primitive:
                             kept.append(input if made_by is None else InputInfo(input))
                     node.inputs = inputs if kept is None else tuple(kept)
                     node.parents = parents
-                    node.output_data = data if node.saves_output else None
                     node.created = VersionClock.now
-                    node.output_version = out._version_cell
+                    if node.saves_output:
+                        node.output_data = data
+                        node.output_version = out._version_cell
                     out.requires_grad = True
                     out.grad_fn = node
                     if modes.anomaly:
@@ -180,7 +183,8 @@ class Primitive:
         for x, g in zip(inputs, grads):  # the common case: every gradient already fits its input
             if g is not None:
                 array, expected = g._data, x._data if type(x) is Tensor else x  # (an InputInfo has both)
-                if array.dtype != expected.dtype or array.shape != expected.shape:
+                if array.shape != expected.shape or (array.dtype is not expected.dtype  # (dtypes are
+                                                     and array.dtype != expected.dtype):  # mostly singletons)
                     return validate_gradients(self, inputs, grads)
         return grads
 
@@ -193,9 +197,8 @@ class Primitive:
         )
 
     def release(self):
-        self.inputs = None
-        self.output_data = None
-        self.parents = FreedGraph.of(type(self))
+        self.inputs = self.output_data = None
+        self.parents = self.freed_parents
 
 
 def _graph_node(x):

@@ -45,13 +45,12 @@ def as_array(data, dtype=None):
 
 
 class Tensor:
-    # every tensor sets these four; the rest keep their class-level default until set (an
-    # instance dict is made only then), so wrapping a computed array costs four stores
-    __slots__ = ("_data", "requires_grad", "grad_fn", "_version_cell", "__dict__", "__weakref__")
+    # every tensor sets these five; the rest keep their class-level default until set (an
+    # instance dict is made only then), so wrapping a computed array costs five stores
+    __slots__ = ("_data", "requires_grad", "grad_fn", "_version_cell", "_shared", "__dict__", "__weakref__")
     grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward
     _hooks = None  # hooks run on dL/dself (a leaf's; a computed tensor's live on its grad_fn)
     _post_hooks = None  # hooks run after dL/dself is added to .grad
-    _shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
     _base = None  # for a view: the tensor whose memory it shows
     _view_chain = None  # for a view: the ops that make it from its base
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
@@ -62,6 +61,7 @@ class Tensor:
         self._data = as_array(data, dtype)
         self.grad_fn = None
         self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
+        self._shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -74,6 +74,7 @@ class Tensor:
         tensor.requires_grad = False
         tensor.grad_fn = None
         tensor._version_cell = [0, 0]
+        tensor._shared = False
         return tensor
 
     # -- what it is -----------------------------------------------------------------

@@ -28,6 +28,47 @@ def test_reused_node_accumulates_gradient():
     np.testing.assert_allclose(x.grad.numpy(), 2 * np.array([2.0, 3.0]) + 1)
 
 
+def test_a_node_used_many_times_sums_its_shares_into_one_buffer():
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    h = Tensor(np.array([0.5, -1.0]), requires_grad=True)
+    for step in range(1, 6):  # w gets five shares: the first sum is a new buffer, the rest go in in place
+        h = (h * w + 0.1 * step).tanh()
+    (h * h).sum().backward()
+    hs = [np.array([0.5, -1.0])]
+    for step in range(1, 6):
+        hs.append(np.tanh(hs[-1] * np.array([1.0, 2.0]) + 0.1 * step))
+    dh, dw = 2 * hs[-1], np.zeros(2)
+    for step in range(5, 0, -1):
+        da = dh * (1 - hs[step] ** 2)
+        dw += da * hs[step - 1]
+        dh = da * np.array([1.0, 2.0])
+    np.testing.assert_allclose(w.grad.numpy(), dw, rtol=1e-12)
+
+
+@pytest.mark.parametrize("direct_first", [True, False])
+def test_a_summed_gradient_passed_on_unchanged_is_not_added_into(direct_first):
+    """A node's summed gradient that its op hands on as it is (x + 1, a + b) reaches a parent
+    that gets other shares too: that sum must be a new buffer, or the node's retained .grad,
+    the other parent's share and hooks' arguments would all change."""
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    n = x + 1.0  # Shift: dL/dx = dL/dn, the same tensor
+    n.retain_grad()
+    seen = []
+    n.register_hook(seen.append)  # keeps the very tensor it was given
+    other = Tensor([0.0, 0.0], requires_grad=True)
+    m = n + other  # Add: the same gradient to n and to other
+    terms = [(n * 2.0).sum(), (n * 3.0).sum(), (m * 7.0).sum()]
+    terms.insert(0 if direct_first else 3, (x * 5.0).sum())
+    loss = terms[0]
+    for term in terms[1:]:  # (the order of the terms decides which share reaches x first)
+        loss = loss + term
+    loss.backward()
+    np.testing.assert_allclose(n.grad.numpy(), [12.0, 12.0])
+    np.testing.assert_allclose(seen[0].numpy(), [12.0, 12.0])
+    np.testing.assert_allclose(other.grad.numpy(), [7.0, 7.0])
+    np.testing.assert_allclose(x.grad.numpy(), [17.0, 17.0])
+
+
 def test_leaf_gradients_accumulate_across_backward_calls():
     x = Tensor([1.0, -2.0], requires_grad=True)
     (x * 3).sum().backward()

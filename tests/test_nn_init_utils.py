@@ -78,10 +78,15 @@ def test_other_initialisers():
 
 def test_initialisers_refuse_nothing_under_grad_and_bump_the_version():
     p = nn.Parameter(autograd.zeros(3, 3))
-    y = (p * 2).sum()
+    y = (p * p).sum()  # p * p saves p for backward
     nn.init.normal_(p)
     with pytest.raises(RuntimeError, match="changed in place"):
         y.backward()
+    q = nn.Parameter(autograd.zeros(3, 3))
+    y = (q * 2).sum()  # times a number saves nothing (as PyTorch): the write is harmless
+    nn.init.normal_(q)
+    y.backward()
+    np.testing.assert_array_equal(q.grad.numpy(), np.full((3, 3), 2.0, np.float32))
 
 
 @pytest.mark.torch

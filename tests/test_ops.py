@@ -103,6 +103,9 @@ CASES = {
     "Minimum": (broadcast_pair(distinct=True), autograd.minimum),
     "Where": (broadcast_pair(), lambda x, y: autograd.where(x > 0.3, x, y)),
     "Neg": (unary(), lambda x: -x),
+    # a tensor with a Python number: the number is a constant of the op
+    "Scale": (unary(), lambda x: x * 2.5 + 3 * x - x * -0.5),
+    "Shift": (unary(), lambda x: (x + 1.5) * (2 + x) * (x - 0.25)),
     "Exp": (unary(), autograd.exp),
     "Log": (unary(0.2, 3.0), autograd.log),
     "Sqrt": (unary(0.2, 3.0), autograd.sqrt),
@@ -124,6 +127,10 @@ CASES = {
     "SoftmaxGrad": (with_dim(), lambda x, dim: autograd.grad((x.softmax(dim) * x.sin()).sum(), x,
                                                              create_graph=True)[0]),
     "LogSoftmaxGrad": (with_dim(), lambda x, dim: autograd.grad((x.log_softmax(dim) * x.sin()).sum(), x,
+                                                                create_graph=True)[0]),
+    # tanh's and sigmoid's backward nodes, as functions of x through a gradient of a gradient
+    "TanhGrad": (unary(), lambda x: autograd.grad((x.tanh() * x.sin()).sum(), x, create_graph=True)[0]),
+    "SigmoidGrad": (unary(-6.0, 6.0), lambda x: autograd.grad((x.sigmoid() * x.sin()).sum(), x,
                                                                 create_graph=True)[0]),
     "Extremum": (distinct_values(),
                  lambda x: x.max() + x.min(0).values.sum() + x.max(-1, keepdim=True).values.sum()),

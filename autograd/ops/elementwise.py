@@ -213,6 +213,40 @@ def where(condition, input=None, other=None):
     return Where.apply(x, y, condition=condition)
 
 
+class Scale(Primitive):
+    """y = c · x for a number c (x * 0.5, 2 * x);   dL/dx = c · dL/dy
+
+    PyTorch's mul by a Scalar: the number is a constant of the op, not a tensor to save
+    or to promote against (x's floating dtype is kept, as NumPy does for a Python number)."""
+
+    saves_inputs = False  # backward needs no input's values
+    name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
+
+    def forward(self, x):
+        return x * self.c
+
+    def backward(self, grad, y, x):
+        return (Scale.apply(grad, c=self.c),)
+
+
+class Shift(Primitive):
+    """y = x + c for a number c (x + 1, x - 0.5 as x + (-0.5): the same in floating point);
+    dL/dx = dL/dy"""
+
+    saves_inputs = False  # backward needs no input's values
+    written = "Add"  # "Sub" for x - c: how the graph and PyTorch name the node
+
+    @property
+    def name(self):
+        return self.written
+
+    def forward(self, x):
+        return x + self.c
+
+    def backward(self, grad, y, x):
+        return (grad,)
+
+
 class Neg(Primitive):
     """y = -x;   dL/dx = -dL/dy"""
 
@@ -297,7 +331,24 @@ class Tanh(Primitive):
         return xp.tanh(x)
 
     def backward(self, grad, y, x):
-        return (grad * (1.0 - y * y),)
+        return (TanhGrad.apply(grad, y),)
+
+
+class TanhGrad(Primitive):
+    """Tanh's backward as one node: z = g ⊙ (1 - y²)  (g = dL/dy, y = tanh x);
+    dL/dg = u ⊙ (1 - y²) (the same map, u = dL/dz),   dL/dy = -2 u ⊙ g ⊙ y.
+    One node and two array passes instead of three ops; still differentiable."""
+
+    def forward(self, g, y):
+        z = y * y
+        xp.subtract(1.0, z, out=z)
+        z *= g
+        return z
+
+    def backward(self, u, z, g, y):
+        grad_g = TanhGrad.apply(u, y) if g.requires_grad else None
+        grad_y = u * g * y * -2.0 if y.requires_grad else None
+        return grad_g, grad_y
 
 
 @names("sigmoid", function=False, inplace="sigmoid_")  # autograd.sigmoid: ops/functions.py
@@ -314,7 +365,23 @@ class Sigmoid(Primitive):
         return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
     def backward(self, grad, y, x):
-        return (grad * y * (1.0 - y),)
+        return (SigmoidGrad.apply(grad, y),)
+
+
+class SigmoidGrad(Primitive):
+    """Sigmoid's backward as one node: z = g ⊙ y(1 - y)  (g = dL/dy, y = σ(x));
+    dL/dg = u ⊙ y(1 - y) (the same map, u = dL/dz),   dL/dy = u ⊙ g ⊙ (1 - 2y).
+    One node instead of three ops; still differentiable."""
+
+    def forward(self, g, y):
+        z = g * y
+        z *= 1.0 - y
+        return z
+
+    def backward(self, u, z, g, y):
+        grad_g = SigmoidGrad.apply(u, y) if g.requires_grad else None
+        grad_y = u * g * (1.0 - y * 2.0) if y.requires_grad else None
+        return grad_g, grad_y
 
 
 @names("relu", function=False, inplace="relu_")  # autograd.relu: ops/functions.py
@@ -408,21 +475,38 @@ class Clone(Primitive):
 # -- the names these ops go by: Python's operators, PyTorch's methods and functions ------------
 
 
-def _operator(op, reflected=False):
+def _operator(op, reflected=False, by_number=None):
     """Python's operator for ``op``: x + y, or y + x for the reflected one (``__radd__``). The
-    common case, two floating tensors of one dtype, goes straight to the primitive."""
+    common cases go straight to a primitive: two floating tensors of one dtype, and a floating
+    tensor with a Python number when ``by_number(x, c)`` says how (x * c is Scale)."""
 
     def operator(x, other):
-        if type(other) is Tensor and other._data.dtype is x._data.dtype and x._data.dtype.kind == "f":
-            return op.apply(other, x) if reflected else op.apply(x, other)
+        if type(other) is Tensor:
+            if other._data.dtype is x._data.dtype and x._data.dtype.kind == "f":
+                return op.apply(other, x) if reflected else op.apply(x, other)
+        elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f":
+            return by_number(x, other)
         return binary(op, other, x) if reflected else binary(op, x, other)
 
     return operator
 
 
-for _name, _op in (("add", Add), ("sub", Sub), ("mul", Mul), ("truediv", Div)):
-    names(f"__{_name}__")(_operator(_op))
-    names(f"__r{_name}__")(_operator(_op, reflected=True))
+def _scaled(x, c):
+    return Scale.apply(x, c=c)
+
+
+def _shifted(x, c):
+    return Shift.apply(x, c=c)
+
+
+def _lowered(x, c):
+    return Shift.apply(x, c=-c, written="Sub")
+
+
+for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shifted), ("sub", Sub, _lowered, None),
+                                                      ("mul", Mul, _scaled, _scaled), ("truediv", Div, None, None)):
+    names(f"__{_name}__")(_operator(_op, by_number=_by_number))
+    names(f"__r{_name}__")(_operator(_op, reflected=True, by_number=_reflected_by_number))
 
 
 @names("__pow__")
