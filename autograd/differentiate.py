@@ -37,8 +37,10 @@ def _seed_gradients(outputs, grad_outputs):
                     f"gradient has shape {grad.shape} but the output it is for has shape "
                     f"{output.shape}; they must match"
                 )
-            if not grad.requires_grad:
-                grad = Tensor._make(grad._data.astype(output.dtype, copy=True))
+            if not grad.requires_grad:  # the user's tensor, not copied: marked as held elsewhere
+                data = grad._data
+                grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))
+                grad._shared = True
         seeds.append(grad)
     return seeds
 

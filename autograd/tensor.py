@@ -44,6 +44,9 @@ def as_array(data, dtype=None):
     return array
 
 
+_ndarray = xp.ndarray  # what the ops return: wrapped as it is
+
+
 class Tensor:
     # every tensor sets these five; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs five stores
@@ -70,7 +73,7 @@ class Tensor:
     def _make(data):
         """Wrap an array the library just computed (no copying, no checks)."""
         tensor = object.__new__(Tensor)
-        tensor._data = data if isinstance(data, xp.ndarray) else xp.asarray(data)
+        tensor._data = data if type(data) is _ndarray else xp.asarray(data)  # (a NumPy scalar, a subclass)
         tensor.requires_grad = False
         tensor.grad_fn = None
         tensor._version_cell = [0, 0]

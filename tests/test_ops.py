@@ -130,6 +130,7 @@ CASES = {
                                                                 create_graph=True)[0]),
     # tanh's and sigmoid's backward nodes, as functions of x through a gradient of a gradient
     "TanhGrad": (unary(), lambda x: autograd.grad((x.tanh() * x.sin()).sum(), x, create_graph=True)[0]),
+    "ReluGrad": (unary(kinks=(0.0,)), lambda x: autograd.grad((x.relu() * x.sin()).sum(), x, create_graph=True)[0]),
     "SigmoidGrad": (unary(-6.0, 6.0), lambda x: autograd.grad((x.sigmoid() * x.sin()).sum(), x,
                                                                 create_graph=True)[0]),
     "Extremum": (distinct_values(),

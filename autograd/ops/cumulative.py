@@ -134,9 +134,10 @@ class Prod(Primitive):
             return (grad,)
         if x._data.size == 0:
             return (Tensor._make(xp.zeros(x.shape, dtype=grad.dtype)),)
-        # y / x_k is the product of the others unless y underflows or x_k is tiny (or 0): then
-        # the running products are exact where the division is not
-        if xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).tiny) and (y._data != 0).all():
+        # y / x_k is the product of the others unless y underflows or x_k is small (or 0): then
+        # the running products are exact where the division is not. (Small, not only tiny: the
+        # second derivative of y / x_k subtracts two terms of size 1/x_k, which cancel badly.)
+        if xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all():
             return (grad * spread(y, x, self.axes, self.keepdim) / x,)
         return (grad * _product_of_others(x, self.axes),)
 

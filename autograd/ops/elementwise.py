@@ -395,7 +395,18 @@ class Relu(Primitive):
         return xp.maximum(x, 0)
 
     def backward(self, grad, y, x):
-        return (Mul.apply(grad, Tensor._make(y._data > 0)),)  # a constant mask: no promotion needed
+        return (ReluGrad.apply(grad, y),)
+
+
+class ReluGrad(Primitive):
+    """ReLU's backward as one node: z = g ⊙ [y > 0]  (g = dL/dy, y = relu x);
+    dL/dg = u ⊙ [y > 0] (the same map, u = dL/dz),   dL/dy = 0 (the mask is flat almost everywhere)."""
+
+    def forward(self, g, y):
+        return g * (y > 0)
+
+    def backward(self, u, z, g, y):
+        return (ReluGrad.apply(u, y) if g.requires_grad else None, None)
 
 
 @names("abs", function=False, inplace="abs_")  # autograd.abs: ops/functions.py

@@ -5,6 +5,7 @@ gradient of a sum is dL/dy copied to every term (``expand``).
 """
 
 import collections
+import math
 
 from ..backend import xp
 from ..primitive import Primitive
@@ -145,9 +146,11 @@ def argmin(x, dim=None, keepdim=False):
 
 
 def _stable_max(x, axes):
-    """max over axes (kept), with infinite maxima replaced by 0 so x - m stays finite."""
-    m = xp.max(x, axis=axes, keepdims=True)
-    return xp.where(xp.isfinite(m), m, 0)
+    """max over axes (kept), with infinite maxima replaced by 0 so x - m stays finite.
+    (Array methods rather than xp.max: NumPy's function wrappers cost more than a small array's
+    arithmetic, and one sum tells whether any maximum needs replacing.)"""
+    m = x.max(axis=axes, keepdims=True)
+    return m if math.isfinite(m.sum()) else xp.where(xp.isfinite(m), m, 0)
 
 
 class LogSumExp(Primitive):
@@ -183,8 +186,9 @@ class Softmax(Primitive):
     saves_output = True
 
     def forward(self, x):
-        e = xp.exp(x - _stable_max(x, self.dim))
-        e /= xp.sum(e, axis=self.dim, keepdims=True)
+        e = x - _stable_max(x, self.dim)
+        e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
+        e /= e.sum(axis=self.dim, keepdims=True)
         return e
 
     def backward(self, grad, y, x):
@@ -199,7 +203,7 @@ class SoftmaxGrad(Primitive):
 
     def forward(self, g, y):
         z = g * y
-        z -= y * xp.sum(z, axis=self.dim, keepdims=True)
+        z -= y * z.sum(axis=self.dim, keepdims=True)
         return z
 
     def backward(self, u, z, g, y):
@@ -218,7 +222,7 @@ class LogSoftmax(Primitive):
 
     def forward(self, x):
         shifted = x - _stable_max(x, self.dim)
-        shifted -= xp.log(xp.sum(xp.exp(shifted), axis=self.dim, keepdims=True))
+        shifted -= xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
         return shifted
 
     def backward(self, grad, y, x):
@@ -231,8 +235,8 @@ class LogSoftmaxGrad(Primitive):
 
     def forward(self, g, y):
         z = xp.exp(y)
-        z *= -xp.sum(g, axis=self.dim, keepdims=True)
-        z += g
+        z *= g.sum(axis=self.dim, keepdims=True)
+        xp.subtract(g, z, out=z)
         return z
 
     def backward(self, u, z, g, y):
