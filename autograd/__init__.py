@@ -121,8 +121,8 @@ def numel(x):
 # What a program may never touch loads on first use (PEP 562), so that `import autograd` stays
 # quick: the teaching tools (viz and trace bring graphviz, html and subprocess; Value, the
 # scalar engine), the data helpers, data-parallel training, saving and loading, the linalg
-# and special namespaces, and __version__ (importlib.metadata alone costs more than most of
-# autograd). `autograd.viz.draw(...)`, `from autograd import load`, dir(autograd)
+# and special namespaces, and __version__ (importlib.metadata alone costs about as much as
+# autograd's own modules). `autograd.viz.draw(...)`, `from autograd import load`, dir(autograd)
 # and `from autograd import *` work as before.
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Value": ".value:Value",
