@@ -69,7 +69,7 @@ from .factories import (
     zeros_like,
 )
 from .function import Function
-from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # eager: the module's name too (see the end)
 from .graph import (
     detect_anomaly,
     enable_grad,

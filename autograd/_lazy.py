@@ -4,9 +4,9 @@ A module lists, last thing, what it keeps out of its own import and where each n
 (relative to its package):
 
     __getattr__, __dir__, __all__ = on_first_use(globals(), {
-        "viz": ".viz",                  # the submodule autograd.viz
-        "load": ".serialization:load",  # the function load of autograd.serialization
-        **from_module(".serialization", "load", "save"),  # the same, for several names
+        "viz": ".viz",            # the submodule autograd.viz
+        "Value": ".value:Value",  # the class Value of autograd.value
+        **from_module(".serialization", "load", "save"),  # several names of one module
     })
 
 ``autograd.viz`` and ``from autograd import load`` then import that module the first time
