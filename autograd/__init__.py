@@ -123,7 +123,8 @@ def numel(x):
 # scalar engine), the data helpers, data-parallel training, saving and loading, the linalg
 # and special namespaces, and __version__ (importlib.metadata alone costs about as much as
 # autograd's own modules). `autograd.viz.draw(...)`, `from autograd import load`, dir(autograd)
-# and `from autograd import *` work as before.
+# and `from autograd import *` work as before. (gradcheck stays eager: it is also its module's
+# name, and importing autograd.gradcheck anywhere would bind the module over a lazy function.)
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Value": ".value:Value",
     "__version__": ".version:__version__",
