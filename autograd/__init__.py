@@ -6,6 +6,7 @@ n-dimensional one, with PyTorch's names (``autograd`` plays ``torch``).
 
 from . import (
     _check_ours,  # first: fails, in one clear message, when HIPS autograd's files are mixed into this folder
+    _lazy,
     autograd,  # torch.autograd's namespace: grad, backward, Function, functional
     backend,
     creation,  # declares from_numpy, as_tensor and the x.new_* methods
@@ -68,7 +69,7 @@ from .factories import (
     zeros_like,
 )
 from .function import Function
-from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # eager: the module's name too (see the end)
 from .graph import (
     detect_anomaly,
     enable_grad,
@@ -94,19 +95,13 @@ from .random import (
     seed,
     set_rng_state,
 )
-from .serialization import load, save
 from .tensor import Tensor
 from .tensor_info import finfo, iinfo
-from .value import Value
-from .version import __version__
 
 bool = bool_  # autograd.bool, as torch.bool (inside this module only)
 double = float64
 float = float32
 long = int64
-
-
-
 
 # every op's functional name (autograd.sort, autograd.gather, ...), declared where the op is defined
 from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
@@ -115,27 +110,32 @@ for _name in _FUNCTIONS:
     globals().setdefault(_name, _FUNCTIONS[_name])
 
 
-# The teaching tools and the data helpers load on first use (PEP 562), so that
-# `import autograd` stays quick: viz and trace bring graphviz, html and subprocess.
-# `autograd.viz.draw(...)` and `from autograd import viz` work as before.
-_ON_FIRST_USE = ("data", "datasets", "trace", "transforms", "utils", "viz")
-
-
-def __getattr__(name):
-    if name in _ON_FIRST_USE:
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)  # binds autograd.<name> too
-    raise AttributeError(f"module 'autograd' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_ON_FIRST_USE))
-
-
 def is_tensor(obj):
     return isinstance(obj, Tensor)
 
 
 def numel(x):
     return x.numel()
+
+
+# What a program may never touch loads on first use (PEP 562), so that `import autograd` stays
+# quick: the teaching tools (viz and trace bring graphviz, html and subprocess; Value, the
+# scalar engine), the data helpers, data-parallel training, saving and loading, the linalg
+# and special namespaces, and __version__ (importlib.metadata alone costs about as much as
+# autograd's own modules). `autograd.viz.draw(...)`, `from autograd import load`, dir(autograd)
+# and `from autograd import *` work as before. (gradcheck stays eager: it is also its module's
+# name, and importing autograd.gradcheck anywhere would bind the module over a lazy function.)
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
+    "Value": ".value:Value",
+    "__version__": ".version:__version__",
+    "data": ".data",
+    "datasets": ".datasets",
+    "distributed": ".distributed",
+    "linalg": ".linalg",
+    **_lazy.from_module(".serialization", "load", "save"),
+    "special": ".special",
+    "trace": ".trace",
+    "transforms": ".transforms",
+    "utils": ".utils",
+    "viz": ".viz",
+})

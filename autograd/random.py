@@ -32,10 +32,18 @@ class Generator:
 
     def manual_seed(self, seed):
         """Restart from ``seed`` (an int; negative seeds wrap to 64 bits, as PyTorch's); returns self."""
-        seed = _integer_seed(seed)
-        self._seed = seed
-        self.numpy = numpy.random.Generator(numpy.random.PCG64(seed))
+        self._seed = _integer_seed(seed)
+        self._numpy = None  # made from the seed on the first draw (numpy.random loads then)
         return self
+
+    @property
+    def numpy(self):
+        """The NumPy ``Generator`` this stream draws from (PCG64 seeded with the seed, until
+        ``set_state``). Made on the first draw, not at ``import autograd``: importing
+        numpy.random costs about half as much as all of autograd's own modules."""
+        if self._numpy is None:
+            self._numpy = numpy.random.Generator(numpy.random.PCG64(self._seed))
+        return self._numpy
 
     def seed(self):
         """Restart from a fresh non-deterministic seed; returns it."""
@@ -69,7 +77,7 @@ class Generator:
             "has_uint32": raw[32], "uinteger": int.from_bytes(raw[33:37], "little"),
         }
         self._seed = int.from_bytes(raw[37:45], "little")
-        self.numpy = numpy.random.Generator(bit_generator)
+        self._numpy = numpy.random.Generator(bit_generator)
         return self
 
     def __repr__(self):

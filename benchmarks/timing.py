@@ -85,10 +85,17 @@ def grouped_table(title, groups, reference, label="batch {}", unit="ms", scale=1
     return "\n".join(lines)
 
 
-def in_subprocess(code):
+def in_subprocess(code, path=(), **environ):
     """Run ``code`` in a fresh interpreter (the benchmarks and the checkout importable) and
-    return what it printed last, as JSON (a number, a dict): each child reports its own figures."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
+    return what it printed last, as JSON (a number, a dict): each child reports its own figures.
+    ``path``: folders put before the checkout on the child's sys.path; ``environ``: variables
+    set in the child's environment (None removes one)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, ROOT, HERE, os.environ.get("PYTHONPATH", "")]))
+    for name, value in environ.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=HERE)
     if result.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed:\n{code}\n{result.stderr}")
@@ -112,10 +119,11 @@ def peak_rss(code):
     return in_subprocess(code + PEAK_RSS)
 
 
-def import_seconds(modules):
-    """Seconds to ``import modules`` in a fresh interpreter (the interpreter's own start not counted)."""
+def import_seconds(modules, path=(), **environ):
+    """Seconds to ``import modules`` in a fresh interpreter (the interpreter's own start not
+    counted); ``path`` and ``environ`` as for ``in_subprocess``."""
     timed = f"import time\nstart = time.perf_counter()\nimport {modules}\nprint(time.perf_counter() - start)"
-    return in_subprocess(timed)
+    return in_subprocess(timed, path, **environ)
 
 
 def load():

@@ -9,7 +9,7 @@ import math
 import warnings
 
 import autograd
-from autograd import Primitive, Tensor
+from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
 from autograd.random import generator
 
@@ -541,13 +541,8 @@ def pdist(input, p=2.0):
     return vector_norm(input[first] - input[second], p, 1)
 
 
-# The loss functions and the functions that have a file of their own (convolution, pooling,
-# fold/unfold, CTC, interpolation), re-exported so that F.cross_entropy, F.conv2d, F.pad work as
-# in PyTorch (imported last: they use the functions above).
-from .attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: E402, F401
-from .ctc import ctc_loss  # noqa: E402, F401
-from .functional_conv import *  # noqa: E402, F401, F403
-from .interpolation import interpolate  # noqa: E402, F401
+# The loss functions live in nn/losses.py, re-exported so that F.cross_entropy works as in
+# PyTorch (imported last: they use the functions above).
 from .losses import (  # noqa: E402, F401
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -571,5 +566,17 @@ from .losses import (  # noqa: E402, F401
     triplet_margin_loss,
     triplet_margin_with_distance_loss,
 )
-from .padding import pad  # noqa: E402, F401
-from .sparse import embedding, embedding_bag, one_hot  # noqa: E402, F401
+
+# The functions that have a file of their own (convolution, pooling, fold/unfold, padding,
+# attention, CTC, interpolation, embeddings) load on first use (PEP 562), as their layers do:
+# F.conv2d and F.pad work as in PyTorch.
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
+    **_lazy.from_module(".attention", "multi_head_attention_forward", "scaled_dot_product_attention"),
+    **_lazy.from_module(".ctc", "ctc_loss"),
+    **_lazy.from_module(".functional_conv", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
+                        "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d", "conv1d", "conv2d", "conv_transpose1d",
+                        "conv_transpose2d", "fold", "max_pool1d", "max_pool2d", "unfold", "upsample"),
+    **_lazy.from_module(".interpolation", "interpolate"),
+    **_lazy.from_module(".padding", "pad"),
+    **_lazy.from_module(".sparse", "embedding", "embedding_bag", "one_hot"),
+})

@@ -15,12 +15,6 @@ from autograd.ops import convolution, pooling
 
 from .padding import pad
 
-__all__ = [
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d", "avg_pool1d",
-    "avg_pool2d", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "fold",
-    "max_pool1d", "max_pool2d", "unfold", "upsample",
-]
-
 
 def _tuple(value, n, name):
     """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single)."""

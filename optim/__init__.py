@@ -1,10 +1,9 @@
 """chainrule's optim: PyTorch's optimizers and schedulers (``optim`` plays ``torch.optim``)."""
 
-from autograd import _check_ours
+from autograd import _check_ours, _lazy
 
 _check_ours.check("optim")
 
-from . import lr_scheduler  # noqa: E402
 from .adadelta import Adadelta  # noqa: E402
 from .adagrad import Adagrad  # noqa: E402
 from .adam import Adam, AdamW  # noqa: E402
@@ -16,3 +15,7 @@ from .optimizer import Optimizer  # noqa: E402
 from .radam import RAdam  # noqa: E402
 from .rmsprop import RMSprop  # noqa: E402
 from .sgd import SGD  # noqa: E402
+
+# The learning-rate schedulers load on first use (PEP 562), so that `import optim` stays quick:
+# optim.lr_scheduler.StepLR and `from optim import lr_scheduler` work as before.
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"lr_scheduler": ".lr_scheduler"})

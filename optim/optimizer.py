@@ -15,7 +15,6 @@ on the CPU. ``differentiable=True`` (an update recorded in the graph) is not
 supported and raises NotImplementedError.
 """
 
-import copy
 from collections import defaultdict
 
 import numpy
@@ -155,6 +154,8 @@ class Optimizer:
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size "
                                  f"of optimizer's group ({len(saved['params'])} vs {len(group['params'])})")
+        import copy  # here, not at import: `import optim` stays quick
+
         params = {}
         for saved, group in zip(groups, self.param_groups):
             for i, p in zip(saved["params"], group["params"]):

@@ -1,56 +1,188 @@
-"""`import autograd, nn, optim` loads no teaching tool: graphviz, the trace, viz, the
-datasets and transforms load on first use, and then work as before; so does data-parallel
-training (nn.parallel, nn.SyncBatchNorm, autograd.distributed)."""
+"""`import autograd, nn, optim` loads only what a training loop of an MLP needs. The teaching
+tools (graphviz, the trace, viz, Value), the datasets and transforms, data-parallel training,
+the layers beyond the MLP's, saving and loading, __version__ (importlib.metadata) and
+numpy.random load on first use (PEP 562), and then work as before: every public name is
+where it was, in dir(), in `__all__` and `from ... import *`, and pickles as before."""
 
+import json
+import pickle
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 
-LAZY = ["graphviz", "html", "autograd.viz", "autograd.trace", "autograd.datasets", "autograd.transforms",
-        "autograd.distributed", "nn.parallel", "numpy.polynomial"]
+# what `import autograd, nn, optim` leaves out (each loads on first use)
+LAZY = ["graphviz", "html", "importlib.metadata", "numpy.polynomial", "numpy.random",
+        "autograd.viz", "autograd.trace", "autograd.value", "autograd.datasets", "autograd.transforms",
+        "autograd.data", "autograd.utils", "autograd.distributed", "autograd.serialization", "autograd.version",
+        "autograd.linalg", "autograd.special", "autograd.autograd.functional",
+        "nn.attention", "nn.conv", "nn.ctc", "nn.functional_conv", "nn.interpolation", "nn.lecture", "nn.padding",
+        "nn.parallel", "nn.pooling", "nn.recurrent_layers", "nn.rnn", "nn.sparse", "nn.sync_batchnorm",
+        "nn.transformer", "nn.utils", "optim.lr_scheduler"]
+PACKAGES = ["autograd", "autograd.autograd", "nn", "nn.functional", "optim"]  # the ones with names on first use
+
+
+def run_fresh(code):
+    """What ``code``, run in a fresh interpreter, prints last (as JSON)."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def loaded_after(code):
-    """The LAZY modules in sys.modules after running ``code`` in a fresh interpreter."""
-    script = f"import sys\n{code}\nprint(' '.join(m for m in {LAZY!r} if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    return result.stdout.split()
+    """The LAZY modules in sys.modules after running ``code`` in a fresh interpreter, less those
+    that ``import numpy`` loads by itself (NumPy 1.x imports numpy.random)."""
+    script = "import sys, json\n{}\nprint(json.dumps([m for m in {!r} if m in sys.modules]))"
+    by_numpy = set(run_fresh(script.format("import numpy", LAZY)))
+    return [m for m in run_fresh(script.format(code, LAZY)) if m not in by_numpy]
 
 
-def test_import_loads_no_teaching_tool():
+def test_import_loads_none_of_them():
     assert loaded_after("import autograd, nn, optim") == []
 
 
 @pytest.mark.parametrize("code, expected", [
-    ("import autograd; autograd.viz", ["graphviz", "autograd.viz"]),
-    ("from autograd import viz", ["graphviz", "autograd.viz"]),
-    ("import autograd.trace", ["graphviz", "html", "autograd.viz", "autograd.trace"]),
+    ("import autograd; autograd.viz", ["graphviz", "autograd.viz", "autograd.value"]),
+    ("from autograd import viz", ["graphviz", "autograd.viz", "autograd.value"]),
+    ("import autograd.trace", ["graphviz", "html", "autograd.viz", "autograd.trace", "autograd.value"]),
     ("import autograd; autograd.datasets", ["autograd.datasets"]),
     ("from autograd import transforms", ["autograd.transforms"]),
-    ("import nn; nn.SyncBatchNorm", ["autograd.distributed"]),
-    ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "nn.parallel"]),
+    ("import autograd; autograd.__version__", ["importlib.metadata", "autograd.version"]),
+    ("import autograd; autograd.rand(2)", ["numpy.random"]),
+    ("import autograd; autograd.linalg.norm", ["autograd.linalg"]),
+    ("import nn; nn.SyncBatchNorm", ["autograd.distributed", "autograd.serialization", "nn.sync_batchnorm"]),
+    ("from nn.parallel import DistributedDataParallel", ["autograd.distributed", "autograd.serialization",
+                                                         "nn.parallel"]),
+    ("import nn; nn.Conv2d", ["nn.conv", "nn.functional_conv", "nn.padding"]),
+    ("from nn import LSTM", ["nn.rnn", "nn.recurrent_layers", "nn.utils"]),
+    ("import nn; nn.functional.pad", ["nn.padding"]),
+    ("import optim; optim.lr_scheduler.StepLR", ["optim.lr_scheduler"]),
 ])
 def test_first_use_loads_the_tool(code, expected):
-    assert loaded_after(code) == expected
+    assert loaded_after(code) == [m for m in LAZY if m in expected]
 
 
-def test_lazy_names_are_the_modules():
+LAZY_NAMES = """
+import importlib, json, sys
+packages = [importlib.import_module(name) for name in {packages!r}]
+loaded = set(sys.modules)
+report = {{}}
+for package in packages:  # the names dir() lists that the package does not hold yet: loaded on first use
+    for name in sorted(set(dir(package)) - set(vars(package))):
+        value = getattr(package, name)
+        home = getattr(value, "__module__", None) or getattr(value, "__name__", None)
+        report[f"{{package.__name__}}.{{name}}"] = [home, home in loaded, name in vars(package)]
+print(json.dumps(report))
+"""
+
+
+def test_every_name_on_first_use_resolves_loads_its_module_and_stays():
+    report = run_fresh(LAZY_NAMES.format(packages=PACKAGES))
+    assert {"autograd.viz", "autograd.Value", "autograd.load", "autograd.__version__", "nn.Conv2d", "nn.LSTM",
+            "nn.Embedding", "nn.functional.conv2d", "autograd.autograd.functional", "optim.lr_scheduler"} <= set(report)
+    for name, (home, was_loaded, kept) in report.items():
+        if home is not None and home.split(".")[0] in ("autograd", "nn", "optim"):
+            assert not was_loaded, f"{name} comes from {home}, which `import` had already loaded"
+        assert kept, f"{name} was not kept in its package after the first use"
+
+
+def test_lazy_names_are_the_modules_and_objects():
     import importlib
 
     import autograd
+    import nn
+    import optim
 
-    for name in ("viz", "trace", "datasets", "transforms", "utils", "data"):
+    for name in ("viz", "trace", "datasets", "transforms", "utils", "data", "distributed", "linalg", "special"):
         assert getattr(autograd, name) is importlib.import_module(f"autograd.{name}")
         assert name in dir(autograd)
     assert autograd.utils.data.DataLoader.__name__ == "DataLoader"
+    assert autograd.Value is importlib.import_module("autograd.value").Value
+    assert autograd.load is importlib.import_module("autograd.serialization").load
+    assert autograd.linalg.norm(autograd.tensor([3.0, 4.0])).item() == 5.0
+    assert autograd.autograd.functional.jacobian is importlib.import_module("autograd.autograd.functional").jacobian
+    assert nn.Conv2d is importlib.import_module("nn.conv").Conv2d
+    assert nn.functional.conv2d is importlib.import_module("nn.functional_conv").conv2d
+    assert optim.lr_scheduler.StepLR.__name__ == "StepLR"
+
+
+def test_nn_functional_gives_every_public_function_of_its_files():
+    """F.conv2d, F.pad, F.ctc_loss, ...: each file's public functions, but its helpers."""
+    import importlib
+    import inspect
+
+    import nn.functional as F
+
+    missing = set()
+    for source in ("attention", "ctc", "functional_conv", "interpolation", "losses", "padding", "sparse"):
+        module = importlib.import_module(f"nn.{source}")
+        missing |= {name for name, value in vars(module).items() if inspect.isfunction(value)
+                    and value.__module__ == module.__name__ and not name.startswith("_") and name not in dir(F)}
+    assert missing == {"ctc_forward", "ctc_gradient", "embedding_renorm_"}
+
+
+@pytest.mark.parametrize("package", PACKAGES + ["autograd.linalg", "autograd.special", "optim.lr_scheduler",
+                                                "autograd.utils.data", "autograd.autograd.functional"])
+def test_every_public_name_resolves(package):
+    """Every name of ``__all__`` where a module defines it, and every name dir() lists."""
+    import importlib
+
+    module = importlib.import_module(package)
+    names = set(dir(module)) | set(getattr(module, "__all__", ()))
+    for name in sorted(names):
+        assert getattr(module, name) is not None or name.startswith("_"), f"{package}.{name}"
+    for name in getattr(module, "__all__", ()):
+        assert not name.startswith("_")
+
+
+@pytest.mark.parametrize("package", ["autograd", "nn", "optim", "nn.functional"])
+def test_import_star_takes_every_public_name(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    namespace = {}
+    exec(f"from {package} import *", namespace)  # noqa: S102
+    # every public name but the submodules that later imports bound as attributes (nn.conv, ...)
+    public = {name for name in dir(module) if not name.startswith("_")
+              and not (isinstance(getattr(module, name), types.ModuleType) and name not in module.__all__)}
+    assert public <= set(namespace)
+    assert set(namespace) - {"__builtins__"} == set(module.__all__)
+    for name in public:
+        assert namespace[name] is getattr(module, name)
+
+
+def test_import_star_from_nn_in_a_fresh_interpreter():
+    code = ("import json\nfrom nn import *\nprint(json.dumps([Conv2d.__module__, LSTM.__module__, Linear.__module__,"
+            " Embedding.__module__, MaxPool2d.__module__, functional.pad.__module__]))")
+    assert run_fresh(code) == ["nn.conv", "nn.rnn", "nn.linear", "nn.sparse", "nn.pooling", "nn.padding"]
+
+
+def test_tensor_methods_and_functions_exist_from_the_start():
+    """Every op's Tensor method and autograd.<name> function is there right after `import autograd`."""
+    code = """
+import json
+import autograd
+from autograd.ops.names import FUNCTIONS, INPLACE, METHODS
+print(json.dumps([[n for n in list(METHODS) + list(INPLACE) if not hasattr(autograd.Tensor, n)],
+                  [n for n in FUNCTIONS if not hasattr(autograd, n)], len(METHODS), len(FUNCTIONS)]))
+"""
+    missing_methods, missing_functions, methods, functions = run_fresh(code)
+    assert missing_methods == [] and missing_functions == []
+    assert methods > 250 and functions > 250
 
 
 def test_unknown_name_is_an_attribute_error():
     import autograd
+    import nn
+    import nn.functional
+    import optim
 
-    with pytest.raises(AttributeError, match="no_such_thing"):
-        autograd.no_such_thing  # noqa: B018
+    for module, name in ((autograd, "no_such_thing"), (nn, "no_such_layer"), (nn.functional, "no_such_function"),
+                         (optim, "no_such_optimizer"), (autograd.autograd, "no_such_tool")):
+        with pytest.raises(AttributeError, match=f"module '{module.__name__}' has no attribute '{name}'"):
+            getattr(module, name)
+        assert not hasattr(module, name)
 
 
 def test_lazy_nn_names():
@@ -60,15 +192,57 @@ def test_lazy_nn_names():
 
     assert nn.SyncBatchNorm is SyncBatchNorm
     assert nn.parallel.DistributedDataParallel is DistributedDataParallel
-    assert {"SyncBatchNorm", "parallel"} <= set(dir(nn))
-    with pytest.raises(AttributeError, match="no_such_layer"):
-        nn.no_such_layer  # noqa: B018
+    assert {"SyncBatchNorm", "parallel", "Conv2d", "LSTM", "Embedding", "utils"} <= set(dir(nn))
+
+
+def test_models_of_lazy_layers_pickle_and_load_in_a_fresh_interpreter(tmp_path):
+    """A pickled model names its classes' modules (nn.conv, nn.rnn), which unpickling imports;
+    a state_dict saved with autograd.save loads into a model built in another interpreter."""
+    import autograd
+    import nn
+
+    autograd.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    x = autograd.randn(1, 1, 4, 4)
+    expected = model(x).tolist()
+    with open(tmp_path / "model.pkl", "wb") as file:
+        pickle.dump(model, file)
+    autograd.save(model.state_dict(), tmp_path / "weights.pt")
+    autograd.save(x, tmp_path / "x.pt")
+    code = f"""
+import json, pickle
+with open({str(tmp_path / "model.pkl")!r}, "rb") as file:
+    unpickled = pickle.load(file)
+import autograd, nn
+x = autograd.load({str(tmp_path / "x.pt")!r})
+autograd.manual_seed(1)
+rebuilt = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+rebuilt.load_state_dict(autograd.load({str(tmp_path / "weights.pt")!r}))
+print(json.dumps([unpickled(x).tolist(), rebuilt(x).tolist()]))
+"""
+    from_pickle, from_state_dict = run_fresh(code)
+    np.testing.assert_allclose(from_pickle, expected, rtol=1e-6)
+    np.testing.assert_allclose(from_state_dict, expected, rtol=1e-6)
+
+
+def test_the_default_generator_made_on_first_draw_is_seeded_as_before():
+    import autograd
+    from autograd.random import DEFAULT_SEED, Generator
+
+    reference = np.random.Generator(np.random.PCG64(DEFAULT_SEED)).random(3)
+    np.testing.assert_array_equal(Generator().numpy.random(3), reference)
+    fresh = run_fresh("import json, autograd\nprint(json.dumps(autograd.rand(3, dtype=autograd.float64).tolist()))")
+    np.testing.assert_array_equal(fresh, autograd.rand(3, generator=Generator(), dtype=autograd.float64).numpy())
+    g = Generator().manual_seed(5)
+    state = g.get_state()  # before any draw: the state of the seed
+    first = autograd.rand(4, generator=g)
+    g.set_state(state)
+    assert autograd.rand(4, generator=g).tolist() == first.tolist()
+    assert autograd.rand(4, generator=Generator().manual_seed(5)).tolist() == first.tolist()
 
 
 def test_erf_fitted_on_first_use_is_right():
     import math
-
-    import numpy as np
 
     import autograd
 
@@ -84,3 +258,12 @@ def test_save_and_load_after_lazy_json(tmp_path):
     path = tmp_path / "t.pt"
     autograd.save({"w": autograd.arange(3.0)}, path)
     assert autograd.load(path)["w"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_version_on_first_use():
+    import importlib.metadata
+
+    import autograd
+
+    assert autograd.__version__ == importlib.metadata.version("chainrule")
+    assert run_fresh("import json, autograd\nprint(json.dumps(autograd.__version__))") == autograd.__version__

@@ -4,7 +4,7 @@
 holds ``jacobian``, ``hessian``, ``vjp``, ``jvp``, ``hvp`` and ``vhp``.
 """
 
-from .. import differentiate, function
+from .. import _lazy, differentiate, function
 from ..factories import zeros_like
 from ..function import Function
 from ..grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
@@ -12,7 +12,6 @@ from ..gradcheck import gradcheck, gradgradcheck
 from ..graph import accumulate_grad, detect_anomaly, is_anomaly_enabled
 from ..ops.shape import stack
 from ..tensor import Tensor
-from . import functional
 
 
 def _tensors(value):
@@ -72,3 +71,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             x._accumulate(g)  # the hooks ran in the pass above
         elif not x.retains_grad:  # a retained grad was filled by the pass above
             accumulate_grad(x, g)
+
+
+# jacobian, hessian and the rest load on first use: autograd.autograd.functional works as before
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"functional": ".functional"})

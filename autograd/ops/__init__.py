@@ -19,7 +19,6 @@ from . import (  # noqa: F401  (each declares its names)
     indexing,
     inverses,
     linalg,
-    namespaces,
     norms,
     pointwise,
     pooling,

@@ -8,8 +8,6 @@ operand has are summed in the forward pass, so its gradient is constant along th
 with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one by an identity.
 """
 
-import string
-
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
@@ -18,6 +16,9 @@ from .arranging import movedim
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
+
+# einsum's subscripts: string.ascii_letters, spelled out (importing string costs more than the line)
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class Einsum(Primitive):
@@ -28,7 +29,7 @@ class Einsum(Primitive):
 
     def backward(self, grad, y, *xs):
         sizes = {label: n for term, x in zip(self.terms, xs) for label, n in zip(term, x.shape)}
-        fresh = iter(c for c in string.ascii_letters if c not in sizes)
+        fresh = iter(c for c in LETTERS if c not in sizes)
         grads = []
         for k, (term, x) in enumerate(zip(self.terms, xs)):
             if not x.requires_grad:
@@ -64,7 +65,7 @@ def _parse(equation, operands):
         raise RuntimeError(f"einsum(): {'more' if len(operands) > len(terms) else 'fewer'} operands were provided "
                            f"than specified in the equation {equation!r} ({len(operands)} operands, "
                            f"{len(terms)} subscripts)")
-    letters = [c for c in string.ascii_letters if c not in equation]
+    letters = [c for c in LETTERS if c not in equation]
     ellipsis_dims = 0
     for term, x in zip(terms, operands):
         named = len(term.replace("...", ""))
@@ -152,7 +153,7 @@ def inner(input, other, *, out=None):
     if input.shape[-1] != other.shape[-1]:
         raise RuntimeError(f"inner() the last dimension must match on both input tensors but got shapes "
                            f"{list(input.shape)} and {list(other.shape)}")
-    a, b = string.ascii_letters[:input.ndim - 1], string.ascii_letters[input.ndim - 1:input.ndim + other.ndim - 2]
+    a, b = LETTERS[:input.ndim - 1], LETTERS[input.ndim - 1:input.ndim + other.ndim - 2]
     return write_out(Einsum.apply(input, other, terms=(a + "z", b + "z"), output=a + b), out)
 
 
@@ -278,7 +279,7 @@ def tensordot(a, b, dims=2, out=None):
         dims_a, dims_b = ([d] if isinstance(d, int) else list(d) for d in dims)
     dims_a = [d % a.ndim for d in dims_a]
     dims_b = [d % b.ndim for d in dims_b]
-    letters = iter(string.ascii_letters)
+    letters = iter(LETTERS)
     term_a = [next(letters) for _ in range(a.ndim)]
     term_b = [next(letters) for _ in range(b.ndim)]
     for i, j in zip(dims_a, dims_b):

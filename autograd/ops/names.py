@@ -56,10 +56,7 @@ def _numpy_aliases(op):
     gets a wrapper that renames them."""
     if op in _ALIASED:
         return _ALIASED[op]
-    try:
-        parameters = inspect.signature(op).parameters
-    except (TypeError, ValueError):
-        return op
+    parameters = _parameter_names(op)
     renames = {alias: name for alias, name in (("axis", "dim"), ("keepdims", "keepdim"))
                if name in parameters and alias not in parameters}
     if not renames:
@@ -78,6 +75,21 @@ def _numpy_aliases(op):
     call.__wrapped__ = op
     _ALIASED[op] = call
     return call
+
+
+def _parameter_names(op):
+    """The names of ``op``'s parameters. A plain function's are read off its code object:
+    every declared op passes here at import, and ``inspect.signature`` would cost
+    milliseconds in all."""
+    code = getattr(op, "__code__", None)
+    if code is not None and not hasattr(op, "__wrapped__"):
+        count = code.co_argcount + code.co_kwonlyargcount
+        count += bool(code.co_flags & inspect.CO_VARARGS) + bool(code.co_flags & inspect.CO_VARKEYWORDS)
+        return code.co_varnames[:count]
+    try:
+        return inspect.signature(op).parameters
+    except (TypeError, ValueError):  # a property, a builtin without a signature
+        return ()
 
 
 def _applying(primitive):

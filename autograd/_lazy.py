@@ -1,0 +1,46 @@
+"""Names a module loads on first use (PEP 562), so that ``import autograd, nn, optim`` stays quick.
+
+A module lists, last thing, what it keeps out of its own import and where each name lives
+(relative to its package):
+
+    __getattr__, __dir__, __all__ = on_first_use(globals(), {
+        "viz": ".viz",            # the submodule autograd.viz
+        "Value": ".value:Value",  # the class Value of autograd.value
+        **from_module(".serialization", "load", "save"),  # several names of one module
+    })
+
+``autograd.viz`` and ``from autograd import load`` then import that module the first time
+they are asked for and keep the value in the module (later lookups are plain ones).
+``dir()`` lists the names before they are loaded, and ``__all__`` (what ``import *``
+takes) is every public name: the module's own and the listed ones. What is loaded, and
+when, changes nothing else: every public name stays where it was.
+"""
+
+import importlib
+
+
+def on_first_use(namespace, names):
+    """The ``__getattr__``, ``__dir__`` and ``__all__`` of the module whose globals are
+    ``namespace``, for ``names``: {name: ".module" or ".module:attribute"}."""
+    module_name, package = namespace["__name__"], namespace["__package__"]
+
+    def __getattr__(name):
+        where = names.get(name)
+        if where is None:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        source, _, attribute = where.partition(":")
+        module = importlib.import_module(source, package)
+        value = getattr(module, attribute) if attribute else module
+        namespace[name] = value
+        return value
+
+    def __dir__():
+        return sorted(set(namespace) | set(names))
+
+    public = sorted(name for name in set(namespace) | set(names) if not name.startswith("_"))
+    return __getattr__, __dir__, public
+
+
+def from_module(source, *names):
+    """{name: "source:name"} for each name: several names that one module gives."""
+    return {name: f"{source}:{name}" for name in names}
