@@ -12,7 +12,6 @@
 
 import functools
 import threading
-import traceback
 
 from .backend import xp
 
@@ -280,6 +279,8 @@ def conformed(x, g):
 
 def user_frame():
     """'file:line in function' of the innermost frame outside this package."""
+    import traceback  # here, not at import: anomaly mode only
+
     for frame in reversed(traceback.extract_stack()[:-1]):
         if "/autograd/" not in frame.filename and "/nn/" not in frame.filename:
             return f"{frame.filename}:{frame.lineno} in {frame.name}\n    {frame.line}"
