@@ -1,7 +1,7 @@
 """(a) Per-op overhead on 16x16 float32, forward and backward, against PyTorch with one thread:
 
 - one op at a time (add, mul, matmul, relu, sum, exp, softmax, log_softmax): y = op(a[, b]),
-  then y.backward(ones) (sum: y.backward()), microseconds per op;
+  then y.backward(ones) (sum: y.backward()), microseconds per op, beside MyGrad (when installed);
 - a 4-op chain ((a*b + c).relu()).sum() and backward, microseconds per op, beside NumPy's
   forward alone.
 
@@ -26,6 +26,22 @@ SINGLE = {  # name: the op, for any library whose tensors have these methods
 }
 
 
+def mygrad_ops(mygrad):
+    """The same ops in MyGrad (a NumPy autograd too), which spells relu and the softmaxes as functions."""
+    from mygrad.nnet.activations import logsoftmax, relu, softmax
+
+    return {**SINGLE, "relu": lambda a, b: relu(a), "exp": lambda a, b: mygrad.exp(a),
+            "softmax": lambda a, b: softmax(a, axis=1), "log_softmax": lambda a, b: logsoftmax(a, axis=1)}
+
+
+def _forget_grads(*tensors):
+    for t in tensors:
+        try:
+            t.grad = None
+        except AttributeError:  # MyGrad's .grad is read-only: it clears its gradients itself
+            pass
+
+
 def arrays(count=3, seed=0):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal((16, 16)).astype(np.float32) for _ in range(count)]
@@ -35,7 +51,7 @@ def one_op(op, a, b, ones):
     """op(a, b) forward and backward, the upstream gradient all ones."""
 
     def run():
-        a.grad = b.grad = None
+        _forget_grads(a, b)
         y = op(a, b)
         y.backward() if y.ndim == 0 else y.backward(ones)
 
@@ -51,18 +67,21 @@ def interleaved(candidates, rounds=5):
     return seconds
 
 
-def run_single(torch):
+def run_single(torch, mygrad):
     """{op: {library: seconds}} for one op forward and backward."""
     x, y = arrays(2)
     ours = [autograd.tensor(v, requires_grad=True) for v in (x, y)] + [autograd.ones(16, 16)]
     candidates = {f"{name} chainrule": one_op(op, *ours) for name, op in SINGLE.items()}
+    if mygrad is not None:
+        theirs = [mygrad.tensor(v) for v in (x, y)] + [np.ones((16, 16), np.float32)]
+        candidates.update({f"{name} MyGrad": one_op(op, *theirs) for name, op in mygrad_ops(mygrad).items()})
     if torch is not None:
         theirs = [torch.tensor(v, requires_grad=True) for v in (x, y)] + [torch.ones(16, 16)]
         candidates.update({f"{name} PyTorch": one_op(op, *theirs) for name, op in SINGLE.items()})
     return interleaved(candidates, rounds=3)
 
 
-def run_chain(torch):
+def run_chain(torch, mygrad):
     x, y, z = arrays()
     a, b, c = (autograd.Tensor(v, requires_grad=True) for v in (x, y, z))
 
@@ -82,20 +101,29 @@ def run_chain(torch):
             ((ta * tb + tc).relu()).sum().backward()
 
         candidates["PyTorch, 1 thread (forward + backward)"] = theirs
+    if mygrad is not None:
+        from mygrad.nnet.activations import relu
+
+        ma, mb, mc = (mygrad.tensor(v) for v in (x, y, z))
+
+        def mygrads():
+            relu(ma * mb + mc).sum().backward()
+
+        candidates["MyGrad (forward + backward)"] = mygrads
     return {name: seconds / OPS for name, seconds in interleaved(candidates).items()}
 
 
 def report():
-    torch = optional("torch")
+    torch, mygrad = optional("torch"), optional("mygrad")
     if torch is not None:
         torch.set_num_threads(1)  # Python runs our ops on one thread
     lines = []
-    single = run_single(torch)
-    libraries = ("chainrule", "PyTorch") if torch is not None else ("chainrule",)
+    single = run_single(torch, mygrad)
+    libraries = ("chainrule",) + (("MyGrad",) if mygrad is not None else ()) + (("PyTorch",) if torch is not None else ())
     groups = {name: {library: single[f"{name} {library}"] for library in libraries} for name in SINGLE}
     lines.append(grouped_table("(a) one op on 16x16 float32, forward + backward (PyTorch with 1 thread), us",
                                groups, reference=libraries[-1], label="{}", unit="us", scale=1e6))
-    lines.append(table("(a) ((a*b + c).relu()).sum() + backward, 16x16 float32, us per op", run_chain(torch),
+    lines.append(table("(a) ((a*b + c).relu()).sum() + backward, 16x16 float32, us per op", run_chain(torch, mygrad),
                        reference="chainrule (forward + backward)", unit="us", scale=1e6))
     return "\n".join(lines)
 
