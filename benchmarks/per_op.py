@@ -119,7 +119,8 @@ def report():
         torch.set_num_threads(1)  # Python runs our ops on one thread
     lines = []
     single = run_single(torch, mygrad)
-    libraries = ("chainrule",) + (("MyGrad",) if mygrad is not None else ()) + (("PyTorch",) if torch is not None else ())
+    present = {"chainrule": True, "MyGrad": mygrad is not None, "PyTorch": torch is not None}
+    libraries = tuple(name for name, here in present.items() if here)
     groups = {name: {library: single[f"{name} {library}"] for library in libraries} for name in SINGLE}
     lines.append(grouped_table("(a) one op on 16x16 float32, forward + backward (PyTorch with 1 thread), us",
                                groups, reference=libraries[-1], label="{}", unit="us", scale=1e6))
