@@ -62,7 +62,7 @@ def binary(op, x, y):
 def unbroadcast(grad, like):
     """Sum ``grad`` over the axes that broadcasting added or stretched, to ``like.shape``."""
     shape = like.shape
-    if grad.shape == shape:
+    if grad._data.shape == shape:  # (the common case: nothing was broadcast)
         return grad
     added = grad.ndim - len(shape)
     stretched = tuple(added + i for i, n in enumerate(shape) if n == 1 and grad.shape[added + i] != 1)

@@ -49,19 +49,20 @@ def matmul(input, other, *, out=None):
         return write_out(matmul(input, other), out)
     a, b = input, other
     a, b = _operand(a, b) if not hasattr(a, "_data") else a, _operand(b, a) if not hasattr(b, "_data") else b
-    if a.dtype != b.dtype:
+    A, B = a._data, b._data  # (the checks read the arrays: they run before every product)
+    if A.dtype is not B.dtype and A.dtype != B.dtype:
         raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {a.dtype} "
                            f"and {b.dtype} (shapes {tuple(a.shape)} and {tuple(b.shape)}); convert one with .to()")
-    if a.ndim == 0 or b.ndim == 0:
+    if A.ndim == 0 or B.ndim == 0:
         raise ValueError(f"matmul: both operands need at least one dimension, got shapes "
                          f"{a.shape} and {b.shape}; use * to multiply by a scalar")
-    inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
-    if a.shape[-1] != inner_b:
+    inner_b = B.shape[0] if B.ndim == 1 else B.shape[-2]
+    if A.shape[-1] != inner_b:
         raise ValueError(
             f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the first has "
             f"{a.shape[-1]} columns but the second has {inner_b} rows"
         )
-    if a.ndim >= 2 and b.ndim >= 2:
+    if A.ndim >= 2 and B.ndim >= 2:
         return MatMul.apply(a, b)
     y = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b)
     if b.ndim == 1:
