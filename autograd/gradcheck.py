@@ -27,8 +27,9 @@ def _float64_inputs(inputs):
     copies = []
     for x in inputs:
         if isinstance(x, Tensor) and x.dtype.kind == "f":
-            # a C-contiguous float64 copy: the perturbations below write into its flat view
-            copies.append(Tensor(numpy.ascontiguousarray(x._data, dtype=numpy.float64), requires_grad=x.requires_grad))
+            # a C-contiguous float64 copy (of a 0-d input too, which ascontiguousarray would make 1-d):
+            # the perturbations below write into its flat view
+            copies.append(Tensor(numpy.array(x._data, dtype=numpy.float64, order="C"), requires_grad=x.requires_grad))
         else:
             copies.append(x)
     return copies

@@ -17,6 +17,7 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
+from autograd.ops.reductions import SoftmaxGrad, _stable_max
 
 from . import functional as F
 
@@ -157,7 +158,7 @@ class CrossEntropy(Primitive):
     dℓ/dx_nc = s · w_n (softmax(x_n)_c - [c = y_n])
 
     One fused node from logits to the loss: stable (log-sum-exp) and cheaper than
-    log_softmax, indexing and a reduction as separate nodes.
+    log_softmax, indexing and a reduction as separate nodes; its backward is one node too.
     """
 
     def forward(self, x):
@@ -169,13 +170,44 @@ class CrossEntropy(Primitive):
         return losses.sum() * self.scale if self.reduce else losses
 
     def backward(self, grad, loss, x):
-        one_hot = xp.zeros(x.shape, dtype=x.dtype)
-        one_hot[xp.arange(len(self.labels)), self.labels] = 1
-        scale = xp.full(len(self.labels), self.scale if self.reduce else 1, dtype=x.dtype)
-        if self.weights is not None:
-            scale = scale * self.weights
-        per_row = Tensor._make(scale[:, None]) * (grad if self.reduce else grad.unsqueeze(1))
-        return ((x.softmax(1) - Tensor._make(one_hot)) * per_row,)
+        return (CrossEntropyGrad.apply(grad, x, labels=self.labels, weights=self.weights, scale=self.scale,
+                                       reduce=self.reduce),)
+
+
+class CrossEntropyGrad(Primitive):
+    """Cross-entropy's backward as one node, for g = dL/dℓ (one number, or one per row with
+    reduction='none'), p = softmax(x) along the classes and c_n = s · w_n · g(_n):
+        z_nc = c_n (p_nc - [c = y_n])
+        dL/dg = Σ_c u_nc s w_n (p_nc - [c = y_n])   (summed over the rows too when g is one number)
+        dL/dx = softmax's backward of c u:  p ⊙ (c u - Σ_c c u p)      (u = dL/dz)
+    One pass over the logits instead of five ops; still differentiable for second derivatives.
+    """
+
+    def row_scales(self, dtype):
+        """s · w_n for each row, as a column."""
+        scales = xp.full(len(self.labels), self.scale if self.reduce else 1, dtype=dtype)
+        return (scales if self.weights is None else scales * self.weights)[:, None]
+
+    def forward(self, g, x):
+        z = xp.exp(x - _stable_max(x, 1))  # the softmax, as x.softmax(1) computes it
+        z /= xp.sum(z, axis=1, keepdims=True)
+        z[xp.arange(len(self.labels)), self.labels] -= 1
+        z *= self.row_scales(x.dtype) * (g if self.reduce else g[:, None])
+        return z
+
+    def backward(self, u, z, g, x):
+        probabilities = x.softmax(1)
+        scales = Tensor._make(self.row_scales(x.dtype))
+        grad_g = grad_x = None
+        if g.requires_grad:
+            one_hot = xp.zeros(x.shape, dtype=x.dtype)
+            one_hot[xp.arange(len(self.labels)), self.labels] = 1
+            per_row = (u * (probabilities - Tensor._make(one_hot)) * scales).sum(1)
+            grad_g = per_row.sum() if self.reduce else per_row
+        if x.requires_grad:
+            row_scales = scales * (g if self.reduce else g.unsqueeze(1))
+            grad_x = SoftmaxGrad.apply(u * row_scales, probabilities, dim=1)
+        return grad_g, grad_x
 
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):

@@ -36,6 +36,13 @@ LOSSES = {
     "cross_entropy_spatial": (lambda x: F.cross_entropy(x.reshape(2, 3, 2), Tensor([[0, 2], [1, 1]])), (X,)),
     "cross_entropy_none": (lambda x: (F.cross_entropy(x, Tensor(LABELS), reduction="none", weight=Tensor(
         [1.0, 2.0, 0.5])) * Tensor([1.0, -2.0, 3.0, 0.5])).sum(), (X,)),
+    # the fused backward node, as a function of the logits and of dL/dloss (one number; one per row)
+    "cross_entropy_backward": (lambda x, g: autograd.grad(F.cross_entropy(
+        x, Tensor(LABELS), weight=Tensor([1.0, 2.0, 0.5]), ignore_index=1), x, g, create_graph=True)[0],
+        (X, np.array(0.7))),
+    "cross_entropy_backward_none": (lambda x, g: autograd.grad(F.cross_entropy(
+        x, Tensor(LABELS), weight=Tensor([1.0, 2.0, 0.5]), reduction="none"), x, g, create_graph=True)[0],
+        (X, SIGNS + 0.3)),
     "nll": (lambda x: F.nll_loss(x.log_softmax(1), Tensor(LABELS), reduction="sum"), (X,)),
     "hinge": (lambda x: F.hinge_loss(x[:, 0], Tensor(SIGNS)), (X * 0.3,)),
     "multi_margin": (lambda x: F.multi_margin_loss(x, Tensor(LABELS), p=2, margin=1.5), (X,)),
@@ -63,6 +70,7 @@ def test_every_primitive_of_nn_is_gradchecked_here_or_in_the_layer_tests():
     covered = {"AffineMap": "linear" in LAYERS and "linear_3d" in LAYERS,
                "BinaryCrossEntropy": "bce" in LOSSES and "bce_target" in LOSSES,
                "CrossEntropy": "cross_entropy" in LOSSES and "cross_entropy_options" in LOSSES,
+               "CrossEntropyGrad": "cross_entropy_backward" in LOSSES and "cross_entropy_backward_none" in LOSSES,
                # tests/test_distributed.py::test_sync_batchnorm_normalisation_gradient_matches_finite_differences
                "SyncBatchNormalize": True,
                "RNNLayer": "rnn_relu_2layers_states" in RECURRENT and "rnn_packed" in RECURRENT,
