@@ -11,6 +11,7 @@ import warnings
 import autograd
 from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
+from autograd.ops.linalg import MatMul
 from autograd.random import generator
 
 # -- the affine map of a layer ----------------------------------------------------------
@@ -37,12 +38,15 @@ class AffineMap(Primitive):
         return y
 
     def backward(self, grad, y, x, weight, bias=None):
-        grad_x = grad @ weight if x.requires_grad else None
+        # the products as MatMul nodes (Gᵀ x with G read transposed), shapes known to fit
+        grad_x = None
+        if x.requires_grad:
+            grad_x = MatMul.apply(grad, weight) if grad.ndim > 1 else grad @ weight
         grad_weight = None
         if weight.requires_grad:
             rows = grad.reshape(-1, grad.shape[-1]) if grad.ndim != 2 else grad
             inputs = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-            grad_weight = rows.mT @ inputs
+            grad_weight = MatMul.apply(rows, inputs, transpose_a=True)
         grad_bias = None
         if bias is not None and bias.requires_grad:
             grad_bias = grad.sum(tuple(range(grad.ndim - 1))) if grad.ndim > 1 else grad

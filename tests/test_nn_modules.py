@@ -169,10 +169,15 @@ def test_layer_gradients_match_finite_differences(name):
     assert autograd.gradcheck(fn, [x])
 
 
-def test_affine_map_second_derivative():
-    x = Tensor(np.random.default_rng(2).standard_normal((3, 2)), requires_grad=True)
-    w = Tensor(np.random.default_rng(3).standard_normal((4, 2)), requires_grad=True)
+@pytest.mark.parametrize("input_shape, outputs", [((3, 2), 4), ((5, 2), 3), ((2,), 3), ((2, 3, 2), 4)],
+                         ids=["fewer_rows_than_outputs", "more_rows", "vector", "batched"])
+def test_affine_map_second_derivative(input_shape, outputs):
+    rng = np.random.default_rng(2)
+    x = Tensor(rng.standard_normal(input_shape), requires_grad=True)
+    w = Tensor(rng.standard_normal((outputs, 2)), requires_grad=True)
+    b = Tensor(rng.standard_normal(outputs), requires_grad=True)
     assert autograd.gradgradcheck(lambda x, w: F.linear(x, w).tanh(), [x, w])
+    assert autograd.gradgradcheck(lambda x, w, b: F.linear(x, w, b).tanh(), [x, w, b])
 
 
 def test_dropout_is_inverted_and_off_in_eval():
