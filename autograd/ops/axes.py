@@ -22,6 +22,10 @@ def normalize_dims(dim, ndim):
     """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
     if dim is None:
         return tuple(range(ndim))
+    if type(dim) is tuple and len(dim) == 1 and type(dim[0]) is int:
+        dim = dim[0]
+    if type(dim) is int and -ndim <= dim < ndim:  # the common case, one axis in range, without the checks
+        return (dim % ndim,)
     if ndim == 0:  # a 0-d tensor accepts dim 0 and -1, as PyTorch, and has no axis to reduce
         for d in (dim,) if isinstance(dim, int) else tuple(dim):
             if d not in (0, -1):
