@@ -201,3 +201,17 @@ def test_conv_keeps_its_columns_only_until_the_graph_is_freed():
     y.sum().backward()
     assert y.grad_fn.cols is None
     np.testing.assert_allclose(w.grad.numpy(), np.full((1, 1, 3, 3), 4.0))
+
+
+def test_conv_columns_serve_one_backward_and_are_made_again_for_the_next():
+    """dL/dw reads the forward's columns once, then they go (before dL/dx's temporaries); a second backward
+    through a retained graph makes them again, with the same gradients."""
+    rng = np.random.default_rng(0)
+    x, w = leaf(rng.standard_normal((2, 3, 5, 5))), leaf(rng.standard_normal((4, 3, 3, 3)))
+    y = F.conv2d(x, w, padding=1, stride=2)
+    g = autograd.Tensor(rng.standard_normal(y.shape))
+    first = autograd.grad(y, (x, w), grad_outputs=g, retain_graph=True)
+    assert y.grad_fn.cols is None
+    second = autograd.grad(y, (x, w), grad_outputs=g)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -162,8 +162,9 @@ class Conv2d(_ConvParams, Primitive):
     """y[n,o,i,j] = Σ_{c,p,q} w[o,c,p,q] x_pad[n, g(o)·C/G + c, i·s+p·d, j·s+q·d] + b[o];
     dL/dx = ConvTranspose2d(dL/dy, w),   dL/dw = Conv2dWeightGrad(x, dL/dy),   dL/db = Σ_{n,i,j} dL/dy
 
-    The columns of x are kept for dL/dw (they are what dL/dw multiplies). ``out``, when given, is the
-    output size (fewer positions than fit: the gradient of a transposed convolution with output_padding)."""
+    The columns of x are kept for dL/dw (they are what dL/dw multiplies) until the first backward uses them.
+    ``out``, when given, is the output size (fewer positions than fit: the gradient of a transposed convolution
+    with output_padding)."""
 
     cols = out = None
 
@@ -180,12 +181,13 @@ class Conv2d(_ConvParams, Primitive):
         grad_x = grad_weight = None
         needed = x.requires_grad or weight.requires_grad  # the layout both products below read:
         grad_inside = _batch_inside(grad._data, self.groups) if needed else None
+        if weight.requires_grad:  # first, so that the saved columns are gone before dL/dx's (as large) come
+            grad_weight = Conv2dWeightGrad.apply(
+                x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols, grad_inside=grad_inside))
+        self.cols = None  # they serve one backward; another one (retain_graph) makes them again
         if x.requires_grad:
             extra = self.output_padding_for(x.shape, weight.shape[2:], grad.shape[2:])
             grad_x = ConvTranspose2d.apply(grad, weight, **self.params(output_padding=extra, grad_inside=grad_inside))
-        if weight.requires_grad:
-            grad_weight = Conv2dWeightGrad.apply(
-                x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols, grad_inside=grad_inside))
         return grad_x, grad_weight, _bias_grad(grad, bias)
 
     def release(self):
