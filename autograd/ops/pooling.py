@@ -17,7 +17,7 @@ Both scan the kh·kw kernel offsets, each offset one strided slice of every wind
 
 from ..backend import xp
 from ..primitive import Primitive
-from .convolution import channel_major, full_like_layout
+from .convolution import full_like_layout, in_layout_of
 
 
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
@@ -82,14 +82,15 @@ def max_pool_winners(x, y, params):
             equal = padded[index] == y
             if taken is None:
                 masks.append(equal)
-                taken = equal.copy()
+                taken = equal.copy(order="K")  # every mask in y's layout
             else:
                 masks.append(equal > taken)  # equal and not taken by an earlier offset
                 taken |= equal
-        return masks + [~taken] if taken is not None else [xp.ones(y.shape, dtype=bool)]
-    best = xp.full(y.shape, -xp.inf, dtype=y.dtype)
-    chosen = xp.full(y.shape, _first_inside_offset(x.shape, params), dtype=xp.int64)
-    take = xp.empty(y.shape, dtype=bool)
+        return masks + [~taken] if taken is not None else [full_like_layout(y, y.shape, True, dtype=bool)]
+    best = full_like_layout(y, y.shape, -xp.inf)
+    chosen = full_like_layout(y, y.shape, None, dtype=xp.int64)
+    chosen[...] = _first_inside_offset(x.shape, params)
+    take = full_like_layout(y, y.shape, None, dtype=bool)
     for k, (_, index) in enumerate(slices):
         values = padded[index]
         xp.greater(values, best, out=take)
@@ -125,8 +126,8 @@ POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "out")
 
 
 def _layout_of(x):
-    """A tiny array standing for x's memory layout (channel-major or not), so nodes need not keep x."""
-    return xp.empty((2, 2, 1, 1)).transpose(1, 0, 2, 3) if channel_major(x) else None
+    """A tiny array standing for x's memory layout (the order of its strides), so nodes need not keep x."""
+    return xp.empty_like(x, shape=(2,) * x.ndim)
 
 
 class MaxPool2d(Primitive):
@@ -172,6 +173,7 @@ class MaxPoolSpread(Primitive):
     def forward(self, g):
         params = dict(self.__dict__)
         padded, slices = _window_slices(xp.empty((0, 0) + tuple(self.shape[2:])), params, 0)
+        g = in_layout_of(g, self.winners[0])  # read once per kernel offset: in the layout of the masks
         # windows that tile the input exactly write every position once: no need to zero it first
         tiles = all(k == s and d == 1 and p == 0 and o * s == size for k, s, d, p, o, size in
                     zip(self.kernel_size, self.stride, self.dilation, self.padding, self.out, self.shape[2:]))
@@ -196,7 +198,7 @@ class MaxPoolSelect(Primitive):
 
     def forward(self, h):
         padded, slices = _window_slices(h, self.__dict__, 0)
-        y = xp.zeros(self.winners[0].shape, dtype=h.dtype)
+        y = full_like_layout(self.winners[0], self.winners[0].shape, 0, dtype=h.dtype)
         for (_, index), mask in zip(slices, self.winners):
             y += padded[index] * mask
         return y
@@ -248,7 +250,7 @@ class AvgPool2d(Primitive):
     def forward(self, x):
         kernel, stride, out = self.kernel_size, self.stride, self.out
         padded = _padded(x, self.padding, out, kernel, stride, (1, 1), 0)
-        total = xp.zeros(x.shape[:2] + tuple(out), dtype=x.dtype)
+        total = full_like_layout(x, x.shape[:2] + tuple(out), 0)
         for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
             total += padded[index]
         total *= self.scale.astype(x.dtype, copy=False)
@@ -268,11 +270,12 @@ class AvgPool2dTranspose(Primitive):
         n, c, h, w = self.shape
         height = max(h + 2 * padding[0], (out[0] - 1) * stride[0] + kernel[0])
         width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + kernel[1])
-        padded = xp.zeros((n, c, height, width), dtype=g.dtype)
+        padded = full_like_layout(g, (n, c, height, width), 0)
         scaled = g * self.scale.astype(g.dtype, copy=False)
         for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
             padded[index] += scaled
-        return xp.ascontiguousarray(padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+        inside = padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
+        return padded if inside.shape == padded.shape else inside.copy(order="K")  # no view on the margins
 
     def backward(self, grad, y, g):
         return (AvgPool2d.apply(grad, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
