@@ -258,8 +258,14 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
             cols = im2col(x, self.kernel, self.stride, self.padding, self.dilation, g.shape[2:])
             cols = cols.reshape(self.groups, -1, cols.shape[3] * cols.shape[4] * cols.shape[5])
         self.cols = None  # used once: a second backward recomputes them
-        v = _group_matmul(self.inside(g), cols.swapaxes(1, 2))  # (G, O/G, C/G · kh · kw)
-        return v.reshape(g.shape[1], -1, *self.kernel)
+        g = self.inside(g)
+        # v = g colsᵀ, (G, O/G, C/G · kh · kw): a product over the long axis of positions with a small result.
+        # OpenBLAS makes it up to twice as fast with the factor of more rows first, so v may come as (colsᵀ g)ᵀ
+        if cols.shape[1] > g.shape[1]:
+            v = _group_matmul(cols, g.swapaxes(1, 2)).swapaxes(1, 2)
+        else:
+            v = _group_matmul(g, cols.swapaxes(1, 2))
+        return v.reshape(g.shape[0] * g.shape[1], -1, *self.kernel)
 
     def backward(self, grad, v, x, g):
         grad_x = grad_g = None
