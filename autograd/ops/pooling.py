@@ -258,20 +258,25 @@ class AvgPool2d(Primitive):
 
     def backward(self, grad, y, x):
         return (AvgPool2dTranspose.apply(grad, kernel_size=self.kernel_size, stride=self.stride,
-                                         padding=self.padding, out=self.out, scale=self.scale, shape=x.shape),)
+                                         padding=self.padding, out=self.out, scale=self.scale, shape=x.shape,
+                                         like=_layout_of(x._data)),)
 
 
 class AvgPool2dTranspose(Primitive):
     """The adjoint of AvgPool2d: each g[n,c,i,j] · scale[i,j] spread over its window, cropped to ``shape``;
     dL/dg = AvgPool2d(dL/dy)"""
 
+    like = None  # an array in the memory layout to give the result (that of average pooling's input)
+
     def forward(self, g):
         kernel, stride, padding, out = self.kernel_size, self.stride, self.padding, self.out
         n, c, h, w = self.shape
         height = max(h + 2 * padding[0], (out[0] - 1) * stride[0] + kernel[0])
         width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + kernel[1])
-        padded = full_like_layout(g, (n, c, height, width), 0)
-        scaled = g * self.scale.astype(g.dtype, copy=False)
+        layout = g if self.like is None else self.like
+        padded = full_like_layout(layout, (n, c, height, width), 0, dtype=g.dtype)
+        scaled = full_like_layout(layout, g.shape, None, dtype=g.dtype)  # g scaled and, if need be, relaid
+        xp.multiply(g, self.scale.astype(g.dtype, copy=False), out=scaled)
         for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
             padded[index] += scaled
         inside = padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
