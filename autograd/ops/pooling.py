@@ -125,6 +125,12 @@ def max_pool_indices(winners, shape, params):
 POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "out")
 
 
+def _masked(values, mask, finite):
+    """values where mask holds, 0 elsewhere: a plain product when the values are ``finite``, else a select
+    (∞ · 0 is NaN, where PyTorch's scatter and gather leave an exact 0)."""
+    return values * mask if finite else xp.where(mask, values, 0)
+
+
 def _layout_of(x):
     """A tiny array standing for x's memory layout (the order of its strides), so nodes need not keep x."""
     return xp.empty_like(x, shape=(2,) * x.ndim)
@@ -179,12 +185,16 @@ class MaxPoolSpread(Primitive):
                     zip(self.kernel_size, self.stride, self.dilation, self.padding, self.out, self.shape[2:]))
         padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:],
                                   None if tiles else 0, dtype=g.dtype)
+        finite = xp.isfinite(g).all()
         if overlapping(self.kernel_size, self.stride, self.dilation):
             for (_, index), mask in zip(slices, self.winners):
-                padded[index] += g * mask
-        else:  # every input position in at most one window: write, do not add
+                padded[index] += _masked(g, mask, finite)
+        elif finite:  # every input position in at most one window: write, do not add
             for (_, index), mask in zip(slices, self.winners):
                 xp.multiply(g, mask, out=padded[index])
+        else:
+            for (_, index), mask in zip(slices, self.winners):
+                padded[index] = _masked(g, mask, finite)
         (ph, pw), (h, w) = self.padding, self.shape[2:]
         return padded[:, :, ph:ph + h, pw:pw + w]
 
@@ -199,8 +209,9 @@ class MaxPoolSelect(Primitive):
     def forward(self, h):
         padded, slices = _window_slices(h, self.__dict__, 0)
         y = full_like_layout(self.winners[0], self.winners[0].shape, 0, dtype=h.dtype)
+        finite = xp.isfinite(h).all()
         for (_, index), mask in zip(slices, self.winners):
-            y += padded[index] * mask
+            y += _masked(padded[index], mask, finite)
         return y
 
     def backward(self, grad, y, h):
