@@ -102,10 +102,12 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
         weight = weight.unsqueeze(2)
         kernel, stride, padding, dilation, extra = ((1,) + kernel, (1,) + stride, (0,) + padding,
                                                     (1,) + dilation, (0,) + extra)
-    input = pad(input, (0, extra[1], 0, extra[0]))  # 'same' with an even d(k−1): the odd zero right/below
-    padded = tuple(input.shape[2 + a] + 2 * padding[a] for a in (0, 1))
-    effective = tuple(dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1))
-    if any(e > p for e, p in zip(effective, padded)):
+    if extra[0] or extra[1]:  # 'same' with an even d(k−1): the odd zero right/below
+        input = pad(input, (0, extra[1], 0, extra[0]))
+    shape = input.shape
+    padded = (shape[2] + 2 * padding[0], shape[3] + 2 * padding[1])
+    effective = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    if effective[0] > padded[0] or effective[1] > padded[1]:
         shown = slice(2 - spatial, 2)
         raise RuntimeError(
             f"Calculated padded input size per channel: ({' x '.join(map(str, padded[shown]))}). Kernel size: "

@@ -201,3 +201,42 @@ def test_conv_keeps_its_columns_only_until_the_graph_is_freed():
     y.sum().backward()
     assert y.grad_fn.cols is None
     np.testing.assert_allclose(w.grad.numpy(), np.full((1, 1, 3, 3), 4.0))
+
+
+def test_conv_columns_serve_one_backward_and_are_made_again_for_the_next():
+    """dL/dw reads the forward's columns once, then they go (before dL/dx's temporaries); a second backward
+    through a retained graph makes them again, with the same gradients."""
+    rng = np.random.default_rng(0)
+    x, w = leaf(rng.standard_normal((2, 3, 5, 5))), leaf(rng.standard_normal((4, 3, 3, 3)))
+    y = F.conv2d(x, w, padding=1, stride=2)
+    g = autograd.Tensor(rng.standard_normal(y.shape))
+    first = autograd.grad(y, (x, w), grad_outputs=g, retain_graph=True)
+    assert y.grad_fn.cols is None
+    second = autograd.grad(y, (x, w), grad_outputs=g)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_conv_outputs_stay_batch_innermost_through_relu_and_pooling():
+    """Convolutions store their outputs batch-innermost ((C, H, W, N) in memory, see autograd.ops.convolution);
+    ReLU and pooling keep that layout, and the gradients flowing back through them too. Values are NCHW's."""
+    rng = np.random.default_rng(0)
+    x, w = leaf(rng.standard_normal((4, 3, 8, 8))), leaf(rng.standard_normal((5, 3, 3, 3)))
+    y = F.conv2d(x, w, padding=1)
+    h = F.max_pool2d(y.relu(), 2)
+    g = autograd.Tensor(rng.standard_normal(h.shape))  # C order: another layout than h's
+    grad_y, grad_x = autograd.grad(h, (y, x), grad_outputs=g)
+    for array in (y, h, grad_y, grad_x):
+        assert convolution.memory_order(array.numpy()) == [1, 2, 3, 0]
+    flat = F.max_pool2d(F.conv2d(x.detach().contiguous(), w.detach(), padding=1).relu(), 2)
+    np.testing.assert_allclose(h.numpy(), flat.numpy(), rtol=1e-12)
+
+
+def test_in_layout_of_copies_only_across_layouts():
+    rng = np.random.default_rng(0)
+    batch_last = rng.standard_normal((3, 4, 5, 2)).transpose(3, 0, 1, 2)
+    c_order = np.ascontiguousarray(batch_last)
+    assert convolution.in_layout_of(batch_last, batch_last[:, :, :2]) is batch_last
+    moved = convolution.in_layout_of(c_order, batch_last)
+    assert convolution.memory_order(moved) == convolution.memory_order(batch_last) == [1, 2, 3, 0]
+    np.testing.assert_array_equal(moved, c_order)

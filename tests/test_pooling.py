@@ -71,6 +71,21 @@ def test_max_pool_ties_nan_and_infinity_follow_torch():
 
 
 @torch_only
+@pytest.mark.parametrize("options", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)])
+def test_max_pool_gradient_of_infinity_and_nan_reaches_only_the_maxima(options):
+    """dL/dy = ±∞ or NaN goes to each window's maximum and nowhere else (not ∞ · 0 = NaN), as PyTorch's scatter."""
+    import torch
+
+    x = distinct(2, 3, 6, 6)
+    g = np.ones((2, 3, 3, 3))
+    g[0, 0, 0, 0], g[0, 1, 1, 2], g[1, 2, 2, 1] = np.inf, -np.inf, np.nan
+    ours, theirs = autograd.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    F.max_pool2d(ours, **options).backward(autograd.Tensor(g))
+    torch.nn.functional.max_pool2d(theirs, **options).backward(torch.tensor(g))
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
+
+
+@torch_only
 def test_max_pool1d_and_modules_match_torch():
     import torch
 

@@ -22,12 +22,14 @@ loops over the kh·kw kernel offsets only, adding a strided slice each time.
 ``Unfold`` and ``Fold`` (PyTorch's F.unfold / F.fold) are im2col and col2im in
 PyTorch's (N, C·kh·kw, L) layout; each is the other's adjoint.
 
-Layout: the GEMM gives y as (O, N·oh·ow), channel by channel. Convolutions
-return it as is, as a channel-major (N, O, oh, ow) view (NumPy strides, no
-copy), and the next layer's im2col, the ReLU between, the pooling and the
-backward products all read that layout as fast as NCHW, so no layer spends a
-transpose on its output or on its incoming gradient. Values and shapes are
-NCHW's; only the strides differ (``.contiguous()`` gives C order).
+Layout: the columns keep the batch innermost, (K, oh·ow·N), so the GEMM gives y
+as (O, oh, ow, N), and convolutions return it as is: an (N, O, oh, ow) view
+stored batch-innermost (NumPy strides, no copy). Every strided read of the
+layers that follow (pooling's window slices, the next im2col, col2im's shifted
+adds) then moves N neighbouring values at a time where NCHW would move one; the
+ReLU between, the pooling and the backward products keep the layout, so no
+layer spends a transpose on its output or on its incoming gradient. Values and
+shapes are NCHW's; only the strides differ (``.contiguous()`` gives C order).
 """
 
 from numpy.lib.stride_tricks import as_strided
@@ -47,28 +49,32 @@ def leftover(size, kernel, stride, padding, dilation, out):
     return size + 2 * padding - dilation * (kernel - 1) - 1 - (out - 1) * stride
 
 
-def channel_major(x):
-    """True when x (N, C, H, W) is stored channel by channel, (C, N, H, W) in memory: the layout in which
-    convolutions leave their outputs (see the module's docstring)."""
-    return x.ndim == 4 and x.shape[0] > 1 and x.shape[1] > 1 and x.strides[1] > x.strides[0]
+def memory_order(x):
+    """x's axes from the outermost in memory to the innermost (by decreasing stride; axes of size 1, whose
+    strides say nothing, left out)."""
+    return [a for a in sorted(range(x.ndim), key=lambda a: -abs(x.strides[a])) if x.shape[a] > 1]
 
 
 def full_like_layout(x, shape, fill, dtype=None):
-    """An array of logical shape (N, C, H, W) = ``shape`` filled with ``fill`` (None: left unset), in x's
-    memory layout."""
+    """An array of logical shape ``shape`` (as many dims as x) filled with ``fill`` (None: left unset), laid
+    out in memory as x is (its axes in the same order of strides: NCHW, batch-innermost, ...)."""
     dtype = x.dtype if dtype is None else dtype
     if fill is None:
-        def make(size):
-            return xp.empty(size, dtype=dtype)
-    elif fill == 0:
-        def make(size):
-            return xp.zeros(size, dtype=dtype)
-    else:
-        def make(size):
-            return xp.full(size, fill, dtype=dtype)
-    if channel_major(x):
-        return make((shape[1], shape[0]) + tuple(shape[2:])).transpose(1, 0, 2, 3)
-    return make(shape)
+        return xp.empty_like(x, dtype=dtype, shape=shape)
+    if fill == 0:
+        return xp.zeros_like(x, dtype=dtype, shape=shape)
+    return xp.full_like(x, fill, dtype=dtype, shape=shape)
+
+
+def in_layout_of(a, like):
+    """a itself when it is laid out as ``like``, else a copy of a that is. Elementwise NumPy loops over
+    operands of different layouts read one of them against its strides, several times slower: a gradient
+    that arrives in another layout than the arrays it meets is worth one copy."""
+    if memory_order(a) == memory_order(like):
+        return a
+    copy = full_like_layout(like, a.shape, None, a.dtype)
+    copy[...] = a
+    return copy
 
 
 def pad_zeros(x, padding):
@@ -88,23 +94,41 @@ def windows(padded, kernel, stride, dilation, out):
                       (n, c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1]), writeable=False)
 
 
+def batch_last(x, padding):
+    """x (N, C, H, W) zero-padded by ``padding``, as a C-contiguous (C, H', W', N) array: a view of x when x
+    is already stored so and needs no padding, else one copy (which also transposes)."""
+    stored = x.transpose(1, 2, 3, 0)
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return xp.ascontiguousarray(stored)
+    c, h, w, n = stored.shape
+    padded = xp.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
+    padded[:, ph:ph + h, pw:pw + w] = stored
+    return padded
+
+
 def im2col(x, kernel, stride, padding, dilation, out=None):
-    """The columns (C, kh, kw, N, oh, ow) of x (N, C, H, W), one contiguous copy; ``out`` (oh, ow) may
-    stop before the last window that fits (a transposed convolution's output_padding rows are read by none)."""
+    """The columns of x (N, C, H, W): a C-contiguous (C, kh, kw, oh, ow, N) array, the batch innermost (see
+    the module's docstring), gathered by one copy from a strided view of the padded input. ``out`` (oh, ow)
+    may stop before the last window that fits (a transposed convolution's output_padding rows are read by
+    none)."""
     if out is None:
         out = tuple(output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
-    view = windows(pad_zeros(x, padding), kernel, stride, dilation, out)
-    return xp.ascontiguousarray(view.transpose(1, 2, 3, 0, 4, 5))
+    padded = batch_last(x, padding)
+    c, h, w, n = padded.strides
+    view = as_strided(padded, (padded.shape[0],) + tuple(kernel) + tuple(out) + (padded.shape[3],),
+                      (c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1], n), writeable=False)
+    return xp.ascontiguousarray(view)
 
 
 def col2im(cols, shape, stride, padding, dilation):
-    """The adjoint of im2col: cols (C, kh, kw, N, oh, ow), any strides, summed into (N, C, H, W) (returned
-    channel-major, a view).
+    """The adjoint of im2col: cols (C, kh, kw, N, oh, ow), any strides, summed into (N, C, H, W) (returned as a
+    view, laid out as the columns are: batch-innermost for a convolution's).
 
     One strided add per kernel offset (p, q): every window position at once."""
     c, kh, kw, n, oh, ow = cols.shape
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    padded = xp.zeros((c, n, shape[2] + 2 * ph, shape[3] + 2 * pw), dtype=cols.dtype)
+    padded = full_like_layout(cols[:, 0, 0], (c, n, shape[2] + 2 * ph, shape[3] + 2 * pw), 0)
     for p in range(kh):
         rows = slice(p * dh, p * dh + (oh - 1) * sh + 1, sh)
         for q in range(kw):
@@ -113,18 +137,18 @@ def col2im(cols, shape, stride, padding, dilation):
 
 
 def _batch_inside(y, groups):
-    """(N, G·m, oh, ow) → (G, m, N·oh·ow): the layout of one GEMM per group (free when y is channel-major)."""
+    """(N, G·m, oh, ow) → (G, m, oh·ow·N): the layout of one GEMM per group (free when y is batch-innermost)."""
     n, channels, oh, ow = y.shape
-    return xp.ascontiguousarray(y.transpose(1, 0, 2, 3)).reshape(groups, channels // groups, n * oh * ow)
+    return xp.ascontiguousarray(y.transpose(1, 2, 3, 0)).reshape(groups, channels // groups, oh * ow * n)
 
 
 def _batch_outside(y, n, out, bias):
-    """(G, m, N·oh·ow) → (N, G·m, oh, ow), channel-major (a view, no copy), the bias added in place."""
+    """(G, m, oh·ow·N) → (N, G·m, oh, ow), batch-innermost (a view, no copy), the bias added in place."""
     channels = y.shape[0] * y.shape[1]
     y = y.reshape(channels, -1)
     if bias is not None:
         y += bias[:, None]
-    return y.reshape(channels, n, *out).transpose(1, 0, 2, 3)
+    return y.reshape(channels, *out, n).transpose(3, 0, 1, 2)
 
 
 def _group_matmul(a, b):
@@ -162,16 +186,17 @@ class Conv2d(_ConvParams, Primitive):
     """y[n,o,i,j] = Σ_{c,p,q} w[o,c,p,q] x_pad[n, g(o)·C/G + c, i·s+p·d, j·s+q·d] + b[o];
     dL/dx = ConvTranspose2d(dL/dy, w),   dL/dw = Conv2dWeightGrad(x, dL/dy),   dL/db = Σ_{n,i,j} dL/dy
 
-    The columns of x are kept for dL/dw (they are what dL/dw multiplies). ``out``, when given, is the
-    output size (fewer positions than fit: the gradient of a transposed convolution with output_padding)."""
+    The columns of x are kept for dL/dw (they are what dL/dw multiplies) until the first backward uses them.
+    ``out``, when given, is the output size (fewer positions than fit: the gradient of a transposed convolution
+    with output_padding)."""
 
     cols = out = None
 
     def forward(self, x, weight, bias=None):
         kernel = weight.shape[2:]
         cols = im2col(x, kernel, self.stride, self.padding, self.dilation, self.out)
-        n, out = x.shape[0], cols.shape[4:]
-        cols = cols.reshape(self.groups, -1, n * out[0] * out[1])
+        n, out = x.shape[0], cols.shape[3:5]
+        cols = cols.reshape(self.groups, -1, out[0] * out[1] * n)
         self.cols = cols
         y = _group_matmul(weight.reshape(self.groups, weight.shape[0] // self.groups, -1), cols)
         return _batch_outside(y, n, out, bias)
@@ -180,12 +205,13 @@ class Conv2d(_ConvParams, Primitive):
         grad_x = grad_weight = None
         needed = x.requires_grad or weight.requires_grad  # the layout both products below read:
         grad_inside = _batch_inside(grad._data, self.groups) if needed else None
+        if weight.requires_grad:  # first, so that the saved columns are gone before dL/dx's (as large) come
+            grad_weight = Conv2dWeightGrad.apply(
+                x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols, grad_inside=grad_inside))
+        self.cols = None  # they serve one backward; another one (retain_graph) makes them again
         if x.requires_grad:
             extra = self.output_padding_for(x.shape, weight.shape[2:], grad.shape[2:])
             grad_x = ConvTranspose2d.apply(grad, weight, **self.params(output_padding=extra, grad_inside=grad_inside))
-        if weight.requires_grad:
-            grad_weight = Conv2dWeightGrad.apply(
-                x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols, grad_inside=grad_inside))
         return grad_x, grad_weight, _bias_grad(grad, bias)
 
     def release(self):
@@ -206,8 +232,8 @@ class ConvTranspose2d(_ConvParams, Primitive):
             for size, k, s, p, d, extra in zip((h, w), kernel, self.stride, self.padding, self.dilation,
                                                self.output_padding))
         columns = _group_matmul(weight.reshape(self.groups, channels // self.groups, -1).swapaxes(1, 2),
-                                self.inside(g))  # (G, C_out/G · kh · kw, N·h·w)
-        columns = columns.reshape(shape[1], *kernel, n, h, w)
+                                self.inside(g))  # (G, C_out/G · kh · kw, h·w·N)
+        columns = columns.reshape(shape[1], *kernel, h, w, n).transpose(0, 1, 2, 5, 3, 4)
         z = col2im(columns, shape, self.stride, self.padding, self.dilation)
         return z if bias is None else z + bias.reshape(-1, 1, 1)
 
@@ -232,8 +258,14 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
             cols = im2col(x, self.kernel, self.stride, self.padding, self.dilation, g.shape[2:])
             cols = cols.reshape(self.groups, -1, cols.shape[3] * cols.shape[4] * cols.shape[5])
         self.cols = None  # used once: a second backward recomputes them
-        v = _group_matmul(self.inside(g), cols.swapaxes(1, 2))  # (G, O/G, C/G · kh · kw)
-        return v.reshape(g.shape[1], -1, *self.kernel)
+        g = self.inside(g)
+        # v = g colsᵀ, (G, O/G, C/G · kh · kw): a product over the long axis of positions with a small result.
+        # OpenBLAS makes it up to twice as fast with the factor of more rows first, so v may come as (colsᵀ g)ᵀ
+        if cols.shape[1] > g.shape[1]:
+            v = _group_matmul(cols, g.swapaxes(1, 2)).swapaxes(1, 2)
+        else:
+            v = _group_matmul(g, cols.swapaxes(1, 2))
+        return v.reshape(g.shape[0] * g.shape[1], -1, *self.kernel)
 
     def backward(self, grad, v, x, g):
         grad_x = grad_g = None

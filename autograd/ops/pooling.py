@@ -17,7 +17,7 @@ Both scan the kh·kw kernel offsets, each offset one strided slice of every wind
 
 from ..backend import xp
 from ..primitive import Primitive
-from .convolution import channel_major, full_like_layout
+from .convolution import full_like_layout, in_layout_of
 
 
 def pool_output_size(size, kernel, stride, padding, dilation, ceil_mode):
@@ -82,14 +82,15 @@ def max_pool_winners(x, y, params):
             equal = padded[index] == y
             if taken is None:
                 masks.append(equal)
-                taken = equal.copy()
+                taken = equal.copy(order="K")  # every mask in y's layout
             else:
                 masks.append(equal > taken)  # equal and not taken by an earlier offset
                 taken |= equal
-        return masks + [~taken] if taken is not None else [xp.ones(y.shape, dtype=bool)]
-    best = xp.full(y.shape, -xp.inf, dtype=y.dtype)
-    chosen = xp.full(y.shape, _first_inside_offset(x.shape, params), dtype=xp.int64)
-    take = xp.empty(y.shape, dtype=bool)
+        return masks + [~taken] if taken is not None else [full_like_layout(y, y.shape, True, dtype=bool)]
+    best = full_like_layout(y, y.shape, -xp.inf)
+    chosen = full_like_layout(y, y.shape, None, dtype=xp.int64)
+    chosen[...] = _first_inside_offset(x.shape, params)
+    take = full_like_layout(y, y.shape, None, dtype=bool)
     for k, (_, index) in enumerate(slices):
         values = padded[index]
         xp.greater(values, best, out=take)
@@ -124,9 +125,15 @@ def max_pool_indices(winners, shape, params):
 POOL_PARAMS = ("kernel_size", "stride", "padding", "dilation", "out")
 
 
+def _masked(values, mask, finite):
+    """values where mask holds, 0 elsewhere: a plain product when the values are ``finite``, else a select
+    (∞ · 0 is NaN, where PyTorch's scatter and gather leave an exact 0)."""
+    return values * mask if finite else xp.where(mask, values, 0)
+
+
 def _layout_of(x):
-    """A tiny array standing for x's memory layout (channel-major or not), so nodes need not keep x."""
-    return xp.empty((2, 2, 1, 1)).transpose(1, 0, 2, 3) if channel_major(x) else None
+    """A tiny array standing for x's memory layout (the order of its strides), so nodes need not keep x."""
+    return xp.empty_like(x, shape=(2,) * x.ndim)
 
 
 class MaxPool2d(Primitive):
@@ -172,17 +179,22 @@ class MaxPoolSpread(Primitive):
     def forward(self, g):
         params = dict(self.__dict__)
         padded, slices = _window_slices(xp.empty((0, 0) + tuple(self.shape[2:])), params, 0)
+        g = in_layout_of(g, self.winners[0])  # read once per kernel offset: in the layout of the masks
         # windows that tile the input exactly write every position once: no need to zero it first
         tiles = all(k == s and d == 1 and p == 0 and o * s == size for k, s, d, p, o, size in
                     zip(self.kernel_size, self.stride, self.dilation, self.padding, self.out, self.shape[2:]))
         padded = full_like_layout(g if self.like is None else self.like, g.shape[:2] + padded.shape[2:],
                                   None if tiles else 0, dtype=g.dtype)
+        finite = xp.isfinite(g).all()
         if overlapping(self.kernel_size, self.stride, self.dilation):
             for (_, index), mask in zip(slices, self.winners):
-                padded[index] += g * mask
-        else:  # every input position in at most one window: write, do not add
+                padded[index] += _masked(g, mask, finite)
+        elif finite:  # every input position in at most one window: write, do not add
             for (_, index), mask in zip(slices, self.winners):
                 xp.multiply(g, mask, out=padded[index])
+        else:
+            for (_, index), mask in zip(slices, self.winners):
+                padded[index] = _masked(g, mask, finite)
         (ph, pw), (h, w) = self.padding, self.shape[2:]
         return padded[:, :, ph:ph + h, pw:pw + w]
 
@@ -196,9 +208,10 @@ class MaxPoolSelect(Primitive):
 
     def forward(self, h):
         padded, slices = _window_slices(h, self.__dict__, 0)
-        y = xp.zeros(self.winners[0].shape, dtype=h.dtype)
+        y = full_like_layout(self.winners[0], self.winners[0].shape, 0, dtype=h.dtype)
+        finite = xp.isfinite(h).all()
         for (_, index), mask in zip(slices, self.winners):
-            y += padded[index] * mask
+            y += _masked(padded[index], mask, finite)
         return y
 
     def backward(self, grad, y, h):
@@ -248,7 +261,7 @@ class AvgPool2d(Primitive):
     def forward(self, x):
         kernel, stride, out = self.kernel_size, self.stride, self.out
         padded = _padded(x, self.padding, out, kernel, stride, (1, 1), 0)
-        total = xp.zeros(x.shape[:2] + tuple(out), dtype=x.dtype)
+        total = full_like_layout(x, x.shape[:2] + tuple(out), 0)
         for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
             total += padded[index]
         total *= self.scale.astype(x.dtype, copy=False)
@@ -256,23 +269,29 @@ class AvgPool2d(Primitive):
 
     def backward(self, grad, y, x):
         return (AvgPool2dTranspose.apply(grad, kernel_size=self.kernel_size, stride=self.stride,
-                                         padding=self.padding, out=self.out, scale=self.scale, shape=x.shape),)
+                                         padding=self.padding, out=self.out, scale=self.scale, shape=x.shape,
+                                         like=_layout_of(x._data)),)
 
 
 class AvgPool2dTranspose(Primitive):
     """The adjoint of AvgPool2d: each g[n,c,i,j] · scale[i,j] spread over its window, cropped to ``shape``;
     dL/dg = AvgPool2d(dL/dy)"""
 
+    like = None  # an array in the memory layout to give the result (that of average pooling's input)
+
     def forward(self, g):
         kernel, stride, padding, out = self.kernel_size, self.stride, self.padding, self.out
         n, c, h, w = self.shape
         height = max(h + 2 * padding[0], (out[0] - 1) * stride[0] + kernel[0])
         width = max(w + 2 * padding[1], (out[1] - 1) * stride[1] + kernel[1])
-        padded = xp.zeros((n, c, height, width), dtype=g.dtype)
-        scaled = g * self.scale.astype(g.dtype, copy=False)
+        layout = g if self.like is None else self.like
+        padded = full_like_layout(layout, (n, c, height, width), 0, dtype=g.dtype)
+        scaled = full_like_layout(layout, g.shape, None, dtype=g.dtype)  # g scaled and, if need be, relaid
+        xp.multiply(g, self.scale.astype(g.dtype, copy=False), out=scaled)
         for _, _, index in _offset_slices(out, kernel, stride, (1, 1)):
             padded[index] += scaled
-        return xp.ascontiguousarray(padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w])
+        inside = padded[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
+        return padded if inside.shape == padded.shape else inside.copy(order="K")  # no view on the margins
 
     def backward(self, grad, y, g):
         return (AvgPool2d.apply(grad, kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,

@@ -286,7 +286,7 @@ def _reshape(input, *shape):
 @names("view", function=False)
 def _view(x, *shape):
     """x in another shape, sharing memory where the strides allow. Unlike PyTorch it copies
-    where they do not (a transposed tensor, a convolution's channel-major output): chainrule's
+    where they do not (a transposed tensor, a convolution's batch-innermost output): chainrule's
     memory layouts differ from PyTorch's, so refusing would break programs PyTorch runs."""
     return reshape(x, shape)
 
