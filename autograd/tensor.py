@@ -191,8 +191,14 @@ class Tensor:
         tensor._version_cell = self._version_cell
         return tensor
 
-    def contiguous(self):
-        return self
+    def is_contiguous(self, memory_format=None):
+        """True when the elements lie in memory in row-major order (a transpose's, or a
+        convolution's batch-innermost output's, do not)."""
+        return bool(self._data.flags.c_contiguous)
+
+    def contiguous(self, memory_format=None):
+        """Itself when contiguous, else a row-major copy (recorded, as PyTorch's)."""
+        return self if self._data.flags.c_contiguous else self.clone()
 
     # -- autograd -----------------------------------------------------------------------
 

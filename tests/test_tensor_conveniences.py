@@ -104,3 +104,24 @@ def test_against_pytorch():
                          (autograd.ones(2), torch.ones(2))):
         assert str(ours.new_tensor([1, 2]).dtype) == str(theirs.new_tensor([1, 2]).dtype).replace("torch.", "")
         assert ours.element_size() == theirs.element_size()
+
+
+def test_contiguous_copies_only_what_is_not_row_major_and_stays_differentiable():
+    x = autograd.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    assert x.is_contiguous() and x.contiguous() is x
+    t = x.T
+    assert not t.is_contiguous()
+    c = t.contiguous()
+    assert c is not t and c.is_contiguous() and c.numpy().flags.c_contiguous
+    np.testing.assert_array_equal(c.numpy(), np.arange(6.0).reshape(2, 3).T)
+    (c * autograd.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]])
+
+
+def test_a_convolution_output_is_batch_innermost_and_contiguous_makes_it_row_major():
+    import nn
+
+    y = nn.Conv2d(1, 2, 3, padding=1)(autograd.randn(4, 1, 5, 5))
+    assert tuple(y.shape) == (4, 2, 5, 5) and not y.is_contiguous()
+    np.testing.assert_array_equal(y.contiguous().numpy(), y.numpy())
+    assert y.contiguous().is_contiguous()

@@ -402,7 +402,7 @@ class ReluGrad(Primitive):
     dL/dg = u ⊙ [y > 0] (the same map, u = dL/dz),   dL/dy = 0 (the mask is flat almost everywhere)."""
 
     def forward(self, g, y):
-        return g * (y > 0)
+        return g * (y > 0).astype(g.dtype)  # (a float mask: NumPy multiplies two floats faster than float by bool)
 
     def backward(self, u, z, g, y):
         return (ReluGrad.apply(u, y) if g.requires_grad else None, None)
