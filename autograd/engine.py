@@ -122,11 +122,11 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
                     pending[parent] = add_share(pending[parent], parent_grad, sums)
                 else:
                     pending[parent] = parent_grad
-            if not retain_graph:
-                node.release()
         else:
             parent_grads = ()
         if on_step is not None:
-            on_step(node, grad, parent_grads)
+            on_step(node, grad, parent_grads)  # (before the node frees what it saved: the trace reads it)
+        if parents and not retain_graph:
+            node.release()
     return captured
 
