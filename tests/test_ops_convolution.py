@@ -240,3 +240,17 @@ def test_in_layout_of_copies_only_across_layouts():
     moved = convolution.in_layout_of(c_order, batch_last)
     assert convolution.memory_order(moved) == convolution.memory_order(batch_last) == [1, 2, 3, 0]
     np.testing.assert_array_equal(moved, c_order)
+
+
+def test_a_sum_over_a_batch_innermost_output_gives_its_gradient_in_that_layout():
+    """BatchNorm's mean and variance reduce a conv output: their gradient comes back laid out as that
+    output is (elementwise NumPy loops over mixed layouts run several times slower), with the same values."""
+    import nn
+
+    y = nn.Conv2d(1, 3, 3, padding=1)(autograd.randn(4, 1, 5, 5))
+    seen = []
+    y.register_hook(lambda g: seen.append(g.numpy()))
+    (y.sum((0, 2, 3)) * autograd.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert not seen[0].flags.c_contiguous and seen[0].strides[0] < seen[0].strides[1]  # batch innermost
+    np.testing.assert_array_equal(seen[0], np.broadcast_to(np.array([1.0, 2.0, 3.0], np.float32)[:, None, None],
+                                                           (4, 3, 5, 5)))

@@ -15,10 +15,13 @@ from .axes import kept_shape, normalize_dims
 from .names import names
 
 
-def spread(grad, x, axes, keepdim):
-    """dL/dy of a reduction over ``axes``, broadcast back to x's shape."""
+def spread(grad, x, axes, keepdim, like=None):
+    """dL/dy of a reduction over ``axes``, broadcast back to x's shape (laid out in memory as
+    ``like``, a tiny array, when given)."""
     if not keepdim and grad.ndim:
         grad = grad.reshape(kept_shape(x.shape, axes))
+    if like is not None:
+        return shape_ops.Expand.apply(grad, shape=x.shape, like=like)
     return shape_ops.Expand.apply(grad, shape=x.shape)
 
 
@@ -26,12 +29,17 @@ class Sum(Primitive):
     """y = Σ_i x_i over axes;   dL/dx_i = dL/dy"""
 
     saves_inputs = False  # backward needs no input's values
+    like = None  # x's memory layout, when it is not row-major
 
     def forward(self, x):
+        if x.ndim > 1 and not x.flags.c_contiguous:  # (a convolution's batch-innermost output, a transpose)
+            # its gradient in the same layout: the elementwise ops that meet it (BatchNorm's) run
+            # several times slower over operands laid out differently
+            self.like = xp.empty_like(x, shape=(2,) * x.ndim)
         return x.sum(axis=self.axes, keepdims=self.keepdim)
 
     def backward(self, grad, y, x):
-        return (spread(grad, x, self.axes, self.keepdim),)
+        return (spread(grad, x, self.axes, self.keepdim, self.like),)
 
 
 def sum(x, dim=None, keepdim=False):

@@ -105,11 +105,15 @@ class Expand(Primitive):
     """y = x broadcast to a larger shape;   dL/dx = dL/dy summed over the copies"""
 
     saves_inputs = False  # backward needs no input's values
+    like = None  # a tiny array laid out in memory as y should be (None: row-major)
 
     def forward(self, x):
         # a written copy rather than NumPy's read-only broadcast view: several
         # times cheaper to make at small sizes, and safe to change in place
-        y = xp.empty(self.shape, dtype=x.dtype)
+        if self.like is None:
+            y = xp.empty(self.shape, dtype=x.dtype)
+        else:
+            y = xp.empty_like(self.like, shape=self.shape, dtype=x.dtype)
         y[...] = x
         return y
 
