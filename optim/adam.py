@@ -5,7 +5,26 @@ from autograd import zeros_like
 from .optimizer import Optimizer, require, scalar_tensor
 
 
-class Adam(Optimizer):
+class AdamFamily(Optimizer):
+    """What the optimizers built on Adam's moments (Adam, AdamW, Adamax, NAdam, RAdam) share:
+    PyTorch's checks (and messages, in order) after the learning rate's."""
+
+    def check_hyperparameters(self, group):
+        super().check_hyperparameters(group)
+        require(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']}")
+        for i, beta in enumerate(group["betas"]):
+            require(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
+        require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
+
+
+def update_moments(exp_avg, exp_avg_sq, grad, betas):
+    """Adam's two moments, in place:  m ← m + (1 - β₁)(g - m),  v ← β₂ v + (1 - β₂) g²."""
+    beta1, beta2 = betas
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+
+
+class Adam(AdamFamily):
     """Adam (Kingma & Ba, 2015), in ``torch.optim.Adam``'s order of operations:
 
         g ← ∇L(W) + λ W                          (weight_decay λ, L2-coupled)
@@ -28,10 +47,6 @@ class Adam(Optimizer):
                                       differentiable=differentiable, fused=fused,
                                       decoupled_weight_decay=decoupled_weight_decay))
 
-    def check_hyperparameters(self, group):
-        super().check_hyperparameters(group)
-        check_adam_hyperparameters(group)
-
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)
@@ -43,8 +58,7 @@ class Adam(Optimizer):
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         grad = apply_weight_decay(param, grad, group)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update_moments(exp_avg, exp_avg_sq, grad, group["betas"])
         if group["amsgrad"]:  # the largest second moment so far
             exp_avg_sq = state["max_exp_avg_sq"].copy_(state["max_exp_avg_sq"].maximum(exp_avg_sq))
         denominator = exp_avg_sq.sqrt().div_((1 - beta2**step) ** 0.5).add_(eps)  # a fresh Tensor: in place
@@ -60,14 +74,6 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True)
-
-
-def check_adam_hyperparameters(group):
-    """The checks (and messages, in order) PyTorch's Adam family shares after the learning rate's."""
-    require(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']}")
-    for i, beta in enumerate(group["betas"]):
-        require(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
-    require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
 
 
 def apply_weight_decay(param, grad, group):

@@ -2,11 +2,11 @@
 
 from autograd import zeros_like
 
-from .adam import check_adam_hyperparameters
-from .optimizer import Optimizer, scalar_tensor
+from .adam import AdamFamily, apply_weight_decay
+from .optimizer import scalar_tensor
 
 
-class Adamax(Optimizer):
+class Adamax(AdamFamily):
     """Adamax (Kingma & Ba, 2015, section 7), as ``torch.optim.Adamax``:
 
         g ← ∇L(W) + λ W
@@ -23,10 +23,6 @@ class Adamax(Optimizer):
                                       foreach=foreach, maximize=maximize, differentiable=differentiable,
                                       capturable=capturable))
 
-    def check_hyperparameters(self, group):
-        super().check_hyperparameters(group)
-        check_adam_hyperparameters(group)
-
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)
@@ -34,8 +30,7 @@ class Adamax(Optimizer):
             state["exp_inf"] = zeros_like(param)
         step = state["step"].add_(1).item()
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * param
+        grad = apply_weight_decay(param, grad, group)
         exp_avg, exp_inf = state["exp_avg"], state["exp_inf"]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_inf.mul_(beta2)

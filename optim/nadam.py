@@ -2,11 +2,11 @@
 
 from autograd import zeros_like
 
-from .adam import apply_weight_decay, check_adam_hyperparameters
-from .optimizer import Optimizer, require, scalar_tensor
+from .adam import AdamFamily, apply_weight_decay, update_moments
+from .optimizer import require, scalar_tensor
 
 
-class NAdam(Optimizer):
+class NAdam(AdamFamily):
     """NAdam (Dozat, 2016), in ``torch.optim.NAdam``'s order of operations:
 
         g ← ∇L(W) + λ W        or  W ← W (1 - η λ)   (decoupled_weight_decay)
@@ -34,7 +34,6 @@ class NAdam(Optimizer):
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
-        check_adam_hyperparameters(group)
         require(group["momentum_decay"] >= 0, f"Invalid momentum_decay value: {group['momentum_decay']}")
 
     def update(self, param, grad, state, group):
@@ -50,8 +49,7 @@ class NAdam(Optimizer):
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
         mu_product = state["mu_product"].mul_(mu).item()
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update_moments(exp_avg, exp_avg_sq, grad, group["betas"])
         denominator = (exp_avg_sq / (1 - beta2**step)).sqrt_().add_(eps)
         param.addcdiv_(grad, denominator, value=-lr * (1.0 - mu) / (1.0 - mu_product))
         param.addcdiv_(exp_avg, denominator, value=(-lr * mu_next) / (1.0 - mu_product * mu_next))

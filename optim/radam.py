@@ -2,11 +2,11 @@
 
 from autograd import zeros_like
 
-from .adam import apply_weight_decay, check_adam_hyperparameters
-from .optimizer import Optimizer, scalar_tensor
+from .adam import AdamFamily, apply_weight_decay, update_moments
+from .optimizer import scalar_tensor
 
 
-class RAdam(Optimizer):
+class RAdam(AdamFamily):
     """RAdam (Liu et al., 2020), in ``torch.optim.RAdam``'s order of operations:
 
         g ← ∇L(W) + λ W        or  W ← W (1 - η λ)   (decoupled_weight_decay)
@@ -27,10 +27,6 @@ class RAdam(Optimizer):
                                       maximize=maximize, foreach=foreach, capturable=capturable,
                                       decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
 
-    def check_hyperparameters(self, group):
-        super().check_hyperparameters(group)
-        check_adam_hyperparameters(group)
-
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)
@@ -40,8 +36,7 @@ class RAdam(Optimizer):
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         grad = apply_weight_decay(param, grad, group)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update_moments(exp_avg, exp_avg_sq, grad, group["betas"])
         bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
         corrected_exp_avg = exp_avg / bias_correction1
         rho_inf = 2 / (1 - beta2) - 1
