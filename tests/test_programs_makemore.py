@@ -9,17 +9,7 @@ import random
 
 import numpy as np
 
-from .pytorch_programs import (  # noqa: F401
-    OURS,
-    WORDS,
-    assert_same,
-    load,
-    plain,
-    pytorch,
-    quickstart_data,
-    run_both,
-    weights_of,
-)
+from .pytorch_programs import WORDS, run_both
 
 # ----------------------------------------------------------------------------------------------
 # makemore: bigram counts, the neural bigram, the MLP, batch normalisation by hand

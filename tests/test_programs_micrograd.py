@@ -8,17 +8,7 @@ Karpathy's micrograd: the README's checks and a training loop with p.data update
 
 import numpy as np
 
-from .pytorch_programs import (  # noqa: F401
-    OURS,
-    WORDS,
-    assert_same,
-    load,
-    plain,
-    pytorch,
-    quickstart_data,
-    run_both,
-    weights_of,
-)
+from .pytorch_programs import load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # micrograd: the README's comparisons with PyTorch, and a training loop with p.data updates

@@ -13,17 +13,7 @@ import pytest
 import autograd
 import autograd.utils.data
 
-from .pytorch_programs import (  # noqa: F401
-    OURS,
-    WORDS,
-    assert_same,
-    load,
-    plain,
-    pytorch,
-    quickstart_data,
-    run_both,
-    weights_of,
-)
+from .pytorch_programs import OURS, WORDS, load, run_both
 
 # ----------------------------------------------------------------------------------------------
 # nanoGPT-style: self-attention, the averaging trick, a tiny GPT trained for a few steps
