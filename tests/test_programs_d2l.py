@@ -10,7 +10,7 @@ import random
 
 import numpy as np
 
-from .pytorch_programs import OURS, assert_same, load, plain, pytorch, quickstart_data, run_both, weights_of  # noqa: F401
+from .pytorch_programs import quickstart_data, run_both
 
 # ----------------------------------------------------------------------------------------------
 # d2l: linear regression from scratch and concisely, softmax regression from scratch

@@ -8,7 +8,7 @@ Convolutional and recurrent networks and embeddings, as PyTorch programs write t
 
 import numpy as np
 
-from .pytorch_programs import OURS, assert_same, load, plain, pytorch, quickstart_data, run_both, weights_of  # noqa: F401
+from .pytorch_programs import load, quickstart_data, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # CNN (the CIFAR-10 tutorial's Net on random images), RNNs, embeddings

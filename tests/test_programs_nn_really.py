@@ -10,7 +10,7 @@ import random
 
 import numpy as np
 
-from .pytorch_programs import OURS, assert_same, load, plain, pytorch, quickstart_data, run_both, weights_of  # noqa: F401
+from .pytorch_programs import load, quickstart_data, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # "What is torch.nn really?": from raw tensors to nn.Module, optim, Dataset and DataLoader

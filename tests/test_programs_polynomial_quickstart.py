@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .pytorch_programs import OURS, assert_same, load, plain, pytorch, quickstart_data, run_both, weights_of  # noqa: F401
+from .pytorch_programs import assert_same, load, quickstart_data, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # Learning PyTorch with examples: fitting y = sin(x) with a third-order polynomial

@@ -8,7 +8,7 @@ PyTorch's tensors and autograd tutorials."""
 
 import numpy as np
 
-from .pytorch_programs import OURS, assert_same, load, plain, pytorch, quickstart_data, run_both, weights_of  # noqa: F401
+from .pytorch_programs import load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # Tensors tutorial (pytorch.org/tutorials/beginner/basics/tensorqs_tutorial)

@@ -14,7 +14,7 @@ import autograd.utils.data
 import nn
 import nn.functional
 
-from .pytorch_programs import OURS, assert_same, load, plain, pytorch, quickstart_data, run_both, weights_of  # noqa: F401
+from .pytorch_programs import assert_same, load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # Training-loop utilities: schedulers, gradient clipping, parameter counting, checkpoints
