@@ -129,4 +129,3 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
         if parents and not retain_graph:
             node.release()
     return captured
-

@@ -337,7 +337,7 @@ class Tanh(Primitive):
 class TanhGrad(Primitive):
     """Tanh's backward as one node: z = g ⊙ (1 - y²)  (g = dL/dy, y = tanh x);
     dL/dg = u ⊙ (1 - y²) (the same map, u = dL/dz),   dL/dy = -2 u ⊙ g ⊙ y.
-    One node and two array passes instead of three ops; still differentiable."""
+    One node instead of three ops; still differentiable."""
 
     def forward(self, g, y):
         z = 1.0 - y * y

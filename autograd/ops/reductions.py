@@ -20,9 +20,7 @@ def spread(grad, x, axes, keepdim, like=None):
     ``like``, a tiny array, when given)."""
     if not keepdim and grad.ndim:
         grad = grad.reshape(kept_shape(x.shape, axes))
-    if like is not None:
-        return shape_ops.Expand.apply(grad, shape=x.shape, like=like)
-    return shape_ops.Expand.apply(grad, shape=x.shape)
+    return shape_ops.Expand.apply(grad, shape=x.shape, like=like)
 
 
 class Sum(Primitive):
