@@ -185,6 +185,14 @@ def softmax_axis(x, dim):
     return axes[0] if axes else None
 
 
+def softmax_array(x, axis):
+    """e^(x_i) / Σ_j e^(x_j) along ``axis`` of an array, shifted by the maximum so nothing overflows."""
+    e = x - _stable_max(x, axis)
+    e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
 class Softmax(Primitive):
     """y_i = e^(x_i) / Σ_j e^(x_j);   dL/dx_i = y_i (dL/dy_i - Σ_j dL/dy_j · y_j)"""
 
@@ -192,10 +200,7 @@ class Softmax(Primitive):
     saves_output = True
 
     def forward(self, x):
-        e = x - _stable_max(x, self.dim)
-        e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
-        e /= e.sum(axis=self.dim, keepdims=True)
-        return e
+        return softmax_array(x, self.dim)
 
     def backward(self, grad, y, x):
         return (SoftmaxGrad.apply(grad, y, dim=self.dim),)
