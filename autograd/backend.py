@@ -36,6 +36,24 @@ def get_default_dtype():
     return _default_dtype
 
 
+_constants = {}
+
+
+def constant(value, dtype):
+    """The number ``value`` as a read-only 0-d array of ``dtype``, made once per pair.
+
+    NumPy 2 converts a Python number again at every call that mixes it with arrays,
+    which costs about as much as the arithmetic on a 16×16 array; a 0-d array of the
+    array's own dtype is used as it is. For the fixed constants of hot ops (0, 1), not for
+    user values, which would grow the cache without bound."""
+    key = (value, dtype)
+    array = _constants.get(key)
+    if array is None:
+        array = _constants[key] = xp.asarray(value, dtype=dtype)
+        array.flags.writeable = False
+    return array
+
+
 def to_numpy(array):
     """A NumPy copy of an array of the array module (itself when it is NumPy's)."""
     return array.get() if hasattr(array, "get") else numpy.asarray(array)

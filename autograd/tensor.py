@@ -556,6 +556,10 @@ def _operand(value, like):
     category's default (an integer tensor times 0.5 gives the default float dtype)."""
     if isinstance(value, Tensor):
         return value
+    if type(value) is float or type(value) is int:  # the common cases (an optimizer's), without ABC checks
+        dtype = like._data.dtype
+        if dtype.kind in ("f" if type(value) is float else "iuf"):
+            return Tensor._make(xp.asarray(value, dtype=dtype))
     if isinstance(value, numbers.Number):
         kind = like._data.dtype.kind
         if isinstance(value, bool):

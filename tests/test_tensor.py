@@ -225,6 +225,42 @@ def test_save_refuses_arbitrary_objects(tmp_path):
         autograd.save({"f": object()}, tmp_path / "x.npz")
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_a_python_number_rounds_to_the_tensors_dtype_in_both_passes(dtype):
+    # x * c, x + c, x - c hold c converted once to x's dtype: the same values NumPy gives for a
+    # Python number (rounded to the array's dtype), and dL/dx = c in that dtype
+    c = 1 / 3
+    values = np.array([0.1, -2.5, 7.0, 1e-3], dtype=dtype)
+    for combine, expected, slope in ((lambda x: x * c, values * c, dtype(c)),
+                                     (lambda x: c * x, values * c, dtype(c)),
+                                     (lambda x: x + c, values + c, 1),
+                                     (lambda x: x - c, values - c, 1)):
+        x = Tensor(values.copy(), requires_grad=True)
+        y = combine(x)
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y.numpy(), expected)
+        y.sum().backward()
+        assert x.grad.dtype == dtype
+        np.testing.assert_array_equal(x.grad.numpy(), np.full(4, slope, dtype=dtype))
+
+
+def test_cached_constants_are_read_only_and_typed():
+    from autograd import backend
+
+    zero = backend.constant(0, np.dtype(np.float16))
+    assert zero.dtype == np.float16 and zero.ndim == 0 and zero == 0
+    assert backend.constant(0, np.dtype(np.float16)) is zero
+    with pytest.raises(ValueError):
+        zero[...] = 1  # shared by every op that uses it: nobody may change it
+    # ReLU and its backward use them: outputs keep the input's dtype
+    for dtype in (np.float16, np.float64):
+        x = Tensor(np.array([-1.0, 2.0], dtype=dtype), requires_grad=True)
+        y = x.relu()
+        y.sum().backward()
+        assert y.dtype == dtype and x.grad.dtype == dtype
+        np.testing.assert_array_equal(x.grad.numpy(), [0, 1])
+
+
 def test_our_autograd_is_the_one_imported():
     root = pathlib.Path(__file__).resolve().parent.parent
     assert pathlib.Path(autograd.__file__).resolve().parent == root / "autograd"

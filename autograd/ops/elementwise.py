@@ -217,7 +217,8 @@ class Scale(Primitive):
     """y = c · x for a number c (x * 0.5, 2 * x);   dL/dx = c · dL/dy
 
     PyTorch's mul by a Scalar: the number is a constant of the op, not a tensor to save
-    or to promote against (x's floating dtype is kept, as NumPy does for a Python number)."""
+    or to promote against (x's floating dtype is kept, as NumPy does for a Python number).
+    It is held as a 0-d array of x's dtype (``by_constant``), converted once for both passes."""
 
     saves_inputs = False  # backward needs no input's values
     name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
@@ -340,7 +341,7 @@ class TanhGrad(Primitive):
     One node instead of three ops; still differentiable."""
 
     def forward(self, g, y):
-        z = 1.0 - y * y
+        z = backend.constant(1, y.dtype) - y * y
         z *= g
         return z
 
@@ -374,7 +375,7 @@ class SigmoidGrad(Primitive):
 
     def forward(self, g, y):
         z = g * y
-        z *= 1.0 - y
+        z *= backend.constant(1, y.dtype) - y
         return z
 
     def backward(self, u, z, g, y):
@@ -391,7 +392,7 @@ class Relu(Primitive):
     saves_output = True
 
     def forward(self, x):
-        return xp.maximum(x, 0)
+        return xp.maximum(x, backend.constant(0, x.dtype))
 
     def backward(self, grad, y, x):
         return (ReluGrad.apply(grad, y),)
@@ -402,7 +403,7 @@ class ReluGrad(Primitive):
     dL/dg = u ⊙ [y > 0] (the same map, u = dL/dz),   dL/dy = 0 (the mask is flat almost everywhere)."""
 
     def forward(self, g, y):
-        return g * (y > 0).astype(g.dtype)  # (a float mask: NumPy multiplies two floats faster than float by bool)
+        return g * (y > backend.constant(0, y.dtype)).astype(g.dtype)  # (a float mask: NumPy multiplies two floats faster than float by bool)
 
     def backward(self, u, z, g, y):
         return (ReluGrad.apply(u, y) if g.requires_grad else None, None)
@@ -501,16 +502,23 @@ def _operator(op, reflected=False, by_number=None):
     return operator
 
 
+def by_constant(x, c):
+    """The number c as a 0-d array of the floating tensor x's dtype: the same rounding NumPy
+    gives a Python number, done once per op rather than at every use (NumPy 2 converts a
+    Python number at each call, about as costly as the arithmetic on a small array)."""
+    return xp.asarray(c, dtype=x._data.dtype)
+
+
 def _scaled(x, c):
-    return Scale.apply(x, c=c)
+    return Scale.apply(x, c=by_constant(x, c))
 
 
 def _shifted(x, c):
-    return Shift.apply(x, c=c)
+    return Shift.apply(x, c=by_constant(x, c))
 
 
 def _lowered(x, c):
-    return Shift.apply(x, c=-c, written="Sub")
+    return Shift.apply(x, c=by_constant(x, -c), written="Sub")
 
 
 for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shifted), ("sub", Sub, _lowered, None),
