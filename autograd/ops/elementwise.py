@@ -403,7 +403,8 @@ class ReluGrad(Primitive):
     dL/dg = u ⊙ [y > 0] (the same map, u = dL/dz),   dL/dy = 0 (the mask is flat almost everywhere)."""
 
     def forward(self, g, y):
-        return g * (y > backend.constant(0, y.dtype)).astype(g.dtype)  # (a float mask: NumPy multiplies two floats faster than float by bool)
+        # a float mask: NumPy multiplies two floats faster than a float by a bool
+        return g * (y > backend.constant(0, y.dtype)).astype(g.dtype)
 
     def backward(self, u, z, g, y):
         return (ReluGrad.apply(u, y) if g.requires_grad else None, None)
