@@ -2,13 +2,15 @@
 
 - one op at a time (add, mul, matmul, relu, sum, exp, softmax, log_softmax): y = op(a[, b]),
   then y.backward(ones) (sum: y.backward()), microseconds per op, beside MyGrad (when installed);
-- a 4-op chain ((a*b + c).relu()).sum() and backward, microseconds per op, beside NumPy's
-  forward alone.
+- a 4-op chain ((a*b + c).relu()).sum() and backward, microseconds per op, beside NumPy by
+  hand (the forward alone, and forward and backward) and a bare closure engine with none of
+  chainrule's checks (bare_engine.py): the floor of a Python graph on NumPy.
 
 At this size the arithmetic is nothing: these measure what each op costs the engine.
 """
 
 import numpy as np
+from bare_engine import BareTensor
 from timing import best_time, grouped_table, optional, table
 
 import autograd
@@ -92,7 +94,23 @@ def run_chain(torch, mygrad):
     def numpy_forward():
         np.maximum(x * y + z, 0).sum()
 
-    candidates = {"chainrule (forward + backward)": ours, "NumPy (forward only)": numpy_forward}
+    def numpy_both():
+        s = x * y + z
+        r = np.maximum(s, 0)
+        r.sum()
+        g = np.broadcast_to(np.ones((), np.float32), r.shape) * (r > 0)  # dL/ds
+        return g * y, g * x, g  # dL/da, dL/db, dL/dc
+
+    bare = [BareTensor(v) for v in (x, y, z)]
+
+    def bare_engine():
+        ba, bb, bc = bare
+        ba.grad = bb.grad = bc.grad = None
+        ((ba * bb + bc).relu()).sum().backward()
+
+    candidates = {"chainrule (forward + backward)": ours, "NumPy (forward only)": numpy_forward,
+                  "NumPy by hand (forward + backward)": numpy_both,
+                  "bare closure engine, no checks (forward + backward)": bare_engine}
     if torch is not None:
         ta, tb, tc = (torch.tensor(v, requires_grad=True) for v in (x, y, z))
 
