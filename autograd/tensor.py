@@ -420,27 +420,25 @@ class Tensor:
         source = source if isinstance(source, Tensor) else Tensor(source)
         return self._write((source,), lambda old: source, lambda a: self._store(source))
 
+    # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
+
     def add_(self, other, alpha=1):
-        other = _operand(other, self)
         if alpha == 1:
-            return self._write((other,), lambda old: old + other, lambda a: xp.add(a, other._data, out=a,
-                                                                                   casting="same_kind"))
-        return self._write((other,), lambda old: old + other * alpha,
-                           lambda a: xp.add(a, alpha * other._data, out=a, casting="same_kind"))
+            return self._write((other,), lambda old: old + _operand(other, old),
+                               lambda a: xp.add(a, _operand_array(other, self), out=a, casting="same_kind"))
+        return self._write((other,), lambda old: old + _operand(other, old) * alpha,
+                           lambda a: xp.add(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
 
     def sub_(self, other, alpha=1):
         return self.add_(other, alpha=-alpha)
 
-
     def mul_(self, other):
-        other = _operand(other, self)
-        return self._write((other,), lambda old: old * other,
-                           lambda a: xp.multiply(a, other._data, out=a, casting="same_kind"))
+        return self._write((other,), lambda old: old * _operand(other, old),
+                           lambda a: xp.multiply(a, _operand_array(other, self), out=a, casting="same_kind"))
 
     def div_(self, other):
-        other = _operand(other, self)
-        return self._write((other,), lambda old: old / other,
-                           lambda a: xp.divide(a, other._data, out=a, casting="same_kind"))
+        return self._write((other,), lambda old: old / _operand(other, old),
+                           lambda a: xp.divide(a, _operand_array(other, self), out=a, casting="same_kind"))
 
     def clamp_(self, min=None, max=None):
         return self._write((min, max), lambda old: old.clamp(min, max),
@@ -531,6 +529,8 @@ def _add_scaled(array, term, scale):
     """array += scale · term, in place, reusing ``term`` (a fresh temporary) for the product:
     the fast path of the optimizers' in-place updates makes one temporary, not two."""
     if not (isinstance(scale, (int, float)) and scale == 1):
+        if type(scale) is float and term.dtype.kind == "f":  # the number converted once, as NumPy
+            scale = xp.asarray(scale, dtype=term.dtype)  # would at the call, only slower
         xp.multiply(term, scale, out=term, casting="unsafe")
     xp.add(array, term, out=array, casting="same_kind")
     return array
@@ -556,22 +556,39 @@ def _operand(value, like):
     category's default (an integer tensor times 0.5 gives the default float dtype)."""
     if isinstance(value, Tensor):
         return value
-    if type(value) is float or type(value) is int:  # the common cases (an optimizer's), without ABC checks
-        dtype = like._data.dtype
-        if dtype.kind in ("f" if type(value) is float else "iuf"):
-            return Tensor._make(xp.asarray(value, dtype=dtype))
-    if isinstance(value, numbers.Number):
-        kind = like._data.dtype.kind
-        if isinstance(value, bool):
-            dtype = like._data.dtype
-        elif isinstance(value, numbers.Integral):
-            dtype = like._data.dtype if kind in "iuf" else backend.int64
-        elif isinstance(value, numbers.Real):
-            dtype = like._data.dtype if kind == "f" else backend.get_default_dtype()
-        else:
-            return Tensor(value)
-        return Tensor._make(xp.asarray(value, dtype=dtype))
-    return Tensor(value)
+    array = _number_array(value, like._data.dtype)
+    return Tensor(value) if array is None else Tensor._make(array)
+
+
+def _operand_array(value, like):
+    """The array of ``_operand(value, like)``: the in-place fast paths need no Tensor around a number."""
+    if isinstance(value, Tensor):
+        return value._data
+    array = _number_array(value, like._data.dtype)
+    return Tensor(value)._data if array is None else array
+
+
+def _number_array(value, dtype):
+    """A Python number as a 0-d array by ``_operand``'s rule, beside a tensor of ``dtype``;
+    None for anything else (complex numbers, lists, arrays)."""
+    kind = dtype.kind
+    if type(value) is float:  # the common cases first, without the ABC checks
+        if kind == "f":
+            return xp.asarray(value, dtype=dtype)
+    elif type(value) is int:
+        if kind in "iuf":
+            return xp.asarray(value, dtype=dtype)
+    elif not isinstance(value, numbers.Number):
+        return None
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, numbers.Integral):
+        dtype = dtype if kind in "iuf" else backend.int64
+    elif isinstance(value, numbers.Real):
+        dtype = dtype if kind == "f" else backend.get_default_dtype()
+    else:
+        return None
+    return xp.asarray(value, dtype=dtype)
 
 
 def _data(value):
