@@ -1,8 +1,8 @@
 """A reference for the per-op benchmark: the least a Python autograd on NumPy can do per op.
 
 micrograd's design on arrays: each op returns a node holding its array, its inputs and
-a closure for its local derivatives; backward orders the nodes by one depth-first walk
-and sums the shares. Nothing else: no version checks for in-place writes, no gradient
+a closure for its local derivatives; backward orders the nodes by chainrule's own
+depth-first walk and sums the shares. Nothing else: no version checks for in-place writes, no gradient
 shape or dtype validation, no hooks or retain_grad, no grad modes, no freeing of what
 was saved, no views, no second derivatives. chainrule does all of those (the semantics
 issue asks for each); the distance between this floor and chainrule is what they cost,
@@ -13,12 +13,14 @@ Four ops only (mul, add, relu, sum): what the 4-op chain needs. Not a usable eng
 
 import numpy as np
 
+from autograd.engine import topological_order  # the same walk as chainrule's: only the per-node work differs
+
 
 class BareTensor:
-    __slots__ = ("data", "grad", "inputs", "derivatives")
+    __slots__ = ("data", "grad", "parents", "derivatives")
 
-    def __init__(self, data, inputs=(), derivatives=None):
-        self.data, self.grad, self.inputs, self.derivatives = data, None, inputs, derivatives
+    def __init__(self, data, parents=(), derivatives=None):
+        self.data, self.grad, self.parents, self.derivatives = data, None, parents, derivatives
 
     def __mul__(self, other):
         a, b = self.data, other.data
@@ -36,22 +38,11 @@ class BareTensor:
         return BareTensor(self.data.sum(), (self,), lambda g: (np.broadcast_to(g, shape),))
 
     def backward(self):
-        order, seen, stack = [], {self}, [(self, iter(self.inputs))]
-        while stack:  # depth-first post-order: every node after all of its inputs
-            node, inputs = stack[-1]
-            for x in inputs:
-                if x not in seen:
-                    seen.add(x)
-                    stack.append((x, iter(x.inputs)))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
         pending = {self: np.ones((), self.data.dtype)}
-        for node in reversed(order):
+        for node in topological_order([self]):  # every node before the nodes it was computed from
             g = pending.pop(node)
             if node.derivatives is None:  # a leaf
                 node.grad = g if node.grad is None else node.grad + g
                 continue
-            for x, share in zip(node.inputs, node.derivatives(g)):
+            for x, share in zip(node.parents, node.derivatives(g)):
                 pending[x] = pending[x] + share if x in pending else share
