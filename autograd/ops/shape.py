@@ -133,6 +133,8 @@ def expand(x, sizes):
 
 def _is_basic(index):
     """True for an index of ints, slices, None and ... only (NumPy returns a view)."""
+    if type(index) is int or type(index) is slice:  # x[t], x[a:b]: the common cases, at once
+        return True
     parts = index if isinstance(index, tuple) else (index,)
     return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
 
