@@ -120,6 +120,7 @@ CASES = {
     "Cast": (unary(), lambda x: x.float().double() * 3.0, {"eps": 1e-2, "atol": 1e-3}),
     "Clone": (unary(), lambda x: x.clone() * x),
     "Sum": (with_dim(), lambda x, dim: x.sum(dim) + x.sum(dim, keepdim=True).sum() + x.sum()),
+    "Mean": (with_dim(), lambda x, dim: x.mean(dim) + x.mean(dim, keepdim=True).sum() + x.mean()),
     "LogSumExp": (with_dim(), lambda x, dim: x.logsumexp(dim)),
     "Softmax": (with_dim(), lambda x, dim: x.softmax(dim) * x),
     "LogSoftmax": (with_dim(), lambda x, dim: x.log_softmax(dim) * x),
@@ -188,7 +189,7 @@ def test_gradient_matches_finite_differences(name, data):
 
 
 SECOND_ORDER = ["Add", "Mul", "Div", "Pow", "PowConstant", "Exp", "Log", "Sqrt", "Sin", "Cos",
-                "Tanh", "Sigmoid", "Relu", "Sum", "LogSumExp", "Softmax", "LogSoftmax", "MatMul",
+                "Tanh", "Sigmoid", "Relu", "Sum", "Mean", "LogSumExp", "Softmax", "LogSoftmax", "MatMul",
                 "GetItem", "Cat", "Permute", "Expand", "Erf", "Softplus"]
 
 

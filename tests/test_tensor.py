@@ -244,6 +244,24 @@ def test_a_python_number_rounds_to_the_tensors_dtype_in_both_passes(dtype):
         np.testing.assert_array_equal(x.grad.numpy(), np.full(4, slope, dtype=dtype))
 
 
+def test_mean_is_one_node_that_divides_by_n_as_pytorch():
+    # PyTorch's mean is the sum divided by n (7 / 3 = 2.3333333 in float32), not the sum times
+    # 1/n (2.3333335), and its node is MeanBackward; the gradient is dL/dy / n everywhere
+    x = Tensor(np.array([2.0, 2.0, 3.0], dtype=np.float32), requires_grad=True)
+    y = x.mean()
+    assert y.item() == np.float32(7) / np.float32(3)
+    assert repr(y.grad_fn) == "<MeanBackward>" and y.grad_fn.next_functions == ((x, 0),)
+    y.backward(Tensor(np.float32(7)))
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(3, np.float32(7) / np.float32(3)))
+    rows = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    means = rows.mean(1, keepdim=True)
+    np.testing.assert_array_equal(means.detach().numpy(), [[1.0], [4.0]])
+    means.sum().backward()
+    np.testing.assert_array_equal(rows.grad.numpy(), np.full((2, 3), 1 / 3))
+    empty = Tensor(np.zeros((0, 2)), requires_grad=True).mean()  # NaN, quietly, as PyTorch's
+    assert np.isnan(empty.item())
+
+
 def test_cached_constants_are_read_only_and_typed():
     from autograd import backend
 

@@ -44,8 +44,22 @@ def sum(x, dim=None, keepdim=False):
     return Sum.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
 
 
+class Mean(Sum):
+    """y = (1/n) Σ_i x_i over axes (n terms);   dL/dx_i = dL/dy / n
+
+    One node, as PyTorch's MeanBackward: the sum, then a division by n (PyTorch's rounding,
+    not a multiplication by 1/n). The mean of nothing is NaN, as in PyTorch and NumPy: an
+    empty batch must not report a zero loss."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return y / y.dtype.type(self.count) if self.count else xp.full_like(y, xp.nan)
+
+    def backward(self, grad, y, x):
+        return (spread(grad, x, self.axes, self.keepdim, self.like) / (self.count or float("nan")),)
+
+
 def mean(x, dim=None, keepdim=False):
-    """y = (1/n) Σ x_i, composed from sum."""
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating point "
                            f"or complex dtype. Got: {x.dtype} (shape {tuple(x.shape)}); convert with .float()")
@@ -53,8 +67,7 @@ def mean(x, dim=None, keepdim=False):
     count = 1
     for axis in axes:
         count *= x.shape[axis]
-    # the mean of nothing is NaN (as PyTorch and NumPy): an empty batch must not report a zero loss
-    return sum(x, axes, keepdim) * (1.0 / count if count else float("nan"))
+    return Mean.apply(x, axes=axes, keepdim=keepdim, count=count)
 
 
 def _correction(unbiased, correction):
