@@ -59,6 +59,8 @@ def mul(input, other, *, out=None):
 class RoundedDiv(Primitive):
     """z = x / y rounded toward zero ('trunc') or down ('floor'): piecewise constant, dL/dx = dL/dy = 0"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x, y):
         _refuse_integer_division_by_zero(x, y)
         if self.rounding_mode == "floor":

@@ -1,0 +1,96 @@
+"""PyTorch-compatibility regressions found by running small ordinary programs on chainrule and
+PyTorch (see tests/pytorch_programs.py): each program runs on both where PyTorch is installed, and
+its result is also checked against values worked out by hand, so the tests mean something without it."""
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, run_both
+
+# -- an op whose backward needs only its input's shape saves nothing, so changing the input in
+#    place after the op is harmless (PyTorch saves nothing for these either) ----------------------
+
+SHAPE_ONLY = {
+    "flip": lambda m, x: x.flip(0),
+    "roll": lambda m, x: x.roll(1, 0),
+    "cumsum": lambda m, x: x.cumsum(0),
+    "index_select": lambda m, x: x.index_select(0, m.torch.tensor([0, 2, 2])),
+    "scatter": lambda m, x: x.scatter(0, m.torch.tensor([[0, 1]]), m.torch.ones(1, 2, dtype=x.dtype)),
+    "scatter_add": lambda m, x: x.scatter_add(0, m.torch.tensor([[0, 1]]), m.torch.ones(1, 2, dtype=x.dtype)),
+    "round": lambda m, x: x.round(),
+    "frac": lambda m, x: x.frac(),
+    "floor_divide": lambda m, x: m.torch.div(x, 2.0, rounding_mode="floor"),
+    "unfold": lambda m, x: m.F.unfold(x.reshape(1, 1, 3, 2), (2, 2)),
+}
+
+# ops whose backward needs their output only (exp2, reciprocal, ...): d/dx of sum(f(x)) at the
+# input's original values, which a later in-place change of the input must not disturb
+OUTPUT_ONLY = {
+    "reciprocal": (lambda m, x: x.reciprocal(), lambda x: -1 / x ** 2),
+    "exp2": (lambda m, x: x.exp2(), lambda x: np.log(2) * 2 ** x),
+    "expm1": (lambda m, x: x.expm1(), np.exp),
+    "tan": (lambda m, x: x.tan(), lambda x: 1 / np.cos(x) ** 2),
+}
+
+X = np.array([[0.5, -1.25], [2.0, 0.75], [-0.3, 1.5]])
+
+
+def _changed_after(op):
+    def program(m):
+        w = m.torch.tensor(X, requires_grad=True)
+        x = w * 1
+        y = op(m, x)
+        x.add_(1)  # after the op: its gradient must not need x's old values
+        y.sum().backward()
+        return w.grad
+    return program
+
+
+@pytest.mark.parametrize("name", sorted(SHAPE_ONLY))
+def test_input_changed_in_place_after_a_shape_only_op(name):
+    grad, _ = run_both(_changed_after(SHAPE_ONLY[name]))
+    # the same gradient as without the in-place change
+    expected, _ = run_both(lambda m: _grad_of(m, SHAPE_ONLY[name]))
+    np.testing.assert_allclose(grad, expected)
+
+
+def _grad_of(m, op):
+    w = m.torch.tensor(X, requires_grad=True)
+    op(m, w * 1).sum().backward()
+    return w.grad
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUT_ONLY))
+def test_input_changed_in_place_after_an_output_only_op(name):
+    op, derivative = OUTPUT_ONLY[name]
+    grad, _ = run_both(_changed_after(op))
+    np.testing.assert_allclose(grad, derivative(X), rtol=1e-12)
+
+
+def test_inverse_saves_its_output_only():
+    def program(m):
+        w = m.torch.tensor([[2.0, 1.0], [0.5, 3.0]], requires_grad=True)
+        a = w * 1
+        y = m.torch.linalg.inv(a)
+        a.add_(1)
+        y.sum().backward()
+        return w.grad
+    grad, _ = run_both(program)
+    inv = np.linalg.inv([[2.0, 1.0], [0.5, 3.0]])
+    np.testing.assert_allclose(grad, -inv.T @ np.ones((2, 2)) @ inv.T, rtol=1e-6)  # float32
+
+
+def test_x_copy_of_its_own_flip():
+    def program(m):
+        w = m.torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+        y = w * 1
+        y.copy_(y.flip(0))
+        (y * m.torch.arange(4.0)).sum().backward()
+        return y, w.grad
+    (y, grad), _ = run_both(program)
+    np.testing.assert_array_equal(y, [4.0, 3.0, 2.0, 1.0])
+    np.testing.assert_array_equal(grad, [3.0, 2.0, 1.0, 0.0])
+
+
+def test_ours_is_ours():
+    assert OURS.torch.__name__ == "autograd"
