@@ -94,3 +94,48 @@ def test_x_copy_of_its_own_flip():
 
 def test_ours_is_ours():
     assert OURS.torch.__name__ == "autograd"
+
+
+# -- diagonal() is a view: a write through it changes the matrix -----------------------------------
+
+def test_writes_through_diagonal_change_the_matrix():
+    def program(m):
+        torch = m.torch
+        x = torch.zeros(3, 3)
+        x.diagonal().fill_(1)
+        x.diagonal(1)[:] = 2
+        w = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]], requires_grad=True)
+        y = w * 1
+        y.diagonal().mul_(10)  # recorded: dL/dw is 10 on the diagonal
+        y.diagonal(-1).add_(torch.tensor([0.5, 0.25]))
+        (y * y).sum().backward()
+        return x, y, w.grad
+    (x, y, grad), _ = run_both(program)
+    np.testing.assert_array_equal(x, [[1, 2, 0], [0, 1, 2], [0, 0, 1]])
+    expected = np.array([[10.0, 2, 3], [4.5, 50, 6], [7, 8.25, 90]])
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_allclose(grad, 2 * expected * np.where(np.eye(3), 10, 1))
+
+
+def test_diagonal_of_other_dims_is_a_view_too():
+    def program(m):
+        w = m.torch.tensor(np.arange(24.0).reshape(2, 3, 4), requires_grad=True)
+        y = w * 1
+        y.diagonal(1, 1, 2).mul_(3)  # y[b, i, i + 1] for each b
+        y.diagonal(-1, 2, 0).zero_()  # y[i, :, i + 1]: y[0, :, 1] and y[1, :, 2]
+        y.sum().backward()
+        return y, w.grad
+    (y, grad), _ = run_both(program)
+    expected = np.arange(24.0).reshape(2, 3, 4)
+    scale = np.ones((2, 3, 4))
+    for i in range(3):
+        scale[:, i, i + 1] = 3
+    scale[0, :, 1] = scale[1, :, 2] = 0
+    np.testing.assert_array_equal(y, expected * scale)
+    np.testing.assert_array_equal(grad, scale)
+
+
+def test_diagonal_of_a_leaf_that_requires_grad_refuses_in_place_writes():
+    w = OURS.torch.ones(3, 3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):
+        w.diagonal().add_(1)
