@@ -139,3 +139,37 @@ def test_diagonal_of_a_leaf_that_requires_grad_refuses_in_place_writes():
     w = OURS.torch.ones(3, 3, requires_grad=True)
     with pytest.raises(RuntimeError, match="leaf"):
         w.diagonal().add_(1)
+
+
+# -- a mean over no targets (all ignored: a batch of padding) is NaN, its gradient 0 ---------------
+
+ALL_IGNORED = {
+    "cross_entropy": lambda m, x, y: m.F.cross_entropy(x, y),
+    "cross_entropy_weight": lambda m, x, y: m.F.cross_entropy(x, y, weight=m.torch.tensor([1.0, 2.0, 3.0])),
+    "cross_entropy_smoothing": lambda m, x, y: m.F.cross_entropy(x, y, label_smoothing=0.1),
+    "nll_loss": lambda m, x, y: m.F.nll_loss(m.F.log_softmax(x, 1), y),
+    "CrossEntropyLoss": lambda m, x, y: m.nn.CrossEntropyLoss(ignore_index=2)(x, y + 102),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL_IGNORED))
+def test_a_mean_over_only_ignored_targets_is_nan_with_gradient_zero(name):
+    def program(m):
+        x = m.torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]], requires_grad=True)
+        loss = ALL_IGNORED[name](m, x, m.torch.tensor([-100, -100]))
+        loss.backward()
+        return loss, x.grad
+    (loss, grad), _ = run_both(program)
+    assert np.isnan(loss)
+    np.testing.assert_array_equal(grad, np.zeros((2, 3)))
+
+
+def test_ignored_rows_among_kept_ones_get_gradient_zero():
+    def program(m):
+        x = m.torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]], requires_grad=True)
+        m.F.cross_entropy(x, m.torch.tensor([2, -100]), label_smoothing=0.1).backward()
+        return x.grad
+    grad, _ = run_both(program)
+    p = np.exp([0.5, -1.0, 2.0]) / np.exp([0.5, -1.0, 2.0]).sum()
+    np.testing.assert_allclose(grad[0], p - (0.9 * np.array([0, 0, 1]) + 0.1 / 3), rtol=1e-6)
+    np.testing.assert_array_equal(grad[1], 0)
