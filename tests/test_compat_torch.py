@@ -5,7 +5,7 @@ its result is also checked against values worked out by hand, so the tests mean 
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, run_both
+from .pytorch_programs import OURS, pytorch, run_both
 
 # -- an op whose backward needs only its input's shape saves nothing, so changing the input in
 #    place after the op is harmless (PyTorch saves nothing for these either) ----------------------
@@ -173,3 +173,23 @@ def test_ignored_rows_among_kept_ones_get_gradient_zero():
     p = np.exp([0.5, -1.0, 2.0]) / np.exp([0.5, -1.0, 2.0]).sum()
     np.testing.assert_allclose(grad[0], p - (0.9 * np.array([0, 0, 1]) + 0.1 / 3), rtol=1e-6)
     np.testing.assert_array_equal(grad[1], 0)
+
+
+# -- PyTorch's error types for misshapen joins and transposes ---------------------------------------
+
+MISSHAPEN = {
+    "cat": lambda m: m.torch.cat([m.torch.ones(4, 4), m.torch.ones(4, 2)]),
+    "cat_ndim": lambda m: m.torch.cat([m.torch.ones(2, 3), m.torch.ones(2, 3, 1)]),
+    "stack": lambda m: m.torch.stack([m.torch.ones(2), m.torch.ones(3)]),
+    "stack_empty": lambda m: m.torch.stack([]),
+    "permute_repeated": lambda m: m.torch.ones(2, 3).permute(0, 0),
+    "t_3d": lambda m: m.torch.ones(2, 3, 4).t(),
+    "mT_1d": lambda m: m.torch.ones(3).mT,
+}
+
+
+@pytest.mark.parametrize("name", sorted(MISSHAPEN))
+def test_misshapen_joins_and_transposes_raise_runtime_error(name):
+    for m in filter(None, (OURS, pytorch())):
+        with pytest.raises(RuntimeError):
+            MISSHAPEN[name](m)
