@@ -193,3 +193,25 @@ def test_misshapen_joins_and_transposes_raise_runtime_error(name):
     for m in filter(None, (OURS, pytorch())):
         with pytest.raises(RuntimeError):
             MISSHAPEN[name](m)
+
+
+# -- save / load through a file object (torch.save(state, buffer)) ----------------------------------
+
+def test_save_and_load_through_a_bytes_buffer():
+    import io
+
+    def program(m):
+        m.torch.manual_seed(0)
+        net = m.nn.Sequential(m.nn.Linear(3, 2), m.nn.BatchNorm1d(2))
+        buffer = io.BytesIO()
+        m.torch.save({"model": net.state_dict(), "epoch": 3}, buffer)
+        buffer.seek(0)
+        loaded = m.torch.load(buffer)
+        copy = m.nn.Sequential(m.nn.Linear(3, 2), m.nn.BatchNorm1d(2))
+        copy.load_state_dict(loaded["model"])
+        same = all(bool((a == b).all()) for a, b in zip(net.state_dict().values(), copy.state_dict().values()))
+        return same, loaded["epoch"], sorted(loaded["model"])
+    (same, epoch, keys), _ = run_both(program, compare=False)
+    assert same and epoch == 3
+    assert keys == ["0.bias", "0.weight", "1.bias", "1.num_batches_tracked", "1.running_mean", "1.running_var",
+                    "1.weight"]
