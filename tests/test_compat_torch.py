@@ -215,3 +215,27 @@ def test_save_and_load_through_a_bytes_buffer():
     assert same and epoch == 3
     assert keys == ["0.bias", "0.weight", "1.bias", "1.num_batches_tracked", "1.running_mean", "1.running_var",
                     "1.weight"]
+
+
+# -- cat and stack promote dtypes as PyTorch does (NumPy's concatenate widens int64 with float32
+#    to float64) --------------------------------------------------------------------------------------
+
+def test_cat_and_stack_promote_as_pytorch():
+    def program(m):
+        torch = m.torch
+        w = torch.tensor([0.5, 1.5], requires_grad=True)
+        joined = torch.cat([w, torch.arange(3)])
+        (joined * torch.arange(5.0)).sum().backward()
+        def name(x):
+            return str(x.dtype).split(".")[-1]
+
+        def ones(dtype):
+            return torch.ones(2, dtype=getattr(torch, dtype))
+
+        return [joined, name(joined), w.grad, name(torch.stack([ones("int32"), ones("float16")])),
+                name(torch.cat([ones("uint8"), ones("int8")])), name(torch.cat([ones("bool"), ones("int32")]))]
+    (joined, dtype, grad, half, int16, int32), _ = run_both(program)
+    assert (dtype, half, int16, int32) == ("float32", "float16", "int16", "int32")
+    np.testing.assert_array_equal(joined, np.array([0.5, 1.5, 0, 1, 2], dtype=np.float32))
+    assert grad.dtype == np.float32
+    np.testing.assert_array_equal(grad, [0.0, 1.0])

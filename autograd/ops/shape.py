@@ -5,12 +5,14 @@ Reshape, permute, expand and basic indexing return views of their input.
 """
 
 import builtins
+import functools
+from types import SimpleNamespace
 
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import dim_index, normalize_dims
-from .elementwise import unbroadcast
+from .elementwise import Cast, result_type, unbroadcast
 from .names import names
 
 
@@ -265,6 +267,11 @@ def cat(tensors, dim=0):
         if t.ndim != len(first) or any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
             shapes = ", ".join(str(u.shape) for u in tensors)
             raise RuntimeError(f"cat along dim {dim}: shapes {shapes} differ outside that dim")
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:  # PyTorch's promotion (int64 with float32: float32), not NumPy's (float64)
+        dtype = functools.reduce(lambda a, b: result_type(SimpleNamespace(dtype=a, ndim=1),
+                                                          SimpleNamespace(dtype=b, ndim=1)), dtypes)
+        tensors = [t if t.dtype == dtype else Cast.apply(t, dtype=dtype) for t in tensors]
     return Cat.apply(*tensors, dim=axis)
 
 
