@@ -253,3 +253,46 @@ def test_trace_is_the_function_too():
     from autograd.trace import trace_backward  # still the teaching module
 
     assert callable(trace_backward)
+
+
+# -- inplace=True activations write into a tracked input too (its later readers see the result) ----
+
+INPLACE_ACTIVATIONS = {
+    "ReLU": lambda m, h: m.nn.ReLU(inplace=True)(h),
+    "relu_": lambda m, h: m.F.relu_(h),
+    "elu": lambda m, h: m.F.elu(h, inplace=True),
+    "leaky_relu": lambda m, h: m.F.leaky_relu(h, 0.1, inplace=True),
+    "hardtanh": lambda m, h: m.F.hardtanh(h, -0.5, 0.5, inplace=True),
+    "hardswish": lambda m, h: m.nn.Hardswish(inplace=True)(h),
+    "silu": lambda m, h: m.F.silu(h, inplace=True),
+    "dropout_eval": lambda m, h: m.F.dropout(h, 0.5, training=False, inplace=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INPLACE_ACTIVATIONS))
+def test_inplace_activation_writes_into_a_tracked_input(name):
+    def program(m):
+        w = m.torch.tensor([[0.5, -1.0], [2.0, -0.25]], requires_grad=True)
+        x = m.torch.tensor([[1.0, 2.0], [-3.0, 0.5]])
+        h = x @ w
+        out = INPLACE_ACTIVATIONS[name](m, h)
+        (h * m.torch.tensor([1.0, 3.0])).sum().backward()  # h, read after the activation
+        return out is h, h, w.grad
+
+    def expected(m):  # the activation applied to a copy of h, whose output is then read
+        w = m.torch.tensor([[0.5, -1.0], [2.0, -0.25]], requires_grad=True)
+        x = m.torch.tensor([[1.0, 2.0], [-3.0, 0.5]])
+        out = INPLACE_ACTIVATIONS[name](m, (x @ w) * 1)
+        (out * m.torch.tensor([1.0, 3.0])).sum().backward()
+        return out, w.grad
+    (same, h, grad), _ = run_both(program)
+    (out, grad_out_of_place), _ = run_both(expected)
+    assert same
+    np.testing.assert_allclose(h, out, rtol=1e-6)
+    np.testing.assert_allclose(grad, grad_out_of_place, rtol=1e-6)
+
+
+def test_inplace_activation_on_a_leaf_that_requires_grad_raises():
+    w = OURS.torch.tensor([0.5, -1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):
+        OURS.nn.ReLU(inplace=True)(w)
