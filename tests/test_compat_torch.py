@@ -296,3 +296,150 @@ def test_inplace_activation_on_a_leaf_that_requires_grad_raises():
     w = OURS.torch.tensor([0.5, -1.0], requires_grad=True)
     with pytest.raises(RuntimeError, match="leaf"):
         OURS.nn.ReLU(inplace=True)(w)
+
+
+# -- found here, to be fixed in files this branch leaves alone (autograd/tensor.py, graph.py,
+#    engine.py, ops/elementwise.py, ops/reductions.py): strict xfails, which pass once fixed ----------
+
+def _pending(reason):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+@_pending("tensor.py: a view made before a recorded write to its base keeps its old grad_fn")
+def test_a_view_made_before_its_base_is_written_follows_the_write():
+    def program(m):
+        w = m.torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+        y = w * 1
+        first, middle = y[0:2], y[1:3]
+        middle.mul_(2)  # y[1] doubles: first[1] is that element
+        y[3] = 5.0
+        (first * m.torch.tensor([1.0, 10.0])).sum().backward()
+        return first, w.grad
+    (first, grad), _ = run_both(program)
+    np.testing.assert_array_equal(first, [1.0, 4.0])
+    np.testing.assert_array_equal(grad, [1.0, 20.0, 0.0, 0.0])
+
+
+@_pending("tensor.py: as above, for a view of a plain buffer that a later write puts in the graph")
+def test_a_view_of_a_buffer_that_a_write_puts_in_the_graph():
+    def program(m):
+        w = m.torch.tensor([1.0, 2.0], requires_grad=True)
+        buffer = m.torch.zeros(3, 2)
+        row = buffer[0]
+        buffer[0] = w * 3
+        row.sum().backward()
+        return w.grad
+    grad, _ = run_both(program)
+    np.testing.assert_array_equal(grad, [3.0, 3.0])
+
+
+@_pending("graph.py: inference_mode(False) turns grad mode on (and inference off), as PyTorch's")
+def test_inference_mode_false_records_inside_inference_mode():
+    def program(m):
+        x = m.torch.tensor([1.0], requires_grad=True)
+        with m.torch.no_grad():
+            with m.torch.inference_mode(False):
+                outer = (x * 2).requires_grad
+        with m.torch.inference_mode():
+            with m.torch.inference_mode(False):
+                inner = (x * 2).requires_grad, m.torch.is_inference_mode_enabled()
+        return outer, inner
+    result, _ = run_both(program)
+    assert result == (True, (True, False))
+
+
+@_pending("graph.py: no_grad, enable_grad and inference_mode work as bare decorators (@torch.no_grad)")
+def test_bare_mode_decorators():
+    def program(m):
+        @m.torch.no_grad
+        def off():
+            return m.torch.is_grad_enabled()
+
+        @m.torch.inference_mode
+        def inference():
+            return m.torch.is_grad_enabled()
+
+        @m.torch.enable_grad
+        def on():
+            return m.torch.is_grad_enabled()
+
+        with m.torch.no_grad():
+            turned_on = on()
+        return off(), inference(), turned_on
+    result, _ = run_both(program)
+    assert result == (False, False, True)
+
+
+@_pending("reductions.py: an unsigned integer tensor sums to int64, as PyTorch's (NumPy gives uint64)")
+def test_uint8_sum_is_int64():
+    def program(m):
+        x = m.torch.tensor([1, 2, 200], dtype=m.torch.uint8)
+        return x.sum(), str(x.sum().dtype).split(".")[-1], str(x.sum(0, keepdim=True).dtype).split(".")[-1]
+    (total, dtype, kept), _ = run_both(program)
+    assert total == 203 and dtype == kept == "int64"
+
+
+@_pending("elementwise.py: clamp of an integer tensor with float bounds gives the default dtype")
+def test_integer_clamp_with_float_bounds_is_float32():
+    def program(m):
+        y = m.torch.clamp(m.torch.tensor([1, 2, 3]), 0.5, 2.5)
+        return y, str(y.dtype).split(".")[-1]
+    (y, dtype), _ = run_both(program)
+    assert dtype == "float32"
+    np.testing.assert_array_equal(y, [1.0, 2.0, 2.5])
+
+
+@_pending("elementwise.py: sign is differentiable (gradient 0), its output requires grad, as PyTorch's")
+def test_sign_has_gradient_zero():
+    def program(m):
+        x = m.torch.tensor([1.0, -2.0, 0.0], requires_grad=True)
+        x.sign().sum().backward()
+        return x.grad
+    grad, _ = run_both(program)
+    np.testing.assert_array_equal(grad, [0.0, 0.0, 0.0])
+
+
+@_pending("engine.py: autograd.grad(out, y) for an intermediate y does not run (or free) y's own node")
+def test_grad_with_respect_to_an_intermediate_keeps_the_graph_below_it():
+    def program(m):
+        x = m.torch.tensor([1.0, 2.0], requires_grad=True)
+        y = x * 2
+        (grad_y,) = m.torch.autograd.grad(y.sum(), y)
+        grad_x, grad_y2 = m.torch.autograd.grad((y * x).sum(), [x, y])
+        return grad_y, grad_x, grad_y2
+    (grad_y, grad_x, grad_y2), _ = run_both(program)
+    np.testing.assert_array_equal(grad_y, [1.0, 1.0])
+    np.testing.assert_array_equal(grad_x, [4.0, 8.0])  # y + x · 2
+    np.testing.assert_array_equal(grad_y2, [1.0, 2.0])
+
+
+@_pending("tensor.py: copy_ casts like PyTorch's (float into an int tensor truncates)")
+def test_copy_of_floats_into_an_integer_tensor_truncates():
+    def program(m):
+        i = m.torch.tensor([1, 2, 3])
+        i.copy_(m.torch.tensor([1.7, -2.2, 3.9]))
+        return i
+    i, _ = run_both(program)
+    np.testing.assert_array_equal(i, [1, -2, 3])
+
+
+@_pending("tensor.py: an in-place op whose result cannot be cast to an integer tensor raises RuntimeError")
+def test_integer_in_place_with_a_float_raises_runtime_error():
+    for m in filter(None, (OURS, pytorch())):
+        with pytest.raises(RuntimeError):
+            m.torch.tensor([1, 2]).mul_(1.5)
+
+
+@_pending("tensor.py: requires_grad on an integer tensor raises RuntimeError, as PyTorch's")
+def test_integer_requires_grad_raises_runtime_error():
+    for m in filter(None, (OURS, pytorch())):
+        with pytest.raises(RuntimeError):
+            m.torch.tensor([1, 2]).requires_grad_()
+
+
+@_pending("tensor.py: assigning .grad of another shape raises, as PyTorch's")
+def test_grad_of_another_shape_is_refused():
+    for m in filter(None, (OURS, pytorch())):
+        x = m.torch.tensor([1.0, 2.0], requires_grad=True)
+        with pytest.raises(RuntimeError):
+            x.grad = m.torch.tensor([1.0, 2.0, 3.0])
