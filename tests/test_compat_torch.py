@@ -443,3 +443,29 @@ def test_grad_of_another_shape_is_refused():
         x = m.torch.tensor([1.0, 2.0], requires_grad=True)
         with pytest.raises(RuntimeError):
             x.grad = m.torch.tensor([1.0, 2.0, 3.0])
+
+
+# -- common methods PyTorch programs call --------------------------------------------------------
+
+def test_fill_diagonal_pow_and_reshape_as():
+    def program(m):
+        torch = m.torch
+        tall = torch.zeros(7, 3)
+        tall.fill_diagonal_(5.0, wrap=True)
+        cube = torch.zeros(3, 3, 3)
+        cube.fill_diagonal_(1.0)
+        w = torch.ones(3, 3, requires_grad=True)
+        y = w * 2
+        y.fill_diagonal_(0.0)  # recorded: no gradient reaches the diagonal
+        y.sum().backward()
+        x = torch.tensor([1.0, -2.0])
+        x.pow_(2)
+        return tall, cube, w.grad, x, list(torch.ones(2, 3).reshape_as(torch.zeros(3, 2)).shape)
+    (tall, cube, grad, x, shape), _ = run_both(program)
+    expected_tall = np.zeros((7, 3))
+    expected_tall[[0, 1, 2, 4, 5, 6], [0, 1, 2, 0, 1, 2]] = 5
+    np.testing.assert_array_equal(tall, expected_tall)
+    assert cube.sum() == 3 and cube[1, 1, 1] == 1
+    np.testing.assert_array_equal(grad, 2 * (1 - np.eye(3)))
+    np.testing.assert_array_equal(x, [1.0, 4.0])
+    assert shape == [3, 2]

@@ -118,7 +118,7 @@ def _rmod(input, other):
     return remainder(other, input)
 
 
-@names("pow")
+@names("pow", inplace="pow_")
 def pow(input, exponent, *, out=None):
     """input ** exponent; either may be a number (autograd.pow(2, x) is 2 ** x)."""
     if not isinstance(input, Tensor):

@@ -75,6 +75,26 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     return Diagonal.apply(input, offset=offset, dim1=a, dim2=b)
 
 
+@names("fill_diagonal_", function=False)
+def fill_diagonal_(input, fill_value, wrap=False):
+    """Write ``fill_value`` on the main diagonal (x[i, i, ..., i]) in place; with ``wrap``, a tall
+    matrix's diagonal starts again below each square block (PyTorch's wrap=True)."""
+    if input.ndim < 2:
+        raise RuntimeError("fill_diagonal_: dimensions must larger than 1")
+    if input.ndim > 2 and len(set(input.shape)) != 1:
+        raise RuntimeError("fill_diagonal_: all dimensions of input must be of equal length")
+    rows, columns = input.shape[:2]
+    if input.ndim == 2 and wrap and rows > columns + 1:
+        for start in range(0, rows, columns + 1):  # each (columns + 1)-row block holds one diagonal
+            input[start:start + columns].diagonal().fill_(fill_value)
+        return input
+    diagonal = input
+    while diagonal.ndim > 1:  # x[i, i, ..., i]: the first two dims' diagonal, until one dim is left
+        diagonal = diagonal.diagonal(0, 0, -1) if diagonal.ndim > 2 else diagonal.diagonal()
+    diagonal.fill_(fill_value)
+    return input
+
+
 @names("diag_embed")
 def diag_embed(input, offset=0, dim1=-2, dim2=-1):
     """Matrices whose ``offset``-th diagonal (in dims dim1, dim2 of the result) holds input's last dim."""
