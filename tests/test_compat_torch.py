@@ -469,3 +469,18 @@ def test_fill_diagonal_pow_and_reshape_as():
     np.testing.assert_array_equal(grad, 2 * (1 - np.eye(3)))
     np.testing.assert_array_equal(x, [1.0, 4.0])
     assert shape == [3, 2]
+
+
+def test_conv_transpose_forward_takes_an_output_size():
+    def program(m):
+        m.torch.manual_seed(0)
+        up = m.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)
+        x = m.torch.ones(1, 2, 4, 5)
+        shapes = [tuple(up(x, output_size=size).shape) for size in ((7, 9), (8, 10), [1, 3, 8, 9])]
+        same = bool((up(x, output_size=(8, 10))[..., :7, :9] == up(x)).all())
+        line = m.nn.ConvTranspose1d(2, 3, 3, stride=2)
+        return shapes, same, tuple(line(m.torch.ones(1, 2, 5), output_size=[12]).shape)
+    (shapes, same, line), _ = run_both(program, compare=False)
+    assert shapes == [(1, 3, 7, 9), (1, 3, 8, 10), (1, 3, 8, 9)] and same and line == (1, 3, 12)
+    with pytest.raises(ValueError, match="valid sizes range from 7 to 8"):
+        OURS.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)(OURS.torch.ones(1, 2, 4, 4), output_size=(9, 9))
