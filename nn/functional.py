@@ -478,6 +478,19 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _scale_and_shift(normalized, weight, bias)
 
 
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """y = x / sqrt(mean(x²) + eps) · γ over the last len(normalized_shape) dims (Zhang & Sennrich,
+    2019): LayerNorm without the centring (eps None: the dtype's machine epsilon, as PyTorch's)."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
+        raise ValueError(f"rms_norm: input of shape {input.shape} does not end in {normalized_shape}")
+    if eps is None:
+        eps = autograd.finfo(input.dtype).eps
+    axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
+    normalized = input * ((input * input).mean(axes, keepdim=True) + eps).rsqrt()
+    return _scale_and_shift(normalized, weight, None)
+
+
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise groups of channels of each sample (Wu & He, 2018)."""
     batch, channels = input.shape[0], input.shape[1]

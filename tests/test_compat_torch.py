@@ -484,3 +484,21 @@ def test_conv_transpose_forward_takes_an_output_size():
     assert shapes == [(1, 3, 7, 9), (1, 3, 8, 10), (1, 3, 8, 9)] and same and line == (1, 3, 12)
     with pytest.raises(ValueError, match="valid sizes range from 7 to 8"):
         OURS.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)(OURS.torch.ones(1, 2, 4, 4), output_size=(9, 9))
+
+
+def test_rms_norm():
+    def program(m):
+        norm = m.nn.RMSNorm(2)
+        with m.torch.no_grad():
+            norm.weight.copy_(m.torch.tensor([1.0, 2.0]))
+        x = m.torch.tensor([[3.0, 4.0], [1.0, -1.0]], requires_grad=True)
+        y = norm(x)
+        y.sum().backward()
+        plain = m.F.rms_norm(x.detach().double(), (2,), eps=0.5)
+        return y, x.grad, plain, repr(norm)
+    (y, grad, plain, text), _ = run_both(program, rtol=1e-5, atol=1e-6)
+    rms = np.sqrt(np.array([12.5, 1.0]) + np.finfo(np.float32).eps)[:, None]
+    np.testing.assert_allclose(y, np.array([[3.0, 8.0], [1.0, -2.0]]) / rms, rtol=1e-6)
+    np.testing.assert_allclose(plain, np.array([[3.0, 4.0], [1.0, -1.0]]) / np.sqrt([[13.0], [1.5]]), rtol=1e-12)
+    assert text == "RMSNorm((2,), eps=None, elementwise_affine=True)"
+    assert grad.shape == (2, 2)
