@@ -502,3 +502,21 @@ def test_rms_norm():
     np.testing.assert_allclose(plain, np.array([[3.0, 4.0], [1.0, -1.0]]) / np.sqrt([[13.0], [1.5]]), rtol=1e-12)
     assert text == "RMSNorm((2,), eps=None, elementwise_affine=True)"
     assert grad.shape == (2, 2)
+
+
+def test_module_list_and_sequential_insert_delete_pop():
+    def program(m):
+        nn = m.nn
+        layers = nn.ModuleList([nn.Linear(1, 1), nn.ReLU()])
+        layers.insert(0, nn.Tanh())
+        layers.insert(2, nn.Sigmoid())
+        del layers[0]
+        seq = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+        popped = seq.pop(1)
+        del seq[0]
+        seq.insert(0, nn.Tanh())
+        return ([type(x).__name__ for x in layers], [name for name, _ in layers.named_children()],
+                type(popped).__name__, [type(x).__name__ for x in seq], sorted(seq.state_dict()))
+    result, _ = run_both(program)
+    assert result == (["Linear", "Sigmoid", "ReLU"], ["0", "1", "2"], "ReLU", ["Tanh", "Linear"],
+                      ["1.bias", "1.weight"])
