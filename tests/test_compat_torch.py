@@ -520,3 +520,15 @@ def test_module_list_and_sequential_insert_delete_pop():
     result, _ = run_both(program)
     assert result == (["Linear", "Sigmoid", "ReLU"], ["0", "1", "2"], "ReLU", ["Tanh", "Linear"],
                       ["1.bias", "1.weight"])
+
+
+def test_interpolate_area_is_adaptive_average_pooling():
+    def program(m):
+        x = m.torch.arange(24.0).reshape(1, 1, 4, 6).requires_grad_()
+        y = m.F.interpolate(x, scale_factor=0.5, mode="area")
+        y.sum().backward()
+        return y, m.F.interpolate(x.detach()[:, :, 0], size=4, mode="area"), x.grad
+    (y, line, grad), _ = run_both(program)
+    np.testing.assert_allclose(y, [[[[3.5, 5.5, 7.5], [15.5, 17.5, 19.5]]]])
+    np.testing.assert_allclose(line, [[[0.5, 1.5, 3.5, 4.5]]])
+    np.testing.assert_allclose(grad, np.full((1, 1, 4, 6), 0.25))
