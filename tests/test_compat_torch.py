@@ -532,3 +532,12 @@ def test_interpolate_area_is_adaptive_average_pooling():
     np.testing.assert_allclose(y, [[[[3.5, 5.5, 7.5], [15.5, 17.5, 19.5]]]])
     np.testing.assert_allclose(line, [[[0.5, 1.5, 3.5, 4.5]]])
     np.testing.assert_allclose(grad, np.full((1, 1, 4, 6), 0.25))
+
+
+def test_logspace():
+    def program(m):
+        return m.torch.logspace(0, 2, 3), m.torch.logspace(-1, 1, 3, base=2, dtype=m.torch.float64)
+    (decades, powers), _ = run_both(program)
+    assert decades.dtype == np.float32 and powers.dtype == np.float64
+    np.testing.assert_allclose(decades, [1.0, 10.0, 100.0])
+    np.testing.assert_allclose(powers, [0.5, 1.0, 2.0])
