@@ -55,6 +55,7 @@ from .factories import (
     full,
     full_like,
     linspace,
+    logspace,
     ones,
     ones_like,
     rand,

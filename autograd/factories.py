@@ -166,5 +166,10 @@ def linspace(start, end, steps, *, dtype=None, layout=None, device=None, require
     return _made(xp.linspace(start, end, steps, dtype=_float(dtype)), device, requires_grad)
 
 
+def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, requires_grad=False):
+    """base ** linspace(start, end, steps): steps points spaced evenly on a log scale."""
+    return _made(xp.logspace(start, end, steps, base=base).astype(_float(dtype)), device, requires_grad)
+
+
 def eye(n, m=None, *, dtype=None, layout=None, device=None, requires_grad=False):
     return _made(xp.eye(n, m, dtype=_float(dtype)), device, requires_grad)

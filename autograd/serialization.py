@@ -92,8 +92,9 @@ def _load_safetensors(path):
 
 
 def save(obj, path):
-    """Write ``obj`` (a tensor, an array, or a dict/list nesting of them) to ``path``; a path
-    ending in ``.safetensors`` takes a flat dict of named tensors (a state_dict)."""
+    """Write ``obj`` (a tensor, an array, or a dict/list nesting of them) to ``path`` (a file
+    name, or a binary file object such as ``io.BytesIO``); a path ending in ``.safetensors``
+    takes a flat dict of named tensors (a state_dict)."""
     if _is_safetensors(path):
         return _save_safetensors(obj, path)
     arrays = []
@@ -102,14 +103,18 @@ def save(obj, path):
     import json  # here, not at import: `import autograd` stays quick
 
     entries[STRUCTURE] = numpy.frombuffer(json.dumps(structure).encode(), dtype=numpy.uint8)
+    if hasattr(path, "write"):  # a file object, as PyTorch's torch.save(obj, buffer)
+        numpy.savez(path, **entries)
+        return
     with open(path, "wb") as file:
         numpy.savez(file, **entries)
 
 
 def load(path, map_location=None, weights_only=True):
-    """Read what ``save`` wrote (a ``.safetensors`` file: a dict of Tensors). No code in the
-    file is ever executed; ``map_location`` and ``weights_only`` are accepted for PyTorch's
-    sake (tensors load on the CPU, and a file holds data only)."""
+    """Read what ``save`` wrote, from a file name or a binary file object (a ``.safetensors``
+    file: a dict of Tensors). No code in the file is ever executed; ``map_location`` and
+    ``weights_only`` are accepted for PyTorch's sake (tensors load on the CPU, and a file
+    holds data only)."""
     if _is_safetensors(path):
         return _load_safetensors(path)
     with numpy.load(path, allow_pickle=False) as archive:

@@ -16,6 +16,8 @@ import collections
 import hashlib
 import html
 import itertools
+import sys
+import types
 
 from . import differentiate, viz
 from .backend import xp
@@ -338,3 +340,16 @@ PAGE_BODY = """<div class="trace" id="{uid}">
 }})();
 </script>
 </div>"""
+
+
+class _TraceModule(types.ModuleType):
+    """``autograd.trace`` names this module (the step-by-step backward pass) and is, as in
+    PyTorch, also the function ``autograd.trace(input)``: the sum of a matrix's diagonal. A
+    module named ``trace`` inside ``autograd`` would otherwise hide the function, since importing
+    it binds the module over the name."""
+
+    def __call__(self, input):
+        return input.trace()
+
+
+sys.modules[__name__].__class__ = _TraceModule

@@ -542,6 +542,18 @@ def _clusters(drawn, steps):
     return Clusters([title for title, _ in items], of, after)
 
 
+def _as_made(output):
+    """A layer's output as the layer made it: a tensor that a later layer writes in place (an
+    ``inplace=True`` activation) gets a new grad_fn, and would then be known by that layer's op."""
+    if isinstance(output, Tensor) and output.grad_fn is not None:
+        made = Tensor._make(output._data)
+        made.grad_fn, made.requires_grad = output.grad_fn, True
+        return made
+    if isinstance(output, (tuple, list)):  # (an LSTM's (output, (h, c)): kept a tuple, as given)
+        return type(output)(_as_made(item) for item in output) if type(output) in (tuple, list) else output
+    return output
+
+
 @contextlib.contextmanager
 def record_layers(model):
     """``with record_layers(model) as layers:`` notes every call of the model's layers (its modules
@@ -552,7 +564,7 @@ def record_layers(model):
     leaves = [module for module in model.modules() if not any(True for _ in module.children())]
 
     handles = [module.register_forward_hook(lambda module, inputs, output: layers.append(
-        Layer(type(module).__name__, output, inputs))) for module in leaves]
+        Layer(type(module).__name__, _as_made(output), inputs))) for module in leaves]
     try:
         yield layers
     finally:

@@ -61,7 +61,7 @@ from .loss import (  # noqa: E402
     TripletMarginWithDistanceLoss,
 )
 from .module import Module  # noqa: E402
-from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm  # noqa: E402
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: E402
 from .parameter import Parameter  # noqa: E402
 
 # What a program may never touch loads on first use (PEP 562), so that `import nn` stays quick:

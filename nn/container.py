@@ -36,6 +36,29 @@ class _ModuleSequence(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def _renumber(self, modules):
+        """Keep ``modules`` under the names '0', '1', ... again (after an insert or a removal)."""
+        for name in list(self._modules):
+            delattr(self, name)
+        for module in modules:
+            self.append(module)
+
+    def insert(self, index, module):
+        modules = list(self._modules.values())
+        modules.insert(index, module)
+        self._renumber(modules)
+        return self
+
+    def __delitem__(self, index):
+        modules = list(self._modules.values())
+        del modules[index]
+        self._renumber(modules)
+
+    def pop(self, index=-1):
+        module = self[index]
+        del self[index]
+        return module
+
 
 class Sequential(_ModuleSequence):
     """Modules applied one after another: Sequential(a, b, c)(x) = c(b(a(x)))."""

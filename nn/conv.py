@@ -128,6 +128,26 @@ class _ConvTransposeNd(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, spatial, output_padding, dtype=dtype)
 
+    def _output_padding(self, input, output_size):
+        """The output_padding that gives ``output_size`` (PyTorch's forward(input, output_size)):
+        a strided transposed convolution can make several sizes; what each axis has beyond the
+        smallest, which must stay below its stride (or dilation)."""
+        if output_size is None:
+            return self.output_padding
+        spatial = len(self.kernel_size)
+        output_size = tuple(output_size)[-spatial:]
+        extra = []
+        for axis, wanted in enumerate(output_size):
+            size = input.shape[input.ndim - spatial + axis]
+            least = ((size - 1) * self.stride[axis] - 2 * self.padding[axis]
+                     + self.dilation[axis] * (self.kernel_size[axis] - 1) + 1)
+            most = least + max(self.stride[axis], self.dilation[axis]) - 1
+            if not least <= wanted <= most:
+                raise ValueError(f"requested an output size of {list(output_size)}, but valid sizes range from "
+                                 f"{least} to {most} in dim {axis} (for an input of {tuple(input.shape[-spatial:])})")
+            extra.append(wanted - least)
+        return tuple(extra)
+
 
 class ConvTranspose2d(_ConvTransposeNd):
     """The adjoint of Conv2d in its input (a learnable upsampling): weight (C_in, C_out/groups, kh, kw);
@@ -138,9 +158,9 @@ class ConvTranspose2d(_ConvTransposeNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
                          dilation, padding_mode, 2, dtype)
 
-    def forward(self, input):
-        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding,
-                                  self.groups, self.dilation)
+    def forward(self, input, output_size=None):
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                  self._output_padding(input, output_size), self.groups, self.dilation)
 
 
 class ConvTranspose1d(_ConvTransposeNd):
@@ -149,9 +169,9 @@ class ConvTranspose1d(_ConvTransposeNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
                          dilation, padding_mode, 1, dtype)
 
-    def forward(self, input):
-        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding,
-                                  self.groups, self.dilation)
+    def forward(self, input, output_size=None):
+        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding,
+                                  self._output_padding(input, output_size), self.groups, self.dilation)
 
 
 class Unfold(Module):

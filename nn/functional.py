@@ -94,15 +94,17 @@ def bilinear(input1, input2, weight, bias=None):
 # the kinks are PyTorch's (stated per function).
 
 
-def _inplace(input, result, inplace):
-    """``inplace=True`` as PyTorch: write the result into ``input`` and return it. While
-    ``input`` is tracked by autograd the graph records the out-of-place result instead
-    (same values); the caller sees the result either way."""
-    if not inplace or (input.requires_grad and autograd.is_grad_enabled()):
-        return result
+def _inplace(input, function, inplace):
+    """y = function(input); with ``inplace=True``, as PyTorch, y is written into ``input``, which
+    is returned. The write is recorded as every in-place write is (``input``'s history becomes
+    y's; a leaf that requires grad refuses it), so code that keeps using ``input`` sees y. A
+    tracked y is computed from a copy of ``input``: what its backward saves is not overwritten."""
+    if not inplace:
+        return function(input)
+    if input.requires_grad and autograd.is_grad_enabled():
+        return input.copy_(function(input.clone()))
     with autograd.no_grad():
-        input.copy_(result)
-    return input
+        return input.copy_(function(input))
 
 
 def _exp_minus_one(x):
@@ -111,7 +113,7 @@ def _exp_minus_one(x):
 
 
 def relu(input, inplace=False):
-    return _inplace(input, input.relu(), inplace)
+    return _inplace(input, lambda input: input.relu(), inplace)
 
 
 def relu6(input, inplace=False):
@@ -124,19 +126,21 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     (PyTorch's hardtanh_backward: 0 at the bounds, unlike clamp)."""
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
-    inside = (input > min_val) & (input < max_val)
-    clipped = Tensor._make(xp.clip(input._data, min_val, max_val))
-    return _inplace(input, autograd.where(inside, input, clipped), inplace)
+    def clip(x):
+        inside = (x > min_val) & (x < max_val)
+        return autograd.where(inside, x, Tensor._make(xp.clip(x._data, min_val, max_val)))
+
+    return _inplace(input, clip, inplace)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """y = x for x > 0, a·x otherwise."""
-    return _inplace(input, autograd.where(input > 0, input, input * negative_slope), inplace)
+    return _inplace(input, lambda input: autograd.where(input > 0, input, input * negative_slope), inplace)
 
 
 def elu(input, alpha=1.0, inplace=False):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α."""
-    return _inplace(input, autograd.where(input > 0, input, _exp_minus_one(input) * alpha), inplace)
+    return _inplace(input, lambda input: autograd.where(input > 0, input, _exp_minus_one(input) * alpha), inplace)
 
 
 def relu_(input):
@@ -162,15 +166,14 @@ SELU_SCALE = 1.0507009873554804934193349852946
 def selu(input, inplace=False):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
-    return _inplace(input, elu(input, SELU_ALPHA) * SELU_SCALE, inplace)
+    return _inplace(input, lambda input: elu(input, SELU_ALPHA) * SELU_SCALE, inplace)
 
 
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
-    return _inplace(input, autograd.where(input > 0, input, _exp_minus_one(input * (1.0 / alpha)) * alpha),
-                    inplace)
+    return _inplace(input, lambda x: autograd.where(x > 0, x, _exp_minus_one(x * (1.0 / alpha)) * alpha), inplace)
 
 
 def sigmoid(input):
@@ -183,12 +186,12 @@ def tanh(input):
 
 def silu(input, inplace=False):
     """y = x σ(x) (swish)."""
-    return _inplace(input, input * input.sigmoid(), inplace)
+    return _inplace(input, lambda input: input * input.sigmoid(), inplace)
 
 
 def mish(input, inplace=False):
     """y = x tanh(softplus(x)) (Misra, 2019)."""
-    return _inplace(input, input * input.softplus().tanh(), inplace)
+    return _inplace(input, lambda input: input * input.softplus().tanh(), inplace)
 
 
 def softplus(input, beta=1.0, threshold=20.0):
@@ -210,20 +213,22 @@ def softsign(input):
 
 def hardsigmoid(input, inplace=False):
     """y = relu6(x + 3) / 6; dy/dx = 1/6 strictly inside (-3, 3), 0 elsewhere (PyTorch's)."""
-    return _inplace(input, hardtanh(input * (1.0 / 6.0) + 0.5, 0.0, 1.0), inplace)
+    return _inplace(input, lambda input: hardtanh(input * (1.0 / 6.0) + 0.5, 0.0, 1.0), inplace)
 
 
 def hardswish(input, inplace=False):
     """y = x · relu6(x + 3) / 6 (Howard et al., 2019): 0 up to -3, x from 3, x (x + 3) / 6
     between; dy/dx = x/3 + 1/2 strictly inside (-3, 3), 0 at -3 and 1 at 3 (PyTorch's)."""
-    middle = input * (input + 3.0) * (1.0 / 6.0)
-    upper = autograd.where(input < 3.0, middle, input)
-    return _inplace(input, autograd.where(input <= -3.0, input * 0.0, upper), inplace)
+    def swish(x):
+        upper = autograd.where(x < 3.0, x * (x + 3.0) * (1.0 / 6.0), x)
+        return autograd.where(x <= -3.0, x * 0.0, upper)
+
+    return _inplace(input, swish, inplace)
 
 
 def threshold(input, threshold, value, inplace=False):
     """y = x where x > threshold, else value."""
-    return _inplace(input, autograd.where(input > threshold, input, value), inplace)
+    return _inplace(input, lambda input: autograd.where(input > threshold, input, value), inplace)
 
 
 def threshold_(input, threshold_value, value):
@@ -335,7 +340,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
     _check_dropout_probability(p)
     if not training or p == 0:
         return input
-    return _inplace(input, input * _keep_mask(input.shape, p, input.dtype), inplace)
+    return _inplace(input, lambda input: input * _keep_mask(input.shape, p, input.dtype), inplace)
 
 
 def _feature_dropout(name, input, p, training, inplace, spatial):
@@ -349,7 +354,7 @@ def _feature_dropout(name, input, p, training, inplace, spatial):
     if not training or p == 0:
         return input
     shape = input.shape[:input.ndim - spatial] + (1,) * spatial
-    return _inplace(input, input * _keep_mask(shape, p, input.dtype), inplace)
+    return _inplace(input, lambda input: input * _keep_mask(shape, p, input.dtype), inplace)
 
 
 def dropout1d(input, p=0.5, training=True, inplace=False):
@@ -383,12 +388,12 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
     if not training or p == 0:
         return input
     if p == 1:
-        return _inplace(input, input * 0.0, inplace)
+        return _inplace(input, lambda input: input * 0.0, inplace)
     saturation = SELU_ALPHA * SELU_SCALE
     keep = Tensor((generator().random(input.shape) >= p).astype(input.dtype))
     a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))
     shift = (keep - 1.0) * (saturation * a) + saturation * a * p
-    return _inplace(input, input * (keep * a) + shift, inplace)
+    return _inplace(input, lambda input: input * (keep * a) + shift, inplace)
 
 
 def dropconnect(weight, p=0.5, training=True):
@@ -471,6 +476,19 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = _normalize(input, axes, eps)
     return _scale_and_shift(normalized, weight, bias)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """y = x / sqrt(mean(x²) + eps) · γ over the last len(normalized_shape) dims (Zhang & Sennrich,
+    2019): LayerNorm without the centring (eps None: the dtype's machine epsilon, as PyTorch's)."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
+        raise ValueError(f"rms_norm: input of shape {input.shape} does not end in {normalized_shape}")
+    if eps is None:
+        eps = autograd.finfo(input.dtype).eps
+    axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
+    normalized = input * ((input * input).mean(axes, keepdim=True) + eps).rsqrt()
+    return _scale_and_shift(normalized, weight, None)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):

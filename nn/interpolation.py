@@ -20,6 +20,7 @@ import numpy
 from autograd import Tensor
 from autograd.backend import xp
 
+from .functional_conv import adaptive_avg_pool1d, adaptive_avg_pool2d
 from .module import Module
 
 _LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
@@ -80,8 +81,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     """Resize the spatial dims of an (N, C, *spatial) input to ``size`` or by ``scale_factor``.
 
     mode: 'nearest', 'nearest-exact', 'linear' (3-D input), 'bilinear' (4-D),
-    'trilinear' (5-D). ``recompute_scale_factor=True`` maps coordinates with
-    n / m instead of 1 / scale_factor.
+    'trilinear' (5-D), 'area' (3-D or 4-D: adaptive average pooling to the size).
+    ``recompute_scale_factor=True`` maps coordinates with n / m instead of 1 / scale_factor.
     """
     if input.ndim < 3:
         raise ValueError(f"interpolate expects an input of shape (N, C, *spatial), got {input.shape}")
@@ -101,6 +102,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             index = _nearest_index(input.shape[dim], out, factor, mode == "nearest-exact")
             input = input[(slice(None),) * dim + (index,)]
         return input
+    if mode == "area" and spatial in (1, 2):  # each output the mean of its input window: adaptive average pooling
+        return (adaptive_avg_pool1d if spatial == 1 else adaptive_avg_pool2d)(input, tuple(sizes))
     if mode in _LINEAR_MODES:
         if _LINEAR_MODES[mode] != spatial:
             raise NotImplementedError(f"Got {input.ndim}D input, but {mode} mode needs "

@@ -215,10 +215,20 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_class_indices("nll_loss", input, target)
     losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
     if reduction == "mean":
-        return losses.sum() / total_weight
+        return _mean_over_nothing(losses.sum()) if _nothing_kept(target, ignore_index) else losses.sum() / total_weight
     if reduction == "none":
         return losses.reshape(target.shape)
     return _reduce(losses, reduction)
+
+
+def _nothing_kept(target, ignore_index):
+    return not (target._data != ignore_index).any()
+
+
+def _mean_over_nothing(total):
+    """A mean over no (unignored) targets, from the sum of their weighted losses (0, with
+    gradient 0): NaN, as PyTorch's, while the gradient stays 0 for the ignored predictions."""
+    return total + float("nan")
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -251,17 +261,19 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     _check_class_indices("cross_entropy", input, target)
     rows = _class_last(input)
     labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
+    nothing_kept = reduction == "mean" and _nothing_kept(target, ignore_index)
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False)
         nll = nll.reshape(target.shape)
     elif reduction in ("mean", "sum"):
-        # as PyTorch: a mean over no (unignored) targets is NaN
-        scale = (1.0 / total_weight if total_weight else float("nan")) if reduction == "mean" else 1.0
+        scale = 1.0
+        if reduction == "mean" and not nothing_kept:  # (kept targets of weight 0 only: NaN, as PyTorch's)
+            scale = 1.0 / total_weight if total_weight else float("nan")
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=scale, reduce=True)
     else:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if label_smoothing == 0:
-        return nll
+        return _mean_over_nothing(nll) if nothing_kept else nll
     # the uniform part: -Σ_c w_c ln p_c per prediction, reduced as PyTorch does
     log_probs = input.log_softmax(dim)
     weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
@@ -269,10 +281,11 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     smooth = -weighted.sum(dim) * kept
     if reduction == "mean":
         # over the kept targets (their weights), as the main term: not over all N predictions
-        smooth = smooth.sum() / total_weight
+        smooth = smooth.sum() if nothing_kept else smooth.sum() / total_weight
     else:
         smooth = _reduce(smooth, reduction)
-    return nll * (1 - label_smoothing) + smooth * (label_smoothing / classes)
+    loss = nll * (1 - label_smoothing) + smooth * (label_smoothing / classes)
+    return _mean_over_nothing(loss) if nothing_kept else loss
 
 
 def _signs(name, target):

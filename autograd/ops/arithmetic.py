@@ -59,6 +59,8 @@ def mul(input, other, *, out=None):
 class RoundedDiv(Primitive):
     """z = x / y rounded toward zero ('trunc') or down ('floor'): piecewise constant, dL/dx = dL/dy = 0"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x, y):
         _refuse_integer_division_by_zero(x, y)
         if self.rounding_mode == "floor":
@@ -116,7 +118,7 @@ def _rmod(input, other):
     return remainder(other, input)
 
 
-@names("pow")
+@names("pow", inplace="pow_")
 def pow(input, exponent, *, out=None):
     """input ** exponent; either may be a number (autograd.pow(2, x) is 2 ** x)."""
     if not isinstance(input, Tensor):

@@ -79,6 +79,8 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
 class Flip(Primitive):
     """y = x reversed along dims;   dL/dx = dL/dy reversed along the same dims"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x):
         return xp.flip(x, self.dims).copy() if self.dims else x.copy()
 
@@ -111,6 +113,8 @@ def flipud(input):
 
 class Roll(Primitive):
     """y = x shifted cyclically by shifts along dims;   dL/dx = dL/dy shifted back"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
         return xp.roll(x, self.shifts, self.dims)

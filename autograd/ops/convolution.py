@@ -281,6 +281,8 @@ class Unfold(Primitive):
     """PyTorch's F.unfold: y[n, (c,p,q), (i,j)] = x_pad[n, c, i·s+p·d, j·s+q·d], shape (N, C·kh·kw, L);
     dL/dx = Fold(dL/dy)"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x):
         out = tuple(output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a],
                                 self.dilation[a]) for a in (0, 1))
@@ -295,6 +297,8 @@ class Unfold(Primitive):
 class Fold(Primitive):
     """PyTorch's F.fold, Unfold's adjoint: blocks (N, C·kh·kw, L) summed into (N, C, *output_size)
     where they overlap;   dL/dx = Unfold(dL/dy)"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
         kh, kw = self.kernel_size

@@ -31,6 +31,8 @@ def _lower_half_diagonal(x):
 class Cholesky(Primitive):
     """L = the lower Cholesky factor of A (A = L Lᵀ);   dL/dA = sym(L⁻ᵀ Φ(Lᵀ dL/dL) L⁻¹)"""
 
+    saves_inputs = False  # backward needs no input's values
+
     saves_output = True
 
     def forward(self, a):
@@ -58,6 +60,8 @@ def cholesky(A, *, upper=False, out=None):
 class Eigh(Primitive):
     """λ, V of symmetric A, returned stacked as one array [λ; V] of shape (..., n + 1, n);
     dL/dA = V (diag(dL/dλ) + skew(Vᵀ dL/dV) / E) Vᵀ  with E_ij = λ_j - λ_i"""
+
+    saves_inputs = False  # backward needs no input's values
 
     saves_output = True
 
@@ -104,6 +108,8 @@ class QR(Primitive):
     returned stacked as one array [Q; R];
     dL/dA = (dL/dQ + Q copyltu(M)) R⁻ᵀ  with M = R (dL/dR)ᵀ - (dL/dQ)ᵀ Q  and
     copyltu(M) = the lower triangle of M mirrored onto the upper one"""
+
+    saves_inputs = False  # backward needs no input's values
 
     saves_output = True
 

@@ -2,10 +2,12 @@
 diag, diagonal, diag_embed, diagflat, trace.
 
 Taking a triangle keeps some elements and zeros the others, so dL/dx is dL/dy with the same
-elements kept. A diagonal is an indexed read, and placing a vector on a diagonal its adjoint.
+elements kept. A diagonal is a view (a write through it changes the matrix, as in PyTorch), and placing a vector
+on a diagonal its adjoint.
 """
 
 from ..backend import xp
+from ..primitive import Primitive
 from ..tensor import Tensor
 from . import elementwise, shape
 from .arranging import movedim
@@ -43,15 +45,54 @@ def _diagonal_positions(rows, columns, offset):
     return steps + start_row, steps + start_column
 
 
+class Diagonal(Primitive):
+    """y = the ``offset``-th diagonal of the matrices in dims (dim1, dim2), as a new last dim: a view,
+    so ``x.diagonal().fill_(0)`` changes x;   dL/dx = dL/dy placed on that diagonal, 0 elsewhere"""
+
+    saves_inputs = False  # backward needs no input's values
+    is_view = True
+
+    def forward(self, x):
+        y = xp.diagonal(x, self.offset, self.dim1, self.dim2)
+        if not getattr(y.flags, "writeable", True) and x.flags.writeable:
+            y.flags.writeable = True  # NumPy hands out its diagonal view read-only; the memory is x's
+        return y
+
+    def backward(self, grad, y, x):
+        rows, columns = _diagonal_positions(x.shape[self.dim1], x.shape[self.dim2], self.offset)
+        others = [n for d, n in enumerate(x.shape) if d not in (self.dim1, self.dim2)]
+        placed = shape.IndexAdd.apply(grad, index=(Ellipsis, rows, columns), basic=False,
+                                      shape=(*others, x.shape[self.dim1], x.shape[self.dim2]))
+        return (movedim(placed, (-2, -1), (self.dim1, self.dim2)),)
+
+
 @names("diagonal")
 def diagonal(input, offset=0, dim1=0, dim2=1):
-    """The ``offset``-th diagonal of the matrices spanned by dim1 and dim2, as a new last dim."""
+    """The ``offset``-th diagonal of the matrices spanned by dim1 and dim2, as a new last dim (a view)."""
     a, b = dim_index(dim1, input.ndim), dim_index(dim2, input.ndim)
     if a == b:
         raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
-    matrices = movedim(input, (a, b), (-2, -1))
-    rows, columns = _diagonal_positions(*matrices.shape[-2:], offset)
-    return shape.GetItem.apply(matrices, index=(Ellipsis, rows, columns))
+    return Diagonal.apply(input, offset=offset, dim1=a, dim2=b)
+
+
+@names("fill_diagonal_", function=False)
+def fill_diagonal_(input, fill_value, wrap=False):
+    """Write ``fill_value`` on the main diagonal (x[i, i, ..., i]) in place; with ``wrap``, a tall
+    matrix's diagonal starts again below each square block (PyTorch's wrap=True)."""
+    if input.ndim < 2:
+        raise RuntimeError("fill_diagonal_: dimensions must larger than 1")
+    if input.ndim > 2 and len(set(input.shape)) != 1:
+        raise RuntimeError("fill_diagonal_: all dimensions of input must be of equal length")
+    rows, columns = input.shape[:2]
+    if input.ndim == 2 and wrap and rows > columns + 1:
+        for start in range(0, rows, columns + 1):  # each (columns + 1)-row block holds one diagonal
+            input[start:start + columns].diagonal().fill_(fill_value)
+        return input
+    diagonal = input
+    while diagonal.ndim > 1:  # x[i, i, ..., i]: the first two dims' diagonal, until one dim is left
+        diagonal = diagonal.diagonal(0, 0, -1) if diagonal.ndim > 2 else diagonal.diagonal()
+    diagonal.fill_(fill_value)
+    return input
 
 
 @names("diag_embed")

@@ -90,6 +90,8 @@ class ScatterAdd(Primitive):
     """y = x, then y[i][index[i][j][k]][k] += src[i][j][k]  (for dim 1);
     dL/dx = dL/dy,   dL/dsrc = gather(dL/dy, dim, index)"""
 
+    saves_inputs = False  # backward needs no input's values
+
     fresh = False  # x is a temporary the op may write into (gather's backward): no copy
 
     def forward(self, x, src):
@@ -112,6 +114,8 @@ class ScatterAdd(Primitive):
 class Scatter(Primitive):
     """y = x, then y[i][index[i][j][k]][k] = src[i][j][k]  (for dim 1);
     dL/dx = dL/dy where nothing was written, 0 elsewhere;   dL/dsrc = gather(dL/dy, dim, index)"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x, src):
         y = x.copy()
@@ -274,6 +278,8 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=Non
 class IndexSelect(Primitive):
     """y = x with slices index[0], index[1], ... taken along dim;   dL/dx = index_add(0, dim, index, dL/dy)"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x):
         return xp.take(x, self.index, axis=self.dim) if x.ndim else x.copy()  # a scalar's one index is 0
 
@@ -285,6 +291,8 @@ class IndexSelect(Primitive):
 class IndexAddAlong(Primitive):
     """y = x, then y[..., index[j], ...] += alpha · src[..., j, ...] along dim;
     dL/dx = dL/dy,   dL/dsrc = alpha · index_select(dL/dy, dim, index)"""
+
+    saves_inputs = False  # backward needs no input's values
 
     fresh = False  # x is a temporary the op may write into (index_select's backward): no copy
 

@@ -40,6 +40,8 @@ def _singular(error, op):
 class Inverse(Primitive):
     """Y = A⁻¹;   dL/dA = -Yᵀ (dL/dY) Yᵀ"""
 
+    saves_inputs = False  # backward needs no input's values
+
     saves_output = True
 
     def forward(self, a):

@@ -89,6 +89,8 @@ class SingularValues(Primitive):
     U and V are taken as constants: exact for first derivatives where the σ are distinct.
     """
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, a):
         self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)
         return sigma

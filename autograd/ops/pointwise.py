@@ -92,6 +92,8 @@ class Log1p(Primitive):
 class Exp2(Primitive):
     """y = 2^x;   dL/dx = dL/dy · y ln 2"""
 
+    saves_inputs = False  # backward needs no input's values
+
     saves_output = True
 
     def forward(self, x):
@@ -103,6 +105,8 @@ class Exp2(Primitive):
 
 class Expm1(Primitive):
     """y = e^x - 1, exact for tiny x;   dL/dx = dL/dy · (y + 1)"""
+
+    saves_inputs = False  # backward needs no input's values
 
     saves_output = True
 
@@ -135,6 +139,8 @@ class Cosh(Primitive):
 
 class Tan(Primitive):
     """y = tan x;   dL/dx = dL/dy · (1 + y²)"""
+
+    saves_inputs = False  # backward needs no input's values
 
     saves_output = True
 
@@ -232,6 +238,8 @@ def _erfinv(y):
 class Erfinv(Primitive):
     """y = erf⁻¹(x);   dL/dx = dL/dy · √π/2 · e^(y²)"""
 
+    saves_inputs = False  # backward needs no input's values
+
     saves_output = True
 
     def forward(self, x):
@@ -245,6 +253,8 @@ class Erfinv(Primitive):
 class Rsqrt(Primitive):
     """y = 1/√x;   dL/dx = -dL/dy · y³ / 2"""
 
+    saves_inputs = False  # backward needs no input's values
+
     saves_output = True
 
     def forward(self, x):
@@ -256,6 +266,8 @@ class Rsqrt(Primitive):
 
 class Reciprocal(Primitive):
     """y = 1/x;   dL/dx = -dL/dy · y²"""
+
+    saves_inputs = False  # backward needs no input's values
 
     saves_output = True
 
@@ -278,6 +290,8 @@ for _primitive, _name in ((Asin, "arcsin"), (Acos, "arccos"), (Atan, "arctan"), 
 
 class Rounding(Primitive):
     """y = floor, ceil, round, trunc or sign of x: piecewise constant, so dL/dx = 0"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
         if self.function == "round" and self.decimals:
@@ -314,6 +328,8 @@ def round(input, *, decimals=0, out=None):
 
 class Frac(Primitive):
     """y = x - trunc(x);   dL/dx = dL/dy"""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
         return x - xp.trunc(x)

@@ -174,6 +174,8 @@ class MaxPoolSpread(Primitive):
     """dx = Σ_k (the window slice at kernel offset k) ← g · winners_k: g put back at each window's maximum
     (max pooling's gradient, linear in g);   dL/dg = MaxPoolSelect(dL/dx)"""
 
+    saves_inputs = False  # backward needs no input's values
+
     like = None  # an array in the memory layout to give dx (that of max pooling's input)
 
     def forward(self, g):
@@ -237,6 +239,8 @@ class ScatterFlat(Primitive):
     """y = zeros(shape) with x[n,c,...] added at y[n,c].flatten()[indices[n,c,...]] (GatherFlat's adjoint);
     dL/dx = GatherFlat(dL/dy, indices)"""
 
+    saves_inputs = False  # backward needs no input's values
+
     def forward(self, x):
         n, c = self.shape[:2]
         plane = 1
@@ -276,6 +280,8 @@ class AvgPool2d(Primitive):
 class AvgPool2dTranspose(Primitive):
     """The adjoint of AvgPool2d: each g[n,c,i,j] · scale[i,j] spread over its window, cropped to ``shape``;
     dL/dg = AvgPool2d(dL/dy)"""
+
+    saves_inputs = False  # backward needs no input's values
 
     like = None  # an array in the memory layout to give the result (that of average pooling's input)
 

@@ -5,12 +5,14 @@ Reshape, permute, expand and basic indexing return views of their input.
 """
 
 import builtins
+import functools
+from types import SimpleNamespace
 
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import dim_index, normalize_dims
-from .elementwise import unbroadcast
+from .elementwise import Cast, result_type, unbroadcast
 from .names import names
 
 
@@ -88,7 +90,7 @@ class Permute(Primitive):
 def permute(x, dims):
     dims = _shape_argument(dims)
     if sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
-        raise ValueError(f"permute: {dims} is not an ordering of the {x.ndim} axes of shape {x.shape}")
+        raise RuntimeError(f"permute: {dims} is not an ordering of the {x.ndim} axes of shape {x.shape}")
     return Permute.apply(x, dims=tuple(d % x.ndim for d in dims))
 
 
@@ -266,7 +268,12 @@ def cat(tensors, dim=0):
     for t in tensors[1:]:
         if t.ndim != len(first) or any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
             shapes = ", ".join(str(u.shape) for u in tensors)
-            raise ValueError(f"cat along dim {dim}: shapes {shapes} differ outside that dim")
+            raise RuntimeError(f"cat along dim {dim}: shapes {shapes} differ outside that dim")
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:  # PyTorch's promotion (int64 with float32: float32), not NumPy's (float64)
+        dtype = functools.reduce(lambda a, b: result_type(SimpleNamespace(dtype=a, ndim=1),
+                                                          SimpleNamespace(dtype=b, ndim=1)), dtypes)
+        tensors = [t if t.dtype == dtype else Cast.apply(t, dtype=dtype) for t in tensors]
     return Cat.apply(*tensors, dim=axis)
 
 
@@ -274,10 +281,10 @@ def stack(tensors, dim=0):
     """Join equally shaped tensors along a new dim."""
     tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
-        raise ValueError("stack: expected a non-empty list of tensors")
+        raise RuntimeError("stack: expected a non-empty list of tensors")
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
-        raise ValueError(f"stack: all tensors must have the same shape, got {', '.join(map(str, shapes))}")
+        raise RuntimeError(f"stack: all tensors must have the same shape, got {', '.join(map(str, shapes))}")
     return cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
 
 
@@ -297,7 +304,7 @@ def _view(x, *shape):
     return reshape(x, shape)
 
 
-@names("view_as", function=False)
+@names("view_as", "reshape_as", function=False)
 def _view_as(x, other):
     return reshape(x, other.shape)
 
@@ -315,7 +322,7 @@ def _transpose(input, dim0, dim1):
 @names("t", function=False)
 def t(input):
     if input.ndim > 2:
-        raise ValueError(f"t() expects a tensor of at most 2 dimensions, got shape {tuple(input.shape)}")
+        raise RuntimeError(f"t() expects a tensor of at most 2 dimensions, got shape {tuple(input.shape)}")
     return permute(input, tuple(reversed(range(input.ndim))))
 
 
@@ -353,7 +360,7 @@ names("T", function=False)(property(lambda x: permute(x, tuple(reversed(range(x.
 def _matrix_transpose(x):
     """The last two dims swapped (a batch of matrices transposed): every matmul's backward."""
     if x.ndim < 2:
-        raise ValueError(f"mT needs at least 2 dimensions, got shape {tuple(x.shape)}")
+        raise RuntimeError(f"mT needs at least 2 dimensions, got shape {tuple(x.shape)}")
     return Permute.apply(x, dims=(*range(x.ndim - 2), x.ndim - 1, x.ndim - 2))
 
 
