@@ -90,7 +90,7 @@ class Flip(Primitive):
 def flip(input, *dims):
     """input reversed along each of dims."""
     dims = _sizes(dims)
-    return Flip.apply(input, dims=normalize_dims(dims, input.ndim))
+    return Flip.apply(input, dims=normalize_dims(dims, input.ndim, empty_is_every=False))
 
 
 @names("fliplr")

@@ -59,7 +59,7 @@ def _reduce_bool(function, input, dim, keepdim):
     data = _data(input)
     if dim is None:
         return Tensor._make(xp.asarray(function(data)))
-    return Tensor._make(function(data, axis=normalize_dims(dim, data.ndim), keepdims=keepdim))
+    return Tensor._make(function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim))
 
 
 @names("any")

@@ -64,7 +64,7 @@ def unsqueeze(x, dim):
 
 
 def squeeze(x, dim=None):
-    axes = normalize_dims(dim, x.ndim)
+    axes = normalize_dims(dim, x.ndim, empty_is_every=False)
     return reshape(x, tuple(n for i, n in enumerate(x.shape) if not (i in axes and n == 1)))
 
 
