@@ -61,3 +61,70 @@ def test_an_empty_dim_list_matches_torch(name):
 @pytest.mark.parametrize("op", ["squeeze", "flip", "any", "all"])
 def test_an_empty_dim_list_meaning_none_matches_torch(op):
     compare(lambda m, x: getattr(x, op)(()), X)
+
+
+# -- the pointwise binary ops promote as PyTorch does, not as NumPy (float16 with int64 is float16) --
+
+PROMOTING_BINARY_OPS = {
+    "fmod": lambda m, a, b: m.fmod(a, b),
+    "remainder": lambda m, a, b: m.remainder(a, b),
+    "mod_operator": lambda m, a, b: a % b,
+    "floor_divide": lambda m, a, b: m.floor_divide(a, b),
+    "floordiv_operator": lambda m, a, b: a // b,
+    "div_trunc": lambda m, a, b: m.div(a, b, rounding_mode="trunc"),
+    "atan2": lambda m, a, b: m.atan2(a, b),
+    "hypot": lambda m, a, b: m.hypot(a, b),
+    "xlogy": lambda m, a, b: m.xlogy(a, b),
+    "logaddexp": lambda m, a, b: m.logaddexp(a, b),
+    "copysign": lambda m, a, b: m.copysign(a, b),
+}
+PROMOTIONS = [  # (input dtype, shape), (other dtype, shape), PyTorch's result dtype
+    (("float16", (3,)), ("int64", (3,)), "float16"),
+    (("float32", (3,)), ("int32", (3,)), "float32"),
+    (("int64", (3,)), ("float32", (3,)), "float32"),
+    (("float32", (3,)), ("float64", ()), "float32"),  # a 0-d tensor does not widen its category
+    (("float16", (3,)), ("int64", ()), "float16"),
+    (("int32", (3,)), ("float64", ()), "float64"),  # ... but brings a higher one: its dtype
+]
+A = np.array([5.0, -7.0, 2.5])
+B = np.array([2.0, 3.0, -1.5])
+
+
+def _operands(a_spec, b_spec):
+    (a_dtype, a_shape), (b_dtype, b_shape) = a_spec, b_spec
+    a = A.astype(a_dtype).reshape(a_shape) if a_shape else A[:1].astype(a_dtype).reshape(())
+    b = B.astype(b_dtype).reshape(b_shape) if b_shape else B[:1].astype(b_dtype).reshape(())
+    return a, b
+
+
+@pytest.mark.parametrize("a_spec,b_spec,dtype", PROMOTIONS)
+@pytest.mark.parametrize("name", sorted(PROMOTING_BINARY_OPS))
+def test_pointwise_binary_ops_promote_as_pytorch(name, a_spec, b_spec, dtype):
+    if name == "copysign" and a_spec[0].startswith("int") and dtype.startswith("int"):
+        pytest.skip("copysign is floating")
+    a, b = _operands(a_spec, b_spec)
+    y = PROMOTING_BINARY_OPS[name](autograd, autograd.tensor(a), autograd.tensor(b))
+    assert str(y.dtype).split(".")[-1] == dtype
+
+
+def test_floor_division_and_fmod_values_in_the_promoted_dtype():
+    a = autograd.tensor(np.array([7.0, -7.0, 7.5], dtype=np.float16))
+    b = autograd.tensor(np.array([2, 2, -2]))
+    assert (a // b).dtype == autograd.float16 and (a % b).dtype == autograd.float16
+    np.testing.assert_array_equal((a // b).numpy(), [3.0, -4.0, -4.0])
+    np.testing.assert_array_equal((a % b).numpy(), [1.0, 1.0, -0.5])
+    np.testing.assert_array_equal(autograd.fmod(a, b).numpy(), [1.0, -1.0, 1.5])
+    i = autograd.tensor(np.array([7, -7], dtype=np.int32))
+    assert autograd.div(i, autograd.tensor(2), rounding_mode="trunc").dtype == autograd.int32
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("a_spec,b_spec,dtype", PROMOTIONS)
+@pytest.mark.parametrize("name", sorted(PROMOTING_BINARY_OPS))
+def test_pointwise_binary_ops_promote_as_torch(name, a_spec, b_spec, dtype):
+    if name == "copysign" and a_spec[0].startswith("int"):
+        pytest.skip("PyTorch records a zero gradient for other here; ours records none (left alone)")
+    a, b = _operands(a_spec, b_spec)
+    tolerance = 1e-3 if "float16" in (a_spec[0], b_spec[0]) else 1e-6
+    grad = "floor" not in name  # PyTorch has no derivative for floor_divide
+    compare(PROMOTING_BINARY_OPS[name], a, b, grad=grad, rtol=tolerance, atol=tolerance)

@@ -63,7 +63,7 @@ class RoundedDiv(Primitive):
         _refuse_integer_division_by_zero(x, y)
         if self.rounding_mode == "floor":
             return xp.floor_divide(x, y)
-        if x.dtype.kind in "iu" and y.dtype.kind in "iu":  # exact for integers: floor, then toward zero
+        if x.dtype.kind in "biu":  # exact for integers (both operands share a dtype): floor, then toward zero
             floor = xp.floor_divide(x, y)
             return floor + ((xp.remainder(x, y) != 0) & ((x < 0) != (y < 0)))
         return xp.trunc(x / y)
@@ -85,6 +85,7 @@ def div(input, other, *, rounding_mode=None, out=None):
     if rounding_mode not in ("trunc", "floor"):
         raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                            f"'{rounding_mode}'")
+    input, other = elementwise.promote(input, other)  # PyTorch's promotion, not NumPy's (float16 // int64 is float16)
     return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode), out)
 
 
