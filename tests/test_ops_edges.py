@@ -128,3 +128,20 @@ def test_pointwise_binary_ops_promote_as_torch(name, a_spec, b_spec, dtype):
     tolerance = 1e-3 if "float16" in (a_spec[0], b_spec[0]) else 1e-6
     grad = "floor" not in name  # PyTorch has no derivative for floor_divide
     compare(PROMOTING_BINARY_OPS[name], a, b, grad=grad, rtol=tolerance, atol=tolerance)
+
+
+# -- polygamma (digamma's and lgamma's gradients) at -inf and far-off poles: an answer, not a hang --
+
+def test_polygamma_of_infinities_and_far_poles_returns():
+    x = autograd.tensor([-np.inf, np.inf, np.nan, -1e300, -3.0, 0.3], dtype=autograd.float64)
+    np.testing.assert_allclose(autograd.polygamma(1, x).numpy(), [np.nan, 0.0, np.nan, np.inf, np.inf, 12.245364544940365],
+                               rtol=1e-10)
+    x = autograd.tensor([-np.inf, 0.3], dtype=autograd.float64, requires_grad=True)
+    autograd.digamma(x).sum().backward()  # polygamma(1, x): hung forever at -inf (10^308 shifts)
+    assert np.isnan(x.grad.numpy()[0]) and np.isclose(x.grad.numpy()[1], 12.245364544940365, rtol=1e-10)
+
+
+@pytest.mark.torch
+def test_polygamma_of_infinities_matches_torch():
+    # values only: PyTorch's polygamma(2, ±inf), this one's gradient, are -inf and NaN (ours NaN and 0)
+    compare(lambda m, x: m.polygamma(1, x), np.array([-np.inf, np.inf, np.nan, 0.3, -2.5]), grad=False, rtol=1e-10, atol=1e-10)
