@@ -134,8 +134,8 @@ def test_pointwise_binary_ops_promote_as_torch(name, a_spec, b_spec, dtype):
 
 def test_polygamma_of_infinities_and_far_poles_returns():
     x = autograd.tensor([-np.inf, np.inf, np.nan, -1e300, -3.0, 0.3], dtype=autograd.float64)
-    np.testing.assert_allclose(autograd.polygamma(1, x).numpy(), [np.nan, 0.0, np.nan, np.inf, np.inf, 12.245364544940365],
-                               rtol=1e-10)
+    expected = [np.nan, 0.0, np.nan, np.inf, np.inf, 12.245364544940365]
+    np.testing.assert_allclose(autograd.polygamma(1, x).numpy(), expected, rtol=1e-10)
     x = autograd.tensor([-np.inf, 0.3], dtype=autograd.float64, requires_grad=True)
     autograd.digamma(x).sum().backward()  # polygamma(1, x): hung forever at -inf (10^308 shifts)
     assert np.isnan(x.grad.numpy()[0]) and np.isclose(x.grad.numpy()[1], 12.245364544940365, rtol=1e-10)
@@ -144,4 +144,51 @@ def test_polygamma_of_infinities_and_far_poles_returns():
 @pytest.mark.torch
 def test_polygamma_of_infinities_matches_torch():
     # values only: PyTorch's polygamma(2, ±inf), this one's gradient, are -inf and NaN (ours NaN and 0)
-    compare(lambda m, x: m.polygamma(1, x), np.array([-np.inf, np.inf, np.nan, 0.3, -2.5]), grad=False, rtol=1e-10, atol=1e-10)
+    x = np.array([-np.inf, np.inf, np.nan, 0.3, -2.5])
+    compare(lambda m, x: m.polygamma(1, x), x, grad=False, rtol=1e-10, atol=1e-10)
+
+
+# -- cat and stack promote as PyTorch; scatter_reduce's mean keeps the dtype --
+
+@pytest.mark.parametrize("join", ["cat", "stack", "hstack", "vstack"])
+@pytest.mark.parametrize("dtypes,expected", [(("float32", "int64"), "float32"), (("int32", "float16"), "float16"),
+                                             (("bool", "int32"), "int32"), (("float32", "float64"), "float64")])
+def test_joining_tensors_promotes_as_pytorch(join, dtypes, expected):
+    a, b = (autograd.tensor(np.arange(3).astype(d)) for d in dtypes)
+    y = getattr(autograd, join)([a, b])
+    assert str(y.dtype).split(".")[-1] == expected
+    np.testing.assert_array_equal(y.numpy().ravel(), np.r_[a.numpy(), b.numpy()].astype(expected))
+
+
+def test_cat_of_mixed_dtypes_gives_each_gradient_its_own_dtype():
+    a = autograd.tensor(np.ones(2, dtype=np.float16), requires_grad=True)
+    b = autograd.tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    y = autograd.cat([a, b])
+    assert y.dtype == autograd.float32
+    (y * autograd.arange(5.0)).sum().backward()
+    assert a.grad.dtype == autograd.float16 and b.grad.dtype == autograd.float32
+    np.testing.assert_array_equal(a.grad.numpy(), [0.0, 1.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [2.0, 3.0, 4.0])
+
+
+def test_scatter_reduce_mean_keeps_float32():
+    x = autograd.zeros(4)
+    y = x.scatter_reduce(0, autograd.tensor([1, 1, 3]), autograd.tensor([1.0, 2.0, 5.0]), "mean")
+    assert y.dtype == autograd.float32
+    np.testing.assert_allclose(y.numpy(), [0.0, 1.0, 0.0, 2.5])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("include_self", [True, False])
+def test_scatter_reduce_mean_matches_torch(include_self):
+    x = np.arange(4, dtype=np.float32)
+    src = np.array([1.0, 2.0, 5.0], dtype=np.float32)
+    compare(lambda m, x, s: x.scatter_reduce(0, m.tensor([1, 1, 3]), s, "mean", include_self=include_self), x, src,
+            rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtypes", [("float32", "int64"), ("int64", "float16"), ("bool", "int32")])
+def test_cat_promotion_matches_torch(dtypes):
+    a, b = np.arange(6).reshape(2, 3).astype(dtypes[0]), np.arange(3).reshape(1, 3).astype(dtypes[1])
+    compare(lambda m, a, b: m.cat([a, b]), a, b, rtol=1e-3, atol=1e-3)

@@ -227,7 +227,8 @@ class ScatterReduce(Primitive):
         ufunc[self.reduce].at(y, positions, values)
         if self.reduce == "mean":
             count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
-            y = xp.floor_divide(y, count) if y.dtype.kind in "iu" else y / count
+            # in y's dtype: NumPy's y / count (an int64 array) would be float64
+            y = xp.floor_divide(y, count) if y.dtype.kind in "iu" else (y / count).astype(y.dtype)
         return y
 
     def backward(self, grad, y, x, src):

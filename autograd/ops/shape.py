@@ -10,7 +10,7 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import dim_index, normalize_dims
-from .elementwise import unbroadcast
+from .elementwise import _CATEGORY, unbroadcast
 from .names import names
 
 
@@ -265,6 +265,11 @@ def cat(tensors, dim=0):
         if t.ndim != len(first) or any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
             shapes = ", ".join(str(u.shape) for u in tensors)
             raise ValueError(f"cat along dim {dim}: shapes {shapes} differ outside that dim")
+    if any(t.dtype != first_dtype for t in tensors for first_dtype in (tensors[0].dtype,)):
+        # PyTorch's promotion, not NumPy's: the highest category wins (int64 with float32 is float32)
+        highest = builtins.max(_CATEGORY[t.dtype.kind] for t in tensors)
+        dtype = xp.result_type(*(t.dtype for t in tensors if _CATEGORY[t.dtype.kind] == highest))
+        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
     return Cat.apply(*tensors, dim=axis)
 
 
