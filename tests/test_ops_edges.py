@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import autograd
-from tests.ops_reference import compare
+from tests.ops_reference import compare, raises_like
 
 X = np.arange(1.0, 7.0).reshape(2, 1, 3)
 
@@ -192,3 +192,42 @@ def test_scatter_reduce_mean_matches_torch(include_self):
 def test_cat_promotion_matches_torch(dtypes):
     a, b = np.arange(6).reshape(2, 3).astype(dtypes[0]), np.arange(3).reshape(1, 3).astype(dtypes[1])
     compare(lambda m, a, b: m.cat([a, b]), a, b, rtol=1e-3, atol=1e-3)
+
+
+# -- shapes that do not fit raise PyTorch's RuntimeError (a ShapeError, also a ValueError) --
+
+BAD_SHAPES = {
+    "reshape": lambda m, x: x.reshape(5, -1),
+    "reshape_two_inferred": lambda m, x: x.reshape(-1, -1),
+    "reshape_zero_inferred": lambda m, x: x[:, :0].reshape(0, -1),
+    "view": lambda m, x: x.view(7),
+    "flatten_reversed": lambda m, x: x.flatten(2, 1),
+    "permute_repeated": lambda m, x: x.permute(0, 0, 1),
+    "permute_short": lambda m, x: x.permute(0, 1),
+    "t_of_3d": lambda m, x: x.t(),
+    "expand_mismatch": lambda m, x: x.expand(2, 3, 5),
+    "expand_fewer": lambda m, x: x.expand(3, 4),
+    "cat_sizes": lambda m, x: m.cat([x, x[:, :2, :3]], 1),
+    "cat_ndim": lambda m, x: m.cat([x, x[0]]),
+    "stack_sizes": lambda m, x: m.stack([x, x[:, :2]]),
+}
+Y = np.arange(24.0).reshape(2, 3, 4)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SHAPES))
+def test_bad_shapes_raise_a_runtime_error_that_is_also_a_value_error(name):
+    with pytest.raises(RuntimeError) as caught:
+        BAD_SHAPES[name](autograd, autograd.tensor(Y))
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(BAD_SHAPES))
+def test_bad_shapes_raise_as_torch(name):
+    raises_like(BAD_SHAPES[name], Y)
+
+
+def test_good_shapes_still_pass():
+    x = autograd.tensor(Y)
+    assert x.reshape(-1, 6).shape == (4, 6) and x[:, :0].reshape(-1).shape == (0,)
+    assert x[:1, :1].expand(2, -1, 4, 4).shape == (2, 1, 4, 4) and x.flatten(1, 1).shape == (2, 3, 4)
