@@ -231,3 +231,43 @@ def test_good_shapes_still_pass():
     x = autograd.tensor(Y)
     assert x.reshape(-1, 6).shape == (4, 6) and x[:, :0].reshape(-1).shape == (0,)
     assert x[:1, :1].expand(2, -1, 4, 4).shape == (2, 1, 4, 4) and x.flatten(1, 1).shape == (2, 3, 4)
+
+
+# -- factories: arange's bounds and step, negative sizes --
+
+def test_arange_takes_0d_tensors_as_its_bounds():
+    y = autograd.arange(autograd.tensor(3))
+    assert y.dtype == autograd.int64
+    np.testing.assert_array_equal(y.numpy(), [0, 1, 2])
+    np.testing.assert_allclose(autograd.arange(autograd.tensor(0.5), 2).numpy(), [0.5, 1.5])
+
+
+BAD_FACTORIES = {
+    "arange_zero_step": lambda m: m.arange(0, 5, 0),
+    "arange_wrong_sign": lambda m: m.arange(0, 5, -1),
+    "arange_step_zero_as_int": lambda m: m.arange(0, 3, 0.5, dtype=m.int64),
+    "zeros_negative": lambda m: m.zeros(2, -1),
+    "rand_negative": lambda m: m.rand(-1),
+    "full_negative": lambda m: m.full((-1,), 1.0),
+    "eye_negative": lambda m: m.eye(-1),
+    "linspace_negative": lambda m: m.linspace(0, 1, -1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FACTORIES))
+def test_bad_factory_arguments_raise(name):
+    expected = ValueError if name == "arange_step_zero_as_int" else RuntimeError  # PyTorch's types
+    with pytest.raises(expected):
+        BAD_FACTORIES[name](autograd)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(BAD_FACTORIES))
+def test_bad_factory_arguments_raise_as_torch(name):
+    raises_like(lambda m: BAD_FACTORIES[name](m))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("args", [(5,), (1, 4.0), (5, 0, -2), (-1, 1, 0.2), (3, 3), (0, 1, 10), (2.5,)])
+def test_arange_matches_torch(args):
+    compare(lambda m: m.arange(*args), rtol=1e-6, atol=1e-6)
