@@ -271,3 +271,24 @@ def test_bad_factory_arguments_raise_as_torch(name):
 @pytest.mark.parametrize("args", [(5,), (1, 4.0), (5, 0, -2), (-1, 1, 0.2), (3, 3), (0, 1, 10), (2.5,)])
 def test_arange_matches_torch(args):
     compare(lambda m: m.arange(*args), rtol=1e-6, atol=1e-6)
+
+
+MORE_BAD_SHAPES = {
+    "matmul_inner": lambda m, x: x @ x,
+    "matmul_0d": lambda m, x: x[0, 0] @ x[0],
+    "mT_of_1d": lambda m, x: x[0].mT,
+    "stack_nothing": lambda m, x: m.stack([]),
+}
+M34 = np.arange(12.0).reshape(3, 4)
+
+
+@pytest.mark.parametrize("name", sorted(MORE_BAD_SHAPES))
+def test_matmul_and_mT_shape_errors_are_runtime_errors(name):
+    with pytest.raises(RuntimeError):
+        MORE_BAD_SHAPES[name](autograd, autograd.tensor(M34))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(MORE_BAD_SHAPES))
+def test_matmul_and_mT_shape_errors_raise_as_torch(name):
+    raises_like(MORE_BAD_SHAPES[name], M34)

@@ -306,7 +306,7 @@ def stack(tensors, dim=0):
     """Join equally shaped tensors along a new dim."""
     tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
-        raise ValueError("stack: expected a non-empty list of tensors")
+        raise RuntimeError("stack expects a non-empty TensorList")
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         shapes = ", ".join(map(str, shapes))
@@ -386,7 +386,7 @@ names("T", function=False)(property(lambda x: permute(x, tuple(reversed(range(x.
 def _matrix_transpose(x):
     """The last two dims swapped (a batch of matrices transposed): every matmul's backward."""
     if x.ndim < 2:
-        raise ValueError(f"mT needs at least 2 dimensions, got shape {tuple(x.shape)}")
+        raise ShapeError(f"mT needs at least 2 dimensions, got shape {tuple(x.shape)}")
     return Permute.apply(x, dims=(*range(x.ndim - 2), x.ndim - 1, x.ndim - 2))
 
 
