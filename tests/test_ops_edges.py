@@ -292,3 +292,19 @@ def test_matmul_and_mT_shape_errors_are_runtime_errors(name):
 @pytest.mark.parametrize("name", sorted(MORE_BAD_SHAPES))
 def test_matmul_and_mT_shape_errors_raise_as_torch(name):
     raises_like(MORE_BAD_SHAPES[name], M34)
+
+
+# -- erf of integers and bools is the default dtype (NumPy's would be float64; bool failed) --
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "bool"])
+def test_erf_of_integers_and_bools_is_float32(dtype):
+    x = autograd.tensor(np.array([0, 1, 1]).astype(dtype))
+    for y in (autograd.erf(x), x.erf(), autograd.special.erf(x), autograd.special.ndtr(x)):
+        assert y.dtype == autograd.float32
+    np.testing.assert_allclose(autograd.erf(x).numpy(), [0.0, 0.8427007929497149, 0.8427007929497149], rtol=1e-6)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("dtype", ["int32", "int64", "bool"])
+def test_erf_of_integers_matches_torch(dtype):
+    compare(lambda m, x: m.erf(x), np.array([0, 1, 2]).astype(dtype), rtol=1e-6, atol=1e-6)
