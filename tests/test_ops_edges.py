@@ -308,3 +308,28 @@ def test_erf_of_integers_and_bools_is_float32(dtype):
 @pytest.mark.parametrize("dtype", ["int32", "int64", "bool"])
 def test_erf_of_integers_matches_torch(dtype):
     compare(lambda m, x: m.erf(x), np.array([0, 1, 2]).astype(dtype), rtol=1e-6, atol=1e-6)
+
+
+# -- unique keeps each NaN apart; atan2's gradient at the origin is 0 --
+
+def test_unique_keeps_every_nan_as_pytorch():
+    values, inverse, counts = autograd.unique(autograd.tensor([np.nan, 1.0, np.nan, 1.0]), return_inverse=True,
+                                              return_counts=True)
+    np.testing.assert_array_equal(values.numpy(), [1.0, np.nan, np.nan])
+    np.testing.assert_array_equal(inverse.numpy(), [1, 0, 2, 0])
+    np.testing.assert_array_equal(counts.numpy(), [2, 1, 1])
+
+
+def test_atan2_gradient_at_the_origin_is_zero():
+    y = autograd.tensor([0.0, 1.0], requires_grad=True)
+    x = autograd.tensor([0.0, 2.0], requires_grad=True)
+    autograd.atan2(y, x).sum().backward()
+    np.testing.assert_allclose(y.grad.numpy(), [0.0, 0.4])
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, -0.2])
+
+
+@pytest.mark.torch
+def test_unique_and_atan2_at_their_edges_match_torch():
+    compare(lambda m, x: m.unique(x, return_inverse=True, return_counts=True), np.array([np.nan, 1.0, np.nan, 1.0]),
+            grad=False)
+    compare(lambda m, y, x: m.atan2(y, x), np.array([0.0, 1.0, -0.0]), np.array([0.0, 2.0, 0.0]))
