@@ -369,7 +369,11 @@ class Atan2(Primitive):
         return xp.arctan2(y, x)
 
     def backward(self, grad, z, y, x):
-        scale = grad / (x * x + y * y)
+        squared = x * x + y * y
+        origin = squared._data == 0
+        if origin.any():  # at (0, 0) both numerators are 0: divide by 1 there, for PyTorch's gradient 0 (not NaN)
+            squared = squared + Tensor._make(origin.astype(squared.dtype))
+        scale = grad / squared
         return (unbroadcast(scale * x, y) if y.requires_grad else None,
                 unbroadcast(-scale * y, x) if x.requires_grad else None)
 
