@@ -333,3 +333,14 @@ def test_unique_and_atan2_at_their_edges_match_torch():
     compare(lambda m, x: m.unique(x, return_inverse=True, return_counts=True), np.array([np.nan, 1.0, np.nan, 1.0]),
             grad=False)
     compare(lambda m, y, x: m.atan2(y, x), np.array([0.0, 1.0, -0.0]), np.array([0.0, 2.0, 0.0]))
+
+
+def test_norm_below_one_has_a_zero_gradient_at_zero_entries():
+    x = autograd.tensor([0.0, 4.0, 1.0], requires_grad=True)
+    x.norm(0.5).backward()  # y = (Σ √|x|)² = 9;  dy/dx = √y · |x|^(-1/2) · sign(x) = 3 / √|x|, 0 at x = 0
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 1.5, 3.0])
+
+
+@pytest.mark.torch
+def test_norm_below_one_at_zero_matches_torch():
+    compare(lambda m, x: m.linalg.vector_norm(x, 0.5, dim=1), np.array([[0.0, 4.0, 1.0], [0.0, 0.0, 2.0]]))
