@@ -344,3 +344,28 @@ def test_norm_below_one_has_a_zero_gradient_at_zero_entries():
 @pytest.mark.torch
 def test_norm_below_one_at_zero_matches_torch():
     compare(lambda m, x: m.linalg.vector_norm(x, 0.5, dim=1), np.array([[0.0, 4.0, 1.0], [0.0, 0.0, 2.0]]))
+
+
+# -- bitwise functions promote as PyTorch; reflected operators and shifts exist --
+
+def test_bitwise_ops_promote_as_pytorch_and_reflect():
+    a = autograd.tensor(np.array([1, 2, 3], dtype=np.int32))
+    six = autograd.tensor(6)  # a 0-d int64: it does not widen an int32 tensor
+    for name in ("bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift", "bitwise_right_shift"):
+        assert getattr(autograd, name)(a, six).dtype == autograd.int32
+    np.testing.assert_array_equal((2 & a).numpy(), [0, 2, 2])
+    np.testing.assert_array_equal((True | a).numpy(), [1, 3, 3])
+    np.testing.assert_array_equal((5 ^ a).numpy(), [4, 7, 6])
+    np.testing.assert_array_equal((a << 1).numpy(), [2, 4, 6])
+    np.testing.assert_array_equal((1 << a).numpy(), [2, 4, 8])
+    np.testing.assert_array_equal((a >> 1).numpy(), [0, 1, 1])
+    with pytest.raises(RuntimeError):
+        autograd.bitwise_and(a, autograd.tensor([1.0, 2.0, 3.0]))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("fn", [lambda m, a: m.bitwise_and(a, m.tensor(6)), lambda m, a: 2 & a, lambda m, a: True | a,
+                                lambda m, a: 5 ^ a, lambda m, a: a << 2, lambda m, a: 1 << a, lambda m, a: a >> 1,
+                                lambda m, a: m.bitwise_left_shift(a, m.tensor(1))])
+def test_bitwise_ops_match_torch(fn):
+    compare(fn, np.array([1, 2, 3], dtype=np.int32))
