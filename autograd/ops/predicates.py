@@ -199,6 +199,6 @@ for _function, _name, _operator in ((xp.bitwise_and, "bitwise_and", "and"), (xp.
                                     (xp.bitwise_xor, "bitwise_xor", "xor"),
                                     (xp.left_shift, "bitwise_left_shift", "lshift"),
                                     (xp.right_shift, "bitwise_right_shift", "rshift")):
-    _bitwise(_function, _name, (f"__{_operator}__",) if _operator in ("lshift", "rshift") else ())
+    _bitwise(_function, _name, (f"__{_operator}__",))  # (tensor.py's own __and__, __or__, __xor__ stand first)
     _bitwise(_function, f"__r{_operator}__", reflected=True)
 _test(xp.bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).")
