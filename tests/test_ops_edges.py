@@ -369,3 +369,38 @@ def test_bitwise_ops_promote_as_pytorch_and_reflect():
                                 lambda m, a: m.bitwise_left_shift(a, m.tensor(1))])
 def test_bitwise_ops_match_torch(fn):
     compare(fn, np.array([1, 2, 3], dtype=np.int32))
+
+
+# -- einsum broadcasts a size-1 named dim, as PyTorch --
+
+EINSUM_BROADCASTS = {
+    "rowwise_dot": ("ij,ij->i", (3, 4), (1, 4)),
+    "batched_matmul": ("bij,bjk->bik", (2, 3, 4), (1, 4, 5)),
+    "outer_sum": ("ij,jk->ik", (3, 1), (4, 2)),  # j: 1 against 4, summed over
+}
+
+
+@pytest.mark.parametrize("name", sorted(EINSUM_BROADCASTS))
+def test_einsum_broadcasts_size_one_named_dims(name):
+    equation, a_shape, b_shape = EINSUM_BROADCASTS[name]
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    ta, tb = autograd.tensor(a, requires_grad=True), autograd.tensor(b, requires_grad=True)
+    y = autograd.einsum(equation, ta, tb)
+    sizes = {}
+    for term, shape in zip(equation.split("->")[0].split(","), (a_shape, b_shape)):
+        for label, n in zip(term, shape):
+            sizes[label] = max(n, sizes.get(label, 1))
+    terms = equation.split("->")[0].split(",")
+    expanded = [np.broadcast_to(x, tuple(sizes[c] for c in t)) for x, t in zip((a, b), terms)]
+    np.testing.assert_allclose(y.numpy(), np.einsum(equation, *expanded), rtol=1e-12)
+    y.sum().backward()
+    assert ta.grad.shape == a_shape and tb.grad.shape == b_shape
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(EINSUM_BROADCASTS))
+def test_einsum_broadcasting_matches_torch(name):
+    equation, a_shape, b_shape = EINSUM_BROADCASTS[name]
+    rng = np.random.default_rng(0)
+    compare(lambda m, a, b: m.einsum(equation, a, b), rng.standard_normal(a_shape), rng.standard_normal(b_shape))
