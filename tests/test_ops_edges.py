@@ -404,3 +404,17 @@ def test_einsum_broadcasting_matches_torch(name):
     equation, a_shape, b_shape = EINSUM_BROADCASTS[name]
     rng = np.random.default_rng(0)
     compare(lambda m, a, b: m.einsum(equation, a, b), rng.standard_normal(a_shape), rng.standard_normal(b_shape))
+
+
+def test_take_out_of_range_raises_index_error():
+    x = autograd.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(x.take(autograd.tensor([[0, -1], [5, -6]])).numpy(), [[0.0, 5.0], [5.0, 0.0]])
+    for bad in (6, -7):
+        with pytest.raises(IndexError, match="out of range"):
+            x.take(autograd.tensor([bad]))
+
+
+@pytest.mark.torch
+def test_take_out_of_range_raises_as_torch():
+    raises_like(lambda m, x: x.take(m.tensor([6])), np.arange(6.0).reshape(2, 3))
+    compare(lambda m, x: x.take(m.tensor([[0, -1], [5, -6]])), np.arange(6.0).reshape(2, 3))

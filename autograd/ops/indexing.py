@@ -421,7 +421,11 @@ def take(input, index):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
     index = _index_array(index, "take")
     flat = shape.reshape(input, (-1,))
-    positions = _check_bounds(index, input.numel(), 0, allow_negative=True)
+    size = input.numel()
+    if index.size and ((index < -size) | (index >= size)).any():  # PyTorch's IndexError here (gather's is RuntimeError)
+        bad = index[(index < -size) | (index >= size)].flat[0]
+        raise IndexError(f"out of range: tried to access index {bad} on a tensor of {size} elements.")
+    positions = index % size if size else index
     return shape.GetItem.apply(flat, index=positions.astype(int64))
 
 
