@@ -28,15 +28,14 @@ def _index_array(index, op):
     return array
 
 
-def _check_bounds(index, size, dim, allow_negative=False):
-    """PyTorch's error for an index outside [0, size) (or [-size, size))."""
+def _check_bounds(index, size, dim):
+    """PyTorch's error for an index outside [0, size)."""
     if index.size == 0:
         return index
-    low = -size if allow_negative else 0
-    bad = (index < low) | (index >= size)
+    bad = (index < 0) | (index >= size)
     if bad.any():
         raise RuntimeError(f"index {index[bad].flat[0]} is out of bounds for dimension {dim} with size {size}")
-    return index % size if allow_negative else index
+    return index
 
 
 def _check_along(x_shape, index_shape, dim, op, other="self"):
