@@ -24,7 +24,10 @@ def _pair(input, other):
     return input, other
 
 
-def _scaled(other, alpha):
+def _scaled(other, alpha, input):
+    """alpha · other, for input + alpha · other (a floating alpha would turn integer sums floating: refused)."""
+    if isinstance(alpha, float) and input.dtype.kind in "biu" and other.dtype.kind in "biu":
+        raise RuntimeError("For integral input tensors, argument alpha must not be a floating point number.")
     return other if alpha == 1 else other * alpha
 
 
@@ -32,21 +35,21 @@ def _scaled(other, alpha):
 def add(input, other, *, alpha=1, out=None):
     """input + alpha · other"""
     input, other = _pair(input, other)
-    return write_out(input + _scaled(other, alpha), out)
+    return write_out(input + _scaled(other, alpha, input), out)
 
 
 @names("sub", "subtract")
 def sub(input, other, *, alpha=1, out=None):
     """input - alpha · other"""
     input, other = _pair(input, other)
-    return write_out(input - _scaled(other, alpha), out)
+    return write_out(input - _scaled(other, alpha, input), out)
 
 
 @names("rsub")
 def rsub(input, other, *, alpha=1):
     """other - alpha · input"""
     input, other = _pair(input, other)
-    return other - _scaled(input, alpha)
+    return other - _scaled(input, alpha, other)
 
 
 @names("mul", "multiply")
