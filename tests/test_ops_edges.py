@@ -418,3 +418,28 @@ def test_take_out_of_range_raises_index_error():
 def test_take_out_of_range_raises_as_torch():
     raises_like(lambda m, x: x.take(m.tensor([6])), np.arange(6.0).reshape(2, 3))
     compare(lambda m, x: x.take(m.tensor([[0, -1], [5, -6]])), np.arange(6.0).reshape(2, 3))
+
+
+# -- small API gaps and missing errors: tile(*dims), reshape_as, a floating alpha on integers --
+
+def test_tile_takes_dims_as_arguments_or_a_tuple_and_reshape_as_exists():
+    x = autograd.tensor([1, 2])
+    np.testing.assert_array_equal(x.tile(2, 1).numpy(), [[1, 2], [1, 2]])
+    np.testing.assert_array_equal(autograd.tile(x, (2,)).numpy(), [1, 2, 1, 2])
+    assert x.reshape_as(autograd.zeros(2, 1)).shape == (2, 1)
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "rsub"])
+def test_a_floating_alpha_on_integer_tensors_raises(op):
+    x = autograd.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="alpha"):
+        getattr(autograd, op)(x, x, alpha=0.5)
+    np.testing.assert_allclose(getattr(autograd, op)(x, autograd.tensor([2.0, 4.0]), alpha=0.5).numpy(),
+                               {"add": [2.0, 4.0], "sub": [0.0, 0.0], "rsub": [1.5, 3.0]}[op])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("op", ["add", "sub", "rsub"])
+def test_a_floating_alpha_on_integer_tensors_raises_as_torch(op):
+    raises_like(lambda m, x: getattr(m, op)(x, x, alpha=0.5), np.array([1, 2]))
+    compare(lambda m, x, y: getattr(m, op)(x, y, alpha=0.5), np.array([1, 2]), np.array([2.0, 4.0]))

@@ -40,9 +40,9 @@ def repeat(input, *sizes):
 
 
 @names("tile")
-def tile(input, dims):
-    """repeat, with dims padded by leading 1s when shorter than input's."""
-    dims = _sizes((dims,))
+def tile(input, *dims):
+    """repeat, with dims padded by leading 1s when shorter than input's (x.tile(2, 1) or tile(x, (2, 1)))."""
+    dims = _sizes(dims)
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
 
 

@@ -330,7 +330,7 @@ def _view(x, *shape):
     return reshape(x, shape)
 
 
-@names("view_as", function=False)
+@names("view_as", "reshape_as", function=False)
 def _view_as(x, other):
     return reshape(x, other.shape)
 
