@@ -20,10 +20,11 @@ def _shape(sizes, size=None):
     if size is not None:
         if sizes:
             raise TypeError(f"the shape was given both positionally {sizes} and as size={size}")
-        return tuple(size) if not isinstance(size, int) else (size,)
-    if len(sizes) == 1 and not isinstance(sizes[0], int):
-        return tuple(sizes[0])
-    return tuple(sizes)
+        sizes = (size,)
+    shape = tuple(sizes[0]) if len(sizes) == 1 and not isinstance(sizes[0], int) else tuple(sizes)
+    if any(n < 0 for n in shape):
+        raise RuntimeError(f"Trying to create tensor with negative dimension: {list(shape)}")
+    return shape
 
 
 def _float(dtype):
@@ -74,7 +75,7 @@ def empty(*sizes, size=None, dtype=None, layout=None, device=None, requires_grad
 def full(size, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False):
     if dtype is None:
         dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else _float(None)
-    return _made(xp.full(tuple(size), fill_value, dtype=dtype), device, requires_grad)
+    return _made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad)
 
 
 def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):  # noqa: A002
@@ -154,16 +155,32 @@ def randint_like(input, low=0, high=None, *, dtype=None, layout=None, device=Non
                    requires_grad=requires_grad)
 
 
+def _number(value):
+    """A 0-d tensor bound (arange(x.size(0)), arange(n) with n a tensor) as its Python number."""
+    return value.item() if isinstance(value, Tensor) else value
+
+
 def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, requires_grad=False):
+    """start, start + step, ... up to (not including) end; int64 when every bound is an integer."""
+    start, end, step = _number(start), _number(end), _number(step)
     if end is None:
         start, end = 0, start
     if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
         dtype = backend.int64
-    return _made(xp.arange(start, end, step, dtype=_float(dtype)), device, requires_grad)
+    dtype = xp.dtype(_float(dtype))
+    if step == 0:
+        raise RuntimeError("step must be nonzero")
+    if dtype.kind in "iub" and int(step) == 0:  # PyTorch casts the step to the integer dtype
+        raise ValueError(f"step must be nonzero (a step of {step} is 0 as {dtype})")
+    if (end - start) * step < 0:  # NumPy would return an empty array
+        raise RuntimeError("upper bound and lower bound inconsistent with step sign")
+    return _made(xp.arange(start, end, step, dtype=dtype), device, requires_grad)
 
 
 def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
-    return _made(xp.linspace(start, end, steps, dtype=_float(dtype)), device, requires_grad)
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
+    return _made(xp.linspace(_number(start), _number(end), steps, dtype=_float(dtype)), device, requires_grad)
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, requires_grad=False):
@@ -172,4 +189,7 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=No
 
 
 def eye(n, m=None, *, dtype=None, layout=None, device=None, requires_grad=False):
+    for size in (n, m):
+        if size is not None and size < 0:
+            raise RuntimeError(f"n and m must be greater or equal to 0, got {size}")
     return _made(xp.eye(n, m, dtype=_float(dtype)), device, requires_grad)

@@ -8,7 +8,7 @@ from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-e
 from .ops.names import FUNCTIONS
 from .ops.pointwise import Entr, floating, logit, round, xlogy  # noqa: F401
 from .ops.reductions import logsumexp  # noqa: F401
-from .ops.special import Erf
+from .ops.special import erf_of
 from .tensor import Tensor
 
 __all__ = ["digamma", "entr", "erf", "erfinv", "exp2", "expit", "expm1", "gammaln", "log1p", "log_softmax",
@@ -22,7 +22,7 @@ multigammaln = mvlgamma
 
 def erf(input):
     """erf(x) = 2/√π ∫_0^x e^(-t²) dt"""
-    return Erf.apply(input)
+    return erf_of(input)
 
 
 def expit(input):
@@ -32,7 +32,7 @@ def expit(input):
 
 def ndtr(input):
     """The standard normal CDF: (1 + erf(x / √2)) / 2."""
-    return (Erf.apply(input * (1 / math.sqrt(2))) + 1.0) * 0.5
+    return (erf_of(input * (1 / math.sqrt(2))) + 1.0) * 0.5
 
 
 def entr(input):

@@ -24,7 +24,10 @@ def _pair(input, other):
     return input, other
 
 
-def _scaled(other, alpha):
+def _scaled(other, alpha, input):
+    """alpha · other, for input + alpha · other (a floating alpha would turn integer sums floating: refused)."""
+    if isinstance(alpha, float) and input.dtype.kind in "biu" and other.dtype.kind in "biu":
+        raise RuntimeError("For integral input tensors, argument alpha must not be a floating point number.")
     return other if alpha == 1 else other * alpha
 
 
@@ -32,21 +35,21 @@ def _scaled(other, alpha):
 def add(input, other, *, alpha=1, out=None):
     """input + alpha · other"""
     input, other = _pair(input, other)
-    return write_out(input + _scaled(other, alpha), out)
+    return write_out(input + _scaled(other, alpha, input), out)
 
 
 @names("sub", "subtract")
 def sub(input, other, *, alpha=1, out=None):
     """input - alpha · other"""
     input, other = _pair(input, other)
-    return write_out(input - _scaled(other, alpha), out)
+    return write_out(input - _scaled(other, alpha, input), out)
 
 
 @names("rsub")
 def rsub(input, other, *, alpha=1):
     """other - alpha · input"""
     input, other = _pair(input, other)
-    return other - _scaled(input, alpha)
+    return other - _scaled(input, alpha, other)
 
 
 @names("mul", "multiply")
@@ -65,7 +68,7 @@ class RoundedDiv(Primitive):
         _refuse_integer_division_by_zero(x, y)
         if self.rounding_mode == "floor":
             return xp.floor_divide(x, y)
-        if x.dtype.kind in "iu" and y.dtype.kind in "iu":  # exact for integers: floor, then toward zero
+        if x.dtype.kind in "biu":  # exact for integers (both operands share a dtype): floor, then toward zero
             floor = xp.floor_divide(x, y)
             return floor + ((xp.remainder(x, y) != 0) & ((x < 0) != (y < 0)))
         return xp.trunc(x / y)
@@ -87,6 +90,7 @@ def div(input, other, *, rounding_mode=None, out=None):
     if rounding_mode not in ("trunc", "floor"):
         raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                            f"'{rounding_mode}'")
+    input, other = elementwise.promote(input, other)  # PyTorch's promotion, not NumPy's (float16 // int64 is float16)
     return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode), out)
 
 

@@ -40,9 +40,9 @@ def repeat(input, *sizes):
 
 
 @names("tile")
-def tile(input, dims):
-    """repeat, with dims padded by leading 1s when shorter than input's."""
-    dims = _sizes((dims,))
+def tile(input, *dims):
+    """repeat, with dims padded by leading 1s when shorter than input's (x.tile(2, 1) or tile(x, (2, 1)))."""
+    dims = _sizes(dims)
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
 
 
@@ -92,7 +92,7 @@ class Flip(Primitive):
 def flip(input, *dims):
     """input reversed along each of dims."""
     dims = _sizes(dims)
-    return Flip.apply(input, dims=normalize_dims(dims, input.ndim))
+    return Flip.apply(input, dims=normalize_dims(dims, input.ndim, empty_is_every=False))
 
 
 @names("fliplr")

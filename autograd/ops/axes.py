@@ -18,10 +18,16 @@ def dim_index(dim, ndim):
     return dim % span if ndim else 0
 
 
-def normalize_dims(dim, ndim):
-    """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes."""
+def normalize_dims(dim, ndim, empty_is_every=True):
+    """``dim`` (None, an int or a tuple, negatives allowed) as a sorted tuple of axes.
+
+    An empty tuple or list means every axis, as PyTorch's reductions read it (``x.sum(dim=())``
+    is ``x.sum()``); ops for which it means none (squeeze, flip, any, all) pass
+    ``empty_is_every=False``."""
     if dim is None:
         return tuple(range(ndim))
+    if type(dim) in (tuple, list) and not dim:
+        return tuple(range(ndim)) if empty_is_every else ()
     if type(dim) is tuple and len(dim) == 1 and type(dim[0]) is int:
         dim = dim[0]
     if type(dim) is int and -ndim <= dim < ndim:  # the common case, one axis in range, without the checks

@@ -104,12 +104,12 @@ def einsum(equation, *operands):
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     operands = [x if isinstance(x, Tensor) else Tensor(x) for x in operands]
-    terms, output, broadcast = _parse(equation, operands)
+    terms, output, _ = _parse(equation, operands)
     sizes = {}
     for k, (term, x) in enumerate(zip(terms, operands)):
         for label, n in zip(term, x.shape):
             if label in sizes and sizes[label] != n:
-                if label not in broadcast or 1 not in (n, sizes[label]):  # only '...' dims broadcast
+                if 1 not in (n, sizes[label]):  # a size-1 dim broadcasts, named or under '...', as PyTorch
                     raise RuntimeError(f"einsum(): subscript {label} has size {n} for operand {k} which does not "
                                        f"broadcast with previously seen size {sizes[label]}")
             sizes[label] = max(n, sizes.get(label, n))

@@ -56,7 +56,9 @@ def _polygamma(n, x):
     sign = (-1) ** (n + 1)
     factorial = math.factorial(n)
     shifted = xp.zeros(x.shape)  # Σ over the shifts of sign · n! / z^(n+1)
-    steps = int(max(0.0, math.ceil(_SHIFT - float(xp.nan_to_num(z, nan=_SHIFT).min())))) if z.size else 0
+    pole = (x <= 0) & (x == xp.floor(x))  # set at the end; ±inf and NaN too are no count of shifts
+    regular = z[xp.isfinite(z) & ~pole]
+    steps = int(max(0.0, math.ceil(_SHIFT - float(regular.min())))) if regular.size else 0
     for _ in range(steps):  # ψ⁽ⁿ⁾(z) = ψ⁽ⁿ⁾(z+1) + sign · n! / z^(n+1), for z still below the shift
         below = z < _SHIFT
         with xp.errstate(divide="ignore", invalid="ignore"):
@@ -77,7 +79,8 @@ def _polygamma(n, x):
             y = xp.where(reflect, y - math.pi / xp.tan(math.pi * (x - xp.round(x))), y)
         y = xp.where(x == 0, -xp.inf, xp.where((x < 0) & (x == xp.floor(x)), xp.nan, y))
     else:
-        y = xp.where((x <= 0) & (x == xp.floor(x)), xp.inf if n % 2 else -xp.inf, y)  # poles, signed as PyTorch
+        y = xp.where(pole, xp.inf if n % 2 else -xp.inf, y)  # poles, signed as PyTorch
+        y = xp.where(xp.isneginf(x), xp.nan, y)  # no limit at -inf: it passes a pole at every integer
     return y
 
 

@@ -28,15 +28,14 @@ def _index_array(index, op):
     return array
 
 
-def _check_bounds(index, size, dim, allow_negative=False):
-    """PyTorch's error for an index outside [0, size) (or [-size, size))."""
+def _check_bounds(index, size, dim):
+    """PyTorch's error for an index outside [0, size)."""
     if index.size == 0:
         return index
-    low = -size if allow_negative else 0
-    bad = (index < low) | (index >= size)
+    bad = (index < 0) | (index >= size)
     if bad.any():
         raise RuntimeError(f"index {index[bad].flat[0]} is out of bounds for dimension {dim} with size {size}")
-    return index % size if allow_negative else index
+    return index
 
 
 def _check_along(x_shape, index_shape, dim, op, other="self"):
@@ -231,7 +230,8 @@ class ScatterReduce(Primitive):
         ufunc[self.reduce].at(y, positions, values)
         if self.reduce == "mean":
             count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
-            y = xp.floor_divide(y, count) if y.dtype.kind in "iu" else y / count
+            # in y's dtype: NumPy's y / count (an int64 array) would be float64
+            y = xp.floor_divide(y, count) if y.dtype.kind in "iu" else (y / count).astype(y.dtype)
         return y
 
     def backward(self, grad, y, x, src):
@@ -428,7 +428,11 @@ def take(input, index):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
     index = _index_array(index, "take")
     flat = shape.reshape(input, (-1,))
-    positions = _check_bounds(index, input.numel(), 0, allow_negative=True)
+    size = input.numel()
+    if index.size and ((index < -size) | (index >= size)).any():  # PyTorch's IndexError here (gather's is RuntimeError)
+        bad = index[(index < -size) | (index >= size)].flat[0]
+        raise IndexError(f"out of range: tried to access index {bad} on a tensor of {size} elements.")
+    positions = index % size if size else index
     return shape.GetItem.apply(flat, index=positions.astype(int64))
 
 

@@ -1,5 +1,6 @@
 """Matrix multiplication, the one linear-algebra primitive (Y = W X in the lecture)."""
 
+from ..errors import ShapeError
 from ..primitive import Primitive
 from ..tensor import _operand
 from .elementwise import unbroadcast
@@ -54,11 +55,11 @@ def matmul(input, other, *, out=None):
         raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {a.dtype} "
                            f"and {b.dtype} (shapes {tuple(a.shape)} and {tuple(b.shape)}); convert one with .to()")
     if A.ndim == 0 or B.ndim == 0:
-        raise ValueError(f"matmul: both operands need at least one dimension, got shapes "
+        raise ShapeError(f"matmul: both operands need at least one dimension, got shapes "
                          f"{a.shape} and {b.shape}; use * to multiply by a scalar")
     inner_b = B.shape[0] if B.ndim == 1 else B.shape[-2]
     if A.shape[-1] != inner_b:
-        raise ValueError(
+        raise ShapeError(
             f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the first has "
             f"{a.shape[-1]} columns but the second has {inner_b} rows"
         )

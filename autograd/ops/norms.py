@@ -57,7 +57,10 @@ class VectorNorm(Primitive):
         safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
         if p == 2:  # x is 0 wherever the norm is: x / 1 gives the 0 gradient there
             return (grad * x / safe_norm,)
-        scaled = x.sign() * x.abs() ** (p - 1) / safe_norm ** (p - 1)
+        magnitude = x.abs()
+        if p < 1:  # |x|^(p-1) is infinite at x = 0, where sign(x) = 0: 1 there gives PyTorch's 0, not NaN
+            magnitude = Where.apply(magnitude, Tensor._make(xp.ones((), dtype=x.dtype)), condition=x._data != 0)
+        scaled = x.sign() * magnitude ** (p - 1) / safe_norm ** (p - 1)
         return (grad * Where.apply(scaled, Tensor._make(xp.zeros((), dtype=x.dtype)), condition=nonzero),)
 
 

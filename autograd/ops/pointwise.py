@@ -12,7 +12,7 @@ import numbers
 from ..backend import get_default_dtype, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
-from .elementwise import unbroadcast
+from .elementwise import promote, unbroadcast
 from .names import names
 from .outputs import write_out
 from .special import erf
@@ -26,19 +26,15 @@ def floating(x):
 
 
 def _pair(input, other):
-    """Two Tensors for a binary op: a Python number takes the other operand's dtype."""
-    if not isinstance(input, Tensor):
-        input = _operand(input, other)
-    if not isinstance(other, Tensor):
-        other = _operand(other, input)
-    return input, other
+    """Two Tensors of one dtype for a binary op, by PyTorch's type promotion: a Python number
+    or a 0-d tensor does not widen a tensor of its category (float16 with an int64 tensor is
+    float16, not NumPy's float64)."""
+    return promote(input, other)
 
 
 def _floating_pair(input, other):
     input, other = _pair(input, other)
-    if input.dtype.kind not in "fc" and other.dtype.kind not in "fc":
-        return floating(input), floating(other)
-    return input, other
+    return floating(input), floating(other)
 
 
 def _unary(primitive, name, inplace=True, doc=""):
@@ -389,7 +385,11 @@ class Atan2(Primitive):
         return xp.arctan2(y, x)
 
     def backward(self, grad, z, y, x):
-        scale = grad / (x * x + y * y)
+        squared = x * x + y * y
+        origin = squared._data == 0
+        if origin.any():  # at (0, 0) both numerators are 0: divide by 1 there, for PyTorch's gradient 0 (not NaN)
+            squared = squared + Tensor._make(origin.astype(squared.dtype))
+        scale = grad / squared
         return (unbroadcast(scale * x, y) if y.requires_grad else None,
                 unbroadcast(-scale * y, x) if x.requires_grad else None)
 

@@ -9,8 +9,9 @@ import builtins
 import collections
 
 from ..backend import int64, xp
-from ..tensor import Tensor
+from ..tensor import Tensor, _operand
 from .axes import normalize_dims
+from .elementwise import result_type
 from .names import names
 from .outputs import write_out
 
@@ -59,7 +60,7 @@ def _reduce_bool(function, input, dim, keepdim):
     data = _data(input)
     if dim is None:
         return Tensor._make(xp.asarray(function(data)))
-    return Tensor._make(function(data, axis=normalize_dims(dim, data.ndim), keepdims=keepdim))
+    return Tensor._make(function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim))
 
 
 @names("any")
@@ -175,7 +176,29 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
     return Tensor._make(xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert))
 
 
-for _function, _name in ((xp.bitwise_and, "bitwise_and"), (xp.bitwise_or, "bitwise_or"),
-                         (xp.bitwise_xor, "bitwise_xor")):
-    _compare(_function, _name)
+def _bitwise(function, name, aliases=(), reflected=False):
+    """An integer/bool op of two operands, with PyTorch's type promotion (a 0-d int64 tensor
+    does not widen an int32 one; NumPy's promotion would)."""
+
+    def op(input, other, *, out=None):
+        if reflected:
+            input, other = other, input
+        x, y = _operand(input, other), _operand(other, input)
+        dtype = result_type(x, y)
+        if dtype.kind not in "biu":
+            raise RuntimeError(f"\"{name}_cpu\" not implemented for '{dtype}'")
+        return write_out(Tensor._make(function(x._data.astype(dtype, copy=False), y._data.astype(dtype, copy=False))),
+                         out)
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name} of integers or bools (broadcasting), without gradient."
+    names(name, *aliases)(op)
+
+
+for _function, _name, _operator in ((xp.bitwise_and, "bitwise_and", "and"), (xp.bitwise_or, "bitwise_or", "or"),
+                                    (xp.bitwise_xor, "bitwise_xor", "xor"),
+                                    (xp.left_shift, "bitwise_left_shift", "lshift"),
+                                    (xp.right_shift, "bitwise_right_shift", "rshift")):
+    _bitwise(_function, _name, (f"__{_operator}__",))  # (tensor.py's own __and__, __or__, __xor__ stand first)
+    _bitwise(_function, f"__r{_operator}__", reflected=True)
 _test(xp.bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).")

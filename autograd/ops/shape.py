@@ -5,14 +5,13 @@ Reshape, permute, expand and basic indexing return views of their input.
 """
 
 import builtins
-import functools
-from types import SimpleNamespace
 
 from ..backend import xp
+from ..errors import ShapeError
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import dim_index, normalize_dims
-from .elementwise import Cast, result_type, unbroadcast
+from .elementwise import _CATEGORY, unbroadcast
 from .names import names
 
 
@@ -47,13 +46,29 @@ def reshape(x, shape):
             shape = tuple(x._data.size // known if n == -1 else n for n in shape)
     if shape == x.shape:
         return x
+    _check_size(shape, x._data.size, tuple(x.shape))
     return Reshape.apply(x, shape=shape)
+
+
+def _check_size(shape, size, x_shape):
+    """PyTorch's RuntimeError for a shape that cannot hold ``size`` elements."""
+    if shape.count(-1) > 1:
+        raise ShapeError("only one dimension can be inferred")
+    known = 1
+    for n in shape:
+        if n < -1:
+            raise ShapeError(f"invalid shape dimension {n}")
+        known *= n if n != -1 else 1
+    if (known != size) if -1 not in shape else (known == 0 or size % known):
+        raise ShapeError(f"Reshape of shapes {x_shape}: cannot reshape a tensor of size {size} into shape {shape}")
 
 
 def flatten(x, start_dim=0, end_dim=-1):
     if x.ndim == 0:
         return reshape(x, (1,))
     start, end = dim_index(start_dim, x.ndim), dim_index(end_dim, x.ndim)
+    if start > end:
+        raise ShapeError("flatten() has invalid args: start_dim cannot come after end_dim")
     merged = 1
     for n in x.shape[start:end + 1]:
         merged *= n
@@ -66,7 +81,7 @@ def unsqueeze(x, dim):
 
 
 def squeeze(x, dim=None):
-    axes = normalize_dims(dim, x.ndim)
+    axes = normalize_dims(dim, x.ndim, empty_is_every=False)
     return reshape(x, tuple(n for i, n in enumerate(x.shape) if not (i in axes and n == 1)))
 
 
@@ -90,7 +105,7 @@ class Permute(Primitive):
 def permute(x, dims):
     dims = _shape_argument(dims)
     if sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
-        raise RuntimeError(f"permute: {dims} is not an ordering of the {x.ndim} axes of shape {x.shape}")
+        raise ShapeError(f"permute: {dims} is not an ordering of the {x.ndim} axes of shape {x.shape}")
     return Permute.apply(x, dims=tuple(d % x.ndim for d in dims))
 
 
@@ -127,7 +142,17 @@ def expand(x, sizes):
     """x broadcast to ``sizes`` (-1 keeps a dim); x may have fewer dims, as in NumPy."""
     sizes = _shape_argument(sizes)
     added = len(sizes) - x.ndim
+    if added < 0:
+        raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
+                           f"the number of dimensions in the tensor ({x.ndim})")
+    if any(n == -1 for n in sizes[:added]):
+        raise ShapeError("expand: -1 is not allowed in a leading, non-existing dimension")
     shape = tuple(x.shape[i - added] if n == -1 else n for i, n in enumerate(sizes))
+    for i, (old, new) in enumerate(zip(x.shape, shape[added:])):
+        if old != new and old != 1:
+            raise ShapeError(f"The expanded size of the tensor ({new}) must match the existing size ({old}) "
+                               f"at non-singleton dimension {i + added}.  Target sizes: {list(sizes)}.  "
+                               f"Tensor sizes: {list(x.shape)}")
     if shape == x.shape:
         return x
     return Expand.apply(x, shape=shape)
@@ -266,14 +291,16 @@ def cat(tensors, dim=0):
     axis = normalize_dims(dim, tensors[0].ndim)[0]
     first = tensors[0].shape
     for t in tensors[1:]:
-        if t.ndim != len(first) or any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
+        if t.ndim != len(first):
+            raise ShapeError(f"Tensors must have same number of dimensions: got {len(first)} and {t.ndim}")
+        if any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
             shapes = ", ".join(str(u.shape) for u in tensors)
-            raise RuntimeError(f"cat along dim {dim}: shapes {shapes} differ outside that dim")
-    dtypes = {t.dtype for t in tensors}
-    if len(dtypes) > 1:  # PyTorch's promotion (int64 with float32: float32), not NumPy's (float64)
-        dtype = functools.reduce(lambda a, b: result_type(SimpleNamespace(dtype=a, ndim=1),
-                                                          SimpleNamespace(dtype=b, ndim=1)), dtypes)
-        tensors = [t if t.dtype == dtype else Cast.apply(t, dtype=dtype) for t in tensors]
+            raise ShapeError(f"Sizes of tensors must match except in dimension {dim}: shapes {shapes}")
+    if any(t.dtype != first_dtype for t in tensors for first_dtype in (tensors[0].dtype,)):
+        # PyTorch's promotion, not NumPy's: the highest category wins (int64 with float32 is float32)
+        highest = builtins.max(_CATEGORY[t.dtype.kind] for t in tensors)
+        dtype = xp.result_type(*(t.dtype for t in tensors if _CATEGORY[t.dtype.kind] == highest))
+        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
     return Cat.apply(*tensors, dim=axis)
 
 
@@ -281,10 +308,11 @@ def stack(tensors, dim=0):
     """Join equally shaped tensors along a new dim."""
     tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
-        raise RuntimeError("stack: expected a non-empty list of tensors")
+        raise RuntimeError("stack expects a non-empty TensorList")
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
-        raise RuntimeError(f"stack: all tensors must have the same shape, got {', '.join(map(str, shapes))}")
+        shapes = ", ".join(map(str, shapes))
+        raise ShapeError(f"stack expects each tensor to be equal size (the same shape), got {shapes}")
     return cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
 
 
@@ -322,7 +350,7 @@ def _transpose(input, dim0, dim1):
 @names("t", function=False)
 def t(input):
     if input.ndim > 2:
-        raise RuntimeError(f"t() expects a tensor of at most 2 dimensions, got shape {tuple(input.shape)}")
+        raise ShapeError(f"t() expects a tensor of at most 2 dimensions, got shape {tuple(input.shape)}")
     return permute(input, tuple(reversed(range(input.ndim))))
 
 
@@ -360,7 +388,7 @@ names("T", function=False)(property(lambda x: permute(x, tuple(reversed(range(x.
 def _matrix_transpose(x):
     """The last two dims swapped (a batch of matrices transposed): every matmul's backward."""
     if x.ndim < 2:
-        raise RuntimeError(f"mT needs at least 2 dimensions, got shape {tuple(x.shape)}")
+        raise ShapeError(f"mT needs at least 2 dimensions, got shape {tuple(x.shape)}")
     return Permute.apply(x, dims=(*range(x.ndim - 2), x.ndim - 1, x.ndim - 2))
 
 

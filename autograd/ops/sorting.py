@@ -210,7 +210,9 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     distinct slices along dim."""
     data = input._data
     if dim is None:
-        values, inverse, counts = xp.unique(data.reshape(-1), return_inverse=True, return_counts=True)
+        # NaN != NaN: each NaN is its own value, as in PyTorch (NumPy merges them by default)
+        values, inverse, counts = xp.unique(data.reshape(-1), return_inverse=True, return_counts=True,
+                                            equal_nan=False)
         return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
     axis = dim_index(dim, data.ndim)
     values, inverse, counts = xp.unique(data, return_inverse=True, return_counts=True, axis=axis)

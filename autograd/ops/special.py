@@ -13,9 +13,10 @@ import math
 
 import numpy
 
-from ..backend import xp
+from ..backend import get_default_dtype, xp
 from ..primitive import Primitive
 from .names import names
+from .outputs import write_out
 
 _START, _WIDTH, _LIMIT, _DEGREE = 0.5, 0.125, 6.0, 12
 # erf(x) = 2/√π Σ_n (-1)^n x^(2n+1) / (n! (2n+1)): 16 terms reach 1e-19 at x = 0.5
@@ -58,7 +59,6 @@ def erf(x):
     return (xp.sign(x) * y).astype(x.dtype if x.dtype.kind == "f" else numpy.float64)
 
 
-@names("erf", inplace="erf_")
 class Erf(Primitive):
     """y = erf(x);   dL/dx = dL/dy · 2/√π · e^(-x²)"""
 
@@ -67,6 +67,15 @@ class Erf(Primitive):
 
     def backward(self, grad, y, x):
         return (grad * (x * x * -1.0).exp() * (2 / math.sqrt(math.pi)),)
+
+
+@names("erf", inplace="erf_")
+def erf_of(input, *, out=None):
+    """erf of a tensor; integers and bools become the default dtype first (erf of an int64
+    tensor is float32, as PyTorch's, not NumPy's float64)."""
+    if input.dtype.kind not in "fc":
+        input = input.to(get_default_dtype())
+    return write_out(Erf.apply(input), out)
 
 
 @names("softplus")
