@@ -110,6 +110,8 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
             if node in capture:
                 captured[node] = grad
         parents = node.parents
+        if needed is not None and parents and not any(parent in needed for parent in parents):
+            parents = ()  # captured, and nothing wanted below it: not run, what it saved kept
         if parents:  # (a leaf has none: nothing to pass on, nothing saved to free)
             if capture is None:
                 parent_grads = node.chain(grad)

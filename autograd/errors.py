@@ -7,3 +7,9 @@ class ShapeError(RuntimeError, ValueError):
     PyTorch raises RuntimeError here; NumPy, and chainrule's earlier messages, ValueError.
     Being both, it is caught by ``except RuntimeError`` in PyTorch programs and by
     ``except ValueError`` in NumPy-minded ones."""
+
+
+class DtypeError(RuntimeError, TypeError):
+    """A dtype an operation cannot take (an integer tensor asked to require grad, a float result
+    written into an integer tensor). PyTorch raises RuntimeError; Python's habit is TypeError:
+    being both, it is caught either way."""

@@ -51,6 +51,13 @@ class ModeSwitch:
     and recursion never share one.
     """
 
+    bare_decorator = False  # usable as @switch without parentheses (no_grad, enable_grad, inference_mode)
+
+    def __new__(cls, *args, **kwargs):
+        if cls.bare_decorator and len(args) == 1 and not kwargs and callable(args[0]):
+            return cls()(args[0])  # @no_grad on a function: the same as @no_grad()
+        return super().__new__(cls)
+
     def __init__(self, **settings):
         self.settings = tuple(settings.items())
         self.saved = []
@@ -82,6 +89,8 @@ class ModeSwitch:
 class no_grad(ModeSwitch):
     """Run without recording a graph (evaluation, parameter updates)."""
 
+    bare_decorator = True
+
     def __init__(self):
         super().__init__(grad_enabled=False)
 
@@ -89,15 +98,19 @@ class no_grad(ModeSwitch):
 class enable_grad(ModeSwitch):
     """Record a graph again, inside a ``no_grad`` block."""
 
+    bare_decorator = True
+
     def __init__(self):
         super().__init__(grad_enabled=True)
 
 
 class inference_mode(ModeSwitch):
-    """``no_grad`` for inference (``mode=False`` leaves recording as it is)."""
+    """``no_grad`` for inference; ``mode=False`` turns both off (recording on), as PyTorch's."""
+
+    bare_decorator = True
 
     def __init__(self, mode=True):
-        super().__init__(grad_enabled=False, inference=True) if mode else super().__init__()
+        super().__init__(grad_enabled=not mode, inference=bool(mode))
 
 
 class set_grad_enabled(ModeSwitch):

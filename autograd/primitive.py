@@ -25,6 +25,7 @@ inputs' shapes and dtypes sets it False, so an add chain keeps no intermediate
 arrays alive). Only what is kept is checked for in-place changes at backward.
 """
 
+from .errors import ShapeError
 from .graph import VersionClock, accumulate_grad, check_finite, modes, run_hooks, user_frame, validate_gradients
 from .tensor import Tensor
 
@@ -89,7 +90,7 @@ class Primitive:
                 data = node.forward(*[x._data for x in inputs])
         except ValueError as error:  # NumPy's shape errors, said at the user's call
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-            raise ValueError(f"{cls.__name__} of shapes {shapes}: {error}") from None
+            raise ShapeError(f"{cls.__name__} of shapes {shapes}: {error}") from None
         out = Tensor._make(data)
         if node.is_view:
             out._adopt_view_of(inputs[0], cls, params)

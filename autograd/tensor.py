@@ -18,6 +18,7 @@ import numpy
 
 from . import backend
 from .backend import xp
+from .errors import DtypeError
 from .graph import HookHandle, accumulate_grad, bump_version, modes, no_grad, run_hooks
 
 
@@ -56,6 +57,7 @@ class Tensor:
     _post_hooks = None  # hooks run after dL/dself is added to .grad
     _base = None  # for a view: the tensor whose memory it shows
     _view_chain = None  # for a view: the ops that make it from its base
+    _views = None  # for a base: its live views (a weak set), re-derived after a recorded write
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends
@@ -212,7 +214,7 @@ class Tensor:
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self._data.dtype.kind not in "fc":
-            raise TypeError(
+            raise DtypeError(
                 f"only floating-point tensors can require gradients, got a {self._data.dtype} "
                 f"tensor of shape {self.shape}; convert it first with .float() or .double()"
             )
@@ -326,7 +328,13 @@ class Tensor:
                 new = out_of_place(self)
             self._store(new)
         else:
-            in_place(self._data)
+            try:
+                in_place(self._data)
+            except TypeError as error:  # NumPy refusing the cast (a float result into an integer tensor)
+                if not type(error).__module__.startswith("numpy"):
+                    raise
+                raise DtypeError(f"in-place on a {self.dtype} tensor of shape {tuple(self.shape)}: the result "
+                                 f"can't be cast to the desired output type {self.dtype} ({error})") from None
         bump_version(self)
         return self
 
@@ -356,7 +364,7 @@ class Tensor:
     def _store(self, new):
         """Copy a computed value into this memory (PyTorch's casting and broadcasting rules)."""
         if new.dtype != self.dtype and not numpy.can_cast(new.dtype, self.dtype, "same_kind"):
-            raise RuntimeError(f"result type {new.dtype} can't be cast to the desired output type "
+            raise DtypeError(f"result type {new.dtype} can't be cast to the desired output type "
                                f"{self.dtype} (in-place on a tensor of shape {tuple(self.shape)})")
         if new.shape != self.shape and xp.broadcast_shapes(new.shape, self.shape) != self.shape:
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast "
@@ -378,6 +386,7 @@ class Tensor:
             self.grad_fn = new.grad_fn
             self.requires_grad = new.requires_grad
         _move_retained_grad(self, old_node)
+        _rederive_views(self._base if self._base is not None else self, self)
 
     def _rebase_view(self, new):
         """A write through a view changes its base: the base's new history replaces the viewed
@@ -404,6 +413,10 @@ class Tensor:
             self._base, self._view_chain = source, ((op, params),)
         else:
             self._base, self._view_chain = source._base, source._view_chain + ((op, params),)
+        views = self._base._views
+        if views is None:
+            views = self._base._views = weakref.WeakSet()
+        views.add(self)  # so a recorded write to the base (or a sibling view) re-derives this one
 
     def _write_back(self, function, args, kwargs):
         """x.op_(...): write x.op(...) into x (the in-place twins declared by the ops)."""
@@ -418,6 +431,8 @@ class Tensor:
 
     def copy_(self, source, non_blocking=False):
         source = source if isinstance(source, Tensor) else Tensor(source)
+        if source._data.dtype != self._data.dtype:  # copy_ casts anything, as PyTorch's (floats into
+            source = source.to(self._data.dtype)  # integers truncate); recorded, the cast is differentiable
         return self._write((source,), lambda old: source, lambda a: self._store(source))
 
     # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
@@ -506,15 +521,6 @@ class Tensor:
     def __ne__(self, other):
         return Tensor._make(self._data != _data(other))
 
-    def __and__(self, other):
-        return Tensor._make(self._data & _data(other))
-
-    def __or__(self, other):
-        return Tensor._make(self._data | _data(other))
-
-    def __xor__(self, other):
-        return Tensor._make(self._data ^ _data(other))
-
     def __invert__(self):
         return Tensor._make(~self._data)
 
@@ -534,6 +540,21 @@ def _add_scaled(array, term, scale):
         xp.multiply(term, scale, out=term, casting="unsafe")
     xp.add(array, term, out=array, casting="same_kind")
     return array
+
+
+def _rederive_views(base, written):
+    """After a recorded write to ``base`` (or through its view ``written``), every other live view
+    of it shows the new values, so its history must be the new base's: it is replayed from the
+    base (PyTorch regenerates a view's grad_fn likewise when its base's version moves on)."""
+    views = base._views
+    if not views or base.grad_fn is None:
+        return
+    for view in list(views):
+        if view is not written:
+            old_node = view.grad_fn
+            view.grad_fn = base._replay_view(view._view_chain).grad_fn
+            view.requires_grad = True
+            _move_retained_grad(view, old_node)
 
 
 def _move_retained_grad(tensor, old_node):

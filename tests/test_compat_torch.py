@@ -305,7 +305,6 @@ def _pending(reason):
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-@_pending("tensor.py: a view made before a recorded write to its base keeps its old grad_fn")
 def test_a_view_made_before_its_base_is_written_follows_the_write():
     def program(m):
         w = m.torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
@@ -320,7 +319,6 @@ def test_a_view_made_before_its_base_is_written_follows_the_write():
     np.testing.assert_array_equal(grad, [1.0, 20.0, 0.0, 0.0])
 
 
-@_pending("tensor.py: as above, for a view of a plain buffer that a later write puts in the graph")
 def test_a_view_of_a_buffer_that_a_write_puts_in_the_graph():
     def program(m):
         w = m.torch.tensor([1.0, 2.0], requires_grad=True)
@@ -333,7 +331,6 @@ def test_a_view_of_a_buffer_that_a_write_puts_in_the_graph():
     np.testing.assert_array_equal(grad, [3.0, 3.0])
 
 
-@_pending("graph.py: inference_mode(False) turns grad mode on (and inference off), as PyTorch's")
 def test_inference_mode_false_records_inside_inference_mode():
     def program(m):
         x = m.torch.tensor([1.0], requires_grad=True)
@@ -348,7 +345,6 @@ def test_inference_mode_false_records_inside_inference_mode():
     assert result == (True, (True, False))
 
 
-@_pending("graph.py: no_grad, enable_grad and inference_mode work as bare decorators (@torch.no_grad)")
 def test_bare_mode_decorators():
     def program(m):
         @m.torch.no_grad
@@ -370,7 +366,6 @@ def test_bare_mode_decorators():
     assert result == (False, False, True)
 
 
-@_pending("reductions.py: an unsigned integer tensor sums to int64, as PyTorch's (NumPy gives uint64)")
 def test_uint8_sum_is_int64():
     def program(m):
         x = m.torch.tensor([1, 2, 200], dtype=m.torch.uint8)
@@ -379,7 +374,6 @@ def test_uint8_sum_is_int64():
     assert total == 203 and dtype == kept == "int64"
 
 
-@_pending("elementwise.py: clamp of an integer tensor with float bounds gives the default dtype")
 def test_integer_clamp_with_float_bounds_is_float32():
     def program(m):
         y = m.torch.clamp(m.torch.tensor([1, 2, 3]), 0.5, 2.5)
@@ -389,7 +383,6 @@ def test_integer_clamp_with_float_bounds_is_float32():
     np.testing.assert_array_equal(y, [1.0, 2.0, 2.5])
 
 
-@_pending("elementwise.py: sign is differentiable (gradient 0), its output requires grad, as PyTorch's")
 def test_sign_has_gradient_zero():
     def program(m):
         x = m.torch.tensor([1.0, -2.0, 0.0], requires_grad=True)
@@ -399,7 +392,6 @@ def test_sign_has_gradient_zero():
     np.testing.assert_array_equal(grad, [0.0, 0.0, 0.0])
 
 
-@_pending("engine.py: autograd.grad(out, y) for an intermediate y does not run (or free) y's own node")
 def test_grad_with_respect_to_an_intermediate_keeps_the_graph_below_it():
     def program(m):
         x = m.torch.tensor([1.0, 2.0], requires_grad=True)
@@ -413,7 +405,6 @@ def test_grad_with_respect_to_an_intermediate_keeps_the_graph_below_it():
     np.testing.assert_array_equal(grad_y2, [1.0, 2.0])
 
 
-@_pending("tensor.py: copy_ casts like PyTorch's (float into an int tensor truncates)")
 def test_copy_of_floats_into_an_integer_tensor_truncates():
     def program(m):
         i = m.torch.tensor([1, 2, 3])
@@ -423,14 +414,12 @@ def test_copy_of_floats_into_an_integer_tensor_truncates():
     np.testing.assert_array_equal(i, [1, -2, 3])
 
 
-@_pending("tensor.py: an in-place op whose result cannot be cast to an integer tensor raises RuntimeError")
 def test_integer_in_place_with_a_float_raises_runtime_error():
     for m in filter(None, (OURS, pytorch())):
         with pytest.raises(RuntimeError):
             m.torch.tensor([1, 2]).mul_(1.5)
 
 
-@_pending("tensor.py: requires_grad on an integer tensor raises RuntimeError, as PyTorch's")
 def test_integer_requires_grad_raises_runtime_error():
     for m in filter(None, (OURS, pytorch())):
         with pytest.raises(RuntimeError):

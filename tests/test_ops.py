@@ -39,9 +39,9 @@ def unary(draw, low=-2.0, high=2.0, kinks=()):
 
 
 @st.composite
-def broadcast_pair(draw, low=-2.0, high=2.0, distinct=False):
+def broadcast_pair(draw, low=-2.0, high=2.0, distinct=False, kinks=()):
     shapes = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3))
-    x = draw(arrays(shapes.input_shapes[0], low, high))
+    x = away_from(draw(arrays(shapes.input_shapes[0], low, high)), kinks)
     y = draw(arrays(shapes.input_shapes[1], low, high))
     if distinct:  # max/min: keep the two apart so the kink is not sampled
         y = np.where(np.abs(x - y) < 0.1, y + 0.3, y)
@@ -101,7 +101,7 @@ CASES = {
     "PowConstant": (unary(0.5, 2.0), lambda x: x**2 + x**-1.5 + x**3),
     "Maximum": (broadcast_pair(distinct=True), autograd.maximum),
     "Minimum": (broadcast_pair(distinct=True), autograd.minimum),
-    "Where": (broadcast_pair(), lambda x, y: autograd.where(x > 0.3, x, y)),
+    "Where": (broadcast_pair(kinks=(0.3,)), lambda x, y: autograd.where(x > 0.3, x, y)),
     "Neg": (unary(), lambda x: -x),
     # a tensor with a Python number: the number is a constant of the op
     "Scale": (unary(), lambda x: x * 2.5 + 3 * x - x * -0.5),

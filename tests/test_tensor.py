@@ -226,22 +226,33 @@ def test_save_refuses_arbitrary_objects(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_a_python_number_rounds_to_the_tensors_dtype_in_both_passes(dtype):
-    # x * c, x + c, x - c hold c converted once to x's dtype: the same values NumPy gives for a
-    # Python number (rounded to the array's dtype), and dL/dx = c in that dtype
+def test_a_python_number_in_arithmetic_as_pytorch(dtype):
+    # x + c and x - c round c to x's dtype (as NumPy and PyTorch); x * c and x / c do too for
+    # float32 and float64, while float16 is multiplied in float32 and rounded once, as PyTorch's
+    # half arithmetic (1e-3 * 1e5 is 100, not float16(1e5) = inf); dL/dx likewise
     c = 1 / 3
     values = np.array([0.1, -2.5, 7.0, 1e-3], dtype=dtype)
-    for combine, expected, slope in ((lambda x: x * c, values * c, dtype(c)),
-                                     (lambda x: c * x, values * c, dtype(c)),
-                                     (lambda x: x + c, values + c, 1),
-                                     (lambda x: x - c, values - c, 1)):
+
+    def product(a, b):
+        if dtype == np.float16:
+            return (a.astype(np.float32) * np.float32(b)).astype(np.float16)
+        return a * b
+
+    ones = np.ones(4, dtype=dtype)
+    for combine, expected, slope in ((lambda x: x * c, product(values, c), product(ones, c)),
+                                     (lambda x: c * x, product(values, c), product(ones, c)),
+                                     (lambda x: x + c, values + c, ones),
+                                     (lambda x: x - c, values - c, ones)):
         x = Tensor(values.copy(), requires_grad=True)
         y = combine(x)
         assert y.dtype == dtype
-        np.testing.assert_array_equal(y.numpy(), expected)
+        np.testing.assert_array_equal(y.detach().numpy(), expected)
         y.sum().backward()
         assert x.grad.dtype == dtype
-        np.testing.assert_array_equal(x.grad.numpy(), np.full(4, slope, dtype=dtype))
+        np.testing.assert_array_equal(x.grad.numpy(), slope)
+    half = Tensor(np.array([1e-3, 1000.0], dtype=np.float16))
+    np.testing.assert_array_equal((half * 1e5).numpy(), np.float16([np.float32(np.float16(1e-3)) * 1e5, np.inf]))
+    np.testing.assert_array_equal((half / 1e5).numpy(), np.float16([0.0, 0.01]))
 
 
 def test_mean_is_one_node_that_divides_by_n_as_pytorch():

@@ -48,15 +48,29 @@ def promote(x, y):
 
 def binary(op, x, y):
     """op(x, y) for tensors or numbers on either side, with PyTorch's type promotion
-    (true division of integers gives the default floating dtype)."""
+    (true division of integers gives the default floating dtype). A float16 tensor times or
+    divided by a Python number is computed in float32 and rounded once, as PyTorch's: the
+    number itself is not rounded to float16 (1e5 would become inf, 0.1 lose digits). (PyTorch's
+    sums and differences do round it first; NumPy's arithmetic does the same.)"""
     dtype = x._data.dtype if type(x) is Tensor else None
     if dtype is not None and dtype.kind == "f" and type(y) is Tensor and y._data.dtype is dtype:
         return op.apply(x, y)  # the common case: two floating tensors of one dtype
+    if (op is Mul or op is Div) and (_half_with_number(x, y) or _half_with_number(y, x)):
+        return Cast.apply(binary(op, _widened(x), _widened(y)), dtype=backend.float16)
     x, y = promote(x, y)
     if op is Div and x.dtype.kind not in "fc":
         dtype = backend.get_default_dtype()
         x, y = Cast.apply(x, dtype=dtype), Cast.apply(y, dtype=dtype)
     return op.apply(x, y)
+
+
+def _half_with_number(x, y):
+    return type(x) is Tensor and x._data.dtype == backend.float16 and isinstance(y, (int, float)) \
+        and not isinstance(y, bool)
+
+
+def _widened(x):
+    return Cast.apply(x, dtype=backend.float32) if type(x) is Tensor and x._data.dtype == backend.float16 else x
 
 
 def unbroadcast(grad, like):
@@ -260,7 +274,6 @@ class Neg(Primitive):
         return (-grad,)
 
 
-@names("exp", function=False, inplace="exp_")  # autograd.exp: ops/functions.py
 class Exp(Primitive):
     """y = e^x;   dL/dx = dL/dy · y"""
 
@@ -274,7 +287,6 @@ class Exp(Primitive):
         return (grad * y,)
 
 
-@names("log", function=False, inplace="log_")  # autograd.log: ops/functions.py
 class Log(Primitive):
     """y = ln x;   dL/dx = dL/dy / x"""
 
@@ -285,7 +297,6 @@ class Log(Primitive):
         return (grad / x,)
 
 
-@names("sqrt", function=False, inplace="sqrt_")  # autograd.sqrt: ops/functions.py
 class Sqrt(Primitive):
     """y = √x;   dL/dx = dL/dy / (2y)"""
 
@@ -299,7 +310,6 @@ class Sqrt(Primitive):
         return (grad / (y * 2.0),)
 
 
-@names("sin", function=False, inplace="sin_")  # autograd.sin: ops/functions.py
 class Sin(Primitive):
     """y = sin x;   dL/dx = dL/dy · cos x"""
 
@@ -310,7 +320,6 @@ class Sin(Primitive):
         return (grad * x.cos(),)
 
 
-@names("cos", function=False, inplace="cos_")  # autograd.cos: ops/functions.py
 class Cos(Primitive):
     """y = cos x;   dL/dx = -dL/dy · sin x"""
 
@@ -321,7 +330,6 @@ class Cos(Primitive):
         return (-grad * x.sin(),)
 
 
-@names("tanh", function=False, inplace="tanh_")  # autograd.tanh: ops/functions.py
 class Tanh(Primitive):
     """y = tanh x;   dL/dx = dL/dy · (1 - y²)"""
 
@@ -351,7 +359,6 @@ class TanhGrad(Primitive):
         return grad_g, grad_y
 
 
-@names("sigmoid", function=False, inplace="sigmoid_")  # autograd.sigmoid: ops/functions.py
 class Sigmoid(Primitive):
     """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)"""
 
@@ -382,6 +389,20 @@ class SigmoidGrad(Primitive):
         grad_g = SigmoidGrad.apply(u, y) if g.requires_grad else None
         grad_y = u * g * (1.0 - y * 2.0) if y.requires_grad else None
         return grad_g, grad_y
+
+
+def _floating_method(primitive, name):
+    """x.name() of a floating function: integer and bool tensors become the default dtype first
+    (x.exp() of an int64 tensor is float32, as PyTorch's; NumPy's would be float64, bool's float16)."""
+
+    def method(input):
+        if input._data.dtype.kind not in "fc":
+            input = Cast.apply(input, dtype=backend.get_default_dtype())
+        return primitive.apply(input)
+
+    method.__name__ = name
+    method.__doc__ = primitive.__doc__
+    return method
 
 
 @names("relu", function=False, inplace="relu_")  # autograd.relu: ops/functions.py
@@ -439,7 +460,9 @@ class Clamp(Primitive):
 def clamp(x, min=None, max=None):
     """Clamp to [min, max]; each bound a number, a tensor or None."""
     if min is None and max is None:
-        raise ValueError("clamp: at least one of min and max must be given")
+        raise RuntimeError("clamp: at least one of min and max must be given")
+    if x._data.dtype.kind in "biu" and any(isinstance(b, float) for b in (min, max)):
+        x = Cast.apply(x, dtype=backend.get_default_dtype())  # int64.clamp(0.5) is float32, not NumPy's float64
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch
         if min is not None:
             x = where(x >= min, x, min)
@@ -496,7 +519,8 @@ def _operator(op, reflected=False, by_number=None):
         if type(other) is Tensor:
             if other._data.dtype is x._data.dtype and x._data.dtype.kind == "f":
                 return op.apply(other, x) if reflected else op.apply(x, other)
-        elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f":
+        elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f" \
+                and not (op is Mul and x._data.dtype is backend.float16):  # (binary's float32 product)
             return by_number(x, other)
         return binary(op, other, x) if reflected else binary(op, x, other)
 
@@ -583,12 +607,6 @@ def _where_method(x, condition, other):
     return where(condition, x, other)
 
 
-@names("sign", function=False)
-def sign(input):
-    """-1, 0 or 1 (no gradient: it is flat almost everywhere)."""
-    return Tensor._make(xp.sign(input._data))
-
-
 @names("clone", function=False)
 def clone(input):
     return Clone.apply(input)
@@ -598,3 +616,8 @@ def clone(input):
 def _filled_with(x, value):
     """x's shape filled with ``value`` (a recorded fill_)."""
     return Fill.apply(x, value)
+
+
+for _name, _primitive in (("exp", Exp), ("log", Log), ("sqrt", Sqrt), ("sin", Sin), ("cos", Cos), ("tanh", Tanh),
+                          ("sigmoid", Sigmoid)):  # autograd.exp etc.: ops/functions.py
+    names(_name, function=False, inplace=f"{_name}_")(_floating_method(_primitive, _name))

@@ -18,7 +18,7 @@ def _unary(name):
     names(name, method=False)(function)
 
 
-for _name in ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "sign", "square"):
+for _name in ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "square"):
     _unary(_name)
 
 

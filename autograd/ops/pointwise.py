@@ -292,6 +292,11 @@ class Rounding(Primitive):
     def forward(self, x):
         if self.function == "round" and self.decimals:
             return xp.round(x, self.decimals)
+        if self.function == "sign":
+            if x.dtype.kind == "b":  # a bool is its own sign
+                return x.copy()
+            signs = xp.sign(x)
+            return xp.where(xp.isnan(signs), 0, signs) if x.dtype.kind == "f" else signs  # NaN: 0, as PyTorch
         return getattr(xp, self.function)(x)
 
     def backward(self, grad, y, x):
@@ -310,7 +315,7 @@ def _rounding(function, name):
 
 
 for _function, _name in (("floor", "floor"), ("ceil", "ceil"), ("trunc", "trunc"), ("trunc", "fix"),
-                         ("sign", "sgn")):
+                         ("sign", "sign"), ("sign", "sgn")):
     _rounding(_function, _name)
 
 

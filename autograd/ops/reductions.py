@@ -7,11 +7,13 @@ gradient of a sum is dL/dy copied to every term (``expand``).
 import collections
 import math
 
-from ..backend import xp
+from .. import backend
+from ..backend import float16, float32, int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims
+from .elementwise import Where
 from .names import names
 
 
@@ -30,10 +32,20 @@ class Sum(Primitive):
     like = None  # x's memory layout, when it is not row-major
 
     def forward(self, x):
+        total = self.total(x)
+        return total.astype(float16) if x.dtype == float16 else total
+
+    def total(self, x):
+        """The sum in PyTorch's dtypes: float16 accumulated in float32 (the caller rounds it once),
+        small unsigned integers (and bools) summed as int64."""
         if x.ndim > 1 and not x.flags.c_contiguous:  # (a convolution's batch-innermost output, a transpose)
             # its gradient in the same layout: the elementwise ops that meet it (BatchNorm's) run
             # several times slower over operands laid out differently
             self.like = xp.empty_like(x, shape=(2,) * x.ndim)
+        if x.dtype == float16:
+            return x.sum(axis=self.axes, keepdims=self.keepdim, dtype=float32)
+        if x.dtype.kind in "bu" and x.dtype.itemsize < 8:  # (NumPy's uint8 sum is uint64)
+            return x.sum(axis=self.axes, keepdims=self.keepdim, dtype=int64)
         return x.sum(axis=self.axes, keepdims=self.keepdim)
 
     def backward(self, grad, y, x):
@@ -52,8 +64,9 @@ class Mean(Sum):
     empty batch must not report a zero loss."""
 
     def forward(self, x):
-        y = super().forward(x)
-        return y / y.dtype.type(self.count) if self.count else xp.full_like(y, xp.nan)
+        total = self.total(x)
+        y = total / total.dtype.type(self.count) if self.count else xp.full_like(total, xp.nan)
+        return y.astype(float16) if x.dtype == float16 else y  # (float16: divided before rounding)
 
     def backward(self, grad, y, x):
         return (spread(grad, x, self.axes, self.keepdim, self.like) / (self.count or float("nan")),)
@@ -90,8 +103,13 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
-    """y = √var"""
-    return var(x, dim, unbiased, keepdim, correction).sqrt()
+    """y = √var; where var is 0 (equal values) the gradient is 0, as PyTorch's, not 0 · ∞ = NaN."""
+    v = var(x, dim, unbiased, keepdim, correction)
+    zero = v._data == 0
+    if not zero.any():
+        return v.sqrt()
+    one = Tensor._make(xp.ones((), dtype=v.dtype))
+    return Where.apply(Where.apply(v, one, condition=~zero).sqrt(), one * 0.0, condition=~zero)
 
 
 class Extremum(Primitive):
@@ -153,14 +171,16 @@ def min(x, dim=None, keepdim=False):
 
 
 def argmax(x, dim=None, keepdim=False):
-    if dim is None:
-        return Tensor._make(xp.argmax(x._data))
+    if dim is None:  # keepdim keeps every dim, as size 1
+        index = xp.argmax(x._data)
+        return Tensor._make(index.reshape((1,) * x.ndim) if keepdim else index)
     return Tensor._make(xp.argmax(x._data, axis=dim, keepdims=keepdim))
 
 
 def argmin(x, dim=None, keepdim=False):
     if dim is None:
-        return Tensor._make(xp.argmin(x._data))
+        index = xp.argmin(x._data)
+        return Tensor._make(index.reshape((1,) * x.ndim) if keepdim else index)
     return Tensor._make(xp.argmin(x._data, axis=dim, keepdims=keepdim))
 
 
@@ -168,6 +188,8 @@ def _stable_max(x, axes):
     """max over axes (kept), with infinite maxima replaced by 0 so x - m stays finite.
     (Array methods rather than xp.max: NumPy's function wrappers cost more than a small array's
     arithmetic, and one sum tells whether any maximum needs replacing.)"""
+    if x.size == 0:  # no maximum to shift by: softmax of nothing is empty, logsumexp of nothing -inf
+        return xp.zeros_like(x.sum(axis=axes, keepdims=True))
     m = x.max(axis=axes, keepdims=True)
     return m if math.isfinite(m.sum()) else xp.where(xp.isfinite(m), m, 0)
 
@@ -187,6 +209,8 @@ class LogSumExp(Primitive):
 
 
 def logsumexp(x, dim, keepdim=False):
+    if x.dtype.kind not in "fc":  # integers and bools: the default dtype (PyTorch's), not NumPy's float64
+        x = x.to(backend.get_default_dtype())
     return LogSumExp.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
 
 
