@@ -443,3 +443,46 @@ def test_a_floating_alpha_on_integer_tensors_raises(op):
 def test_a_floating_alpha_on_integer_tensors_raises_as_torch(op):
     raises_like(lambda m, x: getattr(m, op)(x, x, alpha=0.5), np.array([1, 2]))
     compare(lambda m, x, y: getattr(m, op)(x, y, alpha=0.5), np.array([1, 2]), np.array([2.0, 4.0]))
+
+
+# -- dtypes and degenerate inputs of the core ops (elementwise.py, reductions.py), as PyTorch's ----
+
+def test_floating_functions_of_integers_and_bools_give_the_default_dtype():
+    for values in ([1, 2], [True, False]):
+        for name in ("exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid"):
+            y = getattr(autograd.tensor(values), name)()
+            assert y.dtype == autograd.float32, name
+            expected = getattr(np, name, None) or (lambda v: 1 / (1 + np.exp(-v)))
+            with np.errstate(divide="ignore"):
+                np.testing.assert_allclose(y.numpy(), expected(np.array(values, dtype=np.float32)), rtol=1e-6)
+    assert autograd.tensor([1, 2]).logsumexp(0).dtype == autograd.float32
+    y = autograd.tensor([1, 2, 3]).clamp(0.5, 2.5)
+    assert y.dtype == autograd.float32
+    np.testing.assert_array_equal(y.numpy(), [1.0, 2.0, 2.5])
+
+
+def test_std_of_equal_values_has_gradient_zero():
+    x = autograd.tensor([[2.0, 2.0, 2.0], [1.0, 2.0, 3.0]], requires_grad=True)
+    s = x.std(dim=1)
+    np.testing.assert_allclose(s.detach().numpy(), [0.0, 1.0])
+    s.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[0.0, 0.0, 0.0], [-0.5, 0.0, 0.5]])
+
+
+def test_softmax_and_logsumexp_over_an_empty_dim():
+    empty = autograd.zeros(2, 0)
+    assert empty.softmax(1).shape == (2, 0) and empty.log_softmax(1).shape == (2, 0)
+    np.testing.assert_array_equal(empty.logsumexp(1).numpy(), [-np.inf, -np.inf])
+
+
+def test_argmax_keepdim_without_dim_keeps_every_dim():
+    x = autograd.tensor([[1.0, 5.0], [7.0, 2.0]])
+    assert x.argmax(keepdim=True).shape == (1, 1) and x.argmax(keepdim=True).item() == 2
+    assert x.argmin(keepdim=True).shape == (1, 1) and x.argmin(keepdim=True).item() == 0
+
+
+def test_float16_mean_and_sum_accumulate_in_float32():
+    halves = autograd.full((4000,), 30.0, dtype=autograd.float16)
+    assert halves.mean().item() == 30.0 and halves.mean().dtype == autograd.float16
+    tenths = autograd.tensor(np.full(1000, 0.1, dtype=np.float16))
+    assert tenths.sum().item() == np.float16(np.float32(np.float16(0.1)) * 1000)
