@@ -33,7 +33,7 @@ class Sum(Primitive):
 
     def forward(self, x):
         total = self.total(x)
-        return total.astype(float16) if x.dtype == float16 else total
+        return total.astype(float16) if x.dtype is float16 else total
 
     def total(self, x):
         """The sum in PyTorch's dtypes: float16 accumulated in float32 (the caller rounds it once),
@@ -42,9 +42,10 @@ class Sum(Primitive):
             # its gradient in the same layout: the elementwise ops that meet it (BatchNorm's) run
             # several times slower over operands laid out differently
             self.like = xp.empty_like(x, shape=(2,) * x.ndim)
-        if x.dtype == float16:
+        dtype = x.dtype
+        if dtype is float16:
             return x.sum(axis=self.axes, keepdims=self.keepdim, dtype=float32)
-        if x.dtype.kind in "bu" and x.dtype.itemsize < 8:  # (NumPy's uint8 sum is uint64)
+        if dtype.kind in "bu" and dtype.itemsize < 8:  # (NumPy's uint8 sum is uint64)
             return x.sum(axis=self.axes, keepdims=self.keepdim, dtype=int64)
         return x.sum(axis=self.axes, keepdims=self.keepdim)
 
@@ -66,7 +67,7 @@ class Mean(Sum):
     def forward(self, x):
         total = self.total(x)
         y = total / total.dtype.type(self.count) if self.count else xp.full_like(total, xp.nan)
-        return y.astype(float16) if x.dtype == float16 else y  # (float16: divided before rounding)
+        return y.astype(float16) if x.dtype is float16 else y  # (float16: divided before rounding)
 
     def backward(self, grad, y, x):
         return (spread(grad, x, self.axes, self.keepdim, self.like) / (self.count or float("nan")),)
