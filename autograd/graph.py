@@ -202,15 +202,15 @@ def accumulate_grad(tensor, grad):
       (create_graph=True), so a stored graph is never changed under the user;
     - ``grad`` already has the tensor's dtype and shape (``validate_gradients``).
     """
-    stored = tensor.grad
+    stored = tensor._grad  # (the checks of the .grad setter hold already: validate_gradients)
     if stored is None:
         if grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
             grad = grad.clone() if grad.requires_grad else type(grad)._make(grad._data.copy())
         grad._shared = True
-        tensor.grad = grad
+        tensor._grad = grad
     elif stored.requires_grad or grad.requires_grad:
-        tensor.grad = stored + grad
-        tensor.grad._shared = True
+        tensor._grad = stored + grad
+        tensor._grad._shared = True
     else:
         stored._data += grad._data
 

@@ -18,7 +18,7 @@ import numpy
 
 from . import backend
 from .backend import xp
-from .errors import DtypeError
+from .errors import DtypeError, ShapeError
 from .graph import HookHandle, accumulate_grad, bump_version, modes, no_grad, run_hooks
 
 
@@ -52,7 +52,7 @@ class Tensor:
     # every tensor sets these five; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs five stores
     __slots__ = ("_data", "requires_grad", "grad_fn", "_version_cell", "_shared", "__dict__", "__weakref__")
-    grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward
+    _grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward: .grad
     _hooks = None  # hooks run on dL/dself (a leaf's; a computed tensor's live on its grad_fn)
     _post_hooks = None  # hooks run after dL/dself is added to .grad
     _base = None  # for a view: the tensor whose memory it shows
@@ -117,6 +117,28 @@ class Tensor:
     @property
     def dtype(self):
         return self._data.dtype
+
+    @property
+    def grad(self):
+        """dL/dself, stored by backward for a leaf (or a tensor that retains its grad); None before."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        """As PyTorch's: None, or a Tensor of this tensor's shape and dtype (an optimizer would
+        otherwise apply a gradient that belongs to some other tensor)."""
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got grad of type "
+                                f"{type(value).__name__}")
+            if value._data.shape != self._data.shape:
+                raise ShapeError(f"attempting to assign a gradient of size {list(value.shape)} to a tensor of "
+                                 f"size {list(self.shape)}. Please ensure that the gradient and the tensor are "
+                                 "the same size")
+            if value._data.dtype != self._data.dtype:
+                raise DtypeError(f"attempting to assign a gradient with dtype {value.dtype} to a tensor with "
+                                 f"dtype {self.dtype}: they must match")
+        self._grad = value
 
     @property
     def is_leaf(self):

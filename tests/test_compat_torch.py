@@ -426,7 +426,6 @@ def test_integer_requires_grad_raises_runtime_error():
             m.torch.tensor([1, 2]).requires_grad_()
 
 
-@_pending("tensor.py: assigning .grad of another shape raises, as PyTorch's")
 def test_grad_of_another_shape_is_refused():
     for m in filter(None, (OURS, pytorch())):
         x = m.torch.tensor([1.0, 2.0], requires_grad=True)

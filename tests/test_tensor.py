@@ -298,3 +298,19 @@ def test_our_autograd_is_the_one_imported():
 
     assert pathlib.Path(nn.__file__).resolve().parent == root / "nn"
     assert pathlib.Path(optim.__file__).resolve().parent == root / "optim"
+
+
+def test_grad_assignment_is_checked_as_pytorch():
+    x = Tensor(np.zeros(2, dtype=np.float32), requires_grad=True)
+    x.grad = Tensor(np.ones(2, dtype=np.float32))
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])
+    for wrong, error in ((Tensor(np.ones(3, dtype=np.float32)), RuntimeError),  # another shape
+                         (Tensor(np.ones(2, dtype=np.float64)), RuntimeError),  # another dtype
+                         ([1.0, 1.0], TypeError)):  # not a tensor
+        with pytest.raises(error):
+            x.grad = wrong
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])  # a refused assignment changes nothing
+    x.grad = None
+    assert x.grad is None
+    (x * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])
