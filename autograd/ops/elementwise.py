@@ -203,13 +203,20 @@ def _split(grad, share_of_x, x, y):
 
 
 class Where(Primitive):
-    """z = x where condition else y;   dL/dx = dL/dz · [condition],   dL/dy = dL/dz · [not condition]"""
+    """z = x where condition else y;   dL/dx = dL/dz where condition else 0,   dL/dy the rest.
+
+    The gradient is selected, not multiplied by the mask, as PyTorch's: an infinite or NaN
+    dL/dz where y was chosen gives x a gradient of 0, not ∞ · 0 = NaN."""
+
+    saves_inputs = False  # backward needs no input's values
 
     def forward(self, x, y):
         return xp.where(self.condition, x, y)
 
     def backward(self, grad, z, x, y):
-        return _split(grad, xp.broadcast_to(self.condition, grad.shape), x, y)
+        condition = xp.broadcast_to(self.condition, grad.shape)
+        return (unbroadcast(where(condition, grad, 0.0), x) if x.requires_grad else None,
+                unbroadcast(where(condition, 0.0, grad), y) if y.requires_grad else None)
 
 
 def where(condition, input=None, other=None):

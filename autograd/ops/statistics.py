@@ -1,13 +1,15 @@
-"""Statistics composed from reductions: var_mean, std_mean, cov and corrcoef.
+"""Statistics composed from reductions: var_mean, std_mean, cov, corrcoef and the quantiles.
 
     cov(X) = (X - mean) (X - mean)ᵀ / (N - correction)     (rows are variables, columns observations)
     corrcoef(X)_ij = cov_ij / √(cov_ii cov_jj)
 """
 
-from ..backend import xp
+from ..backend import int64, xp
 from ..tensor import Tensor
-from . import reductions, shape
+from . import elementwise, reductions, shape
+from .axes import dim_index
 from .names import names
+from .outputs import write_out
 
 
 @names("var_mean", method=False)
@@ -48,3 +50,72 @@ def corrcoef(input):
         return c / c
     d = reductions.sum(c * Tensor._make(xp.eye(c.shape[0], dtype=c.dtype)), 1).sqrt()
     return (c / shape.unsqueeze(d, 1) / shape.unsqueeze(d, 0)).clamp(-1, 1)
+
+
+QUANTILE_INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
+
+
+def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
+    """The q-th quantiles along dim (of every element when dim is None), as PyTorch computes them:
+    sort, then the rank r = q (n - 1) among the n values (the non-NaN ones for nanquantile), and
+    between the values at ⌊r⌋ and ⌈r⌉ by ``interpolation``. The gradient reaches the (one or two)
+    elements each quantile is read from, through sort, gather and the interpolation."""
+    if input.dtype.kind != "f":
+        raise RuntimeError(f"{name}() input tensor must be either float or double dtype")
+    if input.numel() == 0:
+        raise RuntimeError(f"{name}() input tensor must be non-empty")
+    if isinstance(q, Tensor):
+        if q.ndim > 1:
+            raise RuntimeError(f"{name}() q must be a scalar or 1D tensor")
+        if q.dtype != input.dtype:
+            raise RuntimeError(f"{name}() q tensor must be same dtype as the input tensor")
+        qs = q._data.reshape(-1)
+    else:
+        qs = xp.asarray([q], dtype=input.dtype)
+    if ((qs < 0) | (qs > 1)).any():
+        raise RuntimeError(f"{name}() q must be in the range [0, 1] but got {q}")
+    if interpolation not in QUANTILE_INTERPOLATIONS:
+        raise RuntimeError(f"{name}() interpolation must be one of linear, lower, higher, midpoint or nearest, "
+                           f"but got {interpolation}")
+    axis = None if dim is None else dim_index(dim, input.ndim)
+    values = shape.reshape(input, (-1,)) if axis is None else input.movedim(axis, -1)
+    ordered = values.sort(dim=-1).values  # NaNs last
+    last = ordered.shape[-1] - 1
+    nan = xp.isnan(ordered._data)
+    if ignore_nan:  # ranks among the values that are numbers; a slice of only NaNs reads its last NaN
+        spans = (~nan).sum(axis=-1, keepdims=True).astype(input.dtype) - 1
+        fixed = spans < 0
+    else:  # a slice with a NaN reads its last element, a NaN
+        spans = xp.full(nan.shape[:-1] + (1,), last, dtype=input.dtype)
+        fixed = nan.any(axis=-1, keepdims=True)
+    ranks = xp.where(fixed, last, qs * spans)
+    ranks = {"lower": xp.floor, "higher": xp.ceil, "nearest": xp.round}.get(interpolation, lambda r: r)(ranks)
+    below = xp.floor(ranks).astype(int64)
+    result = ordered.gather(-1, Tensor(below))
+    if interpolation in ("linear", "midpoint"):
+        above = ordered.gather(-1, Tensor(xp.ceil(ranks).astype(int64)))
+        weights = Tensor((ranks - below).astype(input.dtype) if interpolation == "linear"
+                         else xp.full(ranks.shape, 0.5, dtype=input.dtype))
+        if interpolation == "linear" and isinstance(q, Tensor) and q.requires_grad:
+            # the weight is q (n - 1) - ⌊r⌋, so dweight/dq = n - 1 (none where the rank is fixed): added
+            # as (q - q.detach())(n - 1), exactly 0 in value, as PyTorch's graph differentiates q too
+            moved = (shape.reshape(q, (-1,)) - shape.reshape(q.detach(), (-1,))) * Tensor(spans)
+            weights = weights + elementwise.where(xp.broadcast_to(fixed, ranks.shape), 0.0, moved)
+        # PyTorch's lerp: from the nearer end, so a weight of 1 gives exactly the value above
+        result = elementwise.where(weights < 0.5, result + (above - result) * weights,
+                                   above - (above - result) * (1 - weights))
+    if keepdim:
+        result = shape.reshape(result, (1,) * input.ndim + (-1,)) if axis is None else result.unsqueeze(axis)
+    return result.squeeze(-1) if not isinstance(q, Tensor) or q.ndim == 0 else result.movedim(-1, 0)
+
+
+@names("quantile")
+def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear", out=None):
+    """The q-th quantile(s) of input (over dim); NaN where a slice holds a NaN."""
+    return write_out(_quantile("quantile", input, q, dim, keepdim, interpolation, ignore_nan=False), out)
+
+
+@names("nanquantile")
+def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear", out=None):
+    """quantile ignoring NaNs (NaN only where a slice holds nothing else)."""
+    return write_out(_quantile("nanquantile", input, q, dim, keepdim, interpolation, ignore_nan=True), out)
