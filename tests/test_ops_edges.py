@@ -486,3 +486,30 @@ def test_float16_mean_and_sum_accumulate_in_float32():
     assert halves.mean().item() == 30.0 and halves.mean().dtype == autograd.float16
     tenths = autograd.tensor(np.full(1000, 0.1, dtype=np.float16))
     assert tenths.sum().item() == np.float16(np.float32(np.float16(0.1)) * 1000)
+
+
+def test_errors_of_empty_arg_reductions_bool_arithmetic_and_integer_powers():
+    for call, error, message in (
+            (lambda: autograd.zeros(0).argmax(), IndexError, "numel"),
+            (lambda: autograd.zeros(2, 0).argmax(dim=1), IndexError, "dim 1"),
+            (lambda: autograd.zeros(0, 3).argmin(dim=0), IndexError, "dim 0"),
+            (lambda: autograd.where(autograd.tensor([1.0, 0.0]), 1.0, 2.0), RuntimeError, "boolean"),
+            (lambda: -autograd.tensor([True]), RuntimeError, "logical_not"),
+            (lambda: autograd.tensor([True]) - autograd.tensor([False]), RuntimeError, "logical_xor"),
+            (lambda: autograd.tensor([2, 3]) ** -1, RuntimeError, "negative integer powers")):
+        with pytest.raises(error, match=message):
+            call()
+    assert autograd.zeros(2, 0).argmax(dim=0).shape == (0,)
+    squared = autograd.tensor([True, False]) ** 2
+    assert squared.dtype == autograd.int64
+    np.testing.assert_array_equal(squared.numpy(), [1, 0])
+
+
+@pytest.mark.torch
+def test_those_errors_match_pytorch():
+    raises_like(lambda m, x: m.argmax(x), np.zeros(0))
+    raises_like(lambda m, x: m.argmin(x, dim=1), np.zeros((2, 0)))
+    raises_like(lambda m, x: m.where(x, 1.0, 2.0), np.array([1.0, 0.0]))
+    raises_like(lambda m, x: -x, np.array([True]))
+    raises_like(lambda m, x: x - x, np.array([True]))
+    raises_like(lambda m, x: x ** -1, np.array([2, 3]))

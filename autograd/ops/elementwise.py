@@ -9,6 +9,7 @@ import numpy
 
 from .. import backend
 from ..backend import xp
+from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
 from .names import names
@@ -58,6 +59,9 @@ def binary(op, x, y):
     if (op is Mul or op is Div) and (_half_with_number(x, y) or _half_with_number(y, x)):
         return Cast.apply(binary(op, _widened(x), _widened(y)), dtype=backend.float16)
     x, y = promote(x, y)
+    if op is Sub and x.dtype.kind == "b":
+        raise DtypeError("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
+                         "or `logical_xor()` operator instead.")
     if op is Div and x.dtype.kind not in "fc":
         dtype = backend.get_default_dtype()
         x, y = Cast.apply(x, dtype=dtype), Cast.apply(y, dtype=dtype)
@@ -226,7 +230,8 @@ def where(condition, input=None, other=None):
     if input is None and other is None:
         return tuple(Tensor._make(i.astype(xp.int64)) for i in xp.nonzero(xp.atleast_1d(condition)))
     if condition.dtype != bool:
-        raise TypeError(f"where: condition must be a bool tensor, got {condition.dtype}")
+        raise DtypeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype "
+                         f"{condition.dtype}")
     x, y = input, other
     if not isinstance(x, Tensor) and not isinstance(y, Tensor):
         x = Tensor(x)
@@ -565,6 +570,11 @@ def _pow(input, exponent):
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and isinstance(input, Tensor):
         if isinstance(exponent, float) and input.dtype.kind != "f":  # int ** float: the default dtype
             input = Cast.apply(input, dtype=backend.get_default_dtype())
+        elif input.dtype.kind in "biu":
+            if exponent < 0:
+                raise DtypeError("Integers to negative integer powers are not allowed.")
+            if input.dtype.kind == "b":  # bool ** 2 is int64, as PyTorch's (NumPy's is int8)
+                input = Cast.apply(input, dtype=backend.int64)
         return PowConstant.apply(input, exponent=exponent)
     return binary(Pow, input, exponent)
 
@@ -576,6 +586,9 @@ def _reflected_pow(x, base):
 
 @names("__neg__")
 def _neg(input):
+    if input._data.dtype.kind == "b":
+        raise DtypeError("Negation, the `-` operator, on a bool tensor is not supported. If you are trying "
+                         "to invert a mask, use the `~` or `logical_not()` operator instead.")
     return Neg.apply(input)
 
 

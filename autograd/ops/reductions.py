@@ -171,18 +171,24 @@ def min(x, dim=None, keepdim=False):
     return _extremum(x, dim, keepdim, xp.min, xp.argmin, MinResult)
 
 
-def argmax(x, dim=None, keepdim=False):
+def _arg_extremum(name, find, x, dim, keepdim):
+    """The index of the extremum (``find``: argmax or argmin), flat when dim is None."""
     if dim is None:  # keepdim keeps every dim, as size 1
-        index = xp.argmax(x._data)
+        if x._data.size == 0:
+            raise IndexError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
+        index = find(x._data)
         return Tensor._make(index.reshape((1,) * x.ndim) if keepdim else index)
-    return Tensor._make(xp.argmax(x._data, axis=dim, keepdims=keepdim))
+    if x.ndim and x.shape[dim] == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {dim % x.ndim} to have non-zero size.")
+    return Tensor._make(find(x._data, axis=dim, keepdims=keepdim))
+
+
+def argmax(x, dim=None, keepdim=False):
+    return _arg_extremum("argmax", xp.argmax, x, dim, keepdim)
 
 
 def argmin(x, dim=None, keepdim=False):
-    if dim is None:
-        index = xp.argmin(x._data)
-        return Tensor._make(index.reshape((1,) * x.ndim) if keepdim else index)
-    return Tensor._make(xp.argmin(x._data, axis=dim, keepdims=keepdim))
+    return _arg_extremum("argmin", xp.argmin, x, dim, keepdim)
 
 
 def _stable_max(x, axes):
