@@ -1,0 +1,12 @@
+"""``autograd.compile``: PyTorch 2's ``torch.compile``, accepted so that programs run unchanged.
+
+There is no compiler here: the function or module comes back as it is (what torch.compile's
+"eager" backend does), so results are the same as without it and nothing runs faster."""
+
+
+def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mode=None, options=None,
+            disable=False):
+    """``model`` itself; without it, a decorator that returns what it decorates."""
+    if model is None:
+        return lambda function: function
+    return model

@@ -1,0 +1,47 @@
+"""autograd.testing.assert_close (PyTorch's default tolerances per dtype) and autograd.compile
+(accepted; returns what it is given)."""
+
+import numpy as np
+import pytest
+
+import autograd
+import nn
+
+
+def test_assert_close_passes_within_the_dtypes_tolerance():
+    autograd.testing.assert_close(autograd.tensor([1.0, 2.0]), autograd.tensor([1.0, 2.0 + 1e-6]))
+    autograd.testing.assert_close(autograd.tensor([1.0, np.nan]), autograd.tensor([1.0, np.nan]), equal_nan=True)
+    autograd.testing.assert_close(autograd.tensor([1.0]), autograd.tensor([1.0], dtype=autograd.float64),
+                                  check_dtype=False)
+    autograd.testing.assert_close([autograd.tensor(1.0), 2.0], [autograd.tensor(1.0), 2.0])
+    autograd.testing.assert_close({"w": autograd.tensor([3.0])}, {"w": autograd.tensor([3.0])})
+    autograd.testing.assert_close(autograd.tensor([1.0, 2.0]), autograd.tensor([1.0, 2.1]), rtol=0.1, atol=0.0)
+
+
+@pytest.mark.parametrize("actual, expected, message", [
+    ([1.0, 2.0], [1.0, 2.1], r"(?s)not close!.*1 / 2 \(50.0%\).*0\.0999.* at index \(1,\) \(up to 1e-05 allowed\)"),
+    ([1.0, np.nan], [1.0, np.nan], "not close"),  # NaN is not NaN unless equal_nan
+    ([1, 2], [1, 3], "not equal"),  # integers: exactly
+    ([1.0, 2.0], [1.0, 2.0, 3.0], "shape"),
+])
+def test_assert_close_names_what_differs(actual, expected, message):
+    with pytest.raises(AssertionError, match=message):
+        autograd.testing.assert_close(autograd.tensor(actual), autograd.tensor(expected))
+
+
+def test_assert_close_checks_dtypes_and_its_arguments():
+    with pytest.raises(AssertionError, match="dtype"):
+        autograd.testing.assert_close(autograd.tensor([1.0]), autograd.tensor([1.0], dtype=autograd.float64))
+    with pytest.raises(ValueError, match="atol"):
+        autograd.testing.assert_close(autograd.tensor([1.0]), autograd.tensor([1.0]), rtol=0.1)
+
+
+def test_compile_returns_what_it_is_given():
+    model = nn.Linear(2, 3)
+    assert autograd.compile(model) is model
+
+    @autograd.compile(mode="max-autotune")
+    def double(x):
+        return x * 2
+
+    np.testing.assert_array_equal(double(autograd.tensor([1.5])).numpy(), [3.0])
