@@ -82,6 +82,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "ConstantPad2d", "ConstantPad3d", "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d",
                         "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "ZeroPad1d", "ZeroPad2d",
                         "ZeroPad3d"),
+    **_lazy.from_module(".pixel_shuffle", "PixelShuffle", "PixelUnshuffle"),
     **_lazy.from_module(".pooling", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d",
                         "AdaptiveMaxPool2d", "AvgPool1d", "AvgPool2d", "MaxPool1d", "MaxPool2d"),
     **_lazy.from_module(".rnn", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"),

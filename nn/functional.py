@@ -606,5 +606,6 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "conv_transpose2d", "fold", "max_pool1d", "max_pool2d", "unfold", "upsample"),
     **_lazy.from_module(".interpolation", "interpolate"),
     **_lazy.from_module(".padding", "pad"),
+    **_lazy.from_module(".pixel_shuffle", "pixel_shuffle", "pixel_unshuffle"),
     **_lazy.from_module(".sparse", "embedding", "embedding_bag", "one_hot"),
 })

@@ -1,0 +1,64 @@
+"""Sub-pixel rearrangement (Shi et al., 2016): ``pixel_shuffle`` moves r² channels into an
+r × r block of pixels, (*, C·r², H, W) → (*, C, H·r, W·r); ``pixel_unshuffle`` is its inverse.
+Both are a reshape, a permutation and a reshape, so the gradient is the same moves undone."""
+
+from .module import Module
+
+
+def _check(input, name, condition, what):
+    if input.ndim < 3:
+        raise RuntimeError(f"{name} expects input to have at least 3 dimensions, but got input with "
+                           f"{input.ndim} dimension(s)")
+    if not condition:
+        raise RuntimeError(f"{name} expects {what}")
+
+
+def pixel_shuffle(input, upscale_factor):
+    """(*, C·r², H, W) → (*, C, H·r, W·r): out[c, h·r + i, w·r + j] = in[c·r² + i·r + j, h, w]."""
+    r = int(upscale_factor)
+    *batch, channels, height, width = input.shape if input.ndim >= 3 else (0, 0, 0)
+    _check(input, "pixel_shuffle", channels % (r * r) == 0,
+           f"its input's 'channel' dimension to be divisible by the square of upscale_factor, but "
+           f"input.size(-3)={channels} is not divisible by {r * r}")
+    n = len(batch)
+    blocks = input.reshape(*batch, channels // (r * r), r, r, height, width)
+    moved = blocks.permute(*range(n), n, n + 3, n + 1, n + 4, n + 2)  # (*, C, H, r, W, r)
+    return moved.reshape(*batch, channels // (r * r), height * r, width * r)
+
+
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H·r, W·r) → (*, C·r², H, W), the inverse of ``pixel_shuffle``."""
+    r = int(downscale_factor)
+    *batch, channels, height, width = input.shape if input.ndim >= 3 else (0, 0, 0)
+    _check(input, "pixel_unshuffle", height % r == 0,
+           f"height to be divisible by downscale_factor, but input.size(-2)={height} is not divisible by {r}")
+    _check(input, "pixel_unshuffle", width % r == 0,
+           f"width to be divisible by downscale_factor, but input.size(-1)={width} is not divisible by {r}")
+    n = len(batch)
+    blocks = input.reshape(*batch, channels, height // r, r, width // r, r)
+    moved = blocks.permute(*range(n), n, n + 2, n + 4, n + 1, n + 3)  # (*, C, r, r, H, W)
+    return moved.reshape(*batch, channels * r * r, height // r, width // r)
+
+
+class PixelShuffle(Module):
+    def __init__(self, upscale_factor):
+        super().__init__()
+        self.upscale_factor = upscale_factor
+
+    def forward(self, input):
+        return pixel_shuffle(input, self.upscale_factor)
+
+    def extra_repr(self):
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    def __init__(self, downscale_factor):
+        super().__init__()
+        self.downscale_factor = downscale_factor
+
+    def forward(self, input):
+        return pixel_unshuffle(input, self.downscale_factor)
+
+    def extra_repr(self):
+        return f"downscale_factor={self.downscale_factor}"
