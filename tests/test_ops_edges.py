@@ -513,3 +513,37 @@ def test_those_errors_match_pytorch():
     raises_like(lambda m, x: -x, np.array([True]))
     raises_like(lambda m, x: x - x, np.array([True]))
     raises_like(lambda m, x: x ** -1, np.array([2, 3]))
+
+
+def test_fmax_fmin_ignore_nan_and_send_the_gradient_as_pytorch():
+    a = autograd.tensor([1.0, np.nan, 3.0, np.nan, 2.0], requires_grad=True)
+    b = autograd.tensor([2.0, 1.0, np.nan, np.nan, 2.0], requires_grad=True)
+    y = autograd.fmax(a, b)
+    np.testing.assert_array_equal(y.detach().numpy(), [2.0, 1.0, 3.0, np.nan, 2.0])
+    y.sum().backward()  # ties and a NaN in other: input's
+    np.testing.assert_array_equal(a.grad.numpy(), [0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(b.grad.numpy(), [1, 1, 0, 0, 0])
+    np.testing.assert_array_equal(autograd.fmin(a, b).detach().numpy(), [1.0, 1.0, 3.0, np.nan, 2.0])
+    assert autograd.tensor([1, 2]).fmax(autograd.tensor([1.5, 0.5])).dtype == autograd.float32
+
+
+def test_sinc_is_one_at_zero_with_gradient_zero():
+    x = autograd.tensor([0.0, 0.5, -1.3, 2.0], dtype=autograd.float64, requires_grad=True)
+    y = autograd.sinc(x)
+    expected = np.sinc(x.detach().numpy())
+    np.testing.assert_allclose(y.detach().numpy(), expected, rtol=1e-14)
+    y.sum().backward()
+    values = x.detach().numpy()
+    slope = np.where(values == 0, 0.0, (np.cos(np.pi * values) - expected) / np.where(values == 0, 1, values))
+    np.testing.assert_allclose(x.grad.numpy(), slope, rtol=1e-12, atol=1e-15)
+    assert autograd.gradcheck(autograd.sinc, (autograd.tensor([0.3, -0.7], dtype=autograd.float64,
+                                                              requires_grad=True),))
+
+
+@pytest.mark.torch
+def test_fmax_fmin_sinc_match_pytorch():
+    a = np.array([1.0, np.nan, 3.0, np.nan, 2.0, -4.0])
+    b = np.array([2.0, 1.0, np.nan, np.nan, 2.0, 5.0])
+    compare(lambda m, x, y: m.fmax(x, y), a, b)
+    compare(lambda m, x, y: m.fmin(x, y), a, b)
+    compare(lambda m, x: m.sinc(x), np.array([0.0, 0.5, -1.3, 2.0, 7.25]), rtol=1e-10, atol=1e-12)

@@ -12,7 +12,7 @@ import numbers
 from ..backend import get_default_dtype, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
-from .elementwise import promote, unbroadcast
+from .elementwise import promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .special import erf
@@ -587,3 +587,28 @@ class Entr(Primitive):
     def backward(self, grad, y, x):
         with xp.errstate(divide="ignore", invalid="ignore"):
             return (-grad * (x.log() + 1.0),)
+
+
+@names("fmax")
+def fmax(input, other, *, out=None):
+    """The larger of input and other elementwise, ignoring a NaN (NaN only where both are);
+    the gradient goes to input where input >= other or other is NaN, as PyTorch's."""
+    input, other = promote(input, other)
+    return write_out(where((input >= other) | other.isnan(), input, other), out)
+
+
+@names("fmin")
+def fmin(input, other, *, out=None):
+    """The smaller of input and other elementwise, ignoring a NaN (NaN only where both are)."""
+    input, other = promote(input, other)
+    return write_out(where((input <= other) | other.isnan(), input, other), out)
+
+
+@names("sinc")
+def sinc(input, *, out=None):
+    """y = sin(πx) / (πx), and 1 at x = 0;   dL/dx = dL/dy (cos(πx) - y) / x, and 0 at x = 0.
+    The quotient is taken of a safe input (1 where x = 0), so the branch where() discards
+    never holds 0/0: its NaN would reach the gradient."""
+    zero = input == 0
+    safe = where(zero, 1.0, input) * math.pi
+    return write_out(where(zero, 1.0, safe.sin() / safe), out)
