@@ -62,7 +62,10 @@ class Tensor:
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends
 
-    def __init__(self, data, requires_grad=False, dtype=None):
+    def __init__(self, data, requires_grad=False, dtype=None, *more_sizes):
+        if type(data) is int and type(requires_grad) is int:  # torch.Tensor(2, 3), PyTorch's legacy form:
+            sizes = (data, requires_grad) + (() if dtype is None else (dtype,)) + more_sizes  # a tensor of
+            data, requires_grad, dtype = xp.zeros(sizes, dtype=backend.get_default_dtype()), False, None  # that shape
         self._data = as_array(data, dtype)
         self.grad_fn = None
         self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views

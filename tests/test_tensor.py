@@ -314,3 +314,15 @@ def test_grad_assignment_is_checked_as_pytorch():
     assert x.grad is None
     (x * 2).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])
+
+
+def test_legacy_sizes_constructor():
+    # torch.Tensor(4, 3): PyTorch's old way to make a parameter's storage (then reset_parameters)
+    import nn
+
+    assert Tensor(2, 3).shape == (2, 3) and Tensor(2, 3).dtype == autograd.float32
+    assert Tensor(2, 3, 4, 5).shape == (2, 3, 4, 5) and not Tensor(2, 3).requires_grad
+    weight = nn.Parameter(Tensor(4, 3))
+    nn.init.constant_(weight, 0.5)
+    assert weight.shape == (4, 3) and weight.requires_grad and float(weight.sum().item()) == 6.0
+    assert Tensor(3).shape == () and Tensor(3).item() == 3  # one number is still data
