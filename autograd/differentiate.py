@@ -2,6 +2,7 @@
 
 from . import engine
 from .backend import xp
+from .graph import accumulate_grad
 from .tensor import Tensor, as_array
 
 
@@ -45,12 +46,31 @@ def _seed_gradients(outputs, grad_outputs):
     return seeds
 
 
-def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False, on_step=None):
-    """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``.
+def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False, on_step=None, inputs=None):
+    """Accumulate dL/dleaf into ``.grad`` of every leaf below ``outputs``; with ``inputs``, only
+    into theirs (a non-leaf among them too, as PyTorch's).
     ``on_step`` is the engine's per-node callback (the step-through's trace)."""
+    if inputs is not None:
+        _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs)
+        return
     seeds = _seed_gradients(outputs, grad_outputs)
     engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph,
                          on_step=on_step, create_graph=create_graph)
+
+
+def _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs):
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    if not inputs:
+        raise RuntimeError("'inputs' argument to backward() cannot be empty.")
+    grads = grad(outputs, inputs, grad_outputs, retain_graph=retain_graph, create_graph=create_graph,
+                 allow_unused=True)
+    for x, g in zip(inputs, grads):
+        if g is None:
+            continue
+        if x.is_leaf:
+            x._accumulate(g)  # the hooks ran in the pass above
+        elif not x.retains_grad:  # a retained grad was filled by the pass above
+            accumulate_grad(x, g)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,

@@ -290,17 +290,17 @@ class Tensor:
         self._post_hooks.append(hook)
         return HookHandle(self._post_hooks, hook)
 
-    def backward(self, gradient=None, retain_graph=False, create_graph=False):
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Compute dL/dleaf for every leaf that requires grad, with L = self.
 
         ``gradient`` is dL/dself; it may be left out only when self holds one
         element. The graph is freed afterwards unless ``retain_graph`` is set;
         with ``create_graph`` the backward pass is recorded for higher-order
-        derivatives.
+        derivatives. With ``inputs`` (tensors), only their ``.grad`` is filled.
         """
         differentiate.backward([self], None if gradient is None else [gradient],
-                               retain_graph=retain_graph or create_graph,
-                               create_graph=create_graph)
+                               retain_graph=bool(retain_graph) or create_graph,
+                               create_graph=create_graph, inputs=inputs)
 
     # the engine's interface, for a leaf (see autograd.engine)
 

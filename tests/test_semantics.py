@@ -344,3 +344,16 @@ def test_integer_mean_and_integer_division_by_zero_raise_as_pytorch(call):
         return
     with pytest.raises(RuntimeError):
         call(torch)
+
+
+def test_tensor_backward_with_inputs_fills_only_theirs():
+    a = autograd.tensor([1.0, 2.0], requires_grad=True)
+    b = autograd.tensor([3.0, 4.0], requires_grad=True)
+    (a * b).sum().backward(inputs=[a])
+    np.testing.assert_array_equal(a.grad.numpy(), [3.0, 4.0])
+    assert b.grad is None
+    y = a * b
+    (y * 2).sum().backward(inputs=y)  # a non-leaf input gets its .grad too
+    np.testing.assert_array_equal(y.grad.numpy(), [2.0, 2.0])
+    with pytest.raises(RuntimeError, match="cannot be empty"):
+        (a * b).sum().backward(inputs=[])

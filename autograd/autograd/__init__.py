@@ -9,7 +9,7 @@ from ..factories import zeros_like
 from ..function import Function
 from ..grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from ..gradcheck import gradcheck, gradgradcheck
-from ..graph import accumulate_grad, detect_anomaly, is_anomaly_enabled
+from ..graph import detect_anomaly, is_anomaly_enabled
 from ..ops.shape import stack
 from ..tensor import Tensor
 
@@ -56,21 +56,8 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         grad_tensors = _tensors(grad_tensors)
     if retain_graph is None:
         retain_graph = create_graph
-    if inputs is None:
-        differentiate.backward(list(tensors), grad_tensors, retain_graph=retain_graph, create_graph=create_graph)
-        return
-    inputs = _tensors(inputs)
-    if not inputs:
-        raise RuntimeError("'inputs' argument to backward() cannot be empty.")
-    grads = differentiate.grad(tensors, inputs, grad_tensors, retain_graph=retain_graph,
-                               create_graph=create_graph, allow_unused=True)
-    for x, g in zip(inputs, grads):
-        if g is None:
-            continue
-        if x.is_leaf:
-            x._accumulate(g)  # the hooks ran in the pass above
-        elif not x.retains_grad:  # a retained grad was filled by the pass above
-            accumulate_grad(x, g)
+    differentiate.backward(list(tensors), grad_tensors, retain_graph=retain_graph, create_graph=create_graph,
+                           inputs=None if inputs is None else _tensors(inputs))
 
 
 # jacobian, hessian and the rest load on first use: autograd.autograd.functional works as before
