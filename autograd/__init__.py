@@ -133,6 +133,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "data": ".data",
     "datasets": ".datasets",
     "distributed": ".distributed",
+    "distributions": ".distributions",
     "linalg": ".linalg",
     **_lazy.from_module(".serialization", "load", "save"),
     "special": ".special",

@@ -1,0 +1,74 @@
+"""Categorical(probs or logits): one draw among K classes (the last dim), for each distribution
+in the batch.
+
+    p_k = probs_k / Σ_j probs_j,   or softmax(logits)_k;   log p(k) = logits_k - logsumexp(logits)
+    entropy = -Σ_k p_k log p_k
+"""
+
+from .. import factories
+from ..backend import xp
+from ..ops import sampling
+from ..tensor import Tensor
+from .distribution import Distribution
+
+
+class Categorical(Distribution):
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        if (probs is None) == (logits is None):
+            raise ValueError("Either `probs` or `logits` must be specified, but not both.")
+        if probs is not None:
+            probs = probs if isinstance(probs, Tensor) else Tensor(probs)
+            if probs.ndim < 1:
+                raise ValueError("`probs` parameter must be at least one-dimensional.")
+            self.probs = probs / probs.sum(-1, keepdim=True)
+            eps = float(xp.finfo(self.probs.dtype).eps)  # (PyTorch's probs_to_logits: log 0 is finite)
+            self.logits = self.probs.clamp(eps, 1 - eps).log()
+        else:
+            logits = logits if isinstance(logits, Tensor) else Tensor(logits)
+            if logits.ndim < 1:
+                raise ValueError("`logits` parameter must be at least one-dimensional.")
+            self.logits = logits - logits.logsumexp(-1, keepdim=True)
+            self.probs = self.logits.exp()
+        super().__init__(self.probs.shape[:-1], validate_args=validate_args)
+        if probs is not None:
+            self._check("probs", probs, (probs >= 0) & probs.isfinite(), "Simplex()")
+        self._num_events = self.probs.shape[-1]
+
+    @property
+    def param_shape(self):
+        return self.probs.shape
+
+    @property
+    def mean(self):
+        return factories.full(self.batch_shape, float("nan"), dtype=self.probs.dtype)  # undefined, as PyTorch's
+
+    @property
+    def mode(self):
+        return self.probs.argmax(-1)
+
+    def sample(self, sample_shape=()):
+        """Class indices (int64) of shape sample_shape + batch_shape."""
+        sample_shape = tuple(sample_shape)
+        count = 1
+        for n in sample_shape:
+            count *= n
+        rows = self.probs.detach().reshape(-1, self._num_events)
+        drawn = sampling.multinomial(rows, count, replacement=True)  # (batch, count)
+        return drawn.T.reshape(*sample_shape, *self.batch_shape)
+
+    def log_prob(self, value):
+        value = (value if isinstance(value, Tensor) else Tensor(value)).long()
+        batch = tuple(xp.broadcast_shapes(value.shape, self.batch_shape))
+        index = value.expand(batch).unsqueeze(-1)
+        return self.logits.expand(batch + (self._num_events,)).gather(-1, index).squeeze(-1)
+
+    def entropy(self):
+        logits = self.logits.clamp(min=float(xp.finfo(self.logits.dtype).min))  # 0 · -inf would be NaN
+        return -(logits * self.probs).sum(-1)
+
+    def enumerate_support(self, expand=True):
+        values = Tensor(xp.arange(self._num_events)).reshape(-1, *(1,) * len(self.batch_shape))
+        return values.expand(-1, *self.batch_shape) if expand else values
+
+    def __repr__(self):
+        return f"Categorical(probs: {self.probs.shape})"

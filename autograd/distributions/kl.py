@@ -1,0 +1,25 @@
+"""kl_divergence(p, q) = E_p[log p(x) - log q(x)], in closed form for two of a kind:
+
+    Normal:      ln(σ_q/σ_p) + (σ_p² + (μ_p - μ_q)²) / (2σ_q²) - ½
+    Categorical: Σ_k p_k (log p_k - log q_k)
+    Bernoulli:   p (log p - log q) + (1 - p)(log(1 - p) - log(1 - q))
+"""
+
+from ..ops.elementwise import where
+from .bernoulli import Bernoulli, _log_one_plus_exp
+from .categorical import Categorical
+from .normal import Normal
+
+
+def kl_divergence(p, q):
+    if type(p) is not type(q) or not isinstance(p, (Normal, Categorical, Bernoulli)):
+        raise NotImplementedError(f"kl_divergence is implemented for two Normal, Categorical or Bernoulli "
+                                  f"distributions, got {type(p).__name__} and {type(q).__name__}")
+    if isinstance(p, Normal):
+        ratio = (p.scale / q.scale) ** 2
+        return 0.5 * (ratio + ((p.loc - q.loc) / q.scale) ** 2 - 1 - ratio.log())
+    if isinstance(p, Categorical):  # 0 log 0 is 0; p > 0 where q = 0 is infinite
+        terms = where(q.probs == 0, float("inf"), p.probs * (p.logits - q.logits))
+        return where(p.probs == 0, 0.0, terms).sum(-1)
+    # Bernoulli, from the logits: p (l_p - l_q) + softplus(l_q) - softplus(l_p)
+    return p.probs * (p.logits - q.logits) + _log_one_plus_exp(q.logits) - _log_one_plus_exp(p.logits)

@@ -1,0 +1,51 @@
+"""Normal(loc, scale): the Gaussian N(μ, σ²).
+
+    log p(x) = -(x - μ)² / (2σ²) - ln σ - ½ ln 2π,     entropy = ½ + ½ ln 2π + ln σ
+    rsample: x = μ + σ ε with ε ~ N(0, 1), so dx/dμ = 1 and dx/dσ = ε (the reparameterisation trick)
+"""
+
+import math
+
+from .. import factories
+from .distribution import Distribution, broadcast_all
+
+
+class Normal(Distribution):
+    has_rsample = True
+
+    def __init__(self, loc, scale, validate_args=None):
+        self.loc, self.scale = broadcast_all(loc, scale)
+        super().__init__(self.loc.shape, validate_args=validate_args)
+        self._check("scale", self.scale, self.scale > 0, "GreaterThan(lower_bound=0.0)")
+
+    @property
+    def mean(self):
+        return self.loc
+
+    @property
+    def mode(self):
+        return self.loc
+
+    @property
+    def variance(self):
+        return self.scale * self.scale
+
+    @property
+    def stddev(self):
+        return self.scale
+
+    def rsample(self, sample_shape=()):
+        noise = factories.randn(*self._extended_shape(sample_shape), dtype=self.loc.dtype)
+        return self.loc + noise * self.scale
+
+    def log_prob(self, value):
+        return -((value - self.loc) ** 2) / (2 * self.variance) - self.scale.log() - math.log(math.sqrt(2 * math.pi))
+
+    def entropy(self):
+        return 0.5 + 0.5 * math.log(2 * math.pi) + self.scale.log()
+
+    def cdf(self, value):
+        return 0.5 * (1 + ((value - self.loc) / (self.scale * math.sqrt(2))).erf())
+
+    def __repr__(self):
+        return f"Normal(loc: {self.loc.shape}, scale: {self.scale.shape})"

@@ -1,0 +1,39 @@
+"""Uniform(low, high) on [low, high):   log p(x) = -ln(high - low) inside,   entropy = ln(high - low)
+rsample: x = low + (high - low) u with u ~ U[0, 1), differentiable in low and high."""
+
+from .. import factories
+from .distribution import Distribution, broadcast_all
+
+
+class Uniform(Distribution):
+    has_rsample = True
+
+    def __init__(self, low, high, validate_args=None):
+        self.low, self.high = broadcast_all(low, high)
+        super().__init__(self.low.shape, validate_args=validate_args)
+        self._check("low", self.low, self.low < self.high, "LessThan(upper_bound=high)")
+
+    @property
+    def mean(self):
+        return (self.high + self.low) / 2
+
+    @property
+    def variance(self):
+        return (self.high - self.low) ** 2 / 12
+
+    def rsample(self, sample_shape=()):
+        unit = factories.rand(*self._extended_shape(sample_shape), dtype=self.low.dtype)
+        return self.low + unit * (self.high - self.low)
+
+    def log_prob(self, value):
+        inside = (value >= self.low) & (value < self.high)
+        if self._validate_args and not bool(inside.all()):
+            raise ValueError(f"Expected value argument (Tensor of shape {tuple(value.shape)}) to be within the "
+                             f"support [low, high) of the distribution {self!r}, but found invalid values:\n{value}")
+        return (inside.to(self.low.dtype)).log() - (self.high - self.low).log()
+
+    def entropy(self):
+        return (self.high - self.low).log()
+
+    def __repr__(self):
+        return f"Uniform(low: {self.low.shape}, high: {self.high.shape})"
