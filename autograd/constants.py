@@ -10,20 +10,11 @@ import numpy
 
 from . import backend
 from .factories import tensor
+from .size import Size  # noqa: F401  (autograd.Size)
 
 int8, int16, uint8 = numpy.dtype("int8"), numpy.dtype("int16"), numpy.dtype("uint8")
 half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.short, torch.int
 inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
-
-
-class Size(tuple):
-    """A tensor's shape (PyTorch's torch.Size): a tuple that prints as one."""
-
-    def __repr__(self):
-        return f"Size({list(self)})"
-
-    def numel(self):
-        return math.prod(self)
 
 
 def _typed(dtype, name):

@@ -20,6 +20,7 @@ from . import backend
 from .backend import xp
 from .errors import DtypeError, ShapeError
 from .graph import HookHandle, accumulate_grad, bump_version, modes, no_grad, run_hooks
+from .size import Size
 
 
 def as_array(data, dtype=None):
@@ -148,7 +149,8 @@ class Tensor:
         return self.grad_fn is None
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+        """The shape as a ``Size`` (PyTorch's), or its length along ``dim``."""
+        return Size(self._data.shape) if dim is None else self._data.shape[dim]
 
     def dim(self):
         return self.ndim

@@ -326,3 +326,11 @@ def test_legacy_sizes_constructor():
     nn.init.constant_(weight, 0.5)
     assert weight.shape == (4, 3) and weight.requires_grad and float(weight.sum().item()) == 6.0
     assert Tensor(3).shape == () and Tensor(3).item() == 3  # one number is still data
+
+
+def test_size_is_a_size():
+    x = autograd.zeros(2, 3)
+    assert isinstance(x.size(), autograd.Size) and x.size() == (2, 3) and repr(x.size()) == "Size([2, 3])"
+    assert x.size().numel() == 6 and x.size(1) == 3 and x.size(-1) == 3
+    rows, columns = x.size()
+    assert (rows, columns) == (2, 3)
