@@ -129,6 +129,8 @@ def numel(x):
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Value": ".value:Value",
     "__version__": ".version:__version__",
+    "amp": ".amp",
+    "autocast": ".amp:autocast",
     "compile": ".compiler:compile",
     "data": ".data",
     "datasets": ".datasets",
