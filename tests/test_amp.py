@@ -102,3 +102,14 @@ def test_scaler_trajectory_matches_pytorch():
             seen.append((float(loss.item()), scaler.get_scale()))
         losses[name] = seen
     np.testing.assert_allclose(np.array(losses["ours"]), np.array(losses["torch"]), rtol=1e-6)
+
+
+def test_the_older_cuda_amp_spelling():
+    from autograd.cuda.amp import GradScaler, autocast
+
+    with pytest.warns(FutureWarning, match="deprecated"), pytest.warns(UserWarning, match="Disabling"):
+        scaler = GradScaler()
+    assert not scaler.is_enabled()
+    with pytest.warns(FutureWarning), pytest.warns(UserWarning):
+        with autocast():
+            pass

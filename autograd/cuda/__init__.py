@@ -6,8 +6,8 @@ lives on CuPy's current GPU. Random numbers come from the same NumPy PCG64
 generators on every device, so seeding CUDA seeds the default generator.
 """
 
-from . import backend
-from . import random as _random
+from .. import _lazy, backend
+from .. import random as _random
 
 
 def is_available():
@@ -61,3 +61,8 @@ def seed_all():
 def empty_cache():
     if is_available():
         backend.xp.get_default_memory_pool().free_all_blocks()
+
+
+
+# the older spelling of mixed precision, autograd.cuda.amp, loads on first use
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"amp": ".amp"})
