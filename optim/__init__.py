@@ -14,6 +14,7 @@ from .nadam import NAdam  # noqa: E402
 from .optimizer import Optimizer  # noqa: E402
 from .radam import RAdam  # noqa: E402
 from .rmsprop import RMSprop  # noqa: E402
+from .rprop import Rprop  # noqa: E402
 from .sgd import SGD  # noqa: E402
 
 # The learning-rate schedulers load on first use (PEP 562), so that `import optim` stays quick:

@@ -1,4 +1,4 @@
-"""The optimizers added in version 2 (NAdam, RAdam, Adamax, ASGD, LBFGS) against
+"""The optimizers added in version 2 (NAdam, RAdam, Adamax, ASGD, LBFGS, Rprop) against
 torch.optim in float64, the new keywords, and the rule that optimizers write
 parameters and state only through the Tensor's in-place methods."""
 
@@ -24,6 +24,7 @@ CONFIGS = {
     "Adam": [dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True), dict(lr=0.01, fused=True),
              dict(lr=0.01, foreach=True, capturable=True)],
     "SGD": [dict(lr=0.01, momentum=0.9, fused=True)],
+    "Rprop": [dict(lr=0.01), dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-4, 2.0)), dict(lr=0.01, maximize=True)],
 }
 CASES = [(name, config) for name, configs in CONFIGS.items() for config in configs]
 IDS = [f"{name}-{i}" for name, configs in CONFIGS.items() for i in range(len(configs))]
@@ -182,7 +183,7 @@ def test_cubic_interpolation_finds_a_cubics_minimum():
     assert cubic_interpolate(0.0, f(0.0), df(0.0), 2.0, f(2.0), df(2.0), bounds=(1.5, 3.0)) == 1.5
 
 
-@pytest.mark.parametrize("name", ["NAdam", "RAdam", "Adamax", "ASGD", "LBFGS"])
+@pytest.mark.parametrize("name", ["NAdam", "RAdam", "Adamax", "ASGD", "LBFGS", "Rprop"])
 def test_resuming_from_a_state_dict_gives_the_same_trajectory(name, tmp_path):
     config = CONFIGS.get(name, [dict(line_search_fn="strong_wolfe", history_size=3)])[-1]
 
@@ -340,3 +341,21 @@ def test_a_custom_optimizer_written_for_pytorch_runs():
     optimizer.step()
     np.testing.assert_allclose(w.numpy(), [0.75, -0.75])
     assert optimizer.state[w]["calls"] == 1
+
+
+def test_rprop_by_hand():
+    # f(w) = w² from w = 1: the gradient keeps its sign, so the step grows by η+ each time
+    # (0.1, 0.12, 0.144); then a step that crosses the minimum flips it: the step shrinks by η-
+    # and that step is skipped
+    w = Tensor(np.array([1.0]), requires_grad=True)
+    optimizer = optim.Rprop([w], lr=0.1, etas=(0.5, 1.2))
+    seen = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        (w * w).sum().backward()
+        optimizer.step()
+        seen.append(float(w.item()))
+    np.testing.assert_allclose(seen, [0.9, 0.78, 0.636])
+    np.testing.assert_allclose(optimizer.state[w]["step_size"].numpy(), [0.144])
+    with pytest.raises(ValueError, match="eta"):
+        optim.Rprop([w], etas=(1.5, 1.2))
