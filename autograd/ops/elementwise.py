@@ -47,6 +47,14 @@ def promote(x, y):
             y if y.dtype == dtype else Cast.apply(y, dtype=dtype))
 
 
+def floating(x):
+    """x, or x cast to the default dtype when it holds integers or bools (exp of an int64 tensor
+    is float32, as PyTorch's; NumPy's would be float64, a bool's float16)."""
+    if not isinstance(x, Tensor):
+        x = Tensor(x)
+    return x if x._data.dtype.kind in "fc" else Cast.apply(x, dtype=backend.get_default_dtype())
+
+
 def binary(op, x, y):
     """op(x, y) for tensors or numbers on either side, with PyTorch's type promotion
     (true division of integers gives the default floating dtype). A float16 tensor times or
@@ -404,13 +412,10 @@ class SigmoidGrad(Primitive):
 
 
 def _floating_method(primitive, name):
-    """x.name() of a floating function: integer and bool tensors become the default dtype first
-    (x.exp() of an int64 tensor is float32, as PyTorch's; NumPy's would be float64, bool's float16)."""
+    """x.name() of a floating function: integer and bool tensors become the default dtype first."""
 
     def method(input):
-        if input._data.dtype.kind not in "fc":
-            input = Cast.apply(input, dtype=backend.get_default_dtype())
-        return primitive.apply(input)
+        return primitive.apply(floating(input))
 
     method.__name__ = name
     method.__doc__ = primitive.__doc__

@@ -12,9 +12,9 @@ import math
 
 from ..backend import xp
 from ..primitive import Primitive
+from .elementwise import floating
 from .names import names
 from .outputs import write_out
-from .pointwise import floating
 
 _LANCZOS_G = 7
 _LANCZOS = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,

@@ -9,31 +9,19 @@ an int64 tensor is float32, as in PyTorch). Rounding is piecewise constant: its 
 import math
 import numbers
 
-from ..backend import get_default_dtype, xp
+from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
-from .elementwise import promote, unbroadcast, where
+from .elementwise import floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .special import erf
 
 
-def floating(x):
-    """x, or x cast to the default dtype when it holds integers or bools."""
-    if not isinstance(x, Tensor):
-        x = Tensor(x)
-    return x if x.dtype.kind in "fc" else x.to(get_default_dtype())
-
-
-def _pair(input, other):
-    """Two Tensors of one dtype for a binary op, by PyTorch's type promotion: a Python number
-    or a 0-d tensor does not widen a tensor of its category (float16 with an int64 tensor is
-    float16, not NumPy's float64)."""
-    return promote(input, other)
-
-
 def _floating_pair(input, other):
-    input, other = _pair(input, other)
+    """Two Tensors of one floating dtype, by PyTorch's type promotion (float16 with an int64
+    tensor is float16, not NumPy's float64), integers and bools then the default dtype."""
+    input, other = promote(input, other)
     return floating(input), floating(other)
 
 
@@ -371,14 +359,14 @@ class Remainder(Primitive):
 @names("fmod", inplace="fmod_")
 def fmod(input, other, *, out=None):
     """The remainder of input / other with input's sign (C's fmod)."""
-    input, other = _pair(input, other)
+    input, other = promote(input, other)
     return write_out(Fmod.apply(input, other), out)
 
 
 @names("remainder", inplace="remainder_")
 def remainder(input, other, *, out=None):
     """The remainder of input / other with other's sign (Python's %)."""
-    input, other = _pair(input, other)
+    input, other = promote(input, other)
     return write_out(Remainder.apply(input, other), out)
 
 
@@ -421,7 +409,7 @@ class Hypot(Primitive):
 @names("hypot", inplace="hypot_")
 def hypot(input, other, *, out=None):
     """√(input² + other²), elementwise, without overflow."""
-    return write_out(Hypot.apply(*_pair(input, other)), out)
+    return write_out(Hypot.apply(*promote(input, other)), out)
 
 
 class LogAddExp(Primitive):
@@ -526,7 +514,7 @@ class Lerp(Primitive):
 @names("lerp")
 def lerp(input, end, weight, *, out=None):
     """input + weight · (end - input): the point a fraction ``weight`` of the way to end."""
-    input, end = _pair(input, end)
+    input, end = promote(input, end)
     if not isinstance(weight, Tensor):
         weight = _operand(weight, input)
     return write_out(Lerp.apply(input, end, weight), out)

@@ -7,13 +7,12 @@ gradient of a sum is dL/dy copied to every term (``expand``).
 import collections
 import math
 
-from .. import backend
 from ..backend import float16, float32, int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims
-from .elementwise import Where
+from .elementwise import Where, floating
 from .names import names
 
 
@@ -216,8 +215,7 @@ class LogSumExp(Primitive):
 
 
 def logsumexp(x, dim, keepdim=False):
-    if x.dtype.kind not in "fc":  # integers and bools: the default dtype (PyTorch's), not NumPy's float64
-        x = x.to(backend.get_default_dtype())
+    x = floating(x)  # integers and bools: the default dtype (PyTorch's), not NumPy's float64
     return LogSumExp.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
 
 

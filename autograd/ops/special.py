@@ -13,8 +13,9 @@ import math
 
 import numpy
 
-from ..backend import get_default_dtype, xp
+from ..backend import xp
 from ..primitive import Primitive
+from .elementwise import floating
 from .names import names
 from .outputs import write_out
 
@@ -71,11 +72,8 @@ class Erf(Primitive):
 
 @names("erf", inplace="erf_")
 def erf_of(input, *, out=None):
-    """erf of a tensor; integers and bools become the default dtype first (erf of an int64
-    tensor is float32, as PyTorch's, not NumPy's float64)."""
-    if input.dtype.kind not in "fc":
-        input = input.to(get_default_dtype())
-    return write_out(Erf.apply(input), out)
+    """erf of a tensor; integers and bools become the default dtype first."""
+    return write_out(Erf.apply(floating(input)), out)
 
 
 @names("softplus")
