@@ -28,9 +28,14 @@ def result_type(x, y):
         dimensioned, zero_dim = (y, x) if x.ndim == 0 else (x, y)
         cd, cz = (cy, cx) if x.ndim == 0 else (cx, cy)
         return zero_dim.dtype if cz > cd else dimensioned.dtype
-    if cx != cy:
-        return x.dtype if cx > cy else y.dtype
-    return numpy.promote_types(x.dtype, y.dtype)
+    return common_dtype((x.dtype, y.dtype))
+
+
+def common_dtype(dtypes):
+    """PyTorch's promotion of tensors that all have dimensions: the highest category wins, and
+    the widest dtype within it (int64 with float32 is float32, where NumPy says float64)."""
+    highest = max(_CATEGORY[dtype.kind] for dtype in dtypes)
+    return numpy.result_type(*(dtype for dtype in dtypes if _CATEGORY[dtype.kind] == highest))
 
 
 def promote(x, y):

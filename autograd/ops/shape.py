@@ -11,7 +11,7 @@ from ..errors import ShapeError
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import dim_index, normalize_dims
-from .elementwise import _CATEGORY, unbroadcast
+from .elementwise import common_dtype, unbroadcast
 from .names import names
 
 
@@ -296,10 +296,8 @@ def cat(tensors, dim=0):
         if any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
             shapes = ", ".join(str(u.shape) for u in tensors)
             raise ShapeError(f"Sizes of tensors must match except in dimension {dim}: shapes {shapes}")
-    if any(t.dtype != first_dtype for t in tensors for first_dtype in (tensors[0].dtype,)):
-        # PyTorch's promotion, not NumPy's: the highest category wins (int64 with float32 is float32)
-        highest = builtins.max(_CATEGORY[t.dtype.kind] for t in tensors)
-        dtype = xp.result_type(*(t.dtype for t in tensors if _CATEGORY[t.dtype.kind] == highest))
+    if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
+        dtype = common_dtype([t.dtype for t in tensors])
         tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
     return Cat.apply(*tensors, dim=axis)
 
