@@ -37,30 +37,29 @@ def _shape_argument(shape):
 
 
 def reshape(x, shape):
-    shape = _shape_argument(shape)
-    if -1 in shape and shape.count(-1) == 1:  # spell the inferred size out, to spot a no-op
-        known = 1
-        for n in shape:
-            known *= n if n != -1 else 1
-        if known and x._data.size % known == 0:
-            shape = tuple(x._data.size // known if n == -1 else n for n in shape)
+    shape = _resolved(_shape_argument(shape), x._data.size, tuple(x.shape))
     if shape == x.shape:
         return x
-    _check_size(shape, x._data.size, tuple(x.shape))
     return Reshape.apply(x, shape=shape)
 
 
-def _check_size(shape, size, x_shape):
-    """PyTorch's RuntimeError for a shape that cannot hold ``size`` elements."""
+def _resolved(shape, size, x_shape):
+    """``shape`` with its -1 spelled out (to spot a no-op), or PyTorch's RuntimeError when it
+    cannot hold ``size`` elements."""
     if shape.count(-1) > 1:
         raise ShapeError("only one dimension can be inferred")
     known = 1
     for n in shape:
         if n < -1:
             raise ShapeError(f"invalid shape dimension {n}")
-        known *= n if n != -1 else 1
-    if (known != size) if -1 not in shape else (known == 0 or size % known):
-        raise ShapeError(f"Reshape of shapes {x_shape}: cannot reshape a tensor of size {size} into shape {shape}")
+        if n != -1:
+            known *= n
+    if -1 not in shape:
+        if known == size:
+            return shape
+    elif known and size % known == 0:
+        return tuple(size // known if n == -1 else n for n in shape)
+    raise ShapeError(f"Reshape of shapes {x_shape}: cannot reshape a tensor of size {size} into shape {shape}")
 
 
 def flatten(x, start_dim=0, end_dim=-1):
