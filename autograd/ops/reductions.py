@@ -12,7 +12,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims
-from .elementwise import Where, floating
+from .elementwise import floating, where
 from .names import names
 
 
@@ -108,8 +108,7 @@ def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
     zero = v._data == 0
     if not zero.any():
         return v.sqrt()
-    one = Tensor._make(xp.ones((), dtype=v.dtype))
-    return Where.apply(Where.apply(v, one, condition=~zero).sqrt(), one * 0.0, condition=~zero)
+    return where(zero, 0.0, where(zero, 1.0, v).sqrt())  # (√ of a safe 1 there: no ∞ to select away)
 
 
 class Extremum(Primitive):
