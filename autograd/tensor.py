@@ -602,10 +602,7 @@ def _operand(value, like):
     the dtype of a tensor of its own category or above (PyTorch's rule): float32 stays
     float32, an int32 tensor plus 1 stays int32; a number of a higher category takes that
     category's default (an integer tensor times 0.5 gives the default float dtype)."""
-    if isinstance(value, Tensor):
-        return value
-    array = _number_array(value, like._data.dtype)
-    return Tensor(value) if array is None else Tensor._make(array)
+    return value if isinstance(value, Tensor) else Tensor._make(_operand_array(value, like))
 
 
 def _operand_array(value, like):
@@ -618,21 +615,14 @@ def _operand_array(value, like):
 
 def _number_array(value, dtype):
     """A Python number as a 0-d array by ``_operand``'s rule, beside a tensor of ``dtype``;
-    None for anything else (complex numbers, lists, arrays)."""
+    None for anything else (complex numbers, lists, arrays). (Plain ints and floats are tested
+    by type first: the ABC checks cost more than the conversion.)"""
     kind = dtype.kind
-    if type(value) is float:  # the common cases first, without the ABC checks
-        if kind == "f":
-            return xp.asarray(value, dtype=dtype)
-    elif type(value) is int:
-        if kind in "iuf":
-            return xp.asarray(value, dtype=dtype)
-    elif not isinstance(value, numbers.Number):
-        return None
     if isinstance(value, bool):
-        pass
-    elif isinstance(value, numbers.Integral):
+        pass  # a bool keeps the tensor's dtype
+    elif type(value) is int or type(value) is not float and isinstance(value, numbers.Integral):
         dtype = dtype if kind in "iuf" else backend.int64
-    elif isinstance(value, numbers.Real):
+    elif type(value) is float or isinstance(value, numbers.Real):
         dtype = dtype if kind == "f" else backend.get_default_dtype()
     else:
         return None
