@@ -5,24 +5,24 @@ in the batch.
     entropy = -Σ_k p_k log p_k
 """
 
+import math
+
 from .. import factories
 from ..backend import xp
 from ..ops import sampling
 from ..tensor import Tensor
-from .distribution import Distribution
+from .distribution import Distribution, probs_or_logits, probs_to_logits
 
 
 class Categorical(Distribution):
     def __init__(self, probs=None, logits=None, validate_args=None):
-        if (probs is None) == (logits is None):
-            raise ValueError("Either `probs` or `logits` must be specified, but not both.")
+        probs_or_logits(probs, logits)
         if probs is not None:
             probs = probs if isinstance(probs, Tensor) else Tensor(probs)
             if probs.ndim < 1:
                 raise ValueError("`probs` parameter must be at least one-dimensional.")
             self.probs = probs / probs.sum(-1, keepdim=True)
-            eps = float(xp.finfo(self.probs.dtype).eps)  # (PyTorch's probs_to_logits: log 0 is finite)
-            self.logits = self.probs.clamp(eps, 1 - eps).log()
+            self.logits = probs_to_logits(self.probs)
         else:
             logits = logits if isinstance(logits, Tensor) else Tensor(logits)
             if logits.ndim < 1:
@@ -49,11 +49,8 @@ class Categorical(Distribution):
     def sample(self, sample_shape=()):
         """Class indices (int64) of shape sample_shape + batch_shape."""
         sample_shape = tuple(sample_shape)
-        count = 1
-        for n in sample_shape:
-            count *= n
         rows = self.probs.detach().reshape(-1, self._num_events)
-        drawn = sampling.multinomial(rows, count, replacement=True)  # (batch, count)
+        drawn = sampling.multinomial(rows, math.prod(sample_shape), replacement=True)  # (batch, count)
         return drawn.T.reshape(*sample_shape, *self.batch_shape)
 
     def log_prob(self, value):

@@ -47,6 +47,20 @@ class Distribution:
         return f"{type(self).__name__}()"
 
 
+def probs_or_logits(probs, logits):
+    """PyTorch's check that a distribution is given one of its two parametrisations."""
+    if (probs is None) == (logits is None):
+        raise ValueError("Either `probs` or `logits` must be specified, but not both.")
+
+
+def probs_to_logits(probs, is_binary=False):
+    """log p (log p / (1 - p) for a binary event), as PyTorch's: p clamped to [eps, 1 - eps]
+    first, so a probability of 0 has a finite logit."""
+    eps = float(xp.finfo(probs.dtype).eps)
+    clamped = probs.clamp(eps, 1 - eps)
+    return clamped.log() - (1 - clamped).log() if is_binary else clamped.log()
+
+
 def broadcast_all(*values):
     """The parameters as floating Tensors of one shape: numbers take the dtype of the tensors
     among them (the default dtype when there are none), as PyTorch's broadcast_all."""

@@ -6,7 +6,7 @@
 """
 
 from ..ops.elementwise import where
-from .bernoulli import Bernoulli, _log_one_plus_exp
+from .bernoulli import Bernoulli
 from .categorical import Categorical
 from .normal import Normal
 
@@ -22,4 +22,4 @@ def kl_divergence(p, q):
         terms = where(q.probs == 0, float("inf"), p.probs * (p.logits - q.logits))
         return where(p.probs == 0, 0.0, terms).sum(-1)
     # Bernoulli, from the logits: p (l_p - l_q) + softplus(l_q) - softplus(l_p)
-    return p.probs * (p.logits - q.logits) + _log_one_plus_exp(q.logits) - _log_one_plus_exp(p.logits)
+    return p.probs * (p.logits - q.logits) + q.logits.softplus() - p.logits.softplus()
