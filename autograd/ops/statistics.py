@@ -101,9 +101,7 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
             # as (q - q.detach())(n - 1), exactly 0 in value, as PyTorch's graph differentiates q too
             moved = (shape.reshape(q, (-1,)) - shape.reshape(q.detach(), (-1,))) * Tensor(spans)
             weights = weights + elementwise.where(xp.broadcast_to(fixed, ranks.shape), 0.0, moved)
-        # PyTorch's lerp: from the nearer end, so a weight of 1 gives exactly the value above
-        result = elementwise.where(weights < 0.5, result + (above - result) * weights,
-                                   above - (above - result) * (1 - weights))
+        result = result.lerp(above, weights)  # (PyTorch's lerp, as its quantile: from the nearer end)
     if keepdim:
         result = shape.reshape(result, (1,) * input.ndim + (-1,)) if axis is None else result.unsqueeze(axis)
     return result.squeeze(-1) if not isinstance(q, Tensor) or q.ndim == 0 else result.movedim(-1, 0)
