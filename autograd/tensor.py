@@ -64,9 +64,10 @@ class Tensor:
     parents = ()  # a leaf is where the graph ends
 
     def __init__(self, data, requires_grad=False, dtype=None, *more_sizes):
-        if type(data) is int and type(requires_grad) is int:  # torch.Tensor(2, 3), PyTorch's legacy form:
-            sizes = (data, requires_grad) + (() if dtype is None else (dtype,)) + more_sizes  # a tensor of
-            data, requires_grad, dtype = xp.zeros(sizes, dtype=backend.get_default_dtype()), False, None  # that shape
+        if type(data) is int and type(requires_grad) is int:
+            # torch.Tensor(2, 3), PyTorch's legacy form: a float tensor of those sizes
+            sizes = (data, requires_grad) + (() if dtype is None else (dtype,)) + more_sizes
+            data, requires_grad, dtype = xp.zeros(sizes, dtype=backend.get_default_dtype()), False, None
         self._data = as_array(data, dtype)
         self.grad_fn = None
         self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
@@ -392,7 +393,7 @@ class Tensor:
         """Copy a computed value into this memory (PyTorch's casting and broadcasting rules)."""
         if new.dtype != self.dtype and not numpy.can_cast(new.dtype, self.dtype, "same_kind"):
             raise DtypeError(f"result type {new.dtype} can't be cast to the desired output type "
-                               f"{self.dtype} (in-place on a tensor of shape {tuple(self.shape)})")
+                             f"{self.dtype} (in-place on a tensor of shape {tuple(self.shape)})")
         if new.shape != self.shape and xp.broadcast_shapes(new.shape, self.shape) != self.shape:
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast "
                                f"shape {tuple(xp.broadcast_shapes(new.shape, self.shape))}")
@@ -458,8 +459,9 @@ class Tensor:
 
     def copy_(self, source, non_blocking=False):
         source = source if isinstance(source, Tensor) else Tensor(source)
-        if source._data.dtype != self._data.dtype:  # copy_ casts anything, as PyTorch's (floats into
-            source = source.to(self._data.dtype)  # integers truncate); recorded, the cast is differentiable
+        if source._data.dtype != self._data.dtype:
+            # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
+            source = source.to(self._data.dtype)
         return self._write((source,), lambda old: source, lambda a: self._store(source))
 
     # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)

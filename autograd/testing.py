@@ -8,8 +8,6 @@ and dtypes must match (``check_dtype=False`` compares values of different dtypes
 are equal only with ``equal_nan=True``. Sequences and mappings are compared item by item.
 """
 
-import numbers
-
 import numpy
 
 from .backend import to_numpy
@@ -63,8 +61,4 @@ def assert_close(actual, expected, *, rtol=None, atol=None, equal_nan=False, che
 
 
 def _array(value):
-    if isinstance(value, Tensor):
-        return to_numpy(value.detach()._data)
-    if isinstance(value, numbers.Number) or isinstance(value, (list, tuple)):
-        return numpy.asarray(value)
-    return numpy.asarray(to_numpy(value))
+    return to_numpy(value._data if isinstance(value, Tensor) else value)

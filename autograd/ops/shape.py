@@ -143,15 +143,15 @@ def expand(x, sizes):
     added = len(sizes) - x.ndim
     if added < 0:
         raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
-                           f"the number of dimensions in the tensor ({x.ndim})")
+                         f"the number of dimensions in the tensor ({x.ndim})")
     if any(n == -1 for n in sizes[:added]):
         raise ShapeError("expand: -1 is not allowed in a leading, non-existing dimension")
     shape = tuple(x.shape[i - added] if n == -1 else n for i, n in enumerate(sizes))
     for i, (old, new) in enumerate(zip(x.shape, shape[added:])):
         if old != new and old != 1:
             raise ShapeError(f"The expanded size of the tensor ({new}) must match the existing size ({old}) "
-                               f"at non-singleton dimension {i + added}.  Target sizes: {list(sizes)}.  "
-                               f"Tensor sizes: {list(x.shape)}")
+                             f"at non-singleton dimension {i + added}.  Target sizes: {list(sizes)}.  "
+                             f"Tensor sizes: {list(x.shape)}")
     if shape == x.shape:
         return x
     return Expand.apply(x, shape=shape)
