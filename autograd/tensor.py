@@ -343,13 +343,14 @@ class Tensor:
     # snapshot of the old one, written into this memory, and becomes this tensor's history
     # (and, for a view, its base's). A leaf that requires grad refuses in-place writes.
 
-    def _write(self, operands, out_of_place, in_place=None):
+    def _write(self, operands, out_of_place, in_place=None, reads_old=True):
         """Change this tensor in place: ``out_of_place(old)`` gives the new value as a Tensor;
         ``in_place(array)``, where given, makes the same change on the array directly (the
-        fast path, taken when nothing needs recording)."""
+        fast path, taken when nothing needs recording). A write whose new value does not read
+        the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first."""
         if modes.grad_enabled and (self.requires_grad or _requires_grad(operands)):
             self._refuse_leaf_write()
-            self._take(out_of_place(self._snapshot()))
+            self._take(out_of_place(self._snapshot() if reads_old else None))
             return self
         if in_place is None:
             with no_grad():
@@ -462,7 +463,7 @@ class Tensor:
         if source._data.dtype != self._data.dtype:
             # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
             source = source.to(self._data.dtype)
-        return self._write((source,), lambda old: source, lambda a: self._store(source))
+        return self._write((source,), lambda old: source, lambda a: self._store(source), reads_old=False)
 
     # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
 
