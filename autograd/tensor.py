@@ -12,6 +12,7 @@ its conversions, and the one door through which its memory is written.
 """
 
 import numbers
+import warnings
 import weakref
 
 import numpy
@@ -47,6 +48,13 @@ def as_array(data, dtype=None):
 
 
 _ndarray = xp.ndarray  # what the ops return: wrapped as it is
+
+NON_LEAF_GRAD = (
+    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad attribute won't be "
+    "populated during autograd.backward(). If you indeed want the .grad field to be populated for a non-leaf "
+    "Tensor, use .retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by mistake, make sure "
+    "you access the leaf Tensor instead."
+)
 
 
 class Tensor:
@@ -125,7 +133,10 @@ class Tensor:
 
     @property
     def grad(self):
-        """dL/dself, stored by backward for a leaf (or a tensor that retains its grad); None before."""
+        """dL/dself, stored by backward for a leaf (or a tensor that retains its grad); None before.
+        Reading it on a computed tensor that does not retain it warns, as PyTorch's: it stays None."""
+        if self._grad is None and self.grad_fn is not None and self.grad_fn.retained is None:
+            warnings.warn(NON_LEAF_GRAD, UserWarning, stacklevel=2)
         return self._grad
 
     @grad.setter

@@ -88,7 +88,7 @@ class _Unkept:
     from its producer, with its data when the producer saved its output."""
 
     requires_grad = True
-    grad = None
+    _grad = None
 
     def __init__(self, node, info):
         self.grad_fn, self.shape, self.dtype = node, info.shape, info.dtype
@@ -168,7 +168,7 @@ def _value_rows(item, name, show_data, show_grad, grad):
         if grad is _UNKNOWN:
             rows.append("grad ?")
         else:
-            known = item.grad if grad is None else grad
+            known = item._grad if grad is None else grad  # (not .grad: a non-leaf would warn)
             if known is not None:
                 rows.append("grad " + summarize(known._data if isinstance(known, Tensor) else known))
     return rows

@@ -234,7 +234,8 @@ def test_retain_grad_keeps_intermediate_gradient():
     other = x * 5
     (h * h + other).sum().backward()
     np.testing.assert_allclose(h.grad.numpy(), 2 * h.numpy())
-    assert other.grad is None
+    with pytest.warns(UserWarning, match="not a leaf Tensor"):  # as PyTorch's: it stays None
+        assert other.grad is None
 
 
 def test_grad_returns_gradients_without_touching_dot_grad():
@@ -336,3 +337,19 @@ def test_anomaly_mode_off_lets_nan_through():
     x = Tensor([-1.0], requires_grad=True)
     with np.errstate(invalid="ignore"):
         assert np.isnan(x.log().item())
+
+
+def test_reading_grad_warns_only_for_a_computed_tensor_that_does_not_retain_it():
+    import warnings
+
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    kept = x * 3
+    kept.retain_grad()
+    (h + kept).sum().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a leaf and a retained tensor: no warning
+        np.testing.assert_allclose(x.grad.numpy(), [5.0, 5.0])
+        np.testing.assert_allclose(kept.grad.numpy(), [1.0, 1.0])
+    with pytest.warns(UserWarning, match="retain_grad"):
+        assert h.grad is None
