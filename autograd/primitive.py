@@ -131,7 +131,7 @@ class Primitive:
         return type(self).__name__
 
     def __repr__(self):
-        return f"<{self.name}Backward>"
+        return f"<{self.name}Backward0>"  # PyTorch numbers its built-in nodes by overload: the first is 0
 
     @property
     def next_functions(self):
