@@ -222,7 +222,7 @@ def _prefix(tensor):
 
 def tensor_repr(tensor):
     """PyTorch's text for ``tensor`` (see the module's docstring)."""
-    array = tensor.numpy()
+    array = backend.to_numpy(tensor._data)  # (not .numpy(), which PyTorch refuses for a tensor needing grad)
     prefix = _prefix(tensor)
     indent = len(prefix)
     suffixes = []
