@@ -39,7 +39,6 @@ from .constants import (  # noqa: E402
     int16,
     nan,
     pi,
-    set_printoptions,
     short,
     uint8,
 )
@@ -87,6 +86,7 @@ from .ops.linalg import matmul
 from .ops.reductions import logsumexp
 from .ops.shape import cat, stack
 from .primitive import REGISTRY, Primitive
+from .printing import set_printoptions
 from .random import (
     Generator,
     default_generator,

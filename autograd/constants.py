@@ -1,9 +1,8 @@
 """The small names PyTorch programs reach for: dtype aliases, math constants, ``Size``, the
-legacy typed constructors (``FloatTensor``), ``set_printoptions`` and the accelerator queries."""
+legacy typed constructors (``FloatTensor``) and the accelerator queries."""
 
 import builtins
 import math
-import sys
 import types
 
 import numpy
@@ -34,25 +33,6 @@ DoubleTensor = _typed(backend.float64, "DoubleTensor")
 LongTensor = _typed(backend.int64, "LongTensor")
 IntTensor = _typed(backend.int32, "IntTensor")
 BoolTensor = _typed(backend.bool_, "BoolTensor")
-
-
-class _Printing:
-    precision = 4
-
-
-def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=None, profile=None, sci_mode=None):
-    """How tensors print (PyTorch's options; ``precision`` digits after the point)."""
-    if profile == "full":
-        threshold = math.inf
-    if precision is not None:
-        _Printing.precision = precision
-    options = {k: v for k, v in (("threshold", threshold), ("edgeitems", edgeitems), ("linewidth", linewidth))
-               if v is not None}
-    if threshold is not None and math.isinf(threshold):
-        options["threshold"] = sys.maxsize
-    if sci_mode is not None:
-        options["suppress"] = not sci_mode
-    numpy.set_printoptions(**options)
 
 
 def _no_device(*args, **kwargs):

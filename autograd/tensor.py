@@ -179,16 +179,9 @@ class Tensor:
         return (self[i] for i in range(len(self)))
 
     def __repr__(self):
-        body = numpy.array2string(backend.to_numpy(self._data), separator=", ", precision=_print_precision(),
-                                  prefix="tensor(")
-        extra = ""
-        if self._data.dtype not in (backend.get_default_dtype(), backend.int64, backend.bool_):
-            extra += f", dtype={self._data.dtype}"
-        if self.grad_fn is not None:
-            extra += f", grad_fn={self.grad_fn!r}"
-        elif self.requires_grad:
-            extra += ", requires_grad=True"
-        return f"tensor({body}{extra})"
+        from .printing import tensor_repr  # PyTorch's layout, in its own module
+
+        return tensor_repr(self)
 
     # -- conversion -----------------------------------------------------------------------
 

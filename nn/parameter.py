@@ -5,6 +5,8 @@ from autograd import Tensor
 
 
 class Parameter(Tensor):
+    _prints_as_tensor = True  # its body prints as tensor(...), not Parameter(...), as in PyTorch
+
     def __init__(self, data=None, requires_grad=True):
         if data is None:
             data = []
