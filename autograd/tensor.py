@@ -559,12 +559,6 @@ class Tensor:
         return Tensor._make(~self._data)
 
 
-def _print_precision():
-    from .constants import _Printing  # set_printoptions(precision=...)
-
-    return _Printing.precision
-
-
 def _add_scaled(array, term, scale):
     """array += scale · term, in place, reusing ``term`` (a fresh temporary) for the product:
     the fast path of the optimizers' in-place updates makes one temporary, not two."""
