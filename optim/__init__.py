@@ -5,6 +5,7 @@ from autograd import _check_ours, _lazy
 _check_ours.check("optim")
 
 from .adadelta import Adadelta  # noqa: E402
+from .adafactor import Adafactor  # noqa: E402
 from .adagrad import Adagrad  # noqa: E402
 from .adam import Adam, AdamW  # noqa: E402
 from .adamax import Adamax  # noqa: E402
