@@ -1,4 +1,4 @@
-"""Module hooks: the graph nodes behind full backward hooks (the handles are autograd.utils.hooks').
+"""Module hooks: the graph nodes behind full backward hooks (the handles are autograd.hooks').
 
 A full backward hook needs, at once, the gradients with respect to all of a
 module's tensor inputs (grad_input) and outputs (grad_output). A Primitive
@@ -16,7 +16,7 @@ import numpy
 
 from autograd import Primitive, Tensor
 from autograd.backend import xp
-from autograd.utils.hooks import RemovableHandle, add_hook  # noqa: F401  (nn.hooks' names, as before)
+from autograd.hooks import RemovableHandle, add_hook  # noqa: F401  (nn.hooks' names, as before)
 
 
 class GradientGate(Primitive):

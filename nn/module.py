@@ -4,11 +4,9 @@ A module's parameters, buffers and child modules are found through its
 attributes: assigning a ``Parameter``, a ``Module`` (or a list or dict of
 modules) registers it. From that come ``parameters()`` and
 ``named_parameters()`` with dotted names, ``train()``/``eval()`` for every
-child, ``zero_grad()``, and ``state_dict()``/``load_state_dict()``.
+child, ``zero_grad()``, and ``state_dict()``/``load_state_dict()`` (module_state.py).
 """
 
-import collections
-import itertools
 import warnings
 
 import numpy
@@ -20,12 +18,11 @@ from autograd.graph import bump_version
 from autograd.ops.conversion import parse_to
 
 from . import hooks as hook_tools
+from .module_state import IncompatibleKeys, ModuleState  # noqa: F401  (IncompatibleKeys: nn.module's name)
 from .parameter import Parameter
 
-IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
-
-class Module:
+class Module(ModuleState):
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_buffers", {})
@@ -367,53 +364,6 @@ class Module:
 
     def float(self):
         return self.to(autograd.float32)
-
-    # -- saving and loading --------------------------------------------------------------------
-
-    def state_dict(self, *, destination=None, prefix="", keep_vars=False):
-        """{dotted name: tensor} of parameters and persistent buffers, sharing their data, in
-        PyTorch's order: module by module, each one's parameters then its buffers. A tensor reached
-        under two names (tied weights, a shared submodule) is saved under both, as PyTorch does."""
-        state = collections.OrderedDict() if destination is None else destination
-        for module_name, module in self.named_modules(remove_duplicate=False):
-            at = prefix + (f"{module_name}." if module_name else "")
-            persistent_buffers = ((name, buffer) for name, buffer in module._buffers.items()
-                                  if name not in module.__dict__.get("_non_persistent", ()))
-            for name, tensor in itertools.chain(module._parameters.items(), persistent_buffers):
-                if tensor is not None:
-                    state[at + name] = tensor if keep_vars else tensor.detach()
-        return state
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy tensors from ``state_dict`` into this module's parameters and buffers.
-
-        With ``strict`` (the default) missing keys, unexpected keys and shape
-        mismatches raise one error that lists them all; nothing is copied then.
-        """
-        own = self.state_dict()
-        missing = [key for key in own if key not in state_dict]
-        unexpected = [key for key in state_dict if key not in own]
-        mismatched = []
-        for key, target in own.items():
-            if key in state_dict:
-                shape = tuple(numpy.shape(_array(state_dict[key])))
-                if shape != target.shape:
-                    mismatched.append(f"size mismatch for {key}: copying a param with shape {shape} "
-                                      f"from checkpoint, the shape in current model is {target.shape}")
-        problems = mismatched[:]
-        if strict:
-            if missing:
-                problems.insert(0, "Missing key(s) in state_dict: " + ", ".join(map(repr, missing)))
-            if unexpected:
-                problems.insert(0, "Unexpected key(s) in state_dict: " + ", ".join(map(repr, unexpected)))
-        if problems:
-            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
-                               + "\n\t".join(problems))
-        with autograd.no_grad():  # through the write door: a pending backward that saved a weight raises
-            for key, target in own.items():
-                if key in state_dict:
-                    target.copy_(Tensor(_array(state_dict[key]), dtype=target.dtype))
-        return IncompatibleKeys(missing, unexpected)
 
     # -- printing -------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ import numpy
 
 from autograd import Tensor, enable_grad, no_grad
 from autograd.backend import float32, float64, get_default_dtype
-from autograd.utils.hooks import add_hook
+from autograd.hooks import add_hook
 
 # hooks run around the step of every optimizer: {handle id: hook(optimizer, args, kwargs)}
 _global_optimizer_pre_hooks = {}
