@@ -111,7 +111,26 @@ class Module(ModuleState):
         """hook(module, grad_input, grad_output) -> None or a new grad_input, once the
         gradients with respect to the module's inputs are known. grad_input and grad_output
         are tuples with one entry per positional input / output (None where no gradient)."""
+        self._set_backward_hook_kind(full=True)
         return hook_tools.add_hook(self._backward_hooks, hook, prepend)
+
+    def register_backward_hook(self, hook):
+        """PyTorch's deprecated backward hook. PyTorch's shows the gradients of the *last operation*
+        of forward (only right for a single-op forward); here it is a full backward hook, whose
+        grad_input is the gradient with respect to the module's inputs, and a warning says so."""
+        warnings.warn("register_backward_hook is deprecated; here it registers a full backward hook "
+                      "(register_full_backward_hook): grad_input is the gradient with respect to the module's "
+                      "inputs, not to the inputs of forward's last operation as in PyTorch", FutureWarning,
+                      stacklevel=2)
+        self._set_backward_hook_kind(full=False)
+        return hook_tools.add_hook(self._backward_hooks, hook)
+
+    def _set_backward_hook_kind(self, full):
+        """PyTorch refuses the deprecated and the full backward hooks on one module (while either is set)."""
+        if self._backward_hooks and self.__dict__.get("_is_full_backward_hook", full) != full:
+            raise RuntimeError("Cannot use both regular backward hooks and full backward hooks on a single Module. "
+                               "Please use only one of them.")
+        object.__setattr__(self, "_is_full_backward_hook", full)
 
     def register_full_backward_pre_hook(self, hook, prepend=False):
         """hook(module, grad_output) -> None or a new grad_output, before the module's backward."""
@@ -231,6 +250,21 @@ class Module(ModuleState):
                 raise AttributeError(f"`{item}` is not an nn.Module")
         return module
 
+    def set_submodule(self, target, module, strict=False):
+        """Put ``module`` at dotted path ``target``: replace the module there, or add it below an
+        existing parent (not with ``strict``, which only replaces)."""
+        if target == "":
+            raise ValueError("Cannot set the submodule without a target name!")
+        if not isinstance(module, Module):
+            raise ValueError(f"`module` is not an nn.Module, found {type(module)}")
+        parent_path, _, name = target.rpartition(".")
+        parent = self.get_submodule(parent_path)
+        if strict and not hasattr(parent, name):
+            raise AttributeError(f"{parent._get_name()} has no attribute `{name}`")
+        if hasattr(parent, name) and not isinstance(getattr(parent, name), Module):
+            raise AttributeError(f"`{name}` is not an nn.Module")
+        setattr(parent, name, module)
+
     def get_parameter(self, target):
         """The parameter at dotted path ``target``, e.g. 'net.0.weight'."""
         module, name = _owner_of(self, target)
@@ -341,14 +375,51 @@ class Module(ModuleState):
             if dtype.kind not in "fc":
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                                 f"dtype={dtype}")
-            for tensor in list(self.parameters()) + list(self.buffers()):
-                if tensor.dtype.kind == "f" and tensor.dtype != dtype:
-                    # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
-                    # the version moves on, so a graph that saved the old values refuses backward
-                    tensor._data = tensor._data.astype(dtype)
-                    bump_version(tensor)
-                    tensor.grad = None
+            self._cast(dtype, floating_only=True)
         return self
+
+    def _cast(self, dtype, floating_only):
+        """Every parameter and buffer (the floating ones only, if so asked) to ``dtype``, in place."""
+        for tensor in list(self.parameters()) + list(self.buffers()):
+            if (tensor.dtype.kind == "f" or not floating_only) and tensor.dtype != dtype:
+                # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
+                # the version moves on, so a graph that saved the old values refuses backward
+                tensor._data = tensor._data.astype(dtype)
+                bump_version(tensor)
+                tensor.grad = None
+
+    def type(self, dst_type):
+        """Cast every parameter and buffer, integer ones too, to ``dst_type`` (a dtype or a name
+        such as 'torch.DoubleTensor'), in place; returns self."""
+        self._cast(autograd.zeros(0).type(dst_type).dtype, floating_only=False)
+        return self
+
+    def to_empty(self, *, device, recurse=True):
+        """Parameters and buffers replaced by uninitialised tensors of the same shapes and dtypes on
+        ``device``, as PyTorch's (which moves meta-device modules without copying: initialise them
+        after, e.g. with reset_parameters). The one device here is a check only; the values are
+        not kept. ``recurse=False``: this module's own tensors only."""
+        if device is not None:
+            resolve_device(device)
+        modules = self.modules() if recurse else [self]
+        with autograd.no_grad():
+            for module in modules:
+                for tensor in list(module._parameters.values()) + list(module._buffers.values()):
+                    if tensor is not None:
+                        tensor._data = autograd.empty_like(tensor)._data
+                        bump_version(tensor)
+        return self
+
+    def share_memory(self):
+        """PyTorch moves the tensors to shared memory for torch.multiprocessing; there is no such
+        sharing here, and on one process nothing needs to move: returns self."""
+        return self
+
+    def compile(self, *args, **kwargs):
+        """PyTorch compiles this module's forward in place with torch.compile and returns None.
+        There is no compiler here (autograd.compile returns the model as it is), so forward stays
+        as written; returns None, as PyTorch's."""
+        return None
 
     def cpu(self):
         return self.to("cpu")
