@@ -250,6 +250,12 @@ class Module(ModuleState):
                 raise AttributeError(f"`{item}` is not an nn.Module")
         return module
 
+    def _functional_call(self, tensors, args, kwargs, *, tie_weights, strict):
+        """What autograd.func.functional_call calls (autograd does not import nn): see nn.utils.stateless."""
+        from .utils.stateless import _functional_call
+
+        return _functional_call(self, tensors, args, kwargs, tie_weights=tie_weights, strict=strict)
+
     def set_submodule(self, target, module, strict=False):
         """Put ``module`` at dotted path ``target``: replace the module there, or add it below an
         existing parent (not with ``strict``, which only replaces)."""
