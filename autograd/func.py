@@ -5,6 +5,7 @@ A transform takes a function of tensors and returns another function:
 
     grad(f)(x)          ∇f(x) for a scalar f            (one backward pass)
     vjp(f, x)           (f(x), v ↦ vᵀ J)                (backward passes on demand)
+    jvp(f, (x,), (v,))  (f(x), J v)                     (the double-backward trick, below)
     jacrev(f)(x)        J, shaped f(x).shape + x.shape  (one backward pass per output element)
     hessian(f)(x)       jacrev(jacrev(f))(x)            (double backward)
     vmap(f)(xs)         stack(f(x) for x in xs)          (here: a loop, see vmap)
@@ -18,7 +19,8 @@ derivative is recorded (create_graph) so that the outer level can differentiate 
 
 Arguments may be pytrees: a Tensor, or tuples, lists and dicts of them (``grad`` of a loss
 with respect to a dict of parameters, as ``functional_call`` takes them). There is no
-forward mode here: ``jacfwd`` gives the same Jacobian as ``jacrev``, computed in reverse.
+forward mode here: ``jacfwd`` gives the same Jacobian as ``jacrev``, computed in reverse, and
+``jvp`` uses the double-backward trick: g(u) = uᵀ J is linear in u, so J v = ∂(g(u) · v)/∂u.
 """
 
 import functools
@@ -28,8 +30,8 @@ from .grad_mode import enable_grad, is_grad_enabled
 from .ops.shape import stack
 from .tensor import Tensor
 
-__all__ = ["grad", "grad_and_value", "vjp", "jacrev", "jacfwd", "hessian", "vmap", "functional_call",
-           "stack_module_state"]
+__all__ = ["grad", "grad_and_value", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian", "vmap",
+           "functional_call", "stack_module_state", "replace_all_batch_norm_modules_"]
 
 
 # -- pytrees: a Tensor, or tuples, lists and dicts of pytrees ---------------------------------------------
@@ -228,6 +230,41 @@ def vjp(func, *primals, has_aux=False):
     return result, vjp_fn
 
 
+def jvp(func, primals, tangents, *, strict=False, has_aux=False):
+    """(func(*primals), J v) [, aux] with v = ``tangents`` (shaped like ``primals``, both tuples): the
+    directional derivative of func along v, by the double-backward trick (see the module's docstring)."""
+    if not isinstance(primals, tuple) or not isinstance(tangents, tuple):
+        raise RuntimeError("jvp(f, primals, tangents): Expected primals and tangents to be tuples")
+    with enable_grad():
+        leaves, spec = tree_flatten(primals)
+        v_leaves, v_spec = tree_flatten(tangents)
+        if len(v_leaves) != len(leaves):
+            raise RuntimeError("jvp(f, primals, tangents): Expected primals and tangents to have the same python "
+                               f"structure, got {len(leaves)} and {len(v_leaves)} tensors")
+        for x, v in zip(leaves, v_leaves):
+            if x.shape != v.shape:
+                raise RuntimeError(f"jvp(f, primals, tangents): Expected primals and tangents to have the same "
+                                   f"shapes, got {tuple(x.shape)} and {tuple(v.shape)}")
+        roots = [_root(x, "jvp") for x in leaves]
+        output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "jvp")
+        out_leaves, out_spec = tree_flatten(output)
+        nested = _records_outer_graph(leaves, out_leaves, roots)
+        dummies = [zeros_like(y).requires_grad_() for y in out_leaves]  # u: g(u) = uᵀ J
+        pulled = _backward(out_leaves, roots, dummies, create_graph=True, retain_graph=True)
+        pairs = [(g, v) for g, v in zip(pulled, v_leaves) if g.requires_grad]
+        pushed = (_backward([g for g, _ in pairs], dummies, [v for _, v in pairs], create_graph=nested,
+                            retain_graph=nested) if pairs else [zeros_like(y) for y in out_leaves])
+    result = (output if nested else _detached(output), tree_unflatten(pushed, out_spec))
+    return result + ((aux if nested else _detached(aux)),) if has_aux else result
+
+
+def linearize(func, *primals):
+    """(func(*primals), jvp_fn): ``jvp_fn(*tangents)`` is J v at the primals, for any number of calls
+    (each one is a jvp here; PyTorch's records the linear map once)."""
+    output = _detached(func(*primals))
+    return output, lambda *tangents: jvp(func, primals, tangents)[1]
+
+
 def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_copy=False):
     """A function returning the Jacobian of f at its arguments, one backward pass per output element:
     J[i..., j...] = ∂f(x)[i...] / ∂x[j...], shaped f(x).shape + x.shape. For several outputs or a
@@ -403,3 +440,13 @@ def stack_module_state(models):
         all(p[name].requires_grad for p in params)) for name in params[0]}
     stacked_buffers = {name: stack([b[name] for b in buffers]) for name in buffers[0]}
     return stacked_params, stacked_buffers
+
+
+def replace_all_batch_norm_modules_(root):
+    """Make every BatchNorm below ``root`` use batch statistics only (no running statistics), in
+    place, as vmap over a model needs in PyTorch; returns ``root``."""
+    for module in root.modules():
+        if hasattr(module, "track_running_stats") and hasattr(module, "running_mean"):
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+            module.track_running_stats = False
+    return root

@@ -23,6 +23,8 @@ from .parameter import Parameter
 
 
 class Module(ModuleState):
+    dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
+    call_super_init = False
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_buffers", {})
@@ -432,6 +434,15 @@ class Module(ModuleState):
 
     def cuda(self, device=None):
         return self.to("cuda" if device is None else device)
+
+    def xpu(self, device=None):
+        return self.to("xpu" if device is None else device)  # (refused, naming the device, where not served)
+
+    def mtia(self, device=None):
+        return self.to("mtia" if device is None else device)
+
+    def ipu(self, device=None):
+        return self.to("ipu" if device is None else device)
 
     def double(self):
         return self.to(autograd.float64)

@@ -21,6 +21,7 @@ tensors written are restored from copies kept while loading.
 """
 
 import collections
+import collections.abc
 import itertools
 import threading
 import warnings
@@ -81,7 +82,7 @@ class ModuleState:
 
     def _register_load_state_dict_pre_hook(self, hook, with_module=False):
         """As register_load_state_dict_pre_hook; without ``with_module`` the hook is not given the module."""
-        call = (lambda *args: hook(self, *args)) if with_module else hook
+        call = _WithModule(hook, self) if with_module else hook
         return add_hook(self._hook_registry("_load_state_dict_pre_hooks"), call)
 
     def register_load_state_dict_post_hook(self, hook):
@@ -267,6 +268,17 @@ class ModuleState:
         finally:
             _loading.undo = outer
         return IncompatibleKeys(missing_keys, unexpected_keys)
+
+
+class _WithModule:
+    """A load pre-hook given its module first. A class, not a closure, so that a deep copy of the
+    module (copy.deepcopy, AveragedModel) calls the hook with the copy."""
+
+    def __init__(self, hook, module):
+        self.hook, self.module = hook, module
+
+    def __call__(self, *args):
+        return self.hook(self.module, *args)
 
 
 def _copy_loaded(target, array):

@@ -138,6 +138,23 @@ def test_vmap_by_hand():
     assert autograd.vmap is func.vmap
 
 
+def test_jvp_linearize_and_batch_norm_replacement():
+    x, v = t([0.5, 2.0]), t([1.0, -1.0])
+    output, tangent = func.jvp(lambda x: x**3, (x,), (v,))
+    np.testing.assert_allclose(output.numpy(), [0.125, 8.0])
+    np.testing.assert_allclose(tangent.numpy(), 3 * x.numpy() ** 2 * v.numpy())
+    _, jvp_fn = func.linearize(lambda x: x.sin(), x)
+    np.testing.assert_allclose(jvp_fn(v).numpy(), np.cos(x.numpy()) * v.numpy())
+    with pytest.raises(RuntimeError, match="Expected primals and tangents to be tuples"):
+        func.jvp(lambda x: x, x, v)
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    assert func.replace_all_batch_norm_modules_(net) is net
+    assert net[1].running_mean is None and not net[1].track_running_stats
+    net.eval()
+    batch = autograd.randn(4, 2)
+    np.testing.assert_allclose(net(batch).detach().numpy().mean(0), [0.0, 0.0], atol=1e-5)  # batch statistics
+
+
 def test_stack_module_state():
     models = [nn.Linear(2, 1) for _ in range(3)]
     params, buffers = func.stack_module_state(models)
@@ -202,6 +219,10 @@ def program(L):
     out["hessian_xy"] = L.func.hessian(f, argnums=(0, 1))(x, y)[0][1]
     out["vmap_grad"] = L.func.vmap(L.func.grad(lambda row, x: ((row * x).sin()).sum()), in_dims=(0, None))(y, x)
     out["vmap_out1"] = L.func.vmap(lambda row: row.cumsum(0), out_dims=1)(y)
+    primal, tangent = L.func.jvp(g, (x, y), (x * 2, y.cos()))
+    out["jvp_primal"], out["jvp0"], out["jvp1"] = primal[0], tangent[0], tangent[1]
+    _, jvp_fn = L.func.linearize(lambda x: (y @ x).exp(), x)
+    out["linearize"] = jvp_fn(x.flip(0))
     model = L.nn.Sequential(L.nn.Linear(3, 4), L.nn.Tanh(), L.nn.Linear(4, 1)).double()
     rng = np.random.default_rng(0)
     params = {k: L.lib.tensor(rng.standard_normal(tuple(v.shape))) for k, v in model.named_parameters()}

@@ -253,3 +253,14 @@ def test_legacy_backward_hook_matches_torch_on_a_one_op_forward():
         results.append((seen[0].detach().numpy(), x.grad.numpy()))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+
+
+def test_a_deep_copy_calls_its_own_load_hooks():
+    import copy
+
+    net = nn.Linear(2, 2)
+    seen = []
+    net.register_load_state_dict_pre_hook(lambda module, *args: seen.append(module))
+    twin = copy.deepcopy(net)
+    twin.load_state_dict(twin.state_dict())
+    assert seen == [twin]
