@@ -242,3 +242,14 @@ def test_transforms_match_torch():
     for key in ours:
         assert ours[key].shape == theirs[key].shape, key
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+def test_save_on_cpu_changes_nothing_on_the_cpu():
+    from autograd.autograd.graph import save_on_cpu
+
+    x = autograd.tensor([1.0, 2.0], requires_grad=True)
+    with save_on_cpu(pin_memory=True):
+        y = (x.exp() * x).sum()
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.exp([1.0, 2.0]) * (1 + np.array([1.0, 2.0])), rtol=1e-6)
+    assert autograd.autograd.graph.save_on_cpu is save_on_cpu

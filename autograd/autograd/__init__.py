@@ -64,4 +64,5 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
 # jacobian, hessian and the rest load on first use: autograd.autograd.functional works as before
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"functional": ".functional",
                                                             "Variable": ".variable:Variable",
+                                                            "graph": ".graph",
                                                             "variable": ".variable"})
