@@ -23,12 +23,17 @@ every ``step`` (also a subclass's own ``step``: it is wrapped when the class is 
 import functools
 import itertools
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy
 
 from autograd import Tensor, enable_grad, no_grad
 from autograd.backend import float32, float64, get_default_dtype
 from autograd.hooks import add_hook
+
+# PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
+# and hook(optimizer, args, kwargs) -> None
+OptimizerPreHook = OptimizerPostHook = Callable
 
 # hooks run around the step of every optimizer: {handle id: hook(optimizer, args, kwargs)}
 _global_optimizer_pre_hooks = {}
@@ -124,6 +129,7 @@ class Optimizer:
                         "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
 
     profile_hook_step = staticmethod(_with_step_hooks)  # PyTorch's name for the step wrapper
+    OptimizerPreHook, OptimizerPostHook = OptimizerPreHook, OptimizerPostHook
 
     def __setstate__(self, state):  # an optimizer pickled before it had hooks gets empty registries
         self.__dict__.update(state)
