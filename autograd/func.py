@@ -23,7 +23,10 @@ forward mode here: ``jacfwd`` gives the same Jacobian as ``jacrev``, computed in
 ``jvp`` uses the double-backward trick: g(u) = uᵀ J is linear in u, so J v = ∂(g(u) · v)/∂u.
 """
 
+import contextlib
 import functools
+import threading
+import weakref
 
 from .factories import zeros_like
 from .grad_mode import enable_grad, is_grad_enabled
@@ -72,18 +75,41 @@ def _leaf_count(spec):
 
 # -- differentiating with respect to fresh roots -------------------------------------------------------
 
+# The fresh leaves the transforms differentiate with respect to ({id: tensor}, weakly held), and
+# the ids of those whose transform is still running its function, per thread. A finished
+# transform's leaf reached by an outer level is private to it: nothing outside differentiates it.
+_fresh_roots = weakref.WeakValueDictionary()
+_running = threading.local()
+
+
+@contextlib.contextmanager
+def _running_with(roots):
+    active = _running.__dict__.setdefault("ids", set())
+    ids = {id(r) for r in roots} - active
+    active |= ids
+    try:
+        yield
+    finally:
+        active -= ids
+
+
 def _root(x, name):
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: expected the arguments to differentiate to be Tensors (or tuples, lists and "
                         f"dicts of them), got {type(x).__name__}")
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"{name}: only Tensors of floating point dtype can require gradients, got {x.dtype}")
-    return x.view_as(x) if x.requires_grad else x.detach().requires_grad_()
+    if x.requires_grad:
+        return x.view_as(x)
+    root = x.detach().requires_grad_()
+    _fresh_roots[id(root)] = root
+    return root
 
 
 def _records_outer_graph(originals, outputs, roots):
     """Whether the derivative must be recorded for an outer level: an argument requires grad, or the
-    outputs reach a leaf that requires grad other than the fresh roots (a closed-over tensor)."""
+    outputs reach a leaf that requires grad other than the fresh roots (a closed-over tensor; the
+    fresh leaf of a running transform counts, that of a finished one does not)."""
     if not is_grad_enabled():
         return False
     if any(isinstance(x, Tensor) and x.requires_grad for x in originals):
@@ -95,9 +121,14 @@ def _records_outer_graph(originals, outputs, roots):
         if id(node) in seen:
             continue
         seen.add(id(node))
-        for parent, _ in getattr(node, "next_functions", ()):
+        try:  # every engine node lists its parents: a node, a leaf tensor, or None
+            parents = list(node.parents)
+        except (AttributeError, RuntimeError):  # not a node we know, or a freed graph: record, to be safe
+            return True
+        for parent in parents:
             if isinstance(parent, Tensor):
-                if parent.requires_grad and id(parent) not in own:
+                if parent.requires_grad and id(parent) not in own and (
+                        _fresh_roots.get(id(parent)) is not parent or id(parent) in _running.__dict__.get("ids", ())):
                     return True
             elif parent is not None:
                 stack_.append(parent)
@@ -165,7 +196,8 @@ def grad_and_value(func, argnums=0, has_aux=False):
     def wrapper(*args, **kwargs):
         with enable_grad():
             args, originals, roots, spec = _with_roots(args, argnums, "grad_and_value")
-            output, aux = _split_aux(func(*args, **kwargs), has_aux, "grad_and_value")
+            with _running_with(roots):
+                output, aux = _split_aux(func(*args, **kwargs), has_aux, "grad_and_value")
             if not isinstance(output, Tensor):
                 raise RuntimeError(f"grad_and_value(f)(*args): Expected f(*args) to return a Tensor, got "
                                    f"{type(output)}")
@@ -202,7 +234,8 @@ def vjp(func, *primals, has_aux=False):
     with enable_grad():
         leaves, spec = tree_flatten(tuple(primals))
         roots = [_root(x, "vjp") for x in leaves]
-        output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "vjp")
+        with _running_with(roots):
+            output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "vjp")
         out_leaves, out_spec = tree_flatten(output)
         for y in out_leaves:
             if not isinstance(y, Tensor):
@@ -246,7 +279,8 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
                 raise RuntimeError(f"jvp(f, primals, tangents): Expected primals and tangents to have the same "
                                    f"shapes, got {tuple(x.shape)} and {tuple(v.shape)}")
         roots = [_root(x, "jvp") for x in leaves]
-        output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "jvp")
+        with _running_with(roots):
+            output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "jvp")
         out_leaves, out_spec = tree_flatten(output)
         nested = _records_outer_graph(leaves, out_leaves, roots)
         dummies = [zeros_like(y).requires_grad_() for y in out_leaves]  # u: g(u) = uᵀ J
@@ -275,7 +309,8 @@ def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_
     def wrapper(*args, **kwargs):
         with enable_grad():
             args, originals, roots, spec = _with_roots(args, argnums, "jacrev")
-            output, aux = _split_aux(func(*args, **kwargs), has_aux, "jacrev")
+            with _running_with(roots):
+                output, aux = _split_aux(func(*args, **kwargs), has_aux, "jacrev")
             out_leaves, out_spec = tree_flatten(output)
             for y in out_leaves:
                 if not isinstance(y, Tensor):

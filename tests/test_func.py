@@ -115,6 +115,12 @@ def test_nesting_through_a_closure():
     x, y = t([3.0]), t([1.0])
     outer = func.grad(lambda x: func.grad(lambda y: (x * y**2).sum())(y).sum())(x)
     np.testing.assert_allclose(outer.numpy(), [2.0])
+    assert not outer.requires_grad  # the inner level's own root is private to it
+    w = autograd.tensor([2.0], requires_grad=True)  # a closed-over tensor that requires grad: kept
+    through_w = func.grad(lambda x: ((x * w) ** 2).sum())(t([3.0]))
+    assert through_w.requires_grad
+    through_w.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [4 * 3 * 2.0])  # d/dw of 2 x w² at x = 3, w = 2
     mixed = func.jacrev(lambda x: func.grad(lambda y: (x.sin() * y**2).sum())(t([0.5, 2.0])))(t([0.1, 0.2]))
     np.testing.assert_allclose(mixed.numpy(), np.diag(np.cos([0.1, 0.2]) * 2 * np.array([0.5, 2.0])), rtol=1e-12)
 
