@@ -136,6 +136,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "datasets": ".datasets",
     "distributed": ".distributed",
     "distributions": ".distributions",
+    "func": ".func",
     "linalg": ".linalg",
     **_lazy.from_module(".runtime", "are_deterministic_algorithms_enabled", "get_float32_matmul_precision",
                         "get_num_threads", "is_deterministic_algorithms_warn_only_enabled",
@@ -147,4 +148,5 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "transforms": ".transforms",
     "utils": ".utils",
     "viz": ".viz",
+    "vmap": ".func:vmap",
 })

@@ -562,6 +562,8 @@ class Tensor:
 def _add_scaled(array, term, scale):
     """array += scale · term, in place, reusing ``term`` (a fresh temporary) for the product:
     the fast path of the optimizers' in-place updates makes one temporary, not two."""
+    if not isinstance(term, xp.ndarray):  # NumPy gives a scalar, not a 0-d array, for 0-d operands
+        term = xp.asarray(term)
     if not (isinstance(scale, (int, float)) and scale == 1):
         if type(scale) is float and term.dtype.kind == "f":  # the number converted once, as NumPy
             scale = xp.asarray(scale, dtype=term.dtype)  # would at the call, only slower

@@ -1,4 +1,4 @@
-"""Module hooks: handles that remove them, and the graph nodes behind full backward hooks.
+"""Module hooks: the graph nodes behind full backward hooks (the handles are autograd.hooks').
 
 A full backward hook needs, at once, the gradients with respect to all of a
 module's tensor inputs (grad_input) and outputs (grad_output). A Primitive
@@ -12,45 +12,11 @@ them replace it, and send the result on:
     inputs  → gate (backward: grad_input; hook(module, grad_input, grad_output))
 """
 
-import itertools
-
 import numpy
 
 from autograd import Primitive, Tensor
 from autograd.backend import xp
-
-
-class RemovableHandle:
-    """What ``register_*_hook`` returns: ``remove()`` unregisters the hook (also as a
-    context manager). ``extra`` dicts or sets keep per-hook flags (with_kwargs, ...)."""
-
-    _ids = itertools.count()
-
-    def __init__(self, hooks, *extra):
-        self.id = next(RemovableHandle._ids)
-        self.hooks, self.extra = hooks, extra
-
-    def remove(self):
-        self.hooks.pop(self.id, None)
-        for flags in self.extra:
-            flags.discard(self.id) if isinstance(flags, set) else flags.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
-
-
-def add_hook(hooks, hook, prepend=False, *extra):
-    """Put ``hook`` in the ordered dict ``hooks`` (first if prepend) and return its handle."""
-    handle = RemovableHandle(hooks, *extra)
-    hooks[handle.id] = hook
-    if prepend:
-        hooks_in_order = {handle.id: hook, **{k: v for k, v in hooks.items() if k != handle.id}}
-        hooks.clear()
-        hooks.update(hooks_in_order)
-    return handle
+from autograd.hooks import RemovableHandle, add_hook  # noqa: F401  (nn.hooks' names, as before)
 
 
 class GradientGate(Primitive):

@@ -4,11 +4,9 @@ A module's parameters, buffers and child modules are found through its
 attributes: assigning a ``Parameter``, a ``Module`` (or a list or dict of
 modules) registers it. From that come ``parameters()`` and
 ``named_parameters()`` with dotted names, ``train()``/``eval()`` for every
-child, ``zero_grad()``, and ``state_dict()``/``load_state_dict()``.
+child, ``zero_grad()``, and ``state_dict()``/``load_state_dict()`` (module_state.py).
 """
 
-import collections
-import itertools
 import warnings
 
 import numpy
@@ -20,12 +18,13 @@ from autograd.graph import bump_version
 from autograd.ops.conversion import parse_to
 
 from . import hooks as hook_tools
+from .module_state import IncompatibleKeys, ModuleState  # noqa: F401  (IncompatibleKeys: nn.module's name)
 from .parameter import Parameter
 
-IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
-
-class Module:
+class Module(ModuleState):
+    dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
+    call_super_init = False
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_buffers", {})
@@ -114,7 +113,26 @@ class Module:
         """hook(module, grad_input, grad_output) -> None or a new grad_input, once the
         gradients with respect to the module's inputs are known. grad_input and grad_output
         are tuples with one entry per positional input / output (None where no gradient)."""
+        self._set_backward_hook_kind(full=True)
         return hook_tools.add_hook(self._backward_hooks, hook, prepend)
+
+    def register_backward_hook(self, hook):
+        """PyTorch's deprecated backward hook. PyTorch's shows the gradients of the *last operation*
+        of forward (only right for a single-op forward); here it is a full backward hook, whose
+        grad_input is the gradient with respect to the module's inputs, and a warning says so."""
+        warnings.warn("register_backward_hook is deprecated; here it registers a full backward hook "
+                      "(register_full_backward_hook): grad_input is the gradient with respect to the module's "
+                      "inputs, not to the inputs of forward's last operation as in PyTorch", FutureWarning,
+                      stacklevel=2)
+        self._set_backward_hook_kind(full=False)
+        return hook_tools.add_hook(self._backward_hooks, hook)
+
+    def _set_backward_hook_kind(self, full):
+        """PyTorch refuses the deprecated and the full backward hooks on one module (while either is set)."""
+        if self._backward_hooks and self.__dict__.get("_is_full_backward_hook", full) != full:
+            raise RuntimeError("Cannot use both regular backward hooks and full backward hooks on a single Module. "
+                               "Please use only one of them.")
+        object.__setattr__(self, "_is_full_backward_hook", full)
 
     def register_full_backward_pre_hook(self, hook, prepend=False):
         """hook(module, grad_output) -> None or a new grad_output, before the module's backward."""
@@ -234,6 +252,27 @@ class Module:
                 raise AttributeError(f"`{item}` is not an nn.Module")
         return module
 
+    def _functional_call(self, tensors, args, kwargs, *, tie_weights, strict):
+        """What autograd.func.functional_call calls (autograd does not import nn): see nn.utils.stateless."""
+        from .utils.stateless import _functional_call
+
+        return _functional_call(self, tensors, args, kwargs, tie_weights=tie_weights, strict=strict)
+
+    def set_submodule(self, target, module, strict=False):
+        """Put ``module`` at dotted path ``target``: replace the module there, or add it below an
+        existing parent (not with ``strict``, which only replaces)."""
+        if target == "":
+            raise ValueError("Cannot set the submodule without a target name!")
+        if not isinstance(module, Module):
+            raise ValueError(f"`module` is not an nn.Module, found {type(module)}")
+        parent_path, _, name = target.rpartition(".")
+        parent = self.get_submodule(parent_path)
+        if strict and not hasattr(parent, name):
+            raise AttributeError(f"{parent._get_name()} has no attribute `{name}`")
+        if hasattr(parent, name) and not isinstance(getattr(parent, name), Module):
+            raise AttributeError(f"`{name}` is not an nn.Module")
+        setattr(parent, name, module)
+
     def get_parameter(self, target):
         """The parameter at dotted path ``target``, e.g. 'net.0.weight'."""
         module, name = _owner_of(self, target)
@@ -344,20 +383,66 @@ class Module:
             if dtype.kind not in "fc":
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                                 f"dtype={dtype}")
-            for tensor in list(self.parameters()) + list(self.buffers()):
-                if tensor.dtype.kind == "f" and tensor.dtype != dtype:
-                    # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
-                    # the version moves on, so a graph that saved the old values refuses backward
-                    tensor._data = tensor._data.astype(dtype)
-                    bump_version(tensor)
-                    tensor.grad = None
+            self._cast(dtype, floating_only=True)
         return self
+
+    def _cast(self, dtype, floating_only):
+        """Every parameter and buffer (the floating ones only, if so asked) to ``dtype``, in place."""
+        for tensor in list(self.parameters()) + list(self.buffers()):
+            if (tensor.dtype.kind == "f" or not floating_only) and tensor.dtype != dtype:
+                # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
+                # the version moves on, so a graph that saved the old values refuses backward
+                tensor._data = tensor._data.astype(dtype)
+                bump_version(tensor)
+                tensor.grad = None
+
+    def type(self, dst_type):
+        """Cast every parameter and buffer, integer ones too, to ``dst_type`` (a dtype or a name
+        such as 'torch.DoubleTensor'), in place; returns self."""
+        self._cast(autograd.zeros(0).type(dst_type).dtype, floating_only=False)
+        return self
+
+    def to_empty(self, *, device, recurse=True):
+        """Parameters and buffers replaced by uninitialised tensors of the same shapes and dtypes on
+        ``device``, as PyTorch's (which moves meta-device modules without copying: initialise them
+        after, e.g. with reset_parameters). The one device here is a check only; the values are
+        not kept. ``recurse=False``: this module's own tensors only."""
+        if device is not None:
+            resolve_device(device)
+        modules = self.modules() if recurse else [self]
+        with autograd.no_grad():
+            for module in modules:
+                for tensor in list(module._parameters.values()) + list(module._buffers.values()):
+                    if tensor is not None:
+                        tensor._data = autograd.empty_like(tensor)._data
+                        bump_version(tensor)
+        return self
+
+    def share_memory(self):
+        """PyTorch moves the tensors to shared memory for torch.multiprocessing; there is no such
+        sharing here, and on one process nothing needs to move: returns self."""
+        return self
+
+    def compile(self, *args, **kwargs):
+        """PyTorch compiles this module's forward in place with torch.compile and returns None.
+        There is no compiler here (autograd.compile returns the model as it is), so forward stays
+        as written; returns None, as PyTorch's."""
+        return None
 
     def cpu(self):
         return self.to("cpu")
 
     def cuda(self, device=None):
         return self.to("cuda" if device is None else device)
+
+    def xpu(self, device=None):
+        return self.to("xpu" if device is None else device)  # (refused, naming the device, where not served)
+
+    def mtia(self, device=None):
+        return self.to("mtia" if device is None else device)
+
+    def ipu(self, device=None):
+        return self.to("ipu" if device is None else device)
 
     def double(self):
         return self.to(autograd.float64)
@@ -367,53 +452,6 @@ class Module:
 
     def float(self):
         return self.to(autograd.float32)
-
-    # -- saving and loading --------------------------------------------------------------------
-
-    def state_dict(self, *, destination=None, prefix="", keep_vars=False):
-        """{dotted name: tensor} of parameters and persistent buffers, sharing their data, in
-        PyTorch's order: module by module, each one's parameters then its buffers. A tensor reached
-        under two names (tied weights, a shared submodule) is saved under both, as PyTorch does."""
-        state = collections.OrderedDict() if destination is None else destination
-        for module_name, module in self.named_modules(remove_duplicate=False):
-            at = prefix + (f"{module_name}." if module_name else "")
-            persistent_buffers = ((name, buffer) for name, buffer in module._buffers.items()
-                                  if name not in module.__dict__.get("_non_persistent", ()))
-            for name, tensor in itertools.chain(module._parameters.items(), persistent_buffers):
-                if tensor is not None:
-                    state[at + name] = tensor if keep_vars else tensor.detach()
-        return state
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy tensors from ``state_dict`` into this module's parameters and buffers.
-
-        With ``strict`` (the default) missing keys, unexpected keys and shape
-        mismatches raise one error that lists them all; nothing is copied then.
-        """
-        own = self.state_dict()
-        missing = [key for key in own if key not in state_dict]
-        unexpected = [key for key in state_dict if key not in own]
-        mismatched = []
-        for key, target in own.items():
-            if key in state_dict:
-                shape = tuple(numpy.shape(_array(state_dict[key])))
-                if shape != target.shape:
-                    mismatched.append(f"size mismatch for {key}: copying a param with shape {shape} "
-                                      f"from checkpoint, the shape in current model is {target.shape}")
-        problems = mismatched[:]
-        if strict:
-            if missing:
-                problems.insert(0, "Missing key(s) in state_dict: " + ", ".join(map(repr, missing)))
-            if unexpected:
-                problems.insert(0, "Unexpected key(s) in state_dict: " + ", ".join(map(repr, unexpected)))
-        if problems:
-            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
-                               + "\n\t".join(problems))
-        with autograd.no_grad():  # through the write door: a pending backward that saved a weight raises
-            for key, target in own.items():
-                if key in state_dict:
-                    target.copy_(Tensor(_array(state_dict[key]), dtype=target.dtype))
-        return IncompatibleKeys(missing, unexpected)
 
     # -- printing -------------------------------------------------------------------------------
 

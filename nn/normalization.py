@@ -27,6 +27,22 @@ class _BatchNorm(Module):
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
+    def reset_running_stats(self):
+        """Running mean 0, running variance 1, no batches seen (what update_bn starts from)."""
+        if self.track_running_stats:
+            with autograd.no_grad():
+                self.running_mean.zero_()
+                self.running_var.fill_(1)
+                self.num_batches_tracked.zero_()
+
+    def reset_parameters(self):
+        """The running statistics reset, and γ = 1, β = 0."""
+        self.reset_running_stats()
+        if self.affine:
+            with autograd.no_grad():
+                self.weight.fill_(1)
+                self.bias.zero_()
+
     def forward(self, input):
         if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}) expects input of "

@@ -13,14 +13,78 @@ recorded in the groups but change nothing here: there is one (single-tensor)
 implementation, in the order of operations of PyTorch's single-tensor path,
 on the CPU. ``differentiable=True`` (an update recorded in the graph) is not
 supported and raises NotImplementedError.
+
+Hooks, as PyTorch's: ``register_step_pre_hook``/``register_step_post_hook`` run around
+every ``step`` (also a subclass's own ``step``: it is wrapped when the class is made),
+``register_optimizer_step_pre_hook``/``..._post_hook`` around every optimizer's, and
+``register_(load_)state_dict_pre_hook``/``..._post_hook`` around saving and loading.
 """
 
+import functools
+import itertools
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy
 
 from autograd import Tensor, enable_grad, no_grad
 from autograd.backend import float32, float64, get_default_dtype
+from autograd.hooks import add_hook
+
+# PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
+# and hook(optimizer, args, kwargs) -> None
+OptimizerPreHook = OptimizerPostHook = Callable
+
+# hooks run around the step of every optimizer: {handle id: hook(optimizer, args, kwargs)}
+_global_optimizer_pre_hooks = {}
+_global_optimizer_post_hooks = {}
+
+
+def register_optimizer_step_pre_hook(hook):
+    """hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs), before every optimizer's
+    step (before the optimizer's own pre-hooks); ``args`` are step's positional arguments with the
+    optimizer first, as PyTorch passes them. Returns a handle with ``remove()``."""
+    return add_hook(_global_optimizer_pre_hooks, hook)
+
+
+def register_optimizer_step_post_hook(hook):
+    """hook(optimizer, args, kwargs) -> None, after every optimizer's step (after its own post-hooks)."""
+    return add_hook(_global_optimizer_post_hooks, hook)
+
+
+def _with_step_hooks(step):
+    """``step`` with the step hooks around it, as PyTorch's: global then the optimizer's own
+    pre-hooks (each may replace the arguments), the step, then its own then global post-hooks.
+    A step that calls another wrapped step (``super().step()``) runs the hooks once, outermost
+    (PyTorch, which wraps the class of each optimizer it makes, can run them twice there)."""
+    if getattr(step, "hooked", False):
+        return step
+
+    @functools.wraps(step)
+    def hooked_step(*args, **kwargs):  # args: (optimizer, closure, ...), the optimizer included as PyTorch's
+        self = args[0]
+        if self.__dict__.get("_in_step"):
+            return step(*args, **kwargs)
+        own_pre, own_post = (self.__dict__.get(name, {}) for name in ("_optimizer_step_pre_hooks",
+                                                                       "_optimizer_step_post_hooks"))
+        for hook in list(itertools.chain(_global_optimizer_pre_hooks.values(), own_pre.values())):
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError(f"{step} must return None or a tuple of (new_args, new_kwargs), "
+                                       f"but got {result}.")
+                args, kwargs = result
+        self._in_step = True
+        try:
+            out = step(*args, **kwargs)
+        finally:
+            self._in_step = False
+        for hook in list(itertools.chain(own_post.values(), _global_optimizer_post_hooks.values())):
+            hook(self, args, kwargs)
+        return out
+
+    hooked_step.hooked = True
+    return hooked_step
 
 
 def require(condition, message):
@@ -42,7 +106,14 @@ class Optimizer:
     # State entries that keep their own dtype on load_state_dict (the rest take the parameter's).
     scalar_state = ("step",)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:
+            cls.step = _with_step_hooks(cls.step)
+
     def __init__(self, params, defaults):
+        for name in self._hook_registries:
+            setattr(self, name, {})
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # PyTorch's: a custom step() may write self.state[p]["..."] at once
         self.param_groups = []
@@ -52,6 +123,45 @@ class Optimizer:
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         for group in groups:
             self.add_param_group(group)
+
+    _hook_registries = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
+                        "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+                        "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks")
+
+    profile_hook_step = staticmethod(_with_step_hooks)  # PyTorch's name for the step wrapper
+    OptimizerPreHook, OptimizerPostHook = OptimizerPreHook, OptimizerPostHook
+
+    def __setstate__(self, state):  # an optimizer pickled before it had hooks gets empty registries
+        self.__dict__.update(state)
+        for name in self._hook_registries:
+            self.__dict__.setdefault(name, {})
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def register_step_pre_hook(self, hook):
+        """hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs), before each step."""
+        return add_hook(self._optimizer_step_pre_hooks, hook)
+
+    def register_step_post_hook(self, hook):
+        """hook(optimizer, args, kwargs) -> None, after each step."""
+        return add_hook(self._optimizer_step_post_hooks, hook)
+
+    def register_state_dict_pre_hook(self, hook, prepend=False):
+        """hook(optimizer) -> None, before ``state_dict`` builds the dict."""
+        return add_hook(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook, prepend=False):
+        """hook(optimizer, state_dict) -> None or a new state_dict, before ``state_dict`` returns it."""
+        return add_hook(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook, prepend=False):
+        """hook(optimizer, state_dict) -> None or the state_dict to load instead; it sees a shallow
+        copy of the caller's dict."""
+        return add_hook(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook, prepend=False):
+        """hook(optimizer) -> None, once ``load_state_dict`` has loaded the state."""
+        return add_hook(self._optimizer_load_state_dict_post_hooks, hook, prepend)
 
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
@@ -102,6 +212,7 @@ class Optimizer:
                     p.grad.requires_grad_(False)
                     p.grad.zero_()
 
+    @_with_step_hooks
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns the closure's loss."""
         loss = None
@@ -131,6 +242,8 @@ class Optimizer:
         """{'state': {index: {...}}, 'param_groups': [{options..., 'params': [indices]}]},
         parameters named by their position across groups, as PyTorch does. State
         tensors are copies, so the dict is a snapshot."""
+        for hook in list(self._optimizer_state_dict_pre_hooks.values()):
+            hook(self)
         index = {}
         groups = []
         for group in self.param_groups:
@@ -141,11 +254,21 @@ class Optimizer:
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
         state = {index[id(p)]: {k: _snapshot(v) for k, v in s.items()}
                  for p, s in self.state.items() if id(p) in index}
-        return {"state": state, "param_groups": groups}
+        state_dict = {"state": state, "param_groups": groups}
+        for hook in list(self._optimizer_state_dict_post_hooks.values()):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
 
     def load_state_dict(self, state_dict):
         """Restore state and options; resuming gives the same trajectory as never stopping.
         State tensors take their parameter's dtype, except the scalar ones (``step``, ...)."""
+        state_dict = dict(state_dict)  # a shallow copy, as PyTorch's: the pre-hooks may change it
+        for hook in list(self._optimizer_load_state_dict_pre_hooks.values()):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups)} parameter groups, the optimizer has "
@@ -165,6 +288,8 @@ class Optimizer:
         for i, values in state_dict["state"].items():
             p = params[int(i)]
             self.state[p] = {k: _restore(v, None if k in self.scalar_state else p.dtype) for k, v in values.items()}
+        for hook in list(self._optimizer_load_state_dict_post_hooks.values()):
+            hook(self)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -194,3 +319,4 @@ def _restore(value, dtype):
     if dtype is None and isinstance(value, (int, float)) and not isinstance(value, bool):
         return scalar_tensor(value)
     return value
+

@@ -82,8 +82,8 @@ def test_load_state_dict_reports_missing_unexpected_and_mismatched_keys():
     with pytest.raises(RuntimeError) as error:
         model.load_state_dict(state)
     message = str(error.value)
-    assert "Missing key(s) in state_dict: 'fc1.bias'" in message
-    assert "Unexpected key(s) in state_dict: 'extra.weight'" in message
+    assert 'Missing key(s) in state_dict: "fc1.bias"' in message  # PyTorch's quotes
+    assert 'Unexpected key(s) in state_dict: "extra.weight"' in message
     assert "size mismatch for fc1.weight: copying a param with shape (3, 3)" in message
     state["fc1.weight"] = autograd.zeros(8, 4)
     result = model.load_state_dict(state, strict=False)

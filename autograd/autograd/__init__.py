@@ -1,15 +1,16 @@
 """``autograd.autograd``: PyTorch's ``torch.autograd`` namespace.
 
 ``grad`` and ``backward`` here take PyTorch's full signatures; ``functional``
-holds ``jacobian``, ``hessian``, ``vjp``, ``jvp``, ``hvp`` and ``vhp``.
+holds ``jacobian``, ``hessian``, ``vjp``, ``jvp``, ``hvp`` and ``vhp``; ``Variable`` is the
+legacy wrapper (it returns a Tensor); ``grad_mode`` is the module of the grad-mode switches.
 """
 
-from .. import _lazy, differentiate, function
+from .. import _lazy, differentiate, function, grad_mode  # noqa: F401  (grad_mode: torch.autograd.grad_mode)
 from ..factories import zeros_like
 from ..function import Function
-from ..grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from ..grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from ..gradcheck import gradcheck, gradgradcheck
-from ..graph import detect_anomaly, is_anomaly_enabled
+from ..graph import detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: F401
 from ..ops.shape import stack
 from ..tensor import Tensor
 
@@ -61,4 +62,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
 
 
 # jacobian, hessian and the rest load on first use: autograd.autograd.functional works as before
-__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"functional": ".functional"})
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"functional": ".functional",
+                                                            "Variable": ".variable:Variable",
+                                                            "graph": ".graph",
+                                                            "variable": ".variable"})

@@ -1,76 +1,27 @@
-"""``nn.utils``: gradient clipping, parameters as one vector, early stopping; ``nn.utils.rnn``
-(padding and packing sequences), ``parametrize`` and ``parametrizations.weight_norm``."""
+"""``nn.utils``: gradient clipping, parameters as one vector, early stopping, spectral and weight
+normalisation (the hook-based ones), fusing BatchNorm into the layer before it, ``skip_init``;
+``nn.utils.rnn`` (padding and packing sequences), ``parametrize`` and ``parametrizations.weight_norm``,
+``stateless.functional_call``."""
 
 import copy
-import math
 
 import autograd
 from autograd import Tensor
-from autograd.backend import xp
 
-from . import parametrizations, parametrize, rnn  # noqa: F401  (as torch.nn.utils.*)
-
-
-def _with_grads(parameters):
-    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    return [p for p in parameters if p.grad is not None]
-
-
-def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
-    """Scale all gradients together so that their joint norm is at most ``max_norm``.
-
-    The norm is taken over all gradients as if concatenated into one vector
-    (norm_type 2, 1, ... or inf):  ‖g‖ = (Σ |g_i|^p)^(1/p); every gradient is then
-    multiplied in place by min(1, max_norm / (‖g‖ + 1e-6)). Returns ‖g‖, before
-    clipping, as a Tensor of the gradients' dtype. The lecture's remedy for
-    exploding gradients. ``foreach`` (PyTorch's choice of kernel) changes nothing here.
-    """
-    parameters = _with_grads(parameters)
-    if not parameters:
-        return autograd.tensor(0.0)
-    dtype = parameters[0].grad._data.dtype
-    norm_type = float(norm_type)
-    if norm_type == math.inf:
-        total = max(float(xp.abs(p.grad._data).max()) for p in parameters)
-    else:
-        total = sum(float((xp.abs(p.grad._data.astype(xp.float64)) ** norm_type).sum())
-                    for p in parameters) ** (1.0 / norm_type)
-    if error_if_nonfinite and not math.isfinite(total):
-        raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
-                           f"({total}), so it cannot be clipped. To disable this error and scale the gradients "
-                           "by the non-finite norm anyway, set `error_if_nonfinite=False`")
-    coefficient = min(max_norm / (total + 1e-6), 1.0)
-    with autograd.no_grad():
-        for p in parameters:
-            p.grad.mul_(coefficient)
-    return autograd.tensor(total, dtype=dtype)
-
-
-def clip_grad_value_(parameters, clip_value):
-    """Clamp every gradient element to [-clip_value, clip_value]."""
-    with autograd.no_grad():
-        for p in _with_grads(parameters):
-            p.grad.clamp_(-clip_value, clip_value)
-
-
-def parameters_to_vector(parameters):
-    """All parameters flattened into one vector (differentiable, like PyTorch's)."""
-    return autograd.cat([p.reshape(-1) for p in parameters])
-
-
-def vector_to_parameters(vector, parameters):
-    """Copy consecutive slices of ``vector`` into the parameters (in place)."""
-    if not isinstance(vector, Tensor) or vector.ndim != 1:
-        raise TypeError(f"expected a 1-D Tensor, got {type(vector).__name__}")
-    parameters = list(parameters)
-    needed = sum(p.numel() for p in parameters)
-    if vector.numel() != needed:
-        raise ValueError(f"vector has {vector.numel()} elements but the parameters need {needed}")
-    start = 0
-    with autograd.no_grad():
-        for p in parameters:
-            p.copy_(vector[start:start + p.numel()].reshape(p.shape))
-            start += p.numel()
+# the submodules, as torch.nn.utils.*
+from . import clip_grad, convert_parameters, fusion, parametrizations, parametrize, rnn, stateless  # noqa: F401
+from .clip_grad import (  # noqa: F401
+    clip_grad_norm,
+    clip_grad_norm_,
+    clip_grad_value_,
+    clip_grads_with_norm_,
+    get_total_norm,
+)
+from .convert_parameters import parameters_to_vector, vector_to_parameters  # noqa: F401
+from .fusion import fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval, fuse_linear_bn_weights  # noqa: F401
+from .init import skip_init  # noqa: F401
+from .spectral_norm import remove_spectral_norm, spectral_norm  # noqa: F401
+from .weight_norm import remove_weight_norm, weight_norm  # noqa: F401
 
 
 class EarlyStopping:

@@ -12,6 +12,11 @@ def _norm_except_dim(v, dim):
     return (v * v).sum(dim=axes, keepdim=True).sqrt() if axes else v.abs()
 
 
+def _weight_norm(v, g, dim):
+    """w = g · v / ‖v‖ (the norm over every axis but ``dim``; all of them for -1)."""
+    return v * (g / _norm_except_dim(v, dim))
+
+
 class _WeightNorm(Module):
     """w = g · v / ‖v‖, the norm taken over every axis but ``dim`` (Salimans & Kingma, 2016)."""
 
@@ -20,7 +25,7 @@ class _WeightNorm(Module):
         self.dim = -1 if dim is None else dim
 
     def forward(self, weight_g, weight_v):
-        return weight_v * (weight_g / _norm_except_dim(weight_v, self.dim))
+        return _weight_norm(weight_v, weight_g, self.dim)
 
     def right_inverse(self, weight):
         return _norm_except_dim(weight, self.dim), weight

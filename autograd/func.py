@@ -1,0 +1,487 @@
+"""Function transforms, PyTorch's ``torch.func``: ``grad``, ``grad_and_value``, ``vjp``, ``jacrev``,
+``jacfwd``, ``hessian``, ``vmap``, ``functional_call``, ``stack_module_state``.
+
+A transform takes a function of tensors and returns another function:
+
+    grad(f)(x)          ∇f(x) for a scalar f            (one backward pass)
+    vjp(f, x)           (f(x), v ↦ vᵀ J)                (backward passes on demand)
+    jvp(f, (x,), (v,))  (f(x), J v)                     (the double-backward trick, below)
+    jacrev(f)(x)        J, shaped f(x).shape + x.shape  (one backward pass per output element)
+    hessian(f)(x)       jacrev(jacrev(f))(x)            (double backward)
+    vmap(f)(xs)         stack(f(x) for x in xs)          (here: a loop, see vmap)
+
+They are built on the reverse-mode engine: each call differentiates with respect to fresh
+graph roots standing for its arguments, so the arguments need not require grad and
+``.grad`` is never touched. Transforms compose (``jacrev(jacrev(f))``, ``vmap(grad(f))``):
+when an argument already requires grad (an outer transform's root, or the user's own
+tensor) or the function reads another tensor that requires grad (a closure), the
+derivative is recorded (create_graph) so that the outer level can differentiate it in turn.
+
+Arguments may be pytrees: a Tensor, or tuples, lists and dicts of them (``grad`` of a loss
+with respect to a dict of parameters, as ``functional_call`` takes them). There is no
+forward mode here: ``jacfwd`` gives the same Jacobian as ``jacrev``, computed in reverse, and
+``jvp`` uses the double-backward trick: g(u) = uᵀ J is linear in u, so J v = ∂(g(u) · v)/∂u.
+"""
+
+import contextlib
+import functools
+import threading
+import weakref
+
+from .factories import zeros_like
+from .grad_mode import enable_grad, is_grad_enabled
+from .ops.shape import stack
+from .tensor import Tensor
+
+__all__ = ["grad", "grad_and_value", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian", "vmap",
+           "functional_call", "stack_module_state", "replace_all_batch_norm_modules_"]
+
+
+# -- pytrees: a Tensor, or tuples, lists and dicts of pytrees ---------------------------------------------
+
+def tree_flatten(tree):
+    """(the leaves in order, a spec to rebuild the tree with other leaves)."""
+    if isinstance(tree, (tuple, list)):
+        pairs = [tree_flatten(item) for item in tree]
+        return [leaf for leaves, _ in pairs for leaf in leaves], (type(tree), [spec for _, spec in pairs])
+    if isinstance(tree, dict):
+        pairs = [tree_flatten(item) for item in tree.values()]
+        return [leaf for leaves, _ in pairs for leaf in leaves], (dict, (list(tree), [spec for _, spec in pairs]))
+    return [tree], None
+
+
+def tree_unflatten(leaves, spec):
+    leaves = iter(leaves)
+    return _rebuild(leaves, spec)
+
+
+def _rebuild(leaves, spec):
+    if spec is None:
+        return next(leaves)
+    kind, children = spec
+    if kind is dict:
+        keys, specs = children
+        return {key: _rebuild(leaves, s) for key, s in zip(keys, specs)}
+    items = [_rebuild(leaves, s) for s in children]
+    return kind(items) if kind is list else tuple(items) if kind is tuple else kind(*items)
+
+
+def _leaf_count(spec):
+    if spec is None:
+        return 1
+    kind, children = spec
+    return sum(_leaf_count(s) for s in (children[1] if kind is dict else children))
+
+
+# -- differentiating with respect to fresh roots -------------------------------------------------------
+
+# The fresh leaves the transforms differentiate with respect to ({id: tensor}, weakly held), and
+# the ids of those whose transform is still running its function, per thread. A finished
+# transform's leaf reached by an outer level is private to it: nothing outside differentiates it.
+_fresh_roots = weakref.WeakValueDictionary()
+_running = threading.local()
+
+
+@contextlib.contextmanager
+def _running_with(roots):
+    active = _running.__dict__.setdefault("ids", set())
+    ids = {id(r) for r in roots} - active
+    active |= ids
+    try:
+        yield
+    finally:
+        active -= ids
+
+
+def _root(x, name):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected the arguments to differentiate to be Tensors (or tuples, lists and "
+                        f"dicts of them), got {type(x).__name__}")
+    if x.dtype.kind not in "fc":
+        raise RuntimeError(f"{name}: only Tensors of floating point dtype can require gradients, got {x.dtype}")
+    if x.requires_grad:
+        return x.view_as(x)
+    root = x.detach().requires_grad_()
+    _fresh_roots[id(root)] = root
+    return root
+
+
+def _records_outer_graph(originals, outputs, roots):
+    """Whether the derivative must be recorded for an outer level: an argument requires grad, or the
+    outputs reach a leaf that requires grad other than the fresh roots (a closed-over tensor; the
+    fresh leaf of a running transform counts, that of a finished one does not)."""
+    if not is_grad_enabled():
+        return False
+    if any(isinstance(x, Tensor) and x.requires_grad for x in originals):
+        return True
+    own = {id(r) for r in roots}
+    stack_, seen = [y.grad_fn for y in outputs if isinstance(y, Tensor) and y.grad_fn is not None], set()
+    while stack_:
+        node = stack_.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        try:  # every engine node lists its parents: a node, a leaf tensor, or None
+            parents = list(node.parents)
+        except (AttributeError, RuntimeError):  # not a node we know, or a freed graph: record, to be safe
+            return True
+        for parent in parents:
+            if isinstance(parent, Tensor):
+                if parent.requires_grad and id(parent) not in own and (
+                        _fresh_roots.get(id(parent)) is not parent or id(parent) in _running.__dict__.get("ids", ())):
+                    return True
+            elif parent is not None:
+                stack_.append(parent)
+    return False
+
+
+def _backward(outputs, roots, cotangents, create_graph, retain_graph):
+    """vᵀ J for each root (zeros where the outputs do not depend on it)."""
+    from .autograd import grad as autograd_grad
+
+    pairs = [(y, v) for y, v in zip(outputs, cotangents) if y.requires_grad]
+    if not pairs:
+        grads = [None] * len(roots)
+    else:
+        grads = autograd_grad([y for y, _ in pairs], roots, [v for _, v in pairs], retain_graph=retain_graph,
+                              create_graph=create_graph, allow_unused=True)
+    return [zeros_like(r) if g is None else g if create_graph else g.detach() for g, r in zip(grads, roots)]
+
+
+def _argnums_tuple(argnums, count, name):
+    numbers = argnums if isinstance(argnums, tuple) else (argnums,)
+    if not numbers or not all(isinstance(n, int) for n in numbers):
+        raise RuntimeError(f"{name}: argnums must be int or Tuple[int, ...], got: {argnums}")
+    for n in numbers:
+        if not -count <= n < count:
+            raise RuntimeError(f"Got argnums={argnums}, but only {count} positional inputs")
+    return tuple(n % count for n in numbers)
+
+
+def _with_roots(args, argnums, name):
+    """The args with the differentiated ones replaced by trees of fresh roots; (new args, the
+    differentiated trees as given, their roots flat, the spec of the argnums tree)."""
+    numbers = _argnums_tuple(argnums, len(args), name)
+    args = list(args)
+    chosen = tuple(args[n] for n in numbers) if isinstance(argnums, tuple) else args[numbers[0]]
+    leaves, spec = tree_flatten(chosen)
+    roots = [_root(x, name) for x in leaves]
+    rooted = tree_unflatten(roots, spec)
+    for i, n in enumerate(numbers):
+        args[n] = rooted[i] if isinstance(argnums, tuple) else rooted
+    return args, leaves, roots, spec
+
+
+def _split_aux(result, has_aux, name):
+    if not has_aux:
+        return result, None
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise RuntimeError(f"{name}(f, ...)(*args): output of function f should be a tuple: (output, aux) if "
+                           "has_aux is True")
+    return result
+
+
+def _detached(tree):
+    leaves, spec = tree_flatten(tree)
+    return tree_unflatten([x.detach() if isinstance(x, Tensor) else x for x in leaves], spec)
+
+
+# -- the transforms --------------------------------------------------------------------------------------
+
+def grad_and_value(func, argnums=0, has_aux=False):
+    """A function returning (∇f, f) at its arguments (``(∇f, (f, aux))`` with has_aux); f must return a
+    scalar Tensor. The gradient has the structure of ``args[argnums]`` (a tuple for a tuple argnums)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with enable_grad():
+            args, originals, roots, spec = _with_roots(args, argnums, "grad_and_value")
+            with _running_with(roots):
+                output, aux = _split_aux(func(*args, **kwargs), has_aux, "grad_and_value")
+            if not isinstance(output, Tensor):
+                raise RuntimeError(f"grad_and_value(f)(*args): Expected f(*args) to return a Tensor, got "
+                                   f"{type(output)}")
+            if output.ndim != 0:
+                raise RuntimeError(f"grad_and_value(f)(*args): Expected f(*args) to return a scalar Tensor, got "
+                                   f"tensor with {output.ndim} dims. Maybe you wanted to use the vjp or jacrev "
+                                   "APIs instead?")
+            nested = _records_outer_graph(originals, [output], roots)
+            grads = _backward([output], roots, [None], create_graph=nested, retain_graph=nested)
+        gradient = tree_unflatten(grads, spec)
+        value = output if nested else output.detach()
+        if has_aux:
+            return gradient, (value, aux if nested else _detached(aux))
+        return gradient, value
+
+    return wrapper
+
+
+def grad(func, argnums=0, has_aux=False):
+    """A function returning ∇f at its arguments (``(∇f, aux)`` with has_aux): f must return a scalar.
+    ``grad(f)(x)`` is PyTorch's ``torch.func.grad``: the gradient with respect to ``args[argnums]``."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        gradient, value = grad_and_value(func, argnums, has_aux)(*args, **kwargs)
+        return (gradient, value[1]) if has_aux else gradient
+
+    return wrapper
+
+
+def vjp(func, *primals, has_aux=False):
+    """(func(*primals), vjp_fn) [, aux]: ``vjp_fn(cotangents)`` (shaped like the output) returns vᵀ J
+    for every primal, as a tuple with one entry per primal; it may be called more than once."""
+    with enable_grad():
+        leaves, spec = tree_flatten(tuple(primals))
+        roots = [_root(x, "vjp") for x in leaves]
+        with _running_with(roots):
+            output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "vjp")
+        out_leaves, out_spec = tree_flatten(output)
+        for y in out_leaves:
+            if not isinstance(y, Tensor):
+                raise RuntimeError(f"vjp(f, *primals): Expected f to be a function that has non-empty output "
+                                   f"(a Tensor or tuples, lists and dicts of them), got {type(y)}")
+        nested = _records_outer_graph(leaves, out_leaves, roots)
+
+    def vjp_fn(cotangents, *, retain_graph=True, create_graph=None):
+        v_leaves, v_spec = tree_flatten(cotangents)
+        if len(v_leaves) != len(out_leaves):
+            raise RuntimeError(f"Expected pytree structure of cotangents to be the same as pytree structure of "
+                               f"outputs to the function ({len(out_leaves)} tensors), got {len(v_leaves)}")
+        for v, y in zip(v_leaves, out_leaves):
+            if v.shape != y.shape:
+                raise RuntimeError(f"Mismatch in shape: grad_output[0] has a shape of {tuple(v.shape)} and "
+                                   f"output[0] has a shape of {tuple(y.shape)}.")
+        record = nested if create_graph is None else create_graph
+        with enable_grad():
+            grads = _backward(out_leaves, roots, v_leaves, create_graph=record, retain_graph=retain_graph)
+        return tree_unflatten(grads, spec)
+
+    result = output if nested else _detached(output)
+    if has_aux:
+        return result, vjp_fn, aux if nested else _detached(aux)
+    return result, vjp_fn
+
+
+def jvp(func, primals, tangents, *, strict=False, has_aux=False):
+    """(func(*primals), J v) [, aux] with v = ``tangents`` (shaped like ``primals``, both tuples): the
+    directional derivative of func along v, by the double-backward trick (see the module's docstring)."""
+    if not isinstance(primals, tuple) or not isinstance(tangents, tuple):
+        raise RuntimeError("jvp(f, primals, tangents): Expected primals and tangents to be tuples")
+    with enable_grad():
+        leaves, spec = tree_flatten(primals)
+        v_leaves, v_spec = tree_flatten(tangents)
+        if len(v_leaves) != len(leaves):
+            raise RuntimeError("jvp(f, primals, tangents): Expected primals and tangents to have the same python "
+                               f"structure, got {len(leaves)} and {len(v_leaves)} tensors")
+        for x, v in zip(leaves, v_leaves):
+            if x.shape != v.shape:
+                raise RuntimeError(f"jvp(f, primals, tangents): Expected primals and tangents to have the same "
+                                   f"shapes, got {tuple(x.shape)} and {tuple(v.shape)}")
+        roots = [_root(x, "jvp") for x in leaves]
+        with _running_with(roots):
+            output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "jvp")
+        out_leaves, out_spec = tree_flatten(output)
+        nested = _records_outer_graph(leaves, out_leaves, roots)
+        dummies = [zeros_like(y).requires_grad_() for y in out_leaves]  # u: g(u) = uᵀ J
+        pulled = _backward(out_leaves, roots, dummies, create_graph=True, retain_graph=True)
+        pairs = [(g, v) for g, v in zip(pulled, v_leaves) if g.requires_grad]
+        pushed = (_backward([g for g, _ in pairs], dummies, [v for _, v in pairs], create_graph=nested,
+                            retain_graph=nested) if pairs else [zeros_like(y) for y in out_leaves])
+    result = (output if nested else _detached(output), tree_unflatten(pushed, out_spec))
+    return result + ((aux if nested else _detached(aux)),) if has_aux else result
+
+
+def linearize(func, *primals):
+    """(func(*primals), jvp_fn): ``jvp_fn(*tangents)`` is J v at the primals, for any number of calls
+    (each one is a jvp here; PyTorch's records the linear map once)."""
+    output = _detached(func(*primals))
+    return output, lambda *tangents: jvp(func, primals, tangents)[1]
+
+
+def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_copy=False):
+    """A function returning the Jacobian of f at its arguments, one backward pass per output element:
+    J[i..., j...] = ∂f(x)[i...] / ∂x[j...], shaped f(x).shape + x.shape. For several outputs or a
+    tuple argnums (or pytree arguments) the result nests as output structure, then argument structure.
+    ``chunk_size`` (how many rows PyTorch batches) changes nothing here."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with enable_grad():
+            args, originals, roots, spec = _with_roots(args, argnums, "jacrev")
+            with _running_with(roots):
+                output, aux = _split_aux(func(*args, **kwargs), has_aux, "jacrev")
+            out_leaves, out_spec = tree_flatten(output)
+            for y in out_leaves:
+                if not isinstance(y, Tensor):
+                    raise RuntimeError(f"jacrev(f, ...)(*args): expected f(*args) to return only tensors, got "
+                                       f"unsupported type {type(y)}")
+            nested = _records_outer_graph(originals, out_leaves, roots)
+            per_output = []
+            for k, y in enumerate(out_leaves):
+                rows = []
+                for i in range(y.numel()):
+                    seed = zeros_like(y).reshape(-1)
+                    seed[i] = 1
+                    cotangents = [seed.reshape(y.shape) if j == k else zeros_like(other)
+                                  for j, other in enumerate(out_leaves)]
+                    rows.append(_backward(out_leaves, roots, cotangents, create_graph=nested, retain_graph=True))
+                jacobians = [(stack([row[r] for row in rows]) if rows else zeros_like(root).reshape(0, *root.shape))
+                             .reshape(*y.shape, *root.shape) for r, root in enumerate(roots)]
+                per_output.append(tree_unflatten(jacobians, spec))
+        jacobian = tree_unflatten(per_output, out_spec)
+        if has_aux:
+            return jacobian, aux if nested else _detached(aux)
+        return jacobian
+
+    return wrapper
+
+
+def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
+    """The Jacobian, as PyTorch's forward-mode ``jacfwd`` gives it (same values and layout); computed
+    here in reverse mode (``jacrev``), as there is no forward mode."""
+    return jacrev(func, argnums, has_aux=has_aux)
+
+
+def hessian(func, argnums=0):
+    """A function returning the Hessian of a scalar f: H[i..., j...] = ∂²f / ∂x[i...] ∂x[j...], the
+    Jacobian of the gradient (``jacrev(jacrev(f))``; PyTorch's is forward over reverse, same values)."""
+    return jacrev(jacrev(func, argnums), argnums)
+
+
+def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
+    """``func`` mapped over a batch dimension: vmap(f)(xs) = stack([f(x) for x in xs]).
+
+    ``in_dims``: per positional argument (an int or None for all), which dimension of its tensors
+    is the batch (None: not batched, passed whole to every call); ``out_dims``: where the batch
+    dimension goes in each output. This implementation loops over the batch in Python and
+    stacks the results: PyTorch's vmap runs the batch through batched kernels instead, so the
+    values are the same but the cost is one call of ``func`` per example. ``randomness``:
+    'different' and 'error' draw fresh random numbers in each call (PyTorch's 'error' would
+    refuse random ops, which a loop cannot detect); 'same' replays the generator's state for every
+    call, so each sees the same random numbers. ``chunk_size`` changes nothing here.
+    """
+    if randomness not in ("error", "different", "same"):
+        raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got "
+                           f"{randomness}")
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        dims = in_dims if isinstance(in_dims, (tuple, list)) else (in_dims,) * len(args)
+        if len(dims) != len(args):
+            raise ValueError(f"vmap(f, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with the "
+                             f"structure of `inputs`. in_dims has structure with {len(dims)} entries but inputs has "
+                             f"{len(args)}.")
+        sizes = set()
+        for arg, dim in zip(args, dims):
+            if dim is None:
+                continue
+            for leaf in tree_flatten(arg)[0]:
+                if not isinstance(leaf, Tensor):
+                    raise ValueError(f"vmap(f, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for an input but "
+                                     f"the input is of type {type(leaf)}. We cannot vmap over non-Tensor arguments")
+                if not -leaf.ndim <= dim < leaf.ndim:
+                    raise ValueError(f"vmap(f, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for some input, "
+                                     f"but that input is a Tensor of dimensionality {leaf.ndim} so expected in_dim "
+                                     f"to satisfy -{leaf.ndim} <= in_dim < {leaf.ndim}.")
+                sizes.add(leaf.shape[dim])
+        if not sizes:
+            raise ValueError(f"vmap(f, in_dims={in_dims}, ...)(<inputs>): at least one input must be batched")
+        if len(sizes) > 1:
+            raise ValueError(f"vmap: Expected all tensors to have the same size in the mapped dimension, got sizes "
+                             f"{sorted(sizes)} for the mapped dimension")
+        (batch,) = sizes
+        state = None
+        if randomness == "same":
+            from .random import get_rng_state
+
+            state = get_rng_state()
+        results = []
+        for b in range(batch):
+            if state is not None:
+                from .random import set_rng_state
+
+                set_rng_state(state)
+            call_args = [arg if dim is None else _select(arg, dim, b) for arg, dim in zip(args, dims)]
+            results.append(func(*call_args, **kwargs))
+        return _stack_results(results, out_dims)
+
+    return wrapper
+
+
+def _select(tree, dim, index):
+    leaves, spec = tree_flatten(tree)
+    return tree_unflatten([leaf.select(dim, index) for leaf in leaves], spec)
+
+
+def _stack_results(results, out_dims):
+    flat = [tree_flatten(r) for r in results]
+    spec = flat[0][1]
+    count = len(flat[0][0])
+    dims = out_dims if isinstance(out_dims, (tuple, list)) else (out_dims,) * count
+    if len(dims) != count:
+        raise ValueError(f"vmap(f, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with the "
+                         f"structure of `outputs`. out_dims has structure with {len(dims)} entries but outputs has "
+                         f"{count}.")
+    stacked = []
+    for k, dim in enumerate(dims):
+        column = [leaves[k] for leaves, _ in flat]
+        if not all(isinstance(c, Tensor) for c in column):
+            raise ValueError(f"vmap(f, ...): `f` must only return Tensors, got type {type(column[0])}. Did you mean "
+                             "to set out_dims= to None for output?")
+        if dim is None:
+            stacked.append(column[0])
+            continue
+        stacked.append(stack(column, dim=dim))
+    return tree_unflatten(stacked, spec)
+
+
+def functional_call(module, parameter_and_buffer_dicts, args=None, kwargs=None, *, tie_weights=True, strict=False):
+    """``module(*args, **kwargs)`` with the given tensors ({dotted name: tensor}, or a tuple of such
+    dicts) in place of its parameters and buffers; the module's own are put back after. The output is
+    a function of the tensors given, so ``grad(lambda p: loss(functional_call(model, p, x)))(params)``
+    differentiates with respect to ``params``. ``module`` is an ``nn.Module`` (the swap itself is
+    nn's: ``nn.utils.stateless``, reached through the module, as autograd does not import nn)."""
+    if isinstance(parameter_and_buffer_dicts, dict):
+        tensors = parameter_and_buffer_dicts
+    elif isinstance(parameter_and_buffer_dicts, (tuple, list)):
+        keys = [key for d in parameter_and_buffer_dicts for key in d]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"{repeated} appeared in multiple dictionaries; behavior of functional call is "
+                             "ambiguous")
+        tensors = {key: value for d in parameter_and_buffer_dicts for key, value in d.items()}
+    else:
+        raise ValueError(f"Expected parameter_and_buffer_dicts to be a dict, or a list/tuple of dicts, but got "
+                         f"{type(parameter_and_buffer_dicts)}")
+    return module._functional_call(tensors, args, kwargs, tie_weights=tie_weights, strict=strict)
+
+
+def stack_module_state(models):
+    """({name: the models' parameters stacked along a new dim 0}, {name: their buffers stacked}) for
+    models of one architecture: an ensemble's state as one batch, for vmap over functional_call.
+    The stacked parameters are new leaves (requiring grad where the models' did)."""
+    models = list(models)
+    if not models:
+        raise RuntimeError("stack_module_state: Expected at least one model, got 0.")
+    if not (all(m.training for m in models) or not any(m.training for m in models)):
+        raise RuntimeError("stack_module_state: Expected all models to have the same training/eval mode.")
+    reference = type(models[0])
+    if not all(type(m) is reference for m in models):
+        raise RuntimeError("stack_module_state: Expected all models to be of the same class.")
+    params = [dict(m.named_parameters()) for m in models]
+    buffers = [dict(m.named_buffers()) for m in models]
+    stacked_params = {name: stack([p[name].detach() for p in params]).requires_grad_(
+        all(p[name].requires_grad for p in params)) for name in params[0]}
+    stacked_buffers = {name: stack([b[name] for b in buffers]) for name in buffers[0]}
+    return stacked_params, stacked_buffers
+
+
+def replace_all_batch_norm_modules_(root):
+    """Make every BatchNorm below ``root`` use batch statistics only (no running statistics), in
+    place, as vmap over a model needs in PyTorch; returns ``root``."""
+    for module in root.modules():
+        if hasattr(module, "track_running_stats") and hasattr(module, "running_mean"):
+            module.running_mean = module.running_var = module.num_batches_tracked = None
+            module.track_running_stats = False
+    return root

@@ -1,0 +1,24 @@
+"""Parameters as one flat vector and back (``torch.nn.utils.convert_parameters``)."""
+
+import autograd
+from autograd import Tensor
+
+
+def parameters_to_vector(parameters):
+    """All parameters flattened into one vector (differentiable, like PyTorch's)."""
+    return autograd.cat([p.reshape(-1) for p in parameters])
+
+
+def vector_to_parameters(vector, parameters):
+    """Copy consecutive slices of ``vector`` into the parameters (in place)."""
+    if not isinstance(vector, Tensor) or vector.ndim != 1:
+        raise TypeError(f"expected a 1-D Tensor, got {type(vector).__name__}")
+    parameters = list(parameters)
+    needed = sum(p.numel() for p in parameters)
+    if vector.numel() != needed:
+        raise ValueError(f"vector has {vector.numel()} elements but the parameters need {needed}")
+    start = 0
+    with autograd.no_grad():
+        for p in parameters:
+            p.copy_(vector[start:start + p.numel()].reshape(p.shape))
+            start += p.numel()
