@@ -2,9 +2,11 @@
 where they can (``tensor`` always copies), and ``x.new_zeros(...)`` and friends make a new
 tensor with x's dtype."""
 
+import builtins
+
 import numpy
 
-from .backend import xp
+from .backend import get_default_dtype, xp
 from .factories import _shape, empty, full, ones, tensor, zeros
 from .ops import bind_tensor_methods
 from .ops.names import names
@@ -61,6 +63,65 @@ def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=Fals
 def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
     """A copy of ``data`` with x's dtype (not the default dtype) unless ``dtype`` says otherwise."""
     return tensor(data, dtype=_like(self, dtype), requires_grad=requires_grad)
+
+
+@names("asarray", method=False)
+def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=False):
+    """``obj`` as a tensor, sharing memory with a Tensor or an array when it can (``copy=None``),
+    always copying (``copy=True``), or raising where it would have to copy (``copy=False``)."""
+    data = obj._data if isinstance(obj, Tensor) else obj
+    if isinstance(data, (numpy.ndarray, xp.ndarray)):
+        array = data if dtype is None else data.astype(dtype, copy=False)
+        if copy:
+            array = array.copy()
+        elif copy is False and array is not data:
+            raise ValueError(f"can't alias a {data.dtype} array as {numpy.dtype(dtype)} with copy=False")
+        result = obj if array is data and isinstance(obj, Tensor) else Tensor._make(array)
+    else:
+        if copy is False:
+            raise ValueError(f"can't alias a {type(obj).__name__} with copy=False: it is not an array")
+        result = Tensor._make(as_array(obj, dtype))
+    return result.requires_grad_() if requires_grad else result
+
+
+@names("frombuffer", method=False)
+def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
+    """A 1-d tensor on the memory of an object with the buffer protocol (bytes, bytearray,
+    array.array): ``count`` elements of ``dtype`` (all by default) from byte ``offset``."""
+    array = numpy.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    return Tensor._make(xp.asarray(array)).requires_grad_(requires_grad)
+
+
+@names("scalar_tensor", method=False)
+def scalar_tensor(s, *, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False):
+    """A 0-d tensor holding the number ``s``, of the default dtype unless ``dtype`` says otherwise."""
+    return tensor(s, dtype=dtype or get_default_dtype(), requires_grad=requires_grad)
+
+
+def _strided(size, stride, dtype):
+    """An array of shape ``size`` whose neighbours along each dim lie ``stride`` elements apart, on
+    a new buffer just long enough (strides of 0 repeat an element, as an expanded tensor's)."""
+    size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride):
+        raise RuntimeError(f"mismatch in length of strides and shape: size {list(size)}, stride {list(stride)}")
+    if any(s < 0 for s in stride):
+        raise RuntimeError(f"as_strided: Negative strides are not supported at the moment, got strides: "
+                           f"{list(stride)}")
+    span = 0 if 0 in size else 1 + builtins.sum((n - 1) * s for n, s in zip(size, stride))
+    buffer = xp.zeros(span, dtype=dtype)  # (zeros where PyTorch leaves memory uninitialised)
+    return xp.lib.stride_tricks.as_strided(buffer, size, tuple(s * buffer.itemsize for s in stride))
+
+
+@names("empty_strided", method=False)
+def empty_strided(size, stride, *, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False):
+    """A new tensor of shape ``size`` laid out with ``stride`` (in elements)."""
+    return Tensor._make(_strided(size, stride, dtype or get_default_dtype())).requires_grad_(requires_grad)
+
+
+@names("new_empty_strided", function=False)
+def new_empty_strided(self, size, stride, *, dtype=None, device=None, requires_grad=False):
+    """empty_strided with x's dtype."""
+    return empty_strided(size, stride, dtype=_like(self, dtype), requires_grad=requires_grad)
 
 
 # autograd.ops bound the ops' methods before this module was imported: bind these too

@@ -11,6 +11,7 @@ so this file holds only what a tensor is: its array, its place in the graph,
 its conversions, and the one door through which its memory is written.
 """
 
+import builtins
 import numbers
 import warnings
 import weakref
@@ -169,6 +170,75 @@ class Tensor:
 
     def numel(self):
         return self._data.size
+
+    # -- memory layout, as PyTorch reports it (in elements, where NumPy counts bytes) ----------
+
+    def stride(self, dim=None):
+        """The step in elements between neighbours along each dim (or along ``dim``). A dim of
+        size 0 or 1 reports the row-major step, as PyTorch's contiguous tensors do."""
+        itemsize = self._data.itemsize
+        strides = tuple(step // itemsize for step in self._data.strides)
+        empty = self._data.size == 0
+        if empty or 1 in self._data.shape:  # NumPy's steps there are arbitrary
+            row_major, step = [], 1
+            for n, own in zip(reversed(self._data.shape), reversed(strides)):
+                row_major.append(step if n <= 1 or empty else own)
+                step *= builtins.max(n, 1)
+            strides = tuple(reversed(row_major))
+        return strides if dim is None else strides[dim]
+
+    def storage_offset(self):
+        """Where this tensor's first element lies in the memory it shares, in elements."""
+        root = self._data
+        while isinstance(root.base, xp.ndarray):
+            root = root.base
+        start = self._data.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        return start // self._data.itemsize
+
+    def data_ptr(self):
+        """The address of this tensor's first element."""
+        return self._data.__array_interface__["data"][0]
+
+    @property
+    def itemsize(self):
+        """Bytes per element."""
+        return self._data.itemsize
+
+    @property
+    def nbytes(self):
+        """Bytes of its elements (numel() · itemsize)."""
+        return self._data.nbytes
+
+    def ndimension(self):
+        return self.ndim
+
+    def is_complex(self):
+        return self._data.dtype.kind == "c"
+
+    def is_signed(self):
+        """True for dtypes that hold negative numbers (not bool, not unsigned integers)."""
+        return self._data.dtype.kind in "ifc"
+
+    def is_same_size(self, other):
+        return self.shape == other.shape
+
+    def is_neg(self):
+        """False: this engine never keeps a lazy negation bit (PyTorch's for conj views)."""
+        return False
+
+    def is_conj(self):
+        """False: this engine never keeps a lazy conjugation bit."""
+        return False
+
+    def is_inference(self):
+        """False: inference_mode here turns recording off (as no_grad) but makes no inference tensors."""
+        return False
+
+    def dim_order(self, *, ambiguity_check=False):
+        """The dims from outermost to innermost in memory (largest stride first; ties keep the
+        dims' order): (0, 1, ..., n-1) for a contiguous tensor."""
+        strides = self.stride()
+        return tuple(sorted(range(self.ndim), key=lambda d: -strides[d]))
 
     def __len__(self):
         if self.ndim == 0:
@@ -454,6 +524,35 @@ class Tensor:
     def _write_back(self, function, args, kwargs):
         """x.op_(...): write x.op(...) into x (the in-place twins declared by the ops)."""
         return self._write(args, lambda old: function(old, *args, **kwargs))
+
+    def _become(self, view):
+        """x.t_(), x.unsqueeze_(0), x.resize_(...): x takes the shape and strides of ``view`` (computed
+        from x, with grad mode on so that a view of a view keeps its chain to the base) and, when
+        the change is recorded, its history. As in PyTorch a leaf that requires grad refuses, and
+        the version moves on (a node that saved x would see another shape). A base whose live
+        views are replayed from its shape by recorded writes refuses too: their steps would no
+        longer fit it."""
+        recorded = modes.grad_enabled and self.requires_grad
+        if recorded:
+            self._refuse_leaf_write()
+        if self._base is None and self._views and any(other is not view for other in self._views):
+            raise RuntimeError(f"an in-place shape change of a tensor of shape {tuple(self.shape)} that has live "
+                               "views: those views are defined on its current shape. Use the out-of-place op "
+                               "(x = x.t()) or drop the views first")
+        old_node = self.grad_fn
+        self._data = view._data
+        if recorded:
+            self.grad_fn = view.grad_fn
+            _move_retained_grad(self, old_node)
+        if self._base is not None:
+            if view._base is self._base:
+                self._view_chain = view._view_chain
+            else:  # resize_: no view op leads there from the base, so it stops being a view
+                if not xp.may_share_memory(view._data, self._base._data):  # (grown: new memory)
+                    self._version_cell = [0, self._version_cell[1]]
+                self._base = self._view_chain = None
+        bump_version(self)
+        return self
 
     def zero_(self):
         return self.fill_(0)

@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (each declares its names)
     pooling,
     predicates,
     reductions,
+    reshaping_in_place,
     sampling,
     shape,
     sorting,

@@ -38,7 +38,7 @@ def add(input, other, *, alpha=1, out=None):
     return write_out(input + _scaled(other, alpha, input), out)
 
 
-@names("sub", "subtract")
+@names("sub", "subtract", inplace="subtract_")
 def sub(input, other, *, alpha=1, out=None):
     """input - alpha · other"""
     input, other = _pair(input, other)
@@ -52,7 +52,7 @@ def rsub(input, other, *, alpha=1):
     return other - _scaled(input, alpha, other)
 
 
-@names("mul", "multiply")
+@names("mul", "multiply", inplace="multiply_")
 def mul(input, other, *, out=None):
     """input · other"""
     input, other = _pair(input, other)
@@ -78,7 +78,7 @@ class RoundedDiv(Primitive):
                 unbroadcast(grad * 0.0, y) if y.requires_grad else None)
 
 
-@names("div", "divide", "true_divide")
+@names("div", "divide", "true_divide", inplace=("divide_", "true_divide_"))
 def div(input, other, *, rounding_mode=None, out=None):
     """input / other; rounding_mode 'trunc' rounds toward zero, 'floor' down (then integers stay integers)."""
     input, other = _pair(input, other)
@@ -130,7 +130,7 @@ def pow(input, exponent, *, out=None):
     return write_out(input**exponent, out)
 
 
-@names("neg", "negative")
+@names("neg", "negative", inplace="negative_")
 def neg(input, *, out=None):
     """-input"""
     return write_out(elementwise.Neg.apply(input), out)
@@ -142,13 +142,13 @@ def positive(input):
     return input
 
 
-@names("absolute")
+@names("absolute", inplace="absolute_")
 def absolute(input, *, out=None):
     """|input|"""
     return write_out(elementwise.Abs.apply(input), out)
 
 
-@names("clip", method=False)
+@names("clip", method=False, inplace="clip_")
 def clip(input, min=None, max=None, *, out=None):
     """clamp under its NumPy name."""
     return write_out(elementwise.clamp(input, min, max), out)

@@ -9,17 +9,40 @@ from .names import names
 from .outputs import write_out
 
 
-def _unary(name):
+def _unary(name, inplace=None):
     def function(input, *, out=None):
         return write_out(getattr(input, name)(), out)
 
     function.__name__ = name
     function.__doc__ = f"autograd.{name}(input) is input.{name}() (PyTorch's torch.{name})."
+    names(name, method=False, inplace=inplace)(function)
+
+
+for _name in ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu"):
+    _unary(_name)
+_unary("square", inplace="square_")  # (x.square_(): the method square is elementwise.py's, x · x)
+
+
+def _in_place_function(name):
+    def function(input, *args, **kwargs):
+        return getattr(input, name)(*args, **kwargs)
+
+    function.__name__ = name
+    function.__doc__ = f"autograd.{name}(input, ...) is input.{name}(...): it changes input and returns it."
     names(name, method=False)(function)
 
 
-for _name in ("abs", "exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "square"):
-    _unary(_name)
+# the in-place methods PyTorch also offers as functions (torch.exp_(x), torch.zero_(x), ...)
+IN_PLACE_FUNCTIONS = (
+    "abs_", "acos_", "acosh_", "arccos_", "arccosh_", "arcsin_", "arcsinh_", "arctan_", "arctanh_", "asin_",
+    "asinh_", "atan_", "atanh_", "ceil_", "clamp_", "clamp_max_", "clamp_min_", "clip_", "cos_", "cosh_",
+    "deg2rad_", "detach_", "erf_", "erfc_", "exp2_", "exp_", "expm1_", "fill_", "fix_", "floor_", "frac_", "gcd_",
+    "i0_", "index_put_", "lcm_", "ldexp_", "log10_", "log1p_", "log2_", "log_", "logit_", "nan_to_num_", "neg_",
+    "negative_", "rad2deg_", "reciprocal_", "relu_", "resize_as_", "round_", "rsqrt_", "sigmoid_", "sin_", "sinc_",
+    "sinh_", "sqrt_", "square_", "tan_", "tanh_", "trunc_", "xlogy_", "zero_",
+)
+for _name in IN_PLACE_FUNCTIONS:
+    _in_place_function(_name)
 
 
 def _cast(input, dtype):

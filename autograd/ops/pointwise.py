@@ -387,7 +387,7 @@ class Atan2(Primitive):
                 unbroadcast(-scale * y, x) if x.requires_grad else None)
 
 
-@names("atan2", "arctan2", inplace="atan2_")
+@names("atan2", "arctan2", inplace=("atan2_", "arctan2_"))
 def atan2(input, other, *, out=None):
     """The angle of the point (other, input), in (-π, π]."""
     return write_out(Atan2.apply(*_floating_pair(input, other)), out)
@@ -548,7 +548,7 @@ def rad2deg(input, *, out=None):
     return write_out(floating(input) * (180 / math.pi), out)
 
 
-@names("heaviside")
+@names("heaviside", inplace="heaviside_")
 def heaviside(input, values):
     """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch)."""
     x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
@@ -592,7 +592,7 @@ def fmin(input, other, *, out=None):
     return write_out(where((input <= other) | other.isnan(), input, other), out)
 
 
-@names("sinc")
+@names("sinc", inplace="sinc_")
 def sinc(input, *, out=None):
     """y = sin(πx) / (πx), and 1 at x = 0;   dL/dx = dL/dy (cos(πx) - y) / x, and 0 at x = 0.
     The quotient is taken of a safe input (1 where x = 0), so the branch where() discards

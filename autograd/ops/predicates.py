@@ -11,7 +11,7 @@ import collections
 from ..backend import int64, xp
 from ..tensor import Tensor, _operand
 from .axes import normalize_dims
-from .elementwise import result_type
+from .elementwise import Where, result_type
 from .names import names
 from .outputs import write_out
 
@@ -22,13 +22,32 @@ def _data(x):
     return x._data if isinstance(x, Tensor) else xp.asarray(x)
 
 
-def _test(function, name, doc):
+def _written_in_place(old, result):
+    """What ``x.eq_(y)`` (and every other in-place test) writes into x: the result in x's dtype
+    (True as 1). It has no gradient, but x keeps requiring grad, as in PyTorch, with a zero
+    gradient through this write: a Where that picks the result everywhere records exactly that."""
+    if not old.requires_grad:
+        return result
+    return Where.apply(result.to(old.dtype), old, condition=xp.ones((), dtype=bool))
+
+
+def _in_place(op, name):
+    def in_place(input, *args):
+        return _written_in_place(input, op(input, *args))
+
+    in_place.__name__ = f"{name}_"
+    names(inplace=f"{name}_")(in_place)
+
+
+def _test(function, name, doc, inplace=False):
     def op(input, *, out=None):
         return write_out(Tensor._make(function(_data(input))), out)
 
     op.__name__ = name
     op.__doc__ = doc
     names(name)(op)
+    if inplace:
+        _in_place(op, name)
 
 
 _test(xp.isnan, "isnan", "True where input is NaN.")
@@ -37,7 +56,7 @@ _test(xp.isposinf, "isposinf", "True where input is +inf.")
 _test(xp.isneginf, "isneginf", "True where input is -inf.")
 _test(xp.isfinite, "isfinite", "True where input is neither NaN nor infinite.")
 _test(xp.signbit, "signbit", "True where input's sign bit is set (negative numbers and -0.0).")
-_test(xp.logical_not, "logical_not", "True where input is zero (False).")
+_test(xp.logical_not, "logical_not", "True where input is zero (False).", inplace=True)
 
 
 def _compare(function, name, aliases=()):
@@ -47,6 +66,8 @@ def _compare(function, name, aliases=()):
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} (broadcasting), without gradient."
     names(name, *aliases)(op)
+    for alias in (name, *aliases):
+        _in_place(op, alias)
 
 
 for _function, _names in ((xp.equal, ("eq",)), (xp.not_equal, ("ne", "not_equal")), (xp.less, ("lt", "less")),
@@ -193,6 +214,8 @@ def _bitwise(function, name, aliases=(), reflected=False):
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of integers or bools (broadcasting), without gradient."
     names(name, *aliases)(op)
+    if not name.startswith("_"):
+        _in_place(op, name)
 
 
 for _function, _name, _operator in ((xp.bitwise_and, "bitwise_and", "and"), (xp.bitwise_or, "bitwise_or", "or"),
@@ -201,4 +224,4 @@ for _function, _name, _operator in ((xp.bitwise_and, "bitwise_and", "and"), (xp.
                                     (xp.right_shift, "bitwise_right_shift", "rshift")):
     _bitwise(_function, _name, (f"__{_operator}__",))  # (tensor.py's own __and__, __or__, __xor__ stand first)
     _bitwise(_function, f"__r{_operator}__", reflected=True)
-_test(xp.bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).")
+_test(xp.bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).", inplace=True)

@@ -1,0 +1,107 @@
+"""In-place shape changes: ``x.t_()``, ``x.transpose_(0, 1)``, ``x.swapaxes_``/``swapdims_``,
+``x.unsqueeze_(d)``, ``x.squeeze_(d)``, ``x.resize_(*sizes)``, ``x.resize_as_(y)``.
+
+Each makes the out-of-place view of x and lets x become it (``Tensor._become``, the one place
+that changes a tensor's shape in place): the memory is x's own, the history the view's, so a
+recorded ``b.t_()`` differentiates as ``b = b.t()`` does. As in PyTorch, a leaf that requires
+grad refuses and the version counter moves on.
+"""
+
+from ..backend import xp
+from ..graph import enable_grad
+from ..size import Size
+from ..tensor import Tensor
+from .names import names
+
+
+def _become(x, make_view):
+    with enable_grad():  # a view's chain to its base is kept in grad mode only
+        view = make_view(x)
+    return x._become(view)
+
+
+@names("t_", function=False)
+def t_(input):
+    """input becomes input.t() (a matrix transposed; vectors and scalars unchanged)."""
+    return _become(input, lambda x: x.t())
+
+
+@names("transpose_", function=False)
+def transpose_(input, dim0, dim1):
+    """input becomes input.transpose(dim0, dim1)."""
+    return _become(input, lambda x: x.transpose(dim0, dim1))
+
+
+@names("swapaxes_", "swapdims_", function=False)
+def swapaxes_(input, axis0, axis1):
+    """transpose_ under NumPy's names."""
+    return _become(input, lambda x: x.swapaxes(axis0, axis1))
+
+
+@names("unsqueeze_", function=False)
+def unsqueeze_(input, dim):
+    """input becomes input.unsqueeze(dim)."""
+    return _become(input, lambda x: x.unsqueeze(dim))
+
+
+@names("squeeze_", function=False)
+def squeeze_(input, dim=None):
+    """input becomes input.squeeze(dim)."""
+    return _become(input, lambda x: x.squeeze(dim))
+
+
+def _sizes(sizes):
+    if len(sizes) == 1 and not isinstance(sizes[0], int):
+        sizes = tuple(sizes[0])
+    for n in sizes:
+        if int(n) < 0:
+            raise RuntimeError(f"Trying to create tensor with negative dimension {n}: {list(sizes)}")
+    return tuple(int(n) for n in sizes)
+
+
+@names("resize_", function=False)
+def resize_(input, *sizes, memory_format=None):
+    """input takes the shape ``sizes``, row-major over its memory: the first elements in memory
+    order are kept; when it grows, the elements past the old ones are new (zeros here, where
+    PyTorch leaves them uninitialised). The same shape changes nothing.
+
+    A tensor that requires grad refuses (PyTorch: "cannot resize variables that require grad").
+    Growing gives the tensor new memory, which views made earlier no longer share (PyTorch grows
+    the storage they share); a tensor whose elements are not one dense block of memory (a strided
+    slice) refuses a new shape, rather than guess what PyTorch's storage would hold."""
+    shape = _sizes(sizes)
+    if input.requires_grad:
+        raise RuntimeError("cannot resize variables that require grad")
+    if shape == tuple(input.shape):
+        return input
+    array = input._data
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        raise RuntimeError(f"resize_ of a tensor of shape {tuple(input.shape)} with strides "
+                           f"{input.stride()}: its elements are not one dense block of memory; "
+                           "use x.contiguous() first")
+    count = 1
+    for n in shape:
+        count *= n
+    flat = _storage_from(input) if array.flags.c_contiguous else array.ravel(order="K")  # (a view: dense)
+    if count <= flat.size:
+        return input._become(Tensor._make(flat[:count].reshape(shape)))
+    grown = xp.zeros(count, dtype=array.dtype)
+    grown[:flat.size] = flat
+    return input._become(Tensor._make(grown.reshape(shape)))
+
+
+def _storage_from(input):
+    """The memory from input's first element to the end of the array it lives in, in order (PyTorch's
+    storage from the storage offset): a shrunk tensor resized back shows its old elements again."""
+    root = input._data
+    while isinstance(root.base, xp.ndarray):
+        root = root.base
+    if not root.flags.c_contiguous:
+        return input._data.reshape(-1)
+    return root.reshape(-1)[input.storage_offset():]
+
+
+@names("resize_as_", function=False)
+def resize_as_(input, other, memory_format=None):
+    """input.resize_(other.shape)."""
+    return resize_(input, Size(other.shape))

@@ -1,0 +1,298 @@
+"""The Tensor API's smaller gaps with PyTorch: in-place twins (comparisons, logical and bitwise
+ops, arithmetic aliases, shape changes), the in-place function forms (autograd.exp_(x)), and
+memory-layout metadata (stride, storage_offset, ...). Values are checked without PyTorch; the
+comparisons with PyTorch skip when it is missing."""
+
+import numpy as np
+import pytest
+
+import autograd
+from autograd import Tensor
+
+try:
+    import torch
+except ImportError:  # CI: the values are still checked
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+
+def _t(values, dtype=None):
+    return autograd.tensor(values, dtype=dtype)
+
+
+# -- in-place comparisons, logical and bitwise ops ------------------------------------------------
+
+COMPARISONS = {"eq_": np.equal, "ne_": np.not_equal, "not_equal_": np.not_equal, "lt_": np.less,
+               "less_": np.less, "le_": np.less_equal, "less_equal_": np.less_equal, "gt_": np.greater,
+               "greater_": np.greater, "ge_": np.greater_equal, "greater_equal_": np.greater_equal,
+               "logical_and_": np.logical_and, "logical_or_": np.logical_or, "logical_xor_": np.logical_xor}
+
+
+@pytest.mark.parametrize("name", sorted(COMPARISONS))
+def test_in_place_comparisons_write_ones_and_zeros_in_the_tensors_dtype(name):
+    a, b = np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 1.0, 0.0, 3.0])
+    x = Tensor(a.astype(np.float32))
+    assert getattr(x, name)(Tensor(b.astype(np.float32))) is x
+    assert x.dtype == autograd.float32
+    np.testing.assert_array_equal(x.numpy(), COMPARISONS[name](a, b).astype(np.float32))
+    n = _t([1, 2, 3])
+    getattr(n, name)(2)
+    assert n.dtype == autograd.int64
+    np.testing.assert_array_equal(n.numpy(), COMPARISONS[name](np.array([1, 2, 3]), 2).astype(np.int64))
+
+
+def test_logical_not_and_bitwise_in_place():
+    x = _t([0.0, 2.0])
+    x.logical_not_()
+    np.testing.assert_array_equal(x.numpy(), [1.0, 0.0])
+    n = _t([1, 2, 6])
+    n.bitwise_and_(3)
+    np.testing.assert_array_equal(n.numpy(), [1, 2, 2])
+    n.bitwise_or_(_t([4, 0, 1]))
+    np.testing.assert_array_equal(n.numpy(), [5, 2, 3])
+    n.bitwise_xor_(1)
+    np.testing.assert_array_equal(n.numpy(), [4, 3, 2])
+    n.bitwise_left_shift_(2)
+    np.testing.assert_array_equal(n.numpy(), [16, 12, 8])
+    n.bitwise_right_shift_(1)
+    np.testing.assert_array_equal(n.numpy(), [8, 6, 4])
+    n.bitwise_not_()
+    np.testing.assert_array_equal(n.numpy(), [-9, -7, -5])
+    with pytest.raises(RuntimeError, match="not implemented for 'float32'"):
+        _t([1.0]).bitwise_and_(1)
+
+
+def test_an_in_place_comparison_keeps_the_graph_with_a_zero_gradient():
+    """As PyTorch: b.eq_(0) on a recorded tensor keeps b requiring grad; its gradient is 0."""
+    w = Tensor(np.array([1.0, 0.0, 2.0]), requires_grad=True)
+    b = w * 1.0
+    b.eq_(0)
+    assert b.requires_grad and not b.is_leaf
+    np.testing.assert_array_equal(b.numpy(), [0.0, 1.0, 0.0])
+    (b * 3.0 + w).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [1.0, 1.0, 1.0])
+    leaf = Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        leaf.gt_(0)
+
+
+# -- arithmetic aliases ---------------------------------------------------------------------------
+
+ALIASES = [  # (in-place name, arguments, the out-of-place value)
+    ("multiply_", (2.0,), lambda a: a * 2), ("divide_", (4.0,), lambda a: a / 4),
+    ("true_divide_", (4.0,), lambda a: a / 4), ("subtract_", (1.0,), lambda a: a - 1),
+    ("negative_", (), lambda a: -a), ("absolute_", (), np.abs), ("square_", (), np.square),
+    ("clip_", (-0.5, 0.5), lambda a: np.clip(a, -0.5, 0.5)), ("arctan2_", (0.5,), lambda a: np.arctan2(a, 0.5)),
+    ("sinc_", (), np.sinc), ("logit_", (), lambda a: np.log(np.abs(a) / (1 - np.abs(a)))),
+]
+
+
+@pytest.mark.parametrize("name, args, expected", ALIASES, ids=[case[0] for case in ALIASES])
+def test_arithmetic_alias_in_place_matches_the_out_of_place_value(name, args, expected):
+    a = np.array([-0.75, -0.2, 0.0, 0.3, 0.9])
+    if name == "logit_":
+        a = np.abs(a) + (a == 0) * 0.5
+    x = Tensor(a.copy())
+    assert getattr(x, name)(*args) is x
+    np.testing.assert_allclose(x.numpy(), expected(a), rtol=1e-12)
+
+
+def test_subtract_takes_alpha_and_divide_takes_rounding_mode():
+    x = _t([5.0, 7.0])
+    x.subtract_(_t([1.0, 2.0]), alpha=2)
+    np.testing.assert_array_equal(x.numpy(), [3.0, 3.0])
+    x.divide_(2, rounding_mode="floor")
+    np.testing.assert_array_equal(x.numpy(), [1.0, 1.0])
+    h = _t([-1.0, 0.0, 2.0])
+    h.heaviside_(_t(0.5))
+    np.testing.assert_array_equal(h.numpy(), [0.0, 0.5, 1.0])
+
+
+def test_integer_division_in_place_refuses_the_float_result():
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        _t([1, 2]).divide_(2)
+
+
+@pytest.mark.parametrize("name, args", [("multiply_", (3.0,)), ("divide_", (2.0,)), ("square_", ()),
+                                        ("clip_", (-0.5, 0.5)), ("sinc_", ()), ("arctan2_", (0.7,)),
+                                        ("negative_", ()), ("absolute_", ()), ("subtract_", (1.5,))])
+def test_recorded_in_place_alias_gradients(name, args):
+    def f(w):
+        h = w * 1.0
+        getattr(h, name)(*args)
+        return h * w
+
+    w = Tensor(np.array([[-0.8, 0.3], [0.45, 1.2]]), requires_grad=True)
+    assert autograd.gradcheck(f, (w,))
+
+
+# -- in-place function forms ----------------------------------------------------------------------
+
+def test_in_place_function_forms_change_their_input():
+    x = _t([0.0, 1.0])
+    assert autograd.exp_(x) is x
+    np.testing.assert_allclose(x.numpy(), np.exp([0.0, 1.0]), rtol=1e-6)
+    autograd.clamp_(x, max=2.0)
+    np.testing.assert_allclose(x.numpy(), [1.0, 2.0])
+    autograd.fill_(x, 3.0)
+    np.testing.assert_array_equal(x.numpy(), [3.0, 3.0])
+    autograd.zero_(x)
+    np.testing.assert_array_equal(x.numpy(), [0.0, 0.0])
+    autograd.sigmoid_(x)
+    np.testing.assert_array_equal(x.numpy(), [0.5, 0.5])
+
+
+def test_every_in_place_function_form_has_its_method():
+    from autograd.ops.functions import IN_PLACE_FUNCTIONS
+
+    assert [name for name in IN_PLACE_FUNCTIONS if not hasattr(Tensor, name)] == []
+
+
+@needs_torch
+def test_the_in_place_function_forms_are_pytorchs():
+    from autograd.ops.functions import IN_PLACE_FUNCTIONS
+
+    assert [name for name in IN_PLACE_FUNCTIONS if not hasattr(torch, name)] == []
+
+
+# -- in-place shape changes -----------------------------------------------------------------------
+
+def test_shape_changes_in_place_keep_the_memory():
+    x = autograd.arange(6.0).reshape(2, 3)
+    before = x.data_ptr()
+    assert x.t_() is x and x.shape == (3, 2) and x.stride() == (1, 3)
+    x.transpose_(0, 1)
+    assert x.shape == (2, 3) and x.is_contiguous()
+    x.swapaxes_(0, 1)
+    x.swapdims_(0, 1)
+    x.unsqueeze_(1)
+    assert x.shape == (2, 1, 3)
+    x.squeeze_(1)
+    assert x.shape == (2, 3) and x.data_ptr() == before
+    np.testing.assert_array_equal(x.numpy(), np.arange(6.0).reshape(2, 3))
+    x.unsqueeze_(0).squeeze_()
+    assert x.shape == (2, 3)
+
+
+def test_a_recorded_shape_change_differentiates_as_the_view():
+    def f(w):
+        h = w * 2.0
+        h.t_()
+        h.unsqueeze_(0)
+        return h * autograd.arange(6.0, dtype=autograd.float64).reshape(1, 3, 2)
+
+    assert autograd.gradcheck(f, (Tensor(np.random.default_rng(0).normal(size=(2, 3)), requires_grad=True),))
+
+
+def test_shape_change_in_place_refusals():
+    w = Tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        w.t_()
+    h = w * 1.0
+    saved = h * h
+    h.t_()
+    assert h._version == 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        saved.sum().backward()
+    x = autograd.zeros(2, 3)
+    view = x[0]
+    with pytest.raises(RuntimeError, match="live views"):
+        x.t_()
+    del view
+
+
+def test_a_view_changed_in_place_still_writes_its_base():
+    base = autograd.zeros(2, 3)
+    view = base[:, 1:]
+    view.t_()
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    view[0] = w * 3.0  # base's column 1
+    np.testing.assert_array_equal(base.numpy(), [[0.0, 3.0, 0.0], [0.0, 6.0, 0.0]])
+    base.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [3.0, 3.0])
+
+
+def test_resize():
+    x = autograd.arange(6.0)
+    x.resize_(2, 2)
+    np.testing.assert_array_equal(x.numpy(), [[0.0, 1.0], [2.0, 3.0]])
+    x.resize_(3, 3)  # the memory past the shrunk tensor shows again, as PyTorch's storage
+    np.testing.assert_array_equal(x.numpy().ravel()[:6], np.arange(6.0))
+    y = autograd.zeros(4)
+    assert y.resize_as_(autograd.zeros(2, 2)).shape == (2, 2)
+    assert y.resize_(2, 2) is y
+    with pytest.raises(RuntimeError, match="cannot resize variables that require grad"):
+        Tensor(np.ones(2), requires_grad=True).resize_(3)
+    with pytest.raises(RuntimeError, match="negative dimension"):
+        autograd.zeros(2).resize_(-1)
+
+
+# -- metadata -------------------------------------------------------------------------------------
+
+LAYOUTS = {  # name: (shape, how the tensor is made from a zeros tensor of that shape)
+    "contiguous": ((2, 3), lambda t: t),
+    "transposed": ((2, 3), lambda t: t.t()),
+    "size one": ((2, 1, 3), lambda t: t),
+    "empty": ((0, 3), lambda t: t),
+    "sliced": ((4, 5), lambda t: t[1:, ::2]),
+    "permuted": ((2, 3, 4), lambda t: t.permute(2, 0, 1)),
+    "scalar": ((), lambda t: t),
+}
+EXPECTED = {  # stride, storage_offset, dim_order
+    "contiguous": ((3, 1), 0, (0, 1)), "transposed": ((1, 3), 0, (1, 0)), "size one": ((3, 3, 1), 0, (0, 1, 2)),
+    "empty": ((3, 1), 0, (0, 1)), "sliced": ((5, 2), 5, (0, 1)), "permuted": ((1, 12, 4), 0, (1, 2, 0)),
+    "scalar": ((), 0, ()),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_strides_in_elements(layout):
+    shape, make = LAYOUTS[layout]
+    x = make(autograd.zeros(shape))
+    assert (x.stride(), x.storage_offset(), x.dim_order()) == EXPECTED[layout]
+    if x.ndim:
+        assert x.stride(-1) == EXPECTED[layout][0][-1]
+    if torch is not None:
+        y = make(torch.zeros(shape))
+        assert (y.stride(), y.storage_offset(), y.dim_order()) == EXPECTED[layout]
+
+
+def test_metadata():
+    x = autograd.zeros(2, 3, dtype=autograd.float64)
+    assert (x.itemsize, x.nbytes, x.element_size(), x.ndimension()) == (8, 48, 8, 2)
+    assert x.data_ptr() == x.numpy().ctypes.data and x[1].data_ptr() == x.data_ptr() + 24
+    assert x.is_signed() and not autograd.zeros(2, dtype=autograd.bool).is_signed()
+    assert not autograd.zeros(2, dtype=autograd.uint8).is_signed()
+    assert autograd.zeros(2, dtype=autograd.int8).is_signed()
+    assert not x.is_complex() and not x.is_neg() and not x.is_conj() and not x.is_inference()
+    assert x.is_same_size(autograd.ones(2, 3)) and not x.is_same_size(autograd.ones(3, 2))
+
+
+def test_empty_strided_and_friends():
+    e = autograd.empty_strided((2, 3), (1, 2))
+    assert e.shape == (2, 3) and e.stride() == (1, 2) and e.dtype == autograd.float32
+    n = autograd.zeros(1, dtype=autograd.float64).new_empty_strided((2, 2), (0, 1))
+    assert n.stride() == (0, 1) and n.dtype == autograd.float64
+    with pytest.raises(RuntimeError, match="mismatch in length"):
+        autograd.empty_strided((2, 3), (1,))
+    a = np.arange(3.0)
+    shared = autograd.asarray(a)
+    a[0] = 9.0
+    assert shared[0].item() == 9.0 and autograd.asarray(a, copy=True).data_ptr() != a.ctypes.data
+    assert autograd.asarray([1, 2]).dtype == autograd.int64 and autograd.asarray([1.5]).dtype == autograd.float32
+    with pytest.raises(ValueError):
+        autograd.asarray(a, dtype=autograd.float32, copy=False)
+    assert autograd.scalar_tensor(3).dtype == autograd.float32 and autograd.scalar_tensor(3).ndim == 0
+    f = autograd.frombuffer(bytearray(b"\x01\x00\x02\x00"), dtype=autograd.int16)
+    np.testing.assert_array_equal(f.numpy(), [1, 2])
+
+
+@needs_torch
+def test_layout_and_creation_match_pytorch():
+    for module in (autograd, torch):
+        x = module.zeros(2, 3)
+        assert (x.itemsize, x.nbytes, x.ndimension(), x.is_signed(), x.is_complex()) == (4, 24, 2, True, False)
+    assert torch.empty_strided((2, 3), (1, 2)).stride() == (1, 2)
+    assert torch.scalar_tensor(3).dtype == torch.float32
+    assert torch.asarray([1, 2]).dtype == torch.int64
