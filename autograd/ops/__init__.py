@@ -5,6 +5,7 @@ from ..tensor import Tensor
 from . import (  # noqa: F401  (each declares its names)
     arithmetic,
     arranging,
+    broadcasting,
     contractions,
     conversion,
     convolution,
@@ -20,17 +21,22 @@ from . import (  # noqa: F401  (each declares its names)
     inverses,
     linalg,
     norms,
+    numbers,
     pointwise,
     pooling,
     predicates,
+    promotion,
     reductions,
+    regions,
     reshaping_in_place,
     sampling,
+    series,
     shape,
     sorting,
     special,
     splitting,
     statistics,
+    windows,
 )
 from .names import FUNCTIONS, INPLACE, METHODS
 

@@ -183,3 +183,22 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
 def dist(input, other, p=2):
     """‖input - other‖_p over all elements (the two broadcast)."""
     return vector_norm(input - other, p)
+
+
+@names("renorm", inplace="renorm_")
+def renorm(input, p, dim, maxnorm):
+    """Each sub-tensor input.select(dim, i) whose p-norm exceeds maxnorm, scaled down to norm maxnorm:
+        y_i = x_i · maxnorm / (‖x_i‖_p + 1e-7)   where ‖x_i‖_p > maxnorm,   x_i elsewhere
+    (PyTorch's 1e-7 included). Differentiable through the norm, as PyTorch's."""
+    if input.ndim < 2:
+        raise RuntimeError(f"renorm: input needs at least 2 dimensions, got {input.ndim} dimensions")
+    if p <= 0:
+        raise RuntimeError("renorm: non-positive-norm not supported")
+    if maxnorm < 0:
+        raise RuntimeError(f"renorm: expected maxnorm to be >= 0 but got {maxnorm}")
+    dim = dim_index(dim, input.ndim)
+    others = tuple(d for d in range(input.ndim) if d != dim)
+    norms = vector_norm(input, p, others, keepdim=True)
+    too_long = norms._data > maxnorm
+    scale = Where.apply(maxnorm / (norms + 1e-7), Tensor._make(xp.ones((), dtype=input.dtype)), condition=too_long)
+    return input * scale

@@ -1,0 +1,95 @@
+"""Number-theoretic and floating-point-format ops: gcd, lcm (integers), ldexp, frexp,
+nextafter (the bits of floats), and erfc, the complementary error function.
+
+gcd, lcm and nextafter are piecewise constant: no gradient. ldexp and frexp's mantissa scale
+by powers of two, so their gradients are those scales (exact).
+"""
+
+import collections
+import math
+
+import numpy
+
+from ..backend import int32, to_numpy, xp
+from ..primitive import Primitive
+from ..tensor import Tensor, _operand
+from .elementwise import floating, promote, result_type
+from .names import names
+from .outputs import write_out
+
+FrexpResult = collections.namedtuple("frexp", ["mantissa", "exponent"])
+
+
+def _pair(input, other):
+    if not isinstance(input, Tensor):
+        input = _operand(input, other)
+    return input, _operand(other, input)
+
+
+def _integers(name, function):
+    def op(input, other, *, out=None):
+        x, y = _pair(input, other)
+        dtype = result_type(x, y)
+        if dtype.kind not in "iu":
+            raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtype}'")
+        return write_out(Tensor._make(function(x._data.astype(dtype, copy=False), y._data.astype(dtype, copy=False))),
+                         out)
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name} of two integer tensors (broadcasting; always >= 0; 0 with 0 gives 0)."
+    names(name, inplace=f"{name}_")(op)
+
+
+_integers("gcd", xp.gcd)
+_integers("lcm", xp.lcm)
+
+
+@names("ldexp", inplace="ldexp_")
+def ldexp(input, other, *, out=None):
+    """input · 2^other;   dL/dinput = dL/dy · 2^other,   dL/dother = dL/dy · y · ln 2 (as PyTorch's,
+    which computes it as input · pow(2, other)). An integer input gives the default dtype."""
+    input = floating(input)
+    return write_out(input * (2.0 ** _operand(other, input)), out)
+
+
+@names("frexp")
+def frexp(input, *, out=None):
+    """(mantissa, exponent) with input = mantissa · 2^exponent, |mantissa| in [0.5, 1) (0 for 0);
+    the exponent is int32. dL/dinput = dL/dmantissa / 2^exponent: the mantissa is input times an
+    exact power of two, recorded as that product."""
+    if input.dtype.kind != "f":
+        raise RuntimeError("torch.frexp() only supports floating-point dtypes")
+    _, exponent = xp.frexp(input._data)
+    scale = Tensor._make(xp.ldexp(xp.ones((), dtype=input.dtype), -exponent))
+    return write_out(FrexpResult(input * scale, Tensor._make(exponent.astype(int32))), out)
+
+
+@names("nextafter", inplace="nextafter_")
+def nextafter(input, other, *, out=None):
+    """The next float after input towards other (one unit in the last place); no gradient."""
+    x, y = promote(*_pair(input, other))
+    if x.dtype.kind != "f":
+        raise NotImplementedError(f"\"nextafter_cpu\" not implemented for '{x.dtype}'")
+    return write_out(Tensor._make(xp.nextafter(x._data, y._data)), out)
+
+
+_erfc = numpy.frompyfunc(math.erfc, 1, 1)
+
+
+class Erfc(Primitive):
+    """y = erfc(x) = 1 - erf(x) = 2/√π ∫_x^∞ e^(-t²) dt;   dL/dx = -dL/dy · 2/√π · e^(-x²)
+
+    Computed directly (Python's math.erfc, element by element: exact, slower than a vector
+    formula), not as 1 - erf(x), which loses every digit once erf(x) rounds to 1 (x ≳ 6)."""
+
+    def forward(self, x):
+        return xp.asarray(_erfc(to_numpy(x)).astype(numpy.float64), dtype=x.dtype)
+
+    def backward(self, grad, y, x):
+        return (grad * (x * x * -1.0).exp() * (-2 / math.sqrt(math.pi)),)
+
+
+@names("erfc", inplace="erfc_")
+def erfc(input, *, out=None):
+    """erfc of a tensor; integers and bools become the default dtype first."""
+    return write_out(Erfc.apply(floating(input)), out)

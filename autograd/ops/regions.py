@@ -1,0 +1,58 @@
+"""Copies of a tensor with one region replaced: ``slice_scatter``, ``select_scatter``,
+``diagonal_scatter`` (the out-of-place twins of writing through a slice, a select or a
+diagonal), and ``narrow_copy``.
+
+Each is the write it stands for, made on a clone: ``out = input.clone(); out[region] = src``.
+The write door records it (``IndexPut`` or a write through a view), so the gradient is exact:
+dL/dinput is dL/dout with the region zeroed, dL/dsrc the region of dL/dout.
+"""
+
+from ..errors import ShapeError
+from .axes import dim_index
+from .names import names
+
+
+def _check_src(region_shape, src):
+    if tuple(src.shape) != tuple(region_shape):
+        raise ShapeError(f"expected src to have a size equal to the slice of self. src size = {list(src.shape)}, "
+                         f"slice size = {list(region_shape)}")
+
+
+def _written(input, index, src):
+    out = input.clone()
+    _check_src(out[index].shape, src)
+    out[index] = src
+    return out
+
+
+@names("slice_scatter")
+def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
+    """input with input[..., start:end:step, ...] (along dim) replaced by src."""
+    dim = dim_index(dim, input.ndim)
+    return _written(input, (slice(None),) * dim + (slice(start, end, step),), src)
+
+
+@names("select_scatter")
+def select_scatter(input, src, dim, index):
+    """input with input.select(dim, index) replaced by src."""
+    dim = dim_index(dim, input.ndim)
+    if not -input.shape[dim] <= index < input.shape[dim]:
+        raise IndexError(f"select(): index {index} out of range for tensor of size {list(input.shape)} at "
+                         f"dimension {dim}")
+    return _written(input, (slice(None),) * dim + (index,), src)
+
+
+@names("diagonal_scatter")
+def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
+    """input with input.diagonal(offset, dim1, dim2) replaced by src (written through the diagonal view)."""
+    out = input.clone()
+    diagonal = out.diagonal(offset, dim1, dim2)
+    _check_src(diagonal.shape, src)
+    diagonal.copy_(src)
+    return out
+
+
+@names("narrow_copy")
+def narrow_copy(input, dim, start, length):
+    """input.narrow(dim, start, length) as a new tensor (not a view)."""
+    return input.narrow(dim, start, length).clone()
