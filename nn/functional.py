@@ -11,6 +11,8 @@ import warnings
 import autograd
 from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
+from autograd.ops.activations import hardshrink, prelu  # noqa: F401  (F.hardshrink, F.prelu)
+from autograd.ops.activations import threshold as _threshold
 from autograd.ops.linalg import MatMul
 from autograd.random import generator
 
@@ -228,37 +230,16 @@ def hardswish(input, inplace=False):
 
 def threshold(input, threshold, value, inplace=False):
     """y = x where x > threshold, else value."""
-    return _inplace(input, lambda input: autograd.where(input > threshold, input, value), inplace)
+    return _inplace(input, lambda input: _threshold(input, threshold, value), inplace)
 
 
 def threshold_(input, threshold_value, value):
     return threshold(input, threshold_value, value, inplace=True)
 
 
-def prelu(input, weight):
-    """y = x for x > 0, a·x otherwise, with a learned ``weight`` a: one slope, or one per
-    channel (dim 1 of the input)."""
-    if weight.ndim != 1 and weight.numel() != 1:
-        raise RuntimeError(f"prelu: weight must be 1-dimensional, got shape {weight.shape}")
-    slopes = weight
-    if weight.numel() != 1:
-        channels = input.shape[1] if input.ndim >= 2 else input.shape[0] if input.ndim == 1 else 1
-        if weight.numel() != channels:
-            raise RuntimeError(f"Mismatch of parameter numbers and input channel size. Found parameter "
-                               f"numbers = {weight.numel()} and channel size = {channels}.")
-        if input.ndim >= 2:
-            slopes = weight.reshape((1, channels) + (1,) * (input.ndim - 2))
-    return autograd.where(input > 0, input, input * slopes)
-
-
 def tanhshrink(input):
     """y = x - tanh x."""
     return input - input.tanh()
-
-
-def hardshrink(input, lambd=0.5):
-    """y = x where |x| > λ, else 0."""
-    return autograd.where((input > lambd) | (input < -lambd), input, 0.0)
 
 
 def softshrink(input, lambd=0.5):

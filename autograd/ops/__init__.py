@@ -3,8 +3,10 @@ op declares (``autograd.ops.names``) as Tensor methods."""
 
 from ..tensor import Tensor
 from . import (  # noqa: F401  (each declares its names)
+    activations,
     arithmetic,
     arranging,
+    bessel,
     broadcasting,
     contractions,
     conversion,
