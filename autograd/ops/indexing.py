@@ -342,6 +342,23 @@ def index_add(input, dim, index, source, *, alpha=1, out=None):
     return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=alpha), out)
 
 
+@names("index_reduce", inplace="index_reduce_")
+def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=None):
+    """y = input with each slice source[..., j, ...] reduced ('prod', 'mean', 'amax', 'amin') into
+    y[..., index[j], ...]; include_self=False leaves input's own values at those slices out. It
+    is scatter_reduce with index[j] spread over the whole slice j (same values, same gradients)."""
+    if reduce not in ("prod", "mean", "amax", "amin"):
+        raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
+    axis, index = _vector_index(input, dim, index, "index_reduce")
+    expected = tuple(len(index) if d == axis else n for d, n in enumerate(input.shape))
+    if tuple(source.shape) != expected:
+        raise RuntimeError(f"index_reduce(): source has shape {tuple(source.shape)} but input of shape "
+                           f"{tuple(input.shape)} with {len(index)} indices along dim {axis} needs {expected}")
+    spread_index = xp.broadcast_to(index.reshape([-1 if d == axis else 1 for d in range(input.ndim)]), expected)
+    return write_out(ScatterReduce.apply(input, source, dim=axis, index=xp.ascontiguousarray(spread_index),
+                                         reduce=reduce, include_self=include_self), out)
+
+
 @names("take_along_dim")
 def take_along_dim(input, indices, dim=None, *, out=None):
     """gather with broadcasting: input and indices broadcast against each other outside dim;
@@ -434,6 +451,32 @@ def take(input, index):
         raise IndexError(f"out of range: tried to access index {bad} on a tensor of {size} elements.")
     positions = index % size if size else index
     return shape.GetItem.apply(flat, index=positions.astype(int64))
+
+
+@names("put", inplace="put_")
+def put(input, index, source, accumulate=False):
+    """input with the elements at ``index`` of its flattened (row-major) form replaced by source's
+    (added to, with ``accumulate``); index and source have as many elements, negative positions
+    count from the end. dL/dinput = dL/dy with the replaced positions zeroed (all kept when
+    accumulating), dL/dsource = dL/dy at the positions."""
+    index = _index_array(index, "put").reshape(-1)
+    if source.numel() != index.size:
+        raise IndexError(f"put_(): Expected source and index to have the same number of elements, but got "
+                         f"source.numel() = {source.numel()}, index.numel() = {index.size}")
+    if source.dtype != input.dtype:
+        raise RuntimeError(f"put_(): self and source expected to have the same dtype, but got self.dtype = "
+                           f"{input.dtype} and source.dtype = {source.dtype}")
+    size = input.numel()
+    if index.size and ((index < -size) | (index >= size)).any():
+        bad = index[(index < -size) | (index >= size)][0]
+        raise IndexError(f"out of range: tried to access index {bad} on a tensor of {size} elements.")
+    positions = (index % size if size else index).astype(int64)
+    flat, values = shape.reshape(input, (-1,)), shape.reshape(source, (-1,))
+    if accumulate:
+        put_flat = IndexAddAlong.apply(flat, values, dim=0, index=positions, alpha=1)
+    else:
+        put_flat = shape.IndexPut.apply(flat, values, index=(positions,))
+    return shape.reshape(put_flat, tuple(input.shape))
 
 
 def _slices_mask(input, axis, index):
