@@ -312,3 +312,108 @@ def test_top_level_activations():
         autograd.ones(2, 3).prelu(autograd.ones(2))
     assert autograd.gradcheck(lambda x, w: x.prelu(w), (_leaf(2, 3, 2), _leaf(3)))
     assert autograd.gradcheck(lambda x: x.hardshrink(0.3), (_leaf(6),))
+
+
+# -- index_reduce, put, as_strided ----------------------------------------------------------------
+
+INDEX_REDUCED = {  # reduce: (include_self=True, include_self=False), for the case below
+    "prod": ([[500.0, 2400.0], [3.0, 4.0], [150.0, 240.0]], [[500.0, 1200.0], [3.0, 4.0], [30.0, 40.0]]),
+    "mean": ([[61 / 3, 82 / 3], [3.0, 4.0], [17.5, 23.0]], [[30.0, 40.0], [3.0, 4.0], [30.0, 40.0]]),
+    "amax": ([[50.0, 60.0], [3.0, 4.0], [30.0, 40.0]], [[50.0, 60.0], [3.0, 4.0], [30.0, 40.0]]),
+    "amin": ([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], [[10.0, 20.0], [3.0, 4.0], [30.0, 40.0]]),
+}
+
+
+@pytest.mark.parametrize("reduce", sorted(INDEX_REDUCED))
+def test_index_reduce(reduce):
+    x = autograd.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    source, index = autograd.tensor([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0]]), autograd.tensor([0, 2, 0])
+    with_self, without_self = INDEX_REDUCED[reduce]
+    np.testing.assert_allclose(x.index_reduce(0, index, source, reduce).numpy(), with_self, rtol=1e-6)
+    np.testing.assert_allclose(autograd.index_reduce(x, 0, index, source, reduce, include_self=False).numpy(),
+                               without_self, rtol=1e-6)
+    x.index_reduce_(0, index, source, reduce)
+    np.testing.assert_allclose(x.numpy(), with_self, rtol=1e-6)
+    positions = autograd.tensor([0, 2, 0, 1])
+    for include_self in (True, False):
+        assert autograd.gradcheck(
+            lambda x, s, keep=include_self: x.index_reduce(1, positions, s, reduce, include_self=keep),
+            (_leaf(2, 3, low=0.5, high=2.0), _leaf(2, 4, low=0.5, high=2.0)))
+    if torch is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch's "index_reduce() is in beta"
+            theirs = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]).index_reduce(
+                0, torch.tensor([0, 2, 0]), torch.tensor([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0]]), reduce)
+        np.testing.assert_allclose(theirs.numpy(), with_self, rtol=1e-6)
+
+
+def test_index_reduce_errors():
+    x = autograd.zeros(3, 2)
+    with pytest.raises(RuntimeError, match="Expected reduce to be one of prod, mean, amax or amin but got sum"):
+        x.index_reduce(0, autograd.tensor([0]), autograd.ones(1, 2), "sum")
+    with pytest.raises(RuntimeError, match="source has shape"):
+        x.index_reduce(0, autograd.tensor([0]), autograd.ones(2, 2), "prod")
+    integers = autograd.tensor([[1, 2], [3, 4]]).index_reduce(0, autograd.tensor([0, 0]),
+                                                              autograd.tensor([[2, 3], [4, 4]]), "mean")
+    assert integers.tolist() == [[2, 3], [3, 4]] and integers.dtype == autograd.int64
+
+
+def test_put():
+    x = autograd.zeros(2, 3)
+    np.testing.assert_array_equal(x.put(autograd.tensor([[0, -1]]), autograd.tensor([1.0, 2.0])).numpy(),
+                                  [[1, 0, 0], [0, 0, 2]])
+    np.testing.assert_array_equal(x.put(autograd.tensor([1, 1]), autograd.tensor([1.0, 2.0]), accumulate=True).numpy(),
+                                  [[0, 3, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(x.t().put(autograd.tensor([1]), autograd.tensor([7.0])).numpy(),
+                                  [[0, 7], [0, 0], [0, 0]])  # positions count in the row-major order of x.t()
+    assert x.sum().item() == 0.0
+    assert x.put_(autograd.tensor([0]), autograd.tensor([4.0])) is x and x[0, 0].item() == 4.0
+    with pytest.raises(IndexError, match="tried to access index 6 on a tensor of 6 elements"):
+        x.put(autograd.tensor([6]), autograd.tensor([1.0]))
+    with pytest.raises(IndexError, match="same number of elements"):
+        x.put(autograd.tensor([1, 2]), autograd.tensor([1.0]))
+    with pytest.raises(RuntimeError, match="same dtype"):
+        x.put(autograd.tensor([1]), autograd.tensor([1]))
+    assert autograd.gradcheck(lambda x, s: x.put(autograd.tensor([0, 4, -1]), s), (_leaf(2, 3), _leaf(3)))
+    assert autograd.gradcheck(lambda x, s: x.put(autograd.tensor([0, 4, 0]), s, True), (_leaf(2, 3), _leaf(3)))
+
+
+def test_as_strided_values_and_views():
+    x = autograd.arange(6.0)
+    windows = x.as_strided((3, 2), (1, 1))
+    np.testing.assert_array_equal(windows.numpy(), [[0, 1], [1, 2], [2, 3]])
+    np.testing.assert_array_equal(x[1:].as_strided((2,), (1,), 0).numpy(), [0, 1])  # from the memory's start
+    np.testing.assert_array_equal(x.view(2, 3).t().as_strided((2,), (1,)).numpy(), [0, 1])  # memory order
+    assert x.as_strided((2, 2), (2, 1), 1).stride() == (2, 1)
+    view = x.as_strided((2,), (2,))
+    view.fill_(9.0)
+    np.testing.assert_array_equal(x.numpy(), [9, 1, 9, 3, 4, 5])
+    with pytest.raises(RuntimeError, match="out of bounds for storage of size 24"):
+        autograd.arange(6.0).float().as_strided((4, 2), (2, 1))
+    with pytest.raises(RuntimeError, match="mismatch in length"):
+        x.as_strided((2, 2), (1,))
+
+
+def test_as_strided_gradients():
+    w = Tensor(RNG.normal(size=6), requires_grad=True)
+    assert autograd.gradcheck(lambda w: (w * 1.0).as_strided((3, 2), (1, 1)), (w,))  # overlapping windows add up
+    assert autograd.gradcheck(lambda w: w.reshape(2, 3).t().as_strided((3, 2), (1, 1)), (w,))
+    assert autograd.gradgradcheck(lambda w: (w * w).as_strided((2, 2), (2, 1), 1), (w,))
+    x = Tensor(np.arange(6.0), requires_grad=True)
+    (x * 1.0)[2:].as_strided((2,), (1,), 0).sum().backward()  # positions outside the input: no gradient, as PyTorch
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros(6))
+    b = x * 1.0
+    b.as_strided((2,), (3,)).mul_(2.0)  # a recorded write through the view reaches b
+    b.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2, 1, 1, 2, 1, 1])
+
+
+@needs_torch
+def test_as_strided_against_pytorch():
+    data = RNG.normal(size=(4, 5))
+    ours, theirs = Tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    weights = RNG.normal(size=(3, 2, 4))
+    (ours.as_strided((3, 2, 4), (5, 3, 1), 2) * Tensor(weights)).sum().backward()
+    (theirs.as_strided((3, 2, 4), (5, 3, 1), 2) * torch.tensor(weights)).sum().backward()
+    _same(ours.grad, theirs.grad, rtol=1e-12)
+    _same(Tensor(data).t().as_strided((2, 3), (1, 2)), torch.tensor(data).t().as_strided((2, 3), (1, 2)))

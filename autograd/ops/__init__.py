@@ -38,6 +38,7 @@ from . import (  # noqa: F401  (each declares its names)
     special,
     splitting,
     statistics,
+    strided,
     windows,
 )
 from .names import FUNCTIONS, INPLACE, METHODS

@@ -1,0 +1,97 @@
+"""``x.as_strided(size, stride, storage_offset=None)``: the elements of x's memory at positions
+storage_offset + Σ_d i_d · stride_d (in elements, from the start of the memory x lives in, as
+PyTorch's storage), in the shape ``size``. Windows that overlap (a stride smaller than the
+window) show the same element several times: sliding windows without copying.
+
+    dL/dx_k = Σ of dL/dy over the output elements that show x_k
+
+(positions outside x's own elements, which x[1:].as_strided can reach, get no gradient, as
+in PyTorch). For a contiguous x the result is a view, as PyTorch's: a write through it changes
+x and is recorded. For a non-contiguous x it is a copy of the same values (the view would be
+defined on x's memory layout, which a recorded write replays on contiguous arrays).
+"""
+
+from ..backend import int64, xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from . import shape
+from .names import names
+
+
+def _root(array):
+    """The array whose memory ``array`` shows, and array's first element's place in it (elements)."""
+    root = array
+    while isinstance(root.base, xp.ndarray):
+        root = root.base
+    offset = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return root, offset // array.itemsize
+
+
+def _positions(size, stride, start):
+    """start + Σ_d i_d · stride_d for every index of ``size``, in row-major order."""
+    positions = xp.full(size, start, dtype=int64)
+    for d, (n, step) in enumerate(zip(size, stride)):
+        along = [-1 if e == d else 1 for e in range(len(size))]
+        positions = positions + (xp.arange(n, dtype=int64) * step).reshape(along)
+    return positions
+
+
+class AsStrided(Primitive):
+    """y = x's memory read at the positions size and stride give;   dL/dx = dL/dy added back at
+    the elements of x each output element shows (overlapping windows add up)"""
+
+    saves_inputs = False  # backward needs no input's values
+
+    def forward(self, x):
+        root, offset = _root(x)
+        if not root.flags.c_contiguous:
+            raise RuntimeError("as_strided: the memory of this tensor is not one row-major block")
+        memory = root.reshape(-1)
+        start = offset + self.start
+        if start < 0 or (self.reach > 0 and start + self.reach > memory.size):
+            raise RuntimeError(
+                f"setStorage: sizes {list(self.size)}, strides {list(self.stride)}, storage offset "
+                f"{start}, and itemsize {x.itemsize} requiring a storage size of {(start + self.reach) * x.itemsize} "
+                f"are out of bounds for storage of size {memory.size * x.itemsize}")
+        if self.is_view:
+            if x.strides != self.layout:  # (a replay on an array laid out otherwise than x was)
+                raise RuntimeError("as_strided view replayed on a tensor with another memory layout: write through "
+                                   "a contiguous copy instead")
+            steps = tuple(s * x.itemsize for s in self.stride)
+            return xp.lib.stride_tricks.as_strided(memory[start:], self.size, steps)
+        return memory[_positions(self.size, self.stride, start)]
+
+    def backward(self, grad, y, x):
+        inside = self.source >= 0
+        values = grad.reshape(-1)[Tensor._make(inside.reshape(-1))]
+        placed = shape.IndexAdd.apply(values, index=(self.source[inside],), basic=False, shape=(self.count,))
+        return (placed.reshape(self.shape),)
+
+
+@names("as_strided")
+def as_strided(input, size, stride, storage_offset=None):
+    """The view of input's memory with shape ``size`` and steps ``stride`` (elements), starting at
+    ``storage_offset`` (input's own offset by default); see the module's docstring."""
+    size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride):
+        raise RuntimeError(f"mismatch in length of strides and shape: size {list(size)}, stride {list(stride)}")
+    if any(s < 0 for s in stride):
+        raise RuntimeError(f"as_strided: Negative strides are not supported at the moment, got strides: "
+                           f"{list(stride)}")
+    own_offset = input.storage_offset()
+    start = (own_offset if storage_offset is None else int(storage_offset)) - own_offset  # from input's first element
+    empty = 0 in size
+    reach = 0 if empty else 1 + sum((n - 1) * s for n, s in zip(size, stride))
+    # which of input's elements (row-major numbering) each output element shows: -1 for none
+    wanted = _positions(size, stride, start).reshape(-1)
+    held = _positions(tuple(input.shape), input.stride(), 0).reshape(-1)
+    order = xp.argsort(held, kind="stable")
+    sorted_held = held[order]
+    if input.requires_grad and sorted_held.size > 1 and (sorted_held[1:] == sorted_held[:-1]).any():
+        raise RuntimeError("as_strided of a tensor whose own elements overlap in memory (an as_strided view with "
+                           "repeats) is not differentiable here; as_strided a contiguous copy")
+    found = xp.clip(xp.searchsorted(sorted_held, wanted), 0, max(sorted_held.size - 1, 0))
+    source = xp.where(sorted_held[found] == wanted, order[found], -1) if sorted_held.size else -xp.ones_like(wanted)
+    return AsStrided.apply(input, size=size, stride=stride, start=start, reach=reach, source=source.reshape(size),
+                           count=input.numel(), shape=tuple(input.shape), layout=input._data.strides,
+                           is_view=bool(input._data.flags.c_contiguous))
