@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (each declares its names)
     indexing,
     inverses,
     linalg,
+    matrix_exp,
     norms,
     numbers,
     pointwise,
@@ -39,6 +40,7 @@ from . import (  # noqa: F401  (each declares its names)
     splitting,
     statistics,
     strided,
+    svd,
     windows,
 )
 from .names import FUNCTIONS, INPLACE, METHODS

@@ -1,0 +1,163 @@
+"""The singular value decomposition A = U diag(S) Vh and what is built on it: torch.linalg.svd
+and torch.svd, the pseudo-inverse (linalg.pinv, pinverse), least squares (linalg.lstsq) and
+the numerical rank (linalg.matrix_rank).
+
+For A of shape m × n, k = min(m, n), reduced factors U (m × k), S (k), Vh (k × n), F_ij =
+1/(s_j² - s_i²) off the diagonal and 0 on it (Townsend, "Differentiating the singular value
+decomposition", 2016):
+
+    dL/dA = U [ (F ∘ (UᵀŪ - ŪᵀU)) S + diag(S̄) + S (F ∘ (VᵀV̄ - V̄ᵀV)) ] Vᵀ
+            + (I - UUᵀ) Ū S⁻¹ Vᵀ + U S⁻¹ V̄ᵀ (I - VVᵀ)
+
+(Ū = dL/dU, S̄ = dL/dS, V̄ = dL/dV, V = Vhᵀ.) The singular vectors' gradient needs distinct
+nonzero singular values, as PyTorch's. With full_matrices=True the extra columns of U (rows of
+Vh) are any orthonormal completion: as in PyTorch, their gradient is ignored.
+
+The pseudo-inverse X = A⁺ has its own gradient (Golub & Pereyra), finite wherever the rank
+does not change (repeated singular values included):
+
+    dL/dA = -Xᵀ Ḡ Xᵀ + (I - AX) Ḡᵀ X Xᵀ + XᵀX Ḡᵀ (I - XA)
+"""
+
+import collections
+
+from ..backend import int64, xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from .linalg import matmul
+from .names import names
+from .outputs import write_out
+
+SVDResult = collections.namedtuple("linalg_svd", ["U", "S", "Vh"])
+TorchSVDResult = collections.namedtuple("svd", ["U", "S", "V"])
+LstsqResult = collections.namedtuple("linalg_lstsq", ["solution", "residuals", "rank", "singular_values"])
+
+
+def _matrices(A, op):
+    if A.ndim < 2:
+        raise RuntimeError(f"linalg.{op}: The input tensor A must have at least 2 dimensions.")
+    if A.dtype.kind != "f":
+        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
+
+
+def _sizes(m, n, full):
+    k = min(m, n)
+    return (m, m if full else k), (n if full else k, n)
+
+
+def _unpack(packed, m, n, full):
+    """(U, S, Vh) from the one array SVD returns (batch dims first, each factor flattened)."""
+    (rows_u, cols_u), (rows_v, cols_v) = _sizes(m, n, full)
+    batch, k = tuple(packed.shape[:-1]), min(m, n)
+    u_end, s_end = rows_u * cols_u, rows_u * cols_u + k
+    return (packed[..., :u_end].reshape(batch + (rows_u, cols_u)), packed[..., u_end:s_end],
+            packed[..., s_end:].reshape(batch + (rows_v, cols_v)))
+
+
+class SVD(Primitive):
+    """U, S, Vh of A, returned packed in one array (each flattened, side by side); the gradient
+    is the module docstring's."""
+
+    saves_inputs = False  # backward needs no input's values
+    saves_output = True
+
+    def forward(self, a):
+        u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
+        batch = a.shape[:-2]
+        return xp.concatenate([u.reshape(batch + (-1,)), s, vh.reshape(batch + (-1,))], axis=-1)
+
+    def backward(self, grad, packed, a):
+        m, n = a.shape[-2:]
+        k = min(m, n)
+        u, s, vh = _unpack(packed, m, n, self.full_matrices)
+        grad_u, grad_s, grad_vh = _unpack(grad, m, n, self.full_matrices)
+        u, grad_u, vh, grad_vh = u[..., :k], grad_u[..., :k], vh[..., :k, :], grad_vh[..., :k, :]
+        v, grad_v = vh.mT, grad_vh.mT
+        eye = Tensor._make(xp.eye(k, dtype=grad.dtype))
+        squares = s * s
+        gaps = squares.unsqueeze(-2) - squares.unsqueeze(-1) + eye  # s_j² - s_i² (1 on the diagonal)
+        f = (1.0 - eye) / gaps
+        left = u.mT @ grad_u
+        right = v.mT @ grad_v
+        rows, columns = s.unsqueeze(-1), s.unsqueeze(-2)  # S · X scales rows, X · S columns
+        inner = (f * (left - left.mT)) * columns + grad_s.unsqueeze(-1) * eye + rows * (f * (right - right.mT))
+        grad_a = u @ inner @ vh
+        if m > k:  # (I - UUᵀ) Ū S⁻¹ Vᵀ
+            grad_a = grad_a + ((grad_u - u @ left) / columns) @ vh
+        if n > k:  # U S⁻¹ V̄ᵀ (I - VVᵀ)
+            grad_a = grad_a + u @ ((grad_vh - right.mT @ vh) / rows)
+        return (grad_a,)
+
+
+def svd(A, full_matrices=True, *, driver=None, out=None):
+    """(U, S, Vh) with A = U diag(S) Vh, S descending (torch.linalg.svd)."""
+    _matrices(A, "svd")
+    m, n = A.shape[-2:]
+    packed = SVD.apply(A, full_matrices=bool(full_matrices) and m != n)
+    u, s, vh = _unpack(packed, m, n, bool(full_matrices) and m != n)
+    return write_out(SVDResult(u, s, vh), out)
+
+
+@names("svd")
+def torch_svd(input, some=True, compute_uv=True, *, out=None):
+    """(U, S, V) with input = U diag(S) Vᵀ (torch.svd: V, not Vh; some=False gives the full U and V).
+    With compute_uv=False, U and V are zeros (S alone is computed)."""
+    u, s, vh = svd(input, full_matrices=not some)
+    if not compute_uv:
+        u = Tensor._make(xp.zeros(u.shape, dtype=u.dtype))
+        vh = Tensor._make(xp.zeros(vh.shape, dtype=vh.dtype))
+    return write_out(TorchSVDResult(u, s, vh.mT), out)
+
+
+class PseudoInverse(Primitive):
+    """X = A⁺;   dL/dA = -Xᵀ Ḡ Xᵀ + (I - AX) Ḡᵀ X Xᵀ + XᵀX Ḡᵀ (I - XA)  (constant rank)"""
+
+    saves_output = True
+
+    def forward(self, a):
+        return xp.linalg.pinv(a, rtol=self.rtol, hermitian=self.hermitian)
+
+    def backward(self, grad, x, a):
+        xt, gt = x.mT, grad.mT
+        row_side = gt @ x @ xt  # Ḡᵀ X Xᵀ
+        column_side = xt @ x @ gt  # XᵀX Ḡᵀ
+        return (-(xt @ grad @ xt) + (row_side - a @ (x @ row_side)) + (column_side - (column_side @ x) @ a),)
+
+
+def _tolerance(A, atol, rtol):
+    """rtol for NumPy's pinv: PyTorch's default is eps · max(m, n) when atol is not given (0 otherwise)."""
+    if atol is not None and atol != 0:
+        raise NotImplementedError("pinv/matrix_rank with atol: give the relative tolerance rtol instead")
+    if rtol is None:
+        rtol = 0.0 if atol is not None else xp.finfo(A.dtype).eps * max(A.shape[-2:])
+    return float(rtol)
+
+
+def pinv(A, *, atol=None, rtol=None, hermitian=False, out=None):
+    """The Moore-Penrose pseudo-inverse A⁺ (singular values below rtol · σ_max count as zero)."""
+    _matrices(A, "pinv")
+    return write_out(PseudoInverse.apply(A, rtol=_tolerance(A, atol, rtol), hermitian=hermitian), out)
+
+
+@names("pinverse")
+def pinverse(input, rcond=1e-15):
+    """torch.pinverse: pinv with the relative tolerance rcond."""
+    return pinv(input, rtol=rcond)
+
+
+def matrix_rank(A, *, atol=None, rtol=None, hermitian=False, out=None):
+    """How many singular values exceed rtol · σ_max (int64; no gradient)."""
+    _matrices(A, "matrix_rank")
+    values = xp.linalg.svd(A._data, compute_uv=False)
+    tolerance = _tolerance(A, atol, rtol) * (values[..., :1] if values.shape[-1] else 0.0)
+    return write_out(Tensor._make((values > tolerance).sum(-1).astype(int64)), out)
+
+
+def lstsq(A, B, rcond=None, *, driver=None):
+    """X minimising ‖AX - B‖ (the one of least norm where several do): A⁺ B. As PyTorch's default
+    CPU driver (gelsy), residuals and singular_values come back empty; rank is A's."""
+    _matrices(A, "lstsq")
+    vector = B.ndim == A.ndim - 1
+    solution = matmul(pinv(A, rtol=rcond), B.unsqueeze(-1) if vector else B)
+    empty = Tensor._make(xp.zeros((0,), dtype=A.dtype))
+    return LstsqResult(solution.squeeze(-1) if vector else solution, empty, matrix_rank(A, rtol=rcond), empty)
