@@ -9,9 +9,13 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import autograd
 from autograd import Tensor
+from tests.test_ops import _run, arrays, leaf, unary
 
 try:
     import torch
@@ -24,6 +28,27 @@ RNG = np.random.default_rng(7)
 
 def _leaf(*shape, low=-1.0, high=1.0):
     return Tensor(RNG.uniform(low, high, size=shape), requires_grad=True)
+
+
+@st.composite
+def _windowed(draw):
+    """A tensor of at least two elements (for sliding windows over its memory)."""
+    return [leaf(draw(arrays(draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=2, max_side=4)))))]
+
+
+CASES = {  # the primitives defined for these ops, with hypothesis-drawn inputs (tests/test_ops.py checks the list)
+    "Erfc": (unary(-4.0, 4.0), lambda x: x.erfc()),
+    "I0": (unary(-5.0, 5.0), lambda x: x.i0()),
+    "I1": (unary(-5.0, 5.0), lambda x: autograd.special.i1(x)),
+    "AsStrided": (_windowed(), lambda x: (x * 1.0).as_strided((x.numel() - 1, 2), (1, 1))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@given(data=st.data())
+def test_gradient_matches_finite_differences(name, data):
+    tensors, fn = _run(CASES[name], data)
+    assert autograd.gradcheck(fn, tensors)
 
 
 def _same(ours, theirs, **tolerance):

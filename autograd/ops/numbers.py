@@ -83,7 +83,7 @@ class Erfc(Primitive):
     formula), not as 1 - erf(x), which loses every digit once erf(x) rounds to 1 (x ≳ 6)."""
 
     def forward(self, x):
-        return xp.asarray(_erfc(to_numpy(x)).astype(numpy.float64), dtype=x.dtype)
+        return xp.asarray(numpy.asarray(_erfc(to_numpy(x)), dtype=numpy.float64), dtype=x.dtype)  # (0-d: a float)
 
     def backward(self, grad, y, x):
         return (grad * (x * x * -1.0).exp() * (-2 / math.sqrt(math.pi)),)

@@ -4,9 +4,12 @@ not depend on the singular vectors' signs), and PyTorch's values and gradients."
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import autograd
 from autograd import Tensor, linalg
+from tests.test_ops import _run, leaf
 
 try:
     import torch
@@ -16,6 +19,32 @@ except ImportError:
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 RNG = np.random.default_rng(3)
 SHAPES = [(4, 3), (3, 4), (3, 3), (2, 4, 3)]
+
+
+@st.composite
+def _matrix(draw, shapes=((2, 3), (3, 2), (2, 2, 3), (1, 1), (3, 3))):
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    return [leaf(rng.standard_normal(draw(st.sampled_from(shapes))))]
+
+
+def _values_and_top_part(result, a):
+    """S, and a weighted sum of u_1 v_1ᵀ (free of the vectors' signs)."""
+    top = (result.U[..., :, :1] * result.Vh[..., :1, :] * a).sum((-2, -1))
+    return result.S * 2.0 + top.unsqueeze(-1)
+
+
+CASES = {  # (tests/test_ops.py checks that every primitive has one)
+    "SVD": (_matrix(), lambda a: _values_and_top_part(linalg.svd(a, False), a)),
+    "PseudoInverse": (_matrix(), lambda a: linalg.pinv(a)),
+    "MatrixExp": (_matrix(((2, 2), (3, 3), (2, 3, 3), (1, 1))), lambda a: linalg.matrix_exp(a)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@given(data=st.data())
+def test_gradient_matches_finite_differences(name, data):
+    tensors, fn = _run(CASES[name], data)
+    assert autograd.gradcheck(fn, tensors)
 
 
 def _leaf(*shape):
