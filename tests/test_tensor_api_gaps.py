@@ -296,3 +296,68 @@ def test_layout_and_creation_match_pytorch():
     assert torch.empty_strided((2, 3), (1, 2)).stride() == (1, 2)
     assert torch.scalar_tensor(3).dtype == torch.float32
     assert torch.asarray([1, 2]).dtype == torch.int64
+
+
+# -- real tensors' complex views, in-place products, unsafe splits, Cholesky helpers ----------------
+
+def test_conjugation_of_real_tensors_is_the_tensor():
+    x = Tensor(np.array([-1.0, 0.0, 2.0, np.inf, -np.inf, np.nan]), requires_grad=True)
+    for name in ("conj", "resolve_conj", "resolve_neg", "conj_physical"):
+        assert getattr(x, name)() is x and getattr(autograd, name)(x) is x
+    assert x.real is x and autograd.real(x) is x and x.conj_physical_() is x
+    assert x.isreal().tolist() == [True] * 6
+    with pytest.raises(RuntimeError, match="imag is not implemented for tensors with non-complex dtypes"):
+        _ = x.imag
+    np.testing.assert_array_equal(x.angle().detach().numpy(), [np.pi, 0.0, 0.0, 0.0, np.pi, np.nan])
+    (x.angle() * 2.0).sum().backward()  # piecewise constant: in the graph, with a zero gradient (PyTorch's)
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros(6))
+    assert autograd.angle(autograd.tensor([1, -2])).dtype == autograd.float32
+    m = autograd.arange(6.0).reshape(2, 3)
+    assert m.H.shape == (3, 2) and autograd.zeros(2, 3, 4).mH.shape == (2, 4, 3)
+    with pytest.raises(RuntimeError, match="only supported on matrices"):
+        _ = autograd.zeros(2, 3, 4).H
+    c = autograd.tensor(np.array([1 + 2j]))
+    assert c.conj().tolist() == [1 - 2j] and c.imag.tolist() == [2.0] and not c.isreal().item()
+
+
+def test_in_place_products_and_unsafe_splits():
+    m = autograd.ones(2, 2)
+    assert m.addmm_(autograd.ones(2, 3), autograd.ones(3, 2), beta=0.5) is m
+    np.testing.assert_array_equal(m.numpy(), np.full((2, 2), 3.5))
+    v = autograd.ones(2)
+    v.addmv_(autograd.ones(2, 3), autograd.ones(3), alpha=2)
+    np.testing.assert_array_equal(v.numpy(), [7.0, 7.0])
+    r = autograd.zeros(2, 3)
+    r.addr_(autograd.tensor([1.0, 2.0]), autograd.tensor([1.0, 0.0, 1.0]))
+    np.testing.assert_array_equal(r.numpy(), [[1, 0, 1], [2, 0, 2]])
+    b = autograd.zeros(2, 2)
+    b.addbmm_(autograd.ones(4, 2, 3), autograd.ones(4, 3, 2))
+    np.testing.assert_array_equal(b.numpy(), np.full((2, 2), 12.0))
+    batched = autograd.zeros(1, 2, 2)
+    batched.baddbmm_(autograd.ones(1, 2, 3), autograd.ones(1, 3, 2))
+    np.testing.assert_array_equal(batched.numpy(), np.full((1, 2, 2), 3.0))
+    assert [p.shape for p in autograd.arange(5.0).unsafe_chunk(2)] == [(3,), (2,)]
+    assert [p.shape for p in autograd.arange(5.0).unsafe_split(2)] == [(2,), (2,), (1,)]
+    assert [p.shape for p in autograd.arange(5.0).unsafe_split_with_sizes([1, 4])] == [(1,), (4,)]
+
+
+def test_cholesky_solve_inverse_and_qr():
+    rng = np.random.default_rng(5)
+    b = rng.normal(size=(3, 3))
+    a = b @ b.T + 3 * np.eye(3)
+    lower, rhs = np.linalg.cholesky(a), rng.normal(size=(3, 2))
+    np.testing.assert_allclose(autograd.cholesky_solve(Tensor(rhs), Tensor(lower)).numpy(), np.linalg.solve(a, rhs),
+                               atol=1e-12)
+    np.testing.assert_allclose(Tensor(rhs).cholesky_solve(Tensor(lower.T.copy()), upper=True).numpy(),
+                               np.linalg.solve(a, rhs), atol=1e-12)
+    np.testing.assert_allclose(Tensor(lower).cholesky_inverse().numpy(), np.linalg.inv(a), atol=1e-12)
+    assert autograd.gradcheck(autograd.cholesky_solve,
+                              (Tensor(rhs, requires_grad=True), Tensor(lower, requires_grad=True)))
+    assert autograd.gradcheck(lambda u: autograd.cholesky_inverse(u, upper=True),
+                              (Tensor(lower.T.copy(), requires_grad=True),))
+    q, r = Tensor(rng.normal(size=(4, 3))).qr()
+    assert q.shape == (4, 3) and r.shape == (3, 3)
+    if torch is not None:
+        np.testing.assert_allclose(torch.cholesky_inverse(torch.tensor(lower)).numpy(), np.linalg.inv(a), atol=1e-12)
+        np.testing.assert_allclose(torch.cholesky_solve(torch.tensor(rhs), torch.tensor(lower)).numpy(),
+                                   np.linalg.solve(a, rhs), atol=1e-12)

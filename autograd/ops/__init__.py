@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (each declares its names)
     arranging,
     bessel,
     broadcasting,
+    conjugation,
     contractions,
     conversion,
     convolution,

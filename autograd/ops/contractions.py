@@ -224,27 +224,27 @@ def _input(input, like):
     return input if isinstance(input, Tensor) else _operand(input, like)
 
 
-@names("addmm")
+@names("addmm", inplace="addmm_")
 def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat1 @ mat2)."""
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
     return write_out(_scaled_sum(_input(input, mat1), matmul(mat1, mat2), beta, alpha), out)
 
 
-@names("addmv")
+@names("addmv", inplace="addmv_")
 def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat @ vec)."""
     return write_out(_scaled_sum(_input(input, mat), mv(mat, vec), beta, alpha), out)
 
 
-@names("baddbmm")
+@names("baddbmm", inplace="baddbmm_")
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (batch1 @ batch2), batch by batch."""
     _check_batches(batch1, batch2)
     return write_out(_scaled_sum(_input(input, batch1), matmul(batch1, batch2), beta, alpha), out)
 
 
-@names("addbmm")
+@names("addbmm", inplace="addbmm_")
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · Σ_b batch1[b] @ batch2[b]."""
     _check_batches(batch1, batch2)
@@ -252,7 +252,7 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     return write_out(_scaled_sum(_input(input, batch1), product, beta, alpha), out)
 
 
-@names("addr")
+@names("addr", inplace="addr_")
 def addr(input, vec1, vec2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · outer(vec1, vec2)."""
     return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha), out)

@@ -169,3 +169,31 @@ def matrix_power(A, n, *, out=None):
 @names("matrix_power")
 def tensor_matrix_power(input, n):
     return matrix_power(input, n)
+
+
+@names("qr")
+def tensor_qr(input, some=True):
+    """torch.qr / x.qr(): linalg.qr in mode 'reduced' (some=True; 'complete' is not built here)."""
+    return qr(input, "reduced" if some else "complete")
+
+
+def _cholesky_product_factor(L, upper):
+    """The lower factor of A = L Lᵀ, given the factor as stored (upper: A = Uᵀ U)."""
+    if L.ndim < 2 or L.shape[-1] != L.shape[-2]:
+        raise RuntimeError(f"cholesky: the factor must be a batch of square matrices, got shape {tuple(L.shape)}")
+    return L.mT if upper else L
+
+
+@names("cholesky_solve")
+def cholesky_solve(input, input2, upper=False, *, out=None):
+    """X with A X = input, for A = L Lᵀ given its Cholesky factor input2 (L, or U = Lᵀ with upper):
+    two triangular solves, L Y = input then Lᵀ X = Y (each differentiable)."""
+    lower = _cholesky_product_factor(input2, upper)
+    return write_out(Solve.apply(lower.mT, Solve.apply(lower, input)), out)
+
+
+@names("cholesky_inverse")
+def cholesky_inverse(input, upper=False, *, out=None):
+    """A⁻¹ for A = L Lᵀ given its Cholesky factor (L, or U with upper): L⁻ᵀ L⁻¹."""
+    inverse_factor = inv(_cholesky_product_factor(input, upper))
+    return write_out(inverse_factor.mT @ inverse_factor, out)

@@ -24,7 +24,7 @@ def _pieces(x, axis, sizes):
     return tuple(pieces)
 
 
-@names("split")
+@names("split", "unsafe_split")
 def split(tensor, split_size_or_sections, dim=0):
     """Pieces along dim: of split_size each (the last may be smaller), or of the given sizes."""
     axis = dim_index(dim, tensor.ndim)
@@ -43,12 +43,12 @@ def split(tensor, split_size_or_sections, dim=0):
     return _pieces(tensor, axis, sizes)
 
 
-@names("split_with_sizes")
+@names("split_with_sizes", "unsafe_split_with_sizes")
 def split_with_sizes(input, split_sizes, dim=0):
     return split(input, list(split_sizes), dim)
 
 
-@names("chunk")
+@names("chunk", "unsafe_chunk")
 def chunk(input, chunks, dim=0):
     """At most ``chunks`` pieces along dim, each of ceil(size / chunks) elements (the last smaller)."""
     if chunks <= 0:
