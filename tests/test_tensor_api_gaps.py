@@ -361,3 +361,18 @@ def test_cholesky_solve_inverse_and_qr():
         np.testing.assert_allclose(torch.cholesky_inverse(torch.tensor(lower)).numpy(), np.linalg.inv(a), atol=1e-12)
         np.testing.assert_allclose(torch.cholesky_solve(torch.tensor(rhs), torch.tensor(lower)).numpy(),
                                    np.linalg.solve(a, rhs), atol=1e-12)
+
+
+def test_as_strided_in_place():
+    x = autograd.arange(6.0)
+    assert x.as_strided_((2, 2), (1, 2)) is x and x.stride() == (1, 2)
+    np.testing.assert_array_equal(x.numpy(), [[0.0, 2.0], [1.0, 3.0]])
+    with pytest.raises(RuntimeError, match="non-contiguous"):
+        autograd.zeros(2, 3).t().as_strided_((2,), (1,))
+    w = Tensor(np.ones(4), requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):
+        w.as_strided_((2,), (1,))
+    b = w * 1.0
+    b.as_strided_((3, 2), (1, 1))  # overlapping windows: their gradients add up
+    (b * autograd.arange(6.0, dtype=autograd.float64).reshape(3, 2)).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [0.0, 3.0, 7.0, 5.0])

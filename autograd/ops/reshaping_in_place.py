@@ -105,3 +105,13 @@ def _storage_from(input):
 def resize_as_(input, other, memory_format=None):
     """input.resize_(other.shape)."""
     return resize_(input, Size(other.shape))
+
+
+@names("as_strided_", function=False)
+def as_strided_(input, size, stride, storage_offset=None):
+    """input becomes input.as_strided(size, stride, storage_offset): the same memory, read with
+    new steps. A non-contiguous input refuses (its as_strided is a copy here, not a view)."""
+    if not input.is_contiguous():
+        raise RuntimeError(f"as_strided_ of a non-contiguous tensor of shape {tuple(input.shape)}: call "
+                           ".contiguous() first (as_strided of it is a copy here, not a view)")
+    return _become(input, lambda x: x.as_strided(size, stride, storage_offset))
