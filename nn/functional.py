@@ -13,6 +13,13 @@ from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
 from autograd.ops.activations import hardshrink, prelu  # noqa: F401  (F.hardshrink, F.prelu)
 from autograd.ops.activations import threshold as _threshold
+from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdist, ...)
+    clamped_below_in_value,
+    cosine_similarity,
+    pairwise_distance,
+    pdist,
+    vector_norm,
+)
 from autograd.ops.linalg import MatMul
 from autograd.random import generator
 
@@ -487,39 +494,6 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
 # -- distances ------------------------------------------------------------------------------------
 
 
-def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
-    """‖x1 - x2 + eps‖_p over the last dim (eps keeps the gradient finite at 0)."""
-    difference = (x1 - x2 + eps).abs()
-    if p == math.inf:
-        return difference.max(-1, keepdim=keepdim).values
-    return (difference**p).sum(-1, keepdim=keepdim) ** (1.0 / p)
-
-
-def vector_norm(input, p=2.0, dim=None, keepdim=False):
-    """‖x‖_p = (Σ |x_i|^p)^(1/p) over ``dim``; p = inf gives max |x_i|.
-
-    At a zero vector the gradient is 0, as PyTorch's: the root's derivative there
-    is infinite, so the root is taken of 1 where the sum is 0 and that branch is
-    discarded by ``where`` (0 · finite, not 0 · inf).
-    """
-    if p == math.inf:
-        return input.abs().max(dim, keepdim=keepdim).values if dim is not None else input.abs().max()
-    powered = input * input if p == 2 else input.abs() if p == 1 else input.abs() ** p
-    total = powered.sum(dim, keepdim=keepdim)
-    if p == 1:
-        return total
-    zero = total == 0
-    safe = autograd.where(zero, 1.0, total)
-    return autograd.where(zero, 0.0, safe.sqrt() if p == 2 else safe ** (1.0 / p))
-
-
-def clamped_below_in_value(tensor, low):
-    """max(tensor, low) in value, with the gradient of the unclamped tensor. PyTorch clamps
-    some norms and variances in place under no_grad, so its graph never sees the clamp;
-    this gives the same numbers: the clamped array, plus (t - t) = 0 carrying t's graph."""
-    return Tensor._make(xp.maximum(tensor._data, low)) + (tensor - tensor.detach())
-
-
 def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
     """x / max(‖x‖_p, eps) along dim (unit vectors; eps keeps a zero vector finite).
     With ``out`` the result is written there, outside the graph (as PyTorch's out=)."""
@@ -528,26 +502,6 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
         return result
     with autograd.no_grad():
         return out.copy_(result)
-
-
-def cosine_similarity(x1, x2, dim=1, eps=1e-8):
-    """Σ (x1 / max(‖x1‖, eps)) (x2 / max(‖x2‖, eps)) along dim, as PyTorch 2 computes it:
-    each vector normalised first (better precision than x1·x2 / (‖x1‖ ‖x2‖)); at a zero
-    vector the gradient is finite."""
-    norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)
-    norm2 = clamped_below_in_value(vector_norm(x2, 2, dim, keepdim=True), eps)
-    return ((x1 / norm1) * (x2 / norm2)).sum(dim)
-
-
-def pdist(input, p=2.0):
-    """‖x_i - x_j‖_p for every pair of rows i < j of an (N, M) input, in row-major order
-    (the upper triangle of the distance matrix, as scipy's pdist)."""
-    if input.ndim != 2:
-        raise RuntimeError(f"pdist only supports 2D tensors, got: {input.ndim}D")
-    if p < 0:
-        raise RuntimeError("pdist only supports non-negative p values")
-    first, second = xp.triu_indices(input.shape[0], 1)
-    return vector_norm(input[first] - input[second], p, 1)
 
 
 # The loss functions live in nn/losses.py, re-exported so that F.cross_entropy works as in

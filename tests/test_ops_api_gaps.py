@@ -442,3 +442,23 @@ def test_as_strided_against_pytorch():
     (theirs.as_strided((3, 2, 4), (5, 3, 1), 2) * torch.tensor(weights)).sum().backward()
     _same(ours.grad, theirs.grad, rtol=1e-12)
     _same(Tensor(data).t().as_strided((2, 3), (1, 2)), torch.tensor(data).t().as_strided((2, 3), (1, 2)))
+
+
+def test_distances_at_the_top_level():
+    a, b = RNG.normal(size=(3, 4)), RNG.normal(size=(3, 4))
+    np.testing.assert_allclose(autograd.pairwise_distance(Tensor(a), Tensor(b)).numpy(),
+                               np.linalg.norm(a - b + 1e-6, axis=-1), rtol=1e-12)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    np.testing.assert_allclose(autograd.cosine_similarity(Tensor(a), Tensor(b)).numpy(), cosine, rtol=1e-12)
+    np.testing.assert_allclose(autograd.pdist(Tensor(a)).numpy(),
+                               [np.linalg.norm(a[i] - a[j]) for i in range(3) for j in range(i + 1, 3)], rtol=1e-12)
+    assert autograd.gradcheck(autograd.cosine_similarity, (_leaf(3, 4), _leaf(3, 4)))
+    assert autograd.gradcheck(lambda x: autograd.pdist(x, 3.0), (_leaf(3, 4),))
+    with pytest.raises(RuntimeError, match="pdist only supports 2D tensors"):
+        autograd.pdist(autograd.ones(3))
+    if torch is not None:
+        _same(autograd.cosine_similarity(Tensor(a), Tensor(b), 0), torch.cosine_similarity(torch.tensor(a),
+                                                                                           torch.tensor(b), 0))
+        _same(autograd.pdist(Tensor(a), 1.0), torch.pdist(torch.tensor(a), 1.0))
+        _same(autograd.pairwise_distance(Tensor(a), Tensor(b), 3.0), torch.pairwise_distance(torch.tensor(a),
+                                                                                             torch.tensor(b), 3.0))

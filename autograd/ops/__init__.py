@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (each declares its names)
     cumulative,
     decompositions,
     diagonals,
+    distances,
     elementwise,
     extrema,
     functions,
