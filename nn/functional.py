@@ -11,7 +11,15 @@ import warnings
 import autograd
 from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
-from autograd.ops.activations import hardshrink, prelu  # noqa: F401  (F.hardshrink, F.prelu)
+from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
+    SELU_ALPHA,
+    SELU_SCALE,
+    hardshrink,
+    prelu,
+)
+from autograd.ops.activations import celu as _celu
+from autograd.ops.activations import elu as _elu
+from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
 from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdist, ...)
     clamped_below_in_value,
@@ -116,11 +124,6 @@ def _inplace(input, function, inplace):
         return input.copy_(function(input))
 
 
-def _exp_minus_one(x):
-    """e^x - 1 for x <= 0 (larger x clamped to 0: the branch that uses this is not taken there)."""
-    return x.clamp(max=0.0).exp() - 1.0
-
-
 def relu(input, inplace=False):
     return _inplace(input, lambda input: input.relu(), inplace)
 
@@ -149,7 +152,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 def elu(input, alpha=1.0, inplace=False):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α."""
-    return _inplace(input, lambda input: autograd.where(input > 0, input, _exp_minus_one(input) * alpha), inplace)
+    return _inplace(input, lambda input: _elu(input, alpha), inplace)
 
 
 def relu_(input):
@@ -168,21 +171,15 @@ def hardtanh_(input, min_val=-1.0, max_val=1.0):
     return hardtanh(input, min_val, max_val, inplace=True)
 
 
-SELU_ALPHA = 1.6732632423543772848170429916717
-SELU_SCALE = 1.0507009873554804934193349852946
-
-
 def selu(input, inplace=False):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
-    return _inplace(input, lambda input: elu(input, SELU_ALPHA) * SELU_SCALE, inplace)
+    return _inplace(input, _selu, inplace)
 
 
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
-    if alpha == 0:
-        raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
-    return _inplace(input, lambda x: autograd.where(x > 0, x, _exp_minus_one(x * (1.0 / alpha)) * alpha), inplace)
+    return _inplace(input, lambda x: _celu(x, alpha), inplace)
 
 
 def sigmoid(input):

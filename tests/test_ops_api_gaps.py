@@ -337,6 +337,22 @@ def test_top_level_activations():
         autograd.ones(2, 3).prelu(autograd.ones(2))
     assert autograd.gradcheck(lambda x, w: x.prelu(w), (_leaf(2, 3, 2), _leaf(3)))
     assert autograd.gradcheck(lambda x: x.hardshrink(0.3), (_leaf(6),))
+    values = np.linspace(-3.0, 3.0, 7)
+    alpha, scale = 1.6732632423543772, 1.0507009873554805
+    selu = scale * np.where(values > 0, values, alpha * np.expm1(values))
+    np.testing.assert_allclose(autograd.selu(Tensor(values)).numpy(), selu, rtol=1e-14)
+    np.testing.assert_allclose(autograd.celu(Tensor(values), 0.5).numpy(),
+                               np.where(values > 0, values, 0.5 * np.expm1(values / 0.5)), rtol=1e-14)
+    in_place = Tensor(values.copy())
+    assert autograd.selu_(in_place) is in_place and np.allclose(in_place.numpy(), selu, rtol=1e-14)
+    autograd.celu_(in_place, 2.0)
+    with pytest.raises(RuntimeError, match="alpha cannot be 0"):
+        autograd.celu(Tensor(values), 0.0)
+    assert autograd.gradcheck(autograd.selu, (_leaf(6),)) and autograd.gradcheck(lambda x: autograd.celu(x, 2.0),
+                                                                                  (_leaf(6),))
+    if torch is not None:
+        _same(autograd.selu(Tensor(values)), torch.selu(torch.tensor(values)), rtol=1e-14)
+        _same(autograd.celu(Tensor(values), 0.5), torch.celu(torch.tensor(values), 0.5), rtol=1e-14)
 
 
 # -- index_reduce, put, as_strided ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The activations PyTorch offers on tensors and at the top level (``x.hardshrink()``,
-``x.prelu(w)``, ``autograd.threshold``), composed of ``where``: the gradient goes to the
-branch each element takes. ``nn.functional`` uses these (arrows point down)."""
+``x.prelu(w)``, ``autograd.threshold``, ``autograd.selu``, ``autograd.celu``), composed of
+``where``: the gradient goes to the branch each element takes. ``nn.functional`` uses these (arrows point down)."""
 
 from .elementwise import where
 from .names import names
@@ -22,6 +22,48 @@ def threshold(input, threshold, value):
 def threshold_(input, threshold_value, value):
     """threshold written into input (recorded, as every in-place write)."""
     return input._write_back(threshold, (threshold_value, value), {})
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _exp_minus_one(x):
+    """e^x - 1 for x <= 0 (larger x clamped to 0: the branch that uses this is not taken there)."""
+    return x.clamp(max=0.0).exp() - 1.0
+
+
+def elu(input, alpha=1.0):
+    """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α.
+    (nn.functional.elu; PyTorch has no torch.elu.)"""
+    return where(input > 0, input, _exp_minus_one(input) * alpha)
+
+
+@names("selu", method=False)
+def selu(input):
+    """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
+    constants that keep activations at zero mean and unit variance."""
+    return elu(input, SELU_ALPHA) * SELU_SCALE
+
+
+@names("celu", method=False)
+def celu(input, alpha=1.0):
+    """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
+    return where(input > 0, input, _exp_minus_one(input * (1.0 / alpha)) * alpha)
+
+
+@names("selu_", method=False)
+def selu_(input):
+    """selu written into input (recorded, as every in-place write)."""
+    return input._write_back(selu, (), {})
+
+
+@names("celu_", method=False)
+def celu_(input, alpha=1.0):
+    """celu written into input."""
+    return input._write_back(celu, (alpha,), {})
 
 
 @names("prelu")
