@@ -61,7 +61,7 @@ from .loss import (  # noqa: E402
     TripletMarginWithDistanceLoss,
 )
 from .module import Module  # noqa: E402
-from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: E402
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, GroupNorm, LayerNorm, RMSNorm  # noqa: E402
 from .parameter import Parameter  # noqa: E402
 
 # What a program may never touch loads on first use (PEP 562), so that `import nn` stays quick:
@@ -74,7 +74,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "utils": ".utils",
     "SyncBatchNorm": ".sync_batchnorm:SyncBatchNorm",
     **_lazy.from_module(".attention", "MultiheadAttention"),
-    **_lazy.from_module(".conv", "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "Fold", "Unfold"),
+    **_lazy.from_module(".conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                        "ConvTranspose3d", "Fold", "Unfold"),
     **_lazy.from_module(".ctc", "CTCLoss"),
     **_lazy.from_module(".interpolation", "Upsample"),
     **_lazy.from_module(".lecture", "MLP", "Neuron", "Perceptron"),
@@ -83,8 +84,9 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "ZeroPad1d", "ZeroPad2d",
                         "ZeroPad3d"),
     **_lazy.from_module(".pixel_shuffle", "PixelShuffle", "PixelUnshuffle"),
-    **_lazy.from_module(".pooling", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d",
-                        "AdaptiveMaxPool2d", "AvgPool1d", "AvgPool2d", "MaxPool1d", "MaxPool2d"),
+    **_lazy.from_module(".pooling", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+                        "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "AvgPool1d", "AvgPool2d",
+                        "AvgPool3d", "MaxPool1d", "MaxPool2d", "MaxPool3d"),
     **_lazy.from_module(".rnn", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"),
     **_lazy.from_module(".sparse", "Embedding", "EmbeddingBag"),
     **_lazy.from_module(".transformer", "Transformer", "TransformerDecoder", "TransformerDecoderLayer",

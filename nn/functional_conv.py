@@ -174,7 +174,7 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
             raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={p}, "
                                f"kernel_size={k} and dilation={d}")
     if any(p > k // 2 for k, p in zip(kernel, padding)):
-        shown = " ".join(f"pad{axis} = {p}," for axis, p in zip("HW"[2 - spatial:], padding))
+        shown = " ".join(f"pad{axis} = {p}," for axis, p in zip("DHW"[3 - spatial:], padding))
         raise RuntimeError(f"pad should be smaller than or equal to half of kernel size, but got {shown} "
                            f"kernel_size={kernel}")
     sizes = input.shape[-spatial:]
