@@ -141,6 +141,15 @@ class HingeLoss(_Loss):
         super().__init__(reduction, margin=margin)
 
 
+class HingeEmbeddingLoss(_Loss):
+    """x for y = 1, max(0, margin − x) for y = −1: x a distance between a pair, y whether it is similar."""
+
+    function, options = losses.hinge_embedding_loss, ("margin",)
+
+    def __init__(self, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, margin=margin)
+
+
 class SoftMarginLoss(_Loss):
     function = losses.soft_margin_loss
 

@@ -1,4 +1,4 @@
-"""Normalisation layers: BatchNorm1d/2d/3d, LayerNorm, GroupNorm (the lecture's
+"""Normalisation layers: BatchNorm1d/2d/3d, LayerNorm, GroupNorm, LocalResponseNorm (the lecture's
 feature-statistics regularisers)."""
 
 import autograd
@@ -137,3 +137,18 @@ class GroupNorm(Module):
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class LocalResponseNorm(Module):
+    """Divide each channel by a power of the squares of its neighbours across channels (Krizhevsky et al.,
+    2012); see ``F.local_response_norm``."""
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, input):
+        return F.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -1,0 +1,247 @@
+"""The torch.nn layers and functions that fill gaps beside the common ones: instance norm, local response norm,
+distances, hinge embedding loss, RReLU, feature alpha dropout, channel shuffle, LP pooling. Values by
+definition and finite differences without torch; against PyTorch (float64, 1e-10: values, every gradient,
+running statistics, repr, state_dict keys, a loaded torch state_dict) where it is installed."""
+
+import numpy as np
+import pytest
+
+import autograd
+import nn
+import nn.functional as F
+from tests.torch_reference import same_as_torch, same_module_as_torch
+
+torch_only = pytest.mark.torch
+
+
+def randn(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def tensor(array, grad=False):
+    return autograd.Tensor(np.array(array, dtype=np.float64), requires_grad=grad)
+
+
+# -- without torch: definitions and finite differences --------------------------------------------------
+
+
+def test_instance_norm_normalises_each_channel_of_each_sample():
+    x = randn(2, 3, 4, 5)
+    y = F.instance_norm(tensor(x)).numpy()
+    mean, var = x.mean((2, 3), keepdims=True), x.var((2, 3), keepdims=True)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), atol=1e-12)
+    running_mean, running_var = tensor(np.zeros(3)), tensor(np.ones(3))
+    F.instance_norm(tensor(x), running_mean, running_var, momentum=0.5)
+    np.testing.assert_allclose(running_mean.numpy(), 0.5 * x.mean((2, 3)).mean(0))
+    np.testing.assert_allclose(running_var.numpy(), 0.5 + 0.5 * x.var((2, 3), ddof=1).mean(0))
+    layer = nn.InstanceNorm2d(3, affine=True, track_running_stats=True)
+    assert list(layer.state_dict()) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    assert layer(tensor(x[0])).shape == (3, 4, 5)  # unbatched
+    layer.eval()  # eval: the running statistics
+    mean, var = (getattr(layer, name).numpy()[:, None, None] for name in ("running_mean", "running_var"))
+    np.testing.assert_allclose(layer(tensor(x)).numpy(), (x - mean) / np.sqrt(var + 1e-5), atol=1e-12)
+
+
+def test_local_response_norm_by_definition():
+    x, size, alpha, beta, k = randn(2, 5, 3), 3, 0.1, 0.75, 2.0
+    padded = np.pad(x * x, [(0, 0), (1, 1), (0, 0)])
+    total = sum(padded[:, j:j + 5] for j in range(size))
+    np.testing.assert_allclose(F.local_response_norm(tensor(x), size, alpha, beta, k).numpy(),
+                               x / (k + alpha / size * total) ** beta, rtol=1e-12)
+
+
+def test_hinge_embedding_loss_by_definition():
+    x, y = np.array([0.3, 1.5, -0.2, 0.7]), np.array([1.0, -1.0, -1.0, 1.0])
+    losses = np.where(y == 1, x, np.maximum(0, 1 - x))
+    assert F.hinge_embedding_loss(tensor(x), tensor(y)).item() == pytest.approx(losses.mean())
+    assert nn.HingeEmbeddingLoss(margin=2.0, reduction="sum")(tensor(x), tensor(y)).item() == pytest.approx(
+        np.where(y == 1, x, np.maximum(0, 2 - x)).sum())
+
+
+def test_rrelu_draws_slopes_in_training_and_uses_their_mean_in_eval():
+    autograd.manual_seed(0)
+    x = tensor(randn(200), grad=True)
+    y = F.rrelu(x, 0.1, 0.3, training=True)
+    y.sum().backward()
+    negative = x.numpy() < 0
+    slopes = y.numpy()[negative] / x.numpy()[negative]
+    assert 0.1 <= slopes.min() and slopes.max() <= 0.3 and slopes.std() > 0.02
+    np.testing.assert_allclose(x.grad.numpy()[negative], slopes)  # dy/dx = the slope drawn
+    np.testing.assert_array_equal(y.numpy()[~negative], x.numpy()[~negative])
+    layer = nn.RReLU(0.1, 0.3).eval()
+    np.testing.assert_allclose(layer(x).numpy(), np.where(negative, 0.2 * x.numpy(), x.numpy()))
+
+
+def test_feature_alpha_dropout_drops_whole_channels_to_one_value():
+    autograd.manual_seed(0)
+    x = tensor(randn(8, 6, 5))
+    y = F.feature_alpha_dropout(x, 0.5, training=True).numpy()
+    p, saturation = 0.5, -1.7580993408473766
+    a = 1 / np.sqrt((saturation**2 * p + 1) * (1 - p))
+    dropped = np.isclose(y, a * saturation + (-a * saturation * p)).all(-1)
+    kept = np.isclose(y, a * x.numpy() - a * saturation * p).all(-1)
+    assert (dropped | kept).all() and dropped.any() and kept.any()
+    assert nn.FeatureAlphaDropout(0.5).eval()(x) is x
+    with pytest.raises(RuntimeError, match="at least 2 dimensions"):
+        F.feature_alpha_dropout(tensor([1.0]), training=True)
+
+
+def test_channel_shuffle_interleaves_groups():
+    x = tensor(np.arange(6.0).reshape(1, 6, 1))
+    np.testing.assert_array_equal(F.channel_shuffle(x, 2).numpy().ravel(), [0, 3, 1, 4, 2, 5])
+    np.testing.assert_array_equal(nn.ChannelShuffle(3)(x).numpy().ravel(), [0, 2, 4, 1, 3, 5])
+    with pytest.raises(RuntimeError, match="Got 5 channels and 2 groups"):
+        F.channel_shuffle(tensor(randn(2, 5, 3)), 2)
+    with pytest.raises(RuntimeError, match="must be positive"):
+        F.channel_shuffle(tensor(randn(2, 4, 3)), 0)
+    with pytest.raises(RuntimeError, match="expects input with > 2 dims"):
+        F.channel_shuffle(tensor(randn(2, 4)), 2)
+
+
+def test_lp_pool_is_the_p_norm_of_each_window():
+    x = np.abs(randn(1, 2, 4, 6)) + 0.1
+    y = F.lp_pool2d(tensor(x), 3, 2).numpy()
+    windows = x.reshape(1, 2, 2, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(1, 2, 2, 3, 4)
+    np.testing.assert_allclose(y, (windows**3).sum(-1) ** (1 / 3), rtol=1e-12)
+    assert nn.LPPool1d(2, 3, stride=1)(tensor(x[0])).shape == (2, 4, 4)
+
+
+def test_new_functions_gradients_match_finite_differences():
+    x = tensor(randn(2, 4, 3, 3), grad=True)
+    w, b = tensor(randn(4, seed=1), grad=True), tensor(randn(4, seed=2), grad=True)
+    assert autograd.gradcheck(lambda x, w, b: F.instance_norm(x, weight=w, bias=b), (x, w, b))
+    assert autograd.gradcheck(lambda x: F.local_response_norm(x, 3, 0.5, 0.75, 1.0), (x,))
+    assert autograd.gradcheck(lambda x: F.lp_pool2d(x.abs() + 0.5, 1.5, 2, 1), (x,))
+    assert autograd.gradcheck(lambda x: F.channel_shuffle(x, 2), (x,))
+    target = tensor(np.sign(randn(2, 4, 3, 3, seed=3)))
+    assert autograd.gradcheck(lambda x: F.hinge_embedding_loss(x, target, 0.5), (x,))
+    assert autograd.gradgradcheck(lambda x, w: F.instance_norm(x, weight=w), (x, w))
+
+
+# -- against torch -------------------------------------------------------------------------------------
+
+
+@torch_only
+@pytest.mark.parametrize("shape", [(3, 4, 5), (3, 4, 5, 6), (2, 4, 3, 4, 3)])
+def test_instance_norm_matches_torch_with_running_statistics(shape):
+    import torch
+
+    x, w, b = randn(*shape), randn(4, seed=1), randn(4, seed=2)
+    same_as_torch(lambda x, w, b: F.instance_norm(x, weight=w, bias=b, eps=1e-3),
+                  lambda x, w, b: torch.nn.functional.instance_norm(x, weight=w, bias=b, eps=1e-3), [x, w, b])
+    mean, var = randn(4, seed=3), np.abs(randn(4, seed=4)) + 0.5
+    ours, theirs = (tensor(mean), tensor(var)), (torch.tensor(mean), torch.tensor(var))
+    same_as_torch(lambda x: F.instance_norm(x, *ours, momentum=0.3),
+                  lambda x: torch.nn.functional.instance_norm(x, *theirs, momentum=0.3), [x])
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), t.numpy(), rtol=1e-12)
+    same_as_torch(lambda x: F.instance_norm(x, *ours, use_input_stats=False),
+                  lambda x: torch.nn.functional.instance_norm(x, *theirs, use_input_stats=False), [x])
+
+
+@torch_only
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+@pytest.mark.parametrize("shape", [(3, 4, 5), (2, 4, 3, 4), (2, 4, 2, 3, 2)])
+def test_local_response_norm_matches_torch(size, shape):
+    import torch
+
+    same_as_torch(lambda x: F.local_response_norm(x, size, 0.01, 0.6, 2.0),
+                  lambda x: torch.nn.functional.local_response_norm(x, size, 0.01, 0.6, 2.0), [randn(*shape)])
+
+
+@torch_only
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_hinge_embedding_loss_matches_torch(reduction):
+    import torch
+
+    x = randn(3, 6)
+    x[0, 0] = 1.0  # at the margin: the kink, where PyTorch's clamp passes the gradient
+    target = np.array([[1, -1, 1, 0, -1, 1]] * 3, dtype=np.float64)  # 0: both terms, as PyTorch
+    same_as_torch(lambda x: F.hinge_embedding_loss(x, tensor(target), reduction=reduction),
+                  lambda x: torch.nn.functional.hinge_embedding_loss(x, torch.tensor(target), reduction=reduction),
+                  [x])
+
+
+@torch_only
+def test_rrelu_eval_channel_shuffle_and_distances_match_torch():
+    import torch
+
+    x = randn(3, 4, 5, 6)
+    x[0, 0, 0, :2] = 0.0  # the kink
+    same_as_torch(F.rrelu, torch.nn.functional.rrelu, [x])
+    same_as_torch(lambda x: F.rrelu(x, 0.2, 0.4), lambda x: torch.nn.functional.rrelu(x, 0.2, 0.4), [x])
+    for groups in (1, 2, 4):
+        same_as_torch(lambda x, g=groups: F.channel_shuffle(x, g),
+                      lambda x, g=groups: torch.nn.functional.channel_shuffle(x, g), [x])
+    same_as_torch(lambda a, b: nn.PairwiseDistance(3, keepdim=True)(a, b),
+                  lambda a, b: torch.nn.PairwiseDistance(3, keepdim=True)(a, b), [randn(5, 4), randn(5, 4, seed=1)])
+    same_as_torch(lambda a, b: nn.CosineSimilarity(0)(a, b), lambda a, b: torch.nn.CosineSimilarity(0)(a, b),
+                  [randn(5, 4), randn(5, 4, seed=1)])
+
+
+@torch_only
+@pytest.mark.parametrize("p", [1, 2, 1.5])
+def test_lp_pool_matches_torch(p):
+    import torch
+
+    x = np.abs(randn(2, 3, 5, 6)) + 0.1
+    for options in (dict(kernel_size=2), dict(kernel_size=(2, 3), stride=(1, 2), ceil_mode=True)):
+        same_as_torch(lambda x, o=options: F.lp_pool2d(x, p, **o),
+                      lambda x, o=options: torch.nn.functional.lp_pool2d(x, p, **o), [x])
+    same_as_torch(lambda x: F.lp_pool1d(x, p, 3, 2, True), lambda x: torch.nn.functional.lp_pool1d(x, p, 3, 2, True),
+                  [x[0]])
+    same_as_torch(lambda x: F.lp_pool3d(x, p, 2), lambda x: torch.nn.functional.lp_pool3d(x, p, 2), [x[None]])
+
+
+LAYERS = [
+    ("InstanceNorm1d", (4,), {}, (3, 4, 5)),
+    ("InstanceNorm1d", (4,), dict(affine=True), (4, 5)),
+    ("InstanceNorm2d", (4,), dict(affine=True, track_running_stats=True, momentum=0.3), (3, 4, 5, 6)),
+    ("InstanceNorm3d", (4,), dict(affine=True, bias=False), (2, 4, 3, 4, 3)),
+    ("LocalResponseNorm", (3,), dict(alpha=0.1), (3, 4, 5, 6)),
+    ("RReLU", (0.1, 0.2), {}, (3, 4)),
+    ("FeatureAlphaDropout", (0.2,), {}, (3, 4, 5)),
+    ("ChannelShuffle", (2,), {}, (3, 4, 5)),
+    ("LPPool2d", (2, 3), dict(stride=2), (2, 4, 7, 6)),
+    ("LPPool1d", (1.5, 3, 2, True), {}, (2, 4, 7)),
+]
+
+
+@torch_only
+@pytest.mark.parametrize("name, args, kwargs, shape", LAYERS)
+def test_layers_match_torch(name, args, kwargs, shape):
+    import torch
+
+    autograd.manual_seed(0)
+    ours, theirs = getattr(nn, name)(*args, **kwargs).double(), getattr(torch.nn, name)(*args, **kwargs).double()
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    x = randn(*shape)
+    if name in ("RReLU", "FeatureAlphaDropout"):  # random in training
+        ours.eval(), theirs.eval()
+    elif name.startswith("LPPool"):
+        x = np.abs(x) + 0.1
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.normal_()
+    ours.load_state_dict({k: autograd.Tensor(v.detach().numpy()) for k, v in theirs.state_dict().items()})
+    same_module_as_torch(ours, theirs, x)
+    for key, value in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[key].numpy(), value.numpy(), rtol=1e-12)
+    ours.eval(), theirs.eval()
+    np.testing.assert_allclose(ours(tensor(x)).detach().numpy(), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-10,
+                               atol=1e-10)
+
+
+@torch_only
+def test_instance_norm_errors_and_warning_match_torch():
+    with pytest.raises(ValueError, match=r"expected 2D or 3D input \(got 4D input\)"):
+        nn.InstanceNorm1d(3)(tensor(randn(2, 3, 4, 5)))
+    with pytest.raises(ValueError, match="to match num_features"):
+        nn.InstanceNorm2d(3, affine=True)(tensor(randn(2, 4, 3, 3)))
+    with pytest.warns(UserWarning, match="does not match num_features"):
+        nn.InstanceNorm2d(3)(tensor(randn(2, 4, 3, 3)))
+    with pytest.raises(ValueError, match="Expected more than 1 spatial element when training"):
+        F.instance_norm(tensor(randn(2, 3, 1)))
+    with pytest.raises(ValueError, match="Expected 3D or higher dimensionality input"):
+        F.local_response_norm(tensor(randn(2, 3)), 2)
