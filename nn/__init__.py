@@ -97,7 +97,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".ctc", "CTCLoss"),
     **_lazy.from_module(".distance", "CosineSimilarity", "PairwiseDistance"),
     **_lazy.from_module(".instance_norm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
-    **_lazy.from_module(".interpolation", "Upsample"),
+    **_lazy.from_module(".interpolation", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"),
     **_lazy.from_module(".lecture", "MLP", "Neuron", "Perceptron"),
     **_lazy.from_module(".lp_pool", "LPPool1d", "LPPool2d", "LPPool3d"),
     **_lazy.from_module(".padding", "CircularPad1d", "CircularPad2d", "CircularPad3d", "ConstantPad1d",
@@ -110,6 +110,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "AvgPool3d", "MaxPool1d", "MaxPool2d", "MaxPool3d"),
     **_lazy.from_module(".rnn", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"),
     **_lazy.from_module(".sparse", "Embedding", "EmbeddingBag"),
+    **_lazy.from_module(".unpool", "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d"),
     **_lazy.from_module(".transformer", "Transformer", "TransformerDecoder", "TransformerDecoderLayer",
                         "TransformerEncoder", "TransformerEncoderLayer"),
 })

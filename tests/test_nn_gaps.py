@@ -245,3 +245,117 @@ def test_instance_norm_errors_and_warning_match_torch():
         F.instance_norm(tensor(randn(2, 3, 1)))
     with pytest.raises(ValueError, match="Expected 3D or higher dimensionality input"):
         F.local_response_norm(tensor(randn(2, 3)), 2)
+
+
+# -- unpooling, upsampling, bicubic -----------------------------------------------------------------------
+
+
+def test_max_unpool_puts_each_maximum_back_and_zeros_elsewhere():
+    x = tensor(randn(2, 3, 4, 6))
+    y, indices = F.max_pool2d_with_indices(x, 2)
+    out = F.max_unpool2d(y, indices, 2)
+    kept = out.numpy() != 0
+    np.testing.assert_array_equal(out.numpy()[kept], x.numpy()[kept])
+    np.testing.assert_array_equal(F.max_pool2d(out, 2).numpy(), y.numpy())
+    assert kept.sum() == y.numpy().size
+    assert nn.MaxUnpool2d(2)(y, indices, output_size=(2, 3, 5, 7)).shape == (2, 3, 5, 7)
+    values = tensor(y.numpy(), grad=True)
+    assert autograd.gradcheck(lambda v: F.max_unpool2d(v, indices, 2), (values,))
+    y1, indices1 = F.max_pool1d_with_indices(tensor(randn(3, 7)), 3, 2)  # unbatched
+    assert F.max_unpool1d(y1, indices1, 3, 2).shape == (3, 7)
+
+
+def test_max_unpool_errors_match_torch():
+    y, indices = F.max_pool2d_with_indices(tensor(randn(1, 2, 4, 4)), 2)
+    with pytest.raises(RuntimeError, match=r"Found an invalid max index: [0-9]+ \(output volumes are of size 4x4\)"):
+        F.max_unpool2d(y, indices * 10, 2)
+    with pytest.raises(RuntimeError, match="should be type int64"):
+        F.max_unpool2d(y, indices.double(), 2)
+    with pytest.raises(RuntimeError, match="Expected shape of indices to be same as that of the input"):
+        F.max_unpool2d(y, indices[:, :1], 2)
+    with pytest.raises(ValueError, match=r'invalid output_size "\(6, 6\)" \(dim 0 must be between 2 and 6\)'):
+        F.max_unpool2d(y, indices, 2, output_size=(6, 6))
+
+
+def test_bicubic_interpolates_the_samples_and_keeps_constants():
+    x = randn(1, 2, 4, 5)
+    y = F.interpolate(tensor(x), size=(7, 9), mode="bicubic", align_corners=True).numpy()
+    np.testing.assert_allclose(y[:, :, ::2, ::2], x, atol=1e-12)  # an interpolating kernel
+    constant = F.interpolate(tensor(np.full((1, 1, 3, 4), 2.5)), scale_factor=1.7, mode="bicubic").numpy()
+    np.testing.assert_allclose(constant, 2.5, rtol=1e-12)  # the weights sum to 1
+    assert autograd.gradcheck(lambda x: F.interpolate(x, size=(3, 7), mode="bicubic"), (tensor(x, grad=True),))
+
+
+@torch_only
+@pytest.mark.parametrize("options", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
+                                     dict(kernel_size=(2, 3), stride=(2, 1))])
+def test_max_unpool_matches_torch(options):
+    import torch
+
+    x = np.random.default_rng(0).permutation(2 * 3 * 8 * 8).reshape(2, 3, 8, 8) * 0.1
+    y, indices = F.max_pool2d_with_indices(tensor(x), **options)
+    t_y, t_indices = torch.nn.functional.max_pool2d_with_indices(torch.tensor(x), **options)
+    np.testing.assert_array_equal(indices.numpy(), t_indices.numpy())
+    args = options["kernel_size"], options.get("stride"), options.get("padding", 0)
+    sizes = ((None,) if options == dict(kernel_size=2) else ()) + (x.shape, x.shape[2:])
+    for size in sizes:
+        same_as_torch(lambda v, s=size: F.max_unpool2d(v, indices, *args, s),
+                      lambda v, s=size: torch.nn.functional.max_unpool2d(v, t_indices, *args, s), [y.numpy()])
+    x1 = x[0]  # unbatched 1-d
+    y, indices = F.max_pool1d_with_indices(tensor(x1), 3, 2)
+    t_y, t_indices = torch.nn.functional.max_pool1d_with_indices(torch.tensor(x1), 3, 2)
+    np.testing.assert_array_equal(indices.numpy(), t_indices.numpy())
+    same_as_torch(lambda v: nn.MaxUnpool1d(3, 2)(v, indices, (8,)),
+                  lambda v: torch.nn.MaxUnpool1d(3, 2)(v, t_indices, (8,)), [y.numpy()])
+    x3 = np.random.default_rng(1).permutation(2 * 3 * 4 * 6 * 5).reshape(2, 3, 4, 6, 5) * 0.1
+    _, indices = F.max_pool3d_with_indices(tensor(x3), 2)
+    t_y, t_indices = torch.nn.functional.max_pool3d_with_indices(torch.tensor(x3), 2)
+    same_as_torch(lambda v: F.max_unpool3d(v, indices, 2, output_size=(5, 7, 5)),
+                  lambda v: torch.nn.functional.max_unpool3d(v, t_indices, 2, output_size=(5, 7, 5)), [t_y.numpy()])
+    for ours, theirs, array in ((F.adaptive_max_pool2d_with_indices,
+                                 torch.nn.functional.adaptive_max_pool2d_with_indices, x),
+                                (F.adaptive_max_pool1d_with_indices,
+                                 torch.nn.functional.adaptive_max_pool1d_with_indices, x[:, :, 0])):
+        a, b = ours(tensor(array), 3), theirs(torch.tensor(array), 3)
+        np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+
+
+@torch_only
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("resize", [dict(size=(7, 9)), dict(scale_factor=2), dict(scale_factor=(0.6, 1.7)),
+                                    dict(size=(3, 4)), dict(size=(1, 1))])
+def test_bicubic_and_trilinear_match_torch(resize, align_corners):
+    import torch
+
+    x = randn(2, 3, 5, 6)
+    same_as_torch(lambda v: F.interpolate(v, mode="bicubic", align_corners=align_corners, **resize),
+                  lambda v: torch.nn.functional.interpolate(v, mode="bicubic", align_corners=align_corners, **resize),
+                  [x])
+    size = (4,) + tuple(resize.get("size", (4, 5)))
+    same_as_torch(lambda v: F.interpolate(v, size=size, mode="trilinear", align_corners=align_corners),
+                  lambda v: torch.nn.functional.interpolate(v, size=size, mode="trilinear",
+                                                            align_corners=align_corners), [randn(2, 3, 3, 5, 6)])
+
+
+@torch_only
+def test_upsampling_layers_and_functions_match_torch():
+    import torch
+
+    x = randn(2, 3, 5, 6)
+    for ours, theirs in ((nn.UpsamplingNearest2d(scale_factor=2), torch.nn.UpsamplingNearest2d(scale_factor=2)),
+                         (nn.UpsamplingBilinear2d(size=4), torch.nn.UpsamplingBilinear2d(size=4)),
+                         (nn.UpsamplingBilinear2d(scale_factor=1.5), torch.nn.UpsamplingBilinear2d(scale_factor=1.5)),
+                         (nn.Upsample(scale_factor=(2, 3)), torch.nn.Upsample(scale_factor=(2, 3))),
+                         (nn.MaxUnpool2d(2), torch.nn.MaxUnpool2d(2)),
+                         (nn.MaxUnpool1d(3, 2, 1), torch.nn.MaxUnpool1d(3, 2, 1))):
+        assert repr(ours) == repr(theirs)
+        if not isinstance(ours, nn.MaxUnpool1d | nn.MaxUnpool2d):
+            same_as_torch(ours, theirs, [x])
+    with pytest.warns(UserWarning, match="upsample_bilinear. is deprecated"):
+        same_as_torch(lambda v: F.upsample_bilinear(v, scale_factor=2),
+                      lambda v: torch.nn.functional.upsample_bilinear(v, scale_factor=2), [x])
+    with pytest.warns(UserWarning, match="upsample_nearest. is deprecated"):
+        same_as_torch(lambda v: F.upsample_nearest(v, size=(7, 8)),
+                      lambda v: torch.nn.functional.upsample_nearest(v, size=(7, 8)), [x])
+    same_as_torch(lambda v: F.interpolate(v, size=(2, 3, 4), mode="area"),
+                  lambda v: torch.nn.functional.interpolate(v, size=(2, 3, 4), mode="area"), [randn(2, 3, 4, 6, 5)])
