@@ -332,6 +332,21 @@ def softmin(input, dim=None, _stacklevel=3, dtype=None):
     return (-_as_dtype(input, dtype)).softmax(_softmax_dim("softmin", input.ndim, dim))
 
 
+def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
+    """A differentiable sample from the categorical distribution softmax(logits) (Jang et al., 2016;
+    Maddison et al., 2016): y = softmax((logits + g) / τ), g = −ln E, E ~ Exp(1) per element (Gumbel(0, 1)
+    noise, from autograd's generator). As τ → 0 the samples approach one-hot vectors. hard=True returns the
+    one-hot vector of argmax y, with y's gradient (straight-through: y_hard − y.detach() + y).
+    (eps is unused, as in PyTorch.)"""
+    noise = -xp.log(generator().exponential(size=logits.shape)).astype(logits._data.dtype)
+    y = ((logits + Tensor._make(noise)) / tau).softmax(dim)
+    if not hard:
+        return y
+    one_hot = xp.zeros(y.shape, dtype=y._data.dtype)
+    xp.put_along_axis(one_hot, xp.expand_dims(y._data.argmax(dim), dim), 1.0, dim)
+    return Tensor._make(one_hot) - y.detach() + y
+
+
 # -- regularisers -------------------------------------------------------------------------------
 
 
@@ -656,6 +671,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".functional_3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
                         "adaptive_max_pool3d_with_indices", "avg_pool3d", "conv3d", "conv_transpose3d", "max_pool3d",
                         "max_pool3d_with_indices"),
+    **_lazy.from_module(".grid_sample", "affine_grid", "grid_sample"),
     **_lazy.from_module(".instance_norm", "instance_norm"),
     **_lazy.from_module(".interpolation", "interpolate", "upsample_bilinear", "upsample_nearest"),
     **_lazy.from_module(".lp_pool", "lp_pool1d", "lp_pool2d", "lp_pool3d"),

@@ -359,3 +359,104 @@ def test_upsampling_layers_and_functions_match_torch():
                       lambda v: torch.nn.functional.upsample_nearest(v, size=(7, 8)), [x])
     same_as_torch(lambda v: F.interpolate(v, size=(2, 3, 4), mode="area"),
                   lambda v: torch.nn.functional.interpolate(v, size=(2, 3, 4), mode="area"), [randn(2, 3, 4, 6, 5)])
+
+
+# -- gumbel softmax, affine_grid, grid_sample ---------------------------------------------------------------
+
+
+def test_gumbel_softmax_samples_the_categorical_distribution():
+    autograd.manual_seed(0)
+    probabilities = np.array([0.1, 0.2, 0.7])
+    logits = tensor(np.log(probabilities)[None].repeat(20000, 0), grad=True)
+    hard = F.gumbel_softmax(logits, tau=0.5, hard=True)
+    assert set(np.unique(hard.numpy())) == {0.0, 1.0} and (hard.numpy().sum(1) == 1).all()
+    np.testing.assert_allclose(hard.numpy().mean(0), probabilities, atol=0.01)
+    soft = F.gumbel_softmax(logits[:4], tau=2.0, dim=1)
+    np.testing.assert_allclose(soft.numpy().sum(1), 1.0)
+    assert ((soft.numpy() > 0) & (soft.numpy() < 1)).all()
+    # straight through: the hard sample's gradient is the soft sample's (same noise)
+    weights = tensor([[1.0, -2.0, 3.0]])
+    grads = []
+    for is_hard in (True, False):
+        autograd.manual_seed(1)
+        x = tensor(randn(5, 3), grad=True)
+        (F.gumbel_softmax(x, 0.7, hard=is_hard) * weights).sum().backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_allclose(grads[0], grads[1])
+    assert F.gumbel_softmax(tensor(randn(2, 3)).float()).dtype == autograd.float32
+
+
+def test_affine_grid_of_the_identity_is_the_pixel_centres_and_grid_sample_reads_them_back():
+    x = randn(2, 3, 4, 5)
+    identity = tensor(np.array([[[1.0, 0, 0], [0, 1, 0]]] * 2))
+    for align_corners in (False, True):
+        grid = F.affine_grid(identity, (2, 3, 4, 5), align_corners)
+        assert grid.shape == (2, 4, 5, 2)
+        for mode in ("bilinear", "nearest"):
+            np.testing.assert_allclose(F.grid_sample(tensor(x), grid, mode, align_corners=align_corners).numpy(), x,
+                                       atol=1e-12)
+    shift = tensor(np.array([[[1.0, 0, 2 / 5], [0, 1, 0]]]))  # one pixel to the right
+    y = F.grid_sample(tensor(x[:1]), F.affine_grid(shift, (1, 3, 4, 5), False), align_corners=False).numpy()
+    np.testing.assert_allclose(y[..., :-1], x[:1, ..., 1:], atol=1e-12)
+    np.testing.assert_allclose(y[..., -1], 0, atol=1e-12)  # zeros padding
+
+
+def test_grid_sample_gradients_match_finite_differences():
+    x = tensor(randn(1, 2, 3, 4), grad=True)
+    grid = tensor(np.random.default_rng(1).uniform(-1.3, 1.3, (1, 3, 2, 2)), grad=True)
+    for padding_mode in ("zeros", "border", "reflection"):
+        assert autograd.gradcheck(lambda x, g, p=padding_mode: F.grid_sample(x, g, padding_mode=p, align_corners=False),
+                                  (x, grid))
+    theta = tensor(randn(1, 3, 4), grad=True)
+    assert autograd.gradcheck(lambda t: F.affine_grid(t, (1, 1, 2, 3, 2), align_corners=True), (theta,))
+
+
+@torch_only
+@pytest.mark.filterwarnings("ignore:Since version 1.3.0")
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_affine_grid_matches_torch(align_corners):
+    import torch
+
+    same_as_torch(lambda t: F.affine_grid(t, (2, 3, 4, 5), align_corners),
+                  lambda t: torch.nn.functional.affine_grid(t, (2, 3, 4, 5), align_corners), [randn(2, 2, 3)])
+    same_as_torch(lambda t: F.affine_grid(t, (2, 3, 3, 1, 5), align_corners),
+                  lambda t: torch.nn.functional.affine_grid(t, (2, 3, 3, 1, 5), align_corners), [randn(2, 3, 4)])
+
+
+@torch_only
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_grid_sample_matches_torch(mode, padding_mode, align_corners):
+    import torch
+
+    rng = np.random.default_rng(0)
+    options = dict(mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+
+    def ours(x, g):
+        return F.grid_sample(x, g, **options)
+
+    def theirs(x, g):
+        return torch.nn.functional.grid_sample(x, g, **options)
+
+    same_as_torch(ours, theirs, [randn(2, 3, 4, 5), rng.uniform(-1.4, 1.4, (2, 6, 7, 2))])
+    same_as_torch(ours, theirs, [randn(2, 3, 3, 4, 5), rng.uniform(-1.4, 1.4, (2, 3, 4, 5, 3))])
+    lattice = np.stack(np.meshgrid(np.linspace(-1.5, 1.5, 13), np.linspace(-1, 1, 9)), -1)[None]  # edges, halves
+    same_as_torch(ours, theirs, [randn(1, 2, 4, 5), lattice])
+
+
+@torch_only
+def test_grid_sample_and_affine_grid_errors_match_torch():
+    x, grid = tensor(randn(2, 3, 4, 5)), tensor(randn(2, 3, 3, 2))
+    with pytest.raises(RuntimeError, match="expected grid and input to have same batch size"):
+        F.grid_sample(x, grid[:1], align_corners=False)
+    with pytest.raises(RuntimeError, match="expected grid to have size 2 in last dimension"):
+        F.grid_sample(x, grid[..., :1], align_corners=False)
+    with pytest.raises(ValueError, match="expected padding_mode to be 'zeros', 'border', or 'reflection'"):
+        F.grid_sample(x, grid, padding_mode="wrap", align_corners=False)
+    with pytest.warns(UserWarning, match="align_corners=False since 1.3.0"):
+        F.grid_sample(x, grid)
+    with pytest.raises(ValueError, match="Expected a batch of 2D affine matrices of shape Nx2x3"):
+        F.affine_grid(tensor(randn(2, 3, 3)), (2, 3, 4, 5), False)
+    with pytest.raises(ValueError, match="Expected theta to have floating point type"):
+        F.affine_grid(autograd.Tensor(np.ones((2, 2, 3), dtype=np.int64)), (2, 3, 4, 5), False)
