@@ -80,7 +80,7 @@ from .normalization import (  # noqa: E402
     LocalResponseNorm,
     RMSNorm,
 )
-from .parameter import Parameter  # noqa: E402
+from .parameter import Buffer, Parameter  # noqa: E402
 
 # What a program may never touch loads on first use (PEP 562), so that `import nn` stays quick:
 # the layers beyond the MLP's (convolution, pooling, padding, recurrent, attention, embeddings,
@@ -98,6 +98,10 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".distance", "CosineSimilarity", "PairwiseDistance"),
     **_lazy.from_module(".instance_norm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
     **_lazy.from_module(".interpolation", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"),
+    **_lazy.from_module(".lazy", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d", "LazyConv1d", "LazyConv2d",
+                        "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d",
+                        "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d", "LazyLinear",
+                        "UninitializedBuffer", "UninitializedParameter"),
     **_lazy.from_module(".lecture", "MLP", "Neuron", "Perceptron"),
     **_lazy.from_module(".lp_pool", "LPPool1d", "LPPool2d", "LPPool3d"),
     **_lazy.from_module(".padding", "CircularPad1d", "CircularPad2d", "CircularPad3d", "ConstantPad1d",
