@@ -169,11 +169,19 @@ def selu(input, inplace=False):
     return _inplace(input, lambda input: elu(input, SELU_ALPHA) * SELU_SCALE, inplace)
 
 
+def selu_(input):
+    return selu(input, inplace=True)
+
+
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
     return _inplace(input, lambda x: autograd.where(x > 0, x, _exp_minus_one(x * (1.0 / alpha)) * alpha), inplace)
+
+
+def celu_(input, alpha=1.0):
+    return celu(input, alpha, inplace=True)
 
 
 def sigmoid(input):

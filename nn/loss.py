@@ -105,6 +105,10 @@ class NLLLoss(_Loss):
         super().__init__(reduction, size_average, reduce, weight=weight, ignore_index=ignore_index)
 
 
+class NLLLoss2d(NLLLoss):
+    """NLLLoss under its older name (for (N, C, H, W) inputs, which NLLLoss takes)."""
+
+
 class KLDivLoss(_Loss):
     """KL(target ‖ input) with ``input`` log-probabilities; use reduction='batchmean' for the
     divergence per sample."""
