@@ -194,12 +194,14 @@ LazyConvTranspose1d, LazyConvTranspose2d, LazyConvTranspose3d = (
 class _LazyNormMixin(LazyModuleMixin):
     """The norm's num_features is the channel dim of the first input; γ = 1, β = 0, running mean 0, var 1."""
 
-    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
+    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None, *,
+                 bias=True):
         super().__init__(0, eps, momentum, False, False)
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
             self.weight = UninitializedParameter(dtype=dtype)
-            self.bias = UninitializedParameter(dtype=dtype)
+            if bias:
+                self.bias = UninitializedParameter(dtype=dtype)
         if track_running_stats:
             del self.running_mean, self.running_var, self.num_batches_tracked  # plain Nones until now
             self.register_buffer("running_mean", UninitializedBuffer(dtype=dtype))
@@ -221,8 +223,8 @@ class _LazyNormMixin(LazyModuleMixin):
 
 def _lazy_norm(eager, affine, track_running_stats):
     def __init__(self, eps=1e-5, momentum=0.1, affine=affine, track_running_stats=track_running_stats, device=None,
-                 dtype=None):
-        _LazyNormMixin.__init__(self, eps, momentum, affine, track_running_stats, device, dtype)
+                 dtype=None, *, bias=True):
+        _LazyNormMixin.__init__(self, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
     return type("Lazy" + eager.__name__, (_LazyNormMixin, eager),
                 dict(__init__=__init__, cls_to_become=eager, __module__=__name__,

@@ -42,6 +42,7 @@ def test_lazy_conv_and_norm_layers_learn_their_channels():
     transposed = nn.LazyConvTranspose1d(3, 2, stride=2, bias=False)
     assert transposed(randn(4, 5)).shape == (3, 10) and transposed.weight.shape == (4, 3, 2)  # unbatched
     assert nn.LazyConv3d(2, 1)(randn(1, 3, 2, 2, 2)).shape == (1, 2, 2, 2, 2)
+    assert list(nn.LazyBatchNorm2d(bias=False).state_dict())[:2] == ["weight", "running_mean"]
     norm = nn.LazyBatchNorm1d()
     assert list(norm.state_dict()) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     norm(randn(8, 3))
