@@ -12,7 +12,9 @@ position in pixels,
 then 'border' clamps it to [0, size − 1] and 'reflection' reflects it about the edges (the centres or
 the outer edges, as align_corners says) before clamping; 'zeros' reads 0 outside. 'bilinear' (trilinear
 for volumes) blends the 2ᵈ neighbours with weights Π (1 − |x − corner|); 'nearest' takes the nearest
-(halves to even, as PyTorch's nearbyint).
+(halves to even, as PyTorch's nearbyint); 'bicubic' (images only) blends the 4 × 4 neighbours with
+interpolate's cubic convolution weights, the padding map applied to each neighbour's position instead
+(PyTorch's order).
 
 The padding maps are piecewise linear, so each is written x ↦ s·x + b with s ∈ {−1, 0, 1} read off in
 NumPy: PyTorch's gradients with respect to the grid (0 at and beyond a clamped edge, the sign flipped
@@ -150,12 +152,14 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
     if grid.shape[-1] != spatial:
         raise RuntimeError(f"grid_sampler(): expected grid to have size {spatial} in last dimension, but got grid "
                            f"with sizes {list(grid.shape)}")
-    if mode == "bicubic":
-        raise NotImplementedError("grid_sample: mode='bicubic' is not supported yet (use 'bilinear' or 'nearest')")
+    if mode == "bicubic" and spatial != 2:
+        raise RuntimeError("grid_sampler(): bicubic interpolation only supports 4D input")
     if grid.dtype != input.dtype:
         raise RuntimeError(f"grid_sampler(): expected input and grid to have the same dtype, but input has "
                            f"{input.dtype} and grid has {grid.dtype}")
     sizes = input.shape[2:]
+    if mode == "bicubic":
+        return _bicubic(input, grid, sizes, padding_mode, align_corners)
     # the grid's last axis lists x (width) first: input axis a is grid coordinate spatial − 1 − a
     sources = [_source(grid[..., spatial - 1 - a], sizes[a], padding_mode, align_corners) for a in range(spatial)]
     if mode == "nearest":
@@ -175,4 +179,32 @@ def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corner
         term = _read(input, [(low + bit).astype(xp.int64) for low, bit in zip(lows, corner)], sizes)
         term = term * weight.unsqueeze(1)
         output = term if output is None else output + term
+    return output
+
+
+def _tap(position, size, padding_mode, align_corners):
+    """The pixel a bicubic neighbour at integer ``position`` reads, after the padding map."""
+    if padding_mode == "reflection":
+        position = (_reflect(position, 0, 2 * (size - 1)) if align_corners else
+                    _reflect(position, -1, 2 * size - 1))[0]
+    if padding_mode != "zeros":
+        position = _clip(position, size)[0]
+    return position.astype(xp.int64)
+
+
+def _bicubic(input, grid, sizes, padding_mode, align_corners):
+    """Σ_{i,j} W(t_y)_i W(t_x)_j · input at (⌊y⌋ − 1 + i, ⌊x⌋ − 1 + j), t = x − ⌊x⌋ (the weights as
+    Tensor arithmetic on the grid: its gradient)."""
+    from .interpolation import _cubic_weights  # interpolate's kernel (nn.interpolation imports more of nn)
+
+    sources = [_unnormalize(grid[..., 1 - a], sizes[a], align_corners) for a in range(2)]
+    floors = [xp.floor(source._data) for source in sources]
+    weights = [_cubic_weights(source - Tensor._make(floor)) for source, floor in zip(sources, floors)]
+    output = None
+    for i in range(4):
+        row = _tap(floors[0] - 1 + i, sizes[0], padding_mode, align_corners)
+        for j in range(4):
+            column = _tap(floors[1] - 1 + j, sizes[1], padding_mode, align_corners)
+            term = _read(input, [row, column], sizes) * (weights[0][i] * weights[1][j]).unsqueeze(1)
+            output = term if output is None else output + term
     return output

@@ -404,9 +404,10 @@ def test_affine_grid_of_the_identity_is_the_pixel_centres_and_grid_sample_reads_
 def test_grid_sample_gradients_match_finite_differences():
     x = tensor(randn(1, 2, 3, 4), grad=True)
     grid = tensor(np.random.default_rng(1).uniform(-1.3, 1.3, (1, 3, 2, 2)), grad=True)
-    for padding_mode in ("zeros", "border", "reflection"):
-        assert autograd.gradcheck(lambda x, g, p=padding_mode: F.grid_sample(x, g, padding_mode=p, align_corners=False),
-                                  (x, grid))
+    for mode, padding_mode in (("bilinear", "zeros"), ("bilinear", "border"), ("bilinear", "reflection"),
+                               ("bicubic", "reflection")):
+        assert autograd.gradcheck(
+            lambda x, g, m=mode, p=padding_mode: F.grid_sample(x, g, m, padding_mode=p, align_corners=False), (x, grid))
     theta = tensor(randn(1, 3, 4), grad=True)
     assert autograd.gradcheck(lambda t: F.affine_grid(t, (1, 1, 2, 3, 2), align_corners=True), (theta,))
 
@@ -426,7 +427,7 @@ def test_affine_grid_matches_torch(align_corners):
 @torch_only
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
-@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 def test_grid_sample_matches_torch(mode, padding_mode, align_corners):
     import torch
 
@@ -440,7 +441,8 @@ def test_grid_sample_matches_torch(mode, padding_mode, align_corners):
         return torch.nn.functional.grid_sample(x, g, **options)
 
     same_as_torch(ours, theirs, [randn(2, 3, 4, 5), rng.uniform(-1.4, 1.4, (2, 6, 7, 2))])
-    same_as_torch(ours, theirs, [randn(2, 3, 3, 4, 5), rng.uniform(-1.4, 1.4, (2, 3, 4, 5, 3))])
+    if mode != "bicubic":  # images only, as PyTorch
+        same_as_torch(ours, theirs, [randn(2, 3, 3, 4, 5), rng.uniform(-1.4, 1.4, (2, 3, 4, 5, 3))])
     lattice = np.stack(np.meshgrid(np.linspace(-1.5, 1.5, 13), np.linspace(-1, 1, 9)), -1)[None]  # edges, halves
     same_as_torch(ours, theirs, [randn(1, 2, 4, 5), lattice])
 
@@ -454,6 +456,8 @@ def test_grid_sample_and_affine_grid_errors_match_torch():
         F.grid_sample(x, grid[..., :1], align_corners=False)
     with pytest.raises(ValueError, match="expected padding_mode to be 'zeros', 'border', or 'reflection'"):
         F.grid_sample(x, grid, padding_mode="wrap", align_corners=False)
+    with pytest.raises(RuntimeError, match="bicubic interpolation only supports 4D input"):
+        F.grid_sample(tensor(randn(1, 1, 2, 2, 2)), tensor(randn(1, 1, 1, 1, 3)), "bicubic", align_corners=False)
     with pytest.warns(UserWarning, match="align_corners=False since 1.3.0"):
         F.grid_sample(x, grid)
     with pytest.raises(ValueError, match="Expected a batch of 2D affine matrices of shape Nx2x3"):
