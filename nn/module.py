@@ -152,9 +152,11 @@ class Module(ModuleState):
             from .container import ModuleDict
 
             value = ModuleDict(value)
-        if isinstance(value, Buffer) and name not in self.__dict__.get("_buffer_names", ()):
-            self.register_buffer(name, value, persistent=value.persistent)
-            return
+        if isinstance(value, Buffer):  # nn.Buffer(t, persistent): a buffer, whatever the name held before
+            if name not in self.__dict__.get("_buffer_names", ()):
+                self.register_buffer(name, value, persistent=value.persistent)
+                return
+            (self._non_persistent.discard if value.persistent else self._non_persistent.add)(name)
         if isinstance(value, Parameter):
             registry = self._parameters
         elif isinstance(value, Module):

@@ -77,6 +77,8 @@ def test_buffer_assigned_as_an_attribute_is_registered():
     module.kept = autograd.full((2,), 5.0)  # a registered buffer takes a plain tensor
     np.testing.assert_array_equal(module.state_dict()["kept"].numpy(), [5.0, 5.0])
     assert module.double().scratch.dtype == autograd.float64
+    module.scratch = nn.Buffer(autograd.zeros(3))  # now persistent
+    assert list(module.state_dict()) == ["kept", "scratch"]
 
 
 @torch_only
