@@ -98,6 +98,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "ConvTranspose3d", "Fold", "Unfold"),
     **_lazy.from_module(".ctc", "CTCLoss"),
     **_lazy.from_module(".distance", "CosineSimilarity", "PairwiseDistance"),
+    **_lazy.from_module(".fractional_max_pool", "FractionalMaxPool2d", "FractionalMaxPool3d"),
     **_lazy.from_module(".instance_norm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
     **_lazy.from_module(".interpolation", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"),
     **_lazy.from_module(".lazy", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d", "LazyConv1d", "LazyConv2d",

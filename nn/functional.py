@@ -679,6 +679,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".functional_3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
                         "adaptive_max_pool3d_with_indices", "avg_pool3d", "conv3d", "conv_transpose3d", "max_pool3d",
                         "max_pool3d_with_indices"),
+    **_lazy.from_module(".fractional_max_pool", "fractional_max_pool2d", "fractional_max_pool2d_with_indices",
+                        "fractional_max_pool3d", "fractional_max_pool3d_with_indices"),
     **_lazy.from_module(".grid_sample", "affine_grid", "grid_sample"),
     **_lazy.from_module(".instance_norm", "instance_norm"),
     **_lazy.from_module(".interpolation", "interpolate", "upsample_bilinear", "upsample_nearest"),

@@ -477,3 +477,57 @@ def test_inplace_selu_celu_and_nllloss2d():
     np.testing.assert_array_equal(y.numpy(), expected)
     scores, target = tensor(randn(2, 3, 4, 4)).log_softmax(1), autograd.Tensor(np.zeros((2, 4, 4), dtype=np.int64))
     assert nn.NLLLoss2d()(scores, target).item() == nn.NLLLoss()(scores, target).item()
+
+
+# -- fractional max pooling ------------------------------------------------------------------------------------
+
+
+def test_fractional_max_pool_windows_start_at_fractional_strides():
+    x = np.random.default_rng(0).permutation(11 * 13).reshape(1, 1, 11, 13) * 0.1
+    samples = autograd.Tensor(np.array([[[0.3, 0.6]]]))  # (u_W, u_H)
+    y, indices = F.fractional_max_pool2d(tensor(x), 2, (5, 7), return_indices=True, _random_samples=samples)
+    alpha_h, alpha_w = (11 - 2) / 4, (13 - 2) / 6
+    rows = [int((i + 0.6) * alpha_h) - int(0.6 * alpha_h) for i in range(4)] + [9]
+    cols = [int((j + 0.3) * alpha_w) - int(0.3 * alpha_w) for j in range(6)] + [11]
+    expected = np.array([[x[0, 0, r:r + 2, c:c + 2].max() for c in cols] for r in rows])
+    np.testing.assert_array_equal(y.numpy()[0, 0], expected)
+    np.testing.assert_array_equal(x.reshape(-1)[indices.numpy().ravel()], expected.ravel())
+    autograd.manual_seed(0)
+    layer = nn.FractionalMaxPool3d(2, output_ratio=0.5)
+    assert layer(tensor(randn(2, 3, 6, 8, 7))).shape == (2, 3, 3, 4, 3)
+    assert autograd.gradcheck(lambda v: F.fractional_max_pool2d(v, 3, 4, _random_samples=samples),
+                              (tensor(x, grad=True),))
+    with pytest.raises(ValueError, match="requires specifying either an output size, or a pooling ratio"):
+        nn.FractionalMaxPool2d(2)
+    with pytest.raises(ValueError, match="output_ratio must be between 0 and 1"):
+        nn.FractionalMaxPool2d(2, output_ratio=1.5)
+    with pytest.raises(RuntimeError, match="too large relative to input"):
+        F.fractional_max_pool2d(tensor(x), 4, (10, 5), _random_samples=samples)
+
+
+@torch_only
+@pytest.mark.parametrize("options", [dict(kernel_size=2, output_size=(5, 7)),
+                                     dict(kernel_size=(3, 2), output_ratio=(0.5, 0.7)),
+                                     dict(kernel_size=2, output_size=1), dict(kernel_size=3, output_size=(9, 11))])
+def test_fractional_max_pool_matches_torch_for_the_same_samples(options):
+    import torch
+
+    rng = np.random.default_rng(0)
+    x, u = rng.permutation(2 * 3 * 11 * 13).reshape(2, 3, 11, 13) * 0.1, rng.random((2, 3, 2))
+    ours, theirs = same_as_torch(
+        lambda v: F.fractional_max_pool2d(v, return_indices=True, _random_samples=autograd.Tensor(u), **options),
+        lambda v: torch.nn.functional.fractional_max_pool2d(v, return_indices=True, _random_samples=torch.tensor(u),
+                                                            **options), [x])
+    np.testing.assert_array_equal(ours[1].numpy(), theirs[1].numpy())
+    x3, u3 = rng.permutation(2 * 3 * 7 * 8 * 9).reshape(2, 3, 7, 8, 9) * 0.1, rng.random((2, 3, 3))
+    ours, theirs = same_as_torch(
+        lambda v: F.fractional_max_pool3d_with_indices(v, 2, (4, 5, 6), _random_samples=autograd.Tensor(u3)),
+        lambda v: torch.nn.functional.fractional_max_pool3d_with_indices(v, 2, (4, 5, 6),
+                                                                         _random_samples=torch.tensor(u3)), [x3])
+    np.testing.assert_array_equal(ours[1].numpy(), theirs[1].numpy())
+    xf, uf = x.astype(np.float32), u.astype(np.float32)  # windows computed in float32, as PyTorch
+    a = F.fractional_max_pool2d_with_indices(autograd.Tensor(xf), 2, (5, 7), _random_samples=autograd.Tensor(uf))
+    b = torch.nn.functional.fractional_max_pool2d_with_indices(torch.tensor(xf), 2, (5, 7),
+                                                               _random_samples=torch.tensor(uf))
+    np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+    assert repr(nn.FractionalMaxPool2d(3, output_ratio=0.5)) == repr(torch.nn.FractionalMaxPool2d(3, output_ratio=0.5))
