@@ -92,6 +92,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "parallel": ".parallel",
     "utils": ".utils",
     "SyncBatchNorm": ".sync_batchnorm:SyncBatchNorm",
+    "DataParallel": ".parallel.data_parallel:DataParallel",
     **_lazy.from_module(".adaptive", "AdaptiveLogSoftmaxWithLoss"),
     **_lazy.from_module(".attention", "MultiheadAttention"),
     **_lazy.from_module(".conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",

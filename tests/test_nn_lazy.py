@@ -1,4 +1,4 @@
-"""Lazy layers (nn/lazy.py: the input size learnt at the first call) and nn.Buffer: shapes, the class they
+"""Lazy layers (nn/lazy.py: the input size learnt at the first call), nn.Buffer and DataParallel: shapes, the class they
 become, initialisation, optimizers holding the parameters from before, state_dicts; against PyTorch where
 it is installed (repr, state_dict keys, a loaded torch state_dict giving the same outputs)."""
 
@@ -114,3 +114,13 @@ def test_buffer_matches_torch():
     ours.b, theirs.b = nn.Buffer(autograd.ones(2), persistent=False), torch.nn.Buffer(torch.ones(2), persistent=False)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert list(dict(ours.named_buffers())) == list(dict(theirs.named_buffers()))
+
+
+def test_data_parallel_without_gpus_runs_the_module():
+    inner = nn.Linear(3, 2)
+    wrapped = nn.DataParallel(inner)
+    x = randn(4, 3)
+    np.testing.assert_array_equal(wrapped(x).detach().numpy(), inner(x).detach().numpy())
+    assert list(wrapped.state_dict()) == ["module.weight", "module.bias"] and wrapped.device_ids == []
+    assert repr(wrapped) == "DataParallel(\n  (module): Linear(in_features=3, out_features=2, bias=True)\n)"
+    assert nn.parallel.DataParallel is nn.DataParallel
