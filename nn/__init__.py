@@ -35,7 +35,15 @@ from .activation import (  # noqa: E402
     Tanhshrink,
     Threshold,
 )
-from .container import Ensemble, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: E402
+from .container import (  # noqa: E402
+    Container,
+    Ensemble,
+    ModuleDict,
+    ModuleList,
+    ParameterDict,
+    ParameterList,
+    Sequential,
+)
 from .dropout import (  # noqa: E402
     AlphaDropout,
     DropConnect,

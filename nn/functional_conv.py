@@ -129,6 +129,16 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
 
 
+def conv_tbc(input, weight, bias, pad=0):
+    """conv1d in (time, batch, channel) layout: input (T, B, C_in), weight (k, C_in, C_out), bias (C_out,)
+    → (T + 2·pad − k + 1, B, C_out)."""
+    if input.ndim != 3 or weight.ndim != 3 or bias.ndim != 1:
+        raise RuntimeError(f"conv_tbc: expected a 3-D input, a 3-D weight and a 1-D bias, got shapes "
+                           f"{list(input.shape)}, {list(weight.shape)} and {list(bias.shape)}")
+    y = conv1d(input.permute(1, 2, 0), weight.permute(2, 1, 0), bias, padding=pad)
+    return y.permute(2, 0, 1)
+
+
 def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, spatial):
     name = f"conv_transpose{spatial}d"
     input, undo = _as_2d(input, spatial, name)

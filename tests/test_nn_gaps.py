@@ -531,3 +531,25 @@ def test_fractional_max_pool_matches_torch_for_the_same_samples(options):
                                                                _random_samples=torch.tensor(uf))
     np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
     assert repr(nn.FractionalMaxPool2d(3, output_ratio=0.5)) == repr(torch.nn.FractionalMaxPool2d(3, output_ratio=0.5))
+
+
+def test_container_is_deprecated_and_holds_its_keywords():
+    with pytest.warns(UserWarning, match="nn.Container. is deprecated"):
+        container = nn.Container(a=nn.Linear(2, 2), b=nn.ReLU())
+    assert list(dict(container.named_children())) == ["a", "b"]
+
+
+def test_conv_tbc_is_conv1d_in_time_batch_channel_layout():
+    x, w, b = randn(7, 2, 3), randn(3, 3, 4, seed=1), randn(4, seed=2)
+    y = F.conv_tbc(tensor(x), tensor(w), tensor(b), 1).numpy()
+    padded = np.pad(x, [(1, 1), (0, 0), (0, 0)])
+    expected = np.stack([np.einsum("kbc,kco->bo", padded[t:t + 3], w) + b for t in range(7)])
+    np.testing.assert_allclose(y, expected, atol=1e-12)
+
+
+@torch_only
+def test_conv_tbc_matches_torch():
+    import torch
+
+    same_as_torch(lambda x, w, b: F.conv_tbc(x, w, b, 2), lambda x, w, b: torch.nn.functional.conv_tbc(x, w, b, 2),
+                  [randn(7, 2, 3), randn(3, 3, 4, seed=1), randn(4, seed=2)])
