@@ -94,11 +94,14 @@ class BackwardFunction(FunctionCtx):
     _non_differentiable = frozenset()
     _materialize_grads = True
     needs_input_grad = ()
-    hooks = None  # as Primitive's: hooks and retain_grad of the output
+    hooks = None  # as Primitive's: hooks and retain_grad of the output, node hooks, metadata
+    post_hooks = None
     retained = None
     where = None
     receive = Primitive.receive
     run_hooks = Primitive.run_hooks
+    register_hook, register_prehook = Primitive.register_hook, Primitive.register_prehook
+    run_post_hooks, metadata = Primitive.run_post_hooks, Primitive.metadata
 
     # ``name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes of
     # the same names (PyTorch allows it), which then win
@@ -246,6 +249,7 @@ class _OutputSlot:
     to the shared node in slot j, so that node's backward runs once with all of them."""
 
     hooks = None
+    post_hooks = None
     retained = None
     where = None
     receive = Primitive.receive

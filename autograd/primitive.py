@@ -26,7 +26,16 @@ arrays alive). Only what is kept is checked for in-place changes at backward.
 """
 
 from .errors import ShapeError
-from .graph import VersionClock, accumulate_grad, check_finite, modes, run_hooks, user_frame, validate_gradients
+from .graph import (
+    HookHandle,
+    VersionClock,
+    accumulate_grad,
+    check_finite,
+    modes,
+    run_hooks,
+    user_frame,
+    validate_gradients,
+)
 from .tensor import Tensor
 
 REGISTRY = {}
@@ -60,6 +69,7 @@ class Primitive:
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
     saves_inputs = True  # backward uses the inputs' values (mul, matmul); False: shapes only
     hooks = None  # hooks on the output tensor, run on dL/dy
+    post_hooks = None  # hooks on the node, run on (dL/dx_i, dL/dy) once it has run (register_hook)
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
     output_data = output_version = None  # the output's array and version, when saves_output
@@ -134,6 +144,40 @@ class Primitive:
         return f"<{self.name}Backward0>"  # PyTorch numbers its built-in nodes by overload: the first is 0
 
     @property
+    def metadata(self):
+        """A dict the user may fill (PyTorch's Node.metadata): kept with the node, unused here."""
+        return self.__dict__.setdefault("_metadata", {})
+
+    def register_prehook(self, hook):
+        """hook(grad_outputs) -> None or new grad_outputs, before the node runs (PyTorch's
+        Node.register_prehook; grad_outputs is the tuple (dL/dy,)). Returns a removable handle."""
+        if self.hooks is None:
+            self.hooks = []
+        self.hooks.append(_OnOneGradient(hook))
+        return HookHandle(self.hooks, self.hooks[-1])
+
+    def register_hook(self, hook):
+        """hook(grad_inputs, grad_outputs) -> None or new grad_inputs, after the node has run
+        (PyTorch's Node.register_hook): dL/dx_i for each input (None where none is sent) and
+        (dL/dy,). Returns a removable handle."""
+        if self.post_hooks is None:
+            self.post_hooks = []
+        self.post_hooks.append(hook)
+        return HookHandle(self.post_hooks, hook)
+
+    def run_post_hooks(self, grad_inputs, grad_output):
+        """The node hooks on what it computed; a hook's returned tuple replaces grad_inputs."""
+        grad_inputs = tuple(grad_inputs)
+        for hook in list(self.post_hooks):
+            replaced = hook(grad_inputs, (grad_output,))
+            if replaced is not None:
+                if len(replaced) != len(grad_inputs):
+                    raise RuntimeError(f"hook of {self.name}Backward returned {len(replaced)} gradients, expected "
+                                       f"{len(grad_inputs)}")
+                grad_inputs = tuple(replaced)
+        return grad_inputs
+
+    @property
     def next_functions(self):
         """(node, 0) for each input, as PyTorch's: its grad_fn, the leaf itself, or None."""
         return tuple((parent, 0) for parent in self.parents)
@@ -200,6 +244,17 @@ class Primitive:
     def release(self):
         self.inputs = self.output_data = None
         self.parents = self.freed_parents
+
+
+class _OnOneGradient:
+    """A node pre-hook, hook(grad_outputs) -> new grad_outputs, as a hook on the node's one gradient."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def __call__(self, grad):
+        replaced = self.hook((grad,))
+        return None if replaced is None else replaced[0]
 
 
 def _graph_node(x):
