@@ -47,8 +47,11 @@ class FunctionCtx:
             if t is not None and not isinstance(t, Tensor):
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
-        self._saved = tensors
         self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in tensors)
+        hooks = graph.modes.saved_tensor_hooks
+        if hooks is not None:  # (saved_tensors_hooks: kept as the pack hook gives them)
+            tensors = tuple(None if t is None else graph.PackedTensor(t, hooks) for t in tensors)
+        self._saved = tensors
 
     @property
     def saved_tensors(self):
@@ -64,6 +67,8 @@ class FunctionCtx:
                     "so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not "
                     "x += 1) or clone() it first."
                 )
+        if any(type(t) is graph.PackedTensor for t in saved):
+            return tuple(t.unpacked() if type(t) is graph.PackedTensor else t for t in saved)
         return saved
 
     def mark_dirty(self, *tensors):

@@ -28,6 +28,7 @@ arrays alive). Only what is kept is checked for in-place changes at backward.
 from .errors import ShapeError
 from .graph import (
     HookHandle,
+    PackedTensor,
     VersionClock,
     accumulate_grad,
     check_finite,
@@ -126,10 +127,29 @@ class Primitive:
                         node.output_version = out._version_cell
                     out.requires_grad = True
                     out.grad_fn = node
+                    if modes.saved_tensor_hooks is not None:
+                        node._pack(out)
                     if modes.anomaly:
                         node._remember_where(data)
                     break
         return out
+
+    packed = False  # what it saved went through saved_tensors_hooks: unpacked at backward
+
+    def _pack(self, out):
+        """Pass what this node saves through the saved-tensor hooks (graph.saved_tensors_hooks)."""
+        hooks = modes.saved_tensor_hooks
+        if self.saves_inputs:
+            self.inputs = tuple(PackedTensor(x, hooks) for x in self.inputs)
+        if self.saves_output:
+            self.output_data = PackedTensor(out, hooks)
+        self.packed = self.saves_inputs or self.saves_output
+
+    def _unpacked(self):
+        """The saved inputs and output (an array), through the unpack hook."""
+        inputs = tuple(x.unpacked() if type(x) is PackedTensor else x for x in self.inputs)
+        output = self.output_data.unpacked()._data if self.saves_output else None
+        return inputs, output
 
     def _remember_where(self, data):
         """Anomaly mode: the user's line that created this op, and a check of its output."""
@@ -215,7 +235,11 @@ class Primitive:
         if self.saves_output:
             if self.output_version[0] > self.created:
                 self._raise_modified(self.output_data.shape)
-            output = Tensor._make(self.output_data)  # the output again, as a node of the graph
+        output_data = self.output_data
+        if self.packed:
+            inputs, output_data = self._unpacked()
+        if self.saves_output:
+            output = Tensor._make(output_data)  # the output again, as a node of the graph
             output.requires_grad = True
             output.grad_fn = self
         if wanted is not None:  # unwanted inputs take part as values that need no gradient

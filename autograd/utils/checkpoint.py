@@ -25,8 +25,8 @@ they will be None).
 
 A computed tensor that requires grad reaches f only as an argument: one read from outside (a
 closure over another layer's output) is refused with an error that says so. (PyTorch's
-non-reentrant variant, which records f's graph and recomputes only what its nodes saved, takes
-it; its engine has hooks on saved tensors, which this one has not.)
+non-reentrant variant keeps f's graph and recomputes only what its nodes saved, through
+saved-tensor hooks, so it takes such a tensor; this one lets f's graph go as a whole.)
 """
 
 import contextlib
