@@ -211,13 +211,6 @@ class VersionClock:
     now = 0
 
 
-def tick():
-    """Move the clock on by one and return its time: every node recorded from now on has
-    ``created`` at least this (what came before, less), with no tensor written."""
-    VersionClock.now += 1
-    return VersionClock.now
-
-
 def bump_version(tensor):
     """Stamp a write: the clock's time (what saved-tensor checks compare) and the count
     (PyTorch's ``x._version``), in the cell a tensor shares with its views."""
