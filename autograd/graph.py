@@ -223,21 +223,11 @@ def bump_version(tensor):
 # -- hooks --------------------------------------------------------------------------------
 
 
-class HookHandle:
-    """What ``register_hook`` returns: ``remove()`` unregisters the hook."""
-
-    def __init__(self, hooks, hook):
-        self.hooks, self.hook = hooks, hook
-
-    def remove(self):
-        if self.hook in self.hooks:
-            self.hooks.remove(self.hook)
-
-
 def run_hooks(hooks, grad):
-    """Call each hook on the gradient in turn; a hook that returns a tensor replaces it.
-    The user may keep what a hook was given, so it counts as shared from then on."""
-    for hook in hooks:
+    """Call each hook of the registry ``hooks`` ({handle id: hook}, autograd.hooks) on the gradient
+    in turn; a hook that returns a tensor replaces it. The user may keep what a hook was given, so
+    it counts as shared from then on."""
+    for hook in list(hooks.values()):
         grad._shared = True
         replaced = hook(grad)
         if replaced is not None:

@@ -27,7 +27,6 @@ arrays alive). Only what is kept is checked for in-place changes at backward.
 
 from .errors import ShapeError
 from .graph import (
-    HookHandle,
     PackedTensor,
     VersionClock,
     accumulate_grad,
@@ -37,6 +36,7 @@ from .graph import (
     user_frame,
     validate_gradients,
 )
+from .hooks import add_hook
 from .tensor import Tensor
 
 REGISTRY = {}
@@ -172,23 +172,21 @@ class Primitive:
         """hook(grad_outputs) -> None or new grad_outputs, before the node runs (PyTorch's
         Node.register_prehook; grad_outputs is the tuple (dL/dy,)). Returns a removable handle."""
         if self.hooks is None:
-            self.hooks = []
-        self.hooks.append(_OnOneGradient(hook))
-        return HookHandle(self.hooks, self.hooks[-1])
+            self.hooks = {}
+        return add_hook(self.hooks, _OnOneGradient(hook))
 
     def register_hook(self, hook):
         """hook(grad_inputs, grad_outputs) -> None or new grad_inputs, after the node has run
         (PyTorch's Node.register_hook): dL/dx_i for each input (None where none is sent) and
         (dL/dy,). Returns a removable handle."""
         if self.post_hooks is None:
-            self.post_hooks = []
-        self.post_hooks.append(hook)
-        return HookHandle(self.post_hooks, hook)
+            self.post_hooks = {}
+        return add_hook(self.post_hooks, hook)
 
     def run_post_hooks(self, grad_inputs, grad_output):
         """The node hooks on what it computed; a hook's returned tuple replaces grad_inputs."""
         grad_inputs = tuple(grad_inputs)
-        for hook in list(self.post_hooks):
+        for hook in list(self.post_hooks.values()):
             replaced = hook(grad_inputs, (grad_output,))
             if replaced is not None:
                 if len(replaced) != len(grad_inputs):
