@@ -8,6 +8,7 @@ offers four things:
                         returns the gradient to pass on
     node.run_hooks(g)   only the hooks (``autograd.grad`` stores nothing)
     node.chain(g)       the chain rule: dL/dparent_i = dL/dnode · dnode/dparent_i, one per parent
+    node.post_hooks     None, or hooks run on (dL/dparent_i..., (dL/dnode,)) by node.run_post_hooks
     node.release()      free what was saved for backward
 
 Backpropagation visits every node once, after every node that used it, so
@@ -117,6 +118,8 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
                 parent_grads = node.chain(grad)
             else:
                 parent_grads = node.chain(grad, [parent in needed for parent in parents] if prune else None)
+            if node.post_hooks is not None:  # the node's own hooks (Node.register_hook)
+                parent_grads = node.run_post_hooks(parent_grads, grad)
             for parent, parent_grad in zip(parents, parent_grads):
                 if parent is None or parent_grad is None or (needed is not None and parent not in needed):
                     continue

@@ -172,6 +172,15 @@ def _with_roots(args, argnums, name):
     return args, leaves, roots, spec
 
 
+def _call_on_roots(func, args, kwargs, argnums, has_aux, name):
+    """f(*args, **kwargs) with the differentiated arguments replaced by fresh roots (``_with_roots``):
+    (output, aux, the differentiated trees as given, their roots flat, the spec of the argnums tree)."""
+    args, originals, roots, spec = _with_roots(args, argnums, name)
+    with _running_with(roots):
+        output, aux = _split_aux(func(*args, **kwargs), has_aux, name)
+    return output, aux, originals, roots, spec
+
+
 def _split_aux(result, has_aux, name):
     if not has_aux:
         return result, None
@@ -195,9 +204,7 @@ def grad_and_value(func, argnums=0, has_aux=False):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         with enable_grad():
-            args, originals, roots, spec = _with_roots(args, argnums, "grad_and_value")
-            with _running_with(roots):
-                output, aux = _split_aux(func(*args, **kwargs), has_aux, "grad_and_value")
+            output, aux, originals, roots, spec = _call_on_roots(func, args, kwargs, argnums, has_aux, "grad_and_value")
             if not isinstance(output, Tensor):
                 raise RuntimeError(f"grad_and_value(f)(*args): Expected f(*args) to return a Tensor, got "
                                    f"{type(output)}")
@@ -308,9 +315,7 @@ def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         with enable_grad():
-            args, originals, roots, spec = _with_roots(args, argnums, "jacrev")
-            with _running_with(roots):
-                output, aux = _split_aux(func(*args, **kwargs), has_aux, "jacrev")
+            output, aux, originals, roots, spec = _call_on_roots(func, args, kwargs, argnums, has_aux, "jacrev")
             out_leaves, out_spec = tree_flatten(output)
             for y in out_leaves:
                 if not isinstance(y, Tensor):

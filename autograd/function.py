@@ -47,8 +47,11 @@ class FunctionCtx:
             if t is not None and not isinstance(t, Tensor):
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
-        self._saved = tensors
         self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in tensors)
+        hooks = graph.modes.saved_tensor_hooks
+        if hooks is not None:  # (saved_tensors_hooks: kept as the pack hook gives them)
+            tensors = tuple(None if t is None else graph.PackedTensor(t, hooks) for t in tensors)
+        self._saved = tensors
 
     @property
     def saved_tensors(self):
@@ -64,6 +67,8 @@ class FunctionCtx:
                     "so its gradient would be wrong. Use an out-of-place operation (x = x + 1, not "
                     "x += 1) or clone() it first."
                 )
+        if any(type(t) is graph.PackedTensor for t in saved):
+            return tuple(t.unpacked() if type(t) is graph.PackedTensor else t for t in saved)
         return saved
 
     def mark_dirty(self, *tensors):
@@ -94,11 +99,14 @@ class BackwardFunction(FunctionCtx):
     _non_differentiable = frozenset()
     _materialize_grads = True
     needs_input_grad = ()
-    hooks = None  # as Primitive's: hooks and retain_grad of the output
+    hooks = None  # as Primitive's: hooks and retain_grad of the output, node hooks, metadata
+    post_hooks = None
     retained = None
     where = None
     receive = Primitive.receive
     run_hooks = Primitive.run_hooks
+    register_hook, register_prehook = Primitive.register_hook, Primitive.register_prehook
+    run_post_hooks, metadata = Primitive.run_post_hooks, Primitive.metadata
 
     # ``name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes of
     # the same names (PyTorch allows it), which then win
@@ -246,6 +254,7 @@ class _OutputSlot:
     to the shared node in slot j, so that node's backward runs once with all of them."""
 
     hooks = None
+    post_hooks = None
     retained = None
     where = None
     receive = Primitive.receive

@@ -4,7 +4,8 @@
             ``inference_mode``) and checked (``detect_anomaly``): one re-entrant switch, per thread;
 - versions: one clock that stamps every in-place write, so a node can tell whether a tensor
             it saved was changed after it was saved;
-- hooks:    functions run on a gradient as it passes a tensor;
+- hooks:    functions run on a gradient as it passes a tensor, and on a tensor a node saves
+            for backward (``saved_tensors_hooks``: pack when saved, unpack when used);
 - storage:  ``accumulate_grad``, the only code that writes ``.grad``: dL/dx += g;
 - checks:   ``validate_gradients``, which every gradient an op returns passes through: the
             input's shape and dtype, and finite values in anomaly mode.
@@ -25,6 +26,8 @@ class _Modes(threading.local):
     grad_enabled = True
     inference = False
     anomaly = False
+    saved_tensor_hooks = None  # (pack, unpack) of the innermost saved_tensors_hooks block
+    saved_tensor_hooks_refused = None  # the message of a disable_saved_tensors_hooks block
 
 
 modes = _Modes()
@@ -146,6 +149,58 @@ class set_detect_anomaly(set_grad_enabled):
         ModeSwitch.__enter__(self)
 
 
+class saved_tensors_hooks(ModeSwitch):
+    """Within the block, every tensor a recorded op saves for backward passes through the hooks
+    (PyTorch's ``torch.autograd.graph.saved_tensors_hooks``): ``pack_hook(tensor)`` when it is
+    saved, whose result the node keeps instead, and ``unpack_hook(packed)`` when backward needs it,
+    which must give back a tensor of the same values (offloading, compression, counting). The
+    innermost block's hooks apply. The version check that refuses a saved tensor changed in
+    place applies to what was saved; the hooks take over from there."""
+
+    def __init__(self, pack_hook, unpack_hook):
+        super().__init__(saved_tensor_hooks=(pack_hook, unpack_hook))
+
+    def __enter__(self):
+        if modes.saved_tensor_hooks_refused is not None:
+            raise RuntimeError(modes.saved_tensor_hooks_refused)
+        return super().__enter__()
+
+
+class disable_saved_tensors_hooks(ModeSwitch):
+    """Within the block, saved-tensor hooks are off, and entering a saved_tensors_hooks block
+    raises ``error_message`` (PyTorch's, for code that must not have its saved tensors moved)."""
+
+    def __init__(self, error_message):
+        super().__init__(saved_tensor_hooks=None, saved_tensor_hooks_refused=error_message)
+
+
+class PackedTensor:
+    """A tensor a node saved, as the pack hook gave it back; ``unpacked()`` is the tensor again,
+    with the saved one's place in the graph (``requires_grad``, ``grad_fn``) and version."""
+
+    __slots__ = ("packed", "unpack", "shape", "dtype", "requires_grad", "grad_fn", "leaf", "_version_cell")
+
+    def __init__(self, tensor, hooks):
+        pack, self.unpack = hooks
+        self.packed = pack(tensor)
+        self.shape, self.dtype = tensor.shape, tensor.dtype
+        self.requires_grad, self.grad_fn = tensor.requires_grad, tensor.grad_fn
+        self.leaf = tensor if tensor.requires_grad and tensor.grad_fn is None else None  # (the node's parent)
+        self._version_cell = tensor._version_cell
+
+    def unpacked(self):
+        tensor = self.unpack(self.packed)
+        if tensor is self.leaf or (tensor.grad_fn is self.grad_fn and self.leaf is None
+                                   and tensor.requires_grad == self.requires_grad):
+            return tensor  # the saved tensor itself, or one standing where it stood
+        if self.leaf is not None and modes.grad_enabled:  # a recorded backward (create_graph): the
+            # unpacked values, hanging on the leaf they stand for (their derivative by it is 1)
+            return self.leaf + (tensor.detach() - self.leaf.detach())
+        again = type(tensor)._make(tensor._data)
+        again.requires_grad, again.grad_fn = self.requires_grad, self.grad_fn
+        return again
+
+
 # -- versions -----------------------------------------------------------------------------
 
 
@@ -168,21 +223,11 @@ def bump_version(tensor):
 # -- hooks --------------------------------------------------------------------------------
 
 
-class HookHandle:
-    """What ``register_hook`` returns: ``remove()`` unregisters the hook."""
-
-    def __init__(self, hooks, hook):
-        self.hooks, self.hook = hooks, hook
-
-    def remove(self):
-        if self.hook in self.hooks:
-            self.hooks.remove(self.hook)
-
-
 def run_hooks(hooks, grad):
-    """Call each hook on the gradient in turn; a hook that returns a tensor replaces it.
-    The user may keep what a hook was given, so it counts as shared from then on."""
-    for hook in hooks:
+    """Call each hook of the registry ``hooks`` ({handle id: hook}, autograd.hooks) on the gradient
+    in turn; a hook that returns a tensor replaces it. The user may keep what a hook was given, so
+    it counts as shared from then on."""
+    for hook in list(hooks.values()):
         grad._shared = True
         replaced = hook(grad)
         if replaced is not None:

@@ -1,5 +1,6 @@
-"""Hook registries with handles (``torch.utils.hooks``; also autograd.utils.hooks): what module,
-optimizer and state-dict hooks share. A registry is a dict {handle id: hook} in calling order."""
+"""Hook registries with handles (``torch.utils.hooks``; also autograd.utils.hooks): what tensor,
+node, module, optimizer and state-dict hooks share. A registry is a dict {handle id: hook} in
+calling order."""
 
 import itertools
 

@@ -26,7 +26,17 @@ arrays alive). Only what is kept is checked for in-place changes at backward.
 """
 
 from .errors import ShapeError
-from .graph import VersionClock, accumulate_grad, check_finite, modes, run_hooks, user_frame, validate_gradients
+from .graph import (
+    PackedTensor,
+    VersionClock,
+    accumulate_grad,
+    check_finite,
+    modes,
+    run_hooks,
+    user_frame,
+    validate_gradients,
+)
+from .hooks import add_hook
 from .tensor import Tensor
 
 REGISTRY = {}
@@ -60,6 +70,7 @@ class Primitive:
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
     saves_inputs = True  # backward uses the inputs' values (mul, matmul); False: shapes only
     hooks = None  # hooks on the output tensor, run on dL/dy
+    post_hooks = None  # hooks on the node, run on (dL/dx_i, dL/dy) once it has run (register_hook)
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
     output_data = output_version = None  # the output's array and version, when saves_output
@@ -116,10 +127,29 @@ class Primitive:
                         node.output_version = out._version_cell
                     out.requires_grad = True
                     out.grad_fn = node
+                    if modes.saved_tensor_hooks is not None:
+                        node._pack(out)
                     if modes.anomaly:
                         node._remember_where(data)
                     break
         return out
+
+    packed = False  # what it saved went through saved_tensors_hooks: unpacked at backward
+
+    def _pack(self, out):
+        """Pass what this node saves through the saved-tensor hooks (graph.saved_tensors_hooks)."""
+        hooks = modes.saved_tensor_hooks
+        if self.saves_inputs:
+            self.inputs = tuple(PackedTensor(x, hooks) for x in self.inputs)
+        if self.saves_output:
+            self.output_data = PackedTensor(out, hooks)
+        self.packed = self.saves_inputs or self.saves_output
+
+    def _unpacked(self):
+        """The saved inputs and output (an array), through the unpack hook."""
+        inputs = tuple(x.unpacked() if type(x) is PackedTensor else x for x in self.inputs)
+        output = self.output_data.unpacked()._data if self.saves_output else None
+        return inputs, output
 
     def _remember_where(self, data):
         """Anomaly mode: the user's line that created this op, and a check of its output."""
@@ -132,6 +162,38 @@ class Primitive:
 
     def __repr__(self):
         return f"<{self.name}Backward0>"  # PyTorch numbers its built-in nodes by overload: the first is 0
+
+    @property
+    def metadata(self):
+        """A dict the user may fill (PyTorch's Node.metadata): kept with the node, unused here."""
+        return self.__dict__.setdefault("_metadata", {})
+
+    def register_prehook(self, hook):
+        """hook(grad_outputs) -> None or new grad_outputs, before the node runs (PyTorch's
+        Node.register_prehook; grad_outputs is the tuple (dL/dy,)). Returns a removable handle."""
+        if self.hooks is None:
+            self.hooks = {}
+        return add_hook(self.hooks, _OnOneGradient(hook))
+
+    def register_hook(self, hook):
+        """hook(grad_inputs, grad_outputs) -> None or new grad_inputs, after the node has run
+        (PyTorch's Node.register_hook): dL/dx_i for each input (None where none is sent) and
+        (dL/dy,). Returns a removable handle."""
+        if self.post_hooks is None:
+            self.post_hooks = {}
+        return add_hook(self.post_hooks, hook)
+
+    def run_post_hooks(self, grad_inputs, grad_output):
+        """The node hooks on what it computed; a hook's returned tuple replaces grad_inputs."""
+        grad_inputs = tuple(grad_inputs)
+        for hook in list(self.post_hooks.values()):
+            replaced = hook(grad_inputs, (grad_output,))
+            if replaced is not None:
+                if len(replaced) != len(grad_inputs):
+                    raise RuntimeError(f"hook of {self.name}Backward returned {len(replaced)} gradients, expected "
+                                       f"{len(grad_inputs)}")
+                grad_inputs = tuple(replaced)
+        return grad_inputs
 
     @property
     def next_functions(self):
@@ -171,7 +233,11 @@ class Primitive:
         if self.saves_output:
             if self.output_version[0] > self.created:
                 self._raise_modified(self.output_data.shape)
-            output = Tensor._make(self.output_data)  # the output again, as a node of the graph
+        output_data = self.output_data
+        if self.packed:
+            inputs, output_data = self._unpacked()
+        if self.saves_output:
+            output = Tensor._make(output_data)  # the output again, as a node of the graph
             output.requires_grad = True
             output.grad_fn = self
         if wanted is not None:  # unwanted inputs take part as values that need no gradient
@@ -200,6 +266,17 @@ class Primitive:
     def release(self):
         self.inputs = self.output_data = None
         self.parents = self.freed_parents
+
+
+class _OnOneGradient:
+    """A node pre-hook, hook(grad_outputs) -> new grad_outputs, as a hook on the node's one gradient."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def __call__(self, grad):
+        replaced = self.hook((grad,))
+        return None if replaced is None else replaced[0]
 
 
 def _graph_node(x):

@@ -21,7 +21,8 @@ import numpy
 from . import backend
 from .backend import xp
 from .errors import DtypeError, ShapeError
-from .graph import HookHandle, accumulate_grad, bump_version, modes, no_grad, run_hooks
+from .graph import accumulate_grad, bump_version, modes, no_grad, run_hooks
+from .hooks import add_hook
 from .size import Size
 
 
@@ -346,14 +347,13 @@ class Tensor:
             raise RuntimeError("cannot register a hook on a tensor that does not require grad")
         if self.grad_fn is not None:
             if self.grad_fn.hooks is None:
-                self.grad_fn.hooks = []
+                self.grad_fn.hooks = {}
             hooks = self.grad_fn.hooks
         else:
             if self._hooks is None:
-                self._hooks = []
+                self._hooks = {}
             hooks = self._hooks
-        hooks.append(hook)
-        return HookHandle(hooks, hook)
+        return add_hook(hooks, hook)
 
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(self)`` after dL/dself has been added to ``self.grad`` (leaves only),
@@ -363,9 +363,8 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that does not require grad")
         if self._post_hooks is None:
-            self._post_hooks = []
-        self._post_hooks.append(hook)
-        return HookHandle(self._post_hooks, hook)
+            self._post_hooks = {}
+        return add_hook(self._post_hooks, hook)
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Compute dL/dleaf for every leaf that requires grad, with L = self.
@@ -386,7 +385,7 @@ class Tensor:
             grad = run_hooks(self._hooks, grad)
         accumulate_grad(self, grad)
         if self._post_hooks:
-            for hook in self._post_hooks:
+            for hook in list(self._post_hooks.values()):
                 hook(self)
         return grad
 

@@ -35,6 +35,7 @@ import math
 
 class Value:
     __slots__ = ("data", "grad", "label", "op", "a", "dy_da", "b", "dy_db")
+    post_hooks = None  # (the engine's interface: a Value has no node hooks)
 
     def __init__(self, data, label="", parents=(), op="", local_grads=()):
         if len(parents) > 2 or len(local_grads) != len(parents):

@@ -22,6 +22,7 @@ from .activation import (  # noqa: E402
     PReLU,
     ReLU,
     ReLU6,
+    RReLU,
     Sigmoid,
     SiLU,
     Softmax,
@@ -34,8 +35,24 @@ from .activation import (  # noqa: E402
     Tanhshrink,
     Threshold,
 )
-from .container import Ensemble, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential  # noqa: E402
-from .dropout import AlphaDropout, DropConnect, Dropout, Dropout1d, Dropout2d, Dropout3d  # noqa: E402
+from .container import (  # noqa: E402
+    Container,
+    Ensemble,
+    ModuleDict,
+    ModuleList,
+    ParameterDict,
+    ParameterList,
+    Sequential,
+)
+from .dropout import (  # noqa: E402
+    AlphaDropout,
+    DropConnect,
+    Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    FeatureAlphaDropout,
+)
 from .linear import Bilinear, Flatten, Identity, Linear, Unflatten  # noqa: E402
 from .loss import (  # noqa: E402
     BCELoss,
@@ -44,6 +61,7 @@ from .loss import (  # noqa: E402
     CosineEmbeddingLoss,
     CrossEntropyLoss,
     GaussianNLLLoss,
+    HingeEmbeddingLoss,
     HingeLoss,
     HuberLoss,
     KLDivLoss,
@@ -54,6 +72,7 @@ from .loss import (  # noqa: E402
     MultiLabelSoftMarginLoss,
     MultiMarginLoss,
     NLLLoss,
+    NLLLoss2d,
     PoissonNLLLoss,
     SmoothL1Loss,
     SoftMarginLoss,
@@ -61,8 +80,16 @@ from .loss import (  # noqa: E402
     TripletMarginWithDistanceLoss,
 )
 from .module import Module  # noqa: E402
-from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm, RMSNorm  # noqa: E402
-from .parameter import Parameter  # noqa: E402
+from .normalization import (  # noqa: E402
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    GroupNorm,
+    LayerNorm,
+    LocalResponseNorm,
+    RMSNorm,
+)
+from .parameter import Buffer, Parameter  # noqa: E402
 
 # What a program may never touch loads on first use (PEP 562), so that `import nn` stays quick:
 # the layers beyond the MLP's (convolution, pooling, padding, recurrent, attention, embeddings,
@@ -73,20 +100,33 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "parallel": ".parallel",
     "utils": ".utils",
     "SyncBatchNorm": ".sync_batchnorm:SyncBatchNorm",
+    "DataParallel": ".parallel.data_parallel:DataParallel",
+    **_lazy.from_module(".adaptive", "AdaptiveLogSoftmaxWithLoss"),
     **_lazy.from_module(".attention", "MultiheadAttention"),
-    **_lazy.from_module(".conv", "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "Fold", "Unfold"),
+    **_lazy.from_module(".conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                        "ConvTranspose3d", "Fold", "Unfold"),
     **_lazy.from_module(".ctc", "CTCLoss"),
-    **_lazy.from_module(".interpolation", "Upsample"),
+    **_lazy.from_module(".distance", "CosineSimilarity", "PairwiseDistance"),
+    **_lazy.from_module(".fractional_max_pool", "FractionalMaxPool2d", "FractionalMaxPool3d"),
+    **_lazy.from_module(".instance_norm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
+    **_lazy.from_module(".interpolation", "Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"),
+    **_lazy.from_module(".lazy", "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d", "LazyConv1d", "LazyConv2d",
+                        "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d",
+                        "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d", "LazyLinear",
+                        "UninitializedBuffer", "UninitializedParameter"),
     **_lazy.from_module(".lecture", "MLP", "Neuron", "Perceptron"),
+    **_lazy.from_module(".lp_pool", "LPPool1d", "LPPool2d", "LPPool3d"),
     **_lazy.from_module(".padding", "CircularPad1d", "CircularPad2d", "CircularPad3d", "ConstantPad1d",
                         "ConstantPad2d", "ConstantPad3d", "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d",
                         "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "ZeroPad1d", "ZeroPad2d",
                         "ZeroPad3d"),
-    **_lazy.from_module(".pixel_shuffle", "PixelShuffle", "PixelUnshuffle"),
-    **_lazy.from_module(".pooling", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d",
-                        "AdaptiveMaxPool2d", "AvgPool1d", "AvgPool2d", "MaxPool1d", "MaxPool2d"),
+    **_lazy.from_module(".pixel_shuffle", "ChannelShuffle", "PixelShuffle", "PixelUnshuffle"),
+    **_lazy.from_module(".pooling", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+                        "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "AvgPool1d", "AvgPool2d",
+                        "AvgPool3d", "MaxPool1d", "MaxPool2d", "MaxPool3d"),
     **_lazy.from_module(".rnn", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"),
     **_lazy.from_module(".sparse", "Embedding", "EmbeddingBag"),
+    **_lazy.from_module(".unpool", "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d"),
     **_lazy.from_module(".transformer", "Transformer", "TransformerDecoder", "TransformerDecoderLayer",
                         "TransformerEncoder", "TransformerEncoderLayer"),
 })

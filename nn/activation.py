@@ -89,6 +89,21 @@ class LeakyReLU(Module):
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
 
 
+class RReLU(Module):
+    """φ(x) = x for x > 0, a·x otherwise, a ~ U(lower, upper) per element in training, (lower + upper) / 2 in
+    eval (randomized leaky ReLU, Xu et al., 2015)"""
+
+    def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
+        super().__init__()
+        self.lower, self.upper, self.inplace = lower, upper, inplace
+
+    def forward(self, input):
+        return F.rrelu(input, self.lower, self.upper, self.training, self.inplace)
+
+    def extra_repr(self):
+        return f"lower={self.lower}, upper={self.upper}" + (", inplace=True" if self.inplace else "")
+
+
 class ELU(Module):
     """φ(x) = x for x > 0, α (e^x - 1) otherwise"""
 

@@ -2,12 +2,24 @@
 ``ParameterDict`` and ``Ensemble``."""
 
 import math
+import warnings
 
 import autograd
 from autograd import Tensor
 
 from .module import Module
 from .parameter import Parameter
+
+
+class Container(Module):
+    """PyTorch's oldest container, deprecated there: the keyword arguments as child modules."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        warnings.warn("`nn.Container` is deprecated. All of its functionality is now implemented in `nn.Module`. "
+                      "Subclass that instead.", stacklevel=2)
+        for name, module in kwargs.items():
+            self.add_module(name, module)
 
 
 class _ModuleSequence(Module):

@@ -1,4 +1,5 @@
-"""Dropout and AlphaDropout (activations) and DropConnect (weights): regularisers active in training only."""
+"""Dropout, AlphaDropout, FeatureAlphaDropout (activations) and DropConnect (weights): regularisers active in
+training only."""
 
 from . import functional as F
 from .module import Module
@@ -47,6 +48,13 @@ class AlphaDropout(Dropout):
     ``F.alpha_dropout``); in eval it is the identity."""
 
     function = staticmethod(F.alpha_dropout)
+
+
+class FeatureAlphaDropout(Dropout):
+    """Alpha dropout of whole channels of (N, C, *) inputs (see ``F.feature_alpha_dropout``); in eval the
+    identity."""
+
+    function = staticmethod(F.feature_alpha_dropout)
 
 
 class DropConnect(Module):

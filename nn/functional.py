@@ -177,9 +177,17 @@ def selu(input, inplace=False):
     return _inplace(input, _selu, inplace)
 
 
+def selu_(input):
+    return selu(input, inplace=True)
+
+
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
     return _inplace(input, lambda x: _celu(x, alpha), inplace)
+
+
+def celu_(input, alpha=1.0):
+    return celu(input, alpha, inplace=True)
 
 
 def sigmoid(input):
@@ -239,6 +247,20 @@ def threshold(input, threshold, value, inplace=False):
 
 def threshold_(input, threshold_value, value):
     return threshold(input, threshold_value, value, inplace=True)
+
+
+def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
+    """Randomized leaky ReLU (Xu et al., 2015): y = x for x > 0, a·x otherwise, where in training each
+    element draws its own slope a ~ U(lower, upper) (from autograd's generator), and in eval a is the
+    mean slope (lower + upper) / 2 (leaky_relu). dy/dx = a at 0, as PyTorch."""
+    if not training:
+        return leaky_relu(input, (lower + upper) / 2, inplace)
+    slopes = Tensor(generator().uniform(lower, upper, input.shape).astype(input.dtype))
+    return _inplace(input, lambda input: autograd.where(input > 0, input, input * slopes), inplace)
+
+
+def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
+    return rrelu(input, lower, upper, training, inplace=True)
 
 
 def tanhshrink(input):
@@ -303,6 +325,21 @@ def softmin(input, dim=None, _stacklevel=3, dtype=None):
     return (-_as_dtype(input, dtype)).softmax(_softmax_dim("softmin", input.ndim, dim))
 
 
+def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
+    """A differentiable sample from the categorical distribution softmax(logits) (Jang et al., 2016;
+    Maddison et al., 2016): y = softmax((logits + g) / τ), g = −ln E, E ~ Exp(1) per element (Gumbel(0, 1)
+    noise, from autograd's generator). As τ → 0 the samples approach one-hot vectors. hard=True returns the
+    one-hot vector of argmax y, with y's gradient (straight-through: y_hard − y.detach() + y).
+    (eps is unused, as in PyTorch.)"""
+    noise = -xp.log(generator().exponential(size=logits.shape)).astype(logits._data.dtype)
+    y = ((logits + Tensor._make(noise)) / tau).softmax(dim)
+    if not hard:
+        return y
+    one_hot = xp.zeros(y.shape, dtype=y._data.dtype)
+    xp.put_along_axis(one_hot, xp.expand_dims(y._data.argmax(dim), dim), 1.0, dim)
+    return Tensor._make(one_hot) - y.detach() + y
+
+
 # -- regularisers -------------------------------------------------------------------------------
 
 
@@ -365,20 +402,34 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
     return _feature_dropout("dropout3d", input, p, training, inplace, 3)
 
 
-def alpha_dropout(input, p=0.5, training=False, inplace=False):
+def _alpha_dropout(input, p, training, inplace, shape):
     """Dropout that keeps SELU's zero mean and unit variance (Klambauer et al., 2017):
     a dropped unit is set to α' = -λα (SELU's negative saturation), then the output is
-    mapped by a·y + b with a = ((1 - p)(1 + p α'²))^(-1/2), b = -a α' p."""
+    mapped by a·y + b with a = ((1 - p)(1 + p α'²))^(-1/2), b = -a α' p. One draw per
+    element of ``shape`` (broadcast over the rest of the input)."""
     _check_dropout_probability(p)
     if not training or p == 0:
         return input
     if p == 1:
         return _inplace(input, lambda input: input * 0.0, inplace)
     saturation = SELU_ALPHA * SELU_SCALE
-    keep = Tensor((generator().random(input.shape) >= p).astype(input.dtype))
+    keep = Tensor((generator().random(shape) >= p).astype(input.dtype))
     a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))
     shift = (keep - 1.0) * (saturation * a) + saturation * a * p
     return _inplace(input, lambda input: input * (keep * a) + shift, inplace)
+
+
+def alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """Alpha dropout of each element (see _alpha_dropout)."""
+    return _alpha_dropout(input, p, training, inplace, input.shape)
+
+
+def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
+    """Alpha dropout of whole channels: one draw per (sample, channel) of an (N, C, *) input, the value
+    α' filling the whole channel when dropped."""
+    if input.ndim < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    return _alpha_dropout(input, p, training, inplace, input.shape[:2] + (1,) * (input.ndim - 2))
 
 
 def dropconnect(weight, p=0.5, training=True):
@@ -488,6 +539,24 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return _scale_and_shift(normalized, weight, bias, shape)
 
 
+def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Local response normalisation across channels (Krizhevsky et al., 2012), input (N, C, *):
+        y[n, c] = x[n, c] / (k + α/size · Σ_{c'} x[n, c']²)^β,   c' from c − ⌊size/2⌋ to c + ⌊(size−1)/2⌋
+    (channels outside 0..C−1 count as zeros, the sum still divided by size, as PyTorch)."""
+    if input.ndim < 3:
+        raise ValueError(f"Expected 3D or higher dimensionality input (got {input.ndim} dimensions)")
+    if input._data.size == 0:
+        return input
+    from .padding import pad  # nn.padding is built after this module
+
+    channels = input.shape[1]
+    squares = pad(input * input, (0, 0) * (input.ndim - 2) + (size // 2, (size - 1) // 2))
+    total = squares[:, 0:channels]
+    for offset in range(1, size):
+        total = total + squares[:, offset:offset + channels]
+    return input / (total * (alpha / size) + k) ** beta
+
+
 # -- distances ------------------------------------------------------------------------------------
 
 
@@ -510,6 +579,7 @@ from .losses import (  # noqa: E402, F401
     cosine_embedding_loss,
     cross_entropy,
     gaussian_nll_loss,
+    hinge_embedding_loss,
     hinge_loss,
     huber_loss,
     kl_div,
@@ -534,10 +604,22 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".attention", "multi_head_attention_forward", "scaled_dot_product_attention"),
     **_lazy.from_module(".ctc", "ctc_loss"),
     **_lazy.from_module(".functional_conv", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d",
-                        "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d", "conv1d", "conv2d", "conv_transpose1d",
-                        "conv_transpose2d", "fold", "max_pool1d", "max_pool2d", "unfold", "upsample"),
-    **_lazy.from_module(".interpolation", "interpolate"),
+                        "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices",
+                        "avg_pool1d", "avg_pool2d", "conv1d", "conv2d", "conv_tbc", "conv_transpose1d",
+                        "conv_transpose2d", "fold", "max_pool1d", "max_pool1d_with_indices", "max_pool2d",
+                        "max_pool2d_with_indices", "unfold", "upsample"),
+    **_lazy.from_module(".functional_3d", "adaptive_avg_pool3d", "adaptive_max_pool3d",
+                        "adaptive_max_pool3d_with_indices", "avg_pool3d", "conv3d", "conv_transpose3d", "max_pool3d",
+                        "max_pool3d_with_indices"),
+    **_lazy.from_module(".fractional_max_pool", "fractional_max_pool2d", "fractional_max_pool2d_with_indices",
+                        "fractional_max_pool3d", "fractional_max_pool3d_with_indices"),
+    **_lazy.from_module(".grid_sample", "affine_grid", "grid_sample"),
+    **_lazy.from_module(".instance_norm", "instance_norm"),
+    **_lazy.from_module(".interpolation", "interpolate", "upsample_bilinear", "upsample_nearest"),
+    **_lazy.from_module(".lp_pool", "lp_pool1d", "lp_pool2d", "lp_pool3d"),
     **_lazy.from_module(".padding", "pad"),
-    **_lazy.from_module(".pixel_shuffle", "pixel_shuffle", "pixel_unshuffle"),
+    **_lazy.from_module(".pixel_shuffle", "channel_shuffle", "native_channel_shuffle", "pixel_shuffle",
+                        "pixel_unshuffle"),
     **_lazy.from_module(".sparse", "embedding", "embedding_bag", "one_hot"),
+    **_lazy.from_module(".unpool", "max_unpool1d", "max_unpool2d", "max_unpool3d"),
 })

@@ -129,6 +129,16 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
 
 
+def conv_tbc(input, weight, bias, pad=0):
+    """conv1d in (time, batch, channel) layout: input (T, B, C_in), weight (k, C_in, C_out), bias (C_out,)
+    → (T + 2·pad − k + 1, B, C_out)."""
+    if input.ndim != 3 or weight.ndim != 3 or bias.ndim != 1:
+        raise RuntimeError(f"conv_tbc: expected a 3-D input, a 3-D weight and a 1-D bias, got shapes "
+                           f"{list(input.shape)}, {list(weight.shape)} and {list(bias.shape)}")
+    y = conv1d(input.permute(1, 2, 0), weight.permute(2, 1, 0), bias, padding=pad)
+    return y.permute(2, 0, 1)
+
+
 def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, spatial):
     name = f"conv_transpose{spatial}d"
     input, undo = _as_2d(input, spatial, name)
@@ -174,7 +184,7 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
             raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={p}, "
                                f"kernel_size={k} and dilation={d}")
     if any(p > k // 2 for k, p in zip(kernel, padding)):
-        shown = " ".join(f"pad{axis} = {p}," for axis, p in zip("HW"[2 - spatial:], padding))
+        shown = " ".join(f"pad{axis} = {p}," for axis, p in zip("DHW"[3 - spatial:], padding))
         raise RuntimeError(f"pad should be smaller than or equal to half of kernel size, but got {shown} "
                            f"kernel_size={kernel}")
     sizes = input.shape[-spatial:]
@@ -211,6 +221,17 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 1)
+
+
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False):
+    """max_pool2d's values and indices (whatever return_indices says, as PyTorch's)."""
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, True, 2)
+
+
+def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False):
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, True, 1)
 
 
 def _window_counts(size, out, kernel, stride, padding):
@@ -330,6 +351,14 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 
 def adaptive_max_pool1d(input, output_size, return_indices=False):
     return _adaptive_max(input, output_size, return_indices, 1)
+
+
+def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
+    return _adaptive_max(input, output_size, True, 2)
+
+
+def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
+    return _adaptive_max(input, output_size, True, 1)
 
 
 # -- fold and unfold ----------------------------------------------------------------------------------

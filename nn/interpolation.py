@@ -8,18 +8,24 @@ input at a source coordinate s(o), computed with PyTorch's conventions:
                     s = o (n - 1) / (m - 1)          (align_corners=True)
 with r = 1 / scale_factor when a scale factor is given, n / m otherwise. Linear
 modes blend the two neighbours: y = (1 - λ) x[⌊s⌋] + λ x[⌊s⌋ + 1], λ = s - ⌊s⌋.
-Bilinear and trilinear are the same 1-d rule applied along each dim in turn
+Bicubic blends four, x[⌊s⌋ - 1 .. ⌊s⌋ + 2] (indices clamped to the input), with
+Keys' cubic convolution weights, a = -0.75 (PyTorch's; s not clamped at 0):
+    W(d) = (a + 2)|d|³ - (a + 3)|d|² + 1        for |d| ≤ 1
+    W(d) = a|d|³ - 5a|d|² + 8a|d| - 4a           for 1 < |d| < 2
+Bilinear, bicubic and trilinear are a 1-d rule applied along each dim in turn
 (the weights of a separable interpolation are products). Everything is
 indexing and weighted sums, so gradients come from those ops.
 """
 
 import math
+import warnings
 
 import numpy
 
 from autograd import Tensor
 from autograd.backend import xp
 
+from .functional_3d import adaptive_avg_pool3d
 from .functional_conv import adaptive_avg_pool1d, adaptive_avg_pool2d
 from .module import Module
 
@@ -76,12 +82,45 @@ def _linear_along(input, dim, out, factor, align_corners):
             + input[before + (high,)] * Tensor._make(weight.reshape(shape)))
 
 
+CUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
+
+
+def _cubic_weights(t):
+    """Keys' weights of the four neighbours ⌊s⌋ - 1 .. ⌊s⌋ + 2, at distances 1 + t, t, 1 - t, 2 - t."""
+    a = CUBIC_A
+
+    def near(d):  # |d| ≤ 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+def _cubic_along(input, dim, out, factor, align_corners):
+    size = input.shape[dim]
+    ratio = _ratio(size, out, factor, align_corners)
+    positions = xp.arange(out, dtype=input.dtype)
+    source = positions * ratio if align_corners else ratio * (positions + 0.5) - 0.5
+    floor = xp.floor(source)
+    weights = _cubic_weights((source - floor).astype(input.dtype))
+    shape = (out,) + (1,) * (input.ndim - 1 - dim)
+    before = (slice(None),) * dim
+    result = None
+    for k, weight in enumerate(weights):
+        index = xp.clip(floor.astype(xp.int64) - 1 + k, 0, size - 1)
+        term = input[before + (index,)] * Tensor._make(weight.reshape(shape))
+        result = term if result is None else result + term
+    return result
+
+
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """Resize the spatial dims of an (N, C, *spatial) input to ``size`` or by ``scale_factor``.
 
-    mode: 'nearest', 'nearest-exact', 'linear' (3-D input), 'bilinear' (4-D),
-    'trilinear' (5-D), 'area' (3-D or 4-D: adaptive average pooling to the size).
+    mode: 'nearest', 'nearest-exact', 'linear' (3-D input), 'bilinear' or 'bicubic' (4-D),
+    'trilinear' (5-D), 'area' (adaptive average pooling to the size).
     ``recompute_scale_factor=True`` maps coordinates with n / m instead of 1 / scale_factor.
     """
     if input.ndim < 3:
@@ -102,8 +141,14 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             index = _nearest_index(input.shape[dim], out, factor, mode == "nearest-exact")
             input = input[(slice(None),) * dim + (index,)]
         return input
-    if mode == "area" and spatial in (1, 2):  # each output the mean of its input window: adaptive average pooling
-        return (adaptive_avg_pool1d if spatial == 1 else adaptive_avg_pool2d)(input, tuple(sizes))
+    if mode == "area" and spatial <= 3:  # each output the mean of its input window: adaptive average pooling
+        return (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d)[spatial - 1](input, tuple(sizes))
+    if mode == "bicubic":
+        if spatial != 2:
+            raise NotImplementedError(f"Got {input.ndim}D input, but bicubic mode needs 4D input")
+        for k, (out, factor) in enumerate(zip(sizes, factors)):
+            input = _cubic_along(input, 2 + k, out, factor, bool(align_corners))
+        return input
     if mode in _LINEAR_MODES:
         if _LINEAR_MODES[mode] != spatial:
             raise NotImplementedError(f"Got {input.ndim}D input, but {mode} mode needs "
@@ -112,8 +157,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             input = _linear_along(input, 2 + k, out, factor, bool(align_corners))
         return input
     raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) "
-                              f"for the modes: nearest | nearest-exact | linear | bilinear | trilinear "
-                              f"(got {mode})")
+                              f"for the modes: nearest | nearest-exact | linear | bilinear | bicubic | trilinear | "
+                              f"area (got {mode})")
 
 
 class Upsample(Module):
@@ -122,7 +167,11 @@ class Upsample(Module):
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None):
         super().__init__()
-        self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        if isinstance(scale_factor, (tuple, list)):  # kept as floats, as PyTorch (and so printed)
+            scale_factor = tuple(float(factor) for factor in scale_factor)
+        elif scale_factor:
+            scale_factor = float(scale_factor)
+        self.size, self.scale_factor, self.mode = size, scale_factor or None, mode
         self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
 
     def forward(self, input):
@@ -132,3 +181,31 @@ class Upsample(Module):
     def extra_repr(self):
         info = (f"scale_factor={self.scale_factor!r}" if self.scale_factor is not None else f"size={self.size!r}")
         return info + f", mode={self.mode!r}"
+
+
+class UpsamplingNearest2d(Upsample):
+    """Upsample with mode='nearest' (PyTorch's older name)."""
+
+    def __init__(self, size=None, scale_factor=None):
+        super().__init__(size, scale_factor, mode="nearest")
+
+
+class UpsamplingBilinear2d(Upsample):
+    """Upsample with mode='bilinear' and align_corners=True (PyTorch's older name)."""
+
+    def __init__(self, size=None, scale_factor=None):
+        super().__init__(size, scale_factor, mode="bilinear", align_corners=True)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """interpolate(mode='nearest'), deprecated in PyTorch (and warned of, as there)."""
+    warnings.warn("`nn.functional.upsample_nearest` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """interpolate(mode='bilinear', align_corners=True), deprecated in PyTorch (and warned of, as there)."""
+    warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)

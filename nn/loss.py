@@ -105,6 +105,10 @@ class NLLLoss(_Loss):
         super().__init__(reduction, size_average, reduce, weight=weight, ignore_index=ignore_index)
 
 
+class NLLLoss2d(NLLLoss):
+    """NLLLoss under its older name (for (N, C, H, W) inputs, which NLLLoss takes)."""
+
+
 class KLDivLoss(_Loss):
     """KL(target ‖ input) with ``input`` log-probabilities; use reduction='batchmean' for the
     divergence per sample."""
@@ -139,6 +143,15 @@ class HingeLoss(_Loss):
 
     def __init__(self, margin=1.0, reduction="mean"):
         super().__init__(reduction, margin=margin)
+
+
+class HingeEmbeddingLoss(_Loss):
+    """x for y = 1, max(0, margin − x) for y = −1: x a distance between a pair, y whether it is similar."""
+
+    function, options = losses.hinge_embedding_loss, ("margin",)
+
+    def __init__(self, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, margin=margin)
 
 
 class SoftMarginLoss(_Loss):

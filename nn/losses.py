@@ -302,6 +302,18 @@ def hinge_loss(input, target, margin=1.0, reduction="mean"):
     return _reduce((margin - target.to(input.dtype) * input).relu(), reduction)
 
 
+def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+    """ℓ = x for y = 1,  max(0, margin − x) for y = −1 (x a distance: small for similar pairs, at least
+    the margin apart for dissimilar ones). As PyTorch, the two terms are [y ≠ −1]·x + [y ≠ 1]·max(0, margin − x)."""
+    from .loss import _legacy_reduction  # the loss modules are built on this module
+
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    losses = (autograd.where(target != 1, (margin - input).clamp(min=0.0), 0.0)
+              + autograd.where(target != -1, input, 0.0))
+    return _reduce(losses, reduction)
+
+
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
     if p not in (1, 2):

@@ -19,7 +19,7 @@ from autograd.ops.conversion import parse_to
 
 from . import hooks as hook_tools
 from .module_state import IncompatibleKeys, ModuleState  # noqa: F401  (IncompatibleKeys: nn.module's name)
-from .parameter import Parameter
+from .parameter import Buffer, Parameter
 
 
 class Module(ModuleState):
@@ -152,6 +152,11 @@ class Module(ModuleState):
             from .container import ModuleDict
 
             value = ModuleDict(value)
+        if isinstance(value, Buffer):  # nn.Buffer(t, persistent): a buffer, whatever the name held before
+            if name not in self.__dict__.get("_buffer_names", ()):
+                self.register_buffer(name, value, persistent=value.persistent)
+                return
+            (self._non_persistent.discard if value.persistent else self._non_persistent.add)(name)
         if isinstance(value, Parameter):
             registry = self._parameters
         elif isinstance(value, Module):

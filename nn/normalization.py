@@ -1,4 +1,4 @@
-"""Normalisation layers: BatchNorm1d/2d, LayerNorm, GroupNorm (the lecture's
+"""Normalisation layers: BatchNorm1d/2d/3d, LayerNorm, GroupNorm, LocalResponseNorm (the lecture's
 feature-statistics regularisers)."""
 
 import autograd
@@ -8,21 +8,21 @@ from .module import Module
 from .parameter import Parameter
 
 
-class _BatchNorm(Module):
-    """y = (x - mean) / √(var + eps) · γ + β per channel; see F.batch_norm for the
-    training/eval statistics and the running averages (exactly PyTorch's)."""
+class _NormBase(Module):
+    """What batch and instance norm share: γ (weight, ones) and β (bias, zeros) of num_features when affine,
+    and the running statistics (running_mean, running_var, num_batches_tracked) when track_running_stats;
+    PyTorch's names, so state_dicts load both ways."""
 
-    expected_dims = ()
-
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
+                 dtype=None, *, bias=True):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = Parameter(autograd.ones(num_features)) if affine else None
-        self.bias = Parameter(autograd.zeros(num_features)) if affine else None
+        self.weight = Parameter(autograd.ones(num_features, dtype=dtype)) if affine else None
+        self.bias = Parameter(autograd.zeros(num_features, dtype=dtype)) if affine and bias else None
         if track_running_stats:
-            self.register_buffer("running_mean", autograd.zeros(num_features))
-            self.register_buffer("running_var", autograd.ones(num_features))
+            self.register_buffer("running_mean", autograd.zeros(num_features, dtype=dtype))
+            self.register_buffer("running_var", autograd.ones(num_features, dtype=dtype))
             self.register_buffer("num_batches_tracked", autograd.tensor(0))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
@@ -41,7 +41,19 @@ class _BatchNorm(Module):
         if self.affine:
             with autograd.no_grad():
                 self.weight.fill_(1)
-                self.bias.zero_()
+                if self.bias is not None:
+                    self.bias.zero_()
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
+
+
+class _BatchNorm(_NormBase):
+    """y = (x - mean) / √(var + eps) · γ + β per channel; see F.batch_norm for the
+    training/eval statistics and the running averages (exactly PyTorch's)."""
+
+    expected_dims = ()
 
     def forward(self, input):
         if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
@@ -54,10 +66,6 @@ class _BatchNorm(Module):
                             momentum=self.momentum, eps=self.eps,
                             num_batches_tracked=self.num_batches_tracked if self.training else None)
 
-    def extra_repr(self):
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
-
 
 class BatchNorm1d(_BatchNorm):
     """Input (N, C) or (N, C, L)."""
@@ -69,6 +77,12 @@ class BatchNorm2d(_BatchNorm):
     """Input (N, C, H, W)."""
 
     expected_dims = (4,)
+
+
+class BatchNorm3d(_BatchNorm):
+    """Input (N, C, D, H, W)."""
+
+    expected_dims = (5,)
 
 
 class LayerNorm(Module):
@@ -123,3 +137,18 @@ class GroupNorm(Module):
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class LocalResponseNorm(Module):
+    """Divide each channel by a power of the squares of its neighbours across channels (Krizhevsky et al.,
+    2012); see ``F.local_response_norm``."""
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, input):
+        return F.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -1,5 +1,6 @@
 """``Parameter``: a tensor that a Module trains (it requires grad, and a Module
-that holds it as an attribute lists it in ``parameters()``)."""
+that holds it as an attribute lists it in ``parameters()``). ``Buffer``: a tensor
+that a Module holding it as an attribute lists in ``buffers()`` (and saves)."""
 
 from autograd import Tensor
 
@@ -14,3 +15,22 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+class _BufferMeta(type):
+    def __instancecheck__(cls, instance):  # nn.Buffer(t) is a plain Tensor, marked
+        return isinstance(instance, Tensor) and getattr(instance, "_is_buffer", False)
+
+
+class Buffer(metaclass=_BufferMeta):
+    """``module.name = nn.Buffer(t, persistent=...)`` registers t as a buffer, as
+    ``module.register_buffer(name, t, persistent)``: PyTorch's newer spelling. The result is
+    a Tensor (t detached, keeping requires_grad) marked as a buffer."""
+
+    def __new__(cls, data=None, *, persistent=True):
+        if data is None:
+            data = Tensor([])
+        tensor = data.detach().requires_grad_(data.requires_grad)
+        tensor.persistent = persistent
+        tensor._is_buffer = True
+        return tensor

@@ -1,6 +1,7 @@
 """Sub-pixel rearrangement (Shi et al., 2016): ``pixel_shuffle`` moves r² channels into an
 r × r block of pixels, (*, C·r², H, W) → (*, C, H·r, W·r); ``pixel_unshuffle`` is its inverse.
-Both are a reshape, a permutation and a reshape, so the gradient is the same moves undone."""
+``channel_shuffle`` (ShuffleNet, Zhang et al., 2017) interleaves the channels of g groups.
+All are a reshape, a permutation and a reshape, so the gradient is the same moves undone."""
 
 from .module import Module
 
@@ -40,6 +41,26 @@ def pixel_unshuffle(input, downscale_factor):
     return moved.reshape(*batch, channels * r * r, height // r, width // r)
 
 
+def channel_shuffle(input, groups):
+    """(N, g·m, *) → (N, m·g, *): out[:, j·g + i] = in[:, i·m + j], channel j of group i moved to place i of
+    block j, so that the groups of the next grouped convolution each see every group's channels."""
+    if input.ndim <= 2:
+        raise RuntimeError(f"channel_shuffle expects input with > 2 dims, but got input with sizes "
+                           f"{list(input.shape)}")
+    if groups <= 0:
+        raise RuntimeError(f"Number of groups to divide channels in must be positive. Value of groups:{groups}")
+    channels = input.shape[1]
+    if channels % groups:
+        raise RuntimeError(f"Number of channels must be divisible by groups. Got {channels} channels and "
+                           f"{groups} groups.")
+    rest = input.shape[2:]
+    grouped = input.reshape(input.shape[0], groups, channels // groups, *rest)
+    return grouped.transpose(1, 2).reshape(input.shape)
+
+
+native_channel_shuffle = channel_shuffle
+
+
 class PixelShuffle(Module):
     def __init__(self, upscale_factor):
         super().__init__()
@@ -62,3 +83,15 @@ class PixelUnshuffle(Module):
 
     def extra_repr(self):
         return f"downscale_factor={self.downscale_factor}"
+
+
+class ChannelShuffle(Module):
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, input):
+        return channel_shuffle(input, self.groups)
+
+    def extra_repr(self):
+        return f"groups={self.groups}"

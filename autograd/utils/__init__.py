@@ -1,3 +1,7 @@
-"""``autograd.utils``, as ``torch.utils``: the data pipeline lives in ``autograd.utils.data``."""
+"""``autograd.utils``, as ``torch.utils``: the data pipeline lives in ``autograd.utils.data``,
+activation checkpointing in ``autograd.utils.checkpoint`` (loaded on first use)."""
 
+from .. import _lazy
 from . import data, hooks  # noqa: F401  (autograd.utils.data after import autograd, as torch.utils.data)
+
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"checkpoint": ".checkpoint"})

@@ -19,6 +19,7 @@ import autograd
 
 from .. import functional as F
 from ..parameter import Parameter
+from .weight_norm import remove_reparametrization_hook
 
 
 class SpectralNorm:
@@ -147,13 +148,7 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
 
 def remove_spectral_norm(module, name="weight"):
     """Undo spectral_norm: ``<name>`` becomes a parameter again, holding W / σ with the current u, v."""
-    for key, hook in list(module._forward_pre_hooks.items()):
-        if isinstance(hook, SpectralNorm) and hook.name == name:
-            hook.remove(module)
-            del module._forward_pre_hooks[key]
-            break
-    else:
-        raise ValueError(f"spectral_norm of '{name}' not found in {module}")
+    remove_reparametrization_hook(module, name, SpectralNorm, "spectral_norm")
     for registry, kind in (("_state_dict_hooks", SpectralNormStateDictHook),
                            ("_load_state_dict_pre_hooks", SpectralNormLoadStateDictPreHook)):
         hooks = module.__dict__.get(registry, {})

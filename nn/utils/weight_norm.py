@@ -61,9 +61,16 @@ def weight_norm(module, name="weight", dim=0):
 
 def remove_weight_norm(module, name="weight"):
     """Undo weight_norm: ``<name>`` becomes one parameter again, holding g · v / ‖v‖."""
+    remove_reparametrization_hook(module, name, WeightNorm, "weight_norm")
+    return module
+
+
+def remove_reparametrization_hook(module, name, kind, function_name):
+    """Take off ``module``'s forward pre-hook of class ``kind`` that computes ``<name>`` (the hook-based
+    weight_norm and spectral_norm), putting ``<name>`` back as a parameter."""
     for key, hook in list(module._forward_pre_hooks.items()):
-        if isinstance(hook, WeightNorm) and hook.name == name:
+        if isinstance(hook, kind) and hook.name == name:
             hook.remove(module)
             del module._forward_pre_hooks[key]
-            return module
-    raise ValueError(f"weight_norm of '{name}' not found in {module}")
+            return
+    raise ValueError(f"{function_name} of '{name}' not found in {module}")

@@ -1,0 +1,132 @@
+"""``autograd.utils.checkpoint``: activation checkpointing, PyTorch's ``torch.utils.checkpoint``.
+
+Backpropagation keeps every intermediate value a later derivative needs, so a deep network's
+memory grows with its depth. ``checkpoint(f, x)`` trades compute for that memory: the values
+f's operations save for backward are dropped as soon as they are saved, and f runs a second
+time during backward to compute them again, just before its part of the chain rule:
+
+    h = checkpoint(block, h, use_reentrant=False)    # the same values and gradients as block(h)
+
+f's graph is recorded as usual (its nodes are small); only what its nodes save goes through
+saved-tensor hooks (``autograd.autograd.graph.saved_tensors_hooks``): the pack hook keeps a
+number in place of the tensor. The first unpack in backward reruns f, with the random state of
+the first run so that dropout draws the same mask, packing into a list this time; the n-th
+tensor saved by the rerun is the n-th one the first run dropped. Only the arguments (and f's
+parameters) stay alive between the passes, so a stack of checkpointed blocks holds one block's
+intermediates at a time.
+
+Both of PyTorch's variants (``use_reentrant=True`` and ``False``) are this one mechanism, with
+PyTorch's argument checks for each; unlike PyTorch's reentrant variant, f's parameters get their
+gradients when no argument requires grad, and ``autograd.grad`` works through it.
+"""
+
+import contextlib
+import warnings
+
+from ..autograd.graph import saved_tensors_hooks
+from ..grad_mode import enable_grad, is_grad_enabled
+from ..random import get_rng_state, set_rng_state
+
+NOT_EXPLICIT = (
+    "autograd.utils.checkpoint: the use_reentrant parameter should be passed explicitly. "
+    "use_reentrant=False is recommended, but if you need to preserve the current default behavior, you can "
+    "pass use_reentrant=True."
+)
+
+
+def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism_check="default", debug=False,
+               early_stop=True, **kwargs):
+    """``function(*args, **kwargs)`` without keeping what it computes inside for backward: it runs
+    again during backward instead. Same values and gradients as the plain call.
+
+    preserve_rng_state (keyword, default True): the rerun draws the same random numbers.
+    context_fn: returns two context managers, entered around the first run and the rerun.
+    determinism_check: "default" compares the shapes and dtypes the rerun saves with the first
+    run's, "none" does not. use_reentrant: PyTorch's choice of variant; pass it (a warning says
+    so otherwise). Keyword arguments for ``function`` need use_reentrant=False, as in PyTorch.
+    """
+    preserve_rng_state = kwargs.pop("preserve_rng_state", True)
+    if use_reentrant is None:
+        warnings.warn(NOT_EXPLICIT, UserWarning, stacklevel=2)
+        use_reentrant = True
+    if use_reentrant:
+        if kwargs:
+            raise ValueError("Unexpected keyword arguments: " + ",".join(kwargs))
+        if context_fn is not None or debug:
+            raise ValueError("Passing `context_fn` or `debug` is only supported when use_reentrant=False.")
+    if determinism_check not in ("default", "none"):
+        raise ValueError(f"determinism_check should be one of ['default', 'none'], but got {determinism_check}")
+    first_run, rerun = context_fn() if context_fn is not None else (contextlib.nullcontext(), contextlib.nullcontext())
+    if not is_grad_enabled():  # nothing is saved for backward anyway
+        with first_run:
+            return function(*args, **kwargs)
+    frame = _Frame(function, args, kwargs, get_rng_state() if preserve_rng_state else None, rerun,
+                   determinism_check == "default")
+    with saved_tensors_hooks(frame.pack, frame.unpack), first_run:
+        return function(*args, **kwargs)
+
+
+def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwargs):
+    """Run ``functions`` (an nn.Sequential or a list of modules or functions) one after another on
+    ``input``, in ``segments`` pieces: every piece but the last is checkpointed."""
+    if use_reentrant is None:
+        warnings.warn(NOT_EXPLICIT, UserWarning, stacklevel=2)
+        use_reentrant = True
+    functions = list(functions.children()) if hasattr(functions, "children") else list(functions)
+    size = len(functions) // segments
+
+    def run_piece(start, end):
+        def piece(x):
+            for f in functions[start:end + 1]:
+                x = f(x)
+            return x
+
+        return piece
+
+    end = -1
+    for start in range(0, size * (segments - 1), size):
+        end = start + size - 1
+        input = checkpoint(run_piece(start, end), input, use_reentrant=use_reentrant, **kwargs)
+    return run_piece(end + 1, len(functions) - 1)(input)
+
+
+class _Frame:
+    """One checkpointed call: what the rerun needs, and the tensors it saves, by position."""
+
+    def __init__(self, function, args, kwargs, rng_state, context, checks):
+        self.function, self.args, self.kwargs = function, args, kwargs
+        self.rng_state, self.context, self.checks = rng_state, context, checks
+        self.saved_metadata = []  # (shape, dtype) of each tensor the first run saved, in order
+        self.recomputed = None  # the rerun's saved tensors, each let go once unpacked
+
+    def pack(self, tensor):
+        """Keep the position of a saved tensor, not the tensor."""
+        self.saved_metadata.append((tuple(tensor.shape), tensor.dtype))
+        return len(self.saved_metadata) - 1
+
+    def unpack(self, position):
+        if self.recomputed is None or self.recomputed[position] is None:
+            self.recomputed = self._rerun()  # (a second backward, with retain_graph, reruns again)
+        tensor, self.recomputed[position] = self.recomputed[position], None
+        return tensor
+
+    def _rerun(self):
+        saved = []
+        with contextlib.ExitStack() as stack:
+            if self.rng_state is not None:
+                stack.callback(set_rng_state, get_rng_state())  # the rerun leaves the random stream where it was
+                set_rng_state(self.rng_state)
+            stack.enter_context(enable_grad())
+            stack.enter_context(saved_tensors_hooks(lambda tensor: saved.append(tensor), lambda nothing: None))
+            stack.enter_context(self.context)
+            self.function(*self.args, **self.kwargs)
+        if self.checks:
+            metadata = [(tuple(t.shape), t.dtype) for t in saved]
+            if metadata[:len(self.saved_metadata)] != self.saved_metadata:
+                raise RuntimeError(
+                    "autograd.utils.checkpoint: Recomputed values for the following tensors have different metadata "
+                    f"than during the forward pass: the forward saved {self.saved_metadata}, the recomputation "
+                    f"{metadata}. The checkpointed function must compute the same things again (pass "
+                    "determinism_check='none' to skip this check)."
+                )
+        return saved

@@ -1,0 +1,132 @@
+"""Fractional max pooling (Graham, 2015): ``F.fractional_max_pool2d/3d`` and ``FractionalMaxPool2d/3d``.
+
+The output size need not divide the input size: along an axis of input size n, output size m and window
+k, window i starts at
+
+    start_i = ⌊(i + u)·α⌋ − ⌊u·α⌋,   α = (n − k)/(m − 1)   (i < m − 1),     start_{m−1} = n − k,
+
+with one u ~ U(0, 1) per (sample, channel, axis) (``_random_samples``, from autograd's generator when not
+given), so the strides are a random mix of ⌊α⌋ and ⌈α⌉. Each output is the maximum of its k-window (the
+first in scan order; NaN wins, the last one, as PyTorch's loop), read by ``GatherFlat``, whose gradient
+scatters dL/dy back to it. PyTorch's arithmetic (in the input's dtype) gives its windows for the same u.
+"""
+
+import math
+
+import numpy
+
+from autograd import Tensor
+from autograd.ops.pooling import GatherFlat
+from autograd.random import generator
+
+from .functional_conv import _batched, _tuple
+from .module import Module
+
+
+def _starts(samples, size, out, kernel):
+    """Window starts (…, out) for the samples u (…) of one axis, computed in u's dtype."""
+    starts = numpy.full(samples.shape + (out,), size - kernel, dtype=numpy.int64)
+    if out > 1:
+        dtype = samples.dtype.type
+        alpha = dtype(size - kernel) / dtype(out - 1)
+        steps = numpy.arange(out - 1).astype(samples.dtype)
+        starts[..., :-1] = (((steps + samples[..., None]) * alpha).astype(numpy.int64)
+                            - (samples * alpha).astype(numpy.int64)[..., None])
+    return starts
+
+
+def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, samples, spatial):
+    name = f"fractional_max_pool{spatial}d"
+    if output_size is None and output_ratio is None:
+        raise ValueError(f"{name} requires specifying either an output_size or an output_ratio")
+    kernel = _tuple(kernel_size, spatial, "kernel_size")
+    if output_size is None:
+        ratio = tuple(output_ratio) if isinstance(output_ratio, (tuple, list)) else (output_ratio,) * spatial
+        output_size = [int(input.shape[input.ndim - spatial + a] * ratio[a]) for a in range(spatial)]
+    out = _tuple(output_size, spatial, "output_size")
+    input, unbatched = _batched(input, spatial, name)
+    n, c, sizes = input.shape[0], input.shape[1], input.shape[2:]
+    for axis, size, o, k in zip("DHW"[3 - spatial:], sizes, out, kernel):
+        if o + k - 1 > size:
+            raise RuntimeError(f"{name}(): pool size {k} too large relative to input size {size} along {axis} "
+                               f"(output size {o}: output + pool − 1 must not exceed the input)")
+    if samples is None:
+        samples = Tensor(generator().random((n, c, spatial)).astype(input._data.dtype))
+    if tuple(samples.shape) != (n, c, spatial):
+        raise RuntimeError(f"{name}: expected _random_samples of shape {[n, c, spatial]}, got {list(samples.shape)}")
+    # the samples of a 2-d pool are (u_W, u_H), of a 3-d one (u_T, u_H, u_W), as PyTorch's
+    order = (1, 0) if spatial == 2 else (0, 1, 2)
+    # flat position in the input plane of every window element: (N, C, *out, *kernel)
+    flat = numpy.zeros((n, c) + (1,) * (2 * spatial), dtype=numpy.int64)
+    for a in range(spatial):
+        starts = _starts(samples._data[..., order[a]], sizes[a], out[a], kernel[a])
+        positions = starts[..., None] + numpy.arange(kernel[a])  # (N, C, out, kernel)
+        shape = [n, c] + [1] * (2 * spatial)
+        shape[2 + a], shape[2 + spatial + a] = out[a], kernel[a]
+        flat = flat * sizes[a] + positions.reshape(shape)
+    flat = flat.reshape(n, c, *out, math.prod(kernel))
+    values = numpy.take_along_axis(input._data.reshape(n, c, -1), flat.reshape(n, c, -1), 2).reshape(flat.shape)
+    nan = numpy.isnan(values)
+    last_nan = flat.shape[-1] - 1 - nan[..., ::-1].argmax(-1)
+    choice = numpy.where(nan.any(-1), last_nan, values.argmax(-1))
+    indices = numpy.take_along_axis(flat, choice[..., None], -1)[..., 0]
+    y = GatherFlat.apply(input, indices=indices, overlapping=True)
+    if unbatched:
+        y, indices = y.squeeze(0), indices[0]
+    return (y, Tensor(indices)) if return_indices else y
+
+
+def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,
+                          _random_samples=None):
+    """The maximum over k_h × k_w windows at pseudo-random fractional strides (see the module's docstring);
+    output_size, or output_ratio times the input size."""
+    return _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, _random_samples, 2)
+
+
+def fractional_max_pool2d_with_indices(input, kernel_size, output_size=None, output_ratio=None,
+                                       return_indices=False, _random_samples=None):
+    return _fractional_max_pool(input, kernel_size, output_size, output_ratio, True, _random_samples, 2)
+
+
+def fractional_max_pool3d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,
+                          _random_samples=None):
+    """fractional_max_pool2d over volumes."""
+    return _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_indices, _random_samples, 3)
+
+
+def fractional_max_pool3d_with_indices(input, kernel_size, output_size=None, output_ratio=None,
+                                       return_indices=False, _random_samples=None):
+    return _fractional_max_pool(input, kernel_size, output_size, output_ratio, True, _random_samples, 3)
+
+
+class _FractionalMaxPoolNd(Module):
+    spatial = 0
+
+    def __init__(self, kernel_size, output_size=None, output_ratio=None, return_indices=False,
+                 _random_samples=None):
+        super().__init__()
+        spatial, name = self.spatial, type(self).__name__
+        self.kernel_size = _tuple(kernel_size, spatial, "kernel_size")
+        self.return_indices = return_indices
+        self.register_buffer("_random_samples", _random_samples)
+        self.output_size = _tuple(output_size, spatial, "output_size") if output_size is not None else None
+        self.output_ratio = (tuple(output_ratio) if isinstance(output_ratio, (tuple, list)) else
+                             (output_ratio,) * spatial) if output_ratio is not None else None
+        if output_size is None and output_ratio is None:
+            raise ValueError(f"{name} requires specifying either an output size, or a pooling ratio")
+        if output_size is not None and output_ratio is not None:
+            raise ValueError("only one of output_size and output_ratio may be specified")
+        if self.output_ratio is not None and not all(0 < r < 1 for r in self.output_ratio):
+            raise ValueError(f"output_ratio must be between 0 and 1 (got {output_ratio})")
+
+    def forward(self, input):
+        return _fractional_max_pool(input, self.kernel_size, self.output_size, self.output_ratio,
+                                    self.return_indices, self._random_samples, self.spatial)
+
+
+class FractionalMaxPool2d(_FractionalMaxPoolNd):
+    spatial = 2
+
+
+class FractionalMaxPool3d(_FractionalMaxPoolNd):
+    spatial = 3

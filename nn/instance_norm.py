@@ -1,0 +1,92 @@
+"""Instance normalisation (Ulyanov, Vedaldi & Lempitsky, 2016): ``F.instance_norm`` and
+``InstanceNorm1d/2d/3d``.
+
+Each channel of each sample is normalised over its own spatial positions,
+
+    y[n, c] = (x[n, c] − mean(x[n, c])) / √(var(x[n, c]) + eps) · γ[c] + β[c]      (biased variance),
+
+batch norm with a batch of one sample. By PyTorch's defaults the layers learn no γ, β (affine=False) and keep
+no running statistics (track_running_stats=False). When they do keep them, a training step moves them
+towards the batch's average of the per-instance statistics (the unbiased variance of each instance):
+
+    running = (1 − momentum) · running + momentum · mean_n(statistic of instance n)
+
+and eval normalises with them instead of each instance's own.
+"""
+
+import warnings
+
+import autograd
+
+from . import functional as F
+from .normalization import _NormBase
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """Normalise x[n, c] over its spatial dims, input (N, C, *spatial); with use_input_stats=False the running
+    statistics are used instead (and left alone)."""
+    if input.ndim < 2:
+        raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {input.shape}")
+    shape = F._channel_shape(input)
+    if not use_input_stats:
+        return F._scale_and_shift((input - running_mean.reshape(shape)) / (running_var.reshape(shape) + eps).sqrt(),
+                                  weight, bias, shape)
+    count = input._data.size // max(input.shape[0] * input.shape[1], 1)
+    if count == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
+    normalized, mean, variance = F._normalize(input, tuple(range(2, input.ndim)), eps)
+    if running_mean is not None or running_var is not None:
+        with autograd.no_grad():  # each instance's step, averaged over the batch (PyTorch's order)
+            factor = count / (count - 1)
+            for running, statistic in ((running_mean, mean), (running_var, variance * factor)):
+                if running is not None:
+                    step = statistic.detach().reshape(input.shape[:2]).mean(0)
+                    running.mul_(1 - momentum).add_(step.to(running.dtype), alpha=momentum)
+    return F._scale_and_shift(normalized, weight, bias, shape)
+
+
+class _InstanceNorm(_NormBase):
+    """See the module's docstring; input (N, C, *spatial) or, unbatched, (C, *spatial)."""
+
+    spatial = 0
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False, device=None,
+                 dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def forward(self, input):
+        unbatched = self.spatial + 1
+        if input.ndim not in (unbatched, unbatched + 1):
+            raise ValueError(f"expected {unbatched}D or {unbatched + 1}D input (got {input.ndim}D input)")
+        channel_dim = input.ndim - unbatched
+        if input.shape[channel_dim] != self.num_features:
+            if self.affine:
+                raise ValueError(f"expected input's size at dim={channel_dim} to match num_features "
+                                 f"({self.num_features}), but got: {input.shape[channel_dim]}.")
+            warnings.warn(f"input's size at dim={channel_dim} does not match num_features. You can silence this "
+                          "warning by not passing in num_features, which is not used because affine=False",
+                          stacklevel=2)
+        batched = input.unsqueeze(0) if input.ndim == unbatched else input
+        y = instance_norm(batched, self.running_mean, self.running_var, self.weight, self.bias,
+                          self.training or not self.track_running_stats,
+                          self.momentum if self.momentum is not None else 0.0, self.eps)
+        return y.squeeze(0) if input.ndim == unbatched else y
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Input (N, C, L) or (C, L)."""
+
+    spatial = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Input (N, C, H, W) or (C, H, W)."""
+
+    spatial = 2
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Input (N, C, D, H, W) or (C, D, H, W)."""
+
+    spatial = 3
