@@ -200,6 +200,8 @@ class Tensor:
         """The address of this tensor's first element."""
         return self._data.__array_interface__["data"][0]
 
+    const_data_ptr = data_ptr  # (PyTorch's name for a pointer not to be written through)
+
     @property
     def itemsize(self):
         """Bytes per element."""

@@ -262,6 +262,7 @@ def test_metadata():
     x = autograd.zeros(2, 3, dtype=autograd.float64)
     assert (x.itemsize, x.nbytes, x.element_size(), x.ndimension()) == (8, 48, 8, 2)
     assert x.data_ptr() == x.numpy().ctypes.data and x[1].data_ptr() == x.data_ptr() + 24
+    assert x.const_data_ptr() == x.data_ptr()
     assert x.is_signed() and not autograd.zeros(2, dtype=autograd.bool).is_signed()
     assert not autograd.zeros(2, dtype=autograd.uint8).is_signed()
     assert autograd.zeros(2, dtype=autograd.int8).is_signed()
