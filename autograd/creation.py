@@ -10,6 +10,7 @@ from .backend import get_default_dtype, xp
 from .factories import _shape, empty, full, ones, tensor, zeros
 from .ops import bind_tensor_methods
 from .ops.names import names
+from .ops.strided import checked_layout
 from .tensor import Tensor, as_array
 
 
@@ -101,12 +102,7 @@ def scalar_tensor(s, *, dtype=None, layout=None, device=None, requires_grad=Fals
 def _strided(size, stride, dtype):
     """An array of shape ``size`` whose neighbours along each dim lie ``stride`` elements apart, on
     a new buffer just long enough (strides of 0 repeat an element, as an expanded tensor's)."""
-    size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
-    if len(size) != len(stride):
-        raise RuntimeError(f"mismatch in length of strides and shape: size {list(size)}, stride {list(stride)}")
-    if any(s < 0 for s in stride):
-        raise RuntimeError(f"as_strided: Negative strides are not supported at the moment, got strides: "
-                           f"{list(stride)}")
+    size, stride = checked_layout(size, stride)
     span = 0 if 0 in size else 1 + builtins.sum((n - 1) * s for n, s in zip(size, stride))
     buffer = xp.zeros(span, dtype=dtype)  # (zeros where PyTorch leaves memory uninitialised)
     return xp.lib.stride_tricks.as_strided(buffer, size, tuple(s * buffer.itemsize for s in stride))

@@ -68,16 +68,23 @@ class AsStrided(Primitive):
         return (placed.reshape(self.shape),)
 
 
-@names("as_strided")
-def as_strided(input, size, stride, storage_offset=None):
-    """The view of input's memory with shape ``size`` and steps ``stride`` (elements), starting at
-    ``storage_offset`` (input's own offset by default); see the module's docstring."""
+def checked_layout(size, stride):
+    """``size`` and ``stride`` as tuples of ints, refused as PyTorch refuses them (as_strided,
+    empty_strided): one stride per dim, none negative."""
     size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
     if len(size) != len(stride):
         raise RuntimeError(f"mismatch in length of strides and shape: size {list(size)}, stride {list(stride)}")
     if any(s < 0 for s in stride):
         raise RuntimeError(f"as_strided: Negative strides are not supported at the moment, got strides: "
                            f"{list(stride)}")
+    return size, stride
+
+
+@names("as_strided")
+def as_strided(input, size, stride, storage_offset=None):
+    """The view of input's memory with shape ``size`` and steps ``stride`` (elements), starting at
+    ``storage_offset`` (input's own offset by default); see the module's docstring."""
+    size, stride = checked_layout(size, stride)
     own_offset = input.storage_offset()
     start = (own_offset if storage_offset is None else int(storage_offset)) - own_offset  # from input's first element
     empty = 0 in size
