@@ -13,9 +13,10 @@ import numpy
 from ..backend import int32, to_numpy, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
-from .elementwise import floating, promote, result_type
+from .elementwise import floating, promote
 from .names import names
 from .outputs import write_out
+from .predicates import on_integers
 
 FrexpResult = collections.namedtuple("frexp", ["mantissa", "exponent"])
 
@@ -29,11 +30,7 @@ def _pair(input, other):
 def _integers(name, function):
     def op(input, other, *, out=None):
         x, y = _pair(input, other)
-        dtype = result_type(x, y)
-        if dtype.kind not in "iu":
-            raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtype}'")
-        return write_out(Tensor._make(function(x._data.astype(dtype, copy=False), y._data.astype(dtype, copy=False))),
-                         out)
+        return write_out(on_integers(function, x, y, name, kinds="iu", error=NotImplementedError), out)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of two integer tensors (broadcasting; always >= 0; 0 with 0 gives 0)."

@@ -197,6 +197,15 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
     return Tensor._make(xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert))
 
 
+def on_integers(function, x, y, name, kinds="biu", error=RuntimeError):
+    """``function`` of two tensors' arrays in their common dtype (PyTorch's promotion), as a tensor
+    without gradient; any dtype whose kind is not in ``kinds`` gets PyTorch's error."""
+    dtype = result_type(x, y)
+    if dtype.kind not in kinds:
+        raise error(f"\"{name}_cpu\" not implemented for '{dtype}'")
+    return Tensor._make(function(x._data.astype(dtype, copy=False), y._data.astype(dtype, copy=False)))
+
+
 def _bitwise(function, name, aliases=(), reflected=False):
     """An integer/bool op of two operands, with PyTorch's type promotion (a 0-d int64 tensor
     does not widen an int32 one; NumPy's promotion would)."""
@@ -205,11 +214,7 @@ def _bitwise(function, name, aliases=(), reflected=False):
         if reflected:
             input, other = other, input
         x, y = _operand(input, other), _operand(other, input)
-        dtype = result_type(x, y)
-        if dtype.kind not in "biu":
-            raise RuntimeError(f"\"{name}_cpu\" not implemented for '{dtype}'")
-        return write_out(Tensor._make(function(x._data.astype(dtype, copy=False), y._data.astype(dtype, copy=False))),
-                         out)
+        return write_out(on_integers(function, x, y, name), out)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of integers or bools (broadcasting), without gradient."
