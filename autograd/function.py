@@ -108,16 +108,16 @@ class BackwardFunction(FunctionCtx):
     register_hook, register_prehook = Primitive.register_hook, Primitive.register_prehook
     run_post_hooks, metadata = Primitive.run_post_hooks, Primitive.metadata
 
-    # ``name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes of
-    # the same names (PyTorch allows it), which then win
+    # ``op_name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes
+    # ``name`` and ``inputs`` (PyTorch allows it), which then win
 
     @property
-    def name(self):
-        return self.__dict__.get("_user_name", type(self).__name__)
+    def op_name(self):
+        return self.__dict__.get("name", type(self).__name__)
 
-    @name.setter
-    def name(self, value):
-        self._user_name = value
+    def name(self):
+        """PyTorch's Node.name(): the Function's name and Backward (MyFunctionBackward)."""
+        return type(self).__name__
 
     @property
     def inputs(self):
@@ -265,8 +265,11 @@ class _OutputSlot:
         self.parents = [node]
 
     @property
+    def op_name(self):
+        return self.node.op_name
+
     def name(self):
-        return self.node.name
+        return self.node.name()
 
     @property
     def inputs(self):

@@ -289,7 +289,7 @@ def validate_gradients(node, inputs, grads):
         if len(grads) > len(inputs) and all(g is None for g in grads[len(inputs):]):
             grads = grads[:len(inputs)]  # trailing Nones for optional inputs not given (a bias)
         else:
-            raise RuntimeError(f"{node.name}Backward returned {len(grads)} gradients for {len(inputs)} inputs")
+            raise RuntimeError(f"{node.op_name}Backward returned {len(grads)} gradients for {len(inputs)} inputs")
     checked = None
     for i, (x, g) in enumerate(zip(inputs, grads)):
         if g is None:
@@ -300,7 +300,7 @@ def validate_gradients(node, inputs, grads):
                 checked = list(grads)
             checked[i] = g = _conform(node, i, x, g)
         if node.where is not None:
-            check_finite(g._data, "gradient", node.name + "Backward", node.where)
+            check_finite(g._data, "gradient", node.op_name + "Backward", node.where)
     return grads if checked is None else checked
 
 
@@ -308,7 +308,7 @@ def _conform(node, i, x, g):
     fitted = conformed(x, g)
     if fitted is None:
         raise RuntimeError(
-            f"{node.name}Backward returned an invalid gradient at index {i}: got shape "
+            f"{node.op_name}Backward returned an invalid gradient at index {i}: got shape "
             f"{tuple(g.shape)} but expected shape compatible with {tuple(x.shape)}"
         )
     return fitted

@@ -154,14 +154,20 @@ class Primitive:
     def _remember_where(self, data):
         """Anomaly mode: the user's line that created this op, and a check of its output."""
         self.where = user_frame()
-        check_finite(data, "forward output", self.name, self.where)
+        check_finite(data, "forward output", self.op_name, self.where)
 
     @property
-    def name(self):
+    def op_name(self):
+        """The op's name as the graph drawings and the messages say it: Mul, Exp, ..."""
         return type(self).__name__
 
+    def name(self):
+        """PyTorch's Node.name(): MulBackward0 (PyTorch numbers its built-in nodes by overload: the
+        first is 0)."""
+        return f"{self.op_name}Backward0"
+
     def __repr__(self):
-        return f"<{self.name}Backward0>"  # PyTorch numbers its built-in nodes by overload: the first is 0
+        return f"<{self.name()}>"
 
     @property
     def metadata(self):
@@ -190,7 +196,7 @@ class Primitive:
             replaced = hook(grad_inputs, (grad_output,))
             if replaced is not None:
                 if len(replaced) != len(grad_inputs):
-                    raise RuntimeError(f"hook of {self.name}Backward returned {len(replaced)} gradients, expected "
+                    raise RuntimeError(f"hook of {self.name()} returned {len(replaced)} gradients, expected "
                                        f"{len(grad_inputs)}")
                 grad_inputs = tuple(replaced)
         return grad_inputs
@@ -223,7 +229,7 @@ class Primitive:
         inputs whose gradient is asked for (``autograd.grad``)."""
         inputs = self.inputs
         if inputs is None:
-            raise RuntimeError(FREED_GRAPH.format(op=self.name))
+            raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
         if self.saves_inputs:
             created = self.created
             for x in inputs:
@@ -258,7 +264,7 @@ class Primitive:
     def _raise_modified(self, shape):
         raise RuntimeError(
             f"one of the tensors needed for gradient computation has been modified by an inplace "
-            f"operation: a tensor of shape {tuple(shape)} that {self.name} saved for backward was "
+            f"operation: a tensor of shape {tuple(shape)} that {self.op_name} saved for backward was "
             "changed in place after it was used, so its gradient would be wrong. Use an out-of-place "
             "operation (x = x + 1, not x += 1) or clone() it first."
         )

@@ -213,7 +213,7 @@ def _local_formula(op, operands, i):
 
 def _rule(node):
     """The first paragraph of an op's docstring: its forward and local derivative."""
-    doc = (type(node).__doc__ or node.name).strip().split("\n\n")[0]
+    doc = (type(node).__doc__ or node.op_name).strip().split("\n\n")[0]
     return " ".join(line.strip() for line in doc.splitlines())
 
 
@@ -229,7 +229,7 @@ def _trace_tensors(trace, root, names):
     def label(tensor):
         if id(tensor) in labels:
             return f"{labels[id(tensor)]} {tuple(tensor.shape)}"
-        made_by = "input" if getattr(tensor, "grad_fn", None) is None else f"({tensor.grad_fn.name} output)"
+        made_by = "input" if getattr(tensor, "grad_fn", None) is None else f"({tensor.grad_fn.op_name} output)"
         return f"{made_by} {tuple(tensor.shape)}"
 
     def on_step(node, grad, parent_grads):
@@ -254,11 +254,11 @@ def _trace_tensors(trace, root, names):
                 k = viz._key(x)
                 received[k] = g if received.get(k) is None else received[k] + g
         sent = ", ".join(f"dL/d{label(x)}" for x, g in zip(inputs, parent_grads) if g is not None)
-        caption = f"{node.name}: {rule}. Upstream dL/dY {tuple(grad.shape)} → {sent or 'nothing to send'}"
+        caption = f"{node.op_name}: {rule}. Upstream dL/dY {tuple(grad.shape)} → {sent or 'nothing to send'}"
         contributions = tuple((label(x), None if g is None else tuple(g.shape))
                               for x, g in zip(inputs, parent_grads))
         partial = frozenset(k for k in received if k not in done)
-        trace.steps.append(Step(key, node.name, tuple(grad.shape), rule, contributions, caption,
+        trace.steps.append(Step(key, node.op_name, tuple(grad.shape), rule, contributions, caption,
                                 {k: v for k, v in received.items() if v is not None}, partial))
 
     differentiate.backward([root], retain_graph=True, on_step=on_step)

@@ -115,8 +115,8 @@ def _producers(item, constants=()):
     if node is None:
         return []
     if node.inputs is None:  # freed by a backward pass
-        return [(f"op{id(node)}", f"{node.name}\n(freed)", [])]
-    return [(f"op{id(node)}", node.name, _input_items(node, constants))]
+        return [(f"op{id(node)}", f"{node.op_name}\n(freed)", [])]
+    return [(f"op{id(node)}", node.op_name, _input_items(node, constants))]
 
 
 def _count(root):

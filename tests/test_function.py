@@ -65,7 +65,7 @@ def test_exp_value_and_gradient():
     x = _x(0.5, -1.0, 2.0)
     y = Exp.apply(x)
     assert np.allclose(y.numpy(), np.exp([0.5, -1.0, 2.0]))
-    assert type(y.grad_fn).__name__ == "ExpBackward" and y.grad_fn.name == "ExpBackward"
+    assert type(y.grad_fn).__name__ == "ExpBackward" and y.grad_fn.name() == "ExpBackward"
     y.sum().backward()
     assert np.allclose(x.grad.numpy(), np.exp([0.5, -1.0, 2.0]))
 

@@ -92,3 +92,25 @@ def test_against_pytorch():
     np.testing.assert_allclose(results[1][1][0], results[0][1][0], rtol=1e-6)
     for ours, theirs in zip(results[1][1][1], results[0][1][1]):
         np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_node_names_as_pytorch_calls_them():
+    x = autograd.tensor([1.0, 2.0], requires_grad=True)
+    names = {op: fn(x).grad_fn.name() for op, fn in {
+        "mul": lambda t: t * t, "add": lambda t: t + t, "sub": lambda t: t - 1.0, "scale": lambda t: t * 2.0,
+        "exp": lambda t: t.exp(), "tanh": lambda t: t.tanh(), "sum": lambda t: t.sum(), "mean": lambda t: t.mean(),
+    }.items()}
+    assert names == {"mul": "MulBackward0", "add": "AddBackward0", "sub": "SubBackward0", "scale": "MulBackward0",
+                     "exp": "ExpBackward0", "tanh": "TanhBackward0", "sum": "SumBackward0", "mean": "MeanBackward0"}
+    assert repr((x * x).grad_fn) == "<MulBackward0>"
+
+    class Twice(autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    assert Twice.apply(x).grad_fn.name() == "TwiceBackward"

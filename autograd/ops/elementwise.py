@@ -260,7 +260,7 @@ class Scale(Primitive):
     It is held as a 0-d array of x's dtype (``by_constant``), converted once for both passes."""
 
     saves_inputs = False  # backward needs no input's values
-    name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
+    op_name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
 
     def forward(self, x):
         return x * self.c
@@ -277,7 +277,7 @@ class Shift(Primitive):
     written = "Add"  # "Sub" for x - c: how the graph and PyTorch name the node
 
     @property
-    def name(self):
+    def op_name(self):
         return self.written
 
     def forward(self, x):
