@@ -11,7 +11,6 @@ so this file holds only what a tensor is: its array, its place in the graph,
 its conversions, and the one door through which its memory is written.
 """
 
-import builtins
 import numbers
 import warnings
 import weakref
@@ -172,36 +171,6 @@ class Tensor:
     def numel(self):
         return self._data.size
 
-    # -- memory layout, as PyTorch reports it (in elements, where NumPy counts bytes) ----------
-
-    def stride(self, dim=None):
-        """The step in elements between neighbours along each dim (or along ``dim``). A dim of
-        size 0 or 1 reports the row-major step, as PyTorch's contiguous tensors do."""
-        itemsize = self._data.itemsize
-        strides = tuple(step // itemsize for step in self._data.strides)
-        empty = self._data.size == 0
-        if empty or 1 in self._data.shape:  # NumPy's steps there are arbitrary
-            row_major, step = [], 1
-            for n, own in zip(reversed(self._data.shape), reversed(strides)):
-                row_major.append(step if n <= 1 or empty else own)
-                step *= builtins.max(n, 1)
-            strides = tuple(reversed(row_major))
-        return strides if dim is None else strides[dim]
-
-    def storage_offset(self):
-        """Where this tensor's first element lies in the memory it shares, in elements."""
-        root = self._data
-        while isinstance(root.base, xp.ndarray):
-            root = root.base
-        start = self._data.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-        return start // self._data.itemsize
-
-    def data_ptr(self):
-        """The address of this tensor's first element."""
-        return self._data.__array_interface__["data"][0]
-
-    const_data_ptr = data_ptr  # (PyTorch's name for a pointer not to be written through)
-
     @property
     def itemsize(self):
         """Bytes per element."""
@@ -211,37 +180,6 @@ class Tensor:
     def nbytes(self):
         """Bytes of its elements (numel() · itemsize)."""
         return self._data.nbytes
-
-    def ndimension(self):
-        return self.ndim
-
-    def is_complex(self):
-        return self._data.dtype.kind == "c"
-
-    def is_signed(self):
-        """True for dtypes that hold negative numbers (not bool, not unsigned integers)."""
-        return self._data.dtype.kind in "ifc"
-
-    def is_same_size(self, other):
-        return self.shape == other.shape
-
-    def is_neg(self):
-        """False: this engine never keeps a lazy negation bit (PyTorch's for conj views)."""
-        return False
-
-    def is_conj(self):
-        """False: this engine never keeps a lazy conjugation bit."""
-        return False
-
-    def is_inference(self):
-        """False: inference_mode here turns recording off (as no_grad) but makes no inference tensors."""
-        return False
-
-    def dim_order(self, *, ambiguity_check=False):
-        """The dims from outermost to innermost in memory (largest stride first; ties keep the
-        dims' order): (0, 1, ..., n-1) for a contiguous tensor."""
-        strides = self.stride()
-        return tuple(sorted(range(self.ndim), key=lambda d: -strides[d]))
 
     def __len__(self):
         if self.ndim == 0:

@@ -1,11 +1,62 @@
-"""What a tensor and its dtype are (``is_floating_point`` is in ops/predicates.py): ``element_size``, ``nelement``,
+"""What a tensor and its dtype are (``is_floating_point`` and the other kind predicates are in
+ops/predicates.py): its memory layout as PyTorch reports it (``stride``, ``storage_offset``, ``data_ptr``,
+``dim_order``), ``element_size``, ``nelement``,
 ``finfo``/``iinfo`` (the limits of a dtype), ``type_as``, and ``format(x, spec)``."""
+
+import builtins
 
 import numpy
 
 from . import backend
+from .backend import xp
 from .ops import bind_tensor_methods
 from .ops.names import names
+
+# -- memory layout, as PyTorch reports it (in elements, where NumPy counts bytes) ---------------
+
+
+@names("stride", function=False)
+def stride(self, dim=None):
+    """The step in elements between neighbours along each dim (or along ``dim``). A dim of
+    size 0 or 1 reports the row-major step, as PyTorch's contiguous tensors do."""
+    array = self._data
+    strides = tuple(step // array.itemsize for step in array.strides)
+    empty = array.size == 0
+    if empty or 1 in array.shape:  # NumPy's steps there are arbitrary
+        row_major, step = [], 1
+        for n, own in zip(reversed(array.shape), reversed(strides)):
+            row_major.append(step if n <= 1 or empty else own)
+            step *= builtins.max(n, 1)
+        strides = tuple(reversed(row_major))
+    return strides if dim is None else strides[dim]
+
+
+@names("storage_offset", function=False)
+def storage_offset(self):
+    """Where this tensor's first element lies in the memory it shares, in elements."""
+    root = self._data
+    while isinstance(root.base, xp.ndarray):
+        root = root.base
+    return (data_ptr(self) - root.__array_interface__["data"][0]) // self._data.itemsize
+
+
+@names("data_ptr", "const_data_ptr", function=False)  # (const: PyTorch's name for a pointer not written through)
+def data_ptr(self):
+    """The address of this tensor's first element."""
+    return self._data.__array_interface__["data"][0]
+
+
+@names("dim_order", function=False)
+def dim_order(self, *, ambiguity_check=False):
+    """The dims from outermost to innermost in memory (largest stride first; ties keep the
+    dims' order): (0, 1, ..., n-1) for a contiguous tensor."""
+    strides = stride(self)
+    return tuple(sorted(range(self.ndim), key=lambda d: -strides[d]))
+
+
+@names("ndimension", function=False)
+def ndimension(self):
+    return self.ndim
 
 
 @names("element_size", function=False)

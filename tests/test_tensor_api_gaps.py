@@ -268,6 +268,10 @@ def test_metadata():
     assert autograd.zeros(2, dtype=autograd.int8).is_signed()
     assert not x.is_complex() and not x.is_neg() and not x.is_conj() and not x.is_inference()
     assert x.is_same_size(autograd.ones(2, 3)) and not x.is_same_size(autograd.ones(3, 2))
+    # the kind predicates are functions too, as PyTorch's (torch.is_complex(x), ...)
+    assert autograd.is_signed(x) and not autograd.is_signed(autograd.zeros(2, dtype=autograd.uint8))
+    assert not (autograd.is_complex(x) or autograd.is_neg(x) or autograd.is_conj(x) or autograd.is_inference(x))
+    assert autograd.is_same_size(x, autograd.ones(2, 3))
 
 
 def test_empty_strided_and_friends():

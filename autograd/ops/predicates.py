@@ -183,6 +183,40 @@ def is_floating_point(input):
     return input.dtype.kind == "f"
 
 
+@names("is_complex")
+def is_complex(input):
+    return input.dtype.kind == "c"
+
+
+@names("is_signed")
+def is_signed(input):
+    """True for dtypes that hold negative numbers (not bool, not unsigned integers)."""
+    return input.dtype.kind in "ifc"
+
+
+@names("is_same_size")
+def is_same_size(input, other):
+    return input.shape == other.shape
+
+
+@names("is_neg")
+def is_neg(input):
+    """False: this engine never keeps a lazy negation bit (PyTorch's for conj views)."""
+    return False
+
+
+@names("is_conj")
+def is_conj(input):
+    """False: this engine never keeps a lazy conjugation bit."""
+    return False
+
+
+@names("is_inference")
+def is_inference(input):
+    """False: inference_mode here turns recording off (as no_grad) but makes no inference tensors."""
+    return False
+
+
 @names("is_nonzero")
 def is_nonzero(input):
     if input.numel() != 1:
