@@ -13,6 +13,8 @@ from .size import Size  # noqa: F401  (autograd.Size)
 
 int8, int16, uint8 = numpy.dtype("int8"), numpy.dtype("int16"), numpy.dtype("uint8")
 half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.short, torch.int
+complex64, complex128 = numpy.dtype("complex64"), numpy.dtype("complex128")
+cfloat, cdouble = complex64, complex128  # torch.cfloat, torch.cdouble
 inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
 
 

@@ -75,6 +75,8 @@ def _cut(x, like_shape, dim):
 class Gather(Primitive):
     """y[i][j][k] = x[i][index[i][j][k]][k]  (for dim 1);   dL/dx = scatter_add(0, dim, index, dL/dy)"""
 
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
+
     def forward(self, x):
         if x.ndim == 0:  # every index is 0 (checked): the scalar, in index's shape
             return xp.broadcast_to(x, self.index.shape).copy()
@@ -92,6 +94,7 @@ class ScatterAdd(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     fresh = False  # x is a temporary the op may write into (gather's backward): no copy
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x, src):
         y = x if self.fresh else x.copy()
@@ -279,6 +282,7 @@ class IndexSelect(Primitive):
     """y = x with slices index[0], index[1], ... taken along dim;   dL/dx = index_add(0, dim, index, dL/dy)"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         return xp.take(x, self.index, axis=self.dim) if x.ndim else x.copy()  # a scalar's one index is 0
@@ -295,6 +299,7 @@ class IndexAddAlong(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     fresh = False  # x is a temporary the op may write into (index_select's backward): no copy
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x, src):
         y = x if self.fresh else x.copy()
