@@ -37,6 +37,7 @@ from . import (  # noqa: F401  (each declares its names)
     sampling,
     series,
     shape,
+    short_time_fourier,
     sorting,
     special,
     splitting,
