@@ -218,3 +218,31 @@ def _with_torch(fn):
     import inspect
 
     return (lambda *xs: fn(*xs, lib=torch)) if "lib" in inspect.signature(fn).parameters else fn
+
+
+def test_complex_numbers_take_pytorchs_dtypes():
+    """A Python complex number becomes the default dtype's complex counterpart, and a floating tensor
+    meeting one keeps its precision."""
+    assert autograd.tensor([1 + 1j]).dtype == autograd.complex64 and autograd.tensor(1j).dtype == autograd.complex64
+    assert (autograd.arange(3) * 1j).dtype == autograd.complex64
+    assert (autograd.ones(2) * 1j).dtype == autograd.complex64
+    assert (autograd.ones(2, dtype=autograd.float64) * 1j).dtype == autograd.complex128
+    assert (autograd.ones(2, dtype=autograd.complex128) + 1j).dtype == autograd.complex128
+    full = autograd.full((2,), 1 + 2j)
+    assert full.dtype == autograd.complex64 and full.tolist() == [1 + 2j, 1 + 2j]
+    autograd.set_default_dtype(autograd.float64)
+    try:
+        assert autograd.tensor([1j]).dtype == autograd.complex128
+    finally:
+        autograd.set_default_dtype(autograd.float32)
+
+
+def test_complex_random_factories_draw_both_parts():
+    autograd.manual_seed(0)
+    z = autograd.randn(200_000, dtype=autograd.complex64)
+    assert z.dtype == autograd.complex64
+    np.testing.assert_allclose([z.real.var().item(), z.imag.var().item()], [0.5, 0.5], rtol=0.02)  # E|z|² = 1
+    u = autograd.rand(200_000, dtype=autograd.complex128).numpy()
+    assert 0 <= u.real.min() and u.real.max() < 1 and 0 <= u.imag.min() and u.imag.max() < 1
+    np.testing.assert_allclose([u.real.mean(), u.imag.mean()], [0.5, 0.5], atol=0.01)
+    assert autograd.randn_like(z[:3]).dtype == autograd.complex64
