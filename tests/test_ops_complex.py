@@ -81,6 +81,8 @@ COMPLEX_USES = {
     "exp, log, sqrt": (complex_arrays(away_from_zero=0.3, off_cut=True), lambda z: z.exp() + z.log() * z.sqrt()),
     "abs, sgn": (complex_arrays(away_from_zero=0.2), lambda z: z.abs() * 2.0 + z.sgn()),
     "matmul": (complex_matmul_pair(), lambda a, b: a @ b),
+    "einsum": (complex_matmul_pair(),
+               lambda a, b, lib=autograd: lib.einsum("ij,jk->ik", a, b) * lib.einsum("ij->i", a).unsqueeze(1)),
     "sum, mean, shape ops": (complex_arrays(),
                              lambda z: (z.reshape(-1).flip(0).cumsum(0) * 1j).sum() + z.mean()),
     "real and complex mixed": (real_arrays(2),
