@@ -41,9 +41,11 @@ from .constants import (  # noqa: E402
     int,
     int8,
     int16,
+    layout,
     nan,
     pi,
     short,
+    strided,
     uint8,
 )
 from .device import device, get_default_device, set_default_device

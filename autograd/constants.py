@@ -18,6 +18,20 @@ cfloat, cdouble = complex64, complex128  # torch.cfloat, torch.cdouble
 inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
 
 
+class layout:
+    """How a tensor's elements lie in memory (torch.layout): every tensor here is ``strided``, a dense
+    array (there are no sparse layouts)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+strided = layout("strided")
+
+
 def _typed(dtype, name):
     def constructor(*data):
         """A tensor of this dtype from data, or uninitialised of the given sizes (PyTorch's legacy form)."""

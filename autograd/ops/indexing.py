@@ -440,6 +440,16 @@ def nonzero(input, *, out=None, as_tuple=False):
     return write_out(Tensor._make(xp.argwhere(data).astype(int64)), out)
 
 
+@names("nonzero_static")
+def nonzero_static(input, *, size, fill_value=-1):
+    """nonzero's (n, ndim) indices cut or padded with ``fill_value`` rows to exactly ``size`` rows (a shape
+    known before the values are: what compilers need; the same answer here)."""
+    found = xp.argwhere(input._data).astype(int64)
+    rows = xp.full((size, found.shape[1]), fill_value, dtype=int64)
+    rows[:min(size, len(found))] = found[:size]
+    return Tensor._make(rows)
+
+
 @names("argwhere")
 def argwhere(input):
     return nonzero(input)
