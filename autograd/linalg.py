@@ -5,14 +5,17 @@ from .ops.decompositions import cholesky, eigh, eigvalsh, matrix_power, qr
 from .ops.diagonals import diagonal as _diagonal
 from .ops.inverses import LinAlgError, det, inv, slogdet, solve
 from .ops.linalg import matmul
+from .ops.lu import lu, lu_factor, lu_factor_ex, lu_solve
 from .ops.matrix_exp import matrix_exp
 from .ops.norms import linalg_norm as norm
 from .ops.norms import matrix_norm, svdvals, vector_norm
 from .ops.svd import lstsq, matrix_rank, pinv, svd
+from .ops.triangular import solve_triangular
 
-__all__ = ["LinAlgError", "cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "lstsq", "matmul",
+__all__ = ["LinAlgError", "cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "lstsq", "lu", "lu_factor",
+           "lu_factor_ex", "lu_solve", "matmul",
            "matrix_exp", "matrix_norm", "matrix_power", "matrix_rank", "multi_dot", "norm", "pinv", "qr", "slogdet",
-           "solve", "svd", "svdvals", "vecdot", "vector_norm"]
+           "solve", "solve_triangular", "svd", "svdvals", "vecdot", "vector_norm"]
 
 
 def diagonal(A, *, offset=0, dim1=-2, dim2=-1):

@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (each declares its names)
     indexing,
     inverses,
     linalg,
+    lu,
     matrix_exp,
     norms,
     numbers,
@@ -44,6 +45,7 @@ from . import (  # noqa: F401  (each declares its names)
     statistics,
     strided,
     svd,
+    triangular,
     windows,
 )
 from .names import FUNCTIONS, INPLACE, METHODS
