@@ -1,8 +1,12 @@
 """``autograd.linalg``: torch.linalg's names (norms, inverses, solves, determinants, products)."""
 
+from .ops.checked import cholesky_ex, inv_ex, solve_ex
+from .ops.condition import cond
 from .ops.contractions import linalg_cross as cross
 from .ops.decompositions import cholesky, eigh, eigvalsh, matrix_power, qr
 from .ops.diagonals import diagonal as _diagonal
+from .ops.eig import eig, eigvals
+from .ops.householder import householder_product
 from .ops.inverses import LinAlgError, det, inv, slogdet, solve
 from .ops.linalg import matmul
 from .ops.lu import lu, lu_factor, lu_factor_ex, lu_solve
@@ -10,12 +14,14 @@ from .ops.matrix_exp import matrix_exp
 from .ops.norms import linalg_norm as norm
 from .ops.norms import matrix_norm, svdvals, vector_norm
 from .ops.svd import lstsq, matrix_rank, pinv, svd
+from .ops.tensor_solve import tensorinv, tensorsolve
 from .ops.triangular import solve_triangular
 
-__all__ = ["LinAlgError", "cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "lstsq", "lu", "lu_factor",
-           "lu_factor_ex", "lu_solve", "matmul",
-           "matrix_exp", "matrix_norm", "matrix_power", "matrix_rank", "multi_dot", "norm", "pinv", "qr", "slogdet",
-           "solve", "solve_triangular", "svd", "svdvals", "vecdot", "vector_norm"]
+__all__ = ["LinAlgError", "cholesky", "cholesky_ex", "cond", "cross", "det", "diagonal", "eig", "eigh", "eigvals",
+           "eigvalsh", "householder_product", "inv", "inv_ex", "lstsq", "lu", "lu_factor", "lu_factor_ex",
+           "lu_solve", "matmul", "matrix_exp", "matrix_norm", "matrix_power", "matrix_rank", "multi_dot", "norm",
+           "pinv", "qr", "slogdet", "solve", "solve_ex", "solve_triangular", "svd", "svdvals", "tensorinv",
+           "tensorsolve", "vecdot", "vector_norm"]
 
 
 def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
