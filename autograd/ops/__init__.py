@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (each declares its names)
     indexing,
     inverses,
     linalg,
+    lowrank,
     lu,
     matrix_exp,
     norms,
