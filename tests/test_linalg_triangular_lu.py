@@ -59,7 +59,8 @@ CASES = {  # (tests/test_ops.py checks that every primitive has one)
 FUNCTIONS = {
     "solve_triangular upper unit": (_square_and_rhs(), lambda a, b: linalg.solve_triangular(a, b, upper=True,
                                                                                               unitriangular=True)),
-    "solve_triangular right": (_square_and_rhs(), lambda a, b: linalg.solve_triangular(a, b.mT, upper=True, left=False)),
+    "solve_triangular right": (_square_and_rhs(),
+                               lambda a, b: linalg.solve_triangular(a, b.mT, upper=True, left=False)),
     "triangular_solve transpose": (_square_and_rhs(), lambda a, b: autograd.triangular_solve(b, a, transpose=True)[0]),
     "lu factors": (_matrix(), _both_factors),
     "lu_solve": (_square_and_rhs(), lambda a, b: linalg.lu_solve(*linalg.lu_factor(a), b)),

@@ -27,7 +27,8 @@ def cond(A, p=None, *, out=None):
     if p is None or p in (2, -2):
         sigma = svdvals(A)
         largest, smallest = sigma[..., 0], sigma[..., -1]
-        return write_out(smallest / largest if p == -2 else largest / smallest, out)
+        with xp.errstate(divide="ignore"):  # σ_min = 0: κ = inf, as PyTorch, without NumPy's warning
+            return write_out(smallest / largest if p == -2 else largest / smallest, out)
     if p not in _INVERTING:
         raise RuntimeError(f"linalg.cond got an invalid norm type: {p}")
     _square(A, f"cond(ord={p})")

@@ -19,11 +19,12 @@ def tensorsolve(A, B, dims=None, *, out=None):
     if dims is not None:
         dims = [d % A.ndim for d in dims]
         A = A.permute([d for d in range(A.ndim) if d not in dims] + dims)
-    equations, unknowns = tuple(A.shape[:B.ndim]), tuple(A.shape[B.ndim:])
-    if math.prod(equations) != math.prod(unknowns):
-        raise RuntimeError(f"Expected self to satisfy the requirement prod(self.shape[other.ndim:]) == "
-                           f"prod(self.shape[:other.ndim]), but got {math.prod(unknowns)} != {math.prod(equations)}")
+    unknowns = tuple(A.shape[B.ndim:])
     n = math.prod(unknowns)
+    if n != math.prod(B.shape) or math.prod(A.shape) != n * n:
+        raise RuntimeError(f"Expected self to satisfy the requirement prod(self.shape[other.ndim:]) == "
+                           f"prod(other.shape), but got {n} != {math.prod(B.shape)} (self.shape "
+                           f"{tuple(A.shape)}, other.shape {tuple(B.shape)})")
     return write_out(solve(A.reshape(n, n), B.reshape(n)).reshape(unknowns), out)
 
 
