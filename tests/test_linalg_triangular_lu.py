@@ -157,6 +157,29 @@ def test_lu_solve_and_singular_inputs():
         linalg.lu_solve(LU, pivots, autograd.ones(2, 1, dtype=autograd.float64), left=False)
     with pytest.raises(RuntimeError, match="int32"):
         autograd.lu_unpack(LU, pivots.long())
+    with pytest.raises(RuntimeError, match="same dtype, but found LU of type float64 and B of type float32"):
+        linalg.lu_solve(LU, pivots, autograd.ones(2, 1))
+    with pytest.raises(RuntimeError, match=r"pivots.shape to be the same, but got pivots with shape \[2\]"):
+        linalg.lu_solve(LU.expand(3, 2, 2), pivots, autograd.ones(2, 1, dtype=autograd.float64))
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (2, 0, 0), (3, 0), (0, 3)])
+def test_lu_of_empty_matrices(shape):
+    LU, pivots, info = linalg.lu_factor_ex(autograd.zeros(*shape))
+    k = min(shape[-2:])
+    assert LU.shape == shape and pivots.shape == shape[:-2] + (k,) and info.shape == shape[:-2]
+    P, L, U = linalg.lu(autograd.zeros(*shape))
+    assert P.shape == shape[:-2] + (shape[-2],) * 2 and L.shape == shape[:-1] + (k,)
+    assert U.shape == shape[:-2] + (k, shape[-1])
+
+
+def test_float32_keeps_its_dtype():
+    a = Tensor(_well_conditioned(RNG, (3, 3)).astype(np.float32))
+    LU, pivots = linalg.lu_factor(a)
+    assert LU.dtype == autograd.float32 and pivots.dtype == autograd.int32
+    x = linalg.lu_solve(LU, pivots, autograd.ones(3, 1))
+    assert x.dtype == autograd.float32
+    np.testing.assert_allclose((a @ x).numpy(), np.ones((3, 1)), rtol=1e-5)
 
 
 @needs_torch

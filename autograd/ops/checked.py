@@ -12,6 +12,7 @@ The common case costs what the plain op costs: info is only worked out when the 
 """
 
 import collections
+import math
 
 from ..backend import int32, xp
 from ..tensor import Tensor
@@ -38,7 +39,7 @@ def _cholesky_info(a):
     """The order of the first leading minor of each matrix that is not positive-definite (0 if
     none), by the Cholesky recurrence l_jj² = a_jj - Σ_{k<j} l_jk², column by column."""
     n = a.shape[-1]
-    flat = a.reshape((-1, n, n))
+    flat = a.reshape((math.prod(a.shape[:-2]), n, n))
     lower = xp.zeros_like(flat)
     info = xp.zeros(flat.shape[0], dtype=int32)
     for j in range(n):

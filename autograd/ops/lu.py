@@ -19,6 +19,7 @@ differentiable, so the gradient has one too.
 """
 
 import collections
+import math
 
 from ..backend import int32, xp
 from ..primitive import Primitive
@@ -44,7 +45,7 @@ def factor(a):
     m, n = a.shape[-2:]
     batch = a.shape[:-2]
     k = min(m, n)
-    lu = a.reshape((-1, m, n)).copy()
+    lu = a.reshape((math.prod(batch), m, n)).copy()
     rows = xp.arange(lu.shape[0])
     pivots = xp.zeros((lu.shape[0], k), dtype=int32)
     info = xp.zeros(lu.shape[0], dtype=int32)
@@ -64,7 +65,7 @@ def permutation(pivots, m, dtype):
     """The m × m permutation matrices P (A = P L U) of a batch of LAPACK pivots: the swaps, replayed
     on the row order 0..m-1, say which row of A each row of L U is (PᵀA = A[order])."""
     batch = pivots.shape[:-1]
-    swaps = pivots.reshape((-1, pivots.shape[-1])).astype(xp.int64) - 1
+    swaps = pivots.reshape((math.prod(batch), pivots.shape[-1])).astype(xp.int64) - 1
     order = xp.broadcast_to(xp.arange(m), (swaps.shape[0], m)).copy()
     rows = xp.arange(swaps.shape[0])
     for j in range(swaps.shape[-1]):
@@ -215,8 +216,14 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
         raise RuntimeError("linalg.lu_solve: The input tensor B must have at least 2 dimensions.")
     _check_pivots(pivots, "linalg.lu_solve")
     n = LU.shape[-1]
-    if pivots.shape[-1] != n:
+    if pivots.ndim == 0 or pivots.shape[-1] != n:
         raise RuntimeError("linalg.lu_solve: Number of pivots per batch should be same as the dimension of the matrix")
+    if tuple(pivots.shape) != tuple(LU.shape[:-1]):
+        raise RuntimeError(f"linalg.lu_solve: Expected LU.shape[:-1] and pivots.shape to be the same, but got pivots "
+                           f"with shape {list(pivots.shape)} instead")
+    if LU.dtype != B.dtype:
+        raise RuntimeError(f"linalg.lu_solve: Expected LU and B to have the same dtype, but found LU of type {LU.dtype} "
+                           f"and B of type {B.dtype} instead")
     if (B.shape[-2] if left else B.shape[-1]) != n:
         raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation "
                            f"{'AX = B' if left else 'XA = B'} ({n}x{n} and {B.shape[-2]}x{B.shape[-1]})")
