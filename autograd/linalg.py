@@ -8,6 +8,7 @@ from .ops.diagonals import diagonal as _diagonal
 from .ops.eig import eig, eigvals
 from .ops.householder import householder_product
 from .ops.inverses import LinAlgError, det, inv, slogdet, solve
+from .ops.ldl import ldl_factor, ldl_factor_ex, ldl_solve
 from .ops.linalg import matmul
 from .ops.lu import lu, lu_factor, lu_factor_ex, lu_solve
 from .ops.matrix_exp import matrix_exp
@@ -18,7 +19,8 @@ from .ops.tensor_solve import tensorinv, tensorsolve
 from .ops.triangular import solve_triangular
 
 __all__ = ["LinAlgError", "cholesky", "cholesky_ex", "cond", "cross", "det", "diagonal", "eig", "eigh", "eigvals",
-           "eigvalsh", "householder_product", "inv", "inv_ex", "lstsq", "lu", "lu_factor", "lu_factor_ex",
+           "eigvalsh", "householder_product", "inv", "inv_ex", "ldl_factor", "ldl_factor_ex",
+           "ldl_solve", "lstsq", "lu", "lu_factor", "lu_factor_ex",
            "lu_solve", "matmul", "matrix_exp", "matrix_norm", "matrix_power", "matrix_rank", "multi_dot", "norm",
            "pinv", "qr", "slogdet", "solve", "solve_ex", "solve_triangular", "svd", "svdvals", "tensorinv",
            "tensorsolve", "vecdot", "vector_norm"]
