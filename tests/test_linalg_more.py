@@ -46,6 +46,17 @@ def _reflectors(draw):
     return [leaf(rng.standard_normal(batch + (m, n))), leaf(rng.standard_normal(batch + (k,)))]
 
 
+@st.composite
+def _ormqr_inputs(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    m, n = draw(st.sampled_from(((3, 2), (3, 3), (2, 3))))
+    left, transpose = draw(st.booleans()), draw(st.booleans())
+    batch = draw(st.sampled_from(((), (2,))))
+    other = rng.standard_normal(batch + ((m, 2) if left else (2, m)))
+    tensors = [leaf(rng.standard_normal(batch + (m, n))), leaf(rng.standard_normal(batch + (min(m, n),))), leaf(other)]
+    return tensors, (left, transpose)
+
+
 def _spd(a):
     return a @ a.mT + autograd.eye(a.shape[-1], dtype=a.dtype)
 
@@ -58,6 +69,8 @@ FUNCTIONS = {
                     lambda a: linalg.tensorsolve(a.reshape(2, 2, 4), a[0].reshape(2, 2))),
     "tensorinv": (_square(sizes=(6,), batches=((),)), lambda a: linalg.tensorinv(a.reshape(2, 3, 6), ind=2)),
     "householder_product": (_reflectors(), linalg.householder_product),
+    "ormqr": (_ormqr_inputs(), lambda a, tau, c, flags: autograd.ormqr(a, tau, c, *flags)),
+    "vander": (_square(sizes=(3,)), lambda a: linalg.vander(a, N=4)),
     **{f"cond {p}": (_square(sizes=(2, 3)), lambda a, p=p: linalg.cond(a, p)) for p in P_VALUES},
 }
 
@@ -151,6 +164,35 @@ def test_tensorsolve_tensorinv_householder():
         linalg.householder_product(autograd.ones(2, 3, 2), autograd.ones(3, 2))
 
 
+def test_geqrf_orgqr_ormqr_vander():
+    a = RNG.standard_normal((2, 5, 3))
+    packed, tau = autograd.geqrf(Tensor(a))
+    Q = packed.orgqr(tau)  # Tensor.orgqr = linalg.householder_product
+    R = packed.triu()[..., :3, :]
+    np.testing.assert_allclose((Q @ R).numpy(), a, atol=1e-12)
+    np.testing.assert_allclose((Q.mT @ Q).numpy(), np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-12)
+    c = RNG.standard_normal((2, 5, 2))
+    full_q = autograd.ormqr(packed, tau, autograd.eye(5, dtype=autograd.float64).expand(2, 5, 5))
+    np.testing.assert_allclose(full_q[..., :3].numpy(), Q.numpy(), atol=1e-12)
+    for left, transpose, product in ((True, False, lambda q, c: q @ c), (True, True, lambda q, c: q.mT @ c),
+                                     (False, False, lambda q, c: c.mT @ q), (False, True, lambda q, c: c.mT @ q.mT)):
+        other = Tensor(c if left else np.swapaxes(c, -1, -2))
+        np.testing.assert_allclose(autograd.ormqr(packed, tau, other, left, transpose).numpy(),
+                                   product(full_q, Tensor(c)).numpy(), atol=1e-12)
+    with pytest.raises(RuntimeError, match="derivative for 'geqrf' is not implemented"):
+        autograd.geqrf(Tensor(a, requires_grad=True))
+    with pytest.raises(RuntimeError, match=r"other.shape\[-1\] must be equal to input.shape\[-2\]"):
+        autograd.ormqr(packed, tau, Tensor(c), left=False)
+    x = Tensor(np.array([[0.0, 2.0, -1.0]]), requires_grad=True)
+    powers = linalg.vander(x)
+    np.testing.assert_array_equal(powers.detach().numpy(), [[[1, 0, 0], [1, 2, 4], [1, -1, 1]]])
+    powers.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 5.0, -1.0]])  # 1 + 2x, finite at 0
+    assert linalg.vander(autograd.tensor([1, 2])).dtype == autograd.int64
+    with pytest.raises(RuntimeError, match="N must be greater than 1"):
+        linalg.vander(x, N=1)
+
+
 def test_eig_values_only():
     rotation = Tensor(np.array([[0.0, -1.0], [1.0, 0.0]]))
     values = linalg.eigvals(rotation)
@@ -207,6 +249,30 @@ def test_cond_against_pytorch(p):
         ours_kappa.sum().backward()
         theirs_kappa.sum().backward()
         np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", [(5, 3), (3, 3), (2, 4, 3), (3, 5)])
+def test_geqrf_ormqr_against_pytorch(shape):
+    a = RNG.standard_normal(shape)
+    ours, theirs = autograd.geqrf(Tensor(a)), torch.geqrf(torch.tensor(a))
+    np.testing.assert_allclose(ours.a.numpy(), theirs.a.numpy(), atol=1e-12)
+    np.testing.assert_allclose(ours.tau.numpy(), theirs.tau.numpy(), atol=1e-12)
+    m = shape[-2]
+    for left in (True, False):
+        for transpose in (True, False):
+            c = RNG.standard_normal(shape[:-2] + ((m, 2) if left else (2, m)))
+            grads = []
+            for module, wrap, result in ((autograd, Tensor, ours), (torch, torch.tensor, theirs)):
+                inputs = [wrap(x.numpy() if hasattr(x, "numpy") else x, requires_grad=True) for x in (*result, c)]
+                product = module.ormqr(*inputs, left, transpose)
+                (product * wrap(np.arange(product.numel()).reshape(product.shape) % 3)).sum().backward()
+                grads.append([product.detach().numpy()] + [x.grad.numpy() for x in inputs])
+            for f, g in zip(*grads):
+                np.testing.assert_allclose(f, g, rtol=1e-10, atol=1e-12)
+    vector = RNG.standard_normal((2, 4))
+    np.testing.assert_allclose(linalg.vander(Tensor(vector), N=5).numpy(),
+                               torch.linalg.vander(torch.tensor(vector), N=5).numpy(), rtol=1e-14)
 
 
 @needs_torch
