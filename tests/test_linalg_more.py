@@ -71,6 +71,7 @@ FUNCTIONS = {
     "householder_product": (_reflectors(), linalg.householder_product),
     "ormqr": (_ormqr_inputs(), lambda a, tau, c, flags: autograd.ormqr(a, tau, c, *flags)),
     "vander": (_square(sizes=(3,)), lambda a: linalg.vander(a, N=4)),
+    "qr wide": (_square(sizes=(3,), batches=((), (2,))), lambda a: autograd.cat(linalg.qr(a[..., :2, :]), -1)),
     **{f"cond {p}": (_square(sizes=(2, 3)), lambda a, p=p: linalg.cond(a, p)) for p in P_VALUES},
 }
 
@@ -193,6 +194,26 @@ def test_geqrf_orgqr_ormqr_vander():
         linalg.vander(x, N=1)
 
 
+def test_qr_of_wide_matrices_and_complete_mode():
+    a = RNG.standard_normal((2, 2, 4))
+    q, r = linalg.qr(Tensor(a))
+    assert q.shape == (2, 2, 2) and r.shape == (2, 2, 4)
+    np.testing.assert_allclose((q @ r).numpy(), a, atol=1e-12)
+    np.testing.assert_allclose(r.numpy(), np.triu(r.numpy()))
+    assert linalg.qr(Tensor(a, requires_grad=True)).R.requires_grad  # (it had no gradient before)
+    tall = RNG.standard_normal((5, 3))
+    q, r = linalg.qr(Tensor(tall), mode="complete")
+    assert q.shape == (5, 5) and r.shape == (5, 3)
+    np.testing.assert_allclose((q @ r).numpy(), tall, atol=1e-12)
+    np.testing.assert_allclose((q.mT @ q).numpy(), np.eye(5), atol=1e-12)
+    assert Tensor(tall).qr(some=False).Q.shape == (5, 5)
+    with pytest.raises(RuntimeError, match="not differentiable when mode='complete' and nrows > ncols"):
+        linalg.qr(Tensor(tall, requires_grad=True), mode="complete")
+    assert linalg.qr(Tensor(a, requires_grad=True), mode="complete").Q.shape == (2, 2, 2)  # wide: as reduced
+    with pytest.raises(RuntimeError, match="unrecognized mode 'x' but expected one of"):
+        linalg.qr(Tensor(tall), mode="x")
+
+
 def test_eig_values_only():
     rotation = Tensor(np.array([[0.0, -1.0], [1.0, 0.0]]))
     values = linalg.eigvals(rotation)
@@ -273,6 +294,26 @@ def test_geqrf_ormqr_against_pytorch(shape):
     vector = RNG.standard_normal((2, 4))
     np.testing.assert_allclose(linalg.vander(Tensor(vector), N=5).numpy(),
                                torch.linalg.vander(torch.tensor(vector), N=5).numpy(), rtol=1e-14)
+
+
+@needs_torch
+@pytest.mark.parametrize("shape", [(2, 4), (3, 2, 5)])
+def test_wide_qr_against_pytorch(shape):
+    a = RNG.standard_normal(shape)
+    weights = [RNG.standard_normal(shape[:-1] + (shape[-2],)), RNG.standard_normal(shape)]
+    grads = []
+    for module, wrap in ((linalg, Tensor), (torch.linalg, torch.tensor)):
+        x = wrap(a, requires_grad=True)
+        q, r = module.qr(x)
+        ((q * wrap(weights[0])).sum() + (r * wrap(weights[1])).sum()).backward()
+        grads.append((q.detach().numpy(), r.detach().numpy(), x.grad.numpy()))
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+    tall = np.swapaxes(a, -1, -2)
+    complete = linalg.qr(Tensor(tall), mode="complete")
+    torch_complete = torch.linalg.qr(torch.tensor(tall), mode="complete")
+    for ours, theirs in zip(complete, torch_complete):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-12)
 
 
 @needs_torch
