@@ -81,6 +81,14 @@ def test_pca_lowrank():
         autograd.svd_lowrank(Tensor(data), niter=-1)
 
 
+def test_q_beyond_the_size():
+    a = RNG.standard_normal((5, 3))
+    U, S, V = autograd.svd_lowrank(Tensor(a, requires_grad=True), q=7)
+    assert U.shape == (5, 3) and S.shape == (3,) and V.shape == (3, 3)  # as PyTorch's: min(m, n) values
+    np.testing.assert_allclose(S.detach().numpy(), np.linalg.svd(a, compute_uv=False), rtol=1e-12)
+    S.sum().backward()
+
+
 @st.composite
 def _matrix(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))

@@ -45,8 +45,6 @@ def _check(A, q, niter):
         raise RuntimeError(f"svd_lowrank: Expected a floating point tensor as input, got {A.dtype}")
     if not niter >= 0:
         raise ValueError(f"niter(={niter}) must be non-negative integer")
-    if q > max(A.shape[-2:]):  # (QR of a wide matrix has no gradient here)
-        raise ValueError(f"q(={q}) must not be greater than max(m, n)={max(A.shape[-2:])}")
 
 
 @names("svd_lowrank", method=False)
