@@ -225,7 +225,11 @@ def test_eig_values_only():
     np.testing.assert_allclose(a @ vectors.numpy(), vectors.numpy() * values.numpy()[..., None, :], atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(vectors.numpy(), axis=-2), 1.0, rtol=1e-6)
     assert linalg.eigvals(Tensor(np.eye(2))).dtype == np.complex128  # real eigenvalues, still complex
-    with pytest.raises(RuntimeError, match="complex gradients are not supported here yet.*A.detach()"):
+    hermitian = np.array([[2.0, 1j], [-1j, 2.0]])
+    np.testing.assert_allclose(np.sort(linalg.eigvals(Tensor(hermitian)).numpy().real), [1.0, 3.0])
+    with pytest.raises(RuntimeError, match="floating point or complex"):
+        linalg.eigvals(autograd.ones(2, 2, dtype=autograd.int64))
+    with pytest.raises(RuntimeError, match="eigendecomposition is not built here yet.*A.detach()"):
         linalg.eig(Tensor(a, requires_grad=True))
     with autograd.no_grad():
         assert linalg.eigvals(Tensor(a, requires_grad=True)).shape == (2, 4)

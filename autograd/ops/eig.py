@@ -1,9 +1,9 @@
 """The eigendecomposition of a general square matrix, torch.linalg.eig and eigvals: A V = V
 diag(λ), with complex λ and V even for a real A (conjugate pairs), as PyTorch returns them.
 
-Values only: the gradient of a complex decomposition needs complex gradients, which this engine
-does not have yet, so an input that requires grad is refused (with the way out in the message).
-For a symmetric A, eigh and eigvalsh give real results with gradients.
+Values only: the derivative (complex even for a real A) is not built yet, so an input that
+requires grad is refused (with the way out in the message). A complex A is accepted. For a
+symmetric A, eigh and eigvalsh give real results with gradients.
 """
 
 import collections
@@ -18,14 +18,12 @@ EigResult = collections.namedtuple("linalg_eig", ["eigenvalues", "eigenvectors"]
 
 def _decompose(A, op, vectors):
     _square(A, op)
-    if A.dtype.kind != "f":
-        raise RuntimeError(f"linalg.{op}: Expected a floating point tensor as input, got {A.dtype} (complex "
-                           "is not supported here yet)")
+    if A.dtype.kind not in "fc":
+        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
     if A.requires_grad and is_grad_enabled():
-        raise RuntimeError(f"linalg.{op}: the gradient of the general eigendecomposition is complex, and complex "
-                           "gradients are not supported here yet. Call it on A.detach(), or use linalg.eigh for a "
-                           "symmetric A.")
-    complex_dtype = xp.complex128 if A.dtype == xp.float64 else xp.complex64
+        raise RuntimeError(f"linalg.{op}: the derivative of the general eigendecomposition is not built here yet. "
+                           "Call it on A.detach(), or use linalg.eigh for a symmetric A (it has one).")
+    complex_dtype = xp.complex128 if A.dtype in (xp.float64, xp.complex128) else xp.complex64
     data = A._data
     if vectors:
         values, vecs = xp.linalg.eig(data)
