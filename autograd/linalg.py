@@ -10,7 +10,7 @@ from .ops.eig import eig, eigvals
 from .ops.householder import householder_product
 from .ops.inverses import LinAlgError, det, inv, slogdet, solve
 from .ops.ldl import ldl_factor, ldl_factor_ex, ldl_solve
-from .ops.linalg import matmul
+from .ops.linalg import matmul, multi_dot
 from .ops.lu import lu, lu_factor, lu_factor_ex, lu_solve
 from .ops.matrix_exp import matrix_exp
 from .ops.norms import linalg_norm as norm
@@ -48,14 +48,3 @@ def vander(x, *, N=None):
 def vecdot(x, y, *, dim=-1):
     """Σ_i x_i y_i along dim (the two broadcast)."""
     return (x * y).sum(dim)
-
-
-def multi_dot(tensors):
-    """A product of matrices A @ B @ C ... (the first may be a row vector, the last a column)."""
-    tensors = list(tensors)
-    if len(tensors) < 2:
-        raise RuntimeError(f"multi_dot(): expected at least 2 tensors but got {len(tensors)}")
-    result = tensors[0]
-    for t in tensors[1:]:
-        result = matmul(result, t)
-    return result

@@ -214,6 +214,24 @@ def test_qr_of_wide_matrices_and_complete_mode():
         linalg.qr(Tensor(tall), mode="x")
 
 
+def test_deprecated_norm_and_product_spellings():
+    a = RNG.standard_normal((2, 3, 4))
+    np.testing.assert_allclose(autograd.frobenius_norm(Tensor(a), (1, 2)).numpy(), np.linalg.norm(a, axis=(1, 2)))
+    assert autograd.frobenius_norm(Tensor(a), 1, keepdim=True).shape == (2, 1, 4)
+    np.testing.assert_allclose(autograd.nuclear_norm(Tensor(a)).numpy(), np.linalg.norm(a, "nuc", axis=(1, 2)))
+    assert autograd.nuclear_norm(Tensor(a[0]), True).shape == (1, 1)  # (the keepdim overload)
+    np.testing.assert_allclose(autograd.chain_matmul(*map(Tensor, (a[0], a[1].T, a[0]))).numpy(), a[0] @ a[1].T @ a[0])
+    with pytest.raises(RuntimeError, match="at most 2 dimensions"):
+        autograd.frobenius_norm(Tensor(a), (0, 1, 2))
+    with pytest.raises(RuntimeError, match="Expected one or more matrices"):
+        autograd.chain_matmul()
+    with pytest.raises(RuntimeError, match="Tensor dimension is 3, expected 2"):
+        autograd.chain_matmul(Tensor(a), Tensor(a))
+    x = Tensor(a, requires_grad=True)
+    assert autograd.gradcheck(lambda x: autograd.nuclear_norm(x, (0, 2)) + autograd.frobenius_norm(x, (0, 1)).sum(),
+                              (x,))
+
+
 def test_eig_values_only():
     rotation = Tensor(np.array([[0.0, -1.0], [1.0, 0.0]]))
     values = linalg.eigvals(rotation)

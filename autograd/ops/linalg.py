@@ -79,3 +79,30 @@ def matmul(input, other, *, out=None):
 @names("__rmatmul__")
 def _reflected_matmul(b, a):
     return matmul(_operand(a, b), b)
+
+
+def multi_dot(tensors, *, out=None):
+    """A product of matrices A @ B @ C ... (the first may be a row vector, the last a column)."""
+    tensors = list(tensors)
+    if len(tensors) < 2:
+        raise RuntimeError(f"multi_dot(): expected at least 2 tensors but got {len(tensors)}")
+    result = tensors[0]
+    for t in tensors[1:]:
+        result = matmul(result, t)
+    if out is not None:
+        from .outputs import write_out
+
+        return write_out(result, out)
+    return result
+
+
+@names("chain_matmul", method=False)
+def chain_matmul(*matrices, out=None):
+    """The product of two-dimensional matrices, left to right (torch.chain_matmul, deprecated in
+    PyTorch for linalg.multi_dot)."""
+    if not matrices:
+        raise RuntimeError("chain_matmul(): Expected one or more matrices")
+    for m in matrices:
+        if m.ndim != 2:
+            raise RuntimeError(f"Tensor dimension is {m.ndim}, expected 2 instead.")
+    return multi_dot(matrices, out=out) if len(matrices) > 1 else matrices[0].clone()
