@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (each declares its names)
     functions,
     gamma,
     grids,
+    incomplete_gamma,
     indexing,
     inverses,
     linalg,
