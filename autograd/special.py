@@ -15,9 +15,9 @@ from .ops.reductions import logsumexp  # noqa: F401
 from .ops.special import erf_of
 from .tensor import Tensor
 
-__all__ = ["digamma", "entr", "erf", "erfc", "erfinv", "exp2", "expit", "expm1", "gammainc", "gammaincc", "gammaln", "i0", "i1", "log1p",
-           "log_softmax", "logit", "logsumexp", "multigammaln", "ndtr", "polygamma", "psi", "round", "sinc", "softmax",
-           "xlogy"]
+__all__ = ["digamma", "entr", "erf", "erfc", "erfinv", "exp2", "expit", "expm1", "gammainc", "gammaincc", "gammaln",
+           "i0", "i1", "log1p", "log_softmax", "logit", "logsumexp", "multigammaln", "ndtr", "polygamma", "psi",
+           "round", "sinc", "softmax", "xlogy"]
 
 erfinv, exp2, expm1, log1p = (FUNCTIONS[name] for name in ("erfinv", "exp2", "expm1", "log1p"))
 gammaln = lgamma

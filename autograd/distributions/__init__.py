@@ -1,21 +1,48 @@
-"""``autograd.distributions``: PyTorch's probability distributions that training code reaches for
-(policy gradients, VAEs, dropout-like noise): Normal, Categorical, Bernoulli, Uniform, and the
-KL divergence between two of a kind.
+"""``autograd.distributions``: PyTorch's probability distributions (torch.distributions).
 
     m = Categorical(logits=scores)        # a batch of distributions over the last dim
     action = m.sample()                   # drawn from autograd's generator (manual_seed)
     loss = -(m.log_prob(action) * reward).sum()
 
 ``rsample`` (the reparameterisation trick, x = μ + σ ε) keeps the gradient to the parameters;
-``sample`` draws without one. Samples come from NumPy's generator: the same numbers on every
-machine for a seed, not PyTorch's numbers.
+``sample`` draws without one. Gamma, Chi2, StudentT, Beta and Dirichlet draws are differentiable
+in their shape parameters by implicit reparameterisation (ops/incomplete_gamma.py). Samples come
+from NumPy's generator: the same numbers on every machine for a seed, not PyTorch's numbers.
+
+Each family is one file; ``constraints`` holds the parameter and support sets, ``kl`` the
+registry of closed-form KL divergences (``kl_pairs`` the formulas between families).
 """
 
+from . import (
+           constraints,
+           kl_pairs,  # noqa: E402,F401,I001  (registers the formulas between the families above)
+)
 from .bernoulli import Bernoulli
+from .beta import Beta
+from .binomial import Binomial
 from .categorical import Categorical
+from .cauchy import Cauchy
+from .chi2 import Chi2
+from .dirichlet import Dirichlet
 from .distribution import Distribution
-from .kl import kl_divergence
+from .exponential import Exponential
+from .gamma import Gamma
+from .geometric import Geometric
+from .gumbel import Gumbel
+from .half_cauchy import HalfCauchy
+from .half_normal import HalfNormal
+from .independent import Independent
+from .kl import kl_divergence, register_kl
+from .laplace import Laplace
+from .log_normal import LogNormal
+from .multinomial import Multinomial
 from .normal import Normal
+from .one_hot_categorical import OneHotCategorical
+from .poisson import Poisson
+from .studentT import StudentT
 from .uniform import Uniform
 
-__all__ = ["Bernoulli", "Categorical", "Distribution", "Normal", "Uniform", "kl_divergence"]
+__all__ = ["Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2", "Dirichlet", "Distribution",
+           "Exponential", "Gamma", "Geometric", "Gumbel", "HalfCauchy", "HalfNormal", "Independent", "Laplace",
+           "LogNormal", "Multinomial", "Normal", "OneHotCategorical", "Poisson", "StudentT", "Uniform", "constraints",
+           "kl_divergence", "register_kl"]

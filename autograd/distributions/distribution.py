@@ -26,7 +26,8 @@ class Distribution:
         self._validate_args = True if validate_args is None else validate_args
         if self._validate_args:
             for name, constraint in self.arg_constraints.items():
-                if constraints.is_dependent(constraint) or name not in self.__dict__:
+                computed = isinstance(getattr(type(self), name, None), property)  # Chi2's df from its shape
+                if constraints.is_dependent(constraint) or not (name in self.__dict__ or computed):
                     continue  # set later or computed from another parametrisation (probs from logits)
                 value = getattr(self, name)
                 self._check(name, value, constraint.check(value), repr(constraint))
@@ -92,6 +93,8 @@ class Distribution:
         for name, value in self.__dict__.items():
             if isinstance(value, Tensor) and tuple(value.shape[:old]) == tuple(self.batch_shape):
                 value = value.expand(*batch_shape, *value.shape[old:])
+            elif isinstance(value, Distribution) and value.batch_shape == self.batch_shape:  # a base law
+                value = value.expand(batch_shape)
             new.__dict__.setdefault(name, value)
         new.batch_shape = batch_shape
         return new
@@ -130,9 +133,11 @@ class Distribution:
         return value if isinstance(value, Tensor) else Tensor(value, dtype=like.dtype)
 
     def __repr__(self):
-        shown = [name for name in self.arg_constraints if isinstance(self.__dict__.get(name), Tensor)]
-        args = ", ".join(f"{name}: {self.__dict__[name] if self.__dict__[name].numel() == 1 else Size(self.__dict__[name].shape)}"
-                         for name in shown)
+        """``Normal(loc: Size([3]), scale: 2.0)``-like: each parameter given, by value when it is one number."""
+        shown = {name: value for name, value in self.__dict__.items() if name in self.arg_constraints
+                 and isinstance(value, Tensor)}
+        args = ", ".join(f"{name}: {value if value.numel() == 1 else Size(value.shape)}"
+                         for name, value in shown.items())
         return f"{type(self).__name__}({args})"
 
 
