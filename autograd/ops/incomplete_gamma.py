@@ -54,6 +54,7 @@ def _series(a, x):
         total[active] += new
         dtotal[active] += dterm[active]
         done = (xp.abs(new) <= _EPS * xp.abs(total[active])) & (xp.abs(dterm[active]) <= _EPS * xp.abs(dtotal[active]))
+        done |= ~xp.isfinite(total[active])  # (an overflow will not converge: it stays inf)
         active = active[~done]
     return total, dtotal
 
@@ -87,47 +88,56 @@ def _continued_fraction(a, x):
         dh[k] = dh[k] * delta + h[k] * ddelta
         h[k] = h[k] * delta
         done = (xp.abs(delta - 1) <= _EPS) & (xp.abs(ddelta) <= _EPS * xp.abs(dh[k]) + _TINY)
+        done |= ~xp.isfinite(h[k])
         active = active[~done]
     return h, dh
 
 
 def _split(a, x):
-    """Broadcast a and x in float64; the mask of where the series (rather than the fraction) serves."""
+    """Broadcast a and x in float64; the masks of where the series serves and where the continued
+    fraction does (neither at x = ∞, a ≤ 0, x < 0 or NaN: those are set by rule, not summed)."""
     a, x = xp.broadcast_arrays(xp.asarray(a, dtype=xp.float64), xp.asarray(x, dtype=xp.float64))
-    return a.copy(), x.copy(), x < a + 1
+    a, x = xp.atleast_1d(a.copy()), xp.atleast_1d(x.copy())  # (0-d arrays take no masked assignment)
+    summable = (a > 0) & (x >= 0) & xp.isfinite(a) & xp.isfinite(x)
+    return a, x, summable & (x < a + 1), summable & (x >= a + 1)
 
 
 def _regularized(a, x, upper):
-    """P(a, x), or Q(a, x) when ``upper``, on arrays."""
-    a, x, lower = _split(a, x)
-    result = xp.empty(a.shape)
+    """P(a, x), or Q(a, x) when ``upper``, on arrays (NaN for a < 0, x < 0 or NaN, as PyTorch's)."""
+    shape = xp.broadcast_shapes(xp.shape(a), xp.shape(x))
+    a, x, lower, fraction = _split(a, x)
+    lower_limit = ((x == 0) & (a > 0)) | (xp.isposinf(a) & xp.isfinite(x) & (x >= 0))  # P = 0
+    upper_limit = ((a == 0) & (x > 0)) | (xp.isposinf(x) & xp.isfinite(a) & (a >= 0))  # P = 1
+    p = xp.where(lower_limit, 0.0, xp.where(upper_limit, 1.0, xp.nan))
+    result = 1 - p if upper else p
     with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if lower.any():
             al, xl = a[lower], x[lower]
             p = xp.exp(al * xp.log(xl) - xl - _lgamma(al + 1)) * _series(al, xl)[0]
             result[lower] = 1 - p if upper else p
-        if (~lower).any():
-            au, xu = a[~lower], x[~lower]
+        if fraction.any():
+            au, xu = a[fraction], x[fraction]
             q = xp.exp(au * xp.log(xu) - xu - _lgamma(au)) * _continued_fraction(au, xu)[0]
-            result[~lower] = q if upper else 1 - q
-    result = xp.where(xp.isposinf(x), 0.0 if upper else 1.0, result)
-    return xp.where((a < 0) | (x < 0) | xp.isnan(a) | xp.isnan(x), xp.nan, result)  # PyTorch's NaN outside
+            result[fraction] = q if upper else 1 - q
+    return result.reshape(shape)
 
 
 def _standard_gamma_derivative(x, a):
     """dx/da of standard gamma draws x of shape a (arrays): see the module docstring."""
-    a, x, lower = _split(a, x)
-    result = xp.zeros(a.shape)
+    shape = xp.broadcast_shapes(xp.shape(a), xp.shape(x))
+    a, x, lower, fraction = _split(a, x)
+    lower = lower & (x > 0)
+    result = xp.where(x == 0, 0.0, xp.nan)  # a draw that underflowed to 0 stays there
     with xp.errstate(divide="ignore", invalid="ignore"):
         if lower.any():
             al, xl = a[lower], x[lower]
             total, dtotal = _series(al, xl)
             result[lower] = -(xl / al) * (total * (xp.log(xl) - _polygamma(0, al + 1)) + dtotal)
-        if (~lower).any():
-            au, xu = a[~lower], x[~lower]
+        if fraction.any():
+            au, xu = a[fraction], x[fraction]
             h, dh = _continued_fraction(au, xu)
-            result[~lower] = xu * (h * (xp.log(xu) - _polygamma(0, au)) + dh)
-    return xp.where(x == 0, 0.0, result)  # a draw that underflowed to 0 stays there
+            result[fraction] = xu * (h * (xp.log(xu) - _polygamma(0, au)) + dh)
+    return result.reshape(shape)
 
 
 class Igamma(Primitive):
