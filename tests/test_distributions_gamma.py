@@ -65,7 +65,7 @@ def test_draw_derivative_against_mpmath():
     for a in [0.01, 0.4, 2.0, 25.0, 3000.0]:
         for x in rng.standard_gamma(a, 4):
             A, X = mpmath.mpf(a), mpmath.mpf(float(x))
-            dP = mpmath.diff(lambda s: mpmath.gammainc(s, 0, X, regularized=True), A)
+            dP = mpmath.diff(lambda s, X=X: mpmath.gammainc(s, 0, X, regularized=True), A)
             expected = float(-dP / (X ** (A - 1) * mpmath.exp(-X) / mpmath.gamma(A)))
             got = float(_standard_gamma_derivative(np.array(x), np.array(a)))
             assert got == pytest.approx(expected, rel=1e-11), (a, x)
