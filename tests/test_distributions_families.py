@@ -40,7 +40,8 @@ def test_identities_between_families():
     close(D.StudentT(f64(1.0), f64(0.5), f64(2.0)).entropy(), D.Cauchy(f64(0.5), f64(2.0)).entropy())
     # a Multinomial over two classes is a Binomial in its first count
     counts = f64([[0.0, 5.0], [2.0, 3.0], [5.0, 0.0]])
-    close(D.Multinomial(5, probs=f64([0.3, 0.7])).log_prob(counts), D.Binomial(5, probs=f64(0.3)).log_prob(counts[:, 0]))
+    close(D.Multinomial(5, probs=f64([0.3, 0.7])).log_prob(counts),
+          D.Binomial(5, probs=f64(0.3)).log_prob(counts[:, 0]))
     # a Binomial of one trial is a Bernoulli; OneHotCategorical is a Categorical
     b = f64([0.0, 1.0, 1.0])
     close(D.Binomial(1, logits=f64(0.4)).log_prob(b), D.Bernoulli(logits=f64(0.4)).log_prob(b))
@@ -188,7 +189,8 @@ def test_reprs_and_supports():
     assert repr(D.Gamma(f64(1.0), f64(1.0)).support) == "GreaterThanEq(lower_bound=0.0)"
     assert repr(D.Binomial(5, probs=f64(0.5)).support).startswith("IntegerInterval(lower_bound=0, upper_bound=")
     assert repr(D.Dirichlet(f64([1.0, 1.0])).support) == "Simplex()"
-    assert repr(D.Dirichlet.arg_constraints["concentration"]) == "IndependentConstraint(GreaterThan(lower_bound=0.0), 1)"
+    expected = "IndependentConstraint(GreaterThan(lower_bound=0.0), 1)"
+    assert repr(D.Dirichlet.arg_constraints["concentration"]) == expected
 
 
 def test_argument_checks_as_pytorch():
@@ -202,7 +204,8 @@ def test_argument_checks_as_pytorch():
         (lambda: D.Chi2(f64(-1.0)), "parameter df"),
         (lambda: D.StudentT(f64(2.0), f64(0.0), f64(0.0)), "parameter scale"),
         (lambda: D.Poisson(f64(-0.5)), "GreaterThanEq\\(lower_bound=0.0\\)"),
-        (lambda: D.Binomial(f64(2.5), probs=f64(0.5)), "parameter total_count .* IntegerGreaterThan\\(lower_bound=0\\)"),
+        (lambda: D.Binomial(f64(2.5), probs=f64(0.5)),
+         "parameter total_count .* IntegerGreaterThan\\(lower_bound=0\\)"),
         (lambda: D.Binomial(3, probs=f64(1.5)), "parameter probs .* Interval\\(lower_bound=0.0, upper_bound=1.0\\)"),
         (lambda: D.Geometric(probs=f64(0.0)), "parameter probs"),
         (lambda: D.Laplace(f64(0.0), f64(-1.0)), "parameter scale"),
