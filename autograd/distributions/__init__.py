@@ -35,7 +35,9 @@ from .independent import Independent
 from .kl import kl_divergence, register_kl
 from .laplace import Laplace
 from .log_normal import LogNormal
+from .low_rank_multivariate_normal import LowRankMultivariateNormal
 from .multinomial import Multinomial
+from .multivariate_normal import MultivariateNormal
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
 from .poisson import Poisson
@@ -44,5 +46,5 @@ from .uniform import Uniform
 
 __all__ = ["Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2", "Dirichlet", "Distribution",
            "Exponential", "Gamma", "Geometric", "Gumbel", "HalfCauchy", "HalfNormal", "Independent", "Laplace",
-           "LogNormal", "Multinomial", "Normal", "OneHotCategorical", "Poisson", "StudentT", "Uniform", "constraints",
-           "kl_divergence", "register_kl"]
+           "LogNormal", "LowRankMultivariateNormal", "Multinomial", "MultivariateNormal", "Normal",
+           "OneHotCategorical", "Poisson", "StudentT", "Uniform", "constraints", "kl_divergence", "register_kl"]

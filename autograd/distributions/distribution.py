@@ -16,6 +16,22 @@ from ..tensor import Tensor
 from . import constraints
 
 
+class lazy_property:  # noqa: N801  (PyTorch's name)
+    """A parameter computed from another on first use and then kept in the instance (Σ from its
+    Cholesky factor, probs from logits). Given at construction, the value is simply stored, and
+    only a stored value is checked against ``arg_constraints``."""
+
+    def __init__(self, fn):
+        self.fn, self.__doc__, self.name = fn, fn.__doc__, fn.__name__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = self.fn(instance)
+        instance.__dict__[self.name] = value
+        return value
+
+
 class Distribution:
     has_rsample = False
     has_enumerate_support = False
@@ -134,8 +150,8 @@ class Distribution:
 
     def __repr__(self):
         """``Normal(loc: Size([3]), scale: 2.0)``-like: each parameter given, by value when it is one number."""
-        shown = {name: value for name, value in self.__dict__.items() if name in self.arg_constraints
-                 and isinstance(value, Tensor)}
+        shown = {name: self.__dict__[name] for name in self.arg_constraints
+                 if isinstance(self.__dict__.get(name), Tensor)}
         args = ", ".join(f"{name}: {value if value.numel() == 1 else Size(value.shape)}"
                          for name, value in shown.items())
         return f"{type(self).__name__}({args})"

@@ -6,6 +6,8 @@ part of p's, the divergence is +∞.
 
 import math
 
+import numpy as np
+
 from .. import factories
 from ..ops.elementwise import where
 from ..ops.pointwise import xlogy
@@ -22,6 +24,8 @@ from .half_normal import HalfNormal
 from .independent import Independent, sum_rightmost
 from .kl import _kl_categorical_categorical, _kl_normal_normal, kl_divergence, register_kl
 from .laplace import Laplace
+from .low_rank_multivariate_normal import LowRankMultivariateNormal, lowrank_logdet, lowrank_mahalanobis
+from .multivariate_normal import MultivariateNormal, batch_mahalanobis, solve_lower
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
 from .poisson import Poisson
@@ -331,3 +335,72 @@ def _kl_uniform_normal(p, q):
     width = p.high - p.low
     return ((math.sqrt(math.pi * 2) * q.scale / width).log()
             + 0.5 * (width.pow(2) / 12 + ((p.high + p.low - 2 * q.loc) / 2).pow(2)) / q.scale.pow(2))
+
+
+# -- Gaussians over vectors ---------------------------------------------------------------------------
+# KL(N(μ_p, Σ_p) ‖ N(μ_q, Σ_q)) = ½ (ln det Σ_q - ln det Σ_p + tr(Σ_q⁻¹ Σ_p) + (μ_q - μ_p)ᵀ Σ_q⁻¹ (μ_q - μ_p) - n),
+# with tr(Σ_q⁻¹ Σ_p) = ‖L_q⁻¹ F_p‖²_F for any factor F_p F_pᵀ = Σ_p (for a low-rank Σ_p = W Wᵀ + D,
+# the columns of W and of √D together), and the Woodbury form of Σ_q⁻¹ for a low-rank q.
+
+def _trace_xxt(x):
+    """tr(X Xᵀ) = Σ x_ij², over the last two dims."""
+    return x.pow(2).sum(-1).sum(-1)
+
+
+def _same_events(p, q, what):
+    if p.event_shape != q.event_shape:
+        raise ValueError(f"KL-divergence between two {what} with different event shapes cannot be computed")
+
+
+def _broadcast_batch(*tensors_and_trailing):
+    """Each (tensor, trailing dims) expanded to the batch shape all of them broadcast to."""
+    shape = np.broadcast_shapes(*(tuple(t.shape[:t.ndim - k]) for t, k in tensors_and_trailing))
+    return [t.expand(*shape, *t.shape[t.ndim - k:]) for t, k in tensors_and_trailing]
+
+
+@register_kl(MultivariateNormal, MultivariateNormal)
+def _kl_multivariatenormal_multivariatenormal(p, q):
+    _same_events(p, q, "Multivariate Normals")
+    Lq, Lp = _broadcast_batch((q._unbroadcasted_scale_tril, 2), (p._unbroadcasted_scale_tril, 2))
+    half_log_det = (q._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+                    - p._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1))
+    trace = _trace_xxt(solve_lower(Lq, Lp))
+    mahalanobis = batch_mahalanobis(q._unbroadcasted_scale_tril, q.loc - p.loc)
+    return half_log_det + 0.5 * (trace + mahalanobis - p.event_shape[0])
+
+
+@register_kl(LowRankMultivariateNormal, LowRankMultivariateNormal)
+def _kl_lowrank_lowrank(p, q):
+    _same_events(p, q, "Low Rank Multivariate Normals")
+    Wp, Dp, Wq, Dq = p._unbroadcasted_cov_factor, p._unbroadcasted_cov_diag, q._unbroadcasted_cov_factor, \
+        q._unbroadcasted_cov_diag
+    log_det = lowrank_logdet(Wq, Dq, q._capacitance_tril) - lowrank_logdet(Wp, Dp, p._capacitance_tril)
+    mahalanobis = lowrank_mahalanobis(Wq, Dq, q.loc - p.loc, q._capacitance_tril)
+    # tr(Σ_q⁻¹ Σ_p) with Σ_q⁻¹ = D_q⁻¹ - Aᵀ A, A = K_q⁻¹ W_qᵀ D_q⁻¹, Σ_p = W_p W_pᵀ + D_p
+    A = solve_lower(q._capacitance_tril, Wq.mT / Dq.unsqueeze(-2))
+    trace = ((Dp / Dq).sum(-1) + _trace_xxt(Wp * Dq.rsqrt().unsqueeze(-1))
+             - _trace_xxt(A * Dp.sqrt().unsqueeze(-2)) - _trace_xxt(A @ Wp))
+    return 0.5 * (log_det + trace + mahalanobis - p.event_shape[0])
+
+
+@register_kl(MultivariateNormal, LowRankMultivariateNormal)
+def _kl_multivariatenormal_lowrank(p, q):
+    _same_events(p, q, "(Low Rank) Multivariate Normals")
+    Wq, Dq, Lp = q._unbroadcasted_cov_factor, q._unbroadcasted_cov_diag, p._unbroadcasted_scale_tril
+    log_det = lowrank_logdet(Wq, Dq, q._capacitance_tril) - 2 * Lp.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    mahalanobis = lowrank_mahalanobis(Wq, Dq, q.loc - p.loc, q._capacitance_tril)
+    A = solve_lower(q._capacitance_tril, Wq.mT / Dq.unsqueeze(-2))
+    trace = _trace_xxt(Lp * Dq.rsqrt().unsqueeze(-1)) - _trace_xxt(A @ Lp)
+    return 0.5 * (log_det + trace + mahalanobis - p.event_shape[0])
+
+
+@register_kl(LowRankMultivariateNormal, MultivariateNormal)
+def _kl_lowrank_multivariatenormal(p, q):
+    _same_events(p, q, "(Low Rank) Multivariate Normals")
+    Wp, Dp, Lq = p._unbroadcasted_cov_factor, p._unbroadcasted_cov_diag, q._unbroadcasted_scale_tril
+    log_det = 2 * Lq.diagonal(dim1=-2, dim2=-1).log().sum(-1) - lowrank_logdet(Wp, Dp, p._capacitance_tril)
+    mahalanobis = batch_mahalanobis(Lq, q.loc - p.loc)
+    Lq_for_W, Wp = _broadcast_batch((Lq, 2), (Wp, 2))
+    Lq_for_D, root_Dp = _broadcast_batch((Lq, 2), (Dp.sqrt().diag_embed(), 2))
+    trace = _trace_xxt(solve_lower(Lq_for_W, Wp)) + _trace_xxt(solve_lower(Lq_for_D, root_Dp))
+    return 0.5 * (log_det + trace + mahalanobis - p.event_shape[0])
