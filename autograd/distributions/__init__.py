@@ -13,10 +13,7 @@ Each family is one file; ``constraints`` holds the parameter and support sets, `
 registry of closed-form KL divergences (``kl_pairs`` the formulas between families).
 """
 
-from . import (
-           constraints,
-           kl_pairs,  # noqa: E402,F401,I001  (registers the formulas between the families above)
-)
+from . import constraints, kl_pairs, transforms  # noqa: F401  (kl_pairs registers the KL formulas)
 from .bernoulli import Bernoulli
 from .beta import Beta
 from .binomial import Binomial
@@ -49,7 +46,6 @@ from .studentT import StudentT
 from .transformed_distribution import TransformedDistribution
 from .uniform import Uniform
 from .von_mises import VonMises
-from . import kl_pairs  # noqa: E402,F401,I001  (registers the formulas between the families above)
 
 __all__ = ["Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2", "Dirichlet", "Distribution",
            "ExpRelaxedCategorical", "Exponential", "Gamma", "Geometric", "Gumbel", "HalfCauchy", "HalfNormal",

@@ -24,11 +24,13 @@ from .half_normal import HalfNormal
 from .independent import Independent, sum_rightmost
 from .kl import _kl_categorical_categorical, _kl_normal_normal, kl_divergence, register_kl
 from .laplace import Laplace
+from .log_normal import LogNormal
 from .low_rank_multivariate_normal import LowRankMultivariateNormal, lowrank_logdet, lowrank_mahalanobis
 from .multivariate_normal import MultivariateNormal, batch_mahalanobis, solve_lower
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
 from .poisson import Poisson
+from .transformed_distribution import TransformedDistribution
 from .uniform import Uniform
 
 INF = float("inf")
@@ -131,6 +133,21 @@ def _kl_uniform_uniform(p, q):
 def _kl_cauchy_cauchy(p, q):
     """ln(((γ_p + γ_q)² + (x_p - x_q)²) / (4 γ_p γ_q))   (Chyzak and Nielsen, 2019)"""
     return ((p.scale + q.scale).pow(2) + (p.loc - q.loc).pow(2)).log() - (4 * p.scale * q.scale).log()
+
+
+@register_kl(TransformedDistribution, TransformedDistribution)
+def _kl_transformed_transformed(p, q):
+    """The same bijection applied to both leaves the divergence unchanged: KL of the bases."""
+    if p.transforms != q.transforms:
+        raise NotImplementedError
+    if p.event_shape != q.event_shape:
+        raise NotImplementedError
+    return kl_divergence(p.base_dist, q.base_dist)
+
+
+@register_kl(LogNormal, LogNormal)
+def _kl_lognormal_lognormal(p, q):  # (PyTorch's LogNormal reaches this through its transform)
+    return _kl_normal_normal(p.base_dist, q.base_dist)
 
 
 @register_kl(Independent, Independent)

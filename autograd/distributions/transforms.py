@@ -386,7 +386,7 @@ class PowerTransform(Transform):
         return x.pow(self.exponent)
 
     def _inverse(self, y):
-        return y.pow(1 / self.exponent)
+        return y.pow(1 / self.exponent.to(y.dtype))  # (1/e in y's precision: a float32 0.4 is not 1/2.5)
 
     def log_abs_det_jacobian(self, x, y):
         return (self.exponent * y / x).abs().log()
