@@ -236,3 +236,17 @@ def test_argument_checks_as_pytorch():
     # validate_args=False skips the checks: the formula is applied as it stands (as PyTorch's)
     assert D.Exponential(f64(1.0), validate_args=False).log_prob(f64(-1.0)).item() == 1.0
     D.Exponential(f64(-1.0), validate_args=False)
+
+
+def test_default_validation_switch():
+    D.Distribution.set_default_validate_args(False)
+    try:
+        assert D.Exponential(f64(-1.0)).rate.item() == -1.0  # no check
+        with pytest.raises(ValueError, match="rate"):
+            D.Exponential(f64(-1.0), validate_args=True)
+    finally:
+        D.Distribution.set_default_validate_args(True)
+    with pytest.raises(ValueError, match="rate"):
+        D.Exponential(f64(-1.0))
+    with pytest.raises(ValueError):
+        D.Distribution.set_default_validate_args("yes")

@@ -36,10 +36,19 @@ class Distribution:
     has_rsample = False
     has_enumerate_support = False
     arg_constraints = {}
+    _validate_args = True  # the default for validate_args=None (PyTorch's: on unless python -O)
+
+    @staticmethod
+    def set_default_validate_args(value):
+        """Turn argument and sample validation on or off for every distribution made afterwards."""
+        if value not in (True, False):
+            raise ValueError
+        Distribution._validate_args = value
 
     def __init__(self, batch_shape=(), event_shape=(), validate_args=None):
         self.batch_shape, self.event_shape = Size(batch_shape), Size(event_shape)
-        self._validate_args = True if validate_args is None else validate_args
+        if validate_args is not None:
+            self._validate_args = validate_args
         if self._validate_args:
             for name, constraint in self.arg_constraints.items():
                 computed = isinstance(getattr(type(self), name, None), property)  # Chi2's df from its shape
