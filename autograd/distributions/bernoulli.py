@@ -17,6 +17,7 @@ class Bernoulli(Distribution):
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
+        self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
         if probs is not None:
             (self.probs,) = broadcast_all(probs)
             super().__init__(self.probs.shape, validate_args=validate_args)
@@ -52,6 +53,3 @@ class Bernoulli(Distribution):
     def enumerate_support(self, expand=True):
         values = factories.arange(2, dtype=self.probs.dtype).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values
-
-    def __repr__(self):
-        return f"Bernoulli(probs: {self.probs.shape})"

@@ -21,6 +21,7 @@ class Categorical(Distribution):
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
+        self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
         if probs is not None:
             probs = probs if isinstance(probs, Tensor) else Tensor(probs)
             if probs.ndim < 1:
@@ -74,6 +75,3 @@ class Categorical(Distribution):
     def enumerate_support(self, expand=True):
         values = Tensor(xp.arange(self._num_events)).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values
-
-    def __repr__(self):
-        return f"Categorical(probs: {self.probs.shape})"

@@ -159,8 +159,9 @@ class Distribution:
 
     def __repr__(self):
         """``Normal(loc: Size([3]), scale: 2.0)``-like: each parameter given, by value when it is one number."""
+        hidden = {"probs": "logits", "logits": "probs"}.get(self.__dict__.get("_given"))  # (the one derived)
         shown = {name: self.__dict__[name] for name in self.arg_constraints
-                 if isinstance(self.__dict__.get(name), Tensor)}
+                 if isinstance(self.__dict__.get(name), Tensor) and name != hidden}
         args = ", ".join(f"{name}: {value if value.numel() == 1 else Size(value.shape)}"
                          for name, value in shown.items())
         return f"{type(self).__name__}({args})"

@@ -49,6 +49,3 @@ class Uniform(Distribution):
 
     def entropy(self):
         return (self.high - self.low).log()
-
-    def __repr__(self):
-        return f"Uniform(low: {self.low.shape}, high: {self.high.shape})"
