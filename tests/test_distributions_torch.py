@@ -3,6 +3,7 @@ value PyTorch defines (mean, mode, variance, stddev, entropy, log_prob, cdf, icd
 gradients of log_prob, entropy and KL with respect to every parameter. Skipped without torch."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -151,3 +152,55 @@ def test_sample_shapes_and_dtypes_match_torch(name):
     assert m.has_rsample == t.has_rsample
     if not isinstance(type(t).support, property):  # (a computed support shows torch's tensors)
         assert repr(m.support) == repr(t.support)
+
+
+BAD = [
+    ("Exponential", {"rate": np.array([1.0, -1.0])}),
+    ("Gamma", {"concentration": np.array([0.0, 1.0]), "rate": np.array([1.0, 1.0])}),
+    ("Beta", {"concentration1": np.array(1.0), "concentration0": np.array(-2.0)}),
+    ("Dirichlet", {"concentration": np.array([1.0, 0.0])}),
+    ("StudentT", {"df": np.array(2.0), "loc": np.array(0.0), "scale": np.array(-1.0)}),
+    ("Poisson", {"rate": np.array([-0.5])}),
+    ("Binomial", {"total_count": np.array(2.5), "probs": np.array(0.5)}),
+    ("Laplace", {"loc": np.array(0.0), "scale": np.array([0.0, 1.0])}),
+    ("Chi2", {"df": np.array(-1.0)}),
+    ("HalfCauchy", {"scale": np.array(-1.0)}),
+    ("VonMises", {"loc": np.array(0.0), "concentration": np.array(-1.0)}),
+]
+
+
+def _said(make):
+    with pytest.raises(ValueError) as error:
+        make()
+    return str(error.value).replace("torch.Size", "Size").replace("torch.float64", "float64")
+
+
+def _same_words(ours, theirs):
+    """PyTorch's reprs of HalfCauchy, HalfNormal, LogNormal and Beta show no parameters (they live
+    on an inner distribution there); ours show them. Otherwise the messages are the same."""
+    for name in ("HalfCauchy", "HalfNormal", "LogNormal", "Beta"):
+        if f"{name}()" in theirs:
+            ours = re.sub(rf"{name}\([^()]*\)", f"{name}()", ours)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("name,params", BAD, ids=[b[0] for b in BAD])
+def test_argument_errors_say_what_pytorch_says(name, params):
+    ours = _said(lambda: getattr(ours_d, name)(**{k: autograd.tensor(v) for k, v in params.items()}))
+    theirs = _said(lambda: getattr(torch.distributions, name)(**{k: torch.tensor(v) for k, v in params.items()}))
+    _same_words(ours, theirs)
+
+
+@pytest.mark.parametrize("make,value", [
+    (lambda d, t: d.Exponential(t([1.0, 2.0])), [1.0, -1.0]),
+    (lambda d, t: d.Poisson(t([1.0, 2.0])), [1.5, 1.0]),
+    (lambda d, t: d.Beta(t(1.0), t(2.0)), [0.5, 1.5]),
+    (lambda d, t: d.Dirichlet(t([1.0, 2.0])), [[0.5, 0.5, 0.0]]),
+    (lambda d, t: d.Gamma(t([1.0, 2.0]), t(1.0)), [1.0, 2.0, 3.0]),
+])
+def test_value_errors_say_what_pytorch_says(make, value):
+    ours = _said(lambda: make(ours_d, lambda v: autograd.tensor(np.array(v))).log_prob(
+        autograd.tensor(np.array(value))))
+    theirs = _said(lambda: make(torch.distributions, lambda v: torch.tensor(np.array(v))).log_prob(
+        torch.tensor(np.array(value))))
+    _same_words(ours, theirs)
