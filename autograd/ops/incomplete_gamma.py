@@ -28,7 +28,7 @@ values agree to about 1e-4 relative.
 from .. import random
 from ..backend import xp
 from ..primitive import Primitive
-from .elementwise import floating, promote, unbroadcast
+from .elementwise import floating, promote, unbroadcast, where
 from .gamma import Lgamma, _lgamma, _polygamma
 from .names import names
 
@@ -148,14 +148,21 @@ class Igamma(Primitive):
         return _regularized(a, x, self.upper).astype(xp.result_type(a, x))
 
     def backward(self, grad, y, a, x):
-        density = ((a - 1) * x.log() - x - Lgamma.apply(a)).exp()
         sign = -1.0 if self.upper else 1.0
         grad_a = grad_x = None
-        if a.requires_grad:
-            grad_a = unbroadcast(grad * (-sign) * density * StandardGammaGrad.apply(x.detach(), a.detach()), a)
+        if a.requires_grad:  # 0 at x = 0 (dx/da is 0 there), computed away from it
+            positive = x > 0
+            inside = where(positive, x, 1.0)
+            dP_da = -_density(a, inside) * StandardGammaGrad.apply(inside, a)
+            grad_a = unbroadcast(grad * sign * where(positive, dP_da, 0.0), a)
         if x.requires_grad:
-            grad_x = unbroadcast(grad * sign * density, x)
+            grad_x = unbroadcast(grad * sign * _density(a, x), x)
         return grad_a, grad_x
+
+
+def _density(a, x):
+    """The standard gamma density x^(a-1) e^(-x) / Γ(a), as Tensor ops."""
+    return ((a - 1) * x.log() - x - Lgamma.apply(a)).exp()
 
 
 class StandardGamma(Primitive):
