@@ -26,9 +26,11 @@ LAWS = {
     "Bernoulli": {"probs": R.uniform(0.1, 0.9, 3)},
     "OneHotCategorical": {"logits": R.standard_normal((3, 4))},
     "Uniform": {"low": R.uniform(0.05, 0.3, 3), "high": R.uniform(0.5, 0.95, 3)},
+    "Uniform-far": {"low": R.uniform(3.0, 4.0, 3), "high": R.uniform(5.0, 6.0, 3)},
+    "Pareto": {"scale": R.uniform(0.5, 2, 3), "alpha": R.uniform(2.5, 4, 3)},
     "Uniform-wide": {"low": R.uniform(-2, -1, 3), "high": R.uniform(1, 2, 3)},
 }
-SAME = ["Normal", "Laplace", "Gumbel", "Cauchy", "Exponential", "Gamma", "Beta", "Dirichlet", "HalfNormal", "Poisson",
+SAME = ["Pareto", "Normal", "Laplace", "Gumbel", "Cauchy", "Exponential", "Gamma", "Beta", "Dirichlet", "HalfNormal", "Poisson",
         "Geometric", "Binomial", "Bernoulli", "OneHotCategorical", "Uniform"]
 ACROSS = [("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), ("Beta", "Normal"),
           ("Beta", "Uniform"), ("Beta", "Uniform-wide"), ("Exponential", "Beta"), ("Exponential", "Gamma"),
@@ -38,7 +40,11 @@ ACROSS = [("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), 
           ("Laplace", "Gamma"), ("Normal", "Beta"), ("Normal", "Gumbel"), ("Normal", "Laplace"),
           ("Normal", "Exponential"), ("Poisson", "Bernoulli"), ("Poisson", "Binomial"), ("Uniform", "Beta"),
           ("Uniform", "Exponential"), ("Uniform", "Gamma"), ("Uniform", "Gumbel"), ("Uniform", "Normal"),
-          ("Uniform-wide", "Beta"), ("Uniform-wide", "Gamma"), ("Uniform-wide", "Exponential")]
+          ("Uniform-wide", "Beta"), ("Uniform-wide", "Gamma"), ("Uniform-wide", "Exponential"),
+          ("Pareto", "Exponential"), ("Pareto", "Gamma"), ("Pareto", "Normal"), ("Pareto", "Beta"),
+          ("Pareto", "Uniform"), ("Beta", "Pareto"), ("Exponential", "Pareto"), ("Gamma", "Pareto"),
+          ("Gumbel", "Pareto"), ("Laplace", "Pareto"), ("Normal", "Pareto"), ("Uniform", "Pareto"),
+          ("Uniform-far", "Pareto")]
 PAIRS = [(name, name) for name in SAME] + ACROSS
 
 

@@ -50,6 +50,15 @@ CASES = {
     "OneHotCategorical": ({"probs": SIMPLEX}, np.eye(4)[[1, 3, 0]]),
     "OneHotCategorical-logits": ({"logits": R.standard_normal((3, 4))}, np.eye(4)[[[2, 2, 1], [0, 3, 3]]]),
     "Multinomial": ({"total_count": 4, "probs": SIMPLEX}, np.array([[1.0, 0, 3, 0], [2, 2, 0, 0], [0, 0, 0, 4]])),
+    "Pareto": ({"scale": POS, "alpha": POS2 + 1.5}, X_POS + 3.0),
+    "Pareto-heavy": ({"scale": POS, "alpha": np.array([0.5, 1.5, 2.5])}, X_POS + 3.0),
+    "Weibull": ({"scale": POS, "concentration": POS2}, X_POS),
+    "InverseGamma": ({"concentration": POS2 + 1.0, "rate": POS}, X_POS),
+    "InverseGamma-heavy": ({"concentration": np.array([0.5, 1.5, 2.5]), "rate": POS}, X_POS),
+    "FisherSnedecor": ({"df1": POS * 3, "df2": POS2 * 3}, X_POS),
+    "FisherSnedecor-small": ({"df1": np.array([1.0, 2.5, 3.0]), "df2": np.array([1.5, 3.0, 5.0])}, X_POS),
+    "NegativeBinomial": ({"total_count": POS * 2, "probs": UNIT}, X_COUNT),
+    "NegativeBinomial-logits": ({"total_count": POS * 2, "logits": REAL}, X_COUNT),
     "Multinomial-logits": ({"total_count": 3, "logits": R.standard_normal((3, 4))},
                            np.array([[1.0, 0, 2, 0], [0, 1, 1, 1], [3, 0, 0, 0]])),
 }
@@ -129,7 +138,8 @@ def test_gradients_match_torch(name):
         compare(p.grad, torch_params[key].grad, rtol=1e-8, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["Exponential", "Gamma", "Beta", "Dirichlet", "Laplace", "StudentT", "Multinomial"])
+@pytest.mark.parametrize("name", ["Exponential", "Gamma", "Beta", "Dirichlet", "Laplace", "StudentT", "Multinomial",
+                                  "Pareto", "Weibull", "InverseGamma", "FisherSnedecor", "NegativeBinomial"])
 def test_expand_matches_torch(name):
     m, _ = make("ours", name)
     t, _ = make("torch", name)

@@ -29,6 +29,7 @@ from .low_rank_multivariate_normal import LowRankMultivariateNormal, lowrank_log
 from .multivariate_normal import MultivariateNormal, batch_mahalanobis, solve_lower
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
+from .pareto import Pareto
 from .poisson import Poisson
 from .transformed_distribution import TransformedDistribution
 from .uniform import Uniform
@@ -421,3 +422,63 @@ def _kl_lowrank_multivariatenormal(p, q):
     Lq_for_D, root_Dp = _broadcast_batch((Lq, 2), (Dp.sqrt().diag_embed(), 2))
     trace = _trace_xxt(solve_lower(Lq_for_W, Wp)) + _trace_xxt(solve_lower(Lq_for_D, root_Dp))
     return 0.5 * (log_det + trace + mahalanobis - p.event_shape[0])
+
+
+
+# -- Pareto ---------------------------------------------------------------------------------------------
+
+@register_kl(Pareto, Pareto)
+def _kl_pareto_pareto(p, q):
+    """α_q ln(m_p/m_q) - ln(α_q/α_p) + α_q/α_p - 1; infinite where p reaches below q's minimum m_q"""
+    ratio = q.alpha / p.alpha
+    result = q.alpha * (p.scale / q.scale).log() - ratio.log() + ratio - 1
+    return where(p.scale < q.scale, INF, result)
+
+
+@register_kl(Pareto, Exponential)
+def _kl_pareto_exponential(p, q):
+    product = p.scale * q.rate
+    result = (p.alpha / product).log() - p.alpha.reciprocal() + p.alpha * product / (p.alpha - 1) - 1
+    return where(p.alpha <= 1, INF, result)
+
+
+@register_kl(Pareto, Gamma)
+def _kl_pareto_gamma(p, q):
+    """E[ln x] = ln m + 1/α under Pareto(m, α)"""
+    expected_log = p.scale.log() + p.alpha.reciprocal()
+    result = (p.alpha.log() - expected_log + q.concentration.lgamma() - q.concentration * q.rate.log()
+              + (1 - q.concentration) * expected_log + q.rate * p.alpha * p.scale / (p.alpha - 1) - 1)
+    return where(p.alpha <= 1, INF, result)
+
+
+@register_kl(Pareto, Normal)
+def _kl_pareto_normal(p, q):
+    twice_variance = 2 * q.scale.pow(2)
+    common = p.scale / (p.alpha - 1)
+    result = ((math.sqrt(2 * math.pi) * q.scale * p.alpha / p.scale).log() - p.alpha.reciprocal()
+              + (p.alpha * common.pow(2) / (p.alpha - 2) + (p.alpha * common - q.loc).pow(2)) / twice_variance - 1)
+    return where(p.alpha <= 2, INF, result)
+
+
+@register_kl(Pareto, Beta)
+@register_kl(Pareto, Uniform)
+def _kl_pareto_infinity(p, q):
+    return _infinite_like(p.scale)
+
+
+@register_kl(Beta, Pareto)
+@register_kl(Exponential, Pareto)
+@register_kl(Gamma, Pareto)
+@register_kl(Gumbel, Pareto)
+@register_kl(Laplace, Pareto)
+@register_kl(Normal, Pareto)
+def _kl_into_pareto_infinity(p, q):  # q is 0 below its minimum, where p has mass
+    return _infinite_like(p.mean)
+
+
+@register_kl(Uniform, Pareto)
+def _kl_uniform_pareto(p, q):
+    width = p.high - p.low
+    result = ((_x_log_x(p.high) - _x_log_x(p.low) - width) / width * (q.alpha + 1)
+              - (q.alpha * q.scale.pow(q.alpha) * width).log())
+    return where(p.low < q.scale, INF, result)
