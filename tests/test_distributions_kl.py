@@ -30,7 +30,8 @@ LAWS = {
     "Pareto": {"scale": R.uniform(0.5, 2, 3), "alpha": R.uniform(2.5, 4, 3)},
     "Uniform-wide": {"low": R.uniform(-2, -1, 3), "high": R.uniform(1, 2, 3)},
 }
-SAME = ["Pareto", "Normal", "Laplace", "Gumbel", "Cauchy", "Exponential", "Gamma", "Beta", "Dirichlet", "HalfNormal", "Poisson",
+SAME = ["Pareto", "Normal", "Laplace", "Gumbel", "Cauchy", "Exponential", "Gamma", "Beta", "Dirichlet", "HalfNormal",
+        "Poisson",
         "Geometric", "Binomial", "Bernoulli", "OneHotCategorical", "Uniform"]
 ACROSS = [("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), ("Beta", "Normal"),
           ("Beta", "Uniform"), ("Beta", "Uniform-wide"), ("Exponential", "Beta"), ("Exponential", "Gamma"),
