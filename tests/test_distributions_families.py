@@ -74,6 +74,7 @@ CONTINUOUS = {
     "InverseGamma": (lambda: D.InverseGamma(f64(6.0), f64(2.0)), POSITIVE),
     "FisherSnedecor": (lambda: D.FisherSnedecor(f64(6.0), f64(14.0)), POSITIVE),
     "Pareto": (lambda: D.Pareto(f64(1.0), f64(7.0)), np.linspace(1.0, 200.0, 400001)),
+    "Kumaraswamy": (lambda: D.Kumaraswamy(f64(2.5), f64(3.5)), np.linspace(1e-9, 1 - 1e-9, 200001)),
 }
 
 
@@ -140,6 +141,7 @@ MOMENTS = {
     "Weibull": lambda: D.Weibull(f64([1.0, 2.0]), f64([0.8, 3.0])),
     "InverseGamma": lambda: D.InverseGamma(f64([5.0, 9.0]), f64([1.0, 2.0])),
     "Pareto": lambda: D.Pareto(f64([1.0, 0.5]), f64([5.0, 9.0])),
+    "Kumaraswamy": lambda: D.Kumaraswamy(f64([0.5, 3.0]), f64([2.0, 0.7])),
     "FisherSnedecor": lambda: D.FisherSnedecor(f64([6.0, 20.0]), f64([14.0, 30.0])),
     "NegativeBinomial": lambda: D.NegativeBinomial(f64([2.5, 10.0]), probs=f64([0.4, 0.1])),
     "Multinomial": lambda: D.Multinomial(6, probs=f64([[0.2, 0.3, 0.5], [0.6, 0.4, 0.0]])),
@@ -279,6 +281,7 @@ REPARAMETERISED = {
     "Pareto": (D.Pareto, [1.5, 2.5]),
     "Weibull": (D.Weibull, [1.5, 2.5]),
     "InverseGamma": (D.InverseGamma, [3.0, 2.0]),
+    "Kumaraswamy": (D.Kumaraswamy, [0.8, 2.5]),
 }
 
 
@@ -300,3 +303,12 @@ def test_rsample_gradient_keeps_the_cdf_fixed(name):
     density = m.log_prob(at).exp().detach().numpy()
     for got, dF in zip(grads, cdf_grads):
         close(got, -dF.numpy() / density, rtol=1e-9, atol=1e-12)
+
+
+def test_uniform_support_is_closed_with_no_density_at_high():
+    """PyTorch checks log_prob's value against [low, high] and gives density 0 at high."""
+    u = D.Uniform(f64(0.0), f64(2.0))
+    assert u.log_prob(f64(2.0)).item() == float("-inf")
+    assert u.log_prob(f64(0.0)).item() == pytest.approx(-math.log(2.0))
+    with pytest.raises(ValueError, match=re.escape("support (Interval(lower_bound=0.0, upper_bound=2.0))")):
+        u.log_prob(f64(2.5))

@@ -59,6 +59,10 @@ CASES = {
     "FisherSnedecor-small": ({"df1": np.array([1.0, 2.5, 3.0]), "df2": np.array([1.5, 3.0, 5.0])}, X_POS),
     "NegativeBinomial": ({"total_count": POS * 2, "probs": UNIT}, X_COUNT),
     "NegativeBinomial-logits": ({"total_count": POS * 2, "logits": REAL}, X_COUNT),
+    "Kumaraswamy": ({"concentration1": POS + 0.6, "concentration0": POS2 + 0.8}, X_UNIT),
+    "Kumaraswamy-small": ({"concentration1": np.array([0.5, 2.0, 0.7]), "concentration0": np.array([3.0, 0.6, 0.8])},
+                          X_UNIT),
+    "LogisticNormal": ({"loc": R.standard_normal((3, 3)), "scale": R.uniform(0.5, 2, (3, 3))}, SIMPLEX),
     "Multinomial-logits": ({"total_count": 3, "logits": R.standard_normal((3, 4))},
                            np.array([[1.0, 0, 2, 0], [0, 1, 1, 1], [3, 0, 0, 0]])),
 }

@@ -127,6 +127,10 @@ def test_transformed_distribution_changes_variables():
     logistic_normal = D.TransformedDistribution(D.Normal(f64(np.zeros(2)), f64(np.ones(2))), T.StickBreakingTransform())
     assert logistic_normal.batch_shape == () and logistic_normal.event_shape == (3,)
     assert logistic_normal.sample((7,)).shape == (7, 3) and repr(logistic_normal.support) == "Simplex()"
+    named = D.LogisticNormal(f64(np.zeros(2)), f64(np.ones(2)))
+    probe = f64([[0.2, 0.3, 0.5], [0.6, 0.1, 0.3]])
+    close(named.log_prob(probe), logistic_normal.log_prob(probe))
+    assert named.rsample((4,)).shape == (4, 3) and named.loc.shape == (2,)
     # its density integrates to one over the simplex (2 free coordinates), by a midpoint rule
     grid = (np.arange(400) + 0.5) / 400
     a, b = np.meshgrid(grid, grid)

@@ -33,10 +33,11 @@ class Uniform(Distribution):
         return self.low + unit * (self.high - self.low)
 
     def log_prob(self, value):
+        """-ln(high - low) on [low, high), -inf outside (the support checked is PyTorch's closed
+        interval, so the endpoint high has density 0 rather than raising)."""
+        if self._validate_args:
+            self._validate_sample(value)
         inside = (value >= self.low) & (value < self.high)
-        if self._validate_args and not bool(inside.all()):
-            raise ValueError(f"Expected value argument (Tensor of shape {tuple(value.shape)}) to be within the "
-                             f"support [low, high) of the distribution {self!r}, but found invalid values:\n{value}")
         return (inside.to(self.low.dtype)).log() - (self.high - self.low).log()
 
     def cdf(self, value):
