@@ -75,6 +75,8 @@ CONTINUOUS = {
     "FisherSnedecor": (lambda: D.FisherSnedecor(f64(6.0), f64(14.0)), POSITIVE),
     "Pareto": (lambda: D.Pareto(f64(1.0), f64(7.0)), np.linspace(1.0, 200.0, 400001)),
     "Kumaraswamy": (lambda: D.Kumaraswamy(f64(2.5), f64(3.5)), np.linspace(1e-9, 1 - 1e-9, 200001)),
+    "ContinuousBernoulli": (lambda: D.ContinuousBernoulli(probs=f64(0.8)), np.linspace(0.0, 1.0, 200001)),
+    "ContinuousBernoulli-near-half": (lambda: D.ContinuousBernoulli(probs=f64(0.5005)), np.linspace(0.0, 1.0, 200001)),
 }
 
 
@@ -142,6 +144,7 @@ MOMENTS = {
     "InverseGamma": lambda: D.InverseGamma(f64([5.0, 9.0]), f64([1.0, 2.0])),
     "Pareto": lambda: D.Pareto(f64([1.0, 0.5]), f64([5.0, 9.0])),
     "Kumaraswamy": lambda: D.Kumaraswamy(f64([0.5, 3.0]), f64([2.0, 0.7])),
+    "ContinuousBernoulli": lambda: D.ContinuousBernoulli(logits=f64([-3.0, 0.001])),
     "FisherSnedecor": lambda: D.FisherSnedecor(f64([6.0, 20.0]), f64([14.0, 30.0])),
     "NegativeBinomial": lambda: D.NegativeBinomial(f64([2.5, 10.0]), probs=f64([0.4, 0.1])),
     "Multinomial": lambda: D.Multinomial(6, probs=f64([[0.2, 0.3, 0.5], [0.6, 0.4, 0.0]])),
@@ -282,6 +285,7 @@ REPARAMETERISED = {
     "Weibull": (D.Weibull, [1.5, 2.5]),
     "InverseGamma": (D.InverseGamma, [3.0, 2.0]),
     "Kumaraswamy": (D.Kumaraswamy, [0.8, 2.5]),
+    "ContinuousBernoulli": (lambda probs: D.ContinuousBernoulli(probs=probs), [0.3]),
 }
 
 

@@ -27,11 +27,13 @@ LAWS = {
     "OneHotCategorical": {"logits": R.standard_normal((3, 4))},
     "Uniform": {"low": R.uniform(0.05, 0.3, 3), "high": R.uniform(0.5, 0.95, 3)},
     "Uniform-far": {"low": R.uniform(3.0, 4.0, 3), "high": R.uniform(5.0, 6.0, 3)},
+    "ContinuousBernoulli": {"probs": np.array([0.2, 0.4995, 0.7])},
+    "Uniform-outside": {"low": R.uniform(-2, -1, 3), "high": R.uniform(2, 3, 3)},
     "Pareto": {"scale": R.uniform(0.5, 2, 3), "alpha": R.uniform(2.5, 4, 3)},
     "Uniform-wide": {"low": R.uniform(-2, -1, 3), "high": R.uniform(1, 2, 3)},
 }
 SAME = ["Pareto", "Normal", "Laplace", "Gumbel", "Cauchy", "Exponential", "Gamma", "Beta", "Dirichlet", "HalfNormal",
-        "Poisson",
+        "Poisson", "ContinuousBernoulli",
         "Geometric", "Binomial", "Bernoulli", "OneHotCategorical", "Uniform"]
 ACROSS = [("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), ("Beta", "Normal"),
           ("Beta", "Uniform"), ("Beta", "Uniform-wide"), ("Exponential", "Beta"), ("Exponential", "Gamma"),
@@ -45,7 +47,12 @@ ACROSS = [("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), 
           ("Pareto", "Exponential"), ("Pareto", "Gamma"), ("Pareto", "Normal"), ("Pareto", "Beta"),
           ("Pareto", "Uniform"), ("Beta", "Pareto"), ("Exponential", "Pareto"), ("Gamma", "Pareto"),
           ("Gumbel", "Pareto"), ("Laplace", "Pareto"), ("Normal", "Pareto"), ("Uniform", "Pareto"),
-          ("Uniform-far", "Pareto")]
+          ("Uniform-far", "Pareto"), ("ContinuousBernoulli", "Exponential"), ("ContinuousBernoulli", "Normal"),
+          ("ContinuousBernoulli", "Uniform-outside"), ("ContinuousBernoulli", "Pareto"),
+          ("Beta", "ContinuousBernoulli"),
+          ("Uniform", "ContinuousBernoulli"), ("Exponential", "ContinuousBernoulli"), ("Gamma", "ContinuousBernoulli"),
+          ("Gumbel", "ContinuousBernoulli"), ("Laplace", "ContinuousBernoulli"), ("Normal", "ContinuousBernoulli"),
+          ("Pareto", "ContinuousBernoulli")]
 PAIRS = [(name, name) for name in SAME] + ACROSS
 
 
@@ -117,3 +124,15 @@ def test_kl_dispatch_and_errors():
     assert ind.shape == (2,) and np.allclose(ind.numpy(), 1.5)
     with pytest.raises(NotImplementedError, match="total_count"):
         D.kl_divergence(D.Binomial(2, probs=autograd.tensor(0.5)), D.Binomial(3, probs=autograd.tensor(0.5)))
+
+
+def test_continuous_bernoulli_and_a_uniform_on_the_same_interval():
+    """KL(CB(λ) ‖ U(0, 1)) = -H(CB(λ)) and KL(U(0, ½) ‖ CB(λ)) are finite: q's density is positive
+    on all of p's support. (PyTorch returns ∞ for both, testing low ≥ 0 rather than low > 0.)"""
+    p = D.ContinuousBernoulli(probs=autograd.tensor([0.2, 0.7]))
+    unit = D.Uniform(autograd.tensor(0.0), autograd.tensor(1.0))
+    np.testing.assert_allclose(D.kl_divergence(p, unit).numpy(), -p.entropy().numpy(), rtol=1e-6)
+    half = D.Uniform(autograd.tensor(0.0), autograd.tensor(0.5))
+    x = (np.arange(200000) + 0.5) / 400000  # the midpoint rule on [0, ½]
+    ratio = half.log_prob(autograd.tensor(x)).numpy()[:, None] - p.log_prob(autograd.tensor(x[:, None])).numpy()
+    np.testing.assert_allclose(D.kl_divergence(half, p).numpy(), ratio.mean(0), rtol=1e-6)

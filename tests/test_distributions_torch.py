@@ -63,6 +63,8 @@ CASES = {
     "Kumaraswamy-small": ({"concentration1": np.array([0.5, 2.0, 0.7]), "concentration0": np.array([3.0, 0.6, 0.8])},
                           X_UNIT),
     "LogisticNormal": ({"loc": R.standard_normal((3, 3)), "scale": R.uniform(0.5, 2, (3, 3))}, SIMPLEX),
+    "ContinuousBernoulli": ({"probs": np.array([0.1, 0.4995, 0.8])}, X_UNIT),
+    "ContinuousBernoulli-logits": ({"logits": np.array([-2.0, 0.001, 3.0])}, X_UNIT),
     "Multinomial-logits": ({"total_count": 3, "logits": R.standard_normal((3, 4))},
                            np.array([[1.0, 0, 2, 0], [0, 1, 1, 1], [3, 0, 0, 0]])),
 }

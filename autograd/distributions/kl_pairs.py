@@ -15,6 +15,7 @@ from .bernoulli import Bernoulli
 from .beta import Beta
 from .binomial import Binomial
 from .cauchy import Cauchy
+from .continuous_bernoulli import ContinuousBernoulli
 from .dirichlet import Dirichlet
 from .exponential import Exponential
 from .gamma import Gamma
@@ -482,3 +483,64 @@ def _kl_uniform_pareto(p, q):
     result = ((_x_log_x(p.high) - _x_log_x(p.low) - width) / width * (q.alpha + 1)
               - (q.alpha * q.scale.pow(q.alpha) * width).log())
     return where(p.low < q.scale, INF, result)
+
+
+
+# -- ContinuousBernoulli: ln q(x) = x l_q - softplus(l_q) + ln C_q = x l_q + ln(1 - q) + ln C_q -------------
+
+@register_kl(ContinuousBernoulli, ContinuousBernoulli)
+def _kl_continuous_bernoulli_continuous_bernoulli(p, q):
+    return (p.mean * (p.logits - q.logits) + p._cont_bern_log_norm() + (-p.probs).log1p()
+            - q._cont_bern_log_norm() - (-q.probs).log1p())
+
+
+def _cross_entropy_continuous_bernoulli(p, q):
+    """-E_p[ln q(x)] for q continuous Bernoulli (only E_p[x] enters)."""
+    return -p.mean * q.logits - (-q.probs).log1p() - q._cont_bern_log_norm()
+
+
+@register_kl(Beta, ContinuousBernoulli)
+def _kl_beta_continuous_bernoulli(p, q):
+    return -p.entropy() + _cross_entropy_continuous_bernoulli(p, q)
+
+
+@register_kl(Uniform, ContinuousBernoulli)
+def _kl_uniform_continuous_bernoulli(p, q):
+    """Infinite where [low, high] leaves [0, 1]. (PyTorch's also where it touches 0 or 1, where q's
+    density is positive: a wart; this is finite there.)"""
+    result = -p.entropy() + _cross_entropy_continuous_bernoulli(p, q)
+    return where((p.high > 1) | (p.low < 0), INF, result)
+
+
+@register_kl(ContinuousBernoulli, Exponential)
+def _kl_continuous_bernoulli_exponential(p, q):
+    return -p.entropy() - q.rate.log() + q.rate * p.mean
+
+
+@register_kl(ContinuousBernoulli, Normal)
+def _kl_continuous_bernoulli_normal(p, q):
+    return (-p.entropy() + 0.5 * (math.log(2.0 * math.pi) + (q.loc / q.scale).pow(2)) + q.scale.log()
+            + (p.variance + p.mean.pow(2) - 2.0 * q.loc * p.mean) / (2.0 * q.scale.pow(2)))
+
+
+@register_kl(ContinuousBernoulli, Uniform)
+def _kl_continuous_bernoulli_uniform(p, q):
+    """Infinite unless [0, 1] ⊂ [low, high]. (PyTorch's is infinite also when low = 0 or high = 1,
+    where q covers p: a wart; this is finite there.)"""
+    result = -p.entropy() + (q.high - q.low).log()
+    return where((q.low > 0) | (q.high < 1), INF, result)
+
+
+@register_kl(ContinuousBernoulli, Pareto)
+def _kl_continuous_bernoulli_infinity(p, q):
+    return _infinite_like(p.probs)
+
+
+@register_kl(Exponential, ContinuousBernoulli)
+@register_kl(Gamma, ContinuousBernoulli)
+@register_kl(Gumbel, ContinuousBernoulli)
+@register_kl(Laplace, ContinuousBernoulli)
+@register_kl(Normal, ContinuousBernoulli)
+@register_kl(Pareto, ContinuousBernoulli)
+def _kl_into_continuous_bernoulli_infinity(p, q):  # p has mass outside [0, 1]
+    return _infinite_like(p.mean)
