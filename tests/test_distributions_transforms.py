@@ -34,6 +34,8 @@ SCALAR_TRANSFORMS = {
     "power": (T.PowerTransform(2.5), R.uniform(0.2, 3, 5)),
     "compose": (T.ComposeTransform([T.ExpTransform(), T.AffineTransform(-1.0, 3.0)]), R.standard_normal(5)),
     "inverse": (T.ExpTransform().inv, R.uniform(0.2, 3, 5)),
+    "softplus": (T.SoftplusTransform(), R.standard_normal(5) * 3),
+    "cdf": (T.CumulativeDistributionTransform(D.Laplace(f64(0.5), f64(2.0))), R.standard_normal(5)),
 }
 
 
@@ -255,3 +257,22 @@ def test_against_torch():
     theirs = torch.distributions.VonMises(torch.tensor(np.zeros(4)), torch.tensor(kappa)).log_prob(
         torch.tensor(x[0, :1].repeat(4)))
     close(ours, theirs.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_copula_straight_through_and_semidefinite():
+    """A law pushed through its own CDF is uniform: log-density 0 on (0, 1)."""
+    normal = D.Normal(f64(0.3), f64(1.7))
+    copula = D.TransformedDistribution(normal, [T.CumulativeDistributionTransform(normal)])
+    close(copula.log_prob(f64([0.1, 0.5, 0.93])), np.zeros(3), atol=1e-12)
+    assert repr(copula.support) == "Interval(lower_bound=0.0, upper_bound=1.0)"
+    logits = f64([0.2, -1.0, 0.5], requires_grad=True)
+    weights = f64([1.0, 2.0, -3.0])
+    m = D.OneHotCategoricalStraightThrough(logits=logits)
+    draw = m.rsample((5,))
+    assert ((draw == 0) | (draw == 1)).all().item() and np.allclose(draw.detach().numpy().sum(-1), 1.0)
+    (grad,) = autograd.grad((draw * weights).sum(), logits)
+    (expected,) = autograd.grad((D.OneHotCategorical(logits=logits).probs * weights).sum() * 5, logits)
+    close(grad, expected)
+    assert bool(constraints.positive_semidefinite.check(f64(np.diag([1.0, 0.0]))).item())
+    assert not bool(constraints.positive_semidefinite.check(f64(np.diag([1.0, -1e-3]))).item())
+    assert not bool(constraints.positive_definite.check(f64(np.diag([1.0, 0.0]))).item())

@@ -6,11 +6,11 @@ when ``validate_args``) and ``support`` (checked on the values given to ``log_pr
 are PyTorch's, so the ValueErrors read the same.
 """
 
-__all__ = ["Constraint", "boolean", "dependent", "dependent_property", "greater_than", "greater_than_eq",
-           "half_open_interval", "independent", "integer_interval", "interval", "is_dependent", "less_than",
-           "lower_cholesky", "lower_triangular", "multinomial", "nonnegative", "nonnegative_integer", "one_hot",
-           "positive", "positive_definite", "positive_integer", "real", "real_vector", "simplex", "square",
-           "symmetric", "unit_interval"]
+__all__ = ["Constraint", "MixtureSameFamilyConstraint", "boolean", "dependent", "dependent_property", "greater_than",
+           "greater_than_eq", "half_open_interval", "independent", "integer_interval", "interval", "is_dependent",
+           "less_than", "lower_cholesky", "lower_triangular", "multinomial", "nonnegative", "nonnegative_integer",
+           "one_hot", "positive", "positive_definite", "positive_semidefinite", "positive_integer", "real",
+           "real_vector", "simplex", "square", "symmetric", "unit_interval"]
 
 
 from .. import factories
@@ -246,6 +246,14 @@ class _Symmetric(_Square):
         return ((value - value.mT).abs() <= 1e-6 + 1e-5 * value.mT.abs()).all(-1).all(-1)
 
 
+class _PositiveSemidefinite(_Symmetric):
+    def check(self, value):
+        symmetric = super().check(value)
+        if not bool(symmetric.all()):
+            return symmetric
+        return Tensor(xp.asarray((xp.linalg.eigvalsh(value.detach().numpy()) >= 0).all(-1)))
+
+
 class _PositiveDefinite(_Symmetric):
     def check(self, value):
         symmetric = super().check(value)
@@ -279,4 +287,5 @@ lower_triangular = _LowerTriangular()
 lower_cholesky = _LowerCholesky()
 square = _Square()
 symmetric = _Symmetric()
+positive_semidefinite = _PositiveSemidefinite()
 positive_definite = _PositiveDefinite()

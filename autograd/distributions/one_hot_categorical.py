@@ -67,3 +67,15 @@ class OneHotCategorical(Distribution):
         n = self.event_shape[0]
         values = factories.eye(n, dtype=self.probs.dtype).reshape(n, *(1,) * len(self.batch_shape), n)
         return values.expand(n, *self.batch_shape, n) if expand else values
+
+
+class OneHotCategoricalStraightThrough(OneHotCategorical):
+    """OneHotCategorical with the straight-through gradient estimator (Bengio et al., 2013):
+    ``rsample`` returns the one-hot draw, differentiated as if it were the probabilities
+    (x + p - stop_gradient(p)), a biased but useful gradient through a discrete choice."""
+
+    has_rsample = True
+
+    def rsample(self, sample_shape=()):
+        probs = self.probs
+        return self.sample(sample_shape) + (probs - probs.detach())
