@@ -76,6 +76,9 @@ CONTINUOUS = {
     "Pareto": (lambda: D.Pareto(f64(1.0), f64(7.0)), np.linspace(1.0, 200.0, 400001)),
     "Kumaraswamy": (lambda: D.Kumaraswamy(f64(2.5), f64(3.5)), np.linspace(1e-9, 1 - 1e-9, 200001)),
     "ContinuousBernoulli": (lambda: D.ContinuousBernoulli(probs=f64(0.8)), np.linspace(0.0, 1.0, 200001)),
+    "GeneralizedPareto": (lambda: D.GeneralizedPareto(f64(0.0), f64(1.0), f64(0.1)), POSITIVE),
+    "GeneralizedPareto-bounded": (lambda: D.GeneralizedPareto(f64(0.0), f64(1.0), f64(-0.3)),
+                                  np.linspace(0.0, 1 / 0.3 - 1e-12, 400001)),
     "ContinuousBernoulli-near-half": (lambda: D.ContinuousBernoulli(probs=f64(0.5005)), np.linspace(0.0, 1.0, 200001)),
 }
 
@@ -145,6 +148,7 @@ MOMENTS = {
     "Pareto": lambda: D.Pareto(f64([1.0, 0.5]), f64([5.0, 9.0])),
     "Kumaraswamy": lambda: D.Kumaraswamy(f64([0.5, 3.0]), f64([2.0, 0.7])),
     "ContinuousBernoulli": lambda: D.ContinuousBernoulli(logits=f64([-3.0, 0.001])),
+    "GeneralizedPareto": lambda: D.GeneralizedPareto(f64([0.0, 1.0]), f64([1.0, 2.0]), f64([0.1, -0.4])),
     "FisherSnedecor": lambda: D.FisherSnedecor(f64([6.0, 20.0]), f64([14.0, 30.0])),
     "NegativeBinomial": lambda: D.NegativeBinomial(f64([2.5, 10.0]), probs=f64([0.4, 0.1])),
     "Multinomial": lambda: D.Multinomial(6, probs=f64([[0.2, 0.3, 0.5], [0.6, 0.4, 0.0]])),
@@ -286,6 +290,7 @@ REPARAMETERISED = {
     "InverseGamma": (D.InverseGamma, [3.0, 2.0]),
     "Kumaraswamy": (D.Kumaraswamy, [0.8, 2.5]),
     "ContinuousBernoulli": (lambda probs: D.ContinuousBernoulli(probs=probs), [0.3]),
+    "GeneralizedPareto": (D.GeneralizedPareto, [0.5, 1.5, 0.2]),
 }
 
 
