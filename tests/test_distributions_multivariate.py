@@ -191,3 +191,61 @@ def test_low_rank_and_kl_match_torch():
         if i in (3, 4):  # symmetric covariances: their gradients' symmetric parts
             a, b = a + np.swapaxes(a, -1, -2), b + np.swapaxes(b, -1, -2)
         close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_corr_cholesky_transform_and_lkj():
+    x = f64(R.standard_normal((5, 6)))
+    t = D.transforms.CorrCholeskyTransform()
+    y = t(x)
+    assert y.shape == (5, 4, 4) and bool(D.constraints.corr_cholesky.check(y).all())
+    close((y @ y.mT).diagonal(dim1=-2, dim2=-1), np.ones((5, 4)))  # a correlation matrix: unit diagonal
+    close(t.inv(y), x, rtol=1e-9, atol=1e-10)
+    # log |det J| by finite differences of the free (strictly lower) entries
+    free = D.transforms.tril_matrix_to_vec
+    h = 1e-6
+    point = x.numpy()[0]
+    jac = np.stack([(free(t(f64(point + h * e)), diag=-1).numpy() - free(t(f64(point - h * e)), diag=-1).numpy())
+                    / (2 * h) for e in np.eye(6)], -1)
+    assert t.log_abs_det_jacobian(x, y).numpy()[0] == pytest.approx(np.linalg.slogdet(jac)[1], rel=1e-6)
+    assert t.forward_shape((5, 6)) == (5, 4, 4) and t.inverse_shape((5, 4, 4)) == (5, 6)
+    with pytest.raises(ValueError, match="flattened lower-diagonal"):
+        t.forward_shape((5,))
+    # LKJ(η = 1) over 2×2 correlations is uniform on ρ ∈ (-1, 1): L = [[1, 0], [ρ, √(1 - ρ²)]],
+    # and its density in L's free entry ρ is ½
+    lkj = D.LKJCholesky(2, f64(1.0))
+    rho = np.array([-0.9, 0.0, 0.6])
+    L = np.zeros((3, 2, 2))
+    L[:, 0, 0], L[:, 1, 0], L[:, 1, 1] = 1.0, rho, np.sqrt(1 - rho**2)
+    close(lkj.log_prob(f64(L)), np.full(3, math.log(0.5)))
+    autograd.manual_seed(4)
+    draws = D.LKJCholesky(3, f64([0.5, 4.0])).sample((4000,))
+    assert draws.shape == (4000, 2, 3, 3) and bool(D.constraints.corr_cholesky.check(draws).all())
+    # E[ρ²] = 1/(2η + D - 1) for an off-diagonal correlation of LKJ(η) in D dimensions
+    corr = (draws @ draws.mT).numpy()[..., 1, 0]
+    expected = 1 / (2 * np.array([0.5, 4.0]) + 2)
+    error = (corr**2).std(0) / np.sqrt(4000)
+    assert (np.abs((corr**2).mean(0) - expected) < 5 * error).all()
+    with pytest.raises(ValueError, match="Expected dim to be an integer greater than or equal to 2. Found dim=1."):
+        D.LKJCholesky(1)
+    assert D.LKJCholesky(3, f64(2.0)).expand((4,)).sample().shape == (4, 3, 3)
+    spd = D.transform_to(D.constraints.positive_definite)(f64(R.standard_normal((2, 3, 3))))
+    assert bool(D.constraints.positive_definite.check(spd).all())
+
+
+@pytest.mark.torch
+def test_lkj_and_corr_cholesky_match_torch():
+    torch = pytest.importorskip("torch")
+    x = R.standard_normal((2, 6))
+    ours, theirs = D.transforms.CorrCholeskyTransform(), torch.distributions.transforms.CorrCholeskyTransform()
+    y_ours, y_theirs = ours(f64(x)), theirs(torch.tensor(x))
+    close(y_ours, y_theirs.numpy())
+    close(ours.log_abs_det_jacobian(f64(x), y_ours), theirs.log_abs_det_jacobian(torch.tensor(x), y_theirs).numpy())
+    for eta in [0.5, 1.0, 3.0]:
+        concentration, t_concentration = f64(eta, requires_grad=True), torch.tensor(eta, requires_grad=True,
+                                                                                   dtype=torch.float64)
+        lp = D.LKJCholesky(4, concentration).log_prob(f64(y_theirs.numpy()))
+        tlp = torch.distributions.LKJCholesky(4, t_concentration).log_prob(y_theirs)
+        close(lp, tlp.detach().numpy(), rtol=1e-12, atol=1e-13)
+        lp.sum().backward()
+        tlp.sum().backward()
+        close(concentration.grad, t_concentration.grad.numpy(), rtol=1e-8)

@@ -78,5 +78,10 @@ for registry in (biject_to, transform_to):
     registry.register(constraints.less_than, _to_less_than)
     registry.register(constraints.interval, _to_interval)
     registry.register(constraints.half_open_interval, _to_interval)
+for registry in (biject_to, transform_to):
+    registry.register(constraints.corr_cholesky, lambda constraint: transforms.CorrCholeskyTransform())
 biject_to.register(constraints.simplex, lambda constraint: transforms.StickBreakingTransform())
 transform_to.register(constraints.simplex, lambda constraint: transforms.SoftmaxTransform())
+transform_to.register(constraints.lower_cholesky, lambda constraint: transforms.LowerCholeskyTransform())
+transform_to.register(constraints.positive_definite, lambda constraint: transforms.PositiveDefiniteTransform())
+transform_to.register(constraints.positive_semidefinite, lambda constraint: transforms.PositiveDefiniteTransform())

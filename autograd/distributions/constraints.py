@@ -6,11 +6,11 @@ when ``validate_args``) and ``support`` (checked on the values given to ``log_pr
 are PyTorch's, so the ValueErrors read the same.
 """
 
-__all__ = ["Constraint", "MixtureSameFamilyConstraint", "boolean", "dependent", "dependent_property", "greater_than",
-           "greater_than_eq", "half_open_interval", "independent", "integer_interval", "interval", "is_dependent",
-           "less_than", "lower_cholesky", "lower_triangular", "multinomial", "nonnegative", "nonnegative_integer",
-           "one_hot", "positive", "positive_definite", "positive_semidefinite", "positive_integer", "real",
-           "real_vector", "simplex", "square", "symmetric", "unit_interval"]
+__all__ = ["Constraint", "MixtureSameFamilyConstraint", "boolean", "corr_cholesky", "dependent", "dependent_property",
+           "greater_than", "greater_than_eq", "half_open_interval", "independent", "integer_interval", "interval",
+           "is_dependent", "less_than", "lower_cholesky", "lower_triangular", "multinomial", "nonnegative",
+           "nonnegative_integer", "one_hot", "positive", "positive_definite", "positive_semidefinite",
+           "positive_integer", "real", "real_vector", "simplex", "square", "symmetric", "unit_interval"]
 
 
 from .. import factories
@@ -231,6 +231,17 @@ class _LowerCholesky(Constraint):
         return lower & (value.diagonal(dim1=-2, dim2=-1) > 0).all(-1)
 
 
+class _CorrCholesky(Constraint):
+    """Lower Cholesky factors of correlation matrices: positive diagonal and rows of unit length."""
+
+    event_dim = 2
+
+    def check(self, value):
+        tolerance = float(xp.finfo(value.dtype).eps) * value.shape[-1] * 10  # (PyTorch's fudge factor)
+        row_norm = value.detach().pow(2).sum(-1).sqrt()
+        return _LowerCholesky().check(value) & ((row_norm - 1.0).abs() <= tolerance).all(-1)
+
+
 class _Square(Constraint):
     event_dim = 2
 
@@ -285,6 +296,7 @@ half_open_interval = _HalfOpenInterval
 simplex = _Simplex()
 lower_triangular = _LowerTriangular()
 lower_cholesky = _LowerCholesky()
+corr_cholesky = _CorrCholesky()
 square = _Square()
 symmetric = _Symmetric()
 positive_semidefinite = _PositiveSemidefinite()
