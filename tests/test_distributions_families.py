@@ -321,3 +321,48 @@ def test_uniform_support_is_closed_with_no_density_at_high():
     assert u.log_prob(f64(0.0)).item() == pytest.approx(-math.log(2.0))
     with pytest.raises(ValueError, match=re.escape("support (Interval(lower_bound=0.0, upper_bound=2.0))")):
         u.log_prob(f64(2.5))
+
+
+EXPONENTIAL_FAMILIES = {
+    "Normal": lambda s: D.Normal(f64([0.3, -1.0]) * s, f64([1.5, 0.4]) * s),
+    "Exponential": lambda s: D.Exponential(f64([0.5, 2.0]) * s),
+    "Gamma": lambda s: D.Gamma(f64([0.7, 3.0]) * s, f64([1.5, 0.4]) * s),
+    "Bernoulli": lambda s: D.Bernoulli(probs=f64([0.2, 0.7]) * s),
+    "Beta": lambda s: D.Beta(f64([0.7, 3.0]) * s, f64([1.5, 0.4]) * s),
+    "Dirichlet": lambda s: D.Dirichlet(f64([[0.7, 3.0, 1.0], [2.0, 0.5, 0.5]]) * s),
+    "ContinuousBernoulli": lambda s: D.ContinuousBernoulli(probs=f64([0.2, 0.4995]) * s),
+    "Wishart": lambda s: D.Wishart(f64([4.0, 6.5]) * s, covariance_matrix=f64([[2.0, 0.3], [0.3, 1.0]]) * s),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPONENTIAL_FAMILIES))
+def test_exponential_family_bregman_forms_agree_with_the_closed_ones(name):
+    """F(θ) - ⟨θ, ∇F(θ)⟩ - E[ln h] is the entropy, and the Bregman divergence of F is the KL."""
+    from autograd.distributions.kl_pairs import _kl_expfamily_expfamily
+
+    p, q = EXPONENTIAL_FAMILIES[name](1.0), EXPONENTIAL_FAMILIES[name](1.1 if name != "Bernoulli" else 1.2)
+    assert isinstance(p, D.ExponentialFamily)
+    close(D.ExponentialFamily.entropy(p), p.entropy(), rtol=1e-10, atol=1e-12)
+    close(_kl_expfamily_expfamily(p, q), D.kl_divergence(p, q), rtol=1e-9, atol=1e-12)
+
+
+def test_a_family_of_ones_own_gets_entropy_and_kl_from_its_log_normalizer():
+    class Rayleighish(D.ExponentialFamily):  # an Exponential written only through its natural form
+        def __init__(self, rate):
+            self.rate = rate
+            super().__init__(rate.shape)
+
+        @property
+        def _natural_params(self):
+            return (-self.rate,)
+
+        def _log_normalizer(self, x):
+            return -(-x).log()
+
+        _mean_carrier_measure = 0
+
+    p, q = Rayleighish(f64([0.5, 2.0])), Rayleighish(f64([1.0, 1.0]))
+    close(p.entropy(), D.Exponential(f64([0.5, 2.0])).entropy())
+    close(D.kl_divergence(p, q), D.kl_divergence(D.Exponential(f64([0.5, 2.0])), D.Exponential(f64([1.0, 1.0]))))
+    with pytest.raises(NotImplementedError, match="different exponential families"):
+        D.kl_divergence(D.Poisson(f64(1.0)), D.Exponential(f64(1.0)))

@@ -7,13 +7,23 @@
 from .. import factories
 from ..ops import sampling
 from . import constraints
-from .distribution import Distribution, broadcast_all, probs_or_logits, probs_to_logits
+from .distribution import broadcast_all, probs_or_logits, probs_to_logits
+from .exp_family import ExponentialFamily
 
 
-class Bernoulli(Distribution):
+class Bernoulli(ExponentialFamily):
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.boolean
     has_enumerate_support = True
+
+    @property
+    def _natural_params(self):
+        return (self.logits,)
+
+    def _log_normalizer(self, x):
+        return x.exp().log1p()
+
+    _mean_carrier_measure = 0
 
     def __init__(self, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)

@@ -9,13 +9,27 @@ from ..ops.shape import stack
 from ..size import Size
 from . import constraints
 from .dirichlet import Dirichlet
-from .distribution import Distribution, broadcast_all
+from .distribution import broadcast_all
+from .exp_family import ExponentialFamily
 
 
-class Beta(Distribution):
+class Beta(ExponentialFamily):
     arg_constraints = {"concentration1": constraints.positive, "concentration0": constraints.positive}
     support = constraints.unit_interval
     has_rsample = True
+
+    @property
+    def _natural_params(self):
+        return self.concentration1, self.concentration0
+
+    def _log_normalizer(self, x, y):
+        return x.lgamma() + y.lgamma() - (x + y).lgamma()
+
+    @property
+    def _mean_carrier_measure(self):
+        """E[ln h(x)] with h = 1/(x(1 - x)) (t(x) = (ln x, ln(1 - x))): -E[ln x] - E[ln(1 - x)]"""
+        total = (self.concentration1 + self.concentration0).digamma()
+        return -(self.concentration1.digamma() - total) - (self.concentration0.digamma() - total)
 
     def __init__(self, concentration1, concentration0, validate_args=None):
         concentration1, concentration0 = broadcast_all(concentration1, concentration0)

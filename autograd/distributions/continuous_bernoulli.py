@@ -15,13 +15,28 @@ import math
 from .. import factories
 from ..ops.elementwise import where
 from . import constraints
-from .distribution import Distribution, broadcast_all, clamp_probs, lazy_property, probs_or_logits, probs_to_logits
+from .distribution import broadcast_all, clamp_probs, lazy_property, probs_or_logits, probs_to_logits
+from .exp_family import ExponentialFamily
 
 
-class ContinuousBernoulli(Distribution):
+class ContinuousBernoulli(ExponentialFamily):
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.unit_interval
     has_rsample = True
+
+    @property
+    def _natural_params(self):
+        return (self.logits,)
+
+    def _log_normalizer(self, x):
+        """ln C as a function of the natural parameter l: ln|(eˡ - 1)/l|, and its Taylor form near 0"""
+        unstable = (x > self._lims[0] - 0.5) & (x <= self._lims[1] - 0.5)
+        cut = where(unstable, (self._lims[0] - 0.5) * factories.ones_like(x), x)
+        exact = cut.expm1().abs().log() - cut.abs().log()
+        taylor = 0.5 * x + x.pow(2) / 24.0 - x.pow(4) / 2880.0
+        return where(unstable, taylor, exact)
+
+    _mean_carrier_measure = 0
 
     def __init__(self, probs=None, logits=None, lims=(0.499, 0.501), validate_args=None):
         probs_or_logits(probs, logits)

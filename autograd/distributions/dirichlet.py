@@ -15,14 +15,26 @@ from ..ops.incomplete_gamma import standard_gamma
 from ..ops.pointwise import xlogy
 from ..tensor import Tensor
 from . import constraints
-from .distribution import Distribution
+from .exp_family import ExponentialFamily
 from .gamma import clamp_tiny
 
 
-class Dirichlet(Distribution):
+class Dirichlet(ExponentialFamily):
     arg_constraints = {"concentration": constraints.independent(constraints.positive, 1)}
     support = constraints.simplex
     has_rsample = True
+
+    @property
+    def _natural_params(self):
+        return (self.concentration,)
+
+    def _log_normalizer(self, x):
+        return x.lgamma().sum(-1) - x.sum(-1).lgamma()
+
+    @property
+    def _mean_carrier_measure(self):
+        """E[ln h(x)] with h = 1/Π x_i (t(x) = ln x): -Σ E[ln x_i] = -Σ (ψ(α_i) - ψ(α₀))"""
+        return -(self.concentration.digamma() - self.concentration.sum(-1, keepdim=True).digamma()).sum(-1)
 
     def __init__(self, concentration, validate_args=None):
         concentration = concentration if isinstance(concentration, Tensor) else Tensor(concentration)

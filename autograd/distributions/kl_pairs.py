@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .. import factories
+from ..differentiate import grad
 from ..ops.elementwise import where
 from ..ops.pointwise import xlogy
 from .bernoulli import Bernoulli
@@ -17,6 +18,7 @@ from .binomial import Binomial
 from .cauchy import Cauchy
 from .continuous_bernoulli import ContinuousBernoulli
 from .dirichlet import Dirichlet
+from .exp_family import ExponentialFamily, sum_beyond_batch
 from .exponential import Exponential
 from .gamma import Gamma
 from .geometric import Geometric
@@ -135,6 +137,24 @@ def _kl_uniform_uniform(p, q):
 def _kl_cauchy_cauchy(p, q):
     """ln(((γ_p + γ_q)² + (x_p - x_q)²) / (4 γ_p γ_q))   (Chyzak and Nielsen, 2019)"""
     return ((p.scale + q.scale).pow(2) + (p.loc - q.loc).pow(2)).log() - (4 * p.scale * q.scale).log()
+
+
+@register_kl(ExponentialFamily, ExponentialFamily)
+def _kl_expfamily_expfamily(p, q):
+    """The Bregman divergence of the log-normaliser F between the natural parameters:
+    F(θ_q) - F(θ_p) - ⟨θ_q - θ_p, ∇F(θ_p)⟩ (∇F by autograd; θ_p detached, as PyTorch's)."""
+    if type(p) is not type(q):
+        raise NotImplementedError("The cross KL-divergence between different exponential families cannot be "
+                                  "computed using Bregman divergences")
+    p_params = [param.detach().requires_grad_() for param in p._natural_params]
+    q_params = q._natural_params
+    log_normalizer = p._log_normalizer(*p_params)
+    gradients = grad(log_normalizer.sum(), p_params, create_graph=True)
+    result = q._log_normalizer(*q_params) - log_normalizer
+    batch_ndim = len(np.broadcast_shapes(tuple(p.batch_shape), tuple(q.batch_shape)))
+    for p_param, q_param, gradient in zip(p_params, q_params, gradients):
+        result = result - sum_beyond_batch((q_param - p_param) * gradient, batch_ndim)
+    return result
 
 
 @register_kl(TransformedDistribution, TransformedDistribution)

@@ -23,7 +23,8 @@ from ..size import Size
 from ..tensor import Tensor
 from . import constraints
 from .chi2 import Chi2
-from .distribution import Distribution, lazy_property
+from .distribution import lazy_property
+from .exp_family import ExponentialFamily
 from .multivariate_normal import precision_to_scale_tril
 
 LOG_2 = math.log(2)
@@ -34,7 +35,7 @@ def mvdigamma(x, p):
     return (x.unsqueeze(-1) - factories.arange(p, dtype=x.dtype) / 2).digamma().sum(-1)
 
 
-class Wishart(Distribution):
+class Wishart(ExponentialFamily):
     support = constraints.positive_definite
     has_rsample = True
 
@@ -151,6 +152,16 @@ class Wishart(Distribution):
         trace = cholesky_solve(value, self._unbroadcasted_scale_tril).diagonal(dim1=-2, dim2=-1).sum(-1)
         return (-nu * self._log_det_scale_term() - mvlgamma(nu / 2, p) + (nu - p - 1) / 2 * slogdet(value)[1]
                 - trace / 2)
+
+    @property
+    def _natural_params(self):
+        return -self.precision_matrix / 2, (self.df - self.event_shape[-1] - 1) / 2
+
+    def _log_normalizer(self, x, y):
+        p = self.event_shape[-1]
+        return (y + (p + 1) / 2) * (-slogdet(-2 * x)[1] + LOG_2 * p) + mvlgamma(y + (p + 1) / 2, p)
+
+    _mean_carrier_measure = 0
 
     def entropy(self):
         nu, p = self.df, self.event_shape[-1]
