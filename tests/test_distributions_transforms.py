@@ -276,3 +276,29 @@ def test_copula_straight_through_and_semidefinite():
     assert bool(constraints.positive_semidefinite.check(f64(np.diag([1.0, 0.0]))).item())
     assert not bool(constraints.positive_semidefinite.check(f64(np.diag([1.0, -1e-3]))).item())
     assert not bool(constraints.positive_definite.check(f64(np.diag([1.0, 0.0]))).item())
+
+
+def test_stack_and_cat_transforms():
+    x = f64(R.standard_normal((4, 3)))
+    stack = T.StackTransform([T.ExpTransform(), T.SigmoidTransform(), T.AffineTransform(1.0, 2.0)], dim=1)
+    y = stack(x)
+    close(y[:, 0], x[:, 0].exp())
+    close(stack.inv(y), x)
+    close(stack.log_abs_det_jacobian(x, y)[:, 2], np.full(4, math.log(2.0)))
+    assert bool(stack.codomain.check(y).all())
+    joined = T.CatTransform([T.ExpTransform(), T.AffineTransform(1.0, -2.0)], dim=1, lengths=[2, 1])
+    z = joined(x)
+    close(z[:, :2], x[:, :2].exp())
+    close(joined.inv(z), x)
+    close(joined.log_abs_det_jacobian(x, z), np.concatenate([x.numpy()[:, :2], np.full((4, 1), math.log(2.0))], 1))
+    assert bool(joined.codomain.check(z).all())
+    with pytest.raises(ValueError, match="must equal len\\(transforms\\) 3"):
+        stack(f64(np.zeros((4, 2))))
+
+
+@pytest.mark.torch
+def test_every_name_of_torch_distributions_is_here():
+    torch = pytest.importorskip("torch")
+    assert not set(torch.distributions.__all__) - set(D.__all__)
+    assert not set(torch.distributions.transforms.__all__) - set(T.__all__)
+    assert not set(torch.distributions.constraints.__all__) - set(constraints.__all__)

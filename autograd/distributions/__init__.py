@@ -57,6 +57,7 @@ from .transformed_distribution import TransformedDistribution
 from .transforms import (  # PyTorch's namespace has the transforms too
     AbsTransform,
     AffineTransform,
+    CatTransform,
     ComposeTransform,
     CorrCholeskyTransform,
     CumulativeDistributionTransform,
@@ -69,6 +70,7 @@ from .transforms import (  # PyTorch's namespace has the transforms too
     SigmoidTransform,
     SoftmaxTransform,
     SoftplusTransform,
+    StackTransform,
     StickBreakingTransform,
     TanhTransform,
     Transform,

@@ -14,16 +14,16 @@ import math
 from .. import factories
 from ..backend import xp
 from ..linalg import cholesky
-from ..ops.shape import cat
+from ..ops.shape import cat, stack
 from ..tensor import Tensor
 from . import constraints
 from .distribution import lazy_property
 from .independent import sum_rightmost
 
-__all__ = ["AbsTransform", "AffineTransform", "ComposeTransform", "CorrCholeskyTransform",
-           "CumulativeDistributionTransform", "ExpTransform", "PositiveDefiniteTransform",
-           "IndependentTransform", "LowerCholeskyTransform", "PowerTransform", "ReshapeTransform", "SigmoidTransform",
-           "SoftmaxTransform", "SoftplusTransform", "StickBreakingTransform", "TanhTransform", "Transform",
+__all__ = ["AbsTransform", "AffineTransform", "CatTransform", "ComposeTransform", "CorrCholeskyTransform",
+           "CumulativeDistributionTransform", "ExpTransform", "IndependentTransform", "LowerCholeskyTransform",
+           "PositiveDefiniteTransform", "PowerTransform", "ReshapeTransform", "SigmoidTransform", "SoftmaxTransform",
+           "SoftplusTransform", "StackTransform", "StickBreakingTransform", "TanhTransform", "Transform",
            "identity_transform"]
 
 
@@ -765,6 +765,122 @@ class PositiveDefiniteTransform(Transform):
 
     def _inverse(self, y):
         return LowerCholeskyTransform().inv(cholesky(y))
+
+
+def _check_dim(what, z, dim, size, expected):
+    if not -z.ndim <= dim < z.ndim:
+        raise ValueError(f"dim {dim} out of range for {what} with {z.ndim} dimensions")
+    if z.shape[dim] != size:
+        raise ValueError(f"{what}.size({dim}) = {z.shape[dim]} must equal {expected}")
+
+
+class StackTransform(Transform):
+    """One transform per index along ``dim``: slice i of the input goes through tseq[i]."""
+
+    def __init__(self, tseq, dim=0, cache_size=0):
+        if not all(isinstance(t, Transform) for t in tseq):
+            raise TypeError("All elements of tseq must be Transform instances")
+        if cache_size:
+            tseq = [t.with_cache(cache_size) for t in tseq]
+        super().__init__(cache_size=cache_size)
+        self.transforms, self.dim = list(tseq), dim
+
+    def with_cache(self, cache_size=1):
+        return self if self._cache_size == cache_size else StackTransform(self.transforms, self.dim, cache_size)
+
+    def _map(self, what, z, method):
+        _check_dim(what, z, self.dim, len(self.transforms), f"len(transforms) {len(self.transforms)}")
+        return stack([method(t)(z.select(self.dim, i)) for i, t in enumerate(self.transforms)], self.dim)
+
+    def _call(self, x):
+        return self._map("x", x, lambda t: t)
+
+    def _inverse(self, y):
+        return self._map("y", y, lambda t: t.inv)
+
+    def log_abs_det_jacobian(self, x, y):
+        _check_dim("x", x, self.dim, len(self.transforms), f"len(transforms) {len(self.transforms)}")
+        _check_dim("y", y, self.dim, len(self.transforms), f"len(transforms) {len(self.transforms)}")
+        return stack([t.log_abs_det_jacobian(x.select(self.dim, i), y.select(self.dim, i))
+                      for i, t in enumerate(self.transforms)], self.dim)
+
+    @property
+    def bijective(self):
+        return all(t.bijective for t in self.transforms)
+
+    @property
+    def domain(self):
+        return constraints.stack([t.domain for t in self.transforms], self.dim)
+
+    @property
+    def codomain(self):
+        return constraints.stack([t.codomain for t in self.transforms], self.dim)
+
+
+class CatTransform(Transform):
+    """One transform per consecutive slice along ``dim`` (of ``lengths``, 1 each by default); the
+    log-determinants are concatenated along dim when it is a batch dim, summed when it is an event one."""
+
+    def __init__(self, tseq, dim=0, lengths=None, cache_size=0):
+        if not all(isinstance(t, Transform) for t in tseq):
+            raise TypeError("All elements of tseq must be Transform instances")
+        if cache_size:
+            tseq = [t.with_cache(cache_size) for t in tseq]
+        super().__init__(cache_size=cache_size)
+        self.transforms, self.dim = list(tseq), dim
+        self.lengths = list(lengths) if lengths is not None else [1] * len(self.transforms)
+        if len(self.lengths) != len(self.transforms):
+            raise ValueError(f"lengths ({len(self.lengths)}) must match transforms ({len(self.transforms)})")
+
+    @lazy_property
+    def event_dim(self):
+        return max(t.event_dim for t in self.transforms)
+
+    @lazy_property
+    def length(self):
+        return sum(self.lengths)
+
+    def with_cache(self, cache_size=1):
+        return self if self._cache_size == cache_size else \
+            CatTransform(self.transforms, self.dim, self.lengths, cache_size)
+
+    def _pieces(self, z):
+        start = 0
+        for t, length in zip(self.transforms, self.lengths):
+            yield t, z.narrow(self.dim, start, length)
+            start += length
+
+    def _call(self, x):
+        _check_dim("x", x, self.dim, self.length, f"the sum of lengths {self.length}")
+        return cat([t(piece) for t, piece in self._pieces(x)], self.dim)
+
+    def _inverse(self, y):
+        _check_dim("y", y, self.dim, self.length, f"the sum of lengths {self.length}")
+        return cat([t.inv(piece) for t, piece in self._pieces(y)], self.dim)
+
+    def log_abs_det_jacobian(self, x, y):
+        _check_dim("x", x, self.dim, self.length, f"the sum of lengths {self.length}")
+        _check_dim("y", y, self.dim, self.length, f"the sum of lengths {self.length}")
+        terms = []
+        for (t, x_piece), (_, y_piece) in zip(self._pieces(x), self._pieces(y)):
+            term = t.log_abs_det_jacobian(x_piece, y_piece)
+            if t.event_dim < self.event_dim:
+                term = sum_rightmost(term, self.event_dim - t.event_dim)
+            terms.append(term)
+        dim = (self.dim - x.ndim if self.dim >= 0 else self.dim) + self.event_dim
+        return cat(terms, dim) if dim < 0 else sum(terms)
+
+    @property
+    def bijective(self):
+        return all(t.bijective for t in self.transforms)
+
+    @property
+    def domain(self):
+        return constraints.cat([t.domain for t in self.transforms], self.dim, self.lengths)
+
+    @property
+    def codomain(self):
+        return constraints.cat([t.codomain for t in self.transforms], self.dim, self.lengths)
 
 
 def log_sigmoid(x):
