@@ -6,6 +6,8 @@ from .backend import xp
 from .ops.bessel import i0, i1  # noqa: F401  (re-exported)
 from .ops.elementwise import Where
 from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-exported)
+from .ops.incomplete_gamma import igamma as gammainc  # noqa: F401  (re-exported)
+from .ops.incomplete_gamma import igammac as gammaincc  # noqa: F401  (re-exported)
 from .ops.names import FUNCTIONS
 from .ops.numbers import erfc  # noqa: F401  (re-exported)
 from .ops.pointwise import Entr, floating, logit, round, xlogy  # noqa: F401
@@ -13,9 +15,9 @@ from .ops.reductions import logsumexp  # noqa: F401
 from .ops.special import erf_of
 from .tensor import Tensor
 
-__all__ = ["digamma", "entr", "erf", "erfc", "erfinv", "exp2", "expit", "expm1", "gammaln", "i0", "i1", "log1p",
-           "log_softmax", "logit", "logsumexp", "multigammaln", "ndtr", "polygamma", "psi", "round", "sinc", "softmax",
-           "xlogy"]
+__all__ = ["digamma", "entr", "erf", "erfc", "erfinv", "exp2", "expit", "expm1", "gammainc", "gammaincc", "gammaln",
+           "i0", "i1", "log1p", "log_softmax", "logit", "logsumexp", "multigammaln", "ndtr", "polygamma", "psi",
+           "round", "sinc", "softmax", "xlogy"]
 
 erfinv, exp2, expm1, log1p = (FUNCTIONS[name] for name in ("erfinv", "exp2", "expm1", "log1p"))
 gammaln = lgamma

@@ -6,18 +6,31 @@
 
 from .. import factories
 from ..ops import sampling
-from ..tensor import Tensor
-from .distribution import Distribution, broadcast_all, probs_or_logits, probs_to_logits
+from . import constraints
+from .distribution import broadcast_all, probs_or_logits, probs_to_logits
+from .exp_family import ExponentialFamily
 
 
-class Bernoulli(Distribution):
+class Bernoulli(ExponentialFamily):
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    support = constraints.boolean
+    has_enumerate_support = True
+
+    @property
+    def _natural_params(self):
+        return (self.logits,)
+
+    def _log_normalizer(self, x):
+        return x.exp().log1p()
+
+    _mean_carrier_measure = 0
+
     def __init__(self, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
+        self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
         if probs is not None:
             (self.probs,) = broadcast_all(probs)
             super().__init__(self.probs.shape, validate_args=validate_args)
-            self._check("probs", self.probs, (self.probs >= 0) & (self.probs <= 1), "Interval(lower_bound=0.0, "
-                        "upper_bound=1.0)")
             self.logits = probs_to_logits(self.probs, is_binary=True)
         else:
             (self.logits,) = broadcast_all(logits)
@@ -41,11 +54,12 @@ class Bernoulli(Distribution):
         return sampling.bernoulli(self.probs.detach().expand(shape))
 
     def log_prob(self, value):
-        value = value if isinstance(value, Tensor) else factories.tensor(value, dtype=self.logits.dtype)
+        value = self._value(value, self.logits)
         return value * self.logits - self.logits.softplus()
 
     def entropy(self):
         return self.logits.softplus() - self.probs * self.logits
 
-    def __repr__(self):
-        return f"Bernoulli(probs: {self.probs.shape})"
+    def enumerate_support(self, expand=True):
+        values = factories.arange(2, dtype=self.probs.dtype).reshape(-1, *(1,) * len(self.batch_shape))
+        return values.expand(-1, *self.batch_shape) if expand else values

@@ -11,12 +11,17 @@ from .. import factories
 from ..backend import xp
 from ..ops import sampling
 from ..tensor import Tensor
+from . import constraints
 from .distribution import Distribution, probs_or_logits, probs_to_logits
 
 
 class Categorical(Distribution):
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
+    has_enumerate_support = True
+
     def __init__(self, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
+        self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
         if probs is not None:
             probs = probs if isinstance(probs, Tensor) else Tensor(probs)
             if probs.ndim < 1:
@@ -29,10 +34,12 @@ class Categorical(Distribution):
                 raise ValueError("`logits` parameter must be at least one-dimensional.")
             self.logits = logits - logits.logsumexp(-1, keepdim=True)
             self.probs = self.logits.exp()
-        super().__init__(self.probs.shape[:-1], validate_args=validate_args)
-        if probs is not None:
-            self._check("probs", probs, (probs >= 0) & probs.isfinite(), "Simplex()")
         self._num_events = self.probs.shape[-1]
+        super().__init__(self.probs.shape[:-1], validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=0)
+    def support(self):
+        return constraints.integer_interval(0, self._num_events - 1)
 
     @property
     def param_shape(self):
@@ -54,6 +61,8 @@ class Categorical(Distribution):
         return drawn.T.reshape(*sample_shape, *self.batch_shape)
 
     def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
         value = (value if isinstance(value, Tensor) else Tensor(value)).long()
         batch = tuple(xp.broadcast_shapes(value.shape, self.batch_shape))
         index = value.expand(batch).unsqueeze(-1)
@@ -66,6 +75,3 @@ class Categorical(Distribution):
     def enumerate_support(self, expand=True):
         values = Tensor(xp.arange(self._num_events)).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values
-
-    def __repr__(self):
-        return f"Categorical(probs: {self.probs.shape})"

@@ -1,27 +1,92 @@
 """``Distribution``: the shapes and argument checks every distribution shares.
 
-batch_shape is the shape of the parameters (one distribution per element); ``sample(shape)``
-draws ``shape + batch_shape`` values; ``log_prob(x)`` broadcasts x against the batch."""
+batch_shape is the shape of the parameters (one distribution per element); event_shape the shape
+of one draw (() for a scalar law, (k,) for a k-vector); ``sample(shape)`` draws
+``shape + batch_shape + event_shape`` values; ``log_prob(x)`` broadcasts x against the batch.
+
+With ``validate_args`` (on unless turned off, as PyTorch's under ``__debug__``) the parameters
+named in ``arg_constraints`` are checked at construction and the values given to ``log_prob``,
+``cdf`` and the like against ``support``, with PyTorch's ValueErrors.
+"""
 
 from ..backend import xp
 from ..grad_mode import no_grad
+from ..size import Size
 from ..tensor import Tensor
+from . import constraints
+
+
+class lazy_property:  # noqa: N801  (PyTorch's name)
+    """A parameter computed from another on first use and then kept in the instance (Σ from its
+    Cholesky factor, probs from logits). Given at construction, the value is simply stored, and
+    only a stored value is checked against ``arg_constraints``."""
+
+    def __init__(self, fn):
+        self.fn, self.__doc__, self.name = fn, fn.__doc__, fn.__name__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = self.fn(instance)
+        instance.__dict__[self.name] = value
+        return value
 
 
 class Distribution:
     has_rsample = False
+    has_enumerate_support = False
+    arg_constraints = {}
+    _validate_args = True  # the default for validate_args=None (PyTorch's: on unless python -O)
+
+    @staticmethod
+    def set_default_validate_args(value):
+        """Turn argument and sample validation on or off for every distribution made afterwards."""
+        if value not in (True, False):
+            raise ValueError
+        Distribution._validate_args = value
 
     def __init__(self, batch_shape=(), event_shape=(), validate_args=None):
-        self.batch_shape, self.event_shape = tuple(batch_shape), tuple(event_shape)
-        self._validate_args = True if validate_args is None else validate_args
+        self.batch_shape, self.event_shape = Size(batch_shape), Size(event_shape)
+        if validate_args is not None:
+            self._validate_args = validate_args
+        if self._validate_args:
+            for name, constraint in self.arg_constraints.items():
+                computed = isinstance(getattr(type(self), name, None), property)  # Chi2's df from its shape
+                if constraints.is_dependent(constraint) or not (name in self.__dict__ or computed):
+                    continue  # set later or computed from another parametrisation (probs from logits)
+                value = getattr(self, name)
+                self._check(name, value, constraint.check(value), repr(constraint))
 
     def _extended_shape(self, sample_shape=()):
-        return tuple(sample_shape) + self.batch_shape + self.event_shape
+        return Size(tuple(sample_shape) + self.batch_shape + self.event_shape)
+
+    @property
+    def support(self):
+        raise NotImplementedError
+
+    @property
+    def mean(self):
+        raise NotImplementedError(f"{type(self).__name__} does not implement mean")
+
+    @property
+    def mode(self):
+        raise NotImplementedError(f"{type(self).__name__} does not implement mode")
+
+    @property
+    def variance(self):
+        raise NotImplementedError(f"{type(self).__name__} does not implement variance")
+
+    @property
+    def stddev(self):
+        return self.variance.sqrt()
 
     def sample(self, sample_shape=()):
-        """A draw of shape ``sample_shape + batch_shape``, outside the graph."""
+        """A draw of shape ``sample_shape + batch_shape + event_shape``, outside the graph."""
         with no_grad():
             return self.rsample(sample_shape)
+
+    def sample_n(self, n):
+        return self.sample((n,))
 
     def rsample(self, sample_shape=()):
         raise NotImplementedError(f"{type(self).__name__} has no reparameterised sample (rsample)")
@@ -29,12 +94,35 @@ class Distribution:
     def log_prob(self, value):
         raise NotImplementedError
 
+    def cdf(self, value):
+        raise NotImplementedError
+
+    def icdf(self, value):
+        raise NotImplementedError
+
     def entropy(self):
         raise NotImplementedError
 
-    @property
-    def stddev(self):
-        return self.variance.sqrt()
+    def perplexity(self):
+        return self.entropy().exp()
+
+    def enumerate_support(self, expand=True):
+        raise NotImplementedError
+
+    def expand(self, batch_shape, _instance=None):
+        """The same distribution over a larger batch: every parameter tensor (whose leading dims are
+        the batch shape) expanded to ``batch_shape``, without copying and without a new check."""
+        batch_shape = Size(batch_shape)
+        new = _instance if _instance is not None else object.__new__(type(self))
+        old = len(self.batch_shape)
+        for name, value in self.__dict__.items():
+            if isinstance(value, Tensor) and tuple(value.shape[:old]) == tuple(self.batch_shape):
+                value = value.expand(*batch_shape, *value.shape[old:])
+            elif isinstance(value, Distribution) and value.batch_shape == self.batch_shape:  # a base law
+                value = value.expand(batch_shape)
+            new.__dict__.setdefault(name, value)
+        new.batch_shape = batch_shape
+        return new
 
     def _check(self, name, value, condition, constraint):
         """PyTorch's ValueError for a parameter outside its support (validate_args)."""
@@ -43,8 +131,40 @@ class Distribution:
                              f"distribution {self!r} to satisfy the constraint {constraint}, but found invalid "
                              f"values:\n{value}")
 
+    def _validate_sample(self, value):
+        """PyTorch's checks of a value given to log_prob (cdf, icdf): a Tensor whose trailing dims
+        are the event shape, broadcastable with the batch, inside the support."""
+        if not isinstance(value, Tensor):
+            raise ValueError("The value argument to log_prob must be a Tensor")
+        event = len(self.event_shape)
+        if tuple(value.shape[value.ndim - event:]) != tuple(self.event_shape):
+            raise ValueError(f"The right-most size of value must match event_shape: {Size(value.shape)} vs "
+                             f"{self.event_shape}.")
+        expected = self.batch_shape + self.event_shape
+        for i, j in zip(reversed(value.shape), reversed(expected)):
+            if i != 1 and j != 1 and i != j:
+                raise ValueError(f"Value is not broadcastable with batch_shape+event_shape: {Size(value.shape)} vs "
+                                 f"{Size(expected)}.")
+        support = self.support
+        if not bool(support.check(value).all()):
+            raise ValueError(f"Expected value argument ({type(value).__name__} of shape {tuple(value.shape)}) to be "
+                             f"within the support ({support!r}) of the distribution {self!r}, but found invalid "
+                             f"values:\n{value}")
+
+    def _value(self, value, like):
+        """log_prob's argument: validated when asked, a number made a tensor of the parameters' dtype."""
+        if self._validate_args:
+            self._validate_sample(value)
+        return value if isinstance(value, Tensor) else Tensor(value, dtype=like.dtype)
+
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        """``Normal(loc: Size([3]), scale: 2.0)``-like: each parameter given, by value when it is one number."""
+        hidden = {"probs": "logits", "logits": "probs"}.get(self.__dict__.get("_given"))  # (the one derived)
+        shown = {name: self.__dict__[name] for name in self.arg_constraints
+                 if isinstance(self.__dict__.get(name), Tensor) and name != hidden}
+        args = ", ".join(f"{name}: {value if value.numel() == 1 else Size(value.shape)}"
+                         for name, value in shown.items())
+        return f"{type(self).__name__}({args})"
 
 
 def probs_or_logits(probs, logits):
@@ -59,6 +179,17 @@ def probs_to_logits(probs, is_binary=False):
     eps = float(xp.finfo(probs.dtype).eps)
     clamped = probs.clamp(eps, 1 - eps)
     return clamped.log() - (1 - clamped).log() if is_binary else clamped.log()
+
+
+def logits_to_probs(logits, is_binary=False):
+    """σ(l) for a binary event, softmax over the last dim otherwise."""
+    return logits.sigmoid() if is_binary else logits.softmax(-1)
+
+
+def clamp_probs(probs):
+    """p inside [eps, 1 - eps], so its logarithms stay finite (PyTorch's clamp_probs)."""
+    eps = float(xp.finfo(probs.dtype).eps)
+    return probs.clamp(eps, 1 - eps)
 
 
 def broadcast_all(*values):

@@ -1,4 +1,9 @@
-"""kl_divergence(p, q) = E_p[log p(x) - log q(x)], in closed form for two of a kind:
+"""kl_divergence(p, q) = E_p[log p(x) - log q(x)], in closed form for the pairs registered with
+``@register_kl(TypeP, TypeQ)``. A pair is looked up by the most specific registered types that
+p and q are instances of (a subclass reuses its parent's formula), as PyTorch's.
+
+The formulas of the families of this package live beside them in ``kl_pairs.py``; this module
+holds the registry and the three formulas that came first:
 
     Normal:      ln(σ_q/σ_p) + (σ_p² + (μ_p - μ_q)²) / (2σ_q²) - ½
     Categorical: Σ_k p_k (log p_k - log q_k)
@@ -10,16 +15,48 @@ from .bernoulli import Bernoulli
 from .categorical import Categorical
 from .normal import Normal
 
+_KL_REGISTRY = {}
+
+
+def register_kl(type_p, type_q):
+    """Decorator: ``@register_kl(Normal, Normal) def kl(p, q): ...``."""
+    if not isinstance(type_p, type) or not isinstance(type_q, type):
+        raise TypeError(f"Expected type_p and type_q to be subclasses of Distribution, got {type_p} and {type_q}")
+
+    def decorator(fn):
+        _KL_REGISTRY[type_p, type_q] = fn
+        return fn
+
+    return decorator
+
+
+def _dispatch(type_p, type_q):
+    """The registered formula for the closest pair of ancestors (by method-resolution order)."""
+    matches = [(type_p.__mro__.index(p), type_q.__mro__.index(q), fn) for (p, q), fn in _KL_REGISTRY.items()
+               if issubclass(type_p, p) and issubclass(type_q, q)]
+    return min(matches, key=lambda m: (m[0] + m[1], m[0]))[2] if matches else None
+
 
 def kl_divergence(p, q):
-    if type(p) is not type(q) or not isinstance(p, (Normal, Categorical, Bernoulli)):
-        raise NotImplementedError(f"kl_divergence is implemented for two Normal, Categorical or Bernoulli "
-                                  f"distributions, got {type(p).__name__} and {type(q).__name__}")
-    if isinstance(p, Normal):
-        ratio = (p.scale / q.scale) ** 2
-        return 0.5 * (ratio + ((p.loc - q.loc) / q.scale) ** 2 - 1 - ratio.log())
-    if isinstance(p, Categorical):  # 0 log 0 is 0; p > 0 where q = 0 is infinite
-        terms = where(q.probs == 0, float("inf"), p.probs * (p.logits - q.logits))
-        return where(p.probs == 0, 0.0, terms).sum(-1)
-    # Bernoulli, from the logits: p (l_p - l_q) + softplus(l_q) - softplus(l_p)
+    fn = _dispatch(type(p), type(q))
+    if fn is None:
+        raise NotImplementedError(f"No KL(p || q) is implemented for p type {type(p).__name__} and q type "
+                                  f"{type(q).__name__}")
+    return fn(p, q)
+
+
+@register_kl(Normal, Normal)
+def _kl_normal_normal(p, q):
+    ratio = (p.scale / q.scale) ** 2
+    return 0.5 * (ratio + ((p.loc - q.loc) / q.scale) ** 2 - 1 - ratio.log())
+
+
+@register_kl(Categorical, Categorical)
+def _kl_categorical_categorical(p, q):  # 0 log 0 is 0; p > 0 where q = 0 is infinite
+    terms = where(q.probs == 0, float("inf"), p.probs * (p.logits - q.logits))
+    return where(p.probs == 0, 0.0, terms).sum(-1)
+
+
+@register_kl(Bernoulli, Bernoulli)
+def _kl_bernoulli_bernoulli(p, q):  # from the logits: p (l_p - l_q) + softplus(l_q) - softplus(l_p)
     return p.probs * (p.logits - q.logits) + q.logits.softplus() - p.logits.softplus()

@@ -7,16 +7,28 @@
 import math
 
 from .. import factories
-from .distribution import Distribution, broadcast_all
+from . import constraints
+from .distribution import broadcast_all
+from .exp_family import ExponentialFamily
 
 
-class Normal(Distribution):
+class Normal(ExponentialFamily):
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.real
     has_rsample = True
+
+    @property
+    def _natural_params(self):
+        return self.loc / self.scale.pow(2), -0.5 * self.scale.pow(2).reciprocal()
+
+    def _log_normalizer(self, x, y):
+        return -0.25 * x.pow(2) / y + 0.5 * (-math.pi / y).log()
+
+    _mean_carrier_measure = 0
 
     def __init__(self, loc, scale, validate_args=None):
         self.loc, self.scale = broadcast_all(loc, scale)
         super().__init__(self.loc.shape, validate_args=validate_args)
-        self._check("scale", self.scale, self.scale > 0, "GreaterThan(lower_bound=0.0)")
 
     @property
     def mean(self):
@@ -39,13 +51,16 @@ class Normal(Distribution):
         return self.loc + noise * self.scale
 
     def log_prob(self, value):
+        value = self._value(value, self.loc)
         return -((value - self.loc) ** 2) / (2 * self.variance) - self.scale.log() - math.log(math.sqrt(2 * math.pi))
 
     def entropy(self):
         return 0.5 + 0.5 * math.log(2 * math.pi) + self.scale.log()
 
     def cdf(self, value):
+        value = self._value(value, self.loc)
         return 0.5 * (1 + ((value - self.loc) / (self.scale * math.sqrt(2))).erf())
 
-    def __repr__(self):
-        return f"Normal(loc: {self.loc.shape}, scale: {self.scale.shape})"
+    def icdf(self, value):
+        """x = μ + σ √2 erf⁻¹(2p - 1)"""
+        return self.loc + self.scale * (2 * value - 1).erfinv() * math.sqrt(2)

@@ -2,16 +2,23 @@
 rsample: x = low + (high - low) u with u ~ U[0, 1), differentiable in low and high."""
 
 from .. import factories
+from . import constraints
 from .distribution import Distribution, broadcast_all
 
 
 class Uniform(Distribution):
+    arg_constraints = {"low": constraints.dependent(is_discrete=False, event_dim=0),
+                       "high": constraints.dependent(is_discrete=False, event_dim=0)}
     has_rsample = True
 
     def __init__(self, low, high, validate_args=None):
         self.low, self.high = broadcast_all(low, high)
         super().__init__(self.low.shape, validate_args=validate_args)
         self._check("low", self.low, self.low < self.high, "LessThan(upper_bound=high)")
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return constraints.interval(self.low, self.high)
 
     @property
     def mean(self):
@@ -26,14 +33,20 @@ class Uniform(Distribution):
         return self.low + unit * (self.high - self.low)
 
     def log_prob(self, value):
+        """-ln(high - low) on [low, high), -inf outside (the support checked is PyTorch's closed
+        interval, so the endpoint high has density 0 rather than raising)."""
+        if self._validate_args:
+            self._validate_sample(value)
         inside = (value >= self.low) & (value < self.high)
-        if self._validate_args and not bool(inside.all()):
-            raise ValueError(f"Expected value argument (Tensor of shape {tuple(value.shape)}) to be within the "
-                             f"support [low, high) of the distribution {self!r}, but found invalid values:\n{value}")
         return (inside.to(self.low.dtype)).log() - (self.high - self.low).log()
+
+    def cdf(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return ((value - self.low) / (self.high - self.low)).clamp(min=0, max=1)
+
+    def icdf(self, value):
+        return value * (self.high - self.low) + self.low
 
     def entropy(self):
         return (self.high - self.low).log()
-
-    def __repr__(self):
-        return f"Uniform(low: {self.low.shape}, high: {self.high.shape})"

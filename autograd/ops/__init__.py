@@ -22,6 +22,7 @@ from . import (  # noqa: F401  (each declares its names)
     gamma,
     grids,
     householder,
+    incomplete_gamma,
     indexing,
     inverses,
     linalg,

@@ -1,5 +1,6 @@
-"""Drawing random numbers into tensors: ``normal``, ``bernoulli``, ``multinomial``, ``poisson`` and
-the in-place initialisers (``uniform_``, ``normal_``, ``bernoulli_``, ``random_``, ``exponential_``, ...).
+"""Drawing random numbers into tensors: ``normal``, ``bernoulli``, ``multinomial``, ``poisson``,
+``binomial`` and the in-place initialisers (``uniform_``, ``normal_``, ``bernoulli_``, ``random_``,
+``exponential_``, ...).
 
 Every one takes ``generator=`` (an ``autograd.Generator``; the default one when
 left out). Draws are not differentiable: they carry no graph.
@@ -103,7 +104,18 @@ def poisson(input, generator=None):  # noqa: A002
     return _tensor(random.generator(generator).poisson(rates), input.dtype)
 
 
+def binomial(count, prob, generator=None):
+    """Draws of Binomial(count, prob), elementwise (count and prob broadcast), in prob's dtype."""
+    counts, probs = _host(count), _host(prob)
+    if (numpy.asarray(probs) < 0).any() or (numpy.asarray(probs) > 1).any():
+        raise RuntimeError("binomial expects 0 <= prob <= 1")
+    counts, probs = numpy.broadcast_arrays(counts, probs)
+    draws = random.generator(generator).binomial(counts.astype(numpy.int64), probs)
+    return _tensor(draws, _floating(prob))
+
+
 names(function=True, method=False, functions=("normal",))(normal)
+names(method=False, functions=("binomial",))(binomial)
 names("bernoulli")(bernoulli)
 names("multinomial")(multinomial)
 names(method=False, functions=("poisson",))(poisson)

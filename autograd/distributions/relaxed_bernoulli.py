@@ -1,0 +1,80 @@
+"""RelaxedBernoulli(temperature, probs or logits): the Concrete / Gumbel-softmax relaxation of a
+Bernoulli (Maddison et al. 2017; Jang et al. 2017), a law on (0, 1) that nears the Bernoulli as the
+temperature τ goes to 0 and has a reparameterised sample:
+
+    LogitRelaxedBernoulli:  x = (l + ln u - ln(1 - u)) / τ,  u ~ U(0, 1)   (l = logit p)
+        log p(x) = ln τ + (l - τx) - 2 ln(1 + e^(l - τx))
+    RelaxedBernoulli = σ(x), a TransformedDistribution of it by SigmoidTransform
+"""
+
+from .. import factories
+from ..tensor import Tensor
+from . import constraints
+from .distribution import Distribution, broadcast_all, clamp_probs, lazy_property, probs_or_logits, probs_to_logits
+from .transformed_distribution import TransformedDistribution
+from .transforms import SigmoidTransform
+
+
+def temperature_tensor(temperature, like):
+    return temperature if isinstance(temperature, Tensor) else Tensor(float(temperature), dtype=like.dtype)
+
+
+class LogitRelaxedBernoulli(Distribution):
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, temperature, probs=None, logits=None, validate_args=None):
+        probs_or_logits(probs, logits)
+        if probs is not None:
+            (self.probs,) = broadcast_all(probs)
+        else:
+            (self.logits,) = broadcast_all(logits)
+        self._param = self.probs if probs is not None else self.logits
+        self.temperature = temperature_tensor(temperature, self._param)
+        super().__init__(self._param.shape, validate_args=validate_args)
+
+    @lazy_property
+    def logits(self):
+        return probs_to_logits(self.probs, is_binary=True)
+
+    @lazy_property
+    def probs(self):
+        return self.logits.sigmoid()
+
+    @property
+    def param_shape(self):
+        return self._param.shape
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        probs = clamp_probs(self.probs.expand(*shape))
+        uniforms = clamp_probs(factories.rand(*shape, dtype=probs.dtype))
+        return (uniforms.log() - (-uniforms).log1p() + probs.log() - (-probs).log1p()) / self.temperature
+
+    def log_prob(self, value):
+        value = self._value(value, self._param)
+        difference = self.logits - value * self.temperature
+        return self.temperature.log() + difference - 2 * difference.exp().log1p()
+
+
+class RelaxedBernoulli(TransformedDistribution):
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    support = constraints.unit_interval
+    has_rsample = True
+
+    def __init__(self, temperature, probs=None, logits=None, validate_args=None):
+        base = LogitRelaxedBernoulli(temperature, probs, logits, validate_args=validate_args)
+        super().__init__(base, SigmoidTransform(), validate_args=validate_args)
+
+    @property
+    def temperature(self):
+        return self.base_dist.temperature
+
+    @property
+    def logits(self):
+        return self.base_dist.logits
+
+    @property
+    def probs(self):
+        return self.base_dist.probs
