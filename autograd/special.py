@@ -3,24 +3,38 @@
 import math
 
 from .backend import xp
-from .ops.bessel import i0, i1  # noqa: F401  (re-exported)
+from .ops.bessel import i0, i1, spherical_bessel_j0  # noqa: F401  (re-exported)
 from .ops.elementwise import Where
 from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-exported)
+from .ops.incomplete_gamma import igamma, igammac
 from .ops.names import FUNCTIONS
+from .ops.normal_tails import erfcx_of, log_ndtr, ndtri_of  # noqa: F401  (re-exported)
 from .ops.numbers import erfc  # noqa: F401  (re-exported)
-from .ops.pointwise import Entr, floating, logit, round, xlogy  # noqa: F401
+from .ops.pointwise import Entr, floating, logit, round, xlog1py, xlogy  # noqa: F401
 from .ops.reductions import logsumexp  # noqa: F401
 from .ops.special import erf_of
+from .ops.zeta import zeta  # noqa: F401  (re-exported)
 from .tensor import Tensor
 
-__all__ = ["digamma", "entr", "erf", "erfc", "erfinv", "exp2", "expit", "expm1", "gammaln", "i0", "i1", "log1p",
-           "log_softmax", "logit", "logsumexp", "multigammaln", "ndtr", "polygamma", "psi", "round", "sinc", "softmax",
-           "xlogy"]
+__all__ = ["digamma", "entr", "erf", "erfc", "erfcx", "erfinv", "exp2", "expit", "expm1", "gammainc", "gammaincc",
+           "gammaln", "i0", "i1", "log1p", "log_ndtr", "log_softmax", "logit", "logsumexp", "multigammaln", "ndtr",
+           "ndtri", "polygamma", "psi", "round", "sinc", "softmax", "spherical_bessel_j0", "xlog1py", "xlogy", "zeta"]
 
 erfinv, exp2, expm1, log1p = (FUNCTIONS[name] for name in ("erfinv", "exp2", "expm1", "log1p"))
 gammaln = lgamma
 psi = digamma
 multigammaln = mvlgamma
+erfcx, ndtri = erfcx_of, ndtri_of
+
+
+def gammainc(input, other, *, out=None):
+    """The regularised lower incomplete gamma function P(input, other) (``autograd.igamma``)."""
+    return igamma(input, other, out=out)
+
+
+def gammaincc(input, other, *, out=None):
+    """The regularised upper incomplete gamma function Q(input, other) (``autograd.igammac``)."""
+    return igammac(input, other, out=out)
 
 
 def erf(input):

@@ -21,10 +21,12 @@ from . import (  # noqa: F401  (each declares its names)
     functions,
     gamma,
     grids,
+    incomplete_gamma,
     indexing,
     inverses,
     linalg,
     matrix_exp,
+    normal_tails,
     norms,
     numbers,
     pointwise,
@@ -44,6 +46,7 @@ from . import (  # noqa: F401  (each declares its names)
     strided,
     svd,
     windows,
+    zeta,
 )
 from .names import FUNCTIONS, INPLACE, METHODS
 

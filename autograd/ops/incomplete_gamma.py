@@ -1,0 +1,221 @@
+"""The regularised incomplete gamma functions: ``igamma`` (P, ``special.gammainc``) and
+``igammac`` (Q = 1 - P, ``special.gammaincc``).
+
+    P(a, x) = 1/Γ(a) ∫_0^x t^(a-1) e^(-t) dt,     Q(a, x) = 1/Γ(a) ∫_x^∞ t^(a-1) e^(-t) dt
+
+    ∂P/∂x = -∂Q/∂x = x^(a-1) e^(-x) / Γ(a)
+
+The derivative in a has no closed form; PyTorch does not implement it, and neither do we
+(the same NotImplementedError, raised when that gradient is asked for).
+
+Both are computed in float64 as Cephes does, by whichever expansion converges and loses
+nothing to cancellation where the point lies (Temme's uniform expansion, which Cephes adds
+for a > 20 with x ≈ a, is left out: there the series below need about 9√a terms, so their
+cost grows with a, not their error):
+
+- the series  P = x^a e^(-x) / Γ(a+1) · Σ_n x^n / ((a+1)(a+2)···(a+n)), positive terms, for
+  x below a (or x ≤ 1);
+- Legendre's continued fraction  Q = x^a e^(-x) / Γ(a) · 1/(x+1-a- 1(1-a)/(x+3-a- 2(2-a)/(x+5-a- ···)))
+  for x above a and 1.1;
+- for x ≤ 1.1 with a small, where Q is tiny beside P, Q's own series
+  Q = 1 - x^a / Γ(a+1) - x^a/Γ(a) · Σ_{n≥1} (-x)^n / (n! (a+n)).
+
+The other function is 1 minus the one computed (at most 1/2 or so there: nothing lost).
+The factor x^a e^(-x)/Γ(a) is taken as a logarithm; for a ≥ 10 it is written through
+t = (x-a)/a as -a (t - ln(1+t)) + ½ ln(a/2π) - (Stirling's series of ln Γ), so that no two
+large logarithms are subtracted.
+"""
+
+import functools
+import math
+
+from ..backend import xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from .elementwise import promote, unbroadcast
+from .gamma import _BERNOULLI, _lgamma, lgamma
+from .names import names
+from .outputs import write_out
+from .predicates import result_type
+
+_EPS = 2.0**-53  # the relative precision the sums stop at
+_BIG, _BIG_INVERSE = 2.0**52, 2.0**-52  # the continued fraction's numerators are rescaled past _BIG
+_EULER = 0.57721566490153286061
+
+
+def _log1p_minus(t):
+    """t - ln(1+t), without cancellation for small t (its series Σ_{k≥2} (-1)^k t^k / k)."""
+    series = xp.zeros_like(t)
+    power = t * t
+    for k in range(2, 20):  # |t| < 0.1: the 19th term is below 1e-19 of the first
+        series = series + (power / k if k % 2 == 0 else -power / k)
+        power = power * t
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        direct = t - xp.log1p(t)
+    return xp.where(xp.abs(t) < 0.1, series, direct)
+
+
+def _log_prefactor(a, x):
+    """ln(x^a e^(-x) / Γ(a)) for a, x > 0."""
+    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        direct = a * xp.log(x) - x - _lgamma(a)
+        large = xp.maximum(a, 10.0)
+        stirling = xp.zeros_like(a)  # ln Γ(a) - (a-½) ln a + a - ½ ln 2π = Σ_k B_2k / (2k (2k-1) a^(2k-1))
+        for k, b in enumerate(_BERNOULLI, start=1):
+            stirling = stirling + b / (2 * k * (2 * k - 1) * large ** (2 * k - 1))
+        uniform = -large * _log1p_minus((x - large) / large) + 0.5 * xp.log(large / (2 * math.pi)) - stirling
+    return xp.where(a >= 10.0, uniform, direct)
+
+
+def _lower_series(a, x):
+    """P(a, x) by its series of positive terms."""
+    total, term, denominator = xp.ones_like(a), xp.ones_like(a), a.copy()
+    active = xp.arange(a.size)
+    while active.size:  # only the elements still changing are carried on
+        denominator[active] += 1.0
+        term[active] *= x[active] / denominator[active]
+        total[active] += term[active]
+        active = active[term[active] > _EPS * total[active]]
+    return total * xp.exp(_log_prefactor(a, x)) / a
+
+
+@functools.cache
+def _zeta_of_integers(count=60):
+    """ζ(2), ζ(3), ..., for the Taylor series of ln Γ(1+z)."""
+    from .zeta import hurwitz_zeta
+
+    return hurwitz_zeta(xp.arange(2.0, count + 2.0), xp.ones(count)).tolist()
+
+
+def _lgamma_1p(z):
+    """ln Γ(1+z), exact in relative terms near z = 0 (and z = 1, where it is ln z + ln Γ(z)):
+    its Taylor series -γ z + Σ_{k≥2} (-1)^k ζ(k) z^k / k for |z| ≤ ½."""
+
+    def taylor(z):
+        total, power = -_EULER * z, z * z
+        for k, zeta in enumerate(_zeta_of_integers(), start=2):
+            total = total + (zeta / k if k % 2 == 0 else -zeta / k) * power
+            power = power * z
+        return total
+
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        near_one = xp.log(z) + taylor(z - 1.0)
+    return xp.where(xp.abs(z) <= 0.5, taylor(z), xp.where(xp.abs(z - 1.0) < 0.5, near_one, _lgamma(z + 1.0)))
+
+
+def _upper_series(a, x):
+    """Q(a, x) for x ≤ 1.1: 1 - x^a/Γ(a+1) - x^a/Γ(a) Σ_{n≥1} (-x)^n / (n! (a+n))."""
+    total, factor = xp.zeros_like(a), xp.ones_like(a)
+    active = xp.arange(a.size)
+    n = 0
+    while active.size:
+        n += 1
+        factor[active] *= -x[active] / n
+        term = factor[active] / (a[active] + n)
+        total[active] += term
+        active = active[xp.abs(term) > _EPS * xp.abs(total[active])]
+    log_x = xp.log(x)
+    return -xp.expm1(a * log_x - _lgamma_1p(a)) - xp.exp(a * log_x - _lgamma(a)) * total
+
+
+def _upper_fraction(a, x):
+    """Q(a, x) by Legendre's continued fraction, its convergents p_k / q_k by the three-term
+    recurrence (rescaled when they grow past 2^52)."""
+    y, z, c = 1.0 - a, x + 2.0 - a, xp.zeros_like(a)
+    p_before, q_before, p_last, q_last = xp.ones_like(a), x.copy(), x + 1.0, z * x
+    answer = p_last / q_last
+    active = xp.arange(a.size)
+    while active.size:
+        i = active
+        c[i] += 1.0
+        y[i] += 1.0
+        z[i] += 2.0
+        yc = y[i] * c[i]
+        p = p_last[i] * z[i] - p_before[i] * yc
+        q = q_last[i] * z[i] - q_before[i] * yc
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            ratio = xp.where(q != 0, p / q, answer[i])
+            change = xp.where(q != 0, xp.abs((answer[i] - ratio) / ratio), 1.0)
+        answer[i] = ratio
+        p_before[i], q_before[i], p_last[i], q_last[i] = p_last[i], q_last[i], p, q
+        scale = xp.where(xp.abs(p) > _BIG, _BIG_INVERSE, 1.0)
+        for array in (p_before, q_before, p_last, q_last):
+            array[i] *= scale
+        active = i[change > _EPS]
+    return answer * xp.exp(_log_prefactor(a, x))
+
+
+def regularized_gamma(a, x, upper):
+    """P(a, x) (or Q(a, x) when ``upper``) of two arrays of one floating dtype, with Cephes's
+    values at the edges: NaN for a < 0 or x < 0, P(0, x > 0) = 1, P(a, 0) = 0, P(∞, x) = 0,
+    P(a, ∞) = 1."""
+    dtype, shape = a.dtype, xp.broadcast_shapes(a.shape, x.shape)
+    a, x = (xp.broadcast_to(array.astype(xp.float64), shape).ravel() for array in (a, x))
+    p = xp.full(a.shape, xp.nan)
+    p[(a == 0) & (x > 0)] = 1.0
+    p[(x == 0) & (a > 0)] = 0.0
+    p[xp.isinf(a) & (x > 0) & xp.isfinite(x)] = 0.0
+    p[xp.isinf(x) & (a > 0) & xp.isfinite(a)] = 1.0
+    result = 1.0 - p if upper else p  # (NaN stays NaN)
+    inside = (a > 0) & (x > 0) & xp.isfinite(a) & xp.isfinite(x)
+    a, x = a[inside], x[inside]
+    if upper:  # which of the three to compute, as Cephes chooses for P and for Q
+        fraction = (x > 1.1) & (x >= a)
+        small_a = xp.where(x <= 0.5, -0.4 / xp.log(xp.minimum(x, 0.5)) < a, 1.1 * x < a)
+        lower = ((x > 1.1) & (x < a)) | ((x <= 1.1) & small_a)
+    else:
+        lower = ~((x > 1.0) & (x > a))
+        fraction = ~lower & (x > 1.1)
+    series = ~lower & ~fraction
+    computed = xp.empty(a.shape)  # P where ``lower``, Q elsewhere
+    computed[lower] = _lower_series(a[lower], x[lower])
+    computed[fraction] = _upper_fraction(a[fraction], x[fraction])
+    computed[series] = _upper_series(a[series], x[series])
+    result[inside] = xp.where(lower == upper, 1.0 - computed, computed)
+    return result.reshape(shape).astype(dtype)
+
+
+class Igamma(Primitive):
+    """z = P(a, x);   dL/dx = dL/dz · x^(a-1) e^(-x) / Γ(a);   dL/da is not implemented (as PyTorch)"""
+
+    upper = False  # Igammac: Q = 1 - P, whose slope in x is the negative
+
+    def forward(self, a, x):
+        return regularized_gamma(a, x, self.upper)
+
+    def backward(self, grad, z, a, x):
+        if a.requires_grad:
+            name = "igammac" if self.upper else "igamma"
+            raise NotImplementedError(f"the derivative for '{name}: input' is not implemented.")
+        density = ((a - 1.0) * x.log() - x - lgamma(a)).exp()  # (PyTorch's formula: NaN at x = 0, a = 1 too)
+        return None, unbroadcast(grad * (-density if self.upper else density), x)
+
+
+class Igammac(Igamma):
+    """z = Q(a, x) = 1 - P(a, x);   dL/dx = -dL/dz · x^(a-1) e^(-x) / Γ(a)"""
+
+    upper = True
+
+
+def _regularized(primitive, name, input, other, out):
+    for position, (argument, value) in enumerate((("input", input), ("other", other)), start=1):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name}(): argument '{argument}' (position {position}) must be Tensor, "
+                            f"not {type(value).__name__}")
+    dtype = result_type(input, other)
+    if dtype.kind != "f":
+        raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtype}'")
+    return write_out(primitive.apply(*promote(input, other)), out)
+
+
+@names("igamma", inplace="igamma_")
+def igamma(input, other, *, out=None):
+    """The regularised lower incomplete gamma function P(input, other) (``special.gammainc``)."""
+    return _regularized(Igamma, "igamma", input, other, out)
+
+
+@names("igammac", inplace="igammac_")
+def igammac(input, other, *, out=None):
+    """The regularised upper incomplete gamma function Q(input, other) = 1 - P
+    (``special.gammaincc``)."""
+    return _regularized(Igammac, "igammac", input, other, out)
