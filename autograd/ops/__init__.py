@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (each declares its names)
     distances,
     elementwise,
     extrema,
+    finite_differences,
     functions,
     gamma,
     grids,
