@@ -42,8 +42,10 @@ CASES = {
     "LogNdtr": (unary(-12.0, 6.0), S.log_ndtr),
     "Ndtri": (unary(0.02, 0.98), S.ndtri),
     "Xlog1py": (broadcast_pair(0.1, 3.0), S.xlog1py),
+    "I0e": (unary(-4.0, 4.0, kinks=(0.0,)), S.i0e),
+    "I1e": (unary(-4.0, 4.0, kinks=(0.0,)), S.i1e),
 }
-SECOND_ORDER = ["Erfcx", "ErfcxSlope", "LogNdtr", "Ndtri", "Xlog1py", "Igamma", "Zeta"]
+SECOND_ORDER = ["I0e", "I1e", "Erfcx", "ErfcxSlope", "LogNdtr", "Ndtri", "Xlog1py", "Igamma", "Zeta"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
