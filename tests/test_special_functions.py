@@ -133,7 +133,8 @@ def test_against_mpmath():
     positive = x[x > 0]
     references = {
         "bessel_j0": (x, lambda v: mpmath.besselj(0, v)), "bessel_j1": (x, lambda v: mpmath.besselj(1, v)),
-        "bessel_y0": (positive, lambda v: mpmath.bessely(0, v)), "bessel_y1": (positive, lambda v: mpmath.bessely(1, v)),
+        "bessel_y0": (positive, lambda v: mpmath.bessely(0, v)),
+        "bessel_y1": (positive, lambda v: mpmath.bessely(1, v)),
         "scaled_modified_bessel_k0": (positive, lambda v: mpmath.besselk(0, v) * mpmath.exp(v)),
         "scaled_modified_bessel_k1": (positive, lambda v: mpmath.besselk(1, v) * mpmath.exp(v)),
         "airy_ai": (x[np.abs(x) < 100], mpmath.airyai),
