@@ -1,0 +1,147 @@
+"""PyTorch's top-level spellings of functions nn.functional also has: autograd.dropout(input, p,
+train) and its kin, the normalisations (batch_norm, instance_norm with every argument required,
+layer_norm, group_norm, rms_norm), pixel_shuffle, pixel_unshuffle and channel_shuffle. Their
+maths lives in autograd/ops (autograd never imports nn), and nn.functional calls the same code.
+Values, gradients, signatures and errors against PyTorch; properties without it."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import autograd
+import nn
+from tests.ops_reference import compare
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((4, 6, 3, 2))
+W, B = rng.standard_normal(6), rng.standard_normal(6)
+SHAPE_WEIGHT = rng.standard_normal((3, 2))
+
+TOP_LEVEL = ["dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout", "batch_norm", "instance_norm",
+             "layer_norm", "group_norm", "rms_norm", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
+             "native_channel_shuffle"]
+
+
+def test_autograd_does_not_import_nn():
+    import subprocess
+    import sys
+
+    code = "import sys, autograd; autograd.layer_norm; autograd.dropout; print('nn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout"])
+def test_dropouts_take_train_by_position(name):
+    function = getattr(autograd, name)
+    assert list(inspect.signature(function).parameters) == ["input", "p", "train"]
+    x = autograd.tensor(X)
+    assert function(x, 0.5, False) is x and function(x, 0.0, True) is x
+    with pytest.raises(TypeError):
+        function(x, 0.5)  # train has no default, as in PyTorch
+    with pytest.raises(RuntimeError, match="dropout probability has to be between 0 and 1, but got 1.5"):
+        function(x, 1.5, False)
+
+
+def test_dropout_statistics():
+    autograd.manual_seed(0)
+    x = autograd.ones(200, 50, dtype=autograd.float64)
+    y = autograd.dropout(x, 0.3, True).numpy()
+    assert set(np.unique(y)) <= {0.0, 1 / 0.7} and abs((y == 0).mean() - 0.3) < 0.02
+    channels = autograd.feature_dropout(autograd.ones(100, 20, 5), 0.5, True).numpy()
+    assert (channels.min(axis=2) == channels.max(axis=2)).all()  # whole channels kept or dropped
+    assert autograd.dropout(x, 1.0, True).numpy().max() == 0.0
+    with pytest.raises(RuntimeError, match="Feature dropout requires at least 2 dimensions"):
+        autograd.feature_dropout(autograd.ones(3), 0.5, True)
+    # alpha dropout keeps a standard normal's mean and variance
+    z = autograd.alpha_dropout(autograd.tensor(rng.standard_normal(200_000)), 0.2, True).numpy()
+    assert abs(z.mean()) < 0.02 and abs(z.var() - 1) < 0.03
+
+
+def test_dropout_gradient_is_the_mask():
+    autograd.manual_seed(1)
+    x = autograd.tensor(X, requires_grad=True)
+    y = autograd.dropout(x, 0.4, True)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), (y.numpy() != 0) / 0.6)
+
+
+def test_nn_functional_uses_the_same_code():
+    from autograd.ops import dropout, normalization, pixel_shuffle
+
+    assert nn.functional.layer_norm is normalization.layer_norm
+    assert nn.functional.batch_norm is normalization.batch_norm
+    assert nn.functional.pixel_shuffle is pixel_shuffle.pixel_shuffle
+    autograd.manual_seed(2)
+    a = nn.functional.dropout(autograd.tensor(X), 0.5, training=True).numpy()
+    autograd.manual_seed(2)
+    np.testing.assert_array_equal(a, autograd.dropout(autograd.tensor(X), 0.5, True).numpy())
+    assert dropout.drop is not None
+
+
+def test_normalisation_gradients_match_finite_differences():
+    x = autograd.tensor(X[:2, :4, :2], requires_grad=True)
+    weight, bias = (autograd.tensor(rng.standard_normal(4), requires_grad=True) for _ in range(2))
+    assert autograd.gradcheck(lambda x, w, b: autograd.batch_norm(x, w, b, None, None, True, 0.1, 1e-5, False),
+                              (x, weight, bias))
+    assert autograd.gradcheck(lambda x, w, b: autograd.group_norm(x, 2, w, b), (x, weight, bias))
+    assert autograd.gradcheck(lambda x: autograd.layer_norm(x, (2, 2)), (x,))
+
+
+NORMS = {
+    "batch_norm_train": lambda m, x, w, b: m.batch_norm(x, w, b, m.zeros(6, dtype=m.float64),
+                                                       m.ones(6, dtype=m.float64), True, 0.1, 1e-5, False),
+    "batch_norm_eval": lambda m, x, w, b: m.batch_norm(x, w, b, m.tensor(W) * 0.1, m.tensor(B) ** 2 + 0.5, False,
+                                                      0.1, 1e-5, False),
+    "instance_norm": lambda m, x, w, b: m.instance_norm(x, w, b, None, None, True, 0.1, 1e-5, False),
+    "layer_norm": lambda m, x, w, b: m.layer_norm(x, (3, 2), m.tensor(SHAPE_WEIGHT), None, 1e-5, True),
+    "layer_norm_defaults": lambda m, x, w, b: m.layer_norm(x, [2]),
+    "group_norm": lambda m, x, w, b: m.group_norm(x, 3, w, b, 1e-5, True),
+    "group_norm_defaults": lambda m, x, w, b: m.group_norm(x, 2),
+    "rms_norm": lambda m, x, w, b: m.rms_norm(x, (3, 2), m.tensor(SHAPE_WEIGHT)),
+    "rms_norm_eps": lambda m, x, w, b: m.rms_norm(x, [2], eps=1e-3),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(NORMS))
+def test_normalisations_match_torch(name):
+    compare(NORMS[name], X, W, B, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.torch
+def test_batch_norm_updates_the_running_statistics_as_torch():
+    torch = pytest.importorskip("torch")
+    ours = [autograd.zeros(6, dtype=autograd.float64), autograd.ones(6, dtype=autograd.float64)]
+    theirs = [torch.zeros(6, dtype=torch.float64), torch.ones(6, dtype=torch.float64)]
+    autograd.batch_norm(autograd.tensor(X), None, None, *ours, True, 0.3, 1e-5, False)
+    torch.batch_norm(torch.tensor(X), None, None, *theirs, True, 0.3, 1e-5, False)
+    for mine, reference in zip(ours, theirs):
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), rtol=1e-13)
+
+
+SHUFFLES = {
+    "pixel_shuffle": lambda m, x: m.pixel_shuffle(x.reshape(2, 8, 3, 3), 2),
+    "pixel_unshuffle": lambda m, x: m.pixel_unshuffle(x.reshape(2, 2, 6, 6), 3),
+    "channel_shuffle": lambda m, x: m.channel_shuffle(x.reshape(4, 6, 6), 3),
+    "native_channel_shuffle": lambda m, x: m.native_channel_shuffle(x.reshape(4, 6, 6), 2),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(SHUFFLES))
+def test_shuffles_match_torch(name):
+    # (PyTorch's native_channel_shuffle has no derivative; ours is channel_shuffle's, which has)
+    compare(SHUFFLES[name], X.reshape(-1)[:144], grad=name != "native_channel_shuffle")
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_parameter_names_are_torchs(name):
+    torch = pytest.importorskip("torch")
+    (schema, *_) = [s for s in torch._C._jit_get_schemas_for_operator(f"aten::{name}") if not s.overload_name]
+    expected = [argument.name for argument in schema.arguments]
+    expected = ["input" if n == "self" else n for n in expected]
+    ours = list(inspect.signature(getattr(autograd, name)).parameters)
+    assert ours == expected
