@@ -29,6 +29,7 @@ from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdis
     vector_norm,
 )
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
+from autograd.ops.embedding import embedding  # noqa: F401  (F.embedding)
 from autograd.ops.linalg import MatMul
 from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_norm, ... as before)
     batch_norm,
@@ -36,6 +37,12 @@ from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_n
     instance_norm,
     layer_norm,
     rms_norm,
+)
+from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
+    channel_shuffle,
+    native_channel_shuffle,
+    pixel_shuffle,
+    pixel_unshuffle,
 )
 from autograd.random import generator
 
@@ -499,8 +506,6 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".interpolation", "interpolate", "upsample_bilinear", "upsample_nearest"),
     **_lazy.from_module(".lp_pool", "lp_pool1d", "lp_pool2d", "lp_pool3d"),
     **_lazy.from_module(".padding", "pad"),
-    **_lazy.from_module(".pixel_shuffle", "channel_shuffle", "native_channel_shuffle", "pixel_shuffle",
-                        "pixel_unshuffle"),
-    **_lazy.from_module(".sparse", "embedding", "embedding_bag", "one_hot"),
+    **_lazy.from_module(".sparse", "embedding_bag", "one_hot"),
     **_lazy.from_module(".unpool", "max_unpool1d", "max_unpool2d", "max_unpool3d"),
 })

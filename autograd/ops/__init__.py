@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (each declares its names)
     distances,
     dropout,
     elementwise,
+    embedding,
     extrema,
     finite_differences,
     functions,

@@ -8,19 +8,48 @@ import inspect
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import autograd
 import nn
 from tests.ops_reference import compare
+from tests.test_ops import _run, arrays, leaf
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((4, 6, 3, 2))
 W, B = rng.standard_normal(6), rng.standard_normal(6)
 SHAPE_WEIGHT = rng.standard_normal((3, 2))
 
+
+
+@st.composite
+def table_and_indices(draw):
+    """([W], indices): a weight table and the rows looked up (repeats included). (The padding row's
+    and the frequency-scaled gradients are by design not the derivative: test_embedding_matches_torch.)"""
+    rows, width = draw(st.integers(2, 5)), draw(st.integers(1, 3))
+    indices = draw(hnp.arrays(np.int64, draw(hnp.array_shapes(max_dims=2, max_side=4)),
+                              elements=st.integers(0, rows - 1)))
+    return [leaf(draw(arrays((rows, width))))], indices
+
+
+CASES = {  # (gradchecked by tests/test_ops.py, as every primitive of autograd's)
+    "EmbeddingLookup": (table_and_indices(), lambda w, indices: autograd.embedding(w, autograd.tensor(indices))),
+}
+
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@given(data=st.data())
+def test_gradient_matches_finite_differences(name, data):
+    tensors, fn = _run(CASES[name], data)
+    assert autograd.gradcheck(fn, tensors)
+
+
 TOP_LEVEL = ["dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout", "batch_norm", "instance_norm",
              "layer_norm", "group_norm", "rms_norm", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
-             "native_channel_shuffle"]
+             "native_channel_shuffle", "embedding"]
 
 
 def test_autograd_does_not_import_nn():
@@ -145,3 +174,17 @@ def test_parameter_names_are_torchs(name):
     expected = ["input" if n == "self" else n for n in expected]
     ours = list(inspect.signature(getattr(autograd, name)).parameters)
     assert ours == expected
+
+
+EMBEDDINGS = {
+    "plain": lambda m, w: m.embedding(w, m.tensor([[0, 2, 2], [4, 1, 0]])),
+    "padding": lambda m, w: m.embedding(w, m.tensor([0, 2, 2, 4]), 2),
+    "negative_padding_is_none": lambda m, w: m.embedding(w, m.tensor([0, 3, 3]), padding_idx=-2),
+    "scaled_by_frequency": lambda m, w: m.embedding(w, m.tensor([0, 2, 2, 2, 4]), -1, True),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(EMBEDDINGS))
+def test_embedding_matches_torch(name):
+    compare(EMBEDDINGS[name], rng.standard_normal((5, 3)))
