@@ -19,8 +19,10 @@ from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.
 )
 from autograd.ops.activations import celu as _celu
 from autograd.ops.activations import elu as _elu
+from autograd.ops.activations import rrelu as _rrelu
 from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
+from autograd.ops.bilinear import bilinear  # noqa: F401  (F.bilinear)
 from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdist, ...)
     clamped_below_in_value,
     cosine_similarity,
@@ -97,25 +99,6 @@ def linear(input, weight, bias=None):
     if bias is None:
         return AffineMap.apply(input, weight)
     return AffineMap.apply(input, weight, bias)
-
-
-def bilinear(input1, input2, weight, bias=None):
-    """y_k = x1ᵀ A_k x2 + b_k for A of shape (out, in1, in2); leading dims are batch dims."""
-    if input1.shape[:-1] != input2.shape[:-1]:
-        raise RuntimeError(f"bilinear(): input batch dimensions do not match: got {input1.shape[:-1]} and "
-                           f"{input2.shape[:-1]}")
-    if weight.ndim != 3 or weight.shape[1] != input1.shape[-1] or weight.shape[2] != input2.shape[-1]:
-        raise RuntimeError(f"bilinear(): weight of shape {weight.shape} does not fit inputs of shapes "
-                           f"{input1.shape} and {input2.shape}")
-    batch = input1.shape[:-1]
-    x1 = input1.reshape(-1, input1.shape[-1])
-    x2 = input2.reshape(-1, input2.shape[-1])
-    # (out, n, in2): x1 A_k for every k, then the dot product with x2 of each row
-    left = x1.unsqueeze(0) @ weight
-    y = (left * x2.unsqueeze(0)).sum(-1).T
-    if bias is not None:
-        y = y + bias
-    return y.reshape(*batch, weight.shape[0])
 
 
 # -- activations ------------------------------------------------------------------------------
@@ -265,13 +248,9 @@ def threshold_(input, threshold_value, value):
 
 
 def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
-    """Randomized leaky ReLU (Xu et al., 2015): y = x for x > 0, a·x otherwise, where in training each
-    element draws its own slope a ~ U(lower, upper) (from autograd's generator), and in eval a is the
-    mean slope (lower + upper) / 2 (leaky_relu). dy/dx = a at 0, as PyTorch."""
-    if not training:
-        return leaky_relu(input, (lower + upper) / 2, inplace)
-    slopes = Tensor(generator().uniform(lower, upper, input.shape).astype(input.dtype))
-    return _inplace(input, lambda input: autograd.where(input > 0, input, input * slopes), inplace)
+    """Randomized leaky ReLU (``autograd.rrelu``): a random slope per element in training, the mean
+    slope (lower + upper) / 2 in eval."""
+    return _inplace(input, lambda input: _rrelu(input, lower, upper, training), inplace)
 
 
 def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):

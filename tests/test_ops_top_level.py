@@ -49,7 +49,8 @@ def test_gradient_matches_finite_differences(name, data):
 
 TOP_LEVEL = ["dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout", "batch_norm", "instance_norm",
              "layer_norm", "group_norm", "rms_norm", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
-             "native_channel_shuffle", "embedding"]
+             "native_channel_shuffle", "embedding", "bilinear", "rrelu", "rrelu_", "dropout_", "alpha_dropout_",
+             "feature_dropout_", "feature_alpha_dropout_"]
 
 
 def test_autograd_does_not_import_nn():
@@ -188,3 +189,41 @@ EMBEDDINGS = {
 @pytest.mark.parametrize("name", sorted(EMBEDDINGS))
 def test_embedding_matches_torch(name):
     compare(EMBEDDINGS[name], rng.standard_normal((5, 3)))
+
+
+@pytest.mark.torch
+def test_bilinear_matches_torch():
+    compare(lambda m, x1, x2, w, b: m.bilinear(x1, x2, w, b), rng.standard_normal((2, 3, 4)),
+            rng.standard_normal((2, 3, 5)), rng.standard_normal((6, 4, 5)), rng.standard_normal(6))
+    compare(lambda m, x1, x2, w: m.bilinear(x1, x2, w), rng.standard_normal((3, 4)), rng.standard_normal((3, 5)),
+            rng.standard_normal((2, 4, 5)))
+
+
+@pytest.mark.torch
+def test_rrelu_in_eval_matches_torch():
+    compare(lambda m, x: m.rrelu(x), X)
+    compare(lambda m, x: m.rrelu(x, 0.1, 0.3, False), X)
+    compare(lambda m, x: m.rrelu_(x * 1.0, 0.2, 0.4), X)
+
+
+def test_rrelu_in_training_draws_slopes_from_the_generator():
+    x = autograd.tensor(-np.ones(10_000))
+    y = autograd.rrelu(x, 0.1, 0.3, True, generator=autograd.Generator().manual_seed(0)).numpy()
+    assert -0.3 <= y.min() and y.max() <= -0.1 and abs(y.mean() + 0.2) < 0.005
+    again = autograd.rrelu(x, 0.1, 0.3, True, generator=autograd.Generator().manual_seed(0)).numpy()
+    np.testing.assert_array_equal(y, again)
+    z = autograd.tensor([-1.0, 2.0])
+    assert autograd.rrelu_(z, training=True) is z and z.numpy()[1] == 2.0
+
+
+def test_in_place_dropouts_write_into_their_input():
+    autograd.manual_seed(3)
+    x = autograd.ones(50, 4, dtype=autograd.float64)
+    assert autograd.dropout_(x, 0.5, True) is x
+    assert set(np.unique(x.numpy())) <= {0.0, 2.0} and (x.numpy() == 0).any()
+    y = autograd.tensor(X)
+    assert autograd.feature_alpha_dropout_(y, 0.5, False) is y
+    np.testing.assert_array_equal(y.numpy(), X)
+    leaf = autograd.tensor(X, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):
+        autograd.alpha_dropout_(leaf, 0.5, True)

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (each declares its names)
     arithmetic,
     arranging,
     bessel,
+    bilinear,
     broadcasting,
     conjugation,
     contractions,

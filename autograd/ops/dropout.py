@@ -1,6 +1,7 @@
 """Dropout: the maths behind ``nn.functional``'s dropouts and PyTorch's top-level spellings
 ``autograd.dropout(input, p, train)``, ``alpha_dropout``, ``feature_dropout`` and
-``feature_alpha_dropout`` (``train`` positional and required, as in PyTorch).
+``feature_alpha_dropout`` (``train`` positional and required, as in PyTorch), and their in-place
+twins ``dropout_``, ... .
 
 Inverted dropout zeroes each unit with probability p and scales the rest by 1/(1 - p), so that
 E[y] = x; feature dropout draws once per (sample, channel) and zeroes whole channels. Alpha
@@ -63,9 +64,15 @@ def _by_position(name, apply, shape_of):
             return input  # (the input itself, as PyTorch's)
         return apply(input, p, shape_of(input))
 
+    def dropout_(input, p, train):
+        return input._write_back(dropout, (p, train), {})
+
     dropout.__name__ = dropout.__qualname__ = name
     dropout.__doc__ = (f"PyTorch's top-level ``{name}(input, p, train)`` (``train`` required; "
                        f"``nn.functional.{name if name != 'feature_dropout' else 'dropout2d'}`` has the defaults).")
+    dropout_.__name__ = dropout_.__qualname__ = name + "_"
+    dropout_.__doc__ = f"``{name}`` written into input (recorded, as every in-place write)."
+    names(name + "_", method=False)(dropout_)
     return names(name, method=False)(dropout)
 
 
