@@ -50,7 +50,9 @@ def test_gradient_matches_finite_differences(name, data):
 TOP_LEVEL = ["dropout", "alpha_dropout", "feature_dropout", "feature_alpha_dropout", "batch_norm", "instance_norm",
              "layer_norm", "group_norm", "rms_norm", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
              "native_channel_shuffle", "embedding", "bilinear", "rrelu", "rrelu_", "dropout_", "alpha_dropout_",
-             "feature_dropout_", "feature_alpha_dropout_"]
+             "feature_dropout_", "feature_alpha_dropout_", "binary_cross_entropy_with_logits",
+             "hinge_embedding_loss", "kl_div", "margin_ranking_loss", "poisson_nll_loss", "cosine_embedding_loss",
+             "triplet_margin_loss"]
 
 
 def test_autograd_does_not_import_nn():
@@ -227,3 +229,40 @@ def test_in_place_dropouts_write_into_their_input():
     leaf = autograd.tensor(X, requires_grad=True)
     with pytest.raises(RuntimeError, match="leaf"):
         autograd.alpha_dropout_(leaf, 0.5, True)
+
+
+A, P_, N_ = (rng.standard_normal((5, 4)) for _ in range(3))
+SIGNS = np.array([1.0, -1.0, -1.0, 1.0, 1.0])
+PROBABILITIES = np.abs(rng.standard_normal((5, 4))) / 4
+LOSSES = {
+    "bce_with_logits": lambda m, x, y: m.binary_cross_entropy_with_logits(x, m.tensor((A > 0) * 1.0)),
+    "bce_with_logits_weights": lambda m, x, y: m.binary_cross_entropy_with_logits(
+        x, m.tensor((A > 0) * 1.0), m.tensor(np.abs(P_)), m.tensor(np.abs(N_[0])), 2),
+    "bce_with_logits_none": lambda m, x, y: m.binary_cross_entropy_with_logits(x, m.tensor((A > 0) * 1.0),
+                                                                              reduction=0),
+    "hinge_embedding": lambda m, x, y: m.hinge_embedding_loss(x, m.tensor(np.sign(A))),
+    "hinge_embedding_margin_sum": lambda m, x, y: m.hinge_embedding_loss(x, m.tensor(np.sign(A)), 0.5, 2),
+    "kl_div": lambda m, x, y: m.kl_div(x, m.tensor(PROBABILITIES)),
+    "kl_div_log_target": lambda m, x, y: m.kl_div(x, y, 0, log_target=True),
+    "margin_ranking": lambda m, x, y: m.margin_ranking_loss(x[:, 0], y[:, 0], m.tensor(SIGNS), 0.1),
+    "poisson_nll": lambda m, x, y: m.poisson_nll_loss(x, m.tensor(np.abs(P_) * 3), True, True, 1e-8, 1),
+    "poisson_nll_rates": lambda m, x, y: m.poisson_nll_loss(x.abs(), m.tensor(np.abs(P_)), False, False, 1e-8, 0),
+    "cosine_embedding": lambda m, x, y: m.cosine_embedding_loss(x, y, m.tensor(SIGNS), 0.2),
+    "triplet_margin": lambda m, x, y: m.triplet_margin_loss(x, y, m.tensor(N_)),
+    "triplet_margin_swap": lambda m, x, y: m.triplet_margin_loss(x, y, m.tensor(N_), 0.5, 1.0, 1e-6, True, 2),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_losses_match_torch(name):
+    compare(LOSSES[name], A, P_, rtol=1e-11, atol=1e-12)
+
+
+def test_losses_take_int_reductions():
+    x = autograd.tensor(A)
+    total = autograd.margin_ranking_loss(x[:, 0], x[:, 1], autograd.tensor(SIGNS), 0.0, 2)
+    assert total.item() == nn.functional.margin_ranking_loss(x[:, 0], x[:, 1], autograd.tensor(SIGNS),
+                                                             reduction="sum").item()
+    with pytest.raises(ValueError, match="3 is not a valid value for reduction"):
+        autograd.kl_div(x, x, 3)

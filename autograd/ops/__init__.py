@@ -29,6 +29,7 @@ from . import (  # noqa: F401  (each declares its names)
     indexing,
     inverses,
     linalg,
+    losses,
     matrix_exp,
     normal_tails,
     normalization,
