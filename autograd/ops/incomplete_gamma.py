@@ -37,6 +37,7 @@ from .gamma import _BERNOULLI, _lgamma, lgamma
 from .names import names
 from .outputs import write_out
 from .predicates import result_type
+from .zeta import hurwitz_zeta
 
 _EPS = 2.0**-53  # the relative precision the sums stop at
 _BIG, _BIG_INVERSE = 2.0**52, 2.0**-52  # the continued fraction's numerators are rescaled past _BIG
@@ -82,8 +83,6 @@ def _lower_series(a, x):
 @functools.cache
 def _zeta_of_integers(count=60):
     """ζ(2), ζ(3), ..., for the Taylor series of ln Γ(1+z)."""
-    from .zeta import hurwitz_zeta
-
     return hurwitz_zeta(xp.arange(2.0, count + 2.0), xp.ones(count)).tolist()
 
 
