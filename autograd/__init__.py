@@ -31,15 +31,21 @@ from .constants import (  # noqa: E402
     Size,
     accelerator,
     backends,
+    cdouble,
+    cfloat,
+    complex64,
+    complex128,
     e,
     half,
     inf,
     int,
     int8,
     int16,
+    layout,
     nan,
     pi,
     short,
+    strided,
     uint8,
 )
 from .device import device, get_default_device, set_default_device
@@ -122,7 +128,7 @@ def numel(x):
 # What a program may never touch loads on first use (PEP 562), so that `import autograd` stays
 # quick: the teaching tools (viz and trace bring graphviz, html and subprocess; Value, the
 # scalar engine), the data helpers, data-parallel training, saving and loading, the linalg
-# and special namespaces, and __version__ (importlib.metadata alone costs about as much as
+# fft and special namespaces, and __version__ (importlib.metadata alone costs about as much as
 # autograd's own modules). `autograd.viz.draw(...)`, `from autograd import load`, dir(autograd)
 # and `from autograd import *` work as before. (gradcheck stays eager: it is also its module's
 # name, and importing autograd.gradcheck anywhere would bind the module over a lazy function.)
@@ -136,6 +142,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "datasets": ".datasets",
     "distributed": ".distributed",
     "distributions": ".distributions",
+    "fft": ".fft",
     "func": ".func",
     "linalg": ".linalg",
     **_lazy.from_module(".runtime", "are_deterministic_algorithms_enabled", "get_float32_matmul_precision",

@@ -36,6 +36,17 @@ def get_default_dtype():
     return _default_dtype
 
 
+def complex_counterpart(dtype):
+    """The complex dtype of a floating dtype's precision (float64: complex128; float32 and float16:
+    complex64, NumPy having no complex32)."""
+    return numpy.dtype(numpy.complex128) if numpy.dtype(dtype) == float64 else numpy.dtype(numpy.complex64)
+
+
+def get_default_complex_dtype():
+    """The complex dtype that Python complex numbers become: the default dtype's counterpart."""
+    return complex_counterpart(_default_dtype)
+
+
 _constants = {}
 
 

@@ -13,7 +13,23 @@ from .size import Size  # noqa: F401  (autograd.Size)
 
 int8, int16, uint8 = numpy.dtype("int8"), numpy.dtype("int16"), numpy.dtype("uint8")
 half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.short, torch.int
+complex64, complex128 = numpy.dtype("complex64"), numpy.dtype("complex128")
+cfloat, cdouble = complex64, complex128  # torch.cfloat, torch.cdouble
 inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
+
+
+class layout:
+    """How a tensor's elements lie in memory (torch.layout): every tensor here is ``strided``, a dense
+    array (there are no sparse layouts)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+strided = layout("strided")
 
 
 def _typed(dtype, name):

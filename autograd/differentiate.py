@@ -22,6 +22,10 @@ def _seed_gradients(outputs, grad_outputs):
             )
         grad = None if grad_outputs is None else grad_outputs[i]
         if grad is None:
+            if output._data.dtype.kind == "c":
+                raise RuntimeError(f"grad can be implicitly created only for real scalar outputs (output {i} is "
+                                   f"{output.dtype}): backward() of a complex loss needs gradient=, or take "
+                                   ".abs() or .real first")
             if output._data.size != 1:
                 raise RuntimeError(
                     f"backward of a non-scalar output of shape {output.shape} needs a gradient: "

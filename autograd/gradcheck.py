@@ -6,6 +6,10 @@ must match the central difference
     dL/dx_i ≈ (f(x + ε e_i) - f(x - ε e_i)) / 2ε
 
 computed in float64, element by element.
+
+A complex input or output is checked as the pair of real numbers it is (``view_as_real``): the
+finite differences then move real and imaginary parts separately, and the engine's complex
+gradient (∂L/∂a + i ∂L/∂b, see ops/conjugation.py) must match both.
 """
 
 import numpy
@@ -26,10 +30,11 @@ def _float64_inputs(inputs):
     """Copies of the inputs in float64; those that required grad still do."""
     copies = []
     for x in inputs:
-        if isinstance(x, Tensor) and x.dtype.kind == "f":
-            # a C-contiguous float64 copy (of a 0-d input too, which ascontiguousarray would make 1-d):
+        if isinstance(x, Tensor) and x.dtype.kind in "fc":
+            # a C-contiguous float64 (complex128) copy (of a 0-d input too, which ascontiguousarray would make 1-d):
             # the perturbations below write into its flat view
-            copies.append(Tensor(numpy.array(x._data, dtype=numpy.float64, order="C"), requires_grad=x.requires_grad))
+            wide = numpy.complex128 if x.dtype.kind == "c" else numpy.float64
+            copies.append(Tensor(numpy.array(x._data, dtype=wide, order="C"), requires_grad=x.requires_grad))
         else:
             copies.append(x)
     return copies
@@ -37,6 +42,22 @@ def _float64_inputs(inputs):
 
 def _outputs(fn, inputs):
     return [y for y in _as_tuple(fn(*inputs)) if isinstance(y, Tensor)]
+
+
+def _as_real_function(fn, inputs):
+    """fn and its inputs with every complex tensor, in or out, as its real pair, so that only real
+    numbers are perturbed and compared."""
+    from .ops.conjugation import view_as_complex, view_as_real  # (the ops build on the engine this checks)
+
+    complex_at = {i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.dtype.kind == "c"}
+    pairs = [Tensor(numpy.ascontiguousarray(view_as_real(x.detach())._data), requires_grad=x.requires_grad)
+             if i in complex_at else x for i, x in enumerate(inputs)]
+
+    def real_fn(*xs):
+        ys = fn(*(view_as_complex(x) if i in complex_at else x for i, x in enumerate(xs)))
+        return tuple(view_as_real(y) if isinstance(y, Tensor) and y.dtype.kind == "c" else y for y in _as_tuple(ys))
+
+    return real_fn, pairs
 
 
 def jacobians(fn, inputs, eps):
@@ -80,7 +101,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     Inputs are copied to float64 first. Raises ``GradcheckError`` naming the
     worst mismatch (output, input, element, both values) otherwise.
     """
-    inputs = _float64_inputs(_as_tuple(inputs))
+    fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
     analytic, numeric = jacobians(fn, inputs, eps)
     worst = None
     for k, row in enumerate(analytic):
@@ -106,7 +127,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3)
     Checks v ↦ d(Σ fn(x) · v)/dx against finite differences, with v random
     (or ``grad_outputs``), so Hessian-vector products are verified.
     """
-    inputs = _float64_inputs(_as_tuple(inputs))
+    fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     outputs = _outputs(fn, inputs)
     rng = numpy.random.default_rng(0)

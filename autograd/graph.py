@@ -328,6 +328,8 @@ def conformed(x, g):
 
         g = unbroadcast(g, x)
     if g.dtype != x.dtype:
+        if g.dtype.kind == "c" and x.dtype.kind != "c":
+            g = g.real  # a real input of a complex computation: its gradient is the real part
         g = g.to(x.dtype)
     return g
 

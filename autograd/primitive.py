@@ -74,6 +74,7 @@ class Primitive:
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
     output_data = output_version = None  # the output's array and version, when saves_output
+    handles_complex = False  # its backward is right for complex tensors too (see complex_gradients.py)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -105,9 +106,12 @@ class Primitive:
         out = Tensor._make(data)
         if node.is_view:
             out._adopt_view_of(inputs[0], cls, params)
-        if modes.grad_enabled and data.dtype.kind == "f":
+        kind = data.dtype.kind
+        if modes.grad_enabled and (kind == "f" or kind == "c"):
             for x in inputs:
                 if x.requires_grad:  # record: keep what backward needs, link the parents
+                    if (kind == "c" or x._data.dtype.kind == "c") and not node.handles_complex:
+                        raise _no_complex_gradient(cls, inputs)
                     # parents: each input's grad_fn, the leaf itself, or None (as _graph_node). An op
                     # that needs no input values keeps computed inputs only as shapes (their arrays
                     # can go); leaves are the user's own and alive anyway. (Loops, not
@@ -272,6 +276,15 @@ class Primitive:
     def release(self):
         self.inputs = self.output_data = None
         self.parents = self.freed_parents
+
+
+def _no_complex_gradient(op, inputs):
+    dtypes = ", ".join(f"{x._data.dtype} {tuple(x.shape)}" for x in inputs)
+    return NotImplementedError(
+        f"{op.__name__} does not support automatic differentiation of complex tensors (inputs: {dtypes}): "
+        "its derivative is written for real numbers. Detach the complex input, or compute with real and "
+        "imaginary parts (autograd.view_as_real)."
+    )
 
 
 class _OnOneGradient:

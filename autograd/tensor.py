@@ -45,6 +45,8 @@ def as_array(data, dtype=None):
                         "expected numbers or booleans")
     if not is_array and array.dtype == backend.float64:
         array = array.astype(backend.get_default_dtype())
+    elif not is_array and array.dtype == numpy.complex128:
+        array = array.astype(backend.get_default_complex_dtype())
     return array
 
 
@@ -656,7 +658,7 @@ def _operand_array(value, like):
 
 def _number_array(value, dtype):
     """A Python number as a 0-d array by ``_operand``'s rule, beside a tensor of ``dtype``;
-    None for anything else (complex numbers, lists, arrays). (Plain ints and floats are tested
+    None for anything else (lists, arrays). (Plain ints and floats are tested
     by type first: the ABC checks cost more than the conversion.)"""
     kind = dtype.kind
     if isinstance(value, bool):
@@ -665,6 +667,9 @@ def _number_array(value, dtype):
         dtype = dtype if kind in "iuf" else backend.int64
     elif type(value) is float or isinstance(value, numbers.Real):
         dtype = dtype if kind == "f" else backend.get_default_dtype()
+    elif isinstance(value, numbers.Complex):  # the tensor's precision, made complex (PyTorch's rule)
+        dtype = dtype if kind == "c" else backend.complex_counterpart(dtype) if kind == "f" else \
+            backend.get_default_complex_dtype()
     else:
         return None
     return xp.asarray(value, dtype=dtype)

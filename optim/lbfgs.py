@@ -5,7 +5,7 @@ import math
 
 from autograd import cat, enable_grad, no_grad, zeros
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, real_pairs
 
 
 class LBFGS(Optimizer):
@@ -54,14 +54,20 @@ class LBFGS(Optimizer):
 
     # -- the parameters as one flat vector ------------------------------------------------
 
+    def _real_params(self):
+        """The parameters as real numbers: a complex one as its (real, imaginary) pairs, as PyTorch's."""
+        return [real_pairs(p) if p.dtype.kind == "c" else p for p in self._params]
+
     def _gather_flat_grad(self):
-        return cat([zeros(p.numel(), dtype=p.dtype) if p.grad is None else p.grad.reshape(-1)
-                    for p in self._params])
+        grads = [None if p.grad is None else (real_pairs(p.grad) if p.dtype.kind == "c" else p.grad)
+                 for p in self._params]
+        return cat([zeros(x.numel(), dtype=x.dtype) if g is None else g.reshape(-1)
+                    for x, g in zip(self._real_params(), grads)])
 
     def _add_grad(self, step_size, direction):
         """x ← x + step_size · direction, parameter by parameter."""
         offset = 0
-        for p in self._params:
+        for p in self._real_params():
             numel = p.numel()
             p.add_(direction[offset:offset + numel].view_as(p), alpha=step_size)
             offset += numel

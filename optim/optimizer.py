@@ -228,7 +228,11 @@ class Optimizer:
                         continue
                     if grad.shape != p.shape:
                         raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
-                    self.update(p, grad.neg() if maximize else grad, self.state[p], group)
+                    grad = grad.neg() if maximize else grad
+                    if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
+                        self.update(real_pairs(p), real_pairs(grad), self.state[p], group)
+                    else:
+                        self.update(p, grad, self.state[p], group)
         return loss
 
     def update(self, param, grad, state, group):
@@ -297,6 +301,17 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+def real_pairs(tensor):
+    """A complex tensor's memory as real numbers, shape (..., 2) (PyTorch's view_as_real, a view here
+    too): an update of the pairs is an update of the tensor, and Adam's g² is then |g|² per part."""
+    data = tensor._data
+    if not data.flags.c_contiguous:
+        raise RuntimeError(f"a complex parameter of shape {tuple(tensor.shape)} must be contiguous to be optimised")
+    pairs = Tensor._make(data.view(data.real.dtype).reshape(data.shape + (2,)))
+    pairs._version_cell = tensor._version_cell  # (a write to the pairs is a write to the tensor)
+    return pairs
 
 
 def _snapshot(value):

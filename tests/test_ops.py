@@ -158,9 +158,11 @@ COMPOSITES = {
 
 
 def _every_case():
-    """The cases here and the CASES of each tests/test_ops_*.py (one file per family of ops)."""
+    """The cases here and the CASES of each tests/test_ops_*.py and tests/test_linalg_*.py (one file
+    per family of ops)."""
     cases = dict(CASES)
-    for path in sorted(pathlib.Path(__file__).parent.glob("test_ops_*.py")):
+    folder = pathlib.Path(__file__).parent
+    for path in sorted([*folder.glob("test_ops_*.py"), *folder.glob("test_linalg_*.py")]):
         module = f"{__package__}.{path.stem}" if __package__ else path.stem  # tests/ is a package
         cases.update(getattr(importlib.import_module(module), "CASES", {}))
     return cases

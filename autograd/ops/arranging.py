@@ -80,6 +80,7 @@ class Flip(Primitive):
     """y = x reversed along dims;   dL/dx = dL/dy reversed along the same dims"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         return xp.flip(x, self.dims).copy() if self.dims else x.copy()
@@ -115,6 +116,7 @@ class Roll(Primitive):
     """y = x shifted cyclically by shifts along dims;   dL/dx = dL/dy shifted back"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         return xp.roll(x, self.shifts, self.dims)

@@ -1,63 +1,121 @@
-"""The complex-number views of a tensor, for real tensors: ``conj()``, ``resolve_conj()``,
-``resolve_neg()``, ``conj_physical()``, ``.real``, ``.imag``, ``isreal()``, ``angle()``, and the
-conjugate transposes ``.H`` and ``.mH``.
+"""Complex numbers and their gradients: ``conj()``, ``.real``, ``.imag``, ``angle()``, ``sgn()``,
+``view_as_real`` / ``view_as_complex``, ``complex(real, imag)``, ``polar(abs, angle)``, ``isreal()``, and
+the conjugate transposes ``.H`` and ``.mH``.
 
-On a real tensor conjugation changes nothing, so these are the tensor itself (or its
-transpose), as in PyTorch. A complex tensor is conjugated for real (a copy), but gets no
-gradient: this engine differentiates real tensors only, so one that requires grad is refused.
+The gradient of a complex tensor is PyTorch's: for a real loss L and z = a + ib,
+
+    z.grad = ∂L/∂a + i ∂L/∂b
+
+the gradient over the real pair (a, b) written as one complex number (twice the conjugate
+Wirtinger derivative ∂L/∂z̄), so that gradient descent is still z -= lr · z.grad. For an op
+y = f(z) with a complex derivative f'(z) (+, ·, /, exp, log, @, the Fourier transforms) the
+chain rule then reads
+
+    dL/dz = dL/dy · conj(f'(z))
+
+so a backward conjugates what it multiplies the gradient by (Mul: dL/dx = dL/dz · conj(y)).
+A real function of z (Re z, Im z, |z|, angle z) or a complex function of reals (complex(a, b))
+is a pair of real functions, and its backward is the real chain rule on each part: for a real
+input t, dL/dt = Re(conj(dy/dt) · dL/dy).
+
+An op whose backward follows these rules declares ``handles_complex = True``; any other refuses
+to record a complex tensor that requires grad (NotImplementedError naming the op), rather than
+return a gradient that is silently wrong. On a real tensor, conjugation changes nothing: conj(),
+.real and friends return the tensor itself (or its transpose), as in PyTorch.
 """
 
 import math
 
 from ..backend import get_default_dtype, xp
+from ..primitive import Primitive
 from ..tensor import Tensor
-from .elementwise import Where
 from .names import names
+from .outputs import write_out
 
 
-def _conjugated(input):
-    if input.dtype.kind != "c":
-        return input
-    if input.requires_grad:
-        raise NotImplementedError("conjugating a complex tensor that requires grad: complex gradients are not "
-                                  "supported here")
-    return Tensor._make(xp.conj(input._data))
+class Conj(Primitive):
+    """y = z̄;   dL/dz = conj(dL/dy)"""
+
+    saves_inputs = False
+    handles_complex = True
+
+    def forward(self, z):
+        return xp.conj(z)
+
+    def backward(self, grad, y, z):
+        return (Conj.apply(grad),)
 
 
-@names("conj", "resolve_conj", "resolve_neg", "conj_physical")
+@names("conj", "conj_physical")
 def conj(input):
-    """The complex conjugate: input itself when it is real."""
-    return _conjugated(input)
+    """The complex conjugate (a copy: PyTorch's is a lazy view); input itself when it is real."""
+    return Conj.apply(input) if input._data.dtype.kind == "c" else input
+
+
+@names("resolve_conj", "resolve_neg")
+def resolve(input):
+    """input itself: PyTorch's lazy conjugate and negative views are materialised here when made, so
+    there is never a conjugate or negative bit to resolve."""
+    return input
 
 
 @names("conj_physical_", function=False)
 def conj_physical_(input):
     """Conjugated in place: nothing to do for a real tensor."""
     if input.dtype.kind == "c":
-        input.copy_(_conjugated(input))
+        input.copy_(conj(input))
     return input
 
 
-names("real", function=False)(property(lambda x: x if x.dtype.kind != "c" else Tensor._make(x._data.real)))
+class RealPart(Primitive):
+    """y = Re z;   dL/dz = dL/dy + 0i"""
+
+    saves_inputs = False
+    handles_complex = True
+
+    def forward(self, z):
+        return xp.real(z).copy()
+
+    def backward(self, grad, y, z):
+        return (grad.to(z.dtype),)
 
 
-@names("real", method=False)
-def real(input):
-    """The real part: input itself when it is real."""
-    return input.real
+class ImagPart(Primitive):
+    """y = Im z;   dL/dz = i · dL/dy"""
+
+    saves_inputs = False
+    handles_complex = True
+
+    def forward(self, z):
+        return xp.imag(z).copy()
+
+    def backward(self, grad, y, z):
+        return (grad.to(z.dtype) * 1j,)
+
+
+def _real(input):
+    return RealPart.apply(input) if input._data.dtype.kind == "c" else input
 
 
 def _imaginary(input):
     if input.dtype.kind != "c":
         raise RuntimeError("imag is not implemented for tensors with non-complex dtypes.")
-    return Tensor._make(input._data.imag)
+    return ImagPart.apply(input)
 
 
+names("real", function=False)(property(_real))
 names("imag", function=False)(property(_imaginary))
+
+
+@names("real", method=False)
+def real(input):
+    """The real part (a copy: PyTorch's is a view); input itself when it is real."""
+    return _real(input)
 
 
 @names("imag", method=False)
 def imag(input):
+    """The imaginary part (a copy: PyTorch's is a view)."""
     return _imaginary(input)
 
 
@@ -67,27 +125,120 @@ def isreal(input):
     return Tensor._make(xp.imag(input._data) == 0 if input.dtype.kind == "c" else xp.ones(input.shape, dtype=bool))
 
 
+class Angle(Primitive):
+    """y = arg z = atan2(Im z, Re z);   dL/dz = dL/dy · i z / |z|²  (0 at z = 0).
+
+    For a real x, arg x is π for negative x and 0 otherwise: piecewise constant, dL/dx = 0
+    (NaN stays NaN), as PyTorch's."""
+
+    handles_complex = True
+
+    def forward(self, z):
+        if z.dtype.kind == "c":
+            return xp.angle(z)
+        return xp.where(xp.isnan(z), xp.nan, xp.where(z < 0, math.pi, 0.0)).astype(z.dtype)
+
+    def backward(self, grad, y, z):
+        if z.dtype.kind != "c":
+            return (grad * 0.0,)
+        size = z.abs()
+        return (grad.to(z.dtype) * 1j * z / (size * size + (size == 0)),)
+
+
 @names("angle")
 def angle(input, *, out=None):
-    """The argument of each element: π for negative reals, 0 otherwise (NaN stays NaN). Integers give the
-    default dtype. Piecewise constant on the reals: the gradient is 0, as PyTorch's."""
-    data = input._data
-    if data.dtype.kind == "c":
-        _conjugated(input)  # (refuses one that requires grad)
-        return Tensor._make(xp.angle(data))
-    values = xp.where(xp.isnan(data), xp.nan, xp.where(data < 0, math.pi, 0.0))
-    dtype = data.dtype if data.dtype.kind == "f" else get_default_dtype()
-    result = Tensor._make(values.astype(dtype))
-    if input.requires_grad:  # as PyTorch: the result stays in the graph with a zero gradient
-        result = Where.apply(result, input, condition=xp.ones((), dtype=bool))
-    return result
+    """The argument of each element; of a real tensor π for negative numbers, 0 otherwise. Integers give
+    the default dtype."""
+    if input.dtype.kind not in "fc":
+        input = input.to(get_default_dtype())
+    return write_out(Angle.apply(input), out)
+
+
+def sgn_of_complex(z):
+    """z / |z| (0 at z = 0), differentiable: the denominator |z| + [z = 0] is 1 where z = 0, so neither
+    pass divides by zero."""
+    size = z.abs()
+    return z / (size + (size == 0))
+
+
+class ViewAsReal(Primitive):
+    """y[..., 0] = Re z, y[..., 1] = Im z;   dL/dz = dL/dy[..., 0] + i dL/dy[..., 1]"""
+
+    saves_inputs = False
+    handles_complex = True
+
+    def forward(self, z):
+        return xp.stack((z.real, z.imag), axis=-1)
+
+    def backward(self, grad, y, z):
+        return (ViewAsComplex.apply(grad),)
+
+
+class ViewAsComplex(Primitive):
+    """z = x[..., 0] + i x[..., 1];   dL/dx[..., 0] = Re dL/dz, dL/dx[..., 1] = Im dL/dz"""
+
+    saves_inputs = False
+    handles_complex = True
+
+    def forward(self, x):
+        pairs = xp.ascontiguousarray(x).view(xp.complex128 if x.dtype == xp.float64 else xp.complex64)
+        return pairs[..., 0].copy()  # (the new array's own memory: a write to either leaves the other)
+
+    def backward(self, grad, z, x):
+        return (ViewAsReal.apply(grad),)
+
+
+@names("view_as_real")
+def view_as_real(input):
+    """A complex tensor as a real one with a last dimension of 2 (real part, imaginary part). A copy here:
+    PyTorch's is a view of the same memory."""
+    if input.dtype.kind != "c":
+        raise RuntimeError("view_as_real is only supported for complex tensors")
+    return ViewAsReal.apply(input)
+
+
+@names("view_as_complex")
+def view_as_complex(input):
+    """A float32/float64 tensor whose last dimension is 2 as a complex one (a copy here)."""
+    if input.dtype not in (xp.float32, xp.float64):
+        raise RuntimeError(f"view_as_complex is only supported for float and double tensors, but got a tensor of "
+                           f"scalar type: {input.dtype}")
+    if input.ndim == 0 or input.shape[-1] != 2:
+        raise RuntimeError(f"Tensor must have a last dimension of size 2 (got shape {tuple(input.shape)})")
+    return ViewAsComplex.apply(input)
+
+
+@names("complex", method=False)
+def from_parts(real, imag, *, out=None):
+    """real + i imag, from two real tensors of one floating dtype (float32 gives complex64)."""
+    if real.dtype != imag.dtype or real.dtype not in (xp.float32, xp.float64):
+        raise RuntimeError(f"complex(): expected both inputs to be float or double tensors of one dtype, but got "
+                           f"{real.dtype} and {imag.dtype}")
+    from .shape import stack  # (the shape ops build on the elementwise ones, which build on this module)
+
+    return write_out(view_as_complex(stack(list(_broadcast(real, imag)), -1)), out)
+
+
+@names("polar", method=False)
+def polar(abs, angle, *, out=None):
+    """abs · (cos angle + i sin angle)  (PyTorch's argument names)."""
+    size = abs
+    if size.dtype != angle.dtype or size.dtype not in (xp.float32, xp.float64):
+        raise RuntimeError(f"polar(): expected both inputs to be float or double tensors of one dtype, but got "
+                           f"{size.dtype} and {angle.dtype}")
+    return write_out(from_parts(size * angle.cos(), size * angle.sin()), out)
+
+
+def _broadcast(a, b):
+    shape = xp.broadcast_shapes(a.shape, b.shape)
+    return (a if a.shape == shape else a.expand(shape)), (b if b.shape == shape else b.expand(shape))
 
 
 def _conjugate_transpose(input, op):
     if op == "H" and input.ndim > 2:
         raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got {input.ndim}-D tensor. For "
                            "batches of matrices, consider using tensor.mH")
-    return _conjugated(input.mT if op == "mH" else input.T)
+    return conj(input.mT if op == "mH" else input.T)
 
 
 names("H", function=False)(property(lambda x: _conjugate_transpose(x, "H")))

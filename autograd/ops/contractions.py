@@ -13,6 +13,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor, _operand
 from . import shape
 from .arranging import movedim
+from .conjugation import conj
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -22,7 +23,10 @@ LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class Einsum(Primitive):
-    """y = einsum(terms -> output, *xs);   dL/dx_k = einsum(output, other terms -> terms[k], dL/dy, other xs)"""
+    """y = einsum(terms -> output, *xs);   dL/dx_k = einsum(output, other terms -> terms[k], dL/dy, other xs)
+    (complex: the other xs conjugated, as every product's)"""
+
+    handles_complex = True
 
     def forward(self, *xs):
         return xp.einsum(f"{','.join(self.terms)}->{self.output}", *xs, optimize=len(xs) > 1)
@@ -31,12 +35,13 @@ class Einsum(Primitive):
         sizes = {label: n for term, x in zip(self.terms, xs) for label, n in zip(term, x.shape)}
         fresh = iter(c for c in LETTERS if c not in sizes)
         grads = []
+        factors = [conj(x) for x in xs] if grad._data.dtype.kind == "c" else xs
         for k, (term, x) in enumerate(zip(self.terms, xs)):
             if not x.requires_grad:
                 grads.append(None)
                 continue
             terms = [self.output] + [t for j, t in enumerate(self.terms) if j != k]
-            tensors = [grad] + [o for j, o in enumerate(xs) if j != k]
+            tensors = [grad] + [o for j, o in enumerate(factors) if j != k]
             available = set("".join(terms))
             target, seen = [], set()
             for label in term:

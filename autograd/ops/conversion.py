@@ -9,8 +9,10 @@ dtype change is the differentiable ``Cast`` (dL/dx = dL/dy in x's dtype).
 import numpy
 
 from .. import backend
+from ..constants import strided
 from ..device import device as Device
 from ..device import resolve, served
+from ..graph import bump_version
 from ..tensor import Tensor
 from .elementwise import Cast, Clone
 from .names import names
@@ -118,8 +120,64 @@ def _converter(name, dtype):
 
 for _name, _dtype in (("float", backend.float32), ("double", backend.float64), ("half", backend.float16),
                       ("long", backend.int64), ("int", backend.int32), ("short", numpy.dtype("int16")),
-                      ("char", numpy.dtype("int8")), ("byte", numpy.dtype("uint8")), ("bool", backend.bool_)):
+                      ("char", numpy.dtype("int8")), ("byte", numpy.dtype("uint8")), ("bool", backend.bool_),
+                      ("cfloat", numpy.dtype("complex64")), ("cdouble", numpy.dtype("complex128"))):
     _converter(_name, _dtype)
+
+# -- what kind of memory this is: dense, strided, unquantised, in this process ------------------
+
+names("layout", function=False)(property(lambda x: strided))
+for _kind in ("is_meta", "is_sparse", "is_sparse_csr", "is_quantized", "is_nested", "is_mkldnn", "is_xla", "is_xpu",
+              "is_mps", "is_ipu", "is_vulkan", "is_maia", "is_mtia"):  # (every tensor here is a dense NumPy array)
+    names(_kind, function=False)(property(lambda x: False))
+names("is_shared", function=False)(lambda x: False)  # (no tensor lives in memory shared between processes)
+
+
+@names("share_memory_", function=False)
+def share_memory_(x):
+    """x itself: no worker processes read tensors here (DataLoader loads in the main process)."""
+    return x
+
+
+@names("new", function=False)
+def new(x, *args, device=None):
+    """The legacy constructor: x.new(2, 3) is uninitialised of x's dtype, x.new([1, 2]) holds the data in
+    x's dtype, x.new() is empty."""
+    resolve(device)
+    if len(args) == 1 and not isinstance(args[0], int):
+        data = args[0]
+        if isinstance(data, Tensor) and data.dtype != x.dtype:
+            raise TypeError(f"expected a tensor of dtype {x.dtype} (got {data.dtype})")
+        return Tensor(numpy.array(data._data if isinstance(data, Tensor) else data, dtype=x.dtype))
+    return Tensor._make(numpy.empty(args if args else (0,), dtype=x.dtype))
+
+
+@names("apply_", function=False)
+def apply_(x, callable):
+    """Each element replaced by callable(element), in place, as Python numbers (slow: for small tensors)."""
+    _refuse_grad(x, "apply_")
+    flat = x._data.reshape(-1)
+    for i, value in enumerate(flat.tolist()):
+        flat[i] = callable(value)
+    bump_version(x)
+    return x
+
+
+@names("map_", function=False)
+def map_(x, tensor, callable):
+    """Each element replaced by callable(element, the other's element), tensor broadcast to x's shape."""
+    _refuse_grad(x, "map_")
+    other = numpy.broadcast_to(tensor._data, x.shape).reshape(-1).tolist()
+    flat = x._data.reshape(-1)
+    for i, (a, b) in enumerate(zip(flat.tolist(), other)):
+        flat[i] = callable(a, b)
+    bump_version(x)
+    return x
+
+
+def _refuse_grad(x, op):
+    if x.requires_grad:
+        raise RuntimeError(f"Can't call {op}() on Variable that requires grad. Use var.detach().{op}() instead.")
 
 
 @names("pin_memory", function=False)

@@ -44,6 +44,7 @@ class CumSum(Primitive):
     """y_i = Σ_{j≤i} x_j along dim (or Σ_{j≥i} when reverse);   dL/dx = the running sum of dL/dy the other way"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         if x.ndim == 0:

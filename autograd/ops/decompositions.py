@@ -10,6 +10,7 @@
 import collections
 
 from ..backend import xp
+from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
@@ -130,18 +131,30 @@ class QR(Primitive):
 
 
 def qr(A, mode="reduced", *, out=None):
-    """(Q, R) with A = QR, Q with orthonormal columns and R upper triangular (mode 'reduced'; the
-    gradient needs A tall or square, as PyTorch's). mode 'r' gives R alone (Q empty)."""
+    """(Q, R) with A = QR, Q with orthonormal columns and R upper triangular. mode 'reduced': Q is
+    m × k, R k × n (k = min(m, n)); 'complete': Q is m × m; 'r': R alone (Q empty).
+
+    A wide A = [X Y] (X square) is Q [R₁ R₂] with X = Q R₁ and R₂ = Qᵀ Y: the square factorisation
+    and a product, so its gradient is theirs. The m - n columns 'complete' adds to a tall A's Q are
+    any orthonormal completion, with no gradient (PyTorch's has none either): an input that requires
+    grad is refused there."""
     if A.ndim < 2:
         raise RuntimeError(f"linalg.qr: The input tensor A must have at least 2 dimensions, got {A.ndim}")
-    if mode not in ("reduced", "r"):
-        raise RuntimeError(f"qr received unrecognized mode '{mode}' (supported here: 'reduced' and 'r')")
+    if mode not in ("reduced", "r", "complete"):
+        raise RuntimeError(f"qr received unrecognized mode '{mode}' but expected one of 'reduced' (default), 'r', "
+                           "or 'complete'")
     m, n = A.shape[-2:]
-    if m < n:  # wide: the reduced factorisation of a wide matrix has no gradient formula here
-        q, r = xp.linalg.qr(A._data, mode="reduced")
-        return write_out(QRResult(Tensor._make(q), Tensor._make(r)), out)
-    stacked = QR.apply(A)
-    q, r = stacked[..., :m, :], stacked[..., m:, :]
+    if m < n:
+        q, r = qr(A[..., :m])
+        r = shape.cat([r, q.mT @ A[..., m:]], -1)
+    elif mode == "complete" and m > n:
+        if A.requires_grad and is_grad_enabled():
+            raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and nrows > ncols; "
+                               "use mode='reduced', or call it on A.detach()")
+        q, r = (Tensor._make(x) for x in xp.linalg.qr(A._data, mode="complete"))
+    else:
+        stacked = QR.apply(A)
+        q, r = stacked[..., :m, :], stacked[..., m:, :]
     if mode == "r":
         q = Tensor._make(xp.zeros((0,), dtype=A.dtype))
     return write_out(QRResult(q, r), out)
@@ -173,7 +186,7 @@ def tensor_matrix_power(input, n):
 
 @names("qr")
 def tensor_qr(input, some=True):
-    """torch.qr / x.qr(): linalg.qr in mode 'reduced' (some=True; 'complete' is not built here)."""
+    """torch.qr / x.qr(): linalg.qr in mode 'reduced' (some=True) or 'complete'."""
     return qr(input, "reduced" if some else "complete")
 
 

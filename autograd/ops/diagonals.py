@@ -51,6 +51,7 @@ class Diagonal(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     is_view = True
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         y = xp.diagonal(x, self.offset, self.dim1, self.dim2)

@@ -2,8 +2,11 @@
 
 Binary ops broadcast as NumPy does; ``unbroadcast`` sums a gradient back to
 the shape of the input it belongs to (the gradient of broadcasting is a sum).
-A gradient is computed only for inputs that require one.
+A gradient is computed only for inputs that require one. The ops marked ``handles_complex``
+conjugate where complex numbers need it (the rule is in conjugation.py).
 """
+
+import warnings
 
 import numpy
 
@@ -12,6 +15,7 @@ from ..backend import xp
 from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
+from .conjugation import conj, sgn_of_complex
 from .names import names
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
@@ -106,6 +110,7 @@ class Add(Primitive):
     """z = x + y;   dL/dx = dL/dz,   dL/dy = dL/dz"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True
 
     def forward(self, x, y):
         return x + y
@@ -119,6 +124,7 @@ class Sub(Primitive):
     """z = x - y;   dL/dx = dL/dz,   dL/dy = -dL/dz"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True
 
     def forward(self, x, y):
         return x - y
@@ -129,27 +135,32 @@ class Sub(Primitive):
 
 
 class Mul(Primitive):
-    """z = x · y;   dL/dx = dL/dz · y,   dL/dy = dL/dz · x"""
+    """z = x · y;   dL/dx = dL/dz · y,   dL/dy = dL/dz · x   (complex: · ȳ and · x̄)"""
+
+    handles_complex = True
 
     def forward(self, x, y):
         return x * y
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * y, x) if x.requires_grad else None,
-                unbroadcast(grad * x, y) if y.requires_grad else None)
+        by_x, by_y = (conj(x), conj(y)) if grad._data.dtype.kind == "c" else (x, y)
+        return (unbroadcast(grad * by_y, x) if x.requires_grad else None,
+                unbroadcast(grad * by_x, y) if y.requires_grad else None)
 
 
 class Div(Primitive):
-    """z = x / y;   dL/dx = dL/dz / y,   dL/dy = -dL/dz · x / y² = -dL/dz · z / y"""
+    """z = x / y;   dL/dx = dL/dz / y,   dL/dy = -dL/dz · x / y² = -dL/dz · z / y   (complex: ȳ, z̄)"""
 
     saves_output = True
+    handles_complex = True
 
     def forward(self, x, y):
         return x / y
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad / y, x) if x.requires_grad else None,
-                unbroadcast(-grad * z / y, y) if y.requires_grad else None)
+        by, z = (conj(y), conj(z)) if grad._data.dtype.kind == "c" else (y, z)
+        return (unbroadcast(grad / by, x) if x.requires_grad else None,
+                unbroadcast(-grad * z / by, y) if y.requires_grad else None)
 
 
 class Pow(Primitive):
@@ -178,11 +189,14 @@ class Pow(Primitive):
 class PowConstant(Primitive):
     """y = x^c for a number c;   dL/dx = dL/dy · c · x^(c-1)  (0 for c = 0, as PyTorch)"""
 
+    handles_complex = True
+
     def forward(self, x):
         return x**self.exponent
 
     def backward(self, grad, y, x):
         c = self.exponent
+        x = conj(x)  # (the complex rule: dL/dx = dL/dy · conj(c x^(c-1)), c real)
         if c == 0:
             return (grad * 0.0,)
         if c == 2:
@@ -226,6 +240,7 @@ class Where(Primitive):
     dL/dz where y was chosen gives x a gradient of 0, not ∞ · 0 = NaN."""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True
 
     def forward(self, x, y):
         return xp.where(self.condition, x, y)
@@ -274,6 +289,7 @@ class Shift(Primitive):
     dL/dx = dL/dy"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True
     written = "Add"  # "Sub" for x - c: how the graph and PyTorch name the node
 
     @property
@@ -291,6 +307,7 @@ class Neg(Primitive):
     """y = -x;   dL/dx = -dL/dy"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True
 
     def forward(self, x):
         return -x
@@ -300,26 +317,29 @@ class Neg(Primitive):
 
 
 class Exp(Primitive):
-    """y = e^x;   dL/dx = dL/dy · y"""
+    """y = e^x;   dL/dx = dL/dy · y   (complex: · ȳ)"""
 
     saves_inputs = False  # backward needs no input's values
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return xp.exp(x)
 
     def backward(self, grad, y, x):
-        return (grad * y,)
+        return (grad * conj(y),)
 
 
 class Log(Primitive):
-    """y = ln x;   dL/dx = dL/dy / x"""
+    """y = ln x;   dL/dx = dL/dy / x   (complex: / x̄)"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.log(x)
 
     def backward(self, grad, y, x):
-        return (grad / x,)
+        return (grad / conj(x),)
 
 
 class Sqrt(Primitive):
@@ -327,12 +347,13 @@ class Sqrt(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return xp.sqrt(x)
 
     def backward(self, grad, y, x):
-        return (grad / (y * 2.0),)
+        return (grad / (conj(y) * 2.0),)
 
 
 class Sin(Primitive):
@@ -455,13 +476,15 @@ class ReluGrad(Primitive):
 
 @names("abs", function=False, inplace="abs_")  # autograd.abs: ops/functions.py
 class Abs(Primitive):
-    """y = |x|;   dL/dx = dL/dy · sign(x)  (0 at x = 0, as PyTorch)"""
+    """y = |x|;   dL/dx = dL/dy · sign(x)  (0 at x = 0, as PyTorch; for complex x, sign x = x / |x|)"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.abs(x)
 
     def backward(self, grad, y, x):
-        return (grad * x.sign(),)
+        return (grad * (sgn_of_complex(x) if x._data.dtype.kind == "c" else x.sign()),)
 
 
 class Clamp(Primitive):
@@ -493,14 +516,20 @@ def clamp(x, min=None, max=None):
 
 
 class Cast(Primitive):
-    """y = x as another dtype;   dL/dx = dL/dy as x's dtype"""
+    """y = x as another dtype;   dL/dx = dL/dy as x's dtype (its real part, for a real x made complex)"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True
 
     def forward(self, x):
+        if x.dtype.kind == "c" and self.dtype.kind != "c":
+            warnings.warn("Casting complex values to real discards the imaginary part", UserWarning, stacklevel=2)
+            return x.real.astype(self.dtype)  # (PyTorch's warning, not NumPy's ComplexWarning)
         return x.astype(self.dtype, copy=False)
 
     def backward(self, grad, y, x):
+        if grad._data.dtype.kind == "c" and x.dtype.kind != "c":
+            grad = grad.real
         return (grad.to(x.dtype),)
 
 
@@ -521,6 +550,7 @@ class Clone(Primitive):
     """y = a copy of x;   dL/dx = dL/dy"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True
 
     def forward(self, x):
         return x.copy()

@@ -75,6 +75,8 @@ def _cut(x, like_shape, dim):
 class Gather(Primitive):
     """y[i][j][k] = x[i][index[i][j][k]][k]  (for dim 1);   dL/dx = scatter_add(0, dim, index, dL/dy)"""
 
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
+
     def forward(self, x):
         if x.ndim == 0:  # every index is 0 (checked): the scalar, in index's shape
             return xp.broadcast_to(x, self.index.shape).copy()
@@ -92,6 +94,7 @@ class ScatterAdd(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     fresh = False  # x is a temporary the op may write into (gather's backward): no copy
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x, src):
         y = x if self.fresh else x.copy()
@@ -279,6 +282,7 @@ class IndexSelect(Primitive):
     """y = x with slices index[0], index[1], ... taken along dim;   dL/dx = index_add(0, dim, index, dL/dy)"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         return xp.take(x, self.index, axis=self.dim) if x.ndim else x.copy()  # a scalar's one index is 0
@@ -295,6 +299,7 @@ class IndexAddAlong(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     fresh = False  # x is a temporary the op may write into (index_select's backward): no copy
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x, src):
         y = x if self.fresh else x.copy()
@@ -433,6 +438,16 @@ def nonzero(input, *, out=None, as_tuple=False):
     if as_tuple:
         return tuple(Tensor._make(i.astype(int64)) for i in xp.nonzero(data if data.ndim else data.reshape(1)))
     return write_out(Tensor._make(xp.argwhere(data).astype(int64)), out)
+
+
+@names("nonzero_static")
+def nonzero_static(input, *, size, fill_value=-1):
+    """nonzero's (n, ndim) indices cut or padded with ``fill_value`` rows to exactly ``size`` rows (a shape
+    known before the values are: what compilers need; the same answer here)."""
+    found = xp.argwhere(input._data).astype(int64)
+    rows = xp.full((size, found.shape[1]), fill_value, dtype=int64)
+    rows[:min(size, len(found))] = found[:size]
+    return Tensor._make(rows)
 
 
 @names("argwhere")

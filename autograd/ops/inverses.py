@@ -77,13 +77,18 @@ class Solve(Primitive):
         return grad_a, unbroadcast(grad_b, b) if b.requires_grad else None
 
 
+def is_vector_rhs(A, B):
+    """Whether B is a (batch of) vector(s) for A X = B, as PyTorch decides: 1-D, or A's shape
+    without its last dim."""
+    return B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+
+
 def solve(A, B, *, left=True, out=None):
     """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors."""
     _square(A, "solve")
     if not left:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ
         return write_out(solve(A.mT, B.mT).mT, out)
-    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
-    if vector:
+    if is_vector_rhs(A, B):
         return write_out(shape.squeeze(Solve.apply(A, shape.unsqueeze(B, -1)), -1), out)
     if B.shape[-2] != A.shape[-1]:
         raise RuntimeError(f"linalg.solve: Incompatible shapes of A and B for the equation AX = B "

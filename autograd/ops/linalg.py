@@ -3,13 +3,14 @@
 from ..errors import ShapeError
 from ..primitive import Primitive
 from ..tensor import _operand
+from .conjugation import conj
 from .elementwise import unbroadcast
 from .names import names
 
 
 class MatMul(Primitive):
     """Y = A @ B (batched, broadcasting over leading dims);
-    dL/dA = dL/dY @ Bᵀ,   dL/dB = Aᵀ @ dL/dY
+    dL/dA = dL/dY @ Bᵀ,   dL/dB = Aᵀ @ dL/dY   (complex: B̄ᵀ and Āᵀ, the conjugate transposes)
 
     As in BLAS's gemm, either operand may be used transposed (``transpose_a``,
     ``transpose_b``): the backward products above are then single MatMul nodes,
@@ -19,6 +20,7 @@ class MatMul(Primitive):
     """
 
     transpose_a = transpose_b = False
+    handles_complex = True
 
     def forward(self, a, b):
         if self.transpose_a:
@@ -29,14 +31,15 @@ class MatMul(Primitive):
 
     def backward(self, grad, y, a, b):
         ta, tb = self.transpose_a, self.transpose_b
+        by_a, by_b = (conj(a), conj(b)) if grad._data.dtype.kind == "c" else (a, b)  # (conjugation.py)
         grad_a = grad_b = None
         if a.requires_grad:
-            grad_a = (MatMul.apply(b, grad, transpose_a=tb, transpose_b=True) if ta else
-                      MatMul.apply(grad, b, transpose_b=not tb))
+            grad_a = (MatMul.apply(by_b, grad, transpose_a=tb, transpose_b=True) if ta else
+                      MatMul.apply(grad, by_b, transpose_b=not tb))
             grad_a = unbroadcast(grad_a, a)
         if b.requires_grad:
-            grad_b = (MatMul.apply(grad, a, transpose_a=True, transpose_b=ta) if tb else
-                      MatMul.apply(a, grad, transpose_a=not ta))
+            grad_b = (MatMul.apply(grad, by_a, transpose_a=True, transpose_b=ta) if tb else
+                      MatMul.apply(by_a, grad, transpose_a=not ta))
             grad_b = unbroadcast(grad_b, b)
         return grad_a, grad_b
 
@@ -76,3 +79,30 @@ def matmul(input, other, *, out=None):
 @names("__rmatmul__")
 def _reflected_matmul(b, a):
     return matmul(_operand(a, b), b)
+
+
+def multi_dot(tensors, *, out=None):
+    """A product of matrices A @ B @ C ... (the first may be a row vector, the last a column)."""
+    tensors = list(tensors)
+    if len(tensors) < 2:
+        raise RuntimeError(f"multi_dot(): expected at least 2 tensors but got {len(tensors)}")
+    result = tensors[0]
+    for t in tensors[1:]:
+        result = matmul(result, t)
+    if out is not None:
+        from .outputs import write_out
+
+        return write_out(result, out)
+    return result
+
+
+@names("chain_matmul", method=False)
+def chain_matmul(*matrices, out=None):
+    """The product of two-dimensional matrices, left to right (torch.chain_matmul, deprecated in
+    PyTorch for linalg.multi_dot)."""
+    if not matrices:
+        raise RuntimeError("chain_matmul(): Expected one or more matrices")
+    for m in matrices:
+        if m.ndim != 2:
+            raise RuntimeError(f"Tensor dimension is {m.ndim}, expected 2 instead.")
+    return multi_dot(matrices, out=out) if len(matrices) > 1 else matrices[0].clone()

@@ -168,6 +168,26 @@ def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
     return vector_norm(input, p, dim, keepdim, dtype=dtype, out=out)
 
 
+@names("frobenius_norm", method=False)
+def frobenius_norm(input, dim, keepdim=False, *, out=None):
+    """√(Σ x²) over one or two dims (torch.frobenius_norm, deprecated in PyTorch for
+    linalg.vector_norm)."""
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if len(dims) > 2:
+        raise RuntimeError(f"Expected at most 2 dimensions, but got {len(dims)} dimensions instead.")
+    return vector_norm(input, 2, dims, keepdim, out=out)
+
+
+@names("nuclear_norm", method=False)
+def nuclear_norm(input, dim=None, keepdim=False, *, out=None):
+    """Σσ, the sum of the singular values, of each matrix over ``dim`` (the last two by default;
+    torch.nuclear_norm, deprecated in PyTorch for linalg.matrix_norm). As PyTorch's overloads,
+    nuclear_norm(A, True) means keepdim."""
+    if isinstance(dim, bool):
+        dim, keepdim = None, dim
+    return matrix_norm(input, "nuc", (-2, -1) if dim is None else tuple(dim), keepdim, out=out)
+
+
 @names("cdist", method=False)
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """The p-norm distance between every row of x1 and every row of x2 (batched): (..., P, R)."""

@@ -12,6 +12,7 @@ import numbers
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
+from .conjugation import conj, sgn_of_complex
 from .elementwise import Where, floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
@@ -249,16 +250,17 @@ class Rsqrt(Primitive):
 
 
 class Reciprocal(Primitive):
-    """y = 1/x;   dL/dx = -dL/dy · y²"""
+    """y = 1/x;   dL/dx = -dL/dy · y²   (complex: ȳ²)"""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return 1 / x
 
     def backward(self, grad, y, x):
+        y = conj(y)  # (complex: dL/dx = -dL/dy · conj(y²))
         return (-grad * y * y,)
 
 
@@ -303,8 +305,16 @@ def _rounding(function, name):
 
 
 for _function, _name in (("floor", "floor"), ("ceil", "ceil"), ("trunc", "trunc"), ("trunc", "fix"),
-                         ("sign", "sign"), ("sign", "sgn")):
+                         ("sign", "sign")):
     _rounding(_function, _name)
+
+
+@names("sgn", inplace="sgn_")
+def sgn(input, *, out=None):
+    """sign(x) for real x (gradient 0); x / |x| for complex x (0 at 0), differentiable."""
+    if input.dtype.kind == "c":
+        return write_out(sgn_of_complex(input), out)
+    return write_out(Rounding.apply(input, function="sign", decimals=0), out)
 
 
 @names("round", inplace="round_")

@@ -29,6 +29,7 @@ class Sum(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     like = None  # x's memory layout, when it is not row-major
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         total = self.total(x)

@@ -56,6 +56,16 @@ def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
     return areas.cumsum(dim)
 
 
+def running_powers(x, N):
+    """[1, x, x², ..., x^(N-1)] along a new last dim, as a running product of x."""
+    ones = Tensor._make(xp.ones(tuple(x.shape) + (1,), dtype=x.dtype))
+    if N <= 1:
+        return ones[..., :N]
+    from .shape import cat
+
+    return cat([ones, x.unsqueeze(-1).expand(*x.shape, N - 1).cumprod(-1)], -1)
+
+
 @names("vander", method=False)
 def vander(x, N=None, increasing=False):
     """The Vandermonde matrix of a vector: column j is x^(N-1-j) (x^j when ``increasing``), N = len(x)
@@ -69,13 +79,7 @@ def vander(x, N=None, increasing=False):
         raise RuntimeError("N must be non-negative.")
     if x.dtype.kind in "biu":
         x = x.to(int64)
-    ones = Tensor._make(xp.ones((x.shape[0], 1), dtype=x.dtype))
-    if N <= 1:
-        powers = ones[:, :N]
-    else:
-        from .shape import cat
-
-        powers = cat([ones, x.unsqueeze(1).expand(x.shape[0], N - 1).cumprod(1)], 1)
+    powers = running_powers(x, N)
     return powers if increasing else powers.flip(1)
 
 

@@ -21,6 +21,7 @@ class Reshape(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     is_view = True
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         return x.reshape(self.shape)
@@ -90,6 +91,7 @@ class Permute(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     is_view = True
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         return xp.transpose(x, self.dims)
@@ -122,6 +124,7 @@ class Expand(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     like = None  # a tiny array laid out in memory as y should be (None: row-major)
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         # a written copy rather than NumPy's read-only broadcast view: several
@@ -169,6 +172,7 @@ class GetItem(Primitive):
     """y = x[index];   dL/dx = dL/dy put back at index, 0 elsewhere (repeated indices add up)"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         self.is_view = _is_basic(self.index)
@@ -182,6 +186,7 @@ class IndexAdd(Primitive):
     """y = zeros(shape) with x added at index: GetItem's adjoint;   dL/dx = dL/dy[index]"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
         y = xp.zeros(self.shape, dtype=x.dtype)
@@ -200,6 +205,7 @@ class IndexPut(Primitive):
     dL/dx = dL/dy with 0 at index,   dL/dv = dL/dy[index] summed to v's shape"""
 
     saves_inputs = False
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x, v):
         y = x.copy()
@@ -240,6 +246,7 @@ class WriteThroughView(Primitive):
     """
 
     saves_inputs = False
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, base, v):
         return self.storage
@@ -259,6 +266,7 @@ class Cat(Primitive):
     """y = the inputs joined along dim;   dL/dx_k = the slice of dL/dy where x_k sits"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, *xs):
         return xp.concatenate(xs, axis=self.dim)

@@ -1,0 +1,219 @@
+"""``autograd.fft``: torch.fft's discrete Fourier transforms, differentiable (the maths and the
+gradients are in ops/fourier.py), and the helpers fftfreq, rfftfreq, fftshift and ifftshift.
+
+Each transform takes PyTorch's arguments: ``n`` (or ``s`` for several dims) crops or pads the
+input with zeros to that many points (-1 in ``s`` keeps a dim's length), ``dim`` says which dims,
+and ``norm`` is "backward" (the default: 1/n on the inverse), "forward" (1/n on the forward) or
+"ortho" (1/√n on both). Integer inputs are transformed in the default floating dtype; float32
+gives complex64 and float64 complex128.
+"""
+
+from .backend import get_default_dtype, xp
+from .ops.conjugation import conj
+from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
+from .ops.outputs import write_out
+from .tensor import Tensor
+
+__all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2", "rfftn", "irfftn",
+           "hfft", "ihfft", "hfft2", "ihfft2", "hfftn", "ihfftn", "fftfreq", "rfftfreq", "fftshift", "ifftshift"]
+
+
+def _norm(norm):
+    if norm is None:
+        return "backward"
+    if norm not in OTHER_NORM:
+        raise RuntimeError(f'Invalid normalization mode: "{norm}"')
+    return norm
+
+
+def _transformable(input, op, real=False):
+    """input in a dtype the transforms take: integers in the default floating dtype."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
+    kind = input.dtype.kind
+    if kind == "c" and real:
+        found = {"complex64": "ComplexFloat", "complex128": "ComplexDouble"}[input.dtype.name]
+        if op in ("ihfft2", "ihfftn"):
+            raise RuntimeError(f"Only supports floating-point dtypes, but found: {found}")
+        raise RuntimeError(f"{op} expects a real{'-valued' if op == 'rfftn' else ''} input tensor, but got {found}")
+    if input.dtype.itemsize == 2 and kind == "f":
+        raise RuntimeError("Unsupported dtype Half")
+    return input if kind in "fc" else input.to(get_default_dtype())
+
+
+def _dim(dim, ndim):
+    if not -max(ndim, 1) <= dim < max(ndim, 1):
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-max(ndim, 1)}, {max(ndim, 1) - 1}], "
+                         f"but got {dim})")
+    return dim % max(ndim, 1)
+
+
+def _plan(input, s, dim, every_dim, last_is_half=False):
+    """(dims, sizes): the dims to transform, non-negative, and the number of points along each.
+    ``every_dim``: the default dims when neither s nor dim is given (all, or the last two)."""
+    if dim is None:
+        if s is not None:
+            if len(s) > input.ndim:
+                raise RuntimeError(f"Got shape with {len(s)} values but input tensor only has {input.ndim} dimensions.")
+            dims = tuple(range(input.ndim - len(s), input.ndim))
+        else:
+            dims = tuple(range(input.ndim)) if every_dim is None else every_dim
+    else:
+        dims = (dim,) if isinstance(dim, int) else tuple(dim)
+        if s is not None and len(s) != len(dims):
+            raise RuntimeError("When given, dim and shape arguments must have the same length")
+    dims = tuple(_dim(d, input.ndim) for d in dims)
+    if len(set(dims)) != len(dims):
+        raise RuntimeError("FFT dims must be unique")
+    if s is None:
+        sizes = [input.shape[d] for d in dims]
+        if last_is_half and dims:  # a half spectrum of m terms comes from 2(m - 1) points
+            sizes[-1] = 2 * (input.shape[dims[-1]] - 1)
+    else:
+        sizes = [input.shape[d] if n == -1 else n for d, n in zip(dims, s)]
+        if last_is_half and dims and s[-1] == -1:
+            sizes[-1] = 2 * (input.shape[dims[-1]] - 1)
+    for n in sizes:
+        if n < 1:
+            raise RuntimeError(f"Invalid number of data points ({n}) specified")
+    return dims, tuple(sizes)
+
+
+def _complex_transform(input, s, dim, norm, out, inverse, op, every_dim=None):
+    input = _transformable(input, op)
+    dims, sizes = _plan(input, s, dim, every_dim)
+    return write_out(FFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm), inverse=inverse), out)
+
+
+def _real_transform(input, s, dim, norm, out, op, every_dim=None):
+    input = _transformable(input, op, real=True)
+    dims, sizes = _plan(input, s, dim, every_dim)
+    return write_out(RealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
+
+
+def _inverse_real_transform(input, s, dim, norm, out, op, every_dim=None):
+    input = _transformable(input, op)
+    dims, sizes = _plan(input, s, dim, every_dim, last_is_half=True)
+    return write_out(InverseRealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
+
+
+def _one(n):
+    return None if n is None else (n,)
+
+
+def fft(input, n=None, dim=-1, norm=None, *, out=None):
+    """y_k = Σ_t x_t e^(-2πi kt/n) along ``dim``."""
+    return _complex_transform(input, _one(n), dim, norm, out, False, "fft")
+
+
+def ifft(input, n=None, dim=-1, norm=None, *, out=None):
+    """x_t = (1/n) Σ_k y_k e^(2πi kt/n) along ``dim``."""
+    return _complex_transform(input, _one(n), dim, norm, out, True, "ifft")
+
+
+def fft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
+    return fftn(input, s, dim, norm, out=out)
+
+
+def ifft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
+    return ifftn(input, s, dim, norm, out=out)
+
+
+def fftn(input, s=None, dim=None, norm=None, *, out=None):
+    """The transform over several dims (all of them by default), one after the other."""
+    return _complex_transform(input, s, dim, norm, out, False, "fftn")
+
+
+def ifftn(input, s=None, dim=None, norm=None, *, out=None):
+    return _complex_transform(input, s, dim, norm, out, True, "ifftn")
+
+
+def rfft(input, n=None, dim=-1, norm=None, *, out=None):
+    """The first n//2 + 1 terms of fft of a real input (the rest are their conjugate mirror)."""
+    return _real_transform(input, _one(n), dim, norm, out, "rfft")
+
+
+def irfft(input, n=None, dim=-1, norm=None, *, out=None):
+    """The real n-point signal (n = 2(m - 1) by default) whose rfft is the m-term half spectrum input."""
+    return _inverse_real_transform(input, _one(n), dim, norm, out, "irfft")
+
+
+def rfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
+    return rfftn(input, s, dim, norm, out=out)
+
+
+def irfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
+    return irfftn(input, s, dim, norm, out=out)
+
+
+def rfftn(input, s=None, dim=None, norm=None, *, out=None):
+    """fftn of a real input with the last dim halved (rfft along it)."""
+    return _real_transform(input, s, dim, norm, out, "rfftn")
+
+
+def irfftn(input, s=None, dim=None, norm=None, *, out=None):
+    return _inverse_real_transform(input, s, dim, norm, out, "irfftn")
+
+
+def hfft(input, n=None, dim=-1, norm=None, *, out=None):
+    """The real spectrum of a signal with Hermitian symmetry, given as its first half:
+    irfft of the conjugate with the scale on the other side."""
+    return hfftn(input, _one(n), (dim,), norm, out=out)
+
+
+def ihfft(input, n=None, dim=-1, norm=None, *, out=None):
+    """The inverse of hfft: the conjugate of rfft with the scale on the other side."""
+    return _conjugated_real_transform(input, _one(n), (dim,), norm, out, "ihfft")
+
+
+def hfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
+    return hfftn(input, s, dim, norm, out=out)
+
+
+def ihfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
+    return _conjugated_real_transform(input, s, dim, norm, out, "ihfft2")
+
+
+def hfftn(input, s=None, dim=None, norm=None, *, out=None):
+    input = _transformable(input, "hfftn")
+    return _inverse_real_transform(conj(input), s, dim, OTHER_NORM[_norm(norm)], out, "hfftn")
+
+
+def ihfftn(input, s=None, dim=None, norm=None, *, out=None):
+    return _conjugated_real_transform(input, s, dim, norm, out, "ihfftn")
+
+
+def _conjugated_real_transform(input, s, dim, norm, out, op):
+    return write_out(conj(_real_transform(input, s, dim, OTHER_NORM[_norm(norm)], None, op)), out)
+
+
+def fftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
+    """The frequencies of fft's n terms for sample spacing d: [0, 1, ..., n/2 - 1, -n/2, ..., -1] / (d n)."""
+    return _frequencies(xp.fft.fftfreq(n, d), out, dtype, requires_grad)
+
+
+def rfftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
+    """The frequencies of rfft's n//2 + 1 terms: [0, 1, ..., n//2] / (d n)."""
+    return _frequencies(xp.fft.rfftfreq(n, d), out, dtype, requires_grad)
+
+
+def _frequencies(values, out, dtype, requires_grad):
+    result = Tensor(values.astype(dtype or get_default_dtype()), requires_grad=requires_grad)
+    return write_out(result, out)
+
+
+def fftshift(input, dim=None):
+    """The zero frequency moved to the middle: a roll by n//2 along each dim (all by default)."""
+    return _shift(input, dim, lambda n: n // 2)
+
+
+def ifftshift(input, dim=None):
+    """The inverse of fftshift: a roll by -(n//2)."""
+    return _shift(input, dim, lambda n: -(n // 2))
+
+
+def _shift(input, dim, by):
+    dims = tuple(range(input.ndim)) if dim is None else ((dim,) if isinstance(dim, int) else tuple(dim))
+    if not dims:
+        return input
+    return input.roll(tuple(by(input.shape[d]) for d in dims), dims)

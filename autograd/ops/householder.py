@@ -1,0 +1,124 @@
+"""Householder reflections: torch.geqrf (QR with Q kept as reflections, LAPACK's geqrf),
+torch.linalg.householder_product and its alias torch.orgqr (Q from them), and torch.ormqr (Q
+applied to another matrix without forming it).
+
+A reflection H = I - τ v vᵀ maps v to (1 - τ vᵀv) v and fixes the plane orthogonal to v. For A of
+shape m × n and τ of length k, v_i is the i-th column of A below the diagonal with a 1 on it (zeros
+above), and Q = H₁ H₂ ⋯ H_k (m × m). Each H is applied as a rank-one update,
+
+    H X = X - τ v (vᵀ X),    X H = X - τ (X v) vᵀ
+
+so what is built on them is differentiable in A, τ and X. (geqrf itself has no gradient, as in
+PyTorch.)
+"""
+
+import collections
+import math
+
+from ..backend import xp
+from ..graph import is_grad_enabled
+from ..tensor import Tensor
+from .names import names
+from .outputs import write_out
+
+GeqrfResult = collections.namedtuple("geqrf", ["a", "tau"])
+
+
+def _reflector_vectors(A):
+    """The v_i as the columns of an m × n matrix: A's strictly lower part plus a unit diagonal."""
+    m, n = A.shape[-2:]
+    return A.tril(-1) + Tensor._make(xp.eye(m, n, dtype=A.dtype))
+
+
+def _reflect(X, v, tau, from_left):
+    """H X (from_left) or X H, for H = I - τ v vᵀ (τ a batch of scalars)."""
+    tau = tau[..., None, None]
+    return X - tau * (v @ (v.mT @ X)) if from_left else X - tau * ((X @ v) @ v.mT)
+
+
+def _floating_pair(A, other, op, name):
+    if A.dtype.kind != "f":
+        raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {A.dtype}")
+    if other.dtype != A.dtype:
+        raise RuntimeError(f"{op}: Expected input and {name} to have the same dtype, but input has dtype {A.dtype} "
+                           f"and {name} has dtype {other.dtype}")
+
+
+def _batch_of_tau(A, tau, op):
+    if tuple(tau.shape[:-1]) != tuple(A.shape[:-2]):
+        raise RuntimeError(f"{op}: Expected batch dimensions of tau to be equal to input.shape[:-2], but got "
+                           f"{list(tau.shape[:-1])}")
+
+
+@names("orgqr")
+def householder_product(input, tau, *, out=None):
+    """The first n columns of H₁ ⋯ H_k (torch.linalg.householder_product; torch.orgqr): the Q of
+    a QR factorisation from geqrf's reflections, applied from the right end inwards to the first
+    n columns of the identity."""
+    A, op = input, "torch.linalg.householder_product"
+    if A.ndim < 2:
+        raise RuntimeError(f"{op}: input must have at least 2 dimensions.")
+    m, n = A.shape[-2:]
+    if m < n:
+        raise RuntimeError(f"{op}: input.shape[-2] must be greater than or equal to input.shape[-1]")
+    if tau.shape[-1] > n:
+        raise RuntimeError(f"{op}: input.shape[-1] must be greater than or equal to tau.shape[-1]")
+    _batch_of_tau(A, tau, op)
+    _floating_pair(A, tau, op, "tau")
+    vectors = _reflector_vectors(A)
+    Q = Tensor._make(xp.broadcast_to(xp.eye(m, n, dtype=A.dtype), A.shape).copy())
+    for i in reversed(range(tau.shape[-1])):
+        Q = _reflect(Q, vectors[..., :, i:i + 1], tau[..., i], from_left=True)
+    return write_out(Q, out)
+
+
+@names("ormqr")
+def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
+    """Q C, Qᵀ C (transpose), C Q or C Qᵀ (not left), Q = H₁ ⋯ H_k given by geqrf's (input, tau),
+    without forming Q: the k reflections applied one by one, in the order the product needs."""
+    A, op = input, "torch.ormqr"
+    if A.ndim < 2 or other.ndim < 2:
+        raise RuntimeError(f"{op}: input and other must have at least 2 dimensions.")
+    rows = other.shape[-2] if left else other.shape[-1]
+    if rows != A.shape[-2]:
+        raise RuntimeError(f"{op}: other.shape[{-2 if left else -1}] must be equal to input.shape[-2]")
+    if tau.shape[-1] != min(rows, A.shape[-1]):
+        raise RuntimeError(f"{op}: tau.shape[-1] must be equal to min(other.shape[{-2 if left else -1}], "
+                           "input.shape[-1])")
+    _batch_of_tau(A, tau, op)
+    _floating_pair(A, other, op, "other")
+    _floating_pair(A, tau, op, "tau")
+    vectors = _reflector_vectors(A)
+    steps = range(tau.shape[-1])
+    # Q C = H₁(H₂(⋯ H_k C)) and C Qᵀ = C H_k ⋯ H₁ take H_k first; Qᵀ C and C Q take H₁ first
+    if left != transpose:
+        steps = reversed(steps)
+    result = other
+    for i in steps:
+        result = _reflect(result, vectors[..., :, i:i + 1], tau[..., i], from_left=left)
+    return write_out(result, out)
+
+
+@names("geqrf")
+def geqrf(input, *, out=None):
+    """(a, tau): the QR factorisation as LAPACK's geqrf leaves it, R on and above a's diagonal and
+    the reflections' vectors below it, with their τ (for householder_product and ormqr). No
+    gradient, as in PyTorch: an input that requires grad is refused."""
+    op = "torch.geqrf"
+    if input.ndim < 2:
+        raise RuntimeError(f"{op}: input must have at least 2 dimensions.")
+    if input.dtype.kind != "f":
+        raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {input.dtype}")
+    if input.requires_grad and is_grad_enabled():
+        raise RuntimeError(f"{op}: the derivative for 'geqrf' is not implemented (as in PyTorch); call it on "
+                           "input.detach(), or use linalg.qr, which has one")
+    m, n = input.shape[-2:]
+    batch = tuple(input.shape[:-2])
+    flat = input._data.reshape((math.prod(batch), m, n))
+    packed = xp.empty_like(flat)
+    taus = xp.empty((flat.shape[0], min(m, n)), dtype=flat.dtype)
+    for i, matrix in enumerate(flat):
+        h, tau = xp.linalg.qr(matrix, mode="raw")  # (LAPACK's geqrf, its output transposed)
+        packed[i], taus[i] = h.T, tau
+    result = GeqrfResult(Tensor._make(packed.reshape(input.shape)), Tensor._make(taus.reshape(batch + (min(m, n),))))
+    return write_out(result, out)

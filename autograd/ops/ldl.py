@@ -1,0 +1,186 @@
+"""The LDLᵀ factorisation of a symmetric (possibly indefinite) matrix with Bunch-Kaufman
+pivoting, torch.linalg.ldl_factor, ldl_factor_ex and ldl_solve (LAPACK's sytrf and sytrs, which
+PyTorch calls; only A's lower triangle is read).
+
+    Pᵀ A P = L D Lᵀ,  L unit lower triangular, D block diagonal with 1 × 1 and 2 × 2 blocks
+
+At step k the pivot is a_kk when it is large enough against the largest entry below it (|a_kk| ≥
+α·colmax, α = (1 + √17)/8, which bounds the growth of the entries); otherwise a better diagonal
+entry a_rr is swapped in, or the 2 × 2 block [[a_kk, a_rk], [a_rk, a_rr]] is used. As LAPACK's,
+the factors come packed in one matrix LD (D's blocks on and just below the diagonal, L's
+multipliers below them), and the swaps as 1-based int32 pivots: pivots[k] = r > 0 for a 1 × 1
+block after swapping k and r, pivots[k] = pivots[k+1] = -r for a 2 × 2 block after swapping
+k+1 and r. The swaps are applied to the part not yet factored only, so ldl_solve replays them in
+order.
+
+Neither has a gradient (as in PyTorch): an input that requires grad is refused with that said.
+"""
+
+import collections
+import math
+
+from ..backend import int32, xp
+from ..graph import is_grad_enabled
+from ..tensor import Tensor
+from .checked import _raise
+from .inverses import _square
+from .outputs import write_out
+
+LDLFactorResult = collections.namedtuple("linalg_ldl_factor", ["LD", "pivots"])
+LDLFactorExResult = collections.namedtuple("linalg_ldl_factor_ex", ["LD", "pivots", "info"])
+
+ALPHA = (1 + math.sqrt(17)) / 8
+
+
+def _swap_symmetric(w, i, j, start):
+    """Swap rows and columns i and j of the symmetric block w[start:, start:]."""
+    w[[i, j], start:] = w[[j, i], start:]
+    w[start:, [i, j]] = w[start:, [j, i]]
+
+
+def _factor_one(a):
+    """(LD, pivots, info) of one symmetric matrix, from its lower triangle."""
+    n = a.shape[-1]
+    w = xp.tril(a) + xp.tril(a, -1).T  # the symmetric matrix the lower triangle stands for
+    pivots = xp.zeros(n, dtype=int32)
+    info = 0
+    k = 0
+    while k < n:
+        step, r = 1, k
+        diagonal = abs(w[k, k])
+        below = xp.abs(w[k + 1:, k])
+        i = k + 1 + int(xp.argmax(below)) if below.size else k
+        column_max = below.max() if below.size else 0.0
+        zero_column = max(diagonal, column_max) == 0 or xp.isnan(diagonal)
+        if zero_column:
+            info = info or k + 1  # D has a zero here, and there is nothing to eliminate
+        elif diagonal < ALPHA * column_max:
+            row = xp.abs(w[i, k:])
+            row[i - k] = 0
+            row_max = row.max()
+            if diagonal >= ALPHA * column_max * (column_max / row_max):
+                pass  # a_kk after all
+            elif abs(w[i, i]) >= ALPHA * row_max:
+                r = i  # the 1 × 1 pivot a_ii, swapped into place
+            else:
+                step, r = 2, i  # the 2 × 2 block of rows k and i
+        if not zero_column:
+            last = k + step - 1
+            if r != last:
+                _swap_symmetric(w, last, r, k)
+            rest = slice(k + step, n)
+            if step == 1:
+                multipliers = w[rest, k] / w[k, k]
+                w[rest, rest] -= xp.outer(multipliers, w[rest, k])
+                w[rest, k] = multipliers
+            else:  # [w_k w_{k+1}] = [a_k a_{k+1}] D⁻¹ with D the 2 × 2 block
+                block = w[k:k + 2, k:k + 2]
+                columns = w[rest, k:k + 2]
+                multipliers = xp.linalg.solve(block, columns.T).T
+                w[rest, rest] -= multipliers @ columns.T
+                w[rest, k:k + 2] = multipliers
+        pivots[k:k + step] = r + 1 if step == 1 else -(r + 1)
+        k += step
+    return xp.tril(w), pivots, info
+
+
+def _refuse_grad(A, op):
+    if A.requires_grad and is_grad_enabled():
+        raise RuntimeError(f"{op}: the LDL factorisation has no derivative (PyTorch's has none either); call it on "
+                           "A.detach()")
+
+
+def ldl_factor_ex(A, *, hermitian=False, check_errors=False, out=None):
+    """(LD, pivots, info) of symmetric A (its lower triangle read): Pᵀ A P = L D Lᵀ, packed as
+    LAPACK's sytrf; info = k > 0 where D[k, k] is zero (A singular)."""
+    op = "torch.linalg.ldl_factor_ex"
+    if A.ndim < 2:
+        raise RuntimeError(f"{op}: The input tensor A must have at least 2 dimensions.")
+    _square(A, "ldl_factor_ex")
+    if A.dtype.kind != "f":
+        raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {A.dtype}")
+    _refuse_grad(A, op)
+    n = A.shape[-1]
+    batch = tuple(A.shape[:-2])
+    flat = A._data.reshape((math.prod(batch), n, n))
+    results = [_factor_one(a) for a in flat]
+    LD = xp.stack([r[0] for r in results]) if results else xp.zeros_like(flat)
+    pivots = xp.stack([r[1] for r in results]) if results else xp.zeros((0, n), dtype=int32)
+    info = xp.array([r[2] for r in results], dtype=int32)
+    LD, pivots, info = LD.reshape(A.shape), pivots.reshape(batch + (n,)), info.reshape(batch)
+    if check_errors and info.any():
+        _raise(info, op, lambda i: f"The factorization could not be completed: D[{i},{i}] is zero, A is singular.")
+    return write_out(LDLFactorExResult(Tensor._make(LD), Tensor._make(pivots), Tensor._make(info)), out)
+
+
+def ldl_factor(A, *, hermitian=False, out=None):
+    """(LD, pivots) of symmetric A, for ldl_solve; a LinAlgError where D has a zero on its diagonal
+    (PyTorch 2.13 fails there with an internal assertion instead)."""
+    LD, pivots, info = ldl_factor_ex(A, hermitian=hermitian)
+    if info._data.any():
+        _raise(info._data, "torch.linalg.ldl_factor",
+               lambda i: f"The factorization could not be completed: D[{i},{i}] is zero, A is singular.")
+    return write_out(LDLFactorResult(LD, pivots), out)
+
+
+def _solve_one(ld, pivots, b):
+    """X with A X = B from one matrix's packed factors (LAPACK's sytrs): L D Y = Pᵀ B with the swaps
+    replayed step by step, then Lᵀ X = Y undoing them in reverse."""
+    n = ld.shape[-1]
+    x = b.copy()
+    k = 0
+    while k < n:  # L D Y = B, forward
+        if pivots[k] > 0:
+            r = pivots[k] - 1
+            x[[k, r]] = x[[r, k]]
+            x[k + 1:] -= xp.outer(ld[k + 1:, k], x[k])
+            x[k] /= ld[k, k]
+            k += 1
+        else:
+            r = -pivots[k] - 1
+            x[[k + 1, r]] = x[[r, k + 1]]
+            x[k + 2:] -= ld[k + 2:, k:k + 2] @ x[k:k + 2]
+            block = xp.array([[ld[k, k], ld[k + 1, k]], [ld[k + 1, k], ld[k + 1, k + 1]]])
+            x[k:k + 2] = xp.linalg.solve(block, x[k:k + 2])
+            k += 2
+    k = n - 1
+    while k >= 0:  # Lᵀ X = Y, backward
+        if pivots[k] > 0:
+            x[k] -= ld[k + 1:, k] @ x[k + 1:]
+            r = pivots[k] - 1
+            x[[k, r]] = x[[r, k]]
+            k -= 1
+        else:
+            x[k - 1:k + 1] -= ld[k + 1:, k - 1:k + 1].T @ x[k + 1:]
+            r = -pivots[k] - 1
+            x[[k, r]] = x[[r, k]]
+            k -= 2
+    return x
+
+
+def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
+    """X with A X = B, A given by ldl_factor's (LD, pivots). Batch dims broadcast."""
+    op = "torch.linalg.ldl_solve"
+    _square(LD, "ldl_solve")
+    if B.ndim < 2:
+        raise RuntimeError(f"{op}: The input tensor B must have at least 2 dimensions.")
+    if B.shape[-2] != LD.shape[-1]:
+        raise RuntimeError(f"Incompatible matrix sizes for {op}: each A matrix is {LD.shape[-1]} by {LD.shape[-1]} "
+                           f"but each b matrix is {B.shape[-2]} by {B.shape[-1]}")
+    if B.dtype != LD.dtype:
+        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type {B.dtype} and A of type "
+                           f"{LD.dtype} instead.")
+    if pivots.dtype.kind not in "iu" or tuple(pivots.shape) != tuple(LD.shape[:-1]):
+        raise RuntimeError(f"{op}: pivots must be an integer tensor of shape {tuple(LD.shape[:-1])}, got "
+                           f"{pivots.dtype} of shape {tuple(pivots.shape)}")
+    _refuse_grad(LD, op)
+    _refuse_grad(B, op)
+    n = LD.shape[-1]
+    batch = xp.broadcast_shapes(tuple(LD.shape[:-2]), tuple(B.shape[:-2]))
+    ld = xp.broadcast_to(LD._data, batch + (n, n)).reshape((-1, n, n))
+    p = xp.broadcast_to(pivots._data, batch + (n,)).reshape((-1, n))
+    b = xp.broadcast_to(B._data, batch + tuple(B.shape[-2:])).reshape((-1,) + tuple(B.shape[-2:]))
+    with xp.errstate(divide="ignore", invalid="ignore"):  # a singular D gives inf/nan, as LAPACK's
+        x = xp.stack([_solve_one(*args) for args in zip(ld, p, b)]) if b.shape[0] else b.copy()
+    return write_out(Tensor._make(x.reshape(batch + tuple(B.shape[-2:]))), out)
+

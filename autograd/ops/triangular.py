@@ -1,0 +1,104 @@
+"""Triangular solves: X = T⁻¹ B for a (batch of) triangular T, by substitution, as
+torch.linalg.solve_triangular and the older torch.triangular_solve.
+
+Only one triangle of A is read (the lower, or the upper with upper=True; with unitriangular its
+diagonal is taken to be 1 and not read either), so only that triangle receives a gradient:
+
+    X = T⁻¹ B:   dL/dB = T⁻ᵀ (dL/dX),   dL/dA = tri(-(dL/dB) Xᵀ)
+
+(tri keeps the triangle that was read.) Tᵀ is triangular the other way up, so the backward is
+one more triangular solve, itself differentiable.
+
+A zero on the diagonal is not an error, as in LAPACK's trtrs/trsm which PyTorch calls: the
+division gives inf or nan in the solution.
+"""
+
+import collections
+
+from ..backend import xp
+from ..primitive import Primitive
+from .elementwise import unbroadcast
+from .inverses import _square
+from .names import names
+from .outputs import write_out
+
+TriangularSolveResult = collections.namedtuple("triangular_solve", ["solution", "cloned_coefficient"])
+
+
+def substitute(a, b, upper, unitriangular):
+    """T⁻¹ B by forward (lower) or back (upper) substitution, on arrays of matching batch shape:
+    x_i = (b_i - Σ_{j before i} t_ij x_j) / t_ii, one row of X at a time (vectorised over the
+    batch and B's columns)."""
+    batch = xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = xp.broadcast_to(a, batch + a.shape[-2:])
+    x = xp.array(xp.broadcast_to(b, batch + b.shape[-2:]), dtype=xp.result_type(a, b))
+    n = a.shape[-1]
+    order = range(n - 1, -1, -1) if upper else range(n)
+    with xp.errstate(divide="ignore", invalid="ignore"):  # a zero pivot gives inf/nan, as LAPACK
+        for i in order:
+            done = slice(i + 1, n) if upper else slice(0, i)
+            if done.start != done.stop:
+                x[..., i:i + 1, :] -= a[..., i:i + 1, done] @ x[..., done, :]
+            if not unitriangular:
+                x[..., i, :] /= a[..., i, i:i + 1]
+    return x
+
+
+class SolveTriangular(Primitive):
+    """X = T⁻¹ B, T the lower (upper) triangle of A;
+    dL/dB = T⁻ᵀ (dL/dX),   dL/dA = tri(-(dL/dB) Xᵀ)"""
+
+    saves_output = True
+
+    def forward(self, a, b):
+        return substitute(a, b, self.upper, self.unitriangular)
+
+    def backward(self, grad, x, a, b):
+        grad_b = SolveTriangular.apply(a.mT, grad, upper=not self.upper, unitriangular=self.unitriangular)
+        grad_a = None
+        if a.requires_grad:
+            full = -(grad_b @ x.mT)
+            offset = 1 if self.unitriangular else 0  # the diagonal of a unit triangle is not read
+            grad_a = unbroadcast(full.triu(offset) if self.upper else full.tril(-offset), a)
+        return grad_a, unbroadcast(grad_b, b) if b.requires_grad else None
+
+
+def _same_floating_dtype(A, B, op):
+    """A and B in their common floating dtype (PyTorch promotes; integers are refused)."""
+    if A.dtype.kind != "f" or B.dtype.kind != "f":
+        wrong = A.dtype if A.dtype.kind != "f" else B.dtype
+        raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {wrong} (complex is not "
+                           "supported here yet)")
+    if A.dtype != B.dtype:
+        common = xp.result_type(A.dtype, B.dtype)
+        A, B = A.to(common), B.to(common)
+    return A, B
+
+
+def solve_triangular(A, B, *, upper, left=True, unitriangular=False, out=None):
+    """X with A X = B (or X A = B when left is False) for triangular A: its lower triangle, or the
+    upper with upper=True; unitriangular takes its diagonal to be ones. Batch dims broadcast."""
+    _square(A, "solve_triangular")
+    if B.ndim < 2:
+        raise RuntimeError("linalg.solve_triangular: The input tensor B must have at least 2 dimensions.")
+    inner = B.shape[-2] if left else B.shape[-1]
+    if inner != A.shape[-1]:
+        equation = "AX = B" if left else "XA = B"
+        raise RuntimeError(f"linalg.solve_triangular: Incompatible shapes of A and B for the equation {equation} "
+                           f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
+    A, B = _same_floating_dtype(A, B, "linalg.solve_triangular")
+    if left:
+        X = SolveTriangular.apply(A, B, upper=bool(upper), unitriangular=bool(unitriangular))
+    else:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ, and Aᵀ is triangular the other way up
+        X = SolveTriangular.apply(A.mT, B.mT, upper=not upper, unitriangular=bool(unitriangular)).mT
+    return write_out(X, out)
+
+
+@names("triangular_solve")
+def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False, *, out=None):
+    """torch.triangular_solve(b, A): (X, a copy of A) with A X = b (Aᵀ X = b with transpose).
+    Deprecated in PyTorch in favour of linalg.solve_triangular, which takes A first."""
+    coefficient = A.mT if transpose else A
+    solution = solve_triangular(coefficient, input, upper=upper != bool(transpose), unitriangular=unitriangular)
+    result = TriangularSolveResult(solution, A.clone())
+    return write_out(result, out)

@@ -1,0 +1,250 @@
+"""Complex gradients (ops/conjugation.py): z.grad = ∂L/∂Re z + i ∂L/∂Im z, as PyTorch's.
+
+Finite differences move the real and imaginary parts separately (gradcheck checks a complex
+input or output as its real pair), over hypothesis-drawn shapes and values, second derivatives
+too; known values without PyTorch; PyTorch's values, gradients and dtypes where it is installed;
+and the ops whose derivative is written for real numbers refuse complex inputs that require grad.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import autograd
+from autograd import Tensor
+from tests.test_ops import SHAPES, _run
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+pytestmark = pytest.mark.filterwarnings("ignore:Casting complex values to real")  # the "cast" case's, as PyTorch's
+
+
+def complex_leaf(values):
+    return Tensor(np.asarray(values, dtype=np.complex128), requires_grad=True)
+
+
+def _parts(shape, low, high):
+    return hnp.arrays(np.float64, shape, elements=st.floats(low, high, allow_nan=False, width=64))
+
+
+@st.composite
+def complex_arrays(draw, count=1, low=-2.0, high=2.0, away_from_zero=0.0, off_cut=False):
+    """``count`` complex leaves of one drawn shape (|z| at least ``away_from_zero``; with ``off_cut``, away
+    from the negative real axis, where angle jumps from π to -π)."""
+    shape = draw(SHAPES)
+    leaves = []
+    for _ in range(count):
+        z = draw(_parts(shape, low, high)) + 1j * draw(_parts(shape, low, high))
+        small = np.abs(z) < away_from_zero
+        z = np.where(small, away_from_zero + 0.5 + 0.5j, z)
+        if off_cut:
+            z = np.where((z.real < 0) & (np.abs(z.imag) < 0.2), z + 0.5j, z)
+        leaves.append(complex_leaf(z))
+    return leaves
+
+
+@st.composite
+def real_arrays(draw, count=2):
+    shape = draw(SHAPES)
+    return [Tensor(draw(_parts(shape, -2.0, 2.0)), requires_grad=True) for _ in range(count)]
+
+
+@st.composite
+def complex_matmul_pair(draw):
+    m, k, n = (draw(st.integers(1, 3)) for _ in range(3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    return [complex_leaf(rng.standard_normal((m, k)) + 1j * rng.standard_normal((m, k))),
+            complex_leaf(rng.standard_normal((k, n)) + 1j * rng.standard_normal((k, n)))]
+
+
+CASES = {  # the complex primitives (tests/test_ops.py checks that every primitive has one)
+    "Conj": (complex_arrays(2), lambda z, w: z.conj() * w),
+    "RealPart": (complex_arrays(2), lambda z, w: (z * w).real),
+    "ImagPart": (complex_arrays(2), lambda z, w: (z * w).imag),
+    "Angle": (complex_arrays(away_from_zero=0.2, off_cut=True), lambda z: z.angle()),
+    "ViewAsReal": (complex_arrays(2), lambda z, w, lib=autograd: lib.view_as_real(z * w)),
+    "ViewAsComplex": (real_arrays(2), lambda a, b, lib=autograd: lib.view_as_complex(lib.stack([a, b], -1)) ** 2),
+}
+
+# the real ops that take complex numbers too, each with its conjugations checked
+COMPLEX_USES = {
+    "add, sub, neg": (complex_arrays(2), lambda z, w: z + w - (-w) * 0.5 - 1.5),
+    "mul": (complex_arrays(2), lambda z, w: z * w * z),
+    "div": (complex_arrays(2, away_from_zero=0.3), lambda z, w: z / w),
+    "reciprocal, pow": (complex_arrays(away_from_zero=0.3), lambda z: z.reciprocal() + z**3 + z**2),
+    "exp, log, sqrt": (complex_arrays(away_from_zero=0.3, off_cut=True), lambda z: z.exp() + z.log() * z.sqrt()),
+    "abs, sgn": (complex_arrays(away_from_zero=0.2), lambda z: z.abs() * 2.0 + z.sgn()),
+    "matmul": (complex_matmul_pair(), lambda a, b: a @ b),
+    "einsum": (complex_matmul_pair(),
+               lambda a, b, lib=autograd: lib.einsum("ij,jk->ik", a, b) * lib.einsum("ij->i", a).unsqueeze(1)),
+    "sum, mean, shape ops": (complex_arrays(),
+                             lambda z: (z.reshape(-1).flip(0).cumsum(0) * 1j).sum() + z.mean()),
+    "real and complex mixed": (real_arrays(2),
+                               lambda a, b, lib=autograd: lib.polar(a * a + 0.5, b) * lib.complex(a, b)),
+    "cast": (real_arrays(1), lambda a, lib=autograd: (a.to(lib.complex128) * (1 + 2j)).to(lib.float64)),
+}
+# (lib: the functions' library, autograd here; the comparison with PyTorch passes torch)
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(COMPLEX_USES))
+@given(data=st.data())
+def test_gradient_matches_finite_differences(name, data):
+    tensors, fn, *_ = _run({**CASES, **COMPLEX_USES}[name], data)
+    assert autograd.gradcheck(fn, tensors)
+
+
+@pytest.mark.parametrize("name", ["Conj", "RealPart", "ImagPart", "Angle", "mul", "div", "exp, log, sqrt", "abs, sgn",
+                                  "matmul"])
+@given(data=st.data())
+def test_second_derivatives_match_finite_differences(name, data):
+    tensors, fn, *_ = _run({**CASES, **COMPLEX_USES}[name], data)
+    assert autograd.gradgradcheck(fn, tensors)
+
+
+def test_known_gradients():
+    z = complex_leaf([3 + 4j, 1 - 1j])
+    (z.abs() ** 2).sum().backward()  # |z|² = a² + b²: gradient 2a + 2bi = 2z
+    np.testing.assert_allclose(z.grad.numpy(), [6 + 8j, 2 - 2j])
+    z.grad = None
+    z.real.sum().backward()  # ∂/∂a = 1, ∂/∂b = 0
+    np.testing.assert_allclose(z.grad.numpy(), [1, 1])
+    z.grad = None
+    z.imag.sum().backward()
+    np.testing.assert_allclose(z.grad.numpy(), [1j, 1j])
+    z.grad = None
+    (z * (2 - 1j)).real.sum().backward()  # Re(z w) = a Re w - b Im w: gradient conj(w)
+    np.testing.assert_allclose(z.grad.numpy(), [2 + 1j, 2 + 1j])
+    # a real leaf in a complex computation gets a real gradient: d Re(x (1 + 2i))/dx = 1
+    x = Tensor([0.5, -2.0], dtype=np.float64, requires_grad=True)
+    (x * (1 + 2j)).real.sum().backward()
+    assert x.grad.dtype == np.float64
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.0])
+
+
+def test_gradient_descent_with_complex_gradients_finds_a_root():
+    """z -= lr · z.grad minimises |z² - (3 + 4i)|²: z reaches ±(2 + i)."""
+    z = complex_leaf([1.0 + 0.5j])
+    for _ in range(300):
+        loss = ((z * z - (3 + 4j)).abs() ** 2).sum()
+        z.grad = None
+        loss.backward()
+        with autograd.no_grad():
+            z -= 0.01 * z.grad
+    np.testing.assert_allclose(z.detach().numpy(), [2 + 1j], atol=1e-6)
+
+
+def test_real_only_ops_refuse_complex_inputs_that_require_grad():
+    z = complex_leaf([1 + 1j, 2 - 1j])
+    with pytest.raises(NotImplementedError, match=r"Tanh does not support automatic differentiation of complex"):
+        z.tanh()
+    with pytest.raises(NotImplementedError, match=r"complex128 \(2,\)"):
+        z.sin()
+    with autograd.no_grad():  # values are still computed
+        np.testing.assert_allclose(z.tanh().numpy(), np.tanh(z.detach().numpy()))
+    assert not z.detach().tanh().requires_grad
+
+
+def test_complex_loss_needs_a_gradient():
+    z = complex_leaf([1 + 1j])
+    with pytest.raises(RuntimeError, match="grad can be implicitly created only for real scalar outputs"):
+        (z * 2).sum().backward()
+    (z * 2).sum().backward(autograd.tensor(1 + 0j, dtype=autograd.complex128))
+    np.testing.assert_allclose(z.grad.numpy(), [2])
+
+
+def test_casting_complex_to_real_keeps_the_real_part_and_warns():
+    z = complex_leaf([1.5 + 2j])
+    with pytest.warns(UserWarning, match="discards the imaginary part"):
+        x = z.to(autograd.float32)
+    assert x.dtype == autograd.float32 and x.tolist() == [1.5]
+    x.sum().backward()
+    np.testing.assert_allclose(z.grad.numpy(), [1 + 0j])
+
+
+def test_views_parts_and_errors():
+    z = complex_leaf([[1 + 2j, 3 - 4j]])
+    np.testing.assert_array_equal(autograd.view_as_real(z).detach().numpy(), [[[1, 2], [3, -4]]])
+    r = autograd.tensor([[1.0, 2.0]])
+    c = autograd.view_as_complex(r)
+    assert c.dtype == autograd.complex64 and c.tolist() == [1 + 2j]
+    assert autograd.complex(r[:, 0], r[:, 1]).dtype == autograd.complex64
+    with pytest.raises(RuntimeError, match="last dimension of size 2"):
+        autograd.view_as_complex(autograd.zeros(2, 3))
+    with pytest.raises(RuntimeError, match="only supported for complex tensors"):
+        autograd.view_as_real(r)
+    assert z.resolve_conj() is z and z.resolve_neg() is z  # no lazy bits here: nothing to resolve
+    assert z.conj().tolist() == [[1 - 2j, 3 + 4j]] and z.conj_physical().tolist() == [[1 - 2j, 3 + 4j]]
+    np.testing.assert_allclose(autograd.polar(autograd.tensor([2.0]), autograd.tensor([np.pi / 2])).numpy(), [2j],
+                               atol=1e-6)
+
+
+@needs_torch
+@pytest.mark.parametrize("name", sorted(CASES) + sorted(COMPLEX_USES))
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_against_pytorch(name, data):
+    strategy, fn = {**CASES, **COMPLEX_USES}[name][:2]
+    example = data.draw(strategy)
+    ours = [Tensor(x.detach().numpy(), requires_grad=True) for x in example]
+    theirs = [torch.tensor(x.detach().numpy(), requires_grad=True) for x in example]
+    results = []
+    for library, inputs in ((autograd, ours), (torch, theirs)):
+        y = fn(*inputs) if library is autograd else _with_torch(fn)(*inputs)
+        weights = np.random.default_rng(0).standard_normal(tuple(y.shape) + (2,))
+        w = weights[..., 0] + 1j * weights[..., 1] if _is_complex(y) else weights[..., 0]
+        loss = (y * library.tensor(w)).real.sum() if _is_complex(y) else (y * library.tensor(w)).sum()
+        loss.backward()
+        results.append((_numpy(y.detach()), [_numpy(x.grad) for x in inputs], str(y.dtype).replace("torch.", "")))
+    (y_ours, g_ours, dtype_ours), (y_theirs, g_theirs, dtype_theirs) = results
+    assert dtype_ours == dtype_theirs
+    np.testing.assert_allclose(y_ours, y_theirs, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g_ours, g_theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _numpy(x):
+    return x.resolve_conj().numpy()
+
+
+def _is_complex(y):
+    return y.dtype.is_complex if isinstance(y, torch.Tensor) else y.dtype.kind == "c"
+
+
+def _with_torch(fn):
+    import inspect
+
+    return (lambda *xs: fn(*xs, lib=torch)) if "lib" in inspect.signature(fn).parameters else fn
+
+
+def test_complex_numbers_take_pytorchs_dtypes():
+    """A Python complex number becomes the default dtype's complex counterpart, and a floating tensor
+    meeting one keeps its precision."""
+    assert autograd.tensor([1 + 1j]).dtype == autograd.complex64 and autograd.tensor(1j).dtype == autograd.complex64
+    assert (autograd.arange(3) * 1j).dtype == autograd.complex64
+    assert (autograd.ones(2) * 1j).dtype == autograd.complex64
+    assert (autograd.ones(2, dtype=autograd.float64) * 1j).dtype == autograd.complex128
+    assert (autograd.ones(2, dtype=autograd.complex128) + 1j).dtype == autograd.complex128
+    full = autograd.full((2,), 1 + 2j)
+    assert full.dtype == autograd.complex64 and full.tolist() == [1 + 2j, 1 + 2j]
+    autograd.set_default_dtype(autograd.float64)
+    try:
+        assert autograd.tensor([1j]).dtype == autograd.complex128
+    finally:
+        autograd.set_default_dtype(autograd.float32)
+
+
+def test_complex_random_factories_draw_both_parts():
+    autograd.manual_seed(0)
+    z = autograd.randn(200_000, dtype=autograd.complex64)
+    assert z.dtype == autograd.complex64
+    np.testing.assert_allclose([z.real.var().item(), z.imag.var().item()], [0.5, 0.5], rtol=0.02)  # E|z|² = 1
+    u = autograd.rand(200_000, dtype=autograd.complex128).numpy()
+    assert 0 <= u.real.min() and u.real.max() < 1 and 0 <= u.imag.min() and u.imag.max() < 1
+    np.testing.assert_allclose([u.real.mean(), u.imag.mean()], [0.5, 0.5], atol=0.01)
+    assert autograd.randn_like(z[:3]).dtype == autograd.complex64
