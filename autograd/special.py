@@ -3,26 +3,71 @@
 import math
 
 from .backend import xp
-from .ops.bessel import i0, i1  # noqa: F401  (re-exported)
+from .ops.bessel import i0, i0e, i1, i1e, spherical_bessel_j0  # noqa: F401  (re-exported)
+from .ops.bessel_integrals import (  # noqa: F401  (re-exported)
+    airy_ai,
+    bessel_j0,
+    bessel_j1,
+    bessel_y0,
+    bessel_y1,
+    modified_bessel_i0,
+    modified_bessel_i1,
+    modified_bessel_k0,
+    modified_bessel_k1,
+    scaled_modified_bessel_k0,
+    scaled_modified_bessel_k1,
+)
 from .ops.elementwise import Where
 from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-exported)
-from .ops.incomplete_gamma import igamma as gammainc  # noqa: F401  (re-exported)
-from .ops.incomplete_gamma import igammac as gammaincc  # noqa: F401  (re-exported)
+from .ops.incomplete_gamma import igamma, igammac
 from .ops.names import FUNCTIONS
+from .ops.normal_tails import erfcx_of, log_ndtr, ndtri_of  # noqa: F401  (re-exported)
 from .ops.numbers import erfc  # noqa: F401  (re-exported)
-from .ops.pointwise import Entr, floating, logit, round, xlogy  # noqa: F401
+from .ops.pointwise import Entr, floating, logit, round, xlog1py, xlogy  # noqa: F401
+from .ops.polynomials import (  # noqa: F401  (re-exported)
+    chebyshev_polynomial_t,
+    chebyshev_polynomial_u,
+    chebyshev_polynomial_v,
+    chebyshev_polynomial_w,
+    hermite_polynomial_h,
+    hermite_polynomial_he,
+    laguerre_polynomial_l,
+    legendre_polynomial_p,
+    shifted_chebyshev_polynomial_t,
+    shifted_chebyshev_polynomial_u,
+    shifted_chebyshev_polynomial_v,
+    shifted_chebyshev_polynomial_w,
+)
 from .ops.reductions import logsumexp  # noqa: F401
 from .ops.special import erf_of
+from .ops.zeta import zeta  # noqa: F401  (re-exported)
 from .tensor import Tensor
 
-__all__ = ["digamma", "entr", "erf", "erfc", "erfinv", "exp2", "expit", "expm1", "gammainc", "gammaincc", "gammaln",
-           "i0", "i1", "log1p", "log_softmax", "logit", "logsumexp", "multigammaln", "ndtr", "polygamma", "psi",
-           "round", "sinc", "softmax", "xlogy"]
+__all__ = ["airy_ai", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "chebyshev_polynomial_t",
+           "chebyshev_polynomial_u", "chebyshev_polynomial_v", "chebyshev_polynomial_w", "digamma", "entr", "erf",
+           "erfc", "erfcx", "erfinv", "exp2", "expit", "expm1", "gammainc", "gammaincc", "gammaln",
+           "hermite_polynomial_h", "hermite_polynomial_he", "i0", "i0e", "i1", "i1e", "laguerre_polynomial_l",
+           "legendre_polynomial_p", "log1p", "log_ndtr", "log_softmax", "logit", "logsumexp", "modified_bessel_i0",
+           "modified_bessel_i1", "modified_bessel_k0", "modified_bessel_k1", "multigammaln", "ndtr", "ndtri",
+           "polygamma", "psi", "round", "scaled_modified_bessel_k0", "scaled_modified_bessel_k1",
+           "shifted_chebyshev_polynomial_t", "shifted_chebyshev_polynomial_u", "shifted_chebyshev_polynomial_v",
+           "shifted_chebyshev_polynomial_w", "sinc", "softmax", "spherical_bessel_j0", "xlog1py", "xlogy", "zeta"]
 
 erfinv, exp2, expm1, log1p = (FUNCTIONS[name] for name in ("erfinv", "exp2", "expm1", "log1p"))
 gammaln = lgamma
 psi = digamma
 multigammaln = mvlgamma
+erfcx, ndtri = erfcx_of, ndtri_of
+
+
+def gammainc(input, other, *, out=None):
+    """The regularised lower incomplete gamma function P(input, other) (``autograd.igamma``)."""
+    return igamma(input, other, out=out)
+
+
+def gammaincc(input, other, *, out=None):
+    """The regularised upper incomplete gamma function Q(input, other) (``autograd.igammac``)."""
+    return igammac(input, other, out=out)
 
 
 def erf(input):

@@ -1,6 +1,8 @@
 """Dropout, AlphaDropout, FeatureAlphaDropout (activations) and DropConnect (weights): regularisers active in
 training only."""
 
+from autograd.ops.dropout import check_dropout_probability
+
 from . import functional as F
 from .module import Module
 
@@ -14,7 +16,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        F._check_dropout_probability(p)
+        check_dropout_probability(p)
         self.p, self.inplace = p, inplace
 
     def forward(self, input):

@@ -19,8 +19,10 @@ from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.
 )
 from autograd.ops.activations import celu as _celu
 from autograd.ops.activations import elu as _elu
+from autograd.ops.activations import rrelu as _rrelu
 from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
+from autograd.ops.bilinear import bilinear  # noqa: F401  (F.bilinear)
 from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdist, ...)
     clamped_below_in_value,
     cosine_similarity,
@@ -28,7 +30,22 @@ from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdis
     pdist,
     vector_norm,
 )
+from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
+from autograd.ops.embedding import embedding  # noqa: F401  (F.embedding)
 from autograd.ops.linalg import MatMul
+from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_norm, ... as before)
+    batch_norm,
+    group_norm,
+    instance_norm,
+    layer_norm,
+    rms_norm,
+)
+from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
+    channel_shuffle,
+    native_channel_shuffle,
+    pixel_shuffle,
+    pixel_unshuffle,
+)
 from autograd.random import generator
 
 # -- the affine map of a layer ----------------------------------------------------------
@@ -82,25 +99,6 @@ def linear(input, weight, bias=None):
     if bias is None:
         return AffineMap.apply(input, weight)
     return AffineMap.apply(input, weight, bias)
-
-
-def bilinear(input1, input2, weight, bias=None):
-    """y_k = x1ᵀ A_k x2 + b_k for A of shape (out, in1, in2); leading dims are batch dims."""
-    if input1.shape[:-1] != input2.shape[:-1]:
-        raise RuntimeError(f"bilinear(): input batch dimensions do not match: got {input1.shape[:-1]} and "
-                           f"{input2.shape[:-1]}")
-    if weight.ndim != 3 or weight.shape[1] != input1.shape[-1] or weight.shape[2] != input2.shape[-1]:
-        raise RuntimeError(f"bilinear(): weight of shape {weight.shape} does not fit inputs of shapes "
-                           f"{input1.shape} and {input2.shape}")
-    batch = input1.shape[:-1]
-    x1 = input1.reshape(-1, input1.shape[-1])
-    x2 = input2.reshape(-1, input2.shape[-1])
-    # (out, n, in2): x1 A_k for every k, then the dot product with x2 of each row
-    left = x1.unsqueeze(0) @ weight
-    y = (left * x2.unsqueeze(0)).sum(-1).T
-    if bias is not None:
-        y = y + bias
-    return y.reshape(*batch, weight.shape[0])
 
 
 # -- activations ------------------------------------------------------------------------------
@@ -250,13 +248,9 @@ def threshold_(input, threshold_value, value):
 
 
 def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
-    """Randomized leaky ReLU (Xu et al., 2015): y = x for x > 0, a·x otherwise, where in training each
-    element draws its own slope a ~ U(lower, upper) (from autograd's generator), and in eval a is the
-    mean slope (lower + upper) / 2 (leaky_relu). dy/dx = a at 0, as PyTorch."""
-    if not training:
-        return leaky_relu(input, (lower + upper) / 2, inplace)
-    slopes = Tensor(generator().uniform(lower, upper, input.shape).astype(input.dtype))
-    return _inplace(input, lambda input: autograd.where(input > 0, input, input * slopes), inplace)
+    """Randomized leaky ReLU (``autograd.rrelu``): a random slope per element in training, the mean
+    slope (lower + upper) / 2 in eval."""
+    return _inplace(input, lambda input: _rrelu(input, lower, upper, training), inplace)
 
 
 def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
@@ -343,40 +337,26 @@ def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
 # -- regularisers -------------------------------------------------------------------------------
 
 
-def _check_dropout_probability(p):
-    """The check (and message) of every dropout, function and layer: p in [0, 1]."""
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-
-
-def _keep_mask(shape, p, dtype):
-    """Bernoulli(1 - p) mask scaled by 1/(1 - p): inverted dropout keeps E[y] = x (p checked by the caller)."""
-    if p == 1:
-        return Tensor(xp.zeros(shape, dtype=dtype))
-    keep = generator().random(shape) >= p
-    return Tensor((keep / (1 - p)).astype(dtype))
-
-
 def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p and scale the rest by 1/(1-p) (training only)."""
-    _check_dropout_probability(p)
+    check_dropout_probability(p)
     if not training or p == 0:
         return input
-    return _inplace(input, lambda input: input * _keep_mask(input.shape, p, input.dtype), inplace)
+    return _inplace(input, lambda input: drop(input, p, input.shape), inplace)
 
 
 def _feature_dropout(name, input, p, training, inplace, spatial):
     """Dropout of whole channels: one Bernoulli draw per (sample, channel), shared across
     the ``spatial`` trailing dims (adjacent pixels are correlated, so dropping single
     ones regularises little; Tompson et al., 2015)."""
-    _check_dropout_probability(p)
+    check_dropout_probability(p)
     if input.ndim not in (spatial + 1, spatial + 2):
         raise RuntimeError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D input, but received a "
                            f"{input.ndim}D input")
     if not training or p == 0:
         return input
     shape = input.shape[:input.ndim - spatial] + (1,) * spatial
-    return _inplace(input, lambda input: input * _keep_mask(shape, p, input.dtype), inplace)
+    return _inplace(input, lambda input: drop(input, p, shape), inplace)
 
 
 def dropout1d(input, p=0.5, training=True, inplace=False):
@@ -403,20 +383,11 @@ def dropout3d(input, p=0.5, training=True, inplace=False):
 
 
 def _alpha_dropout(input, p, training, inplace, shape):
-    """Dropout that keeps SELU's zero mean and unit variance (Klambauer et al., 2017):
-    a dropped unit is set to α' = -λα (SELU's negative saturation), then the output is
-    mapped by a·y + b with a = ((1 - p)(1 + p α'²))^(-1/2), b = -a α' p. One draw per
-    element of ``shape`` (broadcast over the rest of the input)."""
-    _check_dropout_probability(p)
+    """Alpha dropout (``autograd.ops.dropout.alpha_drop``), one draw per element of ``shape``."""
+    check_dropout_probability(p)
     if not training or p == 0:
         return input
-    if p == 1:
-        return _inplace(input, lambda input: input * 0.0, inplace)
-    saturation = SELU_ALPHA * SELU_SCALE
-    keep = Tensor((generator().random(shape) >= p).astype(input.dtype))
-    a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))
-    shift = (keep - 1.0) * (saturation * a) + saturation * a * p
-    return _inplace(input, lambda input: input * (keep * a) + shift, inplace)
+    return _inplace(input, lambda input: alpha_drop(input, p, shape), inplace)
 
 
 def alpha_dropout(input, p=0.5, training=False, inplace=False):
@@ -427,116 +398,13 @@ def alpha_dropout(input, p=0.5, training=False, inplace=False):
 def feature_alpha_dropout(input, p=0.5, training=False, inplace=False):
     """Alpha dropout of whole channels: one draw per (sample, channel) of an (N, C, *) input, the value
     α' filling the whole channel when dropped."""
-    if input.ndim < 2:
-        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
-    return _alpha_dropout(input, p, training, inplace, input.shape[:2] + (1,) * (input.ndim - 2))
+    return _alpha_dropout(input, p, training, inplace, feature_shape(input))
 
 
 def dropconnect(weight, p=0.5, training=True):
     """DropConnect (Wan et al., 2013): zero each *weight* with probability p (and scale by
     1/(1-p)) for one forward pass, instead of zeroing activations."""
     return dropout(weight, p, training)
-
-
-def _normalize(input, axes, eps):
-    """(x - mean) / √(var + eps) over ``axes``, with the biased variance."""
-    mean = input.mean(axes, keepdim=True)
-    centred = input - mean
-    variance = (centred * centred).mean(axes, keepdim=True)
-    return centred / (variance + eps).sqrt(), mean, variance
-
-
-def _channel_shape(input):
-    """Broadcast shape for per-channel tensors: (1, C, 1, ...) for input (N, C, ...)."""
-    return (1, input.shape[1]) + (1,) * (input.ndim - 2)
-
-
-def _update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, variance, count):
-    """Move the running statistics towards a batch's (arrays of per-channel mean and biased
-    variance over ``count`` values): running = (1 - momentum) · running + momentum · batch,
-    with the unbiased variance; momentum=None is the cumulative average (SyncBatchNorm shares this)."""
-    with autograd.no_grad():  # the running statistics are buffers, outside the graph
-        factor = momentum
-        if num_batches_tracked is not None:
-            num_batches_tracked.add_(1)
-            if momentum is None:
-                factor = 1.0 / num_batches_tracked.item()
-        unbiased = Tensor._make(variance * (count / (count - 1)))
-        running_mean.mul_(1 - factor).add_(Tensor._make(mean), alpha=factor)
-        running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
-
-
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5, num_batches_tracked=None):
-    """Normalise each channel (dim 1) over the batch (and spatial dims).
-
-    Training: batch statistics, with the biased variance for normalising; the
-    running statistics move towards the batch's, with the unbiased variance:
-        running = (1 - momentum) · running + momentum · batch
-    (momentum=None: a cumulative average, factor 1 / batches seen). Eval: the
-    running statistics. Exactly PyTorch's rules.
-    """
-    if input.ndim < 2:
-        raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {input.shape}")
-    axes = (0,) + tuple(range(2, input.ndim))
-    shape = _channel_shape(input)
-    if training:
-        count = input._data.size // input.shape[1]
-        if count <= 1:
-            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
-        normalized, mean, variance = _normalize(input, axes, eps)
-        if running_mean is not None:
-            _update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
-                                  mean._data.reshape(-1), variance._data.reshape(-1), count)
-    else:
-        mean = running_mean.reshape(shape)
-        normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
-    return _scale_and_shift(normalized, weight, bias, shape)
-
-
-def _scale_and_shift(normalized, weight, bias, shape=None):
-    """γ · x̂ + β, the normalisation layers' affine step (γ, β reshaped to ``shape`` when given; either
-    may be None)."""
-    if weight is not None:
-        normalized = normalized * (weight if shape is None else weight.reshape(shape))
-    if bias is not None:
-        normalized = normalized + (bias if shape is None else bias.reshape(shape))
-    return normalized
-
-
-def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
-        raise ValueError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
-    axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
-    normalized, _, _ = _normalize(input, axes, eps)
-    return _scale_and_shift(normalized, weight, bias)
-
-
-def rms_norm(input, normalized_shape, weight=None, eps=None):
-    """y = x / sqrt(mean(x²) + eps) · γ over the last len(normalized_shape) dims (Zhang & Sennrich,
-    2019): LayerNorm without the centring (eps None: the dtype's machine epsilon, as PyTorch's)."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
-        raise ValueError(f"rms_norm: input of shape {input.shape} does not end in {normalized_shape}")
-    if eps is None:
-        eps = autograd.finfo(input.dtype).eps
-    axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
-    normalized = input * ((input * input).mean(axes, keepdim=True) + eps).rsqrt()
-    return _scale_and_shift(normalized, weight, None)
-
-
-def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
-    """Normalise groups of channels of each sample (Wu & He, 2018)."""
-    batch, channels = input.shape[0], input.shape[1]
-    if channels % num_groups:
-        raise ValueError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
-    grouped = input.reshape(batch, num_groups, -1)
-    normalized, _, _ = _normalize(grouped, (2,), eps)
-    normalized = normalized.reshape(input.shape)
-    shape = _channel_shape(input)
-    return _scale_and_shift(normalized, weight, bias, shape)
 
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
@@ -614,12 +482,9 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".fractional_max_pool", "fractional_max_pool2d", "fractional_max_pool2d_with_indices",
                         "fractional_max_pool3d", "fractional_max_pool3d_with_indices"),
     **_lazy.from_module(".grid_sample", "affine_grid", "grid_sample"),
-    **_lazy.from_module(".instance_norm", "instance_norm"),
     **_lazy.from_module(".interpolation", "interpolate", "upsample_bilinear", "upsample_nearest"),
     **_lazy.from_module(".lp_pool", "lp_pool1d", "lp_pool2d", "lp_pool3d"),
     **_lazy.from_module(".padding", "pad"),
-    **_lazy.from_module(".pixel_shuffle", "channel_shuffle", "native_channel_shuffle", "pixel_shuffle",
-                        "pixel_unshuffle"),
-    **_lazy.from_module(".sparse", "embedding", "embedding_bag", "one_hot"),
+    **_lazy.from_module(".sparse", "embedding_bag", "one_hot"),
     **_lazy.from_module(".unpool", "max_unpool1d", "max_unpool2d", "max_unpool3d"),
 })

@@ -16,34 +16,9 @@ and eval normalises with them instead of each instance's own.
 
 import warnings
 
-import autograd
+from autograd.ops.normalization import instance_norm  # noqa: F401  (nn.instance_norm.instance_norm as before)
 
-from . import functional as F
 from .normalization import _NormBase
-
-
-def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
-                  momentum=0.1, eps=1e-5):
-    """Normalise x[n, c] over its spatial dims, input (N, C, *spatial); with use_input_stats=False the running
-    statistics are used instead (and left alone)."""
-    if input.ndim < 2:
-        raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {input.shape}")
-    shape = F._channel_shape(input)
-    if not use_input_stats:
-        return F._scale_and_shift((input - running_mean.reshape(shape)) / (running_var.reshape(shape) + eps).sqrt(),
-                                  weight, bias, shape)
-    count = input._data.size // max(input.shape[0] * input.shape[1], 1)
-    if count == 1:
-        raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
-    normalized, mean, variance = F._normalize(input, tuple(range(2, input.ndim)), eps)
-    if running_mean is not None or running_var is not None:
-        with autograd.no_grad():  # each instance's step, averaged over the batch (PyTorch's order)
-            factor = count / (count - 1)
-            for running, statistic in ((running_mean, mean), (running_var, variance * factor)):
-                if running is not None:
-                    step = statistic.detach().reshape(input.shape[:2]).mean(0)
-                    running.mul_(1 - momentum).add_(step.to(running.dtype), alpha=momentum)
-    return F._scale_and_shift(normalized, weight, bias, shape)
 
 
 class _InstanceNorm(_NormBase):

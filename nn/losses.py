@@ -17,27 +17,21 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
+from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
+    binary_cross_entropy_with_logits,
+    cosine_embedding_loss,
+    hinge_embedding,
+    kl_divergence,
+    margin_ranking_loss,
+    poisson_nll,
+    triplet_margin_loss,
+)
+from autograd.ops.losses import reduce as _reduce
+from autograd.ops.losses import same_shape as _same_shape
+from autograd.ops.losses import signs as _signs
 from autograd.ops.reductions import SoftmaxGrad, softmax_array
 
 from . import functional as F
-
-
-def _reduce(loss, reduction):
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
-
-def _same_shape(name, input, target):
-    target = target if isinstance(target, Tensor) else Tensor(target)
-    if input.shape != target.shape:
-        raise ValueError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
-                         "they must have the same shape (reshape one, e.g. target.reshape(input.shape))")
-    return target
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -88,16 +82,6 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
                          "(pass logits to binary_cross_entropy_with_logits instead)")
     with numpy.errstate(divide="ignore"):
         loss = BinaryCrossEntropy.apply(input, target.to(input.dtype))
-    return _reduce(loss if weight is None else loss * weight, reduction)
-
-
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
-    """BCE of σ(x), computed from the logit x without forming σ(x):
-        ℓ = (1 - y) x + (1 + (pos_weight - 1) y) · softplus(-x)
-    which equals -[pos_weight · y ln σ(x) + (1 - y) ln(1 - σ(x))] and never overflows."""
-    target = _same_shape("binary_cross_entropy_with_logits", input, target).to(input.dtype)
-    scale = 1.0 if pos_weight is None else (target * (pos_weight - 1.0) + 1.0)
-    loss = (1.0 - target) * input + (-input).softplus() * scale
     return _reduce(loss if weight is None else loss * weight, reduction)
 
 
@@ -288,13 +272,6 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     return _mean_over_nothing(loss) if nothing_kept else loss
 
 
-def _signs(name, target):
-    target = target if isinstance(target, Tensor) else Tensor(target)
-    if not xp.isin(target._data, (-1, 1)).all():
-        raise ValueError(f"{name}: targets must be -1 or +1")
-    return target
-
-
 def hinge_loss(input, target, margin=1.0, reduction="mean"):
     """The lecture's hinge loss ℓ = max(0, margin - y f(x)) for labels y in {-1, +1}:
     zero once a prediction is on the right side by at least the margin."""
@@ -303,15 +280,10 @@ def hinge_loss(input, target, margin=1.0, reduction="mean"):
 
 
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
-    """ℓ = x for y = 1,  max(0, margin − x) for y = −1 (x a distance: small for similar pairs, at least
-    the margin apart for dissimilar ones). As PyTorch, the two terms are [y ≠ −1]·x + [y ≠ 1]·max(0, margin − x)."""
+    """ℓ = x for y = 1,  max(0, margin − x) for y = −1 (``autograd.ops.losses.hinge_embedding``)."""
     from .loss import _legacy_reduction  # the loss modules are built on this module
 
-    reduction = _legacy_reduction(size_average, reduce, reduction)
-    target = target if isinstance(target, Tensor) else Tensor(target)
-    losses = (autograd.where(target != 1, (margin - input).clamp(min=0.0), 0.0)
-              + autograd.where(target != -1, input, 0.0))
-    return _reduce(losses, reduction)
+    return hinge_embedding(input, target, margin, _legacy_reduction(size_average, reduce, reduction))
 
 
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
@@ -334,34 +306,6 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     return _reduce(losses if input.ndim == 2 else losses.reshape(()), reduction)
 
 
-def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False,
-                        reduction="mean"):
-    """ℓ = max(d(a, p) - d(a, n) + margin, 0): the anchor nearer its positive than its
-    negative by a margin (Schroff et al., 2015). swap uses min(d(a, n), d(p, n))."""
-    to_positive = F.pairwise_distance(anchor, positive, p, eps)
-    to_negative = F.pairwise_distance(anchor, negative, p, eps)
-    if swap:
-        to_negative = to_negative.minimum(F.pairwise_distance(positive, negative, p, eps))
-    return _reduce((to_positive - to_negative + margin).relu(), reduction)
-
-
-def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction="mean"):
-    """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1."""
-    target = _signs("cosine_embedding_loss", target)
-    dim = input1.ndim - 1
-    dot = (input1 * input2).sum(dim)
-    norms = (((input1 * input1).sum(dim) + 1e-12) * ((input2 * input2).sum(dim) + 1e-12)).sqrt()
-    cos = dot / norms
-    losses = autograd.where(target > 0, 1.0 - cos, (cos - margin).relu())
-    return _reduce(losses, reduction)
-
-
-def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
-    """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2."""
-    target = _signs("margin_ranking_loss", target).to(input1.dtype)
-    return _reduce((-target * (input1 - input2) + margin).relu(), reduction)
-
-
 def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
     """Siamese contrastive loss (Hadsell, Chopra & LeCun, 2006, "Dimensionality Reduction
     by Learning an Invariant Mapping"):
@@ -377,12 +321,6 @@ def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
     return _reduce(target * distance * distance + (1.0 - target) * apart * apart, reduction)
 
 
-def _reduce_batchmean(loss, reduction, batch):
-    if reduction == "batchmean":
-        return loss.sum() * (1.0 / batch) if loss.ndim else loss.sum()
-    return _reduce(loss, reduction)
-
-
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     """½ d² / β where |d| < β, |d| - ½ β elsewhere (d = ŷ - y); β = 0 is the L1 loss.
     Huber's loss divided by β: its slope far out is 1, not β."""
@@ -395,17 +333,10 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
                                   difference - 0.5 * beta), reduction)
 
 
-def _x_log_x(x):
-    """x ln x with 0 ln 0 = 0 (the limit)."""
-    positive = x > 0
-    return autograd.where(positive, x * autograd.where(positive, x, 1.0).log(), 0.0)
-
-
 def kl_div(input, target, reduction="mean", log_target=False):
-    """Kullback-Leibler divergence KL(y ‖ ŷ) pointwise, with ``input`` = ln ŷ (log-probabilities):
-        ℓ = y (ln y - ln ŷ)   (0 where y = 0);   log_target: ℓ = e^t (t - ln ŷ), t = ln y.
+    """Kullback-Leibler divergence KL(y ‖ ŷ) pointwise, with ``input`` = ln ŷ (``autograd.ops.losses.kl_divergence``).
     reduction='batchmean' divides the sum by the batch size: the true KL divergence per
-    sample ('mean' divides by the number of elements, as PyTorch)."""
+    sample ('mean' divides by the number of elements, as PyTorch, with its warning)."""
     if reduction not in ("mean", "sum", "none", "batchmean"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
     if reduction == "mean":
@@ -413,30 +344,13 @@ def kl_div(input, target, reduction="mean", log_target=False):
                       "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
                       "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
                       stacklevel=2)
-    target = target if isinstance(target, Tensor) else Tensor(target)
-    if log_target:
-        loss = target.exp() * (target - input)
-    else:
-        loss = _x_log_x(target) - target * input
-    return _reduce_batchmean(loss, reduction, input.shape[0] if input.ndim else 1)
+    return kl_divergence(input, target, reduction, log_target)
 
 
 def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
                      reduction="mean"):
-    """Negative log-likelihood of y ~ Poisson(λ), dropping the constant ln y!:
-        ℓ = e^x - y x  (log_input: x = ln λ),   ℓ = λ - y ln(λ + eps)  otherwise;
-    full adds Stirling's ln y! ≈ y ln y - y + ½ ln(2π y) where y > 1."""
-    target = target if isinstance(target, Tensor) else Tensor(target)
-    if log_input:
-        loss = input.exp() - target * input
-    else:
-        loss = input - target * (input + eps).log()
-    if full:
-        above_one = target > 1
-        safe = autograd.where(above_one, target, 2.0)
-        stirling = safe * safe.log() - safe + (safe * (2 * math.pi)).log() * 0.5
-        loss = loss + autograd.where(above_one, stirling, 0.0)
-    return _reduce(loss, reduction)
+    """Negative log-likelihood of y ~ Poisson(λ) (``autograd.ops.losses.poisson_nll``)."""
+    return poisson_nll(input, target, log_input, full, eps, reduction)
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):

@@ -20,6 +20,7 @@ import numpy
 import autograd
 import autograd.distributed as dist
 from autograd import Primitive, Tensor
+from autograd.ops.normalization import update_running_stats
 
 from . import functional as F
 from .normalization import _BatchNorm
@@ -94,8 +95,8 @@ class SyncBatchNorm(_BatchNorm):
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape} "
                              f"on {dist.get_world_size()} ranks")
         if self.training and self.running_mean is not None:
-            F._update_running_stats(self.running_mean, self.running_var, self.num_batches_tracked, self.momentum,
-                                    mean, variance, count)
+            update_running_stats(self.running_mean, self.running_var, self.num_batches_tracked, self.momentum,
+                                 mean, variance, count)
         shape = (1, self.num_features) + (1,) * (input.ndim - 2)
         normalized = SyncBatchNormalize.apply(input, mean=mean.reshape(shape),
                                               invstd=(1.0 / numpy.sqrt(variance + self.eps)).reshape(shape),

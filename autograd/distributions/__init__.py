@@ -6,7 +6,7 @@
 
 ``rsample`` (the reparameterisation trick, x = μ + σ ε) keeps the gradient to the parameters;
 ``sample`` draws without one. Gamma, Chi2, StudentT, Beta and Dirichlet draws are differentiable
-in their shape parameters by implicit reparameterisation (ops/incomplete_gamma.py). Samples come
+in their shape parameters by implicit reparameterisation (ops/standard_gamma.py). Samples come
 from NumPy's generator: the same numbers on every machine for a seed, not PyTorch's numbers.
 
 Each family is one file; ``constraints`` holds the parameter and support sets, ``kl`` the

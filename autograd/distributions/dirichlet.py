@@ -4,15 +4,15 @@
     mean = α/α₀,   var = α(α₀ - α) / (α₀² (α₀ + 1)),
     entropy = Σ_i ln Γ(α_i) - ln Γ(α₀) - (k - α₀) ψ(α₀) - Σ_i (α_i - 1) ψ(α_i)
     rsample: x = G / Σ_j G_j with G_i ~ Gamma(α_i, 1) independent; each G_i carries the implicit
-    reparameterisation gradient dG/dα (ops/incomplete_gamma.py), so x is differentiable in α.
+    reparameterisation gradient dG/dα (ops/standard_gamma.py), so x is differentiable in α.
     (PyTorch differentiates the normalised vector by its own rule for the Beta marginals; both
     are unbiased gradients of the same expectation, not equal draw by draw.)
 """
 
 from .. import factories
 from ..ops.elementwise import where
-from ..ops.incomplete_gamma import standard_gamma
 from ..ops.pointwise import xlogy
+from ..ops.standard_gamma import standard_gamma
 from ..tensor import Tensor
 from . import constraints
 from .exp_family import ExponentialFamily

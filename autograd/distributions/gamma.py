@@ -3,12 +3,13 @@
     log p(x) = α ln β + (α - 1) ln x - βx - ln Γ(α),   F(x) = P(α, βx) (the regularised incomplete
     gamma function),   mean = α/β,   var = α/β²,   entropy = α - ln β + ln Γ(α) + (1 - α) ψ(α)
     rsample: x = G / β with G ~ Gamma(α, 1) drawn by ``_standard_gamma``, whose gradient in α is
-    the implicit reparameterisation dG/dα = -(∂P/∂α)/p(G) (see ops/incomplete_gamma.py).
+    the implicit reparameterisation dG/dα = -(∂P/∂α)/p(G) (see ops/standard_gamma.py).
 """
 
 from ..backend import xp
-from ..ops.incomplete_gamma import igamma, standard_gamma
+from ..ops.incomplete_gamma import igamma
 from ..ops.pointwise import xlogy
+from ..ops.standard_gamma import standard_gamma
 from . import constraints
 from .distribution import broadcast_all
 from .exp_family import ExponentialFamily

@@ -1,7 +1,9 @@
 """The activations PyTorch offers on tensors and at the top level (``x.hardshrink()``,
-``x.prelu(w)``, ``autograd.threshold``, ``autograd.selu``, ``autograd.celu``), composed of
+``x.prelu(w)``, ``autograd.threshold``, ``autograd.selu``, ``autograd.celu``, ``autograd.rrelu``), composed of
 ``where``: the gradient goes to the branch each element takes. ``nn.functional`` uses these (arrows point down)."""
 
+from .. import random
+from ..tensor import Tensor
 from .elementwise import where
 from .names import names
 
@@ -81,3 +83,20 @@ def prelu(input, weight):
         if input.ndim >= 2:
             slopes = weight.reshape((1, channels) + (1,) * (input.ndim - 2))
     return where(input > 0, input, input * slopes)
+
+
+@names("rrelu", method=False)
+def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
+    """Randomized leaky ReLU (Xu et al., 2015): y = x for x > 0, a·x otherwise, where in training each
+    element draws its own slope a ~ U(lower, upper) (from ``generator``, or autograd's), and in eval a is
+    the mean slope (lower + upper) / 2. dy/dx = a at 0, as PyTorch."""
+    if not training:
+        return where(input > 0, input, input * ((lower + upper) / 2))
+    slopes = Tensor(random.generator(generator).uniform(lower, upper, input.shape).astype(input.dtype))
+    return where(input > 0, input, input * slopes)
+
+
+@names("rrelu_", method=False)
+def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
+    """rrelu written into input (recorded, as every in-place write)."""
+    return input._write_back(rrelu, (lower, upper, training, generator), {})

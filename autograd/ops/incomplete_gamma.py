@@ -1,217 +1,220 @@
-"""The regularised incomplete gamma function and gamma draws differentiable in their shape.
+"""The regularised incomplete gamma functions: ``igamma`` (P, ``special.gammainc``) and
+``igammac`` (Q = 1 - P, ``special.gammaincc``).
 
-    P(a, x) = γ(a, x) / Γ(a) = 1/Γ(a) ∫_0^x t^(a-1) e^(-t) dt,     Q(a, x) = 1 - P(a, x)
+    P(a, x) = 1/Γ(a) ∫_0^x t^(a-1) e^(-t) dt,     Q(a, x) = 1/Γ(a) ∫_x^∞ t^(a-1) e^(-t) dt
 
-P is the CDF of a standard gamma variable of shape (concentration) a, so a draw x ~ Gamma(a, 1)
-is x = P⁻¹(a, u) for a uniform u. Holding u fixed, the implicit function theorem gives the
-gradient of the draw with respect to a (implicit reparameterisation, Figurnov et al. 2018):
+    ∂P/∂x = -∂Q/∂x = x^(a-1) e^(-x) / Γ(a)
 
-    dx/da = -(∂P/∂a) / (∂P/∂x) = -(∂P/∂a) / p(x),     p(x) = x^(a-1) e^(-x) / Γ(a)
+The derivative in a has no closed form; PyTorch does not implement it, and neither do we
+(the same NotImplementedError, raised when that gradient is asked for).
 
-∂P/∂a comes from differentiating the two classical expansions of P term by term (Numerical
-Recipes §6.2), each used where it converges fast and sums without cancellation:
+Both are computed in float64 as Cephes does, by whichever expansion converges and loses
+nothing to cancellation where the point lies (Temme's uniform expansion, which Cephes adds
+for a > 20 with x ≈ a, is left out: there the series below need about 9√a terms, so their
+cost grows with a, not their error):
 
-* x < a + 1, the series P = x^a e^(-x) / Γ(a+1) · S,  S = Σ_n r_n,  r_0 = 1,  r_n = r_(n-1) x / (a+n):
+- the series  P = x^a e^(-x) / Γ(a+1) · Σ_n x^n / ((a+1)(a+2)···(a+n)), positive terms, for
+  x below a (or x ≤ 1);
+- Legendre's continued fraction  Q = x^a e^(-x) / Γ(a) · 1/(x+1-a- 1(1-a)/(x+3-a- 2(2-a)/(x+5-a- ···)))
+  for x above a and 1.1;
+- for x ≤ 1.1 with a small, where Q is tiny beside P, Q's own series
+  Q = 1 - x^a / Γ(a+1) - x^a/Γ(a) · Σ_{n≥1} (-x)^n / (n! (a+n)).
 
-      dx/da = -(x/a) (S (ln x - ψ(a+1)) + S'),     S' = Σ_n r_n',  r_n' = r_(n-1)' x/(a+n) - r_n/(a+n)
-
-* x ≥ a + 1, the continued fraction Q = x^a e^(-x) / Γ(a) · h,  h = 1/(x+1-a- 1(1-a)/(x+3-a- ...)),
-  evaluated by Lentz's method with its derivative h' = dh/da carried along (forward mode):
-
-      dx/da = +x (h (ln x - ψ(a)) + h')
-
-The derivative of a draw is exact to the precision of these sums (about 1e-14 relative), not a
-fitted approximation. PyTorch computes the same quantity from rational approximations; its
-values agree to about 1e-4 relative.
+The other function is 1 minus the one computed (at most 1/2 or so there: nothing lost).
+The factor x^a e^(-x)/Γ(a) is taken as a logarithm; for a ≥ 10 it is written through
+t = (x-a)/a as -a (t - ln(1+t)) + ½ ln(a/2π) - (Stirling's series of ln Γ), so that no two
+large logarithms are subtracted.
 """
 
-from .. import random
+import functools
+import math
+
 from ..backend import xp
 from ..primitive import Primitive
-from .elementwise import floating, promote, unbroadcast, where
-from .gamma import Lgamma, _lgamma, _polygamma
+from ..tensor import Tensor
+from .elementwise import promote, unbroadcast
+from .gamma import _BERNOULLI, _lgamma, lgamma
 from .names import names
+from .outputs import write_out
+from .predicates import result_type
+from .zeta import hurwitz_zeta
 
-_EPS = 1e-16
-_TINY = 1e-300
-_MAX_TERMS = 1_000_000
-
-
-def _series(a, x):
-    """S and S' = dS/da of the series, for arrays a, x of one shape (x < a + 1)."""
-    total, dtotal = xp.ones_like(x), xp.zeros_like(x)
-    term, dterm = xp.ones_like(x), xp.zeros_like(x)
-    active = xp.arange(x.size)
-    a, x = a.ravel(), x.ravel()
-    total, dtotal, term, dterm = total.ravel(), dtotal.ravel(), term.ravel(), dterm.ravel()
-    n = 0
-    while active.size and n < _MAX_TERMS:  # work on the elements not yet converged only
-        n += 1
-        ratio = x[active] / (a[active] + n)
-        new = term[active] * ratio
-        dterm[active] = dterm[active] * ratio - new / (a[active] + n)
-        term[active] = new
-        total[active] += new
-        dtotal[active] += dterm[active]
-        done = (xp.abs(new) <= _EPS * xp.abs(total[active])) & (xp.abs(dterm[active]) <= _EPS * xp.abs(dtotal[active]))
-        done |= ~xp.isfinite(total[active])  # (an overflow will not converge: it stays inf)
-        active = active[~done]
-    return total, dtotal
+_EPS = 2.0**-53  # the relative precision the sums stop at
+_BIG, _BIG_INVERSE = 2.0**52, 2.0**-52  # the continued fraction's numerators are rescaled past _BIG
+_EULER = 0.57721566490153286061
 
 
-def _continued_fraction(a, x):
-    """h and h' = dh/da of the continued fraction for Q, for arrays a, x of one shape (x ≥ a + 1)."""
-    a, x = a.ravel(), x.ravel()
-    b = x + 1 - a  # db/da = -1 at every depth
-    c, dc = xp.full_like(x, 1 / _TINY), xp.zeros_like(x)
-    d = 1 / b
-    dd = d * d  # d = 1/b: dd/da = -(db/da) / b²
-    h, dh = d.copy(), dd.copy()
-    active = xp.arange(x.size)
-    i = 0
-    while active.size and i < _MAX_TERMS:
-        i += 1
-        k = active
-        an, dan = -i * (i - a[k]), float(i)
-        b[k] += 2
-        denominator = an * d[k] + b[k]
-        ddenominator = dan * d[k] + an * dd[k] - 1
-        denominator = xp.where(xp.abs(denominator) < _TINY, _TINY, denominator)
-        numerator = b[k] + an / c[k]
-        dnumerator = -1 + (dan - an * dc[k] / c[k]) / c[k]  # (c² would overflow at the start, c = 1/tiny)
-        numerator = xp.where(xp.abs(numerator) < _TINY, _TINY, numerator)
-        d[k] = 1 / denominator
-        dd[k] = -ddenominator * d[k] ** 2
-        c[k], dc[k] = numerator, dnumerator
-        delta = d[k] * c[k]
-        ddelta = dd[k] * c[k] + d[k] * dc[k]
-        dh[k] = dh[k] * delta + h[k] * ddelta
-        h[k] = h[k] * delta
-        done = (xp.abs(delta - 1) <= _EPS) & (xp.abs(ddelta) <= _EPS * xp.abs(dh[k]) + _TINY)
-        done |= ~xp.isfinite(h[k])
-        active = active[~done]
-    return h, dh
-
-
-def _split(a, x):
-    """Broadcast a and x in float64; the masks of where the series serves and where the continued
-    fraction does (neither at x = ∞, a ≤ 0, x < 0 or NaN: those are set by rule, not summed)."""
-    a, x = xp.broadcast_arrays(xp.asarray(a, dtype=xp.float64), xp.asarray(x, dtype=xp.float64))
-    a, x = xp.atleast_1d(a.copy()), xp.atleast_1d(x.copy())  # (0-d arrays take no masked assignment)
-    summable = (a > 0) & (x >= 0) & xp.isfinite(a) & xp.isfinite(x)
-    return a, x, summable & (x < a + 1), summable & (x >= a + 1)
-
-
-def _regularized(a, x, upper):
-    """P(a, x), or Q(a, x) when ``upper``, on arrays (NaN for a < 0, x < 0 or NaN, as PyTorch's)."""
-    shape = xp.broadcast_shapes(xp.shape(a), xp.shape(x))
-    a, x, lower, fraction = _split(a, x)
-    lower_limit = ((x == 0) & (a > 0)) | (xp.isposinf(a) & xp.isfinite(x) & (x >= 0))  # P = 0
-    upper_limit = ((a == 0) & (x > 0)) | (xp.isposinf(x) & xp.isfinite(a) & (a >= 0))  # P = 1
-    p = xp.where(lower_limit, 0.0, xp.where(upper_limit, 1.0, xp.nan))
-    result = 1 - p if upper else p
-    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if lower.any():
-            al, xl = a[lower], x[lower]
-            p = xp.exp(al * xp.log(xl) - xl - _lgamma(al + 1)) * _series(al, xl)[0]
-            result[lower] = 1 - p if upper else p
-        if fraction.any():
-            au, xu = a[fraction], x[fraction]
-            q = xp.exp(au * xp.log(xu) - xu - _lgamma(au)) * _continued_fraction(au, xu)[0]
-            result[fraction] = q if upper else 1 - q
-    return result.reshape(shape)
-
-
-def _standard_gamma_derivative(x, a):
-    """dx/da of standard gamma draws x of shape a (arrays): see the module docstring."""
-    shape = xp.broadcast_shapes(xp.shape(a), xp.shape(x))
-    a, x, lower, fraction = _split(a, x)
-    lower = lower & (x > 0)
-    result = xp.where(x == 0, 0.0, xp.nan)  # a draw that underflowed to 0 stays there
+def _log1p_minus(t):
+    """t - ln(1+t), without cancellation for small t (its series Σ_{k≥2} (-1)^k t^k / k)."""
+    series = xp.zeros_like(t)
+    power = t * t
+    for k in range(2, 20):  # |t| < 0.1: the 19th term is below 1e-19 of the first
+        series = series + (power / k if k % 2 == 0 else -power / k)
+        power = power * t
     with xp.errstate(divide="ignore", invalid="ignore"):
-        if lower.any():
-            al, xl = a[lower], x[lower]
-            total, dtotal = _series(al, xl)
-            result[lower] = -(xl / al) * (total * (xp.log(xl) - _polygamma(0, al + 1)) + dtotal)
-        if fraction.any():
-            au, xu = a[fraction], x[fraction]
-            h, dh = _continued_fraction(au, xu)
-            result[fraction] = xu * (h * (xp.log(xu) - _polygamma(0, au)) + dh)
-    return result.reshape(shape)
+        direct = t - xp.log1p(t)
+    return xp.where(xp.abs(t) < 0.1, series, direct)
+
+
+def _log_prefactor(a, x):
+    """ln(x^a e^(-x) / Γ(a)) for a, x > 0."""
+    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        direct = a * xp.log(x) - x - _lgamma(a)
+        large = xp.maximum(a, 10.0)
+        stirling = xp.zeros_like(a)  # ln Γ(a) - (a-½) ln a + a - ½ ln 2π = Σ_k B_2k / (2k (2k-1) a^(2k-1))
+        for k, b in enumerate(_BERNOULLI, start=1):
+            stirling = stirling + b / (2 * k * (2 * k - 1) * large ** (2 * k - 1))
+        uniform = -large * _log1p_minus((x - large) / large) + 0.5 * xp.log(large / (2 * math.pi)) - stirling
+    return xp.where(a >= 10.0, uniform, direct)
+
+
+def _lower_series(a, x):
+    """P(a, x) by its series of positive terms."""
+    total, term, denominator = xp.ones_like(a), xp.ones_like(a), a.copy()
+    active = xp.arange(a.size)
+    while active.size:  # only the elements still changing are carried on
+        denominator[active] += 1.0
+        term[active] *= x[active] / denominator[active]
+        total[active] += term[active]
+        active = active[term[active] > _EPS * total[active]]
+    return total * xp.exp(_log_prefactor(a, x)) / a
+
+
+@functools.cache
+def _zeta_of_integers(count=60):
+    """ζ(2), ζ(3), ..., for the Taylor series of ln Γ(1+z)."""
+    return hurwitz_zeta(xp.arange(2.0, count + 2.0), xp.ones(count)).tolist()
+
+
+def _lgamma_1p(z):
+    """ln Γ(1+z), exact in relative terms near z = 0 (and z = 1, where it is ln z + ln Γ(z)):
+    its Taylor series -γ z + Σ_{k≥2} (-1)^k ζ(k) z^k / k for |z| ≤ ½."""
+
+    def taylor(z):
+        total, power = -_EULER * z, z * z
+        for k, zeta in enumerate(_zeta_of_integers(), start=2):
+            total = total + (zeta / k if k % 2 == 0 else -zeta / k) * power
+            power = power * z
+        return total
+
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        near_one = xp.log(z) + taylor(z - 1.0)
+    return xp.where(xp.abs(z) <= 0.5, taylor(z), xp.where(xp.abs(z - 1.0) < 0.5, near_one, _lgamma(z + 1.0)))
+
+
+def _upper_series(a, x):
+    """Q(a, x) for x ≤ 1.1: 1 - x^a/Γ(a+1) - x^a/Γ(a) Σ_{n≥1} (-x)^n / (n! (a+n))."""
+    total, factor = xp.zeros_like(a), xp.ones_like(a)
+    active = xp.arange(a.size)
+    n = 0
+    while active.size:
+        n += 1
+        factor[active] *= -x[active] / n
+        term = factor[active] / (a[active] + n)
+        total[active] += term
+        active = active[xp.abs(term) > _EPS * xp.abs(total[active])]
+    log_x = xp.log(x)
+    return -xp.expm1(a * log_x - _lgamma_1p(a)) - xp.exp(a * log_x - _lgamma(a)) * total
+
+
+def _upper_fraction(a, x):
+    """Q(a, x) by Legendre's continued fraction, its convergents p_k / q_k by the three-term
+    recurrence (rescaled when they grow past 2^52)."""
+    y, z, c = 1.0 - a, x + 2.0 - a, xp.zeros_like(a)
+    p_before, q_before, p_last, q_last = xp.ones_like(a), x.copy(), x + 1.0, z * x
+    answer = p_last / q_last
+    active = xp.arange(a.size)
+    while active.size:
+        i = active
+        c[i] += 1.0
+        y[i] += 1.0
+        z[i] += 2.0
+        yc = y[i] * c[i]
+        p = p_last[i] * z[i] - p_before[i] * yc
+        q = q_last[i] * z[i] - q_before[i] * yc
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            ratio = xp.where(q != 0, p / q, answer[i])
+            change = xp.where(q != 0, xp.abs((answer[i] - ratio) / ratio), 1.0)
+        answer[i] = ratio
+        p_before[i], q_before[i], p_last[i], q_last[i] = p_last[i], q_last[i], p, q
+        scale = xp.where(xp.abs(p) > _BIG, _BIG_INVERSE, 1.0)
+        for array in (p_before, q_before, p_last, q_last):
+            array[i] *= scale
+        active = i[change > _EPS]
+    return answer * xp.exp(_log_prefactor(a, x))
+
+
+def regularized_gamma(a, x, upper):
+    """P(a, x) (or Q(a, x) when ``upper``) of two arrays of one floating dtype, with Cephes's
+    values at the edges: NaN for a < 0 or x < 0, P(0, x > 0) = 1, P(a, 0) = 0, P(∞, x) = 0,
+    P(a, ∞) = 1."""
+    dtype, shape = a.dtype, xp.broadcast_shapes(a.shape, x.shape)
+    a, x = (xp.broadcast_to(array.astype(xp.float64), shape).ravel() for array in (a, x))
+    p = xp.full(a.shape, xp.nan)
+    p[(a == 0) & (x > 0)] = 1.0
+    p[(x == 0) & (a > 0)] = 0.0
+    p[xp.isinf(a) & (x > 0) & xp.isfinite(x)] = 0.0
+    p[xp.isinf(x) & (a > 0) & xp.isfinite(a)] = 1.0
+    result = 1.0 - p if upper else p  # (NaN stays NaN)
+    inside = (a > 0) & (x > 0) & xp.isfinite(a) & xp.isfinite(x)
+    a, x = a[inside], x[inside]
+    if upper:  # which of the three to compute, as Cephes chooses for P and for Q
+        fraction = (x > 1.1) & (x >= a)
+        small_a = xp.where(x <= 0.5, -0.4 / xp.log(xp.minimum(x, 0.5)) < a, 1.1 * x < a)
+        lower = ((x > 1.1) & (x < a)) | ((x <= 1.1) & small_a)
+    else:
+        lower = ~((x > 1.0) & (x > a))
+        fraction = ~lower & (x > 1.1)
+    series = ~lower & ~fraction
+    computed = xp.empty(a.shape)  # P where ``lower``, Q elsewhere
+    computed[lower] = _lower_series(a[lower], x[lower])
+    computed[fraction] = _upper_fraction(a[fraction], x[fraction])
+    computed[series] = _upper_series(a[series], x[series])
+    result[inside] = xp.where(lower == upper, 1.0 - computed, computed)
+    return result.reshape(shape).astype(dtype)
 
 
 class Igamma(Primitive):
-    """y = P(a, x) (Q(a, x) when ``upper``);
-    ∂P/∂x = x^(a-1) e^(-x) / Γ(a),   ∂P/∂a = -p(x) · dx/da (the draw's derivative, module docstring)"""
+    """z = P(a, x);   dL/dx = dL/dz · x^(a-1) e^(-x) / Γ(a);   dL/da is not implemented (as PyTorch)"""
+
+    upper = False  # Igammac: Q = 1 - P, whose slope in x is the negative
 
     def forward(self, a, x):
-        return _regularized(a, x, self.upper).astype(xp.result_type(a, x))
+        return regularized_gamma(a, x, self.upper)
 
-    def backward(self, grad, y, a, x):
-        sign = -1.0 if self.upper else 1.0
-        grad_a = grad_x = None
-        if a.requires_grad:  # 0 at x = 0 (dx/da is 0 there), computed away from it
-            positive = x > 0
-            inside = where(positive, x, 1.0)
-            dP_da = -_density(a, inside) * StandardGammaGrad.apply(inside, a)
-            grad_a = unbroadcast(grad * sign * where(positive, dP_da, 0.0), a)
-        if x.requires_grad:
-            grad_x = unbroadcast(grad * sign * _density(a, x), x)
-        return grad_a, grad_x
+    def backward(self, grad, z, a, x):
+        if a.requires_grad:
+            name = "igammac" if self.upper else "igamma"
+            raise NotImplementedError(f"the derivative for '{name}: input' is not implemented.")
+        density = ((a - 1.0) * x.log() - x - lgamma(a)).exp()  # (PyTorch's formula: NaN at x = 0, a = 1 too)
+        return None, unbroadcast(grad * (-density if self.upper else density), x)
 
 
-def _density(a, x):
-    """The standard gamma density x^(a-1) e^(-x) / Γ(a), as Tensor ops."""
-    return ((a - 1) * x.log() - x - Lgamma.apply(a)).exp()
+class Igammac(Igamma):
+    """z = Q(a, x) = 1 - P(a, x);   dL/dx = -dL/dz · x^(a-1) e^(-x) / Γ(a)"""
+
+    upper = True
 
 
-class StandardGamma(Primitive):
-    """x ~ Gamma(a, 1), a draw (from ``generator``) for each shape a;
-    dL/da = dL/dx · dx/da, the implicit reparameterisation gradient (module docstring)"""
-
-    saves_output = True
-
-    def forward(self, a):
-        draws = random.generator(self.generator).standard_gamma(a.astype(xp.float64))
-        return xp.asarray(draws, dtype=a.dtype).reshape(a.shape)
-
-    def backward(self, grad, x, a):
-        return (grad * StandardGammaGrad.apply(x, a),)
-
-
-class StandardGammaGrad(Primitive):
-    """dx/da for standard gamma draws x of shape a. Its own derivative is not implemented (nor
-    is PyTorch's), so a second backward through a gamma draw says so."""
-
-    def forward(self, x, a):
-        return _standard_gamma_derivative(x, a).astype(xp.result_type(x, a))
-
-    def backward(self, grad, y, x, a):
-        raise NotImplementedError("the derivative for '_standard_gamma_grad' is not implemented.")
+def _regularized(primitive, name, input, other, out):
+    for position, (argument, value) in enumerate((("input", input), ("other", other)), start=1):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name}(): argument '{argument}' (position {position}) must be Tensor, "
+                            f"not {type(value).__name__}")
+    dtype = result_type(input, other)
+    if dtype.kind != "f":
+        raise NotImplementedError(f"\"{name}_cpu\" not implemented for '{dtype}'")
+    return write_out(primitive.apply(*promote(input, other)), out)
 
 
 @names("igamma", inplace="igamma_")
-def igamma(input, other):
-    """The regularised lower incomplete gamma function P(input, other) (torch.special.gammainc)."""
-    a, x = promote(floating(input), floating(other))
-    return Igamma.apply(a, x, upper=False)
+def igamma(input, other, *, out=None):
+    """The regularised lower incomplete gamma function P(input, other) (``special.gammainc``)."""
+    return _regularized(Igamma, "igamma", input, other, out)
 
 
 @names("igammac", inplace="igammac_")
-def igammac(input, other):
-    """The regularised upper incomplete gamma function Q(input, other) = 1 - P (torch.special.gammaincc)."""
-    a, x = promote(floating(input), floating(other))
-    return Igamma.apply(a, x, upper=True)
-
-
-@names("_standard_gamma", functions=("_standard_gamma",))
-def standard_gamma(input, generator=None):  # noqa: A002
-    """Draws of Gamma(input, 1), differentiable in input (torch._standard_gamma)."""
-    return StandardGamma.apply(floating(input), generator=generator)
-
-
-@names("_standard_gamma_grad", functions=("_standard_gamma_grad",))
-def standard_gamma_grad(input, output):  # noqa: A002
-    """dx/da for draws ``output`` of standard gammas of shape ``input`` (torch._standard_gamma_grad)."""
-    return StandardGammaGrad.apply(output, input)
-
+def igammac(input, other, *, out=None):
+    """The regularised upper incomplete gamma function Q(input, other) = 1 - P
+    (``special.gammaincc``)."""
+    return _regularized(Igammac, "igammac", input, other, out)

@@ -1,6 +1,6 @@
 """The rest of PyTorch's elementwise family, each forward beside its local derivative:
 logarithms and exponentials in other bases, hyperbolic and inverse trigonometric functions,
-erfinv, rounding, remainders, lerp, hypot, logaddexp, xlogy, nan_to_num.
+erfinv, rounding, remainders, lerp, hypot, logaddexp, xlogy and xlog1py, nan_to_num.
 
 Integer and bool inputs of the floating functions become the default dtype first (log2 of
 an int64 tensor is float32, as in PyTorch). Rounding is piecewise constant: its gradient is 0.
@@ -13,7 +13,7 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
 from .conjugation import conj, sgn_of_complex
-from .elementwise import floating, promote, unbroadcast, where
+from .elementwise import Where, floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .special import erf
@@ -460,9 +460,18 @@ def logaddexp2(input, other, *, out=None):
     return write_out(LogAddExp2.apply(*_floating_pair(input, other)), out)
 
 
+def _zero_on_edge(slope, x, y, edge):
+    """dL/dx of x ln(y) (or x ln(1 + y)): grad · ln(...) where the logarithm is finite, 0 where x
+    is 0 and y at or past the logarithm's edge (grad itself enters through xlogy, so a zero
+    grad gives 0 even there)."""
+    condition = xp.broadcast_to((x._data == 0) & (y._data <= edge), slope.shape)
+    return Where.apply(Tensor._make(xp.zeros((), dtype=slope.dtype)), slope, condition=condition)
+
+
 class Xlogy(Primitive):
     """z = x ln y, and 0 where x = 0 (unless y is NaN);
-    dL/dx = dL/dz · ln y (0 where x = 0),   dL/dy = dL/dz · x / y"""
+    dL/dx = dL/dz · ln y (0 where x = 0 and y ≤ 0, as PyTorch's: z is 0 on that edge),
+    dL/dy = dL/dz · x / y"""
 
     def forward(self, x, y):
         with xp.errstate(divide="ignore", invalid="ignore"):
@@ -472,8 +481,7 @@ class Xlogy(Primitive):
     def backward(self, grad, z, x, y):
         grad_x = grad_y = None
         if x.requires_grad:
-            nonzero = Tensor._make((x._data != 0).astype(grad.dtype))
-            grad_x = unbroadcast(grad * Xlogy.apply(nonzero, y), x)
+            grad_x = unbroadcast(_zero_on_edge(Xlogy.apply(grad, y), x, y, 0.0), x)
         if y.requires_grad:
             grad_y = unbroadcast(grad * x / y, y)
         return grad_x, grad_y
@@ -483,6 +491,29 @@ class Xlogy(Primitive):
 def xlogy(input, other, *, out=None):
     """input · ln(other), defined as 0 where input is 0 (entropy terms p ln p at p = 0)."""
     return write_out(Xlogy.apply(*_floating_pair(input, other)), out)
+
+
+class Xlog1py(Primitive):
+    """z = x ln(1 + y), and 0 where x = 0 (unless y is NaN);
+    dL/dx = dL/dz · ln(1 + y) (0 where x = 0 and y ≤ -1),   dL/dy = dL/dz · x / (1 + y)"""
+
+    def forward(self, x, y):
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            product = x * xp.log1p(y)
+        return xp.where((x == 0) & ~xp.isnan(y), xp.zeros((), dtype=product.dtype), product)
+
+    def backward(self, grad, z, x, y):
+        grad_x = grad_y = None
+        if x.requires_grad:
+            grad_x = unbroadcast(_zero_on_edge(Xlog1py.apply(grad, y), x, y, -1.0), x)
+        if y.requires_grad:
+            grad_y = unbroadcast(grad * x / (y + 1.0), y)
+        return grad_x, grad_y
+
+
+def xlog1py(input, other, *, out=None):
+    """input · ln(1 + other), 0 where input is 0 (``special.xlog1py``)."""
+    return write_out(Xlog1py.apply(*_floating_pair(input, other)), out)
 
 
 class NanToNum(Primitive):

@@ -1,7 +1,7 @@
 """``nn.utils``: gradient clipping, parameters as one vector, early stopping, spectral and weight
 normalisation (the hook-based ones), fusing BatchNorm into the layer before it, ``skip_init``;
 ``nn.utils.rnn`` (padding and packing sequences), ``parametrize`` and ``parametrizations.weight_norm``,
-``stateless.functional_call``."""
+``stateless.functional_call``, ``prune``."""
 
 import copy
 
@@ -9,7 +9,7 @@ import autograd
 from autograd import Tensor
 
 # the submodules, as torch.nn.utils.*
-from . import clip_grad, convert_parameters, fusion, parametrizations, parametrize, rnn, stateless  # noqa: F401
+from . import clip_grad, convert_parameters, fusion, parametrizations, parametrize, prune, rnn, stateless  # noqa: F401
 from .clip_grad import (  # noqa: F401
     clip_grad_norm,
     clip_grad_norm_,

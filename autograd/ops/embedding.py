@@ -1,0 +1,103 @@
+"""Embedding lookup: ``nn.functional.embedding``'s maths and PyTorch's top-level spelling
+``autograd.embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False)``
+(weight first, and a negative padding_idx meaning none, as PyTorch's).
+
+An embedding maps each integer index i to row i of a weight matrix W: y = W[i], what ``C[X]``
+does in Karpathy's makemore. The gradient adds each looked-up row's incoming gradient back into
+its row of W; the padding row gets none, and with ``scale_grad_by_freq`` each is divided by how
+often its index occurs in the batch.
+"""
+
+import math
+
+from ..backend import xp
+from ..graph import no_grad
+from ..primitive import Primitive
+from ..tensor import Tensor
+from .names import names
+from .shape import IndexAdd
+
+
+class EmbeddingLookup(Primitive):
+    """y = W[indices] (one row of W per index);
+    dL/dW_r = Σ_{k: indices_k = r} s_k dL/dy_k, with s_k = 0 for the padding index and
+    1 / (count of indices_k in the batch) with scale_grad_by_freq, 1 otherwise"""
+
+    def forward(self, weight):
+        return weight[self.indices]
+
+    def backward(self, grad, y, weight):
+        flat = self.indices.reshape(-1)
+        rows = grad.reshape(len(flat), weight.shape[1])
+        scale = xp.ones(len(flat), dtype=weight.dtype)
+        if self.scale_grad_by_freq:
+            counts = xp.bincount(flat, minlength=weight.shape[0])
+            scale = scale / counts[flat]
+        if self.padding_idx is not None:
+            scale = scale * (flat != self.padding_idx)
+        if self.scale_grad_by_freq or self.padding_idx is not None:
+            rows = rows * Tensor._make(scale[:, None])
+        return (IndexAdd.apply(rows, index=flat, shape=weight.shape, basic=False),)
+
+
+def _indices(input, num_embeddings):
+    indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
+    if indices.dtype.kind not in "iu":
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
+                           f"types: Long, Int; but got {indices.dtype} instead (while checking arguments "
+                           "for embedding)")
+    if indices.size and (indices.min() < 0 or indices.max() >= num_embeddings):
+        raise IndexError("index out of range in self")
+    return indices
+
+
+def _padding_index(padding_idx, num_embeddings):
+    if padding_idx is None:
+        return None
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise AssertionError("Padding_idx must be within num_embeddings")
+    return padding_idx % num_embeddings
+
+
+def embedding_renorm_(weight, indices, max_norm, norm_type=2.0):
+    """Rescale, in place, each row of W named in ``indices`` whose p-norm exceeds
+    ``max_norm`` to norm max_norm (times max_norm / (norm + 1e-7), as PyTorch)."""
+    rows = xp.unique(indices.reshape(-1))
+    values = weight._data[rows]
+    if norm_type == math.inf:
+        norms = xp.abs(values).max(axis=1)
+    else:
+        norms = (xp.abs(values) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    over = norms > max_norm
+    if over.any():
+        scale = (max_norm / (norms[over] + 1e-7)).astype(weight.dtype)
+        with no_grad():
+            weight[rows[over]] = values[over] * scale[:, None]
+    return weight
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+              sparse=False):
+    """Row ``input[...]`` of ``weight`` for each index: output shape input.shape + (embedding_dim,).
+
+    padding_idx: that row gets no gradient. max_norm: rows looked up are first
+    renormalised in place to norm at most max_norm. scale_grad_by_freq: each
+    row's gradient is divided by how often its index occurs in ``input``.
+    ``sparse`` is accepted; gradients are always dense here.
+    """
+    if weight.ndim != 2:
+        raise RuntimeError(f"'weight' must be 2-D, got shape {weight.shape}")
+    indices = _indices(input, weight.shape[0])
+    padding_idx = _padding_index(padding_idx, weight.shape[0])
+    if max_norm is not None:
+        embedding_renorm_(weight, indices, max_norm, norm_type)
+    return EmbeddingLookup.apply(weight, indices=indices, padding_idx=padding_idx,
+                                 scale_grad_by_freq=scale_grad_by_freq)
+
+
+@names("embedding", method=False)
+def embedding_by_position(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    """PyTorch's top-level ``embedding``: weight first, padding_idx -1 (any negative) for none,
+    no max_norm (``nn.functional.embedding`` has the layer's options)."""
+    padding_idx = None if padding_idx < 0 else padding_idx
+    return embedding(indices, weight, padding_idx=padding_idx, scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)

@@ -1,0 +1,188 @@
+"""The losses PyTorch also spells at the top level, composed of differentiable ops: the maths
+behind ``nn.functional``'s ``binary_cross_entropy_with_logits``, ``hinge_embedding_loss``,
+``kl_div``, ``margin_ranking_loss``, ``poisson_nll_loss``, ``cosine_embedding_loss`` and
+``triplet_margin_loss``, and ``autograd.<name>`` with PyTorch's top-level signatures, whose
+``reduction`` is an int (0 'none', 1 'mean', 2 'sum') and which take no legacy arguments.
+Left out, the reduction is 0, none: PyTorch's schemas say 1 (mean), but its top-level functions
+return the unreduced losses when it is not given, and these do what PyTorch does.
+``nn.functional`` adds the string reductions, 'batchmean' and the warnings.
+"""
+
+import math
+
+from ..backend import xp
+from ..tensor import Tensor
+from .distances import pairwise_distance
+from .elementwise import where
+from .names import names
+
+
+def reduce(loss, reduction):
+    """The mean, sum or none of the elementwise losses."""
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def reduce_batchmean(loss, reduction, batch):
+    """``reduce``, and 'batchmean': the sum over the batch size."""
+    if reduction == "batchmean":
+        return loss.sum() * (1.0 / batch) if loss.ndim else loss.sum()
+    return reduce(loss, reduction)
+
+
+def same_shape(name, input, target):
+    """The target as a tensor of the input's shape (PyTorch refuses to broadcast here)."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if input.shape != target.shape:
+        raise ValueError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
+                         "they must have the same shape (reshape one, e.g. target.reshape(input.shape))")
+    return target
+
+
+def signs(name, target):
+    """The target as a tensor, checked to hold only -1 and +1."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if not xp.isin(target._data, (-1, 1)).all():
+        raise ValueError(f"{name}: targets must be -1 or +1")
+    return target
+
+
+def x_log_x(x):
+    """x ln x with 0 ln 0 = 0 (the limit)."""
+    positive = x > 0
+    return where(positive, x * where(positive, x, 1.0).log(), 0.0)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """BCE of σ(x), computed from the logit x without forming σ(x):
+        ℓ = (1 - y) x + (1 + (pos_weight - 1) y) · softplus(-x)
+    which equals -[pos_weight · y ln σ(x) + (1 - y) ln(1 - σ(x))] and never overflows."""
+    target = same_shape("binary_cross_entropy_with_logits", input, target).to(input.dtype)
+    scale = 1.0 if pos_weight is None else (target * (pos_weight - 1.0) + 1.0)
+    loss = (1.0 - target) * input + (-input).softplus() * scale
+    return reduce(loss if weight is None else loss * weight, reduction)
+
+
+def hinge_embedding(input, target, margin, reduction):
+    """ℓ = x for y = 1,  max(0, margin − x) for y = −1 (x a distance: small for similar pairs, at least
+    the margin apart for dissimilar ones). As PyTorch, the two terms are [y ≠ −1]·x + [y ≠ 1]·max(0, margin − x)."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    losses = (where(target != 1, (margin - input).clamp(min=0.0), 0.0) + where(target != -1, input, 0.0))
+    return reduce(losses, reduction)
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False,
+                        reduction="mean"):
+    """ℓ = max(d(a, p) - d(a, n) + margin, 0): the anchor nearer its positive than its
+    negative by a margin (Schroff et al., 2015). swap uses min(d(a, n), d(p, n))."""
+    to_positive = pairwise_distance(anchor, positive, p, eps)
+    to_negative = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        to_negative = to_negative.minimum(pairwise_distance(positive, negative, p, eps))
+    return reduce((to_positive - to_negative + margin).relu(), reduction)
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1."""
+    target = signs("cosine_embedding_loss", target)
+    dim = input1.ndim - 1
+    dot = (input1 * input2).sum(dim)
+    norms = (((input1 * input1).sum(dim) + 1e-12) * ((input2 * input2).sum(dim) + 1e-12)).sqrt()
+    cos = dot / norms
+    losses = where(target > 0, 1.0 - cos, (cos - margin).relu())
+    return reduce(losses, reduction)
+
+
+def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2."""
+    target = signs("margin_ranking_loss", target).to(input1.dtype)
+    return reduce((-target * (input1 - input2) + margin).relu(), reduction)
+
+
+def kl_divergence(input, target, reduction, log_target):
+    """Kullback-Leibler divergence KL(y ‖ ŷ) pointwise, with ``input`` = ln ŷ (log-probabilities):
+        ℓ = y (ln y - ln ŷ)   (0 where y = 0);   log_target: ℓ = e^t (t - ln ŷ), t = ln y.
+    reduction='batchmean' divides the sum by the batch size: the true KL divergence per
+    sample ('mean' divides by the number of elements, as PyTorch)."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        loss = x_log_x(target) - target * input
+    return reduce_batchmean(loss, reduction, input.shape[0] if input.ndim else 1)
+
+
+def poisson_nll(input, target, log_input, full, eps, reduction):
+    """Negative log-likelihood of y ~ Poisson(λ), dropping the constant ln y!:
+        ℓ = e^x - y x  (log_input: x = ln λ),   ℓ = λ - y ln(λ + eps)  otherwise;
+    full adds Stirling's ln y! ≈ y ln y - y + ½ ln(2π y) where y > 1."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if log_input:
+        loss = input.exp() - target * input
+    else:
+        loss = input - target * (input + eps).log()
+    if full:
+        above_one = target > 1
+        safe = where(above_one, target, 2.0)
+        stirling = safe * safe.log() - safe + (safe * (2 * math.pi)).log() * 0.5
+        loss = loss + where(above_one, stirling, 0.0)
+    return reduce(loss, reduction)
+
+
+# -- PyTorch's top-level spellings: reduction an int ---------------------------------------------------
+
+_REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}
+
+
+def _named(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    return _REDUCTIONS[reduction]
+
+
+@names("binary_cross_entropy_with_logits", method=False)
+def binary_cross_entropy_with_logits_by_position(input, target, weight=None, pos_weight=None, reduction=0):
+    """PyTorch's top-level form: pos_weight before reduction, reduction an int."""
+    return binary_cross_entropy_with_logits(input, target, weight, _named(reduction), pos_weight)
+
+
+@names("hinge_embedding_loss", method=False)
+def hinge_embedding_loss(input, target, margin=1.0, reduction=0):
+    """PyTorch's top-level form of ``hinge_embedding`` (reduction an int)."""
+    return hinge_embedding(input, target, margin, _named(reduction))
+
+
+@names("kl_div", method=False)
+def kl_div(input, target, reduction=0, *, log_target=False):
+    """PyTorch's top-level form of ``kl_divergence`` (reduction an int; no 'batchmean', no warning)."""
+    return kl_divergence(input, target, _named(reduction), log_target)
+
+
+@names("poisson_nll_loss", method=False)
+def poisson_nll_loss(input, target, log_input, full, eps, reduction):
+    """PyTorch's top-level form of ``poisson_nll``: every argument required, reduction an int."""
+    return poisson_nll(input, target, log_input, full, eps, _named(reduction))
+
+
+@names("margin_ranking_loss", method=False)
+def margin_ranking_loss_by_position(input1, input2, target, margin=0.0, reduction=0):
+    """PyTorch's top-level form (reduction an int)."""
+    return margin_ranking_loss(input1, input2, target, margin, _named(reduction))
+
+
+@names("cosine_embedding_loss", method=False)
+def cosine_embedding_loss_by_position(input1, input2, target, margin=0.0, reduction=0):
+    """PyTorch's top-level form (reduction an int)."""
+    return cosine_embedding_loss(input1, input2, target, margin, _named(reduction))
+
+
+@names("triplet_margin_loss", method=False)
+def triplet_margin_loss_by_position(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False,
+                                    reduction=0):
+    """PyTorch's top-level form (reduction an int)."""
+    return triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap, _named(reduction))

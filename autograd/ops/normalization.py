@@ -1,0 +1,171 @@
+"""Normalisation: the maths behind ``nn.functional``'s ``batch_norm``, ``layer_norm``, ``rms_norm``,
+``group_norm`` and ``instance_norm``, and PyTorch's top-level spellings of them
+(``autograd.batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps,
+cudnn_enabled)`` and ``autograd.instance_norm`` take every argument, in that order, as PyTorch's;
+``layer_norm``, ``group_norm`` and ``rms_norm`` have nn.functional's arguments, and PyTorch's
+trailing ``cudnn_enable(d)``, which changes nothing here).
+
+Each normalises x over some axes with the biased variance, x̂ = (x - mean) / √(var + eps), then
+scales and shifts it per channel (or per element of the normalised shape): y = γ x̂ + β.
+Composed of differentiable ops.
+"""
+
+from ..graph import no_grad
+from ..tensor import Tensor
+from .names import names
+
+
+def normalize(input, axes, eps):
+    """(x - mean) / √(var + eps) over ``axes``, with the biased variance."""
+    mean = input.mean(axes, keepdim=True)
+    centred = input - mean
+    variance = (centred * centred).mean(axes, keepdim=True)
+    return centred / (variance + eps).sqrt(), mean, variance
+
+
+def channel_shape(input):
+    """Broadcast shape for per-channel tensors: (1, C, 1, ...) for input (N, C, ...)."""
+    return (1, input.shape[1]) + (1,) * (input.ndim - 2)
+
+
+def update_running_stats(running_mean, running_var, num_batches_tracked, momentum, mean, variance, count):
+    """Move the running statistics towards a batch's (arrays of per-channel mean and biased
+    variance over ``count`` values): running = (1 - momentum) · running + momentum · batch,
+    with the unbiased variance; momentum=None is the cumulative average (SyncBatchNorm shares this)."""
+    with no_grad():  # the running statistics are buffers, outside the graph
+        factor = momentum
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+            if momentum is None:
+                factor = 1.0 / num_batches_tracked.item()
+        unbiased = Tensor._make(variance * (count / (count - 1)))
+        running_mean.mul_(1 - factor).add_(Tensor._make(mean), alpha=factor)
+        running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5, num_batches_tracked=None):
+    """Normalise each channel (dim 1) over the batch (and spatial dims).
+
+    Training: batch statistics, with the biased variance for normalising; the
+    running statistics move towards the batch's, with the unbiased variance:
+        running = (1 - momentum) · running + momentum · batch
+    (momentum=None: a cumulative average, factor 1 / batches seen). Eval: the
+    running statistics. Exactly PyTorch's rules.
+    """
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {input.shape}")
+    axes = (0,) + tuple(range(2, input.ndim))
+    shape = channel_shape(input)
+    if training:
+        count = input._data.size // input.shape[1]
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+        normalized, mean, variance = normalize(input, axes, eps)
+        if running_mean is not None:
+            update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
+                                  mean._data.reshape(-1), variance._data.reshape(-1), count)
+    else:
+        mean = running_mean.reshape(shape)
+        normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
+    return scale_and_shift(normalized, weight, bias, shape)
+
+
+def scale_and_shift(normalized, weight, bias, shape=None):
+    """γ · x̂ + β, the normalisation layers' affine step (γ, β reshaped to ``shape`` when given; either
+    may be None)."""
+    if weight is not None:
+        normalized = normalized * (weight if shape is None else weight.reshape(shape))
+    if bias is not None:
+        normalized = normalized + (bias if shape is None else bias.reshape(shape))
+    return normalized
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
+        raise ValueError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
+    axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
+    normalized, _, _ = normalize(input, axes, eps)
+    return scale_and_shift(normalized, weight, bias)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """y = x / sqrt(mean(x²) + eps) · γ over the last len(normalized_shape) dims (Zhang & Sennrich,
+    2019): LayerNorm without the centring (eps None: the dtype's machine epsilon, as PyTorch's)."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
+        raise ValueError(f"rms_norm: input of shape {input.shape} does not end in {normalized_shape}")
+    if eps is None:
+        from ..tensor_info import finfo  # (tensor_info binds the ops: imported at call time)
+
+        eps = finfo(input.dtype).eps
+    axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
+    normalized = input * ((input * input).mean(axes, keepdim=True) + eps).rsqrt()
+    return scale_and_shift(normalized, weight, None)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise groups of channels of each sample (Wu & He, 2018)."""
+    batch, channels = input.shape[0], input.shape[1]
+    if channels % num_groups:
+        raise ValueError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
+    grouped = input.reshape(batch, num_groups, -1)
+    normalized, _, _ = normalize(grouped, (2,), eps)
+    normalized = normalized.reshape(input.shape)
+    shape = channel_shape(input)
+    return scale_and_shift(normalized, weight, bias, shape)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """Normalise x[n, c] over its spatial dims, input (N, C, *spatial); with use_input_stats=False the running
+    statistics are used instead (and left alone)."""
+    if input.ndim < 2:
+        raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {input.shape}")
+    shape = channel_shape(input)
+    if not use_input_stats:
+        return scale_and_shift((input - running_mean.reshape(shape)) / (running_var.reshape(shape) + eps).sqrt(),
+                                  weight, bias, shape)
+    count = input._data.size // max(input.shape[0] * input.shape[1], 1)
+    if count == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
+    normalized, mean, variance = normalize(input, tuple(range(2, input.ndim)), eps)
+    if running_mean is not None or running_var is not None:
+        with no_grad():  # each instance's step, averaged over the batch (PyTorch's order)
+            factor = count / (count - 1)
+            for running, statistic in ((running_mean, mean), (running_var, variance * factor)):
+                if running is not None:
+                    step = statistic.detach().reshape(input.shape[:2]).mean(0)
+                    running.mul_(1 - momentum).add_(step.to(running.dtype), alpha=momentum)
+    return scale_and_shift(normalized, weight, bias, shape)
+
+
+@names("batch_norm", method=False)
+def batch_norm_by_position(input, weight, bias, running_mean, running_var, training, momentum, eps, cudnn_enabled):
+    """PyTorch's top-level ``batch_norm``: every argument required, weight and bias before the
+    running statistics (``nn.functional.batch_norm`` takes the statistics first)."""
+    return batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+@names("instance_norm", method=False)
+def instance_norm_by_position(input, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
+                              cudnn_enabled):
+    """PyTorch's top-level ``instance_norm``: every argument required, in this order."""
+    return instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+
+
+@names("layer_norm", method=False)
+def layer_norm_with_cudnn_flag(input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    """PyTorch's top-level ``layer_norm`` (``cudnn_enable`` changes nothing here)."""
+    return layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+@names("group_norm", method=False)
+def group_norm_with_cudnn_flag(input, num_groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=True):
+    """PyTorch's top-level ``group_norm`` (``cudnn_enabled`` changes nothing here)."""
+    return group_norm(input, num_groups, weight, bias, eps)
+
+
+names("rms_norm", method=False)(rms_norm)

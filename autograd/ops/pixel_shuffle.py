@@ -1,0 +1,65 @@
+"""Sub-pixel rearrangement (Shi et al., 2016): ``pixel_shuffle`` moves r² channels into an
+r × r block of pixels, (*, C·r², H, W) → (*, C, H·r, W·r); ``pixel_unshuffle`` is its inverse.
+``channel_shuffle`` (ShuffleNet, Zhang et al., 2017) interleaves the channels of g groups.
+All are a reshape, a permutation and a reshape, so the gradient is the same moves undone. PyTorch
+spells them at top level too (``autograd.pixel_shuffle``); ``nn.PixelShuffle`` and its kin wrap them."""
+
+from .names import names
+
+
+def _check(input, name, condition, what):
+    if input.ndim < 3:
+        raise RuntimeError(f"{name} expects input to have at least 3 dimensions, but got input with "
+                           f"{input.ndim} dimension(s)")
+    if not condition:
+        raise RuntimeError(f"{name} expects {what}")
+
+
+@names("pixel_shuffle", method=False)
+def pixel_shuffle(input, upscale_factor):
+    """(*, C·r², H, W) → (*, C, H·r, W·r): out[c, h·r + i, w·r + j] = in[c·r² + i·r + j, h, w]."""
+    r = int(upscale_factor)
+    *batch, channels, height, width = input.shape if input.ndim >= 3 else (0, 0, 0)
+    _check(input, "pixel_shuffle", channels % (r * r) == 0,
+           f"its input's 'channel' dimension to be divisible by the square of upscale_factor, but "
+           f"input.size(-3)={channels} is not divisible by {r * r}")
+    n = len(batch)
+    blocks = input.reshape(*batch, channels // (r * r), r, r, height, width)
+    moved = blocks.permute(*range(n), n, n + 3, n + 1, n + 4, n + 2)  # (*, C, H, r, W, r)
+    return moved.reshape(*batch, channels // (r * r), height * r, width * r)
+
+
+@names("pixel_unshuffle", method=False)
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H·r, W·r) → (*, C·r², H, W), the inverse of ``pixel_shuffle``."""
+    r = int(downscale_factor)
+    *batch, channels, height, width = input.shape if input.ndim >= 3 else (0, 0, 0)
+    _check(input, "pixel_unshuffle", height % r == 0,
+           f"height to be divisible by downscale_factor, but input.size(-2)={height} is not divisible by {r}")
+    _check(input, "pixel_unshuffle", width % r == 0,
+           f"width to be divisible by downscale_factor, but input.size(-1)={width} is not divisible by {r}")
+    n = len(batch)
+    blocks = input.reshape(*batch, channels, height // r, r, width // r, r)
+    moved = blocks.permute(*range(n), n, n + 2, n + 4, n + 1, n + 3)  # (*, C, r, r, H, W)
+    return moved.reshape(*batch, channels * r * r, height // r, width // r)
+
+
+@names("channel_shuffle", method=False, functions=("native_channel_shuffle",))
+def channel_shuffle(input, groups):
+    """(N, g·m, *) → (N, m·g, *): out[:, j·g + i] = in[:, i·m + j], channel j of group i moved to place i of
+    block j, so that the groups of the next grouped convolution each see every group's channels."""
+    if input.ndim <= 2:
+        raise RuntimeError(f"channel_shuffle expects input with > 2 dims, but got input with sizes "
+                           f"{list(input.shape)}")
+    if groups <= 0:
+        raise RuntimeError(f"Number of groups to divide channels in must be positive. Value of groups:{groups}")
+    channels = input.shape[1]
+    if channels % groups:
+        raise RuntimeError(f"Number of channels must be divisible by groups. Got {channels} channels and "
+                           f"{groups} groups.")
+    rest = input.shape[2:]
+    grouped = input.reshape(input.shape[0], groups, channels // groups, *rest)
+    return grouped.transpose(1, 2).reshape(input.shape)
+
+
+native_channel_shuffle = channel_shuffle
