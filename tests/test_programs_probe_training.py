@@ -6,14 +6,16 @@ chainrule and, where PyTorch is installed, on PyTorch, comparing the numbers.
 Small versions of well-known training programs: a seq2seq GRU with Bahdanau attention and teacher
 forcing, a DCGAN loop, REINFORCE on a bandit, word2vec skip-gram with negative sampling, a
 Transformer-encoder classifier (padding mask, warmup + cosine LambdaLR, clipping, AdamW weight-decay
-groups), and gradient accumulation with frozen layers, param groups and a checkpoint round trip."""
+groups), gradient accumulation with frozen layers, param groups and a checkpoint round trip, the DQN
+tutorial (replay memory, target network soft updates) and the spatial transformer tutorial."""
 
 import io
 import math
+from collections import deque, namedtuple
 
 import numpy as np
 
-from .pytorch_programs import load, run_both, weights_of
+from .pytorch_programs import load, quickstart_data, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # seq2seq with attention (PyTorch's "NLP From Scratch: Translation" tutorial, batched)
@@ -525,3 +527,209 @@ def test_accumulation_freezing_and_resume():
     assert all(frozen for _, _, frozen in full_log)  # the frozen layer never gets a .grad
     assert lr == 0.1 * 0.5 ** 4 * 0.5 and group_lrs == [0.003125, 0.00625, 0.00625]
     assert state_keys == [0, 1, 2, 3, 4, 5]  # momentum buffers of the six trained tensors only
+
+
+# ----------------------------------------------------------------------------------------------
+# Deep Q-learning (PyTorch's DQN tutorial) on a five-cell corridor
+# ----------------------------------------------------------------------------------------------
+
+
+Transition = namedtuple('Transition', ('state', 'action', 'next_state', 'reward'))
+
+
+class ReplayMemory(object):
+    def __init__(self, capacity):
+        self.memory = deque([], maxlen=capacity)
+
+    def push(self, *args):
+        self.memory.append(Transition(*args))
+
+    def sample(self, batch_size, rng):
+        return [self.memory[i] for i in rng.choice(len(self.memory), batch_size, replace=False)]
+
+    def __len__(self):
+        return len(self.memory)
+
+
+def dqn(m, weights, episodes=6):
+    """PyTorch's DQN tutorial on a 1-D corridor: reach the right end (reward 1) in few steps."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class DQN(nn.Module):
+        def __init__(self, n_observations, n_actions):
+            super(DQN, self).__init__()
+            self.layer1 = nn.Linear(n_observations, 32)
+            self.layer2 = nn.Linear(32, 32)
+            self.layer3 = nn.Linear(32, n_actions)
+
+        def forward(self, x):
+            x = F.relu(self.layer1(x))
+            x = F.relu(self.layer2(x))
+            return self.layer3(x)
+
+    class Both(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = DQN(5, 2)
+
+    both = Both()
+    if weights is None:
+        return both
+    load(m, both, weights)
+    BATCH_SIZE, GAMMA, EPS_START, EPS_END, EPS_DECAY, TAU, LR = 16, 0.9, 0.9, 0.05, 50, 0.05, 1e-3
+    policy_net = both.policy
+    target_net = DQN(5, 2)
+    target_net.load_state_dict(policy_net.state_dict())
+    optimizer = optim.AdamW(policy_net.parameters(), lr=LR, amsgrad=True)
+    memory = ReplayMemory(1000)
+    rng = np.random.default_rng(0)
+    steps_done = 0
+
+    def observe(pos):
+        return torch.tensor(np.eye(5, dtype=np.float32)[pos]).unsqueeze(0)
+
+    def select_action(state):
+        nonlocal steps_done
+        sample = rng.random()
+        eps_threshold = EPS_END + (EPS_START - EPS_END) * math.exp(-1. * steps_done / EPS_DECAY)
+        steps_done += 1
+        if sample > eps_threshold:
+            with torch.no_grad():
+                return policy_net(state).max(1).indices.view(1, 1)
+        return torch.tensor([[int(rng.integers(2))]], dtype=torch.long)
+
+    losses = []
+
+    def optimize_model():
+        if len(memory) < BATCH_SIZE:
+            return
+        transitions = memory.sample(BATCH_SIZE, rng)
+        batch = Transition(*zip(*transitions))
+        non_final_mask = torch.tensor(tuple(map(lambda s: s is not None, batch.next_state)), dtype=torch.bool)
+        non_final_next_states = torch.cat([s for s in batch.next_state if s is not None])
+        state_batch = torch.cat(batch.state)
+        action_batch = torch.cat(batch.action)
+        reward_batch = torch.cat(batch.reward)
+        state_action_values = policy_net(state_batch).gather(1, action_batch)
+        next_state_values = torch.zeros(BATCH_SIZE)
+        with torch.no_grad():
+            next_state_values[non_final_mask] = target_net(non_final_next_states).max(1).values
+        expected_state_action_values = (next_state_values * GAMMA) + reward_batch
+        criterion = nn.SmoothL1Loss()
+        loss = criterion(state_action_values, expected_state_action_values.unsqueeze(1))
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_value_(policy_net.parameters(), 100)  # torch.nn.utils in the tutorial
+        optimizer.step()
+        losses.append(loss.item())
+
+    lengths = []
+    for i_episode in range(episodes):
+        pos = 0
+        state = observe(pos)
+        for t in range(30):
+            action = select_action(state)
+            pos = max(0, pos + (1 if action.item() == 1 else -1))
+            terminated = pos == 4
+            reward = torch.tensor([1.0 if terminated else -0.05])
+            next_state = None if terminated else observe(pos)
+            memory.push(state, action, next_state, reward)
+            state = next_state
+            optimize_model()
+            target_net_state_dict = target_net.state_dict()
+            policy_net_state_dict = policy_net.state_dict()
+            for key in policy_net_state_dict:
+                target_net_state_dict[key] = policy_net_state_dict[key] * TAU + target_net_state_dict[key] * (1 - TAU)
+            target_net.load_state_dict(target_net_state_dict)
+            if terminated:
+                break
+        lengths.append(t + 1)
+    with torch.no_grad():
+        q = policy_net(torch.eye(5))
+    return lengths, losses, q, target_net.state_dict()
+
+
+def test_dqn_corridor():
+    weights = weights_of(lambda m: dqn(m, None))
+    (lengths, losses, q, target_state), _ = run_both(dqn, weights, rtol=1e-4, atol=1e-5)
+    assert lengths == [7, 4, 9, 6, 10, 12] and len(losses) == sum(lengths) - 15  # learning starts at 16
+    assert losses[-1] < losses[0]
+    assert (q[:4, 1] > q[:4, 0]).all()  # moving right (towards the reward) is valued higher everywhere
+
+
+# ----------------------------------------------------------------------------------------------
+# Spatial transformer networks (PyTorch's tutorial): affine_grid + grid_sample in a classifier
+# ----------------------------------------------------------------------------------------------
+
+
+def spatial_transformer(m, weights, steps=6):
+    """PyTorch's spatial transformer tutorial (a localisation net predicts an affine map,
+    affine_grid + grid_sample warp the input), on 12x12 random 'digits'."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class Net(nn.Module):
+        def __init__(self):
+            super(Net, self).__init__()
+            self.conv1 = nn.Conv2d(1, 6, kernel_size=3)
+            self.conv2 = nn.Conv2d(6, 8, kernel_size=3)
+            self.conv2_drop = nn.Dropout2d(p=0.0)
+            self.fc1 = nn.Linear(8 * 1 * 1, 16)
+            self.fc2 = nn.Linear(16, 4)
+            self.localization = nn.Sequential(
+                nn.Conv2d(1, 4, kernel_size=3), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+                nn.Conv2d(4, 6, kernel_size=3), nn.MaxPool2d(2, stride=2), nn.ReLU(True))
+            self.fc_loc = nn.Sequential(nn.Linear(6 * 1 * 1, 8), nn.ReLU(True), nn.Linear(8, 3 * 2))
+            self.fc_loc[2].weight.data.zero_()
+            # the tutorial starts at the identity, which samples exactly at pixel centres: bilinear
+            # interpolation has a kink there, and which one-sided derivative the grid gets depends on
+            # the last bit of affine_grid's coordinates (NumPy's and PyTorch's linspace differ in it),
+            # so the comparison starts a little off the identity
+            self.fc_loc[2].bias.data.copy_(torch.tensor([1, 0, 0.013, 0, 1, -0.021], dtype=torch.float))
+
+        def stn(self, x):
+            xs = self.localization(x)
+            xs = xs.view(-1, 6 * 1 * 1)
+            theta = self.fc_loc(xs)
+            theta = theta.view(-1, 2, 3)
+            grid = F.affine_grid(theta, x.size(), align_corners=False)
+            x = F.grid_sample(x, grid, align_corners=False)
+            return x, theta
+
+        def forward(self, x):
+            x, theta = self.stn(x)
+            x = F.relu(F.max_pool2d(self.conv1(x), 2))
+            x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+            x = x.view(-1, 8 * 1 * 1)
+            x = F.relu(self.fc1(x))
+            x = F.dropout(x, training=self.training, p=0.0)
+            x = self.fc2(x)
+            return F.log_softmax(x, dim=1), theta
+
+    model = Net()
+    if weights is None:
+        return model
+    load(m, model, weights)
+    images, labels = quickstart_data(n=64, side=12, classes=4, seed=21)
+    x, y = torch.tensor(images), torch.tensor(labels)
+    optimizer = optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    for step in range(steps):
+        batch = slice(16 * (step % 4), 16 * (step % 4 + 1))
+        optimizer.zero_grad()
+        output, theta = model(x[batch])
+        loss = F.nll_loss(output, y[batch])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        warped, theta = model.stn(x[:2])
+    return losses, theta, warped, {n: p.grad for n, p in model.named_parameters()}
+
+
+def test_spatial_transformer():
+    weights = weights_of(lambda m: spatial_transformer(m, None))
+    (losses, theta, warped, grads), _ = run_both(spatial_transformer, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0]
+    assert theta.shape == (2, 2, 3) and warped.shape == (2, 1, 12, 12)
+    assert np.abs(grads["fc_loc.2.bias"]).sum() > 0  # the localisation net learns through grid_sample
