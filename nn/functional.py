@@ -443,7 +443,14 @@ def _normalize(input, axes, eps):
     mean = input.mean(axes, keepdim=True)
     centred = input - mean
     variance = (centred * centred).mean(axes, keepdim=True)
-    return centred / (variance + eps).sqrt(), mean, variance
+    return _standardize(centred, variance, eps), mean, variance
+
+
+def _standardize(centred, variance, eps):
+    """(x - mean) · (var + eps)^(-1/2), multiplied by the reciprocal as PyTorch's normalisation kernels
+    do. The product's backward keeps its factors, not its result, so the normalised tensor may be
+    changed in place afterwards (InstanceNorm2d then ReLU(True), as CycleGAN's generator does)."""
+    return centred * (variance + eps).rsqrt()
 
 
 def _channel_shape(input):
@@ -490,7 +497,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                                   mean._data.reshape(-1), variance._data.reshape(-1), count)
     else:
         mean = running_mean.reshape(shape)
-        normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
+        normalized = _standardize(input - mean, running_var.reshape(shape), eps)
     return _scale_and_shift(normalized, weight, bias, shape)
 
 

@@ -30,7 +30,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {input.shape}")
     shape = F._channel_shape(input)
     if not use_input_stats:
-        return F._scale_and_shift((input - running_mean.reshape(shape)) / (running_var.reshape(shape) + eps).sqrt(),
+        return F._scale_and_shift(F._standardize(input - running_mean.reshape(shape), running_var.reshape(shape), eps),
                                   weight, bias, shape)
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:

@@ -273,6 +273,34 @@ def test_batchnorm_matches_torch_in_training_and_eval():
                                    rtol=1e-10)
 
 
+def _normalised_then_written_in_place(torch, nn):
+    """Normalisation layers without an affine step, their output written in place next: CycleGAN's
+    generator block (InstanceNorm2d, affine=False, then ReLU(True)), and the others alike."""
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.standard_normal((2, 4, 5, 5)), requires_grad=True)
+    layers = [nn.InstanceNorm2d(4), nn.GroupNorm(2, 4, affine=False), nn.BatchNorm2d(4, affine=False),
+              nn.LayerNorm(5, elementwise_affine=False)]
+    total = 0
+    for layer in layers:
+        out = nn.Sequential(layer, nn.ReLU(True)).double()(x * 1)
+        total = total + (out + 1).pow(2).sum()
+    evaluated = nn.BatchNorm2d(4, affine=False).double().eval()
+    out = evaluated(x * 1)
+    out.mul_(2.0)
+    total = total + out.pow(2).sum()
+    total.backward()
+    return total.item(), x.grad.numpy()
+
+
+def test_normalisation_output_may_be_changed_in_place():
+    total, grad = _normalised_then_written_in_place(autograd, nn)
+    assert np.isfinite(total) and np.count_nonzero(grad) == grad.size
+    torch = pytest.importorskip("torch")
+    their_total, their_grad = _normalised_then_written_in_place(torch, torch.nn)
+    assert total == pytest.approx(their_total, rel=1e-12)
+    np.testing.assert_allclose(grad, their_grad, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.torch
 def test_norms_and_activations_match_torch():
     import torch
