@@ -438,3 +438,32 @@ def test_maml_second_order():
     # the second-order term changes the meta-gradient; first-order MAML sees the same first loss
     assert losses[0] == fo_losses[0]
     assert max(np.abs(a - b).max() for a, b in zip(grads, fo_grads)) > 1e-4
+
+
+# ----------------------------------------------------------------------------------------------
+# A quotient written in place: attention scores scaled by a division, then masked in place
+# ----------------------------------------------------------------------------------------------
+
+
+def scaled_scores_masked_in_place(m):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(5)
+    q = torch.tensor(rng.standard_normal((2, 4, 8)), requires_grad=True)
+    k = torch.tensor(rng.standard_normal((2, 4, 8)), requires_grad=True)
+    scores = torch.bmm(q, k.transpose(1, 2)) / np.sqrt(8.0)
+    mask = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
+    scores.masked_fill_(mask, float("-inf"))
+    attn = F.softmax(scores, dim=-1)
+    attn.sum(1).pow(2).sum().backward()
+    return attn, q.grad, k.grad
+
+
+@pytest.mark.xfail(strict=True, reason="Div keeps its output for backward (autograd/ops/elementwise.py, reported): "
+                   "an in-place write of a quotient then refuses, where PyTorch's Div keeps its operands")
+def test_a_quotient_may_be_written_in_place():
+    attn, q_grad, k_grad = plain(scaled_scores_masked_in_place(OURS))
+    assert np.allclose(np.triu(attn, 1), 0) and np.allclose(attn.sum(-1), 1)
+    assert np.abs(q_grad).sum() > 0
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        assert_same((attn, q_grad, k_grad), plain(scaled_scores_masked_in_place(torch_modules)), 1e-12, 1e-12)
