@@ -70,15 +70,21 @@ class AffineMap(Primitive):
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
 
+def check_same_dtype(op, input, **parameters):
+    """A layer's parameters (None where absent) must have its input's dtype, as PyTorch's refuse to
+    mix them (no silent promotion: a float64 batch into a float32 model is a mistake to report)."""
+    for name, tensor in parameters.items():
+        if tensor is not None and tensor.dtype != input.dtype:
+            raise RuntimeError(f"{op}: the {name} is {tensor.dtype} but the input is {input.dtype}; "
+                               "they must have the same dtype (convert one with .to())")
+
+
 def linear(input, weight, bias=None):
     """y = x Wᵀ + b, with W of shape (out_features, in_features)."""
     if input.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input of shape {input.shape} has {input.shape[-1]} features but the "
                          f"weight of shape {weight.shape} expects {weight.shape[-1]}")
-    for name, tensor in (("weight", weight), ("bias", bias)):
-        if tensor is not None and tensor.dtype != input.dtype:
-            raise RuntimeError(f"linear: the {name} is {tensor.dtype} but the input is {input.dtype}; "
-                               "they must have the same dtype (convert one with .to())")
+    check_same_dtype("linear", input, weight=weight, bias=bias)
     if bias is None:
         return AffineMap.apply(input, weight)
     return AffineMap.apply(input, weight, bias)
