@@ -491,6 +491,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """
     if input.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {input.shape}")
+    check_same_dtype("batch_norm", input, weight=weight, bias=bias, running_mean=running_mean,
+                     running_var=running_var)
     axes = (0,) + tuple(range(2, input.ndim))
     shape = _channel_shape(input)
     if training:
@@ -522,6 +524,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
         raise ValueError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
+    check_same_dtype("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = _normalize(input, axes, eps)
     return _scale_and_shift(normalized, weight, bias)
@@ -545,6 +548,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     batch, channels = input.shape[0], input.shape[1]
     if channels % num_groups:
         raise ValueError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
+    check_same_dtype("group_norm", input, weight=weight, bias=bias)
     grouped = input.reshape(batch, num_groups, -1)
     normalized, _, _ = _normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)

@@ -292,6 +292,23 @@ def _normalised_then_written_in_place(torch, nn):
     return total.item(), x.grad.numpy()
 
 
+@pytest.mark.parametrize("make", [lambda n: n.BatchNorm1d(3), lambda n: n.LayerNorm(3), lambda n: n.GroupNorm(1, 3)])
+def test_normalisation_layers_refuse_mixed_dtypes_as_pytorch(make):
+    """A float64 batch into float32 normalisation parameters: refused (as PyTorch, and as linear and
+    the convolutions here), not silently promoted; in eval the running statistics count too."""
+    layer = make(nn)
+    x = Tensor(np.ones((4, 3)))
+    with pytest.raises(RuntimeError, match="is float32 but the input is float64"):
+        layer(x)
+    assert layer.double()(x).dtype == autograd.float64
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError):
+        make(torch.nn)(torch.ones(4, 3, dtype=torch.float64))
+    bn = nn.BatchNorm1d(3, affine=False).eval()
+    with pytest.raises(RuntimeError, match="batch_norm: the running_mean is float32"):
+        bn(x)
+
+
 def test_normalisation_output_may_be_changed_in_place():
     total, grad = _normalised_then_written_in_place(autograd, nn)
     assert np.isfinite(total) and np.count_nonzero(grad) == grad.size
