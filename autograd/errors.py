@@ -13,3 +13,12 @@ class DtypeError(RuntimeError, TypeError):
     """A dtype an operation cannot take (an integer tensor asked to require grad, a float result
     written into an integer tensor). PyTorch raises RuntimeError; Python's habit is TypeError:
     being both, it is caught either way."""
+
+
+def check_same_dtype(op, input, **parameters):
+    """A layer's parameters (None where absent) must have its input's dtype, as PyTorch's refuse to
+    mix them (no silent promotion: a float64 batch into a float32 model is a mistake to report)."""
+    for name, tensor in parameters.items():
+        if tensor is not None and tensor.dtype != input.dtype:
+            raise RuntimeError(f"{op}: the {name} is {tensor.dtype} but the input is {input.dtype}; "
+                               "they must have the same dtype (convert one with .to())")

@@ -143,6 +143,11 @@ class BackwardFunction(FunctionCtx):
         for j, y in enumerate(outputs):
             if isinstance(y, Tensor) and id(y) in input_ids and id(y) not in self._dirty:
                 outputs[j] = _alias(y)  # an input returned unchanged: a new tensor on the same memory
+        for x in args:
+            if isinstance(x, Tensor) and id(x) in self._dirty:
+                # forward may have written it in ways no version counter saw (x.data, NumPy): what an
+                # earlier op saved of it is stale now, whatever forward did (PyTorch bumps it too)
+                graph.bump_version(x)
         if is_grad_enabled() and any(self.needs_input_grad):
             self._record(args, outputs)
         return outputs[0] if single else tuple(outputs)

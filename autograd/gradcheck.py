@@ -18,8 +18,9 @@ from .differentiate import grad
 from .tensor import Tensor
 
 
-class GradcheckError(AssertionError):
-    """The engine's gradient and the finite-difference one disagree."""
+class GradcheckError(RuntimeError, AssertionError):
+    """The engine's gradient and the finite-difference one disagree (a RuntimeError, as
+    PyTorch's; an AssertionError too, as a failed check)."""
 
 
 def _as_tuple(value):
@@ -95,14 +96,16 @@ def jacobians(fn, inputs, eps):
     return analytic, numeric
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
-    """True when the engine's gradients of ``fn(*inputs)`` match finite differences.
+def _refuse_unbuilt(forward_ad, masked):
+    if forward_ad:
+        raise NotImplementedError("gradcheck: forward-mode AD is not built here, so check_forward_ad, "
+                                  "check_batched_forward_grad and check_fwd_over_rev must stay False")
+    if masked:
+        raise NotImplementedError("gradcheck: masked=True checks sparse/masked semantics; sparse tensors "
+                                  "are not built here")
 
-    Inputs are copied to float64 first. Raises ``GradcheckError`` naming the
-    worst mismatch (output, input, element, both values) otherwise.
-    """
-    fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
-    analytic, numeric = jacobians(fn, inputs, eps)
+
+def _check_jacobians(analytic, numeric, atol, rtol):
     worst = None
     for k, row in enumerate(analytic):
         for j, a in enumerate(row):
@@ -118,15 +121,119 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
             f"gradient mismatch: d output {k}[{out_i}] / d input {j}[{in_i}] is {a:.10g} "
             f"from the engine but {n:.10g} by finite differences (atol={atol}, rtol={rtol})"
         )
+
+
+def _differentiable(fn, inputs):
+    wrt = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    outputs = [y for y in _outputs(fn, inputs) if y.requires_grad]
+    return outputs, wrt
+
+
+def _check_reentrant(fn, inputs, analytic, nondet_tol):
+    """The backward pass for each output's first element, run again, must give the same row
+    of the Jacobian (within ``nondet_tol``): a backward that depends on hidden state or on how
+    often it ran fails. (PyTorch reruns every row; one per output catches the same faults.)"""
+    wrt = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
+    for k, y in enumerate(_outputs(fn, inputs)):
+        if not y.requires_grad or y._data.size == 0:
+            continue
+        seed = numpy.zeros(y.shape)
+        seed.flat[0] = 1.0
+        again = grad(y, wrt, grad_outputs=Tensor(seed), retain_graph=True, allow_unused=True)
+        for j, g in enumerate(again):
+            got = numpy.zeros(analytic[k][j].shape[1]) if g is None else g._data.reshape(-1)
+            if numpy.abs(got - analytic[k][j][0]).max(initial=0.0) > nondet_tol:
+                raise GradcheckError(
+                    "Backward is not reentrant, i.e., running backward with same input and grad_output "
+                    "multiple times gives different values, although analytical gradient matches numerical "
+                    f"gradient. The tolerance for nondeterminism was {nondet_tol}.")
+
+
+def _check_zero_grad_outputs(fn, inputs, check_dtypes):
+    """Zero gradients of the outputs must give zero (or no) gradients of the inputs, of the
+    inputs' dtypes: PyTorch's undefined-gradient check, where an absent output gradient is a
+    zero one. A backward that adds something of its own to the gradient fails."""
+    outputs, wrt = _differentiable(fn, inputs)
+    if not outputs:
+        return
+    zeros = [Tensor(numpy.zeros(y.shape, dtype=y._data.dtype)) for y in outputs]
+    for j, (x, g) in enumerate(zip(wrt, grad(outputs, wrt, grad_outputs=zeros, allow_unused=True))):
+        if g is None:
+            continue
+        if numpy.any(numpy.isfinite(g._data) & (g._data != 0)):  # (0 · inf: NaN is arithmetic, not a leak)
+            raise GradcheckError(f"Backward is not zero for zero output gradients: input {j} got a nonzero "
+                                 "gradient from zero gradients of every output")
+        if check_dtypes and g.dtype != x.dtype:
+            raise GradcheckError(f"Gradient has dtype mismatch: input {j} is {x.dtype}, its gradient {g.dtype}")
+
+
+def _check_batched(fn, inputs, analytic):
+    """autograd.grad(..., is_grads_batched=True) seeded with every unit vector at once must give
+    the Jacobian's rows."""
+    outputs = _outputs(fn, inputs)
+    _, wrt = _differentiable(fn, inputs)
+    for k, y in enumerate(outputs):
+        if not y.requires_grad or y._data.size == 0:
+            continue
+        seeds = Tensor(numpy.eye(y._data.size).reshape((y._data.size, *y.shape)))
+        from .autograd import grad as batched_grad  # the namespace module: it imports this one
+
+        rows = batched_grad([y], wrt, grad_outputs=[seeds], is_grads_batched=True, retain_graph=True,
+                            allow_unused=True)
+        for j, g in enumerate(rows):
+            got = 0.0 if g is None else g._data.reshape(y._data.size, -1)
+            if not numpy.allclose(got, analytic[k][j], rtol=0, atol=1e-12):
+                raise GradcheckError(f"batched gradient mismatch: output {k}, input {j}: is_grads_batched=True "
+                                     "does not give the rows one backward pass per seed gives")
+
+
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, raise_exception=True, nondet_tol=0.0,
+              check_undefined_grad=True, check_grad_dtypes=False, check_batched_grad=False,
+              check_batched_forward_grad=False, check_forward_ad=False, check_backward_ad=True,
+              fast_mode=False, masked=None):
+    """True when the engine's gradients of ``fn(*inputs)`` match finite differences.
+
+    Inputs are copied to float64 first. Raises ``GradcheckError`` naming the
+    worst mismatch (output, input, element, both values) otherwise, or returns False
+    with ``raise_exception=False``. As PyTorch's, it also checks that a second backward
+    pass agrees with the first within ``nondet_tol``, that zero output gradients give zero
+    input gradients (``check_undefined_grad``; with ``check_grad_dtypes`` their dtypes too),
+    and with ``check_batched_grad`` that ``is_grads_batched`` gives the Jacobian's rows.
+    ``fast_mode`` is accepted: the whole Jacobian is always compared, which is stricter than
+    PyTorch's fast mode (one random projection of it). Forward-mode AD is not built here.
+    """
+    _refuse_unbuilt(check_forward_ad or check_batched_forward_grad, masked)
+    try:
+        if check_backward_ad:
+            fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
+            analytic, numeric = jacobians(fn, inputs, eps)
+            _check_jacobians(analytic, numeric, atol, rtol)
+            _check_reentrant(fn, inputs, analytic, nondet_tol)
+            if check_undefined_grad or check_grad_dtypes:
+                _check_zero_grad_outputs(fn, inputs, check_grad_dtypes)
+            if check_batched_grad:
+                _check_batched(fn, inputs, analytic)
+    except GradcheckError:
+        if raise_exception:
+            raise
+        return False
     return True
 
 
-def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3):
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3, *,
+                  gen_non_contig_grad_outputs=False, raise_exception=True, nondet_tol=0.0,
+                  check_undefined_grad=True, check_grad_dtypes=False, check_batched_grad=False,
+                  check_fwd_over_rev=False, check_rev_over_rev=True, fast_mode=False, masked=False):
     """gradcheck of the gradient itself: second derivatives through create_graph=True.
 
     Checks v ↦ d(Σ fn(x) · v)/dx against finite differences, with v random
-    (or ``grad_outputs``), so Hessian-vector products are verified.
+    (or ``grad_outputs``), so Hessian-vector products are verified. The keywords are
+    gradcheck's; ``gen_non_contig_grad_outputs`` is accepted (NumPy gradients have no
+    layout that could change a value here).
     """
+    _refuse_unbuilt(check_fwd_over_rev, masked)
+    if not check_rev_over_rev:
+        return True
     fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     outputs = _outputs(fn, inputs)
@@ -140,4 +247,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3)
                     create_graph=True, allow_unused=True)
 
     return gradcheck(lambda *xs: tuple(g for g in first_derivative(*xs) if g is not None),
-                     inputs, eps=eps, atol=atol, rtol=rtol)
+                     inputs, eps=eps, atol=atol, rtol=rtol, raise_exception=raise_exception,
+                     nondet_tol=nondet_tol, check_undefined_grad=check_undefined_grad,
+                     check_grad_dtypes=check_grad_dtypes, check_batched_grad=check_batched_grad,
+                     fast_mode=fast_mode)

@@ -2,7 +2,9 @@
 
 The file is a NumPy ``.npz`` archive: one entry per array, plus ``__structure__``,
 a JSON description of the nesting (dicts, lists, numbers, strings, None) in
-which every array is named by its entry. Loading reads arrays with
+which every array is named by its entry. Tensors that share an array (tied
+weights) are written once and share it again when loaded, as PyTorch's do;
+a view is written as the values it shows. Loading reads arrays with
 ``allow_pickle=False`` and parses JSON, so opening a file never runs code.
 
 A path ending in ``.safetensors`` is written and read in that format instead
@@ -23,19 +25,41 @@ from .tensor import Tensor
 STRUCTURE = "__structure__"
 
 
-def _encode(obj, arrays):
+class _Written:
+    """What one ``save`` has written so far: the arrays, each once (two tensors that share an
+    array, as tied weights in a state_dict do, share one entry), and the tensors, each once
+    (the same tensor twice loads as one tensor twice, as PyTorch's pickle memo gives)."""
+
+    def __init__(self):
+        self.arrays, self.array_index, self.tensor_index = [], {}, {}
+        self.kept = []  # what the indexes name stays alive, so no id is reused during the save
+
+    def array(self, array):
+        if id(array) not in self.array_index:
+            self.array_index[id(array)] = len(self.arrays)
+            self.arrays.append(to_numpy(array))
+            self.kept.append(array)
+        return self.array_index[id(array)]
+
+    def tensor(self, tensor):
+        if id(tensor) not in self.tensor_index:
+            self.tensor_index[id(tensor)] = len(self.tensor_index)
+            self.kept.append(tensor)
+        return self.tensor_index[id(tensor)]
+
+
+def _encode(obj, written):
     if isinstance(obj, Tensor):
-        arrays.append(to_numpy(obj._data))
-        return {"tensor": len(arrays) - 1, "requires_grad": obj.requires_grad}
+        return {"tensor": written.array(obj._data), "object": written.tensor(obj),
+                "requires_grad": obj.requires_grad}
     if isinstance(obj, (numpy.ndarray, xp.ndarray)):
-        arrays.append(to_numpy(obj))
-        return {"array": len(arrays) - 1}
+        return {"array": written.array(obj)}
     if isinstance(obj, dict):
         if not all(isinstance(key, (str, int)) for key in obj):
             raise TypeError("save: dict keys must be strings or ints")
-        return {"dict": [[key, _encode(value, arrays)] for key, value in obj.items()]}
+        return {"dict": [[key, _encode(value, written)] for key, value in obj.items()]}
     if isinstance(obj, (list, tuple)):
-        return {"tuple" if isinstance(obj, tuple) else "list": [_encode(v, arrays) for v in obj]}
+        return {"tuple" if isinstance(obj, tuple) else "list": [_encode(v, written) for v in obj]}
     if isinstance(obj, numpy.generic):
         obj = obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -44,17 +68,36 @@ def _encode(obj, arrays):
                     "tensors, arrays, dicts, lists, numbers and strings can be saved")
 
 
-def _decode(node, archive):
+class _Read:
+    """What one ``load`` has made so far: each stored array once (the tensors that shared it
+    when saved share it again) and each stored tensor once."""
+
+    def __init__(self, archive):
+        self.archive, self.arrays, self.tensors = archive, {}, {}
+
+    def array(self, index):
+        if index not in self.arrays:
+            self.arrays[index] = xp.asarray(self.archive[f"a{index}"])
+        return self.arrays[index]
+
+
+def _decode(node, read):
     if "tensor" in node:
-        return Tensor(xp.asarray(archive[f"a{node['tensor']}"]), requires_grad=node["requires_grad"])
+        key = node.get("object")  # (files written before objects were numbered have none)
+        if key is None or key not in read.tensors:
+            tensor = Tensor(read.array(node["tensor"]), requires_grad=node["requires_grad"])
+            if key is None:
+                return tensor
+            read.tensors[key] = tensor
+        return read.tensors[key]
     if "array" in node:
-        return xp.asarray(archive[f"a{node['array']}"])
+        return read.array(node["array"])
     if "dict" in node:
-        return {key: _decode(value, archive) for key, value in node["dict"]}
+        return {key: _decode(value, read) for key, value in node["dict"]}
     if "list" in node:
-        return [_decode(value, archive) for value in node["list"]]
+        return [_decode(value, read) for value in node["list"]]
     if "tuple" in node:
-        return tuple(_decode(value, archive) for value in node["tuple"])
+        return tuple(_decode(value, read) for value in node["tuple"])
     return node["value"]
 
 
@@ -97,9 +140,9 @@ def save(obj, path):
     takes a flat dict of named tensors (a state_dict)."""
     if _is_safetensors(path):
         return _save_safetensors(obj, path)
-    arrays = []
-    structure = _encode(obj, arrays)
-    entries = {f"a{i}": array for i, array in enumerate(arrays)}
+    written = _Written()
+    structure = _encode(obj, written)
+    entries = {f"a{i}": array for i, array in enumerate(written.arrays)}
     import json  # here, not at import: `import autograd` stays quick
 
     entries[STRUCTURE] = numpy.frombuffer(json.dumps(structure).encode(), dtype=numpy.uint8)
@@ -123,4 +166,4 @@ def load(path, map_location=None, weights_only=True):
         import json
 
         structure = json.loads(archive[STRUCTURE].tobytes().decode())
-        return _decode(structure, archive)
+        return _decode(structure, _Read(archive))

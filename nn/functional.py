@@ -11,6 +11,7 @@ import warnings
 import autograd
 from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
+from autograd.errors import check_same_dtype
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
     SELU_ALPHA,
     SELU_SCALE,
@@ -92,10 +93,7 @@ def linear(input, weight, bias=None):
     if input.shape[-1] != weight.shape[-1]:
         raise ValueError(f"linear: input of shape {input.shape} has {input.shape[-1]} features but the "
                          f"weight of shape {weight.shape} expects {weight.shape[-1]}")
-    for name, tensor in (("weight", weight), ("bias", bias)):
-        if tensor is not None and tensor.dtype != input.dtype:
-            raise RuntimeError(f"linear: the {name} is {tensor.dtype} but the input is {input.dtype}; "
-                               "they must have the same dtype (convert one with .to())")
+    check_same_dtype("linear", input, weight=weight, bias=bias)
     if bias is None:
         return AffineMap.apply(input, weight)
     return AffineMap.apply(input, weight, bias)

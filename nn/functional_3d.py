@@ -67,7 +67,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError(f"{name}: expected a weight of 5 dimensions (out, in/groups, kd, kh, kw), got weight "
                            f"of size {_dims(weight.shape, 1)}")
     input, unbatched = _batched(input, 3, name)
-    _check_conv(input, weight, groups, weight.shape[1] * groups, name)
+    _check_conv(input, weight, groups, weight.shape[1] * groups, name, bias=bias)
     kernel = tuple(weight.shape[2:])
     stride, dilation = _tuple(stride, 3, "stride"), _tuple(dilation, 3, "dilation")
     padding, extra = _conv_padding(padding, 3, kernel, dilation, stride)
@@ -100,7 +100,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
         raise RuntimeError(f"{name}: expected a weight of 5 dimensions (in, out/groups, kd, kh, kw), got weight "
                            f"of size {_dims(weight.shape, 1)}")
     input, unbatched = _batched(input, 3, name)
-    _check_conv(input, weight, groups, weight.shape[0], name, transposed=True)
+    _check_conv(input, weight, groups, weight.shape[0], name, transposed=True, bias=bias)
     stride, padding = _tuple(stride, 3, "stride"), _tuple(padding, 3, "padding")
     output_padding, dilation = _tuple(output_padding, 3, "output_padding"), _tuple(dilation, 3, "dilation")
     if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):

@@ -11,6 +11,7 @@ matrices (y = A_h x A_wᵀ), so their gradients come from matmul's.
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
+from autograd.errors import check_same_dtype
 from autograd.ops import convolution, pooling
 
 from .padding import pad
@@ -75,7 +76,8 @@ def _conv_padding(padding, n, kernel, dilation, stride):
     return _tuple(padding, n, "padding"), (0,) * n
 
 
-def _check_conv(input, weight, groups, in_channels, name, transposed=False):
+def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias=None):
+    check_same_dtype(name, input, weight=weight, bias=bias)
     if groups <= 0:
         raise RuntimeError(f"{name}: non-positive groups is not supported, got groups={groups}")
     if weight.shape[0] % groups:
@@ -94,7 +96,7 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
         raise RuntimeError(f"{name}: expected a weight of {spatial + 2} dimensions (out, in/groups, *kernel), "
                            f"got weight of size {_dims(weight.shape, 1)}")
     input, undo = _as_2d(input, spatial, name)
-    _check_conv(input, weight, groups, weight.shape[1] * groups, name)
+    _check_conv(input, weight, groups, weight.shape[1] * groups, name, bias=bias)
     kernel = tuple(weight.shape[2:])
     stride, dilation = _tuple(stride, spatial, "stride"), _tuple(dilation, spatial, "dilation")
     padding, extra = _conv_padding(padding, spatial, kernel, dilation, stride)
@@ -142,7 +144,7 @@ def conv_tbc(input, weight, bias, pad=0):
 def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, spatial):
     name = f"conv_transpose{spatial}d"
     input, undo = _as_2d(input, spatial, name)
-    _check_conv(input, weight, groups, weight.shape[0], name, transposed=True)
+    _check_conv(input, weight, groups, weight.shape[0], name, transposed=True, bias=bias)
     stride, padding = _tuple(stride, spatial, "stride"), _tuple(padding, spatial, "padding")
     output_padding, dilation = _tuple(output_padding, spatial, "output_padding"), _tuple(dilation, spatial, "dilation")
     if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):

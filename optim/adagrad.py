@@ -23,6 +23,18 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       foreach=foreach, maximize=maximize, differentiable=differentiable,
                                       fused=fused))
+        for group in self.param_groups:  # PyTorch fills the state at once: state_dict() shows every sum
+            for p in group["params"]:
+                self._initial_state(p, self.state[p], group)
+
+    @staticmethod
+    def _initial_state(param, state, group):
+        state["step"] = scalar_tensor(0.0)
+        state["sum"] = full_like(param, group["initial_accumulator_value"])
+
+    def share_memory(self):
+        """PyTorch moves the sums to shared memory for torch.multiprocessing; on one process
+        nothing needs to move (as Module.share_memory)."""
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)
@@ -33,9 +45,8 @@ class Adagrad(Optimizer):
         require(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']}")
 
     def update(self, param, grad, state, group):
-        if not state:
-            state["step"] = scalar_tensor(0.0)
-            state["sum"] = full_like(param, group["initial_accumulator_value"])
+        if not state:  # a parameter of a group added later (add_param_group)
+            self._initial_state(param, state, group)
         step = state["step"].add_(1).item()
         if group["weight_decay"]:
             grad = grad + group["weight_decay"] * param

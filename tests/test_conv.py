@@ -285,3 +285,23 @@ def test_conv2d_module_gradients_match_finite_differences(mode, padding, stride,
     weight = autograd.Tensor(layer.weight.numpy(), requires_grad=True)
     bias = autograd.Tensor(layer.bias.numpy(), requires_grad=True)
     assert autograd.gradcheck(fn, (x, weight, bias))
+
+
+@pytest.mark.parametrize("name", ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                                  "conv_transpose3d"])
+def test_convolutions_refuse_mixed_dtypes_as_pytorch(name):
+    """A float64 batch (NumPy's default) into a float32 layer: PyTorch refuses instead of promoting,
+    as linear here always did."""
+    spatial = int(name[-2])
+    x = autograd.ones(1, 2, *(4,) * spatial, dtype=autograd.float64)
+    w = autograd.ones(2, 2, *(2,) * spatial)
+    f = getattr(F, name)
+    with pytest.raises(RuntimeError, match=f"{name}: the weight is float32 but the input is float64"):
+        f(x, w)
+    with pytest.raises(RuntimeError, match=f"{name}: the bias is float64 but the input is float32"):
+        f(x.float(), w, autograd.ones(2, dtype=autograd.float64))
+    assert f(x, w.double()).dtype == autograd.float64
+    torch = pytest.importorskip("torch")
+    tf = getattr(torch.nn.functional, name)
+    with pytest.raises(RuntimeError):
+        tf(torch.ones(1, 2, *(4,) * spatial, dtype=torch.float64), torch.ones(2, 2, *(2,) * spatial))

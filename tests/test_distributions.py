@@ -128,3 +128,43 @@ def test_matches_torch_distributions():
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10, atol=1e-12)
     shapes = both(lambda m, d: d.Categorical(logits=m.tensor(logits)).sample((5,)).shape)
     assert tuple(shapes[0]) == tuple(shapes[1])
+
+
+def diagonal_gaussian_policy(m, d):
+    """A continuous-action policy as PPO/SAC code writes it: Independent(Normal(μ, σ), 1)."""
+    mu = m.tensor([[0.3, -0.2, 1.0], [0.0, 0.5, -1.5]], dtype=m.float64, requires_grad=True)
+    log_std = m.tensor([-0.5, 0.1, 0.3], dtype=m.float64, requires_grad=True)
+    pi = d.Independent(d.Normal(mu, log_std.exp()), 1)
+    action = m.tensor([[0.1, 0.4, 0.9], [-1.0, 2.0, -1.0]], dtype=m.float64)
+    log_prob, entropy = pi.log_prob(action), pi.entropy()
+    prior = d.Independent(d.Normal(m.zeros(2, 3, dtype=m.float64), m.ones(2, 3, dtype=m.float64)), 1)
+    kl = d.kl_divergence(pi, prior)
+    (log_prob.sum() + entropy.sum() + kl.sum()).backward()
+    whole = d.Independent(d.Normal(mu, log_std.exp()), 2)
+    return (log_prob, entropy, kl, mu.grad, log_std.grad, tuple(pi.batch_shape), tuple(pi.event_shape),
+            tuple(whole.batch_shape), tuple(whole.event_shape), whole.log_prob(action), pi.has_rsample,
+            tuple(pi.rsample((4,)).shape), pi.mean, pi.variance)
+
+
+def test_independent_normal_as_a_diagonal_gaussian_policy():
+    ours = diagonal_gaussian_policy(autograd, autograd.distributions)
+    log_prob, entropy, kl = ours[:3]
+    mu = np.array([[0.3, -0.2, 1.0], [0.0, 0.5, -1.5]])
+    std = np.exp([-0.5, 0.1, 0.3])
+    action = np.array([[0.1, 0.4, 0.9], [-1.0, 2.0, -1.0]])
+    by_hand = (-((action - mu) ** 2) / (2 * std ** 2) - np.log(std) - 0.5 * np.log(2 * np.pi)).sum(-1)
+    np.testing.assert_allclose(log_prob.numpy(), by_hand, rtol=1e-12)
+    np.testing.assert_allclose(entropy.numpy(), np.full(2, (0.5 + 0.5 * np.log(2 * np.pi) + np.log(std)).sum()))
+    np.testing.assert_allclose(kl.numpy(), (0.5 * (std ** 2 + mu ** 2 - 1) - np.log(std)).sum(-1), rtol=1e-12)
+    assert ours[5:9] == ((2,), (3,), (), (2, 3))
+    np.testing.assert_allclose(ours[9].numpy(), by_hand.sum(), rtol=1e-12)
+    assert ours[10] is True and ours[11] == (4, 2, 3)
+    with pytest.raises(ValueError, match="reinterpreted_batch_ndims"):
+        autograd.distributions.Independent(autograd.distributions.Normal(autograd.zeros(3), autograd.ones(3)), 2)
+    torch = pytest.importorskip("torch")
+    theirs = diagonal_gaussian_policy(torch, torch.distributions)
+    for a, b in zip(ours, theirs):
+        if hasattr(a, "detach"):
+            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-14)
+        else:
+            assert a == b

@@ -424,6 +424,53 @@ def test_mark_dirty_rebases_the_changed_input():
         AddOneInPlace.apply(_x(1.0))
 
 
+def _dirty_through_data_program(torch):
+    """A forward that writes its input through .data (no version counter sees that) and marks it
+    dirty: what an earlier op saved of the input is stale, so its backward must refuse."""
+
+    class TripleThroughData(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            x.data.mul_(3)
+            ctx.mark_dirty(x)
+            return x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 3
+
+    class Untouched(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.mark_dirty(x)
+            return x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    b = a.clone()
+    y = b * b  # saves b
+    c = TripleThroughData.apply(b)
+    try:
+        (y.sum() + c.sum()).backward()
+        refused = False
+    except RuntimeError as e:
+        refused = "modified by an inplace operation" in str(e)
+    d = a.clone()
+    Untouched.apply(d)
+    return refused, b._version, d._version
+
+
+def test_mark_dirty_counts_as_a_write_even_when_forward_went_around_the_counter():
+    # without the bump, y's backward read the tripled b: a.grad [9, 15] instead of an error
+    ours = _dirty_through_data_program(autograd)
+    assert ours == (True, 1, 1)
+    torch = pytest.importorskip("torch")
+    assert _dirty_through_data_program(torch) == ours
+
+
 def test_no_graph_without_grad():
     x = _x(1.0, requires_grad=False)
     y = Exp.apply(x)

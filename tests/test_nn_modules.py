@@ -273,6 +273,51 @@ def test_batchnorm_matches_torch_in_training_and_eval():
                                    rtol=1e-10)
 
 
+def _normalised_then_written_in_place(torch, nn):
+    """Normalisation layers without an affine step, their output written in place next: CycleGAN's
+    generator block (InstanceNorm2d, affine=False, then ReLU(True)), and the others alike."""
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.standard_normal((2, 4, 5, 5)), requires_grad=True)
+    layers = [nn.InstanceNorm2d(4), nn.GroupNorm(2, 4, affine=False), nn.BatchNorm2d(4, affine=False),
+              nn.LayerNorm(5, elementwise_affine=False)]
+    total = 0
+    for layer in layers:
+        out = nn.Sequential(layer, nn.ReLU(True)).double()(x * 1)
+        total = total + (out + 1).pow(2).sum()
+    evaluated = nn.BatchNorm2d(4, affine=False).double().eval()
+    out = evaluated(x * 1)
+    out.mul_(2.0)
+    total = total + out.pow(2).sum()
+    total.backward()
+    return total.item(), x.grad.numpy()
+
+
+@pytest.mark.parametrize("make", [lambda n: n.BatchNorm1d(3), lambda n: n.LayerNorm(3), lambda n: n.GroupNorm(1, 3)])
+def test_normalisation_layers_refuse_mixed_dtypes_as_pytorch(make):
+    """A float64 batch into float32 normalisation parameters: refused (as PyTorch, and as linear and
+    the convolutions here), not silently promoted; in eval the running statistics count too."""
+    layer = make(nn)
+    x = Tensor(np.ones((4, 3)))
+    with pytest.raises(RuntimeError, match="is float32 but the input is float64"):
+        layer(x)
+    assert layer.double()(x).dtype == autograd.float64
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError):
+        make(torch.nn)(torch.ones(4, 3, dtype=torch.float64))
+    bn = nn.BatchNorm1d(3, affine=False).eval()
+    with pytest.raises(RuntimeError, match="batch_norm: the running_mean is float32"):
+        bn(x)
+
+
+def test_normalisation_output_may_be_changed_in_place():
+    total, grad = _normalised_then_written_in_place(autograd, nn)
+    assert np.isfinite(total) and np.count_nonzero(grad) == grad.size
+    torch = pytest.importorskip("torch")
+    their_total, their_grad = _normalised_then_written_in_place(torch, torch.nn)
+    assert total == pytest.approx(their_total, rel=1e-12)
+    np.testing.assert_allclose(grad, their_grad, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.torch
 def test_norms_and_activations_match_torch():
     import torch

@@ -239,6 +239,83 @@ def test_gradcheck_catches_a_wrong_derivative():
         del REGISTRY["WrongExp"]
 
 
+def _gradcheck_functions(torch):
+    """Custom Functions whose backward is wrong in one way each, for gradcheck's options."""
+
+    class WrongSquare(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x  # should be 2 x g
+
+    class NotReentrant(torch.autograd.Function):
+        calls = [0]
+
+        @staticmethod
+        def forward(ctx, x):
+            return x * 3
+
+        @staticmethod
+        def backward(ctx, g):
+            NotReentrant.calls[0] += 1
+            return g * 3 if NotReentrant.calls[0] % 2 else g * (3 + 1e-9)  # drifts on every other call
+
+    class NonzeroForZero(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2 if bool((g != 0).any()) else torch.ones_like(g)
+
+    return WrongSquare, NotReentrant, NonzeroForZero
+
+
+def gradcheck_options_program(torch):
+    WrongSquare, NotReentrant, NonzeroForZero = _gradcheck_functions(torch)
+    x = torch.tensor([0.5, -1.25, 2.0], dtype=torch.float64, requires_grad=True)
+    results = {
+        "quiet": torch.autograd.gradcheck(WrongSquare.apply, (x,), raise_exception=False),
+        "fast": torch.autograd.gradcheck(WrongSquare.apply, (x,), raise_exception=False, fast_mode=True),
+        "reentrant": torch.autograd.gradcheck(NotReentrant.apply, (x,), raise_exception=False),
+        "nondet_tol": torch.autograd.gradcheck(NotReentrant.apply, (x,), nondet_tol=1e-6),
+        "zero": torch.autograd.gradcheck(NonzeroForZero.apply, (x,), raise_exception=False),
+        "batched": torch.autograd.gradcheck(lambda t: (t.tanh() * t[0], t.sum()), (x,), check_batched_grad=True,
+                                            check_grad_dtypes=True),
+        "gradgrad": torch.autograd.gradgradcheck(lambda t: t.sin() * t, (x,), raise_exception=False,
+                                                 gen_non_contig_grad_outputs=True, check_batched_grad=True),
+        "gradgrad wrong": torch.autograd.gradgradcheck(lambda t: WrongSquare.apply(t) * t, (x,),
+                                                       raise_exception=False),
+    }
+    try:
+        torch.autograd.gradcheck(WrongSquare.apply, (x,))
+    except RuntimeError as e:  # PyTorch's GradcheckError is a RuntimeError
+        results["raises"] = type(e).__name__
+    return results
+
+
+def test_gradcheck_options_as_pytorch():
+    """raise_exception, nondet_tol (the reentrancy check), the zero-gradient check, fast_mode,
+    check_batched_grad and gradgradcheck's keywords, with PyTorch's results."""
+    ours = gradcheck_options_program(autograd)
+    assert ours == {"quiet": False, "fast": False, "reentrant": False, "nondet_tol": True, "zero": False,
+                    "batched": True, "gradgrad": True, "gradgrad wrong": False, "raises": "GradcheckError"}
+    assert issubclass(autograd.GradcheckError, AssertionError)  # still a failed check, as before
+    x = leaf([0.5, 1.0])
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):
+        autograd.gradcheck(lambda t: t * 2, (x,), check_forward_ad=True)
+    with pytest.raises(NotImplementedError, match="sparse"):
+        autograd.gradcheck(lambda t: t * 2, (x,), masked=True)
+    torch = pytest.importorskip("torch")
+    assert gradcheck_options_program(torch) == ours
+
+
 @pytest.mark.parametrize("transpose_a", [False, True])
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_matmul_with_transposed_operands_first_and_second_derivatives(transpose_a, transpose_b):

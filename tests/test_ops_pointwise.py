@@ -228,3 +228,30 @@ FUNCTION_CASES = {
 def test_functional_spellings_match_torch(name):
     fn, *inputs = FUNCTION_CASES[name]
     compare(lambda m, *xs: fn(_Functions() if m is autograd else m, *xs), *inputs)
+
+
+@pytest.mark.parametrize("name", ["erfinv", "logaddexp", "logaddexp2"])
+def test_output_may_be_changed_in_place_where_pytorch_keeps_only_inputs(name):
+    """These backwards need only the inputs (as PyTorch's), so a later in-place write of the
+    output is no error, and the gradient is the one of the values before it."""
+    def program(torch):
+        a = torch.tensor([0.3, -1.2, 0.8, 1.5], dtype=torch.float64, requires_grad=True)
+        b = torch.tensor([1.1, 0.7, -0.9, 2.0], dtype=torch.float64, requires_grad=True)
+        y = {"erfinv": lambda: torch.erfinv(a * 0.3), "logaddexp": lambda: torch.logaddexp(a, b),
+             "logaddexp2": lambda: torch.logaddexp2(a, b)}[name]()
+        y.mul_(2)
+        y.sum().backward()
+        return a.grad.numpy(), None if b.grad is None else b.grad.numpy()
+
+    a_grad, b_grad = program(autograd)
+    av, bv = np.array([0.3, -1.2, 0.8, 1.5]), np.array([1.1, 0.7, -0.9, 2.0])
+    if name == "logaddexp":
+        np.testing.assert_allclose(a_grad, 2 / (1 + np.exp(bv - av)), rtol=1e-12)
+        np.testing.assert_allclose(b_grad, 2 / (1 + np.exp(av - bv)), rtol=1e-12)
+    elif name == "logaddexp2":
+        np.testing.assert_allclose(a_grad + b_grad, 2.0, rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    their_a, their_b = program(torch)
+    np.testing.assert_allclose(a_grad, their_a, rtol=1e-12)
+    if their_b is not None:
+        np.testing.assert_allclose(b_grad, their_b, rtol=1e-12)

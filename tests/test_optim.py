@@ -124,6 +124,32 @@ def test_rmsprop_adagrad_adadelta_by_hand():
     assert adadelta(2.0) == pytest.approx(1.0 - delta)
 
 
+def _adagrad_state_program(torch, nn, optim):
+    a, b = nn.Parameter(torch.ones(2)), nn.Parameter(torch.zeros(3))
+    opt = optim.Adagrad([a, b], lr=0.1, initial_accumulator_value=0.5)
+    fresh = {k: {name: v.tolist() for name, v in s.items()} for k, s in opt.state_dict()["state"].items()}
+    a.grad = torch.ones(2)
+    opt.step()  # b has no gradient: its state stays as it was made
+    later = {k: {name: v.tolist() for name, v in s.items()} for k, s in opt.state_dict()["state"].items()}
+    c = nn.Parameter(torch.ones(1))
+    opt.add_param_group({"params": [c]})
+    c.grad = torch.ones(1)
+    opt.step()
+    opt.share_memory()
+    return fresh, later, opt.state[c]["sum"].tolist(), opt.state[c]["step"].item()
+
+
+def test_adagrad_makes_its_state_at_construction():
+    """PyTorch's Adagrad fills each parameter's step and sum in __init__ (a state_dict saved before
+    the first step, or after steps that skipped a parameter, holds them); later groups on first use."""
+    ours = _adagrad_state_program(autograd, nn, optim)
+    assert ours[0] == {0: {"step": 0.0, "sum": [0.5, 0.5]}, 1: {"step": 0.0, "sum": [0.5, 0.5, 0.5]}}
+    assert ours[1][1] == ours[0][1] and ours[1][0]["step"] == 1.0
+    assert ours[2:] == ([1.5], 1.0)
+    torch = pytest.importorskip("torch")
+    assert _adagrad_state_program(torch, torch.nn, torch.optim) == ours
+
+
 def test_lecture_lines_run_as_written():
     model = nn.MLP(2, [4], 1)
     optim.SGD(model.parameters(), lr=0.01, momentum=0)

@@ -58,3 +58,51 @@ def test_weight_norm_on_a_recurrent_weight():
     x = np.random.default_rng(0).standard_normal((4, 2, 2))
     np.testing.assert_allclose(ours(autograd.tensor(x))[0].numpy(), theirs(torch.tensor(x))[0].detach().numpy(),
                                atol=1e-12)
+
+
+def _spectral_norm_program(torch, nn, rng_seed=0):
+    P = nn.utils.parametrizations
+    rng = np.random.default_rng(rng_seed)
+    lin = nn.Linear(4, 3)
+    lin.load_state_dict({k: torch.tensor(rng.standard_normal(tuple(v.shape)).astype(np.float32))
+                         for k, v in lin.state_dict().items()})
+    P.spectral_norm(lin)
+    keys = sorted(lin.state_dict())
+    # the same u and v in both libraries (they start random)
+    lin.load_state_dict({k: torch.tensor(rng.standard_normal(tuple(v.shape)).astype(np.float32))
+                         if k.endswith(("_u", "_v")) else v for k, v in lin.state_dict().items()})
+    x = torch.tensor(rng.standard_normal((5, 4)).astype(np.float32))
+    y = lin(x)
+    y.pow(2).sum().backward()
+    u_after_train = lin.parametrizations.weight[0]._u.clone()
+    lin.eval()
+    y_eval = lin(x)
+    unchanged = bool(torch.equal(lin.parametrizations.weight[0]._u, u_after_train))
+    up = nn.ConvTranspose2d(2, 3, 2)
+    P.spectral_norm(up)
+    bias_normed = P.spectral_norm(nn.Linear(2, 3), name="bias").bias
+    return (keys, y.detach().numpy(), lin.parametrizations.weight.original.grad.numpy(), y_eval.detach().numpy(),
+            unchanged, up.parametrizations.weight[0].dim, tuple(up.parametrizations.weight[0]._u.shape),
+            float(bias_normed.detach().norm()))
+
+
+def test_parametrizations_spectral_norm():
+    """The parametrization-based spectral_norm (PyTorch's recommended one): W / σ(W) with u, v in
+    the buffers _u, _v; power iteration in training only; dim 1 for a transposed convolution."""
+    ours = _spectral_norm_program(autograd, nn)
+    assert ours[0] == ["bias", "parametrizations.weight.0._u", "parametrizations.weight.0._v",
+                       "parametrizations.weight.original"]
+    assert ours[4] and ours[5] == 1 and ours[6] == (3,)
+    assert ours[7] == pytest.approx(1.0)
+    # after the 15 power steps at construction, the largest singular value of W / σ is 1
+    autograd.manual_seed(0)
+    lin = nn.utils.parametrizations.spectral_norm(nn.Linear(6, 5))
+    assert np.linalg.svd(lin.weight.detach().numpy(), compute_uv=False)[0] == pytest.approx(1.0, rel=1e-3)
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        nn.utils.parametrizations.spectral_norm(nn.Linear(2, 2), dim=2)
+    torch = pytest.importorskip("torch")
+    theirs = _spectral_norm_program(torch, torch.nn)
+    assert ours[0] == theirs[0] and ours[4:7] == theirs[4:7]
+    for a, b in zip(ours[1:4], theirs[1:4]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert ours[7] == pytest.approx(theirs[7])

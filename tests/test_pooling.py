@@ -262,3 +262,25 @@ def test_errors_match_torch_types_and_name_the_shapes():
         F.interpolate(autograd.Tensor(distinct(1, 1, 2, 2)))
     with pytest.raises(ValueError, match="align_corners option can only be set"):
         F.interpolate(autograd.Tensor(distinct(1, 1, 2, 2)), scale_factor=2, align_corners=True)
+
+
+def _pool_then_relu_in_place(torch, nn):
+    """The spatial transformer tutorial's localisation net writes max pooling's output in place
+    (nn.MaxPool2d then nn.ReLU(True)): PyTorch's max pooling keeps its input, not its output."""
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.standard_normal((2, 2, 4, 6)), requires_grad=True)
+    conv = x * 2
+    pooled = nn.Sequential(nn.MaxPool2d(2, stride=2), nn.ReLU(True))(conv)
+    shifted = nn.functional.max_pool1d(conv.view(2, 2, 24), 3)
+    shifted.add_(1.0)
+    (pooled.pow(2).sum() + shifted.pow(3).sum()).backward()
+    return pooled.detach().numpy(), x.grad.numpy()
+
+
+def test_max_pool_output_may_be_changed_in_place():
+    pooled, grad = _pool_then_relu_in_place(autograd, nn)
+    assert (pooled >= 0).all() and np.count_nonzero(grad) > 0
+    torch = pytest.importorskip("torch")
+    their_pooled, their_grad = _pool_then_relu_in_place(torch, torch.nn)
+    np.testing.assert_allclose(pooled, their_pooled, rtol=1e-12)
+    np.testing.assert_allclose(grad, their_grad, rtol=1e-12)

@@ -213,6 +213,46 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded["flag"] is None
 
 
+def _tied_weights_round_trip(torch, nn):
+    import io
+
+    model = nn.Sequential(nn.Embedding(5, 3), nn.Linear(3, 5, bias=False))
+    model[1].weight = model[0].weight  # tied, as GPT-2's embedding and output layer
+    t = torch.ones(2, requires_grad=True)
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "twice": [t, t]}, buffer)
+    size = buffer.tell()
+    buffer.seek(0)
+    loaded = torch.load(buffer)
+    a, b = loaded["model"]["0.weight"], loaded["model"]["1.weight"]
+    first, second = loaded["twice"]
+    a.add_(1.0)  # one storage: the write shows through the tied key too
+    return (a.data_ptr() == b.data_ptr(), a is b, bool(torch.equal(a, b)), first is second,
+            first.requires_grad), size
+
+
+def test_save_writes_shared_tensors_once_and_load_shares_them_again():
+    """Tied weights are one array in the file and one storage after loading; one tensor saved
+    twice loads as one tensor (PyTorch's pickle memo)."""
+    import nn
+
+    ours, size = _tied_weights_round_trip(autograd, nn)
+    assert ours == (True, False, True, True, True)
+    untied = io_size_of({"0.weight": autograd.zeros(5, 3), "1.weight": autograd.zeros(5, 3),
+                         "twice": [autograd.ones(2), autograd.ones(2)]})
+    assert size < untied  # the tied weight and the repeated tensor are stored once
+    torch = pytest.importorskip("torch")
+    assert _tied_weights_round_trip(torch, torch.nn)[0] == ours
+
+
+def io_size_of(obj):
+    import io
+
+    buffer = io.BytesIO()
+    autograd.save(obj, buffer)
+    return buffer.tell()
+
+
 def test_load_never_unpickles(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, payload=np.array([object()], dtype=object))

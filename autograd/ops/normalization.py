@@ -10,6 +10,7 @@ scales and shifts it per channel (or per element of the normalised shape): y = Î
 Composed of differentiable ops.
 """
 
+from ..errors import check_same_dtype
 from ..graph import no_grad
 from ..tensor import Tensor
 from .names import names
@@ -20,7 +21,14 @@ def normalize(input, axes, eps):
     mean = input.mean(axes, keepdim=True)
     centred = input - mean
     variance = (centred * centred).mean(axes, keepdim=True)
-    return centred / (variance + eps).sqrt(), mean, variance
+    return standardize(centred, variance, eps), mean, variance
+
+
+def standardize(centred, variance, eps):
+    """(x - mean) Â· (var + eps)^(-1/2), multiplied by the reciprocal as PyTorch's normalisation kernels
+    do. The product's backward keeps its factors, not its result, so the normalised tensor may be
+    changed in place afterwards (InstanceNorm2d then ReLU(True), as CycleGAN's generator does)."""
+    return centred * (variance + eps).rsqrt()
 
 
 def channel_shape(input):
@@ -55,6 +63,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """
     if input.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {input.shape}")
+    check_same_dtype("batch_norm", input, weight=weight, bias=bias, running_mean=running_mean,
+                     running_var=running_var)
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
     if training:
@@ -67,7 +77,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                                   mean._data.reshape(-1), variance._data.reshape(-1), count)
     else:
         mean = running_mean.reshape(shape)
-        normalized = (input - mean) / (running_var.reshape(shape) + eps).sqrt()
+        normalized = standardize(input - mean, running_var.reshape(shape), eps)
     return scale_and_shift(normalized, weight, bias, shape)
 
 
@@ -86,6 +96,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
         raise ValueError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
+    check_same_dtype("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = normalize(input, axes, eps)
     return scale_and_shift(normalized, weight, bias)
@@ -111,6 +122,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     batch, channels = input.shape[0], input.shape[1]
     if channels % num_groups:
         raise ValueError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
+    check_same_dtype("group_norm", input, weight=weight, bias=bias)
     grouped = input.reshape(batch, num_groups, -1)
     normalized, _, _ = normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
@@ -126,8 +138,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {input.shape}")
     shape = channel_shape(input)
     if not use_input_stats:
-        return scale_and_shift((input - running_mean.reshape(shape)) / (running_var.reshape(shape) + eps).sqrt(),
-                                  weight, bias, shape)
+        return scale_and_shift(standardize(input - running_mean.reshape(shape), running_var.reshape(shape), eps),
+                               weight, bias, shape)
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")

@@ -221,17 +221,17 @@ def _erfinv(y):
 
 
 class Erfinv(Primitive):
-    """y = erf⁻¹(x);   dL/dx = dL/dy · √π/2 · e^(y²)"""
+    """y = erf⁻¹(x);   dL/dx = dL/dy · √π/2 · e^(y²)
 
-    saves_inputs = False  # backward needs no input's values
-
-    saves_output = True
+    Backward takes y again from x rather than keeping it: y may be changed in place later, as
+    PyTorch allows (its erfinv keeps only x)."""
 
     def forward(self, x):
         with xp.errstate(divide="ignore", invalid="ignore"):
             return _erfinv(x)
 
     def backward(self, grad, y, x):
+        y = Erfinv.apply(x)
         return (grad * (y * y).exp() * (math.sqrt(math.pi) / 2),)
 
 
@@ -423,29 +423,27 @@ def hypot(input, other, *, out=None):
 
 
 class LogAddExp(Primitive):
-    """z = ln(e^x + e^y) without overflow;   dL/dx = dL/dz · e^(x - z),   dL/dy = dL/dz · e^(y - z)"""
-
-    saves_output = True
+    """z = ln(e^x + e^y) without overflow;   dL/dx = dL/dz · e^(x - z) = dL/dz · σ(x - y),
+    dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows)"""
 
     def forward(self, x, y):
         return xp.logaddexp(x, y)
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * (x - z).exp(), x) if x.requires_grad else None,
-                unbroadcast(grad * (y - z).exp(), y) if y.requires_grad else None)
+        return (unbroadcast(grad * (x - y).sigmoid(), x) if x.requires_grad else None,
+                unbroadcast(grad * (y - x).sigmoid(), y) if y.requires_grad else None)
 
 
 class LogAddExp2(Primitive):
-    """z = log₂(2^x + 2^y);   dL/dx = dL/dz · 2^(x - z),   dL/dy = dL/dz · 2^(y - z)"""
-
-    saves_output = True
+    """z = log₂(2^x + 2^y);   dL/dx = dL/dz · 2^(x - z) = dL/dz · σ((x - y) ln 2),
+    dL/dy = dL/dz · σ((y - x) ln 2)  (from x and y only, as LogAddExp)"""
 
     def forward(self, x, y):
         return xp.logaddexp2(x, y)
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * Exp2.apply(x - z), x) if x.requires_grad else None,
-                unbroadcast(grad * Exp2.apply(y - z), y) if y.requires_grad else None)
+        return (unbroadcast(grad * ((x - y) * math.log(2)).sigmoid(), x) if x.requires_grad else None,
+                unbroadcast(grad * ((y - x) * math.log(2)).sigmoid(), y) if y.requires_grad else None)
 
 
 @names("logaddexp")

@@ -141,9 +141,9 @@ class MaxPool2d(Primitive):
     order, as PyTorch);   dL/dx = MaxPoolSpread(dL/dy): each dL/dy to its window's maximum
 
     The forward pass only takes maxima (one pass per kernel offset); which position won is found in
-    backward, from x and y, where it is needed."""
+    backward, where it is needed, from x and its maxima taken again: y itself is not kept, since a
+    later in-place op may change it (nn.MaxPool2d then nn.ReLU(inplace=True)), as PyTorch allows."""
 
-    saves_output = True
     winners = None
 
     def forward(self, x):
@@ -161,7 +161,7 @@ class MaxPool2d(Primitive):
         return self.winners
 
     def backward(self, grad, y, x):
-        winners = self.winners_for(x._data, y._data)
+        winners = self.winners if self.winners is not None else self.winners_for(x._data, self.forward(x._data))
         return (MaxPoolSpread.apply(grad, winners=winners, shape=x.shape, like=_layout_of(x._data),
                                     **{k: getattr(self, k) for k in POOL_PARAMS}),)
 

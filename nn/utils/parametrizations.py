@@ -1,5 +1,9 @@
-"""``nn.utils.parametrizations``: ready-made parametrizations (PyTorch's ``weight_norm``)."""
+"""``nn.utils.parametrizations``: ready-made parametrizations (PyTorch's ``weight_norm`` and
+``spectral_norm``)."""
 
+import autograd
+
+from .. import functional as F
 from ..module import Module
 from . import parametrize
 
@@ -36,3 +40,71 @@ def weight_norm(module, name="weight", dim=0):
     ``parametrizations.<name>.original0`` (g, the norms) and ``original1`` (v, the directions),
     so gradient descent moves a weight's length and direction separately."""
     return parametrize.register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
+
+
+class _SpectralNorm(Module):
+    """W / σ(W), σ the largest singular value of W seen as a matrix (its ``dim`` axis first),
+    estimated by power iteration (Miyato et al., 2018):
+
+        u ← W v / max(‖W v‖, ε),   v ← Wᵀ u / max(‖Wᵀ u‖, ε),   σ ≈ uᵀ W v
+
+    u and v are the buffers ``_u`` and ``_v``: drawn at random and refined by 15 steps when made,
+    by ``n_power_iterations`` steps before each forward in training mode (none in eval), and
+    constants of the graph (the gradient flows through σ's W only). A 1-D weight is normalised.
+    The nn.utils.spectral_norm hook does the same with the other order of the two steps."""
+
+    def __init__(self, weight, n_power_iterations=1, dim=0, eps=1e-12):
+        super().__init__()
+        ndim = weight.ndim
+        if dim >= ndim or dim < -ndim:
+            raise IndexError(f"Dimension out of range (expected to be in range of [-{ndim}, {ndim - 1}] "
+                             f"but got {dim})")
+        if n_power_iterations <= 0:
+            raise ValueError("Expected n_power_iterations to be positive, but got "
+                             f"n_power_iterations={n_power_iterations}")
+        self.dim = dim % ndim
+        self.eps = eps
+        if ndim > 1:
+            from .spectral_norm import weight_as_matrix  # here: spectral_norm -> weight_norm imports this module
+            self.n_power_iterations = n_power_iterations
+            matrix = weight_as_matrix(weight, self.dim)
+            height, width = matrix.shape
+            with autograd.no_grad():
+                self.register_buffer("_u", F.normalize(weight.new_empty(height).normal_(0, 1), dim=0, eps=eps))
+                self.register_buffer("_v", F.normalize(weight.new_empty(width).normal_(0, 1), dim=0, eps=eps))
+            self._power_method(matrix, 15)
+
+    def _power_method(self, matrix, steps):
+        with autograd.no_grad():
+            matrix = matrix.detach()
+            for _ in range(steps):
+                F.normalize(matrix.mv(self._v), dim=0, eps=self.eps, out=self._u)
+                F.normalize(matrix.t().mv(self._u), dim=0, eps=self.eps, out=self._v)
+
+    def forward(self, weight):
+        if weight.ndim == 1:
+            return F.normalize(weight, dim=0, eps=self.eps)
+        from .spectral_norm import weight_as_matrix
+
+        matrix = weight_as_matrix(weight, self.dim)
+        if self.training:
+            self._power_method(matrix, self.n_power_iterations)
+        u, v = self._u.clone(), self._v.clone()  # the graph keeps these; the buffers move on next time
+        return weight / u.dot(matrix.mv(v))
+
+    def right_inverse(self, value):
+        return value
+
+
+def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=None):
+    """Reparametrize ``module.<name>`` as W / σ(W) (see ``_SpectralNorm``): the trained parameter
+    becomes ``parametrizations.<name>.original``, the vectors ``parametrizations.<name>.0._u``
+    and ``._v``, as PyTorch names them. ``dim`` defaults to 0, or 1 for a transposed convolution."""
+    weight = getattr(module, name, None)
+    if not isinstance(weight, autograd.Tensor):
+        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
+    if dim is None:
+        from .spectral_norm import default_dim
+
+        dim = default_dim(module)
+    return parametrize.register_parametrization(module, name, _SpectralNorm(weight, n_power_iterations, dim, eps))

@@ -22,6 +22,20 @@ from ..parameter import Parameter
 from .weight_norm import remove_reparametrization_hook
 
 
+def weight_as_matrix(weight, dim):
+    """The weight as a (size along dim) × (everything else) matrix."""
+    if dim != 0:
+        weight = weight.permute(dim, *[d for d in range(weight.ndim) if d != dim])
+    return weight.reshape(weight.shape[0], -1)
+
+
+def default_dim(module):
+    """0, or 1 for a transposed convolution (its weight holds the output channels second)."""
+    from ..conv import _ConvTransposeNd
+
+    return 1 if isinstance(module, _ConvTransposeNd) else 0
+
+
 class SpectralNorm:
     """The forward pre-hook: recompute ``module.<name>`` from ``<name>_orig``, u and v."""
 
@@ -34,10 +48,7 @@ class SpectralNorm:
         self.name, self.dim, self.n_power_iterations, self.eps = name, dim, n_power_iterations, eps
 
     def reshape_weight_to_matrix(self, weight):
-        """The weight as a (size along dim) × (everything else) matrix."""
-        if self.dim != 0:
-            weight = weight.permute(self.dim, *[d for d in range(weight.ndim) if d != self.dim])
-        return weight.reshape(weight.shape[0], -1)
+        return weight_as_matrix(weight, self.dim)
 
     def compute_weight(self, module, do_power_iteration):
         weight = getattr(module, self.name + "_orig")
@@ -139,9 +150,7 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
     """Apply spectral normalisation to ``module.<name>`` (see the module's docstring); returns the
     module. ``dim`` defaults to 0, or 1 for a transposed convolution (its output channels)."""
     if dim is None:
-        from ..conv import _ConvTransposeNd
-
-        dim = 1 if isinstance(module, _ConvTransposeNd) else 0
+        dim = default_dim(module)
     SpectralNorm.apply(module, name, n_power_iterations, dim, eps)
     return module
 
