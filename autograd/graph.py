@@ -269,7 +269,7 @@ def add_share(total, share, sums):
     pass keeps its own buffers in ``sums``. With create_graph a sum is an op of the graph,
     always out of place. (The scalar Value engine's shares are floats: plain sums.)
     """
-    if total in sums:
+    if total in sums and not getattr(share, "requires_grad", False):  # (a share with a graph keeps it)
         total._data += share._data  # a buffer this pass made and nobody else has seen
         return total
     total = total + share

@@ -81,8 +81,6 @@ def accumulated_shares(m):
     return u_t, u_t.requires_grad, w.grad
 
 
-@pytest.mark.xfail(strict=True, reason="autograd/graph.py add_share adds a share with a graph in place into "
-                   "a buffer of constant shares, dropping the graph (reported: the fix is not in this branch)")
 def test_create_graph_keeps_a_share_added_after_two_constant_shares():
     u_t, requires_grad, w_grad = plain(accumulated_shares(OURS))
     tt = np.array([0.2, 0.7])
@@ -100,8 +98,6 @@ def relu_second_derivative(m):
     return g, gg
 
 
-@pytest.mark.xfail(strict=True, reason="ReluGrad's backward returns None for the relu output, so x counts "
-                   "as unused; PyTorch returns zeros (autograd/ops/elementwise.py, reported)")
 def test_relu_second_derivative_is_zero_not_unused():
     g, gg = plain(relu_second_derivative(OURS))
     np.testing.assert_array_equal(g, [0.0, 1.0, 1.0, 0.0])
@@ -458,8 +454,6 @@ def scaled_scores_masked_in_place(m):
     return attn, q.grad, k.grad
 
 
-@pytest.mark.xfail(strict=True, reason="Div keeps its output for backward (autograd/ops/elementwise.py, reported): "
-                   "an in-place write of a quotient then refuses, where PyTorch's Div keeps its operands")
 def test_a_quotient_may_be_written_in_place():
     attn, q_grad, k_grad = plain(scaled_scores_masked_in_place(OURS))
     assert np.allclose(np.triu(attn, 1), 0) and np.allclose(attn.sum(-1), 1)

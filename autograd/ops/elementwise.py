@@ -149,18 +149,20 @@ class Mul(Primitive):
 
 
 class Div(Primitive):
-    """z = x / y;   dL/dx = dL/dz / y,   dL/dy = -dL/dz · x / y² = -dL/dz · z / y   (complex: ȳ, z̄)"""
+    """z = x / y;   dL/dx = dL/dz / y,   dL/dy = -dL/dz · x / y² = -dL/dz · (x / y) / y   (complex: x̄, ȳ)
 
-    saves_output = True
+    The operands are kept, not z (as PyTorch's): z may then be written in place, as scores
+    divided by √d are by masked_fill_. (x / y) / y, not x / y², which would underflow first."""
+
     handles_complex = True
 
     def forward(self, x, y):
         return x / y
 
     def backward(self, grad, z, x, y):
-        by, z = (conj(y), conj(z)) if grad._data.dtype.kind == "c" else (y, z)
+        bx, by = (conj(x), conj(y)) if grad._data.dtype.kind == "c" else (x, y)
         return (unbroadcast(grad / by, x) if x.requires_grad else None,
-                unbroadcast(-grad * z / by, y) if y.requires_grad else None)
+                unbroadcast(-grad * (bx / by) / by, y) if y.requires_grad else None)
 
 
 class Pow(Primitive):
@@ -464,14 +466,16 @@ class Relu(Primitive):
 
 class ReluGrad(Primitive):
     """ReLU's backward as one node: z = g ⊙ [y > 0]  (g = dL/dy, y = relu x);
-    dL/dg = u ⊙ [y > 0] (the same map, u = dL/dz),   dL/dy = 0 (the mask is flat almost everywhere)."""
+    dL/dg = u ⊙ [y > 0] (the same map, u = dL/dz),   dL/dy = 0 (the mask is flat almost everywhere:
+    a zero gradient, not none, so x is still used by a second derivative, as in PyTorch)."""
 
     def forward(self, g, y):
         # a float mask: NumPy multiplies two floats faster than a float by a bool
         return g * (y > backend.constant(0, y.dtype)).astype(g.dtype)
 
     def backward(self, u, z, g, y):
-        return (ReluGrad.apply(u, y) if g.requires_grad else None, None)
+        return (ReluGrad.apply(u, y) if g.requires_grad else None,
+                Tensor._make(xp.zeros_like(y._data)) if y.requires_grad else None)  # (zeros, as PyTorch's)
 
 
 @names("abs", function=False, inplace="abs_")  # autograd.abs: ops/functions.py
