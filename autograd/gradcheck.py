@@ -61,14 +61,15 @@ def _as_real_function(fn, inputs):
     return real_fn, pairs
 
 
-def jacobians(fn, inputs, eps):
+def jacobians(fn, inputs, eps, outputs=None):
     """(analytic, numeric) Jacobians of every output with respect to every input that
-    requires grad, each a 2-D array of shape (output size, input size)."""
+    requires grad, each a 2-D array of shape (output size, input size). ``outputs``: fn's
+    outputs at ``inputs``, when the caller has them already (their graphs are kept)."""
     wrt = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
         raise ValueError("gradcheck: no input requires grad, so there is nothing to check; "
                          "pass tensors made with requires_grad=True")
-    outputs = _outputs(fn, inputs)
+    outputs = _outputs(fn, inputs) if outputs is None else outputs
     analytic = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
     numeric = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
     for k, y in enumerate(outputs):
@@ -129,12 +130,13 @@ def _differentiable(fn, inputs):
     return outputs, wrt
 
 
-def _check_reentrant(fn, inputs, analytic, nondet_tol):
-    """The backward pass for each output's first element, run again, must give the same row
-    of the Jacobian (within ``nondet_tol``): a backward that depends on hidden state or on how
-    often it ran fails. (PyTorch reruns every row; one per output catches the same faults.)"""
+def _check_reentrant(outputs, inputs, analytic, nondet_tol):
+    """The backward pass for each output's first element, run again through the same graph, must
+    give the same row of the Jacobian (within ``nondet_tol``): a backward that depends on hidden
+    state or on how often it ran fails. (PyTorch reruns every row; one per output catches the same
+    faults.)"""
     wrt = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
-    for k, y in enumerate(_outputs(fn, inputs)):
+    for k, y in enumerate(outputs):
         if not y.requires_grad or y._data.size == 0:
             continue
         seed = numpy.zeros(y.shape)
@@ -206,9 +208,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, raise_exception=Tru
     try:
         if check_backward_ad:
             fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
-            analytic, numeric = jacobians(fn, inputs, eps)
+            outputs = _outputs(fn, inputs)
+            analytic, numeric = jacobians(fn, inputs, eps, outputs)
             _check_jacobians(analytic, numeric, atol, rtol)
-            _check_reentrant(fn, inputs, analytic, nondet_tol)
+            _check_reentrant(outputs, inputs, analytic, nondet_tol)
             if check_undefined_grad or check_grad_dtypes:
                 _check_zero_grad_outputs(fn, inputs, check_grad_dtypes)
             if check_batched_grad:

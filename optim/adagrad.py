@@ -2,7 +2,7 @@
 
 from autograd import full_like
 
-from .optimizer import Optimizer, require, scalar_tensor
+from .optimizer import Optimizer, real_pairs, require, scalar_tensor
 
 
 class Adagrad(Optimizer):
@@ -30,7 +30,8 @@ class Adagrad(Optimizer):
     @staticmethod
     def _initial_state(param, state, group):
         state["step"] = scalar_tensor(0.0)
-        state["sum"] = full_like(param, group["initial_accumulator_value"])
+        like = real_pairs(param) if param.dtype.kind == "c" else param  # (the update sees a complex one as pairs)
+        state["sum"] = full_like(like, group["initial_accumulator_value"])
 
     def share_memory(self):
         """PyTorch moves the sums to shared memory for torch.multiprocessing; on one process

@@ -10,7 +10,6 @@ net (second derivatives by ``autograd.grad(create_graph=True)`` inside the loss)
 ``set_materialize_grads``) inside a model, with gradcheck and gradgradcheck."""
 
 import numpy as np
-import pytest
 
 from .pytorch_programs import OURS, assert_same, load, plain, pytorch, run_both, weights_of
 
