@@ -106,11 +106,10 @@ class Primitive:
         out = Tensor._make(data)
         if node.is_view:
             out._adopt_view_of(inputs[0], cls, params)
-        kind = data.dtype.kind
-        if modes.grad_enabled and (kind == "f" or kind == "c"):
+        if modes.grad_enabled and ((kind := data.dtype.kind) == "f" or kind == "c"):
             for x in inputs:
                 if x.requires_grad:  # record: keep what backward needs, link the parents
-                    if (kind == "c" or x._data.dtype.kind == "c") and not node.handles_complex:
+                    if not node.handles_complex and (kind == "c" or x._data.dtype.kind == "c"):
                         raise _no_complex_gradient(cls, inputs)
                     # parents: each input's grad_fn, the leaf itself, or None (as _graph_node). An op
                     # that needs no input values keeps computed inputs only as shapes (their arrays
