@@ -127,6 +127,17 @@ def test_known_gradients():
     np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.0])
 
 
+def test_at_zero_abs_sgn_and_angle_have_zero_gradients():
+    """|z|, z/|z| and arg z have no derivative at 0: PyTorch's gradient there is 0, and so is ours."""
+    z = complex_leaf([0j, 3 - 4j])
+    (z.abs() + z.angle() + z.sgn().real + 2 * z.sgn().imag).sum().backward()
+    assert z.grad.numpy()[0] == 0
+    # away from 0: d|z| = z/|z|; d arg z = i z/|z|²; d Re(z/|z|) + 2 d Im(z/|z|) by the chain rule
+    w = 3 - 4j
+    expected = w / 5 + 1j * w / 25 + (1 - (w / 5).real * (w / 5)) / 5 + 2 * (1j - (w / 5).imag * (w / 5)) / 5
+    np.testing.assert_allclose(z.grad.numpy()[1], expected)
+
+
 def test_gradient_descent_with_complex_gradients_finds_a_root():
     """z -= lr · z.grad minimises |z² - (3 + 4i)|²: z reaches ±(2 + i)."""
     z = complex_leaf([1.0 + 0.5j])

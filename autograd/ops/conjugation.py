@@ -155,10 +155,10 @@ def angle(input, *, out=None):
 
 
 def sgn_of_complex(z):
-    """z / |z| (0 at z = 0), differentiable: the denominator |z| + [z = 0] is 1 where z = 0, so neither
-    pass divides by zero."""
+    """z / |z| (0 at z = 0, with a gradient of 0 there, as PyTorch's), differentiable: the denominator
+    |z| + [z = 0] is 1 where z = 0, so neither pass divides by zero, and the mask [z ≠ 0] zeroes both."""
     size = z.abs()
-    return z / (size + (size == 0))
+    return z / (size + (size == 0)) * (size != 0)
 
 
 class ViewAsReal(Primitive):
