@@ -80,6 +80,10 @@ COMPLEX_USES = {
     "reciprocal, pow": (complex_arrays(away_from_zero=0.3), lambda z: z.reciprocal() + z**3 + z**2),
     "exp, log, sqrt": (complex_arrays(away_from_zero=0.3, off_cut=True), lambda z: z.exp() + z.log() * z.sqrt()),
     "abs, sgn": (complex_arrays(away_from_zero=0.2), lambda z: z.abs() * 2.0 + z.sgn()),
+    "sin, cos, tanh": (complex_arrays(low=-1.0, high=1.0), lambda z: z.sin() * z.cos() + z.tanh()),
+    "sinh, cosh, tan": (complex_arrays(low=-1.0, high=1.0), lambda z: z.sinh() + z.cosh() * z.tan()),
+    "sigmoid, var": (complex_arrays(low=-1.0, high=1.0),  # (std is √var: a kink where the values are equal)
+                     lambda z: z.sigmoid() * (z.var() + z.var(dim=0, correction=0))),
     "matmul": (complex_matmul_pair(), lambda a, b: a @ b),
     "einsum": (complex_matmul_pair(),
                lambda a, b, lib=autograd: lib.einsum("ij,jk->ik", a, b) * lib.einsum("ij->i", a).unsqueeze(1)),
@@ -100,7 +104,7 @@ def test_gradient_matches_finite_differences(name, data):
 
 
 @pytest.mark.parametrize("name", ["Conj", "RealPart", "ImagPart", "Angle", "mul", "div", "exp, log, sqrt", "abs, sgn",
-                                  "matmul"])
+                                  "matmul", "sin, cos, tanh", "sinh, cosh, tan", "sigmoid, var"])
 @given(data=st.data())
 def test_second_derivatives_match_finite_differences(name, data):
     tensors, fn, *_ = _run({**CASES, **COMPLEX_USES}[name], data)
@@ -152,13 +156,33 @@ def test_gradient_descent_with_complex_gradients_finds_a_root():
 
 def test_real_only_ops_refuse_complex_inputs_that_require_grad():
     z = complex_leaf([1 + 1j, 2 - 1j])
-    with pytest.raises(NotImplementedError, match=r"Tanh does not support automatic differentiation of complex"):
-        z.tanh()
+    with pytest.raises(NotImplementedError, match=r"Relu does not support automatic differentiation of complex"):
+        z.relu()
     with pytest.raises(NotImplementedError, match=r"complex128 \(2,\)"):
-        z.sin()
+        z.exp2()
     with autograd.no_grad():  # values are still computed
-        np.testing.assert_allclose(z.tanh().numpy(), np.tanh(z.detach().numpy()))
-    assert not z.detach().tanh().requires_grad
+        np.testing.assert_allclose(z.exp2().numpy(), np.exp2(z.detach().numpy()))
+    assert not z.detach().exp2().requires_grad
+
+
+def test_what_pytorch_refuses_for_complex_numbers_is_refused():
+    z = autograd.tensor([1 + 1j, 2 - 1j])
+    with pytest.raises(NotImplementedError, match="torch.sign is not intended to support complex numbers"):
+        z.sign()
+    for rounding in ("floor", "ceil", "trunc", "round"):
+        with pytest.raises(NotImplementedError, match=f"{rounding} is not supported for complex inputs"):
+            getattr(z, rounding)()
+    with pytest.raises(NotImplementedError, match="erf is not implemented for complex inputs"):
+        z.erf()
+
+
+def test_complex_sigmoid_and_variance_values():
+    z = np.array([1 + 1j, 2 - 1j, 0j])
+    np.testing.assert_allclose(autograd.tensor(z).sigmoid().numpy(), 1 / (1 + np.exp(-z)), rtol=1e-6)
+    variance = autograd.tensor(z, dtype=autograd.complex128).var()
+    assert variance.dtype == autograd.float64  # |z - mean|² summed: real, as PyTorch's
+    np.testing.assert_allclose(variance.item(), np.sum(np.abs(z - z.mean()) ** 2) / 2)
+    np.testing.assert_allclose(autograd.tensor(z, dtype=autograd.complex128).std().item(), np.std(z, ddof=1))
 
 
 def test_complex_loss_needs_a_gradient():

@@ -359,35 +359,42 @@ class Sqrt(Primitive):
 
 
 class Sin(Primitive):
-    """y = sin x;   dL/dx = dL/dy · cos x"""
+    """y = sin x;   dL/dx = dL/dy · cos x   (complex: · conj(cos x))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.sin(x)
 
     def backward(self, grad, y, x):
-        return (grad * x.cos(),)
+        return (grad * conj(x.cos()),)
 
 
 class Cos(Primitive):
-    """y = cos x;   dL/dx = -dL/dy · sin x"""
+    """y = cos x;   dL/dx = -dL/dy · sin x   (complex: · conj(sin x))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.cos(x)
 
     def backward(self, grad, y, x):
-        return (-grad * x.sin(),)
+        return (-grad * conj(x.sin()),)
 
 
 class Tanh(Primitive):
-    """y = tanh x;   dL/dx = dL/dy · (1 - y²)"""
+    """y = tanh x;   dL/dx = dL/dy · (1 - y²)   (complex: · conj(1 - y²))"""
 
     saves_inputs = False  # backward needs no input's values
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return xp.tanh(x)
 
     def backward(self, grad, y, x):
+        if y._data.dtype.kind == "c":  # (TanhGrad's fused map is written for real numbers)
+            return (grad * conj(1.0 - y * y),)
         return (TanhGrad.apply(grad, y),)
 
 
@@ -408,18 +415,23 @@ class TanhGrad(Primitive):
 
 
 class Sigmoid(Primitive):
-    """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)"""
+    """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)   (complex: · conj(y(1 - y)))"""
 
     saves_inputs = False  # backward needs no input's values
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
+        if x.dtype.kind == "c":
+            return 1 / (1 + xp.exp(-x))
         # e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep
         # full relative precision where σ(x) is tiny
         e = xp.exp(-xp.abs(x))
         return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
     def backward(self, grad, y, x):
+        if y._data.dtype.kind == "c":  # (SigmoidGrad's fused map is written for real numbers)
+            return (grad * conj(y * (1.0 - y)),)
         return (SigmoidGrad.apply(grad, y),)
 
 

@@ -103,37 +103,41 @@ class Expm1(Primitive):
 
 
 class Sinh(Primitive):
-    """y = sinh x;   dL/dx = dL/dy · cosh x"""
+    """y = sinh x;   dL/dx = dL/dy · cosh x   (complex: · conj(cosh x))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.sinh(x)
 
     def backward(self, grad, y, x):
-        return (grad * Cosh.apply(x),)
+        return (grad * conj(Cosh.apply(x)),)
 
 
 class Cosh(Primitive):
-    """y = cosh x;   dL/dx = dL/dy · sinh x"""
+    """y = cosh x;   dL/dx = dL/dy · sinh x   (complex: · conj(sinh x))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.cosh(x)
 
     def backward(self, grad, y, x):
-        return (grad * Sinh.apply(x),)
+        return (grad * conj(Sinh.apply(x)),)
 
 
 class Tan(Primitive):
-    """y = tan x;   dL/dx = dL/dy · (1 + y²)"""
+    """y = tan x;   dL/dx = dL/dy · (1 + y²)   (complex: · conj(1 + y²))"""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return xp.tan(x)
 
     def backward(self, grad, y, x):
-        return (grad * (y * y + 1.0),)
+        return (grad * conj(y * y + 1.0),)
 
 
 class Asin(Primitive):
@@ -280,6 +284,10 @@ class Rounding(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
+        if x.dtype.kind == "c":  # (NumPy rounds complex numbers part by part; PyTorch refuses them)
+            raise NotImplementedError(
+                "Unlike NumPy, torch.sign is not intended to support complex numbers. Please use torch.sgn "
+                "instead." if self.function == "sign" else f"{self.function} is not supported for complex inputs")
         if self.function == "round" and self.decimals:
             return xp.round(x, self.decimals)
         if self.function == "sign":

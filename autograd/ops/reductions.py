@@ -91,16 +91,20 @@ def _correction(unbiased, correction):
 
 
 def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
-    """y = Σ (x_i - mean)² / (n - correction); correction 1 (unbiased) by default, as PyTorch."""
+    """y = Σ |x_i - mean|² / (n - correction); correction 1 (unbiased) by default, as PyTorch."""
     axes = normalize_dims(dim, x.ndim)
     count = 1
     for axis in axes:
         count *= x.shape[axis]
     centred = x - mean(x, axes, keepdim=True)
+    if centred._data.dtype.kind == "c":  # |x_i - mean|², real, as PyTorch's variance of complex numbers
+        squares = centred.real * centred.real + centred.imag * centred.imag
+    else:
+        squares = centred * centred
     degrees_of_freedom = count - _correction(unbiased, correction)
     # as PyTorch: NaN when there are no degrees of freedom left (one sample, unbiased)
     scale = 1.0 / degrees_of_freedom if degrees_of_freedom > 0 else float("nan")
-    return sum(centred * centred, axes, keepdim) * scale
+    return sum(squares, axes, keepdim) * scale
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, correction=None):

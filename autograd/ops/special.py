@@ -64,6 +64,8 @@ class Erf(Primitive):
     """y = erf(x);   dL/dx = dL/dy · 2/√π · e^(-x²)"""
 
     def forward(self, x):
+        if x.dtype.kind == "c":
+            raise NotImplementedError("erf is not implemented for complex inputs (as PyTorch's)")
         return erf(x)
 
     def backward(self, grad, y, x):
