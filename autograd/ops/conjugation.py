@@ -154,6 +154,13 @@ def angle(input, *, out=None):
     return write_out(Angle.apply(input), out)
 
 
+def refuse_unordered(array, op):
+    """Complex numbers have no order: an op that compares them (max, sort, clamp, relu, <, softmax's shift)
+    refuses them, as PyTorch's do, where NumPy would compare them part by part."""
+    if array.dtype.kind == "c":
+        raise NotImplementedError(f"{op} does not support complex inputs: complex numbers have no order")
+
+
 def sgn_of_complex(z):
     """z / |z| (0 at z = 0, with a gradient of 0 there, as PyTorch's), differentiable: the denominator
     |z| + [z = 0] is 1 where z = 0, so neither pass divides by zero, and the mask [z ≠ 0] zeroes both."""

@@ -15,7 +15,7 @@ from ..backend import xp
 from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
-from .conjugation import conj, sgn_of_complex
+from .conjugation import conj, refuse_unordered, sgn_of_complex
 from .names import names
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
@@ -210,6 +210,7 @@ class Maximum(Primitive):
     """z = max(x, y);   dL/dz goes to the larger input, split in half on a tie"""
 
     def forward(self, x, y):
+        refuse_unordered(x, "maximum")
         return xp.maximum(x, y)
 
     def backward(self, grad, z, x, y):
@@ -221,6 +222,7 @@ class Minimum(Primitive):
     """z = min(x, y);   dL/dz goes to the smaller input, split in half on a tie"""
 
     def forward(self, x, y):
+        refuse_unordered(x, "minimum")
         return xp.minimum(x, y)
 
     def backward(self, grad, z, x, y):
@@ -470,6 +472,7 @@ class Relu(Primitive):
     saves_output = True
 
     def forward(self, x):
+        refuse_unordered(x, "relu")
         return xp.maximum(x, backend.constant(0, x.dtype))
 
     def backward(self, grad, y, x):
@@ -507,6 +510,7 @@ class Clamp(Primitive):
     """y = min(max(x, low), high);   dL/dx = dL/dy · [low <= x <= high]"""
 
     def forward(self, x):
+        refuse_unordered(x, "clamp")
         return xp.clip(x, self.low, self.high)
 
     def backward(self, grad, y, x):

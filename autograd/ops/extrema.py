@@ -13,6 +13,7 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import normalize_dims
+from .conjugation import refuse_unordered
 from .elementwise import Where, clamp
 from .names import names
 from .outputs import write_out
@@ -27,6 +28,7 @@ class ExtremumOverDims(Primitive):
     saves_output = True
 
     def forward(self, x):
+        refuse_unordered(x, "amax/amin")
         return self.find(x, axis=self.axes, keepdims=self.keepdim)
 
     def backward(self, grad, y, x):

@@ -12,6 +12,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims
+from .conjugation import conj, refuse_unordered
 from .elementwise import floating, where
 from .names import names
 
@@ -124,6 +125,7 @@ class Extremum(Primitive):
     """
 
     def forward(self, x):
+        refuse_unordered(x, "max/min")
         if self.axis is None:
             return self.find(x)
         self.indices = self.arg(x, axis=self.axis, keepdims=True)
@@ -176,6 +178,7 @@ def min(x, dim=None, keepdim=False):
 
 def _arg_extremum(name, find, x, dim, keepdim):
     """The index of the extremum (``find``: argmax or argmin), flat when dim is None."""
+    refuse_unordered(x._data, name)
     if dim is None:  # keepdim keeps every dim, as size 1
         if x._data.size == 0:
             raise IndexError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
@@ -200,14 +203,15 @@ def _stable_max(x, axes):
     arithmetic, and one sum tells whether any maximum needs replacing.)"""
     if x.size == 0:  # no maximum to shift by: softmax of nothing is empty, logsumexp of nothing -inf
         return xp.zeros_like(x.sum(axis=axes, keepdims=True))
-    m = x.max(axis=axes, keepdims=True)
+    m = (x.real if x.dtype.kind == "c" else x).max(axis=axes, keepdims=True)  # (complex: a real shift)
     return m if math.isfinite(m.sum()) else xp.where(xp.isfinite(m), m, 0)
 
 
 class LogSumExp(Primitive):
-    """y = ln Σ_i e^(x_i);   dL/dx_i = dL/dy · e^(x_i - y)  (the softmax)"""
+    """y = ln Σ_i e^(x_i);   dL/dx_i = dL/dy · e^(x_i - y)  (the softmax; complex: conjugated)"""
 
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         m = _stable_max(x, self.axes)
@@ -215,7 +219,7 @@ class LogSumExp(Primitive):
         return y if self.keepdim else xp.squeeze(y, axis=self.axes)
 
     def backward(self, grad, y, x):
-        return (spread(grad, x, self.axes, self.keepdim) * (x - spread(y, x, self.axes, self.keepdim)).exp(),)
+        return (spread(grad, x, self.axes, self.keepdim) * conj((x - spread(y, x, self.axes, self.keepdim)).exp()),)
 
 
 def logsumexp(x, dim, keepdim=False):
@@ -233,6 +237,7 @@ def softmax_axis(x, dim):
 
 def softmax_array(x, axis):
     """e^(x_i) / Σ_j e^(x_j) along ``axis`` of an array, shifted by the maximum so nothing overflows."""
+    refuse_unordered(x, "softmax")
     e = x - _stable_max(x, axis)
     e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
     e /= e.sum(axis=axis, keepdims=True)
@@ -278,6 +283,7 @@ class LogSoftmax(Primitive):
     saves_output = True
 
     def forward(self, x):
+        refuse_unordered(x, "log_softmax")
         shifted = x - _stable_max(x, self.dim)
         shifted -= xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
         return shifted

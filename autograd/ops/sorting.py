@@ -12,6 +12,7 @@ from ..backend import int64, xp
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
+from .conjugation import refuse_unordered
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
@@ -28,6 +29,7 @@ ModeResult = collections.namedtuple("mode", ["values", "indices"])
 def _key(data, descending):
     """An array whose ascending order is the wanted order: NaN sorts last ascending and first
     descending (PyTorch's order)."""
+    refuse_unordered(data, "sorting")
     if data.dtype == bool:
         data = data.astype(xp.int8)
     if not descending:
