@@ -125,7 +125,8 @@ class Extremum(Primitive):
     """
 
     def forward(self, x):
-        refuse_unordered(x, "max/min")
+        if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
+            refuse_unordered(x, "max/min")
         if self.axis is None:
             return self.find(x)
         self.indices = self.arg(x, axis=self.axis, keepdims=True)
@@ -237,7 +238,8 @@ def softmax_axis(x, dim):
 
 def softmax_array(x, axis):
     """e^(x_i) / Σ_j e^(x_j) along ``axis`` of an array, shifted by the maximum so nothing overflows."""
-    refuse_unordered(x, "softmax")
+    if x.dtype.kind == "c":
+        refuse_unordered(x, "softmax")
     e = x - _stable_max(x, axis)
     e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
     e /= e.sum(axis=axis, keepdims=True)
@@ -283,7 +285,8 @@ class LogSoftmax(Primitive):
     saves_output = True
 
     def forward(self, x):
-        refuse_unordered(x, "log_softmax")
+        if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
+            refuse_unordered(x, "log_softmax")
         shifted = x - _stable_max(x, self.dim)
         shifted -= xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
         return shifted
