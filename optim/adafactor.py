@@ -26,6 +26,8 @@ class Adafactor(Optimizer):
     the weight-decay factor, and in applying ε₁ to the estimate rather than to G².
     """
 
+    supports_complex = False  # (its factored second moment is of real matrices: PyTorch refuses them too)
+
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0, *,
                  foreach=None, maximize=False):
         super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps), d=d,

@@ -105,6 +105,7 @@ class Optimizer:
     defaults = {}
     # State entries that keep their own dtype on load_state_dict (the rest take the parameter's).
     scalar_state = ("step",)
+    supports_complex = True  # a complex parameter is updated as its real pairs (False: refused, as PyTorch's)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -230,6 +231,8 @@ class Optimizer:
                         raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
                     grad = grad.neg() if maximize else grad
                     if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
+                        if not self.supports_complex:
+                            raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
                         self.update(real_pairs(p), real_pairs(grad), self.state[p], group)
                     else:
                         self.update(p, grad, self.state[p], group)

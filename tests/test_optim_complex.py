@@ -75,3 +75,11 @@ def test_lbfgs_on_a_complex_parameter():
     np.testing.assert_allclose(ours * ours, TARGET, atol=1e-3)
     if torch is not None:
         np.testing.assert_allclose(ours, run(torch, torch.optim), rtol=1e-8, atol=1e-10)
+
+
+def test_adafactor_refuses_complex_parameters_as_pytorch():
+    z = autograd.tensor(START, requires_grad=True)
+    optimizer = optim.Adafactor([z], lr=0.05)
+    _loss(autograd, z).backward()
+    with pytest.raises(RuntimeError, match="Adafactor does not support complex parameters"):
+        optimizer.step()
