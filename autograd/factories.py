@@ -11,6 +11,7 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 from . import backend
 from .backend import xp
 from .device import resolve
+from .random import draws
 from .random import generator as _rng
 from .tensor import Tensor
 
@@ -99,23 +100,14 @@ def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requir
 def rand(*sizes, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
          pin_memory=False):
     """Uniform on [0, 1) (for a complex dtype, the real and the imaginary parts each)."""
-    return _random(_draw(_rng(generator).random, _shape(sizes, size), dtype, 1.0), _float(dtype), device,
-                   requires_grad)
+    return _random(draws(_rng(generator).random, _shape(sizes, size), dtype), _float(dtype), device, requires_grad)
 
 
 def randn(*sizes, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
           pin_memory=False):
     """Standard normal (for a complex dtype, E|z|² = 1: each part has variance 1/2, as PyTorch's)."""
-    return _random(_draw(_rng(generator).standard_normal, _shape(sizes, size), dtype, 0.5**0.5), _float(dtype),
+    return _random(draws(_rng(generator).standard_normal, _shape(sizes, size), dtype, 0.5**0.5), _float(dtype),
                    device, requires_grad)
-
-
-def _draw(sample, shape, dtype, part_scale):
-    """sample(shape), or for a complex dtype two draws per number, its parts, each times part_scale."""
-    if dtype is None or xp.dtype(dtype).kind != "c":
-        return sample(shape)
-    parts = sample(shape + (2,)) * part_scale
-    return parts[..., 0] + 1j * parts[..., 1]
 
 
 def randint(*args, size=None, generator=None, dtype=None, layout=None, device=None,

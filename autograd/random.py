@@ -131,6 +131,15 @@ def fork_rng(devices=None, enabled=True, device_type="cuda"):
         set_rng_state(state)
 
 
+def draws(sample, shape, dtype=None, part_scale=1.0):
+    """sample(shape), a generator's method with its parameters; for a complex dtype two draws per number,
+    its real and imaginary parts (as PyTorch draws complex numbers), each times ``part_scale``."""
+    if dtype is None or numpy.dtype(dtype).kind != "c":
+        return sample(shape)
+    parts = sample(tuple(shape) + (2,)) * part_scale
+    return parts[..., 0] + 1j * parts[..., 1]
+
+
 def generator(source=None):
     """The NumPy ``Generator`` a random op draws from: ``source``'s (an ``autograd.Generator``)
     or, when None, the default generator's. Anything else is a TypeError."""

@@ -70,13 +70,15 @@ def _fill(tensor, values):
 
 
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
-    """w ~ U(a, b)."""
-    return _fill(tensor, rng(generator).uniform(a, b, tensor.shape))
+    """w ~ U(a, b) (a complex w: each part)."""
+    with no_grad():  # initialising a parameter is not part of any graph
+        return tensor.uniform_(a, b, generator=generator)
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
-    """w ~ N(mean, std²)."""
-    return _fill(tensor, rng(generator).normal(mean, std, tensor.shape))
+    """w ~ N(mean, std²) (a complex w: E|w - mean|² = std²)."""
+    with no_grad():
+        return tensor.normal_(mean, std, generator=generator)
 
 
 def constant_(tensor, val):

@@ -289,3 +289,18 @@ def test_complex_random_factories_draw_both_parts():
     assert 0 <= u.real.min() and u.real.max() < 1 and 0 <= u.imag.min() and u.imag.max() < 1
     np.testing.assert_allclose([u.real.mean(), u.imag.mean()], [0.5, 0.5], atol=0.01)
     assert autograd.randn_like(z[:3]).dtype == autograd.complex64
+
+
+def test_in_place_initialisers_draw_both_parts_of_complex_tensors():
+    """As PyTorch: uniform_ draws each part from U(a, b); normal_ each part from N(mean, std²/2);
+    nn.init and a complex nn.Linear go through them."""
+    import nn
+
+    autograd.manual_seed(0)
+    x = autograd.empty(100_000, dtype=autograd.complex64).uniform_(2.0, 3.0).numpy()
+    assert 2 <= x.real.min() and x.real.max() < 3 and 2 <= x.imag.min() and x.imag.max() < 3
+    y = autograd.empty(100_000, dtype=autograd.complex128).normal_(5.0, 2.0).numpy()
+    np.testing.assert_allclose([y.real.mean(), y.imag.mean()], [5, 5], atol=0.02)
+    np.testing.assert_allclose([y.real.std(), y.imag.std()], [2 * 0.5**0.5] * 2, rtol=0.01)
+    weight = nn.Linear(100, 100, dtype=autograd.complex64).weight.detach().numpy()
+    assert np.abs(weight.imag).max() > 0.09 and np.abs(weight.real).max() <= 0.1 and np.abs(weight.imag).max() <= 0.1

@@ -125,15 +125,18 @@ names(method=False, functions=("poisson",))(poisson)
 
 @names(function=False, inplace="uniform_")
 def _uniform(x, a=0.0, b=1.0, *, generator=None):
-    """U(a, b); the arguments are PyTorch's ``from`` and ``to``."""
-    return _tensor(random.generator(generator).uniform(a, b, x.shape), x.dtype)
+    """U(a, b) (a complex x: each part); the arguments are PyTorch's ``from`` and ``to``."""
+    uniform = random.generator(generator).uniform
+    return _tensor(random.draws(lambda shape: uniform(a, b, shape), x.shape, x.dtype), x.dtype)
 
 
 @names(function=False, inplace="normal_")
 def _normal(x, mean=0.0, std=1.0, *, generator=None):
     if std < 0:
         raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
-    return _tensor(random.generator(generator).normal(mean, std, x.shape), x.dtype)
+    part = std * 0.5**0.5 if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
+    normal = random.generator(generator).normal
+    return _tensor(random.draws(lambda shape: normal(mean, part, shape), x.shape, x.dtype), x.dtype)
 
 
 @names(function=False, inplace="bernoulli_")
