@@ -24,6 +24,7 @@ from autograd.ops.activations import rrelu as _rrelu
 from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
 from autograd.ops.bilinear import bilinear  # noqa: F401  (F.bilinear)
+from autograd.ops.conjugation import conj
 from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdist, ...)
     clamped_below_in_value,
     cosine_similarity,
@@ -57,8 +58,10 @@ class AffineMap(Primitive):
     dL/dx = dL/dy W,   dL/dW = (dL/dy)ᵀ x,   dL/db = Σ_batch dL/dy
 
     One fused node instead of transpose, matmul and add: fewer nodes to visit,
-    and dL/dW comes out in W's own (out, in) layout.
+    and dL/dW comes out in W's own (out, in) layout. Complex: W and x conjugated, as every product's.
     """
+
+    handles_complex = True
 
     def forward(self, x, weight, bias=None):
         if x.ndim == 2 and len(x) < len(weight):
@@ -74,13 +77,14 @@ class AffineMap(Primitive):
 
     def backward(self, grad, y, x, weight, bias=None):
         # the products as MatMul nodes (Gᵀ x with G read transposed), shapes known to fit
+        by_x, by_weight = (conj(x), conj(weight)) if grad._data.dtype.kind == "c" else (x, weight)  # (complex)
         grad_x = None
         if x.requires_grad:
-            grad_x = MatMul.apply(grad, weight) if grad.ndim > 1 else grad @ weight
+            grad_x = MatMul.apply(grad, by_weight) if grad.ndim > 1 else grad @ by_weight
         grad_weight = None
         if weight.requires_grad:
             rows = grad.reshape(-1, grad.shape[-1]) if grad.ndim != 2 else grad
-            inputs = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+            inputs = by_x.reshape(-1, x.shape[-1]) if x.ndim != 2 else by_x
             grad_weight = MatMul.apply(rows, inputs, transpose_a=True)
         grad_bias = None
         if bias is not None and bias.requires_grad:

@@ -25,6 +25,14 @@ needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed
 pytestmark = pytest.mark.filterwarnings("ignore:Casting complex values to real")  # the "cast" case's, as PyTorch's
 
 
+def _functional(lib):
+    if lib is autograd:
+        import nn.functional
+
+        return nn.functional
+    return lib.nn.functional
+
+
 def complex_leaf(values):
     return Tensor(np.asarray(values, dtype=np.complex128), requires_grad=True)
 
@@ -86,6 +94,7 @@ COMPLEX_USES = {
     "sigmoid, var": (complex_arrays(low=-1.0, high=1.0),  # (std is √var: a kink where the values are equal)
                      lambda z: z.sigmoid() * (z.var() + z.var(dim=0, correction=0))),
     "matmul": (complex_matmul_pair(), lambda a, b: a @ b),
+    "linear": (complex_matmul_pair(), lambda a, b, lib=autograd: _functional(lib).linear(a, b.T, b[0] * 2.0)),
     "einsum": (complex_matmul_pair(),
                lambda a, b, lib=autograd: lib.einsum("ij,jk->ik", a, b) * lib.einsum("ij->i", a).unsqueeze(1)),
     "sum, mean, shape ops": (complex_arrays(),
