@@ -666,7 +666,7 @@ def _number_array(value, dtype):
     elif type(value) is int or type(value) is not float and isinstance(value, numbers.Integral):
         dtype = dtype if kind in "iuf" else backend.int64
     elif type(value) is float or isinstance(value, numbers.Real):
-        dtype = dtype if kind == "f" else backend.get_default_dtype()
+        dtype = dtype if kind == "f" or kind == "c" else backend.get_default_dtype()  # (complex: its precision)
     elif isinstance(value, numbers.Complex):  # the tensor's precision, made complex (PyTorch's rule)
         dtype = dtype if kind == "c" else backend.complex_counterpart(dtype) if kind == "f" else \
             backend.get_default_complex_dtype()

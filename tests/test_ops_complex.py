@@ -313,3 +313,9 @@ def test_in_place_initialisers_draw_both_parts_of_complex_tensors():
     np.testing.assert_allclose([y.real.std(), y.imag.std()], [2 * 0.5**0.5] * 2, rtol=0.01)
     weight = nn.Linear(100, 100, dtype=autograd.complex64).weight.detach().numpy()
     assert np.abs(weight.imag).max() > 0.09 and np.abs(weight.real).max() <= 0.1 and np.abs(weight.imag).max() <= 0.1
+
+
+def test_a_python_float_beside_a_complex_tensor_keeps_its_precision():
+    z = autograd.tensor(np.array([1 + 1j]), dtype=autograd.complex128)
+    assert (z * 0.1).numpy()[0] == (1 + 1j) * 0.1  # not 0.1 rounded to float32 first
+    assert (autograd.tensor([1 + 1j]) * 0.1).dtype == autograd.complex64
