@@ -28,6 +28,8 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
     is infinite, so the root is taken of 1 where the sum is 0 and that branch is
     discarded by ``where`` (0 · finite, not 0 · inf).
     """
+    if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)
+        input = input.abs()
     if p == math.inf:
         return input.abs().max(dim, keepdim=keepdim).values if dim is not None else input.abs().max()
     powered = input * input if p == 2 else input.abs() if p == 1 else input.abs() ** p
