@@ -98,3 +98,31 @@ def test_complex_gradients_by_finite_differences(fn):
     x = Tensor(Z[:2], requires_grad=True)
     y = Tensor(Z[1:], requires_grad=True)
     assert autograd.gradcheck(fn, (x, y))
+
+
+def test_linear_differentiates_complex_inputs():
+    """F.linear (one fused node) conjugates as MatMul does: dL/dx = dL/dy W̄, dL/dW = (dL/dy)ᵀ x̄, so
+    nn.Linear(..., dtype=torch.cfloat) trains (it refused complex inputs before)."""
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((2, 4)) + 1j * rng.standard_normal((2, 4)), requires_grad=True)
+    w = Tensor(rng.standard_normal((3, 4)) - 0.5j, requires_grad=True)
+    b = Tensor(np.ones(3) * 1j, requires_grad=True)
+    assert autograd.gradcheck(F.linear, (x, w, b)) and autograd.gradgradcheck(F.linear, (x, w, b))
+    assert autograd.gradcheck(F.linear, (x[0].detach().requires_grad_(), w))  # a single vector
+    y = F.linear(x, w, b)
+    (y.abs() ** 2).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), 2 * y.detach().numpy().T @ x.detach().numpy().conj(), rtol=1e-12)
+
+
+def test_linear_complex_against_pytorch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    xs, ws = rng.standard_normal((2, 3, 4)) + 1j, rng.standard_normal((3, 4)) * 1j + 0.3
+    results = []
+    for m, f in ((autograd, F), (torch, torch.nn.functional)):
+        x, w = m.tensor(xs, requires_grad=True), m.tensor(ws, requires_grad=True)
+        y = f.linear(x, w)
+        (y.real * 2 - y.imag + y.abs()).sum().backward()
+        results.append([t.detach().resolve_conj().numpy() for t in (y, x.grad, w.grad)])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
