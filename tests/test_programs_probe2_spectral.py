@@ -224,3 +224,49 @@ def test_complex_linear_layer_with_adam():
     (losses, wg, bg, w, complex_out, complex_grad), _ = run_both(complex_layer, x, y, rtol=1e-4, atol=1e-5)
     assert losses[-1] < losses[0] / 4  # 6.92 -> 1.47 on PyTorch
     assert complex_out and complex_grad and wg.shape == (3, 4) and np.iscomplexobj(bg)
+
+
+# ----------------------------------------------------------------------------------------------
+# A complex-valued MLP: nn.Linear(..., dtype=torch.cfloat) layers and a modReLU activation
+# ----------------------------------------------------------------------------------------------
+
+
+def complex_mlp(m, weights, x, y, steps=30):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class ModReLU(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.b = nn.Parameter(torch.full((n,), -0.1))
+
+        def forward(self, z):
+            mag = z.abs()
+            return z * (F.relu(mag + self.b) / (mag + 1e-6))
+
+    model = nn.Sequential(nn.Linear(4, 16, dtype=torch.cfloat), ModReLU(16), nn.Linear(16, 2, dtype=torch.cfloat))
+    if weights is None:
+        return model
+    load(m, model, weights)
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.tensor(x), torch.tensor(y)
+    losses = []
+    for _ in range(steps):
+        out = model(x)
+        loss = (out - y).abs().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, model[0].weight.grad, model[1].b.grad, out
+
+
+def test_complex_mlp_with_complex_linear_layers():
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((32, 4)) + 1j * rng.standard_normal((32, 4))).astype(np.complex64)
+    W = rng.standard_normal((2, 4)) + 1j * rng.standard_normal((2, 4))
+    y = (x @ W.T * 0.5).astype(np.complex64)
+    weights = weights_of(lambda m: complex_mlp(m, None, x, y))
+    assert np.abs(weights["0.weight"].imag).max() > 0  # complex initialisation, both parts drawn
+    (losses, w_grad, b_grad, out), _ = run_both(complex_mlp, weights, x, y, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0] / 2
+    assert np.iscomplexobj(w_grad) and w_grad.shape == (16, 4) and b_grad.dtype == np.float32
