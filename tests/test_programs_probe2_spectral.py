@@ -270,3 +270,37 @@ def test_complex_mlp_with_complex_linear_layers():
     (losses, w_grad, b_grad, out), _ = run_both(complex_mlp, weights, x, y, rtol=1e-4, atol=1e-5)
     assert losses[-1] < losses[0] / 2
     assert np.iscomplexobj(w_grad) and w_grad.shape == (16, 4) and b_grad.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# 2-D FFT convolution (rfft2/irfft2 with s=) against F.conv2d; a log-magnitude spectrum; ortho fftn
+# ----------------------------------------------------------------------------------------------
+
+
+def fft2conv(m, img, k):
+    torch, F = m.torch, m.F
+    img = torch.tensor(img, requires_grad=True)
+    k = torch.tensor(k, requires_grad=True)
+    H, W = img.shape[-2:]
+    kh, kw = k.shape[-2:]
+    s = (H + kh - 1, W + kw - 1)
+    Y = torch.fft.irfft2(torch.fft.rfft2(img, s=s) * torch.fft.rfft2(torch.flip(k, dims=(-2, -1)), s=s), s=s)
+    valid = Y[..., kh - 1 : H, kw - 1 : W]
+    ref = F.conv2d(img.unsqueeze(1), k.view(1, 1, kh, kw)).squeeze(1)
+    loss = (valid**2).sum()
+    gi, gk = torch.autograd.grad(loss, [img, k])
+    r1, r2 = torch.autograd.grad((ref**2).sum(), [img, k])
+    spec = torch.fft.fftshift(torch.fft.fft2(img), dim=(-2, -1)).abs().log1p()
+    c = torch.fft.ifftn(torch.fft.fftn(img, dim=(-2, -1), norm="ortho"), dim=(-2, -1), norm="ortho").real
+    return valid, ref, gi, gk, r1, r2, spec, c
+
+
+def test_fft2_convolution_matches_conv2d():
+    g = np.random.default_rng(0)
+    img, k = g.standard_normal((2, 9, 10)), g.standard_normal((3, 4))
+    (valid, ref, gi, gk, ri, rk, spec, back), _ = run_both(fft2conv, img, k, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(valid, ref, atol=1e-9)
+    np.testing.assert_allclose(gi, ri, atol=1e-9)
+    np.testing.assert_allclose(gk, rk, atol=1e-8)
+    np.testing.assert_allclose(back, img, atol=1e-12)  # ifftn(fftn(x, ortho), ortho) is x
+    np.testing.assert_allclose(spec, np.log1p(np.abs(np.fft.fftshift(np.fft.fft2(img), axes=(-2, -1)))), rtol=1e-10)
