@@ -126,3 +126,16 @@ def test_linear_complex_against_pytorch():
         results.append([t.detach().resolve_conj().numpy() for t in (y, x.grad, w.grad)])
     for ours, theirs in zip(*results):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda z: F.mse_loss(z, z * 2), NotImplementedError, "\"mse_cpu\" not implemented for 'ComplexDouble'"),
+    (lambda z: F.cosine_similarity(z, z * 1j), RuntimeError, "common dtype is ComplexDouble"),
+    (lambda z: F.mse_loss(z.to(autograd.complex64), z.real.float()), NotImplementedError, "ComplexFloat"),
+])
+def test_losses_without_a_complex_definition_refuse_it_as_pytorch(call, error, message):
+    """mse_loss computed d·d (not |d|²) and cosine_similarity an unconjugated product of complex
+    numbers; PyTorch refuses both. (l1_loss's |d| is defined, and stays.)"""
+    with pytest.raises(error, match=message.replace("(", r"\(")):
+        call(Tensor(Z))
+    np.testing.assert_allclose(F.l1_loss(Tensor(Z), Tensor(Z * 2)).numpy(), np.abs(Z).mean())

@@ -52,7 +52,12 @@ def clamped_below_in_value(tensor, low):
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """Σ (x1 / max(‖x1‖, eps)) (x2 / max(‖x2‖, eps)) along dim, as PyTorch 2 computes it:
     each vector normalised first (better precision than x1·x2 / (‖x1‖ ‖x2‖)); at a zero
-    vector the gradient is finite."""
+    vector the gradient is finite. Complex vectors are refused, as
+    PyTorch refuses them (the product would need a conjugate)."""
+    for x in (x1, x2):
+        if x.dtype.kind == "c":
+            found = "ComplexFloat" if x.dtype.itemsize == 8 else "ComplexDouble"
+            raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {found}")
     norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)
     norm2 = clamped_below_in_value(vector_norm(x2, 2, dim, keepdim=True), eps)
     return ((x1 / norm1) * (x2 / norm2)).sum(dim)
