@@ -1,5 +1,5 @@
-"""The small names PyTorch programs reach for: dtype aliases, math constants, ``Size``, the
-legacy typed constructors (``FloatTensor``) and the accelerator queries."""
+"""The small names PyTorch programs reach for: dtype aliases, math constants, ``Size``, layouts and
+memory formats, the legacy typed constructors (``FloatTensor``) and the accelerator queries."""
 
 import builtins
 import math
@@ -30,6 +30,24 @@ class layout:
 
 
 strided = layout("strided")
+
+
+class memory_format:  # noqa: N801  (torch.memory_format's name)
+    """An order in which to lay a tensor's elements out (torch.memory_format). They are accepted
+    wherever PyTorch takes ``memory_format=`` (``contiguous``, ``to``, ``clone``, the ``*_like``
+    factories) and change no values: this project picks its own layouts (see ``stride``)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+contiguous_format = memory_format("contiguous_format")
+preserve_format = memory_format("preserve_format")
+channels_last = memory_format("channels_last")
+channels_last_3d = memory_format("channels_last_3d")
 
 
 def _typed(dtype, name):

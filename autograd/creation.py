@@ -41,18 +41,18 @@ def _like(self, dtype):
 
 
 @names("new_zeros", function=False)
-def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
-    return zeros(_shape(size), dtype=_like(self, dtype), requires_grad=requires_grad)
+def new_zeros(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
+    return zeros(_shape(sizes, size), dtype=_like(self, dtype), requires_grad=requires_grad)
 
 
 @names("new_ones", function=False)
-def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
-    return ones(_shape(size), dtype=_like(self, dtype), requires_grad=requires_grad)
+def new_ones(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
+    return ones(_shape(sizes, size), dtype=_like(self, dtype), requires_grad=requires_grad)
 
 
 @names("new_empty", function=False)
-def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
-    return empty(_shape(size), dtype=_like(self, dtype), requires_grad=requires_grad)
+def new_empty(self, *sizes, size=None, dtype=None, device=None, requires_grad=False):
+    return empty(_shape(sizes, size), dtype=_like(self, dtype), requires_grad=requires_grad)
 
 
 @names("new_full", function=False)

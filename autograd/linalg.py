@@ -46,5 +46,5 @@ def vander(x, *, N=None):
 
 
 def vecdot(x, y, *, dim=-1):
-    """Σ_i x_i y_i along dim (the two broadcast)."""
-    return (x * y).sum(dim)
+    """Σ_i conj(x_i) y_i along dim (the two broadcast): the inner product, x conjugated where complex."""
+    return (x.conj() * y).sum(dim)

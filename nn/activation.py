@@ -173,10 +173,10 @@ class PReLU(Module):
     """φ(x) = x for x > 0, a·x otherwise, with a learned slope a (He et al., 2015): one
     shared slope, or one per channel (num_parameters = channels), each starting at ``init``."""
 
-    def __init__(self, num_parameters=1, init=0.25, dtype=None):
+    def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
         super().__init__()
         self.num_parameters, self.init = num_parameters, init
-        self.weight = Parameter(autograd.empty(num_parameters, dtype=dtype))
+        self.weight = Parameter(autograd.empty(num_parameters, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -17,11 +17,11 @@ class Linear(Module):
     kaiming_uniform_ with a = √5).
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=None):
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(autograd.empty(out_features, in_features, dtype=dtype))
-        self.bias = Parameter(autograd.empty(out_features, dtype=dtype)) if bias else None
+        self.weight = Parameter(autograd.empty(out_features, in_features, device=device, dtype=dtype))
+        self.bias = Parameter(autograd.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -80,11 +80,11 @@ class Bilinear(Module):
     PyTorch's initialisation: A and b ~ U(-1/√in1, 1/√in1).
     """
 
-    def __init__(self, in1_features, in2_features, out_features, bias=True, dtype=None):
+    def __init__(self, in1_features, in2_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
         self.in1_features, self.in2_features, self.out_features = in1_features, in2_features, out_features
-        self.weight = Parameter(autograd.empty(out_features, in1_features, in2_features, dtype=dtype))
-        self.bias = Parameter(autograd.empty(out_features, dtype=dtype)) if bias else None
+        self.weight = Parameter(autograd.empty(out_features, in1_features, in2_features, device=device, dtype=dtype))
+        self.bias = Parameter(autograd.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -35,7 +35,12 @@ from . import functional as F
 
 
 def mse_loss(input, target, reduction="mean"):
-    """(ŷ - y)², the lecture's squared (L2) loss."""
+    """(ŷ - y)², the lecture's squared (L2) loss. Complex numbers are refused, as PyTorch refuses them
+    (d·d is not |d|²: write (ŷ - y).abs().pow(2).mean())."""
+    for t in (input, target):
+        if isinstance(t, Tensor) and t.dtype.kind == "c":
+            found = "ComplexFloat" if t.dtype.itemsize == 8 else "ComplexDouble"
+            raise NotImplementedError(f"\"mse_cpu\" not implemented for '{found}'")
     difference = input - _same_shape("mse_loss", input, target)
     return _reduce(difference * difference, reduction)
 

@@ -88,13 +88,15 @@ class BatchNorm3d(_BatchNorm):
 class LayerNorm(Module):
     """Normalise each sample over its last dims (Ba, Kiros & Hinton, 2016)."""
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
         super().__init__()
         self.normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
                                  else tuple(normalized_shape))
         self.eps = eps
-        self.weight = Parameter(autograd.ones(self.normalized_shape)) if elementwise_affine else None
-        self.bias = Parameter(autograd.zeros(self.normalized_shape)) if elementwise_affine and bias else None
+        made = {"device": device, "dtype": dtype}
+        self.weight = Parameter(autograd.ones(self.normalized_shape, **made)) if elementwise_affine else None
+        self.bias = (Parameter(autograd.zeros(self.normalized_shape, **made)) if elementwise_affine and bias
+                     else None)
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -124,13 +126,14 @@ class RMSNorm(Module):
 class GroupNorm(Module):
     """Normalise groups of channels of each sample (Wu & He, 2018)."""
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True):
         super().__init__()
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
-        self.weight = Parameter(autograd.ones(num_channels)) if affine else None
-        self.bias = Parameter(autograd.zeros(num_channels)) if affine else None
+        made = {"device": device, "dtype": dtype}
+        self.weight = Parameter(autograd.ones(num_channels, **made)) if affine else None
+        self.bias = Parameter(autograd.zeros(num_channels, **made)) if affine and bias else None
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)

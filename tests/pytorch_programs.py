@@ -52,8 +52,8 @@ def assert_same(ours, theirs, rtol, atol, where="result"):
     else:
         a, b = np.asarray(ours), np.asarray(theirs)
         assert a.shape == b.shape, f"{where}: shapes {a.shape} != {b.shape}"
-        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), rtol=rtol, atol=atol,
-                                   err_msg=where)
+        wide = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64  # both parts compared
+        np.testing.assert_allclose(a.astype(wide), b.astype(wide), rtol=rtol, atol=atol, err_msg=where)
 
 
 def run_both(program, *args, compare=True, rtol=1e-5, atol=1e-6, **kwargs):

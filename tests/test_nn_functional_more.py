@@ -61,6 +61,15 @@ def test_pad_gradients_match_finite_differences(pad, mode):
     assert autograd.gradcheck(lambda t: F.pad(t, pad, mode) * 1.0, [leaf(x)])
 
 
+def test_zero_padding_differentiates_complex_inputs():
+    """F.pad with zeros moves the gradient (crops it back), so a complex input differentiates (it was refused)."""
+    z = Tensor(np.arange(6.0).reshape(2, 3) * (1 + 2j), requires_grad=True)
+    assert autograd.gradcheck(lambda t: F.pad(t, (1, 2, 0, 1), value=0.0), (z,))
+    y = F.pad(z, (1, 2))
+    (y * (1 - 1j)).real.sum().backward()
+    np.testing.assert_allclose(z.grad.numpy(), np.full((2, 3), 1 + 1j))  # ∂/∂a + i ∂/∂b of Re((a + ib)(1 - i)) = a + b
+
+
 @pytest.mark.torch
 def test_pad_errors_are_pytorchs():
     import torch

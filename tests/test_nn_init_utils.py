@@ -172,3 +172,24 @@ def test_early_stopping_restores_best_weights():
     np.testing.assert_array_equal(model.weight.numpy(), [[1.0, 1.0]])
     maximise = nn.utils.EarlyStopping(patience=1, mode="max", restore_best_weights=False)
     assert not maximise.step(0.8) and maximise.step(0.79)
+
+
+def test_complex_tensors_are_initialised_in_both_parts():
+    """As PyTorch's: uniform_ draws the real and the imaginary part each from U(a, b); normal_ draws
+    each part from N(mean, std²/2) (E|w - mean|² = std²). nn.Linear(..., dtype=cfloat) then starts with
+    complex weights, not real ones stored as complex (the imaginary parts were all 0)."""
+    autograd.manual_seed(0)
+    w = autograd.empty(200, 300, dtype=autograd.cfloat)
+    v = nn.init.uniform_(w, -1.0, 2.0).numpy()
+    assert v.dtype == np.complex64 and v.imag.min() >= -1.0 and v.imag.max() <= 2.0 and abs(v.imag.mean() - 0.5) < 0.02
+    v = w.normal_(2.0, 3.0).numpy()
+    np.testing.assert_allclose([v.real.mean(), v.imag.mean()], 2.0, atol=0.03)
+    np.testing.assert_allclose([v.real.std(), v.imag.std()], 3.0 / math.sqrt(2), rtol=0.02)
+    layer = nn.Linear(400, 300, dtype=autograd.cfloat)
+    bound = 1 / math.sqrt(400)
+    for part in (layer.weight.detach().numpy().real, layer.weight.detach().numpy().imag):
+        assert np.abs(part).max() <= bound and part.std() > bound / 2  # U(-b, b): std b/√3
+    autograd.manual_seed(0)  # a real tensor draws the same numbers as before
+    first = nn.init.uniform_(autograd.empty(5), -1, 1).numpy()
+    autograd.manual_seed(0)
+    np.testing.assert_array_equal(first, (autograd.rand(5, dtype=autograd.float64).numpy() * 2 - 1).astype(np.float32))

@@ -341,3 +341,36 @@ def test_norms_and_activations_match_torch():
         (theirs(b) * torch.tensor(x)).sum().backward()
         np.testing.assert_allclose(ours(a).numpy(), theirs(b).detach().numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("make", [lambda **kw: nn.Linear(3, 2, **kw), lambda **kw: nn.Bilinear(2, 3, 2, **kw),
+                                  lambda **kw: nn.Embedding(5, 3, **kw), lambda **kw: nn.EmbeddingBag(5, 3, **kw),
+                                  lambda **kw: nn.LayerNorm(4, **kw), lambda **kw: nn.GroupNorm(2, 4, **kw),
+                                  lambda **kw: nn.PReLU(**kw)])
+def test_layers_take_device_and_dtype_as_pytorch(make):
+    """factory_kwargs = {"device": device, "dtype": dtype} as modern PyTorch code passes them: the
+    parameters are made there, and a device that cannot be served raises."""
+    layer = make(device="cpu", dtype=autograd.float64)
+    assert all(p.dtype == autograd.float64 for p in layer.parameters())
+    with pytest.raises(RuntimeError, match="cuda"):
+        make(device="cuda")
+
+
+def test_group_norm_without_bias_as_pytorch():
+    norm = nn.GroupNorm(2, 4, bias=False)
+    assert norm.bias is None and norm.weight.shape == (4,)
+    np.testing.assert_allclose(norm(autograd.ones(1, 4, 2)).numpy(), 0.0)
+
+
+def test_memory_formats_exist_and_change_no_values():
+    """model.to(memory_format=torch.channels_last), x.contiguous(memory_format=...), torch.clone(x,
+    memory_format=torch.preserve_format): accepted, the values unchanged."""
+    x = autograd.randn(2, 3, 4, 5)
+    assert repr(autograd.channels_last) == "torch.channels_last"
+    assert isinstance(autograd.contiguous_format, autograd.memory_format)
+    for y in (autograd.clone(x, memory_format=autograd.preserve_format),
+              x.contiguous(memory_format=autograd.channels_last), x.to(memory_format=autograd.channels_last),
+              autograd.zeros_like(x, memory_format=autograd.channels_last_3d) + x):
+        np.testing.assert_array_equal(y.numpy(), x.numpy())
+    conv = nn.Conv2d(3, 2, 3).to(memory_format=autograd.channels_last)
+    assert conv(x.to(memory_format=autograd.channels_last)).shape == (2, 2, 2, 3)

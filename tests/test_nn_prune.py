@@ -103,14 +103,15 @@ def test_amount_is_checked():
 
 
 def test_global_unstructured_ranks_across_tensors():
+    """The method is passed as pruning_method=, PyTorch's keyword (the pruning tutorial's spelling)."""
     a, b = _linear(0), _linear(1)
     with autograd.no_grad():
         b.weight.mul_(10.0)  # b's weights are all larger: a loses more
-    prune.global_unstructured([(a, "weight"), (b, "weight")], pruning_type=prune.L1Unstructured, amount=20)
+    prune.global_unstructured([(a, "weight"), (b, "weight")], pruning_method=prune.L1Unstructured, amount=20)
     lost_a, lost_b = 30 - a.weight_mask.numpy().sum(), 30 - b.weight_mask.numpy().sum()
     assert lost_a + lost_b == 20 and lost_a > lost_b
     with pytest.raises(TypeError, match='Only "unstructured" PRUNING_TYPE'):
-        prune.global_unstructured([(a, "bias")], pruning_type=prune.RandomStructured, amount=1)
+        prune.global_unstructured([(a, "bias")], pruning_method=prune.RandomStructured, amount=1)
 
 
 # -- against PyTorch: the same weights give the same masks --------------------------------------------

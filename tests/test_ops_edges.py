@@ -429,6 +429,25 @@ def test_tile_takes_dims_as_arguments_or_a_tuple_and_reshape_as_exists():
     assert x.reshape_as(autograd.zeros(2, 1)).shape == (2, 1)
 
 
+def test_methods_with_sizes_take_them_by_keyword_too():
+    """PyTorch's keyword names: torch.flip(w, dims=[-1]) (FFT convolution's flipped kernel),
+    x.permute(dims=...), x.view(size=...), x.reshape(shape=...), x.expand(size=...),
+    x.repeat(repeats=...), x.tile(dims=...), x.new_zeros(size=...)."""
+    x = autograd.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    np.testing.assert_array_equal(autograd.flip(x, dims=[-1]).detach().numpy(), [[2, 1, 0], [5, 4, 3]])
+    np.testing.assert_array_equal(x.flip(dims=(0, 1)).detach().numpy(), [[5, 4, 3], [2, 1, 0]])
+    assert x.permute(dims=(1, 0)).shape == (3, 2) and x.view(size=(6,)).shape == (6,)
+    assert x.reshape(shape=(3, 2)).shape == (3, 2) and x.expand(size=(4, 2, 3)).shape == (4, 2, 3)
+    assert x.repeat(repeats=(2, 1)).shape == (4, 3) and autograd.tile(x, dims=(2,)).shape == (2, 6)
+    assert x.new_zeros(size=(2,)).shape == (2,) and x.new_ones(size=4).dtype == x.dtype
+    autograd.flip(x, dims=[1]).mul(autograd.tensor([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[3, 2, 1], [3, 2, 1]])
+    with pytest.raises(TypeError, match="dims"):
+        x.flip(0, dims=[1])
+    with pytest.raises(TypeError, match="size"):
+        x.view(6, size=(6,))
+
+
 @pytest.mark.parametrize("op", ["add", "sub", "rsub"])
 def test_a_floating_alpha_on_integer_tensors_raises(op):
     x = autograd.tensor([1, 2])

@@ -11,7 +11,7 @@ from ..backend import int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
-from .axes import dim_index, normalize_dims
+from .axes import dim_index, normalize_dims, sizes_or_keyword
 from .indexing import IndexSelect
 from .names import names
 
@@ -23,9 +23,9 @@ def _sizes(sizes):
 
 
 @names("repeat")
-def repeat(input, *sizes):
+def repeat(input, *sizes, repeats=None):
     """input repeated sizes[i] times along dim i (sizes may add leading dims), as NumPy's tile."""
-    sizes = _sizes(sizes)
+    sizes = _sizes(sizes_or_keyword(sizes, "repeats", repeats))
     if len(sizes) < input.ndim:
         raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions "
                            f"of tensor (repeat dims {sizes}, tensor shape {tuple(input.shape)})")
@@ -40,9 +40,9 @@ def repeat(input, *sizes):
 
 
 @names("tile")
-def tile(input, *dims):
+def tile(input, *sizes, dims=None):
     """repeat, with dims padded by leading 1s when shorter than input's (x.tile(2, 1) or tile(x, (2, 1)))."""
-    dims = _sizes(dims)
+    dims = _sizes(sizes_or_keyword(sizes, "dims", dims))
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
 
 
@@ -90,9 +90,9 @@ class Flip(Primitive):
 
 
 @names("flip")
-def flip(input, *dims):
-    """input reversed along each of dims."""
-    dims = _sizes(dims)
+def flip(input, *order, dims=None):
+    """input reversed along each of dims (flip(x, [0, 1]), x.flip(0, 1) or flip(x, dims=[0, 1]))."""
+    dims = _sizes(sizes_or_keyword(order, "dims", dims))
     return Flip.apply(input, dims=normalize_dims(dims, input.ndim, empty_is_every=False))
 
 

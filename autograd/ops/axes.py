@@ -3,6 +3,17 @@
 import builtins
 
 
+def sizes_or_keyword(sizes, keyword, value):
+    """A method's sizes as PyTorch's methods take them: ``x.view(2, 3)``, ``x.view((2, 3))`` or by
+    keyword, ``x.view(size=(2, 3))``. Returns the positional form (``sizes``, or ``(value,)``), which
+    the op then unpacks as it always did."""
+    if value is None:
+        return sizes
+    if sizes:
+        raise TypeError(f"{keyword} was given both positionally {sizes} and as {keyword}={value}")
+    return (value,)
+
+
 def dim_index(dim, ndim):
     """One ``dim`` (negatives count from the end) as an axis in [0, ndim), with PyTorch's
     IndexError otherwise. A 0-d tensor accepts dims -1 and 0, as PyTorch's does."""

@@ -87,7 +87,8 @@ def eigh(A, UPLO="L", *, out=None):
     if UPLO not in ("L", "U"):
         raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
     stacked = Eigh.apply(A, uplo=UPLO)
-    return write_out(EighResult(stacked[..., 0, :], stacked[..., 1:, :]), out)
+    values = stacked[..., 0, :]  # a Hermitian matrix's are real, though stacked with complex vectors
+    return write_out(EighResult(values.real if values.dtype.kind == "c" else values, stacked[..., 1:, :]), out)
 
 
 def eigvalsh(A, UPLO="L", *, out=None):
@@ -134,7 +135,7 @@ def qr(A, mode="reduced", *, out=None):
     """(Q, R) with A = QR, Q with orthonormal columns and R upper triangular. mode 'reduced': Q is
     m × k, R k × n (k = min(m, n)); 'complete': Q is m × m; 'r': R alone (Q empty).
 
-    A wide A = [X Y] (X square) is Q [R₁ R₂] with X = Q R₁ and R₂ = Qᵀ Y: the square factorisation
+    A wide A = [X Y] (X square) is Q [R₁ R₂] with X = Q R₁ and R₂ = Qᴴ Y: the square factorisation
     and a product, so its gradient is theirs. The m - n columns 'complete' adds to a tall A's Q are
     any orthonormal completion, with no gradient (PyTorch's has none either): an input that requires
     grad is refused there."""
@@ -146,7 +147,7 @@ def qr(A, mode="reduced", *, out=None):
     m, n = A.shape[-2:]
     if m < n:
         q, r = qr(A[..., :m])
-        r = shape.cat([r, q.mT @ A[..., m:]], -1)
+        r = shape.cat([r, q.mH @ A[..., m:]], -1)
     elif mode == "complete" and m > n:
         if A.requires_grad and is_grad_enabled():
             raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and nrows > ncols; "
@@ -191,22 +192,22 @@ def tensor_qr(input, some=True):
 
 
 def _cholesky_product_factor(L, upper):
-    """The lower factor of A = L Lᵀ, given the factor as stored (upper: A = Uᵀ U)."""
+    """The lower factor of A = L Lᴴ, given the factor as stored (upper: A = Uᴴ U; ᴴ is ᵀ for reals)."""
     if L.ndim < 2 or L.shape[-1] != L.shape[-2]:
         raise RuntimeError(f"cholesky: the factor must be a batch of square matrices, got shape {tuple(L.shape)}")
-    return L.mT if upper else L
+    return L.mH if upper else L
 
 
 @names("cholesky_solve")
 def cholesky_solve(input, input2, upper=False, *, out=None):
-    """X with A X = input, for A = L Lᵀ given its Cholesky factor input2 (L, or U = Lᵀ with upper):
-    two triangular solves, L Y = input then Lᵀ X = Y (each differentiable)."""
+    """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper):
+    two triangular solves, L Y = input then Lᴴ X = Y (each differentiable; ᴴ is ᵀ for reals)."""
     lower = _cholesky_product_factor(input2, upper)
-    return write_out(Solve.apply(lower.mT, Solve.apply(lower, input)), out)
+    return write_out(Solve.apply(lower.mH, Solve.apply(lower, input)), out)
 
 
 @names("cholesky_inverse")
 def cholesky_inverse(input, upper=False, *, out=None):
-    """A⁻¹ for A = L Lᵀ given its Cholesky factor (L, or U with upper): L⁻ᵀ L⁻¹."""
+    """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹."""
     inverse_factor = inv(_cholesky_product_factor(input, upper))
-    return write_out(inverse_factor.mT @ inverse_factor, out)
+    return write_out(inverse_factor.mH @ inverse_factor, out)

@@ -28,6 +28,8 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
     is infinite, so the root is taken of 1 where the sum is 0 and that branch is
     discarded by ``where`` (0 · finite, not 0 · inf).
     """
+    if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)
+        input = input.abs()
     if p == math.inf:
         return input.abs().max(dim, keepdim=keepdim).values if dim is not None else input.abs().max()
     powered = input * input if p == 2 else input.abs() if p == 1 else input.abs() ** p
@@ -50,7 +52,12 @@ def clamped_below_in_value(tensor, low):
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """Σ (x1 / max(‖x1‖, eps)) (x2 / max(‖x2‖, eps)) along dim, as PyTorch 2 computes it:
     each vector normalised first (better precision than x1·x2 / (‖x1‖ ‖x2‖)); at a zero
-    vector the gradient is finite."""
+    vector the gradient is finite. Complex vectors are refused, as
+    PyTorch refuses them (the product would need a conjugate)."""
+    for x in (x1, x2):
+        if x.dtype.kind == "c":
+            found = "ComplexFloat" if x.dtype.itemsize == 8 else "ComplexDouble"
+            raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {found}")
     norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)
     norm2 = clamped_below_in_value(vector_norm(x2, 2, dim, keepdim=True), eps)
     return ((x1 / norm1) * (x2 / norm2)).sum(dim)

@@ -154,7 +154,8 @@ def t(input):
 
 
 @names("clone", method=False)
-def clone(input):
+def clone(input, *, memory_format=None):
+    """A recorded copy (``memory_format`` is accepted and changes nothing: see constants.memory_format)."""
     return input.clone()
 
 

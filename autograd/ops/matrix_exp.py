@@ -60,6 +60,6 @@ def matrix_exp(input):
                            f"{input.shape[-2] if input.ndim >= 2 else 1} by {input.shape[-1] if input.ndim else 1} "
                            "matrices")
     if input.dtype.kind != "f":
-        raise RuntimeError(f"linalg.matrix_exp: Expected a floating point or complex tensor as input. "
-                           f"Got {input.dtype}")
+        raise RuntimeError(f"linalg.matrix_exp: Expected a floating point tensor as input, got {input.dtype}"
+                           + (" (complex is not supported here yet)" if input.dtype.kind == "c" else ""))
     return MatrixExp.apply(input)

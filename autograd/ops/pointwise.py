@@ -7,7 +7,6 @@ an int64 tensor is float32, as in PyTorch). Rounding is piecewise constant: its 
 """
 
 import math
-import numbers
 
 from ..backend import xp
 from ..primitive import Primitive
@@ -569,11 +568,15 @@ def lerp(input, end, weight, *, out=None):
 
 @names("float_power", inplace="float_power_")
 def float_power(input, exponent, *, out=None):
-    """input ** exponent in float64."""
-    input = input.double() if isinstance(input, Tensor) else Tensor(float(input), dtype=xp.float64)
+    """input ** exponent in float64, or in complex128 where either is complex (as PyTorch's)."""
+    complex_ = any(isinstance(v, complex) or isinstance(v, Tensor) and v.dtype.kind == "c" for v in (input, exponent))
+    wide = xp.complex128 if complex_ else xp.float64
+    input = input.to(wide) if isinstance(input, Tensor) else Tensor(input, dtype=wide)
     if isinstance(exponent, Tensor):
-        exponent = exponent.double()
-    return write_out(input ** exponent if not isinstance(exponent, numbers.Number) else input ** float(exponent), out)
+        exponent = exponent.to(wide)
+    else:  # (a complex number exponent: x ** 0.5 of a complex x must not take the real path)
+        exponent = complex(exponent) if complex_ else float(exponent)
+    return write_out(input ** exponent, out)
 
 
 @names("logit", inplace="logit_")

@@ -10,7 +10,7 @@ from ..backend import xp
 from ..errors import ShapeError
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .axes import dim_index, normalize_dims
+from .axes import dim_index, normalize_dims, sizes_or_keyword
 from .elementwise import common_dtype, unbroadcast
 from .names import names
 
@@ -325,16 +325,16 @@ def stack(tensors, dim=0):
 
 
 @names("reshape", function=False)  # autograd.reshape: ops/functions.py
-def _reshape(input, *shape):
-    return reshape(input, shape)
+def _reshape(input, *sizes, shape=None):
+    return reshape(input, sizes_or_keyword(sizes, "shape", shape))
 
 
 @names("view", function=False)
-def _view(x, *shape):
+def _view(x, *sizes, size=None):
     """x in another shape, sharing memory where the strides allow. Unlike PyTorch it copies
     where they do not (a transposed tensor, a convolution's batch-innermost output): chainrule's
     memory layouts differ from PyTorch's, so refusing would break programs PyTorch runs."""
-    return reshape(x, shape)
+    return reshape(x, sizes_or_keyword(sizes, "size", size))
 
 
 @names("view_as", "reshape_as", function=False)
@@ -360,8 +360,8 @@ def t(input):
 
 
 @names("permute", function=False)
-def _permute(input, *dims):
-    return permute(input, dims)
+def _permute(input, *order, dims=None):
+    return permute(input, sizes_or_keyword(order, "dims", dims))
 
 
 names("unsqueeze", function=False)(unsqueeze)
@@ -369,8 +369,8 @@ names("squeeze", function=False)(squeeze)
 
 
 @names("expand", function=False)
-def _expand(x, *sizes):
-    return expand(x, sizes)
+def _expand(x, *sizes, size=None):
+    return expand(x, sizes_or_keyword(sizes, "size", size))
 
 
 @names("expand_as", function=False)

@@ -1,12 +1,13 @@
 """Statistics composed from reductions: var_mean, std_mean, cov, corrcoef and the quantiles.
 
-    cov(X) = (X - mean) (X - mean)ᵀ / (N - correction)     (rows are variables, columns observations)
+    cov(X) = (X - mean) (X - mean)ᴴ / (N - correction)     (rows are variables, columns observations;
+                                                           ᴴ: the conjugate transpose, ᵀ for reals)
     corrcoef(X)_ij = cov_ij / √(cov_ii cov_jj)
 """
 
 from ..backend import int64, xp
 from ..tensor import Tensor
-from . import elementwise, reductions, shape
+from . import conjugation, elementwise, reductions, shape
 from .axes import dim_index
 from .names import names
 from .outputs import write_out
@@ -38,18 +39,22 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     observations = x.shape[1]
     centred = x - x.mean(1, keepdim=True)
     scale = observations - correction
-    result = (centred @ centred.mT) * (1.0 / scale if scale > 0 else float("nan"))
+    result = (centred @ centred.mH) * (1.0 / scale if scale > 0 else float("nan"))
     return shape.reshape(result, ()) if input.ndim < 2 else result
 
 
 @names("corrcoef")
 def corrcoef(input):
-    """Pearson's correlation coefficients of the variables in input's rows, clipped to [-1, 1]."""
+    """Pearson's correlation coefficients of the variables in input's rows, clipped to [-1, 1] (for
+    complex numbers, the real and imaginary parts each, as PyTorch's)."""
     c = cov(input)
     if c.ndim == 0:
         return c / c
     d = reductions.sum(c * Tensor._make(xp.eye(c.shape[0], dtype=c.dtype)), 1).sqrt()
-    return (c / shape.unsqueeze(d, 1) / shape.unsqueeze(d, 0)).clamp(-1, 1)
+    r = c / shape.unsqueeze(d, 1) / shape.unsqueeze(d, 0)
+    if r.dtype.kind == "c":
+        return conjugation.from_parts(r.real.clamp(-1, 1), r.imag.clamp(-1, 1))
+    return r.clamp(-1, 1)
 
 
 QUANTILE_INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")

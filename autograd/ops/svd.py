@@ -36,8 +36,9 @@ LstsqResult = collections.namedtuple("linalg_lstsq", ["solution", "residuals", "
 def _matrices(A, op):
     if A.ndim < 2:
         raise RuntimeError(f"linalg.{op}: The input tensor A must have at least 2 dimensions.")
-    if A.dtype.kind != "f":
-        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
+    if A.dtype.kind != "f":  # (the message said "floating point or complex" to a complex input it refused)
+        raise RuntimeError(f"linalg.{op}: Expected a floating point tensor as input, got {A.dtype}"
+                           + (" (complex is not supported here yet)" if A.dtype.kind == "c" else ""))
 
 
 def _sizes(m, n, full):

@@ -401,8 +401,8 @@ def custom_from_mask(module, name, mask):
     return module
 
 
-def global_unstructured(parameters, pruning_type, importance_scores=None, **kwargs):
-    """Prune several tensors together: ``pruning_type(**kwargs)`` (an unstructured method) ranks the
+def global_unstructured(parameters, pruning_method, importance_scores=None, **kwargs):
+    """Prune several tensors together: ``pruning_method(**kwargs)`` (an unstructured method) ranks the
     entries of all the (module, name) pairs of ``parameters`` at once, then each gets its part of
     the mask (so a layer with small weights may lose more than another)."""
     parameters = list(parameters)
@@ -415,11 +415,11 @@ def global_unstructured(parameters, pruning_type, importance_scores=None, **kwar
                                 .reshape(-1) for module, name in parameters])
     default = numpy.concatenate([getattr(module, name + "_mask", autograd.ones_like(getattr(module, name)))
                                  .detach().numpy().reshape(-1) for module, name in parameters])
-    method = pruning_type(**kwargs)
+    method = pruning_method(**kwargs)
     method._tensor_name = "temp"
     if method.PRUNING_TYPE != "unstructured":
-        raise TypeError(f'Only "unstructured" PRUNING_TYPE supported for the `pruning_type`. Found method '
-                        f"{pruning_type} of type {method.PRUNING_TYPE}")
+        raise TypeError(f'Only "unstructured" PRUNING_TYPE supported for the `pruning_method`. Found method '
+                        f"{pruning_method} of type {method.PRUNING_TYPE}")
     container = PruningContainer(method)
     final = container.compute_mask(autograd.tensor(scores), autograd.tensor(default)).numpy()
     start = 0
