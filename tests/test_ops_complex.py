@@ -319,3 +319,14 @@ def test_a_python_float_beside_a_complex_tensor_keeps_its_precision():
     z = autograd.tensor(np.array([1 + 1j]), dtype=autograd.complex128)
     assert (z * 0.1).numpy()[0] == (1 + 1j) * 0.1  # not 0.1 rounded to float32 first
     assert (autograd.tensor([1 + 1j]) * 0.1).dtype == autograd.complex64
+
+
+def test_powers_and_vdot_of_complex_tensors():
+    z = autograd.tensor([1 + 2j, -1 + 0.5j])
+    w = autograd.tensor([0.5 - 1j, 2 + 1j])
+    root = z ** 0.5
+    assert root.dtype == autograd.complex64  # (it was float32, the imaginary part dropped)
+    np.testing.assert_allclose(root.numpy(), np.sqrt(z.numpy()), rtol=1e-6)
+    np.testing.assert_allclose((z ** -1.0).numpy(), 1 / z.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(autograd.vdot(z, w).item(), np.vdot(z.numpy(), w.numpy()), rtol=1e-6)  # Σ conj(z) w
+    np.testing.assert_allclose(autograd.dot(z, w).item(), np.dot(z.numpy(), w.numpy()), rtol=1e-6)

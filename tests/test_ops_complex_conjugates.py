@@ -60,7 +60,7 @@ def test_known_values(name):
         result, expected = np.abs(result.numpy()), np.abs(expected)
     else:
         result = result.numpy()
-    # (cov scales by the Python number 1 / (N - 1), which a complex128 tensor still rounds to float32: see
+    # (cov scales by the Python number 1 / (N - 1), which a complex128 tensor keeps in double precision:
     # test_a_python_float_keeps_a_complex128_tensors_precision)
     rtol = 1e-6 if name in ("cov", "corrcoef") else 1e-10
     np.testing.assert_allclose(result, expected, rtol=rtol, atol=1e-12)
@@ -78,8 +78,6 @@ def test_against_pytorch(name):
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=rtol, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="tensor.py's _number_array rounds a Python float beside a complex tensor to "
-                                       "the default dtype (float32); the fix is in a file this branch may not edit")
 def test_a_python_float_keeps_a_complex128_tensors_precision():
     z = Tensor(np.array([1 / 3 + 1j / 3]))
     assert (z * (1.0 / 3)).numpy()[0] == (1 / 3 + 1j / 3) * (1.0 / 3)  # PyTorch: exact in double

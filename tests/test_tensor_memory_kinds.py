@@ -57,3 +57,13 @@ def test_against_pytorch():
         assert ours == torch.nonzero_static(torch.tensor(values), size=size, fill_value=fill).tolist()
     assert str(autograd.ones(1).layout) == str(torch.ones(1).layout)
     assert autograd.ones(2).new(3, 1).shape == tuple(torch.ones(2).new(3, 1).shape)
+
+
+def test_is_contiguous_in_a_memory_format():
+    x = autograd.ones(2, 3, 4, 5)
+    assert x.is_contiguous() and x.is_contiguous(memory_format=autograd.contiguous_format)
+    assert not x.is_contiguous(memory_format=autograd.channels_last)
+    nhwc = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert nhwc.is_contiguous(memory_format=autograd.channels_last) and not nhwc.is_contiguous()
+    assert not autograd.ones(2, 3).is_contiguous(memory_format=autograd.channels_last)
+    assert x.clone(memory_format=autograd.contiguous_format).tolist() == x.tolist()

@@ -137,9 +137,15 @@ def _check_dtypes(a, b, op):
         raise RuntimeError(f"{op}: expected both vectors to have same dtype, but found {a.dtype} and {b.dtype}")
 
 
-@names("dot", "vdot")
+@names("vdot")
+def vdot(input, other, *, out=None):
+    """Σ_i conj(x_i) y_i: dot with the first vector conjugated (dot itself, for real tensors)."""
+    return dot(conj(input), other, out=out)
+
+
+@names("dot")
 def dot(input, other, *, out=None):
-    """Σ_i x_i y_i of two vectors of the same length (vdot: the same, for real tensors)."""
+    """Σ_i x_i y_i of two vectors of the same length."""
     if input.ndim != 1 or other.ndim != 1:
         raise RuntimeError(f"1D tensors expected, but got {input.ndim}D and {other.ndim}D tensors")
     if input.shape != other.shape:

@@ -629,7 +629,7 @@ for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shi
 def _pow(input, exponent):
     """input ** exponent; a number exponent is a constant of the op (y = x^c)."""
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and isinstance(input, Tensor):
-        if isinstance(exponent, float) and input.dtype.kind != "f":  # int ** float: the default dtype
+        if isinstance(exponent, float) and input.dtype.kind not in "fc":  # int ** float: the default dtype
             input = Cast.apply(input, dtype=backend.get_default_dtype())
         elif input.dtype.kind in "biu":
             if exponent < 0:
@@ -689,7 +689,8 @@ def _where_method(x, condition, other):
 
 
 @names("clone", function=False)
-def clone(input):
+def clone(input, *, memory_format=None):
+    """A copy, recorded (memory_format is accepted: the copy is row-major)."""
     return Clone.apply(input)
 
 
