@@ -75,3 +75,25 @@ class Categorical(Distribution):
     def enumerate_support(self, expand=True):
         values = Tensor(xp.arange(self._num_events)).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values
+
+
+class OverCategorical:
+    """A law built on a Categorical it keeps in ``_categorical`` (OneHotCategorical, Multinomial,
+    ExpRelaxedCategorical): its probs, logits and param_shape are the Categorical's, which expands with it."""
+
+    @property
+    def probs(self):
+        return self._categorical.probs
+
+    @property
+    def logits(self):
+        return self._categorical.logits
+
+    @property
+    def param_shape(self):
+        return self._categorical.param_shape
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        new._categorical = self._categorical.expand(batch_shape)
+        return new

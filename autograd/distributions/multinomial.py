@@ -13,11 +13,11 @@ from ..ops.elementwise import where
 from ..ops.sampling import _tensor
 from . import constraints
 from .binomial import Binomial
-from .categorical import Categorical
+from .categorical import Categorical, OverCategorical
 from .distribution import Distribution
 
 
-class Multinomial(Distribution):
+class Multinomial(OverCategorical, Distribution):
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
 
     def __init__(self, total_count=1, probs=None, logits=None, validate_args=None):
@@ -34,18 +34,6 @@ class Multinomial(Distribution):
         return constraints.multinomial(self.total_count)
 
     @property
-    def probs(self):
-        return self._categorical.probs
-
-    @property
-    def logits(self):
-        return self._categorical.logits
-
-    @property
-    def param_shape(self):
-        return self._categorical.param_shape
-
-    @property
     def mean(self):
         return self.probs * self.total_count
 
@@ -55,7 +43,6 @@ class Multinomial(Distribution):
 
     def expand(self, batch_shape, _instance=None):
         new = super().expand(batch_shape, _instance)
-        new._categorical = self._categorical.expand(batch_shape)
         new._binomial = self._binomial.expand(tuple(batch_shape) + tuple(self.event_shape))
         return new
 

@@ -5,7 +5,7 @@
 
 from .. import factories
 from . import constraints
-from .categorical import Categorical
+from .categorical import Categorical, OverCategorical
 from .distribution import Distribution
 
 
@@ -14,7 +14,7 @@ def one_hot(indices, classes, dtype):
     return (indices.unsqueeze(-1) == factories.arange(classes)).to(dtype)
 
 
-class OneHotCategorical(Distribution):
+class OneHotCategorical(OverCategorical, Distribution):
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
     support = constraints.one_hot
     has_enumerate_support = True
@@ -23,18 +23,6 @@ class OneHotCategorical(Distribution):
         self._categorical = Categorical(probs=probs, logits=logits, validate_args=validate_args)
         batch = self._categorical.batch_shape
         super().__init__(batch, self._categorical.param_shape[-1:], validate_args=validate_args)
-
-    @property
-    def probs(self):
-        return self._categorical.probs
-
-    @property
-    def logits(self):
-        return self._categorical.logits
-
-    @property
-    def param_shape(self):
-        return self._categorical.param_shape
 
     @property
     def mean(self):
@@ -47,11 +35,6 @@ class OneHotCategorical(Distribution):
     @property
     def variance(self):
         return self.probs * (1 - self.probs)
-
-    def expand(self, batch_shape, _instance=None):
-        new = super().expand(batch_shape, _instance)
-        new._categorical = self._categorical.expand(batch_shape)
-        return new
 
     def sample(self, sample_shape=()):
         return one_hot(self._categorical.sample(sample_shape), self.event_shape[0], self.probs.dtype)

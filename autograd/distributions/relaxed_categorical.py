@@ -10,14 +10,14 @@ import math
 
 from .. import factories
 from . import constraints
-from .categorical import Categorical
+from .categorical import Categorical, OverCategorical
 from .distribution import Distribution, clamp_probs
 from .relaxed_bernoulli import temperature_tensor
 from .transformed_distribution import TransformedDistribution
 from .transforms import ExpTransform
 
 
-class ExpRelaxedCategorical(Distribution):
+class ExpRelaxedCategorical(OverCategorical, Distribution):
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
     support = constraints.real_vector  # (the true support is a submanifold of it)
     has_rsample = True
@@ -27,23 +27,6 @@ class ExpRelaxedCategorical(Distribution):
         self.temperature = temperature_tensor(temperature, self._categorical.logits)
         super().__init__(self._categorical.batch_shape, self._categorical.param_shape[-1:],
                          validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        new = super().expand(batch_shape, _instance)
-        new._categorical = self._categorical.expand(batch_shape)
-        return new
-
-    @property
-    def param_shape(self):
-        return self._categorical.param_shape
-
-    @property
-    def logits(self):
-        return self._categorical.logits
-
-    @property
-    def probs(self):
-        return self._categorical.probs
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
