@@ -13,6 +13,7 @@ twice, as at a reflected edge).
 
 from autograd import Primitive
 from autograd.backend import xp
+from autograd.ops.padding import padded_positions
 
 from .module import Module
 
@@ -36,18 +37,6 @@ class ConstantPad(Primitive):
 
     def backward(self, grad, y, x):
         return (ConstantPad.apply(grad, amounts=[(-b, -a) for b, a in self.amounts], value=0),)
-
-
-def _gather_index(size, before, after, mode):
-    """The input position each output position reads, for a dim of ``size`` padded by
-    (before, after) >= 0."""
-    positions = xp.arange(-before, size + after)
-    if mode == "replicate":
-        return xp.clip(positions, 0, size - 1)
-    if mode == "circular":
-        return positions % size
-    last = size - 1  # reflect: mirror about the first and the last element
-    return last - xp.abs(last - xp.abs(positions))
 
 
 def _check_non_constant(input, pad, mode):
@@ -111,7 +100,7 @@ def pad(input, pad, mode="constant", value=None):
     for dim, (before, after) in enumerate(amounts):
         before, after = max(before, 0), max(after, 0)
         if before or after:
-            index = _gather_index(input.shape[dim], before, after, mode)
+            index = padded_positions(input.shape[dim], before, after, mode)
             input = input[(slice(None),) * dim + (index,)]
     return input
 

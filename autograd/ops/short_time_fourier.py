@@ -17,6 +17,7 @@ from ..tensor import Tensor
 from .conjugation import view_as_real
 from .fourier import FFT, InverseRealFFT, RealFFT
 from .names import names
+from .padding import padded_positions
 from .shape import cat
 
 
@@ -27,21 +28,13 @@ def _padded(x, amount, mode):
     if mode == "constant":
         zeros = Tensor._make(xp.zeros(x.shape[:-1] + (amount,), dtype=x._data.dtype))
         return cat([zeros, x, zeros], -1)
-    positions = xp.arange(-amount, n + amount)
-    if mode == "reflect":
-        if amount >= n:
-            raise RuntimeError(f"stft: reflect padding of {amount} samples needs a signal longer than {amount}, "
-                               f"got {n} samples")
-        positions = xp.abs(positions)
-        positions = xp.where(positions > n - 1, 2 * (n - 1) - positions, positions)
-    elif mode == "replicate":
-        positions = xp.clip(positions, 0, n - 1)
-    elif mode == "circular":
-        positions = positions % n
-    else:
+    if mode not in ("reflect", "replicate", "circular"):
         raise RuntimeError(f"stft: unknown pad_mode '{mode}' (expected 'constant', 'reflect', 'replicate' or "
                            "'circular')")
-    return x[..., Tensor._make(positions)]
+    if mode == "reflect" and amount >= n:
+        raise RuntimeError(f"stft: reflect padding of {amount} samples needs a signal longer than {amount}, "
+                           f"got {n} samples")
+    return x[..., Tensor._make(padded_positions(n, amount, amount, mode))]
 
 
 def _window(window, win_length, n_fft, dtype):
