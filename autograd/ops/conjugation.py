@@ -221,9 +221,10 @@ def from_parts(real, imag, *, out=None):
     if real.dtype != imag.dtype or real.dtype not in (xp.float32, xp.float64):
         raise RuntimeError(f"complex(): expected both inputs to be float or double tensors of one dtype, but got "
                            f"{real.dtype} and {imag.dtype}")
-    from .shape import stack  # (the shape ops build on the elementwise ones, which build on this module)
+    from .arranging import broadcast_tensors  # (the shape ops build on the elementwise ones, which build on
+    from .shape import stack  # this module)
 
-    return write_out(view_as_complex(stack(list(_broadcast(real, imag)), -1)), out)
+    return write_out(view_as_complex(stack(list(broadcast_tensors(real, imag)), -1)), out)
 
 
 @names("polar", method=False)
@@ -234,11 +235,6 @@ def polar(abs, angle, *, out=None):
         raise RuntimeError(f"polar(): expected both inputs to be float or double tensors of one dtype, but got "
                            f"{size.dtype} and {angle.dtype}")
     return write_out(from_parts(size * angle.cos(), size * angle.sin()), out)
-
-
-def _broadcast(a, b):
-    shape = xp.broadcast_shapes(a.shape, b.shape)
-    return (a if a.shape == shape else a.expand(shape)), (b if b.shape == shape else b.expand(shape))
 
 
 def _conjugate_transpose(input, op):
