@@ -330,3 +330,9 @@ def test_powers_and_vdot_of_complex_tensors():
     np.testing.assert_allclose((z ** -1.0).numpy(), 1 / z.numpy(), rtol=1e-6)
     np.testing.assert_allclose(autograd.vdot(z, w).item(), np.vdot(z.numpy(), w.numpy()), rtol=1e-6)  # Σ conj(z) w
     np.testing.assert_allclose(autograd.dot(z, w).item(), np.dot(z.numpy(), w.numpy()), rtol=1e-6)
+
+
+def test_adjoint_is_the_conjugate_transpose():
+    z = np.array([[1 + 2j, 3 - 1j], [0.5j, 2]])
+    np.testing.assert_array_equal(autograd.tensor(z).adjoint().numpy(), z.conj().T)
+    assert autograd.tensor(z).mH.tolist() == autograd.tensor(z).adjoint().tolist()

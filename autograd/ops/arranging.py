@@ -12,6 +12,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index, normalize_dims, sizes_or_keyword
+from .conjugation import conj
 from .indexing import IndexSelect
 from .names import names
 
@@ -246,8 +247,8 @@ def ravel(input):
 
 @names("adjoint")
 def adjoint(input):
-    """The last two dims swapped (the conjugate transpose, for real tensors)."""
-    return swapaxes(input, -2, -1)
+    """The conjugate transpose: the last two dims swapped, complex numbers conjugated."""
+    return conj(swapaxes(input, -2, -1))
 
 
 @names("unravel_index", method=False)
