@@ -38,6 +38,7 @@ from . import (  # noqa: F401  (each declares its names)
     normalization,
     norms,
     numbers,
+    operators,
     pixel_shuffle,
     pointwise,
     pooling,

@@ -1,0 +1,171 @@
+"""The names the elementwise ops go by: Python's operators (``x + y``, ``x * 0.5``, ``-x``, ``x ** 2``),
+PyTorch's methods (``x.exp()``, ``x.clamp()``, ``x.clone()``, ``x.maximum(y)``) and their in-place twins.
+The ops themselves, each forward beside its derivative, are in elementwise.py.
+"""
+
+from .. import backend
+from ..backend import xp
+from ..errors import DtypeError
+from ..tensor import Tensor
+from .elementwise import (
+    Abs,
+    Add,
+    Cast,
+    Clone,
+    Cos,
+    Div,
+    Exp,
+    Fill,
+    Log,
+    Maximum,
+    Minimum,
+    Mul,
+    Neg,
+    Pow,
+    PowConstant,
+    Scale,
+    Shift,
+    Sigmoid,
+    Sin,
+    Sqrt,
+    Sub,
+    Tanh,
+    binary,
+    clamp,
+    floating,
+    where,
+)
+from .names import names
+
+
+def _floating_method(primitive, name):
+    """x.name() of a floating function: integer and bool tensors become the default dtype first."""
+
+    def method(input):
+        return primitive.apply(floating(input))
+
+    method.__name__ = name
+    method.__doc__ = primitive.__doc__
+    return method
+
+
+def _operator(op, reflected=False, by_number=None):
+    """Python's operator for ``op``: x + y, or y + x for the reflected one (``__radd__``). The
+    common cases go straight to a primitive: two floating tensors of one dtype, and a floating
+    tensor with a Python number when ``by_number(x, c)`` says how (x * c is Scale)."""
+
+    def operator(x, other):
+        if type(other) is Tensor:
+            if other._data.dtype is x._data.dtype and x._data.dtype.kind == "f":
+                return op.apply(other, x) if reflected else op.apply(x, other)
+        elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f" \
+                and not (op is Mul and x._data.dtype is backend.float16):  # (binary's float32 product)
+            return by_number(x, other)
+        return binary(op, other, x) if reflected else binary(op, x, other)
+
+    return operator
+
+
+def by_constant(x, c):
+    """The number c as a 0-d array of the floating tensor x's dtype: the same rounding NumPy
+    gives a Python number, done once per op rather than at every use (NumPy 2 converts a
+    Python number at each call, about as costly as the arithmetic on a small array)."""
+    return xp.asarray(c, dtype=x._data.dtype)
+
+
+def _scaled(x, c):
+    return Scale.apply(x, c=by_constant(x, c))
+
+
+def _shifted(x, c):
+    return Shift.apply(x, c=by_constant(x, c))
+
+
+def _lowered(x, c):
+    return Shift.apply(x, c=by_constant(x, -c), written="Sub")
+
+
+for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shifted), ("sub", Sub, _lowered, None),
+                                                      ("mul", Mul, _scaled, _scaled), ("truediv", Div, None, None)):
+    names(f"__{_name}__")(_operator(_op, by_number=_by_number))
+    names(f"__r{_name}__")(_operator(_op, reflected=True, by_number=_reflected_by_number))
+
+
+@names("__pow__")
+def _pow(input, exponent):
+    """input ** exponent; a number exponent is a constant of the op (y = x^c)."""
+    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and isinstance(input, Tensor):
+        if isinstance(exponent, float) and input.dtype.kind not in "fc":  # int ** float: the default dtype
+            input = Cast.apply(input, dtype=backend.get_default_dtype())
+        elif input.dtype.kind in "biu":
+            if exponent < 0:
+                raise DtypeError("Integers to negative integer powers are not allowed.")
+            if input.dtype.kind == "b":  # bool ** 2 is int64, as PyTorch's (NumPy's is int8)
+                input = Cast.apply(input, dtype=backend.int64)
+        return PowConstant.apply(input, exponent=exponent)
+    return binary(Pow, input, exponent)
+
+
+@names("__rpow__")
+def _reflected_pow(x, base):
+    return binary(Pow, base, x)
+
+
+@names("__neg__")
+def _neg(input):
+    if input._data.dtype.kind == "b":
+        raise DtypeError("Negation, the `-` operator, on a bool tensor is not supported. If you are trying "
+                         "to invert a mask, use the `~` or `logical_not()` operator instead.")
+    return Neg.apply(input)
+
+
+@names("__pos__")
+def _positive(x):
+    return x
+
+
+@names("__abs__")
+def _absolute(x):
+    return Abs.apply(x)
+
+
+@names("square", function=False)
+def square(input):
+    return input * input
+
+
+@names("maximum", function=False)
+def maximum(input, other):
+    return binary(Maximum, input, other)
+
+
+@names("minimum", function=False)
+def minimum(input, other):
+    return binary(Minimum, input, other)
+
+
+names("clamp")(clamp)
+names("clip", function=False)(clamp)
+
+
+@names("where", function=False)
+def _where_method(x, condition, other):
+    """x.where(condition, other): x where condition holds, other elsewhere."""
+    return where(condition, x, other)
+
+
+@names("clone", function=False)
+def clone(input, *, memory_format=None):
+    """A copy, recorded (memory_format is accepted: the copy is row-major)."""
+    return Clone.apply(input)
+
+
+@names("_filled_with")
+def _filled_with(x, value):
+    """x's shape filled with ``value`` (a recorded fill_)."""
+    return Fill.apply(x, value)
+
+
+for _name, _primitive in (("exp", Exp), ("log", Log), ("sqrt", Sqrt), ("sin", Sin), ("cos", Cos), ("tanh", Tanh),
+                          ("sigmoid", Sigmoid)):  # autograd.exp etc.: ops/functions.py
+    names(_name, function=False, inplace=f"{_name}_")(_floating_method(_primitive, _name))
