@@ -3,7 +3,8 @@
 Binary ops broadcast as NumPy does; ``unbroadcast`` sums a gradient back to
 the shape of the input it belongs to (the gradient of broadcasting is a sum).
 A gradient is computed only for inputs that require one. The ops marked ``handles_complex``
-conjugate where complex numbers need it (the rule is in conjugation.py).
+conjugate where complex numbers need it (the rule is in conjugation.py). The names the ops go by
+(Python's operators, the methods) are declared in operators.py.
 """
 
 import warnings
