@@ -12,6 +12,10 @@ import numpy
 
 xp = importlib.import_module(os.environ.get("CHAINRULE_ARRAY_MODULE", "numpy"))
 
+# Silencing floating-point warnings where an op handles inf and NaN itself: NumPy's block. CuPy
+# has none (a GPU kernel warns of nothing), so there NumPy's block is kept and changes nothing.
+errstate = getattr(xp, "errstate", numpy.errstate)
+
 float32 = numpy.dtype("float32")
 float64 = numpy.dtype("float64")
 float16 = numpy.dtype("float16")
@@ -63,6 +67,30 @@ def constant(value, dtype):
         array = _constants[key] = xp.asarray(value, dtype=dtype)
         array.flags.writeable = False
     return array
+
+
+def accumulate(ufunc, array, axis):
+    """``ufunc.accumulate(array, axis=axis)``: the running ufunc along an axis (running maximum,
+    log-sum-exp). CuPy has it for add and multiply only; for the others, a scan of ⌈log₂ n⌉
+    passes (Hillis and Steele): after the pass with shift s, each element holds the ufunc of the
+    2s elements ending at it. Right for any associative ufunc."""
+    try:
+        return ufunc.accumulate(array, axis=axis)
+    except NotImplementedError:
+        pass
+    result = xp.array(array, copy=True)
+    along = xp.moveaxis(result, axis, 0)  # (a view: writes reach result)
+    shift = 1
+    while shift < along.shape[0]:
+        along[shift:] = ufunc(along[shift:], along[:-shift])  # (a new array: the pass reads the last one)
+        shift *= 2
+    return result
+
+
+def address(array):
+    """Where an array's first element lies: in host memory (NumPy), or on the GPU (CuPy)."""
+    interface = getattr(array, "__array_interface__", None) or array.__cuda_array_interface__
+    return interface["data"][0]
 
 
 def to_numpy(array):

@@ -5,7 +5,8 @@ must match the central difference
 
     dL/dx_i ≈ (f(x + ε e_i) - f(x - ε e_i)) / 2ε
 
-computed in float64, element by element.
+computed in float64, element by element. The inputs are perturbed where they live (``xp``'s
+arrays, on a GPU under CuPy); the Jacobians are compared in NumPy.
 
 A complex input or output is checked as the pair of real numbers it is (``view_as_real``): the
 finite differences then move real and imaginary parts separately, and the engine's complex
@@ -14,6 +15,7 @@ gradient (∂L/∂a + i ∂L/∂b, see ops/conjugation.py) must match both.
 
 import numpy
 
+from .backend import to_numpy, xp
 from .differentiate import grad
 from .tensor import Tensor
 
@@ -35,7 +37,7 @@ def _float64_inputs(inputs):
             # a C-contiguous float64 (complex128) copy (of a 0-d input too, which ascontiguousarray would make 1-d):
             # the perturbations below write into its flat view
             wide = numpy.complex128 if x.dtype.kind == "c" else numpy.float64
-            copies.append(Tensor(numpy.array(x._data, dtype=wide, order="C"), requires_grad=x.requires_grad))
+            copies.append(Tensor(xp.array(x._data, dtype=wide, order="C"), requires_grad=x.requires_grad))
         else:
             copies.append(x)
     return copies
@@ -51,7 +53,7 @@ def _as_real_function(fn, inputs):
     from .ops.conjugation import view_as_complex, view_as_real  # (the ops build on the engine this checks)
 
     complex_at = {i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.dtype.kind == "c"}
-    pairs = [Tensor(numpy.ascontiguousarray(view_as_real(x.detach())._data), requires_grad=x.requires_grad)
+    pairs = [Tensor(xp.ascontiguousarray(view_as_real(x.detach())._data), requires_grad=x.requires_grad)
              if i in complex_at else x for i, x in enumerate(inputs)]
 
     def real_fn(*xs):
@@ -81,16 +83,16 @@ def jacobians(fn, inputs, eps, outputs=None):
             rows = grad(y, wrt, grad_outputs=Tensor(seed), retain_graph=True, allow_unused=True)
             for j, row in enumerate(rows):
                 if row is not None:
-                    analytic[k][j][i] = row._data.reshape(-1)
+                    analytic[k][j][i] = to_numpy(row._data).reshape(-1)
     # fn runs with grad enabled here too: gradgradcheck's fn itself differentiates
     for j, x in enumerate(wrt):
         flat = x._data.reshape(-1)
         for i in range(flat.size):
             original = flat[i]
             flat[i] = original + eps
-            plus = [y._data.astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
+            plus = [to_numpy(y._data).astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
             flat[i] = original - eps
-            minus = [y._data.astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
+            minus = [to_numpy(y._data).astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
             flat[i] = original
             for k in range(len(outputs)):
                 numeric[k][j][:, i] = (plus[k] - minus[k]) / (2 * eps)
@@ -143,7 +145,7 @@ def _check_reentrant(outputs, inputs, analytic, nondet_tol):
         seed.flat[0] = 1.0
         again = grad(y, wrt, grad_outputs=Tensor(seed), retain_graph=True, allow_unused=True)
         for j, g in enumerate(again):
-            got = numpy.zeros(analytic[k][j].shape[1]) if g is None else g._data.reshape(-1)
+            got = numpy.zeros(analytic[k][j].shape[1]) if g is None else to_numpy(g._data).reshape(-1)
             if numpy.abs(got - analytic[k][j][0]).max(initial=0.0) > nondet_tol:
                 raise GradcheckError(
                     "Backward is not reentrant, i.e., running backward with same input and grad_output "
@@ -158,11 +160,11 @@ def _check_zero_grad_outputs(fn, inputs, check_dtypes):
     outputs, wrt = _differentiable(fn, inputs)
     if not outputs:
         return
-    zeros = [Tensor(numpy.zeros(y.shape, dtype=y._data.dtype)) for y in outputs]
+    zeros = [Tensor(xp.zeros(y.shape, dtype=y._data.dtype)) for y in outputs]
     for j, (x, g) in enumerate(zip(wrt, grad(outputs, wrt, grad_outputs=zeros, allow_unused=True))):
         if g is None:
             continue
-        if numpy.any(numpy.isfinite(g._data) & (g._data != 0)):  # (0 · inf: NaN is arithmetic, not a leak)
+        if xp.any(xp.isfinite(g._data) & (g._data != 0)):  # (0 · inf: NaN is arithmetic, not a leak)
             raise GradcheckError(f"Backward is not zero for zero output gradients: input {j} got a nonzero "
                                  "gradient from zero gradients of every output")
         if check_dtypes and g.dtype != x.dtype:
@@ -183,7 +185,7 @@ def _check_batched(fn, inputs, analytic):
         rows = batched_grad([y], wrt, grad_outputs=[seeds], is_grads_batched=True, retain_graph=True,
                             allow_unused=True)
         for j, g in enumerate(rows):
-            got = 0.0 if g is None else g._data.reshape(y._data.size, -1)
+            got = 0.0 if g is None else to_numpy(g._data).reshape(y._data.size, -1)
             if not numpy.allclose(got, analytic[k][j], rtol=0, atol=1e-12):
                 raise GradcheckError(f"batched gradient mismatch: output {k}, input {j}: is_grads_batched=True "
                                      "does not give the rows one backward pass per seed gives")

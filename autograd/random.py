@@ -12,6 +12,7 @@ import os
 
 import numpy
 
+from .device import device as _device
 from .device import resolve
 
 DEFAULT_SEED = 67280421310721  # PyTorch's initial seed for a new Generator
@@ -27,7 +28,10 @@ class Generator:
     """
 
     def __init__(self, device="cpu"):
-        self.device = resolve(device)
+        # A CPU generator is valid on every device, as PyTorch's: its numbers are drawn on the host
+        # (NumPy) and copied to where the tensor lives. Another device must be the one served.
+        wanted = device if isinstance(device, _device) else _device(device)
+        self.device = wanted if wanted.type == "cpu" and wanted.index in (None, 0) else resolve(wanted)
         self.manual_seed(DEFAULT_SEED)
 
     def manual_seed(self, seed):

@@ -8,7 +8,7 @@ import builtins
 import numpy
 
 from . import backend
-from .backend import xp
+from .backend import address, xp
 from .ops import bind_tensor_methods
 from .ops.names import names
 
@@ -37,13 +37,13 @@ def storage_offset(self):
     root = self._data
     while isinstance(root.base, xp.ndarray):
         root = root.base
-    return (data_ptr(self) - root.__array_interface__["data"][0]) // self._data.itemsize
+    return (data_ptr(self) - address(root)) // self._data.itemsize
 
 
 @names("data_ptr", "const_data_ptr", function=False)  # (const: PyTorch's name for a pointer not written through)
 def data_ptr(self):
     """The address of this tensor's first element."""
-    return self._data.__array_interface__["data"][0]
+    return address(self._data)
 
 
 @names("dim_order", function=False)

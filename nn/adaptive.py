@@ -13,10 +13,9 @@ state_dict loads both ways.
 
 import collections
 
-import numpy
-
 import autograd
 from autograd import Tensor
+from autograd.backend import xp
 
 from . import functional as F
 from .container import ModuleList, Sequential
@@ -72,27 +71,27 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
         batched = target.ndim > 0
         input = input if batched else input.unsqueeze(0)
-        labels = numpy.atleast_1d(target._data).astype(numpy.int64)
+        labels = xp.atleast_1d(target._data).astype(xp.int64)
         if labels.size and (labels.min() < 0 or labels.max() >= self.n_classes):
             raise RuntimeError(f"Target values should be in [0, {self.n_classes - 1}], but values in range "
                                f"[{labels.min()}, {labels.max()}] were found. ")
         # which head entry each row reads: its class in the shortlist, else its cluster's entry
-        cluster = numpy.searchsorted(self.cutoffs, labels, side="right")  # 0: the shortlist
-        head_entry = numpy.where(cluster == 0, labels, self.shortlist_size + cluster - 1)
+        cluster = xp.searchsorted(xp.asarray(self.cutoffs), labels, side="right")  # 0: the shortlist
+        head_entry = xp.where(cluster == 0, labels, self.shortlist_size + cluster - 1)
         head_logprob = F.log_softmax(self.head(input), dim=1)
         output = head_logprob.gather(1, Tensor(head_entry[:, None])).squeeze(1)
         # + log p(y | cluster) for the rows of each cluster, put back in row order
-        parts, rows = [Tensor._make(numpy.zeros(int((cluster == 0).sum()), dtype=head_logprob.dtype))], \
-            [numpy.flatnonzero(cluster == 0)]
+        parts, rows = [Tensor._make(xp.zeros(int((cluster == 0).sum()), dtype=head_logprob.dtype))], \
+            [xp.flatnonzero(cluster == 0)]
         for i in range(1, self.n_clusters + 1):
-            members = numpy.flatnonzero(cluster == i)
+            members = xp.flatnonzero(cluster == i)
             if members.size == 0:
                 continue
             cluster_logprob = F.log_softmax(self.tail[i - 1](input[members]), dim=1)
             relative = labels[members] - self.cutoffs[i - 1]
-            parts.append(cluster_logprob[numpy.arange(members.size), relative])
+            parts.append(cluster_logprob[xp.arange(members.size), relative])
             rows.append(members)
-        within = autograd.cat(parts)[numpy.argsort(numpy.concatenate(rows), kind="stable")]
+        within = autograd.cat(parts)[xp.argsort(xp.concatenate(rows), kind="stable")]
         output = within + output
         loss = (-output).mean()
         return _ASMoutput(output if batched else output.squeeze(0), loss)
@@ -118,4 +117,4 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         if outside.any():
             full = self._full_log_prob(input[outside], head_output[outside])
             output[outside] = full._data.argmax(1)
-        return Tensor(output.astype(numpy.int64))
+        return Tensor(output.astype(xp.int64))

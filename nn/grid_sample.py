@@ -25,11 +25,9 @@ arithmetic on the grid, so gradients reach both the input and the grid, to every
 import itertools
 import warnings
 
-import numpy
-
 import autograd
 from autograd import Tensor
-from autograd.backend import xp
+from autograd.backend import int64, xp
 from autograd.ops.pooling import GatherFlat
 
 _ALIGN_WARNING = ("Default grid_sample and affine_grid behavior has changed to align_corners=False since 1.3.0. "
@@ -118,11 +116,11 @@ def _source(coordinate, size, padding_mode, align_corners):
 def _read(input, positions, sizes):
     """input at integer positions (one array per spatial axis, each (N, *out)); 0 where one falls outside."""
     n, c = input.shape[:2]
-    inside = numpy.ones(positions[0].shape, dtype=bool)
-    flat = numpy.zeros(positions[0].shape, dtype=numpy.int64)
+    inside = xp.ones(positions[0].shape, dtype=bool)
+    flat = xp.zeros(positions[0].shape, dtype=int64)
     for position, size in zip(positions, sizes):
         inside &= (position >= 0) & (position < size)
-        flat = flat * size + numpy.clip(position, 0, size - 1)
+        flat = flat * size + xp.clip(position, 0, size - 1)
     indices = xp.broadcast_to(flat[:, None], (n, c) + flat.shape[1:])
     values = GatherFlat.apply(input, indices=xp.ascontiguousarray(indices), overlapping=True)
     if inside.all():

@@ -8,7 +8,9 @@ best-known use: keep the saved tensors in CPU memory and bring them back to thei
 backward.
 """
 
+from ..backend import to_numpy, xp
 from ..graph import disable_saved_tensors_hooks, saved_tensors_hooks
+from ..tensor import Tensor
 
 __all__ = ["disable_saved_tensors_hooks", "save_on_cpu", "saved_tensors_hooks"]
 
@@ -16,16 +18,18 @@ __all__ = ["disable_saved_tensors_hooks", "save_on_cpu", "saved_tensors_hooks"]
 class save_on_cpu(saved_tensors_hooks):
     """Within the block, tensors saved for backward are kept in CPU memory (``pin_memory`` would
     pin it) and moved back to their device when backward needs them. With the NumPy array
-    module every tensor already lives in CPU memory: each is kept as it is."""
+    module every tensor already lives in CPU memory: each is kept as it is; under CuPy each is
+    copied to host memory as a NumPy array and back to the GPU for backward."""
 
     def __init__(self, pin_memory=False, device_type="cuda"):
         self.pin_memory, self.device_type = pin_memory, device_type
 
         def pack(tensor):
-            return tensor.device, tensor.cpu()
+            if tensor.device.type == "cpu":
+                return tensor  # already in CPU memory
+            return to_numpy(tensor._data)  # a GPU tensor (CuPy): a copy in host memory
 
         def unpack(packed):
-            device, tensor = packed
-            return tensor.to(device)
+            return packed if isinstance(packed, Tensor) else Tensor._make(xp.asarray(packed))
 
         super().__init__(pack, unpack)

@@ -12,7 +12,7 @@ seven-digit polynomial fit (Abramowitz and Stegun 9.8.1-4), so the two agree to 
 import math
 
 from .. import random
-from ..backend import xp
+from ..backend import errstate, xp
 from ..ops.elementwise import where
 from ..ops.sampling import _tensor
 from ..special import i1
@@ -70,7 +70,7 @@ class VonMises(Distribution):
         kappa = xp.broadcast_to(self.concentration.detach().numpy().astype(xp.float64), shape)
         tau = 1 + xp.sqrt(1 + 4 * kappa**2)
         rho = (tau - xp.sqrt(2 * tau)) / (2 * kappa)
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             r = xp.where(kappa < 1e-5, 1 / kappa + kappa, (1 + rho**2) / (2 * rho))  # (ρ → 0: its Taylor form)
         rng = random.generator(None)
         x = xp.zeros(shape)
@@ -80,7 +80,7 @@ class VonMises(Distribution):
             z = xp.cos(math.pi * u1)
             f = (1 + r * z) / (r + z)
             c = kappa * (r - f)
-            with xp.errstate(divide="ignore", invalid="ignore"):
+            with errstate(divide="ignore", invalid="ignore"):
                 accept = ((c * (2 - c) - u2) > 0) | (xp.log(c / u2) + 1 - c >= 0)
             x = xp.where(accept & ~done, xp.sign(u3 - 0.5) * xp.arccos(xp.clip(f, -1, 1)), x)
             done |= accept

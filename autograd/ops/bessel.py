@@ -14,7 +14,7 @@ e^-x I_ν(x) ≈ Σ_k (-1)^k a_k(ν) / x^k / √(2πx), a_k(ν) = Π_{j≤k} (4�
 import functools
 import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .elementwise import Where, floating
@@ -48,7 +48,7 @@ def scaled_i(x, order):
     """e^-|x| I_ν(x) (ν = 0, 1) of an array, in float64."""
     x = x.astype(xp.float64)
     magnitude = xp.abs(x)
-    with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with errstate(over="ignore", invalid="ignore", divide="ignore"):
         near = xp.where(magnitude <= _FAR, magnitude, 0.0)
         series = (xp.i0(near) if order == 0 else _i1_series(near)) * xp.exp(-near)
         scaled = xp.where(magnitude <= _FAR, series, scaled_far(xp.maximum(magnitude, _FAR), order))
@@ -60,7 +60,7 @@ def bessel_i1(x):
     """I1 of an array (computed in float64, returned in x's dtype): its series up to |x| = 50, then
     e^|x| times the asymptotic series of e^-|x| I1 (∞ past |x| ≈ 713, where float64 ends)."""
     magnitude = xp.abs(x.astype(xp.float64))
-    with xp.errstate(over="ignore", invalid="ignore"):
+    with errstate(over="ignore", invalid="ignore"):
         far = xp.exp(magnitude) * scaled_far(xp.maximum(magnitude, _FAR), 1)
         far = xp.where(x < 0, -far, far)
     near = xp.where(magnitude <= _FAR, x, 0.0)  # (the series only where it is used: it grows with |x|)
@@ -74,7 +74,7 @@ def _i1_series(x):
     term = half.copy()
     total = half.copy()
     k = 0
-    with xp.errstate(over="ignore", invalid="ignore"):
+    with errstate(over="ignore", invalid="ignore"):
         while True:
             term = term * square / ((k + 1) * (k + 2))
             total = total + term
@@ -130,7 +130,7 @@ def spherical_bessel_j0(input, *, out=None):
     series = xp.ones_like(x)
     for k in range(8, 0, -1):  # Σ_k (-x²)^k / (2k+1)!, by Horner: 8 terms reach 1e-19 at |x| = 1/2
         series = 1 - series * square / ((2 * k) * (2 * k + 1))
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(divide="ignore", invalid="ignore"):
         direct = xp.where(xp.isinf(x), 0.0, xp.sin(x) / x)
     return write_out(Tensor._make(xp.where(xp.abs(x) < 0.5, series, direct).astype(x.dtype)), out)
 

@@ -30,7 +30,7 @@ K(0) = ∞, K(x < 0) = NaN, Ai(±∞) = NaN.
 import functools
 import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..tensor import Tensor
 from .bessel import bessel_i1, hankel_coefficients
 from .elementwise import floating
@@ -43,7 +43,7 @@ _NODES, _ORDERS, _NEAR = 160, 40, 25.0  # points on the circle, Neumann terms, w
 def _result(input, function, out):
     """function of the input's array (as float64), as a tensor of its floating dtype without grad."""
     x = floating(input)._data
-    with xp.errstate(all="ignore"):
+    with errstate(all="ignore"):
         return write_out(Tensor._make(function(x.astype(xp.float64)).astype(x.dtype)), out)
 
 

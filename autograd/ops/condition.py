@@ -9,7 +9,7 @@ norms ('fro', 'nuc', 1, -1, inf, -inf) invert A, which must be square. A singula
 
 import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..tensor import Tensor
 from .checked import inv_ex
 from .elementwise import where
@@ -27,7 +27,7 @@ def cond(A, p=None, *, out=None):
     if p is None or p in (2, -2):
         sigma = svdvals(A)
         largest, smallest = sigma[..., 0], sigma[..., -1]
-        with xp.errstate(divide="ignore"):  # σ_min = 0: κ = inf, as PyTorch, without NumPy's warning
+        with errstate(divide="ignore"):  # σ_min = 0: κ = inf, as PyTorch, without NumPy's warning
             return write_out(smallest / largest if p == -2 else largest / smallest, out)
     if p not in _INVERTING:
         raise RuntimeError(f"linalg.cond got an invalid norm type: {p}")

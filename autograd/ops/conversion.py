@@ -148,8 +148,8 @@ def new(x, *args, device=None):
         data = args[0]
         if isinstance(data, Tensor) and data.dtype != x.dtype:
             raise TypeError(f"expected a tensor of dtype {x.dtype} (got {data.dtype})")
-        return Tensor(numpy.array(data._data if isinstance(data, Tensor) else data, dtype=x.dtype))
-    return Tensor._make(numpy.empty(args if args else (0,), dtype=x.dtype))
+        return Tensor(backend.xp.array(data._data if isinstance(data, Tensor) else data, dtype=x.dtype))
+    return Tensor._make(backend.xp.empty(args if args else (0,), dtype=x.dtype))
 
 
 @names("apply_", function=False)

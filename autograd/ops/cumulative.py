@@ -11,7 +11,7 @@ zeros the division is replaced by the exact product over the other elements.
 
 import collections
 
-from ..backend import int64, xp
+from ..backend import accumulate, errstate, int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
@@ -164,10 +164,10 @@ def _running_extremum(x, dim, running, result):
     if x.ndim == 0:
         return result(x.clone(), Tensor._make(xp.zeros((), dtype=int64)))
     data = x._data
-    extremum = running.accumulate(data, axis=axis)
+    extremum = accumulate(running, data, axis)
     positions = xp.arange(data.shape[axis]).reshape((-1,) + (1,) * (data.ndim - axis - 1))
     attained = (data == extremum) | (xp.isnan(data) if data.dtype.kind == "f" else False)
-    indices = xp.maximum.accumulate(xp.where(attained, positions, 0), axis=axis).astype(int64)
+    indices = accumulate(xp.maximum, xp.where(attained, positions, 0), axis).astype(int64)
     return result(Gather.apply(x, dim=axis, index=indices), Tensor._make(indices))
 
 
@@ -181,6 +181,10 @@ def cummax(input, dim, *, out=None):
 def cummin(input, dim, *, out=None):
     """(values, indices): the smallest element so far along dim, and where it is."""
     return write_out(_running_extremum(input, dim, xp.minimum, CumMinResult), out)
+
+
+def _running_logaddexp(x, axis):
+    return accumulate(xp.logaddexp, x, axis)
 
 
 class LogCumSumExp(Primitive):
@@ -197,8 +201,8 @@ class LogCumSumExp(Primitive):
         if x.ndim == 0:
             return x.copy()
         if self.reverse:
-            return _reversed(xp.logaddexp.accumulate, x, self.dim)
-        return xp.logaddexp.accumulate(x, axis=self.dim)
+            return _reversed(_running_logaddexp, x, self.dim)
+        return _running_logaddexp(x, axis=self.dim)
 
     def backward(self, grad, y, x):
         if x.ndim == 0:
@@ -209,7 +213,7 @@ class LogCumSumExp(Primitive):
             c = Tensor._make(xp.max(y._data, axis=self.dim, keepdims=True))
             return ((x - c).exp() * CumSum.apply(grad * (c - y).exp(), dim=self.dim, reverse=not self.reverse),)
         parts = []
-        with xp.errstate(divide="ignore"):  # ln 0 = -inf is the empty sum, as intended
+        with errstate(divide="ignore"):  # ln 0 = -inf is the empty sum, as intended
             for g in (grad.clamp(min=0), -grad.clamp(max=0)):
                 tail = LogCumSumExp.apply(g.log() - y, dim=self.dim, reverse=not self.reverse)
                 parts.append((x + tail).exp())

@@ -12,7 +12,7 @@ import warnings
 import numpy
 
 from .. import backend
-from ..backend import xp
+from ..backend import errstate, xp
 from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
@@ -180,7 +180,7 @@ class Pow(Primitive):
 
     def backward(self, grad, z, x, y):
         grad_x = grad_y = None
-        with xp.errstate(divide="ignore", invalid="ignore"):  # the masked-out branch may be inf or NaN
+        with errstate(divide="ignore", invalid="ignore"):  # the masked-out branch may be inf or NaN
             if x.requires_grad:
                 grad_x = unbroadcast(where(y == 0, 0.0, grad * y * x ** (y - 1)), x)
             if y.requires_grad:

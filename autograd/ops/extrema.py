@@ -9,7 +9,7 @@ evenly between ties, as PyTorch's.
 
 import collections
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import normalize_dims
@@ -84,7 +84,7 @@ def nanmean(input, dim=None, keepdim=False, *, dtype=None):
     x = input if dtype is None else input.to(dtype)
     count = Tensor._make((~xp.isnan(x._data)).sum(axis=normalize_dims(dim, x.ndim), keepdims=keepdim)
                          .astype(x.dtype))
-    with xp.errstate(invalid="ignore", divide="ignore"):
+    with errstate(invalid="ignore", divide="ignore"):
         return _without_nan(x).sum(dim, keepdim) / count
 
 

@@ -10,7 +10,7 @@ NumPy has none of them vectorised. ln Γ uses Lanczos's approximation (g = 7, 9 
 
 import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from .elementwise import floating
 from .names import names
@@ -41,7 +41,7 @@ def _lgamma(x):
         series = series + c / (z + k)
     t = z + _LANCZOS_G + 0.5
     direct = 0.5 * math.log(2 * math.pi) + (z + 0.5) * xp.log(t) - t + xp.log(series)
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(divide="ignore", invalid="ignore"):
         reflected = math.log(math.pi) - xp.log(xp.abs(_sin_pi(x))) - direct
     y = xp.where(reflect, reflected, direct)
     y = xp.where((x <= 0) & (x == xp.floor(x)), xp.inf, y)  # poles at 0, -1, -2, ...
@@ -61,7 +61,7 @@ def _polygamma(n, x):
     steps = int(max(0.0, math.ceil(_SHIFT - float(regular.min())))) if regular.size else 0
     for _ in range(steps):  # ψ⁽ⁿ⁾(z) = ψ⁽ⁿ⁾(z+1) + sign · n! / z^(n+1), for z still below the shift
         below = z < _SHIFT
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             shifted = shifted + xp.where(below, sign * factorial / z ** (n + 1), 0.0)
         z = xp.where(below, z + 1.0, z)
     if n == 0:
@@ -75,7 +75,7 @@ def _polygamma(n, x):
             tail = tail + b * math.factorial(2 * k + n - 1) / (math.factorial(2 * k) * z ** (2 * k + n))
         y = sign * tail + shifted
     if n == 0:
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             y = xp.where(reflect, y - math.pi / xp.tan(math.pi * (x - xp.round(x))), y)
         y = xp.where(x == 0, -xp.inf, xp.where((x < 0) & (x == xp.floor(x)), xp.nan, y))
     else:

@@ -29,7 +29,7 @@ large logarithms are subtracted.
 import functools
 import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .elementwise import promote, unbroadcast
@@ -51,14 +51,14 @@ def _log1p_minus(t):
     for k in range(2, 20):  # |t| < 0.1: the 19th term is below 1e-19 of the first
         series = series + (power / k if k % 2 == 0 else -power / k)
         power = power * t
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(divide="ignore", invalid="ignore"):
         direct = t - xp.log1p(t)
     return xp.where(xp.abs(t) < 0.1, series, direct)
 
 
 def _log_prefactor(a, x):
     """ln(x^a e^(-x) / Γ(a)) for a, x > 0."""
-    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with errstate(divide="ignore", invalid="ignore", over="ignore"):
         direct = a * xp.log(x) - x - _lgamma(a)
         large = xp.maximum(a, 10.0)
         stirling = xp.zeros_like(a)  # ln Γ(a) - (a-½) ln a + a - ½ ln 2π = Σ_k B_2k / (2k (2k-1) a^(2k-1))
@@ -97,7 +97,7 @@ def _lgamma_1p(z):
             power = power * z
         return total
 
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(divide="ignore", invalid="ignore"):
         near_one = xp.log(z) + taylor(z - 1.0)
     return xp.where(xp.abs(z) <= 0.5, taylor(z), xp.where(xp.abs(z - 1.0) < 0.5, near_one, _lgamma(z + 1.0)))
 
@@ -132,7 +132,7 @@ def _upper_fraction(a, x):
         yc = y[i] * c[i]
         p = p_last[i] * z[i] - p_before[i] * yc
         q = q_last[i] * z[i] - q_before[i] * yc
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             ratio = xp.where(q != 0, p / q, answer[i])
             change = xp.where(q != 0, xp.abs((answer[i] - ratio) / ratio), 1.0)
         answer[i] = ratio

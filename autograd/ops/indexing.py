@@ -53,7 +53,9 @@ def _positions(index, dim):
     """The full (advanced) index of every element that ``index`` names along ``dim``."""
     if index.ndim == 0:  # a 0-d index names one element, as a 1-d index of length 1 (PyTorch)
         index = index.reshape(1)
-    grids = list(xp.indices(index.shape, sparse=True))
+    ndim = index.ndim  # an open grid (NumPy's indices(sparse=True), which CuPy lacks): each axis's
+    grids = [xp.arange(n).reshape((1,) * d + (n,) + (1,) * (ndim - d - 1))  # positions along it alone
+             for d, n in enumerate(index.shape)]
     grids[dim] = index
     return tuple(grids)
 

@@ -66,6 +66,9 @@ class Solve(Primitive):
     saves_output = True
 
     def forward(self, a, b):
+        if a.shape[:-2] != b.shape[:-2]:  # batch dims broadcast here: CuPy's solve wants them equal
+            batch = xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            a, b = xp.broadcast_to(a, batch + a.shape[-2:]), xp.broadcast_to(b, batch + b.shape[-2:])
         try:
             return xp.linalg.solve(a, b)
         except xp.linalg.LinAlgError as error:

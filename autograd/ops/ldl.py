@@ -19,7 +19,7 @@ Neither has a gradient (as in PyTorch): an input that requires grad is refused w
 import collections
 import math
 
-from ..backend import int32, xp
+from ..backend import errstate, int32, xp
 from ..graph import is_grad_enabled
 from ..tensor import Tensor
 from .checked import _raise
@@ -180,7 +180,7 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     ld = xp.broadcast_to(LD._data, batch + (n, n)).reshape((-1, n, n))
     p = xp.broadcast_to(pivots._data, batch + (n,)).reshape((-1, n))
     b = xp.broadcast_to(B._data, batch + tuple(B.shape[-2:])).reshape((-1,) + tuple(B.shape[-2:]))
-    with xp.errstate(divide="ignore", invalid="ignore"):  # a singular D gives inf/nan, as LAPACK's
+    with errstate(divide="ignore", invalid="ignore"):  # a singular D gives inf/nan, as LAPACK's
         x = xp.stack([_solve_one(*args) for args in zip(ld, p, b)]) if b.shape[0] else b.copy()
     return write_out(Tensor._make(x.reshape(batch + tuple(B.shape[-2:]))), out)
 

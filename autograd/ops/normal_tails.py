@@ -26,7 +26,7 @@ to the smallest subnormal p; for p > ¼ as Φ(y) - p = erf(y/√2)/2 - (p - ½),
 import functools
 import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from .elementwise import floating
 from .outputs import write_out
@@ -73,7 +73,7 @@ def erfcx(x):
     for j in range(_DEGREE, 0, -1):  # Clenshaw's recurrence for Σ c_j T_j(s)
         later, latest = latest, coefficients[..., j] + 2 * s * latest - later
     tabulated = coefficients[..., 0] + s * latest - later
-    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with errstate(divide="ignore", invalid="ignore", over="ignore"):
         far = xp.maximum(magnitude, _TABLE_END)
         fraction = 1 / (math.sqrt(math.pi) * (far + 0.5 / _laplace_tail(far, _LEVELS)))
         fraction = xp.where(xp.isinf(magnitude), 0.0, fraction)
@@ -97,7 +97,7 @@ def erfcx_slope(x):
     with c = ½/T, x√π erfcx(x) = x/(x + c), and the slope is -2/√π · c/(x + c). (PyTorch
     takes the difference, whose digits are gone past x ≈ 1e8, and is NaN at ∞; this is 0 there.)"""
     x = xp.asarray(x, dtype=xp.float64)
-    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with errstate(divide="ignore", invalid="ignore", over="ignore"):
         direct = 2 * x * erfcx(x) - 2 / math.sqrt(math.pi)
         far = xp.maximum(x, 2.0)
         c = 0.5 / _laplace_tail(far, 2 * _LEVELS)  # (at x = 2 the fraction needs about 100 levels)
@@ -130,7 +130,7 @@ class ErfcxSlope(Primitive):
 def _square(x):
     """x² as hi + lo exactly (Dekker's product: x split into halves of 26 bits), so that e^(±x²/2)
     keeps its digits where x²/2 is hundreds (its rounding would cost x²/2 · 2^-53, relative)."""
-    with xp.errstate(over="ignore", invalid="ignore"):
+    with errstate(over="ignore", invalid="ignore"):
         hi = x * x
         split = x * 134217729.0  # 2^27 + 1
         top = split - (split - x)
@@ -147,7 +147,7 @@ class LogNdtr(Primitive):
         dtype, x = x.dtype, x.astype(xp.float64)
         t = x / math.sqrt(2)
         hi, lo = _square(x)
-        with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        with errstate(divide="ignore", invalid="ignore", over="ignore"):
             left = xp.log(erfcx(-t) / 2) - (hi + lo) / 2  # Φ(x) = erfcx(-t) e^(-x²/2) / 2: its log, for x < 0
             # Φ(x) = 1 - erfc(t)/2 = 1 - erfcx(t) e^(-x²/2) / 2, for x ≥ 0
             right = xp.log1p(-erfcx(t) * xp.exp(-hi / 2) * (1 - lo / 2) / 2)
@@ -182,7 +182,7 @@ def ndtri(p):
     q = xp.where(upper, 1.0 - p, p)
     inside = (q > 0) & (q <= 0.5)
     q = xp.where(inside, q, 0.25)
-    with xp.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with errstate(divide="ignore", invalid="ignore", over="ignore"):
         centre = q - 0.5
         square = centre * centre
         log_q = xp.log(q)

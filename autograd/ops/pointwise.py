@@ -8,7 +8,7 @@ an int64 tensor is float32, as in PyTorch). Rounding is piecewise constant: its 
 
 import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
 from .conjugation import conj, sgn_of_complex
@@ -230,7 +230,7 @@ class Erfinv(Primitive):
     PyTorch allows (its erfinv keeps only x)."""
 
     def forward(self, x):
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             return _erfinv(x)
 
     def backward(self, grad, y, x):
@@ -479,7 +479,7 @@ class Xlogy(Primitive):
     dL/dy = dL/dz · x / y"""
 
     def forward(self, x, y):
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             product = x * xp.log(y)
         return xp.where((x == 0) & ~xp.isnan(y), xp.zeros((), dtype=product.dtype), product)
 
@@ -503,7 +503,7 @@ class Xlog1py(Primitive):
     dL/dx = dL/dz · ln(1 + y) (0 where x = 0 and y ≤ -1),   dL/dy = dL/dz · x / (1 + y)"""
 
     def forward(self, x, y):
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             product = x * xp.log1p(y)
         return xp.where((x == 0) & ~xp.isnan(y), xp.zeros((), dtype=product.dtype), product)
 
@@ -618,12 +618,12 @@ class Entr(Primitive):
     """y = -x ln x (0 at x = 0, -inf for x < 0);   dL/dx = -dL/dy · (ln x + 1)"""
 
     def forward(self, x):
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             y = -x * xp.log(x)
         return xp.where(x == 0, 0.0, xp.where(x < 0, -xp.inf, y)).astype(x.dtype)
 
     def backward(self, grad, y, x):
-        with xp.errstate(divide="ignore", invalid="ignore"):
+        with errstate(divide="ignore", invalid="ignore"):
             return (-grad * (x.log() + 1.0),)
 
 

@@ -15,7 +15,7 @@ chooses. The degree is truncated to an integer; a negative one gives 0, and H, H
 512 give NaN (PyTorch's limits). As in PyTorch these have no gradient: the result never requires grad.
 """
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..tensor import Tensor, _operand
 from .elementwise import floating, promote
 from .outputs import write_out
@@ -46,7 +46,7 @@ def _recurrence(x, n, first, step):
     for k in range(1, top):
         if not active.size:
             break
-        with xp.errstate(over="ignore", invalid="ignore"):  # (past float64's range: ±∞ or NaN, as PyTorch)
+        with errstate(over="ignore", invalid="ignore"):  # (past float64's range: ±∞ or NaN, as PyTorch)
             after = step(k, x[active], last[active], before[active])
         before[active], last[active] = last[active], after
         done = n[active] == k + 1
@@ -65,7 +65,7 @@ def _chebyshev(x, n, kind, trig_above):
     odd = n % 2 == 1
     first = {"t": x, "u": 2 * x, "v": 2 * x - 1, "w": 2 * x + 1}[kind]
     result = _recurrence(x, n, first, lambda k, x, last, before: 2 * x * last - before)
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(divide="ignore", invalid="ignore"):
         theta = xp.arccos(xp.clip(x, -1, 1))
         inside = xp.abs(x) < 1
         if kind == "t":

@@ -230,14 +230,14 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         if flat.size == 0:
             return _unique_results(flat, flat.astype(int64), flat.astype(int64), return_inverse, return_counts,
                                    data.shape)
-        starts = xp.concatenate([[True], flat[1:] != flat[:-1]])
+        starts = xp.concatenate([xp.ones(1, dtype=bool), flat[1:] != flat[:-1]])
         values = flat[starts]
         inverse = xp.cumsum(starts) - 1
         counts = xp.diff(xp.append(xp.flatnonzero(starts), flat.size))
         return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
     axis = dim_index(dim, data.ndim)
     moved = xp.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
-    starts = xp.concatenate([[True], (moved[1:] != moved[:-1]).any(axis=1)])
+    starts = xp.concatenate([xp.ones(1, dtype=bool), (moved[1:] != moved[:-1]).any(axis=1)])
     values = xp.compress(starts, data, axis=axis)
     inverse = xp.cumsum(starts) - 1
     counts = xp.diff(xp.append(xp.flatnonzero(starts), len(starts)))

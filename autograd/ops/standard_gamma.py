@@ -28,7 +28,7 @@ values agree to about 1e-4 relative.
 """
 
 from .. import random
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from .elementwise import floating
 from .gamma import _polygamma
@@ -110,7 +110,7 @@ def _standard_gamma_derivative(x, a):
     a, x, lower, fraction = _split(a, x)
     lower = lower & (x > 0)
     result = xp.where(x == 0, 0.0, xp.nan)  # a draw that underflowed to 0 stays there
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(divide="ignore", invalid="ignore"):
         if lower.any():
             al, xl = a[lower], x[lower]
             total, dtotal = _series(al, xl)

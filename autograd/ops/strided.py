@@ -11,7 +11,7 @@ x and is recorded. For a non-contiguous x it is a copy of the same values (the v
 defined on x's memory layout, which a recorded write replays on contiguous arrays).
 """
 
-from ..backend import int64, xp
+from ..backend import address, int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
@@ -23,7 +23,7 @@ def _root(array):
     root = array
     while isinstance(root.base, xp.ndarray):
         root = root.base
-    offset = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    offset = address(array) - address(root)
     return root, offset // array.itemsize
 
 

@@ -15,7 +15,7 @@ division gives inf or nan in the solution.
 
 import collections
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from .elementwise import unbroadcast
 from .inverses import _square
@@ -34,7 +34,7 @@ def substitute(a, b, upper, unitriangular):
     x = xp.array(xp.broadcast_to(b, batch + b.shape[-2:]), dtype=xp.result_type(a, b))
     n = a.shape[-1]
     order = range(n - 1, -1, -1) if upper else range(n)
-    with xp.errstate(divide="ignore", invalid="ignore"):  # a zero pivot gives inf/nan, as LAPACK
+    with errstate(divide="ignore", invalid="ignore"):  # a zero pivot gives inf/nan, as LAPACK
         for i in order:
             done = slice(i + 1, n) if upper else slice(0, i)
             if done.start != done.stop:

@@ -14,7 +14,7 @@ x = 1, NaN below; for q ≤ 0, ∞ at the poles q = 0, -1, ..., and NaN unless x
 
 import math
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from .elementwise import unbroadcast
 from .gamma import _BERNOULLI
@@ -36,7 +36,7 @@ def hurwitz_zeta(x, q):
     result[pole] = xp.inf
     defined = ~(x <= 1) & ~pole & ~((q <= 0) & (x != xp.floor(x)))  # (NaN stays in, and comes out NaN)
     x, q = x[defined], q[defined]
-    with xp.errstate(over="ignore", divide="ignore", invalid="ignore"):
+    with errstate(over="ignore", divide="ignore", invalid="ignore"):
         total = q ** -x
         a, b = q.copy(), xp.zeros_like(q)
         done = xp.zeros(q.shape, dtype=bool)
