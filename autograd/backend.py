@@ -87,10 +87,24 @@ def accumulate(ufunc, array, axis):
     return result
 
 
+def strided_view(array, shape, strides):
+    """A read-only view of ``array``'s memory with other shape and steps (bytes), as NumPy's
+    as_strided (CuPy's takes no writeable flag: there the view can be written)."""
+    if xp is numpy:
+        return numpy.lib.stride_tricks.as_strided(array, shape, strides, writeable=False)
+    return xp.lib.stride_tricks.as_strided(array, shape, strides)
+
+
 def address(array):
     """Where an array's first element lies: in host memory (NumPy), or on the GPU (CuPy)."""
     interface = getattr(array, "__array_interface__", None) or array.__cuda_array_interface__
     return interface["data"][0]
+
+
+def on_host(array):
+    """True for a NumPy array while the array module is another (CuPy): a tensor moved to the CPU
+    (``x.cpu()``), which keeps its values in host memory until it is moved back."""
+    return xp is not numpy and isinstance(array, numpy.ndarray)
 
 
 def to_numpy(array):

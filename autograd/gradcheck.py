@@ -88,7 +88,7 @@ def jacobians(fn, inputs, eps, outputs=None):
     for j, x in enumerate(wrt):
         flat = x._data.reshape(-1)
         for i in range(flat.size):
-            original = flat[i]
+            original = flat[i].item()  # a number: CuPy's flat[i] is a view, which the next line would change
             flat[i] = original + eps
             plus = [to_numpy(y._data).astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
             flat[i] = original - eps

@@ -25,6 +25,8 @@ inputs' shapes and dtypes sets it False, so an add chain keeps no intermediate
 arrays alive). Only what is kept is checked for in-place changes at backward.
 """
 
+from .backend import on_host
+from .device import served
 from .errors import ShapeError
 from .graph import (
     PackedTensor,
@@ -103,6 +105,10 @@ class Primitive:
         except ValueError as error:  # NumPy's shape errors, said at the user's call
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
             raise ShapeError(f"{cls.__name__} of shapes {shapes}: {error}") from None
+        except TypeError:  # CuPy's, for an array in host memory: a tensor moved to the CPU
+            if any(on_host(x._data) for x in inputs):
+                raise _devices_differ(cls) from None
+            raise
         out = Tensor._make(data)
         if node.is_view:
             out._adopt_view_of(inputs[0], cls, params)
@@ -275,6 +281,14 @@ class Primitive:
     def release(self):
         self.inputs = self.output_data = None
         self.parents = self.freed_parents
+
+
+def _devices_differ(op):
+    return RuntimeError(
+        f"{op.__name__}: Expected all tensors to be on the same device, but found at least two devices, "
+        f"{served()} and cpu! Under CuPy the ops run on the GPU; a tensor moved to the CPU (x.cpu()) is there to "
+        "be read (numpy(), tolist(), saving): move it back with x.cuda() to compute with it."
+    )
 
 
 def _no_complex_gradient(op, inputs):

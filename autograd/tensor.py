@@ -51,6 +51,7 @@ def as_array(data, dtype=None):
 
 
 _ndarray = xp.ndarray  # what the ops return: wrapped as it is
+_host_ndarray = numpy.ndarray  # the same under NumPy; under CuPy, what x.cpu() holds
 
 NON_LEAF_GRAD = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad attribute won't be "
@@ -91,7 +92,8 @@ class Tensor:
     def _make(data):
         """Wrap an array the library just computed (no copying, no checks)."""
         tensor = object.__new__(Tensor)
-        tensor._data = data if type(data) is _ndarray else xp.asarray(data)  # (a NumPy scalar, a subclass)
+        tensor._data = data if type(data) is _ndarray or type(data) is _host_ndarray else xp.asarray(data)  # (a
+        # NumPy scalar, a subclass; under CuPy a NumPy array stays one: a tensor moved to the CPU, ops/devices.py)
         tensor.requires_grad = False
         tensor.grad_fn = None
         tensor._version_cell = [0, 0]

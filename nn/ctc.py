@@ -198,7 +198,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         if labels.shape[0] < target_lengths.sum():
             raise RuntimeError(f"ctc_loss: {labels.shape[0]} targets given, target_lengths add up to "
                                f"{int(target_lengths.sum())}")
-        offsets = xp.concatenate([[0], xp.cumsum(target_lengths)[:-1]])
+        offsets = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(target_lengths)[:-1]])
         rows = [labels[o:o + n] for o, n in zip(offsets, target_lengths)]
     else:
         if labels.shape[0] != batch or (target_lengths > labels.shape[1]).any():

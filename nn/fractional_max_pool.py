@@ -13,9 +13,8 @@ scatters dL/dy back to it. PyTorch's arithmetic (in the input's dtype) gives its
 
 import math
 
-import numpy
-
 from autograd import Tensor
+from autograd.backend import xp
 from autograd.ops.pooling import GatherFlat
 from autograd.random import generator
 
@@ -25,13 +24,13 @@ from .module import Module
 
 def _starts(samples, size, out, kernel):
     """Window starts (…, out) for the samples u (…) of one axis, computed in u's dtype."""
-    starts = numpy.full(samples.shape + (out,), size - kernel, dtype=numpy.int64)
+    starts = xp.full(samples.shape + (out,), size - kernel, dtype=xp.int64)
     if out > 1:
         dtype = samples.dtype.type
         alpha = dtype(size - kernel) / dtype(out - 1)
-        steps = numpy.arange(out - 1).astype(samples.dtype)
-        starts[..., :-1] = (((steps + samples[..., None]) * alpha).astype(numpy.int64)
-                            - (samples * alpha).astype(numpy.int64)[..., None])
+        steps = xp.arange(out - 1).astype(samples.dtype)
+        starts[..., :-1] = (((steps + samples[..., None]) * alpha).astype(xp.int64)
+                            - (samples * alpha).astype(xp.int64)[..., None])
     return starts
 
 
@@ -57,19 +56,19 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     # the samples of a 2-d pool are (u_W, u_H), of a 3-d one (u_T, u_H, u_W), as PyTorch's
     order = (1, 0) if spatial == 2 else (0, 1, 2)
     # flat position in the input plane of every window element: (N, C, *out, *kernel)
-    flat = numpy.zeros((n, c) + (1,) * (2 * spatial), dtype=numpy.int64)
+    flat = xp.zeros((n, c) + (1,) * (2 * spatial), dtype=xp.int64)
     for a in range(spatial):
         starts = _starts(samples._data[..., order[a]], sizes[a], out[a], kernel[a])
-        positions = starts[..., None] + numpy.arange(kernel[a])  # (N, C, out, kernel)
+        positions = starts[..., None] + xp.arange(kernel[a])  # (N, C, out, kernel)
         shape = [n, c] + [1] * (2 * spatial)
         shape[2 + a], shape[2 + spatial + a] = out[a], kernel[a]
         flat = flat * sizes[a] + positions.reshape(shape)
     flat = flat.reshape(n, c, *out, math.prod(kernel))
-    values = numpy.take_along_axis(input._data.reshape(n, c, -1), flat.reshape(n, c, -1), 2).reshape(flat.shape)
-    nan = numpy.isnan(values)
+    values = xp.take_along_axis(input._data.reshape(n, c, -1), flat.reshape(n, c, -1), 2).reshape(flat.shape)
+    nan = xp.isnan(values)
     last_nan = flat.shape[-1] - 1 - nan[..., ::-1].argmax(-1)
-    choice = numpy.where(nan.any(-1), last_nan, values.argmax(-1))
-    indices = numpy.take_along_axis(flat, choice[..., None], -1)[..., 0]
+    choice = xp.where(nan.any(-1), last_nan, values.argmax(-1))
+    indices = xp.take_along_axis(flat, choice[..., None], -1)[..., 0]
     y = GatherFlat.apply(input, indices=indices, overlapping=True)
     if unbatched:
         y, indices = y.squeeze(0), indices[0]

@@ -106,3 +106,39 @@ def test_save_and_load_round_trip_on_the_gpu(tmp_path):
     for p, q in zip(model.parameters(), again.parameters()):
         assert q.device == "cuda:0"
         np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
+
+
+def test_cpu_moves_a_tensor_to_host_memory_and_cuda_brings_it_back_with_its_gradient():
+    x = autograd.tensor([1.0, -2.0, 3.0], device="cuda", requires_grad=True)
+    host = (x * 2).cpu()
+    assert host.device == "cpu" and host.is_cpu and not host.is_cuda and host.get_device() == -1
+    assert isinstance(host._data, np.ndarray) and host.type() == "torch.FloatTensor"
+    assert host.tolist() == [2.0, -4.0, 6.0] and repr(host.detach()) == "tensor([ 2., -4.,  6.])"
+    assert host.to("cpu") is host
+    back = host.to("cuda")
+    assert back.device == "cuda:0" and type(back._data).__module__.startswith("cupy")
+    (back * back).sum().backward()  # d/dx of (2x)² is 8x, through both moves
+    np.testing.assert_allclose(x.grad.cpu().numpy(), [8.0, -16.0, 24.0])
+
+
+def test_an_op_on_a_cpu_and_a_gpu_tensor_raises_naming_both_devices():
+    gpu = autograd.ones(3, device="cuda")
+    with pytest.raises(RuntimeError, match="same device.*cuda:0 and cpu"):
+        gpu + gpu.cpu()
+
+
+def test_a_pytorch_program_that_picks_its_device_trains_on_the_gpu_and_reads_back_on_the_cpu():
+    device = "cuda" if autograd.cuda.is_available() else "cpu"
+    autograd.manual_seed(0)
+    x = autograd.randn(128, 2, device=device)
+    y = (x[:, 0] * x[:, 1] > 0).long()  # quadrants: not linearly separable
+    model = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 2)).to(device)
+    optimizer = optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+    predictions = model(x).argmax(1).cpu().numpy()
+    assert isinstance(predictions, np.ndarray) and predictions.dtype == np.int64
+    assert (predictions == y.cpu().numpy()).mean() > 0.9 and loss.item() < 0.3

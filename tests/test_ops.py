@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import autograd
 from autograd import REGISTRY, Tensor
+from autograd.ops.conversion import Move
 
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=3)
 
@@ -119,6 +120,8 @@ CASES = {
     # through float32 and back: finite differences need a step float32 can resolve
     "Cast": (unary(), lambda x: x.float().double() * 3.0, {"eps": 1e-2, "atol": 1e-3}),
     "Clone": (unary(), lambda x: x.clone() * x),
+    # to host memory and back (the devices differ under CuPy only; under NumPy both moves copy)
+    "Move": (unary(), lambda x: Move.apply(Move.apply(x, to_host=True) * 2.0, to_host=False) * x),
     "Sum": (with_dim(), lambda x, dim: x.sum(dim) + x.sum(dim, keepdim=True).sum() + x.sum()),
     "Mean": (with_dim(), lambda x, dim: x.mean(dim) + x.mean(dim, keepdim=True).sum() + x.mean()),
     "LogSumExp": (with_dim(), lambda x, dim: x.logsumexp(dim)),

@@ -264,7 +264,7 @@ class _PositiveSemidefinite(_Symmetric):
         symmetric = super().check(value)
         if not bool(symmetric.all()):
             return symmetric
-        return Tensor(xp.asarray((xp.linalg.eigvalsh(value.detach().numpy()) >= 0).all(-1)))
+        return Tensor(xp.asarray((xp.linalg.eigvalsh(value.detach()._data) >= 0).all(-1)))
 
 
 class _PositiveDefinite(_Symmetric):
@@ -272,7 +272,7 @@ class _PositiveDefinite(_Symmetric):
         symmetric = super().check(value)
         if not bool(symmetric.all()):
             return symmetric
-        eigenvalues = xp.linalg.eigvalsh(value.detach().numpy())  # PyTorch asks whether Cholesky succeeds
+        eigenvalues = xp.linalg.eigvalsh(value.detach()._data)  # PyTorch asks whether Cholesky succeeds
         return Tensor(xp.asarray((eigenvalues > 0).all(-1)))
 
 

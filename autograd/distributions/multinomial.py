@@ -7,8 +7,9 @@ independent draws of a Categorical.
 
 import math
 
+import numpy
+
 from .. import random
-from ..backend import xp
 from ..ops.elementwise import where
 from ..ops.sampling import _tensor
 from . import constraints
@@ -48,7 +49,7 @@ class Multinomial(OverCategorical, Distribution):
 
     def sample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        probs = xp.broadcast_to(self.probs.detach().numpy().astype(xp.float64), shape)
+        probs = numpy.broadcast_to(self.probs.detach().numpy().astype(numpy.float64), shape)  # (drawn on the host)
         probs = probs / probs.sum(-1, keepdims=True)  # NumPy insists the rows sum to 1 to within its rounding
         return _tensor(random.generator(None).multinomial(self.total_count, probs), self.probs.dtype)
 

@@ -11,8 +11,9 @@ seven-digit polynomial fit (Abramowitz and Stegun 9.8.1-4), so the two agree to 
 
 import math
 
+import numpy
+
 from .. import random
-from ..backend import errstate, xp
 from ..ops.elementwise import where
 from ..ops.sampling import _tensor
 from ..special import i1
@@ -64,24 +65,24 @@ class VonMises(Distribution):
     def sample(self, sample_shape=()):
         """Best and Fisher: z = cos(π u1), f = (1 + r z)/(r + z), c = κ (r - f); accept when
         c (2 - c) > u2 or ln(c/u2) + 1 - c ≥ 0; then x = ±arccos f (sign from u3), shifted by μ and
-        wrapped to [-π, π)."""
+        wrapped to [-π, π). Drawn on the host, in NumPy (the draws are NumPy's)."""
         shape = self._extended_shape(sample_shape)
-        loc = xp.broadcast_to(self.loc.detach().numpy().astype(xp.float64), shape)
-        kappa = xp.broadcast_to(self.concentration.detach().numpy().astype(xp.float64), shape)
-        tau = 1 + xp.sqrt(1 + 4 * kappa**2)
-        rho = (tau - xp.sqrt(2 * tau)) / (2 * kappa)
-        with errstate(divide="ignore", invalid="ignore"):
-            r = xp.where(kappa < 1e-5, 1 / kappa + kappa, (1 + rho**2) / (2 * rho))  # (ρ → 0: its Taylor form)
+        loc = numpy.broadcast_to(self.loc.detach().numpy().astype(numpy.float64), shape)
+        kappa = numpy.broadcast_to(self.concentration.detach().numpy().astype(numpy.float64), shape)
+        tau = 1 + numpy.sqrt(1 + 4 * kappa**2)
+        rho = (tau - numpy.sqrt(2 * tau)) / (2 * kappa)
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            r = numpy.where(kappa < 1e-5, 1 / kappa + kappa, (1 + rho**2) / (2 * rho))  # (ρ → 0: its Taylor form)
         rng = random.generator(None)
-        x = xp.zeros(shape)
-        done = xp.zeros(shape, dtype=bool)
+        x = numpy.zeros(shape)
+        done = numpy.zeros(shape, dtype=bool)
         while not done.all():
             u1, u2, u3 = rng.random((3,) + tuple(shape))
-            z = xp.cos(math.pi * u1)
+            z = numpy.cos(math.pi * u1)
             f = (1 + r * z) / (r + z)
             c = kappa * (r - f)
-            with errstate(divide="ignore", invalid="ignore"):
-                accept = ((c * (2 - c) - u2) > 0) | (xp.log(c / u2) + 1 - c >= 0)
-            x = xp.where(accept & ~done, xp.sign(u3 - 0.5) * xp.arccos(xp.clip(f, -1, 1)), x)
+            with numpy.errstate(divide="ignore", invalid="ignore"):
+                accept = ((c * (2 - c) - u2) > 0) | (numpy.log(c / u2) + 1 - c >= 0)
+            x = numpy.where(accept & ~done, numpy.sign(u3 - 0.5) * numpy.arccos(numpy.clip(f, -1, 1)), x)
             done |= accept
         return _tensor((x + math.pi + loc) % (2 * math.pi) - math.pi, self.loc.dtype)

@@ -4,6 +4,11 @@
 ``to(device, dtype)`` and the keywords ``device``, ``dtype``, ``non_blocking``,
 ``copy``. When nothing changes it returns the tensor itself (as PyTorch); a
 dtype change is the differentiable ``Cast`` (dL/dx = dL/dy in x's dtype).
+
+Under CuPy every tensor lives on the GPU, except one moved to the CPU (``x.cpu()``,
+``x.to("cpu")``): a differentiable ``Move`` to host memory, there to be read (``numpy()``,
+``tolist()``, printing, saving) and moved back. An op that meets both devices raises, as
+PyTorch's does.
 """
 
 import numpy
@@ -13,6 +18,7 @@ from ..constants import strided
 from ..device import device as Device
 from ..device import resolve, served
 from ..graph import bump_version
+from ..primitive import Primitive
 from ..tensor import Tensor
 from .elementwise import Cast, Clone
 from .names import names
@@ -25,19 +31,43 @@ _TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int6
 
 def _device(x):
     """The device the tensor's memory is on."""
-    return served()
+    return _HOST if backend.on_host(x._data) else served()
 
 
+_HOST = Device("cpu")
 names("device", function=False)(property(_device))
-names("is_cuda", function=False)(property(lambda x: served().type == "cuda"))
-names("is_cpu", function=False)(property(lambda x: served().type == "cpu"))
+names("is_cuda", function=False)(property(lambda x: _device(x).type == "cuda"))
+names("is_cpu", function=False)(property(lambda x: _device(x).type == "cpu"))
 
 
 @names("get_device", function=False)
 def get_device(x):
     """The GPU index, or -1 on the CPU (as PyTorch)."""
-    where = served()
+    where = _device(x)
     return -1 if where.type == "cpu" else where.index
+
+
+class Move(Primitive):
+    """y = x in another device's memory (to_host: the CPU's, else the GPU's; under CuPy only);
+    dL/dx = dL/dy moved back."""
+
+    saves_inputs = False  # backward needs no input's values
+    handles_complex = True
+
+    def forward(self, x):
+        return backend.to_numpy(x).copy() if self.to_host else backend.xp.asarray(x)
+
+    def backward(self, grad, y, x):
+        return (Move.apply(grad, to_host=not self.to_host),)
+
+
+def _destination(requested):
+    """The device ``requested`` names, when tensors can be there: the served one, or the CPU
+    under CuPy (resolve raises for any other)."""
+    wanted = requested if isinstance(requested, Device) else Device(requested)
+    if wanted.type == "cpu" and wanted.index in (None, 0) and backend.xp is not numpy:
+        return _HOST
+    return resolve(wanted)
 
 
 def _is_device(value):
@@ -75,7 +105,9 @@ def to(x, *args, **kwargs):
     """x on ``device`` with ``dtype``: x itself when it already is (unless ``copy``)."""
     device, dtype, copy = parse_to(args, kwargs)
     if device is not None:
-        resolve(device)  # every served device is this one: only a check
+        where = _destination(device)
+        if where != _device(x):  # (only under CuPy: under NumPy the one device is every tensor's)
+            x, copy = Move.apply(x, to_host=where == _HOST), False
     if dtype is not None and numpy.dtype(dtype) != x.dtype:
         return Cast.apply(x, dtype=numpy.dtype(dtype))
     return Clone.apply(x) if copy else x
@@ -97,7 +129,7 @@ def type_(x, dtype=None, non_blocking=False):
     as 'torch.DoubleTensor' is accepted as the dtype."""
     if dtype is None:
         kind = _TYPE_NAMES.get(x.dtype.name, x.dtype.name)
-        return f"torch.{'cuda.' if served().type == 'cuda' else ''}{kind}Tensor"
+        return f"torch.{'cuda.' if _device(x).type == 'cuda' else ''}{kind}Tensor"
     if isinstance(dtype, str):
         by_name = {f"torch.{kind}Tensor": name for name, kind in _TYPE_NAMES.items()}
         by_name.update({f"torch.cuda.{kind}Tensor": name for name, kind in _TYPE_NAMES.items()})

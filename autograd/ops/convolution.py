@@ -32,9 +32,7 @@ layer spends a transpose on its output or on its incoming gradient. Values and
 shapes are NCHW's; only the strides differ (``.contiguous()`` gives C order).
 """
 
-from numpy.lib.stride_tricks import as_strided
-
-from ..backend import xp
+from ..backend import strided_view, xp
 from ..primitive import Primitive
 
 
@@ -90,8 +88,8 @@ def pad_zeros(x, padding):
 def windows(padded, kernel, stride, dilation, out):
     """A strided view (N, C, kh, kw, oh, ow) of every window of ``padded`` (no copy)."""
     n, c, h, w = padded.strides
-    return as_strided(padded, padded.shape[:2] + tuple(kernel) + tuple(out),
-                      (n, c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1]), writeable=False)
+    return strided_view(padded, padded.shape[:2] + tuple(kernel) + tuple(out),
+                        (n, c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1]))
 
 
 def batch_last(x, padding):
@@ -116,8 +114,8 @@ def im2col(x, kernel, stride, padding, dilation, out=None):
         out = tuple(output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], dilation[a]) for a in (0, 1))
     padded = batch_last(x, padding)
     c, h, w, n = padded.strides
-    view = as_strided(padded, (padded.shape[0],) + tuple(kernel) + tuple(out) + (padded.shape[3],),
-                      (c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1], n), writeable=False)
+    view = strided_view(padded, (padded.shape[0],) + tuple(kernel) + tuple(out) + (padded.shape[3],),
+                        (c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1], n))
     return xp.ascontiguousarray(view)
 
 

@@ -28,7 +28,7 @@ values agree to about 1e-4 relative.
 """
 
 from .. import random
-from ..backend import errstate, xp
+from ..backend import errstate, to_numpy, xp
 from ..primitive import Primitive
 from .elementwise import floating
 from .gamma import _polygamma
@@ -129,7 +129,7 @@ class StandardGamma(Primitive):
     saves_output = True
 
     def forward(self, a):
-        draws = random.generator(self.generator).standard_gamma(a.astype(xp.float64))
+        draws = random.generator(self.generator).standard_gamma(to_numpy(a).astype(xp.float64))  # (drawn on the host)
         return xp.asarray(draws, dtype=a.dtype).reshape(a.shape)
 
     def backward(self, grad, x, a):

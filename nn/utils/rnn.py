@@ -35,7 +35,7 @@ def padded_positions(batch_sizes):
     """For each row of packed data, its (t, b) position in the padded (T, B) layout."""
     batch_sizes = _as_ints(batch_sizes)
     steps = xp.repeat(xp.arange(len(batch_sizes)), batch_sizes)
-    starts = xp.concatenate([[0], xp.cumsum(batch_sizes)[:-1]])
+    starts = xp.concatenate([xp.zeros(1, dtype=batch_sizes.dtype), xp.cumsum(batch_sizes)[:-1]])
     return steps, xp.arange(int(batch_sizes.sum())) - starts[steps]
 
 
