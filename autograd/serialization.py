@@ -156,8 +156,8 @@ def save(obj, path):
 def load(path, map_location=None, weights_only=True):
     """Read what ``save`` wrote, from a file name or a binary file object (a ``.safetensors``
     file: a dict of Tensors). No code in the file is ever executed; ``map_location`` and
-    ``weights_only`` are accepted for PyTorch's sake (tensors load on the CPU, and a file
-    holds data only)."""
+    ``weights_only`` are accepted for PyTorch's sake (tensors load where every tensor lives: the
+    CPU, or the GPU under CuPy; a file holds data only)."""
     if _is_safetensors(path):
         return _load_safetensors(path)
     with numpy.load(path, allow_pickle=False) as archive:

@@ -201,7 +201,8 @@ class Tensor:
     # -- conversion -----------------------------------------------------------------------
 
     def numpy(self):
-        """The data as a NumPy array (shared with the tensor, not copied)."""
+        """The data as a NumPy array (shared with the tensor, not copied; under CuPy a GPU tensor's
+        is a copy in host memory)."""
         return backend.to_numpy(self._data)
 
     def item(self):
