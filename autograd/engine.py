@@ -40,8 +40,10 @@ def topological_order(roots):
             for parent in parents:
                 if parent is not None and parent not in visited:
                     visited.add(parent)
-                    stack.append((parent, iter(parent.parents)))
-                    break
+                    if parent.parents:  # (a freed node's parents are truthy too: walking them raises)
+                        stack.append((parent, iter(parent.parents)))
+                        break
+                    order.append(parent)  # a leaf: nothing below it, emitted at once (most parents are)
             else:
                 stack.pop()
                 order.append(node)
