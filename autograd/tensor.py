@@ -586,16 +586,16 @@ class Tensor:
     # comparisons give bool tensors, outside the graph
 
     def __lt__(self, other):
-        return Tensor._make(self._data < _data(other))
+        return Tensor._make(xp.less(*ordered("lt", self._data, _data(other))))
 
     def __le__(self, other):
-        return Tensor._make(self._data <= _data(other))
+        return Tensor._make(xp.less_equal(*ordered("le", self._data, _data(other))))
 
     def __gt__(self, other):
-        return Tensor._make(self._data > _data(other))
+        return Tensor._make(xp.greater(*ordered("gt", self._data, _data(other))))
 
     def __ge__(self, other):
-        return Tensor._make(self._data >= _data(other))
+        return Tensor._make(xp.greater_equal(*ordered("ge", self._data, _data(other))))
 
     def __eq__(self, other):
         return Tensor._make(self._data == _data(other))
@@ -605,6 +605,16 @@ class Tensor:
 
     def __invert__(self):
         return Tensor._make(~self._data)
+
+
+def ordered(name, x, y):
+    """(x, y), two arrays or numbers to compare by order: complex numbers have none, so they are
+    refused, as PyTorch refuses them (NumPy would compare them part by part)."""
+    for value in (x, y):
+        if type(value) is complex or (getattr(value, "dtype", None) is not None and value.dtype.kind == "c"):
+            raise NotImplementedError(f"\"{name}_cpu\" not implemented for complex numbers: they have no order "
+                                      "(compare .real, or .abs())")
+    return x, y
 
 
 def _add_scaled(array, term, scale):

@@ -1,21 +1,10 @@
 """Loss modules: each holds its options and calls its function in ``nn/losses.py``."""
 
-import warnings
+
+from autograd.ops.losses import legacy_reduction
 
 from . import losses
 from .module import Module
-
-
-def _legacy_reduction(size_average, reduce, reduction):
-    """PyTorch's deprecated size_average / reduce flags, read as a reduction."""
-    if size_average is None and reduce is None:
-        return reduction
-    size_average = True if size_average is None else size_average
-    reduce = True if reduce is None else reduce
-    reduction = "none" if not reduce else "mean" if size_average else "sum"
-    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
-                  stacklevel=3)
-    return reduction
 
 
 class _Loss(Module):
@@ -26,7 +15,7 @@ class _Loss(Module):
 
     def __init__(self, reduction="mean", size_average=None, reduce=None, **options):
         super().__init__()
-        reduction = _legacy_reduction(size_average, reduce, reduction)
+        reduction = legacy_reduction(size_average, reduce, reduction, stacklevel=4)
         if reduction not in self.reductions:
             raise ValueError(f"{reduction} is not a valid value for reduction "
                              f"(expected one of {', '.join(map(repr, self.reductions))})")

@@ -22,11 +22,12 @@ from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_lo
     cosine_embedding_loss,
     hinge_embedding,
     kl_divergence,
+    legacy_reduction,
     margin_ranking_loss,
     poisson_nll,
     triplet_margin_loss,
 )
-from autograd.ops.losses import reduce as _reduce
+from autograd.ops.losses import reduced as _reduce
 from autograd.ops.losses import same_shape as _same_shape
 from autograd.ops.losses import signs as _signs
 from autograd.ops.reductions import SoftmaxGrad, softmax_array
@@ -34,27 +35,48 @@ from autograd.ops.reductions import SoftmaxGrad, softmax_array
 from . import functional as F
 
 
-def mse_loss(input, target, reduction="mean"):
-    """(ŷ - y)², the lecture's squared (L2) loss. Complex numbers are refused, as PyTorch refuses them
-    (d·d is not |d|²: write (ŷ - y).abs().pow(2).mean())."""
-    for t in (input, target):
+def _refuse_complex(kernel, *tensors):
+    """PyTorch's refusal of complex numbers where a loss squares or compares a difference (d·d is not |d|²:
+    write (ŷ - y).abs().pow(2).mean())."""
+    for t in tensors:
         if isinstance(t, Tensor) and t.dtype.kind == "c":
             found = "ComplexFloat" if t.dtype.itemsize == 8 else "ComplexDouble"
-            raise NotImplementedError(f"\"mse_cpu\" not implemented for '{found}'")
+            raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{found}'")
+
+
+def _weighted(loss, weight, reduction, mean_over_weights=True):
+    """PyTorch's elementwise ``weight`` of mse_loss, l1_loss and huber_loss (its shape the input's):
+    'mean' divides Σ w ℓ by Σ w (by the count for huber_loss, as PyTorch does)."""
+    if weight is None:
+        return _reduce(loss, reduction)
+    if tuple(weight.shape) != tuple(loss.shape):
+        raise ValueError("Weights and input must have the same size.")
+    weighted = loss * weight
+    if reduction == "mean" and mean_over_weights:
+        return weighted.sum() / weight.sum()
+    return _reduce(weighted, reduction)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """(ŷ - y)², the lecture's squared (L2) loss. Complex numbers are refused, as PyTorch refuses them."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    _refuse_complex("mse", input, target)
     difference = input - _same_shape("mse_loss", input, target)
-    return _reduce(difference * difference, reduction)
+    return _weighted(difference * difference, weight, reduction)
 
 
-def l1_loss(input, target, reduction="mean"):
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """|ŷ - y|, the lecture's mean absolute error: less swayed by outliers than MSE."""
-    return _reduce((input - _same_shape("l1_loss", input, target)).abs(), reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    return _weighted((input - _same_shape("l1_loss", input, target)).abs(), weight, reduction)
 
 
-def huber_loss(input, target, reduction="mean", delta=1.0):
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """½ d² where |d| < delta, delta (|d| - ½ delta) elsewhere: MSE near 0, L1 far out."""
+    _refuse_complex("huber", input, target)
     difference = (input - _same_shape("huber_loss", input, target)).abs()
-    return _reduce(autograd.where(difference < delta, difference * difference * 0.5,
-                                  (difference - 0.5 * delta) * delta), reduction)
+    return _weighted(autograd.where(difference < delta, difference * difference * 0.5,
+                                    (difference - 0.5 * delta) * delta), weight, reduction, mean_over_weights=False)
 
 
 class BinaryCrossEntropy(Primitive):
@@ -78,9 +100,10 @@ class BinaryCrossEntropy(Primitive):
         return grad_p, grad_y
 
 
-def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """BCE on probabilities: L = -(1/m) Σ [y ln ŷ + (1 - y) ln(1 - ŷ)] (the lecture's).
     Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     target = _same_shape("binary_cross_entropy", input, target)
     if ((input._data < 0) | (input._data > 1)).any():
         raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1 "
@@ -198,8 +221,9 @@ class CrossEntropyGrad(Primitive):
         return grad_g, grad_x
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     target = target if isinstance(target, Tensor) else Tensor(target)
     _check_class_indices("nll_loss", input, target)
     losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
@@ -220,7 +244,8 @@ def _mean_over_nothing(total):
     return total + float("nan")
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                  label_smoothing=0.0):
     """The lecture's L = -(1/m) Σ y ln ŷ with ŷ = softmax(x), from the logits x.
 
     target: class indices (integers, shape of input without the class dim) or
@@ -229,6 +254,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     logits by one fused node (class indices) or the fused log_softmax, so logits
     of ±1000 are fine.
     """
+    reduction = legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     target = target if isinstance(target, Tensor) else Tensor(target)
@@ -286,13 +312,12 @@ def hinge_loss(input, target, margin=1.0, reduction="mean"):
 
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None, reduction="mean"):
     """ℓ = x for y = 1,  max(0, margin − x) for y = −1 (``autograd.ops.losses.hinge_embedding``)."""
-    from .loss import _legacy_reduction  # the loss modules are built on this module
-
-    return hinge_embedding(input, target, margin, _legacy_reduction(size_average, reduce, reduction))
+    return hinge_embedding(input, target, margin, legacy_reduction(size_average, reduce, reduction))
 
 
-def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     if p not in (1, 2):
         raise ValueError(f"multi_margin_loss: only p = 1 and p = 2 are supported, got {p}")
     target = target if isinstance(target, Tensor) else Tensor(target)
@@ -326,9 +351,11 @@ def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
     return _reduce(target * distance * distance + (1.0 - target) * apart * apart, reduction)
 
 
-def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """½ d² / β where |d| < β, |d| - ½ β elsewhere (d = ŷ - y); β = 0 is the L1 loss.
     Huber's loss divided by β: its slope far out is 1, not β."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    _refuse_complex("smooth_l1", input, target)
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     difference = (input - _same_shape("smooth_l1_loss", input, target)).abs()
@@ -338,10 +365,11 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
                                   difference - 0.5 * beta), reduction)
 
 
-def kl_div(input, target, reduction="mean", log_target=False):
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
     """Kullback-Leibler divergence KL(y ‖ ŷ) pointwise, with ``input`` = ln ŷ (``autograd.ops.losses.kl_divergence``).
     reduction='batchmean' divides the sum by the batch size: the true KL divergence per
     sample ('mean' divides by the number of elements, as PyTorch, with its warning)."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     if reduction not in ("mean", "sum", "none", "batchmean"):
         raise ValueError(f"{reduction} is not a valid value for reduction")
     if reduction == "mean":
@@ -355,6 +383,7 @@ def kl_div(input, target, reduction="mean", log_target=False):
 def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
                      reduction="mean"):
     """Negative log-likelihood of y ~ Poisson(λ) (``autograd.ops.losses.poisson_nll``)."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     return poisson_nll(input, target, log_input, full, eps, reduction)
 
 
@@ -384,15 +413,17 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     return _reduce(loss, reduction)
 
 
-def soft_margin_loss(input, target, reduction="mean"):
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """ℓ = ln(1 + e^(-y x)) for labels y in {-1, +1}: the logistic loss."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     target = _same_shape("soft_margin_loss", input, target).to(input.dtype)
     return _reduce((-target * input).softplus(), reduction)
 
 
-def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """One binary logistic loss per class, averaged over the C classes of each sample:
         ℓ_n = -(1/C) Σ_c w_c [y_nc ln σ(x_nc) + (1 - y_nc) ln σ(-x_nc)]"""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     target = target if isinstance(target, Tensor) else Tensor(target)
     target = target.to(input.dtype)
     loss = -(target * F.logsigmoid(input) + (1.0 - target) * F.logsigmoid(-input))
@@ -403,10 +434,11 @@ def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
     return _reduce(loss, reduction)
 
 
-def multilabel_margin_loss(input, target, reduction="mean"):
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Multi-label hinge: for each sample, every target class j should score at least 1
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.
     ``target`` holds class indices, the list ending at the first -1 (the rest is ignored)."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     target = target if isinstance(target, Tensor) else Tensor(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     labels = target._data.reshape(scores.shape)

@@ -2,13 +2,15 @@
 behind ``nn.functional``'s ``binary_cross_entropy_with_logits``, ``hinge_embedding_loss``,
 ``kl_div``, ``margin_ranking_loss``, ``poisson_nll_loss``, ``cosine_embedding_loss`` and
 ``triplet_margin_loss``, and ``autograd.<name>`` with PyTorch's top-level signatures, whose
-``reduction`` is an int (0 'none', 1 'mean', 2 'sum') and which take no legacy arguments.
+``reduction`` is an int (0 'none', 1 'mean', 2 'sum') and which take no legacy arguments (the
+``nn.functional`` forms take PyTorch's deprecated ``size_average``/``reduce``: ``legacy_reduction``).
 Left out, the reduction is 0, none: PyTorch's schemas say 1 (mean), but its top-level functions
 return the unreduced losses when it is not given, and these do what PyTorch does.
 ``nn.functional`` adds the string reductions, 'batchmean' and the warnings.
 """
 
 import math
+import warnings
 
 from ..tensor import Tensor
 from .distances import pairwise_distance
@@ -16,7 +18,21 @@ from .elementwise import where
 from .names import names
 
 
-def reduce(loss, reduction):
+def legacy_reduction(size_average, reduce, reduction, stacklevel=3):
+    """PyTorch's deprecated ``size_average``/``reduce`` flags, read as a reduction (with its warning):
+    unset they leave ``reduction`` as it is; otherwise each defaults to True, and reduce=False is
+    'none', size_average=False 'sum', both True 'mean'."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    reduction = "none" if not reduce else "mean" if size_average else "sum"
+    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
+                  stacklevel=stacklevel)
+    return reduction
+
+
+def reduced(loss, reduction):
     """The mean, sum or none of the elementwise losses."""
     if reduction == "mean":
         return loss.mean()
@@ -31,7 +47,7 @@ def reduce_batchmean(loss, reduction, batch):
     """``reduce``, and 'batchmean': the sum over the batch size."""
     if reduction == "batchmean":
         return loss.sum() * (1.0 / batch) if loss.ndim else loss.sum()
-    return reduce(loss, reduction)
+    return reduced(loss, reduction)
 
 
 def same_shape(name, input, target):
@@ -57,14 +73,16 @@ def x_log_x(x):
     return where(positive, x * where(positive, x, 1.0).log(), 0.0)
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
+                                     pos_weight=None):
     """BCE of σ(x), computed from the logit x without forming σ(x):
         ℓ = (1 - y) x + (1 + (pos_weight - 1) y) · softplus(-x)
     which equals -[pos_weight · y ln σ(x) + (1 - y) ln(1 - σ(x))] and never overflows."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     target = same_shape("binary_cross_entropy_with_logits", input, target).to(input.dtype)
     scale = 1.0 if pos_weight is None else (target * (pos_weight - 1.0) + 1.0)
     loss = (1.0 - target) * input + (-input).softplus() * scale
-    return reduce(loss if weight is None else loss * weight, reduction)
+    return reduced(loss if weight is None else loss * weight, reduction)
 
 
 def hinge_embedding(input, target, margin, reduction):
@@ -72,35 +90,38 @@ def hinge_embedding(input, target, margin, reduction):
     the margin apart for dissimilar ones). As PyTorch, the two terms are [y ≠ −1]·x + [y ≠ 1]·max(0, margin − x)."""
     target = target if isinstance(target, Tensor) else Tensor(target)
     losses = (where(target != 1, (margin - input).clamp(min=0.0), 0.0) + where(target != -1, input, 0.0))
-    return reduce(losses, reduction)
+    return reduced(losses, reduction)
 
 
-def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False,
-                        reduction="mean"):
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, size_average=None,
+                        reduce=None, reduction="mean"):
     """ℓ = max(d(a, p) - d(a, n) + margin, 0): the anchor nearer its positive than its
     negative by a margin (Schroff et al., 2015). swap uses min(d(a, n), d(p, n))."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     to_positive = pairwise_distance(anchor, positive, p, eps)
     to_negative = pairwise_distance(anchor, negative, p, eps)
     if swap:
         to_negative = to_negative.minimum(pairwise_distance(positive, negative, p, eps))
-    return reduce((to_positive - to_negative + margin).relu(), reduction)
+    return reduced((to_positive - to_negative + margin).relu(), reduction)
 
 
-def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction="mean"):
+def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     target = signs("cosine_embedding_loss", target)
     dim = input1.ndim - 1
     dot = (input1 * input2).sum(dim)
     norms = (((input1 * input1).sum(dim) + 1e-12) * ((input2 * input2).sum(dim) + 1e-12)).sqrt()
     cos = dot / norms
     losses = where(target > 0, 1.0 - cos, (cos - margin).relu())
-    return reduce(losses, reduction)
+    return reduced(losses, reduction)
 
 
-def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     target = signs("margin_ranking_loss", target).to(input1.dtype)
-    return reduce((-target * (input1 - input2) + margin).relu(), reduction)
+    return reduced((-target * (input1 - input2) + margin).relu(), reduction)
 
 
 def kl_divergence(input, target, reduction, log_target):
@@ -130,7 +151,7 @@ def poisson_nll(input, target, log_input, full, eps, reduction):
         safe = where(above_one, target, 2.0)
         stirling = safe * safe.log() - safe + (safe * (2 * math.pi)).log() * 0.5
         loss = loss + where(above_one, stirling, 0.0)
-    return reduce(loss, reduction)
+    return reduced(loss, reduction)
 
 
 # -- PyTorch's top-level spellings: reduction an int ---------------------------------------------------
@@ -147,7 +168,7 @@ def _named(reduction):
 @names("binary_cross_entropy_with_logits", method=False)
 def binary_cross_entropy_with_logits_by_position(input, target, weight=None, pos_weight=None, reduction=0):
     """PyTorch's top-level form: pos_weight before reduction, reduction an int."""
-    return binary_cross_entropy_with_logits(input, target, weight, _named(reduction), pos_weight)
+    return binary_cross_entropy_with_logits(input, target, weight, reduction=_named(reduction), pos_weight=pos_weight)
 
 
 @names("hinge_embedding_loss", method=False)
@@ -171,17 +192,17 @@ def poisson_nll_loss(input, target, log_input, full, eps, reduction):
 @names("margin_ranking_loss", method=False)
 def margin_ranking_loss_by_position(input1, input2, target, margin=0.0, reduction=0):
     """PyTorch's top-level form (reduction an int)."""
-    return margin_ranking_loss(input1, input2, target, margin, _named(reduction))
+    return margin_ranking_loss(input1, input2, target, margin, reduction=_named(reduction))
 
 
 @names("cosine_embedding_loss", method=False)
 def cosine_embedding_loss_by_position(input1, input2, target, margin=0.0, reduction=0):
     """PyTorch's top-level form (reduction an int)."""
-    return cosine_embedding_loss(input1, input2, target, margin, _named(reduction))
+    return cosine_embedding_loss(input1, input2, target, margin, reduction=_named(reduction))
 
 
 @names("triplet_margin_loss", method=False)
 def triplet_margin_loss_by_position(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False,
                                     reduction=0):
     """PyTorch's top-level form (reduction an int)."""
-    return triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap, _named(reduction))
+    return triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap, reduction=_named(reduction))

@@ -9,7 +9,7 @@ import builtins
 import collections
 
 from ..backend import int64, xp
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor, _operand, ordered
 from .axes import normalize_dims
 from .elementwise import Where, result_type
 from .names import names
@@ -59,9 +59,12 @@ _test(xp.signbit, "signbit", "True where input's sign bit is set (negative numbe
 _test(xp.logical_not, "logical_not", "True where input is zero (False).", inplace=True)
 
 
-def _compare(function, name, aliases=()):
+def _compare(function, name, aliases=(), by_order=False):
     def op(input, other, *, out=None):
-        return write_out(Tensor._make(function(_data(input), _data(other))), out)
+        x, y = _data(input), _data(other)
+        if by_order:
+            x, y = ordered(name, x, y)
+        return write_out(Tensor._make(function(x, y)), out)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} (broadcasting), without gradient."
@@ -70,11 +73,12 @@ def _compare(function, name, aliases=()):
         _in_place(op, alias)
 
 
-for _function, _names in ((xp.equal, ("eq",)), (xp.not_equal, ("ne", "not_equal")), (xp.less, ("lt", "less")),
-                          (xp.less_equal, ("le", "less_equal")), (xp.greater, ("gt", "greater")),
-                          (xp.greater_equal, ("ge", "greater_equal")), (xp.logical_and, ("logical_and",)),
+for _function, _names in ((xp.equal, ("eq",)), (xp.not_equal, ("ne", "not_equal")), (xp.logical_and, ("logical_and",)),
                           (xp.logical_or, ("logical_or",)), (xp.logical_xor, ("logical_xor",))):
     _compare(_function, _names[0], _names[1:])
+for _function, _names in ((xp.less, ("lt", "less")), (xp.less_equal, ("le", "less_equal")),
+                          (xp.greater, ("gt", "greater")), (xp.greater_equal, ("ge", "greater_equal"))):
+    _compare(_function, _names[0], _names[1:], by_order=True)
 
 
 def _reduce_bool(function, input, dim, keepdim):
