@@ -207,7 +207,8 @@ class Tensor:
 
     def item(self):
         if self._data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+            raise ShapeError(f"a Tensor with {self._data.size} elements cannot be converted to Scalar: item() needs "
+                             f"one element, got shape {self.shape}")
         return self._data.item()
 
     def tolist(self):

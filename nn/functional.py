@@ -11,7 +11,7 @@ import warnings
 import autograd
 from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
-from autograd.errors import check_same_dtype
+from autograd.errors import ShapeError, check_same_dtype
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
     SELU_ALPHA,
     SELU_SCALE,
@@ -95,8 +95,9 @@ class AffineMap(Primitive):
 def linear(input, weight, bias=None):
     """y = x Wᵀ + b, with W of shape (out_features, in_features)."""
     if input.shape[-1] != weight.shape[-1]:
-        raise ValueError(f"linear: input of shape {input.shape} has {input.shape[-1]} features but the "
-                         f"weight of shape {weight.shape} expects {weight.shape[-1]}")
+        raise ShapeError(f"linear: input of shape {input.shape} has {input.shape[-1]} features but the "
+                         f"weight of shape {weight.shape} expects {weight.shape[-1]} (mat1 and mat2 shapes cannot "
+                         "be multiplied)")
     check_same_dtype("linear", input, weight=weight, bias=bias)
     if bias is None:
         return AffineMap.apply(input, weight)

@@ -17,6 +17,7 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
+from autograd.errors import DtypeError
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
     cosine_embedding_loss,
@@ -263,9 +264,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
     if target.dtype.kind == "f":  # class probabilities
         if target.shape != input.shape:
-            raise TypeError(f"cross_entropy: a float target is read as class probabilities and must have "
-                            f"the input's shape {input.shape}, got {target.shape}; class indices must be "
-                            "integers (use target.long())")
+            raise DtypeError(f"cross_entropy: a float target is read as class probabilities and must have "
+                             f"the input's shape {input.shape}, got {target.shape}; class indices must be "
+                             "integers (expected target dtype to be Long: use target.long())")
         target = target * (1 - label_smoothing) + label_smoothing / classes
         log_probs = input.log_softmax(dim)
         weighted = log_probs if weight is None else log_probs * weight.reshape(class_shape)
