@@ -17,7 +17,7 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
-from autograd.errors import DtypeError
+from autograd.errors import DtypeError, ShapeError
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
     cosine_embedding_loss,
@@ -133,7 +133,7 @@ def _check_class_indices(name, input, target):
                         f"the input's shape {input.shape}")
     expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]
     if target.shape != expected:
-        raise ValueError(f"{name}: input of shape {input.shape} needs a target of shape {expected}, "
+        raise ShapeError(f"{name}: input of shape {input.shape} needs a target of shape {expected}, "
                          f"got {target.shape}")
 
 

@@ -5,6 +5,7 @@ Reshape, permute, expand and basic indexing return views of their input.
 """
 
 import builtins
+import warnings
 
 from ..backend import xp
 from ..errors import ShapeError
@@ -387,7 +388,26 @@ def _getitem(x, index):
     return GetItem.apply(x, index=index)
 
 
-names("T", function=False)(property(lambda x: permute(x, tuple(reversed(range(x.ndim))))))
+@names("T", function=False)
+@property
+def reversed_dims(x):
+    """x with its dims in reverse order. PyTorch deprecates it for other than 2 dims (x.mT transposes
+    the last two), and warns once in a process, as here."""
+    if x.ndim not in (0, 2) and not _warned_of_T:
+        _warn_of_T()
+    return permute(x, tuple(reversed(range(x.ndim))))
+
+
+_warned_of_T = False
+
+
+def _warn_of_T():
+    global _warned_of_T
+    _warned_of_T = True
+    warnings.warn("The use of `x.T` on tensors of dimension other than 2 to reverse their shape is deprecated and "
+                  "it will throw an error in a future release. Consider `x.mT` to transpose batches of matrices or "
+                  "`x.permute(*torch.arange(x.ndim - 1, -1, -1))` to reverse the dimensions of a tensor.",
+                  UserWarning, stacklevel=3)
 
 
 def _matrix_transpose(x):
