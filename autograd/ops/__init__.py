@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (each declares its names)
     bilinear,
     broadcasting,
     conjugation,
+    constant_padding,
     contractions,
     conversion,
     convolution,
