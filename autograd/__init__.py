@@ -154,6 +154,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "max_pool3d": ".ops.pooling_layers:max_pool3d_values",
     "max_pool1d_with_indices": ".ops.pooling_layers:max_pool1d_values_and_indices",
     "ctc_loss": ".ops.ctc:ctc_loss_by_position",
+    "embedding_bag": ".ops.embedding_bags:embedding_bag_by_position",
     **_lazy.from_module(".ops.grid_sampling", "affine_grid_generator", "grid_sampler", "grid_sampler_2d",
                         "grid_sampler_3d"),
     "data": ".data",
