@@ -224,7 +224,9 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
 
 
 @names("ctc_loss", method=False)
-def ctc_loss_by_position(log_probs, targets, input_lengths, target_lengths, blank=0, reduction=1,
+def ctc_loss_by_position(log_probs, targets, input_lengths, target_lengths, blank=0, reduction=0,
                          zero_infinity=False):
-    """PyTorch's top-level ``ctc_loss``: ``reduction`` an int (0 none, 1 mean, 2 sum)."""
+    """PyTorch's top-level ``ctc_loss``: ``reduction`` an int (0 none, 1 mean, 2 sum). Left out it is 0, the
+    loss of each sample, as ``torch.ctc_loss`` gives (its schema says 1, its Python binding reads 0, as for
+    ``torch.kl_div``)."""
     return ctc_loss(log_probs, targets, input_lengths, target_lengths, blank, _named(reduction), zero_infinity)
