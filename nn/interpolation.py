@@ -24,6 +24,7 @@ import numpy
 
 from autograd import Tensor
 from autograd.backend import xp
+from autograd.ops.cubic_convolution import cubic_weights
 
 from .functional_3d import adaptive_avg_pool3d
 from .functional_conv import adaptive_avg_pool1d, adaptive_avg_pool2d
@@ -82,29 +83,13 @@ def _linear_along(input, dim, out, factor, align_corners):
             + input[before + (high,)] * Tensor._make(weight.reshape(shape)))
 
 
-CUBIC_A = -0.75  # PyTorch's (and OpenCV's) cubic convolution coefficient
-
-
-def _cubic_weights(t):
-    """Keys' weights of the four neighbours ⌊s⌋ - 1 .. ⌊s⌋ + 2, at distances 1 + t, t, 1 - t, 2 - t."""
-    a = CUBIC_A
-
-    def near(d):  # |d| ≤ 1
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-
-    def far(d):  # 1 < |d| < 2
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-
-    return far(t + 1), near(t), near(1 - t), far(2 - t)
-
-
 def _cubic_along(input, dim, out, factor, align_corners):
     size = input.shape[dim]
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
     source = positions * ratio if align_corners else ratio * (positions + 0.5) - 0.5
     floor = xp.floor(source)
-    weights = _cubic_weights((source - floor).astype(input.dtype))
+    weights = cubic_weights((source - floor).astype(input.dtype))
     shape = (out,) + (1,) * (input.ndim - 1 - dim)
     before = (slice(None),) * dim
     result = None

@@ -3,40 +3,18 @@
 ``pad`` lists (before, after) amounts from the last dim backwards, as PyTorch:
 (left, right) pads the last dim, (left, right, top, bottom) the last two.
 
-'constant' pads with a value (negative amounts crop) and is one primitive whose
-adjoint is padding again: dL/dx = pad(dL/dy, -amounts, 0), which crops what was
-added and puts zeros where the forward cropped. 'reflect', 'replicate' and
+'constant' pads with a value (negative amounts crop): ``autograd.constant_pad_nd``,
+one primitive whose adjoint is padding again (``autograd/ops/constant_padding.py``).
+'reflect', 'replicate' and
 'circular' read each output position from some input position, so they are an
 index gather along each padded dim (its gradient adds up where a position is read
 twice, as at a reflected edge).
 """
 
-from autograd import Primitive
-from autograd.backend import xp
+from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
 from autograd.ops.padding import padded_positions
 
 from .module import Module
-
-
-class ConstantPad(Primitive):
-    """y = x with ``amounts[d] = (before, after)`` positions of ``value`` added on each dim d
-    (negative amounts crop);   dL/dx = dL/dy cropped back: pad(dL/dy, -amounts, 0)"""
-
-    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
-
-    def forward(self, x):
-        shape, source, target = [], [], []
-        for size, (before, after) in zip(x.shape, self.amounts):
-            kept = size - max(-before, 0) - max(-after, 0)
-            shape.append(kept + max(before, 0) + max(after, 0))
-            source.append(slice(max(-before, 0), max(-before, 0) + max(kept, 0)))
-            target.append(slice(max(before, 0), max(before, 0) + max(kept, 0)))
-        y = xp.full(shape, self.value, dtype=x.dtype)
-        y[tuple(target)] = x[tuple(source)]
-        return y
-
-    def backward(self, grad, y, x):
-        return (ConstantPad.apply(grad, amounts=[(-b, -a) for b, a in self.amounts], value=0),)
 
 
 def _check_non_constant(input, pad, mode):
@@ -78,18 +56,12 @@ def pad(input, pad, mode="constant", value=None):
                            f"but got padding length {len(pad)} and input of dimension {input.ndim}")
     if mode not in ("constant", "reflect", "replicate", "circular"):
         raise NotImplementedError(f"Unrecognised padding mode {mode}")
-    amounts = [(0, 0)] * input.ndim
-    for k in range(len(pad) // 2):
-        amounts[input.ndim - 1 - k] = (pad[2 * k], pad[2 * k + 1])
+    amounts = padding_amounts(input.ndim, pad)
     if mode == "constant":
-        for dim, (size, (before, after)) in enumerate(zip(input.shape, amounts)):
-            if size + before + after < 0:
-                raise RuntimeError(f"The input size {size}, plus negative padding {before} and {after} resulted "
-                                   f"in a negative output size, which is invalid. Check dimension {dim} of "
-                                   "your input.")
+        check_output_sizes(input.shape, amounts)
         if all(a == (0, 0) for a in amounts):
             return input
-        return ConstantPad.apply(input, amounts=amounts, value=0.0 if value is None else value)
+        return constant_pad_nd(input, pad, 0.0 if value is None else value)
     if value not in (None, 0, 0.0):
         raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument.")
     _check_non_constant(input, pad, mode)

@@ -24,12 +24,14 @@ plain RNN ``nonlinearity`` ('tanh' or 'relu').
 
 Second derivatives: the first-order backward is array code, so under
 ``create_graph=True`` the node instead differentiates ``composite``, the same
-layer written with Tensor ops, whose graph carries the higher derivatives.
+layer written with Tensor ops (a loop of ``autograd``'s cells: ``autograd/ops/recurrent_cells.py``),
+whose graph carries the higher derivatives.
 """
 
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
+from autograd.ops.recurrent_cells import gru_cell, lstm_step, rnn_relu_cell, rnn_tanh_cell
 
 
 def _sigmoid(x, out=None):
@@ -128,10 +130,10 @@ class RNNLayer(_RecurrentLayer, Primitive):
         return _input_side_grads(da, x, w_ih, h_prev, dh)
 
     def composite(self, x, w_ih, w_hh, b_ih, b_hh, h0):
-        act = (lambda a: a.tanh()) if self.nonlinearity == "tanh" else (lambda a: a.relu())
+        cell = rnn_tanh_cell if self.nonlinearity == "tanh" else rnn_relu_cell
 
         def step(x_t, state):
-            h = act(x_t @ w_ih.mT + b_ih + state[0] @ w_hh.mT + b_hh)
+            h = cell(x_t, state[0], w_ih, w_hh, b_ih, b_hh)
             return (h,), h
 
         return self.composite_loop(x, (h0,), step)
@@ -214,15 +216,8 @@ class GRULayer(_RecurrentLayer, Primitive):
         return _input_side_grads(dgi, x, w_ih, h_prev, dh, dpre_hh=dgh)
 
     def composite(self, x, w_ih, w_hh, b_ih, b_hh, h0):
-        hidden = h0.shape[1]
-
         def step(x_t, state):
-            h = state[0]
-            gi, gh = x_t @ w_ih.mT + b_ih, h @ w_hh.mT + b_hh
-            r = (gi[:, :hidden] + gh[:, :hidden]).sigmoid()
-            z = (gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden]).sigmoid()
-            n = (gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:]).tanh()
-            h = (1 - z) * n + z * h
+            h = gru_cell(x_t, state[0], w_ih, w_hh, b_ih, b_hh)
             return (h,), h
 
         return self.composite_loop(x, (h0,), step)
@@ -305,15 +300,8 @@ class LSTMLayer(_RecurrentLayer, Primitive):
         return grads + (dc,) + ((dw_hr,) if w_hr is not None else ())
 
     def composite(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr=None):
-        hidden = c0.shape[1]
-
         def step(x_t, state):
-            h, c = state
-            a = x_t @ w_ih.mT + b_ih + h @ w_hh.mT + b_hh
-            i, f = a[:, :hidden].sigmoid(), a[:, hidden:2 * hidden].sigmoid()
-            g, o = a[:, 2 * hidden:3 * hidden].tanh(), a[:, 3 * hidden:].sigmoid()
-            c = f * c + i * g
-            h = o * c.tanh()
+            h, c = lstm_step(x_t, *state, w_ih, w_hh, b_ih, b_hh)
             if w_hr is not None:
                 h = h @ w_hr.mT
             return (h, c), h

@@ -1,5 +1,5 @@
-"""Lookup tables: ``one_hot``, ``embedding`` (its maths in ``autograd.ops.embedding``) and the
-``Embedding`` layer.
+"""Lookup tables: ``one_hot``, ``embedding`` and ``embedding_bag`` (their maths in ``autograd.ops.embedding``
+and ``autograd.ops.embedding_bags``) and the ``Embedding`` and ``EmbeddingBag`` layers.
 
 An embedding maps each integer index i to row i of a weight matrix W:
 y = W[i]. That is what ``C[X]`` does in Karpathy's makemore; the layer adds
@@ -19,7 +19,7 @@ from autograd.ops.embedding import (  # noqa: F401  (F.embedding as before)
     embedding,
     embedding_renorm_,
 )
-from autograd.ops.shape import IndexAdd
+from autograd.ops.embedding_bags import embedding_bag  # noqa: F401  (F.embedding_bag as before)
 
 from . import init
 from .module import Module
@@ -102,69 +102,6 @@ class Embedding(Module):
         rows, cols = embeddings.shape
         return cls(rows, cols, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse,
                    _weight=embeddings, _freeze=freeze)
-
-
-def _bags(input, offsets, include_last_offset):
-    """(flat indices, the bag of each index, number of bags) for 2-D input (one bag per row)
-    or 1-D input cut at ``offsets``."""
-    indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
-    if indices.ndim == 2:
-        if offsets is not None:
-            raise ValueError("if input is 2D, then offsets has to be None, as input is treated is a mini-batch "
-                             "of fixed length sequences.")
-        bags = indices.shape[0]
-        return indices.reshape(-1), xp.repeat(xp.arange(bags), indices.shape[1]), bags
-    if indices.ndim != 1:
-        raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {indices.ndim}")
-    if offsets is None:
-        raise ValueError("offsets has to be a 1D Tensor but got None")
-    starts = (offsets._data if isinstance(offsets, Tensor) else xp.asarray(offsets)).astype(xp.int64)
-    if include_last_offset:
-        starts = starts[:-1]
-    bag_of = xp.searchsorted(starts, xp.arange(len(indices)), side="right") - 1
-    return indices, bag_of, len(starts)
-
-
-def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False,
-                  mode="mean", sparse=False, per_sample_weights=None, include_last_offset=False,
-                  padding_idx=None):
-    """Sum, mean or max of the embeddings of each bag of indices, without forming the
-    (bags, length, dim) tensor of lookups: bags are rows of a 2-D ``input``, or the pieces
-    of a 1-D ``input`` that start at ``offsets``. Indices equal to ``padding_idx`` are left
-    out of their bag (and of its count, for the mean); an empty bag gives zeros.
-    ``per_sample_weights`` scales each lookup (mode='sum' only)."""
-    if mode not in ("sum", "mean", "max"):
-        raise ValueError(f"mode has to be one of sum, mean or max, got {mode}")
-    if per_sample_weights is not None and mode != "sum":
-        raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. per_sample_weights is only "
-                                  f"supported for mode='sum' (got mode='{mode}'). Please open a feature request "
-                                  "on GitHub.")
-    indices, bag_of, bags = _bags(input, offsets, include_last_offset)
-    padding_idx = _padding_index(padding_idx, weight.shape[0])
-    kept = xp.ones(len(indices), dtype=bool) if padding_idx is None else indices != padding_idx
-    indices, bag_of = indices[kept], bag_of[kept]
-    rows = embedding(Tensor._make(indices), weight, None, max_norm, norm_type, scale_grad_by_freq)
-    shape = (bags, weight.shape[1])
-    if mode == "max":
-        # the winning lookup of each bag and dim, found on the arrays, then gathered
-        best = xp.full(shape, -xp.inf, dtype=weight.dtype)
-        xp.maximum.at(best, bag_of, rows._data)
-        lookup = xp.arange(len(indices))[:, None]
-        candidates = xp.where(rows._data == best[bag_of], lookup, len(indices))
-        winner = xp.full(shape, len(indices), dtype=xp.int64)
-        xp.minimum.at(winner, bag_of, candidates)  # the first winning lookup of each bag and dim
-        empty = xp.bincount(bag_of, minlength=bags) == 0
-        winner[empty] = 0
-        picked = rows[winner, xp.arange(shape[1])] if len(indices) else Tensor._make(xp.zeros(shape, weight.dtype))
-        return picked * Tensor._make((~empty)[:, None].astype(weight.dtype))
-    if per_sample_weights is not None:
-        flat_weights = per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))]
-        rows = rows * flat_weights.unsqueeze(1)
-    total = IndexAdd.apply(rows, index=bag_of, shape=shape, basic=False)
-    if mode == "sum":
-        return total
-    counts = xp.bincount(bag_of, minlength=bags).astype(weight.dtype)
-    return total * Tensor._make((1.0 / xp.maximum(counts, 1))[:, None])
 
 
 class EmbeddingBag(Module):

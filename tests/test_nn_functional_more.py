@@ -14,7 +14,8 @@ from autograd import Tensor
 from tests.test_ops import leaf
 
 # (EmbeddingLookup moved to autograd/ops/embedding.py: its case is in tests/test_ops_top_level.py)
-PRIMITIVES_GRADCHECKED = {"ConstantPad": "test_pad_gradients_match_finite_differences"}
+# (ConstantPad moved to autograd/ops/constant_padding.py: its case is in tests/test_ops_constant_padding.py)
+PRIMITIVES_GRADCHECKED = {}
 RNG = np.random.default_rng(0)
 
 

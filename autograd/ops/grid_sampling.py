@@ -1,0 +1,263 @@
+"""Spatial transformers (Jaderberg et al., 2015): ``F.affine_grid`` and ``F.grid_sample``, and PyTorch's
+top-level ``autograd.affine_grid_generator(theta, size, align_corners)`` and ``grid_sampler(input, grid,
+interpolation_mode, padding_mode, align_corners)`` (with ``grid_sampler_2d``/``_3d``: the modes as integer
+codes, nothing optional).
+
+``affine_grid`` maps each output position, in normalised coordinates p ∈ [−1, 1] (x along the width first,
+then y, then z), through a batch of affine matrices θ: grid[n, …] = θ[n] (p, 1).
+
+``grid_sample`` reads input (N, C, [D,] H, W) at those normalised points. Each coordinate g becomes a
+position in pixels,
+
+    x = (g + 1)/2 · (size − 1)         (align_corners: −1 and 1 are the centres of the corner pixels)
+    x = ((g + 1) · size − 1)/2          (otherwise: −1 and 1 are the outer edges of the corner pixels),
+
+then 'border' clamps it to [0, size − 1] and 'reflection' reflects it about the edges (the centres or
+the outer edges, as align_corners says) before clamping; 'zeros' reads 0 outside. 'bilinear' (trilinear
+for volumes) blends the 2ᵈ neighbours with weights Π (1 − |x − corner|); 'nearest' takes the nearest
+(halves to even, as PyTorch's nearbyint); 'bicubic' (images only) blends the 4 × 4 neighbours with
+interpolate's cubic convolution weights, the padding map applied to each neighbour's position instead
+(PyTorch's order).
+
+The padding maps are piecewise linear, so each is written x ↦ s·x + b with s ∈ {−1, 0, 1} read off in
+NumPy: PyTorch's gradients with respect to the grid (0 at and beyond a clamped edge, the sign flipped
+in a reflection). The reads are ``GatherFlat`` (its gradient a scatter-add) and the weights are Tensor
+arithmetic on the grid, so gradients reach both the input and the grid, to every order.
+"""
+
+import itertools
+import warnings
+
+from ..backend import int64, xp
+from ..graph import is_grad_enabled
+from ..tensor import Tensor
+from .cubic_convolution import cubic_weights
+from .elementwise import where
+from .names import names
+from .pooling import GatherFlat
+
+_ALIGN_WARNING = ("Default grid_sample and affine_grid behavior has changed to align_corners=False since 1.3.0. "
+                  "Please specify align_corners=True if the old behavior is desired. See the documentation of "
+                  "grid_sample for details.")
+
+
+def _base_coordinates(size, align_corners, dtype):
+    """The normalised coordinates of ``size`` pixels: their centres (align_corners: −1 … 1)."""
+    if size <= 1:
+        return xp.zeros(size, dtype=dtype)
+    steps = xp.linspace(-1.0, 1.0, size, dtype=dtype)
+    return steps if align_corners else steps * ((size - 1) / size)
+
+
+def affine_grid(theta, size, align_corners=None):
+    """The sampling grid (N, H, W, 2) of θ (N, 2, 3) for size (N, C, H, W), or (N, D, H, W, 3) of θ (N, 3, 4)
+    for size (N, C, D, H, W): grid[n, …, :] = θ[n] · (x, y[, z], 1). (align_corners None: False, with
+    PyTorch's warning.)"""
+    if align_corners is None:
+        warnings.warn(_ALIGN_WARNING, stacklevel=2)
+        align_corners = False
+    return affine_grid_generator(theta, size, align_corners)
+
+
+@names("affine_grid_generator", method=False)
+def affine_grid_generator(theta, size, align_corners):
+    """PyTorch's top-level ``affine_grid_generator``: ``affine_grid`` with ``align_corners`` required."""
+    if not theta.is_floating_point():
+        raise ValueError(f"Expected theta to have floating point type, but got {theta.dtype}")
+    size = tuple(size)
+    if len(size) not in (4, 5):
+        raise NotImplementedError(f"affine_grid only supports 4D and 5D sizes, for 2D and 3D affine transforms, "
+                                  f"respectively. Got size {list(size)}.")
+    spatial = len(size) - 2
+    if theta.ndim != 3 or tuple(theta.shape[1:]) != (spatial, spatial + 1):
+        raise ValueError(f"Expected a batch of {spatial}D affine matrices of shape Nx{spatial}x{spatial + 1} for "
+                         f"size {list(size)}. Got {tuple(theta.shape)}.")
+    if align_corners and min(size[2:]) == 1:
+        warnings.warn("Since version 1.3.0, affine_grid behavior has changed for unit-size grids when "
+                      "align_corners=True. This is not an intended use case of affine_grid. See the documentation "
+                      "of affine_grid for details.", stacklevel=2)
+    elif min(size) <= 0:
+        raise ValueError(f"Expected non-zero, positive output size. Got {list(size)}")
+    dtype = theta._data.dtype
+    # base[..., k] over the spatial positions ([D,] H, W) in C order: coordinate k (x first) runs along
+    # axis spatial − 1 − k; the last is 1, for θ's translation
+    grids = xp.meshgrid(*[_base_coordinates(s, align_corners, dtype) for s in size[2:]], indexing="ij")
+    base = xp.stack(list(grids[::-1]) + [xp.ones(size[2:], dtype=dtype)], axis=-1).reshape(-1, spatial + 1)
+    grid = Tensor(base) @ theta.transpose(1, 2)  # (N, positions, spatial)
+    return grid.reshape(size[0], *size[2:], spatial)
+
+
+def _unnormalize(coordinate, size, align_corners):
+    if align_corners:
+        return (coordinate + 1) * ((size - 1) / 2)
+    return ((coordinate + 1) * size - 1) / 2
+
+
+def _reflect(x, twice_low, twice_high):
+    """PyTorch's reflect_coordinates: x reflected into [low, high] (halves given doubled); with the slope ±1."""
+    if twice_low == twice_high:
+        return xp.zeros_like(x), xp.zeros_like(x)
+    low, span = twice_low / 2, (twice_high - twice_low) / 2
+    shifted = x - low
+    slope = xp.where(shifted < 0, -1.0, 1.0)
+    shifted = xp.abs(shifted)
+    extra = xp.fmod(shifted, span)
+    even = xp.floor(shifted / span) % 2 == 0
+    return xp.where(even, extra + low, span - extra + low), xp.where(even, slope, -slope)
+
+
+def _clip(x, size):
+    """x clamped to [0, size − 1], with slope 0 at and beyond the edges (PyTorch's clip_coordinates)."""
+    inside = (x > 0) & (x < size - 1)
+    return xp.clip(x, 0, size - 1), inside.astype(x.dtype)
+
+
+def _source(coordinate, size, padding_mode, align_corners):
+    """The position in pixels that grid coordinate ``coordinate`` reads, after the padding map."""
+    x = _unnormalize(coordinate, size, align_corners)
+    if padding_mode == "zeros":
+        return x
+    value, slope = x._data, xp.ones_like(x._data)
+    if padding_mode == "reflection":
+        value, slope = _reflect(value, 0, 2 * (size - 1)) if align_corners else _reflect(value, -1, 2 * size - 1)
+    value, inside = _clip(value, size)
+    slope = slope * inside
+    # s·x + b, b = value − s·x: the value of the map and its derivative s
+    return x * Tensor._make(slope) + Tensor._make(value - slope * x._data)
+
+
+def _read(input, positions, sizes):
+    """input at integer positions (one array per spatial axis, each (N, *out)); 0 where one falls outside."""
+    n, c = input.shape[:2]
+    inside = xp.ones(positions[0].shape, dtype=bool)
+    flat = xp.zeros(positions[0].shape, dtype=int64)
+    for position, size in zip(positions, sizes):
+        inside &= (position >= 0) & (position < size)
+        flat = flat * size + xp.clip(position, 0, size - 1)
+    indices = xp.broadcast_to(flat[:, None], (n, c) + flat.shape[1:])
+    values = GatherFlat.apply(input, indices=xp.ascontiguousarray(indices), overlapping=True)
+    if inside.all():
+        return values
+    return where(Tensor._make(inside[:, None]), values, 0.0)
+
+
+def grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=None):
+    """Sample input (N, C, H, W) at grid (N, H_out, W_out, 2) (or volumes, (N, C, D, H, W) at
+    (N, D_out, H_out, W_out, 3)): out[n, :, …] = input[n, :] read at the point grid[n, …] ∈ [−1, 1]ᵈ."""
+    if mode not in ("bilinear", "nearest", "bicubic"):
+        raise ValueError(f"nn.functional.grid_sample(): expected mode to be 'bilinear', 'nearest' or 'bicubic', "
+                         f"but got: '{mode}'")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise ValueError(f"nn.functional.grid_sample(): expected padding_mode to be 'zeros', 'border', or "
+                         f"'reflection', but got: '{padding_mode}'")
+    if align_corners is None:
+        warnings.warn(_ALIGN_WARNING, stacklevel=2)
+        align_corners = False
+    return _sample(input, grid, mode, padding_mode, align_corners)
+
+
+_MODES = ("bilinear", "nearest", "bicubic")  # PyTorch's codes of interpolation_mode, 0, 1, 2
+_PADDING_MODES = ("zeros", "border", "reflection")  # and of padding_mode
+
+
+@names("grid_sampler", method=False)
+def grid_sampler(input, grid, interpolation_mode, padding_mode, align_corners):
+    """PyTorch's top-level ``grid_sampler``: ``grid_sample`` with the modes as PyTorch's integer codes
+    (interpolation 0 bilinear, 1 nearest, 2 bicubic; padding 0 zeros, 1 border, 2 reflection) and
+    ``align_corners`` required."""
+    for name, code, choices in (("interpolation_mode", interpolation_mode, _MODES),
+                                ("padding_mode", padding_mode, _PADDING_MODES)):
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < len(choices):
+            listed = ", ".join(f"{k} ({choice})" for k, choice in enumerate(choices))
+            raise RuntimeError(f"grid_sampler(): expected {name} to be one of {listed}, but got {code!r}")
+    if not isinstance(align_corners, bool):
+        raise TypeError(f"grid_sampler(): argument 'align_corners' (position 5) must be bool, not "
+                        f"{type(align_corners).__name__}")
+    return _sample(input, grid, _MODES[interpolation_mode], _PADDING_MODES[padding_mode], align_corners)
+
+
+def _sampler_of(spatial):
+    name = f"grid_sampler_{spatial}d"
+
+    def sampler(input, grid, interpolation_mode, padding_mode, align_corners):
+        if input.ndim != spatial + 2 or grid.ndim != spatial + 2:
+            raise RuntimeError(f"grid_sampler(): expected {spatial + 2}D input and grid with same number of "
+                               f"dimensions, but got input with sizes {list(input.shape)} and grid with sizes "
+                               f"{list(grid.shape)}")
+        return grid_sampler(input, grid, interpolation_mode, padding_mode, align_corners)
+
+    sampler.__name__ = sampler.__qualname__ = name
+    sampler.__doc__ = f"PyTorch's top-level ``{name}``: ``grid_sampler`` of {spatial + 2}-d inputs only."
+    return names(name, method=False)(sampler)
+
+
+grid_sampler_2d = _sampler_of(2)
+grid_sampler_3d = _sampler_of(3)
+
+
+def _sample(input, grid, mode, padding_mode, align_corners):
+    """grid_sample's checks of the shapes and dtypes, then its maths (the modes named)."""
+    spatial = input.ndim - 2
+    if input.ndim not in (4, 5) or grid.ndim != input.ndim:
+        raise RuntimeError(f"grid_sampler(): expected 4D or 5D input and grid with same number of dimensions, "
+                           f"but got input with sizes {list(input.shape)} and grid with sizes {list(grid.shape)}")
+    if grid.shape[0] != input.shape[0]:
+        raise RuntimeError(f"grid_sampler(): expected grid and input to have same batch size, but got input with "
+                           f"sizes {list(input.shape)} and grid with sizes {list(grid.shape)}")
+    if grid.shape[-1] != spatial:
+        raise RuntimeError(f"grid_sampler(): expected grid to have size {spatial} in last dimension, but got grid "
+                           f"with sizes {list(grid.shape)}")
+    if mode == "bicubic" and spatial != 2:
+        raise RuntimeError("grid_sampler(): bicubic interpolation only supports 4D input")
+    if grid.dtype != input.dtype:
+        raise RuntimeError(f"grid_sampler(): expected input and grid to have the same dtype, but input has "
+                           f"{input.dtype} and grid has {grid.dtype}")
+    sizes = input.shape[2:]
+    if mode == "bicubic":
+        return _bicubic(input, grid, sizes, padding_mode, align_corners)
+    # the grid's last axis lists x (width) first: input axis a is grid coordinate spatial − 1 − a
+    sources = [_source(grid[..., spatial - 1 - a], sizes[a], padding_mode, align_corners) for a in range(spatial)]
+    if mode == "nearest":
+        output = _read(input, [xp.rint(s._data).astype(xp.int64) for s in sources], sizes)
+        if grid.requires_grad and is_grad_enabled():  # PyTorch's dL/dgrid: zeros (not None)
+            never = Tensor._make(xp.zeros(grid.shape[:-1], dtype=bool))
+            output = output + where(never, grid[..., 0], 0.0).unsqueeze(1)
+        return output
+    lows = [xp.floor(s._data) for s in sources]
+    output = None
+    for corner in itertools.product((0, 1), repeat=spatial):
+        weight = None
+        for source, low, bit in zip(sources, lows, corner):
+            # 1 − |x − corner|: x − ⌊x⌋ for the upper neighbour, ⌊x⌋ + 1 − x for the lower
+            factor = source - Tensor._make(low) if bit else Tensor._make(low + 1) - source
+            weight = factor if weight is None else weight * factor
+        term = _read(input, [(low + bit).astype(xp.int64) for low, bit in zip(lows, corner)], sizes)
+        term = term * weight.unsqueeze(1)
+        output = term if output is None else output + term
+    return output
+
+
+def _tap(position, size, padding_mode, align_corners):
+    """The pixel a bicubic neighbour at integer ``position`` reads, after the padding map."""
+    if padding_mode == "reflection":
+        position = (_reflect(position, 0, 2 * (size - 1)) if align_corners else
+                    _reflect(position, -1, 2 * size - 1))[0]
+    if padding_mode != "zeros":
+        position = _clip(position, size)[0]
+    return position.astype(xp.int64)
+
+
+def _bicubic(input, grid, sizes, padding_mode, align_corners):
+    """Σ_{i,j} W(t_y)_i W(t_x)_j · input at (⌊y⌋ − 1 + i, ⌊x⌋ − 1 + j), t = x − ⌊x⌋ (the weights as
+    Tensor arithmetic on the grid: its gradient)."""
+    sources = [_unnormalize(grid[..., 1 - a], sizes[a], align_corners) for a in range(2)]
+    floors = [xp.floor(source._data) for source in sources]
+    weights = [cubic_weights(source - Tensor._make(floor)) for source, floor in zip(sources, floors)]
+    output = None
+    for i in range(4):
+        row = _tap(floors[0] - 1 + i, sizes[0], padding_mode, align_corners)
+        for j in range(4):
+            column = _tap(floors[1] - 1 + j, sizes[1], padding_mode, align_corners)
+            term = _read(input, [row, column], sizes) * (weights[0][i] * weights[1][j]).unsqueeze(1)
+            output = term if output is None else output + term
+    return output

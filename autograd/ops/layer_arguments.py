@@ -1,0 +1,43 @@
+"""The arguments of the image and sequence layers (convolution, pooling), read as PyTorch reads them.
+
+An int or a tuple becomes one int per spatial dim (PyTorch's ``_pair``/``_single``); an unbatched
+input (C, *spatial) gets a batch dim of 1; 1-d inputs get a height of 1, so that the 2-d primitives
+(``autograd.ops.convolution``, ``autograd.ops.pooling``) compute every 1-d and 2-d layer.
+"""
+
+
+def _tuple(value, n, name):
+    """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+        return tuple(int(v) for v in value)
+    return (int(value),) * n
+
+
+def _dims(value, ndim):
+    return "[" + ", ".join(str(s) for s in value) + "]" if ndim else str(value)
+
+
+def _batched(input, spatial, name):
+    """input as (N, C, *spatial) and whether a batch dim was added (PyTorch accepts unbatched input)."""
+    if input.ndim == spatial + 2:
+        return input, False
+    if input.ndim == spatial + 1:
+        return input.unsqueeze(0), True
+    raise RuntimeError(f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to {name}, "
+                       f"but got input of size: {_dims(input.shape, 1)}")
+
+
+def _as_2d(input, spatial, name):
+    """(N, C, *spatial) → (N, C, H, W): 1-d inputs get H = 1. Returns the tensor and how to undo it."""
+    input, unbatched = _batched(input, spatial, name)
+    if spatial == 1:
+        input = input.unsqueeze(2)
+
+    def undo(y):
+        if spatial == 1:
+            y = y.squeeze(2)
+        return y.squeeze(0) if unbatched else y
+
+    return input, undo

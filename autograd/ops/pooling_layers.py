@@ -1,0 +1,359 @@
+"""Pooling layers with PyTorch's names, arguments, shapes and errors: max, average and adaptive pooling
+of 1-d, 2-d and 3-d inputs. ``nn.functional`` gives the same functions; ``autograd.max_pool2d`` and its
+kin are PyTorch's top-level spellings (``torch.max_pool2d``: no ``return_indices``; the ``_with_indices``
+forms and ``adaptive_max_pool1d`` return (values, indices)).
+
+Max and average pooling are primitives of 4-d (N, C, H, W) tensors (``autograd.ops.pooling``): 1-d
+versions insert H = 1, unbatched inputs insert N = 1. Adaptive average pooling is a product with fixed
+matrices (y = A_h x A_wᵀ), so its gradient comes from matmul's.
+
+On volumes (N, C, D, H, W) a window is a box, a product of intervals, and the maximum or the sum over a
+box is taken one axis after the other: pool each plane over (H, W), then the depth with a (kd, 1)
+window. The divisor of an average is a product over the axes (with or without the padding), so it
+splits the same way. Max pooling's winner is then PyTorch's, the first maximum in (d, h, w) scan order
+(NaN winning): the plane pass finds the first in (h, w) of each plane, the depth pass the first plane
+holding the maximum.
+"""
+
+from ..backend import xp
+from ..tensor import Tensor
+from . import pooling
+from .layer_arguments import _as_2d, _batched, _tuple
+from .names import names
+
+__all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+           "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices",
+           "adaptive_max_pool3d", "adaptive_max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+           "max_pool1d", "max_pool1d_with_indices", "max_pool2d", "max_pool2d_with_indices", "max_pool3d",
+           "max_pool3d_with_indices"]
+
+
+def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name):
+    kernel = _tuple(kernel_size, spatial, "kernel_size")
+    stride = kernel if stride is None or stride == [] or stride == () else _tuple(stride, spatial, "stride")
+    padding, dilation = _tuple(padding, spatial, "padding"), _tuple(dilation, spatial, "dilation")
+    for k, p, d in zip(kernel, padding, dilation):
+        if p > (d * (k - 1) + 1) // 2:
+            raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={p}, "
+                               f"kernel_size={k} and dilation={d}")
+    if any(p > k // 2 for k, p in zip(kernel, padding)):
+        shown = " ".join(f"pad{axis} = {p}," for axis, p in zip("DHW"[3 - spatial:], padding))
+        raise RuntimeError(f"pad should be smaller than or equal to half of kernel size, but got {shown} "
+                           f"kernel_size={kernel}")
+    sizes = input.shape[-spatial:]
+    out = tuple(pooling.pool_output_size(*args, ceil_mode) for args in zip(sizes, kernel, stride, padding, dilation))
+    if min(out) <= 0:
+        raise RuntimeError(f"{name}: given input size: ({'x'.join(map(str, input.shape[-spatial - 1:]))}). "
+                           f"Calculated output size: ({'x'.join(map(str, input.shape[-spatial - 1:-spatial] + out))})"
+                           f". Output size is too small")
+    if spatial == 1:
+        return (1,) + kernel, (1,) + stride, (0,) + padding, (1,) + dilation, (1,) + out
+    return kernel, stride, padding, dilation, out
+
+
+def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, spatial):
+    name = f"max_pool{spatial}d"
+    sizes = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name)
+    input, undo = _as_2d(input, spatial, name)
+    kernel, stride, padding, dilation, out = sizes
+    params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, out=out)
+    values = pooling.MaxPool2d.apply(input, **params)
+    if not return_indices:
+        return undo(values)
+    node = values.grad_fn
+    winners = (node.winners_for(input._data, values._data) if node is not None else
+               pooling.max_pool_winners(input._data, values._data, params))
+    return undo(values), undo(Tensor(pooling.max_pool_indices(winners, input.shape, params)))
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """y = the maximum of each window (padding never wins); with return_indices, also the flat index
+    h·W + w of each maximum in its input plane (PyTorch's, for max_unpool)."""
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 2)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, 1)
+
+
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False):
+    """max_pool2d's values and indices (whatever return_indices says, as PyTorch's)."""
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, True, 2)
+
+
+def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False):
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, True, 1)
+
+
+def _window_counts(size, out, kernel, stride, padding):
+    """Per output position along one axis: the window's length clipped to the padded input (counted
+    with the padding) and to the input itself (without it), as PyTorch's avg_pool divides."""
+    start = xp.arange(out) * stride - padding
+    end = xp.minimum(start + kernel, size + padding)
+    with_padding = end - start
+    return with_padding, xp.minimum(end, size) - xp.maximum(start, 0)
+
+
+def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, spatial):
+    name = f"avg_pool{spatial}d"
+    kernel, stride, padding, _, out = _pool_sizes(input, kernel_size, stride, padding, 1, ceil_mode, spatial, name)
+    input, undo = _as_2d(input, spatial, name)
+    if divisor_override is not None:
+        if divisor_override == 0:
+            raise RuntimeError("avg_pool2d: divisor must be not zero")
+        divisor = xp.full(out, float(divisor_override))
+    else:
+        counts = [_window_counts(input.shape[2 + a], out[a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
+        which = 0 if count_include_pad else 1
+        divisor = (counts[0][which][:, None] * counts[1][which][None, :]).astype(float)
+    scale = 1.0 / divisor
+    return undo(pooling.AvgPool2d.apply(input, kernel_size=kernel, stride=stride, padding=padding, out=out,
+                                        scale=scale))
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """y = the mean of each window: the window's sum divided by its size counted with the zero padding
+    (count_include_pad) or without it, or by divisor_override."""
+    return _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, 2)
+
+
+@names("avg_pool1d", method=False)
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    return _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad, None, 1)
+
+
+def _adaptive_sizes(input, output_size, spatial, name):
+    input, undo = _as_2d(input, spatial, name)
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * spatial
+    if len(sizes) != spatial:
+        raise ValueError(f"{name}: output_size must be an int or a tuple of {spatial}, got {output_size!r}")
+    sizes = tuple(input.shape[4 - spatial + a] if s is None else int(s) for a, s in enumerate(sizes))
+    if min(sizes) <= 0:
+        raise RuntimeError(f"{name}: output_size must be positive, got {sizes}")
+    return input, undo, ((1,) if spatial == 1 else ()) + sizes
+
+
+def _bins(size, out):
+    """PyTorch's adaptive bins: bin i covers [⌊i·size/out⌋, ⌈(i+1)·size/out⌉)."""
+    i = xp.arange(out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def _bin_average(size, out, dtype):
+    """The (out, size) matrix whose row i averages bin i."""
+    start, end = _bins(size, out)
+    positions = xp.arange(size)
+    inside = (positions >= start[:, None]) & (positions < end[:, None])
+    return inside.astype(dtype) / (end - start)[:, None].astype(dtype)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """y[i, j] = the mean of x over bin i of the rows and bin j of the columns: y = A_h x A_wᵀ."""
+    input, undo, out = _adaptive_sizes(input, output_size, 2, "adaptive_avg_pool2d")
+    return undo(_separable(input, [_bin_average(input.shape[2 + a], out[a], input.dtype) for a in (0, 1)]))
+
+
+@names("adaptive_avg_pool1d", method=False)
+def adaptive_avg_pool1d(input, output_size):
+    input, undo, out = _adaptive_sizes(input, output_size, 1, "adaptive_avg_pool1d")
+    return undo(_separable(input, [None, _bin_average(input.shape[3], out[1], input.dtype)]))
+
+
+def _separable(input, matrices):
+    """A_h x A_wᵀ over the last two dims (a None matrix leaves that dim alone)."""
+    rows, columns = matrices
+    if rows is not None:
+        input = Tensor(rows) @ input
+    if columns is not None:
+        input = input @ Tensor(xp.ascontiguousarray(columns.T))
+    return input
+
+
+def _adaptive_max(input, output_size, return_indices, spatial):
+    name = f"adaptive_max_pool{spatial}d"
+    input, undo, out = _adaptive_sizes(input, output_size, spatial, name)
+    height, width = input.shape[2:]
+    # Every bin padded to the longest bin by repeating its last position: repeats never change a maximum,
+    # and come after the original in scan order, so the first maximum is PyTorch's.
+    positions = []
+    for size, count in ((height, out[0]), (width, out[1])):
+        start, end = _bins(size, count)
+        longest = int((end - start).max())
+        positions.append(xp.minimum(start[:, None] + xp.arange(longest), end[:, None] - 1))
+    rows, columns = positions
+    flat = rows[:, None, :, None] * width + columns[None, :, None, :]  # (oh, ow, kh, kw)
+    values = input._data.reshape(*input.shape[:2], -1)[:, :, flat.reshape(-1)]
+    values = values.reshape(*input.shape[:2], *out, -1)
+    choice = _first_max(values)
+    indices = xp.take_along_axis(xp.broadcast_to(flat.reshape(*out, -1), values.shape), choice[..., None], -1)[..., 0]
+    y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
+    return (undo(y), undo(Tensor(indices))) if return_indices else undo(y)
+
+
+def _first_max(values):
+    """argmax over the last axis, NaN counted as the largest (as PyTorch's max pooling)."""
+    nan = xp.isnan(values)
+    return xp.where(nan.any(-1), nan.argmax(-1), values.argmax(-1))
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """y[i, j] = the maximum of x over bin i of the rows and bin j of the columns (PyTorch's bins)."""
+    return _adaptive_max(input, output_size, return_indices, 2)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    return _adaptive_max(input, output_size, return_indices, 1)
+
+
+def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
+    return _adaptive_max(input, output_size, True, 2)
+
+
+def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
+    return _adaptive_max(input, output_size, True, 1)
+
+
+# -- volumes ---------------------------------------------------------------------------------------
+
+
+def _unbatch(y, unbatched):
+    return y.squeeze(0) if unbatched else y
+
+
+def _planes(x):
+    """(N, C, D, H, W) → (N, C·D, H, W): every plane of every channel as a channel of a 2-d op."""
+    n, c, d, h, w = x.shape
+    return x.reshape(n, c * d, h, w)
+
+
+
+def _volume_indices(plane_indices, depth_indices, shape):
+    """Flat indices d·H·W + h·W + w of the winners, from the depth pass's (d·L + l over the (D, L) plane of
+    plane-pass outputs, L = oh·ow) and the plane pass's (h·W + w in each plane, (N, C·D, oh, ow))."""
+    n, c, depth, height, width = shape
+    out_d, columns = depth_indices.shape[2:]
+    chosen = depth_indices._data // columns  # the winning depth d
+    within = xp.take_along_axis(plane_indices._data.reshape(n, c, depth, columns), chosen, axis=2)
+    return Tensor((chosen * (height * width) + within).reshape(n, c, out_d, *plane_indices.shape[2:]))
+
+
+def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    name = "max_pool3d"
+    kernel, stride, padding, dilation, out = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode,
+                                                         3, name)
+    input, unbatched = _batched(input, 3, name)
+    n, c, depth = input.shape[:3]
+    planes = _max_pool(_planes(input), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode, return_indices, 2)
+    values = planes[0] if return_indices else planes
+    pooled = _max_pool(values.reshape(n, c, depth, -1), (kernel[0], 1), (stride[0], 1), (padding[0], 0),
+                       (dilation[0], 1), ceil_mode, return_indices, 2)
+    if not return_indices:
+        return _unbatch(pooled.reshape(n, c, *out), unbatched)
+    indices = _volume_indices(planes[1], pooled[1], input.shape)
+    return _unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """y = the maximum of each kd×kh×kw window (padding never wins); with return_indices, also the flat
+    index d·H·W + h·W + w of each maximum in its input volume."""
+    return _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=False):
+    return _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """y = the mean of each window: its sum over the size of the window counted with the zero padding
+    (count_include_pad) or without, or over divisor_override."""
+    name = "avg_pool3d"
+    kernel, stride, padding, _, _ = _pool_sizes(input, kernel_size, stride, padding, 1, ceil_mode, 3, name)
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("avg_pool3d: divisor must be not zero")
+    input, unbatched = _batched(input, 3, name)
+    n, c, depth = input.shape[:3]
+    # the planes' sums when a divisor_override divides the whole sum, else their means (the divisor is a product)
+    planes = _avg_pool(_planes(input), kernel[1:], stride[1:], padding[1:], ceil_mode, count_include_pad,
+                       None if divisor_override is None else 1, 2)
+    y = _avg_pool(planes.reshape(n, c, depth, -1), (kernel[0], 1), (stride[0], 1), (padding[0], 0), ceil_mode,
+                  count_include_pad, divisor_override, 2)
+    return _unbatch(y.reshape(n, c, y.shape[2], *planes.shape[2:]), unbatched)
+
+
+def _adaptive_sizes3d(input, output_size, name):
+    input, unbatched = _batched(input, 3, name)
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * 3
+    if len(sizes) != 3:
+        raise RuntimeError(f"{name}(): internal error: output_size.size() must be 3")
+    sizes = tuple(input.shape[2 + a] if s is None else int(s) for a, s in enumerate(sizes))
+    if min(sizes) < 0:
+        raise RuntimeError(f"{name}: output_size must be non-negative, got {sizes}")
+    return input, unbatched, sizes
+
+
+def adaptive_avg_pool3d(input, output_size):
+    """y[t, i, j] = the mean of x over PyTorch's adaptive bins of each axis: y = A_d · (plane pass)."""
+    input, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_avg_pool3d")
+    n, c, depth = input.shape[:3]
+    planes = adaptive_avg_pool2d(_planes(input), out[1:]).reshape(n, c, depth, -1)
+    y = _separable(planes, [_bin_average(depth, out[0], input.dtype), None])
+    return _unbatch(y.reshape(n, c, *out), unbatched)
+
+
+def _adaptive_max3d(input, output_size, return_indices):
+    input, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_max_pool3d")
+    n, c, depth = input.shape[:3]
+    planes = _adaptive_max(_planes(input), out[1:], return_indices, 2)
+    values = planes[0] if return_indices else planes
+    pooled = _adaptive_max(values.reshape(n, c, depth, -1), (out[0], None), return_indices, 2)
+    if not return_indices:
+        return _unbatch(pooled.reshape(n, c, *out), unbatched)
+    indices = _volume_indices(planes[1], pooled[1], input.shape)
+    return _unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False):
+    """y = the maximum of x over PyTorch's adaptive bins of each axis."""
+    return _adaptive_max3d(input, output_size, return_indices)
+
+
+def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
+    return _adaptive_max3d(input, output_size, True)
+
+
+# -- PyTorch's top-level forms -----------------------------------------------------------------------------
+
+
+@names("max_pool1d", method=False)
+def max_pool1d_values(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    """PyTorch's ``torch.max_pool1d``: the values only (no ``return_indices``)."""
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, False, 1)
+
+
+@names("max_pool2d", method=False)
+def max_pool2d_values(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    """PyTorch's ``torch.max_pool2d``: the values only (no ``return_indices``)."""
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, False, 2)
+
+
+@names("max_pool3d", method=False)
+def max_pool3d_values(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    """PyTorch's ``torch.max_pool3d``: the values only (no ``return_indices``)."""
+    return _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, False)
+
+
+@names("max_pool1d_with_indices", method=False)
+def max_pool1d_values_and_indices(input, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    """PyTorch's ``torch.max_pool1d_with_indices``: (values, indices), ``ceil_mode`` sixth."""
+    return _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, True, 1)
+
+
+@names("adaptive_max_pool1d", method=False)
+def adaptive_max_pool1d_values_and_indices(input, output_size):
+    """PyTorch's ``torch.adaptive_max_pool1d``: (values, indices), always."""
+    return _adaptive_max(input, output_size, True, 1)
