@@ -10,7 +10,10 @@ so that
 One primitive serves them all. An activation states its pieces as PyTorch's kernel tests its input:
 a chain of tests ``(comparison, bound, line)``, where x takes the line of the first test it passes
 and the ``otherwise`` line where it passes none. NaN passes no comparison, so it takes ``otherwise``
-in both passes, as in PyTorch's kernels (hardtanh(NaN) is NaN with a gradient of 1, for instance).
+(hardtanh(NaN) is NaN with a gradient of 1, as PyTorch's scalar kernel says; its vectorised kernels,
+which serve tensors of 16 float32 elements or more, give hardtanh and the shrinkages a gradient of 0
+there: a NaN's gradient is no contract in PyTorch). An activation may also give a ``formula`` for its
+values that NumPy computes faster than the chain (np.clip for hardtanh).
 
 The backward, z = g ⊙ a(x), is a node of its own that depends on x, as PyTorch's
 ``leaky_relu_backward`` and the like are: with ``create_graph=True`` the first derivative has a
