@@ -98,7 +98,12 @@ class Pieces:
             passes = COMPARISONS[comparison](x, bound) if comparison is not None else None
             slope = line.slope
             if slope is not None and not (_is_number(slope) and slope == 0):
-                on_piece = passes if taken is None else ~taken if passes is None else passes & ~taken
+                if passes is None:  # the otherwise line: where x passed no test
+                    on_piece = ~taken
+                elif taken is None:  # the first test
+                    on_piece = passes
+                else:
+                    on_piece = passes & ~taken
                 term = on_piece.astype(dtype)
                 if not (_is_number(slope) and slope == 1):
                     term *= slope
@@ -169,10 +174,17 @@ def leaky_relu(input, negative_slope=0.01, name="LeakyRelu"):
     """y = x for x > 0, a·x otherwise (a = negative_slope);  dy/dx = 1 for x > 0, a otherwise (a at 0).
     (``name``: rrelu in eval is this map under PyTorch's name RreluWithNoise.)"""
     a = _number_of(negative_slope, input)
-    # y = max(x, a·x) for 0 < a <= 1, min(x, a·x) for a > 1: the same numbers without a where (a = 0 would
-    # give max(inf, 0 · inf) = NaN)
-    formula = (lambda x: xp.maximum(x, x * a)) if 0 < a <= 1 else (lambda x: xp.minimum(x, x * a)) if a > 1 else None
-    return piecewise_linear(input, Pieces(name, ((">", 0.0, IDENTITY),), Line(a), formula), "leaky_relu")
+    return piecewise_linear(input, Pieces(name, ((">", 0.0, IDENTITY),), Line(a), _leaky_formula(a)), "leaky_relu")
+
+
+def _leaky_formula(a):
+    """Leaky ReLU's values without a where: max(x, a·x) for 0 < a <= 1, min(x, a·x) for a > 1. (None
+    otherwise: the chain computes them; for a = 0, max(inf, 0 · inf) would be NaN.)"""
+    if 0 < a <= 1:
+        return lambda x: xp.maximum(x, x * a)
+    if a > 1:
+        return lambda x: xp.minimum(x, x * a)
+    return None
 
 
 def hardtanh(input, min_val=-1.0, max_val=1.0):
