@@ -192,6 +192,24 @@ def test_a_third_derivative_is_zero_too():
     np.testing.assert_allclose(ggg.numpy(), [0.0, 6.0, 0.0])
 
 
+def test_rrelu_in_training_has_its_drawn_slopes_as_derivative_and_zero_second_derivative():
+    x = autograd.tensor([-2.0, -1.0, -0.0, 0.0, 0.5, 3.0], requires_grad=True)
+    y = F.rrelu(x, 0.1, 0.3, training=True)
+    g, = autograd.grad(y.sum(), x, create_graph=True)
+    gg, = autograd.grad(g.sum(), x)
+    slopes = g.detach().numpy()
+    assert np.all((slopes[:4] >= 0.1) & (slopes[:4] <= 0.3)) and np.all(slopes[4:] == 1.0)
+    np.testing.assert_allclose(y.detach().numpy()[:2], [-2.0 * slopes[0], -slopes[1]], rtol=1e-6)
+    np.testing.assert_array_equal(gg.numpy(), 0.0)
+    assert y.grad_fn.name() == "RreluWithNoiseBackward0" and y.dtype == g.dtype == gg.dtype == autograd.float32
+    if torch is not None:  # the same nodes and a zero second derivative there too
+        x = torch.tensor([-2.0, -1.0, 0.5], requires_grad=True)
+        y = torch_F.rrelu(x, 0.1, 0.3, training=True)
+        g, = torch.autograd.grad(y.sum(), x, create_graph=True)
+        assert y.grad_fn.name() == "RreluWithNoiseBackward0"
+        np.testing.assert_array_equal(torch.autograd.grad(g.sum(), x)[0].numpy(), 0.0)
+
+
 @pytest.mark.parametrize("name", sorted(PIECEWISE_LINEAR))
 def test_gradgradcheck_in_float64_off_the_kinks(name):
     x = autograd.tensor([-6.5, -2.3, -0.7, -0.3, 0.2, 0.7, 1.3, 2.6, 6.5], dtype=autograd.float64,
