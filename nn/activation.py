@@ -4,6 +4,8 @@ Each layer holds its options and calls its function in ``nn.functional``,
 where the formula and the derivative at the kinks are documented.
 """
 
+import warnings
+
 import autograd
 
 from . import functional as F
@@ -126,10 +128,19 @@ class CELU(ELU):
 
 
 class Hardtanh(Module):
-    """φ(x) = clamp(x, min_val, max_val)"""
+    """φ(x) = clamp(x, min_val, max_val); ``min_value``/``max_value`` are PyTorch's deprecated names
+    for them (a FutureWarning, as there)."""
 
-    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False, min_value=None, max_value=None):
         super().__init__()
+        if min_value is not None:
+            warnings.warn("keyword argument `min_value` is deprecated and renamed to `min_val`", FutureWarning,
+                          stacklevel=2)
+            min_val = min_value
+        if max_value is not None:
+            warnings.warn("keyword argument `max_value` is deprecated and renamed to `max_val`", FutureWarning,
+                          stacklevel=2)
+            max_val = max_value
         if max_val <= min_val:
             raise AssertionError(f"max_val ({max_val}) must be greater than min_val ({min_val})")
         self.min_val, self.max_val, self.inplace = min_val, max_val, inplace

@@ -12,6 +12,7 @@ import autograd
 from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
 from autograd.errors import ShapeError, check_same_dtype
+from autograd.ops import piecewise_linear as _piecewise_linear
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
     SELU_ALPHA,
     SELU_SCALE,
@@ -136,19 +137,16 @@ def relu6(input, inplace=False):
 
 def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
     """clamp(x, min_val, max_val); dy/dx = 1 strictly inside (min_val, max_val), 0 elsewhere
-    (PyTorch's hardtanh_backward: 0 at the bounds, unlike clamp)."""
+    (PyTorch's hardtanh_backward: 0 at the bounds, unlike clamp). Piecewise linear: its second
+    derivative is 0 (autograd/ops/piecewise_linear.py)."""
     if min_val > max_val:
         raise ValueError("min_val cannot be greater than max_val")
-    def clip(x):
-        inside = (x > min_val) & (x < max_val)
-        return autograd.where(inside, x, Tensor._make(xp.clip(x._data, min_val, max_val)))
-
-    return _inplace(input, clip, inplace)
+    return _inplace(input, lambda input: _piecewise_linear.hardtanh(input, min_val, max_val), inplace)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
-    """y = x for x > 0, a·x otherwise."""
-    return _inplace(input, lambda input: autograd.where(input > 0, input, input * negative_slope), inplace)
+    """y = x for x > 0, a·x otherwise; dy/dx = 1 for x > 0, a otherwise; d²y/dx² = 0."""
+    return _inplace(input, lambda input: _piecewise_linear.leaky_relu(input, negative_slope), inplace)
 
 
 def elu(input, alpha=1.0, inplace=False):
@@ -266,11 +264,8 @@ def tanhshrink(input):
 
 
 def softshrink(input, lambd=0.5):
-    """y = x - λ above λ, x + λ below -λ, 0 between."""
-    if lambd < 0:
-        raise RuntimeError(f"lambda must be in range [0, inf] for input dtype {input.dtype}, but found {lambd}")
-    shrunk = autograd.where(input > lambd, input - lambd, input + lambd)
-    return autograd.where((input > lambd) | (input < -lambd), shrunk, 0.0)
+    """y = x - λ above λ, x + λ below -λ, 0 between; dy/dx = 1 where |x| > λ, else 0."""
+    return _piecewise_linear.softshrink(input, lambd)
 
 
 def glu(input, dim=-1):

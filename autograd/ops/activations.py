@@ -1,23 +1,25 @@
 """The activations PyTorch offers on tensors and at the top level (``x.hardshrink()``,
-``x.prelu(w)``, ``autograd.threshold``, ``autograd.selu``, ``autograd.celu``, ``autograd.rrelu``), composed of
-``where``: the gradient goes to the branch each element takes. ``nn.functional`` uses these (arrows point down)."""
+``x.prelu(w)``, ``autograd.threshold``, ``autograd.selu``, ``autograd.celu``, ``autograd.rrelu``). The
+piecewise-linear ones are ``piecewise_linear.PiecewiseLinear`` (their second derivative is 0, as
+PyTorch's); the others are composed of ``where``: the gradient goes to the branch each element takes.
+``nn.functional`` uses these (arrows point down)."""
 
 from .. import random
-from ..tensor import Tensor
+from . import piecewise_linear
 from .elementwise import where
 from .names import names
 
 
 @names("hardshrink")
 def hardshrink(input, lambd=0.5):
-    """y = x where |x| > λ, else 0."""
-    return where((input > lambd) | (input < -lambd), input, 0.0)
+    """y = x where |x| > λ, else 0;  dy/dx = 1 where |x| > λ, else 0."""
+    return piecewise_linear.hardshrink(input, lambd)
 
 
 @names("threshold", method=False)
 def threshold(input, threshold, value):
-    """y = x where x > threshold, else value."""
-    return where(input > threshold, input, value)
+    """y = x where x > threshold, else value;  dy/dx = 1 where x > threshold, else 0."""
+    return piecewise_linear.threshold(input, threshold, value)
 
 
 @names("threshold_", method=False)
@@ -91,9 +93,9 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
     element draws its own slope a ~ U(lower, upper) (from ``generator``, or autograd's), and in eval a is
     the mean slope (lower + upper) / 2. dy/dx = a at 0, as PyTorch."""
     if not training:
-        return where(input > 0, input, input * ((lower + upper) / 2))
-    slopes = Tensor(random.generator(generator).uniform(lower, upper, input.shape).astype(input.dtype))
-    return where(input > 0, input, input * slopes)
+        return piecewise_linear.leaky_relu(input, (lower + upper) / 2, name="RreluWithNoise")
+    slopes = random.generator(generator).uniform(lower, upper, input.shape).astype(input.dtype)
+    return piecewise_linear.leaky_relu_with_slopes(input, slopes)
 
 
 @names("rrelu_", method=False)
