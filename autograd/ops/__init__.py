@@ -59,6 +59,7 @@ from . import (  # noqa: F401  (each declares its names)
     strided,
     svd,
     triangular,
+    view_copies,
     windows,
     zeta,
 )
