@@ -48,6 +48,7 @@ from . import (  # noqa: F401  (each declares its names)
     regions,
     reshaping_in_place,
     sampling,
+    segments,
     series,
     shape,
     short_time_fourier,
