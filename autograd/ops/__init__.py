@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (each declares its names)
     decompositions,
     diagonals,
     distances,
+    dlpack,
     dropout,
     elementwise,
     embedding,
