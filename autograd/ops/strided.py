@@ -139,3 +139,12 @@ def as_strided_scatter(input, src, size, stride, storage_offset=None):
     inside = source >= 0
     values = src.reshape(-1).to(input.dtype)[Tensor._make(xp.nonzero(inside)[0])]
     return input.reshape(-1).index_put((Tensor._make(source[inside]),), values).reshape(input.shape)
+
+
+@names("slice_inverse", method=False)
+def slice_inverse(input, src, dim=0, start=None, end=None, step=1):
+    """The tensor that ``input`` is the slice start:end:step (along dim) of: input's memory read in
+    src's layout (shape, strides, offset), src being a tensor laid out as that whole tensor. As in
+    PyTorch (a helper of its functionalization), only src's layout is read; dim, start, end and
+    step say which slice input is."""
+    return as_strided(input, tuple(src.shape), src.stride(), src.storage_offset())
