@@ -114,6 +114,8 @@ def test_detach_view_and_complex_copies():
     as_int = autograd.view_copy(autograd.tensor(X.astype(np.float32)), autograd.int32)
     assert as_int.dtype == autograd.int32 and not as_int.requires_grad
     np.testing.assert_array_equal(as_int.numpy(), X.astype(np.float32).view(np.int32))
+    assert autograd.view_copy(autograd.tensor(X), dtype=autograd.int64).dtype == autograd.int64
+    assert autograd.view_copy(input=autograd.tensor(X), size=[12]).shape == (12,)
     halves = autograd.view_copy(autograd.tensor(X.astype(np.float32)), autograd.float16)
     assert halves.shape == (3, 8)
     with pytest.raises(RuntimeError, match="stride"):
@@ -609,3 +611,20 @@ def test_flags_match_torch():
             for m in (autograd, torch):
                 with pytest.raises(error):
                     m.set_default_tensor_type(bad)
+
+
+@pytest.mark.torch
+def test_signatures_match_torchs():
+    torch = pytest.importorskip("torch")
+    import inspect
+
+    overrides = torch.overrides.get_testing_overrides()
+    for name in (*COPIES, "detach_copy", "split_copy", "split_with_sizes_copy", "unbind_copy", "view_as_real_copy",
+                 "view_as_complex_copy", "as_strided_scatter", "slice_inverse", "histogramdd", "segment_reduce",
+                 "get_device"):
+        theirs = ["input" if p == "self" else p for p in inspect.signature(overrides[getattr(torch, name)]).parameters]
+        ours = getattr(autograd, name)
+        ours = list(inspect.signature(getattr(ours, "__wrapped__", ours)).parameters)
+        if name == "view_copy":  # PyTorch's two overloads: (input, size) and (input, dtype)
+            theirs = ["input", "size"]
+        assert ours[:len(theirs)] == theirs, name

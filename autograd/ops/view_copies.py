@@ -126,11 +126,14 @@ def unsqueeze_copy(input, dim, *, out=None):
 
 
 @names("view_copy", method=False)
-def view_copy(input, size, *, out=None):
-    """input.view(size) as a new tensor. With a dtype for ``size``, input's bytes read as that dtype
-    (the last dim rescaled by the ratio of element sizes), without gradient, as PyTorch's."""
-    if isinstance(size, (numpy.dtype, type)):
-        return write_out(_bytes_as(input, numpy.dtype(size)), out)
+def view_copy(input, size=None, *, dtype=None, out=None):
+    """input.view(size) as a new tensor. With a dtype (as ``dtype=`` or in place of ``size``),
+    input's bytes read as that dtype (the last dim rescaled by the ratio of element sizes),
+    without gradient, as PyTorch's."""
+    if (size is None) == (dtype is None):
+        raise TypeError("view_copy() takes a size or a dtype")
+    if dtype is not None or isinstance(size, (numpy.dtype, type)):
+        return write_out(_bytes_as(input, numpy.dtype(size if dtype is None else dtype)), out)
     return _copied(input.view(*size) if isinstance(size, (tuple, list)) else input.view(size), out)
 
 
