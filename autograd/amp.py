@@ -8,31 +8,157 @@
   gradients do not underflow, divides the gradients by s before the step, skips a step whose
   gradients hold inf or NaN (and halves s), and doubles s after ``growth_interval`` clean
   steps. For "cuda" without a GPU it is disabled, as PyTorch's: every call passes through.
+
+The autocast state, per thread as PyTorch's, lives here and only here: for each device type
+whether autocast is on and its dtype, whether casts are cached, and how deep autocast blocks
+are nested. ``autocast`` blocks and PyTorch's functions (``autograd.is_autocast_enabled``,
+``set_autocast_dtype``, ``autocast_increment_nesting``, ...) read and write it. Turning autocast
+on where it would take effect raises, as ``autocast`` does. NumPy has no bfloat16, so every
+device's dtype starts as float16 (PyTorch's CPU starts at bfloat16).
 """
 
 import functools
+import threading
 import warnings
 
-from . import cuda
+from . import backend, cuda
 from .grad_mode import no_grad
+
+_DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia",
+                 "xla", "lazy", "vulkan", "mps", "meta", "hpu", "mtia", "privateuseone")
+
+
+class _AutocastState(threading.local):
+    def __init__(self):
+        self.enabled = {}  # device type -> on (off when absent)
+        self.dtype = {}  # device type -> the lower-precision dtype (float16 when absent)
+        self.cache_enabled = True
+        self.nesting = 0
+
+
+_state = _AutocastState()
+
+
+def _device_type(device_type):
+    if device_type not in _DEVICE_TYPES:
+        raise RuntimeError(f"Expected one of {', '.join(_DEVICE_TYPES)} device type at start of device string: "
+                           f"{device_type}")
+    return device_type
+
+
+def _refuse_if_effective(device_type, dtype=None):
+    """autocast that would take effect (on the CPU, or on a GPU that is there) is not built."""
+    if device_type == "cuda" and not cuda.is_available():
+        return
+    raise NotImplementedError(
+        f"autocast on {device_type!r} would lower matmuls and convolutions to "
+        f"{dtype or 'a half-precision dtype'}, which is not built here; pass enabled=False, or drop "
+        "the autocast block (the ops then run in the tensors' own dtypes)")
+
+
+def is_autocast_enabled(device_type="cuda"):
+    return _state.enabled.get(_device_type(device_type), False)
+
+
+def set_autocast_enabled(device_type, enabled=None):
+    """set_autocast_enabled(device_type, enabled), or PyTorch's older set_autocast_enabled(enabled) for "cuda"."""
+    if enabled is None:
+        device_type, enabled = "cuda", device_type
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_autocast_enabled(): argument 'enabled' must be bool, not {type(enabled).__name__}")
+    if enabled:
+        _refuse_if_effective(_device_type(device_type), get_autocast_dtype(device_type))
+    _state.enabled[_device_type(device_type)] = enabled
+
+
+def get_autocast_dtype(device_type):
+    return _state.dtype.get(_device_type(device_type), backend.float16)
+
+
+def set_autocast_dtype(device_type, dtype):
+    _state.dtype[_device_type(device_type)] = dtype
+
+
+def _deprecated(old, new):
+    warnings.warn(f"torch.{old}() is deprecated. Please use torch.{new} instead.", DeprecationWarning, stacklevel=3)
+
+
+def is_autocast_cpu_enabled():
+    _deprecated("is_autocast_cpu_enabled", "is_autocast_enabled('cpu')")
+    return is_autocast_enabled("cpu")
+
+
+def set_autocast_cpu_enabled(enabled):
+    _deprecated("set_autocast_cpu_enabled", "set_autocast_enabled('cpu', enabled)")
+    set_autocast_enabled("cpu", enabled)
+
+
+def get_autocast_cpu_dtype():
+    _deprecated("get_autocast_cpu_dtype", "get_autocast_dtype('cpu')")
+    return get_autocast_dtype("cpu")
+
+
+def get_autocast_gpu_dtype():
+    _deprecated("get_autocast_gpu_dtype", "get_autocast_dtype('cuda')")
+    return get_autocast_dtype("cuda")
+
+
+def is_autocast_cache_enabled():
+    return _state.cache_enabled
+
+
+def set_autocast_cache_enabled(enabled):
+    _state.cache_enabled = bool(enabled)
+
+
+def clear_autocast_cache():
+    """Nothing to clear: no op is ever cast, so no cast is cached."""
+
+
+def autocast_increment_nesting():
+    """One more autocast block open; the new depth."""
+    _state.nesting += 1
+    return _state.nesting
+
+
+def autocast_decrement_nesting():
+    """One autocast block fewer; the new depth (PyTorch lets it go below 0, and so does this)."""
+    _state.nesting -= 1
+    return _state.nesting
 
 
 class autocast:
+    """Within the block (or each call of a decorated function), autocast on ``device_type`` set to
+    ``enabled`` with ``dtype`` and ``cache_enabled``; the previous state comes back at the end."""
+
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
-        self.device_type, self.dtype, self.enabled = device_type, dtype, bool(enabled)
+        _device_type(device_type)
+        self.device_type, self.enabled = device_type, bool(enabled)
+        self.dtype = get_autocast_dtype(device_type) if dtype is None else dtype
+        self.cache_enabled = is_autocast_cache_enabled() if cache_enabled is None else bool(cache_enabled)
         if self.enabled and device_type == "cuda" and not cuda.is_available():
             warnings.warn("CUDA is not available. Disabling autocast.", stacklevel=2)
             self.enabled = False
         if self.enabled:
-            raise NotImplementedError(
-                f"autocast on {device_type!r} would lower matmuls and convolutions to "
-                f"{dtype or 'a half-precision dtype'}, which is not built here; pass enabled=False, or drop "
-                "the autocast block (the ops then run in the tensors' own dtypes)")
+            _refuse_if_effective(device_type, dtype)
+        self._saved = []
 
     def __enter__(self):
+        self._saved.append((is_autocast_enabled(self.device_type), get_autocast_dtype(self.device_type),
+                            is_autocast_cache_enabled()))
+        set_autocast_enabled(self.device_type, self.enabled)
+        set_autocast_dtype(self.device_type, self.dtype)
+        set_autocast_cache_enabled(self.cache_enabled)
+        autocast_increment_nesting()
         return self
 
     def __exit__(self, *exc_info):
+        if autocast_decrement_nesting() == 0:
+            clear_autocast_cache()
+        enabled, dtype, cache_enabled = self._saved.pop()
+        set_autocast_enabled(self.device_type, enabled)
+        set_autocast_dtype(self.device_type, dtype)
+        set_autocast_cache_enabled(cache_enabled)
         return False
 
     def __call__(self, function):

@@ -114,6 +114,27 @@ def empty_strided(size, stride, *, dtype=None, layout=None, device=None, require
     return Tensor._make(_strided(size, stride, dtype or get_default_dtype())).requires_grad_(requires_grad)
 
 
+@names("empty_permuted", method=False)
+def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=None, requires_grad=False,
+                   pin_memory=False):
+    """A new tensor of shape ``size`` whose dims lie in memory in the order ``physical_layout``
+    (outermost first: (0, 2, 3, 1) is NHWC for an NCHW shape); t.stride(physical_layout[i]) is the
+    i-th contiguous stride of the permuted shape. Not empty(size).permute(physical_layout)."""
+    size, physical_layout = tuple(int(n) for n in size), tuple(int(d) for d in physical_layout)
+    if len(size) != len(physical_layout):
+        raise RuntimeError(f"Number of dimensions in size does not match the length of the physical_layout; i.e. "
+                           f"len(size) = {len(size)} is not equal to len(physical_layout) = {len(physical_layout)}")
+    for i, d in enumerate(physical_layout):
+        if not 0 <= d < len(size):
+            raise RuntimeError(f"Dimension out of range (expected to be between 0 and {len(size) - 1}, but got {d} at "
+                               f"index {i}).  NB: negative dims not currently supported; file an issue if you want it.")
+    if len(set(physical_layout)) != len(physical_layout):
+        raise RuntimeError("Duplicate dim not allowed")
+    stored = xp.zeros([size[d] for d in physical_layout], dtype=dtype or get_default_dtype())  # (zeros, as _strided)
+    logical = xp.transpose(stored, tuple(physical_layout.index(d) for d in builtins.range(len(size))))
+    return Tensor._make(logical).requires_grad_(requires_grad)
+
+
 @names("new_empty_strided", function=False)
 def new_empty_strided(self, size, stride, *, dtype=None, device=None, requires_grad=False):
     """empty_strided with x's dtype."""

@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (each declares its names)
     decompositions,
     diagonals,
     distances,
+    dlpack,
     dropout,
     elementwise,
     embedding,
@@ -51,6 +52,7 @@ from . import (  # noqa: F401  (each declares its names)
     regions,
     reshaping_in_place,
     sampling,
+    segments,
     series,
     shape,
     short_time_fourier,
@@ -62,6 +64,7 @@ from . import (  # noqa: F401  (each declares its names)
     strided,
     svd,
     triangular,
+    view_copies,
     windows,
     zeta,
 )

@@ -11,7 +11,7 @@ often its index occurs in the batch.
 import math
 
 from ..backend import xp
-from ..graph import no_grad
+from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .names import names
@@ -74,6 +74,27 @@ def embedding_renorm_(weight, indices, max_norm, norm_type=2.0):
         with no_grad():
             weight[rows[over]] = values[over] * scale[:, None]
     return weight
+
+
+@names("embedding_renorm_", method=False)
+def embedding_renorm_checked(input, indices, max_norm, norm_type):
+    """PyTorch's top-level ``embedding_renorm_(input, indices, max_norm, norm_type)``: the rows of the
+    matrix ``input`` that ``indices`` names, rescaled in place to p-norm at most max_norm. Not
+    differentiable (as PyTorch's): a matrix that requires grad is refused while grad mode is on."""
+    if input.ndim != 2:
+        raise RuntimeError(f"Expected 2-dimensional tensor, but got {input.ndim}-dimensional tensor for argument #1 "
+                           "'self' (while checking arguments for embedding_renorm_)")
+    rows = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
+    if rows.dtype.kind not in "iu":
+        raise RuntimeError("Expected tensor for argument #2 'indices' to have one of the following scalar types: "
+                           f"Long, Int; but got {rows.dtype} instead (while checking arguments for embedding_renorm_)")
+    if rows.size and (rows.min() < -input.shape[0] or rows.max() >= input.shape[0]):
+        raise IndexError(f"index out of range for tensor of size {list(input.shape)} at dimension 0")
+    if input.requires_grad and is_grad_enabled():
+        if input.is_leaf:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        raise NotImplementedError("the derivative for 'embedding_renorm' is not implemented.")
+    return embedding_renorm_(input, rows % input.shape[0], max_norm, norm_type)
 
 
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,

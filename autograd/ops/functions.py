@@ -34,9 +34,10 @@ def _in_place_function(name):
 
 # the in-place methods PyTorch also offers as functions (torch.exp_(x), torch.zero_(x), ...)
 IN_PLACE_FUNCTIONS = (
-    "abs_", "acos_", "acosh_", "arccos_", "arccosh_", "arcsin_", "arcsinh_", "arctan_", "arctanh_", "asin_",
-    "asinh_", "atan_", "atanh_", "ceil_", "clamp_", "clamp_max_", "clamp_min_", "clip_", "cos_", "cosh_",
-    "deg2rad_", "detach_", "erf_", "erfc_", "exp2_", "exp_", "expm1_", "fill_", "fix_", "floor_", "frac_", "gcd_",
+    "abs_", "acos_", "acosh_", "addmv_", "arccos_", "arccosh_", "arcsin_", "arcsinh_", "arctan_", "arctanh_",
+    "as_strided_", "asin_", "asinh_", "atan_", "atanh_", "ceil_", "clamp_", "clamp_max_", "clamp_min_", "clip_",
+    "conj_physical_", "cos_", "cosh_", "deg2rad_", "detach_", "erf_", "erfc_", "exp2_", "exp_", "expm1_", "fill_",
+    "fix_", "floor_", "frac_", "gcd_",
     "i0_", "index_put_", "lcm_", "ldexp_", "log10_", "log1p_", "log2_", "log_", "logit_", "nan_to_num_", "neg_",
     "negative_", "rad2deg_", "reciprocal_", "relu_", "resize_as_", "round_", "rsqrt_", "sigmoid_", "sin_", "sinc_",
     "sinh_", "sqrt_", "square_", "tan_", "tanh_", "trunc_", "xlogy_", "zero_",
@@ -162,3 +163,21 @@ def clone(input, *, memory_format=None):
 @names("detach", method=False)
 def detach(input):
     return input.detach()
+
+
+@names("fill", method=False)
+def fill(input, value, *, out=None):
+    """A new tensor of input's shape and dtype holding ``value`` everywhere (x.clone().fill_(value)):
+    dL/dinput = 0, dL/dvalue = Σ dL/dy for a 0-d tensor value."""
+    if isinstance(value, Tensor) and value.ndim:
+        raise RuntimeError(f"fill_ only supports 0-dimension value tensor but got tensor with {value.ndim} "
+                           "dimensions.")
+    return write_out(input.clone().fill_(value), out)
+
+
+@names("get_device", method=False)
+def get_device(input):
+    """input's GPU index, or -1 on the CPU (x.get_device())."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"get_device(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
+    return input.get_device()

@@ -182,6 +182,44 @@ def histogram(input, bins=100, *, range=None, weight=None, density=False, out=No
                      out)
 
 
+HistogramddResult = collections.namedtuple("histogramdd", ["hist", "bin_edges"])
+
+
+@names("histogramdd", method=False)
+def histogramdd(input, bins, range=None, weight=None, density=False):
+    """(hist, bin_edges): the points input[..., :] (the last dim holds each point's N coordinates)
+    counted (or their ``weight`` summed) in an N-d grid of bins, NumPy's histogramdd in input's
+    dtype. ``bins``: a count, one count per dim, or one tensor of edges per dim; ``range``:
+    [min_0, max_0, min_1, max_1, ...] (the data's own span by default)."""
+    data = _data(input)
+    if data.dtype.kind != "f":
+        from .conversion import _TYPE_NAMES
+
+        raise NotImplementedError(f"\"histogramdd\" not implemented for '{_TYPE_NAMES.get(data.dtype.name)}'")
+    if data.ndim < 2:
+        raise RuntimeError("torch.histogramdd: input tensor should have at least 2 dimensions")
+    points, n = data.reshape(-1, data.shape[-1]), data.shape[-1]
+    if isinstance(bins, (list, tuple)):
+        if len(bins) != n:
+            raise RuntimeError("histogramdd: The size of bins must be equal to the innermost dimension of the input.")
+        bins = [_data(b) if isinstance(b, Tensor) else int(b) for b in bins]
+    if range is not None:
+        if len(range) != 2 * n:
+            raise RuntimeError(f"torch.histogramdd: for a {n}-dimensional histogram range should have {2 * n} "
+                               f"elements, but got {len(range)}")
+        range = [(float(range[2 * d]), float(range[2 * d + 1])) for d in builtins.range(n)]
+    weights = None
+    if weight is not None:
+        weights = _data(weight)
+        if weights.dtype != data.dtype:
+            raise RuntimeError("torch.histogramdd: if weight tensor is provided, input tensor and weight tensor "
+                               f"should have the same dtype, but got input({data.dtype}), and weight({weights.dtype})")
+        weights = weights.reshape(-1)
+    hist, edges = xp.histogramdd(points, bins=bins, range=range, weights=weights, density=density)
+    return HistogramddResult(Tensor._make(hist.astype(data.dtype)),
+                             tuple(Tensor._make(e.astype(data.dtype)) for e in edges))
+
+
 @names("is_floating_point")
 def is_floating_point(input):
     return input.dtype.kind == "f"

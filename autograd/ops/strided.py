@@ -9,6 +9,11 @@ window) show the same element several times: sliding windows without copying.
 in PyTorch). For a contiguous x the result is a view, as PyTorch's: a write through it changes
 x and is recorded. For a non-contiguous x it is a copy of the same values (the view would be
 defined on x's memory layout, which a recorded write replays on contiguous arrays).
+
+``as_strided_scatter(input, src, size, stride, storage_offset=None)`` is the write the other way:
+a copy of input with the elements that input.as_strided(size, stride, storage_offset) shows
+replaced by src's, so dL/dsrc = dL/dy at those elements and dL/dinput = dL/dy with them zeroed.
+``x.as_strided_(...)`` and ``autograd.as_strided_`` make x itself that view (reshaping_in_place.py).
 """
 
 from ..backend import address, int64, xp
@@ -43,16 +48,7 @@ class AsStrided(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):
-        root, offset = _root(x)
-        if not root.flags.c_contiguous:
-            raise RuntimeError("as_strided: the memory of this tensor is not one row-major block")
-        memory = root.reshape(-1)
-        start = offset + self.start
-        if start < 0 or (self.reach > 0 and start + self.reach > memory.size):
-            raise RuntimeError(
-                f"setStorage: sizes {list(self.size)}, strides {list(self.stride)}, storage offset "
-                f"{start}, and itemsize {x.itemsize} requiring a storage size of {(start + self.reach) * x.itemsize} "
-                f"are out of bounds for storage of size {memory.size * x.itemsize}")
+        memory, start = _storage(x, self.size, self.stride, self.start, self.reach)
         if self.is_view:
             if x.strides != self.layout:  # (a replay on an array laid out otherwise than x was)
                 raise RuntimeError("as_strided view replayed on a tensor with another memory layout: write through "
@@ -66,6 +62,22 @@ class AsStrided(Primitive):
         values = grad.reshape(-1)[Tensor._make(inside.reshape(-1))]
         placed = shape.IndexAdd.apply(values, index=(self.source[inside],), basic=False, shape=(self.count,))
         return (placed.reshape(self.shape),)
+
+
+def _storage(x, size, stride, start, reach):
+    """(x's memory as one flat array, the position ``start`` elements past x's first element in it),
+    refused as PyTorch refuses a layout that reaches outside the memory (``reach`` elements from there)."""
+    root, offset = _root(x)
+    if not root.flags.c_contiguous:
+        raise RuntimeError("as_strided: the memory of this tensor is not one row-major block")
+    memory = root.reshape(-1)
+    start = offset + start
+    if start < 0 or (reach > 0 and start + reach > memory.size):
+        raise RuntimeError(
+            f"setStorage: sizes {list(size)}, strides {list(stride)}, storage offset "
+            f"{start}, and itemsize {x.itemsize} requiring a storage size of {(start + reach) * x.itemsize} "
+            f"are out of bounds for storage of size {memory.size * x.itemsize}")
+    return memory, start
 
 
 def checked_layout(size, stride):
@@ -85,11 +97,19 @@ def as_strided(input, size, stride, storage_offset=None):
     """The view of input's memory with shape ``size`` and steps ``stride`` (elements), starting at
     ``storage_offset`` (input's own offset by default); see the module's docstring."""
     size, stride = checked_layout(size, stride)
+    start, reach, source = _shown(input, size, stride, storage_offset)
+    return AsStrided.apply(input, size=size, stride=stride, start=start, reach=reach, source=source.reshape(size),
+                           count=input.numel(), shape=tuple(input.shape), layout=input._data.strides,
+                           is_view=bool(input._data.flags.c_contiguous))
+
+
+def _shown(input, size, stride, storage_offset):
+    """(start, reach, source) of input.as_strided(size, stride, storage_offset): its first position
+    counted from input's first element, how many positions it spans, and for each of its elements
+    (row-major) which of input's elements (row-major numbering) it shows, -1 for none."""
     own_offset = input.storage_offset()
     start = (own_offset if storage_offset is None else int(storage_offset)) - own_offset  # from input's first element
-    empty = 0 in size
-    reach = 0 if empty else 1 + sum((n - 1) * s for n, s in zip(size, stride))
-    # which of input's elements (row-major numbering) each output element shows: -1 for none
+    reach = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride))
     wanted = _positions(size, stride, start).reshape(-1)
     held = _positions(tuple(input.shape), input.stride(), 0).reshape(-1)
     order = xp.argsort(held, kind="stable")
@@ -99,6 +119,32 @@ def as_strided(input, size, stride, storage_offset=None):
                            "repeats) is not differentiable here; as_strided a contiguous copy")
     found = xp.clip(xp.searchsorted(sorted_held, wanted), 0, max(sorted_held.size - 1, 0))
     source = xp.where(sorted_held[found] == wanted, order[found], -1) if sorted_held.size else -xp.ones_like(wanted)
-    return AsStrided.apply(input, size=size, stride=stride, start=start, reach=reach, source=source.reshape(size),
-                           count=input.numel(), shape=tuple(input.shape), layout=input._data.strides,
-                           is_view=bool(input._data.flags.c_contiguous))
+    return start, reach, source
+
+
+@names("as_strided_scatter")
+def as_strided_scatter(input, src, size, stride, storage_offset=None):
+    """A copy of input with the elements input.as_strided(size, stride, storage_offset) shows
+    replaced by src's (src of shape ``size``); see the module's docstring. Positions in input's
+    memory that are none of input's elements (the gaps of x[:, ::2]) take nothing, as in PyTorch."""
+    size, stride = checked_layout(size, stride)
+    if tuple(src.shape) != size:
+        raise RuntimeError(f"expected src to have a size equal to the slice of self. src size = {list(src.shape)}, "
+                           f"slice size = {list(size)}")
+    start, reach, source = _shown(input, size, stride, storage_offset)
+    _storage(input._data, size, stride, start, reach)  # (refuses a layout outside input's memory)
+    if xp.unique(_positions(size, stride, 0)).size != source.size:
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a single "
+                           "memory location. Please clone() the tensor before performing the operation.")
+    inside = source >= 0
+    values = src.reshape(-1).to(input.dtype)[Tensor._make(xp.nonzero(inside)[0])]
+    return input.reshape(-1).index_put((Tensor._make(source[inside]),), values).reshape(input.shape)
+
+
+@names("slice_inverse", method=False)
+def slice_inverse(input, src, dim=0, start=None, end=None, step=1):
+    """The tensor that ``input`` is the slice start:end:step (along dim) of: input's memory read in
+    src's layout (shape, strides, offset), src being a tensor laid out as that whole tensor. As in
+    PyTorch (a helper of its functionalization), only src's layout is read; dim, start, end and
+    step say which slice input is."""
+    return as_strided(input, tuple(src.shape), src.stride(), src.storage_offset())
