@@ -26,6 +26,7 @@ class _Modes(threading.local):
     grad_enabled = True
     inference = False
     anomaly = False
+    anomaly_check_nan = True  # anomaly mode's check of values (off: it only remembers where ops were made)
     saved_tensor_hooks = None  # (pack, unpack) of the innermost saved_tensors_hooks block
     saved_tensor_hooks_refused = None  # the message of a disable_saved_tensors_hooks block
 
@@ -135,17 +136,18 @@ class set_grad_enabled(ModeSwitch):
 
 class detect_anomaly(ModeSwitch):
     """Stop at the first operation that produces NaN or inf, naming it and the user's line
-    that created it (context manager and decorator)."""
+    that created it (context manager and decorator). With ``check_nan=False`` the values are not
+    checked; each op still remembers where it was created, as PyTorch's."""
 
     def __init__(self, check_nan=True):
-        super().__init__(anomaly=bool(check_nan))
+        super().__init__(anomaly=True, anomaly_check_nan=bool(check_nan))
 
 
 class set_detect_anomaly(set_grad_enabled):
     """Turn anomaly detection on or off (at once, or for a block, as ``set_grad_enabled``)."""
 
     def __init__(self, mode, check_nan=True):
-        ModeSwitch.__init__(self, anomaly=bool(mode))
+        ModeSwitch.__init__(self, anomaly=bool(mode), anomaly_check_nan=bool(check_nan))
         ModeSwitch.__enter__(self)
 
 
@@ -348,8 +350,9 @@ def user_frame():
 
 
 def check_finite(array, what, op_name, where):
-    """Raise if ``array`` holds NaN or inf; ``what`` says which value it is."""
-    if array is None or array.dtype.kind != "f" or xp.isfinite(array).all():
+    """Raise if ``array`` holds NaN or inf; ``what`` says which value it is (unless anomaly mode was
+    entered with check_nan=False)."""
+    if not modes.anomaly_check_nan or array is None or array.dtype.kind != "f" or xp.isfinite(array).all():
         return
     bad = "NaN" if xp.isnan(array).any() else "inf"
     raise FloatingPointError(

@@ -129,14 +129,14 @@ def set_anomaly_enabled(enabled, check_nan=True):
     """Turn anomaly detection on or off in this thread (set_detect_anomaly as a plain call)."""
     from .graph import set_detect_anomaly
 
-    if not check_nan:
-        raise NotImplementedError("anomaly mode here always checks gradients for NaN; check_nan=False is not built")
-    set_detect_anomaly(enabled)
+    set_detect_anomaly(enabled, check_nan)
 
 
 def is_anomaly_check_nan_enabled():
-    """True: anomaly mode, when on, always checks for NaN here."""
-    return True
+    """Whether anomaly mode checks values (detect_anomaly's check_nan; True unless set off)."""
+    from .graph import modes
+
+    return modes.anomaly_check_nan
 
 
 def set_default_tensor_type(t):

@@ -384,9 +384,21 @@ def test_runtime_flags():
     assert autograd.is_anomaly_enabled()
     autograd.set_anomaly_enabled(False)
     assert not autograd.is_anomaly_enabled()
-    with pytest.raises(NotImplementedError, match="check_nan"):
-        autograd.set_anomaly_enabled(True, False)
-    assert not autograd.is_anomaly_enabled()
+    autograd.set_anomaly_enabled(True, False)  # on, without the check of values
+    try:
+        assert autograd.is_anomaly_enabled() and not autograd.is_anomaly_check_nan_enabled()
+        x = autograd.tensor([0.0], requires_grad=True)
+        (x.log() * 0).backward()  # NaN, as PyTorch's check_nan=False lets through
+        assert np.isnan(x.grad.item())
+    finally:
+        autograd.set_anomaly_enabled(False)
+    assert not autograd.is_anomaly_enabled() and autograd.is_anomaly_check_nan_enabled()
+    with autograd.autograd.detect_anomaly(check_nan=False):
+        assert autograd.is_anomaly_enabled() and not autograd.is_anomaly_check_nan_enabled()
+    with autograd.autograd.detect_anomaly():
+        x = autograd.tensor([0.0], requires_grad=True)
+        with pytest.raises(FloatingPointError, match="NaN|inf"):
+            (x.log() * 0).backward()
 
 
 def test_deterministic_debug_mode_is_use_deterministic_algorithms():
