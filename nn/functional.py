@@ -226,7 +226,7 @@ def softsign(input):
 
 def hardsigmoid(input, inplace=False):
     """y = relu6(x + 3) / 6; dy/dx = 1/6 strictly inside (-3, 3), 0 elsewhere (PyTorch's)."""
-    return _inplace(input, lambda input: hardtanh(input * (1.0 / 6.0) + 0.5, 0.0, 1.0), inplace)
+    return _inplace(input, _piecewise_linear.hardsigmoid, inplace)
 
 
 def hardswish(input, inplace=False):

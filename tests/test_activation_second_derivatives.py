@@ -149,6 +149,21 @@ def test_hardsigmoid_second_derivative_is_zero_where_torch_has_none():
     assert gg.dtype == autograd.float32
 
 
+def test_hardsigmoid_at_nan_and_infinity_is_pytorchs_and_its_formula_agrees_with_its_chain():
+    points = [np.nan, np.inf, -np.inf, -3.0, 3.0, -1.5, 0.0, 2.0]
+    x = autograd.tensor(points, requires_grad=True)
+    y = F.hardsigmoid(x)
+    (g,) = autograd.grad(y.sum(), x)
+    np.testing.assert_allclose(y.detach().numpy(), [np.nan, 1.0, 0.0, 0.0, 1.0, 0.25, 0.5, 2 / 6 + 0.5], rtol=1e-6)
+    np.testing.assert_array_equal(g.numpy(), np.float32([0.0, 0.0, 0.0, 0.0, 0.0, 1 / 6, 1 / 6, 1 / 6]))
+    assert y.grad_fn.name() == "HardsigmoidBackward0"
+    np.testing.assert_array_equal(y.detach().numpy(), y.grad_fn.pieces.chain_values(x.detach().numpy()))
+    if torch is not None:  # PyTorch's gradient at NaN is 0 too (hardsigmoid_backward tests -3 < x < 3)
+        theirs = torch.tensor(points, requires_grad=True)
+        torch_F.hardsigmoid(theirs).sum().backward()
+        np.testing.assert_allclose(g.numpy(), theirs.grad.numpy(), rtol=1e-6)
+
+
 # -- without PyTorch: the values asserted ---------------------------------------------------------
 
 X = [-2.0, -1.0, -0.5, 0.0, 0.3, 1.0, 7.0]

@@ -21,6 +21,7 @@ graph, and the second derivative exists and is zero (``ReluGrad`` in elementwise
 pattern for relu alone).
 """
 
+import math
 import operator
 from typing import NamedTuple
 
@@ -196,6 +197,15 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
     pieces = Pieces("Hardtanh", (("<=", low, flat(low)), (">=", high, flat(high))), IDENTITY,
                     lambda x: xp.clip(x, low, high))
     return piecewise_linear(input, pieces, "hardtanh", integers=True)
+
+
+def hardsigmoid(input):
+    """y = relu6(x + 3) / 6: 0 up to -3, 1 from 3, x/6 + 1/2 between;  dy/dx = 1/6 strictly inside
+    (-3, 3), 0 elsewhere, NaN included (PyTorch's hardsigmoid_backward tests -3 < x < 3: a NaN passes
+    no test, so it takes the last line, of slope 0 and value NaN)."""
+    pieces = Pieces("Hardsigmoid", (("<=", -3.0, flat(0.0)), (">=", 3.0, flat(1.0)), ("<", 3.0, Line(1 / 6, 0.5))),
+                    Line(0.0, math.nan), lambda x: xp.clip(x * (1 / 6) + 0.5, 0.0, 1.0))
+    return piecewise_linear(input, pieces, "hardsigmoid")
 
 
 def threshold(input, threshold, value):
