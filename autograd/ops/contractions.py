@@ -144,8 +144,9 @@ def vdot(input, other, *, out=None):
 
 
 @names("dot")
-def dot(input, other, *, out=None):
-    """Σ_i x_i y_i of two vectors of the same length."""
+def dot(input, tensor, *, out=None):
+    """Σ_i x_i y_i of two vectors of the same length (the second is ``tensor=``, PyTorch's keyword)."""
+    other = tensor
     if input.ndim != 1 or other.ndim != 1:
         raise RuntimeError(f"1D tensors expected, but got {input.ndim}D and {other.ndim}D tensors")
     if input.shape != other.shape:

@@ -32,10 +32,16 @@ def transpose_(input, dim0, dim1):
     return _become(input, lambda x: x.transpose(dim0, dim1))
 
 
-@names("swapaxes_", "swapdims_", function=False)
+@names("swapaxes_", function=False)
 def swapaxes_(input, axis0, axis1):
     """transpose_ under NumPy's names."""
     return _become(input, lambda x: x.swapaxes(axis0, axis1))
+
+
+@names("swapdims_", function=False)
+def swapdims_(input, dim0, dim1):
+    """swapaxes_ with PyTorch's keywords for this alias (dim0, dim1)."""
+    return swapaxes_(input, dim0, dim1)
 
 
 @names("unsqueeze_", function=False)

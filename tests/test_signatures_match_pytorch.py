@@ -1,0 +1,189 @@
+"""Signatures that an audit against PyTorch's found wrong, and their fixes.
+
+Each fixed name's parameters are checked against PyTorch's own (its Python signature, or for a
+native function its ATen schemas) when torch is installed, so a regression shows; and every
+fixed keyword or positional form is checked by value without torch.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import autograd
+import nn.functional as F
+
+POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+# name -> (ours, its positional parameters as PyTorch orders them (a method's after the tensor itself),
+#          keywords PyTorch also accepts, the torch object whose signature these come from, as a path below torch)
+FIXED = {
+    "std": (autograd.std, ["input", "dim", "unbiased", "keepdim"], ["correction", "out"], "std"),
+    "var": (autograd.var, ["input", "dim", "unbiased", "keepdim"], ["correction", "out"], "var"),
+    "std_mean": (autograd.std_mean, ["input", "dim", "unbiased", "keepdim"], ["correction"], "std_mean"),
+    "var_mean": (autograd.var_mean, ["input", "dim", "unbiased", "keepdim"], ["correction"], "var_mean"),
+    "max": (autograd.max, ["input", "dim", "keepdim"], ["other", "out"], "max"),
+    "min": (autograd.min, ["input", "dim", "keepdim"], ["other", "out"], "min"),
+    "swapdims": (autograd.swapdims, ["input", "dim0", "dim1"], [], "swapdims"),
+    "swapaxes": (autograd.swapaxes, ["input", "axis0", "axis1"], [], "swapaxes"),
+    "Tensor.swapdims_": (autograd.Tensor.swapdims_, ["dim0", "dim1"], [], "Tensor.swapdims_"),
+    "Tensor.split": (autograd.Tensor.split, ["split_size", "dim"], [], "Tensor.split"),
+    "split": (autograd.split, ["tensor", "split_size_or_sections", "dim"], [], "split"),
+    "unsafe_split": (autograd.unsafe_split, ["input", "split_size", "dim"], [], "unsafe_split"),
+    "tensor_split": (autograd.tensor_split, ["input"], ["sections", "indices", "tensor_indices_or_sections", "dim"],
+                     "tensor_split"),
+    "hsplit": (autograd.hsplit, ["input"], ["sections", "indices"], "hsplit"),
+    "vsplit": (autograd.vsplit, ["input"], ["sections", "indices"], "vsplit"),
+    "dsplit": (autograd.dsplit, ["input"], ["sections", "indices"], "dsplit"),
+    "dot": (autograd.dot, ["input", "tensor"], ["out"], "dot"),
+    "lu_solve": (autograd.lu_solve, ["input", "LU_data", "LU_pivots"], ["out"], "lu_solve"),
+    "orgqr": (autograd.orgqr, ["input", "input2"], ["out"], "orgqr"),
+    "ormqr": (autograd.ormqr, ["input", "input2", "input3", "left", "transpose"], ["out"], "ormqr"),
+    "nn.functional.one_hot": (F.one_hot, ["input", "num_classes"], [], "nn.functional.one_hot"),
+}
+
+
+def _parameters(fn, method=False):
+    params = list(inspect.signature(fn).parameters.values())
+    if method:  # the tensor itself, whatever either side calls it
+        params = params[1:]
+    return [p.name for p in params if p.kind in POSITIONAL], {p.name for p in params}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_fixed_signatures(name):
+    ours, positional, keywords, _ = FIXED[name]
+    our_positional, our_names = _parameters(ours, method=name.startswith("Tensor."))
+    assert our_positional[:len(positional)] == positional
+    assert set(keywords) <= our_names
+
+
+def _torch_signatures(torch, path):
+    """PyTorch's signatures of ``path``, as (positional names, all names) pairs: a Python function's
+    own, or one per ATen overload of a native one (``self`` read as ``input``)."""
+    fn = torch
+    for part in path.split("."):
+        fn = getattr(fn, part)
+    method = path.startswith("Tensor.")
+    try:
+        return [_parameters(fn, method)]
+    except (TypeError, ValueError):
+        pass
+    name = path.split(".")[-1]
+    signatures = []
+    for schema in torch._C._jit_get_schemas_for_operator("aten::" + name):
+        arguments = schema.arguments[1:] if method else schema.arguments
+        if not any("Tensor" in str(a.type) for a in schema.arguments):
+            continue
+        names = ["input" if a.name == "self" else a.name for a in arguments]
+        positional = [n for n, a in zip(names, arguments) if not a.kwarg_only]
+        signatures.append((positional, set(names) | {"out"}))
+    return signatures
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_fixed_signatures_are_pytorchs(name):
+    torch = pytest.importorskip("torch")
+    _, positional, keywords, path = FIXED[name]
+    signatures = _torch_signatures(torch, path)
+    assert signatures, f"no signature found for torch {path}"
+    # our positional order is one of PyTorch's overloads (up to where ours stops listing)
+    assert any(p[:len(positional)] == positional for p, _ in signatures), signatures
+    every_name = set().union(*(n for _, n in signatures))
+    assert set(keywords) <= every_name, sorted(every_name)
+
+
+X = autograd.tensor([1.0, 2.0, 4.0])
+
+
+@pytest.mark.parametrize("op", ["std", "var"])
+def test_std_var_bool_is_unbiased(op):
+    data = np.array([1.0, 2.0, 4.0])
+    expected = getattr(np, op)(data)  # ddof 0: the population statistic
+    for value in (getattr(autograd, op)(X, False), getattr(X, op)(unbiased=False)):
+        np.testing.assert_allclose(value.item(), expected)
+    np.testing.assert_allclose(getattr(autograd, op)(X, True).item(), getattr(np, op)(data, ddof=1))
+    with pytest.raises(TypeError, match="unbiased"):
+        getattr(autograd, op)(X, False, keepdim=True)
+
+
+@pytest.mark.parametrize("op", ["std_mean", "var_mean"])
+def test_std_var_mean_bool_is_unbiased(op):
+    spread, mean = getattr(autograd, op)(X, False)
+    np.testing.assert_allclose(spread.item(), getattr(np, op.split("_")[0])([1.0, 2.0, 4.0]))
+    np.testing.assert_allclose(mean.item(), 7 / 3)
+
+
+def test_max_min_other_keyword():
+    a, b = autograd.tensor([1.0, 5.0]), autograd.tensor([3.0, 2.0])
+    assert autograd.max(a, other=b).tolist() == [3.0, 5.0]
+    assert autograd.min(input=a, other=b).tolist() == [1.0, 2.0]
+    assert autograd.max(a, b).tolist() == [3.0, 5.0]
+    with pytest.raises(TypeError):
+        autograd.max(a, b, other=b)
+    with pytest.raises(TypeError):
+        autograd.max(a, 0, other=b)
+
+
+def test_swapdims_keywords():
+    x = autograd.zeros(2, 3)
+    assert autograd.swapdims(x, dim0=0, dim1=1).shape == (3, 2)
+    assert x.swapdims(dim0=1, dim1=0).shape == (3, 2)
+    assert autograd.swapaxes(x, axis0=0, axis1=1).shape == (3, 2)
+    y = autograd.zeros(2, 3)
+    assert y.swapdims_(dim0=0, dim1=1) is y and y.shape == (3, 2)
+
+
+def test_split_keywords():
+    x = autograd.arange(6)
+    assert [p.tolist() for p in x.split(split_size=4)] == [[0, 1, 2, 3], [4, 5]]
+    assert [p.tolist() for p in x.split([1, 5])] == [[0], [1, 2, 3, 4, 5]]
+    assert [p.tolist() for p in autograd.unsafe_split(input=x, split_size=3)] == [[0, 1, 2], [3, 4, 5]]
+    assert [p.tolist() for p in autograd.split(x, split_size_or_sections=3)] == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_tensor_split_keywords():
+    x = autograd.arange(6)
+    thirds = [[0, 1], [2, 3], [4, 5]]
+    assert [p.tolist() for p in autograd.tensor_split(x, sections=3)] == thirds
+    assert [p.tolist() for p in x.tensor_split(indices=[1, 4])] == [[0], [1, 2, 3], [4, 5]]
+    assert [p.tolist() for p in autograd.tensor_split(x, tensor_indices_or_sections=autograd.tensor(3))] == thirds
+    assert [p.tolist() for p in autograd.hsplit(x, sections=3)] == thirds
+    assert [p.tolist() for p in x.hsplit(indices=[2])] == [[0, 1], [2, 3, 4, 5]]
+    assert [p.shape for p in autograd.vsplit(autograd.zeros(4, 2), sections=2)] == [(2, 2), (2, 2)]
+    assert [p.shape for p in autograd.dsplit(autograd.zeros(1, 1, 4), indices=[1])] == [(1, 1, 1), (1, 1, 3)]
+    with pytest.raises(TypeError, match="one of"):
+        autograd.tensor_split(x, 2, sections=3)
+    with pytest.raises(TypeError, match="one of"):
+        autograd.hsplit(x)
+
+
+def test_dot_tensor_keyword():
+    a, b = autograd.tensor([1.0, 2.0]), autograd.tensor([3.0, 4.0])
+    assert autograd.dot(a, tensor=b).item() == 11.0
+    assert a.dot(tensor=b).item() == 11.0
+
+
+def test_lu_solve_input_keyword():
+    A = autograd.tensor([[4.0, 3.0], [6.0, 3.0]])
+    LU, pivots = autograd.linalg.lu_factor(A)
+    b = autograd.tensor([[1.0], [2.0]])
+    x = autograd.lu_solve(input=b, LU_data=LU, LU_pivots=pivots)
+    np.testing.assert_allclose((A @ x).numpy(), b.numpy(), atol=1e-6)
+
+
+def test_orgqr_ormqr_keywords():
+    A = autograd.tensor([[2.0, 1.0], [1.0, 3.0], [0.5, 1.0]], dtype=autograd.float64)
+    reflectors, tau = autograd.geqrf(A)
+    Q = autograd.orgqr(reflectors, input2=tau)
+    R = np.triu(reflectors.numpy()[:2])
+    np.testing.assert_allclose(Q.numpy() @ R, A.numpy(), atol=1e-12)  # A = Q R
+    C = autograd.eye(3, dtype=autograd.float64)
+    QC = autograd.ormqr(reflectors, input2=tau, input3=C)  # Q · I: the full Q, whose first columns are orgqr's
+    np.testing.assert_allclose(QC.numpy()[:, :2], Q.numpy(), atol=1e-12)
+    np.testing.assert_allclose(reflectors.ormqr(tau, C, True, True).numpy(), QC.numpy().T, atol=1e-12)
+
+
+def test_one_hot_input_keyword():
+    assert F.one_hot(input=autograd.tensor([0, 2]), num_classes=3).tolist() == [[1, 0, 0], [0, 0, 1]]
