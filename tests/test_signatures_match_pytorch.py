@@ -187,3 +187,67 @@ def test_orgqr_ormqr_keywords():
 
 def test_one_hot_input_keyword():
     assert F.one_hot(input=autograd.tensor([0, 2]), num_classes=3).tolist() == [[1, 0, 0], [0, 0, 1]]
+
+
+def _out_cases(m):
+    """(name, call taking out=) for the functions that take out= in PyTorch and now in ours, over
+    module ``m`` (autograd or torch)."""
+    x, v, i = m.tensor([[1.0, 2.0], [3.0, 4.0]]), m.tensor([1.0, 2.0, 3.0]), m.tensor([1, 0])
+    spd = m.tensor([[2.0, 1.0], [1.0, 2.0]])
+    return {
+        "argmax": lambda out: m.argmax(x, out=out), "argmin": lambda out: m.argmin(x, 1, out=out),
+        "softmax": lambda out: m.softmax(x, 0, out=out), "log_softmax": lambda out: m.log_softmax(x, 1, out=out),
+        "clamp_max": lambda out: m.clamp_max(x, 2.0, out=out), "clamp_min": lambda out: m.clamp_min(x, 2.0, out=out),
+        "nansum": lambda out: m.nansum(x, 0, out=out), "nanmean": lambda out: m.nanmean(x, out=out),
+        "cholesky": lambda out: m.cholesky(spd, out=out), "matrix_power": lambda out: m.matrix_power(x, 3, out=out),
+        "conj_physical": lambda out: m.conj_physical(x, out=out), "diff": lambda out: m.diff(v, out=out),
+        "heaviside": lambda out: m.heaviside(v - 2, v, out=out),
+        "index_copy": lambda out: m.index_copy(x, 0, i, x, out=out), "take": lambda out: m.take(x, i, out=out),
+        "nonzero_static": lambda out: m.nonzero_static(x, size=3, out=out),
+        "isin": lambda out: m.isin(v, x, out=out), "mvlgamma": lambda out: m.mvlgamma(x + 2, 2, out=out),
+        "narrow_copy": lambda out: m.narrow_copy(x, 1, 1, 1, out=out),
+        "slice_scatter": lambda out: m.slice_scatter(x, x[:1], start=1, out=out),
+        "renorm": lambda out: m.renorm(x, 2, 0, 1.0, out=out), "cat": lambda out: m.cat([x, x], 1, out=out),
+        "stack": lambda out: m.stack([v, v], out=out),
+        "bernoulli": lambda out: m.bernoulli(m.tensor([0.0, 1.0]), out=out),
+        "multinomial": lambda out: m.multinomial(m.tensor([0.0, 1.0]), 1, out=out),
+        "aminmax": lambda out: m.aminmax(x, out=out), "slogdet": lambda out: m.slogdet(x, out=out),
+    }
+
+
+PAIRS = {"aminmax", "slogdet"}  # (values, values) results take a pair of out tensors
+
+
+@pytest.mark.parametrize("name", sorted(_out_cases(autograd)))
+def test_out_keyword(name):
+    call = _out_cases(autograd)[name]
+    expected = call(None)
+    if name in PAIRS:
+        out = (autograd.empty(0), autograd.empty(0))
+        result = call(out)
+        assert result[0] is out[0] and result[1] is out[1]
+        for got, want in zip(result, expected):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+        return
+    out = autograd.empty(0, dtype=expected.dtype)
+    assert call(out) is out
+    assert out.dtype == expected.dtype
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
+
+
+@pytest.mark.torch
+@pytest.mark.filterwarnings("ignore:torch.cholesky is deprecated")
+@pytest.mark.parametrize("name", sorted(_out_cases(autograd)))
+def test_out_keyword_is_pytorchs(name):
+    torch = pytest.importorskip("torch")
+    call = _out_cases(torch)[name]
+    expected = call(None)
+    if name in PAIRS:
+        out = (torch.empty(0), torch.empty(0))
+    else:
+        out = torch.empty(0, dtype=expected.dtype)
+    call(out)  # PyTorch takes out= here too
+    ours = _out_cases(autograd)[name](None)
+    for got, want in zip(ours if name in PAIRS else [ours], expected if name in PAIRS else [expected]):
+        if name not in ("bernoulli", "multinomial"):  # (random draws: ours are NumPy's)
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5)

@@ -97,9 +97,9 @@ def eigvalsh(A, UPLO="L", *, out=None):
 
 
 @names("cholesky")
-def tensor_cholesky(input, upper=False):
+def tensor_cholesky(input, upper=False, *, out=None):
     """torch.cholesky / x.cholesky(upper=False)."""
-    return cholesky(input, upper=upper)
+    return write_out(cholesky(input, upper=upper), out)
 
 
 QRResult = collections.namedtuple("linalg_qr", ["Q", "R"])
@@ -181,8 +181,8 @@ def matrix_power(A, n, *, out=None):
 
 
 @names("matrix_power")
-def tensor_matrix_power(input, n):
-    return matrix_power(input, n)
+def tensor_matrix_power(input, n, *, out=None):
+    return write_out(matrix_power(input, n), out)
 
 
 @names("qr")

@@ -119,23 +119,23 @@ def minimum(input, other, *, out=None):
 
 
 @names("argmax", method=False)
-def argmax(input, dim=None, keepdim=False):
-    return input.argmax(dim, keepdim)
+def argmax(input, dim=None, keepdim=False, *, out=None):
+    return write_out(input.argmax(dim, keepdim), out)
 
 
 @names("argmin", method=False)
-def argmin(input, dim=None, keepdim=False):
-    return input.argmin(dim, keepdim)
+def argmin(input, dim=None, keepdim=False, *, out=None):
+    return write_out(input.argmin(dim, keepdim), out)
 
 
 @names("softmax", method=False)
-def softmax(input, dim, dtype=None):
-    return _cast(input, dtype).softmax(dim)
+def softmax(input, dim, dtype=None, *, out=None):
+    return write_out(_cast(input, dtype).softmax(dim), out)
 
 
 @names("log_softmax", method=False)
-def log_softmax(input, dim, dtype=None):
-    return _cast(input, dtype).log_softmax(dim)
+def log_softmax(input, dim, dtype=None, *, out=None):
+    return write_out(_cast(input, dtype).log_softmax(dim), out)
 
 
 @names("reshape", method=False)

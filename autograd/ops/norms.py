@@ -206,7 +206,7 @@ def dist(input, other, p=2):
 
 
 @names("renorm", inplace="renorm_")
-def renorm(input, p, dim, maxnorm):
+def renorm(input, p, dim, maxnorm, *, out=None):
     """Each sub-tensor input.select(dim, i) whose p-norm exceeds maxnorm, scaled down to norm maxnorm:
         y_i = x_i · maxnorm / (‖x_i‖_p + 1e-7)   where ‖x_i‖_p > maxnorm,   x_i elsewhere
     (PyTorch's 1e-7 included). Differentiable through the norm, as PyTorch's."""
@@ -221,4 +221,4 @@ def renorm(input, p, dim, maxnorm):
     norms = vector_norm(input, p, others, keepdim=True)
     too_long = norms._data > maxnorm
     scale = Where.apply(maxnorm / (norms + 1e-7), Tensor._make(xp.ones((), dtype=input.dtype)), condition=too_long)
-    return input * scale
+    return write_out(input * scale, out)

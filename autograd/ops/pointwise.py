@@ -599,10 +599,10 @@ def rad2deg(input, *, out=None):
 
 
 @names("heaviside", inplace="heaviside_")
-def heaviside(input, values):
+def heaviside(input, values, *, out=None):
     """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch)."""
     x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
-    return Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v)))
+    return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 
 @names("copysign", inplace="copysign_")

@@ -13,6 +13,7 @@ from ..tensor import Tensor
 from .axes import dim_index, normalize_dims, sizes_or_keyword
 from .elementwise import common_dtype, unbroadcast
 from .names import names
+from .outputs import write_out
 
 
 class Reshape(Primitive):
@@ -288,7 +289,7 @@ def _sequence_of_tensors(name, tensors):
     return [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
 
 
-def cat(tensors, dim=0):
+def cat(tensors, dim=0, *, out=None):
     """Join tensors along an existing dim (shapes must agree elsewhere)."""
     tensors = _sequence_of_tensors("cat", tensors)
     if not tensors:
@@ -306,10 +307,10 @@ def cat(tensors, dim=0):
     if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
         dtype = common_dtype([t.dtype for t in tensors])
         tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
-    return Cat.apply(*tensors, dim=axis)
+    return write_out(Cat.apply(*tensors, dim=axis), out)
 
 
-def stack(tensors, dim=0):
+def stack(tensors, dim=0, *, out=None):
     """Join equally shaped tensors along a new dim."""
     tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
@@ -318,7 +319,7 @@ def stack(tensors, dim=0):
     if len(shapes) > 1:
         shapes = ", ".join(map(str, shapes))
         raise ShapeError(f"stack expects each tensor to be equal size (the same shape), got {shapes}")
-    return cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
+    return write_out(cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1)), out)
 
 
 # -- the names these ops go by ------------------------------------------------------------------
