@@ -40,6 +40,9 @@ FIXED = {
     "orgqr": (autograd.orgqr, ["input", "input2"], ["out"], "orgqr"),
     "ormqr": (autograd.ormqr, ["input", "input2", "input3", "left", "transpose"], ["out"], "ormqr"),
     "nn.functional.one_hot": (F.one_hot, ["input", "num_classes"], [], "nn.functional.one_hot"),
+    "nn.functional.linear": (F.linear, ["input", "weight", "bias"], ["out"], "nn.functional.linear"),
+    "norm": (autograd.norm, ["input", "p", "dim", "keepdim", "out", "dtype"], [], "norm"),
+    "Tensor.norm": (autograd.Tensor.norm, ["p", "dim", "keepdim", "dtype"], [], "Tensor.norm"),
 }
 
 
@@ -183,6 +186,29 @@ def test_orgqr_ormqr_keywords():
     QC = autograd.ormqr(reflectors, input2=tau, input3=C)  # Q · I: the full Q, whose first columns are orgqr's
     np.testing.assert_allclose(QC.numpy()[:, :2], Q.numpy(), atol=1e-12)
     np.testing.assert_allclose(reflectors.ormqr(tau, C, True, True).numpy(), QC.numpy().T, atol=1e-12)
+
+
+def test_norm_method_takes_dtype_fourth():
+    x = autograd.tensor([[3.0, 4.0], [6.0, 8.0]])
+    by_column = x.norm(2, 0, False, autograd.float64)  # the function's fifth is out=, the method's dtype
+    assert by_column.dtype == autograd.float64
+    np.testing.assert_allclose(by_column.numpy(), [45 ** 0.5, 80 ** 0.5])
+    out = autograd.empty(0)
+    assert autograd.norm(x, 2, 1, False, out) is out and out.tolist() == [5.0, 10.0]
+
+
+def test_resize_size_keyword():
+    x = autograd.zeros(4)
+    assert x.resize_(size=(2, 2)) is x and x.shape == (2, 2)
+    with pytest.raises(TypeError):
+        x.resize_(4, size=(4,))
+
+
+def test_linear_out_keyword():
+    x, w, b = autograd.tensor([[1.0, 2.0]]), autograd.tensor([[1.0, 1.0], [0.0, 2.0]]), autograd.tensor([1.0, 0.0])
+    out = autograd.empty(0)
+    assert F.linear(x, w, b, out=out) is out and out.tolist() == [[4.0, 4.0]]
+    assert F.linear(x, w, out=autograd.empty(0)).tolist() == [[3.0, 4.0]]
 
 
 def test_one_hot_input_keyword():

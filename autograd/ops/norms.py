@@ -154,7 +154,7 @@ def linalg_norm(A, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
     return vector_norm(A, 2 if ord is None else ord, dim, keepdim, dtype=dtype, out=out)
 
 
-@names("norm")
+@names("norm", method=False)
 def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
     """Tensor.norm / torch.norm: 'fro' (the 2-norm of the elements over dim), 'nuc', or a number p
     (a vector p-norm over dim, or over all elements)."""
@@ -166,6 +166,13 @@ def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
     if p == "fro" or p is None:
         p = 2
     return vector_norm(input, p, dim, keepdim, dtype=dtype, out=out)
+
+
+@names("norm", function=False)
+def norm_method(input, p="fro", dim=None, keepdim=False, dtype=None):
+    """x.norm(p, dim, keepdim, dtype): torch.norm's method, whose fifth parameter is dtype (the
+    function's is out)."""
+    return norm(input, p, dim, keepdim, dtype=dtype)
 
 
 @names("frobenius_norm", method=False)
