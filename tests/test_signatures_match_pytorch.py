@@ -43,7 +43,33 @@ FIXED = {
     "nn.functional.linear": (F.linear, ["input", "weight", "bias"], ["out"], "nn.functional.linear"),
     "norm": (autograd.norm, ["input", "p", "dim", "keepdim", "out", "dtype"], [], "norm"),
     "Tensor.norm": (autograd.Tensor.norm, ["p", "dim", "keepdim", "dtype"], [], "Tensor.norm"),
+    "special.logsumexp": (autograd.special.logsumexp, ["input", "dim", "keepdim"], ["out"], "special.logsumexp"),
+    "special.softmax": (autograd.special.softmax, ["input", "dim", "dtype"], [], "special.softmax"),
+    "linalg.lstsq": (autograd.linalg.lstsq, ["input", "b", "rcond"], ["driver"], "linalg.lstsq"),
+    "linalg.tensorsolve": (autograd.linalg.tensorsolve, ["input", "other", "dims"], ["out"], "linalg.tensorsolve"),
+    "linalg.solve_triangular": (autograd.linalg.solve_triangular, ["input", "B"], ["upper", "left", "out"],
+                                "linalg.solve_triangular"),
+    "linalg.matrix_rank": (autograd.linalg.matrix_rank, ["input", "tol", "hermitian"], ["atol", "rtol", "out"],
+                           "linalg.matrix_rank"),
+    "linalg.pinv": (autograd.linalg.pinv, ["input", "rcond", "hermitian"], ["atol", "rtol", "out"], "linalg.pinv"),
+    "linalg.svdvals": (autograd.linalg.svdvals, ["A"], ["driver", "out"], "linalg.svdvals"),
+    "linalg.cross": (autograd.linalg.cross, ["input", "other"], ["dim", "out"], "linalg.cross"),
+    "linalg.vecdot": (autograd.linalg.vecdot, ["x", "y"], ["dim", "out"], "linalg.vecdot"),
 }
+# torch.linalg's functions of one matrix whose keyword is input= (its docs write A)
+for _name in ("cholesky", "cholesky_ex", "cond", "eig", "eigvals", "eigh", "eigvalsh", "ldl_factor", "ldl_factor_ex",
+              "matrix_norm", "matrix_power", "norm", "tensorinv"):
+    FIXED["linalg." + _name] = (getattr(autograd.linalg, _name), ["input"], [], "linalg." + _name)
+# torch.special's functions whose keyword is x=
+for _name in ("chebyshev_polynomial_t", "chebyshev_polynomial_u", "chebyshev_polynomial_v", "chebyshev_polynomial_w",
+              "shifted_chebyshev_polynomial_t", "shifted_chebyshev_polynomial_u", "shifted_chebyshev_polynomial_v",
+              "shifted_chebyshev_polynomial_w", "hermite_polynomial_h", "hermite_polynomial_he",
+              "laguerre_polynomial_l", "legendre_polynomial_p"):
+    FIXED["special." + _name] = (getattr(autograd.special, _name), ["x", "n"], ["out"], "special." + _name)
+for _name in ("airy_ai", "scaled_modified_bessel_k0", "scaled_modified_bessel_k1", "spherical_bessel_j0"):
+    FIXED["special." + _name] = (getattr(autograd.special, _name), ["x"], ["out"], "special." + _name)
+for _name in ("erf", "expit", "ndtr", "entr", "sinc"):
+    FIXED["special." + _name] = (getattr(autograd.special, _name), ["input"], ["out"], "special." + _name)
 
 
 def _parameters(fn, method=False):
@@ -72,7 +98,7 @@ def _torch_signatures(torch, path):
         return [_parameters(fn, method)]
     except (TypeError, ValueError):
         pass
-    name = path.split(".")[-1]
+    name = fn.__name__  # (torch.linalg.norm's is linalg_norm, its ATen name)
     signatures = []
     for schema in torch._C._jit_get_schemas_for_operator("aten::" + name):
         arguments = schema.arguments[1:] if method else schema.arguments
@@ -277,3 +303,70 @@ def test_out_keyword_is_pytorchs(name):
     for got, want in zip(ours if name in PAIRS else [ours], expected if name in PAIRS else [expected]):
         if name not in ("bernoulli", "multinomial"):  # (random draws: ours are NumPy's)
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5)
+
+
+A2 = autograd.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=autograd.float64)  # singular values 3 and 1
+
+
+def test_linalg_input_keywords():
+    np.testing.assert_allclose(autograd.linalg.cholesky(input=A2).numpy(), np.linalg.cholesky(A2.numpy()))
+    assert autograd.linalg.norm(input=A2).item() == pytest.approx(10 ** 0.5)
+    assert autograd.linalg.matrix_power(input=A2, n=2).tolist() == [[5.0, 4.0], [4.0, 5.0]]
+    B = autograd.tensor([[1.0], [2.0]], dtype=autograd.float64)
+    solution = autograd.linalg.lstsq(input=A2, b=B).solution
+    np.testing.assert_allclose(solution.numpy(), np.linalg.solve(A2.numpy(), B.numpy()), atol=1e-12)
+    U = autograd.tensor([[2.0, 1.0], [0.0, 4.0]], dtype=autograd.float64)
+    np.testing.assert_allclose(autograd.linalg.solve_triangular(input=U, B=B, upper=True).numpy(), [[0.25], [0.5]])
+    v = autograd.tensor([3.0, 3.0], dtype=autograd.float64)
+    np.testing.assert_allclose(autograd.linalg.tensorsolve(input=A2, other=v).numpy(), [1.0, 1.0])
+
+
+def test_matrix_rank_tol_and_pinv_rcond_positional():
+    rank = autograd.linalg.matrix_rank
+    assert rank(A2, 1.5).item() == 1 and rank(A2, 0.5).item() == 2  # tol: an absolute tolerance
+    assert rank(A2, atol=1.5).item() == 1 and rank(A2, atol=0.5, rtol=0.5).item() == 1  # max(atol, rtol·σ₁)
+    assert rank(A2).item() == 2
+    # rcond: relative to σ₁ = 3, so 0.5 drops σ = 1 and keeps the rank-one part (1/6 in every entry)
+    np.testing.assert_allclose(autograd.linalg.pinv(A2, 0.5).numpy(), np.full((2, 2), 1 / 6))
+    np.testing.assert_allclose(autograd.linalg.pinv(A2, 0.1, True).numpy(), np.linalg.inv(A2.numpy()))
+    with pytest.raises(TypeError, match="not both"):
+        rank(A2, 0.5, atol=0.1)
+    with pytest.raises(TypeError, match="not both"):
+        autograd.linalg.pinv(A2, 0.5, rtol=0.1)
+
+
+def test_linalg_out_and_driver():
+    out = autograd.empty(0)
+    a, b = autograd.tensor([1.0, 0.0, 0.0]), autograd.tensor([0.0, 1.0, 0.0])
+    assert autograd.linalg.cross(a, b, out=out) is out and out.tolist() == [0.0, 0.0, 1.0]
+    out = autograd.empty(0)
+    assert autograd.linalg.vecdot(a, a, out=out) is out and out.item() == 1.0
+    np.testing.assert_allclose(autograd.linalg.svdvals(A2, driver=None).numpy(), [3.0, 1.0])
+
+
+def test_special_x_keywords():
+    x = autograd.tensor([0.5, 2.0], dtype=autograd.float64)
+    np.testing.assert_allclose(autograd.special.chebyshev_polynomial_t(x=x, n=2).numpy(), 2 * x.numpy() ** 2 - 1)
+    np.testing.assert_allclose(autograd.special.hermite_polynomial_h(x=x, n=1).numpy(), 2 * x.numpy())
+    np.testing.assert_allclose(autograd.special.spherical_bessel_j0(x=x).numpy(), np.sin(x.numpy()) / x.numpy())
+    assert autograd.special.airy_ai(x=autograd.tensor(0.0, dtype=autograd.float64)).item() == pytest.approx(
+        0.3550280538878172)  # Ai(0) = 1 / (3^(2/3) Γ(2/3))
+    k0 = autograd.special.scaled_modified_bessel_k0(x=x).numpy()
+    np.testing.assert_allclose(k0, autograd.special.modified_bessel_k0(x).numpy() * np.exp(x.numpy()))
+
+
+@pytest.mark.parametrize("name", ["erf", "expit", "ndtr", "entr", "sinc"])
+def test_special_out(name):
+    x = autograd.tensor([0.25, 1.0])
+    out = autograd.empty(0)
+    op = getattr(autograd.special, name)
+    assert op(x, out=out) is out
+    np.testing.assert_allclose(out.numpy(), op(x).numpy())
+
+
+def test_special_logsumexp_and_softmax_keywords():
+    x = autograd.tensor([[0.0, 0.0], [1.0, 1.0]])
+    out = autograd.empty(0)
+    assert autograd.special.logsumexp(input=x, dim=1, out=out) is out
+    np.testing.assert_allclose(out.numpy(), np.log(2) + np.array([0.0, 1.0]), rtol=1e-6)
+    assert autograd.special.softmax(x, 0, autograd.float64).dtype == autograd.float64

@@ -102,14 +102,16 @@ class SingularValues(Primitive):
         return (Tensor._make(self.u) * shape.unsqueeze(grad, -2) @ Tensor._make(self.vh),)
 
 
-def svdvals(A, *, out=None):
-    """The singular values of each matrix, largest first."""
+def svdvals(A, *, driver=None, out=None):
+    """The singular values of each matrix, largest first. ``driver`` picks a cuSOLVER routine in
+    PyTorch (CUDA only); NumPy has one, so it is accepted as linalg.svd's is."""
     return write_out(SingularValues.apply(_floating(A, None, "linalg.svdvals")), out)
 
 
-def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
+def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
     """‖A‖ over the two dims: 'fro', 'nuc' (Σσ), 2 / -2 (largest / smallest σ), 1 / -1 (max / min
     column sum of |a|), inf / -inf (max / min row sum)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     A = _floating(A, dtype, "linalg.matrix_norm")
     if A.ndim < 2:
         raise RuntimeError(f"linalg.matrix_norm: The input tensor A must have at least 2 dimensions, got {A.ndim}")
@@ -137,9 +139,10 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
     raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
 
 
-def linalg_norm(A, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
+def linalg_norm(input, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
     """torch.linalg.norm: a vector norm over one dim (or all, flattened, when ord and dim are None),
     a matrix norm over two dims (or a 2-D input with ord given)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     if isinstance(dim, int):
         dim = (dim,)
     if dim is None and ord is not None:
