@@ -45,7 +45,7 @@ FIXED = {
     "Tensor.norm": (autograd.Tensor.norm, ["p", "dim", "keepdim", "dtype"], [], "Tensor.norm"),
     "special.logsumexp": (autograd.special.logsumexp, ["input", "dim", "keepdim"], ["out"], "special.logsumexp"),
     "special.softmax": (autograd.special.softmax, ["input", "dim", "dtype"], [], "special.softmax"),
-    "linalg.lstsq": (autograd.linalg.lstsq, ["input", "b", "rcond"], ["driver"], "linalg.lstsq"),
+    "linalg.lstsq": (autograd.linalg.lstsq, ["input", "b", "rcond"], ["driver", "out"], "linalg.lstsq"),
     "linalg.tensorsolve": (autograd.linalg.tensorsolve, ["input", "other", "dims"], ["out"], "linalg.tensorsolve"),
     "linalg.solve_triangular": (autograd.linalg.solve_triangular, ["input", "B"], ["upper", "left", "out"],
                                 "linalg.solve_triangular"),
@@ -315,6 +315,9 @@ def test_linalg_input_keywords():
     B = autograd.tensor([[1.0], [2.0]], dtype=autograd.float64)
     solution = autograd.linalg.lstsq(input=A2, b=B).solution
     np.testing.assert_allclose(solution.numpy(), np.linalg.solve(A2.numpy(), B.numpy()), atol=1e-12)
+    out = tuple(autograd.empty(0, dtype=dtype) for dtype in (A2.dtype, A2.dtype, autograd.int64, A2.dtype))
+    result = autograd.linalg.lstsq(A2, B, out=out)
+    assert result.solution is out[0] and result.rank is out[2] and out[2].item() == 2
     U = autograd.tensor([[2.0, 1.0], [0.0, 4.0]], dtype=autograd.float64)
     np.testing.assert_allclose(autograd.linalg.solve_triangular(input=U, B=B, upper=True).numpy(), [[0.25], [0.5]])
     v = autograd.tensor([3.0, 3.0], dtype=autograd.float64)

@@ -174,7 +174,7 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
     return write_out(Tensor._make((values > tolerance).sum(-1).astype(int64)), out)
 
 
-def lstsq(input, b, rcond=None, *, driver=None):
+def lstsq(input, b, rcond=None, *, driver=None, out=None):
     """X minimising ‖AX - B‖ (the one of least norm where several do): A⁺ B. As PyTorch's default
     CPU driver (gelsy), residuals and singular_values come back empty; rank is A's."""
     A, B = input, b  # (PyTorch's keywords, though its docs write A, B)
@@ -182,4 +182,5 @@ def lstsq(input, b, rcond=None, *, driver=None):
     vector = B.ndim == A.ndim - 1
     solution = matmul(pinv(A, rtol=rcond), B.unsqueeze(-1) if vector else B)
     empty = Tensor._make(xp.zeros((0,), dtype=A.dtype))
-    return LstsqResult(solution.squeeze(-1) if vector else solution, empty, matrix_rank(A, rtol=rcond), empty)
+    result = LstsqResult(solution.squeeze(-1) if vector else solution, empty, matrix_rank(A, rtol=rcond), empty)
+    return write_out(result, out)
