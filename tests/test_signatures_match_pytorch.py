@@ -373,3 +373,25 @@ def test_special_logsumexp_and_softmax_keywords():
     assert autograd.special.logsumexp(input=x, dim=1, out=out) is out
     np.testing.assert_allclose(out.numpy(), np.log(2) + np.array([0.0, 1.0]), rtol=1e-6)
     assert autograd.special.softmax(x, 0, autograd.float64).dtype == autograd.float64
+
+
+# Found by the same audit in files this change could not touch (the engine's hot path); the fixes
+# are handed over as diffs. Strict: each starts passing, and so failing here, once its fix lands.
+PENDING = {
+    "x.std(False) is unbiased": lambda: X.std(False).item() == pytest.approx(np.std([1.0, 2.0, 4.0])),
+    "x.max(other)": lambda: X.max(autograd.tensor([3.0, 3.0, 3.0])).tolist() == [3.0, 3.0, 4.0],
+    "logsumexp(input=, out=)": lambda: autograd.logsumexp(input=X, dim=0, out=autograd.empty(0)) is not None,
+    "clamp(input=, out=)": lambda: autograd.clamp(input=X, min=2.0, out=autograd.empty(0)).tolist() == [2.0, 2.0, 4.0],
+    "where(..., out=)": lambda: autograd.where(X > 1, X, 0.0, out=autograd.empty(0)).tolist() == [0.0, 2.0, 4.0],
+    "numel(input=)": lambda: autograd.numel(input=X) == 3,
+    "div_(rounding_mode=)": lambda: autograd.tensor([5.0, -7.0]).div_(2.0, rounding_mode="floor").tolist()
+    == [2.0, -4.0],
+    "zeros_like(pin_memory=)": lambda: autograd.zeros_like(X, pin_memory=False).tolist() == [0.0, 0.0, 0.0],
+}
+
+
+@pytest.mark.xfail(strict=True, raises=(TypeError, AssertionError, RuntimeError, IndexError),
+                   reason="the fix is in a file owned elsewhere (see the audit's diffs)")
+@pytest.mark.parametrize("name", sorted(PENDING))
+def test_pending_in_files_owned_elsewhere(name):
+    assert PENDING[name]()
