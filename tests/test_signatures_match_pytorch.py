@@ -237,6 +237,18 @@ def test_linear_out_keyword():
     assert F.linear(x, w, out=autograd.empty(0)).tolist() == [[3.0, 4.0]]
 
 
+def test_view_dtype():
+    x = autograd.tensor([[1.0, 2.0]], requires_grad=True)
+    bits = x.view(autograd.int32)
+    assert bits.tolist() == [[1065353216, 1073741824]] and not bits.requires_grad  # IEEE 754 of 1.0 and 2.0
+    assert x.view(dtype=autograd.float16).shape == (1, 4) and x.view(autograd.float64).shape == (1, 1)
+    assert autograd.tensor([1, 2]).view(autograd.int32).tolist() == [1, 0, 2, 0]  # little-endian int64
+    with pytest.raises(RuntimeError, match="divisible by 2"):
+        autograd.tensor([[1.0, 2.0, 3.0]]).view(autograd.float64)
+    with pytest.raises(RuntimeError, match="cannot be 0"):
+        autograd.tensor(1.0).view(autograd.int16)
+
+
 def test_one_hot_input_keyword():
     assert F.one_hot(input=autograd.tensor([0, 2]), num_classes=3).tolist() == [[1, 0, 0], [0, 0, 1]]
 

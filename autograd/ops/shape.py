@@ -6,6 +6,8 @@ Reshape, permute, expand and basic indexing return views of their input.
 
 import builtins
 
+import numpy
+
 from ..backend import xp
 from ..errors import ShapeError
 from ..primitive import Primitive
@@ -331,11 +333,34 @@ def _reshape(input, *sizes, shape=None):
 
 
 @names("view", function=False)
-def _view(x, *sizes, size=None):
+def _view(x, *sizes, size=None, dtype=None):
     """x in another shape, sharing memory where the strides allow. Unlike PyTorch it copies
     where they do not (a transposed tensor, a convolution's batch-innermost output): chainrule's
-    memory layouts differ from PyTorch's, so refusing would break programs PyTorch runs."""
+    memory layouts differ from PyTorch's, so refusing would break programs PyTorch runs.
+    Given a dtype instead (``x.view(autograd.int32)``), x's memory read as that dtype."""
+    if dtype is None and len(sizes) == 1 and isinstance(sizes[0], numpy.dtype):
+        dtype = sizes[0]
+    elif dtype is not None and sizes:
+        raise TypeError(f"view() takes sizes or a dtype, got both {sizes} and dtype={dtype}")
+    if dtype is not None:
+        return _view_as_dtype(x, numpy.dtype(dtype))
     return reshape(x, sizes_or_keyword(sizes, "size", size))
+
+
+def _view_as_dtype(x, dtype):
+    """x's bytes read as ``dtype``, sharing its memory; the last dim grows or shrinks by the ratio
+    of the element sizes. Not differentiable: as PyTorch's, the result never requires grad."""
+    data, old = x._data, x._data.dtype
+    if dtype.itemsize != old.itemsize:
+        what = f"to view {old} as {dtype} (different element sizes)"
+        if data.ndim == 0:
+            raise RuntimeError(f"self.dim() cannot be 0 {what}")
+        if data.shape[-1] != 1 and data.strides[-1] != old.itemsize:
+            raise RuntimeError(f"self.stride(-1) must be 1 {what}, but got {data.strides[-1] // old.itemsize}")
+        if dtype.itemsize > old.itemsize and data.shape[-1] * old.itemsize % dtype.itemsize:
+            raise RuntimeError(f"self.size(-1) must be divisible by {dtype.itemsize // old.itemsize} {what}, "
+                               f"but got {data.shape[-1]}")
+    return Tensor._make(data.view(dtype))
 
 
 @names("view_as", "reshape_as", function=False)
