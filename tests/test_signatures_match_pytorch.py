@@ -249,6 +249,14 @@ def test_view_dtype():
         autograd.tensor(1.0).view(autograd.int16)
 
 
+def test_explicit_none_defaults():
+    x = autograd.tensor([1.0, float("nan"), 9.0])
+    assert autograd.nan_to_num(x, nan=None).tolist() == [1.0, 0.0, 9.0]
+    assert x.nan_to_num(None).tolist() == [1.0, 0.0, 9.0]
+    (slope,) = autograd.gradient(autograd.tensor([1.0, 4.0, 9.0]), spacing=None)
+    assert slope.tolist() == [3.0, 4.0, 5.0]
+
+
 def test_one_hot_input_keyword():
     assert F.one_hot(input=autograd.tensor([0, 2]), num_classes=3).tolist() == [[1, 0, 0], [0, 0, 1]]
 

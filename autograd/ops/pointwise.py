@@ -532,11 +532,12 @@ class NanToNum(Primitive):
 
 
 @names("nan_to_num", inplace="nan_to_num_")
-def nan_to_num(input, nan=0.0, posinf=None, neginf=None, *, out=None):
-    """NaN → nan, +inf → posinf, -inf → neginf (by default the dtype's largest and smallest numbers)."""
+def nan_to_num(input, nan=None, posinf=None, neginf=None, *, out=None):
+    """NaN → nan (0 by default), +inf → posinf, -inf → neginf (by default the dtype's largest and
+    smallest numbers)."""
     if input.dtype.kind not in "fc":
         return write_out(input.clone(), out)
-    return write_out(NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf), out)
+    return write_out(NanToNum.apply(input, nan=0.0 if nan is None else nan, posinf=posinf, neginf=neginf), out)
 
 
 class Lerp(Primitive):
