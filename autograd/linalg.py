@@ -15,6 +15,7 @@ from .ops.lu import lu, lu_factor, lu_factor_ex, lu_solve
 from .ops.matrix_exp import matrix_exp
 from .ops.norms import linalg_norm as norm
 from .ops.norms import matrix_norm, svdvals, vector_norm
+from .ops.outputs import write_out
 from .ops.series import running_powers
 from .ops.svd import lstsq, matrix_rank, pinv, svd
 from .ops.tensor_solve import tensorinv, tensorsolve
@@ -45,6 +46,6 @@ def vander(x, *, N=None):
     return running_powers(x.to(autograd_int64) if x.dtype.kind in "biu" else x, N)
 
 
-def vecdot(x, y, *, dim=-1):
+def vecdot(x, y, *, dim=-1, out=None):
     """Σ_i conj(x_i) y_i along dim (the two broadcast): the inner product, x conjugated where complex."""
-    return (x.conj() * y).sum(dim)
+    return write_out((x.conj() * y).sum(dim), out)

@@ -3,6 +3,7 @@
 import math
 
 from .backend import xp
+from .ops import reductions
 from .ops.bessel import i0, i0e, i1, i1e, spherical_bessel_j0  # noqa: F401  (re-exported)
 from .ops.bessel_integrals import (  # noqa: F401  (re-exported)
     airy_ai,
@@ -23,6 +24,7 @@ from .ops.incomplete_gamma import igamma, igammac
 from .ops.names import FUNCTIONS
 from .ops.normal_tails import erfcx_of, log_ndtr, ndtri_of  # noqa: F401  (re-exported)
 from .ops.numbers import erfc  # noqa: F401  (re-exported)
+from .ops.outputs import write_out
 from .ops.pointwise import Entr, floating, logit, round, xlog1py, xlogy  # noqa: F401
 from .ops.polynomials import (  # noqa: F401  (re-exported)
     chebyshev_polynomial_t,
@@ -38,7 +40,6 @@ from .ops.polynomials import (  # noqa: F401  (re-exported)
     shifted_chebyshev_polynomial_v,
     shifted_chebyshev_polynomial_w,
 )
-from .ops.reductions import logsumexp  # noqa: F401
 from .ops.special import erf_of
 from .ops.zeta import zeta  # noqa: F401  (re-exported)
 from .tensor import Tensor
@@ -70,34 +71,40 @@ def gammaincc(input, other, *, out=None):
     return igammac(input, other, out=out)
 
 
-def erf(input):
+def erf(input, *, out=None):
     """erf(x) = 2/√π ∫_0^x e^(-t²) dt"""
-    return erf_of(input)
+    return write_out(erf_of(input), out)
 
 
-def expit(input):
+def expit(input, *, out=None):
     """The logistic sigmoid 1 / (1 + e^-x)."""
-    return input.sigmoid()
+    return write_out(input.sigmoid(), out)
 
 
-def ndtr(input):
+def ndtr(input, *, out=None):
     """The standard normal CDF: (1 + erf(x / √2)) / 2."""
-    return (erf_of(input * (1 / math.sqrt(2))) + 1.0) * 0.5
+    return write_out((erf_of(input * (1 / math.sqrt(2))) + 1.0) * 0.5, out)
 
 
-def entr(input):
+def entr(input, *, out=None):
     """-x ln x elementwise (0 at x = 0, -inf for x < 0)."""
-    return Entr.apply(floating(input))
+    return write_out(Entr.apply(floating(input)), out)
 
 
-def sinc(input):
+def logsumexp(input, dim, keepdim=False, *, out=None):
+    """log Σ e^x over dim, computed stably (``autograd.logsumexp`` under special's keywords)."""
+    return write_out(reductions.logsumexp(input, dim, keepdim), out)
+
+
+def sinc(input, *, out=None):
     """sin(πx) / (πx), and 1 at x = 0 (its limit; the derivative there is 0)."""
     at_zero = input._data == 0
     safe = Where.apply(Tensor._make(xp.ones((), dtype=input.dtype)), input, condition=at_zero) * math.pi
-    return Where.apply(Tensor._make(xp.ones((), dtype=input.dtype)), safe.sin() / safe, condition=at_zero)
+    one = Tensor._make(xp.ones((), dtype=input.dtype))
+    return write_out(Where.apply(one, safe.sin() / safe, condition=at_zero), out)
 
 
-def softmax(input, dim, *, dtype=None):
+def softmax(input, dim, dtype=None):
     return (input if dtype is None else input.to(dtype)).softmax(dim)
 
 

@@ -43,6 +43,7 @@ from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_n
     layer_norm,
     rms_norm,
 )
+from autograd.ops.outputs import write_out
 from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
     channel_shuffle,
     native_channel_shuffle,
@@ -93,16 +94,15 @@ class AffineMap(Primitive):
         return (grad_x, grad_weight) if bias is None else (grad_x, grad_weight, grad_bias)
 
 
-def linear(input, weight, bias=None):
+def linear(input, weight, bias=None, *, out=None):
     """y = x Wᵀ + b, with W of shape (out_features, in_features)."""
     if input.shape[-1] != weight.shape[-1]:
         raise ShapeError(f"linear: input of shape {input.shape} has {input.shape[-1]} features but the "
                          f"weight of shape {weight.shape} expects {weight.shape[-1]} (mat1 and mat2 shapes cannot "
                          "be multiplied)")
     check_same_dtype("linear", input, weight=weight, bias=bias)
-    if bias is None:
-        return AffineMap.apply(input, weight)
-    return AffineMap.apply(input, weight, bias)
+    y = AffineMap.apply(input, weight) if bias is None else AffineMap.apply(input, weight, bias)
+    return write_out(y, out)
 
 
 # -- activations ------------------------------------------------------------------------------

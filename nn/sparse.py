@@ -26,9 +26,9 @@ from .module import Module
 from .parameter import Parameter
 
 
-def one_hot(tensor, num_classes=-1):
-    """y[..., c] = 1 where tensor[...] == c, else 0: an int64 tensor with one more dim."""
-    labels = tensor._data if isinstance(tensor, Tensor) else xp.asarray(tensor)
+def one_hot(input, num_classes=-1):
+    """y[..., c] = 1 where input[...] == c, else 0: an int64 tensor with one more dim."""
+    labels = input._data if isinstance(input, Tensor) else xp.asarray(input)
     if labels.dtype != xp.int64:
         raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
     if num_classes == -1:

@@ -177,10 +177,16 @@ def movedim(input, source, destination):
     return shape.permute(input, order)
 
 
-@names("swapaxes", "swapdims")
+@names("swapaxes")
 def swapaxes(input, axis0, axis1):
     """transpose under NumPy's names."""
     return shape.transpose(input, dim_index(axis0, input.ndim), dim_index(axis1, input.ndim))
+
+
+@names("swapdims")
+def swapdims(input, dim0, dim1):
+    """transpose again, with PyTorch's keywords for this alias (``swapdims(x, dim0=0, dim1=1)``)."""
+    return swapaxes(input, dim0, dim1)
 
 
 @names("unflatten")

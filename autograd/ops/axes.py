@@ -61,3 +61,16 @@ def normalize_dims(dim, ndim, empty_is_every=True):
 def kept_shape(shape, axes):
     """``shape`` with the reduced ``axes`` kept as size 1 (keepdim=True's shape)."""
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def unbiased_overload(name, dim, unbiased, keepdim, correction):
+    """PyTorch's ``var(input, unbiased)`` overload: a bool where ``dim`` stands is ``unbiased``
+    (``torch.std(x, False)`` is the population std, not the std over dim 0). That overload takes
+    nothing else, so a bool dim beside other arguments raises PyTorch's TypeError. Returns
+    (dim, unbiased)."""
+    if not isinstance(dim, bool):
+        return dim, unbiased
+    if unbiased is not None or keepdim or correction is not None:
+        raise TypeError(f"{name}(): a bool in dim's place is the {name}(input, unbiased) overload, "
+                        "which takes no dim, keepdim or correction")
+    return None, dim

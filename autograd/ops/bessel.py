@@ -121,11 +121,12 @@ def i1(input, *, out=None):
     return write_out(I1.apply(floating(input)), out)
 
 
-def spherical_bessel_j0(input, *, out=None):
+def spherical_bessel_j0(x, *, out=None):
     """The spherical Bessel function of the first kind of order 0, j0(x) = sin(x) / x (1 at 0),
     as ``special.spherical_bessel_j0``. Like PyTorch's it has no gradient (its result never
-    requires grad); near 0 it is its series 1 - x²/6 + x⁴/120 - ..., which keeps every digit."""
-    x = floating(input)._data
+    requires grad); near 0 it is its series 1 - x²/6 + x⁴/120 - ..., which keeps every digit.
+    Its argument is ``x=``, PyTorch's keyword."""
+    x = floating(x)._data
     square = x * x
     series = xp.ones_like(x)
     for k in range(8, 0, -1):  # Σ_k (-x²)^k / (2k+1)!, by Horner: 8 terms reach 1e-19 at |x| = 1/2

@@ -245,16 +245,16 @@ def modified_bessel_k1(input, *, out=None):
     return _result(input, lambda x: _modified_k(x, 1.0, scaled=False), out)
 
 
-def scaled_modified_bessel_k0(input, *, out=None):
+def scaled_modified_bessel_k0(x, *, out=None):
     """e^x K0(x) (no gradient)."""
-    return _result(input, lambda x: _modified_k(x, 0.0, scaled=True), out)
+    return _result(x, lambda x: _modified_k(x, 0.0, scaled=True), out)
 
 
-def scaled_modified_bessel_k1(input, *, out=None):
+def scaled_modified_bessel_k1(x, *, out=None):
     """e^x K1(x) (no gradient)."""
-    return _result(input, lambda x: _modified_k(x, 1.0, scaled=True), out)
+    return _result(x, lambda x: _modified_k(x, 1.0, scaled=True), out)
 
 
-def airy_ai(input, *, out=None):
+def airy_ai(x, *, out=None):
     """Airy's function Ai(x), the solution of y'' = x y that decays as x → ∞ (no gradient)."""
-    return _result(input, _airy, out)
+    return _result(x, _airy, out)

@@ -90,9 +90,10 @@ def solve_ex(A, B, *, left=True, check_errors=False, out=None):
     return write_out(SolveExResult(result, Tensor._make(info)), out)
 
 
-def cholesky_ex(A, *, upper=False, check_errors=False, out=None):
+def cholesky_ex(input, *, upper=False, check_errors=False, out=None):
     """(L, info): the Cholesky factor, with info > 0 (and NaN) for a matrix that is not
     positive-definite instead of an error."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "cholesky")
     try:
         result, info = cholesky(A, upper=upper), xp.zeros(A.shape[:-2], dtype=int32)

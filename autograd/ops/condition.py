@@ -20,8 +20,9 @@ from .outputs import write_out
 _INVERTING = ("fro", "nuc", 1, -1, math.inf, -math.inf)
 
 
-def cond(A, p=None, *, out=None):
+def cond(input, p=None, *, out=None):
     """κ_p(A) = ‖A‖_p ‖A⁻¹‖_p (σ_max / σ_min for p None or 2, σ_min / σ_max for -2)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     if A.ndim < 2:
         raise RuntimeError("linalg.cond: The input tensor must have at least 2 dimensions.")
     if p is None or p in (2, -2):

@@ -46,10 +46,16 @@ class Conj(Primitive):
         return (Conj.apply(grad),)
 
 
-@names("conj", "conj_physical")
+@names("conj")
 def conj(input):
     """The complex conjugate (a copy: PyTorch's is a lazy view); input itself when it is real."""
     return Conj.apply(input) if input._data.dtype.kind == "c" else input
+
+
+@names("conj_physical")
+def conj_physical(input, *, out=None):
+    """conj, under the name that takes out= in PyTorch."""
+    return write_out(conj(input), out)
 
 
 @names("resolve_conj", "resolve_neg")

@@ -144,8 +144,9 @@ def vdot(input, other, *, out=None):
 
 
 @names("dot")
-def dot(input, other, *, out=None):
-    """Σ_i x_i y_i of two vectors of the same length."""
+def dot(input, tensor, *, out=None):
+    """Σ_i x_i y_i of two vectors of the same length (the second is ``tensor=``, PyTorch's keyword)."""
+    other = tensor
     if input.ndim != 1 or other.ndim != 1:
         raise RuntimeError(f"1D tensors expected, but got {input.ndim}D and {other.ndim}D tensors")
     if input.shape != other.shape:
@@ -302,7 +303,7 @@ def tensordot(a, b, dims=2, out=None):
     return write_out(Einsum.apply(a, b, terms=("".join(term_a), "".join(term_b)), output="".join(output)), out)
 
 
-def linalg_cross(input, other, *, dim=-1):
+def linalg_cross(input, other, *, dim=-1, out=None):
     """The cross product of 3-vectors along dim: (a₂b₃ - a₃b₂, a₃b₁ - a₁b₃, a₁b₂ - a₂b₁), as the
     einsum ε_ijk a_j b_k with the Levi-Civita symbol ε."""
     if input.shape[dim] != 3 or other.shape[dim] != 3:
@@ -313,7 +314,8 @@ def linalg_cross(input, other, *, dim=-1):
         levi_civita[i, j, k], levi_civita[i, k, j] = 1.0, -1.0
     a, b = movedim(input, dim, -1), movedim(other, dim, -1)
     dtype = (a._data[..., :1] * b._data[..., :1]).dtype
-    return movedim(einsum("ijk,...j,...k->...i", Tensor._make(levi_civita.astype(dtype)), a, b), -1, dim)
+    product = einsum("ijk,...j,...k->...i", Tensor._make(levi_civita.astype(dtype)), a, b)
+    return write_out(movedim(product, -1, dim), out)
 
 
 @names("cross")

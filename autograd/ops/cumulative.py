@@ -229,7 +229,7 @@ def logcumsumexp(input, dim, *, out=None):
 
 
 @names("diff")
-def diff(input, n=1, dim=-1, prepend=None, append=None):
+def diff(input, n=1, dim=-1, prepend=None, append=None, *, out=None):
     """The n-th forward difference along dim: x[i+1] - x[i], n times (prepend/append joined first)."""
     axis = dim_index(dim, input.ndim)
     x = input
@@ -245,4 +245,4 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
             x = Tensor._make(x._data[before + (slice(1, None),)] ^ x._data[before + (slice(None, -1),)])
         else:
             x = x[before + (slice(1, None),)] - x[before + (slice(None, -1),)]
-    return x
+    return write_out(x, out)

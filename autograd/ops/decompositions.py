@@ -50,9 +50,10 @@ class Cholesky(Primitive):
         return ((s + s.mT) * 0.5,)
 
 
-def cholesky(A, *, upper=False, out=None):
+def cholesky(input, *, upper=False, out=None):
     """The lower triangular L with A = L Lᵀ (or the upper U = Lᵀ with upper=True), for symmetric
     positive-definite A (LinAlgError otherwise)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "cholesky")
     lower = Cholesky.apply(A)
     return write_out(lower.mT if upper else lower, out)
@@ -81,8 +82,9 @@ class Eigh(Primitive):
         return (vectors @ middle @ vectors.mT,)
 
 
-def eigh(A, UPLO="L", *, out=None):
+def eigh(input, UPLO="L", *, out=None):
     """(eigenvalues, eigenvectors) of symmetric A, eigenvalues ascending; A's ``UPLO`` triangle is read."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "eigh")
     if UPLO not in ("L", "U"):
         raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
@@ -91,15 +93,16 @@ def eigh(A, UPLO="L", *, out=None):
     return write_out(EighResult(values.real if values.dtype.kind == "c" else values, stacked[..., 1:, :]), out)
 
 
-def eigvalsh(A, UPLO="L", *, out=None):
+def eigvalsh(input, UPLO="L", *, out=None):
     """The eigenvalues of symmetric A, ascending."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     return write_out(eigh(A, UPLO).eigenvalues, out)
 
 
 @names("cholesky")
-def tensor_cholesky(input, upper=False):
+def tensor_cholesky(input, upper=False, *, out=None):
     """torch.cholesky / x.cholesky(upper=False)."""
-    return cholesky(input, upper=upper)
+    return write_out(cholesky(input, upper=upper), out)
 
 
 QRResult = collections.namedtuple("linalg_qr", ["Q", "R"])
@@ -161,8 +164,9 @@ def qr(A, mode="reduced", *, out=None):
     return write_out(QRResult(q, r), out)
 
 
-def matrix_power(A, n, *, out=None):
+def matrix_power(input, n, *, out=None):
     """A multiplied by itself n times (n < 0: the inverse's power; n = 0: the identity), by squaring."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "matrix_power")
     if n < 0:
         A, n = inv(A), -n
@@ -181,8 +185,8 @@ def matrix_power(A, n, *, out=None):
 
 
 @names("matrix_power")
-def tensor_matrix_power(input, n):
-    return matrix_power(input, n)
+def tensor_matrix_power(input, n, *, out=None):
+    return write_out(matrix_power(input, n), out)
 
 
 @names("qr")

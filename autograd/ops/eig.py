@@ -31,12 +31,14 @@ def _decompose(A, op, vectors):
     return Tensor._make(xp.linalg.eigvals(data).astype(complex_dtype))
 
 
-def eig(A, *, out=None):
+def eig(input, *, out=None):
     """(eigenvalues, eigenvectors) of square A, both complex; each eigenvector has unit norm
     (LAPACK's geev, as PyTorch)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     return write_out(EigResult(*_decompose(A, "eig", True)), out)
 
 
-def eigvals(A, *, out=None):
+def eigvals(input, *, out=None):
     """The (complex) eigenvalues of square A."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     return write_out(_decompose(A, "eigvals", False), out)

@@ -59,10 +59,10 @@ def amin(input, dim=(), keepdim=False, *, out=None):
 
 
 @names("aminmax")
-def aminmax(input, *, dim=None, keepdim=False):
+def aminmax(input, *, dim=None, keepdim=False, out=None):
     """(min, max) of the elements (over dim)."""
     dims = () if dim is None else dim
-    return AminmaxResult(amin(input, dims, keepdim), amax(input, dims, keepdim))
+    return write_out(AminmaxResult(amin(input, dims, keepdim), amax(input, dims, keepdim)), out)
 
 
 def _without_nan(input):
@@ -72,27 +72,27 @@ def _without_nan(input):
 
 
 @names("nansum")
-def nansum(input, dim=None, keepdim=False, *, dtype=None):
+def nansum(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """Σ of the elements that are not NaN (their gradient is 0)."""
     x = input if dtype is None else input.to(dtype)
-    return _without_nan(x).sum(dim, keepdim)
+    return write_out(_without_nan(x).sum(dim, keepdim), out)
 
 
 @names("nanmean")
-def nanmean(input, dim=None, keepdim=False, *, dtype=None):
+def nanmean(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """The mean of the elements that are not NaN (NaN where all are)."""
     x = input if dtype is None else input.to(dtype)
     count = Tensor._make((~xp.isnan(x._data)).sum(axis=normalize_dims(dim, x.ndim), keepdims=keepdim)
                          .astype(x.dtype))
     with errstate(invalid="ignore", divide="ignore"):
-        return _without_nan(x).sum(dim, keepdim) / count
+        return write_out(_without_nan(x).sum(dim, keepdim) / count, out)
 
 
 @names("clamp_min", inplace="clamp_min_")
-def clamp_min(input, min):
-    return clamp(input, min=min)
+def clamp_min(input, min, *, out=None):
+    return write_out(clamp(input, min=min), out)
 
 
 @names("clamp_max", inplace="clamp_max_")
-def clamp_max(input, max):
-    return clamp(input, max=max)
+def clamp_max(input, max, *, out=None):
+    return write_out(clamp(input, max=max), out)

@@ -76,11 +76,14 @@ def _is_scalar(value):
 
 
 @names("gradient", method=False)
-def gradient(input, *, spacing=1, dim=None, edge_order=1):
+def gradient(input, *, spacing=None, dim=None, edge_order=1):
     """∂input/∂x_d for each dim d (every dim, or ``dim``: an int or a list), by central differences
     inside and one-sided ones (first or second order, ``edge_order``) at the ends; a tuple of
     tensors shaped as ``input``. ``spacing``: one number for every dim, a list of numbers (one
-    per dim), or a list of 1-d tensors: the coordinates of the samples along each dim."""
+    per dim), or a list of 1-d tensors: the coordinates of the samples along each dim; 1 when left
+    out (None)."""
+    if spacing is None:
+        spacing = 1
     if edge_order not in (1, 2):
         raise RuntimeError("torch.gradient only supports edge_order=1 and edge_order=2.")
     f = floating(input)

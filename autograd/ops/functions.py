@@ -5,6 +5,7 @@
 """
 
 from ..tensor import Tensor
+from .axes import unbiased_overload
 from .names import names
 from .outputs import write_out
 
@@ -64,27 +65,47 @@ def mean(input, dim=None, keepdim=False, *, dtype=None, out=None):
 
 @names("var", method=False)
 def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None, out=None):
+    """Σ |x - mean|² / (n - correction); var(input, False) is PyTorch's unbiased overload."""
+    dim, unbiased = unbiased_overload("var", dim, unbiased, keepdim, correction)
     return write_out(input.var(dim, unbiased, keepdim, correction=correction), out)
 
 
 @names("std", method=False)
 def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None, out=None):
+    """√var; std(input, False) is PyTorch's unbiased overload."""
+    dim, unbiased = unbiased_overload("std", dim, unbiased, keepdim, correction)
     return write_out(input.std(dim, unbiased, keepdim, correction=correction), out)
 
 
-@names("max", method=False)
-def max(input, dim=None, keepdim=False, *, out=None):
-    """The largest element; with dim, (values, indices); with a tensor, the elementwise maximum."""
+def _other(dim, keepdim, other):
+    """The tensor of max/min's elementwise overload, max(input, other), given in dim's place or
+    by keyword; None for the reductions."""
     if isinstance(dim, Tensor):
-        return write_out(input.maximum(dim), out)
+        if other is not None:
+            raise TypeError("max()/min() got the other tensor twice (in dim's place and as other=)")
+        return dim
+    if other is not None and (dim is not None or keepdim):
+        raise TypeError("max(input, other) takes no dim or keepdim")
+    return other
+
+
+@names("max", method=False)
+def max(input, dim=None, keepdim=False, *, other=None, out=None):
+    """The largest element; with dim, (values, indices); with a tensor (in dim's place or as
+    other=, PyTorch's keyword), the elementwise maximum."""
+    other = _other(dim, keepdim, other)
+    if other is not None:
+        return write_out(input.maximum(other), out)
     return write_out(input.max(dim, keepdim), out)
 
 
 @names("min", method=False)
-def min(input, dim=None, keepdim=False, *, out=None):
-    """The smallest element; with dim, (values, indices); with a tensor, the elementwise minimum."""
-    if isinstance(dim, Tensor):
-        return write_out(input.minimum(dim), out)
+def min(input, dim=None, keepdim=False, *, other=None, out=None):
+    """The smallest element; with dim, (values, indices); with a tensor (in dim's place or as
+    other=), the elementwise minimum."""
+    other = _other(dim, keepdim, other)
+    if other is not None:
+        return write_out(input.minimum(other), out)
     return write_out(input.min(dim, keepdim), out)
 
 
@@ -99,23 +120,23 @@ def minimum(input, other, *, out=None):
 
 
 @names("argmax", method=False)
-def argmax(input, dim=None, keepdim=False):
-    return input.argmax(dim, keepdim)
+def argmax(input, dim=None, keepdim=False, *, out=None):
+    return write_out(input.argmax(dim, keepdim), out)
 
 
 @names("argmin", method=False)
-def argmin(input, dim=None, keepdim=False):
-    return input.argmin(dim, keepdim)
+def argmin(input, dim=None, keepdim=False, *, out=None):
+    return write_out(input.argmin(dim, keepdim), out)
 
 
 @names("softmax", method=False)
-def softmax(input, dim, dtype=None):
-    return _cast(input, dtype).softmax(dim)
+def softmax(input, dim, dtype=None, *, out=None):
+    return write_out(_cast(input, dtype).softmax(dim), out)
 
 
 @names("log_softmax", method=False)
-def log_softmax(input, dim, dtype=None):
-    return _cast(input, dtype).log_softmax(dim)
+def log_softmax(input, dim, dtype=None, *, out=None):
+    return write_out(_cast(input, dtype).log_softmax(dim), out)
 
 
 @names("reshape", method=False)

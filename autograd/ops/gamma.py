@@ -131,10 +131,10 @@ def polygamma_method(input, n):
 
 
 @names("mvlgamma", inplace="mvlgamma_")
-def mvlgamma(input, p):
+def mvlgamma(input, p, *, out=None):
     """The multivariate log-gamma: p(p-1)/4 · ln π + Σ_{j<p} ln Γ(x - j/2)."""
     x = floating(input)
     total = Lgamma.apply(x)
     for j in range(1, p):
         total = total + Lgamma.apply(x - j / 2)
-    return total + p * (p - 1) / 4 * math.log(math.pi)
+    return write_out(total + p * (p - 1) / 4 * math.log(math.pi), out)

@@ -50,7 +50,6 @@ def _batch_of_tau(A, tau, op):
                            f"{list(tau.shape[:-1])}")
 
 
-@names("orgqr")
 def householder_product(input, tau, *, out=None):
     """The first n columns of H₁ ⋯ H_k (torch.linalg.householder_product; torch.orgqr): the Q of
     a QR factorisation from geqrf's reflections, applied from the right end inwards to the first
@@ -72,11 +71,18 @@ def householder_product(input, tau, *, out=None):
     return write_out(Q, out)
 
 
+@names("orgqr")
+def orgqr(input, input2, *, out=None):
+    """householder_product(input, tau) under torch.orgqr's keywords: tau is ``input2=``."""
+    return householder_product(input, input2, out=out)
+
+
 @names("ormqr")
-def ormqr(input, tau, other, left=True, transpose=False, *, out=None):
+def ormqr(input, input2, input3, left=True, transpose=False, *, out=None):
     """Q C, Qᵀ C (transpose), C Q or C Qᵀ (not left), Q = H₁ ⋯ H_k given by geqrf's (input, tau),
-    without forming Q: the k reflections applied one by one, in the order the product needs."""
-    A, op = input, "torch.ormqr"
+    without forming Q: the k reflections applied one by one, in the order the product needs.
+    PyTorch's keywords name tau ``input2=`` and C ``input3=``."""
+    A, tau, other, op = input, input2, input3, "torch.ormqr"
     if A.ndim < 2 or other.ndim < 2:
         raise RuntimeError(f"{op}: input and other must have at least 2 dimensions.")
     rows = other.shape[-2] if left else other.shape[-1]

@@ -443,13 +443,13 @@ def nonzero(input, *, out=None, as_tuple=False):
 
 
 @names("nonzero_static")
-def nonzero_static(input, *, size, fill_value=-1):
+def nonzero_static(input, *, size, fill_value=-1, out=None):
     """nonzero's (n, ndim) indices cut or padded with ``fill_value`` rows to exactly ``size`` rows (a shape
     known before the values are: what compilers need; the same answer here)."""
     found = xp.argwhere(input._data).astype(int64)
     rows = xp.full((size, found.shape[1]), fill_value, dtype=int64)
     rows[:min(size, len(found))] = found[:size]
-    return Tensor._make(rows)
+    return write_out(Tensor._make(rows), out)
 
 
 @names("argwhere")
@@ -458,7 +458,7 @@ def argwhere(input):
 
 
 @names("take")
-def take(input, index):
+def take(input, index, *, out=None):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
     index = _index_array(index, "take")
     flat = shape.reshape(input, (-1,))
@@ -467,7 +467,7 @@ def take(input, index):
         bad = index[(index < -size) | (index >= size)].flat[0]
         raise IndexError(f"out of range: tried to access index {bad} on a tensor of {size} elements.")
     positions = index % size if size else index
-    return shape.GetItem.apply(flat, index=positions.astype(int64))
+    return write_out(shape.GetItem.apply(flat, index=positions.astype(int64)), out)
 
 
 @names("put", inplace="put_")
@@ -512,13 +512,13 @@ def index_fill(input, dim, index, value):
 
 
 @names("index_copy", inplace="index_copy_")
-def index_copy(input, dim, index, source):
+def index_copy(input, dim, index, source, *, out=None):
     """input with its slices index[j] along dim replaced by source's slices j."""
     axis, index = _vector_index(input, dim, index, "index_copy")
     mask = _slices_mask(input, axis, index)
     zeros = Tensor._make(xp.zeros(input.shape, dtype=source.dtype))
     placed = IndexAddAlong.apply(zeros, source, dim=axis, index=index, alpha=1, fresh=True)
-    return elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape))
+    return write_out(elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape)), out)
 
 
 @names("index_put", inplace="index_put_")

@@ -154,5 +154,5 @@ def logdet(input):
 
 
 @names("slogdet")
-def tensor_slogdet(input):
-    return slogdet(input, result=SlogdetResult)
+def tensor_slogdet(input, *, out=None):
+    return write_out(slogdet(input, result=SlogdetResult), out)

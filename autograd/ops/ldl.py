@@ -90,9 +90,10 @@ def _refuse_grad(A, op):
                            "A.detach()")
 
 
-def ldl_factor_ex(A, *, hermitian=False, check_errors=False, out=None):
+def ldl_factor_ex(input, *, hermitian=False, check_errors=False, out=None):
     """(LD, pivots, info) of symmetric A (its lower triangle read): Pᵀ A P = L D Lᵀ, packed as
     LAPACK's sytrf; info = k > 0 where D[k, k] is zero (A singular)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     op = "torch.linalg.ldl_factor_ex"
     if A.ndim < 2:
         raise RuntimeError(f"{op}: The input tensor A must have at least 2 dimensions.")
@@ -113,9 +114,10 @@ def ldl_factor_ex(A, *, hermitian=False, check_errors=False, out=None):
     return write_out(LDLFactorExResult(Tensor._make(LD), Tensor._make(pivots), Tensor._make(info)), out)
 
 
-def ldl_factor(A, *, hermitian=False, out=None):
+def ldl_factor(input, *, hermitian=False, out=None):
     """(LD, pivots) of symmetric A, for ldl_solve; a LinAlgError where D has a zero on its diagonal
     (PyTorch 2.13 fails there with an internal assertion instead)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     LD, pivots, info = ldl_factor_ex(A, hermitian=hermitian)
     if info._data.any():
         _raise(info._data, "torch.linalg.ldl_factor",

@@ -240,6 +240,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
 
 
 @names("lu_solve")
-def torch_lu_solve(b, LU_data, LU_pivots, *, out=None):
-    """torch.lu_solve(b, LU_data, LU_pivots): linalg.lu_solve with the older argument order."""
-    return lu_solve(LU_data, LU_pivots, b, out=out)
+def torch_lu_solve(input, LU_data, LU_pivots, *, out=None):
+    """torch.lu_solve(b, LU_data, LU_pivots): linalg.lu_solve with the older argument order (b is
+    PyTorch's ``input=``)."""
+    return lu_solve(LU_data, LU_pivots, input, out=out)

@@ -102,14 +102,16 @@ class SingularValues(Primitive):
         return (Tensor._make(self.u) * shape.unsqueeze(grad, -2) @ Tensor._make(self.vh),)
 
 
-def svdvals(A, *, out=None):
-    """The singular values of each matrix, largest first."""
+def svdvals(A, *, driver=None, out=None):
+    """The singular values of each matrix, largest first. ``driver`` picks a cuSOLVER routine in
+    PyTorch (CUDA only); NumPy has one, so it is accepted as linalg.svd's is."""
     return write_out(SingularValues.apply(_floating(A, None, "linalg.svdvals")), out)
 
 
-def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
+def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None):
     """‖A‖ over the two dims: 'fro', 'nuc' (Σσ), 2 / -2 (largest / smallest σ), 1 / -1 (max / min
     column sum of |a|), inf / -inf (max / min row sum)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     A = _floating(A, dtype, "linalg.matrix_norm")
     if A.ndim < 2:
         raise RuntimeError(f"linalg.matrix_norm: The input tensor A must have at least 2 dimensions, got {A.ndim}")
@@ -137,9 +139,10 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=No
     raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
 
 
-def linalg_norm(A, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
+def linalg_norm(input, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
     """torch.linalg.norm: a vector norm over one dim (or all, flattened, when ord and dim are None),
     a matrix norm over two dims (or a 2-D input with ord given)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     if isinstance(dim, int):
         dim = (dim,)
     if dim is None and ord is not None:
@@ -154,7 +157,7 @@ def linalg_norm(A, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
     return vector_norm(A, 2 if ord is None else ord, dim, keepdim, dtype=dtype, out=out)
 
 
-@names("norm")
+@names("norm", method=False)
 def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
     """Tensor.norm / torch.norm: 'fro' (the 2-norm of the elements over dim), 'nuc', or a number p
     (a vector p-norm over dim, or over all elements)."""
@@ -166,6 +169,13 @@ def norm(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
     if p == "fro" or p is None:
         p = 2
     return vector_norm(input, p, dim, keepdim, dtype=dtype, out=out)
+
+
+@names("norm", function=False)
+def norm_method(input, p="fro", dim=None, keepdim=False, dtype=None):
+    """x.norm(p, dim, keepdim, dtype): torch.norm's method, whose fifth parameter is dtype (the
+    function's is out)."""
+    return norm(input, p, dim, keepdim, dtype=dtype)
 
 
 @names("frobenius_norm", method=False)
@@ -206,7 +216,7 @@ def dist(input, other, p=2):
 
 
 @names("renorm", inplace="renorm_")
-def renorm(input, p, dim, maxnorm):
+def renorm(input, p, dim, maxnorm, *, out=None):
     """Each sub-tensor input.select(dim, i) whose p-norm exceeds maxnorm, scaled down to norm maxnorm:
         y_i = x_i · maxnorm / (‖x_i‖_p + 1e-7)   where ‖x_i‖_p > maxnorm,   x_i elsewhere
     (PyTorch's 1e-7 included). Differentiable through the norm, as PyTorch's."""
@@ -221,4 +231,4 @@ def renorm(input, p, dim, maxnorm):
     norms = vector_norm(input, p, others, keepdim=True)
     too_long = norms._data > maxnorm
     scale = Where.apply(maxnorm / (norms + 1e-7), Tensor._make(xp.ones((), dtype=input.dtype)), condition=too_long)
-    return input * scale
+    return write_out(input * scale, out)

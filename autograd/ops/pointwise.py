@@ -532,11 +532,12 @@ class NanToNum(Primitive):
 
 
 @names("nan_to_num", inplace="nan_to_num_")
-def nan_to_num(input, nan=0.0, posinf=None, neginf=None, *, out=None):
-    """NaN → nan, +inf → posinf, -inf → neginf (by default the dtype's largest and smallest numbers)."""
+def nan_to_num(input, nan=None, posinf=None, neginf=None, *, out=None):
+    """NaN → nan (0 by default), +inf → posinf, -inf → neginf (by default the dtype's largest and
+    smallest numbers)."""
     if input.dtype.kind not in "fc":
         return write_out(input.clone(), out)
-    return write_out(NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf), out)
+    return write_out(NanToNum.apply(input, nan=0.0 if nan is None else nan, posinf=posinf, neginf=neginf), out)
 
 
 class Lerp(Primitive):
@@ -599,10 +600,10 @@ def rad2deg(input, *, out=None):
 
 
 @names("heaviside", inplace="heaviside_")
-def heaviside(input, values):
+def heaviside(input, values, *, out=None):
     """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch)."""
     x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
-    return Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v)))
+    return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 
 @names("copysign", inplace="copysign_")

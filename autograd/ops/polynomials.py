@@ -92,8 +92,8 @@ def _chebyshev(x, n, kind, trig_above):
 def _chebyshev_function(kind, shifted):
     name = f"{'shifted_' if shifted else ''}chebyshev_polynomial_{kind}"
 
-    def polynomial(input, n, *, out=None):
-        x, degrees, dtype = _operands(name, input, n)
+    def polynomial(x, n, *, out=None):
+        x, degrees, dtype = _operands(name, x, n)
         x = x.astype(xp.float64)
         # (the degree past which PyTorch switches to the trigonometric form: its choice, kept, since
         # the two differ in the last bits)
@@ -116,35 +116,35 @@ chebyshev_polynomial_t, chebyshev_polynomial_u, chebyshev_polynomial_v, chebyshe
 _HERMITE_LIMIT = 512  # PyTorch's: NaN above this degree
 
 
-def hermite_polynomial_h(input, n, *, out=None):
+def hermite_polynomial_h(x, n, *, out=None):
     """The physicists' Hermite polynomial H_n(x) (no gradient)."""
-    x, degrees, dtype = _operands("hermite_polynomial_h", input, n)
+    x, degrees, dtype = _operands("hermite_polynomial_h", x, n)
     x = x.astype(xp.float64)
     result = _recurrence(x, xp.minimum(degrees, _HERMITE_LIMIT), 2 * x,
                          lambda k, x, last, before: 2 * x * last - 2 * k * before)
     return _finish(xp.where(degrees > _HERMITE_LIMIT, xp.nan, result), degrees, dtype, out)
 
 
-def hermite_polynomial_he(input, n, *, out=None):
+def hermite_polynomial_he(x, n, *, out=None):
     """The probabilists' Hermite polynomial He_n(x) (no gradient)."""
-    x, degrees, dtype = _operands("hermite_polynomial_he", input, n)
+    x, degrees, dtype = _operands("hermite_polynomial_he", x, n)
     x = x.astype(xp.float64)
     result = _recurrence(x, xp.minimum(degrees, _HERMITE_LIMIT), x.copy(),
                          lambda k, x, last, before: x * last - k * before)
     return _finish(xp.where(degrees > _HERMITE_LIMIT, xp.nan, result), degrees, dtype, out)
 
 
-def laguerre_polynomial_l(input, n, *, out=None):
+def laguerre_polynomial_l(x, n, *, out=None):
     """The Laguerre polynomial L_n(x) (no gradient; 1 at x = 0)."""
-    x, degrees, dtype = _operands("laguerre_polynomial_l", input, n)
+    x, degrees, dtype = _operands("laguerre_polynomial_l", x, n)
     x = x.astype(xp.float64)
     result = _recurrence(x, degrees, 1 - x, lambda k, x, last, before: ((2 * k + 1 - x) * last - k * before) / (k + 1))
     return _finish(xp.where(x == 0, 1.0, result), degrees, dtype, out)
 
 
-def legendre_polynomial_p(input, n, *, out=None):
+def legendre_polynomial_p(x, n, *, out=None):
     """The Legendre polynomial P_n(x) (no gradient)."""
-    x, degrees, dtype = _operands("legendre_polynomial_p", input, n)
+    x, degrees, dtype = _operands("legendre_polynomial_p", x, n)
     x = x.astype(xp.float64)
     result = _recurrence(x, degrees, x.copy(),
                          lambda k, x, last, before: ((2 * k + 1) * x * last - k * before) / (k + 1))

@@ -268,9 +268,10 @@ def is_nonzero(input):
 
 
 @names("isin", method=False)
-def isin(elements, test_elements, *, assume_unique=False, invert=False):
+def isin(elements, test_elements, *, assume_unique=False, invert=False, out=None):
     """True where an element of ``elements`` occurs in ``test_elements`` (False with invert)."""
-    return Tensor._make(xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert))
+    found = xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert)
+    return write_out(Tensor._make(found), out)
 
 
 def on_integers(function, x, y, name, kinds="biu", error=RuntimeError):

@@ -10,6 +10,7 @@ dL/dinput is dL/dout with the region zeroed, dL/dsrc the region of dL/dout.
 from ..errors import ShapeError
 from .axes import dim_index
 from .names import names
+from .outputs import write_out
 
 
 def _check_src(region_shape, src):
@@ -26,10 +27,10 @@ def _written(input, index, src):
 
 
 @names("slice_scatter")
-def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
+def slice_scatter(input, src, dim=0, start=None, end=None, step=1, *, out=None):
     """input with input[..., start:end:step, ...] (along dim) replaced by src."""
     dim = dim_index(dim, input.ndim)
-    return _written(input, (slice(None),) * dim + (slice(start, end, step),), src)
+    return write_out(_written(input, (slice(None),) * dim + (slice(start, end, step),), src), out)
 
 
 @names("select_scatter")
@@ -53,6 +54,6 @@ def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
 
 
 @names("narrow_copy")
-def narrow_copy(input, dim, start, length):
+def narrow_copy(input, dim, start, length, *, out=None):
     """input.narrow(dim, start, length) as a new tensor (not a view)."""
-    return input.narrow(dim, start, length).clone()
+    return write_out(input.narrow(dim, start, length).clone(), out)

@@ -11,6 +11,7 @@ from ..backend import xp
 from ..graph import enable_grad
 from ..size import Size
 from ..tensor import Tensor
+from .axes import sizes_or_keyword
 from .names import names
 
 
@@ -32,10 +33,16 @@ def transpose_(input, dim0, dim1):
     return _become(input, lambda x: x.transpose(dim0, dim1))
 
 
-@names("swapaxes_", "swapdims_", function=False)
+@names("swapaxes_", function=False)
 def swapaxes_(input, axis0, axis1):
     """transpose_ under NumPy's names."""
     return _become(input, lambda x: x.swapaxes(axis0, axis1))
+
+
+@names("swapdims_", function=False)
+def swapdims_(input, dim0, dim1):
+    """swapaxes_ with PyTorch's keywords for this alias (dim0, dim1)."""
+    return swapaxes_(input, dim0, dim1)
 
 
 @names("unsqueeze_", function=False)
@@ -60,7 +67,7 @@ def _sizes(sizes):
 
 
 @names("resize_", function=False)
-def resize_(input, *sizes, memory_format=None):
+def resize_(input, *sizes, size=None, memory_format=None):
     """input takes the shape ``sizes``, row-major over its memory: the first elements in memory
     order are kept; when it grows, the elements past the old ones are new (zeros here, where
     PyTorch leaves them uninitialised). The same shape changes nothing.
@@ -69,7 +76,7 @@ def resize_(input, *sizes, memory_format=None):
     Growing gives the tensor new memory, which views made earlier no longer share (PyTorch grows
     the storage they share); a tensor whose elements are not one dense block of memory (a strided
     slice) refuses a new shape, rather than guess what PyTorch's storage would hold."""
-    shape = _sizes(sizes)
+    shape = _sizes(sizes_or_keyword(sizes, "size", size))
     if input.requires_grad:
         raise RuntimeError("cannot resize variables that require grad")
     if shape == tuple(input.shape):

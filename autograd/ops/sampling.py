@@ -13,6 +13,7 @@ from ..backend import xp
 from ..device import resolve
 from ..tensor import Tensor
 from .names import names
+from .outputs import write_out
 
 
 def _tensor(values, dtype):
@@ -51,16 +52,16 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, layout=N
     return _tensor(rng.normal(_host(mean), std_values, shape), _floating(like))
 
 
-def bernoulli(input, p=None, *, generator=None):  # noqa: A002  (torch's argument name)
+def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch's argument name)
     """1 with probability ``input`` (or ``p``, a number), elementwise, in input's dtype."""
     probability = _host(input) if p is None else p
     if numpy.any((numpy.asarray(probability) < 0) | (numpy.asarray(probability) > 1)):
         raise RuntimeError(f"bernoulli expects 0 <= p <= 1, got p = {probability}")
     draws = random.generator(generator).random(input.shape) < probability
-    return _tensor(draws, input.dtype)
+    return write_out(_tensor(draws, input.dtype), out)
 
 
-def multinomial(input, num_samples, replacement=False, *, generator=None):  # noqa: A002
+def multinomial(input, num_samples, replacement=False, *, generator=None, out=None):  # noqa: A002
     """``num_samples`` category indices per row of the weights ``input`` (1-D or 2-D), drawn with
     probability proportional to the weights; without replacement each index at most once.
 
@@ -93,7 +94,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):  # no
         keys = weights / rng.exponential(1.0, weights.shape)
         samples = numpy.argsort(-keys, axis=1, kind="stable")[:, :num_samples]
     samples = samples if input.ndim == 2 else samples[0]
-    return _tensor(samples, backend.int64)
+    return write_out(_tensor(samples, backend.int64), out)
 
 
 def poisson(input, generator=None):  # noqa: A002

@@ -7,6 +7,8 @@ Reshape, permute, expand and basic indexing return views of their input.
 import builtins
 import warnings
 
+import numpy
+
 from ..backend import xp
 from ..errors import ShapeError
 from ..primitive import Primitive
@@ -14,6 +16,7 @@ from ..tensor import Tensor
 from .axes import dim_index, normalize_dims, sizes_or_keyword
 from .elementwise import common_dtype, unbroadcast
 from .names import names
+from .outputs import write_out
 
 
 class Reshape(Primitive):
@@ -289,7 +292,7 @@ def _sequence_of_tensors(name, tensors):
     return [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
 
 
-def cat(tensors, dim=0):
+def cat(tensors, dim=0, *, out=None):
     """Join tensors along an existing dim (shapes must agree elsewhere)."""
     tensors = _sequence_of_tensors("cat", tensors)
     if not tensors:
@@ -307,10 +310,10 @@ def cat(tensors, dim=0):
     if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
         dtype = common_dtype([t.dtype for t in tensors])
         tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
-    return Cat.apply(*tensors, dim=axis)
+    return write_out(Cat.apply(*tensors, dim=axis), out)
 
 
-def stack(tensors, dim=0):
+def stack(tensors, dim=0, *, out=None):
     """Join equally shaped tensors along a new dim."""
     tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
@@ -319,7 +322,7 @@ def stack(tensors, dim=0):
     if len(shapes) > 1:
         shapes = ", ".join(map(str, shapes))
         raise ShapeError(f"stack expects each tensor to be equal size (the same shape), got {shapes}")
-    return cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
+    return write_out(cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1)), out)
 
 
 # -- the names these ops go by ------------------------------------------------------------------
@@ -331,11 +334,34 @@ def _reshape(input, *sizes, shape=None):
 
 
 @names("view", function=False)
-def _view(x, *sizes, size=None):
+def _view(x, *sizes, size=None, dtype=None):
     """x in another shape, sharing memory where the strides allow. Unlike PyTorch it copies
     where they do not (a transposed tensor, a convolution's batch-innermost output): chainrule's
-    memory layouts differ from PyTorch's, so refusing would break programs PyTorch runs."""
+    memory layouts differ from PyTorch's, so refusing would break programs PyTorch runs.
+    Given a dtype instead (``x.view(autograd.int32)``), x's memory read as that dtype."""
+    if dtype is None and len(sizes) == 1 and isinstance(sizes[0], numpy.dtype):
+        dtype = sizes[0]
+    elif dtype is not None and sizes:
+        raise TypeError(f"view() takes sizes or a dtype, got both {sizes} and dtype={dtype}")
+    if dtype is not None:
+        return _view_as_dtype(x, numpy.dtype(dtype))
     return reshape(x, sizes_or_keyword(sizes, "size", size))
+
+
+def _view_as_dtype(x, dtype):
+    """x's bytes read as ``dtype``, sharing its memory; the last dim grows or shrinks by the ratio
+    of the element sizes. Not differentiable: as PyTorch's, the result never requires grad."""
+    data, old = x._data, x._data.dtype
+    if dtype.itemsize != old.itemsize:
+        what = f"to view {old} as {dtype} (different element sizes)"
+        if data.ndim == 0:
+            raise RuntimeError(f"self.dim() cannot be 0 {what}")
+        if data.shape[-1] != 1 and data.strides[-1] != old.itemsize:
+            raise RuntimeError(f"self.stride(-1) must be 1 {what}, but got {data.strides[-1] // old.itemsize}")
+        if dtype.itemsize > old.itemsize and data.shape[-1] * old.itemsize % dtype.itemsize:
+            raise RuntimeError(f"self.size(-1) must be divisible by {dtype.itemsize // old.itemsize} {what}, "
+                               f"but got {data.shape[-1]}")
+    return Tensor._make(data.view(dtype))
 
 
 @names("view_as", "reshape_as", function=False)

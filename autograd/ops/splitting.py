@@ -24,7 +24,7 @@ def _pieces(x, axis, sizes):
     return tuple(pieces)
 
 
-@names("split", "unsafe_split")
+@names("split", method=False)
 def split(tensor, split_size_or_sections, dim=0):
     """Pieces along dim: of split_size each (the last may be smaller), or of the given sizes."""
     axis = dim_index(dim, tensor.ndim)
@@ -41,6 +41,13 @@ def split(tensor, split_size_or_sections, dim=0):
         raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {length} (input tensor's size "
                            f"at dimension {axis}), but got split_sizes={sizes}")
     return _pieces(tensor, axis, sizes)
+
+
+@names("unsafe_split")
+@names("split", function=False)
+def unsafe_split(input, split_size, dim=0):
+    """split under the keyword x.split and torch.unsafe_split take (``x.split(split_size=2)``)."""
+    return split(input, split_size, dim)
 
 
 @names("split_with_sizes", "unsafe_split_with_sizes")
@@ -60,9 +67,24 @@ def chunk(input, chunks, dim=0):
     return split(input, -(-length // chunks), axis)
 
 
+def _one_way_to_cut(op, indices_or_sections, **keywords):
+    """The one way of cutting given: positionally, or by PyTorch's keyword for its kind
+    (``sections=n``, ``indices=[...]``, ``tensor_indices_or_sections=t``)."""
+    given = {name: value for name, value in keywords.items() if value is not None}
+    if indices_or_sections is not None:
+        given["indices_or_sections"] = indices_or_sections
+    if len(given) != 1:
+        raise TypeError(f"{op}() takes one of the sections or the indices to cut at "
+                        f"({', '.join(keywords)}), got {sorted(given) or 'none'}")
+    return next(iter(given.values()))
+
+
 @names("tensor_split")
-def tensor_split(input, indices_or_sections, dim=0):
+def tensor_split(input, indices_or_sections=None, dim=0, *, sections=None, indices=None,
+                 tensor_indices_or_sections=None):
     """NumPy's array_split: n nearly equal pieces (the first ones one larger), or cuts at the given indices."""
+    indices_or_sections = _one_way_to_cut("tensor_split", indices_or_sections, sections=sections, indices=indices,
+                                          tensor_indices_or_sections=tensor_indices_or_sections)
     axis = dim_index(dim, input.ndim)
     length = input.shape[axis]
     if isinstance(indices_or_sections, Tensor):
@@ -190,18 +212,21 @@ def _split_along(input, indices_or_sections, dim, op, min_ndim):
 
 
 @names("hsplit")
-def hsplit(input, indices_or_sections):
+def hsplit(input, indices_or_sections=None, *, sections=None, indices=None):
     """tensor_split along dim 1 (dim 0 for vectors), equal pieces only (at least 1-D)."""
+    indices_or_sections = _one_way_to_cut("hsplit", indices_or_sections, sections=sections, indices=indices)
     return _split_along(input, indices_or_sections, 0 if input.ndim == 1 else 1, "hsplit", 1)
 
 
 @names("vsplit")
-def vsplit(input, indices_or_sections):
+def vsplit(input, indices_or_sections=None, *, sections=None, indices=None):
     """tensor_split along dim 0, equal pieces only (at least 2-D)."""
+    indices_or_sections = _one_way_to_cut("vsplit", indices_or_sections, sections=sections, indices=indices)
     return _split_along(input, indices_or_sections, 0, "vsplit", 2)
 
 
 @names("dsplit")
-def dsplit(input, indices_or_sections):
+def dsplit(input, indices_or_sections=None, *, sections=None, indices=None):
     """tensor_split along dim 2, equal pieces only (at least 3-D)."""
+    indices_or_sections = _one_way_to_cut("dsplit", indices_or_sections, sections=sections, indices=indices)
     return _split_along(input, indices_or_sections, 2, "dsplit", 3)

@@ -8,20 +8,24 @@
 from ..backend import int64, xp
 from ..tensor import Tensor
 from . import conjugation, elementwise, reductions, shape
-from .axes import dim_index
+from .axes import dim_index, unbiased_overload
 from .names import names
 from .outputs import write_out
 
 
 @names("var_mean", method=False)
 def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """(var, mean) of input (over dim), computed together."""
+    """(var, mean) of input (over dim), computed together; var_mean(input, False) is PyTorch's
+    unbiased overload."""
+    dim, unbiased = unbiased_overload("var_mean", dim, unbiased, keepdim, correction)
     return (reductions.var(input, dim, unbiased, keepdim, correction), reductions.mean(input, dim, keepdim))
 
 
 @names("std_mean", method=False)
 def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """(std, mean) of input (over dim), computed together."""
+    """(std, mean) of input (over dim), computed together; std_mean(input, False) is PyTorch's
+    unbiased overload."""
+    dim, unbiased = unbiased_overload("std_mean", dim, unbiased, keepdim, correction)
     return (reductions.std(input, dim, unbiased, keepdim, correction), reductions.mean(input, dim, keepdim))
 
 

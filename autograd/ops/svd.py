@@ -127,6 +127,12 @@ class PseudoInverse(Primitive):
         return (-(xt @ grad @ xt) + (row_side - a @ (x @ row_side)) + (column_side - (column_side @ x) @ a),)
 
 
+def _one_tolerance(op, name, atol, rtol):
+    """The older overloads (a positional rcond or tol) take no atol= or rtol= beside it, as PyTorch's."""
+    if atol is not None or rtol is not None:
+        raise TypeError(f"{op}() takes either {name} or atol=/rtol=, not both")
+
+
 def _tolerance(A, atol, rtol):
     """rtol for NumPy's pinv: PyTorch's default is eps · max(m, n) when atol is not given (0 otherwise)."""
     if atol is not None and atol != 0:
@@ -136,8 +142,13 @@ def _tolerance(A, atol, rtol):
     return float(rtol)
 
 
-def pinv(A, *, atol=None, rtol=None, hermitian=False, out=None):
-    """The Moore-Penrose pseudo-inverse A⁺ (singular values below rtol · σ_max count as zero)."""
+def pinv(input, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
+    """The Moore-Penrose pseudo-inverse A⁺ (singular values below rtol · σ_max count as zero).
+    PyTorch's older overload pinv(A, rcond, hermitian) takes rcond as rtol."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
+    if rcond is not None:
+        _one_tolerance("pinv", "rcond", atol, rtol)
+        rtol = rcond
     _matrices(A, "pinv")
     return write_out(PseudoInverse.apply(A, rtol=_tolerance(A, atol, rtol), hermitian=hermitian), out)
 
@@ -148,19 +159,28 @@ def pinverse(input, rcond=1e-15):
     return pinv(input, rtol=rcond)
 
 
-def matrix_rank(A, *, atol=None, rtol=None, hermitian=False, out=None):
-    """How many singular values exceed rtol · σ_max (int64; no gradient)."""
+def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=None):
+    """How many singular values exceed max(atol, rtol · σ_max) (int64; no gradient). PyTorch's
+    older overload matrix_rank(A, tol, hermitian) takes tol as atol (and rtol 0)."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
+    if tol is not None:
+        _one_tolerance("matrix_rank", "tol", atol, rtol)
+        atol = tol
     _matrices(A, "matrix_rank")
     values = xp.linalg.svd(A._data, compute_uv=False)
-    tolerance = _tolerance(A, atol, rtol) * (values[..., :1] if values.shape[-1] else 0.0)
+    relative = _tolerance(A, None if atol is None else 0.0, rtol)  # (rtol's default is 0 beside an atol)
+    largest = values[..., :1] if values.shape[-1] else 0.0
+    tolerance = xp.maximum(0.0 if atol is None else float(atol), relative * largest)
     return write_out(Tensor._make((values > tolerance).sum(-1).astype(int64)), out)
 
 
-def lstsq(A, B, rcond=None, *, driver=None):
+def lstsq(input, b, rcond=None, *, driver=None, out=None):
     """X minimising ‖AX - B‖ (the one of least norm where several do): A⁺ B. As PyTorch's default
     CPU driver (gelsy), residuals and singular_values come back empty; rank is A's."""
+    A, B = input, b  # (PyTorch's keywords, though its docs write A, B)
     _matrices(A, "lstsq")
     vector = B.ndim == A.ndim - 1
     solution = matmul(pinv(A, rtol=rcond), B.unsqueeze(-1) if vector else B)
     empty = Tensor._make(xp.zeros((0,), dtype=A.dtype))
-    return LstsqResult(solution.squeeze(-1) if vector else solution, empty, matrix_rank(A, rtol=rcond), empty)
+    result = LstsqResult(solution.squeeze(-1) if vector else solution, empty, matrix_rank(A, rtol=rcond), empty)
+    return write_out(result, out)

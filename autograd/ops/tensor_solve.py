@@ -13,9 +13,10 @@ from .inverses import inv, solve
 from .outputs import write_out
 
 
-def tensorsolve(A, B, dims=None, *, out=None):
+def tensorsolve(input, other, dims=None, *, out=None):
     """X with tensordot(A, X, X.ndim) = B; ``dims`` (A's dims that index the unknowns) are moved
     to the end first."""
+    A, B = input, other  # (PyTorch's keywords, though its docs write A, B)
     if dims is not None:
         dims = [d % A.ndim for d in dims]
         A = A.permute([d for d in range(A.ndim) if d not in dims] + dims)
@@ -28,9 +29,10 @@ def tensorsolve(A, B, dims=None, *, out=None):
     return write_out(solve(A.reshape(n, n), B.reshape(n)).reshape(unknowns), out)
 
 
-def tensorinv(A, ind=2, *, out=None):
+def tensorinv(input, ind=2, *, out=None):
     """The inverse of A seen as a matrix whose rows are indexed by its first ``ind`` dims; the
     result's shape is A.shape[ind:] + A.shape[:ind]."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     if ind <= 0:
         raise RuntimeError(f"Expected a strictly positive integer for 'ind', but got {ind}")
     rows, columns = tuple(A.shape[:ind]), tuple(A.shape[ind:])

@@ -75,9 +75,10 @@ def _same_floating_dtype(A, B, op):
     return A, B
 
 
-def solve_triangular(A, B, *, upper, left=True, unitriangular=False, out=None):
+def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=None):
     """X with A X = B (or X A = B when left is False) for triangular A: its lower triangle, or the
     upper with upper=True; unitriangular takes its diagonal to be ones. Batch dims broadcast."""
+    A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "solve_triangular")
     if B.ndim < 2:
         raise RuntimeError("linalg.solve_triangular: The input tensor B must have at least 2 dimensions.")
