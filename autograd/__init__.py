@@ -126,8 +126,8 @@ def is_tensor(obj):
     return isinstance(obj, Tensor)
 
 
-def numel(x):
-    return x.numel()
+def numel(input):
+    return input.numel()
 
 
 # What a program may never touch loads on first use (PEP 562), so that `import autograd` stays

@@ -80,20 +80,23 @@ def full(size, fill_value, *, dtype=None, layout=None, device=None, requires_gra
     return _made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad)
 
 
-def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):  # noqa: A002
+def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
+               pin_memory=False):
     return _made(xp.zeros(input.shape, dtype=dtype or input.dtype), device, requires_grad)
 
 
-def ones_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):  # noqa: A002
+def ones_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
+              pin_memory=False):
     return _made(xp.ones(input.shape, dtype=dtype or input.dtype), device, requires_grad)
 
 
-def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None):  # noqa: A002
+def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
+               pin_memory=False):
     return _made(xp.empty(input.shape, dtype=dtype or input.dtype), device, requires_grad)
 
 
 def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002
-              memory_format=None):
+              memory_format=None, pin_memory=False):
     return _made(xp.full(input.shape, fill_value, dtype=dtype or input.dtype), device, requires_grad)
 
 

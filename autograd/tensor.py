@@ -534,7 +534,9 @@ class Tensor:
         return self._write((other,), lambda old: old * _operand(other, old),
                            lambda a: xp.multiply(a, _operand_array(other, self), out=a, casting="same_kind"))
 
-    def div_(self, other):
+    def div_(self, other, *, rounding_mode=None):
+        if rounding_mode is not None:  # trunc/floor: the out-of-place div's rule, written back
+            return self._write((other,), lambda old: old.div(_operand(other, old), rounding_mode=rounding_mode))
         return self._write((other,), lambda old: old / _operand(other, old),
                            lambda a: xp.divide(a, _operand_array(other, self), out=a, casting="same_kind"))
 

@@ -207,11 +207,11 @@ def mish(input, inplace=False):
     return _inplace(input, lambda input: input * input.softplus().tanh(), inplace)
 
 
-def softplus(input, beta=1.0, threshold=20.0):
+def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
     scaled = input if beta == 1 else input * beta
     smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta)
-    return autograd.where(scaled > threshold, input, smooth)
+    return write_out(autograd.where(scaled > threshold, input, smooth), out)
 
 
 def logsigmoid(input):
@@ -263,9 +263,9 @@ def tanhshrink(input):
     return input - input.tanh()
 
 
-def softshrink(input, lambd=0.5):
+def softshrink(input, lambd=0.5, *, out=None):
     """y = x - λ above λ, x + λ below -λ, 0 between; dy/dx = 1 where |x| > λ, else 0."""
-    return _piecewise_linear.softshrink(input, lambd)
+    return write_out(_piecewise_linear.softshrink(input, lambd), out)
 
 
 def glu(input, dim=-1):
@@ -279,15 +279,15 @@ def glu(input, dim=-1):
     return input[before + (slice(0, size // 2),)] * input[before + (slice(size // 2, size),)].sigmoid()
 
 
-def gelu(input, approximate="none"):
+def gelu(input, approximate="none", *, out=None):
     """GELU(x) = x Φ(x) = x (1 + erf(x/√2)) / 2  (Hendrycks & Gimpel, 2016);
     approximate='tanh': x (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2."""
     if approximate == "tanh":
         inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
-        return input * (inner.tanh() + 1.0) * 0.5
+        return write_out(input * (inner.tanh() + 1.0) * 0.5, out)
     if approximate != "none":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return input * ((input * (1 / math.sqrt(2))).erf() + 1.0) * 0.5
+    return write_out(input * ((input * (1 / math.sqrt(2))).erf() + 1.0) * 0.5, out)
 
 
 def _softmax_dim(name, ndim, dim):

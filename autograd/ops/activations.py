@@ -8,18 +8,19 @@ from .. import random
 from . import piecewise_linear
 from .elementwise import where
 from .names import names
+from .outputs import write_out
 
 
 @names("hardshrink")
-def hardshrink(input, lambd=0.5):
+def hardshrink(input, lambd=0.5, *, out=None):
     """y = x where |x| > λ, else 0;  dy/dx = 1 where |x| > λ, else 0."""
-    return piecewise_linear.hardshrink(input, lambd)
+    return write_out(piecewise_linear.hardshrink(input, lambd), out)
 
 
 @names("threshold", method=False)
-def threshold(input, threshold, value):
+def threshold(input, threshold, value, *, out=None):
     """y = x where x > threshold, else value;  dy/dx = 1 where x > threshold, else 0."""
-    return piecewise_linear.threshold(input, threshold, value)
+    return write_out(piecewise_linear.threshold(input, threshold, value), out)
 
 
 @names("threshold_", method=False)

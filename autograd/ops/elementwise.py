@@ -18,6 +18,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor, _operand
 from .conjugation import conj, refuse_unordered, sgn_of_complex
 from .names import names
+from .outputs import write_out
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 
@@ -256,7 +257,7 @@ class Where(Primitive):
                 unbroadcast(where(condition, 0.0, grad), y) if y.requires_grad else None)
 
 
-def where(condition, input=None, other=None):
+def where(condition, input=None, other=None, *, out=None):
     """Elementwise choice: input where ``condition`` holds, other elsewhere (either may be a number).
     With the condition alone, as PyTorch: the indices where it holds, one int64 vector per dim."""
     condition = condition._data if isinstance(condition, Tensor) else xp.asarray(condition)
@@ -269,7 +270,7 @@ def where(condition, input=None, other=None):
     if not isinstance(x, Tensor) and not isinstance(y, Tensor):
         x = Tensor(x)
     x, y = promote(x, y)
-    return Where.apply(x, y, condition=condition)
+    return write_out(Where.apply(x, y, condition=condition), out)
 
 
 class Scale(Primitive):
@@ -513,8 +514,12 @@ class Clamp(Primitive):
         return (grad * Tensor._make(inside),)
 
 
-def clamp(x, min=None, max=None):
+def clamp(input, min=None, max=None, *, out=None):
     """Clamp to [min, max]; each bound a number, a tensor or None."""
+    return write_out(_clamp(input, min, max), out)
+
+
+def _clamp(x, min, max):
     if min is None and max is None:
         raise RuntimeError("clamp: at least one of min and max must be given")
     if x._data.dtype.kind in "biu" and any(isinstance(b, float) for b in (min, max)):

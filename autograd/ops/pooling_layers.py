@@ -20,6 +20,7 @@ from ..tensor import Tensor
 from . import pooling
 from .layer_arguments import _as_2d, _batched, _tuple
 from .names import names
+from .outputs import write_out
 
 __all__ = ["adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
            "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices",
@@ -114,10 +115,11 @@ def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+               divisor_override=None, *, out=None):
     """y = the mean of each window: the window's sum divided by its size counted with the zero padding
     (count_include_pad) or without it, or by divisor_override."""
-    return _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, 2)
+    y = _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override, 2)
+    return write_out(y, out)
 
 
 @names("avg_pool1d", method=False)
@@ -268,7 +270,7 @@ def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation
 
 
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+               divisor_override=None, *, out=None):
     """y = the mean of each window: its sum over the size of the window counted with the zero padding
     (count_include_pad) or without, or over divisor_override."""
     name = "avg_pool3d"
@@ -282,7 +284,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                        None if divisor_override is None else 1, 2)
     y = _avg_pool(planes.reshape(n, c, depth, -1), (kernel[0], 1), (stride[0], 1), (padding[0], 0), ceil_mode,
                   count_include_pad, divisor_override, 2)
-    return _unbatch(y.reshape(n, c, y.shape[2], *planes.shape[2:]), unbatched)
+    return write_out(_unbatch(y.reshape(n, c, y.shape[2], *planes.shape[2:]), unbatched), out)
 
 
 def _adaptive_sizes3d(input, output_size, name):

@@ -11,10 +11,11 @@ from ..backend import float16, float32, int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
-from .axes import kept_shape, normalize_dims
+from .axes import kept_shape, normalize_dims, unbiased_overload
 from .conjugation import conj, refuse_unordered
 from .elementwise import floating, where
 from .names import names
+from .outputs import write_out
 
 
 def spread(grad, x, axes, keepdim, like=None):
@@ -92,7 +93,9 @@ def _correction(unbiased, correction):
 
 
 def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
-    """y = Σ |x_i - mean|² / (n - correction); correction 1 (unbiased) by default, as PyTorch."""
+    """y = Σ |x_i - mean|² / (n - correction); correction 1 (unbiased) by default, as PyTorch.
+    x.var(False) is PyTorch's var(unbiased) overload."""
+    dim, unbiased = unbiased_overload("var", dim, unbiased, keepdim, correction)
     axes = normalize_dims(dim, x.ndim)
     count = 1
     for axis in axes:
@@ -109,7 +112,9 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
-    """y = √var; where var is 0 (equal values) the gradient is 0, as PyTorch's, not 0 · ∞ = NaN."""
+    """y = √var; where var is 0 (equal values) the gradient is 0, as PyTorch's, not 0 · ∞ = NaN.
+    x.std(False) is PyTorch's std(unbiased) overload."""
+    dim, unbiased = unbiased_overload("std", dim, unbiased, keepdim, correction)
     v = var(x, dim, unbiased, keepdim, correction)
     zero = v._data == 0
     if not zero.any():
@@ -167,13 +172,19 @@ def _extremum(x, dim, keepdim, find, arg, result):
     return result(values, Tensor._make(indices))
 
 
-def max(x, dim=None, keepdim=False):
-    """The largest element, or (values, indices) along ``dim`` as PyTorch returns them."""
+def max(x, dim=None, keepdim=False, *, other=None):
+    """The largest element, or (values, indices) along ``dim`` as PyTorch returns them; given a
+    tensor (in dim's place, or other=), the elementwise maximum: PyTorch's x.max(other)."""
+    if isinstance(dim, Tensor) or other is not None:
+        return x.maximum(dim if other is None else other)
     return _extremum(x, dim, keepdim, xp.max, xp.argmax, MaxResult)
 
 
-def min(x, dim=None, keepdim=False):
-    """The smallest element, or (values, indices) along ``dim`` as PyTorch returns them."""
+def min(x, dim=None, keepdim=False, *, other=None):
+    """The smallest element, or (values, indices) along ``dim`` as PyTorch returns them; given a
+    tensor (in dim's place, or other=), the elementwise minimum: PyTorch's x.min(other)."""
+    if isinstance(dim, Tensor) or other is not None:
+        return x.minimum(dim if other is None else other)
     return _extremum(x, dim, keepdim, xp.min, xp.argmin, MinResult)
 
 
@@ -223,9 +234,9 @@ class LogSumExp(Primitive):
         return (spread(grad, x, self.axes, self.keepdim) * conj((x - spread(y, x, self.axes, self.keepdim)).exp()),)
 
 
-def logsumexp(x, dim, keepdim=False):
-    x = floating(x)  # integers and bools: the default dtype (PyTorch's), not NumPy's float64
-    return LogSumExp.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
+def logsumexp(input, dim, keepdim=False, *, out=None):
+    x = floating(input)  # integers and bools: the default dtype (PyTorch's), not NumPy's float64
+    return write_out(LogSumExp.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim), out)
 
 
 def softmax_axis(x, dim):
