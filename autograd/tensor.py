@@ -511,8 +511,8 @@ class Tensor:
         return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
                            lambda a: a.fill(_data(value)))
 
-    def copy_(self, source, non_blocking=False):
-        source = source if isinstance(source, Tensor) else Tensor(source)
+    def copy_(self, other, non_blocking=False):  # (PyTorch's binding names the source other=)
+        source = other if isinstance(other, Tensor) else Tensor(other)
         if source._data.dtype != self._data.dtype:
             # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
             source = source.to(self._data.dtype)

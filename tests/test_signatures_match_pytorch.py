@@ -407,6 +407,7 @@ ENGINE_FILES = {
     "div_(rounding_mode=)": lambda: autograd.tensor([5.0, -7.0]).div_(2.0, rounding_mode="floor").tolist()
     == [2.0, -4.0],
     "zeros_like(pin_memory=)": lambda: autograd.zeros_like(X, pin_memory=False).tolist() == [0.0, 0.0, 0.0],
+    "copy_(other=)": lambda: autograd.zeros(3).copy_(other=X).tolist() == [1.0, 2.0, 4.0],
     "F.gelu(out=)": lambda: _written(lambda out: F.gelu(X, out=out), F.gelu(X)),
     "F.softplus(out=)": lambda: _written(lambda out: F.softplus(X, 2.0, out=out), F.softplus(X, 2.0)),
     "F.softshrink(out=)": lambda: _written(lambda out: F.softshrink(X, 1.5, out=out), F.softshrink(X, 1.5)),
