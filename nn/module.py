@@ -318,7 +318,12 @@ class Module(ModuleState):
         return (module for _, module in self.named_modules())
 
     def named_children(self):
-        return ((name, module) for name, module in self._modules.items() if module is not None)
+        """The direct submodules with their names; a module held under two names comes once (the first)."""
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
 
     def children(self):
         return (module for _, module in self.named_children())

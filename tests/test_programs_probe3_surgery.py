@@ -341,3 +341,78 @@ def test_module_dict_delete_pop_update_and_contains():
     assert isinstance(d.pop("b"), nn.ReLU) and len(d) == 1
     d.clear()
     assert len(d) == 0 and list(d.parameters()) == []
+
+
+def module_bookkeeping(m):
+    torch, nn = m.torch, m.nn
+    out = {}
+    torch.manual_seed(0)
+    shared = nn.Linear(2, 2)
+    model = nn.Sequential(shared, nn.ReLU(inplace=True), shared)  # one layer used twice (weight tying)
+    out["names"] = [n for n, _ in model.named_modules()]
+    out["names_all"] = [n for n, _ in model.named_modules(remove_duplicate=False)]
+    out["n_params"] = len(list(model.parameters()))
+    out["children"] = [type(c).__name__ for c in model.children()]
+    model[1] = nn.Tanh()
+    out["repr"] = repr(model)
+    out["submodule"] = type(model.get_submodule("1")).__name__
+    twin = copy.deepcopy(model)
+    out["tied_after_deepcopy"] = twin[0] is twin[2] and twin[0] is not model[0]
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+            self.register_buffer("mask", torch.ones(2), persistent=False)
+            self.register_buffer("scale", torch.ones(2))
+        def forward(self, x):
+            return self.fc(x) * self.mask * self.scale
+    net = Net()
+    out["state_keys"] = list(net.state_dict().keys())
+    out["buffer_names"] = [n for n, _ in net.named_buffers()]
+    out["prefixed"] = list(net.state_dict(prefix="model.").keys())
+    out["keep_vars"] = net.state_dict(keep_vars=True)["fc.weight"] is net.fc.weight
+    out["detached"] = net.state_dict()["fc.weight"].requires_grad
+    del net.fc
+    net.fc = nn.Linear(2, 3)
+    out["replaced"] = [(n, tuple(p.shape)) for n, p in net.named_parameters()]
+    calls = []
+    lin = nn.Linear(2, 2)
+    lin.register_forward_hook(lambda mod, a, o: calls.append("a"))
+    lin.register_forward_hook(lambda mod, a, o: calls.append("b"), prepend=True)
+    lin.register_forward_hook(lambda mod, a, kw, o: calls.append(("kw", sorted(kw))), with_kwargs=True)
+    lin.register_forward_pre_hook(lambda mod, a, kw: calls.append(("pre", sorted(kw))), with_kwargs=True)
+    lin(torch.ones(1, 2))
+    out["forward_calls"] = calls
+    bcalls = []
+    lin2 = nn.Linear(2, 2)
+    lin2.register_full_backward_pre_hook(lambda mod, go: bcalls.append(("pre", tuple(go[0].shape))))
+    lin2.register_full_backward_hook(lambda mod, gi, go: bcalls.append(("post", gi[0] is None)))
+    lin2(torch.ones(3, 2, requires_grad=True)).sum().backward()
+    out["backward_calls"] = bcalls
+    bn = nn.BatchNorm1d(2)
+    bn.requires_grad_(False)  # frozen affine parameters: running statistics still move in train mode
+    bn(torch.tensor([[1.0, 2.0], [3.0, 5.0]]))
+    out["frozen_bn"] = (bn.running_mean.clone(), bn.num_batches_tracked.item())
+    fresh = Net()
+    res = fresh.load_state_dict({"fc.weight": torch.zeros(2, 2), "fc.bias": torch.zeros(2),
+                                 "scale": torch.zeros(2)}, assign=True)
+    out["assign"] = (res.missing_keys, fresh.scale.sum().item())
+    out["eval_flags"] = [mod.training for mod in model.eval().modules()]
+    out["reprs"] = [str(mod) for mod in (nn.LayerNorm(4), nn.GroupNorm(2, 4), nn.BatchNorm2d(3),
+                                         nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.LSTM(2, 3, batch_first=True),
+                                         nn.Embedding(3, 4, padding_idx=0), nn.MaxPool2d(2))]
+    return out
+
+
+def test_module_bookkeeping_with_shared_layers_buffers_and_hooks():
+    out, _ = run_both(module_bookkeeping)
+    assert out["names"] == ["", "0", "1"] and out["names_all"] == ["", "0", "1", "2"]
+    assert out["children"] == ["Linear", "ReLU"]  # a shared child comes once, as in PyTorch
+    assert out["n_params"] == 2 and out["tied_after_deepcopy"] is True
+    assert out["state_keys"] == ["scale", "fc.weight", "fc.bias"] and out["buffer_names"] == ["mask", "scale"]
+    assert out["replaced"] == [("fc.weight", (3, 2)), ("fc.bias", (3,))]
+    assert out["forward_calls"] == [("pre", []), "b", "a", ("kw", [])]
+    assert out["backward_calls"] == [("pre", (3, 2)), ("post", False)]
+    assert out["frozen_bn"][1] == 1 and out["assign"] == ([], 0.0)
+    assert out["reprs"][0] == "LayerNorm((4,), eps=1e-05, elementwise_affine=True, bias=True)"
+    assert out["reprs"][1] == "GroupNorm(2, 4, eps=1e-05, affine=True, bias=True)"
