@@ -190,3 +190,16 @@ def test_masked_writes_inside_the_graph():
     assert (h[h.shape[0] - 3] != 0).any() and buf[0, 1] == 3.0 and buf[1, 2] == 3.0
     assert red.tolist() == [5.0, 0.0, 3.0]
     assert (g[0, :2] == 0).all()  # x*3 < -3 there: masked to 0, so no gradient
+
+
+def named_tuple_results(m):
+    torch = m.torch
+    x = torch.tensor([[1.0, 3.0, 3.0], [2.0, 2.0, 1.0]])
+    return x.topk(2, dim=1), x.max(1), x.sort(dim=1, descending=True, stable=True), x.cummax(1)
+
+
+def test_a_program_may_return_named_tuples():
+    # the harness used to rebuild a (values, indices) named tuple from one generator and fail
+    (topk, mx, srt, cm), _ = run_both(named_tuple_results)
+    assert topk.values.tolist() == [[3.0, 3.0], [2.0, 2.0]] and mx.indices.tolist() == [1, 0]
+    assert srt.indices.tolist() == [[1, 2, 0], [0, 1, 2]] and cm.indices.tolist() == [[0, 1, 2], [0, 1, 1]]
