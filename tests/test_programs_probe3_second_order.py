@@ -159,3 +159,24 @@ def test_dp_sgd_per_example_gradients_through_relu6_and_elu():
     assert losses[-1] < losses[0] and norms.shape == (8,)
     assert jac.shape == (1, 3) and hess.shape == (3, 3)
     np.testing.assert_allclose(hess, hess.T, rtol=1e-4, atol=1e-6)
+
+
+def elu_family_at_zero(m):
+    torch, F = m.torch, m.F
+    out = []
+    for f in (lambda x: F.elu(x, 0.5), lambda x: F.celu(x, 0.7), F.selu, lambda x: F.elu(x * 1, inplace=True)):
+        x = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64, requires_grad=True)
+        (g,) = torch.autograd.grad(f(x).sum(), x, create_graph=True)
+        (gg,) = torch.autograd.grad(g.sum(), x)
+        out.append((g, gg))
+    return out
+
+
+def test_elu_family_second_derivative_at_zero_is_pytorchs():
+    # chainrule gave d²elu/dx² = α at x = 0 (the negative branch's), PyTorch 0 (its first derivative
+    # takes the negative branch at 0, its second only where x < 0)
+    out, _ = run_both(elu_family_at_zero, rtol=1e-7, atol=1e-12)  # PyTorch rounds 1/α for celu
+    alphas = [0.5, 1.0, 1.6732632423543772 * 1.0507009873554805, 0.5]
+    for (g, gg), a in zip(out, alphas):
+        np.testing.assert_allclose(g[1], a, rtol=1e-7)
+        assert gg[1] == 0 and gg[2] == 0 and gg[0] != 0
