@@ -176,7 +176,7 @@ def test_elu_family_second_derivative_at_zero_is_pytorchs():
     # chainrule gave d²elu/dx² = α at x = 0 (the negative branch's), PyTorch 0 (its first derivative
     # takes the negative branch at 0, its second only where x < 0)
     out, _ = run_both(elu_family_at_zero, rtol=1e-7, atol=1e-12)  # PyTorch rounds 1/α for celu
-    alphas = [0.5, 1.0, 1.6732632423543772 * 1.0507009873554805, 0.5]
+    alphas = [0.5, 1.0, 1.6732632423543772 * 1.0507009873554805, 1.0]
     for (g, gg), a in zip(out, alphas):
         np.testing.assert_allclose(g[1], a, rtol=1e-7)
         assert gg[1] == 0 and gg[2] == 0 and gg[0] != 0
