@@ -153,3 +153,12 @@ def test_legacy_size_average_and_class_weights():
     assert l1_none.shape == (4, 6) and nll_none.shape == (5,)
     np.testing.assert_allclose(nll_old, nll_none.sum(), rtol=1e-6)
     np.testing.assert_allclose(ce_w, nll_none.sum() / 1.0 / (1 + 2 + 0.5 + 0.5 + 2), rtol=1e-5)
+
+
+def test_embedding_bag_scale_grad_by_freq_divides_by_each_index_count():
+    # PyTorch 2.13's CPU kernel divides by another index's count here (pytorch/pytorch#190063, fixed
+    # upstream by #190264): chainrule gives the documented 1/count, the same as F.embedding's
+    import autograd
+    weight = autograd.ones(4, 3, requires_grad=True)
+    autograd.embedding_bag(weight, autograd.tensor([1, 1, 3]), autograd.tensor([0]), True, 0)[0].sum().backward()
+    assert weight.grad[:, 0].tolist() == [0.0, 1.0, 0.0, 1.0]
