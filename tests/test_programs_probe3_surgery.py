@@ -416,3 +416,78 @@ def test_module_bookkeeping_with_shared_layers_buffers_and_hooks():
     assert out["frozen_bn"][1] == 1 and out["assign"] == ([], 0.0)
     assert out["reprs"][0] == "LayerNorm((4,), eps=1e-05, elementwise_affine=True, bias=True)"
     assert out["reprs"][1] == "GroupNorm(2, 4, eps=1e-05, affine=True, bias=True)"
+
+
+def frozen_batchnorm_and_a_focal_loss(m, weights):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, small_cnn(m), weights)
+    def freeze_bn(module):
+        for mod in module.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.eval()
+                mod.weight.requires_grad = False
+                mod.bias.requires_grad = False
+    class FocalLoss(nn.modules.loss._WeightedLoss):
+        def __init__(self, weight=None, gamma=2.0, reduction="mean"):
+            super().__init__(weight, reduction=reduction)
+            self.gamma = gamma
+        def forward(self, input, target):
+            logp = F.log_softmax(input, dim=1)
+            ce = F.nll_loss(logp, target, weight=self.weight, reduction="none")
+            p = logp.gather(1, target.unsqueeze(1)).squeeze(1).exp()
+            loss = (1 - p) ** self.gamma * ce
+            return loss.mean() if self.reduction == "mean" else loss.sum()
+    criterion = FocalLoss(weight=torch.tensor([1.0, 2.0, 0.5])).double()  # losses cast their buffers too
+    shapes = []
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda mod, inp, out: shapes.append(type(mod).__name__) if isinstance(mod, nn.Conv2d) else None)
+    rng = np.random.default_rng(7)
+    x = torch.tensor(rng.standard_normal((4, 1, 8, 8)).astype(np.float32))
+    y = torch.tensor([0, 1, 2, 1])
+    model.train()
+    freeze_bn(model)
+    opt = optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = criterion(model(x).double(), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    handle.remove()
+    model(x)
+    bn = model.features[1]
+    return (losses, shapes, bn.running_mean, int(bn.num_batches_tracked), bn.weight.grad,
+            str(criterion.weight.dtype).split(".")[-1], [n for n, _ in criterion.named_buffers()])
+
+
+def test_frozen_batchnorm_focal_loss_and_a_global_hook():
+    # nn.modules (PyTorch's torch.nn.modules spelling), _WeightedLoss, the global module hooks and a
+    # loss's .double() (its `buffers` class attribute hid Module.buffers()) were missing
+    weights = weights_of(small_cnn)
+    (losses, shapes, rm, nbt, g, dt, bufs), _ = run_both(frozen_batchnorm_and_a_focal_loss, weights,
+                                                         rtol=1e-4, atol=1e-6)
+    assert losses[-1] < losses[0] and shapes == ["Conv2d"] * 3
+    assert nbt == 0 and (rm == 0).all() and g is None  # eval mode: the statistics never moved
+    assert dt == "float64" and bufs == ["weight"]
+
+
+def test_nn_modules_names_pytorchs_submodules():
+    from nn.modules.batchnorm import _BatchNorm
+    from nn.modules.loss import _Loss, _WeightedLoss
+
+    import nn
+
+    assert isinstance(nn.BatchNorm1d(2), _BatchNorm) and issubclass(_WeightedLoss, _Loss)
+    assert nn.modules.Linear is nn.Linear and nn.modules.conv._ConvNd is type(nn.Conv2d(1, 1, 1)).__mro__[1]
+    calls = []
+    handles = [nn.modules.module.register_module_forward_pre_hook(lambda mod, args: calls.append("pre")),
+               nn.modules.module.register_module_full_backward_hook(lambda mod, gi, go: calls.append("back"))]
+    layer = nn.Linear(2, 1)
+    layer.register_forward_pre_hook(lambda mod, args: calls.append("own"))
+    import autograd
+    layer(autograd.ones(1, 2, requires_grad=True)).sum().backward()
+    for h in handles:
+        h.remove()
+    layer(autograd.ones(1, 2))
+    assert calls == ["pre", "own", "back", "own"]  # the global hooks first, and gone once removed

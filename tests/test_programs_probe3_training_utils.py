@@ -170,7 +170,8 @@ def schedulers(m):
         s.step()
         lrs.append(s.get_last_lr()[0])
     out["chained"] = lrs
-    opt = optim.SGD([{"params": [nn.Parameter(torch.zeros(1))]}, {"params": [nn.Parameter(torch.zeros(1))], "lr": 1.0}], lr=0.1)
+    opt = optim.SGD([{"params": [nn.Parameter(torch.zeros(1))]},
+                     {"params": [nn.Parameter(torch.zeros(1))], "lr": 1.0}], lr=0.1)
     s = S.LambdaLR(opt, lr_lambda=[lambda e: 0.9 ** e, lambda e: 1 / (e + 1)])
     lrs = []
     for _ in range(4):
