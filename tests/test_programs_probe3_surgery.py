@@ -491,3 +491,34 @@ def test_nn_modules_names_pytorchs_submodules():
         h.remove()
     layer(autograd.ones(1, 2))
     assert calls == ["pre", "own", "back", "own"]  # the global hooks first, and gone once removed
+
+
+def convert_and_fuse(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(),
+                        nn.Sequential(nn.Conv2d(3, 2, 3), nn.BatchNorm2d(2), nn.ReLU()), nn.Flatten())
+    with torch.no_grad():
+        for i, t in enumerate(net.state_dict().values()):
+            if t.is_floating_point():
+                t.copy_(torch.linspace(0.1, 1, t.numel()).reshape(t.shape) * (1 + i % 3) - 0.3 * (i % 2))
+    def convert(module):  # swap every ReLU for a GELU, at any depth
+        for name, child in module.named_children():
+            if isinstance(child, nn.ReLU):
+                setattr(module, name, nn.GELU(approximate="tanh"))
+            else:
+                convert(child)
+    convert(net)
+    net.eval()
+    x = torch.linspace(-1, 1, 2 * 36).reshape(2, 1, 6, 6)
+    fused = nn.utils.fusion.fuse_conv_bn_eval(net[0], net[1])
+    body, head = net[:3], nn.Sequential(*list(net.children())[3:])
+    return (net(x), [type(mod).__name__ for mod in net.modules()], net[1](net[0](x)), fused(x),
+            type(body).__name__, head(body(x)))
+
+
+def test_recursive_layer_swap_conv_bn_fusion_and_slicing():
+    (y, kinds, unfused, fused, body, y2), _ = run_both(convert_and_fuse, rtol=1e-5, atol=1e-5)
+    assert kinds.count("GELU") == 2 and "ReLU" not in kinds
+    np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-5)
+    assert body == "Sequential" and np.array_equal(y, y2) and y.shape == (2, 32)
