@@ -114,8 +114,8 @@ class ModuleDict(Module):
 
     def __init__(self, modules=None):
         super().__init__()
-        for name, module in (modules or {}).items():
-            self.add_module(name, module)
+        if modules is not None:
+            self.update(modules)
 
     def __getitem__(self, name):
         return self._modules[name]
@@ -123,11 +123,31 @@ class ModuleDict(Module):
     def __setitem__(self, name, module):
         self.add_module(name, module)
 
+    def __delitem__(self, name):
+        del self._modules[name]
+
     def __len__(self):
         return len(self._modules)
 
     def __iter__(self):
         return iter(self._modules)
+
+    def __contains__(self, name):
+        return name in self._modules
+
+    def pop(self, name):
+        module = self[name]
+        del self[name]
+        return module
+
+    def clear(self):
+        self._modules.clear()
+
+    def update(self, modules):
+        """Add (or replace) the modules of a mapping or of an iterable of (name, module) pairs."""
+        pairs = modules.items() if hasattr(modules, "items") else modules
+        for name, module in pairs:
+            self[name] = module
 
     def keys(self):
         return self._modules.keys()

@@ -11,7 +11,7 @@ class _Loss(Module):
     function = None
     options = ()
     reductions = ("mean", "sum", "none")
-    buffers = ("weight", "pos_weight")  # kept as buffers, in state_dict, as PyTorch
+    buffer_options = ("weight", "pos_weight")  # kept as buffers, in state_dict, as PyTorch
 
     def __init__(self, reduction="mean", size_average=None, reduce=None, **options):
         super().__init__()
@@ -21,7 +21,7 @@ class _Loss(Module):
                              f"(expected one of {', '.join(map(repr, self.reductions))})")
         self.reduction = reduction
         for name, value in options.items():
-            if name in self.buffers:
+            if name in self.buffer_options:
                 self.register_buffer(name, value)
             else:
                 setattr(self, name, value)
@@ -76,6 +76,14 @@ class BCEWithLogitsLoss(_Loss):
 
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
         super().__init__(reduction, size_average, reduce, weight=weight, pos_weight=pos_weight)
+
+
+class _WeightedLoss(_Loss):
+    """PyTorch's base of the losses that take a class ``weight`` (kept as a buffer), with its
+    signature: what user-written losses (a focal loss, say) subclass."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(reduction, size_average, reduce, weight=weight)
 
 
 class CrossEntropyLoss(_Loss):

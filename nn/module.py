@@ -21,6 +21,39 @@ from . import hooks as hook_tools
 from .module_state import IncompatibleKeys, ModuleState  # noqa: F401  (IncompatibleKeys: nn.module's name)
 from .parameter import Buffer, Parameter
 
+# hooks on every module (torch.nn.modules.module's register_module_*_hook): {handle id: hook}, run
+# before each module's own; the sets hold the ids of forward hooks with flags
+_global_forward_pre_hooks, _global_forward_hooks = {}, {}
+_global_backward_pre_hooks, _global_backward_hooks = {}, {}
+_global_forward_hooks_with_kwargs, _global_forward_hooks_always_called = set(), set()
+
+
+def register_module_forward_pre_hook(hook):
+    """hook(module, args) -> None or new args, before the forward of every module."""
+    return hook_tools.add_hook(_global_forward_pre_hooks, hook)
+
+
+def register_module_forward_hook(hook, *, with_kwargs=False, always_call=False):
+    """hook(module, args, output) -> None or a new output, after the forward of every module
+    (with_kwargs: hook(module, args, kwargs, output); always_call: even if forward raises)."""
+    handle = hook_tools.add_hook(_global_forward_hooks, hook, False, _global_forward_hooks_with_kwargs,
+                                 _global_forward_hooks_always_called)
+    if with_kwargs:
+        _global_forward_hooks_with_kwargs.add(handle.id)
+    if always_call:
+        _global_forward_hooks_always_called.add(handle.id)
+    return handle
+
+
+def register_module_full_backward_pre_hook(hook):
+    """hook(module, grad_output) -> None or a new grad_output, for every module."""
+    return hook_tools.add_hook(_global_backward_pre_hooks, hook)
+
+
+def register_module_full_backward_hook(hook):
+    """hook(module, grad_input, grad_output) -> None or a new grad_input, for every module."""
+    return hook_tools.add_hook(_global_backward_hooks, hook)
+
 
 class Module(ModuleState):
     dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
@@ -41,14 +74,17 @@ class Module(ModuleState):
 
     def __call__(self, *args, **kwargs):
         if not (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
-                or self._backward_pre_hooks):
+                or self._backward_pre_hooks or _global_forward_pre_hooks or _global_forward_hooks
+                or _global_backward_hooks or _global_backward_pre_hooks):
             return self.forward(*args, **kwargs)
         return self._call_with_hooks(args, kwargs)
 
     def _call_with_hooks(self, args, kwargs):
         """forward with PyTorch's hook protocol: pre-hooks may replace the arguments, forward
-        hooks the result; full backward hooks see the gradients of inputs and outputs."""
-        for hook_id, hook in list(self._forward_pre_hooks.items()):
+        hooks the result; full backward hooks see the gradients of inputs and outputs. The hooks
+        registered on every module run first."""
+        forward_hooks = {**_global_forward_hooks, **self._forward_hooks}
+        for hook_id, hook in [*_global_forward_pre_hooks.items(), *self._forward_pre_hooks.items()]:
             if hook_id in self._forward_pre_hooks_with_kwargs:
                 result = hook(self, args, kwargs)
                 if result is not None:
@@ -61,21 +97,22 @@ class Module(ModuleState):
                 if result is not None:
                     args = result if isinstance(result, tuple) else (result,)
         backward_hook = None
-        if self._backward_hooks or self._backward_pre_hooks:
-            backward_hook = hook_tools.BackwardHook(self, self._backward_hooks, self._backward_pre_hooks)
+        if self._backward_hooks or self._backward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks:
+            backward_hook = hook_tools.BackwardHook(self, {**_global_backward_hooks, **self._backward_hooks},
+                                                    {**_global_backward_pre_hooks, **self._backward_pre_hooks})
             args = backward_hook.setup_input_hook(args)
         try:
             result = self.forward(*args, **kwargs)
         except Exception:
-            for hook_id, hook in list(self._forward_hooks.items()):
-                if hook_id in self._forward_hooks_always_called:
+            for hook_id, hook in forward_hooks.items():
+                if hook_id in self._forward_hooks_always_called or hook_id in _global_forward_hooks_always_called:
                     try:
                         self._run_forward_hook(hook_id, hook, args, kwargs, None)
                     except Exception as error:  # as PyTorch: said, and the forward's error raised
                         warnings.warn(f"forward hook with always_call=True raised an exception that was "
                                       f"silenced as another error was raised in forward: {error}", stacklevel=2)
             raise
-        for hook_id, hook in list(self._forward_hooks.items()):
+        for hook_id, hook in forward_hooks.items():
             replaced = self._run_forward_hook(hook_id, hook, args, kwargs, result)
             if replaced is not None:
                 result = replaced
@@ -84,7 +121,7 @@ class Module(ModuleState):
         return result
 
     def _run_forward_hook(self, hook_id, hook, args, kwargs, result):
-        if hook_id in self._forward_hooks_with_kwargs:
+        if hook_id in self._forward_hooks_with_kwargs or hook_id in _global_forward_hooks_with_kwargs:
             return hook(self, args, kwargs, result)
         return hook(self, args, result)
 
@@ -318,7 +355,12 @@ class Module(ModuleState):
         return (module for _, module in self.named_modules())
 
     def named_children(self):
-        return ((name, module) for name, module in self._modules.items() if module is not None)
+        """The direct submodules with their names; a module held under two names comes once (the first)."""
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
 
     def children(self):
         return (module for _, module in self.named_children())

@@ -31,6 +31,8 @@ def plain(value):
     """A program's result as NumPy / Python values (tensors of either library become arrays)."""
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple (values, indices)
+        return type(value)(*(plain(v) for v in value))
     if isinstance(value, (list, tuple)):
         return type(value)(plain(v) for v in value)
     if hasattr(value, "detach") and hasattr(value, "numpy"):

@@ -38,10 +38,17 @@ def _exp_minus_one(x):
     return x.clamp(max=0.0).exp() - 1.0
 
 
+def _negative_branch(input, curve, slope):
+    """``curve`` where x < 0, and at x = 0 its tangent ``slope`` · x: the same value (0) and first
+    derivative, and second derivative 0 there, as PyTorch's (its first derivative takes the negative
+    branch at 0, its second only where x < 0)."""
+    return where(input < 0, curve, input * slope)
+
+
 def elu(input, alpha=1.0):
-    """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α.
-    (nn.functional.elu; PyTorch has no torch.elu.)"""
-    return where(input > 0, input, _exp_minus_one(input) * alpha)
+    """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α, d²y/dx² there
+    is 0 (PyTorch's conventions). (nn.functional.elu; PyTorch has no torch.elu.)"""
+    return where(input > 0, input, _negative_branch(input, _exp_minus_one(input) * alpha, alpha))
 
 
 @names("selu", method=False)
@@ -56,7 +63,7 @@ def celu(input, alpha=1.0):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
-    return where(input > 0, input, _exp_minus_one(input * (1.0 / alpha)) * alpha)
+    return where(input > 0, input, _negative_branch(input, _exp_minus_one(input * (1.0 / alpha)) * alpha, 1.0))
 
 
 @names("selu_", method=False)

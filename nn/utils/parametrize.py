@@ -29,7 +29,15 @@ class ParametrizationList(ModuleList):
         self.is_tensor = isinstance(new, Tensor)
         self.ntensors = 1 if self.is_tensor else len(new)
         if self.is_tensor:
-            self.original = Parameter(new.detach().clone(), requires_grad=original.requires_grad)
+            if new.shape == original.shape and new.dtype == original.dtype:
+                # PyTorch keeps the original tensor object (its values set in place): an optimizer
+                # built before the parametrization goes on training it
+                if new is not original:
+                    with autograd.no_grad():
+                        original.copy_(new)
+                _register_tensor(self, "original", original)
+            else:
+                self.original = Parameter(new.detach().clone(), requires_grad=original.requires_grad)
         else:
             for k, tensor in enumerate(new):
                 setattr(self, f"original{k}", Parameter(tensor.detach().clone(), requires_grad=original.requires_grad))
@@ -102,18 +110,34 @@ def remove_parametrizations(module, tensor_name, leave_parametrized=True):
     if not is_parametrized(module, tensor_name):
         raise ValueError(f"Module {module} does not have a parametrization on {tensor_name}")
     chain = module.parametrizations[tensor_name]
-    if leave_parametrized:
-        with autograd.no_grad():
-            value = getattr(module, tensor_name).detach().clone()
-    elif chain.is_tensor:
-        value = chain.original.detach()
-    else:
+    if not chain.is_tensor and not leave_parametrized:
         raise ValueError("Cannot leave unparametrized (`leave_parametrized=False`) a tensor that is "
                          "parametrized in terms of a sequence of tensors.")
+    if leave_parametrized:
+        value = getattr(module, tensor_name)
+    if chain.is_tensor and (not leave_parametrized or (value.shape == chain.original.shape
+                                                        and value.dtype == chain.original.dtype)):
+        # the original object comes back (holding the parametrized values where so asked), as in
+        # PyTorch, so that an optimizer that trained it goes on training the module's tensor
+        original = chain.original
+        if leave_parametrized:
+            with autograd.no_grad():
+                original.copy_(value)
+    else:  # several originals (or a right_inverse that changed the shape): a new parameter
+        original = Parameter(value.detach().clone(), requires_grad=value.requires_grad)
     delattr(type(module), tensor_name)
     delattr(module.parametrizations, tensor_name)
     if not is_parametrized(module):
         delattr(module, "parametrizations")
         module.__class__ = module.__dict__.pop("_class_before_parametrization")
-    setattr(module, tensor_name, Parameter(value))
+    _register_tensor(module, tensor_name, original)
     return module
+
+
+def _register_tensor(module, name, tensor):
+    """A parameter stays a parameter, any other tensor becomes a buffer (as PyTorch's
+    parametrizations keep an original buffer a buffer)."""
+    if isinstance(tensor, Parameter):
+        module.register_parameter(name, tensor)
+    else:
+        module.register_buffer(name, tensor)
