@@ -35,6 +35,7 @@ from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdis
 )
 from autograd.ops.dropout import alpha_drop, check_dropout_probability, drop, feature_shape
 from autograd.ops.embedding import embedding  # noqa: F401  (F.embedding)
+from autograd.ops.hardswish import Hardswish
 from autograd.ops.linalg import MatMul
 from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_norm, ... as before)
     batch_norm,
@@ -231,12 +232,9 @@ def hardsigmoid(input, inplace=False):
 
 def hardswish(input, inplace=False):
     """y = x · relu6(x + 3) / 6 (Howard et al., 2019): 0 up to -3, x from 3, x (x + 3) / 6
-    between; dy/dx = x/3 + 1/2 strictly inside (-3, 3), 0 at -3 and 1 at 3 (PyTorch's)."""
-    def swish(x):
-        upper = autograd.where(x < 3.0, x * (x + 3.0) * (1.0 / 6.0), x)
-        return autograd.where(x <= -3.0, x * 0.0, upper)
-
-    return _inplace(input, swish, inplace)
+    between; dy/dx = x/3 + 1/2 strictly inside (-3, 3), 0 at -3 and 1 at 3 (PyTorch's; one primitive,
+    autograd/ops/hardswish.py, so ±inf have PyTorch's gradients 0 and 1, not NaN)."""
+    return _inplace(input, Hardswish.apply, inplace)
 
 
 def threshold(input, threshold, value, inplace=False):

@@ -24,6 +24,7 @@ from . import (  # noqa: F401  (each declares its names)
     extrema,
     functions,
     gamma,
+    hardswish,
     householder,
     incomplete_gamma,
     indexing,

@@ -1,0 +1,48 @@
+"""Hardswish (Howard et al., 2019, MobileNetV3), as PyTorch computes it:
+
+    y = x · min(max(x + 3, 0), 6) / 6,
+    dy/dx = 0 for x ≤ -3,  x/3 + 1/2 for -3 < x < 3,  1 from 3 (and at NaN: it passes no test),
+    d²y/dx² = 1/3 strictly inside (-3, 3), 0 elsewhere.
+
+One primitive, not a composition of ``where``: a branch that is not taken would still send its
+gradient through 0 · ∞ = NaN at ±∞ (PyTorch's gradient there is 0 and 1). Its backward is a node of
+its own (``HardswishGrad``), so the second derivative has a graph too.
+"""
+
+from ..backend import errstate, xp
+from ..primitive import Primitive
+from ..tensor import Tensor
+from .conjugation import refuse_unordered
+
+
+def slope(x):
+    """dy/dx at the array x: 0 for x ≤ -3, x/3 + 1/2 below 3, 1 otherwise (NaN included)."""
+    return xp.where(x <= -3, 0.0, xp.where(x < 3, x * (1 / 3) + 0.5, 1.0)).astype(x.dtype, copy=False)
+
+
+class Hardswish(Primitive):
+    """y = x · min(max(x + 3, 0), 6) / 6;   dL/dx = dL/dy · slope(x)"""
+
+    def forward(self, x):
+        if x.dtype.kind == "c":
+            refuse_unordered(x, "hardswish")
+        if x.dtype.kind != "f":
+            raise NotImplementedError(f"\"hardswish_cpu\" not implemented for '{x.dtype}'")
+        with errstate(invalid="ignore"):  # -∞ · 0 is NaN, as PyTorch's
+            return x * xp.clip(x + 3, 0, 6) * (1 / 6)
+
+    def backward(self, grad, y, x):
+        return (HardswishGrad.apply(grad, x),)
+
+
+class HardswishGrad(Primitive):
+    """z = g · slope(x)  (g = dL/dy);   dL/dg = u · slope(x),   dL/dx = u · g / 3 strictly inside (-3, 3), else 0"""
+
+    def forward(self, g, x):
+        return g * slope(x)
+
+    def backward(self, u, z, g, x):
+        data = x._data
+        inside = Tensor._make(((data > -3) & (data < 3)).astype(data.dtype) * (1 / 3))
+        return (HardswishGrad.apply(u, x) if g.requires_grad else None,
+                u * g * inside if x.requires_grad else None)
