@@ -181,6 +181,23 @@ def probs_to_logits(probs, is_binary=False):
     return clamped.log() - (1 - clamped).log() if is_binary else clamped.log()
 
 
+class BinaryParameters:
+    """probs and logits of one binary event, each computed from the other on first use, and the shape of
+    the one given (``_param``): what NegativeBinomial and LogitRelaxedBernoulli share."""
+
+    @lazy_property
+    def logits(self):
+        return probs_to_logits(self.probs, is_binary=True)
+
+    @lazy_property
+    def probs(self):
+        return self.logits.sigmoid()
+
+    @property
+    def param_shape(self):
+        return self._param.shape
+
+
 def logits_to_probs(logits, is_binary=False):
     """σ(l) for a binary event, softmax over the last dim otherwise."""
     return logits.sigmoid() if is_binary else logits.softmax(-1)

@@ -9,12 +9,12 @@ of trials that succeed with probability p (r may be any positive real).
 from ..ops import sampling
 from ..ops.elementwise import where
 from . import constraints
-from .distribution import Distribution, broadcast_all, lazy_property, probs_or_logits, probs_to_logits
+from .distribution import BinaryParameters, Distribution, broadcast_all, probs_or_logits
 from .gamma import Gamma
 from .transforms import log_sigmoid
 
 
-class NegativeBinomial(Distribution):
+class NegativeBinomial(BinaryParameters, Distribution):
     arg_constraints = {"total_count": constraints.greater_than_eq(0), "probs": constraints.half_open_interval(0.0, 1.0),
                        "logits": constraints.real}
     support = constraints.nonnegative_integer
@@ -30,18 +30,6 @@ class NegativeBinomial(Distribution):
             self.total_count = self.total_count.to(self.logits.dtype)
         self._param = self.probs if probs is not None else self.logits
         super().__init__(self._param.shape, validate_args=validate_args)
-
-    @lazy_property
-    def logits(self):
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self):
-        return self.logits.sigmoid()
-
-    @property
-    def param_shape(self):
-        return self._param.shape
 
     @property
     def mean(self):

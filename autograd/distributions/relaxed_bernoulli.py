@@ -10,7 +10,7 @@ temperature τ goes to 0 and has a reparameterised sample:
 from .. import factories
 from ..tensor import Tensor
 from . import constraints
-from .distribution import Distribution, broadcast_all, clamp_probs, lazy_property, probs_or_logits, probs_to_logits
+from .distribution import BinaryParameters, Distribution, broadcast_all, clamp_probs, probs_or_logits
 from .transformed_distribution import TransformedDistribution
 from .transforms import SigmoidTransform
 
@@ -19,7 +19,24 @@ def temperature_tensor(temperature, like):
     return temperature if isinstance(temperature, Tensor) else Tensor(float(temperature), dtype=like.dtype)
 
 
-class LogitRelaxedBernoulli(Distribution):
+class OverRelaxedBase:
+    """A relaxed law as a transform of its base (RelaxedBernoulli, RelaxedOneHotCategorical): its
+    temperature, logits and probs are the base distribution's."""
+
+    @property
+    def temperature(self):
+        return self.base_dist.temperature
+
+    @property
+    def logits(self):
+        return self.base_dist.logits
+
+    @property
+    def probs(self):
+        return self.base_dist.probs
+
+
+class LogitRelaxedBernoulli(BinaryParameters, Distribution):
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.real
     has_rsample = True
@@ -34,18 +51,6 @@ class LogitRelaxedBernoulli(Distribution):
         self.temperature = temperature_tensor(temperature, self._param)
         super().__init__(self._param.shape, validate_args=validate_args)
 
-    @lazy_property
-    def logits(self):
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self):
-        return self.logits.sigmoid()
-
-    @property
-    def param_shape(self):
-        return self._param.shape
-
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         probs = clamp_probs(self.probs.expand(*shape))
@@ -58,7 +63,7 @@ class LogitRelaxedBernoulli(Distribution):
         return self.temperature.log() + difference - 2 * difference.exp().log1p()
 
 
-class RelaxedBernoulli(TransformedDistribution):
+class RelaxedBernoulli(OverRelaxedBase, TransformedDistribution):
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.unit_interval
     has_rsample = True
@@ -66,15 +71,3 @@ class RelaxedBernoulli(TransformedDistribution):
     def __init__(self, temperature, probs=None, logits=None, validate_args=None):
         base = LogitRelaxedBernoulli(temperature, probs, logits, validate_args=validate_args)
         super().__init__(base, SigmoidTransform(), validate_args=validate_args)
-
-    @property
-    def temperature(self):
-        return self.base_dist.temperature
-
-    @property
-    def logits(self):
-        return self.base_dist.logits
-
-    @property
-    def probs(self):
-        return self.base_dist.probs

@@ -12,7 +12,7 @@ from .. import factories
 from . import constraints
 from .categorical import Categorical, OverCategorical
 from .distribution import Distribution, clamp_probs
-from .relaxed_bernoulli import temperature_tensor
+from .relaxed_bernoulli import OverRelaxedBase, temperature_tensor
 from .transformed_distribution import TransformedDistribution
 from .transforms import ExpTransform
 
@@ -43,7 +43,7 @@ class ExpRelaxedCategorical(OverCategorical, Distribution):
         return (score - score.logsumexp(-1, keepdim=True)).sum(-1) + log_scale
 
 
-class RelaxedOneHotCategorical(TransformedDistribution):
+class RelaxedOneHotCategorical(OverRelaxedBase, TransformedDistribution):
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
     support = constraints.simplex
     has_rsample = True
@@ -51,15 +51,3 @@ class RelaxedOneHotCategorical(TransformedDistribution):
     def __init__(self, temperature, probs=None, logits=None, validate_args=None):
         base = ExpRelaxedCategorical(temperature, probs, logits, validate_args=validate_args)
         super().__init__(base, ExpTransform(), validate_args=validate_args)
-
-    @property
-    def temperature(self):
-        return self.base_dist.temperature
-
-    @property
-    def logits(self):
-        return self.base_dist.logits
-
-    @property
-    def probs(self):
-        return self.base_dist.probs
