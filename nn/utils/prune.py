@@ -224,6 +224,16 @@ def _smallest(values, count):
     return numpy.argsort(values, kind="stable")[:count]
 
 
+def _without_smallest(t, default_mask, amount, scores):
+    """default_mask with 0 at the ``amount`` entries of t of smallest score; ``scores()`` gives one per
+    entry, flat, and is called only when something is pruned (a random score draws only then)."""
+    count = _count(amount, t.numel())
+    mask = default_mask.detach().numpy().copy()
+    if count:
+        mask.reshape(-1)[_smallest(scores(), count)] = 0
+    return autograd.tensor(mask)
+
+
 class RandomUnstructured(BasePruningMethod):
     """Zeroes ``amount`` entries drawn at random (from autograd's generator) among those left."""
 
@@ -234,12 +244,7 @@ class RandomUnstructured(BasePruningMethod):
         self.amount = amount
 
     def compute_mask(self, t, default_mask):
-        count = _count(self.amount, t.numel())
-        mask = default_mask.detach().numpy().copy()
-        if count:
-            draws = autograd.rand(t.numel()).numpy()
-            mask.reshape(-1)[_smallest(draws, count)] = 0
-        return autograd.tensor(mask)
+        return _without_smallest(t, default_mask, self.amount, lambda: autograd.rand(t.numel()).numpy())
 
     @classmethod
     def apply(cls, module, name, amount):
@@ -256,11 +261,7 @@ class L1Unstructured(BasePruningMethod):
         self.amount = amount
 
     def compute_mask(self, t, default_mask):
-        count = _count(self.amount, t.numel())
-        mask = default_mask.detach().numpy().copy()
-        if count:
-            mask.reshape(-1)[_smallest(numpy.abs(t.detach().numpy()).reshape(-1), count)] = 0
-        return autograd.tensor(mask)
+        return _without_smallest(t, default_mask, self.amount, lambda: numpy.abs(t.detach().numpy()).reshape(-1))
 
     @classmethod
     def apply(cls, module, name, amount, importance_scores=None):
@@ -282,6 +283,19 @@ def _channel_mask(t, dim, kept):
     return mask
 
 
+def _without_smallest_slices(t, dim, default_mask, amount, scores):
+    """default_mask times 0 on the ``amount`` slices of t along ``dim`` of smallest score;
+    ``scores(channels)`` gives one per slice, and is called only when something is pruned."""
+    _check_structured(t)
+    channels = t.shape[dim]
+    count = _count(amount, channels)
+    if count == 0:
+        return default_mask
+    kept = numpy.ones(channels, dtype=bool)
+    kept[_smallest(scores(channels), count)] = False
+    return autograd.tensor(_channel_mask(t, dim, kept)) * default_mask.to(dtype=t.dtype)
+
+
 class RandomStructured(BasePruningMethod):
     """Zeroes ``amount`` whole slices along ``dim``, drawn at random."""
 
@@ -292,15 +306,8 @@ class RandomStructured(BasePruningMethod):
         self.amount, self.dim = amount, dim
 
     def compute_mask(self, t, default_mask):
-        _check_structured(t)
-        channels = t.shape[self.dim]
-        count = _count(self.amount, channels)
-        if count == 0:
-            return default_mask
-        draws = autograd.rand(channels).numpy()
-        kept = numpy.ones(channels, dtype=bool)
-        kept[_smallest(draws, count)] = False
-        return autograd.tensor(_channel_mask(t, self.dim, kept)) * default_mask.to(dtype=t.dtype)
+        return _without_smallest_slices(t, self.dim, default_mask, self.amount,
+                                        lambda channels: autograd.rand(channels).numpy())
 
     @classmethod
     def apply(cls, module, name, amount, dim=-1):
@@ -331,15 +338,8 @@ class LnStructured(BasePruningMethod):
         self.amount, self.n, self.dim = amount, n, dim
 
     def compute_mask(self, t, default_mask):
-        _check_structured(t)
-        channels = t.shape[self.dim]
-        count = _count(self.amount, channels)
-        if count == 0:
-            return default_mask
-        norms = _norms(t.detach().numpy(), self.n, self.dim)
-        kept = numpy.ones(channels, dtype=bool)
-        kept[_smallest(norms, count)] = False
-        return autograd.tensor(_channel_mask(t, self.dim, kept)) * default_mask.to(dtype=t.dtype)
+        return _without_smallest_slices(t, self.dim, default_mask, self.amount,
+                                        lambda channels: _norms(t.detach().numpy(), self.n, self.dim))
 
     @classmethod
     def apply(cls, module, name, amount, n, dim, importance_scores=None):
