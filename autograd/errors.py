@@ -22,3 +22,11 @@ def check_same_dtype(op, input, **parameters):
         if tensor is not None and tensor.dtype != input.dtype:
             raise RuntimeError(f"{op}: the {name} is {tensor.dtype} but the input is {input.dtype}; "
                                "they must have the same dtype (convert one with .to())")
+
+
+def refuse_unordered(value, op):
+    """Complex numbers have no order: an op that compares them (max, sort, clamp, relu, <, softmax's shift)
+    refuses them, as PyTorch's do, where NumPy would compare them part by part. ``value``: an array or
+    a Python number."""
+    if type(value) is complex or (getattr(value, "dtype", None) is not None and value.dtype.kind == "c"):
+        raise NotImplementedError(f"{op} does not support complex inputs: complex numbers have no order")

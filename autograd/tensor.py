@@ -19,7 +19,7 @@ import numpy
 
 from . import backend
 from .backend import xp
-from .errors import DtypeError, ShapeError
+from .errors import DtypeError, ShapeError, refuse_unordered
 from .graph import accumulate_grad, bump_version, modes, no_grad, run_hooks
 from .hooks import add_hook
 from .size import Size
@@ -613,10 +613,8 @@ class Tensor:
 def ordered(name, x, y):
     """(x, y), two arrays or numbers to compare by order: complex numbers have none, so they are
     refused, as PyTorch refuses them (NumPy would compare them part by part)."""
-    for value in (x, y):
-        if type(value) is complex or (getattr(value, "dtype", None) is not None and value.dtype.kind == "c"):
-            raise NotImplementedError(f"\"{name}_cpu\" not implemented for complex numbers: they have no order "
-                                      "(compare .real, or .abs())")
+    refuse_unordered(x, name)
+    refuse_unordered(y, name)
     return x, y
 
 

@@ -27,6 +27,7 @@ return a gradient that is silently wrong. On a real tensor, conjugation changes 
 import math
 
 from ..backend import get_default_dtype, xp
+from ..errors import refuse_unordered  # noqa: F401  (the ops that need an order import it from here)
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .names import names
@@ -158,13 +159,6 @@ def angle(input, *, out=None):
     if input.dtype.kind not in "fc":
         input = input.to(get_default_dtype())
     return write_out(Angle.apply(input), out)
-
-
-def refuse_unordered(array, op):
-    """Complex numbers have no order: an op that compares them (max, sort, clamp, relu, <, softmax's shift)
-    refuses them, as PyTorch's do, where NumPy would compare them part by part."""
-    if array.dtype.kind == "c":
-        raise NotImplementedError(f"{op} does not support complex inputs: complex numbers have no order")
 
 
 def sgn_of_complex(z):
