@@ -12,7 +12,7 @@ its own (``HardswishGrad``), so the second derivative has a graph too.
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .conjugation import refuse_unordered
+from .piecewise_linear import refuse_unless_real
 
 
 def slope(x):
@@ -24,10 +24,7 @@ class Hardswish(Primitive):
     """y = x · min(max(x + 3, 0), 6) / 6;   dL/dx = dL/dy · slope(x)"""
 
     def forward(self, x):
-        if x.dtype.kind == "c":
-            refuse_unordered(x, "hardswish")
-        if x.dtype.kind != "f":
-            raise NotImplementedError(f"\"hardswish_cpu\" not implemented for '{x.dtype}'")
+        refuse_unless_real(x, "hardswish")
         with errstate(invalid="ignore"):  # -∞ · 0 is NaN, as PyTorch's
             return x * xp.clip(x + 3, 0, 6) * (1 / 6)
 

@@ -155,12 +155,18 @@ def piecewise_linear(input, pieces, kernel, integers=False):
     """y = the map ``pieces`` of the tensor ``input``. ``kernel`` names PyTorch's kernel in the errors;
     ``integers``: whether it takes integer tensors (hardtanh and threshold do; the bounds and values
     were made the integer dtype's by the caller)."""
-    kind = input.dtype.kind
-    if kind == "c":
-        refuse_unordered(input, kernel)
-    if kind != "f" and not (integers and kind in "iu"):
-        raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{input.dtype}'")
+    refuse_unless_real(input, kernel, integers)
     return PiecewiseLinear.apply(input, pieces=pieces)
+
+
+def refuse_unless_real(x, kernel, integers=False):
+    """PyTorch's refusals of an activation's kernel for x (a tensor or an array): complex numbers have no
+    order, and bools (integers too, unless ``integers``) are not implemented."""
+    kind = x.dtype.kind
+    if kind == "c":
+        refuse_unordered(x, kernel)
+    if kind != "f" and not (integers and kind in "iu"):
+        raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{x.dtype}'")
 
 
 def _number_of(value, input):
