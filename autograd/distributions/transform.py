@@ -344,8 +344,8 @@ def _check_dim(what, z, dim, size, expected):
         raise ValueError(f"{what}.size({dim}) = {z.shape[dim]} must equal {expected}")
 
 
-class StackTransform(Transform):
-    """One transform per index along ``dim``: slice i of the input goes through tseq[i]."""
+class _PerSlice(Transform):
+    """A transform made of one transform per slice of the input along ``dim`` (Stack, Cat)."""
 
     def __init__(self, tseq, dim=0, cache_size=0):
         if not all(isinstance(t, Transform) for t in tseq):
@@ -354,6 +354,14 @@ class StackTransform(Transform):
             tseq = [t.with_cache(cache_size) for t in tseq]
         super().__init__(cache_size=cache_size)
         self.transforms, self.dim = list(tseq), dim
+
+    @property
+    def bijective(self):
+        return all(t.bijective for t in self.transforms)
+
+
+class StackTransform(_PerSlice):
+    """One transform per index along ``dim``: slice i of the input goes through tseq[i]."""
 
     def with_cache(self, cache_size=1):
         return self if self._cache_size == cache_size else StackTransform(self.transforms, self.dim, cache_size)
@@ -375,10 +383,6 @@ class StackTransform(Transform):
                       for i, t in enumerate(self.transforms)], self.dim)
 
     @property
-    def bijective(self):
-        return all(t.bijective for t in self.transforms)
-
-    @property
     def domain(self):
         return constraints.stack([t.domain for t in self.transforms], self.dim)
 
@@ -387,17 +391,12 @@ class StackTransform(Transform):
         return constraints.stack([t.codomain for t in self.transforms], self.dim)
 
 
-class CatTransform(Transform):
+class CatTransform(_PerSlice):
     """One transform per consecutive slice along ``dim`` (of ``lengths``, 1 each by default); the
     log-determinants are concatenated along dim when it is a batch dim, summed when it is an event one."""
 
     def __init__(self, tseq, dim=0, lengths=None, cache_size=0):
-        if not all(isinstance(t, Transform) for t in tseq):
-            raise TypeError("All elements of tseq must be Transform instances")
-        if cache_size:
-            tseq = [t.with_cache(cache_size) for t in tseq]
-        super().__init__(cache_size=cache_size)
-        self.transforms, self.dim = list(tseq), dim
+        super().__init__(tseq, dim, cache_size)
         self.lengths = list(lengths) if lengths is not None else [1] * len(self.transforms)
         if len(self.lengths) != len(self.transforms):
             raise ValueError(f"lengths ({len(self.lengths)}) must match transforms ({len(self.transforms)})")
@@ -439,10 +438,6 @@ class CatTransform(Transform):
             terms.append(term)
         dim = (self.dim - x.ndim if self.dim >= 0 else self.dim) + self.event_dim
         return cat(terms, dim) if dim < 0 else sum(terms)
-
-    @property
-    def bijective(self):
-        return all(t.bijective for t in self.transforms)
 
     @property
     def domain(self):
