@@ -15,6 +15,29 @@ class DtypeError(RuntimeError, TypeError):
     being both, it is caught either way."""
 
 
+class NotATensorError(TypeError):
+    """An argument that must be a Tensor is something else: most often a NumPy array given to a
+    layer or an op (PyTorch raises TypeError, "must be Tensor, not numpy.ndarray")."""
+
+
+def not_a_tensor(where, i, argument):
+    """The NotATensorError for positional argument i (from 0) of ``where``."""
+    kind = f"{type(argument).__module__}.{type(argument).__name__}".removeprefix("builtins.")
+    shape = getattr(argument, "shape", None)
+    if shape is None:
+        return NotATensorError(f"{where}: argument {i + 1} must be a Tensor, not {kind}")
+    return NotATensorError(f"{where}: argument {i + 1} must be a Tensor, not {kind} of shape {tuple(shape)}; "
+                           "convert it with autograd.from_numpy(x) (shares its memory) or autograd.tensor(x) (a copy)")
+
+
+def refuse_non_tensors(where, arguments, tensor_type):
+    """Raise NotATensorError naming the first argument that is not a ``tensor_type``, if any (called
+    once something failed on an argument the op could not read: never on the fast path)."""
+    for i, argument in enumerate(arguments):
+        if not isinstance(argument, tensor_type):
+            raise not_a_tensor(where, i, argument)
+
+
 def check_same_dtype(op, input, **parameters):
     """A layer's parameters (None where absent) must have its input's dtype, as PyTorch's refuse to
     mix them (no silent promotion: a float64 batch into a float32 model is a mistake to report)."""

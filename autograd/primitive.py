@@ -27,7 +27,7 @@ arrays alive). Only what is kept is checked for in-place changes at backward.
 
 from .backend import on_host
 from .device import served
-from .errors import ShapeError
+from .errors import ShapeError, refuse_non_tensors
 from .graph import (
     PackedTensor,
     VersionClock,
@@ -108,6 +108,9 @@ class Primitive:
         except TypeError:  # CuPy's, for an array in host memory: a tensor moved to the CPU
             if any(on_host(x._data) for x in inputs):
                 raise _devices_differ(cls) from None
+            raise
+        except AttributeError:  # an input without ._data: a NumPy array or a number given where a Tensor goes
+            refuse_non_tensors(cls.__name__, inputs, Tensor)
             raise
         out = Tensor._make(data)
         if node.is_view:

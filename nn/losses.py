@@ -28,6 +28,7 @@ from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_lo
     poisson_nll,
     triplet_margin_loss,
 )
+from autograd.ops.conversion import type_name
 from autograd.ops.losses import reduced as _reduce
 from autograd.ops.losses import same_shape as _same_shape
 from autograd.ops.losses import signs as _signs
@@ -131,6 +132,9 @@ def _check_class_indices(name, input, target):
         raise TypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
                         "integers (use .long()); for class probabilities pass a float target of "
                         f"the input's shape {input.shape}")
+    if target.dtype != numpy.int64 and target.dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only
+        raise DtypeError(f"{name}: expected target dtype to be Long or Byte, but got {type_name(target.dtype)} "
+                         f"({target.dtype}); convert the class indices with target.long()")
     expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]
     if target.shape != expected:
         raise ShapeError(f"{name}: input of shape {input.shape} needs a target of shape {expected}, "

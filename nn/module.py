@@ -14,6 +14,7 @@ import numpy
 import autograd
 from autograd import Tensor
 from autograd.device import resolve as resolve_device
+from autograd.errors import NotATensorError, not_a_tensor
 from autograd.graph import bump_version
 from autograd.ops.conversion import parse_to
 
@@ -73,11 +74,20 @@ class Module(ModuleState):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        if not (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
-                or self._backward_pre_hooks or _global_forward_pre_hooks or _global_forward_hooks
-                or _global_backward_hooks or _global_backward_pre_hooks):
-            return self.forward(*args, **kwargs)
-        return self._call_with_hooks(args, kwargs)
+        try:
+            if not (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
+                    or self._backward_pre_hooks or _global_forward_pre_hooks or _global_forward_hooks
+                    or _global_backward_hooks or _global_backward_pre_hooks):
+                return self.forward(*args, **kwargs)
+            return self._call_with_hooks(args, kwargs)
+        except (AttributeError, TypeError) as error:
+            # a NumPy array given to one of our layers fails deep inside it ("no attribute '_data'"): say what
+            # it was (a user's module may take arrays: its errors are its own)
+            if not isinstance(error, NotATensorError) and type(self).__module__.partition(".")[0] == "nn":
+                for i, argument in enumerate(args):
+                    if isinstance(argument, numpy.ndarray):
+                        raise not_a_tensor(type(self).__name__, i, argument) from error
+            raise
 
     def _call_with_hooks(self, args, kwargs):
         """forward with PyTorch's hook protocol: pre-hooks may replace the arguments, forward

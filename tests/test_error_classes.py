@@ -2,8 +2,10 @@
 PyTorch raises as RuntimeError here too (chainrule's ShapeError and DtypeError are also a
 ValueError and a TypeError, what NumPy-minded code catches)."""
 
+import re
 import warnings
 
+import numpy as np
 import pytest
 
 import autograd
@@ -39,3 +41,72 @@ def test_T_of_other_than_two_dims_warns_once_as_pytorch(monkeypatch):
         assert autograd.ones(2, 3, 4).T.shape == (4, 3, 2)
         assert autograd.ones(5).T.shape == (5,)
     assert len(caught) == 1 and "x.mT" in str(caught[0].message) and caught[0].filename == __file__
+
+
+# -- a NumPy array where a Tensor goes: the beginner's first mistake, said plainly ------------------
+
+ARRAY_2D = np.random.default_rng(0).random((4, 3)).astype(np.float32)
+ARRAY_4D = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("layer", "array"), [
+    (lambda: nn.Linear(3, 2), ARRAY_2D),
+    (lambda: nn.Conv2d(3, 4, 3), ARRAY_4D),
+    (lambda: nn.BatchNorm2d(3), ARRAY_4D),
+    (lambda: nn.LayerNorm(3), ARRAY_2D),
+    (lambda: nn.ReLU(), ARRAY_2D),
+    (lambda: nn.GELU(), ARRAY_2D),
+    (lambda: nn.MaxPool2d(2), ARRAY_4D),
+    (lambda: nn.LSTM(3, 4), ARRAY_2D[:, None]),
+    (lambda: nn.Sequential(nn.Linear(3, 2), nn.ReLU()), ARRAY_2D),
+], ids=["Linear", "Conv2d", "BatchNorm2d", "LayerNorm", "ReLU", "GELU", "MaxPool2d", "LSTM", "Sequential"])
+def test_a_numpy_array_given_to_a_layer_is_a_type_error_that_says_so(layer, array):
+    # PyTorch: TypeError "linear(): argument 'input' (position 1) must be Tensor, not numpy.ndarray" (for
+    # some layers an AttributeError on the array); here always a TypeError naming the array and the fix
+    with pytest.raises(TypeError, match="argument 1 must be a Tensor, not numpy.ndarray of shape "
+                                        + re.escape(str(tuple(array.shape))) + ".*autograd.from_numpy"):
+        layer()(array)
+    assert layer()(autograd.from_numpy(array)) is not None  # converted, it runs
+
+
+def test_a_numpy_array_given_to_an_op_names_its_position():
+    with pytest.raises(TypeError, match=r"argument 2 must be a Tensor, not numpy.ndarray of shape \(2, 3\)"):
+        F.linear(autograd.ones(4, 3), np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match="argument 1 must be a Tensor, not numpy.ndarray"):
+        F.conv2d(ARRAY_4D, autograd.ones(4, 3, 3, 3))
+
+
+def test_a_users_module_that_takes_arrays_keeps_its_own_errors():
+    class Scaled(nn.Module):
+        def forward(self, x):
+            return x.relu()  # an array has no relu: the user's own AttributeError, not ours
+
+    with pytest.raises(AttributeError, match="has no attribute 'relu'"):
+        Scaled()(ARRAY_2D)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "bool"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_class_indices_are_int64_or_uint8_as_pytorch_reads_them(loss, dtype):
+    scores = autograd.randn(4, 3).log_softmax(1)
+    labels = np.array([0, 1, 2, 1]).astype(dtype)
+    error = TypeError if dtype == "bool" else RuntimeError
+    with pytest.raises(error, match="Long" if dtype != "bool" else "integers"):
+        getattr(F, loss)(scores, autograd.tensor(labels))
+    expected = getattr(F, loss)(scores, autograd.tensor(labels.astype(np.int64))).item()
+    assert getattr(F, loss)(scores, autograd.tensor(labels.astype(np.uint8))).item() == expected
+
+
+def test_class_index_dtype_errors_match_pytorch():
+    torch = pytest.importorskip("torch")
+    for dtype, name in (("int32", "Int"), ("int16", "Short"), ("int8", "Char")):
+        with pytest.raises(RuntimeError, match=f"expected target dtype to be Long or Byte, but got {name}"):
+            torch.nn.functional.cross_entropy(torch.randn(4, 3), torch.tensor([0, 1, 2, 1]).to(getattr(torch, dtype)))
+        with pytest.raises(RuntimeError, match=f"expected target dtype to be Long or Byte, but got {name}"):
+            F.cross_entropy(autograd.randn(4, 3), autograd.tensor(np.array([0, 1, 2, 1], dtype=dtype)))
+
+
+def test_a_loss_of_mismatched_shapes_is_both_pytorchs_runtime_error_and_a_value_error():
+    for catch in (RuntimeError, ValueError):
+        with pytest.raises(catch, match=r"input of shape \(4, 3\) and target of shape \(4,\) differ"):
+            F.mse_loss(autograd.randn(4, 3), autograd.randn(4))

@@ -29,6 +29,11 @@ _TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int6
                "complex128": "ComplexDouble"}
 
 
+def type_name(dtype):
+    """PyTorch's C++ name of a dtype, as its messages and x.type() say it: Float, Long, Int, ..."""
+    return _TYPE_NAMES.get(dtype.name, dtype.name)
+
+
 def _device(x):
     """The device the tensor's memory is on."""
     return _HOST if backend.on_host(x._data) else served()
@@ -128,7 +133,7 @@ def type_(x, dtype=None, non_blocking=False):
     """With no dtype, PyTorch's type name ('torch.FloatTensor'); otherwise x.to(dtype). A name such
     as 'torch.DoubleTensor' is accepted as the dtype."""
     if dtype is None:
-        kind = _TYPE_NAMES.get(x.dtype.name, x.dtype.name)
+        kind = type_name(x.dtype)
         return f"torch.{'cuda.' if _device(x).type == 'cuda' else ''}{kind}Tensor"
     if isinstance(dtype, str):
         by_name = {f"torch.{kind}Tensor": name for name, kind in _TYPE_NAMES.items()}
