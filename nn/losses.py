@@ -18,6 +18,7 @@ import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
 from autograd.errors import DtypeError, ShapeError
+from autograd.ops.conversion import type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
     cosine_embedding_loss,
@@ -28,7 +29,6 @@ from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_lo
     poisson_nll,
     triplet_margin_loss,
 )
-from autograd.ops.conversion import type_name
 from autograd.ops.losses import reduced as _reduce
 from autograd.ops.losses import same_shape as _same_shape
 from autograd.ops.losses import signs as _signs
