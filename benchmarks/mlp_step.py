@@ -3,6 +3,7 @@ float32, at batch 32, 128 and 512:
 
 - "chainrule": raw Tensor ops, Adam written by hand on ._data (the same update as NumPy's);
 - "chainrule nn+Adam": nn.Sequential of nn.Linear and nn.ReLU, nn.CrossEntropyLoss, optim.Adam;
+- "chainrule nn+Adam(fused)": the same with optim.Adam(fused=True), PyTorch's option for the one-call update;
 - "NumPy by hand": forward, backward and Adam written by hand (the floor);
 - "PyTorch" when installed, raw ops and torch.optim.Adam, its own thread count.
 
@@ -77,7 +78,7 @@ def chainrule_step(weights, x, y):
     return step
 
 
-def nn_step(weights, x, y):
+def nn_step(weights, x, y, fused=None):
     """The same step written as a PyTorch user would: nn.Sequential, nn.CrossEntropyLoss, optim.Adam.
     nn.Linear holds W as (out, in)."""
     import nn
@@ -92,7 +93,7 @@ def nn_step(weights, x, y):
         for layer, w, b in zip(model[0::2], weights[0::2], weights[1::2]):
             layer.weight.copy_(w.T)
             layer.bias.copy_(b)
-    optimizer = optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS)
+    optimizer = optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS, fused=fused)
     inputs, targets, criterion = autograd.Tensor(x), autograd.Tensor(y), nn.CrossEntropyLoss()
 
     def step():
@@ -153,7 +154,8 @@ def torch_step(torch, weights, x, y):
     return step
 
 
-STEPS = {"chainrule": chainrule_step, "chainrule nn+Adam": nn_step, "NumPy by hand": numpy_step}
+STEPS = {"chainrule": chainrule_step, "chainrule nn+Adam": nn_step,
+         "chainrule nn+Adam(fused)": lambda *args: nn_step(*args, fused=True), "NumPy by hand": numpy_step}
 
 
 def makers(sizes, batch_size, torch):
@@ -193,11 +195,11 @@ def peak_memory(batch_size=512, steps=20):
 def check_same_loss(size=64, steps=3):
     """The chainrule and NumPy steps compute the same thing: equal losses step by step."""
     built = makers(SIZES, size, None)
-    ours, modules, reference = (built[name]() for name in STEPS)
+    reference, *ours = (built[name]() for name in reversed(STEPS))
     for _ in range(steps):
         expected = float(reference())
-        np.testing.assert_allclose(float(ours().item()), expected, rtol=1e-4)
-        np.testing.assert_allclose(float(modules().item()), expected, rtol=1e-4)
+        for step in ours:
+            np.testing.assert_allclose(float(step().item()), expected, rtol=1e-4)
 
 
 def report():

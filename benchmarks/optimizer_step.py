@@ -45,7 +45,8 @@ def theirs(torch):
 
 
 def run():
-    makers = {"optim.Adam": ours(), "NumPy Adam by hand": by_hand, "optim.SGD (momentum)": ours("SGD", momentum=0.9),
+    makers = {"optim.Adam": ours(), "optim.Adam(fused=True)": ours(fused=True), "NumPy Adam by hand": by_hand,
+              "optim.SGD (momentum)": ours("SGD", momentum=0.9),
               "optim.RMSprop": ours("RMSprop"), "optim.Adagrad": ours("Adagrad"), "optim.Adadelta": ours("Adadelta")}
     torch = optional("torch")
     if torch is not None:

@@ -1,0 +1,84 @@
+"""PyTorch's fused Adam and AdamW steps, ``autograd._fused_adam_`` and ``autograd._fused_adamw_``:
+the whole update of each parameter in one call on its arrays, in place.
+
+The arithmetic is ``optim.Adam``'s, step by step and in the same order (so a trajectory is the
+same to the last bit whichever runs it):
+
+    g ← g / grad_scale, -g if maximize, g + λ W (L2; AdamW instead W ← W (1 - η λ))
+    m ← m + (1 - β₁)(g - m)
+    v ← β₂ v + (1 - β₂) g²                      v̂ ← max(v̂, v) if amsgrad
+    W ← W + (-η / (1 - β₁ᵗ)) · m / (√v / √(1 - β₂ᵗ) + ε)
+
+What fusing saves is the cost around the arithmetic: one call instead of eight Tensor
+operations, and one scratch array reused by every step of the update instead of five
+temporaries of the parameter's size. ``optim.Adam`` uses it whenever it can. Each tensor
+written counts as written (its version moves on), as after any in-place operation. Nothing
+here is recorded: an optimizer step is not differentiated.
+"""
+
+from ..backend import xp
+from ..graph import bump_version, modes
+from .names import names
+
+
+def _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, weight_decay, eps, amsgrad,
+          maximize, decoupled, scale):
+    p, m, v, g = param._data, exp_avg._data, exp_avg_sq._data, grad._data
+    if scale is not None:
+        g = g / scale
+    if maximize:
+        g = -g
+    if weight_decay:
+        if decoupled:
+            p *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * p
+    scratch = xp.empty_like(m)  # the one temporary: each line below reuses it
+    xp.subtract(g, m, out=scratch)
+    scratch *= 1 - beta1
+    m += scratch  # m + (1 - β₁)(g - m), as lerp_ computes it
+    v *= beta2
+    xp.multiply(g, g, out=scratch)
+    scratch *= 1 - beta2
+    v += scratch
+    if amsgrad:
+        xp.maximum(max_exp_avg_sq._data, v, out=max_exp_avg_sq._data)
+        v = max_exp_avg_sq._data
+    xp.sqrt(v, out=scratch)
+    scratch /= (1 - beta2**step) ** 0.5
+    scratch += eps
+    xp.divide(m, scratch, out=scratch)
+    scratch *= -lr / (1 - beta1**step)
+    p += scratch
+    for written in (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ()):
+        bump_version(written)
+
+
+def _fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, weight_decay, eps,
+           amsgrad, maximize, grad_scale, found_inf, decoupled):
+    if modes.grad_enabled and any(t.requires_grad for t in (*params, *exp_avgs, *exp_avg_sqs)):
+        raise RuntimeError("an optimizer's fused step is not differentiable, and a parameter that requires grad "
+                           "may not be written in place while grad mode is on: call it under autograd.no_grad()")
+    if found_inf is not None and float(found_inf.item()) != 0:
+        return  # the scaler found an inf or NaN gradient: this step is skipped (GradScaler's contract)
+    scale = None if grad_scale is None else grad_scale._data
+    for i, param in enumerate(params):
+        _step(param, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i] if amsgrad else None,
+              float(state_steps[i].item()), lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled, scale)
+
+
+@names(functions=("_fused_adam_",))
+def fused_adam_(self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, beta1, beta2, weight_decay,
+                eps, amsgrad, maximize, grad_scale=None, found_inf=None):
+    """Adam's step for every tensor of ``self`` (the parameters), in place; ``state_steps`` hold each
+    parameter's step count, already advanced (as torch.optim passes them)."""
+    _fused(self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, weight_decay, eps,
+           amsgrad, maximize, grad_scale, found_inf, decoupled=False)
+
+
+@names(functions=("_fused_adamw_",))
+def fused_adamw_(self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, lr, beta1, beta2,
+                 weight_decay, eps, amsgrad, maximize, grad_scale=None, found_inf=None):
+    """AdamW's step (weight decay decoupled: W ← W (1 - η λ) first), as ``_fused_adam_``."""
+    _fused(self, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, weight_decay, eps,
+           amsgrad, maximize, grad_scale, found_inf, decoupled=True)
