@@ -11,9 +11,10 @@ same to the last bit whichever runs it):
 
 What fusing saves is the cost around the arithmetic: one call instead of eight Tensor
 operations, and one scratch array reused by every step of the update instead of five
-temporaries of the parameter's size. ``optim.Adam`` uses it whenever it can. Each tensor
-written counts as written (its version moves on), as after any in-place operation. Nothing
-here is recorded: an optimizer step is not differentiated.
+temporaries of the parameter's size. ``optim.Adam(fused=True)`` steps with it (PyTorch's option
+for its own fused kernel; the default steps through the parameters' in-place methods, which a
+Tensor subclass may override). Each tensor written counts as written (its version moves on), as
+after any in-place operation. Nothing here is recorded: an optimizer step is not differentiated.
 """
 
 from ..backend import xp
