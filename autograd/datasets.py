@@ -9,11 +9,11 @@ Tensor of labels (a float32 target for ``make_regression``), ready for
 import numpy
 
 from .random import generator
-from .tensor import Tensor
+from .tensor import tensor_from
 
 
 def _pack(X, y, regression=False):
-    return Tensor(X.astype(numpy.float32)), Tensor(y.astype(numpy.float32 if regression else numpy.int64))
+    return tensor_from(X.astype(numpy.float32)), tensor_from(y.astype(numpy.float32 if regression else numpy.int64))
 
 
 def _counts(n_samples, classes):
@@ -84,7 +84,7 @@ def make_regression(n_samples=100, n_features=1, noise=0.0, bias=0.0):
     weights = rng.uniform(-3, 3, n_features)
     y = X @ weights + bias + (rng.normal(0, noise, n_samples) if noise else 0)
     X, y = _pack(X, y, regression=True)
-    return X, y, Tensor(weights.astype(numpy.float32))
+    return X, y, tensor_from(weights.astype(numpy.float32))
 
 
 def load_digits():

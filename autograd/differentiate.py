@@ -3,7 +3,7 @@
 from . import engine
 from .backend import xp
 from .graph import accumulate_grad
-from .tensor import Tensor, as_array
+from .tensor import Tensor, as_array, tensor_from
 
 
 def _node(tensor):
@@ -36,7 +36,7 @@ def _seed_gradients(outputs, grad_outputs):
             data = output._data  # (a 0-d loss is the common case, and array() the cheap way to make one)
             grad = Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
         else:
-            grad = grad if isinstance(grad, Tensor) else Tensor(as_array(grad))
+            grad = grad if isinstance(grad, Tensor) else tensor_from(as_array(grad))
             if grad.shape != output.shape:
                 raise RuntimeError(
                     f"gradient has shape {grad.shape} but the output it is for has shape "

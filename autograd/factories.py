@@ -13,7 +13,7 @@ from .backend import xp
 from .device import resolve
 from .random import draws
 from .random import generator as _rng
-from .tensor import Tensor
+from .tensor import Tensor, as_array, tensor_from
 
 
 def _shape(sizes, size=None):
@@ -35,7 +35,7 @@ def _float(dtype):
 def _made(array, device, requires_grad):
     """A new leaf from a freshly made array, once the device is known to be served."""
     resolve(device)
-    return Tensor(array, requires_grad=requires_grad)
+    return tensor_from(as_array(array), requires_grad=requires_grad)  # (Python data keeps tensor()'s dtypes)
 
 
 def _random(values, dtype, device, requires_grad):
@@ -53,7 +53,7 @@ def as_tensor(data, dtype=None, device=None):
     resolve(device)
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
-    return Tensor(data, dtype=dtype)
+    return tensor_from(as_array(data, dtype))
 
 
 def _copy(data):

@@ -12,7 +12,7 @@ from .backend import get_default_dtype, xp
 from .ops.conjugation import conj
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
 from .ops.outputs import write_out
-from .tensor import Tensor
+from .tensor import Tensor, tensor_from
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2", "rfftn", "irfftn",
            "hfft", "ihfft", "hfft2", "ihfft2", "hfftn", "ihfftn", "fftfreq", "rfftfreq", "fftshift", "ifftshift"]
@@ -198,7 +198,7 @@ def rfftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requir
 
 
 def _frequencies(values, out, dtype, requires_grad):
-    result = Tensor(values.astype(dtype or get_default_dtype()), requires_grad=requires_grad)
+    result = tensor_from(values.astype(dtype or get_default_dtype()), requires_grad=requires_grad)
     return write_out(result, out)
 
 

@@ -17,7 +17,7 @@ import numpy
 
 from .backend import to_numpy, xp
 from .differentiate import grad
-from .tensor import Tensor
+from .tensor import Tensor, tensor_from
 
 
 class GradcheckError(RuntimeError, AssertionError):
@@ -37,7 +37,7 @@ def _float64_inputs(inputs):
             # a C-contiguous float64 (complex128) copy (of a 0-d input too, which ascontiguousarray would make 1-d):
             # the perturbations below write into its flat view
             wide = numpy.complex128 if x.dtype.kind == "c" else numpy.float64
-            copies.append(Tensor(xp.array(x._data, dtype=wide, order="C"), requires_grad=x.requires_grad))
+            copies.append(tensor_from(xp.array(x._data, dtype=wide, order="C"), requires_grad=x.requires_grad))
         else:
             copies.append(x)
     return copies
@@ -53,7 +53,7 @@ def _as_real_function(fn, inputs):
     from .ops.conjugation import view_as_complex, view_as_real  # (the ops build on the engine this checks)
 
     complex_at = {i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.dtype.kind == "c"}
-    pairs = [Tensor(xp.ascontiguousarray(view_as_real(x.detach())._data), requires_grad=x.requires_grad)
+    pairs = [tensor_from(xp.ascontiguousarray(view_as_real(x.detach())._data), requires_grad=x.requires_grad)
              if i in complex_at else x for i, x in enumerate(inputs)]
 
     def real_fn(*xs):
@@ -80,7 +80,7 @@ def jacobians(fn, inputs, eps, outputs=None):
             seed.flat[i] = 1.0
             if not y.requires_grad:
                 continue
-            rows = grad(y, wrt, grad_outputs=Tensor(seed), retain_graph=True, allow_unused=True)
+            rows = grad(y, wrt, grad_outputs=tensor_from(seed), retain_graph=True, allow_unused=True)
             for j, row in enumerate(rows):
                 if row is not None:
                     analytic[k][j][i] = to_numpy(row._data).reshape(-1)
@@ -143,7 +143,7 @@ def _check_reentrant(outputs, inputs, analytic, nondet_tol):
             continue
         seed = numpy.zeros(y.shape)
         seed.flat[0] = 1.0
-        again = grad(y, wrt, grad_outputs=Tensor(seed), retain_graph=True, allow_unused=True)
+        again = grad(y, wrt, grad_outputs=tensor_from(seed), retain_graph=True, allow_unused=True)
         for j, g in enumerate(again):
             got = numpy.zeros(analytic[k][j].shape[1]) if g is None else to_numpy(g._data).reshape(-1)
             if numpy.abs(got - analytic[k][j][0]).max(initial=0.0) > nondet_tol:
@@ -160,7 +160,7 @@ def _check_zero_grad_outputs(fn, inputs, check_dtypes):
     outputs, wrt = _differentiable(fn, inputs)
     if not outputs:
         return
-    zeros = [Tensor(xp.zeros(y.shape, dtype=y._data.dtype)) for y in outputs]
+    zeros = [tensor_from(xp.zeros(y.shape, dtype=y._data.dtype)) for y in outputs]
     for j, (x, g) in enumerate(zip(wrt, grad(outputs, wrt, grad_outputs=zeros, allow_unused=True))):
         if g is None:
             continue
@@ -179,7 +179,7 @@ def _check_batched(fn, inputs, analytic):
     for k, y in enumerate(outputs):
         if not y.requires_grad or y._data.size == 0:
             continue
-        seeds = Tensor(numpy.eye(y._data.size).reshape((y._data.size, *y.shape)))
+        seeds = tensor_from(numpy.eye(y._data.size).reshape((y._data.size, *y.shape)))
         from .autograd import grad as batched_grad  # the namespace module: it imports this one
 
         rows = batched_grad([y], wrt, grad_outputs=[seeds], is_grads_batched=True, retain_graph=True,
@@ -244,7 +244,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     outputs = _outputs(fn, inputs)
     rng = numpy.random.default_rng(0)
     if grad_outputs is None:
-        grad_outputs = [Tensor(rng.standard_normal(y.shape)) for y in outputs]
+        grad_outputs = [tensor_from(rng.standard_normal(y.shape)) for y in outputs]
 
     def first_derivative(*xs):
         ys = _outputs(fn, xs)

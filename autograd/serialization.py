@@ -20,7 +20,7 @@ import os
 import numpy
 
 from .backend import to_numpy, xp
-from .tensor import Tensor
+from .tensor import Tensor, tensor_from
 
 STRUCTURE = "__structure__"
 
@@ -85,7 +85,7 @@ def _decode(node, read):
     if "tensor" in node:
         key = node.get("object")  # (files written before objects were numbered have none)
         if key is None or key not in read.tensors:
-            tensor = Tensor(read.array(node["tensor"]), requires_grad=node["requires_grad"])
+            tensor = tensor_from(read.array(node["tensor"]), requires_grad=node["requires_grad"])
             if key is None:
                 return tensor
             read.tensors[key] = tensor

@@ -61,6 +61,13 @@ NON_LEAF_GRAD = (
 )
 
 
+def tensor_from(data, dtype=None, requires_grad=False):
+    """A Tensor holding ``data`` (a number, a nested list, an array or a Tensor) with ``autograd.tensor``'s
+    dtypes (integers stay int64, bools bool) and an array's memory shared: what the package itself
+    makes tensors with, since ``Tensor(...)`` is PyTorch's legacy constructor (lists become floats)."""
+    return Tensor(as_array(data, dtype), requires_grad=requires_grad)
+
+
 class Tensor:
     # every tensor sets these five; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs five stores
@@ -75,11 +82,23 @@ class Tensor:
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends
 
-    def __init__(self, data, requires_grad=False, dtype=None, *more_sizes):
-        if type(data) is int and type(requires_grad) is int:
-            # torch.Tensor(2, 3), PyTorch's legacy form: a float tensor of those sizes
-            sizes = (data, requires_grad) + (() if dtype is None else (dtype,)) + more_sizes
-            data, requires_grad, dtype = xp.zeros(sizes, dtype=backend.get_default_dtype()), False, None
+    def __init__(self, data=(), requires_grad=False, dtype=None, *more_sizes):
+        """``Tensor(data)``: an array keeps its dtype (a floating one, float64, too) and a Tensor is
+        shared; Python data (lists, numbers) becomes the default floating dtype, as PyTorch's
+        ``torch.Tensor`` makes it (``autograd.tensor`` is the one that infers int64 and bool).
+        PyTorch's legacy sizes: ``Tensor(3)``, ``Tensor(2, 3)`` and ``Tensor(Size)`` make zeros of
+        those sizes (PyTorch leaves them unset), ``Tensor()`` an empty one; with a ``dtype`` a number
+        is a value (``Tensor(3, dtype=float64)`` holds 3.0)."""
+        if (type(data) is int and (dtype is None or type(dtype) is int)) or isinstance(data, Size):
+            sizes = tuple(data) if isinstance(data, Size) else (data,)
+            if type(requires_grad) is int:  # Tensor(2, 3, ...): every argument a size
+                sizes += (requires_grad,) + (() if dtype is None else (dtype,)) + more_sizes
+                requires_grad, dtype = False, None
+            data = xp.zeros(sizes, dtype=backend.get_default_dtype() if dtype is None else dtype)
+        elif isinstance(data, (list, tuple)) and dtype is None:
+            data = as_array(data)
+            if data.dtype.kind in "biu":
+                data = data.astype(backend.get_default_dtype())
         self._data = as_array(data, dtype)
         self.grad_fn = None
         self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
@@ -512,7 +531,7 @@ class Tensor:
                            lambda a: a.fill(_data(value)))
 
     def copy_(self, other, non_blocking=False):  # (PyTorch's binding names the source other=)
-        source = other if isinstance(other, Tensor) else Tensor(other)
+        source = other if isinstance(other, Tensor) else tensor_from(other)
         if source._data.dtype != self._data.dtype:
             # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
             source = source.to(self._data.dtype)
@@ -672,7 +691,7 @@ def _operand_array(value, like):
     if isinstance(value, Tensor):
         return value._data
     array = _number_array(value, like._data.dtype)
-    return Tensor(value)._data if array is None else array
+    return as_array(value) if array is None else array
 
 
 def _number_array(value, dtype):

@@ -8,7 +8,7 @@ the labels: more varied training inputs, a regulariser at the input level.
 import numpy
 
 from .random import generator
-from .tensor import Tensor
+from .tensor import Tensor, tensor_from
 
 
 class Standardize:
@@ -27,7 +27,7 @@ class Standardize:
         if self.mean is None:
             raise RuntimeError("Standardize: call fit(training_inputs) first")
         data = X._data if isinstance(X, Tensor) else numpy.asarray(X)
-        return Tensor(((data - self.mean) / (self.std + self.eps)).astype(data.dtype))
+        return tensor_from(((data - self.mean) / (self.std + self.eps)).astype(data.dtype))
 
 
 class Compose:
@@ -47,7 +47,7 @@ class AddNoise:
         self.std = std
 
     def __call__(self, X):
-        return Tensor((X._data + generator().normal(0, self.std, X.shape)).astype(X.dtype))
+        return tensor_from((X._data + generator().normal(0, self.std, X.shape)).astype(X.dtype))
 
 
 def _images(X, image_shape):
@@ -70,7 +70,7 @@ class RandomFlip:
         chosen = generator().random(len(images)) < self.p
         flipped = images.copy()
         flipped[chosen] = numpy.flip(images[chosen], axis=self.axis)
-        return Tensor(flipped.reshape(X.shape))
+        return tensor_from(flipped.reshape(X.shape))
 
 
 class RandomShift:
@@ -93,4 +93,4 @@ class RandomShift:
         cols = (m - dx)[:, None] + numpy.arange(width)[None, :]
         batch = numpy.arange(len(images))[:, None, None]
         shifted = padded[batch, :, rows[:, :, None], cols[:, None, :]].transpose(0, 3, 1, 2)
-        return Tensor(shifted.reshape(X.shape))
+        return tensor_from(shifted.reshape(X.shape))

@@ -16,6 +16,7 @@ import collections
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
+from autograd.tensor import tensor_from
 
 from . import functional as F
 from .container import ModuleList, Sequential
@@ -56,7 +57,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
 
     def forward(self, input, target):
         """(output, loss): output[n] = log p(target[n] | input[n]), loss = −mean(output)."""
-        target = target if isinstance(target, Tensor) else Tensor(target)
+        target = target if isinstance(target, Tensor) else tensor_from(target)
         if target.ndim == 1:
             if input.shape[0] != target.shape[0]:
                 raise RuntimeError("Input and target should have the same size in the batch dimension.")
@@ -79,7 +80,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         cluster = xp.searchsorted(xp.asarray(self.cutoffs), labels, side="right")  # 0: the shortlist
         head_entry = xp.where(cluster == 0, labels, self.shortlist_size + cluster - 1)
         head_logprob = F.log_softmax(self.head(input), dim=1)
-        output = head_logprob.gather(1, Tensor(head_entry[:, None])).squeeze(1)
+        output = head_logprob.gather(1, tensor_from(head_entry[:, None])).squeeze(1)
         # + log p(y | cluster) for the rows of each cluster, put back in row order
         parts, rows = [Tensor._make(xp.zeros(int((cluster == 0).sum()), dtype=head_logprob.dtype))], \
             [xp.flatnonzero(cluster == 0)]
@@ -117,4 +118,4 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         if outside.any():
             full = self._full_log_prob(input[outside], head_output[outside])
             output[outside] = full._data.argmax(1)
-        return Tensor(output.astype(xp.int64))
+        return tensor_from(output.astype(xp.int64))

@@ -13,10 +13,10 @@ scatters dL/dy back to it. PyTorch's arithmetic (in the input's dtype) gives its
 
 import math
 
-from autograd import Tensor
 from autograd.backend import xp
 from autograd.ops.pooling import GatherFlat
 from autograd.random import generator
+from autograd.tensor import tensor_from
 
 from .functional_conv import _batched, _tuple
 from .module import Module
@@ -50,7 +50,7 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
             raise RuntimeError(f"{name}(): pool size {k} too large relative to input size {size} along {axis} "
                                f"(output size {o}: output + pool − 1 must not exceed the input)")
     if samples is None:
-        samples = Tensor(generator().random((n, c, spatial)).astype(input._data.dtype))
+        samples = tensor_from(generator().random((n, c, spatial)).astype(input._data.dtype))
     if tuple(samples.shape) != (n, c, spatial):
         raise RuntimeError(f"{name}: expected _random_samples of shape {[n, c, spatial]}, got {list(samples.shape)}")
     # the samples of a 2-d pool are (u_W, u_H), of a 3-d one (u_T, u_H, u_W), as PyTorch's
@@ -72,7 +72,7 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
     y = GatherFlat.apply(input, indices=indices, overlapping=True)
     if unbatched:
         y, indices = y.squeeze(0), indices[0]
-    return (y, Tensor(indices)) if return_indices else y
+    return (y, tensor_from(indices)) if return_indices else y
 
 
 def fractional_max_pool2d(input, kernel_size, output_size=None, output_ratio=None, return_indices=False,

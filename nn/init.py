@@ -15,6 +15,7 @@ import numpy
 
 from autograd import Tensor, no_grad
 from autograd.random import generator as rng
+from autograd.tensor import tensor_from
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -66,7 +67,7 @@ def _fan(tensor, mode):
 
 def _fill(tensor, values):
     with no_grad():  # initialising a parameter is not part of any graph
-        return tensor.copy_(values if isinstance(values, Tensor) else Tensor(values, dtype=tensor.dtype))
+        return tensor.copy_(values if isinstance(values, Tensor) else tensor_from(values, dtype=tensor.dtype))
 
 
 def uniform_(tensor, a=0.0, b=1.0, generator=None):

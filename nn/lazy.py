@@ -11,6 +11,7 @@ becomes a Linear). Loading a state_dict before the first forward materializes th
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
+from autograd.tensor import tensor_from
 
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .instance_norm import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
@@ -206,7 +207,7 @@ class _LazyNormMixin(LazyModuleMixin):
             del self.running_mean, self.running_var, self.num_batches_tracked  # plain Nones until now
             self.register_buffer("running_mean", UninitializedBuffer(dtype=dtype))
             self.register_buffer("running_var", UninitializedBuffer(dtype=dtype))
-            self.register_buffer("num_batches_tracked", Tensor(xp.zeros((), dtype=xp.int64)))
+            self.register_buffer("num_batches_tracked", tensor_from(xp.zeros((), dtype=xp.int64)))
 
     def reset_parameters(self):
         pass  # the values are set where the tensors are materialized

@@ -33,6 +33,7 @@ from autograd.ops.losses import reduced as _reduce
 from autograd.ops.losses import same_shape as _same_shape
 from autograd.ops.losses import signs as _signs
 from autograd.ops.reductions import SoftmaxGrad, softmax_array
+from autograd.tensor import tensor_from
 
 from . import functional as F
 
@@ -229,7 +230,7 @@ class CrossEntropyGrad(Primitive):
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     _check_class_indices("nll_loss", input, target)
     losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
     if reduction == "mean":
@@ -262,7 +263,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     reduction = legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     dim = _class_dim(input)
     classes = input.shape[dim]
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
@@ -325,10 +326,10 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     reduction = legacy_reduction(size_average, reduce, reduction)
     if p not in (1, 2):
         raise ValueError(f"multi_margin_loss: only p = 1 and p = 2 are supported, got {p}")
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     labels = target._data.reshape(-1)
-    _check_class_indices("multi_margin_loss", scores, Tensor(labels))
+    _check_class_indices("multi_margin_loss", scores, tensor_from(labels))
     rows = xp.arange(len(labels))
     correct = scores[rows, labels].unsqueeze(1)
     violations = (scores - correct + margin).relu()
@@ -347,7 +348,7 @@ def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):
         ℓ = y d² + (1 - y) max(0, margin - d)²,   d = ‖x1 - x2‖₂
     with y = 1 for a similar pair (pulled together) and y = 0 for a dissimilar one
     (pushed at least ``margin`` apart)."""
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     if not ((target._data == 0) | (target._data == 1)).all():
         raise ValueError("contrastive_loss: targets must be 1 (similar) or 0 (dissimilar)")
     target = target.to(input1.dtype)
@@ -399,8 +400,8 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     As PyTorch, the clamp to eps is not seen by the gradient (it is done in place
     under no_grad there). ``var`` has the input's shape, or one dim fewer or a last
     dim of 1 (one variance shared across the last dim)."""
-    target = target if isinstance(target, Tensor) else Tensor(target)
-    var = var if isinstance(var, Tensor) else Tensor(var)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
+    var = var if isinstance(var, Tensor) else tensor_from(var)
     if var.shape != input.shape:
         if input.shape[:-1] == var.shape:
             var = var.unsqueeze(-1)
@@ -429,7 +430,7 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     """One binary logistic loss per class, averaged over the C classes of each sample:
         ℓ_n = -(1/C) Σ_c w_c [y_nc ln σ(x_nc) + (1 - y_nc) ln σ(-x_nc)]"""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     target = target.to(input.dtype)
     loss = -(target * F.logsigmoid(input) + (1.0 - target) * F.logsigmoid(-input))
     if weight is not None:
@@ -444,7 +445,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.
     ``target`` holds class indices, the list ending at the first -1 (the rest is ignored)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     labels = target._data.reshape(scores.shape)
     if target._data.shape != input.shape:

@@ -31,6 +31,7 @@ import numpy
 import autograd
 from autograd import Tensor
 from autograd.hooks import add_hook
+from autograd.tensor import tensor_from
 
 IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 IncompatibleKeys.__repr__ = (lambda self: "<All keys matched successfully>"
@@ -205,7 +206,7 @@ class ModuleState:
         module's requires_grad), as PyTorch's."""
         from .parameter import Parameter
 
-        tensor = value if isinstance(value, Tensor) else Tensor(array)
+        tensor = value if isinstance(value, Tensor) else tensor_from(array)
         if isinstance(target, Parameter):
             tensor = (tensor.requires_grad_(target.requires_grad) if isinstance(tensor, Parameter)
                       else Parameter(tensor.detach(), requires_grad=target.requires_grad))
@@ -289,9 +290,9 @@ def _copy_loaded(target, array):
         if undo is not None:
             old = target._data.copy()
             undo.append(lambda: _restore(target, old))
-        target.copy_(Tensor(array, dtype=target.dtype))
+        target.copy_(tensor_from(array, dtype=target.dtype))
 
 
 def _restore(target, old):
     with autograd.no_grad():
-        target.copy_(Tensor(old))
+        target.copy_(tensor_from(old))

@@ -3,6 +3,7 @@ that holds it as an attribute lists it in ``parameters()``). ``Buffer``: a tenso
 that a Module holding it as an attribute lists in ``buffers()`` (and saves)."""
 
 from autograd import Tensor
+from autograd.tensor import tensor_from
 
 
 class Parameter(Tensor):
@@ -29,7 +30,7 @@ class Buffer(metaclass=_BufferMeta):
 
     def __new__(cls, data=None, *, persistent=True):
         if data is None:
-            data = Tensor([])
+            data = tensor_from([])
         tensor = data.detach().requires_grad_(data.requires_grad)
         tensor.persistent = persistent
         tensor._is_buffer = True

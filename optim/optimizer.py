@@ -30,6 +30,7 @@ import numpy
 from autograd import Tensor, enable_grad, no_grad
 from autograd.backend import float32, float64, get_default_dtype
 from autograd.hooks import add_hook
+from autograd.tensor import tensor_from
 
 # PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
 # and hook(optimizer, args, kwargs) -> None
@@ -98,7 +99,7 @@ def scalar_tensor(value):
     ``eta``): PyTorch keeps these in float64 when the default dtype is float64
     and in float32 otherwise, whatever the parameters' dtype, and its arithmetic
     on them rounds to that dtype. Ours does the same, so trajectories match."""
-    return Tensor(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 else float32))
+    return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 else float32))
 
 
 class Optimizer:
@@ -320,7 +321,7 @@ def real_pairs(tensor):
 def _snapshot(value):
     """A copy of a state entry: Tensors (also inside LBFGS's lists) are copied."""
     if isinstance(value, Tensor):
-        return Tensor(value.numpy().copy())
+        return tensor_from(value.numpy().copy())
     if isinstance(value, list):
         return [_snapshot(v) for v in value]
     return value
@@ -331,7 +332,7 @@ def _restore(value, dtype):
     A number saved for a scalar state (an old-style ``step``) becomes a scalar Tensor."""
     if isinstance(value, (Tensor, numpy.ndarray)):
         array = value.numpy() if isinstance(value, Tensor) else value
-        return Tensor(numpy.array(array, dtype=dtype or array.dtype, copy=True))
+        return tensor_from(numpy.array(array, dtype=dtype or array.dtype, copy=True))
     if isinstance(value, list):
         return [_restore(v, dtype) for v in value]
     if dtype is None and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -13,12 +13,15 @@ def test_dtype_rules():
     assert Tensor([1.0, 2.0]).dtype == autograd.float32
     assert Tensor(3.5).dtype == autograd.float32
     assert Tensor(np.array([1.0])).dtype == autograd.float64
-    assert Tensor([1, 2]).dtype == autograd.int64
-    assert Tensor([True]).dtype == autograd.bool
+    # Tensor(...) is PyTorch's legacy constructor: Python data becomes the default floating dtype;
+    # autograd.tensor infers (int64, bool); an array keeps its dtype (the contract's rule)
+    assert Tensor([1, 2]).dtype == autograd.float32 and Tensor([True]).dtype == autograd.float32
+    assert autograd.tensor([1, 2]).dtype == autograd.int64 and autograd.tensor([True]).dtype == autograd.bool
+    assert Tensor(np.array([1, 2])).dtype == autograd.int64
     assert Tensor([1, 2], dtype=autograd.float64).dtype == autograd.float64
     assert (Tensor([1.0], dtype=np.float32) * 2.5).dtype == autograd.float32
     assert (Tensor([1.0], dtype=np.float64) * Tensor([1.0])).dtype == autograd.float64
-    assert (Tensor([1, 2]) * 2).dtype == autograd.int64
+    assert (autograd.tensor([1, 2]) * 2).dtype == autograd.int64 and (Tensor([1, 2]) * 2).dtype == autograd.float32
 
 
 def test_default_dtype_can_change():
@@ -34,9 +37,9 @@ def test_default_dtype_can_change():
 
 def test_integer_tensor_cannot_require_grad():
     with pytest.raises(TypeError, match=r"only floating-point tensors .* int64 tensor of shape \(2,\)"):
-        Tensor([1, 2], requires_grad=True)
+        autograd.tensor([1, 2], requires_grad=True)
     with pytest.raises(TypeError, match="bool"):
-        Tensor([True]).requires_grad_()
+        autograd.tensor([True]).requires_grad_()
 
 
 def test_integer_results_of_float_ops_do_not_require_grad():
@@ -93,7 +96,7 @@ def test_indexing_forms_and_repeated_indices_accumulate():
 
 def test_index_with_an_integer_tensor():
     x = Tensor(np.arange(5.0), requires_grad=True)
-    idx = Tensor([4, 4, 1])
+    idx = autograd.tensor([4, 4, 1])
     x[idx].sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [0, 1, 0, 0, 2])
 
@@ -172,8 +175,8 @@ def test_item_and_conversions():
     assert Tensor([[2.5]]).item() == 2.5
     with pytest.raises(ValueError, match=r"one element, got shape \(2,\)"):
         Tensor([1.0, 2.0]).item()
-    assert float(Tensor(1.5)) == 1.5 and int(Tensor(3)) == 3
-    assert Tensor([1, 2]).tolist() == [1, 2]
+    assert float(Tensor(1.5)) == 1.5 and int(autograd.tensor(3)) == 3
+    assert autograd.tensor([1, 2]).tolist() == [1, 2] and Tensor([1, 2]).tolist() == [1.0, 2.0]
     with pytest.raises(RuntimeError, match="ambiguous"):
         bool(Tensor([1.0, 2.0]))
     np.testing.assert_array_equal(np.asarray(Tensor([1.0, 2.0])), [1.0, 2.0])
@@ -365,7 +368,14 @@ def test_legacy_sizes_constructor():
     weight = nn.Parameter(Tensor(4, 3))
     nn.init.constant_(weight, 0.5)
     assert weight.shape == (4, 3) and weight.requires_grad and float(weight.sum().item()) == 6.0
-    assert Tensor(3).shape == () and Tensor(3).item() == 3  # one number is still data
+    # torch.Tensor(3): a float tensor of size 3 (old layers: nn.Parameter(torch.Tensor(out_features))),
+    # zeros here where PyTorch leaves the memory unset; Tensor() is empty, Tensor(Size) takes its sizes
+    assert Tensor(3).shape == (3,) and Tensor(3).dtype == autograd.float32 and Tensor(3).tolist() == [0.0] * 3
+    assert Tensor().shape == (0,) and Tensor(autograd.Size([2, 3])).shape == (2, 3)
+    bias = nn.Parameter(Tensor(4))
+    nn.init.zeros_(bias)
+    assert bias.shape == (4,) and bias.requires_grad
+    assert Tensor(3, dtype=autograd.float64).item() == 3.0  # with a dtype, a number is a value
 
 
 def test_size_is_a_size():

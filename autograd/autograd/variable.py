@@ -4,7 +4,7 @@
 
 import warnings
 
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 
 
 class _VariableMeta(type):
@@ -18,7 +18,7 @@ class Variable(metaclass=_VariableMeta):
             warnings.warn("volatile was removed and now has no effect. Use `with torch.no_grad():` instead.",
                           UserWarning, stacklevel=2)
         if data is None:
-            return Tensor([])
+            return tensor_from([])
         if not isinstance(data, Tensor):
             raise TypeError(f"Variable data has to be a tensor, but got {type(data).__name__}")
         return data.detach().requires_grad_(requires_grad)

@@ -10,7 +10,7 @@ import math
 from .. import factories
 from ..backend import xp
 from ..ops import sampling
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import constraints
 from .distribution import Distribution, probs_or_logits, probs_to_logits
 
@@ -23,13 +23,13 @@ class Categorical(Distribution):
         probs_or_logits(probs, logits)
         self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
         if probs is not None:
-            probs = probs if isinstance(probs, Tensor) else Tensor(probs)
+            probs = probs if isinstance(probs, Tensor) else tensor_from(probs)
             if probs.ndim < 1:
                 raise ValueError("`probs` parameter must be at least one-dimensional.")
             self.probs = probs / probs.sum(-1, keepdim=True)
             self.logits = probs_to_logits(self.probs)
         else:
-            logits = logits if isinstance(logits, Tensor) else Tensor(logits)
+            logits = logits if isinstance(logits, Tensor) else tensor_from(logits)
             if logits.ndim < 1:
                 raise ValueError("`logits` parameter must be at least one-dimensional.")
             self.logits = logits - logits.logsumexp(-1, keepdim=True)
@@ -63,7 +63,7 @@ class Categorical(Distribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        value = (value if isinstance(value, Tensor) else Tensor(value)).long()
+        value = (value if isinstance(value, Tensor) else tensor_from(value)).long()
         batch = tuple(xp.broadcast_shapes(value.shape, self.batch_shape))
         index = value.expand(batch).unsqueeze(-1)
         return self.logits.expand(batch + (self._num_events,)).gather(-1, index).squeeze(-1)
@@ -73,7 +73,7 @@ class Categorical(Distribution):
         return -(logits * self.probs).sum(-1)
 
     def enumerate_support(self, expand=True):
-        values = Tensor(xp.arange(self._num_events)).reshape(-1, *(1,) * len(self.batch_shape))
+        values = tensor_from(xp.arange(self._num_events)).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values
 
 

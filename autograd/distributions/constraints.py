@@ -17,7 +17,7 @@ __all__ = ["Constraint", "MixtureSameFamilyConstraint", "boolean", "cat", "corr_
 from .. import factories
 from ..backend import xp
 from ..ops import shape as shape_ops
-from ..tensor import Tensor
+from ..tensor import tensor_from
 
 
 class Constraint:
@@ -264,7 +264,7 @@ class _PositiveSemidefinite(_Symmetric):
         symmetric = super().check(value)
         if not bool(symmetric.all()):
             return symmetric
-        return Tensor(xp.asarray((xp.linalg.eigvalsh(value.detach()._data) >= 0).all(-1)))
+        return tensor_from(xp.asarray((xp.linalg.eigvalsh(value.detach()._data) >= 0).all(-1)))
 
 
 class _PositiveDefinite(_Symmetric):
@@ -273,7 +273,7 @@ class _PositiveDefinite(_Symmetric):
         if not bool(symmetric.all()):
             return symmetric
         eigenvalues = xp.linalg.eigvalsh(value.detach()._data)  # PyTorch asks whether Cholesky succeeds
-        return Tensor(xp.asarray((eigenvalues > 0).all(-1)))
+        return tensor_from(xp.asarray((eigenvalues > 0).all(-1)))
 
 
 class _Cat(Constraint):

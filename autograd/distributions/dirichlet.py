@@ -13,7 +13,7 @@ from .. import factories
 from ..ops.elementwise import where
 from ..ops.pointwise import xlogy
 from ..ops.standard_gamma import standard_gamma
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import constraints
 from .exp_family import ExponentialFamily
 from .gamma import clamp_tiny
@@ -37,7 +37,7 @@ class Dirichlet(ExponentialFamily):
         return -(self.concentration.digamma() - self.concentration.sum(-1, keepdim=True).digamma()).sum(-1)
 
     def __init__(self, concentration, validate_args=None):
-        concentration = concentration if isinstance(concentration, Tensor) else Tensor(concentration)
+        concentration = concentration if isinstance(concentration, Tensor) else tensor_from(concentration)
         if concentration.ndim < 1:
             raise ValueError("`concentration` parameter must be at least one-dimensional.")
         self.concentration = concentration

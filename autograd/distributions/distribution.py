@@ -12,7 +12,7 @@ named in ``arg_constraints`` are checked at construction and the values given to
 from ..backend import xp
 from ..grad_mode import no_grad
 from ..size import Size
-from ..tensor import Tensor
+from ..tensor import Tensor, as_array, tensor_from
 from . import constraints
 
 
@@ -155,7 +155,7 @@ class Distribution:
         """log_prob's argument: validated when asked, a number made a tensor of the parameters' dtype."""
         if self._validate_args:
             self._validate_sample(value)
-        return value if isinstance(value, Tensor) else Tensor(value, dtype=like.dtype)
+        return value if isinstance(value, Tensor) else tensor_from(value, dtype=like.dtype)
 
     def __repr__(self):
         """``Normal(loc: Size([3]), scale: 2.0)``-like: each parameter given, by value when it is one number."""
@@ -214,7 +214,7 @@ def broadcast_all(*values):
     among them (the default dtype when there are none), as PyTorch's broadcast_all."""
     tensors = [v for v in values if isinstance(v, Tensor)]
     dtype = tensors[0].dtype if tensors and tensors[0].dtype.kind == "f" else None
-    made = [v if isinstance(v, Tensor) else Tensor(v, dtype=dtype) for v in values]
+    made = [v if isinstance(v, Tensor) else tensor_from(as_array(v, dtype)) for v in values]
     made = [t if t.dtype.kind == "f" else t.float() for t in made]
     shape = xp.broadcast_shapes(*(t.shape for t in made))
     return [t if t.shape == shape else t.expand(shape) for t in made]

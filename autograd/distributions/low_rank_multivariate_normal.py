@@ -14,7 +14,7 @@ from .. import factories
 from ..backend import xp
 from ..linalg import cholesky
 from ..size import Size
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import constraints
 from .distribution import Distribution
 from .multivariate_normal import batch_mahalanobis, batch_mv, solve_lower
@@ -45,7 +45,7 @@ class LowRankMultivariateNormal(Distribution):
     has_rsample = True
 
     def __init__(self, loc, cov_factor, cov_diag, validate_args=None):
-        loc = loc if isinstance(loc, Tensor) else Tensor(loc)
+        loc = loc if isinstance(loc, Tensor) else tensor_from(loc)
         if loc.ndim < 1:
             raise ValueError("loc must be at least one-dimensional.")
         event = Size(loc.shape[-1:])

@@ -7,7 +7,7 @@ from .. import factories
 from ..backend import xp
 from ..linalg import cholesky
 from ..ops.shape import cat
-from ..tensor import Tensor
+from ..tensor import tensor_from
 from . import constraints
 from .scalar_transforms import _clipped_sigmoid, log_sigmoid
 from .transform import _ParameterFree
@@ -39,7 +39,7 @@ class StickBreakingTransform(_ParameterFree):
 
     @staticmethod
     def _log_offset(n, dtype):
-        return Tensor(xp.log(xp.arange(n, 0, -1, dtype=dtype)))  # ln(n - k), k = 0..n-1
+        return tensor_from(xp.log(xp.arange(n, 0, -1, dtype=dtype)))  # ln(n - k), k = 0..n-1
 
     def _call(self, x):
         n = x.shape[-1]
@@ -94,7 +94,7 @@ def tril_matrix_to_vec(mat, diag=0):
     n = mat.shape[-1]
     if diag < -n or diag >= n:
         raise ValueError(f"diag ({diag}) provided is outside [{-n}, {n - 1}].")
-    return mat.reshape(*mat.shape[:-2], n * n)[..., Tensor(_tril_indices(n, diag))]
+    return mat.reshape(*mat.shape[:-2], n * n)[..., tensor_from(_tril_indices(n, diag))]
 
 
 def vec_to_tril_matrix(vec, diag=0):
@@ -109,7 +109,7 @@ def vec_to_tril_matrix(vec, diag=0):
     source = xp.zeros(n * n, dtype=xp.int64)
     source[_tril_indices(n, diag)] = xp.arange(1, size + 1)
     padded = cat([factories.zeros(*vec.shape[:-1], 1, dtype=vec.dtype), vec], -1)
-    return padded[..., Tensor(source)].reshape(*vec.shape[:-1], n, n)
+    return padded[..., tensor_from(source)].reshape(*vec.shape[:-1], n, n)
 
 
 class CorrCholeskyTransform(_ParameterFree):

@@ -17,7 +17,7 @@ from ..linalg import cholesky
 from ..ops.decompositions import cholesky_inverse
 from ..ops.inverses import solve
 from ..size import Size
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import constraints
 from .distribution import Distribution, lazy_property
 
@@ -57,7 +57,7 @@ class MultivariateNormal(Distribution):
     has_rsample = True
 
     def __init__(self, loc, covariance_matrix=None, precision_matrix=None, scale_tril=None, validate_args=None):
-        loc = loc if isinstance(loc, Tensor) else Tensor(loc)
+        loc = loc if isinstance(loc, Tensor) else tensor_from(loc)
         if loc.ndim < 1:
             raise ValueError("loc must be at least one-dimensional.")
         if (covariance_matrix is not None) + (scale_tril is not None) + (precision_matrix is not None) != 1:

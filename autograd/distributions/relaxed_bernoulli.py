@@ -8,7 +8,7 @@ temperature τ goes to 0 and has a reparameterised sample:
 """
 
 from .. import factories
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import constraints
 from .distribution import BinaryParameters, Distribution, broadcast_all, clamp_probs, probs_or_logits
 from .transformed_distribution import TransformedDistribution
@@ -16,7 +16,7 @@ from .transforms import SigmoidTransform
 
 
 def temperature_tensor(temperature, like):
-    return temperature if isinstance(temperature, Tensor) else Tensor(float(temperature), dtype=like.dtype)
+    return temperature if isinstance(temperature, Tensor) else tensor_from(float(temperature), dtype=like.dtype)
 
 
 class OverRelaxedBase:

@@ -5,7 +5,7 @@ import math
 
 from .. import factories
 from ..backend import xp
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import constraints
 from .distribution import lazy_property
 from .transform import Transform, _ParameterFree
@@ -33,7 +33,7 @@ class PowerTransform(Transform):
 
     def __init__(self, exponent, cache_size=0):
         super().__init__(cache_size=cache_size)
-        self.exponent = exponent if isinstance(exponent, Tensor) else Tensor(float(exponent))
+        self.exponent = exponent if isinstance(exponent, Tensor) else tensor_from(float(exponent))
 
     def with_cache(self, cache_size=1):
         return self if self._cache_size == cache_size else PowerTransform(self.exponent, cache_size=cache_size)

@@ -20,7 +20,7 @@ from ..ops.decompositions import cholesky_solve
 from ..ops.elementwise import where
 from ..ops.gamma import mvlgamma
 from ..size import Size
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import constraints
 from .chi2 import Chi2
 from .distribution import lazy_property
@@ -57,7 +57,7 @@ class Wishart(ExponentialFamily):
             self.df = df.expand(*batch)
         else:
             batch = Size(param.shape[:-2])
-            self.df = Tensor(float(df), dtype=param.dtype)
+            self.df = tensor_from(float(df), dtype=param.dtype)
         p = param.shape[-1]
         if bool((self.df <= p - 1).any()):
             raise ValueError(f"Value of df={df} expected to be greater than ndim - 1 = {p - 1}.")

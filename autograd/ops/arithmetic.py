@@ -8,7 +8,7 @@ arguments. Integer division gives the default floating dtype, as in PyTorch.
 
 from ..backend import get_default_dtype, xp
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor, _operand, tensor_from
 from . import elementwise
 from .elementwise import unbroadcast
 from .names import names
@@ -18,7 +18,7 @@ from .pointwise import _refuse_integer_division_by_zero, remainder
 
 def _pair(input, other):
     if not isinstance(input, Tensor):
-        input = _operand(input, other) if isinstance(other, Tensor) else Tensor(input)
+        input = _operand(input, other) if isinstance(other, Tensor) else tensor_from(input)
     if not isinstance(other, Tensor):
         other = _operand(other, input)
     return input, other

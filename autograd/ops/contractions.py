@@ -10,7 +10,7 @@ with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one 
 
 from ..backend import xp
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor, _operand, tensor_from
 from . import shape
 from .arranging import movedim
 from .conjugation import conj
@@ -108,7 +108,7 @@ def einsum(equation, *operands):
     ("ij,jk->ik" is a matrix product; "...", implicit outputs and diagonals ("ii->i") work)."""
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
-    operands = [x if isinstance(x, Tensor) else Tensor(x) for x in operands]
+    operands = [x if isinstance(x, Tensor) else tensor_from(x) for x in operands]
     terms, output, _ = _parse(equation, operands)
     sizes = {}
     for k, (term, x) in enumerate(zip(terms, operands)):

@@ -19,7 +19,7 @@ from ..device import device as Device
 from ..device import resolve, served
 from ..graph import bump_version
 from ..primitive import Primitive
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from .elementwise import Cast, Clone
 from .names import names
 
@@ -185,7 +185,7 @@ def new(x, *args, device=None):
         data = args[0]
         if isinstance(data, Tensor) and data.dtype != x.dtype:
             raise TypeError(f"expected a tensor of dtype {x.dtype} (got {data.dtype})")
-        return Tensor(backend.xp.array(data._data if isinstance(data, Tensor) else data, dtype=x.dtype))
+        return tensor_from(backend.xp.array(data._data if isinstance(data, Tensor) else data, dtype=x.dtype))
     return Tensor._make(backend.xp.empty(args if args else (0,), dtype=x.dtype))
 
 

@@ -13,7 +13,7 @@ import collections
 
 from ..backend import accumulate, errstate, int64, xp
 from ..primitive import Primitive
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import shape
 from .arranging import Flip
 from .axes import dim_index, normalize_dims
@@ -234,7 +234,7 @@ def diff(input, n=1, dim=-1, prepend=None, append=None, *, out=None):
     axis = dim_index(dim, input.ndim)
     x = input
     if prepend is not None or append is not None:
-        parts = [p if isinstance(p, Tensor) else Tensor(p, dtype=input.dtype) for p in (prepend, input, append)
+        parts = [p if isinstance(p, Tensor) else tensor_from(p, dtype=input.dtype) for p in (prepend, input, append)
                  if p is not None]
         parts = [shape.expand(p, tuple(1 if d == axis else n for d, n in enumerate(input.shape))) if p.ndim == 0
                  else p for p in parts]

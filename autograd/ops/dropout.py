@@ -14,7 +14,7 @@ import math
 
 from .. import random
 from ..backend import xp
-from ..tensor import Tensor
+from ..tensor import tensor_from
 from .activations import SELU_ALPHA, SELU_SCALE
 from .names import names
 
@@ -29,9 +29,9 @@ def check_dropout_probability(p, error=ValueError):
 def keep_mask(shape, p, dtype):
     """Bernoulli(1 - p) mask scaled by 1/(1 - p): inverted dropout keeps E[y] = x (p checked by the caller)."""
     if p == 1:
-        return Tensor(xp.zeros(shape, dtype=dtype))
+        return tensor_from(xp.zeros(shape, dtype=dtype))
     keep = random.generator().random(shape) >= p
-    return Tensor((keep / (1 - p)).astype(dtype))
+    return tensor_from((keep / (1 - p)).astype(dtype))
 
 
 def drop(input, p, shape):
@@ -44,7 +44,7 @@ def alpha_drop(input, p, shape):
     if p == 1:
         return input * 0.0
     saturation = SELU_ALPHA * SELU_SCALE
-    keep = Tensor((random.generator().random(shape) >= p).astype(input.dtype))
+    keep = tensor_from((random.generator().random(shape) >= p).astype(input.dtype))
     a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))
     shift = (keep - 1.0) * (saturation * a) + saturation * a * p
     return input * (keep * a) + shift

@@ -15,7 +15,7 @@ from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor, _operand, as_array
 from .conjugation import conj, refuse_unordered, sgn_of_complex
 from .names import names
 from .outputs import write_out
@@ -62,7 +62,7 @@ def floating(x):
     """x, or x cast to the default dtype when it holds integers or bools (exp of an int64 tensor
     is float32, as PyTorch's; NumPy's would be float64, a bool's float16)."""
     if not isinstance(x, Tensor):
-        x = Tensor(x)
+        x = Tensor._make(as_array(x))
     return x if x._data.dtype.kind in "fc" else Cast.apply(x, dtype=backend.get_default_dtype())
 
 
@@ -268,7 +268,7 @@ def where(condition, input=None, other=None, *, out=None):
                          f"{condition.dtype}")
     x, y = input, other
     if not isinstance(x, Tensor) and not isinstance(y, Tensor):
-        x = Tensor(x)
+        x = Tensor._make(as_array(x))
     x, y = promote(x, y)
     return write_out(Where.apply(x, y, condition=condition), out)
 

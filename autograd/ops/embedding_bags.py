@@ -13,7 +13,7 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
 """
 
 from ..backend import xp
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from .embedding import _padding_index, embedding
 from .names import names
 from .shape import IndexAdd
@@ -124,4 +124,4 @@ def embedding_bag_by_position(weight, indices, offsets, scale_grad_by_freq=False
     offset2bag = bag_of.astype(xp.int64)
     bag_size = zeros if mode == 0 else counts.astype(xp.int64)
     max_indices = (zeros, bag_size, winners)[mode]
-    return output, Tensor(offset2bag), Tensor(bag_size), Tensor(xp.array(max_indices, dtype=xp.int64))
+    return output, tensor_from(offset2bag), tensor_from(bag_size), tensor_from(xp.array(max_indices, dtype=xp.int64))

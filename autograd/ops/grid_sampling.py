@@ -30,7 +30,7 @@ import warnings
 
 from ..backend import int64, xp
 from ..graph import is_grad_enabled
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from .cubic_convolution import cubic_weights
 from .elementwise import where
 from .names import names
@@ -83,7 +83,7 @@ def affine_grid_generator(theta, size, align_corners):
     # axis spatial − 1 − k; the last is 1, for θ's translation
     grids = xp.meshgrid(*[_base_coordinates(s, align_corners, dtype) for s in size[2:]], indexing="ij")
     base = xp.stack(list(grids[::-1]) + [xp.ones(size[2:], dtype=dtype)], axis=-1).reshape(-1, spatial + 1)
-    grid = Tensor(base) @ theta.transpose(1, 2)  # (N, positions, spatial)
+    grid = tensor_from(base) @ theta.transpose(1, 2)  # (N, positions, spatial)
     return grid.reshape(size[0], *size[2:], spatial)
 
 

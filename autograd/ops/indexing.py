@@ -12,7 +12,7 @@ masked_fill, masked_select, take_along_dim and take are built from these and fro
 
 from ..backend import int64, xp
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor, _operand, tensor_from
 from . import elementwise, shape
 from .axes import dim_index
 from .elementwise import Where
@@ -199,7 +199,7 @@ def scatter_add(input, dim, index, src, *, out=None):
     """y = input, then y[index[i][j][k]][j][k] += src[i][j][k] for dim 0 (repeated positions add up)."""
     axis, index = _along_args(input, dim, index, "scatter_add")
     if not isinstance(src, Tensor):
-        src = Tensor(src, dtype=input.dtype)
+        src = tensor_from(src, dtype=input.dtype)
     _check_along(src.shape, index.shape, axis, "scatter_add", other="src")
     return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out)
 
@@ -274,7 +274,7 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=Non
         raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
     axis, index = _along_args(input, dim, index, "scatter_reduce")
     if not isinstance(src, Tensor):
-        src = Tensor(src, dtype=input.dtype)
+        src = tensor_from(src, dtype=input.dtype)
     _check_along(src.shape, index.shape, axis, "scatter_reduce", other="src")
     return write_out(ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce,
                                          include_self=include_self), out)

@@ -13,7 +13,7 @@ import math
 import warnings
 
 from ..errors import ShapeError
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from .distances import pairwise_distance
 from .elementwise import where
 from .names import names
@@ -53,7 +53,7 @@ def reduce_batchmean(loss, reduction, batch):
 
 def same_shape(name, input, target):
     """The target as a tensor of the input's shape (PyTorch refuses to broadcast here)."""
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     if input.shape != target.shape:
         raise ShapeError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
                          "they must have the same shape (reshape one, e.g. target.reshape(input.shape))")
@@ -62,7 +62,7 @@ def same_shape(name, input, target):
 
 def signs(name, target):
     """The target as a tensor, checked to hold only -1 and +1."""
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     if not ((target._data == -1) | (target._data == 1)).all():
         raise ValueError(f"{name}: targets must be -1 or +1")
     return target
@@ -89,7 +89,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 def hinge_embedding(input, target, margin, reduction):
     """ℓ = x for y = 1,  max(0, margin − x) for y = −1 (x a distance: small for similar pairs, at least
     the margin apart for dissimilar ones). As PyTorch, the two terms are [y ≠ −1]·x + [y ≠ 1]·max(0, margin − x)."""
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     losses = (where(target != 1, (margin - input).clamp(min=0.0), 0.0) + where(target != -1, input, 0.0))
     return reduced(losses, reduction)
 
@@ -130,7 +130,7 @@ def kl_divergence(input, target, reduction, log_target):
         ℓ = y (ln y - ln ŷ)   (0 where y = 0);   log_target: ℓ = e^t (t - ln ŷ), t = ln y.
     reduction='batchmean' divides the sum by the batch size: the true KL divergence per
     sample ('mean' divides by the number of elements, as PyTorch)."""
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     if log_target:
         loss = target.exp() * (target - input)
     else:
@@ -142,7 +142,7 @@ def poisson_nll(input, target, log_input, full, eps, reduction):
     """Negative log-likelihood of y ~ Poisson(λ), dropping the constant ln y!:
         ℓ = e^x - y x  (log_input: x = ln λ),   ℓ = λ - y ln(λ + eps)  otherwise;
     full adds Stirling's ln y! ≈ y ln y - y + ½ ln(2π y) where y > 1."""
-    target = target if isinstance(target, Tensor) else Tensor(target)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
     if log_input:
         loss = input.exp() - target * input
     else:

@@ -19,7 +19,7 @@ from .. import random
 from ..backend import xp
 from ..errors import check_same_dtype
 from ..graph import no_grad
-from ..tensor import Tensor
+from ..tensor import tensor_from
 from .dropout import check_dropout_probability
 from .names import names
 from .normalization import batch_norm, channel_shape, normalize, scale_and_shift
@@ -55,7 +55,7 @@ def native_batch_norm(input, weight, bias, running_mean, running_var, training, 
                            "(training=False)")
     y = batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     if not training:
-        empty = Tensor(xp.empty(0, dtype=input._data.dtype))
+        empty = tensor_from(xp.empty(0, dtype=input._data.dtype))
         return y, empty, empty.clone()
     with no_grad():  # the batch's statistics, as batch_norm normalised by them (outside the graph)
         _, mean, variance = normalize(input, (0,) + tuple(range(2, input.ndim)), eps)
@@ -84,9 +84,9 @@ def native_dropout(input, p, train):
     if input._data.dtype.kind not in "fc":
         raise RuntimeError(f"native_dropout: expected a floating point input, got {input.dtype}")
     if train is not None and not train:
-        return input.clone(), Tensor(xp.ones(input.shape, dtype=bool))
+        return input.clone(), tensor_from(xp.ones(input.shape, dtype=bool))
     check_dropout_probability(p, RuntimeError)
     keep = random.generator().random(input.shape) >= p
     if p == 1:
-        return input * 0.0, Tensor(keep)
-    return input * Tensor((keep / (1 - p)).astype(input._data.dtype)), Tensor(keep)
+        return input * 0.0, tensor_from(keep)
+    return input * tensor_from((keep / (1 - p)).astype(input._data.dtype)), tensor_from(keep)

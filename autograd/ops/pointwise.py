@@ -10,7 +10,7 @@ import math
 
 from ..backend import errstate, xp
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj, sgn_of_complex
 from .elementwise import Where, floating, promote, unbroadcast, where
 from .names import names
@@ -572,7 +572,7 @@ def float_power(input, exponent, *, out=None):
     """input ** exponent in float64, or in complex128 where either is complex (as PyTorch's)."""
     complex_ = any(isinstance(v, complex) or isinstance(v, Tensor) and v.dtype.kind == "c" for v in (input, exponent))
     wide = xp.complex128 if complex_ else xp.float64
-    input = input.to(wide) if isinstance(input, Tensor) else Tensor(input, dtype=wide)
+    input = input.to(wide) if isinstance(input, Tensor) else tensor_from(input, dtype=wide)
     if isinstance(exponent, Tensor):
         exponent = exponent.to(wide)
     else:  # (a complex number exponent: x ** 0.5 of a complex x must not take the real path)

@@ -16,7 +16,7 @@ holding the maximum.
 """
 
 from ..backend import xp
-from ..tensor import Tensor
+from ..tensor import tensor_from
 from . import pooling
 from .layer_arguments import _as_2d, _batched, _tuple
 from .names import names
@@ -64,7 +64,7 @@ def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_i
     node = values.grad_fn
     winners = (node.winners_for(input._data, values._data) if node is not None else
                pooling.max_pool_winners(input._data, values._data, params))
-    return undo(values), undo(Tensor(pooling.max_pool_indices(winners, input.shape, params)))
+    return undo(values), undo(tensor_from(pooling.max_pool_indices(winners, input.shape, params)))
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -168,9 +168,9 @@ def _separable(input, matrices):
     """A_h x A_wᵀ over the last two dims (a None matrix leaves that dim alone)."""
     rows, columns = matrices
     if rows is not None:
-        input = Tensor(rows) @ input
+        input = tensor_from(rows) @ input
     if columns is not None:
-        input = input @ Tensor(xp.ascontiguousarray(columns.T))
+        input = input @ tensor_from(xp.ascontiguousarray(columns.T))
     return input
 
 
@@ -192,7 +192,7 @@ def _adaptive_max(input, output_size, return_indices, spatial):
     choice = _first_max(values)
     indices = xp.take_along_axis(xp.broadcast_to(flat.reshape(*out, -1), values.shape), choice[..., None], -1)[..., 0]
     y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
-    return (undo(y), undo(Tensor(indices))) if return_indices else undo(y)
+    return (undo(y), undo(tensor_from(indices))) if return_indices else undo(y)
 
 
 def _first_max(values):
@@ -239,7 +239,7 @@ def _volume_indices(plane_indices, depth_indices, shape):
     out_d, columns = depth_indices.shape[2:]
     chosen = depth_indices._data // columns  # the winning depth d
     within = xp.take_along_axis(plane_indices._data.reshape(n, c, depth, columns), chosen, axis=2)
-    return Tensor((chosen * (height * width) + within).reshape(n, c, out_d, *plane_indices.shape[2:]))
+    return tensor_from((chosen * (height * width) + within).reshape(n, c, out_d, *plane_indices.shape[2:]))
 
 
 def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):

@@ -10,7 +10,7 @@ import numbers
 
 import numpy
 
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor, _operand, tensor_from
 from .elementwise import _CATEGORY, common_dtype
 from .elementwise import result_type as _result_type
 from .names import names
@@ -22,7 +22,7 @@ def _as_tensor(value, other):
     if not isinstance(value, numbers.Number):
         raise TypeError(f"result_type() expects tensors or numbers, got {type(value).__name__}")
     zero = type(value)(0)  # (its dtype is all that matters: 1000 beside an int8 tensor is int8 too)
-    return _operand(zero, other) if isinstance(other, Tensor) else Tensor(zero)
+    return _operand(zero, other) if isinstance(other, Tensor) else tensor_from(zero)
 
 
 @names("result_type", method=False)

@@ -11,7 +11,7 @@ import math
 import warnings
 
 from ..backend import get_default_dtype, int64, xp
-from ..tensor import Tensor
+from ..tensor import Tensor, as_array
 from .axes import dim_index
 from .elementwise import floating
 from .names import names
@@ -28,7 +28,7 @@ def _areas(y, x, dx, dim, name):
     if x is None:
         return heights * (1.0 if dx is None else dx), dim
     if not isinstance(x, Tensor):
-        x = Tensor(x)
+        x = Tensor._make(as_array(x))
     if x.ndim == 1:
         if x.shape[0] != count:
             raise RuntimeError(f"{name}: There must be one `x` value for each sample point")

@@ -12,7 +12,7 @@ import numpy
 from ..backend import xp
 from ..errors import ShapeError
 from ..primitive import Primitive
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from .axes import dim_index, normalize_dims, sizes_or_keyword
 from .elementwise import common_dtype, unbroadcast
 from .names import names
@@ -289,7 +289,7 @@ def _sequence_of_tensors(name, tensors):
     if isinstance(tensors, Tensor) or not hasattr(tensors, "__iter__"):
         raise TypeError(f"{name}() expects a sequence of tensors (a list or tuple), got "
                         f"{type(tensors).__name__}; write autograd.{name}([a, b])")
-    return [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    return [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
 
 
 def cat(tensors, dim=0, *, out=None):

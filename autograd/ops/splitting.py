@@ -5,7 +5,7 @@ Every piece is a slice of the input (a view), so its gradient is its slice's: dL
 where the piece came from, 0 elsewhere.
 """
 
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import shape
 from .axes import dim_index
 from .names import names
@@ -134,7 +134,7 @@ def narrow(input, dim, start, length):
 
 
 def _tensors(tensors):
-    return [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+    return [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
 
 
 @names("concat", "concatenate", method=False)

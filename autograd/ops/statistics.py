@@ -6,7 +6,7 @@
 """
 
 from ..backend import int64, xp
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
 from . import conjugation, elementwise, reductions, shape
 from .axes import dim_index, unbiased_overload
 from .names import names
@@ -100,15 +100,15 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
     ranks = xp.where(fixed, last, qs * spans)
     ranks = {"lower": xp.floor, "higher": xp.ceil, "nearest": xp.round}.get(interpolation, lambda r: r)(ranks)
     below = xp.floor(ranks).astype(int64)
-    result = ordered.gather(-1, Tensor(below))
+    result = ordered.gather(-1, tensor_from(below))
     if interpolation in ("linear", "midpoint"):
-        above = ordered.gather(-1, Tensor(xp.ceil(ranks).astype(int64)))
-        weights = Tensor((ranks - below).astype(input.dtype) if interpolation == "linear"
+        above = ordered.gather(-1, tensor_from(xp.ceil(ranks).astype(int64)))
+        weights = tensor_from((ranks - below).astype(input.dtype) if interpolation == "linear"
                          else xp.full(ranks.shape, 0.5, dtype=input.dtype))
         if interpolation == "linear" and isinstance(q, Tensor) and q.requires_grad:
             # the weight is q (n - 1) - ⌊r⌋, so dweight/dq = n - 1 (none where the rank is fixed): added
             # as (q - q.detach())(n - 1), exactly 0 in value, as PyTorch's graph differentiates q too
-            moved = (shape.reshape(q, (-1,)) - shape.reshape(q.detach(), (-1,))) * Tensor(spans)
+            moved = (shape.reshape(q, (-1,)) - shape.reshape(q.detach(), (-1,))) * tensor_from(spans)
             weights = weights + elementwise.where(xp.broadcast_to(fixed, ranks.shape), 0.0, moved)
         result = result.lerp(above, weights)  # (PyTorch's lerp, as its quantile: from the nearer end)
     if keepdim:

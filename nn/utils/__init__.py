@@ -7,6 +7,7 @@ import copy
 
 import autograd
 from autograd import Tensor
+from autograd.tensor import tensor_from
 
 # the submodules, as torch.nn.utils.*
 from . import clip_grad, convert_parameters, fusion, parametrizations, parametrize, prune, rnn, stateless  # noqa: F401
@@ -59,7 +60,7 @@ class EarlyStopping:
         if self.improved(value):
             self.best, self.best_epoch, self.bad_epochs = value, self.epoch, 0
             if model is not None and self.restore_best_weights:
-                self.best_state = {k: Tensor(v._data.copy()) for k, v in model.state_dict().items()}
+                self.best_state = {k: tensor_from(v._data.copy()) for k, v in model.state_dict().items()}
         else:
             self.bad_epochs += 1
         self.should_stop = self.bad_epochs >= self.patience

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
+from autograd.tensor import tensor_from
 
 
 class PackedSequence(NamedTuple):
@@ -65,7 +66,7 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
     filling with ``padding_value`` on the right (or the left)."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"Expected padding_side to be one of left or right, but got {padding_side}.")
-    sequences = [s if isinstance(s, Tensor) else Tensor(s) for s in sequences]
+    sequences = [s if isinstance(s, Tensor) else tensor_from(s) for s in sequences]
     if not sequences:
         raise RuntimeError("received an empty list of sequences")
     longest = max(s.shape[0] for s in sequences)
@@ -102,13 +103,13 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         order = xp.argsort(-lengths, kind="stable")
         lengths = lengths[order]
         input = input[order] if batch_first else input[:, order]
-        sorted_indices, unsorted_indices = Tensor(order), Tensor(xp.argsort(order))
+        sorted_indices, unsorted_indices = tensor_from(order), tensor_from(xp.argsort(order))
     if batch_first:
         input = input.transpose(0, 1)
     if lengths[0] > input.shape[0]:
         raise RuntimeError(f"the longest length {int(lengths[0])} exceeds the {input.shape[0]} steps of the input")
     batch_sizes = (lengths[None, :] > xp.arange(int(lengths[0]))[:, None]).sum(1)
-    return PackedSequence(padded_to_packed(input, batch_sizes), Tensor(batch_sizes), sorted_indices,
+    return PackedSequence(padded_to_packed(input, batch_sizes), tensor_from(batch_sizes), sorted_indices,
                           unsorted_indices)
 
 
@@ -131,7 +132,7 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
         padded, lengths = padded[:, order], lengths[order]
     if batch_first:
         padded = padded.transpose(0, 1)
-    return padded, Tensor(lengths)
+    return padded, tensor_from(lengths)
 
 
 def pack_sequence(sequences, enforce_sorted=True):

@@ -17,7 +17,7 @@ import numpy
 
 from ...backend import xp
 from ...factories import randperm
-from ...tensor import Tensor
+from ...tensor import Tensor, tensor_from
 from .collate import default_collate
 
 T_co = TypeVar("T_co", covariant=True)
@@ -48,7 +48,7 @@ class TensorDataset(Dataset):
     """Samples are rows: sample i is (t[i] for t in tensors)."""
 
     def __init__(self, *tensors):
-        tensors = [t if isinstance(t, Tensor) else Tensor(t) for t in tensors]
+        tensors = [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
         if not tensors:
             raise ValueError("TensorDataset needs at least one tensor")
         sizes = {len(t) for t in tensors}
