@@ -68,9 +68,10 @@ def signs(name, target):
 
 
 def x_log_x(x):
-    """x ln x with 0 ln 0 = 0 (the limit)."""
+    """x ln x with 0 ln 0 = 0 (the limit), and NaN for x < 0 where the logarithm has no value
+    (PyTorch's xlogy(x, x): a negative target of kl_div gives NaN, not a plausible number)."""
     positive = x > 0
-    return where(positive, x * where(positive, x, 1.0).log(), 0.0)
+    return where(positive, x * where(positive, x, 1.0).log(), where(x < 0, math.nan, 0.0))
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
