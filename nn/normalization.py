@@ -92,7 +92,7 @@ class LayerNorm(Module):
         super().__init__()
         self.normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
                                  else tuple(normalized_shape))
-        self.eps = eps
+        self.eps, self.elementwise_affine = eps, elementwise_affine
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(self.normalized_shape, **made)) if elementwise_affine else None
         self.bias = (Parameter(autograd.zeros(self.normalized_shape, **made)) if elementwise_affine and bias
@@ -102,7 +102,7 @@ class LayerNorm(Module):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}, "
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
                 f"bias={self.bias is not None}")
 
 
@@ -115,7 +115,8 @@ class RMSNorm(Module):
                                  else tuple(normalized_shape))
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        self.weight = Parameter(autograd.ones(self.normalized_shape, dtype=dtype)) if elementwise_affine else None
+        made = {"device": device, "dtype": dtype}
+        self.weight = Parameter(autograd.ones(self.normalized_shape, **made)) if elementwise_affine else None
 
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
@@ -131,7 +132,7 @@ class GroupNorm(Module):
         super().__init__()
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
-        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(num_channels, **made)) if affine else None
         self.bias = Parameter(autograd.zeros(num_channels, **made)) if affine and bias else None
@@ -140,7 +141,7 @@ class GroupNorm(Module):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.weight is not None}, "
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
                 f"bias={self.bias is not None}")
 
 
