@@ -249,11 +249,7 @@ class RNN(RNNBase):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__("RNN_" + nonlinearity.upper(), input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, device=device, dtype=dtype)
-        self.nonlinearity = nonlinearity
-
-    def extra_repr(self):
-        text = super().extra_repr()
-        return text + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
+        self.nonlinearity = nonlinearity  # (not in the repr: PyTorch's RNN prints only RNNBase's options)
 
 
 class LSTM(RNNBase):
@@ -338,8 +334,9 @@ class RNNCellBase(Module):
         return finals if is_batched else [s.squeeze(0) for s in finals]
 
     def extra_repr(self):
-        text = f"{self.input_size}, {self.hidden_size}"
-        return text + (", bias=False" if not self.bias else "")
+        text = f"{self.input_size}, {self.hidden_size}" + (", bias=False" if not self.bias else "")
+        nonlinearity = getattr(self, "nonlinearity", "tanh")  # RNNCell's (printed unquoted, as PyTorch)
+        return text + (f", nonlinearity={nonlinearity}" if nonlinearity != "tanh" else "")
 
 
 class RNNCell(RNNCellBase):
