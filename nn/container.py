@@ -108,6 +108,21 @@ class ModuleList(_ModuleSequence):
             self.append(module)
         return self
 
+    def __repr__(self):
+        """PyTorch's: a run of children that print alike is one entry, ``(0-5): 6 x Block(...)``."""
+        runs = []  # [first index, last index, repr]
+        for index, module in enumerate(self):
+            text = repr(module)
+            if runs and runs[-1][2] == text:
+                runs[-1][1] = index
+            else:
+                runs.append([index, index, text])
+        if not runs:
+            return self._get_name() + "()"
+        lines = [(f"({first}): " if first == last else f"({first}-{last}): {last - first + 1} x ") + text
+                 for first, last, text in runs]
+        return self._get_name() + "(\n  " + "\n  ".join(line.replace("\n", "\n  ") for line in lines) + "\n)"
+
 
 class ModuleDict(Module):
     """A dict of modules whose parameters the parent module sees."""
