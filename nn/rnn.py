@@ -99,7 +99,7 @@ class RNNBase(Module):
 
     def reset_parameters(self):
         """Every weight and bias ~ U(-1/√H, 1/√H), H = hidden_size (PyTorch's)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for weight in self.parameters():
             init.uniform_(weight, -bound, bound)
 
@@ -244,11 +244,12 @@ class RNN(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, *, proj_size=0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        # proj_size only to refuse it as PyTorch does (a ValueError: only LSTM projects)
         super().__init__("RNN_" + nonlinearity.upper(), input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, device=device, dtype=dtype)
+                         dropout, bidirectional, proj_size, device=device, dtype=dtype)
         self.nonlinearity = nonlinearity  # (not in the repr: PyTorch's RNN prints only RNNBase's options)
 
 
@@ -277,9 +278,10 @@ class GRU(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
+                 bidirectional=False, device=None, dtype=None, *, proj_size=0):
+        # proj_size only to refuse it as PyTorch does (a ValueError: only LSTM projects)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device=device, dtype=dtype)
+                         proj_size, device=device, dtype=dtype)
 
 
 class RNNCellBase(Module):
@@ -289,14 +291,15 @@ class RNNCellBase(Module):
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__()
-        _check_size("input_size", input_size)
-        _check_size("hidden_size", hidden_size)
+        # sizes as PyTorch's cells take them: 0 makes empty weights, a negative one the RuntimeError of
+        # autograd.empty (RNNBase's ValueError checks are its own)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         gate_size = _GATES[self.mode] * hidden_size
-        self.weight_ih = Parameter(autograd.empty(gate_size, input_size, dtype=dtype))
-        self.weight_hh = Parameter(autograd.empty(gate_size, hidden_size, dtype=dtype))
-        self.bias_ih = Parameter(autograd.empty(gate_size, dtype=dtype)) if bias else None
-        self.bias_hh = Parameter(autograd.empty(gate_size, dtype=dtype)) if bias else None
+        made = {"device": device, "dtype": dtype}
+        self.weight_ih = Parameter(autograd.empty(gate_size, input_size, **made))
+        self.weight_hh = Parameter(autograd.empty(gate_size, hidden_size, **made))
+        self.bias_ih = Parameter(autograd.empty(gate_size, **made)) if bias else None
+        self.bias_hh = Parameter(autograd.empty(gate_size, **made)) if bias else None
         self.reset_parameters()
 
     reset_parameters = RNNBase.reset_parameters
