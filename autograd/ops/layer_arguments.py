@@ -5,12 +5,15 @@ input (C, *spatial) gets a batch dim of 1; 1-d inputs get a height of 1, so that
 (``autograd.ops.convolution``, ``autograd.ops.pooling``) compute every 1-d and 2-d layer.
 """
 
+from ..errors import ShapeError
+
 
 def _tuple(value, n, name):
-    """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single)."""
+    """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single). A sequence of
+    another length is PyTorch's RuntimeError (which it raises at the forward call), also a ValueError."""
     if isinstance(value, (tuple, list)):
         if len(value) != n:
-            raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+            raise ShapeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
         return tuple(int(v) for v in value)
     return (int(value),) * n
 
