@@ -513,3 +513,124 @@ def test_state_dict_from_ours_gives_the_same_forward(case):
     for mode in _modes(case):
         _same_forward(case, ours, theirs, inputs, mode)
     _same_state(ours, theirs)
+
+
+# -- default initialisation ------------------------------------------------------------------------------
+
+INIT_CASES = [
+    Case("Linear", 256, 512), Case("Bilinear", 32, 48, 64), Case("Conv1d", 16, 32, 5),
+    Case("Conv2d", 16, 32, 3, groups=4), Case("Conv3d", 8, 16, 3), Case("ConvTranspose1d", 16, 32, 5),
+    Case("ConvTranspose2d", 16, 32, 3, groups=2), Case("ConvTranspose3d", 8, 16, 3), Case("Embedding", 2000, 32),
+    Case("Embedding", 2000, 32, padding_idx=3), Case("EmbeddingBag", 2000, 32, padding_idx=0),
+    Case("RNN", 64, 128, num_layers=2), Case("LSTM", 64, 128, proj_size=32), Case("GRU", 64, 128, bidirectional=True),
+    Case("RNNCell", 64, 128), Case("LSTMCell", 64, 128), Case("GRUCell", 64, 128), Case("MultiheadAttention", 128, 4),
+    Case("MultiheadAttention", 64, 4, kdim=32, vdim=48, add_bias_kv=True), Case("PReLU", 64),
+    Case("BatchNorm2d", 64), Case("InstanceNorm1d", 64, affine=True, track_running_stats=True),
+    Case("LayerNorm", 256), Case("GroupNorm", 4, 64), Case("RMSNorm", 64),
+    Case("TransformerEncoderLayer", 64, 4, 128), Case("TransformerDecoderLayer", 64, 4, 128),
+    Case("AdaptiveLogSoftmaxWithLoss", 64, 1000, [100, 500], head_bias=True),
+]
+
+
+@pytest.mark.parametrize("case", INIT_CASES, ids=lambda case: case.id)
+def test_default_initialisation_has_pytorchs_distribution(case):
+    """Each tensor of the state: a constant (zeros, ones, 0.25) exactly; a random one from the same family
+    (its kurtosis) with the same spread (its standard deviation, and a uniform's bound: the largest |w|)
+    within a few percent of PyTorch's, its mean near 0 where PyTorch's is."""
+    got, want = _pooled_state(case, "ours"), _pooled_state(case, "torch")
+    assert list(got) == list(want)
+    for key, b in want.items():
+        a = got[key]
+        assert a.shape == b.shape, key
+        if b.size and (b == b.flat[0]).all():
+            assert (a == b.flat[0]).all(), key
+            continue
+        if (b == 0).any():  # an Embedding's padding row: zeros in the same places
+            np.testing.assert_array_equal(a == 0, b == 0, err_msg=key)
+        a, b = a[b != 0], b[b != 0]
+        tolerance = 0.05 + 3 / np.sqrt(b.size)
+        assert abs(a.std() / b.std() - 1) < tolerance, key
+        assert abs(a.mean()) < abs(b.mean()) + 4 * b.std() / np.sqrt(b.size), key
+        assert abs(_kurtosis(a) - _kurtosis(b)) < 0.6, key  # the family: 1.8 for a uniform, 3 for a normal
+        if _kurtosis(b) < 2.4:  # a uniform's bound
+            assert abs(np.abs(a).max() / np.abs(b).max() - 1) < tolerance, key
+
+
+def _kurtosis(values):
+    centred = values - values.mean()
+    return (centred ** 4).mean() / (centred ** 2).mean() ** 2
+
+
+def _pooled_state(case, side, enough=2000, most=30):
+    """{key: the values of that state tensor, from as many seeds as give ``enough`` of them (at most
+    ``most`` seeds): a bias of 16 numbers says little about its distribution}."""
+    states = [case.build(side, seed=0).state_dict()]
+    smallest = min((v.numel() for v in states[0].values()), default=enough) or enough
+    for seed in range(1, min(most, -(-enough // smallest))):
+        states.append(case.build(side, seed=seed).state_dict())
+    return {key: np.stack([state[key].numpy().astype(np.float64) for state in states]) for key in states[0]}
+
+
+# -- invalid arguments -------------------------------------------------------------------------------------
+
+_LATE = pytest.mark.xfail(strict=True, reason="deliberate: refused at construction with a ValueError, as "
+                          "PyTorch's RNN refuses it; PyTorch's RNNCell takes it and raises a RuntimeError at "
+                          "the first forward call")
+
+ERROR_CASES = [
+    Case("Linear", -1, 3), Case("Linear", 3, -2), Case("Linear", 2.5, 3), Case("Bilinear", -1, 2, 3),
+    Case("Conv2d", 3, 4, 3, groups=2), Case("Conv2d", 4, 3, 3, groups=2), Case("Conv2d", 4, 4, 3, padding_mode="foo"),
+    Case("Conv2d", 4, 4, 3, padding="same", stride=2), Case("Conv2d", 4, 4, 3, padding="bad"),
+    Case("Conv2d", 4, 4, 3, groups=0), Case("Conv2d", 4, 4, 3, groups=-1), Case("Conv1d", -1, 4, 3),
+    Case("ConvTranspose2d", 4, 4, 3, padding_mode="circular"),
+    Case("ConvTranspose2d", 3, 4, 3, groups=2), Case("LazyConv2d", 4, 3, groups=0),
+    Case("Embedding", 10, 3, padding_idx=10), Case("Embedding", 10, 3, padding_idx=-11), Case("Embedding", -1, 3),
+    Case("EmbeddingBag", 10, 3, padding_idx=10),
+    Case("BatchNorm1d", -1), Case("GroupNorm", 3, 4), Case("GroupNorm", 0, 4), Case("LayerNorm", -1),
+    Case("RMSNorm", -1), Case("SyncBatchNorm", -1),
+    Case("MultiheadAttention", 10, 3), Case("MultiheadAttention", 10, 0), Case("MultiheadAttention", 0, 2),
+    Case("RNN", 3, 4, nonlinearity="foo"), Case("RNN", 3, 4, num_layers=0), Case("RNN", 3, 0),
+    Case("RNN", 3, 4, dropout=2.0), Case("RNN", 3, 4, dropout=True), Case("RNN", 3, 4.0),
+    Case("LSTM", 3, 4, proj_size=4), Case("LSTM", 3, 4, proj_size=-1), Case("LSTM", 3, 4, num_layers=1.5),
+    Case("GRU", 3, 4, proj_size=2), Case("RNN", 3, 4, proj_size=2), Case("RNNBase", "FOO", 3, 4),
+    Case("LSTMCell", -1, 4), Case("GRUCell", 3, -4),
+    Case("Dropout", 1.5), Case("Dropout", -0.1), Case("Dropout2d", 2), Case("AlphaDropout", 1.1),
+    Case("TransformerEncoderLayer", 10, 3), Case("TransformerEncoderLayer", 8, 2, activation="foo"),
+    Case("TransformerDecoderLayer", 8, 2, activation="tanh"), Case("Transformer", d_model=10, nhead=3),
+    Case("Hardtanh", 1.0, -1.0), Case("Threshold"),
+    Case("Unflatten", 1, 3), Case("Unflatten", 1, (2.0, 3)), Case("MaxPool2d"), Case("Fold", 4),
+    Case("FractionalMaxPool2d", 2), Case("FractionalMaxPool2d", 2, output_ratio=1.5),
+    Case("FractionalMaxPool2d", 2, output_size=3, output_ratio=0.5),
+    Case("AdaptiveLogSoftmaxWithLoss", 4, 10, [6, 3]), Case("AdaptiveLogSoftmaxWithLoss", 4, 10, [3, 10]),
+    Case("AdaptiveLogSoftmaxWithLoss", 4, 10, [3, 3]), Case("AdaptiveLogSoftmaxWithLoss", 4, 10, [0, 3]),
+    Case("TripletMarginWithDistanceLoss", margin=0), Case("TripletMarginWithDistanceLoss", margin=-1.0),
+    # PyTorch takes these and raises at the first forward call; ours may refuse them earlier, with the class
+    # PyTorch raises then
+    Case("Conv2d", 4, 4, (3, 3, 3), inputs=x(1, 4, 5, 5)), Case("ZeroPad2d", (1, 2, 3), inputs=x(1, 2, 3, 3)),
+    Case("ConstantPad1d", (1, 2, 3), 0.0, inputs=x(1, 2, 3)),
+    Case("MSELoss", reduction="avg", inputs=pair(3)), Case("KLDivLoss", reduction="batch", inputs=pair(3)),
+    Case("BCEWithLogitsLoss", reduction="x", inputs=lambda: [randn(3), rand(3)]),
+    Case("CrossEntropyLoss", reduction="foo", inputs=lambda: [randn(3, 4), ints(4, 3)]),
+    Case("CTCLoss", reduction="foo", inputs=lambda: [T(np.log(rng.dirichlet(np.ones(4), (6, 2)))), ints(4, 2, 3, low=1),
+                                                    T(np.array([6, 5])), T(np.array([3, 2]))]),
+    pytest.param(Case("RNNCell", 3, 4, nonlinearity="sigmoid", inputs=x(2, 3)), marks=_LATE),
+]
+
+
+def _raised(side, case, inputs):
+    try:
+        module = case.build(side)
+        if inputs is not None:
+            module(*_for(side, inputs))
+    except Exception as error:  # noqa: BLE001  (the class is what is compared)
+        return error
+    return None
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=lambda case: case.id)
+@pytest.mark.filterwarnings("ignore")
+def test_invalid_arguments_raise_pytorchs_exception_class(case):
+    inputs = case.inputs() if case.inputs else None
+    want, got = _raised("torch", case, inputs), _raised("ours", case, inputs)
+    assert want is not None
+    assert isinstance(got, type(want)), (got, want)
