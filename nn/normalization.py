@@ -8,6 +8,15 @@ from .module import Module
 from .parameter import Parameter
 
 
+def _ones_and_zeros(weight, bias):
+    """γ = 1 and β = 0 (either may be None): every normalisation layer's initial affine map."""
+    with autograd.no_grad():
+        if weight is not None:
+            weight.fill_(1)
+        if bias is not None:
+            bias.zero_()
+
+
 class _NormBase(Module):
     """What batch and instance norm share: γ (weight, ones) and β (bias, zeros) of num_features when affine,
     and the running statistics (running_mean, running_var, num_batches_tracked) when track_running_stats;
@@ -18,12 +27,13 @@ class _NormBase(Module):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = Parameter(autograd.ones(num_features, dtype=dtype)) if affine else None
-        self.bias = Parameter(autograd.zeros(num_features, dtype=dtype)) if affine and bias else None
+        made = {"device": device, "dtype": dtype}
+        self.weight = Parameter(autograd.ones(num_features, **made)) if affine else None
+        self.bias = Parameter(autograd.zeros(num_features, **made)) if affine and bias else None
         if track_running_stats:
-            self.register_buffer("running_mean", autograd.zeros(num_features, dtype=dtype))
-            self.register_buffer("running_var", autograd.ones(num_features, dtype=dtype))
-            self.register_buffer("num_batches_tracked", autograd.tensor(0))
+            self.register_buffer("running_mean", autograd.zeros(num_features, **made))
+            self.register_buffer("running_var", autograd.ones(num_features, **made))
+            self.register_buffer("num_batches_tracked", autograd.tensor(0, device=device))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
@@ -38,11 +48,7 @@ class _NormBase(Module):
     def reset_parameters(self):
         """The running statistics reset, and γ = 1, β = 0."""
         self.reset_running_stats()
-        if self.affine:
-            with autograd.no_grad():
-                self.weight.fill_(1)
-                if self.bias is not None:
-                    self.bias.zero_()
+        _ones_and_zeros(self.weight, self.bias)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -98,6 +104,9 @@ class LayerNorm(Module):
         self.bias = (Parameter(autograd.zeros(self.normalized_shape, **made)) if elementwise_affine and bias
                      else None)
 
+    def reset_parameters(self):
+        _ones_and_zeros(self.weight, self.bias)
+
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
@@ -118,6 +127,9 @@ class RMSNorm(Module):
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(self.normalized_shape, **made)) if elementwise_affine else None
 
+    def reset_parameters(self):
+        _ones_and_zeros(self.weight, None)
+
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
 
@@ -136,6 +148,9 @@ class GroupNorm(Module):
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(num_channels, **made)) if affine else None
         self.bias = Parameter(autograd.zeros(num_channels, **made)) if affine and bias else None
+
+    def reset_parameters(self):
+        _ones_and_zeros(self.weight, self.bias)
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
