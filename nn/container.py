@@ -71,6 +71,11 @@ class _ModuleSequence(Module):
         del self[index]
         return module
 
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
 
 class Sequential(_ModuleSequence):
     """Modules applied one after another: Sequential(a, b, c)(x) = c(b(a(x)))."""
@@ -102,11 +107,6 @@ class ModuleList(_ModuleSequence):
 
     def _from_list(self, modules):
         return ModuleList(modules)
-
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
 
     def __repr__(self):
         """PyTorch's: a run of children that print alike is one entry, ``(0-5): 6 x Block(...)``."""
@@ -287,6 +287,28 @@ class ParameterDict(Module):
         value = self[key]
         del self[key]
         return value
+
+    def popitem(self):
+        """The last (key, parameter) put in, removed."""
+        key = next(reversed(self._keys))
+        return key, self.pop(key)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def clear(self):
+        for key in list(self._keys):
+            del self[key]
+
+    def copy(self):
+        """A new ParameterDict holding the same parameters."""
+        return ParameterDict(self.items())
+
+    def fromkeys(self, keys, default=None):
+        """A new ParameterDict with each of ``keys`` set to ``default``."""
+        return ParameterDict((key, default) for key in keys)
 
     def update(self, parameters):
         pairs = parameters.items() if hasattr(parameters, "items") else parameters
