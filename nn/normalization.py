@@ -22,6 +22,8 @@ class _NormBase(Module):
     and the running statistics (running_mean, running_var, num_batches_tracked) when track_running_stats;
     PyTorch's names, so state_dicts load both ways."""
 
+    _version = 2  # PyTorch's: version 2 added num_batches_tracked
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
                  dtype=None, *, bias=True):
         super().__init__()
@@ -36,6 +38,18 @@ class _NormBase(Module):
             self.register_buffer("num_batches_tracked", autograd.tensor(0, device=device))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """A state_dict older than version 2 (or a plain dict, with no version) may lack
+        num_batches_tracked, as checkpoints written before PyTorch 0.4.1 do: this module's own count
+        is kept then, as PyTorch keeps it, instead of a missing key."""
+        key = prefix + "num_batches_tracked"
+        version = local_metadata.get("version")
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = self.num_batches_tracked
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def reset_running_stats(self):
         """Running mean 0, running variance 1, no batches seen (what update_bn starts from)."""

@@ -488,6 +488,29 @@ def test_parameters_buffers_and_state_dict_keys(case):
     assert _members(ours, "parameters") == _members(theirs, "parameters")
     assert _members(ours, "buffers") == _members(theirs, "buffers")
     assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert ours.state_dict()._metadata == theirs.state_dict()._metadata  # each module's version
+
+
+@pytest.mark.parametrize("metadata", [None, 1, 2])
+@pytest.mark.parametrize("name", ["BatchNorm1d", "InstanceNorm2d", "SyncBatchNorm"])
+def test_old_checkpoint_without_num_batches_tracked(name, metadata):
+    """A state_dict older than version 2 (or a plain dict) may lack num_batches_tracked: it loads strictly,
+    keeping the module's own count, as PyTorch's; at version 2 the key is missing."""
+    def attempt(owner, tensor):
+        outer = owner.Sequential(getattr(owner, name)(3, track_running_stats=True))
+        outer[0].num_batches_tracked.fill_(5)
+        state = {k: tensor(v.numpy()) for k, v in outer.state_dict().items() if "num_batches" not in k}
+        if metadata is not None:
+            state = type(outer.state_dict())(state)
+            state._metadata = {"": {"version": 1}, "0": {"version": metadata}}
+        try:
+            outer.load_state_dict(state)
+        except RuntimeError as error:
+            return type(error).__name__, "num_batches_tracked" in str(error)
+        return int(outer[0].num_batches_tracked.item())
+
+    assert attempt(nn, autograd.tensor) == attempt(tnn, torch.tensor) == (
+        5 if metadata != 2 else ("RuntimeError", True))
 
 
 def test_public_attributes(case):
