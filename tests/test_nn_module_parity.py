@@ -87,18 +87,29 @@ class Case:
     arguments, T where a tensor goes). ``random``: the forward draws random numbers in training, so
     only eval mode is compared. ``kw``: keyword arguments of the forward call."""
 
-    def __init__(self, name, *args, inputs=None, random=False, kw=None, id=None, **kwargs):
+    def __init__(self, name, *args, inputs=None, random=False, kw=None, id=None, factory=None, method=None,
+                 **kwargs):
         self.name, self.args, self.kwargs, self.inputs, self.random = name, args, kwargs, inputs, random
-        self.forward_kwargs = kw or {}
+        self.forward_kwargs, self.factory, self.method = kw or {}, factory, method
         shown = ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()])
-        self.id = id or f"{name}({shown})"
+        called = ", ".join(f"{k}={v!r}" for k, v in self.forward_kwargs.items())
+        self.id = id or (f"{name}{'.' + factory if factory else ''}({shown})"
+                         + (f".{method}" if method else "") + (f"-({called})" if called else ""))
 
     def build(self, side, seed=0, single=False):
         """The module of ``side`` ('ours' or 'torch'); single: its tensor arguments in float32."""
         (autograd if side == "ours" else torch).manual_seed(seed)
         owner = nn if side == "ours" else tnn
         args, kwargs = (_single(self.args), _single(self.kwargs)) if single else (self.args, self.kwargs)
-        return getattr(owner, self.name)(*_for(side, args), **_for(side, kwargs))
+        cls = getattr(owner, self.name)
+        make = getattr(cls, self.factory) if self.factory else cls
+        return make(*_for(side, args), **_for(side, kwargs))
+
+    def call(self, module, side, inputs, single=False):
+        """The forward call (or the method asked for) of ``module`` on ``inputs`` (tensors of ``side``);
+        single: its tensor keyword arguments in float32."""
+        function = getattr(module, self.method) if self.method else module
+        return function(*inputs, **_for(side, _single(self.forward_kwargs) if single else self.forward_kwargs))
 
 
 def x(*shape):
@@ -169,6 +180,12 @@ CASES = [
     Case("Embedding", 10, 3, padding_idx=2, inputs=lambda: [ints(10, 2, 5)]),
     Case("Embedding", 10, 3, padding_idx=-1, max_norm=1.0, norm_type=1.0, inputs=lambda: [ints(10, 7)]),
     Case("EmbeddingBag", 10, 3, inputs=lambda: [ints(10, 2, 4)]),
+    Case("EmbeddingBag", 10, 3, mode="sum", inputs=lambda: [ints(10, 7), T(np.array([0, 3])), randn(7)],
+         id="EmbeddingBag(10, 3, mode='sum')-(offsets, per_sample_weights)"),
+    Case("Embedding", randn(6, 3), factory="from_pretrained", inputs=lambda: [ints(6, 2, 4)]),
+    Case("Embedding", randn(6, 3), factory="from_pretrained", freeze=False, padding_idx=1, max_norm=2.0,
+         inputs=lambda: [ints(6, 2, 4)]),
+    Case("EmbeddingBag", randn(6, 3), factory="from_pretrained", mode="max", inputs=lambda: [ints(6, 2, 4)]),
     Case("EmbeddingBag", 10, 3, mode="sum", padding_idx=0, inputs=lambda: [ints(10, 2, 4)]),
     Case("EmbeddingBag", 10, 3, mode="max", include_last_offset=True,
          inputs=lambda: [ints(10, 6), T(np.array([0, 2, 6]))]),
@@ -196,6 +213,7 @@ CASES = [
     Case("ConvTranspose1d", 4, 6, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2, bias=False,
          inputs=x(2, 4, 5)),
     Case("ConvTranspose2d", 2, 4, 3, inputs=x(2, 2, 4, 5)),
+    Case("ConvTranspose2d", 2, 4, 3, stride=2, inputs=x(2, 2, 4, 5), kw=dict(output_size=[10, 12])),
     Case("ConvTranspose2d", 4, 6, (3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), groups=2,
          inputs=x(1, 4, 4, 3)),
     Case("ConvTranspose3d", 2, 4, 2, inputs=x(1, 2, 3, 2, 3)),
@@ -303,6 +321,13 @@ CASES = [
     Case("LSTM", 3, 4, inputs=x(5, 2, 3)),
     Case("LSTM", 3, 4, num_layers=2, batch_first=True, bidirectional=True, inputs=x(2, 5, 3)),
     Case("LSTM", 3, 4, proj_size=2, num_layers=2, inputs=x(5, 2, 3)),
+    Case("LSTM", 3, 4, num_layers=2, inputs=lambda: [randn(5, 2, 3), (randn(2, 2, 4), randn(2, 2, 4))],
+         id="LSTM(3, 4, num_layers=2)-(h0, c0)"),
+    Case("GRU", 3, 4, batch_first=True, inputs=lambda: [randn(2, 5, 3), randn(1, 2, 4)],
+         id="GRU(3, 4, batch_first=True)-(h0)"),
+    Case("RNN", 3, 4, bidirectional=True, inputs=lambda: [randn(5, 3), randn(2, 4)],
+         id="RNN(3, 4, bidirectional=True)-(h0)"),
+    Case("LSTMCell", 3, 4, inputs=lambda: [randn(2, 3), (randn(2, 4), randn(2, 4))], id="LSTMCell(3, 4)-(h, c)"),
     Case("LSTM", 3, 4, num_layers=2, dropout=0.5, inputs=x(5, 2, 3), random=True),
     Case("GRU", 3, 4, inputs=x(5, 2, 3)),
     Case("GRU", 3, 4, num_layers=2, bias=False, bidirectional=True, inputs=x(5, 3)),
@@ -319,6 +344,12 @@ CASES = [
     Case("MultiheadAttention", 4, 2, add_bias_kv=True, add_zero_attn=True, kdim=3, vdim=5,
          inputs=lambda: [randn(3, 2, 4), randn(6, 2, 3), randn(6, 2, 5)]),
     Case("MultiheadAttention", 4, 2, dropout=0.5, inputs=lambda: [randn(3, 2, 4)] * 3, random=True),
+    Case("MultiheadAttention", 4, 2, batch_first=True, inputs=lambda: [randn(2, 3, 4), randn(2, 5, 4), randn(2, 5, 4)],
+         kw=dict(key_padding_mask=T(np.array([[False] * 4 + [True], [False] * 5])), average_attn_weights=False)),
+    Case("MultiheadAttention", 4, 2, inputs=lambda: [randn(3, 2, 4)] * 3,
+         kw=dict(attn_mask=T(np.triu(np.ones((3, 3), bool), 1)), need_weights=False)),
+    Case("MultiheadAttention", 4, 2, inputs=lambda: [randn(3, 2, 4)] * 3,
+         kw=dict(attn_mask=T(np.triu(np.full((3, 3), -np.inf), 1)), is_causal=True)),
     Case("TransformerEncoderLayer", 4, 2, dim_feedforward=8, inputs=x(3, 2, 4), random=True),
     Case("TransformerEncoderLayer", 4, 2, dim_feedforward=8, dropout=0.0, activation="gelu", batch_first=True,
          norm_first=True, inputs=x(2, 3, 4)),
@@ -382,6 +413,14 @@ CASES = [
     Case("AdaptiveLogSoftmaxWithLoss", 4, 10, [3, 6], inputs=lambda: [randn(5, 4), ints(10, 5)]),
     Case("AdaptiveLogSoftmaxWithLoss", 8, 10, (3, 6), div_value=2.0, head_bias=True,
          inputs=lambda: [randn(5, 8), ints(10, 5)]),
+    Case("AdaptiveLogSoftmaxWithLoss", 8, 10, [3, 6], div_value=2.0, method="log_prob", inputs=x(5, 8)),
+    Case("AdaptiveLogSoftmaxWithLoss", 8, 10, [3, 6], div_value=2.0, method="predict", inputs=x(5, 8)),
+    Case("Transformer", d_model=4, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=8,
+         dropout=0.0, inputs=pair(3, 2, 4),
+         kw=dict(tgt_mask=T(np.triu(np.full((3, 3), -np.inf), 1)), tgt_is_causal=True,
+                 src_key_padding_mask=T(np.array([[False, False, True], [False] * 3])))),
+    Case("TransformerEncoderLayer", 4, 2, 8, 0.0, batch_first=True, inputs=x(2, 3, 4),
+         kw=dict(src_mask=T(np.triu(np.ones((3, 3), bool), 1)))),
 ]
 
 # classes that both have and this file does not build: bases, containers and wrappers (a check of
@@ -522,13 +561,13 @@ def test_public_attributes(case):
     assert ours.training is theirs.training is True
 
 
-def _same_forward(case, ours, theirs, inputs, mode, tolerance=None):
+def _same_forward(case, ours, theirs, inputs, mode, tolerance=None, single=False):
     tolerance = tolerance or dict(rtol=1e-9, atol=1e-10)
     ours.train(mode == "train")
     theirs.train(mode == "train")
     with torch.no_grad():
-        got = _outputs(ours(*_for("ours", inputs), **_for("ours", case.forward_kwargs)))
-        want = _outputs(theirs(*_for("torch", inputs), **_for("torch", case.forward_kwargs)))
+        got = _outputs(case.call(ours, "ours", _for("ours", inputs), single))
+        want = _outputs(case.call(theirs, "torch", _for("torch", inputs), single))
     assert len(got) == len(want)
     for a, b in zip(got, want):
         assert a.shape == b.shape and a.dtype == b.dtype
@@ -597,16 +636,14 @@ def test_gradients_after_loading_torchs_state_dict(case, request):
     theirs.train(not case.random)
     ours_in, theirs_in = _leaves("ours", inputs), _leaves("torch", inputs)
     # (a copy goes in, so that an inplace layer writes into a tensor that may be written)
-    got = [o for o in _flat(ours(*_copies(ours_in), **_for("ours", case.forward_kwargs)))
-           if o.dtype == autograd.float64]
-    want = [o for o in _flat(theirs(*_copies(theirs_in), **_for("torch", case.forward_kwargs)))
-            if o.dtype == torch.float64]
+    got = [o for o in _flat(case.call(ours, "ours", _copies(ours_in))) if o.dtype == autograd.float64]
+    want = [o for o in _flat(case.call(theirs, "torch", _copies(theirs_in))) if o.dtype == torch.float64]
     if not any(o.requires_grad for o in want):
         pytest.skip("nothing to differentiate")
     projections = [np.random.default_rng(1).standard_normal(tuple(o.shape)) for o in want]
     sum(((o * autograd.tensor(r)).sum() for o, r in zip(got, projections) if o.requires_grad)).backward()
     sum(((o * torch.tensor(r)).sum() for o, r in zip(want, projections) if o.requires_grad)).backward()
-    pairs = list(zip(ours.parameters(), theirs.parameters())) + list(zip(ours_in, theirs_in))
+    pairs = list(zip(ours.parameters(), theirs.parameters())) + [(ours_in[0], theirs_in[0])]
     for a, b in pairs:
         if b.grad is None:
             assert a.grad is None or not a.grad.numpy().any()
@@ -616,7 +653,7 @@ def test_gradients_after_loading_torchs_state_dict(case, request):
 
 
 def _copies(tensors):
-    return [t.clone() if t.requires_grad else t for t in tensors]
+    return [t.clone() if getattr(t, "requires_grad", False) else t for t in tensors]
 
 
 def _flat(value):
@@ -635,7 +672,7 @@ def test_float32_forward_after_loading_torchs_state_dict(case):
     _materialise(case, ours, theirs, inputs)
     ours.load_state_dict({k: autograd.tensor(v.numpy()) for k, v in theirs.state_dict().items()})
     for mode in _modes(case):
-        _same_forward(case, ours, theirs, inputs, mode, tolerance=dict(rtol=1e-4, atol=1e-5))
+        _same_forward(case, ours, theirs, inputs, mode, tolerance=dict(rtol=1e-4, atol=1e-5), single=True)
 
 
 def test_state_dict_from_ours_gives_the_same_forward(case):
