@@ -820,3 +820,17 @@ def test_invalid_arguments_raise_pytorchs_exception_class(case):
     want, got = _raised("torch", case, inputs), _raised("ours", case, inputs)
     assert want is not None
     assert isinstance(got, type(want)), (got, want)
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case.name.startswith("Lazy")], ids=lambda case: case.id)
+def test_lazy_module_before_its_first_call(case):
+    """Before the first forward call: the repr (in_features=0), the state_dict's keys and parameter and
+    buffer names, the public attributes, and has_uninitialized_params()."""
+    ours, theirs = case.build("ours"), case.build("torch")
+    assert repr(ours) == repr(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    expected = _public_attributes(theirs)
+    assert {name: getattr(ours, name, "<missing>") for name in expected} == expected
+    assert ours.has_uninitialized_params() is theirs.has_uninitialized_params() is True
