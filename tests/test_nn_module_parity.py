@@ -528,6 +528,8 @@ def test_parameters_buffers_and_state_dict_keys(case):
     assert _members(ours, "buffers") == _members(theirs, "buffers")
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert ours.state_dict()._metadata == theirs.state_dict()._metadata  # each module's version
+    assert [(n, type(m).__name__) for n, m in ours.named_modules()] == [
+        (n, type(m).__name__) for n, m in theirs.named_modules()]
 
 
 @pytest.mark.parametrize("metadata", [None, 1, 2])
@@ -553,10 +555,13 @@ def test_old_checkpoint_without_num_batches_tracked(name, metadata):
 
 
 def test_public_attributes(case):
+    """Of the module and of every module inside it (a TransformerEncoderLayer's self_attn.batch_first)."""
     ours, theirs, _ = _pair(case)
-    expected = _public_attributes(theirs)
-    differ = {name: (getattr(ours, name, "<missing>"), value) for name, value in expected.items()
-              if not _same_value(getattr(ours, name, "<missing>"), value)}
+    differ = {}
+    for (path, inner), (_, their_inner) in zip(ours.named_modules(), theirs.named_modules()):
+        for name, value in _public_attributes(their_inner).items():
+            if not _same_value(getattr(inner, name, "<missing>"), value):
+                differ[f"{path}.{name}" if path else name] = (getattr(inner, name, "<missing>"), value)
     assert differ == {}
     assert ours.training is theirs.training is True
 
