@@ -562,6 +562,11 @@ def test_public_attributes(case):
         for name, value in _public_attributes(their_inner).items():
             if not _same_value(getattr(inner, name, "<missing>"), value):
                 differ[f"{path}.{name}" if path else name] = (getattr(inner, name, "<missing>"), value)
+        # what PyTorch registers as None (bias=False's bias, a norm's absent running_mean): None here too
+        for registry in ("_parameters", "_buffers", "_modules"):
+            for name in [n for n, v in getattr(their_inner, registry).items() if v is None]:
+                if getattr(inner, name, "<missing>") is not None:
+                    differ[f"{path}.{name}" if path else name] = (getattr(inner, name, "<missing>"), None)
     assert differ == {}
     assert ours.training is theirs.training is True
 
