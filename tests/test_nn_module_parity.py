@@ -860,3 +860,25 @@ def test_module_pickles_after_a_forward_call(make, shape):
     output = module(input)  # (alive: so are the views of the weight it took)
     copied = pickle.loads(pickle.dumps(module))
     np.testing.assert_array_equal(copied(input).numpy(), output.numpy())
+
+
+def test_state_dict_shares_memory_with_the_module(case):
+    """state_dict()'s tensors are detached views of the module's own: an EMA written into them in place
+    (``v.mul_(d).add_(w)``) reaches the module, as in PyTorch; keep_vars=True gives the parameters."""
+    ours, theirs, _ = _pair(case)
+    for module in (ours, theirs):
+        state = module.state_dict()
+        for key, value in state.items():
+            assert not value.requires_grad, key
+            value.add_(1)
+        kept = module.state_dict(keep_vars=True)
+        for key, value in module.state_dict().items():
+            np.testing.assert_array_equal(value.numpy(), state[key].numpy(), err_msg=key)
+            assert kept[key] is _owner_tensor(module, key)
+
+
+def _owner_tensor(module, key):
+    *path, name = key.split(".")
+    for part in path:
+        module = getattr(module, part) if not part.isdigit() else module[int(part)]
+    return getattr(module, name)
