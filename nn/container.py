@@ -185,12 +185,20 @@ def _set_entry(container, name, value):
         setattr(container, name, value)
 
 
-def _describe(value):
-    """'Parameter containing: [autograd.float32 of size 2x3]', PyTorch's one-line summary."""
-    if not isinstance(value, Tensor):
-        return repr(value)
-    kind = "Parameter containing" if isinstance(value, Parameter) else "Tensor"
-    return f"{kind}: [autograd.{value.dtype} of size {'x'.join(map(str, value.shape))}]"
+def _describe(entries, type_text):
+    """PyTorch's lines for a ParameterList or ParameterDict, indented by two more spaces than a child
+    module's: '  (0): Parameter containing: [autograd.float32 of size 2x3]' (``type_text(p)`` the
+    middle: the dtype for a list, the tensor type, 'torch.FloatTensor', for a dict)."""
+    lines = []
+    for key, value in entries:
+        if isinstance(value, Tensor):
+            kind = "Parameter" if isinstance(value, Parameter) else "Tensor"
+            device = f" ({value.device})" if value.device.type != "cpu" else ""
+            text = f"{kind} containing: [{type_text(value)} of size {'x'.join(map(str, value.shape))}{device}]"
+        else:
+            text = f"Object of type: {type(value).__name__}"
+        lines.append(f"  ({key}): {text}")
+    return "\n".join(lines)
 
 
 class ParameterList(Module):
@@ -237,7 +245,7 @@ class ParameterList(Module):
         return [name for name in super().__dir__() if not name.isdigit()]
 
     def extra_repr(self):
-        return "\n".join(f"({i}): {_describe(p)}" for i, p in enumerate(self))
+        return _describe(enumerate(self), lambda p: f"autograd.{p.dtype}")
 
 
 class ParameterDict(Module):
@@ -316,7 +324,7 @@ class ParameterDict(Module):
             self[key] = value
 
     def extra_repr(self):
-        return "\n".join(f"({k}): {_describe(p)}" for k, p in self.items())
+        return _describe(self.items(), autograd.typename)
 
 
 class Ensemble(Module):

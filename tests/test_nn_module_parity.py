@@ -6,6 +6,7 @@ initialisation (family and bounds, on large layers) and the exception class for 
 
 The whole file skips without PyTorch; the cases are small so that it runs in seconds."""
 
+import collections
 import inspect
 
 import numpy as np
@@ -428,6 +429,21 @@ CASES = [
 # the Transformer cases cover them)
 NOT_BUILT = {"Module", "Container", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict",
              "DataParallel", "RNNCellBase", "TransformerEncoder", "TransformerDecoder"}
+
+
+def test_containers_print_as_pytorchs():
+    """Their repr, with the dtype named as this project names it (README: deliberate differences)."""
+    def build(owner, tensors):
+        return [owner.ParameterList([owner.Parameter(tensors.ones(2)), owner.Parameter(tensors.ones(2, 3).double()),
+                                     3]),
+                owner.ParameterDict({"a": owner.Parameter(tensors.ones(2)),
+                                     "b": owner.Parameter(tensors.zeros(1).double(), requires_grad=False)}),
+                owner.ModuleDict({"x": owner.ReLU(), "y": owner.Linear(1, 1)}), owner.ParameterList(),
+                owner.Sequential(), owner.ModuleList([owner.Tanh(), owner.Tanh(), owner.ReLU()]),
+                owner.Sequential(collections.OrderedDict(fc=owner.Linear(1, 1), act=owner.ReLU()))]
+
+    for ours, theirs in zip(build(nn, autograd), build(tnn, torch)):
+        assert repr(ours) == repr(theirs).replace("[torch.float", "[autograd.float")
 
 
 def test_every_class_both_have_is_covered():
