@@ -127,8 +127,8 @@ def _class_last(input):
 
 
 def _check_class_indices(name, input, target):
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
+    if target.dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
+        raise DtypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
                         "integers (use .long()); for class probabilities pass a float target of "
                         f"the input's shape {input.shape}")
     expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]

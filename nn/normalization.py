@@ -2,6 +2,7 @@
 feature-statistics regularisers)."""
 
 import autograd
+from autograd.errors import ShapeError
 
 from . import functional as F
 from .module import Module
@@ -77,9 +78,11 @@ class _BatchNorm(_NormBase):
 
     def forward(self, input):
         if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}) expects input of "
-                             f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} "
-                             f"channels in dim 1, got shape {input.shape}")
+            # PyTorch: a ValueError for the number of dims, a RuntimeError for the channels (ShapeError is both)
+            raise (ValueError if input.ndim not in self.expected_dims else ShapeError)(
+                f"{type(self).__name__}({self.num_features}) expects input of "
+                f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} channels in dim 1, "
+                f"got shape {input.shape}")
         # without running statistics, batch statistics are used in eval too (PyTorch's rule)
         return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                             training=self.training or not self.track_running_stats,

@@ -12,6 +12,7 @@ return the unreduced losses when it is not given, and these do what PyTorch does
 import math
 import warnings
 
+from ..errors import ShapeError
 from ..tensor import Tensor
 from .distances import pairwise_distance
 from .elementwise import where
@@ -53,8 +54,8 @@ def reduce_batchmean(loss, reduction, batch):
 def same_shape(name, input, target):
     """The target as a tensor of the input's shape (PyTorch refuses to broadcast here)."""
     target = target if isinstance(target, Tensor) else Tensor(target)
-    if input.shape != target.shape:
-        raise ValueError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
+    if input.shape != target.shape:  # (PyTorch's RuntimeError where they cannot broadcast; a ValueError too)
+        raise ShapeError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
                          "they must have the same shape (reshape one, e.g. target.reshape(input.shape))")
     return target
 
