@@ -82,7 +82,7 @@ class RNNBase(Module):
         self.dropout, self.bidirectional, self.proj_size = float(dropout), bidirectional, proj_size
         gate_size, real_hidden = _GATES[mode] * hidden_size, proj_size or hidden_size
         directions = 2 if bidirectional else 1
-        self._flat_weights_names = []
+        self._all_weights = []  # PyTorch's: the parameter names of each layer and direction, in order
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else real_hidden * directions
             for direction in range(directions):
@@ -93,8 +93,9 @@ class RNNBase(Module):
                 if proj_size:
                     shapes["weight_hr"] = (proj_size, hidden_size)
                 for name, shape in shapes.items():
-                    setattr(self, name + suffix, Parameter(autograd.empty(*shape, dtype=dtype)))
-                    self._flat_weights_names.append(name + suffix)
+                    setattr(self, name + suffix, Parameter(autograd.empty(*shape, device=device, dtype=dtype)))
+                self._all_weights.append([name + suffix for name in shapes])
+        self._flat_weights_names = [name for names in self._all_weights for name in names]
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -112,9 +113,7 @@ class RNNBase(Module):
 
     @property
     def all_weights(self):
-        per_layer = len(self._flat_weights_names) // (self.num_layers * (2 if self.bidirectional else 1))
-        names = self._flat_weights_names
-        return [[getattr(self, n) for n in names[k:k + per_layer]] for k in range(0, len(names), per_layer)]
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def _weights(self, layer, direction):
         """(w_ih, w_hh, b_ih, b_hh[, w_hr]) of one layer and direction; zero biases without bias."""

@@ -927,3 +927,15 @@ def _owner_tensor(module, key):
     for part in path:
         module = getattr(module, part) if not part.isdigit() else module[int(part)]
     return getattr(module, name)
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case.name in ("RNN", "LSTM", "GRU", "RNNBase")],
+                         ids=lambda case: case.id)
+def test_recurrent_weight_lists(case):
+    """The names per layer and direction that weight-dropping code walks (``_all_weights``), the flat
+    list, and ``all_weights`` (the tensors, per layer and direction)."""
+    ours, theirs, _ = _pair(case)
+    assert ours._all_weights == theirs._all_weights
+    assert ours._flat_weights_names == theirs._flat_weights_names
+    assert [[tuple(w.shape) for w in ws] for ws in ours.all_weights] == [
+        [tuple(w.shape) for w in ws] for ws in theirs.all_weights]
