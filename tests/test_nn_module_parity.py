@@ -939,3 +939,19 @@ def test_recurrent_weight_lists(case):
     assert ours._flat_weights_names == theirs._flat_weights_names
     assert [[tuple(w.shape) for w in ws] for ws in ours.all_weights] == [
         [tuple(w.shape) for w in ws] for ws in theirs.all_weights]
+
+
+def test_non_persistent_buffers_set_as_pytorchs():
+    """PyTorch's name for the buffers state_dict leaves out, read and updated by code written for it."""
+    def program(owner, tensors):
+        module = owner.Linear(2, 2)
+        seen = [set(module._non_persistent_buffers_set)]
+        module.register_buffer("a", tensors.ones(1), persistent=False)
+        module.register_buffer("b", tensors.ones(1))
+        seen += [set(module._non_persistent_buffers_set), list(module.state_dict())]
+        module._non_persistent_buffers_set.discard("a")
+        module._non_persistent_buffers_set.add("b")
+        return seen + [list(module.state_dict())]
+
+    assert program(nn, autograd) == program(tnn, torch) == [set(), {"a"}, ["weight", "bias", "b"],
+                                                            ["weight", "bias", "a"]]
