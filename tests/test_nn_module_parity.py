@@ -1,8 +1,11 @@
 """Every module class that nn and torch.nn both have, built with the same arguments, against PyTorch:
 its repr, its parameters and buffers (names, order, shapes, dtypes, requires_grad), its state_dict's
-keys, a strict state_dict round trip in both directions followed by equal forward outputs (train and
-eval), the public attributes programs read (values and types: a tuple is not an int), the default
-initialisation (family and bounds, on large layers) and the exception class for invalid arguments.
+keys and metadata versions, named_modules, a strict state_dict round trip in both directions followed
+by equal forward outputs (train and eval, float64 and float32) and gradients, the public attributes
+programs read (values and types: a tuple is not an int) of it and every module inside it, its public
+methods, the default initialisation (family and bounds, on large layers, after reset_parameters too),
+state_dict tensors sharing memory with the module, and the exception class for invalid arguments and
+inputs. Deliberate differences are xfailed (strict) with their reason.
 
 The whole file skips without PyTorch; the cases are small so that it runs in seconds."""
 
