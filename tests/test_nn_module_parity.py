@@ -52,6 +52,8 @@ def _for(side, value):
         return type(value)(_for(side, v) for v in value)
     if isinstance(value, dict):
         return {k: _for(side, v) for k, v in value.items()}
+    if isinstance(value, New):
+        return value.ours() if side == "ours" else value.torch()
     if isinstance(value, Fn):
         return value.ours if side == "ours" else value.torch
     return value
@@ -65,6 +67,13 @@ class Fn:
 
     def __repr__(self):
         return repr(self.torch)
+
+
+class New(Fn):
+    """A module argument, made afresh for each build: ``ours()`` for nn, ``torch()`` for torch.nn."""
+
+    def __repr__(self):
+        return type(self.torch()).__name__
 
 
 rng = np.random.default_rng(0)
@@ -361,6 +370,15 @@ CASES = [
     Case("TransformerDecoderLayer", 4, 2, dim_feedforward=8, inputs=pair(3, 2, 4), random=True),
     Case("TransformerDecoderLayer", 4, 2, dim_feedforward=8, dropout=0.0, batch_first=True, norm_first=True,
          inputs=pair(2, 3, 4)),
+    Case("TransformerEncoder", New(lambda: nn.TransformerEncoderLayer(4, 2, 8, 0.0),
+                                   lambda: tnn.TransformerEncoderLayer(4, 2, 8, 0.0)), 2, inputs=x(3, 2, 4)),
+    Case("TransformerEncoder", New(lambda: nn.TransformerEncoderLayer(4, 2, 8, 0.0, batch_first=True),
+                                   lambda: tnn.TransformerEncoderLayer(4, 2, 8, 0.0, batch_first=True)),
+         num_layers=1, norm=New(lambda: nn.LayerNorm(4), lambda: tnn.LayerNorm(4)), enable_nested_tensor=False,
+         inputs=x(2, 3, 4), kw=dict(src_key_padding_mask=T(np.array([[False, False, True], [False] * 3])))),
+    Case("TransformerDecoder", New(lambda: nn.TransformerDecoderLayer(4, 2, 8, 0.0),
+                                   lambda: tnn.TransformerDecoderLayer(4, 2, 8, 0.0)),
+         2, norm=New(lambda: nn.LayerNorm(4), lambda: tnn.LayerNorm(4)), inputs=pair(3, 2, 4)),
     Case("Transformer", 4, 2, 1, 1, 8, inputs=pair(3, 2, 4), random=True),
     Case("Transformer", d_model=4, nhead=2, num_encoder_layers=2, num_decoder_layers=1, dim_feedforward=8,
          dropout=0.0, batch_first=True, inputs=pair(2, 3, 4)),
@@ -428,10 +446,9 @@ CASES = [
 ]
 
 # classes that both have and this file does not build: bases, containers and wrappers (a check of
-# their repr or state would test their contents), and the encoder/decoder stacks (built from a layer:
-# the Transformer cases cover them)
+# their repr or state would test their contents; test_containers_print_as_pytorchs prints some)
 NOT_BUILT = {"Module", "Container", "Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict",
-             "DataParallel", "RNNCellBase", "TransformerEncoder", "TransformerDecoder"}
+             "DataParallel", "RNNCellBase"}
 
 
 def test_containers_print_as_pytorchs():
