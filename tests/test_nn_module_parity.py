@@ -625,6 +625,7 @@ def _same_state(ours, theirs):
     got, want = ours.state_dict(), theirs.state_dict()
     assert list(got) == list(want)
     for key in want:
+        assert _dtype_name(got[key].dtype) == _dtype_name(want[key].dtype), key  # .double() left int64 alone
         np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-9, atol=1e-10, err_msg=key)
 
 
