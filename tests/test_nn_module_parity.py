@@ -847,6 +847,18 @@ ERROR_CASES = [
     Case("CTCLoss", reduction="foo", inputs=lambda: [T(np.log(rng.dirichlet(np.ones(4), (6, 2)))), ints(4, 2, 3, low=1),
                                                     T(np.array([6, 5])), T(np.array([3, 2]))]),
     pytest.param(Case("RNNCell", 3, 4, nonlinearity="sigmoid", inputs=x(2, 3)), marks=_LATE),
+    # window sizes PyTorch's functions refuse (a zero stride divided by, a zero dilation or kernel computed with)
+    Case("Conv2d", 2, 2, 3, stride=0, inputs=x(1, 2, 5, 5)), Case("Conv2d", 2, 2, 3, dilation=0, inputs=x(1, 2, 5, 5)),
+    Case("Conv2d", 2, 2, 0, inputs=x(1, 2, 5, 5)), Case("Conv1d", 2, 2, 3, padding=-1, inputs=x(1, 2, 5)),
+    Case("Conv3d", 2, 2, 2, stride=(1, 0, 1), inputs=x(1, 2, 3, 3, 3)),
+    Case("ConvTranspose2d", 2, 2, 3, stride=0, inputs=x(1, 2, 5, 5)),
+    Case("ConvTranspose1d", 2, 2, 3, dilation=0, inputs=x(1, 2, 5)), Case("MaxPool2d", 0, inputs=x(1, 1, 4, 4)),
+    Case("MaxPool1d", 2, stride=0, inputs=x(1, 1, 4)), Case("MaxPool2d", 2, dilation=0, inputs=x(1, 1, 4, 4)),
+    Case("AvgPool1d", 0, inputs=x(1, 1, 4)), Case("AvgPool2d", 2, padding=-1, inputs=x(1, 1, 4, 4)),
+    Case("AvgPool3d", 2, stride=0, inputs=x(1, 1, 4, 4, 4)), Case("MaxPool3d", 2, padding=-1, inputs=x(1, 1, 4, 4, 4)),
+    Case("PixelShuffle", 0, inputs=x(1, 4, 2, 2)), Case("PixelUnshuffle", -1, inputs=x(1, 4, 2, 2)),
+    Case("LocalResponseNorm", 0, inputs=x(1, 2, 4, 4)), Case("RReLU", 0.5, 0.1, inputs=x(2, 3)),
+    Case("LazyLinear", -1, inputs=x(2, 3)),
 ]
 
 
