@@ -309,6 +309,7 @@ CASES = [
     Case("LazyBatchNorm2d", affine=False, inputs=x(2, 3, 4, 5)),
     Case("LazyBatchNorm3d", inputs=x(2, 2, 3, 4, 3)),
     Case("SyncBatchNorm", 3),  # (its forward needs a process group)
+    Case("SyncBatchNorm", 3, eps=1e-3, momentum=None, bias=False),
     Case("InstanceNorm1d", 3, inputs=x(2, 3, 5)),
     Case("InstanceNorm1d", 3, affine=True, track_running_stats=True, inputs=x(2, 3, 5)),
     Case("InstanceNorm2d", 3, inputs=x(2, 3, 4, 5)),
@@ -988,3 +989,25 @@ def test_non_persistent_buffers_set_as_pytorchs():
 
     assert program(nn, autograd) == program(tnn, torch) == [set(), {"a"}, ["weight", "bias", "b"],
                                                             ["weight", "bias", "a"]]
+
+
+def _takes_factory_kwargs(case):
+    parameters = inspect.signature(getattr(tnn, case.name).__init__).parameters
+    return case.factory is None and "dtype" in parameters and "device" in parameters
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if _takes_factory_kwargs(case)], ids=lambda case: case.id)
+def test_device_and_dtype_arguments(case):
+    """device='cpu', dtype=float64 reach every parameter and floating buffer, as PyTorch's."""
+    def build(side):
+        owner = nn if side == "ours" else tnn
+        kwargs = dict(_for(side, case.kwargs), device="cpu", dtype=(autograd if side == "ours" else torch).float64)
+        return getattr(owner, case.name)(*_for(side, case.args), **kwargs)
+
+    ours, theirs = build("ours"), build("torch")
+    if case.name.startswith("Lazy"):  # (materialised in float64 by a float64 input)
+        inputs = case.inputs()
+        ours(*_for("ours", inputs))
+        theirs(*_for("torch", inputs))
+    assert _members(ours, "parameters") == _members(theirs, "parameters")
+    assert _members(ours, "buffers") == _members(theirs, "buffers")
