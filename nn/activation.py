@@ -35,13 +35,6 @@ class ReLU(_Elementwise):
         return F.relu(input, self.inplace)
 
 
-class ReLU6(_Elementwise):
-    """φ(x) = min(max(0, x), 6)"""
-
-    def forward(self, input):
-        return F.relu6(input, self.inplace)
-
-
 class SiLU(_Elementwise):
     """φ(x) = x σ(x)"""
 
@@ -69,12 +62,18 @@ class Hardsigmoid(_Elementwise):
     def forward(self, input):
         return F.hardsigmoid(input, self.inplace)
 
+    def extra_repr(self):
+        return ""  # PyTorch prints no options for this one, inplace or not
+
 
 class Hardswish(_Elementwise):
     """φ(x) = x relu6(x + 3) / 6"""
 
     def forward(self, input):
         return F.hardswish(input, self.inplace)
+
+    def extra_repr(self):
+        return ""  # PyTorch prints no options for this one, inplace or not
 
 
 class LeakyReLU(Module):
@@ -150,6 +149,19 @@ class Hardtanh(Module):
 
     def extra_repr(self):
         return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class ReLU6(Hardtanh):
+    """φ(x) = min(max(0, x), 6): a Hardtanh from 0 to 6, as PyTorch's (min_val, max_val, isinstance)."""
+
+    def __init__(self, inplace=False):
+        super().__init__(0.0, 6.0, inplace)
+
+    def forward(self, input):
+        return F.relu6(input, self.inplace)
+
+    def extra_repr(self):
+        return _inplace_text(self.inplace)
 
 
 class Threshold(Module):

@@ -71,6 +71,11 @@ class _ModuleSequence(Module):
         del self[index]
         return module
 
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
 
 class Sequential(_ModuleSequence):
     """Modules applied one after another: Sequential(a, b, c)(x) = c(b(a(x)))."""
@@ -103,10 +108,20 @@ class ModuleList(_ModuleSequence):
     def _from_list(self, modules):
         return ModuleList(modules)
 
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
+    def __repr__(self):
+        """PyTorch's: a run of children that print alike is one entry, ``(0-5): 6 x Block(...)``."""
+        runs = []  # [first index, last index, repr]
+        for index, module in enumerate(self):
+            text = repr(module)
+            if runs and runs[-1][2] == text:
+                runs[-1][1] = index
+            else:
+                runs.append([index, index, text])
+        if not runs:
+            return self._get_name() + "()"
+        lines = [(f"({first}): " if first == last else f"({first}-{last}): {last - first + 1} x ") + text
+                 for first, last, text in runs]
+        return self._get_name() + "(\n  " + "\n  ".join(line.replace("\n", "\n  ") for line in lines) + "\n)"
 
 
 class ModuleDict(Module):
@@ -170,12 +185,20 @@ def _set_entry(container, name, value):
         setattr(container, name, value)
 
 
-def _describe(value):
-    """'Parameter containing: [autograd.float32 of size 2x3]', PyTorch's one-line summary."""
-    if not isinstance(value, Tensor):
-        return repr(value)
-    kind = "Parameter containing" if isinstance(value, Parameter) else "Tensor"
-    return f"{kind}: [autograd.{value.dtype} of size {'x'.join(map(str, value.shape))}]"
+def _describe(entries, type_text):
+    """PyTorch's lines for a ParameterList or ParameterDict, indented by two more spaces than a child
+    module's: '  (0): Parameter containing: [autograd.float32 of size 2x3]' (``type_text(p)`` the
+    middle: the dtype for a list, the tensor type, 'torch.FloatTensor', for a dict)."""
+    lines = []
+    for key, value in entries:
+        if isinstance(value, Tensor):
+            kind = "Parameter" if isinstance(value, Parameter) else "Tensor"
+            device = f" ({value.device})" if value.device.type != "cpu" else ""
+            text = f"{kind} containing: [{type_text(value)} of size {'x'.join(map(str, value.shape))}{device}]"
+        else:
+            text = f"Object of type: {type(value).__name__}"
+        lines.append(f"  ({key}): {text}")
+    return "\n".join(lines)
 
 
 class ParameterList(Module):
@@ -222,7 +245,7 @@ class ParameterList(Module):
         return [name for name in super().__dir__() if not name.isdigit()]
 
     def extra_repr(self):
-        return "\n".join(f"({i}): {_describe(p)}" for i, p in enumerate(self))
+        return _describe(enumerate(self), lambda p: f"autograd.{p.dtype}")
 
 
 class ParameterDict(Module):
@@ -273,13 +296,35 @@ class ParameterDict(Module):
         del self[key]
         return value
 
+    def popitem(self):
+        """The last (key, parameter) put in, removed."""
+        key = next(reversed(self._keys))
+        return key, self.pop(key)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def clear(self):
+        for key in list(self._keys):
+            del self[key]
+
+    def copy(self):
+        """A new ParameterDict holding the same parameters."""
+        return ParameterDict(self.items())
+
+    def fromkeys(self, keys, default=None):
+        """A new ParameterDict with each of ``keys`` set to ``default``."""
+        return ParameterDict((key, default) for key in keys)
+
     def update(self, parameters):
         pairs = parameters.items() if hasattr(parameters, "items") else parameters
         for key, value in pairs:
             self[key] = value
 
     def extra_repr(self):
-        return "\n".join(f"({k}): {_describe(p)}" for k, p in self.items())
+        return _describe(self.items(), autograd.typename)
 
 
 class Ensemble(Module):

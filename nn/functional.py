@@ -409,6 +409,8 @@ def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):
     (channels outside 0..C−1 count as zeros, the sum still divided by size, as PyTorch)."""
     if input.ndim < 3:
         raise ValueError(f"Expected 3D or higher dimensionality input (got {input.ndim} dimensions)")
+    if size <= 0:  # (a window of no channels: PyTorch's RuntimeError, not a division by zero)
+        raise RuntimeError(f"kernel size should be greater than zero, but got size: {size}")
     if input._data.size == 0:
         return input
     from .padding import pad  # nn.padding is built after this module

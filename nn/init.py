@@ -10,6 +10,7 @@ Kaiming choose the spread that keeps the variance steady from layer to layer.
 """
 
 import math
+import warnings
 
 import numpy
 
@@ -63,6 +64,15 @@ def _fan(tensor, mode):
         raise ValueError(f"Mode {mode} not supported, please use one of fan_in, fan_out")
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return fan_in if mode == "fan_in" else fan_out
+
+
+def _empty(tensor):
+    """A tensor with no elements has no fan to scale by: PyTorch's kaiming initialisers warn and
+    leave it (a Linear with 0 in_features, as AdaptiveLogSoftmaxWithLoss builds for a small tail)."""
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return True
+    return False
 
 
 def _fill(tensor, values):
@@ -121,6 +131,8 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gene
 
     mode 'fan_in' keeps the forward pass's variance, 'fan_out' the backward's.
     """
+    if _empty(tensor):
+        return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     bound = math.sqrt(3.0) * std
     return uniform_(tensor, -bound, bound, generator)
@@ -128,6 +140,8 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gene
 
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """He et al. (2015): w ~ N(0, σ²),  σ = gain / √fan."""
+    if _empty(tensor):
+        return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std, generator)
 

@@ -152,6 +152,7 @@ class Upsample(Module):
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None,
                  recompute_scale_factor=None):
         super().__init__()
+        self.name = type(self).__name__  # PyTorch's attribute (its deprecation warnings name the class)
         if isinstance(scale_factor, (tuple, list)):  # kept as floats, as PyTorch (and so printed)
             scale_factor = tuple(float(factor) for factor in scale_factor)
         elif scale_factor:

@@ -11,6 +11,7 @@ becomes a Linear). Loading a state_dict before the first forward materializes th
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
+from autograd.factories import _shape  # (its negative-size RuntimeError, as autograd.empty)
 from autograd.tensor import tensor_from
 
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
@@ -37,7 +38,7 @@ class _Uninitialized:
     def materialize(self, shape, device=None, dtype=None):
         """Storage of ``shape`` (uninitialised values) in place of none: this tensor has never had values,
         so no graph and no view can hold the old storage."""
-        self._data = xp.empty(tuple(shape), dtype=self._data.dtype if dtype is None else dtype)
+        self._data = xp.empty(_shape(shape), dtype=self._data.dtype if dtype is None else dtype)
         self.__class__ = self.cls_to_become
 
     def __repr__(self):

@@ -64,7 +64,11 @@ class Unflatten(Module):
         super().__init__()
         if not isinstance(unflattened_size, (tuple, list)):
             raise TypeError(f"unflattened_size must be tuple of ints, but found type {type(unflattened_size).__name__}")
-        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+        for position, size in enumerate(unflattened_size):
+            if not isinstance(size, int):
+                raise TypeError(f"unflattened_size must be tuple of ints, but found element of type "
+                                f"{type(size).__name__} at pos {position}")
+        self.dim, self.unflattened_size = dim, unflattened_size  # kept as given (a list prints as one)
 
     def forward(self, input):
         dim = self.dim % input.ndim

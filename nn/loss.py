@@ -12,6 +12,7 @@ class _Loss(Module):
     options = ()
     reductions = ("mean", "sum", "none")
     buffer_options = ("weight", "pos_weight")  # kept as buffers, in state_dict, as PyTorch
+    repr_options = ()  # the options the repr shows: none for PyTorch's losses (``MSELoss()``)
 
     def __init__(self, reduction="mean", size_average=None, reduce=None, **options):
         super().__init__()
@@ -31,9 +32,7 @@ class _Loss(Module):
         return type(self).function(*inputs, reduction=self.reduction, **options)
 
     def extra_repr(self):
-        return ", ".join(f"{name}={getattr(self, name)!r}" for name in self.options if
-                         getattr(self, name) is not None and not hasattr(getattr(self, name), "shape")
-                         and not callable(getattr(self, name)))
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in self.repr_options)
 
 
 class MSELoss(_Loss):
@@ -137,6 +136,7 @@ class HingeLoss(_Loss):
     """The lecture's max(0, 1 - y f(x)) for labels in {-1, +1}."""
 
     function, options = losses.hinge_loss, ("margin",)
+    repr_options = ("margin",)
 
     def __init__(self, margin=1.0, reduction="mean"):
         super().__init__(reduction, margin=margin)
@@ -190,7 +190,11 @@ class TripletMarginWithDistanceLoss(_Loss):
     function, options = losses.triplet_margin_with_distance_loss, ("distance_function", "margin", "swap")
 
     def __init__(self, *, distance_function=None, margin=1.0, swap=False, reduction="mean"):
-        super().__init__(reduction, distance_function=distance_function, margin=margin, swap=swap)
+        from .distance import PairwiseDistance  # (nn.distance loads on first use)
+
+        # the default distance is a PairwiseDistance child, as PyTorch's (it shows in the repr)
+        super().__init__(reduction, distance_function=distance_function if distance_function is not None else
+                         PairwiseDistance(), margin=margin, swap=swap)
         if margin <= 0:
             raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} "
                              "instead")
@@ -214,6 +218,7 @@ class ContrastiveLoss(_Loss):
     """Siamese contrastive loss (Hadsell, Chopra & LeCun, 2006); see nn.functional.contrastive_loss."""
 
     function, options = losses.contrastive_loss, ("margin",)
+    repr_options = ("margin",)
 
     def __init__(self, margin=1.0, reduction="mean"):
         super().__init__(reduction, margin=margin)

@@ -129,8 +129,8 @@ def _class_last(input):
 
 
 def _check_class_indices(name, input, target):
-    if target.dtype.kind not in "iu":
-        raise TypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
+    if target.dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
+        raise DtypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
                         "integers (use .long()); for class probabilities pass a float target of "
                         f"the input's shape {input.shape}")
     if target.dtype != numpy.int64 and target.dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only

@@ -278,6 +278,15 @@ class Module(ModuleState):
             self._non_persistent.add(name)
         setattr(self, name, tensor)
 
+    @property
+    def _non_persistent_buffers_set(self):
+        """PyTorch's name for the buffers state_dict leaves out (code written for PyTorch reads and
+        updates it): the same set as this module's own."""
+        if "_buffer_names" not in self.__dict__:
+            object.__setattr__(self, "_buffer_names", set())
+            object.__setattr__(self, "_non_persistent", set())
+        return self._non_persistent
+
     def add_module(self, name, module):
         """Add a child module under ``name`` (None keeps the name, holding no module)."""
         if module is not None and not isinstance(module, Module):

@@ -2,10 +2,20 @@
 feature-statistics regularisers)."""
 
 import autograd
+from autograd.errors import ShapeError
 
 from . import functional as F
 from .module import Module
 from .parameter import Parameter
+
+
+def _ones_and_zeros(weight, bias):
+    """γ = 1 and β = 0 (either may be None): every normalisation layer's initial affine map."""
+    with autograd.no_grad():
+        if weight is not None:
+            weight.fill_(1)
+        if bias is not None:
+            bias.zero_()
 
 
 class _NormBase(Module):
@@ -13,19 +23,34 @@ class _NormBase(Module):
     and the running statistics (running_mean, running_var, num_batches_tracked) when track_running_stats;
     PyTorch's names, so state_dicts load both ways."""
 
+    _version = 2  # PyTorch's: version 2 added num_batches_tracked
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None,
                  dtype=None, *, bias=True):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = Parameter(autograd.ones(num_features, dtype=dtype)) if affine else None
-        self.bias = Parameter(autograd.zeros(num_features, dtype=dtype)) if affine and bias else None
+        made = {"device": device, "dtype": dtype}
+        self.weight = Parameter(autograd.ones(num_features, **made)) if affine else None
+        self.bias = Parameter(autograd.zeros(num_features, **made)) if affine and bias else None
         if track_running_stats:
-            self.register_buffer("running_mean", autograd.zeros(num_features, dtype=dtype))
-            self.register_buffer("running_var", autograd.ones(num_features, dtype=dtype))
-            self.register_buffer("num_batches_tracked", autograd.tensor(0))
+            self.register_buffer("running_mean", autograd.zeros(num_features, **made))
+            self.register_buffer("running_var", autograd.ones(num_features, **made))
+            self.register_buffer("num_batches_tracked", autograd.tensor(0, device=device))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """A state_dict older than version 2 (or a plain dict, with no version) may lack
+        num_batches_tracked, as checkpoints written before PyTorch 0.4.1 do: this module's own count
+        is kept then, as PyTorch keeps it, instead of a missing key."""
+        key = prefix + "num_batches_tracked"
+        version = local_metadata.get("version")
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = self.num_batches_tracked
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def reset_running_stats(self):
         """Running mean 0, running variance 1, no batches seen (what update_bn starts from)."""
@@ -38,11 +63,7 @@ class _NormBase(Module):
     def reset_parameters(self):
         """The running statistics reset, and γ = 1, β = 0."""
         self.reset_running_stats()
-        if self.affine:
-            with autograd.no_grad():
-                self.weight.fill_(1)
-                if self.bias is not None:
-                    self.bias.zero_()
+        _ones_and_zeros(self.weight, self.bias)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -57,9 +78,11 @@ class _BatchNorm(_NormBase):
 
     def forward(self, input):
         if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
-            raise ValueError(f"{type(self).__name__}({self.num_features}) expects input of "
-                             f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} "
-                             f"channels in dim 1, got shape {input.shape}")
+            # PyTorch: a ValueError for the number of dims, a RuntimeError for the channels (ShapeError is both)
+            raise (ValueError if input.ndim not in self.expected_dims else ShapeError)(
+                f"{type(self).__name__}({self.num_features}) expects input of "
+                f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} channels in dim 1, "
+                f"got shape {input.shape}")
         # without running statistics, batch statistics are used in eval too (PyTorch's rule)
         return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                             training=self.training or not self.track_running_stats,
@@ -92,17 +115,20 @@ class LayerNorm(Module):
         super().__init__()
         self.normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
                                  else tuple(normalized_shape))
-        self.eps = eps
+        self.eps, self.elementwise_affine = eps, elementwise_affine
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(self.normalized_shape, **made)) if elementwise_affine else None
         self.bias = (Parameter(autograd.zeros(self.normalized_shape, **made)) if elementwise_affine and bias
                      else None)
 
+    def reset_parameters(self):
+        _ones_and_zeros(self.weight, self.bias)
+
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}, "
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
                 f"bias={self.bias is not None}")
 
 
@@ -115,7 +141,11 @@ class RMSNorm(Module):
                                  else tuple(normalized_shape))
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        self.weight = Parameter(autograd.ones(self.normalized_shape, dtype=dtype)) if elementwise_affine else None
+        made = {"device": device, "dtype": dtype}
+        self.weight = Parameter(autograd.ones(self.normalized_shape, **made)) if elementwise_affine else None
+
+    def reset_parameters(self):
+        _ones_and_zeros(self.weight, None)
 
     def forward(self, input):
         return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
@@ -131,16 +161,19 @@ class GroupNorm(Module):
         super().__init__()
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
-        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(num_channels, **made)) if affine else None
         self.bias = Parameter(autograd.zeros(num_channels, **made)) if affine and bias else None
+
+    def reset_parameters(self):
+        _ones_and_zeros(self.weight, self.bias)
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.weight is not None}, "
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
                 f"bias={self.bias is not None}")
 
 

@@ -4,6 +4,11 @@ from . import functional as F
 from .module import Module
 
 
+def _single(value):
+    """PyTorch's _single: an int as a 1-tuple, a sequence as a tuple."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
 class _MaxPoolNd(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
         super().__init__()
@@ -64,6 +69,12 @@ class AvgPool2d(_AvgPoolNd):
 
 
 class AvgPool1d(_AvgPoolNd):
+    """PyTorch's AvgPool1d keeps its sizes as 1-tuples ((3,), not 3), unlike the other pooling layers."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__(_single(kernel_size), _single(stride if stride is not None else kernel_size),
+                         _single(padding), ceil_mode, count_include_pad)
+
     def forward(self, input):
         return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad)

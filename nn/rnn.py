@@ -82,7 +82,7 @@ class RNNBase(Module):
         self.dropout, self.bidirectional, self.proj_size = float(dropout), bidirectional, proj_size
         gate_size, real_hidden = _GATES[mode] * hidden_size, proj_size or hidden_size
         directions = 2 if bidirectional else 1
-        self._flat_weights_names = []
+        self._all_weights = []  # PyTorch's: the parameter names of each layer and direction, in order
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else real_hidden * directions
             for direction in range(directions):
@@ -93,13 +93,14 @@ class RNNBase(Module):
                 if proj_size:
                     shapes["weight_hr"] = (proj_size, hidden_size)
                 for name, shape in shapes.items():
-                    setattr(self, name + suffix, Parameter(autograd.empty(*shape, dtype=dtype)))
-                    self._flat_weights_names.append(name + suffix)
+                    setattr(self, name + suffix, Parameter(autograd.empty(*shape, device=device, dtype=dtype)))
+                self._all_weights.append([name + suffix for name in shapes])
+        self._flat_weights_names = [name for names in self._all_weights for name in names]
         self.reset_parameters()
 
     def reset_parameters(self):
         """Every weight and bias ~ U(-1/√H, 1/√H), H = hidden_size (PyTorch's)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for weight in self.parameters():
             init.uniform_(weight, -bound, bound)
 
@@ -112,9 +113,7 @@ class RNNBase(Module):
 
     @property
     def all_weights(self):
-        per_layer = len(self._flat_weights_names) // (self.num_layers * (2 if self.bidirectional else 1))
-        names = self._flat_weights_names
-        return [[getattr(self, n) for n in names[k:k + per_layer]] for k in range(0, len(names), per_layer)]
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def _weights(self, layer, direction):
         """(w_ih, w_hh, b_ih, b_hh[, w_hr]) of one layer and direction; zero biases without bias."""
@@ -244,16 +243,13 @@ class RNN(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+                 dropout=0.0, bidirectional=False, device=None, dtype=None, *, proj_size=0):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        # proj_size only to refuse it as PyTorch does (a ValueError: only LSTM projects)
         super().__init__("RNN_" + nonlinearity.upper(), input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, device=device, dtype=dtype)
-        self.nonlinearity = nonlinearity
-
-    def extra_repr(self):
-        text = super().extra_repr()
-        return text + (", nonlinearity='relu'" if self.nonlinearity == "relu" else "")
+                         dropout, bidirectional, proj_size, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity  # (not in the repr: PyTorch's RNN prints only RNNBase's options)
 
 
 class LSTM(RNNBase):
@@ -281,9 +277,10 @@ class GRU(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, device=None, dtype=None):
+                 bidirectional=False, device=None, dtype=None, *, proj_size=0):
+        # proj_size only to refuse it as PyTorch does (a ValueError: only LSTM projects)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         device=device, dtype=dtype)
+                         proj_size, device=device, dtype=dtype)
 
 
 class RNNCellBase(Module):
@@ -293,14 +290,15 @@ class RNNCellBase(Module):
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__()
-        _check_size("input_size", input_size)
-        _check_size("hidden_size", hidden_size)
+        # sizes as PyTorch's cells take them: 0 makes empty weights, a negative one the RuntimeError of
+        # autograd.empty (RNNBase's ValueError checks are its own)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         gate_size = _GATES[self.mode] * hidden_size
-        self.weight_ih = Parameter(autograd.empty(gate_size, input_size, dtype=dtype))
-        self.weight_hh = Parameter(autograd.empty(gate_size, hidden_size, dtype=dtype))
-        self.bias_ih = Parameter(autograd.empty(gate_size, dtype=dtype)) if bias else None
-        self.bias_hh = Parameter(autograd.empty(gate_size, dtype=dtype)) if bias else None
+        made = {"device": device, "dtype": dtype}
+        self.weight_ih = Parameter(autograd.empty(gate_size, input_size, **made))
+        self.weight_hh = Parameter(autograd.empty(gate_size, hidden_size, **made))
+        self.bias_ih = Parameter(autograd.empty(gate_size, **made)) if bias else None
+        self.bias_hh = Parameter(autograd.empty(gate_size, **made)) if bias else None
         self.reset_parameters()
 
     reset_parameters = RNNBase.reset_parameters
@@ -338,8 +336,9 @@ class RNNCellBase(Module):
         return finals if is_batched else [s.squeeze(0) for s in finals]
 
     def extra_repr(self):
-        text = f"{self.input_size}, {self.hidden_size}"
-        return text + (", bias=False" if not self.bias else "")
+        text = f"{self.input_size}, {self.hidden_size}" + (", bias=False" if not self.bias else "")
+        nonlinearity = getattr(self, "nonlinearity", "tanh")  # RNNCell's (printed unquoted, as PyTorch)
+        return text + (f", nonlinearity={nonlinearity}" if nonlinearity != "tanh" else "")
 
 
 class RNNCell(RNNCellBase):

@@ -20,6 +20,7 @@ import numpy
 import autograd
 import autograd.distributed as dist
 from autograd import Primitive, Tensor
+from autograd.errors import ShapeError
 from autograd.ops.normalization import update_running_stats
 
 from . import functional as F
@@ -72,8 +73,8 @@ class SyncBatchNorm(_BatchNorm):
     """BatchNorm over (N, C, ...) inputs with statistics over every rank's batch."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 process_group=None, device=None, dtype=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+                 process_group=None, device=None, dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         if process_group is not None and process_group is not dist.WORLD:
             raise ValueError(f"only the default process group is supported, got process_group={process_group!r}")
         self.process_group = process_group
@@ -81,8 +82,8 @@ class SyncBatchNorm(_BatchNorm):
     def forward(self, input):
         if input.ndim < 2:
             raise ValueError(f"expected at least 2D input (got {input.ndim}D input)")
-        if input.shape[1] != self.num_features:
-            raise ValueError(f"SyncBatchNorm({self.num_features}) expects {self.num_features} channels in dim 1, "
+        if input.shape[1] != self.num_features:  # (PyTorch's RuntimeError; a ValueError too)
+            raise ShapeError(f"SyncBatchNorm({self.num_features}) expects {self.num_features} channels in dim 1, "
                              f"got input of shape {input.shape}")
         training = self.training or not self.track_running_stats
         if not training or not dist.is_initialized() or dist.get_world_size() == 1:

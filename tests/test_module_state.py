@@ -90,7 +90,7 @@ def test_state_hooks_by_hand():
     assert keys == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var",
                     "1.num_batches_tracked", "1.note", "2.scale", "2._extra_state", "note"]
     assert events[:4] == [("save-pre", "Sequential", "", False), ("save-pre", "Linear", "0.", False),
-                          ("save-post", "BatchNorm1d", "1.", 7, {"version": 1}),
+                          ("save-post", "BatchNorm1d", "1.", 7, {"version": 2}),
                           ("save-post", "Sequential", "", 10, {"version": 1})]
     assert set(metadata) == {"", "0", "1", "2"}
     assert events[4:] == [("load-pre", "Sequential", "", ["0.bias", "0.w"], True),

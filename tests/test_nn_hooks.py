@@ -258,8 +258,8 @@ def test_zero_grad_half_and_repr():
                   lambda nn_: nn_.ConstantPad1d(3, 1.5), lambda nn_: nn_.Upsample(scale_factor=2.0)]:
         assert repr(build(nn)) == repr(build(torch.nn))
     parameters = nn.ParameterList([nn.Parameter(autograd.zeros(2, 3)), autograd.ones(2)])
-    assert repr(parameters) == ("ParameterList(\n  (0): Parameter containing: [autograd.float32 of size 2x3]\n"
-                                "  (1): Parameter containing: [autograd.float32 of size 2]\n)")
+    assert repr(parameters) == ("ParameterList(\n    (0): Parameter containing: [autograd.float32 of size 2x3]\n"
+                                "    (1): Parameter containing: [autograd.float32 of size 2]\n)")
 
 
 def test_gradients_through_hooked_modules_match_finite_differences():

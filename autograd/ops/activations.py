@@ -100,6 +100,8 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
     """Randomized leaky ReLU (Xu et al., 2015): y = x for x > 0, a·x otherwise, where in training each
     element draws its own slope a ~ U(lower, upper) (from ``generator``, or autograd's), and in eval a is
     the mean slope (lower + upper) / 2. dy/dx = a at 0, as PyTorch."""
+    if lower > upper:
+        raise RuntimeError("Lower bound should be less than or equal to the upper bound")
     if not training:
         return piecewise_linear.leaky_relu(input, (lower + upper) / 2, name="RreluWithNoise")
     slopes = random.generator(generator).uniform(lower, upper, input.shape).astype(input.dtype)

@@ -22,7 +22,7 @@ Every step is a differentiable op, so gradients (of every order) are theirs.
 from ..errors import check_same_dtype
 from . import convolution
 from .constant_padding import constant_pad_nd
-from .layer_arguments import _as_2d, _batched, _dims, _tuple
+from .layer_arguments import _as_2d, _batched, _dims, _tuple, check_convolution_window
 from .names import names
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_tbc", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -76,6 +76,7 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
     kernel = tuple(weight.shape[2:])
     stride, dilation = _tuple(stride, spatial, "stride"), _tuple(dilation, spatial, "dilation")
     padding, extra = _conv_padding(padding, spatial, kernel, dilation, stride)
+    check_convolution_window(kernel, stride, dilation, padding)
     if spatial == 1:
         weight = weight.unsqueeze(2)
         kernel, stride, padding, dilation, extra = ((1,) + kernel, (1,) + stride, (0,) + padding,
@@ -126,6 +127,7 @@ def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups
     _check_conv(input, weight, groups, weight.shape[0], name, transposed=True, bias=bias)
     stride, padding = _tuple(stride, spatial, "stride"), _tuple(padding, spatial, "padding")
     output_padding, dilation = _tuple(output_padding, spatial, "output_padding"), _tuple(dilation, spatial, "dilation")
+    check_convolution_window(weight.shape[2:], stride, dilation, padding)
     if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
         raise RuntimeError(f"output padding must be smaller than either stride or dilation, but got "
                            f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
@@ -212,6 +214,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     kernel = tuple(weight.shape[2:])
     stride, dilation = _tuple(stride, 3, "stride"), _tuple(dilation, 3, "dilation")
     padding, extra = _conv_padding(padding, 3, kernel, dilation, stride)
+    check_convolution_window(kernel, stride, dilation, padding)
     if any(extra):  # 'same' with an even d(k−1): the odd zero after
         input = constant_pad_nd(input, (0, extra[2], 0, extra[1], 0, extra[0]))
     padded = [input.shape[2 + a] + 2 * padding[a] for a in range(3)]
@@ -245,6 +248,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     _check_conv(input, weight, groups, weight.shape[0], name, transposed=True, bias=bias)
     stride, padding = _tuple(stride, 3, "stride"), _tuple(padding, 3, "padding")
     output_padding, dilation = _tuple(output_padding, 3, "output_padding"), _tuple(dilation, 3, "dilation")
+    check_convolution_window(weight.shape[2:], stride, dilation, padding)
     if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
         raise RuntimeError(f"output padding must be smaller than either stride or dilation, but got "
                            f"output_padding={output_padding}, stride={stride}, dilation={dilation}")

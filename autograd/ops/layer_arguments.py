@@ -5,14 +5,44 @@ input (C, *spatial) gets a batch dim of 1; 1-d inputs get a height of 1, so that
 (``autograd.ops.convolution``, ``autograd.ops.pooling``) compute every 1-d and 2-d layer.
 """
 
+from ..errors import ShapeError
+
 
 def _tuple(value, n, name):
-    """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single)."""
+    """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single). A sequence of
+    another length is PyTorch's RuntimeError (which it raises at the forward call), also a ValueError."""
     if isinstance(value, (tuple, list)):
         if len(value) != n:
-            raise ValueError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
+            raise ShapeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
         return tuple(int(v) for v in value)
     return (int(value),) * n
+
+
+def check_convolution_window(kernel, stride, dilation, padding):
+    """A convolution's sizes as PyTorch checks them (RuntimeError): a kernel, stride and dilation of at
+    least 1, a padding of at least 0 (a zero would divide by zero, or compute nothing sensible)."""
+    if any(s <= 0 for s in stride):
+        raise RuntimeError("non-positive stride is not supported")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"dilation should be greater than zero, but got {list(dilation)}")
+    if any(p < 0 for p in padding):
+        raise RuntimeError("negative padding is not supported")
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(f"kernel size should be greater than zero, but got {list(kernel)}")
+
+
+def check_pooling_window(kernel, stride, dilation, padding):
+    """A pooling window's sizes as PyTorch checks them (RuntimeError), before any size is divided by."""
+    if any(s == 0 for s in stride):
+        raise RuntimeError("stride should not be zero")
+    if any(s < 0 for s in stride):
+        raise RuntimeError(f"stride should be greater than zero, but got {list(stride)}")
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(f"kernel_size must be greater than zero, but got {list(kernel)}")
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(f"dilation should be greater than zero, but got {list(dilation)}")
+    if any(p < 0 for p in padding):
+        raise RuntimeError(f"pad must be non-negative, but got pad: {list(padding)}")
 
 
 def _dims(value, ndim):

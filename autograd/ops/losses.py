@@ -13,7 +13,11 @@ import math
 import warnings
 
 from ..errors import ShapeError
+<<<<<<< HEAD
 from ..tensor import Tensor, tensor_from
+=======
+from ..tensor import Tensor
+>>>>>>> modaudit
 from .distances import pairwise_distance
 from .elementwise import where
 from .names import names
@@ -53,8 +57,13 @@ def reduce_batchmean(loss, reduction, batch):
 
 def same_shape(name, input, target):
     """The target as a tensor of the input's shape (PyTorch refuses to broadcast here)."""
+<<<<<<< HEAD
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if input.shape != target.shape:
+=======
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if input.shape != target.shape:  # (PyTorch's RuntimeError where they cannot broadcast; a ValueError too)
+>>>>>>> modaudit
         raise ShapeError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
                          "they must have the same shape (reshape one, e.g. target.reshape(input.shape))")
     return target
@@ -69,9 +78,10 @@ def signs(name, target):
 
 
 def x_log_x(x):
-    """x ln x with 0 ln 0 = 0 (the limit)."""
+    """x ln x with 0 ln 0 = 0 (the limit), and NaN for x < 0 where the logarithm has no value
+    (PyTorch's xlogy(x, x): a negative target of kl_div gives NaN, not a plausible number)."""
     positive = x > 0
-    return where(positive, x * where(positive, x, 1.0).log(), 0.0)
+    return where(positive, x * where(positive, x, 1.0).log(), where(x < 0, math.nan, 0.0))
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",

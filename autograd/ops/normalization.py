@@ -10,7 +10,7 @@ scales and shifts it per channel (or per element of the normalised shape): y = Î
 Composed of differentiable ops.
 """
 
-from ..errors import check_same_dtype
+from ..errors import ShapeError, check_same_dtype
 from ..graph import no_grad
 from ..tensor import Tensor
 from .names import names
@@ -95,7 +95,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
-        raise ValueError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
+        raise ShapeError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
     check_same_dtype("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = normalize(input, axes, eps)
@@ -107,7 +107,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     2019): LayerNorm without the centring (eps None: the dtype's machine epsilon, as PyTorch's)."""
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
-        raise ValueError(f"rms_norm: input of shape {input.shape} does not end in {normalized_shape}")
+        raise ShapeError(f"rms_norm: input of shape {input.shape} does not end in {normalized_shape}")
     if eps is None:
         from ..tensor_info import finfo  # (tensor_info binds the ops: imported at call time)
 
@@ -121,7 +121,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise groups of channels of each sample (Wu & He, 2018)."""
     batch, channels = input.shape[0], input.shape[1]
     if channels % num_groups:
-        raise ValueError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
+        raise ShapeError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
     check_same_dtype("group_norm", input, weight=weight, bias=bias)
     grouped = input.reshape(batch, num_groups, -1)
     normalized, _, _ = normalize(grouped, (2,), eps)

@@ -19,6 +19,8 @@ def _check(input, name, condition, what):
 def pixel_shuffle(input, upscale_factor):
     """(*, C·r², H, W) → (*, C, H·r, W·r): out[c, h·r + i, w·r + j] = in[c·r² + i·r + j, h, w]."""
     r = int(upscale_factor)
+    if r <= 0:
+        raise RuntimeError(f"pixel_shuffle expects a positive upscale_factor, but got {r}")
     *batch, channels, height, width = input.shape if input.ndim >= 3 else (0, 0, 0)
     _check(input, "pixel_shuffle", channels % (r * r) == 0,
            f"its input's 'channel' dimension to be divisible by the square of upscale_factor, but "
@@ -33,6 +35,8 @@ def pixel_shuffle(input, upscale_factor):
 def pixel_unshuffle(input, downscale_factor):
     """(*, C, H·r, W·r) → (*, C·r², H, W), the inverse of ``pixel_shuffle``."""
     r = int(downscale_factor)
+    if r <= 0:
+        raise RuntimeError(f"pixel_unshuffle expects a positive downscale_factor, but got {r}")
     *batch, channels, height, width = input.shape if input.ndim >= 3 else (0, 0, 0)
     _check(input, "pixel_unshuffle", height % r == 0,
            f"height to be divisible by downscale_factor, but input.size(-2)={height} is not divisible by {r}")

@@ -18,7 +18,7 @@ holding the maximum.
 from ..backend import xp
 from ..tensor import tensor_from
 from . import pooling
-from .layer_arguments import _as_2d, _batched, _tuple
+from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
 from .names import names
 from .outputs import write_out
 
@@ -33,6 +33,7 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
     kernel = _tuple(kernel_size, spatial, "kernel_size")
     stride = kernel if stride is None or stride == [] or stride == () else _tuple(stride, spatial, "stride")
     padding, dilation = _tuple(padding, spatial, "padding"), _tuple(dilation, spatial, "dilation")
+    check_pooling_window(kernel, stride, dilation, padding)
     for k, p, d in zip(kernel, padding, dilation):
         if p > (d * (k - 1) + 1) // 2:
             raise RuntimeError(f"pad should be at most half of effective kernel size, but got pad={p}, "
