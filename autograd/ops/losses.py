@@ -13,11 +13,7 @@ import math
 import warnings
 
 from ..errors import ShapeError
-<<<<<<< HEAD
 from ..tensor import Tensor, tensor_from
-=======
-from ..tensor import Tensor
->>>>>>> modaudit
 from .distances import pairwise_distance
 from .elementwise import where
 from .names import names
@@ -57,13 +53,8 @@ def reduce_batchmean(loss, reduction, batch):
 
 def same_shape(name, input, target):
     """The target as a tensor of the input's shape (PyTorch refuses to broadcast here)."""
-<<<<<<< HEAD
     target = target if isinstance(target, Tensor) else tensor_from(target)
-    if input.shape != target.shape:
-=======
-    target = target if isinstance(target, Tensor) else Tensor(target)
     if input.shape != target.shape:  # (PyTorch's RuntimeError where they cannot broadcast; a ValueError too)
->>>>>>> modaudit
         raise ShapeError(f"{name}: input of shape {input.shape} and target of shape {target.shape} differ; "
                          "they must have the same shape (reshape one, e.g. target.reshape(input.shape))")
     return target
