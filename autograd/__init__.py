@@ -185,6 +185,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "distributions": ".distributions",
     "fft": ".fft",
     "func": ".func",
+    "futures": ".futures",
+    "jit": ".jit",
     "linalg": ".linalg",
     **_lazy.from_module(".runtime", "are_deterministic_algorithms_enabled", "get_deterministic_debug_mode",
                         "get_file_path", "get_float32_matmul_precision", "get_num_interop_threads",
