@@ -16,6 +16,7 @@ half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.sh
 complex64, complex128 = numpy.dtype("complex64"), numpy.dtype("complex128")
 cfloat, cdouble = complex64, complex128  # torch.cfloat, torch.cdouble
 inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
+newaxis = None  # torch.newaxis, NumPy's: x[:, autograd.newaxis] adds a dim of size 1
 
 
 class layout:

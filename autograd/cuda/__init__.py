@@ -8,6 +8,7 @@ generators on every device, so seeding CUDA seeds the default generator.
 
 from .. import _lazy, backend
 from .. import random as _random
+from ..errors import OutOfMemoryError  # noqa: F401  (torch.cuda.OutOfMemoryError is torch.OutOfMemoryError)
 
 
 def is_available():
