@@ -24,10 +24,14 @@ from .backend import (
 )
 from .constants import (  # noqa: E402
     BoolTensor,
+    ByteTensor,
+    CharTensor,
     DoubleTensor,
     FloatTensor,
+    HalfTensor,
     IntTensor,
     LongTensor,
+    ShortTensor,
     Size,
     accelerator,
     backends,
@@ -38,6 +42,7 @@ from .constants import (  # noqa: E402
     complex64,
     complex128,
     contiguous_format,
+    dtype,
     e,
     half,
     inf,
@@ -54,7 +59,7 @@ from .constants import (  # noqa: E402
     strided,
     uint8,
 )
-from .device import device, get_default_device, set_default_device
+from .device import device, get_default_device, get_device_module, set_default_device
 from .differentiate import grad
 from .engine import backpropagate, topological_order
 from .errors import OutOfMemoryError  # torch.OutOfMemoryError (also autograd.cuda's)
@@ -146,9 +151,11 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".amp", "GradScaler", "autocast", "autocast_decrement_nesting", "autocast_increment_nesting",
                         "clear_autocast_cache", "get_autocast_cpu_dtype", "get_autocast_dtype",
                         "get_autocast_gpu_dtype", "is_autocast_cache_enabled", "is_autocast_cpu_enabled",
-                        "is_autocast_enabled", "set_autocast_cache_enabled", "set_autocast_cpu_enabled",
-                        "set_autocast_dtype", "set_autocast_enabled"),
+                        "is_autocast_enabled", "set_autocast_cache_enabled", "set_autocast_cpu_dtype",
+                        "set_autocast_cpu_enabled", "set_autocast_dtype", "set_autocast_enabled",
+                        "set_autocast_gpu_dtype"),
     "compile": ".compiler:compile",
+    "compiler": ".compiler",
     "cpu": ".cpu",
     **_lazy.from_module(".control_flow", "cond", "while_loop"),
     # the layers' functions at PyTorch's top level (autograd.conv2d, torch.max_pool2d's signature, ...)
@@ -190,6 +197,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "fft": ".fft",
     "func": ".func",
     "futures": ".futures",
+    "Future": ".futures:Future",
     "jit": ".jit",
     "linalg": ".linalg",
     **_lazy.from_module(".runtime", "are_deterministic_algorithms_enabled", "get_deterministic_debug_mode",

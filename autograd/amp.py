@@ -98,6 +98,16 @@ def get_autocast_cpu_dtype():
     return get_autocast_dtype("cpu")
 
 
+def set_autocast_cpu_dtype(dtype):
+    _deprecated("set_autocast_cpu_dtype", "set_autocast_dtype('cpu', dtype)")
+    set_autocast_dtype("cpu", dtype)
+
+
+def set_autocast_gpu_dtype(dtype):
+    _deprecated("set_autocast_gpu_dtype", "set_autocast_dtype('cuda', dtype)")
+    set_autocast_dtype("cuda", dtype)
+
+
 def get_autocast_gpu_dtype():
     _deprecated("get_autocast_gpu_dtype", "get_autocast_dtype('cuda')")
     return get_autocast_dtype("cuda")

@@ -68,6 +68,12 @@ DoubleTensor = _typed(backend.float64, "DoubleTensor")
 LongTensor = _typed(backend.int64, "LongTensor")
 IntTensor = _typed(backend.int32, "IntTensor")
 BoolTensor = _typed(backend.bool_, "BoolTensor")
+ByteTensor = _typed(uint8, "ByteTensor")
+CharTensor = _typed(int8, "CharTensor")
+ShortTensor = _typed(int16, "ShortTensor")
+HalfTensor = _typed(half, "HalfTensor")
+
+dtype = numpy.dtype  # torch.dtype: the type of autograd.float32 and the others (NumPy's dtypes here)
 
 
 def _no_device(*args, **kwargs):

@@ -1,0 +1,91 @@
+"""Small PyTorch names programs reach for: autograd.compiler, autograd.dtype, the legacy typed
+constructors (ByteTensor, ...), get_device_module, the deprecated autocast dtype setters, Future."""
+
+import pytest
+
+import autograd
+from autograd import amp, compiler
+
+
+def test_compiler_is_the_eager_one():
+    assert autograd.compile is compiler.compile
+    assert compiler.is_compiling() is False and compiler.is_dynamo_compiling() is False
+    assert compiler.is_exporting() is False
+
+    def f(x):
+        return x + 1
+
+    assert compiler.disable(f) is f and compiler.disable(recursive=False, reason="io")(f) is f
+    assert compiler.allow_in_graph(f) is f and compiler.assume_constant_result(f) is f
+    assert compiler.reset() is None and compiler.cudagraph_mark_step_begin() is None
+
+    @compiler.disable
+    def g(x):
+        return x * 2
+
+    assert g(autograd.tensor([1.0, 2.0])).tolist() == [2.0, 4.0]
+
+
+def test_dtype_is_the_type_of_the_dtypes():
+    assert all(isinstance(d, autograd.dtype) for d in (autograd.float32, autograd.int64, autograd.bool))
+    assert isinstance(autograd.ones(2).dtype, autograd.dtype)
+
+    def annotated(x, dtype: autograd.dtype = autograd.float32):  # a common signature in programs
+        return x.to(dtype)
+
+    assert annotated(autograd.ones(1)).dtype == autograd.float32
+
+
+@pytest.mark.parametrize("name, dtype", [("ByteTensor", "uint8"), ("CharTensor", "int8"), ("ShortTensor", "int16"),
+                                         ("HalfTensor", "float16")])
+def test_legacy_typed_constructors(name, dtype):
+    constructor = getattr(autograd, name)
+    made = constructor([1, 2, 3])
+    assert str(made.dtype) == dtype and made.tolist() == [1, 2, 3]
+    empty = constructor(2, 3)
+    assert empty.shape == (2, 3) and str(empty.dtype) == dtype
+
+
+def test_get_device_module():
+    assert autograd.get_device_module() is autograd.cpu  # NumPy: no accelerator
+    assert autograd.get_device_module("cpu") is autograd.cpu
+    assert autograd.get_device_module(autograd.device("cuda:0")) is autograd.cuda
+    with pytest.raises(RuntimeError, match="Device 'mps' does not have a corresponding module"):
+        autograd.get_device_module("mps")
+    with pytest.raises(RuntimeError, match="Expected one of cpu, cuda"):
+        autograd.get_device_module("gpu")
+    with pytest.raises(RuntimeError, match="Invalid value of device '3'"):
+        autograd.get_device_module(3)
+
+
+def test_deprecated_autocast_dtype_setters():
+    before = amp.get_autocast_dtype("cpu"), amp.get_autocast_dtype("cuda")
+    try:
+        with pytest.warns(DeprecationWarning, match="set_autocast_dtype\\('cpu', dtype\\)"):
+            autograd.set_autocast_cpu_dtype(autograd.float64)
+        with pytest.warns(DeprecationWarning, match="set_autocast_dtype\\('cuda', dtype\\)"):
+            autograd.set_autocast_gpu_dtype(autograd.float32)
+        assert amp.get_autocast_dtype("cpu") == autograd.float64
+        assert amp.get_autocast_dtype("cuda") == autograd.float32
+    finally:
+        amp.set_autocast_dtype("cpu", before[0])
+        amp.set_autocast_dtype("cuda", before[1])
+
+
+def test_future_at_the_top_level():
+    assert autograd.Future is autograd.futures.Future is autograd.jit.Future
+
+
+@pytest.mark.torch
+def test_against_torch():
+    torch = pytest.importorskip("torch")
+    assert torch.compiler.is_compiling() is compiler.is_compiling()
+    assert torch.ByteTensor([1]).dtype == torch.uint8 and torch.HalfTensor([1.0]).dtype == torch.float16
+    assert isinstance(torch.float32, torch.dtype)
+    assert torch.get_device_module("cpu") is torch.cpu
+    with pytest.raises(RuntimeError) as theirs:
+        torch.get_device_module(3)
+    with pytest.raises(RuntimeError) as ours:
+        autograd.get_device_module(3)
+    assert str(ours.value) == str(theirs.value)
+    assert issubclass(torch.futures.Future, torch.Future)  # (ours: one class for both)
