@@ -127,9 +127,19 @@ def test_while_loop_refuses_what_pytorch_refuses():
         while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v.mul_(2) + 0), (i0, x))
 
 
-@pytest.mark.torch
-def test_against_torch():
+@pytest.fixture
+def torch_restored():
+    """torch, with what its compiler (which torch.cond and torch.while_loop run) turns off globally
+    put back after the test: the distributions' argument validation."""
     torch = pytest.importorskip("torch")
+    validate = torch.distributions.Distribution._validate_args
+    yield torch
+    torch.distributions.Distribution.set_default_validate_args(validate)
+
+
+@pytest.mark.torch
+def test_against_torch(torch_restored):
+    torch = torch_restored
     values = np.array([0.3, -1.2, 2.0])
     xt = torch.tensor(values, requires_grad=True)
     x = f64(values)
