@@ -89,3 +89,60 @@ def test_against_torch():
         autograd.get_device_module(3)
     assert str(ours.value) == str(theirs.value)
     assert issubclass(torch.futures.Future, torch.Future)  # (ours: one class for both)
+
+
+class Square(autograd.Function):
+    """x², with its forward and backward decorated for autocast (a pattern of mixed-precision code)."""
+
+    @staticmethod
+    @amp.custom_fwd(device_type="cuda")
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    @amp.custom_bwd(device_type="cuda")
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+class Halved(autograd.Function):
+    @staticmethod
+    @amp.custom_fwd(device_type="cpu", cast_inputs=autograd.float16)
+    def forward(ctx, x):
+        return x / 2
+
+    @staticmethod
+    @amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad):
+        return grad / 2
+
+
+def test_custom_fwd_and_bwd_outside_autocast_change_nothing():
+    x = autograd.tensor([1.0, -3.0], dtype=autograd.float64, requires_grad=True)
+    Square.apply(x).sum().backward()
+    assert x.grad.tolist() == [2.0, -6.0]
+    y = autograd.tensor([4.0], requires_grad=True)
+    out = Halved.apply(y)  # cast_inputs applies inside autocast only
+    assert out.dtype == autograd.float32 and out.tolist() == [2.0]
+    out.backward(autograd.ones(1))
+    assert y.grad.tolist() == [0.5]
+
+
+def test_custom_fwd_records_the_autocast_state_for_backward():
+    x = autograd.tensor([2.0], requires_grad=True)
+    with pytest.warns(UserWarning, match="CUDA is not available"), amp.autocast("cuda"):
+        out = Square.apply(x)  # (autocast for an absent CUDA disables itself)
+    out.backward()
+    assert x.grad.tolist() == [4.0] and out.grad_fn._fwd_used_autocast is False
+    with pytest.raises(ValueError, match="Expected `device_type` of type `str`"):
+        amp.custom_fwd(device_type=None)
+    with pytest.raises(ValueError, match="Expected `device_type` of type `str`"):
+        amp.custom_bwd(device_type=3)
+
+
+def test_is_autocast_available_is_false_as_nothing_lowers_precision():
+    assert amp.is_autocast_available("cpu") is False and amp.is_autocast_available("cuda") is False
+    with pytest.raises(RuntimeError, match="Expected one of cpu, cuda"):
+        amp.is_autocast_available("gpu")
