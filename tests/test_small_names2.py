@@ -146,3 +146,29 @@ def test_is_autocast_available_is_false_as_nothing_lowers_precision():
     assert amp.is_autocast_available("cpu") is False and amp.is_autocast_available("cuda") is False
     with pytest.raises(RuntimeError, match="Expected one of cpu, cuda"):
         amp.is_autocast_available("gpu")
+
+
+def test_cuda_queries_without_cuda_are_pytorchs():
+    cuda = autograd.cuda
+    if cuda.is_available():
+        pytest.skip("these are the answers without CUDA")
+    assert cuda.is_initialized() is False and cuda.is_bf16_supported() is False and cuda.is_tf32_supported() is False
+    assert cuda.memory_allocated() == cuda.max_memory_allocated() == 0
+    assert cuda.memory_reserved() == cuda.max_memory_reserved() == 0
+    assert cuda.memory_stats() == {} and cuda.reset_peak_memory_stats() is None
+    assert cuda.get_rng_state_all() == [] and cuda.set_rng_state_all([]) is None
+    state = autograd.get_rng_state()
+    cuda.set_rng_state(state)  # nothing to set without CUDA (PyTorch sets it lazily)
+    for query in (cuda.get_rng_state, cuda.initial_seed, cuda.current_device):
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            query()
+
+
+@pytest.mark.torch
+def test_cuda_queries_against_torch():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available() or autograd.cuda.is_available():
+        pytest.skip("compares the answers without CUDA")
+    for name in ("is_initialized", "is_bf16_supported", "is_tf32_supported", "memory_allocated",
+                 "max_memory_allocated", "memory_reserved", "max_memory_reserved", "memory_stats", "get_rng_state_all"):
+        assert getattr(autograd.cuda, name)() == getattr(torch.cuda, name)(), name
