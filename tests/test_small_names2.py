@@ -172,3 +172,27 @@ def test_cuda_queries_against_torch():
     for name in ("is_initialized", "is_bf16_supported", "is_tf32_supported", "memory_allocated",
                  "max_memory_allocated", "memory_reserved", "max_memory_reserved", "memory_stats", "get_rng_state_all"):
         assert getattr(autograd.cuda, name)() == getattr(torch.cuda, name)(), name
+
+
+def test_deprecated_out_of_place_resize_reshapes():
+    x = autograd.arange(6.0, dtype=autograd.float64).requires_grad_()
+    with pytest.warns(UserWarning, match="non-inplace resize is deprecated"):
+        y = x.resize(2, 3)
+    assert y.shape == (2, 3) and y.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    (y * autograd.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=autograd.float64)).sum().backward()
+    assert x.grad.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    with pytest.warns(UserWarning, match="non-inplace resize_as is deprecated"):
+        assert x.resize_as(autograd.ones(3, 2)).shape == (3, 2)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match=r"requested resize to 4 \(4 elements in total\)"):
+        x.resize(4)
+    assert x.shape == (6,)  # out of place: x itself is unchanged
+
+
+@pytest.mark.torch
+def test_deprecated_resize_against_torch():
+    torch = pytest.importorskip("torch")
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError) as theirs:
+        torch.arange(6.0).resize(4)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError) as ours:
+        autograd.arange(6.0).resize(4)
+    assert str(ours.value) == str(theirs.value)
