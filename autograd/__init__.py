@@ -24,10 +24,14 @@ from .backend import (
 )
 from .constants import (  # noqa: E402
     BoolTensor,
+    ByteTensor,
+    CharTensor,
     DoubleTensor,
     FloatTensor,
+    HalfTensor,
     IntTensor,
     LongTensor,
+    ShortTensor,
     Size,
     accelerator,
     backends,
@@ -38,6 +42,7 @@ from .constants import (  # noqa: E402
     complex64,
     complex128,
     contiguous_format,
+    dtype,
     e,
     half,
     inf,
@@ -47,15 +52,17 @@ from .constants import (  # noqa: E402
     layout,
     memory_format,
     nan,
+    newaxis,
     pi,
     preserve_format,
     short,
     strided,
     uint8,
 )
-from .device import device, get_default_device, set_default_device
+from .device import device, get_default_device, get_device_module, set_default_device
 from .differentiate import grad
 from .engine import backpropagate, topological_order
+from .errors import OutOfMemoryError  # torch.OutOfMemoryError (also autograd.cuda's)
 from .factories import (
     arange,
     as_tensor,
@@ -141,12 +148,16 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Value": ".value:Value",
     "__version__": ".version:__version__",
     "amp": ".amp",
-    **_lazy.from_module(".amp", "autocast", "autocast_decrement_nesting", "autocast_increment_nesting",
+    **_lazy.from_module(".amp", "GradScaler", "autocast", "autocast_decrement_nesting", "autocast_increment_nesting",
                         "clear_autocast_cache", "get_autocast_cpu_dtype", "get_autocast_dtype",
                         "get_autocast_gpu_dtype", "is_autocast_cache_enabled", "is_autocast_cpu_enabled",
-                        "is_autocast_enabled", "set_autocast_cache_enabled", "set_autocast_cpu_enabled",
-                        "set_autocast_dtype", "set_autocast_enabled"),
+                        "is_autocast_enabled", "set_autocast_cache_enabled", "set_autocast_cpu_dtype",
+                        "set_autocast_cpu_enabled", "set_autocast_dtype", "set_autocast_enabled",
+                        "set_autocast_gpu_dtype"),
     "compile": ".compiler:compile",
+    "compiler": ".compiler",
+    "cpu": ".cpu",
+    **_lazy.from_module(".control_flow", "cond", "while_loop"),
     # the layers' functions at PyTorch's top level (autograd.conv2d, torch.max_pool2d's signature, ...)
     **_lazy.from_module(".ops.convolution_layers", "conv1d", "conv2d", "conv3d", "conv_tbc", "conv_transpose1d",
                         "conv_transpose2d", "conv_transpose3d"),
@@ -185,6 +196,9 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "distributions": ".distributions",
     "fft": ".fft",
     "func": ".func",
+    "futures": ".futures",
+    "Future": ".futures:Future",
+    "jit": ".jit",
     "linalg": ".linalg",
     **_lazy.from_module(".runtime", "are_deterministic_algorithms_enabled", "get_deterministic_debug_mode",
                         "get_file_path", "get_float32_matmul_precision", "get_num_interop_threads",

@@ -23,6 +23,7 @@ import warnings
 
 from . import backend, cuda
 from .grad_mode import no_grad
+from .tensor import Tensor
 
 _DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia",
                  "xla", "lazy", "vulkan", "mps", "meta", "hpu", "mtia", "privateuseone")
@@ -98,6 +99,16 @@ def get_autocast_cpu_dtype():
     return get_autocast_dtype("cpu")
 
 
+def set_autocast_cpu_dtype(dtype):
+    _deprecated("set_autocast_cpu_dtype", "set_autocast_dtype('cpu', dtype)")
+    set_autocast_dtype("cpu", dtype)
+
+
+def set_autocast_gpu_dtype(dtype):
+    _deprecated("set_autocast_gpu_dtype", "set_autocast_dtype('cuda', dtype)")
+    set_autocast_dtype("cuda", dtype)
+
+
 def get_autocast_gpu_dtype():
     _deprecated("get_autocast_gpu_dtype", "get_autocast_dtype('cuda')")
     return get_autocast_dtype("cuda")
@@ -168,6 +179,69 @@ class autocast:
                 return function(*args, **kwargs)
 
         return run_in_autocast
+
+
+def is_autocast_available(device_type):
+    """Whether autocast can lower precision on ``device_type``: False for every device type here, as
+    lowering precision is not built (PyTorch: True for "cpu", "cuda", ...). Code that asks first
+    then runs in the tensors' own dtypes, rather than into autocast's refusal."""
+    _device_type(device_type)
+    return False
+
+
+def _cast(value, device_type, dtype):
+    """``value`` with each floating tensor on ``device_type`` (float64 excepted) cast to ``dtype``,
+    through lists, tuples and dicts (autocast's rule for what it casts)."""
+    if isinstance(value, Tensor):
+        eligible = value.is_floating_point() and value.device.type == device_type and value.dtype != backend.float64
+        return value.to(dtype) if eligible else value
+    if isinstance(value, dict):
+        return {_cast(k, device_type, dtype): _cast(v, device_type, dtype) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(v, device_type, dtype) for v in value)
+    return value
+
+
+def custom_fwd(fwd=None, *, device_type, cast_inputs=None):
+    """Decorate a custom ``Function``'s ``forward(ctx, ...)`` for autocast: it records on ``ctx``
+    whether autocast was on (``custom_bwd`` runs backward in the same state); with ``cast_inputs``,
+    inside an autocast block, it casts the floating inputs to that dtype and runs forward with
+    autocast off. Outside autocast (always, here, unless it is on for a "cuda" that is absent) it
+    only records."""
+    if not isinstance(device_type, str):
+        raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
+    if fwd is None:
+        return functools.partial(custom_fwd, device_type=device_type, cast_inputs=cast_inputs)
+
+    @functools.wraps(fwd)
+    def decorate_fwd(*args, **kwargs):
+        ctx = args[0]
+        ctx._dtype = get_autocast_dtype(device_type)
+        enabled = is_autocast_enabled(device_type)
+        ctx._fwd_used_autocast = enabled and cast_inputs is None
+        if cast_inputs is None or not enabled:
+            return fwd(*args, **kwargs)
+        with autocast(device_type, enabled=False):
+            return fwd(*_cast(args, device_type, cast_inputs), **_cast(kwargs, device_type, cast_inputs))
+
+    return decorate_fwd
+
+
+def custom_bwd(bwd=None, *, device_type):
+    """Decorate a custom ``Function``'s ``backward(ctx, ...)`` to run in the autocast state its
+    ``custom_fwd`` forward recorded."""
+    if not isinstance(device_type, str):
+        raise ValueError(f"Expected `device_type` of type `str`, got: `{type(device_type)}`")
+    if bwd is None:
+        return functools.partial(custom_bwd, device_type=device_type)
+
+    @functools.wraps(bwd)
+    def decorate_bwd(*args, **kwargs):
+        ctx = args[0]
+        with autocast(device_type, enabled=ctx._fwd_used_autocast, dtype=ctx._dtype):
+            return bwd(*args, **kwargs)
+
+    return decorate_bwd
 
 
 class GradScaler:

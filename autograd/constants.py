@@ -16,6 +16,7 @@ half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.sh
 complex64, complex128 = numpy.dtype("complex64"), numpy.dtype("complex128")
 cfloat, cdouble = complex64, complex128  # torch.cfloat, torch.cdouble
 inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
+newaxis = None  # torch.newaxis, NumPy's: x[:, autograd.newaxis] adds a dim of size 1
 
 
 class layout:
@@ -67,6 +68,12 @@ DoubleTensor = _typed(backend.float64, "DoubleTensor")
 LongTensor = _typed(backend.int64, "LongTensor")
 IntTensor = _typed(backend.int32, "IntTensor")
 BoolTensor = _typed(backend.bool_, "BoolTensor")
+ByteTensor = _typed(uint8, "ByteTensor")
+CharTensor = _typed(int8, "CharTensor")
+ShortTensor = _typed(int16, "ShortTensor")
+HalfTensor = _typed(half, "HalfTensor")
+
+dtype = numpy.dtype  # torch.dtype: the type of autograd.float32 and the others (NumPy's dtypes here)
 
 
 def _no_device(*args, **kwargs):

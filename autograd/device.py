@@ -116,3 +116,25 @@ def set_default_device(requested):
 
 def get_default_device():
     return resolve(None)
+
+
+_device = device  # (get_device_module's argument takes PyTorch's name, device)
+
+
+def get_device_module(device=None):
+    """The module of a device type, as ``torch.get_device_module``: ``autograd.cpu`` for "cpu",
+    ``autograd.cuda`` for "cuda"; without a device, the accelerator's (cuda, when tensors live on a
+    GPU) or else the CPU's. A device type with no module here raises, naming it."""
+    import importlib
+
+    if isinstance(device, _device):
+        kind = device.type
+    elif isinstance(device, str):
+        kind = _device(device).type
+    elif device is None:
+        kind = "cpu" if backend.xp.__name__ == "numpy" else "cuda"
+    else:
+        raise RuntimeError(f"Invalid value of device '{device}', expect torch.device, str, or None")
+    if kind not in ("cpu", "cuda"):
+        raise RuntimeError(f"Device '{kind}' does not have a corresponding module registered as 'autograd.{kind}'.")
+    return importlib.import_module(f"autograd.{kind}")

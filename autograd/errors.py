@@ -38,6 +38,13 @@ def refuse_non_tensors(where, arguments, tensor_type):
             raise not_a_tensor(where, i, argument)
 
 
+class OutOfMemoryError(RuntimeError):
+    """PyTorch's ``torch.OutOfMemoryError`` (also ``torch.cuda.OutOfMemoryError``): an allocation on a
+    device failed. Programs catch it to retry with a smaller batch. Nothing here raises it on the
+    CPU, where PyTorch raises a RuntimeError and NumPy a MemoryError; CuPy raises its own
+    ``cupy.cuda.memory.OutOfMemoryError`` (a MemoryError), which this type does not catch."""
+
+
 def check_same_dtype(op, input, **parameters):
     """A layer's parameters (None where absent) must have its input's dtype, as PyTorch's refuse to
     mix them (no silent promotion: a float64 batch into a float32 model is a mistake to report)."""

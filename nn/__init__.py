@@ -97,6 +97,7 @@ from .parameter import Buffer, Parameter  # noqa: E402
 # autograd.distributed). `nn.Conv2d`, `from nn import LSTM`, dir(nn) and `from nn import *` work
 # as before.
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
+    "grad": ".grad",  # torch.nn.grad: convolution gradients
     "modules": ".modules",
     "parallel": ".parallel",
     "utils": ".utils",
@@ -107,6 +108,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
                         "ConvTranspose3d", "Fold", "Unfold"),
     **_lazy.from_module(".ctc", "CTCLoss"),
+    "CrossMapLRN2d": ".cross_map_lrn:CrossMapLRN2d",
     **_lazy.from_module(".distance", "CosineSimilarity", "PairwiseDistance"),
     **_lazy.from_module(".fractional_max_pool", "FractionalMaxPool2d", "FractionalMaxPool3d"),
     **_lazy.from_module(".instance_norm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),

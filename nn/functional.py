@@ -479,6 +479,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "max_pool3d_with_indices"),
     **_lazy.from_module(".fractional_max_pool", "fractional_max_pool2d", "fractional_max_pool2d_with_indices",
                         "fractional_max_pool3d", "fractional_max_pool3d_with_indices"),
+    "grad": ".grad",  # F.grad is torch.nn.grad
     **_lazy.from_module(".grid_sample", "affine_grid", "grid_sample"),
     **_lazy.from_module(".interpolation", "interpolate", "upsample_bilinear", "upsample_nearest"),
     **_lazy.from_module(".lp_pool", "lp_pool1d", "lp_pool2d", "lp_pool3d"),

@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Adafactor": ".adafactor:Adafactor",
     "Adamax": ".adamax:Adamax",
     "LBFGS": ".lbfgs:LBFGS",
+    "Muon": ".muon:Muon",
     "NAdam": ".nadam:NAdam",
     "RAdam": ".radam:RAdam",
     "Rprop": ".rprop:Rprop",

@@ -8,6 +8,7 @@ generators on every device, so seeding CUDA seeds the default generator.
 
 from .. import _lazy, backend
 from .. import random as _random
+from ..errors import OutOfMemoryError  # noqa: F401  (torch.cuda.OutOfMemoryError is torch.OutOfMemoryError)
 
 
 def is_available():
@@ -20,10 +21,14 @@ def device_count():
     return backend.xp.cuda.runtime.getDeviceCount() if is_available() else 0
 
 
-def current_device():
+def _refuse_without_cuda(name):
     if not is_available():
-        raise RuntimeError("autograd.cuda.current_device(): CUDA is not available (the array module is "
+        raise RuntimeError(f"autograd.cuda.{name}(): CUDA is not available (the array module is "
                            f"{backend.xp.__name__}; CUDA needs CHAINRULE_ARRAY_MODULE=cupy)")
+
+
+def current_device():
+    _refuse_without_cuda("current_device")
     return backend.xp.cuda.Device().id
 
 
@@ -61,6 +66,89 @@ def seed_all():
 def empty_cache():
     if is_available():
         backend.xp.get_default_memory_pool().free_all_blocks()
+
+
+def is_initialized():
+    """Whether CUDA is in use (with CuPy, from the start; PyTorch initialises it lazily)."""
+    return is_available()
+
+
+def is_bf16_supported(including_emulation=True):
+    """False: NumPy and CuPy have no bfloat16."""
+    return False
+
+
+def is_tf32_supported():
+    """False: matmuls here are not run in TF32."""
+    return False
+
+
+# -- memory: CuPy's memory pool holds the GPU's arrays; without CUDA there is none (PyTorch's 0 and {}) ----------
+
+def memory_allocated(device=None):
+    """Bytes held by tensors on the GPU now (0 without CUDA)."""
+    return backend.xp.get_default_memory_pool().used_bytes() if is_available() else 0
+
+
+def memory_reserved(device=None):
+    """Bytes the memory pool holds, in use or cached for reuse (0 without CUDA)."""
+    return backend.xp.get_default_memory_pool().total_bytes() if is_available() else 0
+
+
+def _no_peaks(name):
+    raise NotImplementedError(f"autograd.cuda.{name}: CuPy's memory pool keeps no peak statistics; "
+                              "sample autograd.cuda.memory_allocated() instead")
+
+
+def max_memory_allocated(device=None):
+    """The peak of memory_allocated (0 without CUDA; CuPy keeps no peak: refused)."""
+    return _no_peaks("max_memory_allocated") if is_available() else 0
+
+
+def max_memory_reserved(device=None):
+    """The peak of memory_reserved (0 without CUDA; CuPy keeps no peak: refused)."""
+    return _no_peaks("max_memory_reserved") if is_available() else 0
+
+
+def reset_peak_memory_stats(device=None):
+    """Nothing to reset without CUDA; CuPy keeps no peak: refused."""
+    if is_available():
+        _no_peaks("reset_peak_memory_stats")
+
+
+def memory_stats(device=None):
+    """PyTorch's statistics that a memory pool can give: the current bytes in use and held ({} without CUDA)."""
+    if not is_available():
+        return {}
+    return {"allocated_bytes.all.current": memory_allocated(), "reserved_bytes.all.current": memory_reserved()}
+
+
+# -- random state: CUDA tensors draw from the default generator (see the module's docstring) ----------------------
+
+def get_rng_state(device="cuda"):
+    _refuse_without_cuda("get_rng_state")
+    return _random.get_rng_state()
+
+
+def set_rng_state(new_state, device="cuda"):
+    """Set the state CUDA tensors draw from (nothing without CUDA, as PyTorch, which sets it lazily)."""
+    if is_available():
+        _random.set_rng_state(new_state)
+
+
+def get_rng_state_all():
+    """[the state of each GPU]: [] without CUDA."""
+    return [get_rng_state()] if is_available() else []
+
+
+def set_rng_state_all(new_states):
+    for state in new_states:
+        set_rng_state(state)
+
+
+def initial_seed():
+    _refuse_without_cuda("initial_seed")
+    return _random.initial_seed()
 
 
 

@@ -1,11 +1,14 @@
 """In-place shape changes: ``x.t_()``, ``x.transpose_(0, 1)``, ``x.swapaxes_``/``swapdims_``,
-``x.unsqueeze_(d)``, ``x.squeeze_(d)``, ``x.resize_(*sizes)``, ``x.resize_as_(y)``.
+``x.unsqueeze_(d)``, ``x.squeeze_(d)``, ``x.resize_(*sizes)``, ``x.resize_as_(y)`` (and the
+deprecated out-of-place ``x.resize``/``x.resize_as``, which only reshape).
 
 Each makes the out-of-place view of x and lets x become it (``Tensor._become``, the one place
 that changes a tensor's shape in place): the memory is x's own, the history the view's, so a
 recorded ``b.t_()`` differentiates as ``b = b.t()`` does. As in PyTorch, a leaf that requires
 grad refuses and the version counter moves on.
 """
+
+import warnings
 
 from ..backend import xp
 from ..graph import enable_grad
@@ -112,6 +115,32 @@ def _storage_from(input):
 def resize_as_(input, other, memory_format=None):
     """input.resize_(other.shape)."""
     return resize_(input, Size(other.shape))
+
+
+@names("resize", function=False)
+def resize(input, *sizes):
+    """PyTorch's deprecated out-of-place resize: ``input`` reshaped to ``sizes``, which must hold as
+    many elements (it warns, as PyTorch's does; ``resize_`` is the one that changes the size)."""
+    warnings.warn("non-inplace resize is deprecated", stacklevel=2)
+    shape = _sizes(sizes)
+    count = 1
+    for n in shape:
+        count *= n
+    if count != input.numel():
+        raise RuntimeError(f"requested resize to {'x'.join(map(str, shape))} ({count} elements in total), but the "
+                           f"given tensor has a size of {'x'.join(map(str, input.shape))} ({input.numel()} "
+                           "elements). autograd's resize can only change the shape of a given tensor, while "
+                           "preserving the number of elements. ")
+    return input.reshape(shape)
+
+
+@names("resize_as", function=False)
+def resize_as(input, tensor):
+    """input.resize(tensor.shape), deprecated as PyTorch's."""
+    warnings.warn("non-inplace resize_as is deprecated", stacklevel=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return resize(input, *tensor.shape)
 
 
 @names("as_strided_", function=False)

@@ -1,0 +1,213 @@
+"""``autograd.jit``: ``torch.jit`` as PyTorch runs it with TorchScript disabled (``PYTORCH_JIT=0``).
+
+There is no TorchScript compiler here. PyTorch documents a mode without one, for debugging
+scripted code as plain Python: with ``PYTORCH_JIT=0`` every ``torch.jit`` entry point hands back
+what it was given and the program runs eagerly. This module is that mode, always:
+
+    script(fn_or_module)         the object itself (also as ``@script``)
+    trace(fn, example_inputs)    fn itself: nothing is run to record a trace
+    trace_module(mod, inputs)    mod itself
+    ignore, unused, export,      decorators that return what they decorate
+    interface, script_method
+    annotate(type, value)        value;  Attribute(value, type): value;  Final: typing.Final
+    fork(fn, *args)              runs fn now; a done Future: ``wait(future)`` gives its result
+    is_scripting(), is_tracing() False
+
+So a program written for TorchScript gives the same numbers, and gradients, as its eager self.
+What disabled TorchScript cannot give is not faked: ``save`` and ``load`` raise (there is no
+TorchScript archive to write, and loading one would run the code it holds; save the weights
+with ``autograd.save(model.state_dict(), path)`` instead), and ``ScriptModule`` is a type that
+nothing is an instance of (no module is scripted here), which cannot be subclassed.
+
+PyTorch deprecates TorchScript: ``script``, ``trace``, ``trace_module``, ``script_method``,
+``interface``, ``fork`` and ``wait`` warn with a DeprecationWarning, as PyTorch's do, pointing to
+``autograd.compile``.
+"""
+
+import contextlib
+import inspect
+import typing
+import warnings
+
+from .futures import Future
+
+__all__ = ["Attribute", "Error", "Final", "Future", "ScriptFunction", "ScriptModule", "ScriptWarning",
+           "TracerWarning", "annotate", "export", "fork", "fuser", "ignore", "interface", "is_scripting",
+           "is_tracing", "load", "optimized_execution", "save", "script", "script_if_tracing", "script_method",
+           "trace", "trace_module", "unused", "wait"]
+
+Final = typing.Final
+
+
+class Error(RuntimeError):
+    """``torch.jit.Error``: what TorchScript raises (never raised here, caught by programs)."""
+
+
+class TracerWarning(Warning):
+    """What tracing warns with (never here: nothing is traced; programs filter it)."""
+
+
+class ScriptWarning(Warning):
+    """What scripting warns with (never here: nothing is scripted; programs filter it)."""
+
+
+def _deprecated(name):
+    warnings.warn(f"`autograd.jit.{name}` is deprecated. Please switch to `autograd.compile`.",
+                  DeprecationWarning, stacklevel=3)
+
+
+def script(obj, optimize=None, _frames_up=0, _rcb=None, example_inputs=None):
+    """``obj`` (a function, method, class or module) itself: TorchScript is disabled."""
+    _deprecated("script")
+    return obj
+
+
+def trace(func, example_inputs=None, optimize=None, check_trace=True, check_inputs=None, check_tolerance=1e-5,
+          strict=True, _force_outplace=False, _module_class=None, _compilation_unit=None,
+          example_kwarg_inputs=None, _store_inputs=True):
+    """``func`` itself, without running it on ``example_inputs``: TorchScript is disabled."""
+    _deprecated("trace")
+    return func
+
+
+def trace_module(mod, inputs, optimize=None, check_trace=True, check_inputs=None, check_tolerance=1e-5,
+                 strict=True, _force_outplace=False, _module_class=None, _compilation_unit=None,
+                 example_inputs_is_kwarg=False, _store_inputs=True):
+    """``mod`` itself, without running its methods on ``inputs``: TorchScript is disabled."""
+    _deprecated("trace_module")
+    return mod
+
+
+def script_method(fn):
+    _deprecated("script_method")
+    return fn
+
+
+def script_if_tracing(fn):
+    """``fn`` itself: nothing is ever traced, so it is never scripted."""
+    return fn
+
+
+def interface(obj):
+    """The class itself (TorchScript would record its methods as an interface type)."""
+    _deprecated("interface")
+    if not inspect.isclass(obj):
+        raise RuntimeError("interface must be applied to a class")
+    return obj
+
+
+def export(fn):
+    """``fn`` itself (TorchScript would compile it as one more entry point of a module)."""
+    return fn
+
+
+def unused(fn):
+    """``fn`` itself (TorchScript would replace it by a raise)."""
+    return fn
+
+
+def ignore(drop=False, **kwargs):
+    """``@ignore`` or ``@ignore(drop=...)``: what it decorates, itself (TorchScript would leave it as
+    a Python call). ``drop=True`` and ``drop_on_export=`` warn as PyTorch's deprecations do."""
+    if callable(drop):  # @ignore, without arguments
+        return drop
+    if not isinstance(drop, bool):
+        raise RuntimeError(f"Argument to @torch.jit.ignore must be a bool or a function but got {drop}")
+    if kwargs.pop("drop_on_export", None):
+        warnings.warn("ignore(drop_on_export=True) has been deprecated. TorchScript will now drop the function "
+                      "call on compilation. Use torch.jit.unused now. {}", category=FutureWarning, stacklevel=2)
+    elif drop:
+        warnings.warn("ignore(True) has been deprecated. TorchScript will now drop the function call on "
+                      "compilation. Use torch.jit.unused now. {}", category=FutureWarning, stacklevel=2)
+    return lambda fn: fn
+
+
+def is_scripting():
+    """False: code never runs as TorchScript here."""
+    return False
+
+
+def is_tracing():
+    """False: code is never traced here."""
+    return False
+
+
+def annotate(the_type, the_value):
+    """``the_value``: the type is a hint for the TorchScript compiler only."""
+    return the_value
+
+
+def Attribute(value, type):  # noqa: A002 (PyTorch's parameter name)
+    """``value``: what ``torch.jit.Attribute`` is with TorchScript disabled."""
+    return value
+
+
+def fork(func, *args, **kwargs):
+    """``func(*args, **kwargs)`` run now (outside TorchScript, PyTorch's fork does not run in
+    parallel either), as a done Future: ``wait(future)`` or ``future.wait()`` gives the result.
+    An error that ``func`` raises is raised here, as PyTorch's."""
+    _deprecated("fork")
+    future = Future()
+    future.set_result(func(*args, **kwargs))
+    return future
+
+
+def wait(future):
+    """The result of a Future from ``fork``."""
+    _deprecated("wait")
+    return future.wait()
+
+
+class ScriptModule:
+    """The type of scripted modules: nothing is one here, so ``isinstance(model, ScriptModule)`` is
+    False for every ``nn.Module``, as in PyTorch for a module that was not scripted.
+
+    PyTorch's older way to write a scripted module, subclassing ``torch.jit.ScriptModule`` with
+    ``@script_method`` methods, is refused: write ``nn.Module`` (PyTorch's ScriptModule with
+    TorchScript disabled is ``nn.Module`` with nothing added; autograd does not import nn)."""
+
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError(f"class {cls.__name__}: subclassing autograd.jit.ScriptModule (TorchScript's legacy "
+                        "module API) is not supported, as there is no TorchScript here; subclass nn.Module "
+                        "instead (with TorchScript disabled, PyTorch's ScriptModule is nn.Module)")
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("autograd.jit.ScriptModule cannot be created: there is no TorchScript here; use "
+                        "nn.Module")
+
+
+class ScriptFunction:
+    """The type of scripted functions: nothing is one here (``script(fn)`` is ``fn``)."""
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("autograd.jit.ScriptFunction: No constructor defined (no function is scripted here)")
+
+
+_NO_ARCHIVE = ("there is no TorchScript here, so no TorchScript archive (and loading one would run the code "
+               "it holds, which chainrule never does on load). Save and load the weights instead: "
+               "autograd.save(model.state_dict(), path), then model.load_state_dict(autograd.load(path))")
+
+
+def save(m, f, _extra_files=None):
+    raise NotImplementedError(f"autograd.jit.save: {_NO_ARCHIVE}")
+
+
+def load(f, map_location=None, _extra_files=None, _restore_shapes=False):
+    raise NotImplementedError(f"autograd.jit.load: {_NO_ARCHIVE}")
+
+
+@contextlib.contextmanager
+def optimized_execution(should_optimize):
+    """A block in which TorchScript would (not) optimise: nothing to change here."""
+    yield
+
+
+_FUSERS = ("fuser0", "fuser1", "fuser2", "fuser3", "none")
+
+
+@contextlib.contextmanager
+def fuser(name):
+    """A block with TorchScript's fuser ``name`` (one of PyTorch's names): nothing to change here."""
+    if name not in _FUSERS:
+        raise Exception(f"unrecognized fuser option (name: {name})")  # PyTorch's type and message
+    yield
