@@ -326,6 +326,7 @@ CASES = [
     Case("GroupNorm", 1, 4, bias=False, inputs=x(2, 4, 3, 2)),
     Case("LocalResponseNorm", 2, inputs=x(2, 5, 3, 3)),
     Case("LocalResponseNorm", 3, alpha=1e-2, beta=0.5, k=2.0, inputs=x(2, 5, 4)),
+    Case("CrossMapLRN2d", 3, alpha=1e-2, beta=0.75, k=1.0, inputs=x(2, 5, 3, 3)),
     Case("RMSNorm", 4, inputs=x(2, 3, 4)),
     Case("RMSNorm", [3, 4], eps=1e-3, elementwise_affine=False, inputs=x(2, 3, 4)),
     # -- recurrent ---------------------------------------------------------------------------------------
@@ -661,6 +662,8 @@ GRADIENT_DIFFERENCES = {
     "CTCLoss": "deliberate: PyTorch's ctc_loss backward gives exp(log_probs) - posterior, the gradient it "
                "assumes a log_softmax below will turn into the right one; ours is the exact derivative with "
                "respect to log_probs (the two agree after a log_softmax, tests/test_ctc.py)",
+    "CrossMapLRN2d": "deliberate: PyTorch's hand-written backward is not the derivative of its forward (its own "
+                     "gradcheck fails); ours is the exact gradient of the same outputs (tests/test_nn_cross_map_lrn.py)",
 }
 # PyTorch's own rounding, where a float64 gradient of its is not float64-exact
 GRADIENT_RTOL = {
