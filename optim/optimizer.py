@@ -186,11 +186,9 @@ class Optimizer:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, but parameter {i} is a "
                                 f"{type(p).__name__}")
-            if not p.is_leaf:
+            if not (p.is_leaf or p.retains_grad):
                 raise ValueError(f"can't optimize a non-leaf Tensor (parameter {i}, shape {p.shape}): "
                                  "optimize the leaf it was computed from, or .detach().requires_grad_()")
-            if not p.requires_grad:
-                raise ValueError(f"parameter {i} (shape {p.shape}) does not require grad")
             if id(p) in seen:
                 raise ValueError(f"parameter {i} (shape {p.shape}) is listed twice in one parameter group")
             seen.add(id(p))

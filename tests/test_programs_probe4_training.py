@@ -1,0 +1,355 @@
+# ruff: noqa: B007, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
+"""Real PyTorch training-loop programs (see tests/pytorch_programs.py), each run unchanged but for its
+imports on chainrule and on PyTorch from the same weights, comparing losses, parameters and gradients.
+
+What the other program tests do not already cover: fine-tuning with an optimizer built over every
+parameter while the backbone is frozen (``requires_grad_(False)``, its BatchNorm kept in ``eval()``),
+then unfrozen layer by layer and a new head added with ``add_param_group`` under a running scheduler; an
+exponential moving average of the weights written three ways (``lerp_``, ``mul_().add_(alpha=)``, timm's
+ModelEmaV2 over ``state_dict().values()`` with its buffers); a checkpoint carrying the RNG state
+(``get_rng_state``/``set_rng_state``) so that a run with Dropout resumes exactly, and ``manual_seed``
+giving identical runs; and a data pipeline (a Dataset of variable-length items, a bucketing Sampler, a
+``collate_fn`` padding into dicts, a ``persistent=False`` normalisation buffer) feeding gradient
+accumulation over uneven micro-batches with ``clip_grad_norm_(norm_type='inf')``."""
+
+import copy
+import io
+
+import numpy as np
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuning: freeze, keep BatchNorm statistics, unfreeze gradually, add a head's param group
+# ----------------------------------------------------------------------------------------------
+
+
+def finetune_net(m):
+    nn = m.nn
+    backbone = nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
+                             nn.Linear(8, 8), nn.ReLU())
+    return nn.ModuleDict({"backbone": backbone, "head": nn.Linear(8, 3), "head2": nn.Linear(8, 2)})
+
+
+def finetuning(m, weights, epochs=6):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    net = load(m, finetune_net(m), weights)
+    backbone, head = net["backbone"], net["head"]
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    # every parameter goes to the optimizer; the frozen ones get no .grad, so no update
+    optimizer = optim.SGD([{"params": backbone.parameters(), "lr": 0.01},
+                           {"params": head.parameters()}], lr=0.1, momentum=0.9, weight_decay=1e-4)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    rng = np.random.default_rng(9)
+    X = torch.tensor(rng.standard_normal((12, 4)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 3, 12))
+    y2 = torch.tensor(rng.integers(0, 2, 12))
+    frozen_stats = backbone[1].running_mean.clone()
+    log = []
+    for epoch in range(epochs):
+        net.train()
+        if epoch < 2:
+            backbone.eval()  # keep the frozen BatchNorm's running statistics
+        if epoch == 2:
+            for p in backbone[3].parameters():  # unfreeze the last layer of the backbone
+                p.requires_grad_(True)
+        if epoch == 4:
+            backbone.requires_grad_(True)
+            optimizer.add_param_group({"params": net["head2"].parameters(), "lr": 0.05})
+        optimizer.zero_grad()
+        feats = backbone(X)
+        loss = F.cross_entropy(head(feats), y)
+        if epoch >= 4:
+            loss = loss + F.cross_entropy(net["head2"](feats), y2)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        log.append((loss.item(), [g["lr"] for g in optimizer.param_groups],
+                    [p.grad is None for p in backbone.parameters()], backbone.training, backbone[1].training))
+    stats_kept = bool(torch.equal(frozen_stats, backbone[1].running_mean)) if epochs <= 2 else None
+    n_trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    state = optimizer.state_dict()
+    return (log, [p.detach() for p in net.parameters()], [p.grad for p in net.parameters()], backbone[1].running_mean,
+            backbone[1].num_batches_tracked, n_trainable, sorted(state["state"]), len(state["param_groups"]),
+            stats_kept)
+
+
+def test_finetuning_frozen_backbone_unfreezing_and_a_new_group():
+    weights = weights_of(finetune_net)
+    ours, _ = run_both(finetuning, weights, rtol=1e-5, atol=1e-6)
+    log, params, grads, rmean, tracked, n_trainable, state_keys, n_groups, _ = ours
+    assert [entry[2] for entry in log[:2]] == [[True] * 5] * 2  # frozen: no .grad at all
+    assert log[2][2] == [True, True, True, False, False] and log[4][2] == [False] * 5
+    assert log[0][3:] == (False, False) and log[2][3:] == (True, True)
+    assert int(tracked) == 4  # the statistics moved only once the backbone was in train()
+    assert grads[0] is not None and not np.array_equal(params[0], weights["backbone.0.weight"])  # unfrozen
+    assert [entry[1] for entry in log][4] == [0.0025, 0.025, 0.05] and n_groups == 3
+    assert n_trainable == sum(v.size for v in weights.values() if v.dtype == np.float32) - 16  # less BN buffers
+    frozen_only = finetuning(OURS, weights, epochs=2)
+    assert frozen_only[-1]  # in eval() the frozen BatchNorm kept its running statistics
+    for k, p in zip(["backbone.0.weight", "backbone.1.weight", "backbone.1.bias", "backbone.3.weight"], frozen_only[1]):
+        np.testing.assert_array_equal(p.numpy(), weights[k])  # weight decay and momentum left them alone
+
+
+# ----------------------------------------------------------------------------------------------
+# An exponential moving average of the weights, three ways, evaluated in eval()
+# ----------------------------------------------------------------------------------------------
+
+
+def ema_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(3, 6, bias=False), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 2))
+
+
+def ema(m, weights, steps=5, decay=0.8):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, ema_net(m), weights)
+    ema_lerp = copy.deepcopy(model)
+    ema_mul = copy.deepcopy(model)
+    ema_v2 = copy.deepcopy(model)
+    for e in (ema_lerp, ema_mul, ema_v2):
+        e.eval()
+        for p in e.parameters():
+            p.requires_grad_(False)
+    optimizer = optim.Adam(model.parameters(), lr=0.05)
+    rng = np.random.default_rng(10)
+    X = torch.tensor(rng.standard_normal((10, 3)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 2, 10))
+    losses = []
+    for step in range(steps):
+        model.train()
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        with torch.no_grad():
+            for e, p in zip(ema_lerp.parameters(), model.parameters()):
+                e.lerp_(p, 1 - decay)
+            for e, p in zip(ema_mul.parameters(), model.parameters()):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+            for e_b, b in zip(ema_lerp.buffers(), model.buffers()):
+                e_b.copy_(b)
+            msd = model.state_dict()  # timm's ModelEmaV2: parameters and buffers alike
+            for k, ema_v in ema_v2.state_dict().items():
+                model_v = msd[k].detach()
+                if ema_v.is_floating_point():
+                    ema_v.copy_(ema_v * decay + (1.0 - decay) * model_v)
+                else:
+                    ema_v.copy_(model_v)
+    with torch.no_grad():
+        outs = [e(X) for e in (ema_lerp, ema_mul, ema_v2)]
+    return (losses, [p for p in ema_lerp.parameters()], [p for p in ema_mul.parameters()], ema_v2.state_dict(), outs,
+            [p.detach() for p in model.parameters()], ema_lerp[1].num_batches_tracked)
+
+
+def test_ema_of_weights_three_ways():
+    weights = weights_of(ema_net)
+    (losses, lerped, mulled, v2, outs, params, tracked), _ = run_both(ema, weights, rtol=1e-5, atol=1e-6)
+    for a, b in zip(lerped, mulled):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(v2["0.weight"], lerped[0], rtol=1e-5, atol=1e-7)
+    assert int(v2["1.num_batches_tracked"]) == 5 == int(tracked)
+    assert not np.allclose(v2["0.weight"], params[0])  # an average lags behind the weights
+
+
+# ----------------------------------------------------------------------------------------------
+# A checkpoint with the RNG state: a run with Dropout resumes exactly; manual_seed repeats a run
+# ----------------------------------------------------------------------------------------------
+
+
+def dropout_net(m, p=0.3):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(p), nn.Linear(16, 16), nn.GELU(),
+                         nn.Dropout(p), nn.Linear(16, 1))
+
+
+def rng_resume(m, weights, p, total=6, resume_at=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    rng = np.random.default_rng(11)
+    X = torch.tensor(rng.standard_normal((total, 8, 4)).astype(np.float32))
+    Y = torch.tensor(rng.standard_normal((total, 8, 1)).astype(np.float32))
+
+    def build():
+        model = load(m, dropout_net(m, p), weights)
+        opt = optim.AdamW(model.parameters(), lr=1e-2, amsgrad=True)
+        warm = optim.lr_scheduler.LinearLR(opt, start_factor=0.25, total_iters=2)
+        cos = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total - 2)
+        return model, opt, optim.lr_scheduler.SequentialLR(opt, [warm, cos], milestones=[2])
+
+    def train(model, opt, sched, start, stop, log):
+        for step in range(start, stop):
+            model.train()
+            opt.zero_grad()
+            loss = F.mse_loss(model(X[step]), Y[step])
+            loss.backward()
+            opt.step()
+            sched.step()
+            log.append((loss.item(), sched.get_last_lr()[0]))
+
+    torch.manual_seed(1234)
+    model, opt, sched = build()
+    full = []
+    train(model, opt, sched, 0, total, full)
+    straight = [q.detach().clone() for q in model.parameters()]
+
+    torch.manual_seed(1234)
+    model, opt, sched = build()
+    part = []
+    train(model, opt, sched, 0, resume_at, part)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": torch.get_rng_state(), "step": resume_at}, buf)
+    torch.manual_seed(999)  # whatever happens in between
+    torch.rand(17)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    model2, opt2, sched2 = build()
+    model2.load_state_dict(ckpt["model"])
+    opt2.load_state_dict(ckpt["optimizer"])
+    sched2.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["rng"])
+    train(model2, opt2, sched2, ckpt["step"], total, part)
+    resumed = [q.detach() for q in model2.parameters()]
+    return full, part, straight, resumed, str(ckpt["rng"].dtype).split(".")[-1], sorted(ckpt["optimizer"]["state"][0])
+
+
+def test_checkpoint_with_rng_state_resumes_dropout_exactly():
+    weights = weights_of(dropout_net)
+    # without dropout the run is the same on both libraries ...
+    run_both(rng_resume, weights, 0.0, rtol=1e-5, atol=1e-6)
+    # ... with it, each library must repeat itself exactly from the saved RNG state
+    ours, theirs = run_both(rng_resume, weights, 0.3, compare=False)
+    for full, part, straight, resumed, rng_dtype, state_keys in [ours] + ([theirs] if theirs else []):
+        assert full == part
+        for a, b in zip(straight, resumed):
+            np.testing.assert_array_equal(a, b)
+        assert rng_dtype == "uint8" and state_keys == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"]
+    no_dropout, _ = run_both(rng_resume, weights, 0.0, compare=False)
+    assert ours[0] != no_dropout[0]  # the dropout did drop something
+
+
+def seeded_runs(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    def run(seed):
+        torch.manual_seed(seed)
+        model = dropout_net(m, 0.5)  # the initial weights come from the seed too
+        opt = optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randn(8, 4)
+        y = torch.randn(8, 1)
+        losses = []
+        for _ in range(3):
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses, torch.randperm(6).tolist()
+
+    return run(0) == run(0), run(0) != run(1)
+
+
+def test_manual_seed_repeats_a_whole_run():
+    ours, theirs = run_both(seeded_runs)
+    assert ours == (True, True)
+
+
+# ----------------------------------------------------------------------------------------------
+# A data pipeline: variable-length items, a bucketing sampler, a padding collate_fn, and gradient
+# accumulation over uneven micro-batches
+# ----------------------------------------------------------------------------------------------
+
+
+def seq_model(m):
+    torch, nn = m.torch, m.nn
+
+    class Pooler(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor([0.5, -0.5]), persistent=False)
+            self.register_buffer("std", torch.tensor([2.0, 0.5]), persistent=False)
+            self.proj = nn.Linear(2, 6)
+            self.out = nn.Linear(6, 1)
+
+        def forward(self, x, mask):
+            h = torch.relu(self.proj((x - self.mean) / self.std))
+            h = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            return self.out(h).squeeze(-1)
+
+    return Pooler()
+
+
+def pipeline(m, weights, epochs=2, accum=2):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    D = m.data
+    rng = np.random.default_rng(12)
+    lengths = rng.integers(1, 6, 11)
+    items = [(rng.standard_normal((n, 2)).astype(np.float32), float(rng.standard_normal())) for n in lengths]
+
+    class VarLen(D.Dataset):
+        def __init__(self, items):
+            self.items = items
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, idx):
+            x, y = self.items[idx]
+            return {"x": torch.from_numpy(x), "y": y, "idx": idx}
+
+    class BucketSampler(D.Sampler):
+        """Batches of similar lengths: sort by length, cut into batches, shortest batches first."""
+
+        def __init__(self, lengths, batch_size):
+            self.lengths, self.batch_size = lengths, batch_size
+
+        def __iter__(self):
+            order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], i))
+            yield from (order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size))
+
+        def __len__(self):
+            return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def collate(batch):
+        xs = [b["x"] for b in batch]
+        x = nn.utils.rnn.pad_sequence(xs, batch_first=True)
+        mask = torch.zeros(x.shape[:2])
+        for i, t in enumerate(xs):
+            mask[i, : len(t)] = 1.0
+        return {"x": x, "mask": mask, "y": torch.tensor([b["y"] for b in batch], dtype=torch.float32),
+                "idx": torch.tensor([b["idx"] for b in batch])}
+
+    ds = VarLen(items)
+    loader = D.DataLoader(ds, batch_sampler=BucketSampler([len(t[0]) for t in items], 3), collate_fn=collate)
+    model = load(m, seq_model(m), weights)
+    assert set(model.state_dict()) == {"proj.weight", "proj.bias", "out.weight", "out.bias"}
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    log = []
+    for epoch in range(epochs):
+        optimizer.zero_grad()
+        seen = 0
+        for i, batch in enumerate(loader):
+            pred = model(batch["x"], batch["mask"])
+            # an uneven last batch: weigh each by its share of the examples of the accumulation window
+            loss = F.mse_loss(pred, batch["y"], reduction="sum") / len(ds)
+            loss.backward()
+            seen += len(batch["y"])
+            if (i + 1) % accum == 0 or i + 1 == len(loader):
+                norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5, norm_type="inf")
+                optimizer.step()
+                optimizer.zero_grad()
+                log.append((seen, norm.item()))
+            log.append((batch["idx"].tolist(), tuple(batch["x"].shape), loss.item()))
+    model.double()
+    return log, [p.detach() for p in model.parameters()], str(model.mean.dtype).split(".")[-1], len(loader)
+
+
+def test_bucketing_sampler_collate_and_uneven_accumulation():
+    weights = weights_of(seq_model)
+    (log, params, buffer_dtype, n_batches), _ = run_both(pipeline, weights, rtol=1e-5, atol=1e-6)
+    assert n_batches == 4 and buffer_dtype == "float64"
+    shapes = [entry[1] for entry in log if len(entry) == 3]
+    assert [s[1] for s in shapes[:4]] == sorted(s[1] for s in shapes[:4])  # shortest batches first
+    assert sorted(i for entry in log[:6] if len(entry) == 3 for i in entry[0]) == list(range(11))
