@@ -1,0 +1,456 @@
+# ruff: noqa: B007, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
+"""Real PyTorch vision programs (see tests/pytorch_programs.py), each run unchanged but for its imports
+on chainrule and on PyTorch from the same weights, comparing losses, parameters and gradients.
+
+What the other program tests do not already cover: a MobileNet/SE-style network (depthwise
+``groups=`` convolutions, ``padding='same'``, Hardswish, squeeze-excitation, ``zero_init_residual``
+through ``model.modules()``), trained with mixup on SGD(nesterov) with no weight decay on norms and
+biases and OneCycleLR cycling the momentum; a WGAN-GP step (gradient penalty by
+``torch.autograd.grad(create_graph=True)``, a critic with InstanceNorm and ``spectral_norm``, a
+generator with ``ConvTranspose2d(output_padding=)`` and PixelShuffle, Adam(betas=(0.0, 0.9))); a
+milesial-style U-Net (``F.interpolate`` bilinear with ``align_corners=True``, ``F.pad`` by the size
+difference, ``torch.cat`` skips, GroupNorm, a per-pixel weighted cross-entropy plus a Dice loss through
+``one_hot().permute``, RMSprop and ReduceLROnPlateau('max')); and augmentation code (reflect-pad then
+crop, flips, ``torch.roll``, cutout by masked assignment, ViT patches by ``unfold`` equal to a strided
+convolution and put back by ``F.fold``, test-time augmentation over ``rot90``/``flip``, an input saliency
+gradient)."""
+
+import numpy as np
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# A MobileNetV3-style network with squeeze-excitation, trained with mixup and OneCycleLR
+# ----------------------------------------------------------------------------------------------
+
+
+def mobilenet(m, p_drop=0.0):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, ch, rd=4):
+            super().__init__()
+            self.fc1 = nn.Conv2d(ch, rd, 1)
+            self.fc2 = nn.Conv2d(rd, ch, 1)
+
+        def forward(self, x):
+            s = x.mean((2, 3), keepdim=True)
+            s = self.fc2(F.relu(self.fc1(s), inplace=True))
+            return x * F.hardsigmoid(s)
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, expand, stride):
+            super().__init__()
+            mid = cin * expand
+            self.use_res = stride == 1 and cin == cout
+            self.block = nn.Sequential(
+                nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.Hardswish(inplace=True),
+                nn.Conv2d(mid, mid, 3, stride=stride, padding=1, groups=mid, bias=False),
+                nn.BatchNorm2d(mid), nn.Hardswish(inplace=True),
+                SqueezeExcite(mid),
+                nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            )
+
+        def forward(self, x):
+            out = self.block(x)
+            return out + x if self.use_res else out
+
+    class Net(nn.Module):
+        def __init__(self, num_classes=4):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding="same", bias=False), nn.BatchNorm2d(4), nn.Hardswish())
+            self.features = nn.Sequential(InvertedResidual(4, 4, 2, 1), InvertedResidual(4, 6, 2, 2))
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(p_drop), nn.Linear(6, num_classes))
+            for mod in self.modules():
+                if isinstance(mod, nn.Conv2d):
+                    nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+                    if mod.bias is not None:
+                        nn.init.zeros_(mod.bias)
+                elif isinstance(mod, (nn.BatchNorm2d, nn.GroupNorm)):
+                    nn.init.ones_(mod.weight)
+                    nn.init.zeros_(mod.bias)
+
+        def forward(self, x):
+            return self.classifier(self.pool(self.features(self.stem(x))))
+
+    return Net()
+
+
+def mixup_training(m, weights, steps=6):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, mobilenet(m), weights)
+    for mod in model.modules():  # torchvision's zero_init_residual: each residual block starts as identity
+        if type(mod).__name__ == "InvertedResidual" and mod.use_res:
+            nn.init.constant_(mod.block[-1].weight, 0)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    opt = optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
+                    lr=0.05, momentum=0.9, nesterov=True)
+    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=steps, pct_start=0.3, base_momentum=0.85,
+                                          max_momentum=0.95, div_factor=4.0)
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, 16)
+    images[np.arange(16), 0, labels * 2, labels * 2] += 3.0  # a learnable signal
+    perms = [rng.permutation(16) for _ in range(steps)]
+    lams = rng.beta(0.4, 0.4, steps)
+    X, y = torch.tensor(images), torch.tensor(labels)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    losses, lrs, moms = [], [], []
+    for step in range(steps):
+        model.train()
+        lam = float(lams[step])
+        index = torch.tensor(perms[step])
+        mixed = lam * X + (1 - lam) * X[index, :]
+        y_a, y_b = y, y[index]
+        out = model(mixed)
+        loss = lam * criterion(out, y_a) + (1 - lam) * criterion(out, y_b)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        lrs.append(sched.get_last_lr()[0])
+        moms.append(opt.param_groups[1]["momentum"])
+    model.eval()
+    with torch.no_grad():
+        logits = model(X)
+    bn = model.features[1].block[1]
+    return (losses, lrs, moms, logits, [p.detach() for p in model.parameters()], bn.running_mean, bn.running_var,
+            bn.num_batches_tracked, model.features[0].block[-1].weight)
+
+
+def test_mobilenet_se_mixup_onecycle():
+    weights = weights_of(mobilenet)
+    (losses, lrs, moms, logits, params, rmean, rvar, tracked, zero_init), _ = run_both(
+        mixup_training, weights, rtol=1e-4, atol=1e-5)
+    assert lrs[-1] < lrs[1] and moms[0] < moms[-1]  # lr up then down, the momentum the other way
+    assert int(tracked) == 6 and np.isfinite(losses).all()
+    assert np.abs(zero_init).max() < 0.05  # the zero-initialised residual scale moved only a little
+
+
+def dropout_in_the_classifier(m):
+    """The Dropout of ``mobilenet``: active in train(), the identity in eval(), kept masks scaled by 1/(1-p)."""
+    torch = m.torch
+    torch.manual_seed(0)
+    model = mobilenet(m, p_drop=0.5)
+    drop = model.classifier[1]
+    x = torch.ones(4, 64)
+    model.train()
+    a = drop(x)
+    model.eval()
+    b = drop(x)
+    return sorted(set(a.flatten().tolist())), bool((b == x).all()), drop.training, model.training
+
+
+def test_mobilenet_dropout_train_and_eval():
+    ours, theirs = run_both(dropout_in_the_classifier, compare=False)
+    for values, identity, drop_training, training in [ours] + ([theirs] if theirs else []):
+        assert values == [0.0, 2.0] and identity and not drop_training and not training
+
+
+# ----------------------------------------------------------------------------------------------
+# WGAN-GP: a gradient penalty through create_graph, spectral_norm, PixelShuffle, two Adams
+# ----------------------------------------------------------------------------------------------
+
+
+def wgan_nets(m):
+    torch, nn = m.torch, m.nn
+
+    class Generator(nn.Module):
+        def __init__(self, nz=3):
+            super().__init__()
+            self.fc = nn.Linear(nz, 4 * 2 * 2)
+            self.up = nn.Sequential(
+                nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1, bias=False), nn.BatchNorm2d(4),
+                nn.ReLU(True),
+                nn.Conv2d(4, 4, 3, padding=1), nn.PixelShuffle(2), nn.Tanh(),
+            )
+
+        def forward(self, z):
+            return self.up(self.fc(z).view(-1, 4, 2, 2))
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main = nn.Sequential(
+                nn.utils.spectral_norm(nn.Conv2d(1, 4, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(4, 8, 4, stride=2, padding=1, bias=False), nn.InstanceNorm2d(8, affine=True),
+                nn.LeakyReLU(0.2),
+            )
+            self.out = nn.Linear(8 * 2 * 2, 1)
+
+        def forward(self, x):
+            return self.out(self.main(x).flatten(1))
+
+    return nn.ModuleDict({"G": Generator(), "D": Critic()})
+
+
+def wgan_gp(m, weights, steps=3, n_critic=2, lambda_gp=10.0):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    nets = load(m, wgan_nets(m), weights)
+    netG, netD = nets["G"], nets["D"]
+    optG = optim.Adam(netG.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    optD = optim.Adam(netD.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    rng = np.random.default_rng(2)
+    real_all = torch.tensor(np.tanh(rng.standard_normal((steps * n_critic, 4, 1, 8, 8))).astype(np.float32))
+    noise_all = torch.tensor(rng.standard_normal((steps * (n_critic + 1), 4, 3)).astype(np.float32))
+    alphas = torch.tensor(rng.random((steps * n_critic, 4, 1, 1, 1)).astype(np.float32))
+
+    def gradient_penalty(real, fake, alpha):
+        interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        d_interpolates = netD(interpolates)
+        gradients = torch.autograd.grad(outputs=d_interpolates, inputs=interpolates,
+                                        grad_outputs=torch.ones_like(d_interpolates),
+                                        create_graph=True, retain_graph=True, only_inputs=True)[0]
+        gradients = gradients.view(gradients.size(0), -1)
+        return ((gradients.norm(2, dim=1) - 1) ** 2).mean()
+
+    d_losses, g_losses, gps = [], [], []
+    k = 0
+    for it in range(steps):
+        for p in netD.parameters():
+            p.requires_grad = True
+        for c in range(n_critic):
+            real = real_all[it * n_critic + c]
+            fake = netG(noise_all[k]).detach()
+            k += 1
+            optD.zero_grad()
+            gp = gradient_penalty(real, fake, alphas[it * n_critic + c])
+            d_loss = -torch.mean(netD(real)) + torch.mean(netD(fake)) + lambda_gp * gp
+            d_loss.backward()
+            optD.step()
+            d_losses.append(d_loss.item())
+            gps.append(gp.item())
+        for p in netD.parameters():
+            p.requires_grad = False  # no critic gradients during the generator's step
+        optG.zero_grad()
+        g_loss = -torch.mean(netD(netG(noise_all[k])))
+        k += 1
+        g_loss.backward()
+        optG.step()
+        g_losses.append(g_loss.item())
+    critic_grads = [p.grad for p in netD.parameters()]
+    sn = netD.main[0]
+    return (d_losses, g_losses, gps, [p.detach() for p in nets.parameters()], sn.weight_u, sn.weight,
+            critic_grads, netG.up[1].running_mean)
+
+
+def test_wgan_gp_gradient_penalty_spectral_norm():
+    weights = weights_of(wgan_nets)
+    assert "D.main.0.weight_orig" in weights and "D.main.0.weight_u" in weights
+    (d_losses, g_losses, gps, params, u, w, critic_grads, rmean), _ = run_both(wgan_gp, weights, rtol=1e-4,
+                                                                               atol=1e-5)
+    assert all(gp > 0 for gp in gps) and len(d_losses) == 6 and len(g_losses) == 3
+    assert np.linalg.svd(w.reshape(4, -1), compute_uv=False)[0] < 1.2  # about 1 after the power iteration
+
+
+# ----------------------------------------------------------------------------------------------
+# milesial/Pytorch-UNet in small: bilinear up-sampling, pad to the skip's size, Dice + CE, RMSprop
+# ----------------------------------------------------------------------------------------------
+
+
+def unet(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class DoubleConv(nn.Module):
+        def __init__(self, in_channels, out_channels, mid_channels=None):
+            super().__init__()
+            if not mid_channels:
+                mid_channels = out_channels
+            self.double_conv = nn.Sequential(
+                nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1, bias=False),
+                nn.GroupNorm(2, mid_channels), nn.ReLU(inplace=True),
+                nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                nn.GroupNorm(2, out_channels), nn.ReLU(inplace=True),
+            )
+
+        def forward(self, x):
+            return self.double_conv(x)
+
+    class Down(nn.Module):
+        def __init__(self, in_channels, out_channels):
+            super().__init__()
+            self.maxpool_conv = nn.Sequential(nn.MaxPool2d(2), DoubleConv(in_channels, out_channels))
+
+        def forward(self, x):
+            return self.maxpool_conv(x)
+
+    class Up(nn.Module):
+        def __init__(self, in_channels, out_channels):
+            super().__init__()
+            self.conv = DoubleConv(in_channels, out_channels, in_channels // 2)
+
+        def forward(self, x1, x2):
+            x1 = F.interpolate(x1, scale_factor=2, mode="bilinear", align_corners=True)
+            diffY = x2.size()[2] - x1.size()[2]
+            diffX = x2.size()[3] - x1.size()[3]
+            x1 = F.pad(x1, [diffX // 2, diffX - diffX // 2, diffY // 2, diffY - diffY // 2])
+            return self.conv(torch.cat([x2, x1], dim=1))
+
+    class UNet(nn.Module):
+        def __init__(self, n_channels=1, n_classes=3):
+            super().__init__()
+            self.n_classes = n_classes
+            self.inc = DoubleConv(n_channels, 4)
+            self.down1 = Down(4, 8)
+            self.down2 = Down(8, 8)
+            self.up1 = Up(16, 4)
+            self.up2 = Up(8, 4)
+            self.outc = nn.Conv2d(4, n_classes, kernel_size=1)
+
+        def forward(self, x):
+            x1 = self.inc(x)
+            x2 = self.down1(x1)
+            x3 = self.down2(x2)
+            x = self.up1(x3, x2)
+            x = self.up2(x, x1)
+            return self.outc(x)
+
+    return UNet()
+
+
+def dice_coeff(m, input, target, reduce_batch_first=False, epsilon=1e-6):
+    sum_dim = (-1, -2) if input.dim() == 2 or not reduce_batch_first else (-1, -2, -3)
+    inter = 2 * (input * target).sum(dim=sum_dim)
+    sets_sum = input.sum(dim=sum_dim) + target.sum(dim=sum_dim)
+    sets_sum = m.torch.where(sets_sum == 0, inter, sets_sum)
+    dice = (inter + epsilon) / (sets_sum + epsilon)
+    return dice.mean()
+
+
+def multiclass_dice_coeff(m, input, target, reduce_batch_first=False, epsilon=1e-6):
+    return dice_coeff(m, input.flatten(0, 1), target.flatten(0, 1), reduce_batch_first, epsilon)
+
+
+def unet_training(m, weights, epochs=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, unet(m), weights)
+    optimizer = optim.RMSprop(model.parameters(), lr=1e-3, weight_decay=1e-8, momentum=0.9, foreach=True)
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, "max", patience=0, factor=0.5)
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor([0.5, 1.0, 2.0]))
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((2, 1, 10, 11)).astype(np.float32)  # odd sizes: the pad in Up matters
+    masks = (images[:, 0] > 0.5).astype(np.int64) + (images[:, 0] > 1.2).astype(np.int64)
+    images, true_masks = torch.tensor(images), torch.tensor(masks)
+    losses, scores, lrs = [], [], []
+    for epoch in range(epochs):
+        model.train()
+        masks_pred = model(images)
+        loss = criterion(masks_pred, true_masks)
+        loss += 1 - multiclass_dice_coeff(
+            m, F.softmax(masks_pred, dim=1).float(),
+            F.one_hot(true_masks, model.n_classes).permute(0, 3, 1, 2).float(),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            pred = model(images).argmax(dim=1)
+            score = multiclass_dice_coeff(m, F.one_hot(pred, 3).permute(0, 3, 1, 2)[:, 1:].float(),
+                                          F.one_hot(true_masks, 3).permute(0, 3, 1, 2)[:, 1:].float())
+        scheduler.step(score)
+        scores.append(score.item())
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return losses, scores, lrs, [p.detach() for p in model.parameters()], [p.grad for p in model.parameters()]
+
+
+def test_unet_bilinear_pad_dice_rmsprop_plateau():
+    weights = weights_of(unet)
+    (losses, scores, lrs, params, grads), _ = run_both(unet_training, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0]
+    assert len(params) == len(grads) and all(g.shape == p.shape for g, p in zip(grads, params))
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation-style tensor code: random crop with reflect padding, flips, rolls, cutout, ViT
+# patches, test-time augmentation, a saliency map
+# ----------------------------------------------------------------------------------------------
+
+
+def patch_net(m):
+    nn = m.nn
+    return nn.ModuleDict({"proj": nn.Conv2d(3, 5, kernel_size=4, stride=4), "head": nn.Linear(5, 2)})
+
+
+def augmentation(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    net = load(m, patch_net(m), weights)
+    rng = np.random.default_rng(4)
+    batch = torch.tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), requires_grad=True)
+    crops = rng.integers(0, 5, (2, 2))
+    flips = [True, False]
+    shifts = rng.integers(-3, 4, (2, 2))
+    out = []
+    x = F.pad(batch, (2, 2, 2, 2), mode="reflect")  # torchvision RandomCrop(8, padding=2, padding_mode='reflect')
+    views = []
+    for i in range(2):
+        top, left = int(crops[i, 0]), int(crops[i, 1])
+        v = x[i, :, top : top + 8, left : left + 8]
+        if flips[i]:
+            v = torch.flip(v, dims=[-1])  # RandomHorizontalFlip
+        v = torch.roll(v, shifts=(int(shifts[i, 0]), int(shifts[i, 1])), dims=(1, 2))
+        views.append(v)
+    aug = torch.stack(views)
+    aug = F.pad(aug, (1, 0, 0, 1), mode="replicate")[:, :, 1:, :-1]  # a one-pixel shift with edge repeat
+    cut = aug.clone()
+    cut[:, :, 2:5, 3:6] = 0.0  # Cutout
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2, 0.3, 0.4])[None, :, None, None]
+    normed = (cut - mean) / std  # transforms.Normalize
+    out.append(normed)
+
+    # ViT patchify: unfold into 4x4 patches equals the strided convolution; fold puts them back
+    p = 4
+    patches = normed.unfold(2, p, p).unfold(3, p, p)  # (B, C, 2, 2, p, p)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, 4, 3 * p * p)
+    by_linear = patches @ net["proj"].weight.reshape(5, -1).t() + net["proj"].bias
+    by_conv = net["proj"](normed).flatten(2).transpose(1, 2)
+    out += [by_linear, by_conv]
+    cols = F.unfold(normed, kernel_size=p, stride=p)
+    back = F.fold(cols, output_size=(8, 8), kernel_size=p, stride=p)
+    out.append(back)
+    overlap = F.fold(F.unfold(normed, 3, padding=1), (8, 8), 3, padding=1)  # each pixel counted 9 times
+    out.append(overlap)
+    logits = net["head"](by_conv.mean(1))
+    loss = F.cross_entropy(logits, torch.tensor([0, 1])) + 1e-3 * overlap.pow(2).mean()
+    loss.backward()
+    out += [loss, batch.grad, [q.grad for q in net.parameters()]]
+
+    # test-time augmentation over the dihedral views, then a saliency map of the image
+    def model(img):
+        return net["head"](net["proj"](img).flatten(2).mean(2))
+
+    img = batch.detach()[:1].clone().requires_grad_()
+    tta = torch.stack([model(img), model(img.flip(3)), model(torch.rot90(img, 1, (2, 3))),
+                       model(torch.rot90(img, 2, dims=[2, 3])), model(img.transpose(2, 3))]).softmax(-1).mean(0)
+    score = tta[0, tta.argmax()]
+    score.backward()
+    saliency, _ = img.grad.data.abs().max(dim=1)
+    out += [tta, saliency]
+    return out
+
+
+def test_augmentation_patches_and_tta():
+    weights = weights_of(patch_net)
+    out, _ = run_both(augmentation, weights, rtol=1e-4, atol=1e-5)
+    normed, by_linear, by_conv, back, overlap = out[:5]
+    np.testing.assert_allclose(by_linear, by_conv, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(back, normed, rtol=1e-6)
+    np.testing.assert_allclose(normed[:, :, 2:5, 3:6], np.broadcast_to(
+        -np.array([0.5, 0.4, 0.3])[:, None, None] / np.array([0.2, 0.3, 0.4])[:, None, None], (2, 3, 3, 3)),
+        rtol=1e-6)
+    assert out[-1].shape == (1, 8, 8) and out[-2].shape == (1, 2)
+
+
+def test_the_programs_run_on_chainrule_alone():
+    """Without PyTorch the programs still run: the same seeds give the same numbers twice."""
+    weights = weights_of(patch_net)
+    a = augmentation(OURS, weights)
+    b = augmentation(OURS, weights)
+    np.testing.assert_array_equal(a[-1].numpy(), b[-1].numpy())
