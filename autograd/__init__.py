@@ -24,10 +24,14 @@ from .backend import (
 )
 from .constants import (  # noqa: E402
     BoolTensor,
+    ByteTensor,
+    CharTensor,
     DoubleTensor,
     FloatTensor,
+    HalfTensor,
     IntTensor,
     LongTensor,
+    ShortTensor,
     Size,
     accelerator,
     backends,

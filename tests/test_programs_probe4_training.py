@@ -353,3 +353,46 @@ def test_bucketing_sampler_collate_and_uneven_accumulation():
     shapes = [entry[1] for entry in log if len(entry) == 3]
     assert [s[1] for s in shapes[:4]] == sorted(s[1] for s in shapes[:4])  # shortest batches first
     assert sorted(i for entry in log[:6] if len(entry) == 3 for i in entry[0]) == list(range(11))
+
+
+# ----------------------------------------------------------------------------------------------
+# The 2017 "Learning PyTorch with Examples" script: Variables, `dtype = torch.FloatTensor`,
+# `.type(dtype)`, `.data -=` updates and `grad.data.zero_()`, with legacy ByteTensor masks
+# ----------------------------------------------------------------------------------------------
+
+
+def legacy_two_layer_net(m, steps=5):
+    torch = m.torch
+    from_numpy = torch.from_numpy
+    Variable = torch.autograd.Variable
+    dtype = torch.FloatTensor
+    N, D_in, H, D_out = 8, 5, 6, 2
+    rng = np.random.default_rng(13)
+    x = Variable(from_numpy(rng.standard_normal((N, D_in))).type(dtype), requires_grad=False)
+    y = Variable(from_numpy(rng.standard_normal((N, D_out))).type(dtype), requires_grad=False)
+    w1 = Variable(from_numpy(0.3 * rng.standard_normal((D_in, H))).type(dtype), requires_grad=True)
+    w2 = Variable(from_numpy(0.3 * rng.standard_normal((H, D_out))).type(dtype), requires_grad=True)
+    keep = torch.ByteTensor([1, 0, 1, 1, 1, 0, 1, 1]).bool()  # an old-style mask of the rows to fit
+    learning_rate = 1e-2
+    losses = []
+    for t in range(steps):
+        y_pred = x.mm(w1).clamp(min=0).mm(w2)
+        loss = (y_pred - y).pow(2)[keep].sum()
+        losses.append(loss.data.item())
+        loss.backward()
+        w1.data -= learning_rate * w1.grad.data
+        w2.data -= learning_rate * w2.grad.data
+        w1.grad.data.zero_()
+        w2.grad.data.zero_()
+    kinds = [isinstance(w1, torch.FloatTensor), isinstance(w1, torch.DoubleTensor),
+             isinstance(keep, torch.BoolTensor), isinstance(torch.LongTensor(2, 3), torch.LongTensor),
+             x.type(), w1.type(torch.DoubleTensor).type(), torch.ShortTensor([1]).type(), torch.HalfTensor(2).type(),
+             torch.CharTensor([1]).type(), torch.IntTensor(torch.Size([2])).shape[0]]
+    return losses, w1, w2, kinds
+
+
+def test_legacy_variables_and_typed_tensors():
+    (losses, w1, w2, kinds), _ = run_both(legacy_two_layer_net)
+    assert losses[-1] < losses[0]
+    assert kinds == [True, False, True, True, "torch.FloatTensor", "torch.DoubleTensor", "torch.ShortTensor",
+                     "torch.HalfTensor", "torch.CharTensor", 2]
