@@ -16,6 +16,7 @@ import copy
 import io
 
 import numpy as np
+import pytest
 
 from .pytorch_programs import OURS, load, run_both, weights_of
 
@@ -396,3 +397,39 @@ def test_legacy_variables_and_typed_tensors():
     assert losses[-1] < losses[0]
     assert kinds == [True, False, True, True, "torch.FloatTensor", "torch.DoubleTensor", "torch.ShortTensor",
                      "torch.HalfTensor", "torch.CharTensor", 2]
+
+
+# ----------------------------------------------------------------------------------------------
+# A custom layer written the pre-2018 way: parameters from `torch.Tensor(sizes)`, then an init
+# ----------------------------------------------------------------------------------------------
+
+
+def old_style_layer(m):
+    torch, nn = m.torch, m.nn
+    import math
+
+    class MyLinear(nn.Module):
+        def __init__(self, in_features, out_features):
+            super().__init__()
+            self.weight = nn.Parameter(torch.Tensor(out_features, in_features))
+            self.bias = nn.Parameter(torch.Tensor(out_features))  # one size: a float vector of that length
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            stdv = 1.0 / math.sqrt(self.weight.size(1))
+            self.weight.data.uniform_(-stdv, stdv)
+            self.bias.data.fill_(0.1)
+
+        def forward(self, x):
+            return x @ self.weight.t() + self.bias
+
+    layer = MyLinear(3, 2)
+    labels = torch.Tensor([0, 1, 1])  # torch.Tensor of ints is a float tensor (torch.tensor keeps int64)
+    return layer.bias, str(layer.bias.dtype).split(".")[-1], str(labels.dtype).split(".")[-1], labels
+
+
+@pytest.mark.xfail(strict=True, reason="autograd/tensor.py (the lead's file): Tensor(n) is a scalar and "
+                   "Tensor([ints]) int64, where torch.Tensor gives float vectors; see the probe4 report")
+def test_old_style_parameters_from_torch_tensor_sizes():
+    (bias, bias_dtype, labels_dtype, labels), _ = run_both(old_style_layer)
+    assert bias.shape == (2,) and bias_dtype == "float32" and labels_dtype == "float32"
