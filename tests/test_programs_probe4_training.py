@@ -5,8 +5,9 @@ imports on chainrule and on PyTorch from the same weights, comparing losses, par
 What the other program tests do not already cover: fine-tuning with an optimizer built over every
 parameter while the backbone is frozen (``requires_grad_(False)``, its BatchNorm kept in ``eval()``),
 then unfrozen layer by layer and a new head added with ``add_param_group`` under a running scheduler; an
-exponential moving average of the weights written three ways (``lerp_``, ``mul_().add_(alpha=)``, timm's
-ModelEmaV2 over ``state_dict().values()`` with its buffers); a checkpoint carrying the RNG state
+exponential moving average of the weights written five ways (``lerp_``, ``mul_().add_(alpha=)``, timm's
+ModelEmaV2 over ``state_dict().values()`` with its buffers, its ModelEmaV3's ``torch._foreach_lerp_`` and
+diffusers' ``torch._foreach_sub_``); a checkpoint carrying the RNG state
 (``get_rng_state``/``set_rng_state``) so that a run with Dropout resumes exactly, and ``manual_seed``
 giving identical runs; and a data pipeline (a Dataset of variable-length items, a bucketing Sampler, a
 ``collate_fn`` padding into dicts, a ``persistent=False`` normalisation buffer) feeding gradient
@@ -153,6 +154,44 @@ def test_ema_of_weights_three_ways():
     np.testing.assert_allclose(v2["0.weight"], lerped[0], rtol=1e-5, atol=1e-7)
     assert int(v2["1.num_batches_tracked"]) == 5 == int(tracked)
     assert not np.allclose(v2["0.weight"], params[0])  # an average lags behind the weights
+
+
+def ema_v3(m, weights, steps=4, decay=0.8):
+    """timm's ModelEmaV3 update (foreach path): ``_foreach_lerp_`` over the floating parameters and
+    buffers, a plain copy of the integer ones; and diffusers' EMAModel step (``_foreach_sub_``)."""
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, ema_net(m), weights)
+    ema_model = copy.deepcopy(model).eval().requires_grad_(False)
+    shadow = [p.clone().detach() for p in model.parameters()]
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(10)
+    X = torch.tensor(rng.standard_normal((10, 3)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 2, 10))
+    for step in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        optimizer.step()
+        with torch.no_grad():
+            ema_lerp_values, model_lerp_values = [], []
+            for ema_v, model_v in zip(ema_model.state_dict().values(), model.state_dict().values()):
+                if ema_v.is_floating_point():
+                    ema_lerp_values.append(ema_v)
+                    model_lerp_values.append(model_v)
+                else:
+                    ema_v.copy_(model_v)
+            torch._foreach_lerp_(ema_lerp_values, model_lerp_values, weight=1.0 - decay)
+            params = [p for p in model.parameters() if p.requires_grad]
+            torch._foreach_sub_(shadow, torch._foreach_sub(shadow, params), alpha=1.0 - decay)
+    with torch.no_grad():
+        out = ema_model(X)
+    return out, ema_model.state_dict(), shadow
+
+
+def test_ema_with_foreach_ops_as_timm_and_diffusers():
+    weights = weights_of(ema_net)
+    (out, state, shadow), _ = run_both(ema_v3, weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state["0.weight"], shadow[0], rtol=1e-5, atol=1e-7)
+    assert int(state["1.num_batches_tracked"]) == 4
 
 
 # ----------------------------------------------------------------------------------------------
