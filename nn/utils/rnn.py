@@ -60,6 +60,14 @@ def _lengths_from(batch_sizes):
     return (batch_sizes[None, :] > xp.arange(int(batch_sizes[0]))[:, None]).sum(1)
 
 
+def invert_permutation(permutation):
+    """The permutation that undoes ``permutation`` (a 1-D tensor of indices): ``inverse[permutation[i]] = i``
+    (a PackedSequence's ``unsorted_indices`` from its ``sorted_indices``); None stays None."""
+    if permutation is None:
+        return None
+    return Tensor(xp.argsort(permutation._data, kind="stable"))
+
+
 def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
     """Stack sequences of shapes (L_k, *) into (T, B, *) (or (B, T, *)), T = max L_k,
     filling with ``padding_value`` on the right (or the left)."""
@@ -102,7 +110,8 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         order = xp.argsort(-lengths, kind="stable")
         lengths = lengths[order]
         input = input[order] if batch_first else input[:, order]
-        sorted_indices, unsorted_indices = Tensor(order), Tensor(xp.argsort(order))
+        sorted_indices = Tensor(order)
+        unsorted_indices = invert_permutation(sorted_indices)
     if batch_first:
         input = input.transpose(0, 1)
     if lengths[0] > input.shape[0]:
