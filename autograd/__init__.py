@@ -42,6 +42,7 @@ from .constants import (  # noqa: E402
     complex64,
     complex128,
     contiguous_format,
+    dtype,
     e,
     half,
     inf,

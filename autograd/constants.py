@@ -16,6 +16,7 @@ half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.sh
 complex64, complex128 = numpy.dtype("complex64"), numpy.dtype("complex128")
 cfloat, cdouble = complex64, complex128  # torch.cfloat, torch.cdouble
 inf, nan, pi, e = math.inf, math.nan, math.pi, math.e
+dtype = numpy.dtype  # torch.dtype: what autograd.float32 and the rest are (for isinstance and type hints)
 
 
 class layout:

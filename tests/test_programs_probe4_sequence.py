@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, E731, F841, UP008, UP018  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B023, E741, E731, F841, UP008, UP018, UP045  (the programs are kept as their authors wrote them)
 """Real PyTorch sequence programs (see tests/pytorch_programs.py), each run unchanged but for its imports
 on chainrule and on PyTorch from the same weights, comparing losses, parameters and gradients.
 
@@ -460,3 +460,174 @@ def test_the_programs_run_on_chainrule_alone():
     a = luong_training(OURS, weights, steps=2)
     b = luong_training(OURS, weights, steps=2)
     assert a[0] == b[0] and np.isfinite(a[0]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# A LLaMA-style block, as Meta's reference model.py writes it: RMSNorm, rotary embeddings through
+# torch.polar and view_as_complex, grouped-query attention (repeat_kv), SwiGLU, a KV cache, and
+# type hints with torch.dtype / torch.device
+# ----------------------------------------------------------------------------------------------
+
+DIM, N_HEADS, N_KV_HEADS, LLAMA_V, MAX_SEQ = 8, 2, 1, 11, 8
+
+
+def llama(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    from typing import Optional
+
+    class RMSNorm(nn.Module):
+        def __init__(self, dim: int, eps: float = 1e-6, device: Optional[torch.device] = None,
+                     dtype: Optional[torch.dtype] = None):
+            super().__init__()
+            factory_kwargs = {"device": device, "dtype": dtype}
+            self.eps = eps
+            self.weight = nn.Parameter(torch.ones(dim, **factory_kwargs))
+
+        def _norm(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            output = self._norm(x.float()).type_as(x)
+            return output * self.weight
+
+    def precompute_freqs_cis(dim: int, end: int, theta: float = 10000.0):
+        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: (dim // 2)].float() / dim))
+        t = torch.arange(end, device=freqs.device, dtype=torch.float32)
+        freqs = torch.outer(t, freqs)
+        return torch.polar(torch.ones_like(freqs), freqs)  # complex64
+
+    def reshape_for_broadcast(freqs_cis, x):
+        ndim = x.ndim
+        assert freqs_cis.shape == (x.shape[1], x.shape[-1])
+        shape = [d if i == 1 or i == ndim - 1 else 1 for i, d in enumerate(x.shape)]
+        return freqs_cis.view(*shape)
+
+    def apply_rotary_emb(xq, xk, freqs_cis):
+        xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+        xk_ = torch.view_as_complex(xk.float().reshape(*xk.shape[:-1], -1, 2))
+        freqs_cis = reshape_for_broadcast(freqs_cis, xq_)
+        xq_out = torch.view_as_real(xq_ * freqs_cis).flatten(3)
+        xk_out = torch.view_as_real(xk_ * freqs_cis).flatten(3)
+        return xq_out.type_as(xq), xk_out.type_as(xk)
+
+    def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+        bs, slen, n_kv_heads, head_dim = x.shape
+        if n_rep == 1:
+            return x
+        return (x[:, :, :, None, :].expand(bs, slen, n_kv_heads, n_rep, head_dim)
+                .reshape(bs, slen, n_kv_heads * n_rep, head_dim))
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.n_rep = N_HEADS // N_KV_HEADS
+            self.head_dim = DIM // N_HEADS
+            self.wq = nn.Linear(DIM, N_HEADS * self.head_dim, bias=False)
+            self.wk = nn.Linear(DIM, N_KV_HEADS * self.head_dim, bias=False)
+            self.wv = nn.Linear(DIM, N_KV_HEADS * self.head_dim, bias=False)
+            self.wo = nn.Linear(N_HEADS * self.head_dim, DIM, bias=False)
+            self.register_buffer("cache_k", torch.zeros(2, MAX_SEQ, N_KV_HEADS, self.head_dim), persistent=False)
+            self.register_buffer("cache_v", torch.zeros(2, MAX_SEQ, N_KV_HEADS, self.head_dim), persistent=False)
+
+        def forward(self, x: torch.Tensor, start_pos: int, freqs_cis: torch.Tensor, mask: Optional[torch.Tensor],
+                    use_cache: bool = False):
+            bsz, seqlen, _ = x.shape
+            xq, xk, xv = self.wq(x), self.wk(x), self.wv(x)
+            xq = xq.view(bsz, seqlen, N_HEADS, self.head_dim)
+            xk = xk.view(bsz, seqlen, N_KV_HEADS, self.head_dim)
+            xv = xv.view(bsz, seqlen, N_KV_HEADS, self.head_dim)
+            xq, xk = apply_rotary_emb(xq, xk, freqs_cis=freqs_cis)
+            if use_cache:
+                self.cache_k = self.cache_k.to(xq)
+                self.cache_v = self.cache_v.to(xq)
+                self.cache_k[:bsz, start_pos : start_pos + seqlen] = xk
+                self.cache_v[:bsz, start_pos : start_pos + seqlen] = xv
+                keys = self.cache_k[:bsz, : start_pos + seqlen]
+                values = self.cache_v[:bsz, : start_pos + seqlen]
+            else:
+                keys, values = xk, xv
+            keys = repeat_kv(keys, self.n_rep)
+            values = repeat_kv(values, self.n_rep)
+            xq, keys, values = xq.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2)
+            scores = torch.matmul(xq, keys.transpose(2, 3)) / (self.head_dim ** 0.5)
+            if mask is not None:
+                scores = scores + mask
+            scores = F.softmax(scores.float(), dim=-1).type_as(xq)
+            output = torch.matmul(scores, values)
+            output = output.transpose(1, 2).contiguous().view(bsz, seqlen, -1)
+            return self.wo(output)
+
+    class FeedForward(nn.Module):
+        def __init__(self, dim: int, hidden_dim: int, multiple_of: int = 4):
+            super().__init__()
+            hidden_dim = int(2 * hidden_dim / 3)
+            hidden_dim = multiple_of * ((hidden_dim + multiple_of - 1) // multiple_of)
+            self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+            self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+            self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+        def forward(self, x):
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+    class Transformer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok_embeddings = nn.Embedding(LLAMA_V, DIM)
+            self.attention_norm = RMSNorm(DIM, eps=1e-5)
+            self.attention = Attention()
+            self.ffn_norm = RMSNorm(DIM, eps=1e-5)
+            self.feed_forward = FeedForward(DIM, 4 * DIM)
+            self.norm = RMSNorm(DIM, eps=1e-5)
+            self.output = nn.Linear(DIM, LLAMA_V, bias=False)
+            self.freqs_cis = precompute_freqs_cis(DIM // N_HEADS, MAX_SEQ * 2)
+
+        def forward(self, tokens: torch.Tensor, start_pos: int = 0, use_cache: bool = False):
+            _bsz, seqlen = tokens.shape
+            h = self.tok_embeddings(tokens)
+            freqs_cis = self.freqs_cis[start_pos : start_pos + seqlen]
+            mask = None
+            if seqlen > 1:
+                mask = torch.full((seqlen, seqlen), float("-inf"), device=tokens.device)
+                mask = torch.triu(mask, diagonal=1)
+                mask = torch.hstack([torch.zeros((seqlen, start_pos), device=tokens.device), mask]).type_as(h)
+            h = h + self.attention(self.attention_norm(h), start_pos, freqs_cis, mask, use_cache)
+            h = h + self.feed_forward(self.ffn_norm(h))
+            return self.output(self.norm(h)).float()
+
+    return Transformer()
+
+
+def llama_training(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, llama(m), weights)
+    assert str(model.freqs_cis.dtype).endswith("complex64")
+    rng = np.random.default_rng(14)
+    tokens = torch.tensor(rng.integers(0, LLAMA_V, (2, 7)))
+    opt = optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    losses = []
+    for step in range(steps):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, LLAMA_V), tokens[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    grads = [p.grad for p in model.parameters()]
+    model.eval()
+    with torch.inference_mode():
+        full = model(tokens[:, :5])
+        prefix = model(tokens[:, :3], start_pos=0, use_cache=True)
+        step3 = model(tokens[:, 3:4], start_pos=3, use_cache=True)
+        step4 = model(tokens[:, 4:5], start_pos=4, use_cache=True)
+    return losses, grads, [p.detach() for p in model.parameters()], full, prefix, step3, step4
+
+
+def test_llama_block_rotary_gqa_kv_cache():
+    weights = weights_of(llama)
+    (losses, grads, params, full, prefix, step3, step4), _ = run_both(llama_training, weights, rtol=1e-4,
+                                                                       atol=1e-5)
+    assert losses[-1] < losses[0]
+    # decoding with the KV cache gives the logits of the full forward pass
+    np.testing.assert_allclose(prefix, full[:, :3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(step3[:, 0], full[:, 3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(step4[:, 0], full[:, 4], rtol=1e-5, atol=1e-6)
