@@ -10,7 +10,9 @@ hand, ``torch.cat((hidden[-2], hidden[-1]))``, BCEWithLogitsLoss); PyTorch's tra
 greedy decoding through ``model.encoder``/``model.decoder``); a tied-weight causal Transformer LM
 (``norm_first``, gelu, ``is_causal``) with top-k/temperature sampling by ``torch.multinomial`` on a
 ``Generator``; a Luong-attention LSTM decoder (``LSTMCell``, ``masked_fill(-inf)``, ``bmm``) with a
-beam-search step (``topk`` over flattened scores, ``torch.div(rounding_mode='floor')``, ``gather``)."""
+beam-search step (``topk`` over flattened scores, ``torch.div(rounding_mode='floor')``, ``gather``); and a
+LLaMA-style block as Meta's reference code writes it (RMSNorm, rotary embeddings by ``torch.polar`` and
+``view_as_complex``, grouped-query attention, SwiGLU, a KV cache, ``torch.dtype`` type hints)."""
 
 import math
 
