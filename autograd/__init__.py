@@ -157,6 +157,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "is_autocast_enabled", "set_autocast_cache_enabled", "set_autocast_cpu_enabled",
                         "set_autocast_dtype", "set_autocast_enabled"),
     "compile": ".compiler:compile",
+    "compiler": ".compiler",
+    "jit": ".jit",
     # the layers' functions at PyTorch's top level (autograd.conv2d, torch.max_pool2d's signature, ...)
     **_lazy.from_module(".ops.convolution_layers", "conv1d", "conv2d", "conv3d", "conv_tbc", "conv_transpose1d",
                         "conv_transpose2d", "conv_transpose3d"),

@@ -10,3 +10,19 @@ def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mo
     if model is None:
         return lambda function: function
     return model
+
+
+def is_compiling():
+    """False: nothing here is ever being compiled (``torch.compiler.is_compiling``)."""
+    return False
+
+
+is_dynamo_compiling = is_compiling
+
+
+def disable(fn=None, recursive=True, *, reason=None):
+    """``@torch.compiler.disable``: keep a function out of compilation; with no compiler it is returned
+    as it is (used bare or called with options)."""
+    if fn is None:
+        return lambda function: function
+    return fn
