@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
 """Real PyTorch training-loop programs (see tests/pytorch_programs.py), each run unchanged but for its
 imports on chainrule and on PyTorch from the same weights, comparing losses, parameters and gradients.
 
@@ -11,7 +11,9 @@ diffusers' ``torch._foreach_sub_``); a checkpoint carrying the RNG state
 (``get_rng_state``/``set_rng_state``) so that a run with Dropout resumes exactly, and ``manual_seed``
 giving identical runs; and a data pipeline (a Dataset of variable-length items, a bucketing Sampler, a
 ``collate_fn`` padding into dicts, a ``persistent=False`` normalisation buffer) feeding gradient
-accumulation over uneven micro-batches with ``clip_grad_norm_(norm_type='inf')``."""
+accumulation over uneven micro-batches with ``clip_grad_norm_(norm_type='inf')``; the 2017 "Learning PyTorch
+with Examples" script (``Variable``, ``dtype = torch.FloatTensor``, ``.type(dtype)``); and CleanRL's PPO
+update (orthogonal ``layer_init``, Categorical and Normal policies, GAE, clipped losses, lr annealing)."""
 
 import copy
 import io
@@ -472,3 +474,132 @@ def old_style_layer(m):
 def test_old_style_parameters_from_torch_tensor_sizes():
     (bias, bias_dtype, labels_dtype, labels), _ = run_both(old_style_layer)
     assert bias.shape == (2,) and bias_dtype == "float32" and labels_dtype == "float32"
+
+
+# ----------------------------------------------------------------------------------------------
+# CleanRL's PPO update on a recorded rollout: orthogonal layer_init, Categorical and Normal
+# policies, GAE, clipped surrogate and value losses, minibatch epochs, lr annealing by hand
+# ----------------------------------------------------------------------------------------------
+
+OBS, ACTS, STEPS, ENVS = 4, 3, 8, 2
+
+
+def ppo_agent(m):
+    torch, nn = m.torch, m.nn
+
+    def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, bias_const)
+        return layer
+
+    class Agent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.critic = nn.Sequential(layer_init(nn.Linear(OBS, 16)), nn.Tanh(),
+                                        layer_init(nn.Linear(16, 1), std=1.0))
+            self.actor = nn.Sequential(layer_init(nn.Linear(OBS, 16)), nn.Tanh(),
+                                       layer_init(nn.Linear(16, ACTS), std=0.01))
+            self.actor_mean = layer_init(nn.Linear(OBS, 2), std=0.01)
+            self.actor_logstd = nn.Parameter(torch.zeros(1, 2))
+
+        def get_value(self, x):
+            return self.critic(x)
+
+        def get_action_and_value(self, x, action=None, caction=None):
+            Categorical, Normal = torch.distributions.Categorical, torch.distributions.Normal
+            probs = Categorical(logits=self.actor(x))
+            action_mean = self.actor_mean(x)
+            action_std = torch.exp(self.actor_logstd.expand_as(action_mean))
+            cprobs = Normal(action_mean, action_std)
+            logprob = probs.log_prob(action) + cprobs.log_prob(caction).sum(1)
+            entropy = probs.entropy() + cprobs.entropy().sum(1)
+            return action, logprob, entropy, self.critic(x)
+
+    return Agent()
+
+
+def ppo_update(m, weights, update_epochs=2, num_minibatches=2, num_updates=2):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    agent = load(m, ppo_agent(m), weights)
+    learning_rate, gamma, gae_lambda = 2.5e-3, 0.99, 0.95
+    clip_coef, ent_coef, vf_coef, max_grad_norm = 0.2, 0.01, 0.5, 0.5
+    optimizer = optim.Adam(agent.parameters(), lr=learning_rate, eps=1e-5)
+    rng = np.random.default_rng(16)
+    batch_size = STEPS * ENVS
+    minibatch_size = batch_size // num_minibatches
+    log = []
+    for update in range(1, num_updates + 1):
+        frac = 1.0 - (update - 1.0) / num_updates
+        optimizer.param_groups[0]["lr"] = frac * learning_rate
+        # a recorded rollout: observations, actions and rewards come from the environment
+        obs = torch.tensor(rng.standard_normal((STEPS, ENVS, OBS)).astype(np.float32))
+        actions = torch.tensor(rng.integers(0, ACTS, (STEPS, ENVS)))
+        cactions = torch.tensor(rng.standard_normal((STEPS, ENVS, 2)).astype(np.float32))
+        rewards = torch.tensor(rng.standard_normal((STEPS, ENVS)).astype(np.float32))
+        dones = torch.tensor((rng.random((STEPS, ENVS)) < 0.2).astype(np.float32))
+        next_obs = torch.tensor(rng.standard_normal((ENVS, OBS)).astype(np.float32))
+        next_done = torch.zeros(ENVS)
+        with torch.no_grad():
+            _, logprobs, _, values = agent.get_action_and_value(obs.reshape(-1, OBS), actions.reshape(-1),
+                                                                cactions.reshape(-1, 2))
+            logprobs, values = logprobs.reshape(STEPS, ENVS), values.reshape(STEPS, ENVS)
+            next_value = agent.get_value(next_obs).reshape(1, -1)
+            advantages = torch.zeros_like(rewards)
+            lastgaelam = 0
+            for t in reversed(range(STEPS)):
+                if t == STEPS - 1:
+                    nextnonterminal = 1.0 - next_done
+                    nextvalues = next_value
+                else:
+                    nextnonterminal = 1.0 - dones[t + 1]
+                    nextvalues = values[t + 1]
+                delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+                advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+            returns = advantages + values
+        b_obs, b_logprobs = obs.reshape((-1, OBS)), logprobs.reshape(-1)
+        b_actions, b_cactions = actions.reshape(-1), cactions.reshape(-1, 2)
+        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        b_inds = np.arange(batch_size)
+        clipfracs = []
+        for epoch in range(update_epochs):
+            rng.shuffle(b_inds)
+            for start in range(0, batch_size, minibatch_size):
+                mb_inds = b_inds[start : start + minibatch_size]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                    b_obs[mb_inds], b_actions.long()[mb_inds], b_cactions[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs += [((ratio - 1.0).abs() > clip_coef).float().mean().item()]
+                mb_advantages = b_advantages[mb_inds]
+                mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+                newvalue = newvalue.view(-1)
+                v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -clip_coef, clip_coef)
+                v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                entropy_loss = entropy.mean()
+                loss = pg_loss - ent_coef * entropy_loss + v_loss * vf_coef
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+                optimizer.step()
+                log.append((loss.item(), pg_loss.item(), v_loss.item(), entropy_loss.item(), approx_kl.item(),
+                            old_approx_kl.item()))
+        y_pred, y_true = b_values.numpy(), b_returns.numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        log.append((float(explained_var), float(np.mean(clipfracs)), optimizer.param_groups[0]["lr"]))
+    return log, [p.detach() for p in agent.parameters()]
+
+
+def test_cleanrl_ppo_update():
+    weights = weights_of(ppo_agent)
+    (log, params), _ = run_both(ppo_update, weights, rtol=1e-4, atol=1e-5)
+    assert len(log) == 2 * (2 * 2 + 1) and log[-1][2] == 2.5e-3 / 2
+    assert all(np.isfinite(entry).all() for entry in log)
