@@ -603,3 +603,42 @@ def test_cleanrl_ppo_update():
     (log, params), _ = run_both(ppo_update, weights, rtol=1e-4, atol=1e-5)
     assert len(log) == 2 * (2 * 2 + 1) and log[-1][2] == 2.5e-3 / 2
     assert all(np.isfinite(entry).all() for entry in log)
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizers over named parameters (PyTorch 2.6): the names travel in param_groups and the state dict
+# ----------------------------------------------------------------------------------------------
+
+
+def named_optimizer(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, ema_net(m), weights)
+    named = list(model.named_parameters())
+    opt = optim.AdamW([{"params": [(n, p) for n, p in named if p.ndim > 1], "weight_decay": 0.1},
+                       {"params": [(n, p) for n, p in named if p.ndim <= 1], "weight_decay": 0.0}], lr=0.05)
+    rng = np.random.default_rng(17)
+    X = torch.tensor(rng.standard_normal((10, 3)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 2, 10))
+    for step in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    saved = torch.load(buf)
+    resumed = optim.AdamW([{"params": [p for n, p in named if p.ndim > 1]},
+                           {"params": [p for n, p in named if p.ndim <= 1]}], lr=0.05)
+    resumed.load_state_dict(saved)
+    opt.zero_grad()
+    F.cross_entropy(model(X), y).backward()
+    opt.step()
+    return ([g["param_names"] for g in saved["param_groups"]], [g.get("param_names") for g in resumed.param_groups],
+            [p.detach() for p in model.parameters()], [g["weight_decay"] for g in resumed.param_groups])
+
+
+def test_an_optimizer_over_named_parameters():
+    weights = weights_of(ema_net)
+    (saved_names, resumed_names, params, decays), _ = run_both(named_optimizer, weights, rtol=1e-5, atol=1e-6)
+    assert saved_names == [["0.weight", "3.weight"], ["1.weight", "1.bias", "3.bias"]] == resumed_names
+    assert decays == [0.1, 0.0]
