@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
 """Real PyTorch vision programs (see tests/pytorch_programs.py), each run unchanged but for its imports
 on chainrule and on PyTorch from the same weights, comparing losses, parameters and gradients.
 
@@ -14,7 +14,8 @@ difference, ``torch.cat`` skips, GroupNorm, a per-pixel weighted cross-entropy p
 crop, flips, ``torch.roll``, cutout by masked assignment, ViT patches by ``unfold`` equal to a strided
 convolution and put back by ``F.fold``, test-time augmentation over ``rot90``/``flip``, an input saliency
 gradient); and a tiny ViT as timm writes it (``torch.jit.Final``, ``@torch.jit.ignore``,
-``torch.jit.is_scripting()``, ``torch.compiler.is_compiling()``, DropPath, in-place LayerScale)."""
+``torch.jit.is_scripting()``, ``torch.compiler.is_compiling()``, DropPath, in-place LayerScale); and
+adversarial examples (the FGSM tutorial's ``data.grad.sign()`` and PGD training's ``delta.data = ...``)."""
 
 import numpy as np
 
@@ -633,3 +634,79 @@ def test_drop_path_drops_whole_samples():
     ours, theirs = run_both(drop_path_statistics, compare=False)
     for values, same_within, identity, dropped in [ours] + ([theirs] if theirs else []):
         assert values == [0.0, 2.0] and same_within and identity and 0.4 < float(dropped) < 0.6
+
+
+# ----------------------------------------------------------------------------------------------
+# Adversarial examples: PyTorch's FGSM tutorial (denorm, data.grad.sign()) and PGD adversarial
+# training as the "Adversarial Robustness" tutorial writes it (delta.data = ..., delta.grad.zero_())
+# ----------------------------------------------------------------------------------------------
+
+
+def small_cnn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3))
+
+
+def adversarial(m, weights, epochs=3, epsilon=0.1, alpha=0.04, num_iter=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, small_cnn(m), weights)
+    rng = np.random.default_rng(18)
+    X = torch.tensor(rng.random((6, 1, 8, 8)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 3, 6))
+    starts = rng.uniform(-epsilon, epsilon, (epochs, 6, 1, 8, 8)).astype(np.float32)
+
+    def fgsm_attack(image, epsilon, data_grad):
+        sign_data_grad = data_grad.sign()
+        perturbed_image = image + epsilon * sign_data_grad
+        return torch.clamp(perturbed_image, 0, 1)
+
+    def denorm(batch, mean=[0.1307], std=[0.3081]):
+        if isinstance(mean, list):
+            mean = torch.tensor(mean).to("cpu")
+        if isinstance(std, list):
+            std = torch.tensor(std).to("cpu")
+        return batch * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+
+    # the FGSM tutorial's test step, on normalised data
+    data = ((X - 0.1307) / 0.3081).clone()
+    data.requires_grad = True
+    output = model(data)
+    loss = F.nll_loss(F.log_softmax(output, dim=1), y)
+    model.zero_grad()
+    loss.backward()
+    data_grad = data.grad.data
+    data_denorm = denorm(data)
+    perturbed_data = fgsm_attack(data_denorm, epsilon, data_grad)
+    perturbed_data_normalized = (perturbed_data - 0.1307) / 0.3081
+    final_pred = model(perturbed_data_normalized).max(1, keepdim=True)[1]
+
+    def pgd_linf(model, X, y, epsilon, alpha, num_iter, start):
+        delta = torch.tensor(start, requires_grad=True)
+        for t in range(num_iter):
+            loss = nn.CrossEntropyLoss()(model(X + delta), y)
+            loss.backward()
+            delta.data = (delta + alpha * delta.grad.detach().sign()).clamp(-epsilon, epsilon)
+            delta.grad.zero_()
+        return delta.detach()
+
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    log = []
+    for epoch in range(epochs):
+        model.train()
+        delta = pgd_linf(model, X, y, epsilon, alpha, num_iter, starts[epoch])
+        yp = model(X + delta)
+        loss = nn.CrossEntropyLoss()(yp, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        log.append((loss.item(), (yp.max(dim=1)[1] != y).sum().item(), delta.abs().max().item()))
+    return (data_grad, perturbed_data, final_pred, log, [p.detach() for p in model.parameters()],
+            [p.grad for p in model.parameters()])
+
+
+def test_fgsm_and_pgd_adversarial_training():
+    weights = weights_of(small_cnn)
+    (data_grad, perturbed, final_pred, log, params, grads), _ = run_both(adversarial, weights, rtol=1e-4, atol=1e-5)
+    assert perturbed.min() >= 0 and perturbed.max() <= 1 and final_pred.shape == (6, 1)
+    assert all(entry[2] <= 0.1 + 1e-7 for entry in log)  # the perturbation stays in the epsilon ball
