@@ -13,10 +13,12 @@ giving identical runs; and a data pipeline (a Dataset of variable-length items, 
 ``collate_fn`` padding into dicts, a ``persistent=False`` normalisation buffer) feeding gradient
 accumulation over uneven micro-batches with ``clip_grad_norm_(norm_type='inf')``; the 2017 "Learning PyTorch
 with Examples" script (``Variable``, ``dtype = torch.FloatTensor``, ``.type(dtype)``); and CleanRL's PPO
-update (orthogonal ``layer_init``, Categorical and Normal policies, GAE, clipped losses, lr annealing)."""
+update (orthogonal ``layer_init``, Categorical and Normal policies, GAE, clipped losses, lr annealing); an
+optimizer over named parameters; and Gaussian-process regression (Cholesky, ``cholesky_solve``, ``slogdet``)."""
 
 import copy
 import io
+import math
 
 import numpy as np
 import pytest
@@ -642,3 +644,52 @@ def test_an_optimizer_over_named_parameters():
     (saved_names, resumed_names, params, decays), _ = run_both(named_optimizer, weights, rtol=1e-5, atol=1e-6)
     assert saved_names == [["0.weight", "3.weight"], ["1.weight", "1.bias", "3.bias"]] == resumed_names
     assert decays == [0.1, 0.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaussian-process regression in float64: the marginal likelihood three ways (Cholesky with
+# cholesky_solve, solve + logdet, solve_triangular + slogdet), kernel hyperparameters by Adam
+# ----------------------------------------------------------------------------------------------
+
+
+def gaussian_process(m, steps=10):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    rng = np.random.default_rng(20)
+    X = torch.tensor(rng.uniform(-2, 2, (12, 1)))
+    y = torch.sin(2 * X).squeeze(-1) + 0.1 * torch.tensor(rng.standard_normal(12))
+    log_ls = nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+    log_sf = nn.Parameter(torch.tensor(0.0, dtype=torch.float64))
+    log_sn = nn.Parameter(torch.tensor(-1.0, dtype=torch.float64))
+
+    def kernel(A, B):
+        return log_sf.exp() ** 2 * torch.exp(-0.5 * torch.cdist(A, B) ** 2 / log_ls.exp() ** 2)
+
+    opt = optim.Adam([log_ls, log_sf, log_sn], lr=0.05)
+    log = []
+    n = len(y)
+    for i in range(steps):
+        opt.zero_grad()
+        K = kernel(X, X) + (log_sn.exp() ** 2 + 1e-6) * torch.eye(n, dtype=torch.float64)
+        L = torch.linalg.cholesky(K)
+        alpha = torch.cholesky_solve(y.unsqueeze(-1), L)
+        const = 0.5 * n * math.log(2 * math.pi)
+        nll = 0.5 * (y.unsqueeze(-1) * alpha).sum() + torch.log(torch.diagonal(L)).sum() + const
+        nll2 = 0.5 * y @ torch.linalg.solve(K, y) + 0.5 * torch.logdet(K) + const
+        v = torch.linalg.solve_triangular(L, y.unsqueeze(-1), upper=False)
+        nll3 = 0.5 * (v ** 2).sum() + 0.5 * torch.linalg.slogdet(K).logabsdet + const
+        nll.backward()
+        opt.step()
+        log.append((nll.item(), nll2.item(), nll3.item()))
+    with torch.no_grad():
+        Xs = torch.linspace(-2, 2, 5, dtype=torch.float64).unsqueeze(-1)
+        mean = kernel(Xs, X) @ torch.cholesky_solve(y.unsqueeze(-1), L)
+        eigenvalues = torch.linalg.eigh(K).eigenvalues
+    return log, [log_ls.detach(), log_sf.detach(), log_sn.detach()], mean, eigenvalues
+
+
+def test_gaussian_process_marginal_likelihood():
+    (log, hypers, mean, eigenvalues), _ = run_both(gaussian_process, rtol=1e-9, atol=1e-11)
+    for a, b, c in log:
+        np.testing.assert_allclose([b, c], [a, a], rtol=1e-10)  # three ways to the same likelihood
+    assert log[-1][0] < log[0][0] and (eigenvalues > 0).all()
+    np.testing.assert_allclose(mean[:, 0], np.sin(2 * np.linspace(-2, 2, 5)), atol=0.5)
