@@ -633,3 +633,45 @@ def test_llama_block_rotary_gqa_kv_cache():
     np.testing.assert_allclose(prefix, full[:, :3], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(step3[:, 0], full[:, 3], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(step4[:, 0], full[:, 4], rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# A collate_fn that packs, and a loop that moves the PackedSequence with .to(device) / .double()
+# ----------------------------------------------------------------------------------------------
+
+
+def packed_batches(m, weights, epochs=2):
+    torch, nn, F, optim, D = m.torch, m.nn, m.F, m.optim, m.data
+    device = torch.device("cpu")
+    rng = np.random.default_rng(21)
+    items = [(rng.standard_normal((n, 3)).astype(np.float32), int(n % 2)) for n in (3, 5, 2, 4, 1, 5)]
+
+    def collate(batch):
+        seqs = [torch.from_numpy(x) for x, _ in batch]
+        return nn.utils.rnn.pack_sequence(seqs, enforce_sorted=False), torch.tensor([y for _, y in batch])
+
+    loader = D.DataLoader(items, batch_size=3, collate_fn=collate)
+    gru = load(m, nn.GRU(3, 4), weights["gru"]).double().to(device)
+    head = load(m, nn.Linear(4, 2), weights["head"]).double().to(device)
+    opt = optim.SGD([*gru.parameters(), *head.parameters()], lr=0.1)
+    log = []
+    for epoch in range(epochs):
+        for packed, labels in loader:
+            packed, labels = packed.to(device), labels.to(device)
+            assert packed.to(device) is packed
+            packed = packed.double()
+            _, h = gru(packed)
+            loss = F.cross_entropy(head(h[-1]), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            log.append((loss.item(), str(packed.data.dtype).split(".")[-1], packed.is_cuda,
+                        packed.float().data.dtype == torch.float32, packed.batch_sizes.tolist()))
+    return log, [p.detach() for p in gru.parameters()]
+
+
+def test_packed_sequences_move_and_convert_like_tensors():
+    weights = {"gru": weights_of(lambda m: m.nn.GRU(3, 4)), "head": weights_of(lambda m: m.nn.Linear(4, 2), seed=1)}
+    (log, params), _ = run_both(packed_batches, weights, rtol=1e-10, atol=1e-12)
+    assert [entry[1:4] for entry in log] == [("float64", False, True)] * 4
+    assert log[0][4] == [3, 3, 2, 1, 1]
