@@ -19,6 +19,7 @@ optimizer over named parameters; and Gaussian-process regression (Cholesky, ``ch
 import copy
 import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -693,3 +694,75 @@ def test_gaussian_process_marginal_likelihood():
         np.testing.assert_allclose([b, c], [a, a], rtol=1e-10)  # three ways to the same likelihood
     assert log[-1][0] < log[0][0] and (eigenvalues > 0).all()
     np.testing.assert_allclose(mean[:, 0], np.sin(2 * np.linspace(-2, 2, 5)), atol=0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# An optimizer written against PyTorch 1.x's deprecated signatures (Hugging Face's old AdamW, the
+# original RAdam/AdaBound code): add_(alpha, tensor), addcmul_(value, t1, t2), addcdiv_(value, t1, t2)
+# ----------------------------------------------------------------------------------------------
+
+
+def old_signature_adamw(m, weights, steps=3, old_style=True):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class AdamW(optim.Optimizer):
+        def __init__(self, params, lr=1e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, correct_bias=True):
+            super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                          correct_bias=correct_bias))
+
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad.data
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state["step"] = 0
+                        state["exp_avg"] = torch.zeros_like(p.data)
+                        state["exp_avg_sq"] = torch.zeros_like(p.data)
+                    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                    beta1, beta2 = group["betas"]
+                    state["step"] += 1
+                    if old_style:
+                        exp_avg.mul_(beta1).add_(1.0 - beta1, grad)
+                        exp_avg_sq.mul_(beta2).addcmul_(1.0 - beta2, grad, grad)
+                    else:
+                        exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+                        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+                    denom = exp_avg_sq.sqrt().add_(group["eps"])
+                    step_size = group["lr"]
+                    if group["correct_bias"]:
+                        bias_correction1 = 1.0 - beta1 ** state["step"]
+                        bias_correction2 = 1.0 - beta2 ** state["step"]
+                        step_size = step_size * math.sqrt(bias_correction2) / bias_correction1
+                    if old_style:
+                        p.data.addcdiv_(-step_size, exp_avg, denom)
+                    else:
+                        p.data.addcdiv_(exp_avg, denom, value=-step_size)
+                    if group["weight_decay"] > 0.0:
+                        p.data.add_(p.data, alpha=-group["lr"] * group["weight_decay"])
+
+    model = load(m, ema_net(m), weights)
+    opt = AdamW(model.parameters(), weight_decay=0.01)
+    rng = np.random.default_rng(22)
+    X = torch.tensor(rng.standard_normal((10, 3)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 2, 10))
+    for step in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(X), y).backward()
+        opt.step()
+    return [p.detach() for p in model.parameters()]
+
+
+@pytest.mark.xfail(strict=True, reason="autograd/tensor.py (the lead's file): add_(alpha, tensor) raises and "
+                   "addcdiv_(value, t1, t2) is read as addcdiv_(t1, t2, value), a silent wrong answer; "
+                   "see the probe4 report")
+def test_an_optimizer_in_pytorch_1_signatures():
+    weights = weights_of(ema_net)
+    modern, _ = run_both(old_signature_adamw, weights, old_style=False, rtol=1e-5, atol=1e-6)
+    with warnings.catch_warnings():  # PyTorch warns that the signatures are deprecated
+        warnings.simplefilter("ignore")
+        old, _ = run_both(old_signature_adamw, weights, old_style=True, rtol=1e-5, atol=1e-6)
+    for a, b in zip(old, modern):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
