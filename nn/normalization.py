@@ -92,7 +92,7 @@ class LayerNorm(Module):
         super().__init__()
         self.normalized_shape = ((normalized_shape,) if isinstance(normalized_shape, int)
                                  else tuple(normalized_shape))
-        self.eps = eps
+        self.eps, self.elementwise_affine = eps, elementwise_affine
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(self.normalized_shape, **made)) if elementwise_affine else None
         self.bias = (Parameter(autograd.zeros(self.normalized_shape, **made)) if elementwise_affine and bias
@@ -131,7 +131,7 @@ class GroupNorm(Module):
         super().__init__()
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
-        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         made = {"device": device, "dtype": dtype}
         self.weight = Parameter(autograd.ones(num_channels, **made)) if affine else None
         self.bias = Parameter(autograd.zeros(num_channels, **made)) if affine and bias else None

@@ -1,6 +1,6 @@
 """Sequential/ModuleList ``+``, ``+=``, ``extend`` and Sequential ``*`` (the same module objects, so
-shared weights), ReduceLROnPlateau's ``in_cooldown`` and GradScaler's factor accessors, against
-PyTorch where it is installed."""
+shared weights), ReduceLROnPlateau's ``in_cooldown``, GradScaler's factor accessors and the norm
+layers' ``affine``/``elementwise_affine`` flags, against PyTorch where it is installed."""
 
 import numpy as np
 import pytest
@@ -85,3 +85,11 @@ def test_extend_and_add_keep_the_parameters_trainable():
     before = net[2].weight.detach().numpy().copy()
     opt.step()
     assert not np.array_equal(before, net[2].weight.detach().numpy())
+
+
+def test_norm_layers_say_whether_they_are_affine():
+    assert nn.GroupNorm(1, 3).affine and not nn.GroupNorm(1, 3, affine=False).affine
+    assert nn.LayerNorm(3).elementwise_affine and not nn.LayerNorm(3, elementwise_affine=False).elementwise_affine
+    torch = pytest.importorskip("torch")
+    assert torch.nn.GroupNorm(1, 3, affine=False).affine == nn.GroupNorm(1, 3, affine=False).affine
+    assert torch.nn.LayerNorm(3).elementwise_affine == nn.LayerNorm(3).elementwise_affine
