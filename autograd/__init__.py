@@ -128,6 +128,11 @@ from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
 for _name in _FUNCTIONS:
     globals().setdefault(_name, _FUNCTIONS[_name])
 
+# torch._foreach_add_ and the rest: one op over a list of tensors (private names, as PyTorch's)
+from .foreach import FUNCTIONS as _FOREACH  # noqa: E402
+
+globals().update(_FOREACH)
+
 
 def is_tensor(obj):
     return isinstance(obj, Tensor)

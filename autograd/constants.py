@@ -51,27 +51,42 @@ channels_last = memory_format("channels_last")
 channels_last_3d = memory_format("channels_last_3d")
 
 
-def _typed(dtype, name):
-    def constructor(*data):
-        """A tensor of this dtype from data, or uninitialised of the given sizes (PyTorch's legacy form)."""
+class tensortype(type):  # noqa: N801  (torch.tensortype's name)
+    """The kind of the legacy typed constructors (``FloatTensor``, ``LongTensor``, ...), as PyTorch's:
+    calling one makes a tensor of its ``dtype`` from data, or uninitialised (here: zeros) of the given
+    sizes; ``isinstance(x, FloatTensor)`` asks whether x is a CPU tensor of that dtype; and
+    ``x.type(LongTensor)`` converts to it."""
+
+    def __call__(cls, *data):
+        if len(data) == 1 and isinstance(data[0], Size):
+            data = tuple(data[0])
         sizes = all(isinstance(n, (builtins.int, numpy.integer)) and not isinstance(n, builtins.bool) for n in data)
         if data and sizes:
-            return tensor(numpy.zeros(data, dtype=dtype))
-        return tensor(data[0] if len(data) == 1 else list(data), dtype=dtype)
+            return tensor(numpy.zeros(data, dtype=cls.dtype))
+        return tensor(data[0] if len(data) == 1 else list(data), dtype=cls.dtype)
 
-    constructor.__name__ = name
-    return constructor
+    def __instancecheck__(cls, obj):
+        from .tensor import Tensor
+
+        return isinstance(obj, Tensor) and obj.dtype == cls.dtype and obj.device.type == "cpu"
+
+    def __repr__(cls):
+        return f"<class 'torch.{cls.__name__}'>"
+
+
+def _typed(dtype, name):
+    return tensortype(name, (), {"dtype": dtype, "__doc__": f"The legacy constructor of {dtype.name} tensors."})
 
 
 FloatTensor = _typed(backend.float32, "FloatTensor")
 DoubleTensor = _typed(backend.float64, "DoubleTensor")
+HalfTensor = _typed(backend.float16, "HalfTensor")
 LongTensor = _typed(backend.int64, "LongTensor")
 IntTensor = _typed(backend.int32, "IntTensor")
-BoolTensor = _typed(backend.bool_, "BoolTensor")
-ByteTensor = _typed(uint8, "ByteTensor")
-CharTensor = _typed(int8, "CharTensor")
 ShortTensor = _typed(int16, "ShortTensor")
-HalfTensor = _typed(half, "HalfTensor")
+CharTensor = _typed(int8, "CharTensor")
+ByteTensor = _typed(uint8, "ByteTensor")
+BoolTensor = _typed(backend.bool_, "BoolTensor")
 
 dtype = numpy.dtype  # torch.dtype: the type of autograd.float32 and the others (NumPy's dtypes here)
 

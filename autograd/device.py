@@ -75,6 +75,19 @@ class device:  # noqa: N801  (torch.device's name)
     def __reduce__(self):
         return device, (self.type, self.index)
 
+    def __enter__(self):
+        """``with device("cpu"):`` makes this the factories' default device inside the block (PyTorch's
+        device context), and the one before it again after; a device chainrule cannot serve raises
+        at once, as ``set_default_device`` does."""
+        where = resolve(self)
+        _outer_defaults.append(_default)
+        set_default_device(where)
+        return self
+
+    def __exit__(self, *exception):
+        global _default
+        _default = _outer_defaults.pop()
+
 
 def served():
     """The device every tensor of this process lives on (the array module's)."""
@@ -106,6 +119,7 @@ def _how_to_get(wanted):
 
 
 _default = None
+_outer_defaults = []  # the default devices that enclosing `with device(...)` blocks will restore
 
 
 def set_default_device(requested):

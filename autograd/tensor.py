@@ -219,9 +219,10 @@ class Tensor:
 
     # -- conversion -----------------------------------------------------------------------
 
-    def numpy(self):
+    def numpy(self, *, force=False):
         """The data as a NumPy array (shared with the tensor, not copied; under CuPy a GPU tensor's
-        is a copy in host memory)."""
+        is a copy in host memory). ``force=True``, PyTorch's way past its refusals (a tensor that
+        requires grad, one on a GPU), changes nothing here: neither is refused."""
         return backend.to_numpy(self._data)
 
     def item(self):
@@ -540,6 +541,8 @@ class Tensor:
     # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
 
     def add_(self, other, alpha=1):
+        if isinstance(alpha, Tensor) and not isinstance(other, Tensor):  # PyTorch 1's add_(alpha, other)
+            other, alpha = alpha, _number_first("add_", "add_(Tensor other, *, Number alpha)", other)
         if alpha == 1:
             return self._write((other,), lambda old: old + _operand(other, old),
                                lambda a: xp.add(a, _operand_array(other, self), out=a, casting="same_kind"))
@@ -563,13 +566,19 @@ class Tensor:
         return self._write((min, max), lambda old: old.clamp(min, max),
                            lambda a: xp.clip(a, _data(min), _data(max), out=a))
 
-    def addcmul_(self, tensor1, tensor2, value=1):
+    def addcmul_(self, tensor1, tensor2, *number_first, value=1):
         """x += value · tensor1 · tensor2"""
+        if number_first:  # PyTorch 1's addcmul_(value, tensor1, tensor2)
+            value = _number_first("addcmul_", "addcmul_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
+            tensor1, tensor2 = tensor2, number_first[0]
         return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 * tensor2),
                            lambda a: _add_scaled(a, xp.multiply(_data(tensor1), _data(tensor2)), value))
 
-    def addcdiv_(self, tensor1, tensor2, value=1):
+    def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
         """x += value · tensor1 / tensor2"""
+        if number_first:  # PyTorch 1's addcdiv_(value, tensor1, tensor2)
+            value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
+            tensor1, tensor2 = tensor2, number_first[0]
         return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
                            lambda a: _add_scaled(a, xp.divide(_data(tensor1), _data(tensor2)), value))
 
@@ -635,6 +644,14 @@ def ordered(name, x, y):
     refuse_unordered(x, name)
     refuse_unordered(y, name)
     return x, y
+
+
+def _number_first(name, signature, number):
+    """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
+    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning."""
+    warnings.warn(f"This overload of {name} is deprecated: the number comes last now, as in {signature}",
+                  UserWarning, stacklevel=3)
+    return number
 
 
 def _add_scaled(array, term, scale):

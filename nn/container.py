@@ -32,6 +32,25 @@ class _ModuleSequence(Module):
         self.add_module(str(len(self._modules)), module)
         return self
 
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def __add__(self, other):
+        """A new container of both one's modules and the other's (the same module objects)."""
+        self._check_operand(other)
+        return self._from_list([*self, *other])
+
+    def __iadd__(self, other):
+        self._check_operand(other)
+        return self.extend(list(other))
+
+    def _check_operand(self, other):
+        """What ``+`` takes: any modules for a ModuleList; only a Sequential for a Sequential (as PyTorch)."""
+        if isinstance(other, Module) and not isinstance(other, _ModuleSequence):
+            raise TypeError(f"{type(self).__name__} + takes an iterable of modules, got a {type(other).__name__}")
+
     def __getitem__(self, index):
         modules = list(self._modules.values())
         return self._from_list(modules[index]) if isinstance(index, slice) else modules[index]
@@ -71,11 +90,6 @@ class _ModuleSequence(Module):
         del self[index]
         return module
 
-    def extend(self, modules):
-        for module in modules:
-            self.append(module)
-        return self
-
 
 class Sequential(_ModuleSequence):
     """Modules applied one after another: Sequential(a, b, c)(x) = c(b(a(x)))."""
@@ -91,6 +105,27 @@ class Sequential(_ModuleSequence):
 
     def _from_list(self, modules):
         return Sequential(*modules)
+
+    def _check_operand(self, other):
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
+
+    def _check_factor(self, other):
+        if not isinstance(other, int) or isinstance(other, bool):
+            raise TypeError(f"unsupported operand type(s) for *: {type(self)} and {type(other)}")
+        if other <= 0:
+            raise ValueError(f"Non-positive multiplication factor {other} for {type(self)}")
+
+    def __mul__(self, other):
+        """The modules ``other`` times over, in a new Sequential (the same module objects, so shared weights)."""
+        self._check_factor(other)
+        return Sequential(*(list(self) * other))
+
+    __rmul__ = __mul__
+
+    def __imul__(self, other):
+        self._check_factor(other)
+        return self.extend(list(self) * (other - 1))
 
     def forward(self, x):
         for module in self._modules.values():

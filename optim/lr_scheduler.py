@@ -221,6 +221,11 @@ class ReduceLROnPlateau(LRScheduler):
             return value < (best * (1 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
         return value > (best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
 
+    @property
+    def in_cooldown(self):
+        """Whether the epochs of rest after a reduction are still running."""
+        return self.cooldown_counter > 0
+
     def step(self, metrics, epoch=None):
         current = float(metrics)
         self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
@@ -228,7 +233,7 @@ class ReduceLROnPlateau(LRScheduler):
             self.best, self.num_bad_epochs = current, 0
         else:
             self.num_bad_epochs += 1
-        if self.cooldown_counter > 0:
+        if self.in_cooldown:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:

@@ -176,22 +176,31 @@ class Optimizer:
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
     def add_param_group(self, param_group):
-        """Add a group of parameters with its own options (missing ones from defaults)."""
+        """Add a group of parameters with its own options (missing ones from defaults). The parameters
+        may come named, as ``model.named_parameters()`` gives them: the names are kept in the group's
+        ``param_names`` (and so in the state dict), in every group or in none."""
         if not isinstance(param_group, dict):
             raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
         params = group["params"]
         group["params"] = [params] if isinstance(params, Tensor) else list(params)
+        named = [isinstance(p, tuple) for p in group["params"]]  # from model.named_parameters()
+        if any(named):
+            if not all(named):
+                raise ValueError("all optimizer params should be with/without names. Some param names are missing")
+            group["param_names"] = [name for name, _ in group["params"]]
+            group["params"] = [p for _, p in group["params"]]
+        if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
+            raise ValueError("all optimizer param groups should be with/without names. cannot add param group "
+                             f"{'with' if 'param_names' in group else 'without'} names to the optimizer")
         seen = set()
         for i, p in enumerate(group["params"]):
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, but parameter {i} is a "
                                 f"{type(p).__name__}")
-            if not p.is_leaf:
+            if not (p.is_leaf or p.retains_grad):
                 raise ValueError(f"can't optimize a non-leaf Tensor (parameter {i}, shape {p.shape}): "
                                  "optimize the leaf it was computed from, or .detach().requires_grad_()")
-            if not p.requires_grad:
-                raise ValueError(f"parameter {i} (shape {p.shape}) does not require grad")
             if id(p) in seen:
                 raise ValueError(f"parameter {i} (shape {p.shape}) is listed twice in one parameter group")
             seen.add(id(p))

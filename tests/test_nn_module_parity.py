@@ -662,8 +662,9 @@ GRADIENT_DIFFERENCES = {
     "CTCLoss": "deliberate: PyTorch's ctc_loss backward gives exp(log_probs) - posterior, the gradient it "
                "assumes a log_softmax below will turn into the right one; ours is the exact derivative with "
                "respect to log_probs (the two agree after a log_softmax, tests/test_ctc.py)",
-    "CrossMapLRN2d": "deliberate: PyTorch's hand-written backward is not the derivative of its forward (its own "
-                     "gradcheck fails); ours is the exact gradient of the same outputs (tests/test_nn_cross_map_lrn.py)",
+    "CrossMapLRN2d": "deliberate: PyTorch's hand-written backward is not the derivative of its forward (its "
+                     "own gradcheck fails); ours is the exact gradient of the same outputs "
+                     "(tests/test_nn_cross_map_lrn.py)",
 }
 # PyTorch's own rounding, where a float64 gradient of its is not float64-exact
 GRADIENT_RTOL = {

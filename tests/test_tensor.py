@@ -384,3 +384,19 @@ def test_size_is_a_size():
     assert x.size().numel() == 6 and x.size(1) == 3 and x.size(-1) == 3
     rows, columns = x.size()
     assert (rows, columns) == (2, 3)
+
+
+def test_pytorch_1_number_first_in_place_signatures_read_as_pytorch_reads_them():
+    # old optimizers call p.data.addcdiv_(-step_size, exp_avg, denom) and p.add_(-lr, grad): a silent wrong
+    # answer if read as (tensor1, tensor2, value); PyTorch still reads them number first, with a warning
+    x, a, b = Tensor([1.0, 2.0]), Tensor([3.0, 4.0]), Tensor([2.0, 8.0])
+    with pytest.warns(UserWarning, match="addcdiv_ is deprecated"):
+        x.addcdiv_(-0.5, a, b)
+    np.testing.assert_allclose(x.numpy(), [1.0 - 0.75, 2.0 - 0.25])
+    with pytest.warns(UserWarning, match="addcmul_ is deprecated"):
+        x.addcmul_(2.0, a, b)
+    np.testing.assert_allclose(x.numpy(), [0.25 + 12.0, 1.75 + 64.0])
+    with pytest.warns(UserWarning, match="add_ is deprecated"):
+        x.add_(-1.0, a)
+    np.testing.assert_allclose(x.numpy(), [12.25 - 3.0, 65.75 - 4.0])
+    assert x.numpy(force=True) is not None

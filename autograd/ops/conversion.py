@@ -131,7 +131,11 @@ def cuda(x, device=None, non_blocking=False, memory_format=None):
 @names("type", function=False)
 def type_(x, dtype=None, non_blocking=False):
     """With no dtype, PyTorch's type name ('torch.FloatTensor'); otherwise x.to(dtype). A name such
-    as 'torch.DoubleTensor' is accepted as the dtype."""
+    as 'torch.DoubleTensor', or the legacy type itself (``autograd.DoubleTensor``), is accepted as the dtype."""
+    from ..constants import tensortype  # (constants builds on the factories, which build on the ops)
+
+    if isinstance(dtype, tensortype):
+        dtype = dtype.dtype
     if dtype is None:
         kind = type_name(x.dtype)
         return f"torch.{'cuda.' if _device(x).type == 'cuda' else ''}{kind}Tensor"

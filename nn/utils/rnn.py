@@ -26,6 +26,58 @@ class PackedSequence(NamedTuple):
     sorted_indices: Tensor = None
     unsorted_indices: Tensor = None
 
+    # -- moving and converting, as a tensor does (a training loop calls packed.to(device)) ------
+
+    def to(self, *args, **kwargs):
+        """``data.to(...)``, the permutations following data's device; ``batch_sizes`` stays where it is
+        (PyTorch keeps it on the CPU). ``self`` when data does not change, as PyTorch's."""
+        data = self.data.to(*args, **kwargs)
+        if data is self.data:
+            return self
+        sorted_indices, unsorted_indices = (None if t is None else t.to(data.device)
+                                            for t in (self.sorted_indices, self.unsorted_indices))
+        return type(self)(data, self.batch_sizes, sorted_indices, unsorted_indices)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else device)
+
+    def pin_memory(self):
+        return type(self)(self.data.pin_memory(), self.batch_sizes, self.sorted_indices, self.unsorted_indices)
+
+    def is_pinned(self):
+        return self.data.is_pinned()
+
+    @property
+    def is_cuda(self):
+        return self.data.is_cuda
+
+    def double(self):
+        return self.to(dtype=autograd.float64)
+
+    def float(self):
+        return self.to(dtype=autograd.float32)
+
+    def half(self):
+        return self.to(dtype=autograd.float16)
+
+    def long(self):
+        return self.to(dtype=autograd.int64)
+
+    def int(self):
+        return self.to(dtype=autograd.int32)
+
+    def short(self):
+        return self.to(dtype=autograd.int16)
+
+    def char(self):
+        return self.to(dtype=autograd.int8)
+
+    def byte(self):
+        return self.to(dtype=autograd.uint8)
+
 
 def _as_ints(values):
     values = values._data if isinstance(values, Tensor) else values
@@ -59,6 +111,14 @@ def padded_to_packed(padded, batch_sizes):
 def _lengths_from(batch_sizes):
     batch_sizes = _as_ints(batch_sizes)
     return (batch_sizes[None, :] > xp.arange(int(batch_sizes[0]))[:, None]).sum(1)
+
+
+def invert_permutation(permutation):
+    """The permutation that undoes ``permutation`` (a 1-D tensor of indices): ``inverse[permutation[i]] = i``
+    (a PackedSequence's ``unsorted_indices`` from its ``sorted_indices``); None stays None."""
+    if permutation is None:
+        return None
+    return Tensor(xp.argsort(permutation._data, kind="stable"))
 
 
 def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
@@ -103,7 +163,8 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         order = xp.argsort(-lengths, kind="stable")
         lengths = lengths[order]
         input = input[order] if batch_first else input[:, order]
-        sorted_indices, unsorted_indices = tensor_from(order), tensor_from(xp.argsort(order))
+        sorted_indices = tensor_from(order)
+        unsorted_indices = invert_permutation(sorted_indices)
     if batch_first:
         input = input.transpose(0, 1)
     if lengths[0] > input.shape[0]:

@@ -9,6 +9,7 @@ from .dataset import (
     ConcatDataset,
     Dataset,
     IterableDataset,
+    StackDataset,
     Subset,
     TensorDataset,
     random_split,
@@ -27,6 +28,7 @@ if (Path(__file__).parent / "distributed.py").exists():  # DistributedSampler co
 
 __all__ = [
     "BatchSampler", "ChainDataset", "ConcatDataset", "DataLoader", "Dataset", "IterableDataset", "RandomSampler",
-    "Sampler", "SequentialSampler", "Subset", "SubsetRandomSampler", "TensorDataset", "WeightedRandomSampler",
+    "Sampler", "SequentialSampler", "StackDataset", "Subset", "SubsetRandomSampler", "TensorDataset",
+    "WeightedRandomSampler",
     "default_collate", "default_convert", "get_worker_info", "random_split",
 ] + (["DistributedSampler"] if "DistributedSampler" in globals() else [])

@@ -1,5 +1,5 @@
-"""Datasets, as ``torch.utils.data``'s: ``Dataset``, ``IterableDataset``, ``TensorDataset``, ``Subset``,
-``ConcatDataset``, ``ChainDataset`` and ``random_split``.
+"""Datasets, as ``torch.utils.data``'s: ``Dataset``, ``IterableDataset``, ``TensorDataset``, ``StackDataset``,
+``Subset``, ``ConcatDataset``, ``ChainDataset`` and ``random_split``.
 
 A map-style dataset has ``__len__`` and ``__getitem__(i)``; an iterable one
 has ``__iter__``. ``TensorDataset`` and ``Subset`` also have ``batch(indices)``,
@@ -67,6 +67,51 @@ class TensorDataset(Dataset):
         """Many samples at once, collated: a list with one tensor per field (no per-sample Python)."""
         indices = xp.asarray(numpy.asarray(indices, dtype=numpy.int64))
         return [Tensor._make(t._data[indices]) for t in self.tensors]
+
+
+class StackDataset(Dataset):
+    """Datasets of one length side by side: sample i is ``(a[i], b[i], ...)`` for
+    ``StackDataset(a, b, ...)``, or ``{"image": images[i], "text": texts[i]}`` for
+    ``StackDataset(image=images, text=texts)``. Where a dataset has ``__getitems__`` (a batch at once)
+    it is used, as PyTorch's does."""
+
+    def __init__(self, *args, **kwargs):
+        if args and kwargs:
+            raise ValueError("Supported either ``tuple``- (via ``args``) or``dict``- (via ``kwargs``) like "
+                             "input/output, but both types are given.")
+        if not args and not kwargs:
+            raise ValueError("At least one dataset should be passed")
+        self.datasets = args or kwargs
+        parts = args or tuple(kwargs.values())
+        self._length = len(parts[0])
+        if any(len(dataset) != self._length for dataset in parts):
+            raise ValueError("Size mismatch between datasets: lengths "
+                             + ", ".join(str(len(dataset)) for dataset in parts))
+
+    def __len__(self):
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(self.datasets, dict):
+            return {key: dataset[index] for key, dataset in self.datasets.items()}
+        return tuple(dataset[index] for dataset in self.datasets)
+
+    def __getitems__(self, indices):
+        keys = list(self.datasets) if isinstance(self.datasets, dict) else range(len(self.datasets))
+        columns = {}
+        for key in keys:
+            dataset = self.datasets[key]
+            if callable(getattr(dataset, "__getitems__", None)):
+                column = dataset.__getitems__(indices)
+                if len(column) != len(indices):
+                    raise ValueError(f"Nested dataset's output size mismatch. Expected {len(indices)}, "
+                                     f"got {len(column)}")
+            else:
+                column = [dataset[i] for i in indices]
+            columns[key] = column
+        if isinstance(self.datasets, dict):
+            return [{key: columns[key][j] for key in keys} for j in range(len(indices))]
+        return [[columns[key][j] for key in keys] for j in range(len(indices))]
 
 
 class Subset(Dataset):
