@@ -107,6 +107,14 @@ class Tensor:
         if requires_grad:
             self.requires_grad_(True)
 
+    def __getstate__(self):
+        """Pickling and copy.deepcopy keep a tensor's values, flags and graph attributes but not the weak
+        set of its live views (a weak set cannot be pickled, and those views are not the copy's)."""
+        attributes, slots = object.__getstate__(self)
+        if attributes and "_views" in attributes:
+            attributes = {name: value for name, value in attributes.items() if name != "_views"}
+        return attributes, slots
+
     @staticmethod
     def _make(data):
         """Wrap an array the library just computed (no copying, no checks)."""

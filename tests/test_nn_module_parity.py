@@ -929,9 +929,6 @@ def test_lazy_module_before_its_first_call(case):
     assert ours.has_uninitialized_params() is theirs.has_uninitialized_params() is True
 
 
-@pytest.mark.xfail(strict=True, reason="needs Tensor.__getstate__ leaving out the weak set of live views "
-                   "(autograd/tensor.py, not this branch's to change): a parameter a forward call took a view of "
-                   "cannot be pickled")
 @pytest.mark.parametrize("make, shape", [(lambda: nn.Conv1d(2, 3, 3), (1, 2, 5)), (lambda: nn.BatchNorm1d(2), (4, 2))],
                          ids=["Conv1d", "BatchNorm1d"])
 def test_module_pickles_after_a_forward_call(make, shape):
