@@ -128,10 +128,6 @@ from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
 for _name in _FUNCTIONS:
     globals().setdefault(_name, _FUNCTIONS[_name])
 
-# torch._foreach_add_ and the rest: one op over a list of tensors (private names, as PyTorch's)
-from .foreach import FUNCTIONS as _FOREACH  # noqa: E402
-
-globals().update(_FOREACH)
 
 
 def is_tensor(obj):
@@ -221,4 +217,19 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "utils": ".utils",
     "viz": ".viz",
     "vmap": ".func:vmap",
+    "_fused_adam_": ".ops.fused_adam:fused_adam_",
+    "_fused_adamw_": ".ops.fused_adam:fused_adamw_",
 })
+_names_on_first_use = __getattr__
+
+
+def __getattr__(name):
+    """torch._foreach_add_ and the rest (one op over a list of tensors, autograd/foreach.py) load with
+    the first of them; every other name as the table above says."""
+    if name.startswith("_foreach_"):
+        from .foreach import FUNCTIONS
+
+        globals().update(FUNCTIONS)
+        if name in FUNCTIONS:
+            return FUNCTIONS[name]
+    return _names_on_first_use(name)

@@ -23,7 +23,6 @@ from . import (  # noqa: F401  (each declares its names)
     embedding,
     extrema,
     functions,
-    fused_adam,
     gamma,
     hardswish,
     householder,
