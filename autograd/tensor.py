@@ -637,9 +637,13 @@ class Tensor:
         return Tensor._make(xp.greater_equal(*ordered("ge", self._data, _data(other))))
 
     def __eq__(self, other):
+        if other is None:  # (x == None is False, as PyTorch answers it: nothing to compare elementwise)
+            return False
         return Tensor._make(self._data == _data(other))
 
     def __ne__(self, other):
+        if other is None:
+            return True
         return Tensor._make(self._data != _data(other))
 
     def __invert__(self):

@@ -8,6 +8,7 @@ schedules can act on one optimizer. ``step(epoch)`` (deprecated in PyTorch)
 jumps to an epoch through the schedule's closed form where it has one.
 """
 
+import types
 import warnings
 
 from .optimizer import Optimizer
@@ -106,8 +107,18 @@ class LRScheduler:
         return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self):
-        """Everything but the optimizer (and functions, which cannot be saved)."""
-        return {k: v for k, v in vars(self).items() if k not in ("optimizer", "lr_lambdas")}
+        """Everything but the optimizer. LambdaLR's and MultiplicativeLR's ``lr_lambdas`` are saved as PyTorch
+        saves them: None for a function (its code cannot be saved), a callable object's attributes."""
+        state = {k: v for k, v in vars(self).items() if k not in ("optimizer", "lr_lambdas")}
+        if "lr_lambdas" in vars(self):
+            state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else fn.__dict__.copy()
+                                   for fn in self.lr_lambdas]
+        return state
 
     def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        saved_lambdas = state_dict.pop("lr_lambdas", None)
         self.__dict__.update(state_dict)
+        for fn, attributes in zip(getattr(self, "lr_lambdas", ()), saved_lambdas or ()):
+            if attributes is not None:
+                fn.__dict__.update(attributes)

@@ -17,6 +17,10 @@ class Bernoulli(ExponentialFamily):
     has_enumerate_support = True
 
     @property
+    def param_shape(self):
+        return (self.probs if self._given == "probs" else self.logits).shape
+
+    @property
     def _natural_params(self):
         return (self.logits,)
 

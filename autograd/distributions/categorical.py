@@ -50,6 +50,10 @@ class Categorical(Distribution):
         return factories.full(self.batch_shape, float("nan"), dtype=self.probs.dtype)  # undefined, as PyTorch's
 
     @property
+    def variance(self):
+        return factories.full(self.batch_shape, float("nan"), dtype=self.probs.dtype)  # (the labels are not numbers)
+
+    @property
     def mode(self):
         return self.probs.argmax(-1)
 

@@ -25,6 +25,10 @@ class Uniform(Distribution):
         return (self.high + self.low) / 2
 
     @property
+    def mode(self):
+        return self.high * float("nan")  # every point of the interval is one: none is the mode, as PyTorch's
+
+    @property
     def variance(self):
         return (self.high - self.low) ** 2 / 12
 

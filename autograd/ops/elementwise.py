@@ -77,14 +77,24 @@ def binary(op, x, y):
         return op.apply(x, y)  # the common case: two floating tensors of one dtype
     if (op is Mul or op is Div) and (_half_with_number(x, y) or _half_with_number(y, x)):
         return Cast.apply(binary(op, _widened(x), _widened(y)), dtype=backend.float16)
+    if op is Sub:
+        _refuse_bool_subtraction(x, y)
     x, y = promote(x, y)
-    if op is Sub and x.dtype.kind == "b":
-        raise DtypeError("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
-                         "or `logical_xor()` operator instead.")
     if op is Div and x.dtype.kind not in "fc":
         dtype = backend.get_default_dtype()
         x, y = Cast.apply(x, dtype=dtype), Cast.apply(y, dtype=dtype)
     return op.apply(x, y)
+
+
+def _refuse_bool_subtraction(x, y):
+    """PyTorch subtracts no bools, tensors or Python's True/False (promotion would hide it: True - 1 is 0)."""
+    bools = [v for v in (x, y) if type(v) is bool or (isinstance(v, Tensor) and v._data.dtype.kind == "b")]
+    if len(bools) == 2:
+        raise DtypeError("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
+                         "or `logical_xor()` operator instead.")
+    if bools:
+        raise DtypeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to "
+                         "invert a mask, use the `~` or `logical_not()` operator instead.")
 
 
 def _half_with_number(x, y):
