@@ -217,6 +217,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "utils": ".utils",
     "viz": ".viz",
     "vmap": ".func:vmap",
+    "profiler": ".profiler",
     "_fused_adam_": ".ops.fused_adam:fused_adam_",
     "_fused_adamw_": ".ops.fused_adam:fused_adamw_",
 })

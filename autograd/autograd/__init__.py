@@ -65,4 +65,5 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"functional": ".functional",
                                                             "Variable": ".variable:Variable",
                                                             "graph": ".graph",
+                                                            "profiler": ".profiler",
                                                             "variable": ".variable"})

@@ -1,0 +1,136 @@
+"""``autograd.profiler`` (and ``autograd.autograd.profiler``): op-by-op timings as torch.profiler reports them."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import autograd
+import nn
+from autograd import profiler
+from autograd.function import BackwardFunction
+from autograd.primitive import Primitive
+
+ORIGINAL_APPLY = Primitive.__dict__["apply"]
+ORIGINAL_CHAIN = Primitive.__dict__["chain"]
+
+
+def run_step():
+    a = autograd.tensor(np.ones((3, 3), np.float32), requires_grad=True)
+    loss = ((a * 2.0) * a).sum()
+    loss.backward()
+    return a
+
+
+def test_events_name_the_ops_and_nodes_and_nest():
+    with profiler.profile() as prof:
+        with profiler.record_function("step"):
+            run_step()
+    names = [event.name for event in prof.events()]
+    assert names[0] == "step"
+    assert {"Scale", "Mul", "Sum", "MulBackward0", "SumBackward0", "Expand"} <= set(names)
+    step = prof.events()[0]
+    by_name = {}
+    for event in prof.events():
+        by_name.setdefault(event.name, []).append(event)
+    backward_mul = by_name["MulBackward0"][0]
+    assert backward_mul.cpu_parent is step  # the backward pass ran inside the range
+    assert {child.name for child in backward_mul.cpu_children} == {"Mul"}  # dL/dx = dL/dy · y: the node's own ops
+    for event in prof.events():
+        assert 0 <= event.self_cpu_time_total <= event.cpu_time_total
+    assert step.cpu_time_total >= sum(child.cpu_time_total for child in step.cpu_children)
+    # self times add up to the recorded wall time: each microsecond is counted once
+    total_self = sum(event.self_cpu_time_total for event in prof.events())
+    assert total_self == pytest.approx(step.cpu_time_total, rel=1e-9)
+
+
+def test_nothing_is_instrumented_outside_a_recording_even_after_an_error():
+    assert Primitive.__dict__["apply"] is ORIGINAL_APPLY and Primitive.__dict__["chain"] is ORIGINAL_CHAIN
+    with pytest.raises(ValueError, match="inside"):
+        with profiler.profile():
+            assert Primitive.__dict__["apply"] is not ORIGINAL_APPLY
+            raise ValueError("inside")
+    assert Primitive.__dict__["apply"] is ORIGINAL_APPLY and Primitive.__dict__["chain"] is ORIGINAL_CHAIN
+    assert "chain" in BackwardFunction.__dict__
+    with profiler.record_function("alone"):  # no profiler: nothing recorded, nothing raised
+        run_step()
+
+
+def test_key_averages_count_calls_and_group_by_shapes():
+    x, y = autograd.ones(2, 3), autograd.ones(4)
+    with profiler.profile(record_shapes=True) as prof:
+        for _ in range(3):
+            x.exp()
+        y.exp()
+    rows = {row.key: row for row in prof.key_averages()}
+    assert rows["Exp"].count == 4
+    assert rows["Exp"].cpu_time == pytest.approx(rows["Exp"].cpu_time_total / 4)
+    grouped = {(row.key, str(row.input_shapes)): row.count for row in prof.key_averages(group_by_input_shape=True)}
+    assert grouped == {("Exp", "[[2, 3]]"): 3, ("Exp", "[[4]]"): 1}
+    table = prof.key_averages(group_by_input_shape=True).table(sort_by="count", row_limit=1)
+    assert "Self CPU %" in table and "# of Calls" in table and "Input Shapes" in table and "[[2, 3]]" in table
+    assert "[[4]]" not in table and table.splitlines()[-1].startswith("Self CPU time total:")
+    with pytest.raises(AttributeError, match="no attribute 'speed'"):
+        prof.key_averages().table(sort_by="speed")
+
+
+def test_a_schedule_records_its_active_steps_and_hands_each_trace_over():
+    traces = []
+    step_schedule = profiler.schedule(wait=1, warmup=1, active=2, repeat=1)
+    with profiler.profile(schedule=step_schedule, on_trace_ready=lambda p: traces.append(
+            [e.name for e in p.events() if e.name.startswith("ProfilerStep")])) as prof:
+        for _ in range(6):
+            run_step()
+            prof.step()
+    assert traces == [["ProfilerStep#2", "ProfilerStep#3"]]
+    actions = [step_schedule(step) for step in range(6)]
+    A = profiler.ProfilerAction
+    assert actions == [A.NONE, A.WARMUP, A.RECORD, A.RECORD_AND_SAVE, A.NONE, A.NONE]
+
+
+def test_schedule_matches_pytorchs():
+    torch = pytest.importorskip("torch")
+    for options in (dict(wait=1, warmup=1, active=2), dict(wait=2, warmup=1, active=3, repeat=2, skip_first=3),
+                    dict(wait=5, warmup=1, active=1, skip_first=2, skip_first_wait=1)):
+        ours, theirs = profiler.schedule(**options), torch.profiler.schedule(**options)
+        assert [ours(s).name for s in range(25)] == [theirs(s).name for s in range(25)]
+
+
+def test_chrome_trace_and_tensorboard_handler_write_json(tmp_path):
+    with profiler.profile(on_trace_ready=profiler.tensorboard_trace_handler(str(tmp_path / "tb"),
+                                                                              worker_name="w")) as prof:
+        run_step()
+    path = prof.export_chrome_trace(str(tmp_path / "trace.json"))
+    events = json.load(open(path))["traceEvents"]
+    assert {e["name"] for e in events} >= {"Mul", "MulBackward0"}
+    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    (written,) = os.listdir(tmp_path / "tb")
+    assert written.startswith("w.") and written.endswith(".pt.trace.json")
+
+
+def test_record_function_as_a_decorator_and_the_older_spelling():
+    @profiler.record_function("forward_pass")
+    def forward(model, x):
+        return model(x)
+
+    model = nn.Linear(3, 2)
+    with autograd.autograd.profiler.profile() as prof:
+        forward(model, autograd.ones(1, 3)).sum().backward()
+    names = [e.name for e in prof.function_events]
+    assert names[0] == "forward_pass" and "AffineMap" in names and "AffineMapBackward0" in names
+    assert "forward_pass" in str(prof)
+    with autograd.autograd.profiler.profile(enabled=False) as off:
+        run_step()
+    assert list(off.events()) == []
+
+
+def test_the_same_api_as_pytorchs():
+    torch = pytest.importorskip("torch")
+    for name in ("profile", "record_function", "schedule", "ProfilerActivity", "ProfilerAction",
+                 "tensorboard_trace_handler", "supported_activities"):
+        assert hasattr(torch.profiler, name) and hasattr(profiler, name)
+    assert {a.name for a in profiler.ProfilerAction} == {"NONE", "WARMUP", "RECORD", "RECORD_AND_SAVE"}
+    with profiler.profile(activities=[profiler.ProfilerActivity.CPU, profiler.ProfilerActivity.CUDA]) as prof:
+        run_step()
+    assert prof.key_averages()  # (CUDA: nothing to record without it, as PyTorch's)
