@@ -78,3 +78,50 @@ def test_as_pytorch():
     for _ in range(3):
         scheduler.step()
     assert scheduler.state_dict()["lr_lambdas"] == [{"steps": 5, "calls": 4}]
+
+
+def test_graph_node_and_increment_version():
+    from autograd.autograd.graph import Node, increment_version
+
+    class Double(autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2, x * 3
+
+        @staticmethod
+        def backward(ctx, a, b):
+            return a * 2 + b * 3
+
+    x = autograd.ones(2, requires_grad=True)
+    y = x * x
+    first, second = Double.apply(x)
+    assert all(isinstance(t.grad_fn, Node) for t in (y, first, second, x.exp()))
+    assert not isinstance(x, Node) and x.grad_fn is None
+    version = x._version
+    increment_version([x])  # a write the engine did not see: y's graph must refuse x now
+    assert x._version == version + 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_the_modules_custom_distributions_and_anomaly_code_import():
+    from autograd.autograd.anomaly_mode import detect_anomaly, set_detect_anomaly
+    from autograd.distributions.utils import broadcast_all, euler_constant, lazy_property, probs_to_logits
+
+    assert detect_anomaly is autograd.autograd.detect_anomaly and callable(set_detect_anomaly)
+    loc, scale = broadcast_all(autograd.zeros(3), 1.0)
+    assert scale.shape == (3,) and scale.dtype == autograd.float32
+    assert euler_constant == pytest.approx(0.5772156649015329)
+    np.testing.assert_allclose(probs_to_logits(autograd.tensor([0.5, 0.25]), is_binary=True).numpy(),
+                               [0.0, np.log(1 / 3)], rtol=1e-6)
+
+    class Scaled:
+        calls = 0
+
+        @lazy_property
+        def value(self):
+            Scaled.calls += 1
+            return 42
+
+    s = Scaled()
+    assert s.value == 42 and s.value == 42 and Scaled.calls == 1

@@ -66,4 +66,5 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"functional": ".f
                                                             "Variable": ".variable:Variable",
                                                             "graph": ".graph",
                                                             "profiler": ".profiler",
+                                                            "anomaly_mode": ".anomaly_mode",
                                                             "variable": ".variable"})

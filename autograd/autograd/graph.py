@@ -1,5 +1,5 @@
 """``autograd.autograd.graph``, part of PyTorch's ``torch.autograd.graph``: hooks on the tensors
-that nodes save for backward.
+that nodes save for backward, ``Node`` (what every ``grad_fn`` is) and ``increment_version``.
 
 ``saved_tensors_hooks(pack_hook, unpack_hook)``: within the block, every tensor a recorded op
 saves goes through ``pack_hook`` and the node keeps what it returns; backward gets the tensor
@@ -8,11 +8,37 @@ best-known use: keep the saved tensors in CPU memory and bring them back to thei
 backward.
 """
 
+import abc
+
 from ..backend import to_numpy, xp
-from ..graph import disable_saved_tensors_hooks, saved_tensors_hooks
+from ..function import BackwardFunction, _OutputSlot
+from ..graph import bump_version, disable_saved_tensors_hooks, saved_tensors_hooks
+from ..primitive import Primitive
 from ..tensor import Tensor
 
-__all__ = ["disable_saved_tensors_hooks", "save_on_cpu", "saved_tensors_hooks"]
+__all__ = ["Node", "disable_saved_tensors_hooks", "increment_version", "save_on_cpu", "saved_tensors_hooks"]
+
+
+class Node(abc.ABC):
+    """A node of the graph, as ``torch.autograd.graph.Node``: ``isinstance(y.grad_fn, Node)`` holds for
+    every op's node (``Primitive``), a custom Function's (``BackwardFunction``) and each output slot of a
+    Function with several outputs. Each has ``name()``, ``next_functions``, ``metadata``,
+    ``register_hook`` and ``register_prehook``."""
+
+    @abc.abstractmethod
+    def name(self):
+        """The node's name, as PyTorch's (MulBackward0)."""
+
+
+for _node_class in (Primitive, BackwardFunction, _OutputSlot):
+    Node.register(_node_class)
+
+
+def increment_version(tensor):
+    """Count a write the engine did not see (one made through NumPy, say), so that a graph that saved
+    the tensor refuses to use it, as after any in-place op; a tensor or an iterable of them."""
+    for each in ([tensor] if isinstance(tensor, Tensor) else tensor):
+        bump_version(each)
 
 
 class save_on_cpu(saved_tensors_hooks):

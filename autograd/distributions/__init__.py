@@ -13,7 +13,7 @@ Each family is one file; ``constraints`` holds the parameter and support sets, `
 registry of closed-form KL divergences (``kl_pairs`` the formulas between families).
 """
 
-from . import constraints, kl_pairs, transforms  # noqa: F401  (kl_pairs registers the KL formulas)
+from . import constraints, kl_pairs, transforms, utils  # noqa: F401  (kl_pairs registers the KL formulas)
 from .bernoulli import Bernoulli
 from .beta import Beta
 from .binomial import Binomial
