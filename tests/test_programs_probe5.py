@@ -1,0 +1,624 @@
+# ruff: noqa: B007, B023, E741, E731, F841  (the programs are kept as their authors wrote them)
+"""Real PyTorch programs (see tests/pytorch_programs.py), each run unchanged but for its imports on
+chainrule and on PyTorch from the same weights, comparing losses, parameters and gradients.
+
+What the other program tests do not already cover: a DDPM training step on 2-D toy data (sinusoidal
+time embeddings, a noise schedule held in buffers, ``alphas_cumprod.gather(-1, t)``, MSE on the
+predicted noise) and its ancestral sampling loop drawn from a ``torch.Generator``; a DQN update (a replay
+buffer of tuples, ``Q(s).gather(1, a)``, a target network synced by ``load_state_dict``, ``max(1)[0]``,
+``smooth_l1_loss``, ``clip_grad_norm_``, an epsilon-greedy policy); a TCN (dilated causal ``Conv1d``
+with left ``F.pad`` and ``Chomp1d``, ``nn.utils.weight_norm`` and
+``nn.utils.parametrizations.weight_norm``); neural style transfer (an input image optimised by
+``optim.LBFGS`` with a closure, Gram matrices, content and style losses as layers inserted into a
+truncated ``nn.Sequential``); and graph networks by message passing (GCN degree normalisation by
+``index_add_``, GraphSAGE with ``scatter_reduce('amax'/'mean', include_self=False)``, GAT's edge softmax
+by ``scatter_reduce`` and ``scatter_add_``)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# DDPM on 2-D toy data: the training step and the sampling loop
+# ----------------------------------------------------------------------------------------------
+
+
+def ddpm_net(m):
+    torch, nn = m.torch, m.nn
+
+    class SinusoidalPosEmb(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.dim = dim
+
+        def forward(self, x):
+            half_dim = self.dim // 2
+            emb = math.log(10000) / (half_dim - 1)
+            emb = torch.exp(torch.arange(half_dim, device=x.device) * -emb)
+            emb = x[:, None] * emb[None, :]
+            return torch.cat((emb.sin(), emb.cos()), dim=-1)
+
+    class Denoiser(nn.Module):
+        def __init__(self, dim=16):
+            super().__init__()
+            self.time_mlp = nn.Sequential(SinusoidalPosEmb(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+            self.inp = nn.Linear(2, dim)
+            self.mid = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim), nn.SiLU())
+            self.out = nn.Linear(dim, 2)
+
+        def forward(self, x, t):
+            h = self.inp(x) + self.time_mlp(t.float())
+            return self.out(self.mid(h))
+
+    return Denoiser()
+
+
+def ddpm(m, weights, steps=5, T=20):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    def extract(a, t, x_shape):
+        b, *_ = t.shape
+        out = a.gather(-1, t)
+        return out.reshape(b, *((1,) * (len(x_shape) - 1)))
+
+    class GaussianDiffusion(nn.Module):
+        def __init__(self, model, timesteps):
+            super().__init__()
+            self.model = model
+            self.num_timesteps = timesteps
+            betas = torch.linspace(1e-4, 0.2, timesteps, dtype=torch.float64)
+            alphas = 1.0 - betas
+            alphas_cumprod = torch.cumprod(alphas, dim=0)
+            alphas_cumprod_prev = F.pad(alphas_cumprod[:-1], (1, 0), value=1.0)
+            register_buffer = lambda name, val: self.register_buffer(name, val.to(torch.float32))
+            register_buffer("betas", betas)
+            register_buffer("alphas_cumprod", alphas_cumprod)
+            register_buffer("alphas_cumprod_prev", alphas_cumprod_prev)
+            register_buffer("sqrt_alphas_cumprod", torch.sqrt(alphas_cumprod))
+            register_buffer("sqrt_one_minus_alphas_cumprod", torch.sqrt(1.0 - alphas_cumprod))
+            register_buffer("sqrt_recip_alphas", torch.sqrt(1.0 / alphas))
+            posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+            register_buffer("posterior_variance", posterior_variance)
+            register_buffer("posterior_log_variance_clipped", torch.log(posterior_variance.clamp(min=1e-20)))
+
+        def q_sample(self, x_start, t, noise):
+            return (extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+                    + extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise)
+
+        def p_losses(self, x_start, t, noise):
+            x_noisy = self.q_sample(x_start, t, noise)
+            predicted = self.model(x_noisy, t)
+            return F.mse_loss(predicted, noise)
+
+        @torch.no_grad()
+        def p_sample(self, x, t_index, generator):
+            t = torch.full((x.shape[0],), t_index, dtype=torch.long)
+            betas_t = extract(self.betas, t, x.shape)
+            sqrt_one_minus = extract(self.sqrt_one_minus_alphas_cumprod, t, x.shape)
+            model_mean = extract(self.sqrt_recip_alphas, t, x.shape) * (x - betas_t * self.model(x, t) / sqrt_one_minus)
+            if t_index == 0:
+                return model_mean
+            noise = torch.randn(x.shape, generator=generator)
+            return model_mean + (0.5 * extract(self.posterior_log_variance_clipped, t, x.shape)).exp() * noise
+
+        @torch.no_grad()
+        def sample(self, n, generator):
+            x = torch.randn((n, 2), generator=generator)
+            for i in reversed(range(self.num_timesteps)):
+                x = self.p_sample(x, i, generator)
+            return x
+
+    model = load(m, ddpm_net(m), weights)
+    diffusion = GaussianDiffusion(model, T)
+    optimizer = optim.AdamW(diffusion.parameters(), lr=3e-3, weight_decay=1e-2)
+    rng = np.random.default_rng(5)
+    theta = rng.uniform(0, 2 * np.pi, 64)
+    data = np.stack([np.cos(theta), np.sin(theta)], 1) + 0.05 * rng.standard_normal((64, 2))
+    data = data.astype(np.float32)
+    losses = []
+    for step in range(steps):
+        x0 = torch.tensor(data[16 * (step % 4):16 * (step % 4 + 1)])
+        t = torch.tensor(rng.integers(0, T, 16)).long()
+        noise = torch.tensor(rng.standard_normal((16, 2)).astype(np.float32))
+        loss = diffusion.p_losses(x0, t, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad.clone() for p in diffusion.parameters()]
+        optimizer.step()
+        losses.append(loss.item())
+    generator = torch.Generator().manual_seed(0)
+    samples_shape = tuple(diffusion.sample(4, generator).shape)
+    buffers = sorted(name for name, _ in diffusion.named_buffers())
+    # the sampling loop itself, from noise given to both libraries
+    x = torch.tensor(rng.standard_normal((8, 2)).astype(np.float32))
+    with torch.no_grad():
+        for i in reversed(range(T)):
+            t = torch.full((8,), i, dtype=torch.long)
+            eps = diffusion.model(x, t)
+            x = extract(diffusion.sqrt_recip_alphas, t, x.shape) * (
+                x - extract(diffusion.betas, t, x.shape) * eps
+                / extract(diffusion.sqrt_one_minus_alphas_cumprod, t, x.shape))
+            if i > 0:
+                z = torch.tensor(rng.standard_normal((8, 2)).astype(np.float32))
+                x = x + extract(diffusion.posterior_variance, t, x.shape).sqrt() * z
+    return (losses, grads, [p.detach() for p in diffusion.parameters()], diffusion.posterior_log_variance_clipped,
+            diffusion.alphas_cumprod_prev, x, samples_shape, buffers, diffusion.betas.dtype == torch.float32)
+
+
+def test_ddpm_training_step_and_sampling():
+    weights = weights_of(ddpm_net)
+    ours, _ = run_both(ddpm, weights, rtol=1e-5, atol=1e-6)
+    losses, grads, params, logvar, prev, x, samples_shape, buffers, is_f32 = ours
+    assert samples_shape == (4, 2) and is_f32 and len(buffers) == 8
+    assert prev[0] == 1.0 and np.all(np.isfinite(logvar)) and np.all(np.isfinite(x))
+    assert all(np.abs(g).max() > 0 for g in grads)
+
+
+# ----------------------------------------------------------------------------------------------
+# DQN: a replay buffer, Q(s).gather(1, a), a target network, Huber loss, gradient clipping
+# ----------------------------------------------------------------------------------------------
+
+
+def dqn_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+
+
+def dqn(m, weights, steps=8, batch_size=8, gamma=0.99):
+    import random
+    from collections import deque, namedtuple
+
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    Transition = namedtuple("Transition", ("state", "action", "next_state", "reward"))
+
+    class ReplayMemory:
+        def __init__(self, capacity):
+            self.memory = deque([], maxlen=capacity)
+
+        def push(self, *args):
+            self.memory.append(Transition(*args))
+
+        def sample(self, batch_size):
+            return random.sample(self.memory, batch_size)
+
+        def __len__(self):
+            return len(self.memory)
+
+    policy_net = load(m, dqn_net(m), weights)
+    target_net = dqn_net(m)
+    target_net.load_state_dict(policy_net.state_dict())
+    optimizer = optim.AdamW(policy_net.parameters(), lr=1e-3, amsgrad=True)
+    memory = ReplayMemory(100)
+    rng = np.random.default_rng(3)
+    random.seed(7)
+
+    def select_action(state, eps):
+        if rng.uniform() > eps:
+            with torch.no_grad():
+                return policy_net(state).max(1).indices.view(1, 1)
+        return torch.tensor([[int(rng.integers(0, 3))]], dtype=torch.long)
+
+    state = torch.tensor(rng.standard_normal(4).astype(np.float32)).unsqueeze(0)
+    for i in range(40):
+        action = select_action(state, eps=0.5)
+        reward = torch.tensor([float(rng.standard_normal())])
+        terminated = i % 9 == 8
+        observation = rng.standard_normal(4).astype(np.float32)
+        next_state = None if terminated else torch.tensor(observation, dtype=torch.float32).unsqueeze(0)
+        memory.push(state, action, next_state, reward)
+        state = next_state if next_state is not None else torch.tensor(-observation).unsqueeze(0)
+
+    losses, norms = [], []
+    for step in range(steps):
+        transitions = memory.sample(batch_size)
+        batch = Transition(*zip(*transitions))
+        non_final_mask = torch.tensor(tuple(map(lambda s: s is not None, batch.next_state)), dtype=torch.bool)
+        non_final_next_states = torch.cat([s for s in batch.next_state if s is not None])
+        state_batch = torch.cat(batch.state)
+        action_batch = torch.cat(batch.action)
+        reward_batch = torch.cat(batch.reward)
+        state_action_values = policy_net(state_batch).gather(1, action_batch)
+        next_state_values = torch.zeros(batch_size)
+        with torch.no_grad():
+            next_state_values[non_final_mask] = target_net(non_final_next_states).max(1)[0]
+        expected_state_action_values = (next_state_values * gamma) + reward_batch
+        criterion = nn.SmoothL1Loss()
+        loss = criterion(state_action_values, expected_state_action_values.unsqueeze(1))
+        optimizer.zero_grad()
+        loss.backward()
+        norms.append(float(nn.utils.clip_grad_norm_(policy_net.parameters(), 0.5)))
+        nn.utils.clip_grad_value_(policy_net.parameters(), 100)
+        optimizer.step()
+        losses.append(loss.item())
+        # soft update of the target network, as the tutorial does
+        target_net_state_dict = target_net.state_dict()
+        policy_net_state_dict = policy_net.state_dict()
+        for key in policy_net_state_dict:
+            target_net_state_dict[key] = policy_net_state_dict[key] * 0.05 + target_net_state_dict[key] * (1 - 0.05)
+        target_net.load_state_dict(target_net_state_dict)
+        if step == 4:  # and a hard sync
+            target_net.load_state_dict(policy_net.state_dict())
+    errors = torch.tensor([0.0, 0.5, 3.0])
+    huber = [F.smooth_l1_loss(errors, torch.zeros(3), reduction="none", beta=b) for b in (1.0, 0.0, 2.0)]
+    huber.append(F.huber_loss(errors, torch.zeros(3), reduction="none", delta=2.0))
+    return (losses, norms, [p.detach() for p in policy_net.parameters()], [p.grad for p in policy_net.parameters()],
+            [p.detach() for p in target_net.parameters()], huber)
+
+
+def test_dqn_replay_target_network_and_huber_loss():
+    weights = weights_of(dqn_net)
+    ours, _ = run_both(dqn, weights, rtol=1e-5, atol=1e-6)
+    losses, norms, params, grads, target, huber = ours
+    assert all(np.isfinite(losses)) and len(norms) == 8
+    np.testing.assert_allclose(huber[0], [0.0, 0.125, 2.5])
+    np.testing.assert_allclose(huber[1], [0.0, 0.5, 3.0])
+    np.testing.assert_allclose(huber[3], 2 * huber[2])
+
+
+# ----------------------------------------------------------------------------------------------
+# A TCN (locuslab/TCN): dilated causal convolutions, Chomp1d, weight_norm both ways
+# ----------------------------------------------------------------------------------------------
+
+
+def tcn_net(m, parametrized=False):
+    torch, nn, F = m.torch, m.nn, m.F
+    weight_norm = nn.utils.parametrizations.weight_norm if parametrized else nn.utils.weight_norm
+
+    class Chomp1d(nn.Module):
+        def __init__(self, chomp_size):
+            super().__init__()
+            self.chomp_size = chomp_size
+
+        def forward(self, x):
+            return x[:, :, :-self.chomp_size].contiguous()
+
+    class TemporalBlock(nn.Module):
+        def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation, padding, dropout=0.0):
+            super().__init__()
+            self.conv1 = weight_norm(nn.Conv1d(n_inputs, n_outputs, kernel_size, stride=stride,
+                                               padding=padding, dilation=dilation))
+            self.chomp1 = Chomp1d(padding)
+            self.relu1 = nn.ReLU()
+            self.dropout1 = nn.Dropout(dropout)
+            # the second convolution pads on the left itself (the "causal padding" spelling)
+            self.pad = padding
+            self.conv2 = weight_norm(nn.Conv1d(n_outputs, n_outputs, kernel_size, stride=stride, dilation=dilation))
+            self.net1 = nn.Sequential(self.conv1, self.chomp1, self.relu1, self.dropout1)
+            self.downsample = nn.Conv1d(n_inputs, n_outputs, 1) if n_inputs != n_outputs else None
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            out = self.net1(x)
+            out = torch.relu(self.conv2(F.pad(out, (self.pad, 0))))
+            res = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + res)
+
+    class TemporalConvNet(nn.Module):
+        def __init__(self, num_inputs, num_channels, kernel_size=2):
+            super().__init__()
+            layers = []
+            for i in range(len(num_channels)):
+                dilation_size = 2 ** i
+                in_channels = num_inputs if i == 0 else num_channels[i - 1]
+                layers += [TemporalBlock(in_channels, num_channels[i], kernel_size, stride=1,
+                                         dilation=dilation_size, padding=(kernel_size - 1) * dilation_size)]
+            self.network = nn.Sequential(*layers)
+            self.linear = nn.Linear(num_channels[-1], 1)
+
+        def forward(self, x):
+            return self.linear(self.network(x)[:, :, -1])
+
+    return TemporalConvNet(2, [4, 4, 3], kernel_size=3)
+
+
+def tcn(m, weights, parametrized=False, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, tcn_net(m, parametrized), weights)
+    optimizer = optim.Adam(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(2)
+    x = torch.tensor(rng.standard_normal((6, 2, 16)).astype(np.float32))
+    y = x[:, 0].sum(1, keepdim=True) * 0.1
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    # causality: changing the last time step leaves every earlier output unchanged
+    with torch.no_grad():
+        feats = model.network(x)
+        x2 = x.clone()
+        x2[:, :, -1] += 1.0
+        feats2 = model.network(x2)
+    causal = bool(torch.allclose(feats[:, :, :-1], feats2[:, :, :-1]))
+    names = [n for n, _ in model.named_parameters()]
+    grads = [p.grad for p in model.parameters()]
+    block = model.network[0].conv1
+    weight = block.weight.detach()  # recomputed from g and v
+    return losses, [p.detach() for p in model.parameters()], grads, weight, names, causal, sorted(model.state_dict())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+def test_tcn_with_weight_norm():
+    weights = weights_of(tcn_net)
+    ours, _ = run_both(tcn, weights, rtol=1e-5, atol=1e-6)
+    losses, params, grads, weight, names, causal, keys = ours
+    assert causal and "network.0.conv1.weight_g" in names and "network.0.conv1.weight_v" in names
+    assert weight.shape == (4, 2, 3)
+
+
+def test_tcn_with_parametrized_weight_norm():
+    weights = weights_of(lambda m: tcn_net(m, parametrized=True))
+    ours, _ = run_both(tcn, weights, parametrized=True, rtol=1e-5, atol=1e-6)
+    losses, params, grads, weight, names, causal, keys = ours
+    assert causal and "network.0.conv1.parametrizations.weight.original0" in names
+    assert "network.0.conv1.parametrizations.weight.original1" in keys
+
+
+# ----------------------------------------------------------------------------------------------
+# Neural style transfer (the PyTorch tutorial): LBFGS on the input image, Gram matrices, loss layers
+# ----------------------------------------------------------------------------------------------
+
+
+def style_cnn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1))
+
+
+def style_transfer(m, weights, num_steps=4, dtype="float32", max_iter=20):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    cnn = load(m, style_cnn(m), weights).eval().to(getattr(torch, dtype))
+    for p in cnn.parameters():
+        p.requires_grad_(False)
+
+    class ContentLoss(nn.Module):
+        def __init__(self, target):
+            super().__init__()
+            self.target = target.detach()
+
+        def forward(self, input):
+            self.loss = F.mse_loss(input, self.target)
+            return input
+
+    def gram_matrix(input):
+        a, b, c, d = input.size()
+        features = input.view(a * b, c * d)
+        G = torch.mm(features, features.t())
+        return G.div(a * b * c * d)
+
+    class StyleLoss(nn.Module):
+        def __init__(self, target_feature):
+            super().__init__()
+            self.target = gram_matrix(target_feature).detach()
+
+        def forward(self, input):
+            G = gram_matrix(input)
+            self.loss = F.mse_loss(G, self.target)
+            return input
+
+    class Normalization(nn.Module):
+        def __init__(self, mean, std):
+            super().__init__()
+            self.mean = torch.tensor(mean, dtype=getattr(torch, dtype)).view(-1, 1, 1)
+            self.std = torch.tensor(std, dtype=getattr(torch, dtype)).view(-1, 1, 1)
+
+        def forward(self, img):
+            return (img - self.mean) / self.std
+
+    rng = np.random.default_rng(4)
+    style_img = torch.tensor(rng.uniform(0, 1, (1, 3, 8, 8)).astype(dtype))
+    content_img = torch.tensor(rng.uniform(0, 1, (1, 3, 8, 8)).astype(dtype))
+    content_layers, style_layers = ["conv_3"], ["conv_1", "conv_2", "conv_3", "conv_4"]
+    normalization = Normalization([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    content_losses, style_losses = [], []
+    model = nn.Sequential(normalization)
+    i = 0
+    for layer in cnn.children():
+        if isinstance(layer, nn.Conv2d):
+            i += 1
+            name = f"conv_{i}"
+        elif isinstance(layer, nn.ReLU):
+            name = f"relu_{i}"
+            layer = nn.ReLU(inplace=False)
+        elif isinstance(layer, nn.MaxPool2d):
+            name = f"pool_{i}"
+        else:
+            raise RuntimeError(f"Unrecognized layer: {layer.__class__.__name__}")
+        model.add_module(name, layer)
+        if name in content_layers:
+            target = model(content_img).detach()
+            content_loss = ContentLoss(target)
+            model.add_module(f"content_loss_{i}", content_loss)
+            content_losses.append(content_loss)
+        if name in style_layers:
+            target_feature = model(style_img).detach()
+            style_loss = StyleLoss(target_feature)
+            model.add_module(f"style_loss_{i}", style_loss)
+            style_losses.append(style_loss)
+    for i in range(len(model) - 1, -1, -1):
+        if isinstance(model[i], (ContentLoss, StyleLoss)):
+            break
+    model = model[:(i + 1)]
+
+    input_img = content_img.clone()
+    input_img.requires_grad_(True)
+    model.eval()
+    model.requires_grad_(False)
+    optimizer = optim.LBFGS([input_img], max_iter=max_iter)
+    style_weight, content_weight = 1e4, 1
+    log = []
+    run = [0]
+    while run[0] <= num_steps:
+        def closure():
+            with torch.no_grad():
+                input_img.clamp_(0, 1)
+            optimizer.zero_grad()
+            model(input_img)
+            style_score = sum(sl.loss for sl in style_losses) * style_weight
+            content_score = sum(cl.loss for cl in content_losses) * content_weight
+            loss = style_score + content_score
+            loss.backward()
+            run[0] += 1
+            log.append((style_score.item(), content_score.item()))
+            return style_score + content_score
+
+        optimizer.step(closure)
+    with torch.no_grad():
+        input_img.clamp_(0, 1)
+    names = [name for name, _ in model.named_children()]
+    return log, input_img.detach(), input_img.grad, names, len(optimizer.state_dict()["state"])
+
+
+def test_neural_style_transfer_with_lbfgs():
+    weights = weights_of(style_cnn)
+    # LBFGS's 20 inner iterations amplify float32 rounding (2e-4 apart by the 20th loss; in float64 the
+    # two libraries agree to 1e-12): the whole run is compared in float64, a short one in float32
+    run_both(style_transfer, weights, max_iter=3, rtol=1e-4, atol=1e-6)
+    ours, _ = run_both(style_transfer, weights, dtype="float64", rtol=1e-10, atol=1e-12)
+    log, img, grad, names, n_state = ours
+    assert names[-1] == "style_loss_4" and "content_loss_3" in names and n_state == 1
+    assert len(log) > 5 and log[-1][0] < log[0][0]
+    assert img.min() >= 0 and img.max() <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Graph networks by message passing over an edge list (GCN, GraphSAGE max/mean, GAT), PyG-free
+# ----------------------------------------------------------------------------------------------
+
+
+def gnn_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class GCNConv(nn.Module):
+        def __init__(self, in_channels, out_channels):
+            super().__init__()
+            self.lin = nn.Linear(in_channels, out_channels, bias=False)
+            self.bias = nn.Parameter(torch.zeros(out_channels))
+
+        def forward(self, x, edge_index):
+            num_nodes = x.size(0)
+            loops = torch.arange(num_nodes, device=x.device).unsqueeze(0).repeat(2, 1)
+            edge_index = torch.cat([edge_index, loops], dim=1)
+            row, col = edge_index
+            deg = torch.zeros(num_nodes, dtype=x.dtype).index_add_(0, col, torch.ones(col.size(0), dtype=x.dtype))
+            deg_inv_sqrt = deg.pow(-0.5)
+            deg_inv_sqrt[deg_inv_sqrt == float("inf")] = 0
+            norm = deg_inv_sqrt[row] * deg_inv_sqrt[col]
+            x = self.lin(x)
+            out = torch.zeros_like(x).index_add_(0, col, norm.view(-1, 1) * x[row])
+            return out + self.bias
+
+    class SAGEConv(nn.Module):
+        def __init__(self, in_channels, out_channels, aggr):
+            super().__init__()
+            self.aggr = aggr
+            self.lin_l = nn.Linear(in_channels, out_channels)
+            self.lin_r = nn.Linear(in_channels, out_channels, bias=False)
+
+        def forward(self, x, edge_index):
+            src, dst = edge_index
+            msg = x[src]
+            index = dst.unsqueeze(-1).expand_as(msg)
+            out = torch.zeros(x.size(0), x.size(1), dtype=x.dtype)
+            out = out.scatter_reduce(0, index, msg, reduce=self.aggr, include_self=False)
+            return self.lin_l(out) + self.lin_r(x)
+
+    class GATConv(nn.Module):
+        def __init__(self, in_channels, out_channels, heads=2):
+            super().__init__()
+            self.heads, self.out_channels = heads, out_channels
+            self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
+            self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
+            self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+            nn.init.xavier_uniform_(self.att_src)
+            nn.init.xavier_uniform_(self.att_dst)
+
+        def forward(self, x, edge_index):
+            H, C = self.heads, self.out_channels
+            N = x.size(0)
+            h = self.lin(x).view(-1, H, C)
+            alpha_src = (h * self.att_src).sum(dim=-1)
+            alpha_dst = (h * self.att_dst).sum(dim=-1)
+            src, dst = edge_index
+            e = F.leaky_relu(alpha_src[src] + alpha_dst[dst], 0.2)  # [E, H]
+            index = dst.unsqueeze(-1).expand_as(e)
+            e_max = torch.full((N, H), float("-inf")).scatter_reduce(0, index, e, "amax", include_self=True)
+            e = (e - e_max[dst]).exp()
+            denom = torch.zeros(N, H).scatter_add_(0, index, e)
+            alpha = e / (denom[dst] + 1e-16)
+            out = torch.zeros(N, H, C).index_add_(0, dst, alpha.unsqueeze(-1) * h[src])
+            return out.mean(dim=1)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = GCNConv(3, 8)
+            self.sage_max = SAGEConv(8, 6, "amax")
+            self.sage_mean = SAGEConv(8, 6, "mean")
+            self.gat = GATConv(12, 4)
+            self.classifier = nn.Linear(4, 3)
+
+        def forward(self, x, edge_index):
+            x = F.relu(self.conv1(x, edge_index))
+            x = F.dropout(x, p=0.5, training=self.training)
+            x = torch.cat([self.sage_max(x, edge_index), self.sage_mean(x, edge_index)], dim=-1).relu()
+            return self.classifier(F.elu(self.gat(x, edge_index)))
+
+    return Net()
+
+
+def gnn(m, weights, epochs=5):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, gnn_net(m), weights)
+    rng = np.random.default_rng(8)
+    num_nodes = 10
+    edges = [(i, (i + 1) % 9) for i in range(9)] + [(2, 5), (5, 2), (0, 4), (7, 3), (3, 7), (1, 1)]
+    edge_index = torch.tensor(edges, dtype=torch.long).t().contiguous()  # node 9 is isolated
+    x = torch.tensor(rng.standard_normal((num_nodes, 3)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 3, num_nodes))
+    train_mask = torch.zeros(num_nodes, dtype=torch.bool)
+    train_mask[:7] = True
+    optimizer = optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
+    model.eval()  # dropout off so both libraries see the same network
+    losses = []
+    for epoch in range(epochs):
+        optimizer.zero_grad()
+        out = model(x, edge_index)
+        loss = F.cross_entropy(out[train_mask], y[train_mask])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        pred = model(x, edge_index).argmax(dim=1)
+        acc = int((pred[~train_mask] == y[~train_mask]).sum()) / int((~train_mask).sum())
+        h = F.relu(model.conv1(x, edge_index))
+        pooled_max = torch.zeros(2, 8).scatter_reduce(0, torch.tensor([0] * 5 + [1] * 5).unsqueeze(-1).expand(-1, 8),
+                                                      h, "amax", include_self=False)
+        batch = torch.tensor([0] * 5 + [1] * 5)
+        pooled_mean = torch.zeros(2, 8).index_reduce_(0, batch, h, "mean", include_self=False)
+        counts = torch.bincount(batch, minlength=2)
+        pooled_sum = torch.zeros(2, 8).index_add(0, batch, h)
+    return (losses, [p.detach() for p in model.parameters()], [p.grad for p in model.parameters()], pred, acc,
+            pooled_max, pooled_mean, pooled_sum / counts.unsqueeze(-1))
+
+
+@pytest.mark.filterwarnings("ignore:index_reduce\\(\\) is in beta:UserWarning")
+def test_message_passing_gcn_sage_and_gat():
+    weights = weights_of(gnn_net)
+    ours, _ = run_both(gnn, weights, rtol=1e-5, atol=1e-6)
+    losses, params, grads, pred, acc, pooled_max, pooled_mean, pooled_avg = ours
+    assert losses[-1] < losses[0] and all(np.abs(g).max() > 0 for g in grads)
+    np.testing.assert_allclose(pooled_mean, pooled_avg, rtol=1e-6)
+    assert pred.shape == (10,)
+    # the isolated node (9) receives no message: scatter_reduce(include_self=False) leaves its zeros
+    model = load(OURS, gnn_net(OURS), weights).eval()
+    x = OURS.torch.ones(10, 8)
+    edge_index = OURS.torch.tensor([[0, 1, 2], [1, 1, 3]])
+    out = OURS.torch.zeros(10, 8).scatter_reduce(0, edge_index[1].unsqueeze(-1).expand(-1, 8), x[edge_index[0]] * 2,
+                                                 "amax", include_self=False)
+    assert out[9].abs().sum().item() == 0 and out[1].tolist() == [2.0] * 8
