@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import OURS, assert_same, load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # DDPM on 2-D toy data: the training step and the sampling loop
@@ -801,3 +801,256 @@ def test_nerf_volume_rendering_and_hierarchical_sampling():
     log, params, grads, z_samples, disp, acc = ours
     assert np.all((z_samples >= 2.0) & (z_samples <= 6.0)) and np.all(acc <= 1 + 1e-6)
     assert all(np.isfinite(g).all() for g in grads) and np.isnan(disp).any()
+
+
+# ----------------------------------------------------------------------------------------------
+# VQ-VAE: nearest-codebook quantisation, the straight-through estimator, EMA codebook updates
+# ----------------------------------------------------------------------------------------------
+
+
+def vqvae_net(m):
+    nn = m.nn
+
+    class VQVAE(nn.Module):
+        def __init__(self, num_embeddings=6, embedding_dim=3):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Conv2d(1, 8, 4, stride=2, padding=1), nn.ReLU(),
+                                         nn.Conv2d(8, embedding_dim, 1))
+            self.embedding = nn.Embedding(num_embeddings, embedding_dim)
+            self.embedding.weight.data.uniform_(-1 / num_embeddings, 1 / num_embeddings)
+            self.decoder = nn.Sequential(nn.ConvTranspose2d(embedding_dim, 8, 4, stride=2, padding=1), nn.ReLU(),
+                                         nn.Conv2d(8, 1, 3, padding=1))
+            self.register_buffer("ema_cluster_size", m.torch.zeros(num_embeddings))
+            self.register_buffer("ema_w", self.embedding.weight.data.clone())
+
+    return VQVAE()
+
+
+def vqvae(m, weights, steps=4, commitment_cost=0.25, decay=0.9, epsilon=1e-5):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, vqvae_net(m), weights)
+    emb = model.embedding
+
+    def quantize(inputs, ema):
+        inputs = inputs.permute(0, 2, 3, 1).contiguous()
+        input_shape = inputs.shape
+        flat_input = inputs.view(-1, emb.embedding_dim)
+        distances = (torch.sum(flat_input ** 2, dim=1, keepdim=True) + torch.sum(emb.weight ** 2, dim=1)
+                     - 2 * torch.matmul(flat_input, emb.weight.t()))
+        encoding_indices = torch.argmin(distances, dim=1).unsqueeze(1)
+        encodings = torch.zeros(encoding_indices.shape[0], emb.num_embeddings, device=inputs.device)
+        encodings.scatter_(1, encoding_indices, 1)
+        quantized = torch.matmul(encodings, emb.weight).view(input_shape)
+        if ema and model.training:
+            model.ema_cluster_size = model.ema_cluster_size * decay + (1 - decay) * torch.sum(encodings, 0)
+            n = torch.sum(model.ema_cluster_size.data)
+            model.ema_cluster_size = ((model.ema_cluster_size + epsilon) / (n + emb.num_embeddings * epsilon) * n)
+            dw = torch.matmul(encodings.t(), flat_input)
+            model.ema_w = nn.Parameter(model.ema_w * decay + (1 - decay) * dw)
+            emb.weight = nn.Parameter(model.ema_w / model.ema_cluster_size.unsqueeze(1))
+            e_latent_loss = F.mse_loss(quantized.detach(), inputs)
+            loss = commitment_cost * e_latent_loss
+        else:
+            e_latent_loss = F.mse_loss(quantized.detach(), inputs)
+            q_latent_loss = F.mse_loss(quantized, inputs.detach())
+            loss = q_latent_loss + commitment_cost * e_latent_loss
+        quantized = inputs + (quantized - inputs).detach()
+        avg_probs = torch.mean(encodings, dim=0)
+        perplexity = torch.exp(-torch.sum(avg_probs * torch.log(avg_probs + 1e-10)))
+        return loss, quantized.permute(0, 3, 1, 2).contiguous(), perplexity, encoding_indices
+
+    rng = np.random.default_rng(6)
+    x = torch.tensor(rng.uniform(0, 1, (4, 1, 8, 8)).astype(np.float32))
+    optimizer = optim.Adam(model.parameters(), lr=1e-2, amsgrad=False)
+    log = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        vq_loss, quantized, perplexity, indices = quantize(model.encoder(x), ema=False)
+        recon = model.decoder(quantized)
+        loss = F.mse_loss(recon, x) + vq_loss
+        loss.backward()
+        optimizer.step()
+        log.append((loss.item(), perplexity.item()))
+    grads = [p.grad for p in model.parameters()]
+    # the EMA variant replaces the codebook by hand (a fresh Parameter, not in the optimizer)
+    with torch.no_grad():
+        _, _, _, ema_indices = quantize(model.encoder(x), ema=True)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    return log, [p.detach() for p in model.parameters()], grads, indices, ema_indices, sd
+
+
+def test_vqvae_straight_through_and_ema_codebook():
+    weights = weights_of(vqvae_net)
+    ours, _ = run_both(vqvae, weights, rtol=1e-5, atol=1e-6)
+    log, params, grads, indices, ema_indices, sd = ours
+    assert grads[4].shape == (6, 3) and np.abs(grads[4]).max() > 0  # the codebook learns by q_latent_loss
+    assert np.abs(grads[0]).max() > 0  # and the encoder through the straight-through estimator
+    assert set(sd) >= {"ema_cluster_size", "ema_w", "embedding.weight"}
+
+
+# ----------------------------------------------------------------------------------------------
+# PointNet: shared MLPs as Conv1d(k=1), a T-Net with bmm, max pooling over points, its regulariser
+# ----------------------------------------------------------------------------------------------
+
+
+def pointnet_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class STNkd(nn.Module):
+        def __init__(self, k=3):
+            super().__init__()
+            self.conv1 = nn.Conv1d(k, 8, 1)
+            self.conv2 = nn.Conv1d(8, 16, 1)
+            self.fc1 = nn.Linear(16, 8)
+            self.fc2 = nn.Linear(8, k * k)
+            self.bn1 = nn.BatchNorm1d(8)
+            self.bn2 = nn.BatchNorm1d(16)
+            self.bn3 = nn.BatchNorm1d(8)
+            self.k = k
+
+        def forward(self, x):
+            batchsize = x.size()[0]
+            x = F.relu(self.bn1(self.conv1(x)))
+            x = F.relu(self.bn2(self.conv2(x)))
+            x = torch.max(x, 2, keepdim=True)[0]
+            x = x.view(-1, 16)
+            x = F.relu(self.bn3(self.fc1(x)))
+            x = self.fc2(x)
+            iden = torch.from_numpy(np.eye(self.k).flatten().astype(np.float32)).view(1, self.k * self.k).to(x.dtype)
+            iden = iden.repeat(batchsize, 1)
+            x = x + iden
+            return x.view(-1, self.k, self.k)
+
+    class PointNetCls(nn.Module):
+        def __init__(self, k=3):
+            super().__init__()
+            self.stn = STNkd(3)
+            self.conv1 = nn.Conv1d(3, 8, 1)
+            self.fstn = STNkd(8)
+            self.conv2 = nn.Conv1d(8, 16, 1)
+            self.bn1 = nn.BatchNorm1d(8)
+            self.bn2 = nn.BatchNorm1d(16)
+            self.fc = nn.Linear(16, k)
+
+        def forward(self, x):
+            trans = self.stn(x)
+            x = x.transpose(2, 1)
+            x = torch.bmm(x, trans)
+            x = x.transpose(2, 1)
+            x = F.relu(self.bn1(self.conv1(x)))
+            trans_feat = self.fstn(x)
+            x = torch.bmm(x.transpose(2, 1), trans_feat).transpose(2, 1)
+            x = self.bn2(self.conv2(x))
+            x, argmax = torch.max(x, 2)
+            return F.log_softmax(self.fc(x), dim=1), trans_feat, argmax
+
+    return PointNetCls()
+
+
+def pointnet(m, weights, steps=3, dtype="float32"):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, pointnet_net(m), weights).to(getattr(torch, dtype))
+
+    def feature_transform_regularizer(trans):
+        d = trans.size()[1]
+        I = torch.eye(d, dtype=trans.dtype)[None, :, :]
+        return torch.mean(torch.norm(torch.bmm(trans, trans.transpose(2, 1)) - I, dim=(1, 2)))
+
+    rng = np.random.default_rng(13)
+    points = torch.tensor(rng.standard_normal((6, 12, 3)).astype(dtype)).transpose(2, 1)
+    target = torch.tensor(rng.integers(0, 3, 6))
+    optimizer = optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999))
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    losses = []
+    for step in range(steps):
+        model.train()
+        optimizer.zero_grad()
+        pred, trans_feat, argmax = model(points)
+        loss = F.nll_loss(pred, target) + feature_transform_regularizer(trans_feat) * 0.001
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        pred, _, _ = model(points)
+    correct = pred.data.max(1)[1].eq(target.data).cpu().sum().item()
+    # a bias feeding a BatchNorm is removed by it: its gradient is zero up to rounding, and Adam's step on
+    # it (rounding noise over its own square root) is noise in either library; its gradient is checked apart
+    shifted_away = [(name, p) for name, p in model.named_parameters() if name in PRE_NORM_BIASES]
+    kept = [(name, p) for name, p in model.named_parameters() if name not in PRE_NORM_BIASES]
+    return (losses, [p.detach() for _, p in kept], [p.grad for _, p in kept], argmax, pred, correct,
+            [b.clone() for b in model.buffers()], max(p.grad.abs().max().item() for _, p in shifted_away))
+
+
+PRE_NORM_BIASES = {f"{net}{layer}.bias" for net in ("stn.", "fstn.") for layer in ("conv1", "conv2", "fc1", "bn2")}
+PRE_NORM_BIASES |= {"conv1.bias", "conv2.bias"}
+
+
+def test_pointnet_classifier():
+    weights = weights_of(pointnet_net)
+    # in float32 the losses and the kept parameters are compared: gradients of size ~3 through two T-nets
+    # (bmm, BatchNorm, max) come out 4e-6 apart, as two summation orders do, and eval()'s running
+    # statistics see the noise-driven pre-norm biases; in float64 everything agrees to 1e-11
+    ours32, theirs32 = run_both(pointnet, weights, compare=False)
+    if theirs32 is not None:
+        assert_same(ours32[:2], theirs32[:2], rtol=1e-5, atol=1e-6)
+    ours, _ = run_both(pointnet, weights, dtype="float64", rtol=1e-8, atol=1e-10)
+    losses, params, grads, argmax, pred, correct, buffers, shifted_away = ours
+    assert argmax.shape == (6, 16) and 0 <= correct <= 6 and shifted_away < 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# Prototypical networks (Snell et al.): an episode's class prototypes, squared Euclidean cdist
+# ----------------------------------------------------------------------------------------------
+
+
+def protonet_net(m):
+    nn = m.nn
+
+    def conv_block(in_channels, out_channels):
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels),
+                             nn.ReLU(), nn.MaxPool2d(2))
+
+    return nn.Sequential(conv_block(1, 4), conv_block(4, 4), nn.Flatten())
+
+
+def protonet(m, weights, episodes=3, n_way=3, n_support=2, n_query=2, dtype="float32"):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    encoder = load(m, protonet_net(m), weights).to(getattr(torch, dtype))
+    optimizer = optim.Adam(encoder.parameters(), lr=1e-3)
+    rng = np.random.default_rng(14)
+    log = []
+    for episode in range(episodes):
+        xs = torch.tensor(rng.standard_normal((n_way, n_support, 1, 8, 8)).astype(dtype))
+        xq = torch.tensor(rng.standard_normal((n_way, n_query, 1, 8, 8)).astype(dtype))
+        target_inds = torch.arange(0, n_way).view(n_way, 1, 1).expand(n_way, n_query, 1).long()
+        x = torch.cat([xs.view(n_way * n_support, *xs.size()[2:]), xq.view(n_way * n_query, *xq.size()[2:])], 0)
+        z = encoder(x)
+        z_dim = z.size(-1)
+        z_proto = z[:n_way * n_support].view(n_way, n_support, z_dim).mean(1)
+        zq = z[n_way * n_support:]
+        dists = torch.cdist(zq, z_proto) ** 2
+        dists_ref = (zq.unsqueeze(1) - z_proto.unsqueeze(0)).pow(2).sum(2)
+        log_p_y = F.log_softmax(-dists, dim=1).view(n_way, n_query, -1)
+        loss_val = -log_p_y.gather(2, target_inds).squeeze().view(-1).mean()
+        _, y_hat = log_p_y.max(2)
+        acc_val = torch.eq(y_hat, target_inds.squeeze(2)).float().mean()
+        optimizer.zero_grad()
+        loss_val.backward()
+        optimizer.step()
+        log.append((loss_val.item(), acc_val.item(), bool((dists - dists_ref).abs().max() < 1e-4)))
+    # each convolution's bias feeds a BatchNorm, which removes it: compared apart, as PointNet's above
+    kept = [p for name, p in encoder.named_parameters() if not name.endswith("0.bias")]
+    shifted_away = max(p.grad.abs().max().item() for name, p in encoder.named_parameters() if name.endswith("0.bias"))
+    return log, [p.detach() for p in kept], [p.grad for p in kept], shifted_away < 1e-5  # others: up to 4
+
+
+def test_prototypical_networks_episode():
+    weights = weights_of(protonet_net)
+    # float32 gradients of size ~4 come out 3e-6 apart (summation order); float64 agrees to 1e-14
+    run_both(protonet, weights, rtol=1e-5, atol=1e-5)
+    ours, _ = run_both(protonet, weights, dtype="float64", rtol=1e-10, atol=1e-12)
+    log, params, grads, biases_shifted_away = ours
+    assert biases_shifted_away and len(params) == 6
+    assert all(entry[2] for entry in log)  # cdist² is the broadcast squared distance
