@@ -14,6 +14,7 @@ truncated ``nn.Sequential``); and graph networks by message passing (GCN degree 
 ``index_add_``, GraphSAGE with ``scatter_reduce('amax'/'mean', include_self=False)``, GAT's edge softmax
 by ``scatter_reduce`` and ``scatter_add_``)."""
 
+import io
 import math
 
 import numpy as np
@@ -349,6 +350,45 @@ def test_tcn_with_weight_norm():
     losses, params, grads, weight, names, causal, keys = ours
     assert causal and "network.0.conv1.weight_g" in names and "network.0.conv1.weight_v" in names
     assert weight.shape == (4, 2, 3)
+
+
+def tcn_checkpoint_migration(m, weights):
+    """A checkpoint trained under nn.utils.weight_norm (``weight_g``/``weight_v``) loaded into the same net
+    built with parametrizations.weight_norm, as HiFi-GAN/EnCodec-era checkpoints are; then the weight norms
+    removed for inference (HiFi-GAN's ``remove_weight_norm()``)."""
+    torch, nn = m.torch, m.nn
+    old = tcn(m, weights, steps=2)  # trains the old-style net
+    old_model = load(m, tcn_net(m), weights)
+    optimizer = m.optim.SGD(old_model.parameters(), lr=0.1)
+    x = torch.tensor(np.random.default_rng(3).standard_normal((2, 2, 16)).astype(np.float32))
+    old_model(x).sum().backward()
+    optimizer.step()
+    buffer = io.BytesIO()
+    torch.save(old_model.state_dict(), buffer)
+    buffer.seek(0)
+    new_model = tcn_net(m, parametrized=True)
+    result = new_model.load_state_dict(torch.load(buffer))
+    with torch.no_grad():
+        same = bool(torch.allclose(new_model(x), old_model(x), rtol=1e-6, atol=1e-7))
+    for module in new_model.modules():
+        if nn.utils.parametrize.is_parametrized(module):
+            nn.utils.parametrize.remove_parametrizations(module, "weight")
+    for module in old_model.modules():
+        if hasattr(module, "weight_g"):
+            nn.utils.remove_weight_norm(module)
+    with torch.no_grad():
+        out_new, out_old = new_model(x), old_model(x)
+    return (old[0], str(result), same, sorted(new_model.state_dict()) == sorted(old_model.state_dict()),
+            out_new, out_old)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+def test_weight_norm_checkpoint_loads_into_parametrized_weight_norm():
+    weights = weights_of(tcn_net)
+    ours, _ = run_both(tcn_checkpoint_migration, weights, rtol=1e-5, atol=1e-6)
+    losses, result, same, same_keys, out_new, out_old = ours
+    assert result == "<All keys matched successfully>" and same and same_keys
+    np.testing.assert_allclose(out_new, out_old, rtol=1e-5, atol=1e-6)
 
 
 def test_tcn_with_parametrized_weight_norm():
@@ -1054,3 +1094,287 @@ def test_prototypical_networks_episode():
     log, params, grads, biases_shifted_away = ours
     assert biases_shifted_away and len(params) == 6
     assert all(entry[2] for entry in log)  # cdist² is the broadcast squared distance
+
+
+# ----------------------------------------------------------------------------------------------
+# TRPO's natural-gradient step: flat gradients, Fisher-vector products by double backward of the KL,
+# conjugate gradient, a backtracking line search through vector_to_parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def trpo_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def trpo(m, weights, max_kl=1e-2, damping=1e-1, iterations=2):
+    torch, nn, F = m.torch, m.nn, m.F
+    from_vec, to_vec = nn.utils.vector_to_parameters, nn.utils.parameters_to_vector
+    policy = load(m, trpo_net(m), weights)
+    rng = np.random.default_rng(15)
+    states = torch.tensor(rng.standard_normal((20, 4)).astype(np.float32))
+    actions = torch.tensor(rng.integers(0, 3, 20))
+    advantages = torch.tensor(rng.standard_normal(20).astype(np.float32))
+    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    def get_kl():
+        logits = policy(states)
+        log_p = F.log_softmax(logits, dim=1)
+        log_p_old = log_p.detach()
+        return (log_p_old.exp() * (log_p_old - log_p)).sum(1, keepdim=True).mean()
+
+    def Fvp(v):
+        kl = get_kl()
+        grads = torch.autograd.grad(kl, policy.parameters(), create_graph=True)
+        flat_grad_kl = torch.cat([grad.view(-1) for grad in grads])
+        kl_v = (flat_grad_kl * v).sum()
+        grads = torch.autograd.grad(kl_v, policy.parameters())
+        flat_grad_grad_kl = torch.cat([grad.contiguous().view(-1) for grad in grads]).data
+        return flat_grad_grad_kl + v * damping
+
+    def conjugate_gradients(Avp, b, nsteps, residual_tol=1e-10):
+        x = torch.zeros(b.size())
+        r = b.clone()
+        p = b.clone()
+        rdotr = torch.dot(r, r)
+        for i in range(nsteps):
+            _Avp = Avp(p)
+            alpha = rdotr / torch.dot(p, _Avp)
+            x += alpha * p
+            r -= alpha * _Avp
+            new_rdotr = torch.dot(r, r)
+            betta = new_rdotr / rdotr
+            p = r + betta * p
+            rdotr = new_rdotr
+            if rdotr < residual_tol:
+                break
+        return x
+
+    fixed_log_prob = F.log_softmax(policy(states), 1).gather(1, actions[:, None]).squeeze(1).detach()
+
+    def get_loss(volatile=False):
+        with torch.set_grad_enabled(not volatile):
+            log_prob = F.log_softmax(policy(states), 1).gather(1, actions[:, None]).squeeze(1)
+            return (-advantages * torch.exp(log_prob - fixed_log_prob)).mean()
+
+    log = []
+    for it in range(iterations):
+        loss = get_loss()
+        grads = torch.autograd.grad(loss, policy.parameters())
+        loss_grad = torch.cat([grad.view(-1) for grad in grads]).data
+        stepdir = conjugate_gradients(Fvp, -loss_grad, 10)
+        shs = 0.5 * (stepdir * Fvp(stepdir)).sum(0, keepdim=True)
+        lm = torch.sqrt(shs / max_kl)
+        fullstep = stepdir / lm[0]
+        neggdotstepdir = (-loss_grad * stepdir).sum(0, keepdim=True)
+        prev_params = to_vec(policy.parameters())
+        fval = get_loss(True).data
+        accepted = None
+        for _n_backtracks, stepfrac in enumerate(0.5 ** np.arange(10)):
+            xnew = prev_params + stepfrac * fullstep
+            from_vec(xnew, policy.parameters())
+            newfval = get_loss(True).data
+            actual_improve = fval - newfval
+            expected_improve = neggdotstepdir * stepfrac
+            ratio = actual_improve / expected_improve
+            if ratio.item() > 0.1 and actual_improve.item() > 0:
+                accepted = _n_backtracks
+                break
+        else:
+            from_vec(prev_params, policy.parameters())
+        log.append((loss.item(), float(lm[0]), accepted, float(stepdir.norm())))
+    return log, [p.detach() for p in policy.parameters()], stepdir, loss_grad
+
+
+def test_trpo_natural_gradient_step():
+    weights = weights_of(trpo_net)
+    ours, _ = run_both(trpo, weights, rtol=1e-4, atol=1e-6)
+    log, params, stepdir, loss_grad = ours
+    assert log[0][2] is not None and log[1][0] < log[0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Domain-adversarial training (DANN): a gradient reversal autograd.Function
+# ----------------------------------------------------------------------------------------------
+
+
+def dann_net(m):
+    nn = m.nn
+    return nn.ModuleDict({"features": nn.Sequential(nn.Linear(5, 8), nn.ReLU()), "label": nn.Linear(8, 3),
+                          "domain": nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 1))})
+
+
+def dann(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    Function = torch.autograd.Function
+
+    class GradientReversalFn(Function):
+        @staticmethod
+        def forward(ctx, x, alpha):
+            ctx.alpha = alpha
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            output = grad_output.neg() * ctx.alpha
+            return output, None
+
+    net = load(m, dann_net(m), weights)
+    optimizer = optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    rng = np.random.default_rng(16)
+    xs = torch.tensor(rng.standard_normal((8, 5)).astype(np.float32))
+    ys = torch.tensor(rng.integers(0, 3, 8))
+    xt = torch.tensor(rng.standard_normal((8, 5)).astype(np.float32) + 0.5)
+    log = []
+    for step in range(steps):
+        p = step / steps
+        alpha = 2.0 / (1.0 + np.exp(-10 * p)) - 1
+        optimizer.zero_grad()
+        f_s, f_t = net["features"](xs), net["features"](xt)
+        label_loss = F.cross_entropy(net["label"](f_s), ys)
+        reverse = GradientReversalFn.apply(torch.cat([f_s, f_t]), alpha)
+        domain_out = net["domain"](reverse).squeeze(1)
+        domain_y = torch.cat([torch.zeros(8), torch.ones(8)])
+        domain_loss = F.binary_cross_entropy_with_logits(domain_out, domain_y)
+        loss = label_loss + domain_loss
+        loss.backward()
+        optimizer.step()
+        log.append((label_loss.item(), domain_loss.item(), type(reverse.grad_fn).__name__.endswith("Backward")))
+    # the reversal flips the sign of exactly the domain loss's gradient in the features
+    f = net["features"](xs)
+    g_plain, = torch.autograd.grad(net["domain"](f).sum(), f)
+    f = net["features"](xs)
+    g_rev, = torch.autograd.grad(net["domain"](GradientReversalFn.apply(f, 0.5)).sum(), f)
+    return log, [p.detach() for p in net.parameters()], [p.grad for p in net.parameters()], g_plain, g_rev
+
+
+def test_dann_gradient_reversal_function():
+    weights = weights_of(dann_net)
+    ours, _ = run_both(dann, weights, rtol=1e-5, atol=1e-6)
+    log, params, grads, g_plain, g_rev = ours
+    np.testing.assert_allclose(g_rev, -0.5 * g_plain, rtol=1e-6)
+    assert all(entry[2] for entry in log)
+
+
+# ----------------------------------------------------------------------------------------------
+# A sparse mixture of experts: top-k gating with noise, dispatch by index, load-balancing loss
+# ----------------------------------------------------------------------------------------------
+
+
+def moe_net(m):
+    nn = m.nn
+
+    class MoE(nn.Module):
+        def __init__(self, d=6, num_experts=4, k=2):
+            super().__init__()
+            self.k, self.num_experts = k, num_experts
+            self.gate = nn.Linear(d, num_experts, bias=False)
+            self.noise = nn.Linear(d, num_experts, bias=False)
+            self.experts = nn.ModuleList([nn.Sequential(nn.Linear(d, 8), nn.GELU(approximate="tanh"), nn.Linear(8, d))
+                                          for _ in range(num_experts)])
+
+    return MoE()
+
+
+def moe(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, moe_net(m), weights)
+
+    def forward(x, eps):
+        clean = model.gate(x)
+        noisy = clean + eps * F.softplus(model.noise(x))
+        top_logits, top_indices = noisy.topk(min(model.k + 1, model.num_experts), dim=1)
+        top_k_logits, top_k_indices = top_logits[:, :model.k], top_indices[:, :model.k]
+        top_k_gates = F.softmax(top_k_logits, dim=1)
+        zeros = torch.zeros_like(noisy, requires_grad=True)
+        gates = zeros.scatter(1, top_k_indices, top_k_gates)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(model.experts):
+            token_idx, slot = torch.where(top_k_indices == e)
+            if token_idx.numel() == 0:
+                continue
+            y = expert(x[token_idx]) * top_k_gates[token_idx, slot].unsqueeze(-1)
+            out.index_add_(0, token_idx, y)
+        importance = gates.sum(0)
+        load = (gates > 0).sum(0).float()
+        cv_squared = lambda v: v.float().var() / (v.float().mean() ** 2 + 1e-10)
+        # Switch-style auxiliary loss: fraction of tokens per expert times mean router probability
+        probs = F.softmax(clean, dim=-1)
+        tokens_per_expert = F.one_hot(top_k_indices[:, 0], model.num_experts).float().mean(0)
+        aux = model.num_experts * (tokens_per_expert * probs.mean(0)).sum()
+        return out, cv_squared(importance) + cv_squared(load), aux, top_k_indices
+
+    optimizer = optim.AdamW(model.parameters(), lr=5e-3)
+    rng = np.random.default_rng(17)
+    x = torch.tensor(rng.standard_normal((10, 6)).astype(np.float32))
+    target = torch.tensor(rng.standard_normal((10, 6)).astype(np.float32))
+    log = []
+    for step in range(steps):
+        eps = torch.tensor(rng.standard_normal((10, 4)).astype(np.float32))
+        out, balance, aux, indices = forward(x, eps)
+        loss = F.mse_loss(out, target) + 0.01 * balance + 0.01 * aux
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append((loss.item(), balance.item(), aux.item()))
+    return log, [p.detach() for p in model.parameters()], [p.grad for p in model.parameters()], indices
+
+
+def test_mixture_of_experts_top_k_routing():
+    weights = weights_of(moe_net)
+    ours, _ = run_both(moe, weights, rtol=1e-5, atol=1e-6)
+    log, params, grads, indices = ours
+    assert indices.shape == (10, 2) and np.abs(grads[0]).max() > 0 and np.abs(grads[1]).max() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Metric learning: a siamese net with contrastive, triplet and cosine-embedding losses
+# ----------------------------------------------------------------------------------------------
+
+
+def siamese_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(6, 12), nn.PReLU(), nn.Linear(12, 4))
+
+
+def siamese(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    net = load(m, siamese_net(m), weights)
+
+    class ContrastiveLoss(nn.Module):
+        def __init__(self, margin=2.0):
+            super().__init__()
+            self.margin = margin
+
+        def forward(self, output1, output2, label):
+            euclidean_distance = F.pairwise_distance(output1, output2, keepdim=True)
+            return torch.mean((1 - label) * torch.pow(euclidean_distance, 2)
+                              + label * torch.pow(torch.clamp(self.margin - euclidean_distance, min=0.0), 2))
+
+    contrastive = ContrastiveLoss()
+    triplet = nn.TripletMarginLoss(margin=1.0, p=2, swap=True)
+    cosine_triplet = nn.TripletMarginWithDistanceLoss(distance_function=lambda x, y: 1.0 - F.cosine_similarity(x, y),
+                                                      margin=0.3)
+    cosine_embedding = nn.CosineEmbeddingLoss(margin=0.2)
+    optimizer = optim.Adam(net.parameters(), lr=5e-3)
+    rng = np.random.default_rng(18)
+    a, p, n = (torch.tensor(rng.standard_normal((8, 6)).astype(np.float32)) for _ in range(3))
+    label = torch.tensor(rng.integers(0, 2, (8, 1)).astype(np.float32))
+    log = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        ea, ep, en = net(a), net(p), net(n)
+        losses = [contrastive(ea, ep, label), triplet(ea, ep, en), cosine_triplet(ea, ep, en),
+                  cosine_embedding(ea, ep, 1 - 2 * label.squeeze(1))]
+        sum(losses).backward()
+        optimizer.step()
+        log.append([l.item() for l in losses])
+    per_sample = F.triplet_margin_loss(ea, ep, en, reduction="none", eps=1e-6)
+    return log, [p.detach() for p in net.parameters()], [p.grad for p in net.parameters()], per_sample
+
+
+def test_siamese_metric_losses():
+    weights = weights_of(siamese_net)
+    ours, _ = run_both(siamese, weights, rtol=1e-5, atol=1e-6)
+    log, params, grads, per_sample = ours
+    assert per_sample.shape == (8,) and all(all(np.isfinite(row)) for row in log)
