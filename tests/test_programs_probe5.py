@@ -1378,3 +1378,66 @@ def test_siamese_metric_losses():
     ours, _ = run_both(siamese, weights, rtol=1e-5, atol=1e-6)
     log, params, grads, per_sample = ours
     assert per_sample.shape == (8,) and all(all(np.isfinite(row)) for row in log)
+
+
+# ----------------------------------------------------------------------------------------------
+# The parametrizations tutorial's caching: a constrained recurrent kernel computed once per forward
+# ----------------------------------------------------------------------------------------------
+
+
+def cached_rnn_net(m):
+    nn = m.nn
+    return nn.ModuleDict({"cell": nn.RNNCell(3, 4), "head": nn.Linear(4, 2)})
+
+
+def cached_rnn(m, weights, steps=3, use_cache=True):
+    import contextlib
+
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    parametrize = nn.utils.parametrize
+    net = load(m, cached_rnn_net(m), weights)
+
+    class Skew(nn.Module):
+        calls = 0
+
+        def forward(self, X):
+            Skew.calls += 1
+            A = X.triu(1)
+            return A - A.transpose(-1, -2)
+
+    class MatrixExponential(nn.Module):
+        def forward(self, X):
+            return torch.matrix_exp(X)
+
+    parametrize.register_parametrization(net["cell"], "weight_hh", Skew())
+    parametrize.register_parametrization(net["cell"], "weight_hh", MatrixExponential())
+    optimizer = optim.Adam(net.parameters(), lr=1e-2)
+    rng = np.random.default_rng(19)
+    xs = torch.tensor(rng.standard_normal((6, 5, 3)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 2, 5))
+    log = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        Skew.calls = 0
+        with parametrize.cached() if use_cache else contextlib.nullcontext():
+            h = torch.zeros(5, 4)
+            for x in xs:
+                h = net["cell"](x, h)
+            loss = F.cross_entropy(net["head"](h), y)
+        loss.backward()
+        optimizer.step()
+        log.append((loss.item(), Skew.calls))
+    W = net["cell"].weight_hh.detach()
+    orthogonal = bool(torch.allclose(W @ W.T, torch.eye(4), atol=1e-5))
+    return log, [p.detach() for p in net.parameters()], [p.grad for p in net.parameters()], orthogonal
+
+
+def test_parametrize_cached_recurrent_kernel():
+    weights = weights_of(cached_rnn_net)
+    ours, _ = run_both(cached_rnn, weights, rtol=1e-5, atol=1e-6)
+    log, params, grads, orthogonal = ours
+    assert [calls for _, calls in log] == [1, 1, 1] and orthogonal  # once per forward, not per time step
+    uncached = cached_rnn(OURS, weights, use_cache=False)
+    assert [calls for _, calls in uncached[0]] == [6, 6, 6]
+    for a, b in zip(grads, uncached[2]):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-6, atol=1e-7)
