@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from .pytorch_programs import OURS, assert_same, load, run_both, weights_of
+from .test_programs_probe4_sequence import comparable
 
 # ----------------------------------------------------------------------------------------------
 # DDPM on 2-D toy data: the training step and the sampling loop
@@ -1441,3 +1442,115 @@ def test_parametrize_cached_recurrent_kernel():
     assert [calls for _, calls in uncached[0]] == [6, 6, 6]
     for a, b in zip(grads, uncached[2]):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------
+# Third-party layers as timm and others write them: ``from torch.nn.modules.utils import _pair``,
+# TF-"SAME" padding, a locally connected layer by unfold, and attention pinned to the math kernel
+# ----------------------------------------------------------------------------------------------
+
+
+def third_party_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    _pair = nn.modules.utils._pair
+    _reverse_repeat_tuple = nn.modules.utils._reverse_repeat_tuple
+
+    def get_same_padding(x, k, s, d):
+        return max((math.ceil(x / s) - 1) * s + (k - 1) * d + 1 - x, 0)
+
+    def pad_same(x, k, s, d, value=0):
+        ih, iw = x.size()[-2:]
+        pad_h, pad_w = get_same_padding(ih, k[0], s[0], d[0]), get_same_padding(iw, k[1], s[1], d[1])
+        return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=value)
+
+    class Conv2dSame(nn.Conv2d):
+        """timm's Tensorflow-like 'SAME' convolution for a dynamic image size."""
+
+        def forward(self, x):
+            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+            return F.conv2d(x, self.weight, self.bias, self.stride, (0, 0), self.dilation, self.groups)
+
+    class LocallyConnected2d(nn.Module):
+        def __init__(self, in_channels, out_channels, output_size, kernel_size, stride, bias=True):
+            super().__init__()
+            output_size = _pair(output_size)
+            self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, output_size[0], output_size[1],
+                                                   kernel_size ** 2) * 0.1)
+            self.bias = nn.Parameter(torch.zeros(1, out_channels, output_size[0], output_size[1])) if bias else None
+            self.kernel_size = _pair(kernel_size)
+            self.stride = _pair(stride)
+
+        def forward(self, x):
+            kh, kw = self.kernel_size
+            dh, dw = self.stride
+            x = x.unfold(2, kh, dh).unfold(3, kw, dw)
+            x = x.contiguous().view(*x.size()[:-2], -1)
+            out = (x.unsqueeze(1) * self.weight).sum([2, -1])
+            if self.bias is not None:
+                out += self.bias
+            return out
+
+    class ReflectConv(nn.Conv2d):
+        """A convolution padded by F.pad from its own (padH, padW), as nn.Conv2d's padding_mode does."""
+
+        def forward(self, x):
+            pad = _reverse_repeat_tuple(self.padding, 2)
+            return F.conv2d(F.pad(x, pad, mode="reflect"), self.weight, self.bias, self.stride, _pair(0))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.same = Conv2dSame(2, 4, 3, stride=2)
+            self.local = LocallyConnected2d(4, 3, output_size=3, kernel_size=2, stride=1)
+            self.reflect = ReflectConv(3, 4, 3, padding=(1, 1))
+            self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = F.gelu(self.same(x))
+            x = F.gelu(self.local(x))
+            x = self.reflect(x)
+            tokens = x.flatten(2).transpose(1, 2)
+            tokens = tokens + self.attn(tokens, tokens, tokens, need_weights=False)[0]
+            return self.head(tokens.mean(1))
+
+    return Net()
+
+
+def third_party_layers(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    from_attention = __import__(m.nn.__name__ + ".attention", fromlist=["SDPBackend", "sdpa_kernel"])
+    SDPBackend, sdpa_kernel = from_attention.SDPBackend, from_attention.sdpa_kernel
+    model = load(m, third_party_net(m), weights)
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(20)
+    x = torch.tensor(rng.standard_normal((3, 2, 7, 7)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 2, 3))
+    log = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        with sdpa_kernel(SDPBackend.MATH):  # the math kernel, the one with a double backward
+            x_in = x.clone().requires_grad_(True)
+            loss = F.cross_entropy(model(x_in), y)
+            g, = torch.autograd.grad(loss, x_in, create_graph=True)
+            (loss + 0.1 * g.pow(2).sum()).backward()  # an input-gradient penalty
+        optimizer.step()
+        log.append(loss.item())
+    refused = None
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):  # no such kernel on a CPU
+        try:
+            model(x)
+        except RuntimeError as error:
+            refused = str(error)
+    shapes = (tuple(model.same(x).shape), nn.modules.utils._pair(3), nn.modules.utils._triple((1, 2, 3)))
+    kept, key_bias_grads = comparable(model, 4)  # less the attention's key bias (noise under Adam)
+    grads = [p.grad for name, p in model.named_parameters() if name != "attn.in_proj_bias"]
+    return log, kept, grads, refused, shapes, max(key_bias_grads) < 1e-6
+
+
+def test_third_party_layers_with_modules_utils_and_sdpa_kernel():
+    weights = weights_of(third_party_net)
+    ours, _ = run_both(third_party_layers, weights, rtol=1e-5, atol=1e-6)
+    log, params, grads, refused, shapes, key_bias_gradient_zero = ours
+    assert key_bias_gradient_zero
+    assert shapes == ((3, 4, 4, 4), (3, 3), (1, 2, 3)) and refused.startswith("No viable backend")
