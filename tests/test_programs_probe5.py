@@ -1554,3 +1554,54 @@ def test_third_party_layers_with_modules_utils_and_sdpa_kernel():
     log, params, grads, refused, shapes, key_bias_gradient_zero = ours
     assert key_bias_gradient_zero
     assert shapes == ((3, 4, 4, 4), (3, 3), (1, 2, 3)) and refused.startswith("No viable backend")
+
+
+# ----------------------------------------------------------------------------------------------
+# MAML by torch.func.functional_call on a BatchNorm CNN: fast weights as a dict, second and first order
+# ----------------------------------------------------------------------------------------------
+
+
+def maml_cnn(m):
+    nn = m.nn
+    # no convolution bias before the BatchNorm: it would be removed there, and Adam's step on its
+    # zero-up-to-rounding gradient is noise in either library (seen through the running mean)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 3))
+
+
+def maml_functional_call(m, weights, second_order=True, iterations=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, maml_cnn(m), weights)
+    functional_call = torch.func.functional_call
+    meta_opt = optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(22)
+    log = []
+    for it in range(iterations):
+        meta_opt.zero_grad()
+        total = 0.0
+        for task in range(2):
+            xs = torch.tensor(rng.standard_normal((6, 1, 6, 6)).astype(np.float32))
+            ys = torch.tensor(rng.integers(0, 3, 6))
+            xq = torch.tensor(rng.standard_normal((6, 1, 6, 6)).astype(np.float32))
+            yq = torch.tensor(rng.integers(0, 3, 6))
+            params = dict(model.named_parameters())
+            for _ in range(2):
+                loss = F.cross_entropy(functional_call(model, params, (xs,)), ys)
+                grads = torch.autograd.grad(loss, params.values(), create_graph=second_order)
+                params = {k: p - 0.1 * g for (k, p), g in zip(params.items(), grads)}
+            query_loss = F.cross_entropy(functional_call(model, params, (xq,)), yq)
+            query_loss.backward()
+            total += query_loss.item()
+        meta_opt.step()
+        log.append(total)
+    return log, [p.detach() for p in model.parameters()], [p.grad for p in model.parameters()], [
+        b.clone() for b in model.buffers()]
+
+
+def test_maml_with_functional_call_on_a_batchnorm_cnn():
+    weights = weights_of(maml_cnn)
+    second, _ = run_both(maml_functional_call, weights, rtol=1e-5, atol=1e-6)
+    first, _ = run_both(maml_functional_call, weights, second_order=False, rtol=1e-5, atol=1e-6)
+    assert second[0][0] == first[0][0]  # the same first meta-loss, a different meta-gradient
+    assert max(np.abs(a - b).max() for a, b in zip(second[2], first[2])) > 1e-5
+    assert int(second[3][2]) == 3 * 2 * 3  # BatchNorm counted every support and query batch
