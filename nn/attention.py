@@ -4,8 +4,6 @@ Everything here is composed from differentiable Tensor ops (matmul, softmax, mas
 linear), so gradients, and gradients of gradients, come from those ops.
 """
 
-import contextlib
-import enum
 import math
 import warnings
 
@@ -13,6 +11,7 @@ import autograd
 
 from . import functional as F
 from . import init
+from .attention_backends import SDPBackend, check_a_kernel_runs, sdpa_kernel  # noqa: F401  (nn.attention's names)
 from .linear import Linear
 from .module import Module
 from .parameter import Parameter
@@ -31,38 +30,6 @@ def _safe_softmax(scores):
     return weights.masked_fill(nowhere, 0.0)
 
 
-class SDPBackend(enum.Enum):
-    """PyTorch's attention kernels, for ``sdpa_kernel``. chainrule has one computation, the math
-    kernel's; on a CPU PyTorch runs MATH or FLASH_ATTENTION, and so does chainrule (as MATH)."""
-
-    ERROR = -1
-    MATH = 0
-    FLASH_ATTENTION = 1
-    EFFICIENT_ATTENTION = 2
-    CUDNN_ATTENTION = 3
-    OVERRIDEABLE = 4
-
-
-_enabled_backends = set(SDPBackend) - {SDPBackend.ERROR}  # sdpa_kernel's choice, all by default
-_RUNNABLE = {SDPBackend.MATH, SDPBackend.FLASH_ATTENTION}  # the kernels PyTorch has on a CPU
-
-
-@contextlib.contextmanager
-def sdpa_kernel(backends, set_priority=False):
-    """Within the block, scaled_dot_product_attention may use only ``backends`` (one or a list);
-    without MATH or FLASH_ATTENTION among them it raises, as PyTorch's does on a CPU."""
-    global _enabled_backends
-    if not isinstance(backends, (list, SDPBackend)):
-        raise AssertionError("Backend must be an instance of SDPBackend or a list of SDPBackend instances, "
-                             f"got {type(backends).__name__}")
-    previous = _enabled_backends
-    _enabled_backends = {backends} if isinstance(backends, SDPBackend) else set(backends)
-    try:
-        yield {}
-    finally:
-        _enabled_backends = previous
-
-
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
     """softmax(Q Kᵀ · scale + B) V over the last two dims, scale = 1/√E by default.
@@ -72,9 +39,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     With ``enable_gqa`` the key/value heads (dim -3) are repeated to match the query heads (grouped-query
     attention).
     """
-    if not _enabled_backends & _RUNNABLE:
-        raise RuntimeError("No viable backend for scaled_dot_product_attention was found. This is likely due to "
-                           "turning off both the math kernel and the fused kernels.")
+    check_a_kernel_runs()
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
     L, S = query.shape[-2], key.shape[-2]
