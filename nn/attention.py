@@ -11,6 +11,7 @@ import autograd
 
 from . import functional as F
 from . import init
+from .attention_backends import SDPBackend, check_a_kernel_runs, sdpa_kernel  # noqa: F401  (nn.attention's names)
 from .linear import Linear
 from .module import Module
 from .parameter import Parameter
@@ -38,6 +39,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     With ``enable_gqa`` the key/value heads (dim -3) are repeated to match the query heads (grouped-query
     attention).
     """
+    check_a_kernel_runs()
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
     L, S = query.shape[-2], key.shape[-2]

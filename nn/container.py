@@ -106,6 +106,11 @@ class Sequential(_ModuleSequence):
     def _from_list(self, modules):
         return Sequential(*modules)
 
+    def __getitem__(self, index):
+        if isinstance(index, slice):  # a slice keeps its modules' names (model[:i + 1] of named layers)
+            return type(self)(dict(list(self._modules.items())[index]))
+        return super().__getitem__(index)
+
     def _check_operand(self, other):
         if not isinstance(other, Sequential):
             raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")

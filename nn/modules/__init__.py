@@ -10,13 +10,16 @@ as much code does in ``isinstance`` checks and base classes::
 Each of PyTorch's submodule names is the chainrule module that holds those classes (``batchnorm``
 is ``nn.normalization``, ``upsampling`` is ``nn.interpolation``, ...), registered under its
 PyTorch name, so that ``from nn.modules.batchnorm import _BatchNorm`` imports too. Nothing here
-is new code; ``nn`` loads this only when it is asked for. ``nn.modules.Linear`` and the other
-layer names are ``nn``'s."""
+is new code but ``nn.modules.utils`` (PyTorch's ``_pair``/``_single``/``_triple`` helpers, which
+third-party layers import); ``nn`` loads this only when it is asked for. ``nn.modules.Linear`` and the
+other layer names are ``nn``'s."""
 
 import importlib
 import sys
 
 import nn
+
+from . import utils  # noqa: F401  (a real submodule: nn.modules.utils._pair)
 
 # PyTorch's name -> the chainrule module with those classes
 _WHERE = {

@@ -38,8 +38,19 @@ class _WeightNorm(Module):
 def weight_norm(module, name="weight", dim=0):
     """Reparametrize ``module.<name>`` as g · v/‖v‖: the trained parameters become
     ``parametrizations.<name>.original0`` (g, the norms) and ``original1`` (v, the directions),
-    so gradient descent moves a weight's length and direction separately."""
-    return parametrize.register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
+    so gradient descent moves a weight's length and direction separately. A state dict saved under
+    nn.utils.weight_norm's names (``<name>_g``, ``<name>_v``) loads into it, as in PyTorch."""
+    parametrize.register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
+
+    def from_weight_norm_hook_names(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                    error_msgs):
+        g_key, v_key = f"{prefix}{name}_g", f"{prefix}{name}_v"
+        if g_key in state_dict and v_key in state_dict:
+            state_dict[f"{prefix}parametrizations.{name}.original0"] = state_dict.pop(g_key)
+            state_dict[f"{prefix}parametrizations.{name}.original1"] = state_dict.pop(v_key)
+
+    module._register_load_state_dict_pre_hook(from_weight_norm_hook_names)
+    return module
 
 
 class _SpectralNorm(Module):

@@ -6,14 +6,45 @@ optimiser trains ``module.parametrizations.weight.original`` instead (or
 ``original0``, ``original1``, ... when P's ``right_inverse`` splits a tensor into
 several, as weight normalisation does into a norm and a direction). Gradients
 reach the originals through P's Tensor ops. The module's class is swapped for a
-subclass that holds ``weight`` as a property, as PyTorch does.
+subclass that holds ``weight`` as a property, as PyTorch does. Inside ``with cached():`` each
+parametrized tensor is computed once, at its first read, and that value is reused (one graph node
+for a recurrent weight read at every time step).
 """
+
+import contextlib
 
 import autograd
 from autograd import Tensor
 
 from ..container import ModuleDict, ModuleList
 from ..parameter import Parameter
+
+_cache_depth = 0  # how many cached() blocks are open
+_cache = {}  # (id(module), tensor name) -> its value, while a cached() block is open
+
+
+@contextlib.contextmanager
+def cached():
+    """Within the block, each parametrized tensor is computed at its first read and that value is
+    reused by every later read; the values are dropped when the outermost block ends (PyTorch's)."""
+    global _cache_depth
+    _cache_depth += 1
+    try:
+        yield
+    finally:
+        _cache_depth -= 1
+        if not _cache_depth:
+            _cache.clear()
+
+
+def _parametrized_value(module, tensor_name):
+    chain = module.parametrizations[tensor_name]
+    if not _cache_depth:
+        return chain()
+    key = (id(module), tensor_name)
+    if key not in _cache:
+        _cache[key] = chain()
+    return _cache[key]
 
 
 class ParametrizationList(ModuleList):
@@ -100,7 +131,7 @@ def register_parametrization(module, tensor_name, parametrization, *, unsafe=Fal
         _inject_new_class(module)
         module.add_module("parametrizations", ModuleDict())
     module.parametrizations[tensor_name] = chain
-    setattr(type(module), tensor_name, property(lambda self: self.parametrizations[tensor_name]()))
+    setattr(type(module), tensor_name, property(lambda self: _parametrized_value(self, tensor_name)))
     return module
 
 

@@ -1,0 +1,45 @@
+"""``nn.attention.SDPBackend`` and ``sdpa_kernel``: which of PyTorch's attention kernels
+``scaled_dot_product_attention`` may use. chainrule has one computation, the math kernel's; PyTorch
+on a CPU runs MATH or FLASH_ATTENTION, and so does chainrule (both as MATH), refusing, as PyTorch
+does there, when neither is enabled."""
+
+import contextlib
+import enum
+
+
+class SDPBackend(enum.Enum):
+    """PyTorch's attention kernels, for ``sdpa_kernel``."""
+
+    ERROR = -1
+    MATH = 0
+    FLASH_ATTENTION = 1
+    EFFICIENT_ATTENTION = 2
+    CUDNN_ATTENTION = 3
+    OVERRIDEABLE = 4
+
+
+_enabled_backends = set(SDPBackend) - {SDPBackend.ERROR}  # sdpa_kernel's choice, all by default
+_RUNNABLE = {SDPBackend.MATH, SDPBackend.FLASH_ATTENTION}  # the kernels PyTorch has on a CPU
+
+
+@contextlib.contextmanager
+def sdpa_kernel(backends, set_priority=False):
+    """Within the block, scaled_dot_product_attention may use only ``backends`` (one or a list);
+    without MATH or FLASH_ATTENTION among them it raises, as PyTorch's does on a CPU."""
+    global _enabled_backends
+    if not isinstance(backends, (list, SDPBackend)):
+        raise AssertionError("Backend must be an instance of SDPBackend or a list of SDPBackend instances, "
+                             f"got {type(backends).__name__}")
+    previous = _enabled_backends
+    _enabled_backends = {backends} if isinstance(backends, SDPBackend) else set(backends)
+    try:
+        yield {}
+    finally:
+        _enabled_backends = previous
+
+
+def check_a_kernel_runs():
+    """Raise, as PyTorch on a CPU, where sdpa_kernel enabled neither MATH nor FLASH_ATTENTION."""
+    if not _enabled_backends & _RUNNABLE:
+        raise RuntimeError("No viable backend for scaled_dot_product_attention was found. This is likely due to "
+                           "turning off both the math kernel and the fused kernels.")
