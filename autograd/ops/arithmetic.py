@@ -13,7 +13,7 @@ from . import elementwise
 from .elementwise import unbroadcast
 from .names import names
 from .outputs import write_out
-from .pointwise import _refuse_integer_division_by_zero, remainder
+from .pointwise import _refuse_integer_division_by_zero, refuse_bool_and_complex, remainder
 
 
 def _pair(input, other):
@@ -91,6 +91,7 @@ def div(input, other, *, rounding_mode=None, out=None):
         raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                            f"'{rounding_mode}'")
     input, other = elementwise.promote(input, other)  # PyTorch's promotion, not NumPy's (float16 // int64 is float16)
+    refuse_bool_and_complex(input, f"div_{rounding_mode}")
     return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode), out)
 
 

@@ -43,6 +43,16 @@ def _refuse_integer_division_by_zero(x, y):
     if x.dtype.kind in "iub" and y.dtype.kind in "iub" and not xp.all(y):
         raise RuntimeError("ZeroDivisionError: integer division by zero")
 
+
+def refuse_bool_and_complex(x, kernel):
+    """Rounded division and remainders take integers and real floats only: PyTorch has no kernel
+    for bools (where NumPy would give int8) or complex numbers (where NumPy raises a TypeError).
+    ``x``: an operand already in the common dtype."""
+    if x.dtype.kind in "bc":
+        from .conversion import type_name
+
+        raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{type_name(x.dtype)}'")
+
 class Log2(Primitive):
     """y = log₂ x;   dL/dx = dL/dy / (x ln 2)"""
 
@@ -377,6 +387,7 @@ class Remainder(Primitive):
 def fmod(input, other, *, out=None):
     """The remainder of input / other with input's sign (C's fmod)."""
     input, other = promote(input, other)
+    refuse_bool_and_complex(input, "fmod")
     return write_out(Fmod.apply(input, other), out)
 
 
@@ -384,6 +395,7 @@ def fmod(input, other, *, out=None):
 def remainder(input, other, *, out=None):
     """The remainder of input / other with other's sign (Python's %)."""
     input, other = promote(input, other)
+    refuse_bool_and_complex(input, "remainder")
     return write_out(Remainder.apply(input, other), out)
 
 
