@@ -129,7 +129,7 @@ class Prod(Primitive):
     saves_output = True
 
     def forward(self, x):
-        return xp.prod(x, axis=self.axes, keepdims=self.keepdim)
+        return xp.prod(x, axis=self.axes, keepdims=self.keepdim, dtype=x.dtype)  # (NumPy's: int32 to int64)
 
     def backward(self, grad, y, x):
         grad = spread(grad, x, self.axes, self.keepdim)

@@ -11,6 +11,7 @@ import collections
 from ..backend import int64, xp
 from ..tensor import Tensor, _operand, ordered
 from .axes import normalize_dims
+from .conversion import refuse_kinds, type_name
 from .elementwise import Where, result_type
 from .names import names
 from .outputs import write_out
@@ -82,10 +83,13 @@ for _function, _names in ((xp.less, ("lt", "less")), (xp.less_equal, ("le", "les
 
 
 def _reduce_bool(function, input, dim, keepdim):
+    """any/all: bool, except that a uint8 input gives uint8 (PyTorch keeps that legacy rule)."""
     data = _data(input)
     if dim is None:
-        return Tensor._make(xp.asarray(function(data)))
-    return Tensor._make(function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim))
+        result = xp.asarray(function(data))
+    else:
+        result = function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim)
+    return Tensor._make(result.astype(data.dtype) if data.dtype == xp.uint8 else result)
 
 
 @names("any")
@@ -280,8 +284,6 @@ def on_integers(function, x, y, name, kinds="biu", error=NotImplementedError):
     NotImplementedError, which is a RuntimeError, naming the dtype as PyTorch's C++ does: 'Float')."""
     dtype = result_type(x, y)
     if dtype.kind not in kinds:
-        from .conversion import type_name
-
         raise error(f"\"{name}_cpu\" not implemented for '{type_name(dtype)}'")
     return Tensor._make(function(x._data.astype(dtype, copy=False), y._data.astype(dtype, copy=False)))
 
@@ -313,4 +315,9 @@ for _function, _name, _operator, _kernel, _kinds in (
     # (tensor.py's own __and__, __or__, __xor__ stand first)
     _bitwise(_function, _name, (f"__{_operator}__",), kernel=_kernel, kinds=_kinds)
     _bitwise(_function, f"__r{_operator}__", reflected=True, kernel=_kernel, kinds=_kinds)
-_test(xp.bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).", inplace=True)
+def _bitwise_not(x):
+    refuse_kinds(x, "bitwise_not", "fc")  # (NumPy's TypeError: PyTorch's NotImplementedError, a RuntimeError)
+    return xp.bitwise_not(x)
+
+
+_test(_bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).", inplace=True)
