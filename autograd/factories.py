@@ -8,6 +8,8 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 ``memory_format``.
 """
 
+import numpy
+
 from . import backend
 from .backend import xp
 from .device import resolve
@@ -45,7 +47,11 @@ def _random(values, dtype, device, requires_grad):
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new leaf tensor holding a copy of ``data``."""
     data = data._data if isinstance(data, Tensor) else data
-    return _made(xp.array(data, dtype=dtype, copy=True) if dtype else _copy(data), device, requires_grad)
+    _refuse_huge_integers(data, dtype)
+    try:
+        return _made(xp.array(data, dtype=dtype, copy=True) if dtype else _copy(data), device, requires_grad)
+    except OverflowError:  # (NumPy's: an integer out of dtype's range)
+        return _made(_integers_cast(data, dtype), device, requires_grad)
 
 
 def as_tensor(data, dtype=None, device=None):
@@ -53,7 +59,43 @@ def as_tensor(data, dtype=None, device=None):
     resolve(device)
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
-    return tensor_from(as_array(data, dtype))
+    _refuse_huge_integers(data, dtype)
+    try:
+        return tensor_from(as_array(data, dtype))
+    except OverflowError:
+        return tensor_from(_integers_cast(data, dtype))
+
+
+def _integers_cast(data, dtype):
+    """Python integers out of an integer ``dtype``'s range, as PyTorch casts them: an unsigned dtype
+    takes negative values down to -max, wrapped (tensor([-1], dtype=uint8) is 255); others refuse."""
+    dtype = xp.dtype(dtype)
+    values = numpy.asarray(data)
+    if dtype.kind == "u" and values.dtype.kind == "i" and values.min() >= -numpy.iinfo(dtype).max \
+            and values.max() <= numpy.iinfo(dtype).max:
+        return xp.asarray(values.astype(dtype))
+    raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
+
+
+def _refuse_huge_integers(data, dtype):
+    """PyTorch reads Python integers as int64: one past its range is an error (unless a floating or
+    bool dtype is asked for), where NumPy would make a uint64 (or object) array."""
+    if isinstance(data, (xp.ndarray, numpy.ndarray, numpy.generic)) or \
+            (dtype is not None and xp.dtype(dtype).kind not in "iu"):
+        return
+    if isinstance(data, int) or (isinstance(data, (list, tuple)) and data):
+        try:
+            kind = numpy.asarray(data).dtype.kind
+        except (ValueError, TypeError, OverflowError):  # ragged lists and such: as_array's errors
+            return
+        if kind == "u" or (kind == "O" and _holds_huge_int(data)):
+            raise ValueError("Overflow when unpacking long long")
+
+
+def _holds_huge_int(data):
+    if isinstance(data, (list, tuple)):
+        return any(_holds_huge_int(item) for item in data)
+    return isinstance(data, int) and not -2**63 <= data < 2**63
 
 
 def _copy(data):
