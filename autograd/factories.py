@@ -47,7 +47,7 @@ def _random(values, dtype, device, requires_grad):
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new leaf tensor holding a copy of ``data``."""
     data = data._data if isinstance(data, Tensor) else data
-    _refuse_huge_integers(data, dtype)
+    _check_python_data(data, dtype)
     try:
         return _made(xp.array(data, dtype=dtype, copy=True) if dtype else _copy(data), device, requires_grad)
     except OverflowError:  # (NumPy's: an integer out of dtype's range)
@@ -59,7 +59,7 @@ def as_tensor(data, dtype=None, device=None):
     resolve(device)
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
-    _refuse_huge_integers(data, dtype)
+    _check_python_data(data, dtype)
     try:
         return tensor_from(as_array(data, dtype))
     except OverflowError:
@@ -77,19 +77,22 @@ def _integers_cast(data, dtype):
     raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
 
 
-def _refuse_huge_integers(data, dtype):
-    """PyTorch reads Python integers as int64: one past its range is an error (unless a floating or
-    bool dtype is asked for), where NumPy would make a uint64 (or object) array."""
-    if isinstance(data, (xp.ndarray, numpy.ndarray, numpy.generic)) or \
-            (dtype is not None and xp.dtype(dtype).kind not in "iu"):
+def _check_python_data(data, dtype):
+    """PyTorch's refusals of Python data that NumPy would read: a string (NumPy reads 'abc' as True
+    in a bool tensor), and an integer past int64's range, an error unless a floating or bool dtype
+    is asked for (NumPy would make a uint64 or object array)."""
+    if isinstance(data, (str, bytes)):
+        raise TypeError(f"new(): invalid data type '{type(data).__name__}'")
+    if not isinstance(data, (int, list, tuple)) or isinstance(data, (list, tuple)) and not data:
         return
-    if isinstance(data, int) or (isinstance(data, (list, tuple)) and data):
-        try:
-            kind = numpy.asarray(data).dtype.kind
-        except (ValueError, TypeError, OverflowError):  # ragged lists and such: as_array's errors
-            return
-        if kind == "u" or (kind == "O" and _holds_huge_int(data)):
-            raise ValueError("Overflow when unpacking long long")
+    try:
+        kind = numpy.asarray(data).dtype.kind
+    except (ValueError, TypeError, OverflowError):  # ragged lists and such: as_array's errors
+        return
+    if kind in "SU":
+        raise TypeError("new(): invalid data type 'str'")
+    if (dtype is None or xp.dtype(dtype).kind in "iu") and (kind == "u" or kind == "O" and _holds_huge_int(data)):
+        raise ValueError("Overflow when unpacking long long")
 
 
 def _holds_huge_int(data):
