@@ -443,9 +443,38 @@ def _getitem(x, index):
         for i in index:  # (a loop, not a comprehension: its warnings name the caller's line)
             indices.append(_array_index(i))
         index = tuple(indices)
+        if _ints_beside_arrays(index):
+            x, index = _integers_first(x, index)
     else:
         index = _array_index(index)
     return GetItem.apply(x, index=index)
+
+
+def _is_int(i):
+    return isinstance(i, (int, numpy.integer)) and not isinstance(i, (bool, numpy.bool_))
+
+
+def _ints_beside_arrays(index):
+    return builtins.any(_is_int(i) for i in index) and \
+        builtins.any(isinstance(i, (list, xp.ndarray)) and numpy.ndim(i) > 0 for i in index)
+
+
+def _integers_first(x, index):
+    """x with the integer indices applied, and what is left of ``index``. PyTorch selects with an
+    integer before it indexes with arrays, so x[0, :, [1, 2]] has shape (3, 2) for x of shape
+    (2, 3, 4): NumPy counts the 0 among the advanced indices, and so moves their dim first, (2, 3)."""
+    first, rest = [], []
+    for i in index:
+        if _is_int(i):
+            first.append(i)
+        elif isinstance(i, (list, xp.ndarray)) and numpy.ndim(i) > 0:
+            dims = numpy.ndim(i) if numpy.asarray(i).dtype == bool else 1  # (a mask takes its ndim dims)
+            first.extend([slice(None)] * dims)
+            rest.append(i)
+        else:
+            first.append(i)  # (a slice, None or Ellipsis: applied now, kept whole afterwards)
+            rest.append(Ellipsis if i is Ellipsis else slice(None))
+    return GetItem.apply(x, index=tuple(first)), tuple(rest)
 
 
 @names("T", function=False)
