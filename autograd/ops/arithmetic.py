@@ -92,7 +92,7 @@ def div(input, other, *, rounding_mode=None, out=None):
         raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                            f"'{rounding_mode}'")
     input, other = elementwise.promote(input, other)  # PyTorch's promotion, not NumPy's (float16 // int64 is float16)
-    refuse_kinds(input, f"div_{rounding_mode}", "bc")  # (NumPy: int8 for bools)
+    refuse_kinds(input, f"div_{rounding_mode}_cpu", "bc")  # (NumPy: int8 for bools)
     return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode), out)
 
 

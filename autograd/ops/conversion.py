@@ -37,9 +37,10 @@ def type_name(dtype):
 def refuse_kinds(x, kernel, kinds):
     """PyTorch's NotImplementedError (a RuntimeError) where ``x`` (a Tensor or array) has a dtype
     whose kind is in ``kinds`` ('b' bool, 'iu' integers, 'f' floating, 'c' complex): its kernel
-    ``{kernel}_cpu`` has no such dtype, where NumPy would compute something or raise a TypeError."""
+    (named as PyTorch's message names it: "fmod_cpu") has no such dtype, where NumPy would compute
+    something or raise a TypeError."""
     if x.dtype.kind in kinds:
-        raise NotImplementedError(f"\"{kernel}_cpu\" not implemented for '{type_name(x.dtype)}'")
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(x.dtype)}'")
 
 
 def _device(x):

@@ -306,7 +306,7 @@ class Rounding(Primitive):
 def _rounding(function, name):
     def op(input, *, out=None):
         if function != "sign":
-            refuse_kinds(input, f"{function}_vml", "b")  # (PyTorch has no floor of a bool)
+            refuse_kinds(input, f"{function}_vml_cpu", "b")  # (PyTorch has no floor of a bool)
         if input.dtype.kind in "iu" and function != "sign":  # integers are already whole
             return write_out(input.clone(), out)
         return write_out(Rounding.apply(input, function=function, decimals=0), out)
@@ -333,7 +333,7 @@ def sgn(input, *, out=None):
 def round(input, *, decimals=0, out=None):
     """x rounded to ``decimals`` decimal places, halves to even (as PyTorch and NumPy)."""
     # PyTorch rounds neither bools nor (to decimal places) integers; an integer's round() is itself
-    refuse_kinds(input, "round_vml" if decimals == 0 else "round", "b" if decimals == 0 else "biuc")
+    refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "b" if decimals == 0 else "biuc")
     if input.dtype.kind in "iu":
         return write_out(input.clone(), out)
     return write_out(Rounding.apply(input, function="round", decimals=decimals), out)
@@ -354,7 +354,7 @@ class Frac(Primitive):
 @names("frac", inplace="frac_")
 def frac(input, *, out=None):
     """x - trunc(x), of floating x (PyTorch has no frac of integers, bools or complex numbers)."""
-    refuse_kinds(input, "frac", "biuc")
+    refuse_kinds(input, "frac_cpu", "biuc")
     return write_out(Frac.apply(input), out)
 
 
@@ -388,7 +388,7 @@ class Remainder(Primitive):
 def fmod(input, other, *, out=None):
     """The remainder of input / other with input's sign (C's fmod)."""
     input, other = promote(input, other)
-    refuse_kinds(input, "fmod", "bc")  # (NumPy: int8 for bools)
+    refuse_kinds(input, "fmod_cpu", "bc")  # (NumPy: int8 for bools)
     return write_out(Fmod.apply(input, other), out)
 
 
@@ -396,7 +396,7 @@ def fmod(input, other, *, out=None):
 def remainder(input, other, *, out=None):
     """The remainder of input / other with other's sign (Python's %)."""
     input, other = promote(input, other)
-    refuse_kinds(input, "remainder", "bc")
+    refuse_kinds(input, "remainder_cpu", "bc")
     return write_out(Remainder.apply(input, other), out)
 
 

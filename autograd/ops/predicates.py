@@ -316,7 +316,7 @@ for _function, _name, _operator, _kernel, _kinds in (
     _bitwise(_function, _name, (f"__{_operator}__",), kernel=_kernel, kinds=_kinds)
     _bitwise(_function, f"__r{_operator}__", reflected=True, kernel=_kernel, kinds=_kinds)
 def _bitwise_not(x):
-    refuse_kinds(x, "bitwise_not", "fc")  # (NumPy's TypeError: PyTorch's NotImplementedError, a RuntimeError)
+    refuse_kinds(x, "bitwise_not_cpu", "fc")  # (NumPy's TypeError: PyTorch's NotImplementedError, a RuntimeError)
     return xp.bitwise_not(x)
 
 

@@ -143,7 +143,7 @@ def _median_value(data, skip_nan):
 def _median(input, dim, keepdim, skip_nan):
     result = NanMedianResult if skip_nan else MedianResult
     if input.dtype.kind == "b":  # (PyTorch has no median of bools: its kernel names in the message)
-        refuse_kinds(input, "median" if dim is None else "median_out", "b")
+        refuse_kinds(input, "median_cpu" if dim is None else "median_out", "b")
     if dim is None:
         if input.numel() == 0:
             return Tensor._make(xp.asarray(xp.nan, dtype=input.dtype))
