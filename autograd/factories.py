@@ -78,11 +78,11 @@ def _integers_cast(data, dtype):
 
 
 def _check_python_data(data, dtype):
-    """PyTorch's refusals of Python data that NumPy would read: a string (NumPy reads 'abc' as True
-    in a bool tensor), and an integer past int64's range, an error unless a floating or bool dtype
-    is asked for (NumPy would make a uint64 or object array)."""
+    """PyTorch's refusals of Python data that NumPy would read: a string, a TypeError whatever the
+    dtype (NumPy reads 'abc' as True in a bool tensor), and an integer past int64's range, an error
+    unless a floating or bool dtype is asked for (NumPy would make a uint64 or object array)."""
     if isinstance(data, (str, bytes)):
-        raise TypeError(f"new(): invalid data type '{type(data).__name__}'")
+        as_array(data)  # (raises its TypeError, as for any dtype)
     if not isinstance(data, (int, list, tuple)) or isinstance(data, (list, tuple)) and not data:
         return
     try:
@@ -90,7 +90,7 @@ def _check_python_data(data, dtype):
     except (ValueError, TypeError, OverflowError):  # ragged lists and such: as_array's errors
         return
     if kind in "SU":
-        raise TypeError("new(): invalid data type 'str'")
+        as_array(data)  # (raises its TypeError: strings are no numbers)
     if (dtype is None or xp.dtype(dtype).kind in "iu") and (kind == "u" or kind == "O" and _holds_huge_int(data)):
         raise ValueError("Overflow when unpacking long long")
 

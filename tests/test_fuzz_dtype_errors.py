@@ -551,9 +551,9 @@ def test_construction_refuses_and_wraps_as_pytorch():
     assert autograd.tensor([-1, -255, 7], dtype=autograd.uint8).tolist() == [255, 1, 7]
     with pytest.raises(RuntimeError, match="value cannot be converted to type int8 without overflow"):
         autograd.tensor([300], dtype=autograd.int8)
-    with pytest.raises(TypeError, match="invalid data type 'str'"):
+    with pytest.raises(TypeError, match="cannot make a tensor"):
         autograd.tensor("abc", dtype=autograd.bool)  # (was True)
-    with pytest.raises(TypeError, match="invalid data type 'str'"):
+    with pytest.raises(TypeError, match="cannot make a tensor"):
         autograd.tensor(["a", "b"], dtype=autograd.float32)
 
 
