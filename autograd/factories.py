@@ -47,11 +47,7 @@ def _random(values, dtype, device, requires_grad):
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new leaf tensor holding a copy of ``data``."""
     data = data._data if isinstance(data, Tensor) else data
-    _check_python_data(data, dtype)
-    try:
-        return _made(xp.array(data, dtype=dtype, copy=True) if dtype else _copy(data), device, requires_grad)
-    except OverflowError:  # (NumPy's: an integer out of dtype's range)
-        return _made(_integers_cast(data, dtype), device, requires_grad)
+    return _made(_array(data, dtype, copy=True), device, requires_grad)
 
 
 def as_tensor(data, dtype=None, device=None):
@@ -59,46 +55,48 @@ def as_tensor(data, dtype=None, device=None):
     resolve(device)
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
-    _check_python_data(data, dtype)
+    return tensor_from(_array(data, dtype, copy=False))
+
+
+def _array(data, dtype, copy):
+    """``data`` as an array (of ``dtype``, or as_array's inference), with PyTorch's refusals of what
+    NumPy would read: a string, whatever the dtype (NumPy reads 'abc' as True in a bool tensor), and
+    a Python integer past int64's range (NumPy makes uint64) unless a floating or bool dtype is asked
+    for. An integer out of an integer dtype's range is cast as PyTorch casts it (``_integers_cast``)."""
+    if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
+        as_array(data)  # (raises its TypeError: strings are no numbers)
+    if dtype is None:
+        array = as_array(_copy(data) if copy else data)
+        if array.dtype == numpy.uint64 and isinstance(data, (int, list, tuple)):
+            raise ValueError("Overflow when unpacking long long")
+        return array
     try:
-        return tensor_from(as_array(data, dtype))
-    except OverflowError:
-        return tensor_from(_integers_cast(data, dtype))
+        return xp.array(data, dtype=dtype, copy=True) if copy else as_array(data, dtype)
+    except OverflowError:  # (NumPy's: an integer out of dtype's range)
+        return _integers_cast(data, dtype)
+    except ValueError:  # (NumPy's, for strings into numbers: as_array's TypeError)
+        as_array(data)
+        raise
+
+
+def _holds_strings(data):
+    if isinstance(data, (list, tuple)):
+        return any(_holds_strings(item) for item in data)
+    return isinstance(data, (str, bytes))
 
 
 def _integers_cast(data, dtype):
     """Python integers out of an integer ``dtype``'s range, as PyTorch casts them: an unsigned dtype
-    takes negative values down to -max, wrapped (tensor([-1], dtype=uint8) is 255); others refuse."""
+    takes negative values down to -max, wrapped (tensor([-1], dtype=uint8) is 255); others refuse,
+    and an integer past int64's range is refused whatever the integer dtype."""
     dtype = xp.dtype(dtype)
     values = numpy.asarray(data)
+    if values.dtype.kind in "uO":
+        raise ValueError("Overflow when unpacking long long")
     if dtype.kind == "u" and values.dtype.kind == "i" and values.min() >= -numpy.iinfo(dtype).max \
             and values.max() <= numpy.iinfo(dtype).max:
         return xp.asarray(values.astype(dtype))
     raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
-
-
-def _check_python_data(data, dtype):
-    """PyTorch's refusals of Python data that NumPy would read: a string, a TypeError whatever the
-    dtype (NumPy reads 'abc' as True in a bool tensor), and an integer past int64's range, an error
-    unless a floating or bool dtype is asked for (NumPy would make a uint64 or object array)."""
-    if isinstance(data, (str, bytes)):
-        as_array(data)  # (raises its TypeError, as for any dtype)
-    if not isinstance(data, (int, list, tuple)) or isinstance(data, (list, tuple)) and not data:
-        return
-    try:
-        kind = numpy.asarray(data).dtype.kind
-    except (ValueError, TypeError, OverflowError):  # ragged lists and such: as_array's errors
-        return
-    if kind in "SU":
-        as_array(data)  # (raises its TypeError: strings are no numbers)
-    if (dtype is None or xp.dtype(dtype).kind in "iu") and (kind == "u" or kind == "O" and _holds_huge_int(data)):
-        raise ValueError("Overflow when unpacking long long")
-
-
-def _holds_huge_int(data):
-    if isinstance(data, (list, tuple)):
-        return any(_holds_huge_int(item) for item in data)
-    return isinstance(data, int) and not -2**63 <= data < 2**63
 
 
 def _copy(data):
