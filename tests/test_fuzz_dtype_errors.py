@@ -30,8 +30,6 @@ from hypothesis import strategies as st
 
 import autograd
 
-pytestmark = pytest.mark.torch
-
 # (CHAINRULE_FUZZ_EXAMPLES=5000 explores further, with fresh draws; CI runs the same 150 each time)
 _EXAMPLES = int(os.environ.get("CHAINRULE_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(max_examples=_EXAMPLES or 150, derandomize=not _EXAMPLES, deadline=None, database=None,
@@ -198,6 +196,7 @@ def binary_programs(draw):
     return op, a, b, scalar, values_a, values_b, reflected
 
 
+@pytest.mark.torch
 @FUZZ
 @given(binary_programs())
 def test_binary_operators_promote_and_refuse_as_pytorch(case):
@@ -289,6 +288,7 @@ def unary_programs(draw):
     return dtype, values, call, name, keywords, bounds
 
 
+@pytest.mark.torch
 @FUZZ
 @given(unary_programs())
 def test_unary_ops_reductions_and_conversions_as_pytorch(case):
@@ -357,6 +357,7 @@ def _known_construction(constructor, data_name, dtype):
     return None
 
 
+@pytest.mark.torch
 @FUZZ
 @given(st.sampled_from(["tensor", "as_tensor", "from_numpy", "Tensor"]), st.sampled_from(sorted(DATA)),
        st.sampled_from([None, "float32", "float64", "int64", "int32", "uint8", "bool"]))
@@ -376,6 +377,7 @@ def test_construction_as_pytorch(constructor, data_name, dtype):
     agree(program, f"{constructor}({data_name!r}, dtype={dtype})")
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("sizes", [(0,), (3,), (2, 3)])
 def test_legacy_sizes_make_float32_tensors_of_those_sizes(sizes):
     torch = pytest.importorskip("torch")
@@ -424,6 +426,7 @@ def _index(lib, index):
     return index
 
 
+@pytest.mark.torch
 @FUZZ
 @given(indices(), st.sampled_from(["float32", "int64", "bool"]))
 def test_reading_an_index_as_pytorch(index, dtype):
@@ -469,6 +472,7 @@ def _known_write(program, index):
     return None
 
 
+@pytest.mark.torch
 @FUZZ
 @given(indices(writing=True), st.sampled_from(["float32", "int64", "bool", "float64"]),
        st.sampled_from([7, -1.5, True, "row float32", "row same", "scalar same", "column same"]))
