@@ -686,3 +686,17 @@ def test_known_setitem_index_rules():
     assert x[0, 0, 1:3].tolist() == [5.0, 6.0]
     with pytest.raises(ValueError, match="step must be greater than zero"):
         x[::-1] = 1.0
+
+
+@pytest.mark.xfail(strict=True, reason=_TENSOR_PY + "add_, sub_, mul_: same_kind casting refuses int64 to uint8")
+def test_known_in_place_integer_narrowing():
+    x = _t([1, 2, 3], "uint8")
+    x += _t([1, 1, 1], "int64")  # (PyTorch: same category, cast down)
+    assert x.tolist() == [2, 3, 4] and x.dtype == autograd.uint8
+
+
+@pytest.mark.xfail(strict=True, reason=_TENSOR_PY + "sub_ of a bool: computed (x - True out of place is refused)")
+def test_known_in_place_subtraction_of_a_bool():
+    x = _t([1.0, 2.0], "float32")
+    with pytest.raises(RuntimeError, match="Subtraction, the `-` operator, with a bool tensor is not supported"):
+        x -= True
