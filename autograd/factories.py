@@ -8,6 +8,8 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 ``memory_format``.
 """
 
+import numpy
+
 from . import backend
 from .backend import xp
 from .device import resolve
@@ -45,7 +47,7 @@ def _random(values, dtype, device, requires_grad):
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
     """A new leaf tensor holding a copy of ``data``."""
     data = data._data if isinstance(data, Tensor) else data
-    return _made(xp.array(data, dtype=dtype, copy=True) if dtype else _copy(data), device, requires_grad)
+    return _made(_array(data, dtype, copy=True), device, requires_grad)
 
 
 def as_tensor(data, dtype=None, device=None):
@@ -53,7 +55,48 @@ def as_tensor(data, dtype=None, device=None):
     resolve(device)
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
-    return tensor_from(as_array(data, dtype))
+    return tensor_from(_array(data, dtype, copy=False))
+
+
+def _array(data, dtype, copy):
+    """``data`` as an array (of ``dtype``, or as_array's inference), with PyTorch's refusals of what
+    NumPy would read: a string, whatever the dtype (NumPy reads 'abc' as True in a bool tensor), and
+    a Python integer past int64's range (NumPy makes uint64) unless a floating or bool dtype is asked
+    for. An integer out of an integer dtype's range is cast as PyTorch casts it (``_integers_cast``)."""
+    if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
+        as_array(data)  # (raises its TypeError: strings are no numbers)
+    if dtype is None:
+        array = as_array(_copy(data) if copy else data)
+        if array.dtype == numpy.uint64 and isinstance(data, (int, list, tuple)):
+            raise ValueError("Overflow when unpacking long long")
+        return array
+    try:
+        return xp.array(data, dtype=dtype, copy=True) if copy else as_array(data, dtype)
+    except OverflowError:  # (NumPy's: an integer out of dtype's range)
+        return _integers_cast(data, dtype)
+    except ValueError:  # (NumPy's, for strings into numbers: as_array's TypeError)
+        as_array(data)
+        raise
+
+
+def _holds_strings(data):
+    if isinstance(data, (list, tuple)):
+        return any(_holds_strings(item) for item in data)
+    return isinstance(data, (str, bytes))
+
+
+def _integers_cast(data, dtype):
+    """Python integers out of an integer ``dtype``'s range, as PyTorch casts them: an unsigned dtype
+    takes negative values down to -max, wrapped (tensor([-1], dtype=uint8) is 255); others refuse,
+    and an integer past int64's range is refused whatever the integer dtype."""
+    dtype = xp.dtype(dtype)
+    values = numpy.asarray(data)
+    if values.dtype.kind in "uO":
+        raise ValueError("Overflow when unpacking long long")
+    if dtype.kind == "u" and values.dtype.kind == "i" and values.min() >= -numpy.iinfo(dtype).max \
+            and values.max() <= numpy.iinfo(dtype).max:
+        return xp.asarray(values.astype(dtype))
+    raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
 
 
 def _copy(data):

@@ -10,6 +10,7 @@ from ..backend import get_default_dtype, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from . import elementwise
+from .conversion import refuse_kinds
 from .elementwise import unbroadcast
 from .names import names
 from .outputs import write_out
@@ -91,6 +92,7 @@ def div(input, other, *, rounding_mode=None, out=None):
         raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                            f"'{rounding_mode}'")
     input, other = elementwise.promote(input, other)  # PyTorch's promotion, not NumPy's (float16 // int64 is float16)
+    refuse_kinds(input, f"div_{rounding_mode}_cpu", "bc")  # (NumPy: int8 for bools)
     return write_out(RoundedDiv.apply(input, other, rounding_mode=rounding_mode), out)
 
 
@@ -138,7 +140,9 @@ def neg(input, *, out=None):
 
 @names("positive")
 def positive(input):
-    """input itself (for symmetry with negative)."""
+    """input itself (for symmetry with negative); PyTorch refuses a bool tensor."""
+    if input.dtype.kind == "b":
+        raise RuntimeError("The `+` operator, on a bool tensor is not supported.")
     return input
 
 

@@ -34,6 +34,15 @@ def type_name(dtype):
     return _TYPE_NAMES.get(dtype.name, dtype.name)
 
 
+def refuse_kinds(x, kernel, kinds):
+    """PyTorch's NotImplementedError (a RuntimeError) where ``x`` (a Tensor or array) has a dtype
+    whose kind is in ``kinds`` ('b' bool, 'iu' integers, 'f' floating, 'c' complex): its kernel
+    (named as PyTorch's message names it: "fmod_cpu") has no such dtype, where NumPy would compute
+    something or raise a TypeError."""
+    if x.dtype.kind in kinds:
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(x.dtype)}'")
+
+
 def _device(x):
     """The device the tensor's memory is on."""
     return _HOST if backend.on_host(x._data) else served()

@@ -49,7 +49,10 @@ class CumSum(Primitive):
     def forward(self, x):
         if x.ndim == 0:
             return x.copy()
-        return _reversed(xp.cumsum, x, self.dim) if self.reverse else xp.cumsum(x, axis=self.dim)
+        def cumsum(a, axis):
+            return xp.cumsum(a, axis=axis, dtype=a.dtype)  # (NumPy's own would sum int32 in int64)
+
+        return _reversed(cumsum, x, self.dim) if self.reverse else cumsum(x, self.dim)
 
     def backward(self, grad, y, x):
         return (CumSum.apply(grad, dim=self.dim, reverse=not self.reverse),)
@@ -77,7 +80,7 @@ class CumProd(Primitive):
     saves_output = True
 
     def forward(self, x):
-        return x.copy() if x.ndim == 0 else xp.cumprod(x, axis=self.dim)
+        return x.copy() if x.ndim == 0 else xp.cumprod(x, axis=self.dim, dtype=x.dtype)
 
     def backward(self, grad, y, x):
         if x.ndim == 0:
@@ -129,7 +132,7 @@ class Prod(Primitive):
     saves_output = True
 
     def forward(self, x):
-        return xp.prod(x, axis=self.axes, keepdims=self.keepdim)
+        return xp.prod(x, axis=self.axes, keepdims=self.keepdim, dtype=x.dtype)  # (NumPy's: int32 to int64)
 
     def backward(self, grad, y, x):
         grad = spread(grad, x, self.axes, self.keepdim)

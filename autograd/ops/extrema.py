@@ -75,7 +75,8 @@ def _without_nan(input):
 def nansum(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """Σ of the elements that are not NaN (their gradient is 0)."""
     x = input if dtype is None else input.to(dtype)
-    return write_out(_without_nan(x).sum(dim, keepdim), out)
+    total = _without_nan(x).sum(dim, keepdim)  # (the sum of int32 is int64, as NumPy's: back to dtype)
+    return write_out(total if dtype is None else total.to(dtype), out)
 
 
 @names("nanmean")

@@ -12,6 +12,7 @@ from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj, sgn_of_complex
+from .conversion import refuse_kinds
 from .elementwise import Where, floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
@@ -42,6 +43,8 @@ def _refuse_integer_division_by_zero(x, y):
     """Integers have no inf: PyTorch raises where NumPy would silently give 0."""
     if x.dtype.kind in "iub" and y.dtype.kind in "iub" and not xp.all(y):
         raise RuntimeError("ZeroDivisionError: integer division by zero")
+
+
 
 class Log2(Primitive):
     """y = log₂ x;   dL/dx = dL/dy / (x ln 2)"""
@@ -302,7 +305,9 @@ class Rounding(Primitive):
 
 def _rounding(function, name):
     def op(input, *, out=None):
-        if input.dtype.kind in "iub" and function != "sign":  # integers are already whole
+        if function != "sign":
+            refuse_kinds(input, f"{function}_vml_cpu", "b")  # (PyTorch has no floor of a bool)
+        if input.dtype.kind in "iu" and function != "sign":  # integers are already whole
             return write_out(input.clone(), out)
         return write_out(Rounding.apply(input, function=function, decimals=0), out)
 
@@ -327,7 +332,9 @@ def sgn(input, *, out=None):
 @names("round", inplace="round_")
 def round(input, *, decimals=0, out=None):
     """x rounded to ``decimals`` decimal places, halves to even (as PyTorch and NumPy)."""
-    if input.dtype.kind in "iub" and decimals >= 0:
+    # PyTorch rounds neither bools nor (to decimal places) integers; an integer's round() is itself
+    refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "b" if decimals == 0 else "biuc")
+    if input.dtype.kind in "iu":
         return write_out(input.clone(), out)
     return write_out(Rounding.apply(input, function="round", decimals=decimals), out)
 
@@ -344,7 +351,11 @@ class Frac(Primitive):
         return (grad,)
 
 
-_unary(Frac, "frac")
+@names("frac", inplace="frac_")
+def frac(input, *, out=None):
+    """x - trunc(x), of floating x (PyTorch has no frac of integers, bools or complex numbers)."""
+    refuse_kinds(input, "frac_cpu", "biuc")
+    return write_out(Frac.apply(input), out)
 
 
 class Fmod(Primitive):
@@ -377,6 +388,7 @@ class Remainder(Primitive):
 def fmod(input, other, *, out=None):
     """The remainder of input / other with input's sign (C's fmod)."""
     input, other = promote(input, other)
+    refuse_kinds(input, "fmod_cpu", "bc")  # (NumPy: int8 for bools)
     return write_out(Fmod.apply(input, other), out)
 
 
@@ -384,6 +396,7 @@ def fmod(input, other, *, out=None):
 def remainder(input, other, *, out=None):
     """The remainder of input / other with other's sign (Python's %)."""
     input, other = promote(input, other)
+    refuse_kinds(input, "remainder_cpu", "bc")
     return write_out(Remainder.apply(input, other), out)
 
 

@@ -11,6 +11,7 @@ import collections
 from ..backend import int64, xp
 from ..tensor import Tensor, _operand, ordered
 from .axes import normalize_dims
+from .conversion import refuse_kinds, type_name
 from .elementwise import Where, result_type
 from .names import names
 from .outputs import write_out
@@ -82,10 +83,13 @@ for _function, _names in ((xp.less, ("lt", "less")), (xp.less_equal, ("le", "les
 
 
 def _reduce_bool(function, input, dim, keepdim):
+    """any/all: bool, except that a uint8 input gives uint8 (PyTorch keeps that legacy rule)."""
     data = _data(input)
     if dim is None:
-        return Tensor._make(xp.asarray(function(data)))
-    return Tensor._make(function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim))
+        result = xp.asarray(function(data))
+    else:
+        result = function(data, axis=normalize_dims(dim, data.ndim, empty_is_every=False), keepdims=keepdim)
+    return Tensor._make(result.astype(data.dtype) if data.dtype == xp.uint8 else result)
 
 
 @names("any")
@@ -274,24 +278,26 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False, out=None
     return write_out(Tensor._make(found), out)
 
 
-def on_integers(function, x, y, name, kinds="biu", error=RuntimeError):
+def on_integers(function, x, y, name, kinds="biu", error=NotImplementedError):
     """``function`` of two tensors' arrays in their common dtype (PyTorch's promotion), as a tensor
-    without gradient; any dtype whose kind is not in ``kinds`` gets PyTorch's error."""
+    without gradient; any dtype whose kind is not in ``kinds`` gets PyTorch's error (a
+    NotImplementedError, which is a RuntimeError, naming the dtype as PyTorch's C++ does: 'Float')."""
     dtype = result_type(x, y)
     if dtype.kind not in kinds:
-        raise error(f"\"{name}_cpu\" not implemented for '{dtype}'")
+        raise error(f"\"{name}_cpu\" not implemented for '{type_name(dtype)}'")
     return Tensor._make(function(x._data.astype(dtype, copy=False), y._data.astype(dtype, copy=False)))
 
 
-def _bitwise(function, name, aliases=(), reflected=False):
+def _bitwise(function, name, aliases=(), reflected=False, kernel=None, kinds="biu"):
     """An integer/bool op of two operands, with PyTorch's type promotion (a 0-d int64 tensor
-    does not widen an int32 one; NumPy's promotion would)."""
+    does not widen an int32 one; NumPy's promotion would). ``kernel``: the name PyTorch's error
+    gives the op (its own name if None); ``kinds``: the dtype kinds it takes (shifts refuse bools)."""
 
     def op(input, other, *, out=None):
         if reflected:
             input, other = other, input
         x, y = _operand(input, other), _operand(other, input)
-        return write_out(on_integers(function, x, y, name), out)
+        return write_out(on_integers(function, x, y, kernel or name, kinds), out)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of integers or bools (broadcasting), without gradient."
@@ -300,10 +306,18 @@ def _bitwise(function, name, aliases=(), reflected=False):
         _in_place(op, name)
 
 
-for _function, _name, _operator in ((xp.bitwise_and, "bitwise_and", "and"), (xp.bitwise_or, "bitwise_or", "or"),
-                                    (xp.bitwise_xor, "bitwise_xor", "xor"),
-                                    (xp.left_shift, "bitwise_left_shift", "lshift"),
-                                    (xp.right_shift, "bitwise_right_shift", "rshift")):
-    _bitwise(_function, _name, (f"__{_operator}__",))  # (tensor.py's own __and__, __or__, __xor__ stand first)
-    _bitwise(_function, f"__r{_operator}__", reflected=True)
-_test(xp.bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).", inplace=True)
+for _function, _name, _operator, _kernel, _kinds in (
+        (xp.bitwise_and, "bitwise_and", "and", "bitwise_and", "biu"),
+        (xp.bitwise_or, "bitwise_or", "or", "bitwise_or", "biu"),
+        (xp.bitwise_xor, "bitwise_xor", "xor", "bitwise_xor", "biu"),
+        (xp.left_shift, "bitwise_left_shift", "lshift", "lshift", "iu"),  # (PyTorch has no shift of bools)
+        (xp.right_shift, "bitwise_right_shift", "rshift", "rshift", "iu")):
+    # (tensor.py's own __and__, __or__, __xor__ stand first)
+    _bitwise(_function, _name, (f"__{_operator}__",), kernel=_kernel, kinds=_kinds)
+    _bitwise(_function, f"__r{_operator}__", reflected=True, kernel=_kernel, kinds=_kinds)
+def _bitwise_not(x):
+    refuse_kinds(x, "bitwise_not_cpu", "fc")  # (NumPy's TypeError: PyTorch's NotImplementedError, a RuntimeError)
+    return xp.bitwise_not(x)
+
+
+_test(_bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).", inplace=True)

@@ -405,13 +405,76 @@ def _expand_as(x, other):
     return expand(x, other.shape)
 
 
+def _sequence_as_tuple(index):
+    """Whether PyTorch reads a list index as a tuple of indices (x[[0, slice(None)]] is x[0, :], and
+    x[[[0, 1], [1, 0]]] is x[[0, 1], [1, 0]]), as NumPy did before 1.23: a short list holding a tensor,
+    a sequence, a slice, None or Ellipsis. PyTorch warns that this is deprecated."""
+    if not isinstance(index, list) or len(index) >= 32:
+        return False
+    return builtins.any(isinstance(i, (Tensor, list, tuple, xp.ndarray, slice)) or i is None or i is Ellipsis
+                        for i in index)
+
+
+def _array_index(i):
+    """One index with a tensor's array for the tensor. A uint8 tensor is read as a mask (PyTorch's
+    deprecated rule, with its warning: NumPy would read it as integer positions); a negative step
+    is refused (NumPy would reverse: PyTorch has no such view)."""
+    if isinstance(i, Tensor):
+        i = i._data
+        if i.dtype == xp.uint8:
+            warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
+                          "instead.", UserWarning, stacklevel=3)
+            return i.astype(bool)
+    elif isinstance(i, slice) and i.step is not None and i.step < 0:
+        raise ValueError("step must be greater than zero")
+    return i
+
+
 @names("__getitem__")
 def _getitem(x, index):
+    if _sequence_as_tuple(index):
+        warnings.warn("Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed "
+                      "in pytorch 2.9; use x[tuple(seq)] instead of x[seq]. In pytorch 2.9 this will be interpreted "
+                      "as tensor index, x[torch.tensor(seq)], which will result either in an error or a different "
+                      "result", UserWarning, stacklevel=2)
+        index = tuple(index)
     if isinstance(index, tuple):
-        index = tuple(i._data if isinstance(i, Tensor) else i for i in index)
-    elif isinstance(index, Tensor):
-        index = index._data
+        indices = []
+        for i in index:  # (a loop, not a comprehension: its warnings name the caller's line)
+            indices.append(_array_index(i))
+        index = tuple(indices)
+        if _ints_beside_arrays(index):
+            x, index = _integers_first(x, index)
+    else:
+        index = _array_index(index)
     return GetItem.apply(x, index=index)
+
+
+def _is_int(i):
+    return isinstance(i, (int, numpy.integer)) and not isinstance(i, (bool, numpy.bool_))
+
+
+def _ints_beside_arrays(index):
+    return builtins.any(_is_int(i) for i in index) and \
+        builtins.any(isinstance(i, (list, xp.ndarray)) and numpy.ndim(i) > 0 for i in index)
+
+
+def _integers_first(x, index):
+    """x with the integer indices applied, and what is left of ``index``. PyTorch selects with an
+    integer before it indexes with arrays, so x[0, :, [1, 2]] has shape (3, 2) for x of shape
+    (2, 3, 4): NumPy counts the 0 among the advanced indices, and so moves their dim first, (2, 3)."""
+    first, rest = [], []
+    for i in index:
+        if _is_int(i):
+            first.append(i)
+        elif isinstance(i, (list, xp.ndarray)) and numpy.ndim(i) > 0:
+            dims = numpy.ndim(i) if numpy.asarray(i).dtype == bool else 1  # (a mask takes its ndim dims)
+            first.extend([slice(None)] * dims)
+            rest.append(i)
+        else:
+            first.append(i)  # (a slice, None or Ellipsis: applied now, kept whole afterwards)
+            rest.append(Ellipsis if i is Ellipsis else slice(None))
+    return GetItem.apply(x, index=tuple(first)), tuple(rest)
 
 
 @names("T", function=False)

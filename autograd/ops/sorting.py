@@ -13,6 +13,7 @@ from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
 from .conjugation import refuse_unordered
+from .conversion import refuse_kinds
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
@@ -141,6 +142,8 @@ def _median_value(data, skip_nan):
 
 def _median(input, dim, keepdim, skip_nan):
     result = NanMedianResult if skip_nan else MedianResult
+    if input.dtype.kind == "b":  # (PyTorch has no median of bools: its kernel names in the message)
+        refuse_kinds(input, "median_cpu" if dim is None else "median_out", "b")
     if dim is None:
         if input.numel() == 0:
             return Tensor._make(xp.asarray(xp.nan, dtype=input.dtype))
