@@ -613,7 +613,8 @@ class Tensor:
     def __itruediv__(self, other):
         return self.div_(other)
 
-    def __setitem__(self, index, value):
+    def _write_at(self, index, value):
+        """``self[index] = value`` once the index reads as PyTorch reads it (ops/shape.py's ``__setitem__``)."""
         index = _index(index)
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._refuse_leaf_write()

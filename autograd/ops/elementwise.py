@@ -79,11 +79,19 @@ def binary(op, x, y):
         return Cast.apply(binary(op, _widened(x), _widened(y)), dtype=backend.float16)
     if op is Sub:
         _refuse_bool_subtraction(x, y)
-    x, y = promote(x, y)
-    if op is Div and x.dtype.kind not in "fc":
-        dtype = backend.get_default_dtype()
-        x, y = Cast.apply(x, dtype=dtype), Cast.apply(y, dtype=dtype)
+    if op is Div and not _floating(x) and not _floating(y):
+        # true division of integers: each operand becomes the default float first, as PyTorch's (not their common
+        # integer dtype: a 0-d int8 -1 over a uint8 [1] is -1, not 255 / 1)
+        x, y = promote(*(Cast.apply(v, dtype=backend.get_default_dtype()) if isinstance(v, Tensor) else v
+                         for v in (x, y)))
+    else:
+        x, y = promote(x, y)
     return op.apply(x, y)
+
+
+def _floating(value):
+    """A floating or complex tensor, or a Python float or complex number."""
+    return value._data.dtype.kind in "fc" if isinstance(value, Tensor) else isinstance(value, (float, complex))
 
 
 def _refuse_bool_subtraction(x, y):

@@ -450,6 +450,22 @@ def _getitem(x, index):
     return GetItem.apply(x, index=index)
 
 
+@names("__setitem__", function=False)
+def _setitem(x, index, value):
+    """x[index] = value, the index read as ``x[index]`` reads it: where an integer stands beside index
+    arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
+    write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
+    if _sequence_as_tuple(index):
+        index = tuple(index)
+    if isinstance(index, tuple):
+        index = tuple(_array_index(i) for i in index)
+        if _ints_beside_arrays(index):
+            x, index = _integers_first(x, index)
+    else:
+        index = _array_index(index)
+    x._write_at(index, value)
+
+
 def _is_int(i):
     return isinstance(i, (int, numpy.integer)) and not isinstance(i, (bool, numpy.bool_))
 
