@@ -39,9 +39,11 @@ def result_type(x, y):
 
 def common_dtype(dtypes):
     """PyTorch's promotion of tensors that all have dimensions: the highest category wins, and
-    the widest dtype within it (int64 with float32 is float32, where NumPy says float64)."""
+    the widest dtype within it (int64 with float32 is float32, where NumPy says float64). A complex result
+    keeps the floating dtypes' precision too (complex64 with float64 is complex128)."""
     highest = max(_CATEGORY[dtype.kind] for dtype in dtypes)
-    return numpy.result_type(*(dtype for dtype in dtypes if _CATEGORY[dtype.kind] == highest))
+    lowest_kept = 2 if highest == 3 else highest
+    return numpy.result_type(*(dtype for dtype in dtypes if _CATEGORY[dtype.kind] >= lowest_kept))
 
 
 def promote(x, y):

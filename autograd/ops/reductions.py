@@ -332,7 +332,8 @@ class LogSoftmaxGrad(Primitive):
 @names("sum", function=False)  # autograd.sum: ops/functions.py
 def _sum(input, dim=None, keepdim=False, *, axis=None, keepdims=None, dtype=None):
     x = input if dtype is None else input.to(dtype)
-    return sum(x, axis if dim is None else dim, keepdim if keepdims is None else keepdims)
+    total = sum(x, axis if dim is None else dim, keepdim if keepdims is None else keepdims)
+    return total if dtype is None or total.dtype == dtype else total.to(dtype)  # (int32 stays int32 when asked)
 
 
 @names("mean", function=False)
