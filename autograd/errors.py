@@ -45,6 +45,17 @@ class OutOfMemoryError(RuntimeError):
     ``cupy.cuda.memory.OutOfMemoryError`` (a MemoryError), which this type does not catch."""
 
 
+def refuse_bool_subtraction(x_is_bool, y_is_bool):
+    """PyTorch subtracts no bools, tensors or Python's True/False (promotion would hide it: True - 1 is 0);
+    its message depends on whether one operand or both are bools."""
+    if x_is_bool and y_is_bool:
+        raise DtypeError("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
+                         "or `logical_xor()` operator instead.")
+    if x_is_bool or y_is_bool:
+        raise DtypeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to "
+                         "invert a mask, use the `~` or `logical_not()` operator instead.")
+
+
 def check_same_dtype(op, input, **parameters):
     """A layer's parameters (None where absent) must have its input's dtype, as PyTorch's refuse to
     mix them (no silent promotion: a float64 batch into a float32 model is a mistake to report)."""

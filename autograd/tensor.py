@@ -19,7 +19,7 @@ import numpy
 
 from . import backend
 from .backend import xp
-from .errors import DtypeError, ShapeError, refuse_unordered
+from .errors import DtypeError, ShapeError, refuse_bool_subtraction, refuse_unordered
 from .graph import accumulate_grad, bump_version, modes, no_grad, run_hooks
 from .hooks import add_hook
 from .size import Size
@@ -558,6 +558,8 @@ class Tensor:
                            lambda a: xp.add(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
 
     def sub_(self, other, alpha=1):
+        refuse_bool_subtraction(self._data.dtype.kind == "b",
+                                type(other) is bool or (isinstance(other, Tensor) and other._data.dtype.kind == "b"))
         return self.add_(other, alpha=-alpha)
 
     def mul_(self, other):
@@ -740,7 +742,10 @@ def _number_array(value, dtype):
             backend.get_default_complex_dtype()
     else:
         return None
-    return xp.asarray(value, dtype=dtype)
+    try:
+        return xp.asarray(value, dtype=dtype)
+    except OverflowError:  # an integer out of an integer dtype's range (uint8 and -3): cast as PyTorch casts it
+        return xp.asarray(value, dtype=backend.int64).astype(dtype)
 
 
 def _data(value):

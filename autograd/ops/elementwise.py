@@ -13,7 +13,7 @@ import numpy
 
 from .. import backend
 from ..backend import errstate, xp
-from ..errors import DtypeError
+from ..errors import DtypeError, refuse_bool_subtraction
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, as_array
 from .conjugation import conj, refuse_unordered, sgn_of_complex
@@ -97,14 +97,7 @@ def _floating(value):
 
 
 def _refuse_bool_subtraction(x, y):
-    """PyTorch subtracts no bools, tensors or Python's True/False (promotion would hide it: True - 1 is 0)."""
-    bools = [v for v in (x, y) if type(v) is bool or (isinstance(v, Tensor) and v._data.dtype.kind == "b")]
-    if len(bools) == 2:
-        raise DtypeError("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
-                         "or `logical_xor()` operator instead.")
-    if bools:
-        raise DtypeError("Subtraction, the `-` operator, with a bool tensor is not supported. If you are trying to "
-                         "invert a mask, use the `~` or `logical_not()` operator instead.")
+    refuse_bool_subtraction(*(type(v) is bool or (isinstance(v, Tensor) and v._data.dtype.kind == "b") for v in (x, y)))
 
 
 def _half_with_number(x, y):

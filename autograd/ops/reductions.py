@@ -8,6 +8,7 @@ import collections
 import math
 
 from ..backend import float16, float32, int64, xp
+from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
@@ -191,6 +192,8 @@ def min(x, dim=None, keepdim=False, *, other=None):
 def _arg_extremum(name, find, x, dim, keepdim):
     """The index of the extremum (``find``: argmax or argmin), flat when dim is None."""
     refuse_unordered(x._data, name)
+    if x._data.dtype.kind == "b":
+        raise DtypeError(f"{name}(): does not support bool input")
     if dim is None:  # keepdim keeps every dim, as size 1
         if x._data.size == 0:
             raise IndexError(f"{name}(): Expected reduction dim to be specified for input.numel() == 0.")
