@@ -37,7 +37,7 @@ def _float(dtype):
 def _made(array, device, requires_grad):
     """A new leaf from a freshly made array, once the device is known to be served."""
     resolve(device)
-    return tensor_from(as_array(array), requires_grad=requires_grad)  # (Python data keeps tensor()'s dtypes)
+    return tensor_from(array, requires_grad=requires_grad)  # (Python data keeps tensor()'s dtypes)
 
 
 def _random(values, dtype, device, requires_grad):

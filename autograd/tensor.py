@@ -558,8 +558,7 @@ class Tensor:
                            lambda a: xp.add(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
 
     def sub_(self, other, alpha=1):
-        refuse_bool_subtraction(self._data.dtype.kind == "b",
-                                type(other) is bool or (isinstance(other, Tensor) and other._data.dtype.kind == "b"))
+        refuse_bool_subtraction(_is_bool(self), _is_bool(other))
         return self.add_(other, alpha=-alpha)
 
     def mul_(self, other):
@@ -659,6 +658,11 @@ def ordered(name, x, y):
     refuse_unordered(x, name)
     refuse_unordered(y, name)
     return x, y
+
+
+def _is_bool(value):
+    """A bool tensor, or Python's True or False (what PyTorch will not subtract)."""
+    return type(value) is bool or (isinstance(value, Tensor) and value._data.dtype.kind == "b")
 
 
 def _number_first(name, signature, number):

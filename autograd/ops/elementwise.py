@@ -15,7 +15,7 @@ from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_bool_subtraction
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand, as_array
+from ..tensor import Tensor, _is_bool, _operand, as_array
 from .conjugation import conj, refuse_unordered, sgn_of_complex
 from .names import names
 from .outputs import write_out
@@ -80,7 +80,7 @@ def binary(op, x, y):
     if (op is Mul or op is Div) and (_half_with_number(x, y) or _half_with_number(y, x)):
         return Cast.apply(binary(op, _widened(x), _widened(y)), dtype=backend.float16)
     if op is Sub:
-        _refuse_bool_subtraction(x, y)
+        refuse_bool_subtraction(_is_bool(x), _is_bool(y))
     if op is Div and not _floating(x) and not _floating(y):
         # true division of integers: each operand becomes the default float first, as PyTorch's (not their common
         # integer dtype: a 0-d int8 -1 over a uint8 [1] is -1, not 255 / 1)
@@ -96,8 +96,6 @@ def _floating(value):
     return value._data.dtype.kind in "fc" if isinstance(value, Tensor) else isinstance(value, (float, complex))
 
 
-def _refuse_bool_subtraction(x, y):
-    refuse_bool_subtraction(*(type(v) is bool or (isinstance(v, Tensor) and v._data.dtype.kind == "b") for v in (x, y)))
 
 
 def _half_with_number(x, y):

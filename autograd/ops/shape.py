@@ -423,7 +423,7 @@ def _array_index(i):
         i = i._data
         if i.dtype == xp.uint8:
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
-                          "instead.", UserWarning, stacklevel=3)
+                          "instead.", UserWarning, stacklevel=4)  # (the line indexing, past _as_pytorch_reads_it)
             return i.astype(bool)
     elif isinstance(i, slice) and i.step is not None and i.step < 0:
         raise ValueError("step must be greater than zero")
@@ -437,16 +437,7 @@ def _getitem(x, index):
                       "in pytorch 2.9; use x[tuple(seq)] instead of x[seq]. In pytorch 2.9 this will be interpreted "
                       "as tensor index, x[torch.tensor(seq)], which will result either in an error or a different "
                       "result", UserWarning, stacklevel=2)
-        index = tuple(index)
-    if isinstance(index, tuple):
-        indices = []
-        for i in index:  # (a loop, not a comprehension: its warnings name the caller's line)
-            indices.append(_array_index(i))
-        index = tuple(indices)
-        if _ints_beside_arrays(index):
-            x, index = _integers_first(x, index)
-    else:
-        index = _array_index(index)
+    x, index = _as_pytorch_reads_it(x, index)
     return GetItem.apply(x, index=index)
 
 
@@ -455,15 +446,22 @@ def _setitem(x, index, value):
     """x[index] = value, the index read as ``x[index]`` reads it: where an integer stands beside index
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
+    x, index = _as_pytorch_reads_it(x, index)
+    x._write_at(index, value)
+
+
+def _as_pytorch_reads_it(x, index):
+    """(x, index) for NumPy to index as PyTorch indexes x[index]: a sequence read as a tuple, tensors as
+    their arrays, and integers beside index arrays applied first (a view of x)."""
     if _sequence_as_tuple(index):
         index = tuple(index)
-    if isinstance(index, tuple):
-        index = tuple(_array_index(i) for i in index)
-        if _ints_beside_arrays(index):
-            x, index = _integers_first(x, index)
-    else:
-        index = _array_index(index)
-    x._write_at(index, value)
+    if not isinstance(index, tuple):
+        return x, _array_index(index)
+    indices = []
+    for i in index:  # (a loop, not a comprehension: its warnings name the caller's line)
+        indices.append(_array_index(i))
+    index = tuple(indices)
+    return _integers_first(x, index) if _ints_beside_arrays(index) else (x, index)
 
 
 def _is_int(i):
