@@ -23,6 +23,8 @@ What a node keeps is declared by its op: the output when ``saves_output``, the
 inputs when ``saves_inputs`` (the default; an op whose backward needs only the
 inputs' shapes and dtypes sets it False, so an add chain keeps no intermediate
 arrays alive). Only what is kept is checked for in-place changes at backward.
+After a backward pass a node frees what it saved (its inputs, its output, tensors among
+its parameters, ``saves_arguments``); a node that saved none of them can run again.
 """
 
 from .backend import on_host
@@ -71,6 +73,7 @@ class Primitive:
     is_view = False  # the output shares memory with the first input (reshape, slicing)
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
     saves_inputs = True  # backward uses the inputs' values (mul, matmul); False: shapes only
+    saves_arguments = False  # backward uses a tensor among its parameters (an index, a mask, a scalar operand)
     hooks = None  # hooks on the output tensor, run on dL/dy
     post_hooks = None  # hooks on the node, run on (dL/dx_i, dL/dy) once it has run (register_hook)
     retained = None  # weak reference to the output tensor when it retains .grad
@@ -121,16 +124,21 @@ class Primitive:
                     if not node.handles_complex and (kind == "c" or x._data.dtype.kind == "c"):
                         raise _no_complex_gradient(cls, inputs)
                     # parents: each input's grad_fn, the leaf itself, or None (as _graph_node). An op
-                    # that needs no input values keeps computed inputs only as shapes (their arrays
-                    # can go); leaves are the user's own and alive anyway. (Loops, not
+                    # that needs no input values keeps its inputs only as shapes (their arrays can go),
+                    # but for the leaves that require grad: the user's own, alive anyway. (Loops, not
                     # comprehensions: this runs for every recorded op.)
                     parents = []
                     kept = None if node.saves_inputs else []
                     for input in inputs:
                         made_by = input.grad_fn
-                        parents.append(made_by if made_by is not None else (input if input.requires_grad else None))
-                        if kept is not None:
-                            kept.append(input if made_by is None else InputInfo(input))
+                        if made_by is None:
+                            parents.append(input if input.requires_grad else None)
+                            if kept is not None:
+                                kept.append(input if input.requires_grad else InputInfo(input))
+                        else:
+                            parents.append(made_by)
+                            if kept is not None:
+                                kept.append(InputInfo(input))
                     node.inputs = inputs if kept is None else tuple(kept)
                     node.parents = parents
                     node.created = VersionClock.now
@@ -282,8 +290,12 @@ class Primitive:
         )
 
     def release(self):
-        self.inputs = self.output_data = None
-        self.parents = self.freed_parents
+        """Free what the node saved for backward; walking it again then says the graph was freed.
+        A node that saved no values (an add, a sum, a reshape) keeps only shapes and stays, so a
+        second backward through such nodes alone works, as PyTorch's does."""
+        if self.saves_inputs or self.saves_output or self.saves_arguments:
+            self.inputs = self.output_data = None
+            self.parents = self.freed_parents
 
 
 def _devices_differ(op):

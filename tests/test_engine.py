@@ -110,6 +110,64 @@ def test_second_backward_through_freed_graph_names_retain_graph():
         loss.backward()
 
 
+# A second backward() without retain_graph: PyTorch raises only where the pass reaches a node
+# that saved a tensor (an input, the output, an index, a mask, a scalar operand); through nodes
+# that saved none (add, sum, reshape, a slice, cat) it runs again and the gradients add up.
+SECOND_BACKWARD = [  # (loss of x, whether PyTorch runs a second backward through it)
+    ("(x + 1).sum()", True), ("x.sum()", True), ("x.mean()", True), ("x[1:].sum()", True),
+    ("(x - x.flip(0)).reshape(2, 2).sum()", True), ("lib.cat([x, x]).sum()", True), ("x.cumsum(0).sum()", True),
+    ("x.double().sum()", True), ("x.expand(2, 4).sum()", True), ("(-x).clone().sum()", True),
+    ("(x * 2).sum()", False), ("(x / 2).sum()", False), ("(x * x).sum()", False), ("x.exp().sum()", False),
+    ("(x * x + 1).sum()", False), ("lib.where(x > 2, x, 0.0).sum()", False), ("x.masked_fill(x > 2, 0.0).sum()", False),
+    ("x[lib.tensor([0, 1])].sum()", False), ("x.index_select(0, lib.tensor([0, 1])).sum()", False),
+    ("lib.zeros(4).scatter_add(0, lib.tensor([0, 1, 1, 2]), x).sum()", False),
+]
+
+
+def _second_backward(lib, program):
+    """x.grad after two backward() calls of one graph, or the error the second one raised."""
+    x = lib.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    loss = eval(program, {"lib": lib, "x": x})
+    loss.backward()
+    once = x.grad.clone()
+    try:
+        loss.backward()
+    except RuntimeError as error:
+        return once, error
+    return once, x.grad
+
+
+@pytest.mark.parametrize(("program", "runs_again"), SECOND_BACKWARD)
+def test_second_backward_runs_again_only_through_nodes_that_saved_nothing(program, runs_again):
+    once, twice = _second_backward(autograd, program)
+    if runs_again:
+        np.testing.assert_array_equal(twice.numpy(), 2 * once.numpy())
+    else:
+        assert isinstance(twice, RuntimeError) and "retain_graph=True" in str(twice)
+
+
+@pytest.mark.parametrize(("program", "runs_again"), SECOND_BACKWARD)
+def test_second_backward_runs_again_where_pytorchs_does(program, runs_again):
+    torch = pytest.importorskip("torch")
+    assert not isinstance(_second_backward(torch, program)[1], RuntimeError) == runs_again
+
+
+def test_a_node_that_saved_nothing_keeps_no_data_alive():
+    import gc
+    import weakref
+
+    w = autograd.ones(3, requires_grad=True)
+    batch = autograd.randn(3)
+    loss = (batch + w).sum()  # Add saves no values: it remembers the batch's shape, not the batch
+    loss.backward()
+    kept = weakref.ref(batch)
+    del batch
+    gc.collect()
+    assert kept() is None and loss.grad_fn.parents  # the graph is still there for a second backward
+    loss.backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0, 2.0, 2.0])
+
+
 def test_retain_graph_allows_a_second_backward():
     x = Tensor([1.0, 2.0], requires_grad=True)
     loss = (x.exp() * 2).sum()

@@ -257,6 +257,7 @@ class Where(Primitive):
     dL/dz where y was chosen gives x a gradient of 0, not ∞ · 0 = NaN."""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the condition: freed after backward, as PyTorch frees it
     handles_complex = True
 
     def forward(self, x, y):
@@ -292,6 +293,7 @@ class Scale(Primitive):
     It is held as a 0-d array of x's dtype (``by_constant``), converted once for both passes."""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the scalar operand: freed after backward, as PyTorch frees it
     op_name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
 
     def forward(self, x):

@@ -32,6 +32,7 @@ class FFT(Primitive):
     dL/dx = the opposite transform of dL/dy with the other scale, fitted back to x's shape"""
 
     saves_inputs = False
+    saves_arguments = True  # a second backward raises, as after PyTorch's FFT nodes
     handles_complex = True
 
     def forward(self, x):
@@ -49,6 +50,7 @@ class RealFFT(Primitive):
     dL/dx = Re(the adjoint transform of dL/dy padded with zeros to n terms), fitted back to x's shape"""
 
     saves_inputs = False
+    saves_arguments = True  # a second backward raises, as after PyTorch's FFT nodes
     handles_complex = True
 
     def forward(self, x):

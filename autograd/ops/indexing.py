@@ -94,6 +94,7 @@ class ScatterAdd(Primitive):
     dL/dx = dL/dy,   dL/dsrc = gather(dL/dy, dim, index)"""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
 
     fresh = False  # x is a temporary the op may write into (gather's backward): no copy
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
@@ -120,6 +121,7 @@ class Scatter(Primitive):
     dL/dx = dL/dy where nothing was written, 0 elsewhere;   dL/dsrc = gather(dL/dy, dim, index)"""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
 
     def forward(self, x, src):
         y = x.copy()
@@ -284,6 +286,7 @@ class IndexSelect(Primitive):
     """y = x with slices index[0], index[1], ... taken along dim;   dL/dx = index_add(0, dim, index, dL/dy)"""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
@@ -299,6 +302,7 @@ class IndexAddAlong(Primitive):
     dL/dx = dL/dy,   dL/dsrc = alpha · index_select(dL/dy, dim, index)"""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
 
     fresh = False  # x is a temporary the op may write into (index_select's backward): no copy
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value

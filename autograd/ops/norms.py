@@ -93,6 +93,7 @@ class SingularValues(Primitive):
     """
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the singular vectors: freed after backward, as PyTorch frees it
 
     def forward(self, a):
         self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)

@@ -175,6 +175,7 @@ class MaxPoolSpread(Primitive):
     (max pooling's gradient, linear in g);   dL/dg = MaxPoolSelect(dL/dx)"""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the winners: freed after backward, as PyTorch frees it
 
     like = None  # an array in the memory layout to give dx (that of max pooling's input)
 
@@ -240,6 +241,7 @@ class ScatterFlat(Primitive):
     dL/dx = GatherFlat(dL/dy, indices)"""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the positions: freed after backward, as PyTorch frees it
 
     def forward(self, x):
         n, c = self.shape[:2]

@@ -182,6 +182,11 @@ class GetItem(Primitive):
         self.is_view = _is_basic(self.index)
         return x[self.index]
 
+    @property
+    def saves_arguments(self):
+        """An index of tensors is saved for backward (PyTorch's IndexBackward), a slice is not."""
+        return not self.is_view
+
     def backward(self, grad, y, x):
         return (IndexAdd.apply(grad, index=self.index, shape=x.shape, basic=self.is_view),)
 
@@ -190,6 +195,7 @@ class IndexAdd(Primitive):
     """y = zeros(shape) with x added at index: GetItem's adjoint;   dL/dx = dL/dy[index]"""
 
     saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
@@ -209,6 +215,7 @@ class IndexPut(Primitive):
     dL/dx = dL/dy with 0 at index,   dL/dv = dL/dy[index] summed to v's shape"""
 
     saves_inputs = False
+    saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x, v):
