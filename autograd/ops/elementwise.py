@@ -293,7 +293,7 @@ class Scale(Primitive):
     It is held as a 0-d array of x's dtype (``by_constant``), converted once for both passes."""
 
     saves_inputs = False  # backward needs no input's values
-    saves_arguments = True  # backward uses the scalar operand: freed after backward, as PyTorch frees it
+    saves_arguments = True  # a second backward raises, as PyTorch's: it saves the number as a 0-d tensor
     op_name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
 
     def forward(self, x):
