@@ -1,6 +1,7 @@
 """Gradient cases for the primitives that record in-place writes (the write door's ops)."""
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -55,3 +56,35 @@ def test_the_cases_check_something():
     out.sum().backward()
     np.testing.assert_allclose(row.grad.numpy(), [1.0, 1.0, 1.0])  # d/drow of Σ base[1]·row
     np.testing.assert_allclose(base.grad.numpy(), [[1, 1, 1], [0, 1, 2]])
+
+
+def test_an_element_is_a_view_that_in_place_ops_write_through():
+    # x[i] of a 1-d tensor (every index an int) is a 0-d view of x, as in PyTorch; NumPy's x[i] is a copy
+    x = autograd.zeros(3)
+    x[0].fill_(5.0)
+    for element in x:
+        element.add_(1.0)
+    x.select(0, 2).mul_(3.0)
+    grid = autograd.zeros(2, 2)
+    grid[1, 1].copy_(autograd.tensor(4.0))
+    grid[0][1].sub_(2.0)
+    assert x.tolist() == [6.0, 1.0, 3.0] and grid.tolist() == [[0.0, -2.0], [0.0, 4.0]]
+
+
+def test_an_element_of_a_leaf_that_requires_grad_refuses_in_place_writes():
+    w = autograd.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="a view of a leaf Variable that requires grad"):
+        w[0].mul_(2.0)
+    with autograd.no_grad():
+        w[1].zero_()  # a parameter edit: allowed, and it reaches w
+    assert w.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_an_element_shares_its_tensors_version():
+    x = autograd.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1.0
+    first = y[0]
+    loss = (first * first).sum()  # Mul saved y[0]
+    y.add_(1.0)  # ... which this write changes
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

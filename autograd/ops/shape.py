@@ -180,7 +180,10 @@ class GetItem(Primitive):
 
     def forward(self, x):
         self.is_view = _is_basic(self.index)
-        return x[self.index]
+        y = x[self.index]
+        if type(y) is not type(x):  # an element: NumPy gives a scalar (a copy), PyTorch a 0-d view
+            y = x[(*self.index, ...) if type(self.index) is tuple else (self.index, ...)]
+        return y
 
     @property
     def saves_arguments(self):
