@@ -33,7 +33,7 @@ import inspect
 from . import graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
-from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node
+from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node, next_functions
 from .tensor import Tensor
 
 
@@ -232,7 +232,11 @@ class BackwardFunction(FunctionCtx):
         self._inputs = None
         if self.__dict__.get("_saved"):
             self._saved = None
-        self.parents = FreedGraph.of(type(self))
+        self.released_parents, self.parents = self.parents, FreedGraph.of(type(self))
+
+    @property
+    def next_functions(self):
+        return next_functions(self)
 
 
 def _alias(x):
@@ -282,6 +286,10 @@ class _OutputSlot:
 
     def __repr__(self):
         return f"<{type(self.node).__name__}>"
+
+    @property
+    def next_functions(self):
+        return self.node.next_functions  # (PyTorch has one node for all the outputs)
 
     def chain(self, grad, wanted=None):
         grads = [None] * self.count

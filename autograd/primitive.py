@@ -27,6 +27,8 @@ After a backward pass a node frees what it saved (its inputs, its output, tensor
 its parameters, ``saves_arguments``); a node that saved none of them can run again.
 """
 
+import weakref
+
 from .backend import on_host
 from .device import served
 from .errors import ShapeError, refuse_non_tensors
@@ -223,8 +225,26 @@ class Primitive:
 
     @property
     def next_functions(self):
-        """(node, 0) for each input, as PyTorch's: its grad_fn, the leaf itself, or None."""
-        return tuple((parent, 0) for parent in self.parents)
+        """(node, 0) for each input, as PyTorch's: its grad_fn, the ``AccumulateGrad`` of a leaf that
+        requires grad, or None. Still there after a backward pass has freed what the node saved."""
+        return next_functions(self)
+
+    def __getattr__(self, name):
+        """What the node saved, as PyTorch shows it: ``_saved_self`` and ``_saved_other`` (the inputs it
+        keeps for backward), ``_saved_result`` (its output). Reading them after a backward pass has freed
+        them raises, as in PyTorch. (Only names not found otherwise come here: no cost to the rest.)"""
+        position = _SAVED.get(name)
+        if position is None or not (self.saves_output if position == "result" else self.saves_inputs):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        inputs = self.__dict__.get("inputs")
+        if inputs is None:
+            raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
+        inputs, output = self._unpacked() if self.packed else (inputs, self.output_data)
+        if position == "result":
+            return self._output_again(output)
+        if position >= len(inputs):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        return inputs[position]
 
     # -- the engine's interface (see autograd.engine) -------------------------------
 
@@ -263,9 +283,7 @@ class Primitive:
         if self.packed:
             inputs, output_data = self._unpacked()
         if self.saves_output:
-            output = Tensor._make(output_data)  # the output again, as a node of the graph
-            output.requires_grad = True
-            output.grad_fn = self
+            output = self._output_again(output_data)
         if wanted is not None:  # unwanted inputs take part as values that need no gradient
             inputs = tuple(x if keep or not x.requires_grad else
                            (x.detach() if isinstance(x, Tensor) else InputInfo(x, False))
@@ -281,6 +299,13 @@ class Primitive:
                     return validate_gradients(self, inputs, grads)
         return grads
 
+    def _output_again(self, data):
+        """The saved output as a tensor again, a node of the graph (its grad_fn this node)."""
+        output = Tensor._make(data)
+        output.requires_grad = True
+        output.grad_fn = self
+        return output
+
     def _raise_modified(self, shape):
         raise RuntimeError(
             f"one of the tensors needed for gradient computation has been modified by an inplace "
@@ -295,7 +320,7 @@ class Primitive:
         second backward through such nodes alone works, as PyTorch's does."""
         if self.saves_inputs or self.saves_output or self.saves_arguments:
             self.inputs = self.output_data = None
-            self.parents = self.freed_parents
+            self.released_parents, self.parents = self.parents, self.freed_parents
 
 
 def _devices_differ(op):
@@ -324,6 +349,49 @@ class _OnOneGradient:
     def __call__(self, grad):
         replaced = self.hook((grad,))
         return None if replaced is None else replaced[0]
+
+
+_SAVED = {"_saved_self": 0, "_saved_other": 1, "_saved_result": "result"}  # PyTorch's names for them
+
+
+def next_functions(node):
+    """PyTorch's ``next_functions`` of a node whose ``parents`` the engine walks: (grad_fn, 0), or
+    (AccumulateGrad of the leaf, 0), or (None, 0), one per input, before and after the graph is freed."""
+    parents = node.parents
+    if type(parents) is FreedGraph:
+        parents = node.released_parents
+    return tuple((AccumulateGrad.of(parent) if isinstance(parent, Tensor) else parent, 0) for parent in parents)
+
+
+class AccumulateGrad:
+    """What PyTorch's ``next_functions`` shows for a leaf that requires grad: the node that adds
+    dL/dleaf into ``leaf.grad`` (here the leaf's own ``receive`` does that). ``variable`` is the
+    leaf; a leaf has one such node for as long as something holds it, as in PyTorch."""
+
+    next_functions = ()
+    metadata = Primitive.metadata
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    @classmethod
+    def of(cls, leaf):
+        found = leaf.__dict__.get("_accumulator")
+        node = found() if found is not None else None
+        if node is None:
+            node = cls(leaf)
+            leaf._accumulator = weakref.ref(node)  # (weak: the node holds the leaf, not the other way)
+        return node
+
+    def name(self):
+        return "torch::autograd::AccumulateGrad"
+
+    def register_prehook(self, hook):
+        """hook((dL/dleaf,)) before it is stored: a hook on the leaf (PyTorch's AccumulateGrad prehook)."""
+        return self.variable.register_hook(_OnOneGradient(hook))
+
+    def __repr__(self):
+        return "<AccumulateGrad>"
 
 
 def _graph_node(x):

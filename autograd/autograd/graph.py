@@ -13,7 +13,7 @@ import abc
 from ..backend import to_numpy, xp
 from ..function import BackwardFunction, _OutputSlot
 from ..graph import bump_version, disable_saved_tensors_hooks, saved_tensors_hooks
-from ..primitive import Primitive
+from ..primitive import AccumulateGrad, Primitive
 from ..tensor import Tensor
 
 __all__ = ["Node", "disable_saved_tensors_hooks", "increment_version", "save_on_cpu", "saved_tensors_hooks"]
@@ -30,7 +30,7 @@ class Node(abc.ABC):
         """The node's name, as PyTorch's (MulBackward0)."""
 
 
-for _node_class in (Primitive, BackwardFunction, _OutputSlot):
+for _node_class in (Primitive, BackwardFunction, _OutputSlot, AccumulateGrad):
     Node.register(_node_class)
 
 
