@@ -7,6 +7,7 @@ Every op computes with ``xp``. It is NumPy unless the environment variable
 
 import importlib
 import os
+import warnings
 
 import numpy
 
@@ -15,6 +16,12 @@ xp = importlib.import_module(os.environ.get("CHAINRULE_ARRAY_MODULE", "numpy"))
 # Silencing floating-point warnings where an op handles inf and NaN itself: NumPy's block. CuPy
 # has none (a GPU kernel warns of nothing), so there NumPy's block is kept and changes nothing.
 errstate = getattr(xp, "errstate", numpy.errstate)
+
+# Everywhere else NumPy warns where a float op meets 0/0, log 0 or an overflow ("RuntimeWarning: divide
+# by zero encountered in log"), and PyTorch gives the same inf and NaN silently. The filter is for the
+# warnings raised inside chainrule's own modules only (a user's NumPy code keeps its warnings), and costs
+# nothing until a warning is raised; a NumPy block around every op would cost as much as the op.
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(autograd|nn|optim)(\.|$)")
 
 float32 = numpy.dtype("float32")
 float64 = numpy.dtype("float64")

@@ -125,3 +125,19 @@ def test_the_modules_custom_distributions_and_anomaly_code_import():
 
     s = Scaled()
     assert s.value == 42 and s.value == 42 and Scaled.calls == 1
+
+
+def test_inf_and_nan_come_silently_as_in_pytorch_and_a_users_numpy_still_warns():
+    import subprocess
+    import sys
+
+    program = (
+        "import numpy, autograd\n"
+        "x = autograd.tensor([0.0, 1.0, -1.0])\n"
+        "print((x / x).tolist(), x.log().tolist(), x.sqrt().tolist(), (autograd.tensor([1e30]) * 1e30).tolist())\n"
+        "numpy.log(numpy.zeros(1))\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "default", "-c", program], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[nan, 1.0, 1.0] [-inf, 0.0, nan] [0.0, 1.0, nan] [inf]"
+    assert done.stderr.count("RuntimeWarning") == 1 and "<string>:4" in done.stderr  # only the user's own line
