@@ -148,6 +148,7 @@ def numel(input):
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Value": ".value:Value",
     "__version__": ".version:__version__",
+    "version": ".version",
     "amp": ".amp",
     **_lazy.from_module(".amp", "GradScaler", "autocast", "autocast_decrement_nesting", "autocast_increment_nesting",
                         "clear_autocast_cache", "get_autocast_cpu_dtype", "get_autocast_dtype",

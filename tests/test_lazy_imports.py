@@ -269,3 +269,10 @@ def test_version_on_first_use():
 
     assert autograd.__version__ == importlib.metadata.version("chainrule")
     assert run_fresh("import json, autograd\nprint(json.dumps(autograd.__version__))") == autograd.__version__
+
+
+def test_version_module_answers_as_torch_version():
+    import autograd
+
+    assert autograd.version.__version__ == autograd.__version__ and autograd.version.debug is False
+    assert autograd.version.cuda is None or autograd.backend.xp.__name__ == "cupy"  # a CPU build says None
