@@ -490,8 +490,9 @@ class ReluGrad(Primitive):
     a zero gradient, not none, so x is still used by a second derivative, as in PyTorch)."""
 
     def forward(self, g, y):
-        # a float mask: NumPy multiplies two floats faster than a float by a bool
-        return g * (y > backend.constant(0, y.dtype)).astype(g.dtype)
+        # y = relu x is 0 or positive, so its sign is the mask [y > 0] as floats: one NumPy pass where the
+        # comparison and its cast to a float mask are two (a float by a bool multiplies slower still)
+        return g * xp.sign(y)
 
     def backward(self, u, z, g, y):
         return (ReluGrad.apply(u, y) if g.requires_grad else None,
