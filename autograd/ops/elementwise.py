@@ -157,8 +157,9 @@ class Mul(Primitive):
 
     def backward(self, grad, z, x, y):
         by_x, by_y = (conj(x), conj(y)) if grad._data.dtype.kind == "c" else (x, y)
-        return (unbroadcast(grad * by_y, x) if x.requires_grad else None,
-                unbroadcast(grad * by_x, y) if y.requires_grad else None)
+        # (Mul itself, not the * operator: x, y and so dL/dz share one dtype, promoted before the forward)
+        return (unbroadcast(Mul.apply(grad, by_y), x) if x.requires_grad else None,
+                unbroadcast(Mul.apply(grad, by_x), y) if y.requires_grad else None)
 
 
 class Div(Primitive):
