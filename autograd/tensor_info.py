@@ -1,6 +1,6 @@
 """What a tensor and its dtype are (``is_floating_point`` and the other kind predicates are in
 ops/predicates.py): its memory layout as PyTorch reports it (``stride``, ``storage_offset``, ``data_ptr``,
-``dim_order``), ``element_size``, ``nelement``,
+``dim_order``, ``untyped_storage``), ``element_size``, ``nelement``,
 ``finfo``/``iinfo`` (the limits of a dtype), ``type_as``, and ``format(x, spec)``."""
 
 import builtins
@@ -31,13 +31,61 @@ def stride(self, dim=None):
     return strides if dim is None else strides[dim]
 
 
+def _memory(array):
+    """The array that owns the memory ``array`` shows (itself, or the base its views lead back to)."""
+    while isinstance(array.base, xp.ndarray):
+        array = array.base
+    return array
+
+
 @names("storage_offset", function=False)
 def storage_offset(self):
     """Where this tensor's first element lies in the memory it shares, in elements."""
-    root = self._data
-    while isinstance(root.base, xp.ndarray):
-        root = root.base
-    return (data_ptr(self) - address(root)) // self._data.itemsize
+    return (data_ptr(self) - address(_memory(self._data))) // self._data.itemsize
+
+
+class UntypedStorage:
+    """The memory a tensor shares with its views, as PyTorch's ``x.untyped_storage()`` shows it: where it
+    starts (``data_ptr()``) and its size in bytes (``nbytes()``, ``size()``, ``len``). Two tensors share
+    memory when their storages start at one address, which is how programs test it. (``x.storage()``,
+    PyTorch's older typed storage, counts in elements of x's dtype.)"""
+
+    def __init__(self, memory, element_size=1):
+        self._memory, self._element_size = memory, element_size
+
+    def data_ptr(self):
+        return address(self._memory)
+
+    def nbytes(self):
+        return self._memory.nbytes
+
+    def element_size(self):
+        return self._element_size
+
+    def size(self):
+        return self._memory.nbytes // self._element_size
+
+    def __len__(self):
+        return self.size()
+
+    def __repr__(self):
+        return f"<storage of {self.size()} elements of {self._element_size} bytes at {self.data_ptr():#x}>"
+
+
+@names("untyped_storage", function=False)
+def untyped_storage(self):
+    return UntypedStorage(_memory(self._data))
+
+
+@names("storage", function=False)
+def storage(self):
+    return UntypedStorage(_memory(self._data), self._data.itemsize)
+
+
+@names("to_dense", function=False)
+def to_dense(self, dtype=None, *, masked_grad=None):
+    """A dense tensor is its own dense form (PyTorch returns self; with a dtype, a cast)."""
+    return self if dtype is None else self.to(dtype)
 
 
 @names("data_ptr", "const_data_ptr", function=False)  # (const: PyTorch's name for a pointer not written through)

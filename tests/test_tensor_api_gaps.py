@@ -381,3 +381,17 @@ def test_as_strided_in_place():
     b.as_strided_((3, 2), (1, 1))  # overlapping windows: their gradients add up
     (b * autograd.arange(6.0, dtype=autograd.float64).reshape(3, 2)).sum().backward()
     np.testing.assert_array_equal(w.grad.numpy(), [0.0, 3.0, 7.0, 5.0])
+
+
+def test_storage_tells_which_tensors_share_memory():
+    def same_memory(a, b):
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+    x = autograd.zeros(2, 3, dtype=autograd.float64)
+    assert same_memory(x, x[1]) and same_memory(x, x.t()) and same_memory(x, x.view(6)) and same_memory(x, x.detach())
+    assert not same_memory(x, x.clone()) and not same_memory(x, x.float())
+    assert x[1].untyped_storage().nbytes() == 48 and len(x[1].storage()) == 6 and x.storage().element_size() == 8
+    assert x.to_dense() is x and x.to_dense(autograd.float32).dtype == autograd.float32
+    if torch is not None:
+        y = torch.zeros(2, 3, dtype=torch.float64)
+        assert y[1].untyped_storage().nbytes() == 48 and y[1].untyped_storage().data_ptr() == y.data_ptr()
