@@ -13,41 +13,42 @@ def _node(tensor):
 
 def _seed_gradients(outputs, grad_outputs):
     """dL/doutput for each output: ones for a one-element output, else the given tensor."""
-    seeds = []
-    for i, output in enumerate(outputs):
-        if not output.requires_grad:
+    return [_seed(output, None if grad_outputs is None else grad_outputs[i], i) for i, output in enumerate(outputs)]
+
+
+def _seed(output, grad, i):
+    """dL/doutput for output i: ones for a one-element output when ``grad`` is None, else ``grad``."""
+    if not output.requires_grad:
+        raise RuntimeError(
+            f"output {i} (shape {output.shape}) does not require grad and has no grad_fn: "
+            "nothing it depends on requires grad, or it was computed under no_grad()"
+        )
+    if grad is None:
+        data = output._data
+        if data.dtype.kind == "c":
+            raise RuntimeError(f"grad can be implicitly created only for real scalar outputs (output {i} is "
+                               f"{output.dtype}): backward() of a complex loss needs gradient=, or take "
+                               ".abs() or .real first")
+        if data.size != 1:
             raise RuntimeError(
-                f"output {i} (shape {output.shape}) does not require grad and has no grad_fn: "
-                "nothing it depends on requires grad, or it was computed under no_grad()"
+                f"backward of a non-scalar output of shape {output.shape} needs a gradient: "
+                "grad can be created implicitly only for one-element outputs. Pass "
+                f"gradient= a tensor of shape {output.shape} (dL/doutput), or reduce the "
+                "output first, e.g. loss.sum() or loss.mean()"
             )
-        grad = None if grad_outputs is None else grad_outputs[i]
-        if grad is None:
-            if output._data.dtype.kind == "c":
-                raise RuntimeError(f"grad can be implicitly created only for real scalar outputs (output {i} is "
-                                   f"{output.dtype}): backward() of a complex loss needs gradient=, or take "
-                                   ".abs() or .real first")
-            if output._data.size != 1:
-                raise RuntimeError(
-                    f"backward of a non-scalar output of shape {output.shape} needs a gradient: "
-                    "grad can be created implicitly only for one-element outputs. Pass "
-                    f"gradient= a tensor of shape {output.shape} (dL/doutput), or reduce the "
-                    "output first, e.g. loss.sum() or loss.mean()"
-                )
-            data = output._data  # (a 0-d loss is the common case, and array() the cheap way to make one)
-            grad = Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
-        else:
-            grad = grad if isinstance(grad, Tensor) else tensor_from(as_array(grad))
-            if grad.shape != output.shape:
-                raise RuntimeError(
-                    f"gradient has shape {grad.shape} but the output it is for has shape "
-                    f"{output.shape}; they must match"
-                )
-            if not grad.requires_grad:  # the user's tensor, not copied: marked as held elsewhere
-                data = grad._data
-                grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))
-                grad._shared = True
-        seeds.append(grad)
-    return seeds
+        # (a 0-d loss is the common case, and array() the cheap way to make one)
+        return Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
+    grad = grad if isinstance(grad, Tensor) else tensor_from(as_array(grad))
+    if grad.shape != output.shape:
+        raise RuntimeError(
+            f"gradient has shape {grad.shape} but the output it is for has shape "
+            f"{output.shape}; they must match"
+        )
+    if not grad.requires_grad:  # the user's tensor, not copied: marked as held elsewhere
+        data = grad._data
+        grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))
+        grad._shared = True
+    return grad
 
 
 def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False, on_step=None, inputs=None):
@@ -56,6 +57,11 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
     ``on_step`` is the engine's per-node callback (the step-through's trace)."""
     if inputs is not None:
         _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs)
+        return
+    if len(outputs) == 1:  # loss.backward(): the common case, without the lists
+        output = outputs[0]
+        engine.backpropagate((_node(output),), (_seed(output, None if grad_outputs is None else grad_outputs[0], 0),),
+                             retain_graph=retain_graph, on_step=on_step, create_graph=create_graph)
         return
     seeds = _seed_gradients(outputs, grad_outputs)
     engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph,
