@@ -170,8 +170,6 @@ class BackwardFunction(FunctionCtx):
             y.grad_fn = self if len(outputs) == 1 else _OutputSlot(self, j, len(outputs))
         if graph.is_anomaly_enabled():
             self.where = graph.user_frame()
-            for j in differentiable:
-                graph.check_finite(outputs[j]._data, "forward output", type(self).__name__, self.where)
 
     # -- the engine's interface ----------------------------------------------------------------
 
@@ -224,7 +222,7 @@ class BackwardFunction(FunctionCtx):
                                    f"{list(x.shape)}")
             g = fitted
             if self.where is not None:
-                graph.check_finite(g._data, "gradient", name, self.where)
+                graph.refuse_nan_gradient(g._data, name, i, self.where)
             checked.append(g)
         return checked
 

@@ -8,10 +8,11 @@
             for backward (``saved_tensors_hooks``: pack when saved, unpack when used);
 - storage:  ``accumulate_grad``, the only code that writes ``.grad``: dL/dx += g;
 - checks:   ``validate_gradients``, which every gradient an op returns passes through: the
-            input's shape and dtype, and finite values in anomaly mode.
+            input's shape and dtype, and no NaN in anomaly mode.
 """
 
 import functools
+import inspect
 import threading
 
 from .backend import xp
@@ -81,6 +82,8 @@ class ModeSwitch:
 
     def __call__(self, function):
         settings = dict(self.settings)
+        if inspect.isgeneratorfunction(function):
+            return _each_step_in(settings, function)
 
         @functools.wraps(function)
         def run_with_mode(*args, **kwargs):
@@ -88,6 +91,33 @@ class ModeSwitch:
                 return function(*args, **kwargs)
 
         return run_with_mode
+
+
+def _each_step_in(settings, generator_function):
+    """A decorated generator function, as PyTorch wraps one: each step of the generator runs in the mode
+    (``@no_grad`` on a sampler that yields tokens), and the caller between steps in its own."""
+
+    @functools.wraps(generator_function)
+    def generator(*args, **kwargs):
+        steps = generator_function(*args, **kwargs)
+        sent, thrown = None, None
+        while True:
+            try:
+                with ModeSwitch(**settings):
+                    value = steps.send(sent) if thrown is None else steps.throw(thrown)
+            except StopIteration as finished:
+                return finished.value
+            sent, thrown = None, None
+            try:
+                sent = yield value
+            except GeneratorExit:
+                with ModeSwitch(**settings):
+                    steps.close()
+                raise
+            except BaseException as error:  # thrown in by the caller: passed on to the generator
+                thrown = error
+
+    return generator
 
 
 class no_grad(ModeSwitch):
@@ -135,9 +165,9 @@ class set_grad_enabled(ModeSwitch):
 
 
 class detect_anomaly(ModeSwitch):
-    """Stop at the first operation that produces NaN or inf, naming it and the user's line
-    that created it (context manager and decorator). With ``check_nan=False`` the values are not
-    checked; each op still remembers where it was created, as PyTorch's."""
+    """Stop the backward pass at the first node that returns NaN, naming it and the user's line
+    that created its op, as PyTorch's (context manager and decorator). With ``check_nan=False`` the
+    values are not checked; each op still remembers where it was created, as PyTorch's."""
 
     def __init__(self, check_nan=True):
         super().__init__(anomaly=True, anomaly_check_nan=bool(check_nan))
@@ -286,7 +316,7 @@ def add_share(total, share, sums):
 def validate_gradients(node, inputs, grads):
     """Each gradient an op returns, checked against its input (PyTorch's ``validate_outputs``):
     the count, the shape (a broadcast gradient is summed back; anything else is an error),
-    the dtype (cast to the input's), and, in anomaly mode, finite values."""
+    the dtype (cast to the input's), and, in anomaly mode, no NaN."""
     if len(grads) != len(inputs):
         if len(grads) > len(inputs) and all(g is None for g in grads[len(inputs):]):
             grads = grads[:len(inputs)]  # trailing Nones for optional inputs not given (a bias)
@@ -302,7 +332,7 @@ def validate_gradients(node, inputs, grads):
                 checked = list(grads)
             checked[i] = g = _conform(node, i, x, g)
         if node.where is not None:
-            check_finite(g._data, "gradient", node.op_name + "Backward", node.where)
+            refuse_nan_gradient(g._data, node.name(), i, node.where)
     return grads if checked is None else checked
 
 
@@ -349,13 +379,12 @@ def user_frame():
     return "<unknown>"
 
 
-def check_finite(array, what, op_name, where):
-    """Raise if ``array`` holds NaN or inf; ``what`` says which value it is (unless anomaly mode was
-    entered with check_nan=False)."""
-    if not modes.anomaly_check_nan or array is None or array.dtype.kind != "f" or xp.isfinite(array).all():
+def refuse_nan_gradient(array, node_name, index, where):
+    """Anomaly mode's check of each gradient a node computes, as PyTorch's: NaN is refused, naming the node
+    and the user's line that created its op (unless anomaly mode was entered with check_nan=False). An
+    infinite gradient passes, as there: it is the right answer where the derivative is infinite (√x at 0),
+    and so does anything in the forward pass (a mask of -inf is how attention is written)."""
+    if not modes.anomaly_check_nan or array is None or array.dtype.kind not in "fc" or not xp.isnan(array).any():
         return
-    bad = "NaN" if xp.isnan(array).any() else "inf"
-    raise FloatingPointError(
-        f"anomaly: {op_name} produced {bad} in its {what} (shape {tuple(array.shape)}); "
-        f"the op was created at {where}"
-    )
+    raise RuntimeError(f"Function '{node_name}' returned nan values in its {index}th output "
+                       f"(shape {tuple(array.shape)}). Anomaly mode: its op was created at {where}")

@@ -357,3 +357,27 @@ def test_tensor_backward_with_inputs_fills_only_theirs():
     np.testing.assert_array_equal(y.grad.numpy(), [2.0, 2.0])
     with pytest.raises(RuntimeError, match="cannot be empty"):
         (a * b).sum().backward(inputs=[])
+
+
+def test_a_mode_decorator_on_a_generator_applies_at_each_step_and_not_between():
+    w = autograd.ones(2, requires_grad=True)
+
+    @autograd.no_grad()
+    def sample(steps):
+        for _ in range(steps):
+            reply = yield (w * 2).requires_grad, autograd.is_grad_enabled()
+            if reply is not None:
+                yield reply
+        return "done"
+
+    steps = sample(2)
+    assert next(steps) == (False, False) and autograd.is_grad_enabled()  # the caller records between steps
+    assert steps.send("echo") == "echo" and next(steps) == (False, False)
+    with pytest.raises(StopIteration) as finished:
+        next(steps)
+    assert finished.value.value == "done" and autograd.is_grad_enabled()
+    steps = sample(3)
+    next(steps)
+    with pytest.raises(KeyError):
+        steps.throw(KeyError("passed on to the generator"))
+    assert [recorded for recorded, _ in sample(2)] == [False, False]

@@ -397,7 +397,7 @@ def test_runtime_flags():
         assert autograd.is_anomaly_enabled() and not autograd.is_anomaly_check_nan_enabled()
     with autograd.autograd.detect_anomaly():
         x = autograd.tensor([0.0], requires_grad=True)
-        with pytest.raises(FloatingPointError, match="NaN|inf"):
+        with pytest.raises(RuntimeError, match="Function 'LogBackward0' returned nan values"):
             (x.log() * 0).backward()
 
 
