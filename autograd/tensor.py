@@ -88,17 +88,10 @@ class Tensor:
         ``torch.Tensor`` makes it (``autograd.tensor`` is the one that infers int64 and bool).
         PyTorch's legacy sizes: ``Tensor(3)``, ``Tensor(2, 3)`` and ``Tensor(Size)`` make zeros of
         those sizes (PyTorch leaves them unset), ``Tensor()`` an empty one; with a ``dtype`` a number
-        is a value (``Tensor(3, dtype=float64)`` holds 3.0)."""
-        if (type(data) is int and (dtype is None or type(dtype) is int)) or isinstance(data, Size):
-            sizes = tuple(data) if isinstance(data, Size) else (data,)
-            if type(requires_grad) is int:  # Tensor(2, 3, ...): every argument a size
-                sizes += (requires_grad,) + (() if dtype is None else (dtype,)) + more_sizes
-                requires_grad, dtype = False, None
-            data = xp.zeros(sizes, dtype=backend.get_default_dtype() if dtype is None else dtype)
-        elif isinstance(data, (list, tuple)) and dtype is None:
-            data = as_array(data)
-            if data.dtype.kind in "biu":
-                data = data.astype(backend.get_default_dtype())
+        is a value (``Tensor(3, dtype=float64)`` holds 3.0). As PyTorch's, any other number is refused
+        (``Tensor(2.5)``: a float is no size, and data must be a sequence), and so are complex values."""
+        if type(data) is not _ndarray:  # (the package's own calls pass an array: one test for them)
+            data, requires_grad, dtype = _legacy_arguments(data, requires_grad, dtype, more_sizes)
         self._data = as_array(data, dtype)
         self.grad_fn = None
         self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
@@ -411,11 +404,10 @@ class Tensor:
         else:
             try:
                 in_place(self._data)
-            except TypeError as error:  # NumPy refusing the cast (a float result into an integer tensor)
-                if not type(error).__module__.startswith("numpy"):
-                    raise
-                raise DtypeError(f"in-place on a {self.dtype} tensor of shape {tuple(self.shape)}: the result "
-                                 f"can't be cast to the desired output type {self.dtype} ({error})") from None
+            except (TypeError, OverflowError):  # NumPy refused (uint8 += int64: same_kind casting; -1 · uint8)
+                with no_grad():  # PyTorch's result dtype, then its casting rule (uint8 += int64 wraps)
+                    new = out_of_place(self)
+                self._store(new)
         bump_version(self)
         return self
 
@@ -443,10 +435,10 @@ class Tensor:
         return old
 
     def _store(self, new):
-        """Copy a computed value into this memory (PyTorch's casting and broadcasting rules)."""
-        if new.dtype != self.dtype and not numpy.can_cast(new.dtype, self.dtype, "same_kind"):
-            raise DtypeError(f"result type {new.dtype} can't be cast to the desired output type "
-                             f"{self.dtype} (in-place on a tensor of shape {tuple(self.shape)})")
+        """Copy a computed value into this memory (PyTorch's casting and broadcasting rules: a result of
+        its dtype's category or a lower one is cast, so uint8 += int64 wraps; a higher one is refused)."""
+        if new.dtype != self.dtype:
+            _refuse_cast(new.dtype, self.dtype, self.shape)
         if new.shape != self.shape and xp.broadcast_shapes(new.shape, self.shape) != self.shape:
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast "
                                f"shape {tuple(xp.broadcast_shapes(new.shape, self.shape))}")
@@ -559,7 +551,11 @@ class Tensor:
 
     def sub_(self, other, alpha=1):
         refuse_bool_subtraction(_is_bool(self), _is_bool(other))
-        return self.add_(other, alpha=-alpha)
+        if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
+            return self._write((other,), lambda old: old - _operand(other, old),
+                               lambda a: xp.subtract(a, _operand_array(other, self), out=a, casting="same_kind"))
+        return self._write((other,), lambda old: old - _operand(other, old) * alpha,
+                           lambda a: xp.subtract(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
 
     def mul_(self, other):
         return self._write((other,), lambda old: old * _operand(other, old),
@@ -621,7 +617,10 @@ class Tensor:
             self._refuse_leaf_write()
             self._take(self._index_put(index, _operand(value, self)))
             return
-        self._data[index] = _data(value)
+        try:
+            self._data[index] = _data(value)
+        except (ValueError, TypeError, OverflowError) as error:  # what NumPy refuses, PyTorch's way
+            self._data[index] = _written_value(self._data, index, value, error)
         bump_version(self)
 
     # comparisons give bool tensors, outside the graph
@@ -652,12 +651,66 @@ class Tensor:
         return Tensor._make(~self._data)
 
 
+def _legacy_arguments(data, requires_grad, dtype, more_sizes):
+    """(data, requires_grad, dtype) of ``Tensor(data, ...)`` read as PyTorch's legacy constructor reads
+    them: sizes (an int, a NumPy integer, a Size, or every argument an int) make zeros of those sizes;
+    Python data becomes the default floating dtype."""
+    if ((type(data) is int or isinstance(data, numpy.integer)) and (dtype is None or type(dtype) is int)) \
+            or isinstance(data, Size):
+        sizes = tuple(data) if isinstance(data, Size) else (int(data),)
+        if type(requires_grad) is int:  # Tensor(2, 3, ...): every argument a size
+            sizes += (requires_grad,) + (() if dtype is None else (dtype,)) + more_sizes
+            requires_grad, dtype = False, None
+        return xp.zeros(sizes, dtype=backend.get_default_dtype() if dtype is None else dtype), requires_grad, dtype
+    if dtype is None and isinstance(data, (numbers.Number, numpy.bool_)):  # (an int is a size, above)
+        kind = type(data).__name__ if type(data).__module__ == "builtins" else \
+            f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
+        raise TypeError(f"new(): data must be a sequence (got {kind})")
+    if isinstance(data, (list, tuple)) and dtype is None:
+        data = as_array(data)
+        if data.dtype.kind == "c":
+            raise TypeError("must be real number, not complex")
+        if data.dtype.kind in "biu":
+            data = data.astype(backend.get_default_dtype())
+    return data, requires_grad, dtype
+
+
 def ordered(name, x, y):
     """(x, y), two arrays or numbers to compare by order: complex numbers have none, so they are
     refused, as PyTorch refuses them (NumPy would compare them part by part)."""
     refuse_unordered(x, name)
     refuse_unordered(y, name)
     return x, y
+
+
+def _refuse_cast(result, output, shape):
+    """PyTorch's refusal to write a result of dtype ``result`` into a tensor of dtype ``output`` and
+    ``shape`` in place: a float into integers, an integer into bools, a complex number into reals."""
+    from .ops.conversion import type_name  # (the ops' table of PyTorch's dtype names; a rare path)
+    from .ops.promotion import can_cast
+
+    if not can_cast(result, output):
+        raise DtypeError(f"result type {type_name(result)} can't be cast to the desired output type "
+                         f"{type_name(output)} (in-place on a tensor of shape {tuple(shape)})")
+
+
+def _written_value(array, index, value, error):
+    """What ``array[index] = value`` writes where NumPy refused it with ``error``, as PyTorch writes it: a
+    Python integer out of the dtype's range is cast (-1 into uint8 is 255) or refused; a number the dtype
+    cannot hold (NaN or inf into integers, a complex number into reals) and a value that does not broadcast
+    to the region are RuntimeErrors, not NumPy's TypeError or ValueError."""
+    if isinstance(error, OverflowError) and type(value) is int:
+        from .factories import _integers_cast
+
+        return _integers_cast(value, array.dtype)
+    if isinstance(value, complex) and value.imag == 0:  # (a complex number without imaginary part is its real one)
+        return value.real
+    if isinstance(value, numbers.Number):
+        raise RuntimeError(f"value cannot be converted to type {array.dtype} without overflow") from None
+    if isinstance(error, ValueError):
+        raise ShapeError(f"shape mismatch: value tensor of shape {list(numpy.shape(_data(value)))} cannot be "
+                         f"broadcast to indexing result of shape {list(array[index].shape)}") from None
+    raise error
 
 
 def _is_bool(value):

@@ -330,12 +330,17 @@ def sgn(input, *, out=None):
 
 
 @names("round", inplace="round_")
-def round(input, *, decimals=0, out=None):
-    """x rounded to ``decimals`` decimal places, halves to even (as PyTorch and NumPy)."""
-    # PyTorch rounds neither bools nor (to decimal places) integers; an integer's round() is itself
-    refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "b" if decimals == 0 else "biuc")
-    if input.dtype.kind in "iu":
-        return write_out(input.clone(), out)
+def round(input, *, decimals=None, out=None):
+    """x rounded to ``decimals`` decimal places (none given: to whole numbers), halves to even (as PyTorch
+    and NumPy)."""
+    # PyTorch rounds no bools; an integer's round() is itself, but its overload with decimals (0 too) refuses them
+    if decimals is None:
+        refuse_kinds(input, "round_vml_cpu", "b")
+        if input.dtype.kind in "iu":
+            return write_out(input.clone(), out)
+        decimals = 0
+    else:
+        refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "biu" if decimals == 0 else "biuc")
     return write_out(Rounding.apply(input, function="round", decimals=decimals), out)
 
 

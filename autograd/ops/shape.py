@@ -10,10 +10,11 @@ import warnings
 import numpy
 
 from ..backend import xp
-from ..errors import ShapeError
+from ..errors import DtypeError, ShapeError
 from ..primitive import Primitive
 from ..tensor import Tensor, tensor_from
 from .axes import dim_index, normalize_dims, sizes_or_keyword
+from .conversion import type_name
 from .elementwise import common_dtype, unbroadcast
 from .names import names
 from .outputs import write_out
@@ -454,7 +455,40 @@ def _setitem(x, index, value):
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
     x, index = _as_pytorch_reads_it(x, index)
+    if type(value) is Tensor and value._data.dtype != x._data.dtype:
+        _refuse_index_put_of_another_dtype(x, index, value)
     x._write_at(index, value)
+
+
+def _refuse_index_put_of_another_dtype(x, index, value):
+    """PyTorch casts a value of another dtype into a region that ints, slices, None and ... select (a copy_),
+    and into the elements one mask selects when the value has one element (a masked_fill_), but refuses it
+    where an index tensor or list selects (index_put_ takes the destination's dtype only): x[[0, 1]] =
+    a float64 tensor, x of float32. A bool among several indices, or a 0-d bool tensor, is such an index."""
+    parts = index if isinstance(index, tuple) else (index,)
+    selecting = [i for i in parts if isinstance(i, list) or isinstance(i, xp.ndarray) and (i.ndim or i.dtype == bool)
+                 or type(i) is bool and len(parts) > 1]
+    if not selecting or value._data.size == 1 and len(selecting) == 1 and numpy.ndim(selecting[0]) \
+            and numpy.asarray(selecting[0]).dtype == bool:
+        return
+    # PyTorch's order of checks: the index's structure (a mask that does not fit, too many indices), the value's
+    # shape, its dtype, and last the positions' range
+    try:
+        region = x._data[index].shape
+    except IndexError as error:
+        if "out of bounds" not in str(error):
+            raise
+    else:
+        shape = value.shape
+        while shape and shape[0] == 1 and len(shape) > len(region):  # (leading 1s are dropped, as PyTorch's)
+            shape = shape[1:]
+        try:
+            if xp.broadcast_shapes(shape, region) != region:
+                return  # (x._write_at reports the shape)
+        except ValueError:
+            return
+    raise DtypeError(f"Index put requires the source and destination dtypes match, got {type_name(x.dtype)} for "
+                     f"the destination and {type_name(value.dtype)} for the source.")
 
 
 def _as_pytorch_reads_it(x, index):
