@@ -11,6 +11,7 @@ so this file holds only what a tensor is: its array, its place in the graph,
 its conversions, and the one door through which its memory is written.
 """
 
+import math
 import numbers
 import warnings
 import weakref
@@ -404,8 +405,10 @@ class Tensor:
         else:
             try:
                 in_place(self._data)
-            except (TypeError, OverflowError):  # NumPy refused (uint8 += int64: same_kind casting; -1 · uint8)
-                with no_grad():  # PyTorch's result dtype, then its casting rule (uint8 += int64 wraps)
+            except (TypeError, OverflowError, ValueError):  # NumPy refused (uint8 += int64: same_kind casting;
+                # -1 · uint8; an output that does not broadcast): PyTorch's result dtype, then its casting rule
+                # (uint8 += int64 wraps) and its errors
+                with no_grad():
                     new = out_of_place(self)
                 self._store(new)
         bump_version(self)
@@ -528,6 +531,8 @@ class Tensor:
         return self.fill_(0)
 
     def fill_(self, value):
+        if type(value) is float or type(value) is complex or type(value) is int and value:  # (not zero_'s 0)
+            _refuse_overflow(value, self._data.dtype)
         return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
                            lambda a: a.fill(_data(value)))
 
@@ -612,6 +617,8 @@ class Tensor:
 
     def _write_at(self, index, value):
         """``self[index] = value`` once the index reads as PyTorch reads it (ops/shape.py's ``__setitem__``)."""
+        if type(value) is float and (self._data.dtype.kind != "f" or not -3.4e38 <= value <= 3.4e38):
+            _refuse_overflow(value, self._data.dtype)  # (a float into integers, or past float32's range: may overflow)
         index = _index(index)
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._refuse_leaf_write()
@@ -692,6 +699,27 @@ def _refuse_cast(result, output, shape):
     if not can_cast(result, output):
         raise DtypeError(f"result type {type_name(result)} can't be cast to the desired output type "
                          f"{type_name(output)} (in-place on a tensor of shape {tuple(shape)})")
+
+
+def _refuse_overflow(value, dtype):
+    """PyTorch's refusal of a Python number that ``dtype`` cannot hold (fill_): NaN, an infinity or a value out
+    of range for integers (an unsigned dtype takes negative ints down to -max, wrapped), a finite value past the
+    largest float of a floating dtype, a complex number with an imaginary part for a real dtype."""
+    kind = dtype.kind
+    if kind == "b":
+        return
+    parts = (value.real, value.imag) if type(value) is complex else (value,)
+    if type(value) is complex and kind != "c" and value.imag:
+        fits = False
+    elif kind in "iu":
+        info = numpy.iinfo(dtype)
+        low = -int(info.max) if kind == "u" and type(value) is int else int(info.min)
+        fits = math.isfinite(parts[0]) and low <= parts[0] <= int(info.max)
+    else:
+        largest = float(numpy.finfo(dtype).max)
+        fits = all(not math.isfinite(part) or abs(part) <= largest for part in parts)
+    if not fits:
+        raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
 
 
 def _written_value(array, index, value, error):

@@ -9,6 +9,7 @@ an int64 tensor is float32, as in PyTorch). Rounding is piecewise constant: its 
 import math
 
 from ..backend import errstate, xp
+from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj, sgn_of_complex
@@ -21,9 +22,25 @@ from .special import erf
 
 def _floating_pair(input, other):
     """Two Tensors of one floating dtype, by PyTorch's type promotion (float16 with an int64
-    tensor is float16, not NumPy's float64), integers and bools then the default dtype."""
+    tensor is float16, not NumPy's float64), integers and bools then the default dtype: each
+    converted from its own dtype (a 0-d int64 -4 beside uint8 is -4.0, not 252.0)."""
+    if not _floating_value(input) and not _floating_value(other):
+        input, other = (floating(v) if isinstance(v, Tensor) else v for v in (input, other))
     input, other = promote(input, other)
     return floating(input), floating(other)
+
+
+def _floating_value(value):
+    """A floating or complex tensor, or a Python float or complex number."""
+    return value.dtype.kind in "fc" if isinstance(value, Tensor) else isinstance(value, (float, complex))
+
+
+def _floating_only_pair(input, other, kernel):
+    """Two Tensors of their promoted dtype, which must be floating: PyTorch's ``kernel`` has no integer or bool
+    version (where NumPy's would compute in floats)."""
+    input, other = promote(input, other)
+    refuse_kinds(input, kernel, "biuc" if kernel == "hypot_cpu" else "biu")
+    return input, other
 
 
 def _unary(primitive, name, inplace=True, doc=""):
@@ -424,8 +441,10 @@ class Atan2(Primitive):
 
 @names("atan2", "arctan2", inplace=("atan2_", "arctan2_"))
 def atan2(input, other, *, out=None):
-    """The angle of the point (other, input), in (-π, π]."""
-    return write_out(Atan2.apply(*_floating_pair(input, other)), out)
+    """The angle of the point (other, input), in (-π, π] (of real numbers only, as PyTorch's)."""
+    input, other = _floating_pair(input, other)
+    refuse_kinds(input, "atan2_cpu", "c")
+    return write_out(Atan2.apply(input, other), out)
 
 
 class Hypot(Primitive):
@@ -444,7 +463,7 @@ class Hypot(Primitive):
 @names("hypot", inplace="hypot_")
 def hypot(input, other, *, out=None):
     """√(input² + other²), elementwise, without overflow."""
-    return write_out(Hypot.apply(*promote(input, other)), out)
+    return write_out(Hypot.apply(*_floating_only_pair(input, other, "hypot_cpu")), out)
 
 
 class LogAddExp(Primitive):
@@ -474,13 +493,13 @@ class LogAddExp2(Primitive):
 @names("logaddexp")
 def logaddexp(input, other, *, out=None):
     """ln(e^input + e^other), without overflow."""
-    return write_out(LogAddExp.apply(*_floating_pair(input, other)), out)
+    return write_out(LogAddExp.apply(*_floating_only_pair(input, other, "logaddexp_cpu")), out)
 
 
 @names("logaddexp2")
 def logaddexp2(input, other, *, out=None):
     """log₂(2^input + 2^other), without overflow."""
-    return write_out(LogAddExp2.apply(*_floating_pair(input, other)), out)
+    return write_out(LogAddExp2.apply(*_floating_only_pair(input, other, "logaddexp2_cpu")), out)
 
 
 def _zero_on_edge(slope, x, y, edge):
@@ -512,8 +531,11 @@ class Xlogy(Primitive):
 
 @names("xlogy", inplace="xlogy_")
 def xlogy(input, other, *, out=None):
-    """input · ln(other), defined as 0 where input is 0 (entropy terms p ln p at p = 0)."""
-    return write_out(Xlogy.apply(*_floating_pair(input, other)), out)
+    """input · ln(other), defined as 0 where input is 0 (entropy terms p ln p at p = 0); real numbers only, as
+    PyTorch's."""
+    input, other = _floating_pair(input, other)
+    refuse_kinds(input, "xlogy_cpu", "c")
+    return write_out(Xlogy.apply(input, other), out)
 
 
 class Xlog1py(Primitive):
@@ -578,11 +600,26 @@ class Lerp(Primitive):
 
 @names("lerp")
 def lerp(input, end, weight, *, out=None):
-    """input + weight · (end - input): the point a fraction ``weight`` of the way to end."""
-    input, end = promote(input, end)
+    """input + weight · (end - input): the point a fraction ``weight`` of the way to end. As PyTorch's, of
+    floating tensors of one dtype only (a 0-d weight tensor may have another), not promoted."""
+    refuse_kinds(input, "lerp_kernel_tensor" if isinstance(weight, Tensor) else "lerp_kernel_scalar", "biu")
+    for name, other in (("end", end), ("weight", weight)):
+        if isinstance(other, Tensor) and other.dtype != input.dtype and (name == "end" or other.ndim):
+            raise DtypeError(f"expected dtype {_C_NAMES.get(input.dtype.name, input.dtype.name)} for `{name}` but "
+                             f"got dtype {_C_NAMES.get(other.dtype.name, other.dtype.name)}")
     if not isinstance(weight, Tensor):
+        if isinstance(weight, complex) and input.dtype.kind != "c":
+            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
         weight = _operand(weight, input)
+    elif weight.dtype != input.dtype:
+        weight = weight.to(input.dtype)
     return write_out(Lerp.apply(input, end, weight), out)
+
+
+# the C names PyTorch's lerp and heaviside messages give a dtype ("expected dtype float for `end`")
+_C_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int", "int32": "int",
+            "bool": "bool", "uint8": "unsigned char", "int8": "signed char", "int16": "short int",
+            "complex64": "c10::complex<float>", "complex128": "c10::complex<double>"}
 
 
 @names("float_power", inplace="float_power_")
@@ -619,15 +656,21 @@ def rad2deg(input, *, out=None):
 
 @names("heaviside", inplace="heaviside_")
 def heaviside(input, values, *, out=None):
-    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch)."""
+    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch).
+    input and values must have one dtype (PyTorch promotes neither)."""
     x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
+    if x.dtype != v.dtype:
+        raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
+    if x.dtype.kind == "c":
+        raise DtypeError("heaviside is not yet implemented for complex tensors.")
     return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 
 @names("copysign", inplace="copysign_")
 def copysign(input, other, *, out=None):
-    """|input| with the sign of other (signed zeros included)."""
+    """|input| with the sign of other (signed zeros included); complex numbers have no sign to copy."""
     input, other = _floating_pair(input, other)
+    refuse_kinds(input, "copysign_cpu", "c")
     sign = Tensor._make(xp.where(xp.signbit(other._data), -1.0, 1.0).astype(input.dtype))
     return write_out(input.abs() * sign, out)
 

@@ -69,9 +69,9 @@ def _resolved(shape, size, x_shape):
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    start, end = dim_index(start_dim, x.ndim), dim_index(end_dim, x.ndim)  # (a 0-d tensor takes dims -1 and 0)
     if x.ndim == 0:
         return reshape(x, (1,))
-    start, end = dim_index(start_dim, x.ndim), dim_index(end_dim, x.ndim)
     if start > end:
         raise ShapeError("flatten() has invalid args: start_dim cannot come after end_dim")
     merged = 1
@@ -301,12 +301,18 @@ def _sequence_of_tensors(name, tensors):
 
 
 def cat(tensors, dim=0, *, out=None):
-    """Join tensors along an existing dim (shapes must agree elsewhere)."""
+    """Join tensors along an existing dim (shapes must agree elsewhere). As PyTorch's, a 1-d empty tensor
+    joins anything (its legacy rule: it is left out, but for its dtype), and a 0-d one nothing."""
     tensors = _sequence_of_tensors("cat", tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
-    if tensors[0].ndim == 0:
-        raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
+    for i, t in enumerate(tensors):
+        if t.ndim == 0:
+            raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
+    if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
+        dtype = common_dtype([t.dtype for t in tensors])
+        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+    tensors = [t for t in tensors if t.shape != (0,)] or tensors[:1]
     axis = normalize_dims(dim, tensors[0].ndim)[0]
     first = tensors[0].shape
     for t in tensors[1:]:
@@ -315,9 +321,6 @@ def cat(tensors, dim=0, *, out=None):
         if any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
             shapes = ", ".join(str(u.shape) for u in tensors)
             raise ShapeError(f"Sizes of tensors must match except in dimension {dim}: shapes {shapes}")
-    if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
-        dtype = common_dtype([t.dtype for t in tensors])
-        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
     return write_out(Cat.apply(*tensors, dim=axis), out)
 
 
@@ -326,6 +329,7 @@ def stack(tensors, dim=0, *, out=None):
     tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
+    normalize_dims(dim, tensors[0].ndim + 1)  # (a dim out of range is reported first, as PyTorch's)
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         shapes = ", ".join(map(str, shapes))
