@@ -528,11 +528,15 @@ class Tensor:
         return self
 
     def zero_(self):
-        return self.fill_(0)
+        return self._fill(0)
 
     def fill_(self, value):
-        if type(value) is float or type(value) is complex or type(value) is int and value:  # (not zero_'s 0)
-            _refuse_overflow(value, self._data.dtype)
+        if type(value) is complex or (type(value) is float or type(value) is int) and \
+                (self._data.dtype.kind != "f" or not -65504.0 <= value <= 65504.0):  # (what may overflow: a
+            _refuse_overflow(value, self._data.dtype)  # float's usual values are not checked further)
+        return self._fill(value)
+
+    def _fill(self, value):
         return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
                            lambda a: a.fill(_data(value)))
 
@@ -594,6 +598,8 @@ class Tensor:
 
     def lerp_(self, end, weight):
         """x += weight · (end - x)"""
+        if self._data.dtype.kind not in "fc" or isinstance(end, Tensor) and end._data.dtype != self._data.dtype:
+            return self._write((end, weight), lambda old: old.lerp(end, weight))  # (lerp's refusals, as PyTorch's)
         return self._write((end, weight), lambda old: old + weight * (end - old),
                            lambda a: _add_scaled(a, xp.subtract(_data(end), a), _data(weight)))
 

@@ -8,8 +8,11 @@ addcmul and addcdiv; the index ops (gather, scatter, index_select, index_add, ma
 index tensors of every dtype; shape ops (cumsum, diff, flip, roll, repeat, tile, ...); and conversions
 of NaN, infinities and large values.
 
-Where chainrule still differs in a file this change could not edit, the draw is left out with its
-reason (``_known_*``) and the case is pinned by a strict xfail at the end.
+Where chainrule still differs in a file this change could not edit (arithmetic.py, sorting.py, grids.py,
+arranging.py, splitting.py, creation.py, cumulative.py, diagonals.py, extrema.py, statistics.py, and
+tensor.py's comparisons), the draw is left out with its reason (``_known_*``) and the case is pinned by a
+strict xfail at the end; so is logaddexp of complex numbers, which needs an op of its own. A few draws are
+left out because PyTorch's own answer is undefined there (ties, values read past the end, an empty median).
 """
 
 import math
@@ -19,7 +22,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.test_fuzz_dtype_errors import DTYPES, FUZZ, REAL_DTYPES, SCALARS, _known_binary, _make, _values, agree
+import autograd
+from tests.test_fuzz_dtype_errors import (
+    DTYPES,
+    FUZZ,
+    REAL_DTYPES,
+    SCALARS,
+    _known_binary,
+    _make,
+    _t,
+    _values,
+    agree,
+)
 
 # -- binary functions, and their in-place twins -----------------------------------------------------
 
@@ -492,3 +506,185 @@ def test_conversions_of_special_values_as_pytorch(case):
         return y
 
     agree(program, f"{call} of {value!r} ({source}) to {target}")
+
+
+# -- what the fuzzer found, fixed (PyTorch's answers, written down) ---------------------------------
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda x, i: x.gather(1, i.to(autograd.int16)), RuntimeError, r"gather\(\): Expected dtype int32/int64 for index"),
+    (lambda x, i: x.index_select(1, i.to(autograd.uint8)), RuntimeError, "Expected dtype int32 or int64 for index"),
+    (lambda x, i: x.take(i.to(autograd.int32)), RuntimeError, "Expected a long tensor for index, but got Int"),
+    (lambda x, i: x.index_fill(1, i.to(autograd.int32), 1.0), IndexError, "Expected dtype int64 for index"),
+    (lambda x, i: autograd.take_along_dim(x, i.to(autograd.int32), 1), RuntimeError, "should be Long but got Int"),
+    (lambda x, i: x.scatter(1, i, _t([[7, 8]], "float64")), RuntimeError, "Expected self.dtype to be equal to src"),
+    (lambda x, i: x.scatter_add(1, i, _t([[7, 8]], "int64")), RuntimeError, "Expected self.dtype to be equal to src"),
+    (lambda x, i: x.index_add(1, i[0], _t([[7, 8], [7, 8]], "float64")), RuntimeError,
+     r"self \(Float\) and source \(Double\) must have the same scalar type"),
+    (lambda x, i: x.index_copy(1, i[0], _t([[7, 8], [7, 8]], "float64")), RuntimeError,
+     r"same dtype, but got \(self\) Float and \(source\) Double"),
+    (lambda x, i: x.masked_scatter(x > 2, _t([1, 2, 3], "float64")), RuntimeError,
+     "same dtypes but got ?Float and Double"),
+    (lambda x, i: x.index_put((i[0],), _t([1, 2, 3], "float64")), RuntimeError, "Index put requires the source"),
+    (lambda x, i: x.index_fill(1, i[0], _t([1.0], "float32")), RuntimeError, "only supports a 0-dimensional value"),
+])
+def test_index_ops_refuse_index_and_source_dtypes_as_pytorch(call, error, message):
+    x, index = autograd.arange(6.0).reshape(2, 3), _t([[0, 1]], "int64")
+    with pytest.raises(error, match=message):
+        call(x, index)
+
+
+def test_index_ops_values_where_they_were_numpy_s():
+    x = autograd.arange(6.0).reshape(2, 3)
+    assert x.index_select(1, _t([2, 0], "int32")).tolist() == [[2.0, 0.0], [5.0, 3.0]]  # (int32 is taken)
+    assert autograd.take_along_dim(x, _t([[-1], [0]], "int64"), 1).tolist() == [[2.0], [3.0]]  # (-1: the last)
+    assert x.index_fill(1, _t([-1], "int64"), 9.0).tolist() == [[0.0, 1.0, 9.0], [3.0, 4.0, 9.0]]
+    assert x[:, :2].index_put((_t([True, False], "bool"),), _t(7.0, "float64")).tolist() == [[7.0, 7.0], [3.0, 4.0]]
+    # index_copy writes the last slice a repeated position names (it added them up), and only that one has a gradient
+    source = autograd.tensor([[10.0, 11.0, 12.0], [20.0, 21.0, 22.0]], requires_grad=True)
+    copied = autograd.zeros(2, 3).index_copy(0, _t([1, 1], "int64"), source)
+    assert copied.tolist() == [[0.0, 0.0, 0.0], [20.0, 21.0, 22.0]]
+    copied.sum().backward()
+    assert source.grad.tolist() == [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+
+
+def test_an_index_out_of_range_is_both_of_pytorch_s_classes():
+    from autograd.errors import IndexRangeError
+
+    x = autograd.arange(6.0).reshape(2, 3)
+    for call in (lambda: x.index_select(0, _t([2], "int64")), lambda: x.index_select(1, _t([3], "int64")),
+                 lambda: x.index_add(0, _t([5], "int64"), x[:1]), lambda: x.gather(1, _t([[3]], "int64"))):
+        with pytest.raises(IndexRangeError, match="out of bounds") as caught:
+            call()
+        assert isinstance(caught.value, IndexError) and isinstance(caught.value, RuntimeError)
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: autograd.lerp(_t([1, 2], "int64"), _t([3, 4], "int64"), 0.5), NotImplementedError,
+     "\"lerp_kernel_scalar\" not implemented for 'Long'"),
+    (lambda: autograd.lerp(_t([1.0], "float32"), _t([3.0], "float64"), 0.5), RuntimeError,
+     "expected dtype float for `end` but got dtype double"),
+    (lambda: _t([1, 2], "int64").lerp_(_t([3, 4], "int64"), 0.5), NotImplementedError, "lerp_kernel_scalar"),
+    (lambda: autograd.heaviside(_t([1.0], "float32"), _t([1.0], "float64")), RuntimeError, "different dtypes"),
+    (lambda: autograd.heaviside(_t([1j], "complex64"), _t([1j], "complex64")), RuntimeError, "complex tensors"),
+    (lambda: autograd.copysign(_t([1.0], "float32"), _t([1j], "complex64")), NotImplementedError, "copysign_cpu"),
+    (lambda: autograd.atan2(_t([1j], "complex64"), _t([1.0], "float32")), NotImplementedError, "atan2_cpu"),
+    (lambda: autograd.xlogy(_t([1j], "complex64"), _t([1j], "complex64")), NotImplementedError, "xlogy_cpu"),
+    (lambda: autograd.hypot(_t([1j], "complex64"), _t([1.0], "float32")), NotImplementedError, "hypot_cpu"),
+    (lambda: autograd.logaddexp(_t([1], "int64"), _t([2], "int64")), NotImplementedError,
+     "\"logaddexp_cpu\" not implemented for 'Long'"),
+])
+def test_pointwise_refusals_as_pytorch(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_floating_functions_of_two_integers_convert_each_first():
+    # a 0-d int64 -4 beside uint8 is -4.0 (not the 252 uint8 would make of it): ln(-4) is NaN
+    assert np.isnan(autograd.xlogy(_t([6], "uint8"), _t(-4, "int64")).item())
+    assert autograd.atan2(_t([1], "uint8"), _t(-1, "int64")).item() == pytest.approx(3 * math.pi / 4)
+
+
+def test_cat_and_stack_as_pytorch():
+    rows = autograd.ones(2, 3)
+    joined = autograd.cat([_t([], "float64"), rows, rows])  # (a 1-d empty tensor joins anything, dtype kept)
+    assert joined.shape == (4, 3) and joined.dtype == autograd.float64
+    with pytest.raises(RuntimeError, match=r"zero-dimensional tensor \(at position 1\) cannot be concatenated"):
+        autograd.cat([rows, autograd.tensor(1.0)], dim=1)
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        autograd.stack([autograd.ones(3), autograd.ones(2, 3)], dim=2)
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        autograd.tensor(1.0).flatten(1)
+
+
+def test_in_place_broadcast_errors_are_runtime_errors():
+    with pytest.raises(RuntimeError, match=r"output with shape \(\) doesn't match the broadcast shape \(3,\)"):
+        autograd.tensor(1.0).add_(autograd.ones(3))
+
+
+@pytest.mark.parametrize(("dtype", "value"), [("int64", math.nan), ("int32", math.inf), ("uint8", -2.5),
+                                              ("int8", 300), ("float16", 70000.0), ("float32", 1e39),
+                                              ("float32", 1j)])
+def test_fill_refuses_numbers_the_dtype_cannot_hold(dtype, value):
+    with pytest.raises(RuntimeError, match="value cannot be converted to type .* without overflow"):
+        autograd.zeros(2, dtype=getattr(autograd, dtype)).fill_(value)
+
+
+def test_fill_and_setitem_keep_what_pytorch_keeps():
+    assert autograd.zeros(2, dtype=autograd.uint8).fill_(-1).tolist() == [255, 255]  # (wrapped, as PyTorch's)
+    assert autograd.zeros(2, dtype=autograd.int8).fill_(-2.5).tolist() == [-2, -2]
+    assert autograd.zeros(2, dtype=autograd.float16).fill_(math.inf).tolist() == [math.inf, math.inf]
+    x = autograd.zeros(2)
+    with pytest.raises(RuntimeError, match="without overflow"):
+        x[0] = 1e39
+    x[1] = math.nan
+    assert math.isnan(x[1].item())
+
+
+# -- disagreements left in files this change could not edit (PyTorch's answers, strict xfails) -----
+
+def _xfail(file, what):
+    return pytest.mark.xfail(strict=True, reason=f"{file} (not editable here): {what}")
+
+
+@_xfail("arithmetic.py", "sub() and addcmul() take bools")
+def test_known_sub_and_addcmul_of_bools():
+    with pytest.raises(RuntimeError, match="Subtraction, the `-` operator, with a bool tensor is not supported"):
+        _t([1.0], "float32").sub(True)
+    with pytest.raises(NotImplementedError, match="addcmul_cpu_out"):
+        autograd.addcmul(_t([True], "bool"), _t([True], "bool"), _t([True], "bool"))
+
+
+@_xfail("sorting.py", "topk and kthvalue of bools are computed")
+def test_known_topk_and_kthvalue_of_bools():
+    with pytest.raises(RuntimeError, match="topk does not support bool dtypes on CPU"):
+        _t([True, False], "bool").topk(1)
+    with pytest.raises(NotImplementedError, match="kthvalue_cpu"):
+        _t([True, False], "bool").kthvalue(1)
+
+
+@_xfail("grids.py", "cartesian_prod takes matrices; block_diag promotes by NumPy's rule")
+def test_known_cartesian_prod_and_block_diag():
+    assert autograd.block_diag(_t([[1]], "int64"), _t([[1.5]], "float16")).dtype == autograd.float16
+    with pytest.raises(RuntimeError, match="Expect a 1D vector"):
+        autograd.cartesian_prod(autograd.ones(2, 3))
+
+
+@_xfail("arranging.py", "NumPy's errors and rules for broadcast_tensors, rot90 and roll")
+def test_known_arranging_errors():
+    with pytest.raises(RuntimeError, match="must match the size of tensor b"):
+        autograd.broadcast_tensors(autograd.ones(3), autograd.ones(2))
+    with pytest.raises(RuntimeError, match="expected total dims >= 2"):
+        autograd.rot90(autograd.ones(2))
+    with pytest.raises(RuntimeError, match="shifts and dimensions must align"):
+        _t([1, 2, 3], "int64").roll((2, 1), 0)
+
+
+@_xfail("splitting.py", "chunk of a 0-d tensor checks the dim first")
+def test_known_chunk_of_a_scalar():
+    with pytest.raises(RuntimeError, match="chunk expects at least a 1-dimensional tensor"):
+        autograd.tensor(1.0).chunk(1)
+
+
+@_xfail("creation.py", "new_full casts a value the dtype cannot hold")
+def test_known_new_full_overflow():
+    with pytest.raises(RuntimeError, match="without overflow"):
+        autograd.zeros(2).new_full((2,), math.nan, dtype=autograd.int32)
+
+
+@_xfail("cumulative.py and diagonals.py", "logcumsumexp and trace of integers and bools are computed")
+def test_known_logcumsumexp_and_trace_of_integers():
+    with pytest.raises(NotImplementedError, match="logcumsumexp_out_cpu"):
+        _t([1, 2], "int64").logcumsumexp(0)
+    with pytest.raises(NotImplementedError, match="\"trace\" not implemented for 'Bool'"):
+        _t([[True]], "bool").trace()
+
+
+@_xfail("extrema.py", "aminmax of an empty tensor is IndexError")
+def test_known_aminmax_of_an_empty_tensor():
+    with pytest.raises(RuntimeError, match="cannot compute aminmax over an empty dimension"):
+        autograd.zeros(2, 0).aminmax()
+
+
+@_xfail("pointwise.py", "logaddexp has no complex version (NumPy's ufunc has none; it needs its own)")
+def test_known_logaddexp_of_complex_numbers():
+    assert autograd.logaddexp(_t([0j], "complex64"), _t([0j], "complex64")).dtype == autograd.complex64
