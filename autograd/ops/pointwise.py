@@ -14,7 +14,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj, sgn_of_complex
 from .conversion import refuse_kinds
-from .elementwise import Where, floating, promote, unbroadcast, where
+from .elementwise import Where, floating, promote, result_type, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .special import erf
@@ -468,14 +468,22 @@ def hypot(input, other, *, out=None):
 
 class LogAddExp(Primitive):
     """z = ln(e^x + e^y) without overflow;   dL/dx = dL/dz · e^(x - z) = dL/dz · σ(x - y),
-    dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows)"""
+    dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows;
+    complex: · conj σ, z holomorphic; computed shifted by the larger real part, NumPy having no complex ufunc)"""
+
+    handles_complex = True
 
     def forward(self, x, y):
-        return xp.logaddexp(x, y)
+        if x.dtype.kind != "c":
+            return xp.logaddexp(x, y)
+        shift = xp.maximum(x.real, y.real)
+        shift = xp.where(xp.isfinite(shift), shift, 0)
+        with errstate(divide="ignore"):
+            return xp.log(xp.exp(x - shift) + xp.exp(y - shift)) + shift
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * (x - y).sigmoid(), x) if x.requires_grad else None,
-                unbroadcast(grad * (y - x).sigmoid(), y) if y.requires_grad else None)
+        return (unbroadcast(grad * conj((x - y).sigmoid()), x) if x.requires_grad else None,
+                unbroadcast(grad * conj((y - x).sigmoid()), y) if y.requires_grad else None)
 
 
 class LogAddExp2(Primitive):
@@ -600,19 +608,22 @@ class Lerp(Primitive):
 
 @names("lerp")
 def lerp(input, end, weight, *, out=None):
-    """input + weight · (end - input): the point a fraction ``weight`` of the way to end. As PyTorch's, of
-    floating tensors of one dtype only (a 0-d weight tensor may have another), not promoted."""
-    refuse_kinds(input, "lerp_kernel_tensor" if isinstance(weight, Tensor) else "lerp_kernel_scalar", "biu")
+    """input + weight · (end - input): the point a fraction ``weight`` of the way to end. As PyTorch's, input
+    and end have one dtype, and so has a weight tensor with dims; a 0-d weight tensor takes part in the type
+    promotion (an integer input with a 0-d float weight is computed in floats); integers are refused."""
     for name, other in (("end", end), ("weight", weight)):
         if isinstance(other, Tensor) and other.dtype != input.dtype and (name == "end" or other.ndim):
             raise DtypeError(f"expected dtype {_C_NAMES.get(input.dtype.name, input.dtype.name)} for `{name}` but "
                              f"got dtype {_C_NAMES.get(other.dtype.name, other.dtype.name)}")
     if not isinstance(weight, Tensor):
+        refuse_kinds(input, "lerp_kernel_scalar", "biu")
         if isinstance(weight, complex) and input.dtype.kind != "c":
             raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
         weight = _operand(weight, input)
-    elif weight.dtype != input.dtype:
-        weight = weight.to(input.dtype)
+    else:
+        dtype = result_type(input, weight)
+        input, end, weight = (t if t.dtype == dtype else t.to(dtype) for t in (input, end, weight))
+        refuse_kinds(input, "lerp_kernel_tensor", "biu")
     return write_out(Lerp.apply(input, end, weight), out)
 
 
