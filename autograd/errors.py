@@ -15,6 +15,12 @@ class DtypeError(RuntimeError, TypeError):
     being both, it is caught either way."""
 
 
+class IndexRangeError(RuntimeError, IndexError):
+    """A position past the size of the dim it indexes (index_select, gather, index_add, ...). PyTorch raises
+    IndexError from some of these kernels and RuntimeError from others, even for one op along another dim
+    (index_select along dim 0 or 1): being both, it is caught either way."""
+
+
 class NotATensorError(TypeError):
     """An argument that must be a Tensor is something else: most often a NumPy array given to a
     layer or an op (PyTorch raises TypeError, "must be Tensor, not numpy.ndarray")."""

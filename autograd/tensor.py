@@ -11,6 +11,7 @@ so this file holds only what a tensor is: its array, its place in the graph,
 its conversions, and the one door through which its memory is written.
 """
 
+import math
 import numbers
 import warnings
 import weakref
@@ -88,17 +89,10 @@ class Tensor:
         ``torch.Tensor`` makes it (``autograd.tensor`` is the one that infers int64 and bool).
         PyTorch's legacy sizes: ``Tensor(3)``, ``Tensor(2, 3)`` and ``Tensor(Size)`` make zeros of
         those sizes (PyTorch leaves them unset), ``Tensor()`` an empty one; with a ``dtype`` a number
-        is a value (``Tensor(3, dtype=float64)`` holds 3.0)."""
-        if (type(data) is int and (dtype is None or type(dtype) is int)) or isinstance(data, Size):
-            sizes = tuple(data) if isinstance(data, Size) else (data,)
-            if type(requires_grad) is int:  # Tensor(2, 3, ...): every argument a size
-                sizes += (requires_grad,) + (() if dtype is None else (dtype,)) + more_sizes
-                requires_grad, dtype = False, None
-            data = xp.zeros(sizes, dtype=backend.get_default_dtype() if dtype is None else dtype)
-        elif isinstance(data, (list, tuple)) and dtype is None:
-            data = as_array(data)
-            if data.dtype.kind in "biu":
-                data = data.astype(backend.get_default_dtype())
+        is a value (``Tensor(3, dtype=float64)`` holds 3.0). As PyTorch's, any other number is refused
+        (``Tensor(2.5)``: a float is no size, and data must be a sequence), and so are complex values."""
+        if type(data) is not _ndarray:  # (the package's own calls pass an array: one test for them)
+            data, requires_grad, dtype = _legacy_arguments(data, requires_grad, dtype, more_sizes)
         self._data = as_array(data, dtype)
         self.grad_fn = None
         self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
@@ -411,11 +405,12 @@ class Tensor:
         else:
             try:
                 in_place(self._data)
-            except TypeError as error:  # NumPy refusing the cast (a float result into an integer tensor)
-                if not type(error).__module__.startswith("numpy"):
-                    raise
-                raise DtypeError(f"in-place on a {self.dtype} tensor of shape {tuple(self.shape)}: the result "
-                                 f"can't be cast to the desired output type {self.dtype} ({error})") from None
+            except (TypeError, OverflowError, ValueError):  # NumPy refused (uint8 += int64: same_kind casting;
+                # -1 · uint8; an output that does not broadcast): PyTorch's result dtype, then its casting rule
+                # (uint8 += int64 wraps) and its errors
+                with no_grad():
+                    new = out_of_place(self)
+                self._store(new)
         bump_version(self)
         return self
 
@@ -443,10 +438,10 @@ class Tensor:
         return old
 
     def _store(self, new):
-        """Copy a computed value into this memory (PyTorch's casting and broadcasting rules)."""
-        if new.dtype != self.dtype and not numpy.can_cast(new.dtype, self.dtype, "same_kind"):
-            raise DtypeError(f"result type {new.dtype} can't be cast to the desired output type "
-                             f"{self.dtype} (in-place on a tensor of shape {tuple(self.shape)})")
+        """Copy a computed value into this memory (PyTorch's casting and broadcasting rules: a result of
+        its dtype's category or a lower one is cast, so uint8 += int64 wraps; a higher one is refused)."""
+        if new.dtype != self.dtype:
+            _refuse_cast(new.dtype, self.dtype, self.shape)
         if new.shape != self.shape and xp.broadcast_shapes(new.shape, self.shape) != self.shape:
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast "
                                f"shape {tuple(xp.broadcast_shapes(new.shape, self.shape))}")
@@ -533,9 +528,15 @@ class Tensor:
         return self
 
     def zero_(self):
-        return self.fill_(0)
+        return self._fill(0)
 
     def fill_(self, value):
+        if type(value) is complex or (type(value) is float or type(value) is int) and \
+                (self._data.dtype.kind != "f" or not -65504.0 <= value <= 65504.0):  # (what may overflow: a
+            _refuse_overflow(value, self._data.dtype)  # float's usual values are not checked further)
+        return self._fill(value)
+
+    def _fill(self, value):
         return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
                            lambda a: a.fill(_data(value)))
 
@@ -559,7 +560,11 @@ class Tensor:
 
     def sub_(self, other, alpha=1):
         refuse_bool_subtraction(_is_bool(self), _is_bool(other))
-        return self.add_(other, alpha=-alpha)
+        if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
+            return self._write((other,), lambda old: old - _operand(other, old),
+                               lambda a: xp.subtract(a, _operand_array(other, self), out=a, casting="same_kind"))
+        return self._write((other,), lambda old: old - _operand(other, old) * alpha,
+                           lambda a: xp.subtract(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
 
     def mul_(self, other):
         return self._write((other,), lambda old: old * _operand(other, old),
@@ -593,6 +598,8 @@ class Tensor:
 
     def lerp_(self, end, weight):
         """x += weight · (end - x)"""
+        if self._data.dtype.kind not in "fc" or isinstance(end, Tensor) and end._data.dtype != self._data.dtype:
+            return self._write((end, weight), lambda old: old.lerp(end, weight))  # (lerp's refusals, as PyTorch's)
         return self._write((end, weight), lambda old: old + weight * (end - old),
                            lambda a: _add_scaled(a, xp.subtract(_data(end), a), _data(weight)))
 
@@ -616,12 +623,17 @@ class Tensor:
 
     def _write_at(self, index, value):
         """``self[index] = value`` once the index reads as PyTorch reads it (ops/shape.py's ``__setitem__``)."""
+        if type(value) is float and (self._data.dtype.kind != "f" or not -3.4e38 <= value <= 3.4e38):
+            _refuse_overflow(value, self._data.dtype)  # (a float into integers, or past float32's range: may overflow)
         index = _index(index)
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._refuse_leaf_write()
             self._take(self._index_put(index, _operand(value, self)))
             return
-        self._data[index] = _data(value)
+        try:
+            self._data[index] = _data(value)
+        except (ValueError, TypeError, OverflowError) as error:  # what NumPy refuses, PyTorch's way
+            self._data[index] = _written_value(self._data, index, value, error)
         bump_version(self)
 
     # comparisons give bool tensors, outside the graph
@@ -652,12 +664,87 @@ class Tensor:
         return Tensor._make(~self._data)
 
 
+def _legacy_arguments(data, requires_grad, dtype, more_sizes):
+    """(data, requires_grad, dtype) of ``Tensor(data, ...)`` read as PyTorch's legacy constructor reads
+    them: sizes (an int, a NumPy integer, a Size, or every argument an int) make zeros of those sizes;
+    Python data becomes the default floating dtype."""
+    if ((type(data) is int or isinstance(data, numpy.integer)) and (dtype is None or type(dtype) is int)) \
+            or isinstance(data, Size):
+        sizes = tuple(data) if isinstance(data, Size) else (int(data),)
+        if type(requires_grad) is int:  # Tensor(2, 3, ...): every argument a size
+            sizes += (requires_grad,) + (() if dtype is None else (dtype,)) + more_sizes
+            requires_grad, dtype = False, None
+        return xp.zeros(sizes, dtype=backend.get_default_dtype() if dtype is None else dtype), requires_grad, dtype
+    if dtype is None and isinstance(data, (numbers.Number, numpy.bool_)):  # (an int is a size, above)
+        kind = type(data).__name__ if type(data).__module__ == "builtins" else \
+            f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
+        raise TypeError(f"new(): data must be a sequence (got {kind})")
+    if isinstance(data, (list, tuple)) and dtype is None:
+        data = as_array(data)
+        if data.dtype.kind == "c":
+            raise TypeError("must be real number, not complex")
+        if data.dtype.kind in "biu":
+            data = data.astype(backend.get_default_dtype())
+    return data, requires_grad, dtype
+
+
 def ordered(name, x, y):
     """(x, y), two arrays or numbers to compare by order: complex numbers have none, so they are
     refused, as PyTorch refuses them (NumPy would compare them part by part)."""
     refuse_unordered(x, name)
     refuse_unordered(y, name)
     return x, y
+
+
+def _refuse_cast(result, output, shape):
+    """PyTorch's refusal to write a result of dtype ``result`` into a tensor of dtype ``output`` and
+    ``shape`` in place: a float into integers, an integer into bools, a complex number into reals."""
+    from .ops.conversion import type_name  # (the ops' table of PyTorch's dtype names; a rare path)
+    from .ops.promotion import can_cast
+
+    if not can_cast(result, output):
+        raise DtypeError(f"result type {type_name(result)} can't be cast to the desired output type "
+                         f"{type_name(output)} (in-place on a tensor of shape {tuple(shape)})")
+
+
+def _refuse_overflow(value, dtype):
+    """PyTorch's refusal of a Python number that ``dtype`` cannot hold (fill_): NaN, an infinity or a value out
+    of range for integers (an unsigned dtype takes negative ints down to -max, wrapped), a finite value past the
+    largest float of a floating dtype, a complex number with an imaginary part for a real dtype."""
+    kind = dtype.kind
+    if kind == "b":
+        return
+    parts = (value.real, value.imag) if type(value) is complex else (value,)
+    if type(value) is complex and kind != "c" and value.imag:
+        fits = False
+    elif kind in "iu":
+        info = numpy.iinfo(dtype)
+        low = -int(info.max) if kind == "u" and type(value) is int else int(info.min)
+        fits = math.isfinite(parts[0]) and low <= parts[0] <= int(info.max)
+    else:
+        largest = float(numpy.finfo(dtype).max)
+        fits = all(not math.isfinite(part) or abs(part) <= largest for part in parts)
+    if not fits:
+        raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
+
+
+def _written_value(array, index, value, error):
+    """What ``array[index] = value`` writes where NumPy refused it with ``error``, as PyTorch writes it: a
+    Python integer out of the dtype's range is cast (-1 into uint8 is 255) or refused; a number the dtype
+    cannot hold (NaN or inf into integers, a complex number into reals) and a value that does not broadcast
+    to the region are RuntimeErrors, not NumPy's TypeError or ValueError."""
+    if isinstance(error, OverflowError) and type(value) is int:
+        from .factories import _integers_cast
+
+        return _integers_cast(value, array.dtype)
+    if isinstance(value, complex) and value.imag == 0:  # (a complex number without imaginary part is its real one)
+        return value.real
+    if isinstance(value, numbers.Number):
+        raise RuntimeError(f"value cannot be converted to type {array.dtype} without overflow") from None
+    if isinstance(error, ValueError):
+        raise ShapeError(f"shape mismatch: value tensor of shape {list(numpy.shape(_data(value)))} cannot be "
+                         f"broadcast to indexing result of shape {list(array[index].shape)}") from None
+    raise error
 
 
 def _is_bool(value):

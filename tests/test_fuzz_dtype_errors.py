@@ -12,9 +12,9 @@ type promotion of binary operators between every dtype pair and Python scalars o
 dtype=, conversions, ``where`` with scalar branches, ``clamp``, ``round(decimals=)``, ``div``'s
 rounding modes, ``remainder``/``fmod`` signs, and indexing: reading and writing (``x[idx] = v``).
 
-The disagreements that remain are in files this change could not touch (tensor.py, elementwise.py,
-operators.py, reductions.py): each is left out of the draws where ``_known_*`` says so, with its
-reason, and pinned by a ``strict`` xfail at the end, which turns green (and so fails) once fixed.
+The disagreements that remain are in files this change could not touch (tensor.py's comparisons and
+``shape``, arithmetic.py's ``div``): where the draws reach one, ``_known_*`` leaves it out with its
+reason, and each is pinned by a ``strict`` xfail at the end, which turns green (and so fails) once fixed.
 The draws are derandomized with a fixed number of examples, so CI runs the same programs each time.
 """
 
@@ -148,36 +148,24 @@ BINARY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator
 SCALARS = [True, False, 0, 2, -3, 300, 2.5, -0.5, 1 + 2j]
 
 
-def _known_binary(op, a, b, scalar, reflected):
-    """Why PyTorch and chainrule still differ on this draw (a file this change could not edit), or None."""
+COMPARISONS = ("<", "<=", "==", "!=", ">", ">=")
+
+
+def _known_binary(op, a, b, scalar, values_a, values_b):
+    """Why PyTorch and chainrule still differ on this draw, or None."""
     kinds = {a, b} - {None}
-    if scalar is not None and type(scalar) is int:
-        low, high = INTEGER_RANGES.get(a, (-math.inf, math.inf))
-        if not low <= scalar <= high:
-            # tensor.py _number_array: xp.asarray(-3, dtype=uint8) raises OverflowError (NumPy 2);
-            # PyTorch wraps the number into the dtype (uint8 + -3 subtracts 3 mod 256; uint8 < -3 is True)
-            return "python int out of the tensor's range"
+    low, high = INTEGER_RANGES.get(a, (-math.inf, math.inf))
+    if op in COMPARISONS and type(scalar) is int and not low <= scalar <= high:
+        # tensor.py's comparisons (not editable here) compare NumPy's exact values: uint8 < -3 is False;
+        # PyTorch compares in the promoted dtype, the number wrapped into it (-3 is 253): True
+        return "comparison with a python int out of the tensor's range"
+    if op in COMPARISONS and b is not None and a != b and a[0] in "iu" and b[0] in "iu" \
+            and isinstance(values_a, list) != isinstance(values_b, list):
+        # the same in tensor.py: a 0-d int8 -1 < a uint8 tensor is True by value; PyTorch compares in uint8
+        # (a 0-d operand does not widen the other's dtype), -1 wrapped to 255: False
+        return "comparison of integers of another dtype with a 0-d tensor"
     if "float16" in kinds and ("complex64" in kinds or isinstance(scalar, complex)):
         return "float16 with complex is complex32 in PyTorch: NumPy has no complex32"
-    if kinds == {"complex64", "float64"}:
-        # elementwise.common_dtype keeps the highest category only: complex64 with float64 stays
-        # complex64, where PyTorch widens to complex128 (the float's precision counts)
-        return "complex64 with float64"
-    if op == "/" and b is not None and a != b and a[0] in "biu" and b[0] in "biu":
-        # operators.py __truediv__: integer tensors are first promoted to their common integer dtype,
-        # then divided as floats, so a 0-d int8 -1 / a uint8 tensor is 255 / 1 (and a 0-d int64 300
-        # / int8 is 44 / 1); PyTorch converts each to float32 itself (-1.0, 300.0). div() is right
-        return "integer / integer of another dtype"
-    if op == "**" and ((b is not None and b[0] in "iu" and a[0] in "biu")
-                       or (reflected and a[0] in "iu" and isinstance(scalar, int))):
-        # elementwise.py Pow: an integer ** a negative integer tensor raises ShapeError("Pow of
-        # shapes (), (): Integers to negative integer powers are not allowed.") (NumPy's ValueError
-        # under a shape message); PyTorch computes it (1 ** -n = 1, 2 ** -1 = 0)
-        return "integer ** negative integer tensor"
-    if op == "**" and a == "bool" and (b == "bool" or isinstance(scalar, bool)):
-        # operators.py _pow: bool ** bool gives int8 (NumPy); PyTorch refuses two bool tensors and
-        # keeps bool for bool ** True
-        return "bool ** bool"
     return None
 
 
@@ -202,7 +190,7 @@ def binary_programs(draw):
 def test_binary_operators_promote_and_refuse_as_pytorch(case):
     pytest.importorskip("torch")
     op, a, b, scalar, values_a, values_b, reflected = case
-    if _known_binary(op, a, b, scalar, reflected):
+    if _known_binary(op, a, b, scalar, values_a, values_b):
         return
     base = [scalar] if reflected else np.ravel(np.array(values_a, dtype=object)).tolist()
     if op == "**" and (isinstance(scalar, complex) or "complex64" in (a, b)) and 0 in base:
@@ -231,33 +219,10 @@ CALLS = ["reduction", "unary", "round", "to", "type", "item", "where", "clamp", 
 
 def _known_unary(call, dtype, name, keywords, bounds):
     """Why PyTorch and chainrule still differ on this draw, or None."""
-    if call == "reduction" and name in ("argmax", "argmin") and dtype == "bool":
-        # reductions.py argmax/argmin: PyTorch raises RuntimeError("argmax(): does not support bool input")
-        return "argmax of bools"
-    if call == "reduction" and name == "sum" and keywords.get("dtype") not in (None, "int64", "float64") \
-            and keywords["dtype"][0] in "iu":
-        # reductions.py _sum: x.to(int32).sum() is NumPy's int64 sum; PyTorch keeps dtype=int32
-        return "sum(dtype=int32)"
-    if call == "unary" and dtype == "bool" and name in ("neg", "abs", "relu", "square"):
-        # elementwise.py/operators.py: -bool is NumPy's TypeError (PyTorch: RuntimeError); abs and relu
-        # of bools give bools (PyTorch refuses them); bool.square() is bool (PyTorch: int64)
-        return "neg/abs/relu/square of bools"
-    if call == "round" and dtype[0] in "iu" and keywords.get("decimals") == 0:
-        # round(decimals=0) on integers: PyTorch's overload with decimals raises ("round_vml_cpu" not
-        # implemented for 'Long') where round() without it is the identity; chainrule's signature has
-        # decimals=0 as its default, so it cannot tell them apart (and gives the identity)
-        return "integer round(decimals=0)"
-    if call in ("where", "clamp") and dtype == "uint8" and any(isinstance(v, int) and not isinstance(v, bool)
-                                                               and v < 0 for v in bounds):
-        # elementwise.py where/clamp: a negative Python int beside uint8 is NumPy's OverflowError or a
-        # true comparison; PyTorch wraps it into uint8 first (clamp(min=-1) of uint8 is 255 everywhere)
-        return "negative python int with uint8"
-    if call == "clamp" and dtype == "bool" and any(isinstance(v, bool) for v in bounds):
-        # elementwise.py clamp: PyTorch has no clamp of a bool tensor by a bool ("clamp_min_scalar_cpu"
-        # not implemented for 'Bool'); chainrule clamps
-        return "clamp of bools by a bool"
-    if call in ("remainder", "fmod", "div") and dtype == "uint8" and isinstance(bounds[0], int) and bounds[0] < 0:
-        return "negative python int with uint8"  # (tensor.py _number_array, as for the binary operators)
+    if call == "div" and name is None and dtype == "uint8" and type(bounds[0]) is int and bounds[0] < 0:
+        # arithmetic.py div (not editable here): the number is made a uint8 operand before both become floats
+        # (uint8 / -2 divides by 254.0); PyTorch's true division converts each to float itself (-0.5)
+        return "true division of uint8 by a negative python int"
     return None
 
 
@@ -344,14 +309,8 @@ def _known_construction(constructor, data_name, dtype):
         # documented, deliberate difference: Tensor(ndarray) keeps the array's dtype (a float64 array
         # stays float64) where torch.Tensor converts it to float32 (see Tensor.__init__'s docstring)
         return "Tensor(ndarray) keeps the dtype"
-    if constructor == "Tensor" and type(data) is int:
+    if constructor == "Tensor" and isinstance(data, (int, np.integer)) and not isinstance(data, bool):
         return "legacy Tensor(n): n unset elements (test_legacy_sizes_make_float32_tensors_of_those_sizes)"
-    if constructor == "Tensor" and (isinstance(data, (float, bool, complex, np.generic))
-                                    or data_name == "complex"):
-        # tensor.py Tensor.__init__: torch.Tensor(2.5), Tensor(True), Tensor(np.int64(3)) and
-        # Tensor([1+1j]) are PyTorch's TypeError (a number must be a size; no complex); chainrule
-        # makes a 0-d (or complex) tensor of the value
-        return "legacy Tensor(number)"
     if data_name == "float32 scalar" and dtype is not None and not dtype.startswith("float"):
         return "np.float32 to an integer dtype"  # (PyTorch's TypeError; NumPy casts: niche, left alone)
     return None
@@ -439,34 +398,25 @@ def test_reading_an_index_as_pytorch(index, dtype):
     agree(program, f"x[{index!r}]")
 
 
-def _is_advanced(index):
-    parts = index if isinstance(index, tuple) and not (index and index[0] in ("tensor", "mask")) else (index,)
-    return any(isinstance(p, (list, tuple)) for p in parts)
-
-
 def _known_write(program, index):
-    """Why chainrule's x[index] = value (tensor.py __setitem__, which this change could not edit)
-    still differs from PyTorch's, or None."""
+    """Why chainrule's x[index] = value still differs from PyTorch's, or None."""
     import torch
 
-    if isinstance(index, tuple) and any(type(i) is int for i in index) and _is_advanced(index):
-        # x[0, :, [1, 2]] = v: NumPy counts the 0 among the advanced indices and moves their dim
-        # first, so v broadcasts against (2, 3) where PyTorch's region is (3, 2) (reading is fixed:
-        # shape.py _integers_first)
-        return "an integer beside index tensors"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             if torch.arange(24).reshape(SHAPE)[_index(torch, index)].numel() == 0:
                 return "an empty region"  # (PyTorch checks no index there; NumPy does)
-        except Exception:  # noqa: BLE001 (an index out of range: compared by agree)
-            pass
-        try:
-            program(torch)
-        except RuntimeError as error:
-            if "expand" in str(error) or "shape mismatch" in str(error):
-                # a value that does not broadcast to x[index]: NumPy's ValueError, PyTorch's RuntimeError
-                return "value shape error class"
+        except IndexError:
+            try:
+                program(torch)
+            except RuntimeError as error:
+                if "shape mismatch" in str(error):
+                    # two errors: an index out of range and a value that does not fit; PyTorch reports
+                    # the value first, chainrule (NumPy) the index
+                    return "an index out of range and a value of the wrong shape"
+            except Exception:  # noqa: BLE001 (compared by agree)
+                pass
         except Exception:  # noqa: BLE001 (compared by agree)
             pass
     return None
@@ -478,10 +428,6 @@ def _known_write(program, index):
        st.sampled_from([7, -1.5, True, "row float32", "row same", "scalar same", "column same"]))
 def test_writing_an_index_as_pytorch(index, dtype, value):
     pytest.importorskip("torch")
-    if isinstance(value, str) and value.startswith("row float32") and dtype != "float32" and _is_advanced(index):
-        # tensor.py __setitem__: x[advanced index] = tensor of another dtype is cast; PyTorch's
-        # index_put_ refuses ("Index put requires the source and destination dtypes match")
-        return
 
     def program(lib):
         x = lib.arange(24).reshape(SHAPE).to(getattr(lib, dtype))
@@ -585,96 +531,150 @@ def test_indexing_after_an_integer_keeps_its_gradient():
     np.testing.assert_array_equal(x.grad.numpy(), expected)
 
 
-# -- disagreements left in files this change could not edit (PyTorch's answers, strict xfails) ---
+# -- disagreements the fuzzer found, fixed (PyTorch's answers, written down) ----------------------
 
-_TENSOR_PY = "tensor.py (not editable here): "
-_ELEMENTWISE = "elementwise.py/operators.py (not editable here): "
-_REDUCTIONS = "reductions.py (not editable here): "
-
-
-def test_known_a_python_int_out_of_range_wraps():
+def test_a_python_int_out_of_range_wraps():
     assert (_t([3, 5], "uint8") + -3).tolist() == [0, 2]
 
 
-def test_known_complex64_with_float64_is_complex128():
+def test_complex_with_a_wider_float_is_complex_of_its_precision():
     assert (_t([1j], "complex64") + _t([1.0], "float64")).dtype == autograd.complex128
+    assert (_t([1.0, 2.0], "float64") * _t(1j, "complex64")).dtype == autograd.complex128  # (a 0-d complex too)
+    assert (_t([1.0], "float32") * _t(1j, "complex128")).dtype == autograd.complex64
 
 
-@pytest.mark.xfail(strict=True, reason=_ELEMENTWISE + "_pow: bool ** bool is NumPy's int8")
-def test_known_bool_tensor_to_a_bool_power():
+def test_bool_tensor_to_a_bool_power():
+    assert (_t([True, False], "bool") ** True).tolist() == [True, False]
+    assert (_t([True, False], "bool") ** False).tolist() == [True, True]
     assert (_t([True, False], "bool") ** True).dtype == autograd.bool
     with pytest.raises(NotImplementedError, match="\"pow\" not implemented for 'Bool'"):
         _t([True], "bool") ** _t([True], "bool")
+    with pytest.raises(NotImplementedError, match="\"pow\" not implemented for 'Bool'"):
+        True ** _t([True], "bool")
+    assert (_t([True, False], "bool") ** 2).dtype == autograd.int64
 
 
-@pytest.mark.xfail(strict=True, reason=_ELEMENTWISE + "Pow: integer ** negative integer tensor raises ShapeError")
-def test_known_integer_to_a_negative_integer_tensor_power():
-    assert (_t([1, 2, -1], "int64") ** _t([-1], "int64")).tolist() == [1, 0, -1]
+def test_integer_to_a_negative_integer_tensor_power():
+    assert (_t([1, 2, -1, 0], "int64") ** _t([-1], "int64")).tolist() == [1, 0, -1, 0]
+    assert (_t([-1, -1, 3], "int8") ** _t([-2, -3, -1], "int8")).tolist() == [1, -1, 0]
+    assert (2 ** _t([-1, -2, 3], "int64")).tolist() == [0, 0, 8]
+    assert (_t([2, 3], "int32") ** _t([2, 0], "int32")).tolist() == [4, 1]
+    with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed"):
+        _t([2], "int64") ** -1  # (a number exponent is still refused, as PyTorch's)
+    with pytest.raises(RuntimeError, match="value cannot be converted to type uint8 without overflow"):
+        _t([2], "uint8") ** 300
 
 
-def test_known_true_division_of_mixed_integers():  # (fixed in elementwise.binary: each integer to float first)
+def test_true_division_of_mixed_integers():
     assert (_t(-1, "int8") / _t([1], "uint8")).tolist() == [-1.0]
 
 
-@pytest.mark.xfail(strict=True, reason=_ELEMENTWISE + "neg/abs/relu/square/+ of bools follow NumPy")
-def test_known_bool_unary_ops():
+def test_bool_unary_ops():
     with pytest.raises(RuntimeError, match="The `\\+` operator, on a bool tensor is not supported"):
-        +_t([True], "bool")  # (operators.py _positive; autograd.positive refuses it)
+        +_t([True], "bool")
+    assert _t([True, False], "bool").square().tolist() == [1, 0]
     assert _t([True], "bool").square().dtype == autograd.int64
     with pytest.raises(NotImplementedError, match="\"abs_cpu\" not implemented for 'Bool'"):
         _t([True], "bool").abs()
+    with pytest.raises(NotImplementedError, match="\"abs_cpu\" not implemented for 'Bool'"):
+        abs(_t([True], "bool"))
     with pytest.raises(RuntimeError, match="Boolean inputs not supported for relu"):
         _t([True], "bool").relu()
-    with pytest.raises(RuntimeError, match="Negation, the `-` operator, on a bool tensor is not supported"):
-        -_t([True], "bool")
+    for negation in (lambda x: -x, lambda x: x.neg(), autograd.negative, lambda x: x.neg_()):
+        with pytest.raises(RuntimeError, match="Negation, the `-` operator, on a bool tensor is not supported"):
+            negation(_t([True], "bool"))
+    with pytest.raises(RuntimeError, match="result type Long can't be cast to the desired output type Bool"):
+        _t([True], "bool").square_()
 
 
-@pytest.mark.xfail(strict=True, reason=_ELEMENTWISE + "clamp of a bool tensor by a bool")
-def test_known_clamp_of_bools_by_a_bool():
+def test_clamp_of_bools_by_a_bool():
     with pytest.raises(NotImplementedError, match="clamp_min_scalar_cpu"):
         _t([True], "bool").clamp(min=True)
+    with pytest.raises(NotImplementedError, match="clamp_max_scalar_cpu"):
+        _t([True], "bool").clamp(max=False)
+    with pytest.raises(NotImplementedError, match="clamp_scalar_cpu"):
+        _t([True], "bool").clamp(True, True)
+    assert _t([True, False], "bool").clamp(0, True).tolist() == [1, 0]  # (an int bound: int64)
+    assert _t([True, False], "bool").clamp(min=_t(True, "bool")).tolist() == [True, True]
 
 
-def test_known_argmax_of_bools():
+def test_clamp_of_integers_casts_a_python_int_into_their_dtype():
+    assert _t([0, 3, 6], "uint8").clamp(-1).tolist() == [255, 255, 255]  # (-1 is 255 in uint8)
+    assert _t([0, 3, 6], "uint8").clamp(-1, 2).tolist() == [2, 2, 2]
+    with pytest.raises(RuntimeError, match="value cannot be converted to type int8 without overflow"):
+        _t([1], "int8").clamp(max=300)
+
+
+def test_round_of_integers_with_decimals_is_refused():
+    assert _t([1, 2], "int64").round().tolist() == [1, 2]
+    with pytest.raises(NotImplementedError, match="\"round_vml_cpu\" not implemented for 'Long'"):
+        _t([1, 2], "int64").round(decimals=0)
+    assert _t([1.5, 2.5], "float32").round(decimals=0).tolist() == [2.0, 2.0]
+
+
+def test_argmax_of_bools():
     with pytest.raises(RuntimeError, match="argmax\\(\\): does not support bool input"):
         _t([True, False], "bool").argmax()
 
 
-def test_known_sum_with_an_int32_dtype():
+def test_sum_with_an_int32_dtype():
     assert _t([1, 2], "int64").sum(dtype=autograd.int32).dtype == autograd.int32
 
 
-@pytest.mark.xfail(strict=True, reason=_TENSOR_PY + "Tensor.__init__ takes a number as data, a Size as data")
-def test_known_legacy_constructor_refusals():
-    assert autograd.Tensor(autograd.zeros(2, 3).shape).shape == (2, 3)
-    with pytest.raises(TypeError, match="data must be a sequence"):
+def test_legacy_constructor_refusals():
+    with pytest.raises(TypeError, match="data must be a sequence \\(got float\\)"):
         autograd.Tensor(2.5)
+    with pytest.raises(TypeError, match="data must be a sequence \\(got bool\\)"):
+        autograd.Tensor(True)
+    with pytest.raises(TypeError, match="data must be a sequence \\(got numpy.float32\\)"):
+        autograd.Tensor(np.float32(1.5))
     with pytest.raises(TypeError, match="must be real number, not complex"):
         autograd.Tensor([1 + 1j])
+    assert autograd.Tensor(np.int64(3)).shape == (3,)  # (a NumPy integer is a size, as an int is)
+    assert autograd.Tensor(autograd.zeros(2, 3).size()).shape == (2, 3)
+    assert autograd.Tensor((2, 3)).tolist() == [2.0, 3.0]  # (a plain tuple is data)
 
 
-@pytest.mark.xfail(strict=True, reason=_TENSOR_PY + "__setitem__: NumPy's ValueError for a value that does not fit")
-def test_known_setitem_value_shape_error_class():
+def test_setitem_value_shape_error_class():
     x = autograd.zeros(3, 4)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"shape mismatch: value tensor of shape \[2\] cannot be broadcast to "
+                                           r"indexing result of shape \[4\]"):
         x[0] = autograd.ones(2)
+    x[0] = autograd.ones(1, 1, 4)  # (leading 1s are dropped, as PyTorch's)
+    assert x[0].tolist() == [1.0] * 4
 
 
-@pytest.mark.xfail(strict=True, reason=_TENSOR_PY + "__setitem__: a complex number into floats is NumPy's TypeError")
-def test_known_setitem_complex_into_float_error_class():
+def test_setitem_of_numbers_the_dtype_cannot_hold():
     x = autograd.zeros(3)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="value cannot be converted to type float32 without overflow"):
         x[0] = 1j
+    x[0] = 1 + 0j  # (no imaginary part: PyTorch writes it)
+    assert x.tolist() == [1.0, 0.0, 0.0]
+    n = autograd.zeros(3, dtype=autograd.int64)
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(RuntimeError, match="value cannot be converted to type int64 without overflow"):
+            n[0] = value
+    u = autograd.zeros(3, dtype=autograd.uint8)
+    u[0], u[[1]] = -1, -2
+    assert u.tolist() == [255, 254, 0]
+    with pytest.raises(RuntimeError, match="value cannot be converted to type uint8 without overflow"):
+        u[0] = 300
 
 
-@pytest.mark.xfail(strict=True, reason=_TENSOR_PY + "__setitem__: index_put_ of another dtype is cast")
-def test_known_index_put_of_another_dtype():
+def test_index_put_of_another_dtype():
     x = autograd.zeros(3, dtype=autograd.int64)
-    with pytest.raises(RuntimeError, match="Index put requires the source and destination dtypes match"):
+    with pytest.raises(RuntimeError, match="Index put requires the source and destination dtypes match, got Long "
+                                           "for the destination and Float for the source"):
         x[autograd.tensor([0, 1])] = autograd.tensor([1.5, 2.5])
+    with pytest.raises(RuntimeError, match="Index put requires the source and destination dtypes match"):
+        x[[0, 1]] = autograd.tensor(1.5)  # (a 0-d value too)
+    x[autograd.tensor([True, False, True])] = autograd.tensor([1.5])  # (one value, one mask: masked_fill_ casts)
+    x[1:] = autograd.tensor([2.5, 3.5])  # (slices: copy_ casts)
+    x[autograd.tensor([0])] = 7  # (a number takes x's dtype)
+    assert x.tolist() == [7, 2, 3]
 
 
-def test_known_setitem_index_rules():  # (fixed: shape.py's __setitem__ reads the index as x[index] does)
+def test_setitem_index_rules():
     x = autograd.zeros(2, 3, 4)
     x[0, :, [1, 2]] = autograd.tensor([5.0, 6.0])  # (PyTorch: the region is (3, 2); NumPy's is (2, 3))
     assert x[0, 0, 1:3].tolist() == [5.0, 6.0]
@@ -682,14 +682,55 @@ def test_known_setitem_index_rules():  # (fixed: shape.py's __setitem__ reads th
         x[::-1] = 1.0
 
 
-@pytest.mark.xfail(strict=True, reason=_TENSOR_PY + "add_, sub_, mul_: same_kind casting refuses int64 to uint8")
-def test_known_in_place_integer_narrowing():
+def test_in_place_integer_narrowing():
     x = _t([1, 2, 3], "uint8")
     x += _t([1, 1, 1], "int64")  # (PyTorch: same category, cast down)
     assert x.tolist() == [2, 3, 4] and x.dtype == autograd.uint8
+    x -= 5
+    assert x.tolist() == [253, 254, 255]
+    x.mul_(_t([-1], "int8"))
+    assert x.tolist() == [3, 2, 1]
+    x.add_(_t(300, "int64"))  # (a 0-d int64 does not widen uint8: 300 is 44)
+    assert x.tolist() == [47, 46, 45]
 
 
-def test_known_in_place_subtraction_of_a_bool():
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: _t([1], "int64").add_(1.5), "result type Float can't be cast to the desired output type Long"),
+    (lambda: _t([1], "uint8").mul_(_t([1.5], "float32")), "result type Float can't be cast to the desired output "
+                                                          "type Byte"),
+    (lambda: _t([True], "bool").add_(_t([1], "int64")), "result type Long can't be cast to the desired output type "
+                                                        "Bool"),
+    (lambda: _t([1.0], "float32").add_(_t([1j], "complex64")), "result type ComplexFloat can't be cast to the "
+                                                               "desired output type Float"),
+    (lambda: _t([1], "int32").div_(2), "result type Float can't be cast to the desired output type Int"),
+])
+def test_in_place_results_of_a_higher_category_are_refused(call, message):
+    with pytest.raises(RuntimeError, match=message):
+        call()
+
+
+def test_in_place_subtraction_of_a_bool():
     x = _t([1.0, 2.0], "float32")
     with pytest.raises(RuntimeError, match="Subtraction, the `-` operator, with a bool tensor is not supported"):
         x -= True
+
+
+# -- disagreements left in files this change could not edit (PyTorch's answers, strict xfails) ---
+
+@pytest.mark.xfail(strict=True, reason="tensor.py (not editable here): x.shape is a tuple, not a Size, so "
+                                       "Tensor(x.shape) reads it as data")
+def test_known_legacy_constructor_of_a_shape():
+    assert autograd.Tensor(autograd.zeros(2, 3).shape).shape == (2, 3)
+
+
+@pytest.mark.xfail(strict=True, reason="tensor.py (not editable here): comparisons compare NumPy's exact values, "
+                                       "not in the promoted dtype")
+def test_known_comparisons_in_the_promoted_dtype():
+    assert (_t([1, 2], "uint8") < -3).tolist() == [True, True]  # (-3 is 253 in uint8)
+    assert (_t(-1, "int8") < _t([0, 0], "uint8")).tolist() == [False, False]  # (a 0-d int8 -1 is 255 in uint8)
+
+
+@pytest.mark.xfail(strict=True, reason="arithmetic.py (not editable here): div makes a number an operand of the "
+                                       "tensor's integer dtype before both become floats")
+def test_known_true_division_of_uint8_by_a_negative_number():
+    assert _t([1], "uint8").div(-2).tolist() == [-0.5]

@@ -262,7 +262,7 @@ def test_argument_errors_have_pytorchs_types():
                          (lambda: F.celu(Tensor(x), 0.0), lambda: torch.nn.functional.celu(torch.tensor(x), 0.0)),
                          (lambda: F.softshrink(Tensor(x), -1.0),
                           lambda: torch.nn.functional.softshrink(torch.tensor(x), -1.0)),
-                         (lambda: F.glu(Tensor(np.float64(1.0))), lambda: torch.nn.functional.glu(torch.tensor(1.0)))]:
+                         (lambda: F.glu(Tensor(np.array(1.0))), lambda: torch.nn.functional.glu(torch.tensor(1.0)))]:
         with pytest.raises(Exception) as expected:
             theirs()
         with pytest.raises(type(expected.value)):

@@ -91,7 +91,7 @@ def lbfgs_path(module, problem, steps, engine_gradient=False, **config):
     libraries see bit-identical values: the engines' own last-bit differences would
     otherwise grow over dozens of iterations on Rosenbrock's valley. With
     engine_gradient, the closure backpropagates through the engine as users write it."""
-    make = Tensor if module is None else module.tensor
+    make = autograd.tensor if module is None else module.tensor
     if problem == "two_parameters":  # test_optim's loss over a (2, 3) weight and a (3,) bias
         rng = np.random.default_rng(0)
         params = [make(rng.standard_normal((2, 3)) * 0.5, requires_grad=True),

@@ -11,7 +11,8 @@ from autograd import Tensor
 
 def test_dtype_rules():
     assert Tensor([1.0, 2.0]).dtype == autograd.float32
-    assert Tensor(3.5).dtype == autograd.float32
+    with pytest.raises(TypeError, match="data must be a sequence"):
+        Tensor(3.5)  # (PyTorch's legacy constructor takes a number as a size, and a float is none)
     assert Tensor(np.array([1.0])).dtype == autograd.float64
     # Tensor(...) is PyTorch's legacy constructor: Python data becomes the default floating dtype;
     # autograd.tensor infers (int64, bool); an array keeps its dtype (the contract's rule)
@@ -175,7 +176,7 @@ def test_item_and_conversions():
     assert Tensor([[2.5]]).item() == 2.5
     with pytest.raises(ValueError, match=r"one element, got shape \(2,\)"):
         Tensor([1.0, 2.0]).item()
-    assert float(Tensor(1.5)) == 1.5 and int(autograd.tensor(3)) == 3
+    assert float(Tensor([1.5])) == 1.5 and int(autograd.tensor(3)) == 3
     assert autograd.tensor([1, 2]).tolist() == [1, 2] and Tensor([1, 2]).tolist() == [1.0, 2.0]
     with pytest.raises(RuntimeError, match="ambiguous"):
         bool(Tensor([1.0, 2.0]))
@@ -305,7 +306,7 @@ def test_mean_is_one_node_that_divides_by_n_as_pytorch():
     y = x.mean()
     assert y.item() == np.float32(7) / np.float32(3)
     assert repr(y.grad_fn) == "<MeanBackward0>" and y.grad_fn.next_functions[0][0].variable is x
-    y.backward(Tensor(np.float32(7)))
+    y.backward(Tensor(np.array(7, dtype=np.float32)))
     np.testing.assert_array_equal(x.grad.numpy(), np.full(3, np.float32(7) / np.float32(3)))
     rows = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
     means = rows.mean(1, keepdim=True)

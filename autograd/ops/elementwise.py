@@ -26,14 +26,18 @@ _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 def result_type(x, y):
     """PyTorch's type promotion of two tensors: the higher category (bool < integer < floating)
     wins; within a category the wider dtype, except that a 0-d tensor does not widen a tensor
-    with dimensions (float32 with a 0-d float64 stays float32; with a 0-d int64, float32)."""
+    with dimensions (float32 with a 0-d float64 stays float32; with a 0-d int64, float32), and
+    a 0-d complex tensor makes floats with dimensions complex of their own precision (float64
+    with a 0-d complex64 is complex128)."""
     if x.dtype == y.dtype:
         return x.dtype
     cx, cy = _CATEGORY[x.dtype.kind], _CATEGORY[y.dtype.kind]
     if (x.ndim == 0) != (y.ndim == 0):
         dimensioned, zero_dim = (y, x) if x.ndim == 0 else (x, y)
         cd, cz = (cy, cx) if x.ndim == 0 else (cx, cy)
-        return zero_dim.dtype if cz > cd else dimensioned.dtype
+        if cz <= cd:
+            return dimensioned.dtype
+        return backend.complex_counterpart(dimensioned.dtype) if cz == 3 and cd == 2 else zero_dim.dtype
     return common_dtype((x.dtype, y.dtype))
 
 
@@ -189,6 +193,8 @@ class Pow(Primitive):
     saves_output = True
 
     def forward(self, x, y):
+        if y.dtype.kind in "biu":  # (x has y's dtype: both were promoted alike)
+            return _integer_power(x, y)
         return x**y
 
     def backward(self, grad, z, x, y):
@@ -200,6 +206,20 @@ class Pow(Primitive):
                 at_zero = (x == 0) & (y >= 0)
                 grad_y = unbroadcast(where(at_zero, 0.0, grad * z * where(at_zero, 1.0, x).log()), y)
         return grad_x, grad_y
+
+
+def _integer_power(x, y):
+    """x^y of two integer arrays as PyTorch computes it. A negative power is the integer part of 1 / x^|y|:
+    1 for x = 1, ±1 for x = -1 (by y's parity), 0 for any other x, 0 included (NumPy refuses them all).
+    Bools have no power (PyTorch has no kernel for them; NumPy's would be int8)."""
+    if y.dtype.kind == "b":
+        raise NotImplementedError("\"pow\" not implemented for 'Bool'")
+    negative = y < 0
+    if not negative.any():
+        return x**y
+    power = x ** xp.where(negative, xp.zeros_like(y), y)
+    inverse = xp.where(x == -1, 1 - 2 * (y & 1), x == 1)
+    return xp.where(negative, inverse, power).astype(power.dtype, copy=False)
 
 
 class PowConstant(Primitive):
@@ -330,6 +350,9 @@ class Neg(Primitive):
     handles_complex = True
 
     def forward(self, x):
+        if x.dtype.kind == "b":
+            raise DtypeError("Negation, the `-` operator, on a bool tensor is not supported. If you are trying "
+                             "to invert a mask, use the `~` or `logical_not()` operator instead.")
         return -x
 
     def backward(self, grad, y, x):
@@ -477,7 +500,9 @@ class Relu(Primitive):
     saves_output = True
 
     def forward(self, x):
-        if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
+        if x.dtype.kind in "cb":  # (checked here, not in a call: this is a hot path)
+            if x.dtype.kind == "b":
+                raise DtypeError("Boolean inputs not supported for relu")
             refuse_unordered(x, "relu")
         return xp.maximum(x, backend.constant(0, x.dtype))
 
@@ -507,6 +532,8 @@ class Abs(Primitive):
     handles_complex = True
 
     def forward(self, x):
+        if x.dtype.kind == "b":  # (NumPy's |True| is True)
+            raise NotImplementedError("\"abs_cpu\" not implemented for 'Bool'")
         return xp.abs(x)
 
     def backward(self, grad, y, x):
@@ -537,13 +564,33 @@ def clamp(input, min=None, max=None, *, out=None):
 def _clamp(x, min, max):
     if min is None and max is None:
         raise RuntimeError("clamp: at least one of min and max must be given")
-    if x._data.dtype.kind in "biu" and any(isinstance(b, float) for b in (min, max)):
-        x = Cast.apply(x, dtype=backend.get_default_dtype())  # int64.clamp(0.5) is float32, not NumPy's float64
+    if x._data.dtype.kind in "biu":
+        x, min, max = _integer_clamp(x, min, max)
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch
         if min is not None:
             x = where(x >= min, x, min)
         return x if max is None else where(x <= max, x, max)
     return Clamp.apply(x, low=min, high=max)
+
+
+def _integer_clamp(x, min, max):
+    """(x, min, max) of a clamp of integers or bools, by PyTorch's rules: a float bound makes x the default
+    floating dtype (not NumPy's float64); an int bound is cast into x's dtype as PyTorch casts a number
+    (-1 into uint8 is 255, 300 refused); bools clamped by bools would stay bools, which PyTorch has no
+    kernel for."""
+    if x._data.dtype.kind == "b" and type(min) in (bool, type(None)) and type(max) in (bool, type(None)):
+        kernel = "clamp_scalar_cpu" if min is not None and max is not None else \
+            "clamp_min_scalar_cpu" if min is not None else "clamp_max_scalar_cpu"
+        raise NotImplementedError(f"\"{kernel}\" not implemented for 'Bool'")
+    if any(isinstance(b, float) for b in (min, max)):
+        return Cast.apply(x, dtype=backend.get_default_dtype()), min, max
+    if x._data.dtype.kind != "b":
+        from ..factories import _integers_cast  # (the range rule of a number written into integers)
+
+        low, high = numpy.iinfo(x._data.dtype).min, numpy.iinfo(x._data.dtype).max
+        min, max = (_integers_cast(b, x._data.dtype) if type(b) is int and not low <= b <= high else b
+                    for b in (min, max))
+    return x, min, max
 
 
 class Cast(Primitive):

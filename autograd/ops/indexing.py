@@ -10,22 +10,34 @@ index_select and index_add are the same pair for one index vector shared by ever
 masked_fill, masked_select, take_along_dim and take are built from these and from indexing.
 """
 
-from ..backend import int64, xp
+from ..backend import int32, int64, xp
+from ..errors import IndexRangeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from . import elementwise, shape
 from .axes import dim_index
+from .conversion import type_name
 from .elementwise import Where
 from .names import names
 from .outputs import write_out
 
+_INT32_OR_64 = (int64, int32)  # what most index ops take; take, put, index_copy and index_fill take int64 only
 
-def _index_array(index, op):
-    """The integer array behind ``index`` (a Tensor, array or list)."""
+
+def _index_array(index, refusal, dtypes=_INT32_OR_64, error=RuntimeError):
+    """The integer array behind ``index`` (a Tensor, array or list), of one of ``dtypes`` (else ``error``,
+    with the message ``refusal`` formats with the index's dtype, as PyTorch's op words it)."""
     array = index._data if isinstance(index, Tensor) else xp.asarray(index)
-    if array.dtype.kind not in "iu":
-        raise RuntimeError(f"{op}(): Expected dtype int64 for index, but got {array.dtype}")
+    if array.dtype not in dtypes:
+        raise error(refusal.format(type_name(array.dtype)))
     return array
+
+
+def _same_dtype(input, source, refusal):
+    """PyTorch's refusal of a source tensor of another dtype than the input's (no promotion: the op writes
+    source's values into input's memory); ``refusal`` formats with both dtypes' names."""
+    if source.dtype != input.dtype:
+        raise RuntimeError(refusal.format(type_name(input.dtype), type_name(source.dtype)))
 
 
 def _check_bounds(index, size, dim):
@@ -34,7 +46,7 @@ def _check_bounds(index, size, dim):
         return index
     bad = (index < 0) | (index >= size)
     if bad.any():
-        raise RuntimeError(f"index {index[bad].flat[0]} is out of bounds for dimension {dim} with size {size}")
+        raise IndexRangeError(f"index {index[bad].flat[0]} is out of bounds for dimension {dim} with size {size}")
     return index
 
 
@@ -153,7 +165,7 @@ def _pad_to(grad, like_shape):
 
 def _along_args(x, dim, index, op):
     axis = dim_index(dim, x.ndim)
-    index = _index_array(index, op)
+    index = _index_array(index, f"{op}(): Expected dtype int32/int64 for index")
     _check_along(x.shape, index.shape, axis, op)
     size = x.shape[axis] if x.ndim else 1
     return axis, _check_bounds(index, size, axis).astype(int64, copy=False)
@@ -171,7 +183,8 @@ def _source(src, value, like, op):
         raise TypeError(f"{op}() needs a src tensor or a value")
     source = src if src is not None else value
     if isinstance(source, Tensor):
-        return source.to(like.dtype) if source.dtype != like.dtype and source.ndim == 0 else source
+        _same_dtype(like, source, f"{op}(): Expected self.dtype to be equal to src.dtype")
+        return source
     return _operand(source, like).to(like.dtype)
 
 
@@ -181,7 +194,7 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
     reduce='add' adds instead (as scatter_add); 'multiply' multiplies (not differentiable)."""
     axis, index = _along_args(input, dim, index, "scatter")
     source = _source(src, value, input, "scatter")
-    if source.ndim == 0:
+    if not isinstance(src, Tensor):  # a number: written at every position index names
         source = shape.expand(source, index.shape)
     elif source.ndim != input.ndim:
         _check_along(source.shape, index.shape, axis, "scatter", other="src")
@@ -199,9 +212,10 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
 @names("scatter_add", inplace="scatter_add_")
 def scatter_add(input, dim, index, src, *, out=None):
     """y = input, then y[index[i][j][k]][j][k] += src[i][j][k] for dim 0 (repeated positions add up)."""
-    axis, index = _along_args(input, dim, index, "scatter_add")
+    axis, index = _along_args(input, dim, index, "scatter")
     if not isinstance(src, Tensor):
         src = tensor_from(src, dtype=input.dtype)
+    _same_dtype(input, src, "scatter(): Expected self.dtype to be equal to src.dtype")
     _check_along(src.shape, index.shape, axis, "scatter_add", other="src")
     return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out)
 
@@ -274,9 +288,10 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=Non
     names along dim; include_self=False leaves input's own values at those positions out."""
     if reduce not in ("sum", "prod", "mean", "amax", "amin"):
         raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
-    axis, index = _along_args(input, dim, index, "scatter_reduce")
+    axis, index = _along_args(input, dim, index, "scatter")
     if not isinstance(src, Tensor):
         src = tensor_from(src, dtype=input.dtype)
+    _same_dtype(input, src, "scatter(): Expected self.dtype to be equal to src.dtype")
     _check_along(src.shape, index.shape, axis, "scatter_reduce", other="src")
     return write_out(ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce,
                                          include_self=include_self), out)
@@ -326,26 +341,34 @@ class IndexAddAlong(Primitive):
         return (grad if x.requires_grad else None), grad_src
 
 
-def _vector_index(x, dim, index, op):
+def _vector_index(x, dim, index, op, refusal, dtypes=_INT32_OR_64, error=RuntimeError, wraps=False):
+    """(axis, index as an int64 vector) for an op taking one index vector along dim: ``refusal`` and ``error``
+    for an index of another dtype than ``dtypes``; negative positions count from the end where the op ``wraps``."""
     axis = dim_index(dim, x.ndim)
-    index = _index_array(index, op)
+    index = _index_array(index, refusal, dtypes, error)
     if index.ndim > 1:
         raise IndexError(f"{op}(): Index is supposed to be a vector, got shape {tuple(index.shape)}")
     size = x.shape[axis] if x.ndim else 1
-    return axis, _check_bounds(index.reshape(-1), size, axis).astype(int64, copy=False)
+    index = index.reshape(-1)
+    if wraps:
+        index = xp.where(index < 0, index + size, index)
+    return axis, _check_bounds(index, size, axis).astype(int64, copy=False)
 
 
 @names("index_select")
 def index_select(input, dim, index, *, out=None):
     """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
-    axis, index = _vector_index(input, dim, index, "index_select")
+    axis, index = _vector_index(input, dim, index, "index_select",
+                                "index_select(): Expected dtype int32 or int64 for index")
     return write_out(IndexSelect.apply(input, dim=axis, index=index), out)
 
 
 @names("index_add", inplace="index_add_")
 def index_add(input, dim, index, source, *, alpha=1, out=None):
     """y = input, then y[..., index[j], ...] += alpha · source[..., j, ...] (repeats add up)."""
-    axis, index = _vector_index(input, dim, index, "index_add")
+    axis, index = _vector_index(input, dim, index, "index_add",
+                                "index_add_(): Expected dtype int32/int64 for index but got: {}")
+    _same_dtype(input, source, "index_add_(): self ({}) and source ({}) must have the same scalar type")
     expected = tuple(len(index) if d == axis else n for d, n in enumerate(input.shape))
     if tuple(source.shape) != expected and not (input.ndim == 0 and source.numel() == index.size):
         raise RuntimeError(f"index_add(): source has shape {tuple(source.shape)} but input of shape "
@@ -360,7 +383,9 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
     is scatter_reduce with index[j] spread over the whole slice j (same values, same gradients)."""
     if reduce not in ("prod", "mean", "amax", "amin"):
         raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
-    axis, index = _vector_index(input, dim, index, "index_reduce")
+    axis, index = _vector_index(input, dim, index, "index_reduce",
+                                "index_reduce_(): Expected dtype int32/int64 for index but got: {}")
+    _same_dtype(input, source, "index_reduce_(): self ({}) and source ({}) must have the same scalar type")
     expected = tuple(len(index) if d == axis else n for d, n in enumerate(input.shape))
     if tuple(source.shape) != expected:
         raise RuntimeError(f"index_reduce(): source has shape {tuple(source.shape)} but input of shape "
@@ -375,10 +400,11 @@ def take_along_dim(input, indices, dim=None, *, out=None):
     """gather with broadcasting: input and indices broadcast against each other outside dim;
     with dim None both are flattened first."""
     if dim is None:
-        return write_out(gather(shape.reshape(input, (-1,)), 0, _index_array(indices, "take_along_dim").reshape(-1)),
-                         out)
+        return write_out(gather(shape.reshape(input, (-1,)), 0, _take_along_dim_index(indices).reshape(-1)), out)
+    index = _take_along_dim_index(indices)
     axis = dim_index(dim, input.ndim)
-    index = _index_array(indices, "take_along_dim")
+    if input.ndim:  # (negative positions count from the end here, as PyTorch's; gather's do not)
+        index = xp.where(index < 0, index + input.shape[axis], index)
     if index.ndim != input.ndim:
         raise RuntimeError(f"take_along_dim(): input and indices should have the same number of dimensions, "
                            f"but got {input.ndim} dimensions for input, and {index.ndim} dimensions for indices")
@@ -392,6 +418,10 @@ def take_along_dim(input, indices, dim=None, *, out=None):
     x_shape = tuple(input.shape[d] if d == axis else n for d, n in enumerate(common))
     i_shape = tuple(index.shape[d] if d == axis else n for d, n in enumerate(common))
     return write_out(gather(shape.expand(input, x_shape), axis, xp.broadcast_to(index, i_shape)), out)
+
+
+def _take_along_dim_index(indices):
+    return _index_array(indices, "torch.take_along_dim(): dtype of indices should be Long but got {}", (int64,))
 
 
 def _mask_array(mask, op):
@@ -427,6 +457,7 @@ def masked_select(input, mask, *, out=None):
 def masked_scatter(input, mask, source):
     """y = input with source's leading elements written, in order, where mask holds."""
     mask = xp.broadcast_to(_mask_array(mask, "masked_scatter"), input.shape)
+    _same_dtype(input, source, "masked_scatter: expected self and source to have same dtypes but got {} and {}")
     count = int(mask.sum())
     if source.numel() < count:
         raise RuntimeError(f"masked_scatter: expected source to have at least {count} elements, "
@@ -464,7 +495,7 @@ def argwhere(input):
 @names("take")
 def take(input, index, *, out=None):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
-    index = _index_array(index, "take")
+    index = _index_array(index, "take(): Expected a long tensor for index, but got {}", (int64,))
     flat = shape.reshape(input, (-1,))
     size = input.numel()
     if index.size and ((index < -size) | (index >= size)).any():  # PyTorch's IndexError here (gather's is RuntimeError)
@@ -480,13 +511,12 @@ def put(input, index, source, accumulate=False):
     (added to, with ``accumulate``); index and source have as many elements, negative positions
     count from the end. dL/dinput = dL/dy with the replaced positions zeroed (all kept when
     accumulating), dL/dsource = dL/dy at the positions."""
-    index = _index_array(index, "put").reshape(-1)
+    index = _index_array(index, "put_(): Expected a long tensor for index, but got {}", (int64,)).reshape(-1)
     if source.numel() != index.size:
         raise IndexError(f"put_(): Expected source and index to have the same number of elements, but got "
                          f"source.numel() = {source.numel()}, index.numel() = {index.size}")
-    if source.dtype != input.dtype:
-        raise RuntimeError(f"put_(): self and source expected to have the same dtype, but got self.dtype = "
-                           f"{input.dtype} and source.dtype = {source.dtype}")
+    _same_dtype(input, source, "put_(): self and source expected to have the same dtype, but got self.dtype = {} "
+                               "and source.dtype = {}")
     size = input.numel()
     if index.size and ((index < -size) | (index >= size)).any():
         bad = index[(index < -size) | (index >= size)][0]
@@ -510,30 +540,60 @@ def _slices_mask(input, axis, index):
 @names("index_fill", inplace="index_fill_")
 def index_fill(input, dim, index, value):
     """input with the slices index[0], index[1], ... along dim set to value."""
-    axis, index = _vector_index(input, dim, index, "index_fill")
+    if isinstance(value, Tensor) and value.ndim:  # (checked first, as PyTorch's)
+        raise RuntimeError(f"index_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                           f"{value.ndim} dimension(s).")
+    axis, index = _vector_index(input, dim, index, "index_fill", "index_fill_(): Expected dtype int64 for index.",
+                                (int64,), IndexError, wraps=True)
     mask = _slices_mask(input, axis, index)
     return masked_fill(input, mask, value)
 
 
 @names("index_copy", inplace="index_copy_")
 def index_copy(input, dim, index, source, *, out=None):
-    """input with its slices index[j] along dim replaced by source's slices j."""
-    axis, index = _vector_index(input, dim, index, "index_copy")
+    """input with its slices index[j] along dim replaced by source's slices j (of a position named twice, the
+    last slice, as PyTorch's loop leaves it; the others get no gradient)."""
+    dim_index(dim, input.ndim)  # (PyTorch's order of checks: the dim, the dtypes, then the index)
+    _same_dtype(input, source, "index_copy_(): self and source expected to have the same dtype, but got (self) {} "
+                               "and (source) {}")
+    axis, index = _vector_index(input, dim, index, "index_copy",
+                                "index_copy_(): Expected a long tensor for index, but got {}", (int64,))
+    named, last_from_end = xp.unique(index[::-1], return_index=True)
+    if named.size != index.size:  # (copied, not added up: only each position's last slice is written)
+        kept = xp.sort(index.size - 1 - last_from_end)
+        index, source = index[kept], IndexSelect.apply(source, dim=axis if source.ndim else 0, index=kept)
     mask = _slices_mask(input, axis, index)
     zeros = Tensor._make(xp.zeros(input.shape, dtype=source.dtype))
     placed = IndexAddAlong.apply(zeros, source, dim=axis, index=index, alpha=1, fresh=True)
     return write_out(elementwise.Where.apply(placed, input, condition=xp.broadcast_to(mask, input.shape)), out)
 
 
+def _put_index(index):
+    """One of index_put's indices as an array: integer positions (int64 or int32) or a mask (bool, or uint8 as
+    PyTorch's deprecated rule reads it)."""
+    array = index._data if isinstance(index, Tensor) else xp.asarray(index)
+    if array.dtype == xp.uint8:
+        return array.astype(bool)
+    if array.dtype not in _INT32_OR_64 and array.dtype != bool:
+        raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
+    return array
+
+
 @names("index_put", inplace="index_put_")
 def index_put(input, indices, values, accumulate=False):
     """input with ``values`` written at input[indices] (a tuple of index tensors), or added there
     with accumulate=True (repeated positions then add up)."""
-    index = tuple(i._data if isinstance(i, Tensor) else xp.asarray(i) for i in indices)
+    index = tuple(_put_index(i) for i in indices)
     if not isinstance(values, Tensor):
         values = Tensor._make(xp.asarray(values, dtype=input.dtype))
+    if not (len(index) == 1 and index[0].dtype == bool and index[0].ndim and values.numel() == 1):  # (but for
+        # one mask and one value: PyTorch's masked_fill_, which casts)
+        _same_dtype(input, values, "Index put requires the source and destination dtypes match, got {} for the "
+                                   "destination and {} for the source.")
+    elif values.dtype != input.dtype:
+        values = values.to(input.dtype)
     target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
-    values = shape.expand(values.to(input.dtype) if values.dtype != input.dtype else values, target)
+    values = shape.expand(values, target)
     placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
     if accumulate:
         return input + placed

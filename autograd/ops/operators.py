@@ -7,6 +7,7 @@ from .. import backend
 from ..backend import xp
 from ..errors import DtypeError
 from ..tensor import Tensor
+from .arithmetic import positive
 from .elementwise import (
     Abs,
     Add,
@@ -102,7 +103,13 @@ def _pow(input, exponent):
                 raise DtypeError("Integers to negative integer powers are not allowed.")
             if input.dtype.kind == "b":  # bool ** 2 is int64, as PyTorch's (NumPy's is int8)
                 input = Cast.apply(input, dtype=backend.int64)
-        return PowConstant.apply(input, exponent=exponent)
+        try:
+            return PowConstant.apply(input, exponent=exponent)
+        except OverflowError:  # (NumPy's, for an exponent past the integer dtype's range: uint8 ** 300)
+            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow") from None
+    if type(exponent) is bool and isinstance(input, Tensor) and input._data.dtype.kind == "b":
+        # bools to a bool power stay bools, as PyTorch's: x ** True is x, x ** False all True (NumPy's is int8)
+        return Tensor._make(input._data | (not exponent))
     return binary(Pow, input, exponent)
 
 
@@ -113,15 +120,10 @@ def _reflected_pow(x, base):
 
 @names("__neg__")
 def _neg(input):
-    if input._data.dtype.kind == "b":
-        raise DtypeError("Negation, the `-` operator, on a bool tensor is not supported. If you are trying "
-                         "to invert a mask, use the `~` or `logical_not()` operator instead.")
-    return Neg.apply(input)
+    return Neg.apply(input)  # (which refuses bools, as PyTorch's)
 
 
-@names("__pos__")
-def _positive(x):
-    return x
+names("__pos__")(positive)  # +x: x itself, bools refused
 
 
 @names("__abs__")
@@ -131,6 +133,9 @@ def _absolute(x):
 
 @names("square", function=False)
 def square(input):
+    """input · input; bools become int64 first, as PyTorch's (True · True would stay a bool)."""
+    if input._data.dtype.kind == "b":
+        input = Cast.apply(input, dtype=backend.int64)
     return input * input
 
 

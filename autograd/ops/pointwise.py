@@ -9,11 +9,12 @@ an int64 tensor is float32, as in PyTorch). Rounding is piecewise constant: its 
 import math
 
 from ..backend import errstate, xp
+from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj, sgn_of_complex
 from .conversion import refuse_kinds
-from .elementwise import Where, floating, promote, unbroadcast, where
+from .elementwise import Where, floating, promote, result_type, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .special import erf
@@ -21,9 +22,25 @@ from .special import erf
 
 def _floating_pair(input, other):
     """Two Tensors of one floating dtype, by PyTorch's type promotion (float16 with an int64
-    tensor is float16, not NumPy's float64), integers and bools then the default dtype."""
+    tensor is float16, not NumPy's float64), integers and bools then the default dtype: each
+    converted from its own dtype (a 0-d int64 -4 beside uint8 is -4.0, not 252.0)."""
+    if not _floating_value(input) and not _floating_value(other):
+        input, other = (floating(v) if isinstance(v, Tensor) else v for v in (input, other))
     input, other = promote(input, other)
     return floating(input), floating(other)
+
+
+def _floating_value(value):
+    """A floating or complex tensor, or a Python float or complex number."""
+    return value.dtype.kind in "fc" if isinstance(value, Tensor) else isinstance(value, (float, complex))
+
+
+def _floating_only_pair(input, other, kernel):
+    """Two Tensors of their promoted dtype, which must be floating: PyTorch's ``kernel`` has no integer or bool
+    version (where NumPy's would compute in floats)."""
+    input, other = promote(input, other)
+    refuse_kinds(input, kernel, "biuc" if kernel == "hypot_cpu" else "biu")
+    return input, other
 
 
 def _unary(primitive, name, inplace=True, doc=""):
@@ -330,12 +347,17 @@ def sgn(input, *, out=None):
 
 
 @names("round", inplace="round_")
-def round(input, *, decimals=0, out=None):
-    """x rounded to ``decimals`` decimal places, halves to even (as PyTorch and NumPy)."""
-    # PyTorch rounds neither bools nor (to decimal places) integers; an integer's round() is itself
-    refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "b" if decimals == 0 else "biuc")
-    if input.dtype.kind in "iu":
-        return write_out(input.clone(), out)
+def round(input, *, decimals=None, out=None):
+    """x rounded to ``decimals`` decimal places (none given: to whole numbers), halves to even (as PyTorch
+    and NumPy)."""
+    # PyTorch rounds no bools; an integer's round() is itself, but its overload with decimals (0 too) refuses them
+    if decimals is None:
+        refuse_kinds(input, "round_vml_cpu", "b")
+        if input.dtype.kind in "iu":
+            return write_out(input.clone(), out)
+        decimals = 0
+    else:
+        refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "biu" if decimals == 0 else "biuc")
     return write_out(Rounding.apply(input, function="round", decimals=decimals), out)
 
 
@@ -419,8 +441,10 @@ class Atan2(Primitive):
 
 @names("atan2", "arctan2", inplace=("atan2_", "arctan2_"))
 def atan2(input, other, *, out=None):
-    """The angle of the point (other, input), in (-π, π]."""
-    return write_out(Atan2.apply(*_floating_pair(input, other)), out)
+    """The angle of the point (other, input), in (-π, π] (of real numbers only, as PyTorch's)."""
+    input, other = _floating_pair(input, other)
+    refuse_kinds(input, "atan2_cpu", "c")
+    return write_out(Atan2.apply(input, other), out)
 
 
 class Hypot(Primitive):
@@ -439,19 +463,27 @@ class Hypot(Primitive):
 @names("hypot", inplace="hypot_")
 def hypot(input, other, *, out=None):
     """√(input² + other²), elementwise, without overflow."""
-    return write_out(Hypot.apply(*promote(input, other)), out)
+    return write_out(Hypot.apply(*_floating_only_pair(input, other, "hypot_cpu")), out)
 
 
 class LogAddExp(Primitive):
     """z = ln(e^x + e^y) without overflow;   dL/dx = dL/dz · e^(x - z) = dL/dz · σ(x - y),
-    dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows)"""
+    dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows;
+    complex: · conj σ, z holomorphic; computed shifted by the larger real part, NumPy having no complex ufunc)"""
+
+    handles_complex = True
 
     def forward(self, x, y):
-        return xp.logaddexp(x, y)
+        if x.dtype.kind != "c":
+            return xp.logaddexp(x, y)
+        shift = xp.maximum(x.real, y.real)
+        shift = xp.where(xp.isfinite(shift), shift, 0)
+        with errstate(divide="ignore"):
+            return xp.log(xp.exp(x - shift) + xp.exp(y - shift)) + shift
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * (x - y).sigmoid(), x) if x.requires_grad else None,
-                unbroadcast(grad * (y - x).sigmoid(), y) if y.requires_grad else None)
+        return (unbroadcast(grad * conj((x - y).sigmoid()), x) if x.requires_grad else None,
+                unbroadcast(grad * conj((y - x).sigmoid()), y) if y.requires_grad else None)
 
 
 class LogAddExp2(Primitive):
@@ -469,13 +501,13 @@ class LogAddExp2(Primitive):
 @names("logaddexp")
 def logaddexp(input, other, *, out=None):
     """ln(e^input + e^other), without overflow."""
-    return write_out(LogAddExp.apply(*_floating_pair(input, other)), out)
+    return write_out(LogAddExp.apply(*_floating_only_pair(input, other, "logaddexp_cpu")), out)
 
 
 @names("logaddexp2")
 def logaddexp2(input, other, *, out=None):
     """log₂(2^input + 2^other), without overflow."""
-    return write_out(LogAddExp2.apply(*_floating_pair(input, other)), out)
+    return write_out(LogAddExp2.apply(*_floating_only_pair(input, other, "logaddexp2_cpu")), out)
 
 
 def _zero_on_edge(slope, x, y, edge):
@@ -507,8 +539,11 @@ class Xlogy(Primitive):
 
 @names("xlogy", inplace="xlogy_")
 def xlogy(input, other, *, out=None):
-    """input · ln(other), defined as 0 where input is 0 (entropy terms p ln p at p = 0)."""
-    return write_out(Xlogy.apply(*_floating_pair(input, other)), out)
+    """input · ln(other), defined as 0 where input is 0 (entropy terms p ln p at p = 0); real numbers only, as
+    PyTorch's."""
+    input, other = _floating_pair(input, other)
+    refuse_kinds(input, "xlogy_cpu", "c")
+    return write_out(Xlogy.apply(input, other), out)
 
 
 class Xlog1py(Primitive):
@@ -573,11 +608,29 @@ class Lerp(Primitive):
 
 @names("lerp")
 def lerp(input, end, weight, *, out=None):
-    """input + weight · (end - input): the point a fraction ``weight`` of the way to end."""
-    input, end = promote(input, end)
+    """input + weight · (end - input): the point a fraction ``weight`` of the way to end. As PyTorch's, input
+    and end have one dtype, and so has a weight tensor with dims; a 0-d weight tensor takes part in the type
+    promotion (an integer input with a 0-d float weight is computed in floats); integers are refused."""
+    for name, other in (("end", end), ("weight", weight)):
+        if isinstance(other, Tensor) and other.dtype != input.dtype and (name == "end" or other.ndim):
+            raise DtypeError(f"expected dtype {_C_NAMES.get(input.dtype.name, input.dtype.name)} for `{name}` but "
+                             f"got dtype {_C_NAMES.get(other.dtype.name, other.dtype.name)}")
     if not isinstance(weight, Tensor):
+        refuse_kinds(input, "lerp_kernel_scalar", "biu")
+        if isinstance(weight, complex) and input.dtype.kind != "c":
+            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
         weight = _operand(weight, input)
+    else:
+        dtype = result_type(input, weight)
+        input, end, weight = (t if t.dtype == dtype else t.to(dtype) for t in (input, end, weight))
+        refuse_kinds(input, "lerp_kernel_tensor", "biu")
     return write_out(Lerp.apply(input, end, weight), out)
+
+
+# the C names PyTorch's lerp and heaviside messages give a dtype ("expected dtype float for `end`")
+_C_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int", "int32": "int",
+            "bool": "bool", "uint8": "unsigned char", "int8": "signed char", "int16": "short int",
+            "complex64": "c10::complex<float>", "complex128": "c10::complex<double>"}
 
 
 @names("float_power", inplace="float_power_")
@@ -614,15 +667,21 @@ def rad2deg(input, *, out=None):
 
 @names("heaviside", inplace="heaviside_")
 def heaviside(input, values, *, out=None):
-    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch)."""
+    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch).
+    input and values must have one dtype (PyTorch promotes neither)."""
     x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
+    if x.dtype != v.dtype:
+        raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
+    if x.dtype.kind == "c":
+        raise DtypeError("heaviside is not yet implemented for complex tensors.")
     return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 
 @names("copysign", inplace="copysign_")
 def copysign(input, other, *, out=None):
-    """|input| with the sign of other (signed zeros included)."""
+    """|input| with the sign of other (signed zeros included); complex numbers have no sign to copy."""
     input, other = _floating_pair(input, other)
+    refuse_kinds(input, "copysign_cpu", "c")
     sign = Tensor._make(xp.where(xp.signbit(other._data), -1.0, 1.0).astype(input.dtype))
     return write_out(input.abs() * sign, out)
 

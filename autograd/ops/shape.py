@@ -10,10 +10,11 @@ import warnings
 import numpy
 
 from ..backend import xp
-from ..errors import ShapeError
+from ..errors import DtypeError, ShapeError
 from ..primitive import Primitive
 from ..tensor import Tensor, tensor_from
 from .axes import dim_index, normalize_dims, sizes_or_keyword
+from .conversion import type_name
 from .elementwise import common_dtype, unbroadcast
 from .names import names
 from .outputs import write_out
@@ -68,9 +69,9 @@ def _resolved(shape, size, x_shape):
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    start, end = dim_index(start_dim, x.ndim), dim_index(end_dim, x.ndim)  # (a 0-d tensor takes dims -1 and 0)
     if x.ndim == 0:
         return reshape(x, (1,))
-    start, end = dim_index(start_dim, x.ndim), dim_index(end_dim, x.ndim)
     if start > end:
         raise ShapeError("flatten() has invalid args: start_dim cannot come after end_dim")
     merged = 1
@@ -303,12 +304,18 @@ def _sequence_of_tensors(name, tensors):
 
 
 def cat(tensors, dim=0, *, out=None):
-    """Join tensors along an existing dim (shapes must agree elsewhere)."""
+    """Join tensors along an existing dim (shapes must agree elsewhere). As PyTorch's, a 1-d empty tensor
+    joins anything (its legacy rule: it is left out, but for its dtype), and a 0-d one nothing."""
     tensors = _sequence_of_tensors("cat", tensors)
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
-    if tensors[0].ndim == 0:
-        raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
+    for i, t in enumerate(tensors):
+        if t.ndim == 0:
+            raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
+    if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
+        dtype = common_dtype([t.dtype for t in tensors])
+        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+    tensors = [t for t in tensors if t.shape != (0,)] or tensors[:1]
     axis = normalize_dims(dim, tensors[0].ndim)[0]
     first = tensors[0].shape
     for t in tensors[1:]:
@@ -317,9 +324,6 @@ def cat(tensors, dim=0, *, out=None):
         if any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
             shapes = ", ".join(str(u.shape) for u in tensors)
             raise ShapeError(f"Sizes of tensors must match except in dimension {dim}: shapes {shapes}")
-    if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
-        dtype = common_dtype([t.dtype for t in tensors])
-        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
     return write_out(Cat.apply(*tensors, dim=axis), out)
 
 
@@ -328,6 +332,7 @@ def stack(tensors, dim=0, *, out=None):
     tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
+    normalize_dims(dim, tensors[0].ndim + 1)  # (a dim out of range is reported first, as PyTorch's)
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         shapes = ", ".join(map(str, shapes))
@@ -457,7 +462,40 @@ def _setitem(x, index, value):
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
     x, index = _as_pytorch_reads_it(x, index)
+    if type(value) is Tensor and value._data.dtype != x._data.dtype:
+        _refuse_index_put_of_another_dtype(x, index, value)
     x._write_at(index, value)
+
+
+def _refuse_index_put_of_another_dtype(x, index, value):
+    """PyTorch casts a value of another dtype into a region that ints, slices, None and ... select (a copy_),
+    and into the elements one mask selects when the value has one element (a masked_fill_), but refuses it
+    where an index tensor or list selects (index_put_ takes the destination's dtype only): x[[0, 1]] =
+    a float64 tensor, x of float32. A bool among several indices, or a 0-d bool tensor, is such an index."""
+    parts = index if isinstance(index, tuple) else (index,)
+    selecting = [i for i in parts if isinstance(i, list) or isinstance(i, xp.ndarray) and (i.ndim or i.dtype == bool)
+                 or type(i) is bool and len(parts) > 1]
+    if not selecting or value._data.size == 1 and len(selecting) == 1 and numpy.ndim(selecting[0]) \
+            and numpy.asarray(selecting[0]).dtype == bool:
+        return
+    # PyTorch's order of checks: the index's structure (a mask that does not fit, too many indices), the value's
+    # shape, its dtype, and last the positions' range
+    try:
+        region = x._data[index].shape
+    except IndexError as error:
+        if "out of bounds" not in str(error):
+            raise
+    else:
+        shape = value.shape
+        while shape and shape[0] == 1 and len(shape) > len(region):  # (leading 1s are dropped, as PyTorch's)
+            shape = shape[1:]
+        try:
+            if xp.broadcast_shapes(shape, region) != region:
+                return  # (x._write_at reports the shape)
+        except ValueError:
+            return
+    raise DtypeError(f"Index put requires the source and destination dtypes match, got {type_name(x.dtype)} for "
+                     f"the destination and {type_name(value.dtype)} for the source.")
 
 
 def _as_pytorch_reads_it(x, index):
