@@ -12,6 +12,7 @@ from ..tensor import Tensor
 from . import elementwise, shape
 from .arranging import movedim
 from .axes import dim_index
+from .conversion import refuse_kinds
 from .names import names
 from .outputs import write_out
 
@@ -132,4 +133,5 @@ def trace(input):
     """The sum of a matrix's main diagonal."""
     if input.ndim != 2:
         raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input.ndim}")
+    refuse_kinds(input, "trace", "b")
     return diag(input).sum()
