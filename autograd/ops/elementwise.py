@@ -296,7 +296,11 @@ def where(condition, input=None, other=None, *, out=None):
     condition = condition._data if isinstance(condition, Tensor) else xp.asarray(condition)
     if input is None and other is None:
         return tuple(Tensor._make(i.astype(xp.int64)) for i in xp.nonzero(xp.atleast_1d(condition)))
-    if condition.dtype != bool:
+    if condition.dtype == xp.uint8:  # PyTorch's deprecated reading of a byte mask (pytorch-crf's), with its warning
+        warnings.warn("where received a uint8 condition tensor. This behavior is deprecated and will be removed in a "
+                      "future version of PyTorch. Use a boolean condition instead.", UserWarning, stacklevel=2)
+        condition = condition.astype(bool)
+    elif condition.dtype != bool:
         raise DtypeError(f"where expected condition to be a boolean tensor, but got a tensor with dtype "
                          f"{condition.dtype}")
     x, y = input, other
