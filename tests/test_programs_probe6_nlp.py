@@ -14,6 +14,7 @@ confusion matrix."""
 import string
 
 import numpy as np
+import pytest
 
 from .pytorch_programs import OURS, load, run_both, weights_of
 
@@ -644,3 +645,172 @@ def test_char_rnn_name_classification_with_nn_rnn():
     assert losses[-1] < losses[0]
     np.testing.assert_allclose(confusion.sum(1), 1.0, rtol=1e-6)
     assert np.trace(confusion) > 1.5  # better than chance (1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The batched CRF of the pytorch-crf package (kmkurn/pytorch-crf), on top of a BiLSTM
+# ----------------------------------------------------------------------------------------------
+
+
+def crf_tagger(m):
+    torch, nn = m.torch, m.nn
+
+    class CRF(nn.Module):
+        def __init__(self, num_tags, batch_first=False):
+            if num_tags <= 0:
+                raise ValueError(f'invalid number of tags: {num_tags}')
+            super().__init__()
+            self.num_tags = num_tags
+            self.batch_first = batch_first
+            self.start_transitions = nn.Parameter(torch.empty(num_tags))
+            self.end_transitions = nn.Parameter(torch.empty(num_tags))
+            self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            nn.init.uniform_(self.start_transitions, -0.1, 0.1)
+            nn.init.uniform_(self.end_transitions, -0.1, 0.1)
+            nn.init.uniform_(self.transitions, -0.1, 0.1)
+
+        def forward(self, emissions, tags, mask=None, reduction='sum'):
+            if reduction not in ('none', 'sum', 'mean', 'token_mean'):
+                raise ValueError(f'invalid reduction: {reduction}')
+            if mask is None:
+                mask = torch.ones_like(tags, dtype=torch.uint8)
+            if self.batch_first:
+                emissions = emissions.transpose(0, 1)
+                tags = tags.transpose(0, 1)
+                mask = mask.transpose(0, 1)
+            numerator = self._compute_score(emissions, tags, mask)
+            denominator = self._compute_normalizer(emissions, mask)
+            llh = numerator - denominator
+            if reduction == 'none':
+                return llh
+            if reduction == 'sum':
+                return llh.sum()
+            if reduction == 'mean':
+                return llh.mean()
+            assert reduction == 'token_mean'
+            return llh.sum() / mask.float().sum()
+
+        def decode(self, emissions, mask=None):
+            if mask is None:
+                mask = emissions.new_ones(emissions.shape[:2], dtype=torch.uint8)
+            if self.batch_first:
+                emissions = emissions.transpose(0, 1)
+                mask = mask.transpose(0, 1)
+            return self._viterbi_decode(emissions, mask)
+
+        def _compute_score(self, emissions, tags, mask):
+            seq_length, batch_size = tags.shape
+            mask = mask.float()
+            score = self.start_transitions[tags[0]]
+            score += emissions[0, torch.arange(batch_size), tags[0]]
+            for i in range(1, seq_length):
+                score += self.transitions[tags[i - 1], tags[i]] * mask[i]
+                score += emissions[i, torch.arange(batch_size), tags[i]] * mask[i]
+            seq_ends = mask.long().sum(dim=0) - 1
+            last_tags = tags[seq_ends, torch.arange(batch_size)]
+            score += self.end_transitions[last_tags]
+            return score
+
+        def _compute_normalizer(self, emissions, mask):
+            seq_length = emissions.size(0)
+            score = self.start_transitions + emissions[0]
+            for i in range(1, seq_length):
+                broadcast_score = score.unsqueeze(2)
+                broadcast_emissions = emissions[i].unsqueeze(1)
+                next_score = broadcast_score + self.transitions + broadcast_emissions
+                next_score = torch.logsumexp(next_score, dim=1)
+                score = torch.where(mask[i].unsqueeze(1), next_score, score)
+            score += self.end_transitions
+            return torch.logsumexp(score, dim=1)
+
+        def _viterbi_decode(self, emissions, mask):
+            seq_length, batch_size = mask.shape
+            score = self.start_transitions + emissions[0]
+            history = []
+            for i in range(1, seq_length):
+                broadcast_score = score.unsqueeze(2)
+                broadcast_emission = emissions[i].unsqueeze(1)
+                next_score = broadcast_score + self.transitions + broadcast_emission
+                next_score, indices = next_score.max(dim=1)
+                score = torch.where(mask[i].unsqueeze(1), next_score, score)
+                history.append(indices)
+            score += self.end_transitions
+            seq_ends = mask.long().sum(dim=0) - 1
+            best_tags_list = []
+            for idx in range(batch_size):
+                _, best_last_tag = score[idx].max(dim=0)
+                best_tags = [best_last_tag.item()]
+                for hist in reversed(history[:seq_ends[idx]]):
+                    best_last_tag = hist[idx][best_tags[-1]]
+                    best_tags.append(best_last_tag.item())
+                best_tags.reverse()
+                best_tags_list.append(best_tags)
+            return best_tags_list
+
+    class BiLSTMCRF(nn.Module):
+        def __init__(self, vocab_size, num_tags, embedding_dim=6, hidden_dim=8):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+            self.lstm = nn.LSTM(embedding_dim, hidden_dim // 2, bidirectional=True, batch_first=True)
+            self.hidden2tag = nn.Linear(hidden_dim, num_tags)
+            self.crf = CRF(num_tags, batch_first=True)
+
+        def forward(self, x):
+            return self.hidden2tag(self.lstm(self.embedding(x))[0])
+
+    return BiLSTMCRF(len(CRF_WORDS) + 1, 3)
+
+
+def crf_training(m, weights, mask_dtype="bool", epochs=6):
+    torch = m.torch
+    model = load(m, crf_tagger(m), weights)
+    tag_ix = {"B": 0, "I": 1, "O": 2}
+    longest = max(len(s) for s, _ in CRF_DATA)
+    x = torch.zeros(len(CRF_DATA), longest, dtype=torch.long)
+    tags = torch.zeros(len(CRF_DATA), longest, dtype=torch.long)
+    for b, (sentence, labels) in enumerate(CRF_DATA):
+        x[b, :len(sentence)] = torch.tensor([CRF_WORDS[w] + 1 for w in sentence])
+        tags[b, :len(labels)] = torch.tensor([tag_ix[t] for t in labels])
+    mask = (x != 0).to(getattr(torch, mask_dtype))
+    optimizer = m.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for epoch in range(epochs):
+        optimizer.zero_grad()
+        loss = -model.crf(model(x), tags, mask=mask, reduction="mean")
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        emissions = model(x)
+        decoded = model.crf.decode(emissions, mask=mask)
+        per_sequence = model.crf(emissions, tags, mask=mask, reduction="none")
+        token_mean = model.crf(emissions, tags, mask=mask, reduction="token_mean")
+        n = len(CRF_DATA[0][0])  # no padding: the package's default mask, all ones in uint8
+        default = None if mask_dtype == "uint8" else torch.ones(1, n, dtype=torch.bool)
+        unmasked = model.crf(emissions[:1, :n], tags[:1, :n], mask=default)
+    return {"losses": losses, "decoded": decoded, "per_sequence": per_sequence, "token_mean": token_mean,
+            "unmasked": unmasked, "grads": [p.grad for p in model.parameters()]}
+
+
+def test_pytorch_crf_with_a_bool_mask():
+    weights = weights_of(crf_tagger)
+    ours, _ = run_both(crf_training, weights, rtol=1e-4, atol=1e-5)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert [len(d) for d in ours["decoded"]] == [len(s) for s, _ in CRF_DATA]
+    assert np.isclose(ours["per_sequence"].sum() / 18, ours["token_mean"], rtol=1e-6)
+    assert np.isclose(ours["unmasked"], ours["per_sequence"][0], rtol=1e-5)  # the first sentence is the longest
+    assert (ours["per_sequence"] < 0).all()  # log-likelihoods
+
+
+@pytest.mark.xfail(strict=True, reason="torch.where refuses a uint8 condition (PyTorch takes it, with a deprecation "
+                                       "warning): the fix is in autograd/ops/elementwise.py, a forbidden file")
+def test_pytorch_crf_with_its_default_uint8_mask():
+    weights = weights_of(crf_tagger)
+    ours, _ = run_both(crf_training, weights, mask_dtype="uint8", rtol=1e-4, atol=1e-5)
+    bools = crf_training(OURS, weights)
+    np.testing.assert_allclose(ours["losses"], bools["losses"], rtol=1e-6)
+    with pytest.warns(UserWarning, match="where received a uint8 condition tensor"):
+        OURS.torch.where(OURS.torch.tensor([1, 0], dtype=OURS.torch.uint8), 1.0, 0.0)
