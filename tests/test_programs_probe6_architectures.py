@@ -18,6 +18,7 @@ import math
 import warnings
 
 import numpy as np
+import pytest
 
 from .pytorch_programs import OURS, load, pytorch, run_both, weights_of
 
@@ -794,3 +795,42 @@ def test_checkpointing_with_dropout_replays_the_same_mask():
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fully masked rows: left-padded sequences under a causal mask leave pad queries with no key at all
+# ----------------------------------------------------------------------------------------------
+
+
+def fully_masked_rows(m):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(14)
+    q = torch.tensor(rng.standard_normal((2, 4, 6)), requires_grad=True)
+    k = torch.tensor(rng.standard_normal((2, 4, 6)))
+    pad = torch.tensor([[True, True, False, False], [False, False, False, False]])  # left padding
+    causal = torch.ones(4, 4, dtype=torch.bool).triu(1)
+    mask = causal[None] | pad[:, None, :]
+    scores = (q @ k.transpose(-2, -1)).masked_fill(mask, float("-inf"))
+    attn = scores.softmax(-1)  # the pad queries' rows: all -inf, so NaN
+    normaliser = torch.logsumexp(scores, dim=-1)  # -inf there
+    log_attn = scores.log_softmax(-1)  # NaN there
+    attn = torch.nan_to_num(attn)
+    (attn * torch.tensor(rng.standard_normal((2, 4, 4)))).sum().backward()
+    return attn, normaliser, q.grad, torch.isnan(log_attn)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's, leaking: see the xfail below
+def test_fully_masked_rows_give_nan_then_zero():
+    ours, _ = run_both(fully_masked_rows, rtol=1e-10, atol=1e-12)
+    attn, normaliser, q_grad, log_nan = ours
+    assert (attn[0, :2] == 0).all() and np.isneginf(normaliser[0, 0]) and np.isfinite(q_grad).all()
+    assert log_nan[0, :2].all() and not log_nan[0, 2:].any() and not log_nan[1].any()
+
+
+@pytest.mark.xfail(strict=True, reason="softmax, log_softmax and logsumexp of a row of -inf leak NumPy's "
+                                       "RuntimeWarnings (PyTorch is silent): the fix is in autograd/ops/reductions.py, "
+                                       "a forbidden file")
+def test_fully_masked_rows_warn_nothing():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fully_masked_rows(OURS)

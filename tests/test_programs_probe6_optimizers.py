@@ -16,6 +16,7 @@ import math
 from collections import defaultdict
 
 import numpy as np
+import pytest
 
 from .pytorch_programs import OURS, load, run_both, weights_of
 
@@ -183,6 +184,7 @@ def sam_training(m, weights, version, epochs=2):
             "same_groups": optimizer.param_groups is optimizer.base_optimizer.param_groups}
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # SAMv1 never calls its own step
 def test_sam_both_versions():
     weights = weights_of(mlp)
     for version in (1, 2):
