@@ -382,6 +382,7 @@ def mae(m, weights, steps=3, mask_ratio=0.75, norm_pix_loss=True):
     by_unfold = cols.transpose(1, 2)
     by_einsum = patchify(imgs)
     back = F.fold(cols, output_size=(IMG, IMG), kernel_size=P, stride=P)
+    one_image = F.unfold(imgs[0], kernel_size=P, stride=P)  # an unbatched (C, H, W) image, to show its patches
     overlapping = F.unfold(imgs, kernel_size=P, stride=2)
     counts = F.fold(torch.ones_like(overlapping), output_size=(IMG, IMG), kernel_size=P, stride=2)
     averaged = F.fold(overlapping, output_size=(IMG, IMG), kernel_size=P, stride=2) / counts
@@ -389,7 +390,7 @@ def mae(m, weights, steps=3, mask_ratio=0.75, norm_pix_loss=True):
         recon = unpatchify(pred)
     return {"log": log, "grads": [p.grad for p in model.parameters()], "by_unfold": by_unfold,
             "by_einsum": by_einsum, "back": back, "imgs": imgs, "averaged": averaged, "counts": counts,
-            "recon": recon, "roundtrip": unpatchify(by_einsum)}
+            "recon": recon, "roundtrip": unpatchify(by_einsum), "one_image": one_image}
 
 
 def test_mae_masking_and_patches():
@@ -398,6 +399,7 @@ def test_mae_masking_and_patches():
     assert all(masked == 2 * 9 - 2 * 2 for _, masked in ours["log"])  # int(9 * 0.25) = 2 kept per image
     assert ours["log"][-1][0] < ours["log"][0][0]
     np.testing.assert_array_equal(ours["back"], ours["imgs"])
+    np.testing.assert_array_equal(ours["one_image"], ours["by_unfold"][0].T)
     np.testing.assert_array_equal(ours["roundtrip"], ours["imgs"])
     np.testing.assert_allclose(ours["averaged"], ours["imgs"], rtol=1e-6)
     assert ours["counts"].max() == 4 and ours["counts"].min() == 1
