@@ -867,3 +867,108 @@ def test_a_sampling_generator_under_no_grad_records_nothing():
     weights = weights_of(generator_rnn)
     (names, recorded, enabled_after), _ = run_both(streamed_names, weights)
     assert not recorded and enabled_after and all(len(n) >= 1 for n in names)
+
+
+# ----------------------------------------------------------------------------------------------
+# "Deep learning with PyTorch" (the NLP tutorial's first parts): a bag-of-words classifier, and the
+# LSTM fed one step at a time against the whole sequence at once
+# ----------------------------------------------------------------------------------------------
+
+BOW_DATA = [("me gusta comer en la cafeteria".split(), "SPANISH"),
+            ("Give it to me".split(), "ENGLISH"),
+            ("No creo que sea una buena idea".split(), "SPANISH"),
+            ("No it is not a good idea to get lost at sea".split(), "ENGLISH")]
+BOW_TEST = [("Yo creo que si".split(), "SPANISH"), ("it is lost on me".split(), "ENGLISH")]
+
+
+def bow_model(m):
+    nn, F = m.nn, m.F
+    word_to_ix = {}
+    for sent, _ in BOW_DATA + BOW_TEST:
+        for word in sent:
+            if word not in word_to_ix:
+                word_to_ix[word] = len(word_to_ix)
+
+    class BoWClassifier(nn.Module):
+        def __init__(self, num_labels, vocab_size):
+            super(BoWClassifier, self).__init__()
+            self.linear = nn.Linear(vocab_size, num_labels)
+
+        def forward(self, bow_vec):
+            return F.log_softmax(self.linear(bow_vec), dim=1)
+
+    model = BoWClassifier(2, len(word_to_ix))
+    model.word_to_ix = word_to_ix
+    return model
+
+
+def bow_training(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, bow_model(m), weights)
+    word_to_ix = model.word_to_ix
+    label_to_ix = {"SPANISH": 0, "ENGLISH": 1}
+
+    def make_bow_vector(sentence, word_to_ix):
+        vec = torch.zeros(len(word_to_ix))
+        for word in sentence:
+            vec[word_to_ix[word]] += 1
+        return vec.view(1, -1)
+
+    def make_target(label, label_to_ix):
+        return torch.LongTensor([label_to_ix[label]])
+
+    with torch.no_grad():
+        before = [model(make_bow_vector(instance, word_to_ix)) for instance, label in BOW_TEST]
+    creo_before = next(model.parameters())[:, word_to_ix["creo"]].clone()
+    loss_function = nn.NLLLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(100):
+        for instance, label in BOW_DATA:
+            model.zero_grad()
+            bow_vec = make_bow_vector(instance, word_to_ix)
+            target = make_target(label, label_to_ix)
+            log_probs = model(bow_vec)
+            loss = loss_function(log_probs, target)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        after = [model(make_bow_vector(instance, word_to_ix)) for instance, label in BOW_TEST]
+    return before, after, creo_before, next(model.parameters())[:, word_to_ix["creo"]]
+
+
+def test_bag_of_words_classifier():
+    weights = weights_of(bow_model)
+    (before, after, creo_before, creo_after), _ = run_both(bow_training, weights, rtol=1e-4, atol=1e-5)
+    assert [a.argmax() for a in after] == [0, 1]  # Spanish, English
+    assert creo_after[0] > creo_before[0] and creo_after[1] < creo_before[1]  # "creo" now says Spanish
+
+
+def lstm_demo(m, inputs, hiddens):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(1)
+    lstm = nn.LSTM(3, 3)  # Input dim is 3, output dim is 3
+    with torch.no_grad():
+        for i, p in enumerate(lstm.parameters()):
+            p.copy_(torch.tensor(np.random.default_rng(i).standard_normal(tuple(p.shape)).astype(np.float32) * 0.5))
+    inputs = [torch.tensor(x) for x in inputs]  # torch.randn(1, 3) in the tutorial
+    hidden = (torch.tensor(hiddens[0]), torch.tensor(hiddens[1]))
+    outs = []
+    for i in inputs:
+        # Step through the sequence one element at a time.
+        out, hidden = lstm(i.view(1, 1, -1), hidden)
+        outs.append(out)
+    stepped = (torch.cat(outs), hidden)
+    inputs = torch.cat(inputs).view(len(inputs), 1, -1)
+    hidden = (torch.tensor(hiddens[0]), torch.tensor(hiddens[1]))  # clean out hidden state
+    out, hidden = lstm(inputs, hidden)
+    return stepped, (out, hidden)
+
+
+def test_lstm_step_by_step_equals_the_whole_sequence():
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 3)).astype(np.float32) for _ in range(5)]
+    hiddens = [rng.standard_normal((1, 1, 3)).astype(np.float32) for _ in range(2)]
+    ((stepped_out, stepped_hidden), (out, hidden)), _ = run_both(lstm_demo, inputs, hiddens)
+    np.testing.assert_allclose(stepped_out, out, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(stepped_hidden[0], hidden[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out[-1], hidden[0][0], rtol=1e-6)
