@@ -74,7 +74,7 @@ def swin(m):
                 torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads))  # 2*Wh-1 * 2*Ww-1, nH
             coords_h = torch.arange(self.window_size[0])
             coords_w = torch.arange(self.window_size[1])
-            coords = torch.stack(torch.meshgrid([coords_h, coords_w], indexing="ij"))  # 2, Wh, Ww
+            coords = torch.stack(torch.meshgrid([coords_h, coords_w]))  # 2, Wh, Ww
             coords_flatten = torch.flatten(coords, 1)  # 2, Wh*Ww
             relative_coords = coords_flatten[:, :, None] - coords_flatten[:, None, :]  # 2, Wh*Ww, Wh*Ww
             relative_coords = relative_coords.permute(1, 2, 0).contiguous()  # Wh*Ww, Wh*Ww, 2
@@ -261,6 +261,7 @@ def swin_training(m, weights, steps=3):
             "state": sorted(k for k in model.state_dict() if "mask" in k or "index" in k)}
 
 
+@pytest.mark.filterwarnings("ignore:torch.meshgrid")  # (the original calls it without indexing=)
 def test_swin_transformer_blocks():
     weights = weights_of(swin)
     ours, _ = run_both(swin_training, weights, rtol=1e-4, atol=1e-6)
