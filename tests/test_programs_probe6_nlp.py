@@ -972,3 +972,141 @@ def test_lstm_step_by_step_equals_the_whole_sequence():
     np.testing.assert_allclose(stepped_out, out, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(stepped_hidden[0], hidden[0], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(out[-1], hidden[0][0], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# pytorch/examples' word_language_model: an RNN LM trained by truncated BPTT with repackaged hidden
+# states, tied weights, a hand-written SGD step, clipping and learning-rate annealing
+# ----------------------------------------------------------------------------------------------
+
+CORPUS = ("the cat sat on the mat . the dog sat on the log . a cat and a dog sat on a mat . "
+          "the cat saw the dog . the dog saw a cat on the log .").split()
+
+
+def rnn_lm(m, rnn_type="LSTM", dropout=0.0):
+    nn = m.nn
+
+    class RNNModel(nn.Module):
+        """Container module with an encoder, a recurrent module, and a decoder."""
+
+        def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout=0.5, tie_weights=False):
+            super(RNNModel, self).__init__()
+            self.ntoken = ntoken
+            self.drop = nn.Dropout(dropout)
+            self.encoder = nn.Embedding(ntoken, ninp)
+            if rnn_type in ['LSTM', 'GRU']:
+                self.rnn = getattr(nn, rnn_type)(ninp, nhid, nlayers, dropout=dropout)
+            else:
+                nonlinearity = {'RNN_TANH': 'tanh', 'RNN_RELU': 'relu'}[rnn_type]
+                self.rnn = nn.RNN(ninp, nhid, nlayers, nonlinearity=nonlinearity, dropout=dropout)
+            self.decoder = nn.Linear(nhid, ntoken)
+            if tie_weights:
+                if nhid != ninp:
+                    raise ValueError('When using the tied flag, nhid must be equal to emsize')
+                self.decoder.weight = self.encoder.weight
+            self.init_weights()
+            self.rnn_type = rnn_type
+            self.nhid = nhid
+            self.nlayers = nlayers
+
+        def init_weights(self):
+            initrange = 0.1
+            nn.init.uniform_(self.encoder.weight, -initrange, initrange)
+            nn.init.zeros_(self.decoder.bias)
+            nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+
+        def forward(self, input, hidden):
+            emb = self.drop(self.encoder(input))
+            output, hidden = self.rnn(emb, hidden)
+            output = self.drop(output)
+            decoded = self.decoder(output)
+            decoded = decoded.view(-1, self.ntoken)
+            return m.F.log_softmax(decoded, dim=1), hidden
+
+        def init_hidden(self, bsz):
+            weight = next(self.parameters())
+            if self.rnn_type == 'LSTM':
+                return (weight.new_zeros(self.nlayers, bsz, self.nhid),
+                        weight.new_zeros(self.nlayers, bsz, self.nhid))
+            else:
+                return weight.new_zeros(self.nlayers, bsz, self.nhid)
+
+    return RNNModel(rnn_type, len(set(CORPUS)), 8, 8, 2, dropout=dropout, tie_weights=True)
+
+
+def word_language_model(m, weights, rnn_type="LSTM", epochs=3, bptt=5, clip=0.25):
+    torch, nn = m.torch, m.nn
+    import math
+    words = sorted(set(CORPUS))
+    ids = torch.tensor([words.index(w) for w in CORPUS], dtype=torch.int64)
+
+    def batchify(data, bsz):
+        nbatch = data.size(0) // bsz
+        data = data.narrow(0, 0, nbatch * bsz)
+        data = data.view(bsz, -1).t().contiguous()
+        return data
+
+    def repackage_hidden(h):
+        """Wraps hidden states in new Tensors, to detach them from their history."""
+        if isinstance(h, torch.Tensor):
+            return h.detach()
+        else:
+            return tuple(repackage_hidden(v) for v in h)
+
+    def get_batch(source, i):
+        seq_len = min(bptt, len(source) - 1 - i)
+        data = source[i:i + seq_len]
+        target = source[i + 1:i + 1 + seq_len].view(-1)
+        return data, target
+
+    train_data = batchify(ids, 4)
+    val_data = batchify(ids[:24], 2)
+    model = load(m, rnn_lm(m, rnn_type), weights)
+    criterion = nn.NLLLoss()
+    lr = 5.0
+
+    def evaluate(data_source):
+        model.eval()
+        total_loss = 0.
+        hidden = model.init_hidden(2)
+        with torch.no_grad():
+            for i in range(0, data_source.size(0) - 1, bptt):
+                data, targets = get_batch(data_source, i)
+                output, hidden = model(data, hidden)
+                hidden = repackage_hidden(hidden)
+                total_loss += len(data) * criterion(output, targets).item()
+        return total_loss / (len(data_source) - 1)
+
+    log, best_val_loss = [], None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total_loss = 0.
+        hidden = model.init_hidden(4)
+        for batch, i in enumerate(range(0, train_data.size(0) - 1, bptt)):
+            data, targets = get_batch(train_data, i)
+            model.zero_grad()
+            hidden = repackage_hidden(hidden)
+            output, hidden = model(data, hidden)
+            loss = criterion(output, targets)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip)  # torch.nn.utils in the original
+            for p in model.parameters():
+                p.data.add_(p.grad, alpha=-lr)
+            total_loss += loss.item()
+        val_loss = evaluate(val_data)
+        if not best_val_loss or val_loss < best_val_loss:
+            best_val_loss = val_loss
+        else:
+            lr /= 4.0  # Anneal the learning rate if no improvement has been seen in the validation dataset.
+        log.append((total_loss, val_loss, math.exp(val_loss), lr))
+    tied = model.decoder.weight is model.encoder.weight
+    return log, [p.detach() for p in model.parameters()], tied, len(list(model.parameters()))
+
+
+def test_word_language_model():
+    for rnn_type in ("LSTM", "GRU", "RNN_RELU"):
+        weights = weights_of(lambda m: rnn_lm(m, rnn_type))
+        (log, params, tied, n_params), _ = run_both(word_language_model, weights, rnn_type, rtol=1e-4, atol=1e-5)
+        assert tied and log[-1][0] < log[0][0], rnn_type
+        assert n_params == 1 + 8 + 1  # the embedding (tied: counted once), 2 layers of 4, the decoder's bias
+        assert all(lr in (5.0, 1.25, 0.3125) for *_, lr in log)
