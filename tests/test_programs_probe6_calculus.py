@@ -12,6 +12,7 @@ requires_grad=True)``, ``x_k.data += step * grad + sigma * noise``, ``clamp_``, 
 index, ``requires_grad_()`` on the data for a score-matching term)."""
 
 import numpy as np
+import pytest
 
 from .pytorch_programs import OURS, load, run_both, weights_of
 
@@ -546,3 +547,56 @@ def test_neural_ode_adjoint_method():
     for a, d in zip(ours["adjoint"], ours["direct"]):
         np.testing.assert_allclose(a, d, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(ours["z0_grad"], ours["z0_direct"], rtol=1e-3, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# A PINN written with torch.func: functional_call, vmap over grad/hessian of a scalar network
+# ----------------------------------------------------------------------------------------------
+
+
+def func_pinn_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(1, 10), nn.Tanh(), nn.Linear(10, 10), nn.Tanh(), nn.Linear(10, 1)).double()
+
+
+def func_pinn(m, weights, steps=4):
+    torch = m.torch
+    from_func = torch.func
+    model = load(m, func_pinn_net(m), weights)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
+
+    def u(params, x):
+        return from_func.functional_call(model, params, (x.reshape(1, 1),)).squeeze()
+
+    u_x = from_func.grad(u, argnums=1)
+    u_xx = from_func.grad(u_x, argnums=1)
+    x = torch.linspace(0, 1, 9, dtype=torch.float64)
+    boundary = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    optimizer = m.optim.Adam(params.values(), lr=1e-2)
+    losses = []
+    for step in range(steps):
+        residual = from_func.vmap(u_xx, in_dims=(None, 0))(params, x) + np.pi ** 2 * torch.sin(np.pi * x)
+        edges = from_func.vmap(u, in_dims=(None, 0))(params, boundary)
+        loss = (residual ** 2).mean() + (edges ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    # the same second derivative three ways
+    by_hessian = from_func.vmap(from_func.hessian(u, argnums=1), in_dims=(None, 0))(params, x)
+    by_vmap = from_func.vmap(u_xx, in_dims=(None, 0))(params, x)
+    xs = x.clone().requires_grad_(True)
+    out = from_func.functional_call(model, params, (xs.reshape(-1, 1),))
+    first = torch.autograd.grad(out.sum(), xs, create_graph=True)[0]
+    by_autograd = torch.autograd.grad(first.sum(), xs)[0]
+    return {"losses": losses, "hessian": by_hessian, "vmap": by_vmap, "autograd": by_autograd,
+            "grads": [p.grad for p in params.values()]}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # (PyTorch's torch.func, inside)
+def test_pinn_with_torch_func():
+    weights = weights_of(func_pinn_net)
+    ours, _ = run_both(func_pinn, weights, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ours["hessian"], ours["autograd"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["vmap"], ours["autograd"], rtol=1e-10, atol=1e-12)
+    assert ours["losses"][-1] < ours["losses"][0]
