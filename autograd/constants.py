@@ -10,6 +10,7 @@ import numpy
 from . import backend
 from .factories import tensor
 from .size import Size  # noqa: F401  (autograd.Size)
+from .tensor import Tensor
 
 int8, int16, uint8 = numpy.dtype("int8"), numpy.dtype("int16"), numpy.dtype("uint8")
 half, short, int = backend.float16, int16, backend.int32  # torch.half, torch.short, torch.int
@@ -63,6 +64,8 @@ class tensortype(type):  # noqa: N801  (torch.tensortype's name)
         sizes = all(isinstance(n, (builtins.int, numpy.integer)) and not isinstance(n, builtins.bool) for n in data)
         if data and sizes:
             return tensor(numpy.zeros(data, dtype=cls.dtype))
+        if len(data) == 1 and isinstance(data[0], Tensor):  # a conversion, without tensor()'s copy warning
+            data = (data[0]._data,)
         return tensor(data[0] if len(data) == 1 else list(data), dtype=cls.dtype)
 
     def __instancecheck__(cls, obj):

@@ -7,7 +7,7 @@ import builtins
 import numpy
 
 from .backend import get_default_dtype, xp
-from .factories import _shape, empty, full, ones, tensor, zeros
+from .factories import _shape, copied_data, empty, full, ones, tensor, zeros
 from .ops import bind_tensor_methods
 from .ops.names import names
 from .ops.strided import checked_layout
@@ -63,7 +63,7 @@ def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=Fals
 @names("new_tensor", function=False)
 def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
     """A copy of ``data`` with x's dtype (not the default dtype) unless ``dtype`` says otherwise."""
-    return tensor(data, dtype=_like(self, dtype), requires_grad=requires_grad)
+    return tensor(copied_data(data, stacklevel=2), dtype=_like(self, dtype), requires_grad=requires_grad)
 
 
 @names("asarray", method=False)

@@ -8,6 +8,8 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 ``memory_format``.
 """
 
+import warnings
+
 import numpy
 
 from . import backend
@@ -44,10 +46,24 @@ def _random(values, dtype, device, requires_grad):
     return _made(xp.asarray(values.astype(dtype, copy=False)), device, requires_grad)
 
 
+COPY_CONSTRUCT = ("To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() or "
+                  "sourceTensor.detach().clone().requires_grad_(True), rather than torch.tensor(sourceTensor).")
+
+
 def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=False):
-    """A new leaf tensor holding a copy of ``data``."""
-    data = data._data if isinstance(data, Tensor) else data
+    """A new leaf tensor holding a copy of ``data`` (a tensor given is copied, with PyTorch's warning
+    that ``detach().clone()`` says so)."""
+    data = copied_data(data, stacklevel=2)
     return _made(_array(data, dtype, copy=True), device, requires_grad)
+
+
+def copied_data(data, stacklevel):
+    """What a copy is made of: a tensor's array, with PyTorch's warning (pointing ``stacklevel``
+    frames up from the caller) that ``detach().clone()`` is the way to copy a tensor."""
+    if isinstance(data, Tensor):
+        warnings.warn(COPY_CONSTRUCT, UserWarning, stacklevel=stacklevel + 1)
+        return data._data
+    return data
 
 
 def as_tensor(data, dtype=None, device=None):

@@ -27,7 +27,13 @@ class _Loss(Module):
             else:
                 setattr(self, name, value)
 
-    def forward(self, *inputs):
+    def forward(self, input, target):
+        return self._loss(input, target)
+
+    def _loss(self, *inputs):
+        """The functional form on ``inputs`` with this module's reduction and options. A loss whose
+        inputs PyTorch names otherwise (``anchor, positive, negative``) has its own ``forward`` with
+        those names, so that a call by keyword (``criterion(logits, target=y)``) binds as PyTorch's."""
         options = {name: getattr(self, name) for name in self.options}
         return type(self).function(*inputs, reduction=self.reduction, **options)
 
@@ -122,6 +128,9 @@ class PoissonNLLLoss(_Loss):
     def __init__(self, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None, reduction="mean"):
         super().__init__(reduction, size_average, reduce, log_input=log_input, full=full, eps=eps)
 
+    def forward(self, log_input, target):
+        return self._loss(log_input, target)
+
 
 class GaussianNLLLoss(_Loss):
     """forward(input, target, var): the Gaussian negative log-likelihood of target."""
@@ -130,6 +139,9 @@ class GaussianNLLLoss(_Loss):
 
     def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
         super().__init__(reduction, full=full, eps=eps)
+
+    def forward(self, input, target, var):
+        return self._loss(input, target, var)
 
 
 class HingeLoss(_Loss):
@@ -185,6 +197,9 @@ class TripletMarginLoss(_Loss):
     def __init__(self, margin=1.0, p=2.0, eps=1e-6, swap=False, size_average=None, reduce=None, reduction="mean"):
         super().__init__(reduction, size_average, reduce, margin=margin, p=p, eps=eps, swap=swap)
 
+    def forward(self, anchor, positive, negative):
+        return self._loss(anchor, positive, negative)
+
 
 class TripletMarginWithDistanceLoss(_Loss):
     function, options = losses.triplet_margin_with_distance_loss, ("distance_function", "margin", "swap")
@@ -199,6 +214,9 @@ class TripletMarginWithDistanceLoss(_Loss):
             raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} "
                              "instead")
 
+    def forward(self, anchor, positive, negative):
+        return self._loss(anchor, positive, negative)
+
 
 class CosineEmbeddingLoss(_Loss):
     function, options = losses.cosine_embedding_loss, ("margin",)
@@ -206,12 +224,18 @@ class CosineEmbeddingLoss(_Loss):
     def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
         super().__init__(reduction, size_average, reduce, margin=margin)
 
+    def forward(self, input1, input2, target):
+        return self._loss(input1, input2, target)
+
 
 class MarginRankingLoss(_Loss):
     function, options = losses.margin_ranking_loss, ("margin",)
 
     def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
         super().__init__(reduction, size_average, reduce, margin=margin)
+
+    def forward(self, input1, input2, target):
+        return self._loss(input1, input2, target)
 
 
 class ContrastiveLoss(_Loss):
@@ -222,3 +246,6 @@ class ContrastiveLoss(_Loss):
 
     def __init__(self, margin=1.0, reduction="mean"):
         super().__init__(reduction, margin=margin)
+
+    def forward(self, input1, input2, target):
+        return self._loss(input1, input2, target)

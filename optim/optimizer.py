@@ -64,6 +64,8 @@ def _with_step_hooks(step):
     @functools.wraps(step)
     def hooked_step(*args, **kwargs):  # args: (optimizer, closure, ...), the optimizer included as PyTorch's
         self = args[0]
+        if "_opt_called" in self.__dict__:  # a scheduler watches for its first step (scheduler.py)
+            self._opt_called = True
         if self.__dict__.get("_in_step"):
             return step(*args, **kwargs)
         own_pre, own_post = (self.__dict__.get(name, {}) for name in ("_optimizer_step_pre_hooks",

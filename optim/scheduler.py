@@ -13,6 +13,12 @@ import warnings
 
 from .optimizer import Optimizer
 
+STEP_ORDER_WARNING = (
+    "Detected call of `lr_scheduler.step()` before `optimizer.step()`. In PyTorch 1.1.0 and later, you should call "
+    "them in the opposite order: `optimizer.step()` before `lr_scheduler.step()`.  Failure to do this will result "
+    "in PyTorch skipping the first value of the learning rate schedule. See more details at "
+    "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+)
 EPOCH_DEPRECATION_WARNING = (
     "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where possible. Please "
     "use `scheduler.step()` to step the scheduler. During the deprecation, if epoch is different from None, the "
@@ -67,6 +73,9 @@ class LRScheduler:
                                    "scheduler with last_epoch >= 0.")
         self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
+        # from now on the optimizer's step marks it stepped (optimizer.py), so that our first step can tell
+        # whether it came first, as it should; steps taken before any scheduler was made do not count
+        optimizer.__dict__.setdefault("_opt_called", False)
         self._initial_step()
 
     def _initial_step(self):
@@ -86,6 +95,8 @@ class LRScheduler:
         return self._last_lr
 
     def step(self, epoch=None):
+        if self._step_count == 1 and not self.optimizer.__dict__.get("_opt_called", True):
+            warnings.warn(STEP_ORDER_WARNING, UserWarning, stacklevel=2)
         self._step_count += 1
         if epoch is not None:
             warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)

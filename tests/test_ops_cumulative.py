@@ -56,8 +56,8 @@ def test_gradient_matches_finite_differences(name, data):
     assert autograd.gradcheck(fn, tensors)
 
 
-# CumProd's second derivative is exact away from zeros (its gradient there is built from masks)
-SECOND_ORDER = {**CASES, "CumProd": (with_dim(), lambda x, dim: (x + 3.0).cumprod(dim)),
+# zeros included: a gradient that is 0 after a zero still changes with that zero
+SECOND_ORDER = {**CASES, "CumProd": (with_zeros(bound=1.2), CASES["CumProd"][1]),
                 # (a product of 48 factors up to 2 reaches 1e14: finite differences of its gradient are
                 # then rounding noise; factors up to 1.2 keep it near 1e4)
                 "Prod": (with_zeros(min_dims=0, bound=1.2), CASES["Prod"][1])}
@@ -76,6 +76,47 @@ def test_prod_second_derivative_is_exact_for_small_factors(values):
     running products instead (found by hypothesis: the engine said -64 where the answer is 0)."""
     x = autograd.tensor(np.array(values), requires_grad=True)
     assert autograd.gradgradcheck(lambda x: x.prod(0), [x])
+
+
+def _derivatives(f, x, order):
+    """f(x), f'(x), ... f⁽ᵒʳᵈᵉʳ⁾(x) elementwise, by repeated autograd.grad of sums."""
+    out = [f(x)]
+    for _ in range(order):
+        out.append(autograd.autograd.grad(out[-1].sum(), x, create_graph=True)[0])
+    return [o.detach().numpy() for o in out]
+
+
+def test_higher_derivatives_of_products_through_zeros_are_exact():
+    """x·(x+1)·x² = x⁴ + x³ at x = 0 (two zero factors): its fourth derivative is 24 there as
+    everywhere; and the Hessian of Σ cumprod(x) at a point holding zeros is symmetric (it once lost
+    the rows after the first zero)."""
+    x = autograd.tensor(np.linspace(-1.0, 1.0, 5), requires_grad=True)  # 0 in the middle
+    d = _derivatives(lambda x: autograd.stack([x, x + 1, x * x], 1).prod(1), x, 4)
+    np.testing.assert_allclose(d[4], 24.0)
+    np.testing.assert_allclose(d[3], 24 * x.detach().numpy() + 6)
+    z = autograd.tensor([2.0, 0.0, 3.0, 0.0, 5.0], dtype=autograd.float64, requires_grad=True)
+    g = autograd.autograd.grad(z.cumprod(0).sum(), z, create_graph=True)[0]
+    hessian = np.stack([autograd.autograd.grad(g[k], z, retain_graph=True)[0].numpy() for k in range(5)])
+    # Σ_i Π_{j≤i} z_j = z0 + z0 z1 + z0 z1 z2 + z0 z1 z2 z3 + z0 z1 z2 z3 z4, at (2, 0, 3, 0, 5)
+    expected = np.zeros((5, 5))
+    expected[0, 1] = expected[1, 0] = 1 + 3  # 1 + z2 (+ z2 z3 + ...: 0)
+    expected[1, 2] = expected[2, 1] = 2  # z0 (+ z0 z3 ...: 0)
+    expected[1, 3] = expected[3, 1] = 2 * 3 * (1 + 5)  # z0 z2 (1 + z4)
+    np.testing.assert_allclose(hessian, expected)
+
+
+def test_higher_derivatives_of_products_against_pytorch():
+    torch = pytest.importorskip("torch")
+    values = np.array([[2.0, 0.0, 3.0, 0.0, 5.0], [0.0, 0.0, 1.5, -2.0, 0.5]])
+    ours = autograd.tensor(values, requires_grad=True)
+    theirs = torch.tensor(values, requires_grad=True)
+    for f in (lambda m, x: m.cumprod(x, 1), lambda m, x: m.cumprod(x, 0) * x, lambda m, x: x.prod(1),
+              lambda m, x: (x * x).prod(0)):
+        expected = [f(torch, theirs)]
+        for _ in range(3):
+            expected.append(torch.autograd.grad(expected[-1].sum(), theirs, create_graph=True)[0])
+        for a, b in zip(_derivatives(lambda x, f=f: f(autograd, x), ours, 3), expected):
+            np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_log1p_style_precision_of_cumprod_gradient_with_several_zeros():

@@ -559,6 +559,25 @@ def test_sinc_is_one_at_zero_with_gradient_zero():
                                                               requires_grad=True),))
 
 
+def test_sinc_derivatives_at_zero_are_the_limits():
+    """sinc(x) = Σ_k (-1)^k (πx)^2k / (2k+1)!: at 0 its n-th derivative is 0 for odd n and
+    (-1)^(n/2) π^n / (n+1) for even n (PyTorch gives NaN from the second on); and a second
+    derivative at 0 agrees with central differences of the first derivative around it."""
+    x = autograd.tensor([0.0, 0.25], dtype=autograd.float64, requires_grad=True)
+    derivatives = [autograd.sinc(x)]
+    for _ in range(6):
+        derivatives.append(autograd.autograd.grad(derivatives[-1].sum(), x, create_graph=True)[0])
+    at_zero = [d[0].item() for d in derivatives]
+    expected = [0.0 if n % 2 else (-1) ** (n // 2) * np.pi ** n / (n + 1) for n in range(7)]
+    np.testing.assert_allclose(at_zero, expected, rtol=1e-12, atol=1e-12)
+    h = 1e-5
+    probe = autograd.tensor([-h, h], dtype=autograd.float64, requires_grad=True)
+    slope = autograd.autograd.grad(autograd.sinc(probe).sum(), probe)[0].numpy()
+    assert np.isclose((slope[1] - slope[0]) / (2 * h), expected[2], rtol=1e-6)
+    assert autograd.gradgradcheck(autograd.sinc, (autograd.tensor([0.0, 0.3], dtype=autograd.float64,
+                                                                  requires_grad=True),))
+
+
 @pytest.mark.torch
 def test_fmax_fmin_sinc_match_pytorch():
     a = np.array([1.0, np.nan, 3.0, np.nan, 2.0, -4.0])

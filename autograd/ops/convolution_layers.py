@@ -158,10 +158,13 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
-    """im2col: every kh×kw block of (N, C, H, W) as a column, (N, C·kh·kw, L), L the number of blocks."""
-    if input.ndim != 4:
-        raise NotImplementedError(f"Input Error: Only 4D input Tensors are supported (got {input.ndim}D, "
-                                  f"input of size {_dims(input.shape, 1)})")
+    """im2col: every kh×kw block of (N, C, H, W) as a column, (N, C·kh·kw, L), L the number of blocks;
+    an unbatched (C, H, W) gives (C·kh·kw, L), as fold takes back."""
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"Expected 3D or 4D (batch mode) tensor with possibly 0 batch size and other non-zero "
+                           f"dimensions for input, but got: {list(input.shape)}")
+    if input.ndim == 3:
+        return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
     out = [convolution.output_size(input.shape[2 + a], *(params[k][a] for k in ("kernel_size", "stride",

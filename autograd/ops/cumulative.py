@@ -17,11 +17,11 @@ from ..tensor import Tensor, tensor_from
 from . import shape
 from .arranging import Flip
 from .axes import dim_index, normalize_dims
-from .elementwise import Where
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
 from .reductions import spread
+from .splitting import narrow, select
 
 
 def _accumulating_dtype(x, dtype):
@@ -65,16 +65,10 @@ def cumsum(input, dim, *, dtype=None, out=None):
     return write_out(CumSum.apply(x, dim=axis, reverse=False), out)
 
 
-def _one(like):
-    return Tensor._make(xp.ones((), dtype=like.dtype))
-
-
 class CumProd(Primitive):
     """y_i = Π_{j≤i} x_j along dim;   dL/dx_k = Σ_{i≥k} dL/dy_i · Π_{j≤i, j≠k} x_j
 
-    Without zeros, Π_{j≤i, j≠k} x_j = y_i / x_k. With a first zero at z (in a slice): before z the
-    same holds (later y_i are 0 as is the exact term); at z the sum is the running product with x_z
-    taken as 1; after z every term holds x_z = 0.
+    Without zeros, Π_{j≤i, j≠k} x_j = y_i / x_k. Where x holds zeros, see _product_gradient.
     """
 
     saves_output = True
@@ -85,19 +79,25 @@ class CumProd(Primitive):
     def backward(self, grad, y, x):
         if x.ndim == 0:
             return (grad,)
-        d = self.dim
-        zero = x._data == 0
-        if not zero.any():
-            return (CumSum.apply(grad * y, dim=d, reverse=True) / x,)
-        seen = xp.cumsum(zero, axis=d)
-        before, first = seen == 0, zero & (seen == 1)
-        nothing = Tensor._make(xp.zeros((), dtype=grad.dtype))
-        x_before = Where.apply(x, _one(x), condition=before)
-        part_before = CumSum.apply(grad * y, dim=d, reverse=True) / x_before
-        x_skipping_zero = Where.apply(_one(x), x, condition=first)
-        part_first = CumSum.apply(grad * CumProd.apply(x_skipping_zero, dim=d), dim=d, reverse=True)
-        return (Where.apply(part_before, nothing, condition=before)
-                + Where.apply(part_first, nothing, condition=first),)
+        if not (x._data == 0).any():
+            return (CumSum.apply(grad * y, dim=self.dim, reverse=True) / x,)
+        return (_product_gradient(grad, x, self.dim),)
+
+
+def _product_gradient(grad, x, d):
+    """CumProd's gradient by products alone, no division, so exact where x holds zeros, and so is
+    every derivative of it (a gradient that is 0 after a zero still changes with that zero):
+
+        dL/dx_k = (Π_{j<k} x_j) · S_k,   S_k = Σ_{i≥k} dL/dy_i Π_{k<j≤i} x_j = dL/dy_k + x_{k+1} S_{k+1}
+
+    The recurrence takes one step per element along dim: only where x holds a zero."""
+    n = x.shape[d]
+    one = Tensor._make(xp.ones(x.shape[:d] + (1,) + x.shape[d + 1:], dtype=x.dtype))
+    before = CumProd.apply(shape.cat([one, narrow(x, d, 0, n - 1)], d), dim=d)
+    s = [select(grad, d, n - 1)]
+    for k in range(n - 2, -1, -1):
+        s.append(select(grad, d, k) + select(x, d, k + 1) * s[-1])
+    return before * shape.stack(s[::-1], d)
 
 
 @names("cumprod", inplace="cumprod_")

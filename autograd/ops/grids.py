@@ -5,6 +5,8 @@ Grids are broadcasts of their inputs (so gradients sum over the copies); block_d
 each input in its own block of zeros (its gradient is its block).
 """
 
+import warnings
+
 from ..backend import int64, xp
 from ..tensor import Tensor
 from . import shape
@@ -12,10 +14,15 @@ from .names import names
 
 
 @names("meshgrid", method=False)
-def meshgrid(*tensors, indexing="ij"):
-    """Coordinate grids: output k varies along dim k ('ij') — or, for 'xy', with the first two swapped."""
+def meshgrid(*tensors, indexing=None):
+    """Coordinate grids: output k varies along dim k ('ij') — or, for 'xy', with the first two swapped.
+    Without ``indexing``, 'ij' with PyTorch's warning that it will have to be given."""
     if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
         tensors = tuple(tensors[0])
+    if indexing is None:
+        warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.",
+                      UserWarning, stacklevel=2)
+        indexing = "ij"
     if indexing not in ("ij", "xy"):
         raise RuntimeError(f"torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but received: {indexing}")
     for t in tensors:

@@ -719,7 +719,11 @@ def fmin(input, other, *, out=None):
 def sinc(input, *, out=None):
     """y = sin(πx) / (πx), and 1 at x = 0;   dL/dx = dL/dy (cos(πx) - y) / x, and 0 at x = 0.
     The quotient is taken of a safe input (1 where x = 0), so the branch where() discards
-    never holds 0/0: its NaN would reach the gradient."""
+    never holds 0/0: its NaN would reach the gradient. At x = 0 the value comes from the series
+    Σ_k (-1)^k (πx)^2k / (2k+1)!, so the derivatives there are the limits (-π²/3 the second, for
+    a PINN's u_xx) through the eleventh (PyTorch's are NaN from the second on)."""
     zero = input == 0
     safe = where(zero, 1.0, input) * math.pi
-    return write_out(where(zero, 1.0, safe.sin() / safe), out)
+    at_zero = where(zero, input, 0.0) * math.pi
+    series = sum((-1) ** k * at_zero ** (2 * k) / math.factorial(2 * k + 1) for k in range(6))
+    return write_out(where(zero, series, safe.sin() / safe), out)
