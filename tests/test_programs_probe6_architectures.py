@@ -822,7 +822,6 @@ def fully_masked_rows(m):
     return attn, normaliser, q.grad, torch.isnan(log_attn)
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's, leaking: see the xfail below
 def test_fully_masked_rows_give_nan_then_zero():
     ours, _ = run_both(fully_masked_rows, rtol=1e-10, atol=1e-12)
     attn, normaliser, q_grad, log_nan = ours
@@ -830,13 +829,17 @@ def test_fully_masked_rows_give_nan_then_zero():
     assert log_nan[0, :2].all() and not log_nan[0, 2:].any() and not log_nan[1].any()
 
 
-@pytest.mark.xfail(strict=True, reason="softmax, log_softmax and logsumexp of a row of -inf leak NumPy's "
-                                       "RuntimeWarnings (PyTorch is silent): the fix is in autograd/ops/reductions.py, "
-                                       "a forbidden file")
 def test_fully_masked_rows_warn_nothing():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        fully_masked_rows(OURS)
+    # in a fresh interpreter with Python's default warning filters (pytest installs its own): NumPy's
+    # RuntimeWarnings from inside chainrule are filtered, as PyTorch computes these NaN silently
+    import subprocess
+    import sys
+
+    program = ("from tests.test_programs_probe6_architectures import OURS, fully_masked_rows\n"
+               "fully_masked_rows(OURS)\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", program], capture_output=True, text=True,
+                          check=True, cwd=__file__.rsplit("/tests/", 1)[0])
+    assert "Warning" not in done.stderr, done.stderr
 
 
 # ----------------------------------------------------------------------------------------------
@@ -874,10 +877,6 @@ def anomaly_detection_on(m, weights, steps=2):
     return losses, [p.detach() for p in net.parameters()]
 
 
-@pytest.mark.xfail(strict=True, reason="anomaly mode here checks forward outputs and infinities too and raises "
-                                       "FloatingPointError; PyTorch's checks only backward outputs for NaN and raises "
-                                       "RuntimeError: the rule is in autograd/graph.py and autograd/primitive.py, "
-                                       "forbidden files")
 def test_a_training_step_with_anomaly_detection_on_and_a_causal_mask():
     weights = weights_of(causal_attention_net)
     (losses, params), _ = run_both(anomaly_detection_on, weights, rtol=1e-5, atol=1e-6)

@@ -805,8 +805,6 @@ def test_pytorch_crf_with_a_bool_mask():
     assert (ours["per_sequence"] < 0).all()  # log-likelihoods
 
 
-@pytest.mark.xfail(strict=True, reason="torch.where refuses a uint8 condition (PyTorch takes it, with a deprecation "
-                                       "warning): the fix is in autograd/ops/elementwise.py, a forbidden file")
 def test_pytorch_crf_with_its_default_uint8_mask():
     weights = weights_of(crf_tagger)
     ours, _ = run_both(crf_training, weights, mask_dtype="uint8", rtol=1e-4, atol=1e-5)
@@ -860,9 +858,6 @@ def streamed_names(m, weights, start_letters="RSP"):
     return names, any(recorded), torch.is_grad_enabled()
 
 
-@pytest.mark.xfail(strict=True, reason="no_grad() as a decorator does not wrap a generator function as PyTorch's does "
-                                       "(each resumption under the mode): the generator's body records a graph; the "
-                                       "fix is in autograd/graph.py (ModeSwitch.__call__), a forbidden file")
 def test_a_sampling_generator_under_no_grad_records_nothing():
     weights = weights_of(generator_rnn)
     (names, recorded, enabled_after), _ = run_both(streamed_names, weights)
