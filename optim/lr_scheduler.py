@@ -212,7 +212,9 @@ class ReduceLROnPlateau(LRScheduler):
         self.optimizer, self.mode, self.factor, self.patience = optimizer, mode, factor, patience
         self.threshold, self.threshold_mode, self.cooldown, self.eps = threshold, threshold_mode, cooldown, eps
         self.min_lrs = per_group("min_lr", optimizer, min_lr)
-        self.best = math.inf if mode == "min" else -math.inf
+        self.default_min_lr = None if isinstance(min_lr, (list, tuple)) else min_lr  # (for groups added later)
+        self.mode_worse = math.inf if mode == "min" else -math.inf
+        self.best = self.mode_worse
         self.num_bad_epochs, self.cooldown_counter, self.last_epoch = 0, 0, 0
         self._last_lr = self._group_lrs()
 
@@ -237,6 +239,14 @@ class ReduceLROnPlateau(LRScheduler):
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
+            if len(self.min_lrs) != len(self.optimizer.param_groups):  # a group was added since (add_param_group)
+                if self.default_min_lr is None:
+                    raise RuntimeError("The number of param groups in the `optimizer` "
+                                       f"({len(self.optimizer.param_groups)}) differs from when `ReduceLROnPlateau` "
+                                       f"was initialized ({len(self.min_lrs)}), usually due to a new param group "
+                                       "being added to the optimizer. Please modify the `min_lrs` field to match the "
+                                       "length of the `optimizer` param groups.")
+                self.min_lrs = [self.default_min_lr] * len(self.optimizer.param_groups)
             for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
                 new_lr = max(group["lr"] * self.factor, min_lr)
                 if group["lr"] - new_lr > self.eps:

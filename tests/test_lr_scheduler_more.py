@@ -212,3 +212,26 @@ def test_cycle_momentum_needs_a_momentum():
     with pytest.raises(ValueError, match="optimizer must support momentum or beta1"):
         optim.lr_scheduler.OneCycleLR(optimizer, 1.0, total_steps=10)
     optim.lr_scheduler.OneCycleLR(optimizer, 1.0, total_steps=10, cycle_momentum=False)
+
+
+def test_reduce_lr_on_plateau_reaches_a_group_added_later_and_saves_pytorchs_keys():
+    import autograd
+    import nn
+
+    first = nn.Parameter(autograd.ones(1))
+    optimizer = optim.SGD([first], lr=1.0)
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, min_lr=0.05)
+    for _ in range(3):
+        scheduler.step(1.0)
+    optimizer.add_param_group({"params": [nn.Parameter(autograd.ones(1))], "lr": 1.0})
+    lrs = []
+    for _ in range(3):
+        scheduler.step(1.0)
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+    assert lrs == [[0.05, 0.1], [0.05, 0.05], [0.05, 0.05]]  # the new group is reduced too (zip skipped it)
+    assert {"default_min_lr", "mode_worse", "min_lrs"} <= set(scheduler.state_dict())
+    listed = optim.lr_scheduler.ReduceLROnPlateau(optim.SGD([first], lr=1.0), patience=0, min_lr=[0.1])
+    listed.optimizer.add_param_group({"params": [nn.Parameter(autograd.ones(1))]})
+    with pytest.raises(RuntimeError, match="number of param groups"):
+        for _ in range(3):
+            listed.step(1.0)
