@@ -227,22 +227,31 @@ class Primitive:
         requires grad, or None. Still there after a backward pass has freed what the node saved."""
         return next_functions(self)
 
-    def __getattr__(self, name):
-        """What the node saved, as PyTorch shows it: ``_saved_self`` and ``_saved_other`` (the inputs it
-        keeps for backward), ``_saved_result`` (its output). Reading them after a backward pass has freed
-        them raises, as in PyTorch. (Only names not found otherwise come here: no cost to the rest.)"""
-        position = _SAVED.get(name)
-        if position is None or not (self.saves_output if position == "result" else self.saves_inputs):
+    # What the node saved, as PyTorch shows it: its inputs (``_saved_self``, ``_saved_other``) and its
+    # output (``_saved_result``); reading them after a backward pass has freed them raises, as in PyTorch.
+    # (Properties, not a __getattr__: a class with __getattr__ loses Python's fast attribute reads.)
+
+    @property
+    def _saved_self(self):
+        return self._saved(0)
+
+    @property
+    def _saved_other(self):
+        return self._saved(1)
+
+    @property
+    def _saved_result(self):
+        return self._saved("result")
+
+    def _saved(self, position):
+        name = "_saved_result" if position == "result" else ("_saved_self", "_saved_other")[position]
+        saved = self.saves_output if position == "result" else self.saves_inputs
+        if not saved or (position != "result" and self.inputs is not None and position >= len(self.inputs)):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
-        inputs = self.__dict__.get("inputs")
-        if inputs is None:
+        if self.__dict__.get("inputs") is None:
             raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
-        inputs, output = self._unpacked() if self.packed else (inputs, self.output_data)
-        if position == "result":
-            return self._output_again(output)
-        if position >= len(inputs):
-            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
-        return inputs[position]
+        inputs, output = self._unpacked() if self.packed else (self.inputs, self.output_data)
+        return self._output_again(output) if position == "result" else inputs[position]
 
     # -- the engine's interface (see autograd.engine) -------------------------------
 
@@ -349,9 +358,6 @@ class _OnOneGradient:
     def __call__(self, grad):
         replaced = self.hook((grad,))
         return None if replaced is None else replaced[0]
-
-
-_SAVED = {"_saved_self": 0, "_saved_other": 1, "_saved_result": "result"}  # PyTorch's names for them
 
 
 def next_functions(node):
