@@ -75,6 +75,7 @@ class Primitive:
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
     saves_inputs = True  # backward uses the inputs' values (mul, matmul); False: shapes only
     saves_arguments = False  # backward uses a tensor among its parameters (an index, a mask, a scalar operand)
+    frees = True  # release() has something to free: any of the three above (set per subclass)
     hooks = None  # hooks on the output tensor, run on dL/dy
     post_hooks = None  # hooks on the node, run on (dL/dx_i, dL/dy) once it has run (register_hook)
     retained = None  # weak reference to the output tensor when it retains .grad
@@ -86,6 +87,7 @@ class Primitive:
         super().__init_subclass__(**kwargs)
         REGISTRY[cls.__name__] = cls
         cls.freed_parents = FreedGraph.of(cls)  # what release() leaves in place of the parents
+        cls.frees = bool(cls.saves_inputs or cls.saves_output or cls.saves_arguments)  # (one read in release)
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -327,9 +329,14 @@ class Primitive:
         """Free what the node saved for backward; walking it again then says the graph was freed.
         A node that saved no values (an add, a sum, a reshape) keeps only shapes and stays, so a
         second backward through such nodes alone works, as PyTorch's does."""
-        if self.saves_inputs or self.saves_output or self.saves_arguments:
-            self.inputs = self.output_data = None
-            self.released_parents, self.parents = self.parents, self.freed_parents
+        if self.frees:
+            self._free()
+
+    def _free(self):
+        self.inputs = None
+        if self.saves_output:  # (no store where nothing is: the node's dict stays small)
+            self.output_data = None
+        self.released_parents, self.parents = self.parents, self.freed_parents  # (next_functions reads them)
 
 
 def _devices_differ(op):

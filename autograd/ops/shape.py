@@ -186,10 +186,9 @@ class GetItem(Primitive):
             y = x[(*self.index, ...) if type(self.index) is tuple else (self.index, ...)]
         return y
 
-    @property
-    def saves_arguments(self):
-        """An index of tensors is saved for backward (PyTorch's IndexBackward), a slice is not."""
-        return not self.is_view
+    def release(self):
+        if not self.is_view:  # an index of tensors is saved for backward (PyTorch's IndexBackward), a slice is not
+            self._free()
 
     def backward(self, grad, y, x):
         return (IndexAdd.apply(grad, index=self.index, shape=x.shape, basic=self.is_view),)
