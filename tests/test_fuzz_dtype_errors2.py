@@ -652,7 +652,6 @@ def _xfail(file, what):
     return pytest.mark.xfail(strict=True, reason=f"{file} (not editable here): {what}")
 
 
-@_xfail("arithmetic.py", "sub() and addcmul() take bools")
 def test_known_sub_and_addcmul_of_bools():
     with pytest.raises(RuntimeError, match="Subtraction, the `-` operator, with a bool tensor is not supported"):
         _t([1.0], "float32").sub(True)

@@ -6,9 +6,10 @@ They are the operators of tensor.py (same primitives, same gradients) with PyTor
 arguments. Integer division gives the default floating dtype, as in PyTorch.
 """
 
-from ..backend import get_default_dtype, xp
+from ..backend import xp
+from ..errors import refuse_bool_subtraction
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand, tensor_from
+from ..tensor import Tensor, _is_bool, _operand, tensor_from
 from . import elementwise
 from .conversion import refuse_kinds
 from .elementwise import unbroadcast
@@ -42,6 +43,7 @@ def add(input, other, *, alpha=1, out=None):
 @names("sub", "subtract", inplace="subtract_")
 def sub(input, other, *, alpha=1, out=None):
     """input - alpha · other"""
+    refuse_bool_subtraction(_is_bool(input), _is_bool(other))  # (before _pair: it would make True a number)
     input, other = _pair(input, other)
     return write_out(input - _scaled(other, alpha, input), out)
 
@@ -82,12 +84,9 @@ class RoundedDiv(Primitive):
 @names("div", "divide", "true_divide", inplace=("divide_", "true_divide_"))
 def div(input, other, *, rounding_mode=None, out=None):
     """input / other; rounding_mode 'trunc' rounds toward zero, 'floor' down (then integers stay integers)."""
+    if rounding_mode is None:  # true division, as the operator: a number is not first made the tensor's dtype
+        return write_out(elementwise.binary(elementwise.Div, input, other), out)
     input, other = _pair(input, other)
-    if rounding_mode is None:
-        if input.dtype.kind in "biu" and other.dtype.kind in "biu":
-            input = input.to(get_default_dtype())
-            other = other.to(get_default_dtype())
-        return write_out(input / other, out)
     if rounding_mode not in ("trunc", "floor"):
         raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                            f"'{rounding_mode}'")
@@ -161,6 +160,7 @@ def clip(input, min=None, max=None, *, out=None):
 @names("addcmul")
 def addcmul(input, tensor1, tensor2, *, value=1, out=None):
     """input + value · tensor1 · tensor2"""
+    refuse_kinds(input, "addcmul_cpu_out", "b")
     product = tensor1 * tensor2
     return write_out(input + (product if value == 1 else product * value), out)
 
