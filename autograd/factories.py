@@ -17,7 +17,7 @@ from .backend import xp
 from .device import resolve
 from .random import draws
 from .random import generator as _rng
-from .tensor import Tensor, as_array, tensor_from
+from .tensor import Tensor, _refuse_overflow, as_array, tensor_from
 
 
 def _shape(sizes, size=None):
@@ -136,6 +136,11 @@ def full(size, fill_value, *, dtype=None, layout=None, device=None, requires_gra
     if dtype is None:
         dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else \
             backend.get_default_complex_dtype() if isinstance(fill_value, complex) else _float(None)
+    elif type(fill_value) in (int, float, complex):  # a number the dtype cannot hold is refused, as by fill_ (NaN
+        dtype = xp.dtype(dtype)  # into int32 was INT_MIN), and a negative int wraps into an unsigned dtype
+        _refuse_overflow(fill_value, dtype)
+        if type(fill_value) is int and dtype.kind in "iu":
+            fill_value = _integers_cast(fill_value, dtype) if fill_value < 0 and dtype.kind == "u" else fill_value
     return _made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad)
 
 

@@ -689,10 +689,12 @@ def test_known_chunk_of_a_scalar():
         autograd.tensor(1.0).chunk(1)
 
 
-@_xfail("creation.py", "new_full casts a value the dtype cannot hold")
-def test_known_new_full_overflow():
+def test_known_new_full_overflow():  # (NaN into int32 was INT_MIN, silently)
     with pytest.raises(RuntimeError, match="without overflow"):
         autograd.zeros(2).new_full((2,), math.nan, dtype=autograd.int32)
+    with pytest.raises(RuntimeError, match="without overflow"):
+        autograd.full((2,), 300, dtype=autograd.uint8)
+    assert autograd.full((2,), -1, dtype=autograd.uint8).tolist() == [255, 255]
 
 
 @_xfail("cumulative.py", "logcumsumexp of integers is computed")
