@@ -8,6 +8,7 @@ import math
 
 from ..backend import xp
 from ..tensor import Tensor
+from .arranging import broadcast_tensors
 from .elementwise import where
 from .names import names
 
@@ -58,6 +59,8 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
         if x.dtype.kind == "c":
             found = "ComplexFloat" if x.dtype.itemsize == 8 else "ComplexDouble"
             raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {found}")
+    if x1.shape != x2.shape:
+        x1, x2 = broadcast_tensors(x1, x2)
     norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)
     norm2 = clamped_below_in_value(vector_norm(x2, 2, dim, keepdim=True), eps)
     return ((x1 / norm1) * (x2 / norm2)).sum(dim)

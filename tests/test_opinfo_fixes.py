@@ -1,0 +1,94 @@
+"""Disagreements with PyTorch that its OpInfo database (tests/test_opinfo.py) found, each pinned here with
+PyTorch's numbers written out, so that they hold without torch installed."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import autograd
+import nn.functional as F
+
+
+def leaf(values):
+    return autograd.tensor(np.array(values, dtype=np.float64), requires_grad=True)
+
+
+def test_cosine_similarity_broadcasts_before_taking_the_norms():
+    # x2's size-1 dim -2 stands for two copies of its vector, both in its norm (PyTorch broadcasts first)
+    a, b = leaf([[[1.0, 0.0], [0.0, 1.0]]]), leaf([[[1.0, 1.0]], [[2.0, 0.0]]])
+    y = F.cosine_similarity(a, b, dim=-2)
+    r = 0.7071067811865475
+    np.testing.assert_allclose(y.numpy(), [[r, r], [r, 0.0]], rtol=1e-12)
+    y.sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), [[[0.0, r], [2 * r, 0.0]]], rtol=1e-12, atol=1e-12)
+
+
+def test_prelu_of_a_0d_input_with_one_slope_is_0d():
+    x, w = leaf(-2.0), leaf([0.5])
+    y = F.prelu(x, w)
+    assert y.shape == ()
+    y.backward()
+    assert y.item() == -1.0 and x.grad.item() == 0.5 and w.grad.tolist() == [-2.0]
+
+
+def test_cov_weights():
+    x = leaf([[1.0, 2.0, 4.0], [0.0, 3.0, 1.0]])
+    fweights, aweights = autograd.tensor([1, 2, 0]), autograd.tensor(np.array([0.5, 1.0, 2.0]))
+    np.testing.assert_allclose(autograd.cov(x, fweights=fweights).numpy(), [[1 / 3, 1.0], [1.0, 3.0]])
+    np.testing.assert_allclose(autograd.cov(x, aweights=aweights).numpy(),
+                               [[2.5, -0.5], [-0.5, 1.9285714285714284]], rtol=1e-12)
+    np.testing.assert_allclose(autograd.cov(x, fweights=fweights, aweights=aweights, correction=0).numpy(),
+                               [[0.16, 0.48], [0.48, 1.44]], rtol=1e-12)
+    c = autograd.cov(x, fweights=fweights, aweights=aweights)
+    np.testing.assert_allclose(c.numpy(), [[0.25, 0.75], [0.75, 2.25]], rtol=1e-12)
+    c.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[-2.0, 2.0, 0.0], [-2.0, 2.0, 0.0]], atol=1e-12)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(fweights=autograd.tensor([1.0, 2.0, 3.0])), "fweights to have integral dtype"),
+    (dict(fweights=autograd.tensor([-1, 2, 3])), "fweights cannot be negative"),
+    (dict(fweights=autograd.tensor([[1, 2, 3]])), "fweights to have one or fewer dimensions"),
+    (dict(fweights=autograd.tensor([1, 2])), "same numel as there are observations in the input but got 2 != 3"),
+    (dict(aweights=autograd.tensor([1, 2, 3])), "aweights to have floating point dtype"),
+    (dict(aweights=autograd.tensor([-1.0, 2.0, 3.0])), "aweights cannot be negative"),
+])
+def test_cov_refuses_bad_weights(bad, message):
+    with pytest.raises(RuntimeError, match=message):
+        autograd.cov(autograd.ones(2, 3), **bad)
+
+
+def test_cov_of_one_variable_is_0d_and_no_degrees_of_freedom_divide_by_zero():
+    assert autograd.cov(autograd.tensor([[1.0, 2.0]])).shape == ()
+    assert autograd.corrcoef(autograd.tensor([[1.0, 2.0]])).shape == ()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c = autograd.cov(autograd.tensor([[1.0, 2.0, 4.0], [0.0, 3.0, 1.0]]), correction=3)
+    assert np.isinf(c.numpy()).all() and "degrees of freedom is <= 0" in str(caught[0].message)
+
+
+def test_pooling_reads_a_one_element_list_as_an_int_and_an_empty_stride_as_the_kernel():
+    x = autograd.arange(16.0).reshape(1, 1, 4, 4)
+    y = F.avg_pool2d(x, [2, 2], [], [1])
+    assert y.tolist() == [[[[0.0, 0.75, 0.75], [3.0, 7.5, 4.5], [3.0, 6.75, 3.75]]]]
+    assert F.max_pool2d(x, [2], [1], [1]).shape == (1, 1, 5, 5)
+
+
+def test_amax_and_aminmax_of_an_empty_tensor_without_dim_raise_runtime_error():
+    x = autograd.ones(5, 0, 5)
+    for call in (lambda: autograd.amax(x), lambda: autograd.amin(x), lambda: autograd.aminmax(x)):
+        with pytest.raises(RuntimeError):
+            call()
+    with pytest.raises(IndexError, match="reduction dim 1"):
+        autograd.amax(x, 1)
+    assert autograd.amax(x, 0).shape == (0, 5)
+
+
+def test_quantile_over_dim_0_of_a_0d_tensor():
+    x = autograd.tensor(3.0)
+    assert autograd.quantile(x, 0.5, dim=0).item() == 3.0
+    assert autograd.quantile(x, 0.5, dim=0, keepdim=True).shape == ()
+    assert autograd.nanquantile(x, autograd.tensor([0.5, 0.2]), dim=-1).shape == (2,)
+    with pytest.raises(IndexError):
+        autograd.quantile(x, 0.5, dim=1)
