@@ -92,3 +92,30 @@ def test_quantile_over_dim_0_of_a_0d_tensor():
     assert autograd.nanquantile(x, autograd.tensor([0.5, 0.2]), dim=-1).shape == (2,)
     with pytest.raises(IndexError):
         autograd.quantile(x, 0.5, dim=1)
+
+
+def test_orthogonal_polynomials_broadcast_x_against_a_tensor_of_degrees():
+    x, n = autograd.tensor([[0.5], [0.25]]), autograd.tensor([2, 3])
+    assert autograd.special.legendre_polynomial_p(x, n).tolist() == [[-0.125, -0.4375], [-0.40625, -0.3359375]]
+    assert autograd.special.chebyshev_polynomial_t(x, n).tolist() == [[-0.5, -1.0], [-0.875, -0.6875]]
+
+
+@pytest.mark.parametrize("driver, shapes", [
+    ("gels", [(2, 1), (1,), (0,), (0,)]),
+    ("gelsy", [(2, 1), (0,), (), (0,)]),
+    ("gelsd", [(2, 1), (1,), (), (2,)]),
+    ("gelss", [(2, 1), (1,), (), (2,)]),
+])
+def test_lstsq_outputs_are_those_of_pytorchs_driver(driver, shapes):
+    A = leaf([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    result = autograd.linalg.lstsq(A, autograd.tensor(np.array([[1.0], [2.0], [0.0]])), driver=driver)
+    assert [tuple(t.shape) for t in result] == shapes
+    np.testing.assert_allclose(result.solution.numpy(), [[0.0], [1.0]], atol=1e-12)
+    if driver != "gelsy":
+        (result.solution.sum() + result.residuals.sum()).backward()
+        np.testing.assert_allclose(result.residuals.numpy(), [3.0])
+        np.testing.assert_allclose(A.grad.numpy(), [[1 / 3, -2.0], [1 / 3, -2.0], [-1 / 3, 1.0]], atol=1e-12)
+    if driver in ("gelsd", "gelss"):
+        np.testing.assert_allclose(result.singular_values.numpy(), [3**0.5, 1.0])
+    with pytest.raises(RuntimeError, match="driver"):
+        autograd.linalg.lstsq(A, A, driver="lu")
