@@ -119,3 +119,18 @@ def test_lstsq_outputs_are_those_of_pytorchs_driver(driver, shapes):
         np.testing.assert_allclose(result.singular_values.numpy(), [3**0.5, 1.0])
     with pytest.raises(RuntimeError, match="driver"):
         autograd.linalg.lstsq(A, A, driver="lu")
+
+
+def test_p0_norms_count_the_nonzero_elements():
+    x = leaf([[1.0, 0.0, 2.0]])
+    y = F.normalize(x, p=0.0, dim=-1)
+    assert y.tolist() == [[0.5, 0.0, 1.0]]
+    y.sum().backward()
+    assert x.grad.tolist() == [[0.5, 0.5, 0.5]]
+    assert F.pdist(autograd.tensor([[1.0, 0.0, 2.0], [1.0, 1.0, 1.0], [0.0, 0.0, 2.0]]), p=0.0).tolist() == [2, 1, 3]
+
+
+def test_margin_ranking_loss_takes_any_real_target():
+    loss = F.margin_ranking_loss(autograd.tensor([1.0, 2.0]), autograd.tensor([0.0, 3.0]),
+                                 autograd.tensor([-0.5, -3.0]), margin=1.0, reduction="none")
+    assert loss.tolist() == [1.5, 0.0]

@@ -8,6 +8,7 @@ import math
 
 from ..backend import xp
 from ..tensor import Tensor
+from . import norms
 from .arranging import broadcast_tensors
 from .elementwise import where
 from .names import names
@@ -27,8 +28,10 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
 
     At a zero vector the gradient is 0, as PyTorch's: the root's derivative there
     is infinite, so the root is taken of 1 where the sum is 0 and that branch is
-    discarded by ``where`` (0 · finite, not 0 · inf).
+    discarded by ``where`` (0 · finite, not 0 · inf). p = 0 counts the nonzero elements (gradient 0).
     """
+    if p == 0:
+        return norms.vector_norm(input, 0, dim, keepdim)
     if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)
         input = input.abs()
     if p == math.inf:

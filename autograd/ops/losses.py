@@ -120,9 +120,10 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None,
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
-    """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2."""
+    """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2. Any real y is taken (a
+    weighted ranking), as PyTorch takes it."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    target = signs("margin_ranking_loss", target).to(input1.dtype)
+    target = (target if isinstance(target, Tensor) else tensor_from(target)).to(input1.dtype)
     return reduced((-target * (input1 - input2) + margin).relu(), reduction)
 
 
