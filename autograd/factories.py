@@ -8,6 +8,8 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 ``memory_format``.
 """
 
+import math
+
 import numpy
 
 from . import backend
@@ -217,6 +219,8 @@ def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, req
     if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
         dtype = backend.int64
     dtype = xp.dtype(_float(dtype))
+    if not all(math.isfinite(v) for v in (start, end)):
+        raise RuntimeError(f"unsupported range: {start} -> {end}")
     if step == 0:
         raise RuntimeError("step must be nonzero")
     if dtype.kind in "iub" and int(step) == 0:  # PyTorch casts the step to the integer dtype
@@ -226,14 +230,26 @@ def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, req
     return _made(xp.arange(start, end, step, dtype=dtype), device, requires_grad)
 
 
-def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
+def _spaced_bounds(op, start, end, steps):
+    """start and end as numbers (0-d tensors taken, larger ones refused) and steps checked, as PyTorch's
+    linspace and logspace check them."""
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
-    return _made(xp.linspace(_number(start), _number(end), steps, dtype=_float(dtype)), device, requires_grad)
+    dims = [v.ndim if isinstance(v, Tensor) else 0 for v in (start, end)]
+    if any(dims):
+        raise RuntimeError(f"{op} only supports 0-dimensional start and end tensors, but got start with "
+                           f"{dims[0]} dimension(s) and end with {dims[1]} dimension(s).")
+    return _number(start), _number(end)
+
+
+def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
+    start, end = _spaced_bounds("linspace", start, end, steps)
+    return _made(xp.linspace(start, end, steps, dtype=_float(dtype)), device, requires_grad)
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, requires_grad=False):
     """base ** linspace(start, end, steps): steps points spaced evenly on a log scale."""
+    start, end = _spaced_bounds("logspace", start, end, steps)
     return _made(xp.logspace(start, end, steps, base=base).astype(_float(dtype)), device, requires_grad)
 
 

@@ -76,6 +76,8 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """½ d² where |d| < delta, delta (|d| - ½ delta) elsewhere: MSE near 0, L1 far out."""
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
     difference = (input - _same_shape("huber_loss", input, target)).abs()
     return _weighted(autograd.where(difference < delta, difference * difference * 0.5,

@@ -134,3 +134,47 @@ def test_margin_ranking_loss_takes_any_real_target():
     loss = F.margin_ranking_loss(autograd.tensor([1.0, 2.0]), autograd.tensor([0.0, 3.0]),
                                  autograd.tensor([-0.5, -3.0]), margin=1.0, reduction="none")
     assert loss.tolist() == [1.5, 0.0]
+
+
+ones = autograd.ones
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: autograd.isclose(ones(2), ones(2), rtol=-0.4), RuntimeError, "rtol must be greater than or equal to zero"),
+    (lambda: autograd.isclose(ones(2), ones(2), atol=-0.4), RuntimeError, "atol must be greater than or equal to zero"),
+    (lambda: autograd.diff(ones(1, 3), -1), RuntimeError, "order must be non-negative but got -1"),
+    (lambda: F.huber_loss(ones(2), ones(2), delta=0), RuntimeError, "non-positive values for delta"),
+    (lambda: F.triplet_margin_loss(ones(3, 4), ones(3, 4), ones(3, 4), margin=-1.0), ValueError,
+     "margin must be greater than 0"),
+    (lambda: autograd.linalg.cross(ones(5, 5, 3), ones(5, 3)), RuntimeError, "same number of dimensions"),
+    (lambda: F.gelu(ones(1), approximate="asdf"), RuntimeError, "approximate argument must be either none or tanh"),
+    (lambda: F.group_norm(ones(1), 1), RuntimeError, "Expected at least 2 dimensions for input tensor"),
+    (lambda: autograd.narrow(autograd.tensor(1.0), 0, 0, 1), RuntimeError, "cannot be applied to a 0-dim tensor"),
+    (lambda: autograd.roll(ones(5), []), RuntimeError, "`shifts` required"),
+    (lambda: autograd.roll(autograd.tensor(1.0), 0, 0), IndexError, "Dimension specified as 0"),
+    (lambda: autograd.rot90(ones(5)), RuntimeError, "expected total dims >= 2"),
+    (lambda: autograd.hsplit(ones(5, 5, 5), 0), RuntimeError, "not divisible by the split_size 0"),
+    (lambda: autograd.hstack([]), RuntimeError, "hstack expects a non-empty TensorList"),
+    (lambda: autograd.dstack([]), RuntimeError, "dstack expects a non-empty TensorList"),
+    (lambda: autograd.arange(0, float("inf"), 2), RuntimeError, "unsupported range: 0 -> inf"),
+    (lambda: autograd.logspace(0, 3, -1), RuntimeError, "number of steps must be non-negative"),
+    (lambda: autograd.logspace(autograd.tensor([0, 1]), autograd.tensor([1, 2]), 3), RuntimeError,
+     "only supports 0-dimensional start and end tensors"),
+    (lambda: F.layer_norm(ones(1, 2, 3), []), RuntimeError, "normalized_shape to be at least 1-dimensional"),
+    (lambda: F.rms_norm(ones(1, 2, 3), []), RuntimeError, "normalized_shape to be at least 1-dimensional"),
+    (lambda: F.max_pool1d(ones(0, 10), 1), RuntimeError, "with optional 0 dim batch size"),
+    (lambda: F.max_pool1d(autograd.tensor(1.0), 1), RuntimeError, "Expected 2D \\(unbatched\\) or 3D"),
+    (lambda: F.adaptive_avg_pool2d(ones(2, 2), [2, 2]), ValueError, "Expected 3D \\(unbatched\\) or 4D"),
+    (lambda: F.adaptive_max_pool1d(ones(1, 2, 3), []), RuntimeError, "output_size must be an int or a tuple of 1"),
+    (lambda: autograd.amax(ones(5, 0, 5)), RuntimeError, "Specify the reduction dim"),
+    (lambda: autograd.aminmax(ones(5, 0, 5)), RuntimeError, "no identity"),
+])
+def test_pytorchs_error_classes(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_empty_and_zero_sized_arguments_that_pytorch_accepts():
+    assert autograd.logspace(autograd.tensor(0), autograd.tensor(2), 3).tolist() == [1.0, 10.0, 100.0]
+    assert F.max_pool1d(ones(0, 2, 10), 1).shape == (0, 2, 10)
+    assert autograd.roll(autograd.tensor(1.0), 1).item() == 1.0

@@ -129,6 +129,10 @@ class Roll(Primitive):
 @names("roll")
 def roll(input, shifts, dims=None):
     """Elements shifted cyclically by ``shifts`` along ``dims`` (all elements, flattened, when None)."""
+    if not isinstance(shifts, int) and len(shifts) == 0:
+        raise RuntimeError("`shifts` required")
+    if dims is not None and input.ndim == 0:
+        raise IndexError("Dimension specified as 0 but tensor has no dimensions")
     if dims is None:
         shift = shifts if isinstance(shifts, int) else tuple(shifts)[0]
         flat = shape.reshape(input, (-1,))
@@ -145,6 +149,8 @@ def rot90(input, k=1, dims=(0, 1)):
     """input turned by 90° k times in the plane of dims (from the first dim towards the second)."""
     if len(dims) != 2:
         raise RuntimeError(f"expected total rotation dims == 2, but got dims = {len(dims)}")
+    if input.ndim < 2:
+        raise RuntimeError(f"expected total dims >= 2, but got total dims = {input.ndim}")
     a, b = (dim_index(d, input.ndim) for d in dims)
     if a == b:
         raise RuntimeError(f"expected rotation dims to be different, but got dim0 = {a} and dim1 = {b}")

@@ -306,6 +306,8 @@ def tensordot(a, b, dims=2, out=None):
 def linalg_cross(input, other, *, dim=-1, out=None):
     """The cross product of 3-vectors along dim: (a₂b₃ - a₃b₂, a₃b₁ - a₁b₃, a₁b₂ - a₂b₁), as the
     einsum ε_ijk a_j b_k with the Levi-Civita symbol ε."""
+    if input.ndim != other.ndim:
+        raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
                            f"and {other.shape[dim]}")

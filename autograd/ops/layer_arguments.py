@@ -59,8 +59,8 @@ def _batched(input, spatial, name):
         return input, False
     if input.ndim == spatial + 1:
         return input.unsqueeze(0), True
-    raise RuntimeError(f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to {name}, "
-                       f"but got input of size: {_dims(input.shape, 1)}")
+    raise ShapeError(f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to {name}, "
+                     f"but got input of size: {_dims(input.shape, 1)}")
 
 
 def _as_2d(input, spatial, name):

@@ -16,6 +16,7 @@ holding the maximum.
 """
 
 from ..backend import xp
+from ..errors import ShapeError
 from ..tensor import tensor_from
 from . import pooling
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
@@ -55,6 +56,10 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
 
 def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, spatial):
     name = f"max_pool{spatial}d"
+    _batched(input, spatial, name)  # (the number of dims checked before the sizes are read)
+    if 0 in input.shape[-(spatial + 1):]:
+        raise RuntimeError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D (batch mode) tensor with optional 0 "
+                           f"dim batch size for input, but got:{list(input.shape)}")
     sizes = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name)
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
@@ -132,7 +137,7 @@ def _adaptive_sizes(input, output_size, spatial, name):
     input, undo = _as_2d(input, spatial, name)
     sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * spatial
     if len(sizes) != spatial:
-        raise ValueError(f"{name}: output_size must be an int or a tuple of {spatial}, got {output_size!r}")
+        raise ShapeError(f"{name}: output_size must be an int or a tuple of {spatial}, got {output_size!r}")
     sizes = tuple(input.shape[4 - spatial + a] if s is None else int(s) for a, s in enumerate(sizes))
     if min(sizes) <= 0:
         raise RuntimeError(f"{name}: output_size must be positive, got {sizes}")
