@@ -178,3 +178,40 @@ def test_empty_and_zero_sized_arguments_that_pytorch_accepts():
     assert autograd.logspace(autograd.tensor(0), autograd.tensor(2), 3).tolist() == [1.0, 10.0, 100.0]
     assert F.max_pool1d(ones(0, 2, 10), 1).shape == (0, 2, 10)
     assert autograd.roll(autograd.tensor(1.0), 1).item() == 1.0
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: F.multi_margin_loss(ones(5, 4), autograd.tensor([0, 1, 2, 3, 0]), reduction="abc"), ValueError,
+     "abc is not a valid value for reduction"),
+    (lambda: F.multi_margin_loss(ones(5, 4), autograd.tensor([0, 1, 2, 3, 0]), weight=ones(5, 4)), ValueError,
+     "weight must be one-dimensional"),
+    (lambda: F.multilabel_margin_loss(ones(5, 0), ones(5, 4)), RuntimeError, "Expected non-empty vector or matrix"),
+    (lambda: F.multilabel_margin_loss(ones(5, 4), ones(5, 4).long(), reduction="abc"), ValueError,
+     "abc is not a valid value for reduction"),
+    (lambda: autograd.neg(autograd.tensor([True])), RuntimeError, "Negation, the `-` operator, on a bool tensor"),
+])
+def test_pytorchs_error_classes_in_losses_and_neg(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+@pytest.mark.parametrize("pool, size, expected", [
+    (lambda x: F.avg_pool3d(x, [2, 3, 1], stride=[2, 1, 2]), (0, 1, 4, 5, 4), (0, 1, 2, 3, 2)),
+    (lambda x: F.max_pool3d(x, 2), (0, 1, 4, 5, 4), (0, 1, 2, 2, 2)),
+    (lambda x: F.adaptive_avg_pool3d(x, [5, 7, 4]), (0, 8, 8, 8, 8), (0, 8, 5, 7, 4)),
+    (lambda x: F.adaptive_max_pool3d(x, [5, 7, 4]), (0, 8, 8, 8, 8), (0, 8, 5, 7, 4)),
+    (lambda x: F.adaptive_max_pool2d(x, [5, 7]), (0, 8, 8, 8), (0, 8, 5, 7)),
+    (lambda x: F.unfold(x, 2), (0, 1, 5, 5), (0, 4, 16)),
+])
+def test_pooling_and_unfold_of_an_empty_batch(pool, size, expected):
+    x = autograd.ones(*size, dtype=autograd.float64, requires_grad=True)
+    y = pool(x)
+    assert y.shape == expected
+    y.sum().backward()
+    assert x.grad.shape == size
+
+
+def test_triangle_indices_take_device_and_vander_reads_a_number_as_a_vector():
+    assert autograd.triu_indices(2, 2, device="cpu").tolist() == [[0, 0, 1], [0, 1, 1]]
+    assert autograd.tril_indices(2, 2, dtype=autograd.int32, device="cpu").dtype == autograd.int32
+    assert autograd.linalg.vander(autograd.tensor(3.0), N=2).tolist() == [[1.0, 3.0]]

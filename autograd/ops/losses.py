@@ -33,6 +33,12 @@ def legacy_reduction(size_average, reduce, reduction, stacklevel=3):
     return reduction
 
 
+def check_reduction(reduction):
+    """PyTorch's first check in a loss (before any argument is read)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
 def reduced(loss, reduction):
     """The mean, sum or none of the elementwise losses."""
     if reduction == "mean":

@@ -193,10 +193,12 @@ def _adaptive_max(input, output_size, return_indices, spatial):
         positions.append(xp.minimum(start[:, None] + xp.arange(longest), end[:, None] - 1))
     rows, columns = positions
     flat = rows[:, None, :, None] * width + columns[None, :, None, :]  # (oh, ow, kh, kw)
-    values = input._data.reshape(*input.shape[:2], -1)[:, :, flat.reshape(-1)]
-    values = values.reshape(*input.shape[:2], *out, -1)
+    window = flat.shape[2] * flat.shape[3]  # (sizes spelled out: a -1 is ambiguous in an empty batch)
+    values = input._data.reshape(*input.shape[:2], height * width)[:, :, flat.reshape(-1)]
+    values = values.reshape(*input.shape[:2], *out, window)
     choice = _first_max(values)
-    indices = xp.take_along_axis(xp.broadcast_to(flat.reshape(*out, -1), values.shape), choice[..., None], -1)[..., 0]
+    candidates = xp.broadcast_to(flat.reshape(*out, window), values.shape)
+    indices = xp.take_along_axis(candidates, choice[..., None], -1)[..., 0]
     y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
     return (undo(y), undo(tensor_from(indices))) if return_indices else undo(y)
 
@@ -237,6 +239,11 @@ def _planes(x):
     return x.reshape(n, c * d, h, w)
 
 
+def _columns(planes, n, c, depth):
+    """(N, C·D, H', W') → (N, C, D, H'·W'): the sizes spelled out (a -1 is ambiguous in an empty batch)."""
+    return planes.reshape(n, c, depth, planes.shape[-2] * planes.shape[-1])
+
+
 
 def _volume_indices(plane_indices, depth_indices, shape):
     """Flat indices d·H·W + h·W + w of the winners, from the depth pass's (d·L + l over the (D, L) plane of
@@ -256,7 +263,7 @@ def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     n, c, depth = input.shape[:3]
     planes = _max_pool(_planes(input), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode, return_indices, 2)
     values = planes[0] if return_indices else planes
-    pooled = _max_pool(values.reshape(n, c, depth, -1), (kernel[0], 1), (stride[0], 1), (padding[0], 0),
+    pooled = _max_pool(_columns(values, n, c, depth), (kernel[0], 1), (stride[0], 1), (padding[0], 0),
                        (dilation[0], 1), ceil_mode, return_indices, 2)
     if not return_indices:
         return _unbatch(pooled.reshape(n, c, *out), unbatched)
@@ -288,7 +295,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     # the planes' sums when a divisor_override divides the whole sum, else their means (the divisor is a product)
     planes = _avg_pool(_planes(input), kernel[1:], stride[1:], padding[1:], ceil_mode, count_include_pad,
                        None if divisor_override is None else 1, 2)
-    y = _avg_pool(planes.reshape(n, c, depth, -1), (kernel[0], 1), (stride[0], 1), (padding[0], 0), ceil_mode,
+    y = _avg_pool(_columns(planes, n, c, depth), (kernel[0], 1), (stride[0], 1), (padding[0], 0), ceil_mode,
                   count_include_pad, divisor_override, 2)
     return write_out(_unbatch(y.reshape(n, c, y.shape[2], *planes.shape[2:]), unbatched), out)
 
@@ -308,7 +315,7 @@ def adaptive_avg_pool3d(input, output_size):
     """y[t, i, j] = the mean of x over PyTorch's adaptive bins of each axis: y = A_d · (plane pass)."""
     input, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_avg_pool3d")
     n, c, depth = input.shape[:3]
-    planes = adaptive_avg_pool2d(_planes(input), out[1:]).reshape(n, c, depth, -1)
+    planes = _columns(adaptive_avg_pool2d(_planes(input), out[1:]), n, c, depth)
     y = _separable(planes, [_bin_average(depth, out[0], input.dtype), None])
     return _unbatch(y.reshape(n, c, *out), unbatched)
 
@@ -318,7 +325,7 @@ def _adaptive_max3d(input, output_size, return_indices):
     n, c, depth = input.shape[:3]
     planes = _adaptive_max(_planes(input), out[1:], return_indices, 2)
     values = planes[0] if return_indices else planes
-    pooled = _adaptive_max(values.reshape(n, c, depth, -1), (out[0], None), return_indices, 2)
+    pooled = _adaptive_max(_columns(values, n, c, depth), (out[0], None), return_indices, 2)
     if not return_indices:
         return _unbatch(pooled.reshape(n, c, *out), unbatched)
     indices = _volume_indices(planes[1], pooled[1], input.shape)
