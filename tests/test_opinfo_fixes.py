@@ -215,3 +215,20 @@ def test_triangle_indices_take_device_and_vander_reads_a_number_as_a_vector():
     assert autograd.triu_indices(2, 2, device="cpu").tolist() == [[0, 0, 1], [0, 1, 1]]
     assert autograd.tril_indices(2, 2, dtype=autograd.int32, device="cpu").dtype == autograd.int32
     assert autograd.linalg.vander(autograd.tensor(3.0), N=2).tolist() == [[1.0, 3.0]]
+
+
+def test_replicate_padding_reads_pytorchs_clamped_positions_even_past_a_crop_of_the_whole_dim():
+    x = autograd.arange(16.0).reshape(1, 1, 4, 4)
+    assert F.pad(x, [-1, 2, 0, 0], "replicate")[0, 0, 0].tolist() == [1.0, 2.0, 3.0, 3.0, 3.0]
+    assert F.pad(x, [-4, 5, 0, 0], "replicate")[0, 0, 1].tolist() == [7.0] * 5
+    assert F.pad(x, [0, 0, 5, -4], "replicate")[0, 0, :, 2].tolist() == [2.0] * 5
+
+
+def test_nextafter_passes_the_gradient_of_input_as_pytorch():
+    x, other = leaf([1.0, 2.0]), leaf([[3.0], [0.0]])
+    y = autograd.nextafter(x, other)
+    assert y[0].tolist() == [np.nextafter(1.0, 3.0), np.nextafter(2.0, 3.0)]
+    y.sum().backward()
+    assert x.grad.tolist() == [2.0, 2.0] and other.grad.tolist() == [[0.0], [0.0]]
+    assert autograd.gradcheck(lambda a: autograd.nextafter(a, autograd.tensor(5.0, dtype=autograd.float64)),
+                              (leaf([0.5, -1.5]),))
