@@ -8,6 +8,7 @@ flip and roll move elements, so their gradients move dL/dy back the opposite way
 import numbers
 
 from ..backend import int64, xp
+from ..errors import ShapeError
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
@@ -237,8 +238,13 @@ def broadcast_to(input, size):
 
 @names("broadcast_tensors", method=False)
 def broadcast_tensors(*tensors):
-    """The tensors expanded to their common broadcast shape."""
-    common = xp.broadcast_shapes(*(t.shape for t in tensors))
+    """The tensors expanded to their common broadcast shape (a ShapeError, PyTorch's RuntimeError, where
+    there is none)."""
+    try:
+        common = xp.broadcast_shapes(*(t.shape for t in tensors))
+    except ValueError:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ShapeError(f"broadcast_tensors: shapes {shapes} cannot be broadcast to one shape") from None
     return tuple(shape.expand(t, common) for t in tensors)
 
 
