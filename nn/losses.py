@@ -456,11 +456,11 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
         raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
                            f"{list(input.shape)}")
     target = target if isinstance(target, Tensor) else tensor_from(target)
+    if target._data.shape != input.shape:
+        raise RuntimeError(f"multilabel_margin_loss: inconsistent target size: {list(target.shape)} for input of "
+                           f"size: {list(input.shape)}")
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     labels = target._data.reshape(scores.shape)
-    if target._data.shape != input.shape:
-        raise RuntimeError(f"multilabel_margin_loss: inconsistent target size: {target.shape} for input of "
-                           f"size: {input.shape}")
     classes = scores.shape[1]
     valid = xp.cumprod(labels >= 0, axis=1).astype(bool)  # up to the first -1
     if (labels[valid] >= classes).any():
