@@ -242,9 +242,24 @@ def _spaced_bounds(op, start, end, steps):
     return _number(start), _number(end)
 
 
+def _integer_points(start, end, steps, dtype):
+    """linspace in an integer dtype as PyTorch computes it: start and end cast to the dtype first, then
+    start + i·step for the first half of the points and end - (steps - 1 - i)·step for the second, in
+    float64, each truncated towards 0 (NumPy's integer linspace floors, and casts neither end first)."""
+    start, end = int(start), int(end)
+    if steps == 1:
+        return xp.asarray([start], dtype=dtype)
+    i = xp.arange(steps)
+    step = (end - start) / (steps - 1)
+    return xp.where(i < steps // 2, start + step * i, end - step * (steps - 1 - i)).astype(dtype)
+
+
 def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
     start, end = _spaced_bounds("linspace", start, end, steps)
-    return _made(xp.linspace(start, end, steps, dtype=_float(dtype)), device, requires_grad)
+    dtype = xp.dtype(_float(dtype))
+    points = (_integer_points(start, end, steps, dtype) if dtype.kind in "iu" else
+              xp.linspace(start, end, steps, dtype=dtype))
+    return _made(points, device, requires_grad)
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, requires_grad=False):

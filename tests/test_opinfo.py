@@ -35,6 +35,7 @@ except Exception as error:  # a torch build without its test internals
 pytestmark = pytest.mark.torch
 
 MAX_SAMPLES = 6
+INTEGER_SAMPLES = 3
 FLOAT32_TOO = {"sum", "mean", "softmax", "log_softmax", "matmul", "exp", "cumsum", "var", "nn.functional.linear"}
 
 RANDOM = "random: a different generator, so different draws"
@@ -86,6 +87,9 @@ NO_GRADIENT_CHECK = {
     "nn.functional.ctc_loss": "README: the gradient with respect to log_probs is the exact derivative; PyTorch's "
                               "is right only behind a log_softmax, and the samples' log_probs are raw",
 }
+
+# Ops returning (values, indices) where PyTorch does not say which of tied elements' index it gives.
+TIED_INDICES = {"topk", "kthvalue"}
 
 # Samples that draw random numbers (dropout) are left out of otherwise deterministic ops.
 DETERMINISTIC_SAMPLES = {
@@ -301,19 +305,26 @@ def _compare_gradients(ours_out, theirs_out, memo, theirs_inputs, where):
 
 
 def _dtypes_for(op):
+    """(dtype, number of samples): float64 (or the first of int64, bool the op takes), float32 for a few
+    ops, and a few int64 samples where the op also takes floats (type promotion)."""
     supported = op.supported_dtypes("cpu")
-    for dtype in (torch.float64, torch.int64, torch.bool):
-        if dtype in supported:
-            return [dtype, torch.float32] if op.name in FLOAT32_TOO and torch.float32 in supported else [dtype]
-    return []
+    first = next((dtype for dtype in (torch.float64, torch.int64, torch.bool) if dtype in supported), None)
+    if first is None:
+        return []
+    chosen = [(first, MAX_SAMPLES)]
+    if op.name in FLOAT32_TOO and torch.float32 in supported:
+        chosen.append((torch.float32, MAX_SAMPLES))
+    if first == torch.float64 and torch.int64 in supported:
+        chosen.append((torch.int64, INTEGER_SAMPLES))
+    return chosen
 
 
-def _run_samples(op, ours, dtype, counts):
+def _run_samples(op, ours, dtype, count, counts):
     problems = []
     grad = op.supports_autograd and dtype.is_floating_point and op.name not in NO_GRADIENT_CHECK
     samples = op.sample_inputs("cpu", dtype, requires_grad=grad)
     keep = DETERMINISTIC_SAMPLES.get(op.name, lambda sample: True)
-    for n, sample in enumerate(itertools.islice(filter(keep, samples), MAX_SAMPLES)):
+    for n, sample in enumerate(itertools.islice(filter(keep, samples), count)):
         where = f"{dtype} sample {n}"
         try:
             theirs = op.op(sample.input, *sample.args, **sample.kwargs)
@@ -332,6 +343,8 @@ def _run_samples(op, ours, dtype, counts):
             problems.append(f"{where}: raised {type(error).__name__}: {str(error)[:200]} "
                             f"(args {_describe(sample)})")
             continue
+        if op.name in TIED_INDICES and not dtype.is_floating_point:  # (small integers tie: values only)
+            ours_out, theirs = ours_out[0], theirs[0]
         found = _compare_outputs(ours_out, theirs, where)
         if not found and grad:
             found = _compare_gradients(ours_out, theirs, memo,
@@ -407,7 +420,7 @@ def test_op_agrees_with_pytorch(op):
     ours = _ours_for(op)
     counts = {"samples": 0}
     problems = []
-    for dtype in _dtypes_for(op):
-        problems += _run_samples(op, ours, dtype, counts)
+    for dtype, count in _dtypes_for(op):
+        problems += _run_samples(op, ours, dtype, count, counts)
     problems += _run_errors(op, ours)
     assert not problems, f"{_variant(op)}: {len(problems)} disagreements\n" + "\n".join(problems[:12])

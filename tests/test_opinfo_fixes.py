@@ -232,3 +232,34 @@ def test_nextafter_passes_the_gradient_of_input_as_pytorch():
     assert x.grad.tolist() == [2.0, 2.0] and other.grad.tolist() == [[0.0], [0.0]]
     assert autograd.gradcheck(lambda a: autograd.nextafter(a, autograd.tensor(5.0, dtype=autograd.float64)),
                               (leaf([0.5, -1.5]),))
+
+
+def test_average_pooling_of_integers_divides_as_integers_towards_zero():
+    x = autograd.tensor([[[0, 2, 4, 1, 3, 0, 2, 4, 1]]])
+    assert F.avg_pool1d(x, 3).tolist() == [[[2, 1, 2]]] and F.avg_pool1d(-x, 3).tolist() == [[[-2, -1, -2]]]
+    y = F.avg_pool2d(x.reshape(1, 1, 3, 3) + 10, 2, 1, 1, True, False, -2)
+    assert y.dtype == autograd.int64
+    assert y.tolist() == [[[[-5, -11, -13, -7], [-10, -23, -24, -12], [-11, -25, -24, -10], [-6, -13, -12, -5]]]]
+    cube = autograd.arange(-13, 14).reshape(1, 1, 3, 3, 3)
+    assert F.avg_pool3d(cube, 2).tolist() == [[[[[-6]]]]]  # (the sum -52 over 8: -6.5, towards zero)
+    with pytest.raises(NotImplementedError, match="Bool"):
+        F.avg_pool1d(autograd.tensor([[[True, False, True]]]), 3)
+
+
+def test_linspace_is_pytorchs_two_sided_formula_and_casts_integers_as_pytorch():
+    assert autograd.linspace(-2.0, -3, 5, dtype=autograd.int64).tolist() == [-2, -2, -2, -2, -3]
+    assert autograd.linspace(-1.3, 7.7, 4, dtype=autograd.int64).tolist() == [-1, 1, 4, 7]
+    assert autograd.linspace(0, 1, 5).tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_cov_of_integers_is_in_the_default_dtype():
+    assert autograd.cov(autograd.tensor([[1, 2, 4], [0, 3, 1]])).dtype == autograd.float32
+    assert autograd.corrcoef(autograd.tensor([1, 2])).dtype == autograd.float32
+
+
+def test_integer_addmm_truncates_float_scales_and_addr_refuses_them():
+    a = autograd.tensor([[1, 2], [3, 4]])
+    assert autograd.addmm(a, a, a, beta=0.5, alpha=1.7).tolist() == [[7, 10], [15, 22]]
+    assert autograd.addmv(autograd.tensor([1, 2]), a, autograd.tensor([1, 1]), beta=0.2, alpha=0.6).tolist() == [0, 0]
+    with pytest.raises(RuntimeError, match="argument beta must not be a floating point number"):
+        autograd.addr(a, autograd.tensor([1, 2]), autograd.tensor([3, 4]), beta=0.5)

@@ -221,8 +221,16 @@ def bmm(input, mat2, *, out=None):
     return write_out(matmul(input, mat2), out)
 
 
-def _scaled_sum(input, product, beta, alpha):
-    """beta · input + alpha · product; with beta = 0 input is ignored (NaN in it does not spread)."""
+def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False):
+    """beta · input + alpha · product; with beta = 0 input is ignored (NaN in it does not spread). With
+    integer tensors a float beta or alpha is cast to the integer dtype, truncated (PyTorch's addmm, addmv,
+    baddbmm, addbmm), or refused (its addr)."""
+    if product.dtype.kind in "iub" and isinstance(input, Tensor) and input.dtype.kind in "iub":
+        for name, scale in (("beta", beta), ("alpha", alpha)):
+            if isinstance(scale, float) and refuse_float_scales:
+                raise RuntimeError(f"For integral input tensors, argument {name} must not be a floating point "
+                                   "number.")
+        beta, alpha = (int(s) if isinstance(s, float) else s for s in (beta, alpha))
     if alpha != 1:
         product = product * alpha
     if beta == 0:
@@ -267,7 +275,8 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
 @names("addr", inplace="addr_")
 def addr(input, vec1, vec2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · outer(vec1, vec2)."""
-    return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha), out)
+    return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha, refuse_float_scales=True),
+                     out)
 
 
 @names("kron")

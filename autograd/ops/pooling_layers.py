@@ -115,9 +115,21 @@ def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
         counts = [_window_counts(input.shape[2 + a], out[a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
         which = 0 if count_include_pad else 1
         divisor = (counts[0][which][:, None] * counts[1][which][None, :]).astype(float)
+    if input.dtype.kind == "b":
+        raise NotImplementedError("\"avg_pool2d\" not implemented for 'Bool'")
+    if input.dtype.kind in "iu":  # integers: the window's sum divided as integers, rounding towards 0 (PyTorch)
+        total = pooling.AvgPool2d.apply(input, kernel_size=kernel, stride=stride, padding=padding, out=out,
+                                        scale=xp.ones(out))._data
+        return undo(_divided_towards_zero(total, divisor, input.dtype))
     scale = 1.0 / divisor
     return undo(pooling.AvgPool2d.apply(input, kernel_size=kernel, stride=stride, padding=padding, out=out,
                                         scale=scale))
+
+
+def _divided_towards_zero(total, divisor, dtype):
+    """total / divisor as C's integer division (PyTorch's average pooling of integers), as a tensor."""
+    total, divisor = total.astype(xp.int64), xp.asarray(divisor).astype(xp.int64)
+    return tensor_from((xp.sign(total) * xp.sign(divisor) * (xp.abs(total) // xp.abs(divisor))).astype(dtype))
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -291,6 +303,16 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("avg_pool3d: divisor must be not zero")
     input, unbatched = _batched(input, 3, name)
+    if input.dtype.kind in "iu":  # integers: the sums (exact in float64), divided once as integers
+        total = avg_pool3d(input.double(), kernel, stride, padding, ceil_mode, count_include_pad, 1)._data
+        if divisor_override is None:
+            which = 0 if count_include_pad else 1
+            counts = [_window_counts(input.shape[2 + a], total.shape[2 + a], kernel[a], stride[a], padding[a])[which]
+                      for a in range(3)]
+            divisor = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
+        else:
+            divisor = divisor_override
+        return write_out(_unbatch(_divided_towards_zero(total, divisor, input.dtype), unbatched), out)
     n, c, depth = input.shape[:3]
     # the planes' sums when a divisor_override divides the whole sum, else their means (the divisor is a product)
     planes = _avg_pool(_planes(input), kernel[1:], stride[1:], padding[1:], ceil_mode, count_include_pad,

@@ -44,8 +44,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
         raise RuntimeError(f"cov(): expected input to have two or fewer dimensions but got an input with "
                            f"{input.ndim} dimensions")
     x = shape.reshape(input, (1, -1)) if input.ndim < 2 else input
-    if x.dtype.kind not in "fc":
-        x = x.double()
+    x = elementwise.floating(x)  # (integers: the default dtype, as PyTorch)
     observations = x.shape[1]
     w = None
     for name, weights, kinds, kind_name in (("fweights", fweights, "iu", "integral"),
