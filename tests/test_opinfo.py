@@ -36,6 +36,7 @@ pytestmark = pytest.mark.torch
 
 MAX_SAMPLES = 8
 INTEGER_SAMPLES = 3
+FLOAT32_SAMPLES = 2
 FLOAT32_TOO = {"sum", "mean", "softmax", "log_softmax", "matmul", "exp", "cumsum", "var", "nn.functional.linear"}
 
 RANDOM = "random: a different generator, so different draws"
@@ -71,6 +72,10 @@ XFAIL = {
     "take_along_dim": f"negative indices count from the end in PyTorch: {FUZZFIX_PATCH}",
     "masked_scatter": f"PyTorch broadcasts input against the mask: {FUZZFIX_PATCH}",
     "masked_fill": f"a complex value for a real tensor is PyTorch's RuntimeError: {FUZZFIX_PATCH}",
+    "square": "PyTorch squares a bool tensor to int64; Tensor.square (operators.py, fuzzfix's) keeps bool: "
+              "the fix, `input = input.long() if input.dtype == bool else input`, is in the hand-back",
+    "scatter_reduce.amax": "bool src and input: NumPy's maximum.at refuses bool (indexing.py, fuzzfix's)",
+    "scatter_reduce.amin": "bool src and input: NumPy's minimum.at refuses bool (indexing.py, fuzzfix's)",
     "__rpow__": f"an integer tensor to negative integer powers (a tensor exponent) is 0, ±1 in PyTorch, "
                 f"refused here: {FUZZFIX_PATCH.replace('indexing.py and shape.py', 'elementwise.py')}",
     "gather": "PyTorch skips the same-ndim check for an empty index ((2, 0) into (5,)); exotic",
@@ -90,8 +95,15 @@ NO_GRADIENT_CHECK = {
                               "is right only behind a log_softmax, and the samples' log_probs are raw",
 }
 
-# Ops returning (values, indices) where PyTorch does not say which of tied elements' index it gives.
-TIED_INDICES = {"topk", "kthvalue"}
+FLOAT32_NO_GRADIENT_CHECK = {
+    "logcumsumexp": "inputs up to 1e4 make the float32 gradient ill-conditioned: PyTorch's and chainrule's are "
+                    "both about 3e-3 from the float64 answer, in different directions",
+}
+
+# Ops returning (values, indices) where PyTorch does not say which of tied elements' index it gives: for
+# integer and bool samples (ties) only the values are compared; argsort's indices are compared through the
+# values they pick.
+TIED_INDICES = {"topk", "kthvalue", "sort"}
 
 # Samples that draw random numbers (dropout) are left out of otherwise deterministic ops.
 DETERMINISTIC_SAMPLES = {
@@ -294,12 +306,14 @@ def _compare_gradients(ours_out, theirs_out, memo, theirs_inputs, where):
         return [f"{where}: backward raised {type(error).__name__}: {error}"]
     problems = []
     for i, (a, b) in enumerate(zip(ours_grads, theirs_grads)):
-        want = np.zeros(tuple(leaves[i].shape)) if b is None else b.numpy(force=True)
+        # (a gradient has its input's dtype: PyTorch's p=0 norm of float32 gives a float64 one, its slip)
+        dtype = TORCH_TO_NUMPY_DTYPE[leaves[i].dtype]
+        want = np.zeros(tuple(leaves[i].shape), dtype) if b is None else b.numpy(force=True).astype(dtype)
         got = np.zeros(tuple(leaves[i].shape)) if a is None else a.numpy()
         if got.shape != want.shape:
             problems.append(f"{where} grad[{i}]: shape {got.shape}, PyTorch {want.shape}")
         elif a is not None and np.dtype(a.dtype) != want.dtype:
-            problems.append(f"{where} grad[{i}]: dtype {a.dtype}, PyTorch {want.dtype}")
+            problems.append(f"{where} grad[{i}]: dtype {a.dtype}, the input's {want.dtype}")
         elif not np.allclose(got, want, rtol=1e-6 if want.dtype == np.float64 else 1e-4,
                              atol=1e-8 if want.dtype == np.float64 else 1e-5, equal_nan=True):
             problems.append(f"{where} grad[{i}]: max |diff| {np.nanmax(np.abs(got - want), initial=0)}")
@@ -314,8 +328,10 @@ def _dtypes_for(op):
     if first is None:
         return []
     chosen = [(first, MAX_SAMPLES)]
-    if op.name in FLOAT32_TOO and torch.float32 in supported:
-        chosen.append((torch.float32, MAX_SAMPLES))
+    if torch.float32 in supported:
+        chosen.append((torch.float32, MAX_SAMPLES if op.name in FLOAT32_TOO else FLOAT32_SAMPLES))
+    if first != torch.bool and torch.bool in supported:
+        chosen.append((torch.bool, INTEGER_SAMPLES))
     if first == torch.float64 and torch.int64 in supported:
         chosen.append((torch.int64, INTEGER_SAMPLES))
     return chosen
@@ -323,7 +339,8 @@ def _dtypes_for(op):
 
 def _run_samples(op, ours, dtype, count, counts):
     problems = []
-    grad = op.supports_autograd and dtype.is_floating_point and op.name not in NO_GRADIENT_CHECK
+    grad = op.supports_autograd and dtype.is_floating_point and op.name not in NO_GRADIENT_CHECK \
+        and not (dtype == torch.float32 and op.name in FLOAT32_NO_GRADIENT_CHECK)
     # (the generator itself: op.sample_inputs wraps it in a tracker that walks the call stack per item)
     samples = op.sample_inputs_func(op, "cpu", dtype, grad)
     keep = DETERMINISTIC_SAMPLES.get(op.name, lambda sample: True)
@@ -348,6 +365,11 @@ def _run_samples(op, ours, dtype, count, counts):
             continue
         if op.name in TIED_INDICES and not dtype.is_floating_point:  # (small integers tie: values only)
             ours_out, theirs = ours_out[0], theirs[0]
+        if op.name == "argsort" and not dtype.is_floating_point and isinstance(ours_out, autograd.Tensor):
+            dim = sample.kwargs.get("dim", sample.args[0] if sample.args else -1)
+            theirs = torch.take_along_dim(sample.input, theirs, dim)
+            ours_out = autograd.tensor(np.take_along_axis(ours_args[0].numpy(), ours_out.numpy(),
+                                                          dim if ours_args[0].ndim else None))
         found = _compare_outputs(ours_out, theirs, where)
         if not found and grad:
             found = _compare_gradients(ours_out, theirs, memo,

@@ -263,3 +263,12 @@ def test_integer_addmm_truncates_float_scales_and_addr_refuses_them():
     assert autograd.addmv(autograd.tensor([1, 2]), a, autograd.tensor([1, 1]), beta=0.2, alpha=0.6).tolist() == [0, 0]
     with pytest.raises(RuntimeError, match="argument beta must not be a floating point number"):
         autograd.addr(a, autograd.tensor([1, 2]), autograd.tensor([3, 4]), beta=0.5)
+
+
+def test_boolean_addr_is_logic_and_sum_to_size_of_nothing_sums_everything():
+    i = autograd.tensor([[True, False], [False, False]])
+    a, b = autograd.tensor([True, False]), autograd.tensor([True, True])
+    assert autograd.addr(i, a, b, beta=3, alpha=2).tolist() == [[True, True], [False, False]]
+    assert autograd.addr(i, a, b, beta=1, alpha=0).tolist() == [[True, False], [False, False]]
+    assert autograd.ones((), dtype=autograd.bool).sum_to_size([]).dtype == autograd.int64
+    assert autograd.ones(2, 3).sum_to_size([]).item() == 6.0

@@ -231,6 +231,8 @@ def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False):
                 raise RuntimeError(f"For integral input tensors, argument {name} must not be a floating point "
                                    "number.")
         beta, alpha = (int(s) if isinstance(s, float) else s for s in (beta, alpha))
+        if product.dtype.kind == "b" and input.dtype.kind == "b":  # logic: (beta and input) or (alpha and product)
+            return (input & bool(beta)) | (product & bool(alpha))
     if alpha != 1:
         product = product * alpha
     if beta == 0:
