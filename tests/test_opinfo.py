@@ -37,6 +37,7 @@ pytestmark = pytest.mark.torch
 MAX_SAMPLES = 8
 INTEGER_SAMPLES = 3
 FLOAT32_SAMPLES = 2
+METHOD_SAMPLES = 3
 FLOAT32_TOO = {"sum", "mean", "softmax", "log_softmax", "matmul", "exp", "cumsum", "var", "nn.functional.linear"}
 
 RANDOM = "random: a different generator, so different draws"
@@ -337,7 +338,7 @@ def _dtypes_for(op):
     return chosen
 
 
-def _run_samples(op, ours, dtype, count, counts):
+def _run_samples(op, ours, dtype, count, counts, theirs_fn=None, label=""):
     problems = []
     grad = op.supports_autograd and dtype.is_floating_point and op.name not in NO_GRADIENT_CHECK \
         and not (dtype == torch.float32 and op.name in FLOAT32_NO_GRADIENT_CHECK)
@@ -345,9 +346,9 @@ def _run_samples(op, ours, dtype, count, counts):
     samples = op.sample_inputs_func(op, "cpu", dtype, grad)
     keep = DETERMINISTIC_SAMPLES.get(op.name, lambda sample: True)
     for n, sample in enumerate(itertools.islice(filter(keep, samples), count)):
-        where = f"{dtype} sample {n}"
+        where = f"{label}{dtype} sample {n}"
         try:
-            theirs = op.op(sample.input, *sample.args, **sample.kwargs)
+            theirs = (theirs_fn or op.op)(sample.input, *sample.args, **sample.kwargs)
         except Exception:
             continue
         memo = {}
@@ -425,6 +426,15 @@ def _run_errors(op, ours):
     return problems
 
 
+def _method_variant(op, ours):
+    """Tensor.<name> where the function was compared and PyTorch has the method too, else None."""
+    name = getattr(op.method_variant, "__name__", None)
+    if op.method_variant is None or name is None or getattr(op.op, "__name__", "") == "<lambda>":
+        return None
+    method = _method(name)
+    return None if method is None or ours is getattr(autograd.Tensor, name, None) else method
+
+
 COMPARED = [op for op in op_db if _ours_for(op) is not None]
 
 
@@ -448,5 +458,9 @@ def test_op_agrees_with_pytorch(op):
     problems = []
     for dtype, count in _dtypes_for(op):
         problems += _run_samples(op, ours, dtype, count, counts)
+    method = _method_variant(op, ours)
+    if method is not None:
+        dtype = _dtypes_for(op)[0][0]
+        problems += _run_samples(op, method, dtype, METHOD_SAMPLES, counts, op.method_variant, "method: ")
     problems += _run_errors(op, ours)
     assert not problems, f"{_variant(op)}: {len(problems)} disagreements\n" + "\n".join(problems[:12])
