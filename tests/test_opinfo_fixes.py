@@ -272,3 +272,9 @@ def test_boolean_addr_is_logic_and_sum_to_size_of_nothing_sums_everything():
     assert autograd.addr(i, a, b, beta=1, alpha=0).tolist() == [[True, False], [False, False]]
     assert autograd.ones((), dtype=autograd.bool).sum_to_size([]).dtype == autograd.int64
     assert autograd.ones(2, 3).sum_to_size([]).item() == 6.0
+
+
+def test_nextafter_has_no_gradient_where_input_equals_other():
+    x = leaf([1.0, 2.0])
+    autograd.nextafter(x, autograd.tensor([1.0, 3.0], dtype=autograd.float64)).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0]

@@ -13,7 +13,7 @@ import numpy
 from ..backend import int32, to_numpy, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
-from .elementwise import floating, promote, unbroadcast
+from .elementwise import floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .predicates import on_integers
@@ -62,23 +62,23 @@ def frexp(input, *, out=None):
 
 
 class NextAfter(Primitive):
-    """y = the next float after x towards other;   dL/dx = dL/dy,  dL/dother = 0
+    """y = the next float after x towards other;   dL/dx = dL/dy where x != other (0 where y = x),
+    dL/dother = 0
 
     y is x moved by one unit in the last place, and PyTorch differentiates it as x itself."""
-
-    saves_inputs = False  # backward needs only the inputs' shapes
 
     def forward(self, x, other):
         return xp.nextafter(x, other)
 
     def backward(self, grad, y, x, other):
-        return (unbroadcast(grad, x), unbroadcast(grad, other) * 0.0)
+        moved = Tensor._make(xp.broadcast_to(x._data != other._data, grad.shape))
+        return (unbroadcast(where(moved, grad, 0.0), x), unbroadcast(grad, other) * 0.0)
 
 
 @names("nextafter", inplace="nextafter_")
 def nextafter(input, other, *, out=None):
     """The next float after input towards other (one unit in the last place); its gradient is
-    input's (1), none reaches other, as PyTorch's."""
+    input's (1, 0 where input = other), none reaches other, as PyTorch's."""
     x, y = promote(*_pair(input, other))
     if x.dtype.kind != "f":
         raise NotImplementedError(f"\"nextafter_cpu\" not implemented for '{x.dtype}'")
