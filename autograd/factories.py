@@ -8,6 +8,7 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 ``memory_format``.
 """
 
+import math
 import warnings
 
 import numpy
@@ -238,6 +239,8 @@ def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, req
     if dtype is None and all(isinstance(v, int) for v in (start, end, step)):
         dtype = backend.int64
     dtype = xp.dtype(_float(dtype))
+    if not all(math.isfinite(v) for v in (start, end)):
+        raise RuntimeError(f"unsupported range: {start} -> {end}")
     if step == 0:
         raise RuntimeError("step must be nonzero")
     if dtype.kind in "iub" and int(step) == 0:  # PyTorch casts the step to the integer dtype
@@ -247,14 +250,41 @@ def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, req
     return _made(xp.arange(start, end, step, dtype=dtype), device, requires_grad)
 
 
-def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
+def _spaced_bounds(op, start, end, steps):
+    """start and end as numbers (0-d tensors taken, larger ones refused) and steps checked, as PyTorch's
+    linspace and logspace check them."""
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
-    return _made(xp.linspace(_number(start), _number(end), steps, dtype=_float(dtype)), device, requires_grad)
+    dims = [v.ndim if isinstance(v, Tensor) else 0 for v in (start, end)]
+    if any(dims):
+        raise RuntimeError(f"{op} only supports 0-dimensional start and end tensors, but got start with "
+                           f"{dims[0]} dimension(s) and end with {dims[1]} dimension(s).")
+    return _number(start), _number(end)
+
+
+def _integer_points(start, end, steps, dtype):
+    """linspace in an integer dtype as PyTorch computes it: start and end cast to the dtype first, then
+    start + i·step for the first half of the points and end - (steps - 1 - i)·step for the second, in
+    float64, each truncated towards 0 (NumPy's integer linspace floors, and casts neither end first)."""
+    start, end = int(start), int(end)
+    if steps == 1:
+        return xp.asarray([start], dtype=dtype)
+    i = xp.arange(steps)
+    step = (end - start) / (steps - 1)
+    return xp.where(i < steps // 2, start + step * i, end - step * (steps - 1 - i)).astype(dtype)
+
+
+def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
+    start, end = _spaced_bounds("linspace", start, end, steps)
+    dtype = xp.dtype(_float(dtype))
+    points = (_integer_points(start, end, steps, dtype) if dtype.kind in "iu" else
+              xp.linspace(start, end, steps, dtype=dtype))
+    return _made(points, device, requires_grad)
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, requires_grad=False):
     """base ** linspace(start, end, steps): steps points spaced evenly on a log scale."""
+    start, end = _spaced_bounds("logspace", start, end, steps)
     return _made(xp.logspace(start, end, steps, base=base).astype(_float(dtype)), device, requires_grad)
 
 

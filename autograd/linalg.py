@@ -38,8 +38,8 @@ def vander(x, *, N=None):
     """The Vandermonde matrix of each vector along x's last dim, increasing powers: column j is x^j,
     j < N (N = x.shape[-1] by default). Integers become int64. A running product of x, so the
     powers' gradients are products too (no x⁻¹ at x = 0)."""
-    if x.ndim == 0:
-        raise RuntimeError("linalg.vander: x must have at least one dimension, got a 0-d tensor")
+    if x.ndim == 0:  # one number: the vector of it, as PyTorch reads it
+        x = x.reshape(1)
     N = x.shape[-1] if N is None else N
     if N <= 1:
         raise RuntimeError("N must be greater than 1.")

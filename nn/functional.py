@@ -284,7 +284,7 @@ def gelu(input, approximate="none", *, out=None):
         inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
         return write_out(input * (inner.tanh() + 1.0) * 0.5, out)
     if approximate != "none":
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
     return write_out(input * ((input * (1 / math.sqrt(2))).erf() + 1.0) * 0.5, out)
 
 

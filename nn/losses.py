@@ -21,6 +21,7 @@ from autograd.errors import DtypeError, ShapeError
 from autograd.ops.conversion import type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
+    check_reduction,
     cosine_embedding_loss,
     hinge_embedding,
     kl_divergence,
@@ -76,6 +77,8 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """½ d² where |d| < delta, delta (|d| - ½ delta) elsewhere: MSE near 0, L1 far out."""
+    if delta <= 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
     difference = (input - _same_shape("huber_loss", input, target)).abs()
     return _weighted(autograd.where(difference < delta, difference * difference * 0.5,
@@ -324,8 +327,11 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None, reduce=None, reduction="mean"):
     """Multi-class hinge: ℓ_n = Σ_{i ≠ y} max(0, margin - x_y + x_i)^p / C (times w_y)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(reduction)
     if p not in (1, 2):
         raise ValueError(f"multi_margin_loss: only p = 1 and p = 2 are supported, got {p}")
+    if weight is not None and weight.ndim != 1:
+        raise ValueError("weight must be one-dimensional")
     target = target if isinstance(target, Tensor) else tensor_from(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     labels = target._data.reshape(-1)
@@ -445,12 +451,16 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     above every non-target class i:   ℓ_n = Σ_j Σ_{i ∉ targets} max(0, 1 - (x_j - x_i)) / C.
     ``target`` holds class indices, the list ending at the first -1 (the rest is ignored)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
+    check_reduction(reduction)
+    if input.ndim > 2 or input.shape[-1:] == (0,):
+        raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
+                           f"{list(input.shape)}")
     target = target if isinstance(target, Tensor) else tensor_from(target)
+    if target._data.shape != input.shape:
+        raise RuntimeError(f"multilabel_margin_loss: inconsistent target size: {list(target.shape)} for input of "
+                           f"size: {list(input.shape)}")
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     labels = target._data.reshape(scores.shape)
-    if target._data.shape != input.shape:
-        raise RuntimeError(f"multilabel_margin_loss: inconsistent target size: {target.shape} for input of "
-                           f"size: {input.shape}")
     classes = scores.shape[1]
     valid = xp.cumprod(labels >= 0, axis=1).astype(bool)  # up to the first -1
     if (labels[valid] >= classes).any():

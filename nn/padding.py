@@ -66,6 +66,11 @@ def pad(input, pad, mode="constant", value=None):
     if value not in (None, 0, 0.0):
         raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument.")
     _check_non_constant(input, pad, mode)
+    if mode == "replicate":  # PyTorch's index formula, negative amounts included (a crop past a whole dim
+        for dim, (before, after) in enumerate(amounts):  # replicates the far edge)
+            if before or after:
+                input = input[(slice(None),) * dim + (padded_positions(input.shape[dim], before, after, mode),)]
+        return input
     # negative amounts crop first; the rest is padding of what remains
     cropped = [(min(b, 0), min(a, 0)) for b, a in amounts]
     if any(c != (0, 0) for c in cropped):

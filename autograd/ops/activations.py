@@ -84,7 +84,7 @@ def prelu(input, weight):
     channel (dim 1 of the input)."""
     if weight.ndim != 1 and weight.numel() != 1:
         raise RuntimeError(f"prelu: weight must be 1-dimensional, got shape {weight.shape}")
-    slopes = weight
+    slopes = weight.reshape(()) if weight.numel() == 1 else weight  # one slope keeps a 0-d input 0-d
     if weight.numel() != 1:
         channels = input.shape[1] if input.ndim >= 2 else input.shape[0] if input.ndim == 1 else 1
         if weight.numel() != channels:

@@ -133,8 +133,8 @@ def pow(input, exponent, *, out=None):
 
 @names("neg", "negative", inplace="negative_")
 def neg(input, *, out=None):
-    """-input"""
-    return write_out(elementwise.Neg.apply(input), out)
+    """-input (the operator's, which refuses a bool tensor as PyTorch does)"""
+    return write_out(-input, out)
 
 
 @names("positive")

@@ -8,6 +8,7 @@ flip and roll move elements, so their gradients move dL/dy back the opposite way
 import numbers
 
 from ..backend import int64, xp
+from ..errors import ShapeError
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
@@ -129,6 +130,10 @@ class Roll(Primitive):
 @names("roll")
 def roll(input, shifts, dims=None):
     """Elements shifted cyclically by ``shifts`` along ``dims`` (all elements, flattened, when None)."""
+    if not isinstance(shifts, int) and len(shifts) == 0:
+        raise RuntimeError("`shifts` required")
+    if dims is not None and input.ndim == 0:
+        raise IndexError("Dimension specified as 0 but tensor has no dimensions")
     if dims is None:
         shift = shifts if isinstance(shifts, int) else tuple(shifts)[0]
         flat = shape.reshape(input, (-1,))
@@ -145,6 +150,8 @@ def rot90(input, k=1, dims=(0, 1)):
     """input turned by 90° k times in the plane of dims (from the first dim towards the second)."""
     if len(dims) != 2:
         raise RuntimeError(f"expected total rotation dims == 2, but got dims = {len(dims)}")
+    if input.ndim < 2:
+        raise RuntimeError(f"expected total dims >= 2, but got total dims = {input.ndim}")
     a, b = (dim_index(d, input.ndim) for d in dims)
     if a == b:
         raise RuntimeError(f"expected rotation dims to be different, but got dim0 = {a} and dim1 = {b}")
@@ -231,8 +238,13 @@ def broadcast_to(input, size):
 
 @names("broadcast_tensors", method=False)
 def broadcast_tensors(*tensors):
-    """The tensors expanded to their common broadcast shape."""
-    common = xp.broadcast_shapes(*(t.shape for t in tensors))
+    """The tensors expanded to their common broadcast shape (a ShapeError, PyTorch's RuntimeError, where
+    there is none)."""
+    try:
+        common = xp.broadcast_shapes(*(t.shape for t in tensors))
+    except ValueError:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise ShapeError(f"broadcast_tensors: shapes {shapes} cannot be broadcast to one shape") from None
     return tuple(shape.expand(t, common) for t in tensors)
 
 

@@ -15,6 +15,8 @@ def sum_to_size(input, *size):
     """input summed over the dims that expanding ``size`` to input's shape would add or stretch;
     dL/dinput = dL/dy expanded back (Sum's gradient)."""
     size = tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else tuple(size)
+    if not size:  # the sum of every element (PyTorch's, whatever the input's shape)
+        return input.sum()
     shape = tuple(input.shape)
     lead = len(shape) - len(size)
     if lead < 0 or any(n != 1 and n != shape[lead + i] for i, n in enumerate(size)):

@@ -221,8 +221,18 @@ def bmm(input, mat2, *, out=None):
     return write_out(matmul(input, mat2), out)
 
 
-def _scaled_sum(input, product, beta, alpha):
-    """beta · input + alpha · product; with beta = 0 input is ignored (NaN in it does not spread)."""
+def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False):
+    """beta · input + alpha · product; with beta = 0 input is ignored (NaN in it does not spread). With
+    integer tensors a float beta or alpha is cast to the integer dtype, truncated (PyTorch's addmm, addmv,
+    baddbmm, addbmm), or refused (its addr)."""
+    if product.dtype.kind in "iub" and isinstance(input, Tensor) and input.dtype.kind in "iub":
+        for name, scale in (("beta", beta), ("alpha", alpha)):
+            if isinstance(scale, float) and refuse_float_scales:
+                raise RuntimeError(f"For integral input tensors, argument {name} must not be a floating point "
+                                   "number.")
+        beta, alpha = (int(s) if isinstance(s, float) else s for s in (beta, alpha))
+        if product.dtype.kind == "b" and input.dtype.kind == "b":  # logic: (beta and input) or (alpha and product)
+            return (input & bool(beta)) | (product & bool(alpha))
     if alpha != 1:
         product = product * alpha
     if beta == 0:
@@ -267,7 +277,8 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
 @names("addr", inplace="addr_")
 def addr(input, vec1, vec2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · outer(vec1, vec2)."""
-    return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha), out)
+    return write_out(_scaled_sum(_input(input, vec1), outer(vec1, vec2), beta, alpha, refuse_float_scales=True),
+                     out)
 
 
 @names("kron")
@@ -306,6 +317,8 @@ def tensordot(a, b, dims=2, out=None):
 def linalg_cross(input, other, *, dim=-1, out=None):
     """The cross product of 3-vectors along dim: (a₂b₃ - a₃b₂, a₃b₁ - a₁b₃, a₁b₂ - a₂b₁), as the
     einsum ε_ijk a_j b_k with the Levi-Civita symbol ε."""
+    if input.ndim != other.ndim:
+        raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
                            f"and {other.shape[dim]}")

@@ -285,7 +285,8 @@ class Unfold(Primitive):
         out = tuple(output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a],
                                 self.dilation[a]) for a in (0, 1))
         view = windows(pad_zeros(x, self.padding), self.kernel_size, self.stride, self.dilation, out)
-        return xp.ascontiguousarray(view).reshape(x.shape[0], -1, out[0] * out[1])
+        rows = x.shape[1] * self.kernel_size[0] * self.kernel_size[1]  # (not -1: ambiguous in an empty batch)
+        return xp.ascontiguousarray(view).reshape(x.shape[0], rows, out[0] * out[1])
 
     def backward(self, grad, y, x):
         return (Fold.apply(grad, output_size=x.shape[2:], kernel_size=self.kernel_size, stride=self.stride,

@@ -234,6 +234,8 @@ def logcumsumexp(input, dim, *, out=None):
 @names("diff")
 def diff(input, n=1, dim=-1, prepend=None, append=None, *, out=None):
     """The n-th forward difference along dim: x[i+1] - x[i], n times (prepend/append joined first)."""
+    if n < 0:
+        raise RuntimeError(f"order must be non-negative but got {n}")
     axis = dim_index(dim, input.ndim)
     x = input
     if prepend is not None or append is not None:

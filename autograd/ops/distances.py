@@ -8,6 +8,8 @@ import math
 
 from ..backend import xp
 from ..tensor import Tensor
+from . import norms
+from .arranging import broadcast_tensors
 from .elementwise import where
 from .names import names
 
@@ -26,8 +28,10 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
 
     At a zero vector the gradient is 0, as PyTorch's: the root's derivative there
     is infinite, so the root is taken of 1 where the sum is 0 and that branch is
-    discarded by ``where`` (0 · finite, not 0 · inf).
+    discarded by ``where`` (0 · finite, not 0 · inf). p = 0 counts the nonzero elements (gradient 0).
     """
+    if p == 0:
+        return norms.vector_norm(input, 0, dim, keepdim)
     if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)
         input = input.abs()
     if p == math.inf:
@@ -58,6 +62,8 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
         if x.dtype.kind == "c":
             found = "ComplexFloat" if x.dtype.itemsize == 8 else "ComplexDouble"
             raise RuntimeError(f"expected common dtype to be floating point, yet common dtype is {found}")
+    if x1.shape != x2.shape:
+        x1, x2 = broadcast_tensors(x1, x2)
     norm1 = clamped_below_in_value(vector_norm(x1, 2, dim, keepdim=True), eps)
     norm2 = clamped_below_in_value(vector_norm(x2, 2, dim, keepdim=True), eps)
     return ((x1 / norm1) * (x2 / norm2)).sum(dim)

@@ -40,6 +40,9 @@ class ExtremumOverDims(Primitive):
 def _over(input, dim, keepdim, find, op):
     everything = dim is None or (not isinstance(dim, int) and len(dim) == 0)  # dim=() reduces every dim
     axes = normalize_dims(None if everything else dim, input.ndim)
+    if everything and input.numel() == 0:  # PyTorch's RuntimeError: no dim to name
+        raise RuntimeError(f"{op}(): Expected reduction dim to be specified for input.numel() == 0. Specify the "
+                           "reduction dim with the 'dim' argument.")
     for axis in axes:
         if input.shape[axis] == 0:
             raise IndexError(f"{op}(): Expected reduction dim {axis} to have non-zero size.")
@@ -61,6 +64,9 @@ def amin(input, dim=(), keepdim=False, *, out=None):
 @names("aminmax")
 def aminmax(input, *, dim=None, keepdim=False, out=None):
     """(min, max) of the elements (over dim)."""
+    if dim is None and input.numel() == 0:
+        raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the operation has no "
+                           "identity.")
     dims = () if dim is None else dim
     return write_out(AminmaxResult(amin(input, dims, keepdim), amax(input, dims, keepdim)), out)
 

@@ -78,12 +78,12 @@ def _triangle_indices(row, col, offset, lower):
 
 
 @names("triu_indices", method=False)
-def triu_indices(row, col, offset=0, *, dtype=int64):
+def triu_indices(row, col, offset=0, *, dtype=int64, device=None, layout=None):
     """The (2, N) coordinates of the upper triangle (on and above the offset-th diagonal), row by row."""
-    return _triangle_indices(row, col, offset, lower=False).to(dtype)
+    return _triangle_indices(row, col, offset, lower=False).to(dtype=dtype, device=device)
 
 
 @names("tril_indices", method=False)
-def tril_indices(row, col, offset=0, *, dtype=int64):
+def tril_indices(row, col, offset=0, *, dtype=int64, device=None, layout=None):
     """The (2, N) coordinates of the lower triangle (on and below the offset-th diagonal), row by row."""
-    return _triangle_indices(row, col, offset, lower=True).to(dtype)
+    return _triangle_indices(row, col, offset, lower=True).to(dtype=dtype, device=device)

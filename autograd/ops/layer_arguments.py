@@ -9,9 +9,13 @@ from ..errors import ShapeError
 
 
 def _tuple(value, n, name):
-    """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single). A sequence of
-    another length is PyTorch's RuntimeError (which it raises at the forward call), also a ValueError."""
+    """An int or a sequence of n ints, as a tuple of n ints (PyTorch's _pair / _single). A sequence of one
+    int stands for that int in every dim, as PyTorch's kernels read it (``avg_pool2d(x, 2, padding=[1])``).
+    A sequence of another length is PyTorch's RuntimeError (which it raises at the forward call), also a
+    ValueError."""
     if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            return (int(value[0]),) * n
         if len(value) != n:
             raise ShapeError(f"{name} must be an int or a tuple of {n} ints, got {value!r}")
         return tuple(int(v) for v in value)
@@ -55,8 +59,8 @@ def _batched(input, spatial, name):
         return input, False
     if input.ndim == spatial + 1:
         return input.unsqueeze(0), True
-    raise RuntimeError(f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to {name}, "
-                       f"but got input of size: {_dims(input.shape, 1)}")
+    raise ShapeError(f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to {name}, "
+                     f"but got input of size: {_dims(input.shape, 1)}")
 
 
 def _as_2d(input, spatial, name):

@@ -33,6 +33,12 @@ def legacy_reduction(size_average, reduce, reduction, stacklevel=3):
     return reduction
 
 
+def check_reduction(reduction):
+    """PyTorch's first check in a loss (before any argument is read)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
 def reduced(loss, reduction):
     """The mean, sum or none of the elementwise losses."""
     if reduction == "mean":
@@ -98,8 +104,15 @@ def hinge_embedding(input, target, margin, reduction):
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False, size_average=None,
                         reduce=None, reduction="mean"):
     """ℓ = max(d(a, p) - d(a, n) + margin, 0): the anchor nearer its positive than its
-    negative by a margin (Schroff et al., 2015). swap uses min(d(a, n), d(p, n))."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    negative by a margin (Schroff et al., 2015). swap uses min(d(a, n), d(p, n)). nn.functional's
+    form asks for margin > 0 (the top-level one takes any)."""
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    return _triplet_margin(anchor, positive, negative, margin, p, eps, swap,
+                           legacy_reduction(size_average, reduce, reduction))
+
+
+def _triplet_margin(anchor, positive, negative, margin, p, eps, swap, reduction):
     to_positive = pairwise_distance(anchor, positive, p, eps)
     to_negative = pairwise_distance(anchor, negative, p, eps)
     if swap:
@@ -120,9 +133,10 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None,
 
 
 def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
-    """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2."""
+    """ℓ = max(0, -y (x1 - x2) + margin): y = 1 wants x1 ranked above x2. Any real y is taken (a
+    weighted ranking), as PyTorch takes it."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    target = signs("margin_ranking_loss", target).to(input1.dtype)
+    target = (target if isinstance(target, Tensor) else tensor_from(target)).to(input1.dtype)
     return reduced((-target * (input1 - input2) + margin).relu(), reduction)
 
 
@@ -207,4 +221,4 @@ def cosine_embedding_loss_by_position(input1, input2, target, margin=0.0, reduct
 def triplet_margin_loss_by_position(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False,
                                     reduction=0):
     """PyTorch's top-level form (reduction an int)."""
-    return triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap, reduction=_named(reduction))
+    return _triplet_margin(anchor, positive, negative, margin, p, eps, swap, _named(reduction))

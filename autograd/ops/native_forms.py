@@ -22,7 +22,7 @@ from ..graph import no_grad
 from ..tensor import tensor_from
 from .dropout import check_dropout_probability
 from .names import names
-from .normalization import batch_norm, channel_shape, normalize, scale_and_shift
+from .normalization import batch_norm, channel_shape, normalize, refuse_empty_normalized_shape, scale_and_shift
 
 
 def _reciprocal_deviation(variance, eps):
@@ -34,6 +34,7 @@ def _reciprocal_deviation(variance, eps):
 def native_layer_norm(input, normalized_shape, weight, bias, eps):
     """y = γ (x - mean) · rstd + β over the last len(normalized_shape) dims, with that mean and rstd."""
     normalized_shape = tuple(int(s) for s in normalized_shape)
+    refuse_empty_normalized_shape(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
         shown = ", ".join(map(str, normalized_shape))
         raise RuntimeError(f"Given normalized_shape=[{shown}], expected input with shape [*, {shown}], but got "

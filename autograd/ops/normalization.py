@@ -91,11 +91,24 @@ def scale_and_shift(normalized, weight, bias, shape=None):
     return normalized
 
 
+def refuse_empty_normalized_shape(normalized_shape):
+    if not normalized_shape:
+        raise RuntimeError(f"Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one "
+                           f"element, but got normalized_shape = {list(normalized_shape)}")
+
+
+def _normalized_shape(op, input, normalized_shape):
+    """normalized_shape as a tuple: at least one dim, the ones the input ends in."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    refuse_empty_normalized_shape(normalized_shape)
+    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
+        raise ShapeError(f"{op}: input of shape {input.shape} does not end in {normalized_shape}")
+    return normalized_shape
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
-        raise ShapeError(f"layer_norm: input of shape {input.shape} does not end in {normalized_shape}")
+    normalized_shape = _normalized_shape("layer_norm", input, normalized_shape)
     check_same_dtype("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = normalize(input, axes, eps)
@@ -105,9 +118,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     """y = x / sqrt(mean(x²) + eps) · γ over the last len(normalized_shape) dims (Zhang & Sennrich,
     2019): LayerNorm without the centring (eps None: the dtype's machine epsilon, as PyTorch's)."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
-        raise ShapeError(f"rms_norm: input of shape {input.shape} does not end in {normalized_shape}")
+    normalized_shape = _normalized_shape("rms_norm", input, normalized_shape)
     if eps is None:
         from ..tensor_info import finfo  # (tensor_info binds the ops: imported at call time)
 
@@ -119,6 +130,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise groups of channels of each sample (Wu & He, 2018)."""
+    if input.ndim < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
     batch, channels = input.shape[0], input.shape[1]
     if channels % num_groups:
         raise ShapeError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")

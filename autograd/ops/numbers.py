@@ -1,7 +1,7 @@
 """Number-theoretic and floating-point-format ops: gcd, lcm (integers), ldexp, frexp,
 nextafter (the bits of floats), and erfc, the complementary error function.
 
-gcd, lcm and nextafter are piecewise constant: no gradient. ldexp and frexp's mantissa scale
+gcd and lcm are piecewise constant: no gradient; nextafter's is input's (PyTorch's). ldexp and frexp's mantissa scale
 by powers of two, so their gradients are those scales (exact).
 """
 
@@ -13,7 +13,7 @@ import numpy
 from ..backend import int32, to_numpy, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
-from .elementwise import floating, promote
+from .elementwise import floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .predicates import on_integers
@@ -61,13 +61,28 @@ def frexp(input, *, out=None):
     return write_out(FrexpResult(input * scale, Tensor._make(exponent.astype(int32))), out)
 
 
+class NextAfter(Primitive):
+    """y = the next float after x towards other;   dL/dx = dL/dy where x != other (0 where y = x),
+    dL/dother = 0
+
+    y is x moved by one unit in the last place, and PyTorch differentiates it as x itself."""
+
+    def forward(self, x, other):
+        return xp.nextafter(x, other)
+
+    def backward(self, grad, y, x, other):
+        moved = Tensor._make(xp.broadcast_to(x._data != other._data, grad.shape))
+        return (unbroadcast(where(moved, grad, 0.0), x), unbroadcast(grad, other) * 0.0)
+
+
 @names("nextafter", inplace="nextafter_")
 def nextafter(input, other, *, out=None):
-    """The next float after input towards other (one unit in the last place); no gradient."""
+    """The next float after input towards other (one unit in the last place); its gradient is
+    input's (1, 0 where input = other), none reaches other, as PyTorch's."""
     x, y = promote(*_pair(input, other))
     if x.dtype.kind != "f":
         raise NotImplementedError(f"\"nextafter_cpu\" not implemented for '{x.dtype}'")
-    return write_out(Tensor._make(xp.nextafter(x._data, y._data)), out)
+    return write_out(NextAfter.apply(x, y), out)
 
 
 _erfc = numpy.frompyfunc(math.erfc, 1, 1)

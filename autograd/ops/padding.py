@@ -6,7 +6,8 @@ from ..backend import xp
 
 
 def padded_positions(size, before, after, mode):
-    """The input position each output position reads, for a dim of ``size`` padded by (before, after) >= 0."""
+    """The input position each output position reads, for a dim of ``size`` padded by (before, after) >= 0
+    (any amounts for 'replicate': out[j] = in[clamp(j - before, 0, size - 1)], PyTorch's formula)."""
     positions = xp.arange(-before, size + after)
     if mode == "replicate":
         return xp.clip(positions, 0, size - 1)

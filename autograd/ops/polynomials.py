@@ -39,6 +39,8 @@ def _operands(name, input, n):
 
 def _recurrence(x, n, first, step):
     """p_n(x) per element from p_0 = 1, p_1 = first, p_{k+1} = step(k, p_k, p_{k-1})."""
+    shape = x.shape  # (the elements still climbing are tracked by flat index)
+    x, n, first = x.reshape(-1), n.reshape(-1), xp.broadcast_to(first, shape).reshape(-1)
     before, last = xp.ones_like(x), first.copy()
     result = xp.where(n == 0, 1.0, first)
     top = int(n.max()) if n.size else 0
@@ -52,7 +54,7 @@ def _recurrence(x, n, first, step):
         done = n[active] == k + 1
         result[active[done]] = after[done]
         active = active[~done]
-    return result
+    return result.reshape(shape)
 
 
 def _finish(result, n, dtype, out):

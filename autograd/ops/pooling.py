@@ -15,6 +15,8 @@ position; ``AvgPool2dTranspose`` is its adjoint.
 Both scan the kh·kw kernel offsets, each offset one strided slice of every window.
 """
 
+import math
+
 from ..backend import xp
 from ..primitive import Primitive
 from .convolution import full_like_layout, in_layout_of
@@ -228,9 +230,10 @@ class GatherFlat(Primitive):
     overlapping = True  # may several outputs read one input (adaptive bins do)?
 
     def forward(self, x):
-        n, c = x.shape[:2]
-        flat = x.reshape(n, c, -1)
-        return xp.take_along_axis(flat, self.indices.reshape(n, c, -1), 2).reshape(self.indices.shape)
+        n, c = x.shape[:2]  # (sizes spelled out: a -1 is ambiguous in an empty batch)
+        flat = x.reshape(n, c, math.prod(x.shape[2:]))
+        picks = self.indices.reshape(n, c, math.prod(self.indices.shape[2:]))
+        return xp.take_along_axis(flat, picks, 2).reshape(self.indices.shape)
 
     def backward(self, grad, y, x):
         return (ScatterFlat.apply(grad, indices=self.indices, shape=x.shape, overlapping=self.overlapping),)

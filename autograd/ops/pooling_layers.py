@@ -16,6 +16,7 @@ holding the maximum.
 """
 
 from ..backend import xp
+from ..errors import ShapeError
 from ..tensor import tensor_from
 from . import pooling
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
@@ -55,6 +56,10 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
 
 def _max_pool(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices, spatial):
     name = f"max_pool{spatial}d"
+    _batched(input, spatial, name)  # (the number of dims checked before the sizes are read)
+    if 0 in input.shape[-(spatial + 1):]:
+        raise RuntimeError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D (batch mode) tensor with optional 0 "
+                           f"dim batch size for input, but got:{list(input.shape)}")
     sizes = _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatial, name)
     input, undo = _as_2d(input, spatial, name)
     kernel, stride, padding, dilation, out = sizes
@@ -110,9 +115,21 @@ def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
         counts = [_window_counts(input.shape[2 + a], out[a], kernel[a], stride[a], padding[a]) for a in (0, 1)]
         which = 0 if count_include_pad else 1
         divisor = (counts[0][which][:, None] * counts[1][which][None, :]).astype(float)
+    if input.dtype.kind == "b":
+        raise NotImplementedError("\"avg_pool2d\" not implemented for 'Bool'")
+    if input.dtype.kind in "iu":  # integers: the window's sum divided as integers, rounding towards 0 (PyTorch)
+        total = pooling.AvgPool2d.apply(input, kernel_size=kernel, stride=stride, padding=padding, out=out,
+                                        scale=xp.ones(out))._data
+        return undo(_divided_towards_zero(total, divisor, input.dtype))
     scale = 1.0 / divisor
     return undo(pooling.AvgPool2d.apply(input, kernel_size=kernel, stride=stride, padding=padding, out=out,
                                         scale=scale))
+
+
+def _divided_towards_zero(total, divisor, dtype):
+    """total / divisor as C's integer division (PyTorch's average pooling of integers), as a tensor."""
+    total, divisor = total.astype(xp.int64), xp.asarray(divisor).astype(xp.int64)
+    return tensor_from((xp.sign(total) * xp.sign(divisor) * (xp.abs(total) // xp.abs(divisor))).astype(dtype))
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -132,7 +149,7 @@ def _adaptive_sizes(input, output_size, spatial, name):
     input, undo = _as_2d(input, spatial, name)
     sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * spatial
     if len(sizes) != spatial:
-        raise ValueError(f"{name}: output_size must be an int or a tuple of {spatial}, got {output_size!r}")
+        raise ShapeError(f"{name}: output_size must be an int or a tuple of {spatial}, got {output_size!r}")
     sizes = tuple(input.shape[4 - spatial + a] if s is None else int(s) for a, s in enumerate(sizes))
     if min(sizes) <= 0:
         raise RuntimeError(f"{name}: output_size must be positive, got {sizes}")
@@ -188,10 +205,12 @@ def _adaptive_max(input, output_size, return_indices, spatial):
         positions.append(xp.minimum(start[:, None] + xp.arange(longest), end[:, None] - 1))
     rows, columns = positions
     flat = rows[:, None, :, None] * width + columns[None, :, None, :]  # (oh, ow, kh, kw)
-    values = input._data.reshape(*input.shape[:2], -1)[:, :, flat.reshape(-1)]
-    values = values.reshape(*input.shape[:2], *out, -1)
+    window = flat.shape[2] * flat.shape[3]  # (sizes spelled out: a -1 is ambiguous in an empty batch)
+    values = input._data.reshape(*input.shape[:2], height * width)[:, :, flat.reshape(-1)]
+    values = values.reshape(*input.shape[:2], *out, window)
     choice = _first_max(values)
-    indices = xp.take_along_axis(xp.broadcast_to(flat.reshape(*out, -1), values.shape), choice[..., None], -1)[..., 0]
+    candidates = xp.broadcast_to(flat.reshape(*out, window), values.shape)
+    indices = xp.take_along_axis(candidates, choice[..., None], -1)[..., 0]
     y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
     return (undo(y), undo(tensor_from(indices))) if return_indices else undo(y)
 
@@ -232,6 +251,11 @@ def _planes(x):
     return x.reshape(n, c * d, h, w)
 
 
+def _columns(planes, n, c, depth):
+    """(N, C·D, H', W') → (N, C, D, H'·W'): the sizes spelled out (a -1 is ambiguous in an empty batch)."""
+    return planes.reshape(n, c, depth, planes.shape[-2] * planes.shape[-1])
+
+
 
 def _volume_indices(plane_indices, depth_indices, shape):
     """Flat indices d·H·W + h·W + w of the winners, from the depth pass's (d·L + l over the (D, L) plane of
@@ -251,7 +275,7 @@ def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     n, c, depth = input.shape[:3]
     planes = _max_pool(_planes(input), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode, return_indices, 2)
     values = planes[0] if return_indices else planes
-    pooled = _max_pool(values.reshape(n, c, depth, -1), (kernel[0], 1), (stride[0], 1), (padding[0], 0),
+    pooled = _max_pool(_columns(values, n, c, depth), (kernel[0], 1), (stride[0], 1), (padding[0], 0),
                        (dilation[0], 1), ceil_mode, return_indices, 2)
     if not return_indices:
         return _unbatch(pooled.reshape(n, c, *out), unbatched)
@@ -279,11 +303,21 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     if divisor_override is not None and divisor_override == 0:
         raise RuntimeError("avg_pool3d: divisor must be not zero")
     input, unbatched = _batched(input, 3, name)
+    if input.dtype.kind in "iu":  # integers: the sums (exact in float64), divided once as integers
+        total = avg_pool3d(input.double(), kernel, stride, padding, ceil_mode, count_include_pad, 1)._data
+        if divisor_override is None:
+            which = 0 if count_include_pad else 1
+            counts = [_window_counts(input.shape[2 + a], total.shape[2 + a], kernel[a], stride[a], padding[a])[which]
+                      for a in range(3)]
+            divisor = counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :]
+        else:
+            divisor = divisor_override
+        return write_out(_unbatch(_divided_towards_zero(total, divisor, input.dtype), unbatched), out)
     n, c, depth = input.shape[:3]
     # the planes' sums when a divisor_override divides the whole sum, else their means (the divisor is a product)
     planes = _avg_pool(_planes(input), kernel[1:], stride[1:], padding[1:], ceil_mode, count_include_pad,
                        None if divisor_override is None else 1, 2)
-    y = _avg_pool(planes.reshape(n, c, depth, -1), (kernel[0], 1), (stride[0], 1), (padding[0], 0), ceil_mode,
+    y = _avg_pool(_columns(planes, n, c, depth), (kernel[0], 1), (stride[0], 1), (padding[0], 0), ceil_mode,
                   count_include_pad, divisor_override, 2)
     return write_out(_unbatch(y.reshape(n, c, y.shape[2], *planes.shape[2:]), unbatched), out)
 
@@ -303,7 +337,7 @@ def adaptive_avg_pool3d(input, output_size):
     """y[t, i, j] = the mean of x over PyTorch's adaptive bins of each axis: y = A_d · (plane pass)."""
     input, unbatched, out = _adaptive_sizes3d(input, output_size, "adaptive_avg_pool3d")
     n, c, depth = input.shape[:3]
-    planes = adaptive_avg_pool2d(_planes(input), out[1:]).reshape(n, c, depth, -1)
+    planes = _columns(adaptive_avg_pool2d(_planes(input), out[1:]), n, c, depth)
     y = _separable(planes, [_bin_average(depth, out[0], input.dtype), None])
     return _unbatch(y.reshape(n, c, *out), unbatched)
 
@@ -313,7 +347,7 @@ def _adaptive_max3d(input, output_size, return_indices):
     n, c, depth = input.shape[:3]
     planes = _adaptive_max(_planes(input), out[1:], return_indices, 2)
     values = planes[0] if return_indices else planes
-    pooled = _adaptive_max(values.reshape(n, c, depth, -1), (out[0], None), return_indices, 2)
+    pooled = _adaptive_max(_columns(values, n, c, depth), (out[0], None), return_indices, 2)
     if not return_indices:
         return _unbatch(pooled.reshape(n, c, *out), unbatched)
     indices = _volume_indices(planes[1], pooled[1], input.shape)

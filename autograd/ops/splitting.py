@@ -121,6 +121,8 @@ def unbind(input, dim=0):
 @names("narrow")
 def narrow(input, dim, start, length):
     """The ``length`` elements along dim from ``start`` on (a view)."""
+    if input.ndim == 0:
+        raise RuntimeError("narrow() cannot be applied to a 0-dim tensor.")
     axis = dim_index(dim, input.ndim)
     size = input.shape[axis]
     start = int(start)
@@ -133,7 +135,10 @@ def narrow(input, dim, start, length):
     return _slice_along(input, axis, start, start + length)
 
 
-def _tensors(tensors):
+def _tensors(tensors, op=None):
+    """The sequence's elements as tensors; ``op`` (hstack, vstack, ...) refuses an empty one, as PyTorch."""
+    if op is not None and len(tensors) == 0:
+        raise RuntimeError(f"{op} expects a non-empty TensorList")
     return [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
 
 
@@ -178,26 +183,26 @@ def _flat(tensors):
 @names("hstack", method=False)
 def hstack(tensors, *, out=None):
     """Join along dim 1 (dim 0 for vectors)."""
-    tensors = [_at_least(t, 1) for t in _tensors(tensors)]
+    tensors = [_at_least(t, 1) for t in _tensors(tensors, "hstack")]
     return write_out(shape.cat(tensors, 0 if tensors[0].ndim == 1 else 1), out)
 
 
 @names("vstack", "row_stack", method=False)
 def vstack(tensors, *, out=None):
     """Join along dim 0, vectors taken as rows."""
-    return write_out(shape.cat([_at_least(t, 2) for t in _tensors(tensors)], 0), out)
+    return write_out(shape.cat([_at_least(t, 2) for t in _tensors(tensors, "vstack")], 0), out)
 
 
 @names("dstack", method=False)
 def dstack(tensors, *, out=None):
     """Join along dim 2, vectors and matrices given trailing size-1 dims first."""
-    return write_out(shape.cat([_at_least(t, 3) for t in _tensors(tensors)], 2), out)
+    return write_out(shape.cat([_at_least(t, 3) for t in _tensors(tensors, "dstack")], 2), out)
 
 
 @names("column_stack", method=False)
 def column_stack(tensors, *, out=None):
     """Join as columns: vectors (and scalars) become columns, then hstack."""
-    columns = [shape.reshape(t, (t.numel(), 1)) if t.ndim <= 1 else t for t in _tensors(tensors)]
+    columns = [shape.reshape(t, (t.numel(), 1)) if t.ndim <= 1 else t for t in _tensors(tensors, "column_stack")]
     return write_out(shape.cat(columns, 1), out)
 
 
@@ -205,7 +210,8 @@ def _split_along(input, indices_or_sections, dim, op, min_ndim):
     if input.ndim < min_ndim:
         raise RuntimeError(f"torch.{op} requires a tensor with at least {min_ndim} dimension, but got a tensor "
                            f"with {input.ndim} dimensions!")
-    if isinstance(indices_or_sections, int) and input.shape[dim] % indices_or_sections:
+    if isinstance(indices_or_sections, int) and (indices_or_sections == 0
+                                                 or input.shape[dim] % indices_or_sections):
         raise RuntimeError(f"torch.{op} attempted to split along dimension {dim}, but the size of the dimension "
                            f"{input.shape[dim]} is not divisible by the split_size {indices_or_sections}!")
     return tensor_split(input, indices_or_sections, dim)

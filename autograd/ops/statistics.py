@@ -5,7 +5,9 @@
     corrcoef(X)_ij = cov_ij / √(cov_ii cov_jj)
 """
 
-from ..backend import int64, xp
+import warnings
+
+from ..backend import errstate, int64, xp
 from ..tensor import Tensor, tensor_from
 from . import conjugation, elementwise, reductions, shape
 from .axes import dim_index, unbiased_overload
@@ -31,20 +33,57 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 @names("cov")
 def cov(input, *, correction=1, fweights=None, aweights=None):
-    """The covariance matrix of the variables in input's rows (observations in columns)."""
+    """The covariance matrix of the variables in input's rows (observations in columns), squeezed (one
+    variable gives a 0-d tensor), as PyTorch's. With weights w = fweights · aweights (integer frequencies,
+    floating importances) the mean is weighted, x̄ = Σ w x / Σ w, and
+
+        cov = (X - x̄) diag(w) (X - x̄)ᴴ / (Σ w - correction · Σ w·aweights / Σ w)
+
+    (Σ w - correction without aweights). Degrees of freedom ≤ 0 divide by 0, as PyTorch (which warns)."""
     if input.ndim > 2:
         raise RuntimeError(f"cov(): expected input to have two or fewer dimensions but got an input with "
                            f"{input.ndim} dimensions")
-    if fweights is not None or aweights is not None:
-        raise NotImplementedError("cov(): fweights and aweights are not supported yet")
     x = shape.reshape(input, (1, -1)) if input.ndim < 2 else input
-    if x.dtype.kind not in "fc":
-        x = x.double()
+    x = elementwise.floating(x)  # (integers: the default dtype, as PyTorch)
     observations = x.shape[1]
-    centred = x - x.mean(1, keepdim=True)
-    scale = observations - correction
-    result = (centred @ centred.mH) * (1.0 / scale if scale > 0 else float("nan"))
-    return shape.reshape(result, ()) if input.ndim < 2 else result
+    w = None
+    for name, weights, kinds, kind_name in (("fweights", fweights, "iu", "integral"),
+                                            ("aweights", aweights, "f", "floating point")):
+        if weights is None:
+            continue
+        _check_cov_weights(name, weights, kinds, kind_name, observations)
+        w = weights if w is None else w * weights
+    if w is None:
+        centred = x - x.mean(1, keepdim=True)
+        products, dof = centred @ centred.mH, observations - correction
+    else:
+        total = w.sum()
+        centred = x - shape.unsqueeze((x * w).sum(1) / total, 1)
+        products = centred @ (centred * w).mH
+        if aweights is not None and correction != 0:
+            dof = total - correction * ((w * aweights).sum() / total)
+        else:
+            dof = total - correction
+    if dof <= 0:
+        warnings.warn("cov(): degrees of freedom is <= 0. Correction should be strictly less than the number "
+                      "of observations.", UserWarning, stacklevel=2)
+        with errstate(divide="ignore", invalid="ignore"):
+            return shape.squeeze(products / (dof * 0))
+    return shape.squeeze(products / dof)
+
+
+def _check_cov_weights(name, weights, kinds, kind_name, observations):
+    if weights.ndim > 1:
+        raise RuntimeError(f"cov(): expected {name} to have one or fewer dimensions but got {name} with "
+                           f"{weights.ndim} dimensions")
+    if weights.numel() != observations:
+        raise RuntimeError(f"cov(): expected {name} to have the same numel as there are observations in the "
+                           f"input but got {weights.numel()} != {observations}")
+    if weights.dtype.kind not in kinds:
+        raise RuntimeError(f"cov(): expected {name} to have {kind_name} dtype but got {name} with "
+                           f"{weights.dtype} dtype")
+    if bool((weights._data < 0).any()):
+        raise RuntimeError(f"cov(): {name} cannot be negative")
 
 
 @names("corrcoef")
@@ -87,6 +126,8 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
         raise RuntimeError(f"{name}() interpolation must be one of linear, lower, higher, midpoint or nearest, "
                            f"but got {interpolation}")
     axis = None if dim is None else dim_index(dim, input.ndim)
+    if input.ndim == 0:  # dim 0 (or -1) of a 0-d tensor is its one element, as every element is
+        axis = None
     values = shape.reshape(input, (-1,)) if axis is None else input.movedim(axis, -1)
     ordered = values.sort(dim=-1).values  # NaNs last
     last = ordered.shape[-1] - 1

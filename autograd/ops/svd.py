@@ -174,13 +174,34 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
     return write_out(Tensor._make((values > tolerance).sum(-1).astype(int64)), out)
 
 
+LSTSQ_DRIVERS = ("gels", "gelsy", "gelsd", "gelss")
+
+
 def lstsq(input, b, rcond=None, *, driver=None, out=None):
-    """X minimising ‖AX - B‖ (the one of least norm where several do): A⁺ B. As PyTorch's default
-    CPU driver (gelsy), residuals and singular_values come back empty; rank is A's."""
+    """X minimising ‖AX - B‖ (the one of least norm where several do): A⁺ B. The other outputs are
+    those PyTorch's LAPACK ``driver`` gives (gelsy by default on the CPU), empty where it gives none:
+
+        residuals        ‖AX - B‖² per column of B, where A is tall (m > n), of full rank and the driver
+                         is gels, gelsd or gelss (differentiable: a composition of X)
+        rank             A's numerical rank, except under gels (which assumes full rank)
+        singular_values  A's, under gelsd and gelss
+    """
     A, B = input, b  # (PyTorch's keywords, though its docs write A, B)
     _matrices(A, "lstsq")
+    driver = "gelsy" if driver is None else driver
+    if driver not in LSTSQ_DRIVERS:
+        raise RuntimeError(f"torch.linalg.lstsq: parameter `driver` should be one of ({', '.join(LSTSQ_DRIVERS)})")
     vector = B.ndim == A.ndim - 1
-    solution = matmul(pinv(A, rtol=rcond), B.unsqueeze(-1) if vector else B)
+    B = B.unsqueeze(-1) if vector else B
+    solution = matmul(pinv(A, rtol=rcond), B)
     empty = Tensor._make(xp.zeros((0,), dtype=A.dtype))
-    result = LstsqResult(solution.squeeze(-1) if vector else solution, empty, matrix_rank(A, rtol=rcond), empty)
+    rank = matrix_rank(A, rtol=rcond) if driver != "gels" else Tensor._make(xp.zeros((0,), dtype=int64))
+    full_rank = driver == "gels" or bool((rank._data == A.shape[-1]).all())
+    residuals = empty
+    if driver != "gelsy" and A.shape[-2] > A.shape[-1] and full_rank:
+        residuals = (matmul(A, solution) - B).abs().square().sum(-2)  # (a vector B keeps its column: (1,))
+    singular_values = empty
+    if driver in ("gelsd", "gelss"):
+        singular_values = Tensor._make(xp.linalg.svd(A._data, compute_uv=False))
+    result = LstsqResult(solution.squeeze(-1) if vector else solution, residuals, rank, singular_values)
     return write_out(result, out)

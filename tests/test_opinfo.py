@@ -1,0 +1,466 @@
+"""chainrule against PyTorch's own operator database (`op_db`, the OpInfo entries PyTorch tests itself with).
+
+For every OpInfo whose op exists here (`autograd.<name>`, a Tensor method or property, `nn.functional.<name>`,
+`autograd.linalg/special/fft.<name>`), its float64 CPU samples (float32 for a few, integer or bool where the op
+takes no floats) run through both libraries: values, dtypes and shapes must agree, and so must the gradients
+of `(out * w).sum()` for fixed random weights `w` with respect to every floating input that requires grad.
+Each `error_inputs` case must raise an instance of PyTorch's error class here too.
+
+Known, deliberate differences are in SKIP (with the reason); disagreements not fixed yet are in XFAIL
+(strict, so a fix shows up as a failure to remove the entry). Needs torch and expecttest (a test-only
+dependency of `torch.testing._internal`); skips cleanly without them.
+"""
+
+import itertools
+import math
+import numbers
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("expecttest")
+
+import autograd  # noqa: E402
+import autograd.fft  # noqa: E402
+import autograd.linalg  # noqa: E402
+import autograd.special  # noqa: E402
+import nn.functional  # noqa: E402
+
+try:
+    from torch.testing._internal.common_methods_invocations import op_db
+except Exception as error:  # a torch build without its test internals
+    pytest.skip(f"torch.testing._internal is not usable: {error}", allow_module_level=True)
+
+pytestmark = pytest.mark.torch
+
+MAX_SAMPLES = 8
+INTEGER_SAMPLES = 3
+FLOAT32_SAMPLES = 2
+METHOD_SAMPLES = 3
+FLOAT32_TOO = {"sum", "mean", "softmax", "log_softmax", "matmul", "exp", "cumsum", "var", "nn.functional.linear"}
+
+RANDOM = "random: a different generator, so different draws"
+DECOMPOSITION = "a decomposition is unique only up to signs/phases; tested in test_linalg_* / test_ops_svd"
+
+# Ops whose comparison is meaningless or whose difference is deliberate (see README "Deliberate differences").
+SKIP = {
+    **{name: RANDOM for name in (
+        "bernoulli", "cauchy", "exponential", "geometric", "log_normal", "normal", "uniform", "multinomial",
+        "randn", "randn_like", "rand_like", "randint", "randint_like", "svd_lowrank", "pca_lowrank",
+        "nn.functional.dropout", "nn.functional.dropout2d", "nn.functional.dropout3d",
+        "nn.functional.alpha_dropout", "nn.functional.feature_alpha_dropout", "nn.functional.rrelu",
+        "nn.functional.fractional_max_pool2d", "nn.functional.fractional_max_pool3d")},
+    **{name: "uninitialised memory: values are arbitrary" for name in (
+        "empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided", "empty_permuted")},
+    **{name: "reads the storage behind a view: the samples' inputs are views into larger storage, which "
+             "the NumPy copy handed to chainrule does not have" for name in (
+        "as_strided", "as_strided.partial_views", "as_strided_scatter")},
+    **{name: "PyTorch's values are off by up to 3e-7 here; chainrule's agree with mpmath to 1e-16" for name in (
+        "special.bessel_j0", "special.bessel_y1")},
+    **{name: DECOMPOSITION for name in (
+        "linalg.eig", "linalg.eigh", "linalg.eigvals", "linalg.svd", "svd", "linalg.qr", "qr",
+        "linalg.householder_product", "geqrf")},
+}
+
+FUZZFIX_PATCH = "fixed by the patch to autograd/ops/indexing.py and shape.py handed to their owner (fuzzfix)"
+
+# Disagreements not fixed here (strict: a fix makes the test fail until its entry goes).
+XFAIL = {
+    "cat": f"a (0,) tensor joins any shape in PyTorch (its legacy rule): {FUZZFIX_PATCH}",
+    "scatter": f"a src of another dtype is refused by PyTorch: {FUZZFIX_PATCH}",
+    "scatter_add": f"a src of another dtype is refused by PyTorch: {FUZZFIX_PATCH}",
+    "take_along_dim": f"negative indices count from the end in PyTorch: {FUZZFIX_PATCH}",
+    "masked_scatter": f"PyTorch broadcasts input against the mask: {FUZZFIX_PATCH}",
+    "masked_fill": f"a complex value for a real tensor is PyTorch's RuntimeError: {FUZZFIX_PATCH}",
+    "square": "PyTorch squares a bool tensor to int64; Tensor.square (operators.py, fuzzfix's) keeps bool: "
+              "the fix, `input = input.long() if input.dtype == bool else input`, is in the hand-back",
+    "scatter_reduce.amax": "bool src and input: NumPy's maximum.at refuses bool (indexing.py, fuzzfix's)",
+    "scatter_reduce.amin": "bool src and input: NumPy's minimum.at refuses bool (indexing.py, fuzzfix's)",
+    "__rpow__": f"an integer tensor to negative integer powers (a tensor exponent) is 0, ±1 in PyTorch, "
+                f"refused here: {FUZZFIX_PATCH.replace('indexing.py and shape.py', 'elementwise.py')}",
+    "gather": "PyTorch skips the same-ndim check for an empty index ((2, 0) into (5,)); exotic",
+    "nn.functional.batch_norm": "a 1-D input of shape (0,) (no channel dim) is taken by PyTorch; exotic",
+    "narrow_copy": "PyTorch raises RuntimeError (an internal assert) for a dim out of range, where narrow and "
+                   "every other op raise IndexError, as chainrule does",
+    "histogramdd": "bins that decrease: PyTorch counts nothing, NumPy's histogramdd (used here) refuses them",
+    "tensordot": "PyTorch contracts a size-1 dim against a size-2 one (broadcasting); chainrule refuses",
+}
+XFAIL_EVERY_VARIANT = {  # keyed by OpInfo name: all its variants
+    "index_reduce": "a 0-d input with a 1-element index (PyTorch reads it as a vector); exotic",
+}
+
+# Values are compared, gradients not.
+NO_GRADIENT_CHECK = {
+    "nn.functional.ctc_loss": "README: the gradient with respect to log_probs is the exact derivative; PyTorch's "
+                              "is right only behind a log_softmax, and the samples' log_probs are raw",
+}
+
+FLOAT32_NO_GRADIENT_CHECK = {
+    "logcumsumexp": "inputs up to 1e4 make the float32 gradient ill-conditioned: PyTorch's and chainrule's are "
+                    "both about 3e-3 from the float64 answer, in different directions",
+}
+
+# Ops returning (values, indices) where PyTorch does not say which of tied elements' index it gives: for
+# integer and bool samples (ties) only the values are compared; argsort's indices are compared through the
+# values they pick.
+TIED_INDICES = {"topk", "kthvalue", "sort"}
+
+# Samples that draw random numbers (dropout) are left out of otherwise deterministic ops.
+DETERMINISTIC_SAMPLES = {
+    "nn.functional.scaled_dot_product_attention": lambda sample: not sample.kwargs.get("dropout_p"),
+    "nn.functional.multi_head_attention_forward": lambda sample: not sample.kwargs.get("training", True)
+    or not sample.args[9],
+}
+
+
+def _torch_rejects_python_number(error):
+    """PyTorch's argument parser wants a Tensor where a Python number was given (`torch.eq(2, t)`); chainrule
+    takes the number, as NumPy does. A leniency, not a wrong answer, so such error inputs are not checked."""
+    return isinstance(error, TypeError) and any(text in str(error) for text in (
+        "invalid combination of arguments", "must be Tensor, not", "descriptor"))
+
+
+def _variant(op):
+    return f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name
+
+
+def _attr_path(root, dotted):
+    for part in dotted.split("."):
+        root = getattr(root, part, None)
+        if root is None:
+            return None
+    return root
+
+
+def _method(name):
+    """A caller of Tensor.<name> (a property such as `T` is read, not called), or None."""
+    attribute = getattr(autograd.Tensor, name, None)
+    if attribute is None:
+        return None
+    if isinstance(attribute, property):
+        return lambda x: getattr(x, name)
+    return lambda x, *args, **kwargs: getattr(x, name)(*args, **kwargs)
+
+
+def _ours_for(op):
+    """The chainrule callable that mirrors `op.op` (same argument order), or None where there is none."""
+    name = op.name
+    if name in ("where",):
+        return lambda x, condition, other, **kw: autograd.where(condition, x, other, **kw)
+    if name == "einsum":
+        return lambda tensors, equation: autograd.einsum(equation, tensors)
+    if name in ("polygamma", "special.polygamma"):
+        fn = _attr_path(autograd, name)
+        return None if fn is None else (lambda x, n, **kw: fn(n, x, **kw))
+    if name in ("nn.functional.embedding", "nn.functional.embedding_bag"):
+        fn = _attr_path(nn, name[3:])
+        return None if fn is None else (lambda weight, idx, **kw: fn(idx, weight, **kw))
+    if name == "linalg.lstsq" and op.variant_test_name == "grad_oriented":
+        return lambda a, b, driver: autograd.linalg.lstsq(a, b, driver=driver)[:2]
+    if name == "linalg.pinv" and op.variant_test_name == "singular":
+        return lambda a, b: autograd.linalg.pinv(a @ b.mT)
+    if name in ("resize_", "zero_"):
+        method = _method(name)
+        return None if method is None else (lambda x, *args: method(x.clone(), *args))
+    if name == "resize_as_":
+        return lambda x, other: x.clone().resize_as_(other)
+    if name.startswith("nn.functional."):
+        return _attr_path(nn, name[3:])
+    if name.split(".")[0] in ("linalg", "special", "fft"):
+        return _attr_path(autograd, name)
+    if getattr(op.op, "__name__", "") != "<lambda>" and not name.startswith("__"):
+        fn = getattr(autograd, name, None)
+        if callable(fn) and not isinstance(fn, type):
+            return fn
+    return _method(name)
+
+
+TORCH_TO_NUMPY_DTYPE = {
+    torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64,
+    torch.int32: np.int32, torch.int16: np.int16, torch.int8: np.int8, torch.uint8: np.uint8,
+    torch.bool: np.bool_, torch.complex64: np.complex64, torch.complex128: np.complex128,
+}
+
+
+class Unconvertible(Exception):
+    """A sample argument this project has no counterpart of (a bfloat16 dtype, a memory format, ...)."""
+
+
+def _convert(value, memo):
+    """torch -> chainrule, through NumPy; the same torch tensor twice gives the same chainrule tensor."""
+    if isinstance(value, torch.Tensor):
+        if id(value) not in memo:
+            if value.dtype not in TORCH_TO_NUMPY_DTYPE or value.layout != torch.strided \
+                    or value.device.type != "cpu":
+                raise Unconvertible(f"{value.dtype}/{value.layout}/{value.device}")
+            try:
+                array = value.detach().resolve_conj().resolve_neg().numpy().copy()
+            except (TypeError, ValueError, RuntimeError) as error:  # more dimensions than NumPy allows
+                raise Unconvertible(str(error)) from error
+            memo[id(value)] = autograd.tensor(array, requires_grad=value.requires_grad)
+        return memo[id(value)]
+    if isinstance(value, torch.dtype):
+        if value not in TORCH_TO_NUMPY_DTYPE:
+            raise Unconvertible(str(value))
+        return getattr(autograd, str(value).split(".")[1])
+    if isinstance(value, torch.Size):
+        return tuple(value)
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, (torch.memory_format, torch.layout, torch.Generator, torch.nn.Module)):
+        raise Unconvertible(str(value))
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_convert(v, memo) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_convert(v, memo) for v in value)
+    if isinstance(value, dict):
+        return {k: _convert(v, memo) for k, v in value.items()}
+    return value
+
+
+def _leaves(value):
+    """Tensors (or anything else) in nested tuples, lists and dicts, in order."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    return [value]
+
+
+def _weights(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def _compare_outputs(ours, theirs, where):
+    """Returns a list of mismatch messages."""
+    theirs_leaves, ours_leaves = _leaves(theirs), _leaves(ours)
+    if len(theirs_leaves) != len(ours_leaves):
+        return [f"{where}: {len(ours_leaves)} outputs, PyTorch {len(theirs_leaves)}"]
+    problems = []
+    for i, (a, b) in enumerate(zip(ours_leaves, theirs_leaves)):
+        if isinstance(b, torch.Tensor):
+            if not isinstance(a, autograd.Tensor):
+                problems.append(f"{where} out[{i}]: {type(a).__name__}, PyTorch a Tensor")
+                continue
+            if tuple(a.shape) != tuple(b.shape):
+                problems.append(f"{where} out[{i}]: shape {tuple(a.shape)}, PyTorch {tuple(b.shape)}")
+                continue
+            expected_dtype = TORCH_TO_NUMPY_DTYPE.get(b.dtype)
+            if expected_dtype is None or np.dtype(a.dtype) != np.dtype(expected_dtype):
+                problems.append(f"{where} out[{i}]: dtype {a.dtype}, PyTorch {b.dtype}")
+                continue
+            got, want = np.asarray(a.detach().numpy()), b.detach().resolve_conj().resolve_neg().numpy()
+            if np.issubdtype(want.dtype, np.inexact):
+                tolerance = (1e-6, 1e-8) if want.dtype in (np.float64, np.complex128) else (1e-4, 1e-5)
+                ok = np.allclose(got, want, rtol=tolerance[0], atol=tolerance[1], equal_nan=True)
+            else:
+                ok = np.array_equal(got, want)
+            if not ok:
+                problems.append(f"{where} out[{i}]: values differ, max |diff| "
+                                f"{np.nanmax(np.abs(got.astype(float) - want.astype(float)), initial=0)}")
+        elif isinstance(b, numbers.Number) and not isinstance(b, bool):
+            a = a.item() if isinstance(a, autograd.Tensor) else a
+            if not isinstance(a, numbers.Number) or not (a == b or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-8)
+                                                         or (a != a and b != b)):
+                problems.append(f"{where} out[{i}]: {a!r}, PyTorch {b!r}")
+        elif a != b and not (isinstance(b, torch.dtype) and a == _convert(b, {})):
+            problems.append(f"{where} out[{i}]: {a!r}, PyTorch {b!r}")
+    return problems
+
+
+def _floating_tensors(outputs, library_tensor):
+    return [t for t in _leaves(outputs) if isinstance(t, library_tensor) and t.dtype.is_floating_point] \
+        if library_tensor is torch.Tensor else \
+        [t for t in _leaves(outputs) if isinstance(t, library_tensor) and np.issubdtype(t.dtype, np.floating)]
+
+
+def _compare_gradients(ours_out, theirs_out, memo, theirs_inputs, where):
+    theirs_float = [t for t in _floating_tensors(theirs_out, torch.Tensor) if t.requires_grad]
+    ours_float = _floating_tensors(ours_out, autograd.Tensor)
+    if not theirs_float:
+        return []
+    leaves = [t for t in theirs_inputs if isinstance(t, torch.Tensor) and t.requires_grad
+              and t.dtype.is_floating_point]
+    leaves = list({id(t): t for t in leaves}.values())
+    if not leaves:
+        return []
+    if len(ours_float) != len(_floating_tensors(theirs_out, torch.Tensor)):
+        return [f"{where}: floating outputs differ in number"]
+    ours_by_position = dict(zip(map(id, _floating_tensors(theirs_out, torch.Tensor)), ours_float))
+    theirs_loss, ours_loss = 0, 0
+    for k, t in enumerate(theirs_float):
+        w = _weights(tuple(t.shape), k)
+        theirs_loss = theirs_loss + (t * torch.tensor(w, dtype=t.dtype)).sum()
+        o = ours_by_position[id(t)]
+        if o.requires_grad:  # (one that does not, an empty residual or slogdet's sign, adds 0 to every
+            ours_loss = ours_loss + (o * autograd.tensor(w.astype(o.dtype))).sum()  # gradient: compared below)
+    try:
+        theirs_grads = torch.autograd.grad(theirs_loss, leaves, allow_unused=True)
+    except RuntimeError as error:  # PyTorch has no derivative for it ("not implemented")
+        return [] if "not implemented" in str(error) else [f"{where}: PyTorch's backward raised {error}"]
+    ours_leaves = [memo[id(t)] for t in leaves]
+    try:
+        ours_grads = autograd.grad(ours_loss, ours_leaves, allow_unused=True) \
+            if isinstance(ours_loss, autograd.Tensor) else [None] * len(ours_leaves)
+    except Exception as error:
+        return [f"{where}: backward raised {type(error).__name__}: {error}"]
+    problems = []
+    for i, (a, b) in enumerate(zip(ours_grads, theirs_grads)):
+        # (a gradient has its input's dtype: PyTorch's p=0 norm of float32 gives a float64 one, its slip)
+        dtype = TORCH_TO_NUMPY_DTYPE[leaves[i].dtype]
+        want = np.zeros(tuple(leaves[i].shape), dtype) if b is None else b.numpy(force=True).astype(dtype)
+        got = np.zeros(tuple(leaves[i].shape)) if a is None else a.numpy()
+        if got.shape != want.shape:
+            problems.append(f"{where} grad[{i}]: shape {got.shape}, PyTorch {want.shape}")
+        elif a is not None and np.dtype(a.dtype) != want.dtype:
+            problems.append(f"{where} grad[{i}]: dtype {a.dtype}, the input's {want.dtype}")
+        elif not np.allclose(got, want, rtol=1e-6 if want.dtype == np.float64 else 1e-4,
+                             atol=1e-8 if want.dtype == np.float64 else 1e-5, equal_nan=True):
+            problems.append(f"{where} grad[{i}]: max |diff| {np.nanmax(np.abs(got - want), initial=0)}")
+    return problems
+
+
+def _dtypes_for(op):
+    """(dtype, number of samples): float64 (or the first of int64, bool the op takes), float32 for a few
+    ops, and a few int64 samples where the op also takes floats (type promotion)."""
+    supported = op.supported_dtypes("cpu")
+    first = next((dtype for dtype in (torch.float64, torch.int64, torch.bool) if dtype in supported), None)
+    if first is None:
+        return []
+    chosen = [(first, MAX_SAMPLES)]
+    if torch.float32 in supported:
+        chosen.append((torch.float32, MAX_SAMPLES if op.name in FLOAT32_TOO else FLOAT32_SAMPLES))
+    if first != torch.bool and torch.bool in supported:
+        chosen.append((torch.bool, INTEGER_SAMPLES))
+    if first == torch.float64 and torch.int64 in supported:
+        chosen.append((torch.int64, INTEGER_SAMPLES))
+    return chosen
+
+
+def _run_samples(op, ours, dtype, count, counts, theirs_fn=None, label=""):
+    problems = []
+    grad = op.supports_autograd and dtype.is_floating_point and op.name not in NO_GRADIENT_CHECK \
+        and not (dtype == torch.float32 and op.name in FLOAT32_NO_GRADIENT_CHECK)
+    # (the generator itself: op.sample_inputs wraps it in a tracker that walks the call stack per item)
+    samples = op.sample_inputs_func(op, "cpu", dtype, grad)
+    keep = DETERMINISTIC_SAMPLES.get(op.name, lambda sample: True)
+    for n, sample in enumerate(itertools.islice(filter(keep, samples), count)):
+        where = f"{label}{dtype} sample {n}"
+        try:
+            theirs = (theirs_fn or op.op)(sample.input, *sample.args, **sample.kwargs)
+        except Exception:
+            continue
+        memo = {}
+        try:
+            ours_args = _convert([sample.input, *sample.args], memo)
+            ours_kwargs = _convert(sample.kwargs, memo)
+        except Unconvertible:
+            continue
+        counts["samples"] += 1
+        try:
+            ours_out = ours(*ours_args, **ours_kwargs)
+        except Exception as error:
+            problems.append(f"{where}: raised {type(error).__name__}: {str(error)[:200]} "
+                            f"(args {_describe(sample)})")
+            continue
+        if op.name in TIED_INDICES and not dtype.is_floating_point:  # (small integers tie: values only)
+            ours_out, theirs = ours_out[0], theirs[0]
+        if op.name == "argsort" and not dtype.is_floating_point and isinstance(ours_out, autograd.Tensor):
+            dim = sample.kwargs.get("dim", sample.args[0] if sample.args else -1)
+            theirs = torch.take_along_dim(sample.input, theirs, dim)
+            ours_out = autograd.tensor(np.take_along_axis(ours_args[0].numpy(), ours_out.numpy(),
+                                                          dim if ours_args[0].ndim else None))
+        found = _compare_outputs(ours_out, theirs, where)
+        if not found and grad:
+            found = _compare_gradients(ours_out, theirs, memo,
+                                       _leaves([sample.input, list(sample.args), sample.kwargs]), where)
+        problems.extend(f"{p} (args {_describe(sample)})" for p in found)
+    return problems
+
+
+def _describe(sample):
+    def short(v):
+        if isinstance(v, torch.Tensor):
+            return f"T{tuple(v.shape)}:{str(v.dtype)[6:]}"
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(short(x) for x in v) + "]"
+        return repr(v)
+    return ", ".join([short(sample.input), *map(short, sample.args),
+                      *(f"{k}={short(v)}" for k, v in sample.kwargs.items())])
+
+
+def _run_errors(op, ours):
+    problems = []
+    try:
+        cases = [] if op.error_inputs_func is None else list(itertools.islice(op.error_inputs_func(op, "cpu"),
+                                                                               MAX_SAMPLES))
+    except Exception:
+        return problems
+    for n, case in enumerate(cases):
+        sample = case.sample_input
+        if "out" in sample.kwargs:
+            continue  # out= is not checked: chainrule writes the result into out without PyTorch's aliasing rules
+        try:
+            op.op(sample.input, *sample.args, **sample.kwargs)
+            continue  # PyTorch's own op accepts it (the case is for its Python reference only)
+        except Exception as error:
+            if _torch_rejects_python_number(error):
+                continue
+        memo = {}
+        try:
+            ours_args = _convert([sample.input, *sample.args], memo)
+            ours_kwargs = _convert(sample.kwargs, memo)
+        except Unconvertible:
+            continue
+        try:
+            ours(*ours_args, **ours_kwargs)
+        except case.error_type:
+            continue
+        except Exception as error:
+            problems.append(f"error input {n}: raised {type(error).__name__} ({str(error)[:120]}), PyTorch "
+                            f"{case.error_type.__name__} /{case.error_regex}/ (args {_describe(sample)})")
+            continue
+        problems.append(f"error input {n}: no error, PyTorch {case.error_type.__name__} "
+                        f"/{case.error_regex}/ (args {_describe(sample)})")
+    return problems
+
+
+def _method_variant(op, ours):
+    """Tensor.<name> where the function was compared and PyTorch has the method too, else None."""
+    name = getattr(op.method_variant, "__name__", None)
+    if op.method_variant is None or name is None or getattr(op.op, "__name__", "") == "<lambda>":
+        return None
+    method = _method(name)
+    return None if method is None or ours is getattr(autograd.Tensor, name, None) else method
+
+
+COMPARED = [op for op in op_db if _ours_for(op) is not None]
+
+
+def _param(op):
+    variant = _variant(op)
+    marks = []
+    reason = XFAIL.get(variant) or XFAIL_EVERY_VARIANT.get(op.name)
+    if reason:
+        marks.append(pytest.mark.xfail(reason=reason, strict=True))
+    return pytest.param(op, id=variant, marks=marks)
+
+
+@pytest.mark.parametrize("op", [_param(op) for op in COMPARED])
+def test_op_agrees_with_pytorch(op):
+    reason = SKIP.get(_variant(op)) or SKIP.get(op.name)  # (a skip covers every variant of the op)
+    if reason:
+        pytest.skip(reason)
+    torch.manual_seed(0)  # the samples' values are drawn from PyTorch's generator: the same every run
+    ours = _ours_for(op)
+    counts = {"samples": 0}
+    problems = []
+    for dtype, count in _dtypes_for(op):
+        problems += _run_samples(op, ours, dtype, count, counts)
+    method = _method_variant(op, ours)
+    if method is not None:
+        dtype = _dtypes_for(op)[0][0]
+        problems += _run_samples(op, method, dtype, METHOD_SAMPLES, counts, op.method_variant, "method: ")
+    problems += _run_errors(op, ours)
+    assert not problems, f"{_variant(op)}: {len(problems)} disagreements\n" + "\n".join(problems[:12])
