@@ -63,22 +63,10 @@ SKIP = {
         "linalg.householder_product", "geqrf")},
 }
 
-FUZZFIX_PATCH = "fixed by the patch to autograd/ops/indexing.py and shape.py handed to their owner (fuzzfix)"
-
 # Disagreements not fixed here (strict: a fix makes the test fail until its entry goes).
 XFAIL = {
-    "cat": f"a (0,) tensor joins any shape in PyTorch (its legacy rule): {FUZZFIX_PATCH}",
-    "scatter": f"a src of another dtype is refused by PyTorch: {FUZZFIX_PATCH}",
-    "scatter_add": f"a src of another dtype is refused by PyTorch: {FUZZFIX_PATCH}",
-    "take_along_dim": f"negative indices count from the end in PyTorch: {FUZZFIX_PATCH}",
-    "masked_scatter": f"PyTorch broadcasts input against the mask: {FUZZFIX_PATCH}",
-    "masked_fill": f"a complex value for a real tensor is PyTorch's RuntimeError: {FUZZFIX_PATCH}",
-    "square": "PyTorch squares a bool tensor to int64; Tensor.square (operators.py, fuzzfix's) keeps bool: "
-              "the fix, `input = input.long() if input.dtype == bool else input`, is in the hand-back",
     "scatter_reduce.amax": "bool src and input: NumPy's maximum.at refuses bool (indexing.py, fuzzfix's)",
     "scatter_reduce.amin": "bool src and input: NumPy's minimum.at refuses bool (indexing.py, fuzzfix's)",
-    "__rpow__": f"an integer tensor to negative integer powers (a tensor exponent) is 0, ±1 in PyTorch, "
-                f"refused here: {FUZZFIX_PATCH.replace('indexing.py and shape.py', 'elementwise.py')}",
     "gather": "PyTorch skips the same-ndim check for an empty index ((2, 0) into (5,)); exotic",
     "nn.functional.batch_norm": "a 1-D input of shape (0,) (no channel dim) is taken by PyTorch; exotic",
     "narrow_copy": "PyTorch raises RuntimeError (an internal assert) for a dim out of range, where narrow and "

@@ -278,3 +278,45 @@ def test_nextafter_has_no_gradient_where_input_equals_other():
     x = leaf([1.0, 2.0])
     autograd.nextafter(x, autograd.tensor([1.0, 3.0], dtype=autograd.float64)).sum().backward()
     assert x.grad.tolist() == [0.0, 1.0]
+
+
+# -- found by test_opinfo in the indexing, shape and elementwise ops --------------------------------
+
+def test_cat_skips_a_legacy_empty_vector():
+    x = leaf([[1.0, 2.0], [3.0, 4.0]])
+    y = autograd.cat([autograd.tensor([]), x])  # (float32 and float64: float64)
+    assert y.dtype == autograd.float64 and y.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    y.sum().backward()
+    assert x.grad.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert autograd.cat([autograd.tensor([]), autograd.tensor([])]).shape == (0,)
+
+
+def test_scatter_refuses_a_src_of_another_dtype():
+    for call in (lambda s: autograd.scatter(autograd.zeros(3, dtype=autograd.float64), 0, autograd.tensor([0]), s),
+                 lambda s: autograd.scatter_add(autograd.zeros(3, dtype=autograd.float64), 0, autograd.tensor([0]), s)):
+        with pytest.raises(RuntimeError, match="Expected self.dtype to be equal to src.dtype"):
+            call(autograd.ones(1, dtype=autograd.float32))
+
+
+def test_take_along_dim_counts_negative_indices_from_the_end():
+    x = autograd.arange(6.0).reshape(2, 3)
+    assert autograd.take_along_dim(x, autograd.tensor([[-3], [-1]]), 1).tolist() == [[0.0], [5.0]]
+
+
+def test_masked_scatter_broadcasts_input_and_mask():
+    mask = autograd.tensor([[True, False, True], [False, True, False]])
+    y = autograd.masked_scatter(autograd.arange(3.0), mask, autograd.arange(10.0, 16.0))
+    assert y.tolist() == [[10.0, 1.0, 11.0], [0.0, 12.0, 2.0]]
+
+
+def test_masked_fill_refuses_a_complex_value_for_a_real_tensor():
+    with pytest.raises(RuntimeError, match="value cannot be converted to type"):
+        autograd.ones(2).masked_fill(autograd.tensor(True), 1j)
+
+
+def test_integer_tensor_powers_with_negative_exponents_are_pytorchs():
+    base, exponent = autograd.tensor([2, 1, -1, -1, 0, 3, -2]), autograd.tensor([-1, -2, -3, -2, -1, 0, -1])
+    assert (base**exponent).tolist() == [0, 1, -1, 1, 0, 1, 0]
+    assert (2 ** autograd.tensor([-1, 2])).tolist() == [0, 4]
+    with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed"):
+        autograd.tensor([2]) ** -1

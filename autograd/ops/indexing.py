@@ -13,7 +13,7 @@ masked_fill, masked_select, take_along_dim and take are built from these and fro
 from ..backend import int32, int64, xp
 from ..errors import IndexRangeError
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand, tensor_from
+from ..tensor import Tensor, _operand, _refuse_overflow, tensor_from
 from . import elementwise, shape
 from .axes import dim_index
 from .conversion import type_name
@@ -439,9 +439,13 @@ def masked_fill(input, mask, value):
         if value.ndim:
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
                                f"{value.ndim} dimension(s).")
+        if value.dtype.kind == "c" and input.dtype.kind != "c" and value._data.imag != 0:
+            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
         value = value.to(input.dtype) if value.dtype != input.dtype else value
     else:
-        value = Tensor._make(xp.asarray(value, dtype=input.dtype))
+        if type(value) is not bool:
+            _refuse_overflow(value, input.dtype)  # NaN into integers, a complex number into reals: as fill_
+        value = Tensor._make(xp.asarray(value).astype(input.dtype))  # (cast: -1 into uint8 wraps, as PyTorch's)
     return elementwise.Where.apply(value, input, condition=mask)
 
 
@@ -455,8 +459,11 @@ def masked_select(input, mask, *, out=None):
 
 @names("masked_scatter", inplace="masked_scatter_")
 def masked_scatter(input, mask, source):
-    """y = input with source's leading elements written, in order, where mask holds."""
-    mask = xp.broadcast_to(_mask_array(mask, "masked_scatter"), input.shape)
+    """y = input with source's leading elements written, in order, where mask holds (input and mask
+    broadcast together)."""
+    mask = _mask_array(mask, "masked_scatter")
+    common = xp.broadcast_shapes(input.shape, mask.shape)
+    input, mask = shape.expand(input, common), xp.broadcast_to(mask, common)
     _same_dtype(input, source, "masked_scatter: expected self and source to have same dtypes but got {} and {}")
     count = int(mask.sum())
     if source.numel() < count:
