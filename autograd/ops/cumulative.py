@@ -17,6 +17,7 @@ from ..tensor import Tensor, tensor_from
 from . import shape
 from .arranging import Flip
 from .axes import dim_index, normalize_dims
+from .conversion import refuse_kinds
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
@@ -227,6 +228,7 @@ class LogCumSumExp(Primitive):
 def logcumsumexp(input, dim, *, out=None):
     """y_i = ln(e^(x_0) + ... + e^(x_i)) along dim, without overflow."""
     axis = dim_index(dim, input.ndim)
+    refuse_kinds(input, "logcumsumexp_out_cpu", "biu")
     return write_out(LogCumSumExp.apply(input, dim=axis, reverse=False), out)
 
 

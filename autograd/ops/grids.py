@@ -10,6 +10,7 @@ import warnings
 from ..backend import int64, xp
 from ..tensor import Tensor
 from . import shape
+from .elementwise import common_dtype
 from .names import names
 
 
@@ -28,6 +29,8 @@ def meshgrid(*tensors, indexing=None):
     for t in tensors:
         if t.ndim > 1:
             raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor list but got: {t.ndim}D")
+    if len({t.dtype for t in tensors}) > 1:
+        raise RuntimeError("meshgrid expects all tensors to have the same dtype")
     vectors = [shape.reshape(t, (-1,)) for t in tensors]
     swap = indexing == "xy" and len(vectors) >= 2
     if swap:
@@ -45,6 +48,9 @@ def meshgrid(*tensors, indexing=None):
 @names("cartesian_prod", method=False)
 def cartesian_prod(*tensors):
     """Every combination of one element from each vector, as rows (a vector for one input)."""
+    for t in tensors:
+        if t.ndim != 1:
+            raise RuntimeError(f"Expect a 1D vector, but got shape {list(t.shape)}")
     if len(tensors) == 1:
         return tensors[0]
     grids = meshgrid(*tensors, indexing="ij")
@@ -60,7 +66,7 @@ def block_diag(*tensors):
             raise RuntimeError(f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input has {t.ndim}")
     rows = sum(b.shape[0] for b in blocks)
     columns = sum(b.shape[1] for b in blocks)
-    dtype = xp.result_type(*[b._data for b in blocks]) if blocks else xp.float32
+    dtype = common_dtype([b.dtype for b in blocks]) if blocks else xp.float32  # (PyTorch's promotion)
     result, row, column = None, 0, 0
     for b in blocks:
         index = (slice(row, row + b.shape[0]), slice(column, column + b.shape[1]))

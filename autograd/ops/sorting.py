@@ -79,9 +79,9 @@ def msort(input, *, out=None):
 @names("topk")
 def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     """(values, indices): the k largest (or smallest) elements along dim, largest first."""
-    if input.dtype.kind == "b":
-        raise RuntimeError("topk does not support bool dtypes on CPU")  # (PyTorch's refusal)
     axis = dim_index(dim, input.ndim)
+    if input.dtype.kind == "b":
+        raise RuntimeError("topk does not support bool dtypes on CPU")  # (PyTorch's refusal, after the dim's)
     size = input.shape[axis] if input.ndim else 1
     if not 0 <= k <= size:
         raise RuntimeError(f"selected index k out of range: k={k} for dimension {axis} of size {size}")
@@ -116,8 +116,9 @@ def _select_along(input, axis, position, keepdim, result):
 @names("kthvalue")
 def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the k-th smallest element along dim (k counts from 1)."""
-    refuse_kinds(input, "kthvalue_cpu", "b")
     axis = dim_index(dim, input.ndim)
+    if input.ndim:  # (a 0-d tensor is its own answer: no kernel runs)
+        refuse_kinds(input, "kthvalue_cpu", "b")
     size = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {axis}: k={k}, size {size}")

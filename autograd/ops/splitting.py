@@ -60,6 +60,8 @@ def chunk(input, chunks, dim=0):
     """At most ``chunks`` pieces along dim, each of ceil(size / chunks) elements (the last smaller)."""
     if chunks <= 0:
         raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    if input.ndim == 0:
+        raise RuntimeError("chunk expects at least a 1-dimensional tensor")
     axis = dim_index(dim, input.ndim)
     length = input.shape[axis]
     if length == 0:  # nothing to share out: as PyTorch, that many empty pieces
