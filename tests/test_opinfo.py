@@ -6,6 +6,9 @@ takes no floats) run through both libraries: values, dtypes and shapes must agre
 of `(out * w).sum()` for fixed random weights `w` with respect to every floating input that requires grad.
 Each `error_inputs` case must raise an instance of PyTorch's error class here too.
 
+A second pass runs PyTorch's larger `reference_inputs` (inf/NaN values, non-contiguous and expanded inputs) for
+the elementwise ops, reductions and the common nn.functional ops, a few samples each.
+
 Known, deliberate differences are in SKIP (with the reason); disagreements not fixed yet are in XFAIL
 (strict, so a fix shows up as a failure to remove the entry). Needs torch and expecttest (a test-only
 dependency of `torch.testing._internal`); skips cleanly without them.
@@ -451,4 +454,122 @@ def test_op_agrees_with_pytorch(op):
         dtype = _dtypes_for(op)[0][0]
         problems += _run_samples(op, method, dtype, METHOD_SAMPLES, counts, op.method_variant, "method: ")
     problems += _run_errors(op, ours)
+    assert not problems, f"{_variant(op)}: {len(problems)} disagreements\n" + "\n".join(problems[:12])
+
+
+# -- reference_inputs: PyTorch's larger sample sets (extremal values, non-contiguous, expanded inputs) -----------
+
+REFERENCE_SAMPLES = 2  # per op and kind: the first few that hold inf/NaN, and that are non-contiguous or expanded
+REFERENCE_MAX_ELEMENTS = 4096  # (the 1024 x 1024 ones test PyTorch's kernels, not an autodiff rule)
+REFERENCE_NN = {"softmax", "log_softmax", "nn.functional.cross_entropy", "nn.functional.mse_loss",
+                "nn.functional.linear", "nn.functional.relu", "nn.functional.gelu", "nn.functional.layer_norm"}
+
+
+def _reference_family(op):
+    from torch.testing._internal.opinfo.core import BinaryUfuncInfo, ReductionOpInfo, UnaryUfuncInfo
+
+    return isinstance(op, (UnaryUfuncInfo, BinaryUfuncInfo, ReductionOpInfo)) or op.name in REFERENCE_NN
+
+
+def _sample_tensors(sample):
+    return [t for t in _leaves([sample.input, list(sample.args), sample.kwargs]) if isinstance(t, torch.Tensor)]
+
+
+def _unviewed(sample):
+    """The sample with each leaf that is a view replaced by a contiguous copy. PyTorch's reference inputs make
+    non-contiguous and expanded (stride-0) leaves as views of another tensor; torch.autograd.grad gives None for
+    such a leaf (its uses are routed to the base), which would read as a zero gradient. chainrule gets a
+    materialised NumPy copy either way, so the copy loses nothing this comparison can see."""
+    copies = {}
+
+    def fix(value):
+        if isinstance(value, torch.Tensor):
+            if value.is_leaf and value.requires_grad and value._base is not None:
+                copies.setdefault(id(value), value.detach().clone().requires_grad_())
+                return copies[id(value)]
+            return value
+        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            return type(value)(fix(v) for v in value)
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        return value
+
+    sample.input, sample.args, sample.kwargs = fix(sample.input), fix(sample.args), fix(sample.kwargs)
+    return sample
+
+
+def _finite(tensors):
+    return all(torch.isfinite(t).all() for t in tensors if t.dtype.is_floating_point)
+
+
+def _kind(sample):
+    """'extremal' (inf or NaN in an input), 'strided' (a non-contiguous or expanded input) or None."""
+    tensors = _sample_tensors(sample)
+    if not tensors or sum(t.numel() for t in tensors) > REFERENCE_MAX_ELEMENTS:
+        return None
+    if not _finite(tensors):
+        return "extremal"
+    return "strided" if any(not t.is_contiguous() or 0 in t.stride() for t in tensors) else None
+
+
+# Reference-input disagreements where chainrule is right or the point is undefined (values checked by hand).
+REFERENCE_SKIP = {
+    **{f"polygamma.polygamma_n_{n}": "polygamma(4, ±inf): PyTorch gives NaN at +inf (the limit is 0, chainrule's) "
+                                      "and -inf at -inf (a pole at every negative integer: NaN here)"
+       for n in range(5)},
+    "half": "PyTorch rounds float64 to float16 through float32 (twice): -4.4707031530538 becomes -4.46875; "
+            "chainrule rounds once, to the nearest float16, -4.47265625",
+    "special.airy_ai": "PyTorch's values are off by up to 2e-6 near x = -2.4; chainrule's agree with mpmath",
+    "special.bessel_j1": "PyTorch's values are off by up to 5e-7 near |x| = 5; chainrule's agree with mpmath",
+}
+
+# Ops whose inf/NaN samples are not compared (their non-contiguous and expanded ones are).
+REFERENCE_SKIP_EXTREMAL = {
+    **{name: "a NaN input: PyTorch gives a number for some (igamma(inf, NaN) = 0, igamma(NaN, inf) = 1), "
+             "chainrule propagates the NaN" for name in ("igamma", "igammac")},
+    "special.zeta": "zeta(NaN, -inf): PyTorch gives inf, chainrule propagates the NaN",
+}
+
+REFERENCE_COMPARED = [op for op in COMPARED if _reference_family(op) and not SKIP.get(_variant(op))
+                      and not SKIP.get(op.name) and torch.float64 in op.supported_dtypes("cpu")]
+
+
+@pytest.mark.parametrize("op", [pytest.param(op, id=_variant(op)) for op in REFERENCE_COMPARED])
+def test_op_agrees_with_pytorch_on_reference_inputs(op):
+    """Values everywhere; gradients where every input is finite (at inf and NaN the derivative is undefined and
+    the libraries differ: PyTorch's relu passes a gradient of 1 at NaN, chainrule's NaN, say)."""
+    if _variant(op) in REFERENCE_SKIP:
+        pytest.skip(REFERENCE_SKIP[_variant(op)])
+    torch.manual_seed(0)
+    if op.reference_inputs_func is None:
+        pytest.skip("no reference inputs beyond the samples test_op_agrees_with_pytorch compares")
+    ours = _ours_for(op)
+    grad = op.supports_autograd and op.name not in NO_GRADIENT_CHECK
+    samples = op.reference_inputs_func(op, "cpu", torch.float64, grad)
+    problems, compared = [], {"extremal": 0, "strided": 0}
+    for n, sample in enumerate(samples):
+        if min(compared.values()) == REFERENCE_SAMPLES:
+            break
+        kind = _kind(sample)
+        if kind is None or compared[kind] == REFERENCE_SAMPLES or (kind == "extremal"
+                                                                   and _variant(op) in REFERENCE_SKIP_EXTREMAL):
+            continue
+        sample, where = _unviewed(sample), f"reference sample {n}"
+        try:
+            theirs = op.op(sample.input, *sample.args, **sample.kwargs)
+            memo = {}
+            ours_args, ours_kwargs = _convert([sample.input, *sample.args], memo), _convert(sample.kwargs, memo)
+        except Exception:  # (PyTorch refuses it, or an argument has no counterpart here)
+            continue
+        compared[kind] += 1
+        try:
+            ours_out = ours(*ours_args, **ours_kwargs)
+        except Exception as error:
+            problems.append(f"{where}: raised {type(error).__name__}: {str(error)[:200]} (args {_describe(sample)})")
+            continue
+        found = _compare_outputs(ours_out, theirs, where)
+        if not found and grad and _finite(_sample_tensors(sample)):
+            found = _compare_gradients(ours_out, theirs, memo, _leaves([sample.input, list(sample.args),
+                                                                        sample.kwargs]), where)
+        problems.extend(f"{p} (args {_describe(sample)})" for p in found)
     assert not problems, f"{_variant(op)}: {len(problems)} disagreements\n" + "\n".join(problems[:12])

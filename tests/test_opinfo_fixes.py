@@ -320,3 +320,23 @@ def test_integer_tensor_powers_with_negative_exponents_are_pytorchs():
     assert (2 ** autograd.tensor([-1, 2])).tolist() == [0, 4]
     with pytest.raises(RuntimeError, match="Integers to negative integer powers are not allowed"):
         autograd.tensor([2]) ** -1
+
+
+# -- found by running test_opinfo's comparison over PyTorch's reference_inputs ---------------------
+
+def test_a_tensor_bound_clamp_keeps_a_nan_input_nan():
+    nan, inf = float("nan"), float("inf")
+    x = leaf([nan, nan, 1.0, 1.0, 5.0])
+    low, high = autograd.tensor([0.0, -inf, nan, 0.0, 0.0]), autograd.tensor([inf, -inf, 2.0, nan, 2.0])
+    assert np.isnan(autograd.clamp_max(x, high).numpy()[[0, 1, 3]]).all()
+    assert np.isnan(autograd.clamp_min(x, low).numpy()[[0, 1, 2]]).all()
+    y = autograd.clamp(x, low, high)
+    assert np.isnan(y.numpy()[:4]).all() and y[4].item() == 2.0
+    y[4].backward()
+    assert x.grad.tolist()[4] == 0.0
+
+
+def test_div_of_two_numbers_is_a_0d_tensor():
+    assert autograd.div(3.0, 2.0).item() == 1.5 and autograd.div(3.0, 2.0).ndim == 0
+    assert autograd.true_divide(3, 2).item() == 1.5
+    assert autograd.div(7, 2, rounding_mode="floor").item() == 3

@@ -572,9 +572,15 @@ def _clamp(x, min, max):
         x, min, max = _integer_clamp(x, min, max)
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch
         if min is not None:
-            x = where(x >= min, x, min)
-        return x if max is None else where(x <= max, x, max)
+            x = where(_kept(x, x >= min), x, min)
+        return x if max is None else where(_kept(x, x <= max), x, max)
     return Clamp.apply(x, low=min, high=max)
+
+
+def _kept(x, inside):
+    """Where a tensor-bound clamp keeps x: inside the bound, or NaN (a NaN input stays NaN, as a NaN bound makes
+    the result NaN: a comparison with NaN is false both ways)."""
+    return inside | x.isnan() if x._data.dtype.kind in "fc" else inside
 
 
 def _integer_clamp(x, min, max):
