@@ -60,12 +60,10 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
         return
     if len(outputs) == 1:  # loss.backward(): the common case, without the lists
         output = outputs[0]
-        engine.backpropagate((_node(output),), (_seed(output, None if grad_outputs is None else grad_outputs[0], 0),),
-                             retain_graph=retain_graph, on_step=on_step, create_graph=create_graph)
-        return
-    seeds = _seed_gradients(outputs, grad_outputs)
-    engine.backpropagate([_node(output) for output in outputs], seeds, retain_graph=retain_graph,
-                         on_step=on_step, create_graph=create_graph)
+        roots, seeds = (_node(output),), (_seed(output, None if grad_outputs is None else grad_outputs[0], 0),)
+    else:
+        roots, seeds = [_node(output) for output in outputs], _seed_gradients(outputs, grad_outputs)
+    engine.backpropagate(roots, seeds, retain_graph=retain_graph, on_step=on_step, create_graph=create_graph)
 
 
 def _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs):

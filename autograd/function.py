@@ -33,7 +33,7 @@ import inspect
 from . import graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
-from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node, next_functions
+from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node
 from .tensor import Tensor
 
 
@@ -107,6 +107,7 @@ class BackwardFunction(FunctionCtx):
     run_hooks = Primitive.run_hooks
     register_hook, register_prehook = Primitive.register_hook, Primitive.register_prehook
     run_post_hooks, metadata = Primitive.run_post_hooks, Primitive.metadata
+    next_functions = Primitive.next_functions
 
     # ``op_name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes
     # ``name`` and ``inputs`` (PyTorch allows it), which then win
@@ -231,10 +232,6 @@ class BackwardFunction(FunctionCtx):
         if self.__dict__.get("_saved"):
             self._saved = None
         self.released_parents, self.parents = self.parents, FreedGraph.of(type(self))
-
-    @property
-    def next_functions(self):
-        return next_functions(self)
 
 
 def _alias(x):

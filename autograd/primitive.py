@@ -248,11 +248,12 @@ class Primitive:
     def _saved(self, position):
         name = "_saved_result" if position == "result" else ("_saved_self", "_saved_other")[position]
         saved = self.saves_output if position == "result" else self.saves_inputs
-        if not saved or (position != "result" and self.inputs is not None and position >= len(self.inputs)):
+        inputs = self.__dict__.get("inputs")  # (None once a backward pass freed it)
+        if not saved or (position != "result" and inputs is not None and position >= len(inputs)):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
-        if self.__dict__.get("inputs") is None:
+        if inputs is None:
             raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
-        inputs, output = self._unpacked() if self.packed else (self.inputs, self.output_data)
+        inputs, output = self._unpacked() if self.packed else (inputs, self.output_data)
         return self._output_again(output) if position == "result" else inputs[position]
 
     # -- the engine's interface (see autograd.engine) -------------------------------
