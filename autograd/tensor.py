@@ -20,7 +20,7 @@ import numpy
 
 from . import backend
 from .backend import xp
-from .errors import DtypeError, ShapeError, refuse_bool_subtraction, refuse_unordered
+from .errors import DtypeError, ShapeError, refuse_unordered
 from .graph import accumulate_grad, bump_version, modes, no_grad, run_hooks
 from .hooks import add_hook
 from .size import Size
@@ -379,10 +379,10 @@ class Tensor:
     def release(self):
         pass
 
-    # -- in-place changes (initialisers, optimisers, masks) ---------------------------------
-
     # -- the write door: every change to this tensor's memory passes here -------------------
     #
+    # (The in-place methods that write through it, add_, mul_, fill_, copy_, +=, ..., are declared
+    # by ops/in_place_arithmetic.py; every other op_ writes op's result back with _write_back.)
     # A write bumps the version (views share their base's), so a node that saved this tensor
     # can tell. When grad mode is on and the tensor or the value written requires grad, the
     # write is recorded as PyTorch records it: the new value is computed out of place from a
@@ -527,100 +527,6 @@ class Tensor:
         bump_version(self)
         return self
 
-    def zero_(self):
-        return self._fill(0)
-
-    def fill_(self, value):
-        if type(value) is complex or (type(value) is float or type(value) is int) and \
-                (self._data.dtype.kind != "f" or not -65504.0 <= value <= 65504.0):  # (what may overflow: a
-            _refuse_overflow(value, self._data.dtype)  # float's usual values are not checked further)
-        return self._fill(value)
-
-    def _fill(self, value):
-        return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
-                           lambda a: a.fill(_data(value)))
-
-    def copy_(self, other, non_blocking=False):  # (PyTorch's binding names the source other=)
-        source = other if isinstance(other, Tensor) else tensor_from(other)
-        if source._data.dtype != self._data.dtype:
-            # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
-            source = source.to(self._data.dtype)
-        return self._write((source,), lambda old: source, lambda a: self._store(source), reads_old=False)
-
-    # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
-
-    def add_(self, other, alpha=1):
-        if isinstance(alpha, Tensor) and not isinstance(other, Tensor):  # PyTorch 1's add_(alpha, other)
-            other, alpha = alpha, _number_first("add_", "add_(Tensor other, *, Number alpha)", other)
-        if alpha == 1:
-            return self._write((other,), lambda old: old + _operand(other, old),
-                               lambda a: xp.add(a, _operand_array(other, self), out=a, casting="same_kind"))
-        return self._write((other,), lambda old: old + _operand(other, old) * alpha,
-                           lambda a: xp.add(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
-
-    def sub_(self, other, alpha=1):
-        refuse_bool_subtraction(_is_bool(self), _is_bool(other))
-        if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
-            return self._write((other,), lambda old: old - _operand(other, old),
-                               lambda a: xp.subtract(a, _operand_array(other, self), out=a, casting="same_kind"))
-        return self._write((other,), lambda old: old - _operand(other, old) * alpha,
-                           lambda a: xp.subtract(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
-
-    def mul_(self, other):
-        return self._write((other,), lambda old: old * _operand(other, old),
-                           lambda a: xp.multiply(a, _operand_array(other, self), out=a, casting="same_kind"))
-
-    def div_(self, other, *, rounding_mode=None):
-        if rounding_mode is not None:  # trunc/floor: the out-of-place div's rule, written back
-            return self._write((other,), lambda old: old.div(_operand(other, old), rounding_mode=rounding_mode))
-        return self._write((other,), lambda old: old / _operand(other, old),
-                           lambda a: xp.divide(a, _operand_array(other, self), out=a, casting="same_kind"))
-
-    def clamp_(self, min=None, max=None):
-        return self._write((min, max), lambda old: old.clamp(min, max),
-                           lambda a: xp.clip(a, _data(min), _data(max), out=a))
-
-    def addcmul_(self, tensor1, tensor2, *number_first, value=1):
-        """x += value · tensor1 · tensor2"""
-        if number_first:  # PyTorch 1's addcmul_(value, tensor1, tensor2)
-            value = _number_first("addcmul_", "addcmul_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
-            tensor1, tensor2 = tensor2, number_first[0]
-        return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 * tensor2),
-                           lambda a: _add_scaled(a, xp.multiply(_data(tensor1), _data(tensor2)), value))
-
-    def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
-        """x += value · tensor1 / tensor2"""
-        if number_first:  # PyTorch 1's addcdiv_(value, tensor1, tensor2)
-            value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
-            tensor1, tensor2 = tensor2, number_first[0]
-        return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
-                           lambda a: _add_scaled(a, xp.divide(_data(tensor1), _data(tensor2)), value))
-
-    def lerp_(self, end, weight):
-        """x += weight · (end - x)"""
-        if self._data.dtype.kind not in "fc" or isinstance(end, Tensor) and end._data.dtype != self._data.dtype:
-            return self._write((end, weight), lambda old: old.lerp(end, weight))  # (lerp's refusals, as PyTorch's)
-        return self._write((end, weight), lambda old: old + weight * (end - old),
-                           lambda a: _add_scaled(a, xp.subtract(_data(end), a), _data(weight)))
-
-    def sqrt_(self):
-        return self._write((), lambda old: old.sqrt(), lambda a: xp.sqrt(a, out=a))
-
-    def neg_(self):
-        return self._write((), lambda old: -old, lambda a: xp.negative(a, out=a))
-
-    def __iadd__(self, other):
-        return self.add_(other)
-
-    def __isub__(self, other):
-        return self.sub_(other)
-
-    def __imul__(self, other):
-        return self.mul_(other)
-
-    def __itruediv__(self, other):
-        return self.div_(other)
-
     def _write_at(self, index, value):
         """``self[index] = value`` once the index reads as PyTorch reads it (ops/shape.py's ``__setitem__``)."""
         if type(value) is float and (self._data.dtype.kind != "f" or not -3.4e38 <= value <= 3.4e38):
@@ -752,27 +658,6 @@ def _is_bool(value):
     return type(value) is bool or (isinstance(value, Tensor) and value._data.dtype.kind == "b")
 
 
-def _number_first(name, signature, number):
-    """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
-    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning."""
-    warnings.warn(f"This overload of {name} is deprecated: the number comes last now, as in {signature}",
-                  UserWarning, stacklevel=3)
-    return number
-
-
-def _add_scaled(array, term, scale):
-    """array += scale · term, in place, reusing ``term`` (a fresh temporary) for the product:
-    the fast path of the optimizers' in-place updates makes one temporary, not two."""
-    if not isinstance(term, xp.ndarray):  # NumPy gives a scalar, not a 0-d array, for 0-d operands
-        term = xp.asarray(term)
-    if not (isinstance(scale, (int, float)) and scale == 1):
-        if type(scale) is float and term.dtype.kind == "f":  # the number converted once, as NumPy
-            scale = xp.asarray(scale, dtype=term.dtype)  # would at the call, only slower
-        xp.multiply(term, scale, out=term, casting="unsafe")
-    xp.add(array, term, out=array, casting="same_kind")
-    return array
-
-
 def _rederive_views(base, written):
     """After a recorded write to ``base`` (or through its view ``written``), every other live view
     of it shows the new values, so its history must be the new base's: it is replayed from the
@@ -848,14 +733,6 @@ def _index(index):
     if isinstance(index, tuple):
         return tuple(_data(i) for i in index)
     return _data(index)
-
-
-def _dim(dim, axis):
-    return axis if dim is None else dim
-
-
-def _keep(keepdim, keepdims):
-    return keepdim if keepdims is None else keepdims
 
 
 # backward() starts the engine, which works on Tensors: imported once Tensor exists

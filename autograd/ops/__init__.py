@@ -26,6 +26,7 @@ from . import (  # noqa: F401  (each declares its names)
     gamma,
     hardswish,
     householder,
+    in_place_arithmetic,
     incomplete_gamma,
     indexing,
     inverses,

@@ -1,0 +1,167 @@
+"""The in-place arithmetic of tensors: ``x.add_(y)``, ``x.mul_(y)``, ``x += y``, ``fill_``, ``copy_``,
+``addcmul_``, ``lerp_``, ... (what optimisers, initialisers and masks write with).
+
+Each passes through the tensor's write door (``Tensor._write``, in tensor.py) with two versions of
+the same change: ``out_of_place(old)``, the new value as a Tensor (recorded when the tensor or the
+value written requires grad), and ``in_place(array)``, the change made on the array directly, the
+fast path a parameter update under ``no_grad`` takes. Every other in-place twin ``x.op_(...)``
+writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with a fast path.
+"""
+
+import warnings
+
+from ..backend import xp
+from ..errors import refuse_bool_subtraction
+from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, _refuse_overflow, tensor_from
+from .names import names
+
+
+@names("zero_", function=False)
+def zero_(self):
+    return _fill(self, 0)
+
+
+@names("fill_", function=False)
+def fill_(self, value):
+    if type(value) is complex or (type(value) is float or type(value) is int) and \
+            (self._data.dtype.kind != "f" or not -65504.0 <= value <= 65504.0):  # (what may overflow: a
+        _refuse_overflow(value, self._data.dtype)  # float's usual values are not checked further)
+    return _fill(self, value)
+
+
+def _fill(self, value):
+    return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
+                       lambda a: a.fill(_data(value)))
+
+
+@names("copy_", function=False)
+def copy_(self, other, non_blocking=False):  # (PyTorch's binding names the source other=)
+    source = other if isinstance(other, Tensor) else tensor_from(other)
+    if source._data.dtype != self._data.dtype:
+        # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
+        source = source.to(self._data.dtype)
+    return self._write((source,), lambda old: source, lambda a: self._store(source), reads_old=False)
+
+
+# (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
+
+
+@names("add_", function=False)
+def add_(self, other, alpha=1):
+    if isinstance(alpha, Tensor) and not isinstance(other, Tensor):  # PyTorch 1's add_(alpha, other)
+        other, alpha = alpha, _number_first("add_", "add_(Tensor other, *, Number alpha)", other)
+    if alpha == 1:
+        return self._write((other,), lambda old: old + _operand(other, old),
+                           lambda a: xp.add(a, _operand_array(other, self), out=a, casting="same_kind"))
+    return self._write((other,), lambda old: old + _operand(other, old) * alpha,
+                       lambda a: xp.add(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
+
+
+@names("sub_", function=False)
+def sub_(self, other, alpha=1):
+    refuse_bool_subtraction(_is_bool(self), _is_bool(other))
+    if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
+        return self._write((other,), lambda old: old - _operand(other, old),
+                           lambda a: xp.subtract(a, _operand_array(other, self), out=a, casting="same_kind"))
+    return self._write((other,), lambda old: old - _operand(other, old) * alpha,
+                       lambda a: xp.subtract(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
+
+
+@names("mul_", function=False)
+def mul_(self, other):
+    return self._write((other,), lambda old: old * _operand(other, old),
+                       lambda a: xp.multiply(a, _operand_array(other, self), out=a, casting="same_kind"))
+
+
+@names("div_", function=False)
+def div_(self, other, *, rounding_mode=None):
+    if rounding_mode is not None:  # trunc/floor: the out-of-place div's rule, written back
+        return self._write((other,), lambda old: old.div(_operand(other, old), rounding_mode=rounding_mode))
+    return self._write((other,), lambda old: old / _operand(other, old),
+                       lambda a: xp.divide(a, _operand_array(other, self), out=a, casting="same_kind"))
+
+
+@names("clamp_", function=False)
+def clamp_(self, min=None, max=None):
+    return self._write((min, max), lambda old: old.clamp(min, max),
+                       lambda a: xp.clip(a, _data(min), _data(max), out=a))
+
+
+@names("addcmul_", function=False)
+def addcmul_(self, tensor1, tensor2, *number_first, value=1):
+    """x += value · tensor1 · tensor2"""
+    if number_first:  # PyTorch 1's addcmul_(value, tensor1, tensor2)
+        value = _number_first("addcmul_", "addcmul_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
+        tensor1, tensor2 = tensor2, number_first[0]
+    return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 * tensor2),
+                       lambda a: _add_scaled(a, xp.multiply(_data(tensor1), _data(tensor2)), value))
+
+
+@names("addcdiv_", function=False)
+def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
+    """x += value · tensor1 / tensor2"""
+    if number_first:  # PyTorch 1's addcdiv_(value, tensor1, tensor2)
+        value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
+        tensor1, tensor2 = tensor2, number_first[0]
+    return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
+                       lambda a: _add_scaled(a, xp.divide(_data(tensor1), _data(tensor2)), value))
+
+
+@names("lerp_", function=False)
+def lerp_(self, end, weight):
+    """x += weight · (end - x)"""
+    if self._data.dtype.kind not in "fc" or isinstance(end, Tensor) and end._data.dtype != self._data.dtype:
+        return self._write((end, weight), lambda old: old.lerp(end, weight))  # (lerp's refusals, as PyTorch's)
+    return self._write((end, weight), lambda old: old + weight * (end - old),
+                       lambda a: _add_scaled(a, xp.subtract(_data(end), a), _data(weight)))
+
+
+@names("sqrt_", function=False)
+def sqrt_(self):
+    return self._write((), lambda old: old.sqrt(), lambda a: xp.sqrt(a, out=a))
+
+
+@names("neg_", function=False)
+def neg_(self):
+    return self._write((), lambda old: -old, lambda a: xp.negative(a, out=a))
+
+
+@names("__iadd__", function=False)
+def __iadd__(self, other):
+    return self.add_(other)
+
+
+@names("__isub__", function=False)
+def __isub__(self, other):
+    return self.sub_(other)
+
+
+@names("__imul__", function=False)
+def __imul__(self, other):
+    return self.mul_(other)
+
+
+@names("__itruediv__", function=False)
+def __itruediv__(self, other):
+    return self.div_(other)
+
+
+def _number_first(name, signature, number):
+    """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
+    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning."""
+    warnings.warn(f"This overload of {name} is deprecated: the number comes last now, as in {signature}",
+                  UserWarning, stacklevel=3)
+    return number
+
+
+def _add_scaled(array, term, scale):
+    """array += scale · term, in place, reusing ``term`` (a fresh temporary) for the product:
+    the fast path of the optimizers' in-place updates makes one temporary, not two."""
+    if not isinstance(term, xp.ndarray):  # NumPy gives a scalar, not a 0-d array, for 0-d operands
+        term = xp.asarray(term)
+    if not (isinstance(scale, (int, float)) and scale == 1):
+        if type(scale) is float and term.dtype.kind == "f":  # the number converted once, as NumPy
+            scale = xp.asarray(scale, dtype=term.dtype)  # would at the call, only slower
+        xp.multiply(term, scale, out=term, casting="unsafe")
+    xp.add(array, term, out=array, casting="same_kind")
+    return array
