@@ -99,7 +99,8 @@ from .graph import (
     set_detect_anomaly,
     set_grad_enabled,
 )
-from .ops.elementwise import clamp, where
+from .ops.clamping import clamp
+from .ops.elementwise import where
 from .ops.linalg import matmul
 from .ops.reductions import logsumexp
 from .ops.shape import cat, stack

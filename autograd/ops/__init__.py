@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (each declares its names)
     bessel,
     bilinear,
     broadcasting,
+    clamping,
     conjugation,
     contractions,
     conversion,

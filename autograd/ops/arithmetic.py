@@ -153,12 +153,6 @@ def absolute(input, *, out=None):
     return write_out(elementwise.Abs.apply(input), out)
 
 
-@names("clip", method=False, inplace="clip_")
-def clip(input, min=None, max=None, *, out=None):
-    """clamp under its NumPy name."""
-    return write_out(elementwise.clamp(input, min, max), out)
-
-
 @names("addcmul")
 def addcmul(input, tensor1, tensor2, *, value=1, out=None):
     """input + value · tensor1 · tensor2"""

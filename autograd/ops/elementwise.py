@@ -544,65 +544,6 @@ class Abs(Primitive):
         return (grad * (sgn_of_complex(x) if x._data.dtype.kind == "c" else x.sign()),)
 
 
-class Clamp(Primitive):
-    """y = min(max(x, low), high);   dL/dx = dL/dy · [low <= x <= high]"""
-
-    def forward(self, x):
-        refuse_unordered(x, "clamp")
-        return xp.clip(x, self.low, self.high)
-
-    def backward(self, grad, y, x):
-        inside = xp.ones(x.shape, dtype=bool)
-        if self.low is not None:
-            inside &= x._data >= self.low
-        if self.high is not None:
-            inside &= x._data <= self.high
-        return (grad * Tensor._make(inside),)
-
-
-def clamp(input, min=None, max=None, *, out=None):
-    """Clamp to [min, max]; each bound a number, a tensor or None."""
-    return write_out(_clamp(input, min, max), out)
-
-
-def _clamp(x, min, max):
-    if min is None and max is None:
-        raise RuntimeError("clamp: at least one of min and max must be given")
-    if x._data.dtype.kind in "biu":
-        x, min, max = _integer_clamp(x, min, max)
-    if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch
-        if min is not None:
-            x = where(_kept(x, x >= min), x, min)
-        return x if max is None else where(_kept(x, x <= max), x, max)
-    return Clamp.apply(x, low=min, high=max)
-
-
-def _kept(x, inside):
-    """Where a tensor-bound clamp keeps x: inside the bound, or NaN (a NaN input stays NaN, as a NaN bound makes
-    the result NaN: a comparison with NaN is false both ways)."""
-    return inside | x.isnan() if x._data.dtype.kind in "fc" else inside
-
-
-def _integer_clamp(x, min, max):
-    """(x, min, max) of a clamp of integers or bools, by PyTorch's rules: a float bound makes x the default
-    floating dtype (not NumPy's float64); an int bound is cast into x's dtype as PyTorch casts a number
-    (-1 into uint8 is 255, 300 refused); bools clamped by bools would stay bools, which PyTorch has no
-    kernel for."""
-    if x._data.dtype.kind == "b" and type(min) in (bool, type(None)) and type(max) in (bool, type(None)):
-        kernel = "clamp_scalar_cpu" if min is not None and max is not None else \
-            "clamp_min_scalar_cpu" if min is not None else "clamp_max_scalar_cpu"
-        raise NotImplementedError(f"\"{kernel}\" not implemented for 'Bool'")
-    if any(isinstance(b, float) for b in (min, max)):
-        return Cast.apply(x, dtype=backend.get_default_dtype()), min, max
-    if x._data.dtype.kind != "b":
-        from ..factories import _integers_cast  # (the range rule of a number written into integers)
-
-        low, high = numpy.iinfo(x._data.dtype).min, numpy.iinfo(x._data.dtype).max
-        min, max = (_integers_cast(b, x._data.dtype) if type(b) is int and not low <= b <= high else b
-                    for b in (min, max))
-    return x, min, max
-
-
 class Cast(Primitive):
     """y = x as another dtype;   dL/dx = dL/dy as x's dtype (its real part, for a real x made complex)"""
 

@@ -1,5 +1,5 @@
-"""Largest and smallest elements over several dims (amax, amin, aminmax), reductions that skip
-NaN (nansum, nanmean), and one-sided clamps (clamp_min, clamp_max).
+"""Largest and smallest elements over several dims (amax, amin, aminmax), and reductions that skip
+NaN (nansum, nanmean).
 
     y = max_i x_i over dims;   dL/dx_i = dL/dy / k at the k elements equal to y, 0 elsewhere
 
@@ -14,7 +14,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .conjugation import refuse_unordered
-from .elementwise import Where, clamp
+from .elementwise import Where
 from .names import names
 from .outputs import write_out
 from .reductions import spread
@@ -93,13 +93,3 @@ def nanmean(input, dim=None, keepdim=False, *, dtype=None, out=None):
                          .astype(x.dtype))
     with errstate(invalid="ignore", divide="ignore"):
         return write_out(_without_nan(x).sum(dim, keepdim) / count, out)
-
-
-@names("clamp_min", inplace="clamp_min_")
-def clamp_min(input, min, *, out=None):
-    return write_out(clamp(input, min=min), out)
-
-
-@names("clamp_max", inplace="clamp_max_")
-def clamp_max(input, max, *, out=None):
-    return write_out(clamp(input, max=max), out)

@@ -32,7 +32,6 @@ from .elementwise import (
     Sub,
     Tanh,
     binary,
-    clamp,
     floating,
     where,
 )
@@ -149,8 +148,6 @@ def minimum(input, other):
     return binary(Minimum, input, other)
 
 
-names("clamp")(clamp)
-names("clip", function=False)(clamp)
 
 
 @names("where", function=False)
