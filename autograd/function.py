@@ -167,7 +167,7 @@ class BackwardFunction(FunctionCtx):
                           and y.dtype.kind in "fc" and id(y) not in self._non_differentiable]
         for j in differentiable:
             y = outputs[j]
-            y.requires_grad = True
+            y._requires_grad = True
             y.grad_fn = self if len(outputs) == 1 else _OutputSlot(self, j, len(outputs))
         if graph.is_anomaly_enabled():
             self.where = graph.user_frame()

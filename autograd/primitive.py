@@ -61,9 +61,10 @@ class InputInfo:
     def __init__(self, x, requires_grad=None):
         if type(x) is Tensor:  # the hot case, without the property calls
             self.shape, self.dtype = x._data.shape, x._data.dtype
+            flag = x._requires_grad
         else:
-            self.shape, self.dtype = x.shape, x.dtype
-        self.requires_grad = x.requires_grad if requires_grad is None else requires_grad
+            self.shape, self.dtype, flag = x.shape, x.dtype, x.requires_grad
+        self.requires_grad = flag if requires_grad is None else requires_grad
 
     @property
     def ndim(self):
@@ -123,7 +124,7 @@ class Primitive:
             out._adopt_view_of(inputs[0], cls, params)
         if modes.grad_enabled and ((kind := data.dtype.kind) == "f" or kind == "c"):
             for x in inputs:
-                if x.requires_grad:  # record: keep what backward needs, link the parents
+                if x._requires_grad:  # record: keep what backward needs, link the parents
                     if not node.handles_complex and (kind == "c" or x._data.dtype.kind == "c"):
                         raise _no_complex_gradient(cls, inputs)
                     # parents: each input's grad_fn, the leaf itself, or None (as _graph_node). An op
@@ -135,9 +136,9 @@ class Primitive:
                     for input in inputs:
                         made_by = input.grad_fn
                         if made_by is None:
-                            parents.append(input if input.requires_grad else None)
+                            parents.append(input if input._requires_grad else None)
                             if kept is not None:
-                                kept.append(input if input.requires_grad else InputInfo(input))
+                                kept.append(input if input._requires_grad else InputInfo(input))
                         else:
                             parents.append(made_by)
                             if kept is not None:
@@ -148,7 +149,7 @@ class Primitive:
                     if node.saves_output:
                         node.output_data = data
                         node.output_version = out._version_cell
-                    out.requires_grad = True
+                    out._requires_grad = True
                     out.grad_fn = node
                     if modes.saved_tensor_hooks is not None:
                         node._pack(out)
@@ -294,7 +295,7 @@ class Primitive:
             inputs, output_data = self._unpacked()
         if self.saves_output:  # the output again, as a node of the graph (_output_again, inline: a hot path)
             output = Tensor._make(output_data)
-            output.requires_grad = True
+            output._requires_grad = True
             output.grad_fn = self
         if wanted is not None:  # unwanted inputs take part as values that need no gradient
             inputs = tuple(x if keep or not x.requires_grad else
@@ -314,7 +315,7 @@ class Primitive:
     def _output_again(self, data):
         """The saved output as a tensor again, a node of the graph (its grad_fn this node)."""
         output = Tensor._make(data)
-        output.requires_grad = True
+        output._requires_grad = True
         output.grad_fn = self
         return output
 

@@ -13,6 +13,7 @@ its conversions, and the one door through which its memory is written.
 
 import math
 import numbers
+import operator
 import warnings
 import weakref
 
@@ -72,7 +73,7 @@ def tensor_from(data, dtype=None, requires_grad=False):
 class Tensor:
     # every tensor sets these five; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs five stores
-    __slots__ = ("_data", "requires_grad", "grad_fn", "_version_cell", "_shared", "__dict__", "__weakref__")
+    __slots__ = ("_data", "_requires_grad", "grad_fn", "_version_cell", "_shared", "__dict__", "__weakref__")
     _grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward: .grad
     _hooks = None  # hooks run on dL/dself (a leaf's; a computed tensor's live on its grad_fn)
     _post_hooks = None  # hooks run after dL/dself is added to .grad
@@ -97,7 +98,7 @@ class Tensor:
         self.grad_fn = None
         self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
         self._shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
-        self.requires_grad = False
+        self._requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
@@ -115,7 +116,7 @@ class Tensor:
         tensor = object.__new__(Tensor)
         tensor._data = data if type(data) is _ndarray or type(data) is _host_ndarray else xp.asarray(data)  # (a
         # NumPy scalar, a subclass; under CuPy a NumPy array stays one: a tensor moved to the CPU, ops/devices.py)
-        tensor.requires_grad = False
+        tensor._requires_grad = False
         tensor.grad_fn = None
         tensor._version_cell = [0, 0]
         tensor._shared = False
@@ -285,8 +286,28 @@ class Tensor:
         if self._base is not None and self.grad_fn is not None:
             raise RuntimeError("detach_() on a view of a tensor with a graph: use detach() (out of place)")
         self.grad_fn = None
-        self.requires_grad = False
+        self._requires_grad = False
         return self
+
+    def _set_requires_grad(self, requires_grad):
+        """``x.requires_grad = flag``, with PyTorch's refusals: a flag that is not a bool, a tensor that is not
+        floating-point asked to require grad (its gradient would be rounded to integers), and any change on a
+        computed tensor (its flag says that a graph leads to it)."""
+        if not isinstance(requires_grad, (bool, numpy.bool_)):
+            raise RuntimeError(f"requires_grad must be a bool, got {type(requires_grad).__name__} {requires_grad!r}")
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables (this tensor of shape "
+                f"{tuple(self.shape)} was computed by {self.grad_fn.name()})."
+                + ("" if requires_grad else " If you want to use a computed variable in a subgraph that doesn't "
+                   "require differentiation use var_no_grad = var.detach().")
+            )
+        self.requires_grad_(bool(requires_grad))
+
+    # The flag is a slot read directly where it is hot (the engine, Primitive.apply); the public attribute
+    # reads it through a C-level getter and checks what is written.
+    requires_grad = property(operator.attrgetter("_requires_grad"), _set_requires_grad,
+                             doc="Whether operations on this tensor are recorded, so that backward() reaches it.")
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self._data.dtype.kind not in "fc":
@@ -299,7 +320,7 @@ class Tensor:
                 "requires_grad_(False) works on leaves only; use .detach() to cut a "
                 "computed tensor from the graph"
             )
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
         return self
 
     def retain_grad(self):
@@ -433,7 +454,7 @@ class Tensor:
         """The current value, copied, at this tensor's place in the graph: the input of a
         recorded in-place op, which must not change when the result is written here."""
         old = Tensor._make(self._data.copy())
-        old.requires_grad = self.requires_grad
+        old._requires_grad = self.requires_grad
         old.grad_fn = self.grad_fn
         return old
 
@@ -460,7 +481,7 @@ class Tensor:
             if new.shape != self.shape:
                 new = new.expand(self.shape)
             self.grad_fn = new.grad_fn
-            self.requires_grad = new.requires_grad
+            self._requires_grad = new.requires_grad
         _move_retained_grad(self, old_node)
         _rederive_views(self._base if self._base is not None else self, self)
 
@@ -473,10 +494,10 @@ class Tensor:
         written = base._written_through_view(new, chain)
         old_base_node, base.grad_fn = base.grad_fn, written.grad_fn
         _move_retained_grad(base, old_base_node)
-        base.requires_grad = True
+        base._requires_grad = True
         view = base._replay_view(chain)
         self.grad_fn = view.grad_fn
-        self.requires_grad = True
+        self._requires_grad = True
 
     def _adopt_view_of(self, source, op, params):
         """Mark this tensor, just computed by ``op`` from ``source``, as a view of its memory."""
@@ -669,7 +690,7 @@ def _rederive_views(base, written):
         if view is not written:
             old_node = view.grad_fn
             view.grad_fn = base._replay_view(view._view_chain).grad_fn
-            view.requires_grad = True
+            view._requires_grad = True
             _move_retained_grad(view, old_node)
 
 

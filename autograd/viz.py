@@ -547,7 +547,7 @@ def _as_made(output):
     ``inplace=True`` activation) gets a new grad_fn, and would then be known by that layer's op."""
     if isinstance(output, Tensor) and output.grad_fn is not None:
         made = Tensor._make(output._data)
-        made.grad_fn, made.requires_grad = output.grad_fn, True
+        made.grad_fn, made._requires_grad = output.grad_fn, True
         return made
     if isinstance(output, (tuple, list)):  # (an LSTM's (output, (h, c)): kept a tuple, as given)
         return type(output)(_as_made(item) for item in output) if type(output) in (tuple, list) else output

@@ -426,6 +426,31 @@ def test_integer_requires_grad_raises_runtime_error():
             m.torch.tensor([1, 2]).requires_grad_()
 
 
+def test_assigning_requires_grad_is_checked_as_pytorch_checks_it():
+    """x.requires_grad = flag: an integer tensor refuses True, a computed tensor refuses any change, a flag
+    must be a bool; a leaf may turn it on and off (freezing a parameter)."""
+    for m in filter(None, (OURS, pytorch())):
+        torch = m.torch
+        with pytest.raises(RuntimeError, match="floating"):
+            torch.tensor([1, 2]).requires_grad = True
+        integers = torch.tensor([1, 2])
+        integers.requires_grad = False
+        assert integers.requires_grad is False
+        w = torch.ones(2, requires_grad=True)
+        y = w * 2
+        for flag in (False, True):
+            with pytest.raises(RuntimeError, match="leaf variables"):
+                y.requires_grad = flag
+        assert y.requires_grad is True and y.grad_fn is not None
+        with pytest.raises(RuntimeError, match="must be a bool"):
+            w.requires_grad = 1
+        w.requires_grad = False
+        assert w.requires_grad is False and (w * 2).grad_fn is None
+        w.requires_grad = True
+        (w * 3).sum().backward()
+        assert w.grad.tolist() == [3.0, 3.0]
+
+
 def test_grad_of_another_shape_is_refused():
     for m in filter(None, (OURS, pytorch())):
         x = m.torch.tensor([1.0, 2.0], requires_grad=True)
