@@ -16,6 +16,7 @@ with ``safetensors.torch.save_file(model.state_dict(), path)`` load as they are.
 """
 
 import os
+import secrets
 
 import numpy
 
@@ -127,7 +128,7 @@ def _save_safetensors(obj, path):
                             f"{type(value).__name__}")
         array = to_numpy(value._data if isinstance(value, Tensor) else value)
         arrays[key] = numpy.ascontiguousarray(array)  # the format stores C-ordered bytes
-    _safetensors_numpy().save_file(arrays, os.fspath(path))
+    _replace_atomically(path, lambda temporary: _safetensors_numpy().save_file(arrays, temporary))
 
 
 def _load_safetensors(path):
@@ -149,8 +150,27 @@ def save(obj, path):
     if hasattr(path, "write"):  # a file object, as PyTorch's torch.save(obj, buffer)
         numpy.savez(path, **entries)
         return
-    with open(path, "wb") as file:
-        numpy.savez(file, **entries)
+
+    def write(temporary):
+        with open(temporary, "xb") as file:  # (a new file: the umask gives its permissions, as open's)
+            numpy.savez(file, **entries)
+
+    _replace_atomically(path, write)
+
+
+def _replace_atomically(path, write):
+    """``write(temporary)`` writes a new file beside ``path``; once it is complete it replaces ``path``
+    in one rename (atomic on POSIX and Windows), and a failure removes it, so ``path`` is either the
+    old file or the whole new one. A symbolic link is kept: the file it points to is replaced."""
+    target = os.path.realpath(os.fspath(path))
+    temporary = f"{target}.{secrets.token_hex(4)}.tmp"
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
 
 
 def load(path, map_location=None, weights_only=True):

@@ -108,3 +108,21 @@ def test_pytorch_state_dict_of_tensors_loads_directly():
     x = np.ones((1, 4), dtype=np.float32)
     np.testing.assert_allclose(ours(autograd.tensor(x)).numpy(), theirs(torch.from_numpy(x)).detach().numpy(),
                                rtol=1e-6)
+
+
+def test_a_save_that_fails_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "w.safetensors"
+    autograd.save({"w": autograd.ones(2)}, path)
+
+    def interrupted(arrays, filename):
+        with open(filename, "wb") as file:
+            file.write(b"\x10\x00 half a header")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors_numpy, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        autograd.save({"w": autograd.zeros(2)}, path)
+    monkeypatch.undo()
+    assert autograd.load(path)["w"].tolist() == [1.0, 1.0]
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
