@@ -139,6 +139,8 @@ class Primitive:
                             parents.append(input if input._requires_grad else None)
                             if kept is not None:
                                 kept.append(input if input._requires_grad else InputInfo(input))
+                            elif input._inference:
+                                raise _inference_saved(cls, input)
                         else:
                             parents.append(made_by)
                             if kept is not None:
@@ -156,6 +158,8 @@ class Primitive:
                     if modes.anomaly:
                         node._remember_where()
                     break
+        elif modes.inference:  # made in inference_mode: an inference tensor (a view of a normal one stays normal)
+            out._inference = not node.is_view or inputs[0]._inference
         return out
 
     packed = False  # what it saved went through saved_tensors_hooks: unpacked at backward
@@ -346,6 +350,14 @@ def _devices_differ(op):
         f"{op.__name__}: Expected all tensors to be on the same device, but found at least two devices, "
         f"{served()} and cpu! Under CuPy the ops run on the GPU; a tensor moved to the CPU (x.cpu()) is there to "
         "be read (numpy(), tolist(), saving): move it back with x.cuda() to compute with it."
+    )
+
+
+def _inference_saved(op, input):
+    return RuntimeError(
+        f"Inference tensors cannot be saved for backward: {op.__name__} needs the values of a tensor of shape "
+        f"{tuple(input.shape)} made in inference_mode. Please do not use Tensors created in inference mode in "
+        "computation tracked by autograd; to work around, make a clone to get a normal tensor and use it in autograd."
     )
 
 

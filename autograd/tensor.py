@@ -80,6 +80,7 @@ class Tensor:
     _base = None  # for a view: the tensor whose memory it shows
     _view_chain = None  # for a view: the ops that make it from its base
     _views = None  # for a base: its live views (a weak set), re-derived after a recorded write
+    _inference = False  # made in inference_mode: never part of a graph (see _refuse_inference_write)
     __hash__ = object.__hash__  # identity: == is elementwise, but tensors key dicts in the engine
     __array_priority__ = 1000  # ndarray * Tensor calls Tensor.__rmul__
     parents = ()  # a leaf is where the graph ends
@@ -99,6 +100,8 @@ class Tensor:
         self._version_cell = [0, 0]  # [clock time of the last write, writes so far]: shared by views
         self._shared = False  # the buffer may be held elsewhere (a hook saw it, a .grad stores it)
         self._requires_grad = False
+        if modes.inference:  # (a factory or a constructor inside inference_mode)
+            self._inference = True
         if requires_grad:
             self.requires_grad_(True)
 
@@ -263,6 +266,8 @@ class Tensor:
         """The same data, cut from the graph (shares memory, like PyTorch's)."""
         tensor = Tensor._make(self._data)
         tensor._version_cell = self._version_cell
+        if self._inference:
+            tensor._inference = True
         return tensor
 
     def is_contiguous(self, memory_format=None):
@@ -315,6 +320,9 @@ class Tensor:
                 f"only floating-point tensors can require gradients, got a {self._data.dtype} "
                 f"tensor of shape {self.shape}; convert it first with .float() or .double()"
             )
+        if requires_grad and self._inference and not modes.inference:
+            raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed "
+                               f"(a tensor of shape {tuple(self.shape)} made in inference_mode): clone() it first.")
         if not requires_grad and self.grad_fn is not None:
             raise RuntimeError(
                 "requires_grad_(False) works on leaves only; use .detach() to cut a "
@@ -415,7 +423,9 @@ class Tensor:
         ``in_place(array)``, where given, makes the same change on the array directly (the
         fast path, taken when nothing needs recording). A write whose new value does not read
         the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first."""
-        if modes.grad_enabled and (self.requires_grad or _requires_grad(operands)):
+        if self._inference and not modes.inference:
+            self._refuse_inference_write()
+        if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):
             self._refuse_leaf_write()
             self._take(out_of_place(self._snapshot() if reads_old else None))
             return self
@@ -434,6 +444,13 @@ class Tensor:
                 self._store(new)
         bump_version(self)
         return self
+
+    def _refuse_inference_write(self):
+        raise RuntimeError(
+            "Inplace update to inference tensor outside InferenceMode is not allowed: this tensor of shape "
+            f"{tuple(self.shape)} was made in inference_mode, where nothing records what changes it. You can "
+            "make a clone to get a normal tensor before doing inplace update."
+        )
 
     def _refuse_leaf_write(self):
         if self.grad_fn is None and self.requires_grad:
@@ -501,6 +518,8 @@ class Tensor:
 
     def _adopt_view_of(self, source, op, params):
         """Mark this tensor, just computed by ``op`` from ``source``, as a view of its memory."""
+        if source._inference:  # (a view of an inference tensor is one, in any mode)
+            self._inference = True
         if self._data.base is None:  # NumPy had to copy (a reshape of a strided array)
             return
         self._version_cell = source._version_cell  # a view and its base change together
@@ -526,6 +545,8 @@ class Tensor:
         the version moves on (a node that saved x would see another shape). A base whose live
         views are replayed from its shape by recorded writes refuses too: their steps would no
         longer fit it."""
+        if self._inference and not modes.inference:
+            self._refuse_inference_write()
         recorded = modes.grad_enabled and self.requires_grad
         if recorded:
             self._refuse_leaf_write()
@@ -553,6 +574,8 @@ class Tensor:
         if type(value) is float and (self._data.dtype.kind != "f" or not -3.4e38 <= value <= 3.4e38):
             _refuse_overflow(value, self._data.dtype)  # (a float into integers, or past float32's range: may overflow)
         index = _index(index)
+        if self._inference and not modes.inference:
+            self._refuse_inference_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, Tensor) and value.requires_grad)):
             self._refuse_leaf_write()
             self._take(self._index_put(index, _operand(value, self)))

@@ -12,7 +12,13 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad=True):
         if data is None:
             data = []
-        super().__init__(data._data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+        if not isinstance(data, Tensor):
+            super().__init__(data, requires_grad=requires_grad)
+            return
+        super().__init__(data._data)
+        if data._inference:  # an inference tensor stays one, and refuses to require grad
+            self._inference = True
+        self.requires_grad_(requires_grad)
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()

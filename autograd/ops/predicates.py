@@ -262,8 +262,9 @@ def is_conj(input):
 
 @names("is_inference")
 def is_inference(input):
-    """False: inference_mode here turns recording off (as no_grad) but makes no inference tensors."""
-    return False
+    """Whether the tensor was made in ``inference_mode`` (by an op, a factory or a constructor; a view
+    of a normal tensor stays normal): it cannot be saved for backward nor changed in place outside it."""
+    return input._inference
 
 
 @names("is_nonzero")
