@@ -139,7 +139,9 @@ class enable_grad(ModeSwitch):
 
 
 class inference_mode(ModeSwitch):
-    """``no_grad`` for inference; ``mode=False`` turns both off (recording on), as PyTorch's."""
+    """``no_grad`` for inference, whose tensors are inference tensors (``is_inference()``: never saved for
+    backward nor changed in place outside the mode); ``mode=False`` turns both off (recording on), as
+    PyTorch's."""
 
     bare_decorator = True
 
