@@ -34,10 +34,15 @@ class _Modes(threading.local):
 
 modes = _Modes()
 
+# ``modes.grad_enabled`` inside inference_mode: falsy like False (nothing is recorded) and told apart
+# from it by identity, so that Primitive.apply learns both whether to record and whether its output is
+# an inference tensor from one read of the thread's modes (a read costs as much as a small op's check).
+INFERENCE = ()
+
 
 def is_grad_enabled():
     """True when new operations are recorded for backpropagation (in this thread)."""
-    return modes.grad_enabled
+    return bool(modes.grad_enabled)
 
 
 def is_inference_mode_enabled():
@@ -146,7 +151,7 @@ class inference_mode(ModeSwitch):
     bare_decorator = True
 
     def __init__(self, mode=True):
-        super().__init__(grad_enabled=not mode, inference=bool(mode))
+        super().__init__(grad_enabled=INFERENCE if mode else True, inference=bool(mode))
 
 
 class set_grad_enabled(ModeSwitch):

@@ -33,6 +33,7 @@ from .backend import on_host
 from .device import served
 from .errors import ShapeError, refuse_non_tensors
 from .graph import (
+    INFERENCE,
     PackedTensor,
     VersionClock,
     accumulate_grad,
@@ -122,7 +123,8 @@ class Primitive:
         out = Tensor._make(data)
         if node.is_view:
             out._adopt_view_of(inputs[0], cls, params)
-        if modes.grad_enabled and ((kind := data.dtype.kind) == "f" or kind == "c"):
+        recording = modes.grad_enabled
+        if recording and ((kind := data.dtype.kind) == "f" or kind == "c"):
             for x in inputs:
                 if x._requires_grad:  # record: keep what backward needs, link the parents
                     if not node.handles_complex and (kind == "c" or x._data.dtype.kind == "c"):
@@ -158,7 +160,7 @@ class Primitive:
                     if modes.anomaly:
                         node._remember_where()
                     break
-        elif modes.inference:  # made in inference_mode: an inference tensor (a view of a normal one stays normal)
+        elif recording is INFERENCE:  # made in inference_mode: an inference tensor (a view of a normal one stays so)
             out._inference = not node.is_view or inputs[0]._inference
         return out
 

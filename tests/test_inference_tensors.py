@@ -23,7 +23,7 @@ def test_what_inference_mode_makes_is_an_inference_tensor():
             made = {"factory": torch.ones(2), "constructor": torch.tensor([1.0, 2.0]), "op": w * 2,
                     "clone": normal.clone(), "layer": m.nn.Linear(3, 2)(normal)}
             view_of_normal = normal[:2]
-            assert torch.is_inference_mode_enabled()
+            assert torch.is_inference_mode_enabled() and torch.is_grad_enabled() is False
         for name, tensor in made.items():
             assert tensor.is_inference(), (m.torch.__name__, name)
             assert not tensor.requires_grad
