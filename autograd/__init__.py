@@ -102,7 +102,6 @@ from .graph import (
 from .ops.clamping import clamp
 from .ops.elementwise import where
 from .ops.linalg import matmul
-from .ops.reductions import logsumexp
 from .ops.shape import cat, stack
 from .primitive import REGISTRY, Primitive
 from .printing import set_printoptions
@@ -125,9 +124,11 @@ long = int64
 
 # every op's functional name (autograd.sort, autograd.gather, ...), declared where the op is defined
 from .ops.names import FUNCTIONS as _FUNCTIONS  # noqa: E402
+from .ops.names import refusing_arrays as _refusing_arrays  # noqa: E402
 
-for _name in _FUNCTIONS:
-    globals().setdefault(_name, _FUNCTIONS[_name])
+for _name, _function in _FUNCTIONS.items():
+    if globals().get(_name, _function) is _function:  # (imported above, or new here; never another object)
+        globals()[_name] = _refusing_arrays(_function)
 
 
 
@@ -235,4 +236,7 @@ def __getattr__(name):
         globals().update(FUNCTIONS)
         if name in FUNCTIONS:
             return FUNCTIONS[name]
-    return _names_on_first_use(name)
+    value = _names_on_first_use(name)
+    if value is _FUNCTIONS.get(name):  # an op's function loaded now (autograd.conv2d): it refuses arrays too
+        value = globals()[name] = _refusing_arrays(value)
+    return value

@@ -110,3 +110,24 @@ def test_a_loss_of_mismatched_shapes_is_both_pytorchs_runtime_error_and_a_value_
     for catch in (RuntimeError, ValueError):
         with pytest.raises(catch, match=r"input of shape \(4, 3\) and target of shape \(4,\) differ"):
             F.mse_loss(autograd.randn(4, 3), autograd.randn(4))
+
+
+def test_every_autograd_function_taking_an_input_tensor_refuses_a_numpy_array():
+    """autograd.<name>(array): PyTorch's TypeError ("must be Tensor, not numpy.ndarray") for every function
+    whose first parameter is its ``input`` tensor, naming the function and the fix; before, some computed
+    the answer with NumPy alone (a NumPy array back) and others failed deep inside with an AttributeError."""
+    from autograd.ops.names import FUNCTIONS, refusing_arrays
+
+    checked = 0
+    for name in sorted(FUNCTIONS):
+        function = getattr(autograd, name)
+        if refusing_arrays(FUNCTIONS[name]) is FUNCTIONS[name] or getattr(function, "__wrapped__", None) is None:
+            continue  # its first parameter is no input tensor (tensors=, data=, size=, ...), or autograd's name is
+            # another function's (autograd.max_pool2d is PyTorch's torch.max_pool2d, not F.max_pool2d)
+        with pytest.raises(TypeError, match=r"autograd\.\w+: argument 1 must be a Tensor, not numpy\.ndarray"):
+            function(ARRAY_2D)
+        with pytest.raises(TypeError, match="autograd.from_numpy"):
+            function(input=ARRAY_2D)
+        checked += 1
+    assert checked > 300
+    assert autograd.exp(autograd.from_numpy(ARRAY_2D)).shape == ARRAY_2D.shape  # converted, it runs

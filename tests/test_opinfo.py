@@ -423,7 +423,8 @@ def _method_variant(op, ours):
     if op.method_variant is None or name is None or getattr(op.op, "__name__", "") == "<lambda>":
         return None
     method = _method(name)
-    return None if method is None or ours is getattr(autograd.Tensor, name, None) else method
+    same = getattr(ours, "__wrapped__", ours) is getattr(autograd.Tensor, name, None)  # (autograd.<name> may wrap
+    return None if method is None or same else method  # the method: it refuses NumPy arrays given as input)
 
 
 COMPARED = [op for op in op_db if _ours_for(op) is not None]

@@ -14,6 +14,10 @@ gives ``x.exp()``, ``autograd.exp(x)`` and the in-place ``x.exp_()``. A
 
 import inspect
 
+import numpy
+
+from ..errors import not_a_tensor
+
 METHODS = {}  # Tensor method name -> function(tensor, *args, **kwargs)
 FUNCTIONS = {}  # autograd.<name> -> function(*args, **kwargs)
 INPLACE = {}  # Tensor in-place method name (exp_) -> the out-of-place function it writes back
@@ -74,6 +78,25 @@ def _numpy_aliases(op):
     call.__name__, call.__qualname__, call.__doc__ = op.__name__, op.__qualname__, op.__doc__
     call.__wrapped__ = op
     _ALIASED[op] = call
+    return call
+
+
+def refusing_arrays(function):
+    """``function`` as ``autograd.<name>``: when its first parameter is PyTorch's ``input`` (a Tensor), a NumPy
+    array given there is refused with a TypeError naming it and the fix, as PyTorch refuses it ("must be
+    Tensor, not numpy.ndarray"), rather than failing deep inside or being computed by NumPy alone."""
+    parameters = _parameter_names(function)
+    if not parameters or next(iter(parameters)) != "input":
+        return function
+
+    def call(*args, **kwargs):
+        first = args[0] if args else kwargs.get("input")
+        if isinstance(first, numpy.ndarray):
+            raise not_a_tensor(f"autograd.{function.__name__}", 0, first)
+        return function(*args, **kwargs)
+
+    call.__name__, call.__qualname__, call.__doc__ = function.__name__, function.__qualname__, function.__doc__
+    call.__module__, call.__wrapped__ = function.__module__, function
     return call
 
 
