@@ -265,12 +265,16 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+        # (PyTorch refuses one above 1 with this RuntimeError and silently ignores a negative one: refused too)
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     target = target if isinstance(target, Tensor) else tensor_from(target)
     dim = _class_dim(input)
     classes = input.shape[dim]
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
     if target.dtype.kind == "f":  # class probabilities
+        if ignore_index >= 0:  # (a class index to skip means nothing for probabilities: PyTorch's check)
+            raise RuntimeError(f"ignore_index is not supported for floating point target (got ignore_index="
+                               f"{ignore_index}; the default -100 leaves every class in)")
         if target.shape != input.shape:
             raise DtypeError(f"cross_entropy: a float target is read as class probabilities and must have "
                              f"the input's shape {input.shape}, got {target.shape}; class indices must be "
@@ -404,15 +408,20 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     σ² = ``var``:   ℓ = ½ (ln max(σ², eps) + (μ - y)² / max(σ², eps))  (+ ½ ln 2π if full).
 
     As PyTorch, the clamp to eps is not seen by the gradient (it is done in place
-    under no_grad there). ``var`` has the input's shape, or one dim fewer or a last
-    dim of 1 (one variance shared across the last dim)."""
+    under no_grad there). ``var`` is a number, or a tensor of the input's shape, of one dim fewer, or
+    of the input's shape but for one dim of size 1 (a variance shared along that dim: (4, 1, 32, 32) for
+    an input (4, 3, 32, 32)), as PyTorch's."""
     target = target if isinstance(target, Tensor) else tensor_from(target)
-    var = var if isinstance(var, Tensor) else tensor_from(var)
+    if isinstance(var, (int, float)):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = autograd.full_like(input, var)
     if var.shape != input.shape:
         if input.shape[:-1] == var.shape:
             var = var.unsqueeze(-1)
-        elif not (input.shape[:-1] == var.shape[:-1] and var.ndim and var.shape[-1] == 1):
-            raise ValueError("var is of incorrect size")
+        elif not (input.ndim == var.ndim and sum(v for i, v in zip(input.shape, var.shape) if i != v) == 1):
+            raise ValueError(f"var is of incorrect size: {tuple(var.shape)} for an input of shape "
+                             f"{tuple(input.shape)}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(reduction + " is not valid")
     if (var._data < 0).any():

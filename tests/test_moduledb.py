@@ -1,0 +1,312 @@
+"""chainrule's nn modules against PyTorch's own module database (`module_db`, the ModuleInfo entries PyTorch tests
+torch.nn with).
+
+For every ModuleInfo whose class exists in `nn` (same name), each of its CPU samples, in float64 and float32, in
+training and in eval mode: PyTorch's module and ours are built from the same constructor arguments (tensors
+converted), cast to the dtype, set to the mode, and PyTorch's state_dict is loaded into ours (strict). Both run
+forward on the same inputs: outputs (tuples and nested ones too) must agree in values, dtypes and shapes. Then
+`sum(out * w)` over every floating output, with the same random `w`, is differentiated in both: the gradients of
+the inputs and of every parameter must agree, and so must every buffer after the forward (a norm's running
+statistics in training mode). Each `module_error_inputs_func` case must raise PyTorch's exception class here,
+at construction or in forward, where PyTorch raises it.
+
+Randomness: no ModuleInfo sample draws random numbers in forward (the Transformer ones set dropout=0.0, the
+FractionalMaxPool ones pass `_random_samples`), so every sample is compared in full.
+
+Tests of hand-picked configurations, repr, attributes and initialisation are in tests/test_nn_module_parity.py;
+this file walks PyTorch's own samples. Known differences are strict xfails with their reason. Needs torch and
+expecttest (a test-only dependency of `torch.testing._internal`); skips cleanly without them.
+"""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("expecttest")
+
+import autograd  # noqa: E402
+import nn  # noqa: E402
+import nn.functional  # noqa: E402
+from tests.torch_samples import TORCH_TO_NUMPY_DTYPE, Unconvertible, compare_outputs, convert, leaves  # noqa: E402
+
+try:
+    from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
+except Exception as error:  # a torch build without its test internals
+    pytest.skip(f"torch.testing._internal is not usable: {error}", allow_module_level=True)
+
+pytestmark = pytest.mark.torch
+
+MAX_SAMPLES = 6  # per entry, dtype and mode: the first ones (PyTorch lists the plain cases first)
+MAX_ERROR_INPUTS = 12
+DTYPES = (torch.float64, torch.float32)
+
+# Entries whose module class nn does not have (reported by test_missing_modules_are_the_known_ones).
+MISSING = {}
+
+# Entries whose first forward argument goes through a function in both libraries before the module sees it.
+FIRST_INPUT_THROUGH = {
+    # README: CTCLoss's gradient with respect to log_probs is the exact derivative; PyTorch's is right only
+    # behind a log_softmax (the samples' log_probs are raw numbers). Behind one, the two agree.
+    "nn.CTCLoss": lambda log_probs: log_probs.log_softmax(-1),
+}
+
+# Disagreements not fixed here, keyed by "<entry>" (every sample) or "<entry>/<sample desc>" (strict).
+XFAIL = {}
+
+
+def _tolerance(dtype):
+    """(rtol, atol): float32 sums of a few hundred terms (a transformer layer) round differently in each library."""
+    return (1e-7, 1e-9) if np.dtype(dtype) == np.float64 else (1e-4, 1e-5)
+
+
+def _convert(value, memo):
+    """convert(), and a torch.nn.functional function given as an argument (a Transformer layer's activation)
+    becomes nn.functional's function of the same name."""
+    name = getattr(value, "__name__", None)
+    if callable(value) and isinstance(name, str) and getattr(torch.nn.functional, name, None) is value:
+        return getattr(nn.functional, name)
+    if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
+        return type(value)(_convert(v, memo) for v in value)
+    if isinstance(value, dict):
+        return {k: _convert(v, memo) for k, v in value.items()}
+    return convert(value, memo)
+
+
+def _ours_class(info):
+    return getattr(nn, info.module_cls.__name__, None)
+
+
+def _build(info, sample, dtype, training):
+    """(PyTorch's module, ours, memo) from the sample's constructor arguments, PyTorch's state loaded into ours."""
+    memo = {}
+    args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
+    ours_args, ours_kwargs = _convert(list(args), memo), _convert(kwargs, memo)
+    theirs = info.module_cls(*args, **kwargs).to(dtype).train(training)
+    ours = _ours_class(info)(*ours_args, **ours_kwargs).to(TORCH_TO_NUMPY_DTYPE[dtype]).train(training)
+    return theirs, ours, memo
+
+
+def _load_state(theirs, ours):
+    state = {name: convert(value.detach().clone(), {}) for name, value in theirs.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+
+
+def _forward_input(sample):
+    """A fresh copy of the forward arguments for each library (an in-place module must not see the other's
+    writes), with the torch leaves that require grad."""
+    args, kwargs = sample.forward_input.args, sample.forward_input.kwargs
+    copies = {}
+
+    def fresh(value):
+        if isinstance(value, torch.Tensor):
+            if id(value) not in copies:
+                copies[id(value)] = value.detach().clone().requires_grad_(value.requires_grad)
+            return copies[id(value)]
+        if isinstance(value, (list, tuple)):
+            return type(value)(fresh(v) for v in value)
+        if isinstance(value, dict):
+            return {k: fresh(v) for k, v in value.items()}
+        return value
+
+    return fresh(list(args)), fresh(kwargs)
+
+
+def _upstream(outputs, seed):
+    """A random gradient for each floating output, the same arrays for both libraries."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(t.shape)) for t in outputs]
+
+
+def _gradients(info, sample, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance):
+    theirs_float = [t for t in leaves(theirs_out) if isinstance(t, torch.Tensor) and t.dtype.is_floating_point]
+    ours_float = [t for t in leaves(ours_out) if isinstance(t, autograd.Tensor) and t.dtype.kind == "f"]
+    if len(theirs_float) != len(ours_float):
+        return [f"{where}: {len(ours_float)} floating outputs, PyTorch {len(theirs_float)}"]
+    pairs = [(a, b, w) for a, b, w in zip(ours_float, theirs_float, _upstream(theirs_float, 1))
+             if b.requires_grad]
+    if not pairs:
+        return []
+    theirs_leaves = list({id(t): t for t in theirs_inputs if t.requires_grad}.values())
+    names = [f"input {i}" for i in range(len(theirs_leaves))]
+    theirs_params = dict(theirs.named_parameters())
+    ours_params = dict(ours.named_parameters())
+    names += [f"parameter {name}" for name in theirs_params]
+    theirs_targets = theirs_leaves + list(theirs_params.values())
+    ours_targets = [memo[id(t)] for t in theirs_leaves] + [ours_params[name] for name in theirs_params]
+    theirs_loss = sum((b * torch.tensor(w, dtype=b.dtype)).sum() for _, b, w in pairs)
+    theirs_grads = torch.autograd.grad(theirs_loss, theirs_targets, allow_unused=True)
+    ours_terms = [(a * autograd.tensor(w.astype(a.dtype))).sum() for a, _, w in pairs if a.requires_grad]
+    if not ours_terms:
+        return [f"{where}: no output requires grad, PyTorch's do"]
+    try:
+        ours_grads = autograd.grad(sum(ours_terms[1:], ours_terms[0]), ours_targets, allow_unused=True)
+    except Exception as error:
+        return [f"{where}: backward raised {type(error).__name__}: {str(error)[:200]}"]
+    problems = []
+    for name, a, b, target in zip(names, ours_grads, theirs_grads, theirs_targets):
+        dtype = TORCH_TO_NUMPY_DTYPE[target.dtype]
+        want = np.zeros(tuple(target.shape), dtype) if b is None else b.numpy()
+        got = np.zeros(tuple(target.shape), dtype) if a is None else a.numpy()
+        if got.shape != want.shape or got.dtype != want.dtype:
+            problems.append(f"{where} grad of {name}: {got.dtype}{got.shape}, PyTorch {want.dtype}{want.shape}")
+            continue
+        rtol, atol = tolerance(dtype)
+        if not np.allclose(got, want, rtol=rtol, atol=atol, equal_nan=True):
+            problems.append(f"{where} grad of {name}: max |diff| {np.nanmax(np.abs(got - want), initial=0):.3g}")
+    return problems
+
+
+def _buffers(theirs, ours, where, tolerance):
+    ours_buffers = dict(ours.named_buffers())
+    problems = []
+    for name, b in theirs.named_buffers():
+        a = ours_buffers.get(name)
+        if a is None:
+            problems.append(f"{where} buffer {name}: missing")
+            continue
+        problems += compare_outputs(a, b, f"{where} buffer {name}", tolerance)
+    return problems
+
+
+class _first_through:
+    """A module called with fn(first argument) in place of its first argument (its parameters and buffers
+    are the module's)."""
+
+    def __init__(self, module, fn):
+        self.module, self.fn = module, fn
+        self.named_parameters, self.named_buffers = module.named_parameters, module.named_buffers
+
+    def __call__(self, first, *args, **kwargs):
+        return self.module(self.fn(first), *args, **kwargs)
+
+
+def _compare_sample(info, sample, dtype, training, where):
+    """The list of disagreements for one sample."""
+    try:
+        theirs, ours, memo = _build(info, sample, dtype, training)
+    except Unconvertible:
+        return None
+    except Exception as error:
+        return [f"{where}: construction raised {type(error).__name__}: {str(error)[:200]}"]
+    (theirs_args, theirs_kwargs) = _forward_input(sample)
+    try:
+        ours_args, ours_kwargs = convert(theirs_args, memo), convert(theirs_kwargs, memo)
+    except Unconvertible:
+        return None
+    if info.is_lazy:  # (PyTorch's uninitialised parameters have no values to load: a first call shapes them)
+        with torch.no_grad(), autograd.no_grad():
+            theirs(*theirs_args, **theirs_kwargs)
+            ours(*ours_args, **ours_kwargs)
+    try:
+        _load_state(theirs, ours)
+    except Exception as error:
+        return [f"{where}: load_state_dict raised {type(error).__name__}: {str(error)[:200]}"]
+    if info.name in FIRST_INPUT_THROUGH:
+        through = FIRST_INPUT_THROUGH[info.name]
+        theirs, ours = _first_through(theirs, through), _first_through(ours, through)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs_out = theirs(*theirs_args, **theirs_kwargs)
+    try:
+        ours_out = ours(*ours_args, **ours_kwargs)
+    except Exception as error:
+        return [f"{where}: forward raised {type(error).__name__}: {str(error)[:200]}"]
+    tolerance = _tolerance
+    problems = compare_outputs(ours_out, theirs_out, where, lambda dt: tolerance(dt))
+    problems += _buffers(theirs, ours, where, tolerance)
+    if not problems:
+        theirs_inputs = [t for t in leaves([theirs_args, theirs_kwargs]) if isinstance(t, torch.Tensor)]
+        problems += _gradients(info, sample, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where,
+                               tolerance)
+    return problems
+
+
+def _samples(info, dtype, training):
+    torch.manual_seed(0)  # the samples' values come from PyTorch's generator: the same every run
+    return list(itertools.islice(info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True,
+                                                         training=training), MAX_SAMPLES))
+
+
+COMPARED = [info for info in module_db if _ours_class(info) is not None]
+
+
+def _param(info):
+    marks = []
+    if info.name in XFAIL:
+        marks.append(pytest.mark.xfail(reason=XFAIL[info.name], strict=True))
+    return pytest.param(info, id=info.name, marks=marks)
+
+
+def test_missing_modules_are_the_known_ones():
+    missing = {info.name for info in module_db if _ours_class(info) is None}
+    assert missing == set(MISSING), missing
+
+
+@pytest.mark.parametrize("info", [_param(info) for info in COMPARED])
+def test_module_agrees_with_pytorch(info):
+    problems = []
+    for dtype, training in itertools.product(DTYPES, (True, False)):
+        for n, sample in enumerate(_samples(info, dtype, training)):
+            where = f"{str(dtype)[6:]} {'train' if training else 'eval'} sample {n} ({sample.desc or 'plain'})"
+            found = _compare_sample(info, sample, dtype, training, where)
+            problems += found or []
+    assert not problems, f"{info.name}: {len(problems)} disagreements\n" + "\n".join(problems[:16])
+
+
+def _error_cases(info):
+    if info.module_error_inputs_func is None:
+        return []
+    torch.manual_seed(0)
+    return list(itertools.islice(info.module_error_inputs_func(info, device="cpu", dtype=torch.float32,
+                                                               requires_grad=False, training=True),
+                                 MAX_ERROR_INPUTS))
+
+
+def _raises(error_type, call):
+    """None if call() raises error_type (with a message), else what happened instead."""
+    try:
+        call()
+    except error_type as error:
+        return None if str(error) else f"{type(error).__name__} without a message"
+    except Exception as error:
+        return f"{type(error).__name__}: {str(error)[:160]}"
+    return "nothing"
+
+
+def _error_call(cls, case, convert_args):
+    """A function that does what the case says fails: construct, or construct then call."""
+    sample = case.module_error_input
+    args, kwargs = convert_args(list(sample.constructor_input.args)), convert_args(sample.constructor_input.kwargs)
+    if case.error_on == ModuleErrorEnum.CONSTRUCTION_ERROR:
+        return lambda: cls(*args, **kwargs)
+    forward_args = convert_args(list(sample.forward_input.args))
+    forward_kwargs = convert_args(sample.forward_input.kwargs)
+    module = cls(*args, **kwargs)
+    return lambda: module(*forward_args, **forward_kwargs)
+
+
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in COMPARED
+                                  if info.module_error_inputs_func is not None])
+def test_module_error_inputs_raise_pytorchs_exception_class(info):
+    """At construction or in forward, as the case says; PyTorch is run too and must raise (its own check)."""
+    problems = []
+    for n, case in enumerate(_error_cases(info)):
+        where = f"error input {n} ({case.module_error_input.desc or 'plain'}, {case.error_on.name}): PyTorch " \
+                f"{case.error_type.__name__} /{case.error_regex}/"
+        theirs = _raises(case.error_type, _error_call(info.module_cls, case, lambda value: value))
+        assert theirs is None, f"{where}: PyTorch raised {theirs}"
+        memo = {}
+        try:
+            call = _error_call(_ours_class(info), case, lambda value: _convert(value, memo))
+        except Unconvertible:
+            continue
+        except Exception as error:
+            problems.append(f"{where}, chainrule's constructor raised {type(error).__name__}: {error}")
+            continue
+        ours = _raises(case.error_type, call)
+        if ours is not None:
+            problems.append(f"{where}, chainrule {ours}")
+    assert not problems, f"{info.name}: {len(problems)} disagreements\n" + "\n".join(problems)
