@@ -17,7 +17,7 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
-from autograd.errors import DtypeError, ShapeError
+from autograd.errors import DtypeError, ShapeError, check_same_dtype
 from autograd.ops.conversion import type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
@@ -128,7 +128,8 @@ def _class_last(input):
     dim = _class_dim(input)
     if input.ndim > 2:
         input = input.permute(0, *range(2, input.ndim), 1)
-    return input.reshape(-1, input.shape[-1]) if dim else input.reshape(1, -1)
+    # (the row count spelled out, not -1: zero classes leave it undetermined)
+    return input.reshape(math.prod(input.shape[:-1]), input.shape[-1]) if dim else input.reshape(1, -1)
 
 
 def _check_class_indices(name, input, target):
@@ -149,6 +150,7 @@ def _class_weights(name, rows, target, weight, ignore_index):
     """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
     constants, so their sum is a plain number."""
     classes = rows.shape[1]
+    check_same_dtype(name, rows, weight=weight)  # (PyTorch's kernels refuse a weight of another dtype)
     if weight is not None and tuple(weight.shape) != (classes,):
         raise RuntimeError(f"{name}: weight of shape {tuple(weight.shape)} given for {classes} classes; "
                            f"it needs one entry per class, shape ({classes},)")
@@ -184,7 +186,7 @@ class CrossEntropy(Primitive):
 
     def forward(self, x):
         rows = xp.arange(len(self.labels))
-        shifted = x - x.max(axis=1, keepdims=True)
+        shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
         losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
         if self.weights is not None:
             losses = losses * self.weights
