@@ -87,7 +87,10 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
 
 class BinaryCrossEntropy(Primitive):
     """ℓ = -(y ln p + (1 - y) ln(1 - p)), each log floored at -100 as PyTorch does;
-    dℓ/dp = (p - y) / max(p (1 - p), 1e-12),   dℓ/dy = ln(1 - p) - ln p  (floored logs)"""
+    dℓ/dp = (p - y) / max(p (1 - p), 1e-12),   dℓ/dy = ln(1 - p) - ln p  (floored logs)
+
+    The backward is written with Tensor ops of p and y, so its own derivatives are exact too:
+    d²ℓ/dp² = (p² - 2py + y) / (p (1 - p))²,  d²ℓ/dp dy = -1 / (p (1 - p))."""
 
     def forward(self, p, y):
         log_p = xp.maximum(xp.log(p), -100)
@@ -97,12 +100,10 @@ class BinaryCrossEntropy(Primitive):
     def backward(self, grad, loss, p, y):
         grad_p = grad_y = None
         if p.requires_grad:
-            denominator = Tensor._make(xp.maximum(p._data * (1 - p._data), 1e-12))
-            grad_p = grad * (p - y) / denominator
+            grad_p = grad * (p - y) / (p * (1 - p)).clamp(min=1e-12)
         if y.requires_grad:
-            log_p = Tensor._make(xp.maximum(xp.log(p._data), -100))
-            log_q = Tensor._make(xp.maximum(xp.log1p(-p._data), -100))
-            grad_y = grad * (log_q - log_p)
+            with numpy.errstate(divide="ignore"):  # (ln 0 = -inf, floored)
+                grad_y = grad * ((-p).log1p().clamp(min=-100) - p.log().clamp(min=-100))
         return grad_p, grad_y
 
 

@@ -140,47 +140,80 @@ def _upstream(outputs, seed):
     return [rng.standard_normal(tuple(t.shape)) for t in outputs]
 
 
-def _gradients(info, sample, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance):
-    theirs_float = [t for t in leaves(theirs_out) if isinstance(t, torch.Tensor) and t.dtype.is_floating_point]
-    ours_float = [t for t in leaves(ours_out) if isinstance(t, autograd.Tensor) and t.dtype.kind == "f"]
-    if len(theirs_float) != len(ours_float):
-        return [f"{where}: {len(ours_float)} floating outputs, PyTorch {len(theirs_float)}"]
-    pairs = [(a, b, w) for a, b, w in zip(ours_float, theirs_float, _upstream(theirs_float, 1))
-             if b.requires_grad]
-    if not pairs:
-        return []
-    theirs_leaves = list({id(t): t for t in theirs_inputs if t.requires_grad}.values())
-    names = [f"input {i}" for i in range(len(theirs_leaves))]
-    theirs_params = dict(theirs.named_parameters())
-    ours_params = dict(ours.named_parameters())
-    names += [f"parameter {name}" for name in theirs_params]
-    theirs_targets = theirs_leaves + list(theirs_params.values())
-    ours_targets = [memo[id(t)] for t in theirs_leaves] + [ours_params[name] for name in theirs_params]
-    theirs_loss = sum((b * torch.tensor(w, dtype=b.dtype)).sum() for _, b, w in pairs)
-    theirs_grads = torch.autograd.grad(theirs_loss, theirs_targets, allow_unused=True)
-    ours_terms = [(a * autograd.tensor(w.astype(a.dtype))).sum() for a, _, w in pairs if a.requires_grad]
-    if not ours_terms:
-        return [f"{where}: no output requires grad, PyTorch's do"]
-    try:
-        ours_grads = autograd.grad(sum(ours_terms[1:], ours_terms[0]), ours_targets, allow_unused=True)
-    except Exception as error:
-        return [f"{where}: backward raised {type(error).__name__}: {str(error)[:200]}"]
+def _agree(names, ours, theirs, targets, where, tolerance):
+    """Disagreements between two lists of gradients (None: zeros) of `targets`."""
     problems = []
-    for name, a, b, target in zip(names, ours_grads, theirs_grads, theirs_targets):
+    for name, a, b, target in zip(names, ours, theirs, targets):
         dtype = TORCH_TO_NUMPY_DTYPE[target.dtype]
-        want = np.zeros(tuple(target.shape), dtype) if b is None else b.numpy()
+        want = np.zeros(tuple(target.shape), dtype) if b is None else b.detach().numpy(force=True)
         got = np.zeros(tuple(target.shape), dtype) if a is None else a.numpy()
         if got.shape != want.shape or got.dtype != want.dtype:
-            problems.append(f"{where} grad of {name}: {got.dtype}{got.shape}, PyTorch {want.dtype}{want.shape}")
+            problems.append(f"{where} {name}: {got.dtype}{got.shape}, PyTorch {want.dtype}{want.shape}")
             continue
         # (a gradient entry is a sum of many products: its rounding error scales with the largest of them,
         # bounded here by the largest entry, not with the entry itself, which may be a near-cancellation)
         scale = max(1.0, float(np.nanmax(np.abs(want), initial=0)))
         rtol, atol = tolerance(dtype)
         if not np.allclose(got, want, rtol=rtol, atol=atol * scale, equal_nan=True):
-            problems.append(f"{where} grad of {name}: max |diff| {np.nanmax(np.abs(got - want), initial=0):.3g} "
+            problems.append(f"{where} {name}: max |diff| {np.nanmax(np.abs(got - want), initial=0):.3g} "
                             f"(largest entry {scale:.3g})")
     return problems
+
+
+def _weighted_sum(tensors, weights, library):
+    """Σ_k sum(t_k · w_k), in `library` (torch or autograd)."""
+    terms = [(t * library.tensor(w, dtype=t.dtype)).sum() for t, w in zip(tensors, weights)]
+    return sum(terms[1:], terms[0])
+
+
+def _gradients(info, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance, second_order):
+    """First derivatives of Σ out·w (w random) with respect to the inputs and parameters; with second_order,
+    also the derivatives of Σ grad·v (v random) with respect to the same tensors (double backward)."""
+    theirs_float = [t for t in leaves(theirs_out) if isinstance(t, torch.Tensor) and t.dtype.is_floating_point]
+    ours_float = [t for t in leaves(ours_out) if isinstance(t, autograd.Tensor) and t.dtype.kind == "f"]
+    if len(theirs_float) != len(ours_float):
+        return [f"{where}: {len(ours_float)} floating outputs, PyTorch {len(theirs_float)}"]
+    differentiable = [k for k, b in enumerate(theirs_float) if b.requires_grad]
+    if not differentiable:
+        return []
+    if not all(ours_float[k].requires_grad for k in differentiable):
+        return [f"{where}: an output does not require grad, PyTorch's does"]
+    theirs_leaves = list({id(t): t for t in theirs_inputs if t.requires_grad}.values())
+    theirs_params = dict(theirs.named_parameters())
+    ours_params = dict(ours.named_parameters())
+    names = [f"input {i}" for i in range(len(theirs_leaves))] + [f"parameter {name}" for name in theirs_params]
+    theirs_targets = theirs_leaves + list(theirs_params.values())
+    ours_targets = [memo[id(t)] for t in theirs_leaves] + [ours_params[name] for name in theirs_params]
+    w = _upstream([theirs_float[k] for k in differentiable], 1)
+    theirs_grads = torch.autograd.grad(_weighted_sum([theirs_float[k] for k in differentiable], w, torch),
+                                       theirs_targets, allow_unused=True, create_graph=second_order)
+    try:
+        ours_grads = autograd.grad(_weighted_sum([ours_float[k] for k in differentiable], w, autograd),
+                                   ours_targets, allow_unused=True, create_graph=second_order)
+    except Exception as error:
+        return [f"{where}: backward raised {type(error).__name__}: {str(error)[:200]}"]
+    problems = _agree(names, ours_grads, theirs_grads, theirs_targets, f"{where} grad of", tolerance)
+    if problems or not second_order:
+        return problems
+    chosen = [k for k, b in enumerate(theirs_grads) if b is not None and b.requires_grad]
+    if not chosen:
+        return []
+    v = _upstream([theirs_grads[k] for k in chosen], 2)
+    try:
+        theirs_second = torch.autograd.grad(_weighted_sum([theirs_grads[k] for k in chosen], v, torch),
+                                            theirs_targets, allow_unused=True)
+    except RuntimeError as error:  # (PyTorch has no double backward for it)
+        return [] if "not implemented" in str(error) else [f"{where}: PyTorch's double backward raised {error}"]
+    zero = [k for k in chosen if ours_grads[k] is None or not ours_grads[k].requires_grad]
+    pairs = [(ours_grads[k], weights) for k, weights in zip(chosen, v) if k not in zero]
+    if not pairs:
+        ours_second = [None] * len(ours_targets)
+    else:
+        try:
+            ours_second = autograd.grad(_weighted_sum(*zip(*pairs), autograd), ours_targets, allow_unused=True)
+        except Exception as error:
+            return [f"{where}: double backward raised {type(error).__name__}: {str(error)[:200]}"]
+    return _agree(names, ours_second, theirs_second, theirs_targets, f"{where} second derivative, of", tolerance)
 
 
 def _buffers(theirs, ours, where, tolerance):
@@ -207,7 +240,7 @@ class _first_through:
         return self.module(self.fn(first), *args, **kwargs)
 
 
-def _compare_sample(info, sample, dtype, training, where):
+def _compare_sample(info, sample, dtype, training, where, second_order=False):
     """The list of disagreements for one sample."""
     try:
         theirs, ours, memo = _build(info, sample, dtype, training)
@@ -243,8 +276,8 @@ def _compare_sample(info, sample, dtype, training, where):
     problems += _buffers(theirs, ours, where, tolerance)
     if not problems:
         theirs_inputs = [t for t in leaves([theirs_args, theirs_kwargs]) if isinstance(t, torch.Tensor)]
-        problems += _gradients(info, sample, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where,
-                               tolerance)
+        problems += _gradients(info, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance,
+                               second_order)
     return problems
 
 
@@ -289,9 +322,11 @@ def test_module_agrees_with_pytorch(info):
     torch.manual_seed(0)  # the samples' values come from PyTorch's generator: the same every run
     problems = []
     for dtype, training in itertools.product(DTYPES, (True, False)):
+        # (second derivatives in float64 training mode, where PyTorch's ModuleInfo says it has them)
+        second_order = dtype == torch.float64 and training and info.supports_gradgrad
         for n, sample in enumerate(_samples(info, dtype, training)):
             where = f"{str(dtype)[6:]} {'train' if training else 'eval'} sample {n} ({sample.desc or 'plain'})"
-            found = _compare_sample(info, sample, dtype, training, where)
+            found = _compare_sample(info, sample, dtype, training, where, second_order)
             problems += found or []
     assert not problems, f"{info.name}: {len(problems)} disagreements\n" + "\n".join(problems[:16])
 

@@ -96,6 +96,16 @@ def test_fused_cross_entropy_second_derivatives(reduction):
         [leaf(X)])
 
 
+def test_binary_cross_entropy_second_derivatives():
+    """BCE's backward is made of Tensor ops of p and y, so its own derivatives are exact: d²ℓ/dp² =
+    (p² - 2py + y) / (p (1 - p))² (its factor 1 / (p (1 - p)) was once a constant, which left out the rest)."""
+    assert autograd.gradgradcheck(lambda p, y: F.binary_cross_entropy(p, y, reduction="sum"),
+                                  [leaf(P), leaf(P[::-1].copy())])
+    p, y = leaf(np.array([0.2, 0.7])), Tensor(np.array([0.3, 1.0]))
+    (grad,) = autograd.grad(F.binary_cross_entropy(p, y, reduction="sum"), p, create_graph=True)
+    np.testing.assert_allclose(autograd.grad(grad.sum(), p)[0].numpy(), [0.22 / 0.16**2, 0.09 / 0.21**2])
+
+
 def test_cross_entropy_over_only_ignored_targets_is_nan():
     assert np.isnan(F.cross_entropy(Tensor(X), autograd.tensor([-100, -100, -100, -100])).item())
 
