@@ -33,15 +33,18 @@ import nn.functional  # noqa: E402
 from tests.torch_samples import TORCH_TO_NUMPY_DTYPE, Unconvertible, compare_outputs, convert, leaves  # noqa: E402
 
 try:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.testing._internal.common_modules import ModuleErrorEnum, module_db
 except Exception as error:  # a torch build without its test internals
     pytest.skip(f"torch.testing._internal is not usable: {error}", allow_module_level=True)
 
 pytestmark = pytest.mark.torch
 
-# Every float64 training-mode sample is compared; of the others, a few spread over the list (PyTorch lists
-# the variants in groups: the spread meets each group), which keeps the file fast.
-SPREAD_SAMPLES = 6  # float64 eval mode where train and eval differ (ModuleInfo.train_and_eval_differ)
+# Samples compared per entry: in float64 training mode all, up to FLOAT64_SAMPLES; otherwise a few. Where an
+# entry has more, they are spread over its list (PyTorch lists the variants in groups: the spread meets each).
+FLOAT64_SAMPLES = 24
+SECOND_ORDER_SAMPLES = 4  # of the float64 training ones, with second derivatives too
+EVAL_SAMPLES = 6  # float64 eval mode where train and eval differ (ModuleInfo.train_and_eval_differ)
 FLOAT32_SAMPLES = 3  # float64 checks the maths; float32 the dtypes and the rounding
 SAME_IN_EVAL_SAMPLES = 2  # eval mode, where PyTorch's ModuleInfo says train and eval do not differ
 MAX_ERROR_INPUTS = 12
@@ -264,7 +267,8 @@ def _compare_sample(info, sample, dtype, training, where, second_order=False):
     if info.name in FIRST_INPUT_THROUGH:
         through = FIRST_INPUT_THROUGH[info.name]
         theirs, ours = _first_through(theirs, through), _first_through(ours, through)
-    with warnings.catch_warnings():
+    # (attention by PyTorch's reference "math" kernel: its CPU flash kernel has no double backward)
+    with warnings.catch_warnings(), sdpa_kernel([SDPBackend.MATH]):
         warnings.simplefilter("ignore")
         theirs_out = theirs(*theirs_args, **theirs_kwargs)
     try:
@@ -281,15 +285,20 @@ def _compare_sample(info, sample, dtype, training, where, second_order=False):
     return problems
 
 
+def _spread(items, count):
+    return items[::-(-len(items) // count)] if items else items
+
+
 def _samples(info, dtype, training):
-    """The samples compared for one dtype and mode (see SPREAD_SAMPLES)."""
+    """The samples compared for one dtype and mode (see FLOAT64_SAMPLES)."""
     samples = list(info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True, training=training))
-    if dtype == torch.float64 and training:
-        return samples
-    count = SPREAD_SAMPLES if dtype == torch.float64 else FLOAT32_SAMPLES
+    if dtype == torch.float64:
+        count = FLOAT64_SAMPLES if training else EVAL_SAMPLES
+    else:
+        count = FLOAT32_SAMPLES
     if not training and not info.train_and_eval_differ:
         count = min(count, SAME_IN_EVAL_SAMPLES)
-    return samples[::-(-len(samples) // count)]
+    return _spread(samples, count)
 
 
 COMPARED = [info for info in module_db if _ours_class(info) is not None]
@@ -323,10 +332,12 @@ def test_module_agrees_with_pytorch(info):
     problems = []
     for dtype, training in itertools.product(DTYPES, (True, False)):
         # (second derivatives in float64 training mode, where PyTorch's ModuleInfo says it has them)
+        samples = _samples(info, dtype, training)
         second_order = dtype == torch.float64 and training and info.supports_gradgrad
-        for n, sample in enumerate(_samples(info, dtype, training)):
+        second_order = {id(sample) for sample in _spread(samples, SECOND_ORDER_SAMPLES)} if second_order else ()
+        for n, sample in enumerate(samples):
             where = f"{str(dtype)[6:]} {'train' if training else 'eval'} sample {n} ({sample.desc or 'plain'})"
-            found = _compare_sample(info, sample, dtype, training, where, second_order)
+            found = _compare_sample(info, sample, dtype, training, where, id(sample) in second_order)
             problems += found or []
     assert not problems, f"{info.name}: {len(problems)} disagreements\n" + "\n".join(problems[:16])
 
