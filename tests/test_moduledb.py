@@ -18,6 +18,7 @@ this file walks PyTorch's own samples. Known differences are strict xfails with 
 expecttest (a test-only dependency of `torch.testing._internal`); skips cleanly without them.
 """
 
+import inspect
 import itertools
 import warnings
 
@@ -276,12 +277,22 @@ def _compare_sample(info, sample, dtype, training, where, second_order=False):
     except Exception as error:
         return [f"{where}: forward raised {type(error).__name__}: {str(error)[:200]}"]
     tolerance = _tolerance
-    problems = compare_outputs(ours_out, theirs_out, where, lambda dt: tolerance(dt))
+    problems = compare_outputs(ours_out, theirs_out, where, tolerance)
     problems += _buffers(theirs, ours, where, tolerance)
+    # the inputs after the call (an in-place module writes into its input: ReLU(inplace=True))
+    problems += compare_outputs([ours_args, ours_kwargs], [theirs_args, theirs_kwargs], f"{where} input after",
+                                tolerance)
     if not problems:
         theirs_inputs = [t for t in leaves([theirs_args, theirs_kwargs]) if isinstance(t, torch.Tensor)]
         problems += _gradients(info, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance,
                                second_order)
+    if not problems and training and list(theirs.named_buffers()):
+        # a second call: running statistics move on from the first call's (momentum=None: a cumulative average)
+        with torch.no_grad(), autograd.no_grad(), warnings.catch_warnings(), sdpa_kernel([SDPBackend.MATH]):
+            warnings.simplefilter("ignore")
+            theirs_out, ours_out = theirs(*theirs_args, **theirs_kwargs), ours(*ours_args, **ours_kwargs)
+        problems += compare_outputs(ours_out, theirs_out, f"{where} second call", tolerance)
+        problems += _buffers(theirs, ours, f"{where} second call", tolerance)
     return problems
 
 
@@ -395,4 +406,33 @@ def test_module_error_inputs_raise_pytorchs_exception_class(info):
         ours = _raises(case.error_type, call)
         if ours is not None:
             problems.append(f"{where}, chainrule {ours}")
+    assert not problems, f"{info.name}: {len(problems)} disagreements\n" + "\n".join(problems)
+
+
+INPLACE = [info for info in COMPARED if "inplace" in inspect.signature(info.module_cls.__init__).parameters]
+
+
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name) for info in INPLACE])
+def test_inplace_modules_agree_with_pytorch(info):
+    """PyTorch's test_check_inplace for ours: the module built with inplace=True, called on a non-leaf copy of
+    x, writes its result into that copy and returns it; the values and the gradient for x are the
+    out-of-place module's, PyTorch's."""
+    torch.manual_seed(0)
+    problems = []
+    for n, sample in enumerate(_spread(_samples(info, torch.float64, True), 3)):
+        where = f"sample {n} ({sample.desc or 'plain'})"
+        memo = {}
+        args, kwargs = sample.constructor_input.args, {**sample.constructor_input.kwargs, "inplace": True}
+        theirs, ours = info.module_cls(*args, **kwargs), _ours_class(info)(*_convert(list(args), memo), **kwargs)
+        x = sample.forward_input.args[0].detach().clone().requires_grad_()
+        ours_x = convert(x, memo)
+        theirs_copy, ours_copy = x * 1, ours_x * 1
+        theirs_out, ours_out = theirs(theirs_copy), ours(ours_copy)
+        if ours_out is not ours_copy:
+            problems.append(f"{where}: the output is not the input written in place")
+        problems += compare_outputs([ours_out, ours_copy], [theirs_out, theirs_copy], where, _tolerance)
+        (w,) = _upstream([theirs_out], 3)
+        (theirs_grad,) = torch.autograd.grad(_weighted_sum([theirs_out], [w], torch), x)
+        (ours_grad,) = autograd.grad(_weighted_sum([ours_out], [w], autograd), ours_x)
+        problems += _agree(["x"], [ours_grad], [theirs_grad], [x], f"{where} grad of", _tolerance)
     assert not problems, f"{info.name}: {len(problems)} disagreements\n" + "\n".join(problems)
