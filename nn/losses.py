@@ -278,6 +278,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         if ignore_index >= 0:  # (a class index to skip means nothing for probabilities: PyTorch's check)
             raise RuntimeError(f"ignore_index is not supported for floating point target (got ignore_index="
                                f"{ignore_index}; the default -100 leaves every class in)")
+        if target.shape != input.shape and input.ndim > 1 and target.ndim and target.shape[0] != input.shape[0]:
+            raise ShapeError(f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target "
+                             f"batch_size ({target.shape[0]}): input of shape {input.shape}, target of shape "
+                             f"{target.shape}")
         if target.shape != input.shape:
             raise DtypeError(f"cross_entropy: a float target is read as class probabilities and must have "
                              f"the input's shape {input.shape}, got {target.shape}; class indices must be "
