@@ -1,21 +1,26 @@
 """chainrule's nn modules against PyTorch's own module database (`module_db`, the ModuleInfo entries PyTorch tests
 torch.nn with).
 
-For every ModuleInfo whose class exists in `nn` (same name), each of its CPU samples, in float64 and float32, in
-training and in eval mode: PyTorch's module and ours are built from the same constructor arguments (tensors
-converted), cast to the dtype, set to the mode, and PyTorch's state_dict is loaded into ours (strict). Both run
-forward on the same inputs: outputs (tuples and nested ones too) must agree in values, dtypes and shapes. Then
-`sum(out * w)` over every floating output, with the same random `w`, is differentiated in both: the gradients of
-the inputs and of every parameter must agree, and so must every buffer after the forward (a norm's running
-statistics in training mode). Each `module_error_inputs_func` case must raise PyTorch's exception class here,
-at construction or in forward, where PyTorch raises it.
+For every ModuleInfo whose class exists in `nn` (same name), its CPU samples (a bounded spread of them, see
+FLOAT64_SAMPLES), in float64 and float32, in training and in eval mode: PyTorch's module and ours are built from
+the same constructor arguments (tensors converted), cast to the dtype, set to the mode, and PyTorch's state_dict
+is loaded into ours (strict). Both run forward on the same inputs, and must agree on
+- the outputs (tuples and nested ones too): values, dtypes and shapes;
+- every buffer after the call (a norm's running statistics in training mode), and again after a second call;
+- the inputs after the call (what an in-place module wrote into them);
+- the gradients, with respect to the inputs and to every parameter, of Σ out·w over the floating outputs, for
+  the same random w; for a few float64 training samples also the second derivatives (of Σ grad·v, v random).
+Each `module_error_inputs_func` case must raise PyTorch's exception class here, at construction or in forward,
+where PyTorch raises it (with a message; PyTorch's regex is not asked for). The modules that take `inplace`
+also run PyTorch's inplace check.
 
 Randomness: no ModuleInfo sample draws random numbers in forward (the Transformer ones set dropout=0.0, the
-FractionalMaxPool ones pass `_random_samples`), so every sample is compared in full.
+FractionalMaxPool ones pass `_random_samples`), so every sample is compared in full, in both modes.
 
-Tests of hand-picked configurations, repr, attributes and initialisation are in tests/test_nn_module_parity.py;
-this file walks PyTorch's own samples. Known differences are strict xfails with their reason. Needs torch and
-expecttest (a test-only dependency of `torch.testing._internal`); skips cleanly without them.
+Hand-picked configurations, repr, attributes and initialisation are in tests/test_nn_module_parity.py; this
+file walks PyTorch's own samples. Known differences are listed below with their reason (README's "Deliberate
+differences"). Needs torch and expecttest (a test-only dependency of `torch.testing._internal`); skips cleanly
+without them.
 """
 
 import inspect
@@ -61,7 +66,7 @@ FIRST_INPUT_THROUGH = {
     "nn.CTCLoss": lambda log_probs: log_probs.log_softmax(-1),
 }
 
-# Disagreements not fixed here, keyed by "<entry>" (every sample) or "<entry>/<sample desc>" (strict).
+# Disagreements not fixed here, by entry name, with the reason (strict xfails: a fix shows up). None at present.
 XFAIL = {}
 
 
@@ -119,8 +124,8 @@ def _load_state(theirs, ours):
 
 
 def _forward_input(sample):
-    """A fresh copy of the forward arguments for each library (an in-place module must not see the other's
-    writes), with the torch leaves that require grad."""
+    """A fresh copy of the forward arguments (leaves that require grad where the sample's do), so that what a
+    module writes into them is its own."""
     args, kwargs = sample.forward_input.args, sample.forward_input.kwargs
     copies = {}
 
@@ -170,7 +175,7 @@ def _weighted_sum(tensors, weights, library):
     return sum(terms[1:], terms[0])
 
 
-def _gradients(info, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance, second_order):
+def _gradients(theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance, second_order):
     """First derivatives of Σ out·w (w random) with respect to the inputs and parameters; with second_order,
     also the derivatives of Σ grad·v (v random) with respect to the same tensors (double backward)."""
     theirs_float = [t for t in leaves(theirs_out) if isinstance(t, torch.Tensor) and t.dtype.is_floating_point]
@@ -254,7 +259,7 @@ def _compare_sample(info, sample, dtype, training, where, second_order=False):
         return [f"{where}: construction raised {type(error).__name__}: {str(error)[:200]}"]
     (theirs_args, theirs_kwargs) = _forward_input(sample)
     try:
-        ours_args, ours_kwargs = convert(theirs_args, memo), convert(theirs_kwargs, memo)
+        ours_args, ours_kwargs = _convert(theirs_args, memo), _convert(theirs_kwargs, memo)
     except Unconvertible:
         return None
     if info.is_lazy:  # (PyTorch's uninitialised parameters have no values to load: a first call shapes them)
@@ -276,7 +281,7 @@ def _compare_sample(info, sample, dtype, training, where, second_order=False):
         ours_out = ours(*ours_args, **ours_kwargs)
     except Exception as error:
         return [f"{where}: forward raised {type(error).__name__}: {str(error)[:200]}"]
-    tolerance = _tolerance
+    tolerance = _tolerance  # (one rule for outputs, buffers and gradients)
     problems = compare_outputs(ours_out, theirs_out, where, tolerance)
     problems += _buffers(theirs, ours, where, tolerance)
     # the inputs after the call (an in-place module writes into its input: ReLU(inplace=True))
@@ -284,7 +289,7 @@ def _compare_sample(info, sample, dtype, training, where, second_order=False):
                                 tolerance)
     if not problems:
         theirs_inputs = [t for t in leaves([theirs_args, theirs_kwargs]) if isinstance(t, torch.Tensor)]
-        problems += _gradients(info, theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance,
+        problems += _gradients(theirs, ours, theirs_out, ours_out, theirs_inputs, memo, where, tolerance,
                                second_order)
     if not problems and training and list(theirs.named_buffers()):
         # a second call: running statistics move on from the first call's (momentum=None: a cumulative average)
@@ -352,8 +357,8 @@ def test_module_agrees_with_pytorch(info):
     torch.manual_seed(0)  # the samples' values come from PyTorch's generator: the same every run
     problems = []
     for dtype, training in itertools.product(DTYPES, (True, False)):
-        # (second derivatives in float64 training mode, where PyTorch's ModuleInfo says it has them)
         samples = _samples(info, dtype, training)
+        # (second derivatives in float64 training mode, where PyTorch's ModuleInfo says it has them)
         second_order = dtype == torch.float64 and training and info.supports_gradgrad
         second_order = {id(sample) for sample in _spread(samples, SECOND_ORDER_SAMPLES)} if second_order else ()
         for n, sample in enumerate(samples):

@@ -63,6 +63,9 @@ SKIP = {
         "as_strided", "as_strided.partial_views", "as_strided_scatter")},
     **{name: "PyTorch's values are off by up to 3e-7 here; chainrule's agree with mpmath to 1e-16" for name in (
         "special.bessel_j0", "special.bessel_y1")},
+    **{name: "options=LinearCrossEntropyOptions(...): PyTorch's chunked path, not built here (README); the "
+             "reference path, options=None, is compared" for name in (
+        "nn.functional.linear_cross_entropy.chunked", "nn.functional.linear_cross_entropy.chunked_none")},
     **{name: DECOMPOSITION for name in (
         "linalg.eig", "linalg.eigh", "linalg.eigvals", "linalg.svd", "svd", "linalg.qr", "qr",
         "linalg.householder_product", "geqrf")},
