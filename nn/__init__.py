@@ -118,6 +118,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d", "LazyLinear",
                         "UninitializedBuffer", "UninitializedParameter"),
     **_lazy.from_module(".lecture", "MLP", "Neuron", "Perceptron"),
+    **_lazy.from_module(".linear_cross_entropy", "LinearCrossEntropyLoss"),
     **_lazy.from_module(".lp_pool", "LPPool1d", "LPPool2d", "LPPool3d"),
     **_lazy.from_module(".padding", "CircularPad1d", "CircularPad2d", "CircularPad3d", "ConstantPad1d",
                         "ConstantPad2d", "ConstantPad3d", "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d",

@@ -51,8 +51,10 @@ def _fractional_max_pool(input, kernel_size, output_size, output_ratio, return_i
                                f"(output size {o}: output + pool − 1 must not exceed the input)")
     if samples is None:
         samples = tensor_from(generator().random((n, c, spatial)).astype(input._data.dtype))
-    if tuple(samples.shape) != (n, c, spatial):
-        raise RuntimeError(f"{name}: expected _random_samples of shape {[n, c, spatial]}, got {list(samples.shape)}")
+    if samples.ndim != 3 or samples.shape[0] < n or samples.shape[1:] != (c, spatial):
+        raise RuntimeError(f"{name}: expected _random_samples of shape (at least {n}, {c}, {spatial}) for an input "
+                           f"of shape {list(input.shape)}, got {list(samples.shape)}")
+    samples = samples[:n]  # (a longer batch of samples: the first n, as PyTorch's)
     # the samples of a 2-d pool are (u_W, u_H), of a 3-d one (u_T, u_H, u_W), as PyTorch's
     order = (1, 0) if spatial == 2 else (0, 1, 2)
     # flat position in the input plane of every window element: (N, C, *out, *kernel)

@@ -482,6 +482,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "grad": ".grad",  # F.grad is torch.nn.grad
     **_lazy.from_module(".grid_sample", "affine_grid", "grid_sample"),
     **_lazy.from_module(".interpolation", "interpolate", "upsample_bilinear", "upsample_nearest"),
+    **_lazy.from_module(".linear_cross_entropy", "linear_cross_entropy"),
     **_lazy.from_module(".lp_pool", "lp_pool1d", "lp_pool2d", "lp_pool3d"),
     **_lazy.from_module(".padding", "pad"),
     **_lazy.from_module(".sparse", "embedding_bag", "one_hot"),

@@ -59,6 +59,8 @@ class HuberLoss(_Loss):
     function, options = losses.huber_loss, ("delta",)
 
     def __init__(self, reduction="mean", delta=1.0):
+        if not isinstance(delta, (float, int)):  # (a complex or tensor delta: PyTorch's check, at construction)
+            raise TypeError(f"delta must be a float or int, got: {type(delta)}")
         super().__init__(reduction, delta=delta)
 
 

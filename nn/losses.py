@@ -17,7 +17,7 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import xp
-from autograd.errors import DtypeError, ShapeError
+from autograd.errors import DtypeError, ShapeError, check_same_dtype
 from autograd.ops.conversion import type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
@@ -87,7 +87,10 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
 
 class BinaryCrossEntropy(Primitive):
     """ℓ = -(y ln p + (1 - y) ln(1 - p)), each log floored at -100 as PyTorch does;
-    dℓ/dp = (p - y) / max(p (1 - p), 1e-12),   dℓ/dy = ln(1 - p) - ln p  (floored logs)"""
+    dℓ/dp = (p - y) / max(p (1 - p), 1e-12),   dℓ/dy = ln(1 - p) - ln p  (floored logs)
+
+    The backward is written with Tensor ops of p and y, so its own derivatives are exact too:
+    d²ℓ/dp² = (p² - 2py + y) / (p (1 - p))²,  d²ℓ/dp dy = -1 / (p (1 - p))."""
 
     def forward(self, p, y):
         log_p = xp.maximum(xp.log(p), -100)
@@ -97,12 +100,10 @@ class BinaryCrossEntropy(Primitive):
     def backward(self, grad, loss, p, y):
         grad_p = grad_y = None
         if p.requires_grad:
-            denominator = Tensor._make(xp.maximum(p._data * (1 - p._data), 1e-12))
-            grad_p = grad * (p - y) / denominator
+            grad_p = grad * (p - y) / (p * (1 - p)).clamp(min=1e-12)
         if y.requires_grad:
-            log_p = Tensor._make(xp.maximum(xp.log(p._data), -100))
-            log_q = Tensor._make(xp.maximum(xp.log1p(-p._data), -100))
-            grad_y = grad * (log_q - log_p)
+            with numpy.errstate(divide="ignore"):  # (ln 0 = -inf, floored)
+                grad_y = grad * ((-p).log1p().clamp(min=-100) - p.log().clamp(min=-100))
         return grad_p, grad_y
 
 
@@ -128,7 +129,8 @@ def _class_last(input):
     dim = _class_dim(input)
     if input.ndim > 2:
         input = input.permute(0, *range(2, input.ndim), 1)
-    return input.reshape(-1, input.shape[-1]) if dim else input.reshape(1, -1)
+    # (the row count spelled out, not -1: zero classes leave it undetermined)
+    return input.reshape(math.prod(input.shape[:-1]), input.shape[-1]) if dim else input.reshape(1, -1)
 
 
 def _check_class_indices(name, input, target):
@@ -149,6 +151,7 @@ def _class_weights(name, rows, target, weight, ignore_index):
     """(labels, w_y per prediction, Σ w_y): ignored targets get weight 0; the weights are
     constants, so their sum is a plain number."""
     classes = rows.shape[1]
+    check_same_dtype(name, rows, weight=weight)  # (PyTorch's kernels refuse a weight of another dtype)
     if weight is not None and tuple(weight.shape) != (classes,):
         raise RuntimeError(f"{name}: weight of shape {tuple(weight.shape)} given for {classes} classes; "
                            f"it needs one entry per class, shape ({classes},)")
@@ -184,7 +187,7 @@ class CrossEntropy(Primitive):
 
     def forward(self, x):
         rows = xp.arange(len(self.labels))
-        shifted = x - x.max(axis=1, keepdims=True)
+        shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
         losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
         if self.weights is not None:
             losses = losses * self.weights
@@ -265,12 +268,20 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+        # (PyTorch refuses one above 1 with this RuntimeError and silently ignores a negative one: refused too)
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     target = target if isinstance(target, Tensor) else tensor_from(target)
     dim = _class_dim(input)
     classes = input.shape[dim]
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
     if target.dtype.kind == "f":  # class probabilities
+        if ignore_index >= 0:  # (a class index to skip means nothing for probabilities: PyTorch's check)
+            raise RuntimeError(f"ignore_index is not supported for floating point target (got ignore_index="
+                               f"{ignore_index}; the default -100 leaves every class in)")
+        if target.shape != input.shape and input.ndim > 1 and target.ndim and target.shape[0] != input.shape[0]:
+            raise ShapeError(f"cross_entropy: expected input batch_size ({input.shape[0]}) to match target "
+                             f"batch_size ({target.shape[0]}): input of shape {input.shape}, target of shape "
+                             f"{target.shape}")
         if target.shape != input.shape:
             raise DtypeError(f"cross_entropy: a float target is read as class probabilities and must have "
                              f"the input's shape {input.shape}, got {target.shape}; class indices must be "
@@ -404,15 +415,20 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     σ² = ``var``:   ℓ = ½ (ln max(σ², eps) + (μ - y)² / max(σ², eps))  (+ ½ ln 2π if full).
 
     As PyTorch, the clamp to eps is not seen by the gradient (it is done in place
-    under no_grad there). ``var`` has the input's shape, or one dim fewer or a last
-    dim of 1 (one variance shared across the last dim)."""
+    under no_grad there). ``var`` is a number, or a tensor of the input's shape, of one dim fewer, or
+    of the input's shape but for one dim of size 1 (a variance shared along that dim: (4, 1, 32, 32) for
+    an input (4, 3, 32, 32)), as PyTorch's."""
     target = target if isinstance(target, Tensor) else tensor_from(target)
-    var = var if isinstance(var, Tensor) else tensor_from(var)
+    if isinstance(var, (int, float)):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        var = autograd.full_like(input, var)
     if var.shape != input.shape:
         if input.shape[:-1] == var.shape:
             var = var.unsqueeze(-1)
-        elif not (input.shape[:-1] == var.shape[:-1] and var.ndim and var.shape[-1] == 1):
-            raise ValueError("var is of incorrect size")
+        elif not (input.ndim == var.ndim and sum(v for i, v in zip(input.shape, var.shape) if i != v) == 1):
+            raise ValueError(f"var is of incorrect size: {tuple(var.shape)} for an input of shape "
+                             f"{tuple(input.shape)}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(reduction + " is not valid")
     if (var._data < 0).any():

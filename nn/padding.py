@@ -96,6 +96,9 @@ class _PadNd(Module):
         self.value = value
 
     def forward(self, input):
+        if self.mode == "circular" and input.ndim not in (self.dims + 1, self.dims + 2):
+            # (PyTorch's circular pad layers check the rank themselves, before F.pad)
+            raise ValueError(f"expected {self.dims + 1}D or {self.dims + 2}D input (got {input.ndim}D input)")
         if self.mode == "constant":
             return pad(input, self.padding, "constant", self.value)
         return pad(input, self.padding, self.mode)

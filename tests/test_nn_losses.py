@@ -18,6 +18,7 @@ P = 1 / (1 + np.exp(-X))
 B = (RNG.random((4, 3)) > 0.5).astype(float)
 LABELS = np.array([0, 2, 1, 2])
 SIGNS = np.array([1.0, -1.0, -1.0, 1.0])
+CLASS_WEIGHTS = np.array([1.0, 2.0, 0.5])  # (float64, the inputs' dtype: a class weight of another is refused)
 
 # name: (function of float64 leaves, the leaves' values)
 LOSSES = {
@@ -26,22 +27,22 @@ LOSSES = {
     "huber": (lambda x, y: F.huber_loss(x, y, delta=0.7), (X, Y + 0.05)),
     "bce": (lambda p: F.binary_cross_entropy(p, Tensor(B)), (P,)),
     "bce_target": (lambda p, t: F.binary_cross_entropy(p, t), (P, P[::-1])),
-    "bce_logits": (lambda x: F.binary_cross_entropy_with_logits(x, Tensor(B), pos_weight=Tensor([1.0, 2.0, 0.5])),
+    "bce_logits": (lambda x: F.binary_cross_entropy_with_logits(x, Tensor(B), pos_weight=Tensor(CLASS_WEIGHTS)),
                    (X,)),
     "cross_entropy": (lambda x: F.cross_entropy(x, Tensor(LABELS)), (X,)),
-    "cross_entropy_options": (lambda x: F.cross_entropy(x, Tensor(LABELS), weight=Tensor([1.0, 2.0, 0.5]),
+    "cross_entropy_options": (lambda x: F.cross_entropy(x, Tensor(LABELS), weight=Tensor(CLASS_WEIGHTS),
                                                         label_smoothing=0.2, ignore_index=1), (X,)),
     "cross_entropy_probs": (lambda x: F.cross_entropy(x, Tensor(P / P.sum(1, keepdims=True)),
                                                       label_smoothing=0.1), (X,)),
     "cross_entropy_spatial": (lambda x: F.cross_entropy(x.reshape(2, 3, 2), autograd.tensor([[0, 2], [1, 1]])), (X,)),
     "cross_entropy_none": (lambda x: (F.cross_entropy(x, Tensor(LABELS), reduction="none", weight=Tensor(
-        [1.0, 2.0, 0.5])) * Tensor([1.0, -2.0, 3.0, 0.5])).sum(), (X,)),
+        CLASS_WEIGHTS)) * Tensor([1.0, -2.0, 3.0, 0.5])).sum(), (X,)),
     # the fused backward node, as a function of the logits and of dL/dloss (one number; one per row)
     "cross_entropy_backward": (lambda x, g: autograd.grad(F.cross_entropy(
-        x, Tensor(LABELS), weight=Tensor([1.0, 2.0, 0.5]), ignore_index=1), x, g, create_graph=True)[0],
+        x, Tensor(LABELS), weight=Tensor(CLASS_WEIGHTS), ignore_index=1), x, g, create_graph=True)[0],
         (X, np.array(0.7))),
     "cross_entropy_backward_none": (lambda x, g: autograd.grad(F.cross_entropy(
-        x, Tensor(LABELS), weight=Tensor([1.0, 2.0, 0.5]), reduction="none"), x, g, create_graph=True)[0],
+        x, Tensor(LABELS), weight=Tensor(CLASS_WEIGHTS), reduction="none"), x, g, create_graph=True)[0],
         (X, SIGNS + 0.3)),
     "nll": (lambda x: F.nll_loss(x.log_softmax(1), Tensor(LABELS), reduction="sum"), (X,)),
     "hinge": (lambda x: F.hinge_loss(x[:, 0], Tensor(SIGNS)), (X * 0.3,)),
@@ -89,10 +90,20 @@ def test_loss_gradients_match_finite_differences(name):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_fused_cross_entropy_second_derivatives(reduction):
-    weights = Tensor([1.0, 2.0, 0.5])
+    weights = Tensor(CLASS_WEIGHTS)
     assert autograd.gradgradcheck(
         lambda x: F.cross_entropy(x, Tensor(LABELS), weight=weights, ignore_index=1, reduction=reduction),
         [leaf(X)])
+
+
+def test_binary_cross_entropy_second_derivatives():
+    """BCE's backward is made of Tensor ops of p and y, so its own derivatives are exact: d²ℓ/dp² =
+    (p² - 2py + y) / (p (1 - p))² (its factor 1 / (p (1 - p)) was once a constant, which left out the rest)."""
+    assert autograd.gradgradcheck(lambda p, y: F.binary_cross_entropy(p, y, reduction="sum"),
+                                  [leaf(P), leaf(P[::-1].copy())])
+    p, y = leaf(np.array([0.2, 0.7])), Tensor(np.array([0.3, 1.0]))
+    (grad,) = autograd.grad(F.binary_cross_entropy(p, y, reduction="sum"), p, create_graph=True)
+    np.testing.assert_allclose(autograd.grad(grad.sum(), p)[0].numpy(), [0.22 / 0.16**2, 0.09 / 0.21**2])
 
 
 def test_cross_entropy_over_only_ignored_targets_is_nan():

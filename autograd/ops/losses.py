@@ -17,6 +17,7 @@ from ..tensor import Tensor, tensor_from
 from .distances import pairwise_distance
 from .elementwise import where
 from .names import names
+from .pointwise import xlogy
 
 
 def legacy_reduction(size_average, reduce, reduction, stacklevel=3):
@@ -72,13 +73,6 @@ def signs(name, target):
     if not ((target._data == -1) | (target._data == 1)).all():
         raise ValueError(f"{name}: targets must be -1 or +1")
     return target
-
-
-def x_log_x(x):
-    """x ln x with 0 ln 0 = 0 (the limit), and NaN for x < 0 where the logarithm has no value
-    (PyTorch's xlogy(x, x): a negative target of kl_div gives NaN, not a plausible number)."""
-    positive = x > 0
-    return where(positive, x * where(positive, x, 1.0).log(), where(x < 0, math.nan, 0.0))
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
@@ -143,13 +137,15 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
 def kl_divergence(input, target, reduction, log_target):
     """Kullback-Leibler divergence KL(y ‖ ŷ) pointwise, with ``input`` = ln ŷ (log-probabilities):
         ℓ = y (ln y - ln ŷ)   (0 where y = 0);   log_target: ℓ = e^t (t - ln ŷ), t = ln y.
+    y ln y is PyTorch's xlogy(y, y): NaN for y < 0 in value and gradient, and a NaN gradient at y = 0
+    (the derivative ln y + 1 has no value there), not a plausible number.
     reduction='batchmean' divides the sum by the batch size: the true KL divergence per
     sample ('mean' divides by the number of elements, as PyTorch)."""
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if log_target:
         loss = target.exp() * (target - input)
     else:
-        loss = x_log_x(target) - target * input
+        loss = xlogy(target, target) - target * input
     return reduce_batchmean(loss, reduction, input.shape[0] if input.ndim else 1)
 
 

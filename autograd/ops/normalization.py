@@ -59,17 +59,28 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     running statistics move towards the batch's, with the unbiased variance:
         running = (1 - momentum) · running + momentum · batch
     (momentum=None: a cumulative average, factor 1 / batches seen). Eval: the
-    running statistics. Exactly PyTorch's rules.
+    running statistics. Exactly PyTorch's rules, and its checks: eps > 0 in training (≥ 0 in eval), more
+    than one value per channel in training; an empty batch gives an empty output and leaves the running
+    statistics alone (the batch count still moves on).
     """
     if input.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {input.shape}")
+    if training and eps <= 0.0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if eps < 0.0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     check_same_dtype("batch_norm", input, weight=weight, bias=bias, running_mean=running_mean,
                      running_var=running_var)
     axes = (0,) + tuple(range(2, input.ndim))
     shape = channel_shape(input)
+    if training and input._data.size == 0:
+        if num_batches_tracked is not None:
+            with no_grad():
+                num_batches_tracked.add_(1)
+        return scale_and_shift(input, weight, bias, shape)
     if training:
         count = input._data.size // input.shape[1]
-        if count <= 1:
+        if count == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         normalized, mean, variance = normalize(input, axes, eps)
         if running_mean is not None:
