@@ -3,7 +3,7 @@
 import autograd
 from autograd import zeros_like
 
-from .optimizer import Optimizer, require, scalar_tensor
+from .optimizer import Optimizer, number_over, require, scalar_tensor
 
 
 class AdamFamily(Optimizer):
@@ -72,6 +72,11 @@ class Adam(AdamFamily):
         update_moments(exp_avg, exp_avg_sq, grad, group["betas"])
         if group["amsgrad"]:  # the largest second moment so far
             exp_avg_sq = state["max_exp_avg_sq"].copy_(state["max_exp_avg_sq"].maximum(exp_avg_sq))
+        if group["differentiable"]:  # PyTorch's recorded path: the corrections as scalar-dtype Tensors
+            step_size_neg = number_over(lr, 1 - beta1 ** state["step"]).neg()
+            denominator = (exp_avg_sq.sqrt() / ((1 - beta2 ** state["step"]).sqrt() * step_size_neg))
+            param.addcdiv_(exp_avg.clone(), denominator.add_(number_over(eps, step_size_neg)))
+            return
         denominator = exp_avg_sq.sqrt().div_((1 - beta2**step) ** 0.5).add_(eps)  # a fresh Tensor: in place
         param.addcdiv_(exp_avg, denominator, value=-lr / (1 - beta1**step))
 

@@ -3,7 +3,7 @@
 from autograd import zeros_like
 
 from .adam import AdamFamily, apply_weight_decay, update_moments
-from .optimizer import require, scalar_tensor
+from .optimizer import number_over, require, scalar_tensor
 
 
 class NAdam(AdamFamily):
@@ -47,9 +47,14 @@ class NAdam(AdamFamily):
         grad = apply_weight_decay(param, grad, group)
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-        mu_product = state["mu_product"].mul_(mu).item()
+        mu_product = state["mu_product"].mul_(mu)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         update_moments(exp_avg, exp_avg_sq, grad, group["betas"])
         denominator = (exp_avg_sq / (1 - beta2**step)).sqrt_().add_(eps)
+        if group["differentiable"]:  # PyTorch's recorded path: the two factors as scalar-dtype Tensors
+            param.addcdiv_(grad * number_over(-lr * (1.0 - mu), 1.0 - mu_product), denominator)
+            param.addcdiv_(exp_avg * number_over(-lr * mu_next, 1.0 - mu_product * mu_next), denominator)
+            return
+        mu_product = mu_product.item()
         param.addcdiv_(grad, denominator, value=-lr * (1.0 - mu) / (1.0 - mu_product))
         param.addcdiv_(exp_avg, denominator, value=(-lr * mu_next) / (1.0 - mu_product * mu_next))

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy
 
-from autograd import Tensor, enable_grad, no_grad
+from autograd import Tensor, enable_grad, set_grad_enabled
 from autograd.backend import float32, float64, get_default_dtype
 from autograd.hooks import add_hook
 from autograd.tensor import tensor_from
@@ -104,6 +104,14 @@ def scalar_tensor(value):
     return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 else float32))
 
 
+def number_over(number, tensor):
+    """``number / tensor`` as PyTorch computes it (``Tensor.__rdiv__``): the tensor's reciprocal times
+    the number. In a scalar-dtype (float32) Tensor that can be one ulp away from the correctly rounded
+    quotient that ``/`` gives here; the update paths that PyTorch writes with Tensor scalars
+    (``differentiable=True``) use this to follow its trajectory to the last bits."""
+    return number / tensor if isinstance(number, Tensor) else tensor.reciprocal() * number
+
+
 class Optimizer:
     defaults = {}
     # State entries that keep their own dtype on load_state_dict (the rest take the parameter's).
@@ -171,9 +179,6 @@ class Optimizer:
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
         if "lr" in group:  # a custom optimizer need not have one
             require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
-        if group.get("differentiable"):
-            raise NotImplementedError(f"{type(self).__name__}(differentiable=True): an update recorded in the "
-                                      "graph is not supported; optimizers here step under no_grad")
         if group.get("fused") and group.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
@@ -200,7 +205,7 @@ class Optimizer:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, but parameter {i} is a "
                                 f"{type(p).__name__}")
-            if not (p.is_leaf or p.retains_grad):
+            if not (self.defaults.get("differentiable") or p.is_leaf or p.retains_grad):
                 raise ValueError(f"can't optimize a non-leaf Tensor (parameter {i}, shape {p.shape}): "
                                  "optimize the leaf it was computed from, or .detach().requires_grad_()")
             if id(p) in seen:
@@ -232,7 +237,7 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        with no_grad():
+        with set_grad_enabled(bool(self.defaults.get("differentiable"))):  # PyTorch's: the defaults' flag
             for group in self.param_groups:
                 maximize = group.get("maximize")
                 for p in group["params"]:
@@ -248,6 +253,8 @@ class Optimizer:
                         self.update(real_pairs(p), real_pairs(grad), self.state[p], group)
                     else:
                         self.update(p, grad, self.state[p], group)
+                    if not self.state[p]:  # (an update that keeps nothing leaves no entry, as PyTorch's)
+                        del self.state[p]
         return loss
 
     def update(self, param, grad, state, group):

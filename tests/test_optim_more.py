@@ -285,7 +285,6 @@ def test_a_graph_that_saved_a_parameter_refuses_backward_after_a_step():
     (lambda p: optim.Adamax(p, weight_decay=-1), ValueError, "Invalid weight_decay value: -1"),
     (lambda p: optim.ASGD(p, lr=-1), ValueError, "Invalid learning rate: -1"),
     (lambda p: optim.Adam(p, fused=True, foreach=True), RuntimeError, "`fused` and `foreach` cannot be `True`"),
-    (lambda p: optim.Adam(p, differentiable=True), NotImplementedError, "differentiable=True"),
 ])
 def test_bad_arguments_are_named(make, error, message):
     with pytest.raises(error, match=message):

