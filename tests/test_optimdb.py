@@ -127,7 +127,21 @@ def configs(info):
         return common_optimizers._get_optim_inputs_including_global_cliquey_kwargs("cpu", None, info)
 
 
-CASES = [pytest.param(name, c.kwargs, id=f"{name}-{c.desc}") for name, info in OURS.items() for c in configs(info)]
+# Adam's differentiable=True path computes its bias corrections 1 - βᵗ from the float32 ``step`` Tensor, and
+# NumPy's float32 power is not always correctly rounded (0.9f ** 4 is 0.6561f, one ulp above the true
+# 0.65609992f that PyTorch gives): the updates then differ by about 1e-7 relative (see the test after this one).
+FLOAT32_POWER = pytest.mark.xfail(strict=True, reason="NumPy's float32 power (autograd's Pow) is one ulp off "
+                                  "PyTorch's for 0.9f ** 4f: Adam(differentiable=True)'s float32 bias correction")
+
+
+def case(name, optimizer_input):
+    marks = FLOAT32_POWER if name in ("Adam", "AdamW") and optimizer_input.kwargs.get("differentiable") else ()
+    return pytest.param(name, optimizer_input.kwargs, id=f"{name}-{optimizer_input.desc}", marks=marks)
+
+
+CASES = [case(name, c) for name, info in OURS.items() for c in configs(info)]
+BASE_CASES = [pytest.param(name, c.kwargs, id=f"{name}-{c.desc}") for name, info in OURS.items()
+              for c in info.optim_inputs_func(device="cpu")]
 TOLERANCE = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-5, atol=1e-6)}
 
 
@@ -199,3 +213,69 @@ def test_trajectory_and_state_match_pytorch(name, kwargs, exact_muon):
                                 loose=lbfgs32)
         if not lbfgs32:  # (where its stopping tests fire, and so the evaluation counts, can differ there too)
             same_state_dict(ours.optimizer.state_dict(), theirs.optimizer.state_dict(), dtype, loose=name == "LBFGS")
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_differentiable_adam_within_a_float32_rounding(name):
+    """The xfailed cases above: the same trajectory to the float32 rounding of the bias corrections."""
+    theirs, ours = (Run(lib, name, dict(differentiable=True, weight_decay=0.1), np.float64) for lib in (torch, None))
+    for step in range(12):
+        theirs.step(step)
+        ours.step(step)
+    for a, b in zip(ours.values(), theirs.values()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert all(p.grad_fn is not None for p in ours.params)  # the update is recorded in the graph, as PyTorch's
+
+
+# -- saving and resuming ----------------------------------------------------------------------------------------
+
+def clone_run(run, name, kwargs, dtype):
+    """A fresh optimizer of ours on copies of ``run``'s current parameter values."""
+    fresh = Run(None, name, kwargs, dtype)
+    for p, value in zip(fresh.params, run.values()):
+        with autograd.no_grad():
+            p.copy_(autograd.tensor(value))
+    return fresh
+
+
+@pytest.mark.parametrize("name, kwargs", BASE_CASES)
+def test_resuming_from_our_state_dict_gives_the_same_steps(name, kwargs, exact_muon):
+    first = Run(None, name, kwargs, np.float64)
+    for step in range(4):
+        first.step(step)
+    saved = copy.deepcopy(first.optimizer.state_dict())
+    second = clone_run(first, name, kwargs, np.float64)
+    second.optimizer.load_state_dict(saved)
+    for step in range(4, 8):
+        first.step(step)
+        second.step(step)
+        for a, b in zip(first.values(), second.values()):
+            np.testing.assert_array_equal(a, b)
+    same_state_dict(second.optimizer.state_dict(), to_torch(first.optimizer.state_dict()), np.float64)
+
+
+def to_torch(value):
+    """Our state dict in PyTorch's types, to compare it with ``same_state_dict``."""
+    if isinstance(value, autograd.Tensor):
+        return torch.tensor(value.detach().numpy())
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_torch(v) for v in value)
+    if isinstance(value, dict):
+        return {k: to_torch(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("name, kwargs", BASE_CASES)
+def test_a_pytorch_state_dict_loads_and_continues_pytorchs_steps(name, kwargs, exact_muon):
+    """PyTorch's state dict (its tensors as ours) resumes our optimizer where PyTorch's was."""
+    theirs = Run(torch, name, kwargs, np.float64)
+    for step in range(3):
+        theirs.step(step)
+    ours = clone_run(theirs, name, kwargs, np.float64)
+    ours.optimizer.load_state_dict(to_ours(copy.deepcopy(theirs.optimizer.state_dict())))
+    for step in range(3, 7):
+        theirs.step(step)
+        ours.step(step)
+        for a, b in zip(ours.values(), theirs.values()):
+            np.testing.assert_allclose(a, b, **TOLERANCE[np.float64])
+    same_state_dict(ours.optimizer.state_dict(), theirs.optimizer.state_dict(), np.float64, loose=name == "LBFGS")
