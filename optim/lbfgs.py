@@ -48,9 +48,10 @@ class LBFGS(Optimizer):
         self._numel = sum(p.numel() for p in self._params)
 
     def add_param_group(self, param_group):
-        if self.param_groups:
+        group = self._named_group(param_group)  # (its errors first, as PyTorch's)
+        if "_params" in self.__dict__:  # (the groups given to the constructor are all checked first)
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
-        super().add_param_group(param_group)
+        super().add_param_group(group)
 
     # -- the parameters as one flat vector ------------------------------------------------
 

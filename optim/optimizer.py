@@ -104,6 +104,12 @@ def scalar_tensor(value):
     return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 else float32))
 
 
+def check_tensor_lr(group):
+    """A learning rate given as a Tensor (PyTorch's "tensor lr") must hold one number."""
+    if isinstance(group.get("lr"), Tensor) and group["lr"].numel() != 1:
+        raise ValueError(f"Tensor lr must be 1-element, got one of shape {tuple(group['lr'].shape)}")
+
+
 def number_over(number, tensor):
     """``number / tensor`` as PyTorch computes it (``Tensor.__rdiv__``): the tensor's reciprocal times
     the number. In a scalar-dtype (float32) Tensor that can be one ulp away from the correctly rounded
@@ -129,7 +135,11 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # PyTorch's: a custom step() may write self.state[p]["..."] at once
         self.param_groups = []
-        params = list(params) if not isinstance(params, Tensor) else [params]
+        self.check_hyperparameters(self.defaults)  # the options first, then the parameters: PyTorch's order
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got a Tensor of shape {tuple(params.shape)}: pass [tensor]")
+        params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
@@ -177,15 +187,15 @@ class Optimizer:
 
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
+        check_tensor_lr(group)
         if "lr" in group:  # a custom optimizer need not have one
             require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
         if group.get("fused") and group.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
-    def add_param_group(self, param_group):
-        """Add a group of parameters with its own options (missing ones from defaults). The parameters
-        may come named, as ``model.named_parameters()`` gives them: the names are kept in the group's
-        ``param_names`` (and so in the state dict), in every group or in none."""
+    def _named_group(self, param_group):
+        """The group as a dict of its own, its parameters a list; named parameters split into
+        ``params`` and ``param_names`` (names in every group or in none)."""
         if not isinstance(param_group, dict):
             raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
@@ -200,6 +210,13 @@ class Optimizer:
         if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
             raise ValueError("all optimizer param groups should be with/without names. cannot add param group "
                              f"{'with' if 'param_names' in group else 'without'} names to the optimizer")
+        return group
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters with its own options (missing ones from defaults). The parameters
+        may come named, as ``model.named_parameters()`` gives them: the names are kept in the group's
+        ``param_names`` (and so in the state dict), in every group or in none."""
+        group = self._named_group(param_group)
         seen = set()
         for i, p in enumerate(group["params"]):
             if not isinstance(p, Tensor):
