@@ -10,7 +10,6 @@ PyTorch made), and PyTorch's error inputs (same exception class, and its message
 """
 
 import copy
-import re
 import warnings
 
 import numpy as np
@@ -213,7 +212,7 @@ def test_trajectory_and_state_match_pytorch(name, kwargs, exact_muon):
         # LBFGS: each step is up to 20 quasi-Newton iterations whose curvature pairs are differences of nearly
         # equal vectors; in float32 the last-bit differences (its scalars are Python floats here) grow fast.
         lbfgs32 = name == "LBFGS" and dtype is np.float32
-        ours, theirs = run_both(name, kwargs, dtype, steps=2 if lbfgs32 else 5 if name == "LBFGS" else 12,
+        ours, theirs = run_both(name, kwargs, dtype, steps=2 if lbfgs32 else 4 if name == "LBFGS" else 8,
                                 loose=lbfgs32)
         if not lbfgs32:  # (where its stopping tests fire, and so the evaluation counts, can differ there too)
             same_state_dict(ours.optimizer.state_dict(), theirs.optimizer.state_dict(), dtype, loose=name == "LBFGS")
@@ -245,12 +244,13 @@ def clone_run(run, name, kwargs, dtype):
 @pytest.mark.parametrize("name, kwargs", BASE_CASES)
 def test_resuming_from_our_state_dict_gives_the_same_steps(name, kwargs, exact_muon):
     first = Run(None, name, kwargs, np.float64)
-    for step in range(4):
+    n = 2 if name == "LBFGS" else 4  # (an LBFGS step is up to 20 iterations)
+    for step in range(n):
         first.step(step)
     saved = copy.deepcopy(first.optimizer.state_dict())
     second = clone_run(first, name, kwargs, np.float64)
     second.optimizer.load_state_dict(saved)
-    for step in range(4, 8):
+    for step in range(n, 2 * n):
         first.step(step)
         second.step(step)
         for a, b in zip(first.values(), second.values()):
@@ -273,11 +273,12 @@ def to_torch(value):
 def test_a_pytorch_state_dict_loads_and_continues_pytorchs_steps(name, kwargs, exact_muon):
     """PyTorch's state dict (its tensors as ours) resumes our optimizer where PyTorch's was."""
     theirs = Run(torch, name, kwargs, np.float64)
-    for step in range(3):
+    n = 2 if name == "LBFGS" else 3
+    for step in range(n):
         theirs.step(step)
     ours = clone_run(theirs, name, kwargs, np.float64)
     ours.optimizer.load_state_dict(to_ours(copy.deepcopy(theirs.optimizer.state_dict())))
-    for step in range(3, 7):
+    for step in range(n, 2 * n + 1):
         theirs.step(step)
         ours.step(step)
         for a, b in zip(ours.values(), theirs.values()):
@@ -317,3 +318,35 @@ def test_errors_as_pytorchs(name, index):
         optimizer = make(params, **kwargs)
         with expected(error_input.error_type, match=error_input.error_regex):
             optimizer.step()
+
+
+# -- with PyTorch's learning-rate schedules (each entry's ``scheduler_inputs``) --------------------------------
+
+SCHEDULER_NAMES = ("ConstantLR", "ExponentialLR", "LinearLR", "PolynomialLR", "ReduceLROnPlateau", "StepLR")
+SCHEDULED = [pytest.param(name, i, id=f"{name}-{i}") for name, info in OURS.items()
+             for i in range(len(info.scheduler_inputs))]
+
+
+@pytest.mark.parametrize("name, index", SCHEDULED)
+def test_scheduled_trajectories_match_pytorch(name, index, exact_muon, monkeypatch):
+    """30 epochs of the entry's default configuration under each of its schedules (one scheduler or
+    several stepping together): the same learning rates every epoch, and the same parameters."""
+    info = OPTIM_DB[name]
+    kwargs = info.optim_inputs_func(device="cpu")[0].kwargs
+    theirs, ours = Run(torch, name, kwargs, np.float64), Run(None, name, kwargs, np.float64)
+    schedulers = {"theirs": [make(theirs.optimizer) for make in info.scheduler_inputs[index]]}
+    # PyTorch's lambdas name their scheduler classes as globals of common_optimizers: ours stand in for them
+    for scheduler in SCHEDULER_NAMES:
+        monkeypatch.setattr(common_optimizers, scheduler, getattr(optim.lr_scheduler, scheduler))
+    schedulers["ours"] = [make(ours.optimizer) for make in info.scheduler_inputs[index]]
+    assert [type(s).__name__ for s in schedulers["ours"]] == [type(s).__name__ for s in schedulers["theirs"]]
+    for epoch in range(5 if name == "LBFGS" else 30):  # (LBFGS: 20 iterations an epoch; see the first test)
+        for run, key in ((theirs, "theirs"), (ours, "ours")):
+            run.step(epoch)
+            loss, _ = loss_and_grads(run.values(), epoch)
+            for scheduler in schedulers[key]:
+                scheduler.step(loss) if type(scheduler).__name__ == "ReduceLROnPlateau" else scheduler.step()
+        for a, b in zip(schedulers["ours"], schedulers["theirs"]):
+            np.testing.assert_allclose(a.get_last_lr(), b.get_last_lr(), rtol=1e-12, err_msg=f"epoch {epoch}")
+        for a, b in zip(ours.values(), theirs.values()):
+            np.testing.assert_allclose(a, b, **TOLERANCE[np.float64], err_msg=f"epoch {epoch}")
