@@ -120,9 +120,12 @@ def number_over(number, tensor):
 
 class Optimizer:
     defaults = {}
-    # State entries that keep their own dtype on load_state_dict (the rest take the parameter's).
+    # State entries that keep their own dtype on load_state_dict; the rest take the parameter's, as PyTorch's
+    # (NAdam's mu_product and ASGD's eta and mu too: made in the scalar dtype, loaded in the parameter's).
     scalar_state = ("step",)
     supports_complex = True  # a complex parameter is updated as its real pairs (False: refused, as PyTorch's)
+    # what load_state_dict gives an option a saved group lacks, where it is not the constructor's default
+    loaded_defaults = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -305,8 +308,11 @@ class Optimizer:
         return state_dict
 
     def load_state_dict(self, state_dict):
-        """Restore state and options; resuming gives the same trajectory as never stopping.
-        State tensors take their parameter's dtype, except the scalar ones (``step``, ...)."""
+        """Restore state and options; resuming gives the same trajectory as never stopping (but where
+        PyTorch's does not either: state tensors take their parameter's dtype, except ``step``, so NAdam's
+        float32 ``mu_product`` and ASGD's ``eta``/``mu`` continue in the parameter's dtype, as PyTorch's).
+        An option the saved groups lack (a state dict from before ``maximize``, ``foreach``, ... existed)
+        takes its default."""
         state_dict = dict(state_dict)  # a shallow copy, as PyTorch's: the pre-hooks may change it
         for hook in list(self._optimizer_load_state_dict_pre_hooks.values()):
             result = hook(self, state_dict)
@@ -321,11 +327,18 @@ class Optimizer:
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size "
                                  f"of optimizer's group ({len(saved['params'])} vs {len(group['params'])})")
         import copy  # here, not at import: `import optim` stays quick
+        import inspect
 
+        # An option that a saved group predates (a state dict from before maximize, foreach, ... existed)
+        # takes its default, as PyTorch's __setstate__ gives it, not this optimizer's own setting.
+        defaults = {name: parameter.default for name, parameter in
+                    inspect.signature(type(self).__init__).parameters.items()
+                    if parameter.default is not inspect.Parameter.empty} | self.loaded_defaults
         params = {}
         for saved, group in zip(groups, self.param_groups):
             for i, p in zip(saved["params"], group["params"]):
                 params[i] = p
+            group.update({k: defaults[k] for k in group if k not in saved and k in defaults})
             group.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
         self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():

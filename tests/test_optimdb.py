@@ -89,17 +89,17 @@ def as_array(value):
 class Run:
     """One optimizer (ours or PyTorch's) on the problem above, stepped in lockstep."""
 
-    def __init__(self, lib, name, kwargs, dtype):
+    def __init__(self, lib, name, kwargs, dtype, groups=None):
         self.lib, self.name = lib, name
+        make = torch.tensor if lib is torch else autograd.tensor
+        leaves = [make(v, requires_grad=True) for v in start_values(name, dtype)]
+        # differentiable=True records the update in the graph: the parameters are then non-leaves
+        self.params = [p.clone() for p in leaves] if kwargs.get("differentiable") else leaves
+        given = self.params if groups is None else groups(self.params)
         if lib is torch:
-            leaves = [torch.tensor(v, requires_grad=True) for v in start_values(name, dtype)]
-            # differentiable=True records the update in the graph: the parameters are then non-leaves
-            self.params = [p.clone() for p in leaves] if kwargs.get("differentiable") else leaves
-            self.optimizer = getattr(torch.optim, name)(self.params, **kwargs)
+            self.optimizer = getattr(torch.optim, name)(given, **kwargs)
         else:
-            leaves = [autograd.tensor(v, requires_grad=True) for v in start_values(name, dtype)]
-            self.params = [p.clone() for p in leaves] if kwargs.get("differentiable") else leaves
-            self.optimizer = getattr(optim, name)(self.params, **to_ours(kwargs))
+            self.optimizer = getattr(optim, name)(to_ours(given, {id(p): p for p in self.params}), **to_ours(kwargs))
 
     def set_grads(self, step):
         _, grads = loss_and_grads([as_array(p) for p in self.params], step)
@@ -254,8 +254,18 @@ def test_resuming_from_our_state_dict_gives_the_same_steps(name, kwargs, exact_m
         first.step(step)
         second.step(step)
         for a, b in zip(first.values(), second.values()):
-            np.testing.assert_array_equal(a, b)
-    same_state_dict(second.optimizer.state_dict(), to_torch(first.optimizer.state_dict()), np.float64)
+            if name in SCALARS_LOADED_IN_PARAMETER_DTYPE:
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+            else:
+                np.testing.assert_array_equal(a, b)
+    if name not in SCALARS_LOADED_IN_PARAMETER_DTYPE:
+        same_state_dict(second.optimizer.state_dict(), to_torch(first.optimizer.state_dict()), np.float64)
+
+
+# PyTorch's load_state_dict gives every floating state tensor but ``step`` its parameter's dtype: NAdam's
+# float32 mu_product and ASGD's eta and mu then go on in float64, so a resumed run is not the unbroken one
+# to the last bit (PyTorch's neither; test_a_pytorch_state_dict_loads_as_in_pytorch checks that ours follows it).
+SCALARS_LOADED_IN_PARAMETER_DTYPE = ("NAdam", "ASGD")
 
 
 def to_torch(value):
@@ -269,21 +279,49 @@ def to_torch(value):
     return value
 
 
-@pytest.mark.parametrize("name, kwargs", BASE_CASES)
-def test_a_pytorch_state_dict_loads_and_continues_pytorchs_steps(name, kwargs, exact_muon):
-    """PyTorch's state dict (its tensors as ours) resumes our optimizer where PyTorch's was."""
-    theirs = Run(torch, name, kwargs, np.float64)
+def resume_both(name, kwargs, changed=lambda state_dict: state_dict):
+    """PyTorch's optimizer runs a few steps; its state dict (``changed``) is loaded into a fresh optimizer
+    of PyTorch's and one of ours (its tensors as ours), on the same parameter values, and both go on."""
+    source = Run(torch, name, kwargs, np.float64)
     n = 2 if name == "LBFGS" else 3
     for step in range(n):
-        theirs.step(step)
-    ours = clone_run(theirs, name, kwargs, np.float64)
-    ours.optimizer.load_state_dict(to_ours(copy.deepcopy(theirs.optimizer.state_dict())))
+        source.step(step)
+    saved = changed(copy.deepcopy(source.optimizer.state_dict()))
+    theirs, ours = Run(torch, name, kwargs, np.float64), clone_run(source, name, kwargs, np.float64)
+    with torch.no_grad():
+        for p, value in zip(theirs.params, source.values()):
+            p.copy_(torch.tensor(value))
+    theirs.optimizer.load_state_dict(copy.deepcopy(saved))
+    ours.optimizer.load_state_dict(to_ours(copy.deepcopy(saved)))
     for step in range(n, 2 * n + 1):
         theirs.step(step)
         ours.step(step)
         for a, b in zip(ours.values(), theirs.values()):
-            np.testing.assert_allclose(a, b, **TOLERANCE[np.float64])
+            np.testing.assert_allclose(a, b, **TOLERANCE[np.float64], err_msg=f"after step {step}")
     same_state_dict(ours.optimizer.state_dict(), theirs.optimizer.state_dict(), np.float64, loose=name == "LBFGS")
+
+
+@pytest.mark.parametrize("name, kwargs", BASE_CASES)
+def test_a_pytorch_state_dict_loads_as_in_pytorch(name, kwargs, exact_muon):
+    resume_both(name, kwargs)
+
+
+@pytest.mark.parametrize("name, kwargs", BASE_CASES)
+def test_an_older_pytorch_state_dict_loads_as_in_pytorch(name, kwargs, exact_muon):
+    """PyTorch's test_can_load_older_state_dict and test_load_nontensor_step: a state dict without the
+    flags added later (maximize, foreach, capturable, differentiable: the entry's not_og_supported_flags),
+    its ``step`` a Python number. Both optimizers load it (the missing flags take their defaults) and
+    go on alike."""
+    def older(state_dict):
+        for group in state_dict["param_groups"]:
+            for flag in OPTIM_DB[name].not_og_supported_flags:
+                group.pop(flag, None)
+        for entries in state_dict["state"].values():
+            if isinstance(entries.get("step"), torch.Tensor):
+                entries["step"] = entries["step"].item()
+        return state_dict
+
+    resume_both(name, kwargs, older)
 
 
 # -- errors -----------------------------------------------------------------------------------------------------
@@ -350,3 +388,26 @@ def test_scheduled_trajectories_match_pytorch(name, index, exact_muon, monkeypat
             np.testing.assert_allclose(a.get_last_lr(), b.get_last_lr(), rtol=1e-12, err_msg=f"epoch {epoch}")
         for a, b in zip(ours.values(), theirs.values()):
             np.testing.assert_allclose(a, b, **TOLERANCE[np.float64], err_msg=f"epoch {epoch}")
+
+
+def two_groups(params):
+    """The parameters in two groups, the second with its own lr and weight decay (PyTorch's
+    test_param_groups_lr and test_param_groups_weight_decay)."""
+    half = len(params) // 2
+    return [{"params": params[:half]}, {"params": params[half:], "lr": 0.003, "weight_decay": 0.05}]
+
+
+GROUPED_CASES = [c for c in BASE_CASES if c.values[0] not in ("LBFGS", "Rprop")]  # (one group; no weight decay)
+
+
+@pytest.mark.parametrize("name, kwargs", GROUPED_CASES)
+def test_parameter_groups_with_their_own_options_match_pytorch(name, kwargs, exact_muon):
+    theirs = Run(torch, name, kwargs, np.float64, groups=two_groups)
+    ours = Run(None, name, kwargs, np.float64, groups=two_groups)
+    for step in range(6):
+        theirs.step(step)
+        ours.step(step)
+        for a, b in zip(ours.values(), theirs.values()):
+            np.testing.assert_allclose(a, b, **TOLERANCE[np.float64], err_msg=f"after step {step}")
+    same_state_dict(ours.optimizer.state_dict(), theirs.optimizer.state_dict(), np.float64)
+
