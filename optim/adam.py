@@ -57,6 +57,8 @@ class Adam(AdamFamily):
     ``fused=True`` runs the same arithmetic as one call per parameter on its arrays
     (``autograd._fused_adam_``, as PyTorch's fused kernel: faster, and it bypasses the
     parameters' own in-place methods); ``foreach`` and ``capturable`` are accepted and ignored.
+    ``differentiable=True`` records the step in the graph, in PyTorch's order for that path (the bias
+    corrections as scalar-dtype Tensors, from the ``step`` Tensor). lr and betas may be Tensors.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
@@ -96,7 +98,6 @@ class Adam(AdamFamily):
             return
         denominator = exp_avg_sq.sqrt().div_((1 - beta2**step) ** 0.5).add_(eps)  # a fresh Tensor: in place
         param.addcdiv_(exp_avg, denominator, value=-lr / (1 - beta1**step))
-
 
     def check_hyperparameters(self, group):
         super().check_hyperparameters(group)

@@ -2,7 +2,9 @@
 
 The bookkeeping lives here; each optimizer's update rule is a method over
 Tensors in its own file (sgd.py, adam.py, ...). ``step`` runs it under
-``no_grad``, and the rule changes the parameter and its state only through the
+``no_grad`` (with ``differentiable=True`` under grad mode, as PyTorch's: the update is
+recorded in the graph, and the parameters may then be non-leaf tensors), and the
+rule changes the parameter and its state only through the
 public in-place Tensor methods (``add_``, ``mul_``, ``addcmul_``, ``addcdiv_``,
 ``lerp_``, ``sqrt_``, ``copy_``, ...), so every write goes through the Tensor's
 one write door: its version counter moves, and a graph that saved the old
@@ -11,8 +13,8 @@ value refuses to backpropagate through it.
 PyTorch's keywords ``foreach``, ``fused`` and ``capturable`` are accepted and
 recorded in the groups but change nothing here: there is one (single-tensor)
 implementation, in the order of operations of PyTorch's single-tensor path,
-on the CPU. ``differentiable=True`` (an update recorded in the graph) is not
-supported and raises NotImplementedError.
+on the CPU (Adam's and NAdam's ``differentiable=True`` follow PyTorch's recorded path,
+whose step factors are scalar-dtype Tensors).
 
 Hooks, as PyTorch's: ``register_step_pre_hook``/``register_step_post_hook`` run around
 every ``step`` (also a subclass's own ``step``: it is wrapped when the class is made),

@@ -570,3 +570,29 @@ def test_lbfgs_step_length_after_an_interpolating_line_search():
         runs.append(run.optimizer.state_dict()["state"][0]["t"])
     assert float(runs[0]) == pytest.approx(float(runs[1]), rel=1e-10)
     assert isinstance(runs[0], torch.Tensor) and isinstance(runs[1], autograd.Tensor)
+
+
+@pytest.mark.parametrize("name, kwargs", [("SGD", dict(momentum=0.9, nesterov=True)), ("SGD", {}), ("Adam", {}),
+                                          ("AdamW", dict(amsgrad=True))])
+def test_differentiable_steps_carry_gradients_as_pytorchs(name, kwargs):
+    """differentiable=True: the update is in the graph, so the loss after two steps has gradients with
+    respect to the starting weights and a Tensor lr (a hypergradient), as PyTorch's; a leaf parameter
+    that requires grad is refused at the step, as PyTorch's."""
+    results = []
+    for lib, optimizers in ((torch, torch.optim), (autograd, optim)):
+        lr = lib.tensor(0.1, dtype=lib.float64, requires_grad=True)
+        start = lib.tensor([1.0, -2.0, 0.5], dtype=lib.float64, requires_grad=True)
+        p = start.clone()
+        optimizer = getattr(optimizers, name)([p], lr=lr, differentiable=True, **kwargs)
+        for step in range(2):
+            p.grad = (p * p * (step + 1)).detach()
+            optimizer.step()
+        (p * p).sum().backward()
+        results.append((start.grad.numpy().copy(), lr.grad.numpy().copy(), p.detach().numpy().copy()))
+        leaf = lib.tensor([1.0], requires_grad=True)
+        refusing = getattr(optimizers, name)([leaf], differentiable=True)
+        leaf.grad = lib.tensor([1.0])
+        with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
+            refusing.step()
+    for ours, theirs in zip(results[1], results[0]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-12)
