@@ -531,7 +531,7 @@ def test_zero_and_missing_gradients_as_pytorch(name, kwargs, exact_muon):
     same_state_dict(runs[1].optimizer.state_dict(), runs[0].optimizer.state_dict(), np.float64)
 
 
-@pytest.mark.parametrize("name, kwargs", STATE_CASES)
+@pytest.mark.parametrize("name, kwargs", [case for case in STATE_CASES if case.id.endswith("-default")])
 def test_float32_and_float64_parameters_in_one_optimizer_as_pytorch(name, kwargs, exact_muon):
     """Every other parameter in float32: each keeps its dtype, state follows it, steps are PyTorch's."""
     def mixed(params):
