@@ -512,9 +512,13 @@ def test_every_schedule_matches_pytorch(schedule, tensor_lr):
 def test_zero_and_missing_gradients_as_pytorch(name, kwargs, exact_muon):
     """Steps with every gradient None change nothing and make no state (test_step_is_noop_when_params_have_no_grad);
     then steps with all-zero gradients (test_step_is_noop_for_zero_grads: 0/0 guards, sign(0), eps): both as
-    PyTorch's, to the parameters, the state and the repr."""
+    PyTorch's, to the parameters, the state, the repr and the public attributes (kept by deepcopy)."""
     runs = [Run(torch, name, kwargs, np.float64), Run(None, name, kwargs, np.float64)]
     assert repr(runs[0].optimizer) == repr(runs[1].optimizer)
+
+    def public(optimizer):  # (test_deepcopy_copies_all_public_attrs)
+        return {k for k in vars(optimizer) if not k.startswith("_")}
+    assert public(runs[1].optimizer) == public(runs[0].optimizer) == public(copy.deepcopy(runs[1].optimizer))
     start = runs[0].values()
     for run in runs:
         run.optimizer.step()
