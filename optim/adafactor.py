@@ -2,7 +2,7 @@
 
 from autograd import finfo, zeros_like
 
-from .optimizer import Optimizer, require, scalar_tensor
+from .optimizer import Optimizer, check_tensor_lr, require, scalar_tensor
 
 
 class Adafactor(Optimizer):
@@ -34,6 +34,7 @@ class Adafactor(Optimizer):
                                       weight_decay=weight_decay, foreach=foreach, maximize=maximize))
 
     def check_hyperparameters(self, group):
+        check_tensor_lr(group)
         eps1, eps2 = group["eps"]
         require(0.0 <= group["lr"], f"Learning rate should be >= 0 but is: {group['lr']}")
         require(0.0 >= group["beta2_decay"], f"beta2_decay should be <= 0 but is: {group['beta2_decay']}")

@@ -1,9 +1,9 @@
 """Adam and AdamW: momentum on the gradient and on its square, with bias correction."""
 
 import autograd
-from autograd import zeros_like
+from autograd import Tensor, zeros_like
 
-from .optimizer import Optimizer, require, scalar_tensor
+from .optimizer import Optimizer, number_over, require, scalar_tensor
 
 
 class AdamFamily(Optimizer):
@@ -16,6 +16,23 @@ class AdamFamily(Optimizer):
         for i, beta in enumerate(group["betas"]):
             require(0 <= beta < 1, f"Invalid beta parameter at index {i}: {beta} (must be in [0, 1))")
         require(group["weight_decay"] >= 0, f"Invalid weight_decay value: {group['weight_decay']}")
+
+
+def check_tensor_options(group):
+    """Adam's and AdamW's rules for options given as Tensors (PyTorch's): betas both numbers or both
+    Tensors of one element; with ``foreach`` (a path not written here, whose rule this keeps), a Tensor lr
+    or betas needs ``capturable``."""
+    tensor_lr = isinstance(group["lr"], Tensor)
+    if tensor_lr and group["foreach"] and not group["capturable"]:
+        raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
+    tensors = [isinstance(beta, Tensor) for beta in group["betas"]]
+    if tensors[0] != tensors[1]:
+        raise ValueError("betas must be either both floats or both Tensors")
+    for i, beta in enumerate(group["betas"]):
+        if tensors[i] and group["foreach"] and not group["capturable"]:
+            raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
+        if tensors[i] and beta.numel() != 1:
+            raise ValueError(f"Tensor betas[{i}] must be 1-element")
 
 
 def update_moments(exp_avg, exp_avg_sq, grad, betas):
@@ -40,6 +57,8 @@ class Adam(AdamFamily):
     ``fused=True`` runs the same arithmetic as one call per parameter on its arrays
     (``autograd._fused_adam_``, as PyTorch's fused kernel: faster, and it bypasses the
     parameters' own in-place methods); ``foreach`` and ``capturable`` are accepted and ignored.
+    ``differentiable=True`` records the step in the graph, in PyTorch's order for that path (the bias
+    corrections as scalar-dtype Tensors, from the ``step`` Tensor). lr and betas may be Tensors.
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
@@ -72,8 +91,17 @@ class Adam(AdamFamily):
         update_moments(exp_avg, exp_avg_sq, grad, group["betas"])
         if group["amsgrad"]:  # the largest second moment so far
             exp_avg_sq = state["max_exp_avg_sq"].copy_(state["max_exp_avg_sq"].maximum(exp_avg_sq))
+        if group["differentiable"]:  # PyTorch's recorded path: the corrections as scalar-dtype Tensors
+            step_size_neg = number_over(lr, 1 - beta1 ** state["step"]).neg()
+            denominator = (exp_avg_sq.sqrt() / ((1 - beta2 ** state["step"]).sqrt() * step_size_neg))
+            param.addcdiv_(exp_avg.clone(), denominator.add_(number_over(eps, step_size_neg)))
+            return
         denominator = exp_avg_sq.sqrt().div_((1 - beta2**step) ** 0.5).add_(eps)  # a fresh Tensor: in place
         param.addcdiv_(exp_avg, denominator, value=-lr / (1 - beta1**step))
+
+    def check_hyperparameters(self, group):
+        super().check_hyperparameters(group)
+        check_tensor_options(group)
 
 
 class AdamW(Adam):

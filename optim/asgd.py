@@ -14,10 +14,9 @@ class ASGD(Optimizer):
         η_{t+1} ← η / (1 + λ η t)^α;   μ_{t+1} ← 1 / max(1, t - t₀)
 
     The average W̄ is ``state['ax']``; η_t and μ_t are scalar-dtype Tensors as
-    PyTorch's (``eta``, ``mu``). ``foreach`` and ``capturable`` are accepted and ignored.
+    PyTorch's (``eta``, ``mu``; ``load_state_dict`` gives them the parameter's dtype, as
+    PyTorch's). ``foreach`` and ``capturable`` are accepted and ignored.
     """
-
-    scalar_state = ("step", "eta", "mu")
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0, foreach=None,
                  maximize=False, differentiable=False, capturable=False):

@@ -2,7 +2,7 @@
 
 from bisect import bisect_right
 
-from .scheduler import LRScheduler
+from .scheduler import LRScheduler, set_lr
 
 
 def check_schedulers(combinator, schedulers, optimizer):
@@ -44,7 +44,7 @@ class SequentialLR(LRScheduler):
         # Each scheduler's constructor has already made its initial step: undo them all,
         # then make the first scheduler's initial step again.
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
+            set_lr(group, group["initial_lr"])
         self._undo_initial_steps(self)
         first = self._schedulers[bisect_right(self._milestones, 0)]
         first._initial_step()

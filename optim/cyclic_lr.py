@@ -2,7 +2,7 @@
 
 import math
 
-from .scheduler import LRScheduler, check_optimizer, momentum_kind, per_group, set_momentum
+from .scheduler import LRScheduler, check_optimizer, momentum_kind, per_group, set_lr, set_momentum
 
 
 class CyclicLR(LRScheduler):
@@ -27,7 +27,7 @@ class CyclicLR(LRScheduler):
         base_lrs = per_group("base_lr", optimizer, base_lr)
         if last_epoch == -1:
             for lr, group in zip(base_lrs, optimizer.param_groups):
-                group["lr"] = lr
+                set_lr(group, lr)
         self.max_lrs = per_group("max_lr", optimizer, max_lr)
         step_size_up = float(step_size_up)
         step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
@@ -221,5 +221,5 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_cur = epoch
         self.last_epoch = math.floor(epoch)
         for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
+            set_lr(group, lr)
         self._last_lr = self._group_lrs()

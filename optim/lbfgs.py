@@ -30,9 +30,9 @@ class LBFGS(Optimizer):
 
     The closure re-evaluates the model and returns the loss (it runs with grad
     enabled). One parameter group only; the state lives under the first parameter.
-    Scalars of the iteration (gᵀd, ρᵢ, H₀, t) are Python floats: PyTorch keeps
-    them in 0-d tensors of the parameters' dtype, which is the same arithmetic in
-    float64 and may differ in the last bits for float32 parameters.
+    ρᵢ, αᵢ and H₀ are 0-d tensors of the parameters' dtype, as PyTorch's (its
+    state dict holds them so); gᵀd and t are Python floats, which is the same
+    arithmetic in float64 and may differ in the last bits for float32 parameters.
     """
 
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7, tolerance_change=1e-9,
@@ -48,9 +48,10 @@ class LBFGS(Optimizer):
         self._numel = sum(p.numel() for p in self._params)
 
     def add_param_group(self, param_group):
-        if self.param_groups:
+        group = self._named_group(param_group)  # (its errors first, as PyTorch's)
+        if "_params" in self.__dict__:  # (the groups given to the constructor are all checked first)
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
-        super().add_param_group(param_group)
+        super().add_param_group(group)
 
     # -- the parameters as one flat vector ------------------------------------------------
 
@@ -133,27 +134,27 @@ class LBFGS(Optimizer):
             else:
                 y = flat_grad - prev_flat_grad
                 s = d * t
-                ys = (y @ s).item()
-                if ys > 1e-10:  # keep the pair only where the curvature is positive
+                ys = y @ s
+                if ys.item() > 1e-10:  # keep the pair only where the curvature is positive
                     if len(old_dirs) == history_size:
                         old_dirs.pop(0)
                         old_stps.pop(0)
                         ro.pop(0)
                     old_dirs.append(y)
                     old_stps.append(s)
-                    ro.append(1.0 / ys)
-                    H_diag = ys / (y @ y).item()
+                    ro.append(ys.reciprocal())
+                    H_diag = ys / (y @ y)
                 if "al" not in state:
                     state["al"] = [None] * history_size
                 al = state["al"]
                 q = flat_grad.neg()
                 for i in range(len(old_dirs) - 1, -1, -1):
-                    al[i] = (old_stps[i] @ q).item() * ro[i]
-                    q.add_(old_dirs[i], alpha=-al[i])
+                    al[i] = (old_stps[i] @ q) * ro[i]
+                    q.add_(old_dirs[i], alpha=-al[i].item())
                 d = r = q * H_diag
                 for i in range(len(old_dirs)):
-                    be_i = (old_dirs[i] @ r).item() * ro[i]
-                    r.add_(old_stps[i], alpha=al[i] - be_i)
+                    be_i = (old_dirs[i] @ r) * ro[i]
+                    r.add_(old_stps[i], alpha=(al[i] - be_i).item())
 
             if prev_flat_grad is None:
                 prev_flat_grad = flat_grad.clone()

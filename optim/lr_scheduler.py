@@ -9,7 +9,7 @@ import math
 from bisect import bisect_right
 from collections import Counter
 
-from .scheduler import LRScheduler, check_optimizer, per_group
+from .scheduler import LRScheduler, check_optimizer, per_group, set_lr
 
 _LRScheduler = LRScheduler  # PyTorch's old name, which older code subclasses
 
@@ -248,9 +248,10 @@ class ReduceLROnPlateau(LRScheduler):
                                        "length of the `optimizer` param groups.")
                 self.min_lrs = [self.default_min_lr] * len(self.optimizer.param_groups)
             for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
-                new_lr = max(group["lr"] * self.factor, min_lr)
-                if group["lr"] - new_lr > self.eps:
-                    group["lr"] = new_lr
+                old_lr = float(group["lr"])  # (a Tensor lr too, as PyTorch's)
+                new_lr = max(old_lr * self.factor, min_lr)
+                if old_lr - new_lr > self.eps:
+                    set_lr(group, new_lr)
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         self._last_lr = self._group_lrs()
 

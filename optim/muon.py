@@ -4,7 +4,7 @@ import math
 
 from autograd import zeros_like
 
-from .optimizer import Optimizer, require
+from .optimizer import Optimizer, check_tensor_lr, require
 
 # Keller Jordan's coefficients and step count, PyTorch's defaults
 DEFAULT_A, DEFAULT_B, DEFAULT_C = 3.4445, -4.7750, 2.0315
@@ -74,12 +74,13 @@ class Muon(Optimizer):
                                       adjust_lr_fn=adjust_lr_fn))
 
     def check_hyperparameters(self, group):
+        check_tensor_lr(group)
         require(group["lr"] >= 0, f"Learning rate should be >= 0 but is: {group['lr']}")
         require(group["momentum"] >= 0, f"momentum should be >= 0 but is: {group['momentum']}")
         require(group["weight_decay"] >= 0, f"weight decay should be >= 0 but is: {group['weight_decay']}")
         require(group["adjust_lr_fn"] in (None, "original", "match_rms_adamw"),
                 f"Adjust learning rate function {group['adjust_lr_fn']} is not supported")
-        for p in group["params"]:
+        for p in group.get("params", ()):  # (the defaults are checked before the parameters are seen)
             require(p.ndim == 2, f"Muon only supports 2D parameters whereas we found a parameter with size: "
                                  f"{p.size()}")
         super().check_hyperparameters(group)

@@ -3,7 +3,7 @@
 from autograd import zeros_like
 
 from .adam import AdamFamily, apply_weight_decay, update_moments
-from .optimizer import require, scalar_tensor
+from .optimizer import number_over, require, scalar_tensor
 
 
 class NAdam(AdamFamily):
@@ -18,11 +18,9 @@ class NAdam(AdamFamily):
 
     The last line is Nesterov's look-ahead: the step uses the momentum of the
     next iteration. ``mu_product`` is a scalar-dtype Tensor as PyTorch's (float32
-    unless the default dtype is float64). ``foreach`` and ``capturable`` are
-    accepted and ignored.
+    unless the default dtype is float64; ``load_state_dict`` gives it the parameter's
+    dtype, as PyTorch's). ``foreach`` and ``capturable`` are accepted and ignored.
     """
-
-    scalar_state = ("step", "mu_product")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
@@ -47,9 +45,14 @@ class NAdam(AdamFamily):
         grad = apply_weight_decay(param, grad, group)
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-        mu_product = state["mu_product"].mul_(mu).item()
+        mu_product = state["mu_product"].mul_(mu)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         update_moments(exp_avg, exp_avg_sq, grad, group["betas"])
         denominator = (exp_avg_sq / (1 - beta2**step)).sqrt_().add_(eps)
+        if group["differentiable"]:  # PyTorch's recorded path: the two factors as scalar-dtype Tensors
+            param.addcdiv_(grad * number_over(-lr * (1.0 - mu), 1.0 - mu_product), denominator)
+            param.addcdiv_(exp_avg * number_over(-lr * mu_next, 1.0 - mu_product * mu_next), denominator)
+            return
+        mu_product = mu_product.item()
         param.addcdiv_(grad, denominator, value=-lr * (1.0 - mu) / (1.0 - mu_product))
         param.addcdiv_(exp_avg, denominator, value=(-lr * mu_next) / (1.0 - mu_product * mu_next))

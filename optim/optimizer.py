@@ -2,7 +2,9 @@
 
 The bookkeeping lives here; each optimizer's update rule is a method over
 Tensors in its own file (sgd.py, adam.py, ...). ``step`` runs it under
-``no_grad``, and the rule changes the parameter and its state only through the
+``no_grad`` (with ``differentiable=True`` under grad mode, as PyTorch's: the update is
+recorded in the graph, and the parameters may then be non-leaf tensors), and the
+rule changes the parameter and its state only through the
 public in-place Tensor methods (``add_``, ``mul_``, ``addcmul_``, ``addcdiv_``,
 ``lerp_``, ``sqrt_``, ``copy_``, ...), so every write goes through the Tensor's
 one write door: its version counter moves, and a graph that saved the old
@@ -11,8 +13,8 @@ value refuses to backpropagate through it.
 PyTorch's keywords ``foreach``, ``fused`` and ``capturable`` are accepted and
 recorded in the groups but change nothing here: there is one (single-tensor)
 implementation, in the order of operations of PyTorch's single-tensor path,
-on the CPU. ``differentiable=True`` (an update recorded in the graph) is not
-supported and raises NotImplementedError.
+on the CPU (Adam's and NAdam's ``differentiable=True`` follow PyTorch's recorded path,
+whose step factors are scalar-dtype Tensors).
 
 Hooks, as PyTorch's: ``register_step_pre_hook``/``register_step_post_hook`` run around
 every ``step`` (also a subclass's own ``step``: it is wrapped when the class is made),
@@ -27,7 +29,7 @@ from collections.abc import Callable
 
 import numpy
 
-from autograd import Tensor, enable_grad, no_grad
+from autograd import Tensor, enable_grad, set_grad_enabled
 from autograd.backend import float32, float64, get_default_dtype
 from autograd.hooks import add_hook
 from autograd.tensor import tensor_from
@@ -104,11 +106,29 @@ def scalar_tensor(value):
     return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 else float32))
 
 
+def check_tensor_lr(group):
+    """A learning rate given as a Tensor (PyTorch's "tensor lr") must hold one number."""
+    if isinstance(group.get("lr"), Tensor) and group["lr"].numel() != 1:
+        raise ValueError(f"Tensor lr must be 1-element, got one of shape {tuple(group['lr'].shape)}")
+
+
+def number_over(number, tensor):
+    """``number / tensor`` as PyTorch computes it (``Tensor.__rdiv__``): the tensor's reciprocal times
+    the number. In a scalar-dtype (float32) Tensor that can be one ulp away from the correctly rounded
+    quotient that ``/`` gives here; the update paths that PyTorch writes with Tensor scalars
+    (``differentiable=True``) use this to keep to its rounding (its float32 pow and sqrt still
+    differ from NumPy's in the last bit, so those paths agree to about 1e-7)."""
+    return number / tensor if isinstance(number, Tensor) else tensor.reciprocal() * number
+
+
 class Optimizer:
     defaults = {}
-    # State entries that keep their own dtype on load_state_dict (the rest take the parameter's).
+    # State entries that keep their own dtype on load_state_dict; the rest take the parameter's, as PyTorch's
+    # (NAdam's mu_product and ASGD's eta and mu too: made in the scalar dtype, loaded in the parameter's).
     scalar_state = ("step",)
     supports_complex = True  # a complex parameter is updated as its real pairs (False: refused, as PyTorch's)
+    # what load_state_dict gives an option a saved group lacks, where it is not the constructor's default
+    loaded_defaults = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -121,7 +141,11 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)  # PyTorch's: a custom step() may write self.state[p]["..."] at once
         self.param_groups = []
-        params = list(params) if not isinstance(params, Tensor) else [params]
+        self.check_hyperparameters(self.defaults)  # the options first, then the parameters: PyTorch's order
+        if isinstance(params, Tensor):
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got a Tensor of shape {tuple(params.shape)}: pass [tensor]")
+        params = list(params)
         if not params:
             raise ValueError("optimizer got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
@@ -169,18 +193,15 @@ class Optimizer:
 
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
+        check_tensor_lr(group)
         if "lr" in group:  # a custom optimizer need not have one
             require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
-        if group.get("differentiable"):
-            raise NotImplementedError(f"{type(self).__name__}(differentiable=True): an update recorded in the "
-                                      "graph is not supported; optimizers here step under no_grad")
         if group.get("fused") and group.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
 
-    def add_param_group(self, param_group):
-        """Add a group of parameters with its own options (missing ones from defaults). The parameters
-        may come named, as ``model.named_parameters()`` gives them: the names are kept in the group's
-        ``param_names`` (and so in the state dict), in every group or in none."""
+    def _named_group(self, param_group):
+        """The group as a dict of its own, its parameters a list; named parameters split into
+        ``params`` and ``param_names`` (names in every group or in none)."""
         if not isinstance(param_group, dict):
             raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
         group = dict(param_group)
@@ -195,12 +216,19 @@ class Optimizer:
         if self.param_groups and ("param_names" in group) != ("param_names" in self.param_groups[0]):
             raise ValueError("all optimizer param groups should be with/without names. cannot add param group "
                              f"{'with' if 'param_names' in group else 'without'} names to the optimizer")
+        return group
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters with its own options (missing ones from defaults). The parameters
+        may come named, as ``model.named_parameters()`` gives them: the names are kept in the group's
+        ``param_names`` (and so in the state dict), in every group or in none."""
+        group = self._named_group(param_group)
         seen = set()
         for i, p in enumerate(group["params"]):
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, but parameter {i} is a "
                                 f"{type(p).__name__}")
-            if not (p.is_leaf or p.retains_grad):
+            if not (self.defaults.get("differentiable") or p.is_leaf or p.retains_grad):
                 raise ValueError(f"can't optimize a non-leaf Tensor (parameter {i}, shape {p.shape}): "
                                  "optimize the leaf it was computed from, or .detach().requires_grad_()")
             if id(p) in seen:
@@ -232,7 +260,7 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        with no_grad():
+        with set_grad_enabled(bool(self.defaults.get("differentiable"))):  # PyTorch's: the defaults' flag
             for group in self.param_groups:
                 maximize = group.get("maximize")
                 for p in group["params"]:
@@ -248,6 +276,8 @@ class Optimizer:
                         self.update(real_pairs(p), real_pairs(grad), self.state[p], group)
                     else:
                         self.update(p, grad, self.state[p], group)
+                    if not self.state[p]:  # (an update that keeps nothing leaves no entry, as PyTorch's)
+                        del self.state[p]
         return loss
 
     def update(self, param, grad, state, group):
@@ -281,8 +311,11 @@ class Optimizer:
         return state_dict
 
     def load_state_dict(self, state_dict):
-        """Restore state and options; resuming gives the same trajectory as never stopping.
-        State tensors take their parameter's dtype, except the scalar ones (``step``, ...)."""
+        """Restore state and options; resuming gives the same trajectory as never stopping (but where
+        PyTorch's does not either: state tensors take their parameter's dtype, except ``step``, so NAdam's
+        float32 ``mu_product`` and ASGD's ``eta``/``mu`` continue in the parameter's dtype, as PyTorch's).
+        An option the saved groups lack (a state dict from before ``maximize``, ``foreach``, ... existed)
+        takes its default."""
         state_dict = dict(state_dict)  # a shallow copy, as PyTorch's: the pre-hooks may change it
         for hook in list(self._optimizer_load_state_dict_pre_hooks.values()):
             result = hook(self, state_dict)
@@ -297,11 +330,18 @@ class Optimizer:
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size "
                                  f"of optimizer's group ({len(saved['params'])} vs {len(group['params'])})")
         import copy  # here, not at import: `import optim` stays quick
+        import inspect
 
+        # An option that a saved group predates (a state dict from before maximize, foreach, ... existed)
+        # takes its default, as PyTorch's __setstate__ gives it, not this optimizer's own setting.
+        defaults = {name: parameter.default for name, parameter in
+                    inspect.signature(type(self).__init__).parameters.items()
+                    if parameter.default is not inspect.Parameter.empty} | self.loaded_defaults
         params = {}
         for saved, group in zip(groups, self.param_groups):
             for i, p in zip(saved["params"], group["params"]):
                 params[i] = p
+            group.update({k: defaults[k] for k in group if k not in saved and k in defaults})
             group.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
         self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():

@@ -11,6 +11,8 @@ jumps to an epoch through the schedule's closed form where it has one.
 import types
 import warnings
 
+from autograd import Tensor
+
 from .optimizer import Optimizer
 
 STEP_ORDER_WARNING = (
@@ -42,6 +44,15 @@ def per_group(name, optimizer, value):
     return [value] * len(optimizer.param_groups)
 
 
+def set_lr(group, lr):
+    """group["lr"] ← lr. A learning rate given as a Tensor is filled in place, as PyTorch's schedulers
+    do: the Tensor the optimizer was given stays its group's lr (and keeps its dtype: float32 rounds)."""
+    if isinstance(group["lr"], Tensor):
+        group["lr"].fill_(lr.reshape(()) if isinstance(lr, Tensor) else lr)
+    else:
+        group["lr"] = lr
+
+
 def set_momentum(group, momentum, use_beta1):
     """Cycle the momentum: β₁ for the Adam family (``betas``), ``momentum`` otherwise."""
     if use_beta1:
@@ -64,8 +75,8 @@ class LRScheduler:
         check_optimizer(optimizer)
         self.optimizer = optimizer
         if last_epoch == -1:
-            for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
+            for group in optimizer.param_groups:  # (a copy of a Tensor lr, which set_lr fills in place)
+                group.setdefault("initial_lr", group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"])
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
@@ -111,7 +122,7 @@ class LRScheduler:
             closed_form = getattr(self, "_get_closed_form_lr", None)
             values = closed_form() if closed_form is not None else self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, values):
-            group["lr"] = lr
+            set_lr(group, lr)
         self._last_lr = self._group_lrs()
 
     def _group_lrs(self):

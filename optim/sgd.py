@@ -25,6 +25,8 @@ class SGD(Optimizer):
     ``foreach`` and ``fused`` are accepted and ignored (one implementation).
     """
 
+    loaded_defaults = {"fused": False}  # (PyTorch's SGD.__setstate__; its constructor's default is None)
+
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *,
                  maximize=False, foreach=None, differentiable=False, fused=None):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
