@@ -18,7 +18,7 @@ def _seed_gradients(outputs, grad_outputs):
 
 def _seed(output, grad, i):
     """dL/doutput for output i: ones for a one-element output when ``grad`` is None, else ``grad``."""
-    if not output.requires_grad:
+    if not output._requires_grad:
         raise RuntimeError(
             f"output {i} (shape {output.shape}) does not require grad and has no grad_fn: "
             "nothing it depends on requires grad, or it was computed under no_grad()"
@@ -39,12 +39,12 @@ def _seed(output, grad, i):
         # (a 0-d loss is the common case, and array() the cheap way to make one)
         return Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
     grad = grad if isinstance(grad, Tensor) else tensor_from(as_array(grad))
-    if grad.shape != output.shape:
+    if grad._data.shape != output._data.shape:  # (the arrays' shapes: no Size is made on every backward)
         raise RuntimeError(
             f"gradient has shape {grad.shape} but the output it is for has shape "
             f"{output.shape}; they must match"
         )
-    if not grad.requires_grad:  # the user's tensor, not copied: marked as held elsewhere
+    if not grad._requires_grad:  # the user's tensor, not copied: marked as held elsewhere
         data = grad._data
         grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))
         grad._shared = True

@@ -289,10 +289,10 @@ def accumulate_grad(tensor, grad):
     stored = tensor._grad  # (the checks of the .grad setter hold already: validate_gradients)
     if stored is None:
         if grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
-            grad = grad.clone() if grad.requires_grad else type(grad)._make(grad._data.copy())
+            grad = grad.clone() if grad._requires_grad else type(grad)._make(grad._data.copy())
         grad._shared = True
         tensor._grad = grad
-    elif stored.requires_grad or grad.requires_grad:
+    elif stored._requires_grad or grad._requires_grad:
         tensor._grad = stored + grad
         tensor._grad._shared = True
     else:

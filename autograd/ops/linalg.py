@@ -2,7 +2,7 @@
 
 from ..errors import ShapeError
 from ..primitive import Primitive
-from ..tensor import _operand
+from ..tensor import Tensor, _operand
 from .conjugation import conj
 from .elementwise import unbroadcast
 from .names import names
@@ -55,7 +55,8 @@ def matmul(input, other, *, out=None):
 
         return write_out(matmul(input, other), out)
     a, b = input, other
-    a, b = _operand(a, b) if not hasattr(a, "_data") else a, _operand(b, a) if not hasattr(b, "_data") else b
+    if type(a) is not Tensor or type(b) is not Tensor:  # (a number, a subclass: the rare case, tested once)
+        a, b = a if isinstance(a, Tensor) else _operand(a, b), b if isinstance(b, Tensor) else _operand(b, a)
     A, B = a._data, b._data  # (the checks read the arrays: they run before every product)
     if A.dtype is not B.dtype and A.dtype != B.dtype:
         raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {a.dtype} "
