@@ -1,0 +1,111 @@
+"""``torch.autograd.graph.GradientEdge`` and ``get_gradient_edge``, as PyTorch's docstrings use them,
+run on chainrule and on PyTorch: a place in the graph that ``autograd.grad`` takes in place of a tensor,
+valid after the tensor is changed in place."""
+
+import numpy as np
+
+from tests.program_errors import raises_alike
+from tests.pytorch_programs import run_both
+
+
+def _same(program, *args, **kwargs):
+    return run_both(program, *args, **kwargs)[0]
+
+
+def test_grad_through_an_edge_equals_grad_through_its_tensor():
+    def program(m):
+        t = m.torch
+        get = t.autograd.graph.get_gradient_edge
+        x = t.tensor([0.5, 1.5], requires_grad=True)
+        h = (x * 3).sin()
+        loss = (h * h).sum()
+        by_tensor = t.autograd.grad(loss, [h, x], retain_graph=True)
+        by_edge = t.autograd.grad(loss, [get(h), get(x)])
+        edge = get(h)
+        return [by_tensor, by_edge, edge.node.name(), edge.output_nr, get(x).node.name(), get(x).output_nr,
+                isinstance(edge, tuple), edge.node is h.grad_fn]
+
+    by_tensor, by_edge, name, nr, leaf_name, leaf_nr, is_tuple, is_grad_fn = _same(program)
+    np.testing.assert_allclose(by_edge[0], by_tensor[0])
+    np.testing.assert_allclose(by_edge[1], by_tensor[1])
+    assert (name, nr, leaf_name, leaf_nr) == ("SinBackward0", 0, "torch::autograd::AccumulateGrad", 0)
+    assert is_tuple and is_grad_fn
+
+
+def test_an_edge_outlives_an_in_place_change_of_its_tensor():
+    def program(m):
+        t = m.torch
+        x = t.ones(2, requires_grad=True)
+        y = x * 2
+        edge = t.autograd.graph.get_gradient_edge(y)
+        z = y.exp().sum()
+        y.mul_(3)  # y has a new grad_fn now; the edge still points where z's gradient arrives
+        return [t.autograd.grad(z, edge), y.grad_fn.name(), edge.node.name()]
+
+    (grad,), now, then = _same(program)
+    np.testing.assert_allclose(grad, np.exp([2.0, 2.0]), rtol=1e-6)
+    assert (now, then) == ("MulBackward0", "MulBackward0")
+
+
+def test_an_edge_as_an_output_starts_the_pass_there():
+    def program(m):
+        t = m.torch
+        x = t.tensor([1.0, 2.0], requires_grad=True)
+        q = x * 5
+        return t.autograd.grad([t.autograd.graph.get_gradient_edge(q)], x, [t.tensor([1.0, 0.5])])
+
+    np.testing.assert_allclose(_same(program)[0], [5.0, 2.5])
+
+
+def test_an_output_edge_checks_the_gradient_shape():
+    def program(m):
+        t = m.torch
+        q = t.tensor([1.0, 2.0], requires_grad=True) * 5
+        t.autograd.grad([t.autograd.graph.get_gradient_edge(q)], q, [t.ones(3)])
+
+    raises_alike(program, r"shape \(3,\).*\(2,\)", kind=RuntimeError)
+
+
+def test_an_unused_edge_with_allow_unused():
+    def program(m):
+        t = m.torch
+        x = t.tensor([1.0, 2.0], requires_grad=True)
+        other = t.tensor([3.0], requires_grad=True)
+        return t.autograd.grad((other * 2).sum(), t.autograd.graph.get_gradient_edge(x), allow_unused=True)
+
+    assert _same(program) == (None,)
+
+
+def test_create_graph_through_an_edge():
+    def program(m):
+        t = m.torch
+        x = t.tensor([0.5, 1.5], requires_grad=True)
+        h = x.exp()
+        (g,) = t.autograd.grad((h ** 3).sum(), t.autograd.graph.get_gradient_edge(h), create_graph=True)
+        g.sum().backward()
+        return [g, x.grad]
+
+    g, grad = _same(program)
+    np.testing.assert_allclose(g, 3 * np.exp([0.5, 1.5]) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(grad, 6 * np.exp([0.5, 1.5]) ** 2, rtol=1e-6)
+
+
+def test_no_edge_for_a_tensor_that_needs_no_gradient():
+    def program(m):
+        m.torch.autograd.graph.get_gradient_edge(m.torch.ones(2))
+
+    raises_alike(program, "does not require gradients", kind=RuntimeError)
+
+
+def test_an_edge_made_by_hand_serves_as_an_input_but_not_as_an_output():
+    import pytest
+
+    import autograd
+
+    graph = autograd.autograd.graph
+    x = autograd.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 4
+    edge = graph.GradientEdge(h.grad_fn, 0)
+    np.testing.assert_array_equal(autograd.autograd.grad(h.sum(), edge, retain_graph=True)[0].numpy(), [1.0, 1.0])
+    with pytest.raises(ValueError, match="must come from get_gradient_edge"):
+        autograd.autograd.grad(edge, x, autograd.ones(2))
