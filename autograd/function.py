@@ -329,6 +329,22 @@ class Function:
 
     vjp = backward
 
+    # vmap: ``autograd.func.vmap`` calls forward once per example, which is what PyTorch's
+    # generate_vmap_rule=True gives, so a Function works under vmap as it is; a ``vmap`` staticmethod
+    # (PyTorch's batched rule) is not needed here and not called
+    generate_vmap_rule = False
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        raise NotImplementedError("To use autograd.Function with vmap, you must either override the vmap "
+                                  "staticmethod or set generate_vmap_rule=True.")
+
+    @staticmethod
+    def jvp(ctx, *grad_inputs):
+        """Forward-mode derivative (PyTorch's); there is no forward mode here, so it is never called."""
+        raise NotImplementedError("You must implement the jvp function for custom autograd.Function to use it "
+                                  "with forward mode AD.")
+
     @classmethod
     def apply(cls, *args, **kwargs):
         """Run forward on ``args`` without recording it and connect the outputs to a new node."""

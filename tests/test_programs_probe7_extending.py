@@ -560,3 +560,17 @@ def test_a_function_inside_grad_and_vmap():
 
     grads, values = _same(program)
     np.testing.assert_allclose(grads, values)
+
+
+def test_the_base_class_defaults_for_forward_mode_and_vmap():
+    def program(m):
+        Function = m.torch.autograd.Function
+        said = []
+        for call in (lambda: Function.jvp(None), lambda: Function.vmap(None, (0,))):
+            try:
+                call()
+            except NotImplementedError as error:
+                said.append(str(error).split(" ")[0:3])
+        return [Function.generate_vmap_rule, said]
+
+    assert _same(program) == [False, [["You", "must", "implement"], ["To", "use", "autograd.Function"]]]

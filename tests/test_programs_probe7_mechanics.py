@@ -301,19 +301,6 @@ def test_a_prehook_on_accumulate_grad_changes_what_is_stored():
     np.testing.assert_array_equal(grad, [7.0, 7.0])
 
 
-def test_node_api():
-    def program(m):
-        t = m.torch
-        x = t.tensor([1.0, 2.0], requires_grad=True)
-        y = x * 2
-        node = y.grad_fn
-        node.metadata["tag"] = "scale"
-        return [isinstance(node, t.autograd.graph.Node), node.name(), node.metadata, x.grad_fn,
-                isinstance(node.next_functions[0][0], t.autograd.graph.Node)]
-
-    assert _same(program) == [True, "MulBackward0", {"tag": "scale"}, None, True]
-
-
 # -- in-place correctness checks ---------------------------------------------------------------------
 
 

@@ -72,6 +72,27 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
                            inputs=None if inputs is None else _tensors(inputs))
 
 
+class set_multithreading_enabled:
+    """Whether backward may run on per-device worker threads (PyTorch's; a context manager, a call or a
+    decorator). This engine always runs backward on the calling thread, which is what ``mode=False``
+    asks for and what PyTorch does on the CPU either way: the switch is accepted and changes nothing."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def __call__(self, decorated):
+        return decorated
+
+    def clone(self):
+        return type(self)(self.mode)
+
+
 # jacobian, hessian and the rest load on first use: autograd.autograd.functional works as before
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"functional": ".functional",
                                                             "Variable": ".variable:Variable",

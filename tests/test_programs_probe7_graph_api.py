@@ -1,6 +1,7 @@
-"""``torch.autograd.graph.GradientEdge`` and ``get_gradient_edge``, as PyTorch's docstrings use them,
-run on chainrule and on PyTorch: a place in the graph that ``autograd.grad`` takes in place of a tensor,
-valid after the tensor is changed in place."""
+"""The graph API of ``torch.autograd.graph`` and ``torch.autograd`` as PyTorch's docstrings use it, run
+on chainrule and on PyTorch: ``Node``, ``GradientEdge`` and ``get_gradient_edge`` (a place in the graph
+that ``autograd.grad`` takes in place of a tensor, valid after the tensor is changed in place),
+``set_multithreading_enabled``."""
 
 import numpy as np
 
@@ -10,6 +11,19 @@ from tests.pytorch_programs import run_both
 
 def _same(program, *args, **kwargs):
     return run_both(program, *args, **kwargs)[0]
+
+
+def test_node_api():
+    def program(m):
+        t = m.torch
+        x = t.tensor([1.0, 2.0], requires_grad=True)
+        y = x * 2
+        node = y.grad_fn
+        node.metadata["tag"] = "scale"
+        return [isinstance(node, t.autograd.graph.Node), node.name(), node.metadata, x.grad_fn,
+                isinstance(node.next_functions[0][0], t.autograd.graph.Node)]
+
+    assert _same(program) == [True, "MulBackward0", {"tag": "scale"}, None, True]
 
 
 def test_grad_through_an_edge_equals_grad_through_its_tensor():
@@ -109,3 +123,21 @@ def test_an_edge_made_by_hand_serves_as_an_input_but_not_as_an_output():
     np.testing.assert_array_equal(autograd.autograd.grad(h.sum(), edge, retain_graph=True)[0].numpy(), [1.0, 1.0])
     with pytest.raises(ValueError, match="must come from get_gradient_edge"):
         autograd.autograd.grad(edge, x, autograd.ones(2))
+
+
+def test_set_multithreading_enabled_as_a_block_a_call_and_a_decorator():
+    def program(m):
+        t = m.torch
+        x = t.tensor([1.0, 2.0], requires_grad=True)
+        with t.autograd.set_multithreading_enabled(False):
+            (x * x).sum().backward()
+
+        @t.autograd.set_multithreading_enabled(False)
+        def step():
+            (x * 3).sum().backward()
+
+        step()
+        t.autograd.set_multithreading_enabled(True)
+        return x.grad
+
+    np.testing.assert_array_equal(_same(program), [5.0, 7.0])
