@@ -156,7 +156,10 @@ def _argnums_tuple(argnums, count, name):
     for n in numbers:
         if not -count <= n < count:
             raise RuntimeError(f"Got argnums={argnums}, but only {count} positional inputs")
-    return tuple(n % count for n in numbers)
+    numbers = tuple(n % count for n in numbers)
+    if len(set(numbers)) != len(numbers):
+        raise RuntimeError(f"argnums elements must be unique, got {argnums}")
+    return numbers
 
 
 def _with_roots(args, argnums, name):
@@ -376,7 +379,10 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         name = getattr(func, "__name__", "f")
-        dims = in_dims if isinstance(in_dims, (tuple, list)) else (in_dims,) * len(args)
+        if not (in_dims is None or isinstance(in_dims, (int, tuple))):
+            raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): expected `in_dims` to be int or a "
+                             f"(potentially nested) tuple matching the structure of inputs, got: {type(in_dims)}.")
+        dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
         if len(dims) != len(args):
             raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with "
                              f"the structure of `inputs`. in_dims has structure with {len(dims)} entries but "
@@ -407,6 +413,9 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
             from .random import get_rng_state
 
             state = get_rng_state()
+        if batch == 0:  # no example to loop over: f runs once, as PyTorch's does, on one made of zeros
+            call_args = [_select(arg, arg_dims, None) for arg, arg_dims in zip(args, leaf_dims)]
+            return _stack_results([func(*call_args, **kwargs)], out_dims, name, empty=True)
         results = []
         for b in range(batch):
             if state is not None:
@@ -453,12 +462,16 @@ def _default_draws():
 
 
 def _select(tree, dims, index):
+    """Example ``index`` of each batched tensor of the tree (index None, for an empty batch: zeros of
+    an example's shape, still on the tensor's graph: the sum over its empty batch dim)."""
     leaves, spec = tree_flatten(tree)
-    return tree_unflatten([leaf if dim is None else leaf.select(dim, index) for leaf, dim in zip(leaves, dims)],
-                          spec)
+    return tree_unflatten([leaf if dim is None else leaf.sum(dim) if index is None else leaf.select(dim, index)
+                           for leaf, dim in zip(leaves, dims)], spec)
 
 
-def _stack_results(results, out_dims, name="f"):
+def _stack_results(results, out_dims, name="f", empty=False):
+    """Each output stacked over the examples along its out_dim (with ``empty``, ``results`` holds the
+    one call made for an empty batch, and each batched output gets a batch dim of size 0)."""
     flat = [tree_flatten(r) for r in results]
     spec = flat[0][1]
     count = len(flat[0][0])
@@ -479,7 +492,8 @@ def _stack_results(results, out_dims, name="f"):
         if not all(isinstance(c, Tensor) for c in column):
             raise ValueError(f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(column[0])}. "
                              "Did you mean to set out_dims= to None for output?")
-        stacked.append(stack(column, dim=dim))
+        stacked.append(column[0].unsqueeze(dim)[(slice(None),) * (dim % (column[0].ndim + 1)) + (slice(0, 0),)]
+                       if empty else stack(column, dim=dim))
     return tree_unflatten(stacked, spec)
 
 

@@ -291,3 +291,34 @@ def test_an_ensemble_with_stack_module_state_and_vmap():
     shape, out, requires, leaf = _same(program)
     assert shape == [3, 2, 3] and requires is True and leaf is True
     np.testing.assert_allclose(out, [[[0.0, 0.0]], [[2.0, 2.0]], [[4.0, 4.0]]])
+
+
+def test_vmap_over_an_empty_batch_runs_f_once_for_the_shapes():
+    def program(m):
+        t = m.torch
+        v = t.func.vmap
+        x = t.ones(0, 3, requires_grad=True)
+        pair = v(lambda r: (r * 2, r.sum()))(x)
+        pair[0].sum().backward()
+        return [pair, v(lambda r: r.sum(), out_dims=-1)(x), v(lambda r: r * 2, out_dims=-1)(x),
+                v(lambda r, w: (r * w, w), in_dims=(0, None), out_dims=(0, None))(x, t.ones(3)), x.grad]
+
+    (doubled, sums), last, moved, (product, shared), grad = _same(program)
+    assert doubled.shape == (0, 3) and sums.shape == (0,) and moved.shape == (3, 0) and grad.shape == (0, 3)
+    np.testing.assert_array_equal(shared, [1.0, 1.0, 1.0])
+
+
+def test_vmap_in_dims_must_be_an_int_or_a_tuple():
+    def program(m):
+        t = m.torch
+        t.func.vmap(lambda x: x.sum(), in_dims=[0])(t.ones(2, 3))
+
+    raises_alike(program, "expected `in_dims` to be int or a .*tuple", kind=ValueError)
+
+
+def test_grad_refuses_repeated_argnums():
+    def program(m):
+        t = m.torch
+        t.func.grad(lambda x, y: (x * y).sum(), argnums=(0, -2))(t.ones(2), t.ones(2))
+
+    raises_alike(program, "argnums elements must be unique", kind=RuntimeError)
