@@ -48,10 +48,11 @@ class FunctionCtx:
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
         self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in tensors)
-        hooks = graph.modes.saved_tensor_hooks
-        if hooks is not None:  # (saved_tensors_hooks: kept as the pack hook gives them)
-            tensors = tuple(None if t is None else graph.PackedTensor(t, hooks) for t in tensors)
         self._saved = tensors
+        # saved_tensors_hooks: the pack hook sees each tensor once forward's outputs are connected (an
+        # output saved is then one with this node as its grad_fn, so a recorded backward can go through
+        # it), and only when the call is recorded, as PyTorch's
+        self._pack_with = graph.modes.saved_tensor_hooks
 
     @property
     def saved_tensors(self):
@@ -171,6 +172,10 @@ class BackwardFunction(FunctionCtx):
             y.grad_fn = self if len(outputs) == 1 else _OutputSlot(self, j, len(outputs))
         if graph.is_anomaly_enabled():
             self.where = graph.user_frame()
+        hooks = self.__dict__.pop("_pack_with", None)
+        if hooks is not None and self.__dict__.get("_saved"):
+            with no_grad():  # (the pack hook runs without recording, as in PyTorch)
+                self._saved = tuple(None if t is None else graph.PackedTensor(t, hooks) for t in self._saved)
 
     # -- the engine's interface ----------------------------------------------------------------
 

@@ -221,3 +221,44 @@ def test_saved_tensor_hooks_around_a_module():
 
     count, grad = _same(program)
     assert count == 2
+
+
+@pytest.mark.parametrize("input_requires_grad", [True, False])
+def test_saved_tensor_hooks_on_a_custom_function_pack_after_forward(input_requires_grad):
+    def program(m):
+        t = m.torch
+
+        class Exp(t.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                y = x.exp()
+                ctx.save_for_backward(y, x)  # its own output: a recorded backward goes through it
+                return y
+
+            @staticmethod
+            def backward(ctx, grad):
+                y, _ = ctx.saved_tensors
+                return grad * y
+
+        log = []
+
+        def pack(v):
+            log.append(("pack", t.is_grad_enabled(), v.requires_grad, v.grad_fn is not None))
+            return v * 1
+
+        x = t.tensor([0.5, 1.0], requires_grad=input_requires_grad)
+        with t.autograd.graph.saved_tensors_hooks(pack, lambda v: log.append(("unpack",)) or v):
+            y = Exp.apply(x)
+        if not input_requires_grad:
+            return log
+        (g,) = t.autograd.grad(y.sum(), x, create_graph=True)
+        g.sum().backward()
+        return [log, g, x.grad]
+
+    result = _same(program)
+    if input_requires_grad:
+        log, g, grad = result
+        assert log[:2] == [("pack", False, True, True), ("pack", False, True, False)]
+        np.testing.assert_allclose(grad, np.exp([0.5, 1.0]), rtol=1e-6)
+    else:
+        assert result == []  # nothing recorded: nothing packed
