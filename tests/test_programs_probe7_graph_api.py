@@ -113,8 +113,6 @@ def test_no_edge_for_a_tensor_that_needs_no_gradient():
 
 
 def test_an_edge_made_by_hand_serves_as_an_input_but_not_as_an_output():
-    import pytest
-
     import autograd
 
     graph = autograd.autograd.graph
