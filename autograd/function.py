@@ -42,7 +42,7 @@ class FunctionCtx:
 
     def save_for_backward(self, *tensors):
         """Keep ``tensors`` (or None) for backward; ``saved_tensors`` gives them back, checked
-        against in-place changes made after this call."""
+        against in-place changes made after forward returns (forward may change them itself)."""
         for i, t in enumerate(tensors):
             if t is not None and not isinstance(t, Tensor):
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
@@ -142,15 +142,23 @@ class BackwardFunction(FunctionCtx):
         single = not isinstance(output, tuple)
         outputs = [output] if single else list(output)
         input_ids = {id(x) for x in args if isinstance(x, Tensor)}
+        recording = is_grad_enabled() and any(self.needs_input_grad)
         for j, y in enumerate(outputs):
-            if isinstance(y, Tensor) and id(y) in input_ids and id(y) not in self._dirty:
-                outputs[j] = _alias(y)  # an input returned unchanged: a new tensor on the same memory
+            if isinstance(y, Tensor) and id(y) in input_ids and (id(y) not in self._dirty
+                                                                  or (not recording and y.requires_grad)):
+                # an input returned unchanged, or changed in place while nothing is recorded (no_grad): a new
+                # tensor on the same memory, so the output does not carry the input's history
+                outputs[j] = _alias(y)
         for x in args:
             if isinstance(x, Tensor) and id(x) in self._dirty:
                 # forward may have written it in ways no version counter saw (x.data, NumPy): what an
                 # earlier op saved of it is stale now, whatever forward did (PyTorch bumps it too)
                 graph.bump_version(x)
-        if is_grad_enabled() and any(self.needs_input_grad):
+        saved = self.__dict__.get("_saved")
+        if saved:  # what forward saved is checked against changes made after it returns (as PyTorch's,
+            # which saves at that point): forward's own in-place work on a tensor it saves is no change
+            self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in saved)
+        if recording:
             self._record(args, outputs)
         return outputs[0] if single else tuple(outputs)
 

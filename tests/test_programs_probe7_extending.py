@@ -290,27 +290,6 @@ def test_materialized_grads_are_zeros_by_default():
     assert name == "TwoBackward"
 
 
-def test_mark_dirty_returns_the_input_changed_in_place():
-    def program(m):
-        x = m.torch.tensor([3.0, 1.0], requires_grad=True)
-        a = x.clone()
-        y = functions(m)["Double"].apply(a)
-        result = [y is a, a._version, y]
-        y.sum().backward()
-        return result + [x.grad]
-
-    same_object, version, y, grad = _same(program)
-    assert same_object is True and version == 2  # the write, and mark_dirty's own count
-    np.testing.assert_array_equal(grad, [2.0, 2.0])
-
-
-def test_mark_dirty_on_a_leaf_that_requires_grad_is_refused():
-    def program(m):
-        functions(m)["Double"].apply(m.torch.tensor([3.0, 1.0], requires_grad=True))
-
-    raises_alike(program, "leaf Variable that requires grad", kind=RuntimeError)
-
-
 def test_once_differentiable_backward_cannot_be_differentiated_again():
     def first(m):
         t = m.torch
