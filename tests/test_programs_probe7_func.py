@@ -322,3 +322,43 @@ def test_grad_refuses_repeated_argnums():
         t.func.grad(lambda x, y: (x * y).sum(), argnums=(0, -2))(t.ones(2), t.ones(2))
 
     raises_alike(program, "argnums elements must be unique", kind=RuntimeError)
+
+
+def test_the_jacobians_and_hessians_tutorial():
+    """PyTorch's tutorial "Jacobians, Hessians, hvp, vhp, and more: composing function transforms"."""
+
+    def program(m):
+        t, F, f = m.torch, m.F, m.torch.func
+        weight = t.linspace(-1, 1, 16, dtype=t.double).reshape(4, 4)
+        bias = t.linspace(0, 0.5, 4, dtype=t.double)
+        x = t.linspace(-0.5, 0.8, 4, dtype=t.double)
+        xb = t.linspace(-1, 1, 12, dtype=t.double).reshape(3, 4)
+
+        def predict(weight, bias, x):
+            return F.linear(x, weight, bias).tanh()
+
+        def predict_with_output_summed(weight, bias, x):
+            return predict(weight, bias, x).sum(0)
+
+        def hvp(fn, primals, tangents):
+            return f.jvp(f.grad(fn), primals, tangents)[1]
+
+        return [f.jacrev(predict, argnums=2)(weight, bias, x),
+                f.jacrev(predict, argnums=(0, 1))(weight, bias, x),
+                f.jacfwd(predict, argnums=2)(weight, bias, x),
+                f.vmap(f.jacrev(predict, argnums=2), in_dims=(None, None, 0))(weight, bias, xb),
+                f.jacrev(predict_with_output_summed, argnums=2)(weight, bias, xb).movedim(1, 0),
+                hvp(lambda x: x.sin().sum(), (t.linspace(0, 1, 5, dtype=t.double),),
+                    (t.linspace(1, 2, 5, dtype=t.double),)),
+                f.hessian(predict, argnums=2)(weight, bias, x),
+                f.jacfwd(f.jacfwd(predict, argnums=2), argnums=2)(weight, bias, x),
+                f.vmap(f.hessian(predict, argnums=2), in_dims=(None, None, 0))(weight, bias, xb)]
+
+    (jac, (jac_weight, jac_bias), jac_forward, batch_jac, summed_jac, hvp_value, hess, hess_forward,
+     batch_hess) = _same(program)
+    np.testing.assert_allclose(jac_forward, jac)
+    np.testing.assert_allclose(summed_jac, batch_jac)
+    np.testing.assert_allclose(hess_forward, hess)
+    assert jac_weight.shape == (4, 4, 4) and batch_hess.shape == (3, 4, 4, 4)
+    xs, tangent = np.linspace(0, 1, 5), np.linspace(1, 2, 5)
+    np.testing.assert_allclose(hvp_value, -np.sin(xs) * tangent)
