@@ -33,6 +33,7 @@ import inspect
 from . import graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
+from .hooks import add_hook
 from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node
 from .tensor import Tensor
 
@@ -106,8 +107,7 @@ class BackwardFunction(FunctionCtx):
     where = None
     receive = Primitive.receive
     run_hooks = Primitive.run_hooks
-    register_hook, register_prehook = Primitive.register_hook, Primitive.register_prehook
-    run_post_hooks, metadata = Primitive.run_post_hooks, Primitive.metadata
+    register_hook, metadata = Primitive.register_hook, Primitive.metadata
     next_functions = Primitive.next_functions
 
     # ``op_name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes
@@ -120,6 +120,29 @@ class BackwardFunction(FunctionCtx):
     def name(self):
         """PyTorch's Node.name(): the Function's name and Backward (MyFunctionBackward)."""
         return type(self).__name__
+
+    # Node hooks see the gradients of all the outputs, grad_outputs = (dL/dy_1, ...) with None where
+    # none arrived (the node receives them together: _OutputGrads when there are several)
+
+    def register_prehook(self, hook):
+        """hook(grad_outputs) -> None or new grad_outputs, before backward runs (Node.register_prehook)."""
+        if self.hooks is None:
+            self.hooks = {}
+        return add_hook(self.hooks, _OnOutputGradients(hook))
+
+    def run_post_hooks(self, grad_inputs, grad):
+        """The hooks of Node.register_hook on (grad_inputs, grad_outputs); a returned tuple replaces
+        grad_inputs."""
+        grad_inputs = tuple(grad_inputs)
+        grad_outputs = tuple(grad.grads) if isinstance(grad, _OutputGrads) else (grad,)
+        for hook in list(self.post_hooks.values()):
+            replaced = hook(grad_inputs, grad_outputs)
+            if replaced is not None:
+                if len(replaced) != len(grad_inputs):
+                    raise RuntimeError(f"hook of {self.name()} returned {len(replaced)} gradients, expected "
+                                       f"{len(grad_inputs)}")
+                grad_inputs = tuple(replaced)
+        return grad_inputs
 
     @property
     def inputs(self):
@@ -254,6 +277,21 @@ def _alias(x):
     return y
 
 
+class _OnOutputGradients:
+    """A Function node's pre-hook, hook(grad_outputs) -> new grad_outputs, on what the node receives:
+    one gradient, or those of its several outputs together (_OutputGrads)."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def __call__(self, grad):
+        several = isinstance(grad, _OutputGrads)
+        replaced = self.hook(tuple(grad.grads) if several else (grad,))
+        if replaced is None:
+            return None
+        return _OutputGrads(list(replaced)) if several else replaced[0]
+
+
 class _OutputGrads:
     """dL/doutput_j for every output of one Function call, None where none has arrived yet.
     The engine sums the shares a node receives; summing these fills the slots."""
@@ -287,6 +325,18 @@ class _OutputSlot:
 
     def name(self):
         return self.node.name()
+
+    # the node's own hooks and metadata are the shared node's (PyTorch has one node for all the outputs)
+
+    def register_hook(self, hook):
+        return self.node.register_hook(hook)
+
+    def register_prehook(self, hook):
+        return self.node.register_prehook(hook)
+
+    @property
+    def metadata(self):
+        return self.node.metadata
 
     @property
     def inputs(self):

@@ -177,3 +177,37 @@ def test_anomaly_mode_during_backward_decides_whether_nan_is_refused():
         return said
 
     assert _same(program) == [True, "Function 'DivBackward0'", "Function 'NanBackwardBackward'"]
+
+
+@pytest.mark.parametrize("use", ["both", "first"])
+def test_node_hooks_of_a_function_with_several_outputs_see_every_output(use):
+    def program(m):
+        t = m.torch
+
+        class Two(t.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2, x * 3
+
+            @staticmethod
+            def backward(ctx, g1, g2):
+                return g1 * 2 + g2 * 3
+
+        def listed(grads):
+            return [None if g is None else g.tolist() for g in grads]
+
+        x = t.tensor([1.0, 2.0], requires_grad=True)
+        a, b = Two.apply(x)
+        log = []
+        a.grad_fn.register_prehook(lambda go: log.append(("pre", listed(go))) or (go[0] * 10, go[1]))
+        handle = b.grad_fn.register_hook(lambda gi, go: log.append(("post", listed(gi), listed(go))))
+        a.grad_fn.metadata["tag"] = "two"
+        loss = a.sum() + b.sum() if use == "both" else a.sum()
+        loss.backward()
+        handle.remove()
+        return [log, x.grad, b.grad_fn.metadata, a.grad_fn.name()]
+
+    log, grad, metadata, name = _same(program)
+    assert metadata == {"tag": "two"} and name == "TwoBackward"
+    if use == "first":
+        assert log == [("pre", [[1.0, 1.0], None]), ("post", [[20.0, 20.0]], [[10.0, 10.0], None])]
