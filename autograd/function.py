@@ -97,6 +97,7 @@ class BackwardFunction(FunctionCtx):
 
     _forward_cls = None  # the Function this class is the backward of (set per subclass)
     _inputs = ()
+    _saved_versions = ()  # (nothing saved: saved_tensors is empty)
     _dirty = frozenset()
     _non_differentiable = frozenset()
     _materialize_grads = True
@@ -249,9 +250,9 @@ class BackwardFunction(FunctionCtx):
             if g is None or not needed:
                 checked.append(None)
                 continue
-            if not isinstance(g, Tensor):
-                raise TypeError(f"function {name} returned a gradient of type {type(g).__name__} at "
-                                f"index {i}; gradients must be Tensors or None")
+            if not isinstance(g, Tensor):  # (a RuntimeError, as PyTorch's "expected Variable or None")
+                raise RuntimeError(f"function {name} returned a gradient of type {type(g).__name__} at "
+                                   f"index {i}; expected a Tensor or None")
             fitted = graph.conformed(x, g)
             if fitted is None:
                 raise RuntimeError(f"Function {name} returned an invalid gradient at index {i} - "
@@ -348,6 +349,12 @@ class _OutputSlot:
     @property
     def next_functions(self):
         return self.node.next_functions  # (PyTorch has one node for all the outputs)
+
+    def __getattr__(self, name):
+        """What the shared node has (the ctx: saved_tensors, needs_input_grad, what forward set on it)."""
+        if name == "node":  # (not set yet: a copy being made)
+            raise AttributeError(name)
+        return getattr(self.node, name)
 
     def chain(self, grad, wanted=None):
         grads = [None] * self.count

@@ -553,3 +553,42 @@ def test_the_base_class_defaults_for_forward_mode_and_vmap():
         return [Function.generate_vmap_rule, said]
 
     assert _same(program) == [False, [["You", "must", "implement"], ["To", "use", "autograd.Function"]]]
+
+
+def test_the_ctx_behind_every_output_and_what_backward_may_return():
+    def program(m):
+        t = m.torch
+
+        class F(t.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, n, lst):
+                ctx.save_for_backward(x)
+                return x * n, n, lst[0] * 2  # a number, and a tensor from a list (not tracked)
+
+            @staticmethod
+            def backward(ctx, g, gn, gl):
+                return g * 3, None, None
+
+        class Plain(t.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2
+
+            @staticmethod
+            def backward(ctx, g):
+                return 3  # not a tensor
+
+        x, w = t.tensor([1.0, 2.0], requires_grad=True), t.tensor([1.0, 2.0], requires_grad=True)
+        y, n, z = F.apply(x, 3, [w])
+        seen = [n, z.requires_grad, y.grad_fn.needs_input_grad, len(y.grad_fn.saved_tensors),
+                Plain.apply(x).grad_fn.saved_tensors]
+        y.sum().backward()
+        try:
+            Plain.apply(x).sum().backward()
+        except RuntimeError:
+            seen.append("refused")
+        return seen + [x.grad]
+
+    n, z_requires, needs, saved, nothing, refused, grad = _same(program)
+    assert (n, z_requires, needs, saved, nothing, refused) == (3, True, (True, False, False), 1, (), "refused")
+    np.testing.assert_array_equal(grad, [3.0, 3.0])
