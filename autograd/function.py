@@ -33,6 +33,7 @@ import inspect
 from . import graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
+from .hooks import add_hook
 from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node
 from .tensor import Tensor
 
@@ -42,16 +43,17 @@ class FunctionCtx:
 
     def save_for_backward(self, *tensors):
         """Keep ``tensors`` (or None) for backward; ``saved_tensors`` gives them back, checked
-        against in-place changes made after this call."""
+        against in-place changes made after forward returns (forward may change them itself)."""
         for i, t in enumerate(tensors):
             if t is not None and not isinstance(t, Tensor):
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
         self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in tensors)
-        hooks = graph.modes.saved_tensor_hooks
-        if hooks is not None:  # (saved_tensors_hooks: kept as the pack hook gives them)
-            tensors = tuple(None if t is None else graph.PackedTensor(t, hooks) for t in tensors)
         self._saved = tensors
+        # saved_tensors_hooks: the pack hook sees each tensor once forward's outputs are connected (an
+        # output saved is then one with this node as its grad_fn, so a recorded backward can go through
+        # it), and only when the call is recorded, as PyTorch's
+        self._pack_with = graph.modes.saved_tensor_hooks
 
     @property
     def saved_tensors(self):
@@ -95,6 +97,7 @@ class BackwardFunction(FunctionCtx):
 
     _forward_cls = None  # the Function this class is the backward of (set per subclass)
     _inputs = ()
+    _saved_versions = ()  # (nothing saved: saved_tensors is empty)
     _dirty = frozenset()
     _non_differentiable = frozenset()
     _materialize_grads = True
@@ -105,8 +108,7 @@ class BackwardFunction(FunctionCtx):
     where = None
     receive = Primitive.receive
     run_hooks = Primitive.run_hooks
-    register_hook, register_prehook = Primitive.register_hook, Primitive.register_prehook
-    run_post_hooks, metadata = Primitive.run_post_hooks, Primitive.metadata
+    register_hook, metadata = Primitive.register_hook, Primitive.metadata
     next_functions = Primitive.next_functions
 
     # ``op_name`` and ``inputs`` serve the graph drawings; a user's forward may set ctx attributes
@@ -119,6 +121,29 @@ class BackwardFunction(FunctionCtx):
     def name(self):
         """PyTorch's Node.name(): the Function's name and Backward (MyFunctionBackward)."""
         return type(self).__name__
+
+    # Node hooks see the gradients of all the outputs, grad_outputs = (dL/dy_1, ...) with None where
+    # none arrived (the node receives them together: _OutputGrads when there are several)
+
+    def register_prehook(self, hook):
+        """hook(grad_outputs) -> None or new grad_outputs, before backward runs (Node.register_prehook)."""
+        if self.hooks is None:
+            self.hooks = {}
+        return add_hook(self.hooks, _OnOutputGradients(hook))
+
+    def run_post_hooks(self, grad_inputs, grad):
+        """The hooks of Node.register_hook on (grad_inputs, grad_outputs); a returned tuple replaces
+        grad_inputs."""
+        grad_inputs = tuple(grad_inputs)
+        grad_outputs = tuple(grad.grads) if isinstance(grad, _OutputGrads) else (grad,)
+        for hook in list(self.post_hooks.values()):
+            replaced = hook(grad_inputs, grad_outputs)
+            if replaced is not None:
+                if len(replaced) != len(grad_inputs):
+                    raise RuntimeError(f"hook of {self.name()} returned {len(replaced)} gradients, expected "
+                                       f"{len(grad_inputs)}")
+                grad_inputs = tuple(replaced)
+        return grad_inputs
 
     @property
     def inputs(self):
@@ -141,15 +166,23 @@ class BackwardFunction(FunctionCtx):
         single = not isinstance(output, tuple)
         outputs = [output] if single else list(output)
         input_ids = {id(x) for x in args if isinstance(x, Tensor)}
+        recording = is_grad_enabled() and any(self.needs_input_grad)
         for j, y in enumerate(outputs):
-            if isinstance(y, Tensor) and id(y) in input_ids and id(y) not in self._dirty:
-                outputs[j] = _alias(y)  # an input returned unchanged: a new tensor on the same memory
+            if isinstance(y, Tensor) and id(y) in input_ids and (id(y) not in self._dirty
+                                                                  or (not recording and y.requires_grad)):
+                # an input returned unchanged, or changed in place while nothing is recorded (no_grad): a new
+                # tensor on the same memory, so the output does not carry the input's history
+                outputs[j] = _alias(y)
         for x in args:
             if isinstance(x, Tensor) and id(x) in self._dirty:
                 # forward may have written it in ways no version counter saw (x.data, NumPy): what an
                 # earlier op saved of it is stale now, whatever forward did (PyTorch bumps it too)
                 graph.bump_version(x)
-        if is_grad_enabled() and any(self.needs_input_grad):
+        saved = self.__dict__.get("_saved")
+        if saved:  # what forward saved is checked against changes made after it returns (as PyTorch's,
+            # which saves at that point): forward's own in-place work on a tensor it saves is no change
+            self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in saved)
+        if recording:
             self._record(args, outputs)
         return outputs[0] if single else tuple(outputs)
 
@@ -171,6 +204,10 @@ class BackwardFunction(FunctionCtx):
             y.grad_fn = self if len(outputs) == 1 else _OutputSlot(self, j, len(outputs))
         if graph.is_anomaly_enabled():
             self.where = graph.user_frame()
+        hooks = self.__dict__.pop("_pack_with", None)
+        if hooks is not None and self.__dict__.get("_saved"):
+            with no_grad():  # (the pack hook runs without recording, as in PyTorch)
+                self._saved = tuple(None if t is None else graph.PackedTensor(t, hooks) for t in self._saved)
 
     # -- the engine's interface ----------------------------------------------------------------
 
@@ -213,9 +250,9 @@ class BackwardFunction(FunctionCtx):
             if g is None or not needed:
                 checked.append(None)
                 continue
-            if not isinstance(g, Tensor):
-                raise TypeError(f"function {name} returned a gradient of type {type(g).__name__} at "
-                                f"index {i}; gradients must be Tensors or None")
+            if not isinstance(g, Tensor):  # (a RuntimeError, as PyTorch's "expected Variable or None")
+                raise RuntimeError(f"function {name} returned a gradient of type {type(g).__name__} at "
+                                   f"index {i}; expected a Tensor or None")
             fitted = graph.conformed(x, g)
             if fitted is None:
                 raise RuntimeError(f"Function {name} returned an invalid gradient at index {i} - "
@@ -239,6 +276,21 @@ def _alias(x):
     y = Tensor._make(x._data)
     y._version_cell = x._version_cell
     return y
+
+
+class _OnOutputGradients:
+    """A Function node's pre-hook, hook(grad_outputs) -> new grad_outputs, on what the node receives:
+    one gradient, or those of its several outputs together (_OutputGrads)."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def __call__(self, grad):
+        several = isinstance(grad, _OutputGrads)
+        replaced = self.hook(tuple(grad.grads) if several else (grad,))
+        if replaced is None:
+            return None
+        return _OutputGrads(list(replaced)) if several else replaced[0]
 
 
 class _OutputGrads:
@@ -275,6 +327,18 @@ class _OutputSlot:
     def name(self):
         return self.node.name()
 
+    # the node's own hooks and metadata are the shared node's (PyTorch has one node for all the outputs)
+
+    def register_hook(self, hook):
+        return self.node.register_hook(hook)
+
+    def register_prehook(self, hook):
+        return self.node.register_prehook(hook)
+
+    @property
+    def metadata(self):
+        return self.node.metadata
+
     @property
     def inputs(self):
         return self.node.inputs
@@ -285,6 +349,12 @@ class _OutputSlot:
     @property
     def next_functions(self):
         return self.node.next_functions  # (PyTorch has one node for all the outputs)
+
+    def __getattr__(self, name):
+        """What the shared node has (the ctx: saved_tensors, needs_input_grad, what forward set on it)."""
+        if name == "node":  # (not set yet: a copy being made)
+            raise AttributeError(name)
+        return getattr(self.node, name)
 
     def chain(self, grad, wanted=None):
         grads = [None] * self.count
@@ -328,6 +398,22 @@ class Function:
                                   "autograd.Function to use it with backward mode AD.")
 
     vjp = backward
+
+    # vmap: ``autograd.func.vmap`` calls forward once per example, which is what PyTorch's
+    # generate_vmap_rule=True gives, so a Function works under vmap as it is; a ``vmap`` staticmethod
+    # (PyTorch's batched rule) is not needed here and not called
+    generate_vmap_rule = False
+
+    @staticmethod
+    def vmap(info, in_dims, *args):
+        raise NotImplementedError("To use autograd.Function with vmap, you must either override the vmap "
+                                  "staticmethod or set generate_vmap_rule=True.")
+
+    @staticmethod
+    def jvp(ctx, *grad_inputs):
+        """Forward-mode derivative (PyTorch's); there is no forward mode here, so it is never called."""
+        raise NotImplementedError("You must implement the jvp function for custom autograd.Function to use it "
+                                  "with forward mode AD.")
 
     @classmethod
     def apply(cls, *args, **kwargs):

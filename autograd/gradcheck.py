@@ -47,6 +47,21 @@ def _outputs(fn, inputs):
     return [y for y in _as_tuple(fn(*inputs)) if isinstance(y, Tensor)]
 
 
+def _differentiable_outputs_of(fn, outputs):
+    """fn restricted to the outputs that require grad, and those outputs, as PyTorch checks them: an
+    output cut from the graph (detached, marked non-differentiable) is not compared. When no output
+    requires grad, all are kept, so their finite differences must be zero (as the engine's are)."""
+    keep = [k for k, y in enumerate(outputs) if y.requires_grad]
+    if not keep or len(keep) == len(outputs):
+        return fn, outputs
+
+    def differentiable_fn(*xs):
+        ys = _outputs(fn, xs)
+        return tuple(ys[k] for k in keep)
+
+    return differentiable_fn, [outputs[k] for k in keep]
+
+
 def _as_real_function(fn, inputs):
     """fn and its inputs with every complex tensor, in or out, as its real pair, so that only real
     numbers are perturbed and compared."""
@@ -202,7 +217,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, raise_exception=Tru
     with ``raise_exception=False``. As PyTorch's, it also checks that a second backward
     pass agrees with the first within ``nondet_tol``, that zero output gradients give zero
     input gradients (``check_undefined_grad``; with ``check_grad_dtypes`` their dtypes too),
-    and with ``check_batched_grad`` that ``is_grads_batched`` gives the Jacobian's rows.
+    and with ``check_batched_grad`` that ``is_grads_batched`` gives the Jacobian's rows. As
+    PyTorch's, only the outputs that require grad are checked when some do (a detached or
+    non-differentiable output is left out); when none does, their finite differences must be zero.
     ``fast_mode`` is accepted: the whole Jacobian is always compared, which is stricter than
     PyTorch's fast mode (one random projection of it). Forward-mode AD is not built here.
     """
@@ -210,7 +227,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, raise_exception=Tru
     try:
         if check_backward_ad:
             fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
-            outputs = _outputs(fn, inputs)
+            fn, outputs = _differentiable_outputs_of(fn, _outputs(fn, inputs))
             analytic, numeric = jacobians(fn, inputs, eps, outputs)
             _check_jacobians(analytic, numeric, atol, rtol)
             _check_reentrant(outputs, inputs, analytic, nondet_tol)
@@ -241,7 +258,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
         return True
     fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    outputs = _outputs(fn, inputs)
+    fn, outputs = _differentiable_outputs_of(fn, _outputs(fn, inputs))
     rng = numpy.random.default_rng(0)
     if grad_outputs is None:
         grad_outputs = [tensor_from(rng.standard_normal(y.shape)) for y in outputs]

@@ -15,21 +15,32 @@ from ..ops.shape import stack
 from ..tensor import Tensor
 
 
-def _tensors(value):
-    return (value,) if isinstance(value, Tensor) else tuple(value)
+def _tensors(value, role=None):
+    """A tensor or a sequence of them as a tuple; with ``role``, a GradientEdge (graph.GradientEdge) may
+    stand for a tensor there ('input' or 'output' of the backward pass)."""
+    if isinstance(value, Tensor):
+        return (value,)
+    if role is not None:
+        from .graph import GradientEdge, edge_as_tensor
+
+        if isinstance(value, GradientEdge):
+            value = (value,)
+        return tuple(edge_as_tensor(x, role) if isinstance(x, GradientEdge) else x for x in value)
+    return tuple(value)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, only_inputs=True,
          allow_unused=None, is_grads_batched=False, materialize_grads=False):
     """dL/dinput for each input (a tuple), with L = sum of output · grad_output; nothing is
-    stored in ``.grad``. ``is_grads_batched``: the first dim of every grad_output indexes
+    stored in ``.grad``. An input or output may be a ``graph.GradientEdge`` (``get_gradient_edge``)
+    in place of its tensor. ``is_grads_batched``: the first dim of every grad_output indexes
     independent seeds, and each result gains that dim in front. ``materialize_grads``: zeros,
     not None, for inputs the outputs do not depend on."""
     if materialize_grads and allow_unused is False:
         raise ValueError("Expected allow_unused to be True or not passed when materialize_grads=True, "
                          "but got: allow_unused=False.")
     allow_unused = bool(allow_unused) or materialize_grads
-    outputs, inputs = _tensors(outputs), _tensors(inputs)
+    outputs, inputs = _tensors(outputs, "output"), _tensors(inputs, "input")
     if grad_outputs is not None:
         grad_outputs = _tensors(grad_outputs)
     if retain_graph is None:
@@ -59,6 +70,27 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         retain_graph = create_graph
     differentiate.backward(list(tensors), grad_tensors, retain_graph=retain_graph, create_graph=create_graph,
                            inputs=None if inputs is None else _tensors(inputs))
+
+
+class set_multithreading_enabled:
+    """Whether backward may run on per-device worker threads (PyTorch's; a context manager, a call or a
+    decorator). This engine always runs backward on the calling thread, which is what ``mode=False``
+    asks for and what PyTorch does on the CPU either way: the switch is accepted and changes nothing."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def __call__(self, decorated):
+        return decorated
+
+    def clone(self):
+        return type(self)(self.mode)
 
 
 # jacobian, hessian and the rest load on first use: autograd.autograd.functional works as before

@@ -1,5 +1,7 @@
 """``autograd.autograd.graph``, part of PyTorch's ``torch.autograd.graph``: hooks on the tensors
-that nodes save for backward, ``Node`` (what every ``grad_fn`` is) and ``increment_version``.
+that nodes save for backward, ``Node`` (what every ``grad_fn`` is), ``increment_version``, and
+``GradientEdge`` (a place in the graph where a gradient arrives, which ``autograd.autograd.grad``
+takes in place of a tensor).
 
 ``saved_tensors_hooks(pack_hook, unpack_hook)``: within the block, every tensor a recorded op
 saves goes through ``pack_hook`` and the node keeps what it returns; backward gets the tensor
@@ -9,6 +11,7 @@ backward.
 """
 
 import abc
+from typing import NamedTuple
 
 from ..backend import to_numpy, xp
 from ..function import BackwardFunction, _OutputSlot
@@ -16,7 +19,8 @@ from ..graph import bump_version, disable_saved_tensors_hooks, saved_tensors_hoo
 from ..primitive import AccumulateGrad, Primitive
 from ..tensor import Tensor
 
-__all__ = ["Node", "disable_saved_tensors_hooks", "increment_version", "save_on_cpu", "saved_tensors_hooks"]
+__all__ = ["GradientEdge", "Node", "disable_saved_tensors_hooks", "get_gradient_edge", "increment_version",
+           "save_on_cpu", "saved_tensors_hooks"]
 
 
 class Node(abc.ABC):
@@ -32,6 +36,55 @@ class Node(abc.ABC):
 
 for _node_class in (Primitive, BackwardFunction, _OutputSlot, AccumulateGrad):
     Node.register(_node_class)
+
+
+class GradientEdge(NamedTuple):
+    """Where the gradient of a tensor arrives in the graph: output ``output_nr`` of ``node`` (the
+    tensor's grad_fn, or the ``AccumulateGrad`` of a leaf), as PyTorch's. ``autograd.autograd.grad``
+    takes one in place of the tensor, as an input (the gradient reaching that point) or an output
+    (where the backward pass starts), and it stays valid after the tensor itself is changed in place
+    (which gives the tensor a new grad_fn). ``ownership_token``: what ``get_gradient_edge`` keeps
+    of the tensor (its shape and dtype), which an output edge needs."""
+
+    node: Node
+    output_nr: int
+    ownership_token: object = None
+
+
+class _EdgeToken(NamedTuple):
+    """The shape and dtype of the tensor an edge was taken from (the gradient there has them)."""
+
+    shape: tuple
+    dtype: object
+
+
+def get_gradient_edge(tensor):
+    """The ``GradientEdge`` at which ``tensor``'s gradient is computed: ``autograd.grad(loss, x)`` and
+    ``autograd.grad(loss, get_gradient_edge(x))`` give the same result."""
+    if not tensor.requires_grad:
+        raise RuntimeError("It is not possible to get the gradient edge for a Tensor that does not require "
+                           "gradients")
+    node = tensor.grad_fn if tensor.grad_fn is not None else AccumulateGrad.of(tensor)
+    output_nr = node.index if isinstance(node, _OutputSlot) else 0
+    return GradientEdge(node, output_nr, _EdgeToken(tuple(tensor.shape), tensor.dtype))
+
+
+def edge_as_tensor(edge, role):
+    """A tensor standing where ``edge`` is (``role``: 'input' or 'output' of the backward pass): the
+    leaf itself, or a stand-in whose grad_fn is the edge's node, so the engine starts or stops there."""
+    node = edge.node
+    if isinstance(node, AccumulateGrad):
+        return node.variable
+    token = edge.ownership_token
+    if not isinstance(token, _EdgeToken):
+        if role == "output":
+            raise ValueError("a GradientEdge used as an output must come from get_gradient_edge (its shape "
+                             "and dtype are needed to check the gradient given for it)")
+        token = _EdgeToken((), None)
+    stand_in = Tensor._make(xp.broadcast_to(xp.zeros((), dtype=token.dtype or "float32"), token.shape))
+    stand_in.requires_grad = True
+    stand_in.grad_fn = node
+    return stand_in
 
 
 def increment_version(tensor):
