@@ -103,6 +103,7 @@ class BackwardFunction(FunctionCtx):
     _materialize_grads = True
     needs_input_grad = ()
     hooks = None  # as Primitive's: hooks and retain_grad of the output, node hooks, metadata
+    pre_hooks = None
     post_hooks = None
     retained = None
     where = None
@@ -127,9 +128,9 @@ class BackwardFunction(FunctionCtx):
 
     def register_prehook(self, hook):
         """hook(grad_outputs) -> None or new grad_outputs, before backward runs (Node.register_prehook)."""
-        if self.hooks is None:
-            self.hooks = {}
-        return add_hook(self.hooks, _OnOutputGradients(hook))
+        if self.pre_hooks is None:
+            self.pre_hooks = {}
+        return add_hook(self.pre_hooks, _OnOutputGradients(hook))
 
     def run_post_hooks(self, grad_inputs, grad):
         """The hooks of Node.register_hook on (grad_inputs, grad_outputs); a returned tuple replaces
@@ -310,6 +311,7 @@ class _OutputSlot:
     to the shared node in slot j, so that node's backward runs once with all of them."""
 
     hooks = None
+    pre_hooks = None
     post_hooks = None
     retained = None
     where = None

@@ -79,6 +79,7 @@ class Primitive:
     saves_arguments = False  # backward uses a tensor among its parameters (an index, a mask, a scalar operand)
     frees = True  # release() has something to free: any of the three above (set per subclass)
     hooks = None  # hooks on the output tensor, run on dL/dy
+    pre_hooks = None  # hooks on the node (register_prehook), run on dL/dy after the tensor's and retain_grad
     post_hooks = None  # hooks on the node, run on (dL/dx_i, dL/dy) once it has run (register_hook)
     retained = None  # weak reference to the output tensor when it retains .grad
     where = None  # where the user created this op (anomaly mode only)
@@ -178,8 +179,8 @@ class Primitive:
     def _unpacked(self):
         """The saved inputs and output (an array), through the unpack hook."""
         inputs = tuple(x.unpacked() if type(x) is PackedTensor else x for x in self.inputs)
-        output = self.output_data.unpacked()._data if self.saves_output else None
-        return inputs, output
+        output = self.output_data if self.saves_output else None  # (hooks may be on some saved tensors only)
+        return inputs, output.unpacked()._data if type(output) is PackedTensor else output
 
     def _remember_where(self):
         """Anomaly mode: the user's line that created this op (said if its backward gives NaN)."""
@@ -206,9 +207,9 @@ class Primitive:
     def register_prehook(self, hook):
         """hook(grad_outputs) -> None or new grad_outputs, before the node runs (PyTorch's
         Node.register_prehook; grad_outputs is the tuple (dL/dy,)). Returns a removable handle."""
-        if self.hooks is None:
-            self.hooks = {}
-        return add_hook(self.hooks, _OnOneGradient(hook))
+        if self.pre_hooks is None:
+            self.pre_hooks = {}
+        return add_hook(self.pre_hooks, _OnOneGradient(hook))
 
     def register_hook(self, hook):
         """hook(grad_inputs, grad_outputs) -> None or new grad_inputs, after the node has run
@@ -252,12 +253,36 @@ class Primitive:
     def _saved_result(self):
         return self._saved("result")
 
-    def _saved(self, position):
+    # The same as SavedTensor objects, whose register_hooks(pack_hook, unpack_hook) puts one saved tensor
+    # through hooks of its own (PyTorch's grad_fn._raw_saved_self).
+
+    @property
+    def _raw_saved_self(self):
+        return self._raw_saved(0)
+
+    @property
+    def _raw_saved_other(self):
+        return self._raw_saved(1)
+
+    @property
+    def _raw_saved_result(self):
+        return self._raw_saved("result")
+
+    def _raw_saved(self, position):
+        self._refuse_unsaved(position, "_raw")
+        return SavedTensor(self, position)
+
+    def _refuse_unsaved(self, position, prefix=""):
+        """AttributeError where this op saves nothing at ``position`` (an input's index, or 'result')."""
         name = "_saved_result" if position == "result" else ("_saved_self", "_saved_other")[position]
         saved = self.saves_output if position == "result" else self.saves_inputs
         inputs = self.__dict__.get("inputs")  # (None once a backward pass freed it)
         if not saved or (position != "result" and inputs is not None and position >= len(inputs)):
-            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{prefix}{name}'")
+
+    def _saved(self, position):
+        self._refuse_unsaved(position)
+        inputs = self.__dict__.get("inputs")
         if inputs is None:
             raise RuntimeError(FREED_GRAPH.format(op=self.op_name))
         inputs, output = self._unpacked() if self.packed else (inputs, self.output_data)
@@ -270,13 +295,15 @@ class Primitive:
 
     def receive(self, grad):
         """The output's hooks, then its retained ``.grad`` (PyTorch's retain_grad is a hook too,
-        so ``autograd.grad`` fills it as well)."""
+        so ``autograd.grad`` fills it as well), then the node's pre-hooks: PyTorch's order."""
         if self.hooks:
             grad = run_hooks(self.hooks, grad)
         if self.retained is not None:
             tensor = self.retained()
             if tensor is not None:
                 accumulate_grad(tensor, grad)
+        if self.pre_hooks:
+            grad = run_hooks(self.pre_hooks, grad)
         return grad
 
     run_hooks = receive  # a non-leaf stores nothing of its own: the same with autograd.grad
@@ -372,6 +399,33 @@ def _no_complex_gradient(op, inputs):
     )
 
 
+class SavedTensor:
+    """One tensor a node saved, as PyTorch's ``grad_fn._raw_saved_self``. ``register_hooks(pack_hook,
+    unpack_hook)``: the node keeps ``pack_hook(tensor)`` from now on, and backward uses
+    ``unpack_hook(packed)`` (``saved_tensors_hooks`` for this one tensor; one pair per saved tensor)."""
+
+    def __init__(self, node, position):
+        self.node, self.position = node, position
+
+    def register_hooks(self, pack_hook, unpack_hook):
+        if not (callable(pack_hook) and callable(unpack_hook)):
+            raise TypeError("register_hooks(pack_hook, unpack_hook) takes two callables, got "
+                            f"{type(pack_hook).__name__} and {type(unpack_hook).__name__}")
+        node = self.node
+        if node.__dict__.get("inputs") is None:
+            raise RuntimeError(FREED_GRAPH.format(op=node.op_name))
+        saved = node.output_data if self.position == "result" else node.inputs[self.position]
+        if type(saved) is PackedTensor:
+            raise RuntimeError("Calling register_hooks on a saved tensor whose hooks have already been set. "
+                               "Hint: only one pair of hooks is allowed at a time.")
+        if self.position == "result":
+            node.output_data = PackedTensor(node._output_again(saved), (pack_hook, unpack_hook))
+        else:
+            node.inputs = tuple(PackedTensor(x, (pack_hook, unpack_hook)) if i == self.position else x
+                                for i, x in enumerate(node.inputs))
+        node.packed = True
+
+
 class _OnOneGradient:
     """A node pre-hook, hook(grad_outputs) -> new grad_outputs, as a hook on the node's one gradient."""
 
@@ -416,8 +470,9 @@ class AccumulateGrad:
         return "torch::autograd::AccumulateGrad"
 
     def register_prehook(self, hook):
-        """hook((dL/dleaf,)) before it is stored: a hook on the leaf (PyTorch's AccumulateGrad prehook)."""
-        return self.variable.register_hook(_OnOneGradient(hook))
+        """hook((dL/dleaf,)) before it is stored, after the leaf's own hooks (PyTorch's AccumulateGrad
+        prehook)."""
+        return self.variable._register_accumulate_prehook(_OnOneGradient(hook))
 
     def __repr__(self):
         return "<AccumulateGrad>"

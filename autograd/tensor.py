@@ -77,6 +77,7 @@ class Tensor:
     _grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward: .grad
     _hooks = None  # hooks run on dL/dself (a leaf's; a computed tensor's live on its grad_fn)
     _post_hooks = None  # hooks run after dL/dself is added to .grad
+    _accumulate_pre_hooks = None  # a leaf's AccumulateGrad pre-hooks: after _hooks, before .grad is written
     _base = None  # for a view: the tensor whose memory it shows
     _view_chain = None  # for a view: the ops that make it from its base
     _views = None  # for a base: its live views (a weak set), re-derived after a recorded write
@@ -357,6 +358,11 @@ class Tensor:
             hooks = self._hooks
         return add_hook(hooks, hook)
 
+    def _register_accumulate_prehook(self, hook):
+        if self._accumulate_pre_hooks is None:
+            self._accumulate_pre_hooks = {}
+        return add_hook(self._accumulate_pre_hooks, hook)
+
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(self)`` after dL/dself has been added to ``self.grad`` (leaves only),
         as PyTorch's: data-parallel training starts averaging a gradient from here."""
@@ -385,6 +391,8 @@ class Tensor:
     def receive(self, grad):
         if self._hooks:
             grad = run_hooks(self._hooks, grad)
+        if self._accumulate_pre_hooks:
+            grad = run_hooks(self._accumulate_pre_hooks, grad)
         accumulate_grad(self, grad)
         if self._post_hooks:
             for hook in list(self._post_hooks.values()):
@@ -392,7 +400,7 @@ class Tensor:
         return grad
 
     def run_hooks(self, grad):
-        return run_hooks(self._hooks, grad) if self._hooks else grad
+        return run_hooks(self._hooks, grad) if self._hooks else grad  # (no AccumulateGrad with autograd.grad)
 
     def _accumulate(self, grad):
         """self.grad += grad, then the post-accumulate hooks: receive without the hooks."""

@@ -96,9 +96,6 @@ def test_a_hook_on_a_node_that_does_not_run_does_not_fire():
     assert _same(program) == []
 
 
-@pytest.mark.xfail(strict=True, reason="tensor hooks, then retain_grad, then node pre-hooks is PyTorch's order: "
-                                       "needs the hook-order change to autograd/primitive.py and tensor.py "
-                                       "(probe7's report, /work/wt/probe7_hook_order.patch)")
 def test_tensor_hooks_run_before_retain_grad_and_node_prehooks():
     def program(m):
         t = m.torch
@@ -264,9 +261,6 @@ def test_saved_tensor_hooks_on_a_custom_function_pack_after_forward(input_requir
         assert result == []  # nothing recorded: nothing packed
 
 
-@pytest.mark.xfail(strict=True, reason="grad_fn._raw_saved_* (SavedTensor.register_hooks) needs the change to "
-                                       "autograd/primitive.py in probe7's report "
-                                       "(/work/wt/probe7_raw_saved_tensors.patch)")
 def test_hooks_on_one_saved_tensor_as_the_notes_show():
     def program(m):
         t = m.torch
