@@ -17,7 +17,7 @@ the gradient it passes on is already the sum of all its consumers' shares.
 
 import gc
 
-from .graph import add_share, modes
+from .graph import add_share, modes, refuse_nan_gradients
 
 
 def topological_order(roots):
@@ -95,6 +95,7 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
     if capture is not None:
         needed = _leading_to(order, capture)
         order = [node for node in order if node in needed]
+    anomaly = modes.anomaly  # (read once: anomaly mode during the pass has each node's gradients checked)
     pending = {}
     sums = set()  # the sums this pass made itself: nobody else holds them, so later shares go in in place
     for root, grad in zip(roots, root_grads):
@@ -122,6 +123,8 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
                 parent_grads = node.chain(grad, [parent in needed for parent in parents] if prune else None)
             if node.post_hooks is not None:  # the node's own hooks (Node.register_hook)
                 parent_grads = node.run_post_hooks(parent_grads, grad)
+            if anomaly:
+                refuse_nan_gradients(node, parent_grads)
             for parent, parent_grad in zip(parents, parent_grads):
                 if parent is None or parent_grad is None or (needed is not None and parent not in needed):
                     continue

@@ -260,8 +260,6 @@ class BackwardFunction(FunctionCtx):
                                    f"got {list(g.shape)} but expected shape compatible with "
                                    f"{list(x.shape)}")
             g = fitted
-            if self.where is not None:
-                graph.refuse_nan_gradient(g._data, name, i, self.where)
             checked.append(g)
         return checked
 

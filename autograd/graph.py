@@ -323,7 +323,7 @@ def add_share(total, share, sums):
 def validate_gradients(node, inputs, grads):
     """Each gradient an op returns, checked against its input (PyTorch's ``validate_outputs``):
     the count, the shape (a broadcast gradient is summed back; anything else is an error),
-    the dtype (cast to the input's), and, in anomaly mode, no NaN."""
+    the dtype (cast to the input's). (NaN, in anomaly mode: the engine's refuse_nan_gradients.)"""
     if len(grads) != len(inputs):
         if len(grads) > len(inputs) and all(g is None for g in grads[len(inputs):]):
             grads = grads[:len(inputs)]  # trailing Nones for optional inputs not given (a bias)
@@ -338,8 +338,6 @@ def validate_gradients(node, inputs, grads):
             if checked is None:
                 checked = list(grads)
             checked[i] = g = _conform(node, i, x, g)
-        if node.where is not None:
-            refuse_nan_gradient(g._data, node.name(), i, node.where)
     return grads if checked is None else checked
 
 
@@ -386,12 +384,21 @@ def user_frame():
     return "<unknown>"
 
 
-def refuse_nan_gradient(array, node_name, index, where):
-    """Anomaly mode's check of each gradient a node computes, as PyTorch's: NaN is refused, naming the node
-    and the user's line that created its op (unless anomaly mode was entered with check_nan=False). An
-    infinite gradient passes, as there: it is the right answer where the derivative is infinite (√x at 0),
-    and so does anything in the forward pass (a mask of -inf is how attention is written)."""
-    if not modes.anomaly_check_nan or array is None or array.dtype.kind not in "fc" or not xp.isnan(array).any():
+def refuse_nan_gradients(node, grads):
+    """Anomaly mode's check of the gradients a node computed, run by the engine when anomaly mode is on
+    during the backward pass (as PyTorch's: where the op was created does not matter). NaN is refused, naming
+    the node and, if the op was created in anomaly mode, the user's line that did (unless anomaly mode was
+    entered with check_nan=False). An infinite gradient passes, as there: it is the right answer where the
+    derivative is infinite (√x at 0), and so does anything in the forward pass (a mask of -inf is how
+    attention is written)."""
+    if not modes.anomaly_check_nan:
         return
-    raise RuntimeError(f"Function '{node_name}' returned nan values in its {index}th output "
-                       f"(shape {tuple(array.shape)}). Anomaly mode: its op was created at {where}")
+    for index, grad in enumerate(grads):
+        array = None if grad is None else grad._data
+        if array is None or array.dtype.kind not in "fc" or not xp.isnan(array).any():
+            continue
+        where = node.where
+        created = f"its op was created at {where}" if where is not None else \
+            "its op was created outside anomaly mode, so where is not known"
+        raise RuntimeError(f"Function '{node.name()}' returned nan values in its {index}th output "
+                           f"(shape {tuple(array.shape)}). Anomaly mode: {created}")

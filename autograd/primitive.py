@@ -335,7 +335,7 @@ class Primitive:
                            (x.detach() if isinstance(x, Tensor) else InputInfo(x, False))
                            for x, keep in zip(inputs, wanted))
         grads = self.backward(grad, output, *inputs)
-        if self.where is not None or len(grads) != len(inputs):
+        if len(grads) != len(inputs):
             return validate_gradients(self, inputs, grads)
         for x, g in zip(inputs, grads):  # the common case: every gradient already fits its input
             if g is not None:

@@ -142,9 +142,6 @@ def test_set_multithreading_enabled_as_a_block_a_call_and_a_decorator():
     np.testing.assert_array_equal(_same(program), [5.0, 7.0])
 
 
-@pytest.mark.xfail(strict=True, reason="the NaN check follows anomaly mode at the op's creation here, at backward in "
-                                       "PyTorch: needs the change to autograd/graph.py and primitive.py in probe7's "
-                                       "report (/work/wt/probe7_anomaly_at_backward.patch)")
 def test_anomaly_mode_during_backward_decides_whether_nan_is_refused():
     import warnings
 
