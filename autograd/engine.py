@@ -60,6 +60,34 @@ def _leading_to(order, targets):
     return needed
 
 
+class BackwardPass:
+    """The backward pass running in a thread, as hooks may ask about it (PyTorch's graph task):
+    ``will_run(node)`` says whether the pass visits ``node`` (a grad_fn, or a leaf tensor). Held in
+    ``modes.backward_pass`` while the pass runs, once some hook has asked for it (``watch_passes``:
+    ``autograd.graph.register_multi_grad_hook``); until then no pass pays for it."""
+
+    __slots__ = ("order", "_nodes", "__weakref__")
+    watched = False  # whether any hook asks (set once, by watch_passes)
+
+    def __init__(self, order):
+        self.order, self._nodes = order, None
+
+    def will_run(self, node):
+        if self._nodes is None:
+            self._nodes = set(self.order)  # (built only when a hook asks)
+        return node in self._nodes
+
+
+def watch_passes():
+    """From now on each backward pass is held in ``modes.backward_pass`` while it runs."""
+    BackwardPass.watched = True
+
+
+def current_backward_pass():
+    """The backward pass running in this thread (None outside one, or before ``watch_passes``)."""
+    return modes.backward_pass
+
+
 def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False,
                   create_graph=False):
     """Send dL/dnode from the roots to every node below them.
@@ -81,10 +109,13 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     gc.disable()  # the pass allocates much and frees nothing cyclic: a collection would only rescan the graph
     recording = modes.grad_enabled
     modes.grad_enabled = create_graph  # (this thread's mode: see autograd.graph)
+    outer_pass = modes.backward_pass if BackwardPass.watched else None  # (a hook may run a pass of its own)
     try:
         return _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune)
     finally:
         modes.grad_enabled = recording
+        if BackwardPass.watched:
+            modes.backward_pass = outer_pass
         if collecting:
             gc.enable()
 
@@ -96,6 +127,8 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
         needed = _leading_to(order, capture)
         order = [node for node in order if node in needed]
     anomaly = modes.anomaly  # (read once: anomaly mode during the pass has each node's gradients checked)
+    if BackwardPass.watched:
+        modes.backward_pass = BackwardPass(order)
     pending = {}
     sums = set()  # the sums this pass made itself: nobody else holds them, so later shares go in in place
     for root, grad in zip(roots, root_grads):

@@ -30,6 +30,7 @@ class _Modes(threading.local):
     anomaly_check_nan = True  # anomaly mode's check of values (off: it only remembers where ops were made)
     saved_tensor_hooks = None  # (pack, unpack) of the innermost saved_tensors_hooks block
     saved_tensor_hooks_refused = None  # the message of a disable_saved_tensors_hooks block
+    backward_pass = None  # the backward pass running in this thread (engine.BackwardPass), for hooks to ask
 
 
 modes = _Modes()

@@ -11,16 +11,18 @@ backward.
 """
 
 import abc
+import weakref
 from typing import NamedTuple
 
 from ..backend import to_numpy, xp
+from ..engine import current_backward_pass, watch_passes
 from ..function import BackwardFunction, _OutputSlot
 from ..graph import bump_version, disable_saved_tensors_hooks, saved_tensors_hooks
 from ..primitive import AccumulateGrad, Primitive
 from ..tensor import Tensor
 
 __all__ = ["GradientEdge", "Node", "disable_saved_tensors_hooks", "get_gradient_edge", "increment_version",
-           "save_on_cpu", "saved_tensors_hooks"]
+           "register_multi_grad_hook", "save_on_cpu", "saved_tensors_hooks"]
 
 
 class Node(abc.ABC):
@@ -85,6 +87,65 @@ def edge_as_tensor(edge, role):
     stand_in.requires_grad = True
     stand_in.grad_fn = node
     return stand_in
+
+
+class _MultiHandle:
+    """The handle of a multi-grad hook: ``remove()`` removes the hook from every tensor."""
+
+    def __init__(self, handles):
+        self.handles = tuple(handles)
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+
+
+def register_multi_grad_hook(tensors, fn, *, mode="all"):
+    """One hook on several tensors, as PyTorch's. ``mode="all"``: once per backward pass, after the
+    gradient of every tensor the pass reaches has been computed, ``fn(grads)`` with one entry per tensor
+    (None for a tensor the pass does not reach: not in its graph, or not on the way to the ``inputs``
+    asked for). ``mode="any"``: once per pass, ``fn(grad)`` with the first of their gradients computed.
+    Returns a handle whose ``remove()`` removes it. ``fn`` should not change what it is given."""
+    if mode not in ("all", "any"):
+        raise ValueError(f"Expects mode to be one of ('all', 'any') but got {mode}")
+    tensors = tuple(tensors)
+    watch_passes()
+    if mode == "any":
+        done = weakref.WeakKeyDictionary()  # the passes in which fn has run
+
+        def first(grad):
+            run = current_backward_pass()
+            if run in done:
+                return
+            done[run] = True
+            fn(grad)
+
+        return _MultiHandle(x.register_hook(first) for x in tensors if x.requires_grad)
+
+    nodes = [x.grad_fn if x.grad_fn is not None else x for x in tensors]
+    waiting = weakref.WeakKeyDictionary()  # pass -> [gradients still to come, the gradients so far]
+
+    def collector(i):
+        def collect(grad):
+            run = current_backward_pass()
+            if run not in waiting:
+                waiting[run] = [sum(run.will_run(node) for node in nodes), [None] * len(tensors)]
+            entry = waiting[run]
+            entry[1][i] = grad
+            entry[0] -= 1
+            if entry[0] == 0:
+                del waiting[run]
+                fn(entry[1])
+
+        return collect
+
+    return _MultiHandle(x.register_hook(collector(i)) for i, x in enumerate(tensors))
 
 
 def increment_version(tensor):
