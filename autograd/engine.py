@@ -109,25 +109,26 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     gc.disable()  # the pass allocates much and frees nothing cyclic: a collection would only rescan the graph
     recording = modes.grad_enabled
     modes.grad_enabled = create_graph  # (this thread's mode: see autograd.graph)
-    outer_pass = modes.backward_pass if BackwardPass.watched else None  # (a hook may run a pass of its own)
+    watched = BackwardPass.watched
+    outer_pass = modes.backward_pass if watched else None  # (a hook may run a pass of its own)
     try:
-        return _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune)
+        return _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, watched)
     finally:
         modes.grad_enabled = recording
-        if BackwardPass.watched:
+        if watched:
             modes.backward_pass = outer_pass
         if collecting:
             gc.enable()
 
 
-def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune):
+def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, watched):
     order = topological_order(roots)
     needed = None
     if capture is not None:
         needed = _leading_to(order, capture)
         order = [node for node in order if node in needed]
     anomaly = modes.anomaly  # (read once: anomaly mode during the pass has each node's gradients checked)
-    if BackwardPass.watched:
+    if watched:
         modes.backward_pass = BackwardPass(order)
     pending = {}
     sums = set()  # the sums this pass made itself: nobody else holds them, so later shares go in in place
