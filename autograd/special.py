@@ -25,7 +25,7 @@ from .ops.names import FUNCTIONS
 from .ops.normal_tails import erfcx_of, log_ndtr, ndtri_of  # noqa: F401  (re-exported)
 from .ops.numbers import erfc  # noqa: F401  (re-exported)
 from .ops.outputs import write_out
-from .ops.pointwise import Entr, floating, logit, round, xlog1py, xlogy  # noqa: F401
+from .ops.pointwise import Entr, floating, logit, xlog1py, xlogy  # noqa: F401
 from .ops.polynomials import (  # noqa: F401  (re-exported)
     chebyshev_polynomial_t,
     chebyshev_polynomial_u,
@@ -40,6 +40,7 @@ from .ops.polynomials import (  # noqa: F401  (re-exported)
     shifted_chebyshev_polynomial_v,
     shifted_chebyshev_polynomial_w,
 )
+from .ops.rounding import round  # noqa: F401
 from .ops.special import erf_of
 from .ops.zeta import zeta  # noqa: F401  (re-exported)
 from .tensor import Tensor

@@ -47,6 +47,7 @@ from . import (  # noqa: F401  (each declares its names)
     reductions,
     regions,
     reshaping_in_place,
+    rounding,
     sampling,
     shape,
     short_time_fourier,

@@ -15,7 +15,7 @@ from .conversion import refuse_kinds
 from .elementwise import unbroadcast
 from .names import names
 from .outputs import write_out
-from .pointwise import _refuse_integer_division_by_zero, remainder
+from .rounding import _refuse_integer_division_by_zero, remainder
 
 
 def _pair(input, other):

@@ -1,9 +1,9 @@
 """The rest of PyTorch's elementwise family, each forward beside its local derivative:
 logarithms and exponentials in other bases, hyperbolic and inverse trigonometric functions,
-erfinv, rounding, remainders, lerp, hypot, logaddexp, xlogy and xlog1py, nan_to_num.
+erfinv, lerp, hypot, logaddexp, xlogy and xlog1py, nan_to_num (rounding and remainders: rounding.py).
 
 Integer and bool inputs of the floating functions become the default dtype first (log2 of
-an int64 tensor is float32, as in PyTorch). Rounding is piecewise constant: its gradient is 0.
+an int64 tensor is float32, as in PyTorch).
 """
 
 import math
@@ -12,7 +12,7 @@ from ..backend import errstate, xp
 from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
-from .conjugation import conj, sgn_of_complex
+from .conjugation import conj
 from .conversion import refuse_kinds
 from .elementwise import Where, floating, promote, result_type, unbroadcast, where
 from .names import names
@@ -53,13 +53,6 @@ def _unary(primitive, name, inplace=True, doc=""):
     op.__doc__ = doc or primitive.__doc__
     names(name, inplace=f"{name}_" if inplace else None)(op)
     return op
-
-
-
-def _refuse_integer_division_by_zero(x, y):
-    """Integers have no inf: PyTorch raises where NumPy would silently give 0."""
-    if x.dtype.kind in "iub" and y.dtype.kind in "iub" and not xp.all(y):
-        raise RuntimeError("ZeroDivisionError: integer division by zero")
 
 
 
@@ -295,131 +288,6 @@ for _primitive, _name in ((Log2, "log2"), (Log10, "log10"), (Log1p, "log1p"), (E
 for _primitive, _name in ((Asin, "arcsin"), (Acos, "arccos"), (Atan, "arctan"), (Asinh, "arcsinh"),
                           (Acosh, "arccosh"), (Atanh, "arctanh")):
     _unary(_primitive, _name)
-
-
-class Rounding(Primitive):
-    """y = floor, ceil, round, trunc or sign of x: piecewise constant, so dL/dx = 0"""
-
-    saves_inputs = False  # backward needs no input's values
-
-    def forward(self, x):
-        if x.dtype.kind == "c":  # (NumPy rounds complex numbers part by part; PyTorch refuses them)
-            raise NotImplementedError(
-                "Unlike NumPy, torch.sign is not intended to support complex numbers. Please use torch.sgn "
-                "instead." if self.function == "sign" else f"{self.function} is not supported for complex inputs")
-        if self.function == "round" and self.decimals:
-            return xp.round(x, self.decimals)
-        if self.function == "sign":
-            if x.dtype.kind == "b":  # a bool is its own sign
-                return x.copy()
-            signs = xp.sign(x)
-            return xp.where(xp.isnan(signs), 0, signs) if x.dtype.kind == "f" else signs  # NaN: 0, as PyTorch
-        return getattr(xp, self.function)(x)
-
-    def backward(self, grad, y, x):
-        return (grad * 0.0,)
-
-
-def _rounding(function, name):
-    def op(input, *, out=None):
-        if function != "sign":
-            refuse_kinds(input, f"{function}_vml_cpu", "b")  # (PyTorch has no floor of a bool)
-        if input.dtype.kind in "iu" and function != "sign":  # integers are already whole
-            return write_out(input.clone(), out)
-        return write_out(Rounding.apply(input, function=function, decimals=0), out)
-
-    op.__name__ = name
-    op.__doc__ = f"y = {function}(x) elementwise (gradient 0)."
-    names(name, inplace=f"{name}_")(op)
-
-
-for _function, _name in (("floor", "floor"), ("ceil", "ceil"), ("trunc", "trunc"), ("trunc", "fix"),
-                         ("sign", "sign")):
-    _rounding(_function, _name)
-
-
-@names("sgn", inplace="sgn_")
-def sgn(input, *, out=None):
-    """sign(x) for real x (gradient 0); x / |x| for complex x (0 at 0), differentiable."""
-    if input.dtype.kind == "c":
-        return write_out(sgn_of_complex(input), out)
-    return write_out(Rounding.apply(input, function="sign", decimals=0), out)
-
-
-@names("round", inplace="round_")
-def round(input, *, decimals=None, out=None):
-    """x rounded to ``decimals`` decimal places (none given: to whole numbers), halves to even (as PyTorch
-    and NumPy)."""
-    # PyTorch rounds no bools; an integer's round() is itself, but its overload with decimals (0 too) refuses them
-    if decimals is None:
-        refuse_kinds(input, "round_vml_cpu", "b")
-        if input.dtype.kind in "iu":
-            return write_out(input.clone(), out)
-        decimals = 0
-    else:
-        refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "biu" if decimals == 0 else "biuc")
-    return write_out(Rounding.apply(input, function="round", decimals=decimals), out)
-
-
-class Frac(Primitive):
-    """y = x - trunc(x);   dL/dx = dL/dy"""
-
-    saves_inputs = False  # backward needs no input's values
-
-    def forward(self, x):
-        return x - xp.trunc(x)
-
-    def backward(self, grad, y, x):
-        return (grad,)
-
-
-@names("frac", inplace="frac_")
-def frac(input, *, out=None):
-    """x - trunc(x), of floating x (PyTorch has no frac of integers, bools or complex numbers)."""
-    refuse_kinds(input, "frac_cpu", "biuc")
-    return write_out(Frac.apply(input), out)
-
-
-class Fmod(Primitive):
-    """z = x - trunc(x/y) · y  (the sign of x, as C's fmod);   dL/dx = dL/dz,   dL/dy = -dL/dz · trunc(x/y)"""
-
-    def forward(self, x, y):
-        _refuse_integer_division_by_zero(x, y)
-        return xp.fmod(x, y)
-
-    def backward(self, grad, z, x, y):
-        quotient = Tensor._make(xp.trunc(x._data / y._data))
-        return (unbroadcast(grad, x) if x.requires_grad else None,
-                unbroadcast(-grad * quotient, y) if y.requires_grad else None)
-
-
-class Remainder(Primitive):
-    """z = x - floor(x/y) · y  (the sign of y, as Python's %);   dL/dx = dL/dz,   dL/dy = -dL/dz · floor(x/y)"""
-
-    def forward(self, x, y):
-        _refuse_integer_division_by_zero(x, y)
-        return xp.remainder(x, y)
-
-    def backward(self, grad, z, x, y):
-        quotient = Tensor._make(xp.floor_divide(x._data, y._data))
-        return (unbroadcast(grad, x) if x.requires_grad else None,
-                unbroadcast(-grad * quotient, y) if y.requires_grad else None)
-
-
-@names("fmod", inplace="fmod_")
-def fmod(input, other, *, out=None):
-    """The remainder of input / other with input's sign (C's fmod)."""
-    input, other = promote(input, other)
-    refuse_kinds(input, "fmod_cpu", "bc")  # (NumPy: int8 for bools)
-    return write_out(Fmod.apply(input, other), out)
-
-
-@names("remainder", inplace="remainder_")
-def remainder(input, other, *, out=None):
-    """The remainder of input / other with other's sign (Python's %)."""
-    input, other = promote(input, other)
-    refuse_kinds(input, "remainder_cpu", "bc")
-    return write_out(Remainder.apply(input, other), out)
 
 
 class Atan2(Primitive):
