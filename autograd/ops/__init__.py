@@ -34,6 +34,7 @@ from . import (  # noqa: F401  (each declares its names)
     linalg,
     losses,
     lu,
+    masking,
     matrix_exp,
     normalization,
     norms,

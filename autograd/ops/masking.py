@@ -1,0 +1,104 @@
+"""Masks: ``masked_fill``, ``masked_select``, ``masked_scatter``, and the positions a mask holds
+(``nonzero``, ``argwhere``), and ``index_fill`` (a fill of whole slices, through a mask of them). Each is
+built from ops with their own derivatives:
+
+    masked_fill(x, m, v)     = where(m, v, x)                dL/dx = dL/dy where m fails, 0 where it holds
+    masked_select(x, m)      = x[m] (a vector)               dL/dx = dL/dy scattered back to m's places
+    masked_scatter(x, m, s)  = where(m, s's leading elements placed in order, x)
+
+The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the input.
+"""
+
+from ..backend import int64, xp
+from ..tensor import Tensor, _refuse_overflow
+from . import elementwise, shape
+from .indexing import _same_dtype, _slices_mask, _vector_index
+from .names import names
+from .outputs import write_out
+
+
+def _mask_array(mask, op):
+    array = mask._data if isinstance(mask, Tensor) else xp.asarray(mask)
+    if array.dtype != bool:
+        raise RuntimeError(f"{op} only supports boolean masks, but got mask with dtype {array.dtype}")
+    return array
+
+
+@names("masked_fill", inplace="masked_fill_")
+def masked_fill(input, mask, value):
+    """y = value where mask holds, input elsewhere (mask broadcasts to input's shape)."""
+    mask = _mask_array(mask, "masked_fill")
+    if isinstance(value, Tensor):
+        if value.ndim:
+            raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                               f"{value.ndim} dimension(s).")
+        if value.dtype.kind == "c" and input.dtype.kind != "c" and value._data.imag != 0:
+            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
+        value = value.to(input.dtype) if value.dtype != input.dtype else value
+    else:
+        if type(value) is not bool:
+            _refuse_overflow(value, input.dtype)  # NaN into integers, a complex number into reals: as fill_
+        value = Tensor._make(xp.asarray(value).astype(input.dtype))  # (cast: -1 into uint8 wraps, as PyTorch's)
+    return elementwise.Where.apply(value, input, condition=mask)
+
+
+@names("masked_select")
+def masked_select(input, mask, *, out=None):
+    """The elements of input where mask holds, as a vector (input and mask broadcast together)."""
+    mask = _mask_array(mask, "masked_select")
+    common = xp.broadcast_shapes(input.shape, mask.shape)
+    return write_out(shape.GetItem.apply(shape.expand(input, common), index=xp.broadcast_to(mask, common)), out)
+
+
+@names("masked_scatter", inplace="masked_scatter_")
+def masked_scatter(input, mask, source):
+    """y = input with source's leading elements written, in order, where mask holds (input and mask
+    broadcast together)."""
+    mask = _mask_array(mask, "masked_scatter")
+    common = xp.broadcast_shapes(input.shape, mask.shape)
+    input, mask = shape.expand(input, common), xp.broadcast_to(mask, common)
+    _same_dtype(input, source, "masked_scatter: expected self and source to have same dtypes but got {} and {}")
+    count = int(mask.sum())
+    if source.numel() < count:
+        raise RuntimeError(f"masked_scatter: expected source to have at least {count} elements, "
+                           f"got {source.numel()}")
+    flat = xp.flatnonzero(mask)
+    taken = shape.reshape(source, (-1,))[:count]
+    placed = shape.IndexAdd.apply(taken, index=flat, shape=(input.numel(),), basic=False)
+    return elementwise.Where.apply(shape.reshape(placed, input.shape), input, condition=mask)
+
+
+@names("nonzero")
+def nonzero(input, *, out=None, as_tuple=False):
+    """The indices of the nonzero elements: an (n, ndim) int64 tensor, or one vector per dim."""
+    data = input._data
+    if as_tuple:
+        return tuple(Tensor._make(i.astype(int64)) for i in xp.nonzero(data if data.ndim else data.reshape(1)))
+    return write_out(Tensor._make(xp.argwhere(data).astype(int64)), out)
+
+
+@names("nonzero_static")
+def nonzero_static(input, *, size, fill_value=-1, out=None):
+    """nonzero's (n, ndim) indices cut or padded with ``fill_value`` rows to exactly ``size`` rows (a shape
+    known before the values are: what compilers need; the same answer here)."""
+    found = xp.argwhere(input._data).astype(int64)
+    rows = xp.full((size, found.shape[1]), fill_value, dtype=int64)
+    rows[:min(size, len(found))] = found[:size]
+    return write_out(Tensor._make(rows), out)
+
+
+@names("argwhere")
+def argwhere(input):
+    return nonzero(input)
+
+
+@names("index_fill", inplace="index_fill_")
+def index_fill(input, dim, index, value):
+    """input with the slices index[0], index[1], ... along dim set to value."""
+    if isinstance(value, Tensor) and value.ndim:  # (checked first, as PyTorch's)
+        raise RuntimeError(f"index_fill_ only supports a 0-dimensional value tensor, but got tensor with "
+                           f"{value.ndim} dimension(s).")
+    axis, index = _vector_index(input, dim, index, "index_fill", "index_fill_(): Expected dtype int64 for index.",
+                                (int64,), IndexError, wraps=True)
+    mask = _slices_mask(input, axis, index)
+    return masked_fill(input, mask, value)
