@@ -24,7 +24,6 @@ Complex weights are refused: matrix_exp and solve here have no complex gradient.
 import enum
 
 import autograd
-from autograd import linalg
 
 from ..module import Module
 
@@ -45,7 +44,7 @@ def _is_orthogonal(Q):
 def _make_orthogonal(A):
     """The Q of A = QR (A tall) normalised so that R's diagonal is non-negative: the unique such
     factor when A has full rank (PyTorch's, which takes it from geqrf)."""
-    Q, R = linalg.qr(A)
+    Q, R = autograd.linalg.qr(A)
     return Q * R.diagonal(dim1=-2, dim2=-1).sgn().unsqueeze(-2)
 
 
@@ -74,7 +73,7 @@ class _Orthogonal(Module):
         if self.orthogonal_map == _OrthMaps.householder:
             A = X.tril(diagonal=-1)
             tau = 2.0 / (1.0 + (A * A).sum(dim=-2))  # 2/‖vᵢ‖², vᵢ with its unit diagonal entry
-            Q = linalg.householder_product(A, tau)
+            Q = autograd.linalg.householder_product(A, tau)
             # the diagonal's signs, as integers (truncated, as PyTorch's .int()): not trained
             Q = Q * X.diagonal(dim1=-2, dim2=-1).detach().int().unsqueeze(-2)
         else:
@@ -83,10 +82,10 @@ class _Orthogonal(Module):
                 L = autograd.cat([L, L.new_zeros(n, n - k).expand(*L.shape[:-2], -1, -1)], dim=-1)
             A = L - L.mH  # skew-symmetric
             if self.orthogonal_map == _OrthMaps.matrix_exp:
-                Q = linalg.matrix_exp(A)
+                Q = autograd.linalg.matrix_exp(A)
             else:
                 eye = autograd.eye(n, dtype=A.dtype)
-                Q = linalg.solve(eye - 0.5 * A, eye + 0.5 * A)
+                Q = autograd.linalg.solve(eye - 0.5 * A, eye + 0.5 * A)
             if n != k:
                 Q = Q[..., :k]
         if hasattr(self, "base"):
