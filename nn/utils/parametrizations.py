@@ -1,11 +1,14 @@
-"""``nn.utils.parametrizations``: ready-made parametrizations (PyTorch's ``weight_norm`` and
-``spectral_norm``)."""
+"""``nn.utils.parametrizations``: ready-made parametrizations (PyTorch's ``orthogonal``,
+``weight_norm`` and ``spectral_norm``)."""
 
 import autograd
 
 from .. import functional as F
 from ..module import Module
 from . import parametrize
+from .orthogonal import _OrthMaps, _Orthogonal
+
+__all__ = ["orthogonal", "spectral_norm", "weight_norm"]
 
 
 def _norm_except_dim(v, dim):
@@ -119,3 +122,28 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
 
         dim = default_dim(module)
     return parametrize.register_parametrization(module, name, _SpectralNorm(weight, n_power_iterations, dim, eps))
+
+
+def orthogonal(module, name="weight", orthogonal_map=None, *, use_trivialization=True):
+    """Reparametrize ``module.<name>`` (a matrix or a batch of matrices, m × n) as an orthogonal
+    one: orthonormal columns when m ≥ n, orthonormal rows otherwise (see ``nn/utils/orthogonal.py``
+    for the maps). ``orthogonal_map`` is "matrix_exp" (the default for a square matrix), "cayley"
+    or "householder" (the default otherwise). The trained tensor is
+    ``parametrizations.<name>.original``; with ``use_trivialization`` the fixed orthogonal factor
+    is the buffer ``parametrizations.<name>[0].base``. The weight starts as the original one when
+    that is orthogonal, as the Q of its QR factorisation otherwise (except for matrix_exp and
+    cayley without trivialization, which start from the map of the original tensor)."""
+    weight = getattr(module, name, None)
+    if not isinstance(weight, autograd.Tensor):
+        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{name}'")
+    if weight.ndim < 2:  # (a map onto the sphere would fit a vector, but PyTorch refuses it)
+        raise ValueError(f"Expected a matrix or batch of matrices. Got a tensor of {weight.ndim} dimensions.")
+    if orthogonal_map is None:
+        square = weight.shape[-2] == weight.shape[-1]
+        orthogonal_map = "matrix_exp" if square or weight.is_complex() else "householder"
+    orth_enum = getattr(_OrthMaps, orthogonal_map, None)
+    if orth_enum is None:
+        raise ValueError('orthogonal_map has to be one of "matrix_exp", "cayley", "householder". '
+                         f"Got: {orthogonal_map}")
+    orth = _Orthogonal(weight, orth_enum, use_trivialization=use_trivialization)
+    return parametrize.register_parametrization(module, name, orth, unsafe=True)

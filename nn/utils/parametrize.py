@@ -56,7 +56,10 @@ class ParametrizationList(ModuleList):
             new = original
             for module in reversed(list(self)):
                 if hasattr(module, "right_inverse"):
-                    new = module.right_inverse(new)
+                    try:
+                        new = module.right_inverse(new)
+                    except NotImplementedError:  # no inverse: the original is kept, as in PyTorch
+                        pass
         self.is_tensor = isinstance(new, Tensor)
         self.ntensors = 1 if self.is_tensor else len(new)
         if self.is_tensor:
@@ -172,3 +175,31 @@ def _register_tensor(module, name, tensor):
         module.register_parameter(name, tensor)
     else:
         module.register_buffer(name, tensor)
+
+
+def type_before_parametrizations(module):
+    """The module's class before any parametrization was registered (its own class when none was)."""
+    if is_parametrized(module):
+        return module.__dict__["_class_before_parametrization"]
+    return type(module)
+
+
+def transfer_parametrizations_and_params(from_module, to_module, tensor_name=None):
+    """Register ``from_module``'s parametrizations of ``tensor_name`` (of every parametrized
+    tensor when None) on ``to_module`` too, the same parametrization objects, and make its
+    originals the very same tensors as ``from_module``'s (shared, not copied). A tensor that
+    ``to_module`` lacks is first made a parameter holding ``from_module``'s parametrized value.
+    Nothing happens when ``from_module`` is not parametrized. Returns ``to_module``."""
+    if not is_parametrized(from_module):
+        return to_module
+    names = list(from_module.parametrizations.keys()) if tensor_name is None else [tensor_name]
+    for name in names:
+        if not hasattr(to_module, name):
+            setattr(to_module, name, Parameter(getattr(from_module, name)))
+        source = from_module.parametrizations[name]
+        for parametrization in source:
+            register_parametrization(to_module, name, parametrization)
+        target = to_module.parametrizations[name]
+        for k, original in enumerate(source.originals()):
+            setattr(target, "original" if source.is_tensor else f"original{k}", original)
+    return to_module
