@@ -85,8 +85,8 @@ def refusing_arrays(function):
     """``function`` as ``autograd.<name>``: when its first parameter is PyTorch's ``input`` (a Tensor), a NumPy
     array given there is refused with a TypeError naming it and the fix, as PyTorch refuses it ("must be
     Tensor, not numpy.ndarray"), rather than failing deep inside or being computed by NumPy alone."""
-    parameters = _parameter_names(function)
-    if not parameters or next(iter(parameters)) != "input":
+    code = getattr(inspect.unwrap(function), "__code__", None)  # (read off the code: every function passes here)
+    if code is None or not code.co_argcount or code.co_varnames[0] != "input":
         return function
 
     def call(*args, **kwargs):
