@@ -3,12 +3,16 @@
 ``default_collate`` stacks a list of samples field by field, keeping their
 structure: tensors are stacked along a new first dim; NumPy arrays and
 NumPy scalars become tensors first; Python ints become an int64 tensor,
-floats a float64 one, bools a bool one; strings stay a list; dicts, named
-tuples and lists are collated per key or position (a tuple gives a list,
-as PyTorch's).
+floats a float64 one, bools a bool one (a batch led by an int or bool but
+holding floats is typed as ``tensor`` types it: [1, 2.5] gives float32);
+strings stay a list; dicts, named tuples and lists are collated per key or
+position (a tuple gives a list, as PyTorch's). A mutable mapping or sequence
+comes back as a copy of the first sample with the fields replaced, so that
+its type and extra state (a defaultdict's factory) survive.
 """
 
 import collections.abc
+import copy
 
 import numpy
 
@@ -38,16 +42,12 @@ def default_collate(batch):
         return as_tensor(numpy.array(batch))
     if isinstance(elem, float):
         return tensor(batch, dtype=numpy.float64)
-    if isinstance(elem, int):  # bool too: tensor([True, ...]) is a bool tensor
-        return tensor(batch, dtype=numpy.bool_ if isinstance(elem, bool) else numpy.int64)
+    if isinstance(elem, int):  # bool too; the dtype is inferred from all of them, as PyTorch's
+        return tensor(batch)
     if isinstance(elem, str | bytes):
         return batch
     if isinstance(elem, collections.abc.Mapping):
-        collated = {key: default_collate([sample[key] for sample in batch]) for key in elem}
-        try:
-            return elem_type(collated)
-        except TypeError:  # a mapping that cannot be built from a dict
-            return collated
+        return _mapping_like(elem, {key: default_collate([sample[key] for sample in batch]) for key in elem})
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
         return elem_type(*(default_collate(list(samples)) for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
@@ -55,12 +55,7 @@ def default_collate(batch):
         if any(len(sample) != size for sample in batch):
             raise RuntimeError("each element in list of batch should be of equal size")
         fields = [default_collate(list(samples)) for samples in zip(*batch)]
-        if isinstance(elem, tuple):
-            return fields
-        try:
-            return elem_type(fields)
-        except TypeError:
-            return fields
+        return fields if isinstance(elem, tuple) else _sequence_like(elem, fields)
     raise TypeError(_ERROR.format(elem_type))
 
 
@@ -74,18 +69,39 @@ def default_convert(data):
     if isinstance(data, numpy.generic) and data.dtype.kind not in "USO":
         return as_tensor(data)
     if isinstance(data, collections.abc.Mapping):
-        converted = {key: default_convert(value) for key, value in data.items()}
-        try:
-            return type(data)(converted)
-        except TypeError:
-            return converted
+        return _mapping_like(data, {key: default_convert(value) for key, value in data.items()})
     if isinstance(data, tuple) and hasattr(data, "_fields"):
         return type(data)(*(default_convert(value) for value in data))
     if isinstance(data, tuple):
         return [default_convert(value) for value in data]
     if isinstance(data, collections.abc.Sequence) and not isinstance(data, str | bytes):
-        try:
-            return type(data)([default_convert(value) for value in data])
-        except TypeError:
-            return [default_convert(value) for value in data]
+        return _sequence_like(data, [default_convert(value) for value in data])
     return data
+
+
+def _mapping_like(original, values):
+    """``values`` (a dict of the same keys) in the type of ``original``: a mutable mapping is copied and
+    updated, so that what its constructor would lose (a defaultdict's factory) survives; a plain dict
+    where the type cannot be made so."""
+    try:
+        if isinstance(original, collections.abc.MutableMapping):
+            clone = copy.copy(original)
+            clone.update(values)
+            return clone
+        return type(original)(values)
+    except TypeError:
+        return values
+
+
+def _sequence_like(original, values):
+    """``values`` (a list of the same length) in the type of ``original``, as ``_mapping_like``; a plain list
+    where the type cannot be made so (a range)."""
+    try:
+        if isinstance(original, collections.abc.MutableSequence):
+            clone = copy.copy(original)
+            for i, value in enumerate(values):
+                clone[i] = value
+            return clone
+        return type(original)(values)
+    except TypeError:
+        return values
