@@ -19,8 +19,8 @@ class DataLoader(_data.DataLoader):
         super().__init__(dataset, *args, **kwargs)
         self.transform = transform
 
-    def __iter__(self):
-        for batch in super().__iter__():
+    def _batches(self):
+        for batch in super()._batches():
             if self.transform is not None:
                 if isinstance(batch, list | tuple):
                     batch = type(batch)([self.transform(batch[0]), *batch[1:]])

@@ -135,3 +135,130 @@ def test_batch_size_none_converts_each_sample():
     assert ours[0] == 3
     assert ours[1][2] == ("list", [tensor_("float32", [2.0, 2.0]), 2])
     assert ours[2] == [("list", [tensor_("int64", i)]) for i in range(3)]  # default_convert: a tuple -> list
+
+
+# 2. DataLoader options
+
+def batches(loader):
+    return [batch.tolist() for batch in loader]
+
+
+def stream(m, n, sized):
+    """An IterableDataset of 0..n-1, with a length or without."""
+    class Numbers(m.data.IterableDataset):
+        def __iter__(self):
+            return iter(range(n))
+
+    if sized:
+        Numbers.__len__ = lambda self: n
+    return Numbers()
+
+
+def test_batch_size_drop_last_and_len():
+    def program(m):
+        data = list(range(10))
+        flags = (False, True)
+        return ([batches(m.data.DataLoader(data, batch_size=b, drop_last=d)) for b in (3, 4) for d in flags],
+                [len(m.data.DataLoader(data, batch_size=b, drop_last=d)) for b in (1, 3, 10, 11) for d in flags])
+
+    ours = both(program)
+    assert ours[0][0] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert ours[0][1] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert ours[0][3] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert ours[1] == [10, 10, 4, 3, 1, 1, 1, 0]
+
+
+def test_iterating_twice_and_the_iterator():
+    def program(m):
+        loader = m.data.DataLoader(list(range(5)), batch_size=2)
+        it = iter(loader)
+        return batches(loader), batches(loader), len(it), next(it).tolist(), batches(it)
+
+    assert both(program) == ([[0, 1], [2, 3], [4]], [[0, 1], [2, 3], [4]], 3, [0, 1], [[2, 3], [4]])
+
+
+def test_seeded_shuffle_is_a_repeatable_permutation():
+    def program(m):
+        def epochs(seed):
+            loader = m.data.DataLoader(list(range(10)), batch_size=4, shuffle=True,
+                                       generator=m.torch.Generator().manual_seed(seed))
+            return [sum(batches(loader), []) for _ in range(2)]
+
+        first, again = epochs(3), epochs(3)
+        # the orders themselves differ from PyTorch's (another generator): only their properties are compared
+        return (first == again, first[0] != first[1], [sorted(order) for order in first],
+                [len(batch) for batch in m.data.DataLoader(list(range(10)), batch_size=4, shuffle=True)])
+
+    assert both(program) == (True, True, [list(range(10))] * 2, [4, 4, 2])
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"sampler": [0, 1], "shuffle": True}, "sampler option is mutually exclusive with shuffle"),
+    ({"batch_sampler": [[0]], "batch_size": 2}, "batch_sampler option is mutually exclusive"),
+    ({"batch_sampler": [[0]], "shuffle": True}, "batch_sampler option is mutually exclusive"),
+    ({"batch_sampler": [[0]], "drop_last": True}, "batch_sampler option is mutually exclusive"),
+    ({"batch_sampler": [[0]], "sampler": [0]}, "batch_sampler option is mutually exclusive"),
+    ({"batch_size": None, "drop_last": True}, "batch_size=None option disables auto-batching"),
+    ({"batch_size": 0}, "batch_size should be a positive integer value"),
+    ({"batch_size": 2.0}, "batch_size should be a positive integer value"),
+    ({"batch_size": 2, "drop_last": 1}, "drop_last should be a boolean value"),
+    ({"num_workers": -1}, "num_workers option should be non-negative"),
+    ({"prefetch_factor": 2}, "prefetch_factor option could only be specified in multiprocessing"),
+    ({"persistent_workers": True}, "persistent_workers option needs num_workers > 0"),
+])
+def test_exclusive_and_bad_options(options, match):
+    raises_alike(lambda m: m.data.DataLoader(list(range(4)), **options), match, kind=ValueError)
+
+
+def test_samplers_given_as_lists_and_the_loaders_attributes():
+    def program(m):
+        data = list(range(10))
+        by_batches = m.data.DataLoader(data, batch_sampler=[[0, 1], [5, 2, 3]])
+        by_sampler = m.data.DataLoader(data, sampler=[3, 1, 2], batch_size=2)
+        plain = m.data.DataLoader(data)
+        unbatched = m.data.DataLoader(data, batch_size=None)
+        return (batches(by_batches), len(by_batches), batches(by_sampler), len(by_sampler),
+                (plain.batch_size, plain.drop_last, type(plain.sampler).__name__, type(plain.batch_sampler).__name__,
+                 plain.collate_fn.__name__),
+                (unbatched.batch_size, type(unbatched.sampler).__name__, unbatched.batch_sampler,
+                 unbatched.collate_fn.__name__))
+
+    assert both(program) == ([[0, 1], [5, 2, 3]], 2, [[3, 1], [2]], 2,
+                             (1, False, "SequentialSampler", "BatchSampler", "default_collate"),
+                             (None, "SequentialSampler", None, "default_convert"))
+
+
+@pytest.mark.parametrize("name", ["batch_size", "sampler", "batch_sampler", "drop_last", "dataset"])
+def test_the_batching_attributes_are_fixed_once_made(name):
+    def program(m):
+        loader = m.data.DataLoader(list(range(4)), batch_size=2)
+        loader.num_workers = 0  # the others stay settable
+        setattr(loader, name, None)
+
+    raises_alike(program, f"{name} attribute should not be set after DataLoader is initialized", kind=ValueError)
+
+
+def test_iterable_dataset_batches_and_length():
+    def program(m):
+        return (batches(m.data.DataLoader(stream(m, 7, False), batch_size=3)),
+                batches(m.data.DataLoader(stream(m, 7, False), batch_size=3, drop_last=True)),
+                [int(x) for x in m.data.DataLoader(stream(m, 3, False), batch_size=None)],
+                len(m.data.DataLoader(stream(m, 7, True), batch_size=3)),
+                len(m.data.DataLoader(stream(m, 7, True), batch_size=3, drop_last=True)),
+                len(m.data.DataLoader(stream(m, 7, True), batch_size=None)))
+
+    assert both(program) == ([[0, 1, 2], [3, 4, 5], [6]], [[0, 1, 2], [3, 4, 5]], [0, 1, 2], 3, 2, 7)
+    raises_alike(lambda m: len(m.data.DataLoader(stream(m, 7, False), batch_size=3)), "len", kind=TypeError)
+    for option in ({"shuffle": True}, {"sampler": [0]}, {"batch_sampler": [[0]]}):
+        raises_alike(lambda m, option=option: m.data.DataLoader(stream(m, 3, False), **option),
+                     f"DataLoader with IterableDataset: expected unspecified {next(iter(option))} option",
+                     kind=ValueError)
+
+
+def test_worker_options_are_accepted():
+    def program(m):
+        loader = m.data.DataLoader(list(range(6)), batch_size=3, num_workers=0, worker_init_fn=lambda worker: None,
+                                   pin_memory=False, timeout=0, persistent_workers=False)
+        return batches(loader), m.data.get_worker_info()
+
+    assert both(program) == ([[0, 1, 2], [3, 4, 5]], None)

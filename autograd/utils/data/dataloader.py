@@ -11,6 +11,11 @@ and ``multiprocessing_context`` are accepted and checked as PyTorch checks
 them, but no worker processes start: with ``num_workers > 0`` the batches are
 the same, loaded in the main process, and a warning says so once.
 ``worker_init_fn`` is therefore never called, and ``get_worker_info()`` is None.
+
+As PyTorch's, a loader's ``dataset``, ``batch_size``, ``sampler``,
+``batch_sampler``, ``drop_last`` and ``persistent_workers`` are fixed once it is
+made (setting one is a ValueError: they decide the batches together), and
+``iter(loader)`` is an iterator with a length, the loader's.
 """
 
 import warnings
@@ -29,6 +34,8 @@ class DataLoader:
     """Iterate over ``dataset`` in batches (see the module's docstring for the options)."""
 
     _warned_about_workers = False
+    _FIXED = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
+    _initialized = False
 
     def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None, num_workers=0,
                  collate_fn=None, pin_memory=False, drop_last=False, timeout=0, worker_init_fn=None,
@@ -90,6 +97,12 @@ class DataLoader:
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
+        self._initialized = True
+
+    def __setattr__(self, name, value):
+        if self._initialized and name in self._FIXED:
+            raise ValueError(f"{name} attribute should not be set after {type(self).__name__} is initialized")
+        super().__setattr__(name, value)
 
     @property
     def _auto_collation(self):
@@ -105,6 +118,10 @@ class DataLoader:
         return len(self.batch_sampler if self.batch_sampler is not None else self.sampler)
 
     def __iter__(self):
+        return _LoaderIterator(self, self._batches())
+
+    def _batches(self):
+        """This epoch's batches, as a generator."""
         if isinstance(self.dataset, IterableDataset):
             return self._iterate_stream()
         if self.batch_sampler is None:
@@ -131,3 +148,21 @@ class DataLoader:
                 batch = []
         if batch and not self.drop_last:
             yield self.collate_fn(batch)
+
+
+class _LoaderIterator:
+    """One pass over a loader: its batches, and (for a map-style dataset) its length."""
+
+    def __init__(self, loader, batches):
+        self._loader, self._batches = loader, batches
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._batches)
+
+    def __len__(self):
+        if isinstance(self._loader.dataset, IterableDataset):  # a stream's length is unknown to the pass
+            raise TypeError("an iterator over an IterableDataset has no len()")
+        return len(self._loader)
