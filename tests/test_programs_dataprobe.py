@@ -262,3 +262,140 @@ def test_worker_options_are_accepted():
         return batches(loader), m.data.get_worker_info()
 
     assert both(program) == ([[0, 1, 2], [3, 4, 5]], None)
+
+
+# 3. Samplers
+
+def seeded(m, seed=0):
+    return m.torch.Generator().manual_seed(seed)
+
+
+def test_sequential_random_and_subset_samplers():
+    def program(m):
+        data = list(range(10))
+        longer = list(m.data.RandomSampler(data, num_samples=25, generator=seeded(m)))
+        shorter = list(m.data.RandomSampler(data, num_samples=4, generator=seeded(m)))
+        drawn = list(m.data.RandomSampler(data, replacement=True, num_samples=30, generator=seeded(m)))
+        subset = m.data.SubsetRandomSampler([5, 7, 9], generator=seeded(m))
+        return (list(m.data.SequentialSampler(data)), len(m.data.SequentialSampler(data)),
+                sorted(m.data.RandomSampler(data, generator=seeded(m))), len(m.data.RandomSampler(data)),
+                # beyond len(data): whole permutations, then part of one
+                sorted(longer[:20]) == sorted(data * 2), len(longer), len(set(longer[20:])),
+                len(set(shorter)), len(drawn), all(0 <= i < 10 for i in drawn), type(drawn[0]).__name__,
+                sorted(subset), len(subset), type(next(iter(subset))).__name__)
+
+    assert both(program) == (list(range(10)), 10, list(range(10)), 10, True, 25, 5, 4, 30, True, "int",
+                             [5, 7, 9], 3, "int")
+
+
+@pytest.mark.parametrize("options, kind, match", [
+    ({"num_samples": 0}, ValueError, "num_samples should be a positive integer value, but got num_samples=0"),
+    ({"num_samples": -1}, ValueError, "num_samples should be a positive integer value"),
+    ({"num_samples": 2.0}, ValueError, "num_samples should be a positive integer value"),
+    ({"replacement": 1}, TypeError, "replacement should be a boolean value, but got replacement=1"),
+])
+def test_random_sampler_errors(options, kind, match):
+    raises_alike(lambda m: m.data.RandomSampler(list(range(3)), **options), match, kind=kind)
+    raises_alike(lambda m: m.data.RandomSampler([]), "num_samples=0", kind=ValueError)
+
+
+def test_weighted_random_sampler():
+    def program(m):
+        only_last = list(m.data.WeightedRandomSampler([0, 0, 1.0], 5, generator=seeded(m)))
+        without = sorted(m.data.WeightedRandomSampler([1, 1, 1.0, 0.5], 4, replacement=False, generator=seeded(m)))
+        from_tensor = set(m.data.WeightedRandomSampler(m.torch.tensor([0.0, 3.0]), 7))
+        from_numpy = set(m.data.WeightedRandomSampler(np.array([2.0, 0.0]), 7))
+        sampler = m.data.WeightedRandomSampler([1, 2], 7)
+        loader = m.data.DataLoader(list(range(10)), sampler=m.data.WeightedRandomSampler([1.0] * 10, 7), batch_size=3)
+        dtype = str(sampler.weights.dtype).replace("torch.", "")
+        return only_last, without, from_tensor, from_numpy, len(sampler), dtype, [len(batch) for batch in loader]
+
+    assert both(program) == ([2] * 5, [0, 1, 2, 3], {1}, {0}, 7, "float64", [3, 3, 1])
+
+
+@pytest.mark.parametrize("weights, options, kind, match", [
+    ([[1.0, 2.0]], {}, ValueError, r"weights should be a 1d sequence but given weights have shape \(1, 2\)"),
+    ([1.0], {"num_samples": 0}, ValueError, "num_samples should be a positive integer value"),
+    ([1.0], {"num_samples": True}, ValueError, "num_samples should be a positive integer value"),
+    ([1.0], {"replacement": 1}, ValueError, "replacement should be a boolean value"),
+    # the bad weights are found when drawing
+    ([1.0, 1.0], {"num_samples": 3, "replacement": False, "draw": True}, RuntimeError,
+     "cannot sample n_sample > prob_dist.size"),
+    ([1.0, -1.0], {"draw": True}, RuntimeError, "probability|multinomial"),
+    ([1.0, float("nan")], {"draw": True}, RuntimeError, "probability|multinomial"),
+    ([1.0, float("inf")], {"draw": True}, RuntimeError, "probability|multinomial"),
+    ([0.0, 0.0], {"draw": True}, RuntimeError, "sum"),
+])
+def test_weighted_random_sampler_errors(weights, options, kind, match):
+    options = dict(options)
+    draw = options.pop("draw", False)
+    options.setdefault("num_samples", 3)
+
+    def program(m):
+        sampler = m.data.WeightedRandomSampler(weights, **options)
+        if draw:
+            list(sampler)
+
+    raises_alike(program, match, kind=kind)
+
+
+def test_batch_sampler():
+    def program(m):
+        kept, dropped = m.data.BatchSampler(range(10), 3, False), m.data.BatchSampler(range(10), 3, True)
+        return (list(kept), list(kept), list(dropped), len(kept), len(dropped), (kept.batch_size, kept.drop_last),
+                list(m.data.BatchSampler(m.data.SequentialSampler(range(4)), 2, False)))
+
+    assert both(program) == ([[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]], [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]],
+                             [[0, 1, 2], [3, 4, 5], [6, 7, 8]], 4, 3, (3, False), [[0, 1], [2, 3]])
+    for size, drop, match in ((0, False, "batch_size should be a positive integer value"),
+                              (True, False, "batch_size should be a positive integer value"),
+                              (2, 0, "drop_last should be a boolean value")):
+        raises_alike(lambda m, size=size, drop=drop: m.data.BatchSampler(range(4), size, drop), match,
+                     kind=ValueError)
+
+
+def distributed(m):
+    from importlib import import_module
+
+    return import_module(m.data.__name__ + ".distributed").DistributedSampler
+
+
+@pytest.mark.parametrize("n, replicas, drop_last, expected", [
+    (10, 3, False, [[0, 3, 6, 9], [1, 4, 7, 0], [2, 5, 8, 1]]),  # padded with the first indices
+    (10, 3, True, [[0, 3, 6], [1, 4, 7], [2, 5, 8]]),  # the tail left out
+    (12, 4, True, [[0, 4, 8], [1, 5, 9], [2, 6, 10], [3, 7, 11]]),
+    (2, 5, False, [[0], [1], [0], [1], [0]]),  # padding longer than the data set
+    (3, 4, True, [[], [], [], []]),
+])
+def test_distributed_sampler_splits_in_order(n, replicas, drop_last, expected):
+    def program(m):
+        samplers = [distributed(m)(range(n), replicas, rank, shuffle=False, drop_last=drop_last)
+                    for rank in range(replicas)]
+        return [list(s) for s in samplers], [len(s) for s in samplers], samplers[0].total_size
+
+    assert both(program) == (expected, [len(e) for e in expected], replicas * len(expected[0]))
+
+
+def test_distributed_sampler_shuffles_alike_on_every_rank_and_per_epoch():
+    def program(m):
+        def shares(epoch, seed=5):
+            samplers = [distributed(m)(range(11), 3, rank, seed=seed) for rank in range(3)]
+            for s in samplers:
+                s.set_epoch(epoch)
+            return [list(s) for s in samplers]
+
+        first = shares(0)
+        flat = sum(first, [])
+        sampler = distributed(m)(range(10), 3, 1, drop_last=True)
+        loader = m.data.DataLoader(list(range(10)), batch_size=2,
+                                   sampler=distributed(m)(range(10), 3, 2, shuffle=False))
+        return (sorted(set(flat)), len(flat), first == shares(0), first != shares(1),
+                isinstance(sampler, m.data.Sampler),
+                (sampler.num_samples, sampler.total_size, sampler.epoch, sampler.seed, sampler.shuffle),
+                batches(loader))
+
+    assert both(program) == (list(range(11)), 12, True, True, True, (3, 9, 0, 0, True), [[2, 5], [8, 1]])
+    for rank in (2, -1):
+        raises_alike(lambda m, rank=rank: distributed(m)(range(5), 2, rank),
+                     rf"Invalid rank {rank}, rank should be in the interval \[0, 1\]", kind=ValueError)
+    raises_alike(lambda m: distributed(m)(range(5)), "process group has not been initialized", kind=ValueError)

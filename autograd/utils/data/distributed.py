@@ -15,15 +15,21 @@ import math
 
 import numpy
 
+from .sampler import Sampler
 
-class DistributedSampler:
+
+class DistributedSampler(Sampler):
+    """This rank's share of ``dataset``'s indices (see the module's docstring)."""
+
     def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
         if num_replicas is None or rank is None:
             import autograd.distributed as dist
 
             if not dist.is_initialized():
-                raise RuntimeError("DistributedSampler needs num_replicas and rank, or an initialized process "
-                                   "group (autograd.distributed.init_process_group)")
+                # a ValueError, as PyTorch's (its process group raises it)
+                raise ValueError("DistributedSampler needs num_replicas and rank, or an initialized process "
+                                 "group: the default process group has not been initialized "
+                                 "(autograd.distributed.init_process_group)")
             num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
             rank = dist.get_rank() if rank is None else rank
         if rank >= num_replicas or rank < 0:
