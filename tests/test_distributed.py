@@ -176,7 +176,7 @@ def test_distributed_sampler_shuffles_by_seed_and_epoch():
     assert list(DistributedSampler(data, 2, 0, seed=3)) == first
     with pytest.raises(ValueError, match=r"Invalid rank 2, rank should be in the interval \[0, 1\]"):
         DistributedSampler(data, num_replicas=2, rank=2)
-    with pytest.raises(RuntimeError, match="initialized process group"):
+    with pytest.raises(ValueError, match="initialized process group"):  # as PyTorch's
         DistributedSampler(data)
 
 
