@@ -71,7 +71,7 @@ def test_random_split_by_lengths_and_fractions():
 
 
 def test_tensor_dataset_sizes_must_agree():
-    with pytest.raises(ValueError, match="Size mismatch"):
+    with pytest.raises(AssertionError, match="Size mismatch"):
         TensorDataset(autograd.zeros(3, 2), autograd.zeros(4))
 
 

@@ -399,3 +399,122 @@ def test_distributed_sampler_shuffles_alike_on_every_rank_and_per_epoch():
         raises_alike(lambda m, rank=rank: distributed(m)(range(5), 2, rank),
                      rf"Invalid rank {rank}, rank should be in the interval \[0, 1\]", kind=ValueError)
     raises_alike(lambda m: distributed(m)(range(5)), "process group has not been initialized", kind=ValueError)
+
+
+# 4. Datasets
+
+def test_tensor_dataset():
+    def program(m):
+        ds = m.data.TensorDataset(m.torch.arange(4), m.torch.arange(8).reshape(4, 2))
+        return (len(ds), described(ds[1]), described(ds[-1]), described(ds[1:3]), described(ds[[0, 2]]),
+                type(ds.tensors).__name__, [described(b) for b in m.data.DataLoader(ds, batch_size=3)])
+
+    ours = both(program)
+    assert ours[:3] == (4, ("tuple", [tensor_("int64", 1), tensor_("int64", [2, 3])]),
+                        ("tuple", [tensor_("int64", 3), tensor_("int64", [6, 7])]))
+    assert ours[4] == ("tuple", [tensor_("int64", [0, 2]), tensor_("int64", [[0, 1], [4, 5]])])
+    assert ours[5:] == ("tuple", [("list", [tensor_("int64", [0, 1, 2]), tensor_("int64", [[0, 1], [2, 3], [4, 5]])]),
+                                  ("list", [tensor_("int64", [3]), tensor_("int64", [[6, 7]])])])
+    raises_alike(lambda m: m.data.TensorDataset(m.torch.arange(4), m.torch.arange(3)),
+                 "Size mismatch between tensors", kind=AssertionError)
+    raises_alike(lambda m: m.data.TensorDataset(m.torch.tensor(3.0)), "0-d|dimension", kind=IndexError)
+
+
+def test_concat_dataset():
+    def program(m):
+        joined = m.data.ConcatDataset([[1, 2, 3], [4], [], [5, 6]])
+        added = m.data.TensorDataset(m.torch.arange(2)) + m.data.TensorDataset(m.torch.arange(3))
+        return (len(joined), joined.cumulative_sizes, [joined[i] for i in (0, 3, 4, -1, -6)],
+                joined[m.torch.tensor(3)], joined[np.int64(4)], type(added).__name__, len(added), int(added[2][0]),
+                len(m.data.ConcatDataset(part for part in ([1], [2, 3]))),
+                batches(m.data.DataLoader(m.data.ConcatDataset([[1, 2, 3], [4, 5]]), batch_size=2)))
+
+    assert both(program) == (6, [3, 4, 4, 6], [1, 4, 5, 6, 1], 4, 5, "ConcatDataset", 5, 0, 3,
+                             [[1, 2], [3, 4], [5]])
+    raises_alike(lambda m: m.data.ConcatDataset([[1, 2], [3]])[-4],
+                 "absolute value of index should not exceed dataset length", kind=ValueError)
+    raises_alike(lambda m: m.data.ConcatDataset([[1, 2], [3]])[3], "out of range", kind=IndexError)
+    raises_alike(lambda m: m.data.ConcatDataset([]), "datasets should not be an empty iterable",
+                 kind=AssertionError)
+    raises_alike(lambda m: m.data.ConcatDataset([stream(m, 2, True)]),
+                 "ConcatDataset does not support IterableDataset", kind=AssertionError)
+
+
+def test_subset():
+    def program(m):
+        listed = m.data.Subset([10, 11, 12, 13], [3, 1])
+        by_tensor = m.data.Subset([10, 11, 12, 13], m.torch.tensor([3, 1]))
+        by_array = m.data.Subset([10, 11, 12, 13], np.array([3, 1]))
+        rows = m.data.Subset(m.data.TensorDataset(m.torch.arange(5) * 10), [4, 0, 2])
+        pairs = m.data.Subset([(i, i * 1.5) for i in range(5)], [4, 0, 2])
+        return (len(listed), listed[0], listed[-1], listed.indices, len(by_tensor), by_tensor[0],
+                by_array[1], described(rows[[0, 2]]),
+                [described(b) for b in m.data.DataLoader(rows, batch_size=2)],
+                [described(b) for b in m.data.DataLoader(pairs, batch_size=2)])
+
+    ours = both(program)
+    assert ours[:8] == (2, 13, 11, [3, 1], 2, 13, 11, ("tuple", [tensor_("int64", [40, 20])]))
+    assert ours[8] == [("list", [tensor_("int64", [40, 0])]), ("list", [tensor_("int64", [20])])]
+    assert ours[9] == [("list", [tensor_("int64", [4, 0]), tensor_("float64", [6.0, 0.0])]),
+                        ("list", [tensor_("int64", [2]), tensor_("float64", [3.0])])]
+
+
+@pytest.mark.parametrize("n, lengths, expected", [
+    (10, [3, 7], [3, 7]),
+    (10, (5, 5), [5, 5]),
+    (10, np.array([4, 6]), [4, 6]),
+    (10, [0.33, 0.33, 0.34], [4, 3, 3]),  # floors, then the remainder one at a time from the first
+    (11, [0.5, 0.5], [6, 5]),
+    (4, [0.25, 0.75], [1, 3]),
+    (10, [1.0], [10]),
+    (10, [1, 0], [10, 0]),  # integers summing to 1 are fractions: all of it, and none
+])
+@pytest.mark.filterwarnings("ignore:Length of split at index 1 is 0")
+def test_random_split_lengths(n, lengths, expected):
+    def program(m):
+        parts = m.data.random_split(range(n), lengths, generator=seeded(m))
+        return [len(part) for part in parts], sorted(sum((list(part) for part in parts), [])), \
+            type(parts[0]).__name__, type(parts[0].indices).__name__
+
+    assert both(program) == (expected, list(range(n)), "Subset", "list")
+
+
+def test_random_split_warns_of_empty_splits_and_refuses_bad_lengths():
+    def program(m):
+        with pytest.warns(UserWarning, match="Length of split at index 1 is 0"):
+            return [len(part) for part in m.data.random_split(range(2), [0.1, 0.1, 0.8])]
+
+    assert both(program) == [1, 0, 1]  # floors 0, 0, 1; the one left over goes to the first
+    for lengths, match in (([3, 6], "Sum of input lengths does not equal the length of the input dataset!"),
+                           ([0.5, 0.6], "Sum of input lengths does not equal"),
+                           ([0.4, 0.5], "Sum of input lengths does not equal"),
+                           ([1.5, -0.5], "Fraction at index 0 is not between 0 and 1")):
+        raises_alike(lambda m, lengths=lengths: m.data.random_split(range(10), lengths), match, kind=ValueError)
+
+
+def test_chain_dataset():
+    def program(m):
+        chained = m.data.ChainDataset([stream(m, 2, True), stream(m, 3, True)])
+        added = stream(m, 1, True) + stream(m, 2, True)
+        return (list(chained), len(chained), type(added).__name__, list(added),
+                batches(m.data.DataLoader(chained, batch_size=2)))
+
+    assert both(program) == ([0, 1, 0, 1, 2], 5, "ChainDataset", [0, 0, 1], [[0, 1], [0, 1], [2]])
+    raises_alike(lambda m: list(m.data.ChainDataset([[1, 2]])), "ChainDataset only supports IterableDataset",
+                 kind=AssertionError)
+
+
+def test_stack_dataset():
+    def program(m):
+        pairs = m.data.StackDataset([1, 2, 3], ["a", "b", "c"])
+        named = m.data.StackDataset(x=m.data.TensorDataset(m.torch.arange(3)), y=[1.0, 2.0, 3.0])
+        return (len(pairs), described(pairs[1]), described(pairs.__getitems__([0, 2])), described(named[2]),
+                [described(b) for b in m.data.DataLoader(named, batch_size=2)])
+
+    ours = both(program)
+    assert ours[:3] == (3, ("tuple", [2, "b"]), ("list", [("tuple", [1, "a"]), ("tuple", [3, "c"])]))
+    assert ours[3] == ("dict", {"x": ("tuple", [tensor_("int64", 2)]), "y": 3.0})
+    assert ours[4][1] == ("dict", {"x": ("list", [tensor_("int64", [2])]), "y": tensor_("float64", [3.0])})
+    raises_alike(lambda m: m.data.StackDataset([1, 2], [1]), "Size mismatch between datasets", kind=ValueError)
+    raises_alike(lambda m: m.data.StackDataset([1, 2], y=[1, 2]), "both types are given", kind=ValueError)
+    raises_alike(lambda m: m.data.StackDataset(), "At least one dataset should be passed", kind=ValueError)

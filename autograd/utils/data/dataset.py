@@ -51,10 +51,13 @@ class TensorDataset(Dataset):
         tensors = [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
         if not tensors:
             raise ValueError("TensorDataset needs at least one tensor")
-        sizes = {len(t) for t in tensors}
-        if len(sizes) != 1:
-            raise ValueError("Size mismatch between tensors: first dimensions "
-                             + ", ".join(str(len(t)) for t in tensors))
+        for i, t in enumerate(tensors):
+            if t.ndim == 0:
+                raise IndexError(f"TensorDataset: tensor {i} is 0-d, but samples are rows of the first dim")
+        if len({len(t) for t in tensors}) != 1:
+            # an AssertionError, as PyTorch's (which asserts it)
+            raise AssertionError("Size mismatch between tensors: first dimensions "
+                                 + ", ".join(str(len(t)) for t in tensors))
         self.tensors = tuple(tensors)
 
     def __len__(self):
@@ -111,7 +114,7 @@ class StackDataset(Dataset):
             columns[key] = column
         if isinstance(self.datasets, dict):
             return [{key: columns[key][j] for key in keys} for j in range(len(indices))]
-        return [[columns[key][j] for key in keys] for j in range(len(indices))]
+        return [tuple(columns[key][j] for key in keys) for j in range(len(indices))]
 
 
 class Subset(Dataset):
