@@ -29,9 +29,9 @@ def described(value):
     return value
 
 
-def both(program):
+def both(program, *args):
     """Run ``program`` on both libraries: its results (plain values, see ``described``) must be equal."""
-    ours, theirs = run_both(program, compare=False)
+    ours, theirs = run_both(program, *args, compare=False)
     if theirs is not None:
         assert ours == theirs, f"ours {ours!r}, PyTorch's {theirs!r}"
     return ours
@@ -418,6 +418,20 @@ def test_tensor_dataset():
     raises_alike(lambda m: m.data.TensorDataset(m.torch.arange(4), m.torch.arange(3)),
                  "Size mismatch between tensors", kind=AssertionError)
     raises_alike(lambda m: m.data.TensorDataset(m.torch.tensor(3.0)), "0-d|dimension", kind=IndexError)
+
+
+def test_tensor_dataset_batches_stay_in_the_graph():
+    def program(m, subset):
+        x = m.torch.arange(8.0).reshape(4, 2).requires_grad_()
+        data = m.data.TensorDataset(x, m.torch.arange(4))
+        if subset:
+            data = m.data.Subset(data, [3, 2, 1])
+        inputs, labels = next(iter(m.data.DataLoader(data, batch_size=2)))
+        (inputs * inputs).sum().backward()
+        return inputs.requires_grad, labels.requires_grad, x.grad.tolist(), inputs.tolist()
+
+    assert both(program, False) == (True, False, [[0, 2], [4, 6], [0, 0], [0, 0]], [[0, 1], [2, 3]])
+    assert both(program, True) == (True, False, [[0, 0], [0, 0], [8, 10], [12, 14]], [[6, 7], [4, 5]])
 
 
 def test_concat_dataset():

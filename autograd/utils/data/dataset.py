@@ -67,9 +67,12 @@ class TensorDataset(Dataset):
         return tuple(t[index] for t in self.tensors)
 
     def batch(self, indices):
-        """Many samples at once, collated: a list with one tensor per field (no per-sample Python)."""
-        indices = xp.asarray(numpy.asarray(indices, dtype=numpy.int64))
-        return [Tensor._make(t._data[indices]) for t in self.tensors]
+        """Many samples at once, collated: a list with one tensor per field (no per-sample Python).
+        A tensor that requires grad is indexed as an op, so that the batch stays in its graph, as the
+        stacked samples would."""
+        rows = numpy.asarray(indices, dtype=numpy.int64)
+        data_rows = xp.asarray(rows)
+        return [t[rows] if t.requires_grad else Tensor._make(t._data[data_rows]) for t in self.tensors]
 
 
 class StackDataset(Dataset):
