@@ -76,7 +76,8 @@ class BackwardHook:
         if not isinstance(result, tuple):
             result = (result,)
         if len(result) != count:
-            raise RuntimeError(f"Backward hook returned an invalid number of grad_{what}, got {len(result)}, "
+            kind = "Backward pre hook" if what == "output" else "Backward hook"
+            raise RuntimeError(f"{kind} returned an invalid number of grad_{what}, got {len(result)}, "
                                f"but expected {count}")
         return result
 
@@ -96,13 +97,13 @@ class BackwardHook:
         for hook in list(self.pre_hooks.values()):
             replaced = hook(self.module, grad_outputs)
             if replaced is not None:
-                grad_outputs = self._check(replaced, len(self.outputs), "outputs")
+                grad_outputs = self._check(replaced, len(self.outputs), "output")
         self.grad_outputs = grad_outputs
         if self.input_positions is None:  # no input needs a gradient: the hooks run now
             for hook in list(self.hooks.values()):
                 replaced = hook(self.module, (None,) * len(self.inputs), grad_outputs)
                 if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),
-                                                                                  "inputs")):
+                                                                                  "input")):
                     raise RuntimeError("Backward hook for Modules where no input requires gradient should "
                                        "always return None or None for all gradients.")
         return tuple(grad_outputs[i] if grad_outputs[i] is not None else g
@@ -113,5 +114,5 @@ class BackwardHook:
         for hook in list(self.hooks.values()):
             replaced = hook(self.module, grad_inputs, self.grad_outputs)
             if replaced is not None:
-                grad_inputs = self._check(replaced, len(self.inputs), "inputs")
+                grad_inputs = self._check(replaced, len(self.inputs), "input")
         return tuple(grad_inputs[i] for i in self.input_positions)

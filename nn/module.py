@@ -22,6 +22,8 @@ from . import hooks as hook_tools
 from .module_state import IncompatibleKeys, ModuleState  # noqa: F401  (IncompatibleKeys: nn.module's name)
 from .parameter import Buffer, Parameter
 
+_IncompatibleKeys = IncompatibleKeys  # PyTorch's name in torch.nn.modules.module
+
 # hooks on every module (torch.nn.modules.module's register_module_*_hook): {handle id: hook}, run
 # before each module's own; the sets hold the ids of forward hooks with flags
 _global_forward_pre_hooks, _global_forward_hooks = {}, {}
@@ -206,13 +208,13 @@ class Module(ModuleState):
             (self._non_persistent.discard if value.persistent else self._non_persistent.add)(name)
         if isinstance(value, Parameter):
             registry = self._parameters
-        elif isinstance(value, Module):
-            registry = self._modules
-        elif name in self._parameters:  # a registered parameter takes a Parameter or None only
+        elif name in self._parameters:  # a registered parameter takes a Parameter or None only (not a Module)
             if value is not None:
                 raise TypeError(f"cannot assign '{_type_name(value)}' as parameter '{name}' "
                                 "(torch.nn.Parameter or None expected)")
             registry = self._parameters
+        elif isinstance(value, Module):
+            registry = self._modules
         elif name in self._modules:
             if value is not None:
                 raise TypeError(f"cannot assign '{_type_name(value)}' as child module '{name}' "
@@ -418,6 +420,8 @@ class Module(ModuleState):
     # -- modes and gradients ------------------------------------------------------------
 
     def train(self, mode=True):
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
@@ -458,9 +462,30 @@ class Module(ModuleState):
             if (tensor.dtype.kind == "f" or not floating_only) and tensor.dtype != dtype:
                 # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
                 # the version moves on, so a graph that saved the old values refuses backward
-                tensor._data = tensor._data.astype(dtype)
-                bump_version(tensor)
-                tensor.grad = None
+                _set_storage(tensor, tensor._data.astype(dtype))
+                if tensor.grad is not None:  # the gradient follows, as PyTorch's (same object, new dtype)
+                    _set_storage(tensor.grad, tensor.grad._data.astype(dtype))
+
+    def _apply(self, fn, recurse=True):
+        """PyTorch's engine of to()/double()/cuda(): ``fn(tensor) -> tensor`` (under no_grad) on
+        every parameter, its gradient and every buffer, children first (``recurse``). A parameter
+        (and its gradient) keeps its object and takes the new values, as PyTorch's ``param.data =
+        fn(param)``; a buffer is replaced by what ``fn`` returns. Returns self."""
+        if recurse:
+            for child in self.children():
+                child._apply(fn)
+        for parameter in self._parameters.values():
+            if parameter is None:
+                continue
+            with autograd.no_grad():
+                _set_storage(parameter, _array(fn(parameter)))
+                if parameter.grad is not None:
+                    _set_storage(parameter.grad, _array(fn(parameter.grad)))
+        for name, buffer in list(self._buffers.items()):
+            if buffer is not None:
+                with autograd.no_grad():
+                    setattr(self, name, fn(buffer))
+        return self
 
     def type(self, dst_type):
         """Cast every parameter and buffer, integer ones too, to ``dst_type`` (a dtype or a name
@@ -536,6 +561,14 @@ class Module(ModuleState):
 
 def _type_name(value):
     return type(value).__name__
+
+
+def _set_storage(tensor, array):
+    """``tensor`` takes ``array`` as its memory (any shape or dtype), as PyTorch's ``t.data = new``;
+    the version moves on, so a graph that saved the old values refuses backward."""
+    if array is not tensor._data:
+        tensor._data = array
+        bump_version(tensor)
 
 
 def _array(value):
