@@ -73,7 +73,7 @@ class Module(ModuleState):
             object.__setattr__(self, name, set())
 
     def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
         try:
@@ -121,7 +121,8 @@ class Module(ModuleState):
                     try:
                         self._run_forward_hook(hook_id, hook, args, kwargs, None)
                     except Exception as error:  # as PyTorch: said, and the forward's error raised
-                        warnings.warn(f"forward hook with always_call=True raised an exception that was "
+                        where = "global module" if hook_id in _global_forward_hooks else "module"
+                        warnings.warn(f"{where} forward hook with ``always_call=True`` raised an exception that was "
                                       f"silenced as another error was raised in forward: {error}", stacklevel=2)
             raise
         for hook_id, hook in forward_hooks.items():
@@ -243,7 +244,7 @@ class Module(ModuleState):
         if not isinstance(name, str):
             raise TypeError(f"{kind} name should be a string. Got {type(name).__name__}")
         if "." in name:
-            raise KeyError(f'{kind} name can\'t contain ".", got: {name}')
+            raise KeyError(f'{kind} name can\'t contain "."' + (f", got: {name}" if kind == "module" else ""))
         if name == "":
             raise KeyError(f'{kind} name can\'t be empty string ""')
         if name in self.__dict__ and name not in registry or hasattr(type(self), name):
@@ -560,7 +561,8 @@ class Module(ModuleState):
 
 
 def _type_name(value):
-    return type(value).__name__
+    """As PyTorch's messages name a value's type: 'torch.FloatTensor', 'nn.activation.ReLU', 'int'."""
+    return autograd.typename(value)
 
 
 def _set_storage(tensor, array):

@@ -5,6 +5,7 @@ chainrule and, where installed, PyTorch, and the results must agree; the values 
 without PyTorch."""
 
 import copy
+import warnings
 
 import pytest
 
@@ -612,3 +613,51 @@ def attributes_and_copies(m):
 def test_dir_deepcopy_with_hooks_and_delattr():
     ours, _ = run_both(attributes_and_copies)
     assert ours == ([True] * 5, True, ["Linear"], True, [], [], False)
+
+
+def test_messages_name_types_as_pytorch():
+    def tensor_over_parameter(m):
+        module = m.nn.Module()
+        module.p = m.nn.Parameter(m.torch.zeros(1))
+        module.p = m.torch.zeros(1)
+
+    raises_alike(tensor_over_parameter, r"cannot assign 'torch.FloatTensor' as parameter 'p' "
+                                        r"\(torch.nn.Parameter or None expected\)", kind=TypeError)
+    raises_alike(lambda m: m.nn.Module().register_parameter("w", m.torch.zeros(1, dtype=m.torch.float64)),
+                 r"cannot assign 'torch.DoubleTensor' object to parameter 'w'", kind=TypeError)
+    dotted = raises_alike(lambda m: m.nn.Module().register_parameter("a.b", None), "parameter name can.*contain",
+                          kind=KeyError)
+    assert dotted.args == ('parameter name can\'t contain "."',)
+
+    def no_forward(m):
+        class Empty(m.nn.Module):
+            pass
+
+        Empty()(m.torch.ones(1))
+
+    raises_alike(no_forward, r'Module \[Empty\] is missing the required "forward" function', kind=NotImplementedError)
+
+
+def always_call_hook_raising(m):
+    class Broken(m.nn.Module):
+        def forward(self, x):
+            raise ValueError("boom")
+
+    def hook(mod, args, out):
+        raise KeyError("hook")
+
+    module = Broken()
+    module.register_forward_hook(hook, always_call=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            module(m.torch.ones(1))
+        except ValueError as error:  # the forward's error, not the hook's
+            raised = str(error)
+    return raised, [str(w.message) for w in caught if "always_call" in str(w.message)]
+
+
+def test_always_call_hook_that_raises_is_warned_and_forwards_error_raised():
+    ours, _ = run_both(always_call_hook_raising)
+    assert ours == ("boom", ["module forward hook with ``always_call=True`` raised an exception that was silenced "
+                             "as another error was raised in forward: 'hook'"])
