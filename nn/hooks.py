@@ -90,10 +90,18 @@ class BackwardHook:
         is_tuple = isinstance(result, tuple)
         self.outputs = result if is_tuple else (result,)
         values, self.output_positions = through_gate(self.outputs, self._on_output_gradients)
+        # an output no gradient reaches shows None in grad_output, as PyTorch's (the gate itself sees
+        # zeros there): a hook on each output notes the ones reached
+        self.outputs_reached = set()
+        for i in self.output_positions or ():
+            values[i].register_hook(lambda grad, i=i: self.outputs_reached.add(i))
         return values if is_tuple else values[0]
 
     def _on_output_gradients(self, grads):
         grad_outputs = _spread(self.outputs, self.output_positions, grads)
+        grad_outputs = tuple(None if i in self.output_positions and i not in self.outputs_reached else g
+                             for i, g in enumerate(grad_outputs))
+        self.outputs_reached = set()  # the next backward through this graph (retain_graph) notes its own
         for hook in list(self.pre_hooks.values()):
             replaced = hook(self.module, grad_outputs)
             if replaced is not None:

@@ -661,3 +661,26 @@ def test_always_call_hook_that_raises_is_warned_and_forwards_error_raised():
     ours, _ = run_both(always_call_hook_raising)
     assert ours == ("boom", ["module forward hook with ``always_call=True`` raised an exception that was silenced "
                              "as another error was raised in forward: 'hook'"])
+
+
+def backward_hooks_unused_output(m):
+    class Two(m.nn.Module):
+        def forward(self, a, b):
+            return a * 2, a * 3
+
+    module, log = Two(), []
+    module.register_full_backward_pre_hook(lambda mod, go: log.append(("pre", _lists(go))))
+    module.register_full_backward_hook(lambda mod, gi, go: log.append(("hook", _lists(gi), _lists(go))))
+    a, b = m.torch.ones(1, requires_grad=True), m.torch.ones(1, requires_grad=True)
+    x, y = module(a, b)
+    x.sum().backward(retain_graph=True)
+    y.sum().backward()
+    return log, a.grad
+
+
+def test_backward_hooks_show_none_for_an_output_no_gradient_reached():
+    ours, _ = run_both(backward_hooks_unused_output)
+    log, a_grad = ours
+    assert log == [("pre", [[1.0], None]), ("hook", [[2.0], [0.0]], [[1.0], None]),  # b unused: zeros
+                   ("pre", [None, [1.0]]), ("hook", [[3.0], [0.0]], [None, [1.0]])]
+    assert a_grad.tolist() == [5.0]
