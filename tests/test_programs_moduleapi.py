@@ -684,3 +684,9 @@ def test_backward_hooks_show_none_for_an_output_no_gradient_reached():
     assert log == [("pre", [[1.0], None]), ("hook", [[2.0], [0.0]], [[1.0], None]),  # b unused: zeros
                    ("pre", [None, [1.0]]), ("hook", [[3.0], [0.0]], [None, [1.0]])]
     assert a_grad.tolist() == [5.0]
+
+
+def test_container_index_errors():
+    raises_alike(lambda m: m.nn.ModuleList([m.nn.ReLU()])[3], "^index 3 is out of range$", kind=IndexError)
+    raises_alike(lambda m: m.nn.Sequential()[0], "^index 0 is out of range$", kind=IndexError)
+    raises_alike(lambda m: m.nn.ModuleList([m.nn.ReLU()])["a"], "cannot be interpreted as an integer", kind=TypeError)
