@@ -434,7 +434,10 @@ class Module(ModuleState):
         for parameter in self.parameters():
             if set_to_none:
                 parameter.grad = None
-            elif parameter.grad is not None:
+            elif parameter.grad is not None:  # as Optimizer.zero_grad: a create_graph gradient is cut from its graph
+                if parameter.grad.grad_fn is not None:
+                    parameter.grad = parameter.grad.detach()
+                parameter.grad.requires_grad_(False)
                 parameter.grad.zero_()
 
     def requires_grad_(self, requires_grad=True):

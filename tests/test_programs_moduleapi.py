@@ -690,3 +690,16 @@ def test_container_index_errors():
     raises_alike(lambda m: m.nn.ModuleList([m.nn.ReLU()])[3], "^index 3 is out of range$", kind=IndexError)
     raises_alike(lambda m: m.nn.Sequential()[0], "^index 0 is out of range$", kind=IndexError)
     raises_alike(lambda m: m.nn.ModuleList([m.nn.ReLU()])["a"], "cannot be interpreted as an integer", kind=TypeError)
+
+
+def zero_grad_of_a_graph_gradient(m):
+    layer = m.nn.Linear(1, 1)
+    layer(m.torch.ones(1, 1)).pow(2).sum().backward(create_graph=True)
+    before = layer.weight.grad.requires_grad
+    layer.zero_grad(set_to_none=False)
+    return before, layer.weight.grad.requires_grad, layer.weight.grad.grad_fn is None, layer.weight.grad
+
+
+def test_zero_grad_keeping_tensors_cuts_a_create_graph_gradient_from_its_graph():
+    ours, _ = run_both(zero_grad_of_a_graph_gradient)
+    assert ours[:3] == (True, False, True) and ours[3].tolist() == [[0.0]]
