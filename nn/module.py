@@ -48,6 +48,38 @@ def register_module_forward_hook(hook, *, with_kwargs=False, always_call=False):
     return handle
 
 
+_global_parameter_registration_hooks, _global_buffer_registration_hooks = {}, {}
+_global_module_registration_hooks = {}
+
+
+def register_module_parameter_registration_hook(hook):
+    """hook(module, name, param) -> None or a new parameter, whenever any module registers a parameter."""
+    return hook_tools.add_hook(_global_parameter_registration_hooks, hook)
+
+
+def register_module_buffer_registration_hook(hook):
+    """hook(module, name, buffer) -> None or a new buffer, whenever any module registers a buffer."""
+    return hook_tools.add_hook(_global_buffer_registration_hooks, hook)
+
+
+def register_module_module_registration_hook(hook):
+    """hook(module, name, submodule) -> None or a new submodule, whenever any module registers a child."""
+    return hook_tools.add_hook(_global_module_registration_hooks, hook)
+
+
+def _after_registration_hooks(module, registry, name, value):
+    """``value`` as the global registration hooks of its kind leave it (a parameter's only when not None)."""
+    if registry is module._parameters:
+        hooks = _global_parameter_registration_hooks if value is not None else {}
+    else:
+        hooks = _global_buffer_registration_hooks if registry is module._buffers else _global_module_registration_hooks
+    for hook in list(hooks.values()):
+        output = hook(module, name, value)
+        if output is not None:
+            value = output
+    return value
+
+
 def register_module_full_backward_pre_hook(hook):
     """hook(module, grad_output) -> None or a new grad_output, for every module."""
     return hook_tools.add_hook(_global_backward_pre_hooks, hook)
@@ -232,6 +264,7 @@ class Module(ModuleState):
             if other is not registry:
                 other.pop(name, None)
         if registry is not None:
+            value = _after_registration_hooks(self, registry, name, value)
             registry[name] = value  # an existing name keeps its place: Sequential's order
         object.__setattr__(self, name, value)
 
@@ -296,8 +329,9 @@ class Module(ModuleState):
             raise TypeError(f"{_type_name(module)} is not a Module subclass")
         self._check_new_name("module", name, self._modules)
         if module is None:
-            self._modules[name] = None
-            object.__setattr__(self, name, None)
+            module = _after_registration_hooks(self, self._modules, name, None)
+            self._modules[name] = module
+            object.__setattr__(self, name, module)
             return
         setattr(self, name, module)
 

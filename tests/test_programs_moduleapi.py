@@ -703,3 +703,44 @@ def zero_grad_of_a_graph_gradient(m):
 def test_zero_grad_keeping_tensors_cuts_a_create_graph_gradient_from_its_graph():
     ours, _ = run_both(zero_grad_of_a_graph_gradient)
     assert ours[:3] == (True, False, True) and ours[3].tolist() == [[0.0]]
+
+
+def registration_hooks(m):
+    registry, log = m.nn.modules.module, []
+
+    def on_parameter(mod, name, param):
+        log.append(("param", type(mod).__name__, name))
+
+    def on_buffer(mod, name, buffer):
+        log.append(("buffer", name, None if buffer is None else buffer.tolist()))
+        return None if buffer is None else buffer + 1  # a returned value is what is registered
+
+    def on_module(mod, name, sub):
+        log.append(("module", name, type(sub).__name__))
+        return m.nn.Tanh() if isinstance(sub, m.nn.ReLU) else None
+
+    handles = [registry.register_module_parameter_registration_hook(on_parameter),
+               registry.register_module_buffer_registration_hook(on_buffer),
+               registry.register_module_module_registration_hook(on_module)]
+    try:
+        net = m.nn.Sequential(m.nn.Linear(2, 1), m.nn.ReLU())
+        net.register_parameter("absent", None)  # no parameter hook for None
+        net.register_buffer("count", m.torch.zeros(1))
+        net.register_buffer("nothing", None)
+        net.add_module("empty", None)
+        net[0].weight = m.nn.Parameter(m.torch.zeros(1, 2))
+        net.count = m.torch.ones(1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    net.add_module("after", m.nn.ReLU())
+    return log, repr(net), net.count
+
+
+def test_global_registration_hooks_see_and_replace_what_modules_register():
+    ours, _ = run_both(registration_hooks)
+    log, text, count = ours
+    assert log == [("param", "Linear", "weight"), ("param", "Linear", "bias"), ("module", "0", "Linear"),
+                   ("module", "1", "ReLU"), ("buffer", "count", [0.0]), ("buffer", "nothing", None),
+                   ("module", "empty", "NoneType"), ("param", "Linear", "weight"), ("buffer", "count", [1.0])]
+    assert "(1): Tanh()\n  (empty): None\n  (after): ReLU()" in text and count.tolist() == [2.0]
