@@ -123,6 +123,8 @@ class Module(ModuleState):
                         raise not_a_tensor(type(self).__name__, i, argument) from error
             raise
 
+    _call_impl = _wrapped_call_impl = __call__  # PyTorch's names for the call with hooks (code calls them)
+
     def _call_with_hooks(self, args, kwargs):
         """forward with PyTorch's hook protocol: pre-hooks may replace the arguments, forward
         hooks the result; full backward hooks see the gradients of inputs and outputs. The hooks
