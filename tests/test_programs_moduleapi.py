@@ -70,16 +70,6 @@ def test_pre_hooks_replace_args_and_kwargs():
     assert ours[0].tolist() == [10.0, 10.0] and ours[1].tolist() == [10.0, 10.0]
 
 
-def test_pre_hook_with_kwargs_returning_a_non_pair_is_refused():
-    def program(m):
-        layer = m.nn.Linear(2, 1)
-        layer.register_forward_pre_hook(lambda mod, a, k: "bad", with_kwargs=True)
-        layer(m.torch.ones(1, 2))
-
-    raises_alike(program, r"forward pre-hook must return None or a tuple of \(new_args, new_kwargs\)",
-                 kind=RuntimeError)
-
-
 def always_call_hooks(m):
     class Broken(m.nn.Module):
         def forward(self, x):
@@ -195,24 +185,6 @@ def backward_hook_inputs_without_grad(m):
 def test_backward_hook_on_an_input_not_requiring_grad_sees_none():
     ours, _ = run_both(backward_hook_inputs_without_grad)
     assert ours[0] == [((None,), [[[1.0]]])] and ours[1].tolist() == [[1.0, 1.0]]
-
-
-def test_backward_hook_returning_the_wrong_count_is_refused():
-    def program(m):
-        layer = m.nn.Linear(2, 1)
-        layer.register_full_backward_hook(lambda mod, gi, go: (gi[0], gi[0]))
-        layer(m.torch.ones(1, 2, requires_grad=True)).sum().backward()
-
-    raises_alike(program, "Backward hook returned an invalid number of grad_input, got 2, but expected 1",
-                 kind=RuntimeError)
-
-    def pre_program(m):
-        layer = m.nn.Linear(2, 1)
-        layer.register_full_backward_pre_hook(lambda mod, go: (go[0], go[0]))
-        layer(m.torch.ones(1, 2, requires_grad=True)).sum().backward()
-
-    raises_alike(pre_program, "Backward pre hook returned an invalid number of grad_output, got 2, but expected 1",
-                 kind=RuntimeError)
 
 
 # -- state dicts ------------------------------------------------------------------------------------
@@ -482,10 +454,6 @@ def test_add_module_and_setattr_registration_errors():
         assert _[1:] == ours[1:]
 
 
-def test_train_mode_must_be_boolean():
-    raises_alike(lambda m: m.nn.Linear(1, 1).train("yes"), "training mode is expected to be boolean", kind=ValueError)
-
-
 def modes_and_gradients(m):
     net = m.nn.Sequential(m.nn.Linear(2, 2), m.nn.Sequential(m.nn.Dropout(), m.nn.BatchNorm1d(2)))
     same = net.train(False) is net and net.requires_grad_(False) is net
@@ -615,29 +583,6 @@ def test_dir_deepcopy_with_hooks_and_delattr():
     assert ours == ([True] * 5, True, ["Linear"], True, [], [], False)
 
 
-def test_messages_name_types_as_pytorch():
-    def tensor_over_parameter(m):
-        module = m.nn.Module()
-        module.p = m.nn.Parameter(m.torch.zeros(1))
-        module.p = m.torch.zeros(1)
-
-    raises_alike(tensor_over_parameter, r"cannot assign 'torch.FloatTensor' as parameter 'p' "
-                                        r"\(torch.nn.Parameter or None expected\)", kind=TypeError)
-    raises_alike(lambda m: m.nn.Module().register_parameter("w", m.torch.zeros(1, dtype=m.torch.float64)),
-                 r"cannot assign 'torch.DoubleTensor' object to parameter 'w'", kind=TypeError)
-    dotted = raises_alike(lambda m: m.nn.Module().register_parameter("a.b", None), "parameter name can.*contain",
-                          kind=KeyError)
-    assert dotted.args == ('parameter name can\'t contain "."',)
-
-    def no_forward(m):
-        class Empty(m.nn.Module):
-            pass
-
-        Empty()(m.torch.ones(1))
-
-    raises_alike(no_forward, r'Module \[Empty\] is missing the required "forward" function', kind=NotImplementedError)
-
-
 def always_call_hook_raising(m):
     class Broken(m.nn.Module):
         def forward(self, x):
@@ -684,12 +629,6 @@ def test_backward_hooks_show_none_for_an_output_no_gradient_reached():
     assert log == [("pre", [[1.0], None]), ("hook", [[2.0], [0.0]], [[1.0], None]),  # b unused: zeros
                    ("pre", [None, [1.0]]), ("hook", [[3.0], [0.0]], [None, [1.0]])]
     assert a_grad.tolist() == [5.0]
-
-
-def test_container_index_errors():
-    raises_alike(lambda m: m.nn.ModuleList([m.nn.ReLU()])[3], "^index 3 is out of range$", kind=IndexError)
-    raises_alike(lambda m: m.nn.Sequential()[0], "^index 0 is out of range$", kind=IndexError)
-    raises_alike(lambda m: m.nn.ModuleList([m.nn.ReLU()])["a"], "cannot be interpreted as an integer", kind=TypeError)
 
 
 def zero_grad_of_a_graph_gradient(m):
@@ -744,3 +683,56 @@ def test_global_registration_hooks_see_and_replace_what_modules_register():
                    ("module", "1", "ReLU"), ("buffer", "count", [0.0]), ("buffer", "nothing", None),
                    ("module", "empty", "NoneType"), ("param", "Linear", "weight"), ("buffer", "count", [1.0])]
     assert "(1): Tanh()\n  (empty): None\n  (after): ReLU()" in text and count.tolist() == [2.0]
+
+
+# -- errors: the class of PyTorch's, and its message --------------------------------------------------
+
+
+def _hooked(m, register, hook, needs_grad=True):
+    layer = m.nn.Linear(2, 1)
+    getattr(layer, register)(hook)
+    layer(m.torch.ones(1, 2, requires_grad=needs_grad)).sum().backward()
+
+
+def _assigned(m, first, second):
+    module = m.nn.Module()
+    module.p = first
+    module.p = second
+
+
+class _Empty:
+    def __call__(self, m):
+        type("Empty", (m.nn.Module,), {})()(m.torch.ones(1))
+
+
+ERRORS = [
+    (lambda m: _hooked(m, "register_full_backward_hook", lambda mod, gi, go: (gi[0], gi[0])), RuntimeError,
+     "^Backward hook returned an invalid number of grad_input, got 2, but expected 1$"),
+    (lambda m: _hooked(m, "register_full_backward_pre_hook", lambda mod, go: (go[0], go[0])), RuntimeError,
+     "^Backward pre hook returned an invalid number of grad_output, got 2, but expected 1$"),
+    (lambda m: m.nn.Linear(1, 1).train("yes"), ValueError, "^training mode is expected to be boolean$"),
+    (lambda m: _assigned(m, m.nn.Parameter(m.torch.zeros(1)), m.torch.zeros(1)), TypeError,
+     r"^cannot assign 'torch.FloatTensor' as parameter 'p' \(torch.nn.Parameter or None expected\)$"),
+    (lambda m: m.nn.Module().register_parameter("w", m.torch.zeros(1, dtype=m.torch.float64)), TypeError,
+     r"^cannot assign 'torch.DoubleTensor' object to parameter 'w'"),
+    (lambda m: m.nn.Module().register_parameter("a.b", None), KeyError, "^'parameter name can.'t contain \"\\.\"'$"),
+    (_Empty(), NotImplementedError, r'^Module \[Empty\] is missing the required "forward" function$'),
+    (lambda m: m.nn.ModuleList([m.nn.ReLU()])[3], IndexError, "^index 3 is out of range$"),
+    (lambda m: m.nn.Sequential()[0], IndexError, "^index 0 is out of range$"),
+    (lambda m: m.nn.ModuleList([m.nn.ReLU()])["a"], TypeError, "cannot be interpreted as an integer"),
+]
+
+
+@pytest.mark.parametrize("program, kind, match", ERRORS, ids=range(len(ERRORS)))
+def test_errors_as_pytorchs(program, kind, match):
+    raises_alike(program, match, kind=kind)
+
+
+def test_pre_hook_with_kwargs_returning_a_non_pair_is_refused():
+    def program(m):
+        layer = m.nn.Linear(2, 1)
+        layer.register_forward_pre_hook(lambda mod, a, k: "bad", with_kwargs=True)
+        layer(m.torch.ones(1, 2))
+
+    raises_alike(program, r"forward pre-hook must return None or a tuple of \(new_args, new_kwargs\)",
+                 kind=RuntimeError)
