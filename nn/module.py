@@ -524,7 +524,9 @@ class Module(ModuleState):
         for name, buffer in list(self._buffers.items()):
             if buffer is not None:
                 with autograd.no_grad():
-                    setattr(self, name, fn(buffer))
+                    applied = fn(buffer)
+                self._buffers[name] = applied  # (no registration hooks: PyTorch's _apply runs none)
+                object.__setattr__(self, name, applied)
         return self
 
     def type(self, dst_type):
