@@ -118,9 +118,12 @@ class BackwardHook:
                      for i, g in zip(self.output_positions, grads))
 
     def _on_input_gradients(self, grads):
+        if self.grad_outputs is None:  # the gradient came around the outputs (double backward): no hooks, as PyTorch
+            return grads
         grad_inputs = _spread(self.inputs, self.input_positions, grads)
         for hook in list(self.hooks.values()):
             replaced = hook(self.module, grad_inputs, self.grad_outputs)
             if replaced is not None:
                 grad_inputs = self._check(replaced, len(self.inputs), "input")
+        self.grad_outputs = None  # the next backward through the outputs sets its own
         return tuple(grad_inputs[i] for i in self.input_positions)

@@ -164,7 +164,11 @@ class Module(ModuleState):
             if replaced is not None:
                 result = replaced
         if backward_hook is not None:
-            result = backward_hook.setup_output_hook(result)
+            if isinstance(result, (Tensor, tuple)):
+                result = backward_hook.setup_output_hook(result)
+            else:  # a dict or list: PyTorch's full backward hooks then never run, and it says so
+                warnings.warn("For backward hooks to be called, module output should be a Tensor or a tuple of "
+                              f"Tensors but received {type(result)}", stacklevel=3)
         return result
 
     def _run_forward_hook(self, hook_id, hook, args, kwargs, result):

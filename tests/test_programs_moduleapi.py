@@ -736,3 +736,33 @@ def test_pre_hook_with_kwargs_returning_a_non_pair_is_refused():
 
     raises_alike(program, r"forward pre-hook must return None or a tuple of \(new_args, new_kwargs\)",
                  kind=RuntimeError)
+
+
+def backward_hooks_need_tensor_outputs(m):
+    class Named(m.nn.Module):
+        def forward(self, x):
+            return {"y": x * 2}
+
+    class Cube(m.nn.Module):
+        def forward(self, x):
+            return x ** 3
+
+    named, cube, log = Named(), Cube(), []
+    named.register_full_backward_hook(lambda mod, gi, go: log.append("dict"))
+    cube.register_full_backward_hook(lambda mod, gi, go: log.append(("cube", _lists(gi), _lists(go))))
+    x = m.torch.tensor([2.0], requires_grad=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        named(x)["y"].sum().backward()
+    said = [str(w.message) for w in caught if "backward hooks" in str(w.message)]
+    grad, = m.torch.autograd.grad(cube(x).sum(), x, create_graph=True)
+    grad.sum().backward()  # the second backward reaches the input, not through the output: no hook
+    return log, said, x.grad
+
+
+def test_full_backward_hooks_need_tensor_outputs_and_skip_double_backward():
+    ours, _ = run_both(backward_hooks_need_tensor_outputs)
+    log, said, grad = ours
+    assert log == [("cube", [[12.0]], [[1.0]])] and grad.tolist() == [14.0]  # 2 + 6x
+    assert said == ["For backward hooks to be called, module output should be a Tensor or a tuple of Tensors but "
+                    "received <class 'dict'>"]
