@@ -488,7 +488,7 @@ class Module(ModuleState):
     def to(self, *args, **kwargs):
         """Move and/or cast every parameter and buffer in place, as PyTorch's: ``to(device)``,
         ``to(dtype)``, ``to(tensor)``, ``to(device, dtype)`` and the keywords ``device``, ``dtype``,
-        ``non_blocking``. A dtype applies to floating tensors only and must be floating."""
+        ``non_blocking``. A dtype applies to floating and complex tensors only, and must be one."""
         device, dtype, _ = parse_to(args, dict(kwargs))
         if device is not None:
             resolve_device(device)  # every served device is this one: only a check
@@ -497,13 +497,14 @@ class Module(ModuleState):
             if dtype.kind not in "fc":
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                                 f"dtype={dtype}")
-            self._cast(dtype, floating_only=True)
+            self._cast(dtype, kinds="fc")
         return self
 
-    def _cast(self, dtype, floating_only):
-        """Every parameter and buffer (the floating ones only, if so asked) to ``dtype``, in place."""
+    def _cast(self, dtype, kinds=None):
+        """Every parameter and buffer (of NumPy dtype ``kinds`` only, if given: "f" floating, "c"
+        complex) to ``dtype``, in place."""
         for tensor in list(self.parameters()) + list(self.buffers()):
-            if (tensor.dtype.kind == "f" or not floating_only) and tensor.dtype != dtype:
+            if (kinds is None or tensor.dtype.kind in kinds) and tensor.dtype != dtype:
                 # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
                 # the version moves on, so a graph that saved the old values refuses backward
                 _set_storage(tensor, tensor._data.astype(dtype))
@@ -536,7 +537,7 @@ class Module(ModuleState):
     def type(self, dst_type):
         """Cast every parameter and buffer, integer ones too, to ``dst_type`` (a dtype or a name
         such as 'torch.DoubleTensor'), in place; returns self."""
-        self._cast(autograd.zeros(0).type(dst_type).dtype, floating_only=False)
+        self._cast(autograd.zeros(0).type(dst_type).dtype)
         return self
 
     def to_empty(self, *, device, recurse=True):
@@ -581,14 +582,18 @@ class Module(ModuleState):
     def ipu(self, device=None):
         return self.to("ipu" if device is None else device)
 
+    # the floating tensors only (to(dtype) casts complex ones too), as PyTorch's
     def double(self):
-        return self.to(autograd.float64)
+        self._cast(numpy.dtype(autograd.float64), kinds="f")
+        return self
 
     def half(self):
-        return self.to(autograd.float16)
+        self._cast(numpy.dtype(autograd.float16), kinds="f")
+        return self
 
     def float(self):
-        return self.to(autograd.float32)
+        self._cast(numpy.dtype(autograd.float32), kinds="f")
+        return self
 
     # -- printing -------------------------------------------------------------------------------
 

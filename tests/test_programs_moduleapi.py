@@ -766,3 +766,21 @@ def test_full_backward_hooks_need_tensor_outputs_and_skip_double_backward():
     assert log == [("cube", [[12.0]], [[1.0]])] and grad.tolist() == [14.0]  # 2 + 6x
     assert said == ["For backward hooks to be called, module output should be a Tensor or a tuple of Tensors but "
                     "received <class 'dict'>"]
+
+
+def casting_complex(m):
+    layer = m.nn.Linear(1, 1)
+    layer.c = m.nn.Parameter(m.torch.zeros(1, dtype=m.torch.complex64))
+    name = lambda t: str(t.dtype).replace("torch.", "")  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch: complex modules are a new feature
+        layer.to(m.torch.complex128)  # floating and complex tensors
+    out = [name(layer.weight), name(layer.c)]
+    layer.c = m.nn.Parameter(m.torch.zeros(1, dtype=m.torch.complex64))
+    layer.float()  # floating tensors only
+    return out + [name(layer.weight), name(layer.c)]
+
+
+def test_to_a_complex_dtype_casts_complex_tensors_and_float_does_not():
+    ours, _ = run_both(casting_complex)
+    assert ours == ["complex128", "complex128", "complex128", "complex64"]
