@@ -2,6 +2,7 @@
 ``ParameterDict`` and ``Ensemble``."""
 
 import math
+import operator
 import warnings
 
 import autograd
@@ -53,7 +54,12 @@ class _ModuleSequence(Module):
 
     def __getitem__(self, index):
         modules = list(self._modules.values())
-        return self._from_list(modules[index]) if isinstance(index, slice) else modules[index]
+        if isinstance(index, slice):
+            return self._from_list(modules[index])
+        position = operator.index(index)  # a str or float: TypeError, as PyTorch's
+        if not -len(modules) <= position < len(modules):
+            raise IndexError(f"index {position} is out of range")
+        return modules[position]
 
     def __setitem__(self, index, module):
         names = list(self._modules)

@@ -76,7 +76,8 @@ class BackwardHook:
         if not isinstance(result, tuple):
             result = (result,)
         if len(result) != count:
-            raise RuntimeError(f"Backward hook returned an invalid number of grad_{what}, got {len(result)}, "
+            kind = "Backward pre hook" if what == "output" else "Backward hook"
+            raise RuntimeError(f"{kind} returned an invalid number of grad_{what}, got {len(result)}, "
                                f"but expected {count}")
         return result
 
@@ -89,29 +90,40 @@ class BackwardHook:
         is_tuple = isinstance(result, tuple)
         self.outputs = result if is_tuple else (result,)
         values, self.output_positions = through_gate(self.outputs, self._on_output_gradients)
+        # an output no gradient reaches shows None in grad_output, as PyTorch's (the gate itself sees
+        # zeros there): a hook on each output notes the ones reached
+        self.outputs_reached = set()
+        for i in self.output_positions or ():
+            values[i].register_hook(lambda grad, i=i: self.outputs_reached.add(i))
         return values if is_tuple else values[0]
 
     def _on_output_gradients(self, grads):
         grad_outputs = _spread(self.outputs, self.output_positions, grads)
+        grad_outputs = tuple(None if i in self.output_positions and i not in self.outputs_reached else g
+                             for i, g in enumerate(grad_outputs))
+        self.outputs_reached = set()  # the next backward through this graph (retain_graph) notes its own
         for hook in list(self.pre_hooks.values()):
             replaced = hook(self.module, grad_outputs)
             if replaced is not None:
-                grad_outputs = self._check(replaced, len(self.outputs), "outputs")
+                grad_outputs = self._check(replaced, len(self.outputs), "output")
         self.grad_outputs = grad_outputs
         if self.input_positions is None:  # no input needs a gradient: the hooks run now
             for hook in list(self.hooks.values()):
                 replaced = hook(self.module, (None,) * len(self.inputs), grad_outputs)
                 if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),
-                                                                                  "inputs")):
+                                                                                  "input")):
                     raise RuntimeError("Backward hook for Modules where no input requires gradient should "
                                        "always return None or None for all gradients.")
         return tuple(grad_outputs[i] if grad_outputs[i] is not None else g
                      for i, g in zip(self.output_positions, grads))
 
     def _on_input_gradients(self, grads):
+        if self.grad_outputs is None:  # the gradient came around the outputs (double backward): no hooks, as PyTorch
+            return grads
         grad_inputs = _spread(self.inputs, self.input_positions, grads)
         for hook in list(self.hooks.values()):
             replaced = hook(self.module, grad_inputs, self.grad_outputs)
             if replaced is not None:
-                grad_inputs = self._check(replaced, len(self.inputs), "inputs")
+                grad_inputs = self._check(replaced, len(self.inputs), "input")
+        self.grad_outputs = None  # the next backward through the outputs sets its own
         return tuple(grad_inputs[i] for i in self.input_positions)

@@ -22,6 +22,8 @@ from . import hooks as hook_tools
 from .module_state import IncompatibleKeys, ModuleState  # noqa: F401  (IncompatibleKeys: nn.module's name)
 from .parameter import Buffer, Parameter
 
+_IncompatibleKeys = IncompatibleKeys  # PyTorch's name in torch.nn.modules.module
+
 # hooks on every module (torch.nn.modules.module's register_module_*_hook): {handle id: hook}, run
 # before each module's own; the sets hold the ids of forward hooks with flags
 _global_forward_pre_hooks, _global_forward_hooks = {}, {}
@@ -44,6 +46,38 @@ def register_module_forward_hook(hook, *, with_kwargs=False, always_call=False):
     if always_call:
         _global_forward_hooks_always_called.add(handle.id)
     return handle
+
+
+_global_parameter_registration_hooks, _global_buffer_registration_hooks = {}, {}
+_global_module_registration_hooks = {}
+
+
+def register_module_parameter_registration_hook(hook):
+    """hook(module, name, param) -> None or a new parameter, whenever any module registers a parameter."""
+    return hook_tools.add_hook(_global_parameter_registration_hooks, hook)
+
+
+def register_module_buffer_registration_hook(hook):
+    """hook(module, name, buffer) -> None or a new buffer, whenever any module registers a buffer."""
+    return hook_tools.add_hook(_global_buffer_registration_hooks, hook)
+
+
+def register_module_module_registration_hook(hook):
+    """hook(module, name, submodule) -> None or a new submodule, whenever any module registers a child."""
+    return hook_tools.add_hook(_global_module_registration_hooks, hook)
+
+
+def _after_registration_hooks(module, registry, name, value):
+    """``value`` as the global registration hooks of its kind leave it (a parameter's only when not None)."""
+    if registry is module._parameters:
+        hooks = _global_parameter_registration_hooks if value is not None else {}
+    else:
+        hooks = _global_buffer_registration_hooks if registry is module._buffers else _global_module_registration_hooks
+    for hook in list(hooks.values()):
+        output = hook(module, name, value)
+        if output is not None:
+            value = output
+    return value
 
 
 def register_module_full_backward_pre_hook(hook):
@@ -71,7 +105,7 @@ class Module(ModuleState):
             object.__setattr__(self, name, set())
 
     def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+        raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
         try:
@@ -88,6 +122,8 @@ class Module(ModuleState):
                     if isinstance(argument, numpy.ndarray):
                         raise not_a_tensor(type(self).__name__, i, argument) from error
             raise
+
+    _call_impl = _wrapped_call_impl = __call__  # PyTorch's names for the call with hooks (code calls them)
 
     def _call_with_hooks(self, args, kwargs):
         """forward with PyTorch's hook protocol: pre-hooks may replace the arguments, forward
@@ -119,7 +155,8 @@ class Module(ModuleState):
                     try:
                         self._run_forward_hook(hook_id, hook, args, kwargs, None)
                     except Exception as error:  # as PyTorch: said, and the forward's error raised
-                        warnings.warn(f"forward hook with always_call=True raised an exception that was "
+                        where = "global module" if hook_id in _global_forward_hooks else "module"
+                        warnings.warn(f"{where} forward hook with ``always_call=True`` raised an exception that was "
                                       f"silenced as another error was raised in forward: {error}", stacklevel=2)
             raise
         for hook_id, hook in forward_hooks.items():
@@ -127,7 +164,11 @@ class Module(ModuleState):
             if replaced is not None:
                 result = replaced
         if backward_hook is not None:
-            result = backward_hook.setup_output_hook(result)
+            if isinstance(result, (Tensor, tuple)):
+                result = backward_hook.setup_output_hook(result)
+            else:  # a dict or list: PyTorch's full backward hooks then never run, and it says so
+                warnings.warn("For backward hooks to be called, module output should be a Tensor or a tuple of "
+                              f"Tensors but received {type(result)}", stacklevel=3)
         return result
 
     def _run_forward_hook(self, hook_id, hook, args, kwargs, result):
@@ -206,13 +247,13 @@ class Module(ModuleState):
             (self._non_persistent.discard if value.persistent else self._non_persistent.add)(name)
         if isinstance(value, Parameter):
             registry = self._parameters
-        elif isinstance(value, Module):
-            registry = self._modules
-        elif name in self._parameters:  # a registered parameter takes a Parameter or None only
+        elif name in self._parameters:  # a registered parameter takes a Parameter or None only (not a Module)
             if value is not None:
                 raise TypeError(f"cannot assign '{_type_name(value)}' as parameter '{name}' "
                                 "(torch.nn.Parameter or None expected)")
             registry = self._parameters
+        elif isinstance(value, Module):
+            registry = self._modules
         elif name in self._modules:
             if value is not None:
                 raise TypeError(f"cannot assign '{_type_name(value)}' as child module '{name}' "
@@ -229,6 +270,7 @@ class Module(ModuleState):
             if other is not registry:
                 other.pop(name, None)
         if registry is not None:
+            value = _after_registration_hooks(self, registry, name, value)
             registry[name] = value  # an existing name keeps its place: Sequential's order
         object.__setattr__(self, name, value)
 
@@ -241,7 +283,7 @@ class Module(ModuleState):
         if not isinstance(name, str):
             raise TypeError(f"{kind} name should be a string. Got {type(name).__name__}")
         if "." in name:
-            raise KeyError(f'{kind} name can\'t contain ".", got: {name}')
+            raise KeyError(f'{kind} name can\'t contain "."' + (f", got: {name}" if kind == "module" else ""))
         if name == "":
             raise KeyError(f'{kind} name can\'t be empty string ""')
         if name in self.__dict__ and name not in registry or hasattr(type(self), name):
@@ -293,8 +335,9 @@ class Module(ModuleState):
             raise TypeError(f"{_type_name(module)} is not a Module subclass")
         self._check_new_name("module", name, self._modules)
         if module is None:
-            self._modules[name] = None
-            object.__setattr__(self, name, None)
+            module = _after_registration_hooks(self, self._modules, name, None)
+            self._modules[name] = module
+            object.__setattr__(self, name, module)
             return
         setattr(self, name, module)
 
@@ -418,6 +461,8 @@ class Module(ModuleState):
     # -- modes and gradients ------------------------------------------------------------
 
     def train(self, mode=True):
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
@@ -429,7 +474,10 @@ class Module(ModuleState):
         for parameter in self.parameters():
             if set_to_none:
                 parameter.grad = None
-            elif parameter.grad is not None:
+            elif parameter.grad is not None:  # as Optimizer.zero_grad: a create_graph gradient is cut from its graph
+                if parameter.grad.grad_fn is not None:
+                    parameter.grad = parameter.grad.detach()
+                parameter.grad.requires_grad_(False)
                 parameter.grad.zero_()
 
     def requires_grad_(self, requires_grad=True):
@@ -440,7 +488,7 @@ class Module(ModuleState):
     def to(self, *args, **kwargs):
         """Move and/or cast every parameter and buffer in place, as PyTorch's: ``to(device)``,
         ``to(dtype)``, ``to(tensor)``, ``to(device, dtype)`` and the keywords ``device``, ``dtype``,
-        ``non_blocking``. A dtype applies to floating tensors only and must be floating."""
+        ``non_blocking``. A dtype applies to floating and complex tensors only, and must be one."""
         device, dtype, _ = parse_to(args, dict(kwargs))
         if device is not None:
             resolve_device(device)  # every served device is this one: only a check
@@ -449,23 +497,47 @@ class Module(ModuleState):
             if dtype.kind not in "fc":
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                                 f"dtype={dtype}")
-            self._cast(dtype, floating_only=True)
+            self._cast(dtype, kinds="fc")
         return self
 
-    def _cast(self, dtype, floating_only):
-        """Every parameter and buffer (the floating ones only, if so asked) to ``dtype``, in place."""
+    def _cast(self, dtype, kinds=None):
+        """Every parameter and buffer (of NumPy dtype ``kinds`` only, if given: "f" floating, "c"
+        complex) to ``dtype``, in place."""
         for tensor in list(self.parameters()) + list(self.buffers()):
-            if (tensor.dtype.kind == "f" or not floating_only) and tensor.dtype != dtype:
+            if (kinds is None or tensor.dtype.kind in kinds) and tensor.dtype != dtype:
                 # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
                 # the version moves on, so a graph that saved the old values refuses backward
-                tensor._data = tensor._data.astype(dtype)
-                bump_version(tensor)
-                tensor.grad = None
+                _set_storage(tensor, tensor._data.astype(dtype))
+                if tensor.grad is not None:  # the gradient follows, as PyTorch's (same object, new dtype)
+                    _set_storage(tensor.grad, tensor.grad._data.astype(dtype))
+
+    def _apply(self, fn, recurse=True):
+        """PyTorch's engine of to()/double()/cuda(): ``fn(tensor) -> tensor`` (under no_grad) on
+        every parameter, its gradient and every buffer, children first (``recurse``). A parameter
+        (and its gradient) keeps its object and takes the new values, as PyTorch's ``param.data =
+        fn(param)``; a buffer is replaced by what ``fn`` returns. Returns self."""
+        if recurse:
+            for child in self.children():
+                child._apply(fn)
+        for parameter in self._parameters.values():
+            if parameter is None:
+                continue
+            with autograd.no_grad():
+                _set_storage(parameter, _array(fn(parameter)))
+                if parameter.grad is not None:
+                    _set_storage(parameter.grad, _array(fn(parameter.grad)))
+        for name, buffer in list(self._buffers.items()):
+            if buffer is not None:
+                with autograd.no_grad():
+                    applied = fn(buffer)
+                self._buffers[name] = applied  # (no registration hooks: PyTorch's _apply runs none)
+                object.__setattr__(self, name, applied)
+        return self
 
     def type(self, dst_type):
         """Cast every parameter and buffer, integer ones too, to ``dst_type`` (a dtype or a name
         such as 'torch.DoubleTensor'), in place; returns self."""
-        self._cast(autograd.zeros(0).type(dst_type).dtype, floating_only=False)
+        self._cast(autograd.zeros(0).type(dst_type).dtype)
         return self
 
     def to_empty(self, *, device, recurse=True):
@@ -510,14 +582,18 @@ class Module(ModuleState):
     def ipu(self, device=None):
         return self.to("ipu" if device is None else device)
 
+    # the floating tensors only (to(dtype) casts complex ones too), as PyTorch's
     def double(self):
-        return self.to(autograd.float64)
+        self._cast(numpy.dtype(autograd.float64), kinds="f")
+        return self
 
     def half(self):
-        return self.to(autograd.float16)
+        self._cast(numpy.dtype(autograd.float16), kinds="f")
+        return self
 
     def float(self):
-        return self.to(autograd.float32)
+        self._cast(numpy.dtype(autograd.float32), kinds="f")
+        return self
 
     # -- printing -------------------------------------------------------------------------------
 
@@ -535,7 +611,16 @@ class Module(ModuleState):
 
 
 def _type_name(value):
-    return type(value).__name__
+    """As PyTorch's messages name a value's type: 'torch.FloatTensor', 'nn.activation.ReLU', 'int'."""
+    return autograd.typename(value)
+
+
+def _set_storage(tensor, array):
+    """``tensor`` takes ``array`` as its memory (any shape or dtype), as PyTorch's ``t.data = new``;
+    the version moves on, so a graph that saved the old values refuses backward."""
+    if array is not tensor._data:
+        tensor._data = array
+        bump_version(tensor)
 
 
 def _array(value):

@@ -33,7 +33,8 @@ from autograd import Tensor
 from autograd.hooks import add_hook
 from autograd.tensor import tensor_from
 
-IncompatibleKeys = collections.namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+# PyTorch's class name (code may test type(result).__name__); nn.module also gives it as IncompatibleKeys
+IncompatibleKeys = collections.namedtuple("_IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 IncompatibleKeys.__repr__ = (lambda self: "<All keys matched successfully>"
                              if not self.missing_keys and not self.unexpected_keys
                              else f"_IncompatibleKeys(missing_keys={self.missing_keys}, "
@@ -172,15 +173,15 @@ class ModuleState:
                 array = value._data if isinstance(value, Tensor) else numpy.asarray(value)
             except Exception:
                 array = None
-            if array is None or array.dtype == object:
+            if array is None or array.dtype.kind not in "biufc":  # a string, a list of objects: not a tensor
                 error_msgs.append(f'While copying the parameter named "{key}", expected torch.Tensor or '
                                   f"Tensor-like object from checkpoint but received {type(value)}")
                 continue
             if target.ndim == 0 and array.shape == (1,):  # PyTorch loads a 1-element vector into a scalar
                 array = array.reshape(())
             if tuple(array.shape) != target.shape:
-                error_msgs.append(f"size mismatch for {key}: copying a param with shape {tuple(array.shape)} "
-                                  f"from checkpoint, the shape in current model is {target.shape}")
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape {autograd.Size(array.shape)!r} "
+                                  f"from checkpoint, the shape in current model is {autograd.Size(target.shape)!r}.")
                 continue
             if assign:
                 self._assign_loaded(name, target, value, array)

@@ -84,7 +84,7 @@ def test_load_state_dict_reports_missing_unexpected_and_mismatched_keys():
     message = str(error.value)
     assert 'Missing key(s) in state_dict: "fc1.bias"' in message  # PyTorch's quotes
     assert 'Unexpected key(s) in state_dict: "extra.weight"' in message
-    assert "size mismatch for fc1.weight: copying a param with shape (3, 3)" in message
+    assert "size mismatch for fc1.weight: copying a param with shape Size([3, 3])" in message
     state["fc1.weight"] = autograd.zeros(8, 4)
     result = model.load_state_dict(state, strict=False)
     assert result.missing_keys == ["fc1.bias"] and result.unexpected_keys == ["extra.weight"]
