@@ -278,6 +278,19 @@ def run_hooks(hooks, grad):
 # -- gradient storage -----------------------------------------------------------------------
 
 
+def zero_grad(tensor, set_to_none=True):
+    """PyTorch's zero_grad for one tensor: ``.grad = None``, or (``set_to_none=False``) its gradient
+    zeroed in place, cut first from the graph a ``create_graph`` backward gave it (zeroing it in
+    place would change that graph's values under it)."""
+    if set_to_none:
+        tensor.grad = None
+    elif tensor.grad is not None:
+        if tensor.grad.grad_fn is not None:
+            tensor.grad = tensor.grad.detach()
+        tensor.grad.requires_grad_(False)
+        tensor.grad.zero_()
+
+
 def accumulate_grad(tensor, grad):
     """``tensor.grad += grad``: the only place ``.grad`` is written by the engine.
 

@@ -15,7 +15,7 @@ import autograd
 from autograd import Tensor
 from autograd.device import resolve as resolve_device
 from autograd.errors import NotATensorError, not_a_tensor
-from autograd.graph import bump_version
+from autograd.graph import bump_version, zero_grad
 from autograd.ops.conversion import parse_to
 
 from . import hooks as hook_tools
@@ -472,13 +472,7 @@ class Module(ModuleState):
 
     def zero_grad(self, set_to_none=True):
         for parameter in self.parameters():
-            if set_to_none:
-                parameter.grad = None
-            elif parameter.grad is not None:  # as Optimizer.zero_grad: a create_graph gradient is cut from its graph
-                if parameter.grad.grad_fn is not None:
-                    parameter.grad = parameter.grad.detach()
-                parameter.grad.requires_grad_(False)
-                parameter.grad.zero_()
+            zero_grad(parameter, set_to_none)
 
     def requires_grad_(self, requires_grad=True):
         for parameter in self.parameters():

@@ -31,6 +31,7 @@ import numpy
 
 from autograd import Tensor, enable_grad, set_grad_enabled
 from autograd.backend import float32, float64, get_default_dtype
+from autograd.graph import zero_grad
 from autograd.hooks import add_hook
 from autograd.tensor import tensor_from
 
@@ -245,13 +246,7 @@ class Optimizer:
     def zero_grad(self, set_to_none=True):
         for group in self.param_groups:
             for p in group["params"]:
-                if set_to_none:
-                    p.grad = None
-                elif p.grad is not None:
-                    if p.grad.grad_fn is not None:  # a create_graph gradient: cut it from its graph first
-                        p.grad = p.grad.detach()
-                    p.grad.requires_grad_(False)
-                    p.grad.zero_()
+                zero_grad(p, set_to_none)
 
     @_with_step_hooks
     def step(self, closure=None):
