@@ -78,6 +78,18 @@ def test_prod_second_derivative_is_exact_for_small_factors(values):
     assert autograd.gradgradcheck(lambda x: x.prod(0), [x])
 
 
+@pytest.mark.parametrize("small", [1.2521e-92, 1e-9])
+def test_cumprod_second_derivative_is_exact_for_small_factors(small):
+    """As prod's (found by hypothesis: the engine said 3.6e75 where the answer is 0). For x = (a, b),
+    Σ cumprod(x) = a + ab has gradient (1 + b, a), so d/dx of 0.9 · Σ 1.7 · gradient is 1.53 · (1, 1);
+    y / x_k at a tiny a cancelled two terms of size 1/a."""
+    x = autograd.tensor([small, 0.5], dtype=autograd.float64, requires_grad=True)
+    g = autograd.autograd.grad(1.7 * x.cumprod(0).sum(), x, create_graph=True)[0]
+    np.testing.assert_allclose(g.detach().numpy(), [1.7 * 1.5, 1.7 * small], rtol=1e-12)
+    h = autograd.autograd.grad(0.9 * g.sum(), x)[0]
+    np.testing.assert_allclose(h.numpy(), [1.53, 1.53], rtol=1e-12)
+
+
 def _derivatives(f, x, order):
     """f(x), f'(x), ... f⁽ᵒʳᵈᵉʳ⁾(x) elementwise, by repeated autograd.grad of sums."""
     out = [f(x)]

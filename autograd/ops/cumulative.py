@@ -69,7 +69,7 @@ def cumsum(input, dim, *, dtype=None, out=None):
 class CumProd(Primitive):
     """y_i = Π_{j≤i} x_j along dim;   dL/dx_k = Σ_{i≥k} dL/dy_i · Π_{j≤i, j≠k} x_j
 
-    Without zeros, Π_{j≤i, j≠k} x_j = y_i / x_k. Where x holds zeros, see _product_gradient.
+    Without zeros, Π_{j≤i, j≠k} x_j = y_i / x_k. Where x holds zeros or small values, see _product_gradient.
     """
 
     saves_output = True
@@ -80,7 +80,9 @@ class CumProd(Primitive):
     def backward(self, grad, y, x):
         if x.ndim == 0:
             return (grad,)
-        if not (x._data == 0).any():
+        # y_i / x_k unless some x_k is small (or 0): as Prod's, the second derivative of the division
+        # subtracts two terms of size 1/x_k that cancel badly (x = 1e-92 gave 3.6e75 for 0)
+        if x._data.size and xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all():
             return (CumSum.apply(grad * y, dim=self.dim, reverse=True) / x,)
         return (_product_gradient(grad, x, self.dim),)
 
