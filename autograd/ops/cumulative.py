@@ -82,7 +82,7 @@ class CumProd(Primitive):
             return (grad,)
         # y_i / x_k unless some x_k is small (or 0): as Prod's, the second derivative of the division
         # subtracts two terms of size 1/x_k that cancel badly (x = 1e-92 gave 3.6e75 for 0)
-        if x._data.size and xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all():
+        if x._data.size == 0 or xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all():
             return (CumSum.apply(grad * y, dim=self.dim, reverse=True) / x,)
         return (_product_gradient(grad, x, self.dim),)
 
