@@ -34,7 +34,7 @@ from . import graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
 from .hooks import add_hook
-from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node
+from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node, run_node_hooks
 from .tensor import Tensor
 
 
@@ -135,16 +135,7 @@ class BackwardFunction(FunctionCtx):
     def run_post_hooks(self, grad_inputs, grad):
         """The hooks of Node.register_hook on (grad_inputs, grad_outputs); a returned tuple replaces
         grad_inputs."""
-        grad_inputs = tuple(grad_inputs)
-        grad_outputs = tuple(grad.grads) if isinstance(grad, _OutputGrads) else (grad,)
-        for hook in list(self.post_hooks.values()):
-            replaced = hook(grad_inputs, grad_outputs)
-            if replaced is not None:
-                if len(replaced) != len(grad_inputs):
-                    raise RuntimeError(f"hook of {self.name()} returned {len(replaced)} gradients, expected "
-                                       f"{len(grad_inputs)}")
-                grad_inputs = tuple(replaced)
-        return grad_inputs
+        return run_node_hooks(self, grad_inputs, tuple(grad.grads) if isinstance(grad, _OutputGrads) else (grad,))
 
     @property
     def inputs(self):

@@ -221,15 +221,7 @@ class Primitive:
 
     def run_post_hooks(self, grad_inputs, grad_output):
         """The node hooks on what it computed; a hook's returned tuple replaces grad_inputs."""
-        grad_inputs = tuple(grad_inputs)
-        for hook in list(self.post_hooks.values()):
-            replaced = hook(grad_inputs, (grad_output,))
-            if replaced is not None:
-                if len(replaced) != len(grad_inputs):
-                    raise RuntimeError(f"hook of {self.name()} returned {len(replaced)} gradients, expected "
-                                       f"{len(grad_inputs)}")
-                grad_inputs = tuple(replaced)
-        return grad_inputs
+        return run_node_hooks(self, grad_inputs, (grad_output,))
 
     @property
     def next_functions(self):
@@ -372,6 +364,20 @@ class Primitive:
         if self.saves_output:  # (no store where nothing is: the node's dict stays small)
             self.output_data = None
         self.released_parents, self.parents = self.parents, self.freed_parents  # (next_functions reads them)
+
+
+def run_node_hooks(node, grad_inputs, grad_outputs):
+    """Each hook of ``node.register_hook`` on (grad_inputs, grad_outputs), in order; a returned tuple
+    replaces grad_inputs (one gradient per input, or the hook is refused)."""
+    grad_inputs = tuple(grad_inputs)
+    for hook in list(node.post_hooks.values()):
+        replaced = hook(grad_inputs, grad_outputs)
+        if replaced is not None:
+            if len(replaced) != len(grad_inputs):
+                raise RuntimeError(f"hook of {node.name()} returned {len(replaced)} gradients, expected "
+                                   f"{len(grad_inputs)}")
+            grad_inputs = tuple(replaced)
+    return grad_inputs
 
 
 def _devices_differ(op):
