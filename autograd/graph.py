@@ -78,6 +78,8 @@ class ModeSwitch:
         for name, value in self.settings:
             saved.append((name, getattr(modes, name)))
             setattr(modes, name, value)
+        if modes.inference:  # inside inference_mode nothing is recorded, whatever no_grad/enable_grad say
+            modes.grad_enabled = INFERENCE  # (PyTorch's: only inference_mode(False) leaves it)
         self.saved.append(saved)
         return self
 

@@ -74,3 +74,24 @@ def test_an_inference_tensor_is_not_saved_for_backward():
         (w * x.clone()).sum().backward()
         assert w.grad.tolist() == [3.0, 4.0]
         assert (x * 2).tolist() == [6.0, 8.0] and not (x * 2).is_inference()  # used without a graph: fine
+
+
+def test_grad_modes_inside_inference_mode_make_inference_tensors_and_record_nothing():
+    for m in _libraries():
+        torch = m.torch
+        w = torch.ones(2, requires_grad=True)
+        with torch.inference_mode():
+            with torch.no_grad():
+                a = w * 2
+            with torch.enable_grad():
+                b = w * 2
+            with torch.set_grad_enabled(True):
+                c = w * 2
+            with torch.inference_mode(False):
+                d = w * 2
+            e = w * 2
+        for made in (a, b, c, e):
+            assert made.is_inference() and not made.requires_grad and made.grad_fn is None
+        assert not d.is_inference() and d.requires_grad and d.grad_fn is not None
+        f = w * 2  # after the block: recording again
+        assert f.requires_grad and not f.is_inference()
