@@ -75,18 +75,16 @@ def _numpy_aliases(op):
                     kwargs[name] = kwargs.pop(alias)
         return op(*args, **kwargs)
 
-    call.__name__, call.__qualname__, call.__doc__ = op.__name__, op.__qualname__, op.__doc__
-    call.__wrapped__ = op
-    _ALIASED[op] = call
-    return call
+    _ALIASED[op] = _standing_for(call, op)
+    return _ALIASED[op]
 
 
 def refusing_arrays(function):
     """``function`` as ``autograd.<name>``: when its first parameter is PyTorch's ``input`` (a Tensor), a NumPy
     array given there is refused with a TypeError naming it and the fix, as PyTorch refuses it ("must be
     Tensor, not numpy.ndarray"), rather than failing deep inside or being computed by NumPy alone."""
-    code = getattr(inspect.unwrap(function), "__code__", None)  # (read off the code: every function passes here)
-    if code is None or not code.co_argcount or code.co_varnames[0] != "input":
+    parameters = _parameter_names(inspect.unwrap(function))  # (unwrapped: read off its code, quickly)
+    if not parameters or next(iter(parameters)) != "input":
         return function
 
     def call(*args, **kwargs):
@@ -95,6 +93,12 @@ def refusing_arrays(function):
             raise not_a_tensor(f"autograd.{function.__name__}", 0, first)
         return function(*args, **kwargs)
 
+    return _standing_for(call, function)
+
+
+def _standing_for(call, function):
+    """``call``, a wrapper of ``function``, named and documented as it is (functools.wraps, without its
+    cost: every declared op's function passes here at import)."""
     call.__name__, call.__qualname__, call.__doc__ = function.__name__, function.__qualname__, function.__doc__
     call.__module__, call.__wrapped__ = function.__module__, function
     return call
