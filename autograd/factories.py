@@ -18,7 +18,8 @@ from .backend import xp
 from .device import resolve
 from .random import draws
 from .random import generator as _rng
-from .tensor import Tensor, _refuse_overflow, as_array, tensor_from
+from .tensor import Tensor, as_array, tensor_from
+from .write_door import _refuse_overflow
 
 
 def _shape(sizes, size=None):

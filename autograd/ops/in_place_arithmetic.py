@@ -12,7 +12,8 @@ import warnings
 
 from ..backend import xp
 from ..errors import refuse_bool_subtraction
-from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, _refuse_overflow, tensor_from
+from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, tensor_from
+from ..write_door import _refuse_overflow
 from .names import names
 
 

@@ -10,7 +10,8 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 """
 
 from ..backend import int64, xp
-from ..tensor import Tensor, _refuse_overflow
+from ..tensor import Tensor
+from ..write_door import _refuse_overflow
 from . import elementwise, shape
 from .indexing import _same_dtype, _slices_mask, _vector_index
 from .names import names

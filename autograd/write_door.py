@@ -1,0 +1,290 @@
+"""The write door: every change to a tensor's memory passes here.
+
+``WriteDoor`` is the base of ``Tensor`` that owns mutation (the style guide's one owner of that
+rule): the in-place methods (``add_``, ``mul_``, ``fill_``, ``copy_``, ``+=``, ..., declared by
+``ops/in_place_arithmetic.py``; every other ``op_`` writes op's result back with ``_write_back``),
+``x[i] = v`` (``_write_at``) and the in-place shape changes (``_become``).
+
+A write bumps the version (views share their base's), so a node that saved this tensor
+can tell. When grad mode is on and the tensor or the value written requires grad, the
+write is recorded as PyTorch records it: the new value is computed out of place from a
+snapshot of the old one, written into this memory, and becomes this tensor's history
+(and, for a view, its base's). A leaf that requires grad refuses in-place writes, and so does
+an inference tensor outside ``inference_mode``.
+"""
+
+import math
+import numbers
+import weakref
+
+import numpy
+
+from .backend import xp
+from .errors import DtypeError, ShapeError
+from .graph import bump_version, modes, no_grad
+
+
+class WriteDoor:
+    """The methods through which a Tensor's memory is written (``Tensor`` is the only subclass)."""
+
+    __slots__ = ()
+
+    def _write(self, operands, out_of_place, in_place=None, reads_old=True):
+        """Change this tensor in place: ``out_of_place(old)`` gives the new value as a Tensor;
+        ``in_place(array)``, where given, makes the same change on the array directly (the
+        fast path, taken when nothing needs recording). A write whose new value does not read
+        the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first."""
+        if self._inference and not modes.inference:
+            self._refuse_inference_write()
+        if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):
+            self._refuse_leaf_write()
+            self._take(out_of_place(self._snapshot() if reads_old else None))
+            return self
+        if in_place is None:
+            with no_grad():
+                new = out_of_place(self)
+            self._store(new)
+        else:
+            try:
+                in_place(self._data)
+            except (TypeError, OverflowError, ValueError):  # NumPy refused (uint8 += int64: same_kind casting;
+                # -1 · uint8; an output that does not broadcast): PyTorch's result dtype, then its casting rule
+                # (uint8 += int64 wraps) and its errors
+                with no_grad():
+                    new = out_of_place(self)
+                self._store(new)
+        bump_version(self)
+        return self
+
+    def _refuse_inference_write(self):
+        raise RuntimeError(
+            "Inplace update to inference tensor outside InferenceMode is not allowed: this tensor of shape "
+            f"{tuple(self.shape)} was made in inference_mode, where nothing records what changes it. You can "
+            "make a clone to get a normal tensor before doing inplace update."
+        )
+
+    def _refuse_leaf_write(self):
+        if self.grad_fn is None and self.requires_grad:
+            raise RuntimeError(
+                f"a leaf Variable that requires grad is being used in an in-place operation "
+                f"(a tensor of shape {tuple(self.shape)}): its gradient would belong to a value that "
+                "no longer exists. Write it under autograd.no_grad() (a parameter update), or out of "
+                "place (x = x + y)."
+            )
+        base = self._base
+        if base is not None and base.grad_fn is None and base.requires_grad:
+            raise RuntimeError(
+                f"a view of a leaf Variable that requires grad is being used in an in-place operation "
+                f"(a view of shape {tuple(self.shape)} of a leaf of shape {tuple(base.shape)})"
+            )
+
+    def _snapshot(self):
+        """The current value, copied, at this tensor's place in the graph: the input of a
+        recorded in-place op, which must not change when the result is written here."""
+        old = self._make(self._data.copy())
+        old._requires_grad = self.requires_grad
+        old.grad_fn = self.grad_fn
+        return old
+
+    def _store(self, new):
+        """Copy a computed value into this memory (PyTorch's casting and broadcasting rules: a result of
+        its dtype's category or a lower one is cast, so uint8 += int64 wraps; a higher one is refused)."""
+        if new.dtype != self.dtype:
+            _refuse_cast(new.dtype, self.dtype, self.shape)
+        if new.shape != self.shape and xp.broadcast_shapes(new.shape, self.shape) != self.shape:
+            raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast "
+                               f"shape {tuple(xp.broadcast_shapes(new.shape, self.shape))}")
+        self._data[...] = new._data
+
+    def _take(self, new):
+        """Write a recorded value here and make it this tensor's history."""
+        self._store(new)
+        bump_version(self)
+        old_node = self.grad_fn
+        if new.dtype != self.dtype:
+            new = new.to(self.dtype)
+        if self._base is not None:
+            self._rebase_view(new)
+        else:
+            if new.shape != self.shape:
+                new = new.expand(self.shape)
+            self.grad_fn = new.grad_fn
+            self._requires_grad = new.requires_grad
+        _move_retained_grad(self, old_node)
+        _rederive_views(self._base if self._base is not None else self, self)
+
+    def _rebase_view(self, new):
+        """A write through a view changes its base: the base's new history replaces the viewed
+        region by ``new``; the view is then re-derived from the new base."""
+        base, chain = self._base, self._view_chain
+        if not (new.requires_grad or base.requires_grad):
+            return
+        written = base._written_through_view(new, chain)
+        old_base_node, base.grad_fn = base.grad_fn, written.grad_fn
+        _move_retained_grad(base, old_base_node)
+        base._requires_grad = True
+        view = base._replay_view(chain)
+        self.grad_fn = view.grad_fn
+        self._requires_grad = True
+
+    def _adopt_view_of(self, source, op, params):
+        """Mark this tensor, just computed by ``op`` from ``source``, as a view of its memory."""
+        if source._inference:  # (a view of an inference tensor is one, in any mode)
+            self._inference = True
+        if self._data.base is None:  # NumPy had to copy (a reshape of a strided array)
+            return
+        self._version_cell = source._version_cell  # a view and its base change together
+        if not modes.grad_enabled:  # (a backward pass's own views): no write through it is recorded
+            return
+        if source._base is None:
+            self._base, self._view_chain = source, ((op, params),)
+        else:
+            self._base, self._view_chain = source._base, source._view_chain + ((op, params),)
+        views = self._base._views
+        if views is None:
+            views = self._base._views = weakref.WeakSet()
+        views.add(self)  # so a recorded write to the base (or a sibling view) re-derives this one
+
+    def _write_back(self, function, args, kwargs):
+        """x.op_(...): write x.op(...) into x (the in-place twins declared by the ops)."""
+        return self._write(args, lambda old: function(old, *args, **kwargs))
+
+    def _become(self, view):
+        """x.t_(), x.unsqueeze_(0), x.resize_(...): x takes the shape and strides of ``view`` (computed
+        from x, with grad mode on so that a view of a view keeps its chain to the base) and, when
+        the change is recorded, its history. As in PyTorch a leaf that requires grad refuses, and
+        the version moves on (a node that saved x would see another shape). A base whose live
+        views are replayed from its shape by recorded writes refuses too: their steps would no
+        longer fit it."""
+        if self._inference and not modes.inference:
+            self._refuse_inference_write()
+        recorded = modes.grad_enabled and self.requires_grad
+        if recorded:
+            self._refuse_leaf_write()
+        if self._base is None and self._views and any(other is not view for other in self._views):
+            raise RuntimeError(f"an in-place shape change of a tensor of shape {tuple(self.shape)} that has live "
+                               "views: those views are defined on its current shape. Use the out-of-place op "
+                               "(x = x.t()) or drop the views first")
+        old_node = self.grad_fn
+        self._data = view._data
+        if recorded:
+            self.grad_fn = view.grad_fn
+            _move_retained_grad(self, old_node)
+        if self._base is not None:
+            if view._base is self._base:
+                self._view_chain = view._view_chain
+            else:  # resize_: no view op leads there from the base, so it stops being a view
+                if not xp.may_share_memory(view._data, self._base._data):  # (grown: new memory)
+                    self._version_cell = [0, self._version_cell[1]]
+                self._base = self._view_chain = None
+        bump_version(self)
+        return self
+
+    def _write_at(self, index, value):
+        """``self[index] = value`` once the index reads as PyTorch reads it (ops/shape.py's ``__setitem__``)."""
+        if type(value) is float and (self._data.dtype.kind != "f" or not -3.4e38 <= value <= 3.4e38):
+            _refuse_overflow(value, self._data.dtype)  # (a float into integers, or past float32's range: may overflow)
+        index = _index(index)
+        if self._inference and not modes.inference:
+            self._refuse_inference_write()
+        if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
+            self._refuse_leaf_write()
+            from .tensor import _operand  # (a recorded write: the rare path)
+
+            self._take(self._index_put(index, _operand(value, self)))
+            return
+        try:
+            self._data[index] = _data(value)
+        except (ValueError, TypeError, OverflowError) as error:  # what NumPy refuses, PyTorch's way
+            self._data[index] = _written_value(self._data, index, value, error)
+        bump_version(self)
+
+
+def _refuse_cast(result, output, shape):
+    """PyTorch's refusal to write a result of dtype ``result`` into a tensor of dtype ``output`` and
+    ``shape`` in place: a float into integers, an integer into bools, a complex number into reals."""
+    from .ops.conversion import type_name  # (the ops' table of PyTorch's dtype names; a rare path)
+    from .ops.promotion import can_cast
+
+    if not can_cast(result, output):
+        raise DtypeError(f"result type {type_name(result)} can't be cast to the desired output type "
+                         f"{type_name(output)} (in-place on a tensor of shape {tuple(shape)})")
+
+
+def _refuse_overflow(value, dtype):
+    """PyTorch's refusal of a Python number that ``dtype`` cannot hold (fill_): NaN, an infinity or a value out
+    of range for integers (an unsigned dtype takes negative ints down to -max, wrapped), a finite value past the
+    largest float of a floating dtype, a complex number with an imaginary part for a real dtype."""
+    kind = dtype.kind
+    if kind == "b":
+        return
+    parts = (value.real, value.imag) if type(value) is complex else (value,)
+    if type(value) is complex and kind != "c" and value.imag:
+        fits = False
+    elif kind in "iu":
+        info = numpy.iinfo(dtype)
+        low = -int(info.max) if kind == "u" and type(value) is int else int(info.min)
+        fits = math.isfinite(parts[0]) and low <= parts[0] <= int(info.max)
+    else:
+        largest = float(numpy.finfo(dtype).max)
+        fits = all(not math.isfinite(part) or abs(part) <= largest for part in parts)
+    if not fits:
+        raise RuntimeError(f"value cannot be converted to type {dtype} without overflow")
+
+
+def _written_value(array, index, value, error):
+    """What ``array[index] = value`` writes where NumPy refused it with ``error``, as PyTorch writes it: a
+    Python integer out of the dtype's range is cast (-1 into uint8 is 255) or refused; a number the dtype
+    cannot hold (NaN or inf into integers, a complex number into reals) and a value that does not broadcast
+    to the region are RuntimeErrors, not NumPy's TypeError or ValueError."""
+    if isinstance(error, OverflowError) and type(value) is int:
+        from .factories import _integers_cast
+
+        return _integers_cast(value, array.dtype)
+    if isinstance(value, complex) and value.imag == 0:  # (a complex number without imaginary part is its real one)
+        return value.real
+    if isinstance(value, numbers.Number):
+        raise RuntimeError(f"value cannot be converted to type {array.dtype} without overflow") from None
+    if isinstance(error, ValueError):
+        raise ShapeError(f"shape mismatch: value tensor of shape {list(numpy.shape(_data(value)))} cannot be "
+                         f"broadcast to indexing result of shape {list(array[index].shape)}") from None
+    raise error
+
+
+def _rederive_views(base, written):
+    """After a recorded write to ``base`` (or through its view ``written``), every other live view
+    of it shows the new values, so its history must be the new base's: it is replayed from the
+    base (PyTorch regenerates a view's grad_fn likewise when its base's version moves on)."""
+    views = base._views
+    if not views or base.grad_fn is None:
+        return
+    for view in list(views):
+        if view is not written:
+            old_node = view.grad_fn
+            view.grad_fn = base._replay_view(view._view_chain).grad_fn
+            view._requires_grad = True
+            _move_retained_grad(view, old_node)
+
+
+def _move_retained_grad(tensor, old_node):
+    """retain_grad() follows a tensor to the value an in-place write gave it, as in PyTorch."""
+    if old_node is not None and old_node.retained is not None and tensor.grad_fn is not None:
+        tensor.grad_fn.retained, old_node.retained = old_node.retained, None
+
+
+def _requires_grad(operands):
+    for value in operands:
+        if isinstance(value, WriteDoor) and value.requires_grad:
+            return True
+    return False
+
+
+def _data(value):
+    return value._data if isinstance(value, WriteDoor) else value
+
+
+def _index(index):
+    """An index with the Tensors in it replaced by their arrays."""
+    if isinstance(index, tuple):
+        return tuple(_data(i) for i in index)
+    return _data(index)
