@@ -15,6 +15,16 @@ Keys' cubic convolution weights, a = -0.75 (PyTorch's; s not clamped at 0):
 Bilinear, bicubic and trilinear are a 1-d rule applied along each dim in turn
 (the weights of a separable interpolation are products). Everything is
 indexing and weighted sums, so gradients come from those ops.
+
+``antialias=True`` (bilinear, bicubic, lanczos; 4-D input) widens the filter when shrinking, as
+PIL does, so every input pixel counts: output o along a dim of ratio r is centred at
+c = r (o + ½) and averages the inputs i within the support R·max(r, 1) of c, weighted by
+k((i + ½ - c) / max(r, 1)) and normalised to sum to 1, with the kernel k of support R:
+    bilinear:  k(d) = max(1 - |d|, 0)                         R = 1
+    bicubic:   Keys' W(d) with a = -0.5                        R = 2
+    lanczos:   k(d) = sinc(d) sinc(d / 3) for |d| < 3          R = 3
+The weights make one matrix per dim, and the resize is y = M_H x M_Wᵀ (matrix products: their
+gradients are the transposed products).
 """
 
 import math
@@ -24,7 +34,7 @@ import numpy
 
 from autograd import Tensor
 from autograd.backend import xp
-from autograd.ops.cubic_convolution import cubic_weights
+from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
 
 from .functional_3d import adaptive_avg_pool3d
 from .functional_conv import adaptive_avg_pool1d, adaptive_avg_pool2d
@@ -100,13 +110,55 @@ def _cubic_along(input, dim, out, factor, align_corners):
     return result
 
 
+_ANTIALIASED = {  # mode: (the kernel's support R at ratio 1, the kernel k)
+    "bilinear": (1, lambda d: numpy.maximum(1 - numpy.abs(d), 0.0)),
+    "bicubic": (2, lambda d: cubic_kernel(d, -0.5)),
+    "lanczos": (3, lambda d: numpy.where(numpy.abs(d) < 3, numpy.sinc(d) * numpy.sinc(d / 3), 0.0)),
+}
+
+
+def _antialiased_weights(size, out, factor, align_corners, mode):
+    """The (out, size) matrix of antialiased resizing along one dim (PyTorch's and PIL's rule: see the
+    module's docstring). Where the support leaves the input, the weights inside are renormalised."""
+    radius, kernel = _ANTIALIASED[mode]
+    ratio = _ratio(size, out, factor, align_corners)
+    widening = max(ratio, 1.0)
+    support = radius * widening
+    taps = math.ceil(support) * 2 + 1  # the most inputs one output can read
+    centres = ratio * (numpy.arange(out) + 0.5)
+    first = numpy.maximum(numpy.trunc(centres - support + 0.5).astype(numpy.int64), 0)
+    count = numpy.clip(numpy.minimum(numpy.trunc(centres + support + 0.5).astype(numpy.int64), size) - first, 0, taps)
+    positions = first[:, None] + numpy.arange(taps)
+    inside = numpy.arange(taps) < count[:, None]
+    weights = numpy.where(inside, kernel((positions - centres[:, None] + 0.5) / widening), 0.0)
+    totals = weights.sum(1, keepdims=True)
+    weights = numpy.divide(weights, totals, out=weights, where=totals != 0)
+    matrix = numpy.zeros((out, size))
+    rows = numpy.broadcast_to(numpy.arange(out)[:, None], positions.shape)
+    matrix[rows[inside], positions[inside]] = weights[inside]
+    return matrix
+
+
+def _antialiased(input, sizes, factors, align_corners, mode):
+    """Antialiased resizing of an (N, C, H, W) input: along W, then along H, each a matrix product."""
+    height, width = (_antialiased_weights(n, out, factor, align_corners, mode)
+                     for n, out, factor in zip(input.shape[2:], sizes, factors))
+    dtype = input.dtype
+    if width.shape != (input.shape[3],) * 2 or not numpy.array_equal(width, numpy.eye(len(width))):
+        input = input @ Tensor._make(xp.asarray(width.T, dtype=dtype))
+    if height.shape != (input.shape[2],) * 2 or not numpy.array_equal(height, numpy.eye(len(height))):
+        input = Tensor._make(xp.asarray(height, dtype=dtype)) @ input
+    return input
+
+
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """Resize the spatial dims of an (N, C, *spatial) input to ``size`` or by ``scale_factor``.
 
     mode: 'nearest', 'nearest-exact', 'linear' (3-D input), 'bilinear' or 'bicubic' (4-D),
-    'trilinear' (5-D), 'area' (adaptive average pooling to the size).
+    'trilinear' (5-D), 'area' (adaptive average pooling to the size), 'lanczos' (4-D, antialias only).
     ``recompute_scale_factor=True`` maps coordinates with n / m instead of 1 / scale_factor.
+    ``antialias=True`` (bilinear, bicubic, lanczos; 4-D) widens the filter when shrinking, as PIL does.
     """
     if input.ndim < 3:
         raise ValueError(f"interpolate expects an input of shape (N, C, *spatial), got {input.shape}")
@@ -114,12 +166,20 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
         raise ValueError("align_corners option can only be set with the interpolating modes: "
                          "linear | bilinear | bicubic | trilinear")
-    if antialias:
-        raise NotImplementedError("interpolate: antialias=True is not supported")
     sizes, factors = _output_sizes(input, size, scale_factor, spatial)
     if recompute_scale_factor:
         factors = None
     factors = factors or [None] * spatial
+    if antialias and not (mode in _ANTIALIASED and input.ndim == 4):
+        raise ValueError("Anti-alias option is restricted to bilinear, bicubic, and lanczos modes and requires a "
+                         f"4-D tensor as input (got mode {mode!r} and an input of shape {tuple(input.shape)})")
+    if mode == "lanczos" and input.ndim == 4:
+        if align_corners:
+            raise ValueError("Lanczos mode does not support align_corners=True")
+        if not antialias:
+            raise ValueError("Lanczos mode requires antialias=True")
+    if antialias:
+        return _antialiased(input, sizes, factors, bool(align_corners), mode)
     if mode in ("nearest", "nearest-exact"):
         for k, (out, factor) in enumerate(zip(sizes, factors)):
             dim = 2 + k
@@ -143,7 +203,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         return input
     raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) "
                               f"for the modes: nearest | nearest-exact | linear | bilinear | bicubic | trilinear | "
-                              f"area (got {mode})")
+                              f"lanczos | area (got {mode})")
 
 
 class Upsample(Module):
