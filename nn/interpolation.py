@@ -178,6 +178,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             raise ValueError("Lanczos mode does not support align_corners=True")
         if not antialias:
             raise ValueError("Lanczos mode requires antialias=True")
+    if mode not in ("nearest", "nearest-exact") and input.dtype.kind not in "fc":
+        raise NotImplementedError(
+            f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "
+            "need floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() "
+            "first, and back with .round().clamp(0, 255).to(autograd.uint8)")
     if antialias:
         return _antialiased(input, sizes, factors, bool(align_corners), mode)
     if mode in ("nearest", "nearest-exact"):
