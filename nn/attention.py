@@ -266,3 +266,21 @@ class MultiheadAttention(Module):
             q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight, v_proj_weight=self.v_proj_weight,
             average_attn_weights=average_attn_weights, is_causal=is_causal)
         return (out.transpose(1, 0) if batch_first else out), weights
+
+    def merge_masks(self, attn_mask, key_padding_mask, query):
+        """(merged mask, mask type), as PyTorch's: the key padding mask (N, S) alone is type 1; an attention
+        mask, (L, S) or (N·H, L, S), is expanded to (N, H, L, S), type 2, and a key padding mask with it is
+        added (logical or for bool masks); neither gives (None, None). ``query`` is (N, L, E)."""
+        mask_type, merged = None, None
+        if key_padding_mask is not None:
+            mask_type, merged = 1, key_padding_mask
+        if attn_mask is not None:
+            batch, length, _ = query.shape
+            mask_type = 2
+            if attn_mask.ndim == 3:
+                merged = attn_mask.view(batch, -1, length, length)
+            else:
+                merged = attn_mask.view(1, 1, length, length).expand(batch, self.num_heads, -1, -1)
+            if key_padding_mask is not None:
+                merged = merged + key_padding_mask.view(batch, 1, 1, length).expand(-1, self.num_heads, -1, -1)
+        return merged, mask_type

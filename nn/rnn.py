@@ -133,12 +133,11 @@ class RNNBase(Module):
     def forward(self, input, hx=None):
         name = {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(self.mode, self.mode)
         is_lstm = self.mode == "LSTM"
-        weight = getattr(self, self._flat_weights_names[0])
         packed = isinstance(input, PackedSequence)
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
             batch_sizes = tuple(int(b) for b in batch_sizes._data)
-            self._check_input(data, 2, weight)
+            self.check_input(data, input.batch_sizes)
             x, batch, is_batched = packed_to_padded(data, batch_sizes), batch_sizes[0], True
         else:
             batch_sizes = sorted_indices = unsorted_indices = None
@@ -149,7 +148,7 @@ class RNNBase(Module):
             batch_dim = 0 if self.batch_first else 1
             if not is_batched:
                 input = input.unsqueeze(batch_dim)
-            self._check_input(input, 3, weight)
+            self.check_input(input, None)
             x = input.transpose(0, 1) if self.batch_first else input
             batch = x.shape[1]
         states = self._initial_states(hx, is_batched, batch, x.dtype, name)
@@ -186,7 +185,12 @@ class RNNBase(Module):
                 finals = [s.squeeze(1) for s in finals]
         return output, (tuple(finals) if is_lstm else finals[0])
 
-    def _check_input(self, input, ndim, weight):
+    # PyTorch's checks, public for subclasses that call or override them
+
+    def check_input(self, input, batch_sizes):
+        """The input's dtype (the weights'), rank (2 for a packed sequence's data, else 3) and last size."""
+        weight = getattr(self, self._flat_weights_names[0])
+        ndim = 2 if batch_sizes is not None else 3
         if input.dtype != weight.dtype:
             raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
                              f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})")
@@ -195,6 +199,42 @@ class RNNBase(Module):
         if input.shape[-1] != self.input_size:
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                                f"got {input.shape[-1]}")
+
+    def get_expected_hidden_size(self, input, batch_sizes):
+        """(layers · directions, batch, proj_size or hidden_size): the shape h0 must have."""
+        return self._state_shapes(self._batch_of(input, batch_sizes))[0]
+
+    def get_expected_cell_size(self, input, batch_sizes):
+        """(layers · directions, batch, hidden_size): the shape the LSTM's c0 must have."""
+        return self._state_shapes(self._batch_of(input, batch_sizes))[-1]
+
+    def _batch_of(self, input, batch_sizes):
+        if batch_sizes is not None:
+            return int(batch_sizes[0])
+        return input.shape[0] if self.batch_first else input.shape[1]
+
+    def check_hidden_size(self, hx, expected_hidden_size, msg="Expected hidden size {}, got {}"):
+        if tuple(hx.shape) != tuple(expected_hidden_size):
+            raise RuntimeError(msg.format(expected_hidden_size, list(hx.shape)))
+
+    def check_forward_args(self, input, hidden, batch_sizes):
+        """check_input, then the shape of h0 (and c0: the LSTM's ``hidden`` is the pair)."""
+        self.check_input(input, batch_sizes)
+        if self.mode == "LSTM":
+            self.check_hidden_size(hidden[0], self.get_expected_hidden_size(input, batch_sizes),
+                                   "Expected hidden[0] size {}, got {}")
+            self.check_hidden_size(hidden[1], self.get_expected_cell_size(input, batch_sizes),
+                                   "Expected hidden[1] size {}, got {}")
+        else:
+            self.check_hidden_size(hidden, self.get_expected_hidden_size(input, batch_sizes))
+
+    def permute_hidden(self, hx, permutation):
+        """The states' batch dim (1) reordered by ``permutation`` (None: as they are): a pair for the LSTM."""
+        if permutation is None:
+            return hx
+        if self.mode == "LSTM":
+            return hx[0].index_select(1, permutation), hx[1].index_select(1, permutation)
+        return hx.index_select(1, permutation)
 
     def _initial_states(self, hx, is_batched, batch, dtype, name):
         """h0 (and c0 for the LSTM) as a list of (layers·directions, B, ·) tensors, checked."""
@@ -213,9 +253,8 @@ class RNNBase(Module):
         if not is_batched:
             states = [s.unsqueeze(1) for s in states]
         for k, (state, shape) in enumerate(zip(states, shapes)):
-            if tuple(state.shape) != shape:
-                which = f"hidden[{k}]" if self.mode == "LSTM" else "hidden"
-                raise RuntimeError(f"Expected {which} size {shape}, got {list(state.shape)}")
+            which = f"hidden[{k}]" if self.mode == "LSTM" else "hidden"
+            self.check_hidden_size(state, shape, f"Expected {which} size {{}}, got {{}}")
         return states
 
     def extra_repr(self):
