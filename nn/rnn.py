@@ -204,10 +204,6 @@ class RNNBase(Module):
         """(layers · directions, batch, proj_size or hidden_size): the shape h0 must have."""
         return self._state_shapes(self._batch_of(input, batch_sizes))[0]
 
-    def get_expected_cell_size(self, input, batch_sizes):
-        """(layers · directions, batch, hidden_size): the shape the LSTM's c0 must have."""
-        return self._state_shapes(self._batch_of(input, batch_sizes))[-1]
-
     def _batch_of(self, input, batch_sizes):
         if batch_sizes is not None:
             return int(batch_sizes[0])
@@ -304,6 +300,10 @@ class LSTM(RNNBase):
                  bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device=device, dtype=dtype)
+
+    def get_expected_cell_size(self, input, batch_sizes):
+        """(layers · directions, batch, hidden_size): the shape c0 must have."""
+        return self._state_shapes(self._batch_of(input, batch_sizes))[-1]
 
 
 class GRU(RNNBase):

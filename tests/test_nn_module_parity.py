@@ -479,12 +479,7 @@ def test_every_class_both_have_is_covered():
 
 # public methods PyTorch's class has and ours has not, each with why
 MISSING_METHODS = {
-    # RNNBase's argument checks, called from its own forward (ours checks in its forward, under its own names)
-    **{name: {"check_forward_args", "check_hidden_size", "check_input", "get_expected_hidden_size",
-              "permute_hidden"} | ({"get_expected_cell_size"} if name == "LSTM" else set())
-       for name in ("RNNBase", "RNN", "LSTM", "GRU")},
     "DataParallel": {"gather", "parallel_apply", "replicate", "scatter"},  # one device here: nothing to spread
-    "MultiheadAttention": {"merge_masks"},  # a helper of PyTorch's fast path
 }
 
 
