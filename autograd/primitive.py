@@ -174,6 +174,7 @@ class Primitive:
             self.inputs = tuple(PackedTensor(x, hooks) for x in self.inputs)
         if self.saves_output:
             self.output_data = PackedTensor(out, hooks)
+            self.output_version = self.output_data._version_cell  # (the version of what the hooks keep)
         self.packed = self.saves_inputs or self.saves_output
 
     def _unpacked(self):

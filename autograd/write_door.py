@@ -21,7 +21,7 @@ import numpy
 
 from .backend import xp
 from .errors import DtypeError, ShapeError
-from .graph import bump_version, modes, no_grad
+from .graph import allow_mutation_on_saved_tensors, bump_version, modes, no_grad, preserve_saved
 
 
 class WriteDoor:
@@ -36,6 +36,8 @@ class WriteDoor:
         the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first."""
         if self._inference and not modes.inference:
             self._refuse_inference_write()
+        if allow_mutation_on_saved_tensors.open_blocks:
+            preserve_saved(self)
         if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):
             self._refuse_leaf_write()
             self._take(out_of_place(self._snapshot() if reads_old else None))
@@ -158,6 +160,8 @@ class WriteDoor:
         longer fit it."""
         if self._inference and not modes.inference:
             self._refuse_inference_write()
+        if allow_mutation_on_saved_tensors.open_blocks:
+            preserve_saved(self)
         recorded = modes.grad_enabled and self.requires_grad
         if recorded:
             self._refuse_leaf_write()
@@ -187,6 +191,8 @@ class WriteDoor:
         index = _index(index)
         if self._inference and not modes.inference:
             self._refuse_inference_write()
+        if allow_mutation_on_saved_tensors.open_blocks:
+            preserve_saved(self)
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
             self._refuse_leaf_write()
             from .tensor import _operand  # (a recorded write: the rare path)

@@ -17,12 +17,12 @@ from typing import NamedTuple
 from ..backend import to_numpy, xp
 from ..engine import current_backward_pass, watch_passes
 from ..function import BackwardFunction, _OutputSlot
-from ..graph import bump_version, disable_saved_tensors_hooks, saved_tensors_hooks
+from ..graph import allow_mutation_on_saved_tensors, bump_version, disable_saved_tensors_hooks, saved_tensors_hooks
 from ..primitive import AccumulateGrad, Primitive
 from ..tensor import Tensor
 
-__all__ = ["GradientEdge", "Node", "disable_saved_tensors_hooks", "get_gradient_edge", "increment_version",
-           "register_multi_grad_hook", "save_on_cpu", "saved_tensors_hooks"]
+__all__ = ["GradientEdge", "Node", "allow_mutation_on_saved_tensors", "disable_saved_tensors_hooks",
+           "get_gradient_edge", "increment_version", "register_multi_grad_hook", "save_on_cpu", "saved_tensors_hooks"]
 
 
 class Node(abc.ABC):
