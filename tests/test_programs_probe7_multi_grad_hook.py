@@ -72,3 +72,17 @@ def test_an_unknown_mode_is_refused():
         m.torch.autograd.graph.register_multi_grad_hook((x,), print, mode="some")
 
     raises_alike(program, "Expects mode to be one of", kind=ValueError)
+
+
+def test_the_handle_is_a_removable_handle():
+    import autograd
+    from autograd.hooks import RemovableHandle
+
+    a, b = autograd.ones(2, requires_grad=True), autograd.ones(2, requires_grad=True)
+    seen = []
+    handle = autograd.autograd.graph.register_multi_grad_hook((a, b), lambda grads: seen.append(len(grads)))
+    assert isinstance(handle, RemovableHandle)
+    with handle:
+        (a * b).sum().backward()
+    (a * b).sum().backward()  # removed on leaving the block
+    assert seen == [2]

@@ -18,6 +18,7 @@ from ..backend import to_numpy, xp
 from ..engine import current_backward_pass, watch_passes
 from ..function import BackwardFunction, _OutputSlot
 from ..graph import allow_mutation_on_saved_tensors, bump_version, disable_saved_tensors_hooks, saved_tensors_hooks
+from ..hooks import RemovableHandle
 from ..primitive import AccumulateGrad, Primitive
 from ..tensor import Tensor
 
@@ -89,21 +90,17 @@ def edge_as_tensor(edge, role):
     return stand_in
 
 
-class _MultiHandle:
-    """The handle of a multi-grad hook: ``remove()`` removes the hook from every tensor."""
+class _MultiHandle(RemovableHandle):
+    """The handle of a multi-grad hook (a RemovableHandle, as PyTorch's): ``remove()`` removes the hook
+    from every tensor."""
 
     def __init__(self, handles):
+        super().__init__({})
         self.handles = tuple(handles)
 
     def remove(self):
         for handle in self.handles:
             handle.remove()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.remove()
 
 
 def register_multi_grad_hook(tensors, fn, *, mode="all"):
