@@ -88,3 +88,14 @@ def test_the_walk_matches_pytorchs():
     ours_mul = ours.grad_fn.next_functions[0][0].next_functions[0][0].next_functions[0][0]
     theirs_mul = theirs.grad_fn.next_functions[0][0].next_functions[0][0].next_functions[0][0]
     assert ours_mul._saved_other.tolist() == theirs_mul._saved_other.tolist()
+
+
+def test_saved_exponent_of_both_pows():
+    x = autograd.tensor([1.0, 2.0], requires_grad=True)
+    assert x.pow(2).grad_fn._saved_exponent == 2 and (x**2.5).grad_fn._saved_exponent == 2.5  # the number
+    exponent = autograd.tensor([3.0, 0.5], requires_grad=True)
+    y = x**exponent
+    assert y.grad_fn._saved_exponent is exponent and y.grad_fn._saved_self is x  # the tensor, as PowBackward1's
+    y.sum().backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        _ = y.grad_fn._saved_exponent

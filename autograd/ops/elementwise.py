@@ -197,6 +197,10 @@ class Pow(Primitive):
             return _integer_power(x, y)
         return x**y
 
+    @property
+    def _saved_exponent(self):  # (PyTorch's PowBackward1 shows the exponent tensor it saved)
+        return self._saved(1)
+
     def backward(self, grad, z, x, y):
         grad_x = grad_y = None
         with errstate(divide="ignore", invalid="ignore"):  # the masked-out branch may be inf or NaN
@@ -229,6 +233,10 @@ class PowConstant(Primitive):
 
     def forward(self, x):
         return x**self.exponent
+
+    @property
+    def _saved_exponent(self):  # (PyTorch's PowBackward0 shows the number it saved)
+        return self.exponent
 
     def backward(self, grad, y, x):
         c = self.exponent
