@@ -83,6 +83,9 @@ def _array(data, dtype, copy):
     if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
         as_array(data)  # (raises its TypeError: strings are no numbers)
     if dtype is None:
+        listed = _listed_dtype(data) if isinstance(data, (list, tuple)) else None
+        if listed is not None:
+            return as_array(_arrays_for_tensors(data), listed)
         array = as_array(_copy(data) if copy else data)
         if array.dtype == numpy.uint64 and isinstance(data, (int, list, tuple)):
             raise ValueError("Overflow when unpacking long long")
@@ -94,6 +97,54 @@ def _array(data, dtype, copy):
     except ValueError:  # (NumPy's, for strings into numbers: as_array's TypeError)
         as_array(data)
         raise
+
+
+_PYTHON_NUMBERS = {int, float, bool, complex}
+_HOLDERS = (Tensor, xp.ndarray, numpy.ndarray, numpy.generic)  # what carries a dtype of its own
+
+
+def _listed_dtype(data):
+    """PyTorch's dtype for a (nested) list that holds tensors, arrays or NumPy scalars: the promotion of
+    its items' dtypes, a Python bool counting as bool, an int as int64, a float as the default dtype and
+    a complex as the default complex dtype (``tensor([R])`` with R a float64 0-d tensor is float64,
+    ``tensor([1, h])`` with h float16 is float16). NumPy reads a 0-d tensor through ``float()`` and
+    promotes otherwise (a Python float is float64 to it), so it is asked for the values only. None for
+    a list of Python numbers alone, which NumPy reads as PyTorch does once as_array has cast its float64
+    to the default dtype, and for a list holding anything else (as_array's errors then speak)."""
+    python = {bool: numpy.dtype(bool), int: numpy.dtype(numpy.int64), float: backend.get_default_dtype(),
+              complex: backend.get_default_complex_dtype()}
+    dtypes, found = set(), []
+
+    def visit(items):
+        kinds = set(map(type, items))  # (a list of Python numbers is read at C speed)
+        dtypes.update(numpy.dtype(python[kind]) for kind in kinds & _PYTHON_NUMBERS)
+        if kinds <= _PYTHON_NUMBERS:
+            return True
+        for item in items:
+            if isinstance(item, (list, tuple)):
+                if not visit(item):
+                    return False
+            elif isinstance(item, _HOLDERS):
+                dtypes.add(numpy.dtype(item.dtype))
+                found.append(True)
+            elif type(item) not in _PYTHON_NUMBERS:
+                return False
+        return True
+
+    if set(map(type, data)) <= _PYTHON_NUMBERS or not visit(data) or not found:
+        return None
+    from .ops.elementwise import common_dtype  # (here: importing the ops while this module loads is circular)
+
+    return common_dtype(dtypes)
+
+
+def _arrays_for_tensors(data):
+    """A nested list with each tensor in it replaced by its array."""
+    if isinstance(data, Tensor):
+        return data._data
+    if isinstance(data, (list, tuple)):
+        return [_arrays_for_tensors(item) for item in data]
+    return data
 
 
 def _holds_strings(data):
