@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B023, E741, E731, F841, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
 """Graph neural networks written by hand (see tests/pytorch_programs.py), each run on chainrule and on
 PyTorch from the same weights, comparing losses, parameters and gradients.
 
@@ -520,3 +520,110 @@ def test_mpnn_edge_network_gru_set2set():
     ours, _ = run_both(mpnn, weights, rtol=2e-5, atol=2e-6)
     assert len(ours["grads"]) == 20 and all(g.dtype == np.float32 for g in ours["grads"])
     assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# pyGAT (Diego999/pyGAT): dense attention masked by torch.where(adj > 0, e, -9e15), multi-head concat
+# ----------------------------------------------------------------------------------------------
+
+
+def make_pygat(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class GraphAttentionLayer(nn.Module):
+        def __init__(self, in_features, out_features, dropout, alpha, concat=True):
+            super(GraphAttentionLayer, self).__init__()
+            self.dropout = dropout
+            self.in_features = in_features
+            self.out_features = out_features
+            self.alpha = alpha
+            self.concat = concat
+
+            self.W = nn.Parameter(torch.empty(size=(in_features, out_features)))
+            nn.init.xavier_uniform_(self.W.data, gain=1.414)
+            self.a = nn.Parameter(torch.empty(size=(2 * out_features, 1)))
+            nn.init.xavier_uniform_(self.a.data, gain=1.414)
+
+            self.leakyrelu = nn.LeakyReLU(self.alpha)
+
+        def forward(self, h, adj):
+            Wh = torch.mm(h, self.W)  # h.shape: (N, in_features), Wh.shape: (N, out_features)
+            e = self._prepare_attentional_mechanism_input(Wh)
+
+            zero_vec = -9e15 * torch.ones_like(e)
+            attention = torch.where(adj > 0, e, zero_vec)
+            attention = F.softmax(attention, dim=1)
+            attention = F.dropout(attention, self.dropout, training=self.training)
+            h_prime = torch.matmul(attention, Wh)
+
+            if self.concat:
+                return F.elu(h_prime)
+            else:
+                return h_prime
+
+        def _prepare_attentional_mechanism_input(self, Wh):
+            Wh1 = torch.matmul(Wh, self.a[:self.out_features, :])
+            Wh2 = torch.matmul(Wh, self.a[self.out_features:, :])
+            # broadcast add
+            e = Wh1 + Wh2.T
+            return self.leakyrelu(e)
+
+        def __repr__(self):
+            return self.__class__.__name__ + ' (' + str(self.in_features) + ' -> ' + str(self.out_features) + ')'
+
+    class GAT(nn.Module):
+        def __init__(self, nfeat, nhid, nclass, dropout, alpha, nheads):
+            super(GAT, self).__init__()
+            self.dropout = dropout
+
+            self.attentions = [GraphAttentionLayer(nfeat, nhid, dropout=dropout, alpha=alpha, concat=True)
+                               for _ in range(nheads)]
+            for i, attention in enumerate(self.attentions):
+                self.add_module('attention_{}'.format(i), attention)
+
+            self.out_att = GraphAttentionLayer(nhid * nheads, nclass, dropout=dropout, alpha=alpha, concat=False)
+
+        def forward(self, x, adj):
+            x = F.dropout(x, self.dropout, training=self.training)
+            x = torch.cat([att(x, adj) for att in self.attentions], dim=1)
+            x = F.dropout(x, self.dropout, training=self.training)
+            x = F.elu(self.out_att(x, adj))
+            return F.log_softmax(x, dim=1)
+
+    return GAT(nfeat=6, nhid=4, nclass=3, dropout=0.6, alpha=0.2, nheads=3)
+
+
+def pygat(m, weights, epochs=5):
+    torch, F, optim = m.torch, m.F, m.optim
+    rng = np.random.default_rng(9)
+    n = 10
+    features = torch.FloatTensor(rng.standard_normal((n, 6)).astype(np.float32))
+    labels = torch.LongTensor(rng.integers(0, 3, n))
+    adj = torch.eye(n)
+    for i, j in undirected(EDGES):
+        adj[i, j] = 1.0
+    model = make_pygat(m)
+    # strict=False: chainrule registers the plain list self.attentions as a ModuleList (nn/module.py), so its
+    # state_dict also holds attentions.<i>.* (the heads again, under the list's names); PyTorch's does not
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()}, strict=False)
+    optimizer = optim.Adam(model.parameters(), lr=0.005, weight_decay=5e-4)
+    idx_train = torch.LongTensor(range(7))
+    history = []
+    model.eval()  # dropout off: both libraries see the same network
+    for epoch in range(epochs):
+        optimizer.zero_grad()
+        output = model(features, adj)
+        loss_train = F.nll_loss(output[idx_train], labels[idx_train])
+        loss_train.backward()
+        optimizer.step()
+        history.append(loss_train.data.item())
+    return {"history": history, "output": model(features, adj), "n_params": len(list(model.parameters())),
+            "grads": [p.grad for p in model.parameters()], "out_att": repr(model.out_att)}
+
+
+def test_pygat_dense_attention():
+    weights = weights_of(make_pygat)
+    ours, _ = run_both(pygat, weights, rtol=2e-5, atol=2e-6)
+    assert ours["n_params"] == 8  # each head's W and a once, though reachable under two names here
+    assert ours["out_att"] == "GraphAttentionLayer (12 -> 3)"
+    np.testing.assert_allclose(np.exp(ours["output"]).sum(1), 1.0, rtol=1e-5)

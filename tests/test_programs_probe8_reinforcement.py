@@ -605,3 +605,185 @@ def test_tanh_squashed_gaussian_log_prob():
     np.testing.assert_allclose(log_prob.detach().numpy(), expected, rtol=1e-5, atol=1e-6)
     a.sum().backward()
     np.testing.assert_allclose(mu.grad.numpy(), 1 - np.tanh(un) ** 2, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rainbow (Kaixhin/Rainbow): NoisyLinear, a dueling distributional head, the C51 projection by index_add_
+# ----------------------------------------------------------------------------------------------
+
+
+def make_rainbow(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    import math
+
+    class NoisyLinear(nn.Module):
+        def __init__(self, in_features, out_features, std_init=0.5):
+            super(NoisyLinear, self).__init__()
+            self.in_features = in_features
+            self.out_features = out_features
+            self.std_init = std_init
+            self.weight_mu = nn.Parameter(torch.empty(out_features, in_features))
+            self.weight_sigma = nn.Parameter(torch.empty(out_features, in_features))
+            self.register_buffer('weight_epsilon', torch.empty(out_features, in_features))
+            self.bias_mu = nn.Parameter(torch.empty(out_features))
+            self.bias_sigma = nn.Parameter(torch.empty(out_features))
+            self.register_buffer('bias_epsilon', torch.empty(out_features))
+            self.reset_parameters()
+            self.noise = None  # the test's draws, the same in both libraries
+            self.reset_noise()
+
+        def reset_parameters(self):
+            mu_range = 1 / math.sqrt(self.in_features)
+            self.weight_mu.data.uniform_(-mu_range, mu_range)
+            self.weight_sigma.data.fill_(self.std_init / math.sqrt(self.in_features))
+            self.bias_mu.data.uniform_(-mu_range, mu_range)
+            self.bias_sigma.data.fill_(self.std_init / math.sqrt(self.out_features))
+
+        def _scale_noise(self, size):
+            x = torch.randn(size, device=self.weight_mu.device) if self.noise is None else next(self.noise)[:size]
+            return x.sign().mul_(x.abs().sqrt_())
+
+        def reset_noise(self):
+            epsilon_in = self._scale_noise(self.in_features)
+            epsilon_out = self._scale_noise(self.out_features)
+            self.weight_epsilon.copy_(epsilon_out.ger(epsilon_in))
+            self.bias_epsilon.copy_(epsilon_out)
+
+        def forward(self, input):
+            if self.training:
+                return F.linear(input, self.weight_mu + self.weight_sigma * self.weight_epsilon,
+                                self.bias_mu + self.bias_sigma * self.bias_epsilon)
+            else:
+                return F.linear(input, self.weight_mu, self.bias_mu)
+
+    class DQN(nn.Module):
+        def __init__(self, action_space=3, atoms=11, hidden_size=16, noisy_std=0.1):
+            super(DQN, self).__init__()
+            self.atoms = atoms
+            self.action_space = action_space
+            self.convs = nn.Sequential(nn.Conv2d(2, 4, 3, stride=1, padding=0), nn.ReLU())
+            self.conv_output_size = 4 * 4 * 4
+            self.fc_h_v = NoisyLinear(self.conv_output_size, hidden_size, std_init=noisy_std)
+            self.fc_h_a = NoisyLinear(self.conv_output_size, hidden_size, std_init=noisy_std)
+            self.fc_z_v = NoisyLinear(hidden_size, self.atoms, std_init=noisy_std)
+            self.fc_z_a = NoisyLinear(hidden_size, action_space * self.atoms, std_init=noisy_std)
+
+        def forward(self, x, log=False):
+            x = self.convs(x)
+            x = x.view(-1, self.conv_output_size)
+            v = self.fc_z_v(F.relu(self.fc_h_v(x)))  # Value stream
+            a = self.fc_z_a(F.relu(self.fc_h_a(x)))  # Advantage stream
+            v, a = v.view(-1, 1, self.atoms), a.view(-1, self.action_space, self.atoms)
+            q = v + a - a.mean(1, keepdim=True)  # Combine streams
+            if log:  # Use log softmax for numerical stability
+                q = F.log_softmax(q, dim=2)  # Log probabilities with action over second dimension
+            else:
+                q = F.softmax(q, dim=2)  # Probabilities with action over second dimension
+            return q
+
+        def reset_noise(self):
+            for name, module in self.named_children():
+                if 'fc' in name:
+                    module.reset_noise()
+
+    return DQN()
+
+
+def rainbow(m, weights, updates=3):
+    torch, optim = m.torch, m.optim
+    atoms, Vmin, Vmax, batch_size, n, discount = 11, -5.0, 5.0, 8, 3, 0.99
+    online_net = load(m, make_rainbow(m), weights)
+    target_net = load(m, make_rainbow(m), weights)
+    rng = np.random.default_rng(12)
+    noise = [torch.tensor(rng.standard_normal(64).astype(np.float32)) for _ in range(200)]
+    for net in (online_net, target_net):
+        for module in net.children():
+            module.noise = iter(noise)
+        net.reset_noise()
+    target_net.train()
+    for param in target_net.parameters():
+        param.requires_grad = False
+    support = torch.linspace(Vmin, Vmax, atoms)
+    delta_z = (Vmax - Vmin) / (atoms - 1)
+    optimiser = optim.Adam(online_net.parameters(), lr=1e-3, eps=1.5e-4)
+    history = []
+    for update in range(updates):
+        states = torch.tensor(rng.standard_normal((batch_size, 2, 6, 6)).astype(np.float32))
+        next_states = torch.tensor(rng.standard_normal((batch_size, 2, 6, 6)).astype(np.float32))
+        actions = torch.tensor(rng.integers(0, 3, batch_size))
+        returns = torch.tensor(rng.choice([-1.0, 0.0, 1.0, 8.0], batch_size).astype(np.float32))
+        nonterminals = torch.tensor((rng.random((batch_size, 1)) < 0.8).astype(np.float32))
+        weights_ = torch.tensor(rng.uniform(0.5, 1.0, batch_size).astype(np.float32))
+
+        log_ps = online_net(states, log=True)
+        log_ps_a = log_ps[range(batch_size), actions]
+
+        with torch.no_grad():
+            pns = online_net(next_states)
+            dns = support.expand_as(pns) * pns
+            argmax_indices_ns = dns.sum(2).argmax(1)
+            target_net.reset_noise()
+            pns = target_net(next_states)
+            pns_a = pns[range(batch_size), argmax_indices_ns]
+
+            Tz = returns.unsqueeze(1) + nonterminals * (discount ** n) * support.unsqueeze(0)
+            Tz = Tz.clamp(min=Vmin, max=Vmax)
+            b = (Tz - Vmin) / delta_z
+            l, u = b.floor().to(torch.int64), b.ceil().to(torch.int64)
+            l[(u > 0) * (l == u)] -= 1
+            u[(l < (atoms - 1)) * (l == u)] += 1
+
+            m_ = states.new_zeros(batch_size, atoms)
+            offset = torch.linspace(0, ((batch_size - 1) * atoms), batch_size).unsqueeze(1).expand(
+                batch_size, atoms).to(actions)
+            m_.view(-1).index_add_(0, (l + offset).view(-1), (pns_a * (u.float() - b)).view(-1))
+            m_.view(-1).index_add_(0, (u + offset).view(-1), (pns_a * (b - l.float())).view(-1))
+
+        loss = -torch.sum(m_ * log_ps_a, 1)
+        online_net.zero_grad()
+        (weights_ * loss).mean().backward()
+        m.nn.utils.clip_grad_norm_(online_net.parameters(), 10)
+        optimiser.step()
+        online_net.reset_noise()
+        history.append(((weights_ * loss).mean().item(), loss.detach(), m_))
+    return {"history": history, "grads": [p.grad for p in online_net.parameters()],
+            "epsilon": online_net.fc_h_v.weight_epsilon}
+
+
+def test_rainbow_distributional_projection():
+    weights = weights_of(make_rainbow)
+    ours, _ = run_both(rainbow, weights, rtol=2e-5, atol=2e-6)
+    for _, loss, projected in ours["history"]:
+        np.testing.assert_allclose(projected.sum(1), 1.0, rtol=1e-5)  # the projection keeps the mass
+        assert (projected >= 0).all() and loss.shape == (8,)
+
+
+def test_c51_projection_by_hand():
+    """The projection of a distribution shifted by r + gamma z onto the support, against NumPy."""
+    torch = OURS.torch
+    atoms, Vmin, Vmax = 5, -2.0, 2.0
+    support = torch.linspace(Vmin, Vmax, atoms, dtype=torch.float64)
+    p = torch.tensor([[0.1, 0.2, 0.3, 0.2, 0.2], [0.0, 0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
+    Tz = (torch.tensor([[0.5], [1.0]], dtype=torch.float64) + 0.9 * support.unsqueeze(0)).clamp(Vmin, Vmax)
+    b = (Tz - Vmin) / 1.0
+    l, u = b.floor().to(torch.int64), b.ceil().to(torch.int64)
+    l[(u > 0) * (l == u)] -= 1
+    u[(l < (atoms - 1)) * (l == u)] += 1
+    m_ = torch.zeros(2, atoms, dtype=torch.float64)
+    offset = torch.tensor([[0], [atoms]]).expand(2, atoms)
+    m_.view(-1).index_add_(0, (l + offset).view(-1), (p * (u.double() - b)).view(-1))
+    m_.view(-1).index_add_(0, (u + offset).view(-1), (p * (b - l.double())).view(-1))
+    expected = np.zeros((2, atoms))
+    z = np.linspace(Vmin, Vmax, atoms)
+    for i, (r, probs) in enumerate(zip([0.5, 1.0], p.numpy())):
+        for j, pj in enumerate(probs):
+            tz = min(max(r + 0.9 * z[j], Vmin), Vmax)
+            pos = tz - Vmin
+            lo = int(np.floor(pos))
+            frac = pos - lo
+            if frac == 0:
+                expected[i, lo] += pj
+            else:
+                expected[i, lo] += pj * (1 - frac)
+                expected[i, lo + 1] += pj * frac
+    np.testing.assert_allclose(m_.numpy(), expected, atol=1e-12)
