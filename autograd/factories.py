@@ -8,6 +8,7 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 ``memory_format``.
 """
 
+import itertools
 import math
 import warnings
 
@@ -85,7 +86,12 @@ def _array(data, dtype, copy):
     if dtype is None:
         listed = _listed_dtype(data) if isinstance(data, (list, tuple)) else None
         if listed is not None:
-            return as_array(_arrays_for_tensors(data), listed)
+            values = _arrays_for_tensors(data)
+            try:
+                return xp.asarray(values, dtype=listed)
+            except ValueError:  # a ragged list: as_array's error names it
+                as_array(values)
+                raise
         array = as_array(_copy(data) if copy else data)
         if array.dtype == numpy.uint64 and isinstance(data, (int, list, tuple)):
             raise ValueError("Overflow when unpacking long long")
@@ -116,7 +122,7 @@ def _listed_dtype(data):
     dtypes, found = set(), []
 
     def visit(items):
-        kinds = set(map(type, items))  # (a list of Python numbers is read at C speed)
+        kinds = set(map(type, items))
         dtypes.update(numpy.dtype(python[kind]) for kind in kinds & _PYTHON_NUMBERS)
         if kinds <= _PYTHON_NUMBERS:
             return True
@@ -131,7 +137,15 @@ def _listed_dtype(data):
                 return False
         return True
 
-    if set(map(type, data)) <= _PYTHON_NUMBERS or not visit(data) or not found:
+    level = data
+    while True:  # level by level, at C speed, while the lists hold lists or Python numbers only
+        kinds = set(map(type, level))
+        if kinds <= _PYTHON_NUMBERS:
+            return None
+        if not kinds <= {list, tuple}:
+            break
+        level = list(itertools.chain.from_iterable(level))
+    if not visit(data) or not found:
         return None
     from .ops.elementwise import common_dtype  # (here: importing the ops while this module loads is circular)
 

@@ -54,3 +54,15 @@ def test_values_and_grad_free_copies():
 def test_against_torch(make, expected):
     torch = pytest.importorskip("torch")
     assert str(torch.tensor(make(torch)).dtype) == f"torch.{expected}"
+
+
+def test_a_ragged_list_holding_tensors_is_refused_naming_it():
+    with pytest.raises(ValueError, match="cannot make a tensor from"):
+        autograd.tensor([[1.0], [autograd.tensor(2.0), 3]])
+
+
+def test_nested_python_lists_keep_their_dtypes():
+    assert autograd.tensor([[1.0, 2.0], [3.0, 4.0]]).dtype == autograd.float32
+    assert autograd.tensor([[1, 2], [3, 4]]).dtype == autograd.int64
+    assert autograd.tensor([[[True]]]).dtype == autograd.bool
+    assert autograd.tensor([[], []]).shape == (2, 0)
