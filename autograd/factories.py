@@ -327,30 +327,71 @@ def _spaced_bounds(op, start, end, steps):
     return _number(start), _number(end)
 
 
-def _integer_points(start, end, steps, dtype):
-    """linspace in an integer dtype as PyTorch computes it: start and end cast to the dtype first, then
-    start + i·step for the first half of the points and end - (steps - 1 - i)·step for the second, in
-    float64, each truncated towards 0 (NumPy's integer linspace floors, and casts neither end first)."""
-    start, end = int(start), int(end)
-    if steps == 1:
-        return xp.asarray([start], dtype=dtype)
-    i = xp.arange(steps)
-    step = (end - start) / (steps - 1)
-    return xp.where(i < steps // 2, start + step * i, end - step * (steps - 1 - i)).astype(dtype)
+# PyTorch's wheels are compiled to fuse start + step·i into one multiply-add (a single rounding), except
+# for float16, whose operations each round: a wider dtype does the fused ones exactly, or all but never
+# (in NumPy, on the host: CuPy has no long double)
+_FUSED = {"float32": numpy.float64, "float64": numpy.longdouble, "complex64": numpy.complex128,
+          "complex128": numpy.clongdouble}
+
+
+def _spaced_points(start, end, steps, dtype):
+    """linspace's points as PyTorch computes them: start and end cast to the dtype, step = (end - start)
+    / (steps - 1) in it, then start + i·step for the first half of the points and end - (steps - 1 - i)·step
+    for the second, each rounded once to the dtype (for an integer dtype, in float64 and then truncated
+    towards 0). NumPy's linspace works from the start alone, in float64, and floors integers: an ulp
+    or so away from PyTorch's points, which a network of sin(30 x) (SIREN) makes visible."""
+    dtype = numpy.dtype(dtype)
+    work = numpy.dtype(numpy.float64) if dtype.kind in "iu" else dtype
+    if dtype.kind in "iu":
+        start, end = int(start), int(end)
+    start, end = work.type(start), work.type(end)
+    if steps <= 1:
+        return xp.full(steps, start, dtype=dtype)
+    step = (end - start) / work.type(steps - 1)
+    wide = _FUSED.get(work.name, work.type)
+    i = numpy.arange(steps)
+    half = steps // 2
+    low = wide(start) + wide(step) * i[:half].astype(wide)
+    high = wide(end) - wide(step) * (steps - 1 - i[half:]).astype(wide)
+    return xp.asarray(numpy.concatenate([low.astype(work), high.astype(work)]).astype(dtype))
 
 
 def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
     start, end = _spaced_bounds("linspace", start, end, steps)
-    dtype = xp.dtype(_float(dtype))
-    points = (_integer_points(start, end, steps, dtype) if dtype.kind in "iu" else
-              xp.linspace(start, end, steps, dtype=dtype))
-    return _made(points, device, requires_grad)
+    return _made(_spaced_points(start, end, steps, xp.dtype(_float(dtype))), device, requires_grad)
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, requires_grad=False):
-    """base ** linspace(start, end, steps): steps points spaced evenly on a log scale."""
+    """base ** e for steps exponents e spaced evenly from start to end, as PyTorch computes them: start
+    and end cast to the dtype, the exponents in float64 from either end (as linspace's points, but each
+    operation rounded), the powers in float64, cast to the dtype (complex ones as NumPy's logspace
+    gives them)."""
     start, end = _spaced_bounds("logspace", start, end, steps)
-    return _made(xp.logspace(start, end, steps, base=base).astype(_float(dtype)), device, requires_grad)
+    dtype = numpy.dtype(_float(dtype))
+    if dtype.kind == "c":
+        return _made(xp.asarray(numpy.logspace(start, end, steps, base=base).astype(dtype)), device, requires_grad)
+    if steps == 1:  # (PyTorch raises base to start itself here, not to start cast to the dtype)
+        exponents = numpy.array([float(start)])
+    else:
+        start, end = (int(start), int(end)) if dtype.kind in "iu" else (dtype.type(start), dtype.type(end))
+        step = float(end - start) / (steps - 1)
+        i = numpy.arange(steps, dtype=numpy.float64)
+        half = steps // 2
+        exponents = numpy.concatenate([float(start) + step * i[:half], float(end) - step * (steps - 1 - i[half:])])
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        points = numpy.array([_c_pow(float(base), e) for e in exponents.tolist()]).astype(dtype)
+    return _made(xp.asarray(points), device, requires_grad)
+
+
+def _c_pow(base, exponent):
+    """C's pow, as PyTorch calls it (math.pow is it, but raises where C returns inf or NaN; NumPy's
+    vectorised power is an ulp off it at times)."""
+    try:
+        return math.pow(base, exponent)
+    except OverflowError:
+        return math.inf if base > 0 or exponent % 2 != 1 else -math.inf
+    except ValueError:  # 0 to a negative power, or a negative base to a fractional one
+        return math.inf if base == 0 else math.nan
 
 
 def eye(n, m=None, *, dtype=None, layout=None, device=None, requires_grad=False):

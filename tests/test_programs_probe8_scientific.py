@@ -656,3 +656,127 @@ def test_spectral_convolution_gradient_by_hand():
             fd = (loss(torch.tensor(plus)).item() - loss(torch.tensor(minus)).item()) / (2 * h)
             got = w.grad[k].item().real if part == 0 else w.grad[k].item().imag
             assert got == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# SIREN (Sitzmann et al.): sine layers with their initialisation, fit through the Laplacian
+# (diff_operators.py's gradient / divergence / laplace: third derivatives reach the weights)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_siren(m):
+    torch, nn = m.torch, m.nn
+
+    class SineLayer(nn.Module):
+        def __init__(self, in_features, out_features, bias=True, is_first=False, omega_0=30):
+            super().__init__()
+            self.omega_0 = omega_0
+            self.is_first = is_first
+            self.in_features = in_features
+            self.linear = nn.Linear(in_features, out_features, bias=bias)
+            self.init_weights()
+
+        def init_weights(self):
+            with torch.no_grad():
+                if self.is_first:
+                    self.linear.weight.uniform_(-1 / self.in_features, 1 / self.in_features)
+                else:
+                    self.linear.weight.uniform_(-np.sqrt(6 / self.in_features) / self.omega_0,
+                                                np.sqrt(6 / self.in_features) / self.omega_0)
+
+        def forward(self, input):
+            return torch.sin(self.omega_0 * self.linear(input))
+
+    class Siren(nn.Module):
+        def __init__(self, in_features, hidden_features, hidden_layers, out_features, outermost_linear=False,
+                     first_omega_0=30, hidden_omega_0=30.):
+            super().__init__()
+            self.net = []
+            self.net.append(SineLayer(in_features, hidden_features, is_first=True, omega_0=first_omega_0))
+            for i in range(hidden_layers):
+                self.net.append(SineLayer(hidden_features, hidden_features, is_first=False, omega_0=hidden_omega_0))
+            if outermost_linear:
+                final_linear = nn.Linear(hidden_features, out_features)
+                with torch.no_grad():
+                    final_linear.weight.uniform_(-np.sqrt(6 / hidden_features) / hidden_omega_0,
+                                                 np.sqrt(6 / hidden_features) / hidden_omega_0)
+                self.net.append(final_linear)
+            else:
+                self.net.append(SineLayer(hidden_features, out_features, is_first=False, omega_0=hidden_omega_0))
+            self.net = nn.Sequential(*self.net)
+
+        def forward(self, coords):
+            coords = coords.clone().detach().requires_grad_(True)  # allows to take derivative w.r.t. input
+            output = self.net(coords)
+            return output, coords
+
+    return Siren(in_features=2, out_features=1, hidden_features=16, hidden_layers=2, outermost_linear=True)
+
+
+def siren(m, weights, steps=4):
+    torch, optim = m.torch, m.optim
+
+    def gradient(y, x, grad_outputs=None):
+        if grad_outputs is None:
+            grad_outputs = torch.ones_like(y)
+        grad = torch.autograd.grad(y, [x], grad_outputs=grad_outputs, create_graph=True)[0]
+        return grad
+
+    def divergence(y, x):
+        div = 0.
+        for i in range(y.shape[-1]):
+            div += torch.autograd.grad(y[..., i], x, torch.ones_like(y[..., i]), create_graph=True)[0][..., i:i + 1]
+        return div
+
+    def laplace(y, x):
+        grad = gradient(y, x)
+        return divergence(grad, x)
+
+    def get_mgrid(sidelen, dim=2):
+        tensors = tuple(dim * [torch.linspace(-1, 1, steps=sidelen)])
+        mgrid = torch.stack(torch.meshgrid(*tensors, indexing='ij'), dim=-1)
+        mgrid = mgrid.reshape(-1, dim)
+        return mgrid
+
+    model = load(m, make_siren(m), weights).double()
+    coords = get_mgrid(6).double().unsqueeze(0)
+    target_lap = torch.sin(3 * coords[..., :1]) * torch.cos(2 * coords[..., 1:])
+    optim_ = optim.Adam(lr=1e-4, params=model.parameters())
+    history = []
+    for step in range(steps):
+        model_output, coords_ = model(coords)
+        lap = laplace(model_output, coords_)
+        loss = ((lap - target_lap) ** 2).mean()
+        optim_.zero_grad()
+        loss.backward()
+        optim_.step()
+        history.append(loss.item())
+    model_output, coords_ = model(coords)
+    grad = gradient(model_output, coords_)
+    return {"history": history, "grad": grad, "lap": laplace(model_output, coords_),
+            "grads": [p.grad for p in model.parameters()]}
+
+
+def test_siren_fit_through_the_laplacian():
+    weights = weights_of(make_siren)
+    ours, _ = run_both(siren, weights, rtol=1e-8, atol=1e-10)
+    assert ours["grad"].shape == (1, 36, 2) and ours["lap"].shape == (1, 36, 1)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+def test_siren_laplacian_by_hand():
+    """A one-unit SIREN u = w2 sin(w0 (a x + b y + c)) + d: its Laplacian is -w2 w0^2 (a^2 + b^2) sin(.)."""
+    torch = OURS.torch
+    model = make_siren(OURS)
+    model.net = OURS.nn.Sequential(model.net[0])
+    layer = model.net[0]
+    with torch.no_grad():
+        layer.linear = OURS.nn.Linear(2, 1)
+        layer.linear.weight.copy_(torch.tensor([[0.3, -0.2]]))
+        layer.linear.bias.fill_(0.1)
+    coords = torch.tensor([[0.5, -0.25], [0.0, 1.0]])
+    out, x = model(coords)
+    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    lap = sum(torch.autograd.grad(g[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(2))
+    arg = 30 * (0.3 * coords[:, 0].numpy() - 0.2 * coords[:, 1].numpy() + 0.1)
+    np.testing.assert_allclose(lap.numpy(), -900 * 0.13 * np.sin(arg), rtol=1e-4)
