@@ -312,7 +312,50 @@ def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, req
         raise ValueError(f"step must be nonzero (a step of {step} is 0 as {dtype})")
     if (end - start) * step < 0:  # NumPy would return an empty array
         raise RuntimeError("upper bound and lower bound inconsistent with step sign")
-    return _made(xp.arange(start, end, step, dtype=dtype), device, requires_grad)
+    if dtype.kind in "iu":
+        points = _integer_range(start, end, step, dtype)
+    elif dtype.kind == "f":
+        points = _floating_range(start, end, step, dtype)
+    else:
+        points = xp.arange(start, end, step, dtype=dtype)
+    return _made(xp.asarray(points), device, requires_grad)
+
+
+def _integer_range(start, end, step, dtype):
+    """arange in an integer dtype as PyTorch computes it: start and step truncated to integers, start +
+    i·step; the number of points from the bounds truncated too for int64, from the bounds as given
+    (ceil((end - start) / step), in float64) for the other integer dtypes."""
+    first, stride = int(start), int(step)
+    if dtype == numpy.int64:
+        last, sign = int(end), (stride > 0) - (stride < 0)
+        span = last - first + stride - sign
+        size = max(abs(span) // abs(stride) if (span >= 0) == (stride > 0) else 0, 0)  # (C's division)
+    else:
+        size = max(math.ceil((float(end) - float(start)) / float(step)), 0)
+    return numpy.arange(first, first + stride * size, stride, dtype=numpy.int64)[:size].astype(dtype, copy=False)
+
+
+def _floating_range(start, end, step, dtype, vector_bytes=32):
+    """arange in a floating dtype as PyTorch's CPU kernel computes it: ceil((end - start) / step) points
+    (in float64), each start + i·step in float64 (float32 for float16) as one fused multiply-add, then
+    rounded to the dtype. Its vectorised loop fills pairs of 256-bit vectors (8 float32 points each:
+    x86's AVX2 width, which PyTorch keeps for this kernel under AVX-512 too) from each vector's first
+    point, rounded to the dtype, plus j·step; that is done here too, so the points are PyTorch's to the
+    bit on x86 (on other CPUs they may differ by an ulp past the first 2 × 8 float32 points)."""
+    size = max(math.ceil((float(end) - float(start)) / float(step)), 0)
+    accumulate = numpy.dtype(numpy.float32 if dtype == numpy.float16 else numpy.float64)
+    wide = numpy.float64 if accumulate == numpy.float32 else numpy.longdouble  # (for the fused multiply-add)
+    stride = wide(accumulate.type(step))
+
+    def fused(base, count):  # base + count·step, rounded once to the accumulate type, then to the dtype
+        return (base + stride * count.astype(wide)).astype(accumulate).astype(dtype)
+
+    lanes = vector_bytes // dtype.itemsize
+    vectorised = size // (2 * lanes) * (2 * lanes)
+    first = wide(accumulate.type(start))
+    bases = fused(first, numpy.arange(0, vectorised, lanes)).astype(wide)  # each vector's first point
+    blocks = fused(bases[:, None], numpy.arange(lanes)[None, :]).reshape(-1)
+    return numpy.concatenate([blocks, fused(first, numpy.arange(vectorised, size))])
 
 
 def _spaced_bounds(op, start, end, steps):

@@ -1,7 +1,9 @@
-"""linspace's and logspace's points are PyTorch's to the bit: start + i·step for the first half,
-end - (steps - 1 - i)·step for the second, linspace's each a fused multiply-add rounded once in the dtype
-(float16's operations each round), integers truncated; logspace raising the base to those by C's pow.
-NumPy's linspace is an ulp or so away, which sin(30 x) networks (SIREN) magnify."""
+"""arange's, linspace's and logspace's points are PyTorch's to the bit. linspace: start + i·step for the
+first half, end - (steps - 1 - i)·step for the second, each a fused multiply-add rounded once in the dtype
+(float16's operations each round), integers truncated; logspace: the base raised to those by C's pow;
+arange: start + i·step fused in float64, in the blocks of PyTorch's vectorised loop, and for integer
+dtypes from the truncated bounds. NumPy's points are an ulp or so away (a SIREN's sin(30 x) magnifies
+that), and its integer aranges of fractional bounds differ outright."""
 
 import numpy as np
 import pytest
@@ -80,3 +82,41 @@ def test_logspace_against_torch():
                     theirs = torch.logspace(start, end, steps, base=base, dtype=getattr(torch, dtype)).numpy()
                     ours = autograd.logspace(start, end, steps, base=base, dtype=getattr(autograd, dtype)).numpy()
                     np.testing.assert_array_equal(ours, theirs, err_msg=f"logspace({start}, {end}, {steps}, {base})")
+
+
+def test_arange_is_pytorchs_to_the_bit():
+    tenth = ["0x0.0p+0", "0x1.99999a0000000p-4", "0x1.99999a0000000p-3", "0x1.3333340000000p-2",
+             "0x1.99999a0000000p-2", "0x1.0000000000000p-1", "0x1.3333340000000p-1", "0x1.6666660000000p-1",
+             "0x1.99999a0000000p-1", "0x1.cccccc0000000p-1"]
+    assert [v.hex() for v in autograd.arange(0, 1, 0.1).numpy().astype(np.float64).tolist()] == tenth
+    points = autograd.arange(-2.3, 7.1, 0.37, dtype=autograd.float64)
+    assert points.shape == (26,)
+    assert [v.hex() for v in points.tolist()[-3:]] == ["0x1.8d70a3d70a3d7p+2", "0x1.a51eb851eb852p+2",
+                                                      "0x1.bcccccccccccdp+2"]
+    # points 16-17 come from the second vector of PyTorch's vectorised loop (its base point plus j·step)
+    assert [v.hex() for v in autograd.arange(0.1, 9.0, 0.3).numpy().astype(np.float64).tolist()[14:18]] == [
+        "0x1.1333340000000p+2", "0x1.2666660000000p+2", "0x1.39999a0000000p+2", "0x1.4ccccc0000000p+2"]
+
+
+def test_integer_arange_of_fractional_bounds():
+    # int64: bounds and step truncated first (3, 198, 2); other integer dtypes count from the bounds as given
+    assert autograd.arange(3.77, 198.77, 2.5, dtype=autograd.int64)[:3].tolist() == [3, 5, 7]
+    assert len(autograd.arange(3.77, 198.77, 2.5, dtype=autograd.int64)) == 98
+    assert len(autograd.arange(3.77, 198.77, 2.5, dtype=autograd.int32)) == 78
+    assert autograd.arange(10.5, 0, -3.5, dtype=autograd.int64).tolist() == [10, 7, 4, 1]
+    assert autograd.arange(5).tolist() == [0, 1, 2, 3, 4] and autograd.arange(5).dtype == autograd.int64
+
+
+def test_arange_against_torch():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)  # (PyTorch splits past 32768 points among its threads, each starting vectors anew)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        start = float(rng.uniform(-10, 10))
+        step = float(rng.choice([0.1, 0.3, 1 / 3, 0.7, 2.5, -0.1, -0.37, 1e-3, 3.0]))
+        end = start + step * float(rng.uniform(0, 700))
+        for dtype in ("float32", "float64", "float16") + (("int64",) if abs(step) >= 1 else ()):
+            theirs = torch.arange(start, end, step, dtype=getattr(torch, dtype)).numpy()
+            ours = autograd.arange(start, end, step, dtype=getattr(autograd, dtype)).numpy()
+            assert ours.dtype == theirs.dtype
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"arange({start}, {end}, {step}, {dtype})")
