@@ -8,6 +8,7 @@ the ``generator=`` given. Every factory takes PyTorch's keywords: ``device``
 ``memory_format``.
 """
 
+import itertools
 import math
 import warnings
 
@@ -84,6 +85,14 @@ def _array(data, dtype, copy):
     if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
         as_array(data)  # (raises its TypeError: strings are no numbers)
     if dtype is None:
+        listed = _listed_dtype(data) if isinstance(data, (list, tuple)) else None
+        if listed is not None:
+            values = _arrays_for_tensors(data)
+            try:
+                return xp.asarray(values, dtype=listed)
+            except ValueError:  # a ragged list: as_array's error names it
+                as_array(values)
+                raise
         array = as_array(_copy(data) if copy else data)
         if array.dtype == numpy.uint64 and isinstance(data, (int, list, tuple)):
             raise ValueError("Overflow when unpacking long long")
@@ -95,6 +104,62 @@ def _array(data, dtype, copy):
     except ValueError:  # (NumPy's, for strings into numbers: as_array's TypeError)
         as_array(data)
         raise
+
+
+_PYTHON_NUMBERS = {int, float, bool, complex}
+_HOLDERS = (Tensor, xp.ndarray, numpy.ndarray, numpy.generic)  # what carries a dtype of its own
+
+
+def _listed_dtype(data):
+    """PyTorch's dtype for a (nested) list that holds tensors, arrays or NumPy scalars: the promotion of
+    its items' dtypes, a Python bool counting as bool, an int as int64, a float as the default dtype and
+    a complex as the default complex dtype (``tensor([R])`` with R a float64 0-d tensor is float64,
+    ``tensor([1, h])`` with h float16 is float16). NumPy reads a 0-d tensor through ``float()`` and
+    promotes otherwise (a Python float is float64 to it), so it is asked for the values only. None for
+    a list of Python numbers alone, which NumPy reads as PyTorch does once as_array has cast its float64
+    to the default dtype, and for a list holding anything else (as_array's errors then speak)."""
+    python = {bool: numpy.dtype(bool), int: numpy.dtype(numpy.int64), float: backend.get_default_dtype(),
+              complex: backend.get_default_complex_dtype()}
+    dtypes, found = set(), []
+
+    def visit(items):
+        kinds = set(map(type, items))
+        dtypes.update(numpy.dtype(python[kind]) for kind in kinds & _PYTHON_NUMBERS)
+        if kinds <= _PYTHON_NUMBERS:
+            return True
+        for item in items:
+            if isinstance(item, (list, tuple)):
+                if not visit(item):
+                    return False
+            elif isinstance(item, _HOLDERS):
+                dtypes.add(numpy.dtype(item.dtype))
+                found.append(True)
+            elif type(item) not in _PYTHON_NUMBERS:
+                return False
+        return True
+
+    level = data
+    while True:  # level by level, at C speed, while the lists hold lists or Python numbers only
+        kinds = set(map(type, level))
+        if kinds <= _PYTHON_NUMBERS:
+            return None
+        if not kinds <= {list, tuple}:
+            break
+        level = list(itertools.chain.from_iterable(level))
+    if not visit(data) or not found:
+        return None
+    from .ops.elementwise import common_dtype  # (here: importing the ops while this module loads is circular)
+
+    return common_dtype(dtypes)
+
+
+def _arrays_for_tensors(data):
+    """A nested list with each tensor in it replaced by its array."""
+    if isinstance(data, Tensor):
+        return data._data
+    if isinstance(data, (list, tuple)):
+        return [_arrays_for_tensors(item) for item in data]
+    return data
 
 
 def _holds_strings(data):
@@ -248,7 +313,50 @@ def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, req
         raise ValueError(f"step must be nonzero (a step of {step} is 0 as {dtype})")
     if (end - start) * step < 0:  # NumPy would return an empty array
         raise RuntimeError("upper bound and lower bound inconsistent with step sign")
-    return _made(xp.arange(start, end, step, dtype=dtype), device, requires_grad)
+    if dtype.kind in "iu":
+        points = _integer_range(start, end, step, dtype)
+    elif dtype.kind == "f":
+        points = _floating_range(start, end, step, dtype)
+    else:
+        points = xp.arange(start, end, step, dtype=dtype)
+    return _made(xp.asarray(points), device, requires_grad)
+
+
+def _integer_range(start, end, step, dtype):
+    """arange in an integer dtype as PyTorch computes it: start and step truncated to integers, start +
+    i·step; the number of points from the bounds truncated too for int64, from the bounds as given
+    (ceil((end - start) / step), in float64) for the other integer dtypes."""
+    first, stride = int(start), int(step)
+    if dtype == numpy.int64:
+        last, sign = int(end), (stride > 0) - (stride < 0)
+        span = last - first + stride - sign
+        size = max(abs(span) // abs(stride) if (span >= 0) == (stride > 0) else 0, 0)  # (C's division)
+    else:
+        size = max(math.ceil((float(end) - float(start)) / float(step)), 0)
+    return numpy.arange(first, first + stride * size, stride, dtype=numpy.int64)[:size].astype(dtype, copy=False)
+
+
+def _floating_range(start, end, step, dtype, vector_bytes=32):
+    """arange in a floating dtype as PyTorch's CPU kernel computes it: ceil((end - start) / step) points
+    (in float64), each start + i·step in float64 (float32 for float16) as one fused multiply-add, then
+    rounded to the dtype. Its vectorised loop fills pairs of 256-bit vectors (8 float32 points each:
+    x86's AVX2 width, which PyTorch keeps for this kernel under AVX-512 too) from each vector's first
+    point, rounded to the dtype, plus j·step; that is done here too, so the points are PyTorch's to the
+    bit on x86 (on other CPUs they may differ by an ulp past the first 2 × 8 float32 points)."""
+    size = max(math.ceil((float(end) - float(start)) / float(step)), 0)
+    accumulate = numpy.dtype(numpy.float32 if dtype == numpy.float16 else numpy.float64)
+    wide = numpy.float64 if accumulate == numpy.float32 else numpy.longdouble  # (for the fused multiply-add)
+    stride = wide(accumulate.type(step))
+
+    def fused(base, count):  # base + count·step, rounded once to the accumulate type, then to the dtype
+        return (base + stride * count.astype(wide)).astype(accumulate).astype(dtype)
+
+    lanes = vector_bytes // dtype.itemsize
+    vectorised = size // (2 * lanes) * (2 * lanes)
+    first = wide(accumulate.type(start))
+    bases = fused(first, numpy.arange(0, vectorised, lanes)).astype(wide)  # each vector's first point
+    blocks = fused(bases[:, None], numpy.arange(lanes)[None, :]).reshape(-1)
+    return numpy.concatenate([blocks, fused(first, numpy.arange(vectorised, size))])
 
 
 def _spaced_bounds(op, start, end, steps):
@@ -263,30 +371,71 @@ def _spaced_bounds(op, start, end, steps):
     return _number(start), _number(end)
 
 
-def _integer_points(start, end, steps, dtype):
-    """linspace in an integer dtype as PyTorch computes it: start and end cast to the dtype first, then
-    start + i·step for the first half of the points and end - (steps - 1 - i)·step for the second, in
-    float64, each truncated towards 0 (NumPy's integer linspace floors, and casts neither end first)."""
-    start, end = int(start), int(end)
-    if steps == 1:
-        return xp.asarray([start], dtype=dtype)
-    i = xp.arange(steps)
-    step = (end - start) / (steps - 1)
-    return xp.where(i < steps // 2, start + step * i, end - step * (steps - 1 - i)).astype(dtype)
+# PyTorch's wheels are compiled to fuse start + step·i into one multiply-add (a single rounding), except
+# for float16, whose operations each round: a wider dtype does the fused ones exactly, or all but never
+# (in NumPy, on the host: CuPy has no long double)
+_FUSED = {"float32": numpy.float64, "float64": numpy.longdouble, "complex64": numpy.complex128,
+          "complex128": numpy.clongdouble}
+
+
+def _spaced_points(start, end, steps, dtype):
+    """linspace's points as PyTorch computes them: start and end cast to the dtype, step = (end - start)
+    / (steps - 1) in it, then start + i·step for the first half of the points and end - (steps - 1 - i)·step
+    for the second, each rounded once to the dtype (for an integer dtype, in float64 and then truncated
+    towards 0). NumPy's linspace works from the start alone, in float64, and floors integers: an ulp
+    or so away from PyTorch's points, which a network of sin(30 x) (SIREN) makes visible."""
+    dtype = numpy.dtype(dtype)
+    work = numpy.dtype(numpy.float64) if dtype.kind in "iu" else dtype
+    if dtype.kind in "iu":
+        start, end = int(start), int(end)
+    start, end = work.type(start), work.type(end)
+    if steps <= 1:
+        return xp.full(steps, start, dtype=dtype)
+    step = (end - start) / work.type(steps - 1)
+    wide = _FUSED.get(work.name, work.type)
+    i = numpy.arange(steps)
+    half = steps // 2
+    low = wide(start) + wide(step) * i[:half].astype(wide)
+    high = wide(end) - wide(step) * (steps - 1 - i[half:]).astype(wide)
+    return xp.asarray(numpy.concatenate([low.astype(work), high.astype(work)]).astype(dtype))
 
 
 def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
     start, end = _spaced_bounds("linspace", start, end, steps)
-    dtype = xp.dtype(_float(dtype))
-    points = (_integer_points(start, end, steps, dtype) if dtype.kind in "iu" else
-              xp.linspace(start, end, steps, dtype=dtype))
-    return _made(points, device, requires_grad)
+    return _made(_spaced_points(start, end, steps, xp.dtype(_float(dtype))), device, requires_grad)
 
 
 def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, requires_grad=False):
-    """base ** linspace(start, end, steps): steps points spaced evenly on a log scale."""
+    """base ** e for steps exponents e spaced evenly from start to end, as PyTorch computes them: start
+    and end cast to the dtype, the exponents in float64 from either end (as linspace's points, but each
+    operation rounded), the powers in float64, cast to the dtype (complex ones as NumPy's logspace
+    gives them)."""
     start, end = _spaced_bounds("logspace", start, end, steps)
-    return _made(xp.logspace(start, end, steps, base=base).astype(_float(dtype)), device, requires_grad)
+    dtype = numpy.dtype(_float(dtype))
+    if dtype.kind == "c":
+        return _made(xp.asarray(numpy.logspace(start, end, steps, base=base).astype(dtype)), device, requires_grad)
+    if steps == 1:  # (PyTorch raises base to start itself here, not to start cast to the dtype)
+        exponents = numpy.array([float(start)])
+    else:
+        start, end = (int(start), int(end)) if dtype.kind in "iu" else (dtype.type(start), dtype.type(end))
+        step = float(end - start) / (steps - 1)
+        i = numpy.arange(steps, dtype=numpy.float64)
+        half = steps // 2
+        exponents = numpy.concatenate([float(start) + step * i[:half], float(end) - step * (steps - 1 - i[half:])])
+    with numpy.errstate(over="ignore", invalid="ignore"):
+        points = numpy.array([_c_pow(float(base), e) for e in exponents.tolist()]).astype(dtype)
+    return _made(xp.asarray(points), device, requires_grad)
+
+
+def _c_pow(base, exponent):
+    """C's pow, as PyTorch calls it (math.pow is it, but raises where C returns inf or NaN; NumPy's
+    vectorised power is an ulp off it at times)."""
+    try:
+        return math.pow(base, exponent)
+    except OverflowError:
+        return math.inf if base > 0 or exponent % 2 != 1 else -math.inf
+    except ValueError:  # 0 to a negative power, or a negative base to a fractional one
+        return math.inf if base == 0 else math.nan
 
 
 def eye(n, m=None, *, dtype=None, layout=None, device=None, requires_grad=False):

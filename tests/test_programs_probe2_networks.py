@@ -12,7 +12,7 @@ then fine-tuning, and ``torch.gradient``, ``torch.special`` and the torch-level 
 
 import numpy as np
 
-from .pytorch_programs import load, quickstart_data, run_both, weights_of
+from .pytorch_programs import OURS, load, quickstart_data, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # A CIFAR-style ResNet (kuangliu/pytorch-cifar's BasicBlock) with SGD(nesterov) and MultiStepLR
@@ -446,8 +446,8 @@ def test_torch_level_spellings_gradient_and_special():
         misc, weights, rtol=1e-4, atol=1e-5
     )
     assert out.shape == (2, 3) and (emb_grad[[0, 6, 7, 8]] == 0).all() and w_grad.shape == (6,)
-    t = np.linspace(0, 1, 7)
-    f = np.sin(3 * t) * t
+    t = OURS.torch.linspace(0, 1, 7, dtype=OURS.torch.float64).numpy()  # PyTorch's points (np.linspace's differ
+    f = np.sin(3 * t) * t  # in the last bit, which moves the finite differences by 1e-11)
     np.testing.assert_allclose(g, np.gradient(f, t), rtol=1e-12)
     np.testing.assert_allclose(g2, np.gradient(f, 0.5, edge_order=2), rtol=1e-12)
     assert kept and values == [0.0, 2.0]  # dropout(p=0.5) scales the kept by 2

@@ -227,7 +227,11 @@ class ScatterReduce(Primitive):
         sum:         dL/dx = dL/dy where x takes part,   dL/dsrc = gather(dL/dy)
         mean:        the same, each divided by the number of terms at that position
         amax, amin:  dL/dy shared evenly by the terms equal to y (x's and src's)
-        prod:        dL/dx = dL/dy · y / x,   dL/dsrc = gather(dL/dy · y) / src  (for nonzero terms)
+        prod:        dL/dx = dL/dy · y / x,   dL/dsrc = gather(dL/dy · y) / src  (zeros: see _prod_backward)
+
+    With include_self False and x's own value equal to the max (or min) taken from src, PyTorch still
+    counts x among the ties, giving it no share, so src's shares add up to less than dL/dy (and
+    differ from those of include_self True's). Here x takes no part: its value is not a tie.
     """
 
     saves_output = True
@@ -273,13 +277,42 @@ class ScatterReduce(Primitive):
             grad_x = share * Tensor._make(ties.astype(grad.dtype))
             gathered = Tensor._make(src_ties.astype(grad.dtype))
             grad_src = Gather.apply(share, dim=self.dim, index=self.index) * gathered
-        else:  # prod
-            grad_x = Where.apply(grad * y / x, grad, condition=self.written) * takes_part
-            grad_src = Gather.apply(grad * y, dim=self.dim, index=self.index) / Tensor._make(
-                _corner(src._data, self.index.shape))
+        else:
+            grad_x, grad_src = self._prod_backward(grad, y, x, src, takes_part)
         if src.requires_grad and grad_src.shape != src.shape:
             grad_src = _pad_to(grad_src, src.shape)
         return (grad_x if x.requires_grad else None), (grad_src if src.requires_grad else None)
+
+
+    def _prod_backward(self, grad, y, x, src, takes_part):
+        """Each term's gradient is dL/dy times the product of the other terms at its position, exact
+        where terms are 0 (a zero makes y / term 0 / 0):
+
+            x:    y' / x'   with x' = x, its zeros replaced by 1, and y' the product taken with x'
+            src:  y / src   where src is nonzero (0 if the position holds a zero: the zero is another term),
+                  the product taken again with the zero replaced by 1 where it is its position's only zero
+
+        (PyTorch's first-order values; at a position with two zeros every term gets 0, and its second
+        derivatives there, which PyTorch refuses to take, are not the product of the remaining terms.)"""
+        arguments = dict(dim=self.dim, index=self.index, reduce="prod", include_self=self.include_self)
+        grad_x = None
+        if x.requires_grad:
+            x_safe = x + Tensor._make((x._data == 0).astype(x.dtype))  # 0 becomes 1, other values unchanged
+            grad_x = grad * ScatterReduce.apply(x_safe, src, **arguments) / x_safe * takes_part
+        corner = src if src.shape == tuple(self.index.shape) else src[tuple(slice(0, n) for n in self.index.shape)]
+        zero = corner._data == 0
+        zeros_at = xp.zeros(x.shape, dtype=int64)  # how many zero src terms each position receives
+        xp.add.at(zeros_at, _positions(self.index, self.dim), zero)
+        lone_zero = zero & (xp.take_along_axis(_cut(zeros_at, self.index.shape, self.dim), self.index,
+                                               axis=self.dim) == 1)
+        grad_src = Gather.apply(grad * y, dim=self.dim, index=self.index) / (corner + Tensor._make(
+            zero.astype(corner.dtype)))
+        if lone_zero.any():
+            ones = Tensor._make(xp.ones(corner.shape, dtype=corner.dtype))  # a constant: no derivative in it
+            others = ScatterReduce.apply(x, Where.apply(ones, corner, condition=lone_zero), **arguments)
+            grad_src = Where.apply(Gather.apply(grad * others, dim=self.dim, index=self.index), grad_src,
+                                   condition=lone_zero)
+        return grad_x, grad_src
 
 
 @names("scatter_reduce", inplace="scatter_reduce_")
