@@ -358,3 +358,20 @@ def test_every_op_name_is_declared_once_and_bound():
     x = Tensor([1.0, -2.0])
     np.testing.assert_allclose(autograd.exp(x).numpy(), x.exp().numpy())
     np.testing.assert_allclose((2 - x).numpy(), [1.0, 4.0])  # a reflected operator
+
+
+def test_var_with_no_degrees_of_freedom_warns_and_divides_by_zero():
+    """As PyTorch: n <= correction warns, naming the function called, and gives Σ/0 (∞; NaN for one sample)."""
+    import warnings
+
+    for call, name in [(lambda t: t.var(correction=2), "var"), (lambda t: t.std(correction=2), "std"),
+                       (lambda t: autograd.var_mean(t, correction=2)[0], "var_mean"),
+                       (lambda t: autograd.std_mean(t, correction=2)[0], "std_mean")]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert np.isinf(call(autograd.tensor([1.0, 2.0])).item())
+        assert any(f"{name}(): degrees of freedom is <= 0" in str(w.message) for w in caught)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert np.isnan(autograd.tensor([3.0]).var().item())
+        assert np.isnan(autograd.tensor([1.0, 1.0]).var(correction=2).item())

@@ -66,3 +66,4 @@ def test_nested_python_lists_keep_their_dtypes():
     assert autograd.tensor([[1, 2], [3, 4]]).dtype == autograd.int64
     assert autograd.tensor([[[True]]]).dtype == autograd.bool
     assert autograd.tensor([[], []]).shape == (2, 0)
+

@@ -6,6 +6,7 @@ gradient of a sum is dL/dy copied to every term (``expand``).
 
 import collections
 import math
+import warnings
 
 from ..backend import float16, float32, int64, xp
 from ..errors import DtypeError
@@ -97,6 +98,13 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
     """y = Σ |x_i - mean|² / (n - correction); correction 1 (unbiased) by default, as PyTorch.
     x.var(False) is PyTorch's var(unbiased) overload."""
     dim, unbiased = unbiased_overload("var", dim, unbiased, keepdim, correction)
+    return variance(x, dim, unbiased, keepdim, correction, "var")
+
+
+def variance(x, dim, unbiased, keepdim, correction, name):
+    """var's computation, for var, std, var_mean and std_mean (``name``: the one called, which PyTorch's
+    warning names). With no degrees of freedom left (n <= correction) it warns, as PyTorch, and divides by
+    0: ∞, or NaN where every term is equal (one sample)."""
     axes = normalize_dims(dim, x.ndim)
     count = 1
     for axis in axes:
@@ -107,16 +115,22 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
     else:
         squares = centred * centred
     degrees_of_freedom = count - _correction(unbiased, correction)
-    # as PyTorch: NaN when there are no degrees of freedom left (one sample, unbiased)
-    scale = 1.0 / degrees_of_freedom if degrees_of_freedom > 0 else float("nan")
-    return sum(squares, axes, keepdim) * scale
+    if degrees_of_freedom <= 0:
+        warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
+                      "factor (input numel divided by output numel).", UserWarning, stacklevel=4)
+    return sum(squares, axes, keepdim) * (1.0 / degrees_of_freedom if degrees_of_freedom > 0 else math.inf)
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
     """y = √var; where var is 0 (equal values) the gradient is 0, as PyTorch's, not 0 · ∞ = NaN.
     x.std(False) is PyTorch's std(unbiased) overload."""
     dim, unbiased = unbiased_overload("std", dim, unbiased, keepdim, correction)
-    v = var(x, dim, unbiased, keepdim, correction)
+    return standard_deviation(x, dim, unbiased, keepdim, correction, "std")
+
+
+def standard_deviation(x, dim, unbiased, keepdim, correction, name):
+    """std's computation, for std and std_mean (``name``: the one called)."""
+    v = variance(x, dim, unbiased, keepdim, correction, name)
     zero = v._data == 0
     if not zero.any():
         return v.sqrt()

@@ -20,7 +20,8 @@ def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """(var, mean) of input (over dim), computed together; var_mean(input, False) is PyTorch's
     unbiased overload."""
     dim, unbiased = unbiased_overload("var_mean", dim, unbiased, keepdim, correction)
-    return (reductions.var(input, dim, unbiased, keepdim, correction), reductions.mean(input, dim, keepdim))
+    return (reductions.variance(input, dim, unbiased, keepdim, correction, "var_mean"),
+            reductions.mean(input, dim, keepdim))
 
 
 @names("std_mean", method=False)
@@ -28,7 +29,8 @@ def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """(std, mean) of input (over dim), computed together; std_mean(input, False) is PyTorch's
     unbiased overload."""
     dim, unbiased = unbiased_overload("std_mean", dim, unbiased, keepdim, correction)
-    return (reductions.std(input, dim, unbiased, keepdim, correction), reductions.mean(input, dim, keepdim))
+    return (reductions.standard_deviation(input, dim, unbiased, keepdim, correction, "std_mean"),
+            reductions.mean(input, dim, keepdim))
 
 
 @names("cov")
