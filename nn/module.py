@@ -29,6 +29,8 @@ _IncompatibleKeys = IncompatibleKeys  # PyTorch's name in torch.nn.modules.modul
 _global_forward_pre_hooks, _global_forward_hooks = {}, {}
 _global_backward_pre_hooks, _global_backward_hooks = {}, {}
 _global_forward_hooks_with_kwargs, _global_forward_hooks_always_called = set(), set()
+# what a layer legitimately takes beside tensors (hidden states, sizes, flags, sequences of tensors)
+_NOT_MISTAKEN_FOR_TENSORS = (Tensor, tuple, list, dict, int, float, bool, str, type(None))
 
 
 def register_module_forward_pre_hook(hook):
@@ -121,6 +123,12 @@ class Module(ModuleState):
                 for i, argument in enumerate(args):
                     if isinstance(argument, numpy.ndarray):
                         raise not_a_tensor(type(self).__name__, i, argument) from error
+                # another object where a tensor belongs (pool(input) with the built-in input): PyTorch's TypeError
+                # too, not "object has no attribute 'ndim'"
+                if isinstance(error, AttributeError):
+                    for i, argument in enumerate(args):
+                        if not isinstance(argument, _NOT_MISTAKEN_FOR_TENSORS):
+                            raise not_a_tensor(type(self).__name__, i, argument) from error
             raise
 
     _call_impl = _wrapped_call_impl = __call__  # PyTorch's names for the call with hooks (code calls them)
