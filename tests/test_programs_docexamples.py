@@ -804,6 +804,74 @@ def fold_unfold(m):
                                                                                        )[0, 0]
 
 
+# ----------------------------------------------------------------------------------------------
+# tensor attributes, torch.testing, parametrizations (fixed: dim_order's ambiguity_check, assert_close's
+# types and callable msg, assigning through a parametrization without right_inverse)
+# ----------------------------------------------------------------------------------------------
+
+
+def raised(call, *args, **kwargs):
+    """The class name and message of what call raises (None where it returns)."""
+    try:
+        call(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001  (the class is the result)
+        return [type(error).__name__, str(error).split("\n")[0]]
+    return None
+
+
+@example("attributes")
+def dim_order(m):
+    torch = m.torch
+    x = torch.empty((1, 2, 3, 4))
+    return (torch.empty((2, 3, 5, 7)).dim_order(), torch.empty((2, 3, 5, 7)).transpose(1, 2).dim_order(),
+            torch.empty((2, 3, 5, 7)).permute(0, 2, 3, 1).dim_order(), x.dim_order(),
+            raised(x.dim_order, ambiguity_check=True),
+            x.dim_order(ambiguity_check=[torch.contiguous_format, torch.channels_last]),
+            raised(x.dim_order, ambiguity_check="ILLEGAL"),
+            torch.empty((2, 3, 5, 7)).transpose(1, 2).dim_order(ambiguity_check=True))
+
+
+@example("attributes")
+def assert_close(m):
+    torch = m.torch
+    expected = torch.tensor([1.0, 2.0, 3.0])
+    actual = expected.clone()
+    torch.testing.assert_close(m.nn.Parameter(actual), expected)
+    torch.testing.assert_close([torch.tensor([1.0]), 2.0, np.array(3.0)], (torch.tensor([1.0]), 2.0, np.array(3.0)))
+    torch.testing.assert_close(1.0, 1, check_dtype=False)
+    different = torch.tensor([1.0, 4.0, 5.0])
+    return (raised(torch.testing.assert_close, m.nn.Parameter(actual), expected, allow_subclasses=False)[0],
+            raised(torch.testing.assert_close, actual.numpy(), expected)[0],
+            raised(torch.testing.assert_close, torch.tensor(float("nan")), torch.tensor(float("nan")))[0],
+            raised(torch.testing.assert_close, different, expected, msg="Argh, the tensors are not close!"),
+            raised(torch.testing.assert_close, different, expected, msg=lambda msg: f"Header\n\n{msg}\n\nFooter"),
+            raised(torch.testing.assert_close, 1e-9, 1e-10, rtol=0, atol=0)[0])
+
+
+@example("attributes")
+def parametrization_assignment(m):
+    torch, nn = m.torch, m.nn
+    P = nn.utils.parametrize
+
+    class Symmetric(nn.Module):
+        def forward(self, X):
+            return X.triu() + X.triu(1).T  # Return a symmetric matrix
+
+    class SymmetricWithInverse(Symmetric):
+        def right_inverse(self, A):
+            return A.triu()
+
+    A = torch.arange(25.0).reshape(5, 5)
+    A = A + A.T  # A is now symmetric
+    plain = fill(m, nn.Linear(5, 5))
+    P.register_parametrization(plain, "weight", Symmetric())
+    refused = raised(setattr, plain, "weight", A)
+    invertible = nn.Linear(5, 5)
+    P.register_parametrization(invertible, "weight", SymmetricWithInverse())
+    invertible.weight = A
+    return plain.weight, refused, torch.allclose(invertible.weight, A), torch.allclose(plain.weight, plain.weight.T)
+
+
 def test_the_areas_cover_about_sixty_to_a_hundred_examples():
     assert 30 <= sum(len(programs) for programs in AREAS.values()) and set(EXPECTED) == {
         name for programs in AREAS.values() for name in programs}
@@ -858,6 +926,11 @@ def test_shapes_and_indexing(name):
 @pytest.mark.parametrize("name", list(AREAS["nn"]))
 def test_nn(name):
     check("nn", name, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(AREAS["attributes"]))
+def test_attributes_testing_parametrizations(name):
+    check("attributes", name)
 
 
 def test_hash_tensor_has_no_gradient_and_refuses_what_pytorch_refuses():
@@ -1310,4 +1383,22 @@ EXPECTED = {'einsum_sublist_batched_matmul': [('float32',
                    [12.0, 26.0, 28.0, 15.0]]),
                  ('float32',
                   [[0.0, 16.0, 1.0, 17.0], [32.0, 0.0, 33.0, 1.0], [4.0, 20.0, 5.0, 21.0],
-                   [36.0, 4.0, 37.0, 5.0]])]}
+                   [36.0, 4.0, 37.0, 5.0]])],
+ 'dim_order': [[0, 1, 2, 3], [0, 2, 1, 3], [0, 3, 1, 2], [0, 1, 2, 3],
+               ['RuntimeError',
+                'The tensor does not have unique dim order, or cannot map to exact one of the given memory '
+                'formats.'],
+               [0, 1, 2, 3],
+               ['TypeError', 'The ambiguity_check argument must be a bool or a list of memory formats.'],
+               [0, 2, 1, 3]],
+ 'assert_close': ['TypeError', 'TypeError', 'AssertionError',
+                  ['AssertionError', 'Argh, the tensors are not close!'], ['AssertionError', 'Header'],
+                  'AssertionError'],
+ 'parametrization_assignment': [('float32',
+                                 [[-0.5, -0.4583333, -0.4166667, -0.375, -0.3333333],
+                                  [-0.4583333, -0.25, -0.2083333, -0.1666667, -0.125],
+                                  [-0.4166667, -0.2083333, 0.0, 0.04166667, 0.08333334],
+                                  [-0.375, -0.1666667, 0.04166667, 0.25, 0.2916667],
+                                  [-0.3333333, -0.125, 0.08333334, 0.2916667, 0.5]]),
+                                ['RuntimeError', 'parametrization Symmetric does not implement right_inverse.'],
+                                True, True]}
