@@ -82,6 +82,15 @@ def fill(m, module):
     return module
 
 
+def raised(call, *args, **kwargs):
+    """The class name and message of what call raises (None where it returns)."""
+    try:
+        call(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001  (the class is the result)
+        return [type(error).__name__, str(error).split("\n")[0]]
+    return None
+
+
 def check(area, name, rtol=1e-5, atol=1e-6):
     program = AREAS[area][name]
     ours = snap(program(OURS))
@@ -242,6 +251,36 @@ def matrix_rank_hermitian_reads_the_lower_triangle(m):
     A = torch.tensor([[1.0, 5.0, 7.0], [1.0, 1.0, -2.0], [1.0, 1.0, 1.0]])
     return (torch.linalg.matrix_rank(A), torch.linalg.matrix_rank(A, hermitian=True),
             torch.linalg.matrix_rank(A, hermitian=True, rtol=0.4), torch.linalg.matrix_rank(torch.eye(10)))
+
+
+@example("linalg")
+def cholesky_solve(m):
+    torch = m.torch
+    A = torch.tensor([[2.0, -0.5, 0.3], [0.4, 1.5, -1.0], [0.0, 0.7, 1.2]])
+    A = A @ A.T + torch.eye(3) * 1e-3  # Creates a symmetric positive-definite matrix
+    L = torch.linalg.cholesky(A)  # Extract Cholesky decomposition
+    B = torch.tensor([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0]])
+    Ac = torch.tensor(C3, dtype=torch.complex64)
+    Ac = Ac @ Ac.mH + torch.eye(3) * 1e-3  # Hermitian positive-definite
+    Bc = torch.tensor([[1.0 + 1.0j], [0.0], [-1.0j]], dtype=torch.complex64)
+    X = torch.cholesky_solve(Bc, torch.linalg.cholesky(Ac))
+    return (torch.cholesky_solve(B, L), A.inverse() @ B, X, torch.dist(X, Ac.inverse() @ Bc) < 1e-4,
+            raised(torch.cholesky_solve, Bc, torch.linalg.cholesky(Ac.to(torch.complex128))))
+
+
+@example("linalg")
+def solvers_refuse_operands_of_different_dtypes(m):
+    """The docs' examples under set_default_dtype(float64) mixed complex64 and complex128: PyTorch's
+    solvers promote neither operand (solve_triangular alone does)."""
+    torch = m.torch
+    A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    L = torch.linalg.cholesky(A)
+    b = torch.ones(2, 1)
+    return (raised(torch.cholesky_solve, b, L), raised(torch.linalg.solve, A, b),
+            raised(torch.linalg.solve_ex, A, b), raised(torch.triangular_solve, b, L, upper=False),
+            raised(torch.linalg.lu_solve, *torch.linalg.lu_factor(A), b),
+            raised(torch.linalg.ldl_solve, *torch.linalg.ldl_factor(A), b),
+            torch.linalg.solve_triangular(L, b, upper=False))
 
 
 @example("linalg")
@@ -810,15 +849,6 @@ def fold_unfold(m):
 # ----------------------------------------------------------------------------------------------
 
 
-def raised(call, *args, **kwargs):
-    """The class name and message of what call raises (None where it returns)."""
-    try:
-        call(*args, **kwargs)
-    except Exception as error:  # noqa: BLE001  (the class is the result)
-        return [type(error).__name__, str(error).split("\n")[0]]
-    return None
-
-
 @example("attributes")
 def dim_order(m):
     torch = m.torch
@@ -1015,6 +1045,33 @@ EXPECTED = {'einsum_sublist_batched_matmul': [('float32',
  'matrix_rank_of_complex_matrices': [('int64', [3, 2]), ('int64', [3, 3]), ('int64', [3, 1]),
                                      ('int64', [2, 2])],
  'matrix_rank_hermitian_reads_the_lower_triangle': [('int64', 3), ('int64', 1), ('int64', 1), ('int64', 10)],
+ 'cholesky_solve': [('float32', [[0.2401769, -0.4625569], [0.2332499, -0.01106091], [1.570474, 0.5194026]]),
+                    ('float32', [[0.2401768, -0.4625568], [0.2332499, -0.01106091], [1.570474, 0.5194026]]),
+                    ('complex64',
+                     [[(0.1519223+0.1601841j)], [(0.0311421+0.07708823j)], [(-0.008261807-0.2005277j)]]),
+                    ('bool', True),
+                    ['RuntimeError',
+                     'Expected b and A to have the same dtype, but found b of type ComplexFloat and A of type '
+                     'ComplexDouble instead.']],
+ 'solvers_refuse_operands_of_different_dtypes': [['RuntimeError',
+                                                  'Expected b and A to have the same dtype, but found b of '
+                                                  'type Float and A of type Double instead.'],
+                                                 ['RuntimeError',
+                                                  'linalg.solve: Expected A and B to have the same dtype, but '
+                                                  'found A of type Double and B of type Float instead'],
+                                                 ['RuntimeError',
+                                                  'linalg.solve: Expected A and B to have the same dtype, but '
+                                                  'found A of type Double and B of type Float instead'],
+                                                 ['RuntimeError',
+                                                  'Expected b and A to have the same dtype, but found b of '
+                                                  'type Float and A of type Double instead.'],
+                                                 ['RuntimeError',
+                                                  'linalg.lu_solve: Expected LU and B to have the same dtype, '
+                                                  'but found LU of type Double and B of type Float instead'],
+                                                 ['RuntimeError',
+                                                  'Expected b and A to have the same dtype, but found b of '
+                                                  'type Float and A of type Double instead.'],
+                                                 ('float64', [[0.5], [0.452267]])],
  'norms': [('float32', 7.745967), ('float32', 7.745967), ('float32', 7.745967), ('float32', 4.0),
            ('float32', 9.0), ('float32', 0.0), ('float32', 7.0), ('float32', 0.0), ('float32', 7.348469),
            ('float64', 3.757577e-16), ('float32', 5.848036), ('float32', [1.414214, 2.236068, 5.0]),

@@ -12,6 +12,7 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
+from .conversion import require_same_dtype
 from .elementwise import unbroadcast
 from .names import names
 from .outputs import write_out
@@ -87,8 +88,9 @@ def is_vector_rhs(A, B):
 
 
 def solve(A, B, *, left=True, out=None):
-    """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors."""
+    """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors, of A's dtype."""
     _square(A, "solve")
+    require_same_dtype(A, B, ("A", "B"), "linalg.solve")
     if not left:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ
         return write_out(solve(A.mT, B.mT).mT, out)
     if is_vector_rhs(A, B):
