@@ -284,6 +284,18 @@ def solvers_refuse_operands_of_different_dtypes(m):
 
 
 @example("linalg")
+def det_logdet_slogdet(m):
+    """torch.logdet's example; its A (random there) has a negative determinant here: logdet is NaN,
+    and nothing flows back from it (PyTorch's zero gradient, not log|det A|'s A⁻ᵀ)."""
+    torch = m.torch
+    A = torch.tensor([[[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [1.5, 0.2, 0.1]],
+                      [[0.2, 1.0, 0.0], [1.0, 0.1, 0.0], [0.0, 0.0, 2.0]]], requires_grad=True)
+    logdet = torch.logdet(A)
+    grad, = torch.autograd.grad(logdet.nan_to_num(0.0).sum(), A)
+    return torch.linalg.det(A), logdet, torch.linalg.slogdet(A), grad
+
+
+@example("linalg")
 def norms(m):
     torch = m.torch
     LA = torch.linalg
@@ -1072,6 +1084,12 @@ EXPECTED = {'einsum_sublist_batched_matmul': [('float32',
                                                   'Expected b and A to have the same dtype, but found b of '
                                                   'type Float and A of type Double instead.'],
                                                  ('float64', [[0.5], [0.452267]])],
+ 'det_logdet_slogdet': [('float32', [6.22, -1.96]), ('float32', [1.82777, NAN]),
+                        [('float32', [1.0, -1.0]), ('float32', [1.82777, 0.6729445])],
+                        ('float32',
+                         [[[-0.08038586, 0.477492, 0.2508039], [-0.01607717, -0.1045016, 0.4501608],
+                           [0.7234727, -0.2974277, -0.2572347]],
+                          [[-0.0, 0.0, 0.0], [0.0, -0.0, 0.0], [0.0, 0.0, 0.0]]])],
  'norms': [('float32', 7.745967), ('float32', 7.745967), ('float32', 7.745967), ('float32', 4.0),
            ('float32', 9.0), ('float32', 0.0), ('float32', 7.0), ('float32', 0.0), ('float32', 7.348469),
            ('float64', 3.757577e-16), ('float32', 5.848036), ('float32', [1.414214, 2.236068, 5.0]),

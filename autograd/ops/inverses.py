@@ -13,7 +13,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
 from .conversion import require_same_dtype
-from .elementwise import unbroadcast
+from .elementwise import Where, unbroadcast
 from .names import names
 from .outputs import write_out
 
@@ -149,10 +149,11 @@ def tensor_det(input):
 
 @names("logdet")
 def logdet(input):
-    """ln det A: NaN for a negative determinant, -inf for a singular matrix, as PyTorch."""
+    """ln det A: NaN for a negative determinant (with a zero gradient there, as PyTorch's: ln is not
+    defined, so nothing flows back), -inf for a singular matrix."""
     sign, logabsdet = slogdet(input)
-    nan = Tensor._make(xp.where(sign._data < 0, xp.nan, 0).astype(logabsdet.dtype))
-    return logabsdet + nan
+    nan = Tensor._make(xp.full(logabsdet.shape, xp.nan, dtype=logabsdet.dtype))
+    return Where.apply(logabsdet, nan, condition=sign._data >= 0)
 
 
 @names("slogdet")
