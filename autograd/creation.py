@@ -7,6 +7,7 @@ import builtins
 import numpy
 
 from .backend import get_default_dtype, xp
+from .device import resolve
 from .factories import _shape, copied_data, empty, full, ones, tensor, zeros
 from .ops import bind_tensor_methods
 from .ops.names import names
@@ -90,6 +91,38 @@ def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
     """A 1-d tensor on the memory of an object with the buffer protocol (bytes, bytearray,
     array.array): ``count`` elements of ``dtype`` (all by default) from byte ``offset``."""
     array = numpy.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    return Tensor._make(xp.asarray(array)).requires_grad_(requires_grad)
+
+
+@names("from_file", method=False)
+def from_file(filename, shared=None, size=0, *, dtype=None, layout=None, device=None, requires_grad=False,
+              pin_memory=False):
+    """A 1-d tensor of ``size`` elements of ``dtype`` (the default dtype) read from the raw bytes of
+    a file (``x.numpy().tofile(path)`` writes one). With ``shared=True`` the tensor is the file,
+    mapped into memory: a write to one shows in the other, and a missing or shorter file is made
+    long enough; otherwise it is a private copy of the file's first bytes."""
+    resolve(device)
+    dtype = numpy.dtype(dtype or get_default_dtype())
+    nbytes = size * dtype.itemsize
+    if shared:
+        if xp is not numpy:
+            raise RuntimeError("from_file(shared=True) maps the file into host memory, which a GPU tensor cannot "
+                               "share; use shared=False for a copy")
+        with open(filename, "ab") as file:  # (created if missing; appending nothing leaves it as it is)
+            if file.tell() < nbytes:
+                file.truncate(nbytes)
+        array = numpy.memmap(filename, dtype=dtype, mode="r+", shape=(size,)) if size else numpy.empty(0, dtype)
+        return Tensor._make(array.view(numpy.ndarray)).requires_grad_(requires_grad)
+    try:
+        with open(filename, "rb") as file:
+            data = file.read(nbytes)
+    except OSError as error:
+        raise RuntimeError(f"unable to open file <{filename}> in read-only mode: {error.strerror} "
+                           f"({error.errno})") from None
+    if len(data) < nbytes:
+        raise RuntimeError(f"file <{filename}> size <{len(data)}> is smaller than the required mapping size "
+                           f"<{nbytes}>")
+    array = numpy.frombuffer(data, dtype=dtype).copy()
     return Tensor._make(xp.asarray(array)).requires_grad_(requires_grad)
 
 

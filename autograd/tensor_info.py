@@ -9,6 +9,7 @@ import numpy
 
 from . import backend
 from .backend import address, xp
+from .constants import memory_format
 from .ops import bind_tensor_methods
 from .ops.names import names
 
@@ -94,12 +95,70 @@ def data_ptr(self):
     return address(self._data)
 
 
+def _dense_along(shape, strides, dims):
+    """Whether the dims, innermost first, step through memory densely (dims of size 1 skipped)."""
+    step = 1
+    for d in dims:
+        if shape[d] != 1:
+            if strides[d] != step:
+                return False
+            step *= shape[d]
+    return True
+
+
+def _stride_order(shape, strides, a, b):
+    """-1 where dim a lies outside dim b in memory, 1 where inside, 0 where the strides cannot tell
+    (a zero stride, or equal strides over sizes that do not break the tie), as PyTorch compares them."""
+    def at_least(x, y):
+        return y == 0 or (x != 0 and (x >= y or x % y == 0))
+
+    if strides[a] == 0 or strides[b] == 0:
+        return 0
+    if strides[a] == strides[b]:
+        return 0 if at_least(shape[b], shape[a]) else 1
+    if at_least(strides[b], strides[a]):
+        return -1
+    return 1 if at_least(strides[a], strides[b]) else 0
+
+
 @names("dim_order", function=False)
 def dim_order(self, *, ambiguity_check=False):
-    """The dims from outermost to innermost in memory (largest stride first; ties keep the
-    dims' order): (0, 1, ..., n-1) for a contiguous tensor."""
-    strides = stride(self)
-    return tuple(sorted(range(self.ndim), key=lambda d: -strides[d]))
+    """The dims from outermost to innermost in memory: (0, 1, ..., n-1) for a contiguous tensor,
+    (0, 2, 3, 1) for channels_last, otherwise an insertion sort by stride (PyTorch's, ties kept).
+
+    The order is ambiguous where a dim has size 1 or two neighbouring dims have equal strides.
+    ``ambiguity_check=True`` refuses such a tensor (RuntimeError); a list of memory formats refuses
+    it unless exactly one of them describes its layout, as PyTorch's."""
+    if not isinstance(ambiguity_check, bool) and not (
+            isinstance(ambiguity_check, list) and all(isinstance(f, memory_format) for f in ambiguity_check)):
+        raise TypeError("The ambiguity_check argument must be a bool or a list of memory formats.")
+    shape, strides, ndim = self.shape, stride(self), self.ndim
+    check = ambiguity_check is not False
+    if check:
+        formats = ambiguity_check if isinstance(ambiguity_check, list) else []
+        ambiguous = 1 in shape or any(a == b for a, b in zip(strides, strides[1:]))
+        if ambiguous and builtins.sum(1 for f in formats if self.is_contiguous(memory_format=f)) != 1:
+            raise RuntimeError("The tensor does not have unique dim order, or cannot map to exact one of the given "
+                               "memory formats.")
+    if ndim < 2:
+        return tuple(range(ndim))
+    contiguous = self.numel() < 2 or _dense_along(shape, strides, reversed(range(ndim)))
+    last = ndim == 4 and _dense_along(shape, strides, (1, 3, 2, 0))
+    if contiguous != last:
+        return tuple(range(ndim)) if contiguous else (0, *range(2, ndim), 1)
+    order = list(reversed(range(ndim)))  # innermost first while sorting
+    for i in range(1, ndim):
+        moving = i
+        for j in reversed(range(i)):
+            comparison = _stride_order(shape, strides, order[j], order[moving])
+            if comparison < 0:
+                break
+            if comparison > 0:
+                order[j], order[moving] = order[moving], order[j]
+                moving = j
+    if check and any(_stride_order(shape, strides, order[i], order[i + 1]) != -1 for i in range(ndim - 1)):
+        raise RuntimeError("The tensor does not have unique dim order.")
+    return tuple(reversed(order))
 
 
 @names("ndimension", function=False)

@@ -38,6 +38,9 @@ from .parameter import Buffer, Parameter
 
 _IncompatibleKeys = IncompatibleKeys  # PyTorch's name in torch.nn.modules.module
 
+# what a layer legitimately takes beside tensors (hidden states, sizes, flags, sequences of tensors)
+_NOT_MISTAKEN_FOR_TENSORS = (Tensor, tuple, list, dict, int, float, bool, str, type(None))
+
 
 class Module(ModuleState, ModuleHooks):
     dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
@@ -70,6 +73,12 @@ class Module(ModuleState, ModuleHooks):
                 for i, argument in enumerate(args):
                     if isinstance(argument, numpy.ndarray):
                         raise not_a_tensor(type(self).__name__, i, argument) from error
+                # another object where a tensor belongs (pool(input) with the built-in input): PyTorch's TypeError
+                # too, not "object has no attribute 'ndim'"
+                if isinstance(error, AttributeError):
+                    for i, argument in enumerate(args):
+                        if not isinstance(argument, _NOT_MISTAKEN_FOR_TENSORS):
+                            raise not_a_tensor(type(self).__name__, i, argument) from error
             raise
 
     _call_impl = _wrapped_call_impl = __call__  # PyTorch's names for the call with hooks (code calls them)

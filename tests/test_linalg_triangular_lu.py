@@ -157,7 +157,7 @@ def test_lu_solve_and_singular_inputs():
         linalg.lu_solve(LU, pivots, autograd.ones(2, 1, dtype=autograd.float64), left=False)
     with pytest.raises(RuntimeError, match="int32"):
         autograd.lu_unpack(LU, pivots.long())
-    with pytest.raises(RuntimeError, match="same dtype, but found LU of type float64 and B of type float32"):
+    with pytest.raises(RuntimeError, match="same dtype, but found LU of type Double and B of type Float"):
         linalg.lu_solve(LU, pivots, autograd.ones(2, 1))
     with pytest.raises(RuntimeError, match=r"pivots.shape to be the same, but got pivots with shape \[2\]"):
         linalg.lu_solve(LU.expand(3, 2, 2), pivots, autograd.ones(2, 1, dtype=autograd.float64))

@@ -16,6 +16,8 @@ TORCH_TO_NUMPY_DTYPE = {
     torch.int32: np.int32, torch.int16: np.int16, torch.int8: np.int8, torch.uint8: np.uint8,
     torch.bool: np.bool_, torch.complex64: np.complex64, torch.complex128: np.complex128,
 }
+# what an op may return beside those (hash_tensor's uint64, a dtype chainrule makes no input of)
+OUTPUT_DTYPES = {**TORCH_TO_NUMPY_DTYPE, torch.uint64: np.uint64}
 
 
 class Unconvertible(Exception):
@@ -82,7 +84,7 @@ def compare_outputs(ours, theirs, where, tolerance=tolerance):
             if tuple(a.shape) != tuple(b.shape):
                 problems.append(f"{where} out[{i}]: shape {tuple(a.shape)}, PyTorch {tuple(b.shape)}")
                 continue
-            expected_dtype = TORCH_TO_NUMPY_DTYPE.get(b.dtype)
+            expected_dtype = OUTPUT_DTYPES.get(b.dtype)
             if expected_dtype is None or np.dtype(a.dtype) != np.dtype(expected_dtype):
                 problems.append(f"{where} out[{i}]: dtype {a.dtype}, PyTorch {b.dtype}")
                 continue

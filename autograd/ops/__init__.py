@@ -26,6 +26,7 @@ from . import (  # noqa: F401  (each declares its names)
     functions,
     gamma,
     hardswish,
+    hashing,
     householder,
     in_place_arithmetic,
     incomplete_gamma,

@@ -10,6 +10,7 @@ import numbers
 from ..backend import int64, xp
 from ..errors import ShapeError
 from ..primitive import Primitive
+from ..size import Size
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index, normalize_dims, sizes_or_keyword
@@ -236,8 +237,9 @@ def broadcast_to(input, size):
     return shape.expand(input, tuple(size))
 
 
-def _mismatch(tensors):
-    """PyTorch's sentence for the first pair of sizes that do not broadcast, counted from the last dim."""
+def broadcast_mismatch(tensors):
+    """PyTorch's sentence for the first pair of sizes that do not broadcast, counted from the last dim
+    ("" when they broadcast); tensors or arrays."""
     ndim = max(t.ndim for t in tensors)
     for dim in range(ndim - 1, -1, -1):
         sizes = [t.shape[dim - ndim + t.ndim] for t in tensors if dim - ndim + t.ndim >= 0]
@@ -256,16 +258,16 @@ def broadcast_tensors(*tensors):
         common = xp.broadcast_shapes(*(t.shape for t in tensors))
     except ValueError:
         shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-        raise ShapeError(f"broadcast_tensors: shapes {shapes} cannot be broadcast to one shape: {_mismatch(tensors)}") \
-            from None
+        raise ShapeError(f"broadcast_tensors: shapes {shapes} cannot be broadcast to one shape: "
+                         f"{broadcast_mismatch(tensors)}") from None
     return tuple(shape.expand(t, common) for t in tensors)
 
 
 @names("broadcast_shapes", method=False)
 def broadcast_shapes(*shapes):
-    """The shape that tensors of the given shapes broadcast to."""
+    """The shape that tensors of the given shapes broadcast to (a Size, as PyTorch's)."""
     try:
-        return tuple(xp.broadcast_shapes(*((s,) if isinstance(s, int) else tuple(s) for s in shapes)))
+        return Size(xp.broadcast_shapes(*((s,) if isinstance(s, int) else tuple(s) for s in shapes)))
     except ValueError:
         raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: {list(shapes)}") from None
 

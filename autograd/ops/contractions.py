@@ -102,10 +102,38 @@ def _parse(equation, operands):
     return spelt, output, set(broadcast)
 
 
+def _sublist_subscript(n):
+    """One entry of a sublist: Ellipsis, or an int in [0, 52) (0-25 are A-Z, 26-51 a-z, so that
+    sorting the letters sorts the ints, as the implicit output needs)."""
+    if n is Ellipsis:
+        return "..."
+    if isinstance(n, int) and 0 <= n < 26:
+        return chr(ord("A") + n)
+    if isinstance(n, int) and 26 <= n < 52:
+        return chr(ord("a") + n - 26)
+    raise ValueError("einsum(): subscript in subscript list is not within the valid range [0, 52)")
+
+
+def _from_sublists(args):
+    """(equation, operands) from einsum's sublist form: op1, sublist1, op2, sublist2, ..., [output]."""
+    operands, terms = args[0::2], args[1::2]
+    output = None
+    if len(args) % 2 == 1:
+        operands, output = operands[:-1], operands[-1]
+    equation = ",".join("".join(_sublist_subscript(n) for n in term) for term in terms)
+    if output is not None:
+        equation += "->" + "".join(_sublist_subscript(n) for n in output)
+    return equation, operands
+
+
 @names("einsum", method=False)
 def einsum(equation, *operands):
     """Sum of products over the indices the equation names, as PyTorch's torch.einsum
-    ("ij,jk->ik" is a matrix product; "...", implicit outputs and diagonals ("ii->i") work)."""
+    ("ij,jk->ik" is a matrix product; "...", implicit outputs and diagonals ("ii->i") work).
+    The sublist form names the indices by ints and Ellipsis instead:
+    einsum(a, [..., 0, 1], b, [..., 1, 2], [..., 0, 2]) is einsum("...ij,...jk->...ik", a, b)."""
+    if not isinstance(equation, str):
+        equation, operands = _from_sublists((equation,) + operands)
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     operands = [x if isinstance(x, Tensor) else tensor_from(x) for x in operands]

@@ -34,6 +34,17 @@ def type_name(dtype):
     return _TYPE_NAMES.get(dtype.name, dtype.name)
 
 
+def require_same_dtype(first, second, names, op=""):
+    """PyTorch's RuntimeError where a solver's two operands differ in dtype (it promotes neither):
+    "{op}: Expected A and B to have the same dtype, but found A of type Double and B of type Float"."""
+    if first.dtype != second.dtype:
+        a, b = names
+        # (PyTorch's linalg.* messages end without a full stop, its older solvers' with one)
+        prefix, stop = (f"{op}: ", "") if op else ("", ".")
+        raise RuntimeError(f"{prefix}Expected {a} and {b} to have the same dtype, but found {a} of type "
+                           f"{type_name(first.dtype)} and {b} of type {type_name(second.dtype)} instead{stop}")
+
+
 def refuse_kinds(x, kernel, kinds):
     """PyTorch's NotImplementedError (a RuntimeError) where ``x`` (a Tensor or array) has a dtype
     whose kind is in ``kinds`` ('b' bool, 'iu' integers, 'f' floating, 'c' complex): its kernel

@@ -14,6 +14,7 @@ from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
+from .conversion import require_same_dtype
 from .elementwise import Where
 from .inverses import LinAlgError, Solve, _square, inv
 from .names import names
@@ -207,6 +208,7 @@ def cholesky_solve(input, input2, upper=False, *, out=None):
     """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper):
     two triangular solves, L Y = input then Lᴴ X = Y (each differentiable; ᴴ is ᵀ for reals)."""
     lower = _cholesky_product_factor(input2, upper)
+    require_same_dtype(input, input2, ("b", "A"))
     return write_out(Solve.apply(lower.mH, Solve.apply(lower, input)), out)
 
 

@@ -2,11 +2,12 @@
 torch.linalg.householder_product and its alias torch.orgqr (Q from them), and torch.ormqr (Q
 applied to another matrix without forming it).
 
-A reflection H = I - τ v vᵀ maps v to (1 - τ vᵀv) v and fixes the plane orthogonal to v. For A of
-shape m × n and τ of length k, v_i is the i-th column of A below the diagonal with a 1 on it (zeros
-above), and Q = H₁ H₂ ⋯ H_k (m × m). Each H is applied as a rank-one update,
+A reflection H = I - τ v vᴴ maps v to (1 - τ vᴴv) v and fixes the plane orthogonal to v (vᴴ is the
+conjugate transpose, vᵀ for real numbers). For A of shape m × n and τ of length k, v_i is the i-th
+column of A below the diagonal with a 1 on it (zeros above), and Q = H₁ H₂ ⋯ H_k (m × m). Each H is
+applied as a rank-one update,
 
-    H X = X - τ v (vᵀ X),    X H = X - τ (X v) vᵀ
+    H X = X - τ v (vᴴ X),    X H = X - τ (X v) vᴴ
 
 so what is built on them is differentiable in A, τ and X. (geqrf itself has no gradient, as in
 PyTorch.)
@@ -31,13 +32,13 @@ def _reflector_vectors(A):
 
 
 def _reflect(X, v, tau, from_left):
-    """H X (from_left) or X H, for H = I - τ v vᵀ (τ a batch of scalars)."""
+    """H X (from_left) or X H, for H = I - τ v vᴴ (τ a batch of scalars; vᴴ = vᵀ for real v)."""
     tau = tau[..., None, None]
-    return X - tau * (v @ (v.mT @ X)) if from_left else X - tau * ((X @ v) @ v.mT)
+    return X - tau * (v @ (v.mH @ X)) if from_left else X - tau * ((X @ v) @ v.mH)
 
 
 def _floating_pair(A, other, op, name):
-    if A.dtype.kind != "f":
+    if A.dtype.kind not in "fc":
         raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {A.dtype}")
     if other.dtype != A.dtype:
         raise RuntimeError(f"{op}: Expected input and {name} to have the same dtype, but input has dtype {A.dtype} "
@@ -79,7 +80,7 @@ def orgqr(input, input2, *, out=None):
 
 @names("ormqr")
 def ormqr(input, input2, input3, left=True, transpose=False, *, out=None):
-    """Q C, Qᵀ C (transpose), C Q or C Qᵀ (not left), Q = H₁ ⋯ H_k given by geqrf's (input, tau),
+    """Q C, Qᴴ C (transpose), C Q or C Qᴴ (not left), Q = H₁ ⋯ H_k given by geqrf's (input, tau),
     without forming Q: the k reflections applied one by one, in the order the product needs.
     PyTorch's keywords name tau ``input2=`` and C ``input3=``."""
     A, tau, other, op = input, input2, input3, "torch.ormqr"
@@ -99,6 +100,8 @@ def ormqr(input, input2, input3, left=True, transpose=False, *, out=None):
     # Q C = H₁(H₂(⋯ H_k C)) and C Qᵀ = C H_k ⋯ H₁ take H_k first; Qᵀ C and C Q take H₁ first
     if left != transpose:
         steps = reversed(steps)
+    if transpose:  # Qᴴ's reflections are H_iᴴ = I - conj(τ_i) v vᴴ (the same H_i for real numbers)
+        tau = tau.conj()
     result = other
     for i in steps:
         result = _reflect(result, vectors[..., :, i:i + 1], tau[..., i], from_left=left)

@@ -12,7 +12,8 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
-from .elementwise import unbroadcast
+from .conversion import require_same_dtype
+from .elementwise import Where, unbroadcast
 from .names import names
 from .outputs import write_out
 
@@ -87,8 +88,9 @@ def is_vector_rhs(A, B):
 
 
 def solve(A, B, *, left=True, out=None):
-    """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors."""
+    """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors, of A's dtype."""
     _square(A, "solve")
+    require_same_dtype(A, B, ("A", "B"), "linalg.solve")
     if not left:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ
         return write_out(solve(A.mT, B.mT).mT, out)
     if is_vector_rhs(A, B):
@@ -147,10 +149,11 @@ def tensor_det(input):
 
 @names("logdet")
 def logdet(input):
-    """ln det A: NaN for a negative determinant, -inf for a singular matrix, as PyTorch."""
+    """ln det A: NaN for a negative determinant (with a zero gradient there, as PyTorch's: ln is not
+    defined, so nothing flows back), -inf for a singular matrix."""
     sign, logabsdet = slogdet(input)
-    nan = Tensor._make(xp.where(sign._data < 0, xp.nan, 0).astype(logabsdet.dtype))
-    return logabsdet + nan
+    nan = Tensor._make(xp.full(logabsdet.shape, xp.nan, dtype=logabsdet.dtype))
+    return Where.apply(logabsdet, nan, condition=sign._data >= 0)
 
 
 @names("slogdet")

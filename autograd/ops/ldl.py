@@ -23,6 +23,7 @@ from ..backend import errstate, int32, xp
 from ..graph import is_grad_enabled
 from ..tensor import Tensor
 from .checked import _raise
+from .conversion import require_same_dtype
 from .inverses import _square
 from .outputs import write_out
 
@@ -169,9 +170,7 @@ def ldl_solve(LD, pivots, B, *, hermitian=False, out=None):
     if B.shape[-2] != LD.shape[-1]:
         raise RuntimeError(f"Incompatible matrix sizes for {op}: each A matrix is {LD.shape[-1]} by {LD.shape[-1]} "
                            f"but each b matrix is {B.shape[-2]} by {B.shape[-1]}")
-    if B.dtype != LD.dtype:
-        raise RuntimeError(f"Expected b and A to have the same dtype, but found b of type {B.dtype} and A of type "
-                           f"{LD.dtype} instead.")
+    require_same_dtype(B, LD, ("b", "A"))
     if pivots.dtype.kind not in "iu" or tuple(pivots.shape) != tuple(LD.shape[:-1]):
         raise RuntimeError(f"{op}: pivots must be an integer tensor of shape {tuple(LD.shape[:-1])}, got "
                            f"{pivots.dtype} of shape {tuple(pivots.shape)}")

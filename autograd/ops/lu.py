@@ -25,6 +25,7 @@ from ..backend import int32, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
+from .conversion import require_same_dtype
 from .names import names
 from .outputs import write_out
 from .triangular import solve_triangular
@@ -221,9 +222,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     if tuple(pivots.shape) != tuple(LU.shape[:-1]):
         raise RuntimeError(f"linalg.lu_solve: Expected LU.shape[:-1] and pivots.shape to be the same, but got pivots "
                            f"with shape {list(pivots.shape)} instead")
-    if LU.dtype != B.dtype:
-        raise RuntimeError(f"linalg.lu_solve: Expected LU and B to have the same dtype, but found LU of type "
-                           f"{LU.dtype} and B of type {B.dtype} instead")
+    require_same_dtype(LU, B, ("LU", "B"), "linalg.lu_solve")
     if (B.shape[-2] if left else B.shape[-1]) != n:
         raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation "
                            f"{'AX = B' if left else 'XA = B'} ({n}x{n} and {B.shape[-2]}x{B.shape[-1]})")

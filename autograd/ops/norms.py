@@ -10,7 +10,7 @@ of subgradient). Matrix norms are vector norms of rows, columns or singular valu
 import math
 import numbers
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import reductions, shape
@@ -39,7 +39,8 @@ class VectorNorm(Primitive):
             return xp.min(magnitude, axis=axes, keepdims=keep)
         if p == 0:
             return xp.sum(magnitude != 0, axis=axes, keepdims=keep).astype(x.dtype)
-        return xp.sum(magnitude**p, axis=axes, keepdims=keep) ** (1 / p)
+        with errstate(divide="ignore"):  # a zero under a negative p: its power is inf, and the norm 0, silently
+            return xp.sum(magnitude**p, axis=axes, keepdims=keep) ** (1 / p)
 
     def backward(self, grad, y, x):
         p = self.ord

@@ -9,7 +9,9 @@ import builtins
 import collections
 
 from ..backend import int64, xp
+from ..errors import ShapeError
 from ..tensor import Tensor, _operand, ordered
+from .arranging import broadcast_mismatch
 from .axes import normalize_dims
 from .conversion import refuse_kinds, type_name
 from .elementwise import Where, result_type
@@ -117,6 +119,9 @@ def _promoted(input, other):
     if a.dtype != b.dtype and not (isinstance(other, (int, float))):
         raise RuntimeError(f"Float did not match Double: isclose/allclose need equal dtypes, got {a.dtype} "
                            f"and {b.dtype}")
+    mismatch = broadcast_mismatch((a, b))
+    if mismatch:  # (NumPy's ValueError, where PyTorch raises a RuntimeError naming the sizes)
+        raise ShapeError(f"isclose/allclose of shapes {tuple(a.shape)} and {tuple(b.shape)}: {mismatch}")
     return a, b
 
 

@@ -33,10 +33,12 @@ TorchSVDResult = collections.namedtuple("svd", ["U", "S", "V"])
 LstsqResult = collections.namedtuple("linalg_lstsq", ["solution", "residuals", "rank", "singular_values"])
 
 
-def _matrices(A, op):
+def _matrices(A, op, complex_ok=False):
+    """Refuse what op cannot take: fewer than 2 dims, integers, complex numbers unless complex_ok (an op
+    whose values are right for complex matrices; its Primitive still refuses a complex gradient)."""
     if A.ndim < 2:
         raise RuntimeError(f"linalg.{op}: The input tensor A must have at least 2 dimensions.")
-    if A.dtype.kind != "f":  # (the message said "floating point or complex" to a complex input it refused)
+    if A.dtype.kind not in ("fc" if complex_ok else "f"):
         raise RuntimeError(f"linalg.{op}: Expected a floating point tensor as input, got {A.dtype}"
                            + (" (complex is not supported here yet)" if A.dtype.kind == "c" else ""))
 
@@ -149,7 +151,7 @@ def pinv(input, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
     if rcond is not None:
         _one_tolerance("pinv", "rcond", atol, rtol)
         rtol = rcond
-    _matrices(A, "pinv")
+    _matrices(A, "pinv", complex_ok=True)
     return write_out(PseudoInverse.apply(A, rtol=_tolerance(A, atol, rtol), hermitian=hermitian), out)
 
 
@@ -161,15 +163,19 @@ def pinverse(input, rcond=1e-15):
 
 def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=None):
     """How many singular values exceed max(atol, rtol · σ_max) (int64; no gradient). PyTorch's
-    older overload matrix_rank(A, tol, hermitian) takes tol as atol (and rtol 0)."""
+    older overload matrix_rank(A, tol, hermitian) takes tol as atol (and rtol 0). With hermitian=True
+    they are the eigenvalues' absolute values, from A's lower triangle alone, as PyTorch's."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
     if tol is not None:
         _one_tolerance("matrix_rank", "tol", atol, rtol)
         atol = tol
-    _matrices(A, "matrix_rank")
-    values = xp.linalg.svd(A._data, compute_uv=False)
+    _matrices(A, "matrix_rank", complex_ok=True)
+    if hermitian:  # |eigenvalues| are the singular values of a Hermitian matrix (its lower triangle read)
+        values = xp.abs(xp.linalg.eigvalsh(A._data))
+    else:
+        values = xp.linalg.svd(A._data, compute_uv=False)
     relative = _tolerance(A, None if atol is None else 0.0, rtol)  # (rtol's default is 0 beside an atol)
-    largest = values[..., :1] if values.shape[-1] else 0.0
+    largest = values.max(-1, keepdims=True) if values.shape[-1] else 0.0
     tolerance = xp.maximum(0.0 if atol is None else float(atol), relative * largest)
     return write_out(Tensor._make((values > tolerance).sum(-1).astype(int64)), out)
 

@@ -17,6 +17,7 @@ import collections
 
 from ..backend import errstate, xp
 from ..primitive import Primitive
+from .conversion import require_same_dtype
 from .elementwise import unbroadcast
 from .inverses import _square
 from .names import names
@@ -98,7 +99,9 @@ def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=Non
 @names("triangular_solve")
 def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False, *, out=None):
     """torch.triangular_solve(b, A): (X, a copy of A) with A X = b (Aᵀ X = b with transpose).
-    Deprecated in PyTorch in favour of linalg.solve_triangular, which takes A first."""
+    Deprecated in PyTorch in favour of linalg.solve_triangular, which takes A first (and, unlike
+    this one, promotes operands of different dtypes)."""
+    require_same_dtype(input, A, ("b", "A"))
     coefficient = A.mT if transpose else A
     solution = solve_triangular(coefficient, input, upper=upper != bool(transpose), unitriangular=unitriangular)
     result = TriangularSolveResult(solution, A.clone())

@@ -82,11 +82,14 @@ class ParametrizationList(ModuleList):
         return tuple(getattr(self, f"original{k}") for k in range(self.ntensors))
 
     def right_inverse(self, value):
-        """Set the originals so that the parametrized tensor becomes ``value``."""
+        """Set the originals so that the parametrized tensor becomes ``value``: every parametrization
+        must say how (its ``right_inverse``), as PyTorch requires for an assignment (registering one
+        without it keeps the original as it is)."""
         with autograd.no_grad():
             for module in reversed(list(self)):
-                if hasattr(module, "right_inverse"):
-                    value = module.right_inverse(value)
+                if not hasattr(module, "right_inverse"):
+                    raise RuntimeError(f"parametrization {type(module).__name__} does not implement right_inverse.")
+                value = module.right_inverse(value)
             values = (value,) if self.is_tensor else tuple(value)
             for original, new in zip(self.originals(), values):
                 original.copy_(new)
