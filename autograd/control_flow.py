@@ -87,10 +87,10 @@ def _run_pure(op, function, arguments, leaves):
     """``function(*arguments)``, refused when it writes into one of the tensors ``leaves`` or
     returns one of them (or a view of one), as PyTorch's higher-order ops refuse both."""
     tensors = [leaf for leaf in leaves if isinstance(leaf, Tensor)]
-    versions = [tensor._version for tensor in tensors]
+    versions = [tensor._version_cell[1] for tensor in tensors]
     out = function(*arguments)
     for tensor, version in zip(tensors, versions):
-        if tensor._version != version:
+        if tensor._version_cell[1] != version:
             raise RuntimeError(f"{op}: Higher order ops do not support input mutation: the function "
                                f"{getattr(function, '__name__', function)!r} changed one of its inputs (shape "
                                f"{tuple(tensor.shape)}) in place; compute a new tensor instead")

@@ -148,7 +148,10 @@ class Tensor(WriteDoor):
 
     @property
     def _version(self):
-        """How many in-place writes this tensor's memory has had (PyTorch's ``x._version``)."""
+        """How many in-place writes this tensor's memory has had (PyTorch's ``x._version``); an inference
+        tensor has no count to show, as PyTorch's."""
+        if self._inference:
+            raise RuntimeError("Inference tensors do not track version counter.")
         return self._version_cell[1]
 
     @property

@@ -95,3 +95,13 @@ def test_grad_modes_inside_inference_mode_make_inference_tensors_and_record_noth
         assert not d.is_inference() and d.requires_grad and d.grad_fn is not None
         f = w * 2  # after the block: recording again
         assert f.requires_grad and not f.is_inference()
+
+
+def test_an_inference_tensor_has_no_version_counter():
+    for m in _libraries():
+        torch = m.torch
+        with torch.inference_mode():
+            made = torch.ones(2)
+        with pytest.raises(RuntimeError, match="Inference tensors do not track version counter"):
+            _ = made._version
+        assert torch.ones(2)._version == 0
