@@ -1,8 +1,9 @@
 """``Module``: the base of every layer and model, as ``torch.nn.Module``.
 
 A module's parameters, buffers and child modules are found through its
-attributes: assigning a ``Parameter``, a ``Module`` (or a list or dict of
-modules) registers it. From that come ``parameters()`` and
+attributes: assigning a ``Parameter`` or a ``Module`` registers it (a plain list
+or dict of modules is an ordinary attribute, as in PyTorch: ``nn.ModuleList``
+and ``nn.ModuleDict`` register theirs). From that come ``parameters()`` and
 ``named_parameters()`` with dotted names, ``train()``/``eval()`` for every
 child, ``zero_grad()``, ``state_dict()``/``load_state_dict()`` (module_state.py) and the
 forward and backward hooks (module_hooks.py).
@@ -89,14 +90,6 @@ class Module(ModuleState, ModuleHooks):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  "before assigning attributes")
-        if isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
-            from .container import ModuleList
-
-            value = ModuleList(value)
-        elif isinstance(value, dict) and value and all(isinstance(v, Module) for v in value.values()):
-            from .container import ModuleDict
-
-            value = ModuleDict(value)
         if isinstance(value, Buffer):  # nn.Buffer(t, persistent): a buffer, whatever the name held before
             if name not in self.__dict__.get("_buffer_names", ()):
                 self.register_buffer(name, value, persistent=value.persistent)

@@ -13,8 +13,9 @@ class Net(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc1 = nn.Linear(4, 8)
-        self.blocks = [nn.Linear(8, 8), nn.Tanh()]  # a plain list of modules
-        self.heads = {"a": nn.Linear(8, 2)}
+        self.blocks = nn.ModuleList([nn.Linear(8, 8), nn.Tanh()])
+        self.heads = nn.ModuleDict({"a": nn.Linear(8, 2)})
+        self.hidden = [nn.Linear(8, 8)]  # a plain list: an ordinary attribute, not registered (PyTorch's rule)
         self.bn = nn.BatchNorm1d(8)
         self.drop = nn.Dropout(0.5)
 
@@ -25,11 +26,16 @@ class Net(nn.Module):
         return self.heads["a"](h)
 
 
-def test_parameters_are_found_through_attributes_lists_and_dicts():
-    names = [name for name, _ in Net().named_parameters()]
+def test_parameters_are_found_through_attributes_and_module_containers():
+    net = Net()
+    names = [name for name, _ in net.named_parameters()]
     assert names == ["fc1.weight", "fc1.bias", "blocks.0.weight", "blocks.0.bias", "heads.a.weight",
                      "heads.a.bias", "bn.weight", "bn.bias"]
-    assert len(list(Net().parameters())) == 8
+    assert len(list(net.parameters())) == 8
+    # a module hidden in a plain list (a target network, a teacher) is no child: not trained, not saved, not moved
+    assert isinstance(net.hidden, list) and "hidden" not in dict(net.named_children())
+    assert not any(key.startswith("hidden") for key in net.state_dict())
+    assert net.double().hidden[0].weight.dtype == autograd.float32
 
 
 def test_shared_parameters_are_listed_once():

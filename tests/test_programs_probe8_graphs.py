@@ -603,9 +603,9 @@ def pygat(m, weights, epochs=5):
     for i, j in undirected(EDGES):
         adj[i, j] = 1.0
     model = make_pygat(m)
-    # strict=False: chainrule registers the plain list self.attentions as a ModuleList (nn/module.py), so its
-    # state_dict also holds attentions.<i>.* (the heads again, under the list's names); PyTorch's does not
-    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()}, strict=False)
+    # strict: the plain list self.attentions is an ordinary attribute in both (its heads are registered by
+    # add_module alone), so the state_dicts hold the same keys
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
     optimizer = optim.Adam(model.parameters(), lr=0.005, weight_decay=5e-4)
     idx_train = torch.LongTensor(range(7))
     history = []
