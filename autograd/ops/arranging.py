@@ -6,6 +6,7 @@ flip and roll move elements, so their gradients move dL/dy back the opposite way
 """
 
 import numbers
+from collections.abc import Sequence
 
 from ..backend import int64, xp
 from ..errors import ShapeError
@@ -14,6 +15,7 @@ from ..tensor import Tensor
 from . import shape
 from .axes import dim_index, normalize_dims, sizes_or_keyword
 from .conjugation import conj
+from .conversion import type_name
 from .indexing import IndexSelect
 from .names import names
 
@@ -287,7 +289,16 @@ def unravel_index(indices, shape):
     """The coordinates, one int64 tensor per dim, of flat ``indices`` into a tensor of ``shape``
     (the argument shadows the shape module here, as PyTorch names it)."""
     flat = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
+    if flat.dtype.kind not in "iu":
+        raise TypeError(f"expected 'indices' to be integer dtype, but got {type_name(flat.dtype)}")
+    if isinstance(shape, Tensor) or not isinstance(shape, (int, Sequence)):
+        raise TypeError(f"expected 'shape' to be int or sequence of ints, but got {type(shape)}")
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    for n in dims:
+        if not isinstance(n, int):
+            raise TypeError(f"expected 'shape' sequence to only contain ints, but got {type(n)}")
+    if any(n < 0 for n in dims):
+        raise ValueError(f"'shape' cannot have negative values, but got {dims}")
     size = 1
     for n in dims:
         size *= n

@@ -99,6 +99,9 @@ def index_fill(input, dim, index, value):
     if isinstance(value, Tensor) and value.ndim:  # (checked first, as PyTorch's)
         raise RuntimeError(f"index_fill_ only supports a 0-dimensional value tensor, but got tensor with "
                            f"{value.ndim} dimension(s).")
+    complex_value = value.dtype.kind == "c" if isinstance(value, Tensor) else isinstance(value, complex)
+    if complex_value and input.dtype.kind != "c":  # (even 1+0j: PyTorch looks at the scalar's type, not its value)
+        raise RuntimeError("index_fill_(): Converting complex Scalar to non-complex type is not supported")
     axis, index = _vector_index(input, dim, index, "index_fill", "index_fill_(): Expected dtype int64 for index.",
                                 (int64,), IndexError, wraps=True)
     mask = _slices_mask(input, axis, index)

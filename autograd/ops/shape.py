@@ -5,6 +5,7 @@ Reshape, permute, expand and basic indexing return views of their input.
 """
 
 import builtins
+import re
 import warnings
 
 import numpy
@@ -181,7 +182,10 @@ class GetItem(Primitive):
 
     def forward(self, x):
         self.is_view = _is_basic(self.index)
-        y = x[self.index]
+        try:
+            y = x[self.index]
+        except IndexError as error:
+            raise _in_pytorch_words(error, x.shape, self.index) from None
         if type(y) is not type(x):  # an element: NumPy gives a scalar (a copy), PyTorch a 0-d view
             y = x[(*self.index, ...) if type(self.index) is tuple else (self.index, ...)]
         return y
@@ -422,11 +426,41 @@ def _expand_as(x, other):
 def _sequence_as_tuple(index):
     """Whether PyTorch reads a list index as a tuple of indices (x[[0, slice(None)]] is x[0, :], and
     x[[[0, 1], [1, 0]]] is x[[0, 1], [1, 0]]), as NumPy did before 1.23: a short list holding a tensor,
-    a sequence, a slice, None or Ellipsis. PyTorch warns that this is deprecated."""
+    a sequence (a range too), a slice, None or Ellipsis. PyTorch warns that this is deprecated."""
     if not isinstance(index, list) or len(index) >= 32:
         return False
-    return builtins.any(isinstance(i, (Tensor, list, tuple, xp.ndarray, slice)) or i is None or i is Ellipsis
+    return builtins.any(isinstance(i, (Tensor, list, tuple, range, xp.ndarray, slice)) or i is None or i is Ellipsis
                         for i in index)
+
+
+def _in_pytorch_words(error, shape, index):
+    """NumPy's IndexError for ``array[index]`` (array of ``shape``) said as PyTorch says it: dims, not axes,
+    and a mask that does not fit named with its shape and the tensor's."""
+    message = str(error)
+    found = re.fullmatch(r"index (-?\d+) is out of bounds for axis (\d+) with size (\d+)", message)
+    if found:
+        position, dim, size = found.groups()
+        if size == "0":
+            return IndexError("index is out of bounds for dimension with size 0")
+        return IndexError(f"index {position} is out of bounds for dimension {dim} with size {size}")
+    found = re.match(r"boolean index did not match indexed array along axis (\d+); size of axis is (\d+) but "
+                     r"size of corresponding boolean axis is (\d+)", message)
+    if found:
+        parts = index if isinstance(index, tuple) else (index,)
+        mask = next((i for i in parts if isinstance(i, xp.ndarray) and i.dtype == bool and i.ndim), None)
+        what = f" {list(mask.shape)}" if mask is not None else ""
+        return IndexError(f"The shape of the mask{what} does not match the shape of the indexed tensor "
+                          f"{list(shape)} at index {found.group(1)} (size {found.group(3)} against "
+                          f"{found.group(2)})")
+    found = re.match(r"too many indices for array: array is (\d+)-dimensional", message)
+    if found and _is_int(index) and not shape:
+        return IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or `tensor.item<T>()` in "
+                          "C++ to convert a 0-dim tensor to a number")
+    if found and isinstance(index, slice) and not shape:
+        return IndexError("slice() cannot be applied to a 0-dim tensor.")
+    if found:
+        return IndexError(f"too many indices for tensor of dimension {found.group(1)}")
+    return error
 
 
 def _array_index(i):
@@ -435,6 +469,8 @@ def _array_index(i):
     is refused (NumPy would reverse: PyTorch has no such view)."""
     if isinstance(i, Tensor):
         i = i._data
+        if i.ndim == 0 and i.dtype.kind in "iu" and i.dtype != xp.uint8:
+            return int(i)  # a 0-d integer tensor is an integer (x[t] is a view), not an index array (a copy)
         if i.dtype == xp.uint8:
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
                           "instead.", UserWarning, stacklevel=4)  # (the line indexing, past _as_pytorch_reads_it)
@@ -461,9 +497,30 @@ def _setitem(x, index, value):
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
     x, index = _as_pytorch_reads_it(x, index)
+    if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
+        value = _without_leading_ones(value)
     if type(value) is Tensor and value._data.dtype != x._data.dtype:
         _refuse_index_put_of_another_dtype(x, index, value)
-    x._write_at(index, value)
+    try:
+        x._write_at(index, value)
+    except IndexError as error:
+        raise _in_pytorch_words(error, x.shape, index) from None
+
+
+def _without_leading_ones(value):
+    """value without its leading dims of size 1: PyTorch drops them before it broadcasts a written value
+    to the region (x[True] = v of shape (1, 1, 2, 3), x of shape (2, 3)), where NumPy may refuse them."""
+    shape = value.shape
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return reshape(value, shape)
+
+
+@names("__delitem__", function=False)
+def _delitem(x, index):
+    """``del x[i]``: a tensor's size is fixed, so PyTorch refuses it (a TypeError, not the AttributeError a
+    class with only ``__setitem__`` gives)."""
+    raise TypeError("Tensor does not support deleting items")
 
 
 def _refuse_index_put_of_another_dtype(x, index, value):
