@@ -8,12 +8,11 @@ fast path a parameter update under ``no_grad`` takes. Every other in-place twin 
 writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with a fast path.
 """
 
-import warnings
-
 from ..backend import xp
 from ..errors import refuse_bool_subtraction
 from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, tensor_from
 from ..write_door import _refuse_overflow
+from .arithmetic import _number_first, refuse_integer_addcdiv
 from .names import names
 
 
@@ -104,6 +103,7 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
     if number_first:  # PyTorch 1's addcdiv_(value, tensor1, tensor2)
         value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
+    refuse_integer_addcdiv(tensor1, tensor2)
     return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
                        lambda a: _add_scaled(a, xp.divide(_data(tensor1), _data(tensor2)), value))
 
@@ -145,14 +145,6 @@ def __imul__(self, other):
 @names("__itruediv__", function=False)
 def __itruediv__(self, other):
     return self.div_(other)
-
-
-def _number_first(name, signature, number):
-    """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
-    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning."""
-    warnings.warn(f"This overload of {name} is deprecated: the number comes last now, as in {signature}",
-                  UserWarning, stacklevel=3)
-    return number
 
 
 def _add_scaled(array, term, scale):

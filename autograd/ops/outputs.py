@@ -4,12 +4,18 @@ from ..graph import bump_version, is_grad_enabled
 from ..tensor import Tensor
 
 
-def write_out(result, out):
+def write_out(result, out, same_dtype=False):
     """``result``, or, given ``out``, result written into out (resized when its shape differs, as
     PyTorch does) and out returned. As in PyTorch, out= is not recorded: it refuses inputs that
-    require grad while grad mode is on."""
+    require grad while grad mode is on. With ``same_dtype`` out must have the result's dtype: PyTorch's
+    ops that keep their input's dtype (neg, abs, floor, sign, ...) cast into no other, where the
+    promoting ones (add, sin, ...) write into any dtype the result can be cast to."""
     if out is None:
         return result
+    if same_dtype and isinstance(out, Tensor) and out.dtype != result.dtype:
+        from .conversion import type_name  # (conversion imports this module's users: imported when needed)
+
+        raise RuntimeError(f"Found dtype {type_name(out.dtype)} but expected {type_name(result.dtype)}")
     if isinstance(result, tuple):  # (values, indices) ops take a pair of out tensors
         for target, value in zip(out, result):
             write_out(value, target)
