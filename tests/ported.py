@@ -16,7 +16,7 @@ import pytest
 def values(t):
     """A tensor's values as a NumPy array (detached; a Python number becomes a 0-d array)."""
     if hasattr(t, "detach"):
-        return np.asarray(t.detach().numpy())
+        return np.asarray(t.detach().resolve_conj().resolve_neg().numpy())
     return np.asarray(t)
 
 

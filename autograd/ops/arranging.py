@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from ..backend import int64, xp
 from ..errors import ShapeError
 from ..primitive import Primitive
+from ..size import Size
 from ..tensor import Tensor
 from . import shape
-from .axes import dim_index, normalize_dims, sizes_or_keyword
+from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import conj
 from .conversion import type_name
 from .indexing import IndexSelect
@@ -265,22 +266,39 @@ def broadcast_tensors(*tensors):
 
 @names("broadcast_shapes", method=False)
 def broadcast_shapes(*shapes):
-    """The shape that tensors of the given shapes broadcast to."""
-    try:
-        return tuple(xp.broadcast_shapes(*((s,) if isinstance(s, int) else tuple(s) for s in shapes)))
-    except ValueError:
-        raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: {list(shapes)}") from None
+    """The shape that tensors of the given shapes broadcast to (an int n stands for the shape (n,))."""
+    dims = []
+    for s in shapes:
+        if isinstance(s, numbers.Integral):
+            dims.append((int(s),))
+        elif isinstance(s, Sequence) and all(isinstance(n, numbers.Integral) for n in s):
+            dims.append(tuple(int(n) for n in s))
+        else:
+            raise RuntimeError(f"Input shapes should be of type ints, a tuple of ints, or a list of ints, got {s}")
+    if any(n < 0 for d in dims for n in d):
+        raise ValueError("Attempting to broadcast a dimension with negative length!")
+    result = ()
+    for i, d in enumerate(dims):
+        for k in range(1, min(len(result), len(d)) + 1):
+            if result[-k] != d[-k] and 1 not in (result[-k], d[-k]):
+                raise RuntimeError(f"Attempting to broadcast a dimension of length {d[-k]} at {-k}! Mismatching "
+                                   f"argument at index {i} had {d}; but expected shape should be broadcastable to "
+                                   f"{list(result)}")
+        result = xp.broadcast_shapes(result, d)
+    return Size(result)
 
 
 @names("ravel")
 def ravel(input):
-    """input as a vector."""
-    return shape.reshape(input, (-1,))
+    """input as a vector: a view of input when it is contiguous, else a contiguous copy (as PyTorch's)."""
+    return shape._new_view(input, shape.reshape(input.contiguous(), (-1,)))
 
 
 @names("adjoint")
 def adjoint(input):
     """The conjugate transpose: the last two dims swapped, complex numbers conjugated."""
+    if matrices_only(input, "adjoint()", conjugates=True):
+        return conj(input)
     return conj(swapaxes(input, -2, -1))
 
 
