@@ -97,6 +97,8 @@ class Flip(Primitive):
 @names("flip")
 def flip(input, *order, dims=None):
     """input reversed along each of dims (flip(x, [0, 1]), x.flip(0, 1) or flip(x, dims=[0, 1]))."""
+    if not order and dims is None:  # (dims=() flips nothing; no dims at all is a mistake, as PyTorch says)
+        raise TypeError('flip() missing 1 required positional arguments: "dims"')
     dims = _sizes(sizes_or_keyword(order, "dims", dims))
     return Flip.apply(input, dims=normalize_dims(dims, input.ndim, empty_is_every=False))
 
@@ -220,12 +222,14 @@ def unfold(input, dimension, size, step):
     [[a, b], [b, c]]); overlapping windows add their gradients."""
     axis = dim_index(dimension, input.ndim)
     length = input.shape[axis] if input.ndim else 1
+    if size < 0:
+        raise RuntimeError(f"size is {size} but must be >= 0")
     if size > length:
         raise RuntimeError(f"maximum size for tensor at dimension {axis} is {length} but size is {size}")
     if step <= 0:
         raise RuntimeError(f"step is {step} but must be > 0")
-    if input.ndim == 0:
-        return shape.reshape(input, (1,))
+    if input.ndim == 0:  # one window of size elements (0 or 1) of x itself
+        return shape.reshape(input, (1,))[:size]
     starts = xp.arange(0, length - size + 1, step)
     windows = (starts[:, None] + xp.arange(size)).reshape(-1)
     picked = IndexSelect.apply(input, dim=axis, index=windows)

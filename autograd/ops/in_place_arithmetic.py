@@ -83,6 +83,8 @@ def div_(self, other, *, rounding_mode=None):
 
 @names("clamp_", function=False)
 def clamp_(self, min=None, max=None):
+    if min is None and max is None:  # (the fast path's NumPy clip would take no bounds as a no-op)
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     return self._write((min, max), lambda old: old.clamp(min, max),
                        lambda a: xp.clip(a, _data(min), _data(max), out=a))
 
