@@ -9,7 +9,7 @@ import numbers
 from collections.abc import Sequence
 
 from ..backend import int64, xp
-from ..errors import ShapeError
+from ..errors import ShapeError, broadcast_mismatch
 from ..primitive import Primitive
 from ..size import Size
 from ..tensor import Tensor
@@ -243,18 +243,6 @@ def broadcast_to(input, size):
     return shape.expand(input, tuple(size))
 
 
-def _mismatch(tensors):
-    """PyTorch's sentence for the first pair of sizes that do not broadcast, counted from the last dim."""
-    ndim = max(t.ndim for t in tensors)
-    for dim in range(ndim - 1, -1, -1):
-        sizes = [t.shape[dim - ndim + t.ndim] for t in tensors if dim - ndim + t.ndim >= 0]
-        stretched = [n for n in sizes if n != 1]
-        if len(set(stretched)) > 1:
-            return (f"The size of tensor a ({stretched[0]}) must match the size of tensor b ({stretched[1]}) at "
-                    f"non-singleton dimension {dim}")
-    return ""
-
-
 @names("broadcast_tensors", method=False)
 def broadcast_tensors(*tensors):
     """The tensors expanded to their common broadcast shape (a ShapeError, PyTorch's RuntimeError, where
@@ -263,7 +251,8 @@ def broadcast_tensors(*tensors):
         common = xp.broadcast_shapes(*(t.shape for t in tensors))
     except ValueError:
         shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
-        raise ShapeError(f"broadcast_tensors: shapes {shapes} cannot be broadcast to one shape: {_mismatch(tensors)}") \
+        raise ShapeError(f"broadcast_tensors: shapes {shapes} cannot be broadcast to one shape: "
+                         f"{broadcast_mismatch(*(t.shape for t in tensors))}") \
             from None
     return tuple(shape.expand(t, common) for t in tensors)
 

@@ -149,6 +149,24 @@ def __itruediv__(self, other):
     return self.div_(other)
 
 
+def _augmented(dunder, method):
+    """``x //= y`` and the other augmented operators write into x, as PyTorch's do: without them Python
+    would rebind x to a new tensor, and a view of x (or another name for it) would not see the change."""
+
+    def operator(self, other):
+        return getattr(self, method)(other)
+
+    operator.__name__ = operator.__qualname__ = dunder
+    operator.__doc__ = f"x {dunder} y is x.{method}(y)."
+    names(dunder, function=False)(operator)
+
+
+for _dunder, _method in (("__ifloordiv__", "floor_divide_"), ("__imod__", "remainder_"), ("__ipow__", "pow_"),
+                         ("__iand__", "bitwise_and_"), ("__ior__", "bitwise_or_"), ("__ixor__", "bitwise_xor_"),
+                         ("__ilshift__", "bitwise_left_shift_"), ("__irshift__", "bitwise_right_shift_")):
+    _augmented(_dunder, _method)
+
+
 def _add_scaled(array, term, scale):
     """array += scale · term, in place, reusing ``term`` (a fresh temporary) for the product:
     the fast path of the optimizers' in-place updates makes one temporary, not two."""

@@ -1,5 +1,7 @@
 """``out=``: PyTorch's way of writing an op's result into an existing tensor."""
 
+import warnings
+
 from ..graph import bump_version, is_grad_enabled
 from ..tensor import Tensor
 
@@ -29,6 +31,12 @@ def write_out(result, out, same_dtype=False):
         raise RuntimeError(f"result type {result.dtype} can't be cast to the desired output type {out.dtype}")
     if out.shape == result.shape:
         return out.copy_(result)  # through the write door
+    if out._data.size:
+        warnings.warn(f"An output with one or more elements was resized since it had shape {list(out.shape)}, which "
+                      f"does not match the required output shape {list(result.shape)}. This behavior is deprecated, "
+                      "and in a future PyTorch release outputs will not be resized unless they have zero elements. "
+                      "You can explicitly reuse an out tensor t by resizing it, inplace, to zero elements with "
+                      "t.resize_(0).", UserWarning, stacklevel=3)
     out._data = result._data.astype(out.dtype, copy=True)  # resized, as PyTorch: new memory
     bump_version(out)
     return out

@@ -9,7 +9,7 @@ an int64 tensor is float32, as in PyTorch).
 import math
 
 from ..backend import errstate, xp
-from ..errors import DtypeError
+from ..errors import DtypeError, ShapeError, broadcast_mismatch
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj
@@ -542,6 +542,8 @@ def heaviside(input, values, *, out=None):
         raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
     if x.dtype.kind == "c":
         raise DtypeError("heaviside is not yet implemented for complex tensors.")
+    if broadcast_mismatch(x.shape, v.shape):
+        raise ShapeError(broadcast_mismatch(x.shape, v.shape))
     return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 
@@ -568,11 +570,19 @@ class Entr(Primitive):
             return (-grad * (x.log() + 1.0),)
 
 
+def _refuse_unbroadcastable(input, other):
+    """PyTorch's RuntimeError for shapes that do not broadcast (the comparisons below would raise NumPy's)."""
+    mismatch = broadcast_mismatch(input.shape, other.shape)
+    if mismatch:
+        raise ShapeError(mismatch)
+
+
 @names("fmax")
 def fmax(input, other, *, out=None):
     """The larger of input and other elementwise, ignoring a NaN (NaN only where both are);
     the gradient goes to input where input >= other or other is NaN, as PyTorch's."""
     input, other = promote(input, other)
+    _refuse_unbroadcastable(input, other)
     return write_out(where((input >= other) | other.isnan(), input, other), out)
 
 
@@ -580,6 +590,7 @@ def fmax(input, other, *, out=None):
 def fmin(input, other, *, out=None):
     """The smaller of input and other elementwise, ignoring a NaN (NaN only where both are)."""
     input, other = promote(input, other)
+    _refuse_unbroadcastable(input, other)
     return write_out(where((input <= other) | other.isnan(), input, other), out)
 
 

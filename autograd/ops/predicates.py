@@ -9,6 +9,7 @@ import builtins
 import collections
 
 from ..backend import int64, xp
+from ..errors import ShapeError, broadcast_mismatch
 from ..tensor import Tensor, _operand, ordered
 from .axes import normalize_dims
 from .conversion import refuse_kinds, type_name
@@ -65,7 +66,11 @@ def _compare(function, name, aliases=(), by_order=False):
         x, y = _data(input), _data(other)
         if by_order:
             x, y = ordered(name, x, y)
-        return write_out(Tensor._make(function(x, y)), out)
+        try:
+            result = function(x, y)
+        except ValueError:  # NumPy's broadcasting error, in PyTorch's words and class
+            raise ShapeError(broadcast_mismatch(xp.shape(x), xp.shape(y))) from None
+        return write_out(Tensor._make(result), out)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} (broadcasting), without gradient."

@@ -1,0 +1,392 @@
+"""Binary elementwise ops ported from PyTorch's test/test_binary_ufuncs.py (TestBinaryUfuncs, its first
+part: broadcasting, comparisons, bitwise ops, the rounding modes of division, out= resizing, in-place
+operators and pow).
+
+Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch (fixture `T`).
+"""
+
+import itertools
+import math
+import operator
+import warnings
+
+import numpy as np
+import pytest
+
+from tests.ported import dtype_name, raises, same, values
+
+BINARY = ["add", "sub", "mul", "div", "pow", "atan2", "hypot", "maximum", "minimum", "fmax", "fmin", "fmod",
+          "remainder", "copysign", "nextafter", "xlogy", "logaddexp", "eq", "ne", "lt", "le", "gt", "ge",
+          "logical_and", "logical_or", "logical_xor", "floor_divide", "true_divide", "heaviside"]
+
+
+def _positive(T, shape, rng):
+    return T.tensor(rng.uniform(0.5, 2.0, shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("name", BINARY)
+def test_broadcasting_shapes(T, name):
+    rng = np.random.default_rng(40)
+    op = getattr(T, name)
+    for a, b in (((1,), ()), ((2,), ()), ((1,), (2,)), ((2,), (2,)), ((2, 1), (2,)), ((1, 2), (2,)), ((3, 2), (2,)),
+                 ((3, 2), (3, 2)), ((1, 3, 2), (2,)), ((1, 3, 2), (3, 2)), ((3, 1, 2), (3, 2)),
+                 ((1, 3, 2), (1, 3, 2)), ((2, 3, 2), ()), ((2, 3, 2), (2, 3, 2)), ((3, 1, 2), (1, 3, 2))):
+        assert op(_positive(T, a, rng), _positive(T, b, rng)).shape == np.broadcast_shapes(a, b)
+    for a in ((), (1,), (2,), (1, 2, 3)):
+        lhs, rhs = _positive(T, a, rng), _positive(T, (), rng)
+        try:  # (PyTorch's test runs this on the ops that take a Python number; the others refuse it)
+            with_number = op(lhs, rhs.item())
+        except TypeError:
+            continue
+        assert with_number.shape == op(lhs, rhs).shape
+    for a, b in (((2,), (3,)), ((3, 1), (2, 1)), ((1, 3, 2), (3,)), ((3, 1, 2), (2, 1, 2))):
+        raises(RuntimeError, None, op, _positive(T, a, rng), _positive(T, b, rng))
+
+
+def test_add_broadcasts_empty_tensors(T):
+    raises(RuntimeError, None, lambda: T.randn(5, 0) + T.randn(0, 5))
+    assert (T.randn(0) + T.randn(5, 0)).shape == (5, 0)
+    assert (T.randn(0) + T.randn(5, 0, 1)).shape == (5, 0, 0)
+    assert (T.randn(()) + T.randn(5, 0, 6)).shape == (5, 0, 6)
+    assert (T.randn(0) + T.randn(1)).shape == (0,)
+    assert (T.randn(0, 7, 0, 6, 5, 0, 1) + T.randn(1, 1, 5, 1, 7)).shape == (0, 7, 0, 6, 5, 0, 7)
+    raises(RuntimeError, None, lambda: T.randn(7, 0) + T.randn(2, 1))
+
+
+def test_addcmul_takes_a_0d_tensor_as_value(T):
+    y = T.tensor(3.0)
+    same(y.addcmul(y, y, value=T.tensor(2.0)), 21.0)
+
+
+def test_comparisons(T):
+    rng = np.random.default_rng(41)
+    a, b = rng.standard_normal((5, 5)), rng.standard_normal((5, 5))
+    a[0] = b[0]  # some equal elements
+    x, y = T.tensor(a), T.tensor(b)
+    for op in (operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge):
+        same(op(x, y), op(a, b), "bool")
+    for name in ("lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_xor"):
+        assert dtype_name(getattr(T, name)(T.tensor([True]), T.tensor([False]))) == "bool"
+
+
+def test_in_place_comparisons_keep_the_dtype(T):
+    # (PyTorch's test once expected these to refuse an int64 other; PyTorch 2.13 writes the result as int32)
+    for name, expected in (("lt_", 1), ("le_", 1), ("gt_", 0), ("ge_", 0), ("eq_", 0), ("ne_", 1),
+                           ("logical_xor_", 0), ("logical_and_", 1), ("logical_or_", 1)):
+        x = T.tensor([1], dtype=T.int32)
+        r = getattr(x, name)(T.tensor([2], dtype=T.int64))
+        assert r is x
+        same(x, [expected], "int32")
+
+
+INTEGRAL = ["bool", "uint8", "int8", "int16", "int32", "int64"]
+
+
+@pytest.mark.parametrize("dtype", INTEGRAL)
+@pytest.mark.parametrize("op", [operator.and_, operator.or_, operator.xor, operator.iand, operator.ior,
+                                operator.ixor])
+def test_bitwise_operators_against_numpy(T, dtype, op):
+    rng = np.random.default_rng(42)
+
+    def draw(shape):
+        if dtype == "bool":
+            return rng.integers(0, 2, shape).astype(bool)
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -100), min(info.max, 100), shape).astype(dtype)
+
+    for shape in ((5,), (15, 15)):
+        a, b = draw(shape), draw(shape)
+        same(op(T.tensor(a), T.tensor(b)), op(a.copy(), b), dtype)
+        scalar = draw(()).item()
+        same(op(T.tensor(a), scalar), op(a.copy(), scalar), dtype)
+        if op not in (operator.iand, operator.ior, operator.ixor):
+            same(op(scalar, T.tensor(b)), op(scalar, b), dtype)
+        else:  # the augmented operators write into the tensor itself
+            t = T.tensor(a)
+            alias = t
+            view = t[:]
+            r = op(t, T.tensor(b))
+            assert r is alias
+            same(view, op(a.copy(), b))
+
+
+def test_augmented_operators_write_in_place(T):
+    """x //= y, %=, **=, &=, |=, ^=, <<=, >>= change x itself, as +=, -=, *=, /= do (chainrule once made
+    a new tensor for these: a view of x, or another name for it, kept the old values)."""
+    t = T.rand(5, 5)
+    before = id(t)
+    t /= 2
+    assert id(t) == before
+    t = T.randn(1)
+    pointer = t.data_ptr()
+    t += 1
+    t -= 1
+    t *= 1
+    t /= 1
+    t //= 1
+    t %= 1
+    t **= 1
+    assert t.data_ptr() == pointer
+    for op, data, other in ((operator.ifloordiv, [7, -7], 2), (operator.imod, [7, -7], 3),
+                            (operator.ipow, [2.0, 3.0], 2), (operator.iand, [6, 5], 3), (operator.ior, [6, 5], 3),
+                            (operator.ixor, [6, 5], 3), (operator.ilshift, [6, 5], 1), (operator.irshift, [6, 5], 1)):
+        base = T.tensor(data)
+        view = base[:]
+        alias = base
+        plain = {"ifloordiv": operator.floordiv, "imod": operator.mod, "ipow": operator.pow, "iand": operator.and_,
+                 "ior": operator.or_, "ixor": operator.xor, "ilshift": operator.lshift, "irshift": operator.rshift}
+        expected = plain[op.__name__](np.array(data), other)
+        result = op(view, other)
+        assert result is view
+        same(alias, expected)
+    mask = T.tensor([True, True, False])
+    keep = mask
+    mask &= T.tensor([True, False, True])
+    same(keep, [True, False, False])
+    a = T.tensor([1.0, 2.0], requires_grad=True)
+    b = a * 3
+    b **= 2
+    b.sum().backward()
+    same(a.grad, [18.0, 36.0])
+
+
+FLOATS_AND_INTS = ["uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+
+
+@pytest.mark.parametrize("dtype", FLOATS_AND_INTS)
+def test_division_rounding_modes(T, dtype):
+    rng = np.random.default_rng(43)
+    floating = dtype.startswith("float")
+    if floating:
+        a = rng.uniform(-10, 10, 100).astype(dtype)
+        b = rng.uniform(-10, 10, 100).astype(dtype)
+        b[np.abs(b) < 0.1] = 0.1
+    else:
+        info = np.iinfo(dtype)
+        a = rng.integers(info.min, info.max, 100, endpoint=True).astype(dtype)
+        b = rng.integers(info.min, info.max, 100, endpoint=True).astype(dtype)
+        b[b == 0] = 1
+        a = np.where(a < 0, a + b, a).astype(dtype)  # (keeps floor(a / b) · b from overflowing)
+    ta, tb = T.tensor(a), T.tensor(b)
+    quotient = T.divide(ta, tb, rounding_mode=None)
+    assert quotient.is_floating_point()
+    np.testing.assert_allclose(values(quotient * tb), a.astype(dtype_name(quotient)), rtol=2e-3 if dtype == "float16"
+                               else 1e-5)
+    floor = T.divide(ta, tb, rounding_mode="floor")
+    assert dtype_name(floor) == dtype
+    with np.errstate(all="ignore"):
+        same(floor, np.floor_divide(a, b))
+        np.testing.assert_allclose(values(floor * tb + T.remainder(ta, tb)), a,
+                                   rtol=1e-2 if dtype == "float16" else 1e-6, atol=1e-2 if dtype == "float16" else 1e-6)
+        trunc = T.divide(ta, tb, rounding_mode="trunc")
+        assert dtype_name(trunc) == dtype
+        if floating:
+            same(trunc, np.trunc(a / b).astype(dtype))
+        else:
+            same(trunc, (np.sign(a) * np.sign(b) * (np.abs(a.astype(np.int64)) // np.abs(b.astype(np.int64))))
+                 .astype(dtype))
+        # non-contiguous inputs give the same answers
+        for mode in (None, "trunc", "floor"):
+            same(T.divide(ta[::2], tb[::2], rounding_mode=mode), values(T.divide(ta, tb, rounding_mode=mode))[::2])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_division_of_special_values(T, dtype):
+    num = np.array([1.0, -1.0, 0, 0.1, -0.1, np.pi, -np.pi, np.inf, -np.inf, np.nan], dtype=dtype)
+    denom = num[num != 0]
+    a, b = num[None, :], denom[:, None]
+    ta, tb = T.tensor(a), T.tensor(b)
+    with np.errstate(all="ignore"):
+        same(T.divide(ta, tb), np.true_divide(a, b), dtype)
+        same(T.divide(ta, tb, rounding_mode="floor"), np.floor_divide(a, b), dtype)
+        same(T.divide(ta, tb, rounding_mode="trunc"), np.trunc(np.true_divide(a, b)), dtype)
+        expected = np.divide(num, 0)
+        for mode in (None, "floor"):
+            same(T.divide(T.tensor(num), 0, rounding_mode=mode), expected)
+            same(T.divide(T.tensor(num), T.zeros_like(T.tensor(num)), rounding_mode=mode), expected)
+
+
+def test_integer_division_by_zero_is_refused(T):
+    for call in (lambda: T.remainder(T.tensor([5]), 0), lambda: T.div(T.tensor([5]), 0, rounding_mode="floor"),
+                 lambda: T.div(T.tensor([5]), T.tensor([0]), rounding_mode="trunc")):
+        raises(RuntimeError, "ZeroDivisionError", call)
+
+
+@pytest.mark.parametrize("name", ["add", "sub", "ceil", "exp"])
+def test_out_of_another_size_is_resized_with_a_warning(T, name):
+    op = getattr(T, name)
+    inputs = (T.tensor([1.0, 2.0, 3.0]),) if name in ("ceil", "exp") else (T.tensor([1.0, 2.0, 3.0]),
+                                                                          T.tensor([4.0, 5.0, 6.0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        op(*inputs, out=T.empty(3))
+        op(*inputs, out=T.empty(0))
+        assert not caught
+        out = T.empty(2)
+        op(*inputs, out=out)
+        assert len(caught) == 1 and "was resized" in str(caught[0].message)
+    same(out, values(op(*inputs)))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64",
+                                   "complex64", "complex128"])
+def test_pow_of_tensor_and_number(T, dtype):
+    rng = np.random.default_rng(44)
+    if dtype.startswith(("float", "complex")):
+        base = (rng.uniform(0, 1, (10, 10)) + 0.5).astype(dtype)
+    else:
+        base = rng.integers(1, 4 if dtype in ("int8", "uint8") else 10, (10, 10)).astype(dtype)
+    m = T.tensor(base)
+    for exponent in (-2.8, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 4, 3.3, -2.5j, 1j, 0j, 1.0 + 1.0j, -1.0 - 1.5j):
+        integer_base = not dtype.startswith(("float", "complex"))
+        if isinstance(exponent, complex) and dtype == "float16":
+            continue  # (float16 ** complex is PyTorch's complex32, which it has no pow for and NumPy lacks)
+        if isinstance(exponent, int) and exponent < 0 and integer_base:
+            raises(RuntimeError, r"Integers to negative integer powers are not allowed\.", T.pow, m[4], exponent)
+            continue
+        for row, expected_row in ((m[4], base[4]), (m[:, 4], base[:, 4])):
+            got = T.pow(row, exponent)
+            expected = np.array([pow(complex(v) if isinstance(exponent, complex) or dtype.startswith("complex")
+                                     else float(v), exponent) for v in expected_row])
+            np.testing.assert_allclose(values(got), expected.astype(values(got).dtype), rtol=2e-3 if dtype ==
+                                       "float16" else 1e-4)
+        expected_dtype = T.result_type(exponent, m)
+        r = exponent ** m[4]
+        assert r.dtype == expected_dtype
+        np.testing.assert_allclose(values(r), values(T.tensor(exponent, dtype=expected_dtype) ** m[4]), rtol=1e-6)
+    for row in (m[4], m[:, 4]):
+        np.testing.assert_allclose(values(T.pow(3, row)), np.array([pow(3, v.item()) for v in row]),
+                                   rtol=2e-3 if dtype == "float16" else 1e-6)
+
+
+def _check_pow(T, base, exponent):
+    """pow(base, exponent) in all its spellings against NumPy, or the refusal of integers to negative powers."""
+    nb = values(base) if hasattr(base, "detach") else base
+    ne = values(exponent) if hasattr(exponent, "detach") else exponent
+    try:
+        with np.errstate(all="ignore"):
+            expected = np.power(nb, ne)
+    except ValueError as error:
+        assert str(error) == "Integers to negative integer powers are not allowed."
+        out = T.empty_like(base)
+        for call in (lambda: base.pow(exponent), lambda: base.clone().pow_(exponent), lambda: T.pow(base, exponent),
+                     lambda: T.pow(base, exponent, out=out)):
+            raises(RuntimeError, "Integers to negative integer powers are not allowed.", call)
+        return
+    got = T.pow(base, exponent)
+    np.testing.assert_allclose(values(got), np.asarray(expected).astype(values(got).dtype), rtol=1e-3, equal_nan=True)
+    if hasattr(base, "detach"):
+        np.testing.assert_allclose(values(base.pow(exponent)), values(got), rtol=1e-6, equal_nan=True)
+        copy = base.clone()
+        if T.can_cast(T.result_type(base, exponent), base.dtype):
+            assert copy.pow_(exponent) is copy
+            np.testing.assert_allclose(values(copy), values(got).astype(values(copy).dtype), rtol=1e-6,
+                                       equal_nan=True)
+        else:
+            raises(RuntimeError, r"(can't be cast to|Found dtype \w+ but expected \w+)", copy.pow_, exponent)
+        out = T.empty_like(got)
+        assert T.pow(base, exponent, out=out) is out
+        np.testing.assert_allclose(values(out), values(got), rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype,low,high", [("int8", -2, 2), ("uint8", 0, 3), ("int16", -5, 5), ("int64", -10, 10),
+                                            ("int32", -10, 10), ("float16", 0.0, 5.0), ("float32", 0.0, 10.0),
+                                            ("float64", 0.0, 10.0), ("float32", -10.0, 10.0),
+                                            ("float64", -10.0, 10.0)])
+def test_int_and_float_pow(T, dtype, low, high):
+    rng = np.random.default_rng(45)
+    integral = not dtype.startswith("float")
+
+    def make(shape, lo):
+        if integral:
+            return T.tensor(rng.integers(lo, high, shape, endpoint=False).astype(dtype))
+        return T.tensor(rng.uniform(lo, high, shape).astype(dtype))
+
+    for base_shape, number, exp_shape in (((4, 4), 0, (4, 1)), ((3, 1), 4, (3, 1)), ((2,), 4, (1,)), ((1,), 2, ()),
+                                          ((20, 20), 4, (20,)), ((5, 5, 5), 5, (5,)), ((), 2, ())):
+        base = make(base_shape, low)
+        _check_pow(T, base, number)
+        _check_pow(T, base, make(exp_shape, 0 if integral else low))
+        strided = make(base_shape + (2,), low)[..., 0]
+        _check_pow(T, strided, number)
+
+
+def test_pow_in_place_cannot_grow(T):
+    for base, exponent in (((), (3,)), ((2,), (2, 1)), ((2, 1), (2, 2)), ((2, 2), (2, 1, 1))):
+        raises(RuntimeError, "doesn't match the broadcast shape", T.rand(base, dtype=T.float64).pow_,
+               T.rand(exponent, dtype=T.float64))
+
+
+def test_pow_special_cases(T):
+    ints = T.tensor([-(2**31), -3, -2, -1, 0, 1, 2, 3, 2**31 - 1], dtype=T.int32)
+    for p in (-(2**31), -3, -2, -1):
+        _check_pow(T, ints, p)
+    longs = T.tensor([0, 1, 23, 4567], dtype=T.int64)
+    for p in (0.0, 1 / 3, 1 / 2, 1.0, 3 / 2, 2.0):
+        _check_pow(T, longs, p)
+    rng = np.random.default_rng(46)
+    floats = [2.0, -3 / 2, -1.0, -1 / 2, -1 / 3, 0.0, 1 / 3, 1 / 2, 1.0, 3 / 2, 2.0]
+    for dtype in (T.float32, T.float64):
+        exponents = [T.tensor(floats, dtype=dtype)] + [T.tensor(rng.uniform(0, 9, s), dtype=dtype)
+                                                       for s in ((1,), (2, 2), (2, 1), (2, 2, 2))]
+        for base in floats:
+            for e in exponents:
+                _check_pow(T, base, e)
+    for dtype in ("int8", "int16", "int32", "int64", "float32", "float64", "complex64"):
+        e = T.tensor(rng.uniform(-2, 2, 20).astype(dtype) if dtype[0] != "i" else rng.integers(-2, 2, 20).astype(dtype))
+        for base in (0.5j, 1.0 + 1.0j, -1.5j, 2.2 - 1.6j, 1 + 0j):
+            got = base ** e
+            with np.errstate(all="ignore"):
+                expected = np.power(np.complex128(base), values(e).astype(np.complex128))
+            np.testing.assert_allclose(values(got), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_pow_computes_in_the_inputs_dtype(T):
+    for exponent in (17, [17]):
+        small = T.pow(2, T.tensor(exponent, dtype=T.uint8), out=T.tensor(0, dtype=T.int64))
+        large = T.pow(2, T.tensor(exponent, dtype=T.int64), out=T.tensor(0, dtype=T.int64))
+        assert values(small).tolist() != values(large).tolist()  # 2**17 overflows uint8 (to 0) before the cast
+        same(small.to(T.uint8), values(large.to(T.uint8)))
+
+
+def test_tensor_pow_tensor(T):
+    def rotate(items, n):
+        return items[-n:] + items[:-n]
+
+    for dtype, items in (("uint8", [0, 1, 2, 3]), ("int8", [0, 1, 2, 3]), ("int16", [0, 1, 2, 3]),
+                         ("int32", [0, 1, 2, 3]), ("int64", [0, 1, 2, 3]),
+                         ("float16", [-3.0, -2.0, -1.0, -1 / 2, -1 / 3, 0.0, 1 / 3, 1 / 2, 1.0, 2.0, 3.0]),
+                         ("float32", [-3.0, -2.0, -1.0, -1 / 2, -1 / 3, 0.0, 1 / 3, 1 / 2, 1.0, 2.0, 3.0]),
+                         ("float64", [-3.0, -2.0, -1.0, -1 / 2, -1 / 3, 0.0, 1 / 3, 1 / 2, 1.0, 2.0, 3.0])):
+        base = T.tensor(items, dtype=getattr(T, dtype))
+        for i in range(len(items)):
+            _check_pow(T, base, T.tensor(rotate(items, i), dtype=getattr(T, dtype)))
+
+
+def test_logical_xor_into_unaligned_out(T):
+    rng = np.random.default_rng(47)
+    a, b = T.tensor(rng.random(128) > 0.5), T.tensor(rng.random(128) > 0.5)
+    c = T.tensor(rng.random(128) > 0.5)
+    for i, j, k in itertools.product([1, 2, 4, 8, 15], repeat=3):
+        a_, b_, c_ = a[i:100 + i], b[j:100 + j], c[k:100 + k]
+        T.logical_xor(a_, b_, out=c_)
+        assert c_.tolist() == [x ^ y for x, y in zip(a_.tolist(), b_.tolist())]
+
+
+def test_add_with_a_tail(T):
+    for tail in (1, 63, 67, 130):
+        a, b = T.randn(4096 + tail), T.randn(4096 + tail)
+        np.testing.assert_array_equal(values(a + b), values(a) + values(b))
+
+
+def test_division_of_numbers_and_tensors_matches_python(T):
+    for a, b in itertools.product(range(-10, 10), range(-10, 10)):
+        for f in (lambda x: x * 0.5, math.floor):
+            x, y = f(a), f(b)
+            if y == 0:
+                continue
+            expected = x / y
+            for lhs, rhs in ((T.tensor(x), T.tensor(y)), (T.tensor(x), y), (x, T.tensor(y))):
+                assert T.true_divide(lhs, rhs).item() == pytest.approx(expected, rel=1e-6)
+            floored = math.floor(x / y)
+            assert T.floor_divide(T.tensor(x), T.tensor(y)).item() == pytest.approx(floored)
