@@ -390,3 +390,102 @@ def test_division_of_numbers_and_tensors_matches_python(T):
                 assert T.true_divide(lhs, rhs).item() == pytest.approx(expected, rel=1e-6)
             floored = math.floor(x / y)
             assert T.floor_divide(T.tensor(x), T.tensor(y)).item() == pytest.approx(floored)
+
+
+def test_in_place_division_of_numbers(T):
+    """x /= y, x.true_divide_(y) and x //= y against Python's division; an integer tensor refuses true
+    division in place, and floor division by a float tensor (PyTorch 2.13 floors: no warning any more)."""
+    for a, b in itertools.product(range(-6, 6), range(-6, 6)):
+        for f in (lambda x: x * 0.5, math.floor):
+            x, y = f(a), f(b)
+            if y == 0:
+                continue
+            xt, yt = T.tensor(x), T.tensor(y)
+            if xt.is_floating_point():
+                for other in (y, yt):
+                    tmp = xt.clone()
+                    tmp /= other
+                    assert tmp.item() == pytest.approx(x / y, rel=1e-6)
+                assert xt.clone().true_divide_(yt).item() == pytest.approx(x / y, rel=1e-6)
+            else:
+                for other in (y, yt):
+                    tmp = xt.clone()
+                    with pytest.raises(RuntimeError):
+                        tmp /= other
+            if not xt.is_floating_point() and yt.is_floating_point():
+                raises(RuntimeError, None, xt.clone().floor_divide_, yt)
+                tmp = xt.clone()
+                with pytest.raises(RuntimeError):
+                    tmp //= yt
+            else:
+                assert xt.clone().floor_divide_(yt).item() == pytest.approx(x // y)
+                tmp = xt.clone()
+                tmp //= yt
+                assert tmp.item() == pytest.approx(x // y)
+
+
+@pytest.mark.parametrize("python_op,name", [(operator.add, "add"), (operator.sub, "sub"), (operator.mul, "mul"),
+                                            (operator.truediv, "div")])
+def test_binary_ops_with_numbers_and_0d_tensors(T, python_op, name):
+    op = getattr(T, name)
+    for a, b in itertools.product(range(-4, 5), range(-4, 5)):
+        for f in (lambda x: x * 0.5, math.floor):
+            x, y = f(a), f(b)
+            if x == 0 or y == 0:
+                continue
+            choices = (x, y, T.tensor(x), T.tensor(y))
+            for first, second in itertools.product(choices, choices):
+                plain = [v.item() if hasattr(v, "item") else v for v in (first, second)]
+                expected = python_op(*plain)
+                for got in (python_op(first, second), op(first, second)):
+                    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+REAL = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+
+
+def test_maximum_minimum_promote(T):
+    for d1, d2 in itertools.product(REAL, REAL):
+        a = T.tensor((0, 1), dtype=getattr(T, d1))
+        b = T.tensor((1, 0), dtype=getattr(T, d2))
+        for op in (T.maximum, T.max, T.fmax, T.minimum, T.min, T.fmin):
+            assert op(a, b).dtype == T.result_type(a, b), (op, d1, d2)
+
+
+@pytest.mark.parametrize("dtype", REAL)
+def test_maximum_minimum_against_numpy(T, dtype):
+    rng = np.random.default_rng(48)
+    if dtype == "bool":
+        a, b = rng.integers(0, 2, 10).astype(bool), rng.integers(0, 2, 10).astype(bool)
+    elif dtype.startswith("float"):
+        a, b = rng.standard_normal(10).astype(dtype), rng.standard_normal(10).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        a = rng.integers(max(-100, info.min), 100, 10).astype(dtype)
+        b = rng.integers(max(-100, info.min), 100, 10).astype(dtype)
+    for op, alias, reference in ((T.maximum, T.max, np.maximum), (T.minimum, T.min, np.minimum),
+                                 (T.fmax, None, np.fmax), (T.fmin, None, np.fmin)):
+        ta, tb = T.tensor(a), T.tensor(b)
+        expected = reference(a, b)
+        same(op(ta, tb), expected, dtype)
+        out = T.empty_like(ta)
+        op(ta, tb, out=out)
+        same(out, expected)
+        if alias is not None:
+            same(alias(ta, tb), expected)
+    if dtype.startswith("float"):  # NaN: maximum/minimum give it, fmax/fmin the other value
+        a = np.array((np.inf, -np.inf, np.nan, np.inf, np.nan, np.nan, 1, np.nan), dtype=dtype)
+        b = np.array((-np.inf, np.inf, np.inf, np.nan, np.nan, 0, np.nan, -5), dtype=dtype)
+        for op, reference in ((T.maximum, np.maximum), (T.minimum, np.minimum), (T.fmax, np.fmax),
+                              (T.fmin, np.fmin), (T.max, np.maximum), (T.min, np.minimum)):
+            same(op(T.tensor(a), T.tensor(b)), reference(a, b))
+
+
+@pytest.mark.parametrize("other", ["float32", "int64", "bool", "complex64"])
+def test_maximum_minimum_refuse_complex(T, other):
+    for op in (T.maximum, T.minimum, T.max, T.min, T.fmax, T.fmin):
+        for a, b in ((T.ones(1, dtype=T.complex64), T.ones(1, dtype=getattr(T, other))),
+                     (T.ones(1, dtype=getattr(T, other)), T.ones(1, dtype=T.complex64))):
+            # (PyTorch: "maximum not implemented for complex tensors."; chainrule: "maximum does not support
+            # complex inputs: complex numbers have no order")
+            raises(RuntimeError, "(not implemented|not support) .*complex", op, a, b)
