@@ -489,3 +489,172 @@ def test_maximum_minimum_refuse_complex(T, other):
             # (PyTorch: "maximum not implemented for complex tensors."; chainrule: "maximum does not support
             # complex inputs: complex numbers have no order")
             raises(RuntimeError, "(not implemented|not support) .*complex", op, a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_mul_of_a_float_and_an_int_0d_tensor(T, dtype):
+    x = T.tensor(1.5, dtype=getattr(T, dtype))
+    y = T.tensor(3, dtype=T.int32)
+    assert (x * y).item() == 4.5 and (y * x).item() == 4.5
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        y *= x
+    x *= y
+    assert x.item() == 4.5
+
+
+@pytest.mark.parametrize("dtype", REAL + ["complex64", "complex128"])
+def test_sub(T, dtype):
+    m1 = T.tensor([2.34, 4.44]).to(getattr(T, dtype))
+    m2 = T.tensor([1.23, 2.33]).to(getattr(T, dtype))
+    if dtype == "bool":
+        raises(RuntimeError, None, lambda: m1 - m2)
+        return
+    expected = values(m1).astype(np.float64) - values(m2).astype(np.float64)
+    np.testing.assert_allclose(values(m1 - m2), expected, atol=0.01 if dtype == "float16" else 1e-6)
+    assert dtype_name(m1 - m2) == dtype
+    a, b = T.randn(10, 9), T.randn(10, 9)
+    c = a.clone()
+    c.sub_(b)
+    same(T.add(a, b, alpha=-1), values(c))
+    c = a.clone()
+    c.sub_(123.5)
+    same(T.add(a, -123.5), values(c))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_max_min_of_two_tensors_propagate_nan(T, dtype):
+    rng = np.random.default_rng(49)
+    a, b = rng.random(1000).astype(dtype), rng.random(1000).astype(dtype)
+    a[:250] = np.nan
+    b[250:500] = np.nan
+    a[500:750] = np.nan
+    b[500:750] = np.nan
+    for op in (T.max, T.min):
+        got = values(op(T.tensor(a), T.tensor(b)))
+        assert np.isnan(got[:750]).all() and not np.isnan(got[750:]).any()
+
+
+COPYSIGN = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+
+
+@pytest.mark.parametrize("d1", COPYSIGN)
+def test_copysign_against_numpy(T, d1):
+    rng = np.random.default_rng(50)
+
+    def make(shape, dtype):
+        a = rng.integers(-9, 10, shape)
+        return (a > 0) if dtype == "bool" else (np.abs(a) if dtype == "uint8" else a).astype(dtype)
+
+    def check(a, b):
+        got = T.copysign(T.tensor(a), T.tensor(b))
+        assert dtype_name(got) == ("float32" if a.dtype.kind in "biu" and b.dtype.kind in "biu" else
+                                   dtype_name(T.promote_types(T.tensor(a).dtype, T.tensor(b).dtype)))
+        expected = np.copysign(a, b).astype(values(got).dtype)
+        same(got, expected)
+        np.testing.assert_array_equal(np.signbit(values(got)), np.signbit(expected))
+
+    for d2 in COPYSIGN:
+        check(make((10, 10), d1), make((10, 10), d2))
+        check(make((10, 1, 10), d1), make((10, 10), d2))
+        check(make((10, 10), d1), make((10, 1, 10), d2))
+        special = [0.0, -0.0, np.inf, -np.inf, np.nan]
+        if d1 in ("float16", "float32", "float64"):
+            for case in special:
+                check(np.array([case], dtype=d1), make((10, 10), d2))
+        if d2 in ("float16", "float32", "float64"):
+            for case in special:
+                check(make((10, 10), d1), np.array([case], dtype=d2))
+
+
+def test_division_into_a_column_view(T):
+    m = T.randn(10, 10)
+    for inplace in (T.Tensor.div_, T.Tensor.true_divide_):
+        res = m.clone()
+        inplace(res[:, 3], 2)
+        expected = values(m).copy()
+        expected[:, 3] /= 2
+        same(res, expected)
+    res = T.empty(2)
+    np.testing.assert_allclose(values(T.true_divide(T.tensor([4.2, 6.2]), T.tensor([2.0, 2.0]), out=res)), [2.1, 3.1],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64", "float32", "float64"])
+def test_floor_divide_floors(T, dtype):
+    """x // y and floor_divide round down (PyTorch's test once expected truncation, with a warning: PyTorch
+    2.13 floors, as Python does)."""
+    rng = np.random.default_rng(51)
+    raw = rng.standard_normal(10) * 30
+    x_np = (np.abs(raw) if dtype == "uint8" else raw).astype(dtype)
+    y_np = np.arange(1, 11).astype(dtype)
+    x, y = T.tensor(x_np), T.tensor(y_np)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z = x // y
+    assert dtype_name(z) == dtype
+    same(z, np.floor_divide(x_np, y_np))
+    same(x // 3, np.floor_divide(x_np, np.asarray(3, dtype)))
+    o = T.empty(10, dtype=getattr(T, dtype))
+    T.floor_divide(x, y, out=o)
+    same(o, np.floor_divide(x_np, y_np))
+    T.floor_divide(x, 2, out=o)
+    same(o, np.floor_divide(x_np, np.asarray(2, dtype)))
+    if dtype.startswith("int"):
+        o = T.empty(10, dtype=T.float32)
+        T.floor_divide(x, y, out=o)
+        same(o, np.floor_divide(x_np, y_np).astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64", "float32", "float64", "complex64",
+                                   "complex128"])
+def test_number_divided_by_tensor(T, dtype):
+    rng = np.random.default_rng(52)
+    x_np = ((rng.random(100) + 1) * 4).astype(dtype)
+    y = 30 / T.tensor(x_np)
+    np.testing.assert_allclose(values(y), 30 / x_np.astype(np.complex128 if dtype[0] == "c" else np.float64),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8", "int8", "int16", "int32", "int64"])
+def test_fmod_and_remainder_by_zero(T, dtype):
+    rng = np.random.default_rng(53)
+    x = T.tensor(rng.integers(-9 if dtype != "uint8" else 0, 9, (10, 10)).astype(dtype))
+    for fn in (T.fmod, T.remainder):
+        if dtype.startswith("float"):
+            assert bool(fn(x, 0.0).isnan().all())
+            assert bool(fn(x, T.zeros_like(x)).isnan().all())
+        else:
+            raises(RuntimeError, "ZeroDivisionError", fn, x, T.zeros_like(x))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"])
+def test_fmod_and_remainder_against_numpy(T, dtype):
+    rng = np.random.default_rng(54)
+    low = 0 if dtype == "uint8" else -9
+    x_np = rng.integers(low, 9, (10, 10)).astype(dtype)
+    mod_np = rng.integers(low, 9, (10, 10)).astype(dtype)
+    mod_np[mod_np == 0] = 1
+    mods = [3, 2.3, T.tensor(mod_np), T.tensor(mod_np).t()]
+    if not dtype.startswith("float"):
+        mods += [T.tensor(rng.uniform(-9, 9, (10, 10)).astype(np.float32))]
+    for mod in mods:
+        nm = values(mod) if hasattr(mod, "detach") else mod
+        for fn, inplace, reference in ((T.fmod, T.Tensor.fmod_, np.fmod), (T.remainder, T.Tensor.remainder_,
+                                                                           np.remainder)):
+            x = T.tensor(x_np)
+            got = fn(x, mod)
+            with np.errstate(all="ignore"):
+                expected = reference(x_np.astype(values(got).dtype), np.asarray(nm).astype(values(got).dtype))
+            np.testing.assert_allclose(values(got), expected, rtol=1e-3, atol=1e-3 if dtype == "float16" else 1e-5)
+            out = T.empty(0, dtype=got.dtype)
+            fn(x, mod, out=out)
+            assert out.shape == (10, 10)
+            np.testing.assert_allclose(values(out), values(got))
+            try:
+                inplace(x, mod)
+            except RuntimeError as error:
+                assert dtype_name(got) != dtype
+                assert "can't be cast to the desired output type" in str(error)
+            else:
+                np.testing.assert_allclose(values(x), expected.astype(dtype), rtol=1e-3,
+                                           atol=1e-2 if dtype == "float16" else 1e-5)

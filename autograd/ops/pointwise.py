@@ -553,7 +553,12 @@ def copysign(input, other, *, out=None):
     input, other = _floating_pair(input, other)
     refuse_kinds(input, "copysign_cpu", "c")
     sign = Tensor._make(xp.where(xp.signbit(other._data), -1.0, 1.0).astype(input.dtype))
-    return write_out(input.abs() * sign, out)
+    result = input.abs() * sign
+    nan = xp.isnan(input._data)
+    if nan.any():  # (NaN · -1 need not carry the sign bit: NaNs take it from NumPy's copysign, as PyTorch's do)
+        signed = Tensor._make(xp.copysign(input._data, other._data).astype(result.dtype))
+        result = where(Tensor._make(nan), signed, result)
+    return write_out(result, out)
 
 
 
