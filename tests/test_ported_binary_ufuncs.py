@@ -509,7 +509,7 @@ def test_sub(T, dtype):
     if dtype == "bool":
         raises(RuntimeError, None, lambda: m1 - m2)
         return
-    expected = values(m1).astype(np.float64) - values(m2).astype(np.float64)
+    expected = values(m1).astype(np.complex128) - values(m2).astype(np.complex128)
     np.testing.assert_allclose(values(m1 - m2), expected, atol=0.01 if dtype == "float16" else 1e-6)
     assert dtype_name(m1 - m2) == dtype
     a, b = T.randn(10, 9), T.randn(10, 9)
@@ -658,3 +658,182 @@ def test_fmod_and_remainder_against_numpy(T, dtype):
             else:
                 np.testing.assert_allclose(values(x), expected.astype(dtype), rtol=1e-3,
                                            atol=1e-2 if dtype == "float16" else 1e-5)
+
+
+def test_remainder_of_a_number_by_a_tensor(T):
+    rng = np.random.default_rng(55)
+    mod_np = rng.integers(-9, 9, (10, 10)).astype(np.float32)
+    mod_np[mod_np == 0] = 1
+    for dividend in (5, 3.14):
+        got = T.remainder(dividend, T.tensor(mod_np))
+        np.testing.assert_allclose(values(got), np.remainder(np.float32(dividend), mod_np), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_remainder_and_fmod_of_a_large_dividend(T, dtype):
+    for a_value in (1e9, -1e9):
+        for b_value in (3.14159265358979, -3.14159265358979):
+            a, b = T.tensor([a_value], dtype=getattr(T, dtype)), T.tensor([b_value], dtype=getattr(T, dtype))
+            c, d = T.remainder(a, b).item(), T.fmod(a, b).item()
+            assert (b_value > 0) == (c > 0) and (a_value > 0) == (d > 0)
+            assert abs(c) < abs(b_value) and abs(d) < abs(b_value)
+            if (a_value > 0) == (b_value > 0):
+                assert c == d
+            else:
+                assert abs(c - d) == pytest.approx(abs(values(b).item()), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_hypot(T, dtype):
+    rng = np.random.default_rng(56)
+    for a, b in ((rng.standard_normal(10), rng.standard_normal(10)),
+                 (rng.standard_normal((3, 3, 3)), rng.standard_normal((3, 3, 3))),
+                 (rng.standard_normal((10, 1)), rng.standard_normal((10, 1)).T)):
+        got = T.hypot(T.tensor(a.astype(dtype)), T.tensor(b.astype(dtype)))
+        np.testing.assert_allclose(values(got), np.hypot(a.astype(dtype), b.astype(dtype)), rtol=1e-6)
+    ints = rng.integers(0, 100, 10)
+    b = rng.standard_normal(10).astype(dtype)
+    got = T.hypot(T.tensor(ints), T.tensor(b))
+    assert dtype_name(got) == dtype
+    np.testing.assert_allclose(values(got), np.hypot(ints, b), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64"])
+def test_gcd_and_lcm(T, dtype):
+    rng = np.random.default_rng(57)
+    t1 = T.tensor([0, 10, 0], dtype=getattr(T, dtype))
+    t2 = T.tensor([0, 0, 10], dtype=getattr(T, dtype))
+    same(T.gcd(t1, t2), [0, 10, 10], dtype)
+    if dtype == "uint8":
+        same(T.gcd(T.tensor([190, 210], dtype=T.uint8), T.tensor([190, 220], dtype=T.uint8)), [190, 10])
+    else:
+        a, b = rng.integers(-20, 20, 200).astype(dtype), rng.integers(-20, 20, 200).astype(dtype)
+        same(T.gcd(T.tensor(a), T.tensor(b)), np.gcd(a, b))
+    if dtype in ("int16", "int32", "int64"):
+        same(T.lcm(t1, t2), [0, 0, 0], dtype)
+        a, b = rng.integers(-20, 20, 200).astype(dtype), rng.integers(-20, 20, 200).astype(dtype)
+        same(T.lcm(T.tensor(a), T.tensor(b)), np.lcm(a, b))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nextafter(T, dtype):
+    rng = np.random.default_rng(58)
+    t1 = np.array([0, 0, 10], dtype=dtype)
+    t2 = np.array([np.inf, -np.inf, 10], dtype=dtype)
+    same(T.nextafter(T.tensor(t1), T.tensor(t2)), np.nextafter(t1, t2), dtype)
+    same(T.nextafter(T.tensor(t2), T.tensor(t1)), np.nextafter(t2, t1))
+    assert bool(T.nextafter(T.tensor([0, np.nan], dtype=getattr(T, dtype)),
+                            T.tensor([np.nan, 0], dtype=getattr(T, dtype))).isnan().all())
+    a, b = rng.standard_normal(100).astype(dtype), rng.standard_normal(100).astype(dtype)
+    same(T.nextafter(T.tensor(a), T.tensor(b)), np.nextafter(a, b))
+
+
+@pytest.mark.parametrize("name,reference", [("div", lambda x, y: x / y), ("remainder", np.remainder),
+                                            ("mul", lambda x, y: x * y), ("pow", np.power)])
+def test_binary_ops_on_strided_views(T, name, reference):
+    rng = np.random.default_rng(59)
+    m1, m2 = rng.standard_normal((10, 10, 10)).astype(np.float32), rng.standard_normal((10, 100)).astype(np.float32)
+    op = getattr(T, name)
+    with np.errstate(all="ignore"):
+        got = op(T.tensor(m1)[4], T.tensor(m2)[4].view(10, 10))
+        np.testing.assert_allclose(values(got), reference(m1[4], m2[4].reshape(10, 10)), rtol=1e-5, equal_nan=True)
+        m2 = rng.standard_normal((100, 100)).astype(np.float32)
+        columns = T.tensor(m2)[:, 4].as_strided((10, 10), (1000, 100))
+        got = op(T.tensor(m1)[:, 4], columns)
+        np.testing.assert_allclose(values(got), reference(m1[:, 4], m2[:, 4].reshape(10, 10)), rtol=1e-5,
+                                   equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64"])
+def test_integer_floor_division_by_zero(T, dtype):
+    a = T.tensor([0, 1], dtype=getattr(T, dtype))
+    raises(RuntimeError, "ZeroDivisionError", lambda: a // T.tensor([0, 1], dtype=getattr(T, dtype)))
+
+
+@pytest.mark.parametrize("dtype", ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32",
+                                   "float64", "complex64", "complex128"])
+def test_mul_and_div_by_a_number_is_by_a_full_tensor(T, dtype):
+    rng = np.random.default_rng(60)
+    x = T.tensor(rng.integers(1, 9, (10, 3)).astype(dtype))
+    s = T.tensor(rng.integers(1, 9, (1,)).astype(dtype)).item()
+    y = T.full_like(x, s)
+    same(x * s, values(x * y))
+    same(s * x, values(y * x))
+    np.testing.assert_allclose(values(x / s), values(x / y), rtol=1e-6)
+    np.testing.assert_allclose(values(s / x), values(y / x), rtol=1e-6)
+
+
+COMPARED = ["bool", "uint8", "int16", "int64", "float16", "float32", "float64", "complex64"]
+
+
+def _extremal(shape, dtype, rng, extremal):
+    if dtype == "bool":
+        return rng.random(shape) > 0.5
+    if dtype.startswith(("float", "complex")):
+        a = rng.standard_normal(shape) * rng.integers(30, 100)
+        a[rng.random(shape) > 0.5] = 0
+        if dtype.startswith("complex"):
+            a = a + 1j * rng.standard_normal(shape)
+        if extremal:
+            for special in (np.nan, np.inf, -np.inf):
+                a[rng.random(shape) > 0.5] = special
+        return a.astype(dtype)
+    return rng.integers(15, 100, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("d1,d2", list(itertools.combinations_with_replacement(COMPARED, 2)))
+def test_comparison_promotion_and_broadcasting(T, d1, d2):
+    rng = np.random.default_rng(61)
+    pairs = [("lt", np.less), ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal),
+             ("eq", np.equal), ("ne", np.not_equal), ("logical_and", np.logical_and),
+             ("logical_or", np.logical_or), ("logical_xor", np.logical_xor)]
+    for size in [(1,), (10,), (10, 1), (1, 10), (4, 10), (12, 3)]:
+        for extremal in (False, True):
+            a, b = _extremal(size, d1, rng, extremal), _extremal((2,) + size, d2, rng, extremal)
+            for name, reference in pairs:
+                if (d1.startswith("complex") or d2.startswith("complex")) and name in ("lt", "le", "gt", "ge"):
+                    continue
+                op = getattr(T, name)
+                got = op(T.tensor(a), T.tensor(b))
+                expected = reference(a, b)
+                same(got, expected, "bool")
+                out = T.zeros(1, dtype=T.complex128)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # (out is resized, with PyTorch's deprecation warning)
+                    op(T.tensor(a), T.tensor(b), out=out)
+                same(out, expected.astype(np.complex128))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64"])
+def test_signed_shifts(T, dtype):
+    a = T.tensor([-10, 10], dtype=getattr(T, dtype))
+    same(a << 2, [-40, 40], dtype)
+    same(a >> 1, [-5, 5], dtype)
+
+
+@pytest.mark.parametrize("name,tensor_result,number_result", [("bitwise_and", [0, 0, 3], [0, 2, 2]),
+                                                              ("bitwise_or", [3, -1, 3], [3, -2, 3]),
+                                                              ("bitwise_xor", [3, -1, 0], [3, -4, 1])])
+def test_bitwise_functions(T, name, tensor_result, number_result):
+    op = getattr(T, name)
+    for dtype in ("uint8", "int8", "int16", "int32", "int64"):
+        dt = getattr(T, dtype)
+        a = T.tensor([1, -2, 3], dtype=dt) if dtype != "uint8" else T.tensor([1, 254, 3], dtype=dt)
+        b = T.tensor([2, 1, 3], dtype=dt)
+        with_tensor = np.array(tensor_result).astype(np.int64).astype(dtype)
+        with_number = np.array(number_result).astype(np.int64).astype(dtype)
+        same(op(a, b), with_tensor, dtype)
+        same(op(a, 2), with_number, dtype)
+        c = T.empty(0, dtype=dt)
+        op(a, b, out=c)
+        same(c, with_tensor)
+        op(a, 2, out=c)
+        same(c, with_number)
+        a1 = a.clone()
+        getattr(a1, name + "_")(b)
+        same(a1, with_tensor)
+        getattr(a, name + "_")(2)
+        same(a, with_number)
+    flags = op(T.tensor([True, True, False]), T.tensor([False, True, False]))
+    same(flags, {"bitwise_and": [False, True, False], "bitwise_or": [True, True, False],
+                 "bitwise_xor": [True, False, False]}[name], "bool")
