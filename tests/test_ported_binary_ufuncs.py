@@ -837,3 +837,184 @@ def test_bitwise_functions(T, name, tensor_result, number_result):
     flags = op(T.tensor([True, True, False]), T.tensor([False, True, False]))
     same(flags, {"bitwise_and": [False, True, False], "bitwise_or": [True, True, False],
                  "bitwise_xor": [True, False, False]}[name], "bool")
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "int32", "int64"])
+def test_bitwise_shifts_against_numpy(T, dtype):
+    a_np = np.array([19, -20, -21, 22]).astype(dtype)
+    b_np = np.array([2, 1, 3, 1]).astype(dtype)
+    for op, reference in ((T.bitwise_left_shift, np.left_shift), (operator.lshift, np.left_shift),
+                          (T.bitwise_right_shift, np.right_shift), (operator.rshift, np.right_shift)):
+        same(op(T.tensor(a_np), T.tensor(b_np)), reference(a_np, b_np), dtype)
+        same(op(T.tensor(a_np), 2), reference(a_np, np.asarray(2, dtype)), dtype)
+
+
+def test_bitwise_shifts_of_floats_are_refused(T):
+    """(PyTorch's test once shifted floats by multiplying with powers of 2; PyTorch 2.13 refuses them.)"""
+    for op in (T.bitwise_left_shift, operator.lshift, T.bitwise_right_shift, operator.rshift):
+        raises(NotImplementedError, "not implemented for 'Float'", op, T.tensor([19, -20, -21, 22]), 1.8)
+        raises(NotImplementedError, "not implemented for 'Float'", op, T.tensor([19.1, -20.2]), 2)
+        raises(NotImplementedError, "not implemented for 'Float'", op, T.tensor([19.1, -20.2]), 2.2)
+
+
+@pytest.mark.parametrize("d1", REAL)
+def test_heaviside(T, d1):
+    rng = np.random.default_rng(62)
+    for d2 in REAL:
+        x_np = rng.integers(-10, 10, 10).astype(d1)
+        x_np[[0, 3, 7]] = 0
+        v_np = rng.integers(-10, 10, 10).astype(d2)
+        x, v = T.tensor(x_np), T.tensor(v_np)
+        out = T.empty_like(x)
+        if d1 == d2:
+            expected = np.heaviside(x_np, v_np).astype(d1)
+            same(T.heaviside(x, v), expected, d1)
+            same(x.heaviside(v), expected)
+            T.heaviside(x, v, out=out)
+            same(out, expected)
+            x.heaviside_(v)
+            same(x, expected)
+        else:
+            words = "heaviside is not yet implemented for tensors with different dtypes."
+            for call in (lambda: T.heaviside(x, v), lambda: x.heaviside(v), lambda: T.heaviside(x, v, out=out),
+                         lambda: x.heaviside_(v)):
+                raises(RuntimeError, words, call)
+    z = T.tensor((complex(0, -6), complex(-1, 3), complex(1, 1)))
+    real = z.real
+    for call in (lambda: T.heaviside(z, real), lambda: real.heaviside(z), lambda: z.heaviside_(z),
+                 lambda: T.heaviside(real, real, out=T.empty_like(z))):
+        raises(RuntimeError, "heaviside is not yet implemented for complex tensors.", call)
+
+
+LOGICAL = ["bool", "uint8", "int32", "int64", "float32", "float64", "complex64"]
+
+
+@pytest.mark.parametrize("name,expected", [("logical_xor", [0, 0, 1, 1]), ("logical_and", [1, 0, 0, 0]),
+                                           ("logical_or", [1, 0, 1, 1])])
+def test_logical_ops(T, name, expected):
+    for d1, d2 in itertools.product(LOGICAL, LOGICAL):
+        a = T.tensor([10, 0, 1, 0], dtype=getattr(T, d1))
+        b = T.tensor([1, 0, 0, 10], dtype=getattr(T, d2))
+        same(getattr(a, name)(b), np.array(expected, bool), "bool")
+        c = T.empty(0, dtype=T.bool)
+        getattr(T, name)(a, b, out=c)
+        same(c, np.array(expected, bool))
+        # in place: the result takes a's dtype (PyTorch's test once expected a refusal for mixed dtypes)
+        getattr(a, name + "_")(b)
+        same(a, np.array(expected).astype(d1), d1)
+
+
+def test_remainder_without_overflow(T):
+    x = T.tensor(23500, dtype=T.int64)
+    q = 392486996410368
+    assert (x % q).item() == 23500
+    assert (-x % q).item() == q - 23500
+    assert (x % -q).item() == 23500 - q
+    assert (-x % -q).item() == -23500
+
+
+def test_number_to_a_tensor_power(T):
+    m = T.randn(10, 10)
+    np.testing.assert_allclose(values(T.pow(2, m)), values(2**m), rtol=1e-6)
+    s = T.randn(1).squeeze()
+    assert s.dim() == 0
+    assert T.pow(2, s).item() == pytest.approx((2**s).item(), rel=1e-6)
+
+
+def test_ldexp(T):
+    rng = np.random.default_rng(63)
+    mantissas = rng.standard_normal(64).astype(np.float32)
+    exponents = rng.integers(-31, 31, 64).astype(np.int32)
+    expected = np.ldexp(mantissas, exponents)
+    m, e = T.tensor(mantissas), T.tensor(exponents)
+    np.testing.assert_allclose(values(T.ldexp(m, e)), expected, rtol=1e-6)
+    np.testing.assert_allclose(values(m.ldexp(e)), expected, rtol=1e-6)
+    m.ldexp_(e)
+    np.testing.assert_allclose(values(m), expected, rtol=1e-6)
+    special = np.array([np.inf, -np.inf, np.inf, np.nan], dtype=np.float32)
+    e = rng.integers(0, 31, 4).astype(np.int32)
+    same(T.ldexp(T.tensor(special), T.tensor(e)), np.ldexp(special, e))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
+def test_lerp(T, dtype):
+    rng = np.random.default_rng(64)
+
+    def make(shape):
+        a = rng.standard_normal(shape)
+        if dtype.startswith("complex"):
+            a = a + 1j * rng.standard_normal(shape)
+        return T.tensor(np.asarray(a).astype(dtype))
+
+    for s1, s2, s3 in itertools.product([(), (5,), (5, 5)], repeat=3):
+        start, end = make(s1), make(s2)
+        weights = [make(s3), 0.37]
+        if dtype.startswith("complex"):
+            weights += [complex(0, 1), complex(0.4, 1.2)]
+        for weight in weights:
+            got = T.lerp(start, end, weight)
+            same(start.lerp(end, weight), values(got))
+            out = T.tensor(1.0, dtype=getattr(T, dtype))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (out is resized, with PyTorch's deprecation warning)
+                T.lerp(start, end, weight, out=out)
+            same(out, values(got))
+            np.testing.assert_allclose(values(got), values(start + weight * (end - start)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("base2", [False, True])
+def test_logaddexp(T, dtype, base2):
+    rng = np.random.default_rng(65)
+    ours, reference = (T.logaddexp2, np.logaddexp2) if base2 else (T.logaddexp, np.logaddexp)
+
+    def check(a, b):
+        np.testing.assert_allclose(values(ours(T.tensor(a), T.tensor(b))), reference(a, b), rtol=1e-6, atol=1e-7)
+
+    a = (rng.standard_normal((64, 2)) - 0.5).astype(dtype)
+    b = (rng.standard_normal((64, 2)) - 0.5).astype(dtype)
+    check(a, b)
+    check(a[:3], b[:3])
+    check(a * 10000, b * 10000)
+    check(np.array([np.inf, -np.inf, np.inf, np.nan], dtype), np.array([np.inf, -np.inf, -np.inf, np.nan], dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
+def test_add(T, dtype):
+    rng = np.random.default_rng(66)
+
+    def make(shape):
+        a = rng.standard_normal(shape)
+        return T.tensor((a + 1j * rng.standard_normal(shape) if dtype[0] == "c" else a).astype(dtype))
+
+    m, v = make((20, 20)), make(20)
+    same(T.add(m[4], v), values(m)[4] + values(v))
+    same(T.add(m[:, 4], v), values(m)[:, 4] + values(v))
+    for key in (3, (slice(None), 3)):
+        res = m.clone()
+        res[key].add_(2)
+        expected = values(m).copy()
+        expected[key] += 2
+        same(res, expected)
+    same(m + 3, values(m + T.tensor(3)))
+    same(3 + m, values(T.tensor(3) + m))
+    m2 = make((20, 20)).t()
+    res = m + m2
+    assert res.is_contiguous()
+    same(res, values(m + m2.contiguous()))
+    assert (T.tensor([1.0], dtype=getattr(T, dtype)) + T.tensor([], dtype=getattr(T, dtype))).shape == (0,)
+
+
+def test_add_of_other_kinds(T):
+    one = T.tensor(1, dtype=T.uint8)
+    same(T.add(one, 1), 2, "uint8")
+    m1 = T.tensor([True, False, False, True, False, False])
+    m2 = T.tensor([True, True, False, False, False, True])
+    same(m1 + m2, [True, True, False, True, False, True], "bool")
+    a = T.zeros(2, 3, dtype=T.bool)
+    same(T.add(a, a, alpha=0), np.zeros((2, 3), bool))
+    c1 = T.tensor([2 + 3j, 4 + 5j], dtype=T.complex64)
+    c2 = T.tensor([4 + 5j, 2 + 3j], dtype=T.complex64)
+    np.testing.assert_allclose(values(T.add(c1, c2, alpha=0.1)), [2.4 + 3.5j, 4.2 + 5.3j], rtol=1e-6)
+    np.testing.assert_allclose(values(T.add(c1, c2, alpha=complex(0.1, 0.2))), [1.4 + 4.3j, 3.6 + 5.7j], rtol=1e-6)
+    same(T.add(c1, c2, alpha=2), [10 + 13j, 8 + 11j], "complex64")

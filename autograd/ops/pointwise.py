@@ -538,10 +538,10 @@ def heaviside(input, values, *, out=None):
     """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch).
     input and values must have one dtype (PyTorch promotes neither)."""
     x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
+    if x.dtype.kind == "c" or v.dtype.kind == "c" or out is not None and out.dtype.kind == "c":  # (checked first)
+        raise DtypeError("heaviside is not yet implemented for complex tensors.")
     if x.dtype != v.dtype:
         raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
-    if x.dtype.kind == "c":
-        raise DtypeError("heaviside is not yet implemented for complex tensors.")
     if broadcast_mismatch(x.shape, v.shape):
         raise ShapeError(broadcast_mismatch(x.shape, v.shape))
     return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
