@@ -876,9 +876,10 @@ def test_heaviside(T, d1):
             same(x, expected)
         else:
             words = "heaviside is not yet implemented for tensors with different dtypes."
-            for call in (lambda: T.heaviside(x, v), lambda: x.heaviside(v), lambda: T.heaviside(x, v, out=out),
-                         lambda: x.heaviside_(v)):
-                raises(RuntimeError, words, call)
+            raises(RuntimeError, words, T.heaviside, x, v)
+            raises(RuntimeError, words, x.heaviside, v)
+            raises(RuntimeError, words, T.heaviside, x, v, out=out)
+            raises(RuntimeError, words, x.heaviside_, v)
     z = T.tensor((complex(0, -6), complex(-1, 3), complex(1, 1)))
     real = z.real
     for call in (lambda: T.heaviside(z, real), lambda: real.heaviside(z), lambda: z.heaviside_(z),
