@@ -1019,3 +1019,149 @@ def test_add_of_other_kinds(T):
     np.testing.assert_allclose(values(T.add(c1, c2, alpha=0.1)), [2.4 + 3.5j, 4.2 + 5.3j], rtol=1e-6)
     np.testing.assert_allclose(values(T.add(c1, c2, alpha=complex(0.1, 0.2))), [1.4 + 4.3j, 3.6 + 5.7j], rtol=1e-6)
     same(T.add(c1, c2, alpha=2), [10 + 13j, 8 + 11j], "complex64")
+
+
+def test_alpha_and_out_refusals(T):
+    m1, m2 = T.tensor([1], dtype=T.int8), T.tensor([2], dtype=T.int8)
+    for op in (T.add, T.sub):
+        raises(RuntimeError, r"Boolean alpha only supported for Boolean results\.", op, m1, m2, alpha=True)
+        raises(RuntimeError, r"For integral input tensors, argument alpha must not be a floating point number\.",
+               op, m1, m2, alpha=1.0)
+    for dtype in (T.float32, T.float64):
+        raises(RuntimeError, r"For non-complex input tensors, argument alpha must not be a complex number\.", T.add,
+               T.tensor([3.0, 4.0], dtype=dtype), T.tensor([4.0, 3.0], dtype=dtype), alpha=complex(0.1, 0.2))
+    z = T.tensor(4 + 4j, dtype=T.complex64)
+    raises(RuntimeError, "result type ComplexFloat can't be cast to the desired output type Double", T.add, z, z,
+           out=T.tensor(4.0, dtype=T.float64))
+
+
+def test_subtraction_of_bools_is_refused(T):
+    m1 = T.tensor([True, False, False, True, False, False])
+    m2 = T.tensor([True, True, False, False, False, True])
+    raises(RuntimeError, r"Subtraction, the `\-` operator, with two bool tensors is not supported. "
+                         r"Use the `\^` or `logical_xor\(\)` operator instead.", lambda: m1 - m2)
+    for call in (lambda: 1 - m1, lambda: m2 - 1):
+        raises(RuntimeError, r"Subtraction, the `\-` operator, with a bool tensor is not supported. If you are "
+                             r"trying to invert a mask, use the `\~` or `logical_not\(\)` operator instead.", call)
+
+
+def test_mul_into_a_column_and_of_bools(T):
+    m = T.randn(10, 10)
+    res = m.clone()
+    res[:, 3].mul_(2)
+    expected = values(m).copy()
+    expected[:, 3] *= 2
+    same(res, expected)
+    a1 = T.tensor([True, False, False, True])
+    a2 = T.tensor([True, False, True, False])
+    same(a1 * a2, [True, False, False, False], "bool")
+
+
+def test_bool_comparisons(T):
+    a = T.tensor([True, False, True, False, True, False])
+    b = T.tensor([True, False, True, True, True, True])
+    same(a == b, [1, 1, 1, 0, 1, 0])
+    same(a != b, [0, 0, 0, 1, 0, 1])
+    same(a < b, [0, 0, 0, 1, 0, 1])
+    same(a > b, [0, 0, 0, 0, 0, 0])
+    same(a >= b, [1, 1, 1, 0, 1, 0])
+    same(a <= b, [1, 1, 1, 1, 1, 1])
+    same(a > False, [1, 0, 1, 0, 1, 0])
+    same(a == T.tensor(True), [1, 0, 1, 0, 1, 0])
+    same(a == T.tensor(0, dtype=T.bool), [0, 1, 0, 1, 0, 1])
+    assert not a.equal(b)
+
+
+@pytest.mark.parametrize("dtype", REAL)
+def test_comparison_methods(T, dtype):
+    if dtype == "bool":
+        x = T.tensor([True, False, True, False])
+        for name, expected in (("lt", [0, 1, 0, 1]), ("le", [1, 1, 1, 1]), ("ge", [1, 0, 1, 0]), ("gt", [0, 0, 0, 0]),
+                               ("eq", [1, 0, 1, 0]), ("ne", [0, 1, 0, 1])):
+            same(getattr(x, name)(True), np.array(expected, bool), "bool")
+        return
+    x = T.tensor([1, 2, 3, 4], dtype=getattr(T, dtype))
+    b = T.tensor([2], dtype=getattr(T, dtype))
+    for name, expected in (("lt", [1, 0, 0, 0]), ("le", [1, 1, 0, 0]), ("ge", [0, 1, 1, 1]), ("gt", [0, 0, 1, 1]),
+                           ("eq", [0, 1, 0, 0]), ("ne", [1, 0, 1, 1])):
+        same(getattr(x, name)(2), np.array(expected, bool), "bool")
+        same(getattr(x, name)(b), np.array(expected, bool), "bool")
+
+
+def test_atan2(T):
+    rng = np.random.default_rng(67)
+    for size in ((2, 2), (3, 3), (5, 5)):
+        a, b = rng.random(size), rng.random(size)
+        np.testing.assert_allclose(values(T.tensor(a).atan2(T.tensor(b))), np.arctan2(a, b), rtol=1e-15)
+    for dtype in (T.float32, T.float64):
+        for x, y, expected in ((0, 0, 0), (0, 1, math.pi / 2), (0, -1, -math.pi / 2), (-1, 0, math.pi), (1, 0, 0),
+                               (-1, -1, -3 * math.pi / 4), (1, 1, math.pi / 4), (1, -1, -math.pi / 4),
+                               (-1, 1, 3 * math.pi / 4)):
+            got = T.atan2(T.tensor([y], dtype=dtype), T.tensor([x], dtype=dtype))
+            assert got.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_trapezoid(T):
+    rng = np.random.default_rng(68)
+    for sizes, dim, dx in (((2, 3, 4), 1, 1), ((10, 2), 0, 0.1), ((1, 10), 0, 2.3), ((0, 2), 0, 1.0), ((0, 2), 1, 1.0)):
+        t = rng.standard_normal(sizes).astype(np.float32)
+        got = T.trapezoid(T.tensor(t), dx=dx, dim=dim)
+        expected = np.trapezoid(t, dx=dx, axis=dim)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(values(got), expected, rtol=1e-5, atol=1e-6)
+    for sizes, dim, x in (((2, 3, 4), 1, [1.0, 2.0, 3.0]), ((10, 2), 0, [2.0, 3.0, 4.0, 7.0, 11.0, 14.0, 22.0, 26.0,
+                                                                        26.1, 30.3]),
+                          ((1, 10), 0, [1.0]), ((0, 2), 0, []), ((0, 2), 1, [1.0, 2.0])):
+        t = rng.standard_normal(sizes).astype(np.float32)
+        got = T.trapezoid(T.tensor(t), x=T.tensor(x), dim=dim)
+        expected = np.trapezoid(t, x=np.array(x, np.float32), axis=dim)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(values(got), expected, rtol=1e-5, atol=1e-6)
+    raises(IndexError, "Dimension out of range", T.trapezoid, T.randn(2, 3), x=T.tensor([]), dim=2)
+    raises(RuntimeError, "There must be one `x` value for each sample point", T.trapezoid, T.randn(2, 3),
+           x=T.tensor([1.0, 2.0]), dim=1)
+
+
+FLOAT_POWER = ["uint8", "int16", "int64", "float32", "float64", "complex64", "complex128"]
+
+
+@pytest.mark.parametrize("base_dtype", FLOAT_POWER)
+def test_float_power(T, base_dtype):
+    rng = np.random.default_rng(69)
+
+    def make(dtype, low, high):
+        a = rng.uniform(low, high, 30)
+        if dtype.startswith("complex"):
+            a = a + 1j * rng.uniform(low, high, 30)
+        return a.astype(dtype) if not dtype.startswith(("u", "i")) else np.floor(a).astype(dtype)
+
+    for exp_dtype in FLOAT_POWER:
+        if exp_dtype == "uint8":
+            continue
+        base_np, exp_np = make(base_dtype, 1, 100), make(exp_dtype, -2, 2)
+        exp_np[[0, 4, 6]] = 0
+        complex_result = base_dtype.startswith("complex") or exp_dtype.startswith("complex")
+        out_dtype = "complex128" if complex_result else "float64"
+        expected = np.float_power(base_np, exp_np)
+        base, exponent = T.tensor(base_np), T.tensor(exp_np)
+        np.testing.assert_allclose(values(T.float_power(base, exponent)), expected, rtol=1e-6)
+        np.testing.assert_allclose(values(base.float_power(exponent)), expected, rtol=1e-6)
+        if base_dtype != out_dtype:
+            raises(RuntimeError, "operation's result requires dtype", base.clone().float_power_, exponent)
+        else:
+            np.testing.assert_allclose(values(base.clone().float_power_(exponent)), expected, rtol=1e-6)
+        out = T.empty(30, dtype=getattr(T, out_dtype))
+        T.float_power(base, exponent, out=out)
+        np.testing.assert_allclose(values(out), expected, rtol=1e-6)
+    numbers = [-2.8, -2, -1, -0.5, 0.5, 1, 2] + ([-2.5j, 1.0j, 1.0 + 1.0j] if base_dtype.startswith("complex") else [])
+    base_np = make(base_dtype, 1, 100)
+    base = T.tensor(base_np)
+    for number in numbers:
+        expected = np.float_power(base_np, number)
+        np.testing.assert_allclose(values(T.float_power(base, number)), expected, rtol=1e-6)
+        needed = "complex128" if base_dtype.startswith("complex") or isinstance(number, complex) else "float64"
+        if base_dtype != needed:
+            raises(RuntimeError, "operation's result requires dtype", base.clone().float_power_, number)
+        exponent_np = make("float64", -2, 2)
+        np.testing.assert_allclose(values(T.float_power(number, T.tensor(exponent_np))),
+                                   np.float_power(number, exponent_np), rtol=1e-6)

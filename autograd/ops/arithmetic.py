@@ -32,6 +32,8 @@ def _scaled(other, alpha, input):
     """alpha · other, for input + alpha · other (a floating alpha would turn integer sums floating: refused)."""
     if isinstance(alpha, float) and input.dtype.kind in "biu" and other.dtype.kind in "biu":
         raise RuntimeError("For integral input tensors, argument alpha must not be a floating point number.")
+    if isinstance(alpha, complex) and input.dtype.kind != "c" and other.dtype.kind != "c":
+        raise RuntimeError("For non-complex input tensors, argument alpha must not be a complex number.")
     if type(alpha) is bool and not (input.dtype.kind == "b" and other.dtype.kind == "b"):
         raise RuntimeError("Boolean alpha only supported for Boolean results.")
     return other if alpha == 1 else other * alpha

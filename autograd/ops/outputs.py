@@ -27,8 +27,11 @@ def write_out(result, out, same_dtype=False):
     if is_grad_enabled() and (result.requires_grad or out.requires_grad):
         raise RuntimeError("functions with out=... arguments don't support automatic differentiation, "
                            "but one of the arguments requires grad.")
-    if result.dtype.kind in "fc" and out.dtype.kind not in "fc":
-        raise RuntimeError(f"result type {result.dtype} can't be cast to the desired output type {out.dtype}")
+    if result.dtype != out.dtype and not _can_cast(result.dtype, out.dtype):  # (a float into integers, ...)
+        from .conversion import type_name  # (conversion imports this module's users: imported when needed)
+
+        raise RuntimeError(f"result type {type_name(result.dtype)} can't be cast to the desired output type "
+                           f"{type_name(out.dtype)}")
     if out.shape == result.shape:
         return out.copy_(result)  # through the write door
     if out._data.size:
@@ -40,3 +43,9 @@ def write_out(result, out, same_dtype=False):
     out._data = result._data.astype(out.dtype, copy=True)  # resized, as PyTorch: new memory
     bump_version(out)
     return out
+
+
+def _can_cast(result, out):
+    from .promotion import can_cast  # (promotion builds on the ops that import this module: imported when needed)
+
+    return can_cast(result, out)

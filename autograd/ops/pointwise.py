@@ -13,7 +13,7 @@ from ..errors import DtypeError, ShapeError, broadcast_mismatch
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj
-from .conversion import refuse_kinds
+from .conversion import refuse_kinds, type_name
 from .elementwise import Where, floating, promote, result_type, unbroadcast, where
 from .names import names
 from .outputs import write_out
@@ -501,17 +501,34 @@ _C_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "in
             "complex64": "c10::complex<float>", "complex128": "c10::complex<double>"}
 
 
-@names("float_power", inplace="float_power_")
+def _float_power_dtype(input, exponent):
+    """float64, or complex128 where either operand is complex: the dtype float_power computes in."""
+    complex_ = any(isinstance(v, complex) or isinstance(v, Tensor) and v.dtype.kind == "c" for v in (input, exponent))
+    return xp.complex128 if complex_ else xp.float64
+
+
+@names("float_power")
 def float_power(input, exponent, *, out=None):
     """input ** exponent in float64, or in complex128 where either is complex (as PyTorch's)."""
-    complex_ = any(isinstance(v, complex) or isinstance(v, Tensor) and v.dtype.kind == "c" for v in (input, exponent))
-    wide = xp.complex128 if complex_ else xp.float64
+    wide = _float_power_dtype(input, exponent)
+    complex_ = wide == xp.complex128
     input = input.to(wide) if isinstance(input, Tensor) else tensor_from(input, dtype=wide)
     if isinstance(exponent, Tensor):
         exponent = exponent.to(wide)
     else:  # (a complex number exponent: x ** 0.5 of a complex x must not take the real path)
         exponent = complex(exponent) if complex_ else float(exponent)
     return write_out(input ** exponent, out)
+
+
+@names("float_power_", function=False)
+def float_power_(input, exponent):
+    """input = input ** exponent, which float_power computes in float64 (complex128): so input must have that dtype,
+    as PyTorch asks (a float32 input would silently lose the precision the op is for)."""
+    wide = _float_power_dtype(input, exponent)
+    if input.dtype != wide:
+        raise RuntimeError(f"the base given to float_power_ has dtype {type_name(input.dtype)} but the operation's "
+                           f"result requires dtype {type_name(xp.dtype(wide))}")
+    return input._write_back(float_power, (exponent,), {})
 
 
 @names("logit", inplace="logit_")
