@@ -26,6 +26,19 @@ class NotATensorError(TypeError):
     layer or an op (PyTorch raises TypeError, "must be Tensor, not numpy.ndarray")."""
 
 
+def broadcast_mismatch(*shapes):
+    """PyTorch's sentence for the first pair of sizes that do not broadcast, counted from the last dim ("" when
+    the shapes broadcast)."""
+    ndim = max(len(s) for s in shapes)
+    for dim in range(ndim - 1, -1, -1):
+        sizes = [s[dim - ndim + len(s)] for s in shapes if dim - ndim + len(s) >= 0]
+        stretched = [n for n in sizes if n != 1]
+        if len(set(stretched)) > 1:
+            return (f"The size of tensor a ({stretched[0]}) must match the size of tensor b ({stretched[1]}) at "
+                    f"non-singleton dimension {dim}")
+    return ""
+
+
 def not_a_tensor(where, i, argument):
     """The NotATensorError for positional argument i (from 0) of ``where``."""
     kind = f"{type(argument).__module__}.{type(argument).__name__}".removeprefix("builtins.")

@@ -89,6 +89,25 @@ def to_dense(self, dtype=None, *, masked_grad=None):
     return self if dtype is None else self.to(dtype)
 
 
+@names("sparse_dim", function=False)
+def sparse_dim(self):
+    """A dense tensor has no sparse dims (PyTorch's answer for a strided tensor)."""
+    return 0
+
+
+@names("dense_dim", function=False)
+def dense_dim(self):
+    """Every dim of a dense tensor is dense."""
+    return self.ndim
+
+
+@names("_is_view", function=False)
+def _is_view(self):
+    """Whether this tensor is a view of another (its ``_base``): PyTorch's private test, which its own test
+    suite and some libraries read."""
+    return self._base is not None
+
+
 @names("data_ptr", "const_data_ptr", function=False)  # (const: PyTorch's name for a pointer not written through)
 def data_ptr(self):
     """The address of this tensor's first element."""

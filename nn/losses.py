@@ -127,6 +127,8 @@ def _class_dim(input):
 def _class_last(input):
     """(N, C, d1, ...) -> (N·d1·..., C): one row of class scores per prediction."""
     dim = _class_dim(input)
+    if input.ndim == 2:  # (already rows: no reshape, so no view node in the graph)
+        return input
     if input.ndim > 2:
         input = input.permute(0, *range(2, input.ndim), 1)
     # (the row count spelled out, not -1: zero classes leave it undetermined)

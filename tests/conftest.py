@@ -1,3 +1,4 @@
+import importlib
 import os
 
 import numpy as np
@@ -25,3 +26,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(params=["autograd", pytest.param("torch", marks=pytest.mark.torch)])
+def T(request):
+    """The library under test in the tests ported from PyTorch's suite (tests/test_ported_*.py): chainrule's
+    `autograd`, then PyTorch itself (skipped where it is not installed), against the same expectations."""
+    return importlib.import_module(request.param)

@@ -27,7 +27,7 @@ def matrices(draw, min_dims=2):
 
 
 CASES = {
-    "Flip": (with_dims(), lambda x, arg: x.flip(*arg[0]) * x),
+    "Flip": (with_dims(), lambda x, arg: x.flip(arg[0]) * x),  # (dims as one tuple: () flips nothing)
     "Roll": (with_dims(), lambda x, arg: x.roll(arg[1], arg[0]) * x if arg[0] else x.roll(2)),
     "Diagonal": (matrices(), lambda x, k: x.diagonal(k, -1, 0) * x.diagonal(k, -1, 0).exp()),
 }

@@ -6,6 +6,8 @@ They are the operators of tensor.py (same primitives, same gradients) with PyTor
 arguments. Integer division gives the default floating dtype, as in PyTorch.
 """
 
+import warnings
+
 from ..backend import xp
 from ..errors import refuse_bool_subtraction
 from ..primitive import Primitive
@@ -30,19 +32,37 @@ def _scaled(other, alpha, input):
     """alpha · other, for input + alpha · other (a floating alpha would turn integer sums floating: refused)."""
     if isinstance(alpha, float) and input.dtype.kind in "biu" and other.dtype.kind in "biu":
         raise RuntimeError("For integral input tensors, argument alpha must not be a floating point number.")
+    if isinstance(alpha, complex) and input.dtype.kind != "c" and other.dtype.kind != "c":
+        raise RuntimeError("For non-complex input tensors, argument alpha must not be a complex number.")
+    if type(alpha) is bool and not (input.dtype.kind == "b" and other.dtype.kind == "b"):
+        raise RuntimeError("Boolean alpha only supported for Boolean results.")
     return other if alpha == 1 else other * alpha
 
 
+def _number_first(name, signature, number):
+    """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
+    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning."""
+    warnings.warn(f"This overload of {name} is deprecated: the number comes last now, as in {signature}",
+                  UserWarning, stacklevel=3)
+    return number.item() if isinstance(number, Tensor) else number
+
+
 @names("add")
-def add(input, other, *, alpha=1, out=None):
-    """input + alpha · other"""
+def add(input, other, *number_first, alpha=1, out=None):
+    """input + alpha · other (or PyTorch 1's add(input, alpha, other), with its warning)"""
+    if number_first:
+        other, alpha = number_first[0], _number_first("add", "add(Tensor input, Tensor other, *, Number alpha)",
+                                                      other)
     input, other = _pair(input, other)
     return write_out(input + _scaled(other, alpha, input), out)
 
 
 @names("sub", "subtract", inplace="subtract_")
-def sub(input, other, *, alpha=1, out=None):
-    """input - alpha · other"""
+def sub(input, other, *number_first, alpha=1, out=None):
+    """input - alpha · other (or PyTorch 1's sub(input, alpha, other), with its warning)"""
+    if number_first:
+        other, alpha = number_first[0], _number_first("sub", "sub(Tensor input, Tensor other, *, Number alpha)",
+                                                      other)
     refuse_bool_subtraction(_is_bool(input), _is_bool(other))  # (before _pair: it would make True a number)
     input, other = _pair(input, other)
     return write_out(input - _scaled(other, alpha, input), out)
@@ -136,7 +156,7 @@ def pow(input, exponent, *, out=None):
 @names("neg", "negative", inplace="negative_")
 def neg(input, *, out=None):
     """-input (the operator's, which refuses a bool tensor as PyTorch does)"""
-    return write_out(-input, out)
+    return write_out(-input, out, same_dtype=True)
 
 
 @names("positive")
@@ -150,7 +170,7 @@ def positive(input):
 @names("absolute", inplace="absolute_")
 def absolute(input, *, out=None):
     """|input|"""
-    return write_out(elementwise.Abs.apply(input), out)
+    return write_out(elementwise.Abs.apply(input), out, same_dtype=input.dtype.kind != "c")
 
 
 @names("addcmul")
@@ -161,8 +181,20 @@ def addcmul(input, tensor1, tensor2, *, value=1, out=None):
     return write_out(input + (product if value == 1 else product * value), out)
 
 
+def refuse_integer_addcdiv(tensor1, tensor2):
+    if all(isinstance(t, Tensor) and t.dtype.kind in "iub" for t in (tensor1, tensor2)):
+        raise RuntimeError("Integer division with addcdiv is no longer supported, and in a future release addcdiv "
+                           "will perform a true division of tensor1 and tensor2. The historic addcdiv behavior can be "
+                           "implemented as (input + value * torch.trunc(tensor1 / tensor2)).to(input.dtype) for "
+                           "integer inputs and as (input + value * tensor1 / tensor2) for float inputs. The future "
+                           "addcdiv behavior is just the latter implementation: (input + value * tensor1 / tensor2), "
+                           "for all dtypes.")
+
+
 @names("addcdiv")
 def addcdiv(input, tensor1, tensor2, *, value=1, out=None):
-    """input + value · tensor1 / tensor2"""
+    """input + value · tensor1 / tensor2. Integer (or bool) tensor1 and tensor2 are refused, as PyTorch refuses
+    them: its addcdiv once divided them as integers, so it asks for the division meant."""
+    refuse_integer_addcdiv(tensor1, tensor2)
     quotient = tensor1 / tensor2
     return write_out(input + (quotient if value == 1 else quotient * value), out)

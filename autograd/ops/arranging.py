@@ -6,15 +6,17 @@ flip and roll move elements, so their gradients move dL/dy back the opposite way
 """
 
 import numbers
+from collections.abc import Sequence
 
 from ..backend import int64, xp
-from ..errors import ShapeError
+from ..errors import ShapeError, broadcast_mismatch
 from ..primitive import Primitive
 from ..size import Size
 from ..tensor import Tensor
 from . import shape
-from .axes import dim_index, normalize_dims, sizes_or_keyword
+from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import conj
+from .conversion import type_name
 from .indexing import IndexSelect
 from .names import names
 
@@ -95,6 +97,8 @@ class Flip(Primitive):
 @names("flip")
 def flip(input, *order, dims=None):
     """input reversed along each of dims (flip(x, [0, 1]), x.flip(0, 1) or flip(x, dims=[0, 1]))."""
+    if not order and dims is None:  # (dims=() flips nothing; no dims at all is a mistake, as PyTorch says)
+        raise TypeError('flip() missing 1 required positional arguments: "dims"')
     dims = _sizes(sizes_or_keyword(order, "dims", dims))
     return Flip.apply(input, dims=normalize_dims(dims, input.ndim, empty_is_every=False))
 
@@ -218,12 +222,14 @@ def unfold(input, dimension, size, step):
     [[a, b], [b, c]]); overlapping windows add their gradients."""
     axis = dim_index(dimension, input.ndim)
     length = input.shape[axis] if input.ndim else 1
+    if size < 0:
+        raise RuntimeError(f"size is {size} but must be >= 0")
     if size > length:
         raise RuntimeError(f"maximum size for tensor at dimension {axis} is {length} but size is {size}")
     if step <= 0:
         raise RuntimeError(f"step is {step} but must be > 0")
-    if input.ndim == 0:
-        return shape.reshape(input, (1,))
+    if input.ndim == 0:  # one window of size elements (0 or 1) of x itself
+        return shape.reshape(input, (1,))[:size]
     starts = xp.arange(0, length - size + 1, step)
     windows = (starts[:, None] + xp.arange(size)).reshape(-1)
     picked = IndexSelect.apply(input, dim=axis, index=windows)
@@ -237,19 +243,6 @@ def broadcast_to(input, size):
     return shape.expand(input, tuple(size))
 
 
-def broadcast_mismatch(tensors):
-    """PyTorch's sentence for the first pair of sizes that do not broadcast, counted from the last dim
-    ("" when they broadcast); tensors or arrays."""
-    ndim = max(t.ndim for t in tensors)
-    for dim in range(ndim - 1, -1, -1):
-        sizes = [t.shape[dim - ndim + t.ndim] for t in tensors if dim - ndim + t.ndim >= 0]
-        stretched = [n for n in sizes if n != 1]
-        if len(set(stretched)) > 1:
-            return (f"The size of tensor a ({stretched[0]}) must match the size of tensor b ({stretched[1]}) at "
-                    f"non-singleton dimension {dim}")
-    return ""
-
-
 @names("broadcast_tensors", method=False)
 def broadcast_tensors(*tensors):
     """The tensors expanded to their common broadcast shape (a ShapeError, PyTorch's RuntimeError, where
@@ -259,28 +252,46 @@ def broadcast_tensors(*tensors):
     except ValueError:
         shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
         raise ShapeError(f"broadcast_tensors: shapes {shapes} cannot be broadcast to one shape: "
-                         f"{broadcast_mismatch(tensors)}") from None
+                         f"{broadcast_mismatch(*(t.shape for t in tensors))}") \
+            from None
     return tuple(shape.expand(t, common) for t in tensors)
 
 
 @names("broadcast_shapes", method=False)
 def broadcast_shapes(*shapes):
-    """The shape that tensors of the given shapes broadcast to (a Size, as PyTorch's)."""
-    try:
-        return Size(xp.broadcast_shapes(*((s,) if isinstance(s, int) else tuple(s) for s in shapes)))
-    except ValueError:
-        raise RuntimeError(f"Shape mismatch: objects cannot be broadcast to a single shape: {list(shapes)}") from None
+    """The shape that tensors of the given shapes broadcast to (an int n stands for the shape (n,))."""
+    dims = []
+    for s in shapes:
+        if isinstance(s, numbers.Integral):
+            dims.append((int(s),))
+        elif isinstance(s, Sequence) and all(isinstance(n, numbers.Integral) for n in s):
+            dims.append(tuple(int(n) for n in s))
+        else:
+            raise RuntimeError(f"Input shapes should be of type ints, a tuple of ints, or a list of ints, got {s}")
+    if any(n < 0 for d in dims for n in d):
+        raise ValueError("Attempting to broadcast a dimension with negative length!")
+    result = ()
+    for i, d in enumerate(dims):
+        for k in range(1, min(len(result), len(d)) + 1):
+            if result[-k] != d[-k] and 1 not in (result[-k], d[-k]):
+                raise RuntimeError(f"Attempting to broadcast a dimension of length {d[-k]} at {-k}! Mismatching "
+                                   f"argument at index {i} had {d}; but expected shape should be broadcastable to "
+                                   f"{list(result)}")
+        result = xp.broadcast_shapes(result, d)
+    return Size(result)
 
 
 @names("ravel")
 def ravel(input):
-    """input as a vector."""
-    return shape.reshape(input, (-1,))
+    """input as a vector: a view of input when it is contiguous, else a contiguous copy (as PyTorch's)."""
+    return shape._new_view(input, shape.reshape(input.contiguous(), (-1,)))
 
 
 @names("adjoint")
 def adjoint(input):
     """The conjugate transpose: the last two dims swapped, complex numbers conjugated."""
+    if matrices_only(input, "adjoint()", conjugates=True):
+        return conj(input)
     return conj(swapaxes(input, -2, -1))
 
 
@@ -289,7 +300,16 @@ def unravel_index(indices, shape):
     """The coordinates, one int64 tensor per dim, of flat ``indices`` into a tensor of ``shape``
     (the argument shadows the shape module here, as PyTorch names it)."""
     flat = indices._data if isinstance(indices, Tensor) else xp.asarray(indices)
+    if flat.dtype.kind not in "iu":
+        raise TypeError(f"expected 'indices' to be integer dtype, but got {type_name(flat.dtype)}")
+    if isinstance(shape, Tensor) or not isinstance(shape, (int, Sequence)):
+        raise TypeError(f"expected 'shape' to be int or sequence of ints, but got {type(shape)}")
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    for n in dims:
+        if not isinstance(n, int):
+            raise TypeError(f"expected 'shape' sequence to only contain ints, but got {type(n)}")
+    if any(n < 0 for n in dims):
+        raise ValueError(f"'shape' cannot have negative values, but got {dims}")
     size = 1
     for n in dims:
         size *= n

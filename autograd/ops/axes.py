@@ -1,6 +1,9 @@
 """Axis bookkeeping shared by reductions and shape ops."""
 
 import builtins
+import warnings
+
+from ..errors import ShapeError
 
 
 def sizes_or_keyword(sizes, keyword, value):
@@ -74,3 +77,16 @@ def unbiased_overload(name, dim, unbiased, keepdim, correction):
         raise TypeError(f"{name}(): a bool in dim's place is the {name}(input, unbiased) overload, "
                         "which takes no dim, keepdim or correction")
     return None, dim
+
+
+def matrices_only(x, name, conjugates=False):
+    """PyTorch's checks of x.mT, x.mH and x.adjoint(): a 1-d tensor is refused; a 0-d one is still taken (as
+    itself, or its conjugate), with PyTorch's deprecation warning. True when x is 0-d."""
+    if x.ndim == 1:
+        raise ShapeError(f"tensor.{name} is only supported on matrices or batches of matrices. Got 1-D tensor.")
+    if x.ndim == 0:
+        action = "Consider using x.conj()." if conjugates else "This function is the identity in these cases."
+        warnings.warn(f"{'Tensor.' if name[0] == 'm' else ''}{name} is deprecated on 0-D tensors. {action}",
+                      UserWarning, stacklevel=3)
+        return True
+    return False

@@ -44,7 +44,7 @@ def clamp(input, min=None, max=None, *, out=None):
 
 def _clamp(x, min, max):
     if min is None and max is None:
-        raise RuntimeError("clamp: at least one of min and max must be given")
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if x._data.dtype.kind in "biu":
         x, min, max = _integer_clamp(x, min, max)
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch

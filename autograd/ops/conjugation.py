@@ -29,7 +29,8 @@ import math
 from ..backend import get_default_dtype, xp
 from ..errors import refuse_unordered  # noqa: F401  (the ops that need an order import it from here)
 from ..primitive import Primitive
-from ..tensor import Tensor
+from ..tensor import Tensor, tensor_from
+from .axes import matrices_only
 from .names import names
 from .outputs import write_out
 
@@ -110,8 +111,23 @@ def _imaginary(input):
     return ImagPart.apply(input)
 
 
-names("real", function=False)(property(_real))
-names("imag", function=False)(property(_imaginary))
+def _set_part(input, value, imaginary):
+    """``x.real = v`` / ``x.imag = v``: that part of x's elements becomes v (broadcast, cast to the part's
+    dtype), the other part kept; recorded like any write into x. (PyTorch writes through its view of the part;
+    here the parts are copies, so the whole of x is written.)"""
+    if input.dtype.kind != "c":
+        if imaginary:
+            raise RuntimeError("imag is not implemented for tensors with non-complex dtypes.")
+        input.copy_(value)
+        return
+    value = value if isinstance(value, Tensor) else tensor_from(value)
+    part = _real(value).to(_real(input).dtype)  # (a complex value gives its real part, as copy_ does)
+    kept = _real(input) if imaginary else _imaginary(input)
+    input.copy_(kept + part * 1j if imaginary else part + kept * 1j)
+
+
+names("real", function=False)(property(_real, lambda input, value: _set_part(input, value, False)))
+names("imag", function=False)(property(_imaginary, lambda input, value: _set_part(input, value, True)))
 
 
 @names("real", method=False)
@@ -210,7 +226,9 @@ def view_as_complex(input):
     if input.dtype not in (xp.float32, xp.float64):
         raise RuntimeError(f"view_as_complex is only supported for float and double tensors, but got a tensor of "
                            f"scalar type: {input.dtype}")
-    if input.ndim == 0 or input.shape[-1] != 2:
+    if input.ndim == 0:
+        raise RuntimeError("Input tensor must have one or more dimensions")
+    if input.shape[-1] != 2:
         raise RuntimeError(f"Tensor must have a last dimension of size 2 (got shape {tuple(input.shape)})")
     return ViewAsComplex.apply(input)
 
@@ -238,10 +256,13 @@ def polar(abs, angle, *, out=None):
 
 
 def _conjugate_transpose(input, op):
-    if op == "H" and input.ndim > 2:
-        raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got {input.ndim}-D tensor. For "
-                           "batches of matrices, consider using tensor.mH")
-    return conj(input.mT if op == "mH" else input.T)
+    if op == "H" and input.ndim not in (0, 2):
+        batches = " For batches of matrices, consider using tensor.mH" if input.ndim > 2 else ""
+        raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got {input.ndim}-D tensor."
+                           f"{batches}")
+    if op == "mH":
+        return conj(input) if matrices_only(input, "mH", conjugates=True) else conj(input.mT)
+    return conj(input.T)
 
 
 names("H", function=False)(property(lambda x: _conjugate_transpose(x, "H")))

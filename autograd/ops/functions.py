@@ -11,8 +11,11 @@ from .outputs import write_out
 
 
 def _unary(name, inplace=None):
+    keeps_dtype = name == "abs"  # (|x| of real x has x's dtype, and PyTorch writes it into an out of no other)
+
     def function(input, *, out=None):
-        return write_out(getattr(input, name)(), out)
+        same_dtype = keeps_dtype and isinstance(input, Tensor) and input.dtype.kind != "c"
+        return write_out(getattr(input, name)(), out, same_dtype=same_dtype)
 
     function.__name__ = name
     function.__doc__ = f"autograd.{name}(input) is input.{name}() (PyTorch's torch.{name})."

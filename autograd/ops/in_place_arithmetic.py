@@ -8,12 +8,11 @@ fast path a parameter update under ``no_grad`` takes. Every other in-place twin 
 writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with a fast path.
 """
 
-import warnings
-
 from ..backend import xp
 from ..errors import refuse_bool_subtraction
 from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, tensor_from
 from ..write_door import _refuse_overflow
+from .arithmetic import _number_first, refuse_integer_addcdiv
 from .names import names
 
 
@@ -84,6 +83,8 @@ def div_(self, other, *, rounding_mode=None):
 
 @names("clamp_", function=False)
 def clamp_(self, min=None, max=None):
+    if min is None and max is None:  # (the fast path's NumPy clip would take no bounds as a no-op)
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     return self._write((min, max), lambda old: old.clamp(min, max),
                        lambda a: xp.clip(a, _data(min), _data(max), out=a))
 
@@ -104,6 +105,7 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
     if number_first:  # PyTorch 1's addcdiv_(value, tensor1, tensor2)
         value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
+    refuse_integer_addcdiv(tensor1, tensor2)
     return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
                        lambda a: _add_scaled(a, xp.divide(_data(tensor1), _data(tensor2)), value))
 
@@ -147,12 +149,22 @@ def __itruediv__(self, other):
     return self.div_(other)
 
 
-def _number_first(name, signature, number):
-    """``number``, given first as PyTorch 1's signatures put it (optimizers of that time still call
-    ``p.data.addcdiv_(-step_size, exp_avg, denom)``): read as PyTorch reads it, with its warning."""
-    warnings.warn(f"This overload of {name} is deprecated: the number comes last now, as in {signature}",
-                  UserWarning, stacklevel=3)
-    return number
+def _augmented(dunder, method):
+    """``x //= y`` and the other augmented operators write into x, as PyTorch's do: without them Python
+    would rebind x to a new tensor, and a view of x (or another name for it) would not see the change."""
+
+    def operator(self, other):
+        return getattr(self, method)(other)
+
+    operator.__name__ = operator.__qualname__ = dunder
+    operator.__doc__ = f"x {dunder} y is x.{method}(y)."
+    names(dunder, function=False)(operator)
+
+
+for _dunder, _method in (("__ifloordiv__", "floor_divide_"), ("__imod__", "remainder_"), ("__ipow__", "pow_"),
+                         ("__iand__", "bitwise_and_"), ("__ior__", "bitwise_or_"), ("__ixor__", "bitwise_xor_"),
+                         ("__ilshift__", "bitwise_left_shift_"), ("__irshift__", "bitwise_right_shift_")):
+    _augmented(_dunder, _method)
 
 
 def _add_scaled(array, term, scale):

@@ -13,6 +13,7 @@ from ..backend import int64, xp
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
+from .conversion import type_name
 from .indexing import _same_dtype, _slices_mask, _vector_index
 from .names import names
 from .outputs import write_out
@@ -73,6 +74,11 @@ def masked_scatter(input, mask, source):
 def nonzero(input, *, out=None, as_tuple=False):
     """The indices of the nonzero elements: an (n, ndim) int64 tensor, or one vector per dim."""
     data = input._data
+    if out is not None and as_tuple:
+        raise RuntimeError("nonzero does not support the out kwarg when as_tuple is True")
+    if out is not None and out.dtype != int64:
+        raise RuntimeError(f"nonzero: Expected out tensor to have scalar type Long but got scalar type "
+                           f"{type_name(out.dtype)}")
     if as_tuple:
         return tuple(Tensor._make(i.astype(int64)) for i in xp.nonzero(data if data.ndim else data.reshape(1)))
     return write_out(Tensor._make(xp.argwhere(data).astype(int64)), out)
@@ -99,6 +105,9 @@ def index_fill(input, dim, index, value):
     if isinstance(value, Tensor) and value.ndim:  # (checked first, as PyTorch's)
         raise RuntimeError(f"index_fill_ only supports a 0-dimensional value tensor, but got tensor with "
                            f"{value.ndim} dimension(s).")
+    complex_value = value.dtype.kind == "c" if isinstance(value, Tensor) else isinstance(value, complex)
+    if complex_value and input.dtype.kind != "c":  # (even 1+0j: PyTorch looks at the scalar's type, not its value)
+        raise RuntimeError("index_fill_(): Converting complex Scalar to non-complex type is not supported")
     axis, index = _vector_index(input, dim, index, "index_fill", "index_fill_(): Expected dtype int64 for index.",
                                 (int64,), IndexError, wraps=True)
     mask = _slices_mask(input, axis, index)

@@ -1,15 +1,23 @@
 """``out=``: PyTorch's way of writing an op's result into an existing tensor."""
 
+import warnings
+
 from ..graph import bump_version, is_grad_enabled
 from ..tensor import Tensor
 
 
-def write_out(result, out):
+def write_out(result, out, same_dtype=False):
     """``result``, or, given ``out``, result written into out (resized when its shape differs, as
     PyTorch does) and out returned. As in PyTorch, out= is not recorded: it refuses inputs that
-    require grad while grad mode is on."""
+    require grad while grad mode is on. With ``same_dtype`` out must have the result's dtype: PyTorch's
+    ops that keep their input's dtype (neg, abs, floor, sign, ...) cast into no other, where the
+    promoting ones (add, sin, ...) write into any dtype the result can be cast to."""
     if out is None:
         return result
+    if same_dtype and isinstance(out, Tensor) and out.dtype != result.dtype:
+        from .conversion import type_name  # (conversion imports this module's users: imported when needed)
+
+        raise RuntimeError(f"Found dtype {type_name(out.dtype)} but expected {type_name(result.dtype)}")
     if isinstance(result, tuple):  # (values, indices) ops take a pair of out tensors
         for target, value in zip(out, result):
             write_out(value, target)
@@ -19,10 +27,25 @@ def write_out(result, out):
     if is_grad_enabled() and (result.requires_grad or out.requires_grad):
         raise RuntimeError("functions with out=... arguments don't support automatic differentiation, "
                            "but one of the arguments requires grad.")
-    if result.dtype.kind in "fc" and out.dtype.kind not in "fc":
-        raise RuntimeError(f"result type {result.dtype} can't be cast to the desired output type {out.dtype}")
+    if result.dtype != out.dtype and not _can_cast(result.dtype, out.dtype):  # (a float into integers, ...)
+        from .conversion import type_name  # (conversion imports this module's users: imported when needed)
+
+        raise RuntimeError(f"result type {type_name(result.dtype)} can't be cast to the desired output type "
+                           f"{type_name(out.dtype)}")
     if out.shape == result.shape:
         return out.copy_(result)  # through the write door
+    if out._data.size:
+        warnings.warn(f"An output with one or more elements was resized since it had shape {list(out.shape)}, which "
+                      f"does not match the required output shape {list(result.shape)}. This behavior is deprecated, "
+                      "and in a future PyTorch release outputs will not be resized unless they have zero elements. "
+                      "You can explicitly reuse an out tensor t by resizing it, inplace, to zero elements with "
+                      "t.resize_(0).", UserWarning, stacklevel=3)
     out._data = result._data.astype(out.dtype, copy=True)  # resized, as PyTorch: new memory
     bump_version(out)
     return out
+
+
+def _can_cast(result, out):
+    from .promotion import can_cast  # (promotion builds on the ops that import this module: imported when needed)
+
+    return can_cast(result, out)

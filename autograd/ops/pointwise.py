@@ -9,11 +9,11 @@ an int64 tensor is float32, as in PyTorch).
 import math
 
 from ..backend import errstate, xp
-from ..errors import DtypeError
+from ..errors import DtypeError, ShapeError, broadcast_mismatch
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj
-from .conversion import refuse_kinds
+from .conversion import refuse_kinds, type_name
 from .elementwise import Where, floating, promote, result_type, unbroadcast, where
 from .names import names
 from .outputs import write_out
@@ -501,17 +501,34 @@ _C_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "in
             "complex64": "c10::complex<float>", "complex128": "c10::complex<double>"}
 
 
-@names("float_power", inplace="float_power_")
+def _float_power_dtype(input, exponent):
+    """float64, or complex128 where either operand is complex: the dtype float_power computes in."""
+    complex_ = any(isinstance(v, complex) or isinstance(v, Tensor) and v.dtype.kind == "c" for v in (input, exponent))
+    return xp.complex128 if complex_ else xp.float64
+
+
+@names("float_power")
 def float_power(input, exponent, *, out=None):
     """input ** exponent in float64, or in complex128 where either is complex (as PyTorch's)."""
-    complex_ = any(isinstance(v, complex) or isinstance(v, Tensor) and v.dtype.kind == "c" for v in (input, exponent))
-    wide = xp.complex128 if complex_ else xp.float64
+    wide = _float_power_dtype(input, exponent)
+    complex_ = wide == xp.complex128
     input = input.to(wide) if isinstance(input, Tensor) else tensor_from(input, dtype=wide)
     if isinstance(exponent, Tensor):
         exponent = exponent.to(wide)
     else:  # (a complex number exponent: x ** 0.5 of a complex x must not take the real path)
         exponent = complex(exponent) if complex_ else float(exponent)
     return write_out(input ** exponent, out)
+
+
+@names("float_power_", function=False)
+def float_power_(input, exponent):
+    """input = input ** exponent, which float_power computes in float64 (complex128): so input must have that dtype,
+    as PyTorch asks (a float32 input would silently lose the precision the op is for)."""
+    wide = _float_power_dtype(input, exponent)
+    if input.dtype != wide:
+        raise RuntimeError(f"the base given to float_power_ has dtype {type_name(input.dtype)} but the operation's "
+                           f"result requires dtype {type_name(xp.dtype(wide))}")
+    return input._write_back(float_power, (exponent,), {})
 
 
 @names("logit", inplace="logit_")
@@ -538,10 +555,12 @@ def heaviside(input, values, *, out=None):
     """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch).
     input and values must have one dtype (PyTorch promotes neither)."""
     x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
+    if x.dtype.kind == "c" or v.dtype.kind == "c" or out is not None and out.dtype.kind == "c":  # (checked first)
+        raise DtypeError("heaviside is not yet implemented for complex tensors.")
     if x.dtype != v.dtype:
         raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
-    if x.dtype.kind == "c":
-        raise DtypeError("heaviside is not yet implemented for complex tensors.")
+    if broadcast_mismatch(x.shape, v.shape):
+        raise ShapeError(broadcast_mismatch(x.shape, v.shape))
     return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 
@@ -551,7 +570,12 @@ def copysign(input, other, *, out=None):
     input, other = _floating_pair(input, other)
     refuse_kinds(input, "copysign_cpu", "c")
     sign = Tensor._make(xp.where(xp.signbit(other._data), -1.0, 1.0).astype(input.dtype))
-    return write_out(input.abs() * sign, out)
+    result = input.abs() * sign
+    nan = xp.isnan(input._data)
+    if nan.any():  # (NaN · -1 need not carry the sign bit: NaNs take it from NumPy's copysign, as PyTorch's do)
+        signed = Tensor._make(xp.copysign(input._data, other._data).astype(result.dtype))
+        result = where(Tensor._make(nan), signed, result)
+    return write_out(result, out)
 
 
 
@@ -568,11 +592,19 @@ class Entr(Primitive):
             return (-grad * (x.log() + 1.0),)
 
 
+def _refuse_unbroadcastable(input, other):
+    """PyTorch's RuntimeError for shapes that do not broadcast (the comparisons below would raise NumPy's)."""
+    mismatch = broadcast_mismatch(input.shape, other.shape)
+    if mismatch:
+        raise ShapeError(mismatch)
+
+
 @names("fmax")
 def fmax(input, other, *, out=None):
     """The larger of input and other elementwise, ignoring a NaN (NaN only where both are);
     the gradient goes to input where input >= other or other is NaN, as PyTorch's."""
     input, other = promote(input, other)
+    _refuse_unbroadcastable(input, other)
     return write_out(where((input >= other) | other.isnan(), input, other), out)
 
 
@@ -580,6 +612,7 @@ def fmax(input, other, *, out=None):
 def fmin(input, other, *, out=None):
     """The smaller of input and other elementwise, ignoring a NaN (NaN only where both are)."""
     input, other = promote(input, other)
+    _refuse_unbroadcastable(input, other)
     return write_out(where((input <= other) | other.isnan(), input, other), out)
 
 

@@ -9,9 +9,8 @@ import builtins
 import collections
 
 from ..backend import int64, xp
-from ..errors import ShapeError
+from ..errors import ShapeError, broadcast_mismatch
 from ..tensor import Tensor, _operand, ordered
-from .arranging import broadcast_mismatch
 from .axes import normalize_dims
 from .conversion import refuse_kinds, type_name
 from .elementwise import Where, result_type
@@ -67,7 +66,11 @@ def _compare(function, name, aliases=(), by_order=False):
         x, y = _data(input), _data(other)
         if by_order:
             x, y = ordered(name, x, y)
-        return write_out(Tensor._make(function(x, y)), out)
+        try:
+            result = function(x, y)
+        except ValueError:  # NumPy's broadcasting error, in PyTorch's words and class
+            raise ShapeError(broadcast_mismatch(xp.shape(x), xp.shape(y))) from None
+        return write_out(Tensor._make(result), out)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} (broadcasting), without gradient."
@@ -119,7 +122,7 @@ def _promoted(input, other):
     if a.dtype != b.dtype and not (isinstance(other, (int, float))):
         raise RuntimeError(f"Float did not match Double: isclose/allclose need equal dtypes, got {a.dtype} "
                            f"and {b.dtype}")
-    mismatch = broadcast_mismatch((a, b))
+    mismatch = broadcast_mismatch(xp.shape(a), xp.shape(b))
     if mismatch:  # (NumPy's ValueError, where PyTorch raises a RuntimeError naming the sizes)
         raise ShapeError(f"isclose/allclose of shapes {tuple(a.shape)} and {tuple(b.shape)}: {mismatch}")
     return a, b

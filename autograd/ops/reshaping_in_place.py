@@ -92,6 +92,10 @@ def resize_(input, *sizes, size=None, memory_format=None):
     count = 1
     for n in shape:
         count *= n
+    if count >= 2**63:  # (PyTorch counts in int64)
+        raise RuntimeError("numel: integer multiplication overflow")
+    if count * array.itemsize >= 2**63:
+        raise RuntimeError(f"Storage size calculation overflowed with sizes={list(shape)}")
     flat = _storage_from(input) if array.flags.c_contiguous else array.ravel(order="K")  # (a view: dense)
     if count <= flat.size:
         return input._become(Tensor._make(flat[:count].reshape(shape)))

@@ -51,8 +51,8 @@ def _rounding(function, name):
         if function != "sign":
             refuse_kinds(input, f"{function}_vml_cpu", "b")  # (PyTorch has no floor of a bool)
         if input.dtype.kind in "iu" and function != "sign":  # integers are already whole
-            return write_out(input.clone(), out)
-        return write_out(Rounding.apply(input, function=function, decimals=0), out)
+            return write_out(input.clone(), out, same_dtype=True)
+        return write_out(Rounding.apply(input, function=function, decimals=0), out, same_dtype=True)
 
     op.__name__ = name
     op.__doc__ = f"y = {function}(x) elementwise (gradient 0)."
@@ -69,7 +69,7 @@ def sgn(input, *, out=None):
     """sign(x) for real x (gradient 0); x / |x| for complex x (0 at 0), differentiable."""
     if input.dtype.kind == "c":
         return write_out(sgn_of_complex(input), out)
-    return write_out(Rounding.apply(input, function="sign", decimals=0), out)
+    return write_out(Rounding.apply(input, function="sign", decimals=0), out, same_dtype=True)
 
 
 @names("round", inplace="round_")
@@ -80,11 +80,11 @@ def round(input, *, decimals=None, out=None):
     if decimals is None:
         refuse_kinds(input, "round_vml_cpu", "b")
         if input.dtype.kind in "iu":
-            return write_out(input.clone(), out)
+            return write_out(input.clone(), out, same_dtype=True)
         decimals = 0
     else:
         refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "biu" if decimals == 0 else "biuc")
-    return write_out(Rounding.apply(input, function="round", decimals=decimals), out)
+    return write_out(Rounding.apply(input, function="round", decimals=decimals), out, same_dtype=True)
 
 
 class Frac(Primitive):
@@ -103,7 +103,7 @@ class Frac(Primitive):
 def frac(input, *, out=None):
     """x - trunc(x), of floating x (PyTorch has no frac of integers, bools or complex numbers)."""
     refuse_kinds(input, "frac_cpu", "biuc")
-    return write_out(Frac.apply(input), out)
+    return write_out(Frac.apply(input), out, same_dtype=True)
 
 
 class Fmod(Primitive):

@@ -5,6 +5,7 @@ Reshape, permute, expand and basic indexing return views of their input.
 """
 
 import builtins
+import re
 import warnings
 
 import numpy
@@ -13,7 +14,7 @@ from ..backend import xp
 from ..errors import DtypeError, ShapeError
 from ..primitive import Primitive
 from ..tensor import Tensor, tensor_from
-from .axes import dim_index, normalize_dims, sizes_or_keyword
+from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
 from .conversion import type_name
 from .elementwise import common_dtype, unbroadcast
 from .names import names
@@ -29,7 +30,12 @@ class Reshape(Primitive):
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
-        return x.reshape(self.shape)
+        y = x.reshape(self.shape)
+        if y.size and not xp.may_share_memory(x, y):
+            # the strides allowed no view (a transposed x): y is a copy, as PyTorch's reshape gives, and
+            # must not be taken for a view, or a write into it would be replayed on x's history
+            self.is_view = False
+        return y
 
     def backward(self, grad, y, x):
         return (grad.reshape(x.shape),)
@@ -65,7 +71,11 @@ def _resolved(shape, size, x_shape):
             return shape
     elif known and size % known == 0:
         return tuple(size // known if n == -1 else n for n in shape)
-    raise ShapeError(f"Reshape of shapes {x_shape}: cannot reshape a tensor of size {size} into shape {shape}")
+    elif not known and not size:
+        raise ShapeError(f"cannot reshape tensor of 0 elements into shape {list(shape)} because the unspecified "
+                         "dimension size -1 can be any value and is ambiguous")
+    raise ShapeError(f"Reshape of shapes {x_shape}: cannot reshape a tensor of size {size} into shape {shape} "
+                     f"(shape '{list(shape)}' is invalid for input of size {size})")
 
 
 def flatten(x, start_dim=0, end_dim=-1):
@@ -181,7 +191,10 @@ class GetItem(Primitive):
 
     def forward(self, x):
         self.is_view = _is_basic(self.index)
-        y = x[self.index]
+        try:
+            y = x[self.index]
+        except IndexError as error:
+            raise _in_pytorch_words(error, x.shape, self.index) from None
         if type(y) is not type(x):  # an element: NumPy gives a scalar (a copy), PyTorch a 0-d view
             y = x[(*self.index, ...) if type(self.index) is tuple else (self.index, ...)]
         return y
@@ -342,9 +355,16 @@ def stack(tensors, dim=0, *, out=None):
 # -- the names these ops go by ------------------------------------------------------------------
 
 
+def _new_view(x, y):
+    """y, or where a shape op changed nothing (y is x), a new view of x. PyTorch's view ops always give a new
+    tensor sharing x's memory, never x itself: what happens to the result (t_(), requires_grad_(), a hook)
+    must leave x alone. (The internal reshape keeps its shortcut: backward passes call it often.)"""
+    return Reshape.apply(x, shape=x.shape) if y is x else y
+
+
 @names("reshape", function=False)  # autograd.reshape: ops/functions.py
 def _reshape(input, *sizes, shape=None):
-    return reshape(input, sizes_or_keyword(sizes, "shape", shape))
+    return _new_view(input, reshape(input, sizes_or_keyword(sizes, "shape", shape)))
 
 
 @names("view", function=False)
@@ -359,7 +379,7 @@ def _view(x, *sizes, size=None, dtype=None):
         raise TypeError(f"view() takes sizes or a dtype, got both {sizes} and dtype={dtype}")
     if dtype is not None:
         return _view_as_dtype(x, numpy.dtype(dtype))
-    return reshape(x, sizes_or_keyword(sizes, "size", size))
+    return _new_view(x, reshape(x, sizes_or_keyword(sizes, "size", size)))
 
 
 def _view_as_dtype(x, dtype):
@@ -367,20 +387,27 @@ def _view_as_dtype(x, dtype):
     of the element sizes. Not differentiable: as PyTorch's, the result never requires grad."""
     data, old = x._data, x._data.dtype
     if dtype.itemsize != old.itemsize:
-        what = f"to view {old} as {dtype} (different element sizes)"
+        what = f"to view {type_name(old)} as {type_name(dtype)} (different element sizes)"
         if data.ndim == 0:
             raise RuntimeError(f"self.dim() cannot be 0 {what}")
-        if data.shape[-1] != 1 and data.strides[-1] != old.itemsize:
-            raise RuntimeError(f"self.stride(-1) must be 1 {what}, but got {data.strides[-1] // old.itemsize}")
-        if dtype.itemsize > old.itemsize and data.shape[-1] * old.itemsize % dtype.itemsize:
-            raise RuntimeError(f"self.size(-1) must be divisible by {dtype.itemsize // old.itemsize} {what}, "
-                               f"but got {data.shape[-1]}")
+        if data.shape[-1] != 1 and x.stride(-1) != 1:  # (x.stride: an empty tensor's steps are row-major)
+            raise RuntimeError(f"self.stride(-1) must be 1 {what}, but got {x.stride(-1)}")
+        if dtype.itemsize > old.itemsize:  # the wider elements must start where one of them could
+            ratio = dtype.itemsize // old.itemsize
+            if data.shape[-1] % ratio:
+                raise RuntimeError(f"self.size(-1) must be divisible by {ratio} {what}, but got {data.shape[-1]}")
+            if x.storage_offset() % ratio:
+                raise RuntimeError(f"self.storage_offset() must be divisible by {ratio} {what}, but got "
+                                   f"{x.storage_offset()}")
+            for d, step in enumerate(x.stride()[:-1]):
+                if step % ratio:
+                    raise RuntimeError(f"self.stride({d}) must be divisible by {ratio} {what}, but got {step}")
     return Tensor._make(data.view(dtype))
 
 
 @names("view_as", "reshape_as", function=False)
 def _view_as(x, other):
-    return reshape(x, other.shape)
+    return _new_view(x, reshape(x, other.shape))
 
 
 @names("flatten", function=False)
@@ -396,7 +423,8 @@ def _transpose(input, dim0, dim1):
 @names("t", function=False)
 def t(input):
     if input.ndim > 2:
-        raise ShapeError(f"t() expects a tensor of at most 2 dimensions, got shape {tuple(input.shape)}")
+        raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D (shape "
+                         f"{tuple(input.shape)})")
     return permute(input, tuple(reversed(range(input.ndim))))
 
 
@@ -406,27 +434,61 @@ def _permute(input, *order, dims=None):
 
 
 names("unsqueeze", function=False)(unsqueeze)
-names("squeeze", function=False)(squeeze)
+
+
+@names("squeeze", function=False)
+def _squeeze(input, dim=None):
+    return _new_view(input, squeeze(input, dim))
 
 
 @names("expand", function=False)
 def _expand(x, *sizes, size=None):
-    return expand(x, sizes_or_keyword(sizes, "size", size))
+    return _new_view(x, expand(x, sizes_or_keyword(sizes, "size", size)))
 
 
 @names("expand_as", function=False)
 def _expand_as(x, other):
-    return expand(x, other.shape)
+    return _new_view(x, expand(x, other.shape))
 
 
 def _sequence_as_tuple(index):
     """Whether PyTorch reads a list index as a tuple of indices (x[[0, slice(None)]] is x[0, :], and
     x[[[0, 1], [1, 0]]] is x[[0, 1], [1, 0]]), as NumPy did before 1.23: a short list holding a tensor,
-    a sequence, a slice, None or Ellipsis. PyTorch warns that this is deprecated."""
+    a sequence (a range too), a slice, None or Ellipsis. PyTorch warns that this is deprecated."""
     if not isinstance(index, list) or len(index) >= 32:
         return False
-    return builtins.any(isinstance(i, (Tensor, list, tuple, xp.ndarray, slice)) or i is None or i is Ellipsis
+    return builtins.any(isinstance(i, (Tensor, list, tuple, range, xp.ndarray, slice)) or i is None or i is Ellipsis
                         for i in index)
+
+
+def _in_pytorch_words(error, shape, index):
+    """NumPy's IndexError for ``array[index]`` (array of ``shape``) said as PyTorch says it: dims, not axes,
+    and a mask that does not fit named with its shape and the tensor's."""
+    message = str(error)
+    found = re.fullmatch(r"index (-?\d+) is out of bounds for axis (\d+) with size (\d+)", message)
+    if found:
+        position, dim, size = found.groups()
+        if size == "0":
+            return IndexError("index is out of bounds for dimension with size 0")
+        return IndexError(f"index {position} is out of bounds for dimension {dim} with size {size}")
+    found = re.match(r"boolean index did not match indexed array along axis (\d+); size of axis is (\d+) but "
+                     r"size of corresponding boolean axis is (\d+)", message)
+    if found:
+        parts = index if isinstance(index, tuple) else (index,)
+        mask = next((i for i in parts if isinstance(i, xp.ndarray) and i.dtype == bool and i.ndim), None)
+        what = f" {list(mask.shape)}" if mask is not None else ""
+        return IndexError(f"The shape of the mask{what} does not match the shape of the indexed tensor "
+                          f"{list(shape)} at index {found.group(1)} (size {found.group(3)} against "
+                          f"{found.group(2)})")
+    found = re.match(r"too many indices for array: array is (\d+)-dimensional", message)
+    if found and _is_int(index) and not shape:
+        return IndexError("invalid index of a 0-dim tensor. Use `tensor.item()` in Python or `tensor.item<T>()` in "
+                          "C++ to convert a 0-dim tensor to a number")
+    if found and isinstance(index, slice) and not shape:
+        return IndexError("slice() cannot be applied to a 0-dim tensor.")
+    if found:
+        return IndexError(f"too many indices for tensor of dimension {found.group(1)}")
+    return error
 
 
 def _array_index(i):
@@ -435,6 +497,8 @@ def _array_index(i):
     is refused (NumPy would reverse: PyTorch has no such view)."""
     if isinstance(i, Tensor):
         i = i._data
+        if i.ndim == 0 and i.dtype.kind in "iu" and i.dtype != xp.uint8:
+            return int(i)  # a 0-d integer tensor is an integer (x[t] is a view), not an index array (a copy)
         if i.dtype == xp.uint8:
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
                           "instead.", UserWarning, stacklevel=4)  # (the line indexing, past _as_pytorch_reads_it)
@@ -461,9 +525,30 @@ def _setitem(x, index, value):
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
     x, index = _as_pytorch_reads_it(x, index)
+    if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
+        value = _without_leading_ones(value)
     if type(value) is Tensor and value._data.dtype != x._data.dtype:
         _refuse_index_put_of_another_dtype(x, index, value)
-    x._write_at(index, value)
+    try:
+        x._write_at(index, value)
+    except IndexError as error:
+        raise _in_pytorch_words(error, x.shape, index) from None
+
+
+def _without_leading_ones(value):
+    """value without its leading dims of size 1: PyTorch drops them before it broadcasts a written value
+    to the region (x[True] = v of shape (1, 1, 2, 3), x of shape (2, 3)), where NumPy may refuse them."""
+    shape = value.shape
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return reshape(value, shape)
+
+
+@names("__delitem__", function=False)
+def _delitem(x, index):
+    """``del x[i]``: a tensor's size is fixed, so PyTorch refuses it (a TypeError, not the AttributeError a
+    class with only ``__setitem__`` gives)."""
+    raise TypeError("Tensor does not support deleting items")
 
 
 def _refuse_index_put_of_another_dtype(x, index, value):
@@ -567,7 +652,12 @@ def _matrix_transpose(x):
     return Permute.apply(x, dims=(*range(x.ndim - 2), x.ndim - 1, x.ndim - 2))
 
 
-names("mT", function=False)(property(_matrix_transpose))
+def _mT(x):
+    """x.mT: the last two dims swapped (a batch of matrices transposed)."""
+    return _new_view(x, x) if matrices_only(x, "mT") else _matrix_transpose(x)
+
+
+names("mT", function=False)(property(_mT))
 
 
 @names("_index_put")

@@ -5,9 +5,11 @@ Every piece is a slice of the input (a view), so its gradient is its slice's: dL
 where the piece came from, 0 elsewhere.
 """
 
+from ..backend import int64
 from ..tensor import Tensor, tensor_from
 from . import shape
 from .axes import dim_index
+from .conversion import type_name
 from .names import names
 from .outputs import write_out
 
@@ -87,10 +89,18 @@ def tensor_split(input, indices_or_sections=None, dim=0, *, sections=None, indic
     """NumPy's array_split: n nearly equal pieces (the first ones one larger), or cuts at the given indices."""
     indices_or_sections = _one_way_to_cut("tensor_split", indices_or_sections, sections=sections, indices=indices,
                                           tensor_indices_or_sections=tensor_indices_or_sections)
+    if input.ndim == 0:
+        raise RuntimeError("tensor_split expected at least a 1-dimensional tensor, but got a tensor with 0 dims")
+    if isinstance(indices_or_sections, Tensor):
+        if indices_or_sections.dtype != int64:
+            raise RuntimeError(f"tensor_split expected tensor_indices_or_sections to have dtype of long, but got "
+                               f"{type_name(indices_or_sections.dtype)}")
+        if indices_or_sections.ndim > 1:
+            raise RuntimeError(f"tensor_split expected tensor_indices_or_sections to be a zero-dimensional or "
+                               f"one-dimensional tensor, but got a tensor with {indices_or_sections.ndim} dims")
+        indices_or_sections = indices_or_sections.tolist()
     axis = dim_index(dim, input.ndim)
     length = input.shape[axis]
-    if isinstance(indices_or_sections, Tensor):
-        indices_or_sections = indices_or_sections.tolist()
     if isinstance(indices_or_sections, int):
         n = indices_or_sections
         if n <= 0:
@@ -127,6 +137,8 @@ def narrow(input, dim, start, length):
         raise RuntimeError("narrow() cannot be applied to a 0-dim tensor.")
     axis = dim_index(dim, input.ndim)
     size = input.shape[axis]
+    if isinstance(start, Tensor) and (start.ndim or start.dtype.kind not in "iu"):
+        raise RuntimeError("start must be an 0-dim integral Tensor.")
     start = int(start)
     if not -size <= start <= size:
         raise IndexError(f"start out of range (expected to be in range of [{-size}, {size}], but got {start})")

@@ -1,0 +1,52 @@
+"""Shared pieces of the tests ported from PyTorch's own test suite (tests/test_ported_*.py).
+
+Each ported test takes the fixture `T` (tests/conftest.py): the library under test, chainrule's
+`autograd` first and then PyTorch itself (marked `torch`, so it skips cleanly where PyTorch is not
+installed). The
+assertions are literal or NumPy-computed expectations, so the same test checks that chainrule
+behaves like PyTorch and that the expectation is PyTorch's behaviour.
+"""
+
+import re
+
+import numpy as np
+import pytest
+
+
+def values(t):
+    """A tensor's values as a NumPy array (detached; a Python number becomes a 0-d array)."""
+    if hasattr(t, "detach"):
+        return np.asarray(t.detach().resolve_conj().resolve_neg().numpy())
+    return np.asarray(t)
+
+
+def same(t, expected, dtype=None):
+    """`t` holds exactly `expected` (shape and values; NaN equals NaN), and has `dtype` if given."""
+    expected = np.asarray(expected)
+    got = values(t)
+    assert got.shape == expected.shape, f"shape {got.shape} != {expected.shape}"
+    np.testing.assert_array_equal(got, expected)
+    if dtype is not None:
+        assert str(t.dtype).split(".")[-1] == dtype, f"dtype {t.dtype} != {dtype}"
+
+
+def close(t, expected, rtol=1e-6, atol=1e-6):
+    expected = np.asarray(expected)
+    got = values(t)
+    assert got.shape == expected.shape, f"shape {got.shape} != {expected.shape}"
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
+def dtype_name(t_or_dtype):
+    """'float32' for a tensor or a dtype of either library."""
+    d = getattr(t_or_dtype, "dtype", t_or_dtype)
+    return str(d).split(".")[-1]
+
+
+def raises(error, words, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` raises `error` whose message matches the regular expression `words`."""
+    with pytest.raises(error) as info:
+        fn(*args, **kwargs)
+    if words:
+        assert re.search(words, str(info.value)), f"{words!r} not in {info.value}"
+    return info.value
