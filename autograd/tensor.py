@@ -21,7 +21,7 @@ import numpy
 
 from . import backend
 from .backend import xp
-from .errors import DtypeError, ShapeError, refuse_unordered
+from .errors import DtypeError, ShapeError, broadcast_mismatch, refuse_unordered
 from .graph import accumulate_grad, modes, run_hooks
 from .hooks import add_hook
 from .size import Size
@@ -423,26 +423,26 @@ class Tensor(WriteDoor):
     # comparisons give bool tensors, outside the graph
 
     def __lt__(self, other):
-        return Tensor._make(xp.less(*ordered("lt", self._data, _data(other))))
+        return _compared(xp.less, *ordered("lt", self._data, _data(other)))
 
     def __le__(self, other):
-        return Tensor._make(xp.less_equal(*ordered("le", self._data, _data(other))))
+        return _compared(xp.less_equal, *ordered("le", self._data, _data(other)))
 
     def __gt__(self, other):
-        return Tensor._make(xp.greater(*ordered("gt", self._data, _data(other))))
+        return _compared(xp.greater, *ordered("gt", self._data, _data(other)))
 
     def __ge__(self, other):
-        return Tensor._make(xp.greater_equal(*ordered("ge", self._data, _data(other))))
+        return _compared(xp.greater_equal, *ordered("ge", self._data, _data(other)))
 
     def __eq__(self, other):
         if other is None:  # (x == None is False, as PyTorch answers it: nothing to compare elementwise)
             return False
-        return Tensor._make(self._data == _data(other))
+        return _compared(operator.eq, self._data, _data(other))
 
     def __ne__(self, other):
         if other is None:
             return True
-        return Tensor._make(self._data != _data(other))
+        return _compared(operator.ne, self._data, _data(other))
 
     def __invert__(self):
         return Tensor._make(~self._data)
@@ -470,6 +470,15 @@ def _legacy_arguments(data, requires_grad, dtype, more_sizes):
         if data.dtype.kind in "biu":
             data = data.astype(backend.get_default_dtype())
     return data, requires_grad, dtype
+
+
+def _compared(comparison, x, y):
+    """A comparison's bool tensor; shapes that do not broadcast raise PyTorch's RuntimeError (a ShapeError)
+    naming the sizes, not NumPy's ValueError."""
+    try:
+        return Tensor._make(comparison(x, y))
+    except ValueError:
+        raise ShapeError(broadcast_mismatch(numpy.shape(x), numpy.shape(y))) from None
 
 
 def ordered(name, x, y):

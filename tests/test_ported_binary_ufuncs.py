@@ -1165,3 +1165,18 @@ def test_float_power(T, base_dtype):
         exponent_np = make("float64", -2, 2)
         np.testing.assert_allclose(values(T.float_power(number, T.tensor(exponent_np))),
                                    np.float_power(number, exponent_np), rtol=1e-6)
+
+
+def test_in_place_abs_of_complex_is_refused_and_comparisons_name_the_sizes():
+    import autograd
+
+    with pytest.raises(RuntimeError, match="In-place abs is not supported for complex tensors"):
+        autograd.tensor([1 + 1j]).abs_()
+    with pytest.raises(RuntimeError, match="In-place abs is not supported for complex tensors"):
+        autograd.tensor([1 + 1j]).absolute_()
+    x = autograd.tensor([-1.0, 2.0])
+    assert x.abs_() is x and x.tolist() == [1.0, 2.0]
+    for compare in (lambda a, b: a < b, lambda a, b: a >= b, lambda a, b: a == b, lambda a, b: a != b):
+        with pytest.raises(RuntimeError, match=r"The size of tensor a \(2\) must match the size of tensor b \(3\)"):
+            compare(autograd.ones(2), autograd.ones(3))
+    assert (autograd.ones(2) == "text").tolist() == [False, False]

@@ -167,7 +167,7 @@ def positive(input):
     return input
 
 
-@names("absolute", inplace="absolute_")
+@names("absolute")
 def absolute(input, *, out=None):
     """|input|"""
     return write_out(elementwise.Abs.apply(input), out, same_dtype=input.dtype.kind != "c")

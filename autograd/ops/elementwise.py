@@ -537,7 +537,7 @@ class ReluGrad(Primitive):
                 Tensor._make(xp.zeros_like(y._data)) if y.requires_grad else None)  # (zeros, as PyTorch's)
 
 
-@names("abs", function=False, inplace="abs_")  # autograd.abs: ops/functions.py
+@names("abs", function=False)  # autograd.abs: ops/functions.py; abs_: ops/in_place_arithmetic.py
 class Abs(Primitive):
     """y = |x|;   dL/dx = dL/dy · sign(x)  (0 at x = 0, as PyTorch; for complex x, sign x = x / |x|)"""
 

@@ -16,6 +16,15 @@ from .arithmetic import _number_first, refuse_integer_addcdiv
 from .names import names
 
 
+@names("abs_", "absolute_", function=False)
+def abs_(self):
+    """x ← |x|; refused for a complex tensor, as PyTorch 2.13 refuses it (|z| is real: no complex value to
+    write back)."""
+    if self._data.dtype.kind == "c":
+        raise RuntimeError("In-place abs is not supported for complex tensors.")
+    return self._write_back(lambda x: x.abs(), (), {})
+
+
 @names("zero_", function=False)
 def zero_(self):
     return _fill(self, 0)
