@@ -50,3 +50,20 @@ def raises(error, words, fn, *args, **kwargs):
     if words:
         assert re.search(words, str(info.value)), f"{words!r} not in {info.value}"
     return info.value
+
+
+# every dtype the ported tests sweep, and a small tensor of one of them with values that fit it (random
+# integers, positive for uint8, True where positive for bool)
+DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64",
+          "complex128"]
+
+
+def sample(T, shape, dtype, rng):
+    a = rng.integers(-9, 10, shape)
+    if dtype == "bool":
+        return T.tensor(a > 0)
+    if dtype.startswith("complex"):
+        return T.tensor((a + 1j * rng.integers(-9, 10, shape)).astype(dtype))
+    if dtype == "uint8":
+        a = np.abs(a)
+    return T.tensor(a.astype(dtype))

@@ -10,21 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import dtype_name, raises, same, values
-
-DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64",
-          "complex128"]
-
-
-def sample(T, shape, dtype, rng):
-    a = rng.integers(-9, 10, shape)
-    if dtype == "bool":
-        return T.tensor(a > 0)
-    if dtype.startswith("complex"):
-        return T.tensor((a + 1j * rng.integers(-9, 10, shape)).astype(dtype))
-    if dtype == "uint8":
-        a = np.abs(a)
-    return T.tensor(a.astype(dtype))
+from tests.ported import DTYPES, dtype_name, raises, same, sample, values
 
 
 def test_unbind_and_select(T):

@@ -11,10 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import dtype_name, raises, same, values
-
-DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64",
-          "complex128"]
+from tests.ported import DTYPES, dtype_name, raises, same, sample, values
 
 
 def is_view_of(base, other):
@@ -36,16 +33,6 @@ def view_or_documented_copy(T, base, v):
 def is_view_of_same_base(v1, v2):
     return v1._is_view() and v1 is not v2 and is_view_of(v1._base, v2)
 
-
-def sample(T, shape, dtype, rng):
-    a = rng.integers(-9, 10, shape)
-    if dtype == "bool":
-        return T.tensor(a > 0)
-    if dtype.startswith("complex"):
-        return T.tensor((a + 1j * rng.integers(-9, 10, shape)).astype(dtype))
-    if dtype == "uint8":
-        a = np.abs(a)
-    return T.tensor(a.astype(dtype))
 
 
 def test_conj_of_real_is_itself(T):
