@@ -364,3 +364,32 @@ def test_tensor_ops_householder_and_eig_against_pytorch():
     np.testing.assert_allclose(ours.eigenvalues.numpy(), theirs.eigenvalues.numpy(), atol=1e-12)
     overlap = np.abs(np.sum(ours.eigenvectors.numpy().conj() * theirs.eigenvectors.numpy(), axis=-2))
     np.testing.assert_allclose(overlap, 1.0, atol=1e-12)  # the same vectors, up to a phase
+
+
+def test_det_gradient_at_singular_matrices_is_the_cofactor_matrix():
+    """det is a polynomial: its gradient is the cofactor matrix everywhere, singular matrices included
+    (PyTorch returns 0 there); a batch mixing singular and invertible matrices takes the SVD's path."""
+    import numpy as np
+
+    import autograd
+
+    def cofactors(a):
+        n = len(a)
+        return np.array([[(-1) ** (i + j) * np.linalg.det(np.delete(np.delete(a, i, 0), j, 1)) for j in range(n)]
+                         for i in range(n)])
+
+    matrices = [np.array([[1.0, 2.0], [2.0, 4.0]]), np.array([[2.0, 1.0], [1.0, 3.0]])]
+    batch = autograd.tensor(np.stack(matrices), requires_grad=True)
+    autograd.linalg.det(batch).sum().backward()
+    for grad, matrix in zip(batch.grad.numpy(), matrices):
+        np.testing.assert_allclose(grad, cofactors(matrix), atol=1e-12)
+    np.testing.assert_allclose(batch.grad.numpy()[0], [[4.0, -2.0], [-2.0, 1.0]], atol=1e-12)
+    rank_one = autograd.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0]], dtype=autograd.float64,
+                               requires_grad=True)
+    assert autograd.autograd.gradcheck(autograd.linalg.det, (rank_one,))
+    zero = autograd.zeros(3, 3, dtype=autograd.float64, requires_grad=True)
+    autograd.det(zero).backward()
+    assert not zero.grad.numpy().any()  # rank 0: every 2x2 minor vanishes
+    with pytest.raises(RuntimeError, match="second derivative of det at a singular matrix"):
+        (g,) = autograd.autograd.grad(autograd.linalg.det(rank_one), rank_one, create_graph=True)
+        g.sum().backward()

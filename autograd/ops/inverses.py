@@ -2,7 +2,7 @@
 
     Y = A⁻¹:          dL/dA = -Yᵀ (dL/dY) Yᵀ
     X = A⁻¹ B:        dL/dB = A⁻ᵀ (dL/dX),   dL/dA = -(dL/dB) Xᵀ
-    d = det A:        dL/dA = dL/dd · d · A⁻ᵀ
+    d = det A:        dL/dA = dL/dd · cof A   (= dL/dd · d · A⁻ᵀ where A is invertible)
     ln|det A|:        dL/dA = dL/dy · A⁻ᵀ
 """
 
@@ -102,7 +102,9 @@ def solve(A, B, *, left=True, out=None):
 
 
 class Det(Primitive):
-    """d = det A;   dL/dA = dL/dd · d · A⁻ᵀ  (the cofactor matrix)"""
+    """d = det A;   dL/dA = dL/dd · cof A, the cofactor matrix: d · A⁻ᵀ where A is invertible, and
+    ``Cofactors`` (from the SVD) where some matrix of the batch is singular, whose cofactors need not
+    vanish (det [[1, 2], [2, 4]] changes at the rate [[4, -2], [-2, 1]]; PyTorch's gradient there is 0)."""
 
     saves_output = True
 
@@ -110,7 +112,27 @@ class Det(Primitive):
         return xp.linalg.det(a)
 
     def backward(self, grad, d, a):
-        return (shape.unsqueeze(shape.unsqueeze(grad * d, -1), -1) * Inverse.apply(a).mT,)
+        if xp.all(d._data != 0):  # (recorded again with create_graph: differentiable twice)
+            return (shape.unsqueeze(shape.unsqueeze(grad * d, -1), -1) * Inverse.apply(a).mT,)
+        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Cofactors.apply(a),)
+
+
+class Cofactors(Primitive):
+    """cof A = adj(A)ᵀ, for any square A, singular or not: with A = U diag(s) Vᵀ,
+    cof A = det U · det V · U diag(∏_{j≠i} s_j) Vᵀ (= det A · A⁻ᵀ where A is invertible, and continuous).
+    Only first derivatives of det reach it: a second one at a singular matrix is refused."""
+
+    def forward(self, a):
+        u, s, vh = xp.linalg.svd(a)
+        ones = xp.ones_like(s[..., :1])
+        before = xp.cumprod(xp.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)  # ∏_{j<i} s_j
+        after = xp.flip(xp.cumprod(xp.flip(xp.concatenate([s[..., 1:], ones], axis=-1), -1), axis=-1), -1)  # ∏_{j>i}
+        sign = xp.linalg.det(u) * xp.linalg.det(vh)
+        return sign[..., None, None] * ((u * (before * after)[..., None, :]) @ vh)
+
+    def backward(self, grad, y, a):
+        raise RuntimeError("the second derivative of det at a singular matrix is not built (create_graph=True "
+                           f"through det of a singular matrix of shape {tuple(a.shape)})")
 
 
 def det(A, *, out=None):
