@@ -51,6 +51,16 @@ def symmetric_positive_definite(draw):
     return [leaf(b @ np.swapaxes(b, -1, -2) + n * np.eye(n))]
 
 
+@st.composite
+def singular_square(draw):
+    """Square matrices of rank below their size (batched or not): det is 0 there, its gradient the cofactors."""
+    n = draw(st.integers(2, 4))
+    rank = draw(st.integers(0, n - 1))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    batch = draw(st.sampled_from([(), (2,)]))
+    return [leaf(rng.standard_normal(batch + (n, rank)) @ rng.standard_normal(batch + (rank, n)))]
+
+
 def _symmetric(a):
     return (a + a.mT) * 0.5
 
@@ -61,6 +71,8 @@ CASES = {
     "Inverse": (square(), lambda a, b: autograd.linalg.inv(a)),
     "Solve": (square(), lambda a, b: autograd.linalg.solve(a, b)),
     "Det": (square(), lambda a, b: autograd.linalg.det(a)),
+    # (det's first derivative at a singular matrix: the cofactors, the only thing that differentiates through it)
+    "Cofactors": (singular_square(), lambda a: autograd.linalg.det(a)),
     "LogAbsDet": (square(), lambda a, b: autograd.linalg.slogdet(a - 6 * autograd.eye(a.shape[-1])).logabsdet),
     "Cholesky": (symmetric_positive_definite(), lambda a: autograd.linalg.cholesky(_symmetric(a))),
     # (eigenvalues reach ~22 here: e^(λ/4), not e^λ, or e^22 swamps the finite differences)
