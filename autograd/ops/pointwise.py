@@ -559,8 +559,9 @@ def heaviside(input, values, *, out=None):
         raise DtypeError("heaviside is not yet implemented for complex tensors.")
     if x.dtype != v.dtype:
         raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
-    if broadcast_mismatch(x.shape, v.shape):
-        raise ShapeError(broadcast_mismatch(x.shape, v.shape))
+    mismatch = broadcast_mismatch(x.shape, v.shape)
+    if mismatch:  # (NumPy's where would raise its ValueError)
+        raise ShapeError(mismatch)
     return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 
@@ -592,27 +593,18 @@ class Entr(Primitive):
             return (-grad * (x.log() + 1.0),)
 
 
-def _refuse_unbroadcastable(input, other):
-    """PyTorch's RuntimeError for shapes that do not broadcast (the comparisons below would raise NumPy's)."""
-    mismatch = broadcast_mismatch(input.shape, other.shape)
-    if mismatch:
-        raise ShapeError(mismatch)
-
-
 @names("fmax")
 def fmax(input, other, *, out=None):
     """The larger of input and other elementwise, ignoring a NaN (NaN only where both are);
     the gradient goes to input where input >= other or other is NaN, as PyTorch's."""
-    input, other = promote(input, other)
-    _refuse_unbroadcastable(input, other)
+    input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)
     return write_out(where((input >= other) | other.isnan(), input, other), out)
 
 
 @names("fmin")
 def fmin(input, other, *, out=None):
     """The smaller of input and other elementwise, ignoring a NaN (NaN only where both are)."""
-    input, other = promote(input, other)
-    _refuse_unbroadcastable(input, other)
+    input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)
     return write_out(where((input <= other) | other.isnan(), input, other), out)
 
 

@@ -10,7 +10,7 @@ import collections
 
 from ..backend import int64, xp
 from ..errors import ShapeError, broadcast_mismatch
-from ..tensor import Tensor, _operand, ordered
+from ..tensor import Tensor, _compared, _operand, ordered
 from .axes import normalize_dims
 from .conversion import refuse_kinds, type_name
 from .elementwise import Where, result_type
@@ -66,11 +66,7 @@ def _compare(function, name, aliases=(), by_order=False):
         x, y = _data(input), _data(other)
         if by_order:
             x, y = ordered(name, x, y)
-        try:
-            result = function(x, y)
-        except ValueError:  # NumPy's broadcasting error, in PyTorch's words and class
-            raise ShapeError(broadcast_mismatch(xp.shape(x), xp.shape(y))) from None
-        return write_out(Tensor._make(result), out)
+        return write_out(_compared(function, x, y), out)  # (shapes that do not broadcast: PyTorch's error)
 
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} (broadcasting), without gradient."
