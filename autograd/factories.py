@@ -407,12 +407,17 @@ def _spaced_points(start, end, steps, dtype):
     if steps <= 1:
         return xp.full(steps, start, dtype=dtype)
     step = (end - start) / work.type(steps - 1)
-    wide = _FUSED.get(work.name, work.type)
+    points = _from_both_ends(start, end, step, steps, _FUSED.get(work.name, work.type))
+    return xp.asarray(points.astype(work).astype(dtype))
+
+
+def _from_both_ends(start, end, step, steps, wide):
+    """start + i·step for the first half of ``steps`` points and end - (steps - 1 - i)·step for the second,
+    computed in ``wide``: PyTorch's linspace and logspace walk in from both ends."""
     i = numpy.arange(steps)
     half = steps // 2
-    low = wide(start) + wide(step) * i[:half].astype(wide)
-    high = wide(end) - wide(step) * (steps - 1 - i[half:]).astype(wide)
-    return xp.asarray(numpy.concatenate([low.astype(work), high.astype(work)]).astype(dtype))
+    return numpy.concatenate([wide(start) + wide(step) * i[:half].astype(wide),
+                              wide(end) - wide(step) * (steps - 1 - i[half:]).astype(wide)])
 
 
 def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
@@ -434,9 +439,7 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=No
     else:
         start, end = (int(start), int(end)) if dtype.kind in "iu" else (dtype.type(start), dtype.type(end))
         step = float(end - start) / (steps - 1)
-        i = numpy.arange(steps, dtype=numpy.float64)
-        half = steps // 2
-        exponents = numpy.concatenate([float(start) + step * i[:half], float(end) - step * (steps - 1 - i[half:])])
+        exponents = _from_both_ends(float(start), float(end), step, steps, numpy.float64)
     with numpy.errstate(over="ignore", invalid="ignore"):
         points = numpy.array([_c_pow(float(base), e) for e in exponents.tolist()]).astype(dtype)
     return _made(xp.asarray(points), device, requires_grad)
