@@ -73,7 +73,8 @@ def _positions(index, dim):
 
 
 def _corner(src, like_shape):
-    """src's leading corner of ``like_shape`` (a source may be larger than the index in every dim)."""
+    """src's leading corner of ``like_shape`` (a source may be larger than the index in every dim); an array
+    or a Tensor."""
     if src.shape == tuple(like_shape):
         return src
     return src[tuple(slice(0, n) for n in like_shape)]
@@ -299,7 +300,7 @@ class ScatterReduce(Primitive):
         if x.requires_grad:
             x_safe = x + Tensor._make((x._data == 0).astype(x.dtype))  # 0 becomes 1, other values unchanged
             grad_x = grad * ScatterReduce.apply(x_safe, src, **arguments) / x_safe * takes_part
-        corner = src if src.shape == tuple(self.index.shape) else src[tuple(slice(0, n) for n in self.index.shape)]
+        corner = _corner(src, self.index.shape)  # (a Tensor here: sliced, so the gradient flows)
         zero = corner._data == 0
         zeros_at = xp.zeros(x.shape, dtype=int64)  # how many zero src terms each position receives
         xp.add.at(zeros_at, _positions(self.index, self.dim), zero)
