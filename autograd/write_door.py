@@ -34,10 +34,7 @@ class WriteDoor:
         ``in_place(array)``, where given, makes the same change on the array directly (the
         fast path, taken when nothing needs recording). A write whose new value does not read
         the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first."""
-        if self._inference and not modes.inference:
-            self._refuse_inference_write()
-        if allow_mutation_on_saved_tensors.open_blocks:
-            preserve_saved(self)
+        self._before_write()
         if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):
             self._refuse_leaf_write()
             self._take(out_of_place(self._snapshot() if reads_old else None))
@@ -57,6 +54,15 @@ class WriteDoor:
                 self._store(new)
         bump_version(self)
         return self
+
+    def _before_write(self):
+        """What every write checks first, whichever entry it takes: an inference tensor refuses a write outside
+        inference_mode (before anything is written), and inside allow_mutation_on_saved_tensors what backward
+        saved of this memory is copied before it changes."""
+        if self._inference and not modes.inference:
+            self._refuse_inference_write()
+        if allow_mutation_on_saved_tensors.open_blocks:
+            preserve_saved(self)
 
     def _refuse_inference_write(self):
         raise RuntimeError(
@@ -158,10 +164,7 @@ class WriteDoor:
         the version moves on (a node that saved x would see another shape). A base whose live
         views are replayed from its shape by recorded writes refuses too: their steps would no
         longer fit it."""
-        if self._inference and not modes.inference:
-            self._refuse_inference_write()
-        if allow_mutation_on_saved_tensors.open_blocks:
-            preserve_saved(self)
+        self._before_write()
         recorded = modes.grad_enabled and self.requires_grad
         if recorded:
             self._refuse_leaf_write()
@@ -189,10 +192,7 @@ class WriteDoor:
         if type(value) is float and (self._data.dtype.kind != "f" or not -3.4e38 <= value <= 3.4e38):
             _refuse_overflow(value, self._data.dtype)  # (a float into integers, or past float32's range: may overflow)
         index = _index(index)
-        if self._inference and not modes.inference:
-            self._refuse_inference_write()
-        if allow_mutation_on_saved_tensors.open_blocks:
-            preserve_saved(self)
+        self._before_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
             self._refuse_leaf_write()
             from .tensor import _operand  # (a recorded write: the rare path)
