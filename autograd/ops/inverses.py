@@ -13,6 +13,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
 from .conversion import require_same_dtype
+from .cumulative import _product_of_others
 from .elementwise import Where, unbroadcast
 from .names import names
 from .outputs import write_out
@@ -124,11 +125,9 @@ class Cofactors(Primitive):
 
     def forward(self, a):
         u, s, vh = xp.linalg.svd(a)
-        ones = xp.ones_like(s[..., :1])
-        before = xp.cumprod(xp.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)  # ∏_{j<i} s_j
-        after = xp.flip(xp.cumprod(xp.flip(xp.concatenate([s[..., 1:], ones], axis=-1), -1), axis=-1), -1)  # ∏_{j>i}
+        others = _product_of_others(Tensor._make(s), (s.ndim - 1,))._data  # ∏_{j≠i} s_j (prod's, exact with zeros)
         sign = xp.linalg.det(u) * xp.linalg.det(vh)
-        return sign[..., None, None] * ((u * (before * after)[..., None, :]) @ vh)
+        return sign[..., None, None] * ((u * others[..., None, :]) @ vh)
 
     def backward(self, grad, y, a):
         raise RuntimeError("the second derivative of det at a singular matrix is not built (create_graph=True "
