@@ -144,11 +144,15 @@ def _antialiased(input, sizes, factors, align_corners, mode):
     height, width = (_antialiased_weights(n, out, factor, align_corners, mode)
                      for n, out, factor in zip(input.shape[2:], sizes, factors))
     dtype = input.dtype
-    if width.shape != (input.shape[3],) * 2 or not numpy.array_equal(width, numpy.eye(len(width))):
+    if not _is_identity(width):  # (a dim left as it is: no product, no node)
         input = input @ Tensor._make(xp.asarray(width.T, dtype=dtype))
-    if height.shape != (input.shape[2],) * 2 or not numpy.array_equal(height, numpy.eye(len(height))):
+    if not _is_identity(height):
         input = Tensor._make(xp.asarray(height, dtype=dtype)) @ input
     return input
+
+
+def _is_identity(matrix):
+    return matrix.shape[0] == matrix.shape[1] and numpy.array_equal(matrix, numpy.eye(len(matrix)))
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
