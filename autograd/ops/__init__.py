@@ -59,6 +59,7 @@ from . import (  # noqa: F401  (each declares its names)
     standard_gamma,
     statistics,
     strided,
+    subscripts,
     svd,
     triangular,
     zeta,

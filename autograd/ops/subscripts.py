@@ -1,0 +1,154 @@
+"""Subscripts: ``x[index]``, ``x[index] = value`` and ``del x[index]``, with the index read as PyTorch
+reads it before NumPy sees it (a short list of sequences is a tuple, a 0-d integer tensor an integer,
+integers beside index arrays applied first), and NumPy's refusals said in PyTorch's words. The
+primitives they record are shape.py's: GetItem, and IndexPut through the write door."""
+
+import builtins
+import warnings
+
+import numpy
+
+from ..backend import xp
+from ..errors import DtypeError
+from ..tensor import Tensor
+from .conversion import type_name
+from .names import names
+from .shape import GetItem, _in_pytorch_words, _is_int, reshape
+
+
+def _sequence_as_tuple(index):
+    """Whether PyTorch reads a list index as a tuple of indices (x[[0, slice(None)]] is x[0, :], and
+    x[[[0, 1], [1, 0]]] is x[[0, 1], [1, 0]]), as NumPy did before 1.23: a short list holding a tensor,
+    a sequence (a range too), a slice, None or Ellipsis. PyTorch warns that this is deprecated."""
+    if not isinstance(index, list) or len(index) >= 32:
+        return False
+    return builtins.any(isinstance(i, (Tensor, list, tuple, range, xp.ndarray, slice)) or i is None or i is Ellipsis
+                        for i in index)
+
+
+def _array_index(i):
+    """One index with a tensor's array for the tensor. A uint8 tensor is read as a mask (PyTorch's
+    deprecated rule, with its warning: NumPy would read it as integer positions); a negative step
+    is refused (NumPy would reverse: PyTorch has no such view)."""
+    if isinstance(i, Tensor):
+        i = i._data
+        if i.ndim == 0 and i.dtype.kind in "iu" and i.dtype != xp.uint8:
+            return int(i)  # a 0-d integer tensor is an integer (x[t] is a view), not an index array (a copy)
+        if i.dtype == xp.uint8:
+            warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
+                          "instead.", UserWarning, stacklevel=4)  # (the line indexing, past _as_pytorch_reads_it)
+            return i.astype(bool)
+    elif isinstance(i, slice) and i.step is not None and i.step < 0:
+        raise ValueError("step must be greater than zero")
+    return i
+
+
+@names("__getitem__")
+def _getitem(x, index):
+    if _sequence_as_tuple(index):
+        warnings.warn("Using a non-tuple sequence for multidimensional indexing is deprecated and will be changed "
+                      "in pytorch 2.9; use x[tuple(seq)] instead of x[seq]. In pytorch 2.9 this will be interpreted "
+                      "as tensor index, x[torch.tensor(seq)], which will result either in an error or a different "
+                      "result", UserWarning, stacklevel=2)
+    x, index = _as_pytorch_reads_it(x, index)
+    return GetItem.apply(x, index=index)
+
+
+@names("__setitem__", function=False)
+def _setitem(x, index, value):
+    """x[index] = value, the index read as ``x[index]`` reads it: where an integer stands beside index
+    arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
+    write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
+    x, index = _as_pytorch_reads_it(x, index)
+    if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
+        value = _without_leading_ones(value)
+    if type(value) is Tensor and value._data.dtype != x._data.dtype:
+        _refuse_index_put_of_another_dtype(x, index, value)
+    try:
+        x._write_at(index, value)
+    except IndexError as error:
+        raise _in_pytorch_words(error, x.shape, index) from None
+
+
+def _without_leading_ones(value):
+    """value without its leading dims of size 1: PyTorch drops them before it broadcasts a written value
+    to the region (x[True] = v of shape (1, 1, 2, 3), x of shape (2, 3)), where NumPy may refuse them."""
+    shape = value.shape
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return reshape(value, shape)
+
+
+@names("__delitem__", function=False)
+def _delitem(x, index):
+    """``del x[i]``: a tensor's size is fixed, so PyTorch refuses it (a TypeError, not the AttributeError a
+    class with only ``__setitem__`` gives)."""
+    raise TypeError("Tensor does not support deleting items")
+
+
+def _refuse_index_put_of_another_dtype(x, index, value):
+    """PyTorch casts a value of another dtype into a region that ints, slices, None and ... select (a copy_),
+    and into the elements one mask selects when the value has one element (a masked_fill_), but refuses it
+    where an index tensor or list selects (index_put_ takes the destination's dtype only): x[[0, 1]] =
+    a float64 tensor, x of float32. A bool among several indices, or a 0-d bool tensor, is such an index."""
+    parts = index if isinstance(index, tuple) else (index,)
+    selecting = [i for i in parts if isinstance(i, list) or isinstance(i, xp.ndarray) and (i.ndim or i.dtype == bool)
+                 or type(i) is bool and len(parts) > 1]
+    if not selecting or value._data.size == 1 and len(selecting) == 1 and numpy.ndim(selecting[0]) \
+            and numpy.asarray(selecting[0]).dtype == bool:
+        return
+    # PyTorch's order of checks: the index's structure (a mask that does not fit, too many indices), the value's
+    # shape, its dtype, and last the positions' range
+    try:
+        region = x._data[index].shape
+    except IndexError as error:
+        if "out of bounds" not in str(error):
+            raise
+    else:
+        shape = value.shape
+        while shape and shape[0] == 1 and len(shape) > len(region):  # (leading 1s are dropped, as PyTorch's)
+            shape = shape[1:]
+        try:
+            if xp.broadcast_shapes(shape, region) != region:
+                return  # (x._write_at reports the shape)
+        except ValueError:
+            return
+    raise DtypeError(f"Index put requires the source and destination dtypes match, got {type_name(x.dtype)} for "
+                     f"the destination and {type_name(value.dtype)} for the source.")
+
+
+def _as_pytorch_reads_it(x, index):
+    """(x, index) for NumPy to index as PyTorch indexes x[index]: a sequence read as a tuple, tensors as
+    their arrays, and integers beside index arrays applied first (a view of x)."""
+    if _sequence_as_tuple(index):
+        index = tuple(index)
+    if not isinstance(index, tuple):
+        return x, _array_index(index)
+    indices = []
+    for i in index:  # (a loop, not a comprehension: its warnings name the caller's line)
+        indices.append(_array_index(i))
+    index = tuple(indices)
+    return _integers_first(x, index) if _ints_beside_arrays(index) else (x, index)
+
+
+def _ints_beside_arrays(index):
+    return builtins.any(_is_int(i) for i in index) and \
+        builtins.any(isinstance(i, (list, xp.ndarray)) and numpy.ndim(i) > 0 for i in index)
+
+
+def _integers_first(x, index):
+    """x with the integer indices applied, and what is left of ``index``. PyTorch selects with an
+    integer before it indexes with arrays, so x[0, :, [1, 2]] has shape (3, 2) for x of shape
+    (2, 3, 4): NumPy counts the 0 among the advanced indices, and so moves their dim first, (2, 3)."""
+    first, rest = [], []
+    for i in index:
+        if _is_int(i):
+            first.append(i)
+        elif isinstance(i, (list, xp.ndarray)) and numpy.ndim(i) > 0:
+            dims = numpy.ndim(i) if numpy.asarray(i).dtype == bool else 1  # (a mask takes its ndim dims)
+            first.extend([slice(None)] * dims)
+            rest.append(i)
+        else:
+            first.append(i)  # (a slice, None or Ellipsis: applied now, kept whole afterwards)
+            rest.append(Ellipsis if i is Ellipsis else slice(None))
+    return GetItem.apply(x, index=tuple(first)), tuple(rest)
