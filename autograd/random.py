@@ -63,8 +63,8 @@ class Generator:
         parts = (state["state"]["state"].to_bytes(16, "little") + state["state"]["inc"].to_bytes(16, "little")
                  + bytes([state["has_uint32"]]) + state["uinteger"].to_bytes(4, "little")
                  + self._seed.to_bytes(8, "little"))
-        from .tensor import Tensor
-        return Tensor(numpy.frombuffer(parts, dtype=numpy.uint8).copy())
+        from .tensor import tensor_from
+        return tensor_from(numpy.frombuffer(parts, dtype=numpy.uint8).copy())
 
     def set_state(self, new_state):
         from .tensor import Tensor

@@ -132,7 +132,8 @@ def _save_safetensors(obj, path):
 
 
 def _load_safetensors(path):
-    return {key: Tensor(xp.asarray(array)) for key, array in _safetensors_numpy().load_file(os.fspath(path)).items()}
+    arrays = _safetensors_numpy().load_file(os.fspath(path))
+    return {key: tensor_from(xp.asarray(array)) for key, array in arrays.items()}
 
 
 def save(obj, path):

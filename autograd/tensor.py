@@ -68,7 +68,8 @@ def tensor_from(data, dtype=None, requires_grad=False):
     """A Tensor holding ``data`` (a number, a nested list, an array or a Tensor) with ``autograd.tensor``'s
     dtypes (integers stay int64, bools bool) and an array's memory shared: what the package itself
     makes tensors with, since ``Tensor(...)`` is PyTorch's legacy constructor (lists become floats)."""
-    return Tensor(as_array(data, dtype), requires_grad=requires_grad)
+    array = as_array(data, dtype)
+    return Tensor(array, requires_grad, array.dtype)  # (a dtype given: no legacy conversion of integers)
 
 
 class Tensor(WriteDoor):
@@ -95,7 +96,8 @@ class Tensor(WriteDoor):
         those sizes (PyTorch leaves them unset), ``Tensor()`` an empty one; with a ``dtype`` a number
         is a value (``Tensor(3, dtype=float64)`` holds 3.0). As PyTorch's, any other number is refused
         (``Tensor(2.5)``: a float is no size, and data must be a sequence), and so are complex values."""
-        if type(data) is not _ndarray:  # (the package's own calls pass an array: one test for them)
+        if type(data) is not _ndarray or dtype is None and data.dtype.kind in "biu":  # (the package's own
+            # calls pass a floating array, or a dtype: two tests for them)
             data, requires_grad, dtype = _legacy_arguments(data, requires_grad, dtype, more_sizes)
         self._data = as_array(data, dtype)
         self.grad_fn = None
@@ -463,11 +465,12 @@ def _legacy_arguments(data, requires_grad, dtype, more_sizes):
         kind = type(data).__name__ if type(data).__module__ == "builtins" else \
             f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
         raise TypeError(f"new(): data must be a sequence (got {kind})")
-    if isinstance(data, (list, tuple)) and dtype is None:
+    if dtype is None and isinstance(data, (list, tuple, range, _ndarray, _host_ndarray)):
+        from_python = isinstance(data, (list, tuple, range))
         data = as_array(data)
-        if data.dtype.kind == "c":
+        if from_python and data.dtype.kind == "c":  # (a complex array keeps its values: nothing is lost)
             raise TypeError("must be real number, not complex")
-        if data.dtype.kind in "biu":
+        if data.dtype.kind in "biu":  # integers and bools become the default float, as PyTorch's
             data = data.astype(backend.get_default_dtype())
     return data, requires_grad, dtype
 

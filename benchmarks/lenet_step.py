@@ -55,7 +55,7 @@ def chainrule_step(weights, x, y):
     model = LeNet()
     model.load_state_dict({name: autograd.Tensor(w.copy()) for name, w in weights.items()})
     optimizer = optim.SGD(model.parameters(), lr=LR)
-    inputs, targets, criterion = autograd.Tensor(x), autograd.Tensor(y), nn.CrossEntropyLoss()
+    inputs, targets, criterion = autograd.Tensor(x), autograd.as_tensor(y), nn.CrossEntropyLoss()
 
     def step():
         loss = criterion(model(inputs), targets)

@@ -94,7 +94,7 @@ def nn_step(weights, x, y, fused=None):
             layer.weight.copy_(w.T)
             layer.bias.copy_(b)
     optimizer = optim.Adam(model.parameters(), lr=LR, betas=BETAS, eps=EPS, fused=fused)
-    inputs, targets, criterion = autograd.Tensor(x), autograd.Tensor(y), nn.CrossEntropyLoss()
+    inputs, targets, criterion = autograd.Tensor(x), autograd.as_tensor(y), nn.CrossEntropyLoss()
 
     def step():
         loss = criterion(model(inputs), targets)

@@ -24,8 +24,7 @@ def _tensors(module, arrays, grad):
     for a in arrays:
         if isinstance(a, np.ndarray):
             wants = grad and a.dtype.kind == "f"
-            made.append(module.tensor(a, requires_grad=wants) if module is not autograd
-                        else autograd.Tensor(a, requires_grad=wants))
+            made.append(module.tensor(a, requires_grad=wants))
         else:
             made.append(a)
     return made

@@ -10,7 +10,7 @@ import pytest
 import autograd
 import nn
 import nn.functional as F
-from autograd import Tensor
+from autograd import Tensor, tensor
 from tests.test_ops import leaf
 
 # (the CTC primitives moved to autograd/ops/ctc.py: their cases are in tests/test_ops_ctc.py)
@@ -43,7 +43,7 @@ def test_loss_is_the_sum_over_all_alignments():
     log_probs = np.log(np.exp(LOGITS[:4, :, :3]) / np.exp(LOGITS[:4, :, :3]).sum(-1, keepdims=True))
     targets = np.array([[1, 1], [1, 2], [2, 0], [0, 0]])
     lengths = np.array([2, 2, 1, 0])
-    losses = F.ctc_loss(Tensor(log_probs), Tensor(targets), [4, 3, 4, 2], Tensor(lengths), reduction="none")
+    losses = F.ctc_loss(Tensor(log_probs), tensor(targets), [4, 3, 4, 2], tensor(lengths), reduction="none")
     expected = [brute_force_nll(log_probs[:, n], targets[n, :lengths[n]], frames)
                 for n, frames in enumerate([4, 3, 4, 2])]
     np.testing.assert_allclose(losses.numpy(), expected, rtol=1e-12)
@@ -54,8 +54,8 @@ def test_exact_gradient_matches_finite_differences(reduction):
     possible = np.array([0, 1, 2])  # the impossible sample has an infinite loss: leave it out
 
     def loss(log_probs):
-        value = F.ctc_loss(log_probs, Tensor(TARGETS[possible]), Tensor(INPUT_LENGTHS[possible]),
-                           Tensor(TARGET_LENGTHS[possible]), reduction=reduction)
+        value = F.ctc_loss(log_probs, tensor(TARGETS[possible]), tensor(INPUT_LENGTHS[possible]),
+                           tensor(TARGET_LENGTHS[possible]), reduction=reduction)
         return value if reduction != "none" else value * Tensor([1.0, -2.0, 0.5])
 
     assert autograd.gradcheck(loss, [leaf(LOGITS[:, :3] * 0.5)])
@@ -70,7 +70,7 @@ def test_values_and_gradients_match_pytorch(reduction, layout):
     targets = TARGETS if layout == "padded" else concatenated()
     for zero_infinity in (False, True):
         logits = leaf(LOGITS)
-        loss = F.ctc_loss(logits.log_softmax(2), Tensor(targets), Tensor(INPUT_LENGTHS), Tensor(TARGET_LENGTHS),
+        loss = F.ctc_loss(logits.log_softmax(2), tensor(targets), tensor(INPUT_LENGTHS), tensor(TARGET_LENGTHS),
                           reduction=reduction, zero_infinity=zero_infinity)
         torch_logits = torch.tensor(LOGITS, requires_grad=True)
         expected = torch.nn.functional.ctc_loss(torch_logits.log_softmax(2), torch.tensor(targets),
@@ -94,12 +94,12 @@ def test_unbatched_blank_elsewhere_float32_and_the_module_match_pytorch():
     import torch
 
     logits = LOGITS[:, 0]
-    ours = nn.CTCLoss(blank=4)(leaf(logits).log_softmax(1), Tensor(np.array([1, 2, 2])), [6], [3])
+    ours = nn.CTCLoss(blank=4)(leaf(logits).log_softmax(1), tensor(np.array([1, 2, 2])), [6], [3])
     theirs = torch.nn.CTCLoss(blank=4)(torch.tensor(logits).log_softmax(1), torch.tensor([1, 2, 2]),
                                        torch.tensor([6]), torch.tensor([3]))
     np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-12)
     single = Tensor(LOGITS[:, :3].astype(np.float32)).log_softmax(2)
-    loss = F.ctc_loss(single, Tensor(TARGETS[:3]), Tensor(INPUT_LENGTHS[:3]), Tensor(TARGET_LENGTHS[:3]))
+    loss = F.ctc_loss(single, tensor(TARGETS[:3]), tensor(INPUT_LENGTHS[:3]), tensor(TARGET_LENGTHS[:3]))
     expected = torch.nn.functional.ctc_loss(torch.tensor(LOGITS.astype(np.float32)).log_softmax(2)[:, :3],
                                             torch.tensor(TARGETS[:3]), torch.tensor(INPUT_LENGTHS[:3]),
                                             torch.tensor(TARGET_LENGTHS[:3]))
@@ -109,7 +109,7 @@ def test_unbatched_blank_elsewhere_float32_and_the_module_match_pytorch():
 
 def test_gradient_of_the_gradient_is_refused_as_in_pytorch():
     log_probs = leaf(LOGITS[:, :1]).log_softmax(2)
-    loss = F.ctc_loss(log_probs, Tensor(TARGETS[:1]), [6], [3])
+    loss = F.ctc_loss(log_probs, tensor(TARGETS[:1]), [6], [3])
     (grad,) = autograd.grad(loss, [log_probs], create_graph=True)
     with pytest.raises(RuntimeError, match="not implemented"):
         grad.sum().backward()
@@ -118,8 +118,8 @@ def test_gradient_of_the_gradient_is_refused_as_in_pytorch():
 def test_bad_arguments_raise():
     log_probs = Tensor(LOGITS).log_softmax(2)
     with pytest.raises(RuntimeError, match="input_lengths"):
-        F.ctc_loss(log_probs, Tensor(TARGETS), Tensor([7, 1, 1, 1]), Tensor(TARGET_LENGTHS))
+        F.ctc_loss(log_probs, tensor(TARGETS), tensor([7, 1, 1, 1]), tensor(TARGET_LENGTHS))
     with pytest.raises(RuntimeError, match="blank"):
-        F.ctc_loss(log_probs, Tensor(TARGETS), Tensor(INPUT_LENGTHS), Tensor(TARGET_LENGTHS), blank=9)
+        F.ctc_loss(log_probs, tensor(TARGETS), tensor(INPUT_LENGTHS), tensor(TARGET_LENGTHS), blank=9)
     with pytest.raises(RuntimeError, match="other than the blank"):
-        F.ctc_loss(log_probs, Tensor(TARGETS), Tensor(INPUT_LENGTHS), Tensor(np.array([3, 3, 1, 3])))
+        F.ctc_loss(log_probs, tensor(TARGETS), tensor(INPUT_LENGTHS), tensor(np.array([3, 3, 1, 3])))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import autograd
 import nn
 import nn.functional as F
-from autograd import Tensor
+from autograd import Tensor, tensor
 from tests.test_ops import leaf
 
 # (EmbeddingLookup moved to autograd/ops/embedding.py: its case is in tests/test_ops_top_level.py)
@@ -32,8 +32,8 @@ def compare_with_torch(ours, theirs, inputs, constants=(), rtol=1e-12):
     (expected * torch.tensor(weights)).sum().backward()
     assert y.shape == tuple(expected.shape)
     np.testing.assert_allclose(y.numpy(), expected.detach().numpy(), rtol=rtol, atol=1e-13)
-    for ours_leaf, tensor in zip(leaves, tensors):
-        np.testing.assert_allclose(ours_leaf.grad.numpy(), tensor.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for ours_leaf, theirs_leaf in zip(leaves, tensors):
+        np.testing.assert_allclose(ours_leaf.grad.numpy(), theirs_leaf.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
 # -- pad --------------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_one_hot_matches_pytorch():
 
     labels = np.array([[0, 3], [2, 1]])
     for classes in (-1, 6):
-        y = F.one_hot(Tensor(labels), classes)
+        y = F.one_hot(tensor(labels), classes)
         expected = torch.nn.functional.one_hot(torch.tensor(labels), classes)
         assert y.dtype == np.int64 and y.shape == tuple(expected.shape)
         np.testing.assert_array_equal(y.numpy(), expected.numpy())
@@ -126,7 +126,7 @@ def test_one_hot_matches_pytorch():
                                   (np.array([3]), 3, "smaller than num_classes"),
                                   (np.zeros(0, np.int64), -1, "empty tensor")]:
         with pytest.raises(RuntimeError, match=message):
-            F.one_hot(Tensor(bad), classes)
+            F.one_hot(tensor(bad), classes)
         with pytest.raises(RuntimeError, match=message):
             torch.nn.functional.one_hot(torch.tensor(bad), classes)
 
@@ -143,10 +143,10 @@ def test_embedding_values_and_gradients_match_pytorch(options):
     import torch
 
     weight = RNG.standard_normal((5, 3))
-    compare_with_torch(lambda w: F.embedding(Tensor(INDICES), w, **options),
+    compare_with_torch(lambda w: F.embedding(tensor(INDICES), w, **options),
                        lambda w: torch.nn.functional.embedding(torch.tensor(INDICES), w, **options), [weight])
     if not options:  # padding_idx and scale_grad_by_freq change the gradient on purpose (as PyTorch)
-        assert autograd.gradcheck(lambda w: F.embedding(Tensor(INDICES), w), [leaf(weight)])
+        assert autograd.gradcheck(lambda w: F.embedding(tensor(INDICES), w), [leaf(weight)])
 
 
 @pytest.mark.torch
@@ -158,7 +158,7 @@ def test_embedding_max_norm_renormalises_looked_up_rows_in_place_as_pytorch(norm
     ours = nn.Embedding.from_pretrained(Tensor(weight.copy()), freeze=False, max_norm=1.5, norm_type=norm_type)
     theirs = torch.nn.Embedding.from_pretrained(torch.tensor(weight.copy()), freeze=False, max_norm=1.5,
                                                 norm_type=norm_type)
-    y = ours(Tensor(INDICES))
+    y = ours(tensor(INDICES))
     expected = theirs(torch.tensor(INDICES))
     (y * y).sum().backward()
     (expected * expected).sum().backward()
@@ -174,17 +174,17 @@ def test_embedding_layer_init_padding_and_from_pretrained():
     weight = layer.weight.numpy()
     assert weight.dtype == np.float32 and not weight[3].any()
     assert abs(weight.mean()) < 0.02 and abs(weight.std() - 1) < 0.02  # N(0, 1), as PyTorch
-    out = layer(Tensor(np.array([3, 5, 3])))
+    out = layer(tensor(np.array([3, 5, 3])))
     out.sum().backward()
     assert not layer.weight.grad.numpy()[3].any() and layer.weight.grad.numpy()[5].tolist() == [1.0] * 20
     pretrained = Tensor(np.arange(6.0).reshape(3, 2))
     frozen = nn.Embedding.from_pretrained(pretrained)
-    assert not frozen.weight.requires_grad and frozen(Tensor(np.array([2]))).tolist() == [[4.0, 5.0]]
+    assert not frozen.weight.requires_grad and frozen(tensor(np.array([2]))).tolist() == [[4.0, 5.0]]
     assert nn.Embedding.from_pretrained(pretrained, freeze=False).weight.requires_grad
     with pytest.raises(RuntimeError, match="Long, Int"):
         layer(Tensor(np.array([1.0])))
     with pytest.raises(IndexError, match="index out of range"):
-        layer(Tensor(np.array([1000])))
+        layer(tensor(np.array([1000])))
     with pytest.raises(AssertionError, match="Padding_idx"):
         nn.Embedding(3, 2, padding_idx=3)
 
@@ -192,7 +192,7 @@ def test_embedding_layer_init_padding_and_from_pretrained():
 def test_indexing_a_weight_with_an_int_tensor_is_an_embedding():
     """makemore's C[X]: rows of C picked by an integer tensor; repeated rows add gradients."""
     table = leaf(RNG.standard_normal((27, 2)))
-    X = Tensor(np.array([[0, 5, 5], [13, 0, 26]]))
+    X = tensor(np.array([[0, 5, 5], [13, 0, 26]]))
     emb = table[X]
     assert emb.shape == (2, 3, 2)
     np.testing.assert_array_equal(emb.numpy(), table.numpy()[X.numpy()])
@@ -364,7 +364,7 @@ def test_embedding_bag_matches_pytorch(mode, layout):
         options["include_last_offset"] = True
         if layout == "padding":
             options["padding_idx"] = 2
-    ours_args = [Tensor(i) for i in inputs]
+    ours_args = [tensor(i) for i in inputs]
     theirs_args = [torch.tensor(i) for i in inputs]
     compare_with_torch(lambda w: F.embedding_bag(ours_args[0], w, *ours_args[1:], **options),
                        lambda w: torch.nn.functional.embedding_bag(theirs_args[0], w, *theirs_args[1:], **options),
@@ -381,12 +381,12 @@ def test_embedding_bag_matches_pytorch(mode, layout):
 def test_embedding_bag_layer_and_gradients():
     autograd.manual_seed(0)
     bag = nn.EmbeddingBag(10, 4, mode="sum")
-    assert bag(Tensor(np.array([[1, 2], [3, 3]]))).shape == (2, 4)
+    assert bag(tensor(np.array([[1, 2], [3, 3]]))).shape == (2, 4)
     assert repr(bag) == "EmbeddingBag(10, 4, mode='sum')"
     weight = leaf(RNG.standard_normal((6, 3)))
     for mode in ("sum", "mean", "max"):
-        assert autograd.gradcheck(lambda w, mode=mode: F.embedding_bag(Tensor(np.array([1, 2, 2, 5, 0])), w,
-                                                            Tensor(np.array([0, 2, 2])), mode=mode), [weight])
+        assert autograd.gradcheck(lambda w, mode=mode: F.embedding_bag(tensor(np.array([1, 2, 2, 5, 0])), w,
+                                                            tensor(np.array([0, 2, 2])), mode=mode), [weight])
 
 
 def test_second_derivatives_of_pad_embedding_and_interpolate():
@@ -395,5 +395,5 @@ def test_second_derivatives_of_pad_embedding_and_interpolate():
     assert autograd.gradgradcheck(lambda t: (F.pad(t, (2, 1), "reflect") ** 3).sum(), [x])
     assert autograd.gradgradcheck(lambda t: (F.interpolate(t, size=7, mode="linear") ** 2).sum(), [x])
     weight = leaf(RNG.standard_normal((5, 3)))
-    assert autograd.gradgradcheck(lambda w: (F.embedding(Tensor(INDICES), w, padding_idx=4) ** 2).sum(), [weight])
+    assert autograd.gradgradcheck(lambda w: (F.embedding(tensor(INDICES), w, padding_idx=4) ** 2).sum(), [weight])
     assert autograd.gradgradcheck(lambda w: F.normalize(w).tanh().sum(), [weight])

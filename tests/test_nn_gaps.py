@@ -463,7 +463,7 @@ def test_grid_sample_and_affine_grid_errors_match_torch():
     with pytest.raises(ValueError, match="Expected a batch of 2D affine matrices of shape Nx2x3"):
         F.affine_grid(tensor(randn(2, 3, 3)), (2, 3, 4, 5), False)
     with pytest.raises(ValueError, match="Expected theta to have floating point type"):
-        F.affine_grid(autograd.Tensor(np.ones((2, 2, 3), dtype=np.int64)), (2, 3, 4, 5), False)
+        F.affine_grid(autograd.tensor(np.ones((2, 2, 3), dtype=np.int64)), (2, 3, 4, 5), False)
 
 
 def test_inplace_selu_celu_and_nllloss2d():
@@ -475,7 +475,7 @@ def test_inplace_selu_celu_and_nllloss2d():
     expected = F.celu(y, 0.5).numpy()
     F.celu_(y, 0.5)
     np.testing.assert_array_equal(y.numpy(), expected)
-    scores, target = tensor(randn(2, 3, 4, 4)).log_softmax(1), autograd.Tensor(np.zeros((2, 4, 4), dtype=np.int64))
+    scores, target = tensor(randn(2, 3, 4, 4)).log_softmax(1), autograd.tensor(np.zeros((2, 4, 4), dtype=np.int64))
     assert nn.NLLLoss2d()(scores, target).item() == nn.NLLLoss()(scores, target).item()
 
 

@@ -29,24 +29,24 @@ LOSSES = {
     "bce_target": (lambda p, t: F.binary_cross_entropy(p, t), (P, P[::-1])),
     "bce_logits": (lambda x: F.binary_cross_entropy_with_logits(x, Tensor(B), pos_weight=Tensor(CLASS_WEIGHTS)),
                    (X,)),
-    "cross_entropy": (lambda x: F.cross_entropy(x, Tensor(LABELS)), (X,)),
-    "cross_entropy_options": (lambda x: F.cross_entropy(x, Tensor(LABELS), weight=Tensor(CLASS_WEIGHTS),
+    "cross_entropy": (lambda x: F.cross_entropy(x, autograd.tensor(LABELS)), (X,)),
+    "cross_entropy_options": (lambda x: F.cross_entropy(x, autograd.tensor(LABELS), weight=Tensor(CLASS_WEIGHTS),
                                                         label_smoothing=0.2, ignore_index=1), (X,)),
     "cross_entropy_probs": (lambda x: F.cross_entropy(x, Tensor(P / P.sum(1, keepdims=True)),
                                                       label_smoothing=0.1), (X,)),
     "cross_entropy_spatial": (lambda x: F.cross_entropy(x.reshape(2, 3, 2), autograd.tensor([[0, 2], [1, 1]])), (X,)),
-    "cross_entropy_none": (lambda x: (F.cross_entropy(x, Tensor(LABELS), reduction="none", weight=Tensor(
+    "cross_entropy_none": (lambda x: (F.cross_entropy(x, autograd.tensor(LABELS), reduction="none", weight=Tensor(
         CLASS_WEIGHTS)) * Tensor([1.0, -2.0, 3.0, 0.5])).sum(), (X,)),
     # the fused backward node, as a function of the logits and of dL/dloss (one number; one per row)
     "cross_entropy_backward": (lambda x, g: autograd.grad(F.cross_entropy(
-        x, Tensor(LABELS), weight=Tensor(CLASS_WEIGHTS), ignore_index=1), x, g, create_graph=True)[0],
+        x, autograd.tensor(LABELS), weight=Tensor(CLASS_WEIGHTS), ignore_index=1), x, g, create_graph=True)[0],
         (X, np.array(0.7))),
     "cross_entropy_backward_none": (lambda x, g: autograd.grad(F.cross_entropy(
-        x, Tensor(LABELS), weight=Tensor(CLASS_WEIGHTS), reduction="none"), x, g, create_graph=True)[0],
+        x, autograd.tensor(LABELS), weight=Tensor(CLASS_WEIGHTS), reduction="none"), x, g, create_graph=True)[0],
         (X, SIGNS + 0.3)),
-    "nll": (lambda x: F.nll_loss(x.log_softmax(1), Tensor(LABELS), reduction="sum"), (X,)),
+    "nll": (lambda x: F.nll_loss(x.log_softmax(1), autograd.tensor(LABELS), reduction="sum"), (X,)),
     "hinge": (lambda x: F.hinge_loss(x[:, 0], Tensor(SIGNS)), (X * 0.3,)),
-    "multi_margin": (lambda x: F.multi_margin_loss(x, Tensor(LABELS), p=2, margin=1.5), (X,)),
+    "multi_margin": (lambda x: F.multi_margin_loss(x, autograd.tensor(LABELS), p=2, margin=1.5), (X,)),
     "triplet": (lambda a, p, n: F.triplet_margin_loss(a, p, n, margin=3.0, swap=True), (X, Y, X[::-1] * 2)),
     "cosine_embedding": (lambda a, b: F.cosine_embedding_loss(a, b, Tensor(SIGNS), margin=-0.5), (X, Y)),
     "margin_ranking": (lambda a, b: F.margin_ranking_loss(a[:, 0], b[:, 0], Tensor(SIGNS), margin=0.3),
@@ -92,7 +92,7 @@ def test_loss_gradients_match_finite_differences(name):
 def test_fused_cross_entropy_second_derivatives(reduction):
     weights = Tensor(CLASS_WEIGHTS)
     assert autograd.gradgradcheck(
-        lambda x: F.cross_entropy(x, Tensor(LABELS), weight=weights, ignore_index=1, reduction=reduction),
+        lambda x: F.cross_entropy(x, autograd.tensor(LABELS), weight=weights, ignore_index=1, reduction=reduction),
         [leaf(X)])
 
 
@@ -119,7 +119,7 @@ def test_closed_forms():
     np.testing.assert_allclose(F.binary_cross_entropy(Tensor(P), Tensor(B)).item(), expected)
     np.testing.assert_allclose(F.binary_cross_entropy_with_logits(x, Tensor(B)).item(), expected)
     log_p = X - np.log(np.exp(X).sum(1, keepdims=True))
-    np.testing.assert_allclose(F.cross_entropy(x, Tensor(LABELS)).item(), -log_p[range(4), LABELS].mean())
+    np.testing.assert_allclose(F.cross_entropy(x, autograd.tensor(LABELS)).item(), -log_p[range(4), LABELS].mean())
     np.testing.assert_allclose(F.hinge_loss(x[:, 0], Tensor(SIGNS)).item(),
                                np.maximum(0, 1 - SIGNS * X[:, 0]).mean())
     d = np.sqrt(((X - Y + 1e-6) ** 2).sum(1))
@@ -157,7 +157,7 @@ def test_error_for_labels_out_of_range():
 
 def test_error_for_wrong_target_shapes():
     with pytest.raises(ValueError, match=r"input of shape \(4, 3\) needs a target of shape \(4,\), got \(4, 1\)"):
-        F.cross_entropy(Tensor(X), Tensor(LABELS.reshape(4, 1)))
+        F.cross_entropy(Tensor(X), autograd.tensor(LABELS.reshape(4, 1)))
     with pytest.raises(ValueError, match=r"input of shape \(4, 1\) and target of shape \(4,\) differ"):
         nn.MSELoss()(Tensor(X[:, :1]), Tensor(Y[:, 0]))
 
@@ -175,8 +175,8 @@ def test_bad_reduction_is_an_error():
 def test_loss_modules_match_their_functions():
     x, y = Tensor(X), Tensor(Y)
     assert nn.HuberLoss(delta=0.5)(x, y).item() == F.huber_loss(x, y, delta=0.5).item()
-    assert nn.CrossEntropyLoss(label_smoothing=0.1)(x, Tensor(LABELS)).item() == \
-        F.cross_entropy(x, Tensor(LABELS), label_smoothing=0.1).item()
+    assert nn.CrossEntropyLoss(label_smoothing=0.1)(x, autograd.tensor(LABELS)).item() == \
+        F.cross_entropy(x, autograd.tensor(LABELS), label_smoothing=0.1).item()
     assert "margin=2.0" in repr(nn.ContrastiveLoss(margin=2.0))
 
 

@@ -50,7 +50,7 @@ REDUCTIONS = {"kl_div": ("mean", "sum", "none", "batchmean")}
 
 def _ours(name, reduction, leaves):
     fn, _, floats, constants, options = LOSSES[name]
-    return fn(*leaves, *[Tensor(c) for c in constants], reduction=reduction, **options)
+    return fn(*leaves, *[autograd.tensor(c) for c in constants], reduction=reduction, **options)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -133,7 +133,7 @@ def test_loss_modules_match_pytorch_modules_with_weights_as_buffers():
         (nn.L1Loss(size_average=False), torch.nn.L1Loss(size_average=False), (X, Y)),
     ]
     for ours, theirs, inputs in pairs:
-        value = ours(*[Tensor(v) for v in inputs])
+        value = ours(*[autograd.tensor(v) for v in inputs])
         expected = theirs(*[torch.tensor(v) for v in inputs])
         np.testing.assert_allclose(value.numpy(), expected.numpy(), rtol=1e-12, err_msg=repr(ours))
         assert ours.reduction == theirs.reduction

@@ -15,10 +15,24 @@ def test_dtype_rules():
         Tensor(3.5)  # (PyTorch's legacy constructor takes a number as a size, and a float is none)
     assert Tensor(np.array([1.0])).dtype == autograd.float64
     # Tensor(...) is PyTorch's legacy constructor: Python data becomes the default floating dtype;
-    # autograd.tensor infers (int64, bool); an array keeps its dtype (the contract's rule)
+    # autograd.tensor infers (int64, bool); a floating array keeps its dtype (the contract's rule), and an
+    # integer or bool array becomes the default float too, as in PyTorch (torch.Tensor(next_done) of a bool
+    # array, then 1.0 - it); a Tensor is shared whatever its dtype
     assert Tensor([1, 2]).dtype == autograd.float32 and Tensor([True]).dtype == autograd.float32
     assert autograd.tensor([1, 2]).dtype == autograd.int64 and autograd.tensor([True]).dtype == autograd.bool
-    assert Tensor(np.array([1, 2])).dtype == autograd.int64
+    assert Tensor(np.array([1, 2])).dtype == autograd.float32 and Tensor(np.array([1, 2])).tolist() == [1.0, 2.0]
+    assert Tensor(np.array([True, False])).tolist() == [1.0, 0.0]
+    assert Tensor(np.arange(3, dtype=np.uint8)).dtype == autograd.float32 and Tensor(range(3)).tolist() == [0.0, 1.0, 2.0]
+    assert Tensor(np.array([1, 2]), dtype=autograd.int64).dtype == autograd.int64
+    assert Tensor(np.array([1.0], dtype=np.float16)).dtype == autograd.float16
+    assert autograd.tensor(np.array([1, 2])).dtype == autograd.int64
+    integers = autograd.arange(3)
+    assert Tensor(integers).dtype == autograd.int64 and Tensor(integers)._data is integers._data
+    autograd.set_default_dtype(autograd.float64)
+    try:
+        assert Tensor(np.array([1, 2])).dtype == autograd.float64
+    finally:
+        autograd.set_default_dtype(autograd.float32)
     assert Tensor([1, 2], dtype=autograd.float64).dtype == autograd.float64
     assert (Tensor([1.0], dtype=np.float32) * 2.5).dtype == autograd.float32
     assert (Tensor([1.0], dtype=np.float64) * Tensor([1.0])).dtype == autograd.float64

@@ -118,7 +118,7 @@ def invert_permutation(permutation):
     (a PackedSequence's ``unsorted_indices`` from its ``sorted_indices``); None stays None."""
     if permutation is None:
         return None
-    return Tensor(xp.argsort(permutation._data, kind="stable"))
+    return tensor_from(xp.argsort(permutation._data, kind="stable"))
 
 
 def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
