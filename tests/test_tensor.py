@@ -22,7 +22,8 @@ def test_dtype_rules():
     assert autograd.tensor([1, 2]).dtype == autograd.int64 and autograd.tensor([True]).dtype == autograd.bool
     assert Tensor(np.array([1, 2])).dtype == autograd.float32 and Tensor(np.array([1, 2])).tolist() == [1.0, 2.0]
     assert Tensor(np.array([True, False])).tolist() == [1.0, 0.0]
-    assert Tensor(np.arange(3, dtype=np.uint8)).dtype == autograd.float32 and Tensor(range(3)).tolist() == [0.0, 1.0, 2.0]
+    assert Tensor(np.arange(3, dtype=np.uint8)).dtype == autograd.float32
+    assert Tensor(range(3)).tolist() == [0.0, 1.0, 2.0] and Tensor(range(3)).dtype == autograd.float32
     assert Tensor(np.array([1, 2]), dtype=autograd.int64).dtype == autograd.int64
     assert Tensor(np.array([1.0], dtype=np.float16)).dtype == autograd.float16
     assert autograd.tensor(np.array([1, 2])).dtype == autograd.int64
