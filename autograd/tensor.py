@@ -513,6 +513,13 @@ def _operand_array(value, like):
     return as_array(value) if array is None else array
 
 
+def python_number(value):
+    """A NumPy scalar (``numpy.float64(0.5)``, ``numpy.int64(3)``) as the Python number it holds; anything else as
+    it is. PyTorch reads a NumPy scalar as a Python number, which never raises a tensor's dtype; NumPy 2 keeps the
+    scalar's own dtype in arithmetic (float32 ** numpy.float64(0.5) would be float64)."""
+    return value.item() if isinstance(value, numpy.generic) else value
+
+
 def _number_array(value, dtype):
     """A Python number as a 0-d array by ``_operand``'s rule, beside a tensor of ``dtype``;
     None for anything else (lists, arrays). (Plain ints and floats are tested

@@ -13,7 +13,7 @@ import numpy
 from .. import backend
 from ..backend import xp
 from ..primitive import Primitive
-from ..tensor import Tensor
+from ..tensor import Tensor, python_number
 from .conjugation import refuse_unordered
 from .elementwise import Cast, where
 from .names import names
@@ -45,6 +45,7 @@ def clamp(input, min=None, max=None, *, out=None):
 def _clamp(x, min, max):
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    min, max = python_number(min), python_number(max)
     if x._data.dtype.kind in "biu":
         x, min, max = _integer_clamp(x, min, max)
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch

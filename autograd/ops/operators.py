@@ -6,7 +6,7 @@ The ops themselves, each forward beside its derivative, are in elementwise.py.
 from .. import backend
 from ..backend import xp
 from ..errors import DtypeError
-from ..tensor import Tensor
+from ..tensor import Tensor, python_number
 from .arithmetic import positive
 from .elementwise import (
     Abs,
@@ -94,6 +94,7 @@ for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shi
 @names("__pow__")
 def _pow(input, exponent):
     """input ** exponent; a number exponent is a constant of the op (y = x^c)."""
+    exponent = python_number(exponent)
     if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) and isinstance(input, Tensor):
         if isinstance(exponent, float) and input.dtype.kind not in "fc":  # int ** float: the default dtype
             input = Cast.apply(input, dtype=backend.get_default_dtype())
