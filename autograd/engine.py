@@ -17,7 +17,7 @@ the gradient it passes on is already the sum of all its consumers' shares.
 
 import gc
 
-from .graph import add_share, modes, refuse_nan_gradients
+from .graph import add_share, modes, refuse_nan_gradients, run_hooks
 
 
 def topological_order(roots):
@@ -88,6 +88,20 @@ def current_backward_pass():
     return modes.backward_pass
 
 
+def _capture_at(node, grad):
+    """``autograd.grad``'s result at a node it was asked for, as PyTorch's: taken after the tensor's hooks
+    and retain_grad, before the node's own pre-hooks (``Node.register_prehook``), which run only if the pass
+    goes on through the node. Returns (the result, those pre-hooks still to run, or None)."""
+    pre_hooks = getattr(node, "pre_hooks", None)  # (a leaf has none here: its AccumulateGrad does not run)
+    if not pre_hooks:
+        return node.run_hooks(grad), None
+    node.pre_hooks = None  # (run_hooks ends with them: held back for this one call)
+    try:
+        return node.run_hooks(grad), pre_hooks
+    finally:
+        node.pre_hooks = pre_hooks
+
+
 def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False,
                   create_graph=False):
     """Send dL/dnode from the roots to every node below them.
@@ -143,10 +157,13 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, wat
             sums.discard(grad)  # complete, and handed on from here: no longer ours to add into
         if capture is None:
             grad = node.receive(grad)
+        elif node in capture:
+            captured[node], held_back = _capture_at(node, grad)
+            grad = captured[node]
+            if held_back is not None and any(parent in needed for parent in node.parents):
+                grad = run_hooks(held_back, grad)  # the pass goes on through the node: its pre-hooks run
         else:
             grad = node.run_hooks(grad)
-            if node in capture:
-                captured[node] = grad
         parents = node.parents
         if needed is not None and parents and not any(parent in needed for parent in parents):
             parents = ()  # captured, and nothing wanted below it: not run, what it saved kept

@@ -373,8 +373,9 @@ def accumulate_grad(tensor, grad):
 
     - the first gradient is stored as it is unless its buffer may be shared (a hook saw it,
       another tensor stores it, it is a view): then a copy is stored;
-    - a later one is added in place, or out of place when either side has a graph
-      (create_graph=True), so a stored graph is never changed under the user;
+    - a later one is added in place, or out of place when either side has a graph or grad mode is on
+      (a create_graph=True pass, as PyTorch's: .grad is then a new tensor), so a stored graph is never
+      changed under the user;
     - ``grad`` already has the tensor's dtype and shape (``validate_gradients``).
     """
     stored = tensor._grad  # (the checks of the .grad setter hold already: validate_gradients)
@@ -383,7 +384,7 @@ def accumulate_grad(tensor, grad):
             grad = grad.clone() if grad._requires_grad else type(grad)._make(grad._data.copy())
         grad._shared = True
         tensor._grad = grad
-    elif stored._requires_grad or grad._requires_grad:
+    elif stored._requires_grad or grad._requires_grad or modes.grad_enabled:
         tensor._grad = stored + grad
         tensor._grad._shared = True
     else:
