@@ -29,6 +29,7 @@ The project's own ops use the leaner ``Primitive`` (arrays in, array out).
 
 import functools
 import inspect
+import warnings
 
 from . import graph
 from .backend import xp
@@ -101,6 +102,7 @@ class BackwardFunction(FunctionCtx):
     _dirty = frozenset()
     _non_differentiable = frozenset()
     _materialize_grads = True
+    _materialize_non_diff_grads = True  # (PyTorch's private switch: False gives backward None for those outputs)
     needs_input_grad = ()
     hooks = None  # as Primitive's: hooks and retain_grad of the output, node hooks, metadata
     pre_hooks = None
@@ -181,7 +183,9 @@ class BackwardFunction(FunctionCtx):
     def _record(self, args, outputs):
         self._inputs = args
         self.parents = [_graph_node(x) if needed else None for x, needed in zip(args, self.needs_input_grad)]
-        self._output_meta = [(y.shape, y.dtype) if isinstance(y, Tensor) else None for y in outputs]
+        # (what backward gets for an output no gradient reached: zeros of this shape and dtype, or None)
+        self._output_meta = [(y.shape, y.dtype) if isinstance(y, Tensor) and (
+            self._materialize_non_diff_grads or id(y) not in self._non_differentiable) else None for y in outputs]
         for y in outputs:
             if isinstance(y, Tensor) and id(y) in self._dirty and y.is_leaf and y.requires_grad:
                 raise RuntimeError(
@@ -367,6 +371,11 @@ class Function:
         # the node class carries the Function's docstring: the step-through trace shows its maths
         cls._backward_cls = type(f"{cls.__name__}Backward", (BackwardFunction,),
                                  {"_forward_cls": cls, "__doc__": cls.__doc__})
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn(f"{type(self)} should not be instantiated. Methods on autograd functions are all static, so "
+                      "you should invoke them on the class itself. Instantiating an autograd function will raise "
+                      "an error in a future version of PyTorch.", DeprecationWarning, stacklevel=2)
 
     def __call__(self, *args, **kwargs):
         raise RuntimeError(

@@ -14,6 +14,7 @@
 import functools
 import inspect
 import threading
+import warnings
 import weakref
 
 from .backend import xp
@@ -92,6 +93,15 @@ class ModeSwitch:
 
     def __call__(self, function):
         settings = dict(self.settings)
+        if inspect.isclass(function):  # (PyTorch's deprecated use: the class's construction runs in the mode)
+            warnings.warn("Decorating classes is deprecated and will be disabled in future versions. You should "
+                          "only decorate functions or methods. To preserve the current behavior of class "
+                          "decoration, you can directly decorate the `__init__` method and nothing else.",
+                          FutureWarning, stacklevel=2)
+            cls = function
+
+            def function(*args, **kwargs):
+                return cls(*args, **kwargs)
         if inspect.isgeneratorfunction(function):
             return _each_step_in(settings, function)
 
