@@ -187,11 +187,19 @@ class BackwardFunction(FunctionCtx):
         self._output_meta = [(y.shape, y.dtype) if isinstance(y, Tensor) and (
             self._materialize_non_diff_grads or id(y) not in self._non_differentiable) else None for y in outputs]
         for y in outputs:
-            if isinstance(y, Tensor) and id(y) in self._dirty and y.is_leaf and y.requires_grad:
-                raise RuntimeError(
-                    f"a leaf Variable that requires grad (shape {tuple(y.shape)}) is being used in an "
-                    f"in-place operation: {self._forward_cls.__name__}.forward marked it dirty"
-                )
+            if isinstance(y, Tensor) and id(y) in self._dirty:
+                base = y._base
+                if y.is_leaf and y.requires_grad:
+                    raise RuntimeError(
+                        f"a leaf Variable that requires grad (shape {tuple(y.shape)}) is being used in an "
+                        f"in-place operation: {self._forward_cls.__name__}.forward marked it dirty"
+                    )
+                if base is not None and base.is_leaf and base.requires_grad:
+                    raise RuntimeError(
+                        f"a view of a leaf Variable that requires grad is being used in an in-place operation: "
+                        f"{self._forward_cls.__name__}.forward marked dirty a view of shape {tuple(y.shape)} of a "
+                        f"leaf of shape {tuple(base.shape)}"
+                    )
         differentiable = [j for j, y in enumerate(outputs) if isinstance(y, Tensor)
                           and y.dtype.kind in "fc" and id(y) not in self._non_differentiable]
         for j in differentiable:
