@@ -307,7 +307,13 @@ class PackedTensor:
 
     def __init__(self, tensor, hooks):
         pack, self.unpack = hooks
+        writes = tensor._version_cell[1]
         self.packed = pack(tensor)
+        if tensor._version_cell[1] != writes:
+            raise RuntimeError("A saved tensor pack hook is modifying its input in place. Tensors provided as input "
+                               "to pack hook can not be modified by in-place operations as this can lead to "
+                               "unexpected side-effects. Please open an issue if you need to perform in-place "
+                               "operations on the input to a pack hook.")
         self.shape, self.dtype = tensor.shape, tensor.dtype
         self.requires_grad, self.grad_fn = tensor.requires_grad, tensor.grad_fn
         self.leaf = tensor if tensor.requires_grad and tensor.grad_fn is None else None  # (the node's parent)
