@@ -35,7 +35,7 @@ from . import graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
 from .hooks import add_hook
-from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node, run_node_hooks
+from .primitive import FREED_GRAPH, FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
 from .tensor import Tensor
 
 
@@ -216,7 +216,7 @@ class BackwardFunction(FunctionCtx):
     # -- the engine's interface ----------------------------------------------------------------
 
     def chain(self, grad, wanted=None):
-        if self._inputs is None:
+        if self._inputs is None and "_input_infos" not in self.__dict__:
             raise RuntimeError(FREED_GRAPH.format(op=type(self).__name__))
         grads = list(grad.grads) if isinstance(grad, _OutputGrads) else [grad]
         if self._materialize_grads:
@@ -236,7 +236,7 @@ class BackwardFunction(FunctionCtx):
         non-tensor inputs, each of its input's shape (or broadcastable to it) and dtype."""
         grads = result if isinstance(result, tuple) else (result,)
         name = type(self).__name__
-        inputs = self._inputs
+        inputs = self._inputs if self._inputs is not None else self._input_infos  # (after release: their InputInfo)
         if len(grads) > len(inputs) and all(g is None for g in grads[len(inputs):]):
             grads = grads[:len(inputs)]  # extra trailing Nones are allowed, as in PyTorch
         if len(grads) != len(inputs):
@@ -244,7 +244,7 @@ class BackwardFunction(FunctionCtx):
                                f"(expected {len(inputs)}, got {len(grads)})")
         checked = []
         for i, (g, x, needed) in enumerate(zip(grads, inputs, self.needs_input_grad)):
-            if not isinstance(x, Tensor):
+            if not isinstance(x, (Tensor, InputInfo)):
                 if g is not None:
                     raise RuntimeError(f"function {name} returned a gradient different than None at "
                                        f"position {i + 1}, but the corresponding forward input was not a "
@@ -267,6 +267,13 @@ class BackwardFunction(FunctionCtx):
         return checked
 
     def release(self):
+        """Free what forward saved; walking the node again then says the graph was freed. A Function that saved
+        nothing keeps only its inputs' shapes and dtypes (to check what backward returns) and its place in the
+        graph, so a second backward through it works, as PyTorch's."""
+        if not self.__dict__.get("_saved") and self._inputs is not None:
+            self._input_infos = tuple(InputInfo(x) if isinstance(x, Tensor) else x for x in self._inputs)
+            self._inputs = None
+            return
         self._inputs = None
         if self.__dict__.get("_saved"):
             self._saved = None
