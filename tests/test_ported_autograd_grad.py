@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from tests.ported import close, raises, same, values
-from tests.ported_autograd import randn, xfail_ours
+from tests.ported_autograd import nn, optim, randn, xfail_ours
 
 
 def test_accumulate_grad_in_place_unless_create_graph(T):
@@ -530,3 +530,54 @@ def test_indexing_duplicates(T):
     expected = np.zeros((4, 4, 4))
     expected[1] = 3
     same(y.grad, expected)
+
+
+def test_tensor_grad_warnings(T):
+    dummy = T.empty(1)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        dummy.requires_grad_()
+        assert dummy.grad is None  # a leaf: no warning
+        assert len(w) == 0
+        dummy = dummy.clone()
+        assert dummy.grad is None  # a non-leaf: warns
+        assert len(w) == 1 and "is not a leaf Tensor is being accessed" in str(w[0].message)
+        dummy.retain_grad()
+        assert dummy.grad is None  # retains grad: no more warnings
+        assert len(w) == 1
+
+
+def test_zero_grad_set_to_none_and_identity(T):
+    N, O = nn(T), optim(T)
+    T.manual_seed(0)
+    lin = N.Linear(3, 2)
+    lin(T.ones(4, 3)).sum().backward()
+    w_grad = lin.weight.grad
+    same(lin.bias.grad, [4.0, 4.0])
+    opt = O.SGD(lin.parameters(), lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    assert lin.weight.grad is w_grad  # zeroed in place
+    same(lin.weight.grad, np.zeros((2, 3)))
+    lin(T.ones(4, 3)).sum().backward()
+    assert lin.weight.grad is w_grad  # accumulated in place
+    same(lin.weight.grad, np.full((2, 3), 4.0))
+    opt.zero_grad()  # set_to_none=True by default
+    assert lin.weight.grad is None and lin.bias.grad is None
+    lin(T.ones(4, 3)).sum().backward()
+    lin.zero_grad(set_to_none=False)
+    same(lin.bias.grad, [0.0, 0.0])
+    lin.zero_grad()
+    assert lin.bias.grad is None
+
+
+def test_grad_setter_checks(T):
+    x = T.ones(2, 3, requires_grad=True)
+    raises(RuntimeError, "attempting to assign a gradient of size '?\\[3, 2\\]'? to a tensor of size '?\\[2, 3\\]'?. "
+           "Please ensure that the gradient and the tensor are the same size", setattr, x, "grad", T.ones(3, 2))
+    raises(RuntimeError, "attempting to assign a gradient with dtype .*int.* to a tensor with .*", setattr, x, "grad",
+           T.ones(2, 3, dtype=T.int64))
+    x.grad = T.full((2, 3), 2.0)
+    (x * 3).sum().backward()
+    same(x.grad, np.full((2, 3), 5.0))
+    x.grad = None
+    assert x.grad is None
