@@ -102,6 +102,25 @@ def _capture_at(node, grad):
         node.pre_hooks = pre_hooks
 
 
+def _warn_where(error):
+    """Anomaly mode's note on an error raised during a pass, as PyTorch's: a warning naming the node whose backward
+    raised it and where its op was created. (The node is read from the pass's frame in the traceback: the loop
+    keeps no record of it, which would cost every node of every pass.)"""
+    import warnings  # (anomaly mode only)
+
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not _backpropagate.__code__:
+        tb = tb.tb_next
+    node = None if tb is None else tb.tb_frame.f_locals.get("node")
+    if node is None or not hasattr(node, "name"):
+        return
+    where = getattr(node, "where", None)
+    warnings.warn(f"Error detected in {node.name()}. " + (
+        f"Traceback of forward call that caused the error:\n{where}" if where is not None else
+        "No forward pass information available. Enable detect anomaly during forward pass for more information."),
+        stacklevel=3)
+
+
 def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False,
                   create_graph=False):
     """Send dL/dnode from the roots to every node below them.
@@ -127,6 +146,10 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     outer_pass = modes.backward_pass if watched else None  # (a hook may run a pass of its own)
     try:
         return _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, watched)
+    except Exception as error:
+        if modes.anomaly:
+            _warn_where(error)
+        raise
     finally:
         modes.grad_enabled = recording
         if watched:

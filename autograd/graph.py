@@ -193,6 +193,8 @@ class detect_anomaly(ModeSwitch):
 
     def __init__(self, check_nan=True):
         super().__init__(anomaly=True, anomaly_check_nan=bool(check_nan))
+        warnings.warn("Anomaly Detection has been enabled. This mode will increase the runtime and should only be "
+                      "enabled for debugging.", stacklevel=2)
 
 
 class set_detect_anomaly(set_grad_enabled):
