@@ -366,6 +366,11 @@ def run_hooks(hooks, grad):
         grad._shared = True
         replaced = hook(grad)
         if replaced is not None:
+            shape = getattr(grad, "shape", None)  # (a node's pre-hooks may see several gradients together)
+            if shape is not None and getattr(replaced, "shape", shape) != shape:
+                name = getattr(hook, "__name__", type(hook).__name__)
+                raise RuntimeError(f"hook '{name}' has changed the size of value: it returned a gradient of shape "
+                                   f"{tuple(replaced.shape)} for one of shape {tuple(shape)}")
             grad = replaced
     return grad
 

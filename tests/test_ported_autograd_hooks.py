@@ -685,3 +685,42 @@ def test_hook_edge_case_when_called_with_grad_no_accumulate_grad_posthook(T):
         counts.update(tensor=0, pre=0, post=0)
         run()
         assert (counts["tensor"], counts["pre"], counts["post"]) == expected
+
+
+def test_hook_registration_errors(T):
+    x = T.ones(2)
+    # (PyTorch: "... that doesn't require gradient"; chainrule: "... that does not require grad": tensor.py)
+    raises(RuntimeError, "cannot register a hook on a tensor that (doesn't|does not) require grad", x.register_hook,
+           lambda g: g)
+    # (PyTorch: "can't retain_grad on Tensor that has requires_grad=False"; chainrule: "retain_grad() on a tensor that
+    # does not require grad": tensor.py)
+    raises(RuntimeError, "retain_grad", x.retain_grad)
+
+
+def test_hook_handle_as_context_manager_and_remove_twice(T):
+    x = T.ones(2, requires_grad=True)
+    y = x * 2
+    calls = []
+    with y.register_hook(lambda g: calls.append(1)) as handle:
+        y.sum().backward(retain_graph=True)
+    handle.remove()  # removing again is fine
+    y.sum().backward()
+    assert calls == [1]
+    same(x.grad, [4.0, 4.0])
+
+
+def test_hook_on_leaf_changes_its_grad_only(T):
+    x = T.tensor([1.0, 2.0], requires_grad=True)
+    x.register_hook(lambda g: g * 10)
+    y = x * x
+    (gx,) = T.autograd.grad(y.sum(), x, retain_graph=True)
+    same(gx, [20.0, 40.0])  # grad runs the leaf's tensor hooks too
+    y.sum().backward()
+    same(x.grad, [20.0, 40.0])
+
+
+def test_register_hook_returns_wrong_shape(T):
+    x = T.ones(2, 3, requires_grad=True)
+    y = x * 2
+    y.register_hook(lambda g: T.ones(3))
+    raises(RuntimeError, "hook '<lambda>' has changed the size of value", y.sum().backward)
