@@ -2,7 +2,7 @@
 
 from . import engine
 from .backend import xp
-from .graph import accumulate_grad
+from .graph import accumulate_grad, modes
 from .tensor import Tensor, as_array, tensor_from
 
 
@@ -31,8 +31,8 @@ def _seed(output, grad, i):
                                ".abs() or .real first")
         if data.size != 1:
             raise RuntimeError(
-                f"backward of a non-scalar output of shape {output.shape} needs a gradient: "
-                "grad can be created implicitly only for one-element outputs. Pass "
+                "grad can be implicitly created only for scalar outputs: backward of a non-scalar output "
+                f"of shape {output.shape} needs a gradient. Pass "
                 f"gradient= a tensor of shape {output.shape} (dL/doutput), or reduce the "
                 "output first, e.g. loss.sum() or loss.mean()"
             )
@@ -40,10 +40,8 @@ def _seed(output, grad, i):
         return Tensor._make(xp.array(1, data.dtype) if data.ndim == 0 else xp.ones(data.shape, data.dtype))
     grad = grad if isinstance(grad, Tensor) else tensor_from(as_array(grad))
     if grad._data.shape != output._data.shape:  # (the arrays' shapes: no Size is made on every backward)
-        raise RuntimeError(
-            f"gradient has shape {grad.shape} but the output it is for has shape "
-            f"{output.shape}; they must match"
-        )
+        raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
+                           f"has a shape of {output.shape}.")
     if not grad._requires_grad:  # the user's tensor, not copied: marked as held elsewhere
         data = grad._data
         grad = Tensor._make(data if data.dtype is output._data.dtype else data.astype(output.dtype))
@@ -69,16 +67,21 @@ def backward(outputs, grad_outputs=None, retain_graph=False, create_graph=False,
 def _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs):
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if not inputs:
-        raise RuntimeError("'inputs' argument to backward() cannot be empty.")
+        raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
     grads = grad(outputs, inputs, grad_outputs, retain_graph=retain_graph, create_graph=create_graph,
                  allow_unused=True)
-    for x, g in zip(inputs, grads):
-        if g is None:
-            continue
-        if x.is_leaf:
-            x._accumulate(g)  # the hooks ran in the pass above
-        elif not x.retains_grad:  # a retained grad was filled by the pass above
-            accumulate_grad(x, g)
+    recording = modes.grad_enabled
+    modes.grad_enabled = create_graph  # (as during the pass: whether .grad is added to in place)
+    try:
+        for x, g in zip(inputs, grads):
+            if g is None:
+                continue
+            if x.is_leaf:
+                x._accumulate(g)  # the hooks ran in the pass above
+            elif not x.retains_grad:  # a retained grad was filled by the pass above
+                accumulate_grad(x, g)
+    finally:
+        modes.grad_enabled = recording
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
@@ -92,6 +95,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
+    if not inputs:
+        raise RuntimeError("`inputs` argument to `grad()` cannot be empty.")
     if isinstance(grad_outputs, Tensor):
         grad_outputs = [grad_outputs]
     for i, x in enumerate(inputs):
@@ -109,8 +114,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if g is None:
             if not allow_unused:
                 raise RuntimeError(
-                    f"input {i} (shape {x.shape}) was not used to compute the outputs; "
-                    "pass allow_unused=True to get None for it"
+                    f"One of the differentiated Tensors (input {i}, shape {x.shape}) appears to not have been "
+                    "used in the graph. Set allow_unused=True if this is the desired behavior."
                 )
         elif not create_graph:
             g = g.detach()

@@ -17,7 +17,7 @@ the gradient it passes on is already the sum of all its consumers' shares.
 
 import gc
 
-from .graph import add_share, modes, refuse_nan_gradients
+from .graph import add_share, modes, refuse_nan_gradients, run_hooks
 
 
 def topological_order(roots):
@@ -88,6 +88,39 @@ def current_backward_pass():
     return modes.backward_pass
 
 
+def _capture_at(node, grad):
+    """``autograd.grad``'s result at a node it was asked for, as PyTorch's: taken after the tensor's hooks
+    and retain_grad, before the node's own pre-hooks (``Node.register_prehook``), which run only if the pass
+    goes on through the node. Returns (the result, those pre-hooks still to run, or None)."""
+    pre_hooks = getattr(node, "pre_hooks", None)  # (a leaf has none here: its AccumulateGrad does not run)
+    if not pre_hooks:
+        return node.run_hooks(grad), None
+    node.pre_hooks = None  # (run_hooks ends with them: held back for this one call)
+    try:
+        return node.run_hooks(grad), pre_hooks
+    finally:
+        node.pre_hooks = pre_hooks
+
+
+def _warn_where(error):
+    """Anomaly mode's note on an error raised during a pass, as PyTorch's: a warning naming the node whose backward
+    raised it and where its op was created. (The node is read from the pass's frame in the traceback: the loop
+    keeps no record of it, which would cost every node of every pass.)"""
+    import warnings  # (anomaly mode only)
+
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not _backpropagate.__code__:
+        tb = tb.tb_next
+    node = None if tb is None else tb.tb_frame.f_locals.get("node")
+    if node is None or not hasattr(node, "name"):
+        return
+    where = getattr(node, "where", None)
+    warnings.warn(f"Error detected in {node.name()}. " + (
+        f"Traceback of forward call that caused the error:\n{where}" if where is not None else
+        "No forward pass information available. Enable detect anomaly during forward pass for more information."),
+        stacklevel=3)
+
+
 def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=None, prune=False,
                   create_graph=False):
     """Send dL/dnode from the roots to every node below them.
@@ -113,6 +146,10 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     outer_pass = modes.backward_pass if watched else None  # (a hook may run a pass of its own)
     try:
         return _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, watched)
+    except Exception as error:
+        if modes.anomaly:
+            _warn_where(error)
+        raise
     finally:
         modes.grad_enabled = recording
         if watched:
@@ -143,10 +180,13 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, wat
             sums.discard(grad)  # complete, and handed on from here: no longer ours to add into
         if capture is None:
             grad = node.receive(grad)
+        elif node in capture:
+            captured[node], held_back = _capture_at(node, grad)
+            grad = captured[node]
+            if held_back is not None and any(parent in needed for parent in node.parents):
+                grad = run_hooks(held_back, grad)  # the pass goes on through the node: its pre-hooks run
         else:
             grad = node.run_hooks(grad)
-            if node in capture:
-                captured[node] = grad
         parents = node.parents
         if needed is not None and parents and not any(parent in needed for parent in parents):
             parents = ()  # captured, and nothing wanted below it: not run, what it saved kept

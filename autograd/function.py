@@ -29,12 +29,13 @@ The project's own ops use the leaner ``Primitive`` (arrays in, array out).
 
 import functools
 import inspect
+import warnings
 
 from . import graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
 from .hooks import add_hook
-from .primitive import FREED_GRAPH, FreedGraph, Primitive, _graph_node, run_node_hooks
+from .primitive import FREED_GRAPH, FreedGraph, InputInfo, Primitive, _graph_node, run_node_hooks
 from .tensor import Tensor
 
 
@@ -101,6 +102,7 @@ class BackwardFunction(FunctionCtx):
     _dirty = frozenset()
     _non_differentiable = frozenset()
     _materialize_grads = True
+    _materialize_non_diff_grads = True  # (PyTorch's private switch: False gives backward None for those outputs)
     needs_input_grad = ()
     hooks = None  # as Primitive's: hooks and retain_grad of the output, node hooks, metadata
     pre_hooks = None
@@ -181,13 +183,23 @@ class BackwardFunction(FunctionCtx):
     def _record(self, args, outputs):
         self._inputs = args
         self.parents = [_graph_node(x) if needed else None for x, needed in zip(args, self.needs_input_grad)]
-        self._output_meta = [(y.shape, y.dtype) if isinstance(y, Tensor) else None for y in outputs]
+        # (what backward gets for an output no gradient reached: zeros of this shape and dtype, or None)
+        self._output_meta = [(y.shape, y.dtype) if isinstance(y, Tensor) and (
+            self._materialize_non_diff_grads or id(y) not in self._non_differentiable) else None for y in outputs]
         for y in outputs:
-            if isinstance(y, Tensor) and id(y) in self._dirty and y.is_leaf and y.requires_grad:
-                raise RuntimeError(
-                    f"a leaf Variable that requires grad (shape {tuple(y.shape)}) is being used in an "
-                    f"in-place operation: {self._forward_cls.__name__}.forward marked it dirty"
-                )
+            if isinstance(y, Tensor) and id(y) in self._dirty:
+                base = y._base
+                if y.is_leaf and y.requires_grad:
+                    raise RuntimeError(
+                        f"a leaf Variable that requires grad (shape {tuple(y.shape)}) is being used in an "
+                        f"in-place operation: {self._forward_cls.__name__}.forward marked it dirty"
+                    )
+                if base is not None and base.is_leaf and base.requires_grad:
+                    raise RuntimeError(
+                        f"a view of a leaf Variable that requires grad is being used in an in-place operation: "
+                        f"{self._forward_cls.__name__}.forward marked dirty a view of shape {tuple(y.shape)} of a "
+                        f"leaf of shape {tuple(base.shape)}"
+                    )
         differentiable = [j for j, y in enumerate(outputs) if isinstance(y, Tensor)
                           and y.dtype.kind in "fc" and id(y) not in self._non_differentiable]
         for j in differentiable:
@@ -204,7 +216,7 @@ class BackwardFunction(FunctionCtx):
     # -- the engine's interface ----------------------------------------------------------------
 
     def chain(self, grad, wanted=None):
-        if self._inputs is None:
+        if self._inputs is None and "_input_infos" not in self.__dict__:
             raise RuntimeError(FREED_GRAPH.format(op=type(self).__name__))
         grads = list(grad.grads) if isinstance(grad, _OutputGrads) else [grad]
         if self._materialize_grads:
@@ -224,7 +236,7 @@ class BackwardFunction(FunctionCtx):
         non-tensor inputs, each of its input's shape (or broadcastable to it) and dtype."""
         grads = result if isinstance(result, tuple) else (result,)
         name = type(self).__name__
-        inputs = self._inputs
+        inputs = self._inputs if self._inputs is not None else self._input_infos  # (after release: their InputInfo)
         if len(grads) > len(inputs) and all(g is None for g in grads[len(inputs):]):
             grads = grads[:len(inputs)]  # extra trailing Nones are allowed, as in PyTorch
         if len(grads) != len(inputs):
@@ -232,7 +244,7 @@ class BackwardFunction(FunctionCtx):
                                f"(expected {len(inputs)}, got {len(grads)})")
         checked = []
         for i, (g, x, needed) in enumerate(zip(grads, inputs, self.needs_input_grad)):
-            if not isinstance(x, Tensor):
+            if not isinstance(x, (Tensor, InputInfo)):
                 if g is not None:
                     raise RuntimeError(f"function {name} returned a gradient different than None at "
                                        f"position {i + 1}, but the corresponding forward input was not a "
@@ -255,6 +267,13 @@ class BackwardFunction(FunctionCtx):
         return checked
 
     def release(self):
+        """Free what forward saved; walking the node again then says the graph was freed. A Function that saved
+        nothing keeps only its inputs' shapes and dtypes (to check what backward returns) and its place in the
+        graph, so a second backward through it works, as PyTorch's."""
+        if not self.__dict__.get("_saved") and self._inputs is not None:
+            self._input_infos = tuple(InputInfo(x) if isinstance(x, Tensor) else x for x in self._inputs)
+            self._inputs = None
+            return
         self._inputs = None
         if self.__dict__.get("_saved"):
             self._saved = None
@@ -367,6 +386,11 @@ class Function:
         # the node class carries the Function's docstring: the step-through trace shows its maths
         cls._backward_cls = type(f"{cls.__name__}Backward", (BackwardFunction,),
                                  {"_forward_cls": cls, "__doc__": cls.__doc__})
+
+    def __init__(self, *args, **kwargs):
+        warnings.warn(f"{type(self)} should not be instantiated. Methods on autograd functions are all static, so "
+                      "you should invoke them on the class itself. Instantiating an autograd function will raise "
+                      "an error in a future version of PyTorch.", DeprecationWarning, stacklevel=2)
 
     def __call__(self, *args, **kwargs):
         raise RuntimeError(

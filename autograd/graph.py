@@ -14,6 +14,7 @@
 import functools
 import inspect
 import threading
+import warnings
 import weakref
 
 from .backend import xp
@@ -92,6 +93,15 @@ class ModeSwitch:
 
     def __call__(self, function):
         settings = dict(self.settings)
+        if inspect.isclass(function):  # (PyTorch's deprecated use: the class's construction runs in the mode)
+            warnings.warn("Decorating classes is deprecated and will be disabled in future versions. You should "
+                          "only decorate functions or methods. To preserve the current behavior of class "
+                          "decoration, you can directly decorate the `__init__` method and nothing else.",
+                          FutureWarning, stacklevel=2)
+            cls = function
+
+            def function(*args, **kwargs):
+                return cls(*args, **kwargs)
         if inspect.isgeneratorfunction(function):
             return _each_step_in(settings, function)
 
@@ -183,6 +193,8 @@ class detect_anomaly(ModeSwitch):
 
     def __init__(self, check_nan=True):
         super().__init__(anomaly=True, anomaly_check_nan=bool(check_nan))
+        warnings.warn("Anomaly Detection has been enabled. This mode will increase the runtime and should only be "
+                      "enabled for debugging.", stacklevel=2)
 
 
 class set_detect_anomaly(set_grad_enabled):
@@ -297,7 +309,13 @@ class PackedTensor:
 
     def __init__(self, tensor, hooks):
         pack, self.unpack = hooks
+        writes = tensor._version_cell[1]
         self.packed = pack(tensor)
+        if tensor._version_cell[1] != writes:
+            raise RuntimeError("A saved tensor pack hook is modifying its input in place. Tensors provided as input "
+                               "to pack hook can not be modified by in-place operations as this can lead to "
+                               "unexpected side-effects. Please open an issue if you need to perform in-place "
+                               "operations on the input to a pack hook.")
         self.shape, self.dtype = tensor.shape, tensor.dtype
         self.requires_grad, self.grad_fn = tensor.requires_grad, tensor.grad_fn
         self.leaf = tensor if tensor.requires_grad and tensor.grad_fn is None else None  # (the node's parent)
@@ -348,6 +366,11 @@ def run_hooks(hooks, grad):
         grad._shared = True
         replaced = hook(grad)
         if replaced is not None:
+            shape = getattr(grad, "shape", None)  # (a node's pre-hooks may see several gradients together)
+            if shape is not None and getattr(replaced, "shape", shape) != shape:
+                name = getattr(hook, "__name__", type(hook).__name__)
+                raise RuntimeError(f"hook '{name}' has changed the size of value: it returned a gradient of shape "
+                                   f"{tuple(replaced.shape)} for one of shape {tuple(shape)}")
             grad = replaced
     return grad
 
@@ -373,8 +396,9 @@ def accumulate_grad(tensor, grad):
 
     - the first gradient is stored as it is unless its buffer may be shared (a hook saw it,
       another tensor stores it, it is a view): then a copy is stored;
-    - a later one is added in place, or out of place when either side has a graph
-      (create_graph=True), so a stored graph is never changed under the user;
+    - a later one is added in place, or out of place when either side has a graph or grad mode is on
+      (a create_graph=True pass, as PyTorch's: .grad is then a new tensor), so a stored graph is never
+      changed under the user;
     - ``grad`` already has the tensor's dtype and shape (``validate_gradients``).
     """
     stored = tensor._grad  # (the checks of the .grad setter hold already: validate_gradients)
@@ -383,7 +407,7 @@ def accumulate_grad(tensor, grad):
             grad = grad.clone() if grad._requires_grad else type(grad)._make(grad._data.copy())
         grad._shared = True
         tensor._grad = grad
-    elif stored._requires_grad or grad._requires_grad:
+    elif stored._requires_grad or grad._requires_grad or modes.grad_enabled:
         tensor._grad = stored + grad
         tensor._grad._shared = True
     else:

@@ -40,12 +40,18 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         raise ValueError("Expected allow_unused to be True or not passed when materialize_grads=True, "
                          "but got: allow_unused=False.")
     allow_unused = bool(allow_unused) or materialize_grads
+    if materialize_grads:
+        from .graph import GradientEdge
+
+        given = (inputs,) if isinstance(inputs, (Tensor, GradientEdge)) else tuple(inputs)
+        edges = [isinstance(x, GradientEdge) for x in given]  # (no tensor to take zeros like)
     outputs, inputs = _tensors(outputs, "output"), _tensors(inputs, "input")
     if grad_outputs is not None:
         grad_outputs = _tensors(grad_outputs)
     if retain_graph is None:
         retain_graph = create_graph
     if is_grads_batched:
+        _check_batched(outputs, grad_outputs)
         batch = len(grad_outputs[0])
         rows = [differentiate.grad(outputs, inputs, [g[b] for g in grad_outputs],
                                    retain_graph=retain_graph or b < batch - 1, create_graph=create_graph,
@@ -55,21 +61,36 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         results = differentiate.grad(outputs, inputs, grad_outputs, retain_graph=retain_graph,
                                      create_graph=create_graph, allow_unused=allow_unused)
     if materialize_grads:
-        results = tuple(zeros_like(x) if g is None else g for x, g in zip(inputs, results))
+        if any(g is None and is_edge for g, is_edge in zip(results, edges)):
+            raise RuntimeError("materialize_grads cannot be used when the given input is a GradientEdge")
+        results = tuple(zeros_like(x, requires_grad=create_graph) if g is None else g for x, g in zip(inputs, results))
     return tuple(results)
+
+
+def _check_batched(outputs, grad_outputs):
+    """With is_grads_batched, each grad_output is a batch of seeds for its output: its shape past the
+    first dim must be the output's."""
+    for i, (output, g) in enumerate(zip(outputs, grad_outputs)):
+        if g is not None and tuple(g.shape[1:]) != tuple(output.shape):
+            raise RuntimeError(
+                "If `is_grads_batched=True`, we interpret the first dimension of each grad_output as the batch "
+                "dimension. The sizes of the remaining dimensions are expected to match the shape of "
+                f"corresponding output, but a mismatch was detected: grad_output[{i}] has a shape of "
+                f"{g[0].shape if g.dim() else g.shape} and output[{i}] has a shape of {output.shape}. If you only "
+                "want some tensors in `grad_output` to be considered batched, consider using vmap.")
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, grad_variables=None, inputs=None):
     """Accumulate dL/dleaf into ``.grad`` (L = sum of tensor · grad_tensor). With ``inputs``
     only those tensors receive a gradient (a non-leaf among them too)."""
-    tensors = _tensors(tensors)
+    tensors = _tensors(tensors, "output")
     grad_tensors = grad_variables if grad_tensors is None else grad_tensors
     if grad_tensors is not None:
         grad_tensors = _tensors(grad_tensors)
     if retain_graph is None:
         retain_graph = create_graph
     differentiate.backward(list(tensors), grad_tensors, retain_graph=retain_graph, create_graph=create_graph,
-                           inputs=None if inputs is None else _tensors(inputs))
+                           inputs=None if inputs is None else _tensors(inputs, "input"))
 
 
 class set_multithreading_enabled:
