@@ -48,9 +48,10 @@ from .tensor import Tensor
 REGISTRY = {}
 
 FREED_GRAPH = (
-    "Trying to backward through the graph a second time (or to use what it saved after "
-    "it was freed): the first backward() freed the graph behind {op}. Pass "
-    "retain_graph=True to the first backward() or autograd.grad() if you need a second one."
+    "Trying to backward through the graph a second time (or directly access saved tensors after they have "
+    "already been freed): the first backward() freed the graph behind {op}. Saved intermediate values of the "
+    "graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+    "backward through the graph a second time or if you need to access saved tensors after calling backward."
 )
 
 
@@ -347,7 +348,7 @@ class Primitive:
 
     def _raise_modified(self, shape):
         raise RuntimeError(
-            f"one of the tensors needed for gradient computation has been modified by an inplace "
+            f"one of the variables needed for gradient computation has been modified by an inplace "
             f"operation: a tensor of shape {tuple(shape)} that {self.op_name} saved for backward was "
             "changed in place after it was used, so its gradient would be wrong. Use an out-of-place "
             "operation (x = x + 1, not x += 1) or clone() it first."
@@ -480,6 +481,11 @@ class AccumulateGrad:
         """hook((dL/dleaf,)) before it is stored, after the leaf's own hooks (PyTorch's AccumulateGrad
         prehook)."""
         return self.variable._register_accumulate_prehook(_OnOneGradient(hook))
+
+    def register_hook(self, hook):
+        """hook(grad_inputs=(), grad_outputs=(dL/dleaf,)) after it is stored and the leaf's post-accumulate-grad
+        hooks ran (PyTorch's AccumulateGrad hook); not run by autograd.grad, which stores nothing."""
+        return self.variable._register_accumulate_posthook(hook)
 
     def __repr__(self):
         return "<AccumulateGrad>"

@@ -79,6 +79,7 @@ class Tensor(WriteDoor):
     _grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward: .grad
     _hooks = None  # hooks run on dL/dself (a leaf's; a computed tensor's live on its grad_fn)
     _post_hooks = None  # hooks run after dL/dself is added to .grad
+    _accumulate_post_hooks = None  # its AccumulateGrad node's hooks (register_hook), run after those
     _accumulate_pre_hooks = None  # a leaf's AccumulateGrad pre-hooks: after _hooks, before .grad is written
     _base = None  # for a view: the tensor whose memory it shows
     _view_chain = None  # for a view: the ops that make it from its base
@@ -148,6 +149,10 @@ class Tensor(WriteDoor):
             )
         self._data = value._data
 
+    @data.deleter
+    def data(self):
+        raise RuntimeError("Deleting tensor data is not allowed. Delete tensor instead!")
+
     @property
     def _version(self):
         """How many in-place writes this tensor's memory has had (PyTorch's ``x._version``); an inference
@@ -192,6 +197,10 @@ class Tensor(WriteDoor):
                 raise DtypeError(f"attempting to assign a gradient with dtype {value.dtype} to a tensor with "
                                  f"dtype {self.dtype}: they must match")
         self._grad = value
+
+    @grad.deleter
+    def grad(self):
+        self._grad = None
 
     @property
     def is_leaf(self):
@@ -318,7 +327,10 @@ class Tensor(WriteDoor):
 
     # The flag is a slot read directly where it is hot (the engine, Primitive.apply); the public attribute
     # reads it through a C-level getter and checks what is written.
-    requires_grad = property(operator.attrgetter("_requires_grad"), _set_requires_grad,
+    def _refuse_deleting_requires_grad(self):
+        raise RuntimeError("requires_grad must be a bool: it cannot be deleted")
+
+    requires_grad = property(operator.attrgetter("_requires_grad"), _set_requires_grad, _refuse_deleting_requires_grad,
                              doc="Whether operations on this tensor are recorded, so that backward() reaches it.")
 
     def requires_grad_(self, requires_grad=True):
@@ -332,8 +344,8 @@ class Tensor(WriteDoor):
                                f"(a tensor of shape {tuple(self.shape)} made in inference_mode): clone() it first.")
         if not requires_grad and self.grad_fn is not None:
             raise RuntimeError(
-                "requires_grad_(False) works on leaves only; use .detach() to cut a "
-                "computed tensor from the graph"
+                "you can only change requires_grad flags of leaf variables. If you want to use a computed "
+                "variable in a subgraph that doesn't require differentiation use var_no_grad = var.detach()."
             )
         self._requires_grad = bool(requires_grad)
         return self
@@ -369,11 +381,16 @@ class Tensor(WriteDoor):
             self._accumulate_pre_hooks = {}
         return add_hook(self._accumulate_pre_hooks, hook)
 
+    def _register_accumulate_posthook(self, hook):
+        if self._accumulate_post_hooks is None:
+            self._accumulate_post_hooks = {}
+        return add_hook(self._accumulate_post_hooks, hook)
+
     def register_post_accumulate_grad_hook(self, hook):
         """Call ``hook(self)`` after dL/dself has been added to ``self.grad`` (leaves only),
         as PyTorch's: data-parallel training starts averaging a gradient from here."""
         if self.grad_fn is not None:
-            raise RuntimeError("post-accumulate-grad hooks can only be registered on leaf tensors")
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
         if not self.requires_grad:
             raise RuntimeError("cannot register a hook on a tensor that does not require grad")
         if self._post_hooks is None:
@@ -402,7 +419,12 @@ class Tensor(WriteDoor):
         accumulate_grad(self, grad)
         if self._post_hooks:
             for hook in list(self._post_hooks.values()):
-                hook(self)
+                if hook(self) is not None:
+                    raise RuntimeError("Tensor post accumulate grad hooks should return None.")
+        if self._accumulate_post_hooks:  # (AccumulateGrad.register_hook: after the tensor's own, as PyTorch's)
+            grad_outputs = (grad,)
+            for hook in list(self._accumulate_post_hooks.values()):
+                hook((), grad_outputs)
         return grad
 
     def run_hooks(self, grad):

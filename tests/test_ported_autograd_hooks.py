@@ -10,9 +10,6 @@ import pytest
 from tests.ported import close, raises, same, values
 from tests.ported_autograd import nn, optim, randn, xfail_ours
 
-ACCUMULATE_GRAD_HOOK = ("AccumulateGrad has no register_hook (post-hook): it needs primitive.py and tensor.py "
-                        "(diff in the report)")
-
 
 def test_hooks(T):
     x = T.ones(5, 5, requires_grad=True)
@@ -449,7 +446,6 @@ def test_post_accumulate_grad_hook_multiple_tensors(T):
     same(t2, [0.0, 1.0, 2.0, 3.0, 4.0])
 
 
-@xfail_ours("a post-accumulate-grad hook's return value is not checked (Tensor.receive: tensor.py diff in the report)")
 def test_post_accumulate_grad_hook_returns_not_none(T):
     tensor = T.rand(2, 3, requires_grad=True)
     tensor.register_post_accumulate_grad_hook(lambda t: t.grad)
@@ -494,7 +490,6 @@ def test_post_accumulate_grad_hook_e2e(T):
         assert not np.allclose(values(p), static)
 
 
-@xfail_ours(ACCUMULATE_GRAD_HOOK)
 def test_post_accumulate_grad_hook_ordering(T):
     tensor = T.rand(3, requires_grad=True)
 
@@ -594,7 +589,6 @@ def test_retains_grad_can_always_observe_tensor_prehook(T):
     assert b.grad.item() == 2
 
 
-@xfail_ours(ACCUMULATE_GRAD_HOOK)
 def test_accumulate_grad_posthooks_can_observe_tensor_prehook(T):
     a = T.tensor(1.0, requires_grad=True)
     seen = []
@@ -614,7 +608,6 @@ def test_accumulate_grad_posthooks_can_observe_tensor_prehook(T):
     assert seen == [("pre", 2.0, 1), ("post", 2.0, 0)]
 
 
-@xfail_ours(ACCUMULATE_GRAD_HOOK)
 def test_accumulate_grad_posthooks_should_not_execute(T):
     def fail(*args):
         raise RuntimeError("must not run")
@@ -629,7 +622,6 @@ def test_accumulate_grad_posthooks_should_not_execute(T):
     assert a.grad is None
 
 
-@xfail_ours(ACCUMULATE_GRAD_HOOK)
 def test_hook_edge_case_when_called_with_grad(T):
     """grad runs the tensor hooks of the nodes it reaches, but not the pre- or post-hooks of a node it
     stops at."""

@@ -14,9 +14,7 @@ import numpy as np
 from tests.ported import close, raises, same, values
 from tests.ported_autograd import nn, randn, xfail_ours
 
-# (PyTorch: "one of the variables needed ..."; chainrule's ops say "one of the tensors needed ..." (primitive.py's
-# _raise_modified: diff in the report), its custom Functions "variables")
-MODIFIED = "one of the (variables|tensors) needed for gradient computation has been modified by an inplace operation"
+MODIFIED = "one of the variables needed for gradient computation has been modified by an inplace operation"
 
 
 def test_inplace(T):

@@ -388,7 +388,6 @@ def test_requires_grad_of_integers(T):
     raises(RuntimeError, words, lambda: T.tensor([1, 2], requires_grad=True))
 
 
-@xfail_ours("chainrule's words differ: 'requires_grad_(False) works on leaves only' (tensor.py: diff in the report)")
 def test_requires_grad_on_non_leaf_error_message(T):
     z = T.ones(2, requires_grad=True) * 2
     raises(RuntimeError, "you can only change requires_grad flags of leaf variables. If you want to use a "
@@ -485,7 +484,6 @@ def test_numpy_requires_grad(T):
     T.randn(2, 2).numpy()
 
 
-@xfail_ours("del x.grad: Tensor.grad has no deleter (tensor.py: diff in the report)")
 def test_attribute_deletion(T):
     x = T.randn(5, 5, requires_grad=True)
     del x.grad
