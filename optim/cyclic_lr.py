@@ -2,7 +2,16 @@
 
 import math
 
-from .scheduler import LRScheduler, check_optimizer, momentum_kind, per_group, set_lr, set_momentum
+from .scheduler import (
+    LRScheduler,
+    check_optimizer,
+    momentum_kind,
+    per_group,
+    restore_callable,
+    saved_callable,
+    set_lr,
+    set_momentum,
+)
 
 
 class CyclicLR(LRScheduler):
@@ -71,14 +80,17 @@ class CyclicLR(LRScheduler):
         return lrs
 
     def state_dict(self):
+        """A custom scale_fn is saved as PyTorch saves it: None for a function (its code cannot be saved),
+        a callable object's attributes; loading keeps the scheduler's own scale_fn and restores those."""
         state = super().state_dict()
-        state["_scale_fn_custom"] = None  # a function cannot be saved; the scheduler keeps its own
+        state["_scale_fn_custom"] = saved_callable(self._scale_fn_custom)
         return state
 
     def load_state_dict(self, state_dict):
         state = dict(state_dict)
-        state.pop("_scale_fn_custom", None)
+        attributes = state.pop("_scale_fn_custom", None)
         super().load_state_dict(state)
+        restore_callable(self._scale_fn_custom, attributes)
 
 
 class OneCycleLR(LRScheduler):

@@ -9,7 +9,7 @@ import math
 from bisect import bisect_right
 from collections import Counter
 
-from .scheduler import LRScheduler, check_optimizer, per_group, set_lr
+from .scheduler import EPOCH_DEPRECATION_WARNING, LRScheduler, check_optimizer, per_group, set_lr  # noqa: F401
 
 _LRScheduler = LRScheduler  # PyTorch's old name, which older code subclasses
 
