@@ -204,9 +204,12 @@ class Optimizer:
         """The group as a dict of its own, its parameters a list; named parameters split into
         ``params`` and ``param_names`` (names in every group or in none)."""
         if not isinstance(param_group, dict):
-            raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         group = dict(param_group)
         params = group["params"]
+        if isinstance(params, set):  # (a set's order changes between runs, and the state dict numbers by order)
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering of "
+                            "tensors in sets will change between runs. Please use a list instead.")
         group["params"] = [params] if isinstance(params, Tensor) else list(params)
         named = [isinstance(p, tuple) for p in group["params"]]  # from model.named_parameters()
         if any(named):
