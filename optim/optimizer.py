@@ -113,6 +113,28 @@ def check_tensor_lr(group):
         raise ValueError(f"Tensor lr must be 1-element, got one of shape {tuple(group['lr'].shape)}")
 
 
+def l2_decayed(grad, param, weight_decay):
+    """g + λ W, the gradient with L2 weight decay. With λ a Tensor that requires grad (differentiable=True,
+    a learned weight decay), the product's backward keeps W, which the step then changes in place: it gets
+    a copy of W, as PyTorch's does."""
+    if isinstance(weight_decay, Tensor) and weight_decay.requires_grad:
+        param = param.clone()
+    return grad + weight_decay * param
+
+
+def fresh_plus(tensor, value, group):
+    """``tensor + value`` for a ``tensor`` just computed by the step (a square root): written into it, to
+    save a copy, except under differentiable=True, where the op that made it may have kept it for its
+    backward (sqrt keeps its result), as PyTorch's differentiable paths do."""
+    return tensor + value if group.get("differentiable") else tensor.add_(value)
+
+
+def kept_for_backward(tensor, group):
+    """``tensor``, or a copy of it under differentiable=True: for an op whose backward keeps its input when
+    the step then overwrites that state in place (``max_v.copy_(max_v.maximum(v))``)."""
+    return tensor.clone() if group.get("differentiable") else tensor
+
+
 def number_over(number, tensor):
     """``number / tensor`` as PyTorch computes it (``Tensor.__rdiv__``): the tensor's reciprocal times
     the number. In a scalar-dtype (float32) Tensor that can be one ulp away from the correctly rounded
