@@ -84,7 +84,7 @@ def new_param(T, array, requires_grad=True):
 
 # ---- TestOptim's basic cases: the loss goes down (up with maximize), contiguous or not ----
 
-def basic_case(T, make, weight, bias, x, schedulers=(), maximize=False, steps=60):
+def basic_case(T, make, weight, bias, x, schedulers=(), maximize=False, steps=20):
     weight, bias, x = (new_param(T, weight), new_param(T, bias), T.tensor(np.asarray(x)))
     optimizer = make([weight, bias], maximize)
     made = [schedule(optimizer) for schedule in schedulers]
@@ -148,7 +148,7 @@ def basic_case_strided(T, make, strided, x):
         return loss
 
     initial = closure().item()
-    for _ in range(60):
+    for _ in range(20):
         optimizer.step(closure)
     assert closure().item() < initial
 
@@ -176,15 +176,15 @@ def test_state_dict(T, O, config, maximize):
         return weight, bias, optimizer, closure
 
     weight, bias, optimizer, closure = problem(start_w, start_b)
-    for _ in range(20):
+    for _ in range(10):  # (PyTorch's test: 20 and 20)
         optimizer.step(closure)
     weight_c, bias_c, optimizer_c, closure_c = problem(values(weight), values(bias))
     optimizer_c.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    for _ in range(20):
+    for _ in range(10):
         optimizer.step(closure)
         optimizer_c.step(closure_c)
-        np.testing.assert_allclose(values(weight), values(weight_c), rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(values(bias), values(bias_c), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(values(weight), values(weight_c), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(values(bias), values(bias_c), rtol=1e-9, atol=1e-12)
     # (NAdam's mu_product and ASGD's eta and mu, made in float32, load in the parameters' float64, PyTorch's
     # rule: the resumed run may differ from the first in the last bit. PyTorch's own test also checks that
     # loading leaves state_dict_c as it was: PyTorch 2.13 keeps the loaded step Tensors, which then count on.)
@@ -217,13 +217,13 @@ def test_state_dict(T, O, config, maximize):
 
 
 def same_state(a, b, exact=True):
-    """Equal state dicts: Tensors by value and dtype (exact), or to 1e-12 whatever their float dtype."""
+    """Equal state dicts: Tensors by value and dtype (exact), or to 1e-9 whatever their float dtype."""
     if hasattr(a, "detach"):
         if not hasattr(b, "detach"):
             return False
         if exact:
             return str(a.dtype) == str(b.dtype) and np.array_equal(values(a), values(b))
-        return np.allclose(values(a), values(b), rtol=1e-12, atol=1e-15)
+        return np.allclose(values(a), values(b), rtol=1e-9, atol=1e-12)
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k], exact) for k in a)
     if isinstance(a, (list, tuple)):
@@ -661,6 +661,111 @@ def test_tensor_lr(T, O):
     np.testing.assert_allclose(run(T.tensor(0.1, dtype=T.float64)), run(0.1), rtol=1e-12)
 
 
+@pytest.mark.parametrize("config", [c for c in ALL_CONFIGS if "lr" in c[1]], ids=config_id)
+def test_tensor_lr_every_optimizer(T, O, config):
+    """TestOptimRenewed.test_tensor_lr: a 0-d Tensor lr steps exactly as the same float."""
+    name, kwargs = config
+
+    def run(lr):
+        rng = np.random.default_rng(8)
+        w = new_param(T, rng.standard_normal((3, 2)))
+        optimizer = getattr(O, name)([w], **{**kwargs, "lr": lr})
+        for _ in range(5):
+            w.grad = T.tensor(rng.standard_normal((3, 2)))
+            optimizer.step()
+        return values(w)
+
+    np.testing.assert_allclose(run(T.tensor(kwargs["lr"], dtype=T.float64)), run(kwargs["lr"]), rtol=1e-12,
+                               atol=1e-15)
+
+
+def stepped(T, O, name, kwargs, steps=3):
+    rng = np.random.default_rng(9)
+    w = new_param(T, rng.standard_normal((2, 3)))
+    optimizer = getattr(O, name)([w], **kwargs)
+    for _ in range(steps):
+        w.grad = T.tensor(rng.standard_normal((2, 3)))
+        optimizer.step()
+    return w, optimizer
+
+
+@pytest.mark.parametrize("config", [(n, CONFIGS[n][0]) for n in CONFIGS], ids=config_id)
+def test_can_load_older_state_dict(T, O, config):
+    """A state dict saved before the flags existed (no foreach, fused, capturable, differentiable, maximize,
+    decoupled_weight_decay in its groups) loads, and the optimizer steps on."""
+    name, kwargs = config
+    w, optimizer = stepped(T, O, name, kwargs)
+    state_dict = copy.deepcopy(optimizer.state_dict())
+    for group in state_dict["param_groups"]:
+        for flag in ("foreach", "fused", "capturable", "differentiable", "decoupled_weight_decay"):
+            group.pop(flag, None)
+        if not (T.__name__ == "torch" and name == "Adafactor"):  # (PyTorch's Adafactor needs maximize saved)
+            group.pop("maximize", None)
+    fresh = getattr(O, name)([new_param(T, values(w))], **kwargs)
+    fresh.load_state_dict(state_dict)
+    fresh.param_groups[0]["params"][0].grad = T.ones(2, 3, dtype=T.float64)
+    fresh.step()
+    group = fresh.param_groups[0]
+    assert group.get("foreach") in (None, False) and group.get("differentiable") in (None, False)
+
+
+@pytest.mark.parametrize("config", [(n, CONFIGS[n][0]) for n in CONFIGS], ids=config_id)
+def test_save_load_every_optimizer(T, O, config, tmp_path):
+    """The state dict survives save and load (weights_only), loads into a new optimizer, and both go on
+    alike; a state dict whose step is a number, not a Tensor, loads too."""
+    name, kwargs = config
+    w, optimizer = stepped(T, O, name, kwargs)
+    path = tmp_path / "optimizer.pt"
+    T.save(optimizer.state_dict(), path)
+    loaded = T.load(path, weights_only=True)
+    assert same_state(loaded, optimizer.state_dict())
+    w2 = new_param(T, values(w))
+    fresh = getattr(O, name)([w2], **kwargs)
+    fresh.load_state_dict(loaded)
+    for _ in range(2):
+        w.grad = w2.grad = T.tensor(np.full((2, 3), 0.5))
+        optimizer.step()
+        fresh.step()
+    np.testing.assert_allclose(values(w2), values(w), rtol=1e-9, atol=1e-12)
+    state_dict = optimizer.state_dict()
+    if hasattr(state_dict["state"].get(0, {}).get("step"), "item"):
+        state_dict["state"][0]["step"] = state_dict["state"][0]["step"].item()
+        optimizer.load_state_dict(state_dict)
+        w.grad = T.ones(2, 3, dtype=T.float64)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("config", [(n, CONFIGS[n][0]) for n in CONFIGS if n != "SGD"], ids=config_id)
+def test_non_empty_state(T, O, config):
+    """After a step every parameter with a gradient has state (SGD without momentum keeps none)."""
+    name, kwargs = config
+    params = [new_param(T, np.ones((2, 2))), new_param(T, np.ones(3))]
+    optimizer = getattr(O, name)(params, **kwargs)
+    for p in params:
+        p.grad = T.ones_like(p)
+    optimizer.step()
+    assert all(len(optimizer.state[p]) > 0 for p in params)
+
+
+@pytest.mark.parametrize("default", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "Adamax", "Adadelta", "Adagrad", "NAdam", "RAdam", "RMSprop",
+                                  "Rprop", "ASGD"])
+def test_step_dtype_follows_default_dtype(T, O, name, default):
+    """The ``step`` count is a Tensor of the default float dtype (float32 or float64) whatever the
+    parameter's (TestOptimRenewed.test_set_default_dtype_works_with_foreach)."""
+    previous = T.get_default_dtype()
+    T.set_default_dtype(getattr(T, default))
+    try:
+        w = new_param(T, np.ones(3))
+        optimizer = getattr(O, name)([w])
+        w.grad = T.ones(3, dtype=T.float64)
+        optimizer.step()
+        assert str(optimizer.state[w]["step"].dtype).split(".")[-1] == default
+        assert float(optimizer.state[w]["step"]) == 1.0
+    finally:
+        T.set_default_dtype(previous)
+
+
 def test_param_groups_weight_decay_and_lr(T, O):
     """Each group steps with its own options: SGD, W ← W - lr (g + λ W)."""
     a, b = new_param(T, np.ones(2)), new_param(T, np.ones(2))
@@ -879,7 +984,7 @@ DIFFERENTIABLE = {
 }
 
 
-def differentiable_state(T, keys):
+def differentiable_state(T, keys, size=10):
     """PyTorch's states: step (and ASGD's eta, mu) a number that needs no gradient, the rest random."""
     state = {}
     for key in keys:
@@ -892,9 +997,9 @@ def differentiable_state(T, keys):
         elif key == "mu_product":
             state[key] = T.tensor(1.0, requires_grad=True, dtype=T.float64)
         elif key == "grad_avg":
-            state[key] = (1e-2 * rand(T, 10)).detach().requires_grad_()
+            state[key] = (1e-2 * rand(T, size)).detach().requires_grad_()
         else:
-            state[key] = rand(T, 10)
+            state[key] = rand(T, size)
     return state
 
 
@@ -944,14 +1049,15 @@ HYPER = [("Adam", ["lr"]), ("Adam", ["weight_decay"]), ("Adam", ["beta1", "beta2
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
 @pytest.mark.parametrize("name, hyper", HYPER, ids=[f"{n}-{'+'.join(h)}" for n, h in HYPER])
 def test_differentiable_hyperparameters(T, O, name, hyper):
-    """Gradients of the loss after two steps with respect to lr, weight_decay and betas given as Tensors."""
+    """Gradients of the loss after two steps with respect to lr, weight_decay and betas given as Tensors
+    (on 5 numbers a tensor, where PyTorch's test takes 10: the finite differences cost one step each)."""
     T.manual_seed(0)
     values_of = {"lr": 0.001, "weight_decay": 0.999 if name != "SGD" else 0.9, "beta1": 0.9, "beta2": 0.999}
     kwargs = {k: T.tensor(values_of[k], requires_grad=True, dtype=T.float64) for k in hyper}
     kwargs["differentiable"] = True
-    params, grad = rand(T, 10), rand(T, 10)
+    params, grad = rand(T, 5), rand(T, 5)
     keys = ["momentum_buffer"] if name == "SGD" else ["step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-    state = differentiable_state(T, keys)
+    state = differentiable_state(T, keys, size=5)
     assert T.autograd.gradcheck(functools.partial(multistep_hyperparams_fn, T),
                                 (params, grad, state, getattr(O, name), kwargs, *state.values(),
                                  *kwargs.values()))
@@ -1105,13 +1211,13 @@ def check_update_bn(T, O, net, dl_x, dl_xy):
 def test_update_bn(T, O, N, kind):
     T.manual_seed(0)
     data = T.utils.data
-    if kind == "dnn":
-        x = T.rand(100, 5)
+    if kind == "dnn":  # (50 samples, where PyTorch's test takes 100)
+        x = T.rand(50, 5)
         net = SWATestDNN.make(N, 5)
     else:
-        x = T.rand(100, 3, 5, 5)
+        x = T.rand(50, 3, 5, 5)
         net = SWATestCNN.make(N, 3)
-    y = T.rand(100)
+    y = T.rand(50)
     dl_x = data.DataLoader(data.TensorDataset(x), batch_size=5, shuffle=True)
     dl_xy = data.DataLoader(data.TensorDataset(x, y), batch_size=5, shuffle=True)
     net.train()
