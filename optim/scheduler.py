@@ -8,6 +8,7 @@ schedules can act on one optimizer. ``step(epoch)`` (deprecated in PyTorch)
 jumps to an epoch through the schedule's closed form where it has one.
 """
 
+import contextlib
 import types
 import warnings
 
@@ -31,6 +32,26 @@ EPOCH_DEPRECATION_WARNING = (
     "use `scheduler.step()` to step the scheduler. During the deprecation, if epoch is different from None, the "
     "closed form is used instead of the new chainable form, where available."
 )
+
+
+GET_LR_OUTSIDE_STEP_WARNING = "To get the last learning rate computed by the scheduler, please use `get_last_lr()`."
+
+
+def warn_outside_step(scheduler):
+    """A schedule's get_lr computes the next lr from the current one, so it means something only within
+    step(): called from outside, PyTorch's warns and points to get_last_lr()."""
+    if not scheduler._get_lr_called_within_step:
+        warnings.warn(GET_LR_OUTSIDE_STEP_WARNING, UserWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def stepping(scheduler):
+    """Marks the scheduler as within its step (for warn_outside_step)."""
+    scheduler._get_lr_called_within_step = True
+    try:
+        yield
+    finally:
+        scheduler._get_lr_called_within_step = False
 
 
 def check_optimizer(optimizer):
@@ -95,6 +116,7 @@ def momentum_kind(optimizer):
 
 class LRScheduler:
     _is_initial = False  # True during the first step, made by the constructor
+    _get_lr_called_within_step = False  # True while step() computes the new lrs (stepping)
 
     def __init__(self, optimizer, last_epoch=-1):
         check_optimizer(optimizer)
@@ -146,13 +168,14 @@ class LRScheduler:
         self._update_lr(epoch)
 
     def _update_lr(self, epoch=None):
-        if epoch is None:
-            self.last_epoch += 1
-            values = self.get_lr()
-        else:
-            self.last_epoch = epoch
-            closed_form = getattr(self, "_get_closed_form_lr", None)
-            values = closed_form() if closed_form is not None else self.get_lr()
+        with stepping(self):
+            if epoch is None:
+                self.last_epoch += 1
+                values = self.get_lr()
+            else:
+                self.last_epoch = epoch
+                closed_form = getattr(self, "_get_closed_form_lr", None)
+                values = closed_form() if closed_form is not None else self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, values):
             set_lr(group, lr)
         self._last_lr = self._group_lrs()

@@ -1372,3 +1372,61 @@ def test_lr_scheduler_checkpoint_on_plateau(c):
 
 def test_scheduler_refuses_what_is_not_an_optimizer(c):
     raises(TypeError, "is not an Optimizer", c.S.StepLR, object(), 3)
+
+
+def test_get_lr_outside_step_warns(c):
+    """get_lr computes the next lr from the current one: called from outside step() it warns, pointing
+    to get_last_lr(); within step() it does not."""
+    scheduler = c.S.StepLR(c.opt, 2)
+    with pytest.warns(UserWarning, match=r"please use `get_last_lr\(\)`"):
+        scheduler.get_lr()
+    c.opt.step()
+    no_warning_while(scheduler.step)
+    assert "_get_lr_called_within_step" in scheduler.state_dict()
+
+
+def test_chained_scheduler_with_optimizer_argument(c):
+    schedulers = [c.S.ConstantLR(c.opt, factor=0.5, total_iters=2), c.S.ExponentialLR(c.opt, 0.9)]
+    scheduler = c.S.ChainedScheduler(schedulers, optimizer=c.opt)
+    assert scheduler.optimizer is c.opt
+    c.run(scheduler, [[0.05 * (0.5 if e < 2 else 1) * 0.9**e for e in range(6)]], 6)
+
+
+def test_onecycle_lr_epochs_and_steps_per_epoch(c):
+    """total_steps = epochs · steps_per_epoch; up for 30% of the steps (cosine), then down to
+    initial_lr / final_div_factor."""
+    optimizer = c.optim.SGD([c.nn.Parameter(c.T.zeros(1))], lr=1.0)
+    scheduler = c.S.OneCycleLR(optimizer, max_lr=1.0, epochs=2, steps_per_epoch=3)
+    assert scheduler.total_steps == 6
+    up_end, low = 0.3 * 6 - 1, 0.04 / 1e4
+    expected = [annealing_cos(0.04, 1.0, 0.0)] + [annealing_cos(1.0, low, (t - up_end) / (5 - up_end))
+                                                  for t in range(1, 6)]
+    got = []
+    for _ in range(6):
+        got.append(number(optimizer.param_groups[0]["lr"]))
+        optimizer.step()
+        scheduler.step()
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_cycle_lr_custom_scale_fn_per_iteration(c):
+    """scale_fn with scale_mode='iterations' scales by the iteration count, not the cycle."""
+    optimizer = c.optim.SGD([c.nn.Parameter(c.T.zeros(1))], lr=1.0, momentum=0.9)
+    scheduler = c.S.CyclicLR(optimizer, base_lr=0.1, max_lr=1.0, step_size_up=2, scale_fn=lambda x: 0.5**x,
+                             scale_mode="iterations")
+    got = []
+    for _ in range(6):
+        got.append(number(optimizer.param_groups[0]["lr"]))
+        optimizer.step()
+        scheduler.step()
+    expected = [0.1 + 0.9 * max(0.0, 1 - abs(t / 2 - 2 * math.floor(1 + t / 4) + 1)) * 0.5**t for t in range(6)]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_reduce_lr_on_plateau_tensor_metrics_and_counters(c):
+    optimizer = c.optim.SGD([c.nn.Parameter(c.T.zeros(1))], lr=1.0)
+    scheduler = c.S.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+    for metric in [c.T.tensor(1.0), c.T.tensor(2.0), 3.0]:
+        scheduler.step(metric)
+    assert number(optimizer.param_groups[0]["lr"]) == 0.25
+    assert (scheduler.best, scheduler.num_bad_epochs, scheduler.last_epoch) == (1.0, 0, 3)
