@@ -1430,3 +1430,18 @@ def test_reduce_lr_on_plateau_tensor_metrics_and_counters(c):
         scheduler.step(metric)
     assert number(optimizer.param_groups[0]["lr"]) == 0.25
     assert (scheduler.best, scheduler.num_bad_epochs, scheduler.last_epoch) == (1.0, 0, 3)
+
+
+def test_user_scheduler_subclass(c):
+    """A schedule of one's own: get_lr from base_lrs and last_epoch (PyTorch's old _LRScheduler name too)."""
+    class Halving(c.S._LRScheduler):
+        def __init__(self, optimizer, last_epoch=-1):
+            super().__init__(optimizer, last_epoch)
+
+        def get_lr(self):
+            return [base * 0.5**self.last_epoch for base in self.base_lrs]
+
+    scheduler = Halving(c.opt)
+    assert isinstance(scheduler, c.S.LRScheduler)
+    c.run(scheduler, [[0.05 * 0.5**e for e in range(5)], [0.5 * 0.5**e for e in range(5)]], 5)
+    same_lrs([0.05 * 0.5**5, 0.5 * 0.5**5], scheduler.get_last_lr())

@@ -1345,3 +1345,42 @@ def test_trajectory_matches_torch(config, monkeypatch):
             else:
                 np.testing.assert_allclose(np.asarray(values(got), dtype=float), np.asarray(values(expected),
                                            dtype=float), rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+def test_user_optimizer_subclass(T, O):
+    """An optimizer of one's own: defaults, param_groups, state per parameter, a step under no_grad with a
+    closure, hooks and the state dict, all from the base class."""
+    class SignSGD(O.Optimizer):
+        def __init__(self, params, lr=0.1):
+            super().__init__(params, dict(lr=lr))
+
+        @T.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with T.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    self.state[p]["steps"] = self.state[p].get("steps", 0) + 1
+                    p.add_(p.grad.sign(), alpha=-group["lr"])
+            return loss
+
+    w = new_param(T, np.array([1.0, -2.0, 0.5]))
+    optimizer = SignSGD([w], lr=0.25)
+    seen = []
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: seen.append("post"))
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (w**2).sum()
+        loss.backward()
+        return loss
+
+    assert float(optimizer.step(closure)) == 5.25
+    np.testing.assert_allclose(values(w), [0.75, -1.75, 0.25])
+    assert seen == ["post"] and optimizer.state[w]["steps"] == 1
+    assert optimizer.state_dict()["state"] == {0: {"steps": 1}}
+    assert optimizer.defaults == {"lr": 0.25}
