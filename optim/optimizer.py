@@ -321,7 +321,8 @@ class Optimizer:
                 index.setdefault(id(p), len(index))
                 ids.append(index[id(p)])
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
-        state = {index[id(p)]: {k: _snapshot(v) for k, v in s.items()}
+        copies = {}  # one copy per Tensor: entries that are one Tensor stay one in the dict, as PyTorch's
+        state = {index[id(p)]: {k: _snapshot(v, copies) for k, v in s.items()}
                  for p, s in self.state.items() if id(p) in index}
         state_dict = {"state": state, "param_groups": groups}
         for hook in list(self._optimizer_state_dict_post_hooks.values()):
@@ -389,12 +390,15 @@ def real_pairs(tensor):
     return pairs
 
 
-def _snapshot(value):
-    """A copy of a state entry: Tensors (also inside LBFGS's lists) are copied."""
+def _snapshot(value, copies):
+    """A copy of a state entry: Tensors (also inside LBFGS's lists) are copied, each once (``copies``:
+    id of a Tensor -> its copy), so that two entries holding one Tensor hold one copy."""
     if isinstance(value, Tensor):
-        return tensor_from(value.numpy().copy())
+        if id(value) not in copies:
+            copies[id(value)] = (value, tensor_from(value.numpy().copy()))  # (the original kept: its id stays its)
+        return copies[id(value)][1]
     if isinstance(value, list):
-        return [_snapshot(v) for v in value]
+        return [_snapshot(v, copies) for v in value]
     return value
 
 

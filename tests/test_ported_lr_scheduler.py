@@ -1445,3 +1445,90 @@ def test_user_scheduler_subclass(c):
     assert isinstance(scheduler, c.S.LRScheduler)
     c.run(scheduler, [[0.05 * 0.5**e for e in range(5)], [0.5 * 0.5**e for e in range(5)]], 5)
     same_lrs([0.05 * 0.5**5, 0.5 * 0.5**5], scheduler.get_last_lr())
+
+
+# ---- test/optim's small files: ReduceLROnPlateau with Tensor lrs, nested combinators, aliasing ----
+
+def test_reduce_lr_on_plateau_tensor_lr_stays_tensor(c):
+    """test_reduce_lr_tensor.py: a 1-element Tensor lr is filled in place, a float lr stays a float."""
+    optimizer = c.optim.Adam([c.nn.Parameter(c.T.ones(1))], lr=c.T.tensor([0.1]))
+    scheduler = c.S.ReduceLROnPlateau(optimizer, factor=0.5, patience=0, min_lr=0.001)
+    scheduler.step(1.0)
+    scheduler.step(1.0)
+    lr = optimizer.param_groups[0]["lr"]
+    assert isinstance(lr, c.T.Tensor) and tuple(lr.shape) == (1,)
+    np.testing.assert_allclose(lr.numpy(), [0.05], rtol=1e-6)
+
+    optimizer = c.optim.SGD([{"params": [c.nn.Parameter(c.T.ones(1))], "lr": c.T.tensor([0.1])},
+                             {"params": [c.nn.Parameter(c.T.ones(1))], "lr": 0.2}])
+    scheduler = c.S.ReduceLROnPlateau(optimizer, factor=0.5, patience=0, min_lr=0.001)
+    scheduler.step(1.0)
+    scheduler.step(1.0)
+    assert isinstance(optimizer.param_groups[0]["lr"], c.T.Tensor)
+    np.testing.assert_allclose(optimizer.param_groups[0]["lr"].numpy(), [0.05], rtol=1e-6)
+    assert optimizer.param_groups[1]["lr"] == 0.1
+
+
+def first_lrs(scheduler, steps=5):
+    out = []
+    for _ in range(steps):
+        out.append(number(scheduler.get_last_lr()[0]))
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def xfail_on_torch(request, c, reason):
+    """Mark the PyTorch half of a test as an expected failure (strict: it must fail there)."""
+    if c.T.__name__ == "torch":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+NESTED_BUG = ("PyTorch 2.13 (installed here) gives a combinator inside SequentialLR one step too many when it "
+              "is made; PyTorch fixed it after (test/optim/test_scheduler_nested_composite*.py), and chainrule "
+              "follows the fix")
+
+
+@pytest.mark.parametrize("kind", ["sequential", "chained"])
+def test_nested_composite_matches_direct(c, kind, request):
+    """test_scheduler_nested_composite.py: a combinator inside SequentialLR (no milestones) steps as the
+    combinator alone."""
+    xfail_on_torch(request, c, NESTED_BUG)
+    def make(opt):
+        if kind == "sequential":
+            return c.S.SequentialLR(opt, [c.S.ConstantLR(opt, factor=0.5, total_iters=2),
+                                          c.S.ConstantLR(opt, factor=0.2, total_iters=10)], milestones=[2])
+        return c.S.ChainedScheduler([c.S.ConstantLR(opt, factor=0.5, total_iters=2),
+                                     c.S.ExponentialLR(opt, gamma=0.9)], optimizer=opt)
+
+    def new_optimizer():
+        return c.optim.SGD([c.nn.Parameter(c.T.zeros(1))], lr=0.1)
+
+    direct = first_lrs(make(new_optimizer()))
+    opt = new_optimizer()
+    nested = first_lrs(c.S.SequentialLR(opt, [make(opt)], milestones=[]))
+    np.testing.assert_allclose(nested, direct, rtol=1e-12)
+    expected = ([0.05, 0.05, 0.02, 0.02, 0.02] if kind == "sequential"
+                else [0.05, 0.045, 0.081, 0.0729, 0.06561])
+    np.testing.assert_allclose(direct, expected, rtol=1e-12)
+
+
+def test_nested_sequential_scheduler_initializes_last_lr(c):
+    """test_scheduler_nested_composite_state.py."""
+    optimizer = c.optim.SGD([c.nn.Parameter(c.T.tensor(1.0))], lr=0.1)
+    inner = c.S.SequentialLR(optimizer, [c.S.ConstantLR(optimizer, factor=0.5, total_iters=2),
+                                         c.S.ExponentialLR(optimizer, gamma=0.9)], milestones=[2])
+    outer = c.S.SequentialLR(optimizer, [inner, c.S.ExponentialLR(optimizer, gamma=0.8)], milestones=[3])
+    assert outer.get_last_lr() == inner.get_last_lr()
+    assert len(outer.get_last_lr()) == 1
+
+
+def test_nested_sequential_in_sequential_steps_as_direct(c, request):
+    """The inner SequentialLR of test_scheduler_nested_composite_state.py, stepped: the same learning rates
+    as the inner one alone for its 3 epochs, then the outer's ExponentialLR from the initial lr."""
+    xfail_on_torch(request, c, NESTED_BUG)
+    optimizer = c.optim.SGD([c.nn.Parameter(c.T.tensor(1.0))], lr=0.1)
+    inner = c.S.SequentialLR(optimizer, [c.S.ConstantLR(optimizer, factor=0.5, total_iters=2),
+                                         c.S.ExponentialLR(optimizer, gamma=0.9)], milestones=[2])
+    outer = c.S.SequentialLR(optimizer, [inner, c.S.ExponentialLR(optimizer, gamma=0.8)], milestones=[3])
+    np.testing.assert_allclose(first_lrs(outer, 6), [0.05, 0.05, 0.1, 0.1, 0.08, 0.064], rtol=1e-12)
