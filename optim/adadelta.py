@@ -2,7 +2,7 @@
 
 from autograd import zeros_like
 
-from .optimizer import Optimizer, require, scalar_tensor
+from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
 
 
 class Adadelta(Optimizer):
@@ -36,7 +36,7 @@ class Adadelta(Optimizer):
             state["acc_delta"] = zeros_like(param)
         state["step"].add_(1)
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * param
+            grad = l2_decayed(grad, param, group["weight_decay"])
         rho, eps = group["rho"], group["eps"]
         square_avg, acc_delta = state["square_avg"], state["acc_delta"]
         square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)

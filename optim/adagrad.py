@@ -2,7 +2,7 @@
 
 from autograd import full_like
 
-from .optimizer import Optimizer, real_pairs, require, scalar_tensor
+from .optimizer import Optimizer, fresh_plus, l2_decayed, real_pairs, require, scalar_tensor
 
 
 class Adagrad(Optimizer):
@@ -50,7 +50,7 @@ class Adagrad(Optimizer):
             self._initial_state(param, state, group)
         step = state["step"].add_(1).item()
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * param
+            grad = l2_decayed(grad, param, group["weight_decay"])
         lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
         state["sum"].addcmul_(grad, grad, value=1)
-        param.addcdiv_(grad, state["sum"].sqrt().add_(group["eps"]), value=-lr)
+        param.addcdiv_(grad, fresh_plus(state["sum"].sqrt(), group["eps"], group), value=-lr)

@@ -3,7 +3,7 @@
 import autograd
 from autograd import Tensor, zeros_like
 
-from .optimizer import Optimizer, number_over, require, scalar_tensor
+from .optimizer import Optimizer, kept_for_backward, l2_decayed, number_over, require, scalar_tensor
 
 
 class AdamFamily(Optimizer):
@@ -36,10 +36,15 @@ def check_tensor_options(group):
 
 
 def update_moments(exp_avg, exp_avg_sq, grad, betas):
-    """Adam's two moments, in place:  m ← m + (1 - β₁)(g - m),  v ← β₂ v + (1 - β₂) g²."""
+    """Adam's two moments, in place:  m ← m + (1 - β₁)(g - m),  v ← β₂ v + (1 - β₂) g².
+    (With β₂ a Tensor that requires grad, v ← v + (1 - β₂)(g² - v), the same number in ops whose backward
+    needs no v from before the write, as PyTorch's differentiable path.)"""
     beta1, beta2 = betas
     exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    if isinstance(beta2, Tensor) and beta2.requires_grad:
+        exp_avg_sq.lerp_(grad.square(), 1 - beta2)
+    else:
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
 
 
 class Adam(AdamFamily):
@@ -90,10 +95,12 @@ class Adam(AdamFamily):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         update_moments(exp_avg, exp_avg_sq, grad, group["betas"])
         if group["amsgrad"]:  # the largest second moment so far
-            exp_avg_sq = state["max_exp_avg_sq"].copy_(state["max_exp_avg_sq"].maximum(exp_avg_sq))
+            largest = state["max_exp_avg_sq"]
+            exp_avg_sq = largest.copy_(kept_for_backward(largest, group).maximum(exp_avg_sq))
         if group["differentiable"]:  # PyTorch's recorded path: the corrections as scalar-dtype Tensors
-            step_size_neg = number_over(lr, 1 - beta1 ** state["step"]).neg()
-            denominator = (exp_avg_sq.sqrt() / ((1 - beta2 ** state["step"]).sqrt() * step_size_neg))
+            step = state["step"].clone()  # (β ** step keeps step for its backward; the next step counts it on)
+            step_size_neg = number_over(lr, 1 - beta1**step).neg()
+            denominator = (exp_avg_sq.sqrt() / ((1 - beta2**step).sqrt() * step_size_neg))
             param.addcdiv_(exp_avg.clone(), denominator.add_(number_over(eps, step_size_neg)))
             return
         denominator = exp_avg_sq.sqrt().div_((1 - beta2**step) ** 0.5).add_(eps)  # a fresh Tensor: in place
@@ -124,4 +131,4 @@ def apply_weight_decay(param, grad, group):
     if group.get("decoupled_weight_decay"):
         param.mul_(1 - group["lr"] * weight_decay)
         return grad
-    return grad + weight_decay * param
+    return l2_decayed(grad, param, weight_decay)

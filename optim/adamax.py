@@ -3,7 +3,7 @@
 from autograd import zeros_like
 
 from .adam import AdamFamily, apply_weight_decay
-from .optimizer import scalar_tensor
+from .optimizer import kept_for_backward, scalar_tensor
 
 
 class Adamax(AdamFamily):
@@ -34,5 +34,5 @@ class Adamax(AdamFamily):
         exp_avg, exp_inf = state["exp_avg"], state["exp_inf"]
         exp_avg.lerp_(grad, 1 - beta1)
         exp_inf.mul_(beta2)
-        exp_inf.copy_(exp_inf.maximum(grad.abs().add_(eps)))
+        exp_inf.copy_(kept_for_backward(exp_inf, group).maximum(grad.abs().add_(eps)))
         param.addcdiv_(exp_avg, exp_inf, value=-lr / (1 - beta1**step))

@@ -2,7 +2,7 @@
 
 from autograd import zeros_like
 
-from .optimizer import Optimizer, require, scalar_tensor
+from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
 
 
 class ASGD(Optimizer):
@@ -37,7 +37,7 @@ class ASGD(Optimizer):
         step = state["step"].add_(1).item()
         lr, lambd = group["lr"], group["lambd"]
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * param
+            grad = l2_decayed(grad, param, group["weight_decay"])
         eta = state["eta"].item()
         param.mul_(1 - lambd * eta)
         param.add_(grad, alpha=-eta)

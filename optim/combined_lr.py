@@ -46,6 +46,12 @@ class SequentialLR(LRScheduler):
         for group in optimizer.param_groups:
             set_lr(group, group["initial_lr"])
         self._undo_initial_steps(self)
+        self._initial_step()
+
+    def _initial_step(self):
+        """Epoch 0: the first scheduler's initial step (also when this SequentialLR is itself inside a
+        combinator, which undoes and remakes its schedulers' initial steps: a plain step here would count
+        one epoch too many)."""
         first = self._schedulers[bisect_right(self._milestones, 0)]
         first._initial_step()
         self._last_lr = first.get_last_lr()
@@ -94,6 +100,13 @@ class ChainedScheduler(LRScheduler):
     def step(self):
         for scheduler in self._schedulers:
             scheduler.step()
+        self._last_lr = self._group_lrs()
+
+    def _initial_step(self):
+        """Every scheduler's initial step (inside a SequentialLR, which undid them): a plain step would
+        apply each one's first decay too early."""
+        for scheduler in self._schedulers:
+            scheduler._initial_step()
         self._last_lr = self._group_lrs()
 
     state_dict = SequentialLR.state_dict

@@ -2,7 +2,18 @@
 
 import math
 
-from .scheduler import LRScheduler, check_optimizer, momentum_kind, per_group, set_lr, set_momentum
+from .scheduler import (
+    LRScheduler,
+    check_optimizer,
+    momentum_kind,
+    per_group,
+    restore_callable,
+    saved_callable,
+    set_lr,
+    set_momentum,
+    stepping,
+    warn_outside_step,
+)
 
 
 class CyclicLR(LRScheduler):
@@ -60,6 +71,7 @@ class CyclicLR(LRScheduler):
         return self.gamma**x
 
     def get_lr(self):
+        warn_outside_step(self)
         cycle = math.floor(1 + self.last_epoch / self.total_size)
         x = 1.0 + self.last_epoch / self.total_size - cycle
         scale_factor = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
@@ -71,14 +83,17 @@ class CyclicLR(LRScheduler):
         return lrs
 
     def state_dict(self):
+        """A custom scale_fn is saved as PyTorch saves it: None for a function (its code cannot be saved),
+        a callable object's attributes; loading keeps the scheduler's own scale_fn and restores those."""
         state = super().state_dict()
-        state["_scale_fn_custom"] = None  # a function cannot be saved; the scheduler keeps its own
+        state["_scale_fn_custom"] = saved_callable(self._scale_fn_custom)
         return state
 
     def load_state_dict(self, state_dict):
         state = dict(state_dict)
-        state.pop("_scale_fn_custom", None)
+        attributes = state.pop("_scale_fn_custom", None)
         super().load_state_dict(state)
+        restore_callable(self._scale_fn_custom, attributes)
 
 
 class OneCycleLR(LRScheduler):
@@ -153,6 +168,7 @@ class OneCycleLR(LRScheduler):
         return (end - start) * pct + start
 
     def get_lr(self):
+        warn_outside_step(self)
         step = self.last_epoch
         if step > self.total_steps:
             raise ValueError(f"Tried to step {step} times. The specified number of total steps is "
@@ -194,6 +210,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         return [self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
                 for base in self.base_lrs]
 
@@ -220,6 +237,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_i = self.T_0
                 self.T_cur = epoch
         self.last_epoch = math.floor(epoch)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+        with stepping(self):
+            values = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, values):
             set_lr(group, lr)
         self._last_lr = self._group_lrs()

@@ -9,7 +9,14 @@ import math
 from bisect import bisect_right
 from collections import Counter
 
-from .scheduler import LRScheduler, check_optimizer, per_group, set_lr
+from .scheduler import (  # noqa: F401 (EPOCH_DEPRECATION_WARNING: PyTorch exports it from lr_scheduler)
+    EPOCH_DEPRECATION_WARNING,
+    LRScheduler,
+    check_optimizer,
+    per_group,
+    set_lr,
+    warn_outside_step,
+)
 
 _LRScheduler = LRScheduler  # PyTorch's old name, which older code subclasses
 
@@ -22,6 +29,7 @@ class LambdaLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         return [base * fn(self.last_epoch) for fn, base in zip(self.lr_lambdas, self.base_lrs)]
 
 
@@ -36,6 +44,7 @@ class MultiplicativeLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         if self._is_initial:
             return self._group_lrs()
         return [lr * fn(self.last_epoch) for fn, lr in zip(self.lr_lambdas, self._group_lrs())]
@@ -59,6 +68,7 @@ class StepLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return self._group_lrs()
         return [lr * self.gamma for lr in self._group_lrs()]
@@ -75,6 +85,7 @@ class MultiStepLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         if self.last_epoch not in self.milestones:
             return self._group_lrs()
         return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._group_lrs()]
@@ -94,6 +105,7 @@ class ConstantLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         if self.last_epoch == 0:
             return [lr * self.factor for lr in self._group_lrs()]
         if self.last_epoch != self.total_iters:
@@ -117,6 +129,7 @@ class LinearLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         t, start, end, total = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
         if t == 0:
             return [lr * start for lr in self._group_lrs()]
@@ -138,6 +151,7 @@ class ExponentialLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         if self._is_initial:
             return self._group_lrs()
         return [lr * self.gamma for lr in self._group_lrs()]
@@ -154,6 +168,7 @@ class PolynomialLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         t, total = self.last_epoch, self.total_iters
         if self._is_initial or t > total:
             return self._group_lrs()
@@ -174,6 +189,7 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
+        warn_outside_step(self)
         t, T, low = self.last_epoch, self.T_max, self.eta_min
         if self._is_initial:
             return self._group_lrs()

@@ -113,6 +113,28 @@ def check_tensor_lr(group):
         raise ValueError(f"Tensor lr must be 1-element, got one of shape {tuple(group['lr'].shape)}")
 
 
+def l2_decayed(grad, param, weight_decay):
+    """g + λ W, the gradient with L2 weight decay. With λ a Tensor that requires grad (differentiable=True,
+    a learned weight decay), the product's backward keeps W, which the step then changes in place: it gets
+    a copy of W, as PyTorch's does."""
+    if isinstance(weight_decay, Tensor) and weight_decay.requires_grad:
+        param = param.clone()
+    return grad + weight_decay * param
+
+
+def fresh_plus(tensor, value, group):
+    """``tensor + value`` for a ``tensor`` just computed by the step (a square root): written into it, to
+    save a copy, except under differentiable=True, where the op that made it may have kept it for its
+    backward (sqrt keeps its result), as PyTorch's differentiable paths do."""
+    return tensor + value if group.get("differentiable") else tensor.add_(value)
+
+
+def kept_for_backward(tensor, group):
+    """``tensor``, or a copy of it under differentiable=True: for an op whose backward keeps its input when
+    the step then overwrites that state in place (``max_v.copy_(max_v.maximum(v))``)."""
+    return tensor.clone() if group.get("differentiable") else tensor
+
+
 def number_over(number, tensor):
     """``number / tensor`` as PyTorch computes it (``Tensor.__rdiv__``): the tensor's reciprocal times
     the number. In a scalar-dtype (float32) Tensor that can be one ulp away from the correctly rounded
@@ -204,9 +226,12 @@ class Optimizer:
         """The group as a dict of its own, its parameters a list; named parameters split into
         ``params`` and ``param_names`` (names in every group or in none)."""
         if not isinstance(param_group, dict):
-            raise TypeError(f"a parameter group must be a dict, got {type(param_group).__name__}")
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         group = dict(param_group)
         params = group["params"]
+        if isinstance(params, set):  # (a set's order changes between runs, and the state dict numbers by order)
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering of "
+                            "tensors in sets will change between runs. Please use a list instead.")
         group["params"] = [params] if isinstance(params, Tensor) else list(params)
         named = [isinstance(p, tuple) for p in group["params"]]  # from model.named_parameters()
         if any(named):
@@ -296,7 +321,8 @@ class Optimizer:
                 index.setdefault(id(p), len(index))
                 ids.append(index[id(p)])
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
-        state = {index[id(p)]: {k: _snapshot(v) for k, v in s.items()}
+        copies = {}  # one copy per Tensor: entries that are one Tensor stay one in the dict, as PyTorch's
+        state = {index[id(p)]: {k: _snapshot(v, copies) for k, v in s.items()}
                  for p, s in self.state.items() if id(p) in index}
         state_dict = {"state": state, "param_groups": groups}
         for hook in list(self._optimizer_state_dict_post_hooks.values()):
@@ -364,12 +390,15 @@ def real_pairs(tensor):
     return pairs
 
 
-def _snapshot(value):
-    """A copy of a state entry: Tensors (also inside LBFGS's lists) are copied."""
+def _snapshot(value, copies):
+    """A copy of a state entry: Tensors (also inside LBFGS's lists) are copied, each once (``copies``:
+    id of a Tensor -> its copy), so that two entries holding one Tensor hold one copy."""
     if isinstance(value, Tensor):
-        return tensor_from(value.numpy().copy())
+        if id(value) not in copies:
+            copies[id(value)] = (value, tensor_from(value.numpy().copy()))  # (the original kept: its id stays its)
+        return copies[id(value)][1]
     if isinstance(value, list):
-        return [_snapshot(v) for v in value]
+        return [_snapshot(v, copies) for v in value]
     return value
 
 

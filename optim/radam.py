@@ -3,7 +3,7 @@
 from autograd import zeros_like
 
 from .adam import AdamFamily, apply_weight_decay, update_moments
-from .optimizer import scalar_tensor
+from .optimizer import fresh_plus, scalar_tensor
 
 
 class RAdam(AdamFamily):
@@ -43,7 +43,7 @@ class RAdam(AdamFamily):
         rho_t = rho_inf - 2 * step * (beta2**step) / bias_correction2
         if rho_t > 5.0:
             rectification = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-            adaptive_lr = bias_correction2**0.5 / exp_avg_sq.sqrt().add_(eps)
+            adaptive_lr = bias_correction2**0.5 / fresh_plus(exp_avg_sq.sqrt(), eps, group)
             param.add_(corrected_exp_avg * lr * adaptive_lr * rectification, alpha=-1.0)
         else:
             param.add_(corrected_exp_avg * lr, alpha=-1.0)

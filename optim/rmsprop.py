@@ -2,7 +2,7 @@
 
 from autograd import zeros_like
 
-from .optimizer import Optimizer, require, scalar_tensor
+from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
 
 
 class RMSprop(Optimizer):
@@ -40,7 +40,7 @@ class RMSprop(Optimizer):
                 state["grad_avg"] = zeros_like(param)
         state["step"].add_(1)
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * param
+            grad = l2_decayed(grad, param, group["weight_decay"])
         alpha, square_avg = group["alpha"], state["square_avg"]
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         if group["centered"]:

@@ -8,6 +8,7 @@ schedules can act on one optimizer. ``step(epoch)`` (deprecated in PyTorch)
 jumps to an epoch through the schedule's closed form where it has one.
 """
 
+import contextlib
 import types
 import warnings
 
@@ -21,11 +22,36 @@ STEP_ORDER_WARNING = (
     "in PyTorch skipping the first value of the learning rate schedule. See more details at "
     "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
 )
+STEP_OVERRIDDEN_WARNING = (
+    "Seems like `optimizer.step()` has been overridden after learning rate scheduler initialization. Please, make "
+    "sure to call `optimizer.step()` before `lr_scheduler.step()`. See more details at "
+    "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate"
+)
 EPOCH_DEPRECATION_WARNING = (
     "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where possible. Please "
     "use `scheduler.step()` to step the scheduler. During the deprecation, if epoch is different from None, the "
     "closed form is used instead of the new chainable form, where available."
 )
+
+
+GET_LR_OUTSIDE_STEP_WARNING = "To get the last learning rate computed by the scheduler, please use `get_last_lr()`."
+
+
+def warn_outside_step(scheduler):
+    """A schedule's get_lr computes the next lr from the current one, so it means something only within
+    step(): called from outside, PyTorch's warns and points to get_last_lr()."""
+    if not scheduler._get_lr_called_within_step:
+        warnings.warn(GET_LR_OUTSIDE_STEP_WARNING, UserWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def stepping(scheduler):
+    """Marks the scheduler as within its step (for warn_outside_step)."""
+    scheduler._get_lr_called_within_step = True
+    try:
+        yield
+    finally:
+        scheduler._get_lr_called_within_step = False
 
 
 def check_optimizer(optimizer):
@@ -35,13 +61,21 @@ def check_optimizer(optimizer):
 
 
 def per_group(name, optimizer, value):
-    """One value per parameter group: a list of the right length as it is, a scalar repeated."""
+    """One value per parameter group: a list of the right length as it is, a scalar repeated. A Tensor
+    value is copied, as PyTorch's schedulers copy it: the scheduler's value does not follow the caller's
+    later in-place changes to it."""
     if isinstance(value, (list, tuple)):
         if len(value) != len(optimizer.param_groups):
             raise ValueError(f"{name} must have the same length as optimizer.param_groups. {name} has "
                              f"{len(value)} values, param_groups has {len(optimizer.param_groups)}.")
-        return list(value)
-    return [value] * len(optimizer.param_groups)
+    else:
+        value = [value] * len(optimizer.param_groups)
+    return [copied(v) for v in value]
+
+
+def copied(value):
+    """A Tensor's copy (a learning rate a scheduler keeps must not alias the group's), a number as it is."""
+    return value.clone() if isinstance(value, Tensor) else value
 
 
 def set_lr(group, lr):
@@ -51,6 +85,18 @@ def set_lr(group, lr):
         group["lr"].fill_(lr.reshape(()) if isinstance(lr, Tensor) else lr)
     else:
         group["lr"] = lr
+
+
+def saved_callable(fn):
+    """A user's function in a scheduler's state_dict, as PyTorch saves it: None for a plain function (its
+    code cannot be saved), a callable object's attributes (a copy of its ``__dict__``)."""
+    return None if fn is None or isinstance(fn, types.FunctionType) else fn.__dict__.copy()
+
+
+def restore_callable(fn, attributes):
+    """Load what saved_callable saved into the scheduler's own function (a function keeps itself)."""
+    if attributes is not None and fn is not None:
+        fn.__dict__.update(attributes)
 
 
 def set_momentum(group, momentum, use_beta1):
@@ -70,23 +116,27 @@ def momentum_kind(optimizer):
 
 class LRScheduler:
     _is_initial = False  # True during the first step, made by the constructor
+    _get_lr_called_within_step = False  # True while step() computes the new lrs (stepping)
 
     def __init__(self, optimizer, last_epoch=-1):
         check_optimizer(optimizer)
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:  # (a copy of a Tensor lr, which set_lr fills in place)
-                group.setdefault("initial_lr", group["lr"].clone() if isinstance(group["lr"], Tensor) else group["lr"])
+                group.setdefault("initial_lr", copied(group["lr"]))
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
                     raise KeyError(f"param 'initial_lr' is not specified in param_groups[{i}] when resuming "
                                    "scheduler with last_epoch >= 0.")
-        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.base_lrs = [copied(group["initial_lr"]) for group in optimizer.param_groups]
         self.last_epoch = last_epoch
         # from now on the optimizer's step marks it stepped (optimizer.py), so that our first step can tell
         # whether it came first, as it should; steps taken before any scheduler was made do not count
         optimizer.__dict__.setdefault("_opt_called", False)
+        # and a step the user puts on the instance after this (optimizer.step = ...) may not do so: remember
+        # the step there is now, to warn at our first step if it was replaced since, as PyTorch does
+        optimizer.__dict__["_step_when_scheduled"] = optimizer.__dict__.get("step")
         self._initial_step()
 
     def _initial_step(self):
@@ -106,35 +156,40 @@ class LRScheduler:
         return self._last_lr
 
     def step(self, epoch=None):
-        if self._step_count == 1 and not self.optimizer.__dict__.get("_opt_called", True):
-            warnings.warn(STEP_ORDER_WARNING, UserWarning, stacklevel=2)
+        if self._step_count == 1:
+            watched = self.optimizer.__dict__
+            if watched.get("step") is not watched.get("_step_when_scheduled"):
+                warnings.warn(STEP_OVERRIDDEN_WARNING, UserWarning, stacklevel=2)
+            elif not watched.get("_opt_called", True):
+                warnings.warn(STEP_ORDER_WARNING, UserWarning, stacklevel=2)
         self._step_count += 1
         if epoch is not None:
             warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
         self._update_lr(epoch)
 
     def _update_lr(self, epoch=None):
-        if epoch is None:
-            self.last_epoch += 1
-            values = self.get_lr()
-        else:
-            self.last_epoch = epoch
-            closed_form = getattr(self, "_get_closed_form_lr", None)
-            values = closed_form() if closed_form is not None else self.get_lr()
+        with stepping(self):
+            if epoch is None:
+                self.last_epoch += 1
+                values = self.get_lr()
+            else:
+                self.last_epoch = epoch
+                closed_form = getattr(self, "_get_closed_form_lr", None)
+                values = closed_form() if closed_form is not None else self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, values):
             set_lr(group, lr)
         self._last_lr = self._group_lrs()
 
     def _group_lrs(self):
-        return [group["lr"] for group in self.optimizer.param_groups]
+        """Each group's lr now (a copy of a Tensor lr: what get_last_lr returns must not change with it)."""
+        return [copied(group["lr"]) for group in self.optimizer.param_groups]
 
     def state_dict(self):
         """Everything but the optimizer. LambdaLR's and MultiplicativeLR's ``lr_lambdas`` are saved as PyTorch
         saves them: None for a function (its code cannot be saved), a callable object's attributes."""
         state = {k: v for k, v in vars(self).items() if k not in ("optimizer", "lr_lambdas")}
         if "lr_lambdas" in vars(self):
-            state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else fn.__dict__.copy()
-                                   for fn in self.lr_lambdas]
+            state["lr_lambdas"] = [saved_callable(fn) for fn in self.lr_lambdas]
         return state
 
     def load_state_dict(self, state_dict):
@@ -142,5 +197,4 @@ class LRScheduler:
         saved_lambdas = state_dict.pop("lr_lambdas", None)
         self.__dict__.update(state_dict)
         for fn, attributes in zip(getattr(self, "lr_lambdas", ()), saved_lambdas or ()):
-            if attributes is not None:
-                fn.__dict__.update(attributes)
+            restore_callable(fn, attributes)

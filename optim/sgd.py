@@ -1,6 +1,6 @@
 """Stochastic gradient descent, with momentum and Nesterov's look-ahead."""
 
-from .optimizer import Optimizer, require
+from .optimizer import Optimizer, l2_decayed, require
 
 
 class SGD(Optimizer):
@@ -43,7 +43,7 @@ class SGD(Optimizer):
     def update(self, param, grad, state, group):
         momentum = group["momentum"]
         if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * param
+            grad = l2_decayed(grad, param, group["weight_decay"])
         if momentum:
             velocity = state.get("momentum_buffer")
             if velocity is None:

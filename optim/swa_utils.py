@@ -26,7 +26,7 @@ import autograd
 import nn
 from nn.normalization import _BatchNorm
 
-from .scheduler import LRScheduler, per_group
+from .scheduler import LRScheduler, per_group, warn_outside_step
 
 __all__ = ["AveragedModel", "update_bn", "SWALR", "get_ema_multi_avg_fn", "get_swa_multi_avg_fn",
            "get_ema_avg_fn", "get_swa_avg_fn"]
@@ -237,6 +237,7 @@ class SWALR(LRScheduler):
         return self.anneal_func(max(0, min(1, step / max(1, self.anneal_epochs))))
 
     def get_lr(self):
+        warn_outside_step(self)
         step = self._step_count - 1
         if self.anneal_epochs == 0:
             step = max(1, step)
