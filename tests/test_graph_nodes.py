@@ -99,3 +99,15 @@ def test_saved_exponent_of_both_pows():
     y.sum().backward()
     with pytest.raises(RuntimeError, match="second time"):
         _ = y.grad_fn._saved_exponent
+
+
+def test_the_tutorials_node_names_are_pytorchs():
+    """The names PyTorch's autograd tutorial prints (y = x + 2: AddBackward0; z = y * y * 3; z.mean()), and x ** 2's."""
+    x = autograd.ones(2, 2, requires_grad=True)
+    y = x + 2
+    z = y * y * 3
+    names = [y.grad_fn.name(), z.grad_fn.name(), z.mean().grad_fn.name(), (x**2).grad_fn.name(),
+             x.pow(3).grad_fn.name(), (x * 0.5).grad_fn.name(), (x - 1).grad_fn.name(), x.sum().grad_fn.name(),
+             x.relu().grad_fn.name(), x.exp().grad_fn.name()]
+    assert names == ["AddBackward0", "MulBackward0", "MeanBackward0", "PowBackward0", "PowBackward0",
+                     "MulBackward0", "SubBackward0", "SumBackward0", "ReluBackward0", "ExpBackward0"]

@@ -410,5 +410,4 @@ def test_anomaly_grad_warnings(T):
     messages = [str(x.message) for x in w]
     assert len(messages) == 2
     assert "Anomaly Detection has been enabled" in messages[0]
-    # (chainrule names x ** 2's node PowConstantBackward0, PyTorch PowBackward0)
-    assert re.search(r"Error detected in Pow\w*Backward0", messages[1]) and "d2 = d1 ** 2" in messages[1]
+    assert re.search(r"Error detected in PowBackward0", messages[1]) and "d2 = d1 ** 2" in messages[1]

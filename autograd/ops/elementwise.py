@@ -238,6 +238,9 @@ class PowConstant(Primitive):
     def _saved_exponent(self):  # (PyTorch's PowBackward0 shows the number it saved)
         return self.exponent
 
+    def name(self):
+        return "PowBackward0"  # (PyTorch's node for a number exponent; the drawings keep "PowConstant")
+
     def backward(self, grad, y, x):
         c = self.exponent
         x = conj(x)  # (the complex rule: dL/dx = dL/dy · conj(c x^(c-1)), c real)
