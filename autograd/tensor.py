@@ -140,14 +140,16 @@ class Tensor(WriteDoor):
 
     @data.setter
     def data(self, value):
+        """``x.data = value``: x now holds value's memory, of any shape and dtype (model surgery:
+        ``layer.weight.data = layer.weight.data[:k]``), as PyTorch's; it stays the same tensor for the graph
+        and the optimizers that hold it. Views of x made before keep the memory they showed."""
         if not isinstance(value, Tensor):
-            raise TypeError(f"x.data = value needs a Tensor, got {type(value).__name__}")
-        if value.shape != self.shape or value.dtype != self.dtype:
-            raise ValueError(
-                f"x.data = value: value has shape {tuple(value.shape)} and dtype {value.dtype}, "
-                f"but x has shape {tuple(self.shape)} and dtype {self.dtype}; they must match"
-            )
+            raise TypeError(f"Variable data has to be a tensor, but got {type(value).__name__}")
+        if self._requires_grad and value._data.dtype.kind not in "fc":
+            raise RuntimeError("data set to a tensor that requires gradients must be floating point or complex "
+                               f"dtype (got {value.dtype} for a tensor of shape {tuple(self.shape)})")
         self._data = value._data
+        self._views = None
 
     @data.deleter
     def data(self):

@@ -122,11 +122,30 @@ def test_version_counter(T):
     assert x._version == xz._version
 
 
-@xfail_ours("x.data = value refuses another shape or dtype (PyTorch allows both): tensor.py")
 def test_set_data_changes_shape_and_dtype(T):
     x = T.randn(1, 2)
     x.data = T.randn(2, 3, dtype=T.float64)
     assert tuple(x.shape) == (2, 3) and x.dtype == T.float64
+
+
+def test_set_data_for_model_surgery(T):
+    """A layer's weight cut to its first rows through .data: the same Parameter, trained at its new shape."""
+    layer = nn(T).Linear(3, 4)
+    weight = layer.weight
+    layer.weight.data = layer.weight.data[:2].clone()
+    layer.bias.data = layer.bias.data[:2].clone()
+    assert layer.weight is weight and tuple(weight.shape) == (2, 3) and weight.requires_grad and weight.is_leaf
+    layer(T.ones(5, 3)).sum().backward()
+    same(weight.grad, np.full((2, 3), 5.0), dtype="float32")
+    raises(RuntimeError, "data set to a tensor that requires gradients must be floating point", setattr, weight,
+           "data", T.zeros(2, dtype=T.int64))
+    raises(TypeError, "", setattr, weight, "data", None)
+    base = T.zeros(4)
+    view = base[:2]
+    base.data = T.ones(3)
+    base.add_(1)
+    same(base, [2.0, 2.0, 2.0])
+    same(view, [0.0, 0.0])  # (the view keeps the memory it showed)
 
 
 def test_increment_version(T):
