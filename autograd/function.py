@@ -331,6 +331,10 @@ class _OutputSlot:
         self.parents = [node]
 
     @property
+    def output_nr(self):  # (Tensor.output_nr: which output of the node)
+        return self.index
+
+    @property
     def op_name(self):
         return self.node.op_name
 

@@ -201,6 +201,14 @@ class Primitive:
     def __repr__(self):
         return f"<{self.name()}>"
 
+    def __call__(self, *grad_outputs):
+        """``y.grad_fn(dL/dy)``: this node's backward alone, as PyTorch's Node call: dL/dinput for its one
+        input, or a tuple of them (None for an input that needs none)."""
+        if len(grad_outputs) != 1:
+            raise TypeError(f"{self.name()}: expected 1 arguments, got {len(grad_outputs)} instead")
+        grads = self.chain(grad_outputs[0])
+        return grads[0] if len(grads) == 1 else tuple(grads)
+
     @property
     def metadata(self):
         """A dict the user may fill (PyTorch's Node.metadata): kept with the node, unused here."""

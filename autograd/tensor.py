@@ -205,6 +205,11 @@ class Tensor(WriteDoor):
         self._grad = None
 
     @property
+    def output_nr(self):
+        """Which output of its grad_fn this tensor is (PyTorch's): 0 for a leaf and a one-output op."""
+        return getattr(self.grad_fn, "output_nr", 0)
+
+    @property
     def is_leaf(self):
         return self.grad_fn is None
 

@@ -426,7 +426,6 @@ def test_return_duplicate_inplace(T):
     raises(RuntimeError, "", DoubleInplace.apply, x)  # a leaf that requires grad cannot be changed in place
 
 
-@xfail_ours("Tensor.output_nr is missing (tensor.py: diff in the report)")
 def test_save_output_nr(T):
     x = randn(T, 10)
 
