@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.ported import close, raises, same, values
-from tests.ported_autograd import randn, xfail_ours
+from tests.ported_autograd import randn
 
 
 def my_function(T, once):
