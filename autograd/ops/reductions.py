@@ -15,6 +15,7 @@ from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims, unbiased_overload
 from .conjugation import conj, refuse_unordered
+from .conversion import type_name
 from .elementwise import floating, where
 from .names import names
 from .outputs import write_out
@@ -80,7 +81,8 @@ class Mean(Sum):
 def mean(x, dim=None, keepdim=False):
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating point "
-                           f"or complex dtype. Got: {x.dtype} (shape {tuple(x.shape)}); convert with .float()")
+                           f"or complex dtype. Got: {type_name(x.dtype)} (shape {tuple(x.shape)}); convert with "
+                           ".float()")
     axes = normalize_dims(dim, x.ndim)
     count = 1
     for axis in axes:
@@ -171,15 +173,15 @@ MinResult = collections.namedtuple("min", ["values", "indices"])
 def _extremum(x, dim, keepdim, find, arg, result):
     if dim is None:
         if x._data.size == 0:
-            raise RuntimeError(f"max(): expected a non-empty tensor, got shape {tuple(x.shape)}; "
-                               "give a dim to reduce over a non-empty one")
+            raise RuntimeError(f"{result.__name__}(): Expected reduction dim to be specified for input.numel() == 0. "
+                               "Specify the reduction dim with the 'dim' argument.")
         return Extremum.apply(x, axis=None, find=find, arg=arg)
     if x.ndim == 0:  # a scalar along its only "dim": itself, at index 0
         normalize_dims(dim, 0)
         return result(Extremum.apply(x, axis=None, find=find, arg=arg), Tensor._make(xp.zeros((), dtype=xp.int64)))
     axis = normalize_dims(dim, x.ndim)[0]
     if x.shape[axis] == 0:
-        raise IndexError(f"max(): the dimension {dim} of shape {tuple(x.shape)} is empty: nothing to reduce")
+        raise IndexError(f"{result.__name__}(): Expected reduction dim {axis} to have non-zero size.")
     values = Extremum.apply(x, axis=axis, keepdim=keepdim, find=find, arg=arg)
     indices = values.grad_fn.indices if values.grad_fn is not None else arg(x._data, axis=axis, keepdims=True)
     if not keepdim:

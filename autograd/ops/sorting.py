@@ -13,7 +13,7 @@ from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
 from .conjugation import refuse_unordered
-from .conversion import refuse_kinds
+from .conversion import refuse_kinds, type_name
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
@@ -97,6 +97,12 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     return write_out(TopKResult(_pick(input, axis, indices), Tensor._make(indices)), out)
 
 
+def _nonempty(name, input, axis):
+    """PyTorch's IndexError where a selection (kthvalue, median, mode) runs along an empty dim."""
+    if input.ndim and input.shape[axis] == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {axis} to have non-zero size.")
+
+
 def _select_along(input, axis, position, keepdim, result):
     """(values, indices) of the element at ``position`` (a number, or an array with keepdim's shape)
     of the ascending order along axis."""
@@ -119,6 +125,7 @@ def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (a 0-d tensor is its own answer: no kernel runs)
         refuse_kinds(input, "kthvalue_cpu", "b")
+    _nonempty("kthvalue", input, axis)
     size = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {axis}: k={k}, size {size}")
@@ -157,6 +164,7 @@ def _median(input, dim, keepdim, skip_nan):
         # over all elements the gradient is shared between ties, as PyTorch's (the max's rule)
         return Extremum.apply(input, axis=None, find=lambda a: _median_value(a, skip_nan), arg=None)
     axis = dim_index(dim, input.ndim)
+    _nonempty("median", input, axis)  # (nanmedian's message says median too, as PyTorch's)
     return _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result)
 
 
@@ -178,7 +186,13 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the most frequent value along dim (the smallest among equally frequent
     ones) and the last position where it occurs, as PyTorch."""
     axis = dim_index(dim, input.ndim)
+    if out is not None:  # PyTorch casts into no other dtype
+        for target, dtype, which in zip(out, (input.dtype, int64), ("values", "indices")):
+            if target.dtype != dtype:
+                raise RuntimeError(f"expected scalar type '{type_name(dtype)}' but got '{type_name(target.dtype)}' "
+                                   f"for {which} output")
     data = input._data
+    _nonempty("mode", input, axis)
     if data.ndim == 0:
         return write_out(ModeResult(input.clone(), Tensor._make(xp.zeros((), dtype=int64))), out)
     order = _order(data, axis, descending=False)
