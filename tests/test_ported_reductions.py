@@ -1133,3 +1133,86 @@ def test_histogram_error_handling(T):
            "excluding its innermost dimension", lambda: T.histogram(T.ones(2, 2), 1, weight=T.ones(1)))
     raises(RuntimeError, "min should not exceed max", lambda: T.histogram(T.tensor(1.0), 2, range=(1, 0)))
     raises(RuntimeError, r"range \[nan, nan\] is not finite", T.histogram, T.tensor([nan]), 2)
+
+
+REDUCTIONS = {"sum": np.sum, "mean": np.mean, "prod": np.prod, "amax": np.amax, "amin": np.amin,
+              "nansum": np.nansum, "logsumexp": _np_logsumexp}
+
+
+@pytest.mark.parametrize("name", list(REDUCTIONS))
+def test_reduction_dims_vs_numpy(T, name):
+    """Every way of naming the dims (one, negative, a tuple, a list, unsorted, keepdim) against NumPy."""
+    rng = np.random.default_rng(57)
+    data = rng.uniform(0.5, 1.5, (2, 3, 4))
+    x = T.tensor(data)
+    fn, ref = getattr(T, name), REDUCTIONS[name]
+    dims = (0, -1, 2, (0, 2), (-1, 0), [1, 2], (2, 0, 1), (-3, -2))
+    if name == "prod":  # (one dim only: PyTorch's prod takes no tuple)
+        dims = dims[:3]
+        for dim in ((0, 2), [1]):
+            raises(TypeError, "prod", fn, x, dim)
+            raises(TypeError, "prod", lambda dim=dim: x.prod(dim=dim))
+    for dim in dims:
+        for keepdim in (False, True):
+            axis = tuple(dim) if isinstance(dim, list) else dim
+            close(fn(x, dim, keepdim=keepdim), ref(data, axis=axis, keepdims=keepdim), rtol=1e-12)
+            close(getattr(x, name)(dim=dim, keepdim=keepdim), ref(data, axis=axis, keepdims=keepdim), rtol=1e-12)
+    raises(IndexError, "Dimension out of range", fn, x, 3)
+    if name != "prod":
+        raises(IndexError, "Dimension out of range", fn, x, (0, -4))
+
+
+def test_reduction_dim_empty_tuple(T):
+    x = T.tensor([[1.0, 2.0], [3.0, 4.0]])
+    same(x.sum(dim=()), 10.0)
+    same(x.mean(dim=[]), 2.5)
+    same(x.amax(dim=()), 4.0)
+    same(T.amin(x, ()), 1.0)
+    same(x.any(dim=()), [[True, True], [True, True]])
+
+
+def test_reduction_gradients(T):
+    x = T.tensor([[1.0, 3.0, 3.0], [2.0, 0.0, 5.0]], dtype=T.float64, requires_grad=True)
+    g = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+    checks = [
+        (lambda: x.sum(1), [[1.0] * 3, [1.0] * 3]),
+        (lambda: x.mean(0), [[0.5] * 3, [0.5] * 3]),
+        (lambda: x.prod(1), [[9.0, 3.0, 3.0], [0.0, 10.0, 0.0]]),
+        (lambda: x.amax(1), [[0.0, 0.5, 0.5], [0.0, 0.0, 1.0]]),  # ties share the gradient
+        (lambda: x.max(1).values, [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]),  # max(dim): to the index it returns
+        (lambda: x.max(), [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+        (lambda: x.min(), [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+        (lambda: x.median(1).values, [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]),
+        (lambda: x.cumsum(1)[:, -1], [[1.0] * 3, [1.0] * 3]),
+        (lambda: x.var(1), values(x - x.mean(1, keepdim=True)) * 2 / 2),
+    ]
+    for make, expected in checks:
+        x.grad = None
+        make().sum().backward()
+        close(x.grad, np.asarray(expected, dtype=np.float64), rtol=1e-12, atol=1e-12)
+    x.grad = None
+    (x.sum(1) * T.tensor([1.0, 2.0], dtype=T.float64)).sum().backward()
+    same(x.grad, [[1.0] * 3, [2.0] * 3])
+    x.grad = None
+    T.nansum(T.where(x > 2.5, x, T.tensor(math.nan, dtype=T.float64))).backward()
+    same(x.grad, [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    y = T.tensor(g, dtype=T.float64, requires_grad=True)
+    y.logsumexp(1).sum().backward()
+    e = np.exp(np.array(g))
+    close(y.grad, e / e.sum(1, keepdims=True), rtol=1e-12)
+
+
+def test_sum_mean_dtype_argument_and_bool(T):
+    b = T.tensor([[True, False], [True, True]])
+    same(b.sum(), 3, "int64")
+    same(b.sum(0), [2, 1], "int64")
+    same(b.sum(dtype=T.float32), 3.0, "float32")
+    same(b.float().mean(), 0.75, "float32")
+    same(T.tensor([100, 100], dtype=T.int8).sum(), 200, "int64")
+    same(T.tensor([100, 100], dtype=T.int8).sum(dtype=T.int8), -56, "int8")
+    same(T.tensor([1.5, 2.5], dtype=T.float16).sum(), 4.0, "float16")
+    same(T.tensor([1.5, 2.5]).sum(dtype=T.float64), 4.0, "float64")
+    same(T.tensor([1, 2], dtype=T.int32).mean(dtype=T.float64), 1.5, "float64")
+    same(T.tensor([1, 2, 3]).prod(dtype=T.float32), 6.0, "float32")
+    same(T.sum(T.tensor([1, 2], dtype=T.int32), dtype=T.int32), 3, "int32")
+    same(T.mean(T.tensor([1.0, 2.0]), dtype=T.float64), 1.5, "float64")

@@ -154,6 +154,10 @@ class Prod(Primitive):
 @names("prod")
 def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """y = the product of input's elements (over dim); exact gradient where input holds zeros."""
+    if isinstance(dim, (tuple, list)):  # (PyTorch's prod takes one dim, unlike sum)
+        raise TypeError(f"prod() received an invalid combination of arguments - got (Tensor, {type(dim).__name__}), "
+                        "but expected one of: (Tensor input, *, torch.dtype dtype = None) or (Tensor input, int dim, "
+                        "bool keepdim = False, *, torch.dtype dtype = None, Tensor out = None)")
     x = _accumulating_dtype(input, dtype)
     axes = normalize_dims(dim, x.ndim)
     return write_out(Prod.apply(x, axes=axes, keepdim=keepdim if dim is not None else False), out, dtype=dtype)
