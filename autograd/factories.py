@@ -326,8 +326,26 @@ def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None,
         raise TypeError("randint() needs high and size: randint(high, size) or randint(low, high, size)")
     if low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    if dtype is not None:
+        _in_bounds(low, high, xp.dtype(dtype))
     values = _rng(generator).integers(low, high, size=tuple(size))
     return written(_random(values, out_dtype(dtype, out) or backend.int64, device, requires_grad), out)
+
+
+def _in_bounds(low, high, dtype):
+    """PyTorch's refusal of a randint whose bounds ``dtype`` cannot hold (its range, or [0, 1] for bool)."""
+    from .ops.conversion import c_name  # (the ops import this module: imported when needed)
+
+    if dtype.kind == "b":
+        smallest, largest = 0, 1
+    elif dtype.kind in "iu":
+        smallest, largest = numpy.iinfo(dtype).min, numpy.iinfo(dtype).max
+    else:
+        smallest, largest = -numpy.finfo(dtype).max, numpy.finfo(dtype).max
+    if not smallest <= low <= largest:
+        raise RuntimeError(f"from is out of bounds for {c_name(dtype)}")
+    if not smallest <= high - 1 <= largest:
+        raise RuntimeError(f"to - 1 is out of bounds for {c_name(dtype)}")
 
 
 def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,

@@ -1202,3 +1202,16 @@ def test_astensor_consistency(T):
         original = T.as_tensor(e)
         t = T.asarray(e)
         same(t, values(original), dtype_name(original))
+
+
+def test_randint_bounds_for_dtype(T):
+    for args, dtype, words in (((5, (3,)), "bool", "to - 1 is out of bounds for bool"),
+                               ((300, (3,)), "uint8", "to - 1 is out of bounds for unsigned char"),
+                               ((-1, 3, (3,)), "uint8", "from is out of bounds for unsigned char"),
+                               ((2**40, (3,)), "int32", "to - 1 is out of bounds for int"),
+                               ((-129, 3, (3,)), "int8", "from is out of bounds for signed char")):
+        raises(RuntimeError, words, T.randint, *args, dtype=getattr(T, dtype))
+    r = T.randint(2, (1000,), dtype=T.bool)
+    assert r.dtype is T.bool and set(r.tolist()) == {False, True}
+    r = T.randint(-128, 128, (2000,), dtype=T.int8)
+    assert r.min().item() >= -128 and r.max().item() <= 127

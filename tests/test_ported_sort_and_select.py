@@ -638,3 +638,11 @@ def test_logcumsumexp(T):
     g = T.tensor([0.0, 1.0, 2.0], dtype=T.float64, requires_grad=True)
     T.logcumsumexp(g, 0)[-1].backward()
     close(g.grad, np.exp([0.0, 1.0, 2.0]) / np.exp([0.0, 1.0, 2.0]).sum(), rtol=1e-12)
+
+
+def test_unique_refuses_complex(T):
+    x = T.tensor([1 + 1j, 2, 1 + 1j])
+    raises(NotImplementedError, "\"unique\" not implemented for 'ComplexFloat'", x.unique)
+    raises(NotImplementedError, "\"unique\" not implemented for 'ComplexFloat'", x.unique, sorted=False)
+    raises(NotImplementedError, "\"unique\" not implemented for 'ComplexFloat'", x.unique_consecutive)
+    raises(NotImplementedError, "\"unique_dim\" not implemented for 'ComplexFloat'", T.unique, x[None], dim=0)

@@ -228,6 +228,12 @@ def _unique_results(values, inverse, counts, return_inverse, return_counts, inve
     return results[0] if len(results) == 1 else tuple(results)
 
 
+def _ordered_only(data, kernel):
+    """PyTorch's unique kernels have no complex version (complex numbers have no order to sort by)."""
+    if data.dtype.kind == "c":
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(data.dtype)}'")
+
+
 def _unique_slices_exist(shape, axis):
     """PyTorch's refusals of unique(dim=) where the slices along dim are empty (an empty dim other than
     the one chosen); an empty chosen dim leaves an empty result."""
@@ -244,6 +250,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     where each element of input went, with return_counts how often each occurs. With dim, the
     distinct slices along dim."""
     data = input._data
+    _ordered_only(data, "unique" if dim is None else "unique_dim")
     if dim is None:
         # NaN != NaN: each NaN is its own value, as in PyTorch (NumPy merges them by default)
         values, inverse, counts = xp.unique(data.reshape(-1), return_inverse=True, return_counts=True,
@@ -259,6 +266,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """Each run of equal consecutive values (or slices along dim) once."""
     data = input._data
+    _ordered_only(data, "unique")
     if dim is None:
         flat = data.reshape(-1)
         if flat.size == 0:
