@@ -1298,3 +1298,16 @@ def test_nan_policy(T, name, propagates):
         u = T.tensor(np.random.default_rng(60).uniform(-3, 3, 10))
         u[1::2] = math.nan
         close(fn(u, *args), values(fn(u[::2], *args)), rtol=1e-12)
+
+
+def test_no_numpy_warnings_for_edge_reductions(T):
+    """-inf rows in logsumexp and one sample in var/std give -inf and NaN quietly (PyTorch's only warning is
+    its own degrees-of-freedom one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        close(T.tensor([[-math.inf, -math.inf], [0.0, 0.0]]).logsumexp(1), [-math.inf, math.log(2)])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            assert math.isnan(T.tensor([3.0]).std().item())
+            assert math.isnan(T.tensor([[3.0], [4.0]]).var(1)[0].item())
+        assert all("degrees of freedom" in str(w.message) for w in caught)

@@ -8,7 +8,7 @@ import collections
 import math
 import warnings
 
-from ..backend import float16, float32, int64, xp
+from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -120,7 +120,10 @@ def variance(x, dim, unbiased, keepdim, correction, name):
     if degrees_of_freedom <= 0:
         warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
                       "factor (input numel divided by output numel).", UserWarning, stacklevel=4)
-    return sum(squares, axes, keepdim) * (1.0 / degrees_of_freedom if degrees_of_freedom > 0 else math.inf)
+    if degrees_of_freedom > 0:
+        return sum(squares, axes, keepdim) * (1.0 / degrees_of_freedom)
+    with errstate(invalid="ignore"):  # (0 · ∞: NaN, which the warning above explains; NumPy's own warning is noise)
+        return sum(squares, axes, keepdim) * math.inf
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
@@ -246,7 +249,8 @@ class LogSumExp(Primitive):
 
     def forward(self, x):
         m = _stable_max(x, self.axes)
-        y = xp.log(xp.sum(xp.exp(x - m), axis=self.axes, keepdims=True)) + m
+        with errstate(divide="ignore"):  # (a slice of only -inf sums to 0: its log is -inf, as PyTorch's, unwarned)
+            y = xp.log(xp.sum(xp.exp(x - m), axis=self.axes, keepdims=True)) + m
         return y if self.keepdim else xp.squeeze(y, axis=self.axes)
 
     def backward(self, grad, y, x):
