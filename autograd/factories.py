@@ -259,6 +259,12 @@ def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, req
 
 
 def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
+    """A tensor of ``size`` filled with ``fill_value``: of its kind without dtype= (a bool fills bool, an int
+    int64, a float the default dtype, a complex the default complex dtype; a 0-d tensor counts as its number)."""
+    if isinstance(fill_value, Tensor):
+        if fill_value.ndim:
+            raise TypeError("full(): argument 'fill_value' (position 2) must be Number, not Tensor")
+        fill_value = fill_value.item()
     dtype = out_dtype(dtype, out)
     if dtype is None:
         dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else \

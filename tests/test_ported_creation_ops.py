@@ -1215,3 +1215,12 @@ def test_randint_bounds_for_dtype(T):
     assert r.dtype is T.bool and set(r.tolist()) == {False, True}
     r = T.randint(-128, 128, (2000,), dtype=T.int8)
     assert r.min().item() >= -128 and r.max().item() <= 127
+
+
+def test_full_with_a_tensor_fill(T):
+    for fill, dtype in ((T.tensor(3), "int64"), (T.tensor(3, dtype=T.int8), "int64"),
+                        (T.tensor(3.0, dtype=T.float64), "float32"), (T.tensor(True), "bool"),
+                        (T.tensor(1 + 2j, dtype=T.complex128), "complex64")):
+        same(T.full((2,), fill), np.full(2, fill.item()).astype(dtype), dtype)
+    same(T.full((2,), T.tensor(2.5), dtype=T.float64), [2.5, 2.5], "float64")
+    raises(TypeError, "must be Number, not Tensor", T.full, (2,), T.tensor([3]))
