@@ -3,6 +3,7 @@ where they can (``tensor`` always copies), and ``x.new_zeros(...)`` and friends 
 tensor with x's dtype."""
 
 import builtins
+import warnings
 
 import numpy
 
@@ -68,28 +69,72 @@ def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
 
 
 @names("asarray", method=False)
-def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=False):
+def asarray(obj, *, dtype=None, device=None, copy=None, requires_grad=None):
     """``obj`` as a tensor, sharing memory with a Tensor or an array when it can (``copy=None``),
-    always copying (``copy=True``), or raising where it would have to copy (``copy=False``)."""
-    data = obj._data if isinstance(obj, Tensor) else obj
+    always copying (``copy=True``), or raising where it would have to copy (``copy=False``). A tensor
+    keeps its graph unless ``requires_grad=False`` (left unsaid, it follows obj's, with PyTorch's warning
+    that this default changed)."""
+    if isinstance(obj, Tensor):
+        return _tensor_as_array(obj, dtype, copy, requires_grad)
+    data = obj
     if isinstance(data, (numpy.ndarray, xp.ndarray)):
         array = data if dtype is None else data.astype(dtype, copy=False)
         if copy:
             array = array.copy()
         elif copy is False and array is not data:
-            raise ValueError(f"can't alias a {data.dtype} array as {numpy.dtype(dtype)} with copy=False")
+            from .ops.conversion import type_name  # (the ops import this module's users: imported when needed)
+
+            raise ValueError(f"can't alias tensor with dtype '{type_name(data.dtype)}' into dtype "
+                             f"'{type_name(numpy.dtype(dtype))}'.")
         result = obj if array is data and isinstance(obj, Tensor) else Tensor._make(array)
     else:
         if copy is False:
-            raise ValueError(f"can't alias a {type(obj).__name__} with copy=False: it is not an array")
+            raise ValueError("can't alias arbitrary sequence into a tensor.")
         result = Tensor._make(as_array(obj, dtype))
     return result.requires_grad_() if requires_grad else result
+
+
+def _tensor_as_array(obj, dtype, copy, requires_grad):
+    """asarray of a tensor: itself (or a copy, or a cast), its graph kept when it is to require grad."""
+    if requires_grad is None:
+        if obj.requires_grad:
+            warnings.warn("torch.asarray: unspecified requires_grad now defaults to obj.requires_grad instead of "
+                          "False. Pass requires_grad=False explicitly to get the old behavior and silence this "
+                          "warning.", UserWarning, stacklevel=3)
+        requires_grad = obj.requires_grad
+    source = obj if requires_grad and obj.requires_grad else obj.detach()
+    if dtype is not None and numpy.dtype(dtype) != obj.dtype:
+        if copy is False:
+            from .ops.conversion import type_name  # (the ops import this module's users: imported when needed)
+
+            raise ValueError(f"can't alias tensor with dtype '{type_name(obj.dtype)}' into dtype "
+                             f"'{type_name(numpy.dtype(dtype))}'.")
+        source = source.to(dtype)
+    elif copy:
+        source = source.clone()
+    return source.requires_grad_() if requires_grad and not source.requires_grad else source
 
 
 @names("frombuffer", method=False)
 def frombuffer(buffer, *, dtype, count=-1, offset=0, requires_grad=False):
     """A 1-d tensor on the memory of an object with the buffer protocol (bytes, bytearray,
     array.array): ``count`` elements of ``dtype`` (all by default) from byte ``offset``."""
+    try:
+        length = memoryview(buffer).nbytes
+    except TypeError:
+        raise ValueError("object does not implement Python buffer protocol.") from None
+    size = numpy.dtype(dtype).itemsize
+    if length == 0 or count == 0:
+        raise ValueError(f"both buffer length ({length}) and count ({count}) must not be 0")
+    if not 0 <= offset < length:
+        raise ValueError(f"offset ({offset} bytes) must be non-negative and no greater than buffer length "
+                         f"({length} bytes) minus 1")
+    if count < 0 and (length - offset) % size:
+        raise ValueError(f"buffer length ({length - offset} bytes) after offset ({offset} bytes) must be a multiple "
+                         f"of element size ({size})")
+    if count > 0 and count * size > length - offset:
+        raise ValueError(f"requested buffer length ({count} * {size} bytes) after offset ({offset} bytes) must not "
+                         f"be greater than actual buffer length ({length} bytes)")
     array = numpy.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
     return Tensor._make(xp.asarray(array)).requires_grad_(requires_grad)
 

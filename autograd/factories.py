@@ -39,6 +39,42 @@ def _float(dtype):
     return backend.get_default_dtype() if dtype is None else dtype
 
 
+def out_dtype(dtype, out):
+    """The dtype a factory makes its result in, given ``out=``: out's own, which overrides the inferred
+    one (arange(4, out=a float tensor) counts in floats); a dtype= that differs from it is PyTorch's
+    RuntimeError."""
+    if out is None:
+        return dtype
+    if dtype is not None and xp.dtype(dtype) != out.dtype:
+        from .ops.conversion import type_name  # (the ops import this module: imported when needed)
+
+        raise RuntimeError(f"dtype {type_name(xp.dtype(dtype))} does not match dtype of out parameter "
+                           f"({type_name(out.dtype)})")
+    return out.dtype
+
+
+def _floating_only(dtype, kernel):
+    """``dtype``, refused unless floating or complex: PyTorch's ``kernel`` has no other."""
+    if dtype is not None and xp.dtype(dtype).kind not in "fc":
+        from .ops.conversion import type_name  # (the ops import this module: imported when needed)
+
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(xp.dtype(dtype))}'")
+    return dtype
+
+
+def written(result, out, points=False):
+    """``result``, or, given ``out``, result written into out (resized to its shape), and out. The points
+    of a range (``points``: arange, range, linspace, logspace) fill an out of as many elements in its own
+    shape, in order, as PyTorch's do (linspace(0, 3, 4, out=x[:, 1:]) fills a 2 × 2 slice)."""
+    if out is None:
+        return result
+    if points and out.numel() == result.numel() and out.shape != result.shape:
+        return out.copy_(result.reshape(out.shape))
+    from .ops.outputs import write_out  # (the ops import this module: imported when needed)
+
+    return write_out(result, out)
+
+
 def _made(array, device, requires_grad):
     """A new leaf from a freshly made array, once the device is known to be served."""
     resolve(device)
@@ -84,6 +120,11 @@ def _array(data, dtype, copy):
     for. An integer out of an integer dtype's range is cast as PyTorch casts it (``_integers_cast``)."""
     if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
         as_array(data)  # (raises its TypeError: strings are no numbers)
+    if _is_sequence(data) and not isinstance(data, (list, tuple, range)):
+        try:  # a sequence NumPy cannot read as one (its __getitem__ fails): PyTorch's ValueError
+            len(data) and data[0]
+        except Exception:
+            raise ValueError(f"could not determine the shape of object type '{type(data).__name__}'") from None
     if dtype is None:
         listed = _listed_dtype(data) if isinstance(data, (list, tuple)) else None
         if listed is not None:
@@ -93,7 +134,12 @@ def _array(data, dtype, copy):
             except ValueError:  # a ragged list: as_array's error names it
                 as_array(values)
                 raise
-        array = as_array(_copy(data) if copy else data)
+        try:
+            array = as_array(_copy(data) if copy else data)
+        except TypeError:
+            if isinstance(data, (list, tuple)) and _holds_strings(data):  # (PyTorch's words for a str in a list)
+                raise TypeError("new(): invalid data type 'str'") from None
+            raise
         if array.dtype == numpy.uint64 and isinstance(data, (int, list, tuple)):
             raise ValueError("Overflow when unpacking long long")
         return array
@@ -120,15 +166,18 @@ def _listed_dtype(data):
     to the default dtype, and for a list holding anything else (as_array's errors then speak)."""
     python = {bool: numpy.dtype(bool), int: numpy.dtype(numpy.int64), float: backend.get_default_dtype(),
               complex: backend.get_default_complex_dtype()}
-    dtypes, found = set(), []
+    dtypes, found, path = set(), [], set()
 
     def visit(items):
         kinds = set(map(type, items))
         dtypes.update(numpy.dtype(python[kind]) for kind in kinds & _PYTHON_NUMBERS)
         if kinds <= _PYTHON_NUMBERS:
             return True
+        path.add(id(items))  # (the lists being visited: one holding itself would be visited forever)
         for item in items:
             if isinstance(item, (list, tuple)):
+                if id(item) in path:
+                    raise TypeError("self-referential lists are incompatible")
                 if not visit(item):
                     return False
             elif isinstance(item, _HOLDERS):
@@ -136,6 +185,7 @@ def _listed_dtype(data):
                 found.append(True)
             elif type(item) not in _PYTHON_NUMBERS:
                 return False
+        path.discard(id(items))
         return True
 
     level = data
@@ -162,6 +212,12 @@ def _arrays_for_tensors(data):
     return data
 
 
+def _is_sequence(data):
+    """A Python sequence (not an array, a tensor or a number): something with a length and items."""
+    return hasattr(data, "__len__") and hasattr(data, "__getitem__") and not isinstance(data, _HOLDERS + (str, bytes,
+                                                                                                          dict))
+
+
 def _holds_strings(data):
     if isinstance(data, (list, tuple)):
         return any(_holds_strings(item) for item in data)
@@ -186,20 +242,30 @@ def _copy(data):
     return data.copy() if isinstance(data, xp.ndarray) else data
 
 
-def zeros(*sizes, size=None, dtype=None, layout=None, device=None, requires_grad=False):
-    return _made(xp.zeros(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad)
+def zeros(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False):
+    dtype = out_dtype(dtype, out)
+    return written(_made(xp.zeros(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
 
 
-def ones(*sizes, size=None, dtype=None, layout=None, device=None, requires_grad=False):
-    return _made(xp.ones(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad)
+def ones(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False):
+    dtype = out_dtype(dtype, out)
+    return written(_made(xp.ones(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
 
 
-def empty(*sizes, size=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
+def empty(*sizes, out=None, size=None, dtype=None, layout=None, device=None, requires_grad=False, pin_memory=False,
           memory_format=None):
-    return _made(xp.empty(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad)
+    dtype = out_dtype(dtype, out)
+    return written(_made(xp.empty(_shape(sizes, size), dtype=_float(dtype)), device, requires_grad), out)
 
 
-def full(size, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False):
+def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
+    """A tensor of ``size`` filled with ``fill_value``: of its kind without dtype= (a bool fills bool, an int
+    int64, a float the default dtype, a complex the default complex dtype; a 0-d tensor counts as its number)."""
+    if isinstance(fill_value, Tensor):
+        if fill_value.ndim:
+            raise TypeError("full(): argument 'fill_value' (position 2) must be Number, not Tensor")
+        fill_value = fill_value.item()
+    dtype = out_dtype(dtype, out)
     if dtype is None:
         dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else \
             backend.get_default_complex_dtype() if isinstance(fill_value, complex) else _float(None)
@@ -208,7 +274,7 @@ def full(size, fill_value, *, dtype=None, layout=None, device=None, requires_gra
         _refuse_overflow(fill_value, dtype)
         if type(fill_value) is int and dtype.kind in "iu":
             fill_value = _integers_cast(fill_value, dtype) if fill_value < 0 and dtype.kind == "u" else fill_value
-    return _made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad)
+    return written(_made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad), out)
 
 
 def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
@@ -231,20 +297,23 @@ def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requir
     return _made(xp.full(input.shape, fill_value, dtype=dtype or input.dtype), device, requires_grad)
 
 
-def rand(*sizes, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
+def rand(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
          pin_memory=False):
     """Uniform on [0, 1) (for a complex dtype, the real and the imaginary parts each)."""
-    return _random(draws(_rng(generator).random, _shape(sizes, size), dtype), _float(dtype), device, requires_grad)
+    dtype = _floating_only(out_dtype(dtype, out), "check_uniform_bounds")
+    return written(_random(draws(_rng(generator).random, _shape(sizes, size), dtype), _float(dtype), device,
+                           requires_grad), out)
 
 
-def randn(*sizes, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
+def randn(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
           pin_memory=False):
     """Standard normal (for a complex dtype, E|z|² = 1: each part has variance 1/2, as PyTorch's)."""
-    return _random(draws(_rng(generator).standard_normal, _shape(sizes, size), dtype, 0.5**0.5), _float(dtype),
-                   device, requires_grad)
+    dtype = _floating_only(out_dtype(dtype, out), "normal_kernel_cpu")
+    return written(_random(draws(_rng(generator).standard_normal, _shape(sizes, size), dtype, 0.5**0.5),
+                           _float(dtype), device, requires_grad), out)
 
 
-def randint(*args, size=None, generator=None, dtype=None, layout=None, device=None,
+def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None, device=None,
             requires_grad=False, low=None, high=None):
     """Integers in [low, high): ``randint(high, size)`` or ``randint(low, high, size)``, int64."""
     args = list(args)
@@ -257,18 +326,42 @@ def randint(*args, size=None, generator=None, dtype=None, layout=None, device=No
     elif args:
         raise TypeError(f"randint(low=0, high, size): too many positional arguments {args}")
     low = 0 if low is None else low
+    if dtype is not None and xp.dtype(dtype).kind == "c":
+        raise RuntimeError("check_random_bounds handles only integral, floating-point and boolean types")
     if high is None or size is None:
         raise TypeError("randint() needs high and size: randint(high, size) or randint(low, high, size)")
     if low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    if dtype is not None:
+        _in_bounds(low, high, xp.dtype(dtype))
     values = _rng(generator).integers(low, high, size=tuple(size))
-    return _random(values, dtype or backend.int64, device, requires_grad)
+    return written(_random(values, out_dtype(dtype, out) or backend.int64, device, requires_grad), out)
 
 
-def randperm(n, *, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
+def _in_bounds(low, high, dtype):
+    """PyTorch's refusal of a randint whose bounds ``dtype`` cannot hold (its range, or [0, 1] for bool)."""
+    from .ops.conversion import c_name  # (the ops import this module: imported when needed)
+
+    if dtype.kind == "b":
+        smallest, largest = 0, 1
+    elif dtype.kind in "iu":
+        smallest, largest = numpy.iinfo(dtype).min, numpy.iinfo(dtype).max
+    else:
+        smallest, largest = -numpy.finfo(dtype).max, numpy.finfo(dtype).max
+    if not smallest <= low <= largest:
+        raise RuntimeError(f"from is out of bounds for {c_name(dtype)}")
+    if not smallest <= high - 1 <= largest:
+        raise RuntimeError(f"to - 1 is out of bounds for {c_name(dtype)}")
+
+
+def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
              pin_memory=False):
-    """A random permutation of 0..n-1."""
-    return _random(_rng(generator).permutation(n), dtype or backend.int64, device, requires_grad)
+    """A random permutation of 0..n-1 (in a dtype that holds every one of them exactly)."""
+    dtype = xp.dtype(out_dtype(dtype, out) or backend.int64)
+    largest = numpy.iinfo(dtype).max if dtype.kind in "iu" else _LARGEST_EXACT_INTEGER.get(dtype.name, math.inf)
+    if n - 1 > largest:
+        raise RuntimeError(f"n must be at most {largest + 1} for a randperm in {dtype}, got {n}")
+    return written(_random(_rng(generator).permutation(n), dtype, device, requires_grad), out)
 
 
 def rand_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
@@ -297,8 +390,9 @@ def _number(value):
     return value.item() if isinstance(value, Tensor) else value
 
 
-def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, requires_grad=False):
+def arange(start, end=None, step=1, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
     """start, start + step, ... up to (not including) end; int64 when every bound is an integer."""
+    dtype = out_dtype(dtype, out)
     start, end, step = _number(start), _number(end), _number(step)
     if end is None:
         start, end = 0, start
@@ -313,6 +407,8 @@ def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, req
         raise ValueError(f"step must be nonzero (a step of {step} is 0 as {dtype})")
     if (end - start) * step < 0:  # NumPy would return an empty array
         raise RuntimeError("upper bound and lower bound inconsistent with step sign")
+    if (float(end) - float(start)) / float(step) > 2**63 - 1:
+        raise RuntimeError("invalid size, possible overflow?")
     if _exact_points(start, end, step, dtype):  # integers that the dtype holds exactly: every way of computing
         points = xp.arange(start, end, step, dtype=dtype)  # them agrees, NumPy's is the fastest (the common case)
     elif dtype.kind in "iu":
@@ -321,7 +417,7 @@ def arange(start, end=None, step=1, *, dtype=None, layout=None, device=None, req
         points = _floating_range(start, end, step, dtype)
     else:
         points = xp.arange(start, end, step, dtype=dtype)
-    return _made(xp.asarray(points), device, requires_grad)
+    return written(_made(xp.asarray(points), device, requires_grad), out, points=True)
 
 
 def _exact_points(start, end, step, dtype):
@@ -374,16 +470,30 @@ def _floating_range(start, end, step, dtype, vector_bytes=32):
     return numpy.concatenate([blocks, fused(first, numpy.arange(vectorised, size))])
 
 
-def _spaced_bounds(op, start, end, steps):
+def _spaced_bounds(op, start, end, steps, dtype):
     """start and end as numbers (0-d tensors taken, larger ones refused) and steps checked, as PyTorch's
-    linspace and logspace check them."""
+    linspace and logspace check them (complex bounds want a complex dtype)."""
     if steps < 0:
         raise RuntimeError("number of steps must be non-negative")
     dims = [v.ndim if isinstance(v, Tensor) else 0 for v in (start, end)]
     if any(dims):
         raise RuntimeError(f"{op} only supports 0-dimensional start and end tensors, but got start with "
                            f"{dims[0]} dimension(s) and end with {dims[1]} dimension(s).")
-    return _number(start), _number(end)
+    start, end = _number(start), _number(end)
+    if dtype is not None and xp.dtype(dtype).kind != "c" and (isinstance(start, complex) or isinstance(end, complex)):
+        from .ops.conversion import c_name, type_name  # (the ops import this module: imported when needed)
+
+        raise RuntimeError(f"torch.{op}(): inferred dtype {c_name(xp.dtype(backend.get_default_complex_dtype()))} "
+                           f"can't be safely cast to passed dtype {type_name(xp.dtype(dtype))}")
+    return start, end
+
+
+def _spaced_dtype(start, end, dtype):
+    """linspace's and logspace's dtype: the given one, else the default complex dtype for a complex bound,
+    else the default dtype."""
+    if dtype is None and (isinstance(start, complex) or isinstance(end, complex)):
+        return backend.get_default_complex_dtype()
+    return _float(dtype)
 
 
 # PyTorch's wheels are compiled to fuse start + step·i into one multiply-add (a single rounding), except
@@ -420,20 +530,24 @@ def _from_both_ends(start, end, step, steps, wide):
                               wide(end) - wide(step) * (steps - 1 - i[half:]).astype(wide)])
 
 
-def linspace(start, end, steps, *, dtype=None, layout=None, device=None, requires_grad=False):
-    start, end = _spaced_bounds("linspace", start, end, steps)
-    return _made(_spaced_points(start, end, steps, xp.dtype(_float(dtype))), device, requires_grad)
+def linspace(start, end, steps, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
+    dtype = out_dtype(dtype, out)
+    start, end = _spaced_bounds("linspace", start, end, steps, dtype)
+    return written(_made(_spaced_points(start, end, steps, xp.dtype(_spaced_dtype(start, end, dtype))), device,
+                         requires_grad), out, points=True)
 
 
-def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=None, requires_grad=False):
+def logspace(start, end, steps, base=10.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
     """base ** e for steps exponents e spaced evenly from start to end, as PyTorch computes them: start
     and end cast to the dtype, the exponents in float64 from either end (as linspace's points, but each
     operation rounded), the powers in float64, cast to the dtype (complex ones as NumPy's logspace
     gives them)."""
-    start, end = _spaced_bounds("logspace", start, end, steps)
-    dtype = numpy.dtype(_float(dtype))
+    dtype = out_dtype(dtype, out)
+    start, end = _spaced_bounds("logspace", start, end, steps, dtype)
+    dtype = numpy.dtype(_spaced_dtype(start, end, dtype))
     if dtype.kind == "c":
-        return _made(xp.asarray(numpy.logspace(start, end, steps, base=base).astype(dtype)), device, requires_grad)
+        return written(_made(xp.asarray(numpy.logspace(start, end, steps, base=base).astype(dtype)), device,
+                             requires_grad), out, points=True)
     if steps == 1:  # (PyTorch raises base to start itself here, not to start cast to the dtype)
         exponents = numpy.array([float(start)])
     else:
@@ -442,7 +556,7 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, layout=None, device=No
         exponents = _from_both_ends(float(start), float(end), step, steps, numpy.float64)
     with numpy.errstate(over="ignore", invalid="ignore"):
         points = numpy.array([_c_pow(float(base), e) for e in exponents.tolist()]).astype(dtype)
-    return _made(xp.asarray(points), device, requires_grad)
+    return written(_made(xp.asarray(points), device, requires_grad), out, points=True)
 
 
 def _c_pow(base, exponent):
@@ -456,8 +570,9 @@ def _c_pow(base, exponent):
         return math.inf if base == 0 else math.nan
 
 
-def eye(n, m=None, *, dtype=None, layout=None, device=None, requires_grad=False):
-    for size in (n, m):
+def eye(n, m=None, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
+    for name, size in (("n", n), ("m", m)):
         if size is not None and size < 0:
-            raise RuntimeError(f"n and m must be greater or equal to 0, got {size}")
-    return _made(xp.eye(n, m, dtype=_float(dtype)), device, requires_grad)
+            raise RuntimeError(f"{name} must be greater or equal to 0, got {size}")
+    dtype = out_dtype(dtype, out)
+    return written(_made(xp.eye(n, m, dtype=_float(dtype)), device, requires_grad), out)

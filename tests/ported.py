@@ -67,3 +67,10 @@ def sample(T, shape, dtype, rng):
     if dtype == "uint8":
         a = np.abs(a)
     return T.tensor(a.astype(dtype))
+
+
+def xfail_on_chainrule(T, request, reason):
+    """Mark the running test an expected (strict) failure where `T` is chainrule's `autograd`: a known
+    difference from PyTorch, named by `reason`, that the test records rather than hides."""
+    if T.__name__ == "autograd":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))

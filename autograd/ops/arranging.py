@@ -57,12 +57,20 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     ``repeats`` is a number or one count per element; with dim None input is flattened first."""
     if repeats is None:  # repeat_interleave(counts): the indices 0, 0, 1, ... themselves
         counts = input._data
+        if counts.ndim != 1:
+            raise RuntimeError("repeat_interleave only accept 1D vector as repeat")
+        if counts.dtype.kind not in "iu":
+            raise NotImplementedError(f"\"repeat_interleave_cpu\" not implemented for '{type_name(counts.dtype)}'")
+        if (counts < 0).any():
+            raise RuntimeError("repeats can not be negative")
         return Tensor._make(xp.repeat(xp.arange(len(counts), dtype=int64), counts))
     if dim is None:
         input, axis = shape.reshape(input, (-1,)), 0
     else:
         axis = dim_index(dim, input.ndim)
     counts = repeats._data if isinstance(repeats, Tensor) else xp.asarray(repeats)
+    if counts.ndim > 1:
+        raise RuntimeError("repeats must be 0-dim or 1-dim tensor")
     size = input.shape[axis] if input.ndim else 1
     if counts.ndim and counts.size != 1 and counts.size != size:
         raise RuntimeError(f"repeats must have the same size as input along dim, but got repeats.size(0) = "

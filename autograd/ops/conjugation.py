@@ -233,12 +233,29 @@ def view_as_complex(input):
     return ViewAsComplex.apply(input)
 
 
+def _check_parts(first, second, out):
+    """PyTorch's checks of complex's and polar's operands: both float or double (half is PyTorch's too, and
+    not chainrule's), of one dtype, and an out= of the complex dtype they make."""
+    from .conversion import type_name  # (conversion builds on this module)
+
+    if first.dtype.kind != "f" or second.dtype.kind != "f":
+        raise RuntimeError(f"Expected both inputs to be Half, Float or Double tensors but got "
+                           f"{type_name(first.dtype)} and {type_name(second.dtype)}")
+    if first.dtype != second.dtype:
+        raise RuntimeError(f"Expected object of scalar type {type_name(first.dtype)} but got scalar type "
+                           f"{type_name(second.dtype)} for second argument")
+    if first.dtype not in (xp.float32, xp.float64):
+        raise RuntimeError(f"complex and polar of {type_name(first.dtype)} tensors: chainrule has no complex32")
+    made = xp.result_type(first.dtype, xp.complex64)
+    if out is not None and out.dtype != made:
+        raise RuntimeError(f"Expected object of scalar type {type_name(made)} but got scalar type "
+                           f"{type_name(out.dtype)} for argument 'out'")
+
+
 @names("complex", method=False)
 def from_parts(real, imag, *, out=None):
     """real + i imag, from two real tensors of one floating dtype (float32 gives complex64)."""
-    if real.dtype != imag.dtype or real.dtype not in (xp.float32, xp.float64):
-        raise RuntimeError(f"complex(): expected both inputs to be float or double tensors of one dtype, but got "
-                           f"{real.dtype} and {imag.dtype}")
+    _check_parts(real, imag, out)
     from .arranging import broadcast_tensors  # (the shape ops build on the elementwise ones, which build on
     from .shape import stack  # this module)
 
@@ -249,9 +266,7 @@ def from_parts(real, imag, *, out=None):
 def polar(abs, angle, *, out=None):
     """abs · (cos angle + i sin angle)  (PyTorch's argument names)."""
     size = abs
-    if size.dtype != angle.dtype or size.dtype not in (xp.float32, xp.float64):
-        raise RuntimeError(f"polar(): expected both inputs to be float or double tensors of one dtype, but got "
-                           f"{size.dtype} and {angle.dtype}")
+    _check_parts(size, angle, out)
     return write_out(from_parts(size * angle.cos(), size * angle.sin()), out)
 
 

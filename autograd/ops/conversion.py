@@ -29,6 +29,17 @@ _TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int6
                "complex128": "ComplexDouble"}
 
 
+# the C names some PyTorch messages give a dtype ("expected dtype float for `end`")
+_C_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int", "int32": "int",
+            "bool": "bool", "uint8": "unsigned char", "int8": "signed char", "int16": "short int",
+            "complex64": "c10::complex<float>", "complex128": "c10::complex<double>"}
+
+
+def c_name(dtype):
+    """PyTorch's C name of a dtype, as its lerp, heaviside and out= messages say it: float, long int, ..."""
+    return _C_NAMES.get(dtype.name, dtype.name)
+
+
 def type_name(dtype):
     """PyTorch's C++ name of a dtype, as its messages and x.type() say it: Float, Long, Int, ..."""
     return _TYPE_NAMES.get(dtype.name, dtype.name)

@@ -63,7 +63,7 @@ class CumSum(Primitive):
 def cumsum(input, dim, *, dtype=None, out=None):
     """y_i = x_0 + ... + x_i along dim (integers and bools sum in int64, as PyTorch)."""
     x, axis = _along(input, dim, dtype)
-    return write_out(CumSum.apply(x, dim=axis, reverse=False), out)
+    return write_out(CumSum.apply(x, dim=axis, reverse=False), out, dtype=dtype)
 
 
 class CumProd(Primitive):
@@ -107,7 +107,7 @@ def _product_gradient(grad, x, d):
 def cumprod(input, dim, *, dtype=None, out=None):
     """y_i = x_0 · ... · x_i along dim; its gradient is exact where x holds zeros."""
     x, axis = _along(input, dim, dtype)
-    return write_out(CumProd.apply(x, dim=axis), out)
+    return write_out(CumProd.apply(x, dim=axis), out, dtype=dtype)
 
 
 def _product_of_others(x, axes):
@@ -154,9 +154,13 @@ class Prod(Primitive):
 @names("prod")
 def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """y = the product of input's elements (over dim); exact gradient where input holds zeros."""
+    if isinstance(dim, (tuple, list)):  # (PyTorch's prod takes one dim, unlike sum)
+        raise TypeError(f"prod() received an invalid combination of arguments - got (Tensor, {type(dim).__name__}), "
+                        "but expected one of: (Tensor input, *, torch.dtype dtype = None) or (Tensor input, int dim, "
+                        "bool keepdim = False, *, torch.dtype dtype = None, Tensor out = None)")
     x = _accumulating_dtype(input, dtype)
     axes = normalize_dims(dim, x.ndim)
-    return write_out(Prod.apply(x, axes=axes, keepdim=keepdim if dim is not None else False), out)
+    return write_out(Prod.apply(x, axes=axes, keepdim=keepdim if dim is not None else False), out, dtype=dtype)
 
 
 CumMaxResult = collections.namedtuple("cummax", ["values", "indices"])

@@ -14,6 +14,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .conjugation import refuse_unordered
+from .conversion import type_name
 from .elementwise import Where
 from .names import names
 from .outputs import write_out
@@ -37,7 +38,10 @@ class ExtremumOverDims(Primitive):
         return (spread(grad, x, self.axes, self.keepdim) * Tensor._make(share.astype(grad.dtype)),)
 
 
-def _over(input, dim, keepdim, find, op):
+def _over(input, dim, keepdim, find, op, out=None):
+    if out is not None and out.dtype != input.dtype:  # (PyTorch casts amax/amin into no other dtype)
+        raise RuntimeError(f"Expected the dtype for input and out to match, but got {type_name(input.dtype)} for "
+                           f"input's dtype and {type_name(out.dtype)} for out's dtype.")
     everything = dim is None or (not isinstance(dim, int) and len(dim) == 0)  # dim=() reduces every dim
     axes = normalize_dims(None if everything else dim, input.ndim)
     if everything and input.numel() == 0:  # PyTorch's RuntimeError: no dim to name
@@ -52,18 +56,22 @@ def _over(input, dim, keepdim, find, op):
 @names("amax")
 def amax(input, dim=(), keepdim=False, *, out=None):
     """The largest element over dim (all dims when empty); ties share the gradient."""
-    return write_out(_over(input, dim, keepdim, xp.max, "amax"), out)
+    return write_out(_over(input, dim, keepdim, xp.max, "amax", out), out)
 
 
 @names("amin")
 def amin(input, dim=(), keepdim=False, *, out=None):
     """The smallest element over dim (all dims when empty); ties share the gradient."""
-    return write_out(_over(input, dim, keepdim, xp.min, "amin"), out)
+    return write_out(_over(input, dim, keepdim, xp.min, "amin", out), out)
 
 
 @names("aminmax")
 def aminmax(input, *, dim=None, keepdim=False, out=None):
     """(min, max) of the elements (over dim)."""
+    if input.dtype.kind == "c":  # (PyTorch's two messages: its dim and all-elements kernels)
+        if dim is not None:
+            raise RuntimeError(f"aminmax not implemented for {type_name(input.dtype)}")
+        raise NotImplementedError(f"\"aminmax_cpu\" not implemented for '{type_name(input.dtype)}'")
     if dim is None and input.numel() == 0:
         raise RuntimeError("aminmax(): cannot compute aminmax over an empty dimension as the operation has no "
                            "identity.")
@@ -80,6 +88,8 @@ def _without_nan(input):
 @names("nansum")
 def nansum(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """Σ of the elements that are not NaN (their gradient is 0)."""
+    if input.dtype.kind == "c":
+        raise RuntimeError("nansum on CPU does not support complex inputs")
     x = input if dtype is None else input.to(dtype)
     total = _without_nan(x).sum(dim, keepdim)  # (the sum of int32 is int64, as NumPy's: back to dtype)
     return write_out(total if dtype is None else total.to(dtype), out)
@@ -88,6 +98,11 @@ def nansum(input, dim=None, keepdim=False, *, dtype=None, out=None):
 @names("nanmean")
 def nanmean(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """The mean of the elements that are not NaN (NaN where all are)."""
+    if input.dtype.kind not in "fc":  # (even with a floating dtype=, as PyTorch)
+        raise RuntimeError("nanmean(): expected input to have floating point or complex dtype but got "
+                           f"{type_name(input.dtype)}")
+    if input.dtype.kind == "c":  # (PyTorch's nanmean is its nansum's, which refuses complex numbers)
+        raise RuntimeError("nansum on CPU does not support complex inputs")
     x = input if dtype is None else input.to(dtype)
     count = Tensor._make((~xp.isnan(x._data)).sum(axis=normalize_dims(dim, x.ndim), keepdims=keepdim)
                          .astype(x.dtype))

@@ -57,13 +57,13 @@ def _cast(input, dtype):
 @names("sum", method=False)
 def sum(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """Σ of input's elements (over dim)."""
-    return write_out(_cast(input, dtype).sum(dim, keepdim), out)
+    return write_out(input.sum(dim, keepdim, dtype=dtype), out, dtype=dtype)
 
 
 @names("mean", method=False)
 def mean(input, dim=None, keepdim=False, *, dtype=None, out=None):
     """The mean of input's elements (over dim)."""
-    return write_out(_cast(input, dtype).mean(dim, keepdim), out)
+    return write_out(input.mean(dim, keepdim, dtype=dtype), out, dtype=dtype)
 
 
 @names("var", method=False)
@@ -99,7 +99,7 @@ def max(input, dim=None, keepdim=False, *, other=None, out=None):
     other = _other(dim, keepdim, other)
     if other is not None:
         return write_out(input.maximum(other), out)
-    return write_out(input.max(dim, keepdim), out)
+    return write_out(input.max(dim, keepdim), out, same_dtype=True)
 
 
 @names("min", method=False)
@@ -109,7 +109,7 @@ def min(input, dim=None, keepdim=False, *, other=None, out=None):
     other = _other(dim, keepdim, other)
     if other is not None:
         return write_out(input.minimum(other), out)
-    return write_out(input.min(dim, keepdim), out)
+    return write_out(input.min(dim, keepdim), out, same_dtype=True)
 
 
 @names("maximum", method=False)

@@ -20,6 +20,8 @@ def meshgrid(*tensors, indexing=None):
     Without ``indexing``, 'ij' with PyTorch's warning that it will have to be given."""
     if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
         tensors = tuple(tensors[0])
+    if not tensors:
+        raise RuntimeError("meshgrid expects a non-empty TensorList")
     if indexing is None:
         warnings.warn("torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument.",
                       UserWarning, stacklevel=2)
@@ -60,10 +62,11 @@ def cartesian_prod(*tensors):
 @names("block_diag", method=False)
 def block_diag(*tensors):
     """The matrices (vectors as rows, scalars as 1×1) along the diagonal of a matrix of zeros."""
+    for i, t in enumerate(tensors):
+        if t.ndim > 2:
+            raise RuntimeError(f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input {i} has "
+                               f"{t.ndim} dimensions")
     blocks = [shape.reshape(t, (1, -1) if t.ndim == 1 else (1, 1) if t.ndim == 0 else t.shape) for t in tensors]
-    for t in blocks:
-        if t.ndim != 2:
-            raise RuntimeError(f"torch.block_diag: Input tensors must have 2 or fewer dimensions. Input has {t.ndim}")
     rows = sum(b.shape[0] for b in blocks)
     columns = sum(b.shape[1] for b in blocks)
     dtype = common_dtype([b.dtype for b in blocks]) if blocks else xp.float32  # (PyTorch's promotion)
@@ -74,7 +77,7 @@ def block_diag(*tensors):
                                       basic=True)
         result = placed if result is None else result + placed
         row, column = row + b.shape[0], column + b.shape[1]
-    return result if result is not None else Tensor._make(xp.zeros((0, 0), dtype=dtype))
+    return result if result is not None else Tensor._make(xp.zeros((1, 0), dtype=dtype))  # (PyTorch's 1 × 0)
 
 
 def _triangle_indices(row, col, offset, lower):

@@ -2,24 +2,37 @@
 
 import warnings
 
+from ..backend import xp
 from ..graph import bump_version, is_grad_enabled
 from ..tensor import Tensor
 
 
-def write_out(result, out, same_dtype=False):
+def write_out(result, out, same_dtype=False, dtype=None):
     """``result``, or, given ``out``, result written into out (resized when its shape differs, as
     PyTorch does) and out returned. As in PyTorch, out= is not recorded: it refuses inputs that
     require grad while grad mode is on. With ``same_dtype`` out must have the result's dtype: PyTorch's
     ops that keep their input's dtype (neg, abs, floor, sign, ...) cast into no other, where the
-    promoting ones (add, sin, ...) write into any dtype the result can be cast to."""
+    promoting ones (add, sin, ...) write into any dtype the result can be cast to (for a (values, indices)
+    result, each out tensor must have its part's dtype: max(dim), sort, ...). ``dtype``, a
+    reduction's dtype= argument, is the only dtype out may have (sum(x, dtype=..., out=...))."""
     if out is None:
         return result
+    if dtype is not None and isinstance(out, Tensor) and out.dtype != dtype:
+        from .conversion import c_name  # (conversion imports this module's users: imported when needed)
+
+        raise RuntimeError(f"Expected out tensor to have dtype {c_name(xp.dtype(dtype))}, but got "
+                           f"{c_name(out.dtype)} instead")
     if same_dtype and isinstance(out, Tensor) and out.dtype != result.dtype:
         from .conversion import type_name  # (conversion imports this module's users: imported when needed)
 
         raise RuntimeError(f"Found dtype {type_name(out.dtype)} but expected {type_name(result.dtype)}")
     if isinstance(result, tuple):  # (values, indices) ops take a pair of out tensors
         for target, value in zip(out, result):
+            if same_dtype and isinstance(target, Tensor) and target.dtype != value.dtype:
+                from .conversion import c_name  # (conversion imports this module's users: imported when needed)
+
+                raise RuntimeError(f"Expected out tensor to have dtype {c_name(value.dtype)}, but got "
+                                   f"{c_name(target.dtype)} instead")
             write_out(value, target)
         return type(result)(*out) if hasattr(result, "_fields") else tuple(out)
     if not isinstance(out, Tensor):

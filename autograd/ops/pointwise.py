@@ -13,7 +13,7 @@ from ..errors import DtypeError, ShapeError, broadcast_mismatch
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj
-from .conversion import refuse_kinds, type_name
+from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, floating, promote, result_type, unbroadcast, where
 from .names import names
 from .outputs import write_out
@@ -481,8 +481,8 @@ def lerp(input, end, weight, *, out=None):
     promotion (an integer input with a 0-d float weight is computed in floats); integers are refused."""
     for name, other in (("end", end), ("weight", weight)):
         if isinstance(other, Tensor) and other.dtype != input.dtype and (name == "end" or other.ndim):
-            raise DtypeError(f"expected dtype {_C_NAMES.get(input.dtype.name, input.dtype.name)} for `{name}` but "
-                             f"got dtype {_C_NAMES.get(other.dtype.name, other.dtype.name)}")
+            raise DtypeError(f"expected dtype {c_name(input.dtype)} for `{name}` but "
+                             f"got dtype {c_name(other.dtype)}")
     if not isinstance(weight, Tensor):
         refuse_kinds(input, "lerp_kernel_scalar", "biu")
         if isinstance(weight, complex) and input.dtype.kind != "c":
@@ -493,12 +493,6 @@ def lerp(input, end, weight, *, out=None):
         input, end, weight = (t if t.dtype == dtype else t.to(dtype) for t in (input, end, weight))
         refuse_kinds(input, "lerp_kernel_tensor", "biu")
     return write_out(Lerp.apply(input, end, weight), out)
-
-
-# the C names PyTorch's lerp and heaviside messages give a dtype ("expected dtype float for `end`")
-_C_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half", "int64": "long int", "int32": "int",
-            "bool": "bool", "uint8": "unsigned char", "int8": "signed char", "int16": "short int",
-            "complex64": "c10::complex<float>", "complex128": "c10::complex<double>"}
 
 
 def _float_power_dtype(input, exponent):

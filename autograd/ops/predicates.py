@@ -7,12 +7,14 @@ input's floating dtype for histograms).
 
 import builtins
 import collections
+import math
+import warnings
 
 from ..backend import int64, xp
 from ..errors import ShapeError, broadcast_mismatch
 from ..tensor import Tensor, _compared, _operand, ordered
 from .axes import normalize_dims
-from .conversion import refuse_kinds, type_name
+from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, result_type
 from .names import names
 from .outputs import write_out
@@ -83,9 +85,13 @@ for _function, _names in ((xp.less, ("lt", "less")), (xp.less_equal, ("le", "les
     _compare(_function, _names[0], _names[1:], by_order=True)
 
 
-def _reduce_bool(function, input, dim, keepdim):
-    """any/all: bool, except that a uint8 input gives uint8 (PyTorch keeps that legacy rule)."""
+def _reduce_bool(function, input, dim, keepdim, out=None):
+    """any/all: bool, except that a uint8 input gives uint8 (PyTorch keeps that legacy rule). An out=
+    tensor must be bool or uint8: PyTorch casts its result into no other dtype."""
     data = _data(input)
+    if out is not None and out.dtype.kind != "b" and out.dtype != xp.uint8:
+        name = function.__name__
+        raise RuntimeError(f"{name} only supports bool tensor for result, got: {type_name(out.dtype)}")
     if dim is None:
         result = xp.asarray(function(data))
     else:
@@ -96,13 +102,13 @@ def _reduce_bool(function, input, dim, keepdim):
 @names("any")
 def any(input, dim=None, keepdim=False, *, out=None):
     """True where some element (along dim) is nonzero."""
-    return write_out(_reduce_bool(xp.any, input, dim, keepdim), out)
+    return write_out(_reduce_bool(xp.any, input, dim, keepdim, out), out)
 
 
 @names("all")
 def all(input, dim=None, keepdim=False, *, out=None):
     """True where every element (along dim) is nonzero."""
-    return write_out(_reduce_bool(xp.all, input, dim, keepdim), out)
+    return write_out(_reduce_bool(xp.all, input, dim, keepdim, out), out)
 
 
 @names("count_nonzero")
@@ -153,13 +159,19 @@ def bincount(input, weights=None, minlength=0):
     """How often each value 0, 1, ..., max occurs in a vector of non-negative ints (weights summed
     instead of counts when given)."""
     data = _data(input)
-    if data.ndim != 1 or data.dtype.kind not in "iu":
+    if data.dtype.kind not in "iu":  # (PyTorch's kernel has no float or bool version)
+        raise NotImplementedError(f"\"bincount_cpu\" not implemented for '{type_name(data.dtype)}'")
+    if data.ndim != 1:
         raise RuntimeError(f"bincount only supports 1-d non-negative integral inputs (got {data.ndim}-d {data.dtype})")
+    if minlength < 0:
+        raise RuntimeError("minlength should be >= 0")
     if data.size and data.min() < 0:
         raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
     if weights is None:
         return Tensor._make(xp.bincount(data, minlength=minlength).astype(int64))
     w = _data(weights)
+    if w.ndim != 1 or w.shape[0] != data.shape[0]:
+        raise RuntimeError("weights should be 1-d and have the same length as input")
     counts = xp.bincount(data, weights=w, minlength=minlength)
     return Tensor._make(counts.astype(w.dtype if w.dtype.kind == "f" else xp.float64))
 
@@ -169,16 +181,25 @@ def histc(input, bins=100, min=0, max=0, *, out=None):
     """Counts of input's elements in ``bins`` equal bins over [min, max] (the data's range when
     min = max); elements outside are ignored. The result has input's dtype."""
     data = _data(input)
-    if data.dtype.kind != "f":
-        raise RuntimeError(f"\"histogram_cpu\" not implemented for '{data.dtype}'")
+    _positive_bins(bins)
     low, high = float(min), float(max)
+    if low > high:  # (checked before the dtype, as PyTorch)
+        raise RuntimeError("torch.histc: max must be larger than min")
+    if data.dtype.kind != "f":
+        raise NotImplementedError(f"\"histogram_cpu\" not implemented for '{type_name(data.dtype)}'")
     if low == high and data.size:
         low, high = float(data.min()), float(data.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise RuntimeError(f"torch.histc: range of [{low:g}, {high:g}] is not finite")
     if low == high:
         low, high = low - 1, high + 1
-    if low > high:
-        raise RuntimeError(f"max must be larger than min (got min {low}, max {high})")
-    counts, _ = xp.histogram(data, bins=bins, range=(low, high))
+    if data.dtype.type(low) == data.dtype.type(high):  # too large to widen by 1 in input's dtype: every element
+        counts = xp.zeros(bins, dtype=data.dtype)      # in range sits at its centre
+        counts[bins // 2] = (data == data.dtype.type(low)).sum()
+        return write_out(Tensor._make(counts), out)
+    with warnings.catch_warnings():  # (NumPy warns of the NaNs it leaves out, as PyTorch leaves them out)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        counts, _ = xp.histogram(data, bins=bins, range=(low, high))
     return write_out(Tensor._make(counts.astype(data.dtype)), out)
 
 
@@ -186,11 +207,57 @@ def histc(input, bins=100, min=0, max=0, *, out=None):
 def histogram(input, bins=100, *, range=None, weight=None, density=False, out=None):
     """(hist, bin_edges): NumPy's histogram, in input's dtype; ``bins`` a count or the edges."""
     data = _data(input)
+    if data.dtype.kind != "f":
+        raise NotImplementedError(f"\"histogramdd\" not implemented for '{type_name(data.dtype)}'")
     edges = _data(bins) if isinstance(bins, (Tensor, list, tuple)) else bins
+    _check_histogram(data, edges, range, weight)
     hist, bin_edges = xp.histogram(data, bins=edges, range=range, weights=None if weight is None else _data(weight),
                                    density=density)
     return write_out(HistogramResult(Tensor._make(hist.astype(data.dtype)), Tensor._make(bin_edges.astype(data.dtype))),
                      out)
+
+
+def _positive_bins(bins):
+    if isinstance(bins, int) and bins <= 0:
+        raise RuntimeError(f"torch.histogram(): bins must be > 0, but got {bins} for dimension 0")
+
+
+def _check_histogram(data, edges, range, weight):
+    """PyTorch's checks of histogram's arguments (its messages are histogramdd's, which it calls)."""
+    if isinstance(edges, int):
+        _positive_bins(edges)
+    else:
+        if edges.dtype != data.dtype:
+            raise RuntimeError(f"torch.histogramdd: input tensor and bins tensors should have the same dtype, but got "
+                               f"input with dtype {c_name(data.dtype)} and bins for dimension 0 with dtype "
+                               f"{c_name(edges.dtype)}")
+        if edges.ndim != 1:
+            raise RuntimeError(f"torch.histogramdd: bins tensor should have one dimension, but got {edges.ndim} "
+                               "dimensions in the bins tensor for dimension 0")
+        if edges.size == 0:
+            raise RuntimeError("torch.histogramdd: bins tensor should have at least 1 element, but got 0 elements "
+                               "in the bins tensor for dimension 0")
+    if weight is not None:
+        w = _data(weight)
+        if w.dtype != data.dtype:
+            raise RuntimeError("torch.histogramdd: if weight tensor is provided, input tensor and weight tensor should "
+                               f"have the same dtype, but got input({c_name(data.dtype)}), and "
+                               f"weight({c_name(w.dtype)})")
+        if w.shape != data.shape:
+            raise RuntimeError("torch.histogramdd: if weight tensor is provided it should have the same shape as the "
+                               "input tensor excluding its innermost dimension, but got input with shape "
+                               f"{[data.size, 1]} and weight with shape {list(w.shape)}")
+    if range is not None:
+        low, high = (float(v) for v in range)
+    elif isinstance(edges, int) and data.size:
+        low, high = float(data.min()), float(data.max())
+    else:
+        return
+    if low > high:
+        raise RuntimeError(f"torch.histogramdd: min should not exceed max, but got min {low:g} max {high:g} for "
+                           "dimension 0")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise RuntimeError(f"torch.histogramdd: dimension 0's range [{low:g}, {high:g}] is not finite")
 
 
 HistogramddResult = collections.namedtuple("histogramdd", ["hist", "bin_edges"])

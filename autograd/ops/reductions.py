@@ -8,13 +8,14 @@ import collections
 import math
 import warnings
 
-from ..backend import float16, float32, int64, xp
+from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims, unbiased_overload
 from .conjugation import conj, refuse_unordered
+from .conversion import type_name
 from .elementwise import floating, where
 from .names import names
 from .outputs import write_out
@@ -80,7 +81,8 @@ class Mean(Sum):
 def mean(x, dim=None, keepdim=False):
     if x.dtype.kind not in "fc":
         raise RuntimeError(f"mean(): could not infer output dtype. Input dtype must be either a floating point "
-                           f"or complex dtype. Got: {x.dtype} (shape {tuple(x.shape)}); convert with .float()")
+                           f"or complex dtype. Got: {type_name(x.dtype)} (shape {tuple(x.shape)}); convert with "
+                           ".float()")
     axes = normalize_dims(dim, x.ndim)
     count = 1
     for axis in axes:
@@ -118,7 +120,10 @@ def variance(x, dim, unbiased, keepdim, correction, name):
     if degrees_of_freedom <= 0:
         warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than the reduction "
                       "factor (input numel divided by output numel).", UserWarning, stacklevel=4)
-    return sum(squares, axes, keepdim) * (1.0 / degrees_of_freedom if degrees_of_freedom > 0 else math.inf)
+    if degrees_of_freedom > 0:
+        return sum(squares, axes, keepdim) * (1.0 / degrees_of_freedom)
+    with errstate(invalid="ignore"):  # (0 · ∞: NaN, which the warning above explains; NumPy's own warning is noise)
+        return sum(squares, axes, keepdim) * math.inf
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
@@ -171,15 +176,15 @@ MinResult = collections.namedtuple("min", ["values", "indices"])
 def _extremum(x, dim, keepdim, find, arg, result):
     if dim is None:
         if x._data.size == 0:
-            raise RuntimeError(f"max(): expected a non-empty tensor, got shape {tuple(x.shape)}; "
-                               "give a dim to reduce over a non-empty one")
+            raise RuntimeError(f"{result.__name__}(): Expected reduction dim to be specified for input.numel() == 0. "
+                               "Specify the reduction dim with the 'dim' argument.")
         return Extremum.apply(x, axis=None, find=find, arg=arg)
     if x.ndim == 0:  # a scalar along its only "dim": itself, at index 0
         normalize_dims(dim, 0)
         return result(Extremum.apply(x, axis=None, find=find, arg=arg), Tensor._make(xp.zeros((), dtype=xp.int64)))
     axis = normalize_dims(dim, x.ndim)[0]
     if x.shape[axis] == 0:
-        raise IndexError(f"max(): the dimension {dim} of shape {tuple(x.shape)} is empty: nothing to reduce")
+        raise IndexError(f"{result.__name__}(): Expected reduction dim {axis} to have non-zero size.")
     values = Extremum.apply(x, axis=axis, keepdim=keepdim, find=find, arg=arg)
     indices = values.grad_fn.indices if values.grad_fn is not None else arg(x._data, axis=axis, keepdims=True)
     if not keepdim:
@@ -244,7 +249,8 @@ class LogSumExp(Primitive):
 
     def forward(self, x):
         m = _stable_max(x, self.axes)
-        y = xp.log(xp.sum(xp.exp(x - m), axis=self.axes, keepdims=True)) + m
+        with errstate(divide="ignore"):  # (a slice of only -inf sums to 0: its log is -inf, as PyTorch's, unwarned)
+            y = xp.log(xp.sum(xp.exp(x - m), axis=self.axes, keepdims=True)) + m
         return y if self.keepdim else xp.squeeze(y, axis=self.axes)
 
     def backward(self, grad, y, x):

@@ -11,6 +11,7 @@ import numpy
 from .. import backend, random
 from ..backend import xp
 from ..device import resolve
+from ..factories import out_dtype, written
 from ..tensor import Tensor
 from .names import names
 from .outputs import write_out
@@ -29,19 +30,21 @@ def _floating(x):
     return x.dtype if x.dtype.kind == "f" else backend.get_default_dtype()
 
 
-def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, layout=None, device=None,
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None, layout=None, device=None,
            requires_grad=False, pin_memory=False):
     """Draws of N(mean, std²), elementwise: ``normal(mean_tensor, std_tensor)``, ``normal(mean_tensor,
     std=1.0)``, ``normal(mean, std_tensor)``, or ``normal(mean, std, size)`` for two numbers."""
     rng = random.generator(generator)
     mean_is, std_is = isinstance(mean, Tensor), isinstance(std, Tensor)
+    if not std_is and std < 0:
+        raise RuntimeError(f"normal expects std >= 0.0, but found std {std:g}")
     if not (mean_is or std_is):
         if size is None:
             raise TypeError("normal(mean, std, size): with a number for both mean and std, size is required")
         resolve(device)
         shape = tuple(size) if not isinstance(size, int) else (size,)
-        result = _tensor(rng.normal(mean, std, shape), dtype or backend.get_default_dtype())
-        return result.requires_grad_(True) if requires_grad else result
+        result = _tensor(rng.normal(mean, std, shape), out_dtype(dtype, out) or backend.get_default_dtype())
+        return written(result.requires_grad_(True) if requires_grad else result, out)
     if size is not None:
         raise TypeError("normal(): size is given only when mean and std are both numbers")
     std_values = _host(std)
@@ -49,7 +52,7 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, layout=N
         raise RuntimeError(f"normal expects all elements of std >= 0.0, got std {std_values}")
     like = mean if mean_is else std
     shape = numpy.broadcast_shapes(numpy.shape(_host(mean)), numpy.shape(std_values))
-    return _tensor(rng.normal(_host(mean), std_values, shape), _floating(like))
+    return written(_tensor(rng.normal(_host(mean), std_values, shape), _floating(like)), out)
 
 
 def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch's argument name)

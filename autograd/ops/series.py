@@ -11,6 +11,7 @@ import math
 import warnings
 
 from ..backend import get_default_dtype, int64, xp
+from ..factories import out_dtype, written
 from ..tensor import Tensor, as_array
 from .axes import dim_index
 from .elementwise import floating
@@ -100,7 +101,8 @@ def combinations(input, r=2, with_replacement=False):
 
 
 @names("range", method=False)
-def range_inclusive(start=0, end=None, step=1, *, dtype=None, layout=None, device=None, requires_grad=False):
+def range_inclusive(start=0, end=None, step=1, *, out=None, dtype=None, layout=None, device=None,
+                    requires_grad=False):
     """start, start + step, ..., up to and including end (PyTorch's deprecated torch.range; arange
     excludes end). The default dtype, even for integer arguments."""
     warnings.warn("autograd.range is deprecated and will be removed in a future release because its behavior "
@@ -114,4 +116,6 @@ def range_inclusive(start=0, end=None, step=1, *, dtype=None, layout=None, devic
         raise RuntimeError("upper bound and larger bound inconsistent with step sign")
     count = math.floor((end - start) / step) + 1
     values = start + step * xp.arange(count, dtype=xp.float64)
-    return Tensor._make(values.astype(dtype or get_default_dtype())).requires_grad_(requires_grad)
+    dtype = out_dtype(dtype, out)
+    return written(Tensor._make(values.astype(dtype or get_default_dtype())).requires_grad_(requires_grad), out,
+                   points=True)

@@ -321,14 +321,17 @@ def cat(tensors, dim=0, *, out=None):
     joins anything (its legacy rule: it is left out, but for its dtype), and a 0-d one nothing."""
     tensors = _sequence_of_tensors("cat", tensors)
     if not tensors:
-        raise ValueError("cat: expected a non-empty list of tensors")
+        raise ValueError("torch.cat(): expected a non-empty list of Tensors")
     for i, t in enumerate(tensors):
         if t.ndim == 0:
             raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
     if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
         dtype = common_dtype([t.dtype for t in tensors])
         tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
-    tensors = [t for t in tensors if t.shape != (0,)] or tensors[:1]
+    kept = [t for t in tensors if t.shape != (0,)]
+    if not kept:  # only legacy empties: nothing to join, along whatever dim
+        return write_out(Cat.apply(*tensors, dim=0), out)
+    tensors = kept
     axis = normalize_dims(dim, tensors[0].ndim)[0]
     first = tensors[0].shape
     for t in tensors[1:]:

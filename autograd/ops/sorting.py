@@ -13,7 +13,7 @@ from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
 from .conjugation import refuse_unordered
-from .conversion import refuse_kinds
+from .conversion import refuse_kinds, type_name
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
@@ -79,6 +79,8 @@ def msort(input, *, out=None):
 @names("topk")
 def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     """(values, indices): the k largest (or smallest) elements along dim, largest first."""
+    if isinstance(dim, bool):  # (x.topk(4, True) means largest=True: PyTorch refuses a bool dim)
+        raise TypeError("topk(): argument 'dim' (position 2) must be int, not bool")
     axis = dim_index(dim, input.ndim)
     if input.dtype.kind == "b":
         raise RuntimeError("topk does not support bool dtypes on CPU")  # (PyTorch's refusal, after the dim's)
@@ -95,6 +97,12 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
     else:
         indices = xp.take(_order(input._data, axis, descending=largest), xp.arange(k), axis=axis)
     return write_out(TopKResult(_pick(input, axis, indices), Tensor._make(indices)), out)
+
+
+def _nonempty(name, input, axis):
+    """PyTorch's IndexError where a selection (kthvalue, median, mode) runs along an empty dim."""
+    if input.ndim and input.shape[axis] == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {axis} to have non-zero size.")
 
 
 def _select_along(input, axis, position, keepdim, result):
@@ -119,6 +127,7 @@ def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     axis = dim_index(dim, input.ndim)
     if input.ndim:  # (a 0-d tensor is its own answer: no kernel runs)
         refuse_kinds(input, "kthvalue_cpu", "b")
+    _nonempty("kthvalue", input, axis)
     size = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {axis}: k={k}, size {size}")
@@ -157,6 +166,7 @@ def _median(input, dim, keepdim, skip_nan):
         # over all elements the gradient is shared between ties, as PyTorch's (the max's rule)
         return Extremum.apply(input, axis=None, find=lambda a: _median_value(a, skip_nan), arg=None)
     axis = dim_index(dim, input.ndim)
+    _nonempty("median", input, axis)  # (nanmedian's message says median too, as PyTorch's)
     return _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result)
 
 
@@ -178,7 +188,13 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the most frequent value along dim (the smallest among equally frequent
     ones) and the last position where it occurs, as PyTorch."""
     axis = dim_index(dim, input.ndim)
+    if out is not None:  # PyTorch casts into no other dtype
+        for target, dtype, which in zip(out, (input.dtype, int64), ("values", "indices")):
+            if target.dtype != dtype:
+                raise RuntimeError(f"expected scalar type '{type_name(dtype)}' but got '{type_name(target.dtype)}' "
+                                   f"for {which} output")
     data = input._data
+    _nonempty("mode", input, axis)
     if data.ndim == 0:
         return write_out(ModeResult(input.clone(), Tensor._make(xp.zeros((), dtype=int64))), out)
     order = _order(data, axis, descending=False)
@@ -212,19 +228,37 @@ def _unique_results(values, inverse, counts, return_inverse, return_counts, inve
     return results[0] if len(results) == 1 else tuple(results)
 
 
+def _ordered_only(data, kernel):
+    """PyTorch's unique kernels have no complex version (complex numbers have no order to sort by)."""
+    if data.dtype.kind == "c":
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(data.dtype)}'")
+
+
+def _unique_slices_exist(shape, axis):
+    """PyTorch's refusals of unique(dim=) where the slices along dim are empty (an empty dim other than
+    the one chosen); an empty chosen dim leaves an empty result."""
+    empty = [d for d, n in enumerate(shape) if n == 0]
+    if len(empty) > 1:
+        raise RuntimeError("Number of zero sized dimensions is more than one, so unique cannot be applied ")
+    if empty and empty[0] != axis:
+        raise RuntimeError("There are 0 sized dimensions, and they aren't selected, so unique cannot be applied")
+
+
 @names("unique")
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
     """The distinct values, sorted (a result without gradient, as PyTorch's); with return_inverse
     where each element of input went, with return_counts how often each occurs. With dim, the
     distinct slices along dim."""
     data = input._data
+    _ordered_only(data, "unique" if dim is None else "unique_dim")
     if dim is None:
         # NaN != NaN: each NaN is its own value, as in PyTorch (NumPy merges them by default)
         values, inverse, counts = xp.unique(data.reshape(-1), return_inverse=True, return_counts=True,
                                             equal_nan=False)
         return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
     axis = dim_index(dim, data.ndim)
-    values, inverse, counts = xp.unique(data, return_inverse=True, return_counts=True, axis=axis)
+    _unique_slices_exist(data.shape, axis)
+    values, inverse, counts = xp.unique(data, return_inverse=True, return_counts=True, axis=axis, equal_nan=False)
     return _unique_results(values, inverse, counts, return_inverse, return_counts, (data.shape[axis],))
 
 
@@ -232,6 +266,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """Each run of equal consecutive values (or slices along dim) once."""
     data = input._data
+    _ordered_only(data, "unique")
     if dim is None:
         flat = data.reshape(-1)
         if flat.size == 0:
@@ -243,6 +278,10 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         counts = xp.diff(xp.append(xp.flatnonzero(starts), flat.size))
         return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
     axis = dim_index(dim, data.ndim)
+    _unique_slices_exist(data.shape, axis)
+    if data.shape[axis] == 0:  # no slices: no runs
+        nothing = xp.zeros(0, dtype=int64)
+        return _unique_results(data, nothing, nothing, return_inverse, return_counts, (0,))
     moved = xp.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
     starts = xp.concatenate([xp.ones(1, dtype=bool), (moved[1:] != moved[:-1]).any(axis=1)])
     values = xp.compress(starts, data, axis=axis)
@@ -251,15 +290,40 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
     return _unique_results(values, inverse, counts, return_inverse, return_counts, (data.shape[axis],))
 
 
+def _check_search_out(out, out_int32):
+    """An out= tensor of searchsorted or bucketize must have the dtype out_int32 asks for: PyTorch casts not."""
+    if out is not None and out.dtype != (xp.int32 if out_int32 else int64):
+        raise RuntimeError("torch.searchsorted(): output tensor's dtype is wrong, it can only be Int(int32) or "
+                           "Long(int64) depending on whether out_int32 flag is True, but we got output tensor's "
+                           f"dtype {type_name(out.dtype)} and out_int32 flag is {out_int32}")
+
+
 @names("searchsorted", method=False)
 def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, sorter=None, out=None):
     """Where each value would be inserted to keep the (last dim of) sorted_sequence sorted: the first
     such place, or the last with right=True / side='right'. A batch of sequences takes a batch of values."""
+    if side not in (None, "left", "right"):
+        raise RuntimeError(f"torch.searchsorted(): side can only be 'left' or 'right' but got {side}")
+    if right and side == "left":
+        raise RuntimeError("torch.searchsorted(): side and right can't be set to opposites, got side of left while "
+                           "right was True")
     side = side or ("right" if right else "left")
+    _check_search_out(out, out_int32)
     sequence = sorted_sequence._data
     values = input._data if isinstance(input, Tensor) else xp.asarray(input)
+    if values.ndim == 0 and sequence.ndim != 1:
+        raise RuntimeError("torch.searchsorted(): input value can be a scalar only when boundaries tensor dimension "
+                           f"is 1, but we got boundaries tensor dim({sequence.ndim}) and input value's dim(0) numel(1)")
     if sorter is not None:
         order = sorter._data if isinstance(sorter, Tensor) else xp.asarray(sorter)
+        if order.dtype != int64:
+            raise RuntimeError(f"torch.searchsorted(): sorter must be a tensor of long dtype but got dtype "
+                               f"{type_name(order.dtype)}")
+        if order.shape != sequence.shape:
+            raise RuntimeError(f"torch.searchsorted(): boundary and sorter must have the same size, but got boundary "
+                               f"tensor {list(sequence.shape)}and got sorter tensor {list(order.shape)}")
+        if order.size and (order.min() < 0 or order.max() >= sequence.shape[-1]):
+            raise RuntimeError("torch.searchsorted(): sorter index out of range")
         sequence = xp.take_along_axis(sequence, order, axis=-1)
     if sequence.ndim <= 1:
         result = xp.searchsorted(sequence, values, side=side)
@@ -281,6 +345,7 @@ def bucketize(input, boundaries, *, out_int32=False, right=False, out=None):
     if boundaries.ndim != 1:
         raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({boundaries.ndim})")
     side = "right" if right else "left"
+    _check_search_out(out, out_int32)
     values = input._data if isinstance(input, Tensor) else xp.asarray(input)
     result = xp.searchsorted(boundaries._data, values, side=side)
     return write_out(Tensor._make(xp.asarray(result).astype(xp.int32 if out_int32 else int64)), out)

@@ -150,7 +150,10 @@ def narrow(input, dim, start, length):
 
 
 def _tensors(tensors, op=None):
-    """The sequence's elements as tensors; ``op`` (hstack, vstack, ...) refuses an empty one, as PyTorch."""
+    """The sequence's elements as tensors; ``op`` (hstack, vstack, ...) refuses an empty one, and one tensor
+    where a sequence of them belongs, as PyTorch."""
+    if op is not None and isinstance(tensors, Tensor):
+        raise TypeError(f"{op}(): argument 'tensors' (position 1) must be tuple of Tensors, not Tensor")
     if op is not None and len(tensors) == 0:
         raise RuntimeError(f"{op} expects a non-empty TensorList")
     return [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
