@@ -69,6 +69,9 @@ def tensor_from(data, dtype=None, requires_grad=False):
     dtypes (integers stay int64, bools bool) and an array's memory shared: what the package itself
     makes tensors with, since ``Tensor(...)`` is PyTorch's legacy constructor (lists become floats)."""
     array = as_array(data, dtype)
+    if requires_grad and array.dtype.kind not in "fc":  # (a factory's words, as PyTorch's)
+        raise DtypeError(f"Only Tensors of floating point and complex dtype can require gradients (got {array.dtype} "
+                         f"of shape {array.shape})")
     return Tensor(array, requires_grad, array.dtype)  # (a dtype given: no legacy conversion of integers)
 
 
@@ -267,10 +270,20 @@ class Tensor(WriteDoor):
         return self.numpy() if dtype is None else self.numpy().astype(dtype)
 
     def __float__(self):
-        return float(self.item())
+        return float(self._real_item("double"))
 
     def __int__(self):
-        return int(self.item())
+        return int(self._real_item("int64_t"))
+
+    def __complex__(self):
+        return complex(self.item())
+
+    def _real_item(self, c_type):
+        """The one number, refused for a complex tensor as PyTorch refuses it (the imaginary part would be lost)."""
+        if self._data.dtype.kind == "c":
+            raise RuntimeError(f"value cannot be converted to type {c_type} without overflow (a complex tensor: take "
+                               ".real or .abs() first)")
+        return self.item()
 
     def __index__(self):
         if self._data.dtype.kind not in "iu":
@@ -330,6 +343,9 @@ class Tensor(WriteDoor):
                 + ("" if requires_grad else " If you want to use a computed variable in a subgraph that doesn't "
                    "require differentiation use var_no_grad = var.detach().")
             )
+        if requires_grad and self._data.dtype.kind not in "fc":  # (the flag's words, as PyTorch's)
+            raise DtypeError(f"only Tensors of floating point and complex dtype can require gradients (got a "
+                             f"{self._data.dtype} tensor of shape {self.shape})")
         self.requires_grad_(bool(requires_grad))
 
     # The flag is a slot read directly where it is hot (the engine, Primitive.apply); the public attribute
@@ -343,8 +359,8 @@ class Tensor(WriteDoor):
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self._data.dtype.kind not in "fc":
             raise DtypeError(
-                f"only floating-point tensors can require gradients, got a {self._data.dtype} "
-                f"tensor of shape {self.shape}; convert it first with .float() or .double()"
+                f"only Tensors of floating point dtype can require gradients (got a {self._data.dtype} "
+                f"tensor of shape {self.shape}; convert it first with .float() or .double())"
             )
         if requires_grad and self._inference and not modes.inference:
             raise RuntimeError("Setting requires_grad=True on inference tensor outside InferenceMode is not allowed "

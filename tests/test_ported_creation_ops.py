@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, values, xfail_on_chainrule
+from tests.ported import close, dtype_name, raises, same, values
 
 DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "complex64",
           "complex128"]
@@ -424,9 +424,6 @@ def test_new_methods_requires_grad(T):
 
 
 def test_tensor_messages(T, request):
-    xfail_on_chainrule(T, request, "autograd/tensor.py's, not this task's: PyTorch's words for an integer tensor "
-                                   "asked to require grad, complex() of a complex tensor (no __complex__), and "
-                                   "float() and int() of one raising RuntimeError")
     raises(RuntimeError, "Only Tensors of floating point and complex dtype can require gradients",
            T.randint(10, (3,)).new_zeros, 2, requires_grad=True)
     raises(RuntimeError, "", float, T.tensor(1.5j))

@@ -52,8 +52,10 @@ def test_default_dtype_can_change():
 
 
 def test_integer_tensor_cannot_require_grad():
-    with pytest.raises(TypeError, match=r"only floating-point tensors .* int64 tensor of shape \(2,\)"):
+    with pytest.raises(TypeError, match=r"Only Tensors of floating point and complex dtype .* int64 of shape \(2,\)"):
         autograd.tensor([1, 2], requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"only Tensors of floating point dtype .* int64 tensor of shape \(2,\)"):
+        autograd.tensor([1, 2]).requires_grad_()
     with pytest.raises(TypeError, match="bool"):
         autograd.tensor([True]).requires_grad_()
 
