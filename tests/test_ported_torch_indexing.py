@@ -22,8 +22,8 @@ def test_copy_broadcast(T):
     x = T.zeros(10, 5)
     x.copy_(T.arange(10.0).view(10, 1))
     same(x, np.repeat(np.arange(10.0, dtype=np.float32)[:, None], 5, 1))
-    raises(RuntimeError, r"output with shape [\[(]5,?[\])] doesn't match the broadcast shape [\[(]10, 5[\])]", T.zeros(5).copy_,
-           T.zeros(10, 5))
+    raises(RuntimeError, r"output with shape [\[(]5,?[\])] doesn't match the broadcast shape [\[(]10, 5[\])]",
+           T.zeros(5).copy_, T.zeros(10, 5))
 
 
 @xfail_on_autograd("copy_ of unbroadcastable shapes raises NumPy's ValueError (autograd/write_door.py)")
@@ -203,9 +203,8 @@ def test_index_add_errors(T):
            T.ones(1, 3))
     raises(RuntimeError, "index_add_\\(\\): Expected dtype int32/int64 for index", x.index_add_, 0,
            T.tensor([0.0]), T.ones(1, 3))
-    raises(RuntimeError, r"source tensor shape must match self tensor shape, excluding the specified dimension. Got self.shape = "
-           r"\[5, 3\] source.shape = \[1, 4\]", x.index_add_, 0, T.tensor([0]),
-           T.ones(1, 4))
+    raises(RuntimeError, r"source tensor shape must match self tensor shape, excluding the specified dimension. "
+           r"Got self.shape = \[5, 3\] source.shape = \[1, 4\]", x.index_add_, 0, T.tensor([0]), T.ones(1, 4))
     raises(RuntimeError, "index_add_\\(\\): self \\(Float\\) and source \\(Double\\) must have the same scalar type",
            x.index_add_, 0, T.tensor([0]), T.ones(1, 3, dtype=T.float64))
     raises(IndexError, "Dimension out of range", x.index_add_, 2, T.tensor([0]), T.ones(1, 3))
@@ -247,8 +246,8 @@ def test_index_copy_errors(T):
     x = T.zeros(4, 3)
     raises(IndexError, r"index_copy_\(\): index 4 is out of bounds for dimension 0 with size 4", x.index_copy_, 0,
            T.tensor([4]), T.ones(1, 3))
-    raises(RuntimeError, r"index_copy_\(\): Source/destination tensor must have same slice shapes. Destination slice shape: 3 at "
-           r"dimension 0 and source slice shape: 2 at dimension 0",
+    raises(RuntimeError, r"index_copy_\(\): Source/destination tensor must have same slice shapes. Destination "
+           r"slice shape: 3 at dimension 0 and source slice shape: 2 at dimension 0",
            x.index_copy_, 0, T.tensor([0]), T.ones(1, 2))
     raises(IndexError, r"index_copy_\(\): Number of indices \(2\) should be equal to source.size\(dim\) \(1\)",
            x.index_copy_, 0, T.tensor([0, 1]), T.ones(1, 3))
@@ -452,8 +451,8 @@ def test_where_scalars_and_promotion(T):
 def test_where_broadcast_and_errors(T):
     cond = T.tensor([[True], [False]])
     same(T.where(cond, T.tensor([1.0, 2.0, 3.0]), T.tensor(0.0)), [[1, 2, 3], [0, 0, 0]])
-    raises(RuntimeError, r"where expected condition to be a boolean tensor, but got a tensor with dtype (Float|float32)",
-           T.where, T.tensor([1.0, 0.0]), T.ones(2), T.zeros(2))
+    raises(RuntimeError, r"where expected condition to be a boolean tensor, but got a tensor with dtype "
+           r"(Float|float32)", T.where, T.tensor([1.0, 0.0]), T.ones(2), T.zeros(2))
     same(T.where(T.tensor([[0, 1], [2, 0]]) > 0)[1], [1, 0])  # one argument: nonzero(as_tuple=True)
 
 

@@ -19,7 +19,6 @@ from .indexing import _same_dtype, _slices_mask, _vector_index
 from .names import names
 from .outputs import write_out
 
-
 # the C type names masked_fill_'s refusal gives (PyTorch's words; masked_scatter_'s are type_name's)
 _C_NAMES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short int", "int32": "int", "int64": "long int",
             "float16": "c10::Half", "float32": "float", "float64": "double"}
