@@ -8,7 +8,7 @@ flip and roll move elements, so their gradients move dL/dy back the opposite way
 import numbers
 from collections.abc import Sequence
 
-from ..backend import int64, xp
+from ..backend import int32, int64, xp
 from ..errors import ShapeError, broadcast_mismatch
 from ..primitive import Primitive
 from ..size import Size
@@ -34,9 +34,10 @@ def repeat(input, *sizes, repeats=None):
     if len(sizes) < input.ndim:
         raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions "
                            f"of tensor (repeat dims {sizes}, tensor shape {tuple(input.shape)})")
-    if any(n < 0 for n in sizes):
-        raise RuntimeError(f"Trying to create tensor with negative dimension: repeat dims {sizes}")
     original = (1,) * (len(sizes) - input.ndim) + tuple(input.shape)
+    if any(n < 0 for n in sizes):
+        target = [r * n for r, n in zip(sizes, original)]
+        raise RuntimeError(f"Trying to create tensor with negative dimension {min(target)}: {target}")
     # each dim n becomes (1, n), broadcast to (r, n), then the pairs are merged: r copies of n
     interleaved = tuple(m for n in original for m in (1, n))
     expanded = tuple(m for r, n in zip(sizes, original) for m in (r, n))
@@ -51,18 +52,27 @@ def tile(input, *sizes, dims=None):
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
 
 
+def _counts(repeats):
+    """repeat_interleave's counts tensor as an integer array (PyTorch's refusal of any other dtype)."""
+    if repeats.dtype not in (int32, int64):
+        raise NotImplementedError(f'"repeat_interleave" not implemented for \'{type_name(repeats.dtype)}\'')
+    if repeats.ndim > 1:
+        raise RuntimeError("repeat_interleave only accept 1D vector as repeat")
+    return repeats._data
+
+
 @names("repeat_interleave")
 def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     """Each element (or slice along dim) repeated in place: [a, b] with 2 gives [a, a, b, b].
     ``repeats`` is a number or one count per element; with dim None input is flattened first."""
     if repeats is None:  # repeat_interleave(counts): the indices 0, 0, 1, ... themselves
-        counts = input._data
+        counts = _counts(input)
         return Tensor._make(xp.repeat(xp.arange(len(counts), dtype=int64), counts))
     if dim is None:
         input, axis = shape.reshape(input, (-1,)), 0
     else:
         axis = dim_index(dim, input.ndim)
-    counts = repeats._data if isinstance(repeats, Tensor) else xp.asarray(repeats)
+    counts = _counts(repeats) if isinstance(repeats, Tensor) else xp.asarray(repeats)
     size = input.shape[axis] if input.ndim else 1
     if counts.ndim and counts.size != 1 and counts.size != size:
         raise RuntimeError(f"repeats must have the same size as input along dim, but got repeats.size(0) = "
@@ -146,7 +156,7 @@ def roll(input, shifts, dims=None):
     shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     if len(shifts) != len(dims):
-        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims: {len(dims)}")
+        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
     return Roll.apply(input, shifts=tuple(int(s) for s in shifts), dims=tuple(dim_index(d, input.ndim) for d in dims))
 
 

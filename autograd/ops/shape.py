@@ -164,9 +164,11 @@ def expand(x, sizes):
         raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
                          f"the number of dimensions in the tensor ({x.ndim})")
     if any(n == -1 for n in sizes[:added]):
-        raise ShapeError("expand: -1 is not allowed in a leading, non-existing dimension")
+        leading = next(i for i, n in enumerate(sizes[:added]) if n == -1)
+        raise ShapeError(f"The expanded size of the tensor (-1) isn't allowed in a leading, non-existing dimension "
+                         f"{leading}")
     shape = tuple(x.shape[i - added] if n == -1 else n for i, n in enumerate(sizes))
-    for i, (old, new) in enumerate(zip(x.shape, shape[added:])):
+    for i, (old, new) in reversed(list(enumerate(zip(x.shape, shape[added:])))):  # (PyTorch's: from the last)
         if old != new and old != 1:
             raise ShapeError(f"The expanded size of the tensor ({new}) must match the existing size ({old}) "
                              f"at non-singleton dimension {i + added}.  Target sizes: {list(sizes)}.  "

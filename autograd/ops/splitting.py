@@ -33,8 +33,10 @@ def split(tensor, split_size_or_sections, dim=0):
     length = tensor.shape[axis]
     if isinstance(split_size_or_sections, int):
         size = split_size_or_sections
-        if size < 0 or (size == 0 and length):
+        if size < 0:
             raise RuntimeError(f"split expects split_size be non-negative, but got split_size={size}")
+        if size == 0 and length:
+            raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension size of {length}")
         if size == 0:
             return (tensor,)
         return _pieces(tensor, axis, [min(size, length - start) for start in range(0, max(length, 1), size)])
@@ -126,6 +128,8 @@ def select(input, dim, index):
 @names("unbind")
 def unbind(input, dim=0):
     """Every slice along dim, that dim removed: x.unbind(0) is tuple(x)."""
+    if input.ndim == 0:
+        raise IndexError("Dimension specified as 0 but tensor has no dimensions")
     axis = dim_index(dim, input.ndim)
     return tuple(select(input, axis, i) for i in range(input.shape[axis]))
 
@@ -144,7 +148,9 @@ def narrow(input, dim, start, length):
         raise IndexError(f"start out of range (expected to be in range of [{-size}, {size}], but got {start})")
     if start < 0:
         start += size
-    if length < 0 or start + length > size:
+    if length < 0:
+        raise RuntimeError("narrow(): length must be non-negative.")
+    if start + length > size:
         raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
     return _slice_along(input, axis, start, start + length)
 
