@@ -12,6 +12,7 @@ from .. import backend, random
 from ..backend import xp
 from ..device import resolve
 from ..tensor import Tensor
+from .conversion import type_name
 from .names import names
 from .outputs import write_out
 
@@ -124,15 +125,25 @@ names(method=False, functions=("poisson",))(poisson)
 
 # -- in-place initialisers: each returns draws of x's shape, which x.<name>_() writes into x ----------
 
+def _floating_only(x, kernel):
+    """PyTorch's refusal of a continuous draw into a tensor of integers or bools (named by its kernel)."""
+    if x.dtype.kind not in "fc":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{type_name(x.dtype)}\'')
+
+
 @names(function=False, inplace="uniform_")
 def _uniform(x, a=0.0, b=1.0, *, generator=None):
     """U(a, b) (a complex x: each part); the arguments are PyTorch's ``from`` and ``to``."""
+    _floating_only(x, "check_uniform_bounds")
+    if a > b:
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
     uniform = random.generator(generator).uniform
     return _tensor(random.draws(lambda shape: uniform(a, b, shape), x.shape, x.dtype), x.dtype)
 
 
 @names(function=False, inplace="normal_")
 def _normal(x, mean=0.0, std=1.0, *, generator=None):
+    _floating_only(x, "normal_kernel_cpu")
     if std < 0:
         raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
     part = std * 0.5**0.5 if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
