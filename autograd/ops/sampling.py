@@ -11,6 +11,7 @@ import numpy
 from .. import backend, random
 from ..backend import xp
 from ..device import resolve
+from ..errors import ShapeError, broadcast_mismatch
 from ..tensor import Tensor
 from .conversion import type_name
 from .names import names
@@ -30,7 +31,7 @@ def _floating(x):
     return x.dtype if x.dtype.kind == "f" else backend.get_default_dtype()
 
 
-def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, layout=None, device=None,
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None, layout=None, device=None,
            requires_grad=False, pin_memory=False):
     """Draws of N(mean, std²), elementwise: ``normal(mean_tensor, std_tensor)``, ``normal(mean_tensor,
     std=1.0)``, ``normal(mean, std_tensor)``, or ``normal(mean, std, size)`` for two numbers."""
@@ -42,15 +43,18 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, layout=N
         resolve(device)
         shape = tuple(size) if not isinstance(size, int) else (size,)
         result = _tensor(rng.normal(mean, std, shape), dtype or backend.get_default_dtype())
-        return result.requires_grad_(True) if requires_grad else result
+        return write_out(result.requires_grad_(True) if requires_grad else result, out)
     if size is not None:
         raise TypeError("normal(): size is given only when mean and std are both numbers")
     std_values = _host(std)
     if numpy.any(numpy.asarray(std_values) < 0):
         raise RuntimeError(f"normal expects all elements of std >= 0.0, got std {std_values}")
     like = mean if mean_is else std
-    shape = numpy.broadcast_shapes(numpy.shape(_host(mean)), numpy.shape(std_values))
-    return _tensor(rng.normal(_host(mean), std_values, shape), _floating(like))
+    shapes = numpy.shape(_host(mean)), numpy.shape(std_values)
+    if broadcast_mismatch(*shapes):
+        raise ShapeError(broadcast_mismatch(*shapes))
+    shape = numpy.broadcast_shapes(*shapes)
+    return write_out(_tensor(rng.normal(_host(mean), std_values, shape), _floating(like)), out)
 
 
 def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch's argument name)
@@ -72,7 +76,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     if input.ndim not in (1, 2):
         raise RuntimeError(f"prob_dist must be 1 or 2 dim, got shape {tuple(input.shape)}")
     if input.dtype.kind != "f":
-        raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: {input.dtype}")
+        raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: {type_name(input.dtype)}")
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
         raise RuntimeError(f"cannot sample n_sample <= 0 samples, got num_samples={num_samples!r}")
     weights = numpy.atleast_2d(backend.to_numpy(input._data)).astype(numpy.float64)
@@ -125,6 +129,10 @@ names(method=False, functions=("poisson",))(poisson)
 
 # -- in-place initialisers: each returns draws of x's shape, which x.<name>_() writes into x ----------
 
+# the C names of the integer types, as random_'s bounds errors give them
+_C_NAMES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long"}
+
+
 def _floating_only(x, kernel):
     """PyTorch's refusal of a continuous draw into a tensor of integers or bools (named by its kernel)."""
     if x.dtype.kind not in "fc":
@@ -159,6 +167,9 @@ def _bernoulli(x, p=0.5, *, generator=None):
 @names(function=False, inplace="exponential_")
 def _exponential(x, lambd=1.0, *, generator=None):
     """Exp(λ): density λ e^(-λx)."""
+    if x.dtype.kind not in "fc":
+        raise RuntimeError(f"Exponential distribution is a continuous probability distribution. dtype must be a "
+                           f"floating point but you specified {type_name(x.dtype)}")
     if lambd <= 0:
         raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
     return _tensor(random.generator(generator).exponential(1.0 / lambd, x.shape), x.dtype)
@@ -166,17 +177,23 @@ def _exponential(x, lambd=1.0, *, generator=None):
 
 @names(function=False, inplace="log_normal_")
 def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
+    if std <= 0:
+        raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={std}")
     return _tensor(random.generator(generator).lognormal(mean, std, x.shape), x.dtype)
 
 
 @names(function=False, inplace="cauchy_")
 def _cauchy(x, median=0.0, sigma=1.0, *, generator=None):
+    if sigma <= 0:
+        raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
     return _tensor(median + sigma * random.generator(generator).standard_cauchy(x.shape), x.dtype)
 
 
 @names(function=False, inplace="geometric_")
 def _geometric(x, p, *, generator=None):
     """Trials up to the first success, success probability p: 1, 2, 3, ..."""
+    if not 0 < p < 1:
+        raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
     return _tensor(random.generator(generator).geometric(p, x.shape), x.dtype)
 
 
@@ -195,6 +212,11 @@ def _random(x, low=0, high=None, *, generator=None):
             high = int(numpy.iinfo(x.dtype).max) + 1
     if low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    if x.dtype.kind in "iu":  # (a float x takes any range: its draws are rounded into it)
+        info = numpy.iinfo(x.dtype)
+        for name, bound in (("from", low), ("to - 1", high - 1)):
+            if not info.min <= bound <= info.max:
+                raise RuntimeError(f"{name} is out of bounds for {_C_NAMES[x.dtype.name]}")
     values = random.generator(generator).integers(low, high, x.shape, dtype=numpy.int64, endpoint=False) \
         if high <= 2**63 else random.generator(generator).integers(low, high, x.shape, dtype=numpy.uint64)
     return _tensor(values, x.dtype)
