@@ -79,6 +79,9 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
                            f"{counts.size} and input.size({axis}) = {size}")
     if (counts < 0).any():
         raise RuntimeError("repeats can not be negative")
+    total = int(counts.reshape(-1).sum()) if counts.size != 1 else int(counts.reshape(())) * size
+    if output_size is not None and output_size != total:
+        raise RuntimeError(f"repeat_interleave: Invalid output_size, expected {total} but got {output_size}")
     if counts.size == 1:  # one count for all: a broadcast, cheaper than an index
         r = int(counts.reshape(()))
         if input.ndim == 0:

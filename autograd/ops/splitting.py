@@ -5,6 +5,8 @@ Every piece is a slice of the input (a view), so its gradient is its slice's: dL
 where the piece came from, 0 elsewhere.
 """
 
+import operator
+
 from ..backend import int64
 from ..tensor import Tensor, tensor_from
 from . import shape
@@ -31,6 +33,8 @@ def split(tensor, split_size_or_sections, dim=0):
     """Pieces along dim: of split_size each (the last may be smaller), or of the given sizes."""
     axis = dim_index(dim, tensor.ndim)
     length = tensor.shape[axis]
+    if isinstance(split_size_or_sections, Tensor) and split_size_or_sections.ndim == 0:
+        split_size_or_sections = operator.index(split_size_or_sections)  # (a 0-d integer tensor: one size)
     if isinstance(split_size_or_sections, int):
         size = split_size_or_sections
         if size < 0:
@@ -62,6 +66,7 @@ def split_with_sizes(input, split_sizes, dim=0):
 @names("chunk", "unsafe_chunk")
 def chunk(input, chunks, dim=0):
     """At most ``chunks`` pieces along dim, each of ceil(size / chunks) elements (the last smaller)."""
+    chunks = operator.index(chunks)  # (an int, or a 0-d integer tensor)
     if chunks <= 0:
         raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
     if input.ndim == 0:
