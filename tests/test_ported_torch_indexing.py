@@ -462,6 +462,12 @@ def test_where_shape_error(T):
            r"dimension 0", T.where, T.tensor([True, False]), T.ones(3), T.zeros(3))
 
 
+@xfail_on_autograd("where wraps a Python number that overflows the other operand's dtype (autograd/ops/elementwise.py)")
+def test_where_scalar_overflow(T):
+    raises(RuntimeError, r"value cannot be converted to type uint8(_t)? without overflow", T.where,
+           T.tensor([True, False]), T.tensor([1], dtype=T.uint8), 300)
+
+
 def test_where_gradient(T):
     a = T.tensor([1.0, 2.0, 3.0], dtype=T.float64, requires_grad=True)
     b = T.tensor([4.0, 5.0, 6.0], dtype=T.float64, requires_grad=True)

@@ -292,6 +292,8 @@ def test_tril_triu(T, dtype):
     same(y, np.triu(a, 1))
     raises(RuntimeError, r"tril: input tensor must have at least 2 dimensions", T.tril, T.ones(3))
     raises(RuntimeError, r"triu: input tensor must have at least 2 dimensions", T.triu, T.ones(3))
+    raises(TypeError, r"tril\(\): argument 'diagonal' \(position 1\) must be int, not float", T.ones(2, 2).tril, 1.5)
+    same(T.ones(3, 3).triu_(T.tensor(1)), np.triu(np.ones((3, 3), np.float32), 1))
 
 
 def test_tril_triu_indices(T):

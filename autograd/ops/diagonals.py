@@ -6,6 +6,8 @@ elements kept. A diagonal is a view (a write through it changes the matrix, as i
 on a diagonal its adjoint.
 """
 
+import operator
+
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -24,18 +26,28 @@ def _triangle(input, keep, op):
     return elementwise.Where.apply(input, nothing, condition=keep)
 
 
+def _offset(diagonal, op):
+    """tril/triu's diagonal as an int (a 0-d integer tensor will do; a float is refused, as PyTorch)."""
+    try:
+        return operator.index(diagonal)
+    except TypeError:
+        raise TypeError(f"{op}(): argument 'diagonal' (position 1) must be int, not {type(diagonal).__name__}") \
+            from None
+
+
 @names("tril", inplace="tril_")
 def tril(input, diagonal=0, *, out=None):
     """The lower triangle of each matrix: elements on or below the ``diagonal``-th diagonal; 0 elsewhere."""
     rows, columns = input.shape[-2:] if input.ndim >= 2 else (0, 0)
-    return write_out(_triangle(input, xp.tri(rows, columns, diagonal, dtype=bool), "tril"), out)
+    return write_out(_triangle(input, xp.tri(rows, columns, _offset(diagonal, "tril"), dtype=bool), "tril"), out)
 
 
 @names("triu", inplace="triu_")
 def triu(input, diagonal=0, *, out=None):
     """The upper triangle of each matrix: elements on or above the ``diagonal``-th diagonal; 0 elsewhere."""
     rows, columns = input.shape[-2:] if input.ndim >= 2 else (0, 0)
-    return write_out(_triangle(input, ~xp.tri(rows, columns, diagonal - 1, dtype=bool), "triu"), out)
+    return write_out(_triangle(input, ~xp.tri(rows, columns, _offset(diagonal, "triu") - 1, dtype=bool), "triu"),
+                     out)
 
 
 def _diagonal_positions(rows, columns, offset):
