@@ -299,6 +299,26 @@ def test_index_put_accumulate_duplicate_indices(T):
     same(x, [0, 4, 0])
 
 
+def test_index_put_gradients_with_duplicate_indices(T):
+    """index_put without accumulate: the last write at a repeated position wins; every value that is
+    written gets its position's gradient. (PyTorch also gives the overwritten value that gradient, though
+    it reaches nothing; chainrule's is exact there: zero.)"""
+    x = T.zeros(3, 2, dtype=T.float64, requires_grad=True)
+    v = T.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=T.float64, requires_grad=True)
+    w = T.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=T.float64)
+    y = x.index_put((T.tensor([0, 2, 0]),), v)
+    same(y, [[5, 6], [0, 0], [3, 4]])
+    (y * w).sum().backward()
+    same(x.grad, [[0, 0], [3, 4], [0, 0]])
+    same(v.grad[1:], [[5, 6], [1, 2]])
+    if T.__name__ == "autograd":
+        same(v.grad[0], [0, 0])
+    u = T.tensor([1.0, 2.0], dtype=T.float64, requires_grad=True)
+    z = T.zeros(3, dtype=T.float64).index_put((T.tensor([2]),), u[1:])  # no repeat: plain routing
+    (z * T.tensor([1.0, 2.0, 3.0], dtype=T.float64)).sum().backward()
+    same(u.grad, [0, 3])
+
+
 def test_index_put_broadcast_and_errors(T):
     x = T.zeros(3, 4)
     x.index_put_((T.tensor([0, 2]),), T.tensor([1.0, 2.0, 3.0, 4.0]))

@@ -585,15 +585,17 @@ def index_put(input, indices, values, accumulate=False):
         raise RuntimeError(f"shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to "
                            f"indexing result of shape {list(target)}")
     values = shape.expand(values, target)
-    placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
     if accumulate:
-        return input + placed
-    written = xp.zeros(input.shape, dtype=bool)
-    written[index] = True
-    counts = xp.zeros(input.shape, dtype=int64)
-    xp.add.at(counts, index, 1)
-    if (counts > 1).any():  # a position written twice: the last write wins, as in NumPy (PyTorch leaves
-        last = xp.zeros(input.shape, dtype=input.dtype)  # it undefined), and those values get no gradient
-        last[index] = values._data
-        placed = Tensor._make(last)
-    return elementwise.Where.apply(placed, input, condition=written)
+        return input + shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
+    positions = xp.arange(input.numel()).reshape(input.shape)[index].reshape(-1)  # where each value lands
+    written = xp.zeros(input.numel(), dtype=bool)
+    written[positions] = True
+    if written.sum() < positions.size:  # a position written twice: the last write wins, as in NumPy (PyTorch
+        # leaves it undefined); the values it overwrites reach nothing, so they get no gradient
+        _, last_from_end = xp.unique(positions[::-1], return_index=True)
+        last = xp.zeros(positions.size, dtype=bool)
+        last[positions.size - 1 - last_from_end] = True
+        nothing = Tensor._make(xp.zeros((), dtype=values.dtype))
+        values = elementwise.Where.apply(values, nothing, condition=last.reshape(target))
+    placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
+    return elementwise.Where.apply(placed, input, condition=written.reshape(input.shape))
