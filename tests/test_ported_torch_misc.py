@@ -257,3 +257,26 @@ def test_shape_is_a_size(T):
     x = T.ones(2, 3)
     assert isinstance(x.shape, T.Size)
     assert x.shape.numel() == 6
+
+
+# ------------------------------------------------------------------------------ Python number protocol
+
+
+def test_python_number_protocol(T):
+    """test_is_signed / test_contains / __index__ / __reversed__: a tensor as a Python number or container."""
+    assert T.tensor([1]).is_signed() and T.tensor([1.0]).is_signed()
+    assert not T.tensor([1], dtype=T.uint8).is_signed() and not T.tensor([True]).is_signed()
+    assert 2 in T.tensor([1, 2, 3]) and 5 not in T.tensor([1, 2, 3]) and T.tensor(2) in T.tensor([1, 2, 3])
+    assert [10, 20, 30][T.tensor(1)] == 20 and list(range(T.tensor(3))) == [0, 1, 2]
+    raises(TypeError, r"only integer tensors of (a single|one) element can", [1, 2].__getitem__, T.tensor(1.0))
+    assert [v.item() for v in reversed(T.tensor([1, 2, 3]))] == [3, 2, 1]
+    assert float(T.tensor([True])) == 1.0 and complex(T.tensor(1.5)) == 1.5 + 0j
+    assert abs(T.tensor([-1])).tolist() == [1]
+    assert int(T.tensor(-2.7)) == -2 and T.tensor(7) // 2 == 3
+
+
+@xfail_on_autograd("complex() of a complex tensor and `row in matrix` fail (autograd/tensor.py's __complex__, "
+                   "__contains__)")
+def test_complex_and_contains_of_tensors(T):
+    assert complex(T.tensor(1 + 2j)) == 1 + 2j
+    assert T.tensor([1, 2]) in T.tensor([[1, 2], [3, 4]])
