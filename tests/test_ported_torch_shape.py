@@ -366,6 +366,32 @@ def test_split(T):
     raises(RuntimeError, r"split_size can only be 0 if dimension size is 0, but got dimension size of 7", x.split, 0)
 
 
+def test_sizes_must_be_integers(T):
+    """PyTorch's argument parser refuses a float where a size, an offset or a count goes (no truncation)."""
+    x = T.ones(2, 3)
+    raises(TypeError, r"split_with_sizes\(\): argument 'split_sizes' failed to unpack the object at pos 2 with error "
+           r"\"type must be tuple of ints,but got float\"", x.split, [1, 1.5])
+    raises(TypeError, r"expand\(\): argument 'size' failed to unpack the object at pos 3 with error \"type must be "
+           r"tuple of ints,but got float\"", x.expand, 2, 3, 1.5)
+    raises(TypeError, None, x.narrow, 0, 1.5, 1)
+    raises(TypeError, None, x.narrow, 0, 0, 1.5)
+    raises(TypeError, None, x.chunk, 1.5)
+    raises(TypeError, None, x.repeat, 1.5, 1)
+    raises(TypeError, None, x.repeat_interleave, 1.5)
+    raises(TypeError, r"diag\(\): argument 'diagonal' \(position 2\) must be int, not float", T.diag, x, 1.5)
+    raises(TypeError, r"diagflat\(\): argument 'offset' \(position 2\) must be int, not float", T.diagflat, x, 1.5)
+    raises(RuntimeError, r"split_with_sizes expects split_sizes have only non-negative entries, but got "
+           r"split_sizes=\[1, -1, 2\]", x.split, [1, -1, 2])
+    raises(RuntimeError, r"Repeats must be non-negative", x.repeat_interleave, -1)
+    raises(IndexError, r"Dimension out of range \(expected to be in range of \[-1, 0\], but got -2\)", T.diag_embed,
+           T.tensor(1.0))
+
+
+def test_roll_with_empty_dims_is_over_the_flattened_tensor(T):
+    same(T.tensor([[1, 2], [3, 4]]).roll((1,), ()), [[4, 1], [2, 3]])
+    same(T.tensor([[1, 2], [3, 4]]).roll(1, []), [[4, 1], [2, 3]])
+
+
 def test_split_views_share_memory(T):
     x = T.zeros(6)
     a, b = x.split(3)

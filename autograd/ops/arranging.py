@@ -21,10 +21,10 @@ from .indexing import IndexSelect
 from .names import names
 
 
-def _sizes(sizes):
+def _sizes(sizes, op="repeat"):
     if len(sizes) == 1 and not isinstance(sizes[0], numbers.Integral):
-        return tuple(int(n) for n in sizes[0])
-    return tuple(int(n) for n in sizes)
+        sizes = sizes[0]
+    return tuple(shape._size_at(i, n, op) for i, n in enumerate(sizes))
 
 
 @names("repeat")
@@ -48,7 +48,7 @@ def repeat(input, *sizes, repeats=None):
 @names("tile")
 def tile(input, *sizes, dims=None):
     """repeat, with dims padded by leading 1s when shorter than input's (x.tile(2, 1) or tile(x, (2, 1)))."""
-    dims = _sizes(sizes_or_keyword(sizes, "dims", dims))
+    dims = _sizes(sizes_or_keyword(sizes, "dims", dims), "tile")
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
 
 
@@ -72,7 +72,15 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
         input, axis = shape.reshape(input, (-1,)), 0
     else:
         axis = dim_index(dim, input.ndim)
-    counts = _counts(repeats) if isinstance(repeats, Tensor) else xp.asarray(repeats)
+    if isinstance(repeats, Tensor):
+        counts = _counts(repeats)
+    else:  # a number: one count for every element
+        if not isinstance(repeats, numbers.Integral):
+            raise TypeError(f"repeat_interleave(): argument 'repeats' must be an int or a Tensor, not "
+                            f"{type(repeats).__name__}")
+        if repeats < 0:
+            raise RuntimeError("Repeats must be non-negative")
+        counts = xp.asarray(int(repeats))
     size = input.shape[axis] if input.ndim else 1
     if counts.ndim and counts.size != 1 and counts.size != size:
         raise RuntimeError(f"repeats must have the same size as input along dim, but got repeats.size(0) = "
@@ -112,7 +120,7 @@ def flip(input, *order, dims=None):
     """input reversed along each of dims (flip(x, [0, 1]), x.flip(0, 1) or flip(x, dims=[0, 1]))."""
     if not order and dims is None:  # (dims=() flips nothing; no dims at all is a mistake, as PyTorch says)
         raise TypeError('flip() missing 1 required positional arguments: "dims"')
-    dims = _sizes(sizes_or_keyword(order, "dims", dims))
+    dims = _sizes(sizes_or_keyword(order, "dims", dims), "flip")
     return Flip.apply(input, dims=normalize_dims(dims, input.ndim, empty_is_every=False))
 
 
@@ -152,7 +160,9 @@ def roll(input, shifts, dims=None):
         raise RuntimeError("`shifts` required")
     if dims is not None and input.ndim == 0:
         raise IndexError("Dimension specified as 0 but tensor has no dimensions")
-    if dims is None:
+    if dims is None or not isinstance(dims, int) and len(dims) == 0:  # (no dims: over the flattened tensor)
+        if not isinstance(shifts, int) and len(shifts) != 1:
+            raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:0")
         shift = shifts if isinstance(shifts, int) else tuple(shifts)[0]
         flat = shape.reshape(input, (-1,))
         return shape.reshape(Roll.apply(flat, shifts=(int(shift),), dims=(0,)), input.shape)

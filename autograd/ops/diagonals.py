@@ -26,13 +26,13 @@ def _triangle(input, keep, op):
     return elementwise.Where.apply(input, nothing, condition=keep)
 
 
-def _offset(diagonal, op):
-    """tril/triu's diagonal as an int (a 0-d integer tensor will do; a float is refused, as PyTorch)."""
+def _offset(diagonal, op, name="diagonal", position=1):
+    """A diagonal's offset as an int (a 0-d integer tensor will do; a float is refused, as PyTorch)."""
     try:
         return operator.index(diagonal)
     except TypeError:
-        raise TypeError(f"{op}(): argument 'diagonal' (position 1) must be int, not {type(diagonal).__name__}") \
-            from None
+        raise TypeError(f"{op}(): argument '{name}' (position {position}) must be int, not "
+                        f"{type(diagonal).__name__}") from None
 
 
 @names("tril", inplace="tril_")
@@ -112,6 +112,9 @@ def fill_diagonal_(input, fill_value, wrap=False):
 @names("diag_embed")
 def diag_embed(input, offset=0, dim1=-2, dim2=-1):
     """Matrices whose ``offset``-th diagonal (in dims dim1, dim2 of the result) holds input's last dim."""
+    offset = _offset(offset, "diag_embed", "offset")
+    if input.ndim == 0:
+        raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got -2)")
     n = input.shape[-1] + abs(offset)
     ndim = input.ndim + 1
     a, b = dim_index(dim1, ndim), dim_index(dim2, ndim)
@@ -126,6 +129,7 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1):
 @names("diag")
 def diag(input, diagonal=0, *, out=None):
     """For a vector, the square matrix with it on the ``diagonal``-th diagonal; for a matrix, that diagonal."""
+    diagonal = _offset(diagonal, "diag", position=2)
     if input.ndim == 1:
         return write_out(diag_embed(input, diagonal), out)
     if input.ndim == 2:
@@ -137,7 +141,7 @@ def diag(input, diagonal=0, *, out=None):
 @names("diagflat")
 def diagflat(input, offset=0):
     """The square matrix with input's elements (flattened) on the ``offset``-th diagonal."""
-    return diag_embed(shape.reshape(input, (-1,)), offset)
+    return diag_embed(shape.reshape(input, (-1,)), _offset(offset, "diagflat", "offset", 2))
 
 
 @names("trace", function=False)

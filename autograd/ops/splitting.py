@@ -44,8 +44,11 @@ def split(tensor, split_size_or_sections, dim=0):
         if size == 0:
             return (tensor,)
         return _pieces(tensor, axis, [min(size, length - start) for start in range(0, max(length, 1), size)])
-    sizes = [int(s) for s in split_size_or_sections]
-    if sum(sizes) != length or any(s < 0 for s in sizes):
+    sizes = [shape._size_at(i, s, "split_with_sizes", "split_sizes") for i, s in enumerate(split_size_or_sections)]
+    if any(s < 0 for s in sizes):
+        raise RuntimeError(f"split_with_sizes expects split_sizes have only non-negative entries, but got "
+                           f"split_sizes={sizes}")
+    if sum(sizes) != length:
         raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {length} (input tensor's size "
                            f"at dimension {axis}), but got split_sizes={sizes}")
     return _pieces(tensor, axis, sizes)
@@ -148,7 +151,7 @@ def narrow(input, dim, start, length):
     size = input.shape[axis]
     if isinstance(start, Tensor) and (start.ndim or start.dtype.kind not in "iu"):
         raise RuntimeError("start must be an 0-dim integral Tensor.")
-    start = int(start)
+    start, length = operator.index(start), operator.index(length)  # (ints or 0-d integer tensors, not floats)
     if not -size <= start <= size:
         raise IndexError(f"start out of range (expected to be in range of [{-size}, {size}], but got {start})")
     if start < 0:
