@@ -211,6 +211,16 @@ def test_deepcopy(T):
     assert isinstance(q, nn_of(T).Parameter) and q.requires_grad
 
 
+@xfail_on_autograd("deepcopy of a view and its base copies two unrelated arrays (autograd/tensor.py's __deepcopy__)")
+def test_deepcopy_keeps_views_sharing_memory(T):
+    """test_deepcopy: a view and its base deep-copied together still share one storage."""
+    x = T.arange(4.0)
+    view, base = copy.deepcopy([x[1:], x])
+    view.add_(1)
+    same(base, [0, 2, 3, 4])
+    same(x, [0, 1, 2, 3])
+
+
 @xfail_on_autograd("deepcopy of a computed tensor is allowed (autograd/tensor.py's __deepcopy__)")
 def test_deepcopy_of_a_non_leaf_is_refused(T):
     x = T.tensor([1.0], requires_grad=True) * 2
