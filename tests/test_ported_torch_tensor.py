@@ -488,3 +488,11 @@ def test_apply_and_map(T):
     x = T.tensor([1.0], requires_grad=True)
     raises(RuntimeError, r"apply_ is only implemented on CPU tensors|requires grad|leaf Variable", x.apply_,
            math.sqrt)
+
+
+@xfail_on_autograd("a NumPy ufunc of a tensor returns an ndarray (autograd/tensor.py has no __array_wrap__)")
+def test_numpy_ufunc_of_a_tensor_is_a_tensor(T):
+    """test_ufunc_with_tensor_input (PyTorch's __array_wrap__): np.sin(t) is a tensor again."""
+    y = np.sin(T.tensor([0.0, 1.0]))
+    assert isinstance(y, T.Tensor)
+    np.testing.assert_allclose(values(y), np.sin([0.0, 1.0]).astype(np.float32), rtol=1e-6)
