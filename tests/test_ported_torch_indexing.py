@@ -8,6 +8,7 @@ against literal or NumPy-computed expectations.
 import numpy as np
 import pytest
 
+import autograd
 from tests.ported import raises, same, values, xfail_on_autograd
 
 # ---------------------------------------------------------------------------------------------- index_*
@@ -159,6 +160,18 @@ def test_index_put_gradients_with_duplicate_indices(T):
     z = T.zeros(3, dtype=T.float64).index_put((T.tensor([2]),), u[1:])  # no repeat: plain routing
     (z * T.tensor([1.0, 2.0, 3.0], dtype=T.float64)).sum().backward()
     same(u.grad, [0, 3])
+
+
+def test_index_put_with_repeats_passes_gradcheck():
+    """chainrule's index_put gradient is the derivative of what it computes, repeats included (finite
+    differences in float64; PyTorch's fails this check, as the overwritten values get a gradient)."""
+    rng = np.random.default_rng(9)
+    x = autograd.tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    v = autograd.tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    index = (autograd.tensor([0, 2, 0, 3, 2]),)
+    assert autograd.gradcheck(lambda a, b: a.index_put(index, b), (x, v))
+    assert autograd.gradcheck(lambda a, b: a.index_put(index, b, accumulate=True), (x, v))
+    assert autograd.gradgradcheck(lambda a, b: a.index_put(index, b * b), (x, v))
 
 
 def test_index_put_broadcast_and_errors(T):
