@@ -3,19 +3,11 @@
 import importlib
 
 import numpy as np
-import pytest
 
 
 def randn(T, *shape, seed=0, requires_grad=True):
     """A float64 tensor of standard normal values drawn by NumPy (the same values for both libraries)."""
     return T.tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=requires_grad)
-
-
-def xfail_ours(reason):
-    """Run the test on both libraries, expecting it to fail on chainrule (strictly: a fix must remove the mark)."""
-    return pytest.mark.parametrize(
-        "T", [pytest.param("autograd", marks=pytest.mark.xfail(strict=True, reason=reason)),
-              pytest.param("torch", marks=pytest.mark.torch)], indirect=True)
 
 
 def nn(T):

@@ -9,8 +9,8 @@ import warnings
 
 import numpy as np
 
-from tests.ported import close, raises, same, values
-from tests.ported_autograd import nn, optim, randn, xfail_ours
+from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported_autograd import nn, optim, randn
 
 
 def test_accumulate_grad_in_place_unless_create_graph(T):

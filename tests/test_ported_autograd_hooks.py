@@ -7,8 +7,8 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import close, raises, same, values
-from tests.ported_autograd import nn, optim, randn, xfail_ours
+from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported_autograd import nn, optim, randn
 
 
 def test_hooks(T):

@@ -7,8 +7,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import raises, same
-from tests.ported_autograd import xfail_ours
+from tests.ported import raises, same, xfail_ours
 
 MODIFIED = "one of the (variables|tensors) needed for gradient computation has been modified by an inplace operation"
 

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import raises, same
-from tests.ported_autograd import randn, xfail_ours
+from tests.ported import raises, same, xfail_ours
+from tests.ported_autograd import randn
 
 
 def test_no_grad(T):

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, values
-from tests.ported_autograd import nn, randn, xfail_ours
+from tests.ported import close, dtype_name, raises, same, values, xfail_ours
+from tests.ported_autograd import nn, randn
 
 GRADCHECK_WORDS = ("gradcheck.py (not among this task's files) words its failures its own way and does not warn of "
                    "float32 inputs: the report has PyTorch's words")

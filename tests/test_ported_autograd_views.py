@@ -7,8 +7,8 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import close, raises, same, values
-from tests.ported_autograd import randn, xfail_ours
+from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported_autograd import randn
 
 
 def check_views_codegen(T, grad_mode, requires_grad, errors):

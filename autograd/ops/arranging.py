@@ -8,7 +8,7 @@ flip and roll move elements, so their gradients move dL/dy back the opposite way
 import numbers
 from collections.abc import Sequence
 
-from ..backend import int64, xp
+from ..backend import int32, int64, xp
 from ..errors import ShapeError, broadcast_mismatch
 from ..primitive import Primitive
 from ..size import Size
@@ -21,10 +21,10 @@ from .indexing import IndexSelect
 from .names import names
 
 
-def _sizes(sizes):
+def _sizes(sizes, op="repeat"):
     if len(sizes) == 1 and not isinstance(sizes[0], numbers.Integral):
-        return tuple(int(n) for n in sizes[0])
-    return tuple(int(n) for n in sizes)
+        sizes = sizes[0]
+    return tuple(shape._size_at(i, n, op) for i, n in enumerate(sizes))
 
 
 @names("repeat")
@@ -34,9 +34,10 @@ def repeat(input, *sizes, repeats=None):
     if len(sizes) < input.ndim:
         raise RuntimeError("Number of dimensions of repeat dims can not be smaller than number of dimensions "
                            f"of tensor (repeat dims {sizes}, tensor shape {tuple(input.shape)})")
-    if any(n < 0 for n in sizes):
-        raise RuntimeError(f"Trying to create tensor with negative dimension: repeat dims {sizes}")
     original = (1,) * (len(sizes) - input.ndim) + tuple(input.shape)
+    if any(n < 0 for n in sizes):
+        target = [r * n for r, n in zip(sizes, original)]
+        raise RuntimeError(f"Trying to create tensor with negative dimension {min(target)}: {target}")
     # each dim n becomes (1, n), broadcast to (r, n), then the pairs are merged: r copies of n
     interleaved = tuple(m for n in original for m in (1, n))
     expanded = tuple(m for r, n in zip(sizes, original) for m in (r, n))
@@ -47,8 +48,22 @@ def repeat(input, *sizes, repeats=None):
 @names("tile")
 def tile(input, *sizes, dims=None):
     """repeat, with dims padded by leading 1s when shorter than input's (x.tile(2, 1) or tile(x, (2, 1)))."""
-    dims = _sizes(sizes_or_keyword(sizes, "dims", dims))
+    dims = _sizes(sizes_or_keyword(sizes, "dims", dims), "tile")
     return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
+
+
+def _counts(repeats, vector_only=False):
+    """repeat_interleave's counts tensor as an integer array, with PyTorch's refusals: another dtype, more than
+    one dim (or anything but a vector, for ``repeat_interleave(counts)``), a negative count."""
+    if repeats.dtype not in (int32, int64):
+        raise NotImplementedError(f'"repeat_interleave_cpu" not implemented for \'{type_name(repeats.dtype)}\'')
+    if vector_only and repeats.ndim != 1:
+        raise RuntimeError("repeat_interleave only accept 1D vector as repeat")
+    if repeats.ndim > 1:
+        raise RuntimeError("repeats must be 0-dim or 1-dim tensor")
+    if (repeats._data < 0).any():
+        raise RuntimeError("repeats can not be negative")
+    return repeats._data
 
 
 @names("repeat_interleave")
@@ -56,27 +71,28 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     """Each element (or slice along dim) repeated in place: [a, b] with 2 gives [a, a, b, b].
     ``repeats`` is a number or one count per element; with dim None input is flattened first."""
     if repeats is None:  # repeat_interleave(counts): the indices 0, 0, 1, ... themselves
-        counts = input._data
-        if counts.ndim != 1:
-            raise RuntimeError("repeat_interleave only accept 1D vector as repeat")
-        if counts.dtype.kind not in "iu":
-            raise NotImplementedError(f"\"repeat_interleave_cpu\" not implemented for '{type_name(counts.dtype)}'")
-        if (counts < 0).any():
-            raise RuntimeError("repeats can not be negative")
+        counts = _counts(input, vector_only=True)
         return Tensor._make(xp.repeat(xp.arange(len(counts), dtype=int64), counts))
     if dim is None:
         input, axis = shape.reshape(input, (-1,)), 0
     else:
         axis = dim_index(dim, input.ndim)
-    counts = repeats._data if isinstance(repeats, Tensor) else xp.asarray(repeats)
-    if counts.ndim > 1:
-        raise RuntimeError("repeats must be 0-dim or 1-dim tensor")
+    if isinstance(repeats, Tensor):
+        counts = _counts(repeats)
+    else:  # a number: one count for every element
+        if not isinstance(repeats, numbers.Integral):
+            raise TypeError(f"repeat_interleave(): argument 'repeats' must be an int or a Tensor, not "
+                            f"{type(repeats).__name__}")
+        if repeats < 0:
+            raise RuntimeError("Repeats must be non-negative")
+        counts = xp.asarray(int(repeats))
     size = input.shape[axis] if input.ndim else 1
     if counts.ndim and counts.size != 1 and counts.size != size:
         raise RuntimeError(f"repeats must have the same size as input along dim, but got repeats.size(0) = "
                            f"{counts.size} and input.size({axis}) = {size}")
-    if (counts < 0).any():
-        raise RuntimeError("repeats can not be negative")
+    total = int(counts.reshape(-1).sum()) if counts.size != 1 else int(counts.reshape(())) * size
+    if output_size is not None and output_size != total:
+        raise RuntimeError(f"repeat_interleave: Invalid output_size, expected {total} but got {output_size}")
     if counts.size == 1:  # one count for all: a broadcast, cheaper than an index
         r = int(counts.reshape(()))
         if input.ndim == 0:
@@ -107,7 +123,7 @@ def flip(input, *order, dims=None):
     """input reversed along each of dims (flip(x, [0, 1]), x.flip(0, 1) or flip(x, dims=[0, 1]))."""
     if not order and dims is None:  # (dims=() flips nothing; no dims at all is a mistake, as PyTorch says)
         raise TypeError('flip() missing 1 required positional arguments: "dims"')
-    dims = _sizes(sizes_or_keyword(order, "dims", dims))
+    dims = _sizes(sizes_or_keyword(order, "dims", dims), "flip")
     return Flip.apply(input, dims=normalize_dims(dims, input.ndim, empty_is_every=False))
 
 
@@ -147,14 +163,16 @@ def roll(input, shifts, dims=None):
         raise RuntimeError("`shifts` required")
     if dims is not None and input.ndim == 0:
         raise IndexError("Dimension specified as 0 but tensor has no dimensions")
-    if dims is None:
+    if dims is None or not isinstance(dims, int) and len(dims) == 0:  # (no dims: over the flattened tensor)
+        if not isinstance(shifts, int) and len(shifts) != 1:
+            raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:0")
         shift = shifts if isinstance(shifts, int) else tuple(shifts)[0]
         flat = shape.reshape(input, (-1,))
         return shape.reshape(Roll.apply(flat, shifts=(int(shift),), dims=(0,)), input.shape)
     shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     if len(shifts) != len(dims):
-        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims: {len(dims)}")
+        raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:{len(dims)}")
     return Roll.apply(input, shifts=tuple(int(s) for s in shifts), dims=tuple(dim_index(d, input.ndim) for d in dims))
 
 

@@ -6,6 +6,8 @@ elements kept. A diagonal is a view (a write through it changes the matrix, as i
 on a diagonal its adjoint.
 """
 
+import operator
+
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -24,18 +26,28 @@ def _triangle(input, keep, op):
     return elementwise.Where.apply(input, nothing, condition=keep)
 
 
+def _offset(diagonal, op, name="diagonal", position=1):
+    """A diagonal's offset as an int (a 0-d integer tensor will do; a float is refused, as PyTorch)."""
+    try:
+        return operator.index(diagonal)
+    except TypeError:
+        raise TypeError(f"{op}(): argument '{name}' (position {position}) must be int, not "
+                        f"{type(diagonal).__name__}") from None
+
+
 @names("tril", inplace="tril_")
 def tril(input, diagonal=0, *, out=None):
     """The lower triangle of each matrix: elements on or below the ``diagonal``-th diagonal; 0 elsewhere."""
     rows, columns = input.shape[-2:] if input.ndim >= 2 else (0, 0)
-    return write_out(_triangle(input, xp.tri(rows, columns, diagonal, dtype=bool), "tril"), out)
+    return write_out(_triangle(input, xp.tri(rows, columns, _offset(diagonal, "tril"), dtype=bool), "tril"), out)
 
 
 @names("triu", inplace="triu_")
 def triu(input, diagonal=0, *, out=None):
     """The upper triangle of each matrix: elements on or above the ``diagonal``-th diagonal; 0 elsewhere."""
     rows, columns = input.shape[-2:] if input.ndim >= 2 else (0, 0)
-    return write_out(_triangle(input, ~xp.tri(rows, columns, diagonal - 1, dtype=bool), "triu"), out)
+    return write_out(_triangle(input, ~xp.tri(rows, columns, _offset(diagonal, "triu") - 1, dtype=bool), "triu"),
+                     out)
 
 
 def _diagonal_positions(rows, columns, offset):
@@ -100,6 +112,9 @@ def fill_diagonal_(input, fill_value, wrap=False):
 @names("diag_embed")
 def diag_embed(input, offset=0, dim1=-2, dim2=-1):
     """Matrices whose ``offset``-th diagonal (in dims dim1, dim2 of the result) holds input's last dim."""
+    offset = _offset(offset, "diag_embed", "offset")
+    if input.ndim == 0:
+        raise IndexError("Dimension out of range (expected to be in range of [-1, 0], but got -2)")
     n = input.shape[-1] + abs(offset)
     ndim = input.ndim + 1
     a, b = dim_index(dim1, ndim), dim_index(dim2, ndim)
@@ -114,6 +129,7 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1):
 @names("diag")
 def diag(input, diagonal=0, *, out=None):
     """For a vector, the square matrix with it on the ``diagonal``-th diagonal; for a matrix, that diagonal."""
+    diagonal = _offset(diagonal, "diag", position=2)
     if input.ndim == 1:
         return write_out(diag_embed(input, diagonal), out)
     if input.ndim == 2:
@@ -125,7 +141,7 @@ def diag(input, diagonal=0, *, out=None):
 @names("diagflat")
 def diagflat(input, offset=0):
     """The square matrix with input's elements (flattened) on the ``offset``-th diagonal."""
-    return diag_embed(shape.reshape(input, (-1,)), offset)
+    return diag_embed(shape.reshape(input, (-1,)), _offset(offset, "diagflat", "offset", 2))
 
 
 @names("trace", function=False)

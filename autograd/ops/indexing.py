@@ -53,12 +53,21 @@ def _check_bounds(index, size, dim):
 def _check_along(x_shape, index_shape, dim, op, other="self"):
     """gather/scatter's rule: index has x's ndim and is no larger than x outside ``dim``."""
     if len(index_shape) != len(x_shape) and not (len(index_shape) <= 1 and len(x_shape) <= 1):
-        raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as {other} tensor "
+        named = "input" if op == "gather" else other  # (PyTorch's words: gather's self is its input)
+        raise RuntimeError(f"{op}(): Index tensor must have the same number of dimensions as {named} tensor "
                            f"(index shape {tuple(index_shape)}, {other} shape {tuple(x_shape)})")
     for d, (i, n) in enumerate(zip(index_shape, x_shape)):
         if d != dim and i > n:
-            raise RuntimeError(f"{op}(): Size does not match at dimension {d}: expected index {list(index_shape)} "
+            raise RuntimeError(f"{op}(): Size does not match at dimension {d} expected index {list(index_shape)} "
                                f"to be no larger than {other} {list(x_shape)} apart from dimension {dim}")
+
+
+def _check_src(x_shape, index_shape, src_shape, dim, op):
+    """scatter's rule for its src: index has src's ndim and is no larger than src in any dimension."""
+    _check_along(src_shape, index_shape, dim, op, other="src")
+    if len(index_shape) == len(src_shape) and any(i > n for i, n in zip(index_shape, src_shape)):
+        raise RuntimeError(f"{op}(): Expected index {list(index_shape)} to be no larger than self {list(x_shape)} "
+                           f"apart from dimension {dim} and to be no larger size than src {list(src_shape)}")
 
 
 def _positions(index, dim):
@@ -197,8 +206,8 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
     source = _source(src, value, input, "scatter")
     if not isinstance(src, Tensor):  # a number: written at every position index names
         source = shape.expand(source, index.shape)
-    elif source.ndim != input.ndim:
-        _check_along(source.shape, index.shape, axis, "scatter", other="src")
+    else:
+        _check_src(input.shape, index.shape, source.shape, axis, "scatter")
     if reduce == "add":
         return write_out(ScatterAdd.apply(input, source, dim=axis, index=index), out)
     if reduce == "multiply":
@@ -217,7 +226,7 @@ def scatter_add(input, dim, index, src, *, out=None):
     if not isinstance(src, Tensor):
         src = tensor_from(src, dtype=input.dtype)
     _same_dtype(input, src, "scatter(): Expected self.dtype to be equal to src.dtype")
-    _check_along(src.shape, index.shape, axis, "scatter_add", other="src")
+    _check_src(input.shape, index.shape, src.shape, axis, "scatter_add")
     return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out)
 
 
@@ -326,7 +335,7 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=Non
     if not isinstance(src, Tensor):
         src = tensor_from(src, dtype=input.dtype)
     _same_dtype(input, src, "scatter(): Expected self.dtype to be equal to src.dtype")
-    _check_along(src.shape, index.shape, axis, "scatter_reduce", other="src")
+    _check_src(input.shape, index.shape, src.shape, axis, "scatter_reduce")
     return write_out(ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce,
                                          include_self=include_self), out)
 
@@ -405,8 +414,9 @@ def index_add(input, dim, index, source, *, alpha=1, out=None):
     _same_dtype(input, source, "index_add_(): self ({}) and source ({}) must have the same scalar type")
     expected = tuple(len(index) if d == axis else n for d, n in enumerate(input.shape))
     if tuple(source.shape) != expected and not (input.ndim == 0 and source.numel() == index.size):
-        raise RuntimeError(f"index_add(): source has shape {tuple(source.shape)} but input of shape "
-                           f"{tuple(input.shape)} with {len(index)} indices along dim {axis} needs {expected}")
+        raise RuntimeError(f"index_add(): source tensor shape must match self tensor shape, excluding the specified "
+                           f"dimension. Got self.shape = {list(input.shape)} source.shape = {list(source.shape)} "
+                           f"({len(index)} indices along dim {axis} need source of shape {list(expected)})")
     return write_out(IndexAddAlong.apply(input, source, dim=axis, index=index, alpha=alpha), out)
 
 
@@ -464,6 +474,8 @@ def take(input, index, *, out=None):
     index = _index_array(index, "take(): Expected a long tensor for index, but got {}", (int64,))
     flat = shape.reshape(input, (-1,))
     size = input.numel()
+    if index.size and not size:
+        raise IndexError("take(): tried to take from an empty tensor")
     if index.size and ((index < -size) | (index >= size)).any():  # PyTorch's IndexError here (gather's is RuntimeError)
         bad = index[(index < -size) | (index >= size)].flat[0]
         raise IndexError(f"out of range: tried to access index {bad} on a tensor of {size} elements.")
@@ -510,8 +522,23 @@ def index_copy(input, dim, index, source, *, out=None):
     dim_index(dim, input.ndim)  # (PyTorch's order of checks: the dim, the dtypes, then the index)
     _same_dtype(input, source, "index_copy_(): self and source expected to have the same dtype, but got (self) {} "
                                "and (source) {}")
-    axis, index = _vector_index(input, dim, index, "index_copy",
-                                "index_copy_(): Expected a long tensor for index, but got {}", (int64,))
+    try:
+        axis, index = _vector_index(input, dim, index, "index_copy",
+                                    "index_copy_(): Expected a long tensor for index, but got {}", (int64,))
+    except IndexRangeError as error:  # (PyTorch's IndexError here, named for the op)
+        raise IndexError(f"index_copy_(): {error}") from None
+    if source.ndim and input.ndim and source.ndim != input.ndim:
+        raise IndexError(f"index_copy_(): When source and destination are not scalars, their dimensionality must "
+                         f"match. Source dimensionality ({source.ndim}), destination dimensionality ({input.ndim})")
+    count = source.shape[axis] if source.ndim else 1
+    if index.size != count:
+        raise IndexError(f"index_copy_(): Number of indices ({index.size}) should be equal to source.size(dim) "
+                         f"({count})")
+    slices = [(n, m) for d, (n, m) in enumerate(zip(input.shape, source.shape)) if d != axis]
+    for d, (n, m) in enumerate(slices):
+        if n != m:
+            raise RuntimeError(f"index_copy_(): Source/destination tensor must have same slice shapes. Destination "
+                               f"slice shape: {n} at dimension {d} and source slice shape: {m} at dimension {d}.")
     named, last_from_end = xp.unique(index[::-1], return_index=True)
     if named.size != index.size:  # (copied, not added up: only each position's last slice is written)
         kept = xp.sort(index.size - 1 - last_from_end)
@@ -546,17 +573,29 @@ def index_put(input, indices, values, accumulate=False):
                                    "destination and {} for the source.")
     elif values.dtype != input.dtype:
         values = values.to(input.dtype)
+    if len(index) > input.ndim:
+        raise IndexError(f"too many indices for tensor of dimension {input.ndim}")
+    for d, i in enumerate(index):
+        outside = (i < -input.shape[d]) | (i >= input.shape[d]) if i.dtype != bool else None
+        if outside is not None and outside.any():
+            raise IndexError(f"index {i[outside].flat[0]} is out of bounds for dimension {d} with size "
+                             f"{input.shape[d]}")
     target = xp.empty(input.shape, dtype=bool)[index].shape  # the shape input[indices] has
+    if values.ndim > len(target) or any(v not in (1, n) for v, n in zip(values.shape[::-1], target[::-1])):
+        raise RuntimeError(f"shape mismatch: value tensor of shape {list(values.shape)} cannot be broadcast to "
+                           f"indexing result of shape {list(target)}")
     values = shape.expand(values, target)
-    placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
     if accumulate:
-        return input + placed
-    written = xp.zeros(input.shape, dtype=bool)
-    written[index] = True
-    counts = xp.zeros(input.shape, dtype=int64)
-    xp.add.at(counts, index, 1)
-    if (counts > 1).any():  # a position written twice: the last write wins, as in NumPy (PyTorch leaves
-        last = xp.zeros(input.shape, dtype=input.dtype)  # it undefined), and those values get no gradient
-        last[index] = values._data
-        placed = Tensor._make(last)
-    return elementwise.Where.apply(placed, input, condition=written)
+        return input + shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
+    positions = xp.arange(input.numel()).reshape(input.shape)[index].reshape(-1)  # where each value lands
+    written = xp.zeros(input.numel(), dtype=bool)
+    written[positions] = True
+    if written.sum() < positions.size:  # a position written twice: the last write wins, as in NumPy (PyTorch
+        # leaves it undefined); the values it overwrites reach nothing, so they get no gradient
+        _, last_from_end = xp.unique(positions[::-1], return_index=True)
+        last = xp.zeros(positions.size, dtype=bool)
+        last[positions.size - 1 - last_from_end] = True
+        nothing = Tensor._make(xp.zeros((), dtype=values.dtype))
+        values = elementwise.Where.apply(values, nothing, condition=last.reshape(target))
+    placed = shape.IndexAdd.apply(values, index=index, shape=input.shape, basic=False)
+    return elementwise.Where.apply(placed, input, condition=written.reshape(input.shape))

@@ -10,6 +10,7 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 """
 
 from ..backend import int64, xp
+from ..errors import ShapeError, broadcast_mismatch
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
@@ -18,18 +19,34 @@ from .indexing import _same_dtype, _slices_mask, _vector_index
 from .names import names
 from .outputs import write_out
 
+# the C type names masked_fill_'s refusal gives (PyTorch's words; masked_scatter_'s are type_name's)
+_C_NAMES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short int", "int32": "int", "int64": "long int",
+            "float16": "c10::Half", "float32": "float", "float64": "double"}
+
 
 def _mask_array(mask, op):
     array = mask._data if isinstance(mask, Tensor) else xp.asarray(mask)
     if array.dtype != bool:
-        raise RuntimeError(f"{op} only supports boolean masks, but got mask with dtype {array.dtype}")
+        if op == "masked_select":
+            raise RuntimeError("masked_select: expected BoolTensor for mask")
+        dtype = _C_NAMES.get(array.dtype.name, array.dtype.name) if op == "masked_fill" else type_name(array.dtype)
+        raise RuntimeError(f"{op}_ only supports boolean masks, but got mask with dtype {dtype}")
     return array
+
+
+def _common_shape(first, second):
+    """The shape two operands broadcast to, or PyTorch's error naming the first sizes that do not."""
+    mismatch = broadcast_mismatch(first, second)
+    if mismatch:
+        raise ShapeError(mismatch)
+    return xp.broadcast_shapes(first, second)
 
 
 @names("masked_fill", inplace="masked_fill_")
 def masked_fill(input, mask, value):
     """y = value where mask holds, input elsewhere (mask broadcasts to input's shape)."""
     mask = _mask_array(mask, "masked_fill")
+    _common_shape(input.shape, mask.shape)
     if isinstance(value, Tensor):
         if value.ndim:
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
@@ -48,7 +65,7 @@ def masked_fill(input, mask, value):
 def masked_select(input, mask, *, out=None):
     """The elements of input where mask holds, as a vector (input and mask broadcast together)."""
     mask = _mask_array(mask, "masked_select")
-    common = xp.broadcast_shapes(input.shape, mask.shape)
+    common = _common_shape(mask.shape, input.shape)
     return write_out(shape.GetItem.apply(shape.expand(input, common), index=xp.broadcast_to(mask, common)), out)
 
 
@@ -57,13 +74,12 @@ def masked_scatter(input, mask, source):
     """y = input with source's leading elements written, in order, where mask holds (input and mask
     broadcast together)."""
     mask = _mask_array(mask, "masked_scatter")
-    common = xp.broadcast_shapes(input.shape, mask.shape)
+    common = _common_shape(input.shape, mask.shape)
     input, mask = shape.expand(input, common), xp.broadcast_to(mask, common)
     _same_dtype(input, source, "masked_scatter: expected self and source to have same dtypes but got {} and {}")
     count = int(mask.sum())
     if source.numel() < count:
-        raise RuntimeError(f"masked_scatter: expected source to have at least {count} elements, "
-                           f"got {source.numel()}")
+        raise RuntimeError(f"Number of elements of source < number of ones in mask ({source.numel()} < {count})")
     flat = xp.flatnonzero(mask)
     taken = shape.reshape(source, (-1,))[:count]
     placed = shape.IndexAdd.apply(taken, index=flat, shape=(input.numel(),), basic=False)

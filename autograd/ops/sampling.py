@@ -11,8 +11,10 @@ import numpy
 from .. import backend, random
 from ..backend import xp
 from ..device import resolve
+from ..errors import ShapeError, broadcast_mismatch
 from ..factories import out_dtype, written
 from ..tensor import Tensor
+from .conversion import type_name
 from .names import names
 from .outputs import write_out
 
@@ -51,7 +53,10 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
     if numpy.any(numpy.asarray(std_values) < 0):
         raise RuntimeError(f"normal expects all elements of std >= 0.0, got std {std_values}")
     like = mean if mean_is else std
-    shape = numpy.broadcast_shapes(numpy.shape(_host(mean)), numpy.shape(std_values))
+    shapes = numpy.shape(_host(mean)), numpy.shape(std_values)
+    if broadcast_mismatch(*shapes):
+        raise ShapeError(broadcast_mismatch(*shapes))
+    shape = numpy.broadcast_shapes(*shapes)
     return written(_tensor(rng.normal(_host(mean), std_values, shape), _floating(like)), out)
 
 
@@ -74,7 +79,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     if input.ndim not in (1, 2):
         raise RuntimeError(f"prob_dist must be 1 or 2 dim, got shape {tuple(input.shape)}")
     if input.dtype.kind != "f":
-        raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: {input.dtype}")
+        raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got: {type_name(input.dtype)}")
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
         raise RuntimeError(f"cannot sample n_sample <= 0 samples, got num_samples={num_samples!r}")
     weights = numpy.atleast_2d(backend.to_numpy(input._data)).astype(numpy.float64)
@@ -127,15 +132,29 @@ names(method=False, functions=("poisson",))(poisson)
 
 # -- in-place initialisers: each returns draws of x's shape, which x.<name>_() writes into x ----------
 
+# the C names of the integer types, as random_'s bounds errors give them
+_C_NAMES = {"uint8": "unsigned char", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long"}
+
+
+def _floating_only(x, kernel):
+    """PyTorch's refusal of a continuous draw into a tensor of integers or bools (named by its kernel)."""
+    if x.dtype.kind not in "fc":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{type_name(x.dtype)}\'')
+
+
 @names(function=False, inplace="uniform_")
 def _uniform(x, a=0.0, b=1.0, *, generator=None):
     """U(a, b) (a complex x: each part); the arguments are PyTorch's ``from`` and ``to``."""
+    _floating_only(x, "check_uniform_bounds")
+    if a > b:
+        raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
     uniform = random.generator(generator).uniform
     return _tensor(random.draws(lambda shape: uniform(a, b, shape), x.shape, x.dtype), x.dtype)
 
 
 @names(function=False, inplace="normal_")
 def _normal(x, mean=0.0, std=1.0, *, generator=None):
+    _floating_only(x, "normal_kernel_cpu")
     if std < 0:
         raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
     part = std * 0.5**0.5 if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
@@ -151,6 +170,9 @@ def _bernoulli(x, p=0.5, *, generator=None):
 @names(function=False, inplace="exponential_")
 def _exponential(x, lambd=1.0, *, generator=None):
     """Exp(λ): density λ e^(-λx)."""
+    if x.dtype.kind not in "fc":
+        raise RuntimeError(f"Exponential distribution is a continuous probability distribution. dtype must be a "
+                           f"floating point but you specified {type_name(x.dtype)}")
     if lambd <= 0:
         raise RuntimeError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
     return _tensor(random.generator(generator).exponential(1.0 / lambd, x.shape), x.dtype)
@@ -158,17 +180,23 @@ def _exponential(x, lambd=1.0, *, generator=None):
 
 @names(function=False, inplace="log_normal_")
 def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
+    if std <= 0:
+        raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={std}")
     return _tensor(random.generator(generator).lognormal(mean, std, x.shape), x.dtype)
 
 
 @names(function=False, inplace="cauchy_")
 def _cauchy(x, median=0.0, sigma=1.0, *, generator=None):
+    if sigma <= 0:
+        raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
     return _tensor(median + sigma * random.generator(generator).standard_cauchy(x.shape), x.dtype)
 
 
 @names(function=False, inplace="geometric_")
 def _geometric(x, p, *, generator=None):
     """Trials up to the first success, success probability p: 1, 2, 3, ..."""
+    if not 0 < p < 1:
+        raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
     return _tensor(random.generator(generator).geometric(p, x.shape), x.dtype)
 
 
@@ -187,6 +215,11 @@ def _random(x, low=0, high=None, *, generator=None):
             high = int(numpy.iinfo(x.dtype).max) + 1
     if low >= high:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high}")
+    if x.dtype.kind in "iu":  # (a float x takes any range: its draws are rounded into it)
+        info = numpy.iinfo(x.dtype)
+        for name, bound in (("from", low), ("to - 1", high - 1)):
+            if not info.min <= bound <= info.max:
+                raise RuntimeError(f"{name} is out of bounds for {_C_NAMES[x.dtype.name]}")
     values = random.generator(generator).integers(low, high, x.shape, dtype=numpy.int64, endpoint=False) \
         if high <= 2**63 else random.generator(generator).integers(low, high, x.shape, dtype=numpy.uint64)
     return _tensor(values, x.dtype)

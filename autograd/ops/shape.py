@@ -6,6 +6,7 @@ Reshape, permute, expand and basic indexing return views of their input. How ``x
 """
 
 import builtins
+import operator
 import re
 import warnings
 
@@ -156,17 +157,30 @@ class Expand(Primitive):
         return (unbroadcast(grad, x),)
 
 
+def _size_at(i, n, op, name="size"):
+    """Argument i of a list of sizes as an int, or PyTorch's TypeError."""
+    try:
+        return operator.index(n)
+    except TypeError:
+        raise TypeError(f"{op}(): argument '{name}' failed to unpack the object at pos {i + 1} with error \"type must "
+                        f"be tuple of ints,but got {type(n).__name__}\"") from None
+
+
 def expand(x, sizes):
     """x broadcast to ``sizes`` (-1 keeps a dim); x may have fewer dims, as in NumPy."""
     sizes = _shape_argument(sizes)
+    if not set(map(type, sizes)) <= {int}:  # (a NumPy integer or a 0-d tensor will do; a float will not)
+        sizes = tuple(_size_at(i, n, "expand") for i, n in enumerate(sizes))
     added = len(sizes) - x.ndim
     if added < 0:
         raise ShapeError(f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
                          f"the number of dimensions in the tensor ({x.ndim})")
     if any(n == -1 for n in sizes[:added]):
-        raise ShapeError("expand: -1 is not allowed in a leading, non-existing dimension")
+        leading = next(i for i, n in enumerate(sizes[:added]) if n == -1)
+        raise ShapeError(f"The expanded size of the tensor (-1) isn't allowed in a leading, non-existing dimension "
+                         f"{leading}")
     shape = tuple(x.shape[i - added] if n == -1 else n for i, n in enumerate(sizes))
-    for i, (old, new) in enumerate(zip(x.shape, shape[added:])):
+    for i, (old, new) in reversed(list(enumerate(zip(x.shape, shape[added:])))):  # (PyTorch's: from the last)
         if old != new and old != 1:
             raise ShapeError(f"The expanded size of the tensor ({new}) must match the existing size ({old}) "
                              f"at non-singleton dimension {i + added}.  Target sizes: {list(sizes)}.  "

@@ -5,6 +5,8 @@ Every piece is a slice of the input (a view), so its gradient is its slice's: dL
 where the piece came from, 0 elsewhere.
 """
 
+import operator
+
 from ..backend import int64
 from ..tensor import Tensor, tensor_from
 from . import shape
@@ -31,15 +33,22 @@ def split(tensor, split_size_or_sections, dim=0):
     """Pieces along dim: of split_size each (the last may be smaller), or of the given sizes."""
     axis = dim_index(dim, tensor.ndim)
     length = tensor.shape[axis]
+    if isinstance(split_size_or_sections, Tensor) and split_size_or_sections.ndim == 0:
+        split_size_or_sections = operator.index(split_size_or_sections)  # (a 0-d integer tensor: one size)
     if isinstance(split_size_or_sections, int):
         size = split_size_or_sections
-        if size < 0 or (size == 0 and length):
+        if size < 0:
             raise RuntimeError(f"split expects split_size be non-negative, but got split_size={size}")
+        if size == 0 and length:
+            raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension size of {length}")
         if size == 0:
             return (tensor,)
         return _pieces(tensor, axis, [min(size, length - start) for start in range(0, max(length, 1), size)])
-    sizes = [int(s) for s in split_size_or_sections]
-    if sum(sizes) != length or any(s < 0 for s in sizes):
+    sizes = [shape._size_at(i, s, "split_with_sizes", "split_sizes") for i, s in enumerate(split_size_or_sections)]
+    if any(s < 0 for s in sizes):
+        raise RuntimeError(f"split_with_sizes expects split_sizes have only non-negative entries, but got "
+                           f"split_sizes={sizes}")
+    if sum(sizes) != length:
         raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {length} (input tensor's size "
                            f"at dimension {axis}), but got split_sizes={sizes}")
     return _pieces(tensor, axis, sizes)
@@ -60,6 +69,7 @@ def split_with_sizes(input, split_sizes, dim=0):
 @names("chunk", "unsafe_chunk")
 def chunk(input, chunks, dim=0):
     """At most ``chunks`` pieces along dim, each of ceil(size / chunks) elements (the last smaller)."""
+    chunks = operator.index(chunks)  # (an int, or a 0-d integer tensor)
     if chunks <= 0:
         raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
     if input.ndim == 0:
@@ -126,6 +136,8 @@ def select(input, dim, index):
 @names("unbind")
 def unbind(input, dim=0):
     """Every slice along dim, that dim removed: x.unbind(0) is tuple(x)."""
+    if input.ndim == 0:
+        raise IndexError("Dimension specified as 0 but tensor has no dimensions")
     axis = dim_index(dim, input.ndim)
     return tuple(select(input, axis, i) for i in range(input.shape[axis]))
 
@@ -139,12 +151,14 @@ def narrow(input, dim, start, length):
     size = input.shape[axis]
     if isinstance(start, Tensor) and (start.ndim or start.dtype.kind not in "iu"):
         raise RuntimeError("start must be an 0-dim integral Tensor.")
-    start = int(start)
+    start, length = operator.index(start), operator.index(length)  # (ints or 0-d integer tensors, not floats)
     if not -size <= start <= size:
         raise IndexError(f"start out of range (expected to be in range of [{-size}, {size}], but got {start})")
     if start < 0:
         start += size
-    if length < 0 or start + length > size:
+    if length < 0:
+        raise RuntimeError("narrow(): length must be non-negative.")
+    if start + length > size:
         raise RuntimeError(f"start ({start}) + length ({length}) exceeds dimension size ({size}).")
     return _slice_along(input, axis, start, start + length)
 
