@@ -287,9 +287,6 @@ class ParameterList(Module):
     def __iter__(self):
         return (self[i] for i in range(self._size))
 
-    def __dir__(self):
-        return [name for name in super().__dir__() if not name.isdigit()]
-
     def extra_repr(self):
         return _describe(enumerate(self), lambda p: f"autograd.{p.dtype}")
 

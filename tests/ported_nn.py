@@ -1,0 +1,24 @@
+"""Fixtures of the nn tests ported from PyTorch's test/test_nn.py and test/nn/ (tests/test_ported_nn_*.py).
+
+`nn` is the `nn` package of the library under test (`T`, tests/conftest.py): chainrule's `nn` beside its
+`autograd`, or `torch.nn`; `F` is its `functional`. A test module imports them next to its imports of
+tests.ported (pytest finds fixtures by name in the test module's namespace).
+"""
+
+import importlib
+
+import pytest
+
+
+@pytest.fixture
+def nn(T):
+    return importlib.import_module("nn") if T.__name__ == "autograd" else T.nn
+
+
+@pytest.fixture
+def F(nn):
+    return nn.functional
+
+
+def on_chainrule(T):
+    return T.__name__ == "autograd"
