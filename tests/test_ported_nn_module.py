@@ -6,10 +6,11 @@ PyTorch's (fixtures `T` and `nn`)."""
 import pickle
 
 import numpy as np
-import pytest
 
+from tests import ported_nn
 from tests.ported import dtype_name, raises, same, values
-from tests.ported_nn import nn  # noqa: F401  (fixture)
+
+nn = ported_nn.nn  # the fixture
 
 
 def test_register_buffer_raises_error_if_name_is_not_string(T, nn):
