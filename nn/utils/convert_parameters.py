@@ -12,7 +12,7 @@ def parameters_to_vector(parameters):
 def vector_to_parameters(vector, parameters):
     """Copy consecutive slices of ``vector`` into the parameters (in place)."""
     if not isinstance(vector, Tensor) or vector.ndim != 1:
-        raise TypeError(f"expected a 1-D Tensor, got {type(vector).__name__}")
+        raise TypeError(f"expected torch.Tensor, but got: {type(vector).__name__}")
     parameters = list(parameters)
     needed = sum(p.numel() for p in parameters)
     if vector.numel() != needed:
