@@ -82,6 +82,14 @@ class ParametrizationList(ModuleList):
             for k, tensor in enumerate(new):
                 setattr(self, f"original{k}", Parameter(tensor.detach().clone(), requires_grad=original.requires_grad))
 
+    def steps(self):
+        """The parametrizations, in order: the children named '0', '1', ... (a parametrization registered on
+        this list's own ``original`` adds a ``parametrizations`` child here, which is not one of them)."""
+        steps = []
+        while str(len(steps)) in self._modules:
+            steps.append(self._modules[str(len(steps))])
+        return steps
+
     def originals(self):
         if self.is_tensor:
             return (self.original,)
@@ -92,7 +100,7 @@ class ParametrizationList(ModuleList):
         must say how (its ``right_inverse``), as PyTorch requires for an assignment (registering one
         without it keeps the original as it is)."""
         with autograd.no_grad():
-            for module in reversed(list(self)):
+            for module in reversed(self.steps()):
                 if not hasattr(module, "right_inverse"):
                     raise RuntimeError(f"parametrization {type(module).__name__} does not implement right_inverse.")
                 value = module.right_inverse(value)
@@ -101,7 +109,7 @@ class ParametrizationList(ModuleList):
                 original.copy_(new)
 
     def forward(self):
-        modules = list(self)
+        modules = self.steps()
         x = modules[0](*self.originals())
         for module in modules[1:]:
             x = module(x)
@@ -131,6 +139,7 @@ def _inject_new_class(module):
 
 def register_parametrization(module, tensor_name, parametrization, *, unsafe=False):
     """Make ``module.<tensor_name>`` = parametrization(original), original a new parameter."""
+    parametrization.train(module.training)  # PyTorch's: it takes the module's mode
     if is_parametrized(module, tensor_name):
         if not unsafe:
             current = getattr(module, tensor_name)
