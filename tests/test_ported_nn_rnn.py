@@ -391,3 +391,46 @@ def test_rnn_cell_errors(T, nn):
     # PyTorch finds an unknown nonlinearity at the first call (RuntimeError), chainrule at construction
     raises((ValueError, RuntimeError), "Unknown nonlinearity: garbage",
            lambda: nn.RNNCell(3, 4, nonlinearity="garbage")(T.randn(2, 3)))
+
+
+@pytest.mark.parametrize("p, train, expected", [(0.0, True, 1000.0), (1.0, True, 0.0), (1.0, False, 1000.0)])
+def test_RNN_dropout(T, nn, p, train, expected):
+    # dropout goes between the layers: the first layer's state is never dropped
+    rnn = nn.RNN(10, 100, 2, bias=False, dropout=p, nonlinearity="relu")
+    rnn.train(train)
+    with T.no_grad():
+        for w in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.weight_ih_l1, rnn.weight_hh_l1):
+            w.fill_(1)
+    output, hy = rnn(T.ones(1, 1, 10), T.zeros(2, 1, 100))
+    same(output, np.full((1, 1, 100), expected, np.float32))
+    same(hy[0], np.full((1, 100), 10.0, np.float32))
+    same(hy[1], np.full((1, 100), expected, np.float32))
+
+
+def test_rnn_weight_norm_and_spectral_norm(T, nn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = nn.utils.weight_norm(nn.LSTM(3, 4), name="weight_hh_l0")
+    assert [n for n, _ in m.named_parameters()] == ["weight_ih_l0", "bias_ih_l0", "bias_hh_l0", "weight_hh_l0_g",
+                                                    "weight_hh_l0_v"]
+    out, (h, c) = m(T.randn(2, 1, 3))
+    assert tuple(out.shape) == (2, 1, 4)
+    m = nn.utils.spectral_norm(nn.GRU(3, 4), name="weight_hh_l0")
+    assert "weight_hh_l0_orig" in dict(m.named_parameters())
+    assert tuple(m(T.randn(2, 1, 3))[0].shape) == (2, 1, 4)
+
+
+def test_rnn_all_weights_and_pickle(T, nn):
+    import pickle
+    m = nn.LSTM(3, 4, 2)
+    assert [tuple(w.shape) for layer in m.all_weights for w in layer] == [(16, 3), (16, 4), (16,), (16,), (16, 4),
+                                                                          (16, 4), (16,), (16,)]
+    x = T.randn(2, 1, 3)
+    m2 = pickle.loads(pickle.dumps(m))
+    same(m2(x)[0], values(m(x)[0]))
+    raises(ValueError, "input_size must be greater than zero", nn.RNN, 0, 3)
+
+
+def test_lstm_cell_hx_must_be_a_tuple(T, nn):
+    raises(TypeError, "lstm_cell\\(\\): argument 'hx' \\(position 2\\) must be tuple of Tensors, not Tensor",
+           nn.LSTMCell(3, 4), T.randn(2, 3), T.randn(2, 4))
