@@ -463,3 +463,21 @@ def test_pool_repr(T, nn):
     assert repr(nn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)"
     assert repr(nn.AvgPool1d(3, 2)) == "AvgPool1d(kernel_size=(3,), stride=(2,), padding=(0,))"
     assert repr(nn.AdaptiveAvgPool2d((2, None))) == "AdaptiveAvgPool2d(output_size=(2, None))"
+
+
+def test_upsampling_modules(T, nn, F):
+    x = T.randn(1, 2, 3, 4, dtype=T.float64)
+    close(nn.UpsamplingBilinear2d(scale_factor=2)(x),
+          values(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)), rtol=1e-12)
+    same(nn.UpsamplingNearest2d(size=(6, 8))(x), values(F.interpolate(x, size=(6, 8), mode="nearest")))
+    out = nn.Upsample(scale_factor=(2, 1), mode="nearest")(x)
+    assert tuple(out.shape) == (1, 2, 6, 4)
+    same(out[:, :, ::2], values(x))
+    assert repr(nn.UpsamplingBilinear2d(scale_factor=2)) == "UpsamplingBilinear2d(scale_factor=2.0, mode='bilinear')"
+    # trilinear is linear along each of the three dims in turn
+    v = T.randn(1, 1, 2, 3, 2, dtype=T.float64)
+    tri = F.interpolate(v, size=(3, 4, 3), mode="trilinear", align_corners=True)
+    step = F.interpolate(v.reshape(1, 2, 3, 2), size=(4, 3), mode="bilinear", align_corners=True)   # H, W first
+    step = F.interpolate(step.reshape(1, 1, 2, 12).transpose(2, 3).reshape(1, 12, 2), size=3, mode="linear",
+                         align_corners=True).reshape(1, 4, 3, 3).permute(0, 3, 1, 2)
+    close(tri[0, 0], values(step)[0], rtol=1e-12)
