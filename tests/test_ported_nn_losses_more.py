@@ -127,3 +127,25 @@ def test_ctc_loss_impossible_alignment_and_zero_infinity(T, F):
     out = F.ctc_loss(lp, targets, T.tensor([2]), T.tensor([2]), reduction="sum")
     assert np.isinf(values(out))
     same(F.ctc_loss(lp, targets, T.tensor([2]), T.tensor([2]), reduction="sum", zero_infinity=True), 0.0)
+
+
+def test_nll_loss_total_weight_is_zero(T, F):
+    x = T.tensor([[0.5, 1.0, -1.0], [2.0, 0.0, 1.0]])
+    y = T.tensor([0, 1])
+    w = T.zeros(3)
+    assert np.isnan(values(F.nll_loss(x, y, weight=w)))
+    same(F.nll_loss(x, y, weight=w, reduction="sum"), 0.0)
+    same(F.nll_loss(x, y, weight=w, reduction="none"), [-0.0, -0.0])
+
+
+def test_pointwise_losses_take_integer_targets(T, F):
+    close(F.smooth_l1_loss(T.tensor([1.0, 2.0]), T.tensor([1, 3])), 0.25)
+    close(F.mse_loss(T.tensor([1.0, 2.0]), T.tensor([1, 3])), 0.5)
+    close(F.hinge_embedding_loss(T.tensor([0.5, 2.0]), T.tensor([1, -1])), 0.25)
+    close(F.soft_margin_loss(T.tensor([0.5, 2.0]), T.tensor([1, -1])),
+          np.mean(np.log1p(np.exp([-0.5, 2.0]))), rtol=1e-6)
+    raises(RuntimeError, "mean\\(\\): could not infer output dtype. Input dtype must be either a floating point or "
+           "complex dtype", F.l1_loss, T.tensor([1, 2]), T.tensor([1, 3]))
+    out = F.mse_loss(T.tensor([1.0, 2.0], dtype=T.float64), T.tensor([1.0, 3.0]))
+    assert str(out.dtype).endswith("float64")
+    assert F.l1_loss(T.tensor([1.0]), T.tensor([2.0], requires_grad=True)).requires_grad
