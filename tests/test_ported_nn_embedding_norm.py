@@ -464,3 +464,29 @@ def test_norms_of_an_empty_batch(T, F, nn, request):
         request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/normalization.py's group_norm "
                                               "reshapes with -1, which an empty batch cannot resolve"))
     assert tuple(F.group_norm(T.randn(0, 4, 3), 2).shape) == (0, 4, 3)
+
+
+def test_embedding_bag_mode_and_repr(T, nn):
+    raises(ValueError, "mode has to be one of sum, mean or max", nn.EmbeddingBag(3, 2, mode="garbage"),
+           T.tensor([[0, 1]]))
+    assert repr(nn.EmbeddingBag(5, 2, mode="max", padding_idx=0)) == "EmbeddingBag(5, 2, mode='max', padding_idx=0)"
+    w = T.arange(10.0).reshape(5, 2)
+    same(nn.EmbeddingBag.from_pretrained(w, mode="sum", padding_idx=1)(T.tensor([[0, 1], [1, 1]])),
+         [[0.0, 1.0], [0.0, 0.0]])
+    raises(AssertionError, "Shape of weight does not match num_embeddings and embedding_dim", nn.Embedding, 5, 2,
+           _weight=T.ones(4, 2))
+
+
+def test_embedding_bag_argument_errors(T, F, request):
+    if ported_nn.on_chainrule(T):
+        request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/embedding_bags.py checks neither "
+                                              "per_sample_weights' shape, offsets[0] nor the index range (NumPy's "
+                                              "errors instead)"))
+    w = T.arange(10.0).reshape(5, 2)
+    raises(ValueError, r"If per_sample_weights \((torch.Size\(\[2\]\)|\(2,\))\) is not None, then it must have the "
+           "same shape as the input", F.embedding_bag, T.tensor([0, 1, 2]), w, T.tensor([0]), mode="sum",
+           per_sample_weights=T.ones(2))
+    raises(RuntimeError, "offsets\\[0\\] has to be 0, i.e., the first sequence in the mini-batch has to start from "
+           "position 0. However, got 1", F.embedding_bag, T.tensor([0, 1, 2]), w, T.tensor([1, 2]))
+    raises(RuntimeError, r"Index 1 of input takes value 7 which is not in the valid range \[0, 5\)", F.embedding_bag,
+           T.tensor([0, 7]), w, T.tensor([0]))
