@@ -484,3 +484,84 @@ def test_prune_amount_errors_and_identity(T, nn):
     custom = nn.Linear(2, 2)
     prune.custom_from_mask(custom, "weight", mask=T.tensor([[1.0, 0.0], [0.0, 1.0]]))
     same(custom.weight, values(custom.weight_orig) * np.eye(2, dtype=np.float32))
+
+
+# -- TestUtils, TestFusionUtils -------------------------------------------------------------------
+
+def _modules_utils(nn):
+    return importlib.import_module(nn.__name__ + ".modules.utils")
+
+
+def test_consume_prefix_in_state_dict_if_present(T, nn):
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 3, 3, bias=True)
+            self.conv2 = nn.Conv2d(3, 3, 3, bias=False)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear1 = nn.Linear(5, 5)
+            self.linear2 = nn.Linear(5, 5)
+            self.bn = nn.BatchNorm2d(2)
+            self.block = Block()
+
+    # 0. Case non-DDP model empty state_dict
+    net = nn.Module()
+    state_dict = net.state_dict()
+    _modules_utils(nn).consume_prefix_in_state_dict_if_present(state_dict, "module.")
+    assert list(state_dict.keys()) == list(net.state_dict().keys())
+
+    # 1. Case non-DDP model test example state_dict
+    net = Net()
+    state_dict = net.state_dict()
+    _modules_utils(nn).consume_prefix_in_state_dict_if_present(state_dict, "module.")
+    assert list(state_dict.keys()) == list(net.state_dict().keys())
+
+    # 2. Case DDP model test example state_dict
+    state_dict = net.state_dict()
+    metadata = state_dict._metadata
+    ddp_state_dict = type(state_dict)((f"module.{k}", v) for k, v in state_dict.items())
+    ddp_state_dict._metadata = type(metadata)({"": metadata[""]})
+    ddp_state_dict._metadata.update(("module" if k == "" else f"module.{k}", v) for k, v in metadata.items())
+    _modules_utils(nn).consume_prefix_in_state_dict_if_present(ddp_state_dict, "module.")
+    assert list(ddp_state_dict.keys()) == list(state_dict.keys())
+    assert sorted(ddp_state_dict._metadata.keys()) == sorted(metadata.keys())
+    net.load_state_dict(ddp_state_dict)
+
+
+def test_ntuple_helpers(T, nn):
+    u = _modules_utils(nn)
+    assert u._pair(3) == (3, 3) and u._single([2]) == (2,) and u._triple((1, 2, 3)) == (1, 2, 3)
+    assert u._reverse_repeat_tuple((1, 2), 2) == (2, 2, 1, 1)
+    assert u._list_with_default([None, 3], [1, 2, 5, 6]) == [5, 3]
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_fuse_conv_bn_eval(T, nn, transpose):
+    T.manual_seed(0)
+    conv = (nn.ConvTranspose2d(3, 4, 3) if transpose else nn.Conv2d(3, 4, 3)).to(T.float64).eval()
+    bn = nn.BatchNorm2d(4).to(T.float64)
+    bn(conv(T.randn(5, 3, 6, 6, dtype=T.float64)))      # running statistics that are not 0 and 1
+    bn.eval()
+    with T.no_grad():
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+    fused = nn.utils.fuse_conv_bn_eval(conv, bn, transpose=transpose)
+    x = T.randn(2, 3, 5, 5, dtype=T.float64)
+    close(fused(x), values(bn(conv(x))), rtol=1e-10, atol=1e-12)
+    assert fused is not conv and isinstance(fused.weight, nn.Parameter)
+
+
+def test_fuse_linear_bn_eval(T, nn):
+    T.manual_seed(1)
+    linear = nn.Linear(3, 4, dtype=T.float64).eval()
+    bn = nn.BatchNorm1d(4, dtype=T.float64)
+    bn(linear(T.randn(8, 3, dtype=T.float64)))
+    bn.eval()
+    fused = nn.utils.fuse_linear_bn_eval(linear, bn)
+    x = T.randn(2, 3, dtype=T.float64)
+    close(fused(x), values(bn(linear(x))), rtol=1e-10, atol=1e-12)
+    linear.train()
+    raises(AssertionError, "Fusion only for eval!", nn.utils.fuse_linear_bn_eval, linear, bn)
