@@ -326,3 +326,98 @@ def test_state_dict_pre_and_load_hooks_with_module(T, nn):
     assert seen == [(True, "0.", ["0.bias", "0.weight"])]
     same(m.bias, [0.0, 0.0])
     same(m.weight, np.ones((2, 2), np.float32))
+
+
+def test_bw_hook_warning_for_non_tensor_or_tuple(T, nn):
+    # Test to verify that backward hook raises warning
+    # if result is not a Tensor or tuple of Tensors.
+    counter = {"forward": 0, "backward": 0}
+
+    def fw_pre_hook(module, input):
+        counter["forward"] += 1
+
+    def bw_hook(module, grad_input, grad_output):
+        counter["backward"] += 1
+
+    class M(nn.Module):
+        def forward(self, x):
+            return {"a": x}
+    m = M()
+    m.register_forward_pre_hook(fw_pre_hook)
+    m.register_full_backward_hook(bw_hook)
+    t = T.randn(1, 2, requires_grad=True)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = m(t)
+    assert any("For backward hooks to be called, module output should be a Tensor or a tuple of Tensors" in
+               str(x.message) for x in w)
+    out["a"].sum().backward()
+    assert counter == {"forward": 1, "backward": 0}
+
+
+def test_global_and_local_hook_order(T, nn):
+    mod = _global_hooks(nn)
+    calls = []
+    m = nn.ReLU()
+    m.register_forward_pre_hook(lambda *a: calls.append("local pre"))
+    m.register_forward_hook(lambda *a: calls.append("local post"))
+    m.register_full_backward_hook(lambda *a: calls.append("local bwd"))
+    m.register_full_backward_pre_hook(lambda *a: calls.append("local bwd pre"))
+    handles = [mod.register_module_forward_pre_hook(lambda *a: calls.append("global pre")),
+               mod.register_module_forward_hook(lambda *a: calls.append("global post")),
+               mod.register_module_full_backward_hook(lambda *a: calls.append("global bwd")),
+               mod.register_module_full_backward_pre_hook(lambda *a: calls.append("global bwd pre"))]
+    try:
+        m(T.ones(2, requires_grad=True)).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == ["global pre", "local pre", "global post", "local post", "global bwd pre", "local bwd pre",
+                     "global bwd", "local bwd"]
+
+
+def test_backward_pre_hook_prepend(T, nn):
+    m = nn.Identity()
+    calls = []
+    m.register_full_backward_pre_hook(lambda *a: calls.append(1))
+    m.register_full_backward_pre_hook(lambda *a: calls.append(0), prepend=True)
+    m.register_full_backward_hook(lambda *a: calls.append(3))
+    m.register_full_backward_hook(lambda *a: calls.append(2), prepend=True)
+    m(T.ones(1, requires_grad=True)).sum().backward()
+    assert calls == [0, 1, 2, 3]
+
+
+def test_registration_hooks_may_replace(T, nn):
+    mod = _global_hooks(nn)
+    replacement = nn.Tanh()
+
+    def module_hook(module, name, submodule):
+        return replacement if name == "act" else None
+
+    def param_hook(module, name, param):
+        return nn.Parameter(param.detach() * 0) if name == "w" else None
+    handles = [mod.register_module_module_registration_hook(module_hook),
+               mod.register_module_parameter_registration_hook(param_hook)]
+    try:
+        m = nn.Module()
+        m.act = nn.ReLU()
+        m.w = nn.Parameter(T.ones(2))
+    finally:
+        for h in handles:
+            h.remove()
+    assert m.act is replacement
+    same(m.w, [0.0, 0.0])
+    assert isinstance(m.w, nn.Parameter)
+
+
+def test_state_dict_post_hook(T, nn):
+    m = nn.Linear(2, 2)
+    seen = []
+
+    def post(module, state_dict, prefix, local_metadata):
+        seen.append((module is m, prefix))
+        state_dict[prefix + "tag"] = T.tensor(7)
+    m.register_state_dict_post_hook(post)
+    sd = nn.Sequential(m).state_dict()
+    assert seen == [(True, "0.")]
+    same(sd["0.tag"], 7)
