@@ -49,6 +49,8 @@ def _output_sizes(input, size, scale_factor, spatial):
     if size is None and scale_factor is None:
         raise ValueError("either size or scale_factor should be defined")
     if size is not None:
+        if isinstance(size, Tensor) and size.ndim == 0:  # a 0-d tensor is one size, as an int is
+            size = int(size)
         sizes = [size] * spatial if isinstance(size, int) else list(size)
         if len(sizes) != spatial:
             raise ValueError(f"Input and output must have the same number of spatial dimensions, but got input "

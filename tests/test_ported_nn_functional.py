@@ -481,3 +481,11 @@ def test_upsampling_modules(T, nn, F):
     step = F.interpolate(step.reshape(1, 1, 2, 12).transpose(2, 3).reshape(1, 12, 2), size=3, mode="linear",
                          align_corners=True).reshape(1, 4, 3, 3).permute(0, 3, 1, 2)
     close(tri[0, 0], values(step)[0], rtol=1e-12)
+
+
+def test_interpolate_size_given_as_tensors(T, F):
+    assert tuple(F.interpolate(T.ones(1, 1, 2), size=T.tensor(4)).shape) == (1, 1, 4)
+    assert tuple(F.interpolate(T.ones(1, 1, 2), size=T.tensor([4])).shape) == (1, 1, 4)
+    assert tuple(F.interpolate(T.ones(1, 1, 2, 2), size=(T.tensor(4), 3)).shape) == (1, 1, 4, 3)
+    x = T.ones(1, 1, 5, 6)
+    assert tuple(F.interpolate(T.ones(1, 1, 2, 2), size=x.shape[-2:]).shape) == (1, 1, 5, 6)
