@@ -323,3 +323,11 @@ def test_activation_modules_match_functional(T, nn, F, name):
     fn = {"ReLU": F.relu, "Tanh": T.tanh, "Sigmoid": T.sigmoid, "GELU": F.gelu, "SiLU": F.silu, "ELU": F.elu,
           "Softplus": F.softplus, "Mish": F.mish, "Hardswish": F.hardswish, "LeakyReLU": F.leaky_relu}[name]
     same(getattr(nn, name)()(x), values(fn(x)))
+
+
+def test_softmax_of_integers_is_refused(T, F, request):
+    if ported_nn.on_chainrule(T):
+        request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/reductions.py's Softmax/LogSoftmax "
+                                              "let NumPy fail on an integer tensor (UFuncTypeError)"))
+    raises(NotImplementedError, "not implemented for 'Long'", F.softmax, T.tensor([1, 2]), 0)
+    raises(NotImplementedError, "not implemented for 'Long'", F.log_softmax, T.tensor([1, 2]), 0)
