@@ -331,3 +331,43 @@ def test_softmax_of_integers_is_refused(T, F, request):
                                               "let NumPy fail on an integer tensor (UFuncTypeError)"))
     raises(NotImplementedError, "not implemented for 'Long'", F.softmax, T.tensor([1, 2]), 0)
     raises(NotImplementedError, "not implemented for 'Long'", F.log_softmax, T.tensor([1, 2]), 0)
+
+
+@pytest.mark.parametrize("name, slope, expected", [("elu_", -2.0, [-2 * np.exp(-1.0), 1.0]),
+                                                   ("leaky_relu_", -2.0, [-2.0, 1.0]),
+                                                   ("leaky_relu_", 0.0, [0.0, 1.0])])
+def test_inplace_activation_with_negative_slope(T, F, name, slope, expected):
+    a = T.tensor([-1.0, 1.0], requires_grad=True)
+    b = a * 1
+    out = getattr(F, name)(b, slope)
+    assert out is b
+    if slope < 0 and not ported_nn.on_chainrule(T):
+        # PyTorch's in-place backward reads the output, which a negative slope does not determine
+        raises(RuntimeError, "backward calculation is triggered with a negative slope which is not supported",
+               out.sum().backward)
+        return
+    out.sum().backward()       # chainrule differentiates the in-place form from a copy of its input
+    close(a.grad, expected, rtol=1e-6)
+
+
+def test_cosine_similarity_precision_and_zero_vectors(T, F):
+    vv1 = T.tensor([float(i) for i in range(84)]).unsqueeze(0)
+    assert float(F.cosine_similarity(vv1, vv1.clone())) <= 1.0 + 2e-7
+    T.manual_seed(0)
+    i1 = T.randn(10, dtype=T.float64).requires_grad_()
+    i2 = T.zeros_like(i1).requires_grad_()
+    T.cosine_similarity(i1, i2, 0).sum().backward()
+    same(i1.grad, np.zeros(10))
+    close(i2.grad, values(i1) / np.linalg.norm(values(i1)) * 1e8, rtol=1e-10)
+    assert tuple(F.cosine_similarity(T.randn(1, 2, 3), T.randn(2, 1, 3), dim=-1).shape) == (2, 2)
+    assert tuple(F.cosine_similarity(T.randn(4), T.randn(4), dim=0).shape) == ()
+
+
+def test_affine_grid_3d_and_normalize_at_zero(T, F):
+    th = T.tensor([[[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]])
+    g = F.affine_grid(th, [1, 1, 2, 2, 2], align_corners=True)
+    assert tuple(g.shape) == (1, 2, 2, 2, 3)
+    same(g[0, 1, 0, 1], [1.0, -1.0, 1.0])               # (x, y, z) of depth 1, row 0, column 1
+    x = T.zeros(1, 2, requires_grad=True)
+    F.normalize(x).sum().backward()
+    close(x.grad, [[1e12, 1e12]], rtol=1e-6)             # 1 / eps, where the norm is clamped
