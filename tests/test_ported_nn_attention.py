@@ -236,3 +236,37 @@ def test_transformer_shapes_and_errors(T, nn):
 
 def F_gelu(nn):
     return nn.functional.gelu
+
+
+def test_transformer_structure_and_hints(T, nn, F):
+    layer = nn.TransformerEncoderLayer(8, 2, 16)
+    assert [n for n, _ in layer.named_children()] == ["self_attn", "linear1", "dropout", "linear2", "norm1", "norm2",
+                                                      "dropout1", "dropout2"]
+    assert [n for n, _ in nn.TransformerDecoderLayer(8, 2, 16).named_children()] == [
+        "self_attn", "multihead_attn", "linear1", "dropout", "linear2", "norm1", "norm2", "norm3", "dropout1",
+        "dropout2", "dropout3"]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        model = nn.Transformer(8, 2, 1, 1, 16)
+    assert any("enable_nested_tensor is True, but self.use_nested_tensor is False" in str(x.message) for x in w)
+    assert [n for n, _ in model.named_children()] == ["encoder", "decoder"]
+    assert sum(p.numel() for p in model.parameters()) == 1536
+    enc = nn.TransformerEncoder(layer, 1, norm=nn.LayerNorm(8), enable_nested_tensor=False)
+    assert [n for n, _ in enc.named_children()] == ["layers", "norm"]
+    assert "(out_proj): NonDynamicallyQuantizableLinear(in_features=8, out_features=8, bias=True)" in \
+        repr(nn.MultiheadAttention(8, 2))
+    need = "Need attn_mask if specifying the is_causal hint"
+    raises(RuntimeError, need, enc, T.randn(3, 2, 8), is_causal=True)
+    q = T.randn(3, 2, 8)
+    raises(RuntimeError, need, nn.MultiheadAttention(8, 2), q, q, q, is_causal=True)
+    raises(RuntimeError, "Explicit attn_mask should not be set when is_causal=True", F.scaled_dot_product_attention,
+           T.randn(1, 2, 3), T.randn(1, 2, 3), T.randn(1, 2, 3), attn_mask=T.ones(2, 2, dtype=T.bool), is_causal=True)
+
+
+def test_scaled_dot_product_attention_grouped_query(T, F):
+    q, k, v = T.randn(1, 4, 2, 3, dtype=T.float64), T.randn(1, 2, 2, 3, dtype=T.float64), T.randn(1, 2, 2, 3,
+                                                                                              dtype=T.float64)
+    out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    # each pair of query heads shares one key/value head
+    expected = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))
+    close(out, values(expected), rtol=1e-12)
