@@ -565,3 +565,12 @@ def test_fuse_linear_bn_eval(T, nn):
     close(fused(x), values(bn(linear(x))), rtol=1e-10, atol=1e-12)
     linear.train()
     raises(AssertionError, "Fusion only for eval!", nn.utils.fuse_linear_bn_eval, linear, bn)
+
+
+def test_vector_to_parameters_size_mismatch(T, nn):
+    raises(RuntimeError, "", nn.utils.vector_to_parameters, T.ones(1), [T.ones(2)])
+    if ported_nn.on_chainrule(T):   # PyTorch reads the first elements of a longer vector without a word
+        raises(RuntimeError, "vector has 3 elements but the parameters need 2", nn.utils.vector_to_parameters,
+               T.ones(3), [T.ones(2)])
+        raises(ValueError, r"expects a 1-D vector, got a tensor of shape \(1, 2\)", nn.utils.vector_to_parameters,
+               T.ones(1, 2), [T.ones(2)])
