@@ -4,6 +4,7 @@
 import math
 import operator
 import warnings
+from collections import OrderedDict, abc
 
 import autograd
 from autograd import Tensor
@@ -63,6 +64,7 @@ class _ModuleSequence(Module):
 
     def __setitem__(self, index, module):
         names = list(self._modules)
+        index = operator.index(index)
         if not -len(names) <= index < len(names):
             raise IndexError(f"index {index} is out of range for {type(self).__name__} of length {len(names)}")
         self.add_module(names[index], module)  # the name keeps its place in the order
@@ -112,6 +114,14 @@ class Sequential(_ModuleSequence):
     def _from_list(self, modules):
         return Sequential(*modules)
 
+    def insert(self, index, module):
+        """PyTorch's Sequential.insert, stricter than a list's: ``index`` within [-len, len]."""
+        if not isinstance(module, Module):
+            raise AssertionError(f"module should be of type: {Module}")
+        if not -len(self) <= index <= len(self):
+            raise IndexError(f"Index out of range: {index}")
+        return super().insert(index, module)
+
     def __getitem__(self, index):
         if isinstance(index, slice):  # a slice keeps its modules' names (model[:i + 1] of named layers)
             return type(self)(dict(list(self._modules.items())[index]))
@@ -153,6 +163,13 @@ class ModuleList(_ModuleSequence):
 
     def _from_list(self, modules):
         return ModuleList(modules)
+
+    def extend(self, modules):
+        _check_iterable(modules, "ModuleList.extend should be called with an iterable")
+        return super().extend(modules)
+
+    def __iadd__(self, modules):
+        return self.extend(modules)
 
     def __repr__(self):
         """PyTorch's: a run of children that print alike is one entry, ``(0-5): 6 x Block(...)``."""
@@ -206,8 +223,7 @@ class ModuleDict(Module):
 
     def update(self, modules):
         """Add (or replace) the modules of a mapping or of an iterable of (name, module) pairs."""
-        pairs = modules.items() if hasattr(modules, "items") else modules
-        for name, module in pairs:
+        for name, module in _pairs(modules, "ModuleDict", sort=False):
             self[name] = module
 
     def keys(self):
@@ -218,6 +234,33 @@ class ModuleDict(Module):
 
     def items(self):
         return self._modules.items()
+
+
+def _check_iterable(values, what, tensor_is_one_value=False):
+    """PyTorch's TypeError for a container's extend or update given one value (ParameterList's extend takes a
+    tensor for one value, not for the sequence of its rows)."""
+    if not isinstance(values, abc.Iterable) or tensor_is_one_value and isinstance(values, Tensor):
+        raise TypeError(f"{what}, but got {type(values).__name__}")
+
+
+def _pairs(entries, kind, sort):
+    """The (key, value) pairs of a dict container's update: a mapping's items (a plain mapping's sorted by key
+    when ``sort``, as PyTorch's ParameterDict, whose order it cannot trust) or an iterable of pairs, each
+    checked."""
+    what = "ParametersDict.update" if kind == "ParameterDict" else f"{kind}.update"
+    _check_iterable(entries, f"{what} should be called with an iterable of key/value pairs")
+    if isinstance(entries, (OrderedDict, ModuleDict, ParameterDict)):
+        return list(entries.items())
+    if isinstance(entries, abc.Mapping):
+        return sorted(entries.items()) if sort else list(entries.items())
+    pairs = []
+    for j, pair in enumerate(entries):
+        if not isinstance(pair, abc.Iterable):
+            raise TypeError(f"{kind} update sequence element #{j} should be Iterable; is{type(pair).__name__}")
+        if len(pair) != 2:
+            raise ValueError(f"{kind} update sequence element #{j} has length {len(pair)}; 2 is required")
+        pairs.append(tuple(pair))
+    return pairs
 
 
 def _set_entry(container, name, value):
@@ -261,6 +304,7 @@ class ParameterList(Module):
         return self
 
     def extend(self, values):
+        _check_iterable(values, "ParameterList.extend should be called with an iterable", tensor_is_one_value=True)
         for value in values:
             self.append(value)
         return self
@@ -269,6 +313,7 @@ class ParameterList(Module):
         return self.extend(values)
 
     def _index(self, index):
+        index = operator.index(index)
         if not -self._size <= index < self._size:
             raise IndexError(f"index {index} is out of range")
         return str(index % self._size)
@@ -286,9 +331,6 @@ class ParameterList(Module):
 
     def __iter__(self):
         return (self[i] for i in range(self._size))
-
-    def __dir__(self):
-        return [name for name in super().__dir__() if not name.isdigit()]
 
     def extra_repr(self):
         return _describe(enumerate(self), lambda p: f"autograd.{p.dtype}")
@@ -321,6 +363,9 @@ class ParameterDict(Module):
 
     def __iter__(self):
         return iter(self._keys)
+
+    def __reversed__(self):
+        return reversed(list(self._keys))
 
     def __contains__(self, key):
         return key in self._keys
@@ -360,13 +405,27 @@ class ParameterDict(Module):
         """A new ParameterDict holding the same parameters."""
         return ParameterDict(self.items())
 
+    def __or__(self, other):
+        """A new ParameterDict: this one's entries, then (replacing or added) other's."""
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other):
+        merged = ParameterDict(other)
+        merged.update(self)
+        return merged
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
     def fromkeys(self, keys, default=None):
         """A new ParameterDict with each of ``keys`` set to ``default``."""
         return ParameterDict((key, default) for key in keys)
 
     def update(self, parameters):
-        pairs = parameters.items() if hasattr(parameters, "items") else parameters
-        for key, value in pairs:
+        for key, value in _pairs(parameters, "ParameterDict", sort=True):
             self[key] = value
 
     def extra_repr(self):

@@ -97,6 +97,9 @@ class AffineMap(Primitive):
 
 def linear(input, weight, bias=None, *, out=None):
     """y = x Wᵀ + b, with W of shape (out_features, in_features)."""
+    if input.ndim == 0 or weight.ndim == 0:
+        raise RuntimeError(f"both arguments to linear need to be at least 1D, but they are {input.ndim}D and "
+                           f"{weight.ndim}D")
     if input.shape[-1] != weight.shape[-1]:
         raise ShapeError(f"linear: input of shape {input.shape} has {input.shape[-1]} features but the "
                          f"weight of shape {weight.shape} expects {weight.shape[-1]} (mat1 and mat2 shapes cannot "

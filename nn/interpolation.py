@@ -49,6 +49,8 @@ def _output_sizes(input, size, scale_factor, spatial):
     if size is None and scale_factor is None:
         raise ValueError("either size or scale_factor should be defined")
     if size is not None:
+        if isinstance(size, Tensor) and size.ndim == 0:  # a 0-d tensor is one size, as an int is
+            size = int(size)
         sizes = [size] * spatial if isinstance(size, int) else list(size)
         if len(sizes) != spatial:
             raise ValueError(f"Input and output must have the same number of spatial dimensions, but got input "
@@ -164,8 +166,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     ``recompute_scale_factor=True`` maps coordinates with n / m instead of 1 / scale_factor.
     ``antialias=True`` (bilinear, bicubic, lanczos; 4-D) widens the filter when shrinking, as PIL does.
     """
-    if input.ndim < 3:
-        raise ValueError(f"interpolate expects an input of shape (N, C, *spatial), got {input.shape}")
+    if input.ndim < 3:  # PyTorch's NotImplementedError: no mode resizes an input without (N, C) in front
+        raise _unsupported(input, mode)
     spatial = input.ndim - 2
     if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
         raise ValueError("align_corners option can only be set with the interpolating modes: "
@@ -210,9 +212,13 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         for k, (out, factor) in enumerate(zip(sizes, factors)):
             input = _linear_along(input, 2 + k, out, factor, bool(align_corners))
         return input
-    raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) "
-                              f"for the modes: nearest | nearest-exact | linear | bilinear | bicubic | trilinear | "
-                              f"lanczos | area (got {mode})")
+    raise _unsupported(input, mode)
+
+
+def _unsupported(input, mode):
+    return NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.ndim}D) for the "
+                               f"modes: nearest | linear | bilinear | bicubic | trilinear | lanczos | area | "
+                               f"nearest-exact (got {mode})")
 
 
 class Upsample(Module):

@@ -33,7 +33,7 @@ class _Uninitialized:
 
     @property
     def shape(self):
-        raise ValueError(_NO_SHAPE)
+        raise RuntimeError(_NO_SHAPE)
 
     def materialize(self, shape, device=None, dtype=None):
         """Storage of ``shape`` (uninitialised values) in place of none: this tensor has never had values,
@@ -43,6 +43,11 @@ class _Uninitialized:
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
+
+    def detach(self):
+        """Still a tensor with no shape (state_dict saves one: loading it into a layer that has a shape is
+        then PyTorch's RuntimeError, not a size mismatch against an empty tensor)."""
+        return type(self)(requires_grad=False, dtype=self._data.dtype)
 
 
 class UninitializedParameter(_Uninitialized, Parameter):

@@ -113,8 +113,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     reduction = legacy_reduction(size_average, reduce, reduction)
     target = _same_shape("binary_cross_entropy", input, target)
     if ((input._data < 0) | (input._data > 1)).any():
-        raise ValueError("binary_cross_entropy: all elements of input should be between 0 and 1 "
-                         "(pass logits to binary_cross_entropy_with_logits instead)")
+        raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1 "
+                           "(pass logits to binary_cross_entropy_with_logits instead)")
     with numpy.errstate(divide="ignore"):
         loss = BinaryCrossEntropy.apply(input, target.to(input.dtype))
     return _reduce(loss if weight is None else loss * weight, reduction)

@@ -88,8 +88,14 @@ class Module(ModuleState, ModuleHooks):
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
-            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
-                                 "before assigning attributes")
+            # before Module.__init__ there are no registries: a plain attribute may be set (PyTorch allows
+            # `self.size = size` first), a parameter, module or buffer may not
+            kind = ("parameters" if isinstance(value, Parameter) else "module" if isinstance(value, Module)
+                    else "buffers" if isinstance(value, Buffer) else None)
+            if kind is None:
+                object.__setattr__(self, name, value)
+                return
+            raise AttributeError(f"cannot assign {kind} before Module.__init__() call")
         if isinstance(value, Buffer):  # nn.Buffer(t, persistent): a buffer, whatever the name held before
             if name not in self.__dict__.get("_buffer_names", ()):
                 self.register_buffer(name, value, persistent=value.persistent)
@@ -129,6 +135,10 @@ class Module(ModuleState, ModuleHooks):
             registry.pop(name, None)
         object.__delattr__(self, name)
 
+    def __dir__(self):
+        # the children of a Sequential or ModuleList are named "0", "1", ...: not attribute names
+        return [name for name in super().__dir__() if not name[0].isdigit()]
+
     def _check_new_name(self, kind, name, registry):
         if not isinstance(name, str):
             raise TypeError(f"{kind} name should be a string. Got {type(name).__name__}")
@@ -166,8 +176,7 @@ class Module(ModuleState, ModuleHooks):
             object.__setattr__(self, "_buffer_names", set())
             object.__setattr__(self, "_non_persistent", set())
         self._buffer_names.add(name)
-        if not persistent:
-            self._non_persistent.add(name)
+        (self._non_persistent.discard if persistent else self._non_persistent.add)(name)
         setattr(self, name, tensor)
 
     @property

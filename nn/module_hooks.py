@@ -123,6 +123,11 @@ class ModuleHooks:
         if backward_hook is not None:
             if isinstance(result, (Tensor, tuple)):
                 result = backward_hook.setup_output_hook(result)
+            elif isinstance(result, dict) and not self.__dict__.get("_is_full_backward_hook", True):
+                # the deprecated hook follows a dict's tensors (PyTorch's hooks the first one's grad_fn)
+                names = [name for name, value in result.items() if isinstance(value, Tensor)]
+                hooked = backward_hook.setup_output_hook(tuple(result[name] for name in names))
+                result = {**result, **dict(zip(names, hooked))}
             else:  # a dict or list: PyTorch's full backward hooks then never run, and it says so
                 warnings.warn("For backward hooks to be called, module output should be a Tensor or a tuple of "
                               f"Tensors but received {type(result)}", stacklevel=3)

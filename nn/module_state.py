@@ -169,6 +169,8 @@ class ModuleState:
                     missing_keys.append(key)
                 continue
             value = state_dict[key]
+            if isinstance(value, Tensor):
+                value.shape  # noqa: B018  (a lazy module's uninitialized tensor has none: PyTorch's RuntimeError)
             try:
                 array = value._data if isinstance(value, Tensor) else numpy.asarray(value)
             except Exception:

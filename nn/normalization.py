@@ -83,11 +83,14 @@ class _BatchNorm(_NormBase):
                 f"{type(self).__name__}({self.num_features}) expects input of "
                 f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} channels in dim 1, "
                 f"got shape {input.shape}")
-        # without running statistics, batch statistics are used in eval too (PyTorch's rule)
-        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=self.training or not self.track_running_stats,
+        # PyTorch's rules: training with track_running_stats switched off after construction leaves the running
+        # statistics (and the count) alone; eval uses them whenever they exist, batch statistics otherwise
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(input, self.running_mean if track else None, self.running_var if track else None,
+                            self.weight, self.bias,
+                            training=self.training or (self.running_mean is None and self.running_var is None),
                             momentum=self.momentum, eps=self.eps,
-                            num_batches_tracked=self.num_batches_tracked if self.training else None)
+                            num_batches_tracked=self.num_batches_tracked if self.training and track else None)
 
 
 class BatchNorm1d(_BatchNorm):

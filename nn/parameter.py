@@ -41,3 +41,12 @@ class Buffer(metaclass=_BufferMeta):
         tensor.persistent = persistent
         tensor._is_buffer = True
         return tensor
+
+
+def __getattr__(name):
+    """PyTorch's torch.nn.parameter also holds the lazy modules' UninitializedParameter and
+    UninitializedBuffer (defined with them, in nn/lazy.py, which imports this module)."""
+    if name in ("UninitializedParameter", "UninitializedBuffer"):
+        from . import lazy
+        return getattr(lazy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,6 +16,7 @@ import math
 import warnings
 
 import autograd
+from autograd import Tensor
 
 from . import functional as F
 from . import init
@@ -401,6 +402,8 @@ class LSTMCell(RNNCellBase):
     mode = "LSTM"
 
     def forward(self, input, hx=None):
+        if isinstance(hx, Tensor):  # one tensor would be unpacked row by row into (h, c): PyTorch refuses it
+            raise TypeError("lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not Tensor")
         return tuple(self._step(input, None if hx is None else list(hx)))
 
 

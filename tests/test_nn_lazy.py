@@ -20,7 +20,7 @@ def test_lazy_linear_learns_in_features_and_becomes_a_linear():
     layer = nn.LazyLinear(4)
     assert repr(layer) == "LazyLinear(in_features=0, out_features=4, bias=True)"
     assert isinstance(layer.weight, nn.UninitializedParameter) and layer.has_uninitialized_params()
-    with pytest.raises(ValueError, match="Can't access the shape of an uninitialized parameter"):
+    with pytest.raises(RuntimeError, match="Can't access the shape of an uninitialized parameter"):
         _ = layer.weight.shape
     weight = layer.weight
     optimizer = optim.SGD(layer.parameters(), lr=0.1)  # given the parameters before they have a shape

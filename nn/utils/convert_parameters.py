@@ -2,6 +2,7 @@
 
 import autograd
 from autograd import Tensor
+from autograd.errors import ShapeError
 
 
 def parameters_to_vector(parameters):
@@ -11,12 +12,16 @@ def parameters_to_vector(parameters):
 
 def vector_to_parameters(vector, parameters):
     """Copy consecutive slices of ``vector`` into the parameters (in place)."""
-    if not isinstance(vector, Tensor) or vector.ndim != 1:
-        raise TypeError(f"expected a 1-D Tensor, got {type(vector).__name__}")
+    if not isinstance(vector, Tensor):
+        raise TypeError(f"expected torch.Tensor, but got: {type(vector).__name__}")
     parameters = list(parameters)
     needed = sum(p.numel() for p in parameters)
+    # (PyTorch reads a longer vector's first elements silently, and fails on a shorter one with a RuntimeError:
+    # ShapeError is a RuntimeError and a ValueError)
+    if vector.ndim != 1:
+        raise ShapeError(f"vector_to_parameters expects a 1-D vector, got a tensor of shape {tuple(vector.shape)}")
     if vector.numel() != needed:
-        raise ValueError(f"vector has {vector.numel()} elements but the parameters need {needed}")
+        raise ShapeError(f"vector has {vector.numel()} elements but the parameters need {needed}")
     start = 0
     with autograd.no_grad():
         for p in parameters:

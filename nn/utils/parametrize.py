@@ -50,7 +50,7 @@ def _parametrized_value(module, tensor_name):
 class ParametrizationList(ModuleList):
     """The parametrizations of one tensor, applied in order, and the original(s) they read."""
 
-    def __init__(self, modules, original):
+    def __init__(self, modules, original, unsafe=False):
         super().__init__(modules)
         with autograd.no_grad():
             new = original
@@ -62,6 +62,12 @@ class ParametrizationList(ModuleList):
                         pass
         self.is_tensor = isinstance(new, Tensor)
         self.ntensors = 1 if self.is_tensor else len(new)
+        if self.is_tensor and not unsafe:
+            for what in ("dtype", "shape"):
+                if getattr(new, what) != getattr(original, what):
+                    raise ValueError(f"When `right_inverse` outputs one tensor, it may not change the {what}.\n"
+                                     f"original.{what}: {getattr(original, what)}\n"
+                                     f"right_inverse(original).{what}: {getattr(new, what)}")
         if self.is_tensor:
             if new.shape == original.shape and new.dtype == original.dtype:
                 # PyTorch keeps the original tensor object (its values set in place): an optimizer
@@ -76,6 +82,14 @@ class ParametrizationList(ModuleList):
             for k, tensor in enumerate(new):
                 setattr(self, f"original{k}", Parameter(tensor.detach().clone(), requires_grad=original.requires_grad))
 
+    def steps(self):
+        """The parametrizations, in order: the children named '0', '1', ... (a parametrization registered on
+        this list's own ``original`` adds a ``parametrizations`` child here, which is not one of them)."""
+        steps = []
+        while str(len(steps)) in self._modules:
+            steps.append(self._modules[str(len(steps))])
+        return steps
+
     def originals(self):
         if self.is_tensor:
             return (self.original,)
@@ -86,7 +100,7 @@ class ParametrizationList(ModuleList):
         must say how (its ``right_inverse``), as PyTorch requires for an assignment (registering one
         without it keeps the original as it is)."""
         with autograd.no_grad():
-            for module in reversed(list(self)):
+            for module in reversed(self.steps()):
                 if not hasattr(module, "right_inverse"):
                     raise RuntimeError(f"parametrization {type(module).__name__} does not implement right_inverse.")
                 value = module.right_inverse(value)
@@ -95,7 +109,7 @@ class ParametrizationList(ModuleList):
                 original.copy_(new)
 
     def forward(self):
-        modules = list(self)
+        modules = self.steps()
         x = modules[0](*self.originals())
         for module in modules[1:]:
             x = module(x)
@@ -125,13 +139,21 @@ def _inject_new_class(module):
 
 def register_parametrization(module, tensor_name, parametrization, *, unsafe=False):
     """Make ``module.<tensor_name>`` = parametrization(original), original a new parameter."""
+    parametrization.train(module.training)  # PyTorch's: it takes the module's mode
     if is_parametrized(module, tensor_name):
+        if not unsafe:
+            current = getattr(module, tensor_name)
+            _check_unchanged(current, parametrization(current), "Calling `register_parametrization` on a "
+                             "parametrized tensor")
         module.parametrizations[tensor_name].append(parametrization)
         return module
-    original = getattr(module, tensor_name)
-    if not isinstance(original, Tensor):
-        raise ValueError(f"Module '{module}' has no parameter or buffer with name '{tensor_name}'")
-    chain = ParametrizationList([parametrization], original)
+    original = getattr(module, tensor_name, None)
+    if tensor_name not in module._parameters and tensor_name not in module._buffers or original is None:
+        raise ValueError(f"Module '{module}' does not have a parameter, a buffer, or a parametrized element with "
+                         f"name '{tensor_name}'")
+    chain = ParametrizationList([parametrization], original, unsafe=unsafe)
+    if not unsafe:
+        _check_unchanged(original, chain(), "Registering a parametrization")
     delattr(module, tensor_name)
     if not is_parametrized(module):
         _inject_new_class(module)
@@ -139,6 +161,18 @@ def register_parametrization(module, tensor_name, parametrization, *, unsafe=Fal
     module.parametrizations[tensor_name] = chain
     setattr(type(module), tensor_name, property(lambda self: _parametrized_value(self, tensor_name)))
     return module
+
+
+def _check_unchanged(before, after, what):
+    """PyTorch's consistency check (skipped with ``unsafe=True``): a parametrization returns a tensor of the
+    dtype and shape of the tensor it parametrizes."""
+    if not isinstance(after, Tensor):
+        raise ValueError(f"A parametrization must return a tensor. Got {type(after).__name__}.")
+    for name in ("dtype", "shape"):
+        if getattr(after, name) != getattr(before, name):
+            raise ValueError(f"{what} may not change the {name} of the tensor, unless the `unsafe` flag is "
+                             f"enabled.\nunparametrized {name}: {getattr(before, name)}\n"
+                             f"parametrized {name}: {getattr(after, name)}")
 
 
 def remove_parametrizations(module, tensor_name, leave_parametrized=True):

@@ -125,7 +125,7 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
     """Stack sequences of shapes (L_k, *) into (T, B, *) (or (B, T, *)), T = max L_k,
     filling with ``padding_value`` on the right (or the left)."""
     if padding_side not in ("left", "right"):
-        raise ValueError(f"Expected padding_side to be one of left or right, but got {padding_side}.")
+        raise RuntimeError(f"Expected padding_side to be one of left or right, but got {padding_side}.")
     sequences = [s if isinstance(s, Tensor) else tensor_from(s) for s in sequences]
     if not sequences:
         raise RuntimeError("received an empty list of sequences")
