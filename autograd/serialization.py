@@ -96,6 +96,9 @@ def _encode(obj, written):
         if not all(isinstance(key, (str, int)) for key in obj):
             raise TypeError("save: dict keys must be strings or ints")
         return {"dict": [[key, _encode(value, written)] for key, value in obj.items()]}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        raise TypeError(f"save: cannot store a {type(obj).__name__} (a named tuple): loading it would have to "
+                        f"construct its class, and loading never runs code; save tuple(obj) or obj._asdict()")
     if isinstance(obj, (list, tuple)):
         return {"tuple" if isinstance(obj, tuple) else "list": [_encode(v, written) for v in obj]}
     if isinstance(obj, numpy.generic):
@@ -197,7 +200,7 @@ def save(obj, f, pickle_module=None, pickle_protocol=2):
     bytes) to ``f`` (a file name, a path, or a binary file object such as ``io.BytesIO``); a path ending
     in ``.safetensors`` takes a flat dict of named tensors (a state_dict). ``pickle_module`` and
     ``pickle_protocol`` are accepted for PyTorch's sake: the file holds no pickle."""
-    path = f
+    path = _checked_file(f, "write")
     if _is_safetensors(path):
         return _save_safetensors(obj, path)
     written = _Written()
@@ -207,7 +210,9 @@ def save(obj, f, pickle_module=None, pickle_protocol=2):
 
     entries[STRUCTURE] = numpy.frombuffer(json.dumps(structure).encode(), dtype=numpy.uint8)
     if hasattr(path, "write"):  # a file object, as PyTorch's torch.save(obj, buffer)
-        numpy.savez(path, **entries)
+        archive = io.BytesIO()  # (made whole first: the object is only written to, from where it is)
+        numpy.savez(archive, **entries)
+        path.write(archive.getvalue())
         return
 
     def write(temporary):
@@ -215,6 +220,13 @@ def save(obj, f, pickle_module=None, pickle_protocol=2):
             numpy.savez(file, **entries)
 
     _replace_atomically(path, write)
+
+
+def _checked_file(f, method):
+    """``f`` if it is a file name, a path, or an object with ``method`` (read or write), as PyTorch's."""
+    if not isinstance(f, (str, os.PathLike)) and not hasattr(f, method):
+        raise AttributeError(f"Expected 'f' to be string, path, or a file-like object with a '{method}' attribute")
+    return f
 
 
 def _replace_atomically(path, write):
@@ -238,7 +250,7 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=True, mmap=No
     file is ever executed, whatever ``weights_only`` says. ``map_location``, ``pickle_module``, ``mmap``
     and ``encoding`` are accepted for PyTorch's sake: tensors load where every tensor lives (the CPU,
     or the GPU under CuPy), and the files are read whole."""
-    if _is_safetensors(f):
+    if _is_safetensors(_checked_file(f, "read")):
         return _load_safetensors(f)
     if hasattr(f, "read"):
         f = _zip_here(f)
@@ -279,12 +291,12 @@ def _zip_here(f):
             return io.BytesIO(rest[:end])
         at = rest.find(b"PK\x05\x06", at + 4)
     f.seek(start)
-    return f  # not a zip: numpy.load says what it is not
+    return f  # not a zip: _torch_pickle_name says what it is not
 
 
 def _torch_pickle_name(f):
-    """The name of the pickle in a file ``torch.save`` wrote, or None for any other file (a stream is
-    left where it was)."""
+    """The name of the pickle in a file ``torch.save`` wrote, None for a file autograd.save wrote (an
+    UnpicklingError for any other file; a stream is left where it was)."""
     start = f.tell() if hasattr(f, "read") else None
     try:
         with zipfile.ZipFile(f) as archive:
@@ -300,7 +312,8 @@ def _torch_pickle_name(f):
             raise RuntimeError("load: this file was written by torch.save in its legacy format "
                                "(_use_new_zipfile_serialization=False), which only a full unpickler reads; "
                                "save it again with torch.save's default format") from None
-        return None
+        raise pickle.UnpicklingError(f"load: {f} is neither a file written by autograd.save nor one written "
+                                     f"by torch.save (not a zip archive)") from None
     finally:
         if start is not None:
             f.seek(start)
