@@ -19,11 +19,9 @@ class DataLoader(_data.DataLoader):
         super().__init__(dataset, *args, **kwargs)
         self.transform = transform
 
-    def _batches(self):
-        for batch in super()._batches():
-            if self.transform is not None:
-                if isinstance(batch, list | tuple):
-                    batch = type(batch)([self.transform(batch[0]), *batch[1:]])
-                else:
-                    batch = self.transform(batch)
-            yield batch
+    def _finish(self, batch):
+        if self.transform is None:
+            return batch
+        if isinstance(batch, list | tuple):
+            return type(batch)([self.transform(batch[0]), *batch[1:]])
+        return self.transform(batch)

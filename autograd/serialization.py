@@ -2,10 +2,19 @@
 
 The file is a NumPy ``.npz`` archive: one entry per array, plus ``__structure__``,
 a JSON description of the nesting (dicts, lists, numbers, strings, None) in
-which every array is named by its entry. Tensors that share an array (tied
-weights) are written once and share it again when loaded, as PyTorch's do;
-a view is written as the values it shows. Loading reads arrays with
-``allow_pickle=False`` and parses JSON, so opening a file never runs code.
+which every array is named by its entry. Memory is saved as PyTorch saves
+storages: the array that owns a tensor's memory is written once, whole, and a
+tensor that shows part of it (a view, or tied weights) is written as where its
+elements lie in it, so tensors that shared memory when saved share it again
+when loaded (writing into one shows in the others). Loading reads arrays
+with ``allow_pickle=False`` and parses JSON, so opening a file never runs code.
+
+``load`` also reads the files ``torch.save`` writes (a zip of a pickle and raw
+storages), the way ``torch.load(weights_only=True)`` does: the pickle is read
+by an unpickler that knows only tensors, storages, ``OrderedDict``,
+``torch.Size``, dtypes, devices, sets, complex numbers and bytes, and refuses
+any other name in the file (``pickle.UnpicklingError``), so no code from the
+file runs. Tensors that shared a storage share memory again.
 
 A path ending in ``.safetensors`` is written and read in that format instead
 (the one Hugging Face and PyTorch users share weights in): a flat dict of
@@ -15,12 +24,19 @@ which ``Module.load_state_dict`` accepts, so weights exported from PyTorch
 with ``safetensors.torch.save_file(model.state_dict(), path)`` load as they are.
 """
 
+import codecs
+import collections
+import io
 import os
+import pickle
 import secrets
+import struct
+import zipfile
 
 import numpy
 
 from .backend import to_numpy, xp
+from .size import Size
 from .tensor import Tensor, tensor_from
 
 STRUCTURE = "__structure__"
@@ -42,6 +58,18 @@ class _Written:
             self.kept.append(array)
         return self.array_index[id(array)]
 
+    def memory(self, data):
+        """(entry, view) for a tensor's array: the array that owns its memory, written once however many
+        tensors show part of it, and where this one's elements lie in it ([byte offset, shape, byte strides,
+        dtype]; None when the tensor's array is that whole array)."""
+        root = data
+        while isinstance(root, numpy.ndarray) and isinstance(root.base, numpy.ndarray):
+            root = root.base
+        if root is data or not (root.flags.c_contiguous or root.flags.f_contiguous):
+            return self.array(data), None
+        offset = data.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        return self.array(root), [offset, list(data.shape), list(data.strides), data.dtype.str]
+
     def tensor(self, tensor):
         if id(tensor) not in self.tensor_index:
             self.tensor_index[id(tensor)] = len(self.tensor_index)
@@ -51,14 +79,26 @@ class _Written:
 
 def _encode(obj, written):
     if isinstance(obj, Tensor):
-        return {"tensor": written.array(obj._data), "object": written.tensor(obj),
-                "requires_grad": obj.requires_grad}
+        entry, view = written.memory(obj._data)
+        node = {"tensor": entry, "object": written.tensor(obj), "requires_grad": obj.requires_grad}
+        if view is not None:
+            node["view"] = view
+        return node
     if isinstance(obj, (numpy.ndarray, xp.ndarray)):
         return {"array": written.array(obj)}
+    if isinstance(obj, collections.OrderedDict):  # (a state_dict) comes back as one
+        return {"odict": _encode(dict(obj), written)["dict"]}
+    if isinstance(obj, Size):
+        return {"size": list(obj)}
+    if isinstance(obj, bytes):
+        return {"bytes": obj.hex()}
     if isinstance(obj, dict):
         if not all(isinstance(key, (str, int)) for key in obj):
             raise TypeError("save: dict keys must be strings or ints")
         return {"dict": [[key, _encode(value, written)] for key, value in obj.items()]}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        raise TypeError(f"save: cannot store a {type(obj).__name__} (a named tuple): loading it would have to "
+                        f"construct its class, and loading never runs code; save tuple(obj) or obj._asdict()")
     if isinstance(obj, (list, tuple)):
         return {"tuple" if isinstance(obj, tuple) else "list": [_encode(v, written) for v in obj]}
     if isinstance(obj, numpy.generic):
@@ -74,19 +114,32 @@ class _Read:
     when saved share it again) and each stored tensor once."""
 
     def __init__(self, archive):
-        self.archive, self.arrays, self.tensors = archive, {}, {}
+        self.archive, self.arrays, self.tensors, self.host = archive, {}, {}, {}
+
+    def numpy_array(self, index):
+        if index not in self.host:
+            self.host[index] = self.archive[f"a{index}"]
+        return self.host[index]
 
     def array(self, index):
         if index not in self.arrays:
-            self.arrays[index] = xp.asarray(self.archive[f"a{index}"])
+            self.arrays[index] = xp.asarray(self.numpy_array(index))
         return self.arrays[index]
+
+    def view(self, index, view):
+        """The elements a view showed, in the memory of its owner as loaded (shared with it on the CPU)."""
+        offset, shape, strides, dtype = view
+        owner = self.numpy_array(index)
+        memory = owner.reshape(-1, order="A").view(numpy.uint8)  # its bytes in memory order, not a copy
+        return xp.asarray(numpy.ndarray(shape, numpy.dtype(dtype), memory, offset, strides))
 
 
 def _decode(node, read):
     if "tensor" in node:
         key = node.get("object")  # (files written before objects were numbered have none)
         if key is None or key not in read.tensors:
-            tensor = tensor_from(read.array(node["tensor"]), requires_grad=node["requires_grad"])
+            array = read.view(node["tensor"], node["view"]) if "view" in node else read.array(node["tensor"])
+            tensor = tensor_from(array, requires_grad=node["requires_grad"])
             if key is None:
                 return tensor
             read.tensors[key] = tensor
@@ -95,6 +148,12 @@ def _decode(node, read):
         return read.array(node["array"])
     if "dict" in node:
         return {key: _decode(value, read) for key, value in node["dict"]}
+    if "odict" in node:
+        return collections.OrderedDict((key, _decode(value, read)) for key, value in node["odict"])
+    if "size" in node:
+        return Size(node["size"])
+    if "bytes" in node:
+        return bytes.fromhex(node["bytes"])
     if "list" in node:
         return [_decode(value, read) for value in node["list"]]
     if "tuple" in node:
@@ -136,10 +195,12 @@ def _load_safetensors(path):
     return {key: tensor_from(xp.asarray(array)) for key, array in arrays.items()}
 
 
-def save(obj, path):
-    """Write ``obj`` (a tensor, an array, or a dict/list nesting of them) to ``path`` (a file
-    name, or a binary file object such as ``io.BytesIO``); a path ending in ``.safetensors``
-    takes a flat dict of named tensors (a state_dict)."""
+def save(obj, f, pickle_module=None, pickle_protocol=2):
+    """Write ``obj`` (a tensor, an array, or a dict/list/tuple nesting of them with numbers, strings and
+    bytes) to ``f`` (a file name, a path, or a binary file object such as ``io.BytesIO``); a path ending
+    in ``.safetensors`` takes a flat dict of named tensors (a state_dict). ``pickle_module`` and
+    ``pickle_protocol`` are accepted for PyTorch's sake: the file holds no pickle."""
+    path = _checked_file(f, "write")
     if _is_safetensors(path):
         return _save_safetensors(obj, path)
     written = _Written()
@@ -149,7 +210,9 @@ def save(obj, path):
 
     entries[STRUCTURE] = numpy.frombuffer(json.dumps(structure).encode(), dtype=numpy.uint8)
     if hasattr(path, "write"):  # a file object, as PyTorch's torch.save(obj, buffer)
-        numpy.savez(path, **entries)
+        archive = io.BytesIO()  # (made whole first: the object is only written to, from where it is)
+        numpy.savez(archive, **entries)
+        path.write(archive.getvalue())
         return
 
     def write(temporary):
@@ -157,6 +220,13 @@ def save(obj, path):
             numpy.savez(file, **entries)
 
     _replace_atomically(path, write)
+
+
+def _checked_file(f, method):
+    """``f`` if it is a file name, a path, or an object with ``method`` (read or write), as PyTorch's."""
+    if not isinstance(f, (str, os.PathLike)) and not hasattr(f, method):
+        raise AttributeError(f"Expected 'f' to be string, path, or a file-like object with a '{method}' attribute")
+    return f
 
 
 def _replace_atomically(path, write):
@@ -174,17 +244,172 @@ def _replace_atomically(path, write):
         raise
 
 
-def load(path, map_location=None, weights_only=True):
-    """Read what ``save`` wrote, from a file name or a binary file object (a ``.safetensors``
-    file: a dict of Tensors). No code in the file is ever executed; ``map_location`` and
-    ``weights_only`` are accepted for PyTorch's sake (tensors load where every tensor lives: the
-    CPU, or the GPU under CuPy; a file holds data only)."""
-    if _is_safetensors(path):
-        return _load_safetensors(path)
-    with numpy.load(path, allow_pickle=False) as archive:
+def load(f, map_location=None, pickle_module=None, *, weights_only=True, mmap=None, **pickle_load_args):
+    """Read what ``save`` wrote, or what ``torch.save`` wrote (see the module's docstring), from a file
+    name, a path or a binary file object (a ``.safetensors`` file: a dict of Tensors). No code in the
+    file is ever executed, whatever ``weights_only`` says. ``map_location``, ``pickle_module``, ``mmap``
+    and ``encoding`` are accepted for PyTorch's sake: tensors load where every tensor lives (the CPU,
+    or the GPU under CuPy), and the files are read whole."""
+    if _is_safetensors(_checked_file(f, "read")):
+        return _load_safetensors(f)
+    if hasattr(f, "read"):
+        f = _zip_here(f)
+    torch_pickle = _torch_pickle_name(f)
+    if torch_pickle is not None:
+        with zipfile.ZipFile(f) as archive, archive.open(torch_pickle) as pickled:
+            return _TorchUnpickler(archive, torch_pickle, pickled).load()
+    with numpy.load(f, allow_pickle=False) as archive:
         if STRUCTURE not in archive.files:
-            raise ValueError(f"{path} is not a file written by autograd.save")
+            raise ValueError(f"{f} is not a file written by autograd.save")
         import json
 
         structure = json.loads(archive[STRUCTURE].tobytes().decode())
         return _decode(structure, _Read(archive))
+
+
+# --- files written by torch.save: a zip holding <name>/data.pkl (the pickled object, whose tensors name their
+# storages by key) and <name>/data/<key> (each storage's raw bytes) ---
+
+def _zip_here(f):
+    """The zip archive that starts at the stream's position (both formats are zips), as a BytesIO, leaving
+    the stream just after it, as torch.load does: a stream may hold several saved objects one after
+    another, and other data between them. The archive ends with its end record, the first one found
+    whose central directory ends just before it."""
+    if not (hasattr(f, "seek") and hasattr(f, "tell")):
+        raise AttributeError("You can only torch.load from a file that is seekable. Please pre-load the data into "
+                             "a buffer like io.BytesIO and try to load from it instead.")
+    start = f.tell()
+    rest = f.read()
+    at = rest.find(b"PK\x05\x06")
+    while 0 <= at <= len(rest) - 22:
+        cd_size, cd_offset, comment = struct.unpack("<IIH", rest[at + 12:at + 22])
+        # (offsets count from the archive's start, torch's, or from the stream's, Python's zipfile's; a zip64
+        # archive's end record follows its locator)
+        if cd_offset + cd_size in (at, start + at) or rest[at - 20:at - 16] == b"PK\x06\x07":
+            end = at + 22 + comment
+            f.seek(start + end)
+            return io.BytesIO(rest[:end])
+        at = rest.find(b"PK\x05\x06", at + 4)
+    f.seek(start)
+    return f  # not a zip: _torch_pickle_name says what it is not
+
+
+def _torch_pickle_name(f):
+    """The name of the pickle in a file ``torch.save`` wrote, None for a file autograd.save wrote (an
+    UnpicklingError for any other file; a stream is left where it was)."""
+    start = f.tell() if hasattr(f, "read") else None
+    try:
+        with zipfile.ZipFile(f) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        if start is not None:
+            f.seek(start)
+            head = f.read(2)
+        else:
+            with open(f, "rb") as file:
+                head = file.read(2)
+        if head == b"\x80\x02":
+            raise RuntimeError("load: this file was written by torch.save in its legacy format "
+                               "(_use_new_zipfile_serialization=False), which only a full unpickler reads; "
+                               "save it again with torch.save's default format") from None
+        raise pickle.UnpicklingError(f"load: {f} is neither a file written by autograd.save nor one written "
+                                     f"by torch.save (not a zip archive)") from None
+    finally:
+        if start is not None:
+            f.seek(start)
+    return next((name for name in names if name.endswith("data.pkl") and name.count("/") <= 1), None)
+
+
+_TORCH_DTYPES = {name: numpy.dtype(kind) for kind, names in {
+    "float32": ("float32", "float"), "float64": ("float64", "double"), "float16": ("float16", "half"),
+    "int64": ("int64", "long"), "int32": ("int32", "int"), "int16": ("int16", "short"), "int8": ("int8",),
+    "uint8": ("uint8",), "bool": ("bool",), "complex64": ("complex64", "cfloat"),
+    "complex128": ("complex128", "cdouble")}.items() for name in names}
+_TORCH_STORAGES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+                   "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
+                   "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
+                   "ComplexDoubleStorage": "complex128", "UntypedStorage": "uint8"}
+
+
+class _StorageKind:
+    """What the pickle names a storage's class by (torch.FloatStorage, ...): the dtype of its elements."""
+
+    def __init__(self, dtype):
+        self.dtype = numpy.dtype(dtype)
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    """Reads the pickle of a ``torch.save`` file knowing only the names such a file of tensors uses;
+    any other name is refused, so nothing but these few constructors ever runs."""
+
+    def __init__(self, archive, pickle_name, pickled):
+        self.archive, self.prefix = archive, pickle_name[:-len("data.pkl")]
+        self.big_endian = archive.read(self.prefix + "byteorder") == b"big" \
+            if self.prefix + "byteorder" in archive.namelist() else False
+        self.storages = {}
+        super().__init__(pickled)
+
+    def find_class(self, module, name):
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor_v3"):
+            return _rebuild_tensor
+        if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
+            return _rebuild_parameter
+        if module in ("torch", "torch.storage") and name in _TORCH_STORAGES:
+            return _StorageKind(_TORCH_STORAGES[name])
+        if module == "torch" and name in _TORCH_DTYPES:
+            return _TORCH_DTYPES[name]
+        if module == "torch" and name in ("Size", "device"):
+            from . import device
+
+            return Size if name == "Size" else device
+        if module == "collections" and name == "OrderedDict":
+            return collections.OrderedDict
+        if module in ("builtins", "__builtin__") and name in ("set", "frozenset", "complex"):
+            return {"set": set, "frozenset": frozenset, "complex": complex}[name]
+        if module == "_codecs" and name == "encode":
+            return _encode_text
+        raise pickle.UnpicklingError(
+            f"Weights only load failed: the file names {module}.{name}, which is not a tensor, a storage, a "
+            f"dtype, a device or a plain container; chainrule's load never runs code from a file, so it reads "
+            f"only those")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageKind)):
+            raise pickle.UnpicklingError(f"load: unexpected persistent id {pid!r} in a torch.save file")
+        _, kind, key, _location, _numel = pid
+        if key not in self.storages:
+            raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))  # (writable memory)
+            dtype = kind.dtype.newbyteorder(">") if self.big_endian else kind.dtype
+            self.storages[key] = numpy.frombuffer(raw, dtype).astype(kind.dtype, copy=False)
+        return self.storages[key]
+
+
+def _encode_text(text, encoding="utf-8"):
+    """_codecs.encode, as protocol 2 pickles bytes: only the text encodings it uses."""
+    if encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise pickle.UnpicklingError(f"load: bytes encoded as {encoding!r} in a torch.save file")
+    return codecs.encode(text, encoding)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backward_hooks, *rest):
+    """torch._utils._rebuild_tensor_v2 (and _v3, whose storage is bytes and which names the dtype): a
+    tensor showing the storage's elements from storage_offset on, with strides in elements."""
+    if rest and isinstance(rest[0], numpy.dtype):  # _v3
+        storage = storage.view(rest[0])
+    itemsize = storage.dtype.itemsize
+    size, stride = tuple(size), tuple(stride)
+    last = storage_offset + sum((n - 1) * step for n, step in zip(size, stride))
+    if (len(size) != len(stride) or storage_offset < 0 or any(step < 0 for step in stride)
+            or (0 not in size and last >= len(storage))):
+        raise RuntimeError(f"load: a tensor of size {list(size)}, stride {list(stride)} and offset {storage_offset} "
+                           f"lies outside its storage of {len(storage)} elements")
+    array = numpy.lib.stride_tricks.as_strided(storage[storage_offset:], size,
+                                               tuple(step * itemsize for step in stride))
+    return tensor_from(xp.asarray(array), requires_grad=requires_grad)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, *state):
+    """torch._utils._rebuild_parameter: the tensor, requiring grad as the parameter did (a plain Tensor:
+    nn.Parameter lives above autograd)."""
+    return data.requires_grad_(requires_grad)

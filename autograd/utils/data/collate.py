@@ -5,8 +5,9 @@ structure: tensors are stacked along a new first dim; NumPy arrays and
 NumPy scalars become tensors first; Python ints become an int64 tensor,
 floats a float64 one, bools a bool one (a batch led by an int or bool but
 holding floats is typed as ``tensor`` types it: [1, 2.5] gives float32);
-strings stay a list; dicts, named tuples and lists are collated per key or
-position (a tuple gives a list, as PyTorch's). A mutable mapping or sequence
+strings stay as they come (a list, or the tuple that one field of the samples
+makes); dicts, named tuples and lists are collated per key or position (a
+tuple gives a list, as PyTorch's). A mutable mapping or sequence
 comes back as a copy of the first sample with the fields replaced, so that
 its type and extra state (a defaultdict's factory) survive.
 """
@@ -49,12 +50,12 @@ def default_collate(batch):
     if isinstance(elem, collections.abc.Mapping):
         return _mapping_like(elem, {key: default_collate([sample[key] for sample in batch]) for key in elem})
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
-        return elem_type(*(default_collate(list(samples)) for samples in zip(*batch)))
+        return elem_type(*(default_collate(samples) for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
         size = len(elem)
         if any(len(sample) != size for sample in batch):
             raise RuntimeError("each element in list of batch should be of equal size")
-        fields = [default_collate(list(samples)) for samples in zip(*batch)]
+        fields = [default_collate(samples) for samples in zip(*batch)]  # (strings stay a tuple, as PyTorch's)
         return fields if isinstance(elem, tuple) else _sequence_like(elem, fields)
     raise TypeError(_ERROR.format(elem_type))
 

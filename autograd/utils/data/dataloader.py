@@ -18,11 +18,15 @@ made (setting one is a ValueError: they decide the batches together), and
 ``iter(loader)`` is an iterator with a length, the loader's.
 """
 
+import multiprocessing
 import warnings
+from typing import Generic, TypeVar
 
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 def get_worker_info():
@@ -30,8 +34,9 @@ def get_worker_info():
     return None
 
 
-class DataLoader:
-    """Iterate over ``dataset`` in batches (see the module's docstring for the options)."""
+class DataLoader(Generic[T_co]):
+    """Iterate over ``dataset`` in batches (see the module's docstring for the options); typed code may
+    write ``DataLoader[list[Tensor]]``, as with PyTorch's."""
 
     _warned_about_workers = False
     _FIXED = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
@@ -51,14 +56,9 @@ class DataLoader:
                              "let num_workers > 0 to enable multiprocessing, otherwise set prefetch_factor to None.")
         if persistent_workers and num_workers == 0:
             raise ValueError("persistent_workers option needs num_workers > 0")
-        if num_workers > 0 and not DataLoader._warned_about_workers:
-            DataLoader._warned_about_workers = True
-            warnings.warn(f"DataLoader(num_workers={num_workers}): chainrule loads every batch in the main process "
-                          "(no worker processes start; worker_init_fn is not called); the batches are the same.",
-                          stacklevel=2)
         self.dataset, self.num_workers, self.pin_memory, self.timeout = dataset, num_workers, pin_memory, timeout
-        self.worker_init_fn, self.multiprocessing_context, self.generator = (worker_init_fn, multiprocessing_context,
-                                                                             generator)
+        self.worker_init_fn, self.generator = worker_init_fn, generator
+        self.multiprocessing_context = _checked_context(multiprocessing_context, num_workers)
         self.prefetch_factor, self.persistent_workers = prefetch_factor, persistent_workers
         self.pin_memory_device, self.in_order = pin_memory_device, in_order
 
@@ -98,6 +98,12 @@ class DataLoader:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
         self._initialized = True
+        if num_workers > 0 and not DataLoader._warned_about_workers:
+            DataLoader._warned_about_workers = True
+            warnings.warn(f"DataLoader(num_workers={num_workers}): chainrule loads every batch in the main process "
+                          "(no worker processes start; worker_init_fn is not called); the batches are the same.",
+                          stacklevel=2)
+
 
     def __setattr__(self, name, value):
         if self._initialized and name in self._FIXED:
@@ -118,15 +124,11 @@ class DataLoader:
         return len(self.batch_sampler if self.batch_sampler is not None else self.sampler)
 
     def __iter__(self):
-        return _LoaderIterator(self, self._batches())
+        return _LoaderIterator(self)
 
-    def _batches(self):
-        """This epoch's batches, as a generator."""
-        if isinstance(self.dataset, IterableDataset):
-            return self._iterate_stream()
-        if self.batch_sampler is None:
-            return (self.collate_fn(self.dataset[index]) for index in self.sampler)
-        return (self._fetch(indices) for indices in self.batch_sampler)
+    def _finish(self, batch):
+        """What is done to each batch once it is made (nothing here; autograd.data's loader transforms it)."""
+        return batch
 
     def _fetch(self, indices):
         if self._default_collate and hasattr(self.dataset, "batch"):
@@ -135,32 +137,66 @@ class DataLoader:
             return self.collate_fn(self.dataset.__getitems__(indices))
         return self.collate_fn([self.dataset[index] for index in indices])
 
-    def _iterate_stream(self):
-        if self.batch_size is None:
-            for sample in self.dataset:
-                yield self.collate_fn(sample)
-            return
-        batch = []
-        for sample in self.dataset:
-            batch.append(sample)
-            if len(batch) == self.batch_size:
-                yield self.collate_fn(batch)
-                batch = []
-        if batch and not self.drop_last:
-            yield self.collate_fn(batch)
+
+def _checked_context(context, num_workers):
+    """``multiprocessing_context`` checked as PyTorch checks it: a start method's name (made its context) or a
+    context, and only with ``num_workers > 0``."""
+    if context is None:
+        return None
+    if num_workers == 0:
+        raise ValueError("multiprocessing_context can only be used with multi-process loading (num_workers > 0), "
+                         f"but got num_workers={num_workers}")
+    if isinstance(context, str):
+        methods = multiprocessing.get_all_start_methods()
+        if context not in methods:
+            raise ValueError(f"multiprocessing_context option should specify a valid start method in {methods!r}, "
+                             f"but got multiprocessing_context={context!r}")
+        context = multiprocessing.get_context(context)
+    if not isinstance(context, multiprocessing.context.BaseContext):
+        raise TypeError("multiprocessing_context option should be a valid context object or a string specifying the "
+                        f"start method, but got multiprocessing_context={context}")
+    return context
 
 
 class _LoaderIterator:
-    """One pass over a loader: its batches, and (for a map-style dataset) its length."""
+    """One pass over a loader: its batches, and (for a map-style dataset) its length.
 
-    def __init__(self, loader, batches):
-        self._loader, self._batches = loader, batches
+    Each ``next`` takes the next indices from the sampler (or the next samples from the stream)
+    and fetches them then, so an error raised by the dataset for one batch reaches the caller and
+    the pass goes on with the next batch, as PyTorch's."""
+
+    def __init__(self, loader):
+        self._loader = loader
+        if isinstance(loader.dataset, IterableDataset):
+            self._samples = iter(loader.dataset)
+        else:
+            self._indices = iter(loader.batch_sampler if loader.batch_sampler is not None else loader.sampler)
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        return next(self._batches)
+        loader = self._loader
+        if isinstance(loader.dataset, IterableDataset):
+            batch = self._next_from_stream()
+        elif loader.batch_sampler is not None:
+            batch = loader._fetch(next(self._indices))
+        else:
+            batch = loader.collate_fn(loader.dataset[next(self._indices)])
+        return loader._finish(batch)
+
+    def _next_from_stream(self):
+        loader = self._loader
+        if loader.batch_size is None:
+            return loader.collate_fn(next(self._samples))
+        batch = []
+        for sample in self._samples:
+            batch.append(sample)
+            if len(batch) == loader.batch_size:
+                break
+        if not batch or (len(batch) < loader.batch_size and loader.drop_last):
+            raise StopIteration
+        return loader.collate_fn(batch)
 
     def __len__(self):
         if isinstance(self._loader.dataset, IterableDataset):  # a stream's length is unknown to the pass
