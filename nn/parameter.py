@@ -15,7 +15,7 @@ class Parameter(Tensor):
         if not isinstance(data, Tensor):
             super().__init__(data, requires_grad=requires_grad)
             return
-        super().__init__(data._data)
+        super().__init__(data._data, False, data._data.dtype)  # (the dtype given: integers stay integers)
         if data._inference:  # an inference tensor stays one, and refuses to require grad
             self._inference = True
         self.requires_grad_(requires_grad)

@@ -242,9 +242,6 @@ def test_embedding_bag_offsets_errors(T, F):
 
 
 def test_embedding_bag_2d_offsets(T, F, request):
-    if T.__name__ == "autograd":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/embedding_bags.py reads 2-D "
-                                              "offsets with NumPy (ValueError 'object too deep'): a fix for autograd"))
     raises(ValueError, "offsets has to be a 1D Tensor", F.embedding_bag, T.tensor([0, 1]), T.randn(5, 2),
            T.tensor([[0]]))
 
@@ -460,9 +457,6 @@ def test_local_response_norm(T, F):
 def test_norms_of_an_empty_batch(T, F, nn, request):
     assert tuple(F.layer_norm(T.randn(0, 3), (3,)).shape) == (0, 3)
     assert tuple(nn.BatchNorm1d(3)(T.randn(0, 3)).shape) == (0, 3)
-    if ported_nn.on_chainrule(T):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/normalization.py's group_norm "
-                                              "reshapes with -1, which an empty batch cannot resolve"))
     assert tuple(F.group_norm(T.randn(0, 4, 3), 2).shape) == (0, 4, 3)
 
 
@@ -478,10 +472,6 @@ def test_embedding_bag_mode_and_repr(T, nn):
 
 
 def test_embedding_bag_argument_errors(T, F, request):
-    if ported_nn.on_chainrule(T):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/embedding_bags.py checks neither "
-                                              "per_sample_weights' shape, offsets[0] nor the index range (NumPy's "
-                                              "errors instead)"))
     w = T.arange(10.0).reshape(5, 2)
     raises(ValueError, r"If per_sample_weights \((torch.Size\(\[2\]\)|\(2,\))\) is not None, then it must have the "
            "same shape as the input", F.embedding_bag, T.tensor([0, 1, 2]), w, T.tensor([0]), mode="sum",

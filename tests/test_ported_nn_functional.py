@@ -157,9 +157,6 @@ def test_unfold_invalid_arg(T, nn):
 
 
 def test_fold_unfold_window_argument_errors(T, F, request):
-    if on_chainrule(T):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/convolution_layers.py's fold and "
-                                              "unfold do not check the signs of stride, padding, dilation, kernel"))
     raises(RuntimeError, "stride should be greater than zero, but got stride_height: 0 stride_width: 0", F.fold,
            T.randn(1, 12, 12), (4, 5), (2, 2), stride=0)
     raises(RuntimeError, "padding should be non-negative, but got pad_height: -1 pad_width: -1", F.unfold,
@@ -355,9 +352,6 @@ def test_conv_shape_and_argument_errors(T, F, nn):
 
 
 def test_conv_bias_size_error(T, F, request):
-    if on_chainrule(T):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/convolution_layers.py does not "
-                                              "check the bias's size (a broadcasting error instead)"))
     raises(RuntimeError, r"Given weight of size \[2, 1, 3, 3\], expected bias to be 1-dimensional with 2 elements, "
            r"but got bias of size \[3\] instead", F.conv2d, T.randn(1, 1, 5, 5), T.randn(2, 1, 3, 3), bias=T.randn(3))
 

@@ -469,18 +469,7 @@ def test_cosine_embedding_loss(T, F):
                                           reduction=reduction), reduce(loss, reduction), rtol=1e-6)
 
 
-NEEDS_AUTOGRAD_SHAPE_CHECKS = pytest.mark.xfail(
-    strict=True, reason="autograd/ops/losses.py checks no dims (cosine_embedding_loss reads values first, "
-    "margin_ranking_loss broadcasts a (15, 1) target to (15, 15)): a fix for autograd, outside nn")
-
-
-def _xfail_on_chainrule(request, T):
-    if on_chainrule(T):
-        request.applymarker(NEEDS_AUTOGRAD_SHAPE_CHECKS)
-
-
 def test_cosine_embedding_loss_error_on_diff_shapes(T, nn, request):
-    _xfail_on_chainrule(request, T)
     input1 = T.empty((0, 0))
     input2 = T.empty((0,))
     target = T.empty((0,), dtype=T.int)
@@ -489,7 +478,6 @@ def test_cosine_embedding_loss_error_on_diff_shapes(T, nn, request):
 
 
 def test_cosine_embedding_loss_invalid_shape(T, F, request):
-    _xfail_on_chainrule(request, T)
     input1 = T.randn(15, 10)
     input2 = T.randn(15, 10)
     target = T.randn(15, 1).sign()
@@ -516,7 +504,6 @@ def test_margin_ranking_and_hinge_embedding(T, F):
 
 
 def test_margin_ranking_loss_no_reduce(T, nn, request):
-    _xfail_on_chainrule(request, T)
     i1 = T.randn(15).mul(10).requires_grad_()
     i2 = T.randn(15).mul(10).requires_grad_()
     target = T.randn(15).sign()

@@ -107,8 +107,7 @@ def test_parameter_basics(T, nn):
 
 
 def test_parameter_of_integer_dtype(T, nn):
-    raises(RuntimeError, "Only Tensors of floating point (and complex )?dtype can require gradients|only "
-           "floating-point tensors can require gradients",
+    raises(RuntimeError, "(O|o)nly Tensors of floating point (and complex )?dtype can require gradients",
            nn.Parameter, T.tensor([1, 2]))
     p = nn.Parameter(T.tensor([1, 2]), requires_grad=False)
     assert str(p.dtype).endswith("int64")

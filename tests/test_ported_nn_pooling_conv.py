@@ -214,9 +214,6 @@ def test_conv_noncontig_weights(T, F):
 
 
 def test_conv_empty_batch(T, nn, request):
-    if ported_nn.on_chainrule(T):
-        request.applymarker(pytest.mark.xfail(strict=True, reason="autograd/ops/convolution.py reshapes the "
-                                              "columns with -1, which an empty batch cannot resolve"))
     conv = nn.Conv2d(2, 3, 3)
     assert tuple(conv(T.randn(0, 2, 5, 5)).shape) == (0, 3, 3, 3)
 

@@ -143,7 +143,7 @@ def _batch_inside(y, groups):
 def _batch_outside(y, n, out, bias):
     """(G, m, oh·ow·N) → (N, G·m, oh, ow), batch-innermost (a view, no copy), the bias added in place."""
     channels = y.shape[0] * y.shape[1]
-    y = y.reshape(channels, -1)
+    y = y.reshape(channels, y.shape[2])  # (not -1: an empty batch leaves nothing to divide)
     if bias is not None:
         y += bias[:, None]
     return y.reshape(channels, *out, n).transpose(3, 0, 1, 2)
@@ -194,7 +194,7 @@ class Conv2d(_ConvParams, Primitive):
         kernel = weight.shape[2:]
         cols = im2col(x, kernel, self.stride, self.padding, self.dilation, self.out)
         n, out = x.shape[0], cols.shape[3:5]
-        cols = cols.reshape(self.groups, -1, out[0] * out[1] * n)
+        cols = cols.reshape(self.groups, x.shape[1] // self.groups * kernel[0] * kernel[1], out[0] * out[1] * n)
         self.cols = cols
         y = _group_matmul(weight.reshape(self.groups, weight.shape[0] // self.groups, -1), cols)
         return _batch_outside(y, n, out, bias)

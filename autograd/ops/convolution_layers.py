@@ -59,6 +59,10 @@ def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias
     if weight.shape[0] % groups:
         raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
                            f"but got weight of size {_dims(weight.shape, 1)} instead")
+    out_channels = weight.shape[1] * groups if transposed else weight.shape[0]
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] != out_channels):
+        raise RuntimeError(f"Given weight of size {_dims(weight.shape, 1)}, expected bias to be 1-dimensional with "
+                           f"{out_channels} elements, but got bias of size {_dims(bias.shape, 1)} instead")
     if input.shape[1] != in_channels:
         raise RuntimeError(
             f"Given groups={groups}, {'transposed=1, ' if transposed else ''}weight of size "
@@ -157,6 +161,17 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
     return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, 1)
 
 
+def _check_window(params):
+    """PyTorch's checks of fold's and unfold's window: a positive kernel, stride and dilation, no negative padding."""
+    for key, words, short in (("kernel_size", "kernel size should be greater than zero", "kernel"),
+                              ("stride", "stride should be greater than zero", "stride"),
+                              ("dilation", "dilation should be greater than zero", "dilation"),
+                              ("padding", "padding should be non-negative", "pad")):
+        (h, w), least = params[key], 0 if key == "padding" else 1
+        if h < least or w < least:
+            raise RuntimeError(f"{words}, but got {short}_height: {h} {short}_width: {w}")
+
+
 def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     """im2col: every kh×kw block of (N, C, H, W) as a column, (N, C·kh·kw, L), L the number of blocks;
     an unbatched (C, H, W) gives (C·kh·kw, L), as fold takes back."""
@@ -167,6 +182,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
         return unfold(input.unsqueeze(0), kernel_size, dilation, padding, stride).squeeze(0)
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
+    _check_window(params)
     out = [convolution.output_size(input.shape[2 + a], *(params[k][a] for k in ("kernel_size", "stride",
                                                                                  "padding", "dilation")))
            for a in (0, 1)]
@@ -183,6 +199,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
         raise RuntimeError(f"Expected 2D or 3D (batched) input to fold, got input of size {_dims(input.shape, 1)}")
     params = dict(kernel_size=_tuple(kernel_size, 2, "kernel_size"), dilation=_tuple(dilation, 2, "dilation"),
                   padding=_tuple(padding, 2, "padding"), stride=_tuple(stride, 2, "stride"))
+    _check_window(params)
     output_size = _tuple(output_size, 2, "output_size")
     blocks = [convolution.output_size(output_size[a], *(params[k][a] for k in ("kernel_size", "stride",
                                                                               "padding", "dilation")))

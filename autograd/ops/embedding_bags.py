@@ -34,6 +34,11 @@ def _bags(input, offsets, include_last_offset):
     if offsets is None:
         raise ValueError("offsets has to be a 1D Tensor but got None")
     starts = (offsets._data if isinstance(offsets, Tensor) else xp.asarray(offsets)).astype(xp.int64)
+    if starts.ndim != 1:
+        raise ValueError("offsets has to be a 1D Tensor")
+    if starts.size and starts[0] != 0:
+        raise RuntimeError(f"offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
+                           f"position 0. However, got {starts[0]}")
     if include_last_offset:
         starts = starts[:-1]
     bag_of = xp.searchsorted(starts, xp.arange(len(indices)), side="right") - 1
@@ -54,7 +59,15 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. per_sample_weights is only "
                                   f"supported for mode='sum' (got mode='{mode}'). Please open a feature request "
                                   "on GitHub.")
+    if per_sample_weights is not None and tuple(per_sample_weights.shape) != tuple(input.shape):
+        raise ValueError(f"embedding_bag: If per_sample_weights ({tuple(per_sample_weights.shape)}) is not None, then "
+                         f"it must have the same shape as the input ({tuple(input.shape)})")
     indices, bag_of, bags = _bags(input, offsets, include_last_offset)
+    bad = (indices < 0) | (indices >= weight.shape[0])
+    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range
+        k = int(bad.argmax())
+        raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
+                           f"[0, {weight.shape[0]})")
     return _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_by_freq, per_sample_weights,
                  padding_idx)[0]
 

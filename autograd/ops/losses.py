@@ -13,6 +13,7 @@ import math
 import warnings
 
 from ..errors import ShapeError
+from ..size import Size
 from ..tensor import Tensor, tensor_from
 from .distances import pairwise_distance
 from .elementwise import where
@@ -117,6 +118,13 @@ def _triplet_margin(anchor, positive, negative, margin, p, eps, swap, reduction)
 def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1."""
     reduction = legacy_reduction(size_average, reduce, reduction)
+    target = target if isinstance(target, Tensor) else tensor_from(target)
+    if target.ndim > 1:
+        raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+    for x in (input1, input2):  # PyTorch's rule: a batch of vectors for a 1-D target, one vector for a 0-D one
+        if x.ndim != target.ndim + 1:
+            raise RuntimeError(f"{target.ndim}D target tensor expects {target.ndim + 1}D input tensors, but found "
+                               f"inputs with sizes {list(input1.shape)} and {list(input2.shape)}.")
     target = signs("cosine_embedding_loss", target)
     dim = input1.ndim - 1
     dot = (input1 * input2).sum(dim)
@@ -131,6 +139,10 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
     weighted ranking), as PyTorch takes it."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     target = (target if isinstance(target, Tensor) else tensor_from(target)).to(input1.dtype)
+    if not input1.ndim == input2.ndim == target.ndim:  # a (15, 1) target would broadcast to (15, 15)
+        raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but got sizes: "
+                           f"input1: {Size(input1.shape)!r}, input2: {Size(input2.shape)!r}, "
+                           f"target: {Size(target.shape)!r} ")
     return reduced((-target * (input1 - input2) + margin).relu(), reduction)
 
 

@@ -10,6 +10,8 @@ scales and shifts it per channel (or per element of the normalised shape): y = Î
 Composed of differentiable ops.
 """
 
+import math
+
 from ..errors import ShapeError, check_same_dtype
 from ..graph import no_grad
 from ..tensor import Tensor
@@ -147,7 +149,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     if channels % num_groups:
         raise ShapeError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
     check_same_dtype("group_norm", input, weight=weight, bias=bias)
-    grouped = input.reshape(batch, num_groups, -1)
+    # the group size spelt out, not -1: an empty batch leaves nothing to divide
+    grouped = input.reshape(batch, num_groups, channels // num_groups * math.prod(input.shape[2:]))
     normalized, _, _ = normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
     shape = channel_shape(input)

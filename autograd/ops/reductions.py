@@ -374,13 +374,24 @@ names("argmax", function=False)(argmax)
 names("argmin", function=False)(argmin)
 
 
+def _refuse_integers(x, kernel):
+    """PyTorch has no integer softmax (NumPy would fail casting e^x back into the integer array)."""
+    from .conversion import type_name
+
+    raise NotImplementedError(f"\"{kernel}_lastdim_kernel_impl\" not implemented for '{type_name(x.dtype)}'")
+
+
 @names("softmax", function=False)
 def softmax(input, dim, dtype=None):
     x = input if dtype is None else input.to(dtype)
+    if x._data.dtype.kind in "biu":
+        _refuse_integers(x, "softmax")
     return Softmax.apply(x, dim=softmax_axis(x, dim))
 
 
 @names("log_softmax", function=False)
 def log_softmax(input, dim, dtype=None):
     x = input if dtype is None else input.to(dtype)
+    if x._data.dtype.kind in "biu":
+        _refuse_integers(x, "log_softmax")
     return LogSoftmax.apply(x, dim=softmax_axis(x, dim))
