@@ -222,3 +222,18 @@ def test_out_argument_writes_into_the_given_tensor_and_refuses_grad():
     np.testing.assert_array_equal(out.numpy(), np.take_along_axis(X, INDEX, 1).astype(np.float32))
     with pytest.raises(RuntimeError, match="don't support automatic differentiation"):
         autograd.gather(autograd.tensor(X, requires_grad=True), 1, autograd.tensor(INDEX), out=autograd.zeros(3, 2))
+
+
+def test_a_number_the_dtype_cannot_hold_is_refused_not_wrapped():
+    """where and scatter with a Python int past an integer tensor's range raise, as PyTorch's; -1 into uint8
+    wraps to 255 there too, and a float past float32's range is refused."""
+    u = autograd.tensor([1, 2], dtype=autograd.uint8)
+    mask = autograd.tensor([True, False])
+    for call in (lambda: autograd.where(mask, u, 300), lambda: autograd.where(mask, 300, u),
+                 lambda: u.scatter(0, autograd.tensor([0]), 300),
+                 lambda: autograd.ones(2).scatter(0, autograd.tensor([0]), 1e300)):
+        with pytest.raises(RuntimeError, match="without overflow"):
+            call()
+    assert autograd.where(mask, u, -1).tolist() == [1, 255]
+    assert u.scatter(0, autograd.tensor([0]), -1).tolist() == [255, 2]
+    assert autograd.where(mask, u, 2.5).tolist() == [1.0, 2.5]

@@ -337,7 +337,6 @@ def test_where_shape_error(T):
            r"dimension 0", T.where, T.tensor([True, False]), T.ones(3), T.zeros(3))
 
 
-@xfail_ours("where wraps a Python number that overflows the other operand's dtype (autograd/ops/elementwise.py)")
 def test_where_scalar_overflow(T):
     raises(RuntimeError, r"value cannot be converted to type uint8(_t)? without overflow", T.where,
            T.tensor([True, False]), T.tensor([1], dtype=T.uint8), 300)

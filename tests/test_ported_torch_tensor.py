@@ -241,7 +241,6 @@ def test_save_load_round_trip(T):
     assert got["w"].requires_grad and got["n"] == 3
 
 
-@xfail_ours("load gives a saved view its own copy, not its base's storage (autograd/serialization.py)")
 def test_save_load_keeps_views_sharing(T):
     a = T.arange(6.0).view(2, 3)
     buf = io.BytesIO()

@@ -16,6 +16,7 @@ from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_bool_subtraction
 from ..primitive import Primitive
 from ..tensor import Tensor, _is_bool, _operand, as_array
+from ..write_door import _refuse_overflow
 from .conjugation import conj, refuse_unordered, sgn_of_complex
 from .names import names
 from .outputs import write_out
@@ -317,6 +318,9 @@ def where(condition, input=None, other=None, *, out=None):
     x, y = input, other
     if not isinstance(x, Tensor) and not isinstance(y, Tensor):
         x = Tensor._make(as_array(x))
+    for number, beside in ((x, y), (y, x)):  # an int an integer tensor cannot hold: PyTorch's refusal, not a wrap
+        if type(number) is int and isinstance(beside, Tensor) and beside._data.dtype.kind in "iu":
+            _refuse_overflow(number, beside._data.dtype)
     x, y = promote(x, y)
     return write_out(Where.apply(x, y, condition=condition), out)
 

@@ -14,6 +14,7 @@ from ..backend import int32, int64, xp
 from ..errors import IndexRangeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
+from ..write_door import _refuse_overflow
 from . import elementwise, shape
 from .axes import dim_index
 from .conversion import type_name
@@ -195,6 +196,7 @@ def _source(src, value, like, op):
     if isinstance(source, Tensor):
         _same_dtype(like, source, f"{op}(): Expected self.dtype to be equal to src.dtype")
         return source
+    _refuse_overflow(source, like._data.dtype)  # (a number the tensor's dtype cannot hold: PyTorch's refusal)
     return _operand(source, like).to(like.dtype)
 
 
