@@ -21,7 +21,17 @@ def from_numpy(ndarray):
     """A tensor on the same memory as ``ndarray`` (its dtype kept): a change to one shows in the other."""
     if not isinstance(ndarray, (numpy.ndarray, xp.ndarray)):
         raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
+    if ndarray.dtype.name not in _NUMBER_DTYPES:  # (objects, strings, dates, long doubles: no tensor dtype)
+        raise TypeError(f"can't convert np.ndarray of type numpy.{ndarray.dtype.type.__name__}. The only supported "
+                        f"types are: {', '.join(_NUMBER_DTYPES)}.")
+    if not ndarray.dtype.isnative:
+        raise ValueError("given numpy array has byte order different from the native byte order. Conversion "
+                         "between byte orders is currently not supported.")
     return Tensor._make(xp.asarray(ndarray))
+
+
+_NUMBER_DTYPES = ("float64", "float32", "float16", "complex64", "complex128", "int64", "int32", "int16", "int8",
+                  "uint64", "uint32", "uint16", "uint8", "bool")
 
 
 @names("as_tensor", method=False)

@@ -357,6 +357,8 @@ def _in_bounds(low, high, dtype):
 def randperm(n, *, out=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
              pin_memory=False):
     """A random permutation of 0..n-1 (in a dtype that holds every one of them exactly)."""
+    if n < 0:
+        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
     dtype = xp.dtype(out_dtype(dtype, out) or backend.int64)
     largest = numpy.iinfo(dtype).max if dtype.kind in "iu" else _LARGEST_EXACT_INTEGER.get(dtype.name, math.inf)
     if n - 1 > largest:

@@ -242,7 +242,17 @@ class Tensor(WriteDoor):
         return self.shape[0]
 
     def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(len(self)))
+
+    def __contains__(self, element):
+        """``element in x``: whether any element of x equals it (a number or a tensor that broadcasts), as
+        PyTorch's."""
+        if not isinstance(element, (Tensor, numbers.Number)):
+            raise RuntimeError(f"Tensor.__contains__ only supports Tensor or scalar, but you passed in a "
+                               f"{type(element)}.")
+        return bool((self == element).any())
 
     def __repr__(self):
         from .printing import tensor_repr  # PyTorch's layout, in its own module

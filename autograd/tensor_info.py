@@ -11,6 +11,7 @@ from . import backend
 from .backend import address, xp
 from .constants import memory_format
 from .ops import bind_tensor_methods
+from .ops.axes import dim_index
 from .ops.names import names
 
 # -- memory layout, as PyTorch reports it (in elements, where NumPy counts bytes) ---------------
@@ -29,7 +30,7 @@ def stride(self, dim=None):
             row_major.append(step if n <= 1 or empty else own)
             step *= builtins.max(n, 1)
         strides = tuple(reversed(row_major))
-    return strides if dim is None else strides[dim]
+    return strides if dim is None else strides[dim_index(dim, array.ndim)]
 
 
 def _memory(array):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import autograd
-from tests.ported import raises, same, values, xfail_ours
+from tests.ported import raises, same, values
 
 # ---------------------------------------------------------------------------------------------- index_*
 
@@ -331,7 +331,6 @@ def test_where_broadcast_and_errors(T):
     same(T.where(T.tensor([[0, 1], [2, 0]]) > 0)[1], [1, 0])  # one argument: nonzero(as_tuple=True)
 
 
-@xfail_ours("where's shape error is NumPy's sentence (autograd/ops/elementwise.py)")
 def test_where_shape_error(T):
     raises(RuntimeError, r"The size of tensor a \(2\) must match the size of tensor b \(3\) at non-singleton "
            r"dimension 0", T.where, T.tensor([True, False]), T.ones(3), T.zeros(3))

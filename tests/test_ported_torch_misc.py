@@ -200,7 +200,6 @@ def test_iteration(T):
     raises(TypeError, r"len\(\) of a 0-d tensor", len, T.tensor(1.0))
 
 
-@xfail_ours("iterating a 0-d tensor raises 'len() of a 0-d tensor' (autograd/tensor.py has no __iter__)")
 def test_iteration_over_0d_tensor_message(T):
     raises(TypeError, r"iteration over a 0-d tensor", list, T.tensor(1.0))
 
@@ -275,8 +274,6 @@ def test_python_number_protocol(T):
     assert int(T.tensor(-2.7)) == -2 and T.tensor(7) // 2 == 3
 
 
-@xfail_ours("complex() of a complex tensor and `row in matrix` fail (autograd/tensor.py's __complex__, "
-                   "__contains__)")
 def test_complex_and_contains_of_tensors(T):
     assert complex(T.tensor(1 + 2j)) == 1 + 2j
     assert T.tensor([1, 2]) in T.tensor([[1, 2], [3, 4]])

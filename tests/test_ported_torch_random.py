@@ -9,7 +9,7 @@ against literal or NumPy-computed expectations (the draws' ranges, never their e
 import numpy as np
 import pytest
 
-from tests.ported import dtype_name, raises, same, values, xfail_ours
+from tests.ported import dtype_name, raises, same, values
 
 
 @pytest.fixture(autouse=True)
@@ -161,7 +161,6 @@ def test_randperm_and_randint(T):
            (2,))
 
 
-@xfail_ours("rand/randn of an integer dtype and randperm(-1) are not refused (autograd/factories.py)")
 def test_factories_refuse_what_they_cannot_draw(T):
     raises(NotImplementedError, r"\"check_uniform_bounds\" not implemented for 'Long'", T.rand, 2, dtype=T.int64)
     raises(NotImplementedError, r"\"normal_kernel_cpu\" not implemented for 'Long'", T.randn, 2, dtype=T.int64)

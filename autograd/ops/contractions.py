@@ -13,6 +13,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from . import shape
 from .arranging import movedim
+from .axes import dim_index
 from .conjugation import conj
 from .linalg import matmul
 from .names import names
@@ -349,6 +350,7 @@ def linalg_cross(input, other, *, dim=-1, out=None):
     einsum ε_ijk a_j b_k with the Levi-Civita symbol ε."""
     if input.ndim != other.ndim:
         raise RuntimeError("linalg.cross: inputs must have the same number of dimensions.")
+    dim_index(dim, input.ndim)  # (PyTorch's IndexError for a dim out of range)
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
                            f"and {other.shape[dim]}")

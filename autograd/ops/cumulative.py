@@ -244,11 +244,15 @@ def diff(input, n=1, dim=-1, prepend=None, append=None, *, out=None):
     """The n-th forward difference along dim: x[i+1] - x[i], n times (prepend/append joined first)."""
     if n < 0:
         raise RuntimeError(f"order must be non-negative but got {n}")
+    if input.ndim == 0:
+        raise RuntimeError("diff expects input to be at least one-dimensional")
     axis = dim_index(dim, input.ndim)
     x = input
     if prepend is not None or append is not None:
         parts = [p if isinstance(p, Tensor) else tensor_from(p, dtype=input.dtype) for p in (prepend, input, append)
                  if p is not None]
+        if any(p.ndim not in (0, input.ndim) for p in parts):
+            raise RuntimeError("diff expects prepend or append to be the same dimension as input")
         parts = [shape.expand(p, tuple(1 if d == axis else n for d, n in enumerate(input.shape))) if p.ndim == 0
                  else p for p in parts]
         x = shape.cat(parts, axis)
