@@ -19,7 +19,8 @@ from .backend import xp
 from .device import resolve
 from .random import draws
 from .random import generator as _rng
-from .tensor import Tensor, as_array, tensor_from
+from .size import sizes_argument
+from .tensor import Tensor, as_array, python_number, tensor_from
 from .write_door import _refuse_overflow
 
 
@@ -29,7 +30,7 @@ def _shape(sizes, size=None):
         if sizes:
             raise TypeError(f"the shape was given both positionally {sizes} and as size={size}")
         sizes = (size,)
-    shape = tuple(sizes[0]) if len(sizes) == 1 and not isinstance(sizes[0], int) else tuple(sizes)
+    shape = sizes_argument(sizes)
     if any(n < 0 for n in shape):
         raise RuntimeError(f"Trying to create tensor with negative dimension: {list(shape)}")
     return shape
@@ -265,6 +266,7 @@ def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, re
         if fill_value.ndim:
             raise TypeError("full(): argument 'fill_value' (position 2) must be Number, not Tensor")
         fill_value = fill_value.item()
+    fill_value = python_number(fill_value)  # (numpy.int64(2) fills int64, as PyTorch reads it)
     dtype = out_dtype(dtype, out)
     if dtype is None:
         dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else \
@@ -388,8 +390,8 @@ def randint_like(input, low=0, high=None, *, dtype=None, layout=None, device=Non
 
 
 def _number(value):
-    """A 0-d tensor bound (arange(x.size(0)), arange(n) with n a tensor) as its Python number."""
-    return value.item() if isinstance(value, Tensor) else value
+    """A 0-d tensor bound (arange(x.size(0)), arange(n) with n a tensor) or a NumPy scalar as its Python number."""
+    return value.item() if isinstance(value, Tensor) else python_number(value)
 
 
 def arange(start, end=None, step=1, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):

@@ -12,6 +12,20 @@ def _length(i, n):
         raise TypeError(f"torch.Size() takes an iterable of 'int' (item {i} is '{type(n).__name__}')") from None
 
 
+def sizes_argument(sizes):
+    """The sizes a shape-taking call got, as a tuple: ``f(2, 3)`` or ``f((2, 3))`` (a tuple, a list, a Size, a
+    1-d tensor), as PyTorch reads them. A lone size may be any integer: a NumPy integer, a 0-d integer tensor
+    (``zeros(numpy.int64(2))``, ``zeros(n)`` with n a tensor), which is one size, not a sequence of them."""
+    if len(sizes) == 1 and not _is_one_size(sizes[0]):
+        return tuple(sizes[0])
+    return tuple(sizes)
+
+
+def _is_one_size(value):
+    """An int, a NumPy integer or a 0-d tensor: one size (a list, a tuple, a Size, a 1-d tensor hold several)."""
+    return type(value) is int or hasattr(value, "__index__") and getattr(value, "ndim", 0) == 0
+
+
 class Size(tuple):
     """A tensor's shape (PyTorch's torch.Size): a tuple (compares, unpacks, hashes and indexes as one) whose
     slices, sums and repeats are Sizes again."""

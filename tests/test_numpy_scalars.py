@@ -66,3 +66,39 @@ def test_numpy_scalars_as_pytorch(name, dtype, scalar):
     theirs = CASES[name](torch, _input(torch, dtype), scalar)
     assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
     np.testing.assert_allclose(ours.numpy().astype(np.float64), theirs.numpy().astype(np.float64), rtol=1e-6)
+
+
+SIZE_CALLS = {
+    "zeros": lambda M, n: M.zeros(n), "ones_two": lambda M, n: M.ones(n, 3), "empty": lambda M, n: M.empty(n),
+    "rand": lambda M, n: M.rand(n), "randn": lambda M, n: M.randn(n), "full": lambda M, n: M.full((n,), 1.0),
+    "new_zeros": lambda M, n: M.ones(1).new_zeros(n), "view": lambda M, n: M.ones(6).view(n, 3),
+    "reshape": lambda M, n: M.ones(6).reshape(n, -1), "expand": lambda M, n: M.ones(1).expand(n),
+    "repeat": lambda M, n: M.ones(1).repeat(n), "resize_": lambda M, n: M.ones(1).resize_(n),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIZE_CALLS))
+@pytest.mark.parametrize("size", [np.int64(2), np.int32(2), "tensor"])
+def test_a_lone_size_may_be_a_numpy_integer_or_a_0d_tensor(name, size):
+    """zeros(numpy.int64(2)) and zeros(n) for a 0-d tensor n are one size, as PyTorch reads them (not a sequence)."""
+    size = autograd.tensor(2) if isinstance(size, str) else size
+    assert SIZE_CALLS[name](autograd, size).shape[0] == 2
+
+
+def test_numpy_numbers_in_factories_infer_as_python_numbers():
+    assert autograd.arange(np.int64(3)).dtype == autograd.int64 and autograd.arange(np.int64(3)).tolist() == [0, 1, 2]
+    assert autograd.full((2,), np.int64(2)).dtype == autograd.int64
+    assert autograd.full((2,), np.float64(0.5)).dtype == autograd.float32
+    assert autograd.arange(np.float64(2.5)).dtype == autograd.float32
+    with pytest.raises(TypeError):
+        autograd.zeros(2.0)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", sorted(SIZE_CALLS))
+def test_sizes_as_pytorch(name):
+    torch = pytest.importorskip("torch")
+    for size in (np.int64(2), "tensor"):
+        ours = SIZE_CALLS[name](autograd, autograd.tensor(2) if isinstance(size, str) else size)
+        theirs = SIZE_CALLS[name](torch, torch.tensor(2) if isinstance(size, str) else size)
+        assert tuple(ours.shape) == tuple(theirs.shape)

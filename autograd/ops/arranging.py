@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ..backend import int32, int64, xp
 from ..errors import ShapeError, broadcast_mismatch
 from ..primitive import Primitive
-from ..size import Size
+from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
@@ -22,9 +22,7 @@ from .names import names
 
 
 def _sizes(sizes, op="repeat"):
-    if len(sizes) == 1 and not isinstance(sizes[0], numbers.Integral):
-        sizes = sizes[0]
-    return tuple(shape._size_at(i, n, op) for i, n in enumerate(sizes))
+    return tuple(shape._size_at(i, n, op) for i, n in enumerate(sizes_argument(sizes)))
 
 
 @names("repeat")

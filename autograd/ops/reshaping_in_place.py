@@ -12,7 +12,7 @@ import warnings
 
 from ..backend import xp
 from ..graph import enable_grad
-from ..size import Size
+from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from .axes import sizes_or_keyword
 from .names import names
@@ -61,8 +61,7 @@ def squeeze_(input, dim=None):
 
 
 def _sizes(sizes):
-    if len(sizes) == 1 and not isinstance(sizes[0], int):
-        sizes = tuple(sizes[0])
+    sizes = sizes_argument(sizes)
     for n in sizes:
         if int(n) < 0:
             raise RuntimeError(f"Trying to create tensor with negative dimension {n}: {list(sizes)}")

@@ -15,6 +15,7 @@ import numpy
 from ..backend import xp
 from ..errors import ShapeError
 from ..primitive import Primitive
+from ..size import sizes_argument
 from ..tensor import Tensor, tensor_from
 from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
 from .conversion import type_name
@@ -43,15 +44,8 @@ class Reshape(Primitive):
         return (grad.reshape(x.shape),)
 
 
-def _shape_argument(shape):
-    """Accept reshape(2, 3) and reshape((2, 3)), as PyTorch does."""
-    if len(shape) == 1 and not isinstance(shape[0], int):
-        return tuple(shape[0])
-    return tuple(shape)
-
-
 def reshape(x, shape):
-    shape = _resolved(_shape_argument(shape), x._data.size, tuple(x.shape))
+    shape = _resolved(sizes_argument(shape), x._data.size, tuple(x.shape))
     if shape == x.shape:
         return x
     return Reshape.apply(x, shape=shape)
@@ -121,7 +115,7 @@ class Permute(Primitive):
 
 
 def permute(x, dims):
-    dims = _shape_argument(dims)
+    dims = sizes_argument(dims)
     if sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
         raise ShapeError(f"permute: {dims} is not an ordering of the {x.ndim} axes of shape {x.shape}")
     return Permute.apply(x, dims=tuple(d % x.ndim for d in dims))
@@ -168,7 +162,7 @@ def _size_at(i, n, op, name="size"):
 
 def expand(x, sizes):
     """x broadcast to ``sizes`` (-1 keeps a dim); x may have fewer dims, as in NumPy."""
-    sizes = _shape_argument(sizes)
+    sizes = sizes_argument(sizes)
     if not set(map(type, sizes)) <= {int}:  # (a NumPy integer or a 0-d tensor will do; a float will not)
         sizes = tuple(_size_at(i, n, "expand") for i, n in enumerate(sizes))
     added = len(sizes) - x.ndim
