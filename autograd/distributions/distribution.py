@@ -10,7 +10,7 @@ named in ``arg_constraints`` are checked at construction and the values given to
 """
 
 from ..backend import xp
-from ..grad_mode import no_grad
+from ..grad_mode import enable_grad, no_grad
 from ..size import Size
 from ..tensor import Tensor, as_array, tensor_from
 from . import constraints
@@ -19,7 +19,8 @@ from . import constraints
 class lazy_property:  # noqa: N801  (PyTorch's name)
     """A parameter computed from another on first use and then kept in the instance (Σ from its
     Cholesky factor, probs from logits). Given at construction, the value is simply stored, and
-    only a stored value is checked against ``arg_constraints``."""
+    only a stored value is checked against ``arg_constraints``. The value is computed with grad on, as
+    PyTorch's: a first use under no_grad() must not keep a detached value for later uses that backpropagate."""
 
     def __init__(self, fn):
         self.fn, self.__doc__, self.name = fn, fn.__doc__, fn.__name__
@@ -27,7 +28,8 @@ class lazy_property:  # noqa: N801  (PyTorch's name)
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        value = self.fn(instance)
+        with enable_grad():
+            value = self.fn(instance)
         instance.__dict__[self.name] = value
         return value
 
