@@ -232,3 +232,121 @@ def test_distribution_subclass_expand(T):
 
         for param in params:
             check_expand(SubClass(**param), (2,), as_list=False)
+
+
+def test_independent_shape(T):
+    D = T.distributions
+    for Dist, _, param in each(T):
+        base = Dist(**param)
+        x = base.sample()
+        base_shape = tuple(base.log_prob(x).shape)
+        for n in range(len(base.batch_shape) + 1):
+            indep = D.Independent(base, n)
+            shape = base_shape[:len(base_shape) - n]
+            assert tuple(indep.log_prob(x).shape) == shape
+            assert tuple(indep.sample().shape) == tuple(base.sample().shape)
+            assert indep.has_rsample == base.has_rsample
+            if indep.has_rsample:
+                assert tuple(indep.rsample().shape) == tuple(base.sample().shape)
+            try:
+                assert tuple(indep.enumerate_support().shape) == tuple(base.enumerate_support().shape)
+                assert tuple(indep.mean.shape) == tuple(base.mean.shape)
+            except NotImplementedError:
+                pass
+            try:
+                assert tuple(indep.variance.shape) == tuple(base.variance.shape)
+            except NotImplementedError:
+                pass
+            try:
+                assert tuple(indep.entropy().shape) == shape
+            except NotImplementedError:
+                pass
+
+
+def test_independent_expand(T):
+    D = T.distributions
+    for Dist, _, param in each(T):
+        base = Dist(**param)
+        for n in range(len(base.batch_shape) + 1):
+            for s in [(), (2,), (2, 3)]:
+                indep = D.Independent(base, n)
+                expanded_shape = s + tuple(indep.batch_shape)
+                expanded = indep.expand(expanded_shape)
+                x = expanded.sample()
+                assert tuple(x.shape) == expanded_shape + tuple(indep.event_shape)
+                np.testing.assert_allclose(values(expanded.log_prob(x)), values(indep.log_prob(x)), rtol=1e-6)
+                assert tuple(expanded.event_shape) == tuple(indep.event_shape)
+                assert tuple(expanded.batch_shape) == expanded_shape
+
+
+def test_cdf_icdf_inverse(T):
+    for Dist, i, param in each(T):
+        d = Dist(**param)
+        x = d.sample(sample_shape=(20,))
+        try:
+            actual = d.icdf(d.cdf(x))
+        except NotImplementedError:
+            continue
+        error = np.abs(values(actual) - values(x)) / (1e-10 + np.abs(values(x)))
+        assert error.max() < 1e-3, f"{Dist.__name__} example {i}: icdf(cdf(x)) != x"
+
+
+def test_cdf_log_prob(T):
+    """d cdf(x) / dx is the density."""
+    for Dist, i, param in each(T):
+        param = {k: v.detach() if hasattr(v, "detach") else v for k, v in param.items()}
+        d = Dist(**param)
+        x = d.sample()
+        if not d.support.is_discrete:
+            x.requires_grad_()
+        try:
+            cdfs = d.cdf(x)
+            pdfs = d.log_prob(x).exp()
+        except NotImplementedError:
+            continue
+        derivative = T.autograd.grad(cdfs.sum(), [x])[0]
+        np.testing.assert_allclose(values(derivative), values(pdfs), rtol=2e-3, atol=1e-5,
+                                   err_msg=f"{Dist.__name__} example {i}: d(cdf)/dx != pdf(x)")
+
+
+def test_mode(T):
+    """The mode is finite for a whole event or not at all, and no nearby point (a step away for the
+    discrete laws, a small perturbation in the unconstrained space otherwise) is more probable."""
+    D = T.distributions
+    discrete = (D.Bernoulli, D.Binomial, D.Categorical, D.Geometric, D.OneHotCategorical, D.Poisson)
+    no_mode = (D.MixtureSameFamily, D.Multinomial, D.RelaxedBernoulli, D.RelaxedOneHotCategorical)
+    for Dist, i, param in each(T):
+        d = Dist(**param)
+        if isinstance(d, no_mode) or type(d) is D.TransformedDistribution:
+            with pytest.raises(NotImplementedError):
+                d.mode  # noqa: B018
+            continue
+        mode = d.mode
+        finite = values(mode.isfinite()).reshape(tuple(d.batch_shape) + (-1,))
+        batch_finite = finite.all(-1)
+        assert (batch_finite | ~finite.any(-1)).all()
+        sane = T.where(~mode.isnan(), mode, d.sample())
+        log_prob_mode = values(d.log_prob(sane))
+        assert not np.isnan(log_prob_mode).any(), f"{Dist.__name__} example {i}"
+        if isinstance(d, discrete):
+            for step in (-1, 1):
+                if isinstance(d, D.OneHotCategorical):
+                    other = values(sane).copy()
+                    other = np.roll(other, step, axis=-1)
+                else:
+                    other = values(sane) + step
+                other_t = T.tensor(other, dtype=sane.dtype)
+                mask = batch_finite & values(d.support.check(other_t)).astype(bool)
+                if not mask.any():
+                    continue
+                other_t = T.where(T.tensor(mask if mask.ndim == other.ndim else mask[..., None]), other_t, sane)
+                delta = log_prob_mode - values(d.log_prob(other_t))
+                assert (delta[mask] > -1e-12).all(), f"{Dist.__name__} example {i}"
+        else:
+            transform = T.distributions.transform_to(d.support)
+            unconstrained = transform.inv(sane)
+            perturbation = 1e-5 * (T.rand((10,) + tuple(unconstrained.shape)) - 0.5)
+            other = values(d.log_prob(transform(perturbation + unconstrained)))
+            delta = log_prob_mode - other
+            delta[(log_prob_mode == other) & np.isinf(other)] = 0.0
+            assert (delta > -1e-6).all(axis=0)[batch_finite].all(), f"{Dist.__name__} example {i}"
