@@ -318,3 +318,30 @@ def test_lowrank_multivariate_normal(T):
     samples = m1.rsample((50000,))
     close(samples.mean(0), values(m1.mean), atol=0.05, rtol=0)
     close(samples.var(0), values(m1.variance), atol=0.05, rtol=0.03)
+
+
+def test_lkj_cholesky_log_prob(T):
+    """With concentration 1 the LKJ law is uniform over correlation matrices: log p of the Cholesky
+    factor less the log |det| of the map from it to the correlation matrix is the same at any draw
+    (ln 1/2 in dimension 2); a non-Cholesky value is refused."""
+    D = T.distributions
+    utils = __import__(T.__name__ + ".distributions.utils", fromlist=["x"])
+
+    def tril_cholesky_to_tril_corr(x):
+        x = utils.vec_to_tril_matrix(x, -1)
+        x = x + T.diag_embed((1 - (x * x).sum(-1)).sqrt())
+        return utils.tril_matrix_to_vec(x @ x.T, -1)
+
+    for dim in range(2, 5):
+        lkj = D.LKJCholesky(dim, concentration=1.0, validate_args=True)
+        log_probs = []
+        for _ in range(2):
+            sample = lkj.sample()
+            jac = T.autograd.functional.jacobian(tril_cholesky_to_tril_corr,
+                                                 utils.tril_matrix_to_vec(sample.double(), diag=-1))
+            log_probs.append(float(lkj.log_prob(sample)) - float(T.linalg.slogdet(jac)[1]))
+        if dim == 2:
+            np.testing.assert_allclose(log_probs, [math.log(0.5)] * 2, atol=1e-6)
+        np.testing.assert_allclose(log_probs[0], log_probs[1], rtol=1e-5)
+        with pytest.raises(ValueError):
+            lkj.log_prob(T.cat([sample, sample.new_ones(1, dim)], dim=0))

@@ -294,3 +294,53 @@ def test_transformed_distribution(T, base_batch_dim, base_event_dim, transform_d
     while y.dim() > len(d.event_shape):
         y = y[0]
     assert tuple(d.log_prob(y).shape) == tuple(d.batch_shape)
+
+
+def check_pieces(T, t, pieces, x, y, join, dim):
+    """CatTransform / StackTransform t act piece by piece: domain and codomain checks, forward, inverse
+    and log |det J| are those of the pieces (x, y split as pieces say), joined along dim."""
+    xs, ys = [p[1] for p in pieces], [p[2] for p in pieces]
+    parts = [p[0] for p in pieces]
+    same = lambda a, b: np.testing.assert_array_equal(values(a), values(b))  # noqa: E731
+    same(t.domain.check(x), join([p.domain.check(v) for p, v in zip(parts, xs)], dim=dim))
+    same(t(x), join([p(v) for p, v in zip(parts, xs)], dim=dim))
+    same(t.codomain.check(y), join([p.codomain.check(v) for p, v in zip(parts, ys)], dim=dim))
+    np.testing.assert_allclose(values(t.inv(y)), values(join([p.inv(v) for p, v in zip(parts, ys)], dim=dim)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(values(t.log_abs_det_jacobian(x, y)),
+                               values(join([p.log_abs_det_jacobian(a, b) for p, a, b in zip(parts, xs, ys)],
+                                           dim=dim)), rtol=1e-6)
+
+
+def test_cat_transform(T):
+    D = T.distributions
+    row = T.arange(1, 101, dtype=T.float32).view(-1, 100)
+    x1, x2, x3 = -1 * row, (row - 1) / 100, row
+    pieces = [(D.ExpTransform(), x1, row), (D.AffineTransform(1, 100), x2, row), (D.identity_transform, x3, row)]
+    t = D.CatTransform([p[0] for p in pieces], dim=0)
+    check_pieces(T, t, pieces, T.cat([x1, x2, x3], dim=0), T.cat([row, row, row], dim=0), T.cat, 0)
+    # pieces of lengths 1 and 2, the second itself a CatTransform
+    inner = D.CatTransform([D.AffineTransform(1, 100), D.identity_transform], dim=0)
+    pieces = [(D.ExpTransform(), x1, row), (inner, T.cat([x2, x3]), T.cat([row, row]))]
+    t = D.CatTransform([p[0] for p in pieces], dim=0, lengths=[1, 2])
+    check_pieces(T, t, pieces, T.cat([x1, x2, x3], dim=0), T.cat([row, row, row], dim=0), T.cat, 0)
+
+
+def test_cat_event_dim(T):
+    D = T.distributions
+    t1 = D.AffineTransform(0, 2 * T.ones(2), event_dim=1)
+    t2 = D.AffineTransform(0, 2 * T.ones(2), event_dim=1)
+    x1, x2 = T.randn(16, 2), T.randn(16, 2)
+    t = D.CatTransform([t1, t2], dim=1, lengths=[2, 2])
+    x = T.cat([x1, x2], dim=1)
+    expected = t1.log_abs_det_jacobian(x1, t1(x1)) + t2.log_abs_det_jacobian(x2, t2(x2))
+    np.testing.assert_allclose(values(t.log_abs_det_jacobian(x, t(x))), values(expected), rtol=1e-6)
+
+
+def test_stack_transform(T):
+    D = T.distributions
+    row = T.arange(1, 101, dtype=T.float32)
+    x1, x2, x3 = -1 * row, (row - 1) / 100, row
+    pieces = [(D.ExpTransform(), x1, row), (D.AffineTransform(1, 100), x2, row), (D.identity_transform, x3, row)]
+    t = D.StackTransform([p[0] for p in pieces], dim=0)
+    check_pieces(T, t, pieces, T.stack([x1, x2, x3], dim=0), T.stack([row, row, row], dim=0), T.stack, 0)
