@@ -7,18 +7,14 @@
 from .. import factories
 from ..ops import sampling
 from . import constraints
-from .distribution import broadcast_all, probs_or_logits, probs_to_logits
+from .distribution import BinaryParameters, broadcast_all, probs_or_logits
 from .exp_family import ExponentialFamily
 
 
-class Bernoulli(ExponentialFamily):
+class Bernoulli(BinaryParameters, ExponentialFamily):
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.boolean
     has_enumerate_support = True
-
-    @property
-    def param_shape(self):
-        return (self.probs if self._given == "probs" else self.logits).shape
 
     @property
     def _natural_params(self):
@@ -32,14 +28,12 @@ class Bernoulli(ExponentialFamily):
     def __init__(self, probs=None, logits=None, validate_args=None):
         probs_or_logits(probs, logits)
         self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
-        if probs is not None:
+        if probs is not None:  # (the other one is computed on first use, as PyTorch's)
             (self.probs,) = broadcast_all(probs)
-            super().__init__(self.probs.shape, validate_args=validate_args)
-            self.logits = probs_to_logits(self.probs, is_binary=True)
         else:
             (self.logits,) = broadcast_all(logits)
-            super().__init__(self.logits.shape, validate_args=validate_args)
-            self.probs = self.logits.sigmoid()
+        self._param = self.probs if probs is not None else self.logits
+        super().__init__(self._param.shape, validate_args=validate_args)
 
     @property
     def mean(self):
@@ -65,5 +59,5 @@ class Bernoulli(ExponentialFamily):
         return self.logits.softplus() - self.probs * self.logits
 
     def enumerate_support(self, expand=True):
-        values = factories.arange(2, dtype=self.probs.dtype).reshape(-1, *(1,) * len(self.batch_shape))
+        values = factories.arange(2, dtype=self._param.dtype).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values

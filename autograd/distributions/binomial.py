@@ -9,7 +9,7 @@
 from .. import factories
 from ..ops import sampling
 from . import constraints
-from .distribution import Distribution, broadcast_all, probs_or_logits, probs_to_logits
+from .distribution import BinaryParameters, Distribution, broadcast_all, probs_or_logits
 
 
 def clamp_by_zero(x):
@@ -17,7 +17,7 @@ def clamp_by_zero(x):
     return (x.clamp(min=0) + x - x.clamp(max=0)) / 2
 
 
-class Binomial(Distribution):
+class Binomial(BinaryParameters, Distribution):
     arg_constraints = {"total_count": constraints.nonnegative_integer, "probs": constraints.unit_interval,
                        "logits": constraints.real}
     has_enumerate_support = True
@@ -28,12 +28,11 @@ class Binomial(Distribution):
         if probs is not None:
             self.total_count, self.probs = broadcast_all(total_count, probs)
             self.total_count = self.total_count.to(self.probs.dtype)
-            self.logits = probs_to_logits(self.probs, is_binary=True)
-        else:
+        else:  # (the other one is computed on first use, as PyTorch's)
             self.total_count, self.logits = broadcast_all(total_count, logits)
             self.total_count = self.total_count.to(self.logits.dtype)
-            self.probs = self.logits.sigmoid()
-        super().__init__(self.probs.shape, validate_args=validate_args)
+        self._param = self.probs if probs is not None else self.logits
+        super().__init__(self._param.shape, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=True, event_dim=0)
     def support(self):
@@ -56,7 +55,7 @@ class Binomial(Distribution):
         return sampling.binomial(self.total_count.detach().expand(shape), self.probs.detach().expand(shape))
 
     def log_prob(self, value):
-        value = self._value(value, self.probs)
+        value = self._value(value, self.logits)
         n = self.total_count
         normaliser = n * clamp_by_zero(self.logits) + n * (-self.logits.abs()).exp().log1p() - (n + 1).lgamma()
         return value * self.logits - (value + 1).lgamma() - (n - value + 1).lgamma() - normaliser
@@ -72,5 +71,5 @@ class Binomial(Distribution):
         total = int(self.total_count.max().item())
         if not self.total_count.min().item() == total:
             raise NotImplementedError("Inhomogeneous total count not supported by `enumerate_support`.")
-        values = factories.arange(1 + total, dtype=self.probs.dtype).reshape(-1, *(1,) * len(self.batch_shape))
+        values = factories.arange(1 + total, dtype=self._param.dtype).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values

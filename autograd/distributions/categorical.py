@@ -12,7 +12,7 @@ from ..backend import xp
 from ..ops import sampling
 from ..tensor import Tensor, tensor_from
 from . import constraints
-from .distribution import Distribution, probs_or_logits, probs_to_logits
+from .distribution import Distribution, lazy_property, probs_or_logits, probs_to_logits
 
 
 class Categorical(Distribution):
@@ -27,15 +27,22 @@ class Categorical(Distribution):
             if probs.ndim < 1:
                 raise ValueError("`probs` parameter must be at least one-dimensional.")
             self.probs = probs / probs.sum(-1, keepdim=True)
-            self.logits = probs_to_logits(self.probs)
-        else:
+        else:  # (the other one is computed on first use, as PyTorch's)
             logits = logits if isinstance(logits, Tensor) else tensor_from(logits)
             if logits.ndim < 1:
                 raise ValueError("`logits` parameter must be at least one-dimensional.")
             self.logits = logits - logits.logsumexp(-1, keepdim=True)
-            self.probs = self.logits.exp()
-        self._num_events = self.probs.shape[-1]
-        super().__init__(self.probs.shape[:-1], validate_args=validate_args)
+        given = self.probs if probs is not None else self.logits
+        self._num_events = given.shape[-1]
+        super().__init__(given.shape[:-1], validate_args=validate_args)
+
+    @lazy_property
+    def logits(self):
+        return probs_to_logits(self.probs)
+
+    @lazy_property
+    def probs(self):
+        return self.logits.exp()  # (the logits are normalised: logsumexp 0)
 
     @constraints.dependent_property(is_discrete=True, event_dim=0)
     def support(self):
@@ -43,7 +50,7 @@ class Categorical(Distribution):
 
     @property
     def param_shape(self):
-        return self.probs.shape
+        return (self.probs if self._given == "probs" else self.logits).shape
 
     @property
     def mean(self):

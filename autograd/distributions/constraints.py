@@ -32,13 +32,28 @@ class Constraint:
 
 
 class _Dependent(Constraint):
-    """A set that depends on other parameters (Uniform's support is [low, high)): not checkable alone."""
+    """A set that depends on other parameters (Uniform's support is [low, high)): not checkable alone.
+    Its ``is_discrete`` and ``event_dim`` are known only when given: reading one that was not given
+    raises NotImplementedError, as PyTorch's (so ``Independent.support`` on the class says it cannot tell)."""
 
-    def __init__(self, *, is_discrete=False, event_dim=0):
-        self.is_discrete, self.event_dim = is_discrete, event_dim
+    def __init__(self, *, is_discrete=NotImplemented, event_dim=NotImplemented):
+        self._is_discrete, self._event_dim = is_discrete, event_dim
 
-    def __call__(self, *, is_discrete=False, event_dim=0):
-        return _Dependent(is_discrete=is_discrete, event_dim=event_dim)
+    @property
+    def is_discrete(self):
+        if self._is_discrete is NotImplemented:
+            raise NotImplementedError(".is_discrete cannot be determined statically")
+        return self._is_discrete
+
+    @property
+    def event_dim(self):
+        if self._event_dim is NotImplemented:
+            raise NotImplementedError(".event_dim cannot be determined statically")
+        return self._event_dim
+
+    def __call__(self, *, is_discrete=NotImplemented, event_dim=NotImplemented):
+        return _Dependent(is_discrete=self._is_discrete if is_discrete is NotImplemented else is_discrete,
+                          event_dim=self._event_dim if event_dim is NotImplemented else event_dim)
 
     def check(self, value):
         raise ValueError("Cannot determine validity of dependent constraint")
@@ -52,12 +67,12 @@ class _DependentProperty(property, _Dependent):
     """``@constraints.dependent_property``: a support computed from the parameters; on the class it
     reads as a dependent constraint."""
 
-    def __init__(self, fn=None, *, is_discrete=False, event_dim=0):
+    def __init__(self, fn=None, *, is_discrete=NotImplemented, event_dim=NotImplemented):
         property.__init__(self, fn)
         _Dependent.__init__(self, is_discrete=is_discrete, event_dim=event_dim)
 
     def __call__(self, fn):
-        return _DependentProperty(fn, is_discrete=self.is_discrete, event_dim=self.event_dim)
+        return _DependentProperty(fn, is_discrete=self._is_discrete, event_dim=self._event_dim)
 
 
 class _IndependentConstraint(Constraint):

@@ -7,9 +7,12 @@
     reparameterisation gradient dG/dα (ops/standard_gamma.py), so x is differentiable in α.
     (PyTorch differentiates the normalised vector by its own rule for the Beta marginals; both
     are unbiased gradients of the same expectation, not equal draw by draw.)
+    The coordinates stay inside (0, 1), as PyTorch's: in float32 a coordinate of a small
+    concentration would round to exactly 0 or 1, where log_prob is infinite.
 """
 
 from .. import factories
+from ..backend import xp
 from ..ops.elementwise import where
 from ..ops.pointwise import xlogy
 from ..ops.standard_gamma import standard_gamma
@@ -17,6 +20,14 @@ from ..tensor import Tensor, tensor_from
 from . import constraints
 from .exp_family import ExponentialFamily
 from .gamma import clamp_tiny
+
+
+def clamp_open(x):
+    """x held within [smallest normal number, largest number below 1] (as PyTorch's sampler), without
+    changing its gradient."""
+    info = xp.finfo(x.dtype)
+    held = x.detach()
+    return x + (held.clamp(float(info.tiny), 1 - float(info.eps) / 2) - held)
 
 
 class Dirichlet(ExponentialFamily):
@@ -62,8 +73,10 @@ class Dirichlet(ExponentialFamily):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        draws = clamp_tiny(standard_gamma(self.concentration.expand(shape)))
-        return draws / draws.sum(-1, keepdim=True)
+        # the gammas in float64, as PyTorch's: a float32 gamma of concentration 0.01 underflows with
+        # probability 0.4, and two underflowed coordinates would make a spurious mode at 1/2
+        draws = clamp_tiny(standard_gamma(self.concentration.expand(shape).double()))
+        return clamp_open((draws / draws.sum(-1, keepdim=True)).to(self.concentration.dtype))
 
     def log_prob(self, value):
         value = self._value(value, self.concentration)

@@ -9,8 +9,11 @@ named in ``arg_constraints`` are checked at construction and the values given to
 ``cdf`` and the like against ``support``, with PyTorch's ValueErrors.
 """
 
+import warnings
+
 from ..backend import xp
-from ..grad_mode import no_grad
+from ..errors import ShapeError, broadcast_mismatch
+from ..grad_mode import enable_grad, no_grad
 from ..size import Size
 from ..tensor import Tensor, as_array, tensor_from
 from . import constraints
@@ -19,7 +22,8 @@ from . import constraints
 class lazy_property:  # noqa: N801  (PyTorch's name)
     """A parameter computed from another on first use and then kept in the instance (Σ from its
     Cholesky factor, probs from logits). Given at construction, the value is simply stored, and
-    only a stored value is checked against ``arg_constraints``."""
+    only a stored value is checked against ``arg_constraints``. The value is computed with grad on, as
+    PyTorch's: a first use under no_grad() must not keep a detached value for later uses that backpropagate."""
 
     def __init__(self, fn):
         self.fn, self.__doc__, self.name = fn, fn.__doc__, fn.__name__
@@ -27,7 +31,8 @@ class lazy_property:  # noqa: N801  (PyTorch's name)
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        value = self.fn(instance)
+        with enable_grad():
+            value = self.fn(instance)
         instance.__dict__[self.name] = value
         return value
 
@@ -35,7 +40,6 @@ class lazy_property:  # noqa: N801  (PyTorch's name)
 class Distribution:
     has_rsample = False
     has_enumerate_support = False
-    arg_constraints = {}
     _validate_args = True  # the default for validate_args=None (PyTorch's: on unless python -O)
 
     @staticmethod
@@ -50,7 +54,14 @@ class Distribution:
         if validate_args is not None:
             self._validate_args = validate_args
         if self._validate_args:
-            for name, constraint in self.arg_constraints.items():
+            try:
+                arg_constraints = self.arg_constraints
+            except NotImplementedError:
+                arg_constraints = {}
+                warnings.warn(f"{self.__class__} does not define `arg_constraints`. Please set "
+                              "`arg_constraints = {}` or initialize the distribution with `validate_args=False` "
+                              "to turn off validation.", stacklevel=2)
+            for name, constraint in arg_constraints.items():
                 computed = isinstance(getattr(type(self), name, None), property)  # Chi2's df from its shape
                 if constraints.is_dependent(constraint) or not (name in self.__dict__ or computed):
                     continue  # set later or computed from another parametrisation (probs from logits)
@@ -59,6 +70,12 @@ class Distribution:
 
     def _extended_shape(self, sample_shape=()):
         return Size(tuple(sample_shape) + self.batch_shape + self.event_shape)
+
+    @property
+    def arg_constraints(self):
+        """{parameter name: Constraint}: what validation checks at construction. A family must say
+        (``{}`` when there is nothing to check), as PyTorch's: a subclass without it is warned about."""
+        raise NotImplementedError
 
     @property
     def support(self):
@@ -145,7 +162,13 @@ class Distribution:
             if i != 1 and j != 1 and i != j:
                 raise ValueError(f"Value is not broadcastable with batch_shape+event_shape: {Size(value.shape)} vs "
                                  f"{Size(expected)}.")
-        support = self.support
+        try:
+            support = self.support
+        except NotImplementedError:
+            warnings.warn(f"{self.__class__} does not define `support` to enable sample validation. Please "
+                          "initialize the distribution with `validate_args=False` to turn off validation.",
+                          stacklevel=2)
+            return
         if not bool(support.check(value).all()):
             raise ValueError(f"Expected value argument ({type(value).__name__} of shape {tuple(value.shape)}) to be "
                              f"within the support ({support!r}) of the distribution {self!r}, but found invalid "
@@ -160,7 +183,11 @@ class Distribution:
     def __repr__(self):
         """``Normal(loc: Size([3]), scale: 2.0)``-like: each parameter given, by value when it is one number."""
         hidden = {"probs": "logits", "logits": "probs"}.get(self.__dict__.get("_given"))  # (the one derived)
-        shown = {name: self.__dict__[name] for name in self.arg_constraints
+        try:
+            names = self.arg_constraints
+        except NotImplementedError:
+            names = {}
+        shown = {name: self.__dict__[name] for name in names
                  if isinstance(self.__dict__.get(name), Tensor) and name != hidden}
         args = ", ".join(f"{name}: {value if value.numel() == 1 else Size(value.shape)}"
                          for name, value in shown.items())
@@ -211,10 +238,14 @@ def clamp_probs(probs):
 
 def broadcast_all(*values):
     """The parameters as floating Tensors of one shape: numbers take the dtype of the tensors
-    among them (the default dtype when there are none), as PyTorch's broadcast_all."""
+    among them (the default dtype when there are none), as PyTorch's broadcast_all. Shapes that do not
+    broadcast raise PyTorch's RuntimeError (a ShapeError) naming the sizes."""
     tensors = [v for v in values if isinstance(v, Tensor)]
     dtype = tensors[0].dtype if tensors and tensors[0].dtype.kind == "f" else None
     made = [v if isinstance(v, Tensor) else tensor_from(as_array(v, dtype)) for v in values]
     made = [t if t.dtype.kind == "f" else t.float() for t in made]
-    shape = xp.broadcast_shapes(*(t.shape for t in made))
+    try:
+        shape = xp.broadcast_shapes(*(t.shape for t in made))
+    except ValueError:
+        raise ShapeError(broadcast_mismatch(*(t.shape for t in made))) from None
     return [t if t.shape == shape else t.expand(shape) for t in made]

@@ -10,6 +10,7 @@ from ..backend import xp
 from ..ops.incomplete_gamma import igamma
 from ..ops.pointwise import xlogy
 from ..ops.standard_gamma import standard_gamma
+from ..tensor import Tensor, tensor_from
 from . import constraints
 from .distribution import broadcast_all
 from .exp_family import ExponentialFamily
@@ -58,6 +59,8 @@ class Gamma(ExponentialFamily):
         return clamp_tiny(standard_gamma(self.concentration.expand(shape)) / self.rate.expand(shape))
 
     def log_prob(self, value):
+        if not isinstance(value, Tensor):  # PyTorch's Gamma (and Chi2) alone take a number here
+            value = tensor_from(value, dtype=self.rate.dtype)
         value = self._value(value, self.rate)
         return (xlogy(self.concentration, self.rate) + xlogy(self.concentration - 1, value) - self.rate * value
                 - self.concentration.lgamma())

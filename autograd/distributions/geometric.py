@@ -10,10 +10,10 @@ from .. import factories
 from ..backend import xp
 from ..ops.elementwise import where
 from . import constraints
-from .distribution import Distribution, broadcast_all, probs_or_logits, probs_to_logits
+from .distribution import BinaryParameters, Distribution, broadcast_all, probs_or_logits
 
 
-class Geometric(Distribution):
+class Geometric(BinaryParameters, Distribution):
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.nonnegative_integer
 
@@ -22,17 +22,13 @@ class Geometric(Distribution):
         self._given = "probs" if probs is not None else "logits"  # (its repr shows the one given)
         if probs is not None:
             (self.probs,) = broadcast_all(probs)
-            batch = self.probs.shape
-        else:
+        else:  # (the other one is computed on first use, as PyTorch's)
             (self.logits,) = broadcast_all(logits)
-            batch = self.logits.shape
-        super().__init__(batch, validate_args=validate_args)
+        self._param = self.probs if probs is not None else self.logits
+        super().__init__(self._param.shape, validate_args=validate_args)
         if probs is not None:
             # p = 0 never succeeds: PyTorch refuses it too, naming the unit interval
             self._check("probs", self.probs, self.probs > 0, "Interval(lower_bound=0.0, upper_bound=1.0)")
-            self.logits = probs_to_logits(self.probs, is_binary=True)
-        else:
-            self.probs = self.logits.sigmoid()
 
     @property
     def mean(self):

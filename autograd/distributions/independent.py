@@ -30,7 +30,10 @@ class Independent(Distribution):
     def expand(self, batch_shape, _instance=None):
         batch_shape = Size(batch_shape)
         base = self.base_dist.expand(batch_shape + self.event_shape[:self.reinterpreted_batch_ndims])
-        return Independent(base, self.reinterpreted_batch_ndims, validate_args=False)
+        new = object.__new__(type(self)) if _instance is None else _instance  # a subclass stays itself
+        Independent.__init__(new, base, self.reinterpreted_batch_ndims, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
 
     @property
     def has_rsample(self):
@@ -40,7 +43,7 @@ class Independent(Distribution):
     def has_enumerate_support(self):
         return False if self.reinterpreted_batch_ndims > 0 else self.base_dist.has_enumerate_support
 
-    @property
+    @constraints.dependent_property
     def support(self):
         support = self.base_dist.support
         return constraints.independent(support, self.reinterpreted_batch_ndims) if self.reinterpreted_batch_ndims \

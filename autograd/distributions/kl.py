@@ -58,5 +58,12 @@ def _kl_categorical_categorical(p, q):  # 0 log 0 is 0; p > 0 where q = 0 is inf
 
 
 @register_kl(Bernoulli, Bernoulli)
-def _kl_bernoulli_bernoulli(p, q):  # from the logits: p (l_p - l_q) + softplus(l_q) - softplus(l_p)
-    return p.probs * (p.logits - q.logits) + q.logits.softplus() - p.logits.softplus()
+def _kl_bernoulli_bernoulli(p, q):
+    """p ln(p/q) + (1-p) ln((1-p)/(1-q)), from the logits (ln p = -softplus(-l), ln(1-p) = -softplus(l)).
+    0 ln 0 is 0, and mass where the other law has none makes it infinite, as PyTorch's: the clamped
+    logits alone would give a finite ln(eps) there."""
+    ones = p.probs * ((-q.logits).softplus() - (-p.logits).softplus())
+    ones = where(p.probs == 0, 0.0, where(q.probs == 0, float("inf"), ones))
+    zeros = (1 - p.probs) * (q.logits.softplus() - p.logits.softplus())
+    zeros = where(p.probs == 1, 0.0, where(q.probs == 1, float("inf"), zeros))
+    return ones + zeros

@@ -19,6 +19,17 @@ def temperature_tensor(temperature, like):
     return temperature if isinstance(temperature, Tensor) else tensor_from(float(temperature), dtype=like.dtype)
 
 
+class TemperedBase:
+    """A relaxed base law (LogitRelaxedBernoulli, ExpRelaxedCategorical) whose temperature is not a batch
+    parameter: expand() keeps it as given, as PyTorch's, rather than expanding a temperature whose shape
+    happens to match the batch (which would broadcast it against the expanded logits a second time)."""
+
+    def expand(self, batch_shape, _instance=None):
+        new = _instance if _instance is not None else object.__new__(type(self))
+        new.__dict__["temperature"] = self.temperature
+        return super().expand(batch_shape, _instance=new)
+
+
 class OverRelaxedBase:
     """A relaxed law as a transform of its base (RelaxedBernoulli, RelaxedOneHotCategorical): its
     temperature, logits and probs are the base distribution's."""
@@ -36,7 +47,7 @@ class OverRelaxedBase:
         return self.base_dist.probs
 
 
-class LogitRelaxedBernoulli(BinaryParameters, Distribution):
+class LogitRelaxedBernoulli(TemperedBase, BinaryParameters, Distribution):
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.real
     has_rsample = True

@@ -12,12 +12,12 @@ from .. import factories
 from . import constraints
 from .categorical import Categorical, OverCategorical
 from .distribution import Distribution, clamp_probs
-from .relaxed_bernoulli import OverRelaxedBase, temperature_tensor
+from .relaxed_bernoulli import OverRelaxedBase, TemperedBase, temperature_tensor
 from .transformed_distribution import TransformedDistribution
 from .transforms import ExpTransform
 
 
-class ExpRelaxedCategorical(OverCategorical, Distribution):
+class ExpRelaxedCategorical(TemperedBase, OverCategorical, Distribution):
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.real_vector}
     support = constraints.real_vector  # (the true support is a submanifold of it)
     has_rsample = True
