@@ -48,6 +48,7 @@ def test_lgamma_matches_math_lgamma():
     exact = np.array([math.lgamma(v) for v in x])
     ours = autograd.tensor(x).lgamma().numpy()
     np.testing.assert_allclose(ours, exact, rtol=1e-14, atol=1e-14)
+    assert autograd.tensor([1.0, 2.0]).lgamma().tolist() == [0.0, 0.0]  # exactly, as math.lgamma and PyTorch
 
 
 def test_digamma_and_polygamma_at_one_are_the_known_constants():
