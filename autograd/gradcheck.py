@@ -84,8 +84,8 @@ def jacobians(fn, inputs, eps, outputs=None):
     outputs at ``inputs``, when the caller has them already (their graphs are kept)."""
     wrt = [x for x in inputs if isinstance(x, Tensor) and x.requires_grad]
     if not wrt:
-        raise ValueError("gradcheck: no input requires grad, so there is nothing to check; "
-                         "pass tensors made with requires_grad=True")
+        raise ValueError("gradcheck expects at least one input tensor to require gradient, but none of the them "
+                         "have requires_grad=True (nothing to check: pass tensors made with requires_grad=True)")
     outputs = _outputs(fn, inputs) if outputs is None else outputs
     analytic = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
     numeric = [[numpy.zeros((y._data.size, x._data.size)) for x in wrt] for y in outputs]
@@ -123,7 +123,7 @@ def _refuse_unbuilt(forward_ad, masked):
                                   "are not built here")
 
 
-def _check_jacobians(analytic, numeric, atol, rtol):
+def _check_jacobians(analytic, numeric, atol, rtol, outputs):
     worst = None
     for k, row in enumerate(analytic):
         for j, a in enumerate(row):
@@ -135,9 +135,13 @@ def _check_jacobians(analytic, numeric, atol, rtol):
                     worst = (excess.max(), k, j, where, a[where], n[where])
     if worst is not None:
         _, k, j, (out_i, in_i), a, n = worst
+        if not any(y.requires_grad for y in outputs):  # (PyTorch's words for an output cut from the graph)
+            raise GradcheckError(f"Numerical gradient for function expected to be zero: output {k} does not require "
+                                 f"grad, yet d output {k}[{out_i}] / d input {j}[{in_i}] is {n:.10g} by finite "
+                                 "differences")
         raise GradcheckError(
-            f"gradient mismatch: d output {k}[{out_i}] / d input {j}[{in_i}] is {a:.10g} "
-            f"from the engine but {n:.10g} by finite differences (atol={atol}, rtol={rtol})"
+            f"Jacobian mismatch for output {k} with respect to input {j}: d output {k}[{out_i}] / d input {j}[{in_i}] "
+            f"is {a:.10g} from the engine but {n:.10g} by finite differences (atol={atol}, rtol={rtol})"
         )
 
 
@@ -180,8 +184,8 @@ def _check_zero_grad_outputs(fn, inputs, check_dtypes):
         if g is None:
             continue
         if xp.any(xp.isfinite(g._data) & (g._data != 0)):  # (0 · inf: NaN is arithmetic, not a leak)
-            raise GradcheckError(f"Backward is not zero for zero output gradients: input {j} got a nonzero "
-                                 "gradient from zero gradients of every output")
+            raise GradcheckError(f"backward not multiplied by grad_output: input {j} got a nonzero gradient from zero "
+                                 "gradients of every output")
         if check_dtypes and g.dtype != x.dtype:
             raise GradcheckError(f"Gradient has dtype mismatch: input {j} is {x.dtype}, its gradient {g.dtype}")
 
@@ -229,7 +233,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, raise_exception=Tru
             fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
             fn, outputs = _differentiable_outputs_of(fn, _outputs(fn, inputs))
             analytic, numeric = jacobians(fn, inputs, eps, outputs)
-            _check_jacobians(analytic, numeric, atol, rtol)
+            _check_jacobians(analytic, numeric, atol, rtol, outputs)
             _check_reentrant(outputs, inputs, analytic, nondet_tol)
             if check_undefined_grad or check_grad_dtypes:
                 _check_zero_grad_outputs(fn, inputs, check_grad_dtypes)
