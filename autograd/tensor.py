@@ -279,6 +279,13 @@ class Tensor(WriteDoor):
     def __array__(self, dtype=None, copy=None):
         return self.numpy() if dtype is None else self.numpy().astype(dtype)
 
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        """A NumPy ufunc's result on a tensor (``numpy.sin(t)``) as a tensor, as PyTorch's; not recorded, so for a
+        tensor that requires grad the bare array comes back (a tensor would look like part of the graph)."""
+        if self._requires_grad or not isinstance(array, (_ndarray, _host_ndarray)):
+            return array[()] if return_scalar and isinstance(array, numpy.ndarray) else array
+        return Tensor._make(array)
+
     def __float__(self):
         return float(self._real_item("double"))
 

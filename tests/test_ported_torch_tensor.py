@@ -487,7 +487,6 @@ def test_apply_and_map(T):
            math.sqrt)
 
 
-@xfail_ours("a NumPy ufunc of a tensor returns an ndarray (autograd/tensor.py has no __array_wrap__)")
 def test_numpy_ufunc_of_a_tensor_is_a_tensor(T):
     """test_ufunc_with_tensor_input (PyTorch's __array_wrap__): np.sin(t) is a tensor again."""
     y = np.sin(T.tensor([0.0, 1.0]))

@@ -418,3 +418,14 @@ def test_pytorch_1_number_first_in_place_signatures_read_as_pytorch_reads_them()
         x.add_(-1.0, a)
     np.testing.assert_allclose(x.numpy(), [12.25 - 3.0, 65.75 - 4.0])
     assert x.numpy(force=True) is not None
+
+
+def test_a_numpy_ufunc_of_a_tensor_is_a_tensor():
+    """numpy.sqrt(t) is a tensor again (PyTorch's __array_wrap__); of a tensor that requires grad it stays an array,
+    since NumPy's arithmetic is not recorded and a tensor would look as if it were."""
+    t = autograd.tensor([1.0, 4.0])
+    root = np.sqrt(t)
+    assert isinstance(root, Tensor) and root.dtype == autograd.float32 and root.tolist() == [1.0, 2.0]
+    assert isinstance(np.isnan(t), Tensor) and np.isnan(t).tolist() == [False, False]
+    w = autograd.tensor([1.0, 4.0], requires_grad=True)
+    assert type(np.sqrt(w)) is np.ndarray and np.sqrt(w).tolist() == [1.0, 2.0]
