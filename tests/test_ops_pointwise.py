@@ -255,3 +255,16 @@ def test_output_may_be_changed_in_place_where_pytorch_keeps_only_inputs(name):
     np.testing.assert_allclose(a_grad, their_a, rtol=1e-12)
     if their_b is not None:
         np.testing.assert_allclose(b_grad, their_b, rtol=1e-12)
+
+
+def test_addcmul_of_integers_reads_value_as_an_integer():
+    """PyTorch casts addcmul's value to the tensors' result type: 0.5 is 0 for integers, 1.7 is 1, and the result
+    stays an integer tensor; with a float tensor among them the value stays 0.5."""
+    t = autograd.tensor([1, 2, 3])
+    assert autograd.addcmul(t, t, t, value=0.5).tolist() == [1, 2, 3]
+    assert autograd.addcmul(t, t, t, value=1.7).tolist() == [2, 6, 12]
+    assert autograd.addcmul(t, t, t, value=0.5).dtype == autograd.int64
+    assert autograd.addcmul(t.float(), t, t, value=0.5).tolist() == [1.5, 4.0, 7.5]
+    u = t.clone()
+    u.addcmul_(t, t, value=0.5)
+    assert u.tolist() == [1, 2, 3]

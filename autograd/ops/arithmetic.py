@@ -173,10 +173,19 @@ def absolute(input, *, out=None):
     return write_out(elementwise.Abs.apply(input), out, same_dtype=input.dtype.kind != "c")
 
 
+def integer_value(value, *tensors):
+    """addcmul's ``value`` as PyTorch reads it: a number of the tensors' result type, so a float is truncated when
+    they are all integers (0.5 is 0 there, and the result stays an integer tensor)."""
+    if type(value) is float and all(isinstance(t, Tensor) and t._data.dtype.kind in "iu" for t in tensors):
+        return int(value)
+    return value
+
+
 @names("addcmul")
 def addcmul(input, tensor1, tensor2, *, value=1, out=None):
     """input + value · tensor1 · tensor2"""
     refuse_kinds(input, "addcmul_cpu_out", "b")
+    value = integer_value(value, input, tensor1, tensor2)
     product = tensor1 * tensor2
     return write_out(input + (product if value == 1 else product * value), out)
 

@@ -12,7 +12,7 @@ from ..backend import xp
 from ..errors import ShapeError, broadcast_mismatch, refuse_bool_subtraction
 from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, tensor_from
 from ..write_door import _refuse_overflow
-from .arithmetic import _number_first, refuse_integer_addcdiv
+from .arithmetic import _number_first, integer_value, refuse_integer_addcdiv
 from .names import names
 
 
@@ -106,6 +106,7 @@ def addcmul_(self, tensor1, tensor2, *number_first, value=1):
     if number_first:  # PyTorch 1's addcmul_(value, tensor1, tensor2)
         value = _number_first("addcmul_", "addcmul_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
+    value = integer_value(value, self, tensor1, tensor2)
     return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 * tensor2),
                        lambda a: _add_scaled(a, xp.multiply(_data(tensor1), _data(tensor2)), value))
 
