@@ -39,6 +39,14 @@ def broadcast_mismatch(*shapes):
     return ""
 
 
+def refuse_unbroadcastable(*shapes):
+    """PyTorch's RuntimeError (a ShapeError) naming the first sizes of ``shapes`` that do not broadcast, where NumPy
+    would raise its ValueError; nothing when they broadcast."""
+    mismatch = broadcast_mismatch(*shapes)
+    if mismatch:
+        raise ShapeError(mismatch)
+
+
 def not_a_tensor(where, i, argument):
     """The NotATensorError for positional argument i (from 0) of ``where``."""
     kind = f"{type(argument).__module__}.{type(argument).__name__}".removeprefix("builtins.")

@@ -13,7 +13,7 @@ import numpy
 
 from .. import backend
 from ..backend import errstate, xp
-from ..errors import DtypeError, ShapeError, broadcast_mismatch, refuse_bool_subtraction
+from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
 from ..primitive import Primitive
 from ..tensor import Tensor, _is_bool, _operand, as_array
 from ..write_door import _refuse_overflow
@@ -322,8 +322,8 @@ def where(condition, input=None, other=None, *, out=None):
         if type(number) is int and isinstance(beside, Tensor) and beside._data.dtype.kind in "iu":
             _refuse_overflow(number, beside._data.dtype)
     x, y = promote(x, y)
-    if not x._data.shape == y._data.shape == condition.shape and broadcast_mismatch(condition.shape, x.shape, y.shape):
-        raise ShapeError(broadcast_mismatch(condition.shape, x.shape, y.shape))  # (PyTorch's words, not NumPy's)
+    if not x._data.shape == y._data.shape == condition.shape:
+        refuse_unbroadcastable(condition.shape, x.shape, y.shape)
     return write_out(Where.apply(x, y, condition=condition), out)
 
 

@@ -9,7 +9,7 @@ writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with
 """
 
 from ..backend import xp
-from ..errors import ShapeError, broadcast_mismatch, refuse_bool_subtraction
+from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
 from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, tensor_from
 from ..write_door import _refuse_overflow
 from .arithmetic import _number_first, integer_value, refuse_integer_addcdiv
@@ -46,8 +46,8 @@ def _fill(self, value):
 @names("copy_", function=False)
 def copy_(self, other, non_blocking=False):  # (PyTorch's binding names the source other=)
     source = other if isinstance(other, Tensor) else tensor_from(other)
-    if source._data.shape != self._data.shape and broadcast_mismatch(self._data.shape, source._data.shape):
-        raise ShapeError(broadcast_mismatch(self._data.shape, source._data.shape))  # (PyTorch's words, not NumPy's)
+    if source._data.shape != self._data.shape:
+        refuse_unbroadcastable(self._data.shape, source._data.shape)
     if source._data.dtype != self._data.dtype:
         # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
         source = source.to(self._data.dtype)

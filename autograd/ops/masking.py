@@ -10,7 +10,7 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 """
 
 from ..backend import int64, xp
-from ..errors import ShapeError, broadcast_mismatch
+from ..errors import refuse_unbroadcastable
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
@@ -36,9 +36,7 @@ def _mask_array(mask, op):
 
 def _common_shape(first, second):
     """The shape two operands broadcast to, or PyTorch's error naming the first sizes that do not."""
-    mismatch = broadcast_mismatch(first, second)
-    if mismatch:
-        raise ShapeError(mismatch)
+    refuse_unbroadcastable(first, second)
     return xp.broadcast_shapes(first, second)
 
 

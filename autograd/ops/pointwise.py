@@ -9,7 +9,7 @@ an int64 tensor is float32, as in PyTorch).
 import math
 
 from ..backend import errstate, xp
-from ..errors import DtypeError, ShapeError, broadcast_mismatch
+from ..errors import DtypeError, refuse_unbroadcastable
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj
@@ -553,9 +553,7 @@ def heaviside(input, values, *, out=None):
         raise DtypeError("heaviside is not yet implemented for complex tensors.")
     if x.dtype != v.dtype:
         raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
-    mismatch = broadcast_mismatch(x.shape, v.shape)
-    if mismatch:  # (NumPy's where would raise its ValueError)
-        raise ShapeError(mismatch)
+    refuse_unbroadcastable(x.shape, v.shape)  # (NumPy's where would raise its ValueError)
     return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 

@@ -11,7 +11,7 @@ import numpy
 from .. import backend, random
 from ..backend import xp
 from ..device import resolve
-from ..errors import ShapeError, broadcast_mismatch
+from ..errors import refuse_unbroadcastable
 from ..factories import out_dtype, written
 from ..tensor import Tensor
 from .conversion import type_name
@@ -54,8 +54,7 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
         raise RuntimeError(f"normal expects all elements of std >= 0.0, got std {std_values}")
     like = mean if mean_is else std
     shapes = numpy.shape(_host(mean)), numpy.shape(std_values)
-    if broadcast_mismatch(*shapes):
-        raise ShapeError(broadcast_mismatch(*shapes))
+    refuse_unbroadcastable(*shapes)
     shape = numpy.broadcast_shapes(*shapes)
     return written(_tensor(rng.normal(_host(mean), std_values, shape), _floating(like)), out)
 
