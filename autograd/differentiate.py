@@ -2,7 +2,7 @@
 
 from . import engine
 from .backend import xp
-from .graph import accumulate_grad, modes
+from .graph import accumulate_grad, set_grad_enabled
 from .tensor import Tensor, as_array, tensor_from
 
 
@@ -70,9 +70,7 @@ def _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs):
         raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
     grads = grad(outputs, inputs, grad_outputs, retain_graph=retain_graph, create_graph=create_graph,
                  allow_unused=True)
-    recording = modes.grad_enabled
-    modes.grad_enabled = create_graph  # (as during the pass: whether .grad is added to in place)
-    try:
+    with set_grad_enabled(create_graph):  # (as during the pass: whether .grad is added to in place)
         for x, g in zip(inputs, grads):
             if g is None:
                 continue
@@ -80,8 +78,6 @@ def _backward_into(outputs, grad_outputs, retain_graph, create_graph, inputs):
                 x._accumulate(g)  # the hooks ran in the pass above
             elif not x.retains_grad:  # a retained grad was filled by the pass above
                 accumulate_grad(x, g)
-    finally:
-        modes.grad_enabled = recording
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
