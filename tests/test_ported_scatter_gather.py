@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import DTYPES, close, dtype_name, raises, same, values, xfail_ours
+from tests.ported import DTYPES, close, dtype_name, raises, same, values, xfail_on_chainrule, xfail_ours
 
 NUMBERS = [d for d in DTYPES if d != "bool"]
 REAL = [d for d in DTYPES if not d.startswith("complex")]
@@ -392,3 +392,64 @@ def test_gradcheck_in_float64(T, name):
     src = T.tensor(rng.standard_normal((3, 5)), requires_grad=True)
     assert T.autograd.gradcheck(lambda a, b: getattr(T, name)(a, 0, index, b), (x, src))
     assert T.autograd.gradgradcheck(lambda a, b: getattr(T, name)(a, 0, index, b), (x, src))
+
+
+def test_amax_and_amin_of_complex_numbers_are_refused(T):
+    z = T.zeros(3, dtype=T.complex64)
+    for reduce in ("amax", "amin"):
+        raises(NotImplementedError, f"scatter_gather_tensor_cpu_reduce_{reduce}\" not implemented for 'ComplexFloat'",
+               z.scatter_reduce, 0, T.tensor([0]), T.ones(1, dtype=T.complex64), reduce)
+        raises(NotImplementedError, "not implemented for 'ComplexFloat'", z.index_reduce, 0, T.tensor([0]),
+               T.ones(1, dtype=T.complex64), reduce)
+
+
+def test_a_src_that_is_no_tensor_is_refused(T):
+    raises(TypeError, r"scatter_add\(\): argument 'src' \(position \d\) must be Tensor, not float", T.scatter_add,
+           T.zeros(2), 0, T.tensor([0, 0]), 1.5)
+    raises(TypeError, r"scatter_reduce\(\): argument 'src' \(position \d\) must be Tensor, not float",
+           T.scatter_reduce, T.zeros(2), 0, T.tensor([0, 0]), 1.5, "sum")
+    same(T.zeros(2).scatter(0, T.tensor([0, 0]), 1.5), [1.5, 0.0])  # scatter alone takes a number
+    same(T.zeros(3, dtype=T.int64).scatter(0, T.tensor([0, 2]), 1.7), [1, 0, 1], "int64")
+
+
+def test_0d_inputs_and_negative_dims(T):
+    same(T.gather(T.tensor(5.0), 0, T.tensor([0, 0])), [5.0, 5.0])
+    same(T.tensor(5.0).scatter(0, T.tensor(0), T.tensor(2.0)), 2.0)
+    same(T.tensor(5.0).scatter_add(0, T.tensor(0), T.tensor(2.0)), 7.0)
+    same(T.tensor(5.0).scatter_reduce(0, T.tensor(0), T.tensor(2.0), "mean"), 3.5)
+    same(T.tensor(5.0).scatter_reduce(0, T.tensor(0), T.tensor(2.0), "amax", include_self=False), 2.0)
+    same(T.gather(T.arange(6.0).view(2, 3), -1, T.tensor([[2, 0], [1, 1]])), [[2.0, 0.0], [4.0, 4.0]])
+    same(T.zeros(2, 3).scatter_add(-1, T.tensor([[2, 2], [1, 1]]), T.ones(2, 2)), [[0, 0, 2.0], [0, 2.0, 0]])
+
+
+@pytest.mark.parametrize("reduce", ["amax", "amin"])
+def test_ties_with_self_left_out_share_the_gradient_as_pytorch(T, reduce, request):
+    """PyTorch's amax/amin backward with include_self=False still counts self among the ties when it equals
+    the result: src's tied terms get dL/dy / (k + 1) each and self gets 0."""
+    xfail_on_chainrule(T, request, "ScatterReduce's backward (autograd/ops/indexing.py) leaves self out of the ties "
+                                   "with include_self=False by design, so src's ties share all of dL/dy")
+    sign = 1.0 if reduce == "amax" else -1.0
+    src = T.tensor([1.0 * sign, 1.0 * sign, 0.5 * sign, 3.0 * sign], dtype=T.float64, requires_grad=True)
+    base = T.tensor([1.0 * sign, 3.0 * sign, 2.0], dtype=T.float64, requires_grad=True)
+    out = base.scatter_reduce(0, T.tensor([0, 0, 0, 1]), src, reduce, include_self=False)
+    out.backward(T.tensor([10.0, 30.0, 7.0], dtype=T.float64))
+    close(src.grad, [10 / 3, 10 / 3, 0.0, 15.0], 1e-12, 1e-12)
+    close(base.grad, [0.0, 0.0, 7.0], 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("reduce", ["sum", "prod", "mean", "amax", "amin"])
+def test_gradients_with_ties_and_include_self(T, reduce):
+    """Gradients of every reduce where self takes part, with repeated positions and tied values: literal
+    values PyTorch gives (mean divides by the count, prod by the term, ties share dL/dy evenly)."""
+    sign = -1.0 if reduce == "amin" else 1.0
+    src = T.tensor([1.0 * sign, 1.0 * sign, 0.5 * sign, 3.0 * sign], dtype=T.float64, requires_grad=True)
+    base = T.tensor([1.0 * sign, 3.0 * sign, 2.0], dtype=T.float64, requires_grad=True)
+    out = base.scatter_reduce(0, T.tensor([0, 0, 0, 1]), src, reduce)
+    out.backward(T.tensor([10.0, 30.0, 7.0], dtype=T.float64))
+    expected = {"sum": ([10.0, 10.0, 10.0, 30.0], [10.0, 30.0, 7.0]),
+                "prod": ([5.0, 5.0, 10.0, 90.0], [5.0, 90.0, 7.0]),
+                "mean": ([2.5, 2.5, 2.5, 15.0], [2.5, 15.0, 7.0]),
+                "amax": ([10 / 3, 10 / 3, 0.0, 15.0], [10 / 3, 15.0, 7.0]),
+                "amin": ([10 / 3, 10 / 3, 0.0, 15.0], [10 / 3, 15.0, 7.0])}[reduce]
+    close(src.grad, expected[0], 1e-12, 1e-12)
+    close(base.grad, expected[1], 1e-12, 1e-12)

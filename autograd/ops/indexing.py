@@ -13,7 +13,7 @@ take_along_dim and take are built from these and from indexing (the masked ops: 
 from ..backend import int32, int64, xp
 from ..errors import IndexRangeError
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand, tensor_from
+from ..tensor import Tensor, _operand
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
 from .axes import dim_index
@@ -236,8 +236,7 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
 @names("scatter_add", inplace="scatter_add_")
 def scatter_add(input, dim, index, src, *, out=None):
     """y = input, then y[index[i][j][k]][j][k] += src[i][j][k] for dim 0 (repeated positions add up)."""
-    if not isinstance(src, Tensor):
-        src = tensor_from(src, dtype=input.dtype)
+    _refuse_non_tensor(src, "scatter_add")
     axis, index = _along_args(input, dim, index, "scatter", src)
     return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out, dtype=input.dtype)
 
@@ -352,10 +351,23 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=Non
     names along dim; include_self=False leaves input's own values at those positions out."""
     if reduce not in ("sum", "prod", "mean", "amax", "amin"):
         raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
-    if not isinstance(src, Tensor):
-        src = tensor_from(src, dtype=input.dtype)
+    _refuse_non_tensor(src, "scatter_reduce")
+    _refuse_unordered(input, reduce, "scatter_gather_tensor_cpu_reduce_" + reduce)
     axis, index = _along_args(input, dim, index, "scatter", src)
     return write_out(_scatter_reduce(input, src, axis, index, reduce, include_self), out, dtype=input.dtype)
+
+
+def _refuse_non_tensor(src, op):
+    """PyTorch's TypeError for a src that is no tensor (a number, a list): only scatter takes a number."""
+    if not isinstance(src, Tensor):
+        raise TypeError(f"{op}(): argument 'src' (position 3) must be Tensor, not {type(src).__name__}")
+
+
+def _refuse_unordered(input, reduce, kernel):
+    """amax/amin of complex numbers, which have no order (NumPy's maximum would compare them
+    lexicographically): refused in PyTorch's words, naming its ``kernel``."""
+    if reduce in ("amax", "amin") and input.dtype.kind == "c":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{type_name(input.dtype)}\'')
 
 
 def _scatter_reduce(input, src, axis, index, reduce, include_self):
@@ -455,6 +467,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
     is scatter_reduce with index[j] spread over the whole slice j (same values, same gradients)."""
     if reduce not in ("prod", "mean", "amax", "amin"):
         raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
+    _refuse_unordered(input, reduce, "index_func_")
     axis, index = _vector_index(input, dim, index, "index_reduce",
                                 "index_reduce_(): Expected dtype int32/int64 for index but got: {}")
     _same_dtype(input, source, "index_reduce_(): self ({}) and source ({}) must have the same scalar type")
