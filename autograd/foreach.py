@@ -20,7 +20,7 @@ take their ``value`` as a number, a list of numbers or a 1-D tensor of them.
 import math
 from numbers import Number
 
-from .tensor import Tensor
+from .tensor import Tensor, tensor_from
 
 # x -> f(x), each with its in-place twin (`_foreach_exp` and `_foreach_exp_`)
 UNARY = ("abs", "acos", "asin", "atan", "ceil", "cos", "cosh", "erf", "erfc", "exp", "expm1", "floor", "frac",
@@ -58,12 +58,24 @@ def _per_tensor(name, tensors, other):
 
 
 def _call(tensor, op, other):
-    """``tensor.op(other)``. PyTorch's foreach maximum/minimum also take a number and have in-place
-    forms, which tensors lack: those are clamp_min/clamp_max, the same values."""
+    """``tensor.op(other)``. PyTorch's foreach maximum/minimum also take a number and have in-place forms,
+    which tensors lack: the number becomes a 0-d tensor (of the dtype clamp_min/clamp_max would give), so
+    that a tie shares the gradient as maximum's does (clamp_min would give all of it to the tensor)."""
     base = op.rstrip("_")
-    if base in ("maximum", "minimum") and (op.endswith("_") or not isinstance(other, Tensor)):
-        op = op.replace(base, "clamp_min" if base == "maximum" else "clamp_max")
-    return getattr(tensor, op)(other)
+    if base not in ("maximum", "minimum"):
+        return getattr(tensor, op)(other)
+    if op.endswith("_"):
+        return tensor._write_back(_with_number, (base, other), {})
+    return _with_number(tensor, base, other)
+
+
+def _with_number(tensor, base, other):
+    """``tensor.maximum(other)`` (or minimum), ``other`` a tensor or a number."""
+    if not isinstance(other, Tensor):
+        from .ops.promotion import result_type  # (promotion builds on the ops: imported when needed)
+
+        other = tensor_from(other, dtype=result_type(tensor, other))
+    return getattr(tensor, base)(other)
 
 
 def _unary(op):
@@ -161,6 +173,11 @@ def _foreach_norm(self, ord=2, dtype=None):  # noqa: A002  (PyTorch's argument n
 def _foreach_powsum(self, ord=2, dtype=None):  # noqa: A002
     """``sum(|x| ** ord)`` of each tensor x of the list (its norm before the root), as a tuple."""
     tensors = _tensors("_foreach_powsum", self)
+    for t in tensors:
+        if t.dtype.kind not in "fc":  # (PyTorch's kernel takes floats and complex numbers only)
+            from .ops.conversion import type_name
+
+            raise NotImplementedError(f'"powsum_cpu" not implemented for \'{type_name(t.dtype)}\'')
     return tuple((t if dtype is None else t.to(dtype)).abs().pow(ord).sum() for t in tensors)
 
 

@@ -441,3 +441,27 @@ def test_zero_and_clone(T):
     same(tensors[0], [0.0, 0.0], "float32")
     same(tensors[1], [[0]], "int64")
     same(clones[0], [1.0, 2.0], "float32")
+
+
+@pytest.mark.parametrize("op", ["maximum", "minimum"])
+def test_maximum_and_minimum_with_a_number_share_the_gradient_of_a_tie(T, op):
+    """maximum(x, c) as PyTorch's: a tie with the number gives the tensor half of dL/dy (clamp_min would give
+    all of it; PyTorch has no derivative for the in-place form); the dtype is clamp's (an int tensor and a
+    float give float32)."""
+    x = T.tensor([2.0, 1.0, 3.0], requires_grad=True)
+    y = getattr(T, f"_foreach_{op}")([x], 2.0)
+    y[0].backward(T.tensor([1.0, 10.0, 100.0]))
+    same(x.grad, [0.5, 0.0, 100.0] if op == "maximum" else [0.5, 10.0, 0.0])
+    got = getattr(T, f"_foreach_{op}")([T.tensor([1, 2, 3]), T.tensor([1.0, float("nan")])], 1.5)
+    same(got[0], [1.5, 2.0, 3.0] if op == "maximum" else [1.0, 1.5, 1.5], "float32")
+    same(got[1], [1.5, float("nan")] if op == "maximum" else [1.0, float("nan")], "float32")
+
+
+def test_powsum(T):
+    tensors = [T.zeros(0), T.tensor([1.0, -2.0]), T.tensor([[3.0]], dtype=T.float64)]
+    got = T._foreach_powsum(tensors, 3)
+    same(got[0], 0.0, "float32")
+    same(got[1], 9.0, "float32")
+    same(got[2], 27.0, "float64")
+    same(T._foreach_powsum([T.tensor([1.0, -2.0], dtype=T.float16)], 2, dtype=T.float32)[0], 5.0, "float32")
+    raises(NotImplementedError, "not implemented for 'Long'", T._foreach_powsum, [T.tensor([1, -2])], 2)
