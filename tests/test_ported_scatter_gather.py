@@ -453,3 +453,25 @@ def test_gradients_with_ties_and_include_self(T, reduce):
                 "amin": ([10 / 3, 10 / 3, 0.0, 15.0], [10 / 3, 15.0, 7.0])}[reduce]
     close(src.grad, expected[0], 1e-12, 1e-12)
     close(base.grad, expected[1], 1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("scalar", [False, True])
+def test_scatter_multiply_stays_in_the_graph(T, scalar):
+    """scatter(reduce='multiply') of a tensor that requires grad is recorded: PyTorch's result requires grad
+    (its backward then says the derivative is not implemented); chainrule's is scatter_reduce's 'prod' with
+    self, whose gradient is the product of the other terms. A detached result would drop the gradient."""
+    x = T.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    src = 2.0 if scalar else T.tensor([2.0, 3.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        y = x.scatter(0, T.tensor([0, 0]), src, reduce="multiply")
+    same(y, [4.0 if scalar else 6.0, 2.0, 3.0])
+    assert y.requires_grad and y.grad_fn is not None
+    try:
+        y.backward(T.tensor([1.0, 10.0, 100.0]))
+    except RuntimeError as error:  # PyTorch
+        assert "derivative for aten::scatter is not implemented" in str(error)
+        return
+    same(x.grad, [4.0 if scalar else 6.0, 10.0, 100.0])
+    if not scalar:
+        same(src.grad, [3.0, 2.0])

@@ -217,17 +217,15 @@ def _source(src, value, like, op):
 @names("scatter", inplace="scatter_")
 def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
     """y = input with src (or the number ``value``) written at the positions index names along dim.
-    reduce='add' adds instead (as scatter_add); 'multiply' multiplies (not differentiable)."""
+    reduce='add' adds instead (as scatter_add); 'multiply' multiplies (as scatter_reduce's 'prod')."""
     axis, index = _along_args(input, dim, index, "scatter", src if isinstance(src, Tensor) else None)
     source = _source(src, value, input, "scatter")
     if not isinstance(src, Tensor):  # a number: written at every position index names
         source = shape.expand(source, index.shape)
     if reduce == "add":
         return write_out(ScatterAdd.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
-    if reduce == "multiply":
-        y = input._data.copy()
-        xp.multiply.at(y, _positions(index, axis), _corner(source._data, index.shape))
-        return write_out(Tensor._make(y), out, dtype=input.dtype)
+    if reduce == "multiply":  # scatter_reduce's prod with self included (PyTorch has no derivative for it)
+        return write_out(_scatter_reduce(input, source, axis, index, "prod", True), out, dtype=input.dtype)
     if reduce is not None:
         raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
     return write_out(Scatter.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
