@@ -17,9 +17,10 @@ list of numbers (one per tensor), or one number or one tensor for all of them; `
 take their ``value`` as a number, a list of numbers or a 1-D tensor of them.
 """
 
+import math
 from numbers import Number
 
-from .tensor import Tensor
+from .tensor import Tensor, tensor_from
 
 # x -> f(x), each with its in-place twin (`_foreach_exp` and `_foreach_exp_`)
 UNARY = ("abs", "acos", "asin", "atan", "ceil", "cos", "cosh", "erf", "erfc", "exp", "expm1", "floor", "frac",
@@ -44,22 +45,37 @@ def _per_tensor(name, tensors, other):
     else (a number, one tensor) is used for every tensor."""
     if isinstance(other, (list, tuple)):
         if len(other) != len(tensors):
-            if all(isinstance(o, Tensor) for o in other):
+            if other and all(isinstance(o, Tensor) for o in other):  # (an empty list reads as PyTorch's scalars)
                 raise RuntimeError(f"{name}: Tensor lists must have the same number of tensors, got "
                                    f"{len(tensors)} and {len(other)}")
-            raise RuntimeError(f"{name}: Tensor list must have same number of elements as scalar list "
-                               f"({len(tensors)} tensors, {len(other)} scalars).")
+            raise RuntimeError(f"{name}: Tensor list must have same number of elements as scalar list. "
+                               f"({len(tensors)} tensors, {len(other)} scalars)")
         return list(other)
+    if isinstance(other, Tensor) and other.dim() != 0:  # one tensor for all: a number, which broadcasts nowhere
+        raise RuntimeError(f"{name}: scalar tensor expected to be 0 dim but it has {other.dim()} dimensions and "
+                           f"{other.numel()} elements.")
     return [other] * len(tensors)
 
 
 def _call(tensor, op, other):
-    """``tensor.op(other)``. PyTorch's foreach maximum/minimum also take a number and have in-place
-    forms, which tensors lack: those are clamp_min/clamp_max, the same values."""
+    """``tensor.op(other)``. PyTorch's foreach maximum/minimum also take a number and have in-place forms,
+    which tensors lack: the number becomes a 0-d tensor (of the dtype clamp_min/clamp_max would give), so
+    that a tie shares the gradient as maximum's does (clamp_min would give all of it to the tensor)."""
     base = op.rstrip("_")
-    if base in ("maximum", "minimum") and (op.endswith("_") or not isinstance(other, Tensor)):
-        op = op.replace(base, "clamp_min" if base == "maximum" else "clamp_max")
-    return getattr(tensor, op)(other)
+    if base not in ("maximum", "minimum"):
+        return getattr(tensor, op)(other)
+    if op.endswith("_"):
+        return tensor._write_back(_with_number, (base, other), {})
+    return _with_number(tensor, base, other)
+
+
+def _with_number(tensor, base, other):
+    """``tensor.maximum(other)`` (or minimum), ``other`` a tensor or a number."""
+    if not isinstance(other, Tensor):
+        from .ops.promotion import result_type  # (promotion builds on the ops: imported when needed)
+
+        other = tensor_from(other, dtype=result_type(tensor, other))
+    return getattr(tensor, base)(other)
 
 
 def _unary(op):
@@ -102,9 +118,13 @@ def _binary(op):
 def _values(name, tensors, value):
     """addcmul/addcdiv's ``value`` per tensor: a number, a list of numbers, or a 1-D tensor of them."""
     if isinstance(value, Tensor):
-        if value.dim() != 1 or value.shape[0] != len(tensors):
-            raise RuntimeError(f"{name}: the scalars tensor must be 1-D with one entry per tensor "
-                               f"({len(tensors)}), got shape {tuple(value.shape)}")
+        if value.dim() != 1:
+            raise RuntimeError(f"Expected packed scalar Tensor to be of dimension 1. Got {value.dim()} instead.")
+        if value.shape[0] != len(tensors):
+            raise RuntimeError(f"Expected length of scalars to match input of length {len(tensors)} but got "
+                               f"{value.shape[0]} instead.")
+        if not value.is_contiguous():  # (PyTorch reads the scalars from the tensor's memory as one run)
+            raise RuntimeError("Expected scalars to be contiguous.")
         value = value.tolist()
     return _per_tensor(name, tensors, value)
 
@@ -143,12 +163,21 @@ def _foreach_norm(self, ord=2, dtype=None):  # noqa: A002  (PyTorch's argument n
     """``linalg.vector_norm(x, ord, dtype=dtype)`` of each tensor x of the list, as a tuple."""
     from .linalg import vector_norm  # (autograd.linalg loads on first use)
 
-    return tuple(vector_norm(t, ord, dtype=dtype) for t in _tensors("_foreach_norm", self))
+    tensors = _tensors("_foreach_norm", self)
+    if ord in (math.inf, -math.inf) and any(t.numel() == 0 for t in tensors):
+        raise RuntimeError("_foreach_norm cannot compute the infinity norm on an empty tensor because the operation "
+                           "does not have an identity")
+    return tuple(vector_norm(t, ord, dtype=dtype) for t in tensors)
 
 
 def _foreach_powsum(self, ord=2, dtype=None):  # noqa: A002
     """``sum(|x| ** ord)`` of each tensor x of the list (its norm before the root), as a tuple."""
     tensors = _tensors("_foreach_powsum", self)
+    for t in tensors:
+        if t.dtype.kind not in "fc":  # (PyTorch's kernel takes floats and complex numbers only)
+            from .ops.conversion import type_name
+
+            raise NotImplementedError(f'"powsum_cpu" not implemented for \'{type_name(t.dtype)}\'')
     return tuple((t if dtype is None else t.to(dtype)).abs().pow(ord).sum() for t in tensors)
 
 

@@ -13,7 +13,7 @@ take_along_dim and take are built from these and from indexing (the masked ops: 
 from ..backend import int32, int64, xp
 from ..errors import IndexRangeError
 from ..primitive import Primitive
-from ..tensor import Tensor, _operand, tensor_from
+from ..tensor import Tensor, _operand
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
 from .axes import dim_index
@@ -174,10 +174,20 @@ def _pad_to(grad, like_shape):
     return shape.IndexAdd.apply(grad, index=corner, shape=like_shape, basic=True)
 
 
-def _along_args(x, dim, index, op):
+def _along_args(x, dim, index, op, src=None):
+    """(axis, index as int64) for gather and the scatters, after PyTorch's checks in its order: dim, src's
+    dtype (given a ``src`` tensor), index's dtype, index's shape against x's and src's, index's values. An
+    empty index names nothing, so PyTorch checks no shape for it: it becomes an empty index of x's ndim,
+    which every op takes."""
     axis = dim_index(dim, x.ndim)
+    if src is not None:
+        _same_dtype(x, src, "scatter(): Expected self.dtype to be equal to src.dtype")
     index = _index_array(index, f"{op}(): Expected dtype int32/int64 for index")
+    if index.size == 0:
+        return axis, xp.zeros((0,) * max(x.ndim, 1), dtype=int64)
     _check_along(x.shape, index.shape, axis, op)
+    if src is not None:
+        _check_src(x.shape, index.shape, src.shape, axis, op)
     size = x.shape[axis] if x.ndim else 1
     return axis, _check_bounds(index, size, axis).astype(int64, copy=False)
 
@@ -185,8 +195,12 @@ def _along_args(x, dim, index, op):
 @names("gather")
 def gather(input, dim, index, *, sparse_grad=False, out=None):
     """y[i][j][k] = input[i][index[i][j][k]][k] for dim 1 (and likewise for any dim)."""
+    index_shape = tuple(getattr(index, "shape", xp.shape(index)))
     axis, index = _along_args(input, dim, index, "gather")
-    return write_out(Gather.apply(input, dim=axis, index=index), out)
+    gathered = Gather.apply(input, dim=axis, index=index)
+    if gathered.shape != index_shape:  # an empty index, of another shape than the one gathered with
+        gathered = shape.reshape(gathered, index_shape)
+    return write_out(gathered, out, dtype=input.dtype)  # (PyTorch writes gather into no other dtype)
 
 
 def _source(src, value, like, op):
@@ -203,33 +217,36 @@ def _source(src, value, like, op):
 @names("scatter", inplace="scatter_")
 def scatter(input, dim, index, src=None, *, value=None, reduce=None, out=None):
     """y = input with src (or the number ``value``) written at the positions index names along dim.
-    reduce='add' adds instead (as scatter_add); 'multiply' multiplies (not differentiable)."""
-    axis, index = _along_args(input, dim, index, "scatter")
+    reduce='add' adds instead (as scatter_add); 'multiply' multiplies (as scatter_reduce's 'prod')."""
+    axis, index = _along_args(input, dim, index, "scatter", src if isinstance(src, Tensor) else None)
     source = _source(src, value, input, "scatter")
     if not isinstance(src, Tensor):  # a number: written at every position index names
         source = shape.expand(source, index.shape)
-    else:
-        _check_src(input.shape, index.shape, source.shape, axis, "scatter")
     if reduce == "add":
-        return write_out(ScatterAdd.apply(input, source, dim=axis, index=index), out)
-    if reduce == "multiply":
-        y = input._data.copy()
-        xp.multiply.at(y, _positions(index, axis), _corner(source._data, index.shape))
-        return write_out(Tensor._make(y), out)
+        return write_out(ScatterAdd.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
+    if reduce == "multiply":  # scatter_reduce's prod with self included (PyTorch has no derivative for it)
+        return write_out(_scatter_reduce(input, source, axis, index, "prod", True), out, dtype=input.dtype)
     if reduce is not None:
         raise RuntimeError(f"scatter(): reduce argument must be either add or multiply, got {reduce!r}")
-    return write_out(Scatter.apply(input, source, dim=axis, index=index), out)
+    return write_out(Scatter.apply(input, source, dim=axis, index=index), out, dtype=input.dtype)
 
 
 @names("scatter_add", inplace="scatter_add_")
 def scatter_add(input, dim, index, src, *, out=None):
     """y = input, then y[index[i][j][k]][j][k] += src[i][j][k] for dim 0 (repeated positions add up)."""
-    axis, index = _along_args(input, dim, index, "scatter")
-    if not isinstance(src, Tensor):
-        src = tensor_from(src, dtype=input.dtype)
-    _same_dtype(input, src, "scatter(): Expected self.dtype to be equal to src.dtype")
-    _check_src(input.shape, index.shape, src.shape, axis, "scatter_add")
-    return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out)
+    _refuse_non_tensor(src, "scatter_add")
+    axis, index = _along_args(input, dim, index, "scatter", src)
+    return write_out(ScatterAdd.apply(input, src, dim=axis, index=index), out, dtype=input.dtype)
+
+
+def _extreme(dtype, lowest):
+    """The least (``lowest``) or greatest value of ``dtype``: ∓inf for a float, False/True for bool."""
+    if dtype.kind == "b":
+        return not lowest
+    if dtype.kind == "f":
+        return -xp.inf if lowest else xp.inf
+    info = xp.iinfo(dtype)
+    return info.min if lowest else info.max
 
 
 class ScatterReduce(Primitive):
@@ -259,16 +276,15 @@ class ScatterReduce(Primitive):
         y = x.copy()
         if not self.include_self:
             start = self._START.get(self.reduce)
-            if start is None:  # amax/amin start from the most extreme value of the dtype
-                info = xp.finfo(x.dtype) if x.dtype.kind == "f" else xp.iinfo(x.dtype)
-                start = info.min if self.reduce == "amax" else info.max
+            if start is None:  # amax/amin start from the dtype's most extreme value: -inf for a float
+                start = _extreme(x.dtype, lowest=self.reduce == "amax")  # (a src of only -inf gives -inf)
             y[self.written] = start
         ufunc = {"sum": xp.add, "mean": xp.add, "prod": xp.multiply, "amax": xp.maximum, "amin": xp.minimum}
         ufunc[self.reduce].at(y, positions, values)
         if self.reduce == "mean":
             count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
-            # in y's dtype: NumPy's y / count (an int64 array) would be float64
-            y = xp.floor_divide(y, count) if y.dtype.kind in "iu" else (y / count).astype(y.dtype)
+            # in y's dtype: NumPy's y / count (an int64 array) would be float64, y // count int64
+            y = (xp.floor_divide(y, count) if y.dtype.kind in "iu" else y / count).astype(y.dtype)
         return y
 
     def backward(self, grad, y, x, src):
@@ -333,13 +349,33 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True, out=Non
     names along dim; include_self=False leaves input's own values at those positions out."""
     if reduce not in ("sum", "prod", "mean", "amax", "amin"):
         raise RuntimeError(f"reduce argument must be either sum, prod, mean, amax or amin, got {reduce}")
-    axis, index = _along_args(input, dim, index, "scatter")
+    _refuse_non_tensor(src, "scatter_reduce")
+    _refuse_unordered(input, reduce, "scatter_gather_tensor_cpu_reduce_" + reduce)
+    axis, index = _along_args(input, dim, index, "scatter", src)
+    return write_out(_scatter_reduce(input, src, axis, index, reduce, include_self), out, dtype=input.dtype)
+
+
+def _refuse_non_tensor(src, op):
+    """PyTorch's TypeError for a src that is no tensor (a number, a list): only scatter takes a number."""
     if not isinstance(src, Tensor):
-        src = tensor_from(src, dtype=input.dtype)
-    _same_dtype(input, src, "scatter(): Expected self.dtype to be equal to src.dtype")
-    _check_src(input.shape, index.shape, src.shape, axis, "scatter_reduce")
-    return write_out(ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce,
-                                         include_self=include_self), out)
+        raise TypeError(f"{op}(): argument 'src' (position 3) must be Tensor, not {type(src).__name__}")
+
+
+def _refuse_unordered(input, reduce, kernel):
+    """amax/amin of complex numbers, which have no order (NumPy's maximum would compare them
+    lexicographically): refused in PyTorch's words, naming its ``kernel``."""
+    if reduce in ("amax", "amin") and input.dtype.kind == "c":
+        raise NotImplementedError(f'"{kernel}" not implemented for \'{type_name(input.dtype)}\'')
+
+
+def _scatter_reduce(input, src, axis, index, reduce, include_self):
+    """ScatterReduce, which works on positions along an axis: a 0-d input (and its one index, 0) is reduced
+    as a 1-element vector."""
+    if input.ndim:
+        return ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce, include_self=include_self)
+    vector = ScatterReduce.apply(shape.reshape(input, (1,)), shape.reshape(src, (-1,)), dim=0,
+                                 index=index.reshape(-1), reduce=reduce, include_self=include_self)
+    return shape.reshape(vector, ())
 
 
 class IndexSelect(Primitive):
@@ -429,6 +465,7 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
     is scatter_reduce with index[j] spread over the whole slice j (same values, same gradients)."""
     if reduce not in ("prod", "mean", "amax", "amin"):
         raise RuntimeError(f"index_reduce(): Expected reduce to be one of prod, mean, amax or amin but got {reduce}.")
+    _refuse_unordered(input, reduce, "index_func_")
     axis, index = _vector_index(input, dim, index, "index_reduce",
                                 "index_reduce_(): Expected dtype int32/int64 for index but got: {}")
     _same_dtype(input, source, "index_reduce_(): self ({}) and source ({}) must have the same scalar type")
@@ -437,8 +474,8 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
         raise RuntimeError(f"index_reduce(): source has shape {tuple(source.shape)} but input of shape "
                            f"{tuple(input.shape)} with {len(index)} indices along dim {axis} needs {expected}")
     spread_index = xp.broadcast_to(index.reshape([-1 if d == axis else 1 for d in range(input.ndim)]), expected)
-    return write_out(ScatterReduce.apply(input, source, dim=axis, index=xp.ascontiguousarray(spread_index),
-                                         reduce=reduce, include_self=include_self), out)
+    return write_out(_scatter_reduce(input, source, axis, xp.ascontiguousarray(spread_index), reduce, include_self),
+                     out)
 
 
 @names("take_along_dim")

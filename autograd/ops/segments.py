@@ -10,7 +10,7 @@ For segment s with elements x_1..x_n (and ``initial`` c when given):
     mean: y = (c + Σ x_i) / n        dL/dx_i = dL/dy / n
     prod: y = c · Π x_i              dL/dx_i = dL/dy · Π_{j≠i} x_j · c
     max:  y = max(c, x_1..x_n)       dL/dx_i = dL/dy / k for each of the k x_i equal to y
-                                     (none when c alone is the max)
+                                     (none when c alone is the max; y NaN: the k NaNs)
     min:  as max
 
 An empty segment gives c, or, without it, 0 (sum), 1 (prod), NaN (mean), -inf (max), inf (min).
@@ -103,10 +103,27 @@ def segment_reduce(data, reduce, *, lengths=None, indices=None, offsets=None, ax
     return write_out(result, out)
 
 
+def _extremum(block, reduce, dim):
+    """The padded block's max (or min) along ``dim``, its ties sharing dL/dy. A segment holding NaN reduces
+    to NaN and, as PyTorch's, shares dL/dy among its NaNs alone: amax would send NaN to every element (it
+    shares dL/dy among the elements equal to y, and nothing equals NaN), so it sees the block without NaN,
+    and a segment with NaN is the mean of its NaNs (NaN, whose gradient is 1/count at each)."""
+    nan = xp.isnan(block._data)
+    if not nan.any():
+        return block.amax(dim=dim) if reduce == "max" else block.amin(dim=dim)
+    zero = Tensor._make(xp.zeros((), dtype=block.dtype))
+    no_nan = block.where(Tensor._make(~nan), Tensor._make(xp.asarray(_NEUTRAL[reduce], dtype=block.dtype)))
+    tied = no_nan.amax(dim=dim) if reduce == "max" else no_nan.amin(dim=dim)
+    nans = nan.sum(axis=dim)
+    mean_of_nans = block.where(Tensor._make(nan), zero).sum(dim=dim) / Tensor._make(
+        xp.maximum(nans, 1).astype(block.dtype))
+    return mean_of_nans.where(Tensor._make(nans > 0), tied)
+
+
 def _reduced(block, reduce, dim, counts, data, initial):
     """The padded block reduced along ``dim``, with ``initial`` folded in as the module's docstring says."""
     if reduce in ("max", "min"):
-        extremum = block.amax(dim=dim) if reduce == "max" else block.amin(dim=dim)
+        extremum = _extremum(block, reduce, dim)
         if initial is None:
             return extremum
         # c where it wins outright; a tie with c leaves dL/dy to the tied elements, as PyTorch's
