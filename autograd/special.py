@@ -2,8 +2,7 @@
 
 import math
 
-from .backend import xp
-from .ops import reductions
+from .ops import pointwise, reductions
 from .ops.bessel import i0, i0e, i1, i1e, spherical_bessel_j0  # noqa: F401  (re-exported)
 from .ops.bessel_integrals import (  # noqa: F401  (re-exported)
     airy_ai,
@@ -18,7 +17,6 @@ from .ops.bessel_integrals import (  # noqa: F401  (re-exported)
     scaled_modified_bessel_k0,
     scaled_modified_bessel_k1,
 )
-from .ops.elementwise import Where
 from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-exported)
 from .ops.incomplete_gamma import igamma, igammac
 from .ops.names import FUNCTIONS
@@ -43,7 +41,6 @@ from .ops.polynomials import (  # noqa: F401  (re-exported)
 from .ops.rounding import round  # noqa: F401
 from .ops.special import erf_of
 from .ops.zeta import zeta  # noqa: F401  (re-exported)
-from .tensor import Tensor
 
 __all__ = ["airy_ai", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "chebyshev_polynomial_t",
            "chebyshev_polynomial_u", "chebyshev_polynomial_v", "chebyshev_polynomial_w", "digamma", "entr", "erf",
@@ -98,11 +95,8 @@ def logsumexp(input, dim, keepdim=False, *, out=None):
 
 
 def sinc(input, *, out=None):
-    """sin(πx) / (πx), and 1 at x = 0 (its limit; the derivative there is 0)."""
-    at_zero = input._data == 0
-    safe = Where.apply(Tensor._make(xp.ones((), dtype=input.dtype)), input, condition=at_zero) * math.pi
-    one = Tensor._make(xp.ones((), dtype=input.dtype))
-    return write_out(Where.apply(one, safe.sin() / safe, condition=at_zero), out)
+    """sin(πx) / (πx), and 1 at x = 0 (``autograd.sinc``, whose integers become the default dtype)."""
+    return pointwise.sinc(input, out=out)
 
 
 def softmax(input, dim, dtype=None):

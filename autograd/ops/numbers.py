@@ -13,6 +13,7 @@ import numpy
 from ..backend import int32, to_numpy, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
+from .conversion import refuse_kinds
 from .elementwise import floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
@@ -103,5 +104,7 @@ class Erfc(Primitive):
 
 @names("erfc", inplace="erfc_")
 def erfc(input, *, out=None):
-    """erfc of a tensor; integers and bools become the default dtype first."""
-    return write_out(Erfc.apply(floating(input)), out)
+    """erfc of a tensor (of real numbers only, as PyTorch's); integers and bools become the default dtype first."""
+    x = floating(input)
+    refuse_kinds(x, "erfc_vml_cpu", "c")
+    return write_out(Erfc.apply(x), out)

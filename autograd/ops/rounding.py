@@ -68,7 +68,7 @@ for _function, _name in (("floor", "floor"), ("ceil", "ceil"), ("trunc", "trunc"
 def sgn(input, *, out=None):
     """sign(x) for real x (gradient 0); x / |x| for complex x (0 at 0), differentiable."""
     if input.dtype.kind == "c":
-        return write_out(sgn_of_complex(input), out)
+        return write_out(sgn_of_complex(input), out, same_dtype=True)
     return write_out(Rounding.apply(input, function="sign", decimals=0), out, same_dtype=True)
 
 
