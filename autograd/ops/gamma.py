@@ -128,7 +128,7 @@ def digamma(input, *, out=None):
 def polygamma(n, input, *, out=None):
     """ψ⁽ⁿ⁾(x), the n-th derivative of ψ."""
     if n < 0:
-        raise RuntimeError(f"polygamma(n, x) does not support negative n, got {n}")
+        raise RuntimeError(f"polygamma(n, x) does not support negative n. Got n = {n}")
     x = floating(input)
     refuse_kinds(x, "polygamma", "c")
     return write_out(Polygamma.apply(x, n=int(n)), out)
@@ -143,6 +143,8 @@ def polygamma_method(input, n):
 @names("mvlgamma", inplace="mvlgamma_")
 def mvlgamma(input, p, *, out=None):
     """The multivariate log-gamma: p(p-1)/4 · ln π + Σ_{j<p} ln Γ(x - j/2)."""
+    if p < 1:
+        raise RuntimeError("p has to be greater than or equal to 1")
     x = floating(input)
     total = Lgamma.apply(x)
     for j in range(1, p):

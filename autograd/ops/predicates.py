@@ -48,7 +48,9 @@ def _test(function, name, doc, inplace=False, real=False, same_dtype=False):
     signbit refuse complex inputs, and write only into a bool out=; ``same_dtype``: out= must have the result's
     dtype (bitwise_not's)."""
     def op(input, *, out=None):
-        x = _data(input)
+        if not isinstance(input, Tensor):  # (PyTorch's tests take tensors only: isfinite(1) is a TypeError)
+            raise TypeError(f"{name}(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
+        x = input._data
         if real:
             if x.dtype.kind == "c":
                 raise (NotImplementedError(f"{name} is not implemented for complex tensors.") if name == "signbit"
