@@ -42,7 +42,7 @@ def scaled_far(x, order):
     for k, a in enumerate(hankel_coefficients(order)):
         total = total + (-1) ** k * a * power
         power = power / x
-    return total / xp.sqrt(2 * math.pi * x)
+    return total / (math.sqrt(2 * math.pi) * xp.sqrt(x))  # (√(2πx) whole overflows near float64's largest x)
 
 
 def scaled_i(x, order):

@@ -80,10 +80,22 @@ class Log1p(Primitive):
     """y = ln(1 + x), exact for tiny x;   dL/dx = dL/dy / (1 + x)"""
 
     def forward(self, x):
-        return xp.log1p(x)
+        return xp.log1p(x) if x.dtype.kind != "c" else _log1p_of_complex(x)
 
     def backward(self, grad, y, x):
         return (grad / (x + 1.0),)
+
+
+def _log1p_of_complex(z):
+    """ln(1 + z) of a complex array. NumPy's log1p forms 1 + z, which drops a small z's real part (log1p of
+    1e-19 + 1e-18j has real part 0, not 1e-19); within |z| < 1/2 the real part is ln |1 + z| = ½ ln(1 + 2x + x² +
+    y²), taken as ½ log1p(x (2 + x) + y²), and the imaginary part atan2(y, 1 + x). Farther out 1 + z loses
+    nothing and x² could overflow, so ln(1 + z) is used there."""
+    x, y = z.real, z.imag
+    with errstate(over="ignore", invalid="ignore", divide="ignore"):
+        near = 0.5 * xp.log1p(x * (2 + x) + y * y) + 1j * xp.arctan2(y, 1 + x)
+        far = xp.log(1 + z)
+    return xp.where(xp.abs(z) < 0.5, near, far).astype(z.dtype)
 
 
 class Exp2(Primitive):
