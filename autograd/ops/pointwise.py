@@ -14,7 +14,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import Where, floating, promote, result_type, unbroadcast, where
+from .elementwise import Where, floating, half_as_float32, promote, result_type, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .special import erf
@@ -272,7 +272,7 @@ class Rsqrt(Primitive):
     saves_output = True
 
     def forward(self, x):
-        return 1 / xp.sqrt(x)
+        return (1 / xp.sqrt(half_as_float32(x))).astype(x.dtype, copy=False)  # (float16: rounded once)
 
     def backward(self, grad, y, x):
         return (grad * y * y * y * -0.5,)
