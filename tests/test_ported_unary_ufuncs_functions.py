@@ -400,3 +400,16 @@ def test_gelu_of_float16_is_rounded_from_float32(T, F, request):
     wide = x.astype(np.float64)
     expected = (wide * (1 + np.vectorize(math.erf)(wide / math.sqrt(2))) / 2).astype(np.float16)
     close(F.gelu(T.tensor(x)), expected, rtol=2e-3, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log1p_of_complex_numbers_keeps_the_side_of_its_branch_cut(T, dtype):
+    """log1p(x - 0j) for x < -1 lies below the cut (imaginary part -π), as NumPy's and PyTorch's."""
+    real = T.tensor([-2.5, -1e20, -2.5, -math.inf], dtype=getattr(T, dtype))
+    imag = T.tensor([-0.0, -0.0, 0.0, -0.0], dtype=getattr(T, dtype))
+    z = T.complex(real, imag)
+    expected = np.log1p(values(z).astype(np.complex128))
+    got = T.log1p(z)
+    close(got.imag, expected.imag, rtol=1e-6, atol=0)
+    close(got.real, expected.real, rtol=1e-6, atol=0)
+    same(T.sign(got.imag), [-1.0, -1.0, 1.0, -1.0])

@@ -92,10 +92,14 @@ def _log1p_of_complex(z):
     y²), taken as ½ log1p(x (2 + x) + y²), and the imaginary part atan2(y, 1 + x). Farther out 1 + z loses
     nothing and x² could overflow, so ln(1 + z) is used there."""
     x, y = z.real, z.imag
+    shifted = z.copy()
+    shifted.real += 1  # (1 + z would add +0 to the imaginary part: -0.0 must stay, for the side of the branch cut)
+    near = xp.empty_like(z)
     with errstate(over="ignore", invalid="ignore", divide="ignore"):
-        near = 0.5 * xp.log1p(x * (2 + x) + y * y) + 1j * xp.arctan2(y, 1 + x)
-        far = xp.log(1 + z)
-    return xp.where(xp.abs(z) < 0.5, near, far).astype(z.dtype)
+        near.real = 0.5 * xp.log1p(x * (2 + x) + y * y)
+        near.imag = xp.arctan2(y, 1 + x)
+        far = xp.log(shifted)
+    return xp.where(xp.abs(z) < 0.5, near, far)
 
 
 class Exp2(Primitive):
