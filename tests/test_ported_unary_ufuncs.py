@@ -54,6 +54,20 @@ def _lgamma(x):
     return math.lgamma(x)
 
 
+def _erfinv(y):
+    """erf⁻¹(y) by Newton's method on math.erf, from Winitzki's approximation (±inf at ±1, NaN beyond)."""
+    if not abs(y) < 1:
+        return math.copysign(math.inf, y) if abs(y) == 1 else math.nan
+    if y == 0:
+        return y
+    a, ln = 0.147, math.log1p(-y * y)
+    t = 2 / (math.pi * a) + ln / 2
+    x = math.copysign(math.sqrt(math.sqrt(t * t - ln / a) - t), y)
+    for _ in range(8):
+        x -= (math.erf(x) - y) / (2 / math.sqrt(math.pi) * math.exp(-x * x))
+    return x
+
+
 def _i0e(a):
     """e^-|x| I0(x): NumPy's i0 where it does not overflow, the asymptotic series 1/√(2π|x|) Σ ((2k-1)!!)² /
     (k! (8|x|)^k) past |x| = 500."""
@@ -85,6 +99,7 @@ UNARY = {
     "rad2deg": (np.rad2deg, "float", False, (None, None)),
     "erf": (_vectorized(_erf), "float", False, (None, None)),
     "erfc": (_vectorized(math.erfc), "float", False, (None, None)),
+    "erfinv": (_vectorized(_erfinv), "float", False, (-1, 1)),
     "exp": (np.exp, "float", True, (None, None)),
     "exp2": (np.exp2, "float", True, (None, None)),
     "expm1": (np.expm1, "float", True, (None, None)),
