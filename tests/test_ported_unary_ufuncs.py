@@ -402,3 +402,5 @@ def test_contiguity_does_not_change_the_result(T, name, dtype):
         same_values(op(row), expanded[i])
     batch = _make(T, (6, 4), dtype, name, rng)
     same_values(op(batch), T.stack([op(s) for s in batch]))
+    many_dims = _make(T, (2, 2, 3, 1, 4, 5, 3, 2, 1, 2, 3, 4), dtype, name, rng)[:1]
+    same_values(op(many_dims), op(many_dims.clone()))

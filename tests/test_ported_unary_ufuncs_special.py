@@ -80,6 +80,25 @@ def test_nan_to_num_gradient_is_one_where_finite(T):
     same(x.grad, [1.0, 0.0, 0.0, 0.0, 1.0])
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 6, 6), (1, 3, 6, 128)])
+def test_nan_to_num_of_float16_keeps_its_dtype_and_gradient(T, shape):
+    """PyTorch's test_nan_to_num_bfloat16, in float16 (chainrule has no bfloat16): the result and the gradient
+    keep the input's dtype, and equal the float32 computation's where the input is finite."""
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal(shape).astype(np.float16)
+    a[0, 0, 1, :], a[0, 1, 2, :], a[0, 2, 4, :] = np.nan, np.inf, -np.inf
+    half = T.tensor(a, requires_grad=True)
+    wide = T.tensor(a.astype(np.float32), requires_grad=True)
+    out, out_wide = T.nan_to_num(half), T.nan_to_num(wide)
+    out.sum().backward()
+    out_wide.sum().backward()
+    assert dtype_name(out) == "float16" and dtype_name(half.grad) == "float16"
+    finite = np.isfinite(a)
+    same(out[T.tensor(finite)], values(out_wide)[finite].astype(np.float16))
+    same(out, np.nan_to_num(a))  # (±inf: float16's own largest and smallest numbers)
+    same(half.grad, values(wide.grad).astype(np.float16))
+
+
 def test_complex_edge_values(T):
     for z in (0.0 - 1.0e20j, -1.0e60 - 4988429.2j):
         x = T.tensor(z, dtype=T.complex128)
