@@ -435,6 +435,17 @@ def test_round_with_decimals(T):
     raises(RuntimeError, None, T.round, T.tensor([1, 2]), decimals=1)
 
 
+@pytest.mark.parametrize("decimals", [1, 2, 3, -1, -2])
+def test_round_with_decimals_of_float16_scales_in_float32(T, decimals):
+    """round(x, decimals) of float16 scales by 10^decimals in float32, as PyTorch's (x · 100 in float16 overflows
+    past 655: round(870.0, 2) was inf)."""
+    rng = np.random.default_rng(12)
+    a = np.concatenate([rng.uniform(-1000, 1000, 500), rng.uniform(-1, 1, 200), [870.0, -918.0, 82.94]])
+    a = a.astype(np.float16)
+    expected = np.round(a.astype(np.float32), decimals).astype(np.float16)
+    same(T.round(T.tensor(a), decimals=decimals), expected, "float16")
+
+
 def test_dtypes_of_integer_results(T):
     """sqrt (and every op that computes in floating point) of integers and bools is float32, PyTorch's default
     dtype; square of a bool is int64; abs/neg/sign/square of an integer keep it."""

@@ -12,7 +12,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from .conjugation import sgn_of_complex
 from .conversion import refuse_kinds
-from .elementwise import promote, unbroadcast
+from .elementwise import half_as_float32, promote, unbroadcast
 from .names import names
 from .outputs import write_out
 
@@ -34,7 +34,8 @@ class Rounding(Primitive):
                 "Unlike NumPy, torch.sign is not intended to support complex numbers. Please use torch.sgn "
                 "instead." if self.function == "sign" else f"{self.function} is not supported for complex inputs")
         if self.function == "round" and self.decimals:
-            return xp.round(x, self.decimals)
+            # float16 scaled by 10^decimals in float32, as PyTorch's: in float16 x · 100 overflows past 655
+            return xp.round(half_as_float32(x), self.decimals).astype(x.dtype, copy=False)
         if self.function == "sign":
             if x.dtype.kind == "b":  # a bool is its own sign
                 return x.copy()
