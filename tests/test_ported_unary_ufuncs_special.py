@@ -462,3 +462,22 @@ def test_dtypes_of_integer_results(T):
     assert dtype_name(T.square(T.tensor([True]))) == "int64"
     for name in ("abs", "neg", "sign", "square"):
         assert dtype_name(getattr(T, name)(T.tensor([1, -2], dtype=T.int16))) == "int16"
+
+
+@pytest.mark.parametrize("name", ["erfcx", "ndtri", "log_ndtr", "i0e", "i1", "i1e", "entr", "digamma", "psi",
+                                  "gammaln", "erfinv", "logit", "erfc", "polygamma", "multigammaln"])
+def test_special_functions_of_complex_numbers_are_refused(T, name):
+    """PyTorch's special functions have no complex kernels: NotImplementedError (a RuntimeError), where chainrule
+    once computed their real formulas on complex numbers."""
+    z = T.tensor([0.5 + 0.5j, 1.0 - 2.0j])
+    fn = getattr(T.special, name)
+    with pytest.raises(RuntimeError):
+        fn(1, z) if name == "polygamma" else fn(z, 2) if name == "multigammaln" else fn(z)
+
+
+def test_special_round_refuses_integers(T):
+    """special.round is round's overload with decimals (default 0), which has no integer kernel."""
+    for dtype in ("uint8", "int8", "int16", "int32", "int64"):
+        raises(RuntimeError, "not implemented for", T.special.round, T.tensor([1, 2], dtype=getattr(T, dtype)))
+    same(T.special.round(T.tensor([1.26, 2.5, -0.5])), [1.0, 2.0, -0.0])
+    same(T.special.round(T.tensor([1.26, 2.55], dtype=T.float64), decimals=1), [1.3, 2.6])
