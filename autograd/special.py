@@ -2,8 +2,7 @@
 
 import math
 
-from .backend import xp
-from .ops import reductions
+from .ops import normal_tails, pointwise, reductions, rounding
 from .ops.bessel import i0, i0e, i1, i1e, spherical_bessel_j0  # noqa: F401  (re-exported)
 from .ops.bessel_integrals import (  # noqa: F401  (re-exported)
     airy_ai,
@@ -18,11 +17,10 @@ from .ops.bessel_integrals import (  # noqa: F401  (re-exported)
     scaled_modified_bessel_k0,
     scaled_modified_bessel_k1,
 )
-from .ops.elementwise import Where
+from .ops.conversion import refuse_kinds
 from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-exported)
 from .ops.incomplete_gamma import igamma, igammac
 from .ops.names import FUNCTIONS
-from .ops.normal_tails import erfcx_of, log_ndtr, ndtri_of  # noqa: F401  (re-exported)
 from .ops.numbers import erfc  # noqa: F401  (re-exported)
 from .ops.outputs import write_out
 from .ops.pointwise import Entr, floating, logit, xlog1py, xlogy  # noqa: F401
@@ -40,10 +38,8 @@ from .ops.polynomials import (  # noqa: F401  (re-exported)
     shifted_chebyshev_polynomial_v,
     shifted_chebyshev_polynomial_w,
 )
-from .ops.rounding import round  # noqa: F401
 from .ops.special import erf_of
 from .ops.zeta import zeta  # noqa: F401  (re-exported)
-from .tensor import Tensor
 
 __all__ = ["airy_ai", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "chebyshev_polynomial_t",
            "chebyshev_polynomial_u", "chebyshev_polynomial_v", "chebyshev_polynomial_w", "digamma", "entr", "erf",
@@ -59,7 +55,34 @@ erfinv, exp2, expm1, log1p = (FUNCTIONS[name] for name in ("erfinv", "exp2", "ex
 gammaln = lgamma
 psi = digamma
 multigammaln = mvlgamma
-erfcx, ndtri = erfcx_of, ndtri_of
+
+
+def _real(input, kernel):
+    """input as a floating tensor, refusing complex numbers, which PyTorch's kernel ``kernel`` has no loop for."""
+    x = floating(input)
+    refuse_kinds(x, kernel, "c")
+    return x
+
+
+def erfcx(input, *, out=None):
+    """The scaled complementary error function e^(x²) erfc(x), of real numbers."""
+    return normal_tails.erfcx_of(_real(input, "erfcx_cpu"), out=out)
+
+
+def ndtri(input, *, out=None):
+    """Φ⁻¹(p), the standard normal quantile, of real numbers."""
+    return normal_tails.ndtri_of(_real(input, "ndtri_cpu"), out=out)
+
+
+def log_ndtr(input, *, out=None):
+    """ln Φ(x), the log of the standard normal CDF, of real numbers, accurate far into both tails."""
+    return normal_tails.log_ndtr(_real(input, "log_ndtr_cpu"), out=out)
+
+
+def round(input, *, decimals=0, out=None):
+    """x rounded to ``decimals`` decimal places (halves to even). PyTorch's special.round is round's overload
+    with decimals, whose default 0 still refuses integers, as round(x, decimals=0) does."""
+    return rounding.round(input, decimals=decimals, out=out)
 
 
 def gammainc(input, other, *, out=None):
@@ -98,11 +121,8 @@ def logsumexp(input, dim, keepdim=False, *, out=None):
 
 
 def sinc(input, *, out=None):
-    """sin(πx) / (πx), and 1 at x = 0 (its limit; the derivative there is 0)."""
-    at_zero = input._data == 0
-    safe = Where.apply(Tensor._make(xp.ones((), dtype=input.dtype)), input, condition=at_zero) * math.pi
-    one = Tensor._make(xp.ones((), dtype=input.dtype))
-    return write_out(Where.apply(one, safe.sin() / safe, condition=at_zero), out)
+    """sin(πx) / (πx), and 1 at x = 0 (``autograd.sinc``, whose integers become the default dtype)."""
+    return pointwise.sinc(input, out=out)
 
 
 def softmax(input, dim, dtype=None):

@@ -218,10 +218,13 @@ def _dtype(dtype):
 
 class finfo:
     """Limits of a floating dtype (the default dtype when left out): ``eps`` (the gap from 1 to
-    the next number), ``max``, ``min``, ``tiny`` (= ``smallest_normal``), ``resolution``, ``bits``."""
+    the next number), ``max``, ``min``, ``tiny`` (= ``smallest_normal``), ``resolution``, ``bits``.
+    A complex dtype has the limits of its parts (complex64's are float32's, as PyTorch's and NumPy's)."""
 
     def __init__(self, type=None):
         dtype = _dtype(type)
+        if dtype.kind == "c":
+            dtype = numpy.dtype(f"float{dtype.itemsize * 4}")
         if dtype.kind != "f":
             raise TypeError("autograd.finfo() requires a floating point input type. Use autograd.iinfo to "
                             f"handle '{dtype}'")
@@ -233,6 +236,11 @@ class finfo:
         self.min = float(info.min)
         self.tiny = self.smallest_normal = float(info.smallest_normal)
         self.resolution = 10.0 ** -int(info.precision)  # exactly 10^-digits, as PyTorch gives it
+
+    def __eq__(self, other):  # (one dtype's limits equal another's that has the same: complex64's and float32's)
+        return isinstance(other, finfo) and vars(self) == vars(other)
+
+    __hash__ = None  # (unhashable, as PyTorch's)
 
     def __repr__(self):
         return (f"finfo(resolution={self.resolution:g}, min={self.min:g}, max={self.max:g}, eps={self.eps:g}, "
@@ -254,6 +262,11 @@ class iinfo:
         self.bits = int(info.bits)
         self.max = int(info.max)
         self.min = int(info.min)
+
+    def __eq__(self, other):
+        return isinstance(other, iinfo) and vars(self) == vars(other)
+
+    __hash__ = None
 
     def __repr__(self):
         return f"iinfo(min={self.min:g}, max={self.max:g}, dtype={self.dtype})"

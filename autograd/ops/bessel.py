@@ -17,6 +17,7 @@ import math
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .conversion import refuse_kinds
 from .elementwise import Where, floating
 from .names import names
 from .outputs import write_out
@@ -41,7 +42,7 @@ def scaled_far(x, order):
     for k, a in enumerate(hankel_coefficients(order)):
         total = total + (-1) ** k * a * power
         power = power / x
-    return total / xp.sqrt(2 * math.pi * x)
+    return total / (math.sqrt(2 * math.pi) * xp.sqrt(x))  # (√(2πx) whole overflows near float64's largest x)
 
 
 def scaled_i(x, order):
@@ -64,7 +65,8 @@ def bessel_i1(x):
         far = xp.exp(magnitude) * scaled_far(xp.maximum(magnitude, _FAR), 1)
         far = xp.where(x < 0, -far, far)
     near = xp.where(magnitude <= _FAR, x, 0.0)  # (the series only where it is used: it grows with |x|)
-    return xp.where(magnitude <= _FAR, _i1_series(near), far).astype(x.dtype)
+    i1 = xp.where(magnitude <= _FAR, _i1_series(near), far)
+    return xp.where(x == 0, 0.0, i1).astype(x.dtype)  # (I1(-0.0) is +0.0, as PyTorch's)
 
 
 def _i1_series(x):
@@ -88,7 +90,8 @@ class I0(Primitive):
     """y = I0(x);   dL/dx = dL/dy · I1(x)"""
 
     def forward(self, x):
-        return xp.i0(x).astype(x.dtype)
+        # in float64 and rounded once: NumPy's i0 of a float16 array computes in float16 (i0(0.001) = 0.9985)
+        return xp.i0(x.astype(xp.float64)).astype(x.dtype)
 
     def backward(self, grad, y, x):
         return (grad * I1.apply(x),)
@@ -113,12 +116,16 @@ class I1(Primitive):
 @names("i0", inplace="i0_")
 def i0(input, *, out=None):
     """The modified Bessel function of the first kind, order 0; integers become the default dtype."""
-    return write_out(I0.apply(floating(input)), out)
+    x = floating(input)
+    refuse_kinds(x, "i0_vml_cpu", "c")
+    return write_out(I0.apply(x), out)
 
 
 def i1(input, *, out=None):
     """The modified Bessel function of the first kind, order 1 (``autograd.special.i1``)."""
-    return write_out(I1.apply(floating(input)), out)
+    x = floating(input)
+    refuse_kinds(x, "i1_cpu", "c")
+    return write_out(I1.apply(x), out)
 
 
 def spherical_bessel_j0(x, *, out=None):
@@ -165,9 +172,13 @@ class I1e(Primitive):
 
 def i0e(input, *, out=None):
     """e^-|x| I0(x), the exponentially scaled I0 (``special.i0e``): finite where I0 overflows."""
-    return write_out(I0e.apply(floating(input)), out)
+    x = floating(input)
+    refuse_kinds(x, "i0e_cpu", "c")
+    return write_out(I0e.apply(x), out)
 
 
 def i1e(input, *, out=None):
     """e^-|x| I1(x), the exponentially scaled I1 (``special.i1e``)."""
-    return write_out(I1e.apply(floating(input)), out)
+    x = floating(input)
+    refuse_kinds(x, "i1e_cpu", "c")
+    return write_out(I1e.apply(x), out)

@@ -112,6 +112,12 @@ def _widened(x):
     return Cast.apply(x, dtype=backend.float32) if type(x) is Tensor and x._data.dtype == backend.float16 else x
 
 
+def half_as_float32(array):
+    """A float16 array as float32, any other as it is: PyTorch computes float16 ops in float32 and rounds once,
+    where a formula of several steps in float16 rounds at each (σ, 1/√x: a unit or two off)."""
+    return array.astype(backend.float32) if array.dtype == backend.float16 else array
+
+
 def unbroadcast(grad, like):
     """Sum ``grad`` over the axes that broadcasting added or stretched, to ``like.shape``."""
     shape = like.shape
@@ -487,9 +493,11 @@ class Sigmoid(Primitive):
         if x.dtype.kind == "c":
             return 1 / (1 + xp.exp(-x))
         # e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep
-        # full relative precision where σ(x) is tiny
-        e = xp.exp(-xp.abs(x))
-        return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        # full relative precision where σ(x) is tiny. float16 is computed in float32 and rounded once, as
+        # PyTorch's (e^-|x| rounded to float16 first puts σ(-3.584) 2 units off)
+        wide = half_as_float32(x)
+        e = xp.exp(-xp.abs(wide))
+        return xp.where(wide >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         if y._data.dtype.kind == "c":  # (SigmoidGrad's fused map is written for real numbers)

@@ -12,6 +12,7 @@ import math
 
 from ..backend import errstate, xp
 from ..primitive import Primitive
+from .conversion import refuse_kinds
 from .elementwise import floating
 from .names import names
 from .outputs import write_out
@@ -78,7 +79,9 @@ def _polygamma(n, x):
     if n == 0:
         with errstate(divide="ignore", invalid="ignore"):
             y = xp.where(reflect, y - math.pi / xp.tan(math.pi * (x - xp.round(x))), y)
-        y = xp.where(x == 0, -xp.inf, xp.where((x < 0) & (x == xp.floor(x)), xp.nan, y))
+        # ψ(±0) = ∓inf: the sign of the zero picks the side of the pole, as PyTorch's
+        pole = xp.where(xp.signbit(x), xp.inf, -xp.inf)
+        y = xp.where(x == 0, pole, xp.where((x < 0) & (x == xp.floor(x)), xp.nan, y))
     else:
         y = xp.where(pole, xp.inf if n % 2 else -xp.inf, y)  # poles, signed as PyTorch
         y = xp.where(xp.isneginf(x), xp.nan, y)  # no limit at -inf: it passes a pole at every integer
@@ -107,22 +110,28 @@ class Polygamma(Primitive):
 
 @names("lgamma", inplace="lgamma_")
 def lgamma(input, *, out=None):
-    """ln |Γ(x)|."""
-    return write_out(Lgamma.apply(floating(input)), out)
+    """ln |Γ(x)| (of real numbers only, as PyTorch's)."""
+    x = floating(input)
+    refuse_kinds(x, "lgamma_vml_cpu", "c")
+    return write_out(Lgamma.apply(x), out)
 
 
 @names("digamma", inplace="digamma_")
 def digamma(input, *, out=None):
-    """ψ(x) = d/dx ln Γ(x) (-inf at 0 and NaN at the negative integers, as PyTorch)."""
-    return write_out(Polygamma.apply(floating(input), n=0), out)
+    """ψ(x) = d/dx ln Γ(x) (-inf at 0, +inf at -0, and NaN at the negative integers, as PyTorch)."""
+    x = floating(input)
+    refuse_kinds(x, "digamma", "c")
+    return write_out(Polygamma.apply(x, n=0), out)
 
 
 @names("polygamma", method=False)
 def polygamma(n, input, *, out=None):
     """ψ⁽ⁿ⁾(x), the n-th derivative of ψ."""
     if n < 0:
-        raise RuntimeError(f"polygamma(n, x) does not support negative n, got {n}")
-    return write_out(Polygamma.apply(floating(input), n=int(n)), out)
+        raise RuntimeError(f"polygamma(n, x) does not support negative n. Got n = {n}")
+    x = floating(input)
+    refuse_kinds(x, "polygamma", "c")
+    return write_out(Polygamma.apply(x, n=int(n)), out)
 
 
 @names("polygamma", function=False, inplace="polygamma_")
@@ -134,7 +143,10 @@ def polygamma_method(input, n):
 @names("mvlgamma", inplace="mvlgamma_")
 def mvlgamma(input, p, *, out=None):
     """The multivariate log-gamma: p(p-1)/4 · ln π + Σ_{j<p} ln Γ(x - j/2)."""
+    if p < 1:
+        raise RuntimeError("p has to be greater than or equal to 1")
     x = floating(input)
+    refuse_kinds(x, "arange_cpu", "c")  # (PyTorch's kernel fails on the complex arange of its shifts j/2)
     total = Lgamma.apply(x)
     for j in range(1, p):
         total = total + Lgamma.apply(x - j / 2)

@@ -13,6 +13,7 @@ import numpy
 from ..backend import int32, to_numpy, xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
+from .conversion import c_name, refuse_kinds
 from .elementwise import floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
@@ -56,9 +57,19 @@ def frexp(input, *, out=None):
     exact power of two, recorded as that product."""
     if input.dtype.kind != "f":
         raise RuntimeError("torch.frexp() only supports floating-point dtypes")
+    if out is not None:
+        mantissa, exponent = out
+        if mantissa.dtype != input.dtype:
+            raise RuntimeError(f"torch.frexp() expects mantissa to have dtype {c_name(input.dtype)} but got "
+                               f"{c_name(mantissa.dtype)}")
+        if exponent.dtype != int32:
+            raise RuntimeError(f"torch.frexp() expects exponent to have int dtype but got {c_name(exponent.dtype)}")
     _, exponent = xp.frexp(input._data)
-    scale = Tensor._make(xp.ldexp(xp.ones((), dtype=input.dtype), -exponent))
-    return write_out(FrexpResult(input * scale, Tensor._make(exponent.astype(int32))), out)
+    # 2^-exponent in two halves: whole, it overflows float16 for a subnormal input (2^-20 needs 2^20 > 65504)
+    first = -exponent // 2
+    one = xp.ones((), dtype=input.dtype)
+    scaled = input * Tensor._make(xp.ldexp(one, first)) * Tensor._make(xp.ldexp(one, -exponent - first))
+    return write_out(FrexpResult(scaled, Tensor._make(exponent.astype(int32))), out)
 
 
 class NextAfter(Primitive):
@@ -103,5 +114,7 @@ class Erfc(Primitive):
 
 @names("erfc", inplace="erfc_")
 def erfc(input, *, out=None):
-    """erfc of a tensor; integers and bools become the default dtype first."""
-    return write_out(Erfc.apply(floating(input)), out)
+    """erfc of a tensor (of real numbers only, as PyTorch's); integers and bools become the default dtype first."""
+    x = floating(input)
+    refuse_kinds(x, "erfc_vml_cpu", "c")
+    return write_out(Erfc.apply(x), out)

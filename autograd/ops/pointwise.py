@@ -14,7 +14,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import Where, floating, promote, result_type, unbroadcast, where
+from .elementwise import Where, floating, half_as_float32, promote, result_type, unbroadcast, where
 from .names import names
 from .outputs import write_out
 from .special import erf
@@ -80,10 +80,26 @@ class Log1p(Primitive):
     """y = ln(1 + x), exact for tiny x;   dL/dx = dL/dy / (1 + x)"""
 
     def forward(self, x):
-        return xp.log1p(x)
+        return xp.log1p(x) if x.dtype.kind != "c" else _log1p_of_complex(x)
 
     def backward(self, grad, y, x):
         return (grad / (x + 1.0),)
+
+
+def _log1p_of_complex(z):
+    """ln(1 + z) of a complex array. NumPy's log1p forms 1 + z, which drops a small z's real part (log1p of
+    1e-19 + 1e-18j has real part 0, not 1e-19); within |z| < 1/2 the real part is ln |1 + z| = ½ ln(1 + 2x + x² +
+    y²), taken as ½ log1p(x (2 + x) + y²), and the imaginary part atan2(y, 1 + x). Farther out 1 + z loses
+    nothing and x² could overflow, so ln(1 + z) is used there."""
+    x, y = z.real, z.imag
+    shifted = z.copy()
+    shifted.real += 1  # (1 + z would add +0 to the imaginary part: -0.0 must stay, for the side of the branch cut)
+    near = xp.empty_like(z)
+    with errstate(over="ignore", invalid="ignore", divide="ignore"):
+        near.real = 0.5 * xp.log1p(x * (2 + x) + y * y)
+        near.imag = xp.arctan2(y, 1 + x)
+        far = xp.log(shifted)
+    return xp.where(xp.abs(z) < 0.5, near, far)
 
 
 class Exp2(Primitive):
@@ -243,6 +259,7 @@ class Erfinv(Primitive):
     PyTorch allows (its erfinv keeps only x)."""
 
     def forward(self, x):
+        refuse_kinds(x, "erfinv_vml_cpu", "c")
         with errstate(divide="ignore", invalid="ignore"):
             return _erfinv(x)
 
@@ -259,7 +276,7 @@ class Rsqrt(Primitive):
     saves_output = True
 
     def forward(self, x):
-        return 1 / xp.sqrt(x)
+        return (1 / xp.sqrt(half_as_float32(x))).astype(x.dtype, copy=False)  # (float16: rounded once)
 
     def backward(self, grad, y, x):
         return (grad * y * y * y * -0.5,)
@@ -451,6 +468,9 @@ class NanToNum(Primitive):
 def nan_to_num(input, nan=None, posinf=None, neginf=None, *, out=None):
     """NaN → nan (0 by default), +inf → posinf, -inf → neginf (by default the dtype's largest and
     smallest numbers)."""
+    if out is not None and out.dtype != input.dtype:  # (it casts into no other dtype, as PyTorch's)
+        raise RuntimeError(f"nan_to_num: dtype of out: {type_name(out.dtype)} should be same as input: "
+                           f"{type_name(input.dtype)}")
     if input.dtype.kind not in "fc":
         return write_out(input.clone(), out)
     return write_out(NanToNum.apply(input, nan=0.0 if nan is None else nan, posinf=posinf, neginf=neginf), out)
@@ -529,6 +549,7 @@ def float_power_(input, exponent):
 def logit(input, eps=None, *, out=None):
     """ln(x / (1 - x)), with x clamped to [eps, 1 - eps] first when eps is given."""
     x = floating(input)
+    refuse_kinds(x, "logit_cpu", "c")
     if eps is not None:
         x = x.clamp(eps, 1 - eps)
     return write_out((x / (1.0 - x)).log(), out)
@@ -536,12 +557,21 @@ def logit(input, eps=None, *, out=None):
 
 @names("deg2rad", inplace="deg2rad_")
 def deg2rad(input, *, out=None):
-    return write_out(floating(input) * (math.pi / 180), out)
+    return write_out(_real_angle(input, "deg2rad") * (math.pi / 180), out)
 
 
 @names("rad2deg", inplace="rad2deg_")
 def rad2deg(input, *, out=None):
-    return write_out(floating(input) * (180 / math.pi), out)
+    return write_out(_real_angle(input, "rad2deg") * (180 / math.pi), out)
+
+
+def _real_angle(input, name):
+    """input as a floating tensor, refusing complex numbers (an angle in degrees or radians is real, as PyTorch
+    says)."""
+    x = floating(input)
+    if x.dtype.kind == "c":
+        raise RuntimeError(f"{name} is not supported for complex tensors.")
+    return x
 
 
 @names("heaviside", inplace="heaviside_")
@@ -576,6 +606,7 @@ class Entr(Primitive):
     """y = -x ln x (0 at x = 0, -inf for x < 0);   dL/dx = -dL/dy · (ln x + 1)"""
 
     def forward(self, x):
+        refuse_kinds(x, "entr_cpu", "c")
         with errstate(divide="ignore", invalid="ignore"):
             y = -x * xp.log(x)
         return xp.where(x == 0, 0.0, xp.where(x < 0, -xp.inf, y)).astype(x.dtype)
@@ -606,9 +637,14 @@ def sinc(input, *, out=None):
     The quotient is taken of a safe input (1 where x = 0), so the branch where() discards
     never holds 0/0: its NaN would reach the gradient. At x = 0 the value comes from the series
     Σ_k (-1)^k (πx)^2k / (2k+1)!, so the derivatives there are the limits (-π²/3 the second, for
-    a PINN's u_xx) through the eleventh (PyTorch's are NaN from the second on)."""
+    a PINN's u_xx) through the eleventh (PyTorch's are NaN from the second on). A float16 input is
+    computed in float32 and rounded once, as PyTorch's: π·x rounded to float16 would put sinc(1) at 3e-4."""
+    half = isinstance(input, Tensor) and input.dtype == xp.float16
+    if half:
+        input = input.float()
     zero = input == 0
     safe = where(zero, 1.0, input) * math.pi
     at_zero = where(zero, input, 0.0) * math.pi
     series = sum((-1) ** k * at_zero ** (2 * k) / math.factorial(2 * k + 1) for k in range(6))
-    return write_out(where(zero, series, safe.sin() / safe), out)
+    result = where(zero, series, safe.sin() / safe)
+    return write_out(result.half() if half else result, out)

@@ -43,9 +43,21 @@ def _in_place(op, name):
     names(inplace=f"{name}_")(in_place)
 
 
-def _test(function, name, doc, inplace=False):
+def _test(function, name, doc, inplace=False, real=False, same_dtype=False):
+    """Register the test ``function`` of an array as op ``name``. ``real``: PyTorch's isposinf, isneginf and
+    signbit refuse complex inputs, and write only into a bool out=; ``same_dtype``: out= must have the result's
+    dtype (bitwise_not's)."""
     def op(input, *, out=None):
-        return write_out(Tensor._make(function(_data(input))), out)
+        if not isinstance(input, Tensor):  # (PyTorch's tests take tensors only: isfinite(1) is a TypeError)
+            raise TypeError(f"{name}(): argument 'input' (position 1) must be Tensor, not {type(input).__name__}")
+        x = input._data
+        if real:
+            if x.dtype.kind == "c":
+                raise (NotImplementedError(f"{name} is not implemented for complex tensors.") if name == "signbit"
+                       else RuntimeError(f"{name} does not support complex inputs."))
+            if out is not None and out.dtype != xp.bool_:
+                raise RuntimeError(f"{name} does not support non-boolean outputs.")
+        return write_out(Tensor._make(function(x)), out, same_dtype=same_dtype)
 
     op.__name__ = name
     op.__doc__ = doc
@@ -56,10 +68,10 @@ def _test(function, name, doc, inplace=False):
 
 _test(xp.isnan, "isnan", "True where input is NaN.")
 _test(xp.isinf, "isinf", "True where input is +inf or -inf.")
-_test(xp.isposinf, "isposinf", "True where input is +inf.")
-_test(xp.isneginf, "isneginf", "True where input is -inf.")
+_test(xp.isposinf, "isposinf", "True where input is +inf.", real=True)
+_test(xp.isneginf, "isneginf", "True where input is -inf.", real=True)
 _test(xp.isfinite, "isfinite", "True where input is neither NaN nor infinite.")
-_test(xp.signbit, "signbit", "True where input's sign bit is set (negative numbers and -0.0).")
+_test(xp.signbit, "signbit", "True where input's sign bit is set (negative numbers and -0.0).", real=True)
 _test(xp.logical_not, "logical_not", "True where input is zero (False).", inplace=True)
 
 
@@ -395,4 +407,5 @@ def _bitwise_not(x):
     return xp.bitwise_not(x)
 
 
-_test(_bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).", inplace=True)
+_test(_bitwise_not, "bitwise_not", "~input: each bit flipped (logical not for bools).", inplace=True,
+      same_dtype=True)

@@ -12,7 +12,7 @@ from ..primitive import Primitive
 from ..tensor import Tensor
 from .conjugation import sgn_of_complex
 from .conversion import refuse_kinds
-from .elementwise import promote, unbroadcast
+from .elementwise import half_as_float32, promote, unbroadcast
 from .names import names
 from .outputs import write_out
 
@@ -34,7 +34,8 @@ class Rounding(Primitive):
                 "Unlike NumPy, torch.sign is not intended to support complex numbers. Please use torch.sgn "
                 "instead." if self.function == "sign" else f"{self.function} is not supported for complex inputs")
         if self.function == "round" and self.decimals:
-            return xp.round(x, self.decimals)
+            # float16 scaled by 10^decimals in float32, as PyTorch's: in float16 x · 100 overflows past 655
+            return xp.round(half_as_float32(x), self.decimals).astype(x.dtype, copy=False)
         if self.function == "sign":
             if x.dtype.kind == "b":  # a bool is its own sign
                 return x.copy()
@@ -68,7 +69,7 @@ for _function, _name in (("floor", "floor"), ("ceil", "ceil"), ("trunc", "trunc"
 def sgn(input, *, out=None):
     """sign(x) for real x (gradient 0); x / |x| for complex x (0 at 0), differentiable."""
     if input.dtype.kind == "c":
-        return write_out(sgn_of_complex(input), out)
+        return write_out(sgn_of_complex(input), out, same_dtype=True)
     return write_out(Rounding.apply(input, function="sign", decimals=0), out, same_dtype=True)
 
 

@@ -57,7 +57,8 @@ def erf(x):
     tabulated = coefficients[..., 0] + s * latest - later
     y = xp.where(magnitude < _START, near_zero, xp.minimum(tabulated, 1.0))
     y = xp.where(magnitude >= _LIMIT, 1.0, y)
-    return (xp.sign(x) * y).astype(x.dtype if x.dtype.kind == "f" else numpy.float64)
+    # (copysign, not sign(x) · y: erf(-0.0) is -0.0, as PyTorch's)
+    return xp.copysign(y, x).astype(x.dtype if x.dtype.kind == "f" else numpy.float64)
 
 
 class Erf(Primitive):
