@@ -8,8 +8,11 @@ and ``norm`` is "backward" (the default: 1/n on the inverse), "forward" (1/n on 
 gives complex64 and float64 complex128.
 """
 
+import warnings
+
 from .backend import get_default_dtype, xp
 from .ops.conjugation import conj
+from .ops.conversion import type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
 from .ops.outputs import write_out
 from .tensor import Tensor, tensor_from
@@ -85,15 +88,23 @@ def _complex_transform(input, s, dim, norm, out, inverse, op, every_dim=None):
     return write_out(FFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm), inverse=inverse), out)
 
 
+def _refuse_no_dims(dims, op):
+    """The real transforms halve their last dim: they need one (the 2-D ones are named as the n-D ones)."""
+    if not dims:
+        raise RuntimeError(f"{op[:-1] + 'n' if op.endswith('2') else op} must transform at least one axis")
+
+
 def _real_transform(input, s, dim, norm, out, op, every_dim=None):
     input = _transformable(input, op, real=True)
     dims, sizes = _plan(input, s, dim, every_dim)
+    _refuse_no_dims(dims, op)
     return write_out(RealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
 
 
 def _inverse_real_transform(input, s, dim, norm, out, op, every_dim=None):
     input = _transformable(input, op)
     dims, sizes = _plan(input, s, dim, every_dim, last_is_half=True)
+    _refuse_no_dims(dims, op)
     return write_out(InverseRealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
 
 
@@ -189,16 +200,40 @@ def _conjugated_real_transform(input, s, dim, norm, out, op):
 
 def fftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
     """The frequencies of fft's n terms for sample spacing d: [0, 1, ..., n/2 - 1, -n/2, ..., -1] / (d n)."""
-    return _frequencies(xp.fft.fftfreq(n, d), out, dtype, requires_grad)
+    if n < 0:
+        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
+    counts = xp.arange(n, dtype=xp.float64)
+    counts[(n + 1) // 2:] -= n
+    return _frequencies("fftfreq", counts, n * d, out, dtype, requires_grad)
 
 
 def rfftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
     """The frequencies of rfft's n//2 + 1 terms: [0, 1, ..., n//2] / (d n)."""
-    return _frequencies(xp.fft.rfftfreq(n, d), out, dtype, requires_grad)
+    return _frequencies("rfftfreq", xp.arange(max(n // 2 + 1, 0), dtype=xp.float64), n * d, out, dtype, requires_grad)
 
 
-def _frequencies(values, out, dtype, requires_grad):
-    result = tensor_from(values.astype(dtype or get_default_dtype()), requires_grad=requires_grad)
+def _frequencies(op, counts, extent, out, dtype, requires_grad):
+    """counts / extent in ``dtype`` (out's, when only out is given; else the default), as PyTorch's arange-based
+    helpers make it: a spacing of 0 gives infinities (and NaN at 0), not an error."""
+    if out is not None:
+        if dtype is not None and xp.dtype(dtype) != out.dtype:
+            raise RuntimeError(f"dtype {type_name(xp.dtype(dtype))} does not match dtype of out parameter "
+                               f"({type_name(out.dtype)})")
+        dtype = out.dtype
+    dtype = xp.dtype(dtype or get_default_dtype())
+    if dtype.kind == "c":  # (PyTorch's arange, which these are made of, has no complex kernel)
+        raise NotImplementedError(f'"arange_cpu" not implemented for \'{type_name(dtype)}\'')
+    if dtype.kind != "f":
+        raise RuntimeError(f"{op} requires a floating point or complex dtype")
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        values = counts * (1.0 / xp.float64(extent))
+    result = tensor_from(values.astype(dtype), requires_grad=requires_grad)
+    if out is not None and out.numel() != result.numel():  # (PyTorch's arange warns, then resizes out)
+        warnings.warn(f"The number of elements in the out tensor of shape {list(out.shape)} is {out.numel()} which "
+                      f"does not match the computed number of elements {result.numel()}. Note that this may occur "
+                      f"as a result of rounding error. The out tensor will be resized to a tensor of shape "
+                      f"({result.numel()},).", UserWarning, stacklevel=3)
+        out.resize_(result.shape)
     return write_out(result, out)
 
 
