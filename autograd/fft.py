@@ -29,22 +29,32 @@ def _norm(norm):
     return norm
 
 
-def _transformable(input, op, real=False):
-    """input in a dtype the transforms take: integers in the default floating dtype."""
+def _argument(input, op):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
-    kind = input.dtype.kind
-    if kind == "c" and real:
+    return input
+
+
+def _transformable(input, op, real=False):
+    """input in a dtype the transforms take: integers in the default floating dtype."""
+    if real:
+        _refuse_complex(input, op)
+    if input.dtype.itemsize == 2 and input.dtype.kind == "f":
+        raise RuntimeError("Unsupported dtype Half")
+    return input if input.dtype.kind in "fc" else input.to(get_default_dtype())
+
+
+def _refuse_complex(input, op):
+    if input.dtype.kind == "c":
         found = {"complex64": "ComplexFloat", "complex128": "ComplexDouble"}[input.dtype.name]
         if op in ("ihfft2", "ihfftn"):
             raise RuntimeError(f"Only supports floating-point dtypes, but found: {found}")
         raise RuntimeError(f"{op} expects a real{'-valued' if op == 'rfftn' else ''} input tensor, but got {found}")
-    if input.dtype.itemsize == 2 and kind == "f":
-        raise RuntimeError("Unsupported dtype Half")
-    return input if kind in "fc" else input.to(get_default_dtype())
 
 
 def _dim(dim, ndim):
+    if ndim == 0:
+        raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
     if not -max(ndim, 1) <= dim < max(ndim, 1):
         raise IndexError(f"Dimension out of range (expected to be in range of [{-max(ndim, 1)}, {max(ndim, 1) - 1}], "
                          f"but got {dim})")
@@ -82,29 +92,38 @@ def _plan(input, s, dim, every_dim, last_is_half=False):
     return dims, tuple(sizes)
 
 
+def _checked(input, s, dim, every_dim, op, real=False, last_is_half=False):
+    """(input in a dtype the transforms take, dims, sizes), checked in PyTorch's order: the 1-D transforms
+    check the dtype first, the others the dims (rfftn refuses a complex input first)."""
+    if op in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft"):
+        input = _transformable(_argument(input, op), op, real)
+        return (input, *_plan(input, s, dim, every_dim, last_is_half))
+    if op == "rfftn":
+        _refuse_complex(_argument(input, op), op)
+    dims, sizes = _plan(_argument(input, op), s, dim, every_dim, last_is_half)
+    if real or last_is_half:  # (the real transforms halve their last dim: they need one)
+        _refuse_no_dims(dims, op)
+    return _transformable(input, op, real), dims, sizes
+
+
 def _complex_transform(input, s, dim, norm, out, inverse, op, every_dim=None):
-    input = _transformable(input, op)
-    dims, sizes = _plan(input, s, dim, every_dim)
+    input, dims, sizes = _checked(input, s, dim, every_dim, op)
     return write_out(FFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm), inverse=inverse), out)
 
 
 def _refuse_no_dims(dims, op):
-    """The real transforms halve their last dim: they need one (the 2-D ones are named as the n-D ones)."""
+    """(the 2-D transforms are named as the n-D ones)"""
     if not dims:
         raise RuntimeError(f"{op[:-1] + 'n' if op.endswith('2') else op} must transform at least one axis")
 
 
 def _real_transform(input, s, dim, norm, out, op, every_dim=None):
-    input = _transformable(input, op, real=True)
-    dims, sizes = _plan(input, s, dim, every_dim)
-    _refuse_no_dims(dims, op)
+    input, dims, sizes = _checked(input, s, dim, every_dim, op, real=True)
     return write_out(RealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
 
 
 def _inverse_real_transform(input, s, dim, norm, out, op, every_dim=None):
-    input = _transformable(input, op)
-    dims, sizes = _plan(input, s, dim, every_dim, last_is_half=True)
-    _refuse_no_dims(dims, op)
+    input, dims, sizes = _checked(input, s, dim, every_dim, op, last_is_half=True)
     return write_out(InverseRealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
 
 
@@ -169,12 +188,12 @@ def irfftn(input, s=None, dim=None, norm=None, *, out=None):
 def hfft(input, n=None, dim=-1, norm=None, *, out=None):
     """The real spectrum of a signal with Hermitian symmetry, given as its first half:
     irfft of the conjugate with the scale on the other side."""
-    return hfftn(input, _one(n), (dim,), norm, out=out)
+    return _hermitian_transform(input, _one(n), dim, norm, out, "hfft")
 
 
 def ihfft(input, n=None, dim=-1, norm=None, *, out=None):
     """The inverse of hfft: the conjugate of rfft with the scale on the other side."""
-    return _conjugated_real_transform(input, _one(n), (dim,), norm, out, "ihfft")
+    return _conjugated_real_transform(input, _one(n), dim, norm, out, "ihfft")
 
 
 def hfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
@@ -186,8 +205,11 @@ def ihfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
 
 
 def hfftn(input, s=None, dim=None, norm=None, *, out=None):
-    input = _transformable(input, "hfftn")
-    return _inverse_real_transform(conj(input), s, dim, OTHER_NORM[_norm(norm)], out, "hfftn")
+    return _hermitian_transform(input, s, dim, norm, out, "hfftn")
+
+
+def _hermitian_transform(input, s, dim, norm, out, op):
+    return _inverse_real_transform(conj(_argument(input, op)), s, dim, OTHER_NORM[_norm(norm)], out, op)
 
 
 def ihfftn(input, s=None, dim=None, norm=None, *, out=None):
@@ -249,6 +271,7 @@ def ifftshift(input, dim=None):
 
 def _shift(input, dim, by):
     dims = tuple(range(input.ndim)) if dim is None else ((dim,) if isinstance(dim, int) else tuple(dim))
-    if not dims:
-        return input
+    if not dims:  # (a roll by no shifts, as PyTorch's)
+        raise RuntimeError("`shifts` required")
+    dims = tuple(_dim(d, input.ndim) for d in dims)
     return input.roll(tuple(by(input.shape[d]) for d in dims), dims)

@@ -471,3 +471,21 @@ def test_gradient_of_fft_values(T):
     (T.fft.fft(r) * T.tensor(np.conj(w))).real.sum().backward()
     close(r.grad, (5 * np.fft.ifft(w)).real, rtol=1e-12, atol=1e-12)
     assert dtype_name(r.grad) == "float64"
+
+
+def test_argument_errors_in_pytorchs_order(T):
+    """(beyond PyTorch's test) which of two faults each transform names first: the 1-D ones and rfftn check the
+    dtype before the dims, the other n-D ones the dims first; a 0-d input has no dim to transform."""
+    half, complex_ = T.ones(3, 4, dtype=T.float16), T.ones(3, 4, dtype=T.complex64)
+    raises(RuntimeError, "Unsupported dtype Half", T.fft.fft, half, dim=2)
+    raises(RuntimeError, "Unsupported dtype Half", T.fft.hfft, half, dim=2)
+    raises(IndexError, "Dimension out of range", T.fft.fft2, half, dim=(0, 2))
+    raises(IndexError, "Dimension out of range", T.fft.hfftn, half, dim=(0, 2))
+    raises(IndexError, "Dimension out of range", T.fft.ihfft2, complex_, dim=(0, 2))
+    raises(RuntimeError, "rfftn expects a real-valued input tensor, but got ComplexFloat", T.fft.rfft2, complex_,
+           dim=(0, 2))
+    raises(RuntimeError, "Only supports floating-point dtypes, but found: ComplexFloat", T.fft.ihfft2, complex_)
+    raises(IndexError, "Dimension specified as -1 but tensor has no dimensions", T.fft.fft, T.tensor(1.0))
+    raises(IndexError, "Dimension out of range", T.fft.fftshift, T.ones(3, 4), dim=2)
+    raises(RuntimeError, "`shifts` required", T.fft.fftshift, T.ones(3, 4), dim=[])
+    same(T.fft.fftn(T.tensor(2.0)), np.complex64(2), "complex64")  # a 0-d input: no dims, a complex copy
