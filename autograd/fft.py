@@ -8,6 +8,7 @@ and ``norm`` is "backward" (the default: 1/n on the inverse), "forward" (1/n on 
 gives complex64 and float64 complex128.
 """
 
+import operator
 import warnings
 
 from .backend import get_default_dtype, xp
@@ -52,6 +53,11 @@ def _refuse_complex(input, op):
         raise RuntimeError(f"{op} expects a real{'-valued' if op == 'rfftn' else ''} input tensor, but got {found}")
 
 
+def _listed(dim):
+    """One dim or several as a tuple of ints (a NumPy integer is an int, as PyTorch reads it)."""
+    return (operator.index(dim),) if hasattr(dim, "__index__") else tuple(operator.index(d) for d in dim)
+
+
 def _dim(dim, ndim):
     if ndim == 0:
         raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
@@ -72,7 +78,7 @@ def _plan(input, s, dim, every_dim, last_is_half=False):
         else:
             dims = tuple(range(input.ndim)) if every_dim is None else every_dim
     else:
-        dims = (dim,) if isinstance(dim, int) else tuple(dim)
+        dims = _listed(dim)
         if s is not None and len(s) != len(dims):
             raise RuntimeError("When given, dim and shape arguments must have the same length")
     dims = tuple(_dim(d, input.ndim) for d in dims)
@@ -270,7 +276,7 @@ def ifftshift(input, dim=None):
 
 
 def _shift(input, dim, by):
-    dims = tuple(range(input.ndim)) if dim is None else ((dim,) if isinstance(dim, int) else tuple(dim))
+    dims = tuple(range(input.ndim)) if dim is None else _listed(dim)
     if not dims:  # (a roll by no shifts, as PyTorch's)
         raise RuntimeError("`shifts` required")
     dims = tuple(_dim(d, input.ndim) for d in dims)
