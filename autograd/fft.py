@@ -114,23 +114,40 @@ def _checked(input, s, dim, every_dim, op, real=False, last_is_half=False):
 
 def _complex_transform(input, s, dim, norm, out, inverse, op, every_dim=None):
     input, dims, sizes = _checked(input, s, dim, every_dim, op)
-    return write_out(FFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm), inverse=inverse), out)
+    return _written(FFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm), inverse=inverse), out, op)
+
+
+def _nd_name(op):
+    """The 2-D transforms are named as the n-D ones in PyTorch's messages."""
+    return op[:-1] + "n" if op.endswith("2") else op
 
 
 def _refuse_no_dims(dims, op):
-    """(the 2-D transforms are named as the n-D ones)"""
     if not dims:
-        raise RuntimeError(f"{op[:-1] + 'n' if op.endswith('2') else op} must transform at least one axis")
+        raise RuntimeError(f"{_nd_name(op)} must transform at least one axis")
 
 
 def _real_transform(input, s, dim, norm, out, op, every_dim=None):
     input, dims, sizes = _checked(input, s, dim, every_dim, op, real=True)
-    return write_out(RealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
+    return _written(RealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out, op)
 
 
 def _inverse_real_transform(input, s, dim, norm, out, op, every_dim=None):
     input, dims, sizes = _checked(input, s, dim, every_dim, op, last_is_half=True)
-    return write_out(InverseRealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
+    return _written(InverseRealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out, op)
+
+
+def _written(result, out, op):
+    """result, or result written into out= with PyTorch's checks: a complex spectrum goes into a complex tensor,
+    a real signal into a floating one (of any precision, but for ifft's and ihfft's, which must match)."""
+    if isinstance(out, Tensor):
+        op = _nd_name(op)
+        wanted, kind = ("complex", "c") if result.dtype.kind == "c" else ("floating point", "f")
+        if out.dtype.kind != kind:
+            raise RuntimeError(f"{op} expects a {wanted} output tensor, but got {type_name(out.dtype)}")
+        if op in ("ifft", "ihfft") and out.dtype != result.dtype:
+            raise RuntimeError(f"Found dtype {type_name(out.dtype)} but expected {type_name(result.dtype)}")
+    return write_out(result, out)
 
 
 def _one(n):
@@ -223,7 +240,7 @@ def ihfftn(input, s=None, dim=None, norm=None, *, out=None):
 
 
 def _conjugated_real_transform(input, s, dim, norm, out, op):
-    return write_out(conj(_real_transform(input, s, dim, OTHER_NORM[_norm(norm)], None, op)), out)
+    return _written(conj(_real_transform(input, s, dim, OTHER_NORM[_norm(norm)], None, op)), out, op)
 
 
 def fftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):

@@ -489,3 +489,29 @@ def test_argument_errors_in_pytorchs_order(T):
     raises(IndexError, "Dimension out of range", T.fft.fftshift, T.ones(3, 4), dim=2)
     raises(RuntimeError, "`shifts` required", T.fft.fftshift, T.ones(3, 4), dim=[])
     same(T.fft.fftn(T.tensor(2.0)), np.complex64(2), "complex64")  # a 0-d input: no dims, a complex copy
+
+
+def test_out_dtypes(T):
+    """(beyond PyTorch's test) out= takes a complex tensor for a spectrum and a floating one for a real signal, of
+    a wider precision too, except ifft's and ihfft's, which must match."""
+    x = T.arange(12.0).reshape(3, 4)
+    for name in ("fft", "rfft", "fftn", "fft2", "rfftn", "ihfft2", "ihfftn"):
+        nd = name[:-1] + "n" if name.endswith("2") else name
+        raises(RuntimeError, f"^{nd} expects a complex output tensor, but got Float", getattr(T.fft, name), x,
+               out=T.empty(0))
+        out = T.empty(0, dtype=T.complex128)
+        getattr(T.fft, name)(x, out=out)
+        close(out, values(getattr(T.fft, name)(x)), rtol=1e-6, atol=1e-5)
+        assert dtype_name(out) == "complex128"
+    for name in ("irfft", "hfft", "irfft2", "hfftn"):
+        nd = name[:-1] + "n" if name.endswith("2") else name
+        raises(RuntimeError, f"^{nd} expects a floating point output tensor, but got ComplexFloat",
+               getattr(T.fft, name), x, out=T.empty(0, dtype=T.complex64))
+        raises(RuntimeError, f"^{nd} expects a floating point output tensor, but got Long", getattr(T.fft, name), x,
+               out=T.empty(0, dtype=T.int64))
+        out = T.empty(0, dtype=T.float64)
+        getattr(T.fft, name)(x, out=out)
+        close(out, values(getattr(T.fft, name)(x)), rtol=1e-6, atol=1e-5)
+    for name in ("ifft", "ihfft"):
+        raises(RuntimeError, "Found dtype ComplexDouble but expected ComplexFloat", getattr(T.fft, name), x,
+               out=T.empty(0, dtype=T.complex128))
