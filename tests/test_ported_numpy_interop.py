@@ -166,6 +166,31 @@ def test_from_numpy_shares_memory(T):
     assert not t.requires_grad
 
 
+def test_from_numpy_and_asarray_refuse_what_a_tensor_cannot_share(T, warn_always):
+    """(PyTorch's from_numpy checks, beyond its test, which asarray makes too) negative strides and strides of part
+    of an element are refused (there is no such tensor), an empty array's reversed strides are not; a read-only
+    array is shared with a warning."""
+    reversed_ = np.arange(4.0)[::-1]
+    for make in (T.from_numpy, T.asarray):
+        raises(ValueError, "At least one stride in the given numpy array is negative", make, reversed_)
+        raises(ValueError, "strides not a multiple of the element byte size", make,
+               np.lib.stride_tricks.as_strided(np.array([3.0, 5.0, 8.0]), (3,), (3,)))
+        raises(TypeError, "can't convert np.ndarray of type numpy.str_", make, np.array(["a"]))
+        assert make(np.zeros((0, 3))[::-1]).shape == (0, 3)
+        read_only = np.arange(3.0)
+        read_only.flags.writeable = False
+        with pytest.warns(UserWarning, match="The given NumPy array is not writable"):
+            same(make(read_only), [0.0, 1.0, 2.0], "float64")
+    raises(ValueError, "At least one stride in the given numpy array is negative", T.asarray, reversed_, copy=True)
+    same(T.from_numpy(reversed_.copy()), [3.0, 2.0, 1.0, 0.0])
+
+
+@xfail_ours("as_tensor shares a NumPy array with negative strides (a tensor with a negative stride) where PyTorch "
+            "refuses it as from_numpy does (autograd/creation.py as_tensor, outside this port's part of the file)")
+def test_as_tensor_refuses_negative_strides(T):
+    raises(ValueError, "At least one stride in the given numpy array is negative", T.as_tensor, np.arange(4.0)[::-1])
+
+
 def test_from_numpy_no_leak_on_invalid_dtype(T):
     x = np.array("value".encode("ascii"))
     for _ in range(1000):
@@ -211,6 +236,16 @@ def test_numpy_index(T):
     for idx in np.array([0, 1, 2], dtype=np.int32):
         assert not isinstance(idx, int)
         same(x[idx], values(x[int(idx)]))
+
+
+@xfail_ours("a uint8 NumPy array as an index is read as integer positions, where PyTorch reads it as the uint8 "
+            "tensor it makes of it: a mask (x[np.array([1, 0, 1], dtype=np.uint8)] is x[[0, 2]], not x[[1, 0, 1]]; "
+            "autograd/ops/subscripts.py _array_index reads only a uint8 Tensor as a mask)")
+def test_numpy_uint8_array_index_is_a_mask(T):
+    x = T.arange(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (PyTorch's deprecation of uint8 masks)
+        same(x[np.array([1, 0, 1, 0, 1], dtype=np.uint8)], [0, 2, 4])
 
 
 def test_numpy_index_multi(T):
