@@ -127,6 +127,20 @@ def test_to_numpy_force_argument(T, request, requires_grad, conj):
         np.testing.assert_array_equal(x.numpy(force=False), expected)
 
 
+@xfail_ours("np.array(t) shares the tensor's memory (a write to the array changes the tensor): __array__ in "
+            "autograd/tensor.py ignores NumPy 2's copy=True")
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn.t accept a copy keyword")
+def test_numpy_array_copies_and_asarray_shares(T):
+    """(the __array__ protocol, beyond PyTorch's test) np.asarray(t) is the tensor's memory, np.array(t) a copy."""
+    t = T.zeros(3)
+    shared = np.asarray(t)
+    shared[1] = 7
+    copied = np.array(t)
+    copied[0] = 5
+    same(t, [0.0, 7.0, 0.0])
+    assert np.array(t, dtype=np.float64).dtype == np.float64
+
+
 FROM_NUMPY_DTYPES = [np.double, np.float64, np.float16, np.complex64, np.complex128, np.int64, np.int32, np.int16,
                      np.int8, np.uint8, np.longlong, np.bool_]
 
