@@ -515,3 +515,33 @@ def test_out_dtypes(T):
     for name in ("ifft", "ihfft"):
         raises(RuntimeError, "Found dtype ComplexDouble but expected ComplexFloat", getattr(T.fft, name), x,
                out=T.empty(0, dtype=T.complex128))
+
+
+def test_doc_examples(T):
+    """TestFFTDocExamples: the examples in torch.fft's docstrings, their printed values as literals."""
+    t = T.arange(4)
+    close(T.fft.fft(t), [6, -2 + 2j, -2, -2 - 2j])
+    close(T.fft.ifft(t), [1.5, -0.5 - 0.5j, -0.5, -0.5 + 0.5j])
+    close(T.fft.rfft(t), [6, -2 + 2j, -2])
+    t = T.linspace(0, 1, 5)
+    spectrum = T.fft.rfft(t)
+    close(T.fft.irfft(spectrum), [0.1562, 0.3511, 0.7812, 1.2114], atol=1e-4)  # (4 points from 3 terms)
+    close(T.fft.irfft(spectrum, t.numel()), [0, 0.25, 0.5, 0.75, 1])
+    half = T.fft.ifft(t)[:3]
+    close(T.fft.hfft(half, n=5), [0, 0.25, 0.5, 0.75, 1])
+    close(T.fft.hfft(half), np.fft.hfft(np.fft.ifft(np.linspace(0, 1, 5))[:3]), atol=1e-6)
+    close(T.fft.ihfft(T.arange(5)), [2, -0.5 - 0.6882j, -0.5 - 0.1625j], atol=1e-4)
+    close(T.fft.fftfreq(5), [0, 0.2, 0.4, -0.4, -0.2])
+    close(T.fft.fftfreq(4), [0, 0.25, -0.5, -0.25])
+    close(T.fft.rfftfreq(5), [0, 0.2, 0.4])
+    close(T.fft.rfftfreq(4), [0, 0.25, 0.5])
+    close(T.fft.fftshift(T.fft.fftfreq(4)), [-0.5, -0.25, 0, 0.25])
+    x = T.fft.fftfreq(5, d=1 / 5) + 0.1 * T.fft.fftfreq(5, d=1 / 5).unsqueeze(1)
+    close(T.fft.fftshift(x, dim=1)[0], [-2, -1, 0, 1, 2])
+    close(T.fft.fftshift(x, dim=0)[:, 0], [-0.2, -0.1, 0, 0.1, 0.2])
+    close(T.fft.ifftshift(T.fft.fftshift(x)), values(x))
+    two = T.rand(10, 10, dtype=T.complex64)
+    close(T.fft.fft2(two), values(T.fft.fft(T.fft.fft(two, dim=0), dim=1)), rtol=1e-5, atol=1e-5)
+    real = T.rand(10, 10)
+    assert T.fft.rfft2(real).shape == (10, 6)
+    close(T.fft.irfft2(T.fft.rfft2(real), real.shape), values(real), rtol=1e-5, atol=1e-5)
