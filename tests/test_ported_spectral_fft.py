@@ -545,3 +545,17 @@ def test_doc_examples(T):
     real = T.rand(10, 10)
     assert T.fft.rfft2(real).shape == (10, 6)
     close(T.fft.irfft2(T.fft.rfft2(real), real.shape), values(real), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fft", "ifft", "rfft", "irfft", "hfft", "ihfft", "fft2", "rfftn", "irfftn", "hfftn"])
+def test_jvp_is_the_transform_of_the_tangent(T, name):
+    """(the OpInfos' forward-mode checks, through func.jvp) a transform is linear: its jvp is the transform of the
+    tangent, and its output the transform of the input."""
+    rng = np.random.default_rng(19)
+    real = name in REAL_ONLY
+    x = T.tensor(_random((4, 6), "float64" if real else "complex128", rng))
+    v = T.tensor(_random((4, 6), "float64" if real else "complex128", rng))
+    op = getattr(T.fft, name)
+    out, tangent = T.func.jvp(lambda x: op(x, norm="ortho"), (x,), (v,))
+    close(out, values(op(x, norm="ortho")), rtol=1e-12, atol=1e-12)
+    close(tangent, values(op(v, norm="ortho")), rtol=1e-12, atol=1e-12)
