@@ -436,6 +436,7 @@ def test_istft_of_a_two_sided_spectrum_as_a_real_signal(T):
           atol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 def test_stft_and_istft_argument_errors(T):
     """(beyond PyTorch's test) the dtypes and arguments PyTorch refuses, which chainrule once took."""
     x = T.tensor(np.random.default_rng(16).standard_normal(20))
