@@ -8,8 +8,12 @@ and ``norm`` is "backward" (the default: 1/n on the inverse), "forward" (1/n on 
 gives complex64 and float64 complex128.
 """
 
+import operator
+import warnings
+
 from .backend import get_default_dtype, xp
 from .ops.conjugation import conj
+from .ops.conversion import type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
 from .ops.outputs import write_out
 from .tensor import Tensor, tensor_from
@@ -26,22 +30,37 @@ def _norm(norm):
     return norm
 
 
-def _transformable(input, op, real=False):
-    """input in a dtype the transforms take: integers in the default floating dtype."""
+def _argument(input, op):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}(): argument 'input' must be Tensor, not {type(input).__name__}")
-    kind = input.dtype.kind
-    if kind == "c" and real:
+    return input
+
+
+def _transformable(input, op, real=False):
+    """input in a dtype the transforms take: integers in the default floating dtype."""
+    if real:
+        _refuse_complex(input, op)
+    if input.dtype.itemsize == 2 and input.dtype.kind == "f":
+        raise RuntimeError("Unsupported dtype Half")
+    return input if input.dtype.kind in "fc" else input.to(get_default_dtype())
+
+
+def _refuse_complex(input, op):
+    if input.dtype.kind == "c":
         found = {"complex64": "ComplexFloat", "complex128": "ComplexDouble"}[input.dtype.name]
         if op in ("ihfft2", "ihfftn"):
             raise RuntimeError(f"Only supports floating-point dtypes, but found: {found}")
         raise RuntimeError(f"{op} expects a real{'-valued' if op == 'rfftn' else ''} input tensor, but got {found}")
-    if input.dtype.itemsize == 2 and kind == "f":
-        raise RuntimeError("Unsupported dtype Half")
-    return input if kind in "fc" else input.to(get_default_dtype())
+
+
+def _listed(dim):
+    """One dim or several as a tuple of ints (a NumPy integer is an int, as PyTorch reads it)."""
+    return (operator.index(dim),) if hasattr(dim, "__index__") else tuple(operator.index(d) for d in dim)
 
 
 def _dim(dim, ndim):
+    if ndim == 0:
+        raise IndexError(f"Dimension specified as {dim} but tensor has no dimensions")
     if not -max(ndim, 1) <= dim < max(ndim, 1):
         raise IndexError(f"Dimension out of range (expected to be in range of [{-max(ndim, 1)}, {max(ndim, 1) - 1}], "
                          f"but got {dim})")
@@ -59,7 +78,7 @@ def _plan(input, s, dim, every_dim, last_is_half=False):
         else:
             dims = tuple(range(input.ndim)) if every_dim is None else every_dim
     else:
-        dims = (dim,) if isinstance(dim, int) else tuple(dim)
+        dims = _listed(dim)
         if s is not None and len(s) != len(dims):
             raise RuntimeError("When given, dim and shape arguments must have the same length")
     dims = tuple(_dim(d, input.ndim) for d in dims)
@@ -79,22 +98,56 @@ def _plan(input, s, dim, every_dim, last_is_half=False):
     return dims, tuple(sizes)
 
 
+def _checked(input, s, dim, every_dim, op, real=False, last_is_half=False):
+    """(input in a dtype the transforms take, dims, sizes), checked in PyTorch's order: the 1-D transforms
+    check the dtype first, the others the dims (rfftn refuses a complex input first)."""
+    if op in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft"):
+        input = _transformable(_argument(input, op), op, real)
+        return (input, *_plan(input, s, dim, every_dim, last_is_half))
+    if op == "rfftn":
+        _refuse_complex(_argument(input, op), op)
+    dims, sizes = _plan(_argument(input, op), s, dim, every_dim, last_is_half)
+    if real or last_is_half:  # (the real transforms halve their last dim: they need one)
+        _refuse_no_dims(dims, op)
+    return _transformable(input, op, real), dims, sizes
+
+
 def _complex_transform(input, s, dim, norm, out, inverse, op, every_dim=None):
-    input = _transformable(input, op)
-    dims, sizes = _plan(input, s, dim, every_dim)
-    return write_out(FFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm), inverse=inverse), out)
+    input, dims, sizes = _checked(input, s, dim, every_dim, op)
+    return _written(FFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm), inverse=inverse), out, op)
+
+
+def _nd_name(op):
+    """The 2-D transforms are named as the n-D ones in PyTorch's messages."""
+    return op[:-1] + "n" if op.endswith("2") else op
+
+
+def _refuse_no_dims(dims, op):
+    if not dims:
+        raise RuntimeError(f"{_nd_name(op)} must transform at least one axis")
 
 
 def _real_transform(input, s, dim, norm, out, op, every_dim=None):
-    input = _transformable(input, op, real=True)
-    dims, sizes = _plan(input, s, dim, every_dim)
-    return write_out(RealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
+    input, dims, sizes = _checked(input, s, dim, every_dim, op, real=True)
+    return _written(RealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out, op)
 
 
 def _inverse_real_transform(input, s, dim, norm, out, op, every_dim=None):
-    input = _transformable(input, op)
-    dims, sizes = _plan(input, s, dim, every_dim, last_is_half=True)
-    return write_out(InverseRealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out)
+    input, dims, sizes = _checked(input, s, dim, every_dim, op, last_is_half=True)
+    return _written(InverseRealFFT.apply(input, dims=dims, sizes=sizes, norm=_norm(norm)), out, op)
+
+
+def _written(result, out, op):
+    """result, or result written into out= with PyTorch's checks: a complex spectrum goes into a complex tensor,
+    a real signal into a floating one (of any precision, but for ifft's and ihfft's, which must match)."""
+    if isinstance(out, Tensor):
+        op = _nd_name(op)
+        wanted, kind = ("complex", "c") if result.dtype.kind == "c" else ("floating point", "f")
+        if out.dtype.kind != kind:
+            raise RuntimeError(f"{op} expects a {wanted} output tensor, but got {type_name(out.dtype)}")
+        if op in ("ifft", "ihfft") and out.dtype != result.dtype:
+            raise RuntimeError(f"Found dtype {type_name(out.dtype)} but expected {type_name(result.dtype)}")
+    return write_out(result, out)
 
 
 def _one(n):
@@ -158,12 +211,12 @@ def irfftn(input, s=None, dim=None, norm=None, *, out=None):
 def hfft(input, n=None, dim=-1, norm=None, *, out=None):
     """The real spectrum of a signal with Hermitian symmetry, given as its first half:
     irfft of the conjugate with the scale on the other side."""
-    return hfftn(input, _one(n), (dim,), norm, out=out)
+    return _hermitian_transform(input, _one(n), dim, norm, out, "hfft")
 
 
 def ihfft(input, n=None, dim=-1, norm=None, *, out=None):
     """The inverse of hfft: the conjugate of rfft with the scale on the other side."""
-    return _conjugated_real_transform(input, _one(n), (dim,), norm, out, "ihfft")
+    return _conjugated_real_transform(input, _one(n), dim, norm, out, "ihfft")
 
 
 def hfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
@@ -175,8 +228,11 @@ def ihfft2(input, s=None, dim=(-2, -1), norm=None, *, out=None):
 
 
 def hfftn(input, s=None, dim=None, norm=None, *, out=None):
-    input = _transformable(input, "hfftn")
-    return _inverse_real_transform(conj(input), s, dim, OTHER_NORM[_norm(norm)], out, "hfftn")
+    return _hermitian_transform(input, s, dim, norm, out, "hfftn")
+
+
+def _hermitian_transform(input, s, dim, norm, out, op):
+    return _inverse_real_transform(conj(_argument(input, op)), s, dim, OTHER_NORM[_norm(norm)], out, op)
 
 
 def ihfftn(input, s=None, dim=None, norm=None, *, out=None):
@@ -184,21 +240,45 @@ def ihfftn(input, s=None, dim=None, norm=None, *, out=None):
 
 
 def _conjugated_real_transform(input, s, dim, norm, out, op):
-    return write_out(conj(_real_transform(input, s, dim, OTHER_NORM[_norm(norm)], None, op)), out)
+    return _written(conj(_real_transform(input, s, dim, OTHER_NORM[_norm(norm)], None, op)), out, op)
 
 
 def fftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
     """The frequencies of fft's n terms for sample spacing d: [0, 1, ..., n/2 - 1, -n/2, ..., -1] / (d n)."""
-    return _frequencies(xp.fft.fftfreq(n, d), out, dtype, requires_grad)
+    if n < 0:
+        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
+    counts = xp.arange(n, dtype=xp.float64)
+    counts[(n + 1) // 2:] -= n
+    return _frequencies("fftfreq", counts, n * d, out, dtype, requires_grad)
 
 
 def rfftfreq(n, d=1.0, *, out=None, dtype=None, layout=None, device=None, requires_grad=False):
     """The frequencies of rfft's n//2 + 1 terms: [0, 1, ..., n//2] / (d n)."""
-    return _frequencies(xp.fft.rfftfreq(n, d), out, dtype, requires_grad)
+    return _frequencies("rfftfreq", xp.arange(max(n // 2 + 1, 0), dtype=xp.float64), n * d, out, dtype, requires_grad)
 
 
-def _frequencies(values, out, dtype, requires_grad):
-    result = tensor_from(values.astype(dtype or get_default_dtype()), requires_grad=requires_grad)
+def _frequencies(op, counts, extent, out, dtype, requires_grad):
+    """counts / extent in ``dtype`` (out's, when only out is given; else the default), as PyTorch's arange-based
+    helpers make it: a spacing of 0 gives infinities (and NaN at 0), not an error."""
+    if out is not None:
+        if dtype is not None and xp.dtype(dtype) != out.dtype:
+            raise RuntimeError(f"dtype {type_name(xp.dtype(dtype))} does not match dtype of out parameter "
+                               f"({type_name(out.dtype)})")
+        dtype = out.dtype
+    dtype = xp.dtype(dtype or get_default_dtype())
+    if dtype.kind == "c":  # (PyTorch's arange, which these are made of, has no complex kernel)
+        raise NotImplementedError(f'"arange_cpu" not implemented for \'{type_name(dtype)}\'')
+    if dtype.kind != "f":
+        raise RuntimeError(f"{op} requires a floating point or complex dtype")
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        values = counts * (1.0 / xp.float64(extent))
+    result = tensor_from(values.astype(dtype), requires_grad=requires_grad)
+    if out is not None and out.numel() != result.numel():  # (PyTorch's arange warns, then resizes out)
+        warnings.warn(f"The number of elements in the out tensor of shape {list(out.shape)} is {out.numel()} which "
+                      f"does not match the computed number of elements {result.numel()}. Note that this may occur "
+                      f"as a result of rounding error. The out tensor will be resized to a tensor of shape "
+                      f"({result.numel()},).", UserWarning, stacklevel=3)
+        out.resize_(result.shape)
     return write_out(result, out)
 
 
@@ -213,7 +293,8 @@ def ifftshift(input, dim=None):
 
 
 def _shift(input, dim, by):
-    dims = tuple(range(input.ndim)) if dim is None else ((dim,) if isinstance(dim, int) else tuple(dim))
-    if not dims:
-        return input
+    dims = tuple(range(input.ndim)) if dim is None else _listed(dim)
+    if not dims:  # (a roll by no shifts, as PyTorch's)
+        raise RuntimeError("`shifts` required")
+    dims = tuple(_dim(d, input.ndim) for d in dims)
     return input.roll(tuple(by(input.shape[d]) for d in dims), dims)

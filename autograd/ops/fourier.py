@@ -36,6 +36,8 @@ class FFT(Primitive):
     handles_complex = True
 
     def forward(self, x):
+        if not self.dims:  # nothing to transform: x as a complex copy (NumPy would hand back x itself, real)
+            return x.astype(xp.result_type(x.dtype, xp.complex64))
         transform = xp.fft.ifftn if self.inverse else xp.fft.fftn
         return transform(x, s=self.sizes, axes=self.dims, norm=self.norm)
 
