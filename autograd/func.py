@@ -325,8 +325,9 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
     otherwise)."""
     name = "jvp(f, primals, tangents)"
     if not isinstance(primals, tuple):
-        raise RuntimeError(f"{name}: Expected primals and tangents to be tuples (primals is a "
-                           f"{type(primals).__name__}). E.g. it should be valid to call f(*primals).")
+        raise RuntimeError(f"{name}: Expected primals and tangents to be tuples: primals is a "
+                           f"{type(primals).__name__}, but it must be a tuple. E.g. it should be valid to call "
+                           "f(*primals).")
     leaves, spec = tree_flatten(primals)
     v_leaves, v_spec = tree_flatten(tangents)
     if v_spec != spec:
