@@ -618,8 +618,11 @@ def stack_module_state(models):
         raise RuntimeError("stack_module_state: Expected all models to be of the same class.")
     params = [dict(m.named_parameters()) for m in models]
     buffers = [dict(m.named_buffers()) for m in models]
-    stacked_params = {name: stack([p[name].detach() for p in params]).requires_grad_(
-        all(p[name].requires_grad for p in params)) for name in params[0]}
+    for name in params[0]:
+        if len({p[name].requires_grad for p in params}) > 1:  # (one stacked leaf cannot half require grad)
+            raise RuntimeError(f"Expected {name} from each model to have the same .requires_grad")
+    stacked_params = {name: stack([p[name].detach() for p in params]).requires_grad_(params[0][name].requires_grad)
+                      for name in params[0]}
     stacked_buffers = {name: stack([b[name] for b in buffers]) for name in buffers[0]}
     return stacked_params, stacked_buffers
 
