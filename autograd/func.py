@@ -367,9 +367,25 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
 
 def linearize(func, *primals):
     """(func(*primals), jvp_fn): ``jvp_fn(*tangents)`` is J v at the primals, for any number of calls
-    (each one is a jvp here; PyTorch's records the linear map once)."""
+    (each one is a jvp here; PyTorch's records the linear map once). The tangents must be shaped like
+    the primals: the same structure, shapes and dtypes."""
     output = _detached(func(*primals))
-    return output, lambda *tangents: jvp(func, primals, tangents)[1]
+    leaves, spec = tree_flatten(primals)
+
+    def jvp_fn(*tangents):
+        v_leaves, v_spec = tree_flatten(tangents)
+        if v_spec != spec:
+            raise RuntimeError(f"Expected the tangents {_spec_str(v_spec)} to have the same argspec as the primals "
+                               f"{_spec_str(spec)}")
+        for i, (x, v) in enumerate(zip(leaves, v_leaves)):
+            for attribute in ("shape", "dtype"):
+                if getattr(v, attribute) != getattr(x, attribute):
+                    raise RuntimeError(f"tangent:{i} with {attribute} {getattr(v, attribute)} in flattened pytree "
+                                       f"doesn't match the {attribute} {getattr(x, attribute)} of the corresponding "
+                                       "primal.")
+        return jvp(func, primals, tangents)[1]
+
+    return output, jvp_fn
 
 
 def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_copy=False):

@@ -1,20 +1,19 @@
 """grad, grad_and_value and vjp, ported from PyTorch's test/functorch/test_eager_transforms.py (TestSliceArgnums
-through grad's argnums, TestGradTransform, TestVmapOfGrad, TestComposability): argnums, has_aux, pytrees of
-inputs and outputs, unrelated inputs, grad modes around and inside the transforms, nesting, and the errors for
-bad arguments.
+through grad's argnums, TestGradTransform): argnums, has_aux, pytrees of inputs and outputs, unrelated inputs,
+grad modes around and inside the transforms, and the errors for bad arguments (compositions:
+test_ported_func_compose.py).
 
 Each test runs on chainrule's `autograd` (transforms in `autograd.func`) and, where it is installed, on PyTorch
 (`torch.func`) (fixture `T`).
 """
 
 import importlib
-from functools import partial
 
 import numpy as np
 import pytest
 
 from tests import ported_nn
-from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported import close, raises, same, values
 
 nn = ported_nn.nn  # the fixture
 
@@ -524,147 +523,3 @@ def test_manual_seed_inside_grad(T, fn):
     result = fn.grad(f)(x)
     T.manual_seed(0)
     same(result, values(T.randn_like(x)))
-
-
-# -- composition (TestGradTransform, TestComposability, TestVmapOfGrad) ------------------------------------
-
-def test_composed_with_autograd(T, fn):
-    x = t(T, 0.4).requires_grad_()
-    y = fn.grad(T.sin)(x)
-    (result,) = T.autograd.grad(y, x)
-    close(result, -np.sin(0.4), rtol=1e-12)
-
-
-def test_grad_through_a_view_composed_with_autograd(T, fn):
-    x, y = t(T, 0.4).requires_grad_(), t(T, -1.1).requires_grad_()
-    result = fn.grad(lambda a: a.view([]).sin())(x) + T.cos(y)
-    gx, gy = T.autograd.grad(result, [x, y])
-    close(gx, -np.sin(0.4), rtol=1e-12)
-    close(gy, -np.sin(-1.1), rtol=1e-12)
-
-
-def test_grad_of_vjp_and_vjp_of_grad(T, fn):
-    x, y = t(T, 0.4), t(T, -1.3)
-
-    def grad_of_vjp(x, y):
-        _, vjp_fn = fn.vjp(T.sin, x)
-        return fn.grad(lambda v: vjp_fn(v)[0])(y)
-
-    close(grad_of_vjp(x, y), np.cos(0.4), rtol=1e-12)
-    _, vjp_fn = fn.vjp(fn.grad(T.sin), x)
-    close(vjp_fn(y)[0], 1.3 * np.sin(0.4), rtol=1e-12)
-
-    def grad_of_vjp_of_grad(x, y):
-        _, vjp_fn = fn.vjp(fn.grad(lambda a: -T.cos(a)), x)
-        return fn.grad(lambda v: vjp_fn(v)[0])(y)
-
-    close(grad_of_vjp_of_grad(x, y), np.cos(0.4), rtol=1e-12)
-
-
-def test_grad_vmap_and_vmap_grad(T, fn):
-    x = randn(T, 3)
-    close(fn.grad(lambda a: fn.vmap(T.sin)(a).sum())(x), np.cos(values(x)), rtol=1e-12)
-    close(fn.vmap(fn.grad(T.sin))(x), np.cos(values(x)), rtol=1e-12)
-    close(fn.vmap(fn.vmap(T.sin))(randn(T, 2, 3)), np.sin(values(randn(T, 2, 3))), rtol=1e-12)
-    close(fn.grad(lambda a: fn.vmap(lambda r: (r ** 2).sum())(a).sum())(x), 2 * values(x), rtol=1e-12)
-
-
-def test_grad_of_vjp(T, fn):
-    x = randn(T, 3)
-
-    def foo(a):
-        _, vjp_fn = fn.vjp(T.sin, a)
-        return vjp_fn(a)[0].sum()
-
-    # d/dx of sum(x cos x) is cos x - x sin x
-    close(fn.grad(foo)(x), np.cos(values(x)) - values(x) * np.sin(values(x)), rtol=1e-12)
-
-
-def test_vmap_of_vjp(T, fn):
-    x = randn(T, 3)
-    _, vjp_fn = fn.vjp(T.sin, x)
-    (expected,) = vjp_fn(x)
-
-    def foo(a):
-        _, inner = fn.vjp(T.sin, a)
-        return inner(a)
-
-    (result,) = fn.vmap(foo)(x)
-    close(result, values(expected), rtol=1e-12)
-    xs = randn(T, 5, 3, seed=1)
-    close(fn.vmap(lambda v: vjp_fn(v)[0])(xs), values(xs) * np.cos(values(x)), rtol=1e-12)
-
-
-def test_vjp_of_grad_and_of_vmap(T, fn):
-    x = t(T, 0.6)
-    y, vjp_fn = fn.vjp(fn.grad(T.sin), x)
-    close(y, np.cos(0.6), rtol=1e-12)
-    close(vjp_fn(t(T, 2.0))[0], -2 * np.sin(0.6), rtol=1e-12)
-    xs = randn(T, 3)
-    y, vjp_fn = fn.vjp(fn.vmap(T.sin), xs)
-    close(y, np.sin(values(xs)), rtol=1e-12)
-    v = randn(T, 3, seed=1)
-    close(vjp_fn(v)[0], np.cos(values(xs)) * values(v), rtol=1e-12)
-
-
-def test_vjp_of_vjp(T, fn):
-    x = randn(T, 3)
-    _, vjp_fn = fn.vjp(T.sin, x)
-    y, vjp_fn2 = fn.vjp(lambda a: vjp_fn(a)[0], x)
-    close(y, values(x) * np.cos(values(x)), rtol=1e-12)
-    (g,) = vjp_fn2(T.ones_like(x))  # the map a -> a cos(x0) is linear in a: its vjp is cos(x0)
-    close(g, np.cos(values(x)), rtol=1e-12)
-
-
-def test_vmap_of_vjp_of_log_softmax(T, fn):
-    x, v = randn(T, 3, 5), randn(T, 5, seed=1)
-
-    def foo(a, v):
-        _, vjp_fn = fn.vjp(partial(T.log_softmax, dim=-1), a)
-        return vjp_fn(v)[0]
-
-    result = fn.vmap(foo, (0, None))(x, v)
-    z = values(x)
-    softmax = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    close(result, values(v) - softmax * values(v).sum(), rtol=1e-10)
-
-
-def test_per_sample_grads(T, fn):
-    weight, x, target = randn(T, 16, 2, seed=1), randn(T, 8, 16, seed=2), randn(T, 8, 2, seed=3)
-
-    def compute_loss(weight, x, t):
-        return ((x @ weight - t) ** 2).sum()
-
-    result = fn.vmap(partial(fn.grad(compute_loss), weight))(x, target)
-    w, xs, ts = values(weight), values(x), values(target)
-    expected = np.stack([2 * np.outer(xs[i], xs[i] @ w - ts[i]) for i in range(8)])
-    close(result, expected, rtol=1e-10)
-
-
-def test_per_sample_grads_through_an_in_place_squeeze(T, fn):
-    weight, x, target = randn(T, 16, 2, seed=1), randn(T, 8, 1, 16, seed=2), randn(T, 8, 2, seed=3)
-
-    def compute_loss(weight, x, t):
-        y = x.mm(weight).squeeze_(0)
-        return (y - t).sum()
-
-    result = fn.vmap(partial(fn.grad(compute_loss), weight))(x, target)
-    close(result, np.stack([np.outer(row[0], np.ones(2)) for row in values(x)]), rtol=1e-12)
-
-
-@xfail_ours("copy_ from a tensor that requires grad into one that does not makes the destination a leaf "
-            "requiring grad (grad_fn None), cut from the source's graph: the gradient is zeros "
-            "(ops/in_place_arithmetic.py copy_ writes the source itself, not a recorded copy of it)")
-def test_new_zeros_filled_by_copy_inside_vmap_of_grad(T, fn):
-    x, y = randn(T, 3), randn(T, 3, 5, seed=1)
-
-    def foo(y, x):
-        result = x.new_zeros((5,))
-        result.copy_(y)
-        return result.sum()
-
-    same(fn.vmap(fn.grad(foo))(y, x), np.ones((3, 5)))
-
-
-def test_tensor_made_inside_grad(T, fn):
-    same(fn.grad(lambda a: a * T.tensor(2.0, dtype=T.float64))(t(T, 3.14)), 2.0)
