@@ -289,3 +289,23 @@ def test_linearize_refuses_tangents_unlike_the_primals(T, fn):
     raises(RuntimeError, "in flattened pytree doesn't match the shape", jvp_fn, x_p.unsqueeze(0))
     raises(RuntimeError, "in flattened pytree doesn't match the dtype", jvp_fn, x_p.double())
     close(jvp_fn(T.ones_like(x_p)), np.cos(values(x_p)), rtol=1e-6)
+
+
+def test_jvp_composes_with_autograd_grad_and_itself(T, fn):
+    x, v = t(T, [0.3, -0.7, 1.1]), t(T, [1.0, 2.0, -1.0])
+    a, w = values(x), values(v)
+    xr = x.clone().requires_grad_()
+    _, tangent = fn.jvp(T.sin, (xr,), (v,))
+    close(T.autograd.grad(tangent.sum(), xr)[0], -np.sin(a) * w, rtol=1e-12)  # d/dx of sum(cos(x) v)
+    # forward over reverse: the Hessian of sum(x sin x) times v
+    close(fn.jvp(fn.grad(lambda y: (y.sin() * y).sum()), (x,), (v,))[1], (2 * np.cos(a) - a * np.sin(a)) * w,
+          rtol=1e-12)
+    close(fn.jvp(lambda y: fn.jvp(lambda z: z ** 3, (y,), (v,))[1], (x,), (v,))[1], 6 * a * w ** 2, rtol=1e-12)
+    close(fn.linearize(lambda y: fn.grad(lambda z: (z ** 3).sum())(y), x)[1](v), 6 * a * w, rtol=1e-12)
+
+
+def test_hessian_of_a_tensor_that_requires_grad_is_differentiable(T, fn):
+    x = t(T, [0.3, -0.7, 1.1]).requires_grad_()
+    h = fn.hessian(lambda y: (y ** 3).sum())(x)
+    close(h, np.diag(6 * values(x)), rtol=1e-12)
+    close(T.autograd.grad(h.sum(), x)[0], np.full(3, 6.0), rtol=1e-12)
