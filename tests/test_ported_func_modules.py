@@ -394,3 +394,22 @@ def test_vmap_of_jvp_of_a_write_into_a_plain_tensor(T, fn):
     expected_tangent = np.zeros((2, 2, 6))
     expected_tangent[:, 0] = values(yt).T
     same(tangents[1], expected_tangent)
+
+
+def test_vmap_of_jvp_of_a_write_into_a_plain_base_seen_by_its_view(T, fn, request):
+    xfail_on_chainrule(T, request, "copy_ from a tensor that requires grad into one that does not makes the "
+                       "destination a leaf requiring grad, cut from the source's graph: the tangents through the "
+                       "base and its view are zeros (ops/in_place_arithmetic.py copy_ writes the source itself)")
+
+    def f(x, y):
+        x = x.clone()
+        view = x[0]
+        x.copy_(y)
+        return view, x
+
+    x, y, yt = randn(T, 2, 2, 6), randn(T, 2, 6, 2, seed=1), randn(T, 2, 6, 2, seed=2)
+    outs, tangents = fn.vmap(lambda x, y, yt: fn.jvp(partial(f, x), (y,), (yt,)), in_dims=(1, 2, 2))(x, y, yt)
+    same(outs[0], np.moveaxis(values(y), 2, 0)[:, 0])
+    same(outs[1], np.moveaxis(values(y), 2, 0))
+    same(tangents[0], np.moveaxis(values(yt), 2, 0)[:, 0])
+    same(tangents[1], np.moveaxis(values(yt), 2, 0))
