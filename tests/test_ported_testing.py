@@ -347,6 +347,21 @@ def test_make_tensor_noncontiguous_and_memory_format_exclude_each_other(T):
     assert t.is_contiguous()
 
 
+@pytest.mark.parametrize("memory_format, shape", [(None, (2, 3, 4)), ("contiguous_format", (2, 3, 4)),
+                                                  ("channels_last", (2, 3, 4, 5)),
+                                                  ("channels_last_3d", (2, 3, 4, 5, 6)),
+                                                  ("preserve_format", (2, 3, 4))])
+@pytest.mark.parametrize("dtype", ["bool", "int64", "float32", "complex64"])
+def test_make_tensor_memory_format(T, dtype, memory_format, shape, request):
+    if memory_format and memory_format.startswith("channels_last"):
+        xfail_on_chainrule(T, request, "chainrule keeps tensors row-major: clone(memory_format=channels_last) is "
+                           "accepted and gives a contiguous tensor, not a channels-last one")
+    fmt = None if memory_format is None else getattr(T, memory_format)
+    t = T.testing.make_tensor(shape, dtype=dtype_of(T, dtype), device="cpu", memory_format=fmt)
+    assert tuple(t.shape) == shape
+    assert t.is_contiguous(memory_format=T.contiguous_format if fmt is None else fmt)
+
+
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_make_tensor_exclude_zero(T, dtype):
     t = T.testing.make_tensor(2000, dtype=dtype_of(T, dtype), device="cpu", exclude_zero=True, low=-1, high=2)
