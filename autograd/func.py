@@ -99,6 +99,8 @@ def _root(x, name):
         raise TypeError(f"{name}: expected the arguments to differentiate to be Tensors (or tuples, lists and "
                         f"dicts of them), got {type(x).__name__}")
     if x.dtype.kind not in "fc":
+        if name in ("jacfwd", "jvp(f, primals, tangents)"):  # (forward mode's primals: PyTorch's jvp's refusal)
+            raise ValueError(f"{name}: Expected primal to be floating point or complex, but got: {x.dtype}")
         raise RuntimeError(f"{name}: only Tensors of floating point dtype can require gradients, got {x.dtype}")
     if x.requires_grad:
         return x.view_as(x)
@@ -186,12 +188,13 @@ def _with_roots(args, argnums, name):
     return args, leaves, roots, spec
 
 
-def _call_on_roots(func, args, kwargs, argnums, has_aux, name):
+def _call_on_roots(func, args, kwargs, argnums, has_aux, name, aux_name=None):
     """f(*args, **kwargs) with the differentiated arguments replaced by fresh roots (``_with_roots``):
-    (output, aux, the differentiated trees as given, their roots flat, the spec of the argnums tree)."""
+    (output, aux, the differentiated trees as given, their roots flat, the spec of the argnums tree).
+    ``aux_name`` names the call in has_aux's message where it is not ``name`` (jacrev's is vjp's)."""
     args, originals, roots, spec = _with_roots(args, argnums, name)
     with _running_with(roots):
-        output, aux = _split_aux(func(*args, **kwargs), has_aux, name)
+        output, aux = _split_aux(func(*args, **kwargs), has_aux, aux_name or name)
     return output, aux, originals, roots, spec
 
 
@@ -413,7 +416,7 @@ def _jacobian(func, argnums, has_aux, transform):
     def wrapper(*args, **kwargs):
         caller_records = is_grad_enabled()
         with _recording():
-            output, aux, originals, roots, spec = _call_on_roots(func, args, kwargs, argnums, has_aux, inner)
+            output, aux, originals, roots, spec = _call_on_roots(func, args, kwargs, argnums, has_aux, transform, inner)
             for i, x in enumerate(originals):
                 if x.dtype.kind == "c":  # a complex Jacobian is not what either transform computes
                     raise RuntimeError(f"{transform}: Expected all inputs to be real but received complex tensor "

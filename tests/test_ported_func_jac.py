@@ -524,3 +524,12 @@ def test_linearize_nested_input_and_output(T, fn):
     close(actual_jvp["b"]["d"][1], values(r[1].exp() * r[4]), rtol=1e-12)
     close(actual_jvp["a"], values(expected_jvp["a"]), rtol=1e-12)
     close(output["b"]["c"], values(expected_output["b"]["c"]), rtol=1e-12)
+
+
+def test_integer_inputs_are_refused(T, fn):
+    raises(RuntimeError, "only Tensors of floating point dtype can require gradients", fn.jacrev(T.sin),
+           T.ones(2, dtype=T.long))
+    raises(ValueError, "Expected primal to be floating point or complex, but got", fn.jacfwd(T.sin),
+           T.ones(2, dtype=T.long))
+    raises(ValueError, "Expected primal to be floating point or complex, but got", fn.jvp, T.sin,
+           (T.ones(2, dtype=T.long),), (T.ones(2, dtype=T.long),))
