@@ -16,6 +16,8 @@ graph roots standing for its arguments, so the arguments need not require grad a
 when an argument already requires grad (an outer transform's root, or the user's own
 tensor) or the function reads another tensor that requires grad (a closure), the
 derivative is recorded (create_graph) so that the outer level can differentiate it in turn.
+The caller's grad mode is respected as in PyTorch: under no_grad or inference_mode a transform
+still records its own graph, but its results are not recorded for the caller.
 
 Arguments may be pytrees: a Tensor, or tuples, lists and dicts of them (``grad`` of a loss
 with respect to a dict of parameters, as ``functional_call`` takes them). There is no
