@@ -433,3 +433,38 @@ def test_make_tensor_integral_bounds_round_up(T, dtype):
         low = int(np.iinfo(dtype).max) - (dtype == "int64")
     t = T.testing.make_tensor((1000,), dtype=dt, device="cpu", low=low, high=low + 1)
     T.testing.assert_close(t, T.full((1000,), low, dtype=dt))
+
+
+def test_docstring_examples(T, nn):
+    """The examples of torch.testing.assert_close's docstring (PyTorch's test_docstring_examples runs them)."""
+    import math
+
+    expected = T.tensor([1e0, 1e-1, 1e-2])
+    T.testing.assert_close(T.acos(T.cos(expected)), expected)
+    T.testing.assert_close(2.0 / math.sqrt(2.0), math.sqrt(2.0))
+    expected = np.array([1e0, 1e-1, 1e-2])
+    T.testing.assert_close(np.arccos(np.cos(expected)), expected)
+    expected = [T.tensor([1.0]), 2.0, np.array(3.0)]  # sequences of any type, compared item by item
+    T.testing.assert_close(tuple(expected), expected)
+    foo, bar, baz = T.tensor(1.0), 2.0, np.array(3.0)  # mappings of any type and order, key by key
+    T.testing.assert_close({"baz": baz, "bar": bar, "foo": foo},
+                           collections.OrderedDict([("foo", foo), ("bar", bar), ("baz", baz)]))
+    expected = T.tensor([1.0, 2.0, 3.0])
+    actual = expected.clone()
+    T.testing.assert_close(nn.Parameter(actual), expected)
+    raises(TypeError, "No comparison pair was able to handle inputs of type", T.testing.assert_close,
+           nn.Parameter(actual), expected, allow_subclasses=False)
+    raises(TypeError, "No comparison pair was able to handle inputs of type", T.testing.assert_close,
+           actual.numpy(), expected)
+    T.testing.assert_close(1.0, 1, check_dtype=False)
+    expected = T.tensor(float("nan"))
+    raises(AssertionError, "Scalars are not close!", T.testing.assert_close, expected.clone(), expected)
+    T.testing.assert_close(expected.clone(), expected, equal_nan=True)
+    expected, actual = T.tensor([1.0, 2.0, 3.0]), T.tensor([1.0, 4.0, 5.0])
+    raises(AssertionError, "^Argh, the tensors are not close!$", T.testing.assert_close, actual, expected,
+           msg="Argh, the tensors are not close!")
+    message = raises(AssertionError, None, T.testing.assert_close, actual, expected,
+                     msg=lambda default: f"Header\n\n{default}\n\nFooter")
+    assert str(message) == ("Header\n\nTensor-likes are not close!\n\nMismatched elements: 2 / 3 (66.7%)\n"
+                            "Greatest absolute difference: 2.0 at index (1,) (up to 1e-05 allowed)\n"
+                            "Greatest relative difference: 1.0 at index (1,) (up to 1.3e-06 allowed)\n\nFooter")
