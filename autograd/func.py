@@ -160,13 +160,13 @@ def _backward(outputs, roots, cotangents, create_graph, retain_graph):
 
 
 def _argnums_tuple(argnums, count, name):
-    if not isinstance(argnums, (int, tuple)) or isinstance(argnums, bool):
+    if not isinstance(argnums, (int, tuple)):  # (a bool is an int here, as in PyTorch)
         raise RuntimeError(f"{name}: argnums must be int or Tuple[int, ...], got: {type(argnums)}")
     numbers = argnums if isinstance(argnums, tuple) else (argnums,)
     if not numbers:
         raise RuntimeError(f"{name}: argnums must be non-empty")
     for n in numbers:
-        if not isinstance(n, int) or isinstance(n, bool):
+        if not isinstance(n, int):
             raise RuntimeError(f"{name}: argnum must be int, got: {type(n)}")
         if not -count <= n < count:
             raise RuntimeError(f"Got argnums={argnums}, but only {count} positional inputs")
