@@ -16,6 +16,8 @@ graph roots standing for its arguments, so the arguments need not require grad a
 when an argument already requires grad (an outer transform's root, or the user's own
 tensor) or the function reads another tensor that requires grad (a closure), the
 derivative is recorded (create_graph) so that the outer level can differentiate it in turn.
+The caller's grad mode is respected as in PyTorch: under no_grad or inference_mode a transform
+still records its own graph, but its results are not recorded for the caller.
 
 Arguments may be pytrees: a Tensor, or tuples, lists and dicts of them (``grad`` of a loss
 with respect to a dict of parameters, as ``functional_call`` takes them). There is no
@@ -30,7 +32,7 @@ import weakref
 
 from .backend import xp
 from .factories import zeros_like
-from .grad_mode import enable_grad, is_grad_enabled
+from .grad_mode import inference_mode, is_grad_enabled
 from .ops.shape import stack
 from .tensor import Tensor
 
@@ -99,20 +101,28 @@ def _root(x, name):
         raise TypeError(f"{name}: expected the arguments to differentiate to be Tensors (or tuples, lists and "
                         f"dicts of them), got {type(x).__name__}")
     if x.dtype.kind not in "fc":
+        if name in ("jacfwd", "jvp(f, primals, tangents)"):  # (forward mode's primals: PyTorch's jvp's refusal)
+            raise ValueError(f"{name}: Expected primal to be floating point or complex, but got: {x.dtype}")
         raise RuntimeError(f"{name}: only Tensors of floating point dtype can require gradients, got {x.dtype}")
     if x.requires_grad:
         return x.view_as(x)
-    root = x.detach().requires_grad_()
+    # (an inference tensor, made under the caller's inference_mode, cannot require grad: a normal copy can)
+    root = (x.clone() if x.is_inference() else x).detach().requires_grad_()
     _fresh_roots[id(root)] = root
     return root
 
 
-def _records_outer_graph(originals, outputs, roots):
-    """Whether the derivative must be recorded for an outer level: an argument requires grad, or the
-    outputs reach a leaf that requires grad other than the fresh roots (a closed-over tensor; the
-    fresh leaf of a running transform counts, that of a finished one does not)."""
-    if not is_grad_enabled():
-        return False
+def _recording():
+    """Record the transform's own graph whatever the caller's mode (no_grad, inference_mode): the
+    caller's mode decides only whether the results are recorded for the caller, as in PyTorch."""
+    return inference_mode(False)
+
+
+def _reaches_outer_graph(originals, outputs, roots):
+    """Whether the derivative must be recorded for an outer level (where the caller records): an
+    argument requires grad, or the outputs reach a leaf that requires grad other than the fresh roots
+    (a closed-over tensor; the fresh leaf of a running transform counts, that of a finished one does
+    not)."""
     if any(isinstance(x, Tensor) and x.requires_grad for x in originals):
         return True
     own = {id(r) for r in roots}
@@ -150,15 +160,19 @@ def _backward(outputs, roots, cotangents, create_graph, retain_graph):
 
 
 def _argnums_tuple(argnums, count, name):
+    if not isinstance(argnums, (int, tuple)):  # (a bool is an int here, as in PyTorch)
+        raise RuntimeError(f"{name}: argnums must be int or Tuple[int, ...], got: {type(argnums)}")
     numbers = argnums if isinstance(argnums, tuple) else (argnums,)
-    if not numbers or not all(isinstance(n, int) for n in numbers):
-        raise RuntimeError(f"{name}: argnums must be int or Tuple[int, ...], got: {argnums}")
+    if not numbers:
+        raise RuntimeError(f"{name}: argnums must be non-empty")
     for n in numbers:
+        if not isinstance(n, int):
+            raise RuntimeError(f"{name}: argnum must be int, got: {type(n)}")
         if not -count <= n < count:
             raise RuntimeError(f"Got argnums={argnums}, but only {count} positional inputs")
     numbers = tuple(n % count for n in numbers)
     if len(set(numbers)) != len(numbers):
-        raise RuntimeError(f"argnums elements must be unique, got {argnums}")
+        raise RuntimeError(f"argnums elements must be unique, got {numbers}")
     return numbers
 
 
@@ -176,22 +190,39 @@ def _with_roots(args, argnums, name):
     return args, leaves, roots, spec
 
 
-def _call_on_roots(func, args, kwargs, argnums, has_aux, name):
+def _call_on_roots(func, args, kwargs, argnums, has_aux, name, aux_name=None):
     """f(*args, **kwargs) with the differentiated arguments replaced by fresh roots (``_with_roots``):
-    (output, aux, the differentiated trees as given, their roots flat, the spec of the argnums tree)."""
+    (output, aux, the differentiated trees as given, their roots flat, the spec of the argnums tree).
+    ``aux_name`` names the call in has_aux's message where it is not ``name`` (jacrev's is vjp's)."""
     args, originals, roots, spec = _with_roots(args, argnums, name)
     with _running_with(roots):
-        output, aux = _split_aux(func(*args, **kwargs), has_aux, name)
+        output, aux = _split_aux(func(*args, **kwargs), has_aux, aux_name or name)
     return output, aux, originals, roots, spec
 
 
 def _split_aux(result, has_aux, name):
+    """(output, aux) of f's result; ``name`` is how PyTorch's messages name the call, e.g. 'vjp(f, *primals)'."""
     if not has_aux:
         return result, None
     if not (isinstance(result, tuple) and len(result) == 2):
-        raise RuntimeError(f"{name}(f, ...)(*args): output of function f should be a tuple: (output, aux) if "
-                           "has_aux is True")
+        raise RuntimeError(f"{name}: output of function f should be a tuple: (output, aux) if has_aux is True")
+    for leaf in tree_flatten(result[1])[0]:
+        if not isinstance(leaf, Tensor):  # (aux is returned detached from the transform: tensors only)
+            raise RuntimeError(f"Expected tensors, got unsupported type {type(leaf)}")
     return result
+
+
+def _output_tensors(output, name):
+    """The tensors of f's output (a non-empty pytree of tensors), flat, and its spec. ``name``: the
+    call as PyTorch's messages name it ('vjp(f, *primals)'; jacrev's and jacfwd's are vjp's and jvp's)."""
+    leaves, spec = tree_flatten(output)
+    if output is None or not leaves:
+        raise RuntimeError(f"{name}: Expected f to be a function that has non-empty output (got output = "
+                           f"{[] if output == () else [output]})")
+    for y in leaves:
+        if not isinstance(y, Tensor):
+            raise RuntimeError(f"{name}: expected f(*primals) to return only tensors, got unsupported type {type(y)}")
+    return leaves, spec
 
 
 def _detached(tree):
@@ -207,8 +238,10 @@ def grad_and_value(func, argnums=0, has_aux=False):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        with enable_grad():
-            output, aux, originals, roots, spec = _call_on_roots(func, args, kwargs, argnums, has_aux, "grad_and_value")
+        caller_records = is_grad_enabled()
+        with _recording():
+            output, aux, originals, roots, spec = _call_on_roots(func, args, kwargs, argnums, has_aux,
+                                                                 "grad_and_value(f)(*args)")
             if not isinstance(output, Tensor):
                 raise RuntimeError(f"grad_and_value(f)(*args): Expected f(*args) to return a Tensor, got "
                                    f"{type(output)}")
@@ -216,7 +249,7 @@ def grad_and_value(func, argnums=0, has_aux=False):
                 raise RuntimeError(f"grad_and_value(f)(*args): Expected f(*args) to return a scalar Tensor, got "
                                    f"tensor with {output.ndim} dims. Maybe you wanted to use the vjp or jacrev "
                                    "APIs instead?")
-            nested = _records_outer_graph(originals, [output], roots)
+            nested = caller_records and _reaches_outer_graph(originals, [output], roots)
             grads = _backward([output], roots, [None], create_graph=nested, retain_graph=nested)
         gradient = tree_unflatten(grads, spec)
         value = output if nested else output.detach()
@@ -241,59 +274,93 @@ def grad(func, argnums=0, has_aux=False):
 
 def vjp(func, *primals, has_aux=False):
     """(func(*primals), vjp_fn) [, aux]: ``vjp_fn(cotangents)`` (shaped like the output) returns vᵀ J
-    for every primal, as a tuple with one entry per primal; it may be called more than once."""
-    with enable_grad():
+    for every primal, as a tuple with one entry per primal; it may be called more than once. The
+    output is recorded for the caller where the caller's mode records; vjp_fn's result where the
+    mode at its own call records (and the primals or the cotangents require grad)."""
+    caller_records = is_grad_enabled()
+    with _recording():
         leaves, spec = tree_flatten(tuple(primals))
-        roots = [_root(x, "vjp") for x in leaves]
+        roots = [_root(x, "vjp(f, *primals)") for x in leaves]
         with _running_with(roots):
-            output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "vjp")
-        out_leaves, out_spec = tree_flatten(output)
-        for y in out_leaves:
-            if not isinstance(y, Tensor):
-                raise RuntimeError(f"vjp(f, *primals): Expected f to be a function that has non-empty output "
-                                   f"(a Tensor or tuples, lists and dicts of them), got {type(y)}")
-        nested = _records_outer_graph(leaves, out_leaves, roots)
+            output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "vjp(f, *primals)")
+        out_leaves, out_spec = _output_tensors(output, "vjp(f, *primals)")
+        reaches = _reaches_outer_graph(leaves, out_leaves, roots)
 
     def vjp_fn(cotangents, *, retain_graph=True, create_graph=None):
         v_leaves, v_spec = tree_flatten(cotangents)
-        if len(v_leaves) != len(out_leaves):
+        if v_spec != out_spec:
             raise RuntimeError(f"Expected pytree structure of cotangents to be the same as pytree structure of "
-                               f"outputs to the function ({len(out_leaves)} tensors), got {len(v_leaves)}")
-        for v, y in zip(v_leaves, out_leaves):
+                               f"outputs to the function. cotangents: {_spec_str(v_spec)}, primal output: "
+                               f"{_spec_str(out_spec)}")
+        for i, (v, y) in enumerate(zip(v_leaves, out_leaves)):
+            if not isinstance(v, Tensor):
+                raise RuntimeError(f"Expected cotangents to only contain Tensors, got {type(v)}")
             if v.shape != y.shape:
-                raise RuntimeError(f"Mismatch in shape: grad_output[0] has a shape of {tuple(v.shape)} and "
-                                   f"output[0] has a shape of {tuple(y.shape)}.")
-        record = nested if create_graph is None else create_graph
-        with enable_grad():
+                raise RuntimeError(f"Mismatch in shape: grad_output[{i}] has a shape of {tuple(v.shape)} and "
+                                   f"output[{i}] has a shape of {tuple(y.shape)}.")
+        record = (is_grad_enabled() and (reaches or any(v.requires_grad for v in v_leaves))
+                  if create_graph is None else create_graph)
+        with _recording():
             grads = _backward(out_leaves, roots, v_leaves, create_graph=record, retain_graph=retain_graph)
         return tree_unflatten(grads, spec)
 
+    nested = caller_records and reaches
     result = output if nested else _detached(output)
     if has_aux:
         return result, vjp_fn, aux if nested else _detached(aux)
     return result, vjp_fn
 
 
+def _spec_str(spec):
+    """A pytree's structure as PyTorch's messages write it: ``(*, [*, *], {'a': *})``."""
+    if spec is None:
+        return "*"
+    kind, children = spec
+    if kind is dict:
+        keys, specs = children
+        return "{" + ", ".join(f"{key!r}: {_spec_str(s)}" for key, s in zip(keys, specs)) + "}"
+    inner = ", ".join(_spec_str(s) for s in children)
+    return f"[{inner}]" if kind is list else f"({inner}{',' if len(children) == 1 else ''})"
+
+
 def jvp(func, primals, tangents, *, strict=False, has_aux=False):
     """(func(*primals), J v) [, aux] with v = ``tangents`` (shaped like ``primals``, both tuples): the
-    directional derivative of func along v, by the double-backward trick (see the module's docstring)."""
-    if not isinstance(primals, tuple) or not isinstance(tangents, tuple):
-        raise RuntimeError("jvp(f, primals, tangents): Expected primals and tangents to be tuples")
-    with enable_grad():
-        leaves, spec = tree_flatten(primals)
-        v_leaves, v_spec = tree_flatten(tangents)
-        if len(v_leaves) != len(leaves):
-            raise RuntimeError("jvp(f, primals, tangents): Expected primals and tangents to have the same python "
-                               f"structure, got {len(leaves)} and {len(v_leaves)} tensors")
-        for x, v in zip(leaves, v_leaves):
-            if x.shape != v.shape:
-                raise RuntimeError(f"jvp(f, primals, tangents): Expected primals and tangents to have the same "
-                                   f"shapes, got {tuple(x.shape)} and {tuple(v.shape)}")
-        roots = [_root(x, "jvp") for x in leaves]
+    directional derivative of func along v, by the double-backward trick (see the module's docstring).
+    ``strict``: refuse an output that does not depend on the primals (PyTorch gives it a zero tangent
+    otherwise)."""
+    name = "jvp(f, primals, tangents)"
+    if not isinstance(primals, tuple):
+        raise RuntimeError(f"{name}: Expected primals and tangents to be tuples: primals is a "
+                           f"{type(primals).__name__}, but it must be a tuple. E.g. it should be valid to call "
+                           "f(*primals).")
+    leaves, spec = tree_flatten(primals)
+    v_leaves, v_spec = tree_flatten(tangents)
+    if v_spec != spec:
+        raise RuntimeError(f"{name}: Expected primals and tangents to have the same python structure. For example, "
+                           "if primals is a tuple of 3 tensors, tangents also must be. Got primals with structure "
+                           f"{_spec_str(spec)} and tangents with structure {_spec_str(v_spec)}")
+    if not leaves:
+        raise RuntimeError(f"{name}: Expected primals to contain at least one Tensor.")
+    for role, trees in (("primals", leaves), ("tangents", v_leaves)):
+        for x in trees:
+            if not isinstance(x, Tensor):
+                raise RuntimeError(f"{name}: Expected {role} to only contain Tensors, got {type(x)}")
+    for x, v in zip(leaves, v_leaves):
+        if x.shape != v.shape:
+            raise RuntimeError(f"{name}: Expected primals and tangents to have the same shapes, got "
+                               f"{tuple(x.shape)} and {tuple(v.shape)}")
+    caller_records = is_grad_enabled()
+    with _recording():
+        roots = [_root(x, name) for x in leaves]
         with _running_with(roots):
-            output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, "jvp")
-        out_leaves, out_spec = tree_flatten(output)
-        nested = _records_outer_graph(leaves, out_leaves, roots)
+            output, aux = _split_aux(func(*tree_unflatten(roots, spec)), has_aux, name)
+        out_leaves, out_spec = _output_tensors(output, name)
+        if strict and not all(y.requires_grad for y in out_leaves):
+            raise RuntimeError("jvp(f, primals, tangents, strict=True): The output of f is independent of the "
+                               "inputs. This is not allowed with strict=True.")
+        # J v is recorded for the caller where the primals' graph reaches it or v itself requires grad
+        nested = caller_records and (_reaches_outer_graph(leaves, out_leaves, roots)
+                                     or any(v.requires_grad for v in v_leaves))
         dummies = [zeros_like(y).requires_grad_() for y in out_leaves]  # u: g(u) = uᵀ J
         pulled = _backward(out_leaves, roots, dummies, create_graph=True, retain_graph=True)
         pairs = [(g, v) for g, v in zip(pulled, v_leaves) if g.requires_grad]
@@ -305,27 +372,63 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
 
 def linearize(func, *primals):
     """(func(*primals), jvp_fn): ``jvp_fn(*tangents)`` is J v at the primals, for any number of calls
-    (each one is a jvp here; PyTorch's records the linear map once)."""
+    (each one is a jvp here; PyTorch's records the linear map once). The tangents must be shaped like
+    the primals: the same structure, shapes and dtypes."""
     output = _detached(func(*primals))
-    return output, lambda *tangents: jvp(func, primals, tangents)[1]
+    leaves, spec = tree_flatten(primals)
+
+    def jvp_fn(*tangents):
+        v_leaves, v_spec = tree_flatten(tangents)
+        if v_spec != spec:
+            raise RuntimeError(f"Expected the tangents {_spec_str(v_spec)} to have the same argspec as the primals "
+                               f"{_spec_str(spec)}")
+        for i, (x, v) in enumerate(zip(leaves, v_leaves)):
+            for attribute in ("shape", "dtype"):
+                if getattr(v, attribute) != getattr(x, attribute):
+                    raise RuntimeError(f"tangent:{i} with {attribute} {getattr(v, attribute)} in flattened pytree "
+                                       f"doesn't match the {attribute} {getattr(x, attribute)} of the corresponding "
+                                       "primal.")
+        return jvp(func, primals, tangents)[1]
+
+    return output, jvp_fn
 
 
 def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_copy=False):
     """A function returning the Jacobian of f at its arguments, one backward pass per output element:
     J[i..., j...] = ∂f(x)[i...] / ∂x[j...], shaped f(x).shape + x.shape. For several outputs or a
     tuple argnums (or pytree arguments) the result nests as output structure, then argument structure.
-    ``chunk_size`` (how many rows PyTorch batches) changes nothing here."""
+    ``chunk_size`` (how many rows PyTorch batches) changes nothing here but must be positive."""
+    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError("jacrev: `chunk_size` should be greater than 0.")
+    return _jacobian(func, argnums, has_aux, "jacrev")
+
+
+def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
+    """The Jacobian, as PyTorch's forward-mode ``jacfwd`` gives it (same values and layout); computed
+    here in reverse mode (as ``jacrev``), as there is no forward mode."""
+    return _jacobian(func, argnums, has_aux, "jacfwd")
+
+
+def _jacobian(func, argnums, has_aux, transform):
+    """jacrev's and jacfwd's Jacobian; ``transform`` names which, in the messages (PyTorch's come from the
+    vjp or the jvp that each is built on)."""
+    inner = "vjp(f, *primals)" if transform == "jacrev" else "jvp(f, primals, tangents)"
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        with enable_grad():
-            output, aux, originals, roots, spec = _call_on_roots(func, args, kwargs, argnums, has_aux, "jacrev")
-            out_leaves, out_spec = tree_flatten(output)
-            for y in out_leaves:
-                if not isinstance(y, Tensor):
-                    raise RuntimeError(f"jacrev(f, ...)(*args): expected f(*args) to return only tensors, got "
-                                       f"unsupported type {type(y)}")
-            nested = _records_outer_graph(originals, out_leaves, roots)
+        caller_records = is_grad_enabled()
+        with _recording():
+            output, aux, originals, roots, spec = _call_on_roots(func, args, kwargs, argnums, has_aux, transform, inner)
+            for i, x in enumerate(originals):
+                if x.dtype.kind == "c":  # a complex Jacobian is not what either transform computes
+                    raise RuntimeError(f"{transform}: Expected all inputs to be real but received complex tensor "
+                                       f"at flattened input idx: {i}")
+            out_leaves, out_spec = _output_tensors(output, inner)
+            for i, y in enumerate(out_leaves):
+                if y.dtype.kind == "c":
+                    raise RuntimeError(f"{transform}: Expected all outputs to be real but received complex tensor "
+                                       f"at flattened input idx: {i}")
+            nested = caller_records and _reaches_outer_graph(originals, out_leaves, roots)
             per_output = []
             for k, y in enumerate(out_leaves):
                 rows = []
@@ -344,12 +447,6 @@ def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_
         return jacobian
 
     return wrapper
-
-
-def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
-    """The Jacobian, as PyTorch's forward-mode ``jacfwd`` gives it (same values and layout); computed
-    here in reverse mode (``jacrev``), as there is no forward mode."""
-    return jacrev(func, argnums, has_aux=has_aux)
 
 
 def hessian(func, argnums=0):
@@ -542,8 +639,11 @@ def stack_module_state(models):
         raise RuntimeError("stack_module_state: Expected all models to be of the same class.")
     params = [dict(m.named_parameters()) for m in models]
     buffers = [dict(m.named_buffers()) for m in models]
-    stacked_params = {name: stack([p[name].detach() for p in params]).requires_grad_(
-        all(p[name].requires_grad for p in params)) for name in params[0]}
+    for name in params[0]:
+        if len({p[name].requires_grad for p in params}) > 1:  # (one stacked leaf cannot half require grad)
+            raise RuntimeError(f"Expected {name} from each model to have the same .requires_grad")
+    stacked_params = {name: stack([p[name].detach() for p in params]).requires_grad_(params[0][name].requires_grad)
+                      for name in params[0]}
     stacked_buffers = {name: stack([b[name] for b in buffers]) for name in buffers[0]}
     return stacked_params, stacked_buffers
 
