@@ -276,7 +276,9 @@ def neural_ode(m, weights, niters=6, data_size=60, batch_time=6, batch_size=8):
 
 def test_neural_ode_with_rk4():
     weights = weights_of(ode_func)
-    ours, _ = run_both(neural_ode, weights, rtol=1e-4, atol=1e-4)  # float32 over 59 steps
+    # float32 over 59 steps after six training steps: rounding, which differs between machines (their BLAS
+    # kernels), grows to about 1e-4 at the last steps
+    ours, _ = run_both(neural_ode, weights, rtol=1e-4, atol=3e-4)
     assert ours["true_y"].shape == (60, 1, 2) and ours["pred"].shape == (60, 1, 2)
     assert ours["nfe"] == 6 * 4 * 5 + 4 * 59  # four evaluations a step
     assert ours["losses"][-1] < ours["losses"][0]
