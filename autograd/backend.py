@@ -94,6 +94,42 @@ def accumulate(ufunc, array, axis):
     return result
 
 
+def ufunc_at(name, array, positions, values):
+    """``numpy.<name>.at(array, positions, values)``: ``array`` updated in place, unbuffered (a position
+    named twice is updated twice: scatter-add, scatter-max). CuPy has ``add``/``maximum``/``minimum.at``
+    for some dtypes only (no bool, complex, int8/16 or uint8, no ``multiply.at``): there the update runs on
+    a copy in host memory, which is copied back. Right for every dtype; slow only where CuPy has no kernel."""
+    if xp is not numpy and getattr(values, "dtype", array.dtype) != array.dtype:
+        values = values.astype(array.dtype)  # (CuPy's .at reads bool values as if they had the array's dtype)
+    try:
+        getattr(xp, name).at(array, positions, values)
+        return
+    except (NotImplementedError, TypeError):
+        if xp is numpy:
+            raise
+    host = array.get()
+    getattr(numpy, name).at(host, _host(positions), _host(values))
+    array[...] = xp.asarray(host)
+
+
+def ufunc_reduce(name, array, axis, keepdims=False):
+    """``numpy.<name>.reduce(array, axis=axis, keepdims=keepdims)``; where CuPy has no such reduction
+    (``bitwise_xor``'s), on a copy in host memory."""
+    try:
+        return getattr(xp, name).reduce(array, axis=axis, keepdims=keepdims)
+    except NotImplementedError:
+        if xp is numpy:
+            raise
+    return xp.asarray(getattr(numpy, name).reduce(array.get(), axis=axis, keepdims=keepdims))
+
+
+def _host(value):
+    """A value for a NumPy call: arrays of the array module (in a tuple of indices too) in host memory."""
+    if isinstance(value, tuple):
+        return tuple(_host(item) for item in value)
+    return value.get() if hasattr(value, "get") and not isinstance(value, numpy.ndarray) else value
+
+
 def strided_view(array, shape, strides):
     """A read-only view of ``array``'s memory with other shape and steps (bytes), as NumPy's
     as_strided (CuPy's takes no writeable flag: there the view can be written)."""

@@ -15,7 +15,7 @@ import warnings
 import numpy
 
 from . import backend
-from .backend import xp
+from .backend import to_numpy, xp
 from .device import resolve
 from .random import draws
 from .random import generator as _rng
@@ -205,12 +205,13 @@ def _listed_dtype(data):
 
 
 def _arrays_for_tensors(data):
-    """A nested list with each tensor in it replaced by its array."""
+    """A nested list with each tensor in it replaced by its array, in host memory: the array module reads
+    the list through NumPy (CuPy refuses to convert its own arrays implicitly there)."""
     if isinstance(data, Tensor):
-        return data._data
+        data = data._data
     if isinstance(data, (list, tuple)):
         return [_arrays_for_tensors(item) for item in data]
-    return data
+    return to_numpy(data) if isinstance(data, xp.ndarray) else data
 
 
 def _is_sequence(data):

@@ -5,8 +5,7 @@ Augmentations draw from the global generator and change only the data, never
 the labels: more varied training inputs, a regulariser at the input level.
 """
 
-import numpy
-
+from .backend import xp
 from .random import generator
 from .tensor import Tensor, tensor_from
 
@@ -19,14 +18,14 @@ class Standardize:
         self.eps, self.mean, self.std = eps, None, None
 
     def fit(self, X):
-        data = X._data if isinstance(X, Tensor) else numpy.asarray(X)
+        data = X._data if isinstance(X, Tensor) else xp.asarray(X)
         self.mean, self.std = data.mean(0), data.std(0)
         return self
 
     def __call__(self, X):
         if self.mean is None:
             raise RuntimeError("Standardize: call fit(training_inputs) first")
-        data = X._data if isinstance(X, Tensor) else numpy.asarray(X)
+        data = X._data if isinstance(X, Tensor) else xp.asarray(X)
         return tensor_from(((data - self.mean) / (self.std + self.eps)).astype(data.dtype))
 
 
@@ -47,7 +46,7 @@ class AddNoise:
         self.std = std
 
     def __call__(self, X):
-        return tensor_from((X._data + generator().normal(0, self.std, X.shape)).astype(X.dtype))
+        return tensor_from((X._data + xp.asarray(generator().normal(0, self.std, X.shape))).astype(X.dtype))
 
 
 def _images(X, image_shape):
@@ -67,9 +66,9 @@ class RandomFlip:
 
     def __call__(self, X):
         images = _images(X, self.image_shape)
-        chosen = generator().random(len(images)) < self.p
+        chosen = xp.asarray(generator().random(len(images)) < self.p)
         flipped = images.copy()
-        flipped[chosen] = numpy.flip(images[chosen], axis=self.axis)
+        flipped[chosen] = xp.flip(images[chosen], axis=self.axis)
         return tensor_from(flipped.reshape(X.shape))
 
 
@@ -84,13 +83,13 @@ class RandomShift:
         height, width = images.shape[-2:]
         images = images.reshape(len(images), -1, height, width)  # (N, channels, H, W), one channel for (N, H, W)
         m = self.max_shift
-        padded = numpy.full(images.shape[:2] + (height + 2 * m, width + 2 * m), self.fill, dtype=images.dtype)
+        padded = xp.full(images.shape[:2] + (height + 2 * m, width + 2 * m), self.fill, dtype=images.dtype)
         padded[..., m:m + height, m:m + width] = images
-        dy, dx = generator().integers(-m, m + 1, (2, len(images)))
+        dy, dx = xp.asarray(generator().integers(-m, m + 1, (2, len(images))))
         # one gather for the whole batch (every channel of an image shifts alike): row and column
         # indices of each shifted window; NumPy puts the indexed axes first, so channels move last
-        rows = (m - dy)[:, None] + numpy.arange(height)[None, :]
-        cols = (m - dx)[:, None] + numpy.arange(width)[None, :]
-        batch = numpy.arange(len(images))[:, None, None]
+        rows = (m - dy)[:, None] + xp.arange(height)[None, :]
+        cols = (m - dx)[:, None] + xp.arange(width)[None, :]
+        batch = xp.arange(len(images))[:, None, None]
         shifted = padded[batch, :, rows[:, :, None], cols[:, None, :]].transpose(0, 3, 1, 2)
         return tensor_from(shifted.reshape(X.shape))

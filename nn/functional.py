@@ -324,7 +324,7 @@ def gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
     noise, from autograd's generator). As τ → 0 the samples approach one-hot vectors. hard=True returns the
     one-hot vector of argmax y, with y's gradient (straight-through: y_hard − y.detach() + y).
     (eps is unused, as in PyTorch.)"""
-    noise = -xp.log(generator().exponential(size=logits.shape)).astype(logits._data.dtype)
+    noise = -xp.log(xp.asarray(generator().exponential(size=logits.shape), dtype=logits._data.dtype))
     y = ((logits + Tensor._make(noise)) / tau).softmax(dim)
     if not hard:
         return y

@@ -16,7 +16,7 @@ import numpy
 
 import autograd
 from autograd import Primitive, Tensor
-from autograd.backend import xp
+from autograd.backend import ufunc_at, xp
 from autograd.errors import DtypeError, ShapeError, check_same_dtype
 from autograd.ops.conversion import type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
@@ -485,7 +485,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
         raise RuntimeError(f"multilabel_margin_loss: target index out of range for {classes} classes")
     counts = xp.zeros(scores.shape, dtype=input.dtype)  # how often each class is listed as a target
     rows = xp.broadcast_to(xp.arange(scores.shape[0])[:, None], labels.shape)
-    xp.add.at(counts, (rows[valid], labels[valid]), 1)
+    ufunc_at("add", counts, (rows[valid], labels[valid]), 1)
     others = (counts == 0).astype(input.dtype)
     pairs = Tensor._make(counts[:, :, None] * others[:, None, :])  # (n, j, i): j a target, i not
     hinge = (1.0 - scores.unsqueeze(2) + scores.unsqueeze(1)).relu()

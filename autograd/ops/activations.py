@@ -5,6 +5,7 @@ PyTorch's); the others are composed of ``where``: the gradient goes to the branc
 ``nn.functional`` uses these (arrows point down)."""
 
 from .. import random
+from ..backend import xp
 from . import piecewise_linear
 from .elementwise import where
 from .names import names
@@ -104,7 +105,7 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, generator=None):
         raise RuntimeError("Lower bound should be less than or equal to the upper bound")
     if not training:
         return piecewise_linear.leaky_relu(input, (lower + upper) / 2, name="RreluWithNoise")
-    slopes = random.generator(generator).uniform(lower, upper, input.shape).astype(input.dtype)
+    slopes = xp.asarray(random.generator(generator).uniform(lower, upper, input.shape), dtype=input.dtype)
     return piecewise_linear.leaky_relu_with_slopes(input, slopes)
 
 

@@ -26,7 +26,7 @@ came from log_softmax); through log_softmax the two agree exactly.
 
 import numpy
 
-from ..backend import xp
+from ..backend import ufunc_at, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .losses import _named
@@ -131,7 +131,7 @@ def ctc_gradient(log_probs, alignment, input_lengths, alpha, nll):
     time = xp.broadcast_to(xp.arange(frames)[:, None, None], posterior.shape)
     sample = xp.broadcast_to(rows[None, :, None], posterior.shape)
     label = xp.broadcast_to(alignment.labels[None], posterior.shape)
-    xp.add.at(grad, (time, sample, label), -posterior)
+    ufunc_at("add", grad, (time, sample, label), -posterior)
     return grad
 
 

@@ -12,7 +12,7 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
 ``embedding``'s, the sums ``IndexAdd``, the maxima a gather of the winners: gradients are theirs.
 """
 
-from ..backend import xp
+from ..backend import ufunc_at, xp
 from ..tensor import Tensor, tensor_from
 from .embedding import _padding_index, embedding
 from .names import names
@@ -85,11 +85,11 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     if mode == "max":
         # the winning lookup of each bag and dim, found on the arrays, then gathered
         best = xp.full(shape, -xp.inf, dtype=weight.dtype)
-        xp.maximum.at(best, bag_of, rows._data)
+        ufunc_at("maximum", best, bag_of, rows._data)
         lookup = xp.arange(len(indices))[:, None]
         candidates = xp.where(rows._data == best[bag_of], lookup, len(indices))
         winner = xp.full(shape, len(indices), dtype=xp.int64)
-        xp.minimum.at(winner, bag_of, candidates)  # the first winning lookup of each bag and dim
+        ufunc_at("minimum", winner, bag_of, candidates)  # the first winning lookup of each bag and dim
         empty = counts == 0
         winner[empty] = 0
         if not len(indices):

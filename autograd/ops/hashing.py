@@ -11,7 +11,7 @@ so the hash does not depend on the order of the elements, and two equal elements
 result is uint64 and has no gradient.
 """
 
-from ..backend import xp
+from ..backend import ufunc_reduce, xp
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .conversion import refuse_kinds
@@ -35,5 +35,5 @@ def hash_tensor(input, dim=None, *, keepdim=False, mode=0):
             raise IndexError(f"hash_tensor: Expected reduction dim {empty} to have non-zero size.")
     wide = data.astype(xp.float64 if data.dtype.kind == "f" else xp.int64)
     words = wide.view(xp.uint64)
-    hashed = xp.bitwise_xor.reduce(words, axis=axes, keepdims=keepdim) if axes else words.copy()
+    hashed = ufunc_reduce("bitwise_xor", words, axes, keepdim) if axes else words.copy()
     return Tensor._make(xp.asarray(hashed, dtype=xp.uint64))

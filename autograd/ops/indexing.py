@@ -10,7 +10,7 @@ index_select and index_add are the same pair for one index vector shared by ever
 take_along_dim and take are built from these and from indexing (the masked ops: masking.py).
 """
 
-from ..backend import int32, int64, xp
+from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand
@@ -127,7 +127,7 @@ class ScatterAdd(Primitive):
         if x.ndim == 0:
             y[()] += _corner(src, self.index.shape).sum()
             return y
-        xp.add.at(y, _positions(self.index, self.dim), _corner(src, self.index.shape))
+        ufunc_at("add", y, _positions(self.index, self.dim), _corner(src, self.index.shape))
         return y
 
     def backward(self, grad, y, x, src):
@@ -272,15 +272,15 @@ class ScatterReduce(Primitive):
         self.written = xp.zeros(x.shape, dtype=bool)
         self.written[positions] = True
         self.terms = xp.zeros(x.shape, dtype=int64)  # how many src values each position receives
-        xp.add.at(self.terms, positions, 1)
+        ufunc_at("add", self.terms, positions, 1)
         y = x.copy()
         if not self.include_self:
             start = self._START.get(self.reduce)
             if start is None:  # amax/amin start from the dtype's most extreme value: -inf for a float
                 start = _extreme(x.dtype, lowest=self.reduce == "amax")  # (a src of only -inf gives -inf)
             y[self.written] = start
-        ufunc = {"sum": xp.add, "mean": xp.add, "prod": xp.multiply, "amax": xp.maximum, "amin": xp.minimum}
-        ufunc[self.reduce].at(y, positions, values)
+        ufunc = {"sum": "add", "mean": "add", "prod": "multiply", "amax": "maximum", "amin": "minimum"}
+        ufunc_at(ufunc[self.reduce], y, positions, values)
         if self.reduce == "mean":
             count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
             # in y's dtype: NumPy's y / count (an int64 array) would be float64, y // count int64
@@ -300,7 +300,7 @@ class ScatterReduce(Primitive):
             src_ties = _corner(src._data, self.index.shape) == y_at_src
             ties = (x._data == y._data) & (~self.written | self.include_self)
             count = ties.astype(int64)
-            xp.add.at(count, _positions(self.index, self.dim), src_ties)
+            ufunc_at("add", count, _positions(self.index, self.dim), src_ties.astype(int64))
             share = grad / Tensor._make(xp.maximum(count, 1).astype(grad.dtype))
             grad_x = share * Tensor._make(ties.astype(grad.dtype))
             gathered = Tensor._make(src_ties.astype(grad.dtype))
@@ -330,7 +330,7 @@ class ScatterReduce(Primitive):
         corner = _corner(src, self.index.shape)  # (a Tensor here: sliced, so the gradient flows)
         zero = corner._data == 0
         zeros_at = xp.zeros(x.shape, dtype=int64)  # how many zero src terms each position receives
-        xp.add.at(zeros_at, _positions(self.index, self.dim), zero)
+        ufunc_at("add", zeros_at, _positions(self.index, self.dim), zero)
         lone_zero = zero & (xp.take_along_axis(_cut(zeros_at, self.index.shape, self.dim), self.index,
                                                axis=self.dim) == 1)
         grad_src = Gather.apply(grad * y, dim=self.dim, index=self.index) / (corner + Tensor._make(
@@ -409,7 +409,7 @@ class IndexAddAlong(Primitive):
             y[()] += self.alpha * src.sum()
             return y
         position = (slice(None),) * self.dim + (self.index,)
-        xp.add.at(y, position, src if self.alpha == 1 else self.alpha * src)
+        ufunc_at("add", y, position, src if self.alpha == 1 else self.alpha * src)
         return y
 
     def backward(self, grad, y, x, src):

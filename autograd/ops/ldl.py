@@ -19,7 +19,7 @@ Neither has a gradient (as in PyTorch): an input that requires grad is refused w
 import collections
 import math
 
-from ..backend import errstate, int32, xp
+from ..backend import errstate, int32, to_numpy, xp
 from ..graph import is_grad_enabled
 from ..tensor import Tensor
 from .checked import _raise
@@ -130,6 +130,7 @@ def _solve_one(ld, pivots, b):
     """X with A X = B from one matrix's packed factors (LAPACK's sytrs): L D Y = Pᵀ B with the swaps
     replayed step by step, then Lᵀ X = Y undoing them in reverse."""
     n = ld.shape[-1]
+    pivots = [int(p) for p in to_numpy(pivots)]  # (they steer the loop: Python integers, in host memory)
     x = b.copy()
     k = 0
     while k < n:  # L D Y = B, forward
@@ -143,7 +144,8 @@ def _solve_one(ld, pivots, b):
             r = -pivots[k] - 1
             x[[k + 1, r]] = x[[r, k + 1]]
             x[k + 2:] -= ld[k + 2:, k:k + 2] @ x[k:k + 2]
-            block = xp.array([[ld[k, k], ld[k + 1, k]], [ld[k + 1, k], ld[k + 1, k + 1]]])
+            block = ld[k:k + 2, k:k + 2].copy()
+            block[0, 1] = block[1, 0]  # (the packed factors hold the lower triangle only)
             x[k:k + 2] = xp.linalg.solve(block, x[k:k + 2])
             k += 2
     k = n - 1

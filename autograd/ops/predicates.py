@@ -89,8 +89,23 @@ def _compare(function, name, aliases=(), by_order=False):
         _in_place(op, alias)
 
 
-for _function, _names in ((xp.equal, ("eq",)), (xp.not_equal, ("ne", "not_equal")), (xp.logical_and, ("logical_and",)),
-                          (xp.logical_or, ("logical_or",)), (xp.logical_xor, ("logical_xor",))):
+def _truth(value):
+    """A complex operand (array or number) as its truth, value != 0; any other as it is."""
+    if isinstance(value, complex) or getattr(value, "dtype", None) is not None and value.dtype.kind == "c":
+        return value != 0
+    return value
+
+
+def _logical(function):
+    """A logical ufunc that takes complex operands: CuPy's take none (NumPy's do, with the same answer)."""
+    def logical(x, y):
+        return function(_truth(x), _truth(y))
+    return logical
+
+
+for _function, _names in ((xp.equal, ("eq",)), (xp.not_equal, ("ne", "not_equal")),
+                          (_logical(xp.logical_and), ("logical_and",)), (_logical(xp.logical_or), ("logical_or",)),
+                          (_logical(xp.logical_xor), ("logical_xor",))):
     _compare(_function, _names[0], _names[1:])
 for _function, _names in ((xp.less, ("lt", "less")), (xp.less_equal, ("le", "less_equal")),
                           (xp.greater, ("gt", "greater")), (xp.greater_equal, ("ge", "greater_equal"))):

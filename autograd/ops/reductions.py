@@ -220,6 +220,8 @@ def _arg_extremum(name, find, x, dim, keepdim):
         return Tensor._make(index.reshape((1,) * x.ndim) if keepdim else index)
     if x.ndim and x.shape[dim] == 0:
         raise IndexError(f"{name}(): Expected reduction dim {dim % x.ndim} to have non-zero size.")
+    if not x.ndim and dim in (0, -1):  # (NumPy takes axis 0 of a 0-d array, CuPy does not: its one element)
+        return Tensor._make(find(x._data.reshape(1), axis=0))
     return Tensor._make(find(x._data, axis=dim, keepdims=keepdim))
 
 

@@ -12,7 +12,7 @@ import warnings
 
 import numpy
 
-from ..backend import xp
+from ..backend import ufunc_at, xp
 from ..errors import ShapeError
 from ..primitive import Primitive
 from ..size import sizes_argument
@@ -228,7 +228,7 @@ class IndexAdd(Primitive):
         if self.basic:
             y[self.index] = x
         else:
-            xp.add.at(y, self.index, x)
+            ufunc_at("add", y, self.index, x)
         return y
 
     def backward(self, grad, y, x):

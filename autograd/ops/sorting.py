@@ -8,7 +8,7 @@ value came from (Gather's derivative). NaN counts as larger than every number, a
 
 import collections
 
-from ..backend import int64, xp
+from ..backend import accumulate, int64, xp
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
@@ -205,7 +205,7 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     starts = xp.ones(moved.shape, dtype=bool)
     starts[..., 1:] = moved[..., 1:] != moved[..., :-1]
     run_id = xp.cumsum(starts, axis=-1) - 1
-    run_start = xp.maximum.accumulate(xp.where(starts, xp.arange(n), 0), axis=-1)
+    run_start = accumulate(xp.maximum, xp.where(starts, xp.arange(n), 0), -1)
     run_length = xp.arange(n) - run_start + 1  # length of the run so far at each sorted position
     # the first position reaching the longest run length: the smallest value among the most frequent
     best_end = xp.argmax(run_length, axis=-1)[..., None]

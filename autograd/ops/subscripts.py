@@ -16,6 +16,16 @@ from .names import names
 from .shape import GetItem, _in_pytorch_words, _is_int, reshape
 
 
+def _ndim(index):
+    """The number of dims of an index array or (nested) list: an array's own (CuPy's cannot be read by NumPy)."""
+    return index.ndim if isinstance(index, xp.ndarray) else numpy.ndim(index)
+
+
+def _is_mask(index):
+    """True for a bool index array or a (nested) list of bools."""
+    return (index.dtype if isinstance(index, xp.ndarray) else numpy.asarray(index).dtype) == bool
+
+
 def _sequence_as_tuple(index):
     """Whether PyTorch reads a list index as a tuple of indices (x[[0, slice(None)]] is x[0, :], and
     x[[[0, 1], [1, 0]]] is x[[0, 1], [1, 0]]), as NumPy did before 1.23: a short list holding a tensor,
@@ -94,8 +104,8 @@ def _refuse_index_put_of_another_dtype(x, index, value):
     parts = index if isinstance(index, tuple) else (index,)
     selecting = [i for i in parts if isinstance(i, list) or isinstance(i, xp.ndarray) and (i.ndim or i.dtype == bool)
                  or type(i) is bool and len(parts) > 1]
-    if not selecting or value._data.size == 1 and len(selecting) == 1 and numpy.ndim(selecting[0]) \
-            and numpy.asarray(selecting[0]).dtype == bool:
+    if not selecting or value._data.size == 1 and len(selecting) == 1 and _ndim(selecting[0]) \
+            and _is_mask(selecting[0]):
         return
     # PyTorch's order of checks: the index's structure (a mask that does not fit, too many indices), the value's
     # shape, its dtype, and last the positions' range
@@ -144,8 +154,8 @@ def _integers_first(x, index):
     for i in index:
         if _is_int(i):
             first.append(i)
-        elif isinstance(i, (list, xp.ndarray)) and numpy.ndim(i) > 0:
-            dims = numpy.ndim(i) if numpy.asarray(i).dtype == bool else 1  # (a mask takes its ndim dims)
+        elif isinstance(i, (list, xp.ndarray)) and _ndim(i) > 0:
+            dims = _ndim(i) if _is_mask(i) else 1  # (a mask takes its ndim dims)
             first.extend([slice(None)] * dims)
             rest.append(i)
         else:
