@@ -23,7 +23,7 @@ def _ndim(index):
 
 def _is_mask(index):
     """True for a bool index array or a (nested) list of bools."""
-    return (index.dtype if isinstance(index, xp.ndarray) else numpy.asarray(index).dtype) == bool
+    return (index.dtype if isinstance(index, xp.ndarray) else numpy.asarray(index).dtype).kind == "b"
 
 
 def _sequence_as_tuple(index):
