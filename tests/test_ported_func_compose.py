@@ -13,7 +13,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from tests.ported import close, raises, same, values, xfail_on_chainrule, xfail_ours
+from tests.ported import close, raises, same, values, xfail_on_chainrule
 
 
 @pytest.fixture
@@ -156,9 +156,6 @@ def test_per_sample_grads_through_an_in_place_squeeze(T, fn):
     close(result, np.stack([np.outer(row[0], np.ones(2)) for row in values(x)]), rtol=1e-12)
 
 
-@xfail_ours("copy_ from a tensor that requires grad into one that does not makes the destination a leaf "
-            "requiring grad (grad_fn None), cut from the source's graph: the gradient is zeros "
-            "(ops/in_place_arithmetic.py copy_ writes the source itself, not a recorded copy of it)")
 def test_new_zeros_filled_by_copy_inside_vmap_of_grad(T, fn):
     x, y = randn(T, 3), randn(T, 3, 5, seed=1)
 

@@ -12,7 +12,7 @@ import importlib
 import numpy as np
 import pytest
 
-from tests.ported import close, raises, same, values, xfail_on_chainrule
+from tests.ported import close, raises, same, values
 
 
 @pytest.fixture
@@ -222,9 +222,6 @@ def test_non_tensor_arguments_pass_through(T, fn, jac):
 
 
 def test_in_place_copy_into_an_argument(T, fn, jac, request):
-    xfail_on_chainrule(T, request, "copy_ from a tensor that requires grad into one that does not makes the "
-                       "destination a leaf requiring grad (grad_fn None), cut from the source's graph: the "
-                       "Jacobian is zeros (ops/in_place_arithmetic.py copy_ writes the source itself)")
 
     def f(x, y):
         y.copy_(x)

@@ -397,9 +397,6 @@ def test_vmap_of_jvp_of_a_write_into_a_plain_tensor(T, fn):
 
 
 def test_vmap_of_jvp_of_a_write_into_a_plain_base_seen_by_its_view(T, fn, request):
-    xfail_on_chainrule(T, request, "copy_ from a tensor that requires grad into one that does not makes the "
-                       "destination a leaf requiring grad, cut from the source's graph: the tangents through the "
-                       "base and its view are zeros (ops/in_place_arithmetic.py copy_ writes the source itself)")
 
     def f(x, y):
         x = x.clone()

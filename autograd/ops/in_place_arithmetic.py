@@ -51,7 +51,9 @@ def copy_(self, other, non_blocking=False):  # (PyTorch's binding names the sour
     if source._data.dtype != self._data.dtype:
         # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
         source = source.to(self._data.dtype)
-    return self._write((source,), lambda old: source, lambda a: self._store(source), reads_old=False)
+    # recorded: a node of its own (a clone), since self adopts the new value's graph: a leaf source, which
+    # has none, would leave self a leaf cut off from it (its gradient lost)
+    return self._write((source,), lambda old: source.clone(), lambda a: self._store(source), reads_old=False)
 
 
 # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
