@@ -88,3 +88,18 @@ def test_an_element_shares_its_tensors_version():
     y.add_(1.0)  # ... which this write changes
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_copy_of_a_leaf_that_requires_grad_keeps_the_graph_to_it():
+    # b.copy_(a) with a leaf a: b is computed from a (it has a node), and dL/da arrives, whole or through a view
+    a = autograd.tensor([1.0, 2.0], requires_grad=True)
+    b = autograd.zeros(2)
+    b.copy_(a)
+    assert b.requires_grad and b.grad_fn is not None
+    (3 * b).sum().backward()
+    assert a.grad.tolist() == [3.0, 3.0]
+    a.grad = None
+    x = autograd.zeros(3)
+    x[1:].copy_(a)
+    (x * x).sum().backward()
+    assert a.grad.tolist() == [2.0, 4.0]
