@@ -277,7 +277,12 @@ class Tensor(WriteDoor):
         return self._data.tolist()
 
     def __array__(self, dtype=None, copy=None):
-        return self.numpy() if dtype is None else self.numpy().astype(dtype)
+        """The values for NumPy: ``numpy.asarray(t)`` shares the tensor's memory, ``numpy.array(t)`` (copy=True)
+        copies it, as with PyTorch's tensors."""
+        array = self.numpy()
+        if dtype is not None and numpy.dtype(dtype) != array.dtype:
+            return array.astype(dtype)
+        return array.copy() if copy else array
 
     def __array_wrap__(self, array, context=None, return_scalar=False):
         """A NumPy ufunc's result on a tensor (``numpy.sin(t)``) as a tensor, as PyTorch's; not recorded, so for a

@@ -127,8 +127,6 @@ def test_to_numpy_force_argument(T, request, requires_grad, conj):
         np.testing.assert_array_equal(x.numpy(force=False), expected)
 
 
-@xfail_ours("np.array(t) shares the tensor's memory (a write to the array changes the tensor): __array__ in "
-            "autograd/tensor.py ignores NumPy 2's copy=True")
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn.t accept a copy keyword")
 def test_numpy_array_copies_and_asarray_shares(T):
     """(the __array__ protocol, beyond PyTorch's test) np.asarray(t) is the tensor's memory, np.array(t) a copy."""
@@ -252,9 +250,6 @@ def test_numpy_index(T):
         same(x[idx], values(x[int(idx)]))
 
 
-@xfail_ours("a uint8 NumPy array as an index is read as integer positions, where PyTorch reads it as the uint8 "
-            "tensor it makes of it: a mask (x[np.array([1, 0, 1], dtype=np.uint8)] is x[[0, 2]], not x[[1, 0, 1]]; "
-            "autograd/ops/subscripts.py _array_index reads only a uint8 Tensor as a mask)")
 def test_numpy_uint8_array_index_is_a_mask(T):
     x = T.arange(5)
     with warnings.catch_warnings():
@@ -357,8 +352,6 @@ def test_parse_numpy_int(T, nptype):
     assert (np_val + t).dtype == t.dtype
 
 
-@xfail_ours("a NumPy integer as a reduction's dim is refused ('numpy.int16' object is not iterable: "
-            "autograd/ops/axes.py normalize_dims reads only a Python int as one dim)")
 @pytest.mark.parametrize("nptype", [np.int16, np.int8, np.uint8, np.int32, np.int64])
 def test_parse_numpy_int_as_a_reduction_dim(T, nptype):
     np_val = np.array([3], dtype=nptype)[0]

@@ -1,6 +1,7 @@
 """Axis bookkeeping shared by reductions and shape ops."""
 
 import builtins
+import operator
 import warnings
 
 from ..errors import ShapeError
@@ -46,6 +47,8 @@ def normalize_dims(dim, ndim, empty_is_every=True):
         dim = dim[0]
     if type(dim) is int and -ndim <= dim < ndim:  # the common case, one axis in range, without the checks
         return (dim % ndim,)
+    if not isinstance(dim, (int, tuple, list)) and hasattr(dim, "__index__"):  # a NumPy integer, a 0-d tensor
+        return normalize_dims(operator.index(dim), ndim, empty_is_every)
     if ndim == 0:  # a 0-d tensor accepts dim 0 and -1, as PyTorch, and has no axis to reduce
         for d in (dim,) if isinstance(dim, int) else tuple(dim):
             if d not in (0, -1):

@@ -40,8 +40,8 @@ def _array_index(i):
     """One index with a tensor's array for the tensor. A uint8 tensor is read as a mask (PyTorch's
     deprecated rule, with its warning: NumPy would read it as integer positions); a negative step
     is refused (NumPy would reverse: PyTorch has no such view)."""
-    if isinstance(i, Tensor):
-        i = i._data
+    if isinstance(i, (Tensor, numpy.ndarray)):  # (a NumPy array is read as PyTorch reads it: as a tensor)
+        i = i._data if isinstance(i, Tensor) else i
         if i.ndim == 0 and i.dtype.kind in "iu" and i.dtype != xp.uint8:
             return int(i)  # a 0-d integer tensor is an integer (x[t] is a view), not an index array (a copy)
         if i.dtype == xp.uint8:
