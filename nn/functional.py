@@ -282,7 +282,10 @@ def glu(input, dim=-1):
 
 def gelu(input, approximate="none", *, out=None):
     """GELU(x) = x Φ(x) = x (1 + erf(x/√2)) / 2  (Hendrycks & Gimpel, 2016);
-    approximate='tanh': x (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2."""
+    approximate='tanh': x (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2. float16 is computed in float32 and
+    rounded once, as PyTorch's kernel does (in float16, gelu(-3.672) would be -0.0, not -4.4e-4)."""
+    if input.dtype == autograd.float16:
+        return write_out(gelu(input.float(), approximate).half(), out)
     if approximate == "tanh":
         inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
         return write_out(input * (inner.tanh() + 1.0) * 0.5, out)

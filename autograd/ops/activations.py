@@ -35,8 +35,9 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def _exp_minus_one(x):
-    """e^x - 1 for x <= 0 (larger x clamped to 0: the branch that uses this is not taken there)."""
-    return x.clamp(max=0.0).exp() - 1.0
+    """e^x - 1 for x <= 0 (larger x clamped to 0: the branch that uses this is not taken there), as expm1:
+    exp(x) - 1 loses every digit for tiny x (elu(-1e-8) would be 0 in float32)."""
+    return x.clamp(max=0.0).expm1()
 
 
 def _negative_branch(input, curve, slope):

@@ -79,7 +79,9 @@ def erfcx(x):
         fraction = xp.where(xp.isinf(magnitude), 0.0, fraction)
         positive = xp.where(magnitude < _TABLE_END, tabulated, fraction)
         hi, lo = _square(x)
-        return xp.where(x < 0, 2 * xp.exp(hi) * (1 + lo) - positive, positive)
+        # (past e^709.8 the exponential overflows, and its error term 1 + lo, from x² past float64, is no number)
+        grown = xp.where(hi > 709.8, xp.inf, 2 * xp.exp(hi) * (1 + lo) - positive)
+        return xp.where(x < 0, grown, positive)
 
 
 def _laplace_tail(x, levels):

@@ -225,7 +225,8 @@ def hardshrink(input, lambd=0.5):
     """y = x where |x| > λ, else 0;  dy/dx = 1 where |x| > λ, else 0 (0 at ±λ)."""
     lambd = _number_of(lambd, input)
     pieces = Pieces("Hardshrink", (("<", -lambd, IDENTITY), ("<=", lambd, flat(0.0))), IDENTITY,
-                    lambda x: x * ~(xp.abs(x) <= lambd) + 0.0)  # (NaN kept; + 0: -0.0 becomes 0, as PyTorch's)
+                    # (NaN kept; + 0: -0.0 becomes 0, as PyTorch's; a select: 0 · ∞ would be NaN at λ = ∞)
+                    lambda x: xp.where(xp.abs(x) <= lambd, xp.zeros((), x.dtype), x) + 0.0)
     return piecewise_linear(input, pieces, "hardshrink")
 
 
