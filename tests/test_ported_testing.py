@@ -375,9 +375,6 @@ def _parts(t):
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_make_tensor_low_and_high(T, dtype, request):
-    if dtype == "float16":
-        xfail_on_chainrule(T, request, "uniform_ into float16 draws in float64 and rounds to float16, so a draw just "
-                           "below `to` becomes `to` itself: [from, to] (ops/sampling.py _uniform)")
     dt = dtype_of(T, dtype)
     T.manual_seed(0)  # (20000 draws: a float16 one that rounds up to `high` is all but certain, then fixed by the seed)
     a = _parts(T.testing.make_tensor(20000, dtype=dt, device="cpu", low=0, high=2))

@@ -148,7 +148,11 @@ def _uniform(x, a=0.0, b=1.0, *, generator=None):
     if a > b:
         raise RuntimeError(f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}")
     uniform = random.generator(generator).uniform
-    return _tensor(random.draws(lambda shape: uniform(a, b, shape), x.shape, x.dtype), x.dtype)
+    part = numpy.finfo(x.dtype).dtype  # (a complex dtype's parts: complex64's are float32)
+    # a float64 draw just below b can round up to b in a narrower dtype: each part is kept below b
+    below = numpy.nextafter(part.type(b), part.type(a)) if a < b else part.type(b)
+    return _tensor(random.draws(lambda shape: numpy.minimum(uniform(a, b, shape).astype(part), below), x.shape,
+                                x.dtype), x.dtype)
 
 
 @names(function=False, inplace="normal_")
