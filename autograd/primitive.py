@@ -31,7 +31,7 @@ import weakref
 
 from .backend import on_host
 from .device import served
-from .errors import ShapeError, refuse_non_tensors
+from .errors import ShapeError, broadcast_mismatch, refuse_non_tensors
 from .graph import (
     INFERENCE,
     PackedTensor,
@@ -114,7 +114,9 @@ class Primitive:
                 data = node.forward(*[x._data for x in inputs])
         except ValueError as error:  # NumPy's shape errors, said at the user's call
             shapes = ", ".join(str(tuple(x.shape)) for x in inputs)
-            raise ShapeError(f"{cls.__name__} of shapes {shapes}: {error}") from None
+            # inputs that do not broadcast: PyTorch's sentence, naming the sizes and the dim, for NumPy's
+            mismatch = "broadcast" in str(error) and broadcast_mismatch(*(tuple(x.shape) for x in inputs))
+            raise ShapeError(f"{cls.__name__} of shapes {shapes}: {mismatch or error}") from None
         except TypeError:  # CuPy's, for an array in host memory: a tensor moved to the CPU
             if any(on_host(x._data) for x in inputs):
                 raise _devices_differ(cls) from None

@@ -157,7 +157,7 @@ def _class_weights(name, rows, target, weight, ignore_index):
     if weight is not None and tuple(weight.shape) != (classes,):
         raise RuntimeError(f"{name}: weight of shape {tuple(weight.shape)} given for {classes} classes; "
                            f"it needs one entry per class, shape ({classes},)")
-    labels = target._data.reshape(-1)
+    labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)
     kept = labels != ignore_index
     bad = kept & ((labels < 0) | (labels >= classes))
     if bad.any():
@@ -347,7 +347,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         raise ValueError("weight must be one-dimensional")
     target = target if isinstance(target, Tensor) else tensor_from(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
-    labels = target._data.reshape(-1)
+    labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)
     _check_class_indices("multi_margin_loss", scores, tensor_from(labels))
     rows = xp.arange(len(labels))
     correct = scores[rows, labels].unsqueeze(1)
