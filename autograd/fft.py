@@ -11,7 +11,7 @@ gives complex64 and float64 complex128.
 import operator
 import warnings
 
-from .backend import get_default_dtype, xp
+from .backend import errstate, get_default_dtype, xp
 from .ops.conjugation import conj
 from .ops.conversion import type_name
 from .ops.fourier import FFT, OTHER_NORM, InverseRealFFT, RealFFT
@@ -270,7 +270,7 @@ def _frequencies(op, counts, extent, out, dtype, requires_grad):
         raise NotImplementedError(f'"arange_cpu" not implemented for \'{type_name(dtype)}\'')
     if dtype.kind != "f":
         raise RuntimeError(f"{op} requires a floating point or complex dtype")
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(divide="ignore", invalid="ignore"):
         values = counts * (1.0 / xp.float64(extent))
     result = tensor_from(values.astype(dtype), requires_grad=requires_grad)
     if out is not None and out.numel() != result.numel():  # (PyTorch's arange warns, then resizes out)

@@ -43,6 +43,13 @@ def _in_place(op, name):
     names(inplace=f"{name}_")(in_place)
 
 
+def _truth(value):
+    """A complex operand (array or number) as its truth, value != 0; any other as it is."""
+    if isinstance(value, complex) or getattr(value, "dtype", None) is not None and value.dtype.kind == "c":
+        return value != 0
+    return value
+
+
 def _test(function, name, doc, inplace=False, real=False, same_dtype=False):
     """Register the test ``function`` of an array as op ``name``. ``real``: PyTorch's isposinf, isneginf and
     signbit refuse complex inputs, and write only into a bool out=; ``same_dtype``: out= must have the result's
@@ -72,7 +79,7 @@ _test(xp.isposinf, "isposinf", "True where input is +inf.", real=True)
 _test(xp.isneginf, "isneginf", "True where input is -inf.", real=True)
 _test(xp.isfinite, "isfinite", "True where input is neither NaN nor infinite.")
 _test(xp.signbit, "signbit", "True where input's sign bit is set (negative numbers and -0.0).", real=True)
-_test(xp.logical_not, "logical_not", "True where input is zero (False).", inplace=True)
+_test(lambda x: xp.logical_not(_truth(x)), "logical_not", "True where input is zero (False).", inplace=True)
 
 
 def _compare(function, name, aliases=(), by_order=False):
@@ -87,13 +94,6 @@ def _compare(function, name, aliases=(), by_order=False):
     names(name, *aliases)(op)
     for alias in (name, *aliases):
         _in_place(op, alias)
-
-
-def _truth(value):
-    """A complex operand (array or number) as its truth, value != 0; any other as it is."""
-    if isinstance(value, complex) or getattr(value, "dtype", None) is not None and value.dtype.kind == "c":
-        return value != 0
-    return value
 
 
 def _logical(function):
