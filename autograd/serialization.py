@@ -144,8 +144,8 @@ def _decode(node, read):
                 return tensor
             read.tensors[key] = tensor
         return read.tensors[key]
-    if "array" in node:
-        return read.array(node["array"])
+    if "array" in node:  # a NumPy array saved comes back as one (under CuPy too: it is no tensor)
+        return read.numpy_array(node["array"])
     if "dict" in node:
         return {key: _decode(value, read) for key, value in node["dict"]}
     if "odict" in node:
