@@ -33,3 +33,13 @@ def T(request):
     """The library under test in the tests ported from PyTorch's suite (tests/test_ported_*.py): chainrule's
     `autograd`, then PyTorch itself (skipped where it is not installed), against the same expectations."""
     return importlib.import_module(request.param)
+
+
+@pytest.fixture
+def warn_always(T):
+    """Every warning each time (PyTorch gives some of these once per process),
+    in the library under test `T`."""
+    before = T.is_warn_always_enabled()
+    T.set_warn_always(True)
+    yield
+    T.set_warn_always(before)

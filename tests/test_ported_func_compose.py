@@ -14,20 +14,13 @@ import numpy as np
 import pytest
 
 from tests.ported import close, raises, same, values, xfail_on_chainrule
+from tests.ported_func import randn, t
 
 
 @pytest.fixture
 def fn(T):
     """The library's torch.func."""
     return importlib.import_module(T.__name__ + ".func")
-
-
-def t(T, a):
-    return T.tensor(np.asarray(a, dtype=np.float64))
-
-
-def randn(T, *shape, seed=0):
-    return t(T, np.random.default_rng(seed).standard_normal(shape))
 
 
 # -- composition (TestGradTransform, TestComposability, TestVmapOfGrad) ------------------------------------

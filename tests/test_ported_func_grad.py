@@ -14,6 +14,7 @@ import pytest
 
 from tests import ported_nn
 from tests.ported import close, raises, same, values
+from tests.ported_func import randn, t
 
 nn = ported_nn.nn  # the fixture
 
@@ -22,14 +23,6 @@ nn = ported_nn.nn  # the fixture
 def fn(T):
     """The library's torch.func."""
     return importlib.import_module(T.__name__ + ".func")
-
-
-def t(T, a):
-    return T.tensor(np.asarray(a, dtype=np.float64))
-
-
-def randn(T, *shape, seed=0):
-    return t(T, np.random.default_rng(seed).standard_normal(shape))
 
 
 # -- argnums (TestSliceArgnums, TestGradTransform.test_*argnums*) -------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.ported import close, raises, same, values
+from tests.ported_func import randn, t
 
 
 @pytest.fixture
@@ -24,14 +25,6 @@ def fn(T):
 @pytest.fixture(params=["jacrev", "jacfwd"])
 def jac(request, fn):
     return getattr(fn, request.param)
-
-
-def t(T, a):
-    return T.tensor(np.asarray(a, dtype=np.float64))
-
-
-def randn(T, *shape, seed=0):
-    return t(T, np.random.default_rng(seed).standard_normal(shape))
 
 
 def same_tree(got, expected, rtol=1e-12):

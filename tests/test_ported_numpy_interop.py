@@ -17,15 +17,6 @@ from tests.ported import close, dtype_name, raises, same, values, xfail_on_chain
 TO_NUMPY_DTYPES = ["uint8", "int8", "int16", "int32", "float16", "float32", "float64", "int64"]
 
 
-@pytest.fixture
-def warn_always(T):
-    """Every warning each time (PyTorch gives some of these once per process)."""
-    before = T.is_warn_always_enabled()
-    T.set_warn_always(True)
-    yield
-    T.set_warn_always(before)
-
-
 def test_numpy_non_writeable(T, warn_always):
     arr = np.zeros(5)
     arr.flags["WRITEABLE"] = False

@@ -66,15 +66,6 @@ def istft_reference(spectrum, n_fft, hop_length=None, win_length=None, window=No
     return signal
 
 
-@pytest.fixture
-def warn_always(T):
-    """Every warning each time (PyTorch gives some of these once per process)."""
-    before = T.is_warn_always_enabled()
-    T.set_warn_always(True)
-    yield
-    T.set_warn_always(before)
-
-
 @pytest.fixture(autouse=True)
 def _quiet():
     """The missing-window and return_complex=False warnings, which the tests below check where they mean to."""
