@@ -258,7 +258,10 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
         return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
     axis = dim_index(dim, data.ndim)
     _unique_slices_exist(data.shape, axis)
-    values, inverse, counts = xp.unique(data, return_inverse=True, return_counts=True, axis=axis, equal_nan=False)
+    # (bool slices compared as bytes: CuPy's unique(axis=) subtracts its keys, which bools refuse)
+    keys = data.view(xp.uint8) if data.dtype == bool else data
+    values, inverse, counts = xp.unique(keys, return_inverse=True, return_counts=True, axis=axis, equal_nan=False)
+    values = values.view(bool) if data.dtype == bool else values
     return _unique_results(values, inverse, counts, return_inverse, return_counts, (data.shape[axis],))
 
 
