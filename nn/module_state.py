@@ -271,6 +271,7 @@ class ModuleState:
             raise
         finally:
             _loading.undo = outer
+            load = None  # (the recursive closure refers to itself: a reference cycle the garbage collector must find)
         return IncompatibleKeys(missing_keys, unexpected_keys)
 
 
