@@ -83,6 +83,31 @@ def _pad_last(mask):
     return autograd.cat([mask, autograd.zeros(*mask.shape[:-1], 1, dtype=mask.dtype)], dim=-1)
 
 
+def _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads):
+    """Whether ``query`` is batched (3-D) or not (2-D), after PyTorch's checks (and AssertionErrors) that key,
+    value and the masks have the ranks that go with it."""
+    if query.ndim not in (2, 3):
+        raise AssertionError(f"query should be unbatched 2D or batched 3D tensor but received {query.ndim}-D query "
+                             "tensor")
+    batched = query.ndim == 3
+    kind, rank = ("batched (3-D)", 3) if batched else ("unbatched (2-D)", 2)
+    if key.ndim != rank or value.ndim != rank:
+        raise AssertionError(f"For {kind} `query`, expected `key` and `value` to be {rank}-D but found {key.ndim}-D "
+                             f"and {value.ndim}-D tensors respectively")
+    if key_padding_mask is not None and key_padding_mask.ndim != rank - 1:
+        raise AssertionError(f"For {kind} `query`, expected `key_padding_mask` to be `None` or {rank - 1}-D but "
+                             f"found {key_padding_mask.ndim}-D tensor instead")
+    if attn_mask is not None:
+        if attn_mask.ndim not in (2, 3):
+            raise AssertionError(f"For {kind} `query`, expected `attn_mask` to be `None`, 2-D or 3-D but found "
+                                 f"{attn_mask.ndim}-D tensor instead")
+        expected = (num_heads, query.shape[0], key.shape[0])
+        if not batched and attn_mask.ndim == 3 and tuple(attn_mask.shape) != expected:
+            raise AssertionError(f"Expected `attn_mask` shape to be {expected} but got "
+                                 f"{autograd.Size(attn_mask.shape)!r}")
+    return batched
+
+
 def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
                                  bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias,
                                  training=True, key_padding_mask=None, need_weights=True, attn_mask=None,
@@ -90,7 +115,7 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
                                  v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
                                  is_causal=False):
     """PyTorch's ``F.multi_head_attention_forward`` on sequence-first (L, N, E) inputs (or unbatched (L, E))."""
-    batched = query.ndim == 3
+    batched = _mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
     if not batched:
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
         if key_padding_mask is not None:
@@ -140,12 +165,21 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     q, k, v = (F.linear(query, q_proj_weight, b_q), F.linear(key, k_proj_weight, b_k),
                F.linear(value, v_proj_weight, b_v))
     if bias_k is not None and bias_v is not None:
+        if static_k is not None:
+            raise AssertionError("bias cannot be added to static key.")
+        if static_v is not None:
+            raise AssertionError("bias cannot be added to static value.")
         k = autograd.cat([k, bias_k.repeat(1, bsz, 1)])
         v = autograd.cat([v, bias_v.repeat(1, bsz, 1)])
         attn_mask, key_padding_mask = _pad_last(attn_mask), _pad_last(key_padding_mask)
 
     # (L, N, E) -> (N·H, L, head_dim): each head of each sample is one batch entry
     q = q.reshape(tgt_len, bsz * H, head_dim).transpose(0, 1)
+    for name, static in (("static_k", static_k), ("static_v", static_v)):
+        if static is not None and static.shape[0] != bsz * H:
+            raise AssertionError(f"expecting {name}.size(0) of {bsz * H}, but got {static.shape[0]}")
+        if static is not None and static.shape[2] != head_dim:
+            raise AssertionError(f"expecting {name}.size(2) of {head_dim}, but got {static.shape[2]}")
     k = k.reshape(k.shape[0], bsz * H, head_dim).transpose(0, 1) if static_k is None else static_k
     v = v.reshape(v.shape[0], bsz * H, head_dim).transpose(0, 1) if static_v is None else static_v
     if add_zero_attn:

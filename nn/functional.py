@@ -347,41 +347,68 @@ def dropout(input, p=0.5, training=True, inplace=False):
     return _inplace(input, lambda input: drop(input, p, input.shape), inplace)
 
 
-def _feature_dropout(name, input, p, training, inplace, spatial):
-    """Dropout of whole channels: one Bernoulli draw per (sample, channel), shared across
-    the ``spatial`` trailing dims (adjacent pixels are correlated, so dropping single
+def _feature_dropout(input, p, training, inplace, shape):
+    """Dropout of whole channels: one Bernoulli draw per element of ``shape`` (one per (sample,
+    channel)), shared across the spatial dims (adjacent pixels are correlated, so dropping single
     ones regularises little; Tompson et al., 2015)."""
-    check_dropout_probability(p)
-    if input.ndim not in (spatial + 1, spatial + 2):
-        raise RuntimeError(f"{name}: Expected {spatial + 1}D or {spatial + 2}D input, but received a "
-                           f"{input.ndim}D input")
     if not training or p == 0:
         return input
-    shape = input.shape[:input.ndim - spatial] + (1,) * spatial
     return _inplace(input, lambda input: drop(input, p, shape), inplace)
+
+
+def _warn_deprecated_channel_dims(name, input, batched):
+    """PyTorch's dropout2d / dropout3d still accept inputs of other ranks, with this warning."""
+    if input.ndim not in (batched - 1, batched):
+        spatial = batched - 2
+        warnings.warn(f"{name}: Received a {input.ndim}-D input to {name}, which is deprecated and will result in "
+                      "an error in a future release. To retain the behavior and silence this warning, please use "
+                      f"dropout instead. Note that {name} exists to provide channel-wise dropout on inputs with "
+                      f"{spatial} spatial dimensions, a channel dimension, and an optional batch dimension (i.e. "
+                      f"{batched - 1}D or {batched}D inputs).", stacklevel=3)
+
+
+def _unbatched_channel_shape(input):
+    """One draw per channel of an input without a batch dim, (C, *) -> (C, 1, ...) (PyTorch unsqueezes a
+    batch dim of 1 and drops per (sample, channel))."""
+    return input.shape[:1] + (1,) * (input.ndim - 1)
 
 
 def dropout1d(input, p=0.5, training=True, inplace=False):
     """Zero whole channels of an (N, C, L) or (C, L) input with probability p."""
-    return _feature_dropout("dropout1d", input, p, training, inplace, 1)
+    check_dropout_probability(p)
+    if input.ndim not in (2, 3):
+        raise RuntimeError(f"dropout1d: Expected 2D or 3D input, but received a {input.ndim}D input. Note that "
+                           "dropout1d exists to provide channel-wise dropout on inputs with 1 spatial dimension, a "
+                           "channel dimension, and an optional batch dimension (i.e. 2D or 3D inputs).")
+    shape = feature_shape(input) if input.ndim == 3 else _unbatched_channel_shape(input)
+    return _feature_dropout(input, p, training, inplace, shape)
 
 
 def dropout2d(input, p=0.5, training=True, inplace=False):
-    """Zero whole channels of an (N, C, H, W) or (C, H, W) input with probability p. As in
-    PyTorch, a 3-D input is read as (N, C, L) (with a warning): channel-wise 1-d dropout."""
+    """Zero whole channels of an (N, C, H, W) input with probability p. As in PyTorch, a 3-D input
+    is read as (N, C, L) (with a warning): channel-wise 1-d dropout; other ranks (deprecated, with a
+    warning) drop per (sample, channel) of their first two dims."""
+    check_dropout_probability(p)
+    _warn_deprecated_channel_dims("dropout2d", input, 4)
     if input.ndim == 3:
         warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout "
                       "behavior is desired - input is interpreted as shape (N, C, L), where C is the channel "
                       "dim. This behavior will change in a future release to interpret the input as one without "
                       "a batch dimension, i.e. shape (C, H, W). To maintain the 1D channel-wise dropout "
                       "behavior, please switch to using dropout1d instead.", stacklevel=2)
-        return _feature_dropout("dropout2d", input, p, training, inplace, 1)
-    return _feature_dropout("dropout2d", input, p, training, inplace, 2)
+    return _feature_dropout(input, p, training, inplace, feature_shape(input))
 
 
 def dropout3d(input, p=0.5, training=True, inplace=False):
-    """Zero whole channels of an (N, C, D, H, W) or (C, D, H, W) input with probability p."""
-    return _feature_dropout("dropout3d", input, p, training, inplace, 3)
+    """Zero whole channels of an (N, C, D, H, W) or (C, D, H, W) input with probability p. Other ranks
+    (deprecated, with a warning) are read as PyTorch reads them, as unbatched: one draw per entry of
+    their first dim."""
+    check_dropout_probability(p)
+    _warn_deprecated_channel_dims("dropout3d", input, 5)
+    if input.ndim < 2:  # (PyTorch drops each element of a 1-D input; kept an error here, as it was)
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    shape = feature_shape(input) if input.ndim == 5 else _unbatched_channel_shape(input)
+    return _feature_dropout(input, p, training, inplace, shape)
 
 
 def _alpha_dropout(input, p, training, inplace, shape):

@@ -36,10 +36,16 @@ class _Uninitialized:
         raise RuntimeError(_NO_SHAPE)
 
     def materialize(self, shape, device=None, dtype=None):
-        """Storage of ``shape`` (uninitialised values) in place of none: this tensor has never had values,
-        so no graph and no view can hold the old storage."""
+        """Storage of ``shape`` (an int or a sequence; uninitialised values) in place of none: this tensor has
+        never had values, so no graph and no view can hold the old storage. The dtype is the one it was made
+        with, or cast to since (module.half() before the first forward)."""
+        shape = (shape,) if isinstance(shape, int) else shape
         self._data = xp.empty(_shape(shape), dtype=self._data.dtype if dtype is None else dtype)
         self.__class__ = self.cls_to_become
+
+    def share_memory_(self):
+        raise RuntimeError("Can't share memory on an uninitialized parameter or buffer. Call `forward` to "
+                           "initialize the parameters before calling `module.share_memory()`.")
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
@@ -58,10 +64,13 @@ class UninitializedParameter(_Uninitialized, Parameter):
 
 
 class UninitializedBuffer(_Uninitialized, Tensor):
+    """A buffer to be: ``module.name = UninitializedBuffer()`` registers it, as ``nn.Buffer(t)`` does."""
+
     cls_to_become = Tensor
 
-    def __init__(self, requires_grad=False, device=None, dtype=None):
+    def __init__(self, requires_grad=False, device=None, dtype=None, persistent=True):
         super().__init__(xp.empty(0, dtype=_dtype(dtype)), requires_grad=requires_grad)
+        self._is_buffer, self.persistent = True, persistent
 
 
 def _dtype(dtype):
@@ -101,7 +110,7 @@ class LazyModuleMixin:
         """Before this module loads (a load_state_dict pre-hook): each uninitialized tensor takes the shape of
         its entry in ``state_dict``, whose values are then copied in."""
         for name, tensor in list(self._parameters.items()) + list(self._buffers.items()):
-            if is_lazy(tensor) and prefix + name in state_dict:
+            if is_lazy(tensor) and prefix + name in state_dict and not is_lazy(state_dict[prefix + name]):
                 tensor.materialize(xp.shape(_values(state_dict[prefix + name])))
 
     def reset_parameters(self):

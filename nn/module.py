@@ -411,7 +411,14 @@ class Module(ModuleState, ModuleHooks):
 
     def share_memory(self):
         """PyTorch moves the tensors to shared memory for torch.multiprocessing; there is no such
-        sharing here, and on one process nothing needs to move: returns self."""
+        sharing here, and on one process nothing needs to move: returns self. A lazy module's
+        uninitialized tensor refuses, as PyTorch's (its ``share_memory_`` raises)."""
+        from .lazy import is_lazy  # (lazy.py imports the layers, which import this module)
+
+        for module in self.modules():
+            for tensor in list(module._parameters.values()) + list(module._buffers.values()):
+                if is_lazy(tensor):
+                    tensor.share_memory_()
         return self
 
     def compile(self, *args, **kwargs):

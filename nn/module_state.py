@@ -160,6 +160,8 @@ class ModuleState:
         and (with ``strict``) unexpected keys and size mismatches in the lists given."""
         for hook in list(self.__dict__.get("_load_state_dict_pre_hooks", {}).values()):
             hook(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        from .lazy import is_lazy  # (lazy.py imports the layers, which import this module)
+
         local_state = dict(self._persistent_tensors())
         assign = local_metadata.get("assign_to_params_buffers", False)
         for name, target in local_state.items():
@@ -169,6 +171,8 @@ class ModuleState:
                     missing_keys.append(key)
                 continue
             value = state_dict[key]
+            if is_lazy(target):  # still without a shape: the checkpoint's is uninitialized too (PyTorch leaves it)
+                continue
             if isinstance(value, Tensor):
                 value.shape  # noqa: B018  (a lazy module's uninitialized tensor has none: PyTorch's RuntimeError)
             try:
@@ -271,6 +275,7 @@ class ModuleState:
             raise
         finally:
             _loading.undo = outer
+            load = None  # (the recursive closure refers to itself: a reference cycle the garbage collector must find)
         return IncompatibleKeys(missing_keys, unexpected_keys)
 
 

@@ -16,6 +16,7 @@ from .. import random
 from ..backend import xp
 from ..tensor import tensor_from
 from .activations import SELU_ALPHA, SELU_SCALE
+from .conversion import type_name
 from .names import names
 
 
@@ -26,10 +27,20 @@ def check_dropout_probability(p, error=ValueError):
         raise error(f"dropout probability has to be between 0 and 1, but got {p}")
 
 
+def check_real_floating(dtype):
+    """A draw scaled by 1/(1 - p) (or alpha dropout's affine map) has no integer or complex result: PyTorch
+    refuses them rather than rounding the scale (1/0.7 would become 1 in an int64 tensor)."""
+    if xp.issubdtype(dtype, xp.complexfloating):
+        raise NotImplementedError(f'"bernoulli_scalar_cpu_" not implemented for \'{type_name(dtype)}\'')
+    if not xp.issubdtype(dtype, xp.floating):
+        raise RuntimeError(f"result type Float can't be cast to the desired output type {type_name(dtype)}")
+
+
 def keep_mask(shape, p, dtype):
     """Bernoulli(1 - p) mask scaled by 1/(1 - p): inverted dropout keeps E[y] = x (p checked by the caller)."""
     if p == 1:
         return tensor_from(xp.zeros(shape, dtype=dtype))
+    check_real_floating(dtype)
     keep = random.generator().random(shape) >= p
     return tensor_from((keep / (1 - p)).astype(dtype))
 
@@ -43,6 +54,7 @@ def alpha_drop(input, p, shape):
     """Alpha dropout with one draw per element of ``shape`` (broadcast over the rest of the input)."""
     if p == 1:
         return input * 0.0
+    check_real_floating(input.dtype)
     saturation = SELU_ALPHA * SELU_SCALE
     keep = tensor_from((random.generator().random(shape) >= p).astype(input.dtype))
     a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))

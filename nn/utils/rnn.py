@@ -9,6 +9,7 @@ and ``batch_sizes[t]`` says how many there are. The recurrent layers read a
 last step.
 """
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import autograd
@@ -126,6 +127,9 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
     filling with ``padding_value`` on the right (or the left)."""
     if padding_side not in ("left", "right"):
         raise RuntimeError(f"Expected padding_side to be one of left or right, but got {padding_side}.")
+    if not isinstance(sequences, (Tensor, Iterable)):
+        raise RuntimeError(f"pad_sequence: Expected iterable for input sequences, but got arg of type: "
+                           f"{type(sequences)}")
     sequences = [s if isinstance(s, Tensor) else tensor_from(s) for s in sequences]
     if not sequences:
         raise RuntimeError("received an empty list of sequences")
@@ -145,14 +149,16 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     With ``enforce_sorted`` the lengths must already decrease; otherwise the batch is
     sorted here and the permutation kept, so outputs come back in the caller's order.
     """
+    if input.numel() == 0:
+        raise RuntimeError("Cannot pack empty tensors.")
     lengths = _as_ints(lengths)
+    batch_dim = 0 if batch_first else 1
+    if len(lengths) != input.shape[batch_dim]:
+        raise RuntimeError(f"Expected `len(lengths)` to be equal to batch_size, but got {len(lengths)} "
+                           f"(batch_size={input.shape[batch_dim]})")
     if (lengths <= 0).any():
         raise RuntimeError("Length of all samples has to be greater than 0, but found an element in 'lengths' "
                            "that is <= 0")
-    batch_dim = 0 if batch_first else 1
-    if len(lengths) != input.shape[batch_dim]:
-        raise ValueError(f"Expected `len(lengths)` to be equal to batch_size, but got {len(lengths)} "
-                         f"(batch_size={input.shape[batch_dim]})")
     if enforce_sorted:
         if (xp.diff(lengths) > 0).any():
             raise RuntimeError("`lengths` array must be sorted in decreasing order when `enforce_sorted` is True. "

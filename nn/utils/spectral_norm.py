@@ -91,6 +91,11 @@ class SpectralNorm:
         weight = module._parameters.get(name)
         if weight is None:
             raise ValueError(f"`SpectralNorm` cannot be applied as parameter `{name}` is None")
+        from ..lazy import is_lazy  # (imported on use: nn.lazy loads the layers, which `import nn` defers)
+
+        if is_lazy(weight):
+            raise ValueError("The module passed to `SpectralNorm` can't have uninitialized parameters. Make sure "
+                             "to run the dummy forward before applying spectral normalization")
         with autograd.no_grad():
             height, width = fn.reshape_weight_to_matrix(weight).shape
             u = F.normalize(weight.new_empty(height).normal_(0, 1), dim=0, eps=fn.eps)

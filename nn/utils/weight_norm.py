@@ -34,6 +34,11 @@ class WeightNorm:
                 raise RuntimeError(f"Cannot register two weight_norm hooks on the same parameter {name}")
         fn = WeightNorm(name, dim)
         weight = getattr(module, name)
+        from ..lazy import is_lazy  # (imported on use: nn.lazy loads the layers, which `import nn` defers)
+
+        if is_lazy(weight):
+            raise ValueError("The module passed to `WeightNorm` can't have uninitialized parameters. Make sure to "
+                             "run the dummy forward before applying weight normalization")
         delattr(module, name)
         module.register_parameter(name + "_g", Parameter(_norm_except_dim(weight.detach(), fn.dim)))
         module.register_parameter(name + "_v", Parameter(weight.detach()))
