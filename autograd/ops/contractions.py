@@ -12,7 +12,7 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from . import shape
-from .arranging import movedim
+from .arranging import broadcast_shapes, movedim
 from .axes import dim_index
 from .conjugation import conj
 from .linalg import matmul
@@ -328,6 +328,8 @@ def kron(input, other, *, out=None):
 def tensordot(a, b, dims=2, out=None):
     """Σ over dims of a and b paired up: the last ``dims`` of a with the first of b, or the listed pairs."""
     if isinstance(dims, int):
+        if dims < 0:
+            raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")
         dims_a, dims_b = list(range(a.ndim - dims, a.ndim)), list(range(dims))
     else:
         dims_a, dims_b = ([d] if isinstance(d, int) else list(d) for d in dims)
@@ -354,6 +356,7 @@ def linalg_cross(input, other, *, dim=-1, out=None):
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
                            f"and {other.shape[dim]}")
+    broadcast_shapes(input.shape, other.shape)  # (PyTorch's RuntimeError for shapes that do not broadcast)
     levi_civita = xp.zeros((3, 3, 3))
     for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
         levi_civita[i, j, k], levi_civita[i, k, j] = 1.0, -1.0

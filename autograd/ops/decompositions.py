@@ -16,7 +16,7 @@ from ..tensor import Tensor
 from . import shape
 from .conversion import require_same_dtype
 from .elementwise import Where
-from .inverses import LinAlgError, Solve, _square, inv
+from .inverses import Solve, _square, inv
 from .names import names
 from .outputs import write_out
 
@@ -41,8 +41,11 @@ class Cholesky(Primitive):
         try:
             return xp.linalg.cholesky(a)
         except xp.linalg.LinAlgError:
-            raise LinAlgError("linalg.cholesky: The factorization could not be completed because the input is "
-                              "not positive-definite.") from None
+            from .checked import _cholesky_info, _raise  # (checked imports this module)
+
+            _raise(_cholesky_info(a), "linalg.cholesky", lambda order: "The factorization could not be completed "
+                   f"because the input is not positive-definite (the leading minor of order {order} is not "
+                   "positive-definite).")
 
     def backward(self, grad, lower, a):
         p = _lower_half_diagonal(lower.mT @ grad)
@@ -168,7 +171,10 @@ def qr(A, mode="reduced", *, out=None):
 def matrix_power(input, n, *, out=None):
     """A multiplied by itself n times (n < 0: the inverse's power; n = 0: the identity), by squaring."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
-    _square(A, "matrix_power")
+    if n >= 0 and A.dtype.kind in "iub":  # (integer powers need no inverse, so PyTorch takes integer matrices)
+        _square(A.float(), "matrix_power")
+    else:
+        _square(A, "matrix_power")
     if n < 0:
         A, n = inv(A), -n
     result = None
