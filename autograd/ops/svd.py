@@ -197,6 +197,9 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
     driver = "gelsy" if driver is None else driver
     if driver not in LSTSQ_DRIVERS:
         raise RuntimeError(f"torch.linalg.lstsq: parameter `driver` should be one of ({', '.join(LSTSQ_DRIVERS)})")
+    if not 0 <= A.ndim - B.ndim <= 1:  # (B is A's batch of matrices, or of vectors: it does not broadcast A)
+        raise RuntimeError("torch.linalg.lstsq: input.dim() must be greater or equal to other.dim() and "
+                           f"(input.dim() - other.dim()) <= 1 (got shapes {tuple(A.shape)} and {tuple(B.shape)})")
     vector = B.ndim == A.ndim - 1
     B = B.unsqueeze(-1) if vector else B
     solution = matmul(pinv(A, rtol=rcond), B)
