@@ -227,3 +227,25 @@ def test_inverse_out_dtype_checks(T):
     raises(RuntimeError, "Expected out tensor to have dtype double", T.linalg.det, a,
            out=T.empty(0, dtype=T.complex64))
     raises(RuntimeError, "Expected out tensor to have dtype double", T.linalg.inv, a, out=T.empty(0))
+
+
+@pytest.mark.parametrize("name", ["solve", "inv", "det", "slogdet", "cholesky", "eigh", "qr", "svdvals", "pinv",
+                                  "vector_norm", "matrix_norm"])
+def test_complex_gradcheck(T, name, request):
+    xfail_on_chainrule(T, request, "the linalg primitives refuse complex inputs that require grad ('does not support "
+                                   "automatic differentiation of complex tensors'); PyTorch differentiates them")
+    rng = np.random.default_rng(7)
+
+    def leaf(*shape):
+        return T.tensor(rng.standard_normal(shape) + 1j * rng.standard_normal(shape), requires_grad=True)
+
+    a, tall = leaf(3, 3), leaf(4, 3)
+    fn, args = {
+        "solve": (T.linalg.solve, (a, leaf(3, 2))), "inv": (T.linalg.inv, (a,)), "det": (T.linalg.det, (a,)),
+        "slogdet": (lambda x: T.linalg.slogdet(x).logabsdet, (a,)),
+        "cholesky": (lambda x: T.linalg.cholesky(x @ x.mH + T.eye(3, dtype=x.dtype)), (a,)),
+        "eigh": (lambda x: T.linalg.eigvalsh(x + x.mH), (a,)), "qr": (T.linalg.qr, (tall,)),
+        "svdvals": (T.linalg.svdvals, (tall,)), "pinv": (T.linalg.pinv, (tall,)),
+        "vector_norm": (lambda x: T.linalg.vector_norm(x, 3), (tall,)), "matrix_norm": (T.linalg.matrix_norm, (tall,)),
+    }[name]
+    assert T.autograd.gradcheck(fn, args)
