@@ -7,7 +7,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 
 import numpy as np
 
-from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported import close, dtype_name, raises, same, values, xfail_ours
 
 
 def _rand(T, rng, *shape, dtype="float64"):
@@ -66,6 +66,22 @@ def test_addr_bool_and_integer_alpha_checks(T):
     raises(RuntimeError, "beta must not be a floating point", T.addr, a, x, x, beta=1.5)
     raises(RuntimeError, None, T.addr, T.zeros(2, 2, dtype=T.int64), T.ones(2, dtype=T.int64),
            T.ones(2, dtype=T.int64), alpha=0.5)
+
+
+def test_addmm_family_refuses_an_input_of_another_dtype(T):
+    f32, f64 = T.ones(2, 2), T.ones(2, 2, dtype=T.float64)
+    raises(RuntimeError, "self and mat2 must have the same dtype, but got Double and Float", T.addmm, f64, f32, f32)
+    raises(RuntimeError, "same dtype, but got Long and Float", T.addmm, T.ones(2, 2, dtype=T.int64), f32, f32)
+    raises(RuntimeError, "same dtype, but got Double and Float", T.addmm, T.tensor(1.0, dtype=T.float64), f32, f32)
+    raises(RuntimeError, "addmv input tensors must have the same dtype, but got Double, Float, and Float", T.addmv,
+           f64[0], f32, f32[0])
+    raises(RuntimeError, "Input dtypes must be the same, got: input double, batch1: float, batch2: float", T.baddbmm,
+           f64[None], f32[None], f32[None])
+    raises(RuntimeError, "self and mat2 must have the same dtype, but got Double and Float", T.addbmm, f64,
+           f32[None], f32[None])
+    # addr alone promotes
+    assert dtype_name(T.addr(f64, f32[0], f32[0])) == "float64"
+    assert dtype_name(T.addr(T.ones(2, 2, dtype=T.int64), f32[0], f32[0])) == "float32"
 
 
 def test_baddbmm_addbmm(T):

@@ -15,6 +15,7 @@ from . import shape
 from .arranging import broadcast_shapes, movedim
 from .axes import dim_index
 from .conjugation import conj
+from .conversion import c_name, type_name
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -277,16 +278,27 @@ def _input(input, like):
     return input if isinstance(input, Tensor) else _operand(input, like)
 
 
+def _require_input_dtype(input, factors, message):
+    """PyTorch's addmm family promotes nothing: a tensor input must have its factors' dtype (they are
+    checked against each other by the product). ``message`` words the error from the dtypes' names."""
+    if isinstance(input, Tensor) and input.dtype != factors[0].dtype:
+        raise RuntimeError(message(*(x.dtype for x in (input, *factors))))
+
+
 @names("addmm", inplace="addmm_")
 def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat1 @ mat2)."""
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
+    _require_input_dtype(input, (mat2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
+                                                      f"{type_name(a)} and {type_name(b)}")
     return write_out(_scaled_sum(_input(input, mat1), matmul(mat1, mat2), beta, alpha), out)
 
 
 @names("addmv", inplace="addmv_")
 def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat @ vec)."""
+    _require_input_dtype(input, (mat, vec), lambda a, b, c: "addmv input tensors must have the same dtype, but "
+                                                            f"got {type_name(a)}, {type_name(b)}, and {type_name(c)}")
     return write_out(_scaled_sum(_input(input, mat), mv(mat, vec), beta, alpha), out)
 
 
@@ -294,6 +306,9 @@ def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (batch1 @ batch2), batch by batch."""
     _check_batches(batch1, batch2)
+    _require_input_dtype(input, (batch1, batch2), lambda a, b, c: f"Input dtypes must be the same, got: input "
+                                                                  f"{c_name(a)}, batch1: {c_name(b)}, batch2: "
+                                                                  f"{c_name(c)}")
     return write_out(_scaled_sum(_input(input, batch1), matmul(batch1, batch2), beta, alpha), out)
 
 
@@ -301,6 +316,8 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · Σ_b batch1[b] @ batch2[b]."""
     _check_batches(batch1, batch2)
+    _require_input_dtype(input, (batch2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
+                                                        f"{type_name(a)} and {type_name(b)}")
     product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik")
     return write_out(_scaled_sum(_input(input, batch1), product, beta, alpha), out)
 
