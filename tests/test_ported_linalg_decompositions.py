@@ -232,6 +232,27 @@ def test_lstsq(T, driver):
         same(res.rank, [3, 3])
 
 
+@pytest.mark.parametrize("driver", ["gels", "gelsy", "gelsd", "gelss"])
+def test_lstsq_outputs_per_driver(T, driver):
+    rng = np.random.default_rng(16)
+    a, b = rng.standard_normal((4, 2)), rng.standard_normal((4, 1))
+    res = T.linalg.lstsq(T.tensor(a), T.tensor(b), driver=driver)
+    x = np.linalg.lstsq(a, b, rcond=None)[0]
+    close(res.solution, x, rtol=1e-10)
+    if driver == "gelsy":  # (gelsy gives no residuals)
+        assert tuple(res.residuals.shape) == (0,)
+    else:
+        close(res.residuals, ((a @ x - b) ** 2).sum(0), rtol=1e-10)
+    if driver == "gels":  # (gels assumes full rank: no rank)
+        assert tuple(res.rank.shape) == (0,)
+    else:
+        same(res.rank, 2)
+    assert tuple(res.singular_values.shape) == ((2,) if driver in ("gelsd", "gelss") else (0,))
+    rank_deficient = T.linalg.lstsq(T.ones(4, 2, dtype=T.float64), T.tensor(b), driver="gelsd")
+    close(rank_deficient.solution, np.linalg.pinv(np.ones((4, 2))) @ b, rtol=1e-10)
+    assert tuple(rank_deficient.residuals.shape) == (0,)  # (none for a rank-deficient A)
+
+
 def test_lstsq_broadcast_and_errors(T):
     rng = np.random.default_rng(13)
     a, b = rng.standard_normal((1, 5, 3)), rng.standard_normal((4, 5, 2))
