@@ -4,6 +4,7 @@ from .backend import int64 as autograd_int64
 from .ops.checked import cholesky_ex, inv_ex, solve_ex
 from .ops.condition import cond
 from .ops.contractions import linalg_cross as cross
+from .ops.conversion import require_same_dtype
 from .ops.decompositions import cholesky, eigh, eigvalsh, matrix_power, qr
 from .ops.diagonals import diagonal as _diagonal
 from .ops.eig import eig, eigvals
@@ -48,4 +49,5 @@ def vander(x, *, N=None):
 
 def vecdot(x, y, *, dim=-1, out=None):
     """Σ_i conj(x_i) y_i along dim (the two broadcast): the inner product, x conjugated where complex."""
+    require_same_dtype(x, y, ("x", "y"), "linalg.vecdot")  # (PyTorch promotes neither)
     return write_out((x.conj() * y).sum(dim), out)

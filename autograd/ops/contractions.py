@@ -12,9 +12,10 @@ from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor, _operand, tensor_from
 from . import shape
-from .arranging import movedim
+from .arranging import broadcast_shapes, movedim
 from .axes import dim_index
 from .conjugation import conj
+from .conversion import c_name, type_name
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -277,16 +278,27 @@ def _input(input, like):
     return input if isinstance(input, Tensor) else _operand(input, like)
 
 
+def _require_input_dtype(input, factors, message):
+    """PyTorch's addmm family promotes nothing: a tensor input must have its factors' dtype (they are
+    checked against each other by the product). ``message`` words the error from the dtypes' names."""
+    if isinstance(input, Tensor) and input.dtype != factors[0].dtype:
+        raise RuntimeError(message(*(x.dtype for x in (input, *factors))))
+
+
 @names("addmm", inplace="addmm_")
 def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat1 @ mat2)."""
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
+    _require_input_dtype(input, (mat2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
+                                                      f"{type_name(a)} and {type_name(b)}")
     return write_out(_scaled_sum(_input(input, mat1), matmul(mat1, mat2), beta, alpha), out)
 
 
 @names("addmv", inplace="addmv_")
 def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat @ vec)."""
+    _require_input_dtype(input, (mat, vec), lambda a, b, c: "addmv input tensors must have the same dtype, but "
+                                                            f"got {type_name(a)}, {type_name(b)}, and {type_name(c)}")
     return write_out(_scaled_sum(_input(input, mat), mv(mat, vec), beta, alpha), out)
 
 
@@ -294,6 +306,9 @@ def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (batch1 @ batch2), batch by batch."""
     _check_batches(batch1, batch2)
+    _require_input_dtype(input, (batch1, batch2), lambda a, b, c: f"Input dtypes must be the same, got: input "
+                                                                  f"{c_name(a)}, batch1: {c_name(b)}, batch2: "
+                                                                  f"{c_name(c)}")
     return write_out(_scaled_sum(_input(input, batch1), matmul(batch1, batch2), beta, alpha), out)
 
 
@@ -301,6 +316,8 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · Σ_b batch1[b] @ batch2[b]."""
     _check_batches(batch1, batch2)
+    _require_input_dtype(input, (batch2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
+                                                        f"{type_name(a)} and {type_name(b)}")
     product = Einsum.apply(batch1, batch2, terms=("bij", "bjk"), output="ik")
     return write_out(_scaled_sum(_input(input, batch1), product, beta, alpha), out)
 
@@ -328,6 +345,8 @@ def kron(input, other, *, out=None):
 def tensordot(a, b, dims=2, out=None):
     """Σ over dims of a and b paired up: the last ``dims`` of a with the first of b, or the listed pairs."""
     if isinstance(dims, int):
+        if dims < 0:
+            raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")
         dims_a, dims_b = list(range(a.ndim - dims, a.ndim)), list(range(dims))
     else:
         dims_a, dims_b = ([d] if isinstance(d, int) else list(d) for d in dims)
@@ -354,6 +373,7 @@ def linalg_cross(input, other, *, dim=-1, out=None):
     if input.shape[dim] != 3 or other.shape[dim] != 3:
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
                            f"and {other.shape[dim]}")
+    broadcast_shapes(input.shape, other.shape)  # (PyTorch's RuntimeError for shapes that do not broadcast)
     levi_civita = xp.zeros((3, 3, 3))
     for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
         levi_civita[i, j, k], levi_civita[i, k, j] = 1.0, -1.0

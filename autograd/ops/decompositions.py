@@ -16,7 +16,7 @@ from ..tensor import Tensor
 from . import shape
 from .conversion import require_same_dtype
 from .elementwise import Where
-from .inverses import LinAlgError, Solve, _square, inv
+from .inverses import Solve, _square, inv
 from .names import names
 from .outputs import write_out
 
@@ -41,8 +41,11 @@ class Cholesky(Primitive):
         try:
             return xp.linalg.cholesky(a)
         except xp.linalg.LinAlgError:
-            raise LinAlgError("linalg.cholesky: The factorization could not be completed because the input is "
-                              "not positive-definite.") from None
+            from .checked import _cholesky_info, _raise  # (checked imports this module)
+
+            _raise(_cholesky_info(a), "linalg.cholesky", lambda order: "The factorization could not be completed "
+                   f"because the input is not positive-definite (the leading minor of order {order} is not "
+                   "positive-definite).")
 
     def backward(self, grad, lower, a):
         p = _lower_half_diagonal(lower.mT @ grad)
@@ -57,7 +60,7 @@ def cholesky(input, *, upper=False, out=None):
     A = input  # (PyTorch's keyword is input=, though its docs write A)
     _square(A, "cholesky")
     lower = Cholesky.apply(A)
-    return write_out(lower.mT if upper else lower, out)
+    return write_out(lower.mH if upper else lower, out, same_dtype=True)  # (U = Lᴴ: conjugated where complex)
 
 
 class Eigh(Primitive):
@@ -91,19 +94,20 @@ def eigh(input, UPLO="L", *, out=None):
         raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
     stacked = Eigh.apply(A, uplo=UPLO)
     values = stacked[..., 0, :]  # a Hermitian matrix's are real, though stacked with complex vectors
-    return write_out(EighResult(values.real if values.dtype.kind == "c" else values, stacked[..., 1:, :]), out)
+    values = values.real if values.dtype.kind == "c" else values
+    return write_out(EighResult(values, stacked[..., 1:, :]), out, same_dtype=True)
 
 
 def eigvalsh(input, UPLO="L", *, out=None):
     """The eigenvalues of symmetric A, ascending."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
-    return write_out(eigh(A, UPLO).eigenvalues, out)
+    return write_out(eigh(A, UPLO).eigenvalues, out, same_dtype=True)
 
 
 @names("cholesky")
 def tensor_cholesky(input, upper=False, *, out=None):
     """torch.cholesky / x.cholesky(upper=False)."""
-    return write_out(cholesky(input, upper=upper), out)
+    return write_out(cholesky(input, upper=upper), out, same_dtype=True)
 
 
 QRResult = collections.namedtuple("linalg_qr", ["Q", "R"])
@@ -162,13 +166,16 @@ def qr(A, mode="reduced", *, out=None):
         q, r = stacked[..., :m, :], stacked[..., m:, :]
     if mode == "r":
         q = Tensor._make(xp.zeros((0,), dtype=A.dtype))
-    return write_out(QRResult(q, r), out)
+    return write_out(QRResult(q, r), out, same_dtype=True)
 
 
 def matrix_power(input, n, *, out=None):
     """A multiplied by itself n times (n < 0: the inverse's power; n = 0: the identity), by squaring."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
-    _square(A, "matrix_power")
+    if n >= 0 and A.dtype.kind in "iub":  # (integer powers need no inverse, so PyTorch takes integer matrices)
+        _square(A.float(), "matrix_power")
+    else:
+        _square(A, "matrix_power")
     if n < 0:
         A, n = inv(A), -n
     result = None
@@ -181,13 +188,13 @@ def matrix_power(input, n, *, out=None):
             power = power @ power
     if result is None:  # the identity, still connected to A (with gradient 0), as PyTorch's
         identity = Tensor._make(xp.broadcast_to(xp.eye(A.shape[-1], dtype=A.dtype), A.shape).copy())
-        return write_out(Where.apply(identity, A, condition=xp.ones(A.shape, dtype=bool)), out)
-    return write_out(result, out)
+        return write_out(Where.apply(identity, A, condition=xp.ones(A.shape, dtype=bool)), out, same_dtype=True)
+    return write_out(result, out, same_dtype=True)
 
 
 @names("matrix_power")
 def tensor_matrix_power(input, n, *, out=None):
-    return write_out(matrix_power(input, n), out)
+    return write_out(matrix_power(input, n), out, same_dtype=True)
 
 
 @names("qr")

@@ -153,7 +153,7 @@ def lu_factor_ex(A, *, pivot=True, check_errors=False, out=None):
     if check_errors and info.any():
         raise _zero_pivot_error(info, "linalg.lu_factor_ex")
     packed = LUFactor.apply(A, lu=lu, permutation=permutation(pivots, A.shape[-2], lu.dtype))
-    return write_out(LUFactorExResult(packed, Tensor._make(pivots), Tensor._make(info)), out)
+    return write_out(LUFactorExResult(packed, Tensor._make(pivots), Tensor._make(info)), out, same_dtype=True)
 
 
 def lu_factor(A, *, pivot=True, out=None):
@@ -163,7 +163,7 @@ def lu_factor(A, *, pivot=True, out=None):
     packed, pivots, info = lu_factor_ex(A)
     if info._data.any():
         raise _zero_pivot_error(info._data, "linalg.lu_factor")
-    return write_out(LUFactorResult(packed, pivots), out)
+    return write_out(LUFactorResult(packed, pivots), out, same_dtype=True)
 
 
 def _check_pivots(pivots, op, note=""):
@@ -193,7 +193,7 @@ def lu(A, *, pivot=True, out=None):
     _matrices(A, "linalg.lu")
     _check_pivot(pivot, "linalg.lu")
     packed, pivots, _ = lu_factor_ex(A)
-    return write_out(LUResult(*lu_unpack(packed, pivots)), out)
+    return write_out(LUResult(*lu_unpack(packed, pivots)), out, same_dtype=True)
 
 
 @names("lu")
@@ -227,7 +227,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
         raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation "
                            f"{'AX = B' if left else 'XA = B'} ({n}x{n} and {B.shape[-2]}x{B.shape[-1]})")
     if not left:  # X A = B ⇔ Aᵀ Xᵀ = Bᵀ (and X Aᵀ = B ⇔ A Xᵀ = Bᵀ)
-        return write_out(lu_solve(LU, pivots, B.mT, adjoint=not adjoint).mT, out)
+        return write_out(lu_solve(LU, pivots, B.mT, adjoint=not adjoint).mT, out, same_dtype=True)
     P = Tensor._make(permutation(pivots._data, n, LU.dtype))
     if adjoint:  # Aᵀ = Uᵀ Lᵀ Pᵀ
         Y = solve_triangular(LU.mT, B, upper=False)
@@ -235,7 +235,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     else:
         Y = solve_triangular(LU, P.mT @ B, upper=False, unitriangular=True)
         X = solve_triangular(LU, Y, upper=True)
-    return write_out(X, out)
+    return write_out(X, out, same_dtype=True)
 
 
 @names("lu_solve")

@@ -98,7 +98,7 @@ def svd(A, full_matrices=True, *, driver=None, out=None):
     m, n = A.shape[-2:]
     packed = SVD.apply(A, full_matrices=bool(full_matrices) and m != n)
     u, s, vh = _unpack(packed, m, n, bool(full_matrices) and m != n)
-    return write_out(SVDResult(u, s, vh), out)
+    return write_out(SVDResult(u, s, vh), out, same_dtype=True)
 
 
 @names("svd")
@@ -135,13 +135,27 @@ def _one_tolerance(op, name, atol, rtol):
         raise TypeError(f"{op}() takes either {name} or atol=/rtol=, not both")
 
 
-def _tolerance(A, atol, rtol):
-    """rtol for NumPy's pinv: PyTorch's default is eps · max(m, n) when atol is not given (0 otherwise)."""
-    if atol is not None and atol != 0:
-        raise NotImplementedError("pinv/matrix_rank with atol: give the relative tolerance rtol instead")
+def _singular_values(A, hermitian):
+    """A's singular values as an array (Hermitian A: its eigenvalues' absolute values, from its lower triangle)."""
+    if hermitian:
+        return xp.abs(xp.linalg.eigvalsh(A._data))
+    return xp.linalg.svd(A._data, compute_uv=False)
+
+
+def _relative_tolerance(A, atol, rtol, hermitian):
+    """max(atol, rtol · σ_max) / σ_max for each matrix of A (atol and rtol are numbers, or tensors that
+    broadcast over A's batch): the one relative cutoff NumPy's pinv takes. PyTorch's default rtol is
+    eps · max(m, n) when atol is not given, 0 otherwise. (σ_max = 0 gives NaN: nothing is kept.)"""
     if rtol is None:
         rtol = 0.0 if atol is not None else xp.finfo(A.dtype).eps * max(A.shape[-2:])
-    return float(rtol)
+    rtol = xp.asarray(rtol._data if isinstance(rtol, Tensor) else rtol, dtype=xp.float64)
+    if atol is None:
+        return rtol
+    atol = xp.asarray(atol._data if isinstance(atol, Tensor) else atol, dtype=xp.float64)
+    values = _singular_values(A, hermitian)
+    largest = values.max(-1) if values.shape[-1] else xp.zeros(values.shape[:-1])
+    with xp.errstate(divide="ignore", invalid="ignore"):
+        return xp.maximum(atol / largest, rtol)
 
 
 def pinv(input, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
@@ -152,7 +166,8 @@ def pinv(input, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
         _one_tolerance("pinv", "rcond", atol, rtol)
         rtol = rcond
     _matrices(A, "pinv", complex_ok=True)
-    return write_out(PseudoInverse.apply(A, rtol=_tolerance(A, atol, rtol), hermitian=hermitian), out)
+    return write_out(PseudoInverse.apply(A, rtol=_relative_tolerance(A, atol, rtol, hermitian), hermitian=hermitian),
+                     out)
 
 
 @names("pinverse")
@@ -170,14 +185,11 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
         _one_tolerance("matrix_rank", "tol", atol, rtol)
         atol = tol
     _matrices(A, "matrix_rank", complex_ok=True)
-    if hermitian:  # |eigenvalues| are the singular values of a Hermitian matrix (its lower triangle read)
-        values = xp.abs(xp.linalg.eigvalsh(A._data))
-    else:
-        values = xp.linalg.svd(A._data, compute_uv=False)
-    relative = _tolerance(A, None if atol is None else 0.0, rtol)  # (rtol's default is 0 beside an atol)
-    largest = values.max(-1, keepdims=True) if values.shape[-1] else 0.0
-    tolerance = xp.maximum(0.0 if atol is None else float(atol), relative * largest)
-    return write_out(Tensor._make((values > tolerance).sum(-1).astype(int64)), out)
+    values = _singular_values(A, hermitian)
+    largest = values.max(-1) if values.shape[-1] else xp.zeros(values.shape[:-1])
+    with xp.errstate(invalid="ignore"):  # (σ_max = 0: a NaN cutoff, which no value exceeds)
+        tolerance = _relative_tolerance(A, atol, rtol, hermitian) * largest
+    return write_out(Tensor._make((values > tolerance[..., None]).sum(-1).astype(int64)), out)
 
 
 LSTSQ_DRIVERS = ("gels", "gelsy", "gelsd", "gelss")
@@ -197,6 +209,9 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
     driver = "gelsy" if driver is None else driver
     if driver not in LSTSQ_DRIVERS:
         raise RuntimeError(f"torch.linalg.lstsq: parameter `driver` should be one of ({', '.join(LSTSQ_DRIVERS)})")
+    if not 0 <= A.ndim - B.ndim <= 1:  # (B is A's batch of matrices, or of vectors: it does not broadcast A)
+        raise RuntimeError("torch.linalg.lstsq: input.dim() must be greater or equal to other.dim() and "
+                           f"(input.dim() - other.dim()) <= 1 (got shapes {tuple(A.shape)} and {tuple(B.shape)})")
     vector = B.ndim == A.ndim - 1
     B = B.unsqueeze(-1) if vector else B
     solution = matmul(pinv(A, rtol=rcond), B)

@@ -93,7 +93,7 @@ def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=Non
         X = SolveTriangular.apply(A, B, upper=bool(upper), unitriangular=bool(unitriangular))
     else:  # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ, and Aᵀ is triangular the other way up
         X = SolveTriangular.apply(A.mT, B.mT, upper=not upper, unitriangular=bool(unitriangular)).mT
-    return write_out(X, out)
+    return write_out(X, out, same_dtype=True)
 
 
 @names("triangular_solve")
