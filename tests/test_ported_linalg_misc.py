@@ -8,7 +8,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, values, xfail_on_chainrule, xfail_ours
+from tests.ported import close, dtype_name, raises, same, values, xfail_on_chainrule
 
 REAL_OUT = {"complex64": "float32", "complex128": "float64", "float32": "float32", "float64": "float64"}
 
@@ -220,8 +220,6 @@ def test_out_dtype_and_shape_checks(T):
     raises(RuntimeError, None, T.linalg.solve_triangular, a, a, upper=True, out=f32)
 
 
-@xfail_ours("linalg.inv/det (autograd/ops/inverses.py) cast their result into an out= of another dtype "
-            "(float64 into float32 or complex64); PyTorch refuses it")
 def test_inverse_out_dtype_checks(T):
     a = T.tensor(_matrix("float64"))
     raises(RuntimeError, "Expected out tensor to have dtype double", T.linalg.det, a,

@@ -7,7 +7,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 
 import numpy as np
 
-from tests.ported import close, dtype_name, raises, same, values, xfail_ours
+from tests.ported import close, dtype_name, raises, same, values
 
 
 def _rand(T, rng, *shape, dtype="float64"):
@@ -137,8 +137,6 @@ def test_multi_dot(T):
     raises(RuntimeError, None, T.linalg.multi_dot, [T.zeros(2, 2), T.zeros(2, 2, dtype=T.float64)])
 
 
-@xfail_ours("linalg.multi_dot multiplies a batch of matrices (a 3-D first or middle tensor) by matmul's "
-            "broadcasting where PyTorch refuses any tensor that is not 1-D or 2-D (fix in autograd/ops/linalg.py)")
 def test_multi_dot_refuses_batches(T):
     raises(RuntimeError, "must be (1D or )?2D", T.linalg.multi_dot, [T.zeros(2, 2, 2), T.zeros(2, 2)])
     raises(RuntimeError, "must be (1D or )?2D", T.linalg.multi_dot, [T.zeros(2, 2), T.zeros(2, 2, 2), T.zeros(2, 2)])

@@ -59,7 +59,7 @@ class Inverse(Primitive):
 def inv(A, *, out=None):
     """The inverse of each square matrix (RuntimeError when one is singular)."""
     _square(A, "inv")
-    return write_out(Inverse.apply(A), out)
+    return write_out(Inverse.apply(A), out, dtype=A.dtype)  # (PyTorch casts into no other dtype)
 
 
 class Solve(Primitive):
@@ -137,7 +137,7 @@ class Cofactors(Primitive):
 def det(A, *, out=None):
     """The determinant of each square matrix."""
     _square(A, "det")
-    return write_out(Det.apply(A), out)
+    return write_out(Det.apply(A), out, dtype=A.dtype)
 
 
 class LogAbsDet(Primitive):
