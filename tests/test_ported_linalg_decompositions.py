@@ -287,8 +287,6 @@ def test_gradcheck_float64(T):
     assert gc(lambda x, b: T.linalg.lstsq(x, b).solution, (a, _leaf(T, rng.standard_normal((4, 2)))))
 
 
-@xfail_ours("linalg.eig/eigvals refuse an input that requires grad (their derivative is not built in "
-            "autograd/ops/eig.py); PyTorch differentiates them")
 def test_eig_gradcheck_float64(T):
     rng = np.random.default_rng(15)
     sq = _leaf(T, rng.standard_normal((3, 3)))

@@ -1,29 +1,67 @@
 """The eigendecomposition of a general square matrix, torch.linalg.eig and eigvals: A V = V
 diag(λ), with complex λ and V even for a real A (conjugate pairs), as PyTorch returns them.
 
-Values only: the derivative (complex even for a real A) is not built yet, so an input that
-requires grad is refused (with the way out in the message). A complex A is accepted. For a
-symmetric A, eigh and eigvalsh give real results with gradients.
+The derivative (PyTorch's linalg_eig_backward), for G_λ = dL/dλ and G_V = dL/dV:
+
+    dL/dA = V⁻ᴴ (diag(G_λ) + (Vᴴ G_V - Vᴴ V diag(Re diag(Vᴴ G_V))) / Ē) Vᴴ,   E_ij = λ_j - λ_i
+
+off the diagonal; the Re diag term removes the part of G_V that only turns each unit eigenvector's
+free phase. For a real A the gradient is its real part. Like PyTorch's, it assumes distinct
+eigenvalues, and a loss that depends on the eigenvectors' phases is not well defined.
 """
 
 import collections
 
 from ..backend import xp
 from ..graph import is_grad_enabled
+from ..primitive import Primitive
 from ..tensor import Tensor
-from .inverses import _square
+from .inverses import Solve, _square
 from .outputs import write_out
 
 EigResult = collections.namedtuple("linalg_eig", ["eigenvalues", "eigenvectors"])
+
+
+class Eig(Primitive):
+    """λ, V of square A, returned stacked as one complex array [λ; V] of shape (..., n + 1, n); the
+    derivative is the module docstring's."""
+
+    saves_inputs = False  # backward needs no input's values
+    saves_output = True
+    handles_complex = True  # written with conjugates, as conjugation.py's rules ask
+
+    def forward(self, a):
+        self.real_input = a.dtype.kind == "f"
+        values, vectors = xp.linalg.eig(a)
+        return xp.concatenate([values[..., None, :], vectors], axis=-2).astype(_complex_dtype(a.dtype))
+
+    def backward(self, grad, y, a):
+        values, vectors = y[..., 0, :], y[..., 1:, :]
+        grad_values, grad_vectors = grad[..., 0, :], grad[..., 1:, :]
+        n = values.shape[-1]
+        eye = Tensor._make(xp.eye(n, dtype=y.dtype))
+        vh = vectors.mH
+        inner = vh @ grad_vectors
+        phase = inner.diagonal(0, -2, -1).real  # Re diag(Vᴴ G_V): turns of each vector's phase
+        inner = inner - vh @ (vectors * phase.unsqueeze(-2))
+        gaps = (values.unsqueeze(-2) - values.unsqueeze(-1)).conj() + eye  # Ē_ij = conj(λ_j - λ_i), 1 on the diagonal
+        middle = inner / gaps * (1 - eye) + grad_values.unsqueeze(-1) * eye
+        grad_a = Solve.apply(vh, middle @ vh)
+        return (grad_a.real if self.real_input else grad_a,)
+
+
+def _complex_dtype(dtype):
+    return xp.complex128 if dtype in (xp.float64, xp.complex128) else xp.complex64
+
 
 def _decompose(A, op, vectors):
     _square(A, op)
     if A.dtype.kind not in "fc":
         raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
     if A.requires_grad and is_grad_enabled():
-        raise RuntimeError(f"linalg.{op}: the derivative of the general eigendecomposition is not built here yet. "
-                           "Call it on A.detach(), or use linalg.eigh for a symmetric A (it has one).")
-    complex_dtype = xp.complex128 if A.dtype in (xp.float64, xp.complex128) else xp.complex64
+        stacked = Eig.apply(A)
+        return (stacked[..., 0, :], stacked[..., 1:, :]) if vectors else stacked[..., 0, :]
+    complex_dtype = _complex_dtype(A.dtype)
     data = A._data
     if vectors:
         values, vecs = xp.linalg.eig(data)

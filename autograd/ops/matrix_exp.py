@@ -6,7 +6,7 @@ the sum), and the result is squared s times: e^A = (e^(A/2^s))^(2^s).
 
 Backward (the Fréchet derivative's adjoint, Mathias 1996): for G = dL/de^A,
 
-    dL/dA = the top-right n × n block of exp([[Aᵀ, G], [0, Aᵀ]])
+    dL/dA = the top-right n × n block of exp([[Aᴴ, G], [0, Aᴴ]])   (Aᴴ = Aᵀ for a real A)
 
 computed with this same op, so gradients of gradients work.
 """
@@ -37,18 +37,19 @@ def _expm(a):
 
 
 class MatrixExp(Primitive):
-    """y = e^A;   dL/dA = the top-right block of exp([[Aᵀ, G], [0, Aᵀ]])"""
+    """y = e^A;   dL/dA = the top-right block of exp([[Aᴴ, G], [0, Aᴴ]])"""
 
     saves_output = False
+    handles_complex = True  # e^A is holomorphic: its adjoint is the Fréchet derivative at Aᴴ
 
     def forward(self, a):
         return _expm(a)
 
     def backward(self, grad, y, a):
         n = a.shape[-1]
-        at = a.mT
-        zeros = at * 0.0
-        block = cat([cat([at, grad], -1), cat([zeros, at], -1)], -2)
+        ah = a.mH
+        zeros = ah * 0.0
+        block = cat([cat([ah, grad], -1), cat([zeros, ah], -1)], -2)
         return (MatrixExp.apply(block)[..., :n, n:],)
 
 
@@ -59,7 +60,7 @@ def matrix_exp(input):
         raise RuntimeError(f"linalg.matrix_exp: A must be batches of square matrices, but they are "
                            f"{input.shape[-2] if input.ndim >= 2 else 1} by {input.shape[-1] if input.ndim else 1} "
                            "matrices")
-    if input.dtype.kind != "f":
-        raise RuntimeError(f"linalg.matrix_exp: Expected a floating point tensor as input, got {input.dtype}"
-                           + (" (complex is not supported here yet)" if input.dtype.kind == "c" else ""))
+    if input.dtype.kind not in "fc":
+        raise RuntimeError(f"linalg.matrix_exp: Expected a floating point or complex tensor as input, got "
+                           f"{input.dtype}")
     return MatrixExp.apply(input)

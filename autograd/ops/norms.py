@@ -22,9 +22,11 @@ from .reductions import spread
 
 
 class VectorNorm(Primitive):
-    """y = (Σ |x_i|^p)^(1/p) over axes;   dL/dx_i = dL/dy · sign(x_i) |x_i|^(p-1) / y^(p-1)"""
+    """y = (Σ |x_i|^p)^(1/p) over axes;   dL/dx_i = dL/dy · sgn(x_i) |x_i|^(p-1) / y^(p-1)
+    (sgn(x) = x / |x|, so complex x gets PyTorch's gradient too)"""
 
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         p, axes, keep = self.ord, self.axes, self.keepdim
@@ -49,11 +51,11 @@ class VectorNorm(Primitive):
         if p == 0:
             return (grad * 0.0,)
         if p == 1:
-            return (grad * x.sign(),)
+            return (grad * x.sgn(),)
         if math.isinf(p):  # the elements attaining the extremum share the gradient
             attains = x._data.__abs__() == norm._data
             share = attains / attains.sum(axis=self.axes, keepdims=True)
-            return (grad * x.sign() * Tensor._make(share.astype(x.dtype)),)
+            return (grad * x.sgn() * Tensor._make(share.astype(x.dtype)),)
         nonzero = norm._data != 0
         safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
         if p == 2:  # x is 0 wherever the norm is: x / 1 gives the 0 gradient there
@@ -61,7 +63,7 @@ class VectorNorm(Primitive):
         magnitude = x.abs()
         if p < 1:  # |x|^(p-1) is infinite at x = 0, where sign(x) = 0: 1 there gives PyTorch's 0, not NaN
             magnitude = Where.apply(magnitude, Tensor._make(xp.ones((), dtype=x.dtype)), condition=x._data != 0)
-        scaled = x.sign() * magnitude ** (p - 1) / safe_norm ** (p - 1)
+        scaled = x.sgn() * magnitude ** (p - 1) / safe_norm ** (p - 1)
         return (grad * Where.apply(scaled, Tensor._make(xp.zeros((), dtype=x.dtype)), condition=nonzero),)
 
 
@@ -80,7 +82,8 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
     """‖x‖_ord over dim (all elements when None): ord any real number, inf or -inf."""
     x = _floating(x, dtype, "linalg.vector_norm")
     if isinstance(ord, str) or not isinstance(ord, numbers.Real):
-        raise RuntimeError(f"linalg.vector_norm: ord must be a number, got {ord!r}")
+        # (PyTorch's argument parser refuses it, with a TypeError)
+        raise TypeError(f"linalg_vector_norm(): argument 'ord' (position 2) must be Number, not {type(ord).__name__}")
     axes = normalize_dims(dim, x.ndim)
     if ord < 0 and x.numel() == 0:
         raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on an empty tensor")
@@ -127,7 +130,10 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
     if ord in ("nuc", 2, -2):
         matrices = shape.permute(A, [d for d in range(A.ndim) if d not in (rows, columns)] + [rows, columns])
         sigma = SingularValues.apply(matrices)
-        y = sigma.sum(-1) if ord == "nuc" else (sigma[..., 0] if ord == 2 else sigma[..., -1])
+        if ord == -2 and sigma.shape[-1] == 0:
+            raise IndexError("amin(): Expected reduction dim -1 to have non-zero size.")
+        # (an empty matrix has no σ: its 2-norm is 0, the maximum's identity among norms, as PyTorch's)
+        y = sigma.sum(-1) if ord == "nuc" or sigma.shape[-1] == 0 else (sigma[..., 0] if ord == 2 else sigma[..., -1])
         if keepdim:
             for d in sorted((rows, columns)):
                 y = shape.unsqueeze(y, d)
@@ -135,8 +141,11 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
     if ord in (1, -1, math.inf, -math.inf):
         summed, over = (rows, columns) if ord in (1, -1) else (columns, rows)
         sums = VectorNorm.apply(A, ord=1.0, axes=(summed,), keepdim=True)
-        pick = reductions.max if ord > 0 else reductions.min
-        y = pick(sums, over, keepdim=True).values
+        if ord > 0 and sums.shape[over] == 0:  # the largest of no sums: 0, as PyTorch's (its smallest is an error)
+            y = sums.sum(over, keepdim=True)
+        else:
+            pick = reductions.max if ord > 0 else reductions.min
+            y = pick(sums, over, keepdim=True).values
         return write_out(y if keepdim else shape.squeeze(y, tuple(sorted((rows, columns)))), out)
     raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
 
