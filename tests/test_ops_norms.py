@@ -78,6 +78,9 @@ CASES = {
     # (eigenvalues reach ~22 here: e^(λ/4), not e^λ, or e^22 swamps the finite differences)
     "Eigh": (symmetric_positive_definite(), lambda a: (autograd.linalg.eigvalsh(_symmetric(a)) * 0.25).exp().sum()
              + (autograd.linalg.eigh(_symmetric(a)).eigenvectors ** 2).sum(-1).sum()),
+    # (eig of a general matrix, through its eigenvalues: Σ λ², which stays defined where eigenvalues come close)
+    "Eig": (square(), lambda a, b: (autograd.linalg.eig(a).eigenvalues ** 2).real.sum()
+            + autograd.linalg.eigvals(a).real.exp().sum()),
     "QR": (general_matrix(), lambda a: (lambda q, r: (q * q.sum(-1, keepdim=True), r))(
         *autograd.linalg.qr(a if a.shape[-2] >= a.shape[-1] else a.mT))),
 }
