@@ -45,6 +45,7 @@ class Inverse(Primitive):
     saves_inputs = False  # backward needs no input's values
 
     saves_output = True
+    handles_complex = True  # (ᵀ read as ᴴ: PyTorch's complex gradient)
 
     def forward(self, a):
         try:
@@ -53,7 +54,7 @@ class Inverse(Primitive):
             raise _singular(error, "inv") from None
 
     def backward(self, grad, y, a):
-        return (-(y.mT @ grad @ y.mT),)
+        return (-(y.mH @ grad @ y.mH),)
 
 
 def inv(A, *, out=None):
@@ -66,6 +67,7 @@ class Solve(Primitive):
     """X = A⁻¹ B (B a batch of matrices);   dL/dB = A⁻ᵀ (dL/dX),   dL/dA = -(dL/dB) Xᵀ"""
 
     saves_output = True
+    handles_complex = True  # (ᵀ read as ᴴ: PyTorch's complex gradient)
 
     def forward(self, a, b):
         if a.shape[:-2] != b.shape[:-2]:  # batch dims broadcast here: CuPy's solve wants them equal
@@ -77,8 +79,8 @@ class Solve(Primitive):
             raise _singular(error, "solve") from None
 
     def backward(self, grad, x, a, b):
-        grad_b = Solve.apply(a.mT, grad)
-        grad_a = unbroadcast(-(grad_b @ x.mT), a) if a.requires_grad else None
+        grad_b = Solve.apply(a.mH, grad)
+        grad_a = unbroadcast(-(grad_b @ x.mH), a) if a.requires_grad else None
         return grad_a, unbroadcast(grad_b, b) if b.requires_grad else None
 
 
@@ -108,13 +110,16 @@ class Det(Primitive):
     vanish (det [[1, 2], [2, 4]] changes at the rate [[4, -2], [-2, 1]]; PyTorch's gradient there is 0)."""
 
     saves_output = True
+    handles_complex = True  # (conj(d) A⁻ᴴ: PyTorch's complex gradient)
 
     def forward(self, a):
         return xp.linalg.det(a)
 
     def backward(self, grad, d, a):
         if xp.all(d._data != 0):  # (recorded again with create_graph: differentiable twice)
-            return (shape.unsqueeze(shape.unsqueeze(grad * d, -1), -1) * Inverse.apply(a).mT,)
+            return (shape.unsqueeze(shape.unsqueeze(grad * d.conj(), -1), -1) * Inverse.apply(a).mH,)
+        if a.dtype.kind == "c":
+            raise RuntimeError("the derivative of det at a singular complex matrix is not built")
         return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Cofactors.apply(a),)
 
 
@@ -143,11 +148,13 @@ def det(A, *, out=None):
 class LogAbsDet(Primitive):
     """y = ln |det A|;   dL/dA = dL/dy · A⁻ᵀ"""
 
+    handles_complex = True  # (A⁻ᴴ: PyTorch's complex gradient of Re ln det A)
+
     def forward(self, a):
         return xp.linalg.slogdet(a)[1]
 
     def backward(self, grad, y, a):
-        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Inverse.apply(a).mT,)
+        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Inverse.apply(a).mH,)
 
 
 def slogdet(A, *, out=None, result=LinalgSlogdetResult):
