@@ -99,19 +99,20 @@ def ufunc_at(name, array, positions, values):
     named twice is updated twice: scatter-add, scatter-max). CuPy has ``add``/``maximum``/``minimum.at``
     for some dtypes only (no bool, complex, int8/16 or uint8, no ``multiply.at``): there the update runs on
     a copy in host memory, which is copied back. Right for every dtype; slow only where CuPy has no kernel."""
-    if xp is not numpy and getattr(values, "dtype", array.dtype) != array.dtype:
+    if xp is numpy:
+        getattr(numpy, name).at(array, positions, values)
+        return
+    if getattr(values, "dtype", array.dtype) != array.dtype:
         values = values.astype(array.dtype)  # (CuPy's .at reads bool values as if they had the array's dtype)
     # On an H100 with CuPy 14.2, scatter_reduce's float64 amax/amin failed gradcheck: zero gradients, and finite
     # differences of 1.0133 = 17 float32 steps over 2e-6, as if maximum/minimum.at rounded float64 values to
     # float32 (inferred, not yet rerun there): those two go through host memory for float64
-    on_device = xp is numpy or name not in ("maximum", "minimum") or array.dtype != float64
-    try:
-        if on_device:
+    if name not in ("maximum", "minimum") or array.dtype != float64:
+        try:
             getattr(xp, name).at(array, positions, values)
             return
-    except (NotImplementedError, TypeError):
-        if xp is numpy:
-            raise
+        except (NotImplementedError, TypeError):
+            pass  # no kernel for this ufunc or dtype
     host = array.get()
     getattr(numpy, name).at(host, _host(positions), _host(values))
     array[...] = xp.asarray(host)
@@ -132,7 +133,7 @@ def _host(value):
     """A value for a NumPy call: arrays of the array module (in a tuple of indices too) in host memory."""
     if isinstance(value, tuple):
         return tuple(_host(item) for item in value)
-    return value.get() if hasattr(value, "get") and not isinstance(value, numpy.ndarray) else value
+    return to_numpy(value) if isinstance(value, xp.ndarray) else value
 
 
 def strided_view(array, shape, strides):
