@@ -140,14 +140,12 @@ def _inverse_real_transform(input, s, dim, norm, out, op, every_dim=None):
 def _written(result, out, op):
     """result, or result written into out= with PyTorch's checks: a complex spectrum goes into a complex tensor,
     a real signal into a floating one (of any precision, but for ifft's and ihfft's, which must match)."""
+    op = _nd_name(op)
     if isinstance(out, Tensor):
-        op = _nd_name(op)
         wanted, kind = ("complex", "c") if result.dtype.kind == "c" else ("floating point", "f")
         if out.dtype.kind != kind:
             raise RuntimeError(f"{op} expects a {wanted} output tensor, but got {type_name(out.dtype)}")
-        if op in ("ifft", "ihfft") and out.dtype != result.dtype:
-            raise RuntimeError(f"Found dtype {type_name(out.dtype)} but expected {type_name(result.dtype)}")
-    return write_out(result, out)
+    return write_out(result, out, same_dtype=op in ("ifft", "ihfft"))
 
 
 def _one(n):
