@@ -61,7 +61,9 @@ class Adam(AdamFamily):
     features/dimensions", with momentum, and bias correction for the zero start.
     ``fused=True`` runs the same arithmetic as one call per parameter on its arrays
     (``autograd._fused_adam_``, as PyTorch's fused kernel: faster, and it bypasses the
-    parameters' own in-place methods); ``foreach`` and ``capturable`` are accepted and ignored.
+    parameters' own in-place methods). The default does too wherever that cannot be told apart
+    from stepping through the methods (``one_call_is_the_same``); ``foreach`` and ``capturable``
+    are accepted and ignored.
     ``differentiable=True`` records the step in the graph, in PyTorch's order for that path (the bias
     corrections as scalar-dtype Tensors, from the ``step`` Tensor). lr and betas may be Tensors.
     """
@@ -85,7 +87,8 @@ class Adam(AdamFamily):
                 state["max_exp_avg_sq"] = zeros_like(param)
         step = state["step"].add_(1).item()
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        if group["fused"] and grad.dtype == param.dtype:  # the same arithmetic in one call (ops/fused_adam.py)
+        if (group["fused"] or one_call_is_the_same(param, state, group)) and grad.dtype == param.dtype:
+            # the same arithmetic in one call on the arrays (ops/fused_adam.py): to the last bit, and faster
             fused_step = autograd._fused_adamw_ if group.get("decoupled_weight_decay") else autograd._fused_adam_
             fused_step([param], [grad], [state["exp_avg"]], [state["exp_avg_sq"]], [state.get("max_exp_avg_sq")],
                        [state["step"]], lr=lr, beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=eps,
@@ -120,6 +123,31 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
                          capturable=capturable, differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True)
+
+
+_METHODS_STEPPED_THROUGH = ("lerp_", "mul_", "addcmul_", "sqrt", "div_", "add_", "addcdiv_", "copy_", "maximum")
+_keeps_tensor_methods = {}  # class -> whether it overrides none of them (asked once per class)
+
+
+def one_call_is_the_same(param, state, group):
+    """Whether Adam's step through the Tensor methods may run as the one-call arithmetic instead, with the same
+    result to the last bit: not recorded (``differentiable``), the options plain numbers (a Tensor lr or beta
+    is an operand of the methods' arithmetic), and neither the parameter nor its moments of a class that
+    overrides a method the step calls (a Tensor subclass sees its own methods called, as in PyTorch)."""
+    if group["differentiable"]:
+        return False
+    for option in (group["lr"], *group["betas"], group["eps"], group["weight_decay"]):
+        if type(option) is not float and type(option) is not int:
+            return False
+    for tensor in (param, state["exp_avg"]):
+        cls = type(tensor)
+        keeps = _keeps_tensor_methods.get(cls)
+        if keeps is None:
+            keeps = _keeps_tensor_methods[cls] = all(getattr(cls, name) is getattr(Tensor, name)
+                                                     for name in _METHODS_STEPPED_THROUGH)
+        if not keeps:
+            return False
+    return True
 
 
 def apply_weight_decay(param, grad, group):

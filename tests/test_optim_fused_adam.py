@@ -1,5 +1,7 @@
 """``optim.Adam(fused=True)`` / ``AdamW(fused=True)`` and ``autograd._fused_adam_`` / ``_fused_adamw_``:
-the same arithmetic as the method-by-method step, to the last bit, in one call per parameter."""
+the same arithmetic as the method-by-method step, to the last bit, in one call per parameter. The default
+Adam takes the same call where nothing can tell them apart; a Tensor subclass that overrides a method the
+step calls (``Stepped`` here) gets the method-by-method step."""
 
 import numpy as np
 import pytest
@@ -13,10 +15,19 @@ CONFIGS = [("Adam", {}), ("Adam", dict(weight_decay=0.1)), ("Adam", dict(amsgrad
            ("Adam", dict(decoupled_weight_decay=True, weight_decay=0.2))]
 
 
-def trajectory(name, config, fused, dtype=np.float32, steps=6):
+class Stepped(autograd.Tensor):
+    """A Tensor subclass with its own addcdiv_ (counting its calls): the optimizer must step through it."""
+
+    calls = 0
+
+    def addcdiv_(self, *args, **kwargs):
+        Stepped.calls += 1
+        return super().addcdiv_(*args, **kwargs)
+
+
+def trajectory(name, config, fused, dtype=np.float32, steps=6, kind=autograd.Tensor):
     rng = np.random.default_rng(0)
-    params = [autograd.tensor(rng.standard_normal(shape).astype(dtype), requires_grad=True)
-              for shape in ((5, 3), (3,), ())]
+    params = [kind(rng.standard_normal(shape).astype(dtype), requires_grad=True) for shape in ((5, 3), (3,), ())]
     optimizer = getattr(optim, name)(params, lr=0.05, fused=fused, **config)
     for step in range(steps):
         for p in params:
@@ -28,13 +39,54 @@ def trajectory(name, config, fused, dtype=np.float32, steps=6):
 @pytest.mark.parametrize(("name", "config"), CONFIGS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_is_the_same_step_to_the_last_bit(name, config, dtype):
-    fused, fused_optimizer = trajectory(name, config, True, dtype)
-    plain, plain_optimizer = trajectory(name, config, False, dtype)
-    for a, b in zip(fused, plain):
-        np.testing.assert_array_equal(a, b)
-    for p_fused, p_plain in zip(fused_optimizer.param_groups[0]["params"], plain_optimizer.param_groups[0]["params"]):
-        for key, value in plain_optimizer.state[p_plain].items():
-            np.testing.assert_array_equal(fused_optimizer.state[p_fused][key].numpy(), value.numpy())
+    calls = Stepped.calls
+    stepped, stepped_optimizer = trajectory(name, config, False, dtype, kind=Stepped)  # through the methods
+    assert Stepped.calls - calls == 6 * 3  # every step of every parameter went through its addcdiv_
+    for fused in (True, False):  # fused=True, and the default, which takes the one call for plain tensors
+        ours, optimizer = trajectory(name, config, fused, dtype)
+        for a, b in zip(ours, stepped):
+            np.testing.assert_array_equal(a, b)
+        for p, p_stepped in zip(optimizer.param_groups[0]["params"], stepped_optimizer.param_groups[0]["params"]):
+            for key, value in stepped_optimizer.state[p_stepped].items():
+                np.testing.assert_array_equal(optimizer.state[p][key].numpy(), value.numpy())
+
+
+def test_a_tensor_lr_or_betas_steps_through_the_methods_with_the_same_result():
+    plain, _ = trajectory("Adam", dict(betas=(0.8, 0.9)), False)
+    for options in (dict(lr=autograd.tensor(0.05)), dict(betas=(autograd.tensor(0.8), autograd.tensor(0.9)))):
+        rng = np.random.default_rng(0)
+        params = [autograd.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+                  for shape in ((5, 3), (3,), ())]
+        optimizer = optim.Adam(params, **{"lr": 0.05, "betas": (0.8, 0.9), **options})
+        for step in range(6):
+            for p in params:
+                p.grad = autograd.tensor(rng.standard_normal(p.shape).astype(np.float32) * (step + 1))
+            optimizer.step()
+        for a, p in zip(plain, params):
+            np.testing.assert_allclose(a, p.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("fused", [True, None])
+def test_the_one_call_step_keeps_the_write_doors_rules(fused):
+    from autograd.autograd.graph import allow_mutation_on_saved_tensors
+
+    with allow_mutation_on_saved_tensors():  # the step writes w, which backward saved: the old w is kept for it
+        w = autograd.tensor([1.0, -2.0], requires_grad=True)
+        optimizer = optim.Adam([w], lr=0.5, fused=fused)
+        loss = (w * w).sum()
+        w.grad = autograd.tensor([0.5, 0.25])
+        optimizer.step()
+        assert not np.array_equal(w.numpy(), [1.0, -2.0])
+        w.grad = None
+        loss.backward()
+        np.testing.assert_array_equal(w.grad.numpy(), [2.0, -4.0])  # 2 w at the w before the step
+    with autograd.inference_mode():
+        frozen = autograd.tensor([1.0, 2.0])
+    optimizer = optim.Adam([frozen], fused=fused)
+    frozen.grad = autograd.tensor([1.0, 1.0])
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+        optimizer.step()
+    np.testing.assert_array_equal(frozen.numpy(), [1.0, 2.0])  # refused before anything was written
 
 
 @pytest.mark.parametrize(("name", "config"), CONFIGS)

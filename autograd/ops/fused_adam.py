@@ -24,6 +24,9 @@ from .names import names
 
 def _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, beta2, weight_decay, eps, amsgrad,
           maximize, decoupled, scale):
+    written = (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ())
+    for tensor in written:
+        tensor._before_write()  # the write door's checks first (an inference tensor; saved values kept)
     p, m, v, g = param._data, exp_avg._data, exp_avg_sq._data, grad._data
     if scale is not None:
         g = g / scale
@@ -51,8 +54,8 @@ def _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
     xp.divide(m, scratch, out=scratch)
     scratch *= -lr / (1 - beta1**step)
     p += scratch
-    for written in (param, exp_avg, exp_avg_sq) + ((max_exp_avg_sq,) if amsgrad else ()):
-        bump_version(written)
+    for tensor in written:
+        bump_version(tensor)
 
 
 def _fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, weight_decay, eps,
