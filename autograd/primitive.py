@@ -86,6 +86,7 @@ class Primitive:
     where = None  # where the user created this op (anomaly mode only)
     output_data = output_version = None  # the output's array and version, when saves_output
     handles_complex = False  # its backward is right for complex tensors too (see complex_gradients.py)
+    pytorch_name = None  # PyTorch's Node.name() where it is not op_name + "Backward0" (a class's, or a caller's)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -197,8 +198,10 @@ class Primitive:
 
     def name(self):
         """PyTorch's Node.name(): MulBackward0 (PyTorch numbers its built-in nodes by overload: the
-        first is 0)."""
-        return f"{self.op_name}Backward0"
+        first is 0). An op made by several PyTorch functions (a reshape is a view, an unsqueeze, a
+        squeeze) is named by the function that made it: ``pytorch_name``, given by the caller or
+        worked out by the class."""
+        return self.pytorch_name or f"{self.op_name}Backward0"
 
     def __repr__(self):
         return f"<{self.name()}>"
@@ -376,6 +379,20 @@ class Primitive:
         if self.saves_output:  # (no store where nothing is: the node's dict stays small)
             self.output_data = None
         self.released_parents, self.parents = self.parents, self.freed_parents  # (next_functions reads them)
+
+
+def named_node(y, op, pytorch_name, inputs=()):
+    """y, its node given PyTorch's name for it (``Node.name()``), for a function that ends in another's op where
+    PyTorch's node has its own name (x.clamp_min(0) ends in Clamp, stack in Cat, mse_loss in Mean): when ``op``
+    made it (None: any op), and it is not the node of one of the call's ``inputs`` (returned as it was)."""
+    node = y.grad_fn
+    if node is None or pytorch_name is None or (op is not None and type(node) is not op):
+        return y
+    for x in inputs:
+        if getattr(x, "grad_fn", None) is node:
+            return y
+    node.pytorch_name = pytorch_name
+    return y
 
 
 def run_node_hooks(node, grad_inputs, grad_outputs):

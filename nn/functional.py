@@ -51,6 +51,7 @@ from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
     pixel_shuffle,
     pixel_unshuffle,
 )
+from autograd.primitive import named_node
 from autograd.random import generator
 
 # -- the affine map of a layer ----------------------------------------------------------
@@ -65,6 +66,7 @@ class AffineMap(Primitive):
     """
 
     handles_complex = True
+    pytorch_name = "AddmmBackward0"  # (a batch of vectors and a bias; linear names the other cases as PyTorch's)
 
     def forward(self, x, weight, bias=None):
         if x.ndim == 2 and len(x) < len(weight):
@@ -105,8 +107,13 @@ def linear(input, weight, bias=None, *, out=None):
                          f"weight of shape {weight.shape} expects {weight.shape[-1]} (mat1 and mat2 shapes cannot "
                          "be multiplied)")
     check_same_dtype("linear", input, weight=weight, bias=bias)
-    y = AffineMap.apply(input, weight) if bias is None else AffineMap.apply(input, weight, bias)
-    return write_out(y, out)
+    if input.ndim == 2 and bias is not None:  # the common case, PyTorch's addmm
+        return write_out(AffineMap.apply(input, weight, bias), out)
+    # PyTorch's node for the other cases: with a bias a view; without, mm, matmul's squeeze or its _unsafe_view
+    if bias is not None:
+        return write_out(AffineMap.apply(input, weight, bias, pytorch_name="ViewBackward0"), out)
+    name = {1: "SqueezeBackward4", 2: "MmBackward0"}.get(input.ndim, "UnsafeViewBackward0")
+    return write_out(AffineMap.apply(input, weight, pytorch_name=name), out)
 
 
 # -- activations ------------------------------------------------------------------------------
@@ -155,7 +162,7 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 def elu(input, alpha=1.0, inplace=False):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α."""
-    return _inplace(input, lambda input: _elu(input, alpha), inplace)
+    return named_node(_inplace(input, lambda input: _elu(input, alpha), inplace), None, "EluBackward0", (input,))
 
 
 def relu_(input):
@@ -177,7 +184,7 @@ def hardtanh_(input, min_val=-1.0, max_val=1.0):
 def selu(input, inplace=False):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
-    return _inplace(input, _selu, inplace)
+    return named_node(_inplace(input, _selu, inplace), None, "EluBackward0", (input,))  # (PyTorch's selu is an elu)
 
 
 def selu_(input):
@@ -203,19 +210,20 @@ def tanh(input):
 
 def silu(input, inplace=False):
     """y = x σ(x) (swish)."""
-    return _inplace(input, lambda input: input * input.sigmoid(), inplace)
+    return named_node(_inplace(input, lambda input: input * input.sigmoid(), inplace), None, "SiluBackward0", (input,))
 
 
 def mish(input, inplace=False):
     """y = x tanh(softplus(x)) (Misra, 2019)."""
-    return _inplace(input, lambda input: input * input.softplus().tanh(), inplace)
+    return named_node(_inplace(input, lambda input: input * input.softplus().tanh(), inplace), None, "MishBackward0",
+                      (input,))
 
 
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
     scaled = input if beta == 1 else input * beta
     smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta)
-    return write_out(autograd.where(scaled > threshold, input, smooth), out)
+    return write_out(named_node(autograd.where(scaled > threshold, input, smooth), None, "SoftplusBackward0"), out)
 
 
 def logsigmoid(input):
@@ -288,10 +296,10 @@ def gelu(input, approximate="none", *, out=None):
         return write_out(gelu(input.float(), approximate).half(), out)
     if approximate == "tanh":
         inner = (input + input * input * input * 0.044715) * math.sqrt(2 / math.pi)
-        return write_out(input * (inner.tanh() + 1.0) * 0.5, out)
+        return write_out(named_node(input * (inner.tanh() + 1.0) * 0.5, None, "GeluBackward0"), out)
     if approximate != "none":
         raise RuntimeError(f"approximate argument must be either none or tanh, got {approximate!r}.")
-    return write_out(input * ((input * (1 / math.sqrt(2))).erf() + 1.0) * 0.5, out)
+    return write_out(named_node(input * ((input * (1 / math.sqrt(2))).erf() + 1.0) * 0.5, None, "GeluBackward0"), out)
 
 
 def _softmax_dim(name, ndim, dim):

@@ -34,6 +34,7 @@ from autograd.ops.losses import reduced as _reduce
 from autograd.ops.losses import same_shape as _same_shape
 from autograd.ops.losses import signs as _signs
 from autograd.ops.reductions import SoftmaxGrad, softmax_array
+from autograd.primitive import named_node
 from autograd.tensor import tensor_from
 
 from . import functional as F
@@ -66,7 +67,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     reduction = legacy_reduction(size_average, reduce, reduction)
     _refuse_complex("mse", input, target)
     difference = input - _same_shape("mse_loss", input, target)
-    return _weighted(difference * difference, weight, reduction)
+    return named_node(_weighted(difference * difference, weight, reduction), None, "MseLossBackward0")
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
@@ -186,6 +187,8 @@ class CrossEntropy(Primitive):
     One fused node from logits to the loss: stable (log-sum-exp) and cheaper than
     log_softmax, indexing and a reduction as separate nodes; its backward is one node too.
     """
+
+    pytorch_name = "NllLossBackward0"  # (PyTorch's cross_entropy: log_softmax, then nll_loss)
 
     def forward(self, x):
         rows = xp.arange(len(self.labels))

@@ -290,7 +290,7 @@ def test_requires_grad_and_grad_fn_suffixes():
     assert repr(x) == "tensor([1.0000, 2.5000], requires_grad=True)"
     assert repr(x * 2) == "tensor([2., 5.], grad_fn=<MulBackward0>)"
     assert repr((x * 2).sum()) == "tensor(7., grad_fn=<SumBackward0>)"
-    assert repr(x.double()) == "tensor([1.0000, 2.5000], dtype=float64, grad_fn=<CastBackward0>)"
+    assert repr(x.double()) == "tensor([1.0000, 2.5000], dtype=float64, grad_fn=<ToCopyBackward0>)"
     assert repr(x.detach()) == "tensor([1.0000, 2.5000])"
     with autograd.no_grad():
         assert repr(x * 2) == "tensor([2., 5.])"

@@ -12,7 +12,7 @@ import numpy
 
 from .. import backend
 from ..backend import xp
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..tensor import Tensor, python_number
 from .conjugation import refuse_unordered
 from .elementwise import Cast, where
@@ -22,6 +22,8 @@ from .outputs import write_out
 
 class Clamp(Primitive):
     """y = min(max(x, low), high);   dL/dx = dL/dy · [low <= x <= high]"""
+
+    pytorch_name = "ClampBackward1"  # (PyTorch's: clamp with numbers; with tensors it is ClampBackward0)
 
     def forward(self, x):
         refuse_unordered(x, "clamp")
@@ -89,9 +91,9 @@ def clip(input, min=None, max=None, *, out=None):
 
 @names("clamp_min", inplace="clamp_min_")
 def clamp_min(input, min, *, out=None):
-    return write_out(clamp(input, min=min), out)
+    return write_out(named_node(clamp(input, min=min), Clamp, "ClampMinBackward0"), out)
 
 
 @names("clamp_max", inplace="clamp_max_")
 def clamp_max(input, max, *, out=None):
-    return write_out(clamp(input, max=max), out)
+    return write_out(named_node(clamp(input, max=max), Clamp, "ClampMaxBackward0"), out)

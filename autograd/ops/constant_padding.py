@@ -16,6 +16,7 @@ class ConstantPad(Primitive):
     """y = x with ``amounts[d] = (before, after)`` positions of ``value`` added on each dim d
     (negative amounts crop);   dL/dx = dL/dy cropped back: pad(dL/dy, -amounts, 0)"""
 
+    pytorch_name = "ConstantPadNdBackward0"
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):

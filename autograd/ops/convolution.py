@@ -188,6 +188,7 @@ class Conv2d(_ConvParams, Primitive):
     ``out``, when given, is the output size (fewer positions than fit: the gradient of a transposed convolution
     with output_padding)."""
 
+    pytorch_name = "ConvolutionBackward0"
     cols = out = None
 
     def forward(self, x, weight, bias=None):
@@ -221,6 +222,8 @@ class ConvTranspose2d(_ConvParams, Primitive):
     """z = col2im(wᵀ g) + b, the adjoint of Conv2d in x (PyTorch's conv_transpose2d, w of shape
     (C_in, C_out/G, kh, kw)), cropped by ``padding`` and lengthened by ``output_padding``;
     dL/dg = Conv2d(dL/dz, w),   dL/dw = Conv2dWeightGrad(dL/dz, g),   dL/db = Σ_{n,i,j} dL/dz"""
+
+    pytorch_name = "ConvolutionBackward0"
 
     def forward(self, g, weight, bias=None):
         n, channels, h, w = g.shape

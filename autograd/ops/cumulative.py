@@ -44,6 +44,7 @@ def _reversed(function, x, axis):
 class CumSum(Primitive):
     """y_i = Σ_{j≤i} x_j along dim (or Σ_{j≥i} when reverse);   dL/dx = the running sum of dL/dy the other way"""
 
+    pytorch_name = "CumsumBackward0"
     saves_inputs = False  # backward needs no input's values
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
@@ -72,6 +73,7 @@ class CumProd(Primitive):
     Without zeros, Π_{j≤i, j≠k} x_j = y_i / x_k. Where x holds zeros or small values, see _product_gradient.
     """
 
+    pytorch_name = "CumprodBackward0"
     saves_output = True
 
     def forward(self, x):
@@ -160,7 +162,9 @@ def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
                         "bool keepdim = False, *, torch.dtype dtype = None, Tensor out = None)")
     x = _accumulating_dtype(input, dtype)
     axes = normalize_dims(dim, x.ndim)
-    return write_out(Prod.apply(x, axes=axes, keepdim=keepdim if dim is not None else False), out, dtype=dtype)
+    if dim is None:
+        return write_out(Prod.apply(x, axes=axes, keepdim=False), out, dtype=dtype)
+    return write_out(Prod.apply(x, axes=axes, keepdim=keepdim, pytorch_name="ProdBackward1"), out, dtype=dtype)
 
 
 CumMaxResult = collections.namedtuple("cummax", ["values", "indices"])

@@ -198,6 +198,7 @@ class Pow(Primitive):
     """
 
     saves_output = True
+    pytorch_name = "PowBackward1"  # (PowBackward0 is a tensor to a number's power: PowConstant)
 
     def forward(self, x, y):
         if y.dtype.kind in "biu":  # (x has y's dtype: both were promoted alike)
@@ -574,6 +575,7 @@ class Cast(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     handles_complex = True
+    pytorch_name = "ToCopyBackward0"
 
     def forward(self, x):
         if x.dtype.kind == "c" and self.dtype.kind != "c":

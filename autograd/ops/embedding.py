@@ -23,6 +23,8 @@ class EmbeddingLookup(Primitive):
     dL/dW_r = Σ_{k: indices_k = r} s_k dL/dy_k, with s_k = 0 for the padding index and
     1 / (count of indices_k in the batch) with scale_grad_by_freq, 1 otherwise"""
 
+    pytorch_name = "EmbeddingBackward0"
+
     def forward(self, weight):
         return weight[self.indices]
 

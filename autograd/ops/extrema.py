@@ -32,6 +32,9 @@ class ExtremumOverDims(Primitive):
         refuse_unordered(x, "amax/amin")
         return self.find(x, axis=self.axes, keepdims=self.keepdim)
 
+    def name(self):  # (PyTorch's AmaxBackward0 and AminBackward0)
+        return "AmaxBackward0" if self.find is xp.max else "AminBackward0"
+
     def backward(self, grad, y, x):
         attains = x._data == spread(y, x, self.axes, self.keepdim)._data
         share = attains / attains.sum(axis=self.axes, keepdims=True)

@@ -397,6 +397,7 @@ class IndexAddAlong(Primitive):
     """y = x, then y[..., index[j], ...] += alpha · src[..., j, ...] along dim;
     dL/dx = dL/dy,   dL/dsrc = alpha · index_select(dL/dy, dim, index)"""
 
+    pytorch_name = "IndexAddBackward0"
     saves_inputs = False  # backward needs no input's values
     saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
 

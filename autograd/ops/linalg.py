@@ -1,7 +1,7 @@
 """Matrix multiplication, the one linear-algebra primitive (Y = W X in the lecture)."""
 
 from ..errors import ShapeError
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..tensor import Tensor, _operand
 from .conjugation import conj
 from .elementwise import unbroadcast
@@ -21,6 +21,7 @@ class MatMul(Primitive):
 
     transpose_a = transpose_b = False
     handles_complex = True
+    pytorch_name = "MmBackward0"  # (two matrices: PyTorch's mm; matmul names a batched product as PyTorch's)
 
     def forward(self, a, b):
         if self.transpose_a:
@@ -70,14 +71,18 @@ def matmul(input, other, *, out=None):
             f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the first has "
             f"{a.shape[-1]} columns but the second has {inner_b} rows"
         )
-    if A.ndim >= 2 and B.ndim >= 2:
+    if A.ndim == 2 and B.ndim == 2:
         return MatMul.apply(a, b)
+    if A.ndim >= 2 and B.ndim >= 2:  # (PyTorch folds the batch into one bmm and views it back: _unsafe_view)
+        return MatMul.apply(a, b, pytorch_name="UnsafeViewBackward0")
     y = MatMul.apply(a.unsqueeze(0) if a.ndim == 1 else a, b.unsqueeze(-1) if b.ndim == 1 else b)
     if b.ndim == 1:
         y = y.squeeze(-1)
     if a.ndim == 1:
         y = y.squeeze(-2 if b.ndim > 1 else -1)
-    return y
+    # PyTorch's node: dot, mv, the squeeze of a vector times a matrix, or _unsafe_view
+    return named_node(y, type(y.grad_fn), {(1, 1): "DotBackward0", (2, 1): "MvBackward0",
+                                           (1, 2): "SqueezeBackward4"}.get((A.ndim, B.ndim), "UnsafeViewBackward0"))
 
 
 @names("__rmatmul__")

@@ -56,7 +56,7 @@ def masked_fill(input, mask, value):
         if type(value) is not bool:
             _refuse_overflow(value, input.dtype)  # NaN into integers, a complex number into reals: as fill_
         value = Tensor._make(xp.asarray(value).astype(input.dtype))  # (cast: -1 into uint8 wraps, as PyTorch's)
-    return elementwise.Where.apply(value, input, condition=mask)
+    return elementwise.Where.apply(value, input, condition=mask, pytorch_name="MaskedFillBackward0")
 
 
 @names("masked_select")

@@ -14,6 +14,7 @@ import math
 
 from ..errors import ShapeError, check_same_dtype
 from ..graph import no_grad
+from ..primitive import named_node
 from ..tensor import Tensor
 from .names import names
 
@@ -88,9 +89,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if running_mean is not None:
             update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
                                   mean._data.reshape(-1), variance._data.reshape(-1), count)
-    else:
-        mean = running_mean.reshape(shape)
-        normalized = standardize(input - mean, running_var.reshape(shape), eps)
+        return named_node(scale_and_shift(normalized, weight, bias, shape), None, "NativeBatchNormBackward0")
+    mean = running_mean.reshape(shape)
+    normalized = standardize(input - mean, running_var.reshape(shape), eps)
     return scale_and_shift(normalized, weight, bias, shape)
 
 
@@ -125,7 +126,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     check_same_dtype("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = normalize(input, axes, eps)
-    return scale_and_shift(normalized, weight, bias)
+    return named_node(scale_and_shift(normalized, weight, bias), None, "NativeLayerNormBackward0", (input,))
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
@@ -154,7 +155,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     normalized, _, _ = normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
     shape = channel_shape(input)
-    return scale_and_shift(normalized, weight, bias, shape)
+    return named_node(scale_and_shift(normalized, weight, bias, shape), None, "NativeGroupNormBackward0", (input,))
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,

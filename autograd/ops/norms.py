@@ -25,6 +25,7 @@ class VectorNorm(Primitive):
     """y = (Σ |x_i|^p)^(1/p) over axes;   dL/dx_i = dL/dy · sgn(x_i) |x_i|^(p-1) / y^(p-1)
     (sgn(x) = x / |x|, so complex x gets PyTorch's gradient too)"""
 
+    pytorch_name = "LinalgVectorNormBackward0"
     saves_output = True
     handles_complex = True
 

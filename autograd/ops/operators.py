@@ -6,6 +6,7 @@ The ops themselves, each forward beside its derivative, are in elementwise.py.
 from .. import backend
 from ..backend import xp
 from ..errors import DtypeError
+from ..primitive import named_node
 from ..tensor import Tensor, python_number
 from .arithmetic import positive
 from .elementwise import (
@@ -49,10 +50,11 @@ def _floating_method(primitive, name):
     return method
 
 
-def _operator(op, reflected=False, by_number=None):
+def _operator(op, reflected=False, by_number=None, reflected_name=None):
     """Python's operator for ``op``: x + y, or y + x for the reflected one (``__radd__``). The
     common cases go straight to a primitive: two floating tensors of one dtype, and a floating
-    tensor with a Python number when ``by_number(x, c)`` says how (x * c is Scale)."""
+    tensor with a Python number when ``by_number(x, c)`` says how (x * c is Scale). ``reflected_name``:
+    PyTorch's name for the reflected op's node where it has its own (1 - x is RsubBackward1)."""
 
     def operator(x, other):
         if type(other) is Tensor:
@@ -61,7 +63,9 @@ def _operator(op, reflected=False, by_number=None):
         elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f" \
                 and not (op is Mul and x._data.dtype is backend.float16):  # (binary's float32 product)
             return by_number(x, other)
-        return binary(op, other, x) if reflected else binary(op, x, other)
+        if not reflected:
+            return binary(op, x, other)
+        return named_node(binary(op, other, x), op, reflected_name)
 
     return operator
 
@@ -88,7 +92,8 @@ def _lowered(x, c):
 for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shifted), ("sub", Sub, _lowered, None),
                                                       ("mul", Mul, _scaled, _scaled), ("truediv", Div, None, None)):
     names(f"__{_name}__")(_operator(_op, by_number=_by_number))
-    names(f"__r{_name}__")(_operator(_op, reflected=True, by_number=_reflected_by_number))
+    names(f"__r{_name}__")(_operator(_op, reflected=True, by_number=_reflected_by_number,
+                                     reflected_name="RsubBackward1" if _op is Sub else None))
 
 
 @names("__pow__")
@@ -115,7 +120,7 @@ def _pow(input, exponent):
 
 @names("__rpow__")
 def _reflected_pow(x, base):
-    return binary(Pow, base, x)
+    return named_node(binary(Pow, base, x), Pow, "PowBackward2")  # (PyTorch's node for a number to a tensor power)
 
 
 @names("__neg__")
@@ -136,7 +141,7 @@ def square(input):
     """input · input; bools become int64 first, as PyTorch's (True · True would stay a bool)."""
     if input._data.dtype.kind == "b":
         input = Cast.apply(input, dtype=backend.int64)
-    return input * input
+    return named_node(input * input, Mul, "PowBackward0")  # (PyTorch's square is pow(x, 2))
 
 
 @names("maximum", function=False)

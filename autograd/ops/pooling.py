@@ -146,6 +146,7 @@ class MaxPool2d(Primitive):
     backward, where it is needed, from x and its maxima taken again: y itself is not kept, since a
     later in-place op may change it (nn.MaxPool2d then nn.ReLU(inplace=True)), as PyTorch allows."""
 
+    pytorch_name = "MaxPool2DWithIndicesBackward0"
     winners = None
 
     def forward(self, x):
@@ -266,6 +267,8 @@ class ScatterFlat(Primitive):
 class AvgPool2d(Primitive):
     """y[n,c,i,j] = scale[i,j] · Σ_window x_pad   (scale = 1/divisor: PyTorch's count_include_pad,
     ceil_mode and divisor_override rules, computed by the caller);   dL/dx = AvgPool2dTranspose(dL/dy)"""
+
+    pytorch_name = "AvgPool2DBackward0"
 
     def forward(self, x):
         kernel, stride, out = self.kernel_size, self.stride, self.out

@@ -59,7 +59,9 @@ class Sum(Primitive):
 
 
 def sum(x, dim=None, keepdim=False):
-    return Sum.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
+    if dim is None:
+        return Sum.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim)
+    return Sum.apply(x, axes=normalize_dims(dim, x.ndim), keepdim=keepdim, pytorch_name="SumBackward1")  # (sum(dim))
 
 
 class Mean(Sum):
@@ -87,7 +89,9 @@ def mean(x, dim=None, keepdim=False):
     count = 1
     for axis in axes:
         count *= x.shape[axis]
-    return Mean.apply(x, axes=axes, keepdim=keepdim, count=count)
+    if dim is None:
+        return Mean.apply(x, axes=axes, keepdim=keepdim, count=count)
+    return Mean.apply(x, axes=axes, keepdim=keepdim, count=count, pytorch_name="MeanBackward1")  # (mean(dim))
 
 
 def _correction(unbiased, correction):
@@ -168,6 +172,12 @@ class Extremum(Primitive):
         xp.put_along_axis(chosen, self.indices, 1, axis=self.axis)
         return (spread(grad, x, (self.axis,), self.keepdim) * Tensor._make(chosen),)
 
+    def name(self):  # (PyTorch's max() is MaxBackward1, max(dim) MaxBackward0; median's is its own)
+        which = "Max" if self.find is xp.max else "Min" if self.find is xp.min else None
+        if self.pytorch_name or which is None:
+            return super().name()
+        return f"{which}Backward{1 if self.axis is None else 0}"
+
 
 MaxResult = collections.namedtuple("max", ["values", "indices"])
 MinResult = collections.namedtuple("min", ["values", "indices"])
@@ -246,6 +256,7 @@ def _stable_max(x, axes):
 class LogSumExp(Primitive):
     """y = ln Σ_i e^(x_i);   dL/dx_i = dL/dy · e^(x_i - y)  (the softmax; complex: conjugated)"""
 
+    pytorch_name = "LogsumexpBackward0"
     saves_output = True
     handles_complex = True
 

@@ -14,7 +14,7 @@ import numpy
 
 from ..backend import ufunc_at, xp
 from ..errors import ShapeError
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..size import sizes_argument
 from ..tensor import Tensor, tensor_from
 from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
@@ -43,12 +43,17 @@ class Reshape(Primitive):
     def backward(self, grad, y, x):
         return (grad.reshape(x.shape),)
 
+    def name(self):  # (view, reshape, flatten: PyTorch's view; a reshape that had to copy, its _unsafe_view)
+        return self.pytorch_name or ("ViewBackward0" if self.is_view else "UnsafeViewBackward0")
 
-def reshape(x, shape):
+
+def reshape(x, shape, pytorch_name=None):
     shape = _resolved(sizes_argument(shape), x._data.size, tuple(x.shape))
     if shape == x.shape:
         return x
-    return Reshape.apply(x, shape=shape)
+    if pytorch_name is None:  # (the common case: no key added to the node's parameters)
+        return Reshape.apply(x, shape=shape)
+    return Reshape.apply(x, shape=shape, pytorch_name=pytorch_name)
 
 
 def _resolved(shape, size, x_shape):
@@ -88,12 +93,17 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 def unsqueeze(x, dim):
     dim = dim_index(dim, x.ndim + 1)
-    return reshape(x, (*x.shape[:dim], 1, *x.shape[dim:]))
+    return reshape(x, (*x.shape[:dim], 1, *x.shape[dim:]), "UnsqueezeBackward0")
 
 
 def squeeze(x, dim=None):
     axes = normalize_dims(dim, x.ndim, empty_is_every=False)
-    return reshape(x, tuple(n for i, n in enumerate(x.shape) if not (i in axes and n == 1)))
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if not (i in axes and n == 1)), _squeeze_name(dim))
+
+
+def _squeeze_name(dim):
+    """PyTorch's node for squeeze(), squeeze(dim) and squeeze(dims)."""
+    return f"SqueezeBackward{0 if dim is None else 1 if isinstance(dim, int) else 2}"
 
 
 class Permute(Primitive):
@@ -114,11 +124,14 @@ class Permute(Primitive):
         return (grad.permute(*inverse),)
 
 
-def permute(x, dims):
+def permute(x, dims, pytorch_name=None):
     dims = sizes_argument(dims)
     if sorted(d % builtins.max(x.ndim, 1) for d in dims) != list(range(x.ndim)):
         raise ShapeError(f"permute: {dims} is not an ordering of the {x.ndim} axes of shape {x.shape}")
-    return Permute.apply(x, dims=tuple(d % x.ndim for d in dims))
+    dims = tuple(d % x.ndim for d in dims)
+    if pytorch_name is None:
+        return Permute.apply(x, dims=dims)
+    return Permute.apply(x, dims=dims, pytorch_name=pytorch_name)
 
 
 def transpose(x, dim0, dim1):
@@ -127,7 +140,7 @@ def transpose(x, dim0, dim1):
     if x.ndim == 0:  # a scalar's only "dim" is itself
         return x
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
-    return permute(x, dims)
+    return permute(x, dims, "TransposeBackward0")
 
 
 class Expand(Primitive):
@@ -214,6 +227,26 @@ class GetItem(Primitive):
 
     def backward(self, grad, y, x):
         return (IndexAdd.apply(grad, index=self.index, shape=x.shape, basic=self.is_view),)
+
+    def name(self):
+        """PyTorch's node for x[index]: IndexBackward0 for an index of tensors; else that of the last view its
+        indexing made (an int selects, a slice slices, None unsqueezes; a whole ``:`` after others makes none)."""
+        if self.pytorch_name:  # (unbind, split, chunk)
+            return self.pytorch_name
+        if not self.is_view:
+            return "IndexBackward0"
+        if type(self.index) is slice:
+            return "SliceBackward0"
+        last = "AliasBackward0"  # (x[...]: a view with no step)
+        for part in self.index if type(self.index) is tuple else (self.index,):
+            if part is None:
+                last = "UnsqueezeBackward0"
+            elif type(part) is slice:
+                if part != slice(None):
+                    last = "SliceBackward0"
+            elif part is not Ellipsis:
+                last = "SelectBackward0"
+        return last
 
 
 class IndexAdd(Primitive):
@@ -361,17 +394,23 @@ def stack(tensors, dim=0, *, out=None):
     if len(shapes) > 1:
         shapes = ", ".join(map(str, shapes))
         raise ShapeError(f"stack expects each tensor to be equal size (the same shape), got {shapes}")
-    return write_out(cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1)), out)
+    joined = cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
+    return write_out(named_node(joined, Cat, "StackBackward0"), out)
 
 
 # -- the names these ops go by ------------------------------------------------------------------
 
 
-def _new_view(x, y):
+def _new_view(x, y, pytorch_name=None):
     """y, or where a shape op changed nothing (y is x), a new view of x. PyTorch's view ops always give a new
     tensor sharing x's memory, never x itself: what happens to the result (t_(), requires_grad_(), a hook)
-    must leave x alone. (The internal reshape keeps its shortcut: backward passes call it often.)"""
-    return Reshape.apply(x, shape=x.shape) if y is x else y
+    must leave x alone. (The internal reshape keeps its shortcut: backward passes call it often.)
+    ``pytorch_name``: PyTorch's node for the op that changed nothing, where it is not a view's."""
+    if y is not x:
+        return y
+    if pytorch_name is None:
+        return Reshape.apply(x, shape=x.shape)
+    return Reshape.apply(x, shape=x.shape, pytorch_name=pytorch_name)
 
 
 @names("reshape", function=False)  # autograd.reshape: ops/functions.py
@@ -437,7 +476,7 @@ def t(input):
     if input.ndim > 2:
         raise ShapeError(f"t() expects a tensor with <= 2 dimensions, but self is {input.ndim}D (shape "
                          f"{tuple(input.shape)})")
-    return permute(input, tuple(reversed(range(input.ndim))))
+    return permute(input, tuple(reversed(range(input.ndim))), "TBackward0")
 
 
 @names("permute", function=False)
@@ -450,17 +489,17 @@ names("unsqueeze", function=False)(unsqueeze)
 
 @names("squeeze", function=False)
 def _squeeze(input, dim=None):
-    return _new_view(input, squeeze(input, dim))
+    return _new_view(input, squeeze(input, dim), _squeeze_name(dim))
 
 
 @names("expand", function=False)
 def _expand(x, *sizes, size=None):
-    return _new_view(x, expand(x, sizes_or_keyword(sizes, "size", size)))
+    return _new_view(x, expand(x, sizes_or_keyword(sizes, "size", size)), "ExpandBackward0")
 
 
 @names("expand_as", function=False)
 def _expand_as(x, other):
-    return _new_view(x, expand(x, other.shape))
+    return _new_view(x, expand(x, other.shape), "ExpandBackward0")
 
 
 def _is_int(i):
@@ -523,7 +562,7 @@ def _matrix_transpose(x):
     """The last two dims swapped (a batch of matrices transposed): every matmul's backward."""
     if x.ndim < 2:
         raise ShapeError(f"mT needs at least 2 dimensions, got shape {tuple(x.shape)}")
-    return Permute.apply(x, dims=(*range(x.ndim - 2), x.ndim - 1, x.ndim - 2))
+    return Permute.apply(x, dims=(*range(x.ndim - 2), x.ndim - 1, x.ndim - 2), pytorch_name="TransposeBackward0")
 
 
 def _mT(x):

@@ -16,14 +16,18 @@ from .names import names
 from .outputs import write_out
 
 
-def _slice_along(x, axis, start, stop):
-    return shape.GetItem.apply(x, index=(slice(None),) * axis + (slice(start, stop),))
+def _slice_along(x, axis, start, stop, pytorch_name=None):
+    index = (slice(None),) * axis + (slice(start, stop),)
+    if pytorch_name is None:
+        return shape.GetItem.apply(x, index=index)
+    return shape.GetItem.apply(x, index=index, pytorch_name=pytorch_name)
 
 
-def _pieces(x, axis, sizes):
+def _pieces(x, axis, sizes, pytorch_name=None):
+    """x cut along axis into pieces of these sizes; ``pytorch_name``: PyTorch's node for the cut (split's)."""
     pieces, start = [], 0
     for size in sizes:
-        pieces.append(_slice_along(x, axis, start, start + size))
+        pieces.append(_slice_along(x, axis, start, start + size, pytorch_name))
         start += size
     return tuple(pieces)
 
@@ -43,7 +47,8 @@ def split(tensor, split_size_or_sections, dim=0):
             raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got dimension size of {length}")
         if size == 0:
             return (tensor,)
-        return _pieces(tensor, axis, [min(size, length - start) for start in range(0, max(length, 1), size)])
+        return _pieces(tensor, axis, [min(size, length - start) for start in range(0, max(length, 1), size)],
+                       "SplitBackward0")
     sizes = [shape._size_at(i, s, "split_with_sizes", "split_sizes") for i, s in enumerate(split_size_or_sections)]
     if any(s < 0 for s in sizes):
         raise RuntimeError(f"split_with_sizes expects split_sizes have only non-negative entries, but got "
@@ -51,7 +56,7 @@ def split(tensor, split_size_or_sections, dim=0):
     if sum(sizes) != length:
         raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {length} (input tensor's size "
                            f"at dimension {axis}), but got split_sizes={sizes}")
-    return _pieces(tensor, axis, sizes)
+    return _pieces(tensor, axis, sizes, "SplitWithSizesBackward0")
 
 
 @names("unsafe_split")
@@ -77,7 +82,7 @@ def chunk(input, chunks, dim=0):
     axis = dim_index(dim, input.ndim)
     length = input.shape[axis]
     if length == 0:  # nothing to share out: as PyTorch, that many empty pieces
-        return _pieces(input, axis, [0] * chunks)
+        return _pieces(input, axis, [0] * chunks, "SplitBackward0")
     return split(input, -(-length // chunks), axis)
 
 
@@ -139,7 +144,9 @@ def unbind(input, dim=0):
     if input.ndim == 0:
         raise IndexError("Dimension specified as 0 but tensor has no dimensions")
     axis = dim_index(dim, input.ndim)
-    return tuple(select(input, axis, i) for i in range(input.shape[axis]))
+    lead = (slice(None),) * axis
+    return tuple(shape.GetItem.apply(input, index=lead + (i,), pytorch_name="UnbindBackward0")
+                 for i in range(input.shape[axis]))
 
 
 @names("narrow")
