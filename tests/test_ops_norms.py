@@ -74,6 +74,8 @@ CASES = {
     # (det's first derivative at a singular matrix: the cofactors, the only thing that differentiates through it)
     "Cofactors": (singular_square(), lambda a: autograd.linalg.det(a)),
     "LogAbsDet": (square(), lambda a, b: autograd.linalg.slogdet(a - 6 * autograd.eye(a.shape[-1])).logabsdet),
+    # (the sign e^(i arg det A) of a complex A = a + i aᵀ, through its real and imaginary parts)
+    "DetSign": (square(), lambda a, b: autograd.view_as_real(autograd.linalg.slogdet(autograd.complex(a, a.mT)).sign)),
     "Cholesky": (symmetric_positive_definite(), lambda a: autograd.linalg.cholesky(_symmetric(a))),
     # (eigenvalues reach ~22 here: e^(λ/4), not e^λ, or e^22 swamps the finite differences)
     "Eigh": (symmetric_positive_definite(), lambda a: (autograd.linalg.eigvalsh(_symmetric(a)) * 0.25).exp().sum()

@@ -9,7 +9,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, xfail_ours
+from tests.ported import close, dtype_name, raises, same
 
 
 def _r(T, shape, seed=0, dtype="float64"):
@@ -197,11 +197,26 @@ def test_tensorsolve_and_tensorinv(T):
     raises(RuntimeError, "", T.linalg.tensorsolve, T.tensor(a), T.tensor(rng.standard_normal(5)))
 
 
-@xfail_ours("logdet of a complex matrix returns the real ln|det A| (0 for diag(i, 1), NaN where Re(sign) < 0) "
-            "instead of the complex ln det A: autograd/ops/inverses.py's logdet compares the complex sign with >= 0 "
-            "(outside this task)")
 def test_logdet_of_complex_matrices(T):
     for z in (np.array([[1j, 0], [0, 1.0]]), np.array([[-1 + 1j, 0], [0, 1.0]])):
         out = T.logdet(T.tensor(z))
         assert dtype_name(out) == "complex128"
         close(out, np.log(np.linalg.det(z)), rtol=1e-12)
+
+
+def test_complex_logdet_and_slogdet_sign_gradients(T):
+    """The sign of a complex determinant, e^(i arg det A), depends on A: its gradient i Im(s̄ dL/ds) A⁻ᴴ is part
+    of logdet's (PyTorch's slogdet backward). Expectations: L = 0.7 Re ln det A + 0.3 Im ln det A, whose gradient
+    is (0.7 + 0.3i) A⁻ᴴ; and L = Im s, whose is i Im(s̄ i) A⁻ᴴ = i Re(s) A⁻ᴴ."""
+    z = np.array([[-1 + 1j, 0.5], [0.2, 1.0]])
+    inverse_h = np.linalg.inv(z).conj().T
+    a = T.tensor(z, requires_grad=True)
+    y = T.logdet(a)
+    (y.real * 0.7 + y.imag * 0.3).backward()
+    close(a.grad, (0.7 + 0.3j) * inverse_h, rtol=1e-12)
+    b = T.tensor(z, requires_grad=True)
+    sign = T.linalg.slogdet(b).sign
+    assert sign.requires_grad
+    sign.imag.backward()
+    s = np.linalg.det(z) / abs(np.linalg.det(z))
+    close(b.grad, 1j * s.real * inverse_h, rtol=1e-12)

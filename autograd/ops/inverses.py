@@ -157,11 +157,30 @@ class LogAbsDet(Primitive):
         return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Inverse.apply(a).mH,)
 
 
+class DetSign(Primitive):
+    """s = det A / |det A| for a complex A (on the unit circle: s = e^(iθ), θ = arg det A);
+    dL/dA = i · Im(s̄ · dL/ds) · A⁻ᴴ   (dθ = Im tr(A⁻¹ dA), so ds = i s dθ; PyTorch's slogdet gradient)"""
+
+    saves_output = True
+    handles_complex = True
+    pytorch_name = "LinalgSlogdetBackward0"
+
+    def forward(self, a):
+        return xp.linalg.slogdet(a)[0]
+
+    def backward(self, grad, s, a):
+        turn = (s.conj() * grad).imag * 1j  # i · Im(s̄ dL/ds), per matrix
+        return (shape.unsqueeze(shape.unsqueeze(turn, -1), -1) * Inverse.apply(a).mH,)
+
+
 def slogdet(A, *, out=None, result=LinalgSlogdetResult):
     """(sign, logabsdet) of each square matrix: det A = sign · e^logabsdet, without overflow.
-    The sign is piecewise constant and returned without a graph."""
+    A real sign is piecewise constant and returned without a graph; a complex one, e^(i arg det A), has one."""
     _square(A, "slogdet")
-    sign = Tensor._make(xp.linalg.slogdet(A._data)[0])
+    if A._data.dtype.kind == "c":
+        sign = DetSign.apply(A)
+    else:
+        sign = Tensor._make(xp.linalg.slogdet(A._data)[0])
     return write_out(result(sign, LogAbsDet.apply(A)), out)
 
 
@@ -178,8 +197,11 @@ def tensor_det(input):
 @names("logdet")
 def logdet(input):
     """ln det A: NaN for a negative determinant (with a zero gradient there, as PyTorch's: ln is not
-    defined, so nothing flows back), -inf for a singular matrix."""
+    defined, so nothing flows back), -inf for a singular matrix. Complex: ln det A = ln|det A| + ln(sign),
+    the principal complex logarithm (ln of the unit-modulus sign is i·arg det A)."""
     sign, logabsdet = slogdet(input)
+    if sign._data.dtype.kind == "c":
+        return logabsdet + sign.log()
     nan = Tensor._make(xp.full(logabsdet.shape, xp.nan, dtype=logabsdet.dtype))
     return Where.apply(logabsdet, nan, condition=sign._data >= 0)
 
