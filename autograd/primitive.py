@@ -203,8 +203,8 @@ class Primitive:
         worked out by the class."""
         return self.pytorch_name or f"{self.op_name}Backward0"
 
-    def __repr__(self):
-        return f"<{self.name()}>"
+    def __repr__(self):  # (PyTorch's shows the class: CopyBackwards for the node named torch::autograd::CopyBackwards)
+        return f"<{self.name().rpartition('::')[2]}>"
 
     def __call__(self, *grad_outputs):
         """``y.grad_fn(dL/dy)``: this node's backward alone, as PyTorch's Node call: dL/dinput for its one

@@ -13,6 +13,7 @@ from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
 from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, tensor_from
 from ..write_door import _refuse_overflow
 from .arithmetic import _number_first, integer_value, refuse_integer_addcdiv
+from .elementwise import Where
 from .names import names
 
 
@@ -51,9 +52,16 @@ def copy_(self, other, non_blocking=False):  # (PyTorch's binding names the sour
     if source._data.dtype != self._data.dtype:
         # copy_ casts anything, as PyTorch's (floats into integers truncate); recorded, differentiable
         source = source.to(self._data.dtype)
-    # recorded: a node of its own (a clone), since self adopts the new value's graph: a leaf source, which
-    # has none, would leave self a leaf cut off from it (its gradient lost)
-    return self._write((source,), lambda old: source.clone(), lambda a: self._store(source), reads_old=False)
+    return self._write((source,), lambda old: _copied(old, source), lambda a: self._store(source))
+
+
+def _copied(old, source):
+    """copy_'s recorded write, PyTorch's CopyBackwards: a node with two inputs, the value written over (its
+    gradient zeros: it no longer counts, but its history still gets a gradient, as PyTorch's) and the source
+    (dL/dy, summed back to its shape). A node of its own: a leaf source, which has none, would otherwise leave
+    the tensor a leaf cut off from it."""
+    everywhere = xp.broadcast_to(xp.asarray(True), old._data.shape)
+    return Where.apply(source, old, condition=everywhere, pytorch_name="torch::autograd::CopyBackwards")
 
 
 # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
