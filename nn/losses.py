@@ -159,6 +159,10 @@ def _class_weights(name, rows, target, weight, ignore_index):
         raise RuntimeError(f"{name}: weight of shape {tuple(weight.shape)} given for {classes} classes; "
                            f"it needs one entry per class, shape ({classes},)")
     labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)
+    if weight is None and labels.size:  # the common case in two reductions: every label a class, none ignored
+        low, high = int(labels.min()), int(labels.max())
+        if 0 <= low and high < classes and not low <= ignore_index <= high:
+            return labels, None, float(len(labels))
     kept = labels != ignore_index
     bad = kept & ((labels < 0) | (labels >= classes))
     if bad.any():
@@ -258,7 +262,7 @@ def _nothing_kept(target, ignore_index):
 def _mean_over_nothing(total):
     """A mean over no (unignored) targets, from the sum of their weighted losses (0, with
     gradient 0): NaN, as PyTorch's, while the gradient stays 0 for the ignored predictions."""
-    return total + float("nan")
+    return named_node(total + float("nan"), None, "NllLossBackward0", (total,))
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
@@ -301,7 +305,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     _check_class_indices("cross_entropy", input, target)
     rows = _class_last(input)
     labels, weights, total_weight = _class_weights("cross_entropy", rows, target, weight, ignore_index)
-    nothing_kept = reduction == "mean" and _nothing_kept(target, ignore_index)
+    # (weights None: every label kept, so something is unless there are none)
+    nothing_kept = (reduction == "mean" and (weights is not None or not len(labels))
+                    and _nothing_kept(target, ignore_index))
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False)
         nll = nll.reshape(target.shape)
