@@ -82,8 +82,9 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
     difference = (input - _same_shape("huber_loss", input, target)).abs()
-    return _weighted(autograd.where(difference < delta, difference * difference * 0.5,
+    loss = _weighted(autograd.where(difference < delta, difference * difference * 0.5,
                                     (difference - 0.5 * delta) * delta), weight, reduction, mean_over_weights=False)
+    return named_node(loss, None, "HuberLossBackward0")
 
 
 class BinaryCrossEntropy(Primitive):
@@ -118,7 +119,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
                            "(pass logits to binary_cross_entropy_with_logits instead)")
     with numpy.errstate(divide="ignore"):
         loss = BinaryCrossEntropy.apply(input, target.to(input.dtype))
-    return _reduce(loss if weight is None else loss * weight, reduction)
+    return named_node(_reduce(loss if weight is None else loss * weight, reduction), None,
+                      "BinaryCrossEntropyBackward0", (input,))
 
 
 def _class_dim(input):
@@ -244,7 +246,11 @@ class CrossEntropyGrad(Primitive):
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """ℓ_n = -w_{y_n} x_{n, y_n} for log-probabilities x; 'mean' divides by Σ w_{y_n}."""
-    reduction = legacy_reduction(size_average, reduce, reduction)
+    return named_node(_nll_loss(input, target, weight, ignore_index, legacy_reduction(size_average, reduce, reduction)),
+                      None, "NllLossBackward0", (input,))
+
+
+def _nll_loss(input, target, weight, ignore_index, reduction):
     target = target if isinstance(target, Tensor) else tensor_from(target)
     _check_class_indices("nll_loss", input, target)
     losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
@@ -310,7 +316,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                     and _nothing_kept(target, ignore_index))
     if reduction == "none":
         nll = CrossEntropy.apply(rows, labels=labels, weights=weights, scale=1.0, reduce=False)
-        nll = nll.reshape(target.shape)
+        nll = named_node(nll.reshape(target.shape), None, "NllLossBackward0", (input,))
     elif reduction in ("mean", "sum"):
         scale = 1.0
         if reduction == "mean" and not nothing_kept:  # (kept targets of weight 0 only: NaN, as PyTorch's)
@@ -394,9 +400,9 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     difference = (input - _same_shape("smooth_l1_loss", input, target)).abs()
     if beta == 0:
-        return _reduce(difference, reduction)
-    return _reduce(autograd.where(difference < beta, difference * difference * (0.5 / beta),
-                                  difference - 0.5 * beta), reduction)
+        return _reduce(difference, reduction)  # (PyTorch's too: the L1 loss's nodes)
+    return named_node(_reduce(autograd.where(difference < beta, difference * difference * (0.5 / beta),
+                                             difference - 0.5 * beta), reduction), None, "SmoothL1LossBackward0")
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):

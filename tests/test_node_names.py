@@ -57,6 +57,21 @@ CASES = {
     "x.index_add(0, labels[:2], x[:2])": "IndexAddBackward0",
     "x.clone().copy_(x * 2)": "torch::autograd::CopyBackwards",
     "torch.zeros(3, 4).copy_(v)": "torch::autograd::CopyBackwards",
+    # losses, whatever the reduction
+    "F.huber_loss(x, x.detach() + 1)": "HuberLossBackward0",
+    "F.huber_loss(x, x.detach() + 1, reduction='none')": "HuberLossBackward0",
+    "F.smooth_l1_loss(x, x.detach() + 1, reduction='sum')": "SmoothL1LossBackward0",
+    "F.binary_cross_entropy(x.sigmoid(), x.detach().sigmoid())": "BinaryCrossEntropyBackward0",
+    "F.binary_cross_entropy_with_logits(x, x.detach(), reduction='none')": "BinaryCrossEntropyWithLogitsBackward0",
+    "F.mse_loss(x, x.detach(), reduction='sum')": "MseLossBackward0", "F.nll_loss(x, labels)": "NllLossBackward0",
+    "F.nll_loss(x, labels, reduction='none')": "NllLossBackward0",
+    "F.cross_entropy(x, labels, reduction='none')": "NllLossBackward0",
+    "F.l1_loss(x, x.detach() + 1)": "MeanBackward0",
+    # more composites
+    "x.var()": "VarBackward0", "x.var(0)": "VarBackward0", "x.std()": "StdBackward0",
+    "x.sort(1).values": "SortBackward0",
+    "x.topk(2).values": "TopkBackward0", "x.tril()": "TrilBackward0", "x.triu(1)": "TriuBackward0",
+    "x.repeat(2, 1)": "RepeatBackward0", "x.roll(1)": "RollBackward0", "x.roll(1, 0)": "RollBackward0",
 }
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ..backend import int32, int64, xp
 from ..errors import ShapeError, broadcast_mismatch
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from . import shape
@@ -40,7 +40,8 @@ def repeat(input, *sizes, repeats=None):
     interleaved = tuple(m for n in original for m in (1, n))
     expanded = tuple(m for r, n in zip(sizes, original) for m in (r, n))
     y = shape.expand(shape.reshape(input, interleaved), expanded)
-    return shape.reshape(y, tuple(r * n for r, n in zip(sizes, original)))
+    return named_node(shape.reshape(y, tuple(r * n for r, n in zip(sizes, original))), None, "RepeatBackward0",
+                      (input,))
 
 
 @names("tile")
@@ -166,7 +167,8 @@ def roll(input, shifts, dims=None):
             raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, dims:0")
         shift = shifts if isinstance(shifts, int) else tuple(shifts)[0]
         flat = shape.reshape(input, (-1,))
-        return shape.reshape(Roll.apply(flat, shifts=(int(shift),), dims=(0,)), input.shape)
+        return named_node(shape.reshape(Roll.apply(flat, shifts=(int(shift),), dims=(0,)), input.shape), None,
+                          "RollBackward0", (input,))
     shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     if len(shifts) != len(dims):

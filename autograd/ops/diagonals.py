@@ -9,7 +9,7 @@ on a diagonal its adjoint.
 import operator
 
 from ..backend import xp
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from . import elementwise, shape
 from .arranging import movedim
@@ -39,15 +39,16 @@ def _offset(diagonal, op, name="diagonal", position=1):
 def tril(input, diagonal=0, *, out=None):
     """The lower triangle of each matrix: elements on or below the ``diagonal``-th diagonal; 0 elsewhere."""
     rows, columns = input.shape[-2:] if input.ndim >= 2 else (0, 0)
-    return write_out(_triangle(input, xp.tri(rows, columns, _offset(diagonal, "tril"), dtype=bool), "tril"), out)
+    lower = _triangle(input, xp.tri(rows, columns, _offset(diagonal, "tril"), dtype=bool), "tril")
+    return write_out(named_node(lower, None, "TrilBackward0", (input,)), out)
 
 
 @names("triu", inplace="triu_")
 def triu(input, diagonal=0, *, out=None):
     """The upper triangle of each matrix: elements on or above the ``diagonal``-th diagonal; 0 elsewhere."""
     rows, columns = input.shape[-2:] if input.ndim >= 2 else (0, 0)
-    return write_out(_triangle(input, ~xp.tri(rows, columns, _offset(diagonal, "triu") - 1, dtype=bool), "triu"),
-                     out)
+    upper = _triangle(input, ~xp.tri(rows, columns, _offset(diagonal, "triu") - 1, dtype=bool), "triu")
+    return write_out(named_node(upper, None, "TriuBackward0", (input,)), out)
 
 
 def _diagonal_positions(rows, columns, offset):

@@ -13,6 +13,7 @@ import math
 import warnings
 
 from ..errors import ShapeError
+from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
 from .distances import pairwise_distance
@@ -85,7 +86,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     target = same_shape("binary_cross_entropy_with_logits", input, target).to(input.dtype)
     scale = 1.0 if pos_weight is None else (target * (pos_weight - 1.0) + 1.0)
     loss = (1.0 - target) * input + (-input).softplus() * scale
-    return reduced(loss if weight is None else loss * weight, reduction)
+    return named_node(reduced(loss if weight is None else loss * weight, reduction), None,
+                      "BinaryCrossEntropyWithLogitsBackward0")
 
 
 def hinge_embedding(input, target, margin, reduction):

@@ -10,7 +10,7 @@ import warnings
 
 from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims, unbiased_overload
@@ -104,7 +104,7 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
     """y = Σ |x_i - mean|² / (n - correction); correction 1 (unbiased) by default, as PyTorch.
     x.var(False) is PyTorch's var(unbiased) overload."""
     dim, unbiased = unbiased_overload("var", dim, unbiased, keepdim, correction)
-    return variance(x, dim, unbiased, keepdim, correction, "var")
+    return named_node(variance(x, dim, unbiased, keepdim, correction, "var"), None, "VarBackward0", (x,))
 
 
 def variance(x, dim, unbiased, keepdim, correction, name):
@@ -134,7 +134,7 @@ def std(x, dim=None, unbiased=None, keepdim=False, correction=None):
     """y = √var; where var is 0 (equal values) the gradient is 0, as PyTorch's, not 0 · ∞ = NaN.
     x.std(False) is PyTorch's std(unbiased) overload."""
     dim, unbiased = unbiased_overload("std", dim, unbiased, keepdim, correction)
-    return standard_deviation(x, dim, unbiased, keepdim, correction, "std")
+    return named_node(standard_deviation(x, dim, unbiased, keepdim, correction, "std"), None, "StdBackward0", (x,))
 
 
 def standard_deviation(x, dim, unbiased, keepdim, correction, name):

@@ -9,6 +9,7 @@ value came from (Gather's derivative). NaN counts as larger than every number, a
 import collections
 
 from ..backend import accumulate, int64, xp
+from ..primitive import named_node
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
@@ -61,7 +62,8 @@ def sort(input, dim=-1, descending=False, *, stable=False, out=None):
     """(values, indices): input sorted along dim, and where each value came from (ties keep order)."""
     axis = dim_index(dim, input.ndim)
     indices = _order(input._data, axis, descending)
-    return write_out(SortResult(_pick(input, axis, indices), Tensor._make(indices)), out)
+    values = named_node(_pick(input, axis, indices), None, "SortBackward0", (input,))
+    return write_out(SortResult(values, Tensor._make(indices)), out)
 
 
 @names("argsort")
@@ -96,7 +98,8 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
         indices = xp.take_along_axis(chosen, ranked, axis=axis).astype(int64)
     else:
         indices = xp.take(_order(input._data, axis, descending=largest), xp.arange(k), axis=axis)
-    return write_out(TopKResult(_pick(input, axis, indices), Tensor._make(indices)), out)
+    values = named_node(_pick(input, axis, indices), None, "TopkBackward0", (input,))
+    return write_out(TopKResult(values, Tensor._make(indices)), out)
 
 
 def _nonempty(name, input, axis):
