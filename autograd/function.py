@@ -31,7 +31,7 @@ import functools
 import inspect
 import warnings
 
-from . import graph
+from . import dual, graph
 from .backend import xp
 from .grad_mode import is_grad_enabled, no_grad
 from .hooks import add_hook
@@ -56,8 +56,18 @@ class FunctionCtx:
         # it), and only when the call is recorded, as PyTorch's
         self._pack_with = graph.modes.saved_tensor_hooks
 
+    def save_for_forward(self, *tensors):
+        """Keep ``tensors`` (or None) for ``jvp`` (forward mode), which reads them as ``saved_tensors``."""
+        for i, t in enumerate(tensors):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"save_for_forward expects all arguments to be tensors; you should save non-tensors "
+                                f"as attributes on ctx (argument {i} is of type {type(t).__name__})")
+        self._saved_for_forward = tensors
+
     @property
     def saved_tensors(self):
+        if self.__dict__.get("_in_jvp"):
+            return self.__dict__.get("_saved_for_forward", ())
         saved = self.__dict__.get("_saved", ())
         if saved is None:
             raise RuntimeError(FREED_GRAPH.format(op=type(self).__name__))
@@ -450,7 +460,36 @@ class Function:
                 cls.setup_context(ctx, args, output)
             else:
                 output = cls.forward(ctx, *args, **kwargs)
-        return ctx._connect(args, output)
+        result = ctx._connect(args, output)
+        if dual.LEVEL is not None and any(dual.tangent_of(x) is not None for x in args):
+            cls._carry_tangents(ctx, args, result)
+        return result
+
+    @classmethod
+    def _carry_tangents(cls, ctx, args, result):
+        """Forward mode through the Function: its ``jvp(ctx, *input_tangents)`` gives the outputs' tangents
+        (zeros for a tensor input without one, None for an argument that is no tensor), as PyTorch's."""
+        if cls.jvp is Function.jvp:
+            cls.jvp(ctx)  # (raises PyTorch's NotImplementedError: no forward-mode rule to use)
+        tangents = [(dual.tangent_of(x) if dual.tangent_of(x) is not None else x.detach() * 0)
+                    if isinstance(x, Tensor) else None for x in args]
+        ctx._in_jvp = True
+        try:
+            with no_grad(), dual.paused():  # (jvp's own arithmetic carries no tangents)
+                outputs_tangents = cls.jvp(ctx, *tangents)
+        finally:
+            ctx._in_jvp = False
+        outputs = result if isinstance(result, tuple) else (result,)
+        outputs_tangents = outputs_tangents if isinstance(outputs_tangents, tuple) else (outputs_tangents,)
+        if len(outputs_tangents) != len(outputs):
+            raise RuntimeError(f"{cls.__name__}.jvp returned {len(outputs_tangents)} tangents for {len(outputs)} "
+                               "outputs: it must return one per output of forward")
+        for y, t in zip(outputs, outputs_tangents):
+            if isinstance(y, Tensor) and isinstance(t, Tensor):
+                if t.shape != y.shape:
+                    raise RuntimeError(f"{cls.__name__}.jvp returned a tangent of shape {tuple(t.shape)} for an "
+                                       f"output of shape {tuple(y.shape)}")
+                dual.set_tangent(y, t)
 
 
 ONCE_DIFFERENTIABLE = "trying to differentiate twice a function that was marked with @once_differentiable"

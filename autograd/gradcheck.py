@@ -114,10 +114,33 @@ def jacobians(fn, inputs, eps, outputs=None):
     return analytic, numeric
 
 
+def _forward_jacobians(fn, inputs, numeric):
+    """The Jacobians as forward mode gives them: one pass per element of each input that requires grad,
+    its tangent that element's unit vector, each output's tangent a column (shaped as ``numeric``)."""
+    from .autograd import forward_ad  # (the namespace module: it imports this one)
+
+    forward = [[numpy.zeros_like(n) for n in row] for row in numeric]
+    wrt = [position for position, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    for j, position in enumerate(wrt):
+        x = inputs[position]
+        for i in range(x._data.size):
+            direction = numpy.zeros(x.shape)
+            direction.flat[i] = 1.0
+            with forward_ad.dual_level():
+                duals = list(inputs)
+                duals[position] = forward_ad.make_dual(x.detach(), tensor_from(direction))
+                for k, y in enumerate(_outputs(fn, duals)):
+                    tangent = forward_ad.unpack_dual(y).tangent
+                    if tangent is not None:
+                        forward[k][j][:, i] = to_numpy(tangent._data).reshape(-1)
+    return forward
+
+
 def _refuse_unbuilt(forward_ad, masked):
     if forward_ad:
-        raise NotImplementedError("gradcheck: forward-mode AD is not built here, so check_forward_ad, "
-                                  "check_batched_forward_grad and check_fwd_over_rev must stay False")
+        raise NotImplementedError("gradcheck: batched forward gradients and forward-over-reverse are not built "
+                                  "here, so check_batched_forward_grad and check_fwd_over_rev must stay False "
+                                  "(check_forward_ad is)")
     if masked:
         raise NotImplementedError("gradcheck: masked=True checks sparse/masked semantics; sparse tensors "
                                   "are not built here")
@@ -225,14 +248,19 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, raise_exception=Tru
     PyTorch's, only the outputs that require grad are checked when some do (a detached or
     non-differentiable output is left out); when none does, their finite differences must be zero.
     ``fast_mode`` is accepted: the whole Jacobian is always compared, which is stricter than
-    PyTorch's fast mode (one random projection of it). Forward-mode AD is not built here.
+    PyTorch's fast mode (one random projection of it). ``check_forward_ad``: forward mode's tangents
+    (``autograd.autograd.forward_ad``) along each input element, the Jacobian's columns, are compared
+    with the finite differences too.
     """
-    _refuse_unbuilt(check_forward_ad or check_batched_forward_grad, masked)
+    _refuse_unbuilt(check_batched_forward_grad, masked)
     try:
-        if check_backward_ad:
+        if check_backward_ad or check_forward_ad:
             fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
             fn, outputs = _differentiable_outputs_of(fn, _outputs(fn, inputs))
             analytic, numeric = jacobians(fn, inputs, eps, outputs)
+        if check_forward_ad:
+            _check_jacobians(_forward_jacobians(fn, inputs, numeric), numeric, atol, rtol, outputs)
+        if check_backward_ad:
             _check_jacobians(analytic, numeric, atol, rtol, outputs)
             _check_reentrant(outputs, inputs, analytic, nondet_tol)
             if check_undefined_grad or check_grad_dtypes:

@@ -25,7 +25,7 @@ import math
 
 import numpy
 
-from . import backend
+from . import backend, dual
 
 _PROFILES = {
     "default": dict(precision=4, threshold=1000, edgeitems=3, linewidth=80),
@@ -246,4 +246,7 @@ def tensor_repr(tensor):
         suffixes.append(f"grad_fn={tensor.grad_fn!r}")
     elif tensor.requires_grad:
         suffixes.append("requires_grad=True")
+    tangent = dual.tangent_of(tensor)
+    if tangent is not None:  # a dual tensor (forward mode): its tangent, printed as a tensor
+        suffixes.append(f"tangent={tensor_repr(tangent)}")
     return _with_suffixes(prefix + text, suffixes, indent)

@@ -318,8 +318,10 @@ def test_gradcheck_options_as_pytorch():
                     "batched": True, "gradgrad": True, "gradgrad wrong": False, "raises": "GradcheckError"}
     assert issubclass(autograd.GradcheckError, AssertionError)  # still a failed check, as before
     x = leaf([0.5, 1.0])
-    with pytest.raises(NotImplementedError, match="forward-mode AD"):
-        autograd.gradcheck(lambda t: t * 2, (x,), check_forward_ad=True)
+    assert autograd.gradcheck(lambda t: t.sin() * t, (x,), check_forward_ad=True)
+    assert autograd.gradcheck(lambda t: t.sin() * t, (x,), check_forward_ad=True, check_backward_ad=False)
+    with pytest.raises(NotImplementedError, match="check_batched_forward_grad"):
+        autograd.gradcheck(lambda t: t * 2, (x,), check_batched_forward_grad=True)
     with pytest.raises(NotImplementedError, match="sparse"):
         autograd.gradcheck(lambda t: t * 2, (x,), masked=True)
     torch = pytest.importorskip("torch")

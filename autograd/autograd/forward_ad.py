@@ -1,0 +1,69 @@
+"""``autograd.autograd.forward_ad``: PyTorch's ``torch.autograd.forward_ad``, forward-mode differentiation
+with dual tensors (the state and the arithmetic are in ``autograd.dual``):
+
+    import autograd.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        x = fwAD.make_dual(primal, tangent)       # x = primal + ε·tangent
+        y = f(x)
+        jvp = fwAD.unpack_dual(y).tangent         # J_f(primal) · tangent
+
+One pass gives the directional derivative of every output along the tangent: J ẋ, where a backward
+pass gives gᵀJ. For a function of few inputs and many outputs, forward mode is the cheaper way to its
+Jacobian (one pass per input instead of one per output).
+"""
+
+import collections
+import contextlib
+
+from .. import dual
+from ..tensor import Tensor
+
+UnpackedDualTensor = collections.namedtuple("UnpackedDualTensor", ["primal", "tangent"])
+
+
+def enter_dual_level():
+    """Open a dual level (there is one at a time: nesting is refused, as PyTorch refuses it); returns 0."""
+    return dual.open_level()
+
+
+def exit_dual_level(*, level=None):
+    """Close the dual level: every tangent made in it is gone."""
+    dual.close_level()
+
+
+@contextlib.contextmanager
+def dual_level():
+    """``with dual_level():`` dual tensors live inside the block; it yields the level (0)."""
+    level = enter_dual_level()
+    try:
+        yield level
+    finally:
+        exit_dual_level(level=level)
+
+
+def make_dual(tensor, tangent, *, level=None):
+    """A view of ``tensor`` carrying ``tangent`` (ẋ, of its shape; cast to its dtype) at the open level."""
+    if dual.LEVEL is None:
+        raise RuntimeError("Trying to create a dual Tensor for forward AD but no level exists, make sure to "
+                           "enter_dual_level() first.")
+    for role, x in (("primal", tensor), ("tangent", tangent)):
+        if not isinstance(x, Tensor) or x.dtype.kind not in "fc":
+            raise ValueError(f"Expected {role} to be floating point or complex, but got: "
+                             f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+    if tangent.shape != tensor.shape:
+        raise RuntimeError("Trying to set a forward gradient that has a different size than that of the original "
+                           f"Tensor, this is not supported. Tensor is of size {list(tensor.shape)} while the given "
+                           f"forward gradient is of size {list(tangent.shape)}.")
+    with dual.paused():  # (the view is labelled with the tangent, not computed with one)
+        view = tensor.view_as(tensor)
+    dual.set_tangent(view, tangent if tangent.dtype == tensor.dtype else tangent.to(tensor.dtype))
+    return view
+
+
+def unpack_dual(tensor, *, level=None):
+    """(primal, tangent): a view of the tensor's value without its tangent, and the tangent (None for a
+    tensor that carries none, or outside the level it was made in)."""
+    tangent = dual.tangent_of(tensor)
+    with dual.paused():
+        primal = tensor.view_as(tensor)
+    return UnpackedDualTensor(primal, tangent)

@@ -1,0 +1,167 @@
+"""Forward-mode differentiation's state: dual tensors, which carry a tangent beside their value.
+
+Inside a dual level (``autograd.autograd.forward_ad.dual_level``) a tensor may carry a tangent ẋ, and
+every op computes its output's tangent along with its value: ẏ = Σ_i (∂y/∂x_i) ẋ_i, the Jacobian of the
+op times its inputs' tangents (a Jacobian-vector product). Chained through a program, the tangent of
+its result is J ẋ for the whole program, in one forward pass: what a column of the Jacobian costs.
+
+The ops define their derivative once, as a backward: the vector-Jacobian product g ↦ gᵀJ. The
+Jacobian-vector product is read from it (the double-vjp trick): gᵀJ is linear in g, so
+
+    J ẋ = ∂/∂g ⟨gᵀJ, ẋ⟩,
+
+one small reverse pass over the op's own backward. It needs no second rule per op, and it is exact;
+it costs more than a rule written for the forward direction, which forward mode here trades away.
+
+While a level is open, ``Primitive.apply`` and the write door's ``_write`` and ``_write_at`` are replaced
+by versions that also carry tangents (``open_level``), so programs outside a level pay nothing for it.
+Tangents live on the tensors (``_fw``: the level they belong to and the tangent); closing the level
+makes every one of them stale at once. Complex tangents are refused: the double-vjp reading of a
+complex backward (PyTorch's conjugate convention) is not built.
+"""
+
+import contextlib
+
+from . import graph
+from .backend import xp
+from .tensor import Tensor
+
+LEVEL = None  # the open level (an object, compared by identity), or None
+
+
+def tangent_of(x):
+    """x's tangent at the open level, or None."""
+    if LEVEL is None or type(x) is not Tensor and not isinstance(x, Tensor):
+        return None
+    carried = x.__dict__.get("_fw")
+    return carried[1] if carried is not None and carried[0] is LEVEL else None
+
+
+def set_tangent(x, tangent):
+    x._fw = (LEVEL, tangent)
+
+
+def open_level():
+    """Open the one dual level (nesting is refused, as PyTorch refuses it) and put the tangent-carrying
+    versions of Primitive.apply and the write door in place."""
+    global LEVEL
+    if LEVEL is not None:
+        raise RuntimeError("Nested forward mode AD is not supported at the moment")
+    from .primitive import Primitive
+    from .write_door import WriteDoor
+
+    LEVEL = object()
+    _PLAIN.update(apply=Primitive.__dict__["apply"], write=WriteDoor.__dict__["_write"],
+                  write_at=WriteDoor.__dict__["_write_at"])
+    Primitive.apply = classmethod(_apply_carrying_tangents)
+    WriteDoor._write, WriteDoor._write_at = _write_carrying_tangents, _write_at_carrying_tangents
+    return 0
+
+
+def close_level():
+    """Close the open level: every tangent made in it is gone, and the plain methods are back."""
+    global LEVEL
+    if LEVEL is None:
+        return
+    from .primitive import Primitive
+    from .write_door import WriteDoor
+
+    Primitive.apply, WriteDoor._write, WriteDoor._write_at = _PLAIN["apply"], _PLAIN["write"], _PLAIN["write_at"]
+    LEVEL = None
+
+
+_PLAIN = {}  # the methods the open level replaced
+
+
+@contextlib.contextmanager
+def paused():
+    """Ops inside carry no tangents (what forward mode does for itself: a view it labels, a jvp rule's
+    arithmetic), the level staying open."""
+    global LEVEL
+    level, LEVEL = LEVEL, None
+    try:
+        yield
+    finally:
+        LEVEL = level
+
+
+def _apply_carrying_tangents(cls, *inputs, **params):
+    out = _PLAIN["apply"].__func__(cls, *inputs, **params)
+    tangents = [tangent_of(x) for x in inputs]
+    if any(t is not None for t in tangents) and out._data.dtype.kind in "fc":
+        set_tangent(out, push_forward(cls, params, inputs, tangents))
+    return out
+
+
+def push_forward(cls, params, inputs, tangents):
+    """ẏ = Σ_i J_i ẋ_i for the op ``cls`` with ``params`` at ``inputs``, read from its backward by the
+    double-vjp trick (the module's docstring). The op's forward runs again on a node of its own: its
+    backward may read what forward worked out (an argmax's index, a layout)."""
+    for x, t in zip(inputs, tangents):
+        if t is not None and (x._data.dtype.kind == "c" or t._data.dtype.kind == "c"):
+            raise NotImplementedError(f"forward-mode AD of complex tensors is not built here ({cls.__name__} of a "
+                                      f"{x.dtype} tensor with a tangent): use autograd.func.jvp, or the real and "
+                                      "imaginary parts")
+    node = object.__new__(cls)
+    node.__dict__ = dict(params)
+    with graph.no_grad():
+        value = node.forward(*[x._data for x in inputs])
+    if value.dtype.kind == "c":
+        raise NotImplementedError(f"forward-mode AD of complex results is not built here ({cls.__name__})")
+    with graph.enable_grad():
+        g = Tensor._make(xp.zeros_like(value))
+        g.requires_grad_()
+        constants = []
+        for x, t in zip(inputs, tangents):  # each input a constant; the ones with a tangent say they need a
+            c = Tensor._make(x._data)        # gradient, so the backward computes their share
+            if t is not None:
+                c.requires_grad_()
+            constants.append(c)
+        output = Tensor._make(value) if cls.saves_output else None
+        shares = node.backward(g, output, *constants)
+        total = None
+        for share, t in zip(shares, tangents):
+            if share is not None and t is not None:
+                term = (share * t).sum()
+                total = term if total is None else total + term
+    if total is None or not total.requires_grad:  # the output does not depend on a tangent-carrying input
+        return Tensor._make(xp.zeros_like(value))
+    from .differentiate import grad
+
+    (tangent,) = grad([total], [g], allow_unused=True)
+    return Tensor._make(xp.zeros_like(value)) if tangent is None else tangent.detach()
+
+
+def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_old=True):
+    """The write door with tangents: a write into a dual tensor, or of one, is made out of place on its
+    value and its tangent, and both are written back."""
+    own = tangent_of(self)
+    if own is None and not any(tangent_of(x) is not None for x in operands):
+        return _PLAIN["write"](self, operands, out_of_place, in_place, reads_old)
+    if self._base is not None and tangent_of(self._base) is not None:
+        raise NotImplementedError("an in-place write into a view of a dual tensor is not built here (its base's "
+                                  "tangent would not follow): write into the dual tensor itself, or out of place")
+    made = []
+
+    def carrying(old):
+        if old is not None and own is not None and tangent_of(old) is None:
+            set_tangent(old, own)  # (the recorded write's snapshot of self: the same value, the same tangent)
+        new = out_of_place(self if old is None else old)
+        made.append(new)
+        return new
+
+    _PLAIN["write"](self, operands, carrying, None, True)
+    tangent = tangent_of(made[-1]) if made else None
+    set_tangent(self, tangent if tangent is not None else Tensor._make(xp.zeros_like(self._data)))
+    return self
+
+
+def _write_at_carrying_tangents(self, index, value):
+    """``self[index] = value`` with tangents: the write door's out-of-place index_put, tangent and all."""
+    if tangent_of(self) is None and tangent_of(value) is None:
+        return _PLAIN["write_at"](self, index, value)
+    from .tensor import _operand
+    from .write_door import _index
+
+    index = _index(index)
+    _write_carrying_tangents(self, (value,), lambda old: old._index_put(index, _operand(value, old)))

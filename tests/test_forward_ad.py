@@ -1,0 +1,209 @@
+"""Forward-mode AD (``autograd.autograd.forward_ad``, PyTorch's ``torch.autograd.forward_ad``): a dual tensor's
+tangent ẋ is carried through every op, and the result's tangent is the directional derivative J ẋ. Each case
+runs on chainrule and on PyTorch against central finite differences in float64; then the API's rules and
+errors, in-place writes, custom Functions' jvp, and printing."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+from tests.ported import close
+
+CASES = {  # name: f(T, F, x) for x of shape (6,)
+    "sin of a product": lambda T, F, x: (x * x).sin(),
+    "exp, sum": lambda T, F, x: x.exp().sum(),
+    "matmul": lambda T, F, x: x.reshape(2, 3) @ T.arange(12.0, dtype=T.float64).reshape(3, 4),
+    "linear": lambda T, F, x: F.linear(x.reshape(2, 3), T.ones(4, 3, dtype=T.float64) * 0.5,
+                                       T.ones(4, dtype=T.float64)),
+    "softmax": lambda T, F, x: F.softmax(x.reshape(2, 3), -1),
+    "log_softmax": lambda T, F, x: F.log_softmax(x.reshape(3, 2), 0),
+    "relu, tanh, sigmoid": lambda T, F, x: x.relu() + x.tanh() * x.sigmoid(),
+    "max": lambda T, F, x: x.max(),
+    "max over a dim": lambda T, F, x: x.reshape(2, 3).max(1).values,
+    "norm": lambda T, F, x: x.norm(),
+    "views": lambda T, F, x: x[1:].reshape(5, 1).t() * 2 + x.unsqueeze(0)[:, :5],
+    "cat and stack": lambda T, F, x: T.cat([x, x * 2]) + T.stack([x, x]).sum(0).repeat(2),
+    "cumsum, cumprod": lambda T, F, x: x.cumsum(0) * x.cumprod(0),
+    "sort": lambda T, F, x: x.sort().values * T.arange(6.0, dtype=T.float64),
+    "inverse": lambda T, F, x: T.linalg.inv(x[:4].reshape(2, 2) + 3 * T.eye(2, dtype=T.float64)),
+    "mean, std, var": lambda T, F, x: x.mean() + x.std() * x.var(),
+    "pow": lambda T, F, x: x.abs().pow(2.5) + x.pow(3),
+    "where": lambda T, F, x: T.where(x > 0, x * 3, -x),
+    "gelu, logsumexp": lambda T, F, x: F.gelu(x) + x.logsumexp(0),
+    "layer_norm": lambda T, F, x: F.layer_norm(x.reshape(2, 3), (3,)),
+    "conv1d": lambda T, F, x: F.conv1d(x.reshape(1, 1, 6), T.tensor([[[1.0, -2.0, 0.5]]], dtype=T.float64)),
+    "mse_loss, cross_entropy": lambda T, F, x: F.mse_loss(x, T.ones(6, dtype=T.float64))
+    + F.cross_entropy(x.reshape(2, 3), T.tensor([0, 2])),
+    "index_select, gather": lambda T, F, x: x.index_select(0, T.tensor([5, 0, 0]))
+    * x.reshape(2, 3).gather(1, T.tensor([[2], [0]])).reshape(2).repeat(2)[:3],
+}
+
+
+def _modules(T):
+    name = T.__name__
+    return (importlib.import_module(f"{name}.autograd.forward_ad"),
+            importlib.import_module("torch.nn.functional" if name == "torch" else "nn.functional"))
+
+
+def _point(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(-2, 2, 6), rng.standard_normal(6)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_tangent_is_the_directional_derivative(T, name):
+    fwAD, F = _modules(T)
+    f = CASES[name]
+    x0, t0 = _point()
+    with fwAD.dual_level():
+        y = f(T, F, fwAD.make_dual(T.tensor(x0), T.tensor(t0)))
+        primal, tangent = fwAD.unpack_dual(y)
+    h = 1e-6
+    expected = (f(T, F, T.tensor(x0 + h * t0)).numpy() - f(T, F, T.tensor(x0 - h * t0)).numpy()) / (2 * h)
+    close(primal, f(T, F, T.tensor(x0)).numpy(), rtol=1e-12)
+    close(tangent, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_two_dual_inputs_and_a_module(T):
+    fwAD, F = _modules(T)
+    x0, t0 = _point(1)
+    y0, s0 = _point(2)
+    with fwAD.dual_level():
+        x, y = fwAD.make_dual(T.tensor(x0), T.tensor(t0)), fwAD.make_dual(T.tensor(y0), T.tensor(s0))
+        z = fwAD.unpack_dual(x * y + x.exp()).tangent
+        model = (T.nn if T.__name__ == "torch" else importlib.import_module("nn")).Linear(6, 2).double()
+        w = fwAD.unpack_dual(model(x)).tangent
+    close(z, t0 * y0 + x0 * s0 + np.exp(x0) * t0, rtol=1e-12)
+    close(w, model.weight.detach().numpy() @ t0, rtol=1e-12)
+    assert not model.weight.requires_grad or model.weight.grad is None  # (forward mode fills no .grad)
+
+
+def test_the_levels_rules_and_the_errors(T):
+    fwAD, F = _modules(T)
+    x = T.ones(3)
+    with pytest.raises(RuntimeError, match="no level exists"):
+        fwAD.make_dual(x, T.ones(3))
+    assert fwAD.unpack_dual(x).tangent is None
+    with fwAD.dual_level() as level:
+        assert level == 0
+        with pytest.raises(RuntimeError, match="Nested forward mode AD is not supported"):
+            with fwAD.dual_level():
+                pass
+        with pytest.raises(RuntimeError, match="different size than that of the original Tensor"):
+            fwAD.make_dual(x, T.ones(2))
+        with pytest.raises(ValueError, match="Expected tangent to be floating point or complex"):
+            fwAD.make_dual(x, T.ones(3, dtype=T.int64))
+        with pytest.raises(ValueError, match="Expected primal to be floating point or complex"):
+            fwAD.make_dual(T.ones(3, dtype=T.int64), T.ones(3, dtype=T.int64))
+        d = fwAD.make_dual(x, T.tensor([0.0, 1.0, 2.0]))
+        assert d is not x and d._base is x and not d.requires_grad
+        primal, tangent = fwAD.unpack_dual(d)
+        assert primal is not d and fwAD.unpack_dual(primal).tangent is None
+        close(tangent, [0.0, 1.0, 2.0])
+        y = d * 3
+        assert "tangent=tensor([0., 3., 6.])" in repr(y)
+        assert (d > 1).dtype == T.bool  # (a comparison has no tangent)
+    assert fwAD.unpack_dual(d).tangent is None and fwAD.unpack_dual(y).tangent is None  # (the level is closed)
+    assert "tangent" not in repr(y)
+
+
+def test_in_place_writes_carry_tangents(T):
+    fwAD, F = _modules(T)
+    with fwAD.dual_level():
+        d = fwAD.make_dual(T.tensor([1.0, 2.0, 3.0]), T.tensor([1.0, 1.0, 1.0]))
+        e = fwAD.make_dual(T.tensor([5.0]), T.tensor([7.0]))
+        d.mul_(2)
+        close(fwAD.unpack_dual(d).tangent, [2.0, 2.0, 2.0])
+        d[1] = e[0] * 2
+        close(d, [2.0, 10.0, 6.0])
+        close(fwAD.unpack_dual(d).tangent, [2.0, 14.0, 2.0])
+        w = T.zeros(3)
+        w.copy_(d)
+        w.add_(e)
+        close(w, [7.0, 15.0, 11.0])
+        close(fwAD.unpack_dual(w).tangent, [9.0, 21.0, 9.0])
+
+
+def test_a_custom_function_uses_its_jvp(T):
+    fwAD, F = _modules(T)
+
+    class Cube(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_forward(x)
+            return x ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            raise AssertionError("not used in forward mode")
+
+        @staticmethod
+        def jvp(ctx, t):
+            (x,) = ctx.saved_tensors
+            return 3 * x * x * t
+
+    class NoJvp(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+
+    with fwAD.dual_level():
+        d = fwAD.make_dual(T.tensor([1.0, 2.0]), T.tensor([1.0, 0.5]))
+        y = Cube.apply(d)
+        close(y, [1.0, 8.0])
+        close(fwAD.unpack_dual(y).tangent, [3.0, 6.0])
+        with pytest.raises(NotImplementedError, match="You must implement the jvp function"):
+            NoJvp.apply(d)
+
+
+def test_complex_tangents_are_refused_here():
+    import autograd
+    import autograd.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        d = fwAD.make_dual(autograd.tensor([1.0 + 1j]), autograd.tensor([1.0 + 0j]))
+        with pytest.raises(NotImplementedError, match="forward-mode AD of complex tensors is not built here"):
+            d * d
+
+
+def test_outside_a_level_the_ops_are_the_plain_ones():
+    import autograd
+    import autograd.autograd.forward_ad as fwAD
+    from autograd.primitive import Primitive
+    from autograd.write_door import WriteDoor
+
+    plain = (Primitive.__dict__["apply"], WriteDoor.__dict__["_write"], WriteDoor.__dict__["_write_at"])
+    try:
+        with fwAD.dual_level():
+            assert Primitive.__dict__["apply"] is not plain[0]
+            raise KeyError("an error inside the level")
+    except KeyError:
+        pass
+    assert (Primitive.__dict__["apply"], WriteDoor.__dict__["_write"], WriteDoor.__dict__["_write_at"]) == plain
+    assert autograd.ones(2).add(1).sum().item() == 4.0
+
+
+def test_gradcheck_checks_forward_mode_too(T):
+    class Twice(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+
+        @staticmethod
+        def jvp(ctx, t):
+            return t * 4  # (wrong: the derivative is 2)
+
+    x = T.tensor([0.5, 1.0], dtype=T.float64, requires_grad=True)
+    assert T.autograd.gradcheck(lambda t: (t * t).exp(), (x,), check_forward_ad=True)
+    assert not T.autograd.gradcheck(Twice.apply, (x,), check_forward_ad=True, check_backward_ad=False,
+                                    raise_exception=False)
+    assert T.autograd.gradcheck(Twice.apply, (x,), check_forward_ad=False)
