@@ -173,7 +173,9 @@ def test_complex_tangents_are_refused_here():
 
 def test_outside_a_level_the_ops_are_the_plain_ones():
     import autograd
-    import autograd.autograd.forward_ad as fwAD
+
+    assert autograd.autograd.forward_ad.dual_level  # (torch.autograd.forward_ad without an import of its own)
+    import autograd.autograd.forward_ad as fwAD  # noqa: E402
     from autograd.primitive import Primitive
     from autograd.write_door import WriteDoor
 

@@ -118,6 +118,7 @@ class set_multithreading_enabled:
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"functional": ".functional",
                                                             "Variable": ".variable:Variable",
                                                             "graph": ".graph",
+                                                            "forward_ad": ".forward_ad",
                                                             "profiler": ".profiler",
                                                             "anomaly_mode": ".anomaly_mode",
                                                             "variable": ".variable"})
