@@ -105,13 +105,25 @@ def jacobians(fn, inputs, eps, outputs=None):
         for i in range(flat.size):
             original = flat[i].item()  # a number: CuPy's flat[i] is a view, which the next line would change
             flat[i] = original + eps
-            plus = [to_numpy(y._data).astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
+            plus = _perturbed_outputs(fn, inputs, outputs, eps)
             flat[i] = original - eps
-            minus = [to_numpy(y._data).astype(numpy.float64).reshape(-1) for y in _outputs(fn, inputs)]
+            minus = _perturbed_outputs(fn, inputs, outputs, eps)
             flat[i] = original
             for k in range(len(outputs)):
                 numeric[k][j][:, i] = (plus[k] - minus[k]) / (2 * eps)
     return analytic, numeric
+
+
+def _perturbed_outputs(fn, inputs, outputs, eps):
+    """fn's outputs at perturbed inputs, flat float64 arrays; their shapes and dtypes must be the ones at the
+    inputs themselves (PyTorch's check: an output whose shape or dtype depends on the values has no Jacobian)."""
+    perturbed = _outputs(fn, inputs)
+    for y, z in zip(outputs, perturbed):
+        for what in ("shape", "dtype"):
+            if getattr(y, what) != getattr(z, what):
+                raise GradcheckError(f"Expected fn(*inputs) to return outputs with the same {what} when inputs are "
+                                     f"perturbed by {eps}, but got: {getattr(y, what)} and {getattr(z, what)}.")
+    return [to_numpy(z._data).astype(numpy.float64).reshape(-1) for z in perturbed]
 
 
 def _forward_jacobians(fn, inputs, numeric):

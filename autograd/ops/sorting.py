@@ -163,10 +163,11 @@ def _median(input, dim, keepdim, skip_nan):
     if dim is None:
         if input.numel() == 0:
             return Tensor._make(xp.asarray(xp.nan, dtype=input.dtype))
-        if input.dtype.kind not in "fc" or (not skip_nan and xp.isnan(input._data).any()):  # NaN: to the NaN
+        if input.dtype.kind not in "fc":
             flat = shape.reshape(input, (-1,))
             return _select_along(flat, 0, _median_position(flat._data, 0, skip_nan), False, result).values
-        # over all elements the gradient is shared between ties, as PyTorch's (the max's rule)
+        # over all elements the gradient is shared between ties, as PyTorch's (the max's rule: a NaN median
+        # shares it between the NaNs)
         return Extremum.apply(input, axis=None, find=lambda a: _median_value(a, skip_nan), arg=None)
     axis = dim_index(dim, input.ndim)
     _nonempty("median", input, axis)  # (nanmedian's message says median too, as PyTorch's)
