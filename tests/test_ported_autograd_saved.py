@@ -508,7 +508,6 @@ def test_integer_outputs(T):
         assert not dtype_name(out).startswith(("float", "complex")) and not out.requires_grad
 
 
-@xfail_ours("unique's values do not require grad in chainrule; PyTorch marks them (with no backward formula): ops/")
 def test_unique_outputs_requires_grad(T):
     inp = T.rand(4, requires_grad=True)
     for res in (T.unique(inp, return_inverse=True, return_counts=True), T.unique(inp, sorted=True),

@@ -9,7 +9,7 @@ value came from (Gather's derivative). NaN counts as larger than every number, a
 import collections
 
 from ..backend import accumulate, int64, xp
-from ..primitive import named_node
+from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
@@ -223,8 +223,25 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     return write_out(ModeResult(values, Tensor._make(indices)), out)
 
 
-def _unique_results(values, inverse, counts, return_inverse, return_counts, inverse_shape):
-    results = [Tensor._make(values)]
+class UniqueValues(Primitive):
+    """y = the distinct values of x (worked out by the caller: ``values``), as PyTorch's unique: a result that
+    is part of the graph but has no derivative (which distinct values there are jumps with x), so a backward
+    pass through it raises, naming PyTorch's kernel, where one that skipped it would leave x's gradient out."""
+
+    saves_inputs = False
+
+    def forward(self, x):
+        return self.values
+
+    def backward(self, grad, y, x):
+        raise NotImplementedError(f"the derivative for '{self.kernel}' is not implemented.")
+
+    def name(self):  # (_unique2 is Unique2Backward0, unique_consecutive UniqueConsecutiveBackward0, ...)
+        return "".join(part.capitalize() for part in self.kernel.split("_")) + "Backward0"
+
+
+def _unique_results(input, kernel, values, inverse, counts, return_inverse, return_counts, inverse_shape):
+    results = [UniqueValues.apply(input, values=values, kernel=kernel)]
     if return_inverse:
         results.append(Tensor._make(inverse.reshape(inverse_shape).astype(int64)))
     if return_counts:
@@ -250,7 +267,7 @@ def _unique_slices_exist(shape, axis):
 
 @names("unique")
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
-    """The distinct values, sorted (a result without gradient, as PyTorch's); with return_inverse
+    """The distinct values, sorted (part of the graph without a derivative, as PyTorch's); with return_inverse
     where each element of input went, with return_counts how often each occurs. With dim, the
     distinct slices along dim."""
     data = input._data
@@ -259,14 +276,15 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
         # NaN != NaN: each NaN is its own value, as in PyTorch (NumPy merges them by default)
         values, inverse, counts = xp.unique(data.reshape(-1), return_inverse=True, return_counts=True,
                                             equal_nan=False)
-        return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
+        return _unique_results(input, "_unique2", values, inverse, counts, return_inverse, return_counts, data.shape)
     axis = dim_index(dim, data.ndim)
     _unique_slices_exist(data.shape, axis)
     # (bool slices compared as bytes: CuPy's unique(axis=) subtracts its keys, which bools refuse)
     keys = data.view(xp.uint8) if data.dtype == bool else data
     values, inverse, counts = xp.unique(keys, return_inverse=True, return_counts=True, axis=axis, equal_nan=False)
     values = values.view(bool) if data.dtype == bool else values
-    return _unique_results(values, inverse, counts, return_inverse, return_counts, (data.shape[axis],))
+    return _unique_results(input, "unique_dim", values, inverse, counts, return_inverse, return_counts,
+                           (data.shape[axis],))
 
 
 @names("unique_consecutive")
@@ -277,24 +295,27 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
     if dim is None:
         flat = data.reshape(-1)
         if flat.size == 0:
-            return _unique_results(flat, flat.astype(int64), flat.astype(int64), return_inverse, return_counts,
-                                   data.shape)
+            return _unique_results(input, "unique_consecutive", flat, flat.astype(int64), flat.astype(int64),
+                                   return_inverse, return_counts, data.shape)
         starts = xp.concatenate([xp.ones(1, dtype=bool), flat[1:] != flat[:-1]])
         values = flat[starts]
         inverse = xp.cumsum(starts) - 1
         counts = xp.diff(xp.append(xp.flatnonzero(starts), flat.size))
-        return _unique_results(values, inverse, counts, return_inverse, return_counts, data.shape)
+        return _unique_results(input, "unique_consecutive", values, inverse, counts, return_inverse, return_counts,
+                               data.shape)
     axis = dim_index(dim, data.ndim)
     _unique_slices_exist(data.shape, axis)
     if data.shape[axis] == 0:  # no slices: no runs
         nothing = xp.zeros(0, dtype=int64)
-        return _unique_results(data, nothing, nothing, return_inverse, return_counts, (0,))
+        return _unique_results(input, "unique_consecutive", data, nothing, nothing, return_inverse,
+                               return_counts, (0,))
     moved = xp.moveaxis(data, axis, 0).reshape(data.shape[axis], -1)
     starts = xp.concatenate([xp.ones(1, dtype=bool), (moved[1:] != moved[:-1]).any(axis=1)])
     values = xp.compress(starts, data, axis=axis)
     inverse = xp.cumsum(starts) - 1
     counts = xp.diff(xp.append(xp.flatnonzero(starts), len(starts)))
-    return _unique_results(values, inverse, counts, return_inverse, return_counts, (data.shape[axis],))
+    return _unique_results(input, "unique_consecutive", values, inverse, counts, return_inverse, return_counts,
+                           (data.shape[axis],))
 
 
 def _check_search_out(out, out_int32):
