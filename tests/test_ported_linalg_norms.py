@@ -8,7 +8,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, xfail_ours
+from tests.ported import close, dtype_name, raises, same
 
 INF = float("inf")
 
@@ -162,11 +162,12 @@ def test_cond_special_cases(T):
     assert dtype_name(T.linalg.cond(T.eye(2, dtype=T.complex64))) == "float32"
 
 
-@xfail_ours("linalg.cond of an empty matrix with p None/2/-2 indexes σ[..., 0] of no singular values (IndexError);"
-            " PyTorch gives 0 (the fix is in autograd/ops/condition.py, outside this task)")
 def test_cond_of_empty_by_singular_values(T):
     for p in (None, 2, -2, "nuc"):
         same(T.linalg.cond(T.zeros(0, 0), p), 0.0)
+    same(T.linalg.cond(T.zeros(2, 0, 3)), np.zeros(2, np.float32))
+    same(T.linalg.cond(T.zeros(3, 0, 0, dtype=T.complex64), "fro"), np.zeros(3, np.float32))
+    assert tuple(T.linalg.cond(T.zeros(0, 3, 3)).shape) == (0,)
 
 
 @pytest.mark.parametrize("ord", [1, 2, 3, 0.5, INF, -1])

@@ -25,6 +25,11 @@ def cond(input, p=None, *, out=None):
     A = input  # (PyTorch's keyword is input=, though its docs write A)
     if A.ndim < 2:
         raise RuntimeError("linalg.cond: The input tensor must have at least 2 dimensions.")
+    if p is not None and p not in (2, -2) and p not in _INVERTING:
+        raise RuntimeError(f"linalg.cond got an invalid norm type: {p}")
+    if A.shape[-1] == 0 or A.shape[-2] == 0:  # κ of matrices with no elements: 0, as PyTorch's
+        real = xp.zeros(1, dtype=A.dtype).real.dtype
+        return write_out(Tensor._make(xp.zeros(A.shape[:-2], dtype=real)), out)
     if p is None or p in (2, -2):
         sigma = svdvals(A)
         largest, smallest = sigma[..., 0], sigma[..., -1]
