@@ -14,7 +14,8 @@ one small reverse pass over the op's own backward. It needs no second rule per o
 it costs more than a rule written for the forward direction, which forward mode here trades away.
 
 While a level is open, ``Primitive.apply`` and the write door's ``_write`` and ``_write_at`` are replaced
-by versions that also carry tangents (``open_level``), so programs outside a level pay nothing for it.
+by versions that also carry tangents (``open_level``), so programs outside a level pay nothing for it;
+a backward pass run inside a level carries none (no forward-over-reverse).
 Tangents live on the tensors (``_fw``: the level they belong to and the tangent); closing the level
 makes every one of them stale at once. Complex tangents are refused: the double-vjp reading of a
 complex backward (PyTorch's conjugate convention) is not built.
@@ -47,14 +48,16 @@ def open_level():
     global LEVEL
     if LEVEL is not None:
         raise RuntimeError("Nested forward mode AD is not supported at the moment")
+    from . import engine
     from .primitive import Primitive
     from .write_door import WriteDoor
 
     LEVEL = object()
     _PLAIN.update(apply=Primitive.__dict__["apply"], write=WriteDoor.__dict__["_write"],
-                  write_at=WriteDoor.__dict__["_write_at"])
+                  write_at=WriteDoor.__dict__["_write_at"], backpropagate=engine.backpropagate)
     Primitive.apply = classmethod(_apply_carrying_tangents)
     WriteDoor._write, WriteDoor._write_at = _write_carrying_tangents, _write_at_carrying_tangents
+    engine.backpropagate = _backpropagate_without_tangents
     return 0
 
 
@@ -63,10 +66,12 @@ def close_level():
     global LEVEL
     if LEVEL is None:
         return
+    from . import engine
     from .primitive import Primitive
     from .write_door import WriteDoor
 
     Primitive.apply, WriteDoor._write, WriteDoor._write_at = _PLAIN["apply"], _PLAIN["write"], _PLAIN["write_at"]
+    engine.backpropagate = _PLAIN["backpropagate"]
     LEVEL = None
 
 
@@ -86,28 +91,51 @@ def paused():
 
 
 def _apply_carrying_tangents(cls, *inputs, **params):
-    out = _PLAIN["apply"].__func__(cls, *inputs, **params)
+    """Primitive.apply with tangents: the op runs once, recorded, so that its node (which holds what its
+    forward worked out: an argmax's index, a dropout mask, a random draw) gives the tangent; the output
+    keeps the graph the plain apply would have given it, and no other."""
     tangents = [tangent_of(x) for x in inputs]
-    if any(t is not None for t in tangents) and out._data.dtype.kind in "fc":
-        set_tangent(out, push_forward(cls, params, inputs, tangents))
-    return out
-
-
-def push_forward(cls, params, inputs, tangents):
-    """ẏ = Σ_i J_i ẋ_i for the op ``cls`` with ``params`` at ``inputs``, read from its backward by the
-    double-vjp trick (the module's docstring). The op's forward runs again on a node of its own: its
-    backward may read what forward worked out (an argmax's index, a layout)."""
+    if all(t is None for t in tangents):
+        return _PLAIN["apply"].__func__(cls, *inputs, **params)
     for x, t in zip(inputs, tangents):
         if t is not None and (x._data.dtype.kind == "c" or t._data.dtype.kind == "c"):
             raise NotImplementedError(f"forward-mode AD of complex tensors is not built here ({cls.__name__} of a "
                                       f"{x.dtype} tensor with a tangent): use autograd.func.jvp, or the real and "
                                       "imaginary parts")
-    node = object.__new__(cls)
-    node.__dict__ = dict(params)
-    with graph.no_grad():
-        value = node.forward(*[x._data for x in inputs])
+    recording = graph.modes.grad_enabled
+    if recording and any(x._requires_grad for x in inputs):  # recorded anyway: its node is the output's grad_fn
+        out = _PLAIN["apply"].__func__(cls, *inputs, **params)
+        node = out.grad_fn
+    else:  # recorded for the tangent alone, then the output let go of the graph, as the plain apply leaves it
+        flipped = [x for x, t in zip(inputs, tangents) if t is not None]
+        for x in flipped:
+            x._requires_grad = True
+        graph.modes.grad_enabled = True
+        try:
+            out = _PLAIN["apply"].__func__(cls, *inputs, **params)
+        finally:
+            graph.modes.grad_enabled = recording
+            for x in flipped:
+                x._requires_grad = False
+        node, out.grad_fn, out._requires_grad = out.grad_fn, None, False
+    if type(node) is cls:  # (not recorded: an output with no derivative, of integers or bools)
+        set_tangent(out, push_forward(node, inputs, out, tangents))
+    return out
+
+
+def _backpropagate_without_tangents(*args, **kwargs):
+    """A backward pass inside a dual level carries no tangents: its gradients get none (forward-over-reverse,
+    the tangent of a gradient, is not built here: what a saved output carries would be missing from it)."""
+    with paused():
+        return _PLAIN["backpropagate"](*args, **kwargs)
+
+
+def push_forward(node, inputs, out, tangents):
+    """ẏ = Σ_i J_i ẋ_i for the op ``node`` made ``out`` from ``inputs``, read from its backward by the
+    double-vjp trick (the module's docstring)."""
+    value = out._data
     if value.dtype.kind == "c":
-        raise NotImplementedError(f"forward-mode AD of complex results is not built here ({cls.__name__})")
+        raise NotImplementedError(f"forward-mode AD of complex results is not built here ({type(node).__name__})")
     with graph.enable_grad():
         g = Tensor._make(xp.zeros_like(value))
         g.requires_grad_()
@@ -117,7 +145,7 @@ def push_forward(cls, params, inputs, tangents):
             if t is not None:
                 c.requires_grad_()
             constants.append(c)
-        output = Tensor._make(value) if cls.saves_output else None
+        output = Tensor._make(value) if node.saves_output else None
         shares = node.backward(g, output, *constants)
         total = None
         for share, t in zip(shares, tangents):

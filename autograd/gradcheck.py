@@ -140,7 +140,7 @@ def _forward_jacobians(fn, inputs, numeric):
             direction.flat[i] = 1.0
             with forward_ad.dual_level():
                 duals = list(inputs)
-                duals[position] = forward_ad.make_dual(x.detach(), tensor_from(direction))
+                duals[position] = forward_ad.make_dual(x, tensor_from(direction))
                 for k, y in enumerate(_outputs(fn, duals)):
                     tangent = forward_ad.unpack_dual(y).tangent
                     if tangent is not None:
