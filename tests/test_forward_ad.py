@@ -209,3 +209,29 @@ def test_gradcheck_checks_forward_mode_too(T):
     assert not T.autograd.gradcheck(Twice.apply, (x,), check_forward_ad=True, check_backward_ad=False,
                                     raise_exception=False)
     assert T.autograd.gradcheck(Twice.apply, (x,), check_forward_ad=False)
+
+
+def test_an_op_that_draws_at_random_gets_the_tangent_of_what_it_returned(T):
+    fwAD, F = _modules(T)
+    T.manual_seed(0)
+    with fwAD.dual_level():
+        d = fwAD.make_dual(T.ones(1000), T.full((1000,), 3.0))
+        y = F.dropout(d, 0.5, training=True)
+        tangent = fwAD.unpack_dual(y).tangent
+    kept = y.numpy() != 0
+    assert 300 < kept.sum() < 700
+    close(tangent, np.where(kept, 6.0, 0.0))  # 3 through the kept units, scaled by 1 / (1 - p)
+
+
+def test_a_backward_pass_inside_a_level_still_gives_gradients():
+    import autograd
+    import autograd.autograd.forward_ad as fwAD
+
+    a = autograd.tensor([1.0, -2.0], requires_grad=True)
+    with fwAD.dual_level():
+        x = fwAD.make_dual(a, autograd.tensor([1.0, 1.0]))
+        y = (x * x).sum()
+        close(fwAD.unpack_dual(y).tangent, -2.0)  # 2 x · ẋ
+        y.backward()
+        close(a.grad, [2.0, -4.0])
+        assert fwAD.unpack_dual(a.grad).tangent is None  # (no forward-over-reverse here)
