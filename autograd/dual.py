@@ -17,8 +17,12 @@ While a level is open, ``Primitive.apply`` and the write door's ``_write`` and `
 by versions that also carry tangents (``open_level``), so programs outside a level pay nothing for it;
 a backward pass run inside a level carries none (no forward-over-reverse).
 Tangents live on the tensors (``_fw``: the level they belong to and the tangent); closing the level
-makes every one of them stale at once. Complex tangents are refused: the double-vjp reading of a
-complex backward (PyTorch's conjugate convention) is not built.
+makes every one of them stale at once.
+
+Complex numbers: a backward here gives PyTorch's gradient, the real gradient of each (real, imaginary)
+pair written as one complex number, so the vjp is gᵀJ of the real Jacobian J of those pairs, and the
+same trick reads J ẋ with the real inner product ⟨a, b⟩ = Re Σ ā b. For a holomorphic op that is
+f'(z) ż, as PyTorch's forward mode gives it.
 """
 
 import contextlib
@@ -97,11 +101,6 @@ def _apply_carrying_tangents(cls, *inputs, **params):
     tangents = [tangent_of(x) for x in inputs]
     if all(t is None for t in tangents):
         return _PLAIN["apply"].__func__(cls, *inputs, **params)
-    for x, t in zip(inputs, tangents):
-        if t is not None and (x._data.dtype.kind == "c" or t._data.dtype.kind == "c"):
-            raise NotImplementedError(f"forward-mode AD of complex tensors is not built here ({cls.__name__} of a "
-                                      f"{x.dtype} tensor with a tangent): use autograd.func.jvp, or the real and "
-                                      "imaginary parts")
     recording = graph.modes.grad_enabled
     if recording and any(x._requires_grad for x in inputs):  # recorded anyway: its node is the output's grad_fn
         out = _PLAIN["apply"].__func__(cls, *inputs, **params)
@@ -134,8 +133,6 @@ def push_forward(node, inputs, out, tangents):
     """ẏ = Σ_i J_i ẋ_i for the op ``node`` made ``out`` from ``inputs``, read from its backward by the
     double-vjp trick (the module's docstring)."""
     value = out._data
-    if value.dtype.kind == "c":
-        raise NotImplementedError(f"forward-mode AD of complex results is not built here ({type(node).__name__})")
     with graph.enable_grad():
         g = Tensor._make(xp.zeros_like(value))
         g.requires_grad_()
@@ -150,7 +147,10 @@ def push_forward(node, inputs, out, tangents):
         total = None
         for share, t in zip(shares, tangents):
             if share is not None and t is not None:
-                term = (share * t).sum()
+                if share._data.dtype.kind == "c" or t._data.dtype.kind == "c":  # ⟨share, ẋ⟩ = Re Σ conj(share) ẋ
+                    term = (share.conj() * t).real.sum()
+                else:
+                    term = (share * t).sum()
                 total = term if total is None else total + term
     if total is None or not total.requires_grad:  # the output does not depend on a tangent-carrying input
         return Tensor._make(xp.zeros_like(value))

@@ -161,14 +161,24 @@ def test_a_custom_function_uses_its_jvp(T):
             NoJvp.apply(d)
 
 
-def test_complex_tangents_are_refused_here():
-    import autograd
-    import autograd.autograd.forward_ad as fwAD
-
+def test_complex_tangents(T):
+    """ẏ = f'(z) ż for a holomorphic f; the real-pair Jacobian otherwise (|z|, conj, real parts), as PyTorch's."""
+    fwAD, F = _modules(T)
+    z0, t0 = np.array([1.0 + 2.0j, -0.5 + 0.25j]), np.array([0.3 - 1.0j, 2.0 + 0.5j])
     with fwAD.dual_level():
-        d = fwAD.make_dual(autograd.tensor([1.0 + 1j]), autograd.tensor([1.0 + 0j]))
-        with pytest.raises(NotImplementedError, match="forward-mode AD of complex tensors is not built here"):
-            d * d
+        z = fwAD.make_dual(T.tensor(z0), T.tensor(t0))
+        tangents = [fwAD.unpack_dual(y).tangent for y in (z * z, z.exp(), z.abs(), z.conj() * 1, T.view_as_real(z),
+                                                          T.fft.fft(z), z.real * z.imag)]
+        x = fwAD.make_dual(T.tensor([0.5, -1.5], dtype=T.float64), T.tensor([1.0, 2.0], dtype=T.float64))
+        from_real = fwAD.unpack_dual(T.polar(T.ones(2, dtype=T.float64), x)).tangent
+    close(tangents[0], 2 * z0 * t0, rtol=1e-12)
+    close(tangents[1], np.exp(z0) * t0, rtol=1e-12)
+    close(tangents[2], (z0.conj() * t0).real / np.abs(z0), rtol=1e-12)
+    close(tangents[3], t0.conj(), rtol=1e-12)
+    close(tangents[4], np.stack([t0.real, t0.imag], -1), rtol=1e-12)
+    close(tangents[5], np.fft.fft(t0), rtol=1e-12)
+    close(tangents[6], t0.real * z0.imag + z0.real * t0.imag, rtol=1e-12)
+    close(from_real, 1j * np.exp(1j * np.array([0.5, -1.5])) * np.array([1.0, 2.0]), rtol=1e-12)
 
 
 def test_outside_a_level_the_ops_are_the_plain_ones():
