@@ -27,6 +27,7 @@ After a backward pass a node frees what it saved (its inputs, its output, tensor
 its parameters, ``saves_arguments``); a node that saved none of them can run again.
 """
 
+import functools
 import weakref
 
 from .backend import on_host
@@ -393,6 +394,24 @@ def named_node(y, op, pytorch_name, inputs=()):
             return y
     node.pytorch_name = pytorch_name
     return y
+
+
+def node_named(pytorch_name):
+    """Decorator for a function built of other ops whose PyTorch node has a name of its own (conv1d's
+    ConvolutionBackward0): its result, or the first tensor of a (values, indices) result, is named so."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def named(*args, **kwargs):
+            result = function(*args, **kwargs)
+            first = result[0] if isinstance(result, tuple) else result
+            if isinstance(first, Tensor):
+                named_node(first, None, pytorch_name, args)
+            return result
+
+        return named
+
+    return decorate
 
 
 def run_node_hooks(node, grad_inputs, grad_outputs):

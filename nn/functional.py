@@ -228,7 +228,7 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
 
 def logsigmoid(input):
     """y = ln σ(x) = -softplus(-x), stable for large |x|."""
-    return -(-input).softplus()
+    return named_node(-(-input).softplus(), None, "LogSigmoidBackward0")
 
 
 def softsign(input):
@@ -285,7 +285,8 @@ def glu(input, dim=-1):
     if size % 2:
         raise RuntimeError(f"Halving dimension must be even, but dimension {dim % input.ndim} is size {size}")
     before = (slice(None),) * (dim % input.ndim)
-    return input[before + (slice(0, size // 2),)] * input[before + (slice(size // 2, size),)].sigmoid()
+    gated = input[before + (slice(0, size // 2),)] * input[before + (slice(size // 2, size),)].sigmoid()
+    return named_node(gated, None, "GluBackward0")
 
 
 def gelu(input, approximate="none", *, out=None):

@@ -35,6 +35,7 @@ import numpy
 from autograd import Tensor
 from autograd.backend import xp
 from autograd.ops.cubic_convolution import cubic_kernel, cubic_weights
+from autograd.primitive import named_node
 
 from .functional_3d import adaptive_avg_pool3d
 from .functional_conv import adaptive_avg_pool1d, adaptive_avg_pool2d
@@ -189,6 +190,19 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "
             "need floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() "
             "first, and back with .round().clamp(0, 255).to(autograd.uint8)")
+    resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
+    return named_node(resized, None, _upsample_node(mode, spatial, antialias), (input,))
+
+
+def _upsample_node(mode, spatial, antialias):
+    """PyTorch's node for interpolate's mode: UpsampleNearest2DBackward0, UpsampleBilinear2DAaBackward0, ... (area's
+    is its adaptive pooling's, named there)."""
+    name = {"nearest": "Nearest", "nearest-exact": "NearestExact", "linear": "Linear", "bilinear": "Bilinear",
+            "bicubic": "Bicubic", "trilinear": "Trilinear", "lanczos": "Lanczos"}.get(mode)
+    return None if name is None else f"Upsample{name}{spatial}D{'Aa' if antialias else ''}Backward0"
+
+
+def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
     if antialias:
         return _antialiased(input, sizes, factors, bool(align_corners), mode)
     if mode in ("nearest", "nearest-exact"):

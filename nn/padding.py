@@ -14,6 +14,7 @@ twice, as at a reflected edge).
 from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
 from autograd.ops.padding import padded_positions
+from autograd.primitive import named_node
 
 from .module import Module
 
@@ -66,6 +67,13 @@ def pad(input, pad, mode="constant", value=None):
     if value not in (None, 0, 0.0):
         raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument.")
     _check_non_constant(input, pad, mode)
+    # PyTorch's node: ReflectionPad2DBackward0, ReplicationPad1DBackward0, ... (circular's is a copy's)
+    node = {"reflect": "Reflection", "replicate": "Replication"}.get(mode)
+    padded = _padded(input, amounts, mode)
+    return padded if node is None else named_node(padded, None, f"{node}Pad{len(pad) // 2}DBackward0", (input,))
+
+
+def _padded(input, amounts, mode):
     if mode == "replicate":  # PyTorch's index formula, negative amounts included (a crop past a whole dim
         for dim, (before, after) in enumerate(amounts):  # replicates the far edge)
             if before or after:

@@ -108,3 +108,52 @@ def test_the_graph_drawing_keeps_the_ops_own_names():
     y = x.unsqueeze(0)
     assert y.grad_fn.name() == "UnsqueezeBackward0" and y.grad_fn.op_name == "Reshape"
     assert x.t().grad_fn.op_name == "Permute" and x[0].grad_fn.op_name == "GetItem"
+
+
+MORE = {  # (on an image batch x2, a volume x3, a sequence x1 and a matrix s)
+    "F.conv1d(x1, torch.ones(3, 2, 2))": "ConvolutionBackward0", "F.conv3d(x3, torch.ones(3, 2, 2, 2, 2))":
+    "ConvolutionBackward0", "F.conv_transpose2d(x2, torch.ones(2, 3, 2, 2))": "ConvolutionBackward0",
+    "torch.bmm(s.unsqueeze(0), s.t().unsqueeze(0))": "BmmBackward0", "torch.addmm(s, s, torch.ones(4, 4))":
+    "AddmmBackward0", "torch.baddbmm(torch.ones(1, 3, 3), s.unsqueeze(0), s.t().unsqueeze(0))": "BaddbmmBackward0",
+    "F.max_pool3d(x3, 2)": "MaxPool3DWithIndicesBackward0", "F.avg_pool3d(x3, 2)": "AvgPool3DBackward0",
+    "F.interpolate(x1, scale_factor=2)": "UpsampleNearest1DBackward0",
+    "F.interpolate(x2, scale_factor=2)": "UpsampleNearest2DBackward0",
+    "F.interpolate(x2, scale_factor=2, mode='bilinear')": "UpsampleBilinear2DBackward0",
+    "F.interpolate(x2, scale_factor=2, mode='bicubic')": "UpsampleBicubic2DBackward0",
+    "F.interpolate(x3, scale_factor=2, mode='trilinear')": "UpsampleTrilinear3DBackward0",
+    "F.interpolate(x2, scale_factor=0.5, mode='bilinear', antialias=True)": "UpsampleBilinear2DAaBackward0",
+    "F.pad(x2, (1, 1, 1, 1), mode='reflect')": "ReflectionPad2DBackward0",
+    "F.pad(x1, (1, 1), mode='replicate')": "ReplicationPad1DBackward0", "F.adaptive_avg_pool2d(x2, 1)": "MeanBackward1",
+    "F.adaptive_avg_pool2d(x2, 2)": "AdaptiveAvgPool2DBackward0", "F.adaptive_max_pool2d(x2, 2)":
+    "AdaptiveMaxPool2DBackward0", "F.logsigmoid(s)": "LogSigmoidBackward0", "F.glu(s)": "GluBackward0",
+    "torch.addcmul(s, s, s)": "AddcmulBackward0", "s.trace()": "TraceBackward0", "s.masked_select(s > 0.5)":
+    "MaskedSelectBackward0", "F.pixel_shuffle(x2.repeat(1, 2, 1, 1), 2)": "PixelShuffleBackward0",
+    "F.unfold(x2, 2)": "Im2ColBackward0", "F.fold(F.unfold(x2, 2), (5, 5), 2)": "Col2ImBackward0",
+    "torch.cdist(s, s)": "CdistBackward0", "F.pdist(s)": "PdistBackward0", "F.celu(s)": "CeluBackward0",
+    "F.embedding_bag(torch.tensor([0, 1, 2]), s, torch.tensor([0, 2]))": "EmbeddingBagBackward0",
+    "F.prelu(s, torch.tensor([0.25]))": "PreluKernelBackward0", "torch.fmax(s, s * 2)": "FmaxBackward0",
+    "s.log1p()": "Log1PBackward0", "s.rot90()": "Rot90Backward0", "s.take(torch.tensor([0, 5]))": "TakeBackward0",
+    "s.index_put((torch.tensor([0]),), torch.tensor(1.0))": "IndexPutBackward0",
+    "s.index_copy(0, torch.tensor([0]), s[:1] * 2)": "IndexCopyBackward0",
+    "s.masked_scatter(s > 0.5, torch.zeros(12))": "MaskedScatterBackward0", "s.cummax(0).values": "CummaxBackward0",
+    "s.logcumsumexp(0)": "LogcumsumexpBackward0", "s.kthvalue(2, 1).values": "KthvalueBackward0",
+    "s.median()": "MedianBackward0", "s.median(1).values": "MedianBackward1", "s.nanmedian()": "NanmedianBackward0",
+    "torch.aminmax(s).min": "AminmaxBackward0", "torch.dist(s, s * 2)": "DistBackward0",
+    "s.renorm(2, 0, 1.0)": "RenormBackward0", "torch.vdot(s[0], s[1])": "VdotBackward0",
+    "torch.linalg.cross(s[:, :3], s[:, 1:])": "LinalgCrossBackward0", "torch.sinc(s)": "SincBackward0",
+    "s.digamma()": "DigammaBackward0",
+}
+
+
+@pytest.mark.parametrize("expression", list(MORE))
+def test_more_node_names_are_pytorchs(T, expression):
+    F = importlib.import_module("torch.nn.functional" if T.__name__ == "torch" else "nn.functional")
+    rng = np.random.default_rng(1)
+
+    def leaf(*shape):
+        return T.tensor(rng.uniform(0.1, 1.0, shape).astype(np.float32), requires_grad=True)
+
+    scope = {"torch": T, "F": F, "x1": leaf(1, 2, 5), "x2": leaf(1, 2, 5, 5), "x3": leaf(1, 2, 4, 4, 4),
+             "s": leaf(3, 4)}
+    y = eval(expression, scope)
+    assert y.grad_fn.name() == MORE[expression]

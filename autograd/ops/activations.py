@@ -6,6 +6,7 @@ PyTorch's); the others are composed of ``where``: the gradient goes to the branc
 
 from .. import random
 from ..backend import xp
+from ..primitive import node_named
 from . import piecewise_linear
 from .elementwise import where
 from .names import names
@@ -61,6 +62,7 @@ def selu(input):
 
 
 @names("celu", method=False)
+@node_named("CeluBackward0")
 def celu(input, alpha=1.0):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
     if alpha == 0:
@@ -81,6 +83,7 @@ def celu_(input, alpha=1.0):
 
 
 @names("prelu")
+@node_named("PreluKernelBackward0")
 def prelu(input, weight):
     """y = x for x > 0, a·x otherwise, with a learned ``weight`` a: one slope, or one per
     channel (dim 1 of the input)."""

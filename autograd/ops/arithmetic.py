@@ -10,7 +10,7 @@ import warnings
 
 from ..backend import xp
 from ..errors import refuse_bool_subtraction
-from ..primitive import Primitive
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor, _is_bool, _operand, tensor_from
 from . import elementwise
 from .conversion import refuse_kinds
@@ -182,6 +182,7 @@ def integer_value(value, *tensors):
 
 
 @names("addcmul")
+@node_named("AddcmulBackward0")
 def addcmul(input, tensor1, tensor2, *, value=1, out=None):
     """input + value · tensor1 · tensor2"""
     refuse_kinds(input, "addcmul_cpu_out", "b")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ..backend import int32, int64, xp
 from ..errors import ShapeError, broadcast_mismatch
-from ..primitive import Primitive, named_node
+from ..primitive import Primitive, named_node, node_named
 from ..size import Size, sizes_argument
 from ..tensor import Tensor
 from . import shape
@@ -177,6 +177,7 @@ def roll(input, shifts, dims=None):
 
 
 @names("rot90")
+@node_named("Rot90Backward0")
 def rot90(input, k=1, dims=(0, 1)):
     """input turned by 90° k times in the plane of dims (from the first dim towards the second)."""
     if len(dims) != 2:

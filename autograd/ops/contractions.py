@@ -9,7 +9,7 @@ with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one 
 """
 
 from ..backend import xp
-from ..primitive import Primitive
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor, _operand, tensor_from
 from . import shape
 from .arranging import broadcast_shapes, movedim
@@ -168,6 +168,7 @@ def _check_dtypes(a, b, op):
 
 
 @names("vdot")
+@node_named("VdotBackward0")
 def vdot(input, other, *, out=None):
     """Σ_i conj(x_i) y_i: dot with the first vector conjugated (dot itself, for real tensors)."""
     return dot(conj(input), other, out=out)
@@ -247,6 +248,7 @@ def _check_batches(a, b):
 
 
 @names("bmm")
+@node_named("BmmBackward0")
 def bmm(input, mat2, *, out=None):
     """A batch of matrix products: (b, n, m) @ (b, m, p) gives (b, n, p); no broadcasting."""
     _check_batches(input, mat2)
@@ -286,6 +288,7 @@ def _require_input_dtype(input, factors, message):
 
 
 @names("addmm", inplace="addmm_")
+@node_named("AddmmBackward0")
 def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat1 @ mat2)."""
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
@@ -303,6 +306,7 @@ def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
 
 
 @names("baddbmm", inplace="baddbmm_")
+@node_named("BaddbmmBackward0")
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (batch1 @ batch2), batch by batch."""
     _check_batches(batch1, batch2)
@@ -364,6 +368,7 @@ def tensordot(a, b, dims=2, out=None):
     return write_out(Einsum.apply(a, b, terms=("".join(term_a), "".join(term_b)), output="".join(output)), out)
 
 
+@node_named("LinalgCrossBackward0")
 def linalg_cross(input, other, *, dim=-1, out=None):
     """The cross product of 3-vectors along dim: (a₂b₃ - a₃b₂, a₃b₁ - a₁b₃, a₁b₂ - a₂b₁), as the
     einsum ε_ijk a_j b_k with the Levi-Civita symbol ε."""

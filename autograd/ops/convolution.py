@@ -282,6 +282,8 @@ class Unfold(Primitive):
     """PyTorch's F.unfold: y[n, (c,p,q), (i,j)] = x_pad[n, c, i·s+p·d, j·s+q·d], shape (N, C·kh·kw, L);
     dL/dx = Fold(dL/dy)"""
 
+    pytorch_name = "Im2ColBackward0"
+
     saves_inputs = False  # backward needs no input's values
 
     def forward(self, x):

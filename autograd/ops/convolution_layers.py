@@ -20,6 +20,7 @@ Every step is a differentiable op, so gradients (of every order) are theirs.
 """
 
 from ..errors import check_same_dtype
+from ..primitive import node_named
 from . import convolution
 from .constant_padding import constant_pad_nd
 from .layer_arguments import _as_2d, _batched, _dims, _tuple, check_convolution_window
@@ -109,6 +110,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 @names("conv1d", method=False)
+@node_named("ConvolutionBackward0")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """conv2d on (N, C, L) with weight (O, C/groups, k)."""
     return _conv(input, weight, bias, stride, padding, dilation, groups, 1)
@@ -150,6 +152,7 @@ def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups
 
 
 @names("conv_transpose2d", method=False)
+@node_named("ConvolutionBackward0")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """The adjoint of conv2d in its input ("deconvolution"), weight (C_in, C_out/groups, kh, kw):
     output size (in − 1)·s − 2p + d(k − 1) + output_padding + 1."""
@@ -157,6 +160,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 @names("conv_transpose1d", method=False)
+@node_named("ConvolutionBackward0")
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     return _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, 1)
 
@@ -192,6 +196,7 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     return convolution.Unfold.apply(input, **params)
 
 
+@node_named("Col2ImBackward0")
 def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     """col2im, unfold's adjoint: columns (N, C·kh·kw, L) summed into (N, C, *output_size) where blocks overlap."""
     input, unbatched = (input.unsqueeze(0), True) if input.ndim == 2 else (input, False)
@@ -222,6 +227,7 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
 
 
 @names("conv3d", method=False)
+@node_named("ConvolutionBackward0")
 def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """y[n,o] = b[o] + Σ_c w[o,c] ⋆ x[n,c] over volumes; weight (O, C/groups, kd, kh, kw); padding: int,
     triple, 'valid' or 'same' (stride 1)."""
@@ -257,6 +263,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 @names("conv_transpose3d", method=False)
+@node_named("ConvolutionBackward0")
 def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """The adjoint of conv3d in its input, weight (C_in, C_out/groups, kd, kh, kw); output size per axis
     (in − 1)·s − 2p + d(k − 1) + output_padding + 1."""

@@ -12,7 +12,7 @@ zeros the division is replaced by the exact product over the other elements.
 import collections
 
 from ..backend import accumulate, errstate, int64, xp
-from ..primitive import Primitive
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from . import shape
 from .arranging import Flip
@@ -186,6 +186,7 @@ def _running_extremum(x, dim, running, result):
 
 
 @names("cummax")
+@node_named("CummaxBackward0")
 def cummax(input, dim, *, out=None):
     """(values, indices): the largest element so far along dim, and where it is."""
     return write_out(_running_extremum(input, dim, xp.maximum, CumMaxResult), out)
@@ -209,6 +210,7 @@ class LogCumSumExp(Primitive):
     other way: e^(x_k + ln Σ_{i≥k} e^(ln g⁺_i - y_i)) - (the same for g⁻). Nothing overflows.
     """
 
+    pytorch_name = "LogcumsumexpBackward0"
     saves_output = True
 
     def forward(self, x):

@@ -9,7 +9,7 @@ on a diagonal its adjoint.
 import operator
 
 from ..backend import xp
-from ..primitive import Primitive, named_node
+from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from . import elementwise, shape
 from .arranging import movedim
@@ -146,6 +146,7 @@ def diagflat(input, offset=0):
 
 
 @names("trace", function=False)
+@node_named("TraceBackward0")
 def trace(input):
     """The sum of a matrix's main diagonal."""
     if input.ndim != 2:

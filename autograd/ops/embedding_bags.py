@@ -13,6 +13,7 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
 """
 
 from ..backend import ufunc_at, xp
+from ..primitive import node_named
 from ..tensor import Tensor, tensor_from
 from .embedding import _padding_index, embedding
 from .names import names
@@ -45,6 +46,7 @@ def _bags(input, offsets, include_last_offset):
     return indices, bag_of, len(starts)
 
 
+@node_named("EmbeddingBagBackward0")
 def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False,
                   mode="mean", sparse=False, per_sample_weights=None, include_last_offset=False,
                   padding_idx=None):

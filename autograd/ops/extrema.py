@@ -10,7 +10,7 @@ evenly between ties, as PyTorch's.
 import collections
 
 from ..backend import errstate, xp
-from ..primitive import Primitive
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .conjugation import refuse_unordered
@@ -32,8 +32,8 @@ class ExtremumOverDims(Primitive):
         refuse_unordered(x, "amax/amin")
         return self.find(x, axis=self.axes, keepdims=self.keepdim)
 
-    def name(self):  # (PyTorch's AmaxBackward0 and AminBackward0)
-        return "AmaxBackward0" if self.find is xp.max else "AminBackward0"
+    def name(self):  # (PyTorch's AmaxBackward0 and AminBackward0; aminmax names its own)
+        return self.pytorch_name or ("AmaxBackward0" if self.find is xp.max else "AminBackward0")
 
     def backward(self, grad, y, x):
         attains = x._data == spread(y, x, self.axes, self.keepdim)._data
@@ -69,6 +69,7 @@ def amin(input, dim=(), keepdim=False, *, out=None):
 
 
 @names("aminmax")
+@node_named("AminmaxBackward0")
 def aminmax(input, *, dim=None, keepdim=False, out=None):
     """(min, max) of the elements (over dim)."""
     if input.dtype.kind == "c":  # (PyTorch's two messages: its dim and all-elements kernels)

@@ -11,7 +11,7 @@ NumPy has none of them vectorised. ln Γ uses Lanczos's approximation (g = 7, 9 
 import math
 
 from ..backend import errstate, xp
-from ..primitive import Primitive
+from ..primitive import Primitive, node_named
 from .conversion import refuse_kinds
 from .elementwise import floating
 from .names import names
@@ -117,6 +117,7 @@ def lgamma(input, *, out=None):
 
 
 @names("digamma", inplace="digamma_")
+@node_named("DigammaBackward0")
 def digamma(input, *, out=None):
     """ψ(x) = d/dx ln Γ(x) (-inf at 0, +inf at -0, and NaN at the negative integers, as PyTorch)."""
     x = floating(input)

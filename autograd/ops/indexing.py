@@ -12,7 +12,7 @@ take_along_dim and take are built from these and from indexing (the masked ops: 
 
 from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
-from ..primitive import Primitive
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor, _operand
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
@@ -509,6 +509,7 @@ def _take_along_dim_index(indices):
 
 
 @names("take")
+@node_named("TakeBackward0")
 def take(input, index, *, out=None):
     """input's elements at the given positions of its flattened form (the result has index's shape)."""
     index = _index_array(index, "take(): Expected a long tensor for index, but got {}", (int64,))
@@ -556,6 +557,7 @@ def _slices_mask(input, axis, index):
 
 
 @names("index_copy", inplace="index_copy_")
+@node_named("IndexCopyBackward0")
 def index_copy(input, dim, index, source, *, out=None):
     """input with its slices index[j] along dim replaced by source's slices j (of a position named twice, the
     last slice, as PyTorch's loop leaves it; the others get no gradient)."""
@@ -601,6 +603,7 @@ def _put_index(index):
 
 
 @names("index_put", inplace="index_put_")
+@node_named("IndexPutBackward0")
 def index_put(input, indices, values, accumulate=False):
     """input with ``values`` written at input[indices] (a tuple of index tensors), or added there
     with accumulate=True (repeated positions then add up)."""

@@ -11,6 +11,7 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 
 from ..backend import int64, xp
 from ..errors import refuse_unbroadcastable
+from ..primitive import node_named
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
@@ -60,6 +61,7 @@ def masked_fill(input, mask, value):
 
 
 @names("masked_select")
+@node_named("MaskedSelectBackward0")
 def masked_select(input, mask, *, out=None):
     """The elements of input where mask holds, as a vector (input and mask broadcast together)."""
     mask = _mask_array(mask, "masked_select")
@@ -68,6 +70,7 @@ def masked_select(input, mask, *, out=None):
 
 
 @names("masked_scatter", inplace="masked_scatter_")
+@node_named("MaskedScatterBackward0")
 def masked_scatter(input, mask, source):
     """y = input with source's leading elements written, in order, where mask holds (input and mask
     broadcast together)."""

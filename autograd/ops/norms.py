@@ -11,7 +11,7 @@ import math
 import numbers
 
 from ..backend import errstate, xp
-from ..primitive import Primitive
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import reductions, shape
 from .axes import dim_index, normalize_dims
@@ -211,6 +211,7 @@ def nuclear_norm(input, dim=None, keepdim=False, *, out=None):
 
 
 @names("cdist", method=False)
+@node_named("CdistBackward0")
 def cdist(x1, x2, p=2.0, compute_mode=None):
     """The p-norm distance between every row of x1 and every row of x2 (batched): (..., P, R)."""
     if x1.ndim < 2 or x2.ndim < 2:
@@ -222,12 +223,14 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
 
 
 @names("dist")
+@node_named("DistBackward0")
 def dist(input, other, p=2):
     """‖input - other‖_p over all elements (the two broadcast)."""
     return vector_norm(input - other, p)
 
 
 @names("renorm", inplace="renorm_")
+@node_named("RenormBackward0")
 def renorm(input, p, dim, maxnorm, *, out=None):
     """Each sub-tensor input.select(dim, i) whose p-norm exceeds maxnorm, scaled down to norm maxnorm:
         y_i = x_i · maxnorm / (‖x_i‖_p + 1e-7)   where ‖x_i‖_p > maxnorm,   x_i elsewhere

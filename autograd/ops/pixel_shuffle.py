@@ -4,6 +4,7 @@ r × r block of pixels, (*, C·r², H, W) → (*, C, H·r, W·r); ``pixel_unshuf
 All are a reshape, a permutation and a reshape, so the gradient is the same moves undone. PyTorch
 spells them at top level too (``autograd.pixel_shuffle``); ``nn.PixelShuffle`` and its kin wrap them."""
 
+from ..primitive import node_named
 from .names import names
 
 
@@ -16,6 +17,7 @@ def _check(input, name, condition, what):
 
 
 @names("pixel_shuffle", method=False)
+@node_named("PixelShuffleBackward0")
 def pixel_shuffle(input, upscale_factor):
     """(*, C·r², H, W) → (*, C, H·r, W·r): out[c, h·r + i, w·r + j] = in[c·r² + i·r + j, h, w]."""
     r = int(upscale_factor)

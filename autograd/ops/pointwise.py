@@ -10,7 +10,7 @@ import math
 
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_unbroadcastable
-from ..primitive import Primitive
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor, _operand, tensor_from
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
@@ -78,6 +78,8 @@ class Log10(Primitive):
 
 class Log1p(Primitive):
     """y = ln(1 + x), exact for tiny x;   dL/dx = dL/dy / (1 + x)"""
+
+    pytorch_name = "Log1PBackward0"
 
     def forward(self, x):
         return xp.log1p(x) if x.dtype.kind != "c" else _log1p_of_complex(x)
@@ -617,6 +619,7 @@ class Entr(Primitive):
 
 
 @names("fmax")
+@node_named("FmaxBackward0")
 def fmax(input, other, *, out=None):
     """The larger of input and other elementwise, ignoring a NaN (NaN only where both are);
     the gradient goes to input where input >= other or other is NaN, as PyTorch's."""
@@ -632,6 +635,7 @@ def fmin(input, other, *, out=None):
 
 
 @names("sinc", inplace="sinc_")
+@node_named("SincBackward0")
 def sinc(input, *, out=None):
     """y = sin(πx) / (πx), and 1 at x = 0;   dL/dx = dL/dy (cos(πx) - y) / x, and 0 at x = 0.
     The quotient is taken of a safe input (1 where x = 0), so the branch where() discards

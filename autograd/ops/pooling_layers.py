@@ -17,6 +17,7 @@ holding the maximum.
 
 from ..backend import xp
 from ..errors import ShapeError
+from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
@@ -173,7 +174,10 @@ def _bin_average(size, out, dtype):
 def adaptive_avg_pool2d(input, output_size):
     """y[i, j] = the mean of x over bin i of the rows and bin j of the columns: y = A_h x A_wᵀ."""
     input, undo, out = _adaptive_sizes(input, output_size, 2, "adaptive_avg_pool2d")
-    return undo(_separable(input, [_bin_average(input.shape[2 + a], out[a], input.dtype) for a in (0, 1)]))
+    pooled = undo(_separable(input, [_bin_average(input.shape[2 + a], out[a], input.dtype) for a in (0, 1)]))
+    # (PyTorch's: a mean over the last two dims for a 1x1 output, its adaptive pooling's node otherwise)
+    return named_node(pooled, None, "MeanBackward1" if tuple(out) == (1, 1) else "AdaptiveAvgPool2DBackward0",
+                      (input,))
 
 
 @names("adaptive_avg_pool1d", method=False)
@@ -221,6 +225,7 @@ def _first_max(values):
     return xp.where(nan.any(-1), nan.argmax(-1), values.argmax(-1))
 
 
+@node_named("AdaptiveMaxPool2DBackward0")
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     """y[i, j] = the maximum of x over bin i of the rows and bin j of the columns (PyTorch's bins)."""
     return _adaptive_max(input, output_size, return_indices, 2)
@@ -283,6 +288,7 @@ def _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, return
     return _unbatch(pooled[0].reshape(n, c, *out), unbatched), _unbatch(indices, unbatched)
 
 
+@node_named("MaxPool3DWithIndicesBackward0")
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """y = the maximum of each kd×kh×kw window (padding never wins); with return_indices, also the flat
     index d·H·W + h·W + w of each maximum in its input volume."""
@@ -294,6 +300,7 @@ def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation
     return _max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
+@node_named("AvgPool3DBackward0")
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None, *, out=None):
     """y = the mean of each window: its sum over the size of the window counted with the zero padding

@@ -9,7 +9,7 @@ value came from (Gather's derivative). NaN counts as larger than every number, a
 import collections
 
 from ..backend import accumulate, int64, xp
-from ..primitive import Primitive, named_node
+from ..primitive import Primitive, named_node, node_named
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
@@ -125,6 +125,7 @@ def _select_along(input, axis, position, keepdim, result):
 
 
 @names("kthvalue")
+@node_named("KthvalueBackward0")
 def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the k-th smallest element along dim (k counts from 1)."""
     axis = dim_index(dim, input.ndim)
@@ -168,10 +169,12 @@ def _median(input, dim, keepdim, skip_nan):
             return _select_along(flat, 0, _median_position(flat._data, 0, skip_nan), False, result).values
         # over all elements the gradient is shared between ties, as PyTorch's (the max's rule: a NaN median
         # shares it between the NaNs)
-        return Extremum.apply(input, axis=None, find=lambda a: _median_value(a, skip_nan), arg=None)
+        return Extremum.apply(input, axis=None, find=lambda a: _median_value(a, skip_nan), arg=None,
+                              pytorch_name="NanmedianBackward0" if skip_nan else "MedianBackward0")
     axis = dim_index(dim, input.ndim)
     _nonempty("median", input, axis)  # (nanmedian's message says median too, as PyTorch's)
-    return _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result)
+    values, indices = _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result)
+    return result(named_node(values, None, "NanmedianBackward1" if skip_nan else "MedianBackward1", (input,)), indices)
 
 
 @names("median")
