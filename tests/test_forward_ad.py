@@ -220,6 +220,20 @@ def test_gradcheck_checks_forward_mode_too(T):
                                     raise_exception=False)
     assert T.autograd.gradcheck(Twice.apply, (x,), check_forward_ad=False)
 
+    class ForwardOnly(T.autograd.Function):  # (no backward: checked in forward mode alone, as PyTorch allows)
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_forward(x)
+            return x.exp()
+
+        @staticmethod
+        def jvp(ctx, t):
+            (x,) = ctx.saved_tensors
+            return x.exp() * t
+
+    assert T.autograd.gradcheck(ForwardOnly.apply, (x,), check_forward_ad=True, check_backward_ad=False,
+                                check_undefined_grad=False)
+
 
 def test_an_op_that_draws_at_random_gets_the_tangent_of_what_it_returned(T):
     fwAD, F = _modules(T)
