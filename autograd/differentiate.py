@@ -1,6 +1,6 @@
 """Starting a backward pass: ``Tensor.backward`` and ``autograd.grad``."""
 
-from . import engine
+from . import dual, engine
 from .backend import xp
 from .graph import accumulate_grad, set_grad_enabled
 from .tensor import Tensor, as_array, tensor_from
@@ -114,6 +114,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                     "used in the graph. Set allow_unused=True if this is the desired behavior."
                 )
         elif not create_graph:
+            tangent = dual.tangent_of(g)
             g = g.detach()
+            if tangent is not None:  # (forward-over-reverse: the gradient keeps its tangent, as PyTorch's)
+                dual.set_tangent(g, tangent)
         results.append(g)
     return tuple(results)

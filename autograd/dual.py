@@ -13,9 +13,10 @@ Jacobian-vector product is read from it (the double-vjp trick): gᵀJ is linear 
 one small reverse pass over the op's own backward. It needs no second rule per op, and it is exact;
 it costs more than a rule written for the forward direction, which forward mode here trades away.
 
-While a level is open, ``Primitive.apply`` and the write door's ``_write`` and ``_write_at`` are replaced
-by versions that also carry tangents (``open_level``), so programs outside a level pay nothing for it;
-a backward pass run inside a level carries none (no forward-over-reverse).
+While a level is open, ``Primitive.apply``, the write door's ``_write`` and ``_write_at``, and the
+engine's sums of gradient shares are replaced by versions that also carry tangents (``open_level``), so
+programs outside a level pay nothing for it. Through ``autograd.grad`` tangents reach the gradients:
+the tangent of ∇f along ẋ is the Hessian-vector product H ẋ (forward-over-reverse).
 Tangents live on the tensors (``_fw``: the level they belong to and the tangent); closing the level
 makes every one of them stale at once.
 
@@ -57,11 +58,13 @@ def open_level():
     from .write_door import WriteDoor
 
     LEVEL = object()
-    _PLAIN.update(apply=Primitive.__dict__["apply"], write=WriteDoor.__dict__["_write"],
-                  write_at=WriteDoor.__dict__["_write_at"], backpropagate=engine.backpropagate)
+    _PLAIN.update(apply=Primitive.__dict__["apply"], output_again=Primitive.__dict__["_output_again"],
+                  write=WriteDoor.__dict__["_write"], write_at=WriteDoor.__dict__["_write_at"],
+                  backpropagate=engine.backpropagate, add_share=engine.add_share)
     Primitive.apply = classmethod(_apply_carrying_tangents)
+    Primitive._output_again = _output_again_carrying_tangent
     WriteDoor._write, WriteDoor._write_at = _write_carrying_tangents, _write_at_carrying_tangents
-    engine.backpropagate = _backpropagate_without_tangents
+    engine.backpropagate, engine.add_share = _backpropagate_carrying_tangents, _add_share_carrying_tangents
     return 0
 
 
@@ -74,8 +77,9 @@ def close_level():
     from .primitive import Primitive
     from .write_door import WriteDoor
 
-    Primitive.apply, WriteDoor._write, WriteDoor._write_at = _PLAIN["apply"], _PLAIN["write"], _PLAIN["write_at"]
-    engine.backpropagate = _PLAIN["backpropagate"]
+    Primitive.apply, Primitive._output_again = _PLAIN["apply"], _PLAIN["output_again"]
+    WriteDoor._write, WriteDoor._write_at = _PLAIN["write"], _PLAIN["write_at"]
+    engine.backpropagate, engine.add_share = _PLAIN["backpropagate"], _PLAIN["add_share"]
     LEVEL = None
 
 
@@ -106,7 +110,7 @@ def _apply_carrying_tangents(cls, *inputs, **params):
         out = _PLAIN["apply"].__func__(cls, *inputs, **params)
         node = out.grad_fn
     else:  # recorded for the tangent alone, then the output let go of the graph, as the plain apply leaves it
-        flipped = [x for x, t in zip(inputs, tangents) if t is not None]
+        flipped = [x for x, t in zip(inputs, tangents) if t is not None and not x._requires_grad]
         for x in flipped:
             x._requires_grad = True
         graph.modes.grad_enabled = True
@@ -118,15 +122,38 @@ def _apply_carrying_tangents(cls, *inputs, **params):
                 x._requires_grad = False
         node, out.grad_fn, out._requires_grad = out.grad_fn, None, False
     if type(node) is cls:  # (not recorded: an output with no derivative, of integers or bools)
-        set_tangent(out, push_forward(node, inputs, out, tangents))
+        tangent = push_forward(node, inputs, out, tangents)
+        set_tangent(out, tangent)
+        if out.grad_fn is node:  # in the program's graph: a backward pass reading the saved output reads its tangent
+            node._fw_output = (LEVEL, tangent)
     return out
 
 
-def _backpropagate_without_tangents(*args, **kwargs):
-    """A backward pass inside a dual level carries no tangents: its gradients get none (forward-over-reverse,
-    the tangent of a gradient, is not built here: what a saved output carries would be missing from it)."""
-    with paused():
-        return _PLAIN["backpropagate"](*args, **kwargs)
+def _output_again_carrying_tangent(node, data):
+    """A node's saved output, as a backward pass reads it, with the tangent the output had."""
+    output = _PLAIN["output_again"](node, data)
+    carried = node.__dict__.get("_fw_output")
+    if carried is not None and carried[0] is LEVEL:
+        set_tangent(output, carried[1])
+    return output
+
+
+def _add_share_carrying_tangents(total, share, sums):
+    """The engine's sum of a node's gradient shares, out of place where a share carries a tangent (the sum's
+    tangent is theirs; an in-place sum into the first share's array would keep only its tangent)."""
+    if tangent_of(total) is None and tangent_of(share) is None:
+        return _PLAIN["add_share"](total, share, sums)
+    return total + share
+
+
+def _backpropagate_carrying_tangents(roots, root_grads, retain_graph=False, capture=None, **options):
+    """A backward pass inside a dual level: ``autograd.grad``'s gradients carry tangents (forward-over-reverse:
+    the tangent of a gradient, a Hessian-vector product), as PyTorch's; a ``backward()`` stores none in
+    ``.grad``, as PyTorch's (its pass runs without them)."""
+    if capture is None:
+        with paused():
+            return _PLAIN["backpropagate"](roots, root_grads, retain_graph, capture, **options)
+    return _PLAIN["backpropagate"](roots, root_grads, retain_graph, capture, **options)
 
 
 def push_forward(node, inputs, out, tangents):

@@ -334,10 +334,8 @@ class Primitive:
         output_data = self.output_data
         if self.packed:
             inputs, output_data = self._unpacked()
-        if self.saves_output:  # the output again, as a node of the graph (_output_again, inline: a hot path)
-            output = Tensor._make(output_data)
-            output._requires_grad = True
-            output.grad_fn = self
+        if self.saves_output:  # the output again, as a node of the graph
+            output = self._output_again(output_data)
         if wanted is not None:  # unwanted inputs take part as values that need no gradient
             inputs = tuple(x if keep or not x.requires_grad else
                            (x.detach() if isinstance(x, Tensor) else InputInfo(x, False))

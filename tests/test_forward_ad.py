@@ -247,15 +247,44 @@ def test_an_op_that_draws_at_random_gets_the_tangent_of_what_it_returned(T):
     close(tangent, np.where(kept, 6.0, 0.0))  # 3 through the kept units, scaled by 1 / (1 - p)
 
 
-def test_a_backward_pass_inside_a_level_still_gives_gradients():
-    import autograd
-    import autograd.autograd.forward_ad as fwAD
-
-    a = autograd.tensor([1.0, -2.0], requires_grad=True)
+def test_a_backward_pass_inside_a_level_still_gives_gradients(T):
+    fwAD, F = _modules(T)
+    a = T.tensor([1.0, -2.0], requires_grad=True)
     with fwAD.dual_level():
-        x = fwAD.make_dual(a, autograd.tensor([1.0, 1.0]))
+        x = fwAD.make_dual(a, T.tensor([1.0, 1.0]))
         y = (x * x).sum()
         close(fwAD.unpack_dual(y).tangent, -2.0)  # 2 x · ẋ
         y.backward()
         close(a.grad, [2.0, -4.0])
-        assert fwAD.unpack_dual(a.grad).tangent is None  # (no forward-over-reverse here)
+        assert fwAD.unpack_dual(a.grad).tangent is None  # (.grad gets no tangent, as PyTorch's)
+
+
+HESSIAN_CASES = {  # f(T, F, x) -> a number, for x of shape (6,)
+    "cube": lambda T, F, x: (x ** 3).sum(),
+    "tanh times exp": lambda T, F, x: x.tanh().sum() * x.exp().sum(),
+    "log_softmax": lambda T, F, x: F.log_softmax(x.reshape(2, 3), 1)[:, 0].sum(),
+    "a small network": lambda T, F, x: F.gelu(x.reshape(2, 3) @ T.arange(6.0, dtype=T.float64).reshape(3, 2))
+    .sigmoid().pow(2).sum(),
+    "norm and relu": lambda T, F, x: x.norm() * x.relu().sum(),
+}
+
+
+@pytest.mark.parametrize("name", list(HESSIAN_CASES))
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_forward_over_reverse_gives_hessian_vector_products(T, name, create_graph):
+    """The tangent of autograd.grad's ∇f along ẋ is H ẋ, as PyTorch's (checked against differences of ∇f)."""
+    fwAD, F = _modules(T)
+    f = HESSIAN_CASES[name]
+    x0, t0 = _point(3)
+
+    def gradient(x):
+        x = T.tensor(x, requires_grad=True)
+        return T.autograd.grad(f(T, F, x), x)[0].detach().numpy()
+
+    with fwAD.dual_level():
+        x = fwAD.make_dual(T.tensor(x0, requires_grad=True), T.tensor(t0))
+        (g,) = T.autograd.grad(f(T, F, x), x, create_graph=create_graph)
+        hvp = fwAD.unpack_dual(g).tangent
+    h = 1e-6
+    close(g.detach(), gradient(x0), rtol=1e-12)
+    close(hvp, (gradient(x0 + h * t0) - gradient(x0 - h * t0)) / (2 * h), rtol=1e-5, atol=1e-7)
