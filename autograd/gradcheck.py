@@ -151,9 +151,8 @@ def _forward_jacobians(fn, inputs, numeric):
 
 def _refuse_unbuilt(forward_ad, masked):
     if forward_ad:
-        raise NotImplementedError("gradcheck: batched forward gradients and forward-over-reverse are not built "
-                                  "here, so check_batched_forward_grad and check_fwd_over_rev must stay False "
-                                  "(check_forward_ad is)")
+        raise NotImplementedError("gradcheck: batched forward gradients are not built here, so "
+                                  "check_batched_forward_grad must stay False (check_forward_ad is)")
     if masked:
         raise NotImplementedError("gradcheck: masked=True checks sparse/masked semantics; sparse tensors "
                                   "are not built here")
@@ -266,6 +265,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, raise_exception=Tru
     with the finite differences too.
     """
     _refuse_unbuilt(check_batched_forward_grad, masked)
+    if not (check_forward_ad or check_backward_ad):
+        raise AssertionError("Expected at least one of check_forward_ad or check_backward_ad to be True")
+    if check_batched_grad and not check_backward_ad:
+        raise AssertionError("Setting check_batched_grad=True requires check_backward_ad to be True")
     try:
         if check_backward_ad or check_forward_ad:
             fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
@@ -294,13 +297,16 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     """gradcheck of the gradient itself: second derivatives through create_graph=True.
 
     Checks v ↦ d(Σ fn(x) · v)/dx against finite differences, with v random
-    (or ``grad_outputs``), so Hessian-vector products are verified. The keywords are
-    gradcheck's; ``gen_non_contig_grad_outputs`` is accepted (NumPy gradients have no
+    (or ``grad_outputs``), so Hessian-vector products are verified: by backward passes through
+    the gradient (``check_rev_over_rev``) and by forward mode (``check_fwd_over_rev``). The keywords
+    are gradcheck's; ``gen_non_contig_grad_outputs`` is accepted (NumPy gradients have no
     layout that could change a value here).
     """
-    _refuse_unbuilt(check_fwd_over_rev, masked)
-    if not check_rev_over_rev:
-        return True
+    _refuse_unbuilt(False, masked)
+    if not (check_rev_over_rev or check_fwd_over_rev):
+        raise AssertionError("Expected at least one of check_fwd_over_rev or check_rev_over_rev to be True")
+    if check_undefined_grad and not check_rev_over_rev:
+        raise AssertionError("Setting check_undefined_grad=True requires check_rev_over_rev to be True")
     fn, inputs = _as_real_function(fn, _float64_inputs(_as_tuple(inputs)))
     wrt = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
     fn, outputs = _differentiable_outputs_of(fn, _outputs(fn, inputs))
@@ -317,4 +323,4 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
                      inputs, eps=eps, atol=atol, rtol=rtol, raise_exception=raise_exception,
                      nondet_tol=nondet_tol, check_undefined_grad=check_undefined_grad,
                      check_grad_dtypes=check_grad_dtypes, check_batched_grad=check_batched_grad,
-                     fast_mode=fast_mode)
+                     fast_mode=fast_mode, check_backward_ad=check_rev_over_rev, check_forward_ad=check_fwd_over_rev)

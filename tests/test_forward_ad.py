@@ -288,3 +288,25 @@ def test_forward_over_reverse_gives_hessian_vector_products(T, name, create_grap
     h = 1e-6
     close(g.detach(), gradient(x0), rtol=1e-12)
     close(hvp, (gradient(x0 + h * t0) - gradient(x0 - h * t0)) / (2 * h), rtol=1e-5, atol=1e-7)
+
+
+def test_gradgradcheck_checks_forward_over_reverse(T):
+    fwAD, F = _modules(T)
+    x = T.tensor([0.5, -1.0, 2.0], dtype=T.float64, requires_grad=True)
+    for f in (lambda t: (t.tanh() * t.exp()).sum(), lambda t: F.softplus(t) * t.sin()):
+        assert T.autograd.gradgradcheck(f, (x,), check_fwd_over_rev=True)
+        assert T.autograd.gradgradcheck(f, (x,), check_fwd_over_rev=True, check_rev_over_rev=False,
+                                        check_undefined_grad=False)
+
+
+def test_gradcheck_refuses_checking_nothing(T):
+    x = T.tensor([0.5], dtype=T.float64, requires_grad=True)
+    with pytest.raises(AssertionError, match="Expected at least one of check_forward_ad or check_backward_ad"):
+        T.autograd.gradcheck(lambda t: t.exp(), (x,), check_forward_ad=False, check_backward_ad=False)
+    with pytest.raises(AssertionError, match="check_batched_grad=True requires check_backward_ad"):
+        T.autograd.gradcheck(lambda t: t.exp(), (x,), check_forward_ad=True, check_backward_ad=False,
+                             check_batched_grad=True)
+    with pytest.raises(AssertionError, match="Expected at least one of check_fwd_over_rev or check_rev_over_rev"):
+        T.autograd.gradgradcheck(lambda t: t.exp(), (x,), check_rev_over_rev=False)
+    with pytest.raises(AssertionError, match="check_undefined_grad=True requires check_rev_over_rev"):
+        T.autograd.gradgradcheck(lambda t: t.exp(), (x,), check_rev_over_rev=False, check_fwd_over_rev=True)
