@@ -121,6 +121,10 @@ def _array(data, dtype, copy):
     for. An integer out of an integer dtype's range is cast as PyTorch casts it (``_integers_cast``)."""
     if isinstance(data, (str, bytes)) or dtype is not None and xp.dtype(dtype).kind == "b" and _holds_strings(data):
         as_array(data)  # (raises its TypeError: strings are no numbers)
+    if type(data) is list and data and type(data[0]) is numpy.ndarray:  # (PyTorch's advice, where it says it)
+        warnings.warn("Creating a tensor from a list of numpy.ndarrays is extremely slow. Please consider converting "
+                      "the list to a single numpy.ndarray with numpy.array() before converting to a tensor.",
+                      UserWarning, stacklevel=3)
     if _is_sequence(data) and not isinstance(data, (list, tuple, range)):
         try:  # a sequence NumPy cannot read as one (its __getitem__ fails): PyTorch's ValueError
             len(data) and data[0]

@@ -204,17 +204,12 @@ def test_from_numpy_no_leak_on_invalid_dtype(T):
     assert sys.getrefcount(x) == 2
 
 
-@xfail_ours("tensor() of a list of NumPy arrays gives no warning, where PyTorch warns 'Creating a tensor from a "
-            "list of numpy.ndarrays is extremely slow' (autograd/factories.py)")
 def test_from_list_of_ndarray_warning(T, warn_always):
     with pytest.warns(UserWarning, match="Creating a tensor from a list of numpy.ndarrays is extremely slow"):
         t = T.tensor([np.array([0]), np.array([1])])
     same(t, [[0], [1]], "int64")
 
 
-@xfail_ours("a ragged nested sequence raises NumPy's ValueError 'setting an array element with a sequence ... "
-            "inhomogeneous shape' (a ValueError also for an element that is no sequence), where PyTorch says "
-            "'expected sequence of length 3 at dim 1 (got 0)' and TypeError 'not a sequence' (autograd/tensor.py)")
 @pytest.mark.filterwarnings("ignore:Creating a tensor from a list of numpy.ndarrays")
 def test_ctor_with_invalid_numpy_array_sequence(T):
     rng = np.random.default_rng(1)
