@@ -9,7 +9,7 @@ import numpy
 
 from .backend import get_default_dtype, xp
 from .device import resolve
-from .factories import _shape, copied_data, empty, full, ones, tensor, zeros
+from .factories import _shape, _shareable, as_tensor, copied_data, empty, full, ones, tensor, zeros
 from .ops import bind_tensor_methods
 from .ops.names import names
 from .ops.strided import checked_layout
@@ -24,44 +24,7 @@ def from_numpy(ndarray):
     return Tensor._make(_shareable(ndarray, stacklevel=3))
 
 
-def _shareable(ndarray, stacklevel):
-    """``ndarray`` as a tensor's memory, with PyTorch's checks (from_numpy's and asarray's): a dtype it has, native
-    byte order, strides of whole elements and none negative (a PyTorch tensor has no such strides), and a warning
-    for a read-only array."""
-    if ndarray.dtype.name not in _NUMBER_DTYPES:  # (objects, strings, dates, long doubles: no tensor dtype)
-        raise TypeError(f"can't convert np.ndarray of type numpy.{ndarray.dtype.type.__name__}. The only supported "
-                        f"types are: {', '.join(_NUMBER_DTYPES)}.")
-    if not ndarray.dtype.isnative:
-        raise ValueError("given numpy array has byte order different from the native byte order. Conversion "
-                         "between byte orders is currently not supported.")
-    if any(stride % ndarray.itemsize for stride in ndarray.strides):
-        raise ValueError("given numpy array strides not a multiple of the element byte size. Copy the numpy array "
-                         "to reallocate the memory.")
-    if ndarray.size and any(stride < 0 for stride in ndarray.strides):
-        raise ValueError("At least one stride in the given numpy array is negative, and tensors with negative "
-                         "strides are not currently supported. (You can probably work around this by making a copy "
-                         "of your array  with array.copy().) ")
-    if not getattr(ndarray.flags, "writeable", True):
-        warnings.warn("The given NumPy array is not writable, and PyTorch does not support non-writable tensors. This "
-                      "means writing to this tensor will result in undefined behavior. You may want to copy the array "
-                      "to protect its data or make it writable before converting it to a tensor.", UserWarning,
-                      stacklevel=stacklevel)
-    return xp.asarray(ndarray)
-
-
-_NUMBER_DTYPES = ("float64", "float32", "float16", "complex64", "complex128", "int64", "int32", "int16", "int8",
-                  "uint64", "uint32", "uint16", "uint8", "bool")
-
-
-@names("as_tensor", method=False)
-def as_tensor(data, dtype=None, device=None):
-    """``data`` as a tensor, without copying when it already is one (or a NumPy array) of ``dtype``;
-    otherwise a new tensor, with ``tensor``'s dtype rules (Python floats become the default dtype)."""
-    if isinstance(data, Tensor):
-        return data if dtype is None or data.dtype == numpy.dtype(dtype) else data.to(dtype)
-    if isinstance(data, (numpy.ndarray, xp.ndarray)):
-        return Tensor._make(xp.asarray(data, dtype=dtype))
-    return Tensor._make(as_array(data, dtype))
+names("as_tensor", method=False)(as_tensor)  # (factories.py's)
 
 
 def _like(self, dtype):

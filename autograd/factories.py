@@ -107,11 +107,43 @@ def copied_data(data, stacklevel):
 
 
 def as_tensor(data, dtype=None, device=None):
-    """``data`` as a tensor, sharing memory where it can (a tensor of the same dtype is returned itself)."""
+    """``data`` as a tensor, sharing memory where it can (a tensor of the same dtype is returned itself; a NumPy
+    array passes from_numpy's checks first, as PyTorch's: no negative strides, a dtype a tensor has)."""
     resolve(device)
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
+    if type(data) is numpy.ndarray:
+        data = _shareable(data, stacklevel=3)
     return tensor_from(_array(data, dtype, copy=False))
+
+
+def _shareable(ndarray, stacklevel):
+    """``ndarray`` as a tensor's memory, with PyTorch's checks (from_numpy's and asarray's): a dtype it has, native
+    byte order, strides of whole elements and none negative (a PyTorch tensor has no such strides), and a warning
+    for a read-only array."""
+    if ndarray.dtype.name not in _NUMBER_DTYPES:  # (objects, strings, dates, long doubles: no tensor dtype)
+        raise TypeError(f"can't convert np.ndarray of type numpy.{ndarray.dtype.type.__name__}. The only supported "
+                        f"types are: {', '.join(_NUMBER_DTYPES)}.")
+    if not ndarray.dtype.isnative:
+        raise ValueError("given numpy array has byte order different from the native byte order. Conversion "
+                         "between byte orders is currently not supported.")
+    if any(stride % ndarray.itemsize for stride in ndarray.strides):
+        raise ValueError("given numpy array strides not a multiple of the element byte size. Copy the numpy array "
+                         "to reallocate the memory.")
+    if ndarray.size and any(stride < 0 for stride in ndarray.strides):
+        raise ValueError("At least one stride in the given numpy array is negative, and tensors with negative "
+                         "strides are not currently supported. (You can probably work around this by making a copy "
+                         "of your array  with array.copy().) ")
+    if not getattr(ndarray.flags, "writeable", True):
+        warnings.warn("The given NumPy array is not writable, and PyTorch does not support non-writable tensors. This "
+                      "means writing to this tensor will result in undefined behavior. You may want to copy the array "
+                      "to protect its data or make it writable before converting it to a tensor.", UserWarning,
+                      stacklevel=stacklevel)
+    return xp.asarray(ndarray)
+
+
+_NUMBER_DTYPES = ("float64", "float32", "float16", "complex64", "complex128", "int64", "int32", "int16", "int8",
+                  "uint64", "uint32", "uint16", "uint8", "bool")
 
 
 def _array(data, dtype, copy):

@@ -88,6 +88,7 @@ class Primitive:
     output_data = output_version = None  # the output's array and version, when saves_output
     handles_complex = False  # its backward is right for complex tensors too (see complex_gradients.py)
     pytorch_name = None  # PyTorch's Node.name() where it is not op_name + "Backward0" (a class's, or a caller's)
+    number_operand = False  # the op's other operand is a number (x + 1, x * 0.5): next_functions lists it as None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -495,7 +496,9 @@ def next_functions(node):
     parents = node.parents
     if type(parents) is FreedGraph:
         parents = node.released_parents
-    return tuple((AccumulateGrad.of(parent) if isinstance(parent, Tensor) else parent, 0) for parent in parents)
+    edges = tuple((AccumulateGrad.of(parent) if isinstance(parent, Tensor) else parent, 0) for parent in parents)
+    # (a number operand is a constant of the op here; PyTorch's node has an input for it, with no edge)
+    return edges + ((None, 0),) if getattr(node, "number_operand", False) else edges
 
 
 class AccumulateGrad:

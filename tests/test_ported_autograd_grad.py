@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported import close, raises, same, values
 from tests.ported_autograd import nn, optim, randn
 
 
@@ -415,15 +415,13 @@ def test_next_functions(T):
     assert nf[0][0].variable is x and nf[1][0].variable is y
 
 
-@xfail_ours("a + 5 is a one-input node in chainrule (AddBackward0 has one next function); PyTorch lists the "
-            "scalar as None")
 def test_next_functions_of_a_scalar_operand(T):
     a = randn(T, 5, 5) + randn(T, 5, 5, seed=1)
-    b = a + 5
-    nf = b.grad_fn.next_functions
-    assert len(nf) == 2
-    assert nf[0][0] is a.grad_fn
-    assert nf[1][0] is None
+    for b in (a + 5, a - 0.5, a * 2, 3 * a):
+        nf = b.grad_fn.next_functions
+        assert len(nf) == 2
+        assert nf[0][0] is a.grad_fn
+        assert nf[1][0] is None
 
 
 def test_grad_fn_names(T):

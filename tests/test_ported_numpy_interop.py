@@ -188,8 +188,6 @@ def test_from_numpy_and_asarray_refuse_what_a_tensor_cannot_share(T, warn_always
     same(T.from_numpy(reversed_.copy()), [3.0, 2.0, 1.0, 0.0])
 
 
-@xfail_ours("as_tensor shares a NumPy array with negative strides (a tensor with a negative stride) where PyTorch "
-            "refuses it as from_numpy does (autograd/creation.py as_tensor, outside this port's part of the file)")
 def test_as_tensor_refuses_negative_strides(T):
     raises(ValueError, "At least one stride in the given numpy array is negative", T.as_tensor, np.arange(4.0)[::-1])
 

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.ported import DTYPES, close, dtype_name, raises, same, values, xfail_on_chainrule, xfail_ours
+from tests.ported import DTYPES, close, dtype_name, raises, same, values, xfail_on_chainrule
 
 NUMBERS = [d for d in DTYPES if d != "bool"]
 REAL = [d for d in DTYPES if not d.startswith("complex")]
@@ -278,8 +278,6 @@ def test_gather_errors(T):
     raises(RuntimeError, "int32/int64 for index", T.gather, src, 1, T.tensor([[0.0, 0.0], [1.0, 0.0]]))
 
 
-@xfail_ours("write_out (autograd/ops/outputs.py) checks out's dtype before refusing an out= call that "
-            "requires grad; PyTorch refuses the call for needing grad first")
 def test_out_refuses_grad_before_looking_at_its_dtype(T):
     x = T.rand(3, 4, dtype=T.float64, requires_grad=True)
     raises(RuntimeError, "don't support automatic differentiation", T.gather, x, 1, T.tensor([[0, 1]] * 3),

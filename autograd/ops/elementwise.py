@@ -344,6 +344,7 @@ class Scale(Primitive):
     saves_inputs = False  # backward needs no input's values
     saves_arguments = True  # a second backward raises, as PyTorch's: it saves the number as a 0-d tensor
     op_name = "Mul"  # as the graph and PyTorch (MulBackward0) call it
+    number_operand = True
 
     def forward(self, x):
         return x * self.c
@@ -359,6 +360,7 @@ class Shift(Primitive):
     saves_inputs = False  # backward needs no input's values
     handles_complex = True
     written = "Add"  # "Sub" for x - c: how the graph and PyTorch name the node
+    number_operand = True
 
     @property
     def op_name(self):

@@ -17,6 +17,10 @@ def write_out(result, out, same_dtype=False, dtype=None):
     reduction's dtype= argument, is the only dtype out may have (sum(x, dtype=..., out=...))."""
     if out is None:
         return result
+    if isinstance(result, Tensor) and is_grad_enabled() and (result.requires_grad or getattr(out, "requires_grad",
+                                                                                             False)):
+        raise RuntimeError("functions with out=... arguments don't support automatic differentiation, "
+                           "but one of the arguments requires grad.")  # (before any check of out: PyTorch's order)
     if dtype is not None and isinstance(out, Tensor) and out.dtype != dtype:
         from .conversion import c_name  # (conversion imports this module's users: imported when needed)
 
@@ -37,9 +41,6 @@ def write_out(result, out, same_dtype=False, dtype=None):
         return type(result)(*out) if hasattr(result, "_fields") else tuple(out)
     if not isinstance(out, Tensor):
         raise TypeError(f"out= must be a Tensor, got {type(out).__name__}")
-    if is_grad_enabled() and (result.requires_grad or out.requires_grad):
-        raise RuntimeError("functions with out=... arguments don't support automatic differentiation, "
-                           "but one of the arguments requires grad.")
     if result.dtype != out.dtype and not _can_cast(result.dtype, out.dtype):  # (a float into integers, ...)
         from .conversion import type_name  # (conversion imports this module's users: imported when needed)
 
