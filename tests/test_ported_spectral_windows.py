@@ -11,7 +11,7 @@ window of N points is the symmetric one of N + 1 without its last point (scipy's
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, values, xfail_ours
+from tests.ported import close, dtype_name, raises, values
 
 SIZES = [0, 1, 2, 5, 10, 50, 100, 1024, 2048]
 
@@ -91,8 +91,6 @@ def test_windows_are_the_stft_window_of_choice(T):
     close(T.istft(spectrum, 16, hop_length=4, window=w, length=64), a, rtol=1e-10, atol=1e-10)
 
 
-@xfail_ours("chainrule has no autograd.signal.windows namespace (torch.signal.windows: cosine, exponential, "
-            "gaussian, general_cosine, general_hamming, hann, hamming, blackman, bartlett, kaiser, nuttall)")
 def test_signal_windows_namespace(T):
     windows = T.signal.windows
     close(windows.hann(8, sym=True), np.hanning(8), rtol=1e-6, atol=1e-7)
@@ -101,3 +99,44 @@ def test_signal_windows_namespace(T):
     n = np.arange(10)
     close(windows.gaussian(10, std=2.0), np.exp(-((n - 4.5) / 2.0) ** 2 / 2), rtol=1e-6, atol=1e-7)
     close(windows.cosine(10), np.sin(np.pi * (n + 0.5) / 10), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["hann", "hamming", "blackman", "nuttall", "bartlett", "cosine", "gaussian",
+                                  "exponential", "kaiser", "general_hamming"])
+def test_signal_windows_against_their_formulas(T, name):
+    """torch.signal.windows: each window of M points, symmetric and periodic (the symmetric one of M + 1 points
+    without its last), as SciPy defines them (checked against the formulas in NumPy)."""
+    def formula(n, points):
+        m = points - 1
+        cosines = {"hann": (0.5, 0.5), "hamming": (0.54, 0.46), "general_hamming": (0.54, 0.46),
+                   "blackman": (0.42, 0.5, 0.08), "nuttall": (0.3635819, 0.4891775, 0.1365995, 0.0106411)}
+        if name in cosines:
+            return sum((-1) ** k * a * np.cos(2 * np.pi * k * n / m) for k, a in enumerate(cosines[name]))
+        return {"bartlett": lambda: 1 - np.abs(2 * n / m - 1), "cosine": lambda: np.sin(np.pi * (n + 0.5) / points),
+                "gaussian": lambda: np.exp(-((n - m / 2) ** 2) / 2), "exponential": lambda: np.exp(-np.abs(n - m / 2)),
+                "kaiser": lambda: np.i0(12 * np.sqrt(np.clip(1 - (2 * n / m - 1) ** 2, 0, None))) / np.i0(12)}[name]()
+
+    window = getattr(T.signal.windows, name)
+    for M in (0, 1, 2, 7, 8):
+        for sym in (True, False):
+            points = M if sym else M + 1
+            expected = np.ones(M) if M <= 1 else formula(np.arange(points, dtype=np.float64), points)[:M]
+            w = window(M, sym=sym)
+            assert dtype_name(w) == "float32"
+            close(w, expected, rtol=1e-5, atol=1e-6)
+    assert dtype_name(window(4, dtype=T.float64)) == "float64"
+
+
+def test_signal_windows_refusals(T):
+    windows = T.signal.windows
+    raises(ValueError, "requires non-negative window length, got M=-1", windows.hann, -1)
+    raises(ValueError, "Standard deviation must be positive", windows.gaussian, 5, std=0)
+    raises(ValueError, "Tau must be positive", windows.exponential, 5, tau=0)
+    raises(ValueError, "Center must be None for symmetric windows", windows.exponential, 5, center=1.0)
+    raises(ValueError, "expects float32 or float64 dtypes", windows.hann, 5, dtype=T.int64)
+    raises(ValueError, "beta must be non-negative", windows.kaiser, 5, beta=-1)
+    raises(TypeError, "Coefficients must be a list/tuple", windows.general_cosine, 5, a=0.5)
+    close(windows.exponential(5, center=1.0, sym=False), np.exp(-np.abs(np.arange(5) - 1.0)), rtol=1e-6)
+    close(windows.general_cosine(6, a=[0.3, 0.5, 0.2]),
+          0.3 - 0.5 * np.cos(2 * np.pi * np.arange(6) / 5) + 0.2 * np.cos(4 * np.pi * np.arange(6) / 5), rtol=1e-5,
+          atol=1e-6)

@@ -1,0 +1,3 @@
+"""``autograd.signal``: PyTorch's ``torch.signal`` namespace (its ``windows``)."""
+
+from . import windows  # noqa: F401
