@@ -310,8 +310,6 @@ def test_multiplication_numpy_scalar(T, np_dtype):
         same(t.grad, [2.0, 2.0], dtype)
 
 
-@xfail_ours("a NumPy integer as a reduction's dim is refused ('numpy.uint64' object is not iterable, in "
-            "autograd/ops/axes.py normalize_dims); once read as an int, one past int64 must overflow")
 def test_parse_numpy_int_overflow(T):
     # (NumPy 2 no longer makes np.uint64(-1); PyTorch 2.13 raises ValueError 'Overflow when unpacking long long')
     raises((RuntimeError, ValueError), "(Overflow|an integer is required)", T.mean, T.randn(1, 1),

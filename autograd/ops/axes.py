@@ -28,6 +28,8 @@ def dim_index(dim, ndim):
             raise TypeError(f"dim must be an int, got {type(dim).__name__}")
     span = builtins.max(ndim, 1)
     if not -span <= dim < span:
+        if not -2**63 <= dim < 2**63:  # (PyTorch reads a dim as a C long long first)
+            raise ValueError("Overflow when unpacking long long")
         raise IndexError(f"Dimension out of range (expected to be in range of [{-span}, {span - 1}], "
                          f"but got {dim})")
     return dim % span if ndim else 0
