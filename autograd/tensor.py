@@ -493,7 +493,10 @@ class Tensor(WriteDoor):
         accumulate_grad(self, grad)
         if self._post_hooks:
             for hook in list(self._post_hooks.values()):
-                if hook(self) is not None:
+                returned = hook(self)  # None, or the tensor itself (p.add_(...)'s result), as PyTorch allows
+                if returned is not None and returned is not self:
+                    if not isinstance(returned, Tensor):
+                        raise TypeError(f"expected Variable, but hook returned '{type(returned).__name__}'")
                     raise RuntimeError("Tensor post accumulate grad hooks should return None.")
         if self._accumulate_post_hooks:  # (AccumulateGrad.register_hook: after the tensor's own, as PyTorch's)
             grad_outputs = (grad,)

@@ -450,6 +450,13 @@ def test_post_accumulate_grad_hook_returns_not_none(T):
     tensor = T.rand(2, 3, requires_grad=True)
     tensor.register_post_accumulate_grad_hook(lambda t: t.grad)
     raises(RuntimeError, "hooks should return None.", tensor.sum().backward)
+    other = T.rand(2, 3, requires_grad=True)
+    other.register_post_accumulate_grad_hook(lambda t: 5)
+    raises(TypeError, "expected Variable, but hook returned 'int'", other.sum().backward)
+    v = T.zeros(3, requires_grad=True)  # (the docstring's SGD step returns p.add_(...), the tensor itself: allowed)
+    v.register_post_accumulate_grad_hook(lambda p: p.add_(p.grad, alpha=-0.01))
+    v.backward(T.tensor([1.0, 2.0, 3.0]))
+    close(v.detach(), [-0.01, -0.02, -0.03])
 
 
 def test_post_accumulate_grad_hook_e2e(T):
