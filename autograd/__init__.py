@@ -238,6 +238,9 @@ def __getattr__(name):
         if name in FUNCTIONS:
             return FUNCTIONS[name]
     value = _names_on_first_use(name)
-    if value is _FUNCTIONS.get(name):  # an op's function loaded now (autograd.conv2d): it refuses arrays too
-        value = globals()[name] = _refusing_arrays(value)
+    # an op's function loaded now (autograd.trapezoid): as its module declared it (taking NumPy's axis= where it
+    # takes dim=, names.py), and refusing arrays as the others do
+    registered = _FUNCTIONS.get(name)
+    if registered is not None and (value is registered or getattr(registered, "__wrapped__", None) is value):
+        value = globals()[name] = _refusing_arrays(registered)
     return value

@@ -245,8 +245,9 @@ class Tensor(WriteDoor):
     def is_leaf(self):
         return self.grad_fn is None
 
-    def size(self, dim=None):
-        """The shape as a ``Size`` (PyTorch's), or its length along ``dim``."""
+    def size(self, dim=None, *, axis=None):
+        """The shape as a ``Size`` (PyTorch's), or its length along ``dim`` (NumPy's ``axis`` too, as PyTorch's)."""
+        dim = axis if dim is None else dim
         return Size(self._data.shape) if dim is None else self._data.shape[dim]
 
     def dim(self):

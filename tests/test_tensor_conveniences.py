@@ -125,3 +125,18 @@ def test_a_convolution_output_is_batch_innermost_and_contiguous_makes_it_row_maj
     assert tuple(y.shape) == (4, 2, 5, 5) and not y.is_contiguous()
     np.testing.assert_array_equal(y.contiguous().numpy(), y.numpy())
     assert y.contiguous().is_contiguous()
+
+
+def test_numpy_axis_is_dim_for_the_functions_loaded_on_first_use():
+    """autograd.trapezoid and the other functions loaded on first use take NumPy's axis= for dim=, as PyTorch's
+    (they were the module's raw functions, without the alias the other ops have), and x.size(axis=1) too."""
+    import numpy as np
+
+    y = autograd.tensor([[0.0, 1.0, 4.0], [1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(autograd.trapezoid(y, axis=1).numpy(), [3.0, 2.0])
+    np.testing.assert_allclose(autograd.cumulative_trapezoid(y, axis=1).numpy(), [[0.5, 3.0], [1.0, 2.0]])
+    np.testing.assert_allclose(autograd.squeeze_copy(y.unsqueeze(1), axis=1).numpy(), y.numpy())
+    assert [t.tolist() for t in autograd.unbind_copy(y, axis=1)] == [[0.0, 1.0], [1.0, 1.0], [4.0, 1.0]]
+    assert y.size(axis=1) == 3 and y.size(1) == 3
+    with pytest.raises(TypeError, match="got both 'dim' and its alias 'axis'"):
+        autograd.trapezoid(y, dim=1, axis=1)
