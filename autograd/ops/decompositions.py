@@ -51,10 +51,11 @@ class Cholesky(Primitive):
                    "positive-definite).")
 
     def backward(self, grad, lower, a):
-        p = (lower.mH @ grad).tril()
+        upper = lower.mH
+        p = (upper @ grad).tril()
         middle = (p + p.tril(-1).mH) * 0.5  # Hermitian but for the diagonal's imaginary part
-        x = Solve.apply(lower.mH, middle)  # L⁻ᴴ M
-        return (Solve.apply(lower.mH, x.mH).mH,)  # (L⁻ᴴ M) L⁻¹ = (L⁻ᴴ (L⁻ᴴ M)ᴴ)ᴴ
+        x = Solve.apply(upper, middle)  # L⁻ᴴ M
+        return (Solve.apply(upper, x.mH).mH,)  # (L⁻ᴴ M) L⁻¹ = (L⁻ᴴ (L⁻ᴴ M)ᴴ)ᴴ
 
 
 def cholesky(input, *, upper=False, out=None):
@@ -81,6 +82,8 @@ class Eigh(Primitive):
     def backward(self, grad, y, a):
         values, vectors = y[..., 0, :], y[..., 1:, :]
         grad_values, grad_vectors = grad[..., 0, :], grad[..., 1:, :]
+        if grad_values.dtype.kind == "c":  # λ is real, stacked with complex vectors: Im dL/dλ has nowhere to go
+            grad_values = grad_values.real  # (0 from λ itself, not from a second derivative through the backward's λ)
         inner = vectors.mH @ grad_vectors
         if inner.dtype.kind == "c":
             _require_phase_free(inner, "linalg_eigh_backward: The eigenvectors in the complex case are specified up to "
@@ -88,9 +91,10 @@ class Eigh(Primitive):
                                 "so it is ill-defined.")
         gaps = shape.unsqueeze(values, -2) - shape.unsqueeze(values, -1)  # E_ij = λ_j - λ_i
         n = a.shape[-1]
-        eye = Tensor._make(xp.eye(n, dtype=grad.dtype))
+        eye = xp.eye(n, dtype=grad.dtype)
         # (skew's diagonal is i Im diag(Vᴴ dL/dV), a phase's derivative: dropped, as PyTorch drops it)
-        skew = (inner - inner.mH) * (0.5 - 0.5 * eye)
+        skew = (inner - inner.mH) * Tensor._make(0.5 - 0.5 * eye)
+        eye = Tensor._make(eye)
         middle = skew / (gaps + eye) + shape.unsqueeze(grad_values, -1) * eye
         return (vectors @ middle @ vectors.mH,)
 

@@ -77,6 +77,8 @@ class SVD(Primitive):
         k = min(m, n)
         u, s, vh = _unpack(packed, m, n, self.full_matrices)
         grad_u, grad_s, grad_vh = _unpack(grad, m, n, self.full_matrices)
+        if grad_s.dtype.kind == "c":  # S is real, packed beside complex vectors: Im dL/dS has nowhere to go
+            grad_s = grad_s.real  # (it is 0 from S itself, not from a second derivative through the backward's S)
         u, grad_u, vh, grad_vh = u[..., :k], grad_u[..., :k], vh[..., :k, :], grad_vh[..., :k, :]
         v, grad_v = vh.mH, grad_vh.mH
         eye = Tensor._make(xp.eye(k, dtype=grad.dtype))
