@@ -119,6 +119,23 @@ def test_lstsq_of_complex_systems(T, driver):
         assert int(values(rank)) == expected_rank
 
 
+def test_lstsq_refuses_operands_of_different_dtypes(T):
+    a = T.tensor(_complex((4, 3), 45))
+    raises(RuntimeError, r"torch\.linalg\.lstsq: Expected input and other to have the same dtype, but got input's "
+                         r"dtype ComplexDouble and other's dtype Double", T.linalg.lstsq, a,
+           T.ones(4, 2, dtype=T.float64))
+
+
+def test_hermitian_pinv_and_eigh_of_the_upper_triangle(T):
+    h = _hermitian_positive(3, 46) - 4 * np.eye(3)  # (indefinite, so pinv's hermitian path sees negative λ)
+    close(T.linalg.pinv(T.tensor(h), hermitian=True), np.linalg.pinv(h), atol=1e-12)
+    messy = np.triu(h) + np.tril(_complex((3, 3), 47), -1)  # only the upper triangle holds h
+    w, v = T.linalg.eigh(T.tensor(messy), UPLO="U")
+    assert dtype_name(w) == "float64" and dtype_name(v) == "complex128"
+    close(w, np.linalg.eigvalsh(h), atol=1e-12)
+    close(values(v) @ np.diag(values(w)) @ _h(values(v)), h, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", ["complex64", "complex128"])
 def test_matrix_exp_of_complex_matrices_in_closed_form(T, dtype):
     theta = 0.7

@@ -27,6 +27,7 @@ import collections
 from ..backend import int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .conversion import type_name
 from .decompositions import _require_phase_free
 from .linalg import matmul
 from .names import names
@@ -224,6 +225,9 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
     if not 0 <= A.ndim - B.ndim <= 1:  # (B is A's batch of matrices, or of vectors: it does not broadcast A)
         raise RuntimeError("torch.linalg.lstsq: input.dim() must be greater or equal to other.dim() and "
                            f"(input.dim() - other.dim()) <= 1 (got shapes {tuple(A.shape)} and {tuple(B.shape)})")
+    if A.dtype != B.dtype:  # (PyTorch promotes neither: a real B of a complex A too)
+        raise RuntimeError(f"torch.linalg.lstsq: Expected input and other to have the same dtype, but got input's "
+                           f"dtype {type_name(A.dtype)} and other's dtype {type_name(B.dtype)}")
     vector = B.ndim == A.ndim - 1
     B = B.unsqueeze(-1) if vector else B
     solution = matmul(pinv(A, rtol=rcond), B)
