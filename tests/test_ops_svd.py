@@ -140,12 +140,3 @@ def test_against_pytorch():
     np.testing.assert_allclose(linalg.lstsq(Tensor(data), Tensor(b)).solution.numpy(),
                                torch.linalg.lstsq(torch.tensor(data), torch.tensor(b)).solution.numpy(), atol=1e-12)
     assert linalg.matrix_rank(Tensor(data)).tolist() == torch.linalg.matrix_rank(torch.tensor(data)).tolist()
-
-
-@pytest.mark.parametrize("op", ["svd"])
-def test_a_complex_matrix_is_refused_with_a_message_that_says_so(op):
-    """Not 'Expected a floating point or complex tensor ... Got complex128', which contradicted itself.
-    (pinv, matrix_rank and matrix_exp take complex matrices: test_programs_docexamples.py, test_ported_linalg_*)"""
-    z = autograd.tensor(np.array([[1 + 2j, 0.5], [0.3j, -1.0]]))
-    with pytest.raises(RuntimeError, match="complex is not supported here yet"):
-        getattr(autograd.linalg, op)(z)

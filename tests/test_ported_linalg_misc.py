@@ -8,7 +8,7 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 import numpy as np
 import pytest
 
-from tests.ported import close, dtype_name, raises, same, values, xfail_on_chainrule
+from tests.ported import close, dtype_name, raises, same, values
 
 REAL_OUT = {"complex64": "float32", "complex128": "float64", "float32": "float32", "float64": "float64"}
 
@@ -53,10 +53,7 @@ def test_result_dtypes(T, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
-def test_result_dtypes_of_svd_lu_lstsq_matrix_exp_solve_triangular(T, dtype, request):
-    if dtype.startswith("complex"):
-        xfail_on_chainrule(T, request, "linalg.svd, lu, lstsq, matrix_exp and solve_triangular refuse complex "
-                                       "input ('complex is not supported here yet'); PyTorch computes them")
+def test_result_dtypes_of_svd_lu_lstsq_matrix_exp_solve_triangular(T, dtype):
     a = T.tensor(_matrix(dtype))
     for name, t in {"svd.U": T.linalg.svd(a).U, "lu.L": T.linalg.lu(a).L, "lstsq": T.linalg.lstsq(a, a).solution,
                     "matrix_exp": T.linalg.matrix_exp(a),
@@ -229,11 +226,7 @@ def test_inverse_out_dtype_checks(T):
 
 @pytest.mark.parametrize("name", ["solve", "inv", "det", "slogdet", "cholesky", "eigh", "qr", "svdvals", "pinv",
                                   "vector_norm", "matrix_norm"])
-def test_complex_gradcheck(T, name, request):
-    if name not in ("vector_norm", "matrix_norm", "solve", "inv", "det", "slogdet"):
-        xfail_on_chainrule(T, request, "the linalg primitives refuse complex inputs that require grad ('does not "
-                                       "support automatic differentiation of complex tensors'); PyTorch differentiates "
-                                       "them")
+def test_complex_gradcheck(T, name):
     rng = np.random.default_rng(7)
 
     def leaf(*shape):

@@ -1,10 +1,13 @@
-"""Matrix decompositions with gradients: Cholesky (A = L Lᵀ), the symmetric eigendecomposition
-(A = V diag(λ) Vᵀ) and QR, as torch.linalg.cholesky, eigh, eigvalsh and qr; and matrix_power.
+"""Matrix decompositions with gradients: Cholesky (A = L Lᴴ), the Hermitian eigendecomposition
+(A = V diag(λ) Vᴴ) and QR, as torch.linalg.cholesky, eigh, eigvalsh and qr; and matrix_power.
 
-    L = chol A:   dL/dA = sym(L⁻ᵀ Φ(Lᵀ dL/dL) L⁻¹),  Φ = the lower triangle with half its diagonal
-    λ, V = eigh A:   dL/dA = V (diag(dL/dλ) + skew(Vᵀ dL/dV) / E) Vᵀ,  E_ij = λ_j - λ_i
+    L = chol A:   dL/dA = L⁻ᴴ ½(P + tril₋₁(P)ᴴ) L⁻¹,  P = tril(Lᴴ dL/dL)
+    λ, V = eigh A:   dL/dA = V (diag(dL/dλ) + offdiag(skew(Vᴴ dL/dV)) / E) Vᴴ,  E_ij = λ_j - λ_i
 
-(sym X = (X + Xᵀ)/2, skew X = (X - Xᵀ)/2.) The eigenvector gradient needs distinct eigenvalues.
+(skew X = (X - Xᴴ)/2; ᴴ is ᵀ for real matrices.) The eigenvector gradient needs distinct eigenvalues.
+Complex gradients are PyTorch's (the conjugate Wirtinger derivative). A complex eigenvector is only
+defined up to a phase e^{iφ}: a loss that depends on that phase (Im diag(Vᴴ dL/dV) ≠ 0) has no
+gradient, and its backward raises PyTorch's error.
 """
 
 import collections
@@ -31,11 +34,11 @@ def _lower_half_diagonal(x):
 
 
 class Cholesky(Primitive):
-    """L = the lower Cholesky factor of A (A = L Lᵀ);   dL/dA = sym(L⁻ᵀ Φ(Lᵀ dL/dL) L⁻¹)"""
+    """L = the lower Cholesky factor of A (A = L Lᴴ);   dL/dA = L⁻ᴴ ½(P + tril₋₁(P)ᴴ) L⁻¹,  P = tril(Lᴴ dL/dL)"""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True  # (written with ᴴ; P's diagonal keeps its imaginary part, as PyTorch's)
 
     def forward(self, a):
         try:
@@ -48,10 +51,11 @@ class Cholesky(Primitive):
                    "positive-definite).")
 
     def backward(self, grad, lower, a):
-        p = _lower_half_diagonal(lower.mT @ grad)
-        x = Solve.apply(lower.mT, p)  # L⁻ᵀ P
-        s = Solve.apply(lower.mT, x.mT).mT  # (L⁻ᵀ P) L⁻¹
-        return ((s + s.mT) * 0.5,)
+        upper = lower.mH
+        p = (upper @ grad).tril()
+        middle = (p + p.tril(-1).mH) * 0.5  # Hermitian but for the diagonal's imaginary part
+        x = Solve.apply(upper, middle)  # L⁻ᴴ M
+        return (Solve.apply(upper, x.mH).mH,)  # (L⁻ᴴ M) L⁻¹ = (L⁻ᴴ (L⁻ᴴ M)ᴴ)ᴴ
 
 
 def cholesky(input, *, upper=False, out=None):
@@ -64,12 +68,12 @@ def cholesky(input, *, upper=False, out=None):
 
 
 class Eigh(Primitive):
-    """λ, V of symmetric A, returned stacked as one array [λ; V] of shape (..., n + 1, n);
-    dL/dA = V (diag(dL/dλ) + skew(Vᵀ dL/dV) / E) Vᵀ  with E_ij = λ_j - λ_i"""
+    """λ, V of Hermitian A, returned stacked as one array [λ; V] of shape (..., n + 1, n);
+    dL/dA = V (diag(dL/dλ) + offdiag(skew(Vᴴ dL/dV)) / E) Vᴴ  with E_ij = λ_j - λ_i"""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True  # (written with ᴴ; the phase check is PyTorch's)
 
     def forward(self, a):
         values, vectors = xp.linalg.eigh(a, UPLO=self.uplo)
@@ -78,12 +82,31 @@ class Eigh(Primitive):
     def backward(self, grad, y, a):
         values, vectors = y[..., 0, :], y[..., 1:, :]
         grad_values, grad_vectors = grad[..., 0, :], grad[..., 1:, :]
-        inner = vectors.mT @ grad_vectors
+        if grad_values.dtype.kind == "c":  # λ is real, stacked with complex vectors: Im dL/dλ has nowhere to go
+            grad_values = grad_values.real  # (0 from λ itself, not from a second derivative through the backward's λ)
+        inner = vectors.mH @ grad_vectors
+        if inner.dtype.kind == "c":
+            _require_phase_free(inner, "linalg_eigh_backward: The eigenvectors in the complex case are specified up to "
+                                "multiplication by e^{i phi}. The specified loss function depends on this quantity, "
+                                "so it is ill-defined.")
         gaps = shape.unsqueeze(values, -2) - shape.unsqueeze(values, -1)  # E_ij = λ_j - λ_i
         n = a.shape[-1]
-        eye = Tensor._make(xp.eye(n, dtype=grad.dtype))
-        middle = (inner - inner.mT) * 0.5 / (gaps + eye) + shape.unsqueeze(grad_values, -1) * eye
-        return (vectors @ middle @ vectors.mT,)
+        eye = xp.eye(n, dtype=grad.dtype)
+        # (skew's diagonal is i Im diag(Vᴴ dL/dV), a phase's derivative: dropped, as PyTorch drops it)
+        skew = (inner - inner.mH) * Tensor._make(0.5 - 0.5 * eye)
+        eye = Tensor._make(eye)
+        middle = skew / (gaps + eye) + shape.unsqueeze(grad_values, -1) * eye
+        return (vectors @ middle @ vectors.mH,)
+
+
+def _require_phase_free(inner, message, other=None):
+    """Refuse a loss that depends on the phases of complex singular vectors or eigenvectors: Im diag(inner)
+    (+ Im diag(other)) must vanish, within PyTorch's lax tolerance (1e-2), else RuntimeError(message)."""
+    phases = xp.imag(xp.diagonal(inner._data, 0, -2, -1))
+    if other is not None:
+        phases = phases + xp.imag(xp.diagonal(other._data, 0, -2, -1))
+    if not xp.allclose(phases, 0, rtol=1e-2, atol=1e-2):
+        raise RuntimeError(message)
 
 
 def eigh(input, UPLO="L", *, out=None):
@@ -116,12 +139,13 @@ QRResult = collections.namedtuple("linalg_qr", ["Q", "R"])
 class QR(Primitive):
     """Q, R of A = QR (reduced: Q has A's shape, R is square upper triangular; A tall or square),
     returned stacked as one array [Q; R];
-    dL/dA = (dL/dQ + Q copyltu(M)) R⁻ᵀ  with M = R (dL/dR)ᵀ - (dL/dQ)ᵀ Q  and
-    copyltu(M) = the lower triangle of M mirrored onto the upper one"""
+    dL/dA = (dL/dQ + Q copyltu(M)) R⁻ᴴ  with M = R (dL/dR)ᴴ - (dL/dQ)ᴴ Q  and
+    copyltu(M) = the lower triangle of M mirrored onto the upper one, conjugated, and the real part
+    of its diagonal (R's diagonal is real: Im diag(M) has nowhere to go)"""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True  # (written with ᴴ, as PyTorch's linalg_qr_backward)
 
     def forward(self, a):
         q, r = xp.linalg.qr(a, mode="reduced")
@@ -131,12 +155,9 @@ class QR(Primitive):
         m = a.shape[-2]
         q, r = y[..., :m, :], y[..., m:, :]
         grad_q, grad_r = grad[..., :m, :], grad[..., m:, :]
-        inner = r @ grad_r.mT - grad_q.mT @ q
-        n = inner.shape[-1]
-        lower = Tensor._make(xp.tril(xp.ones((n, n), dtype=grad.dtype)))
-        strictly_lower = Tensor._make(xp.tril(xp.ones((n, n), dtype=grad.dtype), -1))
-        mirrored = inner * lower + (inner * strictly_lower).mT
-        return (Solve.apply(r, (grad_q + q @ mirrored).mT).mT,)  # (…) R⁻ᵀ = (R⁻¹ (…)ᵀ)ᵀ
+        half = _lower_half_diagonal(r @ grad_r.mH - grad_q.mH @ q)
+        mirrored = half + half.mH  # (the diagonal: ½(m + m̄) = Re m, exactly m where real)
+        return (Solve.apply(r, (grad_q + q @ mirrored).mH).mH,)  # (…) R⁻ᴴ = (R⁻¹ (…)ᴴ)ᴴ
 
 
 def qr(A, mode="reduced", *, out=None):

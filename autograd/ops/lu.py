@@ -10,12 +10,12 @@ at step j.
 The gradient (square A) follows from dA = P (dL U + L dU): with X = L⁻¹ Pᵀ dA U⁻¹ = L⁻¹dL + dU U⁻¹,
 whose strictly lower part is L⁻¹dL and upper part dU U⁻¹,
 
-    dL/dA = P L⁻ᵀ Φ U⁻ᵀ,   Φ = tril₋₁(Lᵀ L̄) + triu(Ū Uᵀ)        (L̄ = dL/dL, Ū = dL/dU)
+    dL/dA = P L⁻ᴴ Φ U⁻ᴴ,   Φ = tril₋₁(Lᴴ L̄) + triu(Ū Uᴴ)        (L̄ = dL/dL, Ū = dL/dU)
 
-A wide A = P L [U₁ U₂] adds U₂'s path: Φ = tril₋₁(Lᵀ L̄ - Ū₂ U₂ᵀ) + triu(Ū₁ U₁ᵀ) and
-dL/dA = P L⁻ᵀ [Φ U₁⁻ᵀ, Ū₂]. A tall A = P [L₁; L₂] U adds L₂'s: Φ = tril₋₁(L₁ᵀ L̄₁) +
-triu(Ū Uᵀ - L₂ᵀ L̄₂) and dL/dA = P [L₁⁻ᵀ Φ U⁻ᵀ; L̄₂ U⁻ᵀ]. The triangular solves are
-differentiable, so the gradient has one too.
+A wide A = P L [U₁ U₂] adds U₂'s path: Φ = tril₋₁(Lᴴ L̄ - Ū₂ U₂ᴴ) + triu(Ū₁ U₁ᴴ) and
+dL/dA = P L⁻ᴴ [Φ U₁⁻ᴴ, Ū₂]. A tall A = P [L₁; L₂] U adds L₂'s: Φ = tril₋₁(L₁ᴴ L̄₁) +
+triu(Ū Uᴴ - L₂ᴴ L̄₂) and dL/dA = P [L₁⁻ᴴ Φ U⁻ᴴ; L̄₂ U⁻ᴴ]. (ᴴ is ᵀ for real matrices; the complex
+gradient is PyTorch's.) The triangular solves are differentiable, so the gradient has one too.
 """
 
 import collections
@@ -39,7 +39,8 @@ LUWithInfoResult = collections.namedtuple("_lu_with_info", ["LU", "pivots", "inf
 
 def factor(a):
     """(LU packed, pivots, info) of a batch of m × n arrays, by Gaussian elimination with partial
-    pivoting: at step j the row with the largest |a_ij| (i ≥ j) is swapped into place, the column
+    pivoting: at step j the row with the largest |a_ij| (i ≥ j; |Re a_ij| + |Im a_ij| where complex, as
+    LAPACK's izamax) is swapped into place, the column
     below the pivot is divided by it (giving L's column) and its outer product with the pivot's
     row is taken off the trailing block. info is the 1-based index of the first zero pivot (0 if
     none); a zero pivot's column is left unscaled, as LAPACK's getf2."""
@@ -51,7 +52,9 @@ def factor(a):
     pivots = xp.zeros((lu.shape[0], k), dtype=int32)
     info = xp.zeros(lu.shape[0], dtype=int32)
     for j in range(k):
-        p = j + xp.argmax(xp.abs(lu[:, j:, j]), axis=-1)
+        column = lu[:, j:, j]
+        size = xp.abs(column.real) + xp.abs(column.imag) if column.dtype.kind == "c" else xp.abs(column)
+        p = j + xp.argmax(size, axis=-1)
         pivots[:, j] = p + 1
         lu[rows, j], lu[rows, p] = lu[rows, p], lu[rows, j].copy()
         pivot = lu[:, j, j]
@@ -89,8 +92,8 @@ class LUFactor(Primitive):
     pivots, and handed over here); the gradient is the module docstring's."""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True  # (written with ᴴ)
 
     def forward(self, a):
         return self.__dict__.pop("lu")  # (the node keeps it as its output, not twice)
@@ -102,19 +105,19 @@ class LUFactor(Primitive):
         lower, upper = _unit_lower(lu, k), lu[..., :k, :].triu()
         grad_lower, grad_upper = grad[..., :, :k].tril(-1), grad[..., :k, :].triu()
         lower1, upper1 = lower[..., :k, :], upper[..., :, :k]
-        inner_lower = lower1.mT @ grad_lower[..., :k, :]
-        inner_upper = grad_upper[..., :, :k] @ upper1.mT
+        inner_lower = lower1.mH @ grad_lower[..., :k, :]
+        inner_upper = grad_upper[..., :, :k] @ upper1.mH
         if m < n:  # U₂'s path
-            inner_lower = inner_lower - grad_upper[..., :, k:] @ upper[..., :, k:].mT
+            inner_lower = inner_lower - grad_upper[..., :, k:] @ upper[..., :, k:].mH
         if m > n:  # L₂'s path
-            inner_upper = inner_upper - lower[..., k:, :].mT @ grad_lower[..., k:, :]
+            inner_upper = inner_upper - lower[..., k:, :].mH @ grad_lower[..., k:, :]
         phi = inner_lower.tril(-1) + inner_upper.triu()
-        right = solve_triangular(upper1.mT, phi, upper=False, left=False)  # Φ U₁⁻ᵀ
+        right = solve_triangular(upper1.mH, phi, upper=False, left=False)  # Φ U₁⁻ᴴ
         if m < n:
             right = shape.cat([right, grad_upper[..., :, k:]], -1)
-        grad_a = solve_triangular(lower1.mT, right, upper=True, unitriangular=True)  # L₁⁻ᵀ (…)
+        grad_a = solve_triangular(lower1.mH, right, upper=True, unitriangular=True)  # L₁⁻ᴴ (…)
         if m > n:
-            grad_a = shape.cat([grad_a, solve_triangular(upper1.mT, grad_lower[..., k:, :], upper=False, left=False)],
+            grad_a = shape.cat([grad_a, solve_triangular(upper1.mH, grad_lower[..., k:, :], upper=False, left=False)],
                                -2)
         return (P @ grad_a,)
 
@@ -122,9 +125,8 @@ class LUFactor(Primitive):
 def _matrices(A, op):
     if A.ndim < 2:
         raise RuntimeError(f"{op}: Expected tensor with 2 or more dimensions. Got size: {list(A.shape)} instead")
-    if A.dtype.kind != "f":
-        raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {A.dtype} (complex is not "
-                           "supported here yet)")
+    if A.dtype.kind not in "fc":
+        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input, got {A.dtype}")
 
 
 def _check_pivot(pivot, op):
@@ -207,9 +209,9 @@ def torch_lu(A, pivot=True, get_infos=False, out=None):
 
 
 def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
-    """X with A X = B (Aᵀ X = B with adjoint; X A = B, X Aᵀ = B when not left), A = P L U given
-    by lu_factor: X = U⁻¹ L⁻¹ Pᵀ B (or P L⁻ᵀ U⁻ᵀ B), two triangular solves reading the packed
-    factors in place (so LU's gradient lands on the triangles each reads)."""
+    """X with A X = B (Aᴴ X = B with adjoint; X A = B, X Aᴴ = B when not left), A = P L U given
+    by lu_factor: X = U⁻¹ L⁻¹ Pᵀ B (or P L⁻ᴴ U⁻ᴴ B), two triangular solves reading the packed
+    factors in place (so LU's gradient lands on the triangles each reads). (ᴴ is ᵀ for reals.)"""
     if LU.ndim < 2 or LU.shape[-1] != LU.shape[-2]:
         raise RuntimeError(f"torch.linalg.lu_solve: A must be batches of square matrices, but they are "
                            f"{' by '.join(map(str, LU.shape[-2:]))} matrices")
@@ -226,12 +228,12 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
     if (B.shape[-2] if left else B.shape[-1]) != n:
         raise RuntimeError(f"linalg.lu_solve: Incompatible shapes of A and B for the equation "
                            f"{'AX = B' if left else 'XA = B'} ({n}x{n} and {B.shape[-2]}x{B.shape[-1]})")
-    if not left:  # X A = B ⇔ Aᵀ Xᵀ = Bᵀ (and X Aᵀ = B ⇔ A Xᵀ = Bᵀ)
-        return write_out(lu_solve(LU, pivots, B.mT, adjoint=not adjoint).mT, out, same_dtype=True)
+    if not left:  # X A = B ⇔ Aᴴ Xᴴ = Bᴴ (and X Aᴴ = B ⇔ A Xᴴ = Bᴴ)
+        return write_out(lu_solve(LU, pivots, B.mH, adjoint=not adjoint).mH, out, same_dtype=True)
     P = Tensor._make(permutation(pivots._data, n, LU.dtype))
-    if adjoint:  # Aᵀ = Uᵀ Lᵀ Pᵀ
-        Y = solve_triangular(LU.mT, B, upper=False)
-        X = P @ solve_triangular(LU.mT, Y, upper=True, unitriangular=True)
+    if adjoint:  # Aᴴ = Uᴴ Lᴴ Pᵀ
+        Y = solve_triangular(LU.mH, B, upper=False)
+        X = P @ solve_triangular(LU.mH, Y, upper=True, unitriangular=True)
     else:
         Y = solve_triangular(LU, P.mT @ B, upper=False, unitriangular=True)
         X = solve_triangular(LU, Y, upper=True)

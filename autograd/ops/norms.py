@@ -92,13 +92,14 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
 
 
 class SingularValues(Primitive):
-    """σ = the singular values of A (descending);   dL/dA = U diag(dL/dσ) Vᵀ  (A = U diag(σ) Vᵀ)
+    """σ = the singular values of A (descending);   dL/dA = U diag(dL/dσ) Vᴴ  (A = U diag(σ) Vᴴ)
 
     U and V are taken as constants: exact for first derivatives where the σ are distinct.
     """
 
     saves_inputs = False  # backward needs no input's values
     saves_arguments = True  # backward uses the singular vectors: freed after backward, as PyTorch frees it
+    handles_complex = True  # (real σ of a complex A: U diag(dL/dσ) Vᴴ is PyTorch's complex gradient too)
 
     def forward(self, a):
         self.u, sigma, self.vh = xp.linalg.svd(a, full_matrices=False)

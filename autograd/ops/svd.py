@@ -4,19 +4,22 @@ the numerical rank (linalg.matrix_rank).
 
 For A of shape m × n, k = min(m, n), reduced factors U (m × k), S (k), Vh (k × n), F_ij =
 1/(s_j² - s_i²) off the diagonal and 0 on it (Townsend, "Differentiating the singular value
-decomposition", 2016):
+decomposition", 2016; ᴴ is ᵀ for real matrices):
 
-    dL/dA = U [ (F ∘ (UᵀŪ - ŪᵀU)) S + diag(S̄) + S (F ∘ (VᵀV̄ - V̄ᵀV)) ] Vᵀ
-            + (I - UUᵀ) Ū S⁻¹ Vᵀ + U S⁻¹ V̄ᵀ (I - VVᵀ)
+    dL/dA = U [ (F ∘ (UᴴŪ - ŪᴴU)) S + diag(S̄) + S (F ∘ (VᴴV̄ - V̄ᴴV)) + diag(i Im(UᴴŪ)_jj / s_j) ] Vᴴ
+            + (I - UUᴴ) Ū S⁻¹ Vᴴ + U S⁻¹ V̄ᴴ (I - VVᴴ)
 
-(Ū = dL/dU, S̄ = dL/dS, V̄ = dL/dV, V = Vhᵀ.) The singular vectors' gradient needs distinct
+(Ū = dL/dU, S̄ = dL/dS, V̄ = dL/dV, V = Vhᴴ.) The singular vectors' gradient needs distinct
 nonzero singular values, as PyTorch's. With full_matrices=True the extra columns of U (rows of
-Vh) are any orthonormal completion: as in PyTorch, their gradient is ignored.
+Vh) are any orthonormal completion: as in PyTorch, their gradient is ignored. Complex singular
+vectors are defined up to a common phase (U diag(e^{iθ}), V diag(e^{iθ})): the last term of the
+bracket, 0 for real matrices, is that quotient's (PyTorch's svd_backward), and a loss that depends
+on the phases (Im diag(UᴴŪ + VᴴV̄) ≠ 0) has no gradient: its backward raises PyTorch's error.
 
 The pseudo-inverse X = A⁺ has its own gradient (Golub & Pereyra), finite wherever the rank
 does not change (repeated singular values included):
 
-    dL/dA = -Xᵀ Ḡ Xᵀ + (I - AX) Ḡᵀ X Xᵀ + XᵀX Ḡᵀ (I - XA)
+    dL/dA = -Xᴴ Ḡ Xᴴ + (I - AX) Ḡᴴ X Xᴴ + XᴴX Ḡᴴ (I - XA)
 """
 
 import collections
@@ -24,6 +27,8 @@ import collections
 from ..backend import int64, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .conversion import type_name
+from .decompositions import _require_phase_free
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -33,14 +38,12 @@ TorchSVDResult = collections.namedtuple("svd", ["U", "S", "V"])
 LstsqResult = collections.namedtuple("linalg_lstsq", ["solution", "residuals", "rank", "singular_values"])
 
 
-def _matrices(A, op, complex_ok=False):
-    """Refuse what op cannot take: fewer than 2 dims, integers, complex numbers unless complex_ok (an op
-    whose values are right for complex matrices; its Primitive still refuses a complex gradient)."""
+def _matrices(A, op):
+    """Refuse what op cannot take: fewer than 2 dims, integers."""
     if A.ndim < 2:
         raise RuntimeError(f"linalg.{op}: The input tensor A must have at least 2 dimensions.")
-    if A.dtype.kind not in ("fc" if complex_ok else "f"):
-        raise RuntimeError(f"linalg.{op}: Expected a floating point tensor as input, got {A.dtype}"
-                           + (" (complex is not supported here yet)" if A.dtype.kind == "c" else ""))
+    if A.dtype.kind not in "fc":
+        raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input, got {A.dtype}")
 
 
 def _sizes(m, n, full):
@@ -63,6 +66,7 @@ class SVD(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     saves_output = True
+    handles_complex = True  # (written with ᴴ; the phase term and check are PyTorch's)
 
     def forward(self, a):
         u, s, vh = xp.linalg.svd(a, full_matrices=self.full_matrices)
@@ -74,48 +78,57 @@ class SVD(Primitive):
         k = min(m, n)
         u, s, vh = _unpack(packed, m, n, self.full_matrices)
         grad_u, grad_s, grad_vh = _unpack(grad, m, n, self.full_matrices)
+        if grad_s.dtype.kind == "c":  # S is real, packed beside complex vectors: Im dL/dS has nowhere to go
+            grad_s = grad_s.real  # (it is 0 from S itself, not from a second derivative through the backward's S)
         u, grad_u, vh, grad_vh = u[..., :k], grad_u[..., :k], vh[..., :k, :], grad_vh[..., :k, :]
-        v, grad_v = vh.mT, grad_vh.mT
+        v, grad_v = vh.mH, grad_vh.mH
         eye = Tensor._make(xp.eye(k, dtype=grad.dtype))
         squares = s * s
         gaps = squares.unsqueeze(-2) - squares.unsqueeze(-1) + eye  # s_j² - s_i² (1 on the diagonal)
         f = (1.0 - eye) / gaps
-        left = u.mT @ grad_u
-        right = v.mT @ grad_v
+        left = u.mH @ grad_u
+        right = v.mH @ grad_v
         rows, columns = s.unsqueeze(-1), s.unsqueeze(-2)  # S · X scales rows, X · S columns
-        inner = (f * (left - left.mT)) * columns + grad_s.unsqueeze(-1) * eye + rows * (f * (right - right.mT))
+        inner = (f * (left - left.mH)) * columns + grad_s.unsqueeze(-1) * eye + rows * (f * (right - right.mH))
+        if grad.dtype.kind == "c":
+            _require_phase_free(left, "svd_backward: The singular vectors in the complex case are specified up to "
+                                "multiplication by e^{i phi}. The specified loss function depends on this phase term, "
+                                "making it ill-defined.", right)
+            inner = inner + (left - left.mH) * eye * 0.5 / columns  # i Im(UᴴŪ)_jj / s_j
         grad_a = u @ inner @ vh
-        if m > k:  # (I - UUᵀ) Ū S⁻¹ Vᵀ
+        if m > k:  # (I - UUᴴ) Ū S⁻¹ Vᴴ
             grad_a = grad_a + ((grad_u - u @ left) / columns) @ vh
-        if n > k:  # U S⁻¹ V̄ᵀ (I - VVᵀ)
-            grad_a = grad_a + u @ ((grad_vh - right.mT @ vh) / rows)
+        if n > k:  # U S⁻¹ V̄ᴴ (I - VVᴴ)
+            grad_a = grad_a + u @ ((grad_vh - right.mH @ vh) / rows)
         return (grad_a,)
 
 
 def svd(A, full_matrices=True, *, driver=None, out=None):
-    """(U, S, Vh) with A = U diag(S) Vh, S descending (torch.linalg.svd)."""
+    """(U, S, Vh) with A = U diag(S) Vh, S descending and real (torch.linalg.svd)."""
     _matrices(A, "svd")
     m, n = A.shape[-2:]
     packed = SVD.apply(A, full_matrices=bool(full_matrices) and m != n)
     u, s, vh = _unpack(packed, m, n, bool(full_matrices) and m != n)
+    s = s.real if s.dtype.kind == "c" else s  # (packed beside complex vectors, S is real)
     return write_out(SVDResult(u, s, vh), out, same_dtype=True)
 
 
 @names("svd")
 def torch_svd(input, some=True, compute_uv=True, *, out=None):
-    """(U, S, V) with input = U diag(S) Vᵀ (torch.svd: V, not Vh; some=False gives the full U and V).
+    """(U, S, V) with input = U diag(S) Vᴴ (torch.svd: V, not Vh; some=False gives the full U and V).
     With compute_uv=False, U and V are zeros (S alone is computed)."""
     u, s, vh = svd(input, full_matrices=not some)
     if not compute_uv:
         u = Tensor._make(xp.zeros(u.shape, dtype=u.dtype))
         vh = Tensor._make(xp.zeros(vh.shape, dtype=vh.dtype))
-    return write_out(TorchSVDResult(u, s, vh.mT), out)
+    return write_out(TorchSVDResult(u, s, vh.mH), out)
 
 
 class PseudoInverse(Primitive):
-    """X = A⁺;   dL/dA = -Xᵀ Ḡ Xᵀ + (I - AX) Ḡᵀ X Xᵀ + XᵀX Ḡᵀ (I - XA)  (constant rank)"""
+    """X = A⁺;   dL/dA = -Xᴴ Ḡ Xᴴ + (I - AX) Ḡᴴ X Xᴴ + XᴴX Ḡᴴ (I - XA)  (constant rank)"""
 
     saves_output = True
+    handles_complex = True  # (written with ᴴ, as PyTorch's pinv_backward)
 
     def forward(self, a):
         if xp.__name__ == "cupy":  # (CuPy's pinv names the relative tolerance rcond, and has no hermitian path)
@@ -123,9 +136,9 @@ class PseudoInverse(Primitive):
         return xp.linalg.pinv(a, rtol=self.rtol, hermitian=self.hermitian)
 
     def backward(self, grad, x, a):
-        xt, gt = x.mT, grad.mT
-        row_side = gt @ x @ xt  # Ḡᵀ X Xᵀ
-        column_side = xt @ x @ gt  # XᵀX Ḡᵀ
+        xt, gt = x.mH, grad.mH
+        row_side = gt @ x @ xt  # Ḡᴴ X Xᴴ
+        column_side = xt @ x @ gt  # XᴴX Ḡᴴ
         return (-(xt @ grad @ xt) + (row_side - a @ (x @ row_side)) + (column_side - (column_side @ x) @ a),)
 
 
@@ -165,7 +178,7 @@ def pinv(input, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
     if rcond is not None:
         _one_tolerance("pinv", "rcond", atol, rtol)
         rtol = rcond
-    _matrices(A, "pinv", complex_ok=True)
+    _matrices(A, "pinv")
     return write_out(PseudoInverse.apply(A, rtol=_relative_tolerance(A, atol, rtol, hermitian), hermitian=hermitian),
                      out)
 
@@ -184,7 +197,7 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
     if tol is not None:
         _one_tolerance("matrix_rank", "tol", atol, rtol)
         atol = tol
-    _matrices(A, "matrix_rank", complex_ok=True)
+    _matrices(A, "matrix_rank")
     values = _singular_values(A, hermitian)
     largest = values.max(-1) if values.shape[-1] else xp.zeros(values.shape[:-1])
     with xp.errstate(invalid="ignore"):  # (σ_max = 0: a NaN cutoff, which no value exceeds)
@@ -212,6 +225,9 @@ def lstsq(input, b, rcond=None, *, driver=None, out=None):
     if not 0 <= A.ndim - B.ndim <= 1:  # (B is A's batch of matrices, or of vectors: it does not broadcast A)
         raise RuntimeError("torch.linalg.lstsq: input.dim() must be greater or equal to other.dim() and "
                            f"(input.dim() - other.dim()) <= 1 (got shapes {tuple(A.shape)} and {tuple(B.shape)})")
+    if A.dtype != B.dtype:  # (PyTorch promotes neither: a real B of a complex A too)
+        raise RuntimeError(f"torch.linalg.lstsq: Expected input and other to have the same dtype, but got input's "
+                           f"dtype {type_name(A.dtype)} and other's dtype {type_name(B.dtype)}")
     vector = B.ndim == A.ndim - 1
     B = B.unsqueeze(-1) if vector else B
     solution = matmul(pinv(A, rtol=rcond), B)

@@ -4,10 +4,11 @@ torch.linalg.solve_triangular and the older torch.triangular_solve.
 Only one triangle of A is read (the lower, or the upper with upper=True; with unitriangular its
 diagonal is taken to be 1 and not read either), so only that triangle receives a gradient:
 
-    X = T⁻¹ B:   dL/dB = T⁻ᵀ (dL/dX),   dL/dA = tri(-(dL/dB) Xᵀ)
+    X = T⁻¹ B:   dL/dB = T⁻ᴴ (dL/dX),   dL/dA = tri(-(dL/dB) Xᴴ)
 
-(tri keeps the triangle that was read.) Tᵀ is triangular the other way up, so the backward is
-one more triangular solve, itself differentiable.
+(tri keeps the triangle that was read; ᴴ is ᵀ for real matrices, and the complex gradient is
+PyTorch's.) Tᴴ is triangular the other way up, so the backward is one more triangular solve,
+itself differentiable.
 
 A zero on the diagonal is not an error, as in LAPACK's trtrs/trsm which PyTorch calls: the
 division gives inf or nan in the solution.
@@ -47,29 +48,29 @@ def substitute(a, b, upper, unitriangular):
 
 class SolveTriangular(Primitive):
     """X = T⁻¹ B, T the lower (upper) triangle of A;
-    dL/dB = T⁻ᵀ (dL/dX),   dL/dA = tri(-(dL/dB) Xᵀ)"""
+    dL/dB = T⁻ᴴ (dL/dX),   dL/dA = tri(-(dL/dB) Xᴴ)"""
 
     saves_output = True
+    handles_complex = True  # (written with ᴴ)
 
     def forward(self, a, b):
         return substitute(a, b, self.upper, self.unitriangular)
 
     def backward(self, grad, x, a, b):
-        grad_b = SolveTriangular.apply(a.mT, grad, upper=not self.upper, unitriangular=self.unitriangular)
+        grad_b = SolveTriangular.apply(a.mH, grad, upper=not self.upper, unitriangular=self.unitriangular)
         grad_a = None
         if a.requires_grad:
-            full = -(grad_b @ x.mT)
+            full = -(grad_b @ x.mH)
             offset = 1 if self.unitriangular else 0  # the diagonal of a unit triangle is not read
             grad_a = unbroadcast(full.triu(offset) if self.upper else full.tril(-offset), a)
         return grad_a, unbroadcast(grad_b, b) if b.requires_grad else None
 
 
 def _same_floating_dtype(A, B, op):
-    """A and B in their common floating dtype (PyTorch promotes; integers are refused)."""
-    if A.dtype.kind != "f" or B.dtype.kind != "f":
-        wrong = A.dtype if A.dtype.kind != "f" else B.dtype
-        raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {wrong} (complex is not "
-                           "supported here yet)")
+    """A and B in their common floating or complex dtype (PyTorch promotes; integers are refused)."""
+    if A.dtype.kind not in "fc" or B.dtype.kind not in "fc":
+        wrong = A.dtype if A.dtype.kind not in "fc" else B.dtype
+        raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input, got {wrong}")
     if A.dtype != B.dtype:
         common = xp.result_type(A.dtype, B.dtype)
         A, B = A.to(common), B.to(common)
