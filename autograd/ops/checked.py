@@ -11,10 +11,10 @@ pass for answers. The others keep their values and gradients.
 The common case costs what the plain op costs: info is only worked out when the op fails.
 """
 
-import collections
 import math
 
 from ..backend import int32, xp
+from ..return_types import return_type
 from ..tensor import Tensor
 from .decompositions import cholesky
 from .elementwise import where
@@ -22,9 +22,9 @@ from .inverses import LinAlgError, _square, inv, is_vector_rhs, solve
 from .lu import factor
 from .outputs import write_out
 
-InvExResult = collections.namedtuple("linalg_inv_ex", ["inverse", "info"])
-SolveExResult = collections.namedtuple("linalg_solve_ex", ["result", "info"])
-CholeskyExResult = collections.namedtuple("linalg_cholesky_ex", ["L", "info"])
+InvExResult = return_type("linalg_inv_ex", ["inverse", "info"])
+SolveExResult = return_type("linalg_solve_ex", ["result", "info"])
+CholeskyExResult = return_type("linalg_cholesky_ex", ["L", "info"])
 
 
 def _raise(info, op, message):

@@ -9,10 +9,10 @@ Products divide by x_k in the textbook derivative (Π_{j≠k} x_j = y / x_k); wh
 zeros the division is replaced by the exact product over the other elements.
 """
 
-import collections
 
 from ..backend import accumulate, errstate, int64, xp
 from ..primitive import Primitive, node_named
+from ..return_types import return_type
 from ..tensor import Tensor, tensor_from
 from . import shape
 from .arranging import Flip
@@ -167,8 +167,8 @@ def prod(input, dim=None, keepdim=False, *, dtype=None, out=None):
     return write_out(Prod.apply(x, axes=axes, keepdim=keepdim, pytorch_name="ProdBackward1"), out, dtype=dtype)
 
 
-CumMaxResult = collections.namedtuple("cummax", ["values", "indices"])
-CumMinResult = collections.namedtuple("cummin", ["values", "indices"])
+CumMaxResult = return_type("cummax", ["values", "indices"])
+CumMinResult = return_type("cummin", ["values", "indices"])
 
 
 def _running_extremum(x, dim, running, result):

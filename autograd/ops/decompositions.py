@@ -10,11 +10,11 @@ defined up to a phase e^{iφ}: a loss that depends on that phase (Im diag(Vᴴ d
 gradient, and its backward raises PyTorch's error.
 """
 
-import collections
 
 from ..backend import xp
 from ..graph import is_grad_enabled
 from ..primitive import Primitive
+from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape
 from .conversion import require_same_dtype
@@ -23,7 +23,7 @@ from .inverses import Solve, _square, inv
 from .names import names
 from .outputs import write_out
 
-EighResult = collections.namedtuple("linalg_eigh", ["eigenvalues", "eigenvectors"])
+EighResult = return_type("linalg_eigh", ["eigenvalues", "eigenvectors"])
 
 
 def _lower_half_diagonal(x):
@@ -133,7 +133,7 @@ def tensor_cholesky(input, upper=False, *, out=None):
     return write_out(cholesky(input, upper=upper), out, same_dtype=True)
 
 
-QRResult = collections.namedtuple("linalg_qr", ["Q", "R"])
+QRResult = return_type("linalg_qr", ["Q", "R"])
 
 
 class QR(Primitive):

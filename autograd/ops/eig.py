@@ -10,16 +10,16 @@ free phase. For a real A the gradient is its real part. Like PyTorch's, it assum
 eigenvalues, and a loss that depends on the eigenvectors' phases is not well defined.
 """
 
-import collections
 
 from ..backend import xp
 from ..graph import is_grad_enabled
 from ..primitive import Primitive
+from ..return_types import return_type
 from ..tensor import Tensor
 from .inverses import Solve, _square
 from .outputs import write_out
 
-EigResult = collections.namedtuple("linalg_eig", ["eigenvalues", "eigenvectors"])
+EigResult = return_type("linalg_eig", ["eigenvalues", "eigenvectors"])
 
 
 class Eig(Primitive):

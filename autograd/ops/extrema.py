@@ -7,10 +7,10 @@ Unlike max(dim), which sends the gradient to the one index it returns, amax shar
 evenly between ties, as PyTorch's.
 """
 
-import collections
 
 from ..backend import errstate, xp
 from ..primitive import Primitive, node_named
+from ..return_types import return_type
 from ..tensor import Tensor
 from .axes import normalize_dims
 from .conjugation import refuse_unordered
@@ -20,7 +20,7 @@ from .names import names
 from .outputs import write_out
 from .reductions import spread
 
-AminmaxResult = collections.namedtuple("aminmax", ["min", "max"])
+AminmaxResult = return_type("aminmax", ["min", "max"])
 
 
 class ExtremumOverDims(Primitive):

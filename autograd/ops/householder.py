@@ -13,16 +13,16 @@ so what is built on them is differentiable in A, τ and X. (geqrf itself has no 
 PyTorch.)
 """
 
-import collections
 import math
 
 from ..backend import xp
 from ..graph import is_grad_enabled
+from ..return_types import return_type
 from ..tensor import Tensor
 from .names import names
 from .outputs import write_out
 
-GeqrfResult = collections.namedtuple("geqrf", ["a", "tau"])
+GeqrfResult = return_type("geqrf", ["a", "tau"])
 
 
 def _reflector_vectors(A):

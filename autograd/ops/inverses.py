@@ -6,10 +6,10 @@
     ln|det A|:        dL/dA = dL/dy · A⁻ᵀ
 """
 
-import collections
 
 from ..backend import xp
 from ..primitive import Primitive
+from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape
 from .conversion import require_same_dtype
@@ -18,8 +18,8 @@ from .elementwise import Where, unbroadcast
 from .names import names
 from .outputs import write_out
 
-SlogdetResult = collections.namedtuple("slogdet", ["sign", "logabsdet"])
-LinalgSlogdetResult = collections.namedtuple("linalg_slogdet", ["sign", "logabsdet"])
+SlogdetResult = return_type("slogdet", ["sign", "logabsdet"])
+LinalgSlogdetResult = return_type("linalg_slogdet", ["sign", "logabsdet"])
 
 
 class LinAlgError(RuntimeError):

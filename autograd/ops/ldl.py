@@ -16,19 +16,19 @@ order.
 Neither has a gradient (as in PyTorch): an input that requires grad is refused with that said.
 """
 
-import collections
 import math
 
 from ..backend import errstate, int32, to_numpy, xp
 from ..graph import is_grad_enabled
+from ..return_types import return_type
 from ..tensor import Tensor
 from .checked import _raise
 from .conversion import require_same_dtype
 from .inverses import _square
 from .outputs import write_out
 
-LDLFactorResult = collections.namedtuple("linalg_ldl_factor", ["LD", "pivots"])
-LDLFactorExResult = collections.namedtuple("linalg_ldl_factor_ex", ["LD", "pivots", "info"])
+LDLFactorResult = return_type("linalg_ldl_factor", ["LD", "pivots"])
+LDLFactorExResult = return_type("linalg_ldl_factor_ex", ["LD", "pivots", "info"])
 
 ALPHA = (1 + math.sqrt(17)) / 8
 

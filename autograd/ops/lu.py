@@ -18,11 +18,11 @@ triu(Ū Uᴴ - L₂ᴴ L̄₂) and dL/dA = P [L₁⁻ᴴ Φ U⁻ᴴ; L̄₂ U⁻
 gradient is PyTorch's.) The triangular solves are differentiable, so the gradient has one too.
 """
 
-import collections
 import math
 
 from ..backend import int32, xp
 from ..primitive import Primitive
+from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape
 from .conversion import require_same_dtype
@@ -30,11 +30,11 @@ from .names import names
 from .outputs import write_out
 from .triangular import solve_triangular
 
-LUFactorResult = collections.namedtuple("linalg_lu_factor", ["LU", "pivots"])
-LUFactorExResult = collections.namedtuple("linalg_lu_factor_ex", ["LU", "pivots", "info"])
-LUResult = collections.namedtuple("linalg_lu", ["P", "L", "U"])
-LUUnpackResult = collections.namedtuple("lu_unpack", ["P", "L", "U"])
-LUWithInfoResult = collections.namedtuple("_lu_with_info", ["LU", "pivots", "info"])
+LUFactorResult = return_type("linalg_lu_factor", ["LU", "pivots"])
+LUFactorExResult = return_type("linalg_lu_factor_ex", ["LU", "pivots", "info"])
+LUResult = return_type("linalg_lu", ["P", "L", "U"])
+LUUnpackResult = return_type("lu_unpack", ["P", "L", "U"])
+LUWithInfoResult = return_type("_lu_with_info", ["LU", "pivots", "info"])
 
 
 def factor(a):

@@ -5,13 +5,13 @@ gcd and lcm are piecewise constant: no gradient; nextafter's is input's (PyTorch
 by powers of two, so their gradients are those scales (exact).
 """
 
-import collections
 import math
 
 import numpy
 
 from ..backend import int32, to_numpy, xp
 from ..primitive import Primitive
+from ..return_types import return_type
 from ..tensor import Tensor, _operand
 from .conversion import c_name, refuse_kinds
 from .elementwise import floating, promote, unbroadcast, where
@@ -19,7 +19,7 @@ from .names import names
 from .outputs import write_out
 from .predicates import on_integers
 
-FrexpResult = collections.namedtuple("frexp", ["mantissa", "exponent"])
+FrexpResult = return_type("frexp", ["mantissa", "exponent"])
 
 
 def _pair(input, other):

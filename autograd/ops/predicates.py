@@ -6,12 +6,12 @@ input's floating dtype for histograms).
 """
 
 import builtins
-import collections
 import math
 import warnings
 
 from ..backend import int64, xp
 from ..errors import ShapeError, broadcast_mismatch
+from ..return_types import return_type
 from ..tensor import Tensor, _compared, _operand, ordered
 from .axes import normalize_dims
 from .conversion import c_name, refuse_kinds, type_name
@@ -19,7 +19,7 @@ from .elementwise import Where, result_type
 from .names import names
 from .outputs import write_out
 
-HistogramResult = collections.namedtuple("histogram", ["hist", "bin_edges"])
+HistogramResult = return_type("histogram", ["hist", "bin_edges"])
 
 
 def _data(x):
@@ -287,7 +287,7 @@ def _check_histogram(data, edges, range, weight):
         raise RuntimeError(f"torch.histogramdd: dimension 0's range [{low:g}, {high:g}] is not finite")
 
 
-HistogramddResult = collections.namedtuple("histogramdd", ["hist", "bin_edges"])
+HistogramddResult = return_type("histogramdd", ["hist", "bin_edges"])
 
 
 @names("histogramdd", method=False)

@@ -4,13 +4,13 @@ A reduction's backward spreads dL/dy back over the reduced axes: the
 gradient of a sum is dL/dy copied to every term (``expand``).
 """
 
-import collections
 import math
 import warnings
 
 from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
 from ..primitive import Primitive, named_node
+from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims, unbiased_overload
@@ -179,8 +179,8 @@ class Extremum(Primitive):
         return f"{which}Backward{1 if self.axis is None else 0}"
 
 
-MaxResult = collections.namedtuple("max", ["values", "indices"])
-MinResult = collections.namedtuple("min", ["values", "indices"])
+MaxResult = return_type("max", ["values", "indices"])
+MinResult = return_type("min", ["values", "indices"])
 
 
 def _extremum(x, dim, keepdim, find, arg, result):

@@ -6,10 +6,10 @@ they are ``gather(x, dim, indices)``, so dL/dx is dL/dvalues scattered back to w
 value came from (Gather's derivative). NaN counts as larger than every number, as in PyTorch.
 """
 
-import collections
 
 from ..backend import accumulate, int64, xp
 from ..primitive import Primitive, named_node, node_named
+from ..return_types import return_type
 from ..tensor import Tensor
 from . import shape
 from .axes import dim_index
@@ -20,12 +20,12 @@ from .names import names
 from .outputs import write_out
 from .reductions import Extremum
 
-SortResult = collections.namedtuple("sort", ["values", "indices"])
-TopKResult = collections.namedtuple("topk", ["values", "indices"])
-KthValueResult = collections.namedtuple("kthvalue", ["values", "indices"])
-MedianResult = collections.namedtuple("median", ["values", "indices"])
-NanMedianResult = collections.namedtuple("nanmedian", ["values", "indices"])
-ModeResult = collections.namedtuple("mode", ["values", "indices"])
+SortResult = return_type("sort", ["values", "indices"])
+TopKResult = return_type("topk", ["values", "indices"])
+KthValueResult = return_type("kthvalue", ["values", "indices"])
+MedianResult = return_type("median", ["values", "indices"])
+NanMedianResult = return_type("nanmedian", ["values", "indices"])
+ModeResult = return_type("mode", ["values", "indices"])
 
 
 def _key(data, descending):

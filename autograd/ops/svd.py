@@ -22,10 +22,10 @@ does not change (repeated singular values included):
     dL/dA = -Xᴴ Ḡ Xᴴ + (I - AX) Ḡᴴ X Xᴴ + XᴴX Ḡᴴ (I - XA)
 """
 
-import collections
 
 from ..backend import int64, xp
 from ..primitive import Primitive
+from ..return_types import return_type
 from ..tensor import Tensor
 from .conversion import type_name
 from .decompositions import _require_phase_free
@@ -33,9 +33,9 @@ from .linalg import matmul
 from .names import names
 from .outputs import write_out
 
-SVDResult = collections.namedtuple("linalg_svd", ["U", "S", "Vh"])
-TorchSVDResult = collections.namedtuple("svd", ["U", "S", "V"])
-LstsqResult = collections.namedtuple("linalg_lstsq", ["solution", "residuals", "rank", "singular_values"])
+SVDResult = return_type("linalg_svd", ["U", "S", "Vh"])
+TorchSVDResult = return_type("svd", ["U", "S", "V"])
+LstsqResult = return_type("linalg_lstsq", ["solution", "residuals", "rank", "singular_values"])
 
 
 def _matrices(A, op):

@@ -14,17 +14,17 @@ A zero on the diagonal is not an error, as in LAPACK's trtrs/trsm which PyTorch 
 division gives inf or nan in the solution.
 """
 
-import collections
 
 from ..backend import errstate, xp
 from ..primitive import Primitive
+from ..return_types import return_type
 from .conversion import require_same_dtype
 from .elementwise import unbroadcast
 from .inverses import _square
 from .names import names
 from .outputs import write_out
 
-TriangularSolveResult = collections.namedtuple("triangular_solve", ["solution", "cloned_coefficient"])
+TriangularSolveResult = return_type("triangular_solve", ["solution", "cloned_coefficient"])
 
 
 def substitute(a, b, upper, unitriangular):

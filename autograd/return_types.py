@@ -1,0 +1,27 @@
+"""``autograd.return_types``: PyTorch's ``torch.return_types``, the named tuples an op returns where it gives
+several tensors: ``x.max(1)`` is ``return_types.max(values, indices)``, ``linalg.svd(A)`` is
+``return_types.linalg_svd(U, S, Vh)``. Each is a tuple (index it, unpack it) with named fields, printed as
+PyTorch prints it:
+
+    autograd.return_types.max(
+    values=tensor([5., 3.]),
+    indices=tensor([1, 0]))
+
+An op declares its type where it is defined (``return_type("max", ["values", "indices"])``); the type lives
+here, under its name, so that ``isinstance`` and pickling find it.
+"""
+
+import collections
+
+
+def return_type(name, fields):
+    """The named tuple type ``autograd.return_types.<name>`` with ``fields``."""
+
+    def __repr__(self):
+        body = ",\n".join(f"{field}={value!r}" for field, value in zip(self._fields, self))
+        return f"autograd.return_types.{name}(\n{body})"
+
+    made = type(name, (collections.namedtuple(name, fields),), {"__slots__": (), "__repr__": __repr__,
+                                                                 "__module__": __name__, "__qualname__": name})
+    globals()[name] = made
+    return made
