@@ -405,7 +405,8 @@ def jacrev(func, argnums=0, *, has_aux=False, chunk_size=None, _preallocate_and_
 
 def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
     """The Jacobian, as PyTorch's forward-mode ``jacfwd`` gives it (same values and layout); computed
-    here in reverse mode (as ``jacrev``), as there is no forward mode."""
+    here in reverse mode (as ``jacrev``), which composes with the other transforms (forward mode,
+    ``autograd.autograd.forward_ad``, has one level and does not nest)."""
     return _jacobian(func, argnums, has_aux, "jacfwd")
 
 

@@ -440,7 +440,9 @@ class Function:
 
     @staticmethod
     def jvp(ctx, *grad_inputs):
-        """Forward-mode derivative (PyTorch's); there is no forward mode here, so it is never called."""
+        """Forward-mode derivative (PyTorch's): the outputs' tangents from the inputs'
+        (``autograd.autograd.forward_ad``; ``ctx.saved_tensors`` gives what forward kept with
+        ``ctx.save_for_forward``). Not written: refused."""
         raise NotImplementedError("You must implement the jvp function for custom autograd.Function to use it "
                                   "with forward mode AD.")
 
