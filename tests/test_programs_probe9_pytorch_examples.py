@@ -1,0 +1,213 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, E501, E702  (the programs are kept as their authors wrote them)
+"""Three more of pytorch/examples (see tests/pytorch_programs.py), each run on chainrule and on PyTorch from the same
+weights, comparing losses, outputs and parameters:
+
+- time_sequence_prediction: two nn.LSTMCell in float64 unrolled over input.split(1, dim=1), predicting the future
+  from their own outputs, trained by optim.LBFGS through a closure;
+- super_resolution: a Conv2d stack ending in nn.PixelShuffle, its weights from nn.init.orthogonal_ with
+  calculate_gain('relu'), trained by Adam on MSE (and the PSNR the example reports);
+- fast_neural_style's TransformerNet: Conv2d with padding_mode='reflect', InstanceNorm2d(affine=True), a residual
+  block, nearest interpolate before a conv, and the Gram-matrix style loss by view/transpose/bmm."""
+
+import math
+
+import numpy as np
+
+from .pytorch_programs import load, run_both, weights_of
+
+
+def seq_models(m):
+    torch, nn = m.torch, m.nn
+    class Sequence(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm1 = nn.LSTMCell(1, 8)
+            self.lstm2 = nn.LSTMCell(8, 8)
+            self.linear = nn.Linear(8, 1)
+        def forward(self, input, future=0):
+            outputs = []
+            h_t = torch.zeros(input.size(0), 8, dtype=torch.double)
+            c_t = torch.zeros(input.size(0), 8, dtype=torch.double)
+            h_t2 = torch.zeros(input.size(0), 8, dtype=torch.double)
+            c_t2 = torch.zeros(input.size(0), 8, dtype=torch.double)
+            for input_t in input.split(1, dim=1):
+                h_t, c_t = self.lstm1(input_t, (h_t, c_t))
+                h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
+                output = self.linear(h_t2)
+                outputs += [output]
+            for i in range(future):
+                h_t, c_t = self.lstm1(output, (h_t, c_t))
+                h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
+                output = self.linear(h_t2)
+                outputs += [output]
+            outputs = torch.cat(outputs, dim=1)
+            return outputs
+    return Sequence
+
+def time_seq(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    T, L, N = 20, 30, 6
+    x = np.empty((N, L), np.int64)
+    x[:] = np.array(range(L)) + np.random.default_rng(2).integers(-4 * T, 4 * T, N).reshape(N, 1)
+    data = np.sin(x / 1.0 / T).astype('float64')
+    input = torch.from_numpy(data[2:, :-1]); target = torch.from_numpy(data[2:, 1:])
+    test_input = torch.from_numpy(data[:2, :-1]); test_target = torch.from_numpy(data[:2, 1:])
+    seq = seq_models(m)()
+    seq.double()
+    load(m, seq, weights)
+    criterion = nn.MSELoss()
+    optimizer = optim.LBFGS(seq.parameters(), lr=0.8)
+    losses = []
+    for i in range(3):
+        def closure():
+            optimizer.zero_grad()
+            out = seq(input)
+            loss = criterion(out, target)
+            loss.backward()
+            return loss
+        optimizer.step(closure)
+        with torch.no_grad():
+            future = 5
+            pred = seq(test_input, future=future)
+            loss = criterion(pred[:, :-future], test_target)
+            losses.append(loss.item())
+            y = pred.detach().numpy()
+    return losses, y
+
+def sr_model(m):
+    nn, torch = m.nn, m.torch
+    class Net(nn.Module):
+        def __init__(self, upscale_factor):
+            super().__init__()
+            self.relu = nn.ReLU()
+            self.conv1 = nn.Conv2d(1, 8, (5, 5), (1, 1), (2, 2))
+            self.conv2 = nn.Conv2d(8, 8, (3, 3), (1, 1), (1, 1))
+            self.conv3 = nn.Conv2d(8, 4, (3, 3), (1, 1), (1, 1))
+            self.conv4 = nn.Conv2d(4, upscale_factor ** 2, (3, 3), (1, 1), (1, 1))
+            self.pixel_shuffle = nn.PixelShuffle(upscale_factor)
+            self._initialize_weights()
+        def forward(self, x):
+            x = self.relu(self.conv1(x))
+            x = self.relu(self.conv2(x))
+            x = self.relu(self.conv3(x))
+            x = self.pixel_shuffle(self.conv4(x))
+            return x
+        def _initialize_weights(self):
+            nn.init.orthogonal_(self.conv1.weight, nn.init.calculate_gain('relu'))
+            nn.init.orthogonal_(self.conv2.weight, nn.init.calculate_gain('relu'))
+            nn.init.orthogonal_(self.conv3.weight, nn.init.calculate_gain('relu'))
+            nn.init.orthogonal_(self.conv4.weight)
+    return Net
+
+def super_res(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = sr_model(m)(2)
+    load(m, model, weights)
+    rng = np.random.default_rng(0)
+    lr_img = torch.tensor(rng.random((4, 1, 8, 8)).astype(np.float32))
+    hr_img = torch.tensor(rng.random((4, 1, 16, 16)).astype(np.float32))
+    criterion = nn.MSELoss()
+    optimizer = optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(4):
+        optimizer.zero_grad()
+        loss = criterion(model(lr_img), hr_img)
+        loss.backward(); optimizer.step(); losses.append(loss.item())
+    psnr = 10 * math.log10(1 / losses[-1])
+    return losses, psnr, [p.detach() for p in model.parameters()]
+
+def style_model(m):
+    torch, nn = m.torch, m.nn
+    class ConvLayer(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, stride):
+            super().__init__()
+            self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, padding_mode='reflect')
+        def forward(self, x):
+            return self.conv2d(x)
+    class ResidualBlock(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.conv1 = ConvLayer(channels, channels, kernel_size=3, stride=1)
+            self.in1 = nn.InstanceNorm2d(channels, affine=True)
+            self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
+            self.in2 = nn.InstanceNorm2d(channels, affine=True)
+            self.relu = nn.ReLU()
+        def forward(self, x):
+            residual = x
+            out = self.relu(self.in1(self.conv1(x)))
+            out = self.in2(self.conv2(out))
+            return out + residual
+    class UpsampleConvLayer(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, stride, upsample=None):
+            super().__init__()
+            self.upsample = upsample
+            self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, padding_mode='reflect')
+        def forward(self, x):
+            x_in = x
+            if self.upsample:
+                x_in = nn.functional.interpolate(x_in, mode='nearest', scale_factor=self.upsample)
+            return self.conv2d(x_in)
+    class TransformerNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = ConvLayer(3, 8, kernel_size=9, stride=1)
+            self.in1 = nn.InstanceNorm2d(8, affine=True)
+            self.conv2 = ConvLayer(8, 16, kernel_size=3, stride=2)
+            self.in2 = nn.InstanceNorm2d(16, affine=True)
+            self.res1 = ResidualBlock(16)
+            self.deconv1 = UpsampleConvLayer(16, 8, kernel_size=3, stride=1, upsample=2)
+            self.in4 = nn.InstanceNorm2d(8, affine=True)
+            self.deconv3 = ConvLayer(8, 3, kernel_size=9, stride=1)
+            self.relu = nn.ReLU()
+        def forward(self, X):
+            y = self.relu(self.in1(self.conv1(X)))
+            y = self.relu(self.in2(self.conv2(y)))
+            y = self.res1(y)
+            y = self.relu(self.in4(self.deconv1(y)))
+            y = self.deconv3(y)
+            return y
+    return TransformerNet
+
+def gram_matrix(y):
+    (b, ch, h, w) = y.size()
+    features = y.view(b, ch, w * h)
+    features_t = features.transpose(1, 2)
+    gram = features.bmm(features_t) / (ch * h * w)
+    return gram
+
+def style(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    net = style_model(m)()
+    load(m, net, weights)
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.random((2, 3, 16, 16)).astype(np.float32)) * 255
+    style_t = torch.tensor(rng.random((1, 3, 16, 16)).astype(np.float32))
+    opt = optim.Adam(net.parameters(), 1e-3)
+    mse = nn.MSELoss()
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        y = net(x)
+        content = mse(y, x) * 1e-5
+        gm_y = gram_matrix(y); gm_s = gram_matrix(style_t).expand(2, 3, 3)
+        style_loss = mse(gm_y, gm_s) * 1e-2
+        total = content + style_loss
+        total.backward(); opt.step(); losses.append(total.item())
+    return losses, [p.detach() for p in net.parameters()]
+
+
+def test_time_sequence_prediction():
+    (losses, prediction), theirs = run_both(time_seq, weights_of(lambda m: seq_models(m)().double()), rtol=1e-6,
+                                            atol=1e-8)
+    assert losses[-1] < losses[0] and prediction.shape == (2, 34)
+
+
+def test_super_resolution():
+    (losses, psnr, parameters), theirs = run_both(super_res, weights_of(lambda m: sr_model(m)(2)), rtol=1e-4,
+                                                  atol=1e-5)
+    assert losses[-1] < losses[0] and psnr > 0
+
+
+def test_fast_neural_style():
+    (losses, parameters), theirs = run_both(style, weights_of(lambda m: style_model(m)()), rtol=2e-4, atol=2e-5)
+    assert losses[-1] < losses[0]
