@@ -7,7 +7,12 @@ weights, comparing losses, outputs and parameters:
 - super_resolution: a Conv2d stack ending in nn.PixelShuffle, its weights from nn.init.orthogonal_ with
   calculate_gain('relu'), trained by Adam on MSE (and the PSNR the example reports);
 - fast_neural_style's TransformerNet: Conv2d with padding_mode='reflect', InstanceNorm2d(affine=True), a residual
-  block, nearest interpolate before a conv, and the Gram-matrix style loss by view/transpose/bmm."""
+  block, nearest interpolate before a conv, and the Gram-matrix style loss by view/transpose/bmm;
+- siamese_network: one CNN (BatchNorm2d, in-place ReLU, MaxPool2d, Flatten) on both images, cat, a sigmoid head,
+  BCELoss, Adadelta with StepLR, and the evaluation's torch.where(out > 0.5, 1, 0).eq(...);
+- mnist_forward_forward: nn.Linear subclassed with an optimiser of its own per layer, trained layer by layer on the
+  goodness of positive and negative data (labels overlaid by x_[range(n), y] = x.max()), then the goodness per
+  label summed with Python's sum."""
 
 import math
 
@@ -196,6 +201,105 @@ def style(m, weights):
     return losses, [p.detach() for p in net.parameters()]
 
 
+def siamese_model(m):
+    torch, nn = m.torch, m.nn
+    class SiameseNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                                     nn.Flatten())
+            self.fc = nn.Sequential(nn.Linear(4 * 3 * 3 * 2, 16), nn.ReLU(inplace=True), nn.Linear(16, 1))
+            self.sigmoid = nn.Sigmoid()
+            self.cnn.apply(self.init_weights); self.fc.apply(self.init_weights)
+        def init_weights(self, m_):
+            if isinstance(m_, nn.Linear):
+                torch.nn.init.xavier_uniform_(m_.weight) if hasattr(torch, "nn") else nn.init.xavier_uniform_(m_.weight)
+                m_.bias.data.fill_(0.01)
+        def forward_once(self, x):
+            return self.cnn(x)
+        def forward(self, input1, input2):
+            output1 = self.forward_once(input1)
+            output2 = self.forward_once(input2)
+            output = torch.cat((output1, output2), 1)
+            output = self.fc(output)
+            output = self.sigmoid(output)
+            return output
+    return SiameseNetwork
+
+def siamese(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = siamese_model(m)(); load(m, model, weights)
+    rng = np.random.default_rng(3)
+    a = torch.tensor(rng.random((6, 1, 8, 8)).astype(np.float32)); b = torch.tensor(rng.random((6, 1, 8, 8)).astype(np.float32))
+    targets = torch.tensor(rng.integers(0, 2, 6).astype(np.float32))
+    optimizer = optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    criterion = nn.BCELoss()
+    losses = []
+    for epoch in range(3):
+        model.train()
+        optimizer.zero_grad()
+        outputs = model(a, b).squeeze()
+        loss = criterion(outputs, targets)
+        loss.backward(); optimizer.step(); scheduler.step(); losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        out = model(a, b).squeeze()
+        pred = torch.where(out > 0.5, 1, 0)
+        correct = pred.eq(targets.view_as(pred)).sum().item()
+    return losses, correct, [p.detach() for p in model.parameters()], [b_.detach() for b_ in model.buffers()]
+
+def ff(m, seed_w):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    F = m.F
+    class Layer(nn.Linear):
+        def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+            super().__init__(in_features, out_features, bias, device, dtype)
+            self.relu = torch.nn.ReLU() if hasattr(torch, "nn") else nn.ReLU()
+            self.opt = optim.Adam(self.parameters(), lr=0.03)
+            self.threshold = 2.0
+            self.num_epochs = 5
+        def forward(self, x):
+            x_direction = x / (x.norm(2, 1, keepdim=True) + 1e-4)
+            return self.relu(torch.mm(x_direction, self.weight.T) + self.bias.unsqueeze(0))
+        def train_layer(self, x_pos, x_neg):
+            losses = []
+            for i in range(self.num_epochs):
+                g_pos = self.forward(x_pos).pow(2).mean(1)
+                g_neg = self.forward(x_neg).pow(2).mean(1)
+                loss = torch.log(1 + torch.exp(torch.cat([-g_pos + self.threshold, g_neg - self.threshold]))).mean()
+                self.opt.zero_grad(); loss.backward(); self.opt.step(); losses.append(loss.item())
+            return self.forward(x_pos).detach(), self.forward(x_neg).detach(), losses
+    def overlay_y_on_x(x, y):
+        x_ = x.clone()
+        x_[:, :4] *= 0.0
+        x_[range(x.shape[0]), y] = x.max()
+        return x_
+    layers = [Layer(12, 10), Layer(10, 10)]
+    for layer, w in zip(layers, seed_w):
+        layer.load_state_dict({k: torch.tensor(v) for k, v in w.items()})
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.random((8, 12)).astype(np.float32)); y = torch.tensor(rng.integers(0, 4, 8))
+    x_pos = overlay_y_on_x(x, y)
+    rnd = torch.tensor(np.random.default_rng(5).permutation(8))
+    x_neg = overlay_y_on_x(x, y[rnd])
+    h_pos, h_neg = x_pos, x_neg
+    all_losses = []
+    for layer in layers:
+        h_pos, h_neg, losses = layer.train_layer(h_pos, h_neg)
+        all_losses += losses
+    goodness_per_label = []
+    for label in range(4):
+        h = overlay_y_on_x(x, label)
+        goodness = []
+        for layer in layers:
+            h = layer(h)
+            goodness += [h.pow(2).mean(1)]
+        goodness_per_label += [sum(goodness).unsqueeze(1)]
+    goodness_per_label = torch.cat(goodness_per_label, 1)
+    return all_losses, goodness_per_label.detach(), goodness_per_label.argmax(1)
+
+
 def test_time_sequence_prediction():
     (losses, prediction), theirs = run_both(time_seq, weights_of(lambda m: seq_models(m)().double()), rtol=1e-6,
                                             atol=1e-8)
@@ -211,3 +315,19 @@ def test_super_resolution():
 def test_fast_neural_style():
     (losses, parameters), theirs = run_both(style, weights_of(lambda m: style_model(m)()), rtol=2e-4, atol=2e-5)
     assert losses[-1] < losses[0]
+
+
+def test_siamese_network():
+    (losses, correct, parameters, buffers), theirs = run_both(siamese, weights_of(lambda m: siamese_model(m)()),
+                                                              rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0] and 0 <= correct <= 6
+
+
+def test_mnist_forward_forward():
+    import autograd
+    import nn
+
+    autograd.manual_seed(0)
+    weights = [{k: v.numpy().copy() for k, v in nn.Linear(n_in, 10).state_dict().items()} for n_in in (12, 10)]
+    (losses, goodness, predicted), theirs = run_both(ff, weights, rtol=1e-4, atol=1e-5)
+    assert len(losses) == 10 and goodness.shape == (8, 4) and predicted.shape == (8,)
