@@ -12,7 +12,10 @@ weights, comparing losses, outputs and parameters:
   BCELoss, Adadelta with StepLR, and the evaluation's torch.where(out > 0.5, 1, 0).eq(...);
 - mnist_forward_forward: nn.Linear subclassed with an optimiser of its own per layer, trained layer by layer on the
   goodness of positive and negative data (labels overlaid by x_[range(n), y] = x.max()), then the goodness per
-  label summed with Python's sum."""
+  label summed with Python's sum;
+- the translation tutorial's Seq2SeqTransformer: nn.Transformer with a float causal tgt_mask (masked_fill of -inf),
+  bool src masks and key-padding masks (padding ignored by CrossEntropyLoss(ignore_index)), then greedy decoding
+  through transformer.encoder / .decoder, torch.max(prob, dim=1) and type_as."""
 
 import math
 
@@ -300,6 +303,100 @@ def ff(m, seed_w):
     return all_losses, goodness_per_label.detach(), goodness_per_label.argmax(1)
 
 
+def translation_model(m):
+    torch, nn = m.torch, m.nn
+    class PositionalEncoding(nn.Module):
+        def __init__(self, emb_size, dropout, maxlen=50):
+            super().__init__()
+            den = torch.exp(- torch.arange(0, emb_size, 2) * math.log(10000) / emb_size)
+            pos = torch.arange(0, maxlen).reshape(maxlen, 1)
+            pos_embedding = torch.zeros((maxlen, emb_size))
+            pos_embedding[:, 0::2] = torch.sin(pos * den)
+            pos_embedding[:, 1::2] = torch.cos(pos * den)
+            pos_embedding = pos_embedding.unsqueeze(-2)
+            self.dropout = nn.Dropout(dropout)
+            self.register_buffer('pos_embedding', pos_embedding)
+        def forward(self, token_embedding):
+            return self.dropout(token_embedding + self.pos_embedding[:token_embedding.size(0), :])
+    class TokenEmbedding(nn.Module):
+        def __init__(self, vocab_size, emb_size):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab_size, emb_size)
+            self.emb_size = emb_size
+        def forward(self, tokens):
+            return self.embedding(tokens.long()) * math.sqrt(self.emb_size)
+    class Seq2SeqTransformer(nn.Module):
+        def __init__(self, num_encoder_layers, num_decoder_layers, emb_size, nhead, src_vocab_size, tgt_vocab_size,
+                     dim_feedforward=32, dropout=0.0):
+            super().__init__()
+            self.transformer = nn.Transformer(d_model=emb_size, nhead=nhead, num_encoder_layers=num_encoder_layers,
+                                           num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward,
+                                           dropout=dropout)
+            self.generator = nn.Linear(emb_size, tgt_vocab_size)
+            self.src_tok_emb = TokenEmbedding(src_vocab_size, emb_size)
+            self.tgt_tok_emb = TokenEmbedding(tgt_vocab_size, emb_size)
+            self.positional_encoding = PositionalEncoding(emb_size, dropout=dropout)
+        def forward(self, src, trg, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, memory_key_padding_mask):
+            src_emb = self.positional_encoding(self.src_tok_emb(src))
+            tgt_emb = self.positional_encoding(self.tgt_tok_emb(trg))
+            outs = self.transformer(src_emb, tgt_emb, src_mask, tgt_mask, None, src_padding_mask, tgt_padding_mask,
+                                    memory_key_padding_mask)
+            return self.generator(outs)
+        def encode(self, src, src_mask):
+            return self.transformer.encoder(self.positional_encoding(self.src_tok_emb(src)), src_mask)
+        def decode(self, tgt, memory, tgt_mask):
+            return self.transformer.decoder(self.positional_encoding(self.tgt_tok_emb(tgt)), memory, tgt_mask)
+    return Seq2SeqTransformer
+
+PAD_IDX, BOS_IDX, EOS_IDX = 1, 2, 3
+
+def translate(m, weights):
+    torch, nn = m.torch, m.nn
+    def generate_square_subsequent_mask(sz):
+        mask = (torch.triu(torch.ones((sz, sz))) == 1).transpose(0, 1)
+        mask = mask.float().masked_fill(mask == 0, float('-inf')).masked_fill(mask == 1, 0.0)
+        return mask
+    def create_mask(src, tgt):
+        src_seq_len = src.shape[0]; tgt_seq_len = tgt.shape[0]
+        tgt_mask = generate_square_subsequent_mask(tgt_seq_len)
+        src_mask = torch.zeros((src_seq_len, src_seq_len)).type(torch.bool)
+        src_padding_mask = (src == PAD_IDX).transpose(0, 1)
+        tgt_padding_mask = (tgt == PAD_IDX).transpose(0, 1)
+        return src_mask, tgt_mask, src_padding_mask, tgt_padding_mask
+    model = translation_model(m)(2, 2, 16, 2, 12, 12)
+    load(m, model, weights)
+    optimizer = m.optim.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.98), eps=1e-9)
+    loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_IDX)
+    rng = np.random.default_rng(7)
+    src = torch.tensor(rng.integers(4, 12, (7, 3))); tgt = torch.tensor(rng.integers(4, 12, (6, 3)))
+    src[5:, 0] = PAD_IDX; tgt[4:, 1] = PAD_IDX
+    losses = []
+    model.train()
+    for _ in range(3):
+        tgt_input = tgt[:-1, :]
+        src_mask, tgt_mask, src_padding_mask, tgt_padding_mask = create_mask(src, tgt_input)
+        logits = model(src, tgt_input, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, src_padding_mask)
+        optimizer.zero_grad()
+        tgt_out = tgt[1:, :]
+        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1))
+        loss.backward(); optimizer.step(); losses.append(loss.item())
+    model.eval()
+    src1 = src[:, :1]
+    num_tokens = src1.shape[0]
+    src_mask = (torch.zeros(num_tokens, num_tokens)).type(torch.bool)
+    memory = model.encode(src1, src_mask)
+    ys = torch.ones(1, 1).fill_(BOS_IDX).type(torch.long)
+    for i in range(5):
+        tgt_mask = (generate_square_subsequent_mask(ys.size(0)).type(torch.bool))
+        out = model.decode(ys, memory, tgt_mask)
+        out = out.transpose(0, 1)
+        prob = model.generator(out[:, -1])
+        _, next_word = torch.max(prob, dim=1)
+        next_word = next_word.item()
+        ys = torch.cat([ys, torch.ones(1, 1).type_as(src1.data).fill_(next_word)], dim=0)
+    return losses, ys
+
+
 def test_time_sequence_prediction():
     (losses, prediction), theirs = run_both(time_seq, weights_of(lambda m: seq_models(m)().double()), rtol=1e-6,
                                             atol=1e-8)
@@ -331,3 +428,9 @@ def test_mnist_forward_forward():
     weights = [{k: v.numpy().copy() for k, v in nn.Linear(n_in, 10).state_dict().items()} for n_in in (12, 10)]
     (losses, goodness, predicted), theirs = run_both(ff, weights, rtol=1e-4, atol=1e-5)
     assert len(losses) == 10 and goodness.shape == (8, 4) and predicted.shape == (8,)
+
+
+def test_translation_transformer():
+    (losses, tokens), theirs = run_both(translate, weights_of(lambda m: translation_model(m)(2, 2, 16, 2, 12, 12)),
+                                        rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0] and tokens.shape == (6, 1) and tokens[0, 0] == BOS_IDX
