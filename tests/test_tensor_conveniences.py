@@ -140,3 +140,18 @@ def test_numpy_axis_is_dim_for_the_functions_loaded_on_first_use():
     assert y.size(axis=1) == 3 and y.size(1) == 3
     with pytest.raises(TypeError, match="got both 'dim' and its alias 'axis'"):
         autograd.trapezoid(y, dim=1, axis=1)
+
+
+def test_as_subclass_is_an_alias_of_the_subclass():
+    class Marked(autograd.Tensor):
+        pass
+
+    x = autograd.ones(2, requires_grad=True)
+    y = x.as_subclass(Marked)
+    assert type(y) is Marked and y.requires_grad and not y.is_leaf and y.grad_fn.name() == "AliasBackward0"
+    (y * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])  # (in x's graph)
+    y.data.add_(1)
+    np.testing.assert_array_equal(x.detach().numpy(), [2.0, 2.0])  # (on x's memory)
+    with pytest.raises(TypeError, match="must be a subclass of Tensor"):
+        x.as_subclass(int)

@@ -456,6 +456,17 @@ def _view_as_dtype(x, dtype):
     return Tensor._make(data.view(dtype))
 
 
+@names("as_subclass", function=False)
+def as_subclass(x, cls):
+    """x as an instance of the Tensor subclass ``cls``, on x's memory and in its graph (PyTorch's: an alias of x,
+    AliasBackward0, whose writes are x's)."""
+    if not (isinstance(cls, type) and issubclass(cls, Tensor)):
+        raise TypeError(f"as_subclass(): argument 'cls' must be a subclass of Tensor, not {cls!r}")
+    alias = Reshape.apply(x, shape=x.shape, pytorch_name="AliasBackward0")
+    alias.__class__ = cls
+    return alias
+
+
 @names("view_as", "reshape_as", function=False)
 def _view_as(x, other):
     return _new_view(x, reshape(x, other.shape))
