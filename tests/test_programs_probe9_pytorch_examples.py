@@ -15,7 +15,10 @@ weights, comparing losses, outputs and parameters:
   label summed with Python's sum;
 - the translation tutorial's Seq2SeqTransformer: nn.Transformer with a float causal tgt_mask (masked_fill of -inf),
   bool src masks and key-padding masks (padding ignored by CrossEntropyLoss(ignore_index)), then greedy decoding
-  through transformer.encoder / .decoder, torch.max(prob, dim=1) and type_as."""
+  through transformer.encoder / .decoder, torch.max(prob, dim=1) and type_as;
+- vision_transformer: patches by x.unfold(2, p, p).unfold(3, p, p).permute(...).contiguous().view(...), a class
+  token expanded and cat, positional embeddings added in place, pre-norm encoder blocks of nn.MultiheadAttention
+  (batch_first) and a GELU MLP, trained by AdamW with LinearLR."""
 
 import math
 
@@ -397,6 +400,85 @@ def translate(m, weights):
     return losses, ys
 
 
+def vit_model(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    class PatchExtractor(nn.Module):
+        def __init__(self, patch_size=4):
+            super().__init__()
+            self.patch_size = patch_size
+        def forward(self, input_data):
+            batch_size, channels, height, width = input_data.size()
+            num_patches_h = height // self.patch_size
+            num_patches_w = width // self.patch_size
+            num_patches = num_patches_h * num_patches_w
+            patches = input_data.unfold(2, self.patch_size, self.patch_size).unfold(3, self.patch_size, self.patch_size). \
+                permute(0, 2, 3, 1, 4, 5). \
+                contiguous(). \
+                view(batch_size, num_patches, -1)
+            return patches
+    class InputEmbedding(nn.Module):
+        def __init__(self, patch_size, n_channels, latent_size, num_patches, batch_size=2):
+            super().__init__()
+            self.patchify = PatchExtractor(patch_size=patch_size)
+            self.input_size = patch_size * patch_size * n_channels
+            self.LinearProjection = nn.Linear(self.input_size, latent_size)
+            self.class_token = nn.Parameter(torch.randn(1, 1, latent_size))
+            self.pos_embedding = nn.Parameter(torch.randn(1, num_patches + 1, latent_size))
+        def forward(self, input_data):
+            patches = self.patchify(input_data)
+            linear_projection = self.LinearProjection(patches)
+            b, n, _ = linear_projection.shape
+            linear_projection = torch.cat((self.class_token.expand(b, -1, -1), linear_projection), dim=1)
+            pos_embed = self.pos_embedding[:, :n + 1, :]
+            linear_projection += pos_embed
+            return linear_projection
+    class EncoderBlock(nn.Module):
+        def __init__(self, latent_size, num_heads, dropout=0.0):
+            super().__init__()
+            self.norm = nn.LayerNorm(latent_size)
+            self.attention = nn.MultiheadAttention(latent_size, num_heads, dropout=dropout, batch_first=True)
+            self.enc_MLP = nn.Sequential(nn.Linear(latent_size, latent_size * 4), nn.GELU(), nn.Dropout(dropout),
+                                         nn.Linear(latent_size * 4, latent_size), nn.Dropout(dropout))
+        def forward(self, emb_patches):
+            first_norm = self.norm(emb_patches)
+            attention_out = self.attention(first_norm, first_norm, first_norm)[0]
+            first_added = attention_out + emb_patches
+            second_norm = self.norm(first_added)
+            mlp_out = self.enc_MLP(second_norm)
+            output = mlp_out + first_added
+            return output
+    class ViT(nn.Module):
+        def __init__(self, num_encoders=2, latent_size=16, num_classes=3, dropout=0.0):
+            super().__init__()
+            self.embedding = InputEmbedding(4, 3, latent_size, 4)
+            self.encoders = nn.ModuleList([EncoderBlock(latent_size, 2, dropout) for _ in range(num_encoders)])
+            self.MLPHead = nn.Sequential(nn.LayerNorm(latent_size), nn.Linear(latent_size, latent_size), nn.Linear(latent_size, num_classes))
+        def forward(self, test_input):
+            enc_output = self.embedding(test_input)
+            for enc_layer in self.encoders:
+                enc_output = enc_layer(enc_output)
+            class_token_embed = enc_output[:, 0]
+            return self.MLPHead(class_token_embed)
+    return ViT
+
+def vit(m, weights):
+    torch, nn = m.torch, m.nn
+    model = vit_model(m)(); load(m, model, weights)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.random((4, 3, 8, 8)).astype(np.float32)); y = torch.tensor(rng.integers(0, 3, 4))
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.03)
+    scheduler = m.optim.lr_scheduler.LinearLR(optimizer)
+    criterion = nn.CrossEntropyLoss()
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward(); optimizer.step(); scheduler.step(); losses.append(loss.item())
+    # (the key part of in_proj_bias has a gradient of 0 up to rounding, softmax being blind to a constant shift:
+    # Adam turns either library's rounding noise into a step of ±lr, so that parameter is left out)
+    return losses, [p.detach() for name, p in model.named_parameters() if not name.endswith("in_proj_bias")]
+
+
 def test_time_sequence_prediction():
     (losses, prediction), theirs = run_both(time_seq, weights_of(lambda m: seq_models(m)().double()), rtol=1e-6,
                                             atol=1e-8)
@@ -434,3 +516,8 @@ def test_translation_transformer():
     (losses, tokens), theirs = run_both(translate, weights_of(lambda m: translation_model(m)(2, 2, 16, 2, 12, 12)),
                                         rtol=1e-4, atol=1e-5)
     assert losses[-1] < losses[0] and tokens.shape == (6, 1) and tokens[0, 0] == BOS_IDX
+
+
+def test_vision_transformer():
+    (losses, parameters), theirs = run_both(vit, weights_of(lambda m: vit_model(m)()), rtol=2e-4, atol=2e-5)
+    assert losses[-1] < losses[0]
