@@ -1,0 +1,577 @@
+# ruff: noqa: B007, B008, B023, E711, E712, E741, E731, F841, N802, N803, N806, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
+"""PyTorch's official tutorials (pytorch/tutorials: beginner_source, intermediate_source), each run on
+chainrule and on PyTorch from the same weights and data, comparing losses, parameters and gradients.
+
+Not already among the program tests: the chatbot tutorial (a bidirectional two-layer GRU encoder over
+``pack_padded_sequence``/``pad_packed_sequence`` with its directions summed, Luong attention in its
+'dot', 'general' and 'concat' forms, ``maskNLLLoss`` by ``gather`` and ``masked_select``, teacher forcing
+and greedy decoding by ``topk``, two Adam optimizers, a checkpoint dict of both state_dicts and both
+optimizers' through ``torch.save``/``torch.load``, and ``GreedySearchDecoder``)."""
+
+import io
+import itertools
+import math
+import random
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, pytorch, quickstart_data, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# Chatbot tutorial (beginner_source/chatbot_tutorial.py)
+# ----------------------------------------------------------------------------------------------
+
+PAD_token, SOS_token, EOS_token = 0, 1, 2
+CHAT_PAIRS = [("hi how are you", "i am fine"), ("what is your name", "my name is bot"),
+              ("where are you", "i am here"), ("hi", "hello"), ("are you fine", "yes i am fine"),
+              ("what is it", "it is a bot"), ("how old are you", "i am new"), ("bye", "see you")]
+
+
+class Voc:
+    def __init__(self):
+        self.word2index = {}
+        self.word2count = {}
+        self.index2word = {PAD_token: "PAD", SOS_token: "SOS", EOS_token: "EOS"}
+        self.num_words = 3  # Count SOS, EOS, PAD
+
+    def addSentence(self, sentence):
+        for word in sentence.split(' '):
+            self.addWord(word)
+
+    def addWord(self, word):
+        if word not in self.word2index:
+            self.word2index[word] = self.num_words
+            self.word2count[word] = 1
+            self.index2word[self.num_words] = word
+            self.num_words += 1
+        else:
+            self.word2count[word] += 1
+
+
+def chatbot(m, weights=None, attn_model='dot', teacher_forcing=(True, False, True)):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    device = torch.device("cpu")
+    voc = Voc()
+    for a, b in CHAT_PAIRS:
+        voc.addSentence(a)
+        voc.addSentence(b)
+
+    def indexesFromSentence(voc, sentence):
+        return [voc.word2index[word] for word in sentence.split(' ')] + [EOS_token]
+
+    def zeroPadding(l, fillvalue=PAD_token):
+        return list(itertools.zip_longest(*l, fillvalue=fillvalue))
+
+    def binaryMatrix(l, value=PAD_token):
+        m = []
+        for i, seq in enumerate(l):
+            m.append([])
+            for token in seq:
+                if token == PAD_token:
+                    m[i].append(0)
+                else:
+                    m[i].append(1)
+        return m
+
+    def inputVar(l, voc):
+        indexes_batch = [indexesFromSentence(voc, sentence) for sentence in l]
+        lengths = torch.tensor([len(indexes) for indexes in indexes_batch])
+        padList = zeroPadding(indexes_batch)
+        padVar = torch.LongTensor(padList)
+        return padVar, lengths
+
+    def outputVar(l, voc):
+        indexes_batch = [indexesFromSentence(voc, sentence) for sentence in l]
+        max_target_len = max([len(indexes) for indexes in indexes_batch])
+        padList = zeroPadding(indexes_batch)
+        mask = binaryMatrix(padList)
+        mask = torch.BoolTensor(mask)
+        padVar = torch.LongTensor(padList)
+        return padVar, mask, max_target_len
+
+    def batch2TrainData(voc, pair_batch):
+        pair_batch.sort(key=lambda x: len(x[0].split(" ")), reverse=True)
+        input_batch, output_batch = [], []
+        for pair in pair_batch:
+            input_batch.append(pair[0])
+            output_batch.append(pair[1])
+        inp, lengths = inputVar(input_batch, voc)
+        output, mask, max_target_len = outputVar(output_batch, voc)
+        return inp, lengths, output, mask, max_target_len
+
+    class EncoderRNN(nn.Module):
+        def __init__(self, hidden_size, embedding, n_layers=1, dropout=0):
+            super(EncoderRNN, self).__init__()
+            self.n_layers = n_layers
+            self.hidden_size = hidden_size
+            self.embedding = embedding
+            self.gru = nn.GRU(hidden_size, hidden_size, n_layers,
+                              dropout=(0 if n_layers == 1 else dropout), bidirectional=True)
+
+        def forward(self, input_seq, input_lengths, hidden=None):
+            embedded = self.embedding(input_seq)
+            packed = nn.utils.rnn.pack_padded_sequence(embedded, input_lengths)
+            outputs, hidden = self.gru(packed, hidden)
+            outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs)
+            outputs = outputs[:, :, :self.hidden_size] + outputs[:, :, self.hidden_size:]
+            return outputs, hidden
+
+    class Attn(nn.Module):
+        def __init__(self, method, hidden_size):
+            super(Attn, self).__init__()
+            self.method = method
+            if self.method not in ['dot', 'general', 'concat']:
+                raise ValueError(self.method, "is not an appropriate attention method.")
+            self.hidden_size = hidden_size
+            if self.method == 'general':
+                self.attn = nn.Linear(self.hidden_size, hidden_size)
+            elif self.method == 'concat':
+                self.attn = nn.Linear(self.hidden_size * 2, hidden_size)
+                self.v = nn.Parameter(torch.FloatTensor(hidden_size))
+
+        def dot_score(self, hidden, encoder_output):
+            return torch.sum(hidden * encoder_output, dim=2)
+
+        def general_score(self, hidden, encoder_output):
+            energy = self.attn(encoder_output)
+            return torch.sum(hidden * energy, dim=2)
+
+        def concat_score(self, hidden, encoder_output):
+            energy = self.attn(torch.cat((hidden.expand(encoder_output.size(0), -1, -1), encoder_output), 2)).tanh()
+            return torch.sum(self.v * energy, dim=2)
+
+        def forward(self, hidden, encoder_outputs):
+            if self.method == 'general':
+                attn_energies = self.general_score(hidden, encoder_outputs)
+            elif self.method == 'concat':
+                attn_energies = self.concat_score(hidden, encoder_outputs)
+            elif self.method == 'dot':
+                attn_energies = self.dot_score(hidden, encoder_outputs)
+            attn_energies = attn_energies.t()
+            return F.softmax(attn_energies, dim=1).unsqueeze(1)
+
+    class LuongAttnDecoderRNN(nn.Module):
+        def __init__(self, attn_model, embedding, hidden_size, output_size, n_layers=1, dropout=0.1):
+            super(LuongAttnDecoderRNN, self).__init__()
+            self.attn_model = attn_model
+            self.hidden_size = hidden_size
+            self.output_size = output_size
+            self.n_layers = n_layers
+            self.dropout = dropout
+            self.embedding = embedding
+            self.embedding_dropout = nn.Dropout(dropout)
+            self.gru = nn.GRU(hidden_size, hidden_size, n_layers, dropout=(0 if n_layers == 1 else dropout))
+            self.concat = nn.Linear(hidden_size * 2, hidden_size)
+            self.out = nn.Linear(hidden_size, output_size)
+            self.attn = Attn(attn_model, hidden_size)
+
+        def forward(self, input_step, last_hidden, encoder_outputs):
+            embedded = self.embedding(input_step)
+            embedded = self.embedding_dropout(embedded)
+            rnn_output, hidden = self.gru(embedded, last_hidden)
+            attn_weights = self.attn(rnn_output, encoder_outputs)
+            context = attn_weights.bmm(encoder_outputs.transpose(0, 1))
+            rnn_output = rnn_output.squeeze(0)
+            context = context.squeeze(1)
+            concat_input = torch.cat((rnn_output, context), 1)
+            concat_output = torch.tanh(self.concat(concat_input))
+            output = self.out(concat_output)
+            output = F.softmax(output, dim=1)
+            return output, hidden
+
+    def maskNLLLoss(inp, target, mask):
+        nTotal = mask.sum()
+        crossEntropy = -torch.log(torch.gather(inp, 1, target.view(-1, 1)).squeeze(1))
+        loss = crossEntropy.masked_select(mask).mean()
+        loss = loss.to(device)
+        return loss, nTotal.item()
+
+    def train(input_variable, lengths, target_variable, mask, max_target_len, encoder, decoder, embedding,
+              encoder_optimizer, decoder_optimizer, batch_size, clip, use_teacher_forcing):
+        encoder_optimizer.zero_grad()
+        decoder_optimizer.zero_grad()
+        input_variable = input_variable.to(device)
+        lengths = lengths.to("cpu")
+        target_variable = target_variable.to(device)
+        mask = mask.to(device)
+        loss = 0
+        print_losses = []
+        n_totals = 0
+        encoder_outputs, encoder_hidden = encoder(input_variable, lengths)
+        decoder_input = torch.LongTensor([[SOS_token for _ in range(batch_size)]])
+        decoder_input = decoder_input.to(device)
+        decoder_hidden = encoder_hidden[:decoder.n_layers]
+        if use_teacher_forcing:
+            for t in range(max_target_len):
+                decoder_output, decoder_hidden = decoder(decoder_input, decoder_hidden, encoder_outputs)
+                decoder_input = target_variable[t].view(1, -1)
+                mask_loss, nTotal = maskNLLLoss(decoder_output, target_variable[t], mask[t])
+                loss += mask_loss
+                print_losses.append(mask_loss.item() * nTotal)
+                n_totals += nTotal
+        else:
+            for t in range(max_target_len):
+                decoder_output, decoder_hidden = decoder(decoder_input, decoder_hidden, encoder_outputs)
+                _, topi = decoder_output.topk(1)
+                decoder_input = torch.LongTensor([[topi[i][0] for i in range(batch_size)]])
+                decoder_input = decoder_input.to(device)
+                mask_loss, nTotal = maskNLLLoss(decoder_output, target_variable[t], mask[t])
+                loss += mask_loss
+                print_losses.append(mask_loss.item() * nTotal)
+                n_totals += nTotal
+        loss.backward()
+        _ = nn.utils.clip_grad_norm_(encoder.parameters(), clip)
+        _ = nn.utils.clip_grad_norm_(decoder.parameters(), clip)
+        encoder_optimizer.step()
+        decoder_optimizer.step()
+        return sum(print_losses) / n_totals
+
+    class GreedySearchDecoder(nn.Module):
+        def __init__(self, encoder, decoder):
+            super(GreedySearchDecoder, self).__init__()
+            self.encoder = encoder
+            self.decoder = decoder
+
+        def forward(self, input_seq, input_length, max_length):
+            encoder_outputs, encoder_hidden = self.encoder(input_seq, input_length)
+            decoder_hidden = encoder_hidden[:decoder.n_layers]
+            decoder_input = torch.ones(1, 1, device=device, dtype=torch.long) * SOS_token
+            all_tokens = torch.zeros([0], device=device, dtype=torch.long)
+            all_scores = torch.zeros([0], device=device)
+            for _ in range(max_length):
+                decoder_output, decoder_hidden = self.decoder(decoder_input, decoder_hidden, encoder_outputs)
+                decoder_scores, decoder_input = torch.max(decoder_output, dim=1)
+                all_tokens = torch.cat((all_tokens, decoder_input), dim=0)
+                all_scores = torch.cat((all_scores, decoder_scores), dim=0)
+                decoder_input = torch.unsqueeze(decoder_input, 0)
+            return all_tokens, all_scores
+
+    def evaluate(encoder, decoder, searcher, voc, sentence, max_length=6):
+        indexes_batch = [indexesFromSentence(voc, sentence)]
+        lengths = torch.tensor([len(indexes) for indexes in indexes_batch])
+        input_batch = torch.LongTensor(indexes_batch).transpose(0, 1)
+        input_batch = input_batch.to(device)
+        lengths = lengths.to("cpu")
+        tokens, scores = searcher(input_batch, lengths, max_length)
+        decoded_words = [voc.index2word[token.item()] for token in tokens]
+        return decoded_words, scores
+
+    hidden_size, encoder_n_layers, decoder_n_layers, dropout, batch_size = 8, 2, 2, 0.0, 4
+    clip, learning_rate, decoder_learning_ratio = 1.0, 0.01, 5.0
+    embedding = nn.Embedding(voc.num_words, hidden_size)
+    encoder = EncoderRNN(hidden_size, embedding, encoder_n_layers, dropout)
+    decoder = LuongAttnDecoderRNN(attn_model, embedding, hidden_size, voc.num_words, decoder_n_layers, dropout)
+    if weights is None:
+        return encoder, decoder
+    encoder.load_state_dict({k: torch.tensor(v) for k, v in weights["en"].items()})
+    decoder.load_state_dict({k: torch.tensor(v) for k, v in weights["de"].items()})
+    encoder.train()
+    decoder.train()
+    encoder_optimizer = optim.Adam(encoder.parameters(), lr=learning_rate)
+    decoder_optimizer = optim.Adam(decoder.parameters(), lr=learning_rate * decoder_learning_ratio)
+    rng = random.Random(0)
+    training_batches = [batch2TrainData(voc, [rng.choice(CHAT_PAIRS) for _ in range(batch_size)])
+                        for _ in range(len(teacher_forcing))]
+    losses = []
+    for iteration, use_teacher_forcing in enumerate(teacher_forcing):
+        input_variable, lengths, target_variable, mask, max_target_len = training_batches[iteration]
+        losses.append(train(input_variable, lengths, target_variable, mask, max_target_len, encoder,
+                            decoder, embedding, encoder_optimizer, decoder_optimizer, batch_size, clip,
+                            use_teacher_forcing))
+    grads = {name: p.grad.clone() for name, p in decoder.named_parameters()}
+    buffer = io.BytesIO()
+    torch.save({'iteration': len(teacher_forcing), 'en': encoder.state_dict(), 'de': decoder.state_dict(),
+                'en_opt': encoder_optimizer.state_dict(), 'de_opt': decoder_optimizer.state_dict(),
+                'loss': losses[-1], 'voc_dict': voc.__dict__, 'embedding': embedding.state_dict()}, buffer)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=False)
+    voc2 = Voc()
+    voc2.__dict__ = checkpoint['voc_dict']
+    embedding2 = nn.Embedding(voc2.num_words, hidden_size)
+    embedding2.load_state_dict(checkpoint['embedding'])
+    encoder2 = EncoderRNN(hidden_size, embedding2, encoder_n_layers, dropout)
+    decoder2 = LuongAttnDecoderRNN(attn_model, embedding2, hidden_size, voc2.num_words, decoder_n_layers, dropout)
+    encoder2.load_state_dict(checkpoint['en'])
+    decoder2.load_state_dict(checkpoint['de'])
+    decoder_optimizer2 = optim.Adam(decoder2.parameters(), lr=learning_rate * decoder_learning_ratio)
+    decoder_optimizer2.load_state_dict(checkpoint['de_opt'])
+    encoder2.eval()
+    decoder2.eval()
+    searcher = GreedySearchDecoder(encoder2, decoder2)
+    with torch.no_grad():
+        words, scores = evaluate(encoder2, decoder2, searcher, voc2, "hi how are you")
+    exp_avg = [s["exp_avg"] for s in decoder_optimizer2.state.values()]
+    params = dict(decoder2.state_dict())
+    if attn_model == 'general':
+        # hidden . bias is the same for every source position, so softmax cancels it: its gradient is
+        # rounding noise, which Adam scales up to steps of lr; it is returned apart and not compared
+        del params['attn.attn.bias']
+        del exp_avg[[n for n, _ in decoder2.named_parameters()].index('attn.attn.bias')]
+        grads['attn.attn.bias'] = grads['attn.attn.bias'].abs().max() < 1e-6
+    return {"losses": losses, "params": params, "enc": dict(encoder2.state_dict()),
+            "grads": grads, "words": " ".join(words), "scores": scores, "exp_avg": exp_avg,
+            "step": [float(s["step"]) for s in decoder_optimizer2.state.values()]}
+
+
+def chatbot_weights(attn_model):
+    OURS.torch.manual_seed(0)
+    encoder, decoder = chatbot(OURS, attn_model=attn_model)
+    weights = {"en": {k: v.numpy().copy() for k, v in encoder.state_dict().items()},
+               "de": {k: v.numpy().copy() for k, v in decoder.state_dict().items()}}
+    if attn_model == "concat":  # torch.FloatTensor(n) is uninitialised memory: the program fills it on load
+        weights["de"]["attn.v"] = np.random.default_rng(0).standard_normal(8).astype(np.float32)
+    return weights
+
+
+@pytest.mark.parametrize("attn_model", ["dot", "general", "concat"])
+def test_chatbot_luong_attention_masked_nll(attn_model):
+    weights = chatbot_weights(attn_model)
+    ours, _ = run_both(chatbot, weights, attn_model, rtol=2e-4, atol=2e-5)
+    assert all(np.isfinite(ours["losses"]))
+    if attn_model == "general":
+        assert ours["grads"]["attn.attn.bias"]
+    assert ours["step"] == [3.0] * len(ours["step"])
+    assert len(ours["words"].split()) == 6 and ours["scores"].shape == (6,)
+    assert ((0 < ours["scores"]) & (ours["scores"] <= 1)).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Fusing convolution and batch norm with a custom Function (intermediate_source/custom_function_conv_bn_tutorial.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def fused_conv_bn_functions(m):
+    torch, F = m.torch, m.F
+    once_differentiable = m.torch.autograd.function.once_differentiable
+
+    def convolution_backward(grad_out, X, weight):
+        grad_input = F.conv2d(X.transpose(0, 1), grad_out.transpose(0, 1)).transpose(0, 1)
+        grad_X = F.conv_transpose2d(grad_out, weight)
+        return grad_X, grad_input
+
+    class Conv2D(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, X, weight):
+            ctx.save_for_backward(X, weight)
+            return F.conv2d(X, weight)
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad_out):
+            X, weight = ctx.saved_tensors
+            return convolution_backward(grad_out, X, weight)
+
+    def unsqueeze_all(t):
+        return t[None, :, None, None]
+
+    def batch_norm_backward(grad_out, X, sum, sqrt_var, N, eps):
+        tmp = -((X - unsqueeze_all(sum) / N) * grad_out).sum(dim=(0, 2, 3))
+        d_denom = tmp / (sqrt_var + eps)**2
+        d_var = d_denom / (2 * sqrt_var)
+        d_mean_dx = grad_out / unsqueeze_all(sqrt_var + eps)
+        d_mean_dx = unsqueeze_all(-d_mean_dx.sum(dim=(0, 2, 3)) / N)
+        grad_input = X * unsqueeze_all(d_var * N)
+        grad_input += unsqueeze_all(-d_var * sum)
+        grad_input *= 2 / ((N - 1) * N)
+        grad_input += d_mean_dx
+        grad_input *= unsqueeze_all(sqrt_var + eps)
+        grad_input += grad_out
+        grad_input /= unsqueeze_all(sqrt_var + eps)
+        return grad_input
+
+    class BatchNorm(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, X, eps=1e-3):
+            sum = X.sum(dim=(0, 2, 3))
+            var = X.var(unbiased=True, dim=(0, 2, 3))
+            N = X.numel() / X.size(1)
+            sqrt_var = torch.sqrt(var)
+            ctx.save_for_backward(X)
+            ctx.eps = eps
+            ctx.sum = sum
+            ctx.N = N
+            ctx.sqrt_var = sqrt_var
+            mean = sum / N
+            denom = sqrt_var + eps
+            return (X - unsqueeze_all(mean)) / unsqueeze_all(denom)
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad_out):
+            X, = ctx.saved_tensors
+            return batch_norm_backward(grad_out, X, ctx.sum, ctx.sqrt_var, ctx.N, ctx.eps)
+
+    class FusedConvBN2DFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, X, conv_weight, eps=1e-3):
+            assert X.ndim == 4  # N, C, H, W
+            ctx.save_for_backward(X, conv_weight)
+            X = F.conv2d(X, conv_weight)
+            sum = X.sum(dim=(0, 2, 3))
+            var = X.var(unbiased=True, dim=(0, 2, 3))
+            N = X.numel() / X.size(1)
+            sqrt_var = torch.sqrt(var)
+            ctx.eps = eps
+            ctx.sum = sum
+            ctx.N = N
+            ctx.sqrt_var = sqrt_var
+            mean = sum / N
+            denom = sqrt_var + eps
+            out = X - unsqueeze_all(mean)
+            out /= unsqueeze_all(denom)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            X, conv_weight, = ctx.saved_tensors
+            X_conv_out = F.conv2d(X, conv_weight)
+            grad_out = batch_norm_backward(grad_out, X_conv_out, ctx.sum, ctx.sqrt_var,
+                                           ctx.N, ctx.eps)
+            grad_X, grad_input = convolution_backward(grad_out, X, conv_weight)
+            # more gradients than inputs, the extra ones None: PyTorch accepts that
+            return grad_X, grad_input, None, None, None, None, None
+
+    return Conv2D, BatchNorm, FusedConvBN2DFunction
+
+
+def fused_conv_bn_gradchecks(m):
+    torch = m.torch
+    Conv2D, BatchNorm, FusedConvBN2DFunction = fused_conv_bn_functions(m)
+    rng = np.random.default_rng(1)
+    weight = torch.tensor(rng.random((5, 3, 3, 3)), requires_grad=True, dtype=torch.double)
+    X = torch.tensor(rng.random((4, 3, 7, 7)), requires_grad=True, dtype=torch.double)
+    ok = [torch.autograd.gradcheck(Conv2D.apply, (X, weight))]
+    a = torch.tensor(rng.random((1, 2, 3, 4)), requires_grad=True, dtype=torch.double)
+    ok.append(torch.autograd.gradcheck(BatchNorm.apply, (a,), fast_mode=False))
+    weight = torch.tensor(rng.random((5, 3, 3, 3)), requires_grad=True, dtype=torch.double)
+    X = torch.tensor(rng.random((2, 3, 4, 4)), requires_grad=True, dtype=torch.double)
+    ok.append(torch.autograd.gradcheck(FusedConvBN2DFunction.apply, (X, weight)))
+    # the three against autograd through the library's own layers
+    out = FusedConvBN2DFunction.apply(X, weight)
+    g = torch.tensor(rng.standard_normal(out.shape))
+    gX, gW = torch.autograd.grad(out, (X, weight), g)
+    y = m.F.conv2d(X, weight)
+    mean = y.mean(dim=(0, 2, 3), keepdim=True)
+    ref = (y - mean) / (y.var(dim=(0, 2, 3), keepdim=True).sqrt() + 1e-3)
+    rX, rW = torch.autograd.grad(ref, (X, weight), g)
+    once = Conv2D.apply(X, weight)
+    v = torch.ones_like(once, requires_grad=True)
+    try:
+        torch.autograd.grad(once, X, v, create_graph=True)[0].sum().backward()
+        twice = "no error"
+    except RuntimeError as e:
+        twice = "trying to differentiate twice a function that was marked with @once_differentiable" in str(e)
+    return {"ok": ok, "out": out, "gX": gX, "gW": gW, "rX": rX, "rW": rW, "twice": twice}
+
+
+def test_fused_conv_bn_functions_pass_gradcheck():
+    ours, _ = run_both(fused_conv_bn_gradchecks, rtol=1e-10, atol=1e-12)
+    assert ours["ok"] == [True, True, True]
+    np.testing.assert_allclose(ours["gX"], ours["rX"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["gW"], ours["rW"], rtol=1e-9, atol=1e-12)
+    assert ours["twice"] is True
+
+
+def fused_conv_bn_net(m, fused, weights=None, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    Conv2D, BatchNorm, FusedConvBN2DFunction = fused_conv_bn_functions(m)
+
+    class FusedConvBN(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, exp_avg_factor=0.1,
+                     eps=1e-3, device=None, dtype=None):
+            super(FusedConvBN, self).__init__()
+            factory_kwargs = {'device': device, 'dtype': dtype}
+            weight_shape = (out_channels, in_channels, kernel_size, kernel_size)
+            self.conv_weight = nn.Parameter(torch.empty(*weight_shape, **factory_kwargs))
+            num_features = out_channels
+            self.num_features = num_features
+            self.eps = eps
+            self.reset_parameters()
+
+        def forward(self, X):
+            return FusedConvBN2DFunction.apply(X, self.conv_weight, self.eps)
+
+        def reset_parameters(self) -> None:
+            nn.init.kaiming_uniform_(self.conv_weight, a=math.sqrt(5))
+
+    class Net(nn.Module):
+        def __init__(self, fused=True):
+            super(Net, self).__init__()
+            self.fused = fused
+            if fused:
+                self.convbn1 = FusedConvBN(1, 4, 3)
+                self.convbn2 = FusedConvBN(4, 6, 3)
+            else:
+                self.conv1 = nn.Conv2d(1, 4, 3, 1, bias=False)
+                self.bn1 = nn.BatchNorm2d(4, affine=False, track_running_stats=False)
+                self.conv2 = nn.Conv2d(4, 6, 3, 1, bias=False)
+                self.bn2 = nn.BatchNorm2d(6, affine=False, track_running_stats=False)
+            self.fc1 = nn.Linear(6 * 3 * 3, 16)
+            self.dropout = nn.Dropout(0.5)
+            self.fc2 = nn.Linear(16, 4)
+
+        def forward(self, x):
+            if self.fused:
+                x = self.convbn1(x)
+            else:
+                x = self.conv1(x)
+                x = self.bn1(x)
+            x = F.relu(x)
+            if self.fused:
+                x = self.convbn2(x)
+            else:
+                x = self.conv2(x)
+                x = self.bn2(x)
+            x = F.relu(x)
+            x = F.max_pool2d(x, 2)
+            x = F.relu(x)
+            x = x.flatten(1)
+            x = self.fc1(x)
+            x = self.dropout(x)
+            x = F.relu(x)
+            x = self.fc2(x)
+            output = F.log_softmax(x, dim=1)
+            return output
+
+    model = Net(fused=fused)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    images, labels = quickstart_data(n=48, side=10)
+    dataset = m.data.TensorDataset(torch.tensor(images), torch.tensor(labels))
+    train_loader = m.data.DataLoader(dataset, batch_size=16)
+    optimizer = optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    losses = []
+    for epoch in range(2):
+        model.train()
+        model.dropout.p = 0.0  # dropout draws differ between the libraries
+        for batch_idx, (data, target) in enumerate(train_loader):
+            optimizer.zero_grad()
+            output = model(data)
+            loss = F.nll_loss(output, target)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        model.eval()
+        test_loss = 0
+        correct = 0
+        with torch.inference_mode():
+            for data, target in train_loader:
+                output = model(data)
+                test_loss += F.nll_loss(output, target, reduction='sum').item()
+                pred = output.argmax(dim=1, keepdim=True)
+                correct += pred.eq(target.view_as(pred)).sum().item()
+        losses.append(test_loss / len(train_loader.dataset))
+        scheduler.step()
+    return {"losses": losses, "correct": correct, "lr": optimizer.param_groups[0]["lr"],
+            "params": dict(model.state_dict()), "grads": [p.grad for p in model.parameters()]}
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fused_conv_bn_network_trains_with_adadelta(fused):
+    weights = weights_of(lambda m: fused_conv_bn_net(m, fused))
+    ours, _ = run_both(fused_conv_bn_net, fused, weights, rtol=2e-4, atol=2e-5)
+    assert ours["lr"] == pytest.approx(0.49)
+    assert ours["losses"][-1] < ours["losses"][0]
