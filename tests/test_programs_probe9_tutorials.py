@@ -6,8 +6,19 @@ Not already among the program tests: the chatbot tutorial (a bidirectional two-l
 ``pack_padded_sequence``/``pad_packed_sequence`` with its directions summed, Luong attention in its
 'dot', 'general' and 'concat' forms, ``maskNLLLoss`` by ``gather`` and ``masked_select``, teacher forcing
 and greedy decoding by ``topk``, two Adam optimizers, a checkpoint dict of both state_dicts and both
-optimizers' through ``torch.save``/``torch.load``, and ``GreedySearchDecoder``)."""
+optimizers' through ``torch.save``/``torch.load``, and ``GreedySearchDecoder``); fusing convolution and
+batch norm in a custom Function (``once_differentiable``, a convolution's backward by ``conv2d`` of
+transposes and ``conv_transpose2d``, batch norm's backward in place, more gradients returned than inputs,
+gradcheck, a net trained by Adadelta under StepLR and evaluated under ``inference_mode``); the
+neural tangent kernels tutorial (``vmap(jacrev(fnet_single), (None, 0))`` over ``functional_call``,
+``einsum`` contractions 'Naf,Mbf->NMab', 'Naf,Maf->NM', and NTK-vector products by ``vjp`` then ``jvp``
+under a double ``vmap`` with the identity basis); the forward-mode AD tutorial (``fwAD.dual_level``,
+``make_dual`` of a transposed tangent, ``unpack_dual`` after the level closes, dual tensors set on a
+module in place of its parameters by ``delattr``/``setattr`` and through ``functional_call``, a custom
+Function with only a ``jvp`` checked by ``gradcheck(check_forward_ad=True, check_backward_ad=False)``,
+``torch.func.jvp`` with ``functools.partial`` and over a module's parameters)."""
 
+import functools
 import io
 import itertools
 import math
@@ -575,3 +586,233 @@ def test_fused_conv_bn_network_trains_with_adadelta(fused):
     ours, _ = run_both(fused_conv_bn_net, fused, weights, rtol=2e-4, atol=2e-5)
     assert ours["lr"] == pytest.approx(0.49)
     assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Neural tangent kernels (intermediate_source/neural_tangent_kernels.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def ntk(m, weights=None):
+    torch, nn = m.torch, m.nn
+    functional_call, vmap, vjp, jvp, jacrev = (torch.func.functional_call, torch.func.vmap, torch.func.vjp,
+                                               torch.func.jvp, torch.func.jacrev)
+
+    class CNN(nn.Module):
+        def __init__(self):
+            super(CNN, self).__init__()
+            self.conv1 = nn.Conv2d(3, 4, (3, 3))
+            self.conv2 = nn.Conv2d(4, 4, (3, 3))
+            self.conv3 = nn.Conv2d(4, 4, (3, 3))
+            self.fc = nn.Linear(4 * 2 * 2, 3)
+
+        def forward(self, x):
+            x = self.conv1(x)
+            x = x.relu()
+            x = self.conv2(x)
+            x = x.relu()
+            x = self.conv3(x)
+            x = x.flatten(1)
+            x = self.fc(x)
+            return x
+
+    net = CNN()
+    if weights is None:
+        return net
+    load(m, net, weights)
+    rng = np.random.default_rng(0)
+    x_train = torch.tensor(rng.standard_normal((4, 3, 8, 8)), dtype=torch.float64)
+    x_test = torch.tensor(rng.standard_normal((3, 3, 8, 8)), dtype=torch.float64)
+    net = net.double()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def fnet_single(params, x):
+        return functional_call(net, params, (x.unsqueeze(0),)).squeeze(0)
+
+    def empirical_ntk_jacobian_contraction(fnet_single, params, x1, x2, compute='full'):
+        jac1 = vmap(jacrev(fnet_single), (None, 0))(params, x1)
+        jac1 = jac1.values()
+        jac1 = [j.flatten(2) for j in jac1]
+        jac2 = vmap(jacrev(fnet_single), (None, 0))(params, x2)
+        jac2 = jac2.values()
+        jac2 = [j.flatten(2) for j in jac2]
+        einsum_expr = None
+        if compute == 'full':
+            einsum_expr = 'Naf,Mbf->NMab'
+        elif compute == 'trace':
+            einsum_expr = 'Naf,Maf->NM'
+        elif compute == 'diagonal':
+            einsum_expr = 'Naf,Maf->NMa'
+        else:
+            assert False
+        result = torch.stack([torch.einsum(einsum_expr, j1, j2) for j1, j2 in zip(jac1, jac2)])
+        result = result.sum(0)
+        return result
+
+    def empirical_ntk_ntk_vps(func, params, x1, x2, compute='full'):
+        def get_ntk(x1, x2):
+            def func_x1(params):
+                return func(params, x1)
+
+            def func_x2(params):
+                return func(params, x2)
+
+            output, vjp_fn = vjp(func_x1, params)
+
+            def get_ntk_slice(vec):
+                vjps = vjp_fn(vec)
+                _, jvps = jvp(func_x2, (params,), vjps)
+                return jvps
+
+            basis = torch.eye(output.numel(), dtype=output.dtype, device=output.device).view(output.numel(), -1)
+            return vmap(get_ntk_slice)(basis)
+
+        result = vmap(vmap(get_ntk, (None, 0)), (0, None))(x1, x2)
+        if compute == 'full':
+            return result
+        if compute == 'trace':
+            return torch.einsum('NMKK->NM', result)
+        if compute == 'diagonal':
+            return torch.einsum('NMKK->NMK', result)
+
+    result = empirical_ntk_jacobian_contraction(fnet_single, params, x_train, x_test)
+    trace = empirical_ntk_jacobian_contraction(fnet_single, params, x_train, x_test, 'trace')
+    diagonal = empirical_ntk_jacobian_contraction(fnet_single, params, x_train, x_test, 'diagonal')
+    result_from_jacobian_contraction = empirical_ntk_jacobian_contraction(fnet_single, params, x_test, x_train)
+    result_from_ntk_vps = empirical_ntk_ntk_vps(fnet_single, params, x_test, x_train)
+    assert torch.allclose(result_from_jacobian_contraction, result_from_ntk_vps, atol=1e-5)
+    vps_trace = empirical_ntk_ntk_vps(fnet_single, params, x_test, x_train, 'trace')
+    # the kernel by hand, one Jacobian per example by autograd.grad of each output
+    def jacobian_rows(x):
+        rows = []
+        for i in range(x.shape[0]):
+            out = net(x[i:i + 1])[0]
+            rows.append(torch.stack([torch.cat([g.flatten() for g in torch.autograd.grad(out[a], list(net.parameters()), retain_graph=True)])
+                                     for a in range(out.shape[0])]))
+        return torch.stack(rows)
+    J1, J2 = jacobian_rows(x_train), jacobian_rows(x_test)
+    by_hand = torch.einsum('naf,mbf->nmab', J1, J2)
+    return {"full": result, "trace": trace, "diagonal": diagonal, "vps": result_from_ntk_vps,
+            "contraction": result_from_jacobian_contraction, "vps_trace": vps_trace, "by_hand": by_hand}
+
+
+def test_neural_tangent_kernels():
+    ours, _ = run_both(ntk, weights_of(ntk), rtol=1e-9, atol=1e-10)
+    assert ours["full"].shape == (4, 3, 3, 3)
+    np.testing.assert_allclose(ours["full"], ours["by_hand"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["trace"], np.einsum("nmaa->nm", ours["full"]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["diagonal"], np.einsum("nmaa->nma", ours["full"]), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["vps"], ours["full"].transpose(1, 0, 3, 2), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["vps_trace"], ours["trace"].T, rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward-mode automatic differentiation (intermediate_source/forward_ad_usage.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def forward_ad_usage(m, weights):
+    torch, nn = m.torch, m.nn
+    fwAD = torch.autograd.forward_ad
+    functional_call = torch.func.functional_call
+    rng = np.random.default_rng(0)
+    randn = lambda *shape, dtype=torch.float32: torch.tensor(rng.standard_normal(shape), dtype=dtype)
+    results = {}
+
+    primal = randn(10, 10)
+    tangent = randn(10, 10)
+
+    def fn(x, y):
+        return x ** 2 + y ** 2
+
+    with fwAD.dual_level():
+        dual_input = fwAD.make_dual(primal, tangent)
+        assert fwAD.unpack_dual(dual_input).tangent is tangent
+        dual_input_alt = fwAD.make_dual(primal, tangent.T)
+        assert fwAD.unpack_dual(dual_input_alt).tangent is not tangent
+        plain_tensor = randn(10, 10)
+        dual_output = fn(dual_input, plain_tensor)
+        jvp = fwAD.unpack_dual(dual_output).tangent
+        results["alt"] = fwAD.unpack_dual(fn(dual_input_alt, plain_tensor)).tangent
+    assert fwAD.unpack_dual(dual_output).tangent is None
+    results["basic"] = jvp
+
+    model = nn.Linear(5, 5)
+    load(m, model, weights)
+    input = randn(16, 5)
+    params = {name: p for name, p in model.named_parameters()}
+    tangents = {name: torch.tensor(rng.random(tuple(p.shape)), dtype=p.dtype) for name, p in params.items()}
+    with fwAD.dual_level():
+        for name, p in params.items():
+            delattr(model, name)
+            setattr(model, name, fwAD.make_dual(p, tangents[name]))
+        out = model(input)
+        jvp = fwAD.unpack_dual(out).tangent
+    results["module"] = jvp
+
+    model = nn.Linear(5, 5)
+    dual_params = {}
+    with fwAD.dual_level():
+        for name, p in params.items():
+            dual_params[name] = fwAD.make_dual(p, tangents[name])
+        out = functional_call(model, dual_params, input)
+        jvp2 = fwAD.unpack_dual(out).tangent
+    assert torch.allclose(jvp, jvp2)
+    results["functional"] = jvp2
+
+    class Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, foo):
+            result = torch.exp(foo)
+            ctx.result = result
+            return result
+
+        @staticmethod
+        def jvp(ctx, gI):
+            gO = gI * ctx.result
+            del ctx.result
+            return gO
+
+    fn_ = Fn.apply
+    primal = randn(10, 10, dtype=torch.double).requires_grad_()
+    tangent = randn(10, 10)
+    with fwAD.dual_level():
+        dual_input = fwAD.make_dual(primal, tangent)
+        dual_output = fn_(dual_input)
+        jvp = fwAD.unpack_dual(dual_output).tangent
+    results["custom"] = jvp
+    results["gradcheck"] = torch.autograd.gradcheck(Fn.apply, (primal,), check_forward_ad=True,
+                                                    check_backward_ad=False, check_undefined_grad=False,
+                                                    check_batched_grad=False)
+
+    primal0, tangent0, primal1, tangent1 = randn(10, 10), randn(10, 10), randn(10, 10), randn(10, 10)
+    primal_out, tangent_out = torch.func.jvp(fn, (primal0, primal1), (tangent0, tangent1))
+    results["ft_jvp"] = (primal_out, tangent_out)
+    primal, tangent, y = randn(10, 10), randn(10, 10), randn(10, 10)
+    new_fn = functools.partial(fn, y=y)
+    results["partial"] = torch.func.jvp(new_fn, (primal,), (tangent,))
+
+    model = nn.Linear(5, 5)
+    load(m, model, weights)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    tangents = {k: torch.tensor(rng.random(tuple(v.shape)), dtype=v.dtype) for k, v in params.items()}
+
+    def func_params_only(params):
+        return functional_call(model, params, (input,))
+
+    results["params_jvp"] = torch.func.jvp(func_params_only, (params,), (tangents,))
+    results["tangents"] = tangents
+    results["input"] = input
+    return results
+
+
+def test_forward_ad_usage_tutorial():
+    weights = weights_of(lambda m: m.nn.Linear(5, 5))
+    ours, _ = run_both(forward_ad_usage, weights, rtol=1e-6, atol=1e-6)
+    W, b = weights["weight"], weights["bias"]
+    x = ours["input"]
+    tW, tb = ours["tangents"]["weight"], ours["tangents"]["bias"]
+    np.testing.assert_allclose(ours["params_jvp"][0], x @ W.T + b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["params_jvp"][1], x @ tW.T + tb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["module"], ours["functional"], rtol=1e-6)
+    assert ours["gradcheck"] is True
