@@ -16,7 +16,14 @@ under a double ``vmap`` with the identity basis); the forward-mode AD tutorial (
 ``make_dual`` of a transposed tangent, ``unpack_dual`` after the level closes, dual tensors set on a
 module in place of its parameters by ``delattr``/``setattr`` and through ``functional_call``, a custom
 Function with only a ``jvp`` checked by ``gradcheck(check_forward_ad=True, check_backward_ad=False)``,
-``torch.func.jvp`` with ``functools.partial`` and over a module's parameters)."""
+``torch.func.jvp`` with ``functools.partial`` and over a module's parameters); the double-backward
+tutorial (Square saving its input, Exp its output, Sinh returning its intermediate results as outputs
+so that they carry a graph, the Sinh that keeps them on ``ctx`` and so gives a gradient without one,
+and Cube whose backward is itself a custom Function with its own backward; ``gradcheck`` and
+``gradgradcheck`` of each, and third derivatives); extensions in NumPy and SciPy (BadFFTFunction
+through ``numpy.fft`` and ``Tensor.new(ndarray)``, the legacy non-static Function refused, ScipyConv2d by
+``scipy.signal.correlate2d``/``convolve2d`` with ``torch.as_tensor(..., dtype=)`` and a float32 filter
+meeting a float64 input, trained a few SGD steps, and ``gradcheck`` of the module itself)."""
 
 import functools
 import io
@@ -816,3 +823,281 @@ def test_forward_ad_usage_tutorial():
     np.testing.assert_allclose(ours["params_jvp"][1], x @ tW.T + tb, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ours["module"], ours["functional"], rtol=1e-6)
     assert ours["gradcheck"] is True
+
+
+# ----------------------------------------------------------------------------------------------
+# Double backward with custom Functions (intermediate_source/custom_function_double_backward_tutorial.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def double_backward(m):
+    torch = m.torch
+    rng = np.random.default_rng(0)
+    rand33 = lambda: torch.tensor(rng.random((3, 3)), requires_grad=True, dtype=torch.double)
+    checks, results = [], {}
+
+    class Square(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**2
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            x, = ctx.saved_tensors
+            return grad_out * 2 * x
+
+    x = rand33()
+    checks.append(torch.autograd.gradcheck(Square.apply, x))
+    checks.append(torch.autograd.gradgradcheck(Square.apply, x))
+    x = torch.tensor(1., requires_grad=True).clone()
+    out = Square.apply(x)
+    grad_x, = torch.autograd.grad(out, x, create_graph=True)
+    results["square"] = (out, grad_x, grad_x.requires_grad, torch.autograd.grad(grad_x, x)[0])
+
+    class Exp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            result = torch.exp(x)
+            ctx.save_for_backward(result)
+            return result
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            result, = ctx.saved_tensors
+            return result * grad_out
+
+    x = torch.tensor(1., requires_grad=True, dtype=torch.double).clone()
+    checks.append(torch.autograd.gradcheck(Exp.apply, x))
+    checks.append(torch.autograd.gradgradcheck(Exp.apply, x))
+    out = Exp.apply(x)
+    grad_x, = torch.autograd.grad(out, x, create_graph=True)
+    grad_xx, = torch.autograd.grad(grad_x, x, create_graph=True)
+    results["exp"] = (out, grad_x, grad_xx, torch.autograd.grad(grad_xx, x)[0])
+
+    class Sinh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            expx = torch.exp(x)
+            expnegx = torch.exp(-x)
+            ctx.save_for_backward(expx, expnegx)
+            return (expx - expnegx) / 2, expx, expnegx
+
+        @staticmethod
+        def backward(ctx, grad_out, _grad_out_exp, _grad_out_negexp):
+            expx, expnegx = ctx.saved_tensors
+            grad_input = grad_out * (expx + expnegx) / 2
+            grad_input += _grad_out_exp * expx
+            grad_input -= _grad_out_negexp * expnegx
+            return grad_input
+
+    def sinh(x):
+        return Sinh.apply(x)[0]
+
+    x = rand33()
+    checks.append(torch.autograd.gradcheck(sinh, x))
+    checks.append(torch.autograd.gradgradcheck(sinh, x))
+    out = sinh(x)
+    grad_x, = torch.autograd.grad(out.sum(), x, create_graph=True)
+    results["sinh"] = (out, grad_x, torch.autograd.grad(grad_x.sum(), x)[0])
+
+    class Sinh(torch.autograd.Function):
+        # This is an example of what NOT to do!
+        @staticmethod
+        def forward(ctx, x):
+            expx = torch.exp(x)
+            expnegx = torch.exp(-x)
+            ctx.expx = expx
+            ctx.expnegx = expnegx
+            return (expx - expnegx) / 2
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            expx = ctx.expx
+            expnegx = ctx.expnegx
+            grad_input = grad_out * (expx + expnegx) / 2
+            return grad_input
+
+    out = Sinh.apply(x)
+    grad_x, = torch.autograd.grad(out.sum(), x, create_graph=True)
+    results["wrong_sinh"] = (out, grad_x, grad_x.requires_grad, grad_x.grad_fn is None)
+
+    def cube_forward(x):
+        return x**3
+
+    def cube_backward(grad_out, x):
+        return grad_out * 3 * x**2
+
+    def cube_backward_backward(grad_out, sav_grad_out, x):
+        return grad_out * sav_grad_out * 6 * x
+
+    def cube_backward_backward_grad_out(grad_out, x):
+        return grad_out * 3 * x**2
+
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return cube_forward(x)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            x, = ctx.saved_tensors
+            return CubeBackward.apply(grad_out, x)
+
+    class CubeBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, grad_out, x):
+            ctx.save_for_backward(x, grad_out)
+            return cube_backward(grad_out, x)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            x, sav_grad_out = ctx.saved_tensors
+            dx = cube_backward_backward(grad_out, sav_grad_out, x)
+            dgrad_out = cube_backward_backward_grad_out(grad_out, x)
+            return dgrad_out, dx
+
+    x = torch.tensor(2., requires_grad=True, dtype=torch.double)
+    checks.append(torch.autograd.gradcheck(Cube.apply, x))
+    checks.append(torch.autograd.gradgradcheck(Cube.apply, x))
+    out = Cube.apply(x)
+    grad_x, = torch.autograd.grad(out, x, create_graph=True)
+    grad_xx, = torch.autograd.grad(grad_x, x, create_graph=True)
+    results["cube"] = (out, grad_x, grad_xx, type(grad_x.grad_fn).__name__)
+    results["checks"] = checks
+    results["x"] = x
+    return results
+
+
+def test_double_backward_with_custom_functions():
+    ours, _ = run_both(double_backward, rtol=1e-12, atol=1e-12)
+    assert ours["checks"] == [True] * 8
+    assert ours["square"][1:] == (2.0, True, 2.0)
+    assert ours["exp"][1:] == (math.e, math.e, math.e)
+    np.testing.assert_allclose(ours["sinh"][1], np.cosh(ours["sinh"][0] * 0 + np.arcsinh(ours["sinh"][0])))
+    np.testing.assert_allclose(ours["sinh"][2], ours["sinh"][0], rtol=1e-12)  # sinh'' = sinh
+    assert ours["wrong_sinh"][2:] == (False, True)  # the gradient has no graph behind it
+    assert ours["cube"][:3] == (8.0, 12.0, 12.0)
+    assert ours["cube"][3] == "CubeBackwardBackward"
+
+
+# ----------------------------------------------------------------------------------------------
+# Creating extensions using NumPy and SciPy (advanced_source/numpy_extensions_tutorial.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def numpy_extensions(m, weights):
+    torch = m.torch
+    Function = torch.autograd.Function
+    Module, Parameter = m.nn.Module, m.nn.Parameter
+    from numpy.fft import irfft2, rfft2
+    from scipy.signal import convolve2d, correlate2d
+
+    rng = np.random.default_rng(0)
+    randn = lambda *shape, dtype=torch.float32: torch.tensor(rng.standard_normal(shape), dtype=dtype)
+    results = {}
+
+    class BadFFTFunction(Function):
+        @staticmethod
+        def forward(ctx, input):
+            numpy_input = input.detach().numpy()
+            result = abs(rfft2(numpy_input))
+            return input.new(result)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            numpy_go = grad_output.numpy()
+            result = irfft2(numpy_go)
+            return grad_output.new(result)
+
+    def incorrect_fft(input):
+        return BadFFTFunction.apply(input)
+
+    input = randn(8, 8).requires_grad_()
+    result = incorrect_fft(input)
+    result.backward(randn(*result.size()))
+    results["fft"] = (result, input.grad, result.dtype == torch.float32, input.grad.dtype == torch.float32)
+
+    class LegacyFunction(Function):  # the tutorial's first version: forward is not a staticmethod
+        def forward(self, input):
+            return input.clone()
+
+        def backward(self, grad_output):
+            return grad_output
+
+    try:
+        LegacyFunction()(input)
+        results["legacy"] = "no error"
+    except RuntimeError as e:
+        results["legacy"] = "Legacy autograd function with non-static forward method is deprecated" in str(e)
+
+    class ScipyConv2dFunction(Function):
+        @staticmethod
+        def forward(ctx, input, filter, bias):
+            input, filter, bias = input.detach(), filter.detach(), bias.detach()
+            result = correlate2d(input.numpy(), filter.numpy(), mode='valid')
+            result += bias.numpy()
+            ctx.save_for_backward(input, filter, bias)
+            return torch.as_tensor(result, dtype=input.dtype)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            grad_output = grad_output.detach()
+            input, filter, bias = ctx.saved_tensors
+            grad_output = grad_output.numpy()
+            grad_bias = np.sum(grad_output, keepdims=True)
+            grad_input = convolve2d(grad_output, filter.numpy(), mode='full')
+            grad_filter = correlate2d(input.numpy(), grad_output, mode='valid')
+            return torch.as_tensor(grad_input, dtype=input.dtype), torch.as_tensor(grad_filter, dtype=filter.dtype), torch.as_tensor(grad_bias, dtype=bias.dtype)
+
+    class ScipyConv2d(Module):
+        def __init__(self, filter_width, filter_height):
+            super(ScipyConv2d, self).__init__()
+            self.filter = Parameter(torch.randn(filter_width, filter_height))
+            self.bias = Parameter(torch.randn(1, 1))
+
+        def forward(self, input):
+            return ScipyConv2dFunction.apply(input, self.filter, self.bias)
+
+    module = ScipyConv2d(3, 3)
+    load(m, module, weights)
+    input = randn(10, 10).requires_grad_()
+    output = module(input)
+    output.backward(randn(8, 8))
+    results["conv"] = (output, input.grad, module.filter.grad, module.bias.grad)
+    # the filter learnt: a few steps of SGD towards a known kernel
+    target_filter = randn(3, 3)
+    data = [randn(6, 6) for _ in range(4)]
+    optimizer = m.optim.SGD(module.parameters(), lr=0.01)  # torch.optim: see test_torch_dot_nn_spelling
+    losses = []
+    for x in data:
+        optimizer.zero_grad()
+        target = torch.as_tensor(correlate2d(x.numpy(), target_filter.numpy(), mode='valid'))
+        loss = ((module(x) - target) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    results["trained"] = (losses, module.filter.detach(), module.bias.detach())
+
+    moduleConv = ScipyConv2d(3, 3)
+    load(m, moduleConv, weights)
+    input = [randn(20, 20, dtype=torch.double).requires_grad_()]
+    results["gradcheck"] = torch.autograd.gradcheck(moduleConv, input, eps=1e-6, atol=1e-4)
+    return results
+
+
+@pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
+def test_numpy_and_scipy_extensions():
+    pytest.importorskip("scipy")
+    from scipy.signal import correlate2d
+    weights = {"filter": np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32),
+               "bias": np.float32([[0.5]])}
+    ours, _ = run_both(numpy_extensions, weights, rtol=1e-5, atol=1e-6)
+    result, grad, *dtypes = ours["fft"]
+    assert result.shape == (8, 5) and grad.shape == (8, 8) and dtypes == [True, True]
+    assert ours["legacy"] is True
+    output, input_grad, filter_grad, bias_grad = ours["conv"]
+    assert output.shape == (8, 8) and bias_grad.shape == (1, 1)
+    assert ours["gradcheck"] is True
+    assert ours["trained"][0][-1] < ours["trained"][0][0]
