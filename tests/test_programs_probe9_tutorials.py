@@ -23,7 +23,13 @@ and Cube whose backward is itself a custom Function with its own backward; ``gra
 ``gradgradcheck`` of each, and third derivatives); extensions in NumPy and SciPy (BadFFTFunction
 through ``numpy.fft`` and ``Tensor.new(ndarray)``, the legacy non-static Function refused, ScipyConv2d by
 ``scipy.signal.correlate2d``/``convolve2d`` with ``torch.as_tensor(..., dtype=)`` and a float32 filter
-meeting a float64 input, trained a few SGD steps, and ``gradcheck`` of the module itself)."""
+meeting a float64 input, trained a few SGD steps, and ``gradcheck`` of the module itself); the
+parametrizations tutorial (Symmetric and Skew on a Linear and on a Conv2d's 4-d kernel, the
+``parametrizations`` ModuleDict and ``.original``, ``parametrize.cached()`` counting the calls, Skew then
+a Cayley map by ``torch.linalg.solve`` with a buffer, Skew or Symmetric then ``torch.matrix_exp``,
+``right_inverse`` through a chain when the weight is assigned, ``nn.init.orthogonal_`` of a parametrized
+weight, a pruning mask by ``torch.bernoulli``, ``remove_parametrizations`` both ways, and training
+through each)."""
 
 import functools
 import io
@@ -1101,3 +1107,223 @@ def test_numpy_and_scipy_extensions():
     assert output.shape == (8, 8) and bias_grad.shape == (1, 1)
     assert ours["gradcheck"] is True
     assert ours["trained"][0][-1] < ours["trained"][0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Parametrizations tutorial (intermediate_source/parametrizations.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def parametrizations(m, weights):
+    torch, nn = m.torch, m.nn
+    parametrize = nn.utils.parametrize
+    rng = np.random.default_rng(0)
+    rand = lambda *shape: torch.tensor(rng.random(shape), dtype=torch.float32)
+    r = {}
+
+    def fresh_linear():
+        return load(m, nn.Linear(3, 3), weights["linear"])
+
+    def symmetric(X):
+        return X.triu() + X.triu(1).transpose(-1, -2)
+
+    class Symmetric(nn.Module):
+        def forward(self, X):
+            return X.triu() + X.triu(1).transpose(-1, -2)
+
+    layer = fresh_linear()
+    parametrize.register_parametrization(layer, "weight", Symmetric())
+    A = layer.weight
+    assert torch.allclose(A, A.T)
+    r["symmetric"] = A
+
+    class Skew(nn.Module):
+        def forward(self, X):
+            A = X.triu(1)
+            return A - A.transpose(-1, -2)
+
+    cnn = nn.Conv2d(in_channels=5, out_channels=8, kernel_size=3)
+    load(m, cnn, weights["cnn"])
+    parametrize.register_parametrization(cnn, "weight", Skew())
+    r["cnn"] = (cnn.weight[0, 1], cnn.weight[2, 2], cnn(rand(2, 5, 6, 6)))
+
+    layer = fresh_linear()
+    parametrize.register_parametrization(layer, "weight", Symmetric())
+    r["names"] = [n for n, _ in layer.named_parameters()]
+    r["kinds"] = (type(layer.parametrizations).__name__, type(layer.parametrizations.weight).__name__,
+                  type(layer.parametrizations.weight[0]).__name__, type(layer).__name__)
+    symmetric = Symmetric()
+    weight_orig = layer.parametrizations.weight.original
+    r["dist"] = torch.dist(layer.weight, symmetric(weight_orig))
+
+    calls = []
+
+    class NoisyParametrization(nn.Module):
+        def forward(self, X):
+            calls.append("Computing the Parametrization")
+            return X
+
+    layer = nn.Linear(4, 4)
+    parametrize.register_parametrization(layer, "weight", NoisyParametrization())
+    foo = layer.weight + layer.weight.T
+    bar = layer.weight.sum()
+    uncached = len(calls)
+    with parametrize.cached():
+        foo = layer.weight + layer.weight.T
+        bar = layer.weight.sum()
+    r["calls"] = (uncached, len(calls) - uncached)
+
+    class CayleyMap(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.register_buffer("Id", torch.eye(n))
+
+        def forward(self, X):
+            # (I + X)(I - X)^{-1}
+            return torch.linalg.solve(self.Id - X, self.Id + X)
+
+    layer = fresh_linear()
+    parametrize.register_parametrization(layer, "weight", Skew())
+    parametrize.register_parametrization(layer, "weight", CayleyMap(3))
+    X = layer.weight
+    r["cayley"] = (X, torch.dist(X.T @ X, torch.eye(3)), [n for n, _ in layer.named_buffers()])
+
+    class MatrixExponential(nn.Module):
+        def forward(self, X):
+            return torch.matrix_exp(X)
+
+    layer_orthogonal = fresh_linear()
+    parametrize.register_parametrization(layer_orthogonal, "weight", Skew())
+    parametrize.register_parametrization(layer_orthogonal, "weight", MatrixExponential())
+    X = layer_orthogonal.weight
+    r["expm_orthogonal"] = (X, torch.dist(X.T @ X, torch.eye(3)))
+
+    layer_spd = fresh_linear()
+    parametrize.register_parametrization(layer_spd, "weight", Symmetric())
+    parametrize.register_parametrization(layer_spd, "weight", MatrixExponential())
+    X = layer_spd.weight
+    r["spd"] = (X, torch.dist(X, X.T), (torch.linalg.eigvalsh(X) > 0.).all())
+
+    # training through the chains: the gradient reaches the unconstrained original
+    x, y = rand(8, 3), rand(8, 3)
+    trained = {}
+    for name, layer in (("cayley", fresh_linear()), ("expm", fresh_linear()), ("spd", fresh_linear())):
+        parametrize.register_parametrization(layer, "weight", Symmetric() if name == "spd" else Skew())
+        parametrize.register_parametrization(layer, "weight", MatrixExponential() if name != "cayley" else CayleyMap(3))
+        opt = m.optim.Adam(layer.parameters(), lr=0.05)
+        losses = []
+        for _ in range(5):
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(layer(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        trained[name] = (losses, layer.parametrizations.weight.original.detach(),
+                         layer.parametrizations.weight.original.grad, layer.weight.detach())
+    r["trained"] = trained
+
+    class Skew(nn.Module):
+        def forward(self, X):
+            A = X.triu(1)
+            return A - A.transpose(-1, -2)
+
+        def right_inverse(self, A):
+            return A.triu(1)
+
+    layer = fresh_linear()
+    parametrize.register_parametrization(layer, "weight", Skew())
+    X = rand(3, 3)
+    X = X - X.T
+    layer.weight = X
+    r["right_inverse"] = (torch.dist(layer.weight, X), layer.parametrizations.weight.original)
+
+    class CayleyMap(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.register_buffer("Id", torch.eye(n))
+
+        def forward(self, X):
+            # Assume X skew-symmetric
+            # (I + X)(I - X)^{-1}
+            return torch.linalg.solve(self.Id - X, self.Id + X)
+
+        def right_inverse(self, A):
+            # Assume A orthogonal
+            # (X - I)(X + I)^{-1}
+            return torch.linalg.solve(X + self.Id, self.Id - X)
+
+    layer_orthogonal = fresh_linear()
+    parametrize.register_parametrization(layer_orthogonal, "weight", Skew())
+    parametrize.register_parametrization(layer_orthogonal, "weight", CayleyMap(3))
+    X = torch.tensor(weights["orthogonal"])
+    layer_orthogonal.weight = X
+    r["cayley_init"] = (torch.dist(layer_orthogonal.weight, X), layer_orthogonal.parametrizations.weight.original)
+    torch.manual_seed(0)
+    layer_orthogonal.weight = nn.init.orthogonal_(layer_orthogonal.weight)
+    W = layer_orthogonal.weight
+    r["orthogonal_init"] = torch.dist(W.T @ W, torch.eye(3)) < 1e-5
+
+    class PruningParametrization(nn.Module):
+        def __init__(self, X, p_drop=0.2):
+            super().__init__()
+            mask = torch.full_like(X, 1.0 - p_drop)
+            self.mask = torch.bernoulli(mask)
+
+        def forward(self, X):
+            return X * self.mask
+
+        def right_inverse(self, A):
+            return A
+
+    layer = nn.Linear(3, 4)
+    X = torch.rand_like(layer.weight)
+    parametrize.register_parametrization(layer, "weight", PruningParametrization(layer.weight))
+    layer.weight = X
+    mask = layer.parametrizations.weight[0].mask
+    r["pruned"] = (torch.equal(layer.weight, X * mask), torch.equal(layer.parametrizations.weight.original, X),
+                   set(mask.unique().tolist()) <= {0.0, 1.0})
+
+    layer = fresh_linear()
+    parametrize.register_parametrization(layer, "weight", Skew())
+    parametrize.remove_parametrizations(layer, "weight")
+    r["removed"] = (layer.weight, type(layer.weight).__name__, [n for n, _ in layer.named_parameters()],
+                    hasattr(layer, "parametrizations"))
+    layer = fresh_linear()
+    parametrize.register_parametrization(layer, "weight", Skew())
+    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+    r["removed_original"] = layer.weight
+    return r
+
+
+def test_parametrizations_tutorial():
+    rng = np.random.default_rng(3)
+    Q = np.linalg.qr(rng.standard_normal((3, 3)))[0].astype(np.float32)
+    if np.linalg.det(Q) < 0:
+        Q[0] = -Q[0]
+    weights = {"linear": weights_of(lambda m: m.nn.Linear(3, 3)), "cnn": weights_of(lambda m: m.nn.Conv2d(5, 8, 3)),
+               "orthogonal": Q}
+    ours, _ = run_both(parametrizations, weights, rtol=1e-5, atol=1e-5)
+    W = weights["linear"]["weight"]
+    np.testing.assert_allclose(ours["symmetric"], np.triu(W) + np.triu(W, 1).T)
+    assert ours["names"] == ["bias", "parametrizations.weight.original"]
+    assert ours["kinds"] == ("ModuleDict", "ParametrizationList", "Symmetric", "ParametrizedLinear")
+    assert ours["calls"] == (4, 1)  # one call at registration (checking its shape), then one per access
+    assert ours["cayley"][1] < 1e-5 and ours["cayley"][2] == ["parametrizations.weight.1.Id"]
+    assert ours["expm_orthogonal"][1] < 1e-5
+    assert ours["spd"][1] == 0 and ours["spd"][2]
+    for losses, *_ in ours["trained"].values():
+        assert losses[-1] < losses[0]
+    assert ours["right_inverse"][0] < 1e-6
+    np.testing.assert_allclose(ours["cayley_init"][1], np.triu(ours["cayley_init"][1], 1))
+    # the tutorial's right_inverse solves (A + I) Y = I - A, which is minus the Cayley inverse, so the
+    # weight comes back as the inverse of A, its transpose (in both libraries)
+    Q = weights["orthogonal"]
+    assert ours["cayley_init"][0] == pytest.approx(np.linalg.norm(Q.T - Q), rel=1e-5)
+    assert ours["orthogonal_init"]
+    assert ours["pruned"] == (True, True, True)
+    S = np.triu(W, 1) - np.triu(W, 1).T
+    np.testing.assert_allclose(ours["removed"][0], S)
+    assert ours["removed"][1:] == ("Parameter", ["bias", "weight"], False)  # re-registered last
+    # Skew has a right_inverse by now, which registration applied to the weight: the original kept is its
+    # upper triangle, not the weight as it was before (the tutorial's "Same as Before" holds without one)
+    np.testing.assert_allclose(ours["removed_original"], np.triu(W, 1))
