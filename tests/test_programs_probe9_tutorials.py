@@ -2178,3 +2178,17 @@ def test_ops_loaded_on_first_use_take_numpy_axis():
     import autograd
     y = autograd.tensor([[0.0, 1.0, 4.0], [1.0, 1.0, 1.0]])
     assert autograd.trapezoid(y, axis=1).tolist() == [3.0, 2.0]
+
+
+def test_prelu_refuses_to_promote_and_integers(T):
+    """The per-sample-gradients tutorial feeds a float64 sample to a float32 model, which PyTorch refuses
+    in every layer; PReLU alone computed a float64 result here. PyTorch's prelu neither promotes nor has
+    an integer kernel."""
+    x = T.tensor([[-2.0, 3.0]], dtype=T.float64)
+    with pytest.raises(RuntimeError, match="prelu: Type promoting not supported. Got Double and Float"):
+        T.prelu(x, T.tensor([0.25]))
+    with pytest.raises(RuntimeError, match="prelu: Type promoting not supported. Got Float and Double"):
+        T.prelu(x.float(), T.tensor([0.25], dtype=T.float64))
+    with pytest.raises(NotImplementedError, match="\"prelu_cpu\" not implemented for 'Long'"):
+        T.prelu(T.tensor([[-2, 3]]), T.tensor([1]))
+    assert T.prelu(x, T.tensor([0.25], dtype=T.float64)).tolist() == [[-0.5, 3.0]]
