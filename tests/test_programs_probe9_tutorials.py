@@ -43,7 +43,11 @@ strict expected failure: chainrule has no ``scan``); and the DDIM tutorial (a U-
 ``torch.cat(..., axis=1)``; a cosine schedule through ``torch.cumprod``, indexing it by 0-d and 1-d
 integer tensors, ``if prev_timestep >= 0`` on a tensor, int32 timesteps times a 0-d int64 tensor,
 ``getattr(F, 'l1_loss')``, an EMA by ``p_ema.data = ...``, ``clip_grad_norm_``, AdamW, sampling under
-``@torch.no_grad()`` and ``torch.quantile`` thresholding with tensor bounds to ``clamp``)."""
+``@torch.no_grad()`` and ``torch.quantile`` thresholding with tensor bounds to ``clamp``); the
+per-sample-gradients tutorial as now written (a CNN's gradients sample by sample with ``autograd.grad``
+and ``torch.stack`` of ``zip(*...)``, then ``vmap(grad(compute_loss), in_dims=(None, None, 0, 0))``
+over ``functional_call(model, (params, buffers), ...)``, and its float64 baseline, which copies into a
+float32 model and so is refused by its first convolution)."""
 
 import copy
 import functools
@@ -2149,6 +2153,111 @@ def test_ddim_tutorial(tmp_path):
     assert np.abs(ours["thresholded"]).max() <= 1.0
     np.testing.assert_array_equal(ours["saved"], ours["ema"]["conv_in.weight"])
     assert all(np.isfinite(ours["losses"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-sample gradients (intermediate_source/per_sample_grads.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def per_sample_grads(m, weights=None):
+    torch, nn, F = m.torch, m.nn, m.F
+    functional_call, vmap, grad = torch.func.functional_call, torch.func.vmap, torch.func.grad
+
+    class SimpleCNN(nn.Module):
+        def __init__(self):
+            super(SimpleCNN, self).__init__()
+            self.conv1 = nn.Conv2d(1, 4, 3, 1)
+            self.conv2 = nn.Conv2d(4, 6, 3, 1)
+            self.fc1 = nn.Linear(6 * 3 * 3, 16)
+            self.fc2 = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = self.conv1(x)
+            x = F.relu(x)
+            x = self.conv2(x)
+            x = F.relu(x)
+            x = F.max_pool2d(x, 2)
+            x = torch.flatten(x, 1)
+            x = self.fc1(x)
+            x = F.relu(x)
+            x = self.fc2(x)
+            output = F.log_softmax(x, dim=1)
+            return output
+
+    if weights is None:
+        return SimpleCNN()
+
+    def loss_fn(predictions, targets):
+        return F.nll_loss(predictions, targets)
+
+    batch_size = 6
+    rng = np.random.default_rng(0)
+    data = torch.tensor(rng.standard_normal((batch_size, 1, 10, 10)), dtype=torch.float32)
+    targets = torch.tensor(rng.integers(0, 10, (batch_size,)))
+    model = load(m, SimpleCNN(), weights)
+    predictions = model(data)
+    loss = loss_fn(predictions, targets)
+    loss.backward()
+
+    def compute_grad(sample, target):
+        sample = sample.unsqueeze(0)
+        target = target.unsqueeze(0)
+        prediction = model(sample)
+        loss = loss_fn(prediction, target)
+        return torch.autograd.grad(loss, list(model.parameters()))
+
+    def compute_sample_grads(data, targets):
+        sample_grads = [compute_grad(data[i], targets[i]) for i in range(batch_size)]
+        sample_grads = zip(*sample_grads)
+        sample_grads = [torch.stack(shards) for shards in sample_grads]
+        return sample_grads
+
+    per_sample_grads = compute_sample_grads(data, targets)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def compute_loss(params, buffers, sample, target):
+        batch = sample.unsqueeze(0)
+        targets = target.unsqueeze(0)
+        predictions = functional_call(model, (params, buffers), (batch,))
+        loss = loss_fn(predictions, targets)
+        return loss
+
+    ft_compute_grad = grad(compute_loss)
+    ft_compute_sample_grad = vmap(ft_compute_grad, in_dims=(None, None, 0, 0))
+    ft_per_sample_grads = ft_compute_sample_grad(params, buffers, data, targets)
+    for per_sample_grad, ft_per_sample_grad in zip(per_sample_grads, ft_per_sample_grads.values()):
+        assert torch.allclose(per_sample_grad, ft_per_sample_grad, atol=3e-3, rtol=1e-5)
+
+    def compute_grad_fp64(sample, target):
+        sample_fp64 = sample.to(torch.float64)
+        target_fp64 = target
+        model_fp64 = SimpleCNN()
+        with torch.no_grad():
+            for param_fp32, param_fp64 in zip(model.parameters(), model_fp64.parameters()):
+                param_fp64.copy_(param_fp32.to(torch.float64))
+        sample_fp64 = sample_fp64.unsqueeze(0)
+        target_fp64 = target_fp64.unsqueeze(0)
+        prediction = model_fp64(sample_fp64)
+        loss = loss_fn(prediction, target_fp64)
+        return torch.autograd.grad(loss, list(model_fp64.parameters()))
+
+    try:
+        compute_grad_fp64(data[0], targets[0])
+        baseline = "no error"
+    except Exception as e:
+        baseline = type(e).__name__
+    return {"manual": per_sample_grads, "vmapped": dict(ft_per_sample_grads), "batch": [p.grad for p in model.parameters()],
+            "baseline": baseline, "names": list(ft_per_sample_grads)}
+
+
+def test_per_sample_grads_tutorial():
+    ours, _ = run_both(per_sample_grads, weights_of(lambda m: per_sample_grads(m)), rtol=1e-4, atol=1e-6)
+    assert ours["baseline"] == "RuntimeError"  # the tutorial's float64 baseline copies into a float32 model
+    for manual, name, batch in zip(ours["manual"], ours["names"], ours["batch"]):
+        np.testing.assert_allclose(manual, ours["vmapped"][name], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(manual.mean(0), batch, rtol=1e-4, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------
