@@ -114,11 +114,13 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     target = _same_shape("binary_cross_entropy", input, target)
+    if target.dtype != input.dtype:  # PyTorch does not cast it (an integer or float64 target is refused)
+        raise RuntimeError(f"Found dtype {type_name(target.dtype)} but expected {type_name(input.dtype)}")
     if ((input._data < 0) | (input._data > 1)).any():
         raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1 "
                            "(pass logits to binary_cross_entropy_with_logits instead)")
     with numpy.errstate(divide="ignore"):
-        loss = BinaryCrossEntropy.apply(input, target.to(input.dtype))
+        loss = BinaryCrossEntropy.apply(input, target)
     return named_node(_reduce(loss if weight is None else loss * weight, reduction), None,
                       "BinaryCrossEntropyBackward0", (input,))
 

@@ -2301,3 +2301,27 @@ def test_prelu_refuses_to_promote_and_integers(T):
     with pytest.raises(NotImplementedError, match="\"prelu_cpu\" not implemented for 'Long'"):
         T.prelu(T.tensor([[-2, 3]]), T.tensor([1]))
     assert T.prelu(x, T.tensor([0.25], dtype=T.float64)).tolist() == [[-0.5, 3.0]]
+
+
+def test_binary_cross_entropy_and_instance_norm_refuse_mixed_dtypes(T):
+    """A float64 batch into float32 parameters is refused by PyTorch's layers; binary_cross_entropy cast
+    its target (an integer or float64 one) and instance_norm its affine parameters, and computed."""
+    F = T.nn.functional if T.__name__ == "torch" else OURS.F
+    probs = T.tensor([[0.25, 0.5]], dtype=T.float64)
+    with pytest.raises(RuntimeError, match="Found dtype Float but expected Double"):
+        F.binary_cross_entropy(probs, T.tensor([[0.0, 1.0]]))
+    with pytest.raises(RuntimeError, match="Found dtype Long but expected Float"):
+        F.binary_cross_entropy(probs.float(), T.tensor([[0, 1]]))
+    loss = F.binary_cross_entropy(probs, T.tensor([[0.0, 1.0]], dtype=T.float64))
+    assert loss.dtype == T.float64 and loss.item() == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2)
+    weighted = F.binary_cross_entropy(probs, T.tensor([[0.0, 1.0]], dtype=T.float64), weight=T.tensor([1.0, 2.0]))
+    assert weighted.dtype == T.float64  # (a weight of another dtype is taken, and promotes)
+    assert weighted.item() == pytest.approx(-(math.log(0.75) + 2 * math.log(0.5)) / 2)
+    x = T.tensor(np.arange(12.0).reshape(1, 2, 6))
+    with pytest.raises(RuntimeError):
+        F.instance_norm(x, weight=T.ones(2), bias=T.zeros(2))
+    # running statistics of another dtype are taken (and stay in their dtype), as PyTorch's
+    running_mean = T.zeros(2)
+    y = F.instance_norm(x, running_mean, T.ones(2), weight=T.ones(2, dtype=T.float64), momentum=0.5)
+    assert y.dtype == T.float64 and running_mean.dtype == T.float32
+    assert running_mean.tolist() == [1.25, 4.25]
