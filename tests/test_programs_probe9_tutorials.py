@@ -2325,3 +2325,23 @@ def test_binary_cross_entropy_and_instance_norm_refuse_mixed_dtypes(T):
     y = F.instance_norm(x, running_mean, T.ones(2), weight=T.ones(2, dtype=T.float64), momentum=0.5)
     assert y.dtype == T.float64 and running_mean.dtype == T.float32
     assert running_mean.tolist() == [1.25, 4.25]
+
+
+def test_binary_cross_entropy_with_logits_has_the_targets_dtype(T):
+    """PyTorch builds the loss from the target ((1 - target).mul_(input)...): a float64 input with a float32
+    target gives a float32 loss (and float64 gradients), and an integer or bool target is refused. Here the
+    loss took the promoted dtype and any target was cast."""
+    F = T.nn.functional if T.__name__ == "torch" else OURS.F
+    x = T.tensor([[0.5, -1.0]], dtype=T.float64, requires_grad=True)
+    y = T.tensor([[1.0, 0.0]])
+    loss = F.binary_cross_entropy_with_logits(x, y, pos_weight=T.tensor([2.0, 3.0], dtype=T.float64))
+    assert loss.dtype == T.float32
+    expected = (2 * math.log1p(math.exp(-0.5)) + math.log1p(math.exp(-1.0))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert x.grad.dtype == T.float64
+    assert F.binary_cross_entropy_with_logits(x.float(), y.double(), reduction="none").dtype == T.float64
+    with pytest.raises(RuntimeError, match="result type Double can't be cast to the desired output type Long"):
+        F.binary_cross_entropy_with_logits(x, T.tensor([[1, 0]]))
+    with pytest.raises(RuntimeError, match="with two bool tensors is not supported"):
+        F.binary_cross_entropy_with_logits(x, T.tensor([[True, False]]))
