@@ -2345,3 +2345,22 @@ def test_binary_cross_entropy_with_logits_has_the_targets_dtype(T):
         F.binary_cross_entropy_with_logits(x, T.tensor([[1, 0]]))
     with pytest.raises(RuntimeError, match="with two bool tensors is not supported"):
         F.binary_cross_entropy_with_logits(x, T.tensor([[True, False]]))
+
+
+def test_contractions_refuse_mixed_dtypes(T):
+    """einsum, cdist, linalg.cross, inner and tensordot promote nothing in PyTorch (a float64 sample meeting
+    float32 weights is refused there); here they promoted and computed."""
+    d, f = T.ones(2, 3, dtype=T.float64), T.ones(2, 3)
+    with pytest.raises(RuntimeError, match="expected scalar type Float but found Double"):
+        T.einsum("ij,ij->", f, d)
+    with pytest.raises(RuntimeError, match="expected scalar type Long but found Float"):
+        T.einsum("ij,ij->", T.ones(2, 3, dtype=T.int64), f)
+    with pytest.raises(RuntimeError, match="expected scalar type Double but found Float"):
+        T.cdist(d, f)
+    with pytest.raises(RuntimeError, match="expected scalar type Float but found Double"):
+        T.linalg.cross(T.ones(3), T.ones(3, dtype=T.float64))
+    for call in (lambda: T.inner(f, d), lambda: T.tensordot(f, d.T, 1)):
+        with pytest.raises(RuntimeError, match="both inputs should have same dtype"):
+            call()
+    assert T.inner(T.ones(3), T.tensor(2.0, dtype=T.float64)).dtype == T.float32  # a 0-d operand: a product
+    assert T.einsum("ij,ij->", d, d).item() == 6.0 and T.cdist(f, f).dtype == T.float32
