@@ -2261,6 +2261,77 @@ def test_per_sample_grads_tutorial():
 
 
 # ----------------------------------------------------------------------------------------------
+# Model ensembling (intermediate_source/ensembling.py), as written: its base model on the meta device
+# ----------------------------------------------------------------------------------------------
+
+
+def ensembling(m, all_weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    stack_module_state, functional_call, vmap = (torch.func.stack_module_state, torch.func.functional_call,
+                                                 torch.func.vmap)
+
+    class SimpleMLP(nn.Module):
+        def __init__(self):
+            super(SimpleMLP, self).__init__()
+            self.fc1 = nn.Linear(16, 12)
+            self.fc2 = nn.Linear(12, 8)
+            self.fc3 = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = x.flatten(1)
+            x = self.fc1(x)
+            x = F.relu(x)
+            x = self.fc2(x)
+            x = F.relu(x)
+            x = self.fc3(x)
+            return x
+
+    num_models = len(all_weights)
+    rng = np.random.default_rng(0)
+    data = torch.tensor(rng.standard_normal((num_models * 2, 1, 4, 4)), dtype=torch.float32)
+    minibatches = data.reshape(num_models, 2, 1, 4, 4)
+    models = [load(m, SimpleMLP(), w) for w in all_weights]
+    predictions_diff_minibatch_loop = [model(minibatch) for model, minibatch in zip(models, minibatches)]
+    minibatch = data
+    predictions2 = [model(minibatch) for model in models]
+    params, buffers = stack_module_state(models)
+    import copy
+    base_model = copy.deepcopy(models[0])
+    base_model = base_model.to('meta')
+
+    def fmodel(params, buffers, x):
+        return functional_call(base_model, (params, buffers), (x,))
+
+    predictions1_vmap = vmap(fmodel)(params, buffers, minibatches)
+    assert torch.allclose(predictions1_vmap, torch.stack(predictions_diff_minibatch_loop), atol=1e-3, rtol=1e-5)
+    predictions2_vmap = vmap(fmodel, in_dims=(0, 0, None))(params, buffers, minibatch)
+    assert torch.allclose(predictions2_vmap, torch.stack(predictions2), atol=1e-3, rtol=1e-5)
+    return predictions1_vmap, predictions2_vmap
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="core: chainrule has no 'meta' device (autograd/device.py refuses it), so the tutorial's "
+                          "base_model.to('meta') fails; with the base model left on the CPU it passes "
+                          "(tests/test_programs_optimutils.py::test_ensembling)")
+def test_model_ensembling_tutorial_with_a_meta_base_model():
+    run_both(ensembling, [ensembling_weights(s) for s in range(3)], rtol=1e-5, atol=1e-6)
+
+
+def ensembling_weights(seed):
+    OURS.torch.manual_seed(seed)
+    nn = OURS.nn
+
+    class SimpleMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(16, 12)
+            self.fc2 = nn.Linear(12, 8)
+            self.fc3 = nn.Linear(8, 4)
+
+    return {k: v.numpy().copy() for k, v in SimpleMLP().state_dict().items()}
+
+
+# ----------------------------------------------------------------------------------------------
 # Regressions found by the programs above
 # ----------------------------------------------------------------------------------------------
 
