@@ -2435,3 +2435,13 @@ def test_contractions_refuse_mixed_dtypes(T):
             call()
     assert T.inner(T.ones(3), T.tensor(2.0, dtype=T.float64)).dtype == T.float32  # a 0-d operand: a product
     assert T.einsum("ij,ij->", d, d).item() == 6.0 and T.cdist(f, f).dtype == T.float32
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="core: autograd/tensor.py words it 'retain_grad() on a tensor that does not require grad'; "
+                          "the visualizing-gradients tutorial quotes PyTorch's message")
+def test_retain_grad_on_a_tensor_without_grad_words_the_error_as_pytorch():
+    x = OURS.torch.ones(1, 3)
+    with pytest.raises(RuntimeError) as error:
+        x.retain_grad()
+    assert str(error.value) == "can't retain_grad on Tensor that has requires_grad=False"
