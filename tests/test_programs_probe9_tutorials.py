@@ -47,7 +47,13 @@ integer tensors, ``if prev_timestep >= 0`` on a tensor, int32 timesteps times a 
 per-sample-gradients tutorial as now written (a CNN's gradients sample by sample with ``autograd.grad``
 and ``torch.stack`` of ``zip(*...)``, then ``vmap(grad(compute_loss), in_dims=(None, None, 0, 0))``
 over ``functional_call(model, (params, buffers), ...)``, and its float64 baseline, which copies into a
-float32 model and so is refused by its first convolution)."""
+float32 model and so is refused by its first convolution); and the VGG-from-scratch tutorial (a
+configurable feature extractor with LocalResponseNorm, a fully convolutional head with Dropout2d,
+``self.apply`` of a ``@torch.no_grad()`` method with xavier and normal inits, top-k accuracy through
+``topk(maxk, 1, True, True)``, ``pred.eq(target.view(1, -1).expand_as(pred))`` and
+``correct[:k].reshape(-1).float().sum(0, keepdim=True)``, gradient accumulation with the loss summed as a
+tensor and compared to floats, ``abs()`` of tensors, ``zero_grad(set_to_none=True)``, ``torch.cuda.empty_cache()``
+and ``ReduceLROnPlateau('max', threshold=, eps=)`` stepped on a one-element tensor)."""
 
 import copy
 import functools
@@ -2329,6 +2335,180 @@ def ensembling_weights(seed):
             self.fc3 = nn.Linear(8, 4)
 
     return {k: v.numpy().copy() for k, v in SimpleMLP().state_dict().items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Pretraining VGG from scratch (beginner_source/Pretraining_Vgg_from_scratch.py)
+# ----------------------------------------------------------------------------------------------
+
+Config_channels = {"A_lrn": [8, "LRN", "M", 16, "M", 16, 16, "M"]}
+Config_kernel = {"A_lrn": [3, 2, 2, 3, 2, 3, 3, 2]}
+
+
+def vgg(m, weights=None):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    xavier_count, last_xavier, except_xavier = 2, 2, None
+
+    def make_feature_extractor(cfg_c, cfg_k):
+        feature_extract = []
+        in_channels = 3
+        i = 1
+        for out_channels, kernel in zip(cfg_c, cfg_k):
+            if out_channels == "M":
+                feature_extract += [nn.MaxPool2d(kernel, 2)]
+            elif out_channels == "LRN":
+                feature_extract += [nn.LocalResponseNorm(5, k=2), nn.ReLU()]
+            elif out_channels == 1:
+                feature_extract += [nn.Conv2d(in_channels, out_channels, kernel, stride=1), nn.ReLU()]
+            else:
+                feature_extract += [nn.Conv2d(in_channels, out_channels, kernel, stride=1, padding=1), nn.ReLU()]
+            if isinstance(out_channels, int):
+                in_channels = out_channels
+            i += 1
+        return nn.Sequential(*feature_extract)
+
+    class Model_vgg(nn.Module):
+        def __init__(self, version, num_classes):
+            conv_5_out_w, conv_5_out_h = 2, 2
+            conv_5_out_dim = 16
+            conv_1_by_1_1_outchannel = 32
+            conv_1_by_1_2_outchannel = 32
+            self.num_classes = num_classes
+            self.linear_out = 32
+            self.xavier_count = xavier_count
+            self.last_xavier = last_xavier
+            self.except_xavier = except_xavier
+            super().__init__()
+            self.feature_extractor = make_feature_extractor(Config_channels[version], Config_kernel[version])
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.output_layer = nn.Sequential(
+                nn.Conv2d(conv_5_out_dim, conv_1_by_1_1_outchannel, 2),
+                nn.ReLU(),
+                nn.Dropout2d(p=0.0),  # nn.Dropout2d() in the tutorial: the libraries draw different masks
+                nn.Conv2d(conv_1_by_1_1_outchannel, conv_1_by_1_2_outchannel, 1),
+                nn.ReLU(),
+                nn.Dropout2d(p=0.0),
+                nn.Conv2d(conv_1_by_1_2_outchannel, num_classes, 1)
+            )
+            self.apply(self._init_weights)
+
+        def forward(self, x):
+            x = self.feature_extractor(x)
+            x = self.output_layer(x)
+            x = self.avgpool(x)
+            x = torch.flatten(x, start_dim=1)
+            return x
+
+        @torch.no_grad()
+        def _init_weights(self, m):
+            if isinstance(m, nn.Conv2d):
+                if self.last_xavier > 0 and (self.except_xavier is None or self.last_xavier != self.except_xavier):
+                    nn.init.xavier_uniform_(m.weight)
+                elif self.xavier_count > 0:
+                    nn.init.xavier_uniform_(m.weight)
+                    self.xavier_count -= 1
+                else:
+                    std = 0.1
+                    nn.init.normal_(m.weight, std=std)
+                self.last_xavier += 1
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.constant_(m.bias, 0)
+
+    num_classes = 10
+    model = Model_vgg("A_lrn", num_classes)
+    if weights is None:
+        return model
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+
+    def accuracy(output, target, topk=(1,)):
+        maxk = max(topk)
+        batch_size = target.size(0)
+        _, pred = output.topk(maxk, 1, True, True)
+        pred = pred.t()
+        correct = pred.eq(target.view(1, -1).expand_as(pred))
+        res = []
+        for k in topk:
+            correct_k = correct[:k].reshape(-1).float().sum(0, keepdim=True)
+            res.append(correct_k)
+        return res
+
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), lr=0.05, weight_decay=5e-4, momentum=0.9)
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, 'max', patience=0, threshold=1e-3, eps=1e-5)
+    rng = np.random.default_rng(0)
+    batch_size, accum_step, update_count, eval_step, clip = 4, 2, 2, 4, 0.5
+    images = rng.standard_normal((4 * batch_size, 3, 16, 16)).astype(np.float32)
+    labels = rng.integers(0, num_classes, 4 * batch_size)
+    train_loader = [(torch.tensor(images[i:i + batch_size]), torch.tensor(labels[i:i + batch_size]))
+                    for i in range(0, len(images), batch_size)]
+    val_loader = train_loader[:2]
+    grad_clip = 1.0
+    history = []
+    for e in range(2):
+        total_loss = 0
+        val_iter = iter(val_loader)
+        train_acc = [0, 0]
+        train_num = 0
+        total_acc = [0, 0]
+        count = 0
+        for i, data in enumerate(train_loader):
+            model.train()
+            img, label = data
+            img, label = img.to("cpu", non_blocking=True), label.to("cpu", non_blocking=True)
+            output = model(img)
+            loss = criterion(output, label) / accum_step
+            temp_output, temp_label = output.detach().to('cpu'), label.detach().to('cpu')
+            temp_acc = accuracy(temp_output, temp_label, (1, 5))
+            train_acc = [train_acc[0] + temp_acc[0], train_acc[1] + temp_acc[1]]
+            train_num += batch_size
+            loss.backward()
+            total_loss += loss.detach().to('cpu')
+            torch.cuda.empty_cache()
+            if i > 0 and i % update_count == 0:
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if total_loss < 7.0:
+                    grad_clip = clip
+                if i % eval_step != 0:
+                    total_loss = 0
+            if i > 0 and i % eval_step == 0:
+                temp_loss = total_loss
+                total_loss = 0
+                val_loss = 0
+                for j in range(update_count):
+                    try:
+                        img, label = next(val_iter)
+                    except StopIteration:
+                        val_iter = iter(val_loader)
+                        img, label = next(val_iter)
+                    with torch.no_grad():
+                        model.eval()
+                        output = model(img)
+                        temp_acc = accuracy(output.detach(), label, (1, 5))
+                        total_acc = [total_acc[0] + temp_acc[0], total_acc[1] + temp_acc[1]]
+                        count += batch_size
+                        loss = criterion(output, label) / accum_step
+                        val_loss += loss.detach().to('cpu')
+                if abs(val_loss - temp_loss) > 0.03:
+                    grad_clip = clip
+        top_1_acc, top_5_acc = 100 * total_acc[0] / max(count, 1), 100 * total_acc[1] / max(count, 1)
+        top_1_train, top_5_train = 100 * train_acc[0] / train_num, 100 * train_acc[1] / train_num
+        scheduler.step(top_5_train)
+        history.append((top_1_train, top_5_train, top_5_acc, optimizer.param_groups[0]["lr"], grad_clip))
+    return {"history": history, "params": dict(model.state_dict()),
+            "grads": [p.grad is None for p in model.parameters()]}
+
+
+def test_vgg_from_scratch():
+    ours, _ = run_both(vgg, weights_of(lambda m: vgg(m)), rtol=2e-4, atol=2e-5)
+    top1, top5, val5, lr, clip = ours["history"][0]
+    assert top1.shape == (1,) and 0 <= top1[0] <= top5[0] <= 100
+    assert ours["grads"] == [False] * len(ours["grads"])  # the last batch's gradient waits for the next update
+    assert ours["history"][1][3] <= 0.05
 
 
 # ----------------------------------------------------------------------------------------------
