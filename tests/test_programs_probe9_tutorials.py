@@ -2625,3 +2625,23 @@ def test_retain_grad_on_a_tensor_without_grad_words_the_error_as_pytorch():
     with pytest.raises(RuntimeError) as error:
         x.retain_grad()
     assert str(error.value) == "can't retain_grad on Tensor that has requires_grad=False"
+
+
+def test_recurrent_cells_embedding_bag_and_multi_margin_refuse_mixed_dtypes(T):
+    """RNN/LSTM/GRU cells and layers' states, EmbeddingBag's per_sample_weights and multi_margin_loss's
+    weight must have the dtype of the weights / input in PyTorch; here they were promoted."""
+    nn, F = (T.nn, T.nn.functional) if T.__name__ == "torch" else (OURS.nn, OURS.F)
+    d = T.ones(1, 3, dtype=T.float64)
+    for cell in (nn.RNNCell(3, 2), nn.GRUCell(3, 2), nn.LSTMCell(3, 2)):
+        with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype, but got Double and Float"):
+            cell(d)
+    with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype, but got Double and Float"):
+        nn.RNNCell(3, 2)(T.ones(1, 3), T.ones(1, 2, dtype=T.float64))
+    with pytest.raises(RuntimeError, match="mat1 and mat2 must have the same dtype, but got Float and Double"):
+        nn.LSTM(3, 2).double()(T.ones(2, 1, 3, dtype=T.float64), (T.zeros(1, 1, 2), T.zeros(1, 1, 2)))
+    assert nn.GRUCell(3, 2).double()(d).dtype == T.float64
+    bag = nn.EmbeddingBag(3, 2, mode="sum")
+    with pytest.raises(RuntimeError, match="to have the same type as tensor for argument #1 'per_sample_weights'"):
+        bag(T.tensor([[0, 1]]), per_sample_weights=T.ones(1, 2, dtype=T.float64))
+    with pytest.raises(RuntimeError, match="expected scalar type Double but found Float"):
+        F.multi_margin_loss(T.ones(2, 3, dtype=T.float64), T.tensor([0, 1]), weight=T.ones(3))
