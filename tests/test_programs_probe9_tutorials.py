@@ -2656,3 +2656,13 @@ def test_bilinear_interpolation_of_uint8_images():
     y = OURS.F.interpolate(x, scale_factor=2, mode="bilinear")
     assert y.dtype == OURS.torch.uint8
     assert y.flatten().tolist()[:8] == [0, 64, 191, 255, 25, 67, 150, 192]  # PyTorch 2.13's values
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="core: autograd/constants.py's backends has no cuda namespace (nor cudnn.allow_tf32), "
+                          "so the usual 'torch.backends.cuda.matmul.allow_tf32 = True' of training scripts fails")
+def test_backends_tf32_switches_of_training_scripts():
+    torch = OURS.torch
+    assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is True
+    torch.backends.cuda.matmul.allow_tf32 = True  # nanoGPT's train.py, the PyTorch performance tuning guide
+    torch.backends.cudnn.allow_tf32 = True
