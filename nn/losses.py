@@ -18,6 +18,7 @@ import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
 from autograd.errors import DtypeError, ShapeError, check_same_dtype
+from autograd.ops.contractions import require_scalar_type
 from autograd.ops.conversion import type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
@@ -114,11 +115,13 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     target = _same_shape("binary_cross_entropy", input, target)
+    if target.dtype != input.dtype:  # PyTorch does not cast it (an integer or float64 target is refused)
+        raise RuntimeError(f"Found dtype {type_name(target.dtype)} but expected {type_name(input.dtype)}")
     if ((input._data < 0) | (input._data > 1)).any():
         raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1 "
                            "(pass logits to binary_cross_entropy_with_logits instead)")
     with numpy.errstate(divide="ignore"):
-        loss = BinaryCrossEntropy.apply(input, target.to(input.dtype))
+        loss = BinaryCrossEntropy.apply(input, target)
     return named_node(_reduce(loss if weight is None else loss * weight, reduction), None,
                       "BinaryCrossEntropyBackward0", (input,))
 
@@ -360,6 +363,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
         raise ValueError(f"multi_margin_loss: only p = 1 and p = 2 are supported, got {p}")
     if weight is not None and weight.ndim != 1:
         raise ValueError("weight must be one-dimensional")
+    if weight is not None:
+        require_scalar_type((input, weight))  # (PyTorch's kernel takes the weight in the input's dtype only)
     target = target if isinstance(target, Tensor) else tensor_from(target)
     scores = input if input.ndim == 2 else input.reshape(1, -1)
     labels = target._data.reshape(-1).astype(xp.int64, copy=False)  # (uint8 labels index as positions, not a mask)

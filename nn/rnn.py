@@ -17,6 +17,7 @@ import warnings
 
 import autograd
 from autograd import Tensor
+from autograd.ops.conversion import type_name
 
 from . import functional as F
 from . import init
@@ -252,6 +253,7 @@ class RNNBase(Module):
         for k, (state, shape) in enumerate(zip(states, shapes)):
             which = f"hidden[{k}]" if self.mode == "LSTM" else "hidden"
             self.check_hidden_size(state, shape, f"Expected {which} size {{}}, got {{}}")
+            _same_dtype_as_weight(state, getattr(self, self._flat_weights_names[0]))
         return states
 
     def extra_repr(self):
@@ -323,6 +325,14 @@ class GRU(RNNBase):
                          proj_size, device=device, dtype=dtype)
 
 
+def _same_dtype_as_weight(operand, weight):
+    """PyTorch's recurrences promote nothing: an input or state of another dtype than the weights (a
+    float64 batch into a float32 cell, a float32 h0 into a .double() LSTM) fails its first product."""
+    if operand.dtype != weight.dtype:
+        raise RuntimeError(f"mat1 and mat2 must have the same dtype, but got {type_name(operand.dtype)} and "
+                           f"{type_name(weight.dtype)}")
+
+
 class RNNCellBase(Module):
     """One step of a recurrence: parameters weight_ih (G·H, in), weight_hh (G·H, H), bias_ih, bias_hh."""
 
@@ -367,6 +377,8 @@ class RNNCellBase(Module):
                 raise RuntimeError(f"hidden{k} has inconsistent hidden_size: got {state.shape[1]}, "
                                    f"expected {self.hidden_size}")
             states[k] = state
+        for operand in (input, *states):
+            _same_dtype_as_weight(operand, self.weight_ih)
         if self.bias:
             weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         else:

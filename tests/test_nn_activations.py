@@ -181,8 +181,8 @@ def test_layers_match_pytorch_layers_with_their_options_and_reprs():
         (nn.Tanhshrink(), torch.nn.Tanhshrink()),
         (nn.Hardshrink(0.3), torch.nn.Hardshrink(0.3)),
         (nn.Softshrink(0.3), torch.nn.Softshrink(0.3)),
-        (nn.PReLU(), torch.nn.PReLU().double()),
-        (nn.PReLU(4, init=0.1), torch.nn.PReLU(4, init=0.1).double()),
+        (nn.PReLU().double(), torch.nn.PReLU().double()),  # (PReLU does not promote a float32 weight)
+        (nn.PReLU(4, init=0.1).double(), torch.nn.PReLU(4, init=0.1).double()),
         (nn.Sigmoid(), torch.nn.Sigmoid()),
         (nn.Tanh(), torch.nn.Tanh()),
         (nn.Softmax2d(), torch.nn.Softmax2d()),

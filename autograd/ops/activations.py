@@ -8,6 +8,7 @@ from .. import random
 from ..backend import xp
 from ..primitive import node_named
 from . import piecewise_linear
+from .conversion import refuse_kinds, type_name
 from .elementwise import where
 from .names import names
 from .outputs import write_out
@@ -89,6 +90,10 @@ def prelu(input, weight):
     channel (dim 1 of the input)."""
     if weight.ndim != 1 and weight.numel() != 1:
         raise RuntimeError(f"prelu: weight must be 1-dimensional, got shape {weight.shape}")
+    refuse_kinds(input, "prelu_cpu", "biu")  # PyTorch's kernel is floating only
+    if weight.dtype != input.dtype:  # nor does it promote (a float64 input to a float32 PReLU layer)
+        raise RuntimeError(f"prelu: Type promoting not supported. Got {type_name(input.dtype)} and "
+                           f"{type_name(weight.dtype)}")
     slopes = weight.reshape(()) if weight.numel() == 1 else weight  # one slope keeps a 0-d input 0-d
     if weight.numel() != 1:
         channels = input.shape[1] if input.ndim >= 2 else input.shape[0] if input.ndim == 1 else 1

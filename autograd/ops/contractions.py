@@ -140,6 +140,8 @@ def einsum(equation, *operands):
         operands = tuple(operands[0])
     operands = [x if isinstance(x, Tensor) else tensor_from(x) for x in operands]
     terms, output, _ = _parse(equation, operands)
+    if operands:
+        require_scalar_type(operands)
     sizes = {}
     for k, (term, x) in enumerate(zip(terms, operands)):
         for label, n in zip(term, x.shape):
@@ -196,6 +198,8 @@ def inner(input, other, *, out=None):
     if input.shape[-1] != other.shape[-1]:
         raise RuntimeError(f"inner() the last dimension must match on both input tensors but got shapes "
                            f"{list(input.shape)} and {list(other.shape)}")
+    if input.dtype != other.dtype:  # (a 0-d operand above is a product, which promotes)
+        raise RuntimeError("both inputs should have same dtype")
     a, b = LETTERS[:input.ndim - 1], LETTERS[input.ndim - 1:input.ndim + other.ndim - 2]
     return write_out(Einsum.apply(input, other, terms=(a + "z", b + "z"), output=a + b), out)
 
@@ -280,6 +284,15 @@ def _input(input, like):
     return input if isinstance(input, Tensor) else _operand(input, like)
 
 
+def require_scalar_type(operands):
+    """PyTorch's einsum, cdist and linalg.cross promote nothing: every operand must have the first's dtype
+    (a float64 batch against float32 weights is refused, as by its layers)."""
+    first = operands[0].dtype
+    for x in operands[1:]:
+        if x.dtype != first:
+            raise RuntimeError(f"expected scalar type {type_name(first)} but found {type_name(x.dtype)}")
+
+
 def _require_input_dtype(input, factors, message):
     """PyTorch's addmm family promotes nothing: a tensor input must have its factors' dtype (they are
     checked against each other by the product). ``message`` words the error from the dtypes' names."""
@@ -348,6 +361,8 @@ def kron(input, other, *, out=None):
 @names("tensordot", method=False)
 def tensordot(a, b, dims=2, out=None):
     """Σ over dims of a and b paired up: the last ``dims`` of a with the first of b, or the listed pairs."""
+    if a.dtype != b.dtype:
+        raise RuntimeError("both inputs should have same dtype")
     if isinstance(dims, int):
         if dims < 0:
             raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")
@@ -379,6 +394,7 @@ def linalg_cross(input, other, *, dim=-1, out=None):
         raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got {input.shape[dim]} "
                            f"and {other.shape[dim]}")
     broadcast_shapes(input.shape, other.shape)  # (PyTorch's RuntimeError for shapes that do not broadcast)
+    require_scalar_type((input, other))
     levi_civita = xp.zeros((3, 3, 3))
     for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
         levi_civita[i, j, k], levi_civita[i, k, j] = 1.0, -1.0

@@ -15,6 +15,7 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
 from ..backend import ufunc_at, xp
 from ..primitive import node_named
 from ..tensor import Tensor, tensor_from
+from .conversion import type_name
 from .embedding import _padding_index, embedding
 from .names import names
 from .shape import IndexAdd
@@ -64,6 +65,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     if per_sample_weights is not None and tuple(per_sample_weights.shape) != tuple(input.shape):
         raise ValueError(f"embedding_bag: If per_sample_weights ({tuple(per_sample_weights.shape)}) is not None, then "
                          f"it must have the same shape as the input ({tuple(input.shape)})")
+    if per_sample_weights is not None and per_sample_weights.dtype != weight.dtype:  # (PyTorch promotes neither)
+        raise RuntimeError(f"Expected tensor for argument #1 'weight' to have the same type as tensor for argument "
+                           f"#1 'per_sample_weights'; but type torch.{type_name(weight.dtype)}Tensor does not equal "
+                           f"torch.{type_name(per_sample_weights.dtype)}Tensor (while checking arguments for "
+                           "embedding_bag)")
     indices, bag_of, bags = _bags(input, offsets, include_last_offset)
     bad = (indices < 0) | (indices >= weight.shape[0])
     if bad.any():  # PyTorch's RuntimeError, naming the first index out of range

@@ -16,6 +16,7 @@ from ..errors import ShapeError
 from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
+from .conversion import type_name
 from .distances import pairwise_distance
 from .elementwise import where
 from .names import names
@@ -83,10 +84,22 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         ℓ = (1 - y) x + (1 + (pos_weight - 1) y) · softplus(-x)
     which equals -[pos_weight · y ln σ(x) + (1 - y) ln(1 - σ(x))] and never overflows."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    target = same_shape("binary_cross_entropy_with_logits", input, target).to(input.dtype)
+    target = same_shape("binary_cross_entropy_with_logits", input, target)
+    # PyTorch writes the loss into a tensor made from the target ((1 - target).mul_(input)...): it has
+    # the target's dtype (a float64 input with a float32 target gives a float32 loss), and an integer
+    # target is refused (a bool one too: 1 - target is a bool subtraction)
+    if target.dtype.kind == "b":
+        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not supported. Use the `^` "
+                           "or `logical_xor()` operator instead.")
+    if target.dtype.kind in "iu":
+        raise RuntimeError(f"result type {type_name(input.dtype)} can't be cast to the desired output type "
+                           f"{type_name(target.dtype)}")
+    loss_dtype = target.dtype
+    target = target.to(input.dtype)
     scale = 1.0 if pos_weight is None else (target * (pos_weight - 1.0) + 1.0)
     loss = (1.0 - target) * input + (-input).softplus() * scale
-    return named_node(reduced(loss if weight is None else loss * weight, reduction), None,
+    loss = loss if weight is None else loss * weight
+    return named_node(reduced(loss if loss.dtype == loss_dtype else loss.to(loss_dtype), reduction), None,
                       "BinaryCrossEntropyWithLogitsBackward0")
 
 

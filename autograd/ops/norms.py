@@ -15,6 +15,7 @@ from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import reductions, shape
 from .axes import dim_index, normalize_dims
+from .contractions import require_scalar_type
 from .elementwise import Where
 from .names import names
 from .outputs import write_out
@@ -219,6 +220,7 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
         raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D, X2 got: {x2.ndim}D")
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
+    require_scalar_type((x1, x2))
     differences = shape.unsqueeze(x1, -2) - shape.unsqueeze(x2, -3)
     return vector_norm(differences, p, -1)
 

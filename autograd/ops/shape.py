@@ -20,7 +20,7 @@ from ..tensor import Tensor, tensor_from
 from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
 from .conversion import type_name
 from .elementwise import common_dtype, unbroadcast
-from .names import names
+from .names import _numpy_aliases, names
 from .outputs import write_out
 
 
@@ -396,6 +396,12 @@ def stack(tensors, dim=0, *, out=None):
         raise ShapeError(f"stack expects each tensor to be equal size (the same shape), got {shapes}")
     joined = cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
     return write_out(named_node(joined, Cat, "StackBackward0"), out)
+
+
+# PyTorch takes NumPy's axis= for dim= here too (torch.cat([h, skip], axis=1), as the DDIM tutorial
+# writes); autograd.cat and autograd.stack are these names, imported before the ops are declared
+cat = _numpy_aliases(cat)
+stack = _numpy_aliases(stack)
 
 
 # -- the names these ops go by ------------------------------------------------------------------
