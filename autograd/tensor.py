@@ -428,7 +428,7 @@ class Tensor(WriteDoor):
     def retain_grad(self):
         """Keep dL/dself in ``.grad`` after backward, for a tensor that is not a leaf."""
         if not self.requires_grad:
-            raise RuntimeError("retain_grad() on a tensor that does not require grad")
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
         if self.grad_fn is not None:
             self.grad_fn.retained = weakref.ref(self)
 

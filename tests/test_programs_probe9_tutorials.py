@@ -2538,10 +2538,6 @@ def test_cat_and_stack_take_numpy_axis(T):
     assert T.cat((b, b), axis=0).shape == T.cat((b, b), 0).shape
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="core: an op loaded on first use (autograd/__init__.py's __getattr__: trapezoid, "
-                          "cumulative_trapezoid, gradient, the *_copy ops) is handed out as its module defines it, "
-                          "not as ops/names.py declared it, so it misses the axis= alias that wrapper adds")
 def test_ops_loaded_on_first_use_take_numpy_axis():
     import autograd
     y = autograd.tensor([[0.0, 1.0, 4.0], [1.0, 1.0, 1.0]])
@@ -2625,9 +2621,6 @@ def test_contractions_refuse_mixed_dtypes(T):
     assert T.einsum("ij,ij->", d, d).item() == 6.0 and T.cdist(f, f).dtype == T.float32
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="core: autograd/tensor.py words it 'retain_grad() on a tensor that does not require grad'; "
-                          "the visualizing-gradients tutorial quotes PyTorch's message")
 def test_retain_grad_on_a_tensor_without_grad_words_the_error_as_pytorch():
     x = OURS.torch.ones(1, 3)
     with pytest.raises(RuntimeError) as error:
@@ -2666,9 +2659,6 @@ def test_bilinear_interpolation_of_uint8_images():
     assert y.flatten().tolist()[:8] == [0, 64, 191, 255, 25, 67, 150, 192]  # PyTorch 2.13's values
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="core: autograd/constants.py's backends has no cuda namespace (nor cudnn.allow_tf32), "
-                          "so the usual 'torch.backends.cuda.matmul.allow_tf32 = True' of training scripts fails")
 def test_backends_tf32_switches_of_training_scripts():
     torch = OURS.torch
     assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is True
