@@ -74,7 +74,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, pytorch, quickstart_data, run_both, weights_of
+from .pytorch_programs import OURS, assert_same, load, plain, pytorch, quickstart_data, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # Chatbot tutorial (beginner_source/chatbot_tutorial.py)
@@ -1600,7 +1600,6 @@ def test_mario_double_dqn(tmp_path):
     ours = mario(OURS, weights, tmp_path / "ours")
     torch_modules = pytorch()
     if torch_modules is not None:
-        from .pytorch_programs import assert_same, plain
         assert_same(plain(ours), plain(mario(torch_modules, weights, tmp_path / "torch")), rtol=2e-4, atol=2e-5)
     ours = plain(ours)
     losses = [loss for _, _, loss in ours["log"] if loss is not None]
