@@ -1662,6 +1662,29 @@ def test_imagenet_training_and_resume():
     assert_same(resumed, straight, 1e-6, 1e-7)  # resuming changes nothing
 
 
+def imagenet_seeded(m, weights, images, labels, seed=0):
+    """main_worker's start: `import torch.backends.cudnn as cudnn` (imagenet/main.py and dcgan/main.py),
+    then deterministic kernels where a seed is given."""
+    import random
+    cudnn = importlib.import_module(m.torch.__name__ + ".backends.cudnn")
+    if seed is not None:
+        random.seed(seed)
+        m.torch.manual_seed(seed)
+        cudnn.deterministic = True
+        cudnn.benchmark = False
+    return imagenet(m, weights, images, labels, epochs=1)
+
+
+@pytest.mark.xfail(strict=True, raises=ModuleNotFoundError,
+                   reason="autograd.backends is a namespace in autograd/constants.py, not a package: "
+                          "`import torch.backends.cudnn as cudnn`, at the top of imagenet/ and dcgan/main.py, fails")
+def test_imagenet_imports_backends_cudnn():
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+    labels = rng.integers(0, 10, 8)
+    run_both(imagenet_seeded, weights_of(tiny_resnet), images, labels, compare=False)
+
+
 # ----------------------------------------------------------------------------------------------
 # distributed/minGPT-ddp: GPT on nn.MultiheadAttention with a float tril "mask" (added to the scores,
 # as PyTorch reads a float mask), weight-decay groups chosen by module type, a DistributedSampler,
