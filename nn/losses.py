@@ -114,9 +114,13 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     Prefer binary_cross_entropy_with_logits on raw scores: it is stabler."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     target = _same_shape("binary_cross_entropy", input, target)
-    if ((input._data < 0) | (input._data > 1)).any():
+    # PyTorch's kernel checks 0 <= x <= 1 for both, which a NaN fails too (as a probability it is no answer)
+    if not ((input._data >= 0) & (input._data <= 1)).all():
         raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1 "
                            "(pass logits to binary_cross_entropy_with_logits instead)")
+    if not ((target._data >= 0) & (target._data <= 1)).all():
+        raise RuntimeError("binary_cross_entropy: all elements of target should be between 0 and 1 "
+                           "(a label, or a soft label, is a probability)")
     with numpy.errstate(divide="ignore"):
         loss = BinaryCrossEntropy.apply(input, target.to(input.dtype))
     return named_node(_reduce(loss if weight is None else loss * weight, reduction), None,
