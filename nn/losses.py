@@ -81,7 +81,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
-    difference = (input - _same_shape("huber_loss", input, target)).abs()
+    # computed in the input's dtype, as PyTorch's kernel (mse_loss and smooth_l1_loss promote)
+    difference = (input - _same_shape("huber_loss", input, target).to(input.dtype)).abs()
     loss = _weighted(autograd.where(difference < delta, difference * difference * 0.5,
                                     (difference - 0.5 * delta) * delta), weight, reduction, mean_over_weights=False)
     return named_node(loss, None, "HuberLossBackward0")
@@ -123,7 +124,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
                            "(a label, or a soft label, is a probability)")
     with numpy.errstate(divide="ignore"):
         loss = BinaryCrossEntropy.apply(input, target.to(input.dtype))
-    return named_node(_reduce(loss if weight is None else loss * weight, reduction), None,
+    # (the weight scales the loss in its dtype, as PyTorch's in-place product does)
+    return named_node(_reduce(loss if weight is None else loss * weight.to(loss.dtype), reduction), None,
                       "BinaryCrossEntropyBackward0", (input,))
 
 

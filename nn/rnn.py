@@ -17,7 +17,6 @@ import warnings
 
 import autograd
 from autograd import Tensor
-from autograd.errors import check_same_dtype
 
 from . import functional as F
 from . import init
@@ -373,12 +372,6 @@ class RNNCellBase(Module):
         else:
             zero = autograd.zeros(self.weight_ih.shape[0], dtype=self.weight_ih.dtype)
             weights = (self.weight_ih, self.weight_hh, zero, zero)
-        # PyTorch's cells refuse mixed dtypes (its matmul does), as the layers above do: a float64 input
-        # into a float32 cell (time_sequence_prediction without its .double()) is a mistake, not a promotion.
-        # (The weights as read once above: a parametrized weight is computed on each read.)
-        w_ih, w_hh, b_ih, b_hh = weights
-        check_same_dtype(self.mode.lower() + "_cell", input, weight_ih=w_ih, weight_hh=w_hh, bias_ih=b_ih, bias_hh=b_hh,
-                         **{f"hx[{k}]" if self.mode == "LSTM" else "hx": state for k, state in enumerate(states)})
         _, *finals = _run_layer(self.mode, input.unsqueeze(0), weights, states)
         return finals if is_batched else [s.squeeze(0) for s in finals]
 

@@ -34,7 +34,7 @@ def test_instance_norm_normalises_each_channel_of_each_sample():
     F.instance_norm(tensor(x), running_mean, running_var, momentum=0.5)
     np.testing.assert_allclose(running_mean.numpy(), 0.5 * x.mean((2, 3)).mean(0))
     np.testing.assert_allclose(running_var.numpy(), 0.5 + 0.5 * x.var((2, 3), ddof=1).mean(0))
-    layer = nn.InstanceNorm2d(3, affine=True, track_running_stats=True).double()  # x is float64: as PyTorch, no mixing
+    layer = nn.InstanceNorm2d(3, affine=True, track_running_stats=True)
     assert list(layer.state_dict()) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     assert layer(tensor(x[0])).shape == (3, 4, 5)  # unbatched
     layer.eval()  # eval: the running statistics

@@ -58,7 +58,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, assert_same, load, pytorch, run_both, weights_of
+from .pytorch_programs import assert_same, load, run_both, weights_of
 
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?")
 
@@ -224,15 +224,14 @@ def sine_waves(T=5, L=40, N=8):
     return np.sin(x / 1.0 / T).astype('float64')
 
 
-def time_sequence_prediction(m, weights, data, steps=2, future=20, double=True):
+def time_sequence_prediction(m, weights, data, steps=2, future=20):
     torch, nn, optim = m.torch, m.nn, m.optim
     input = torch.from_numpy(data[3:, :-1])
     target = torch.from_numpy(data[3:, 1:])
     test_input = torch.from_numpy(data[:3, :-1])
     test_target = torch.from_numpy(data[:3, 1:])
     seq = sequence_model(m)
-    if double:
-        seq.double()
+    seq.double()
     load(m, seq, weights)
     criterion = nn.MSELoss()
     optimizer = optim.LBFGS(seq.parameters(), lr=0.8)
@@ -269,15 +268,6 @@ def test_time_sequence_prediction():
     assert len(losses1) == len(losses2) == 20 and losses2[-1] < losses1[-1] < losses1[0] / 5
     assert y2.shape == (3, 39 + 20) and test2 < test1
     np.testing.assert_allclose(((y2[:, :39] - data[:3, 1:]) ** 2).mean(), test2, rtol=1e-12)
-
-
-@pytest.mark.parametrize("modules", ["chainrule", pytest.param("torch", marks=pytest.mark.torch)])
-def test_time_sequence_prediction_without_double_is_refused(modules):
-    """Without seq.double() the float64 waves meet float32 cells: PyTorch stops there (chainrule promoted)."""
-    m = OURS if modules == "chainrule" else pytorch()
-    weights = weights_of(sequence_model)
-    with pytest.raises(RuntimeError, match="same dtype"):
-        time_sequence_prediction(m, weights, sine_waves(), steps=1, double=False)
 
 
 # ----------------------------------------------------------------------------------------------

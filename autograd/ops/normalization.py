@@ -164,9 +164,6 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     statistics are used instead (and left alone)."""
     if input.ndim < 2:
         raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {input.shape}")
-    # the affine parameters must share the input's dtype, as in PyTorch's kernel (which takes running
-    # statistics of another dtype, as here)
-    check_same_dtype("instance_norm", input, weight=weight, bias=bias)
     shape = channel_shape(input)
     if not use_input_stats:
         return scale_and_shift(standardize(input - running_mean.reshape(shape), running_var.reshape(shape), eps),
