@@ -82,7 +82,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     if delta <= 0:
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
-    difference = (input - _same_shape("huber_loss", input, target)).abs()
+    # computed in the input's dtype, as PyTorch's kernel (mse_loss and smooth_l1_loss promote)
+    difference = (input - _same_shape("huber_loss", input, target).to(input.dtype)).abs()
     loss = _weighted(autograd.where(difference < delta, difference * difference * 0.5,
                                     (difference - 0.5 * delta) * delta), weight, reduction, mean_over_weights=False)
     return named_node(loss, None, "HuberLossBackward0")
@@ -117,12 +118,17 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     target = _same_shape("binary_cross_entropy", input, target)
     if target.dtype != input.dtype:  # PyTorch does not cast it (an integer or float64 target is refused)
         raise RuntimeError(f"Found dtype {type_name(target.dtype)} but expected {type_name(input.dtype)}")
-    if ((input._data < 0) | (input._data > 1)).any():
+    # PyTorch's kernel checks 0 <= x <= 1 for both, which a NaN fails too (as a probability it is no answer)
+    if not ((input._data >= 0) & (input._data <= 1)).all():
         raise RuntimeError("binary_cross_entropy: all elements of input should be between 0 and 1 "
                            "(pass logits to binary_cross_entropy_with_logits instead)")
+    if not ((target._data >= 0) & (target._data <= 1)).all():
+        raise RuntimeError("binary_cross_entropy: all elements of target should be between 0 and 1 "
+                           "(a label, or a soft label, is a probability)")
     with numpy.errstate(divide="ignore"):
         loss = BinaryCrossEntropy.apply(input, target)
-    return named_node(_reduce(loss if weight is None else loss * weight, reduction), None,
+    # (the weight scales the loss in its dtype, as PyTorch's in-place product does)
+    return named_node(_reduce(loss if weight is None else loss * weight.to(loss.dtype), reduction), None,
                       "BinaryCrossEntropyBackward0", (input,))
 
 
