@@ -104,12 +104,4 @@ accelerator = types.SimpleNamespace(
     current_accelerator=lambda check_available=False: None if backend.xp.__name__ == "numpy" else "cuda",
     device_count=lambda: 0 if backend.xp.__name__ == "numpy" else 1,
 )
-# (training scripts' precision switches, torch.backends.cuda.matmul.allow_tf32 = True: kept, changing nothing here,
-# as on a CPU build of PyTorch)
-backends = types.SimpleNamespace(
-    mps=types.SimpleNamespace(is_available=_no_device, is_built=_no_device),
-    cudnn=types.SimpleNamespace(is_available=_no_device, enabled=False, deterministic=False, benchmark=False,
-                                allow_tf32=True),
-    cuda=types.SimpleNamespace(is_built=_no_device, matmul=types.SimpleNamespace(
-        allow_tf32=False, allow_fp16_reduced_precision_reduction=True, allow_bf16_reduced_precision_reduction=True)),
-)
+# (torch.backends is the package autograd/backends/)

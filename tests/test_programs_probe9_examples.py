@@ -1680,9 +1680,6 @@ def imagenet_seeded(m, weights, images, labels, seed=0):
     return imagenet(m, weights, images, labels, epochs=1)
 
 
-@pytest.mark.xfail(strict=True, raises=ModuleNotFoundError,
-                   reason="autograd.backends is a namespace in autograd/constants.py, not a package: "
-                          "`import torch.backends.cudnn as cudnn`, at the top of imagenet/ and dcgan/main.py, fails")
 def test_imagenet_imports_backends_cudnn():
     rng = np.random.default_rng(0)
     images = rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
@@ -2145,9 +2142,6 @@ def test_vision_transformer():
         assert_same_but_key_biases(grads, theirs[3], 1e-4, 1e-5)
 
 
-@pytest.mark.xfail(strict=True, raises=ModuleNotFoundError,
-                   reason="chainrule has no autograd.hub (torch.hub): `from torch.hub import tqdm`, as the "
-                          "vision_transformer example imports its progress bar, fails")
 def test_vision_transformer_with_torch_hub_progress_bar():
     rng = np.random.default_rng(0)
     images = rng.standard_normal((8, 3, 8, 8)).astype(np.float32)
