@@ -94,14 +94,25 @@ BoolTensor = _typed(backend.bool_, "BoolTensor")
 dtype = numpy.dtype  # torch.dtype: the type of autograd.float32 and the others (NumPy's dtypes here)
 
 
-def _no_device(*args, **kwargs):
-    return False
+def _current_accelerator(check_available=False):
+    """torch.accelerator.current_accelerator(): the device "cuda" where CuPy serves one, else None."""
+    if backend.xp.__name__ == "numpy":
+        return None
+    from .device import device  # (constants is imported before the device module)
+
+    return device("cuda")
 
 
-# torch.accelerator and torch.backends.mps / cudnn: chainrule serves the CPU (or CuPy's GPU as "cuda")
+def _on_the_one_device(*args, **kwargs):
+    """What needs no doing with one device or none (synchronize, set_device_index, empty_cache)."""
+
+
+# torch.accelerator: chainrule serves the CPU (or CuPy's GPU as "cuda", one device)
 accelerator = types.SimpleNamespace(
     is_available=lambda: backend.xp.__name__ != "numpy",
-    current_accelerator=lambda check_available=False: None if backend.xp.__name__ == "numpy" else "cuda",
+    current_accelerator=_current_accelerator,
     device_count=lambda: 0 if backend.xp.__name__ == "numpy" else 1,
+    current_device_index=lambda: 0, current_device_idx=lambda: 0, set_device_index=_on_the_one_device,
+    set_device_idx=_on_the_one_device, synchronize=_on_the_one_device, empty_cache=_on_the_one_device,
 )
 # (torch.backends is the package autograd/backends/)

@@ -51,3 +51,15 @@ def test_hub_refuses_downloads_and_keeps_its_directory(tmp_path):
         assert autograd.hub.get_dir() == str(tmp_path)
     finally:
         autograd.hub.set_dir(before)
+
+
+def test_accelerator_names_a_device_or_none():
+    """torch.accelerator: the examples' `torch.accelerator.current_accelerator().type if ... is_available()`."""
+    if autograd.accelerator.is_available():  # (CuPy serving a GPU)
+        assert autograd.accelerator.current_accelerator() == autograd.device("cuda")
+        assert autograd.accelerator.current_accelerator().type == "cuda"
+    else:
+        assert autograd.accelerator.current_accelerator() is None and autograd.accelerator.device_count() == 0
+    assert autograd.accelerator.current_device_index() == 0
+    autograd.accelerator.synchronize()
+    autograd.accelerator.set_device_index(0)
