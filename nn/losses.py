@@ -480,9 +480,8 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     """One binary logistic loss per class, averaged over the C classes of each sample:
         ℓ_n = -(1/C) Σ_c w_c [y_nc ln σ(x_nc) + (1 - y_nc) ln σ(-x_nc)]"""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    target = target if isinstance(target, Tensor) else tensor_from(target)
-    target = target.to(input.dtype)
-    loss = -(target * F.logsigmoid(input) + (1.0 - target) * F.logsigmoid(-input))
+    target = target if isinstance(target, Tensor) else tensor_from(target)  # (promoted with the input, as PyTorch's:
+    loss = -(target * F.logsigmoid(input) + (1.0 - target) * F.logsigmoid(-input))  # a float64 target, a float64 loss)
     if weight is not None:
         loss = loss * weight
     classes = input.shape[-1]

@@ -32,3 +32,11 @@ def test_bce_weight_of_another_dtype_keeps_the_loss_dtype(T, F):
                                   weight=T.tensor(w), reduction="none")
     assert loss.dtype == T.float32
     close(loss, -w * (y * np.log(p) + (1 - y) * np.log1p(-p)), rtol=1e-6)
+
+
+def test_multilabel_soft_margin_loss_promotes_its_target(T, F):
+    """PyTorch promotes the target with the input (a float64 target gives a float64 loss, integers a float32 one)."""
+    x = T.tensor([[0.5, -1.0, 2.0]])
+    assert F.multilabel_soft_margin_loss(x, T.tensor([[1.0, 0.0, 1.0]], dtype=T.float64)).dtype == T.float64
+    assert F.multilabel_soft_margin_loss(x, T.tensor([[1, 0, 1]])).dtype == T.float32
+    assert F.multilabel_soft_margin_loss(x.double(), T.tensor([[1.0, 0.0, 1.0]])).dtype == T.float64
