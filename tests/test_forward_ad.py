@@ -310,3 +310,35 @@ def test_gradcheck_refuses_checking_nothing(T):
         T.autograd.gradgradcheck(lambda t: t.exp(), (x,), check_rev_over_rev=False)
     with pytest.raises(AssertionError, match="check_undefined_grad=True requires check_rev_over_rev"):
         T.autograd.gradgradcheck(lambda t: t.exp(), (x,), check_rev_over_rev=False, check_fwd_over_rev=True)
+
+
+def test_forward_mode_through_layers_agrees_with_pytorch():
+    """A dual input through Conv2d, BatchNorm2d in training mode, Tanh, AvgPool2d, Linear and a batch-first LSTM, in
+    float64: the tangents of the outputs and of the final hidden state are PyTorch's (where it is installed) and
+    the directional derivative by finite differences."""
+    from .pytorch_programs import OURS, assert_same, load, plain, pytorch, weights_of
+
+    def layers(m):
+        return (m.nn.Sequential(m.nn.Conv2d(2, 3, 3, padding=1), m.nn.BatchNorm2d(3), m.nn.Tanh(), m.nn.AvgPool2d(2),
+                                m.nn.Flatten(), m.nn.Linear(12, 4)), m.nn.LSTM(4, 5, batch_first=True))
+
+    weights = [weights_of(lambda m, i=i: layers(m)[i]) for i in (0, 1)]
+    rng = np.random.default_rng(0)
+    x0, t0 = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((2, 2, 4, 4))
+
+    def program(m, x, tangent=None):
+        fwAD = importlib.import_module(m.torch.__name__ + ".autograd.forward_ad")
+        conv, lstm = (load(m, layer, w).double() for layer, w in zip(layers(m), weights))
+        with fwAD.dual_level():
+            x = m.torch.tensor(x) if tangent is None else fwAD.make_dual(m.torch.tensor(x), m.torch.tensor(tangent))
+            out, (hn, cn) = lstm(conv(x).unsqueeze(1).repeat(1, 3, 1))
+            return [fwAD.unpack_dual(y).tangent if tangent is not None else y.detach() for y in (out, hn)]
+
+    tangents = plain(program(OURS, x0, t0))
+    h = 1e-6
+    plus, minus = plain(program(OURS, x0 + h * t0)), plain(program(OURS, x0 - h * t0))
+    for tangent, a, b in zip(tangents, plus, minus):
+        np.testing.assert_allclose(tangent, (a - b) / (2 * h), rtol=1e-5, atol=1e-8)
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        assert_same(tangents, plain(program(torch_modules, x0, t0)), 1e-9, 1e-10)
