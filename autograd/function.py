@@ -473,8 +473,8 @@ class Function:
         (zeros for a tensor input without one, None for an argument that is no tensor), as PyTorch's."""
         if cls.jvp is Function.jvp:
             cls.jvp(ctx)  # (raises PyTorch's NotImplementedError: no forward-mode rule to use)
-        tangents = [(dual.tangent_of(x) if dual.tangent_of(x) is not None else x.detach() * 0)
-                    if isinstance(x, Tensor) else None for x in args]
+        tangents = [dual.tangent_of(x) if isinstance(x, Tensor) else None for x in args]
+        tangents = [x.detach() * 0 if t is None and isinstance(x, Tensor) else t for x, t in zip(args, tangents)]
         ctx._in_jvp = True
         try:
             with no_grad(), dual.paused():  # (jvp's own arithmetic carries no tangents)
