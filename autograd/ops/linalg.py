@@ -81,8 +81,8 @@ def matmul(input, other, *, out=None):
     if a.ndim == 1:
         y = y.squeeze(-2 if b.ndim > 1 else -1)
     # PyTorch's node: dot, mv, the squeeze of a vector times a matrix, or _unsafe_view
-    return named_node(y, type(y.grad_fn), {(1, 1): "DotBackward0", (2, 1): "MvBackward0",
-                                           (1, 2): "SqueezeBackward4"}.get((A.ndim, B.ndim), "UnsafeViewBackward0"))
+    return named_node(y, None, {(1, 1): "DotBackward0", (2, 1): "MvBackward0",
+                                (1, 2): "SqueezeBackward4"}.get((A.ndim, B.ndim), "UnsafeViewBackward0"), (a, b))
 
 
 @names("__rmatmul__")
