@@ -5,6 +5,7 @@ Every op computes with ``xp``. It is NumPy unless the environment variable
 (``cupy``, say) before ``autograd`` is imported; no op needs editing for that.
 """
 
+import contextvars
 import importlib
 import os
 import warnings
@@ -18,9 +19,23 @@ xp = importlib.import_module(os.environ.get("CHAINRULE_ARRAY_MODULE", "numpy"))
 errstate = getattr(xp, "errstate", numpy.errstate)
 
 # Everywhere else NumPy warns where a float op meets 0/0, log 0 or an overflow ("RuntimeWarning: divide
-# by zero encountered in log"), and PyTorch gives the same inf and NaN silently. The filter is for the
-# warnings raised inside chainrule's own modules only (a user's NumPy code keeps its warnings), and costs
-# nothing until a warning is raised; a NumPy block around every op would cost as much as the op.
+# by zero encountered in log"), and PyTorch gives the same inf and NaN silently.
+#
+# NumPy 2 keeps its error mode in a context variable, so an op's forward and a backward pass set it to
+# "ignore" for their own run and reset it after, one C call each way (an ``errstate`` block costs more than
+# the op). This holds under any warnings filter: ``simplefilter("error")``, ``pytest -W error`` and
+# pytest's own recording, which a module filter does not survive. A user's NumPy code keeps its warnings.
+try:
+    from numpy._core._ufunc_config import _extobj_contextvar as float_error_mode
+    with numpy.errstate(all="ignore"):
+        QUIET = float_error_mode.get()
+except ImportError:  # NumPy 1: the mode is per thread, not a context variable. A variable no one reads
+    # keeps the ops' code the same; the filter below does the work.
+    float_error_mode, QUIET = contextvars.ContextVar("float_error_mode_unused"), None
+
+# Where no context variable exists, and for the NumPy calls chainrule makes outside an op (an
+# optimizer's arithmetic, a printout): a filter for the warnings raised inside chainrule's own modules,
+# which costs nothing until a warning is raised.
 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(autograd|nn|optim)(\.|$)")
 
 float32 = numpy.dtype("float32")

@@ -17,6 +17,7 @@ the gradient it passes on is already the sum of all its consumers' shares.
 
 import gc
 
+from .backend import QUIET, float_error_mode
 from .graph import add_share, modes, refuse_nan_gradients, run_hooks
 
 
@@ -142,6 +143,7 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     gc.disable()  # the pass allocates much and frees nothing cyclic: a collection would only rescan the graph
     recording = modes.grad_enabled
     modes.grad_enabled = create_graph  # (this thread's mode: see autograd.graph)
+    numpy_errors = float_error_mode.set(QUIET)  # inf and NaN without NumPy's warnings, as PyTorch
     watched = BackwardPass.watched
     outer_pass = modes.backward_pass if watched else None  # (a hook may run a pass of its own)
     try:
@@ -152,6 +154,7 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
         raise
     finally:
         modes.grad_enabled = recording
+        float_error_mode.reset(numpy_errors)
         if watched:
             modes.backward_pass = outer_pass
         if collecting:

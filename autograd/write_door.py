@@ -19,7 +19,7 @@ import weakref
 
 import numpy
 
-from .backend import xp
+from .backend import QUIET, float_error_mode, xp
 from .errors import DtypeError, ShapeError
 from .graph import allow_mutation_on_saved_tensors, bump_version, modes, no_grad, preserve_saved
 
@@ -44,6 +44,7 @@ class WriteDoor:
                 new = out_of_place(self)
             self._store(new)
         else:
+            numpy_errors = float_error_mode.set(QUIET)  # (inf and NaN without NumPy's warnings, as an op's)
             try:
                 in_place(self._data)
             except (TypeError, OverflowError, ValueError):  # NumPy refused (uint8 += int64: same_kind casting;
@@ -52,6 +53,8 @@ class WriteDoor:
                 with no_grad():
                     new = out_of_place(self)
                 self._store(new)
+            finally:
+                float_error_mode.reset(numpy_errors)
         bump_version(self)
         return self
 

@@ -17,7 +17,7 @@ Tensor subclass may override). Each tensor written counts as written (its versio
 after any in-place operation. Nothing here is recorded: an optimizer step is not differentiated.
 """
 
-from ..backend import xp
+from ..backend import errstate, xp
 from ..graph import bump_version, modes
 from .names import names
 
@@ -66,9 +66,11 @@ def _fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, l
     if found_inf is not None and float(found_inf.item()) != 0:
         return  # the scaler found an inf or NaN gradient: this step is skipped (GradScaler's contract)
     scale = None if grad_scale is None else grad_scale._data
-    for i, param in enumerate(params):
-        _step(param, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i] if amsgrad else None,
-              float(state_steps[i].item()), lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled, scale)
+    with errstate(all="ignore"):  # an inf gradient gives inf and NaN silently, as the step by methods does
+        for i, param in enumerate(params):
+            _step(param, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i] if amsgrad else None,
+                  float(state_steps[i].item()), lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, decoupled,
+                  scale)
 
 
 @names(functions=("_fused_adam_",))

@@ -243,13 +243,19 @@ def argmin(x, dim=None, keepdim=False):
     return _arg_extremum("argmin", xp.argmin, x, dim, keepdim)
 
 
-def _stable_max(x, axes):
-    """max over axes (kept), with infinite maxima replaced by 0 so x - m stays finite.
-    (Array methods rather than xp.max: NumPy's function wrappers cost more than a small array's
-    arithmetic, and one sum tells whether any maximum needs replacing.)"""
+def _shift(x, axes):
+    """max over axes (kept): what softmax subtracts first so that no e^x overflows. A slice holding +inf (or
+    only -inf) then gets inf - inf = NaN throughout, as PyTorch's softmax and log_softmax give. (Array
+    methods rather than xp.max: NumPy's function wrappers cost more than a small array's arithmetic.)"""
     if x.size == 0:  # no maximum to shift by: softmax of nothing is empty, logsumexp of nothing -inf
         return xp.zeros_like(x.sum(axis=axes, keepdims=True))
-    m = (x.real if x.dtype.kind == "c" else x).max(axis=axes, keepdims=True)  # (complex: a real shift)
+    return (x.real if x.dtype.kind == "c" else x).max(axis=axes, keepdims=True)  # (complex: a real shift)
+
+
+def _stable_max(x, axes):
+    """The shift, with infinite maxima replaced by 0 so x - m stays finite: logsumexp's, which is inf where
+    a slice holds +inf and -inf where it holds only -inf (one sum tells whether any needs replacing)."""
+    m = _shift(x, axes)
     return m if math.isfinite(m.sum()) else xp.where(xp.isfinite(m), m, 0)
 
 
@@ -287,7 +293,7 @@ def softmax_array(x, axis):
     """e^(x_i) / Σ_j e^(x_j) along ``axis`` of an array, shifted by the maximum so nothing overflows."""
     if x.dtype.kind == "c":
         refuse_unordered(x, "softmax")
-    e = x - _stable_max(x, axis)
+    e = x - _shift(x, axis)
     e = xp.exp(e, out=e) if e.ndim else xp.exp(e)  # (a 0-d difference is a NumPy scalar)
     e /= e.sum(axis=axis, keepdims=True)
     return e
@@ -334,7 +340,7 @@ class LogSoftmax(Primitive):
     def forward(self, x):
         if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
             refuse_unordered(x, "log_softmax")
-        shifted = x - _stable_max(x, self.dim)
+        shifted = x - _shift(x, self.dim)
         shifted -= xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
         return shifted
 
