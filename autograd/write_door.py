@@ -227,6 +227,8 @@ def _refuse_overflow(value, dtype):
     kind = dtype.kind
     if kind == "b":
         return
+    if isinstance(value, numpy.generic):  # (a NumPy scalar compared with a Python float would be cast to its dtype)
+        value = value.item()
     parts = (value.real, value.imag) if type(value) is complex else (value,)
     if type(value) is complex and kind != "c" and value.imag:
         fits = False

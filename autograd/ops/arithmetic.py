@@ -14,10 +14,10 @@ from ..primitive import Primitive, node_named
 from ..tensor import Tensor, _is_bool, _operand, tensor_from
 from . import elementwise
 from .conversion import refuse_kinds
-from .elementwise import unbroadcast
 from .names import names
 from .outputs import write_out
 from .rounding import _refuse_integer_division_by_zero, remainder
+from .selection import zero_gradient
 
 
 def _pair(input, other):
@@ -97,8 +97,8 @@ class RoundedDiv(Primitive):
         return xp.trunc(x / y)
 
     def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * 0.0, x) if x.requires_grad else None,
-                unbroadcast(grad * 0.0, y) if y.requires_grad else None)
+        return (zero_gradient(x, grad) if x.requires_grad else None,
+                zero_gradient(y, grad) if y.requires_grad else None)
 
 
 @names("div", "divide", "true_divide", inplace=("divide_", "true_divide_"))

@@ -15,7 +15,7 @@ from ..backend import xp
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor, python_number
 from .conjugation import refuse_unordered
-from .elementwise import Cast, where
+from .elementwise import Cast, selected_share, where
 from .names import names
 from .outputs import write_out
 
@@ -35,7 +35,7 @@ class Clamp(Primitive):
             inside &= x._data >= self.low
         if self.high is not None:
             inside &= x._data <= self.high
-        return (grad * Tensor._make(inside),)
+        return (selected_share(grad, Tensor._make(inside)),)  # (none outside, even an infinite one)
 
 
 @names("clamp")

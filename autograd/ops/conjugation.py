@@ -33,6 +33,7 @@ from ..tensor import Tensor, tensor_from
 from .axes import matrices_only
 from .names import names
 from .outputs import write_out
+from .selection import zero_gradient
 
 
 class Conj(Primitive):
@@ -163,7 +164,7 @@ class Angle(Primitive):
 
     def backward(self, grad, y, z):
         if z.dtype.kind != "c":
-            return (grad * 0.0,)
+            return (zero_gradient(z, grad),)
         size = z.abs()
         return (grad.to(z.dtype) * 1j * z / (size * size + (size == 0)),)
 

@@ -20,6 +20,7 @@ from ..write_door import _refuse_overflow
 from .conjugation import conj, refuse_unordered, sgn_of_complex
 from .names import names
 from .outputs import write_out
+from .selection import all_finite, selected, zero_gradient
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 
@@ -253,7 +254,7 @@ class PowConstant(Primitive):
         c = self.exponent
         x = conj(x)  # (the complex rule: dL/dx = dL/dy · conj(c x^(c-1)), c real)
         if c == 0:
-            return (grad * 0.0,)
+            return (zero_gradient(x, grad),)
         if c == 2:
             return (grad * x * 2.0,)
         return (grad * c * x ** (c - 1),)
@@ -284,10 +285,18 @@ class Minimum(Primitive):
 
 
 def _split(grad, share_of_x, x, y):
-    """Send ``share_of_x`` of grad to x and the rest to y (max, min, where)."""
+    """Send ``share_of_x`` of grad to x and the rest to y (max, min): none to the input that lost,
+    even where grad is infinite (selection.py)."""
     share = Tensor._make(share_of_x.astype(grad.dtype))
-    return (unbroadcast(grad * share, x) if x.requires_grad else None,
-            unbroadcast(grad * (1.0 - share), y) if y.requires_grad else None)
+    return (unbroadcast(selected_share(grad, share), x) if x.requires_grad else None,
+            unbroadcast(selected_share(grad, 1.0 - share), y) if y.requires_grad else None)
+
+
+def selected_share(grad, share):
+    """grad ⊙ share (Tensors, differentiable), and 0 wherever the share is 0 whatever grad is there:
+    PyTorch's backward selects where this multiplies (selection.py says when the two differ)."""
+    portion = grad * share
+    return portion if all_finite(portion._data) else where(share != 0, portion, 0.0)
 
 
 class Where(Primitive):
@@ -550,7 +559,7 @@ class ReluGrad(Primitive):
     def forward(self, g, y):
         # y = relu x is 0 or positive, so its sign is the mask [y > 0] as floats: one NumPy pass where the
         # comparison and its cast to a float mask are two (a float by a bool multiplies slower still)
-        return g * xp.sign(y)
+        return selected(g * xp.sign(y), y)  # (0 where relu was off, even for an infinite g: PyTorch's)
 
     def backward(self, u, z, g, y):
         return (ReluGrad.apply(u, y) if g.requires_grad else None,
@@ -600,7 +609,7 @@ class Fill(Primitive):
         return xp.full(x.shape, value, dtype=x.dtype)
 
     def backward(self, grad, y, x, value):
-        return (grad * 0.0 if x.requires_grad else None,
+        return (zero_gradient(x, grad) if x.requires_grad else None,
                 unbroadcast(grad, value) if value.requires_grad else None)
 
 

@@ -13,6 +13,7 @@ from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .piecewise_linear import refuse_unless_real
+from .selection import selected
 
 
 def slope(x):
@@ -36,7 +37,8 @@ class HardswishGrad(Primitive):
     """z = g · slope(x)  (g = dL/dy);   dL/dg = u · slope(x),   dL/dx = u · g / 3 strictly inside (-3, 3), else 0"""
 
     def forward(self, g, x):
-        return g * slope(x)
+        slopes = slope(x)
+        return selected(g * slopes, slopes)  # (0 below -3 even for an infinite g: PyTorch selects)
 
     def backward(self, u, z, g, x):
         data = x._data

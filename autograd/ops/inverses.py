@@ -146,7 +146,7 @@ def det(A, *, out=None):
 
 
 class LogAbsDet(Primitive):
-    """y = ln |det A|;   dL/dA = dL/dy · A⁻ᵀ"""
+    """y = ln |det A|;   dL/dA = dL/dy · A⁻ᵀ  (= cof A / det A: infinite at a singular A, where y = -inf)"""
 
     handles_complex = True  # (A⁻ᴴ: PyTorch's complex gradient of Re ln det A)
 
@@ -154,7 +154,13 @@ class LogAbsDet(Primitive):
         return xp.linalg.slogdet(a)[1]
 
     def backward(self, grad, y, a):
-        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Inverse.apply(a).mH,)
+        try:
+            per_unit = Inverse.apply(a).mH
+        except LinAlgError:  # a singular matrix in the batch: its gradient is ±inf (NaN where a cofactor is 0),
+            if a.dtype.kind == "c":  # as PyTorch's, not an error
+                raise
+            per_unit = Cofactors.apply(a) / shape.unsqueeze(shape.unsqueeze(Det.apply(a), -1), -1)
+        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * per_unit,)
 
 
 class DetSign(Primitive):

@@ -20,6 +20,7 @@ from .elementwise import Where
 from .names import names
 from .outputs import write_out
 from .reductions import spread
+from .selection import zero_gradient
 
 
 class VectorNorm(Primitive):
@@ -51,7 +52,7 @@ class VectorNorm(Primitive):
         grad = spread(grad, x, self.axes, self.keepdim)
         norm = spread(y, x, self.axes, self.keepdim)
         if p == 0:
-            return (grad * 0.0,)
+            return (zero_gradient(x, grad),)
         if p == 1:
             return (grad * x.sgn(),)
         if math.isinf(p):  # the elements attaining the extremum share the gradient

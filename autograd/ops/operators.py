@@ -4,7 +4,7 @@ The ops themselves, each forward beside its derivative, are in elementwise.py.
 """
 
 from .. import backend
-from ..backend import xp
+from ..backend import errstate, xp
 from ..errors import DtypeError
 from ..primitive import named_node
 from ..tensor import Tensor, python_number
@@ -74,7 +74,11 @@ def by_constant(x, c):
     """The number c as a 0-d array of the floating tensor x's dtype: the same rounding NumPy
     gives a Python number, done once per op rather than at every use (NumPy 2 converts a
     Python number at each call, about as costly as the arithmetic on a small array)."""
-    return xp.asarray(c, dtype=x._data.dtype)
+    dtype = x._data.dtype
+    if dtype.itemsize < 8 and type(c) is not complex and not -65504.0 <= c <= 65504.0:
+        with errstate(over="ignore"):  # past float16's range: inf where the dtype cannot hold c, unwarned (PyTorch's)
+            return xp.asarray(c, dtype=dtype)
+    return xp.asarray(c, dtype=dtype)
 
 
 def _scaled(x, c):

@@ -29,6 +29,7 @@ from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conjugation import refuse_unordered
+from .selection import selected
 
 COMPARISONS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
@@ -114,9 +115,10 @@ class Pieces:
         return xp.zeros_like(x) if total is None else total
 
     def gradient(self, g, x):
-        """dL/dx = dL/dy · a(x) for the arrays g (dL/dy) and x. (A multiplication, where PyTorch
-        selects: an infinite dL/dy on a flat piece gives NaN here, 0 there, as ReluGrad's.)"""
-        return g * self.slopes(x)
+        """dL/dx = dL/dy · a(x) for the arrays g (dL/dy) and x, and 0 on a flat piece even where dL/dy
+        is infinite (PyTorch's backward selects: selection.py)."""
+        slopes = self.slopes(x)
+        return selected(g * slopes, slopes)
 
 
 class PiecewiseLinear(Primitive):

@@ -15,6 +15,7 @@ from .conversion import refuse_kinds
 from .elementwise import half_as_float32, promote, unbroadcast
 from .names import names
 from .outputs import write_out
+from .selection import zero_gradient
 
 
 def _refuse_integer_division_by_zero(x, y):
@@ -44,7 +45,7 @@ class Rounding(Primitive):
         return getattr(xp, self.function)(x)
 
     def backward(self, grad, y, x):
-        return (grad * 0.0,)
+        return (zero_gradient(x, grad),)
 
 
 def _rounding(function, name):
