@@ -30,6 +30,7 @@ MASKED = {
     "relu6": lambda T, F, x: F.relu6(x),
     "threshold": lambda T, F, x: F.threshold(x, 0.0, 0.0),
     "maximum": lambda T, F, x: T.maximum(x, T.zeros_like(x)),
+    "max_dim": lambda T, F, x: T.stack([x, T.zeros_like(x)]).max(0).values,
     "hardshrink": lambda T, F, x: F.hardshrink(x, 0.5).abs(),
     "softshrink": lambda T, F, x: F.softshrink(x, 0.5).abs(),
 }

@@ -16,7 +16,7 @@ from . import shape as shape_ops
 from .axes import kept_shape, normalize_dims, unbiased_overload
 from .conjugation import conj, refuse_unordered
 from .conversion import type_name
-from .elementwise import floating, where
+from .elementwise import floating, selected_share, where
 from .names import names
 from .outputs import write_out
 
@@ -170,7 +170,8 @@ class Extremum(Primitive):
             return (grad * Tensor._make((ties / ties.sum()).astype(x.dtype)),)
         chosen = xp.zeros(x.shape, dtype=x.dtype)
         xp.put_along_axis(chosen, self.indices, 1, axis=self.axis)
-        return (spread(grad, x, (self.axis,), self.keepdim) * Tensor._make(chosen),)
+        # (selected: none to the others even where dL/dy is infinite, as PyTorch's scatter of it)
+        return (selected_share(spread(grad, x, (self.axis,), self.keepdim), Tensor._make(chosen)),)
 
     def name(self):  # (PyTorch's max() is MaxBackward1, max(dim) MaxBackward0; median's is its own)
         which = "Max" if self.find is xp.max else "Min" if self.find is xp.min else None
