@@ -19,23 +19,23 @@ xp = importlib.import_module(os.environ.get("CHAINRULE_ARRAY_MODULE", "numpy"))
 errstate = getattr(xp, "errstate", numpy.errstate)
 
 # Everywhere else NumPy warns where a float op meets 0/0, log 0 or an overflow ("RuntimeWarning: divide
-# by zero encountered in log"), and PyTorch gives the same inf and NaN silently.
+# by zero encountered in log"), and PyTorch gives the same inf and NaN silently. A filter ignores the
+# warnings raised inside chainrule's own modules (a user's NumPy code keeps its warnings); it costs
+# nothing until a warning is raised. Where a warnings filter of the user's (``simplefilter("error")``,
+# ``pytest -W error``) or ``np.seterr`` turns the warning into an error, an op's forward and a node's
+# backward are computed again without it (primitive.py, engine.py); an in-place update, which may have
+# written before NumPy raised, runs under NumPy's error mode "ignore" (write_door.py).
 #
-# NumPy 2 keeps its error mode in a context variable, so an op's forward and a backward pass set it to
-# "ignore" for their own run and reset it after, one C call each way (an ``errstate`` block costs more than
-# the op). This holds under any warnings filter: ``simplefilter("error")``, ``pytest -W error`` and
-# pytest's own recording, which a module filter does not survive. A user's NumPy code keeps its warnings.
+# NumPy 2 keeps that mode in a context variable: one set and one reset, cheaper than an ``errstate``
+# block (but not free: a set makes NumPy look its mode up afresh, so ops and passes do without it).
 try:
     from numpy._core._ufunc_config import _extobj_contextvar as float_error_mode
     with numpy.errstate(all="ignore"):
         QUIET = float_error_mode.get()
 except ImportError:  # NumPy 1: the mode is per thread, not a context variable. A variable no one reads
-    # keeps the ops' code the same; the filter below does the work.
+    # keeps the write door's code the same; there the filter does the work.
     float_error_mode, QUIET = contextvars.ContextVar("float_error_mode_unused"), None
 
-# Where no context variable exists, and for the NumPy calls chainrule makes outside an op (an
-# optimizer's arithmetic, a printout): a filter for the warnings raised inside chainrule's own modules,
-# which costs nothing until a warning is raised.
 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"(autograd|nn|optim)(\.|$)")
 
 float32 = numpy.dtype("float32")

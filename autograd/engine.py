@@ -17,7 +17,7 @@ the gradient it passes on is already the sum of all its consumers' shares.
 
 import gc
 
-from .backend import QUIET, float_error_mode
+from .backend import errstate
 from .graph import add_share, modes, refuse_nan_gradients, run_hooks
 
 
@@ -143,7 +143,6 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
     gc.disable()  # the pass allocates much and frees nothing cyclic: a collection would only rescan the graph
     recording = modes.grad_enabled
     modes.grad_enabled = create_graph  # (this thread's mode: see autograd.graph)
-    numpy_errors = float_error_mode.set(QUIET)  # inf and NaN without NumPy's warnings, as PyTorch
     watched = BackwardPass.watched
     outer_pass = modes.backward_pass if watched else None  # (a hook may run a pass of its own)
     try:
@@ -154,7 +153,6 @@ def backpropagate(roots, root_grads, retain_graph=False, capture=None, on_step=N
         raise
     finally:
         modes.grad_enabled = recording
-        float_error_mode.reset(numpy_errors)
         if watched:
             modes.backward_pass = outer_pass
         if collecting:
@@ -194,10 +192,12 @@ def _backpropagate(roots, root_grads, retain_graph, capture, on_step, prune, wat
         if needed is not None and parents and not any(parent in needed for parent in parents):
             parents = ()  # captured, and nothing wanted below it: not run, what it saved kept
         if parents:  # (a leaf has none: nothing to pass on, nothing saved to free)
-            if capture is None:
-                parent_grads = node.chain(grad)
-            else:
-                parent_grads = node.chain(grad, [parent in needed for parent in parents] if prune else None)
+            wanted = [parent in needed for parent in parents] if prune and capture is not None else None
+            try:
+                parent_grads = node.chain(grad) if wanted is None else node.chain(grad, wanted)
+            except (RuntimeWarning, FloatingPointError):  # a warnings filter made NumPy's "divide by zero" an
+                with errstate(all="ignore"):  # error: computed again without it (backend.py)
+                    parent_grads = node.chain(grad) if wanted is None else node.chain(grad, wanted)
             if node.post_hooks is not None:  # the node's own hooks (Node.register_hook)
                 parent_grads = node.run_post_hooks(parent_grads, grad)
             if anomaly:

@@ -411,7 +411,16 @@ def accumulate_grad(tensor, grad):
         tensor._grad = stored + grad
         tensor._grad._shared = True
     else:
-        stored._data += grad._data
+        add_into(stored._data, grad._data)
+
+
+def add_into(total, share):
+    """total += share, arrays, in place. inf - inf is NaN silently, as PyTorch's: where a warnings filter makes
+    NumPy's warning an error, NumPy raises it once the sum is written, so the sum is done (backend.py)."""
+    try:
+        total += share
+    except (RuntimeWarning, FloatingPointError):
+        pass
 
 
 def add_share(total, share, sums):
@@ -424,7 +433,7 @@ def add_share(total, share, sums):
     always out of place. (The scalar Value engine's shares are floats: plain sums.)
     """
     if total in sums and not getattr(share, "requires_grad", False):  # (a share with a graph keeps it)
-        total._data += share._data  # a buffer this pass made and nobody else has seen
+        add_into(total._data, share._data)  # a buffer this pass made and nobody else has seen
         return total
     total = total + share
     if getattr(total, "requires_grad", True) is False:

@@ -30,7 +30,7 @@ its parameters, ``saves_arguments``); a node that saved none of them can run aga
 import functools
 import weakref
 
-from .backend import QUIET, float_error_mode, on_host
+from .backend import errstate, on_host
 from .device import served
 from .errors import ShapeError, broadcast_mismatch, refuse_non_tensors
 from .graph import (
@@ -108,7 +108,6 @@ class Primitive:
         node = object.__new__(cls)
         if params:
             node.__dict__ = params  # (a fresh dict made for this call: the node's own)
-        numpy_errors = float_error_mode.set(QUIET)  # inf and NaN without NumPy's warnings, as PyTorch
         try:
             if len(inputs) == 1:  # the common arities spelled out: this is the hot path
                 data = node.forward(inputs[0]._data)
@@ -128,8 +127,11 @@ class Primitive:
         except AttributeError:  # an input without ._data: a NumPy array or a number given where a Tensor goes
             refuse_non_tensors(cls.__name__, inputs, Tensor)
             raise
-        finally:
-            float_error_mode.reset(numpy_errors)
+        except (RuntimeWarning, FloatingPointError):
+            # a warnings filter or np.seterr made NumPy's "divide by zero" an error, where PyTorch's inf and NaN come
+            # silently: computed again without it (a forward makes new arrays, so running it again is safe)
+            with errstate(all="ignore"):
+                data = node.forward(*[x._data for x in inputs])
         out = Tensor._make(data)
         if node.is_view:
             out._adopt_view_of(inputs[0], cls, params)

@@ -1,7 +1,8 @@
 """inf and NaN arrive silently, as in PyTorch: an op, a backward pass, an in-place write and an optimizer step
-that meet log 0, 0/0 or an overflow give PyTorch's values and no NumPy "RuntimeWarning: divide by zero",
-under any warnings filter (``simplefilter("error")``, ``pytest -W error``), while the user's own NumPy code
-keeps its warnings and its error mode. Each test runs on chainrule and, where installed, on PyTorch."""
+that meet log 0, 0/0 or an overflow give PyTorch's values and raise nothing, under a warnings filter that makes
+warnings errors (``simplefilter("error")``, ``pytest -W error``) and under ``np.seterr(all="raise")``, while the
+user's own NumPy code keeps its warnings and its error mode. Each test runs on chainrule and, where installed,
+on PyTorch."""
 
 import math
 import warnings

@@ -559,7 +559,7 @@ class ReluGrad(Primitive):
     def forward(self, g, y):
         # y = relu x is 0 or positive, so its sign is the mask [y > 0] as floats: one NumPy pass where the
         # comparison and its cast to a float mask are two (a float by a bool multiplies slower still)
-        return selected(g * xp.sign(y), y)  # (0 where relu was off, even for an infinite g: PyTorch's)
+        return selected(g, xp.sign(y))  # (0 where relu was off, even for an infinite g: PyTorch's)
 
     def backward(self, u, z, g, y):
         return (ReluGrad.apply(u, y) if g.requires_grad else None,

@@ -37,8 +37,7 @@ class HardswishGrad(Primitive):
     """z = g · slope(x)  (g = dL/dy);   dL/dg = u · slope(x),   dL/dx = u · g / 3 strictly inside (-3, 3), else 0"""
 
     def forward(self, g, x):
-        slopes = slope(x)
-        return selected(g * slopes, slopes)  # (0 below -3 even for an infinite g: PyTorch selects)
+        return selected(g, slope(x))  # (0 below -3 even for an infinite g: PyTorch selects)
 
     def backward(self, u, z, g, x):
         data = x._data

@@ -117,8 +117,7 @@ class Pieces:
     def gradient(self, g, x):
         """dL/dx = dL/dy · a(x) for the arrays g (dL/dy) and x, and 0 on a flat piece even where dL/dy
         is infinite (PyTorch's backward selects: selection.py)."""
-        slopes = self.slopes(x)
-        return selected(g * slopes, slopes)
+        return selected(g, self.slopes(x))
 
 
 class PiecewiseLinear(Primitive):

@@ -2,14 +2,14 @@
 
 Where an op's derivative is 0 on part of its input (relu off, clamp outside its bounds, a flat
 piece of hardtanh, the smaller input of a maximum), PyTorch's backward selects: ``where(off, 0, g)``.
-The fast way to compute that here is the product z = g ⊙ m with m = 0 there, and the two agree
-until g holds an inf or a NaN where m is 0: 0 · ∞ = NaN, which a matmul below then spreads over
-every weight. ``d.clamp(min=0).sqrt()``, a distance, is the usual way to meet it (sqrt's
-derivative at 0 is ∞, on exactly the entries the clamp cut off).
+The fast way to compute that here is the product g ⊙ m with m = 0 there, and the two agree until g
+holds an inf or a NaN where m is 0: 0 · ∞ = NaN, which a matmul below then spreads over every
+weight. ``relu(x).sqrt()`` and lp_pool over a window of zeros are ways to meet it (sqrt's
+derivative at 0 is ∞, on exactly the entries relu cut off).
 
-So the product is kept where every element is finite (one BLAS pass, Σ z², tells), and the
-select is made only where one is not. Σ z² also overflows for |z| > 1e19 in float32; the select
-then runs and changes nothing.
+So the product is kept where every element of it is finite (one BLAS pass, Σ z², tells: NumPy's
+``where`` costs ten times the product on random signs), and the select made where one is not. Σ z²
+also overflows for |z| > 1e19 in float32: the select then runs and changes nothing.
 
 Where the derivative is 0 everywhere (rounding, sign, x⁰, a division rounded to whole numbers), the
 gradient is zeros, as PyTorch's ``zeros_like``: not g · 0, NaN where g is infinite.
@@ -22,12 +22,13 @@ from ..tensor import Tensor
 
 
 def all_finite(array):
-    """Whether every element is finite (or the sum of squares overflowed: then the caller's select runs)."""
-    return math.isfinite(xp.vdot(array, array).real)
+    """Whether every element of a real array is finite (or the sum of squares overflowed)."""
+    return math.isfinite(xp.vdot(array, array))
 
 
-def selected(product, factor):
-    """``product`` = g ⊙ ``factor`` (arrays), with 0 wherever the factor is 0, whatever g is there."""
+def selected(grad, factor):
+    """grad ⊙ ``factor`` (real arrays), with 0 wherever the factor is 0, whatever grad is there."""
+    product = grad * factor
     return product if all_finite(product) else xp.where(factor == 0, 0, product)
 
 
