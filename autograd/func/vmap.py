@@ -1,0 +1,158 @@
+"""``vmap``: a function mapped over a batch dimension, by a loop over the batch (see its docstring)."""
+
+import functools
+
+from ..backend import xp
+from ..ops.shape import stack
+from ..tensor import Tensor
+from .pytree import tree_flatten, tree_unflatten
+
+
+def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
+    """``func`` mapped over a batch dimension: vmap(f)(xs) = stack([f(x) for x in xs]).
+
+    ``in_dims``: an int or None for every positional argument, or a tuple with one entry per
+    argument, each an int, None (not batched: passed whole to every call) or a tree of them shaped
+    like that argument (``({"a": 0, "b": None},)`` for a dict argument); ``out_dims``: where the
+    batch dimension goes in each output (None: the output is not batched, and must be the same
+    for every example). This implementation loops over the batch in Python and stacks the
+    results: PyTorch's vmap runs the batch through batched kernels instead, so the values are the
+    same but the cost is one call of ``func`` per example. ``randomness``: 'error' refuses a draw
+    from the default generator inside ``func`` (as PyTorch's refuses any random op), 'different'
+    draws fresh numbers in each call, 'same' replays the generator's state for every call, so
+    each sees the same numbers. ``chunk_size`` changes nothing here.
+    """
+    if randomness not in ("error", "different", "same"):
+        raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got "
+                           f"{randomness}")
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        name = getattr(func, "__name__", "f")
+        if not (in_dims is None or isinstance(in_dims, (int, tuple))):
+            raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): expected `in_dims` to be int or a "
+                             f"(potentially nested) tuple matching the structure of inputs, got: {type(in_dims)}.")
+        dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
+        if len(dims) != len(args):
+            raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with "
+                             f"the structure of `inputs`. in_dims has structure with {len(dims)} entries but "
+                             f"inputs has {len(args)}.")
+        leaf_dims = [_dims_of_leaves(dim, arg, name, in_dims) for arg, dim in zip(args, dims)]
+        sizes = set()
+        for arg, arg_dims in zip(args, leaf_dims):
+            for leaf, dim in zip(tree_flatten(arg)[0], arg_dims):
+                if dim is None:
+                    continue
+                if not isinstance(leaf, Tensor):
+                    raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for an "
+                                     f"input but the input is of type {type(leaf)}. We cannot vmap over non-Tensor "
+                                     "arguments")
+                if not -leaf.ndim <= dim < leaf.ndim:
+                    raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): Got in_dim={dim} for some "
+                                     f"input, but that input is a Tensor of dimensionality {leaf.ndim} so expected "
+                                     f"in_dim to satisfy -{leaf.ndim} <= in_dim < {leaf.ndim}.")
+                sizes.add(leaf.shape[dim])
+        if not sizes:
+            raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): at least one input must be batched")
+        if len(sizes) > 1:
+            raise ValueError(f"vmap: Expected all tensors to have the same size in the mapped dimension, got sizes "
+                             f"{sorted(sizes)} for the mapped dimension")
+        (batch,) = sizes
+        state = None
+        if randomness == "same":
+            from ..random import get_rng_state
+
+            state = get_rng_state()
+        if batch == 0:  # no example to loop over: f runs once, as PyTorch's does, on one made of zeros
+            call_args = [_select(arg, arg_dims, None) for arg, arg_dims in zip(args, leaf_dims)]
+            return _stack_results([func(*call_args, **kwargs)], out_dims, name, empty=True)
+        results = []
+        for b in range(batch):
+            if state is not None:
+                from ..random import set_rng_state
+
+                set_rng_state(state)
+            call_args = [_select(arg, arg_dims, b) for arg, arg_dims in zip(args, leaf_dims)]
+            if randomness == "error":
+                before = _default_draws()
+                results.append(func(*call_args, **kwargs))
+                if _default_draws() != before:
+                    raise RuntimeError("vmap: called random operation while in randomness error mode. Please "
+                                       "either use the 'same' or 'different' randomness flags on vmap or perform "
+                                       "the randomness operation out of vmap")
+            else:
+                results.append(func(*call_args, **kwargs))
+        return _stack_results(results, out_dims, name)
+
+    return wrapper
+
+
+def _dims_of_leaves(dims, arg, name, in_dims):
+    """The batch dim of each tensor of the argument ``arg``, from its entry of in_dims: an int or
+    None for all of them, or a tree shaped like ``arg`` (PyTorch's in_dims are such prefixes)."""
+    if dims is None or isinstance(dims, int):
+        return [dims] * len(tree_flatten(arg)[0])
+    same_kind = (isinstance(dims, dict) and isinstance(arg, dict) and set(dims) == set(arg)) or (
+        isinstance(dims, (tuple, list)) and isinstance(arg, (tuple, list)) and len(dims) == len(arg))
+    if not same_kind:
+        raise ValueError(f"vmap({name}, in_dims={in_dims}, ...)(<inputs>): in_dims is not compatible with the "
+                         f"structure of `inputs`: an entry {dims!r} stands for an input of type "
+                         f"{type(arg).__name__}")
+    if isinstance(arg, dict):
+        return [d for key in arg for d in _dims_of_leaves(dims[key], arg[key], name, in_dims)]
+    return [d for sub_dims, sub in zip(dims, arg) for d in _dims_of_leaves(sub_dims, sub, name, in_dims)]
+
+
+def _default_draws():
+    """Where the default generator stands (to tell whether a call drew from it)."""
+    from ..random import default_generator
+
+    made = default_generator._numpy  # (None until the first draw)
+    return None if made is None else made.bit_generator.state
+
+
+def _select(tree, dims, index):
+    """Example ``index`` of each batched tensor of the tree (index None, for an empty batch: zeros of
+    an example's shape, still on the tensor's graph: the sum over its empty batch dim)."""
+    leaves, spec = tree_flatten(tree)
+    return tree_unflatten([leaf if dim is None else leaf.sum(dim) if index is None else leaf.select(dim, index)
+                           for leaf, dim in zip(leaves, dims)], spec)
+
+
+def _stack_results(results, out_dims, name="f", empty=False):
+    """Each output stacked over the examples along its out_dim (with ``empty``, ``results`` holds the
+    one call made for an empty batch, and each batched output gets a batch dim of size 0)."""
+    flat = [tree_flatten(r) for r in results]
+    spec = flat[0][1]
+    count = len(flat[0][0])
+    dims = out_dims if isinstance(out_dims, (tuple, list)) else (out_dims,) * count
+    if len(dims) != count:
+        raise ValueError(f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with the "
+                         f"structure of `outputs`. out_dims has structure with {len(dims)} entries but outputs has "
+                         f"{count}.")
+    stacked = []
+    for k, dim in enumerate(dims):
+        column = [leaves[k] for leaves, _ in flat]
+        if dim is None:
+            if any(not _same_value(c, column[0]) for c in column[1:]):
+                raise ValueError(f"vmap({name}, ...): `{name}` can not return a BatchedTensor when out_dim is None "
+                                 f"(output {k} differs from one example to the next)")
+            stacked.append(column[0])
+            continue
+        if not all(isinstance(c, Tensor) for c in column):
+            raise ValueError(f"vmap({name}, ...): `{name}` must only return Tensors, got type {type(column[0])}. "
+                             "Did you mean to set out_dims= to None for output?")
+        stacked.append(column[0].unsqueeze(dim)[(slice(None),) * (dim % (column[0].ndim + 1)) + (slice(0, 0),)]
+                       if empty else stack(column, dim=dim))
+    return tree_unflatten(stacked, spec)
+
+
+def _same_value(a, b):
+    """Whether two examples' outputs for an out_dim of None are one value (anything, or tensors)."""
+    if a is b:
+        return True
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(
+            xp.array_equal(a._data, b._data, equal_nan=a.dtype.kind in "fc"))
+    return not isinstance(a, Tensor) and not isinstance(b, Tensor) and a == b
+
