@@ -10,7 +10,7 @@ zeros the division is replaced by the exact product over the other elements.
 """
 
 
-from ..backend import accumulate, errstate, int64, xp
+from ..backend import accumulate, errstate, float16, float32, int64, xp
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
 from ..tensor import Tensor, tensor_from
@@ -51,8 +51,10 @@ class CumSum(Primitive):
     def forward(self, x):
         if x.ndim == 0:
             return x.copy()
-        def cumsum(a, axis):
-            return xp.cumsum(a, axis=axis, dtype=a.dtype)  # (NumPy's own would sum int32 in int64)
+        def cumsum(a, axis):  # (NumPy's own dtype would sum int32 in int64; float16 sums in float32, as PyTorch's:
+            # a float16 running sum stops growing once its terms fall below half its spacing)
+            return xp.cumsum(a, axis=axis, dtype=float32 if a.dtype == float16 else a.dtype
+                             ).astype(a.dtype, copy=False)
 
         return _reversed(cumsum, x, self.dim) if self.reverse else cumsum(x, self.dim)
 

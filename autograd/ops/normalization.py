@@ -12,6 +12,7 @@ Composed of differentiable ops.
 
 import math
 
+from ..backend import float16
 from ..errors import ShapeError, check_same_dtype
 from ..graph import no_grad
 from ..primitive import named_node
@@ -20,7 +21,10 @@ from .names import names
 
 
 def normalize(input, axes, eps):
-    """(x - mean) / √(var + eps) over ``axes``, with the biased variance."""
+    """(x - mean) / √(var + eps) over ``axes``, with the biased variance (float16 computed in float32 and rounded
+    once, as PyTorch's kernels accumulate it)."""
+    if input._data.dtype == float16:
+        return tuple(t.half() for t in normalize(input.float(), axes, eps))
     mean = input.mean(axes, keepdim=True)
     centred = input - mean
     variance = (centred * centred).mean(axes, keepdim=True)

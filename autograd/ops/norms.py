@@ -10,7 +10,7 @@ of subgradient). Matrix norms are vector norms of rows, columns or singular valu
 import math
 import numbers
 
-from ..backend import errstate, xp
+from ..backend import errstate, float16, float32, xp
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import reductions, shape
@@ -32,6 +32,8 @@ class VectorNorm(Primitive):
     handles_complex = True
 
     def forward(self, x):
+        if x.dtype == float16:  # in float32, rounded once, as PyTorch's
+            return self.forward(x.astype(float32)).astype(float16)
         p, axes, keep = self.ord, self.axes, self.keepdim
         magnitude = xp.abs(x)
         if p == 2:

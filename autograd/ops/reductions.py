@@ -110,7 +110,10 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None):
 def variance(x, dim, unbiased, keepdim, correction, name):
     """var's computation, for var, std, var_mean and std_mean (``name``: the one called, which PyTorch's
     warning names). With no degrees of freedom left (n <= correction) it warns, as PyTorch, and divides by
-    0: ∞, or NaN where every term is equal (one sample)."""
+    0: ∞, or NaN where every term is equal (one sample). float16 is computed in float32 and rounded once, as
+    PyTorch's accumulates it."""
+    if x._data.dtype == float16:
+        return variance(x.float(), dim, unbiased, keepdim, correction, name).half()
     axes = normalize_dims(dim, x.ndim)
     count = 1
     for axis in axes:
@@ -291,7 +294,10 @@ def softmax_axis(x, dim):
 
 
 def softmax_array(x, axis):
-    """e^(x_i) / Σ_j e^(x_j) along ``axis`` of an array, shifted by the maximum so nothing overflows."""
+    """e^(x_i) / Σ_j e^(x_j) along ``axis`` of an array, shifted by the maximum so nothing overflows (float16 in
+    float32, rounded once, as PyTorch's)."""
+    if x.dtype == float16:
+        return softmax_array(x.astype(float32), axis).astype(float16)
     if x.dtype.kind == "c":
         refuse_unordered(x, "softmax")
     e = x - _shift(x, axis)
@@ -320,6 +326,8 @@ class SoftmaxGrad(Primitive):
     Two array passes instead of four ops; still differentiable for second derivatives."""
 
     def forward(self, g, y):
+        if g.dtype == float16:  # in float32, rounded once, as PyTorch's
+            return self.forward(g.astype(float32), y.astype(float32)).astype(float16)
         z = g * y
         z -= y * z.sum(axis=self.dim, keepdims=True)
         return z
@@ -341,6 +349,8 @@ class LogSoftmax(Primitive):
     def forward(self, x):
         if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
             refuse_unordered(x, "log_softmax")
+        if x.dtype == float16:  # in float32, rounded once, as PyTorch's
+            return self.forward(x.astype(float32)).astype(float16)
         shifted = x - _shift(x, self.dim)
         shifted -= xp.log(xp.exp(shifted).sum(axis=self.dim, keepdims=True))
         return shifted
@@ -354,6 +364,8 @@ class LogSoftmaxGrad(Primitive):
     dL/dg = u - Σ_j u_j e^(y_j),   dL/dy = -u ⊙ e^y · Σ_j g_j   (u = dL/dz)."""
 
     def forward(self, g, y):
+        if g.dtype == float16:  # in float32, rounded once, as PyTorch's
+            return self.forward(g.astype(float32), y.astype(float32)).astype(float16)
         z = xp.exp(y)
         z *= -g.sum(axis=self.dim, keepdims=True)
         z += g
