@@ -26,6 +26,7 @@ from autograd.ops.activations import selu as _selu
 from autograd.ops.activations import threshold as _threshold
 from autograd.ops.bilinear import bilinear  # noqa: F401  (F.bilinear)
 from autograd.ops.conjugation import conj
+from autograd.ops.conversion import refuse_kinds
 from autograd.ops.distances import (  # noqa: F401  (F.cosine_similarity, F.pdist, ...)
     clamped_below_in_value,
     cosine_similarity,
@@ -210,17 +211,20 @@ def tanh(input):
 
 def silu(input, inplace=False):
     """y = x σ(x) (swish)."""
+    refuse_kinds(input, "silu_cpu", "biu")  # (no integer kernel in PyTorch: no silent float result here)
     return named_node(_inplace(input, lambda input: input * input.sigmoid(), inplace), None, "SiluBackward0", (input,))
 
 
 def mish(input, inplace=False):
     """y = x tanh(softplus(x)) (Misra, 2019)."""
+    refuse_kinds(input, "mish_cpu", "biu")
     return named_node(_inplace(input, lambda input: input * input.softplus().tanh(), inplace), None, "MishBackward0",
                       (input,))
 
 
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
+    refuse_kinds(input, "softplus_cpu", "biu")
     scaled = input if beta == 1 else input * beta
     smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta)
     return write_out(named_node(autograd.where(scaled > threshold, input, smooth), None, "SoftplusBackward0"), out)
@@ -228,6 +232,7 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
 
 def logsigmoid(input):
     """y = ln σ(x) = -softplus(-x), stable for large |x|."""
+    refuse_kinds(input, "log_sigmoid_cpu", "biu")
     return named_node(-(-input).softplus(), None, "LogSigmoidBackward0")
 
 
@@ -279,6 +284,7 @@ def softshrink(input, lambd=0.5, *, out=None):
 
 def glu(input, dim=-1):
     """Gated linear unit (Dauphin et al., 2017): split x in halves a, b along dim; y = a σ(b)."""
+    refuse_kinds(input, "glu_cpu", "biu")
     if input.ndim == 0:
         raise RuntimeError("glu does not support scalars because halving size must be even")
     size = input.shape[dim]
@@ -293,6 +299,7 @@ def gelu(input, approximate="none", *, out=None):
     """GELU(x) = x Φ(x) = x (1 + erf(x/√2)) / 2  (Hendrycks & Gimpel, 2016);
     approximate='tanh': x (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2. float16 is computed in float32 and
     rounded once, as PyTorch's kernel does (in float16, gelu(-3.672) would be -0.0, not -4.4e-4)."""
+    refuse_kinds(input, "GeluKernelImpl", "biu")
     if input.dtype == autograd.float16:
         return write_out(gelu(input.float(), approximate).half(), out)
     if approximate == "tanh":

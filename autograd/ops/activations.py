@@ -52,6 +52,7 @@ def _negative_branch(input, curve, slope):
 def elu(input, alpha=1.0):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α, d²y/dx² there
     is 0 (PyTorch's conventions). (nn.functional.elu; PyTorch has no torch.elu.)"""
+    refuse_kinds(input, "elu_cpu", "biu")  # (PyTorch's kernel has no integer version: no silent float result)
     return where(input > 0, input, _negative_branch(input, _exp_minus_one(input) * alpha, alpha))
 
 
@@ -66,6 +67,7 @@ def selu(input):
 @node_named("CeluBackward0")
 def celu(input, alpha=1.0):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
+    refuse_kinds(input, "elu_cpu", "biu")  # (PyTorch's celu is an elu kernel)
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
     return where(input > 0, input, _negative_branch(input, _exp_minus_one(input * (1.0 / alpha)) * alpha, 1.0))

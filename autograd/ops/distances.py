@@ -31,6 +31,7 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
     is infinite, so the root is taken of 1 where the sum is 0 and that branch is
     discarded by ``where`` (0 · finite, not 0 · inf). p = 0 counts the nonzero elements (gradient 0).
     """
+    input = norms._floating(input, None, "linalg.vector_norm")  # (integers refused, as PyTorch's norm refuses them)
     if p == 0:
         return norms.vector_norm(input, 0, dim, keepdim)
     if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)

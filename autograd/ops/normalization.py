@@ -17,6 +17,7 @@ from ..errors import ShapeError, check_same_dtype
 from ..graph import no_grad
 from ..primitive import named_node
 from ..tensor import Tensor
+from .conversion import refuse_kinds
 from .names import names
 
 
@@ -126,6 +127,7 @@ def _normalized_shape(op, input, normalized_shape):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
+    refuse_kinds(input, "LayerNormKernelImpl", "biu")
     normalized_shape = _normalized_shape("layer_norm", input, normalized_shape)
     check_same_dtype("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
