@@ -848,3 +848,215 @@ def test_cs231n_naive_layers_norm_backward_and_dropout():
         keys = ("conv", "conv_grads", "pool", "dpool", "bn", "ln", "sbn", "sbn_grads")
         from .pytorch_programs import assert_same
         assert_same({k: ours[k] for k in keys}, {k: theirs[k] for k in keys}, 1e-10, 1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# CS231n: saliency maps, fooling images, class visualisation (jitter and blur), FGSM
+# ----------------------------------------------------------------------------------------------
+
+
+def make_tiny_cnn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                         nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)),
+                         nn.Flatten(), nn.Dropout(0.5), nn.Linear(8, 5))
+
+
+def gaussian_blur_1d(X_np, sigma, axis):
+    radius = int(4 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    k /= k.sum()
+    padded = np.pad(X_np, [(radius, radius) if a == axis else (0, 0) for a in range(X_np.ndim)], mode='symmetric')
+    return np.apply_along_axis(lambda v: np.convolve(v, k, mode='valid'), axis, padded)
+
+
+def cs231n_visualisation(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, make_tiny_cnn(m), weights_of(make_tiny_cnn))
+    for param in model.parameters():
+        param.requires_grad = False
+    model.eval()
+    rng = np.random.default_rng(8)
+    X = torch.tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32))
+    y = torch.tensor([0, 1, 2, 3])
+
+    def compute_saliency_maps(X, y, model):
+        X = X.clone()
+        X.requires_grad_()
+        scores = model(X)
+        scores = scores.gather(1, y.view(-1, 1)).squeeze()
+        scores.backward(torch.ones(scores.size()))
+        saliency = X.grad.data.abs().max(dim=1)[0]
+        return saliency
+
+    def make_fooling_image(X, target_y, model):
+        X_fooling = X.clone()
+        X_fooling = X_fooling.requires_grad_()
+        learning_rate = 1
+        for i in range(100):
+            scores = model(X_fooling)
+            if scores.data.max(1)[1][0] == target_y:
+                break
+            target_score = scores[0, target_y]
+            target_score.backward()
+            g = X_fooling.grad.data
+            dX = learning_rate * g / g.norm()
+            X_fooling.data += dX
+            X_fooling.grad.zero_()
+        return X_fooling, i
+
+    def jitter(X, ox, oy):
+        if ox != 0:
+            left = X[:, :, :, :-ox]
+            right = X[:, :, :, -ox:]
+            X = torch.cat([right, left], dim=3)
+        if oy != 0:
+            top = X[:, :, :-oy]
+            bottom = X[:, :, -oy:]
+            X = torch.cat([bottom, top], dim=2)
+        return X
+
+    def blur_image(X, sigma=1):
+        X_np = X.cpu().clone().numpy()
+        X_np = gaussian_blur_1d(X_np, sigma, axis=2)
+        X_np = gaussian_blur_1d(X_np, sigma, axis=3)
+        X.copy_(torch.Tensor(X_np).type_as(X))
+        return X
+
+    def create_class_visualization(target_y, model, img, jitters, l2_reg=1e-3, learning_rate=5, blur_every=3):
+        img = img.clone().requires_grad_()
+        for t in range(len(jitters)):
+            ox, oy = jitters[t]
+            img.data.copy_(jitter(img.data, ox, oy))
+            score = model(img)[0, target_y] - l2_reg * img.norm() ** 2
+            score.backward()
+            img.data += learning_rate * img.grad.data / img.grad.data.norm()
+            img.grad.data.zero_()
+            img.data.copy_(jitter(img.data, -ox, -oy))
+            for c in range(3):
+                lo, hi = float(-0.5 - c / 10), float(0.5 + c / 10)
+                img.data[:, c].clamp_(min=lo, max=hi)
+            if t % blur_every == 0:
+                blur_image(img.data, sigma=0.5)
+        return img.data
+
+    saliency = compute_saliency_maps(X, y, model)
+    fooling, iters = make_fooling_image(X[:1], 4, model)
+    jitters = [tuple(int(v) for v in rng.integers(0, 3, 2)) for _ in range(7)]
+    vis = create_class_visualization(2, model, torch.tensor(0.1 * rng.standard_normal((1, 3, 8, 8)).astype(np.float32)), jitters)
+    # the same jitter by torch.roll
+    rolled = torch.roll(torch.roll(X, 2, dims=3), 1, dims=2)
+
+    # FGSM on the model's own predictions
+    def fgsm_attack(image, epsilon, data_grad):
+        sign_data_grad = data_grad.sign()
+        perturbed_image = image + epsilon * sign_data_grad
+        perturbed_image = torch.clamp(perturbed_image, -2, 2)
+        return perturbed_image
+
+    data = X.clone().requires_grad_(True)
+    output = F.log_softmax(model(data), dim=1)
+    init_pred = output.max(1, keepdim=True)[1]
+    loss = F.nll_loss(output, init_pred.view(-1))
+    model.zero_grad()
+    loss.backward()
+    perturbed = fgsm_attack(data, 0.25, data.grad.data)
+    final_pred = model(perturbed).max(1, keepdim=True)[1]
+    return {"saliency": saliency, "fooling": fooling.detach(), "iters": iters, "vis": vis, "jitter": jitter(X, 2, 1),
+            "rolled": rolled, "perturbed": perturbed.detach(), "init_pred": init_pred, "final_pred": final_pred,
+            "flipped": (init_pred != final_pred).sum().item()}
+
+
+def test_cs231n_saliency_fooling_class_visualisation_fgsm():
+    ours, _ = run_both(cs231n_visualisation, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["jitter"], ours["rolled"])
+    assert ours["saliency"].shape == (4, 8, 8) and (ours["saliency"] >= 0).all()
+    assert ours["iters"] < 99  # the fooling image reached class 4
+    assert ours["vis"].min() >= -0.7 - 1e-6 and ours["vis"].max() <= 0.7 + 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# CS231n: style transfer (content, Gram-matrix style and total-variation losses)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_features(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
+
+
+def style_transfer(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    cnn = load(m, make_features(m), weights_of(make_features))
+    for param in cnn.parameters():
+        param.requires_grad = False
+    rng = np.random.default_rng(9)
+    content_img = torch.tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    style_img = torch.tensor(rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+
+    def extract_features(x, cnn):
+        features = []
+        prev_feat = x
+        for i, module in enumerate(cnn._modules.values()):
+            next_feat = module(prev_feat)
+            features.append(next_feat)
+            prev_feat = next_feat
+        return features
+
+    def content_loss(content_weight, content_current, content_original):
+        return content_weight * torch.sum((content_current - content_original) ** 2)
+
+    def gram_matrix(features, normalize=True):
+        N, C, H, W = features.size()
+        features = features.view(N, C, H * W)
+        gram = torch.bmm(features, features.permute(0, 2, 1))
+        if normalize:
+            gram /= float(H * W * C)
+        return gram
+
+    def style_loss(feats, style_layers, style_targets, style_weights):
+        style_loss = 0
+        for i, layer in enumerate(style_layers):
+            current_gram = gram_matrix(feats[layer])
+            style_loss += style_weights[i] * torch.sum((current_gram - style_targets[i]) ** 2)
+        return style_loss
+
+    def tv_loss(img, tv_weight):
+        h_variance = torch.sum(torch.pow(img[:, :, :-1, :] - img[:, :, 1:, :], 2))
+        w_variance = torch.sum(torch.pow(img[:, :, :, :-1] - img[:, :, :, 1:], 2))
+        return tv_weight * (h_variance + w_variance)
+
+    content_layer, style_layers = 3, (1, 3, 6)
+    content_weight, style_weights, tv_weight = 5e-2, (2000, 500, 12), 5e-2
+    feats = extract_features(content_img, cnn)
+    content_target = feats[content_layer].clone()
+    feats = extract_features(style_img, cnn)
+    style_targets = [gram_matrix(feats[idx].clone()) for idx in style_layers]
+    img = content_img.clone()
+    img_var = img.requires_grad_()
+    initial_lr, decayed_lr, decay_lr_at = 3.0, 0.1, 6
+    optimizer = m.optim.Adam([img_var], lr=initial_lr)  # (the assignment spells torch.optim: see nanogpt tests)
+    losses = []
+    for t in range(10):
+        if t < 8:
+            img.data.clamp_(-1.5, 1.5)
+        optimizer.zero_grad()
+        feats = extract_features(img_var, cnn)
+        c_loss = content_loss(content_weight, feats[content_layer], content_target)
+        s_loss = style_loss(feats, style_layers, style_targets, style_weights)
+        t_loss = tv_loss(img_var, tv_weight)
+        loss = c_loss + s_loss + t_loss
+        loss.backward()
+        if t == decay_lr_at:
+            optimizer = m.optim.Adam([img_var], lr=decayed_lr)
+        optimizer.step()
+        losses.append((c_loss.item(), s_loss.item(), t_loss.item()))
+    return {"losses": losses, "img": img.detach(), "grams": style_targets}
+
+
+def test_cs231n_style_transfer():
+    ours, _ = run_both(style_transfer, rtol=2e-4, atol=1e-5)
+    g = ours["grams"][0][0]
+    np.testing.assert_allclose(g, g.T, rtol=1e-6)
+    assert sum(ours["losses"][-1]) < sum(ours["losses"][0])
