@@ -1060,3 +1060,143 @@ def test_cs231n_style_transfer():
     g = ours["grams"][0][0]
     np.testing.assert_allclose(g, g.T, rtol=1e-6)
     assert sum(ours["losses"][-1]) < sum(ours["losses"][0])
+
+
+# ----------------------------------------------------------------------------------------------
+# CS231n / EECS 498: RNN and attention-LSTM captioning with a temporal softmax loss under a mask
+# ----------------------------------------------------------------------------------------------
+
+
+def captioning(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    rng = np.random.default_rng(10)
+    N, T, D, W, H, V = 3, 5, 6, 4, 5, 7
+    NULL, START, END = 0, 1, 2
+    f64 = torch.float64
+    params = {
+        'W_proj': rng.standard_normal((D, H)) / math.sqrt(D), 'b_proj': np.zeros(H),
+        'W_embed': rng.standard_normal((V, W)) / 100, 'Wx': rng.standard_normal((W, H)) / math.sqrt(W),
+        'Wh': rng.standard_normal((H, H)) / math.sqrt(H), 'b': np.zeros(H),
+        'W_vocab': rng.standard_normal((H, V)) / math.sqrt(H), 'b_vocab': np.zeros(V),
+        'Wx4': rng.standard_normal((W, 4 * H)) / math.sqrt(W), 'Wh4': rng.standard_normal((H, 4 * H)) / math.sqrt(H),
+        'Wattn': rng.standard_normal((H, 4 * H)) / math.sqrt(H), 'b4': np.zeros(4 * H)}
+    params = {k: torch.tensor(v, dtype=f64, requires_grad=True) for k, v in params.items()}
+    features = torch.tensor(rng.standard_normal((N, D)), dtype=f64)
+    A = torch.tensor(rng.standard_normal((N, H, 2, 2)), dtype=f64)
+    captions = torch.tensor([[START, 3, 4, 5, END, NULL], [START, 6, END, NULL, NULL, NULL], [START, 3, 3, 3, 4, END]])
+
+    def rnn_step_forward(x, prev_h, Wx, Wh, b):
+        next_h = torch.tanh(x.mm(Wx) + prev_h.mm(Wh) + b)
+        return next_h, (x, prev_h, Wx, Wh, next_h)
+
+    def rnn_step_backward(dnext_h, cache):
+        x, prev_h, Wx, Wh, next_h = cache
+        dtanh = dnext_h * (1 - next_h ** 2)
+        return dtanh.mm(Wx.t()), dtanh.mm(Wh.t()), x.t().mm(dtanh), prev_h.t().mm(dtanh), dtanh.sum(dim=0)
+
+    def rnn_forward(x, h0, Wx, Wh, b):
+        N, T, _ = x.shape
+        h = torch.zeros((N, T, h0.shape[1]), dtype=x.dtype)
+        prev_h = h0
+        for t in range(T):
+            prev_h, _ = rnn_step_forward(x[:, t, :], prev_h, Wx, Wh, b)
+            h[:, t, :] = prev_h
+        return h
+
+    def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b, attn=None, Wattn=None):
+        a = x.mm(Wx) + prev_h.mm(Wh) + b
+        if attn is not None:
+            a = a + attn.mm(Wattn)
+        H = prev_h.shape[1]
+        i = torch.sigmoid(a[:, :H])
+        f = torch.sigmoid(a[:, H:2 * H])
+        o = torch.sigmoid(a[:, 2 * H:3 * H])
+        g = torch.tanh(a[:, 3 * H:])
+        next_c = f * prev_c + i * g
+        next_h = o * torch.tanh(next_c)
+        return next_h, next_c
+
+    def dot_product_attention(prev_h, A):
+        N, H, D_a, _ = A.shape
+        A_flat = A.reshape(N, H, -1)
+        M_tilde = torch.bmm(prev_h.unsqueeze(1), A_flat).squeeze(1) / math.sqrt(H)
+        M_tilde = F.softmax(M_tilde, dim=1)
+        attn = torch.bmm(A_flat, M_tilde.unsqueeze(2)).squeeze(2)
+        return attn, M_tilde.reshape(N, D_a, D_a)
+
+    def attention_forward(x, A, Wx, Wh, Wattn, b):
+        h0 = A.mean(dim=(2, 3))
+        c0 = h0
+        N, T, _ = x.shape
+        hs, weights = [], []
+        prev_h, prev_c = h0, c0
+        for t in range(T):
+            attn, w = dot_product_attention(prev_h, A)
+            prev_h, prev_c = lstm_step_forward(x[:, t], prev_h, prev_c, Wx, Wh, b, attn, Wattn)
+            hs.append(prev_h)
+            weights.append(w)
+        return torch.stack(hs, dim=1), torch.stack(weights, dim=1)
+
+    def temporal_softmax_loss(x, y, mask):
+        N, T, V = x.shape
+        x_flat, y_flat, mask_flat = x.reshape(N * T, V), y.reshape(N * T), mask.reshape(N * T)
+        probs = torch.exp(x_flat - torch.max(x_flat, dim=1, keepdim=True).values)
+        probs = probs / torch.sum(probs, dim=1, keepdim=True)  # (/= would change what exp saved: both raise)
+        return -torch.sum(mask_flat * torch.log(probs[torch.arange(N * T), y_flat])) / N
+
+    p = params
+    captions_in, captions_out = captions[:, :-1], captions[:, 1:]
+    mask = captions_out != NULL
+    h0 = features.mm(p['W_proj']) + p['b_proj']
+    x = p['W_embed'][captions_in]
+    h = rnn_forward(x, h0, p['Wx'], p['Wh'], p['b'])
+    scores = h.matmul(p['W_vocab']) + p['b_vocab']
+    loss_mask = temporal_softmax_loss(scores, captions_out, mask)
+    loss_ce = F.cross_entropy(scores.reshape(-1, V), captions_out.reshape(-1), ignore_index=NULL, reduction='sum') / N
+    loss_ce_t = F.cross_entropy(torch.transpose(scores, 1, 2), captions_out, ignore_index=NULL, reduction='sum') / N
+    grads = torch.autograd.grad(loss_mask, [p[k] for k in ('W_proj', 'W_embed', 'Wx', 'Wh', 'b', 'W_vocab')], retain_graph=True)
+    # one step by hand against autograd
+    x0, h_prev = x[:, 0].detach(), h0.detach()
+    next_h, cache = rnn_step_forward(x0, h_prev, p['Wx'].detach(), p['Wh'].detach(), p['b'].detach())
+    dnext = torch.tensor(rng.standard_normal(next_h.shape), dtype=f64)
+    by_hand = rnn_step_backward(dnext, cache)
+    xs, hs_ = x0.clone().requires_grad_(), h_prev.clone().requires_grad_()
+    out = torch.tanh(xs.mm(p['Wx']) + hs_.mm(p['Wh']) + p['b'])
+    by_autograd = torch.autograd.grad(out, (xs, hs_, p['Wx'], p['Wh'], p['b']), dnext)
+    # the embedding as nn.Embedding with padding_idx
+    emb = nn.Embedding(V, W, padding_idx=NULL)
+    with torch.no_grad():
+        emb.weight.copy_(p['W_embed'].to(torch.float32))
+        emb.weight[NULL].fill_(0)
+    ew = emb(captions_in).pow(2).sum()
+    ew.backward()
+    # the attention LSTM and greedy sampling
+    ha, attn_w = attention_forward(x, A, p['Wx4'], p['Wh4'], p['Wattn'], p['b4'])
+    scores_a = ha.matmul(p['W_vocab']) + p['b_vocab']
+    loss_a = temporal_softmax_loss(scores_a, captions_out, mask)
+    grads_a = torch.autograd.grad(loss_a, [p['Wattn'], p['Wx4'], p['W_embed']])
+
+    def sample(max_length=6):
+        sampled = torch.full((N, max_length), NULL, dtype=torch.long)
+        words = torch.full((N,), START, dtype=torch.long)
+        prev_h = (features.mm(p['W_proj']) + p['b_proj']).detach()
+        with torch.no_grad():
+            for t in range(max_length):
+                xw = p['W_embed'][words]
+                prev_h, _ = rnn_step_forward(xw, prev_h, p['Wx'], p['Wh'], p['b'])
+                words = (prev_h.mm(p['W_vocab']) + p['b_vocab']).argmax(dim=1)
+                sampled[:, t] = words
+        return sampled
+
+    return {"losses": (loss_mask, loss_ce, loss_ce_t, loss_a), "grads": grads, "hand": by_hand, "autograd": by_autograd,
+            "emb_grad": emb.weight.grad, "attn": attn_w, "grads_a": grads_a, "sampled": sample(), "mask_sum": mask.sum()}
+
+
+def test_cs231n_rnn_and_attention_captioning():
+    ours, _ = run_both(captioning, rtol=1e-9, atol=1e-11)
+    lm, lce, lcet, _ = ours["losses"]
+    assert float(lm) == pytest.approx(float(lce), rel=1e-12) and float(lce) == pytest.approx(float(lcet), rel=1e-12)
+    for a, b in zip(ours["hand"], ours["autograd"]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert (ours["emb_grad"][0] == 0).all()
+    np.testing.assert_allclose(ours["attn"].sum(axis=(2, 3)), 1, rtol=1e-12)
