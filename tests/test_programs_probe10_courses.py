@@ -1200,3 +1200,200 @@ def test_cs231n_rnn_and_attention_captioning():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert (ours["emb_grad"][0] == 0).all()
     np.testing.assert_allclose(ours["attn"].sum(axis=(2, 3)), 1, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# UvA DL tutorial 7: a GCN layer by adjacency matmul and a multi-head GAT layer
+# ----------------------------------------------------------------------------------------------
+
+
+def make_gnn(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class GCNLayer(nn.Module):
+        def __init__(self, c_in, c_out):
+            super().__init__()
+            self.projection = nn.Linear(c_in, c_out)
+
+        def forward(self, node_feats, adj_matrix):
+            num_neighbours = adj_matrix.sum(dim=-1, keepdims=True)
+            node_feats = self.projection(node_feats)
+            node_feats = torch.bmm(adj_matrix, node_feats)
+            node_feats = node_feats / num_neighbours
+            return node_feats
+
+    class GATLayer(nn.Module):
+        def __init__(self, c_in, c_out, num_heads=1, concat_heads=True, alpha=0.2):
+            super().__init__()
+            self.num_heads = num_heads
+            self.concat_heads = concat_heads
+            if self.concat_heads:
+                assert c_out % num_heads == 0, "Number of output features must be a multiple of the count of heads."
+                c_out = c_out // num_heads
+            self.projection = nn.Linear(c_in, c_out * num_heads)
+            self.a = nn.Parameter(torch.Tensor(num_heads, 2 * c_out))
+            self.leakyrelu = nn.LeakyReLU(alpha)
+            nn.init.xavier_uniform_(self.projection.weight.data, gain=1.414)
+            nn.init.xavier_uniform_(self.a.data, gain=1.414)
+
+        def forward(self, node_feats, adj_matrix):
+            batch_size, num_nodes = node_feats.size(0), node_feats.size(1)
+            node_feats = self.projection(node_feats)
+            node_feats = node_feats.view(batch_size, num_nodes, self.num_heads, -1)
+            edges = adj_matrix.nonzero(as_tuple=False)
+            node_feats_flat = node_feats.view(batch_size * num_nodes, self.num_heads, -1)
+            edge_indices_row = edges[:, 0] * num_nodes + edges[:, 1]
+            edge_indices_col = edges[:, 0] * num_nodes + edges[:, 2]
+            a_input = torch.cat([
+                torch.index_select(input=node_feats_flat, index=edge_indices_row, dim=0),
+                torch.index_select(input=node_feats_flat, index=edge_indices_col, dim=0)
+            ], dim=-1)
+            attn_logits = torch.einsum('bhc,hc->bh', a_input, self.a)
+            attn_logits = self.leakyrelu(attn_logits)
+            attn_matrix = attn_logits.new_zeros(adj_matrix.shape + (self.num_heads,)).fill_(-9e15)
+            attn_matrix[adj_matrix[..., None].repeat(1, 1, 1, self.num_heads) == 1] = attn_logits.reshape(-1)
+            attn_probs = F.softmax(attn_matrix, dim=2)
+            node_feats = torch.einsum('bijh,bjhc->bihc', attn_probs, node_feats)
+            if self.concat_heads:
+                node_feats = node_feats.reshape(batch_size, num_nodes, -1)
+            else:
+                node_feats = node_feats.mean(dim=2)
+            return node_feats, attn_probs
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gcn = GCNLayer(3, 4)
+            self.gat = GATLayer(4, 4, num_heads=2)
+            self.gat_mean = GATLayer(4, 2, num_heads=2, concat_heads=False)
+
+        def forward(self, x, adj):
+            h = F.relu(self.gcn(x, adj))
+            h, attn = self.gat(h, adj)
+            out, attn2 = self.gat_mean(F.elu(h), adj)
+            return out, attn, attn2
+
+    return Net()
+
+
+def gnn_layers(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, make_gnn(m), weights_of(make_gnn))
+    node_feats = torch.arange(8, dtype=torch.float32).view(1, 4, 2)
+    node_feats = torch.cat([node_feats, node_feats.sum(-1, keepdim=True) / 10], dim=-1).repeat(2, 1, 1)
+    adj_matrix = torch.Tensor([[[1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1]],
+                               [[1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1]]])
+    out, attn, attn2 = model(node_feats, adj_matrix)
+    loss = out.pow(2).sum() + attn.max()
+    loss.backward()
+    # the GCN by hand with the symmetric normalisation D^-1/2 (A) D^-1/2
+    deg = adj_matrix.sum(-1)
+    d_inv_sqrt = deg.pow(-0.5)
+    d_inv_sqrt[torch.isinf(d_inv_sqrt)] = 0.
+    norm_adj = d_inv_sqrt[..., :, None] * adj_matrix * d_inv_sqrt[..., None, :]
+    sym = norm_adj @ model.gcn.projection(node_feats)
+    return {"out": out, "attn": attn, "attn2": attn2, "sym": sym,
+            "grads": {k: v.grad for k, v in model.named_parameters()}}
+
+
+def test_uva_gcn_and_gat_layers():
+    ours, _ = run_both(gnn_layers, rtol=1e-5, atol=1e-6)
+    adj = np.array([[[1, 1, 0, 0], [1, 1, 1, 1], [0, 1, 1, 1], [0, 1, 1, 1]],
+                    [[1, 0, 0, 1], [0, 1, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1]]])
+    np.testing.assert_allclose(ours["attn"].sum(2), 1, rtol=1e-6)
+    assert (ours["attn"][adj == 0] == 0).all()  # no attention across a missing edge
+    assert all(g is not None and np.isfinite(g).all() for g in ours["grads"].values())
+
+
+# ----------------------------------------------------------------------------------------------
+# UvA DL tutorial 8: an energy-based model trained by contrastive divergence with Langevin sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def make_energy_net(m):
+    nn = m.nn
+
+    class Swish(nn.Module):
+        def forward(self, x):
+            return x * m.torch.sigmoid(x)
+
+    class CNNModel(nn.Module):
+        def __init__(self, hidden_features=4, out_dim=1):
+            super().__init__()
+            c_hid1, c_hid2 = hidden_features // 2, hidden_features
+            self.cnn_layers = nn.Sequential(
+                nn.Conv2d(1, c_hid1, kernel_size=3, stride=2, padding=1), Swish(),
+                nn.Conv2d(c_hid1, c_hid2, kernel_size=3, stride=2, padding=1), Swish(),
+                nn.Flatten(), nn.Linear(c_hid2 * 2 * 2, c_hid2), Swish(), nn.Linear(c_hid2, out_dim))
+
+        def forward(self, x):
+            return self.cnn_layers(x).squeeze(dim=-1)
+
+    return CNNModel()
+
+
+def energy_based_model(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, make_energy_net(m), weights_of(make_energy_net))
+    rng = np.random.default_rng(11)
+    real = torch.tensor(np.tanh(rng.standard_normal((6, 1, 8, 8))).astype(np.float32))
+    start = torch.tensor(rng.uniform(-1, 1, (6, 1, 8, 8)).astype(np.float32))
+    noises = torch.tensor(0.005 * rng.standard_normal((3, 10, 6, 1, 8, 8)).astype(np.float32))
+    small = torch.tensor(0.005 * rng.standard_normal((3, 6, 1, 8, 8)).astype(np.float32))
+
+    def generate_samples(model, inp_imgs, noise_steps, step_size=10):
+        is_training = model.training
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad = False
+        inp_imgs.requires_grad = True
+        had_gradients_enabled = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)
+        for noise in noise_steps:
+            inp_imgs.data.add_(noise.data)
+            inp_imgs.data.clamp_(min=-1.0, max=1.0)
+            out_imgs = -model(inp_imgs)
+            out_imgs.sum().backward()
+            inp_imgs.grad.data.clamp_(-0.03, 0.03)
+            inp_imgs.data.add_(-step_size * inp_imgs.grad.data)
+            inp_imgs.grad.detach_()
+            inp_imgs.grad.zero_()
+            inp_imgs.data.clamp_(min=-1.0, max=1.0)
+        for p in model.parameters():
+            p.requires_grad = True
+        model.train(is_training)
+        torch.set_grad_enabled(had_gradients_enabled)
+        return inp_imgs
+
+    optimizer = optim.Adam(model.parameters(), lr=1e-3, betas=(0.0, 0.999))
+    scheduler = optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.97)
+    logs = []
+    fake_imgs = start
+    for step in range(3):
+        real_imgs = real + small[step]
+        real_imgs.clamp_(min=-1.0, max=1.0)
+        with torch.no_grad():  # the sampler turns grad mode back on for itself
+            fake_imgs = generate_samples(model, fake_imgs.detach().clone(), noises[step])
+            grad_mode_inside = torch.is_grad_enabled()
+        inp_imgs = torch.cat([real_imgs, fake_imgs], dim=0)
+        real_out, fake_out = model(inp_imgs).chunk(2, dim=0)
+        reg_loss = 0.1 * (real_out ** 2 + fake_out ** 2).mean()
+        cdiv_loss = fake_out.mean() - real_out.mean()
+        loss = reg_loss + cdiv_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        logs.append((loss.item(), reg_loss.item(), cdiv_loss.item(), real_out.mean().item(), fake_out.mean().item()))
+    # an energy gradient by torch.autograd.grad, as Langevin samplers without .backward() write it
+    x = start.clone().requires_grad_()
+    energy = model(x).sum()
+    (dx,) = torch.autograd.grad(energy, x)
+    return {"logs": logs, "fake": fake_imgs.detach(), "grad_mode_inside": grad_mode_inside, "dx": dx,
+            "params": [p.detach() for p in model.parameters()], "param_grads_none": [p.grad is None for p in model.parameters()]}
+
+
+def test_uva_energy_based_model_langevin():
+    ours, _ = run_both(energy_based_model, rtol=2e-4, atol=1e-6)
+    assert ours["grad_mode_inside"] is False  # the sampler restored the caller's grad mode
+    assert np.abs(ours["fake"]).max() <= 1.0
