@@ -1800,3 +1800,220 @@ def test_cs231n_transformer_captioning():
     assert ours["pe_dtype"] == "float32" and ours["earlier_same"] is True
     i, k = np.arange(10)[:, None], np.arange(0, 8, 2)
     np.testing.assert_allclose(ours["pe"][0, :, 0::2], np.sin(i * 10000.0 ** (-k / 8)), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# fast.ai part 2, lesson 18: optimisers from scratch (state stored on the parameters) against optim,
+# and the LR finder callback with ExponentialLR
+# ----------------------------------------------------------------------------------------------
+
+
+def make_mlp(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1))
+
+
+def optimisers_from_scratch(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    x_np, y_np = fastai_data()
+    x, y = torch.tensor(x_np), torch.tensor(y_np)[:, None]
+
+    class SGD:
+        def __init__(self, params, lr, wd=0.):
+            params = list(params)
+            self.params, self.lr, self.wd = params, lr, wd
+            self.i = 0
+
+        def step(self):
+            with torch.no_grad():
+                for p in self.params:
+                    self.reg_step(p)
+                    self.opt_step(p)
+            self.i += 1
+
+        def opt_step(self, p): p -= p.grad * self.lr
+
+        def reg_step(self, p):
+            if self.wd != 0: p *= 1 - self.lr * self.wd
+
+        def zero_grad(self):
+            for p in self.params: p.grad.data.zero_()
+
+    class Momentum(SGD):
+        def __init__(self, params, lr, wd=0., mom=0.9):
+            super().__init__(params, lr=lr, wd=wd)
+            self.mom = mom
+
+        def opt_step(self, p):
+            if not hasattr(p, 'grad_avg'): p.grad_avg = torch.zeros_like(p.grad)
+            p.grad_avg = p.grad_avg * self.mom + p.grad
+            p -= self.lr * p.grad_avg
+
+    class RMSProp(SGD):
+        def __init__(self, params, lr, wd=0., sqr_mom=0.99, eps=1e-5):
+            super().__init__(params, lr=lr, wd=wd)
+            self.sqr_mom, self.eps = sqr_mom, eps
+
+        def opt_step(self, p):
+            if not hasattr(p, 'sqr_avg'): p.sqr_avg = p.grad ** 2
+            p.sqr_avg = p.sqr_avg * self.sqr_mom + p.grad ** 2 * (1 - self.sqr_mom)
+            p -= self.lr * p.grad / (p.sqr_avg.sqrt() + self.eps)
+
+    class Adam(SGD):
+        def __init__(self, params, lr, wd=0., beta1=0.9, beta2=0.99, eps=1e-5):
+            super().__init__(params, lr=lr, wd=wd)
+            self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+        def opt_step(self, p):
+            if not hasattr(p, 'avg'): p.avg = torch.zeros_like(p.grad.data)
+            if not hasattr(p, 'sqr_avg'): p.sqr_avg = torch.zeros_like(p.grad.data)
+            p.avg = self.beta1 * p.avg + (1 - self.beta1) * p.grad
+            unbias_avg = p.avg / (1 - (self.beta1 ** (self.i + 1)))
+            p.sqr_avg = self.beta2 * p.sqr_avg + (1 - self.beta2) * (p.grad ** 2)
+            unbias_sqr_avg = p.sqr_avg / (1 - (self.beta2 ** (self.i + 1)))
+            p -= self.lr * unbias_avg / (unbias_sqr_avg + self.eps).sqrt()
+
+    def train(opt_func, n=5):
+        model = load(m, make_mlp(m), weights_of(make_mlp))
+        opt = opt_func(model.parameters())
+        losses = []
+        for i in range(n):
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            losses.append(loss.item())
+        return losses, [p.detach().clone() for p in model.parameters()]
+
+    pairs = {
+        "sgd": (lambda ps: SGD(ps, 0.1, wd=0.01), lambda ps: optim.SGD(ps, 0.1, weight_decay=0.0)),
+        "momentum": (lambda ps: Momentum(ps, 0.05), lambda ps: optim.SGD(ps, 0.05, momentum=0.9)),
+        "rmsprop": (lambda ps: RMSProp(ps, 0.01), None),
+        "adam": (lambda ps: Adam(ps, 0.01, eps=1e-16),  # (eps inside the sqrt here)
+                  lambda ps: optim.Adam(ps, 0.01, betas=(0.9, 0.99), eps=1e-8)),
+    }
+    results = {k: (train(a), train(b) if b is not None else None) for k, (a, b) in pairs.items()}
+
+    # decoupled weight decay by hand against SGD(weight_decay) (L2 in the gradient): differ on purpose
+    # the LR finder as a callback: ExponentialLR until the loss blows up
+    model = load(m, make_mlp(m), weights_of(make_mlp))
+    opt = optim.SGD(model.parameters(), lr=1e-4)
+    sched = optim.lr_scheduler.ExponentialLR(opt, gamma=1.6)
+    lrs, losses, best = [], [], math.inf
+    for i in range(40):
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        lrs.append(sched.get_last_lr()[0])
+        losses.append(loss.item())
+        sched.step()
+        if loss.item() < best: best = loss.item()
+        if math.isnan(loss.item()) or loss.item() > best * 3: break
+    return {"results": results, "lrs": lrs, "finder_losses": losses[:-1], "stopped_at": i}
+
+
+def test_fastai_optimisers_from_scratch():
+    ours, _ = run_both(optimisers_from_scratch, rtol=1e-5, atol=1e-6)
+    res = ours["results"]
+    for k in ("momentum", "adam"):
+        (hand_losses, hand_params), (lib_losses, lib_params) = res[k]
+        np.testing.assert_allclose(hand_losses, lib_losses, rtol=1e-5, err_msg=k)
+        for a, b in zip(hand_params, lib_params):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=k)
+    assert ours["stopped_at"] < 39
+
+
+# ----------------------------------------------------------------------------------------------
+# Deep Learning with PyTorch (Stevens, Antiga, Viehmann), chapters 5-6: the thermometer
+# ----------------------------------------------------------------------------------------------
+
+
+def thermometer(m):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    t_c = [0.5, 14.0, 15.0, 28.0, 11.0, 8.0, 3.0, -4.0, 6.0, 13.0, 21.0]
+    t_u = [35.7, 55.9, 58.2, 81.9, 56.3, 48.9, 33.9, 21.8, 48.4, 60.4, 68.4]
+    t_c = torch.tensor(t_c)
+    t_u = torch.tensor(t_u)
+
+    def model(t_u, w, b):
+        return w * t_u + b
+
+    def loss_fn(t_p, t_c):
+        squared_diffs = (t_p - t_c) ** 2
+        return squared_diffs.mean()
+
+    def dloss_fn(t_p, t_c):
+        return 2 * (t_p - t_c) / t_p.size(0)
+
+    def grad_fn(t_u, t_c, t_p, w, b):
+        dloss_dtp = dloss_fn(t_p, t_c)
+        dloss_dw = dloss_dtp * t_u
+        dloss_db = dloss_dtp * 1.0
+        return torch.stack([dloss_dw.sum(), dloss_db.sum()])
+
+    def training_loop_by_hand(n_epochs, learning_rate, params, t_u, t_c):
+        for epoch in range(1, n_epochs + 1):
+            w, b = params
+            t_p = model(t_u, w, b)
+            loss = loss_fn(t_p, t_c)
+            grad = grad_fn(t_u, t_c, t_p, w, b)
+            params = params - learning_rate * grad
+        return params, loss
+
+    t_un = 0.1 * t_u
+    hand, hand_loss = training_loop_by_hand(100, 1e-2, torch.tensor([1.0, 0.0]), t_un, t_c)
+
+    def training_loop_autograd(n_epochs, learning_rate, params, t_u, t_c):
+        for epoch in range(1, n_epochs + 1):
+            if params.grad is not None:
+                params.grad.zero_()
+            t_p = model(t_u, *params)
+            loss = loss_fn(t_p, t_c)
+            loss.backward()
+            with torch.no_grad():
+                params -= learning_rate * params.grad
+        return params, loss
+
+    auto, auto_loss = training_loop_autograd(100, 1e-2, torch.tensor([1.0, 0.0], requires_grad=True), t_un, t_c)
+
+    # the validation split with a fixed permutation, an optimizer, and nn.Linear on unsqueezed data
+    n_samples = t_u.shape[0]
+    n_val = int(0.2 * n_samples)
+    shuffled_indices = torch.tensor([3, 9, 0, 7, 1, 10, 5, 2, 8, 4, 6])
+    train_indices, val_indices = shuffled_indices[:-n_val], shuffled_indices[-n_val:]
+    t_u_train, t_c_train = t_u[train_indices], t_c[train_indices]
+    t_u_val, t_c_val = t_u[val_indices], t_c[val_indices]
+    params = torch.tensor([1.0, 0.0], requires_grad=True)
+    optimizer = optim.Adam([params], lr=1e-1)
+    history = []
+    for epoch in range(1, 200 + 1):
+        train_loss = loss_fn(model(0.1 * t_u_train, *params), t_c_train)
+        with torch.no_grad():
+            val_loss = loss_fn(model(0.1 * t_u_val, *params), t_c_val)
+            assert val_loss.requires_grad == False
+        optimizer.zero_grad()
+        train_loss.backward()
+        optimizer.step()
+        if epoch % 50 == 0:
+            history.append((train_loss.item(), val_loss.item()))
+
+    weights = weights_of(lambda mm: mm.nn.Sequential(mm.nn.Linear(1, 8), mm.nn.Tanh(), mm.nn.Linear(8, 1)))
+    seq_model = load(m, nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)), weights)
+    named = [name for name, param in seq_model.named_parameters()]
+    optimizer = optim.SGD(seq_model.parameters(), lr=1e-3)
+    x = (0.1 * t_u).unsqueeze(1)
+    for epoch in range(50):
+        loss = nn.MSELoss()(seq_model(x), t_c.unsqueeze(1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return {"hand": hand, "hand_loss": hand_loss, "auto": auto.detach(), "auto_loss": auto_loss, "history": history,
+            "params": params.detach(), "named": named, "seq_loss": loss, "bias_grad": seq_model[0].bias.grad}
+
+
+def test_deep_learning_with_pytorch_thermometer():
+    ours, _ = run_both(thermometer, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["hand"], ours["auto"], rtol=1e-5)
+    assert ours["named"] == ['0.weight', '0.bias', '2.weight', '2.bias']
+    assert ours["history"][-1][0] < ours["history"][0][0] and 3 < ours["params"][0] < 5.4  # (5.4 after 5000 epochs)
