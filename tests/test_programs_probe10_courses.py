@@ -2017,3 +2017,145 @@ def test_deep_learning_with_pytorch_thermometer():
     np.testing.assert_allclose(ours["hand"], ours["auto"], rtol=1e-5)
     assert ours["named"] == ['0.weight', '0.bias', '2.weight', '2.bias']
     assert ours["history"][-1][0] < ours["history"][0][0] and 3 < ours["params"][0] < 5.4  # (5.4 after 5000 epochs)
+
+
+# ----------------------------------------------------------------------------------------------
+# UvA DL tutorial 12: PixelCNN (masked and dilated convolutions, gated stacks, a 5-d cross-entropy,
+# the receptive field by input gradients, pixel-by-pixel sampling)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_pixelcnn(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class MaskedConvolution(nn.Module):
+        def __init__(self, c_in, c_out, mask, **kwargs):
+            super().__init__()
+            kernel_size = (mask.shape[0], mask.shape[1])
+            dilation = 1 if "dilation" not in kwargs else kwargs["dilation"]
+            padding = tuple([dilation * (kernel_size[i] - 1) // 2 for i in range(2)])
+            self.conv = nn.Conv2d(c_in, c_out, kernel_size, padding=padding, **kwargs)
+            self.register_buffer('mask', mask[None, None])
+
+        def forward(self, x):
+            self.conv.weight.data *= self.mask  # Ensures zero's at masked positions
+            return self.conv(x)
+
+    class VerticalStackConvolution(MaskedConvolution):
+        def __init__(self, c_in, c_out, kernel_size=3, mask_center=False, **kwargs):
+            mask = torch.ones(kernel_size, kernel_size)
+            mask[kernel_size // 2 + 1:, :] = 0
+            if mask_center:
+                mask[kernel_size // 2, :] = 0
+            super().__init__(c_in, c_out, mask, **kwargs)
+
+    class HorizontalStackConvolution(MaskedConvolution):
+        def __init__(self, c_in, c_out, kernel_size=3, mask_center=False, **kwargs):
+            mask = torch.ones(1, kernel_size)
+            mask[0, kernel_size // 2 + 1:] = 0
+            if mask_center:
+                mask[0, kernel_size // 2] = 0
+            super().__init__(c_in, c_out, mask, **kwargs)
+
+    class GatedMaskedConv(nn.Module):
+        def __init__(self, c_in, **kwargs):
+            super().__init__()
+            self.conv_vert = VerticalStackConvolution(c_in, c_out=2 * c_in, **kwargs)
+            self.conv_horiz = HorizontalStackConvolution(c_in, c_out=2 * c_in, **kwargs)
+            self.conv_vert_to_horiz = nn.Conv2d(2 * c_in, 2 * c_in, kernel_size=1, padding=0)
+            self.conv_horiz_1x1 = nn.Conv2d(c_in, c_in, kernel_size=1, padding=0)
+
+        def forward(self, v_stack, h_stack):
+            v_stack_feat = self.conv_vert(v_stack)
+            v_val, v_gate = v_stack_feat.chunk(2, dim=1)
+            v_stack_out = torch.tanh(v_val) * torch.sigmoid(v_gate)
+            h_stack_feat = self.conv_horiz(h_stack)
+            h_stack_feat = h_stack_feat + self.conv_vert_to_horiz(v_stack_feat)
+            h_val, h_gate = h_stack_feat.chunk(2, dim=1)
+            h_stack_feat = torch.tanh(h_val) * torch.sigmoid(h_gate)
+            h_stack_out = self.conv_horiz_1x1(h_stack_feat)
+            h_stack_out = h_stack_out + h_stack
+            return v_stack_out, h_stack_out
+
+    class PixelCNN(nn.Module):
+        def __init__(self, c_in, c_hidden, num_values=8):
+            super().__init__()
+            self.num_values = num_values
+            self.conv_vstack = VerticalStackConvolution(c_in, c_hidden, mask_center=True)
+            self.conv_hstack = HorizontalStackConvolution(c_in, c_hidden, mask_center=True)
+            self.conv_layers = nn.ModuleList([
+                GatedMaskedConv(c_hidden),
+                GatedMaskedConv(c_hidden, dilation=2),
+                GatedMaskedConv(c_hidden),
+            ])
+            self.conv_out = nn.Conv2d(c_hidden, c_in * num_values, kernel_size=1, padding=0)
+
+        def forward(self, x):
+            x = (x.float() / (self.num_values - 1)) * 2 - 1
+            v_stack = self.conv_vstack(x)
+            h_stack = self.conv_hstack(x)
+            for layer in self.conv_layers:
+                v_stack, h_stack = layer(v_stack, h_stack)
+            out = self.conv_out(F.elu(h_stack))
+            out = out.reshape(out.shape[0], self.num_values, out.shape[1] // self.num_values, out.shape[2], out.shape[3])
+            return out
+
+        def calc_likelihood(self, x):
+            pred = self.forward(x)
+            nll = F.cross_entropy(pred, x, reduction='none')
+            bpd = nll.mean(dim=[1, 2, 3]) * np.log2(np.exp(1))
+            return bpd.mean()
+
+    return PixelCNN(c_in=1, c_hidden=4)
+
+
+def pixelcnn(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, make_pixelcnn(m), weights_of(make_pixelcnn))
+    rng = np.random.default_rng(15)
+    imgs = torch.tensor(rng.integers(0, 8, (3, 1, 6, 6)))
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, 1, gamma=0.99)
+    bpds = []
+    for step in range(3):
+        loss = model.calc_likelihood(imgs)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        bpds.append(loss.item())
+    # the receptive field of one pixel: the input's gradient
+    inp_img = torch.zeros(1, 1, 7, 7)
+    inp_img.requires_grad_()
+    v_stack = model.conv_vstack(inp_img)
+    h_stack = model.conv_hstack(inp_img)
+    for layer in model.conv_layers:
+        v_stack, h_stack = layer(v_stack, h_stack)
+    h_stack[0, :, 3, 3].sum().backward()
+    receptive = inp_img.grad.abs() > 0
+    # sampling pixel by pixel with the uniforms drawn beforehand (inverse-CDF in place of multinomial)
+    u = torch.tensor(rng.uniform(0, 1, (2, 1, 4, 4)).astype(np.float32))
+    img = torch.zeros(2, 1, 4, 4, dtype=torch.long) - 1
+    with torch.no_grad():
+        for h in range(4):
+            for w in range(4):
+                for c in range(1):
+                    if (img[:, c, h, w] != -1).all().item():
+                        continue
+                    pred = model.forward(img.clamp(min=0)[:, :, :4, :4])
+                    probs = F.softmax(pred[:, :, c, h, w], dim=-1)
+                    cdf = probs.cumsum(dim=-1)
+                    img[:, c, h, w] = (cdf < u[:, c, h, w, None]).sum(dim=-1).clamp(max=7)
+    # multinomial itself: only its shape and range compare
+    samples = torch.multinomial(F.softmax(torch.zeros(2, 8), dim=-1), num_samples=5, replacement=True)
+    return {"bpds": bpds, "receptive": receptive, "img": img, "masks": [b.clone() for n, b in model.named_buffers()],
+            "samples_ok": bool(samples.shape == (2, 5)) and bool(((samples >= 0) & (samples < 8)).all()),
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+def test_uva_pixelcnn():
+    ours, _ = run_both(pixelcnn, rtol=2e-4, atol=1e-5)
+    r = ours["receptive"][0, 0]
+    assert not r[4:].any() and not r[3, 4:].any()  # nothing below or to the right of the pixel
+    assert r[3, :3].any() and r[:3].any()
+    assert ours["samples_ok"] is True and (ours["img"] >= 0).all()
