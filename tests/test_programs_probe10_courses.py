@@ -2371,3 +2371,97 @@ def test_uva_activations_optimizers_scheduler_simclr():
     np.testing.assert_allclose(ours["curves"]["adam"], ours["curves"]["adam_lib"], rtol=1e-5, atol=1e-6)
     factor = lambda e: 0.5 * (1 + np.cos(np.pi * e / 20)) * (e / 5 if e <= 5 else 1)
     np.testing.assert_allclose(ours["lrs"], [1e-3 * factor(e) for e in range(1, 21)], rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stanford CS330 (meta-learning): MAML with a functional convolutional network (second order,
+# through conv2d, batch_norm and padding='same'), and prototypical networks
+# ----------------------------------------------------------------------------------------------
+
+
+def maml_and_protonet(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    NUM_HIDDEN_CHANNELS, KERNEL_SIZE, NUM_CONV_LAYERS = 3, 3, 2
+    N_WAY, K, Q = 3, 2, 2
+    rng = np.random.default_rng(19)
+    meta_parameters = {}
+    in_channels = 1
+    for i in range(NUM_CONV_LAYERS):
+        meta_parameters[f'conv{i}'] = torch.tensor(
+            rng.uniform(-0.5, 0.5, (NUM_HIDDEN_CHANNELS, in_channels, KERNEL_SIZE, KERNEL_SIZE)).astype(np.float32),
+            requires_grad=True)
+        meta_parameters[f'b{i}'] = nn.init.zeros_(torch.empty(NUM_HIDDEN_CHANNELS, requires_grad=True))
+        in_channels = NUM_HIDDEN_CHANNELS
+    meta_parameters[f'w{NUM_CONV_LAYERS}'] = torch.tensor(rng.uniform(-0.5, 0.5, (N_WAY, NUM_HIDDEN_CHANNELS)).astype(np.float32), requires_grad=True)
+    meta_parameters[f'b{NUM_CONV_LAYERS}'] = nn.init.zeros_(torch.empty(N_WAY, requires_grad=True))
+    inner_lrs = {k: torch.tensor(0.4, requires_grad=True) for k in meta_parameters.keys()}
+
+    def _forward(images, parameters):
+        x = images
+        for i in range(NUM_CONV_LAYERS):
+            x = F.conv2d(input=x, weight=parameters[f'conv{i}'], bias=parameters[f'b{i}'], stride=1, padding='same')
+            x = F.batch_norm(x, None, None, training=True)
+            x = F.relu(x)
+        x = torch.mean(x, dim=[2, 3])
+        return F.linear(input=x, weight=parameters[f'w{NUM_CONV_LAYERS}'], bias=parameters[f'b{NUM_CONV_LAYERS}'])
+
+    def score(logits, labels):
+        y = torch.argmax(logits, dim=-1) == labels
+        return y.type(torch.float).mean().item()
+
+    def _inner_loop(images, labels, train, num_inner_steps=2):
+        accuracies = []
+        parameters = {k: torch.clone(v) for k, v in meta_parameters.items()}
+        for _ in range(num_inner_steps):
+            logits = _forward(images, parameters)
+            loss = F.cross_entropy(logits, labels)
+            accuracies.append(score(logits, labels))
+            grads = torch.autograd.grad(loss, parameters.values(), create_graph=train)
+            for k, g in zip(parameters.keys(), grads):
+                parameters[k] = parameters[k] - inner_lrs[k] * g
+        accuracies.append(score(_forward(images, parameters), labels))
+        return parameters, accuracies
+
+    optimizer = optim.Adam(list(meta_parameters.values()) + list(inner_lrs.values()), lr=1e-2)
+    tasks = [(torch.tensor(rng.standard_normal((N_WAY * K, 1, 5, 5)).astype(np.float32)), torch.arange(N_WAY).repeat_interleave(K),
+              torch.tensor(rng.standard_normal((N_WAY * Q, 1, 5, 5)).astype(np.float32)), torch.arange(N_WAY).repeat_interleave(Q))
+             for _ in range(2)]
+    outer_losses = []
+    for step in range(2):
+        optimizer.zero_grad()
+        outer_loss_batch = []
+        for images_support, labels_support, images_query, labels_query in tasks:
+            adapted, acc = _inner_loop(images_support, labels_support, True)
+            outer_loss_batch.append(F.cross_entropy(_forward(images_query, adapted), labels_query))
+        outer_loss = torch.mean(torch.stack(outer_loss_batch))
+        outer_loss.backward()
+        optimizer.step()
+        outer_losses.append(outer_loss.item())
+    # (the conv biases b0, b1 feed a batch norm, so their gradients are rounding noise, which Adam scales
+    # up to full steps: they and their learning rates are left out of the comparison)
+    conv_biases = ('b0', 'b1')
+    lr_grads = {k: v.grad for k, v in inner_lrs.items() if k not in conv_biases}
+
+    # prototypical networks with the same encoder as a feature extractor
+    def encode(x, parameters):
+        for i in range(NUM_CONV_LAYERS):
+            x = F.relu(F.batch_norm(F.conv2d(x, parameters[f'conv{i}'], parameters[f'b{i}'], padding='same'), None, None, training=True))
+        return x.mean(dim=[2, 3])
+
+    images_support, labels_support, images_query, labels_query = tasks[0]
+    features_support = encode(images_support, meta_parameters)
+    features_query = encode(images_query, meta_parameters)
+    prototypes = torch.stack([features_support[labels_support == c].mean(dim=0) for c in range(N_WAY)])
+    distances = torch.sum((features_query[:, None, :] - prototypes[None, :, :]) ** 2, dim=-1)
+    by_cdist = torch.cdist(features_query, prototypes) ** 2
+    proto_loss = F.cross_entropy(-distances, labels_query)
+    proto_grads = torch.autograd.grad(proto_loss, [meta_parameters['conv0'], meta_parameters['conv1']])
+    return {"outer_losses": outer_losses, "lr_grads": lr_grads, "params": {k: v.detach() for k, v in meta_parameters.items() if k not in conv_biases},
+            "inner_lrs": {k: v.detach() for k, v in inner_lrs.items() if k not in conv_biases}, "acc": acc, "distances": distances,
+            "by_cdist": by_cdist, "proto_loss": proto_loss, "proto_grads": proto_grads}
+
+
+def test_cs330_maml_second_order_and_protonets():
+    ours, _ = run_both(maml_and_protonet, rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(ours["by_cdist"], ours["distances"], rtol=1e-4, atol=1e-5)
+    assert all(np.abs(g).sum() > 0 for g in ours["lr_grads"].values())  # the inner learning rates are learnt
