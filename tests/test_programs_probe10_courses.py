@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B008, B020, B023, E501, E701, E712, E741, E731, F841, UP004, UP008, UP031, UP039  (the programs are kept as their authors wrote them)
 """Programs students write in deep-learning courses (see tests/pytorch_programs.py), each run on
 chainrule and on PyTorch from the same weights and data, comparing values and gradients.
 
