@@ -2537,7 +2537,9 @@ def grad_cam(m, guided_hooks=False, hook_kind="register_backward_hook"):
                     module.register_backward_hook(relu_backward_hook_function)
                 module.register_forward_hook(relu_forward_hook_function)
 
-    cam_module, classes = GradCAM(model, model[3])(x)  # the last conv, followed by an in-place ReLU
+    gradcam = GradCAM(model, model[3])  # the last conv, followed by an in-place ReLU
+    cam_module, classes = gradcam(x)
+    kept_after_relu = bool((gradcam.activations >= 0).all())  # the in-place ReLU reached what the hook kept
     guided = None
     if guided_hooks:
         xg = x.clone().requires_grad_()
@@ -2558,11 +2560,13 @@ def grad_cam(m, guided_hooks=False, hook_kind="register_backward_hook"):
     h.remove()
     w = kept['grad'].mean(dim=(2, 3), keepdim=True)
     cam_tensor = F.relu((w * kept['act']).sum(1, keepdim=True))
-    return {"cam_module": cam_module, "classes": classes, "cam_tensor": cam_tensor, "guided": guided}
+    return {"cam_module": cam_module, "classes": classes, "cam_tensor": cam_tensor, "guided": guided,
+            "kept_after_relu": kept_after_relu}
 
 
 def test_grad_cam_with_module_hooks_and_tensor_hooks():
     ours, _ = run_both(grad_cam, rtol=1e-4, atol=1e-6)
+    assert ours["kept_after_relu"] is True
     assert ours["cam_module"].shape == (2, 1, 8, 8) and ours["cam_module"].max() == pytest.approx(1, abs=1e-5)
     # with a full backward hook PyTorch refuses the in-place ReLU on the hooked module's output; here the
     # module's gradients are the same (its output is a copy then, so the ReLU misses the activations kept)
@@ -2576,4 +2580,5 @@ def test_grad_cam_with_module_hooks_and_tensor_hooks():
                           "no longer changes the caller's tensor: the conv output Grad-CAM's forward hook kept "
                           "misses the ReLU (PyTorch's deprecated hook wraps nothing)")
 def test_guided_grad_cam_hooks_on_in_place_relus():
-    run_both(grad_cam, guided_hooks=True, rtol=1e-4, atol=1e-6)
+    ours, _ = run_both(grad_cam, guided_hooks=True, rtol=1e-4, atol=1e-6)
+    assert ours["kept_after_relu"] is True
