@@ -8,16 +8,24 @@ autograd; Kaiming-init statistics through layers; a Learner with callbacks and f
 collecting means, stds and ``.abs().histc`` histograms over a GeneralRelu (``sub_``,
 ``clamp_max_``) network, LSUV initialisation; a hand-written running BatchNorm (``register_buffer``,
 ``lerp_``) in a ResBlock CNN trained under OneCycleLR; a DDPM noise schedule (``linspace``,
-``cumprod``) with a training step and its sampling loop.
+``cumprod``) with a training step and its sampling loop; optimisers from scratch keeping their state
+on the parameters, and an LR finder.
 CS231n (PyTorch versions): a two-layer net; softmax loss by loops and vectorised, with a numerical
 gradient check; a naive convolution and max-pool by loops against ``F.conv2d``/``F.max_pool2d``;
 batch and layer norm backward by hand; inverted dropout's mask statistics; saliency maps, class
 visualisation by gradient ascent with jitter (``torch.roll``) and blur, FGSM; style transfer's Gram
-matrix and total-variation losses; RNN captioning with a temporal softmax loss under a mask.
+matrix and total-variation losses; RNN and attention-LSTM captioning with a temporal softmax loss under
+a mask; SimCLR's NT-Xent loss by loops and vectorised; a captioning transformer with hand-written
+multi-head attention. Grad-CAM with module hooks (``register_backward_hook`` on a conv followed by an
+in-place ReLU) and with tensor hooks, and guided backpropagation.
 UvA DL notebooks: a GCN layer by adjacency matmul and a GAT layer, an energy-based model's Langevin
-sampler (``x.requires_grad_()`` and ``torch.autograd.grad``), a RealNVP-style coupling flow with
-dequantisation. Deep Learning with PyTorch (the book): the thermometer model trained by hand under
-``torch.no_grad()``."""
+sampler (``torch.autograd.grad``, grad mode switched inside ``no_grad``), a RealNVP-style coupling
+flow with dequantisation, PixelCNN (masked dilated convolutions, a 5-d cross-entropy, the receptive
+field by input gradients), activation functions as modules and dead neurons, an optimizer template
+keyed by parameters, a custom ``_LRScheduler``, SimCLR's InfoNCE with ranking metrics.
+Stanford CS330: second-order MAML through a functional conv net, prototypical networks. MIT 6.5940:
+pruning and linear/k-means quantisation with integer-only layers. Deep Learning with PyTorch (the
+book): the thermometer model trained by hand under ``torch.no_grad()``."""
 
 import math
 
