@@ -95,8 +95,9 @@ class BackwardHook:
     def setup_output_hook(self, result):
         is_tuple = isinstance(result, tuple)
         self.outputs = result if is_tuple else (result,)
-        if self.deprecated and (self.input_positions is not None or not is_tuple):
-            return self._watch_outputs(result)
+        if (self.deprecated and (self.input_positions is not None or not is_tuple)
+                and all(v.grad_fn is not None for v in self.outputs if isinstance(v, Tensor) and v.requires_grad)):
+            return self._watch_outputs(result)  # (a leaf returned as it is would keep a hook per call: gated)
         values, self.output_positions = through_gate(self.outputs, self._on_output_gradients)
         # an output no gradient reaches shows None in grad_output, as PyTorch's (the gate itself sees
         # zeros there): a hook on each output notes the ones reached
