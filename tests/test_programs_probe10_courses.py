@@ -23,7 +23,8 @@ sampler (``torch.autograd.grad``, grad mode switched inside ``no_grad``), a Real
 flow with dequantisation, PixelCNN (masked dilated convolutions, a 5-d cross-entropy, the receptive
 field by input gradients), activation functions as modules and dead neurons, an optimizer template
 keyed by parameters, a custom ``_LRScheduler``, SimCLR's InfoNCE with ranking metrics.
-Stanford CS330: second-order MAML through a functional conv net, prototypical networks. MIT 6.5940:
+Stanford CS224n: NMT with a packed bidirectional LSTM, attention masked through ``.data.masked_fill_``
+and beam search. Stanford CS330: second-order MAML through a functional conv net, prototypical networks. MIT 6.5940:
 pruning and linear/k-means quantisation with integer-only layers. Deep Learning with PyTorch (the
 book): the thermometer model trained by hand under ``torch.no_grad()``."""
 
@@ -2825,3 +2826,169 @@ def test_mit_efficient_ml_pruning_and_quantisation():
     assert len(np.unique(ours["labels"])) <= 4
     scale = (ours["feat"].max() - ours["feat"].min()) / 255
     assert np.abs(ours["dequant_conv"] - ours["feat"]).max() <= 3 * scale  # the integer conv matches the float one
+
+
+# ----------------------------------------------------------------------------------------------
+# Stanford CS224n, assignment 4: NMT with a packed bidirectional LSTM encoder, an LSTMCell decoder with
+# multiplicative attention (masked through ``.data.masked_fill_``), the gathered log-likelihood, and beam
+# search (``topk``, ``//`` and ``%`` on hypothesis positions)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_nmt(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class NMT(nn.Module):
+        def __init__(self, embed_size=4, hidden_size=5, src_vocab=9, tgt_vocab=8, dropout_rate=0.0):
+            super().__init__()
+            self.hidden_size = hidden_size
+            self.source_embedding = nn.Embedding(src_vocab, embed_size, padding_idx=0)
+            self.target_embedding = nn.Embedding(tgt_vocab, embed_size, padding_idx=0)
+            self.post_embed_cnn = nn.Conv1d(embed_size, embed_size, kernel_size=2, padding="same")
+            self.encoder = nn.LSTM(embed_size, hidden_size, bias=True, bidirectional=True)
+            self.decoder = nn.LSTMCell(embed_size + hidden_size, hidden_size, bias=True)
+            self.h_projection = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+            self.c_projection = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+            self.att_projection = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+            self.combined_output_projection = nn.Linear(3 * hidden_size, hidden_size, bias=False)
+            self.target_vocab_projection = nn.Linear(hidden_size, tgt_vocab, bias=False)
+            self.dropout = nn.Dropout(dropout_rate)
+
+        def encode(self, source_padded, source_lengths):
+            X = self.source_embedding(source_padded)
+            X = self.post_embed_cnn(X.permute(1, 2, 0)).permute(2, 0, 1)
+            X = nn.utils.rnn.pack_padded_sequence(X, source_lengths)
+            enc_hiddens, (last_hidden, last_cell) = self.encoder(X)
+            enc_hiddens = nn.utils.rnn.pad_packed_sequence(enc_hiddens)[0].permute(1, 0, 2)
+            init_decoder_hidden = self.h_projection(torch.cat((last_hidden[0], last_hidden[1]), 1))
+            init_decoder_cell = self.c_projection(torch.cat((last_cell[0], last_cell[1]), 1))
+            return enc_hiddens, (init_decoder_hidden, init_decoder_cell)
+
+        def step(self, Ybar_t, dec_state, enc_hiddens, enc_hiddens_proj, enc_masks):
+            dec_state = self.decoder(Ybar_t, dec_state)
+            dec_hidden, dec_cell = dec_state
+            e_t = torch.bmm(enc_hiddens_proj, dec_hidden.unsqueeze(2)).squeeze(2)
+            if enc_masks is not None:
+                e_t.data.masked_fill_(enc_masks.bool(), -float('inf'))
+            alpha_t = F.softmax(e_t, dim=1)
+            a_t = torch.bmm(alpha_t.unsqueeze(1), enc_hiddens).squeeze(1)
+            U_t = torch.cat((dec_hidden, a_t), 1)
+            V_t = self.combined_output_projection(U_t)
+            O_t = self.dropout(torch.tanh(V_t))
+            return dec_state, O_t, e_t
+
+        def decode(self, enc_hiddens, enc_masks, dec_init_state, target_padded):
+            target_padded = target_padded[:-1]
+            dec_state = dec_init_state
+            batch_size = enc_hiddens.size(0)
+            o_prev = torch.zeros(batch_size, self.hidden_size)
+            combined_outputs = []
+            enc_hiddens_proj = self.att_projection(enc_hiddens)
+            Y = self.target_embedding(target_padded)
+            for Y_t in torch.split(Y, 1, dim=0):
+                Y_t = Y_t.squeeze(0)
+                Ybar_t = torch.cat((Y_t, o_prev), dim=1)
+                dec_state, o_t, e_t = self.step(Ybar_t, dec_state, enc_hiddens, enc_hiddens_proj, enc_masks)
+                combined_outputs.append(o_t)
+                o_prev = o_t
+            return torch.stack(combined_outputs, dim=0)
+
+        def generate_sent_masks(self, enc_hiddens, source_lengths):
+            enc_masks = torch.zeros(enc_hiddens.size(0), enc_hiddens.size(1), dtype=torch.float)
+            for e_id, src_len in enumerate(source_lengths):
+                enc_masks[e_id, src_len:] = 1
+            return enc_masks
+
+        def forward(self, source_padded, source_lengths, target_padded):
+            enc_hiddens, dec_init_state = self.encode(source_padded, source_lengths)
+            enc_masks = self.generate_sent_masks(enc_hiddens, source_lengths)
+            combined_outputs = self.decode(enc_hiddens, enc_masks, dec_init_state, target_padded)
+            P = F.log_softmax(self.target_vocab_projection(combined_outputs), dim=-1)
+            target_masks = (target_padded != 0).float()
+            target_gold_words_log_prob = torch.gather(P, index=target_padded[1:].unsqueeze(-1), dim=-1).squeeze(-1) * target_masks[1:]
+            scores = target_gold_words_log_prob.sum(dim=0)
+            return scores
+
+    return NMT()
+
+
+def nmt(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, make_nmt(m), weights_of(make_nmt))
+    # (src_len, batch) sorted by length, as the assignment's to_input_tensor gives them
+    source_padded = torch.tensor([[3, 4, 5], [6, 7, 8], [5, 2, 0], [4, 0, 0]])
+    source_lengths = [4, 3, 2]
+    target_padded = torch.tensor([[1, 1, 1], [3, 4, 5], [6, 2, 2], [2, 0, 0]])  # <s>=1, </s>=2, <pad>=0
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for it in range(3):
+        optimizer.zero_grad()
+        example_losses = -model(source_padded, source_lengths, target_padded)
+        batch_loss = example_losses.sum()
+        loss = batch_loss / 3
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        losses.append((loss.item(), float(grad_norm)))
+    grads = {k: p.grad for k, p in model.named_parameters()}
+
+    # beam search over the trained model
+    model.eval()
+    tgt_vocab_size, beam_size, max_decoding_time_step = 8, 3, 4
+    with torch.no_grad():
+        src_sents_var = source_padded[:, :1]
+        src_encodings, dec_init_vec = model.encode(src_sents_var, [4])
+        src_encodings_att_linear = model.att_projection(src_encodings)
+        h_tm1 = dec_init_vec
+        att_tm1 = torch.zeros(1, model.hidden_size)
+        hypotheses = [[1]]
+        completed_hypotheses = []
+        hyp_scores = torch.zeros(len(hypotheses), dtype=torch.float)
+        t = 0
+        while len(completed_hypotheses) < beam_size and t < max_decoding_time_step:
+            t += 1
+            hyp_num = len(hypotheses)
+            exp_src_encodings = src_encodings.expand(hyp_num, src_encodings.size(1), src_encodings.size(2))
+            exp_src_encodings_att_linear = src_encodings_att_linear.expand(hyp_num, src_encodings_att_linear.size(1),
+                                                                           src_encodings_att_linear.size(2))
+            y_tm1 = torch.tensor([hyp[-1] for hyp in hypotheses], dtype=torch.long)
+            y_t_embed = model.target_embedding(y_tm1)
+            x = torch.cat([y_t_embed, att_tm1], dim=-1)
+            (h_t, cell_t), att_t, _ = model.step(x, h_tm1, exp_src_encodings, exp_src_encodings_att_linear, enc_masks=None)
+            log_p_t = F.log_softmax(model.target_vocab_projection(att_t), dim=-1)
+            live_hyp_num = beam_size - len(completed_hypotheses)
+            contiuating_hyp_scores = (hyp_scores.unsqueeze(1).expand_as(log_p_t) + log_p_t).view(-1)
+            top_cand_hyp_scores, top_cand_hyp_pos = torch.topk(contiuating_hyp_scores, k=live_hyp_num)
+            prev_hyp_ids = torch.div(top_cand_hyp_pos, tgt_vocab_size, rounding_mode='floor')
+            hyp_word_ids = top_cand_hyp_pos % tgt_vocab_size
+            new_hypotheses, live_hyp_ids, new_hyp_scores = [], [], []
+            for prev_hyp_id, hyp_word_id, cand_new_hyp_score in zip(prev_hyp_ids, hyp_word_ids, top_cand_hyp_scores):
+                prev_hyp_id = prev_hyp_id.item()
+                hyp_word_id = hyp_word_id.item()
+                cand_new_hyp_score = cand_new_hyp_score.item()
+                new_hyp_sent = hypotheses[prev_hyp_id] + [hyp_word_id]
+                if hyp_word_id == 2:
+                    completed_hypotheses.append((new_hyp_sent[1:-1], cand_new_hyp_score))
+                else:
+                    new_hypotheses.append(new_hyp_sent)
+                    live_hyp_ids.append(prev_hyp_id)
+                    new_hyp_scores.append(cand_new_hyp_score)
+            if len(completed_hypotheses) == beam_size:
+                break
+            live_hyp_ids = torch.tensor(live_hyp_ids, dtype=torch.long)
+            h_tm1 = (h_t[live_hyp_ids], cell_t[live_hyp_ids])
+            att_tm1 = att_t[live_hyp_ids]
+            hypotheses = new_hypotheses
+            hyp_scores = torch.tensor(new_hyp_scores, dtype=torch.float)
+        if len(completed_hypotheses) == 0:
+            completed_hypotheses.append((hypotheses[0][1:], hyp_scores[0].item()))
+        completed_hypotheses.sort(key=lambda hyp: hyp[1], reverse=True)
+    return {"losses": losses, "grads": grads, "best": [h for h, s in completed_hypotheses],
+            "scores": [s for h, s in completed_hypotheses], "enc_shape": tuple(src_encodings.shape)}
+
+
+def test_cs224n_nmt_with_packed_lstm_attention_and_beam_search():
+    ours, _ = run_both(nmt, rtol=2e-4, atol=2e-6)
+    assert ours["losses"][-1][0] < ours["losses"][0][0]
+    assert ours["enc_shape"] == (1, 4, 10)
+    assert ours["scores"] == sorted(ours["scores"], reverse=True)
