@@ -25,7 +25,8 @@ field by input gradients), activation functions as modules and dead neurons, an 
 keyed by parameters, a custom ``_LRScheduler``, SimCLR's InfoNCE with ranking metrics.
 Stanford CS224n: NMT with a packed bidirectional LSTM, attention masked through ``.data.masked_fill_``
 and beam search. Stanford CS330: second-order MAML through a functional conv net, prototypical networks. MIT 6.5940:
-pruning and linear/k-means quantisation with integer-only layers. Deep Learning with PyTorch (the
+pruning and linear/k-means quantisation with integer-only layers. Berkeley CS285: Gaussian, tanh-squashed
+and categorical policies. Deep Learning with PyTorch (the
 book): the thermometer model trained by hand under ``torch.no_grad()``."""
 
 import math
@@ -2992,3 +2993,63 @@ def test_cs224n_nmt_with_packed_lstm_attention_and_beam_search():
     assert ours["losses"][-1][0] < ours["losses"][0][0]
     assert ours["enc_shape"] == (1, 4, 10)
     assert ours["scores"] == sorted(ours["scores"], reverse=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Berkeley CS285 (deep RL): a Gaussian policy as MultivariateNormal with a repeated scale_tril, a
+# SAC-style tanh-squashed Normal (TanhTransform(cache_size=1) under Independent), a categorical
+# policy, and the policy-gradient loss with an entropy bonus
+# ----------------------------------------------------------------------------------------------
+
+
+def make_policy(m):
+    nn = m.nn
+    return nn.ModuleDict({"mean_net": nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)),
+                          "logits_net": nn.Linear(3, 4)})
+
+
+def cs285_policies(m):
+    torch, nn = m.torch, m.nn
+    distributions = torch.distributions
+    policy = load(m, make_policy(m), weights_of(make_policy))
+    mean_net, logits_net = policy["mean_net"], policy["logits_net"]
+    logstd = nn.Parameter(torch.zeros(2, dtype=torch.float32) - 0.5)
+    rng = np.random.default_rng(23)
+
+    def from_numpy(*args, **kwargs):
+        return torch.from_numpy(*args, **kwargs).float()
+
+    obs = from_numpy(rng.standard_normal((6, 3)))
+    acts = from_numpy(np.tanh(rng.standard_normal((6, 2))) * 0.9)
+    advantages = from_numpy(rng.standard_normal(6))
+    batch_mean = mean_net(obs)
+    scale_tril = torch.diag(torch.exp(logstd))
+    batch_dim = batch_mean.shape[0]
+    batch_scale_tril = scale_tril.repeat(batch_dim, 1, 1)
+    action_distribution = distributions.MultivariateNormal(batch_mean, scale_tril=batch_scale_tril)
+    log_prob = action_distribution.log_prob(acts)
+    base = distributions.Normal(batch_mean, torch.exp(logstd))
+    squashed = distributions.TransformedDistribution(base, [distributions.transforms.TanhTransform(cache_size=1)])
+    squashed_log_prob = distributions.Independent(squashed, 1).log_prob(acts)
+    entropy = action_distribution.entropy()
+    loss = -(log_prob * advantages).mean() - (squashed_log_prob * advantages).mean() - 0.01 * entropy.mean()
+    loss.backward()
+    cat = distributions.Categorical(logits=logits_net(obs))
+    discrete_acts = torch.tensor([0, 1, 2, 3, 0, 1])
+    discrete_loss = -(cat.log_prob(discrete_acts) * advantages).sum() - cat.entropy().mean()
+    discrete_loss.backward()
+
+    # reward-to-go and a normalised advantage, as the homework computes them
+    rewards = rng.standard_normal(5)
+    rtg = np.array([sum(0.9 ** (k - t) * rewards[k] for k in range(t, 5)) for t in range(5)])
+    adv = from_numpy(rtg)
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    return {"log_prob": log_prob, "squashed_log_prob": squashed_log_prob, "entropy": entropy, "loss": loss,
+            "logstd_grad": logstd.grad, "grads": {k: p.grad for k, p in policy.named_parameters()},
+            "discrete_loss": discrete_loss, "adv": adv}
+
+
+def test_cs285_gaussian_squashed_and_categorical_policies():
+    ours, _ = run_both(cs285_policies, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["entropy"], 0.5 * 2 * (1 + np.log(2 * np.pi)) - 1.0, rtol=1e-5)
+    assert abs(float(ours["adv"].mean())) < 1e-6
