@@ -10,6 +10,11 @@ them replace it, and send the result on:
 
     outputs → gate (backward: grad_output, pre-hooks may replace it)
     inputs  → gate (backward: grad_input; hook(module, grad_input, grad_output))
+
+The deprecated ``register_backward_hook`` (with no pre-hooks) leaves the outputs themselves in
+place, as PyTorch's hooks their grad_fn and wraps nothing: an in-place op after the module
+(a ``ReLU(inplace=True)``) then changes what forward hooks kept of the output, as there. A
+hook on each output notes its gradient instead of the output gate.
 """
 
 import numpy
@@ -67,8 +72,9 @@ def _spread(values, positions, grads):
 class BackwardHook:
     """One forward call's full backward hooks: gates on its inputs and outputs."""
 
-    def __init__(self, module, hooks, pre_hooks):
+    def __init__(self, module, hooks, pre_hooks, deprecated=False):
         self.module, self.hooks, self.pre_hooks = module, hooks, pre_hooks
+        self.deprecated = deprecated and not pre_hooks  # (pre-hooks may replace grad_output: they need the gate)
         self.grad_outputs = None
         self.inputs, self.input_positions = (), None
 
@@ -89,6 +95,9 @@ class BackwardHook:
     def setup_output_hook(self, result):
         is_tuple = isinstance(result, tuple)
         self.outputs = result if is_tuple else (result,)
+        if (self.deprecated and (self.input_positions is not None or not is_tuple)
+                and all(v.grad_fn is not None for v in self.outputs if isinstance(v, Tensor) and v.requires_grad)):
+            return self._watch_outputs(result)  # (a leaf returned as it is would keep a hook per call: gated)
         values, self.output_positions = through_gate(self.outputs, self._on_output_gradients)
         # an output no gradient reaches shows None in grad_output, as PyTorch's (the gate itself sees
         # zeros there): a hook on each output notes the ones reached
@@ -96,6 +105,31 @@ class BackwardHook:
         for i in self.output_positions or ():
             values[i].register_hook(lambda grad, i=i: self.outputs_reached.add(i))
         return values if is_tuple else values[0]
+
+    def _watch_outputs(self, result):
+        """The deprecated hook's outputs, returned as they are, each with a hook noting its gradient:
+        the input gate then shows them as grad_output (or, where no input needs a gradient, the
+        one output's hook runs the module's hooks itself)."""
+        self.output_positions = [i for i, v in enumerate(self.outputs) if isinstance(v, Tensor) and v.requires_grad]
+        if not self.output_positions:
+            self.output_positions = None
+        self.noted = {}
+        for i in self.output_positions or ():
+            self.outputs[i].register_hook(lambda grad, i=i: self._note_output_gradient(i, grad))
+        return result
+
+    def _note_output_gradient(self, i, grad):
+        self.noted[i] = grad
+        self.grad_outputs = tuple(self.noted.get(j) if isinstance(v, Tensor) else None
+                                  for j, v in enumerate(self.outputs))
+        if self.input_positions is None:  # no input needs a gradient: the hooks run now (one output)
+            for hook in list(self.hooks.values()):
+                replaced = hook(self.module, (None,) * len(self.inputs), self.grad_outputs)
+                if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),
+                                                                                  "input")):
+                    raise RuntimeError("Backward hook for Modules where no input requires gradient should "
+                                       "always return None or None for all gradients.")
+            self.noted, self.grad_outputs = {}, None
 
     def _on_output_gradients(self, grads):
         grad_outputs = _spread(self.outputs, self.output_positions, grads)
@@ -126,4 +160,5 @@ class BackwardHook:
             if replaced is not None:
                 grad_inputs = self._check(replaced, len(self.inputs), "input")
         self.grad_outputs = None  # the next backward through the outputs sets its own
+        self.noted = {}
         return tuple(grad_inputs[i] for i in self.input_positions)

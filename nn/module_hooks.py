@@ -102,7 +102,9 @@ class ModuleHooks:
         backward_hook = None
         if self._backward_hooks or self._backward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks:
             backward_hook = hook_tools.BackwardHook(self, {**_global_backward_hooks, **self._backward_hooks},
-                                                    {**_global_backward_pre_hooks, **self._backward_pre_hooks})
+                                                    {**_global_backward_pre_hooks, **self._backward_pre_hooks},
+                                                    deprecated=not (self.__dict__.get("_is_full_backward_hook", True)
+                                                                    or _global_backward_hooks))
             args = backward_hook.setup_input_hook(args)
         try:
             result = self.forward(*args, **kwargs)

@@ -292,10 +292,20 @@ class IndexPut(Primitive):
         return grad_x, grad_v
 
 
+# What a recorded node keeps about itself (Primitive.apply's recording, tensor and node hooks,
+# retain_grad, anomaly mode, saved-tensor hooks, forward AD). A view's chain holds the dict its node
+# was made with, so these arrive there once the node is recorded or hooked; a replayed view is a new
+# node and takes none of them (it took the old node's hooks dict: a hook registered on the view after
+# a write through it then ran on the old node too, with the gradient of the old value)
+_NODE_STATE = frozenset({"inputs", "parents", "created", "output_data", "output_version", "packed", "where",
+                         "hooks", "pre_hooks", "post_hooks", "retained", "released_parents", "_metadata",
+                         "_fw_output"})
+
+
 def replay_view(tensor, chain):
     """The view that ``chain`` (a view's (op, params) steps) makes of ``tensor``, recorded."""
     for op, params in chain:
-        tensor = op.apply(tensor, **params)
+        tensor = op.apply(tensor, **{k: v for k, v in params.items() if k not in _NODE_STATE})
     return tensor
 
 
