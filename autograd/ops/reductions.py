@@ -246,11 +246,14 @@ def argmin(x, dim=None, keepdim=False):
 def _stable_max(x, axes):
     """max over axes (kept), with infinite maxima replaced by 0 so x - m stays finite.
     (Array methods rather than xp.max: NumPy's function wrappers cost more than a small array's
-    arithmetic, and one sum tells whether any maximum needs replacing.)"""
+    arithmetic. Whether any maximum needs replacing is asked by isfinite, not by one sum of the
+    maxima: rows masked with finfo.min, as Hugging Face's models mask, overflow that sum and
+    NumPy warned of it from its own module, where the library's filter does not reach.)"""
     if x.size == 0:  # no maximum to shift by: softmax of nothing is empty, logsumexp of nothing -inf
         return xp.zeros_like(x.sum(axis=axes, keepdims=True))
     m = (x.real if x.dtype.kind == "c" else x).max(axis=axes, keepdims=True)  # (complex: a real shift)
-    return m if math.isfinite(m.sum()) else xp.where(xp.isfinite(m), m, 0)
+    finite = xp.isfinite(m)
+    return m if finite.all() else xp.where(finite, m, 0)
 
 
 class LogSumExp(Primitive):
