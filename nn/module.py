@@ -322,8 +322,9 @@ class Module(ModuleState, ModuleHooks):
     def train(self, mode=True):
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
-        for module in self.modules():
-            object.__setattr__(module, "training", bool(mode))
+        object.__setattr__(self, "training", mode)
+        for module in self.children():  # each child's own train(): a subclass's override runs (loralib merges there)
+            module.train(mode)
         return self
 
     def eval(self):

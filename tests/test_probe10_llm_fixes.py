@@ -5,6 +5,10 @@ import warnings
 
 import numpy as np
 
+from tests import ported_nn
+
+nn = ported_nn.nn  # the fixture
+
 
 def test_softmax_of_rows_masked_with_finfo_min_is_uniform_and_silent(T):
     """Hugging Face masks with finfo(dtype).min: a row masked throughout is uniform, and the maxima that
@@ -18,3 +22,31 @@ def test_softmax_of_rows_masked_with_finfo_min_is_uniform_and_silent(T):
             lse = T.logsumexp(x, dim=-1)
         np.testing.assert_allclose(y.numpy(), [[0, 1, 0]] + [[1 / 3] * 3] * 3, rtol=1e-6)
         np.testing.assert_allclose(lse.numpy(), [2.0] + [float(T.finfo(dtype).min)] * 3, rtol=1e-6)
+
+
+def test_train_and_eval_call_each_childs_own_train(T, nn):
+    """Module.train(mode) sets its flag and calls train(mode) on each child, as PyTorch's: a subclass's
+    override runs (loralib merges its low-rank update there; frozen-BatchNorm models stay in eval)."""
+    calls = []
+
+    class Merging(nn.Linear):
+        def train(self, mode=True):
+            calls.append(mode)
+            nn.Linear.train(self, mode)
+            if not mode:
+                self.weight.data += 1.0
+            return self
+
+    class FrozenNorm(nn.BatchNorm1d):
+        def train(self, mode=True):
+            return super().train(False)  # always in eval: running statistics never update
+
+    model = nn.Sequential(nn.Sequential(Merging(2, 2)), FrozenNorm(2))
+    model.weight_before = model[0][0].weight.detach().clone()
+    model.eval()
+    assert calls == [False] and not model.training and not model[0][0].training
+    assert T.equal(model[0][0].weight.detach(), model.weight_before + 1.0)
+    model.train()
+    assert calls == [False, True] and model.training and model[0][0].training and not model[1].training
+    model(T.ones(3, 2) * 5)
+    assert model[1].running_mean.tolist() == [0.0, 0.0]
