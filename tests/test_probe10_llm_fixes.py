@@ -50,3 +50,31 @@ def test_train_and_eval_call_each_childs_own_train(T, nn):
     assert calls == [False, True] and model.training and model[0][0].training and not model[1].training
     model(T.ones(3, 2) * 5)
     assert model[1].running_mean.tolist() == [0.0, 0.0]
+
+
+def test_half_float_double_to_and_type_go_through_apply(T, nn):
+    """PyTorch's Module.half()/float()/double()/to()/type() all run through _apply, so a subclass that
+    overrides it (to keep a rotary cache in float32 while the weights go to float16) is honoured."""
+
+    class RotaryKeptInFloat32(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("inv_freq", 1.0 / (10000 ** (T.arange(0, 4, 2).float() / 4)), persistent=False)
+            self.proj = nn.Linear(2, 2)
+            self.calls = 0
+
+        def _apply(self, fn, *args, **kwargs):
+            self.calls += 1
+            inv_freq = self.inv_freq
+            super()._apply(fn, *args, **kwargs)
+            self.inv_freq = inv_freq
+            return self
+
+    model = nn.Sequential(RotaryKeptInFloat32())
+    weight = model[0].proj.weight
+    for cast, expected in ((lambda: model.half(), T.float16), (lambda: model.double(), T.float64),
+                           (lambda: model.float(), T.float32), (lambda: model.to(T.float64), T.float64),
+                           (lambda: model.type(T.float16), T.float16)):
+        assert cast() is model
+        assert model[0].proj.weight.dtype == expected and model[0].inv_freq.dtype == T.float32
+    assert model[0].calls == 5 and model[0].proj.weight is weight  # a parameter keeps its object
