@@ -1,9 +1,11 @@
 """Fixes found by the language-model programs (tests/test_programs_probe10_llm.py), each checked on
 chainrule and on PyTorch (the ``T`` fixture)."""
 
+import importlib
 import warnings
 
 import numpy as np
+import pytest
 
 from tests import ported_nn
 
@@ -78,3 +80,102 @@ def test_half_float_double_to_and_type_go_through_apply(T, nn):
         assert cast() is model
         assert model[0].proj.weight.dtype == expected and model[0].inv_freq.dtype == T.float32
     assert model[0].calls == 5 and model[0].proj.weight is weight  # a parameter keeps its object
+
+
+def flex_of(T):
+    """nn.attention.flex_attention of the library under test."""
+    return importlib.import_module("nn.attention.flex_attention" if T.__name__ == "autograd"
+                                   else "torch.nn.attention.flex_attention")
+
+
+def qkv(T, heads_kv=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return (T.tensor(rng.standard_normal((2, 4, 6, 4)).astype(np.float32)),
+            T.tensor(rng.standard_normal((2, heads_kv, 6, 4)).astype(np.float32)),
+            T.tensor(rng.standard_normal((2, heads_kv, 6, 3)).astype(np.float32)))
+
+
+def test_flex_attention_is_sdpa_with_the_mask_and_bias_it_describes(T, nn):
+    """Document masking and ALiBi written as mask_mod / score_mod give SDPA's output with the same mask and bias
+    spelt out as a tensor; grouped-query heads by enable_gqa; a row masked throughout gives 0 and lse -inf."""
+    flex = flex_of(T)
+    q, k, v = qkv(T)
+    document = T.tensor([0, 0, 1, 1, 1, 2])
+    slopes = T.tensor([0.5, 0.25, 0.125, 0.0625])
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx >= kv_idx
+
+    def same_document(b, h, q_idx, kv_idx):
+        return document[q_idx] == document[kv_idx]
+
+    def alibi(score, b, h, q_idx, kv_idx):
+        return score - slopes[h] * (q_idx - kv_idx)
+
+    block_mask = flex.create_block_mask(flex.and_masks(causal, same_document), None, None, 6, 6, BLOCK_SIZE=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch's note that it runs uncompiled
+        out, aux = flex.flex_attention(q, k, v, score_mod=alibi, block_mask=block_mask, enable_gqa=True,
+                                       return_aux=flex.AuxRequest(lse=True))
+    i = T.arange(6)
+    keep = (i[:, None] >= i[None, :]) & (document[:, None] == document[None, :])
+    bias = -slopes[:, None, None] * (i[:, None] - i[None, :])
+    bias = bias.masked_fill(~keep, float("-inf"))
+    kk, vv = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    expected = nn.functional.scaled_dot_product_attention(q, kk, vv, attn_mask=bias)
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    scores = (q @ kk.transpose(-2, -1)) / 2 + bias
+    np.testing.assert_allclose(aux.lse.numpy(), T.logsumexp(scores, dim=-1).numpy(), rtol=1e-5)
+    # blocks of 2: those on the diagonal are partly masked by causality; the last query block reaches two
+    assert block_mask.shape == (1, 1, 6, 6) and block_mask.kv_num_blocks.tolist() == [[[1, 1, 2]]]
+    assert block_mask.full_kv_num_blocks.tolist() == [[[0, 0, 0]]] and block_mask.to_dense().tolist() == [
+        [[[1, 0, 0], [0, 1, 0], [0, 1, 1]]]]
+
+    def nowhere_for_late_queries(b, h, q_idx, kv_idx):
+        return q_idx < 3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out, aux = flex.flex_attention(q, k, v, block_mask=flex.create_block_mask(
+            nowhere_for_late_queries, 2, 4, 6, 6, BLOCK_SIZE=3), enable_gqa=True, return_aux=flex.AuxRequest(lse=True))
+    assert (out[:, :, 3:] == 0).all() and aux.lse[:, :, 3:].isneginf().all() and aux.lse[:, :, :3].isfinite().all()
+    mask = flex.create_mask(flex.or_masks(causal, lambda b, h, q_idx, kv_idx: kv_idx == 0), 2, None, 6, 6)
+    assert mask.shape == (2, 1, 6, 6) and mask[0, 0, 0].tolist() == [True] + [False] * 5
+
+
+def test_flex_attention_refuses_what_pytorch_refuses(T):
+    flex = flex_of(T)
+    q, k, v = qkv(T)
+    with pytest.raises(ValueError, match="Try setting enable_gqa=True for GQA"):
+        flex.flex_attention(q, k, v)
+    with pytest.raises(ValueError, match="created for a larger length"):
+        flex.flex_attention(q, k, v, block_mask=flex.create_block_mask(flex.noop_mask, None, None, 8, 8),
+                            enable_gqa=True)
+    with pytest.raises(AssertionError, match="requires a mask_mod"):
+        flex.create_block_mask(lambda score, b, h, q_idx, kv_idx: score, None, None, 6, 6)
+
+
+def test_flex_attention_gradients_are_sdpas():
+    """PyTorch's CPU kernel has no backward; here the gradients (a learnt bias table captured by score_mod
+    among them) are those of SDPA with the bias spelt out, on both libraries."""
+    import autograd
+
+    ours = flex_of(autograd)
+    q, k, v = (x.requires_grad_() for x in qkv(autograd, heads_kv=4))
+    table = autograd.tensor(np.linspace(-1, 1, 11).astype(np.float32), requires_grad=True)
+
+    def relative_bias(score, b, h, q_idx, kv_idx):
+        return score + table[q_idx - kv_idx + 5]
+
+    block_mask = ours.create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None, 6, 6)
+    out = ours.flex_attention(q, k, v, score_mod=relative_bias, block_mask=block_mask)
+    grads = autograd.autograd.grad((out * out).sum(), [q, k, v, table])
+    torch = pytest.importorskip("torch")
+    tq, tk, tv = (torch.tensor(x.detach().numpy(), requires_grad=True) for x in (q, k, v))
+    ttable = torch.tensor(table.detach().numpy(), requires_grad=True)
+    i = torch.arange(6)
+    bias = ttable[i[:, None] - i[None, :] + 5].masked_fill(i[:, None] < i[None, :], float("-inf"))
+    expected = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=bias)
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    for ours_grad, theirs in zip(grads, torch.autograd.grad((expected * expected).sum(), [tq, tk, tv, ttable])):
+        np.testing.assert_allclose(ours_grad.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5)
