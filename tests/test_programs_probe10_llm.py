@@ -1,14 +1,25 @@
 # ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP039  (the programs are kept as their authors wrote them)
 """Language-model code as it is written today (see tests/pytorch_programs.py), each program run on
-chainrule and on PyTorch from the same weights, comparing losses, logits, gradients and generated tokens.
+chainrule and on PyTorch from the same weights, comparing losses, logits, gradients and generated tokens
+(nanoGPT and Meta's LLaMA reference are in test_programs_nanogpt.py / test_programs_probe4_sequence.py).
 
-Hugging Face's LLaMA (``LlamaRMSNorm`` by hand beside ``nn.RMSNorm``, ``LlamaRotaryEmbedding`` with an
-``inv_freq`` buffer registered ``persistent=False`` and ``rotate_half`` by ``chunk``/``cat``, ``repeat_kv``
-by ``expand``/``reshape`` beside ``F.scaled_dot_product_attention(enable_gqa=True)``, ``is_causal`` and
-boolean/float ``attn_mask`` forms, SwiGLU) trained with AdamW parameter groups, a cosine warmup schedule
-by ``LambdaLR``, gradient accumulation and ``clip_grad_norm_``; its generation loop with a ``torch.cat``
-KV cache under ``inference_mode``, greedy ``argmax`` and top-k / top-p / temperature sampling (``sort``,
-``cumsum``, ``scatter``, ``masked_fill``, ``multinomial`` on a ``Generator``)."""
+Hugging Face's LLaMA (hand-written RMSNorm beside ``nn.RMSNorm``, rotary embeddings from an ``inv_freq``
+buffer registered ``persistent=False`` with ``rotate_half`` by ``cat``, ``repeat_kv`` by ``expand``/
+``reshape`` beside SDPA's ``enable_gqa`` with a boolean mask and SDPA's ``is_causal``, SwiGLU) trained with
+AdamW parameter groups, a cosine warmup ``LambdaLR``, gradient accumulation and ``clip_grad_norm_``, and
+generating with a ``torch.cat`` KV cache under ``inference_mode`` (greedy, top-k / top-p / temperature
+sampling on a ``Generator``); GPT-2 (Conv1D by ``addmm``, a causal bool buffer and ``torch.where`` against
+``finfo.min``, gelu_new, tied ``lm_head``, left padding with ``cumsum`` positions, a tuple KV cache); BERT
+pre-training (token types, buffered ``position_ids``, the extended mask, a decoder bias Parameter assigned onto
+a bias-free Linear, the MLM collator's ``bernoulli`` masking); T5 (relative position buckets, T5LayerNorm,
+``_shift_right``); Mistral's reference (banded mask by ``triu``/``log``, a rotating cache by ``scatter_``);
+BLOOM (ALiBi slopes, ``baddbmm``); Mixtral / DeepSeek mixture-of-experts dispatch with the load-balancing
+and z losses; LoRA as loralib writes it (merging in an overridden ``train()``) and as minLoRA does
+(``register_parametrization``); a checkpoint through ``BytesIO`` resumed exactly, ``half()`` and back,
+``torch.compile``; lit-gpt (partial rotary, ``index_copy_`` KV cache, chunked cross-entropy); Gemma 2 with
+soft-capping, fine-tuned by TRL's DPO against a deep-copied frozen reference; Hugging Face's logits
+processors and the Trainer's label smoother; FlexAttention with document masking and an ALiBi score_mod.
+bfloat16 autocast and naming ``torch.bfloat16`` are strict xfails (NumPy has no bfloat16)."""
 
 import io
 import math
@@ -2616,3 +2627,122 @@ def test_trainer_label_smoother():
     smoothed, builtin, grad, grad_builtin, shifted = ours
     assert smoothed == pytest.approx(builtin, rel=1e-6)
     np.testing.assert_allclose(grad, grad_builtin, rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------
+# FlexAttention as gpt-fast / torchtitan / attention-gym write it: documents packed into one sequence,
+# masked by and_masks(causal, same document) through create_block_mask, a soft-capping score_mod and an
+# ALiBi one capturing a slopes tensor, grouped-query heads by enable_gqa. PyTorch's CPU kernel has no
+# backward, so PyTorch's side gives the forward pass, and the training is checked against the same model
+# written with SDPA and the mask spelt out, on both libraries
+# ----------------------------------------------------------------------------------------------
+
+FX_V, FX_D, FX_H, FX_KV, FX_T = 11, 8, 4, 2, 8
+
+
+def make_flex_lm(m, attn="flex"):
+    import importlib
+
+    torch, nn = m.torch, m.nn
+    flex = importlib.import_module(nn.__name__ + ".attention.flex_attention")
+    flex_attention, create_block_mask, and_masks = flex.flex_attention, flex.create_block_mask, flex.and_masks
+    document_id = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    slopes = torch.tensor([2 ** -(i + 1) for i in range(FX_H)])
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx >= kv_idx
+
+    def document_mask(b, h, q_idx, kv_idx):
+        return document_id[q_idx] == document_id[kv_idx]
+
+    def alibi_softcap(score, b, h, q_idx, kv_idx):
+        score = score - slopes[h] * (q_idx - kv_idx)
+        return 20.0 * torch.tanh(score / 20.0)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wqkv = nn.Linear(FX_D, (FX_H + 2 * FX_KV) * (FX_D // FX_H), bias=False)
+            self.wo = nn.Linear(FX_D, FX_D, bias=False)
+
+        def forward(self, x, block_mask):
+            bsz, seqlen, _ = x.shape
+            head_dim = FX_D // FX_H
+            kv_size = FX_KV * head_dim
+            q, k, v = self.wqkv(x).split([FX_D, kv_size, kv_size], dim=-1)
+            q = q.view(bsz, seqlen, FX_H, head_dim).transpose(1, 2)
+            k = k.view(bsz, seqlen, FX_KV, head_dim).transpose(1, 2)
+            v = v.view(bsz, seqlen, FX_KV, head_dim).transpose(1, 2)
+            if attn == "flex":
+                y = flex_attention(q, k, v, score_mod=alibi_softcap, block_mask=block_mask, enable_gqa=True)
+            else:  # the same attention, spelt out for SDPA
+                i = torch.arange(seqlen)
+                rel = (i[:, None] - i[None, :]).float()
+                scores = q @ k.repeat_interleave(2, dim=1).transpose(-2, -1) / math.sqrt(head_dim)
+                scores = 20.0 * torch.tanh((scores - slopes[:, None, None] * rel) / 20.0)
+                keep = (i[:, None] >= i[None, :]) & (document_id[:, None] == document_id[None, :])
+                scores = scores.masked_fill(~keep, float("-inf"))
+                y = torch.softmax(scores, dim=-1) @ v.repeat_interleave(2, dim=1)
+            y = y.transpose(1, 2).contiguous().view(bsz, seqlen, FX_D)
+            return self.wo(y)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok_embeddings = nn.Embedding(FX_V, FX_D)
+            self.norm = nn.RMSNorm(FX_D)
+            self.attention = Attention()
+            self.output = nn.Linear(FX_D, FX_V, bias=False)
+
+        def forward(self, idx):
+            block_mask = create_block_mask(and_masks(causal, document_mask), None, None, FX_T, FX_T, device="cpu",
+                                           BLOCK_SIZE=4)
+            h = self.tok_embeddings(idx)
+            h = h + self.attention(self.norm(h), block_mask)
+            return self.output(h), block_mask
+
+    return Model()
+
+
+def flex_tokens(m):
+    return m.torch.tensor(np.random.default_rng(12).integers(0, FX_V, (2, FX_T + 1)))
+
+
+def flex_forward(m, weights):
+    import warnings
+
+    torch = m.torch
+    model = load(m, make_flex_lm(m), weights)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch's note that it runs uncompiled
+        logits, block_mask = model(flex_tokens(m)[:, :-1])
+    return logits, block_mask.kv_num_blocks, block_mask.full_kv_num_blocks, block_mask.to_dense(), \
+        block_mask.sparsity()
+
+
+def flex_training(m, weights, attn, steps=3):
+    F = m.F
+    model = load(m, make_flex_lm(m, attn), weights)
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-2)
+    tokens = flex_tokens(m)
+    losses = []
+    for step in range(steps):
+        logits, _ = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, FX_V), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, [p.detach() for p in model.parameters()]
+
+
+def test_flex_attention_document_masking():
+    weights = weights_of(make_flex_lm)
+    (logits, partial, full, dense, sparsity), _ = run_both(flex_forward, weights, rtol=1e-5, atol=1e-6)
+    assert dense.tolist() == [[[[1, 0], [1, 1]]]] and full.tolist() == [[[0, 0]]] and sparsity == 25.0
+    by_sdpa, _ = run_both(flex_training, weights, "sdpa", rtol=1e-4, atol=1e-5)
+    by_flex = flex_training(OURS, weights, "flex")  # (PyTorch's CPU FlexAttention refuses backward)
+    np.testing.assert_allclose(by_flex[0], by_sdpa[0], rtol=1e-5)
+    for a, b in zip(by_flex[1], by_sdpa[1]):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-4, atol=1e-5)
+    assert by_flex[0][-1] < by_flex[0][0]
