@@ -179,3 +179,20 @@ def test_flex_attention_gradients_are_sdpas():
     np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-5, atol=1e-6)
     for ours_grad, theirs in zip(grads, torch.autograd.grad((expected * expected).sum(), [tq, tk, tv, ttable])):
         np.testing.assert_allclose(ours_grad.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_block_mask_slicing_and_from_kv_blocks(T):
+    """gpt-fast cuts a decoding row out of a BlockMask by block_mask[:, :, index] (its mask_mod reset, to be set
+    again); BlockMask.from_kv_blocks builds one from the ordered block form, to_dense reads it back."""
+    flex = flex_of(T)
+    block_mask = flex.create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, 1, 1, 8, 8, BLOCK_SIZE=2)
+    row = block_mask[:, :, T.tensor([2])]
+    assert row.kv_num_blocks.tolist() == [[[1]]] and row.full_kv_num_blocks.tolist() == [[[2]]]
+    assert row.to_dense().tolist() == [[[[1, 1, 1, 0]]]] and row.shape == (1, 1, 8, 8)
+    assert block_mask[0].kv_num_blocks.shape == (1, 1, 4)
+    with pytest.raises(RuntimeError, match="Cannot use mask_mod from a sliced BlockMask"):
+        row.mask_mod(T.tensor(0), T.tensor(0), T.tensor(0), T.tensor(0))
+    kv_num_blocks, kv_indices = T.tensor([[[1, 2]]], dtype=T.int32), T.tensor([[[[1, 0], [0, 1]]]], dtype=T.int32)
+    built = flex.BlockMask.from_kv_blocks(kv_num_blocks, kv_indices, BLOCK_SIZE=3)
+    assert built.shape == (1, 1, 6, 6) and built.to_dense().tolist() == [[[[0, 1], [1, 1]]]]
+    assert built.sparsity() == 25.0

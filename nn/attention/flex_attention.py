@@ -133,18 +133,61 @@ def _ordered(dense):
     return dense.sum(dim=-1).to(autograd.int32), dense.argsort(dim=-1, descending=True, stable=True).to(autograd.int32)
 
 
-class BlockMask:
-    """A mask_mod with its block summary, made by ``create_block_mask``: ``kv_num_blocks``/``kv_indices`` (the
-    partly unmasked blocks of each row of query blocks), ``full_kv_num_blocks``/``full_kv_indices`` (the wholly
-    unmasked ones), ``BLOCK_SIZE``, ``seq_lengths``, ``mask_mod``; ``shape`` is (B, H, Q_LEN, KV_LEN)."""
+def _dense(num_blocks, indices):
+    """The dense (..., rows, columns) int32 block mask of its ordered form: row r has 1 at the columns
+    indices[..., r, :num_blocks[..., r]]."""
+    columns = indices.shape[-1]
+    real = autograd.arange(columns) < num_blocks.unsqueeze(-1)
+    dense = autograd.zeros(*indices.shape[:-1], columns + 1, dtype=autograd.int32)
+    dense.scatter_(-1, autograd.where(real, indices.long(), columns), 1)  # (the unused entries to a spare column)
+    return dense[..., :columns].contiguous()
 
-    def __init__(self, partial, full, mask_mod, seq_lengths, BLOCK_SIZE):
-        self.kv_num_blocks, self.kv_indices = _ordered(partial)
-        self.full_kv_num_blocks, self.full_kv_indices = (None, None) if full is None else _ordered(full)
-        self._dense = partial if full is None else partial | full
-        self.mask_mod = mask_mod
+
+def _sliced_mask_mod_error(batch, head, token_q, token_kv):
+    raise RuntimeError("Cannot use mask_mod from a sliced BlockMask. When you slice a BlockMask using [], the "
+                       "mask_mod attribute is reset. You must set it from the original BlockMask's mask_mod.")
+
+
+class BlockMask:
+    """A mask_mod with its block summary, made by ``create_block_mask`` (or ``from_kv_blocks``): ``kv_num_blocks``/
+    ``kv_indices`` (the partly unmasked blocks of each row of query blocks), ``full_kv_num_blocks``/
+    ``full_kv_indices`` (the wholly unmasked ones), ``BLOCK_SIZE``, ``seq_lengths``, ``mask_mod``; ``shape`` is
+    (B, H, Q_LEN, KV_LEN). flex_attention masks by ``mask_mod`` alone, entry by entry, as PyTorch's eager path."""
+
+    def __init__(self, seq_lengths, kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, BLOCK_SIZE,
+                 mask_mod):
         self.seq_lengths = tuple(seq_lengths)
+        self.kv_num_blocks, self.kv_indices = kv_num_blocks, kv_indices
+        self.full_kv_num_blocks, self.full_kv_indices = full_kv_num_blocks, full_kv_indices
         self.BLOCK_SIZE = tuple(BLOCK_SIZE)
+        self.mask_mod = mask_mod
+
+    @classmethod
+    def from_kv_blocks(cls, kv_num_blocks, kv_indices, full_kv_num_blocks=None, full_kv_indices=None,
+                       BLOCK_SIZE=_DEFAULT_SPARSE_BLOCK_SIZE, mask_mod=None, seq_lengths=None, compute_q_blocks=True):
+        """A BlockMask from the ordered block form (a mask_mod of None masks nothing; seq_lengths of None: the
+        blocks' whole extent)."""
+        if kv_indices.dim() < 2:
+            raise RuntimeError("BlockMask must have at least 2 dimensions")
+        if (full_kv_num_blocks is None) != (full_kv_indices is None):
+            raise RuntimeError("full_kv_num_blocks and full_kv_indices must be both provided or omitted")
+        BLOCK_SIZE = (BLOCK_SIZE, BLOCK_SIZE) if isinstance(BLOCK_SIZE, int) else BLOCK_SIZE
+        if seq_lengths is None:
+            seq_lengths = (kv_indices.shape[-2] * BLOCK_SIZE[0], kv_indices.shape[-1] * BLOCK_SIZE[1])
+        return cls(seq_lengths, kv_num_blocks, kv_indices, full_kv_num_blocks, full_kv_indices, BLOCK_SIZE,
+                   noop_mask if mask_mod is None else mask_mod)
+
+    def __getitem__(self, index):
+        """The BlockMask of some batches / heads / rows of query blocks (an int keeps its dimension, as PyTorch's);
+        its mask_mod must be set again from the original (gpt-fast offsets it for one decoding position)."""
+        index = index if isinstance(index, tuple) else (index,)
+        sizes = self.kv_num_blocks.shape
+        index = tuple(slice(i % n, i % n + 1) if isinstance(i, int) else i
+                      for i, n in zip((*index, slice(None), slice(None), slice(None))[:3], sizes))
+        full = (None, None) if self.full_kv_num_blocks is None else (self.full_kv_num_blocks[index],
+                                                                    self.full_kv_indices[index])
+        return type(self)(self.seq_lengths, self.kv_num_blocks[index], self.kv_indices[index], *full, self.BLOCK_SIZE,
+                          _sliced_mask_mod_error)
 
     @property
     def shape(self):
@@ -164,7 +207,10 @@ class BlockMask:
 
     def to_dense(self):
         """The (B, H, query blocks, key blocks) int32 tensor: 1 where a block is computed."""
-        return self._dense.to(autograd.int32)
+        dense = _dense(self.kv_num_blocks, self.kv_indices)
+        if self.full_kv_num_blocks is not None:
+            dense = dense | _dense(self.full_kv_num_blocks, self.full_kv_indices)
+        return dense
 
     def to(self, device):
         resolve_device(device)  # (every served device is this one: only a check)
@@ -197,9 +243,9 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, device=None, BLOCK_SIZE=_DE
     q_block, kv_block = (BLOCK_SIZE, BLOCK_SIZE) if isinstance(BLOCK_SIZE, int) else BLOCK_SIZE
     with autograd.no_grad():
         partial, full = _blocks(_mask_of(mask_mod, B, H, Q_LEN, KV_LEN), q_block, kv_block)
-    if not separate_full_blocks:
-        partial, full = partial | full, None
-    return BlockMask(partial, full, mask_mod, (Q_LEN, KV_LEN), (q_block, kv_block))
+    if separate_full_blocks:
+        return BlockMask((Q_LEN, KV_LEN), *_ordered(partial), *_ordered(full), (q_block, kv_block), mask_mod)
+    return BlockMask((Q_LEN, KV_LEN), *_ordered(partial | full), None, None, (q_block, kv_block), mask_mod)
 
 
 _warned = set()
