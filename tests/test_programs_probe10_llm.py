@@ -18,7 +18,9 @@ and z losses; LoRA as loralib writes it (merging in an overridden ``train()``) a
 (``register_parametrization``); a checkpoint through ``BytesIO`` resumed exactly, ``half()`` and back,
 ``torch.compile``; lit-gpt (partial rotary, ``index_copy_`` KV cache, chunked cross-entropy); Gemma 2 with
 soft-capping, fine-tuned by TRL's DPO against a deep-copied frozen reference; Hugging Face's logits
-processors and the Trainer's label smoother; FlexAttention with document masking and an ALiBi score_mod.
+processors and the Trainer's label smoother; FlexAttention with document masking and an ALiBi score_mod, and
+gpt-fast's FlexAttention decoding (sliced BlockMasks, a static KV cache); int8 / NF4 weight quantization and
+straight-through quantization-aware training.
 bfloat16 autocast and naming ``torch.bfloat16`` are strict xfails (NumPy has no bfloat16)."""
 
 import io
@@ -2929,3 +2931,74 @@ def test_gpt_fast_flex_decoding():
     np.testing.assert_allclose(step_logits[0], full[0, 3:6], rtol=1e-4, atol=1e-5)  # the cache and the sliced masks
     np.testing.assert_allclose(prefill_logits[0], full[0, :3], rtol=1e-4, atol=1e-5)
     assert sequence.dtype == np.int32 and sliced.shape == (1, 1, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight quantization as LLM fine-tuning code writes it in plain PyTorch: absmax int8 rows, QLoRA's NF4 code
+# book over blocks (argmin against the code, two 4-bit indices packed in a uint8 by shifts and masks, unpacked
+# and looked up), and quantization-aware training through a straight-through estimator (x + (q - x).detach())
+# ----------------------------------------------------------------------------------------------
+
+NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+       -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020725250244,
+       0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0]
+
+
+def quantization_program(m, weights, steps=4):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def quantize_int8(w):
+        scale = w.abs().amax(dim=-1, keepdim=True) / 127
+        return torch.round(w / scale).to(torch.int8), scale
+
+    def quantize_nf4(w, blocksize=8):
+        blocks = w.reshape(-1, blocksize)
+        absmax = blocks.abs().max(dim=-1, keepdim=True).values
+        code = torch.tensor(NF4)
+        idx = (blocks.div(absmax).unsqueeze(-1) - code).abs().argmin(dim=-1).to(torch.uint8)
+        packed = (idx[:, ::2] << 4) | idx[:, 1::2]
+        return packed, absmax
+
+    def dequantize_nf4(packed, absmax, shape):
+        idx = torch.stack([packed >> 4, packed & 0xF], dim=-1).view(packed.shape[0], -1)
+        return (torch.tensor(NF4)[idx.long()] * absmax).view(shape)
+
+    class FakeQuantLinear(nn.Linear):
+        """4-bit weights in the forward pass, full-precision gradients (the straight-through estimator)."""
+
+        def forward(self, x):
+            w = self.weight
+            scale = w.detach().abs().amax(dim=1, keepdim=True) / 7
+            w_q = w + ((w / scale).round().clamp(-8, 7) * scale - w).detach()
+            return F.linear(x, w_q, self.bias)
+
+    model = nn.Sequential(FakeQuantLinear(8, 16), nn.GELU(), FakeQuantLinear(16, 4))
+    load(m, model, weights)
+    rng = np.random.default_rng(13)
+    x = torch.tensor(rng.standard_normal((32, 8)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 4, 32))
+    optimizer = m.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    losses = []
+    for step in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    w = model[0].weight.detach()
+    q, scale = quantize_int8(w)
+    packed, absmax = quantize_nf4(w)
+    nf4 = dequantize_nf4(packed, absmax, w.shape)
+    return losses, model[0].weight.grad, q, q.float() * scale, packed, nf4, w
+
+
+def test_weight_quantization_int8_nf4_and_qat():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(8, 16), m.nn.GELU(), m.nn.Linear(16, 4)))
+    ours, _ = run_both(quantization_program, weights, rtol=1e-5, atol=1e-6)
+    losses, grad, q, int8, packed, nf4, w = ours
+    assert q.dtype == np.int8 and packed.dtype == np.uint8 and packed.shape == (16, 4)
+    assert losses[-1] < losses[0]
+    row_max = np.abs(w).max(axis=1, keepdims=True)
+    assert np.all(np.abs(int8 - w) <= row_max / 254 + 1e-6)  # within half a step of each row's scale
+    block_max = np.abs(w).reshape(-1, 8).max(axis=1, keepdims=True)
+    assert np.all(np.abs(nf4 - w).reshape(-1, 8) <= 0.17 * block_max)  # within half NF4's widest gap
