@@ -20,7 +20,8 @@ and z losses; LoRA as loralib writes it (merging in an overridden ``train()``) a
 soft-capping, fine-tuned by TRL's DPO against a deep-copied frozen reference; Hugging Face's logits
 processors and the Trainer's label smoother; FlexAttention with document masking and an ALiBi score_mod, and
 gpt-fast's FlexAttention decoding (sliced BlockMasks, a static KV cache); int8 / NF4 weight quantization and
-straight-through quantization-aware training.
+straight-through quantization-aware training; sentence embeddings (mean pooling, in-batch negatives, a clamped
+learnt temperature).
 bfloat16 autocast and naming ``torch.bfloat16`` are strict xfails (NumPy has no bfloat16)."""
 
 import io
@@ -3002,3 +3003,58 @@ def test_weight_quantization_int8_nf4_and_qat():
     assert np.all(np.abs(int8 - w) <= row_max / 254 + 1e-6)  # within half a step of each row's scale
     block_max = np.abs(w).reshape(-1, 8).max(axis=1, keepdims=True)
     assert np.all(np.abs(nf4 - w).reshape(-1, 8) <= 0.17 * block_max)  # within half NF4's widest gap
+
+
+# ----------------------------------------------------------------------------------------------
+# Text embeddings as sentence-transformers trains them: the BERT above mean-pooled over the attention mask
+# (sum / clamp(min=1e-9)), F.normalize, in-batch negatives by cross-entropy on arange labels
+# (MultipleNegativesRankingLoss), a CLIP-style learnt temperature clamped in place through .data
+# ----------------------------------------------------------------------------------------------
+
+
+def embedding_program(m, weights, steps=3):
+    torch, nn, F = m.torch, m.nn, m.F
+    bert = load(m, make_bert(m), weights)
+    logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.005))  # above the clamp's bound
+
+    def mean_pooling(token_embeddings, attention_mask):
+        input_mask_expanded = attention_mask.unsqueeze(-1).expand(token_embeddings.size()).float()
+        return torch.sum(token_embeddings * input_mask_expanded, 1) / torch.clamp(input_mask_expanded.sum(1), min=1e-9)
+
+    def encode(ids):
+        attention_mask = (ids != PAD).long()
+        extended = bert.get_extended_attention_mask(attention_mask)
+        hidden = bert.embeddings(input_ids=ids)
+        for layer in bert.layer:
+            hidden = layer(hidden, extended)
+        return F.normalize(mean_pooling(hidden, attention_mask), p=2, dim=1)
+
+    rng = np.random.default_rng(15)
+    anchors = torch.tensor(np.concatenate([rng.integers(4, B_V, (4, 6)), np.full((4, 2), PAD)], 1))
+    positives = anchors.clone()
+    positives[:, 0] = torch.tensor(rng.integers(4, B_V, 4))  # a paraphrase: one token changed
+    optimizer = m.optim.AdamW([*bert.parameters(), logit_scale], lr=1e-3)
+    losses = []
+    for step in range(steps):
+        a, p = encode(anchors), encode(positives)
+        scores = a @ p.T * logit_scale.exp()
+        labels = torch.arange(len(scores), dtype=torch.long, device=scores.device)
+        loss = (F.cross_entropy(scores, labels) + F.cross_entropy(scores.T, labels)) / 2
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        logit_scale.data.clamp_(0, math.log(100))
+        losses.append(loss.item())
+    with torch.no_grad():
+        a = encode(anchors)
+        padded = encode(torch.cat([anchors[:1, :6], torch.full((1, 5), PAD)], 1))
+    return losses, logit_scale, a, padded, bert.embeddings.word_embeddings.weight.grad
+
+
+def test_sentence_embeddings_in_batch_negatives():
+    weights = weights_of(make_bert)
+    ours, _ = run_both(embedding_program, weights, rtol=1e-4, atol=1e-5)
+    losses, logit_scale, a, padded, grad = ours
+    assert losses[-1] < losses[0] and math.log(100) - 0.01 < logit_scale <= math.log(100) + 1e-6  # clamped
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(padded[0], a[0], rtol=1e-5, atol=1e-6)  # the padding does not count
