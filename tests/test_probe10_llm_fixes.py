@@ -157,27 +157,37 @@ def test_flex_attention_refuses_what_pytorch_refuses(T):
 
 def test_flex_attention_gradients_are_sdpas():
     """PyTorch's CPU kernel has no backward; here the gradients (a learnt bias table captured by score_mod
-    among them) are those of SDPA with the bias spelt out, on both libraries."""
+    among them) are those of SDPA with the bias spelt out: chainrule's, and PyTorch's where installed."""
     import autograd
+    import nn as ours_nn
 
-    ours = flex_of(autograd)
+    flex = flex_of(autograd)
     q, k, v = (x.requires_grad_() for x in qkv(autograd, heads_kv=4))
     table = autograd.tensor(np.linspace(-1, 1, 11).astype(np.float32), requires_grad=True)
 
     def relative_bias(score, b, h, q_idx, kv_idx):
         return score + table[q_idx - kv_idx + 5]
 
-    block_mask = ours.create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None, 6, 6)
-    out = ours.flex_attention(q, k, v, score_mod=relative_bias, block_mask=block_mask)
+    block_mask = flex.create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None, 6, 6)
+    out = flex.flex_attention(q, k, v, score_mod=relative_bias, block_mask=block_mask)
     grads = autograd.autograd.grad((out * out).sum(), [q, k, v, table])
-    torch = pytest.importorskip("torch")
-    tq, tk, tv = (torch.tensor(x.detach().numpy(), requires_grad=True) for x in (q, k, v))
-    ttable = torch.tensor(table.detach().numpy(), requires_grad=True)
-    i = torch.arange(6)
-    bias = ttable[i[:, None] - i[None, :] + 5].masked_fill(i[:, None] < i[None, :], float("-inf"))
-    expected = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=bias)
+
+    def by_sdpa(T, F, q, k, v, table):
+        i = T.arange(6)
+        bias = table[i[:, None] - i[None, :] + 5].masked_fill(i[:, None] < i[None, :], float("-inf"))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return out, T.autograd.grad((out * out).sum(), [q, k, v, table])
+
+    inputs = [x.detach().requires_grad_() for x in (q, k, v, table)]
+    expected, expected_grads = by_sdpa(autograd, ours_nn.functional, *inputs)
     np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-5, atol=1e-6)
-    for ours_grad, theirs in zip(grads, torch.autograd.grad((expected * expected).sum(), [tq, tk, tv, ttable])):
+    for ours_grad, theirs in zip(grads, expected_grads):
+        np.testing.assert_allclose(ours_grad.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5)
+    torch = pytest.importorskip("torch")
+    inputs = [torch.tensor(x.detach().numpy(), requires_grad=True) for x in (q, k, v, table)]
+    expected, expected_grads = by_sdpa(torch, torch.nn.functional, *inputs)
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+    for ours_grad, theirs in zip(grads, expected_grads):
         np.testing.assert_allclose(ours_grad.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5)
 
 
