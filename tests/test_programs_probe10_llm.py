@@ -21,7 +21,8 @@ soft-capping, fine-tuned by TRL's DPO against a deep-copied frozen reference; Hu
 processors and the Trainer's label smoother; FlexAttention with document masking and an ALiBi score_mod, and
 gpt-fast's FlexAttention decoding (sliced BlockMasks, a static KV cache); int8 / NF4 weight quantization and
 straight-through quantization-aware training; sentence embeddings (mean pooling, in-batch negatives, a clamped
-learnt temperature).
+learnt temperature); Longformer's sliding-chunk attention (as_strided chunks, new_empty filled by slice assignment,
+masked_fill_ on views) against dense banded attention.
 bfloat16 autocast and naming ``torch.bfloat16`` are strict xfails (NumPy has no bfloat16)."""
 
 import io
@@ -3058,3 +3059,125 @@ def test_sentence_embeddings_in_batch_negatives():
     assert losses[-1] < losses[0] and math.log(100) - 0.01 < logit_scale <= math.log(100) + 1e-6  # clamped
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(padded[0], a[0], rtol=1e-5, atol=1e-6)  # the padding does not count
+
+
+# ----------------------------------------------------------------------------------------------
+# Longformer's sliding-window attention (Hugging Face's LongformerSelfAttention, local part): overlapping
+# chunks by as_strided on a view, einsum per chunk, diagonals turned into columns by pad + view tricks, a
+# new_empty score tensor filled by slice assignment, invalid corners masked by masked_fill_ on views of a
+# transposed view, values chunked by as_strided of a padded copy; checked against dense banded attention
+# ----------------------------------------------------------------------------------------------
+
+
+def longformer_attention(m):
+    torch, nn = m.torch, m.nn
+
+    def _pad_and_transpose_last_two_dims(hidden_states_padded, padding):
+        hidden_states_padded = nn.functional.pad(hidden_states_padded, padding)
+        hidden_states_padded = hidden_states_padded.view(
+            *hidden_states_padded.size()[:-2], hidden_states_padded.size(-1), hidden_states_padded.size(-2))
+        return hidden_states_padded
+
+    def _pad_and_diagonalize(chunked_hidden_states):
+        total_num_heads, num_chunks, window_overlap, hidden_dim = chunked_hidden_states.size()
+        chunked_hidden_states = nn.functional.pad(chunked_hidden_states, (0, window_overlap + 1))
+        chunked_hidden_states = chunked_hidden_states.view(total_num_heads, num_chunks, -1)
+        chunked_hidden_states = chunked_hidden_states[:, :, :-window_overlap]
+        chunked_hidden_states = chunked_hidden_states.view(total_num_heads, num_chunks, window_overlap,
+                                                           window_overlap + hidden_dim)
+        return chunked_hidden_states[:, :, :, :-1]
+
+    def _chunk(hidden_states, window_overlap):
+        hidden_states = hidden_states.view(hidden_states.size(0), hidden_states.size(1) // (window_overlap * 2),
+                                           window_overlap * 2, hidden_states.size(2))
+        chunk_size = list(hidden_states.size())
+        chunk_size[1] = chunk_size[1] * 2 - 1
+        chunk_stride = list(hidden_states.stride())
+        chunk_stride[1] = chunk_stride[1] // 2
+        return hidden_states.as_strided(size=chunk_size, stride=chunk_stride)
+
+    def _mask_invalid_locations(input_tensor, affected_seq_len):
+        beginning_mask_2d = input_tensor.new_ones(affected_seq_len, affected_seq_len + 1).tril().flip(dims=[0])
+        beginning_mask = beginning_mask_2d[None, :, None, :]
+        ending_mask = beginning_mask.flip(dims=(1, 3))
+        beginning_input = input_tensor[:, :affected_seq_len, :, : affected_seq_len + 1]
+        beginning_mask = beginning_mask.expand(beginning_input.size())
+        beginning_input.masked_fill_(beginning_mask == 1, -float("inf"))
+        ending_input = input_tensor[:, -affected_seq_len:, :, -(affected_seq_len + 1):]
+        ending_mask = ending_mask.expand(ending_input.size())
+        ending_input.masked_fill_(ending_mask == 1, -float("inf"))
+
+    def _sliding_chunks_query_key_matmul(query, key, window_overlap):
+        batch_size, seq_len, num_heads, head_dim = query.size()
+        chunks_count = seq_len // window_overlap - 1
+        query = query.transpose(1, 2).reshape(batch_size * num_heads, seq_len, head_dim)
+        key = key.transpose(1, 2).reshape(batch_size * num_heads, seq_len, head_dim)
+        query = _chunk(query, window_overlap)
+        key = _chunk(key, window_overlap)
+        diagonal_chunked_attention_scores = torch.einsum("bcxd,bcyd->bcxy", (query, key))
+        diagonal_chunked_attention_scores = _pad_and_transpose_last_two_dims(diagonal_chunked_attention_scores,
+                                                                             padding=(0, 0, 0, 1))
+        diagonal_attention_scores = diagonal_chunked_attention_scores.new_empty(
+            (batch_size * num_heads, chunks_count + 1, window_overlap, window_overlap * 2 + 1))
+        diagonal_attention_scores[:, :-1, :, window_overlap:] = diagonal_chunked_attention_scores[
+            :, :, :window_overlap, : window_overlap + 1]
+        diagonal_attention_scores[:, -1, :, window_overlap:] = diagonal_chunked_attention_scores[
+            :, -1, window_overlap:, : window_overlap + 1]
+        diagonal_attention_scores[:, 1:, :, :window_overlap] = diagonal_chunked_attention_scores[
+            :, :, -(window_overlap + 1): -1, window_overlap + 1:]
+        diagonal_attention_scores[:, 0, 1:window_overlap, 1:window_overlap] = diagonal_chunked_attention_scores[
+            :, 0, : window_overlap - 1, 1 - window_overlap:]
+        diagonal_attention_scores = diagonal_attention_scores.view(
+            batch_size, num_heads, seq_len, 2 * window_overlap + 1).transpose(2, 1)
+        _mask_invalid_locations(diagonal_attention_scores, window_overlap)
+        return diagonal_attention_scores
+
+    def _sliding_chunks_matmul_attn_probs_value(attn_probs, value, window_overlap):
+        batch_size, seq_len, num_heads, head_dim = value.size()
+        chunks_count = seq_len // window_overlap - 1
+        chunked_attn_probs = attn_probs.transpose(1, 2).reshape(
+            batch_size * num_heads, seq_len // window_overlap, window_overlap, 2 * window_overlap + 1)
+        value = value.transpose(1, 2).reshape(batch_size * num_heads, seq_len, head_dim)
+        padded_value = nn.functional.pad(value, (0, 0, window_overlap, window_overlap), value=-1)
+        chunked_value_size = (batch_size * num_heads, chunks_count + 1, 3 * window_overlap, head_dim)
+        chunked_value_stride = padded_value.stride()
+        chunked_value_stride = (chunked_value_stride[0], window_overlap * chunked_value_stride[1],
+                                chunked_value_stride[1], chunked_value_stride[2])
+        chunked_value = padded_value.as_strided(size=chunked_value_size, stride=chunked_value_stride)
+        chunked_attn_probs = _pad_and_diagonalize(chunked_attn_probs)
+        context = torch.einsum("bcwd,bcdh->bcwh", (chunked_attn_probs, chunked_value))
+        return context.view(batch_size, num_heads, seq_len, head_dim).transpose(1, 2)
+
+    def local_attention(query_vectors, key_vectors, value_vectors, window_overlap):
+        attn_scores = _sliding_chunks_query_key_matmul(query_vectors, key_vectors, window_overlap)
+        attn_probs = nn.functional.softmax(attn_scores, dim=-1, dtype=torch.float32)
+        return _sliding_chunks_matmul_attn_probs_value(attn_probs, value_vectors, window_overlap), attn_scores
+
+    return local_attention
+
+
+def longformer_program(m, w=2):
+    torch = m.torch
+    local_attention = longformer_attention(m)
+    rng = np.random.default_rng(16)
+    q, k, v = (torch.tensor(rng.standard_normal((2, 8, 2, 3)).astype(np.float32), requires_grad=True)
+               for _ in range(3))
+    out, scores = local_attention(q, k, v, w)
+    (out * torch.arange(3.0)).sum().backward()
+    # the same attention, dense: each position sees w neighbours on each side
+    qd, kd, vd = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    i = torch.arange(8)
+    band = (i[:, None] - i[None, :]).abs() <= w
+    dense_scores = torch.einsum("blhd,bshd->bhls", qd, kd).masked_fill(~band, float("-inf"))
+    dense = torch.einsum("bhls,bshd->blhd", dense_scores.softmax(-1), vd)
+    (dense * torch.arange(3.0)).sum().backward()
+    return out, scores, [q.grad, k.grad, v.grad], dense, [qd.grad, kd.grad, vd.grad]
+
+
+def test_longformer_sliding_chunks():
+    ours, _ = run_both(longformer_program, rtol=1e-5, atol=1e-6)
+    out, scores, grads, dense, dense_grads = ours
+    assert scores.shape == (2, 8, 2, 5) and np.isneginf(scores[:, 0, :, :2]).all()
+    np.testing.assert_allclose(out, dense, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, dense_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
