@@ -22,7 +22,7 @@ processors and the Trainer's label smoother; FlexAttention with document masking
 gpt-fast's FlexAttention decoding (sliced BlockMasks, a static KV cache); int8 / NF4 weight quantization and
 straight-through quantization-aware training; sentence embeddings (mean pooling, in-batch negatives, a clamped
 learnt temperature); Longformer's sliding-chunk attention (as_strided chunks, new_empty filled by slice assignment,
-masked_fill_ on views) against dense banded attention.
+masked_fill_ on views) against dense banded attention; Mamba's selective scan (mamba-minimal).
 bfloat16 autocast and naming ``torch.bfloat16`` are strict xfails (NumPy has no bfloat16)."""
 
 import io
@@ -3181,3 +3181,128 @@ def test_longformer_sliding_chunks():
     np.testing.assert_allclose(out, dense, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads, dense_grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mamba as mamba-minimal writes it (einops spelt with permute / einsum): in_proj split into x and the
+# gate, a depthwise causal Conv1d (groups=d_inner, padding=d_conv - 1, cut back to the length), the
+# selective scan's discretisation (exp of delta * A with A = -exp(A_log), softplus delta) run step by step
+# and stacked, a D skip, SiLU gating, RMSNorm residual blocks with a tied head
+# ----------------------------------------------------------------------------------------------
+
+MB_V, MB_D, MB_N, MB_CONV = 10, 6, 4, 3
+
+
+def make_mamba(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    d_inner, dt_rank = 2 * MB_D, math.ceil(MB_D / 16)
+
+    class MambaBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.in_proj = nn.Linear(MB_D, d_inner * 2, bias=False)
+            self.conv1d = nn.Conv1d(in_channels=d_inner, out_channels=d_inner, bias=True, kernel_size=MB_CONV,
+                                    groups=d_inner, padding=MB_CONV - 1)
+            self.x_proj = nn.Linear(d_inner, dt_rank + MB_N * 2, bias=False)
+            self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+            A = torch.arange(1, MB_N + 1).float().repeat(d_inner, 1)
+            self.A_log = nn.Parameter(torch.log(A))
+            self.D = nn.Parameter(torch.ones(d_inner))
+            self.out_proj = nn.Linear(d_inner, MB_D, bias=False)
+
+        def forward(self, x):
+            (b, l, d) = x.shape
+            x_and_res = self.in_proj(x)
+            (x, res) = x_and_res.split(split_size=[d_inner, d_inner], dim=-1)
+            x = x.permute(0, 2, 1)  # rearrange(x, 'b l d_in -> b d_in l')
+            x = self.conv1d(x)[:, :, :l]
+            x = x.permute(0, 2, 1)
+            x = F.silu(x)
+            y = self.ssm(x)
+            y = y * F.silu(res)
+            return self.out_proj(y)
+
+        def ssm(self, x):
+            (d_in, n) = self.A_log.shape
+            A = -torch.exp(self.A_log.float())
+            D = self.D.float()
+            x_dbl = self.x_proj(x)
+            (delta, B, C) = x_dbl.split(split_size=[dt_rank, n, n], dim=-1)
+            delta = F.softplus(self.dt_proj(delta))
+            return self.selective_scan(x, delta, A, B, C, D)
+
+        def selective_scan(self, u, delta, A, B, C, D):
+            (b, l, d_in) = u.shape
+            n = A.shape[1]
+            deltaA = torch.exp(torch.einsum("bld,dn->bldn", delta, A))
+            deltaB_u = torch.einsum("bld,bln,bld->bldn", delta, B, u)
+            x = torch.zeros((b, d_in, n), device=deltaA.device)
+            ys = []
+            for i in range(l):
+                x = deltaA[:, i] * x + deltaB_u[:, i]
+                y = torch.einsum("bdn,bn->bd", x, C[:, i, :])
+                ys.append(y)
+            y = torch.stack(ys, dim=1)
+            return y + u * D
+
+    class RMSNorm(nn.Module):
+        def __init__(self, d_model, eps=1e-5):
+            super().__init__()
+            self.eps = eps
+            self.weight = nn.Parameter(torch.ones(d_model))
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+    class ResidualBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mixer = MambaBlock()
+            self.norm = RMSNorm(MB_D)
+
+        def forward(self, x):
+            return self.mixer(self.norm(x)) + x
+
+    class Mamba(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(MB_V, MB_D)
+            self.layers = nn.ModuleList([ResidualBlock() for _ in range(2)])
+            self.norm_f = RMSNorm(MB_D)
+            self.lm_head = nn.Linear(MB_D, MB_V, bias=False)
+            self.lm_head.weight = self.embedding.weight
+
+        def forward(self, input_ids):
+            x = self.embedding(input_ids)
+            for layer in self.layers:
+                x = layer(x)
+            return self.lm_head(self.norm_f(x))
+
+    return Mamba()
+
+
+def mamba_program(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    model = load(m, make_mamba(m), weights)
+    tokens = torch.tensor(np.random.default_rng(17).integers(0, MB_V, (2, 9)))
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(steps):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, MB_V), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        full = model(tokens)
+        prefix = model(tokens[:, :5])
+    return losses, model.layers[0].mixer.A_log.grad, full, prefix
+
+
+def test_mamba_selective_scan():
+    weights = weights_of(make_mamba)
+    ours, _ = run_both(mamba_program, weights, rtol=1e-4, atol=1e-5)
+    losses, a_log_grad, full, prefix = ours
+    assert losses[-1] < losses[0] and np.abs(a_log_grad).sum() > 0
+    np.testing.assert_allclose(prefix, full[:, :5], rtol=1e-5, atol=1e-6)  # causal: the future changes nothing
