@@ -3306,3 +3306,26 @@ def test_mamba_selective_scan():
     losses, a_log_grad, full, prefix = ours
     assert losses[-1] < losses[0] and np.abs(a_log_grad).sum() > 0
     np.testing.assert_allclose(prefix, full[:, :5], rtol=1e-5, atol=1e-6)  # causal: the future changes nothing
+
+
+def litgpt_sampler(m):
+    """lit-gpt's sampling (generate/base.py): torch._dynamo.is_compiling() picks the exponential_ trick when
+    compiled and torch.multinomial otherwise."""
+    torch = m.torch
+
+    def multinomial_num_samples_1(probs):
+        if torch._dynamo.is_compiling():
+            distribution = torch.empty_like(probs).exponential_(1)
+            return torch.argmax(probs / distribution, dim=-1, keepdim=True)
+        return torch.multinomial(probs, num_samples=1)
+
+    probs = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    return multinomial_num_samples_1(probs)
+
+
+@pytest.mark.xfail(strict=True, reason="autograd._dynamo does not exist: lit-gpt's sampler asks "
+                                       "torch._dynamo.is_compiling() (proposed module in the probe10 report; "
+                                       "autograd/__init__.py is outside this task's files)")
+def test_litgpt_sampler_asks_dynamo():
+    ours, _ = run_both(litgpt_sampler)
+    assert ours.tolist() == [[1], [2]]
