@@ -322,8 +322,9 @@ class Module(ModuleState, ModuleHooks):
     def train(self, mode=True):
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
-        for module in self.modules():
-            object.__setattr__(module, "training", bool(mode))
+        object.__setattr__(self, "training", mode)
+        for module in self.children():  # each child's own train(): a subclass's override runs (loralib merges there)
+            module.train(mode)
         return self
 
     def eval(self):
@@ -355,14 +356,21 @@ class Module(ModuleState, ModuleHooks):
 
     def _cast(self, dtype, kinds=None):
         """Every parameter and buffer (of NumPy dtype ``kinds`` only, if given: "f" floating, "c"
-        complex) to ``dtype``, in place."""
-        for tensor in list(self.parameters()) + list(self.buffers()):
+        complex) to ``dtype``, through ``_apply`` as PyTorch's to()/half()/float()/double()/type()
+        go, so a subclass's ``_apply`` runs (a rotary cache kept in float32 while the weights go to
+        float16). A parameter and its gradient keep their objects; a buffer is replaced."""
+
+        from .lazy import is_lazy  # (lazy.py imports the layers, which import this module)
+
+        def cast(tensor):
             if (kinds is None or tensor.dtype.kind in kinds) and tensor.dtype != dtype:
-                # a new dtype is new storage, as PyTorch's param.data = param.data.to(dtype);
-                # the version moves on, so a graph that saved the old values refuses backward
-                _set_storage(tensor, tensor._data.astype(dtype))
-                if tensor.grad is not None:  # the gradient follows, as PyTorch's (same object, new dtype)
-                    _set_storage(tensor.grad, tensor.grad._data.astype(dtype))
+                if is_lazy(tensor):  # no values yet: it stays itself, to be materialized in the new dtype
+                    tensor._data = tensor._data.astype(dtype)
+                    return tensor
+                return tensor.to(dtype)
+            return tensor
+
+        return self._apply(cast)
 
     def _apply(self, fn, recurse=True):
         """PyTorch's engine of to()/double()/cuda(): ``fn(tensor) -> tensor`` (under no_grad) on

@@ -258,9 +258,12 @@ def _shift(x, axes):
 
 def _stable_max(x, axes):
     """The shift, with infinite maxima replaced by 0 so x - m stays finite: logsumexp's, which is inf where
-    a slice holds +inf and -inf where it holds only -inf (one sum tells whether any needs replacing)."""
+    a slice holds +inf and -inf where it holds only -inf. (Whether any maximum needs replacing is asked by
+    isfinite, not by one sum of the maxima: rows masked with finfo.min, as Hugging Face's models mask,
+    overflow that sum, and NumPy warned of it from its own module, where the library's filter does not reach.)"""
     m = _shift(x, axes)
-    return m if math.isfinite(m.sum()) else xp.where(xp.isfinite(m), m, 0)
+    finite = xp.isfinite(m)
+    return m if finite.all() else xp.where(finite, m, 0)
 
 
 class LogSumExp(Primitive):

@@ -9,12 +9,12 @@ import warnings
 
 import autograd
 
-from . import functional as F
-from . import init
-from .attention_backends import SDPBackend, check_a_kernel_runs, sdpa_kernel  # noqa: F401  (nn.attention's names)
-from .linear import Linear
-from .module import Module
-from .parameter import Parameter
+from .. import functional as F
+from .. import init
+from ..attention_backends import SDPBackend, check_a_kernel_runs, sdpa_kernel  # noqa: F401  (nn.attention's names)
+from ..linear import Linear
+from ..module import Module
+from ..parameter import Parameter
 
 
 def _causal_keep(L, S):
