@@ -159,6 +159,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "set_autocast_gpu_dtype"),
     "compile": ".compiler:compile",
     "compiler": ".compiler",
+    "_dynamo": "._dynamo",
     "cpu": ".cpu",
     **_lazy.from_module(".control_flow", "cond", "while_loop"),
     # the layers' functions at PyTorch's top level (autograd.conv2d, torch.max_pool2d's signature, ...)

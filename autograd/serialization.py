@@ -90,6 +90,8 @@ def _encode(obj, written):
         return {"odict": _encode(dict(obj), written)["dict"]}
     if isinstance(obj, Size):
         return {"size": list(obj)}
+    if isinstance(obj, numpy.dtype) and obj.kind in "biufc":  # a dtype a checkpoint records (torch.float32)
+        return {"dtype": obj.name}
     if isinstance(obj, bytes):
         return {"bytes": obj.hex()}
     if isinstance(obj, dict):
@@ -152,6 +154,11 @@ def _decode(node, read):
         return collections.OrderedDict((key, _decode(value, read)) for key, value in node["odict"])
     if "size" in node:
         return Size(node["size"])
+    if "dtype" in node:
+        dtype = numpy.dtype(node["dtype"])
+        if dtype.kind not in "biufc":  # (a tensor's dtypes only: no object dtype comes out of a file)
+            raise pickle.UnpicklingError(f"load: a dtype {node['dtype']!r} that no tensor has")
+        return dtype
     if "bytes" in node:
         return bytes.fromhex(node["bytes"])
     if "list" in node:

@@ -2,6 +2,7 @@
 tensors), and writing to a path never loses the file that was there (a save that fails leaves it
 whole; nothing half-written is left beside it)."""
 
+import io
 import os
 import stat
 
@@ -87,3 +88,17 @@ def test_saving_to_a_file_object_writes_into_it():
     autograd.save({"x": autograd.tensor([1.5])}, buffer)
     buffer.seek(0)
     assert autograd.load(buffer)["x"].tolist() == [1.5]
+
+
+def test_a_dtype_in_a_checkpoint_loads_back_as_itself():
+    """PyTorch checkpoints record the model's dtype (``torch.float16``): it is stored by its name."""
+    buffer = io.BytesIO()
+    autograd.save({"dtype": autograd.float16, "dtypes": [autograd.int64, autograd.complex64]}, buffer)
+    buffer.seek(0)
+    loaded = autograd.load(buffer, weights_only=True)
+    assert loaded == {"dtype": autograd.float16, "dtypes": [autograd.int64, autograd.complex64]}
+
+
+def test_a_dtype_no_tensor_has_is_refused_at_save_or_load():
+    with pytest.raises(TypeError):
+        autograd.save({"dtype": np.dtype("U3")}, io.BytesIO())

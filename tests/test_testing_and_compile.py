@@ -45,3 +45,13 @@ def test_compile_returns_what_it_is_given():
         return x * 2
 
     np.testing.assert_array_equal(double(autograd.tensor([1.5])).numpy(), [3.0])
+
+
+def test_dynamo_is_there_to_be_asked_and_changes_nothing():
+    from autograd import _dynamo
+
+    assert _dynamo.is_compiling() is False
+    _dynamo.config.suppress_errors = True  # (a setting programs write: kept)
+    x = autograd.ones(2)
+    assert _dynamo.mark_dynamic(x, 0) is None and _dynamo.mark_static_address(x) is None
+    assert _dynamo.disable(len) is len
