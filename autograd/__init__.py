@@ -13,6 +13,7 @@ from . import (
     cuda,
 )
 from .backend import (
+    bfloat16,
     bool_,
     float16,
     float32,

@@ -45,6 +45,37 @@ int64 = numpy.dtype("int64")
 int32 = numpy.dtype("int32")
 bool_ = numpy.dtype("bool")
 
+
+class MissingDtype:
+    """A dtype PyTorch has and NumPy does not: ``bfloat16``. It can be named, compared and hashed, so a program
+    that only names it runs (``weight.dtype in (torch.float16, torch.bfloat16)``, a table of dtypes from which
+    it picks float32); NumPy asks for its ``dtype`` to make an array of it, and that refuses, with the reason,
+    wherever a tensor of it would be made (a factory, ``to``, ``astype``)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"autograd.{self.name}"
+
+    @property
+    def dtype(self):
+        raise TypeError(f"{self.name} is not built here: NumPy has no {self.name} type. Use float16 or float32 "
+                        f"(on a CPU, {self.name} saves memory but not time)")
+
+    @property
+    def is_floating_point(self):
+        return True
+
+    @property
+    def itemsize(self):
+        return 2
+
+
+bfloat16 = MissingDtype("bfloat16")
+
 _default_dtype = float32
 
 

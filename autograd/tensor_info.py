@@ -8,7 +8,7 @@ import builtins
 import numpy
 
 from . import backend
-from .backend import address, xp
+from .backend import address, bfloat16, xp
 from .constants import memory_format
 from .ops import bind_tensor_methods
 from .ops.axes import dim_index
@@ -222,6 +222,11 @@ class finfo:
     A complex dtype has the limits of its parts (complex64's are float32's, as PyTorch's and NumPy's)."""
 
     def __init__(self, type=None):
+        if type is bfloat16:  # (its limits are known though NumPy has no such type: float32's range, 8-bit mantissa)
+            self.dtype, self.bits, self.eps, self.resolution = "bfloat16", 16, 2.0**-7, 0.01
+            self.max, self.min = float.fromhex("0x1.fep127"), -float.fromhex("0x1.fep127")
+            self.tiny = self.smallest_normal = 2.0**-126
+            return
         dtype = _dtype(type)
         if dtype.kind == "c":
             dtype = numpy.dtype(f"float{dtype.itemsize * 4}")

@@ -463,6 +463,10 @@ class Module(ModuleState, ModuleHooks):
         self._cast(numpy.dtype(autograd.float32), kinds="f")
         return self
 
+    def bfloat16(self):
+        self._cast(numpy.dtype(autograd.bfloat16), kinds="f")  # (refused, naming why: NumPy has no bfloat16)
+        return self
+
     # -- printing -------------------------------------------------------------------------------
 
     def extra_repr(self):

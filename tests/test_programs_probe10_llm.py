@@ -23,7 +23,7 @@ gpt-fast's FlexAttention decoding (sliced BlockMasks, a static KV cache); int8 /
 straight-through quantization-aware training; sentence embeddings (mean pooling, in-batch negatives, a clamped
 learnt temperature); Longformer's sliding-chunk attention (as_strided chunks, new_empty filled by slice assignment,
 masked_fill_ on views) against dense banded attention; Mamba's selective scan (mamba-minimal).
-bfloat16 autocast and naming ``torch.bfloat16`` are strict xfails (NumPy has no bfloat16)."""
+bfloat16 autocast is a strict xfail (NumPy has no bfloat16; naming ``torch.bfloat16`` works)."""
 
 import io
 import math
@@ -1969,8 +1969,9 @@ def autocast_program(m, weights):
             model.lm_head.weight.grad)
 
 
-@pytest.mark.xfail(strict=True, reason="NumPy has no bfloat16: autograd.bfloat16 does not exist, so CPU autocast "
-                                       "to bfloat16 (the dtype HF/Lightning pass on CPU) cannot be built")
+@pytest.mark.xfail(strict=True, reason="NumPy has no bfloat16: autograd.bfloat16 is a name that refuses to make "
+                                       "tensors, so CPU autocast to bfloat16 (the dtype HF/Lightning pass on CPU) "
+                                       "cannot be built")
 def test_autocast_bfloat16_on_cpu(llama_weights):
     ours, theirs = run_both(autocast_program, llama_weights, compare=False)
     assert ours[:3] == ("torch.bfloat16", "torch.float32", "torch.float32")
@@ -1990,8 +1991,6 @@ def t5_layer_norm_dtype_check(m):
     return weight * hidden_states
 
 
-@pytest.mark.xfail(strict=True, reason="autograd.bfloat16 does not exist (NumPy has no bfloat16), so code that only "
-                                       "names the dtype in a comparison raises AttributeError")
 def test_naming_bfloat16_in_a_dtype_check():
     run_both(t5_layer_norm_dtype_check, rtol=1e-3, atol=1e-3)
 

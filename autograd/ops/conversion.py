@@ -191,6 +191,7 @@ def _converter(name, dtype):
 
 
 for _name, _dtype in (("float", backend.float32), ("double", backend.float64), ("half", backend.float16),
+                      ("bfloat16", backend.bfloat16),  # (refused: autograd.bfloat16 names a dtype NumPy lacks)
                       ("long", backend.int64), ("int", backend.int32), ("short", numpy.dtype("int16")),
                       ("char", numpy.dtype("int8")), ("byte", numpy.dtype("uint8")), ("bool", backend.bool_),
                       ("cfloat", numpy.dtype("complex64")), ("cdouble", numpy.dtype("complex128"))):
