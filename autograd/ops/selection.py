@@ -20,16 +20,21 @@ import math
 from ..backend import xp
 from ..tensor import Tensor
 
+isfinite, vdot = math.isfinite, xp.vdot  # (module globals: one lookup each on relu's path)
+
 
 def all_finite(array):
     """Whether every element of a real array is finite (or the sum of squares overflowed)."""
-    return math.isfinite(xp.vdot(array, array))
+    return isfinite(vdot(array, array))
 
 
 def selected(grad, factor):
-    """grad ⊙ ``factor`` (real arrays), with 0 wherever the factor is 0, whatever grad is there."""
+    """grad ⊙ ``factor`` (real arrays), with 0 wherever the factor is 0, whatever grad is there. (``all_finite``
+    written out: relu's backward runs this, and a call more costs it 2%.)"""
     product = grad * factor
-    return product if all_finite(product) else xp.where(factor == 0, 0, product)
+    if isfinite(vdot(product, product)):
+        return product
+    return xp.where(factor == 0, 0, product)
 
 
 def zero_gradient(input, grad):
