@@ -429,9 +429,15 @@ class Module(ModuleState, ModuleHooks):
                     tensor.share_memory_()
         return self
 
+    def _compiled(self):
+        """What autograd.compile(module) gives: the module wrapped as PyTorch's OptimizedModule (nn/compiled.py)."""
+        from .compiled import OptimizedModule  # (compiled.py builds on this module)
+
+        return OptimizedModule(self)
+
     def compile(self, *args, **kwargs):
         """PyTorch compiles this module's forward in place with torch.compile and returns None.
-        There is no compiler here (autograd.compile returns the model as it is), so forward stays
+        There is no compiler here (autograd.compile calls the module unchanged), so forward stays
         as written; returns None, as PyTorch's."""
         return None
 

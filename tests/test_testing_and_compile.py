@@ -36,9 +36,16 @@ def test_assert_close_checks_dtypes_and_its_arguments():
         autograd.testing.assert_close(autograd.tensor([1.0]), autograd.tensor([1.0]), rtol=0.1)
 
 
-def test_compile_returns_what_it_is_given():
+def test_compile_wraps_a_module_as_pytorch_does_and_returns_a_function():
     model = nn.Linear(2, 3)
-    assert autograd.compile(model) is model
+    compiled = autograd.compile(model)
+    assert type(compiled).__name__ == "OptimizedModule" and isinstance(compiled, nn.Module)
+    assert compiled._orig_mod is model and getattr(compiled, "_orig_mod", compiled) is model
+    assert list(compiled.state_dict()) == ["_orig_mod.weight", "_orig_mod.bias"]  # (as PyTorch's: loaders strip it)
+    assert compiled.in_features == 2 and list(compiled.parameters()) == list(model.parameters())
+    x = autograd.ones(1, 2)
+    np.testing.assert_array_equal(compiled(x).detach().numpy(), model(x).detach().numpy())
+    assert compiled.eval() is compiled and not model.training
 
     @autograd.compile(mode="max-autotune")
     def double(x):
