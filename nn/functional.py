@@ -108,6 +108,7 @@ def linear(input, weight, bias=None, *, out=None):
                          f"weight of shape {weight.shape} expects {weight.shape[-1]} (mat1 and mat2 shapes cannot "
                          "be multiplied)")
     check_same_dtype("linear", input, weight=weight, bias=bias)
+    refuse_kinds(input, "addmm_impl_cpu_", "b")  # (NumPy would multiply bools; PyTorch has no kernel for them)
     if input.ndim == 2 and bias is not None:  # the common case, PyTorch's addmm
         return write_out(AffineMap.apply(input, weight, bias), out)
     # PyTorch's node for the other cases: with a bias a view; without, mm, matmul's squeeze or its _unsafe_view

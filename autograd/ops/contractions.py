@@ -15,7 +15,7 @@ from . import shape
 from .arranging import broadcast_shapes, movedim
 from .axes import dim_index
 from .conjugation import conj
-from .conversion import c_name, type_name
+from .conversion import c_name, refuse_kinds, type_name
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -142,6 +142,8 @@ def einsum(equation, *operands):
     terms, output, _ = _parse(equation, operands)
     if operands:
         require_scalar_type(operands)
+        if len(operands) > 1:
+            refuse_kinds(operands[0], "bmm", "b")  # (PyTorch's einsum contracts by bmm, which has no bool kernel)
     sizes = {}
     for k, (term, x) in enumerate(zip(terms, operands)):
         for label, n in zip(term, x.shape):
@@ -200,6 +202,7 @@ def inner(input, other, *, out=None):
                            f"{list(input.shape)} and {list(other.shape)}")
     if input.dtype != other.dtype:  # (a 0-d operand above is a product, which promotes)
         raise RuntimeError("both inputs should have same dtype")
+    refuse_kinds(input, "dot" if input.ndim == other.ndim == 1 else "addmm_impl_cpu_", "b")
     a, b = LETTERS[:input.ndim - 1], LETTERS[input.ndim - 1:input.ndim + other.ndim - 2]
     return write_out(Einsum.apply(input, other, terms=(a + "z", b + "z"), output=a + b), out)
 
@@ -363,6 +366,7 @@ def tensordot(a, b, dims=2, out=None):
     """Σ over dims of a and b paired up: the last ``dims`` of a with the first of b, or the listed pairs."""
     if a.dtype != b.dtype:
         raise RuntimeError("both inputs should have same dtype")
+    refuse_kinds(a, "addmm_impl_cpu_", "b")  # (a tensordot is a matrix product: no bool kernel in PyTorch)
     if isinstance(dims, int):
         if dims < 0:
             raise RuntimeError(f"tensordot expects dims >= 0, but got dims={dims}")

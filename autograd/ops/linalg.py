@@ -1,9 +1,11 @@
 """Matrix multiplication, the one linear-algebra primitive (Y = W X in the lecture)."""
 
+from ..backend import bool_
 from ..errors import ShapeError
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor, _operand
 from .conjugation import conj
+from .conversion import refuse_kinds
 from .elementwise import unbroadcast
 from .names import names
 
@@ -62,9 +64,8 @@ def matmul(input, other, *, out=None):
     if A.dtype is not B.dtype and A.dtype != B.dtype:
         raise RuntimeError(f"matmul: expected both operands to have the same dtype, but got {a.dtype} "
                            f"and {b.dtype} (shapes {tuple(a.shape)} and {tuple(b.shape)}); convert one with .to()")
-    if A.ndim == 0 or B.ndim == 0:
-        raise ShapeError(f"matmul: both operands need at least one dimension, got shapes "
-                         f"{a.shape} and {b.shape}; use * to multiply by a scalar")
+    if A.ndim == 0 or B.ndim == 0 or A.dtype is bool_:  # (one test on the hot path for both refusals)
+        _refuse_matmul(a, b)
     inner_b = B.shape[0] if B.ndim == 1 else B.shape[-2]
     if A.shape[-1] != inner_b:
         raise ShapeError(
@@ -83,6 +84,17 @@ def matmul(input, other, *, out=None):
     # PyTorch's node: dot, mv, the squeeze of a vector times a matrix, or _unsafe_view
     return named_node(y, None, {(1, 1): "DotBackward0", (2, 1): "MvBackward0",
                                 (1, 2): "SqueezeBackward4"}.get((A.ndim, B.ndim), "UnsafeViewBackward0"), (a, b))
+
+
+def _refuse_matmul(a, b):
+    """A scalar operand, or bools (NumPy multiplies them; PyTorch's kernels have no bool version: the error names
+    the kernel its shapes reach)."""
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: both operands need at least one dimension, got shapes "
+                         f"{a.shape} and {b.shape}; use * to multiply by a scalar")
+    kernel = {(1, 1): "dot", (2, 1): "addmv_impl_cpu", (1, 2): "addmm_impl_cpu_", (2, 2): "addmm_impl_cpu_"}.get(
+        (a.ndim, b.ndim), "bmm")
+    refuse_kinds(a, kernel, "b")
 
 
 @names("__rmatmul__")

@@ -1,0 +1,66 @@
+"""Kernels PyTorch builds for some dtypes only: activations and normalisations that are floating only refuse
+integer and bool tensors, and products (matmul, einsum, tensordot, inner, linear) refuse bools, with PyTorch's
+error, where NumPy gave a result here (a float tensor PyTorch never gives, a bool product). Each test runs on
+chainrule and, where installed, on PyTorch."""
+
+import pytest
+
+import nn
+from tests.ported import raises
+
+
+def _functional(T):
+    return nn.functional if T.__name__ == "autograd" else T.nn.functional
+
+
+KERNELS = {
+    "gelu": (lambda F, x: F.gelu(x), "GeluKernelImpl"),
+    "silu": (lambda F, x: F.silu(x), "silu_cpu"),
+    "mish": (lambda F, x: F.mish(x), "mish_cpu"),
+    "elu": (lambda F, x: F.elu(x), "elu_cpu"),
+    "selu": (lambda F, x: F.selu(x), "elu_cpu"),
+    "celu": (lambda F, x: F.celu(x), "elu_cpu"),
+    "softplus": (lambda F, x: F.softplus(x), "softplus_cpu"),
+    "logsigmoid": (lambda F, x: F.logsigmoid(x), "log_sigmoid_cpu"),
+    "glu": (lambda F, x: F.glu(x, 1), "glu_cpu"),
+    "layer_norm": (lambda F, x: F.layer_norm(x, (2,)), "LayerNormKernelImpl"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+@pytest.mark.parametrize("dtype", ["int64", "int32", "bool"])
+def test_a_floating_kernel_refuses_integers(T, name, dtype):
+    op, kernel = KERNELS[name]
+    x = T.tensor([[1, 2], [3, 0]]).to(getattr(T, dtype))
+    raises(NotImplementedError, f'"{kernel}" not implemented for', op, _functional(T), x)
+
+
+def test_normalize_refuses_integers_as_its_norm_does(T):
+    raises(RuntimeError, "Expected a floating point or complex tensor as input", _functional(T).normalize,
+           T.tensor([[3, 4]]))
+
+
+def test_floating_inputs_still_work(T):
+    F = _functional(T)
+    x = T.tensor([[1.0, -2.0], [0.5, 3.0]])
+    for name, (op, _) in KERNELS.items():
+        assert op(F, x).dtype == T.float32, name
+
+
+@pytest.mark.parametrize("name, kernel", [
+    ("vector @ vector", "dot"), ("matrix @ vector", "addmv_impl_cpu"), ("vector @ matrix", "addmm_impl_cpu_"),
+    ("matrix @ matrix", "addmm_impl_cpu_"), ("batch @ batch", "bmm"), ("einsum", "bmm"),
+    ("tensordot", "addmm_impl_cpu_"), ("inner", "dot"), ("linear", "addmm_impl_cpu_"),
+])
+def test_products_of_bools_are_refused_as_pytorch_has_no_bool_kernel(T, name, kernel):
+    """NumPy multiplies bool matrices (an adjacency matrix squared, say) into bools; PyTorch refuses."""
+    vector, matrix, batch = T.tensor([True, False]), T.ones(2, 2, dtype=T.bool), T.ones(2, 2, 2, dtype=T.bool)
+    product = {
+        "vector @ vector": lambda: vector @ vector, "matrix @ vector": lambda: matrix @ vector,
+        "vector @ matrix": lambda: vector @ matrix, "matrix @ matrix": lambda: matrix @ matrix,
+        "batch @ batch": lambda: batch @ batch, "einsum": lambda: T.einsum("ij,jk->ik", matrix, matrix),
+        "tensordot": lambda: T.tensordot(matrix, matrix, 1), "inner": lambda: T.inner(vector, vector),
+        "linear": lambda: _functional(T).linear(matrix, matrix),
+    }[name]
+    raises(NotImplementedError, f'"{kernel}" not implemented for', product)
+    assert (matrix.float() @ matrix.float()).tolist() == [[2.0, 2.0], [2.0, 2.0]]  # (the way: convert first)
