@@ -139,6 +139,12 @@ class Module(ModuleState, ModuleHooks):
         # the children of a Sequential or ModuleList are named "0", "1", ...: not attribute names
         return [name for name in super().__dir__() if not name[0].isdigit()]
 
+    def _refuse_before_init(self, kind):
+        """PyTorch's AttributeError for registering before ``super().__init__()`` made the registries (it
+        would otherwise say only that the registry is missing)."""
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"cannot assign {kind} before Module.__init__() call")
+
     def _check_new_name(self, kind, name, registry):
         if not isinstance(name, str):
             raise TypeError(f"{kind} name should be a string. Got {type(name).__name__}")
@@ -151,6 +157,7 @@ class Module(ModuleState, ModuleHooks):
 
     def register_parameter(self, name, param):
         """Add ``param`` (a Parameter, or None for an absent one such as a missing bias)."""
+        self._refuse_before_init("parameter")
         self._check_new_name("parameter", name, self._parameters)
         if param is None:
             self._parameters[name] = None
@@ -168,6 +175,7 @@ class Module(ModuleState, ModuleHooks):
     def register_buffer(self, name, tensor, persistent=True):
         """A tensor that is part of the module's state but not trained (BatchNorm's
         running mean). It is saved in ``state_dict`` unless ``persistent=False``."""
+        self._refuse_before_init("buffer")
         self._check_new_name("buffer", name, self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{_type_name(tensor)}' object to buffer '{name}' "
@@ -192,6 +200,7 @@ class Module(ModuleState, ModuleHooks):
         """Add a child module under ``name`` (None keeps the name, holding no module)."""
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_type_name(module)} is not a Module subclass")
+        self._refuse_before_init("module")
         self._check_new_name("module", name, self._modules)
         if module is None:
             module = _after_registration_hooks(self, self._modules, name, None)
