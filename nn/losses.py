@@ -19,7 +19,7 @@ from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
 from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tensor
 from autograd.ops.contractions import require_scalar_type
-from autograd.ops.conversion import type_name
+from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
     check_reduction,
@@ -147,14 +147,17 @@ def _class_last(input):
     return input.reshape(math.prod(input.shape[:-1]), input.shape[-1]) if dim else input.reshape(1, -1)
 
 
-def _refuse_non_tensor_scores(name, input):
+def _refuse_non_tensor_scores(name, input, kernel, kernel_for_images=None):
     """PyTorch's TypeError for scores that are no tensor (a model whose forward forgot its ``return`` gives None;
-    NumPy scores are refused as everywhere else), before anything reads their shape."""
+    NumPy scores are refused as everywhere else), before anything reads their shape; and its NotImplementedError
+    (naming its ``kernel``, for more than 2 dims ``kernel_for_images``) for integer or bool scores, which NumPy
+    would score in float64."""
     if not isinstance(input, Tensor):
         error = not_a_tensor(name, 0, input)
         if input is None:
             error.args = (f"{error.args[0]} (a forward() without a return statement gives None)",)
         raise error
+    refuse_kinds(input, kernel if input.ndim <= 2 or kernel_for_images is None else kernel_for_images, "biu")
 
 
 def _squeezed_batch_of_one(input, target):
@@ -291,7 +294,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
 
 
 def _nll_loss(input, target, weight, ignore_index, reduction):
-    _refuse_non_tensor_scores("nll_loss", input)
+    _refuse_non_tensor_scores("nll_loss", input, "nll_loss_out_frame", "nll_loss2d_forward_out_frame")
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if _squeezed_batch_of_one(input, target):
         return _refused_at_backward(_nll_loss(input, target.reshape(()), weight, ignore_index, reduction), input)
@@ -325,7 +328,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     of ±1000 are fine.
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
-    _refuse_non_tensor_scores("cross_entropy", input)
+    _refuse_non_tensor_scores("cross_entropy", input, "log_softmax_lastdim_kernel_impl")
     if not 0.0 <= label_smoothing <= 1.0:
         # (PyTorch refuses one above 1 with this RuntimeError and silently ignores a negative one: refused too)
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
