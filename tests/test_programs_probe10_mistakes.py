@@ -866,6 +866,208 @@ def test_an_integer_tensor_updated_in_place_with_a_float():
     raises_alike(program, "result type Float can't be cast to the desired output type Long", kind=RuntimeError)
 
 
+
+# -- more of the first week -------------------------------------------------------------------------------
+
+
+def test_integer_scores_into_cross_entropy():
+    def program(m):  # scores written by hand as integers
+        return m.F.cross_entropy(m.torch.tensor([[2, 1, 0], [0, 3, 1]]), m.torch.tensor([0, 1]))
+
+    raises_alike(program, "not implemented for 'Long'", kind=NotImplementedError)
+
+
+def test_integer_scores_into_nll_loss():
+    def program(m):
+        return m.nn.NLLLoss()(m.torch.tensor([[2, 1, 0], [0, 3, 1]]), m.torch.tensor([0, 1]))
+
+    raises_alike(program, "not implemented for 'Long'", kind=NotImplementedError)
+
+
+@pytest.mark.parametrize("join", ["stack", "cat"])
+def test_joining_numpy_arrays_with_torch(join):
+    def program(m):  # frames collected as NumPy arrays, joined as if they were tensors
+        frames = [IMAGES[0], IMAGES[1]]
+        return getattr(m.torch, join)(frames)
+
+    error = raises_alike(program, "expected Tensor as element 0 in argument 0, but got numpy.ndarray", kind=TypeError)
+    assert "(1, 8, 8)" in str(error)
+
+
+def test_joining_a_tensor_and_a_list():
+    def program(m):
+        return m.torch.stack([m.torch.ones(2), [1.0, 2.0]])
+
+    raises_alike(program, "expected Tensor as element 1 in argument 0, but got list", kind=TypeError)
+
+
+def test_a_second_derivative_without_create_graph():
+    def program(m):  # a gradient penalty / Newton step: the first grad must be built with create_graph=True
+        x = m.torch.tensor(2.0, requires_grad=True)
+        (slope,) = m.torch.autograd.grad(x ** 3, x)
+        return m.torch.autograd.grad(slope, x)
+
+    raises_alike(program, "does not require grad", kind=RuntimeError)
+
+
+def test_the_same_second_derivative_with_create_graph():
+    def program(m):
+        x = m.torch.tensor(2.0, requires_grad=True)
+        (slope,) = m.torch.autograd.grad(x ** 3, x, create_graph=True)
+        return slope, m.torch.autograd.grad(slope, x)[0]
+
+    np.testing.assert_allclose(_same(program), [12.0, 12.0])
+
+
+def test_freezing_a_layer_by_setting_requires_grad_on_the_module():
+    def program(m):  # module.requires_grad = False is a plain attribute: its parameters still train
+        model = m.nn.Sequential(m.nn.Linear(2, 2), m.nn.Linear(2, 1))
+        model[0].requires_grad = False
+        frozen_properly = m.nn.Linear(2, 2).requires_grad_(False)
+        return [p.requires_grad for p in model.parameters()], [p.requires_grad for p in frozen_properly.parameters()]
+
+    assert _same(program) == ([True] * 4, [False, False])
+
+
+def test_one_cycle_stepped_past_its_total_steps():
+    def program(m):
+        optimizer = m.optim.SGD(m.nn.Linear(2, 1).parameters(), lr=0.1)
+        scheduler = m.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, epochs=1, steps_per_epoch=2)
+        for _ in range(3):  # one batch more than steps_per_epoch said
+            optimizer.step()
+            scheduler.step()
+
+    raises_alike(program, "Tried to step 3 times. The specified number of total steps is 2", kind=ValueError)
+
+
+def test_get_lr_outside_the_scheduler_warns():
+    def program(m):
+        optimizer = m.optim.SGD(m.nn.Linear(2, 1).parameters(), lr=0.1)
+        scheduler = m.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+        optimizer.step()
+        scheduler.step()
+        return scheduler.get_lr(), scheduler.get_last_lr()
+
+    warns_alike(program, "please use `get_last_lr\\(\\)`")
+
+
+def test_random_split_with_lengths_that_do_not_add_up():
+    def program(m):
+        data = m.data.TensorDataset(m.torch.arange(10.0))
+        return m.data.random_split(data, [8, 3])
+
+    raises_alike(program, "Sum of input lengths does not equal the length of the input dataset", kind=ValueError)
+
+
+def test_a_dataloader_given_features_and_labels_separately():
+    def program(m):
+        return m.data.DataLoader(m.torch.ones(4, 2), m.torch.zeros(4))  # TensorDataset(x, y) forgotten
+
+    raises_alike(program, "batch_size should be a positive integer value, but got batch_size=tensor", kind=ValueError)
+
+
+def test_pack_padded_sequence_of_unsorted_lengths():
+    def program(m):
+        padded = m.torch.zeros(5, 3, 2)
+        return m.nn.utils.rnn.pack_padded_sequence(padded, m.torch.tensor([2, 5, 3]))
+
+    raises_alike(program, "`lengths` array must be sorted in decreasing order when `enforce_sorted` is True",
+                 kind=RuntimeError)
+
+
+def test_a_key_padding_mask_in_the_sequence_first_layout():
+    def program(m):
+        attention = m.nn.MultiheadAttention(4, 2)
+        x = m.torch.ones(5, 2, 4)  # (L, N, E)
+        return attention(x, x, x, key_padding_mask=m.torch.zeros(5, 2, dtype=m.torch.bool))  # should be (N, L)
+
+    raises_alike(program, "key_padded_mask.shape\\[0\\] to be 2, but got 5", kind=AssertionError)
+
+
+def test_a_boolean_mask_of_another_length():
+    def program(m):
+        values = m.torch.arange(4.0)
+        return values[m.torch.tensor([True, False, True])]
+
+    raises_alike(program, r"The shape of the mask \[3\].* does not match the shape of the indexed tensor \[4\]",
+                 kind=IndexError)
+
+
+def test_load_state_dict_of_the_method_itself():
+    def program(m):
+        model = m.nn.Linear(2, 2)
+        model.load_state_dict(m.nn.Linear(2, 2).state_dict)  # the parentheses forgotten
+
+    raises_alike(program, "Expected state_dict to be dict-like, got <class 'method'>", kind=TypeError)
+
+
+def test_xavier_init_of_a_bias():
+    def program(m):
+        layer = m.nn.Linear(3, 2)
+        for parameter in layer.parameters():  # every parameter, the 1-d bias too
+            m.nn.init.xavier_uniform_(parameter)
+
+    raises_alike(program, "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions",
+                 kind=ValueError)
+
+
+def test_instance_norm_of_one_pixel():
+    def program(m):  # after enough poolings the feature map is 1x1
+        return m.nn.InstanceNorm2d(3)(m.torch.ones(2, 3, 1, 1))
+
+    raises_alike(program, "Expected more than 1 spatial element when training", kind=ValueError)
+
+
+def test_std_of_a_single_value_warns_and_is_nan():
+    def program(m):
+        return m.torch.tensor([[1.0], [2.0]]).std(dim=1)
+
+    assert np.isnan(warns_alike(program, "degrees of freedom is <= 0")).all()
+
+
+@pytest.mark.xfail(strict=True, reason="Tensor.__deepcopy__ (autograd/tensor.py, not editable here) copies a "
+                   "non-leaf tensor; PyTorch refuses: 'Only Tensors created explicitly by the user (graph leaves) "
+                   "support the deepcopy protocol'")
+def test_deepcopy_of_a_model_that_kept_an_activation():
+    def program(m):
+        class Net(m.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = m.nn.Linear(2, 2)
+
+            def forward(self, x):
+                self.last = self.fc(x)  # kept for plotting
+                return self.last
+
+        model = Net()
+        model(m.torch.ones(1, 2))
+        return copy.deepcopy(model)  # an EMA copy
+
+    raises_alike(program, "Only Tensors created explicitly by the user \\(graph leaves\\)", kind=RuntimeError)
+
+
+@pytest.mark.xfail(strict=True, reason="autograd.tensor (autograd/factories.py, not editable here) joins a list of "
+                   "tensors of several elements into one tensor; PyTorch refuses: 'only one element tensors can "
+                   "be converted to Python scalars' (torch.stack is the call)")
+def test_torch_tensor_of_a_list_of_tensors():
+    def program(m):
+        rows = [m.torch.ones(3), m.torch.zeros(3)]
+        return m.torch.tensor(rows)
+
+    raises_alike(program, "only one element tensors can be converted to Python scalars", kind=ValueError)
+
+
+@pytest.mark.xfail(strict=True, reason="autograd.tensor (autograd/factories.py) reads 0-d tensors that require grad "
+                   "without PyTorch's UserWarning 'Converting a tensor with requires_grad=True to a scalar may lead "
+                   "to unexpected behavior' (the result is cut from the graph on both)")
+def test_torch_tensor_of_losses_that_require_grad_warns():
+    def program(m):
+        w = m.torch.tensor(2.0, requires_grad=True)
+        losses = m.torch.tensor([w * 1, w * 2])  # torch.stack keeps the graph; this does not
+        return losses, losses.requires_grad
+
+    warns_alike(program, "Converting a tensor with requires_grad=True to a scalar")
+
 # -- focused tests of the fixes, on chainrule and PyTorch ---------------------------------------------------
 
 
