@@ -1121,3 +1121,20 @@ def test_registering_none_before_super_init_is_refused_too(nn):
 
     with pytest.raises(AttributeError, match="cannot assign parameter before Module.__init__\\(\\) call"):
         Net()
+
+
+@pytest.mark.parametrize("join", ["cat", "stack"])
+def test_cat_and_stack_join_tensors_only(T, join):
+    for other, kind in ((np.ones(2, np.float32), "numpy.ndarray"), ([1.0, 2.0], "list"), (3.0, "float")):
+        with pytest.raises(TypeError, match=f"expected Tensor as element 1 in argument 0, but got {kind}"):
+            getattr(T, join)([T.ones(2), other])
+    np.testing.assert_array_equal(getattr(T, join)([T.ones(2), T.tensor(np.zeros(2, np.float32))]).numpy(),
+                                  [1, 1, 0, 0] if join == "cat" else [[1, 1], [0, 0]])
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_integer_or_bool_scores_are_refused_by_the_class_losses(T, F, dtype):
+    scores = T.tensor(np.array([[1, 0, 1]]).astype(dtype))
+    for loss in (F.cross_entropy, F.nll_loss):
+        with pytest.raises(NotImplementedError, match="not implemented for '(Long|Bool)'"):
+            loss(scores, T.tensor([0]))
