@@ -111,6 +111,9 @@ def variance(x, dim, unbiased, keepdim, correction, name):
     """var's computation, for var, std, var_mean and std_mean (``name``: the one called, which PyTorch's
     warning names). With no degrees of freedom left (n <= correction) it warns, as PyTorch, and divides by
     0: ∞, or NaN where every term is equal (one sample)."""
+    if x._data.dtype.kind not in "fc":  # (PyTorch's words, before the mean's own refusal of integers would speak)
+        raise RuntimeError(f"{'std and var' if name in ('std', 'var') else name} only support floating point and "
+                           f"complex dtypes (got {x._data.dtype} of shape {x.shape}; convert with .float())")
     axes = normalize_dims(dim, x.ndim)
     count = 1
     for axis in axes:
