@@ -1025,6 +1025,23 @@ def test_std_of_a_single_value_warns_and_is_nan():
     assert np.isnan(warns_alike(program, "degrees of freedom is <= 0")).all()
 
 
+
+def test_comparing_integer_predictions_with_float_targets_by_allclose():
+    def program(m):
+        predictions = m.torch.tensor([1, 0, 2])
+        return m.torch.allclose(predictions, m.torch.tensor([1.0, 0.0, 2.0]))
+
+    raises_alike(program, "^Long did not match Float", kind=RuntimeError)
+
+
+def test_the_spread_of_integer_counts():
+    def program(m):
+        counts = m.torch.tensor([3, 5, 4, 8])
+        return counts.std()
+
+    error = raises_alike(program, "std and var only support floating point and complex dtypes", kind=RuntimeError)
+    assert "int64" in str(error)
+
 @pytest.mark.xfail(strict=True, reason="Tensor.__deepcopy__ (autograd/tensor.py, not editable here) copies a "
                    "non-leaf tensor; PyTorch refuses: 'Only Tensors created explicitly by the user (graph leaves) "
                    "support the deepcopy protocol'")
@@ -1138,3 +1155,19 @@ def test_integer_or_bool_scores_are_refused_by_the_class_losses(T, F, dtype):
     for loss in (F.cross_entropy, F.nll_loss):
         with pytest.raises(NotImplementedError, match="not implemented for '(Long|Bool)'"):
             loss(scores, T.tensor([0]))
+
+
+
+@pytest.mark.parametrize("name", ["var", "std", "var_mean", "std_mean"])
+def test_spreads_of_integers_are_refused_in_pytorchs_words(T, name):
+    words = "std and var" if name in ("var", "std") else name
+    with pytest.raises(RuntimeError, match=f"^{words} only support floating point and complex dtypes"):
+        getattr(T, name)(T.tensor([1, 2, 4]))
+    assert getattr(T, name)(T.tensor([1.0, 2.0, 4.0])) is not None
+
+
+def test_isclose_names_the_two_dtypes_that_differ(T):
+    with pytest.raises(RuntimeError, match="^Long did not match Float"):
+        T.isclose(T.tensor([1, 2]), T.tensor([1.0, 2.0]))
+    with pytest.raises(RuntimeError, match="^Float did not match Double"):
+        T.allclose(T.tensor([1.0]), T.tensor([1.0], dtype=T.float64))
