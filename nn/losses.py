@@ -425,7 +425,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     losses = (violations * others).sum(1) * (1.0 / scores.shape[1])
     if weight is not None:
         losses = losses * Tensor._make(weight._data[labels])
-    return _reduce(losses if input.ndim == 2 else losses.reshape(()), reduction)
+    # (one prediction's scores: its loss has the label's shape, () or (1,), as PyTorch's)
+    return _reduce(losses if input.ndim == 2 else losses.reshape(target.shape), reduction)
 
 
 def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):

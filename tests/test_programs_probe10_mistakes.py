@@ -1171,3 +1171,10 @@ def test_isclose_names_the_two_dtypes_that_differ(T):
         T.isclose(T.tensor([1, 2]), T.tensor([1.0, 2.0]))
     with pytest.raises(RuntimeError, match="^Float did not match Double"):
         T.allclose(T.tensor([1.0]), T.tensor([1.0], dtype=T.float64))
+
+
+@pytest.mark.parametrize("label_shape", [(), (1,)])
+def test_multi_margin_loss_of_one_prediction_has_its_labels_shape(T, F, label_shape):
+    loss = F.multi_margin_loss(T.tensor([0.2, 0.8, 0.1]), T.tensor(np.ones(label_shape, np.int64)), reduction="none")
+    assert tuple(loss.shape) == label_shape
+    np.testing.assert_allclose(loss.numpy(), np.full(label_shape, (0.4 + 0.3) / 3), rtol=1e-6)
