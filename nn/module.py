@@ -43,6 +43,12 @@ _IncompatibleKeys = IncompatibleKeys  # PyTorch's name in torch.nn.modules.modul
 _NOT_MISTAKEN_FOR_TENSORS = (Tensor, tuple, list, dict, int, float, bool, str, type(None))
 
 
+def _failed_as_a_tensor(argument, error):
+    """True where ``error`` (an AttributeError) is ``argument``, a tuple, list or number, read as a tensor."""
+    return (isinstance(argument, (tuple, list, int, float)) and not isinstance(argument, bool)
+            and str(error).startswith(f"'{type(argument).__name__}' object has no attribute"))
+
+
 class Module(ModuleState, ModuleHooks):
     dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
     call_super_init = False
@@ -80,6 +86,15 @@ class Module(ModuleState, ModuleHooks):
                     for i, argument in enumerate(args):
                         if not isinstance(argument, _NOT_MISTAKEN_FOR_TENSORS):
                             raise not_a_tensor(type(self).__name__, i, argument) from error
+                    # the input itself a tuple, list or number that failed as a tensor: an LSTM's (output, (h, c))
+                    # passed on whole by nn.Sequential(nn.LSTM(...), nn.Linear(...)) (PyTorch: "must be Tensor,
+                    # not tuple"); a later argument of these types (a GRU's hx given as a tuple) keeps its error
+                    if args and _failed_as_a_tensor(args[0], error):
+                        refusal = not_a_tensor(type(self).__name__, 0, args[0])
+                        if isinstance(args[0], tuple):
+                            refusal.args = (f"{refusal.args[0]} (a recurrent layer returns (output, h_n): pass "
+                                            "on its output, rnn(x)[0])",)
+                        raise refusal from error
             raise
 
     _call_impl = _wrapped_call_impl = __call__  # PyTorch's names for the call with hooks (code calls them)
