@@ -108,6 +108,23 @@ def test_a_five_dim_input_to_conv2d():
                  kind=RuntimeError)
 
 
+def test_text_embeddings_in_batch_length_channels_layout_given_to_conv1d():
+    def program(m):  # nn.Embedding gives (N, L, E); Conv1d reads (N, C, L): a permute(0, 2, 1) forgotten
+        embedded = m.nn.Embedding(20, 8)(m.torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]] * 2))
+        return m.nn.Conv1d(8, 4, 3)(embedded)
+
+    error = raises_alike(program, "8 channels", kind=RuntimeError)
+    assert "got 10" in str(error) and "[2, 10, 8]" in str(error)
+
+
+def test_an_lstm_inside_sequential_hands_its_tuple_to_the_next_layer():
+    def program(m):
+        model = m.nn.Sequential(m.nn.Embedding(20, 8), m.nn.LSTM(8, 16, batch_first=True), m.nn.Linear(16, 2))
+        return model(m.torch.tensor([[1, 2, 3]]))
+
+    error = raises_alike(program, "must be .*Tensor, not tuple", kind=TypeError)
+    assert "[0]" in str(error)
+
 def test_a_kernel_larger_than_the_image():
     def program(m):
         return m.nn.Conv2d(1, 2, 5)(m.torch.ones(1, 1, 3, 3))
@@ -1178,3 +1195,15 @@ def test_multi_margin_loss_of_one_prediction_has_its_labels_shape(T, F, label_sh
     loss = F.multi_margin_loss(T.tensor([0.2, 0.8, 0.1]), T.tensor(np.ones(label_shape, np.int64)), reduction="none")
     assert tuple(loss.shape) == label_shape
     np.testing.assert_allclose(loss.numpy(), np.full(label_shape, (0.4 + 0.3) / 3), rtol=1e-6)
+
+
+
+@pytest.mark.parametrize("value", [(1.0, 2.0), [1.0, 2.0], 3.0])
+def test_a_layer_given_a_tuple_list_or_number_is_a_type_error(nn, value):
+    with pytest.raises(TypeError, match="must be .*Tensor, not (tuple|list|float)"):
+        nn.Linear(2, 2)(value)
+
+
+def test_a_gru_given_an_lstms_state_tuple_keeps_pytorchs_attribute_error(T, nn):
+    with pytest.raises(AttributeError, match="'tuple' object has no attribute"):
+        nn.GRU(3, 4)(T.ones(5, 2, 3), (T.zeros(1, 2, 4), T.zeros(1, 2, 4)))
