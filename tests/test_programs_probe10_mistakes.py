@@ -1059,6 +1059,24 @@ def test_the_spread_of_integer_counts():
     error = raises_alike(program, "std and var only support floating point and complex dtypes", kind=RuntimeError)
     assert "int64" in str(error)
 
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda m: m.torch.chain_matmul(m.torch.eye(2), m.torch.ones(2, 2)), "torch.chain_matmul is deprecated.*multi_dot"),
+    (lambda m: m.torch.qr(m.torch.eye(2) * 2), "torch.qr is deprecated in favor of torch.linalg.qr"),
+    (lambda m: m.torch.lu(m.torch.eye(2) * 2), "torch.lu is deprecated in favor of torch.linalg.lu_factor"),
+])
+def test_linear_algebra_from_old_tutorials_warns_that_it_is_deprecated(call, match):
+    # (PyTorch warns once in a process unless warn_always: each call here may be its first)
+    torch_modules = pytorch()
+    before = torch_modules is not None and torch_modules.torch.is_warn_always_enabled()
+    if torch_modules is not None:
+        torch_modules.torch.set_warn_always(True)
+    try:
+        warns_alike(call, match)
+    finally:
+        if torch_modules is not None:
+            torch_modules.torch.set_warn_always(before)
+
 @pytest.mark.xfail(strict=True, reason="Tensor.__deepcopy__ (autograd/tensor.py, not editable here) copies a "
                    "non-leaf tensor; PyTorch refuses: 'Only Tensors created explicitly by the user (graph leaves) "
                    "support the deepcopy protocol'")
