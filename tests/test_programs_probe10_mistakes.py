@@ -677,6 +677,19 @@ def test_batchnorm_in_eval_on_a_batch_of_one():
     assert out.shape == (1, 4)
 
 
+def test_a_validation_pass_without_eval_moves_the_running_statistics():
+    def program(m):  # no_grad() stops gradients, not BatchNorm's training mode; momentum=0.9 as Keras means 0.1
+        model = m.nn.Sequential(m.nn.Linear(3, 3, bias=False), m.nn.BatchNorm1d(3, momentum=0.9))
+        with m.torch.no_grad():
+            model[0].weight.copy_(m.torch.eye(3))
+            model(m.torch.tensor(ROWS.astype(np.float32)))  # "validation", model.eval() forgotten
+        return model[1].running_mean, model[1].running_var, model[1].num_batches_tracked
+
+    running_mean, running_var, batches = _same(program)
+    np.testing.assert_allclose(running_mean, 0.9 * ROWS.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(running_var, 0.1 + 0.9 * ROWS.var(0, ddof=1), rtol=1e-5)
+    assert batches == 1
+
 def test_softmax_layer_without_dim_warns():
     def program(m):
         return m.nn.Softmax()(m.torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]]))
