@@ -108,6 +108,13 @@ def test_a_five_dim_input_to_conv2d():
                  kind=RuntimeError)
 
 
+def test_an_lstms_output_tuple_given_to_torch_relu():
+    def program(m):
+        out = m.nn.LSTM(3, 4)(m.torch.ones(5, 2, 3))  # (output, (h_n, c_n)), not output
+        return m.torch.relu(out)
+
+    raises_alike(program, "must be .*Tensor, not tuple", kind=TypeError)
+
 def test_text_embeddings_in_batch_length_channels_layout_given_to_conv1d():
     def program(m):  # nn.Embedding gives (N, L, E); Conv1d reads (N, C, L): a permute(0, 2, 1) forgotten
         embedded = m.nn.Embedding(20, 8)(m.torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]] * 2))
@@ -1238,3 +1245,10 @@ def test_a_layer_given_a_tuple_list_or_number_is_a_type_error(nn, value):
 def test_a_gru_given_an_lstms_state_tuple_keeps_pytorchs_attribute_error(T, nn):
     with pytest.raises(AttributeError, match="'tuple' object has no attribute"):
         nn.GRU(3, 4)(T.ones(5, 2, 3), (T.zeros(1, 2, 4), T.zeros(1, 2, 4)))
+
+
+@pytest.mark.parametrize(("name", "value"), [("exp", 1.0), ("sigmoid", [1.0, 2.0]), ("sum", [1.0, 2.0]),
+                                             ("relu", (1.0,)), ("argmax", [1, 2])])
+def test_a_torch_function_given_a_tuple_list_or_number_is_a_type_error(T, name, value):
+    with pytest.raises(TypeError, match=f"must be .*Tensor, not {type(value).__name__}"):
+        getattr(T, name)(value)
