@@ -115,6 +115,11 @@ def test_an_lstms_output_tuple_given_to_torch_relu():
 
     raises_alike(program, "must be .*Tensor, not tuple", kind=TypeError)
 
+    def functional(m):
+        return m.F.relu(m.nn.GRU(3, 4)(m.torch.ones(5, 2, 3)))
+
+    raises_alike(functional, "must be .*Tensor, not tuple", kind=TypeError)
+
 def test_text_embeddings_in_batch_length_channels_layout_given_to_conv1d():
     def program(m):  # nn.Embedding gives (N, L, E); Conv1d reads (N, C, L): a permute(0, 2, 1) forgotten
         embedded = m.nn.Embedding(20, 8)(m.torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]] * 2))
@@ -1252,3 +1257,9 @@ def test_a_gru_given_an_lstms_state_tuple_keeps_pytorchs_attribute_error(T, nn):
 def test_a_torch_function_given_a_tuple_list_or_number_is_a_type_error(T, name, value):
     with pytest.raises(TypeError, match=f"must be .*Tensor, not {type(value).__name__}"):
         getattr(T, name)(value)
+
+
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu", "hardtanh", "dropout"])
+def test_an_activation_given_a_tuple_is_a_type_error(F, name):
+    with pytest.raises(TypeError, match="must be .*Tensor, not tuple"):
+        getattr(F, name)((np.ones(2, np.float32),))
