@@ -862,7 +862,9 @@ def test_a_write_into_an_expanded_tensor_reaches_its_base():
         grid[0, 0] = 5.0
         return base, grid
 
-    _same(program)
+    base, grid = _same(program)
+    np.testing.assert_array_equal(base, [[5, 0, 0]])  # PyTorch's: every row of grid is base's one row
+    np.testing.assert_array_equal(grid, [[5, 0, 0], [5, 0, 0]])
 
 
 def test_an_embedding_index_past_the_vocabulary():
