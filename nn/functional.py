@@ -6,12 +6,13 @@ loss functions live in ``nn/losses.py`` and are re-exported below, so
 """
 
 import math
+import sys
 import warnings
 
 import autograd
 from autograd import Primitive, Tensor, _lazy
 from autograd.backend import xp
-from autograd.errors import ShapeError, check_same_dtype
+from autograd.errors import ShapeError, check_same_dtype, not_a_tensor
 from autograd.ops import piecewise_linear as _piecewise_linear
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
     SELU_ALPHA,
@@ -130,7 +131,10 @@ def _inplace(input, function, inplace):
     """y = function(input); with ``inplace=True``, as PyTorch, y is written into ``input``, which
     is returned. The write is recorded as every in-place write is (``input``'s history becomes
     y's; a leaf that requires grad refuses it), so code that keeps using ``input`` sees y. A
-    tracked y is computed from a copy of ``input``: what its backward saves is not overwritten."""
+    tracked y is computed from a copy of ``input``: what its backward saves is not overwritten.
+    An input that is no tensor (an LSTM's (output, state) tuple) is PyTorch's TypeError."""
+    if not isinstance(input, Tensor):
+        raise not_a_tensor(f"F.{sys._getframe(1).f_code.co_name}", 0, input)  # (the F function called)
     if not inplace:
         return function(input)
     if input.requires_grad and autograd.is_grad_enabled():

@@ -6,6 +6,8 @@ The convolutions and fold/unfold live in ``autograd/ops/convolution_layers.py``,
 ... and never imports nn); this module gives them to ``nn.functional`` and the layers.
 """
 
+import warnings
+
 from autograd.ops.convolution_layers import (  # noqa: F401  (F.conv2d, ...; _same_padding for nn.Conv2d)
     _same_padding,
     conv1d,
@@ -35,7 +37,8 @@ from autograd.ops.pooling_layers import (  # noqa: F401  (F.max_pool2d, ...)
 
 
 def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
-    """interpolate under its older name."""
+    """interpolate under its older name, deprecated in PyTorch (and warned of, as there)."""
     from .interpolation import interpolate  # nn.interpolation is built after this module
 
+    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` instead.", stacklevel=2)
     return interpolate(input, size, scale_factor, mode, align_corners)

@@ -17,9 +17,9 @@ import numpy
 import autograd
 from autograd import Primitive, Tensor
 from autograd.backend import ufunc_at, xp
-from autograd.errors import DtypeError, ShapeError, check_same_dtype
+from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tensor
 from autograd.ops.contractions import require_scalar_type
-from autograd.ops.conversion import type_name
+from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
     binary_cross_entropy_with_logits,
     check_reduction,
@@ -147,6 +147,37 @@ def _class_last(input):
     return input.reshape(math.prod(input.shape[:-1]), input.shape[-1]) if dim else input.reshape(1, -1)
 
 
+def _refuse_non_tensor_scores(name, input, kernel, kernel_for_images=None):
+    """PyTorch's TypeError for scores that are no tensor (a model whose forward forgot its ``return`` gives None;
+    NumPy scores are refused as everywhere else), before anything reads their shape; and its NotImplementedError
+    (naming its ``kernel``, for more than 2 dims ``kernel_for_images``) for integer or bool scores, which NumPy
+    would score in float64."""
+    if not isinstance(input, Tensor):
+        error = not_a_tensor(name, 0, input)
+        if input is None:
+            error.args = (f"{error.args[0]} (a forward() without a return statement gives None)",)
+        raise error
+    refuse_kinds(input, kernel if input.ndim <= 2 or kernel_for_images is None else kernel_for_images, "biu")
+
+
+def _squeezed_batch_of_one(input, target):
+    """True for the scores of one prediction, (C,), with their class index still in a batch of one, (1,): what
+    ``out.squeeze()`` of a (1, C) output leaves. PyTorch computes the loss of the label, and refuses at backward."""
+    return input.ndim == 1 and target.shape == (1,) and target.dtype.kind in "iu"
+
+
+def _refused_at_backward(loss, input):
+    """``loss`` of a squeezed batch of one (``_squeezed_batch_of_one``), whose backward raises PyTorch's error."""
+    if loss.requires_grad:
+        def refuse(grad):
+            raise RuntimeError(f"size mismatch (got input: [{input.shape[0]}], target: [1]): the scores of one "
+                               "prediction, shape (C,), need a 0-d label (label.squeeze()), or keep the batch dim "
+                               "of the scores (no .squeeze() of the (1, C) output)")
+
+        loss.register_hook(refuse)
+    return loss
+
+
 def _check_class_indices(name, input, target):
     if target.dtype.kind not in "iu":  # (PyTorch's RuntimeError; a TypeError too)
         raise DtypeError(f"{name}: target of dtype {target.dtype} given, but class indices must be "
@@ -155,6 +186,9 @@ def _check_class_indices(name, input, target):
     if target.dtype != numpy.int64 and target.dtype != numpy.uint8:  # PyTorch reads them as int64 (or uint8) only
         raise DtypeError(f"{name}: expected target dtype to be Long or Byte, but got {type_name(target.dtype)} "
                          f"({target.dtype}); convert the class indices with target.long()")
+    if input.ndim == 1 and target.ndim == 1:  # (a (1,) target was read as 0-d: see _squeezed_batch_of_one)
+        raise ShapeError(f"{name}: For 1D input, 1D target must have size 1, but got target size: "
+                         f"{target.shape[0]} (input of shape {input.shape}: the scores of one prediction)")
     expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]
     if target.shape != expected:
         raise ShapeError(f"{name}: input of shape {input.shape} needs a target of shape {expected}, "
@@ -260,7 +294,10 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
 
 
 def _nll_loss(input, target, weight, ignore_index, reduction):
+    _refuse_non_tensor_scores("nll_loss", input, "nll_loss_out_frame", "nll_loss2d_forward_out_frame")
     target = target if isinstance(target, Tensor) else tensor_from(target)
+    if _squeezed_batch_of_one(input, target):
+        return _refused_at_backward(_nll_loss(input, target.reshape(()), weight, ignore_index, reduction), input)
     _check_class_indices("nll_loss", input, target)
     losses, total_weight = _picked_log_probabilities("nll_loss", input, target, weight, ignore_index)
     if reduction == "mean":
@@ -291,10 +328,14 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     of ±1000 are fine.
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
+    _refuse_non_tensor_scores("cross_entropy", input, "log_softmax_lastdim_kernel_impl")
     if not 0.0 <= label_smoothing <= 1.0:
         # (PyTorch refuses one above 1 with this RuntimeError and silently ignores a negative one: refused too)
         raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     target = target if isinstance(target, Tensor) else tensor_from(target)
+    if _squeezed_batch_of_one(input, target):
+        loss = cross_entropy(input, target.reshape(()), weight, None, ignore_index, None, reduction, label_smoothing)
+        return _refused_at_backward(loss, input)
     dim = _class_dim(input)
     classes = input.shape[dim]
     class_shape = (1,) * dim + (classes,) + (1,) * (input.ndim - dim - 1)
@@ -384,7 +425,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     losses = (violations * others).sum(1) * (1.0 / scores.shape[1])
     if weight is not None:
         losses = losses * Tensor._make(weight._data[labels])
-    return _reduce(losses if input.ndim == 2 else losses.reshape(()), reduction)
+    # (one prediction's scores: its loss has the label's shape, () or (1,), as PyTorch's)
+    return _reduce(losses if input.ndim == 2 else losses.reshape(target.shape), reduction)
 
 
 def contrastive_loss(input1, input2, target, margin=1.0, reduction="mean"):

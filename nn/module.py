@@ -43,6 +43,12 @@ _IncompatibleKeys = IncompatibleKeys  # PyTorch's name in torch.nn.modules.modul
 _NOT_MISTAKEN_FOR_TENSORS = (Tensor, tuple, list, dict, int, float, bool, str, type(None))
 
 
+def _failed_as_a_tensor(argument, error):
+    """True where ``error`` (an AttributeError) is ``argument``, a tuple, list or number, read as a tensor."""
+    return (isinstance(argument, (tuple, list, int, float)) and not isinstance(argument, bool)
+            and str(error).startswith(f"'{type(argument).__name__}' object has no attribute"))
+
+
 class Module(ModuleState, ModuleHooks):
     dump_patches = False  # PyTorch's flags, kept for code that reads or sets them
     call_super_init = False
@@ -80,6 +86,15 @@ class Module(ModuleState, ModuleHooks):
                     for i, argument in enumerate(args):
                         if not isinstance(argument, _NOT_MISTAKEN_FOR_TENSORS):
                             raise not_a_tensor(type(self).__name__, i, argument) from error
+                    # the input itself a tuple, list or number that failed as a tensor: an LSTM's (output, (h, c))
+                    # passed on whole by nn.Sequential(nn.LSTM(...), nn.Linear(...)) (PyTorch: "must be Tensor,
+                    # not tuple"); a later argument of these types (a GRU's hx given as a tuple) keeps its error
+                    if args and _failed_as_a_tensor(args[0], error):
+                        refusal = not_a_tensor(type(self).__name__, 0, args[0])
+                        if isinstance(args[0], tuple):
+                            refusal.args = (f"{refusal.args[0]} (a recurrent layer returns (output, h_n): pass "
+                                            "on its output, rnn(x)[0])",)
+                        raise refusal from error
             raise
 
     _call_impl = _wrapped_call_impl = __call__  # PyTorch's names for the call with hooks (code calls them)
@@ -139,6 +154,12 @@ class Module(ModuleState, ModuleHooks):
         # the children of a Sequential or ModuleList are named "0", "1", ...: not attribute names
         return [name for name in super().__dir__() if not name[0].isdigit()]
 
+    def _refuse_before_init(self, kind):
+        """PyTorch's AttributeError for registering before ``super().__init__()`` made the registries (it
+        would otherwise say only that the registry is missing)."""
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"cannot assign {kind} before Module.__init__() call")
+
     def _check_new_name(self, kind, name, registry):
         if not isinstance(name, str):
             raise TypeError(f"{kind} name should be a string. Got {type(name).__name__}")
@@ -151,6 +172,7 @@ class Module(ModuleState, ModuleHooks):
 
     def register_parameter(self, name, param):
         """Add ``param`` (a Parameter, or None for an absent one such as a missing bias)."""
+        self._refuse_before_init("parameter")
         self._check_new_name("parameter", name, self._parameters)
         if param is None:
             self._parameters[name] = None
@@ -168,6 +190,7 @@ class Module(ModuleState, ModuleHooks):
     def register_buffer(self, name, tensor, persistent=True):
         """A tensor that is part of the module's state but not trained (BatchNorm's
         running mean). It is saved in ``state_dict`` unless ``persistent=False``."""
+        self._refuse_before_init("buffer")
         self._check_new_name("buffer", name, self._buffers)
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"cannot assign '{_type_name(tensor)}' object to buffer '{name}' "
@@ -192,6 +215,7 @@ class Module(ModuleState, ModuleHooks):
         """Add a child module under ``name`` (None keeps the name, holding no module)."""
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_type_name(module)} is not a Module subclass")
+        self._refuse_before_init("module")
         self._check_new_name("module", name, self._modules)
         if module is None:
             module = _after_registration_hooks(self, self._modules, name, None)

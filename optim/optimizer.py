@@ -218,6 +218,9 @@ class Optimizer:
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
         check_tensor_lr(group)
         if "lr" in group:  # a custom optimizer need not have one
+            if isinstance(group["lr"], str):  # (YAML reads 1e-3 as a string; PyTorch's TypeError is from its `<`)
+                raise TypeError(f"Invalid learning rate: {group['lr']!r} is a str; lr must be a number "
+                                f"(lr=float({group['lr']!r}))")
             require(group["lr"] >= 0, f"Invalid learning rate: {group['lr']}")
         if group.get("fused") and group.get("foreach"):
             raise RuntimeError("`fused` and `foreach` cannot be `True` together.")

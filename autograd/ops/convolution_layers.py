@@ -53,7 +53,9 @@ def _conv_padding(padding, n, kernel, dilation, stride):
     return _tuple(padding, n, "padding"), (0,) * n
 
 
-def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias=None):
+def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias=None, spatial=2):
+    """PyTorch's checks of a convolution's arguments; ``input`` is batched, and for ``spatial`` 1 it has the
+    height 1 that ``_as_2d`` gave it (not shown in the messages)."""
     check_same_dtype(name, input, weight=weight, bias=bias)
     if groups <= 0:
         raise RuntimeError(f"{name}: non-positive groups is not supported, got groups={groups}")
@@ -68,7 +70,7 @@ def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias
         raise RuntimeError(
             f"Given groups={groups}, {'transposed=1, ' if transposed else ''}weight of size "
             f"{_dims(weight.shape, 1)}, expected input with {in_channels} channels, got {input.shape[1]} "
-            f"(input shape {_dims(input.shape, 1)})")
+            f"(input shape {_dims(input.shape[:2] + input.shape[3:] if spatial == 1 else input.shape, 1)})")
 
 
 def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
@@ -77,7 +79,7 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
         raise RuntimeError(f"{name}: expected a weight of {spatial + 2} dimensions (out, in/groups, *kernel), "
                            f"got weight of size {_dims(weight.shape, 1)}")
     input, undo = _as_2d(input, spatial, name)
-    _check_conv(input, weight, groups, weight.shape[1] * groups, name, bias=bias)
+    _check_conv(input, weight, groups, weight.shape[1] * groups, name, bias=bias, spatial=spatial)
     kernel = tuple(weight.shape[2:])
     stride, dilation = _tuple(stride, spatial, "stride"), _tuple(dilation, spatial, "dilation")
     padding, extra = _conv_padding(padding, spatial, kernel, dilation, stride)
@@ -96,7 +98,7 @@ def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):
         raise RuntimeError(
             f"Calculated padded input size per channel: ({' x '.join(map(str, padded[shown]))}). Kernel size: "
             f"({' x '.join(map(str, effective[shown]))}). Kernel size can't be greater than actual input size "
-            f"(input shape {_dims(input.shape, 1)})")
+            f"(input shape {_dims(input.shape[:2] + input.shape[3:] if spatial == 1 else input.shape, 1)})")
     params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     inputs = (input, weight) if bias is None else (input, weight, bias)
     return undo(convolution.Conv2d.apply(*inputs, **params))
@@ -130,7 +132,7 @@ def conv_tbc(input, weight, bias, pad=0):
 def _conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation, spatial):
     name = f"conv_transpose{spatial}d"
     input, undo = _as_2d(input, spatial, name)
-    _check_conv(input, weight, groups, weight.shape[0], name, transposed=True, bias=bias)
+    _check_conv(input, weight, groups, weight.shape[0], name, transposed=True, bias=bias, spatial=spatial)
     stride, padding = _tuple(stride, spatial, "stride"), _tuple(padding, spatial, "padding")
     output_padding, dilation = _tuple(output_padding, spatial, "output_padding"), _tuple(dilation, spatial, "dilation")
     check_convolution_window(weight.shape[2:], stride, dilation, padding)

@@ -11,6 +11,8 @@ gradient, and its backward raises PyTorch's error.
 """
 
 
+import warnings
+
 from ..backend import xp
 from ..graph import is_grad_enabled
 from ..primitive import Primitive
@@ -220,7 +222,12 @@ def tensor_matrix_power(input, n, *, out=None):
 
 @names("qr")
 def tensor_qr(input, some=True):
-    """torch.qr / x.qr(): linalg.qr in mode 'reduced' (some=True) or 'complete'."""
+    """torch.qr / x.qr(): linalg.qr in mode 'reduced' (some=True) or 'complete' (deprecated in PyTorch, with
+    this warning)."""
+    warnings.warn("torch.qr is deprecated in favor of torch.linalg.qr and will be removed in a future PyTorch "
+                  "release.\nThe boolean parameter 'some' has been replaced with a string parameter 'mode'.\n"
+                  "Q, R = torch.qr(A, some)\nshould be replaced with\n"
+                  "Q, R = torch.linalg.qr(A, 'reduced' if some else 'complete')", UserWarning, stacklevel=2)
     return qr(input, "reduced" if some else "complete")
 
 

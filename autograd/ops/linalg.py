@@ -1,5 +1,7 @@
 """Matrix multiplication, the one linear-algebra primitive (Y = W X in the lecture)."""
 
+import warnings
+
 from ..backend import bool_
 from ..errors import ShapeError
 from ..primitive import Primitive, named_node
@@ -127,6 +129,9 @@ def multi_dot(tensors, *, out=None):
 def chain_matmul(*matrices, out=None):
     """The product of two-dimensional matrices, left to right (torch.chain_matmul, deprecated in
     PyTorch for linalg.multi_dot)."""
+    warnings.warn("torch.chain_matmul is deprecated and will be removed in a future PyTorch release. Use "
+                  "torch.linalg.multi_dot instead, which accepts a list of two or more tensors rather than multiple "
+                  "parameters.", UserWarning, stacklevel=2)
     if not matrices:
         raise RuntimeError("chain_matmul(): Expected one or more matrices")
     for m in matrices:

@@ -19,6 +19,7 @@ gradient is PyTorch's.) The triangular solves are differentiable, so the gradien
 """
 
 import math
+import warnings
 
 from ..backend import int32, xp
 from ..primitive import Primitive
@@ -201,7 +202,12 @@ def lu(A, *, pivot=True, out=None):
 @names("lu")
 def torch_lu(A, pivot=True, get_infos=False, out=None):
     """torch.lu / A.lu(): (LU, pivots), with info too when get_infos (deprecated in PyTorch in
-    favour of linalg.lu_factor)."""
+    favour of linalg.lu_factor, with its warning)."""
+    warnings.warn("torch.lu is deprecated in favor of torch.linalg.lu_factor / torch.linalg.lu_factor_ex and will be "
+                  "removed in a future PyTorch release.\nLU, pivots = torch.lu(A, compute_pivots)\nshould be replaced "
+                  "with\nLU, pivots = torch.linalg.lu_factor(A, compute_pivots)\nand\nLU, pivots, info = torch.lu(A, "
+                  "compute_pivots, get_infos=True)\nshould be replaced with\nLU, pivots, info = "
+                  "torch.linalg.lu_factor_ex(A, compute_pivots)", UserWarning, stacklevel=2)
     _check_pivot(pivot, "lu")
     packed, pivots, info = lu_factor_ex(A)
     result = LUWithInfoResult(packed, pivots, info) if get_infos else (packed, pivots)

@@ -82,7 +82,8 @@ def _numpy_aliases(op):
 def refusing_arrays(function):
     """``function`` as ``autograd.<name>``: when its first parameter is PyTorch's ``input`` (a Tensor), a NumPy
     array given there is refused with a TypeError naming it and the fix, as PyTorch refuses it ("must be
-    Tensor, not numpy.ndarray"), rather than failing deep inside or being computed by NumPy alone."""
+    Tensor, not numpy.ndarray"), rather than failing deep inside or being computed by NumPy alone; a tuple,
+    list or number there that fails as a tensor (an LSTM's (output, state)) is that TypeError too."""
     parameters = _parameter_names(inspect.unwrap(function))  # (unwrapped: read off its code, quickly)
     if not parameters or next(iter(parameters)) != "input":
         return function
@@ -91,7 +92,13 @@ def refusing_arrays(function):
         first = args[0] if args else kwargs.get("input")
         if isinstance(first, numpy.ndarray):
             raise not_a_tensor(f"autograd.{function.__name__}", 0, first)
-        return function(*args, **kwargs)
+        try:
+            return function(*args, **kwargs)
+        except AttributeError as error:  # a tuple, list or number read as the input tensor: PyTorch's TypeError
+            if isinstance(first, (tuple, list, int, float)) and str(error).startswith(
+                    f"'{type(first).__name__}' object has no attribute"):
+                raise not_a_tensor(f"autograd.{function.__name__}", 0, first) from error
+            raise
 
     return _standing_for(call, function)
 

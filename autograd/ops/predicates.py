@@ -149,8 +149,8 @@ def count_nonzero(input, dim=None):
 def _promoted(input, other):
     a, b = _data(input), _data(other)
     if a.dtype != b.dtype and not (isinstance(other, (int, float))):
-        raise RuntimeError(f"Float did not match Double: isclose/allclose need equal dtypes, got {a.dtype} "
-                           f"and {b.dtype}")
+        raise RuntimeError(f"{type_name(a.dtype)} did not match {type_name(b.dtype)}: isclose/allclose need equal "
+                           f"dtypes, got {a.dtype} and {b.dtype}")
     mismatch = broadcast_mismatch(xp.shape(a), xp.shape(b))
     if mismatch:  # (NumPy's ValueError, where PyTorch raises a RuntimeError naming the sizes)
         raise ShapeError(f"isclose/allclose of shapes {tuple(a.shape)} and {tuple(b.shape)}: {mismatch}")

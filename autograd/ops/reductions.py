@@ -112,6 +112,9 @@ def variance(x, dim, unbiased, keepdim, correction, name):
     warning names). With no degrees of freedom left (n <= correction) it warns, as PyTorch, and divides by
     0: ∞, or NaN where every term is equal (one sample). float16 is computed in float32 and rounded once, as
     PyTorch's accumulates it."""
+    if x._data.dtype.kind not in "fc":  # (PyTorch's words, before the mean's own refusal of integers would speak)
+        raise RuntimeError(f"{'std and var' if name in ('std', 'var') else name} only support floating point and "
+                           f"complex dtypes (got {x._data.dtype} of shape {x.shape}; convert with .float())")
     if x._data.dtype == float16:
         return variance(x.float(), dim, unbiased, keepdim, correction, name).half()
     axes = normalize_dims(dim, x.ndim)

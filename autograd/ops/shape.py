@@ -16,7 +16,7 @@ from ..backend import ufunc_at, xp
 from ..errors import ShapeError
 from ..primitive import Primitive, named_node
 from ..size import sizes_argument
-from ..tensor import Tensor, tensor_from
+from ..tensor import Tensor
 from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
 from .conversion import type_name
 from .elementwise import common_dtype, unbroadcast
@@ -364,7 +364,14 @@ def _sequence_of_tensors(name, tensors):
     if isinstance(tensors, Tensor) or not hasattr(tensors, "__iter__"):
         raise TypeError(f"{name}() expects a sequence of tensors (a list or tuple), got "
                         f"{type(tensors).__name__}; write autograd.{name}([a, b])")
-    return [t if isinstance(t, Tensor) else tensor_from(t) for t in tensors]
+    tensors = list(tensors)
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):  # (PyTorch's TypeError: NumPy arrays, lists and numbers are not joined)
+            kind = f"{type(t).__module__}.{type(t).__name__}".removeprefix("builtins.")
+            hint = (f" of shape {tuple(t.shape)}: convert it with autograd.from_numpy(x) or autograd.tensor(x)"
+                    if hasattr(t, "shape") else ": convert it with autograd.tensor(x)")
+            raise TypeError(f"expected Tensor as element {i} in argument 0, but got {kind}{hint}")
+    return tensors
 
 
 def cat(tensors, dim=0, *, out=None):
