@@ -243,8 +243,14 @@ def _listed_dtype(data):
 def _arrays_for_tensors(data):
     """A nested list with each tensor in it replaced by its array, in host memory: the array module reads
     the list through NumPy (CuPy refuses to convert its own arrays implicitly there)."""
-    if isinstance(data, Tensor):
-        data = data._data
+    if isinstance(data, Tensor):  # (in a list: read as a number, as PyTorch reads it)
+        if data._data.size != 1:
+            raise ValueError(f"only one element tensors can be converted to Python scalars (a tensor of shape "
+                             f"{tuple(data.shape)} in the list: join tensors with autograd.stack)")
+        if data.requires_grad:
+            warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
+                          "Consider using tensor.detach() first.", UserWarning, stacklevel=4)
+        data = data._data.reshape(())  # (a number, whatever its one element's shape: [ones(1)] is of shape (1,))
     if isinstance(data, (list, tuple)):
         return [_arrays_for_tensors(item) for item in data]
     return to_numpy(data) if isinstance(data, xp.ndarray) else data

@@ -12,6 +12,7 @@ its conversions; the one door through which its memory is written is its base cl
 (``write_door.py``).
 """
 
+import copy
 import numbers
 import operator
 import warnings
@@ -149,6 +150,17 @@ class Tensor(WriteDoor):
         if attributes and "_views" in attributes:
             attributes = {name: value for name, value in attributes.items() if name != "_views"}
         return attributes, slots
+
+    def __deepcopy__(self, memo):
+        """A copy by the default protocol (``__getstate__``), for a leaf; a tensor computed in a graph is refused,
+        as PyTorch refuses it (the copy would have to copy or share the graph)."""
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol at the "
+                f"moment (this tensor of shape {tuple(self.shape)} was made by {self.grad_fn.name()}: deepcopy its "
+                "detach(), or the leaves it came from). If you were attempting to deepcopy a module, this may be "
+                "because of a torch.nn.utils.weight_norm usage.")
+        return copy._reconstruct(self, memo, *self.__reduce_ex__(4))
 
     @staticmethod
     def _make(data):

@@ -220,7 +220,6 @@ def test_deepcopy_keeps_views_sharing_memory(T):
     same(x, [0, 1, 2, 3])
 
 
-@xfail_ours("deepcopy of a computed tensor is allowed (autograd/tensor.py's __deepcopy__)")
 def test_deepcopy_of_a_non_leaf_is_refused(T):
     x = T.tensor([1.0], requires_grad=True) * 2
     raises(RuntimeError, r"Only Tensors created explicitly by the user \(graph leaves\) support the deepcopy "

@@ -1104,9 +1104,6 @@ def test_linear_algebra_from_old_tutorials_warns_that_it_is_deprecated(call, mat
         if torch_modules is not None:
             torch_modules.torch.set_warn_always(before)
 
-@pytest.mark.xfail(strict=True, reason="Tensor.__deepcopy__ (autograd/tensor.py, not editable here) copies a "
-                   "non-leaf tensor; PyTorch refuses: 'Only Tensors created explicitly by the user (graph leaves) "
-                   "support the deepcopy protocol'")
 def test_deepcopy_of_a_model_that_kept_an_activation():
     def program(m):
         class Net(m.nn.Module):
@@ -1125,9 +1122,6 @@ def test_deepcopy_of_a_model_that_kept_an_activation():
     raises_alike(program, "Only Tensors created explicitly by the user \\(graph leaves\\)", kind=RuntimeError)
 
 
-@pytest.mark.xfail(strict=True, reason="autograd.tensor (autograd/factories.py, not editable here) joins a list of "
-                   "tensors of several elements into one tensor; PyTorch refuses: 'only one element tensors can "
-                   "be converted to Python scalars' (torch.stack is the call)")
 def test_torch_tensor_of_a_list_of_tensors():
     def program(m):
         rows = [m.torch.ones(3), m.torch.zeros(3)]
@@ -1136,9 +1130,6 @@ def test_torch_tensor_of_a_list_of_tensors():
     raises_alike(program, "only one element tensors can be converted to Python scalars", kind=ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="autograd.tensor (autograd/factories.py) reads 0-d tensors that require grad "
-                   "without PyTorch's UserWarning 'Converting a tensor with requires_grad=True to a scalar may lead "
-                   "to unexpected behavior' (the result is cut from the graph on both)")
 def test_torch_tensor_of_losses_that_require_grad_warns():
     def program(m):
         w = m.torch.tensor(2.0, requires_grad=True)

@@ -40,6 +40,8 @@ def test_dtype_of_a_list_holding_tensors(make, expected):
 def _values(data):
     if isinstance(data, (list, tuple)):
         return [_values(v) for v in data]
+    if isinstance(data, autograd.Tensor):  # (a tensor in a list is read as a number, as PyTorch reads it)
+        return data.item()
     return data.tolist() if hasattr(data, "tolist") else data
 
 
