@@ -42,7 +42,9 @@ def dual_level():
 
 
 def make_dual(tensor, tangent, *, level=None):
-    """A view of ``tensor`` carrying ``tangent`` (ẋ, of its shape; cast to its dtype) at the open level."""
+    """A view of ``tensor`` carrying ``tangent`` (ẋ, of its shape) at the open level. The tangent is kept as given,
+    the very tensor (as PyTorch keeps it: ``unpack_dual`` gives it back, and an op's tangent takes the dtype the
+    op's output has)."""
     if dual.LEVEL is None:
         raise RuntimeError("Trying to create a dual Tensor for forward AD but no level exists, make sure to "
                            "enter_dual_level() first.")
@@ -54,9 +56,12 @@ def make_dual(tensor, tangent, *, level=None):
         raise RuntimeError("Trying to set a forward gradient that has a different size than that of the original "
                            f"Tensor, this is not supported. Tensor is of size {list(tensor.shape)} while the given "
                            f"forward gradient is of size {list(tangent.shape)}.")
+    if dual.tangent_of(tangent) is not None:  # (a tangent's own tangent would be a second order, not built)
+        raise RuntimeError("Setting a forward grad that itself has a forward gradient at the same level 0 is not "
+                           "supported.")
     with dual.paused():  # (the view is labelled with the tangent, not computed with one)
         view = tensor.view_as(tensor)
-    dual.set_tangent(view, tangent if tangent.dtype == tensor.dtype else tangent.to(tensor.dtype))
+    dual.set_tangent(view, tangent)
     return view
 
 
