@@ -423,17 +423,6 @@ def test_dual_of_a_conjugate_view(T):
     same(imag_tangent, dz.imag)
 
 
-def test_dual_of_a_zero_size_tensor(T):
-    fwAD = _fwAD(T)
-    with fwAD.dual_level():
-        dual = fwAD.make_dual(T.ones(0, 1), T.ones(0, 1))
-        d = T.diagonal(dual, offset=0)
-        assert tuple(d.shape) == (0,)
-        assert tuple(fwAD.unpack_dual(d).tangent.shape) == (0,)
-    x = T.zeros(0, 1, dtype=T.complex128, requires_grad=True)
-    assert T.autograd.gradcheck(lambda t: T.diagonal(t, offset=0), (x,), check_forward_ad=True)
-
-
 # --- custom Functions in forward mode (TestAutograd's test_custom_function_* forward-mode tests) ---
 
 def test_custom_function_without_jvp_is_refused_in_forward_mode(T):
@@ -841,3 +830,81 @@ def test_gradcheck_forward_mode_out_of_place_basic(T, fn):
     assert T.autograd.gradcheck(getattr(T, fn), inputs, check_forward_ad=True)
     assert T.autograd.gradcheck(getattr(T, fn), inputs, check_forward_ad=True, check_backward_ad=False,
                                 check_undefined_grad=False)
+
+
+# --- the tangent's memory layout (TestAutogradForwardMode's metadata checks) ---
+
+def test_metadata_check_checks_storage_numel(T):
+    """A primal that shows part of its storage: the tangent is copied (so a write into the unpacked tangent leaves
+    the given one as it was), and as_strided over the whole storage reads zeros where the tangent has none."""
+    fwAD = _fwAD(T)
+    primal = T.arange(5.0)[:4].detach()
+    assert len(primal.storage()) == 5
+    tangent = T.tensor([1.0, 2.0, 3.0, 4.0])
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(primal, tangent)
+        _, unpacked_tangent = fwAD.unpack_dual(dual)
+        unpacked_tangent *= 2
+        same(tangent, [1.0, 2.0, 3.0, 4.0])
+        same(unpacked_tangent, [2.0, 4.0, 6.0, 8.0])
+        strided = dual.as_strided((5,), (1,), 0)
+        p, t = fwAD.unpack_dual(strided)
+    same(p, [0.0, 1.0, 2.0, 3.0, 4.0])
+    same(t, [2.0, 4.0, 6.0, 8.0, 0.0])
+
+
+def test_tangent_with_other_strides_is_copied_laid_out_as_the_primal(T):
+    fwAD = _fwAD(T)
+    tangent = T.arange(4.0).reshape(2, 2).t()
+    with fwAD.dual_level():
+        kept = fwAD.unpack_dual(fwAD.make_dual(T.zeros(2, 2).t(), tangent)).tangent
+        copied = fwAD.unpack_dual(fwAD.make_dual(T.zeros(2, 2), tangent)).tangent
+    assert kept is tangent
+    assert copied is not tangent
+    assert copied.stride() == (2, 1)
+    same(copied, [[0.0, 2.0], [1.0, 3.0]])
+
+
+def test_metadata_check_ignores_size_zero(T):
+    fwAD = _fwAD(T)
+    a = T.ones(0).as_strided((0, 1), (1, 1), 0)
+    b = T.ones(0).as_strided((0, 1), (1, 0), 0)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(a, b)
+        assert fwAD.unpack_dual(dual).tangent is b
+        d = T.diagonal(dual, offset=0)
+        assert tuple(d.shape) == (0,)
+        assert tuple(fwAD.unpack_dual(d).tangent.shape) == (0,)
+    x = T.zeros(0, 1, dtype=T.complex128, requires_grad=True)
+    assert T.autograd.gradcheck(lambda t: T.diagonal(t, offset=0), (x,), check_forward_ad=True)
+
+
+def test_metadata_check_ignore_storage_offset_for_zero_numel_tensor(T):
+    fwAD = _fwAD(T)
+    a = T.tensor([1.0]).as_strided((0,), (1,), 1)
+    b = T.tensor([1.0]).as_strided((0,), (1,), 2)
+    with fwAD.dual_level():
+        assert fwAD.unpack_dual(fwAD.make_dual(a, b)).tangent is b
+    a = T.tensor([1.0]).as_strided((1,), (2,), 0)
+    b = T.tensor([3.0]).as_strided((1,), (1,), 0)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(a, b)
+        same(fwAD.unpack_dual(dual).tangent, [3.0])
+        assert tuple(dual[1:].shape) == (0,)
+
+
+@xfail_ours("chainrule has no lazy conjugate or negative bit (conj() and a conjugate's .imag are new tensors): "
+            "a tangent is copied only where its layout differs, so a conjugated primal keeps a plain tangent as is")
+def test_metadata_check_check_conj(T):
+    """A tangent is kept as given only where it has the primal's conjugate and negative bits."""
+    fwAD = _fwAD(T)
+    rng = np.random.default_rng(7)
+    keys = {"NEITHER": lambda x: x, "CONJ": lambda x: x.conj()}
+    for primal_key in keys:
+        for tangent_key in keys:
+            x = keys[primal_key](T.tensor(rng.standard_normal((2, 3)) + 1j * rng.standard_normal((2, 3))))
+            t = keys[tangent_key](T.tensor(rng.standard_normal((2, 3)) + 1j * rng.standard_normal((2, 3))))
+            with fwAD.dual_level():
+                dual = fwAD.make_dual(x, t)
+                assert (fwAD.unpack_dual(dual).tangent is t) == (primal_key == tangent_key)
+                same(fwAD.unpack_dual(T.real(dual)).tangent, values(t).real)
