@@ -193,7 +193,9 @@ def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_
     own = tangent_of(self)
     if own is None and not any(tangent_of(x) is not None for x in operands):
         return _PLAIN["write"](self, operands, out_of_place, in_place, reads_old)
-    if self._base is not None and tangent_of(self._base) is not None:
+    base = self._base
+    if base is not None and (tangent_of(base) is not None
+                             or _at_this_level(base, "_fw_primal") and not _at_this_level(self, "_fw_root")):
         raise NotImplementedError("an in-place write into a view of a dual tensor is not built here (its base's "
                                   "tangent would not follow): write into the dual tensor itself, or out of place")
     made = []
@@ -208,7 +210,36 @@ def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_
     _PLAIN["write"](self, operands, carrying, None, True)
     tangent = tangent_of(made[-1]) if made else None
     set_tangent(self, tangent if tangent is not None else Tensor._make(xp.zeros_like(self._data)))
+    if base is not None and self._view_chain is not None and not _at_this_level(base, "_fw_primal"):
+        _give_the_base_a_tangent(self)
     return self
+
+
+def mark_root(view):
+    """``make_dual``'s and ``unpack_dual``'s views of a tensor: for forward mode they are tensors of their own (a
+    write into one changes its tangent, not the tensor it shows), as PyTorch's forward non-differentiable views.
+    The views share their base with every other view of it, so the base is marked as well: a write with tangents
+    into another of its views (a view of the dual, or of the base, which cannot be told apart) is refused."""
+    if view._base is not None:
+        view._fw_root = LEVEL
+        view._base._fw_primal = LEVEL
+
+
+def _at_this_level(x, mark):
+    return LEVEL is not None and x.__dict__.get(mark) is LEVEL
+
+
+def _give_the_base_a_tangent(view):
+    """A dual written into a view of a tensor without a tangent: the base gets one too, zeros but in the region
+    the view shows, and the view's tangent becomes that region (as PyTorch's view and base share their tangent):
+    whatever is computed from the base afterwards carries the tangent written."""
+    from .ops.shape import _replay_view_of_array
+
+    base_tangent = xp.zeros_like(view._base._data)
+    region = _replay_view_of_array(base_tangent, view._view_chain)
+    region[...] = tangent_of(view)._data
+    set_tangent(view._base, Tensor._make(base_tangent))
+    set_tangent(view, Tensor._make(region))
 
 
 def _write_at_carrying_tangents(self, index, value):

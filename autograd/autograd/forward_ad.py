@@ -64,6 +64,7 @@ def make_dual(tensor, tangent, *, level=None):
         tangent = _copy_laid_out_as(tangent, tensor)  # one into the tensor given)
     with dual.paused():  # (the view is labelled with the tangent, not computed with one)
         view = tensor.view_as(tensor)
+    dual.mark_root(view)
     dual.set_tangent(view, tangent)
     return view
 
@@ -90,4 +91,6 @@ def unpack_dual(tensor, *, level=None):
     tangent = dual.tangent_of(tensor)
     with dual.paused():
         primal = tensor.view_as(tensor)
+    if dual.LEVEL is not None:
+        dual.mark_root(primal)
     return UnpackedDualTensor(primal, tangent)
