@@ -933,3 +933,33 @@ def test_metadata_check_check_conj(T):
                 dual = fwAD.make_dual(x, t)
                 assert (fwAD.unpack_dual(dual).tangent is t) == (primal_key == tangent_key)
                 same(fwAD.unpack_dual(T.real(dual)).tangent, values(t).real)
+
+
+# --- copy_ in forward mode (TestAutogradDeviceType) ---
+
+def test_copy_forward_ad_broadcasting(T):
+    """copy_ from a dual of a shape that broadcasts to self's: self's tangent is the broadcast tangent."""
+    fwAD = _fwAD(T)
+    primal, tangent = _rand(T, 3, 3), _rand(T, 3, 3, seed=1)
+    non_dual = _rand(T, 1, 3, 3, seed=2)
+    with fwAD.dual_level():
+        non_dual.copy_(fwAD.make_dual(primal, tangent))
+        p, t = fwAD.unpack_dual(non_dual)
+    same(p, values(primal)[None])
+    same(t, values(tangent)[None])
+
+
+def test_copy_forward_ad_same_layout_copies_grad(T):
+    """copy_ copies the tangent too: self's tangent is a tensor of its own, not the dual's."""
+    fwAD = _fwAD(T)
+    primal, tangent = T.tensor([[3.0], [4.0]]), T.tensor([[5.0], [6.0]])
+    with fwAD.dual_level():
+        x_dual = fwAD.make_dual(primal, tangent)
+        non_dual = T.tensor([[1.0], [2.0]])
+        non_dual.copy_(x_dual)
+        copied = fwAD.unpack_dual(non_dual).tangent
+        assert copied is not tangent
+        same(non_dual, [[3.0], [4.0]])
+        same(copied, [[5.0], [6.0]])
+        tangent.mul_(2)
+        same(copied, [[5.0], [6.0]])
