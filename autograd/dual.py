@@ -199,17 +199,27 @@ def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_
         raise NotImplementedError("an in-place write into a view of a dual tensor is not built here (its base's "
                                   "tangent would not follow): write into the dual tensor itself, or out of place")
     made = []
+    # the tangent is updated in place, as PyTorch's (the tensor given to make_dual, or unpack_dual's, changes
+    # with it), where it can be: its memory writable, outside any graph (a write would not be recorded)
+    in_place = own is not None and own._data.flags.writeable and not own._requires_grad
+    before = Tensor._make(own._data.copy()) if in_place else own  # (what the snapshot below keeps)
 
     def carrying(old):
         if old is not None and own is not None and tangent_of(old) is None:
-            set_tangent(old, own)  # (the recorded write's snapshot of self: the same value, the same tangent)
+            set_tangent(old, before)  # (the recorded write's snapshot of self: the same value, the same tangent)
         new = out_of_place(self if old is None else old)
         made.append(new)
         return new
 
     _PLAIN["write"](self, operands, carrying, None, True)
     tangent = tangent_of(made[-1]) if made else None
-    set_tangent(self, tangent if tangent is not None else Tensor._make(xp.zeros_like(self._data)))
+    if tangent is None:
+        tangent = Tensor._make(xp.zeros_like(self._data))
+    if in_place and tangent._data.dtype == own._data.dtype:
+        own._data[...] = tangent._data
+        graph.bump_version(own)
+        tangent = own
+    set_tangent(self, tangent)
     if base is not None and self._view_chain is not None and not _at_this_level(base, "_fw_primal"):
         _give_the_base_a_tangent(self)
     return self

@@ -263,16 +263,19 @@ def test_view_inplace_non_differentiable_views(T):
         same(fwAD.unpack_dual(dual)[1], original_bar * 4)
 
 
-@xfail_ours("chainrule's in-place op on a dual tensor gives it a new tangent tensor: the tangent given to "
-            "make_dual is not updated in place (PyTorch's is: bar becomes 2 * bar)")
 def test_in_place_op_updates_the_tangent_tensor_in_place(T):
+    """An in-place op on a dual updates its tangent in place: the tensor given to make_dual changes with it."""
     fwAD = _fwAD(T)
     bar = T.ones(2, dtype=T.float64)
     with fwAD.dual_level():
         dual = fwAD.make_dual(_rand(T, 2), bar)
+        version = bar._version
         dual *= 2
         same(bar, [2.0, 2.0])
+        assert bar._version > version
         assert fwAD.unpack_dual(dual).tangent is bar
+        dual.add_(fwAD.make_dual(T.ones(2, dtype=T.float64), T.tensor([1.0, -1.0], dtype=T.float64)))
+        same(bar, [3.0, 1.0])
 
 
 @xfail_ours("an in-place write into a view of a dual tensor is refused (NotImplementedError): its base's "
