@@ -13,9 +13,9 @@ Jacobian-vector product is read from it (the double-vjp trick): gᵀJ is linear 
 one small reverse pass over the op's own backward. It needs no second rule per op, and it is exact;
 it costs more than a rule written for the forward direction, which forward mode here trades away.
 
-While a level is open, ``Primitive.apply``, the write door's ``_write`` and ``_write_at``, and the
-engine's sums of gradient shares are replaced by versions that also carry tangents (``open_level``), so
-programs outside a level pay nothing for it. Through ``autograd.grad`` tangents reach the gradients:
+While a level is open, ``Primitive.apply``, the write door's ``_write`` and ``_write_at``, the
+engine's sums of gradient shares and ``Tensor.detach_`` are replaced by versions that also carry (or
+drop) tangents (``open_level``), so programs outside a level pay nothing for it. Through ``autograd.grad`` tangents reach the gradients:
 the tangent of ∇f along ẋ is the Hessian-vector product H ẋ (forward-over-reverse).
 Tangents live on the tensors (``_fw``: the level they belong to and the tangent); closing the level
 makes every one of them stale at once.
@@ -60,11 +60,12 @@ def open_level():
     LEVEL = object()
     _PLAIN.update(apply=Primitive.__dict__["apply"], output_again=Primitive.__dict__["_output_again"],
                   write=WriteDoor.__dict__["_write"], write_at=WriteDoor.__dict__["_write_at"],
-                  backpropagate=engine.backpropagate, add_share=engine.add_share)
+                  backpropagate=engine.backpropagate, add_share=engine.add_share, detach_=Tensor.__dict__["detach_"])
     Primitive.apply = classmethod(_apply_carrying_tangents)
     Primitive._output_again = _output_again_carrying_tangent
     WriteDoor._write, WriteDoor._write_at = _write_carrying_tangents, _write_at_carrying_tangents
     engine.backpropagate, engine.add_share = _backpropagate_carrying_tangents, _add_share_carrying_tangents
+    Tensor.detach_ = _detach_dropping_the_tangent
     return 0
 
 
@@ -80,6 +81,7 @@ def close_level():
     Primitive.apply, Primitive._output_again = _PLAIN["apply"], _PLAIN["output_again"]
     WriteDoor._write, WriteDoor._write_at = _PLAIN["write"], _PLAIN["write_at"]
     engine.backpropagate, engine.add_share = _PLAIN["backpropagate"], _PLAIN["add_share"]
+    Tensor.detach_ = _PLAIN["detach_"]
     LEVEL = None
 
 
@@ -127,6 +129,14 @@ def _apply_carrying_tangents(cls, *inputs, **params):
         if out.grad_fn is node:  # in the program's graph: a backward pass reading the saved output reads its tangent
             node._fw_output = (LEVEL, tangent)
     return out
+
+
+def _detach_dropping_the_tangent(self):
+    """``x.detach_()`` inside a level: x leaves forward mode too, its tangent dropped (as ``detach()`` gives a
+    tensor without one), as PyTorch's."""
+    _PLAIN["detach_"](self)
+    self.__dict__.pop("_fw", None)
+    return self
 
 
 def _output_again_carrying_tangent(node, data):

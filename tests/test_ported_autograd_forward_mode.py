@@ -224,8 +224,6 @@ def test_detach_drops_the_tangent_and_no_grad_keeps_it(T):
         same(t, [3.0, 3.0])
 
 
-@xfail_ours("chainrule's Tensor.detach_ keeps the tangent (PyTorch's drops it, as detach does); the fix is in "
-            "autograd/tensor.py")
 def test_inplace_detach_drops_the_tangent(T):
     fwAD = _fwAD(T)
     foo = _rand(T, 2).requires_grad_()
