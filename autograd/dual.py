@@ -15,8 +15,9 @@ it costs more than a rule written for the forward direction, which forward mode 
 
 While a level is open, ``Primitive.apply``, the write door's ``_write`` and ``_write_at``, the
 engine's sums of gradient shares and ``Tensor.detach_`` are replaced by versions that also carry (or
-drop) tangents (``open_level``), so programs outside a level pay nothing for it. Through ``autograd.grad`` tangents reach the gradients:
-the tangent of ∇f along ẋ is the Hessian-vector product H ẋ (forward-over-reverse).
+drop) tangents (``open_level``), so programs outside a level pay nothing for it. Through
+``autograd.grad`` tangents reach the gradients: the tangent of ∇f along ẋ is the Hessian-vector
+product H ẋ (forward-over-reverse).
 Tangents live on the tensors (``_fw``: the level they belong to and the tangent); closing the level
 makes every one of them stale at once.
 
