@@ -7,8 +7,10 @@ Each test runs on chainrule's `autograd` and, where it is installed, on PyTorch 
 checked against analytic values. chainrule's own forward-mode tests are in tests/test_forward_ad.py.
 """
 
+import functools
 import gc
 import importlib
+import itertools
 import weakref
 
 import numpy as np
@@ -967,3 +969,131 @@ def test_copy_forward_ad_same_layout_copies_grad(T):
         same(copied, [[5.0], [6.0]])
         tangent.mul_(2)
         same(copied, [[5.0], [6.0]])
+
+
+# --- gradcheck's forward-mode check (TestAutograd's test_gradcheck_*forward*) ---
+
+def _in_a_dual_level(T):
+    """Whether a dual level is open (PyTorch's test reads the private fwAD._current_level)."""
+    try:
+        _fwAD(T).make_dual(T.zeros(1), T.zeros(1))
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("fast_mode", [False, True])
+@pytest.mark.parametrize("dtypes", [("float64", "float64"), ("complex128", "float64"), ("complex128", "complex128")])
+def test_gradcheck_forward_ad(T, fast_mode, dtypes):
+    """gradcheck's forward-mode check passes a right function and catches one whose tangent is off by 10% (for
+    real and complex inputs and outputs)."""
+    fwAD = _fwAD(T)
+
+    def fn(x, y):
+        return x + y, y
+
+    def bad_fn(x, y):
+        y_p, y_d = fwAD.unpack_dual(y)
+        if y_d is not None:  # (inside gradcheck's dual level)
+            y = fwAD.make_dual(y_p, y_d * 1.1)
+        return x + y, y
+
+    x = _rand(T, 2, dtype=dtypes[0]).requires_grad_()
+    y = _rand(T, 2, seed=1, dtype=dtypes[1]).requires_grad_()
+    assert T.autograd.gradcheck(fn, (x, y), check_forward_ad=True, fast_mode=fast_mode)
+    raises(RuntimeError, "mismatch for output 0 with respect to input 1", T.autograd.gradcheck, bad_fn, (x, y),
+           check_forward_ad=True, fast_mode=fast_mode)
+    if dtypes == ("float64", "float64"):
+        def basic_mul(x):
+            return T.view_as_real(T.resolve_conj(x * 1j))
+
+        assert T.autograd.gradcheck(basic_mul, x, check_forward_ad=True, fast_mode=fast_mode)
+
+
+def _counting_identity(T, calls):
+    class UserFn(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            calls.append(("forward", x.requires_grad, y.requires_grad))
+            return x.clone(), y.clone()
+
+        @staticmethod
+        def jvp(ctx, x_t, y_t):
+            calls.append(("jvp",))
+            return x_t, y_t
+
+    return UserFn
+
+
+def test_gradcheck_forward_ad_respects_requires_grad(T):
+    """One forward-mode pass per element of each input that requires grad (numel 1 here)."""
+    calls = []
+    UserFn = _counting_identity(T, calls)
+    kwargs = dict(check_forward_ad=True, check_undefined_grad=False, check_backward_ad=False,
+                  check_batched_grad=False)
+    x, y = _rand(T, 1).requires_grad_(), _rand(T, 1, seed=1).requires_grad_()
+    assert T.autograd.gradcheck(UserFn.apply, (x, y), **kwargs)
+    assert calls.count(("jvp",)) == 2
+    calls.clear()
+    assert T.autograd.gradcheck(UserFn.apply, (x, _rand(T, 1, seed=1)), **kwargs)
+    assert calls.count(("jvp",)) == 1
+
+
+@xfail_ours("chainrule's gradcheck gives its dual inputs the inputs' requires_grad (the duals are views of them); "
+            "PyTorch's forward-mode check runs the function on inputs that do not require grad (the fix is in "
+            "autograd/gradcheck.py)")
+def test_gradcheck_forward_ad_runs_with_no_requires_grad(T):
+    calls = []
+    UserFn = _counting_identity(T, calls)
+    x, y = _rand(T, 2).requires_grad_(), _rand(T, 2, seed=1).requires_grad_()
+
+    class Recording(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            if _in_a_dual_level(T):
+                calls.append(("dual", x.requires_grad, y.requires_grad))
+            return UserFn.forward(ctx, x, y)
+
+        jvp = UserFn.jvp
+
+    assert T.autograd.gradcheck(Recording.apply, (x, y), check_forward_ad=True, check_undefined_grad=False,
+                                check_backward_ad=False, check_batched_grad=False)
+    duals = [c for c in calls if c[0] == "dual"]
+    assert duals and all(c == ("dual", False, False) for c in duals)
+
+
+@pytest.mark.parametrize("fast_mode", [False, True])
+def test_gradcheck_check_forward_or_backward_only(T, fast_mode):
+    """check_forward_ad runs the jvp, check_backward_ad the vjp, and only those: a failing one raises only when
+    checked (a backward failure first)."""
+    class UserFn(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, foo, fwd_bad, bwd_bad):
+            ctx.fwd_bad, ctx.bwd_bad = fwd_bad, bwd_bad
+            return foo * 2
+
+        @staticmethod
+        def vjp(ctx, gO):
+            if ctx.bwd_bad:
+                raise RuntimeError("FAIL BWD")
+            return 2 * gO, None, None
+
+        @staticmethod
+        def jvp(ctx, gI, _1, _2):
+            if ctx.fwd_bad:
+                raise RuntimeError("FAIL FWD")
+            return 2 * gI
+
+    x = _rand(T, 2).requires_grad_()
+    for check_forward_ad, check_backward_ad, fwd_bad, bwd_bad in itertools.product((True, False), repeat=4):
+        run = functools.partial(T.autograd.gradcheck, UserFn.apply, (x, fwd_bad, bwd_bad),
+                                check_forward_ad=check_forward_ad, check_backward_ad=check_backward_ad,
+                                check_undefined_grad=check_backward_ad, check_batched_grad=False, fast_mode=fast_mode)
+        if not check_forward_ad and not check_backward_ad:
+            raises(AssertionError, "Expected at least one of", run)
+        elif bwd_bad and check_backward_ad:
+            raises(RuntimeError, "FAIL BWD", run)
+        elif fwd_bad and check_forward_ad:
+            raises(RuntimeError, "FAIL FWD", run)
+        else:
+            assert run()
