@@ -578,6 +578,62 @@ def test_custom_function_forward_mode_inplace_checks(T):
            T.autograd.gradcheck, lambda x: InplaceFn.apply(x.clone(), True), (inp,), check_forward_ad=True)
 
 
+def _inplace_mul(T, jvp_in_place):
+    class InplaceMul(T.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            result = x.mul_(2)
+            ctx.mark_dirty(result)
+            return result
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            pass
+
+        @staticmethod
+        def jvp(ctx, x_t):
+            return x_t.mul_(2) if jvp_in_place else x_t
+
+    return InplaceMul
+
+
+@xfail_ours("chainrule runs a custom Function's forward with the tangents carried: its in-place mul_ already "
+            "doubles the input's tangent, and the jvp doubles it again (4 for 2); PyTorch's forward runs on the "
+            "primals alone (the fix is in autograd/function.py)")
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_custom_function_mark_dirty_not_differentiable(T, requires_grad):
+    """A Function that modifies its input in place returns it as is; in forward mode its tangent is the input's
+    tangent, modified in place by the jvp."""
+    fwAD = _fwAD(T)
+    InplaceMul = _inplace_mul(T, jvp_in_place=True)
+    z = T.tensor(1.0, requires_grad=requires_grad)
+    x = z.clone()
+    y = InplaceMul.apply(x)
+    assert x is y
+    same(x, 2.0)
+    with fwAD.dual_level():
+        x_tangent = T.ones_like(x)
+        x_dual = fwAD.make_dual(x, x_tangent)
+        out_dual = InplaceMul.apply(x_dual)
+        _, out_tangent = fwAD.unpack_dual(out_dual)
+        assert out_dual is x_dual
+        assert out_tangent is x_tangent
+        same(out_tangent, 2.0)
+        same(out_dual, 4.0)
+
+
+@xfail_ours("chainrule does not check that the jvp of a custom Function that modifies its input in place "
+            "modifies the input's tangent in place (PyTorch's error: 'jvp function must modify the corresponding "
+            "gradient inplace')")
+def test_custom_function_mark_dirty_jvp_must_modify_the_tangent_in_place(T):
+    fwAD = _fwAD(T)
+    InplaceMul = _inplace_mul(T, jvp_in_place=False)
+    with fwAD.dual_level():
+        x = T.tensor(1.0).clone()
+        x_dual = fwAD.make_dual(x, T.ones_like(x))
+        raises(RuntimeError, "jvp function must modify the corresponding gradient inplace", InplaceMul.apply, x_dual)
+
+
 def _user_fn(T):
     class UserFn(T.autograd.Function):
         @staticmethod
