@@ -91,6 +91,6 @@ def unpack_dual(tensor, *, level=None):
     tangent = dual.tangent_of(tensor)
     with dual.paused():
         primal = tensor.view_as(tensor)
-    if dual.LEVEL is not None:
+    if tangent is not None:  # (the primal of a dual: a tensor of its own for forward mode, as make_dual's view)
         dual.mark_root(primal)
     return UnpackedDualTensor(primal, tangent)
