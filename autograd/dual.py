@@ -13,10 +13,11 @@ Jacobian-vector product is read from it (the double-vjp trick): gᵀJ is linear 
 one small reverse pass over the op's own backward. It needs no second rule per op, and it is exact;
 it costs more than a rule written for the forward direction, which forward mode here trades away.
 
-While a level is open, ``Primitive.apply``, the write door's ``_write`` and ``_write_at``, and the
-engine's sums of gradient shares are replaced by versions that also carry tangents (``open_level``), so
-programs outside a level pay nothing for it. Through ``autograd.grad`` tangents reach the gradients:
-the tangent of ∇f along ẋ is the Hessian-vector product H ẋ (forward-over-reverse).
+While a level is open, ``Primitive.apply``, the write door's ``_write`` and ``_write_at``, the
+engine's sums of gradient shares and ``Tensor.detach_`` are replaced by versions that also carry (or
+drop) tangents (``open_level``), so programs outside a level pay nothing for it. Through
+``autograd.grad`` tangents reach the gradients: the tangent of ∇f along ẋ is the Hessian-vector
+product H ẋ (forward-over-reverse).
 Tangents live on the tensors (``_fw``: the level they belong to and the tangent); closing the level
 makes every one of them stale at once.
 
@@ -60,11 +61,12 @@ def open_level():
     LEVEL = object()
     _PLAIN.update(apply=Primitive.__dict__["apply"], output_again=Primitive.__dict__["_output_again"],
                   write=WriteDoor.__dict__["_write"], write_at=WriteDoor.__dict__["_write_at"],
-                  backpropagate=engine.backpropagate, add_share=engine.add_share)
+                  backpropagate=engine.backpropagate, add_share=engine.add_share, detach_=Tensor.__dict__["detach_"])
     Primitive.apply = classmethod(_apply_carrying_tangents)
     Primitive._output_again = _output_again_carrying_tangent
     WriteDoor._write, WriteDoor._write_at = _write_carrying_tangents, _write_at_carrying_tangents
     engine.backpropagate, engine.add_share = _backpropagate_carrying_tangents, _add_share_carrying_tangents
+    Tensor.detach_ = _detach_dropping_the_tangent
     return 0
 
 
@@ -80,6 +82,7 @@ def close_level():
     Primitive.apply, Primitive._output_again = _PLAIN["apply"], _PLAIN["output_again"]
     WriteDoor._write, WriteDoor._write_at = _PLAIN["write"], _PLAIN["write_at"]
     engine.backpropagate, engine.add_share = _PLAIN["backpropagate"], _PLAIN["add_share"]
+    Tensor.detach_ = _PLAIN["detach_"]
     LEVEL = None
 
 
@@ -127,6 +130,14 @@ def _apply_carrying_tangents(cls, *inputs, **params):
         if out.grad_fn is node:  # in the program's graph: a backward pass reading the saved output reads its tangent
             node._fw_output = (LEVEL, tangent)
     return out
+
+
+def _detach_dropping_the_tangent(self):
+    """``x.detach_()`` inside a level: x leaves forward mode too, its tangent dropped (as ``detach()`` gives a
+    tensor without one), as PyTorch's."""
+    _PLAIN["detach_"](self)
+    self.__dict__.pop("_fw", None)
+    return self
 
 
 def _output_again_carrying_tangent(node, data):
@@ -193,22 +204,63 @@ def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_
     own = tangent_of(self)
     if own is None and not any(tangent_of(x) is not None for x in operands):
         return _PLAIN["write"](self, operands, out_of_place, in_place, reads_old)
-    if self._base is not None and tangent_of(self._base) is not None:
+    base = self._base
+    if base is not None and (tangent_of(base) is not None
+                             or _at_this_level(base, "_fw_primal") and not _at_this_level(self, "_fw_root")):
         raise NotImplementedError("an in-place write into a view of a dual tensor is not built here (its base's "
                                   "tangent would not follow): write into the dual tensor itself, or out of place")
     made = []
+    # the tangent is updated in place, as PyTorch's (the tensor given to make_dual, or unpack_dual's, changes
+    # with it), where it can be: its memory writable, outside any graph (a write would not be recorded)
+    in_place = own is not None and own._data.flags.writeable and not own._requires_grad
+    before = Tensor._make(own._data.copy()) if in_place else own  # (what the snapshot below keeps)
 
     def carrying(old):
         if old is not None and own is not None and tangent_of(old) is None:
-            set_tangent(old, own)  # (the recorded write's snapshot of self: the same value, the same tangent)
+            set_tangent(old, before)  # (the recorded write's snapshot of self: the same value, the same tangent)
         new = out_of_place(self if old is None else old)
         made.append(new)
         return new
 
     _PLAIN["write"](self, operands, carrying, None, True)
     tangent = tangent_of(made[-1]) if made else None
-    set_tangent(self, tangent if tangent is not None else Tensor._make(xp.zeros_like(self._data)))
+    if tangent is None:
+        tangent = Tensor._make(xp.zeros_like(self._data))
+    if in_place and tangent._data.dtype == own._data.dtype:
+        own._data[...] = tangent._data
+        graph.bump_version(own)
+        tangent = own
+    set_tangent(self, tangent)
+    if base is not None and self._view_chain is not None and not _at_this_level(base, "_fw_primal"):
+        _give_the_base_a_tangent(self)
     return self
+
+
+def mark_root(view):
+    """``make_dual``'s and ``unpack_dual``'s views of a tensor: for forward mode they are tensors of their own (a
+    write into one changes its tangent, not the tensor it shows), as PyTorch's forward non-differentiable views.
+    The views share their base with every other view of it, so the base is marked as well: a write with tangents
+    into another of its views (a view of the dual, or of the base, which cannot be told apart) is refused."""
+    if view._base is not None:
+        view._fw_root = LEVEL
+        view._base._fw_primal = LEVEL
+
+
+def _at_this_level(x, mark):
+    return LEVEL is not None and x.__dict__.get(mark) is LEVEL
+
+
+def _give_the_base_a_tangent(view):
+    """A dual written into a view of a tensor without a tangent: the base gets one too, zeros but in the region
+    the view shows, and the view's tangent becomes that region (as PyTorch's view and base share their tangent):
+    whatever is computed from the base afterwards carries the tangent written."""
+    from .ops.shape import _replay_view_of_array
+
+    base_tangent = xp.zeros_like(view._base._data)
+    region = _replay_view_of_array(base_tangent, view._view_chain)
+    region[...] = tangent_of(view)._data
+    set_tangent(view._base, Tensor._make(base_tangent))
+    set_tangent(view, Tensor._make(region))
 
 
 def _write_at_carrying_tangents(self, index, value):

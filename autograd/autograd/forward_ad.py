@@ -16,6 +16,7 @@ import collections
 import contextlib
 
 from .. import dual
+from ..backend import xp
 from ..tensor import Tensor
 
 UnpackedDualTensor = collections.namedtuple("UnpackedDualTensor", ["primal", "tangent"])
@@ -42,7 +43,9 @@ def dual_level():
 
 
 def make_dual(tensor, tangent, *, level=None):
-    """A view of ``tensor`` carrying ``tangent`` (ẋ, of its shape; cast to its dtype) at the open level."""
+    """A view of ``tensor`` carrying ``tangent`` (ẋ, of its shape) at the open level. The tangent is kept as given,
+    the very tensor, where it is laid out in memory as the primal is (as PyTorch keeps it: ``unpack_dual`` gives
+    it back, and an op's tangent takes the dtype the op's output has); otherwise a copy laid out as the primal."""
     if dual.LEVEL is None:
         raise RuntimeError("Trying to create a dual Tensor for forward AD but no level exists, make sure to "
                            "enter_dual_level() first.")
@@ -54,10 +57,32 @@ def make_dual(tensor, tangent, *, level=None):
         raise RuntimeError("Trying to set a forward gradient that has a different size than that of the original "
                            f"Tensor, this is not supported. Tensor is of size {list(tensor.shape)} while the given "
                            f"forward gradient is of size {list(tangent.shape)}.")
+    if dual.tangent_of(tangent) is not None:  # (a tangent's own tangent would be a second order, not built)
+        raise RuntimeError("Setting a forward grad that itself has a forward gradient at the same level 0 is not "
+                           "supported.")
+    if not _laid_out_alike(tangent, tensor):  # (PyTorch copies it then: a write into the unpacked tangent is not
+        tangent = _copy_laid_out_as(tangent, tensor)  # one into the tensor given)
     with dual.paused():  # (the view is labelled with the tangent, not computed with one)
         view = tensor.view_as(tensor)
-    dual.set_tangent(view, tangent if tangent.dtype == tensor.dtype else tangent.to(tensor.dtype))
+    dual.mark_root(view)
+    dual.set_tangent(view, tangent)
     return view
+
+
+def _laid_out_alike(tangent, primal):
+    """PyTorch's test for keeping a tangent as given: the same strides, storage offset and storage size as the
+    primal (any empty tensor passes)."""
+    if primal.numel() == 0:
+        return True
+    return (tangent.stride() == primal.stride() and tangent.storage_offset() == primal.storage_offset()
+            and len(tangent.storage()) == len(primal.storage()))
+
+
+def _copy_laid_out_as(tangent, primal):
+    """A copy of the tangent's values in memory laid out as the primal's (its order of strides)."""
+    memory = xp.empty_like(primal._data, dtype=tangent._data.dtype, order="K")
+    memory[...] = tangent._data
+    return Tensor._make(memory)
 
 
 def unpack_dual(tensor, *, level=None):
@@ -66,4 +91,6 @@ def unpack_dual(tensor, *, level=None):
     tangent = dual.tangent_of(tensor)
     with dual.paused():
         primal = tensor.view_as(tensor)
+    if tangent is not None:  # (the primal of a dual: a tensor of its own for forward mode, as make_dual's view)
+        dual.mark_root(primal)
     return UnpackedDualTensor(primal, tangent)

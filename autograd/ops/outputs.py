@@ -2,6 +2,7 @@
 
 import warnings
 
+from .. import dual
 from ..backend import xp
 from ..graph import bump_version, is_grad_enabled
 from ..tensor import Tensor
@@ -17,6 +18,9 @@ def write_out(result, out, same_dtype=False, dtype=None):
     reduction's dtype= argument, is the only dtype out may have (sum(x, dtype=..., out=...))."""
     if out is None:
         return result
+    if dual.LEVEL is not None and any(dual.tangent_of(t) is not None for t in _tensors(result) + _tensors(out)):
+        raise NotImplementedError("Trying to use forward AD with a function that does not support it because it is "
+                                  "an out= function")  # (as PyTorch's out= functions: no tangent goes into out)
     if isinstance(result, Tensor) and is_grad_enabled() and (result.requires_grad or getattr(out, "requires_grad",
                                                                                              False)):
         raise RuntimeError("functions with out=... arguments don't support automatic differentiation, "
@@ -57,6 +61,10 @@ def write_out(result, out, same_dtype=False, dtype=None):
     out._data = result._data.astype(out.dtype, copy=True)  # resized, as PyTorch: new memory
     bump_version(out)
     return out
+
+
+def _tensors(result_or_out):
+    return list(result_or_out) if isinstance(result_or_out, (tuple, list)) else [result_or_out]
 
 
 def _can_cast(result, out):
