@@ -27,6 +27,7 @@ The other style, ``forward(*args)`` without ctx plus
 The project's own ops use the leaner ``Primitive`` (arrays in, array out).
 """
 
+import contextlib
 import functools
 import inspect
 import warnings
@@ -456,25 +457,30 @@ class Function:
             args, kwargs = bound.args, {}
         ctx = cls._backward_cls()
         ctx.needs_input_grad = tuple(isinstance(x, Tensor) and x.requires_grad for x in args)
-        with no_grad():
+        # forward mode: the inputs' tangents are read first, and forward runs without carrying them (its jvp gives
+        # the outputs' tangents; an in-place op in forward would otherwise move a tangent twice), as PyTorch's
+        tangents = None if dual.LEVEL is None else [dual.tangent_of(x) if isinstance(x, Tensor) else None
+                                                    for x in args]
+        with no_grad(), (contextlib.nullcontext() if tangents is None else dual.paused()):
             if separate_setup:
                 output = cls.forward(*args)
                 cls.setup_context(ctx, args, output)
             else:
                 output = cls.forward(ctx, *args, **kwargs)
         result = ctx._connect(args, output)
-        if dual.LEVEL is not None and any(dual.tangent_of(x) is not None for x in args):
-            cls._carry_tangents(ctx, args, result)
+        if tangents is not None and any(t is not None for t in tangents):
+            cls._carry_tangents(ctx, args, tangents, output, result)
         return result
 
     @classmethod
-    def _carry_tangents(cls, ctx, args, result):
+    def _carry_tangents(cls, ctx, args, tangents, output, result):
         """Forward mode through the Function: its ``jvp(ctx, *input_tangents)`` gives the outputs' tangents
-        (zeros for a tensor input without one, None for an argument that is no tensor), as PyTorch's."""
+        (zeros for a floating tensor input without one, None for an integer one or an argument that is no tensor),
+        as PyTorch's."""
         if cls.jvp is Function.jvp:
             cls.jvp(ctx)  # (raises PyTorch's NotImplementedError: no forward-mode rule to use)
-        tangents = [dual.tangent_of(x) if isinstance(x, Tensor) else None for x in args]
-        tangents = [x.detach() * 0 if t is None and isinstance(x, Tensor) else t for x, t in zip(args, tangents)]
+        tangents = [x.detach() * 0 if t is None and isinstance(x, Tensor) and x.dtype.kind in "fc" else t
+                    for x, t in zip(args, tangents)]
         ctx._in_jvp = True
         try:
             with no_grad(), dual.paused():  # (jvp's own arithmetic carries no tangents)
@@ -486,7 +492,11 @@ class Function:
         if len(outputs_tangents) != len(outputs):
             raise RuntimeError(f"{cls.__name__}.jvp returned {len(outputs_tangents)} tangents for {len(outputs)} "
                                "outputs: it must return one per output of forward")
-        for y, t in zip(outputs, outputs_tangents):
+        returned = output if isinstance(output, tuple) else (output,)
+        for i, (y, t) in enumerate(zip(outputs, outputs_tangents)):
+            if t is not None and i < len(returned) and id(returned[i]) in ctx._non_differentiable:
+                raise RuntimeError(f"{cls.__name__}.jvp returned a tangent for output {i}, which forward marked "
+                                   "non-differentiable. You should return None at that position instead.")
             if isinstance(y, Tensor) and isinstance(t, Tensor):
                 if t.shape != y.shape:
                     raise RuntimeError(f"{cls.__name__}.jvp returned a tangent of shape {tuple(t.shape)} for an "

@@ -158,7 +158,7 @@ def _refuse_unbuilt(forward_ad, masked):
                                   "are not built here")
 
 
-def _check_jacobians(analytic, numeric, atol, rtol, outputs):
+def _check_jacobians(analytic, numeric, atol, rtol, outputs, forward=False):
     worst = None
     for k, row in enumerate(analytic):
         for j, a in enumerate(row):
@@ -175,8 +175,9 @@ def _check_jacobians(analytic, numeric, atol, rtol, outputs):
                                  f"grad, yet d output {k}[{out_i}] / d input {j}[{in_i}] is {n:.10g} by finite "
                                  "differences")
         raise GradcheckError(
-            f"Jacobian mismatch for output {k} with respect to input {j}: d output {k}[{out_i}] / d input {j}[{in_i}] "
-            f"is {a:.10g} from the engine but {n:.10g} by finite differences (atol={atol}, rtol={rtol})"
+            f"Jacobian {'computed with forward mode ' if forward else ''}mismatch for output {k} with respect to "
+            f"input {j}: d output {k}[{out_i}] / d input {j}[{in_i}] is {a:.10g} from the engine but {n:.10g} by "
+            f"finite differences (atol={atol}, rtol={rtol})"
         )
 
 
@@ -275,7 +276,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, raise_exception=Tru
             fn, outputs = _differentiable_outputs_of(fn, _outputs(fn, inputs))
             analytic, numeric = jacobians(fn, inputs, eps, outputs, analytic_too=check_backward_ad)
         if check_forward_ad:
-            _check_jacobians(_forward_jacobians(fn, inputs, numeric), numeric, atol, rtol, outputs)
+            _check_jacobians(_forward_jacobians(fn, inputs, numeric), numeric, atol, rtol, outputs, forward=True)
         if check_backward_ad:
             _check_jacobians(analytic, numeric, atol, rtol, outputs)
             _check_reentrant(outputs, inputs, analytic, nondet_tol)

@@ -552,9 +552,6 @@ def _inplace_fn(T):
     return InplaceFn
 
 
-@xfail_ours("chainrule runs a custom Function's forward with the tangents carried: its in-place mul_ already "
-            "doubles the input's tangent, and the jvp doubles it again (4 ẋ for 2 ẋ); PyTorch's forward runs on the "
-            "primals alone (the fix is in autograd/function.py)")
 def test_custom_function_in_place_with_an_in_place_jvp(T):
     InplaceFn = _inplace_fn(T)
     inp = _rand(T, 4, 4).requires_grad_()
@@ -597,9 +594,6 @@ def _inplace_mul(T, jvp_in_place):
     return InplaceMul
 
 
-@xfail_ours("chainrule runs a custom Function's forward with the tangents carried: its in-place mul_ already "
-            "doubles the input's tangent, and the jvp doubles it again (4 for 2); PyTorch's forward runs on the "
-            "primals alone (the fix is in autograd/function.py)")
 @pytest.mark.parametrize("requires_grad", [True, False])
 def test_custom_function_mark_dirty_not_differentiable(T, requires_grad):
     """A Function that modifies its input in place returns it as is; in forward mode its tangent is the input's
@@ -662,9 +656,6 @@ def test_custom_function_forward_mode_wrong_formula(T):
                                     raise_exception=False)
 
 
-@xfail_ours("chainrule's gradcheck words a forward-mode mismatch as a backward one ('Jacobian mismatch for output "
-            "0 ... from the engine'); PyTorch's says 'Jacobian computed with forward mode mismatch for output 0' "
-            "(the fix is in autograd/gradcheck.py)")
 def test_gradcheck_names_a_forward_mode_mismatch(T):
     UserFn = _user_fn(T)
     inp = _rand(T, 10).requires_grad_()
@@ -843,8 +834,6 @@ def test_custom_function_forward_mode_non_differentiable_output(T):
         same(fwAD.unpack_dual(out1).tangent, 1.0)
 
 
-@xfail_ours("chainrule gives a custom Function's jvp a zero tangent for an integer input (PyTorch gives None: an "
-            "integer tensor has no tangent; the fix is in autograd/function.py)")
 def test_custom_function_jvp_gets_none_for_an_integer_input(T):
     fwAD = _fwAD(T)
     seen = []
@@ -866,8 +855,6 @@ def test_custom_function_jvp_gets_none_for_an_integer_input(T):
     assert seen == [None]
 
 
-@xfail_ours("chainrule keeps no tangent for an output marked non-differentiable but does not refuse a jvp that "
-            "gives one (PyTorch's error: 'You should return None at that position instead')")
 def test_custom_function_jvp_of_a_non_differentiable_output_must_be_none(T):
     fwAD = _fwAD(T)
 
