@@ -271,8 +271,12 @@ def test_nll_loss_on_probabilities_instead_of_log_probabilities():
 
 def test_binary_cross_entropy_on_logits():
     def program(m):
-        logits = m.nn.Linear(3, 1)(m.torch.ones(2, 3) * 5)
-        return m.nn.BCELoss()(logits.squeeze(1) * 10, m.torch.tensor([0.0, 1.0]))
+        layer = m.nn.Linear(3, 1)
+        with m.torch.no_grad():  # (weights fixed: the logits are 16, outside [0, 1] whatever the generator's state)
+            layer.weight.fill_(1.0)
+            layer.bias.fill_(1.0)
+        logits = layer(m.torch.ones(2, 3) * 5)
+        return m.nn.BCELoss()(logits.squeeze(1), m.torch.tensor([0.0, 1.0]))
 
     error = raises_alike(program, "between 0 and 1", kind=RuntimeError)
     assert "binary_cross_entropy_with_logits" in str(error)
@@ -1136,7 +1140,15 @@ def test_torch_tensor_of_losses_that_require_grad_warns():
         losses = m.torch.tensor([w * 1, w * 2])  # torch.stack keeps the graph; this does not
         return losses, losses.requires_grad
 
-    warns_alike(program, "Converting a tensor with requires_grad=True to a scalar")
+    torch_modules = pytorch()  # (PyTorch warns once in a process unless warn_always: this may not be the first)
+    before = torch_modules is not None and torch_modules.torch.is_warn_always_enabled()
+    if torch_modules is not None:
+        torch_modules.torch.set_warn_always(True)
+    try:
+        warns_alike(program, "Converting a tensor with requires_grad=True to a scalar")
+    finally:
+        if torch_modules is not None:
+            torch_modules.torch.set_warn_always(before)
 
 # -- focused tests of the fixes, on chainrule and PyTorch ---------------------------------------------------
 
