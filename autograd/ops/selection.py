@@ -24,15 +24,18 @@ isfinite, vdot = math.isfinite, xp.vdot  # (module globals: one lookup each on r
 
 
 def all_finite(array):
-    """Whether every element of a real array is finite (or the sum of squares overflowed)."""
-    return isfinite(vdot(array, array))
+    """Whether every element of a real array is finite (or the sum of squares overflowed). (vdot reads memory in
+    C's order and copies an array laid out otherwise: raveled in its own order, a product is read in place.)"""
+    flat = array.ravel("K")
+    return isfinite(vdot(flat, flat))
 
 
 def selected(grad, factor):
     """grad ⊙ ``factor`` (real arrays), with 0 wherever the factor is 0, whatever grad is there. (``all_finite``
     written out: relu's backward runs this, and a call more costs it 2%.)"""
     product = grad * factor
-    if isfinite(vdot(product, product)):
+    flat = product.ravel("K")  # (a view: a product is dense in memory, in its inputs' order, which may not be C's)
+    if isfinite(vdot(flat, flat)):
         return product
     return xp.where(factor == 0, 0, product)
 
