@@ -1,0 +1,632 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Object-detection and audio programs (see tests/pytorch_programs.py) written with plain tensor idioms, as
+the model repositories write them without torchvision / torchaudio, each run on chainrule and on PyTorch
+from the same weights and data, comparing values, gradients and indices.
+
+Detection: box IoU / GIoU / DIoU by broadcasting corners (``torch.max``/``torch.min`` of two tensors,
+``clamp(min=0)``) with their gradients; anchor generation (``meshgrid``, ``arange``, ``stack``,
+``repeat_interleave``) and Faster R-CNN box encoding / decoding (``log``, ``exp``, ``clamp(max=log(1000/16))``);
+greedy NMS by ``argsort`` and masking, and batched NMS by the coordinate-offset trick; RetinaNet's focal loss
+(``binary_cross_entropy_with_logits(reduction='none')``) training a head; a YOLOv3-style loss whose targets are
+assigned by the argmax of anchor IoU and written by index assignment and ``scatter_``; DETR's losses on
+greedily matched pairs (L1 + GIoU, weighted cross entropy with a no-object class); an FPN top-down path
+(``F.interpolate(mode='nearest', size=...)``, lateral 1x1 convolutions); ROI max pooling by
+``adaptive_max_pool2d`` on crops; CenterNet's heatmap peaks (``max_pool2d(3, 1, 1) == heat``, ``topk`` over
+flattened scores unravelled by ``//`` and ``%``) and its penalty-reduced focal loss.
+
+Audio: a power spectrogram by hand (frames by ``unfold`` and by ``as_strided``, a Hann window, ``torch.fft.rfft``,
+``abs() ** 2``) checked against ``torch.stft`` with ``center`` and each ``pad_mode``; a mel filterbank built by
+hand, log-mel by ``clamp(min=1e-10).log10()`` and MFCC by a DCT matrix; SpecAugment's time and frequency
+masks by ``masked_fill``; a WaveNet stack of causal dilated ``Conv1d`` (``F.pad`` on the left) with gated
+``tanh * sigmoid`` units and residual / skip sums; a Conformer convolution module (pointwise conv, ``GLU``,
+depthwise ``Conv1d``, ``BatchNorm1d``, ``SiLU``); and CTC training with ``F.ctc_loss`` and greedy decoding
+(``argmax``, ``unique_consecutive``)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# Box IoU / GIoU / DIoU by broadcasting (torchvision.ops.boxes, DETR's util/box_ops.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def random_boxes(n, seed, scale=10.0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, scale, (n, 2))
+    wh = rng.uniform(0.5, scale / 2, (n, 2))
+    return np.concatenate([xy, xy + wh], 1)
+
+
+def box_area(boxes):
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou(m, boxes1, boxes2):
+    torch = m.torch
+    area1 = box_area(boxes1)
+    area2 = box_area(boxes2)
+    lt = torch.max(boxes1[:, None, :2], boxes2[:, :2])  # [N,M,2]
+    rb = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])  # [N,M,2]
+    wh = (rb - lt).clamp(min=0)  # [N,M,2]
+    inter = wh[:, :, 0] * wh[:, :, 1]  # [N,M]
+    union = area1[:, None] + area2 - inter
+    iou = inter / union
+    return iou, union
+
+
+def generalized_box_iou(m, boxes1, boxes2):
+    torch = m.torch
+    assert (boxes1[:, 2:] >= boxes1[:, :2]).all()
+    assert (boxes2[:, 2:] >= boxes2[:, :2]).all()
+    iou, union = box_iou(m, boxes1, boxes2)
+    lt = torch.min(boxes1[:, None, :2], boxes2[:, :2])
+    rb = torch.max(boxes1[:, None, 2:], boxes2[:, 2:])
+    wh = (rb - lt).clamp(min=0)  # [N,M,2]
+    area = wh[:, :, 0] * wh[:, :, 1]
+    return iou - (area - union) / area
+
+
+def distance_box_iou_loss(m, boxes1, boxes2, eps=1e-7):
+    # torchvision.ops.distance_box_iou_loss, elementwise pairs
+    torch = m.torch
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    xkis1 = torch.max(x1, x1g)
+    ykis1 = torch.max(y1, y1g)
+    xkis2 = torch.min(x2, x2g)
+    ykis2 = torch.min(y2, y2g)
+    intsct = torch.zeros_like(x1)
+    mask = (ykis2 > ykis1) & (xkis2 > xkis1)
+    intsct[mask] = (xkis2[mask] - xkis1[mask]) * (ykis2[mask] - ykis1[mask])
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - intsct + eps
+    iou = intsct / union
+    xc1 = torch.min(x1, x1g)
+    yc1 = torch.min(y1, y1g)
+    xc2 = torch.max(x2, x2g)
+    yc2 = torch.max(y2, y2g)
+    diagonal_distance_squared = ((xc2 - xc1) ** 2) + ((yc2 - yc1) ** 2) + eps
+    x_p = (x2 + x1) / 2
+    y_p = (y2 + y1) / 2
+    x_g = (x1g + x2g) / 2
+    y_g = (y1g + y2g) / 2
+    centers_distance_squared = ((x_p - x_g) ** 2) + ((y_p - y_g) ** 2)
+    loss = 1 - iou + (centers_distance_squared / diagonal_distance_squared)
+    return loss.mean(), iou
+
+
+def box_ious(m):
+    torch = m.torch
+    a = torch.tensor(random_boxes(5, 0), requires_grad=True)
+    b = torch.tensor(random_boxes(4, 1), requires_grad=True)
+    iou, _ = box_iou(m, a, b)
+    giou = generalized_box_iou(m, a, b)
+    (iou.sum() + (1 - giou).pow(2).sum()).backward()
+    p = torch.tensor(random_boxes(6, 2), requires_grad=True)
+    g = torch.tensor(random_boxes(6, 3))
+    dloss, diou = distance_box_iou_loss(m, p, g)
+    dloss.backward()
+    best_iou, best = iou.max(dim=1)
+    return iou, giou, a.grad, b.grad, dloss, diou, p.grad, best_iou, best
+
+
+def test_box_iou_giou_diou_by_broadcasting():
+    (iou, giou, ga, gb, dloss, diou, gp, best_iou, best), _ = run_both(box_ious, rtol=1e-10, atol=1e-12)
+    a, b = random_boxes(5, 0), random_boxes(4, 1)
+    lt = np.maximum(a[:, None, :2], b[:, :2])
+    rb = np.minimum(a[:, None, 2:], b[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    union = box_area(a)[:, None] + box_area(b) - inter
+    np.testing.assert_allclose(iou, inter / union, rtol=1e-12)
+    assert (giou <= iou + 1e-12).all() and (giou >= -1).all()
+    assert best.dtype == np.int64 and (best == np.argmax(iou, 1)).all()
+    assert ga.shape == (5, 4) and np.isfinite(gp).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Anchor generation and box encoding / decoding (torchvision's AnchorGenerator and BoxCoder)
+# ----------------------------------------------------------------------------------------------
+
+
+def anchors_and_coder(m):
+    torch = m.torch
+
+    def generate_anchors(scales, aspect_ratios, dtype=torch.float32):
+        scales = torch.as_tensor(scales, dtype=dtype)
+        aspect_ratios = torch.as_tensor(aspect_ratios, dtype=dtype)
+        h_ratios = torch.sqrt(aspect_ratios)
+        w_ratios = 1 / h_ratios
+        ws = (w_ratios[:, None] * scales[None, :]).view(-1)
+        hs = (h_ratios[:, None] * scales[None, :]).view(-1)
+        base_anchors = torch.stack([-ws, -hs, ws, hs], dim=1) / 2
+        return base_anchors.round()
+
+    def grid_anchors(grid_size, stride, base_anchors):
+        grid_height, grid_width = grid_size
+        shifts_x = torch.arange(0, grid_width, dtype=torch.int32) * stride
+        shifts_y = torch.arange(0, grid_height, dtype=torch.int32) * stride
+        shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
+        shift_x = shift_x.reshape(-1)
+        shift_y = shift_y.reshape(-1)
+        shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)
+        return (shifts.view(-1, 1, 4) + base_anchors.view(1, -1, 4)).reshape(-1, 4)
+
+    class BoxCoder:
+        def __init__(self, weights, bbox_xform_clip=math.log(1000.0 / 16)):
+            self.weights = weights
+            self.bbox_xform_clip = bbox_xform_clip
+
+        def encode_single(self, reference_boxes, proposals):
+            wx, wy, ww, wh = self.weights
+            proposals_x1 = proposals[:, 0].unsqueeze(1)
+            proposals_y1 = proposals[:, 1].unsqueeze(1)
+            proposals_x2 = proposals[:, 2].unsqueeze(1)
+            proposals_y2 = proposals[:, 3].unsqueeze(1)
+            reference_boxes_x1 = reference_boxes[:, 0].unsqueeze(1)
+            reference_boxes_y1 = reference_boxes[:, 1].unsqueeze(1)
+            reference_boxes_x2 = reference_boxes[:, 2].unsqueeze(1)
+            reference_boxes_y2 = reference_boxes[:, 3].unsqueeze(1)
+            ex_widths = proposals_x2 - proposals_x1
+            ex_heights = proposals_y2 - proposals_y1
+            ex_ctr_x = proposals_x1 + 0.5 * ex_widths
+            ex_ctr_y = proposals_y1 + 0.5 * ex_heights
+            gt_widths = reference_boxes_x2 - reference_boxes_x1
+            gt_heights = reference_boxes_y2 - reference_boxes_y1
+            gt_ctr_x = reference_boxes_x1 + 0.5 * gt_widths
+            gt_ctr_y = reference_boxes_y1 + 0.5 * gt_heights
+            targets_dx = wx * (gt_ctr_x - ex_ctr_x) / ex_widths
+            targets_dy = wy * (gt_ctr_y - ex_ctr_y) / ex_heights
+            targets_dw = ww * torch.log(gt_widths / ex_widths)
+            targets_dh = wh * torch.log(gt_heights / ex_heights)
+            return torch.cat((targets_dx, targets_dy, targets_dw, targets_dh), dim=1)
+
+        def decode_single(self, rel_codes, boxes):
+            boxes = boxes.to(rel_codes.dtype)
+            widths = boxes[:, 2] - boxes[:, 0]
+            heights = boxes[:, 3] - boxes[:, 1]
+            ctr_x = boxes[:, 0] + 0.5 * widths
+            ctr_y = boxes[:, 1] + 0.5 * heights
+            wx, wy, ww, wh = self.weights
+            dx = rel_codes[:, 0::4] / wx
+            dy = rel_codes[:, 1::4] / wy
+            dw = rel_codes[:, 2::4] / ww
+            dh = rel_codes[:, 3::4] / wh
+            dw = torch.clamp(dw, max=self.bbox_xform_clip)
+            dh = torch.clamp(dh, max=self.bbox_xform_clip)
+            pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
+            pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
+            pred_w = torch.exp(dw) * widths[:, None]
+            pred_h = torch.exp(dh) * heights[:, None]
+            c_to_c_h = torch.tensor(0.5, dtype=pred_ctr_y.dtype, device=pred_h.device) * pred_h
+            c_to_c_w = torch.tensor(0.5, dtype=pred_ctr_x.dtype, device=pred_w.device) * pred_w
+            pred_boxes1 = pred_ctr_x - c_to_c_w
+            pred_boxes2 = pred_ctr_y - c_to_c_h
+            pred_boxes3 = pred_ctr_x + c_to_c_w
+            pred_boxes4 = pred_ctr_y + c_to_c_h
+            return torch.stack((pred_boxes1, pred_boxes2, pred_boxes3, pred_boxes4), dim=2).flatten(1)
+
+    base = generate_anchors((16, 32), (0.5, 1.0, 2.0))
+    anchors = grid_anchors((3, 4), 8, base)
+    # the anchor index of each grid cell, as RetinaNet's head lays them out
+    cell_of_anchor = torch.arange(12).repeat_interleave(base.shape[0])
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    gt = torch.tensor(random_boxes(anchors.shape[0], 4, scale=30.0), dtype=torch.float32) - 5
+    proposals = anchors.clone()
+    proposals[:, 2:] = torch.max(proposals[:, 2:], proposals[:, :2] + 1)
+    targets = coder.encode_single(gt, proposals)
+    codes = (targets * 0.9).requires_grad_()
+    big = torch.zeros(2, 4)
+    big[:, 2:] = 20.0  # dw, dh past the clip: exp(clamp) keeps the boxes finite and gets no gradient
+    allcodes = torch.cat([codes, big.requires_grad_()])
+    decoded = coder.decode_single(allcodes, torch.cat([proposals, proposals[:2]]))
+    decoded.sum().backward()
+    roundtrip = coder.decode_single(targets, proposals)
+    return base, anchors, anchors.dtype == torch.float32, cell_of_anchor, targets, decoded, codes.grad, roundtrip, gt
+
+
+def test_anchor_generation_and_box_coder():
+    (base, anchors, dtype, cells, targets, decoded, grad, roundtrip, gt), _ = run_both(
+        anchors_and_coder, rtol=1e-5, atol=1e-4)
+    assert base.shape == (6, 4) and anchors.shape == (72, 4) and dtype
+    assert (cells[:6] == 0).all() and (cells[-6:] == 11).all()
+    np.testing.assert_allclose(roundtrip, gt, rtol=1e-4, atol=1e-3)
+    assert np.isfinite(decoded).all() and grad.shape == (72, 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Greedy NMS by argsort and masking; batched NMS by the coordinate-offset trick
+# ----------------------------------------------------------------------------------------------
+
+
+def nms_program(m):
+    torch = m.torch
+
+    def nms(boxes, scores, iou_threshold):
+        order = scores.argsort(descending=True)
+        keep = []
+        suppressed = torch.zeros(boxes.shape[0], dtype=torch.bool)
+        for idx in order.tolist():
+            if suppressed[idx]:
+                continue
+            keep.append(idx)
+            ious, _ = box_iou(m, boxes[idx].unsqueeze(0), boxes)
+            suppressed |= ious[0] > iou_threshold
+        return torch.tensor(keep, dtype=torch.long)
+
+    def nms_while(boxes, scores, iou_threshold):
+        # the "while order.numel() > 0" form of many YOLO repositories
+        x1, y1, x2, y2 = boxes.unbind(1)
+        areas = (x2 - x1) * (y2 - y1)
+        _, order = scores.sort(0, descending=True)
+        keep = []
+        while order.numel() > 0:
+            if order.numel() == 1:
+                keep.append(order.item())
+                break
+            i = order[0].item()
+            keep.append(i)
+            xx1 = x1[order[1:]].clamp(min=x1[i].item())
+            yy1 = y1[order[1:]].clamp(min=y1[i].item())
+            xx2 = x2[order[1:]].clamp(max=x2[i].item())
+            yy2 = y2[order[1:]].clamp(max=y2[i].item())
+            inter = (xx2 - xx1).clamp(min=0) * (yy2 - yy1).clamp(min=0)
+            iou = inter / (areas[i] + areas[order[1:]] - inter)
+            ids = (iou <= iou_threshold).nonzero().squeeze()
+            if ids.numel() == 0:
+                break
+            order = order[ids + 1]
+        return torch.LongTensor(keep)
+
+    def batched_nms(boxes, scores, idxs, iou_threshold):
+        if boxes.numel() == 0:
+            return torch.empty((0,), dtype=torch.int64)
+        max_coordinate = boxes.max()
+        offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+        boxes_for_nms = boxes + offsets[:, None]
+        return nms(boxes_for_nms, scores, iou_threshold)
+
+    rng = np.random.default_rng(5)
+    centers = rng.uniform(5, 25, (4, 2))
+    boxes = []
+    for c in centers:  # clusters of overlapping boxes around each centre
+        for _ in range(5):
+            xy = c + rng.normal(0, 1.0, 2)
+            wh = rng.uniform(4, 6, 2)
+            boxes.append(np.concatenate([xy - wh / 2, xy + wh / 2]))
+    boxes = torch.tensor(np.array(boxes), dtype=torch.float32)
+    scores = torch.tensor(rng.uniform(0, 1, len(boxes)), dtype=torch.float32)
+    labels = torch.tensor(rng.integers(0, 3, len(boxes)))
+    keep = nms(boxes, scores, 0.5)
+    keep2 = nms_while(boxes, scores, 0.5)
+    keep_b = batched_nms(boxes, scores, labels, 0.5)
+    # the post-processing that follows: score threshold, top-k of what was kept
+    det_scores = scores[keep_b]
+    top_scores, top = det_scores.topk(min(5, keep_b.numel()))
+    return keep, keep2, keep_b, labels[keep_b[top]], top_scores, boxes[keep_b[top]]
+
+
+def test_greedy_and_batched_nms():
+    (keep, keep2, keep_b, labels, top_scores, top_boxes), _ = run_both(nms_program)
+    assert keep.dtype == np.int64 and (keep == keep2).all()
+    assert len(keep_b) >= len(keep) and (np.diff(top_scores) <= 0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# RetinaNet's focal loss training a classification head (torchvision.ops.sigmoid_focal_loss)
+# ----------------------------------------------------------------------------------------------
+
+
+def sigmoid_focal_loss(m, inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
+    torch, F = m.torch, m.F
+    p = torch.sigmoid(inputs)
+    ce_loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce_loss * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+        loss = alpha_t * loss
+    if reduction == "mean":
+        loss = loss.mean()
+    elif reduction == "sum":
+        loss = loss.sum()
+    return loss
+
+
+def retina_head(m):
+    nn = m.nn
+    num_anchors, num_classes = 3, 4
+
+    class RetinaNetClassificationHead(nn.Module):
+        def __init__(self, in_channels):
+            super().__init__()
+            conv = []
+            for _ in range(2):
+                conv.append(nn.Conv2d(in_channels, in_channels, kernel_size=3, stride=1, padding=1))
+                conv.append(nn.GroupNorm(4, in_channels))
+                conv.append(nn.ReLU())
+            self.conv = nn.Sequential(*conv)
+            self.cls_logits = nn.Conv2d(in_channels, num_anchors * num_classes, kernel_size=3, stride=1, padding=1)
+            prior_probability = 0.01
+            nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability))
+
+        def forward(self, x):
+            cls_logits = self.cls_logits(self.conv(x))
+            N, _, H, W = cls_logits.shape
+            cls_logits = cls_logits.view(N, -1, num_classes, H, W)
+            cls_logits = cls_logits.permute(0, 3, 4, 1, 2)
+            return cls_logits.reshape(N, -1, num_classes)
+
+    return RetinaNetClassificationHead(8)
+
+
+def retina_program(m, weights, steps=4):
+    torch, F, optim = m.torch, m.F, m.optim
+    head = retina_head(m)
+    if weights is None:
+        return head
+    load(m, head, weights)
+    rng = np.random.default_rng(6)
+    x = torch.tensor(rng.standard_normal((2, 8, 4, 4)), dtype=torch.float32)
+    # matched_idxs: -1 background, -2 ignored (between thresholds), else the class of the matched box
+    matched = torch.tensor(rng.integers(-2, 4, (2, 48)))
+    opt = optim.SGD(head.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        cls_logits = head(x)
+        loss = 0
+        for logits_per_image, matched_idxs in zip(cls_logits, matched):
+            foreground_idxs = matched_idxs >= 0
+            num_foreground = foreground_idxs.sum()
+            gt_classes_target = torch.zeros_like(logits_per_image)
+            gt_classes_target[foreground_idxs, matched_idxs[foreground_idxs]] = 1.0
+            valid_idxs_per_image = matched_idxs != -2
+            loss = loss + sigmoid_focal_loss(
+                m, logits_per_image[valid_idxs_per_image], gt_classes_target[valid_idxs_per_image],
+                reduction="sum") / max(1, num_foreground)
+        loss = loss / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, head.cls_logits.weight.grad, head.conv[0].weight.grad, head.conv[1].weight.grad
+
+
+def test_retinanet_focal_loss_head():
+    weights = weights_of(lambda m: retina_program(m, None))
+    (losses, g_cls, g_conv, g_gn), _ = run_both(retina_program, weights, rtol=1e-4, atol=1e-6)
+    assert losses[-1] < losses[0]
+
+
+def test_sigmoid_focal_loss_against_numpy():
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal(12), rng.integers(0, 2, 12).astype(float)
+    (loss, grad), _ = run_both(lambda m: (lambda xi: (sigmoid_focal_loss(m, xi, m.torch.tensor(t), reduction="sum")
+                                                      .backward(), xi.grad)[1:] and (sigmoid_focal_loss(
+                                                          m, xi.detach(), m.torch.tensor(t)), xi.grad))(
+        m.torch.tensor(x, requires_grad=True)), rtol=1e-10, atol=1e-12)
+    p = 1 / (1 + np.exp(-x))
+    p_t = p * t + (1 - p) * (1 - t)
+    expected = -np.log(p_t) * (1 - p_t) ** 2 * (0.25 * t + 0.75 * (1 - t))
+    np.testing.assert_allclose(loss, expected, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# A YOLOv3-style loss: targets assigned by the argmax of anchor IoU, written by index assignment
+# ----------------------------------------------------------------------------------------------
+
+
+def yolo_head(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.LeakyReLU(0.1),
+                         nn.Conv2d(8, 3 * (5 + 2), 1))
+
+
+def yolo_program(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = yolo_head(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    num_anchors, num_classes, nG = 3, 2, 4
+    anchors = torch.tensor([[1.0, 1.5], [2.0, 2.0], [3.0, 1.0]])  # in grid units
+
+    def bbox_wh_iou(wh1, wh2):
+        wh2 = wh2.t()
+        w1, h1 = wh1[0], wh1[1]
+        w2, h2 = wh2[0], wh2[1]
+        inter_area = torch.min(w1, w2) * torch.min(h1, h2)
+        union_area = (w1 * h1 + 1e-16) + w2 * h2 - inter_area
+        return inter_area / union_area
+
+    def build_targets(pred_cls, target, anchors, ignore_thres):
+        nB = pred_cls.size(0)
+        nA = pred_cls.size(1)
+        nC = pred_cls.size(-1)
+        nG = pred_cls.size(2)
+        obj_mask = torch.zeros(nB, nA, nG, nG, dtype=torch.bool)
+        noobj_mask = torch.ones(nB, nA, nG, nG, dtype=torch.bool)
+        tx = torch.zeros(nB, nA, nG, nG)
+        ty = torch.zeros(nB, nA, nG, nG)
+        tw = torch.zeros(nB, nA, nG, nG)
+        th = torch.zeros(nB, nA, nG, nG)
+        tcls = torch.zeros(nB, nA, nG, nG, nC)
+        target_boxes = target[:, 2:6] * nG
+        gxy = target_boxes[:, :2]
+        gwh = target_boxes[:, 2:]
+        ious = torch.stack([bbox_wh_iou(anchor, gwh) for anchor in anchors])
+        best_ious, best_n = ious.max(0)
+        b, target_labels = target[:, :2].long().t()
+        gx, gy = gxy.t()
+        gw, gh = gwh.t()
+        gi, gj = gxy.long().t()
+        obj_mask[b, best_n, gj, gi] = 1
+        noobj_mask[b, best_n, gj, gi] = 0
+        for i, anchor_ious in enumerate(ious.t()):
+            noobj_mask[b[i], anchor_ious > ignore_thres, gj[i], gi[i]] = 0
+        tx[b, best_n, gj, gi] = gx - gx.floor()
+        ty[b, best_n, gj, gi] = gy - gy.floor()
+        tw[b, best_n, gj, gi] = torch.log(gw / anchors[best_n][:, 0] + 1e-16)
+        th[b, best_n, gj, gi] = torch.log(gh / anchors[best_n][:, 1] + 1e-16)
+        tcls[b, best_n, gj, gi, target_labels] = 1
+        tconf = obj_mask.float()
+        return obj_mask, noobj_mask, tx, ty, tw, th, tcls, tconf, best_n
+
+    rng = np.random.default_rng(8)
+    x = torch.tensor(rng.standard_normal((2, 3, nG, nG)), dtype=torch.float32)
+    # rows: image, class, cx, cy, w, h (normalised)
+    targets = torch.tensor([[0, 1, 0.30, 0.40, 0.30, 0.40],
+                            [0, 0, 0.80, 0.20, 0.70, 0.20],
+                            [1, 1, 0.55, 0.60, 0.45, 0.50],
+                            [1, 0, 0.10, 0.90, 0.20, 0.22]], dtype=torch.float32)
+    mse_loss, bce_loss = nn.MSELoss(), nn.BCELoss()
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(steps):
+        out = model(x)
+        prediction = out.view(2, num_anchors, num_classes + 5, nG, nG).permute(0, 1, 3, 4, 2).contiguous()
+        px = torch.sigmoid(prediction[..., 0])
+        py = torch.sigmoid(prediction[..., 1])
+        pw = prediction[..., 2]
+        ph = prediction[..., 3]
+        pred_conf = torch.sigmoid(prediction[..., 4])
+        pred_cls = torch.sigmoid(prediction[..., 5:])
+        obj_mask, noobj_mask, tx, ty, tw, th, tcls, tconf, best_n = build_targets(pred_cls, targets, anchors, 0.5)
+        loss_x = mse_loss(px[obj_mask], tx[obj_mask])
+        loss_y = mse_loss(py[obj_mask], ty[obj_mask])
+        loss_w = mse_loss(pw[obj_mask], tw[obj_mask])
+        loss_h = mse_loss(ph[obj_mask], th[obj_mask])
+        loss_conf = bce_loss(pred_conf[obj_mask], tconf[obj_mask]) + 100 * bce_loss(pred_conf[noobj_mask],
+                                                                                  tconf[noobj_mask])
+        loss_cls = bce_loss(pred_cls[obj_mask], tcls[obj_mask])
+        loss = loss_x + loss_y + loss_w + loss_h + loss_conf + loss_cls
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # the scatter_ form of one-hot class targets, as other repositories write it
+    onehot = torch.zeros(targets.shape[0], num_classes).scatter_(1, targets[:, 1:2].long(), 1.0)
+    return (losses, best_n, obj_mask, noobj_mask.sum(), tw, tcls.sum((0, 1)), onehot, model[0].weight.grad,
+            model[1].running_var)
+
+
+def test_yolov3_loss_with_argmax_target_assignment():
+    weights = weights_of(lambda m: yolo_program(m, None))
+    (losses, best_n, obj, n_noobj, tw, tcls, onehot, g, rv), _ = run_both(yolo_program, weights, rtol=1e-4,
+                                                                          atol=1e-5)
+    assert losses[-1] < losses[0] and best_n.dtype == np.int64 and obj.sum() == 4
+    assert (onehot.argmax(1) == [1, 0, 1, 0]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# DETR's set losses on greedily matched pairs (L1 + GIoU on boxes, CE with a no-object class)
+# ----------------------------------------------------------------------------------------------
+
+
+def box_cxcywh_to_xyxy(m, x):
+    x_c, y_c, w, h = x.unbind(-1)
+    b = [(x_c - 0.5 * w), (y_c - 0.5 * h), (x_c + 0.5 * w), (y_c + 0.5 * h)]
+    return m.torch.stack(b, dim=-1)
+
+
+def detr_model(m):
+    nn = m.nn
+
+    class MiniDETR(nn.Module):
+        def __init__(self, num_queries=6, hidden=16, num_classes=3):
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Conv2d(3, hidden, 3, stride=2, padding=1), nn.ReLU())
+            self.query_embed = nn.Embedding(num_queries, hidden)
+            self.attn = nn.MultiheadAttention(hidden, 2, batch_first=True)
+            self.class_embed = nn.Linear(hidden, num_classes + 1)
+            self.bbox_embed = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 4))
+
+        def forward(self, x):
+            feats = self.backbone(x).flatten(2).transpose(1, 2)  # [B, HW, C]
+            q = self.query_embed.weight.unsqueeze(0).repeat(x.shape[0], 1, 1)
+            hs, _ = self.attn(q, feats, feats)
+            return {"pred_logits": self.class_embed(hs), "pred_boxes": self.bbox_embed(hs).sigmoid()}
+
+    return MiniDETR()
+
+
+def detr_program(m, weights, steps=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = detr_model(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    num_classes, eos_coef = 3, 0.1
+    empty_weight = torch.ones(num_classes + 1)
+    empty_weight[-1] = eos_coef
+    rng = np.random.default_rng(9)
+    x = torch.tensor(rng.standard_normal((2, 3, 8, 8)), dtype=torch.float32)
+    targets = [{"labels": torch.tensor([0, 2]), "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.3], [0.7, 0.6, 0.3, 0.2]])},
+               {"labels": torch.tensor([1, 1, 0]),
+                "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.2, 0.8, 0.1, 0.2], [0.8, 0.2, 0.2, 0.2]])}]
+
+    @torch.no_grad()
+    def greedy_matcher(outputs, targets):
+        bs, num_queries = outputs["pred_logits"].shape[:2]
+        out_prob = outputs["pred_logits"].flatten(0, 1).softmax(-1)
+        out_bbox = outputs["pred_boxes"].flatten(0, 1)
+        tgt_ids = torch.cat([v["labels"] for v in targets])
+        tgt_bbox = torch.cat([v["boxes"] for v in targets])
+        cost_class = -out_prob[:, tgt_ids]
+        cost_bbox = torch.cdist(out_bbox, tgt_bbox, p=1)
+        cost_giou = -generalized_box_iou(m, box_cxcywh_to_xyxy(m, out_bbox), box_cxcywh_to_xyxy(m, tgt_bbox))
+        C = 5 * cost_bbox + cost_class + 2 * cost_giou
+        C = C.view(bs, num_queries, -1)
+        sizes = [len(v["boxes"]) for v in targets]
+        indices = []
+        for i, c in enumerate(C.split(sizes, -1)):
+            c = c[i].clone()
+            rows, cols = [], []
+            for _ in range(sizes[i]):  # greedy: the cheapest remaining (query, target) pair each time
+                flat = c.argmin()
+                r, col = flat // c.shape[1], flat % c.shape[1]
+                rows.append(r)
+                cols.append(col)
+                c[r, :] = float("inf")
+                c[:, col] = float("inf")
+            indices.append((torch.stack(rows), torch.stack(cols)))
+        return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
+
+    def _get_src_permutation_idx(indices):
+        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+        src_idx = torch.cat([src for (src, _) in indices])
+        return batch_idx, src_idx
+
+    opt = optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    losses = []
+    for _ in range(steps):
+        outputs = model(x)
+        indices = greedy_matcher(outputs, targets)
+        idx = _get_src_permutation_idx(indices)
+        src_logits = outputs["pred_logits"]
+        target_classes_o = torch.cat([t["labels"][J] for t, (_, J) in zip(targets, indices)])
+        target_classes = torch.full(src_logits.shape[:2], num_classes, dtype=torch.int64)
+        target_classes[idx] = target_classes_o
+        loss_ce = F.cross_entropy(src_logits.transpose(1, 2), target_classes, empty_weight)
+        num_boxes = sum(len(t["labels"]) for t in targets)
+        src_boxes = outputs["pred_boxes"][idx]
+        target_boxes = torch.cat([t["boxes"][i] for t, (_, i) in zip(targets, indices)], dim=0)
+        loss_bbox = F.l1_loss(src_boxes, target_boxes, reduction="none").sum() / num_boxes
+        loss_giou = (1 - torch.diag(generalized_box_iou(m, box_cxcywh_to_xyxy(m, src_boxes),
+                                                        box_cxcywh_to_xyxy(m, target_boxes)))).sum() / num_boxes
+        loss = loss_ce + 5 * loss_bbox + 2 * loss_giou
+        opt.zero_grad()
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+        losses.append([loss_ce.item(), loss_bbox.item(), loss_giou.item()])
+    return losses, [i for pair in indices for i in pair], target_classes, model.query_embed.weight.grad
+
+
+def test_detr_losses_with_greedy_matching():
+    weights = weights_of(lambda m: detr_program(m, None))
+    (losses, indices, target_classes, g), _ = run_both(detr_program, weights, rtol=1e-4, atol=1e-5)
+    assert all(i.dtype == np.int64 for i in indices) and (target_classes < 4).all()
+    assert (target_classes != 3).sum() == 5
