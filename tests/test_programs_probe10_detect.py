@@ -630,3 +630,177 @@ def test_detr_losses_with_greedy_matching():
     (losses, indices, target_classes, g), _ = run_both(detr_program, weights, rtol=1e-4, atol=1e-5)
     assert all(i.dtype == np.int64 for i in indices) and (target_classes < 4).all()
     assert (target_classes != 3).sum() == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# An FPN top-down path, then ROI max pooling of crops by adaptive_max_pool2d
+# ----------------------------------------------------------------------------------------------
+
+
+def fpn_model(m):
+    nn, F = m.nn, m.F
+
+    class FeaturePyramidNetwork(nn.Module):
+        def __init__(self, in_channels_list, out_channels):
+            super().__init__()
+            self.inner_blocks = nn.ModuleList()
+            self.layer_blocks = nn.ModuleList()
+            for in_channels in in_channels_list:
+                self.inner_blocks.append(nn.Conv2d(in_channels, out_channels, 1))
+                self.layer_blocks.append(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+
+        def forward(self, x):
+            last_inner = self.inner_blocks[-1](x[-1])
+            results = [self.layer_blocks[-1](last_inner)]
+            for idx in range(len(x) - 2, -1, -1):
+                inner_lateral = self.inner_blocks[idx](x[idx])
+                feat_shape = inner_lateral.shape[-2:]
+                inner_top_down = F.interpolate(last_inner, size=feat_shape, mode="nearest")
+                last_inner = inner_lateral + inner_top_down
+                results.insert(0, self.layer_blocks[idx](last_inner))
+            # LastLevelMaxPool
+            results.append(F.max_pool2d(results[-1], 1, 2, 0))
+            return results
+
+    class Backbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c2 = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU())
+            self.c3 = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+            self.c4 = nn.Sequential(nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU())
+            self.fpn = FeaturePyramidNetwork([4, 6, 8], 5)
+
+        def forward(self, x):
+            c2 = self.c2(x)
+            c3 = self.c3(c2)
+            c4 = self.c4(c3)
+            return self.fpn([c2, c3, c4])
+
+    return Backbone()
+
+
+def fpn_program(m, weights):
+    torch, F = m.torch, m.F
+    model = fpn_model(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    rng = np.random.default_rng(10)
+    x = torch.tensor(rng.standard_normal((2, 3, 22, 18)), dtype=torch.float32)  # odd sizes: 11x9, 6x5, 3x3
+    feats = model(x)
+    p2 = feats[0]
+    # ROI pooling: each box (image, x1, y1, x2, y2 in input pixels) cropped from P2 (stride 2) and pooled to 3x3
+    rois = torch.tensor([[0, 0.0, 0.0, 12.0, 10.0], [0, 4.0, 6.0, 18.0, 20.0], [1, 2.0, 2.0, 9.0, 17.0]])
+    spatial_scale = 1 / 2
+    pooled = []
+    for roi in rois:
+        b = int(roi[0].item())
+        x1, y1, x2, y2 = (roi[1:] * spatial_scale).round().long().tolist()
+        crop = p2[b:b + 1, :, y1:y2 + 1, x1:x2 + 1]
+        pooled.append(F.adaptive_max_pool2d(crop, (3, 3)))
+    pooled = torch.cat(pooled)
+    _, argmax = F.adaptive_max_pool2d(p2[:1, :, :5, :7], (2, 3), return_indices=True)
+    loss = sum(f.pow(2).mean() for f in feats) + pooled.flatten(1).sum(1).pow(2).mean()
+    loss.backward()
+    return ([tuple(f.shape) for f in feats], feats[1], feats[3], pooled, argmax, model.fpn.inner_blocks[0].weight.grad,
+            model.c2[0].weight.grad)
+
+
+def test_fpn_top_down_and_roi_max_pooling():
+    weights = weights_of(lambda m: fpn_program(m, None))
+    (shapes, p3, p5, pooled, argmax, g_inner, g_c2), _ = run_both(fpn_program, weights, rtol=1e-4, atol=1e-5)
+    assert shapes == [(2, 5, 11, 9), (2, 5, 6, 5), (2, 5, 3, 3), (2, 5, 2, 2)]
+    assert pooled.shape == (3, 5, 3, 3) and argmax.dtype == np.int64
+
+
+# ----------------------------------------------------------------------------------------------
+# CenterNet: the penalty-reduced focal loss on a heatmap, then peaks by max_pool2d and topk
+# ----------------------------------------------------------------------------------------------
+
+
+def centernet_program(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2 + 2, 1))
+    if weights is None:
+        return model
+    load(m, model, weights)
+    model[2].bias.data[:2].fill_(-2.19)
+    H = W = 8
+    num_classes = 2
+    rng = np.random.default_rng(11)
+    x = torch.tensor(rng.standard_normal((2, 3, H, W)), dtype=torch.float32)
+    centers = [[(2, 3, 0), (6, 5, 1)], [(4, 4, 1)]]  # (cx, cy, class) per image
+
+    def gaussian_radius_heatmap(sigma=1.0):
+        hm = torch.zeros(2, num_classes, H, W)
+        ys = torch.arange(H, dtype=torch.float32).view(-1, 1)
+        xs = torch.arange(W, dtype=torch.float32).view(1, -1)
+        for b, objs in enumerate(centers):
+            for cx, cy, c in objs:
+                g = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma * sigma))
+                hm[b, c] = torch.max(hm[b, c], g)
+        return hm
+
+    gt = gaussian_radius_heatmap()
+
+    def _neg_loss(pred, gt):
+        pos_inds = gt.eq(1).float()
+        neg_inds = gt.lt(1).float()
+        neg_weights = torch.pow(1 - gt, 4)
+        pos_loss = torch.log(pred) * torch.pow(1 - pred, 2) * pos_inds
+        neg_loss = torch.log(1 - pred) * torch.pow(pred, 2) * neg_weights * neg_inds
+        num_pos = pos_inds.float().sum()
+        pos_loss = pos_loss.sum()
+        neg_loss = neg_loss.sum()
+        if num_pos == 0:
+            return -neg_loss
+        return -(pos_loss + neg_loss) / num_pos
+
+    def _sigmoid(x):
+        return torch.clamp(x.sigmoid_(), min=1e-4, max=1 - 1e-4)
+
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(steps):
+        out = model(x)
+        hm = _sigmoid(out[:, :num_classes].clone())
+        loss = _neg_loss(hm, gt) + 0.1 * F.l1_loss(out[:, num_classes:], torch.zeros_like(out[:, num_classes:]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+
+    def _nms(heat, kernel=3):
+        pad = (kernel - 1) // 2
+        hmax = F.max_pool2d(heat, (kernel, kernel), stride=1, padding=pad)
+        keep = (hmax == heat).float()
+        return heat * keep
+
+    def _topk(scores, K=5):
+        batch, cat, height, width = scores.size()
+        topk_scores, topk_inds = torch.topk(scores.view(batch, cat, -1), K)
+        topk_inds = topk_inds % (height * width)
+        topk_ys = (topk_inds / width).int().float()
+        topk_xs = (topk_inds % width).int().float()
+        topk_score, topk_ind = torch.topk(topk_scores.view(batch, -1), K)
+        topk_clses = (topk_ind // K).int()
+        topk_inds = topk_inds.view(batch, -1, 1).gather(1, topk_ind.unsqueeze(2)).view(batch, K)
+        topk_ys = topk_ys.view(batch, -1, 1).gather(1, topk_ind.unsqueeze(2)).view(batch, K)
+        topk_xs = topk_xs.view(batch, -1, 1).gather(1, topk_ind.unsqueeze(2)).view(batch, K)
+        return topk_score, topk_inds, topk_clses, topk_ys, topk_xs
+
+    with torch.no_grad():
+        peaks = _nms(gt + 0.01 * torch.tensor(rng.uniform(0, 1, gt.shape), dtype=torch.float32))
+        scores, inds, clses, ys, xs = _topk(peaks, K=3)
+        heat = _nms(torch.sigmoid(model(x)[:, :num_classes]))
+    return losses, scores, inds, clses, ys, xs, heat, model[0].weight.grad
+
+
+def test_centernet_focal_loss_and_heatmap_peaks():
+    weights = weights_of(lambda m: centernet_program(m, None))
+    (losses, scores, inds, clses, ys, xs, heat, g), _ = run_both(centernet_program, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0] and inds.dtype == np.int64 and clses.dtype == np.int32
+    # the three objects of image 0's top-3 include both of its centres, found by class and position
+    found = {(int(c), int(x), int(y)) for c, x, y in zip(clses[0], xs[0], ys[0])}
+    assert {(0, 2, 3), (1, 6, 5)} <= found
+    assert (int(clses[1][0]), int(xs[1][0]), int(ys[1][0])) == (1, 4, 4)
