@@ -804,3 +804,160 @@ def test_centernet_focal_loss_and_heatmap_peaks():
     found = {(int(c), int(x), int(y)) for c, x, y in zip(clses[0], xs[0], ys[0])}
     assert {(0, 2, 3), (1, 6, 5)} <= found
     assert (int(clses[1][0]), int(xs[1][0]), int(ys[1][0])) == (1, 4, 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# A power spectrogram by hand (unfold / as_strided frames, Hann window, rfft) against torch.stft
+# ----------------------------------------------------------------------------------------------
+
+
+def audio_signal(n=200, batch=2, seed=12):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 1000.0
+    return np.stack([np.sin(2 * np.pi * f * t) + 0.1 * rng.standard_normal(n) for f in (60.0, 220.0)[:batch]])
+
+
+def spectrogram_program(m):
+    torch, F = m.torch, m.F
+    n_fft, hop = 32, 8
+    x = torch.tensor(audio_signal(), requires_grad=True)
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    # by hand, center=True with reflect padding, as librosa and torchaudio do
+    padded = F.pad(x.unsqueeze(1), (n_fft // 2, n_fft // 2), mode="reflect").squeeze(1)
+    frames = padded.unfold(-1, n_fft, hop)  # [B, n_frames, n_fft]
+    spec = torch.fft.rfft(frames * window, dim=-1)
+    power = spec.abs() ** 2
+    power = power.transpose(1, 2)  # [B, freq, time]
+    # frames by as_strided on a contiguous 1-D signal
+    sig = padded[0].contiguous()
+    n_frames = 1 + (sig.shape[0] - n_fft) // hop
+    strided = sig.as_strided((n_frames, n_fft), (hop, 1))
+    power_strided = torch.fft.rfft(strided * window).abs().pow(2).T
+    stft = torch.stft(x, n_fft, hop_length=hop, window=window, center=True, pad_mode="reflect", return_complex=True)
+    stft_power = stft.abs() ** 2
+    results = [power, power_strided, stft_power]
+    for pad_mode in ("constant", "replicate", "circular"):
+        s = torch.stft(x, n_fft, hop_length=hop, win_length=24, window=torch.hann_window(24, dtype=torch.float64),
+                       center=True, pad_mode=pad_mode, normalized=True, return_complex=True)
+        results.append(s.abs())
+    nocenter = torch.stft(x, n_fft, hop_length=hop, window=window, center=False, onesided=True, return_complex=True)
+    results.append(torch.view_as_real(nocenter))
+    loss = power.log1p().mean() + sum(r.mean() for r in results[3:])
+    loss.backward()
+    results.append(x.grad)
+    return results
+
+
+def test_spectrogram_by_hand_and_stft_pad_modes():
+    results, _ = run_both(spectrogram_program, rtol=1e-9, atol=1e-10)
+    power, power_strided, stft_power = results[:3]
+    assert power.shape == (2, 17, 26)
+    np.testing.assert_allclose(power, stft_power, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(power_strided, stft_power[0], rtol=1e-10, atol=1e-10)
+    # the 60 Hz tone's power peaks in the bin nearest 60 / (1000 / 32), the 220 Hz one nearest 7
+    assert np.argmax(power[0].mean(1)) == 2 and np.argmax(power[1].mean(1)) == 7
+
+
+# ----------------------------------------------------------------------------------------------
+# A mel filterbank by hand, log-mel by clamp(min=1e-10).log10(), MFCC by a DCT matrix
+# ----------------------------------------------------------------------------------------------
+
+
+def mel_program(m):
+    torch = m.torch
+    sample_rate, n_fft, n_mels, n_mfcc = 1000, 32, 8, 5
+
+    def hz_to_mel(freq):
+        return 2595.0 * math.log10(1.0 + (freq / 700.0))
+
+    def mel_to_hz(mels):
+        return 700.0 * (10 ** (mels / 2595.0) - 1.0)
+
+    def melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate):
+        all_freqs = torch.linspace(0, sample_rate // 2, n_freqs, dtype=torch.float64)
+        m_min = hz_to_mel(f_min)
+        m_max = hz_to_mel(f_max)
+        m_pts = torch.linspace(m_min, m_max, n_mels + 2, dtype=torch.float64)
+        f_pts = mel_to_hz(m_pts)
+        f_diff = f_pts[1:] - f_pts[:-1]  # (n_mels + 1)
+        slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)  # (n_freqs, n_mels + 2)
+        zero = torch.zeros(1, dtype=torch.float64)
+        down_slopes = (-1.0 * slopes[:, :-2]) / f_diff[:-1]  # (n_freqs, n_mels)
+        up_slopes = slopes[:, 2:] / f_diff[1:]  # (n_freqs, n_mels)
+        fb = torch.max(zero, torch.min(down_slopes, up_slopes))
+        # slaney normalisation
+        enorm = 2.0 / (f_pts[2: n_mels + 2] - f_pts[:n_mels])
+        return fb * enorm.unsqueeze(0)
+
+    def create_dct(n_mfcc, n_mels, norm="ortho"):
+        n = torch.arange(float(n_mels), dtype=torch.float64)
+        k = torch.arange(float(n_mfcc), dtype=torch.float64).unsqueeze(1)
+        dct = torch.cos(math.pi / float(n_mels) * (n + 0.5) * k)  # size (n_mfcc, n_mels)
+        if norm is None:
+            dct *= 2.0
+        else:
+            dct[0] *= 1.0 / math.sqrt(2.0)
+            dct *= math.sqrt(2.0 / float(n_mels))
+        return dct.t()
+
+    fb = melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate)
+    dct = create_dct(n_mfcc, n_mels)
+    x = torch.tensor(audio_signal(), requires_grad=True)
+    spec = torch.stft(x, n_fft, hop_length=8, window=torch.hann_window(n_fft, dtype=torch.float64),
+                      return_complex=True).abs().pow(2.0)
+    mel = torch.matmul(spec.transpose(-1, -2), fb).transpose(-1, -2)  # [B, n_mels, time]
+    log_mel = 10.0 * torch.log10(torch.clamp(mel, min=1e-10))
+    log_mel = torch.max(log_mel, log_mel.amax(dim=(-2, -1), keepdim=True) - 80.0)  # top_db
+    mfcc = torch.matmul(log_mel.transpose(-1, -2), dct).transpose(-1, -2)
+    # cepstral mean and variance normalisation, then delta features by a conv1d stencil
+    mfcc_n = (mfcc - mfcc.mean(-1, keepdim=True)) / (mfcc.std(-1, keepdim=True) + 1e-5)
+    kernel = torch.tensor([[[-2.0, -1.0, 0.0, 1.0, 2.0]]], dtype=torch.float64).repeat(n_mfcc, 1, 1) / 10
+    delta = m.F.conv1d(m.F.pad(mfcc_n, (2, 2), mode="replicate"), kernel, groups=n_mfcc)
+    (mfcc_n.pow(2).mean() + delta.abs().mean()).backward()
+    return fb, dct, log_mel, mfcc, delta, x.grad
+
+
+def test_mel_filterbank_log_mel_and_mfcc():
+    (fb, dct, log_mel, mfcc, delta, grad), _ = run_both(mel_program, rtol=1e-8, atol=1e-9)
+    assert fb.shape == (17, 8) and (fb >= 0).all()
+    np.testing.assert_allclose(dct.T @ dct, np.eye(5), atol=1e-12)  # orthonormal columns
+    assert mfcc.shape == (2, 5, 26) and delta.shape == (2, 5, 26) and np.isfinite(grad).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# SpecAugment: time and frequency masks by masked_fill
+# ----------------------------------------------------------------------------------------------
+
+
+def specaugment_program(m):
+    torch = m.torch
+    rng = np.random.default_rng(13)
+    spec = torch.tensor(rng.standard_normal((3, 10, 20)), dtype=torch.float32, requires_grad=True)
+
+    def mask_along_axis_iid(specgrams, mask_param, mask_value, axis, draws):
+        value = torch.tensor(draws[0], dtype=specgrams.dtype) * mask_param
+        min_value = torch.tensor(draws[1], dtype=specgrams.dtype) * (specgrams.size(axis) - value)
+        mask_start = min_value.long()[..., None, None]
+        mask_end = (min_value.long() + value.long())[..., None, None]
+        mask = torch.arange(0, specgrams.size(axis), dtype=specgrams.dtype)
+        specgrams = specgrams.transpose(axis, -1)
+        specgrams = specgrams.masked_fill((mask >= mask_start) & (mask < mask_end), mask_value)
+        return specgrams.transpose(axis, -1)
+
+    freq_draws = rng.uniform(0, 1, (2, 3))
+    time_draws = rng.uniform(0, 1, (2, 3))
+    out = mask_along_axis_iid(spec, 4, 0.0, 1, freq_draws)
+    out = mask_along_axis_iid(out, 6, spec.mean().item(), 2, time_draws)
+    # the simpler in-place form with python ints, as in many ASR repositories
+    aug = spec.detach().clone()
+    for b in range(aug.shape[0]):
+        f = int(freq_draws[0, b] * 4)
+        f0 = int(freq_draws[1, b] * (aug.shape[1] - f))
+        aug[b, f0:f0 + f, :] = 0
+    (out * torch.arange(20.0)).sum().backward()
+    return out, aug, spec.grad, (out == 0).sum(), (spec.grad == 0).all(dim=2)
+
+
+def test_specaugment_masks():
+    (out, aug, grad, n_zero, freq_masked), _ = run_both(specaugment_program)
+    assert n_zero > 0 and freq_masked.any()
