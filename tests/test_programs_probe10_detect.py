@@ -961,3 +961,286 @@ def specaugment_program(m):
 def test_specaugment_masks():
     (out, aug, grad, n_zero, freq_masked), _ = run_both(specaugment_program)
     assert n_zero > 0 and freq_masked.any()
+
+
+# ----------------------------------------------------------------------------------------------
+# WaveNet: causal dilated Conv1d (padded on the left), gated units, residual and skip sums
+# ----------------------------------------------------------------------------------------------
+
+
+def mu_law_encoding(x, quantization_channels):
+    mu = quantization_channels - 1.0
+    x_mu = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    return ((x_mu + 1) / 2 * mu + 0.5).astype(np.int64)
+
+
+def wavenet_model(m):
+    nn, F = m.nn, m.F
+
+    class CausalConv1d(nn.Conv1d):
+        def __init__(self, in_channels, out_channels, kernel_size, dilation=1):
+            super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
+            self.left_padding = (kernel_size - 1) * dilation
+
+        def forward(self, x):
+            return super().forward(F.pad(x, (self.left_padding, 0)))
+
+    class ResidualBlock(nn.Module):
+        def __init__(self, res_channels, skip_channels, dilation):
+            super().__init__()
+            self.dilated = CausalConv1d(res_channels, 2 * res_channels, 2, dilation=dilation)
+            self.conv_res = nn.Conv1d(res_channels, res_channels, 1)
+            self.conv_skip = nn.Conv1d(res_channels, skip_channels, 1)
+
+        def forward(self, x):
+            filt, gate = self.dilated(x).chunk(2, dim=1)
+            gated = torch_tanh(filt) * torch_sigmoid(gate)
+            return self.conv_res(gated) + x, self.conv_skip(gated)
+
+    torch_tanh, torch_sigmoid = m.torch.tanh, m.torch.sigmoid
+
+    class WaveNet(nn.Module):
+        def __init__(self, classes=16, res=8, skip=12, dilations=(1, 2, 4, 8, 1, 2)):
+            super().__init__()
+            self.embed = nn.Embedding(classes, res)
+            self.causal = CausalConv1d(res, res, 2)
+            self.blocks = nn.ModuleList(ResidualBlock(res, skip, d) for d in dilations)
+            self.head = nn.Sequential(nn.ReLU(), nn.Conv1d(skip, skip, 1), nn.ReLU(), nn.Conv1d(skip, classes, 1))
+
+        @property
+        def receptive_field(self):
+            return 1 + sum(b.dilated.left_padding for b in self.blocks) + self.causal.left_padding
+
+        def forward(self, x):
+            h = self.causal(self.embed(x).transpose(1, 2))
+            skip_sum = 0
+            for block in self.blocks:
+                h, skip = block(h)
+                skip_sum = skip_sum + skip
+            return self.head(skip_sum)
+
+    return WaveNet()
+
+
+def wavenet_program(m, weights, steps=4):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = wavenet_model(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    wave = np.sin(np.arange(2 * 41) * 0.3).reshape(2, 41) * 0.8
+    q = torch.tensor(mu_law_encoding(wave, 16))
+    inputs, targets = q[:, :-1], q[:, 1:]
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        logits = model(inputs)  # [B, classes, T]
+        loss = F.cross_entropy(logits, targets)
+        opt.zero_grad()
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(
+            model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    # causality: changing a later sample leaves earlier outputs alone
+    x2 = inputs.clone()
+    x2[:, 30] = (x2[:, 30] + 5) % 16
+    with torch.no_grad():
+        a, b = model(inputs), model(x2)
+    unchanged = torch.allclose(a[..., :30], b[..., :30])
+    # sampling by argmax, one step at a time over the receptive field
+    gen = inputs[:1, :model.receptive_field].clone()
+    with torch.no_grad():
+        for _ in range(5):
+            nxt = model(gen[:, -model.receptive_field:])[:, :, -1].argmax(1, keepdim=True)
+            gen = torch.cat([gen, nxt], dim=1)
+    return losses, unchanged, (a[..., 30:] - b[..., 30:]).abs().sum() > 0, gen, model.blocks[0].dilated.weight.grad
+
+
+def test_wavenet_causal_dilated_gated_stack():
+    weights = weights_of(lambda m: wavenet_program(m, None))
+    (losses, unchanged, changed, gen, g), _ = run_both(wavenet_program, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0] and unchanged and changed and gen.shape == (1, 25)
+
+
+# ----------------------------------------------------------------------------------------------
+# A Conformer convolution module: pointwise conv, GLU, depthwise conv, BatchNorm1d, SiLU
+# ----------------------------------------------------------------------------------------------
+
+
+def conformer_model(m):
+    nn = m.nn
+
+    class ConvolutionModule(nn.Module):
+        def __init__(self, input_dim, num_channels, depthwise_kernel_size, dropout=0.0):
+            super().__init__()
+            self.layer_norm = nn.LayerNorm(input_dim)
+            self.sequential = nn.Sequential(
+                nn.Conv1d(input_dim, 2 * num_channels, 1, stride=1, padding=0),
+                nn.GLU(dim=1),
+                nn.Conv1d(num_channels, num_channels, depthwise_kernel_size, stride=1,
+                          padding=(depthwise_kernel_size - 1) // 2, groups=num_channels),
+                nn.BatchNorm1d(num_channels),
+                nn.SiLU(),
+                nn.Conv1d(num_channels, input_dim, kernel_size=1, stride=1, padding=0),
+                nn.Dropout(dropout),
+            )
+
+        def forward(self, input):
+            x = self.layer_norm(input)
+            x = x.transpose(1, 2)
+            x = self.sequential(x)
+            return x.transpose(1, 2)
+
+    class FeedForward(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.net = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
+
+        def forward(self, x):
+            return self.net(x)
+
+    class ConformerBlock(nn.Module):
+        def __init__(self, d=8, heads=2):
+            super().__init__()
+            self.ffn1 = FeedForward(d)
+            self.attn_norm = nn.LayerNorm(d)
+            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.conv = ConvolutionModule(d, d, 5)
+            self.ffn2 = FeedForward(d)
+            self.final_norm = nn.LayerNorm(d)
+
+        def forward(self, x, key_padding_mask):
+            x = x + 0.5 * self.ffn1(x)
+            h = self.attn_norm(x)
+            x = x + self.attn(h, h, h, key_padding_mask=key_padding_mask, need_weights=False)[0]
+            x = x + self.conv(x)
+            x = x + 0.5 * self.ffn2(x)
+            return self.final_norm(x)
+
+    return ConformerBlock()
+
+
+def conformer_program(m, weights, steps=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = conformer_model(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    rng = np.random.default_rng(14)
+    x = torch.tensor(rng.standard_normal((3, 12, 8)), dtype=torch.float32)
+    lengths = torch.tensor([12, 9, 7])
+    key_padding_mask = torch.arange(12).expand(3, 12) >= lengths[:, None]
+    target = torch.tensor(rng.standard_normal((3, 12, 8)), dtype=torch.float32)
+    # SGD, not Adam: the depthwise conv's bias (before BatchNorm) and the attention's key bias have gradient 0
+    # in exact arithmetic, and Adam would blow their rounding noise (1e-8) up to full steps of lr
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        out = model(x, key_padding_mask)
+        valid = ~key_padding_mask
+        loss = F.mse_loss(out[valid], target[valid])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    bn = model.conv.sequential[3]
+    model.eval()
+    with torch.no_grad():
+        ev = model(x, key_padding_mask)
+    return (losses, model.conv.sequential[2].weight.grad, model.conv.sequential[0].weight.grad, bn.running_mean,
+            bn.running_var, bn.num_batches_tracked, ev[~key_padding_mask])
+
+
+def test_conformer_convolution_module():
+    weights = weights_of(lambda m: conformer_program(m, None))
+    (losses, g_dw, g_pw, rm, rv, nbt, ev), _ = run_both(conformer_program, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0] and g_dw.shape == (8, 1, 5) and int(nbt) == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# CTC training with F.ctc_loss on log_softmax outputs, greedy decoding by argmax + unique_consecutive
+# ----------------------------------------------------------------------------------------------
+
+
+def ctc_model(m):
+    nn = m.nn
+
+    class SpeechRecognizer(nn.Module):
+        def __init__(self, n_feats=6, hidden=12, n_class=5):
+            super().__init__()
+            self.cnn = nn.Conv1d(n_feats, hidden, 3, padding=1)
+            self.rnn = nn.GRU(hidden, hidden, batch_first=True, bidirectional=True)
+            self.classifier = nn.Linear(2 * hidden, n_class)
+
+        def forward(self, x):
+            x = m.F.gelu(self.cnn(x)).transpose(1, 2)  # [B, T, hidden]
+            x, _ = self.rnn(x)
+            return self.classifier(x)
+
+    return SpeechRecognizer()
+
+
+def ctc_program(m, weights, steps=6):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = ctc_model(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    rng = np.random.default_rng(15)
+    B, T = 3, 14
+    labels = [[1, 2, 2, 3], [4, 1], [3, 3, 4]]
+    # each label is a feature prototype held for 2-3 frames, with blanks (noise) between
+    protos = rng.standard_normal((5, 6))
+    feats = 0.1 * rng.standard_normal((B, 6, T))
+    for b, lab in enumerate(labels):
+        t = 1
+        for c in lab:
+            feats[b, :, t:t + 2] += protos[c][:, None]
+            t += 3
+    x = torch.tensor(feats, dtype=torch.float32)
+    targets = torch.tensor([c for lab in labels for c in lab])  # concatenated form
+    target_lengths = torch.tensor([len(lab) for lab in labels])
+    input_lengths = torch.tensor([14, 10, 12])
+    criterion = nn.CTCLoss(blank=0, zero_infinity=True)
+    opt = optim.AdamW(model.parameters(), lr=1e-2)
+    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-2, total_steps=steps, anneal_strategy="linear")
+    losses = []
+    for _ in range(steps):
+        output = F.log_softmax(model(x), dim=2)  # [B, T, C]
+        output = output.transpose(0, 1)  # [T, B, C]
+        loss = criterion(output, targets, input_lengths, target_lengths)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    # padded-targets form and per-sample losses agree with the concatenated one
+    padded = torch.zeros(B, 4, dtype=torch.long)
+    for b, lab in enumerate(labels):
+        padded[b, :len(lab)] = torch.tensor(lab)
+    with torch.no_grad():
+        lp = F.log_softmax(model(x), dim=2).transpose(0, 1)
+        per = F.ctc_loss(lp, padded, input_lengths, target_lengths, reduction="none")
+        per_cat = F.ctc_loss(lp, targets, input_lengths, target_lengths, reduction="sum")
+
+    def greedy_decode(log_probs, lengths, blank=0):
+        arg_maxes = torch.argmax(log_probs, dim=2).transpose(0, 1)  # [B, T]
+        decodes = []
+        for i, args in enumerate(arg_maxes):
+            collapsed = torch.unique_consecutive(args[:lengths[i]])
+            decodes.append(collapsed[collapsed != blank].tolist())
+        return decodes, arg_maxes
+
+    decodes, arg_maxes = greedy_decode(lp, input_lengths)
+    return losses, per, per_cat, arg_maxes, decodes, model.rnn.weight_hh_l0_reverse.grad, model.cnn.weight.grad
+
+
+def test_ctc_training_and_greedy_decoding():
+    weights = weights_of(lambda m: ctc_program(m, None))
+    (losses, per, per_cat, arg_maxes, decodes, g_rnn, g_cnn), _ = run_both(ctc_program, weights, rtol=1e-4,
+                                                                           atol=1e-5)
+    assert losses[-1] < losses[0] and arg_maxes.dtype == np.int64
+    np.testing.assert_allclose(per.sum(), per_cat, rtol=1e-5)
