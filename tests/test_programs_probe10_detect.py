@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import load, run_both, weights_of
 
 # ----------------------------------------------------------------------------------------------
 # Box IoU / GIoU / DIoU by broadcasting (torchvision.ops.boxes, DETR's util/box_ops.py)
@@ -1485,3 +1485,167 @@ def test_yolov5_compute_loss_and_model_ema(float_check):
     assert losses[-1] < losses[0] and all(i.dtype == np.int64 for i in indices)
     assert boxes[:, [0, 2]].max() <= 20 and boxes[:, [1, 3]].max() <= 24 and boxes.min() >= 0
     assert int(ema_nbt) == 0 and not np.allclose(ema_rm, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# RoIAlign by hand: bilinear samples by affine_grid + grid_sample, averaged per bin (Mask R-CNN)
+# ----------------------------------------------------------------------------------------------
+
+
+def roi_align_program(m):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(17)
+    feat = torch.tensor(rng.standard_normal((2, 3, 9, 11)), requires_grad=True)
+    rois = torch.tensor([[0, 1.2, 0.7, 8.3, 6.1], [1, 0.0, 0.0, 10.0, 8.0], [0, 3.5, 2.25, 5.0, 7.75],
+                         [1, -1.0, 2.0, 4.0, 12.0]], dtype=torch.float64)
+    out_size, sampling = 2, 2
+    H, W = feat.shape[-2:]
+
+    def roi_align(feat, rois, output_size, sampling_ratio, spatial_scale=1.0, aligned=True):
+        # one bilinear grid per roi: the affine map from [-1, 1]^2 of the output to the box in normalised coords
+        n = rois.shape[0]
+        offset = 0.5 if aligned else 0.0
+        x1 = rois[:, 1] * spatial_scale - offset
+        y1 = rois[:, 2] * spatial_scale - offset
+        x2 = rois[:, 3] * spatial_scale - offset
+        y2 = rois[:, 4] * spatial_scale - offset
+        # pixel centres at integers: normalised x = (2x + 1) / W - 1 with align_corners=False
+        cx = ((x1 + x2) / 2 * 2 + 1) / W - 1
+        cy = ((y1 + y2) / 2 * 2 + 1) / H - 1
+        theta = torch.zeros(n, 2, 3, dtype=feat.dtype)
+        theta[:, 0, 0] = (x2 - x1) / W
+        theta[:, 0, 2] = cx
+        theta[:, 1, 1] = (y2 - y1) / H
+        theta[:, 1, 2] = cy
+        grid = F.affine_grid(theta, (n, feat.shape[1], output_size * sampling_ratio, output_size * sampling_ratio),
+                             align_corners=False)
+        crops = F.grid_sample(feat[rois[:, 0].long()], grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+        return F.avg_pool2d(crops, sampling_ratio)
+
+    pooled = roi_align(feat, rois, out_size, sampling)
+    border = F.grid_sample(feat, torch.tensor(rng.uniform(-1.3, 1.3, (2, 3, 4, 2))), mode="bilinear",
+                           padding_mode="border", align_corners=True)
+    nearest = F.grid_sample(feat, torch.tensor(rng.uniform(-1.1, 1.1, (2, 3, 4, 2))), mode="nearest",
+                            padding_mode="reflection", align_corners=False)
+    (pooled.pow(2).sum() + border.sum() + nearest.sum()).backward()
+    return pooled, border, nearest, feat.grad
+
+
+def test_roi_align_by_grid_sample():
+    (pooled, border, nearest, grad), _ = run_both(roi_align_program, rtol=1e-9, atol=1e-10)
+    assert pooled.shape == (4, 3, 2, 2) and np.isfinite(grad).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Resampling by a windowed-sinc kernel (torchaudio.functional.resample by hand), Griffin-Lim
+# ----------------------------------------------------------------------------------------------
+
+
+def resample_program(m):
+    torch, F = m.torch, m.F
+
+    def _get_sinc_resample_kernel(orig_freq, new_freq, gcd, lowpass_filter_width=6, rolloff=0.99, dtype=None):
+        orig_freq = int(orig_freq) // gcd
+        new_freq = int(new_freq) // gcd
+        base_freq = min(orig_freq, new_freq)
+        base_freq *= rolloff
+        width = math.ceil(lowpass_filter_width * orig_freq / base_freq)
+        idx = torch.arange(-width, width + orig_freq, dtype=dtype)[None, None] / orig_freq
+        t = torch.arange(0, -new_freq, -1, dtype=dtype)[:, None, None] / new_freq + idx
+        t *= base_freq
+        t = t.clamp_(-lowpass_filter_width, lowpass_filter_width)
+        window = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2
+        t *= math.pi
+        scale = base_freq / orig_freq
+        kernels = torch.where(t == 0, torch.tensor(1.0).to(t), t.sin() / t)
+        kernels *= window * scale
+        return kernels, width
+
+    def _apply_sinc_resample_kernel(waveform, orig_freq, new_freq, gcd, kernel, width):
+        orig_freq = int(orig_freq) // gcd
+        new_freq = int(new_freq) // gcd
+        shape = waveform.size()
+        waveform = waveform.view(-1, shape[-1])
+        num_wavs, length = waveform.shape
+        waveform = F.pad(waveform, (width, width + orig_freq))
+        resampled = F.conv1d(waveform[:, None], kernel, stride=orig_freq)
+        resampled = resampled.transpose(1, 2).reshape(num_wavs, -1)
+        target_length = torch.ceil(torch.as_tensor(new_freq * length / orig_freq)).long()
+        resampled = resampled[..., :target_length]
+        return resampled.view(shape[:-1] + resampled.shape[-1:])
+
+    x = torch.tensor(audio_signal(n=120), requires_grad=True)
+    gcd = math.gcd(1000, 600)
+    kernel, width = _get_sinc_resample_kernel(1000, 600, gcd, dtype=torch.float64)
+    down = _apply_sinc_resample_kernel(x, 1000, 600, gcd, kernel, width)
+    kernel_up, width_up = _get_sinc_resample_kernel(600, 1000, gcd, dtype=torch.float64)
+    up = _apply_sinc_resample_kernel(down, 600, 1000, gcd, kernel_up, width_up)
+    (down.pow(2).sum() + up.sum()).backward()
+
+    # Griffin-Lim: phase recovered from a magnitude by alternating istft / stft with momentum
+    n_fft, hop = 32, 8
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    target = torch.stft(x.detach(), n_fft, hop, window=window, return_complex=True).abs()
+    g = torch.Generator().manual_seed(0)
+    angles = torch.tensor(np.exp(2j * np.pi * np.random.default_rng(18).uniform(0, 1, target.shape)))
+    tprev = torch.tensor(0.0, dtype=angles.dtype)
+    errors = []
+    for _ in range(8):
+        inverse = torch.istft(target * angles, n_fft=n_fft, hop_length=hop, window=window, length=120)
+        rebuilt = torch.stft(inverse, n_fft=n_fft, hop_length=hop, window=window, center=True, pad_mode="reflect",
+                             normalized=False, onesided=True, return_complex=True)
+        angles = rebuilt
+        angles = angles - tprev.mul_(0.99 / (1 + 0.99))
+        angles = angles.div(angles.abs().add(1e-16))
+        tprev = rebuilt
+        errors.append((rebuilt.abs() - target).pow(2).mean().item())
+    phase = torch.angle(angles)
+    polar = torch.polar(target, phase)
+    waveform = torch.istft(polar, n_fft=n_fft, hop_length=hop, window=window, length=120)
+    return kernel, down, up, x.grad, errors, waveform, torch.fft.rfftfreq(n_fft, d=1 / 1000)
+
+
+def test_sinc_resample_and_griffin_lim():
+    (kernel, down, up, grad, errors, waveform, freqs), _ = run_both(resample_program, rtol=1e-8, atol=1e-9)
+    assert kernel.shape == (3, 1, 27) and down.shape == (2, 72) and up.shape == (2, 120)
+    assert errors[-1] < errors[0]
+    np.testing.assert_allclose(freqs, np.arange(17) * 1000 / 32)
+
+
+# ----------------------------------------------------------------------------------------------
+# CTC edge cases: an impossible alignment under zero_infinity, int32 targets, float64 log-probs
+# ----------------------------------------------------------------------------------------------
+
+
+def ctc_edges_program(m, zero_infinity):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(19)
+    T, B, C = 6, 3, 4
+    logits = torch.tensor(rng.standard_normal((T, B, C)), requires_grad=True)
+    log_probs = logits.log_softmax(2)
+    # sample 1 needs 5 labels with a repeat (at least 6 frames) but has 4: its loss is infinite
+    targets = torch.tensor([[1, 2, 0, 0, 0], [3, 3, 1, 2, 1], [2, 0, 0, 0, 0]], dtype=torch.int32)
+    input_lengths = torch.tensor([6, 4, 5], dtype=torch.int32)
+    target_lengths = torch.tensor([2, 5, 1], dtype=torch.int32)
+    per = F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="none",
+                     zero_infinity=zero_infinity)
+    mean = F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
+                      zero_infinity=zero_infinity)
+    if zero_infinity:
+        mean.backward()
+        return per, mean, logits.grad
+    # the finite samples' gradient, and blank as the last class
+    per[[0, 2]].sum().backward()
+    last = F.ctc_loss(log_probs, targets - 1 + (targets == 0).int() * C, [6, 4, 5], (2, 5, 1), blank=C - 1,
+                      reduction="none")
+    return per, mean, logits.grad, last
+
+
+def test_ctc_impossible_alignment_and_zero_infinity():
+    (per, mean, grad), _ = run_both(ctc_edges_program, True, rtol=1e-9, atol=1e-10)
+    assert per[1] == 0 and np.isfinite(mean) and (grad[:, 1] == 0).all()
+    (per, mean, grad, last), _ = run_both(ctc_edges_program, False, rtol=1e-9, atol=1e-10)
+    # PyTorch's gradient is NaN on the impossible sample's 4 frames even though only the others were summed
+    assert np.isinf(per[1]) and np.isinf(mean) and np.isnan(grad[:4, 1]).all() and (grad[4:, 1] == 0).all()
+    assert np.isfinite(grad[:, [0, 2]]).all() and np.isinf(last[1]) and np.isfinite(last[[0, 2]]).all()
