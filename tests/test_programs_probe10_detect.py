@@ -1649,3 +1649,147 @@ def test_ctc_impossible_alignment_and_zero_infinity():
     # PyTorch's gradient is NaN on the impossible sample's 4 frames even though only the others were summed
     assert np.isinf(per[1]) and np.isinf(mean) and np.isnan(grad[:4, 1]).all() and (grad[4:, 1] == 0).all()
     assert np.isfinite(grad[:, [0, 2]]).all() and np.isinf(last[1]) and np.isfinite(last[[0, 2]]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Average precision (VOC all-points and COCO 101-point) from sorted detections, by cumsum and cummax
+# ----------------------------------------------------------------------------------------------
+
+
+def average_precision_program(m):
+    torch = m.torch
+    rng = np.random.default_rng(20)
+    gt = torch.tensor(random_boxes(6, 21, scale=20.0), dtype=torch.float32)
+    gt_labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    noisy = gt.repeat(2, 1) + torch.tensor(rng.normal(0, 1.5, (12, 4)), dtype=torch.float32)
+    det_boxes = torch.cat([noisy, torch.tensor(random_boxes(4, 22, scale=20.0), dtype=torch.float32)])
+    det_boxes = torch.cat([det_boxes[:, :2], torch.max(det_boxes[:, 2:], det_boxes[:, :2] + 0.5)], 1)
+    det_scores = torch.tensor(rng.uniform(0, 1, 16), dtype=torch.float32)
+    det_labels = torch.cat([gt_labels.repeat(2), torch.tensor([0, 1, 2, 0])])
+    aps_voc, aps_coco, counts = [], [], []
+    for c in det_labels.unique(sorted=True):
+        dmask, gmask = det_labels == c, gt_labels == c
+        boxes, scores, gts = det_boxes[dmask], det_scores[dmask], gt[gmask]
+        order = torch.argsort(scores, descending=True, stable=True)
+        boxes, scores = boxes[order], scores[order]
+        iou, _ = box_iou(m, boxes, gts)
+        matched = torch.zeros(gts.shape[0], dtype=torch.bool)
+        tp = torch.zeros(boxes.shape[0])
+        for i in range(boxes.shape[0]):
+            best_iou, j = iou[i].max(0)
+            if best_iou >= 0.5 and not matched[j]:
+                tp[i] = 1
+                matched[j] = True
+        fp = 1 - tp
+        tp_cum, fp_cum = tp.cumsum(0), fp.cumsum(0)
+        recall = tp_cum / gts.shape[0]
+        precision = tp_cum / (tp_cum + fp_cum).clamp(min=torch.finfo(torch.float32).eps)
+        # VOC: the precision envelope (max to the right) integrated over recall changes
+        mrec = torch.cat([torch.tensor([0.0]), recall, torch.tensor([1.0])])
+        mpre = torch.cat([torch.tensor([1.0]), precision, torch.tensor([0.0])])
+        mpre = torch.flip(torch.cummax(torch.flip(mpre, dims=[0]), dim=0)[0], dims=[0])
+        i = torch.where(mrec[1:] != mrec[:-1])[0]
+        aps_voc.append(((mrec[i + 1] - mrec[i]) * mpre[i + 1]).sum())
+        # COCO: precision read at 101 recall thresholds by searchsorted
+        rec_thrs = torch.linspace(0.0, 1.0, 101)
+        envelope = mpre[1:-1]
+        inds = torch.searchsorted(recall, rec_thrs, side="left")
+        q = torch.zeros(101)
+        valid = inds < recall.shape[0]
+        q[valid] = envelope[inds[valid]]
+        aps_coco.append(q.mean())
+        counts.append(torch.bincount(tp.long(), minlength=2))
+    ap_voc, ap_coco = torch.stack(aps_voc), torch.stack(aps_coco)
+    # also torch.trapezoid over the envelope, as some repositories integrate it
+    trap = torch.trapezoid(mpre, mrec)
+    return ap_voc, ap_coco, ap_voc.mean(), torch.stack(counts), trap, det_labels.unique(return_counts=True)
+
+
+def test_average_precision_voc_and_coco():
+    (ap_voc, ap_coco, mAP, counts, trap, (labels, n)), _ = run_both(average_precision_program, rtol=1e-6,
+                                                                    atol=1e-7)
+    assert ap_voc.shape == (3,) and ((0 <= ap_voc) & (ap_voc <= 1)).all() and counts.sum() == 16
+    assert (labels == [0, 1, 2]).all() and n.sum() == 16
+
+
+# ----------------------------------------------------------------------------------------------
+# SSD's MultiBox loss with hard negative mining (double sort), FCOS's targets and centerness
+# ----------------------------------------------------------------------------------------------
+
+
+def ssd_fcos_program(m):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(23)
+    num, num_priors, num_classes = 2, 20, 4
+    conf_data = torch.tensor(rng.standard_normal((num, num_priors, num_classes)), requires_grad=True)
+    loc_data = torch.tensor(rng.standard_normal((num, num_priors, 4)), requires_grad=True)
+    # few positives, as in SSD: the hard negatives are then all of positive loss (PyTorch's unstable sort puts the
+    # zeroed positives' ties in an order of its own, which a program cannot rely on)
+    conf_t = torch.zeros(num, num_priors, dtype=torch.long)
+    conf_t[0, [2, 7, 11]] = torch.tensor([1, 3, 2])
+    conf_t[1, [0, 5, 6, 13]] = torch.tensor([2, 2, 1, 3])
+    loc_t = torch.tensor(rng.standard_normal((num, num_priors, 4)))
+    negpos_ratio = 3
+
+    def log_sum_exp(x):
+        x_max = x.data.max()
+        return torch.log(torch.sum(torch.exp(x - x_max), 1, keepdim=True)) + x_max
+
+    pos = conf_t > 0
+    num_pos = pos.sum(dim=1, keepdim=True)
+    pos_idx = pos.unsqueeze(pos.dim()).expand_as(loc_data)
+    loc_p = loc_data[pos_idx].view(-1, 4)
+    loc_tt = loc_t[pos_idx].view(-1, 4)
+    loss_l = F.smooth_l1_loss(loc_p, loc_tt, reduction="sum")
+    batch_conf = conf_data.view(-1, num_classes)
+    loss_c = log_sum_exp(batch_conf) - batch_conf.gather(1, conf_t.view(-1, 1))
+    loss_c = loss_c.view(num, -1)
+    loss_c[pos] = 0  # filter out pos boxes for now
+    _, loss_idx = loss_c.sort(1, descending=True)
+    _, idx_rank = loss_idx.sort(1)
+    num_neg = torch.clamp(negpos_ratio * num_pos, max=pos.size(1) - 1)
+    neg = idx_rank < num_neg.expand_as(idx_rank)
+    pos_idx = pos.unsqueeze(2).expand_as(conf_data)
+    neg_idx = neg.unsqueeze(2).expand_as(conf_data)
+    conf_p = conf_data[(pos_idx + neg_idx).gt(0)].view(-1, num_classes)
+    targets_weighted = conf_t[(pos + neg).gt(0)]
+    loss_cc = F.cross_entropy(conf_p, targets_weighted, reduction="sum")
+    N = num_pos.data.sum()
+    (loss_l / N + loss_cc / N).backward()
+
+    # FCOS: each location's regression targets (l, t, r, b) to every box, the smallest box containing it
+    INF = 100000000
+    xs, ys = torch.meshgrid(torch.arange(0, 32, 8.0) + 4, torch.arange(0, 32, 8.0) + 4, indexing="xy")
+    locations = torch.stack((xs.reshape(-1), ys.reshape(-1)), dim=1)
+    bboxes = torch.tensor([[0.0, 0.0, 20.0, 18.0], [10.0, 6.0, 31.0, 30.0], [2.0, 22.0, 9.0, 31.0]])
+    labels = torch.tensor([1, 2, 3])
+    area = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
+    l = locations[:, 0][:, None] - bboxes[:, 0][None]
+    t = locations[:, 1][:, None] - bboxes[:, 1][None]
+    r = bboxes[:, 2][None] - locations[:, 0][:, None]
+    b = bboxes[:, 3][None] - locations[:, 1][:, None]
+    reg_targets_per_im = torch.stack([l, t, r, b], dim=2)
+    is_in_boxes = reg_targets_per_im.min(dim=2)[0] > 0
+    max_reg_targets_per_im = reg_targets_per_im.max(dim=2)[0]
+    is_cared_in_the_level = (max_reg_targets_per_im >= 0) & (max_reg_targets_per_im <= 64)
+    locations_to_gt_area = area[None].repeat(len(locations), 1)
+    locations_to_gt_area[is_in_boxes == 0] = INF
+    locations_to_gt_area[is_cared_in_the_level == 0] = INF
+    locations_to_min_area, locations_to_gt_inds = locations_to_gt_area.min(dim=1)
+    reg_targets = reg_targets_per_im[range(len(locations)), locations_to_gt_inds]
+    labels_per_im = labels[locations_to_gt_inds]
+    labels_per_im[locations_to_min_area == INF] = 0
+    left_right = reg_targets[:, [0, 2]]
+    top_bottom = reg_targets[:, [1, 3]]
+    centerness = (left_right.min(dim=-1)[0] / left_right.max(dim=-1)[0]) * \
+                 (top_bottom.min(dim=-1)[0] / top_bottom.max(dim=-1)[0])
+    centerness = torch.sqrt(centerness.clamp(min=0))
+    return (loss_l, loss_cc, neg, idx_rank.masked_fill(pos, -1), conf_data.grad, loc_data.grad, labels_per_im, reg_targets,
+            centerness, locations_to_gt_inds)
+
+
+def test_ssd_hard_negative_mining_and_fcos_targets():
+    (loss_l, loss_c, neg, idx_rank, g_conf, g_loc, labels, reg, centerness, inds), _ = run_both(
+        ssd_fcos_program, rtol=1e-6, atol=1e-7)  # SSD in float64, FCOS in float32
+    assert idx_rank.dtype == np.int64 and (idx_rank[0] == -1).sum() == 3 and (idx_rank[1] < 16).all()
+    assert labels.shape == (16,) and set(labels.tolist()) <= {0, 1, 2, 3}
