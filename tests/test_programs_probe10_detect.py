@@ -1793,3 +1793,176 @@ def test_ssd_hard_negative_mining_and_fcos_targets():
         ssd_fcos_program, rtol=1e-6, atol=1e-7)  # SSD in float64, FCOS in float32
     assert idx_rank.dtype == np.int64 and (idx_rank[0] == -1).sum() == 3 and (idx_rank[1] < 16).all()
     assert labels.shape == (16,) and set(labels.tolist()) <= {0, 1, 2, 3}
+
+
+# ----------------------------------------------------------------------------------------------
+# HiFi-GAN: weight-normed ConvTranspose1d generator with MRF blocks, a multi-period discriminator
+# ----------------------------------------------------------------------------------------------
+
+
+def hifigan_models(m, parametrized):
+    nn, F = m.nn, m.F
+    weight_norm = nn.utils.parametrizations.weight_norm if parametrized else nn.utils.weight_norm
+    LRELU_SLOPE = 0.1
+
+    def get_padding(kernel_size, dilation=1):
+        return int((kernel_size * dilation - dilation) / 2)
+
+    def init_weights(mod, mean=0.0, std=0.01):
+        if mod.__class__.__name__.find("Conv") != -1:
+            mod.weight.data.normal_(mean, std)
+
+    class ResBlock(nn.Module):
+        def __init__(self, channels, kernel_size=3, dilation=(1, 3)):
+            super().__init__()
+            self.convs = nn.ModuleList([weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=d,
+                                                              padding=get_padding(kernel_size, d)))
+                                        for d in dilation])
+
+        def forward(self, x):
+            for c in self.convs:
+                xt = F.leaky_relu(x, LRELU_SLOPE)
+                xt = c(xt)
+                x = xt + x
+            return x
+
+    class Generator(nn.Module):
+        def __init__(self, in_ch=4, up_rates=(2, 2), up_kernels=(4, 4), ch=8):
+            super().__init__()
+            self.conv_pre = weight_norm(nn.Conv1d(in_ch, ch, 7, 1, padding=3))
+            self.ups = nn.ModuleList()
+            for i, (u, k) in enumerate(zip(up_rates, up_kernels)):
+                self.ups.append(weight_norm(nn.ConvTranspose1d(ch // (2 ** i), ch // (2 ** (i + 1)), k, u,
+                                                               padding=(k - u) // 2)))
+            self.resblocks = nn.ModuleList()
+            for i in range(len(self.ups)):
+                c = ch // (2 ** (i + 1))
+                for k, d in zip((3, 5), ((1, 3), (1, 2))):
+                    self.resblocks.append(ResBlock(c, k, d))
+            self.conv_post = weight_norm(nn.Conv1d(c, 1, 7, 1, padding=3))
+            self.ups.apply(init_weights)
+            self.num_kernels = 2
+
+        def forward(self, x):
+            x = self.conv_pre(x)
+            for i, up in enumerate(self.ups):
+                x = F.leaky_relu(x, LRELU_SLOPE)
+                x = up(x)
+                xs = None
+                for j in range(self.num_kernels):
+                    if xs is None:
+                        xs = self.resblocks[i * self.num_kernels + j](x)
+                    else:
+                        xs += self.resblocks[i * self.num_kernels + j](x)
+                x = xs / self.num_kernels
+            x = F.leaky_relu(x)
+            x = self.conv_post(x)
+            return torch_tanh(x)
+
+    torch_tanh = m.torch.tanh
+
+    class DiscriminatorP(nn.Module):
+        def __init__(self, period, kernel_size=5, stride=3):
+            super().__init__()
+            self.period = period
+            self.convs = nn.ModuleList([
+                weight_norm(nn.Conv2d(1, 4, (kernel_size, 1), (stride, 1), padding=(get_padding(5, 1), 0))),
+                weight_norm(nn.Conv2d(4, 8, (kernel_size, 1), (stride, 1), padding=(get_padding(5, 1), 0))),
+            ])
+            self.conv_post = weight_norm(nn.Conv2d(8, 1, (3, 1), 1, padding=(1, 0)))
+
+        def forward(self, x):
+            fmap = []
+            b, c, t = x.shape
+            if t % self.period != 0:  # pad first
+                n_pad = self.period - (t % self.period)
+                x = F.pad(x, (0, n_pad), "reflect")
+                t = t + n_pad
+            x = x.view(b, c, t // self.period, self.period)
+            for l in self.convs:
+                x = l(x)
+                x = F.leaky_relu(x, LRELU_SLOPE)
+                fmap.append(x)
+            x = self.conv_post(x)
+            fmap.append(x)
+            x = m.torch.flatten(x, 1, -1)
+            return x, fmap
+
+    class MultiPeriodDiscriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.discriminators = nn.ModuleList([DiscriminatorP(2), DiscriminatorP(3), DiscriminatorP(5)])
+
+        def forward(self, y, y_hat):
+            y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
+            for d in self.discriminators:
+                y_d_r, fmap_r = d(y)
+                y_d_g, fmap_g = d(y_hat)
+                y_d_rs.append(y_d_r)
+                fmap_rs.append(fmap_r)
+                y_d_gs.append(y_d_g)
+                fmap_gs.append(fmap_g)
+            return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+
+    return nn.ModuleDict({"generator": Generator(), "mpd": MultiPeriodDiscriminator()})
+
+
+def hifigan_program(m, weights, parametrized, steps=2):
+    torch, F, optim = m.torch, m.F, m.optim
+    models = hifigan_models(m, parametrized)
+    if weights is None:
+        return models
+    load(m, models, weights)
+    generator, mpd = models["generator"], models["mpd"]
+
+    def feature_loss(fmap_r, fmap_g):
+        loss = 0
+        for dr, dg in zip(fmap_r, fmap_g):
+            for rl, gl in zip(dr, dg):
+                loss += torch.mean(torch.abs(rl - gl))
+        return loss * 2
+
+    def discriminator_loss(disc_real_outputs, disc_generated_outputs):
+        loss = 0
+        for dr, dg in zip(disc_real_outputs, disc_generated_outputs):
+            loss += torch.mean((1 - dr) ** 2) + torch.mean(dg ** 2)
+        return loss
+
+    def generator_loss(disc_outputs):
+        loss = 0
+        for dg in disc_outputs:
+            loss += torch.mean((1 - dg) ** 2)
+        return loss
+
+    rng = np.random.default_rng(24)
+    mel = torch.tensor(rng.standard_normal((2, 4, 10)), dtype=torch.float32)
+    y = torch.tensor(audio_signal(n=40, seed=25)[:, None] * 0.5, dtype=torch.float32)
+    optim_g = optim.AdamW(generator.parameters(), 2e-4, betas=(0.8, 0.99))
+    optim_d = optim.AdamW(mpd.parameters(), 2e-4, betas=(0.8, 0.99))
+    scheduler_g = optim.lr_scheduler.ExponentialLR(optim_g, gamma=0.999)
+    history = []
+    for _ in range(steps):
+        y_g_hat = generator(mel)
+        optim_d.zero_grad()
+        y_df_hat_r, y_df_hat_g, _, _ = mpd(y, y_g_hat.detach())
+        loss_disc_all = discriminator_loss(y_df_hat_r, y_df_hat_g)
+        loss_disc_all.backward()
+        optim_d.step()
+        optim_g.zero_grad()
+        y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd(y, y_g_hat)
+        loss_gen_all = generator_loss(y_df_hat_g) + feature_loss(fmap_f_r, fmap_f_g) + \
+            F.l1_loss(y_g_hat, y) * 45
+        loss_gen_all.backward()
+        optim_g.step()
+        scheduler_g.step()
+        history.append([loss_disc_all.item(), loss_gen_all.item()])
+    grads = {k: p.grad for k, p in generator.named_parameters() if p.grad is not None}
+    return history, y_g_hat, grads, sorted(grads)
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm. is deprecated:FutureWarning")
+@pytest.mark.parametrize("parametrized", [False, True])
+def test_hifigan_weight_norm_generator_and_period_discriminator(parametrized):
+    weights = weights_of(lambda m: hifigan_program(m, None, parametrized))
+    (history, audio, grads, names), _ = run_both(hifigan_program, weights, parametrized, rtol=1e-4, atol=1e-6)
+    assert audio.shape == (2, 1, 40) and len(names) == 3 * (1 + 2 + 4 * 2 + 1)  # weight_g, weight_v, bias of 12 convs
