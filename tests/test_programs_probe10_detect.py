@@ -1966,3 +1966,116 @@ def test_hifigan_weight_norm_generator_and_period_discriminator(parametrized):
     weights = weights_of(lambda m: hifigan_program(m, None, parametrized))
     (history, audio, grads, names), _ = run_both(hifigan_program, weights, parametrized, rtol=1e-4, atol=1e-6)
     assert audio.shape == (2, 1, 40) and len(names) == 3 * (1 + 2 + 4 * 2 + 1)  # weight_g, weight_v, bias of 12 convs
+
+
+# ----------------------------------------------------------------------------------------------
+# An RNN-Transducer loss by hand (the alpha lattice in log space), trained through a joint network
+# ----------------------------------------------------------------------------------------------
+
+
+def transducer_model(m):
+    nn = m.nn
+
+    class Transducer(nn.Module):
+        def __init__(self, n_feats=5, vocab=4, hidden=8, joint=10):
+            super().__init__()
+            self.encoder = nn.LSTM(n_feats, hidden, batch_first=True)
+            self.embed = nn.Embedding(vocab, hidden, padding_idx=0)  # 0 is the blank, also the start token
+            self.predictor = nn.GRU(hidden, hidden, batch_first=True)
+            self.joint_enc = nn.Linear(hidden, joint)
+            self.joint_pred = nn.Linear(hidden, joint, bias=False)
+            self.out = nn.Linear(joint, vocab)
+
+        def forward(self, x, y):
+            enc, _ = self.encoder(x)  # [B, T, H]
+            y_in = m.F.pad(y, (1, 0), value=0)  # prepend the start (blank) token
+            pred, _ = self.predictor(self.embed(y_in))  # [B, U+1, H]
+            joint = self.joint_enc(enc).unsqueeze(2) + self.joint_pred(pred).unsqueeze(1)  # [B, T, U+1, J]
+            return self.out(m.torch.tanh(joint)).log_softmax(dim=-1)
+
+    return Transducer()
+
+
+def rnnt_loss(m, log_probs, targets, logit_lengths, target_lengths, blank=0):
+    torch = m.torch
+    losses = []
+    for b in range(log_probs.shape[0]):
+        T, U = int(logit_lengths[b]), int(target_lengths[b])
+        lp = log_probs[b]
+        blank_lp = lp[:T, :U + 1, blank]  # [T, U+1]
+        emit_lp = lp[:T, :U].gather(2, targets[b, :U].view(1, U, 1).expand(T, U, 1)).squeeze(2)  # [T, U]
+        alpha = [[None] * (U + 1) for _ in range(T)]
+        alpha[0][0] = torch.zeros((), dtype=lp.dtype)
+        for t in range(T):
+            for u in range(U + 1):
+                if t == 0 and u == 0:
+                    continue
+                terms = []
+                if t > 0:
+                    terms.append(alpha[t - 1][u] + blank_lp[t - 1, u])
+                if u > 0:
+                    terms.append(alpha[t][u - 1] + emit_lp[t, u - 1])
+                alpha[t][u] = torch.logsumexp(torch.stack(terms), dim=0)
+        losses.append(-(alpha[T - 1][U] + blank_lp[T - 1, U]))
+    return torch.stack(losses)
+
+
+def transducer_program(m, weights, steps=3):
+    torch, optim = m.torch, m.optim
+    model = transducer_model(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    rng = np.random.default_rng(26)
+    x = torch.tensor(rng.standard_normal((2, 6, 5)), dtype=torch.float32)
+    y = torch.tensor([[1, 3, 2], [2, 2, 0]])
+    x_lens = torch.tensor([6, 4])
+    y_lens = torch.tensor([3, 2])
+
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    history = []
+    for _ in range(steps):
+        log_probs = model(x, y)
+        loss = rnnt_loss(m, log_probs, y, x_lens, y_lens).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+
+    # greedy decoding: at each frame emit until blank (at most 2 symbols per frame)
+    @torch.no_grad()
+    def greedy(x, length):
+        enc, _ = model.encoder(x)
+        hyp, hidden = [], None
+        token = torch.zeros(1, 1, dtype=torch.long)
+        pred, hidden = model.predictor(model.embed(token), hidden)
+        for t in range(length):
+            for _ in range(2):
+                logits = model.out(torch.tanh(model.joint_enc(enc[:, t]) + model.joint_pred(pred[:, -1])))
+                k = logits.argmax(-1).item()
+                if k == 0:
+                    break
+                hyp.append(k)
+                pred, hidden = model.predictor(model.embed(torch.tensor([[k]])), hidden)
+        return hyp
+
+    return history, model.joint_pred.weight.grad, model.encoder.weight_ih_l0.grad, greedy(x[:1], 6)
+
+
+def test_rnn_transducer_loss_by_hand():
+    weights = weights_of(lambda m: transducer_program(m, None))
+    (history, g_joint, g_enc, hyp), _ = run_both(transducer_program, weights, rtol=1e-4, atol=1e-6)
+    assert history[-1] < history[0] and all(0 < k < 4 for k in hyp)
+
+
+def test_rnn_transducer_loss_against_a_path_sum():
+    # T=2 frames, U=1 label: two paths through the lattice, (blank, emit, blank) and (emit, blank, blank)
+    lp = np.log(np.random.default_rng(27).dirichlet(np.ones(3), (1, 2, 2)))
+    (loss, grad), _ = run_both(lambda m: (lambda t: (rnnt_loss(m, t, m.torch.tensor([[2]]), [2], [1]),
+                                                      m.torch.autograd.grad(rnnt_loss(m, t, m.torch.tensor([[2]]),
+                                                                                      [2], [1]).sum(), t)[0]))(
+        m.torch.tensor(lp, requires_grad=True)), rtol=1e-12, atol=1e-14)
+    expected = -np.logaddexp(lp[0, 0, 0, 0] + lp[0, 1, 0, 2] + lp[0, 1, 1, 0],
+                             lp[0, 0, 0, 2] + lp[0, 0, 1, 0] + lp[0, 1, 1, 0])
+    np.testing.assert_allclose(loss, [expected], rtol=1e-12)
+    assert grad[0, 0, 1, 1] == 0 and grad[0, 1, 1, 0] == -1  # an unused entry; the last blank is on both paths
