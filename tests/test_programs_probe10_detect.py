@@ -2079,3 +2079,53 @@ def test_rnn_transducer_loss_against_a_path_sum():
                              lp[0, 0, 0, 2] + lp[0, 0, 1, 0] + lp[0, 1, 1, 0])
     np.testing.assert_allclose(loss, [expected], rtol=1e-12)
     assert grad[0, 0, 1, 1] == 0 and grad[0, 1, 1, 0] == -1  # an unused entry; the last blank is on both paths
+
+
+# ----------------------------------------------------------------------------------------------
+# Frame-level audio features: windows, pre-emphasis, energy, ZCR, pitch by autocorrelation, VAD
+# ----------------------------------------------------------------------------------------------
+
+
+def features_program(m):
+    torch, F = m.torch, m.F
+    sr, frame, hop = 1000, 40, 20
+    x = torch.tensor(audio_signal(n=240), dtype=torch.float32, requires_grad=True)
+    windows = [torch.hann_window(frame), torch.hann_window(frame, periodic=False), torch.hamming_window(frame),
+               torch.hamming_window(frame, periodic=False, alpha=0.5, beta=0.5), torch.blackman_window(frame),
+               torch.bartlett_window(frame), torch.kaiser_window(frame, periodic=False, beta=8.0),
+               torch.signal.windows.gaussian(frame, std=7.0) if hasattr(torch, "signal") else None]
+    windows = [w for w in windows if w is not None]
+    emphasized = torch.cat([x[:, :1], x[:, 1:] - 0.97 * x[:, :-1]], dim=1)
+    frames = emphasized.unfold(1, frame, hop) * torch.hamming_window(frame)  # [B, n, frame]
+    rms = frames.pow(2).mean(-1).sqrt()
+    db = 20 * torch.log10(rms.clamp(min=1e-5))
+    zcr = (torch.sign(frames[..., 1:]) != torch.sign(frames[..., :-1])).float().mean(-1)
+    # autocorrelation by the Wiener-Khinchin theorem, pitch as the best lag between 2 and 20 ms
+    spec = torch.fft.rfft(frames, n=2 * frame)
+    raw = torch.fft.rfft(x.unfold(1, frame, hop), n=2 * frame)  # pitch from the signal before pre-emphasis
+    acf = torch.fft.irfft(raw.abs() ** 2, n=2 * frame)[..., :frame]
+    acf = acf / acf[..., :1]
+    min_lag, max_lag = 10, 25
+    lag = acf[..., min_lag:max_lag].argmax(-1) + min_lag
+    pitch = sr / lag.float()
+    power = spec.abs().pow(2)
+    freqs = torch.fft.rfftfreq(2 * frame, d=1 / sr)
+    centroid = (power * freqs).sum(-1) / power.sum(-1)
+    rolloff_bin = (power.cumsum(-1) >= 0.85 * power.sum(-1, keepdim=True)).float().argmax(-1)
+    floor = torch.quantile(db, 0.2, dim=1, keepdim=True)
+    voiced = db > floor + 3
+    med = db.median(dim=1)
+    twosided = torch.stft(x, 16, hop_length=4, onesided=False, return_complex=True, window=torch.ones(16))
+    (db.sum() + centroid.sum() * 1e-3 + twosided.abs().mean()).backward()
+    return (windows, rms, db, zcr, lag, pitch, centroid, rolloff_bin, floor, voiced, med, twosided.shape[1],
+            x.grad)
+
+
+def test_frame_features_windows_and_pitch():
+    results, _ = run_both(features_program, rtol=1e-5, atol=1e-5)
+    windows, lag, pitch, twosided_bins = results[0], results[4], results[5], results[11]
+    assert twosided_bins == 16 and lag.dtype == np.int64
+    # the 60 Hz signal's pitch lag is about 1000 / 60 = 16.7 samples, the 220 Hz one's 3 periods (13.6)
+    assert np.median(lag[0]) in (16, 17) and np.median(lag[1]) == 14
+    np.testing.assert_allclose(windows[0].numpy() if hasattr(windows[0], "numpy") else windows[0],
+                               0.5 - 0.5 * np.cos(2 * np.pi * np.arange(40) / 40), atol=1e-6)
