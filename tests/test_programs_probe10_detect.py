@@ -2129,3 +2129,109 @@ def test_frame_features_windows_and_pitch():
     assert np.median(lag[0]) in (16, 17) and np.median(lag[1]) == 14
     np.testing.assert_allclose(windows[0].numpy() if hasattr(windows[0], "numpy") else windows[0],
                                0.5 - 0.5 * np.cos(2 * np.pi * np.arange(40) / 40), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Upsampling as detectors and vocoders write it: nn.Upsample, interpolate by scale factors
+# ----------------------------------------------------------------------------------------------
+
+
+def upsampling_program(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    rng = np.random.default_rng(28)
+    x = torch.tensor(rng.standard_normal((1, 2, 5, 7)), requires_grad=True)
+    wav = torch.tensor(rng.standard_normal((2, 3, 9)), requires_grad=True)
+    outs = [
+        nn.Upsample(scale_factor=2, mode="nearest")(x),  # YOLOv3/v5's neck
+        F.interpolate(x, scale_factor=1.5, mode="nearest"),
+        F.interpolate(x, scale_factor=(1.7, 0.6), mode="nearest", recompute_scale_factor=True),
+        F.interpolate(x, scale_factor=1.5, mode="nearest-exact"),
+        F.interpolate(x, size=(8, 11), mode="nearest-exact"),
+        F.interpolate(x, size=(3, 4), mode="nearest"),  # downsampling
+        F.interpolate(x, scale_factor=2.5, mode="bilinear", align_corners=False),
+        F.interpolate(x, scale_factor=0.6, mode="bilinear", align_corners=False, recompute_scale_factor=False),
+        F.interpolate(x, size=(9, 13), mode="bilinear", align_corners=True),
+        F.interpolate(x, scale_factor=1.3, mode="bicubic", align_corners=False),
+        F.interpolate(wav, scale_factor=3, mode="linear", align_corners=False),
+        F.interpolate(wav, size=20, mode="linear", align_corners=True),
+        F.interpolate(wav, scale_factor=2.5, mode="nearest"),
+        F.upsample_nearest(x, scale_factor=3) if hasattr(F, "upsample_nearest") else None,
+    ]
+    outs = [o for o in outs if o is not None]
+    loss = sum((o * torch.arange(o.numel(), dtype=o.dtype).view(o.shape).sin()).sum() for o in outs)
+    loss.backward()
+    return [o.shape for o in outs], outs, x.grad, wav.grad
+
+
+@pytest.mark.filterwarnings("ignore:.*upsample.* is deprecated")
+def test_upsampling_by_scale_factors_and_sizes():
+    (shapes, outs, gx, gw), _ = run_both(upsampling_program, rtol=1e-10, atol=1e-12)
+    assert list(shapes[0]) == [1, 2, 10, 14] and list(shapes[2]) == [1, 2, 8, 4]
+
+
+# ----------------------------------------------------------------------------------------------
+# Soft-NMS (Gaussian decay) and Matrix NMS (SOLOv2) over boxes
+# ----------------------------------------------------------------------------------------------
+
+
+def soft_matrix_nms_program(m):
+    torch = m.torch
+    rng = np.random.default_rng(29)
+    centres = rng.uniform(4, 16, (3, 2))
+    boxes = []
+    for c in centres:
+        for _ in range(4):
+            xy = c + rng.normal(0, 1.0, 2)
+            wh = rng.uniform(3, 6, 2)
+            boxes.append(np.concatenate([xy - wh / 2, xy + wh / 2]))
+    boxes = torch.tensor(np.array(boxes))
+    scores = torch.tensor(rng.uniform(0.3, 1.0, len(boxes)))
+    labels = torch.tensor(rng.integers(0, 2, len(boxes)))
+
+    def soft_nms(boxes, scores, sigma=0.5, score_thresh=0.05):
+        scores = scores.clone()
+        idxs = torch.arange(boxes.shape[0])
+        keep, kept_scores = [], []
+        while idxs.numel() > 0:
+            top = torch.argmax(scores[idxs])
+            i = idxs[top]
+            keep.append(i.item())
+            kept_scores.append(scores[i].item())
+            idxs = torch.cat([idxs[:top], idxs[top + 1:]])
+            if idxs.numel() == 0:
+                break
+            ious, _ = box_iou(m, boxes[i].unsqueeze(0), boxes[idxs])
+            scores[idxs] = scores[idxs] * torch.exp(-(ious[0] ** 2) / sigma)
+            idxs = idxs[scores[idxs] > score_thresh]
+        return torch.tensor(keep), torch.tensor(kept_scores)
+
+    def matrix_nms(boxes, labels, scores, kernel="gaussian", sigma=2.0):
+        sort_inds = torch.argsort(scores, descending=True)
+        boxes, labels, scores = boxes[sort_inds], labels[sort_inds], scores[sort_inds]
+        n = len(labels)
+        iou_matrix, _ = box_iou(m, boxes, boxes)
+        iou_matrix = iou_matrix.triu(diagonal=1)
+        cate_label_x = labels.expand(n, n)
+        label_matrix = (cate_label_x == cate_label_x.transpose(1, 0)).float().triu(diagonal=1)
+        decay_iou = iou_matrix * label_matrix
+        compensate_iou, _ = decay_iou.max(0)
+        compensate_iou = compensate_iou.expand(n, n).transpose(1, 0)
+        if kernel == "gaussian":
+            decay_matrix = torch.exp(-1 * sigma * (decay_iou ** 2))
+            compensate_matrix = torch.exp(-1 * sigma * (compensate_iou ** 2))
+            decay_coefficient, _ = (decay_matrix / compensate_matrix).min(0)
+        else:
+            decay_matrix = (1 - decay_iou) / (1 - compensate_iou)
+            decay_coefficient, _ = decay_matrix.min(0)
+        return sort_inds, scores * decay_coefficient
+
+    keep, kept_scores = soft_nms(boxes, scores)
+    order_g, decayed_g = matrix_nms(boxes, labels, scores)
+    order_l, decayed_l = matrix_nms(boxes, labels, scores, kernel="linear")
+    return keep, kept_scores, order_g, decayed_g, decayed_l
+
+
+def test_soft_nms_and_matrix_nms():
+    (keep, kept_scores, order, decayed_g, decayed_l), _ = run_both(soft_matrix_nms_program, rtol=1e-10,
+                                                                   atol=1e-12)
+    assert sorted(keep.tolist()) == list(range(12)) and (decayed_g <= np.sort(decayed_g)[::-1][0] + 1e-12).all()
