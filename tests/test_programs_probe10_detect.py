@@ -1784,8 +1784,8 @@ def ssd_fcos_program(m):
     centerness = (left_right.min(dim=-1)[0] / left_right.max(dim=-1)[0]) * \
                  (top_bottom.min(dim=-1)[0] / top_bottom.max(dim=-1)[0])
     centerness = torch.sqrt(centerness.clamp(min=0))
-    return (loss_l, loss_cc, neg, idx_rank.masked_fill(pos, -1), conf_data.grad, loc_data.grad, labels_per_im, reg_targets,
-            centerness, locations_to_gt_inds)
+    return (loss_l, loss_cc, neg, idx_rank.masked_fill(pos, -1), conf_data.grad, loc_data.grad, labels_per_im,
+            reg_targets, centerness, locations_to_gt_inds)
 
 
 def test_ssd_hard_negative_mining_and_fcos_targets():
@@ -2235,3 +2235,42 @@ def test_soft_nms_and_matrix_nms():
     (keep, kept_scores, order, decayed_g, decayed_l), _ = run_both(soft_matrix_nms_program, rtol=1e-10,
                                                                    atol=1e-12)
     assert sorted(keep.tolist()) == list(range(12)) and (decayed_g <= np.sort(decayed_g)[::-1][0] + 1e-12).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# A magnitude-and-phase synthesiser: a linear head predicts magnitudes (negative ones too), torch.polar
+# with the phase, then the inverse FFT (polar's magnitude derivative is PyTorch's: sign(r) e^(iθ))
+# ----------------------------------------------------------------------------------------------
+
+
+def polar_synth_program(m, steps=5):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    torch.manual_seed(0)
+    rng = np.random.default_rng(30)
+    head = nn.Linear(6, 9).double()
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor(rng.standard_normal((9, 6)) * 0.5))
+        head.bias.copy_(torch.tensor(rng.standard_normal(9) * 0.2))
+    cond = torch.tensor(rng.standard_normal((4, 6)))
+    phase = torch.tensor(rng.uniform(-np.pi, np.pi, (4, 9)))
+    target = torch.tensor(audio_signal(n=16, batch=2, seed=31).repeat(2, 0))
+    opt = optim.SGD(head.parameters(), lr=0.05)
+    losses, grads = [], []
+    for _ in range(steps):
+        magnitude = head(cond)
+        magnitude = magnitude.masked_fill(torch.arange(9) == 8, 0.0)  # the Nyquist bin silenced
+        spectrum = torch.polar(magnitude, phase)
+        frames = torch.fft.irfft(spectrum, n=16)
+        loss = F.mse_loss(frames, target)
+        opt.zero_grad()
+        loss.backward()
+        grads.append(head.weight.grad.clone())
+        opt.step()
+        losses.append(loss.item())
+    return losses, grads, head.bias.detach(), (magnitude < 0).sum()
+
+
+def test_polar_synthesiser_with_negative_magnitudes():
+    (losses, grads, bias, negative), _ = run_both(polar_synth_program, rtol=1e-10, atol=1e-12)
+    # (PyTorch's gradient points the wrong way for the negative magnitudes, so the loss need not fall)
+    assert negative > 0 and np.isfinite(losses).all() and np.abs(grads[0]).sum() > 0
