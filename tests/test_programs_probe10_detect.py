@@ -2274,3 +2274,75 @@ def test_polar_synthesiser_with_negative_magnitudes():
     (losses, grads, bias, negative), _ = run_both(polar_synth_program, rtol=1e-10, atol=1e-12)
     # (PyTorch's gradient points the wrong way for the negative magnitudes, so the loss need not fall)
     assert negative > 0 and np.isfinite(losses).all() and np.abs(grads[0]).sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# YOLOv5's training loop: three parameter groups (BN weights, decayed weights, biases) added by
+# add_param_group, warmup of lr and momentum by np.interp, LambdaLR, gradient accumulation, GradScaler
+# ----------------------------------------------------------------------------------------------
+
+
+def yolov5_train_program(m, weights, epochs=3, batches=2):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = yolov5_model(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    hyp = {"lr0": 0.01, "lrf": 0.1, "momentum": 0.937, "weight_decay": 5e-4, "warmup_epochs": 1.0,
+           "warmup_momentum": 0.8, "warmup_bias_lr": 0.1}
+    g = [], [], []  # optimizer parameter groups
+    bn = tuple(v for k, v in nn.__dict__.items() if "Norm" in k)  # normalization layers, i.e. BatchNorm2d()
+    for v in model.modules():
+        for p_name, p in v.named_parameters(recurse=False):
+            if p_name == "bias":  # bias (no decay)
+                g[2].append(p)
+            elif p_name == "weight" and isinstance(v, bn):  # weight (no decay)
+                g[1].append(p)
+            else:
+                g[0].append(p)  # weight (with decay)
+    optimizer = optim.SGD(g[2], lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
+    optimizer.add_param_group({"params": g[0], "weight_decay": hyp["weight_decay"]})
+    optimizer.add_param_group({"params": g[1], "weight_decay": 0.0})
+    lf = lambda x: (1 - x / epochs) * (1.0 - hyp["lrf"]) + hyp["lrf"]  # linear
+    scheduler = optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
+    amp = m.torch.amp if hasattr(m.torch, "amp") else None
+    scaler = amp.GradScaler("cpu", enabled=False)
+    rng = np.random.default_rng(32)
+    imgs = torch.tensor(rng.standard_normal((batches, 2, 3, 32, 32)), dtype=torch.float32)
+    nw = max(round(hyp["warmup_epochs"] * batches), 3)
+    accumulate, last_opt_step = 2, -1
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        optimizer.zero_grad()
+        for i in range(batches):
+            ni = i + batches * epoch
+            if ni <= nw:
+                xi = [0, nw]
+                for j, x in enumerate(optimizer.param_groups):
+                    x["lr"] = np.interp(ni, xi, [hyp["warmup_bias_lr"] if j == 0 else 0.0,
+                                                 x["initial_lr"] * lf(epoch)])
+                    if "momentum" in x:
+                        x["momentum"] = np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]])
+            pred = model(imgs[i])
+            loss = sum(p[..., 4].sigmoid().mean() + p[..., :4].pow(2).mean() * 0.1 for p in pred)
+            scaler.scale(loss).backward()
+            if ni - last_opt_step >= accumulate:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+                last_opt_step = ni
+            history.append([x["lr"] for x in optimizer.param_groups] + [loss.item()])
+        scheduler.step()
+    return (history, [len(x["params"]) for x in optimizer.param_groups], model.detect.m[1].bias.detach(),
+            model.b1[1].weight.detach(), model.b2[0].weight.detach(), scheduler.get_last_lr())
+
+
+def test_yolov5_training_loop_param_groups_and_warmup():
+    weights = weights_of(lambda m: yolov5_train_program(m, None))
+    (history, sizes, bias, bn_weight, conv_weight, last_lr), _ = run_both(yolov5_train_program, weights, rtol=1e-4,
+                                                                          atol=1e-6)
+    assert sizes == [6, 6, 4] and len(history) == 6  # biases (BN and detect), conv weights, BN weights
+    np.testing.assert_allclose(last_lr, [0.01 * 0.1] * 3, rtol=1e-12)
