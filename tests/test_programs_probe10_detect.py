@@ -2346,3 +2346,76 @@ def test_yolov5_training_loop_param_groups_and_warmup():
                                                                           atol=1e-6)
     assert sizes == [6, 6, 4] and len(history) == 6  # biases (BN and detect), conv weights, BN weights
     np.testing.assert_allclose(last_lr, [0.01 * 0.1] * 3, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# YOLO's fuse_conv_and_bn for inference: a new Conv2d from the conv and BN's running statistics,
+# delattr of the BN, forward replaced on the instance; and torch.nn.utils.fusion's version
+# ----------------------------------------------------------------------------------------------
+
+
+def fuse_program(m, weights):
+    torch, nn = m.torch, m.nn
+
+    class Conv(nn.Module):
+        def __init__(self, c1, c2, k=1, s=1, g=1):
+            super().__init__()
+            self.conv = nn.Conv2d(c1, c2, k, s, k // 2, groups=g, bias=False)
+            self.bn = nn.BatchNorm2d(c2)
+            self.act = nn.SiLU()
+
+        def forward(self, x):
+            return self.act(self.bn(self.conv(x)))
+
+        def forward_fuse(self, x):
+            return self.act(self.conv(x))
+
+    model = nn.Sequential(Conv(3, 4, 3, 2), Conv(4, 4, 3, 1, g=2), Conv(4, 6, 1))
+    if weights is None:
+        return model
+    load(m, model, weights)
+    rng = np.random.default_rng(33)
+    with torch.no_grad():  # running statistics as after training
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.copy_(torch.tensor(rng.standard_normal(mod.num_features) * 0.2))
+                mod.running_var.copy_(torch.tensor(rng.uniform(0.5, 2.0, mod.num_features)))
+                mod.weight.copy_(torch.tensor(rng.uniform(0.5, 1.5, mod.num_features)))
+                mod.bias.copy_(torch.tensor(rng.standard_normal(mod.num_features) * 0.1))
+
+    def fuse_conv_and_bn(conv, bn):
+        fusedconv = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
+                              padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                              bias=True).requires_grad_(False).to(conv.weight.device)
+        w_conv = conv.weight.clone().view(conv.out_channels, -1)
+        w_bn = torch.diag(bn.weight.div(torch.sqrt(bn.eps + bn.running_var)))
+        fusedconv.weight.copy_(torch.mm(w_bn, w_conv).view(fusedconv.weight.shape))
+        b_conv = torch.zeros(conv.weight.shape[0], device=conv.weight.device) if conv.bias is None else conv.bias
+        b_bn = bn.bias - bn.weight.mul(bn.running_mean).div(torch.sqrt(bn.running_var + bn.eps))
+        fusedconv.bias.copy_(torch.mm(w_bn, b_conv.reshape(-1, 1)).reshape(-1) + b_bn)
+        return fusedconv
+
+    x = torch.tensor(rng.standard_normal((2, 3, 9, 9)), dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        before = model(x)
+    # torch.nn.utils.fusion's function on a copy of the first block
+    from copy import deepcopy
+    first = deepcopy(model[0])
+    fused_util = nn.utils.fusion.fuse_conv_bn_eval(first.conv, first.bn)
+    for mod in model.modules():
+        if isinstance(mod, Conv) and hasattr(mod, "bn"):
+            mod.conv = fuse_conv_and_bn(mod.conv, mod.bn)
+            delattr(mod, "bn")
+            mod.forward = mod.forward_fuse
+    with torch.no_grad():
+        after = model(x)
+    n_params = sum(p.numel() for p in model.parameters())
+    return before, after, fused_util.weight.detach(), fused_util.bias.detach(), n_params, sorted(model.state_dict())
+
+
+def test_fuse_conv_and_bn_for_inference():
+    weights = weights_of(lambda m: fuse_program(m, None))
+    (before, after, w, b, n_params, keys), _ = run_both(fuse_program, weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+    assert n_params == (4 * 3 * 9 + 4) + (4 * 2 * 9 + 4) + (6 * 4 + 6) and not any(".bn." in k for k in keys)
