@@ -2419,3 +2419,73 @@ def test_fuse_conv_and_bn_for_inference():
     (before, after, w, b, n_params, keys), _ = run_both(fuse_program, weights, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
     assert n_params == (4 * 3 * 9 + 4) + (4 * 2 * 9 + 4) + (6 * 4 + 6) and not any(".bn." in k for k in keys)
+
+
+# ----------------------------------------------------------------------------------------------
+# Differentiable DSP: a biquad low-pass (torchaudio's coefficients) with a learnt cutoff, run by an
+# lfilter loop writing y[..., t] in place, forwards then backwards (filtfilt by flip)
+# ----------------------------------------------------------------------------------------------
+
+
+def biquad_program(m, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    sample_rate = 1000
+
+    def lowpass_coefficients(cutoff_freq, Q=0.707):
+        w0 = 2 * math.pi * cutoff_freq / sample_rate
+        alpha = torch.sin(w0) / 2 / Q
+        b0 = (1 - torch.cos(w0)) / 2
+        b1 = 1 - torch.cos(w0)
+        b2 = b0
+        a0 = 1 + alpha
+        a1 = -2 * torch.cos(w0)
+        a2 = 1 - alpha
+        return torch.stack([b0, b1, b2]) / a0, torch.stack([a0, a1, a2]) / a0
+
+    def lfilter(waveform, b, a):
+        n = waveform.shape[-1]
+        y = torch.zeros_like(waveform)
+        padded = F.pad(waveform, (2, 0))
+        y_prev1 = torch.zeros_like(waveform[..., 0])
+        y_prev2 = torch.zeros_like(waveform[..., 0])
+        for t in range(n):
+            x_win = padded[..., t:t + 3].flip(-1)  # x[t], x[t-1], x[t-2]
+            out = (x_win * b).sum(-1) - a[1] * y_prev1 - a[2] * y_prev2
+            y[..., t] = out
+            y_prev2, y_prev1 = y_prev1, out
+        return y
+
+    def filtfilt(waveform, b, a):
+        forward = lfilter(waveform, b, a)
+        return lfilter(forward.flip(-1), b, a).flip(-1)
+
+    x = torch.tensor(audio_signal(n=60), dtype=torch.float64)
+    target_b, target_a = lowpass_coefficients(torch.tensor(100.0, dtype=torch.float64))
+    target = filtfilt(x, target_b, target_a)
+
+    class LearntLowpass(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_cutoff = nn.Parameter(torch.tensor(math.log(250.0), dtype=torch.float64))
+
+        def forward(self, x):
+            b, a = lowpass_coefficients(self.log_cutoff.exp())
+            return filtfilt(x, b, a)
+
+    model = LearntLowpass()
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    history = []
+    for _ in range(steps):
+        loss = F.mse_loss(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        history.append((loss.item(), model.log_cutoff.grad.item(), model.log_cutoff.exp().item()))
+        opt.step()
+    return history, target
+
+
+def test_biquad_lowpass_with_a_learnt_cutoff():
+    (history, target), _ = run_both(biquad_program, rtol=1e-8, atol=1e-10)
+    assert history[-1][0] < history[0][0] and history[-1][2] < history[0][2]  # the cutoff falls towards 100 Hz
+    # the 60 Hz tone passes a 100 Hz low-pass, the 220 Hz one is damped
+    assert np.abs(target[0, 20:40]).max() > 3 * np.abs(target[1, 20:40]).max()
