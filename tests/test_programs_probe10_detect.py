@@ -2489,3 +2489,110 @@ def test_biquad_lowpass_with_a_learnt_cutoff():
     assert history[-1][0] < history[0][0] and history[-1][2] < history[0][2]  # the cutoff falls towards 100 Hz
     # the 60 Hz tone passes a 100 Hz low-pass, the 220 Hz one is damped
     assert np.abs(target[0, 20:40]).max() > 3 * np.abs(target[1, 20:40]).max()
+
+
+# ----------------------------------------------------------------------------------------------
+# Detection data pipelines: DETR's collate into a padded NestedTensor with a mask, YOLO's collate
+# that writes each label's image index, and a sampler grouping images by aspect ratio
+# ----------------------------------------------------------------------------------------------
+
+
+def detection_data_program(m):
+    torch, data = m.torch, m.data
+    rng = np.random.default_rng(34)
+    sizes = [(5, 7), (6, 4), (5, 5), (7, 6), (4, 7)]
+    images = [rng.standard_normal((3, h, w)).astype(np.float32) for h, w in sizes]
+    labels = [rng.uniform(0, 1, (k, 5)).astype(np.float32) for k in (2, 0, 3, 1, 2)]
+
+    class DetectionDataset(data.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, idx):
+            img = torch.from_numpy(images[idx])
+            boxes = torch.from_numpy(labels[idx][:, 1:])
+            target = {"boxes": boxes, "labels": torch.from_numpy(labels[idx][:, 0] * 3).long(),
+                      "image_id": torch.tensor([idx]), "orig_size": torch.as_tensor([int(img.shape[1]),
+                                                                                    int(img.shape[2])])}
+            return img, target
+
+    def _max_by_axis(the_list):
+        maxes = the_list[0]
+        for sublist in the_list[1:]:
+            for index, item in enumerate(sublist):
+                maxes[index] = max(maxes[index], item)
+        return maxes
+
+    def nested_tensor_from_tensor_list(tensor_list):
+        max_size = _max_by_axis([list(img.shape) for img in tensor_list])
+        batch_shape = [len(tensor_list)] + max_size
+        b, c, h, w = batch_shape
+        dtype = tensor_list[0].dtype
+        tensor = torch.zeros(batch_shape, dtype=dtype)
+        mask = torch.ones((b, h, w), dtype=torch.bool)
+        for img, pad_img, m_ in zip(tensor_list, tensor, mask):
+            pad_img[: img.shape[0], : img.shape[1], : img.shape[2]].copy_(img)
+            m_[: img.shape[1], : img.shape[2]] = False
+        return tensor, mask
+
+    def detr_collate_fn(batch):
+        batch = list(zip(*batch))
+        batch[0] = nested_tensor_from_tensor_list(batch[0])
+        return tuple(batch)
+
+    class YoloDataset(DetectionDataset):
+        def __getitem__(self, idx):
+            img, target = super().__getitem__(idx)
+            labels_out = torch.zeros((len(target["labels"]), 6))
+            labels_out[:, 1] = target["labels"].float()
+            labels_out[:, 2:] = target["boxes"]
+            return img[:, :4, :4], labels_out
+
+        @staticmethod
+        def collate_fn(batch):
+            im, label = zip(*batch)
+            for i, lb in enumerate(label):
+                lb[:, 0] = i  # add target image index for build_targets()
+            return torch.stack(im, 0), torch.cat(label, 0)
+
+    detr_loader = data.DataLoader(DetectionDataset(), batch_size=2, shuffle=False, collate_fn=detr_collate_fn)
+    detr_batches = []
+    for (samples, mask), targets in detr_loader:
+        detr_batches.append([samples, mask, [t["boxes"] for t in targets], [t["image_id"] for t in targets]])
+    # a batch sampler over aspect-ratio groups (DETR / torchvision's GroupedBatchSampler, simplified)
+    groups = [0 if h <= w else 1 for h, w in sizes]
+
+    class GroupedBatchSampler(data.Sampler):
+        def __init__(self, sampler, group_ids, batch_size):
+            self.sampler, self.group_ids, self.batch_size = sampler, group_ids, batch_size
+
+        def __iter__(self):
+            buffers = {}
+            for idx in self.sampler:
+                g = self.group_ids[idx]
+                buffers.setdefault(g, []).append(idx)
+                if len(buffers[g]) == self.batch_size:
+                    yield buffers.pop(g)
+            for rest in buffers.values():
+                yield rest
+
+        def __len__(self):
+            return len(self.sampler)
+
+    grouped = data.DataLoader(DetectionDataset(), batch_sampler=GroupedBatchSampler(
+        data.SequentialSampler(range(5)), groups, 2), collate_fn=detr_collate_fn)
+    grouped_ids = [[int(t["image_id"]) for t in targets] for _, targets in grouped]
+    yolo_loader = data.DataLoader(YoloDataset(), batch_size=3, collate_fn=YoloDataset.collate_fn, drop_last=True)
+    yolo = [(imgs, lbls) for imgs, lbls in yolo_loader]
+    shuffled = data.DataLoader(DetectionDataset(), batch_size=2, shuffle=True, collate_fn=detr_collate_fn,
+                               generator=torch.Generator().manual_seed(0))
+    seen = sorted(int(t["image_id"]) for _, targets in shuffled for t in targets)
+    return detr_batches, grouped_ids, yolo, seen
+
+
+def test_detection_collate_functions_and_grouped_batches():
+    (detr, grouped, yolo, seen), _ = run_both(detection_data_program)
+    (samples, mask, boxes, ids) = detr[0]
+    assert samples.shape == (2, 3, 6, 7) and mask[1, :, 4:].all() and not mask[0, :5, :7].any()
+    assert grouped == [[0, 2], [1, 3], [4]] and len(yolo) == 1 and seen == [0, 1, 2, 3, 4]
+    assert (yolo[0][1][:, 0] == [0, 0, 2, 2, 2]).all()
