@@ -2573,8 +2573,7 @@ def detection_data_program(m):
                 buffers.setdefault(g, []).append(idx)
                 if len(buffers[g]) == self.batch_size:
                     yield buffers.pop(g)
-            for rest in buffers.values():
-                yield rest
+            yield from buffers.values()
 
         def __len__(self):
             return len(self.sampler)
@@ -2596,3 +2595,127 @@ def test_detection_collate_functions_and_grouped_batches():
     assert samples.shape == (2, 3, 6, 7) and mask[1, :, 4:].all() and not mask[0, :5, :7].any()
     assert grouped == [[0, 2], [1, 3], [4]] and len(yolo) == 1 and seen == [0, 1, 2, 3, 4]
     assert (yolo[0][1][:, 0] == [0, 0, 2, 2, 2]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Conv-TasNet pieces: a strided Conv1d encoder, masks, overlap_and_add by index_add_, and the
+# permutation-invariant SI-SNR loss
+# ----------------------------------------------------------------------------------------------
+
+
+def overlap_and_add(m, signal, frame_step):
+    torch = m.torch
+    outer_dimensions = signal.size()[:-2]
+    frames, frame_length = signal.size()[-2:]
+    subframe_length = math.gcd(frame_length, frame_step)  # gcd=Greatest Common Divisor
+    subframe_step = frame_step // subframe_length
+    subframes_per_frame = frame_length // subframe_length
+    output_size = frame_step * (frames - 1) + frame_length
+    output_subframes = output_size // subframe_length
+    subframe_signal = signal.view(*outer_dimensions, -1, subframe_length)
+    frame = torch.arange(0, output_subframes).unfold(0, subframes_per_frame, subframe_step)
+    frame = frame.clone().detach().to(signal.device).long()
+    frame = frame.contiguous().view(-1)
+    result = signal.new_zeros(*outer_dimensions, output_subframes, subframe_length)
+    result.index_add_(-2, frame, subframe_signal)
+    result = result.view(*outer_dimensions, -1)
+    return result
+
+
+def tasnet_model(m):
+    nn, F = m.nn, m.F
+
+    class TinyTasNet(nn.Module):
+        def __init__(self, L=4, N=8, C=2):
+            super().__init__()
+            self.L, self.N, self.C = L, N, C
+            self.conv1d_U = nn.Conv1d(1, N, kernel_size=L, stride=L // 2, bias=False)
+            self.separator = nn.Sequential(nn.GroupNorm(1, N), nn.Conv1d(N, N, 1), nn.PReLU(),
+                                           nn.Conv1d(N, N, 3, padding=2, dilation=2, groups=N),
+                                           nn.Conv1d(N, C * N, 1))
+            self.basis_signals = nn.Linear(N, L, bias=False)
+
+        def forward(self, mixture):
+            mixture_w = F.relu(self.conv1d_U(mixture.unsqueeze(1)))  # [M, N, K]
+            M, N, K = mixture_w.size()
+            score = self.separator(mixture_w).view(M, self.C, N, K)
+            est_mask = F.softmax(score, dim=1)
+            source_w = mixture_w.unsqueeze(1) * est_mask  # [M, C, N, K]
+            source_w = source_w.transpose(2, 3)  # [M, C, K, N]
+            est_source = self.basis_signals(source_w)  # [M, C, K, L]
+            return overlap_and_add(m, est_source, self.L // 2)  # M x C x T
+
+    return TinyTasNet()
+
+
+def tasnet_program(m, weights, steps=3):
+    torch, optim = m.torch, m.optim
+    from itertools import permutations
+    model = tasnet_model(m)
+    if weights is None:
+        return model
+    load(m, model, weights)
+    EPS = 1e-8
+
+    def cal_si_snr_with_pit(source, estimate_source, source_lengths):
+        B, C, T = source.size()
+        mask = (torch.arange(T)[None, :] < source_lengths[:, None]).unsqueeze(1).to(source.dtype)  # [B, 1, T]
+        estimate_source = estimate_source * mask
+        num_samples = source_lengths.view(-1, 1, 1).float()
+        mean_target = torch.sum(source, dim=2, keepdim=True) / num_samples
+        mean_estimate = torch.sum(estimate_source, dim=2, keepdim=True) / num_samples
+        zero_mean_target = (source - mean_target) * mask
+        zero_mean_estimate = (estimate_source - mean_estimate) * mask
+        s_target = torch.unsqueeze(zero_mean_target, dim=1)  # [B, 1, C, T]
+        s_estimate = torch.unsqueeze(zero_mean_estimate, dim=2)  # [B, C, 1, T]
+        pair_wise_dot = torch.sum(s_estimate * s_target, dim=3, keepdim=True)  # [B, C, C, 1]
+        s_target_energy = torch.sum(s_target ** 2, dim=3, keepdim=True) + EPS  # [B, 1, C, 1]
+        pair_wise_proj = pair_wise_dot * s_target / s_target_energy  # [B, C, C, T]
+        e_noise = s_estimate - pair_wise_proj  # [B, C, C, T]
+        pair_wise_si_snr = torch.sum(pair_wise_proj ** 2, dim=3) / (torch.sum(e_noise ** 2, dim=3) + EPS)
+        pair_wise_si_snr = 10 * torch.log10(pair_wise_si_snr + EPS)  # [B, C, C]
+        perms = source.new_tensor(list(permutations(range(C))), dtype=torch.long)
+        index = torch.unsqueeze(perms, 2)
+        perms_one_hot = source.new_zeros((*perms.size(), C)).scatter_(2, index, 1)
+        snr_set = torch.einsum("bij,pij->bp", [pair_wise_si_snr, perms_one_hot])
+        max_snr_idx = torch.argmax(snr_set, dim=1)  # [B]
+        max_snr, _ = torch.max(snr_set, dim=1, keepdim=True)
+        max_snr /= C
+        return max_snr, perms, max_snr_idx
+
+    rng = np.random.default_rng(35)
+    sources = torch.tensor(np.stack([audio_signal(n=30, seed=36), audio_signal(n=30, seed=37)[::-1].copy()]),
+                           dtype=torch.float32)  # [B, C, T]
+    mixture = sources.sum(1)
+    lengths = torch.tensor([30, 24])
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(steps):
+        est = model(mixture)
+        max_snr, perms, max_snr_idx = cal_si_snr_with_pit(sources, est, lengths)
+        loss = 0 - torch.mean(max_snr)
+        opt.zero_grad()
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(model.parameters(), 5)
+        opt.step()
+        history.append(loss.item())
+    reorder = torch.index_select(perms, dim=0, index=max_snr_idx)
+    return history, est, reorder, model.conv1d_U.weight.grad, model.separator[2].weight.grad
+
+
+def test_conv_tasnet_overlap_add_and_pit_si_snr():
+    weights = weights_of(lambda m: tasnet_program(m, None))
+    (history, est, reorder, g_enc, g_prelu), _ = run_both(tasnet_program, weights, rtol=1e-4, atol=1e-5)
+    assert est.shape == (2, 2, 30) and history[-1] < history[0] and reorder.dtype == np.int64
+
+
+def test_overlap_and_add_against_numpy():
+    frames = np.random.default_rng(38).standard_normal((2, 5, 6))
+    (out, grad), _ = run_both(lambda m: (lambda f: (overlap_and_add(m, f, 4), m.torch.autograd.grad(
+        overlap_and_add(m, f, 4).pow(2).sum(), f)[0]))(m.torch.tensor(frames, requires_grad=True)),
+        rtol=1e-12, atol=1e-12)
+    expected = np.zeros((2, 22))
+    for k in range(5):
+        expected[:, 4 * k:4 * k + 6] += frames[:, k]
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    assert grad.shape == (2, 5, 6)
