@@ -86,3 +86,20 @@ ERRORS = {
 def test_errors_match_torch(name):
     fn, message = ERRORS[name]
     assert message in str(raises_like(fn, INTS))
+
+
+def test_comparison_functions_cast_a_number_to_the_tensors_dtype(T):
+    # as the operators do and PyTorch does: float32 0.1, and an integer wrapped into uint8 (300 is 44, -1 is 255)
+    x = T.tensor([0.1, 0.2], dtype=T.float32)
+    assert T.eq(x, 0.1).tolist() == [True, False] and x.le(0.1).tolist() == [True, False]
+    assert x.ge(0.2).tolist() == [False, True] and x.ne(0.2).tolist() == [True, False]
+    u = T.tensor([0, 44, 255], dtype=T.uint8)
+    assert u.ne(-1).tolist() == [True, True, False] and T.gt(u, 300).tolist() == [False, False, True]
+
+
+@pytest.mark.xfail(strict=True, reason="the comparison operators (Tensor.__lt__ and friends, autograd/tensor.py) "
+                                       "compare a Python int with an integer tensor by value; PyTorch first casts it "
+                                       "to the tensor's dtype, wrapping, as chainrule's arithmetic and torch.lt do")
+def test_comparison_operators_wrap_an_out_of_range_int_as_pytorch():
+    u = autograd.tensor([0, 44, 255], dtype=autograd.uint8)
+    assert (u != -1).tolist() == [True, True, False] and (u > 300).tolist() == [False, False, True]

@@ -2719,3 +2719,36 @@ def test_overlap_and_add_against_numpy():
         expected[:, 4 * k:4 * k + 6] += frames[:, k]
     np.testing.assert_allclose(out, expected, rtol=1e-12)
     assert grad.shape == (2, 5, 6)
+
+
+# ----------------------------------------------------------------------------------------------
+# RPN anchor labelling by IoU thresholds in the method forms (iou.ge(0.7), iou.lt(0.3)), on integer boxes
+# whose IoUs land exactly on the thresholds in float32
+# ----------------------------------------------------------------------------------------------
+
+
+def rpn_labels_program(m):
+    torch = m.torch
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]])
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 7.0],     # IoU 0.7 with the first box
+                            [0.0, 0.0, 10.0, 3.0],     # 0.3
+                            [0.0, 0.0, 10.0, 5.0],     # 0.5
+                            [20.0, 0.0, 30.0, 10.0],   # 1.0 with the second
+                            [20.0, 0.0, 29.0, 10.0],   # 0.9
+                            [12.0, 0.0, 18.0, 10.0]])  # 0
+    iou, _ = box_iou(m, anchors, gt)
+    matched_vals, matches = iou.max(dim=1)
+    labels = torch.full((anchors.shape[0],), -1.0)
+    labels[matched_vals.lt(0.3)] = 0.0
+    labels[matched_vals.ge(0.7)] = 1.0
+    between = torch.logical_and(torch.ge(matched_vals, 0.3), torch.lt(matched_vals, 0.7))
+    positive = torch.where(labels.eq(1))[0]
+    negative = torch.where(labels.eq(0))[0]
+    return iou, labels, between, positive, negative, matches
+
+
+def test_rpn_anchor_labels_at_exact_float32_thresholds():
+    (iou, labels, between, positive, negative, matches), _ = run_both(rpn_labels_program)
+    # float32's 0.7 and 0.3 are the thresholds' own values: the 0.7 anchor is positive, the 0.3 one ignored
+    assert labels.tolist() == [1, -1, -1, 1, 1, 0] and positive.tolist() == [0, 3, 4]
+    assert between.tolist() == [False, True, True, False, False, False]

@@ -84,7 +84,11 @@ _test(lambda x: xp.logical_not(_truth(x)), "logical_not", "True where input is z
 
 def _compare(function, name, aliases=(), by_order=False):
     def op(input, other, *, out=None):
-        x, y = _data(input), _data(other)
+        # a number beside a tensor takes the tensor's dtype first, as in PyTorch and in the operators (x < y):
+        # float32 x.eq(0.1) compares with float32 0.1, uint8 x.lt(300) with 300 cast to uint8 (44)
+        x = _data(input)
+        y = _operand(other, input)._data if isinstance(input, Tensor) and not isinstance(other, Tensor) \
+            else _data(other)
         if by_order:
             x, y = ordered(name, x, y)
         return write_out(_compared(function, x, y), out)  # (shapes that do not broadcast: PyTorch's error)
