@@ -3,24 +3,30 @@
 the model repositories write them without torchvision / torchaudio, each run on chainrule and on PyTorch
 from the same weights and data, comparing values, gradients and indices.
 
-Detection: box IoU / GIoU / DIoU by broadcasting corners (``torch.max``/``torch.min`` of two tensors,
-``clamp(min=0)``) with their gradients; anchor generation (``meshgrid``, ``arange``, ``stack``,
-``repeat_interleave``) and Faster R-CNN box encoding / decoding (``log``, ``exp``, ``clamp(max=log(1000/16))``);
-greedy NMS by ``argsort`` and masking, and batched NMS by the coordinate-offset trick; RetinaNet's focal loss
-(``binary_cross_entropy_with_logits(reduction='none')``) training a head; a YOLOv3-style loss whose targets are
-assigned by the argmax of anchor IoU and written by index assignment and ``scatter_``; DETR's losses on
-greedily matched pairs (L1 + GIoU, weighted cross entropy with a no-object class); an FPN top-down path
-(``F.interpolate(mode='nearest', size=...)``, lateral 1x1 convolutions); ROI max pooling by
-``adaptive_max_pool2d`` on crops; CenterNet's heatmap peaks (``max_pool2d(3, 1, 1) == heat``, ``topk`` over
-flattened scores unravelled by ``//`` and ``%``) and its penalty-reduced focal loss.
+Detection: box IoU / GIoU / DIoU by broadcasting corners with their gradients; anchor generation
+(``meshgrid``, ``repeat_interleave``) and Faster R-CNN's box coder (``clamp(max=log(1000/16))``); greedy NMS
+(argsort loop, the ``while order.numel()`` form), batched NMS by the offset trick, soft-NMS and Matrix NMS;
+RetinaNet's focal loss training a head; YOLOv3's loss (targets by argmax of anchor IoU, index assignment,
+``scatter_``); YOLOv5's ComputeLoss (CIoU, neighbour cells, ``split``, detached IoU objectness), ModelEMA,
+its training loop (``add_param_group``, warmup by ``np.interp``, LambdaLR, accumulation, GradScaler) and
+fuse_conv_and_bn (``delattr``, forward replaced on the instance, ``nn.utils.fusion``); DETR's losses on
+greedily matched pairs; an FPN top-down path (``interpolate(size=)``) with ROI max pooling by
+``adaptive_max_pool2d``; RoIAlign by ``affine_grid`` + ``grid_sample``; CenterNet's heatmap loss and peaks
+(``max_pool2d(3, 1, 1) == heat``, ``topk``, ``//`` and ``%``); SSD's hard negative mining (double sort) and
+FCOS's targets and centerness; RPN anchor labels by ``iou.ge(0.7)`` on exact float32 thresholds; VOC and
+COCO average precision (``cumsum``, ``cummax`` envelope, ``searchsorted``, ``trapezoid``); upsampling by
+scale factors and sizes; DETR / YOLO collate functions and a grouped batch sampler.
 
-Audio: a power spectrogram by hand (frames by ``unfold`` and by ``as_strided``, a Hann window, ``torch.fft.rfft``,
-``abs() ** 2``) checked against ``torch.stft`` with ``center`` and each ``pad_mode``; a mel filterbank built by
-hand, log-mel by ``clamp(min=1e-10).log10()`` and MFCC by a DCT matrix; SpecAugment's time and frequency
-masks by ``masked_fill``; a WaveNet stack of causal dilated ``Conv1d`` (``F.pad`` on the left) with gated
-``tanh * sigmoid`` units and residual / skip sums; a Conformer convolution module (pointwise conv, ``GLU``,
-depthwise ``Conv1d``, ``BatchNorm1d``, ``SiLU``); and CTC training with ``F.ctc_loss`` and greedy decoding
-(``argmax``, ``unique_consecutive``)."""
+Audio: a power spectrogram by hand (``unfold`` and ``as_strided`` frames, Hann window, ``rfft``) against
+``torch.stft`` with each ``pad_mode``; a mel filterbank, log-mel and MFCC by a DCT matrix, deltas by
+``conv1d``; SpecAugment masks by ``masked_fill``; frame features (windows, pre-emphasis, ZCR, pitch by
+autocorrelation through ``irfft``, ``quantile`` VAD); windowed-sinc resampling and Griffin-Lim (``istft``,
+``polar``, ``angle``); a magnitude head through ``polar`` and ``irfft``; a biquad low-pass with a learnt cutoff
+(an ``lfilter`` loop writing in place, filtfilt by ``flip``); WaveNet's causal dilated gated stack; a
+Conformer block (GLU, depthwise Conv1d, BatchNorm1d, masked attention); HiFi-GAN's weight-normed
+generator and multi-period discriminator; Conv-TasNet's ``overlap_and_add`` (``index_add_``) with PIT
+SI-SNR; CTC training with greedy decoding (``unique_consecutive``) and CTC's edge cases (impossible
+alignments with and without ``zero_infinity``); an RNN-Transducer loss by hand."""
 
 import math
 
