@@ -95,6 +95,8 @@ def test_comparison_functions_cast_a_number_to_the_tensors_dtype(T):
     assert x.ge(0.2).tolist() == [False, True] and x.ne(0.2).tolist() == [True, False]
     u = T.tensor([0, 44, 255], dtype=T.uint8)
     assert u.ne(-1).tolist() == [True, True, False] and T.gt(u, 300).tolist() == [False, False, True]
+    # isin too, with the number on either side
+    assert T.isin(x, 0.1).tolist() == [True, False] and T.isin(0.2, x).item() and T.isin(u, 300).tolist()[1]
 
 
 @pytest.mark.xfail(strict=True, reason="the comparison operators (Tensor.__lt__ and friends, autograd/tensor.py) "

@@ -379,7 +379,12 @@ def is_nonzero(input):
 
 @names("isin", method=False)
 def isin(elements, test_elements, *, assume_unique=False, invert=False, out=None):
-    """True where an element of ``elements`` occurs in ``test_elements`` (False with invert)."""
+    """True where an element of ``elements`` occurs in ``test_elements`` (False with invert). A number on
+    either side takes the other side's dtype first, as in PyTorch (float32 x and 0.1: float32's 0.1)."""
+    if isinstance(elements, Tensor) and not isinstance(test_elements, Tensor):
+        test_elements = _operand(test_elements, elements)
+    elif isinstance(test_elements, Tensor) and not isinstance(elements, Tensor):
+        elements = _operand(elements, test_elements)
     found = xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert)
     return write_out(Tensor._make(found), out)
 
