@@ -2758,3 +2758,48 @@ def test_rpn_anchor_labels_at_exact_float32_thresholds():
     # float32's 0.7 and 0.3 are the thresholds' own values: the 0.7 anchor is positive, the 0.3 one ignored
     assert labels.tolist() == [1, -1, -1, 1, 1, 0] and positive.tolist() == [0, 3, 4]
     assert between.tolist() == [False, True, True, False, False, False]
+
+
+# ----------------------------------------------------------------------------------------------
+# Mask R-CNN's mask loss (the logits of each ROI's own class) and semantic segmentation's loss and
+# mIoU: uint8 label maps with 255 ignored, a confusion matrix by bincount, nanmean over classes
+# ----------------------------------------------------------------------------------------------
+
+
+def segmentation_program(m):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(39)
+    num_classes = 4
+    # Mask R-CNN: per-ROI logits for every class, the loss on the labelled class's channel only
+    mask_logits = torch.tensor(rng.standard_normal((3, num_classes, 6, 6)), dtype=torch.float32, requires_grad=True)
+    labels = torch.tensor([2, 0, 3])
+    gt_masks = torch.tensor(rng.uniform(0, 1, (3, 1, 12, 12)) > 0.5).float()
+    boxes = torch.tensor([[0.0, 0.0, 6.0, 6.0], [3.0, 3.0, 12.0, 12.0], [2.0, 4.0, 10.0, 8.0]])
+    # targets resized to the mask head's 6x6 by crop + bilinear interpolate (the roi_align of project_masks)
+    crops = [F.interpolate(gt_masks[i:i + 1, :, int(b[1]):int(b[3]), int(b[0]):int(b[2])], size=(6, 6),
+                           mode="bilinear", align_corners=False) for i, b in enumerate(boxes)]
+    mask_targets = torch.cat(crops)[:, 0]
+    mask_loss = F.binary_cross_entropy_with_logits(mask_logits[torch.arange(labels.shape[0]), labels], mask_targets)
+    mask_loss.backward()
+    # semantic segmentation: uint8 label maps as loaded from PNGs, 255 = ignore
+    logits = torch.tensor(rng.standard_normal((2, num_classes, 5, 5)), dtype=torch.float32, requires_grad=True)
+    label_png = rng.integers(0, num_classes, (2, 5, 5)).astype(np.uint8)
+    label_png[:, 0, :] = 255
+    target = torch.from_numpy(label_png)
+    seg_loss = F.cross_entropy(logits, target.long(), ignore_index=255)
+    seg_loss.backward()
+    pred = logits.argmax(1)
+    valid = target != 255
+    hist = torch.bincount(num_classes * target[valid].long() + pred[valid], minlength=num_classes ** 2)
+    hist = hist.reshape(num_classes, num_classes).float()
+    iou = torch.diag(hist) / (hist.sum(1) + hist.sum(0) - torch.diag(hist))
+    miou = torch.nanmean(iou)
+    acc = torch.diag(hist).sum() / hist.sum()
+    return mask_loss, mask_logits.grad, seg_loss, logits.grad, hist, iou, miou, acc, valid.sum()
+
+
+def test_mask_rcnn_mask_loss_and_segmentation_miou():
+    (mask_loss, g_mask, seg_loss, g_seg, hist, iou, miou, acc, n_valid), _ = run_both(segmentation_program,
+                                                                                       rtol=1e-5, atol=1e-6)
+    assert n_valid == 40 and hist.sum() == 40 and 0 <= miou <= 1
+    assert (g_mask[[0, 0, 0], [0, 1, 3]] == 0).all() and (g_seg[:, :, 0] == 0).all()  # other classes, ignored rows
