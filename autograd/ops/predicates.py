@@ -89,6 +89,9 @@ def _compare(function, name, aliases=(), by_order=False):
         x = _data(input)
         y = _operand(other, input)._data if isinstance(input, Tensor) and not isinstance(other, Tensor) \
             else _data(other)
+        if x.dtype != y.dtype:  # both in PyTorch's common dtype: a 0-d float64 tensor leaves float32 x float32
+            common = result_type(x, y)
+            x, y = x.astype(common, copy=False), y.astype(common, copy=False)
         if by_order:
             x, y = ordered(name, x, y)
         return write_out(_compared(function, x, y), out)  # (shapes that do not broadcast: PyTorch's error)
