@@ -78,6 +78,7 @@ CASES = {  # the complex primitives (tests/test_ops.py checks that every primiti
     "Angle": (complex_arrays(away_from_zero=0.2, off_cut=True), lambda z: z.angle()),
     "ViewAsReal": (complex_arrays(2), lambda z, w, lib=autograd: lib.view_as_real(z * w)),
     "ViewAsComplex": (real_arrays(2), lambda a, b, lib=autograd: lib.view_as_complex(lib.stack([a, b], -1)) ** 2),
+    "PolarMagnitude": (real_arrays(2), lambda a, b, lib=autograd: lib.polar(a.exp(), b) ** 2),  # (a positive size)
 }
 
 # the real ops that take complex numbers too, each with its conjugations checked
@@ -336,3 +337,15 @@ def test_adjoint_is_the_conjugate_transpose():
     z = np.array([[1 + 2j, 3 - 1j], [0.5j, 2]])
     np.testing.assert_array_equal(autograd.tensor(z).adjoint().numpy(), z.conj().T)
     assert autograd.tensor(z).mH.tolist() == autograd.tensor(z).adjoint().tolist()
+
+
+def test_polar_gradient_of_its_magnitude_is_pytorchs_at_zero_and_below(T):
+    # PyTorch's Re(conj(g) sgn(z)): e^(iθ) for r > 0, 0 at r = 0 (a masked bin gets none), -e^(iθ) for r < 0
+    size = T.tensor([-1.0, 0.0, 2.0], dtype=T.float64, requires_grad=True)
+    angle = T.tensor([0.3, 0.3, 0.3], dtype=T.float64, requires_grad=True)
+    z = T.polar(size, angle)
+    (z.real * 2 + z.imag * 3).sum().backward()
+    along = 2 * np.cos(0.3) + 3 * np.sin(0.3)
+    np.testing.assert_allclose(size.grad.numpy(), [-along, 0.0, along], rtol=1e-12)
+    across = -2 * np.sin(0.3) + 3 * np.cos(0.3)
+    np.testing.assert_allclose(angle.grad.numpy(), [-across, 0.0, 2 * across], rtol=1e-12)

@@ -103,3 +103,17 @@ def test_copy_of_a_leaf_that_requires_grad_keeps_the_graph_to_it():
     x[1:].copy_(a)
     (x * x).sum().backward()
     assert a.grad.tolist() == [2.0, 4.0]
+
+
+def test_in_place_arithmetic_with_a_zero_dim_wider_tensor_computes_in_the_tensors_dtype(T):
+    # PyTorch's common dtype of float32 x and a 0-d float64 tensor is float32, as for x + it: -0.3 + 0.3 is 0
+    # there, where float64 arithmetic rounded back to float32 leaves -1.1e-8 (the no-grad fast path did that)
+    x = T.tensor([1.1, 2.7, -0.3], dtype=T.float32)
+    s = T.tensor(0.3, dtype=T.float64)
+    for result in (x.clone().add_(s), x.clone().sub_(-s), x + s):
+        assert result.dtype == T.float32 and result[2].item() == 0.0
+    assert x.clone().div_(s).tolist() == (x / s).tolist() and x.clone().mul_(s).tolist() == (x * s).tolist()
+    # a dimensioned float64 tensor does widen: computed in float64, then written back as float32
+    widened = np.array([1.1, 2.7, -0.3], dtype=np.float32).astype(np.float64) + 0.3
+    np.testing.assert_array_equal(x.clone().add_(T.tensor([0.3] * 3, dtype=T.float64)).numpy(),
+                                  widened.astype(np.float32))

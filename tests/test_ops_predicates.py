@@ -86,3 +86,31 @@ ERRORS = {
 def test_errors_match_torch(name):
     fn, message = ERRORS[name]
     assert message in str(raises_like(fn, INTS))
+
+
+def test_comparison_functions_cast_a_number_to_the_tensors_dtype(T):
+    # as the operators do and PyTorch does: float32 0.1, and an integer wrapped into uint8 (300 is 44, -1 is 255)
+    x = T.tensor([0.1, 0.2], dtype=T.float32)
+    assert T.eq(x, 0.1).tolist() == [True, False] and x.le(0.1).tolist() == [True, False]
+    assert x.ge(0.2).tolist() == [False, True] and x.ne(0.2).tolist() == [True, False]
+    u = T.tensor([0, 44, 255], dtype=T.uint8)
+    assert u.ne(-1).tolist() == [True, True, False] and T.gt(u, 300).tolist() == [False, False, True]
+    # a 0-d tensor of a wider dtype of the same kind leaves the dtype alone (PyTorch's promotion), as a number does
+    assert T.eq(x, T.tensor(0.1, dtype=T.float64)).tolist() == [True, False]
+    assert T.eq(u, T.tensor(300)).tolist() == [False, True, False]
+    # isin too, with the number on either side
+    assert T.isin(x, 0.1).tolist() == [True, False] and T.isin(0.2, x).item() and T.isin(u, 300).tolist()[1]
+
+
+@pytest.mark.xfail(strict=True, reason="the comparison operators (Tensor.__lt__ and friends, autograd/tensor.py) "
+                                       "compare in NumPy's promotion: a Python int with an integer tensor by value, "
+                                       "float32 with a 0-d float64 tensor in float64; PyTorch first casts the other "
+                                       "operand to the common dtype (wrapping ints), as torch.lt and x.lt do here")
+@pytest.mark.parametrize("case", ["int out of range", "0-d float64"])
+def test_comparison_operators_compare_in_pytorchs_common_dtype(case):
+    if case == "int out of range":
+        u = autograd.tensor([0, 44, 255], dtype=autograd.uint8)
+        assert (u != -1).tolist() == [True, True, False] and (u > 300).tolist() == [False, False, True]
+    else:
+        x = autograd.tensor([0.1, 0.2], dtype=autograd.float32)
+        assert (x == autograd.tensor(0.1, dtype=autograd.float64)).tolist() == [True, False]

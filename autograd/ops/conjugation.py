@@ -263,11 +263,26 @@ def from_parts(real, imag, *, out=None):
     return write_out(view_as_complex(stack(list(broadcast_tensors(real, imag)), -1)), out)
 
 
+class PolarMagnitude(Primitive):
+    """y = r, polar's magnitude;   dL/dr = sign(r) · dL/dy.
+
+    PyTorch's polar differentiates its magnitude as Re(conj(dL/dz) · sgn(z)) for z = r e^(iθ): e^(iθ) for
+    r > 0, but 0 at r = 0 (a masked or silent bin of a spectrogram gets no gradient) and the negated
+    e^(iθ) for r < 0 (outside polar's domain). Passing r through this, then the true derivative of
+    r cos θ and r sin θ, gives those same numbers."""
+
+    def forward(self, r):
+        return r.copy()
+
+    def backward(self, grad, y, r):
+        return (grad * r.sign(),)
+
+
 @names("polar", method=False)
 def polar(abs, angle, *, out=None):
     """abs · (cos angle + i sin angle)  (PyTorch's argument names)."""
-    size = abs
-    _check_parts(size, angle, out)
+    _check_parts(abs, angle, out)
+    size = PolarMagnitude.apply(abs)
     return write_out(from_parts(size * angle.cos(), size * angle.sin()), out)
 
 

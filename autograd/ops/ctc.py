@@ -157,8 +157,14 @@ class CTCGradient(Primitive):
 
     def forward(self, log_probs):
         grad = ctc_gradient(log_probs, self.alignment, self.input_lengths, self.alpha, self.nll)
+        impossible = xp.isinf(self.nll)
         if self.zero_infinity:
-            grad[:, xp.isinf(self.nll)] = 0
+            grad[:, impossible] = 0
+        else:
+            # no alignment: e^(α+β-x+ℓ) is e^(-∞+∞), NaN on each of the sample's frames, as PyTorch gives (even
+            # where that sample's loss is not used), so training on it shows NaN instead of skipping the sample
+            framed = xp.arange(grad.shape[0])[:, None] < xp.asarray(self.input_lengths)[None, :]
+            grad[framed & impossible[None, :]] = xp.nan
         return grad
 
     def backward(self, grad, y, log_probs):
@@ -179,8 +185,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     """The CTC loss of ``log_probs`` (T, N, C) or (T, C) given ``targets``: (N, S) padded,
     or all targets concatenated in 1-d, with their ``target_lengths``; ``input_lengths``
     gives each sample's number of frames. reduction='mean' divides each loss by its
-    target length (at least 1) and averages over the batch. zero_infinity replaces an
-    infinite loss (no alignment possible) and its gradient by 0."""
+    target length (at least 1) and averages over the batch. An infinite loss (no alignment
+    possible) has a NaN gradient on the sample's frames; zero_infinity replaces both by 0."""
     unbatched = log_probs.ndim == 2
     if unbatched:
         log_probs = log_probs.unsqueeze(1)

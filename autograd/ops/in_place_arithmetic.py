@@ -13,7 +13,7 @@ from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
 from ..tensor import Tensor, _data, _is_bool, _operand, _operand_array, tensor_from
 from ..write_door import _refuse_overflow
 from .arithmetic import _number_first, integer_value, refuse_integer_addcdiv
-from .elementwise import Where
+from .elementwise import Where, result_type
 from .names import names
 
 
@@ -67,15 +67,25 @@ def _copied(old, source):
 # (the in-place paths take a number as a bare 0-d array; only a recorded write needs a Tensor)
 
 
+def _operand_in_common(other, self):
+    """other's array for a fast in-place path, in PyTorch's common dtype with self: a 0-d tensor of a wider
+    dtype of self's kind is cast down first (float32 x.add_(0-d float64) computes in float32, as x + it
+    does), where NumPy would compute in float64 and round once more."""
+    array = _operand_array(other, self)
+    if array.dtype != self._data.dtype and array.ndim == 0:
+        array = array.astype(result_type(self._data, array), copy=False)
+    return array
+
+
 @names("add_", function=False)
 def add_(self, other, alpha=1):
     if isinstance(alpha, Tensor) and not isinstance(other, Tensor):  # PyTorch 1's add_(alpha, other)
         other, alpha = alpha, _number_first("add_", "add_(Tensor other, *, Number alpha)", other)
     if alpha == 1:
         return self._write((other,), lambda old: old + _operand(other, old),
-                           lambda a: xp.add(a, _operand_array(other, self), out=a, casting="same_kind"))
+                           lambda a: xp.add(a, _operand_in_common(other, self), out=a, casting="same_kind"))
     return self._write((other,), lambda old: old + _operand(other, old) * alpha,
-                       lambda a: xp.add(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
+                       lambda a: xp.add(a, alpha * _operand_in_common(other, self), out=a, casting="same_kind"))
 
 
 @names("sub_", function=False)
@@ -83,15 +93,15 @@ def sub_(self, other, alpha=1):
     refuse_bool_subtraction(_is_bool(self), _is_bool(other))
     if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
         return self._write((other,), lambda old: old - _operand(other, old),
-                           lambda a: xp.subtract(a, _operand_array(other, self), out=a, casting="same_kind"))
+                           lambda a: xp.subtract(a, _operand_in_common(other, self), out=a, casting="same_kind"))
     return self._write((other,), lambda old: old - _operand(other, old) * alpha,
-                       lambda a: xp.subtract(a, alpha * _operand_array(other, self), out=a, casting="same_kind"))
+                       lambda a: xp.subtract(a, alpha * _operand_in_common(other, self), out=a, casting="same_kind"))
 
 
 @names("mul_", function=False)
 def mul_(self, other):
     return self._write((other,), lambda old: old * _operand(other, old),
-                       lambda a: xp.multiply(a, _operand_array(other, self), out=a, casting="same_kind"))
+                       lambda a: xp.multiply(a, _operand_in_common(other, self), out=a, casting="same_kind"))
 
 
 @names("div_", function=False)
@@ -99,7 +109,7 @@ def div_(self, other, *, rounding_mode=None):
     if rounding_mode is not None:  # trunc/floor: the out-of-place div's rule, written back
         return self._write((other,), lambda old: old.div(_operand(other, old), rounding_mode=rounding_mode))
     return self._write((other,), lambda old: old / _operand(other, old),
-                       lambda a: xp.divide(a, _operand_array(other, self), out=a, casting="same_kind"))
+                       lambda a: xp.divide(a, _operand_in_common(other, self), out=a, casting="same_kind"))
 
 
 @names("clamp_", function=False)

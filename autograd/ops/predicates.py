@@ -84,7 +84,14 @@ _test(lambda x: xp.logical_not(_truth(x)), "logical_not", "True where input is z
 
 def _compare(function, name, aliases=(), by_order=False):
     def op(input, other, *, out=None):
-        x, y = _data(input), _data(other)
+        # a number beside a tensor takes the tensor's dtype first, as in PyTorch and in the operators (x < y):
+        # float32 x.eq(0.1) compares with float32 0.1, uint8 x.lt(300) with 300 cast to uint8 (44)
+        x = _data(input)
+        y = _operand(other, input)._data if isinstance(input, Tensor) and not isinstance(other, Tensor) \
+            else _data(other)
+        if x.dtype != y.dtype:  # both in PyTorch's common dtype: a 0-d float64 tensor leaves float32 x float32
+            common = result_type(x, y)
+            x, y = x.astype(common, copy=False), y.astype(common, copy=False)
         if by_order:
             x, y = ordered(name, x, y)
         return write_out(_compared(function, x, y), out)  # (shapes that do not broadcast: PyTorch's error)
@@ -375,7 +382,12 @@ def is_nonzero(input):
 
 @names("isin", method=False)
 def isin(elements, test_elements, *, assume_unique=False, invert=False, out=None):
-    """True where an element of ``elements`` occurs in ``test_elements`` (False with invert)."""
+    """True where an element of ``elements`` occurs in ``test_elements`` (False with invert). A number on
+    either side takes the other side's dtype first, as in PyTorch (float32 x and 0.1: float32's 0.1)."""
+    if isinstance(elements, Tensor) and not isinstance(test_elements, Tensor):
+        test_elements = _operand(test_elements, elements)
+    elif isinstance(test_elements, Tensor) and not isinstance(elements, Tensor):
+        elements = _operand(elements, test_elements)
     found = xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert)
     return write_out(Tensor._make(found), out)
 
