@@ -22,11 +22,11 @@ import numpy
 
 from . import backend
 from .backend import xp
-from .errors import DtypeError, ShapeError, broadcast_mismatch, refuse_unordered
+from .errors import DtypeError, ShapeError
 from .graph import accumulate_grad, modes, run_hooks
 from .hooks import add_hook
 from .size import Size
-from .write_door import WriteDoor, _data
+from .write_door import WriteDoor
 
 
 def as_array(data, dtype=None):
@@ -536,28 +536,6 @@ class Tensor(WriteDoor):
 
     # comparisons give bool tensors, outside the graph
 
-    def __lt__(self, other):
-        return _compared(xp.less, *ordered("lt", self._data, _data(other)))
-
-    def __le__(self, other):
-        return _compared(xp.less_equal, *ordered("le", self._data, _data(other)))
-
-    def __gt__(self, other):
-        return _compared(xp.greater, *ordered("gt", self._data, _data(other)))
-
-    def __ge__(self, other):
-        return _compared(xp.greater_equal, *ordered("ge", self._data, _data(other)))
-
-    def __eq__(self, other):
-        if other is None:  # (x == None is False, as PyTorch answers it: nothing to compare elementwise)
-            return False
-        return _compared(operator.eq, self._data, _data(other))
-
-    def __ne__(self, other):
-        if other is None:
-            return True
-        return _compared(operator.ne, self._data, _data(other))
-
     def __invert__(self):
         return Tensor._make(~self._data)
 
@@ -585,23 +563,6 @@ def _legacy_arguments(data, requires_grad, dtype, more_sizes):
         if data.dtype.kind in "biu":  # integers and bools become the default float, as PyTorch's
             data = data.astype(backend.get_default_dtype())
     return data, requires_grad, dtype
-
-
-def _compared(comparison, x, y):
-    """A comparison's bool tensor; shapes that do not broadcast raise PyTorch's RuntimeError (a ShapeError)
-    naming the sizes, not NumPy's ValueError."""
-    try:
-        return Tensor._make(comparison(x, y))
-    except ValueError:
-        raise ShapeError(broadcast_mismatch(numpy.shape(x), numpy.shape(y))) from None
-
-
-def ordered(name, x, y):
-    """(x, y), two arrays or numbers to compare by order: complex numbers have none, so they are
-    refused, as PyTorch refuses them (NumPy would compare them part by part)."""
-    refuse_unordered(x, name)
-    refuse_unordered(y, name)
-    return x, y
 
 
 def _is_bool(value):

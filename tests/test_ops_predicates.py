@@ -102,10 +102,6 @@ def test_comparison_functions_cast_a_number_to_the_tensors_dtype(T):
     assert T.isin(x, 0.1).tolist() == [True, False] and T.isin(0.2, x).item() and T.isin(u, 300).tolist()[1]
 
 
-@pytest.mark.xfail(strict=True, reason="the comparison operators (Tensor.__lt__ and friends, autograd/tensor.py) "
-                                       "compare in NumPy's promotion: a Python int with an integer tensor by value, "
-                                       "float32 with a 0-d float64 tensor in float64; PyTorch first casts the other "
-                                       "operand to the common dtype (wrapping ints), as torch.lt and x.lt do here")
 @pytest.mark.parametrize("case", ["int out of range", "0-d float64"])
 def test_comparison_operators_compare_in_pytorchs_common_dtype(case):
     if case == "int out of range":
@@ -114,3 +110,17 @@ def test_comparison_operators_compare_in_pytorchs_common_dtype(case):
     else:
         x = autograd.tensor([0.1, 0.2], dtype=autograd.float32)
         assert (x == autograd.tensor(0.1, dtype=autograd.float64)).tolist() == [True, False]
+
+
+def test_comparison_operators_leave_other_objects_to_python(T):
+    """As PyTorch's: ``x == [1, 2]`` and ``x == "text"`` are False (not elementwise), ``x != None`` True,
+    ``x < "a"`` a TypeError; a NumPy array is read as a tensor."""
+    import numpy as np
+
+    x = T.tensor([1.0, 2.0])
+    assert (x == [1, 2]) is False and (x == (1, 2)) is False and (x == "text") is False
+    assert (x == None) is False and (x != None) is True  # noqa: E711  (the comparison itself is tested)
+    with pytest.raises(TypeError):
+        x < "a"  # noqa: B015  (the TypeError is the point)
+    assert (x == np.array([1.0, 3.0])).tolist() == [True, False]
+    assert (3 < x).tolist() == [False, False] and (x >= np.float64(2.0)).tolist() == [False, True]

@@ -1179,4 +1179,4 @@ def test_in_place_abs_of_complex_is_refused_and_comparisons_name_the_sizes():
     for compare in (lambda a, b: a < b, lambda a, b: a >= b, lambda a, b: a == b, lambda a, b: a != b):
         with pytest.raises(RuntimeError, match=r"The size of tensor a \(2\) must match the size of tensor b \(3\)"):
             compare(autograd.ones(2), autograd.ones(3))
-    assert (autograd.ones(2) == "text").tolist() == [False, False]
+    assert (autograd.ones(2) == "text") is False  # (PyTorch leaves a string to Python: not equal)

@@ -7,12 +7,15 @@ input's floating dtype for histograms).
 
 import builtins
 import math
+import numbers
 import warnings
 
+import numpy
+
 from ..backend import int64, xp
-from ..errors import ShapeError, broadcast_mismatch
+from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
 from ..return_types import return_type
-from ..tensor import Tensor, _compared, _operand, ordered
+from ..tensor import Tensor, _operand
 from .axes import normalize_dims
 from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, result_type
@@ -82,7 +85,24 @@ _test(xp.signbit, "signbit", "True where input's sign bit is set (negative numbe
 _test(lambda x: xp.logical_not(_truth(x)), "logical_not", "True where input is zero (False).", inplace=True)
 
 
-def _compare(function, name, aliases=(), by_order=False):
+def _compared(comparison, x, y):
+    """A comparison's bool tensor; shapes that do not broadcast raise PyTorch's RuntimeError (a ShapeError)
+    naming the sizes, not NumPy's ValueError."""
+    try:
+        return Tensor._make(comparison(x, y))
+    except ValueError:
+        raise ShapeError(broadcast_mismatch(numpy.shape(x), numpy.shape(y))) from None
+
+
+def ordered(name, x, y):
+    """(x, y), two arrays or numbers to compare by order: complex numbers have none, so they are
+    refused, as PyTorch refuses them (NumPy would compare them part by part)."""
+    refuse_unordered(x, name)
+    refuse_unordered(y, name)
+    return x, y
+
+
+def _compare(function, name, aliases=(), by_order=False, operator=None):
     def op(input, other, *, out=None):
         # a number beside a tensor takes the tensor's dtype first, as in PyTorch and in the operators (x < y):
         # float32 x.eq(0.1) compares with float32 0.1, uint8 x.lt(300) with 300 cast to uint8 (44)
@@ -101,6 +121,21 @@ def _compare(function, name, aliases=(), by_order=False):
     names(name, *aliases)(op)
     for alias in (name, *aliases):
         _in_place(op, alias)
+    if operator is not None:
+        names(operator, function=False)(_operator(op, operator))
+
+
+def _operator(op, dunder):
+    """``x < y`` and the other comparison operators: ``op`` (the same dtypes as ``x.lt(y)``) for a tensor or a
+    number; anything else is Python's to answer, as PyTorch leaves it (``x == [1, 2]`` is False, ``x == None``
+    False, ``x != None`` True, ``x < "a"`` a TypeError); a NumPy array is read as a tensor, as PyTorch reads it."""
+    def compare(self, other):
+        if isinstance(other, (Tensor, numbers.Number, numpy.generic, numpy.ndarray)):
+            return op(self, other)
+        return NotImplemented
+
+    compare.__name__ = dunder
+    return compare
 
 
 def _logical(function):
@@ -110,13 +145,16 @@ def _logical(function):
     return logical
 
 
-for _function, _names in ((xp.equal, ("eq",)), (xp.not_equal, ("ne", "not_equal")),
-                          (_logical(xp.logical_and), ("logical_and",)), (_logical(xp.logical_or), ("logical_or",)),
+_compare(xp.equal, "eq", operator="__eq__")
+_compare(xp.not_equal, "ne", ("not_equal",), operator="__ne__")
+for _function, _names in ((_logical(xp.logical_and), ("logical_and",)), (_logical(xp.logical_or), ("logical_or",)),
                           (_logical(xp.logical_xor), ("logical_xor",))):
     _compare(_function, _names[0], _names[1:])
-for _function, _names in ((xp.less, ("lt", "less")), (xp.less_equal, ("le", "less_equal")),
-                          (xp.greater, ("gt", "greater")), (xp.greater_equal, ("ge", "greater_equal"))):
-    _compare(_function, _names[0], _names[1:], by_order=True)
+for _function, _names, _operator_name in ((xp.less, ("lt", "less"), "__lt__"),
+                                          (xp.less_equal, ("le", "less_equal"), "__le__"),
+                                          (xp.greater, ("gt", "greater"), "__gt__"),
+                                          (xp.greater_equal, ("ge", "greater_equal"), "__ge__")):
+    _compare(_function, _names[0], _names[1:], by_order=True, operator=_operator_name)
 
 
 def _reduce_bool(function, input, dim, keepdim, out=None):
