@@ -723,9 +723,7 @@ def test_known_legacy_constructor_of_a_shape():
     assert autograd.Tensor(autograd.zeros(2, 3).shape).shape == (2, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="deliberate (README): comparisons of mixed integers compare the exact values, "
-                                       "where PyTorch first wraps them into the promoted dtype")
-def test_known_comparisons_in_the_promoted_dtype():
+def test_known_comparisons_in_the_promoted_dtype():  # (PyTorch wraps a number into the tensor's dtype first)
     assert (_t([1, 2], "uint8") < -3).tolist() == [True, True]  # (-3 is 253 in uint8)
     assert (_t(-1, "int8") < _t([0, 0], "uint8")).tolist() == [False, False]  # (a 0-d int8 -1 is 255 in uint8)
 
