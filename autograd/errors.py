@@ -98,3 +98,31 @@ def refuse_unordered(value, op):
     a Python number."""
     if type(value) is complex or (getattr(value, "dtype", None) is not None and value.dtype.kind == "c"):
         raise NotImplementedError(f"{op} does not support complex inputs: complex numbers have no order")
+
+
+def refuse_ragged(data):
+    """PyTorch's error for nested sequences whose lengths disagree: the shape is read off the first elements,
+    and the first element that does not fit it is named (a number where a sequence belongs: TypeError)."""
+
+    def is_sequence(x):
+        return isinstance(x, (list, tuple)) or (hasattr(x, "ndim") and hasattr(x, "__len__") and x.ndim > 0)
+
+    sizes, first = [], data
+    while is_sequence(first):
+        sizes.append(len(first))
+        if not len(first):
+            break
+        first = first[0]
+
+    def check(seq, dim):
+        if dim == len(sizes):
+            return
+        if not is_sequence(seq):
+            raise TypeError(f"not a sequence: {type(seq).__name__} {seq!r:.30} at dim {dim}, where the first elements "
+                            f"make a tensor of shape {sizes}")
+        if len(seq) != sizes[dim]:
+            raise ValueError(f"expected sequence of length {sizes[dim]} at dim {dim} (got {len(seq)})")
+        for item in seq:
+            check(item, dim + 1)
+
+    check(data, 0)

@@ -22,7 +22,7 @@ import numpy
 
 from . import backend
 from .backend import xp
-from .errors import DtypeError, ShapeError
+from .errors import DtypeError, ShapeError, refuse_ragged
 from .graph import accumulate_grad, modes, run_hooks
 from .hooks import add_hook
 from .size import Size
@@ -43,7 +43,7 @@ def as_array(data, dtype=None):
     try:
         array = xp.asarray(data)
     except ValueError as error:  # ragged lists
-        _refuse_ragged(data)
+        refuse_ragged(data)
         raise ValueError(f"cannot make a tensor from {data!r:.60}: {error}") from None
     if array.dtype.kind not in "biufc":
         raise TypeError(f"cannot make a tensor of {array.dtype} values from {data!r:.60}: "
@@ -53,34 +53,6 @@ def as_array(data, dtype=None):
     elif not is_array and array.dtype == numpy.complex128:
         array = array.astype(backend.get_default_complex_dtype())
     return array
-
-
-def _refuse_ragged(data):
-    """PyTorch's error for nested sequences whose lengths disagree: the shape is read off the first elements,
-    and the first element that does not fit it is named (a number where a sequence belongs: TypeError)."""
-
-    def is_sequence(x):
-        return isinstance(x, (list, tuple)) or (hasattr(x, "ndim") and hasattr(x, "__len__") and x.ndim > 0)
-
-    sizes, first = [], data
-    while is_sequence(first):
-        sizes.append(len(first))
-        if not len(first):
-            break
-        first = first[0]
-
-    def check(seq, dim):
-        if dim == len(sizes):
-            return
-        if not is_sequence(seq):
-            raise TypeError(f"not a sequence: {type(seq).__name__} {seq!r:.30} at dim {dim}, where the first elements "
-                            f"make a tensor of shape {sizes}")
-        if len(seq) != sizes[dim]:
-            raise ValueError(f"expected sequence of length {sizes[dim]} at dim {dim} (got {len(seq)})")
-        for item in seq:
-            check(item, dim + 1)
-
-    check(data, 0)
 
 
 _ndarray = xp.ndarray  # what the ops return: wrapped as it is
