@@ -143,6 +143,15 @@ def _inplace(input, function, inplace):
         return input.copy_(function(input))
 
 
+def _in_float32(function):
+    """``function`` of a float16 tensor computed in float32 and rounded once, as PyTorch's kernels compute it: a
+    composite of float16 ops rounds at every step (x · σ(x) came out a unit off in a fifth of the values)."""
+    def computed(input):
+        return function(input.float()).half() if input.dtype == autograd.float16 else function(input)
+
+    return computed
+
+
 def relu(input, inplace=False):
     return _inplace(input, lambda input: input.relu(), inplace)
 
@@ -168,7 +177,8 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 def elu(input, alpha=1.0, inplace=False):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α."""
-    return named_node(_inplace(input, lambda input: _elu(input, alpha), inplace), None, "EluBackward0", (input,))
+    return named_node(_inplace(input, _in_float32(lambda input: _elu(input, alpha)), inplace), None, "EluBackward0",
+                      (input,))
 
 
 def relu_(input):
@@ -190,7 +200,7 @@ def hardtanh_(input, min_val=-1.0, max_val=1.0):
 def selu(input, inplace=False):
     """y = λ · elu(x, α) with λ ≈ 1.0507 and α ≈ 1.6733 (Klambauer et al., 2017): the
     constants that keep activations at zero mean and unit variance."""
-    return named_node(_inplace(input, _selu, inplace), None, "EluBackward0", (input,))  # (PyTorch's selu is an elu)
+    return named_node(_inplace(input, _in_float32(_selu), inplace), None, "EluBackward0", (input,))  # (an elu there)
 
 
 def selu_(input):
@@ -199,7 +209,7 @@ def selu_(input):
 
 def celu(input, alpha=1.0, inplace=False):
     """y = max(0, x) + min(0, α (e^(x/α) - 1)) (Barron, 2017)."""
-    return _inplace(input, lambda x: _celu(x, alpha), inplace)
+    return _inplace(input, _in_float32(lambda x: _celu(x, alpha)), inplace)
 
 
 def celu_(input, alpha=1.0):
@@ -217,19 +227,22 @@ def tanh(input):
 def silu(input, inplace=False):
     """y = x σ(x) (swish)."""
     refuse_kinds(input, "silu_cpu", "biu")  # (no integer kernel in PyTorch: no silent float result here)
-    return named_node(_inplace(input, lambda input: input * input.sigmoid(), inplace), None, "SiluBackward0", (input,))
+    return named_node(_inplace(input, _in_float32(lambda input: input * input.sigmoid()), inplace), None,
+                      "SiluBackward0", (input,))
 
 
 def mish(input, inplace=False):
     """y = x tanh(softplus(x)) (Misra, 2019)."""
     refuse_kinds(input, "mish_cpu", "biu")
-    return named_node(_inplace(input, lambda input: input * input.softplus().tanh(), inplace), None, "MishBackward0",
-                      (input,))
+    return named_node(_inplace(input, _in_float32(lambda input: input * input.softplus().tanh()), inplace), None,
+                      "MishBackward0", (input,))
 
 
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
     refuse_kinds(input, "softplus_cpu", "biu")
+    if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
+        return write_out(softplus(input.float(), beta, threshold).half(), out)
     scaled = input if beta == 1 else input * beta
     smooth = scaled.softplus() if beta == 1 else scaled.softplus() * (1.0 / beta)
     return write_out(named_node(autograd.where(scaled > threshold, input, smooth), None, "SoftplusBackward0"), out)
@@ -238,11 +251,13 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
 def logsigmoid(input):
     """y = ln σ(x) = -softplus(-x), stable for large |x|."""
     refuse_kinds(input, "log_sigmoid_cpu", "biu")
+    if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
+        return logsigmoid(input.float()).half()
     return named_node(-(-input).softplus(), None, "LogSigmoidBackward0")
 
 
 def softsign(input):
-    """y = x / (1 + |x|)."""
+    """y = x / (1 + |x|) (two ops, as PyTorch's Python function: float16 rounds after each, there as here)."""
     return input / (input.abs() + 1.0)
 
 
@@ -278,7 +293,7 @@ def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
 
 
 def tanhshrink(input):
-    """y = x - tanh x."""
+    """y = x - tanh x (two ops, as PyTorch's Python function)."""
     return input - input.tanh()
 
 

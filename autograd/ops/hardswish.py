@@ -12,13 +12,14 @@ its own (``HardswishGrad``), so the second derivative has a graph too.
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .elementwise import half_as_float32
 from .piecewise_linear import refuse_unless_real
 from .selection import selected
 
 
 def slope(x):
     """dy/dx at the array x: 0 for x ≤ -3, x/3 + 1/2 below 3, 1 otherwise (NaN included)."""
-    return xp.where(x <= -3, 0.0, xp.where(x < 3, x * (1 / 3) + 0.5, 1.0)).astype(x.dtype, copy=False)
+    return xp.where(x <= -3, 0.0, xp.where(x < 3, x / 3 + 0.5, 1.0)).astype(x.dtype, copy=False)
 
 
 class Hardswish(Primitive):
@@ -26,8 +27,9 @@ class Hardswish(Primitive):
 
     def forward(self, x):
         refuse_unless_real(x, "hardswish")
+        wide = half_as_float32(x)  # (float16 in float32, rounded once, as PyTorch's kernel)
         with errstate(invalid="ignore"):  # -∞ · 0 is NaN, as PyTorch's
-            return x * xp.clip(x + 3, 0, 6) * (1 / 6)
+            return (wide * xp.clip(wide + 3, 0, 6) / 6).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         return (HardswishGrad.apply(grad, x),)
@@ -37,7 +39,8 @@ class HardswishGrad(Primitive):
     """z = g · slope(x)  (g = dL/dy);   dL/dg = u · slope(x),   dL/dx = u · g / 3 strictly inside (-3, 3), else 0"""
 
     def forward(self, g, x):
-        return selected(g, slope(x))  # (0 below -3 even for an infinite g: PyTorch selects)
+        # (0 below -3 even for an infinite g: PyTorch selects; float16 in float32, rounded once)
+        return selected(half_as_float32(g), slope(half_as_float32(x))).astype(g.dtype, copy=False)
 
     def backward(self, u, z, g, x):
         data = x._data
