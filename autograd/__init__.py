@@ -64,15 +64,12 @@ from .differentiate import grad
 from .engine import backpropagate, topological_order
 from .errors import OutOfMemoryError  # torch.OutOfMemoryError (also autograd.cuda's)
 from .factories import (
-    arange,
     as_tensor,
     empty,
     empty_like,
     eye,
     full,
     full_like,
-    linspace,
-    logspace,
     ones,
     ones_like,
     rand,
@@ -114,6 +111,7 @@ from .random import (
     seed,
     set_rng_state,
 )
+from .ranges import arange, linspace, logspace
 from .tensor import Tensor
 from .tensor_info import finfo, iinfo
 

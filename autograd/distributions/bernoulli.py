@@ -4,7 +4,7 @@
     entropy = -p log p - (1 - p) log(1 - p)
 """
 
-from .. import factories
+from .. import ranges
 from ..ops import sampling
 from . import constraints
 from .distribution import BinaryParameters, broadcast_all, probs_or_logits
@@ -59,5 +59,5 @@ class Bernoulli(BinaryParameters, ExponentialFamily):
         return self.logits.softplus() - self.probs * self.logits
 
     def enumerate_support(self, expand=True):
-        values = factories.arange(2, dtype=self._param.dtype).reshape(-1, *(1,) * len(self.batch_shape))
+        values = ranges.arange(2, dtype=self._param.dtype).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values

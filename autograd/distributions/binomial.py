@@ -6,7 +6,7 @@
     entropy = -Σ_k p(k) ln p(k) over k = 0..n (one n for the whole batch, as PyTorch's)
 """
 
-from .. import factories
+from .. import ranges
 from ..ops import sampling
 from . import constraints
 from .distribution import BinaryParameters, Distribution, broadcast_all, probs_or_logits
@@ -71,5 +71,5 @@ class Binomial(BinaryParameters, Distribution):
         total = int(self.total_count.max().item())
         if not self.total_count.min().item() == total:
             raise NotImplementedError("Inhomogeneous total count not supported by `enumerate_support`.")
-        values = factories.arange(1 + total, dtype=self._param.dtype).reshape(-1, *(1,) * len(self.batch_shape))
+        values = ranges.arange(1 + total, dtype=self._param.dtype).reshape(-1, *(1,) * len(self.batch_shape))
         return values.expand(-1, *self.batch_shape) if expand else values

@@ -11,7 +11,7 @@
     concentration would round to exactly 0 or 1, where log_prob is infinite.
 """
 
-from .. import factories
+from .. import ranges
 from ..backend import xp
 from ..ops.elementwise import where
 from ..ops.pointwise import xlogy
@@ -63,7 +63,7 @@ class Dirichlet(ExponentialFamily):
         excess = (self.concentration - 1).clamp(min=0.0)
         mode = excess / excess.sum(-1, keepdim=True)
         corner = (self.concentration < 1).all(-1, keepdim=True)  # every α < 1: the mass piles at a vertex
-        vertex = (self.concentration.argmax(-1, keepdim=True) == factories.arange(self.concentration.shape[-1]))
+        vertex = (self.concentration.argmax(-1, keepdim=True) == ranges.arange(self.concentration.shape[-1]))
         return where(corner, vertex.to(mode.dtype), mode)
 
     @property

@@ -9,7 +9,7 @@ Kurowicka and Joe, 2009), over their lower Cholesky factors L, density ∝ Π_{i
 
 import math
 
-from .. import factories
+from .. import factories, ranges
 from ..backend import xp
 from ..ops.gamma import mvlgamma
 from ..ops.shape import cat
@@ -28,7 +28,7 @@ class LKJCholesky(Distribution):
         self.dim = dim
         (self.concentration,) = broadcast_all(concentration)
         marginal = self.concentration + 0.5 * (dim - 2)
-        offset = factories.arange(dim - 1, dtype=self.concentration.dtype)
+        offset = ranges.arange(dim - 1, dtype=self.concentration.dtype)
         offset = cat([factories.zeros(1, dtype=offset.dtype), offset])
         self._beta = Beta(offset + 0.5, marginal.unsqueeze(-1) - 0.5 * offset)
         super().__init__(self.concentration.shape, (dim, dim), validate_args=validate_args)
@@ -42,7 +42,7 @@ class LKJCholesky(Distribution):
         y = self._beta.sample(sample_shape).unsqueeze(-1)
         normal = factories.randn(*self._extended_shape(sample_shape), dtype=y.dtype).tril(-1)
         norms = normal.pow(2).sum(-1, keepdim=True).sqrt()
-        first_row = factories.arange(self.dim).reshape(-1, 1) == 0  # row 0 is (1, 0, ...): no direction
+        first_row = ranges.arange(self.dim).reshape(-1, 1) == 0  # row 0 is (1, 0, ...): no direction
         direction = (normal / norms.clamp(min=float(xp.finfo(y.dtype).tiny))).masked_fill(first_row, 0.0)
         w = y.sqrt() * direction
         diagonal = (1 - w.pow(2).sum(-1)).clamp(min=float(xp.finfo(w.dtype).tiny)).sqrt()
@@ -51,7 +51,7 @@ class LKJCholesky(Distribution):
     def log_prob(self, value):
         value = self._value(value, self.concentration)
         diagonal = value.diagonal(dim1=-1, dim2=-2)[..., 1:]
-        order = factories.arange(2, self.dim + 1, dtype=self.concentration.dtype)
+        order = ranges.arange(2, self.dim + 1, dtype=self.concentration.dtype)
         order = 2 * (self.concentration - 1).unsqueeze(-1) + self.dim - order
         unnormalised = (order * diagonal.log()).sum(-1)
         dm1 = self.dim - 1

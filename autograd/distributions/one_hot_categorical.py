@@ -3,7 +3,7 @@
     log p(e_k) = log p_k,   mean = p,   var = p (1 - p),   entropy = H(Categorical(p))
 """
 
-from .. import factories
+from .. import factories, ranges
 from . import constraints
 from .categorical import Categorical, OverCategorical
 from .distribution import Distribution
@@ -11,7 +11,7 @@ from .distribution import Distribution
 
 def one_hot(indices, classes, dtype):
     """Indices (any shape) as one-hot vectors along a new last dim of length ``classes``."""
-    return (indices.unsqueeze(-1) == factories.arange(classes)).to(dtype)
+    return (indices.unsqueeze(-1) == ranges.arange(classes)).to(dtype)
 
 
 class OneHotCategorical(OverCategorical, Distribution):

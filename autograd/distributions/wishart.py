@@ -13,7 +13,7 @@ Giving none or two of the matrices is a ValueError here (PyTorch raises Assertio
 import math
 import warnings
 
-from .. import factories
+from .. import factories, ranges
 from ..backend import xp
 from ..linalg import cholesky, slogdet
 from ..ops.decompositions import cholesky_solve
@@ -32,7 +32,7 @@ LOG_2 = math.log(2)
 
 def mvdigamma(x, p):
     """ψ_p(x) = Σ_{i<p} ψ(x - i/2), the derivative of ln Γ_p."""
-    return (x.unsqueeze(-1) - factories.arange(p, dtype=x.dtype) / 2).digamma().sum(-1)
+    return (x.unsqueeze(-1) - ranges.arange(p, dtype=x.dtype) / 2).digamma().sum(-1)
 
 
 class Wishart(ExponentialFamily):
@@ -76,7 +76,7 @@ class Wishart(ExponentialFamily):
 
     def _chi2(self, batch):
         p = self.event_shape[-1]
-        degrees = self.df.unsqueeze(-1) - factories.arange(p, dtype=self._unbroadcasted_scale_tril.dtype)
+        degrees = self.df.unsqueeze(-1) - ranges.arange(p, dtype=self._unbroadcasted_scale_tril.dtype)
         return Chi2(degrees.expand(*batch, p), validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
