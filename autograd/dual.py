@@ -198,12 +198,12 @@ def push_forward(node, inputs, out, tangents):
     return Tensor._make(xp.zeros_like(value)) if tangent is None else tangent.detach()
 
 
-def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_old=True):
+def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_old=True, overlapping_ok=False):
     """The write door with tangents: a write into a dual tensor, or of one, is made out of place on its
     value and its tangent, and both are written back."""
     own = tangent_of(self)
     if own is None and not any(tangent_of(x) is not None for x in operands):
-        return _PLAIN["write"](self, operands, out_of_place, in_place, reads_old)
+        return _PLAIN["write"](self, operands, out_of_place, in_place, reads_old, overlapping_ok)
     base = self._base
     if base is not None and (tangent_of(base) is not None
                              or _at_this_level(base, "_fw_primal") and not _at_this_level(self, "_fw_root")):
@@ -222,7 +222,7 @@ def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_
         made.append(new)
         return new
 
-    _PLAIN["write"](self, operands, carrying, None, True)
+    _PLAIN["write"](self, operands, carrying, None, True, overlapping_ok)
     tangent = tangent_of(made[-1]) if made else None
     if tangent is None:
         tangent = Tensor._make(xp.zeros_like(self._data))

@@ -18,6 +18,7 @@ import numpy
 from .backend import to_numpy, xp
 from .differentiate import grad
 from .tensor import Tensor, tensor_from
+from .write_door import overlapping
 
 
 class GradcheckError(RuntimeError, AssertionError):
@@ -32,7 +33,12 @@ def _as_tuple(value):
 def _float64_inputs(inputs):
     """Copies of the inputs in float64; those that required grad still do."""
     copies = []
-    for x in inputs:
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor) and x.requires_grad and overlapping(x._data):
+            raise RuntimeError(f"The {i}th input has a dimension with stride 0. gradcheck only supports inputs that "
+                               "are non-overlapping to be able to compute the numerical gradients correctly. You "
+                               f"should call .contiguous on the input before passing it to gradcheck. (Its shape is "
+                               f"{tuple(x.shape)}, its strides {x.stride()}: an expanded tensor.)")
         if isinstance(x, Tensor) and x.dtype.kind in "fc":
             # a C-contiguous float64 (complex128) copy (of a 0-d input too, which ascontiguousarray would make 1-d):
             # the perturbations below write into its flat view

@@ -15,6 +15,7 @@ an inference tensor outside ``inference_mode``.
 
 import math
 import numbers
+import warnings
 import weakref
 
 import numpy
@@ -29,11 +30,15 @@ class WriteDoor:
 
     __slots__ = ()
 
-    def _write(self, operands, out_of_place, in_place=None, reads_old=True):
+    def _write(self, operands, out_of_place, in_place=None, reads_old=True, overlapping_ok=False):
         """Change this tensor in place: ``out_of_place(old)`` gives the new value as a Tensor;
         ``in_place(array)``, where given, makes the same change on the array directly (the
         fast path, taken when nothing needs recording). A write whose new value does not read
-        the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first."""
+        the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first.
+        An expanded tensor, whose elements share memory, takes only the writes that say
+        ``overlapping_ok`` (one value everywhere: fill_, zero_), as PyTorch's."""
+        if 0 in self._data.strides and not overlapping_ok:
+            refuse_overlap(self._data)
         self._before_write()
         if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):
             self._refuse_leaf_write()
@@ -105,6 +110,11 @@ class WriteDoor:
         if new.shape != self.shape and xp.broadcast_shapes(new.shape, self.shape) != self.shape:
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast "
                                f"shape {tuple(xp.broadcast_shapes(new.shape, self.shape))}")
+        if 0 in self._data.strides and overlapping(self._data):
+            # an expanded tensor (masked_fill_, index_fill_): the elements the op changed, as PyTorch's kernels
+            # write only those; the others would write their old values over memory that a changed one shares
+            xp.copyto(self._data, new._data, where=new._data != self._data)
+            return
         self._data[...] = new._data
 
     def _take(self, new):
@@ -156,9 +166,12 @@ class WriteDoor:
             views = self._base._views = weakref.WeakSet()
         views.add(self)  # so a recorded write to the base (or a sibling view) re-derives this one
 
-    def _write_back(self, function, args, kwargs):
-        """x.op_(...): write x.op(...) into x (the in-place twins declared by the ops)."""
-        return self._write(args, lambda old: function(old, *args, **kwargs))
+    def _write_back(self, function, args, kwargs, name=None):
+        """x.op_(...): write x.op(...) into x (the in-place twins declared by the ops, ``name`` op_)."""
+        overlapping_ok = name in DEPRECATED_ON_EXPANDED and 0 in self._data.strides and overlapping(self._data)
+        if overlapping_ok:
+            _warn_expanded(name)
+        return self._write(args, lambda old: function(old, *args, **kwargs), overlapping_ok=overlapping_ok)
 
     def _become(self, view):
         """x.t_(), x.unsqueeze_(0), x.resize_(...): x takes the shape and strides of ``view`` (computed
@@ -195,6 +208,13 @@ class WriteDoor:
         if type(value) is float and (self._data.dtype.kind != "f" or not -3.4e38 <= value <= 3.4e38):
             _refuse_overflow(value, self._data.dtype)  # (a float into integers, or past float32's range: may overflow)
         index = _index(index)
+        if 0 in self._data.strides:
+            region = self._data[index]
+            if region.base is None:  # an advanced index (its region is a copy): PyTorch's index_put_, which warns
+                if overlapping(self._data):
+                    _warn_expanded("index_put_")
+            elif 0 in region.strides:
+                refuse_overlap(region)
         self._before_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
             self._refuse_leaf_write()
@@ -207,6 +227,31 @@ class WriteDoor:
         except (ValueError, TypeError, OverflowError) as error:  # what NumPy refuses, PyTorch's way
             self._data[index] = _written_value(self._data, index, value, error)
         bump_version(self)
+
+
+# PyTorch's in-place ops that write into an expanded tensor with a deprecation warning, where the others refuse
+DEPRECATED_ON_EXPANDED = frozenset({"masked_fill_", "index_fill_", "index_put_"})
+
+
+def overlapping(array):
+    """Whether some elements of ``array`` are one element in memory: a dim of more than one element that
+    steps 0 (an expanded tensor's; PyTorch's has_internal_overlap, which looks no further either)."""
+    return array.size > 1 and any(step == 0 and n > 1 for step, n in zip(array.strides, array.shape))
+
+
+def refuse_overlap(array):
+    """PyTorch's refusal of a write into memory that several elements of the tensor share."""
+    if overlapping(array):
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a single "
+                           "memory location. Please clone() the tensor before performing the operation. (It has "
+                           f"shape {tuple(array.shape)} and steps {tuple(s // array.itemsize for s in array.strides)}"
+                           ": expanded.)")
+
+
+def _warn_expanded(name):
+    warnings.warn(f"Use of {name} on expanded tensors is deprecated. Please clone() the tensor before performing this "
+                  "operation. This also applies to advanced indexing e.g. tensor[indices] = tensor", UserWarning,
+                  stacklevel=4)
 
 
 def _refuse_cast(result, output, shape):

@@ -66,7 +66,6 @@ def test_copy_complex_to_real_drops_imaginary(T):
     assert all("discards the imaginary part" in str(w.message) for w in caught)
 
 
-@xfail_ours("copy_ into an expanded tensor is not refused (autograd/write_door.py)")
 def test_copy_mem_overlap(T):
     """test_copy_mem_overlap: copying a tensor into an overlapping view of itself gives the values the
     source held before the copy; a destination with internal overlap is refused."""

@@ -99,7 +99,7 @@ def test_fastai_matmul_from_foundations():
     for k in ("loops", "dot", "broadcast", "einsum", "full"):
         np.testing.assert_allclose(ours[k], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ours["batched"][1], want, rtol=1e-5, atol=1e-5)
-    assert ours["same_shape"] is True  # (expand's stride() is a documented difference: it writes a copy)
+    assert ours["same_shape"] is True
 
 
 # ----------------------------------------------------------------------------------------------

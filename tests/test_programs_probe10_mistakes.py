@@ -855,10 +855,6 @@ def test_expand_of_a_dim_that_is_not_one():
                           "non-singleton dimension 0", kind=RuntimeError)
 
 
-@pytest.mark.xfail(strict=True, reason="expand returns a copy here (README: 'expand writes a copy'), so a write "
-                   "into an expanded tensor never reaches the base; PyTorch writes through its zero strides "
-                   "(and refuses writes whose elements overlap): a silent difference, needs expand as a view "
-                   "in autograd/tensor.py's view machinery")
 def test_a_write_into_an_expanded_tensor_reaches_its_base():
     def program(m):
         base = m.torch.zeros(1, 3)

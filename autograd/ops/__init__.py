@@ -69,7 +69,7 @@ from .names import FUNCTIONS, INPLACE, METHODS
 
 def _in_place(name, function):
     def method(self, *args, **kwargs):
-        return self._write_back(function, args, kwargs)
+        return self._write_back(function, args, kwargs, name)
 
     method.__name__ = name
     method.__doc__ = f"x.{name}(...) writes x.{name[:-1]}(...) into x (recorded, as PyTorch's)."

@@ -39,7 +39,7 @@ def repeat(input, *sizes, repeats=None):
     # each dim n becomes (1, n), broadcast to (r, n), then the pairs are merged: r copies of n
     interleaved = tuple(m for n in original for m in (1, n))
     expanded = tuple(m for r, n in zip(sizes, original) for m in (r, n))
-    y = shape.expand(shape.reshape(input, interleaved), expanded)
+    y = shape.expand(shape.reshape(input, interleaved), expanded, written=True)
     return named_node(shape.reshape(y, tuple(r * n for r, n in zip(sizes, original))), None, "RepeatBackward0",
                       (input,))
 
@@ -95,10 +95,9 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     if counts.size == 1:  # one count for all: a broadcast, cheaper than an index
         r = int(counts.reshape(()))
         if input.ndim == 0:
-            return shape.expand(shape.reshape(input, (1,)), (r,))
-        y = shape.expand(shape.unsqueeze(input, axis + 1),
-                         tuple(r if d == axis + 1 else n for d, n in enumerate((*input.shape[:axis + 1], 1,
-                                                                                *input.shape[axis + 1:]))))
+            return shape.expand(shape.reshape(input, (1,)), (r,), written=True)
+        grown = (*input.shape[:axis + 1], r, *input.shape[axis + 1:])
+        y = shape.expand(shape.unsqueeze(input, axis + 1), grown, written=True)
         return shape.reshape(y, tuple(n * r if d == axis else n for d, n in enumerate(input.shape)))
     index = xp.repeat(xp.arange(size, dtype=int64), counts.reshape(-1))
     return IndexSelect.apply(input, dim=axis, index=index)

@@ -278,7 +278,7 @@ def _scaled_sum(input, product, beta, alpha, refuse_float_scales=False):
         product = product * alpha
     if beta == 0:
         common = xp.broadcast_shapes(input.shape, product.shape)
-        return product if product.shape == common else shape.expand(product, common)
+        return product if product.shape == common else shape.expand(product, common, written=True)
     scaled = input if beta == 1 else input * beta
     return scaled + product
 

@@ -40,8 +40,9 @@ def fill_(self, value):
 
 
 def _fill(self, value):
+    # one number everywhere: an expanded tensor takes it (its elements sharing memory all get it), a tensor it refuses
     return self._write((value,), lambda old: old._filled_with(_operand(value, old)),
-                       lambda a: a.fill(_data(value)))
+                       lambda a: a.fill(_data(value)), overlapping_ok=not isinstance(value, Tensor))
 
 
 @names("copy_", function=False)

@@ -26,7 +26,7 @@ def spread(grad, x, axes, keepdim, like=None):
     ``like``, a tiny array, when given)."""
     if not keepdim and grad.ndim:
         grad = grad.reshape(kept_shape(x.shape, axes))
-    return shape_ops.Expand.apply(grad, shape=x.shape, like=like)
+    return shape_ops.Expand.apply(grad, shape=x.shape, like=like, written=True)
 
 
 class Sum(Primitive):

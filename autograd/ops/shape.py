@@ -144,15 +144,22 @@ def transpose(x, dim0, dim1):
 
 
 class Expand(Primitive):
-    """y = x broadcast to a larger shape;   dL/dx = dL/dy summed over the copies"""
+    """y = x broadcast to a larger shape, a view of x's memory;   dL/dx = dL/dy summed over the copies
+
+    As in PyTorch, the new dims and the size-1 dims that grow step 0 through memory: a write to x
+    shows in y, and a write into y, where several of its elements are one in memory, is refused
+    (the write door's overlap check)."""
 
     saves_inputs = False  # backward needs no input's values
+    is_view = True
+    written = False  # a reduction's backward (spread): a new array instead, laid out in memory as ``like``
     like = None  # a tiny array laid out in memory as y should be (None: row-major)
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):
-        # a written copy rather than NumPy's read-only broadcast view: several
-        # times cheaper to make at small sizes, and safe to change in place
+        if not self.written:
+            return broadcast_view(x, self.shape)
+        self.is_view = False  # (a gradient the backward pass owns: written, and cheaper than a view to make)
         if self.like is None:
             y = xp.empty(self.shape, dtype=x.dtype)
         else:
@@ -164,6 +171,28 @@ class Expand(Primitive):
         return (unbroadcast(grad, x),)
 
 
+def broadcast_view(x, shape):
+    """The array x broadcast to ``shape`` as a writeable view of its memory, the new dims and the grown
+    size-1 dims with step 0 (NumPy's broadcast_to makes the same view, read-only and several times
+    slower to make). Made on the buffer of x, else of the array that owns x's memory, so that the view's
+    ``base`` leads there as any NumPy view's does (data_ptr, storage_offset, saving shared storage)."""
+    added = len(shape) - x.ndim
+    steps = (0,) * added + tuple(step if old == new else 0 for old, new, step in zip(x.shape, shape[added:],
+                                                                                        x.strides))
+    if xp is not numpy:  # (CuPy's broadcast_to is a writeable view)
+        return xp.broadcast_to(x, shape)
+    try:
+        return numpy.ndarray(shape, x.dtype, x, 0, steps)  # x exports its buffer when it is contiguous
+    except (TypeError, ValueError, BufferError):
+        owner = x
+        while isinstance(owner.base, numpy.ndarray):
+            owner = owner.base
+        try:
+            return numpy.ndarray(shape, x.dtype, owner, x.ctypes.data - owner.ctypes.data, steps)
+        except (TypeError, ValueError, BufferError):  # (an owner that exports no buffer)
+            return numpy.lib.stride_tricks.as_strided(x, shape, steps, writeable=x.flags.writeable)
+
+
 def _size_at(i, n, op, name="size"):
     """Argument i of a list of sizes as an int, or PyTorch's TypeError."""
     try:
@@ -173,8 +202,9 @@ def _size_at(i, n, op, name="size"):
                         f"be tuple of ints,but got {type(n).__name__}\"") from None
 
 
-def expand(x, sizes):
-    """x broadcast to ``sizes`` (-1 keeps a dim); x may have fewer dims, as in NumPy."""
+def expand(x, sizes, written=False):
+    """x broadcast to ``sizes`` (-1 keeps a dim); x may have fewer dims, as in NumPy. A view of x; ``written``:
+    a new tensor instead (the ops whose PyTorch result is one: repeat, repeat_interleave, addmm with beta 0)."""
     sizes = sizes_argument(sizes)
     if not set(map(type, sizes)) <= {int}:  # (a NumPy integer or a 0-d tensor will do; a float will not)
         sizes = tuple(_size_at(i, n, "expand") for i, n in enumerate(sizes))
@@ -194,6 +224,8 @@ def expand(x, sizes):
                              f"Tensor sizes: {list(x.shape)}")
     if shape == x.shape:
         return x
+    if written:
+        return Expand.apply(x, shape=shape, written=True)
     return Expand.apply(x, shape=shape)
 
 

@@ -46,6 +46,7 @@ class AsStrided(Primitive):
     the elements of x each output element shows (overlapping windows add up)"""
 
     saves_inputs = False  # backward needs no input's values
+    sharing = None  # where x's own elements overlap (an expanded x): (each element's position, 1 / its sharers)
 
     def forward(self, x):
         memory, start = _storage(x, self.size, self.stride, self.start, self.reach)
@@ -61,6 +62,10 @@ class AsStrided(Primitive):
         inside = self.source >= 0
         values = grad.reshape(-1)[Tensor._make(inside.reshape(-1))]
         placed = shape.IndexAdd.apply(values, index=(self.source[inside],), basic=False, shape=(self.count,))
+        if self.sharing is not None:  # the gradient of a position, split evenly among x's elements that show it
+            position, share = self.sharing  # (as PyTorch's; an expand's backward then sums the shares back)
+            totals = shape.IndexAdd.apply(placed, index=(position,), basic=False, shape=(int(position.max()) + 1,))
+            placed = totals[Tensor._make(position)] * Tensor._make(share.astype(grad.dtype))
         return (placed.reshape(self.shape),)
 
 
@@ -97,16 +102,18 @@ def as_strided(input, size, stride, storage_offset=None):
     """The view of input's memory with shape ``size`` and steps ``stride`` (elements), starting at
     ``storage_offset`` (input's own offset by default); see the module's docstring."""
     size, stride = checked_layout(size, stride)
-    start, reach, source = _shown(input, size, stride, storage_offset)
+    start, reach, source, sharing = _shown(input, size, stride, storage_offset)
     return AsStrided.apply(input, size=size, stride=stride, start=start, reach=reach, source=source.reshape(size),
                            count=input.numel(), shape=tuple(input.shape), layout=input._data.strides,
-                           is_view=bool(input._data.flags.c_contiguous))
+                           is_view=bool(input._data.flags.c_contiguous), sharing=sharing)
 
 
 def _shown(input, size, stride, storage_offset):
-    """(start, reach, source) of input.as_strided(size, stride, storage_offset): its first position
-    counted from input's first element, how many positions it spans, and for each of its elements
-    (row-major) which of input's elements (row-major numbering) it shows, -1 for none."""
+    """(start, reach, source, sharing) of input.as_strided(size, stride, storage_offset): its first position
+    counted from input's first element, how many positions it spans, for each of its elements (row-major)
+    which of input's elements (row-major numbering) it shows, -1 for none, and, where input's own elements
+    overlap (an expanded input), the AsStrided node's ``sharing``: for each element of input the number of
+    its position among them, and 1 / how many elements of input show that position (None otherwise)."""
     own_offset = input.storage_offset()
     start = (own_offset if storage_offset is None else int(storage_offset)) - own_offset  # from input's first element
     reach = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride))
@@ -114,12 +121,13 @@ def _shown(input, size, stride, storage_offset):
     held = _positions(tuple(input.shape), input.stride(), 0).reshape(-1)
     order = xp.argsort(held, kind="stable")
     sorted_held = held[order]
+    sharing = None
     if input.requires_grad and sorted_held.size > 1 and (sorted_held[1:] == sorted_held[:-1]).any():
-        raise RuntimeError("as_strided of a tensor whose own elements overlap in memory (an as_strided view with "
-                           "repeats) is not differentiable here; as_strided a contiguous copy")
+        _, position, sharers = xp.unique(held, return_inverse=True, return_counts=True)
+        sharing = (position, 1.0 / sharers[position])
     found = xp.clip(xp.searchsorted(sorted_held, wanted), 0, max(sorted_held.size - 1, 0))
     source = xp.where(sorted_held[found] == wanted, order[found], -1) if sorted_held.size else -xp.ones_like(wanted)
-    return start, reach, source
+    return start, reach, source, sharing
 
 
 @names("as_strided_scatter")
@@ -131,7 +139,7 @@ def as_strided_scatter(input, src, size, stride, storage_offset=None):
     if tuple(src.shape) != size:
         raise RuntimeError(f"expected src to have a size equal to the slice of self. src size = {list(src.shape)}, "
                            f"slice size = {list(size)}")
-    start, reach, source = _shown(input, size, stride, storage_offset)
+    start, reach, source, _ = _shown(input, size, stride, storage_offset)
     _storage(input._data, size, stride, start, reach)  # (refuses a layout outside input's memory)
     if xp.unique(_positions(size, stride, 0)).size != source.size:
         raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a single "
