@@ -9,7 +9,7 @@ against literal or NumPy-computed expectations.
 import numpy as np
 import pytest
 
-from tests.ported import raises, same, values, xfail_ours
+from tests.ported import raises, same, values
 
 # ------------------------------------------------------------------------------------------------ clamp
 
