@@ -17,7 +17,7 @@ from . import shape
 from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
 from .conjugation import conj
 from .conversion import type_name
-from .indexing import IndexSelect
+from .indexing import IndexAddAlong, IndexSelect
 from .names import names
 
 
@@ -256,11 +256,30 @@ def unfold(input, dimension, size, step):
         raise RuntimeError(f"step is {step} but must be > 0")
     if input.ndim == 0:  # one window of size elements (0 or 1) of x itself
         return shape.reshape(input, (1,))[:size]
-    starts = xp.arange(0, length - size + 1, step)
-    windows = (starts[:, None] + xp.arange(size)).reshape(-1)
-    picked = IndexSelect.apply(input, dim=axis, index=windows)
-    split = shape.reshape(picked, (*input.shape[:axis], len(starts), size, *input.shape[axis + 1:]))
-    return movedim(split, axis + 1, -1)
+    return Unfold.apply(input, dim=axis, size=size, step=step)
+
+
+class Unfold(Primitive):
+    """y = x's windows of ``size`` elements ``step`` apart along dim, a view of x's memory (dim becomes the
+    count of windows, a new last dim runs along each window; overlapping windows show the same elements);
+    dL/dx = each window's gradient added back where the window lies (overlapping windows add up)"""
+
+    saves_inputs = False  # backward needs no input's values
+    is_view = True
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
+
+    def forward(self, x):
+        d, count = self.dim, (x.shape[self.dim] - self.size) // self.step + 1
+        return shape.strided_view(x, (*x.shape[:d], count, *x.shape[d + 1:], self.size),
+                                  (*x.strides[:d], x.strides[d] * self.step, *x.strides[d + 1:], x.strides[d]))
+
+    def backward(self, grad, y, x):
+        d = self.dim
+        count = (x.shape[d] - self.size) // self.step + 1
+        windows = (xp.arange(0, count * self.step, self.step)[:, None] + xp.arange(self.size)).reshape(-1)
+        lined_up = shape.reshape(movedim(grad, -1, d + 1), (*x.shape[:d], count * self.size, *x.shape[d + 1:]))
+        zeros = Tensor._make(xp.zeros(x.shape, dtype=grad.dtype))
+        return (IndexAddAlong.apply(zeros, lined_up, dim=d, index=windows, alpha=1, fresh=True),)
 
 
 @names("broadcast_to")

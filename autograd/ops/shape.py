@@ -174,13 +174,20 @@ class Expand(Primitive):
 def broadcast_view(x, shape):
     """The array x broadcast to ``shape`` as a writeable view of its memory, the new dims and the grown
     size-1 dims with step 0 (NumPy's broadcast_to makes the same view, read-only and several times
-    slower to make). Made on the buffer of x, else of the array that owns x's memory, so that the view's
-    ``base`` leads there as any NumPy view's does (data_ptr, storage_offset, saving shared storage)."""
+    slower to make)."""
     added = len(shape) - x.ndim
-    steps = (0,) * added + tuple(step if old == new else 0 for old, new, step in zip(x.shape, shape[added:],
-                                                                                        x.strides))
     if xp is not numpy:  # (CuPy's broadcast_to is a writeable view)
         return xp.broadcast_to(x, shape)
+    return strided_view(x, shape, (0,) * added + tuple(step if old == new else 0 for old, new, step in
+                                                       zip(x.shape, shape[added:], x.strides)))
+
+
+def strided_view(x, shape, steps):
+    """The view of the array x's memory with ``shape`` and ``steps`` (bytes) from x's first element, writeable
+    where x is. Made on the buffer of x, else of the array that owns x's memory, so that the view's ``base``
+    leads there as any NumPy view's does (data_ptr, storage_offset, saving shared storage)."""
+    if xp is not numpy:
+        return xp.lib.stride_tricks.as_strided(x, shape, steps)
     try:
         return numpy.ndarray(shape, x.dtype, x, 0, steps)  # x exports its buffer when it is contiguous
     except (TypeError, ValueError, BufferError):

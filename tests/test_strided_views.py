@@ -1,9 +1,15 @@
-"""``expand`` is a view, as PyTorch's: the new dims and the grown size-1 dims step 0 through the base's
-memory, so a write to the base shows in it, expanding a large tensor allocates nothing, and a write
-into it where several of its elements are one element in memory is refused with PyTorch's error
-(fill_/zero_ pass; masked_fill_, index_fill_ and an advanced-index write pass with PyTorch's
-deprecation warning, changing only the elements they select). Each test runs on chainrule and on
-PyTorch (the ``T`` fixture)."""
+"""``expand`` and ``unfold`` are views, as PyTorch's.
+
+expand: the new dims and the grown size-1 dims step 0 through the base's memory, so a write to the
+base shows in it and expanding a large tensor allocates nothing. A write into it where several of its
+elements are one element in memory is refused with PyTorch's error; fill_/zero_ pass, and
+masked_fill_, index_fill_ and an advanced-index write pass with PyTorch's deprecation warning,
+changing only the elements they select.
+
+unfold: its windows step through the base's memory, so a write into a window reaches the base (and
+every window that shows the element), and overlapping windows add their gradients.
+
+Each test runs on chainrule and on PyTorch (the ``T`` fixture)."""
 
 import warnings
 
@@ -122,3 +128,25 @@ def test_gradcheck_refuses_an_expanded_input(T):
     x = T.ones(1, dtype=T.float64, requires_grad=True).expand(2, 2)
     with pytest.raises(RuntimeError, match="The 0th input has a dimension with stride 0"):
         T.autograd.gradcheck(lambda t: t * 2, (x,))
+
+
+def test_unfold_is_a_view_of_its_windows(T):
+    x = T.arange(24.0).view(2, 3, 4)
+    w = x.unfold(1, 2, 1)
+    assert w.shape == (2, 2, 4, 2) and w.stride() == (12, 4, 1, 4) and w.data_ptr() == x.data_ptr()
+    assert w[1, 1, 3].tolist() == [19.0, 23.0]
+    w[0, 0, 0, 1] = 100.0  # x[0, 1, 0], which the second window shows too
+    assert x[0, 1, 0].item() == 100.0 and w[0, 1, 0, 0].item() == 100.0
+    x[1, 2, 3] = -1.0
+    assert w[1, 1, 3, 1].item() == -1.0
+    assert T.arange(7.0).unfold(0, 3, 3).tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]  # the tail left out
+
+
+def test_unfold_gradients(T):
+    x = T.arange(6.0, dtype=T.float64, requires_grad=True)
+    (x.unfold(0, 3, 2) * T.arange(6.0, dtype=T.float64).view(2, 3)).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 5.0, 4.0, 5.0, 0.0]  # x[2] is in both windows
+    assert x.unfold(0, 3, 2).grad_fn.name() == "UnfoldBackward0"
+    y = T.randn(2, 5, 3, dtype=T.float64, requires_grad=True)
+    assert T.autograd.gradcheck(lambda t: t.unfold(1, 3, 1).pow(2), (y,))
+    assert T.autograd.gradgradcheck(lambda t: t.unfold(1, 2, 2).pow(2), (y,))
