@@ -150,3 +150,39 @@ def test_unfold_gradients(T):
     y = T.randn(2, 5, 3, dtype=T.float64, requires_grad=True)
     assert T.autograd.gradcheck(lambda t: t.unfold(1, 3, 1).pow(2), (y,))
     assert T.autograd.gradgradcheck(lambda t: t.unfold(1, 2, 2).pow(2), (y,))
+
+
+def test_real_imag_and_view_as_real_are_views_of_complex_memory(T):
+    z = T.tensor([1 + 2j, 3 - 4j])
+    z.real.mul_(10)
+    z.imag[0] = 7.0
+    T.view_as_real(z)[1, 1] = 9.0
+    assert z.tolist() == [10 + 7j, 30 + 9j]
+    z.real = T.tensor([0.0, 0.0])
+    z.imag = 1.5
+    assert z.tolist() == [1.5j, 1.5j]
+    x = T.arange(8.0).view(2, 2, 2)
+    c = T.view_as_complex(x)
+    assert c.stride() == (2, 1)
+    c[0, 0] = 5j
+    assert x.flatten().tolist() == [0.0, 5.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert T.view_as_real(T.zeros(3, 2, dtype=T.complex64).t()).stride() == (2, 4, 1)
+
+
+def test_gradients_through_complex_views(T):
+    w = T.tensor([1 + 1j, 2 - 1j], requires_grad=True)
+    (T.view_as_real(w * 2) ** 2).sum().backward()
+    assert w.grad.tolist() == [8 + 8j, 16 - 8j]
+    w.grad = None
+    (w.real ** 3 + w.imag * 2).sum().backward()
+    assert w.grad.tolist() == [3 + 2j, 12 + 2j]
+    q = T.tensor([1 + 2j, 3 + 4j], requires_grad=True)
+    doubled = q * 1
+    doubled.real.mul_(2)  # a recorded write through the real part: the imaginary part's gradient stays
+    (T.view_as_real(doubled) * T.tensor([[1.0, 2.0], [3.0, 4.0]])).sum().backward()
+    assert doubled.tolist() == [2 + 2j, 6 + 4j] and q.grad.tolist() == [2 + 2j, 6 + 4j]
+    a = T.tensor([[0.5, -1.0], [2.0, 0.25], [1.5, 3.0]], dtype=T.float64, requires_grad=True)
+    pairs = a * 1
+    T.view_as_complex(pairs).mul_(1j)  # (x + iy) i = -y + ix, written into pairs
+    (pairs * T.arange(6.0, dtype=T.float64).view(3, 2)).sum().backward()
+    assert a.grad.tolist() == [[1.0, 0.0], [3.0, -2.0], [5.0, -4.0]]

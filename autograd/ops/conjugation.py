@@ -26,7 +26,7 @@ return a gradient that is silently wrong. On a real tensor, conjugation changes 
 
 import math
 
-from ..backend import get_default_dtype, xp
+from ..backend import get_default_dtype, strided_view, xp
 from ..errors import refuse_unordered  # noqa: F401  (the ops that need an order import it from here)
 from ..primitive import Primitive
 from ..tensor import Tensor, tensor_from
@@ -77,26 +77,28 @@ def conj_physical_(input):
 
 
 class RealPart(Primitive):
-    """y = Re z;   dL/dz = dL/dy + 0i"""
+    """y = Re z, a view of z's memory;   dL/dz = dL/dy + 0i"""
 
     saves_inputs = False
+    is_view = True
     handles_complex = True
 
     def forward(self, z):
-        return xp.real(z).copy()
+        return z.real
 
     def backward(self, grad, y, z):
         return (grad.to(z.dtype),)
 
 
 class ImagPart(Primitive):
-    """y = Im z;   dL/dz = i · dL/dy"""
+    """y = Im z, a view of z's memory;   dL/dz = i · dL/dy"""
 
     saves_inputs = False
+    is_view = True
     handles_complex = True
 
     def forward(self, z):
-        return xp.imag(z).copy()
+        return z.imag
 
     def backward(self, grad, y, z):
         return (grad.to(z.dtype) * 1j,)
@@ -114,17 +116,10 @@ def _imaginary(input):
 
 def _set_part(input, value, imaginary):
     """``x.real = v`` / ``x.imag = v``: that part of x's elements becomes v (broadcast, cast to the part's
-    dtype), the other part kept; recorded like any write into x. (PyTorch writes through its view of the part;
-    here the parts are copies, so the whole of x is written.)"""
-    if input.dtype.kind != "c":
-        if imaginary:
-            raise RuntimeError("imag is not implemented for tensors with non-complex dtypes.")
-        input.copy_(value)
-        return
-    value = value if isinstance(value, Tensor) else tensor_from(value)
-    part = _real(value).to(_real(input).dtype)  # (a complex value gives its real part, as copy_ does)
-    kept = _real(input) if imaginary else _imaginary(input)
-    input.copy_(kept + part * 1j if imaginary else part + kept * 1j)
+    dtype), the other part kept, written through the part's view as PyTorch writes it; recorded like any
+    write into x."""
+    (_imaginary(input) if imaginary else _real(input)).copy_(value if isinstance(value, Tensor) else
+                                                                 tensor_from(value))
 
 
 names("real", function=False)(property(_real, lambda input, value: _set_part(input, value, False)))
@@ -133,13 +128,13 @@ names("imag", function=False)(property(_imaginary, lambda input, value: _set_par
 
 @names("real", method=False)
 def real(input):
-    """The real part (a copy: PyTorch's is a view); input itself when it is real."""
+    """The real part, a view of input's memory; input itself when it is real."""
     return _real(input)
 
 
 @names("imag", method=False)
 def imag(input):
-    """The imaginary part (a copy: PyTorch's is a view)."""
+    """The imaginary part, a view of input's memory."""
     return _imaginary(input)
 
 
@@ -186,27 +181,41 @@ def sgn_of_complex(z):
 
 
 class ViewAsReal(Primitive):
-    """y[..., 0] = Re z, y[..., 1] = Im z;   dL/dz = dL/dy[..., 0] + i dL/dy[..., 1]"""
+    """y[..., 0] = Re z, y[..., 1] = Im z, a view of z's memory;   dL/dz = dL/dy[..., 0] + i dL/dy[..., 1]"""
 
     saves_inputs = False
+    is_view = True
     handles_complex = True
 
     def forward(self, z):
-        return xp.stack((z.real, z.imag), axis=-1)
+        pairs = strided_view(z, (*z.shape, 2), (*z.strides, z.itemsize // 2), z.real.dtype)
+        if pairs is None:  # (memory NumPy cannot view as real numbers: a copy)
+            self.is_view = False
+            return xp.stack((z.real, z.imag), axis=-1)
+        return pairs
 
     def backward(self, grad, y, z):
         return (ViewAsComplex.apply(grad),)
 
 
 class ViewAsComplex(Primitive):
-    """z = x[..., 0] + i x[..., 1];   dL/dx[..., 0] = Re dL/dz, dL/dx[..., 1] = Im dL/dz"""
+    """z = x[..., 0] + i x[..., 1], a view of x's memory where its layout allows (each pair adjacent, each
+    step a whole number of pairs);   dL/dx[..., 0] = Re dL/dz, dL/dx[..., 1] = Im dL/dz"""
 
     saves_inputs = False
+    is_view = True
     handles_complex = True
 
     def forward(self, x):
-        pairs = xp.ascontiguousarray(x).view(xp.complex128 if x.dtype == xp.float64 else xp.complex64)
-        return pairs[..., 0].copy()  # (the new array's own memory: a write to either leaves the other)
+        complex_dtype = xp.dtype(xp.complex128 if x.dtype == xp.float64 else xp.complex64)
+        if x.strides[-1] == x.itemsize and all(step % complex_dtype.itemsize == 0 for step in x.strides[:-1]):
+            numbers = strided_view(x, x.shape[:-1], x.strides[:-1], complex_dtype)
+            if numbers is not None:
+                return numbers
+        # a layout of chainrule's own that PyTorch's would not have (a convolution's batch-innermost output): a
+        # copy, as view() copies where the strides allow no view
+        self.is_view = False
+        return xp.ascontiguousarray(x).view(complex_dtype)[..., 0]
 
     def backward(self, grad, z, x):
         return (ViewAsReal.apply(grad),)
@@ -214,8 +223,8 @@ class ViewAsComplex(Primitive):
 
 @names("view_as_real")
 def view_as_real(input):
-    """A complex tensor as a real one with a last dimension of 2 (real part, imaginary part). A copy here:
-    PyTorch's is a view of the same memory."""
+    """A complex tensor as a real one with a last dimension of 2 (real part, imaginary part), a view of the
+    same memory."""
     if input.dtype.kind != "c":
         raise RuntimeError("view_as_real is only supported for complex tensors")
     return ViewAsReal.apply(input)
@@ -223,7 +232,8 @@ def view_as_real(input):
 
 @names("view_as_complex")
 def view_as_complex(input):
-    """A float32/float64 tensor whose last dimension is 2 as a complex one (a copy here)."""
+    """A float32/float64 tensor whose last dimension is 2 as a complex one, a view of the same memory (a copy
+    where chainrule's layout allows none)."""
     if input.dtype not in (xp.float32, xp.float64):
         raise RuntimeError(f"view_as_complex is only supported for float and double tensors, but got a tensor of "
                            f"scalar type: {input.dtype}")

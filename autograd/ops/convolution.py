@@ -89,7 +89,7 @@ def windows(padded, kernel, stride, dilation, out):
     """A strided view (N, C, kh, kw, oh, ow) of every window of ``padded`` (no copy)."""
     n, c, h, w = padded.strides
     return strided_view(padded, padded.shape[:2] + tuple(kernel) + tuple(out),
-                        (n, c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1]))
+                        (n, c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1]), writeable=False)
 
 
 def batch_last(x, padding):
@@ -115,7 +115,7 @@ def im2col(x, kernel, stride, padding, dilation, out=None):
     padded = batch_last(x, padding)
     c, h, w, n = padded.strides
     view = strided_view(padded, (padded.shape[0],) + tuple(kernel) + tuple(out) + (padded.shape[3],),
-                        (c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1], n))
+                        (c, h * dilation[0], w * dilation[1], h * stride[0], w * stride[1], n), writeable=False)
     return xp.ascontiguousarray(view)
 
 

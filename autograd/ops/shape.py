@@ -12,12 +12,13 @@ import warnings
 
 import numpy
 
-from ..backend import ufunc_at, xp
+from ..backend import strided_view, ufunc_at, xp
 from ..errors import ShapeError
 from ..primitive import Primitive, named_node
 from ..size import sizes_argument
 from ..tensor import Tensor
 from .axes import dim_index, matrices_only, normalize_dims, sizes_or_keyword
+from .conjugation import ViewAsComplex, ViewAsReal
 from .conversion import type_name
 from .elementwise import common_dtype, unbroadcast
 from .names import _numpy_aliases, names
@@ -180,24 +181,6 @@ def broadcast_view(x, shape):
         return xp.broadcast_to(x, shape)
     return strided_view(x, shape, (0,) * added + tuple(step if old == new else 0 for old, new, step in
                                                        zip(x.shape, shape[added:], x.strides)))
-
-
-def strided_view(x, shape, steps):
-    """The view of the array x's memory with ``shape`` and ``steps`` (bytes) from x's first element, writeable
-    where x is. Made on the buffer of x, else of the array that owns x's memory, so that the view's ``base``
-    leads there as any NumPy view's does (data_ptr, storage_offset, saving shared storage)."""
-    if xp is not numpy:
-        return xp.lib.stride_tricks.as_strided(x, shape, steps)
-    try:
-        return numpy.ndarray(shape, x.dtype, x, 0, steps)  # x exports its buffer when it is contiguous
-    except (TypeError, ValueError, BufferError):
-        owner = x
-        while isinstance(owner.base, numpy.ndarray):
-            owner = owner.base
-        try:
-            return numpy.ndarray(shape, x.dtype, owner, x.ctypes.data - owner.ctypes.data, steps)
-        except (TypeError, ValueError, BufferError):  # (an owner that exports no buffer)
-            return numpy.lib.stride_tricks.as_strided(x, shape, steps, writeable=x.flags.writeable)
 
 
 def _size_at(i, n, op, name="size"):
@@ -371,7 +354,11 @@ class WriteThroughView(Primitive):
 
     def backward(self, grad, y, base, v):
         grad_base = grad_v = None
-        if base.requires_grad:
+        if base.requires_grad and grad.dtype.kind == "c":  # kept or not part by part: a write through .real keeps Im
+            parts = xp.ones((*base.shape, 2), dtype=xp.finfo(grad.dtype).dtype)
+            _replay_view_of_array(parts.view(grad.dtype)[..., 0], self.view_chain)[...] = 0
+            grad_base = ViewAsComplex.apply(ViewAsReal.apply(grad) * Tensor._make(parts))
+        elif base.requires_grad:
             kept = xp.ones(base.shape, dtype=grad.dtype)
             _replay_view_of_array(kept, self.view_chain)[...] = 0
             grad_base = grad * Tensor._make(kept)
