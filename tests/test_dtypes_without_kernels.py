@@ -64,3 +64,20 @@ def test_products_of_bools_are_refused_as_pytorch_has_no_bool_kernel(T, name, ke
     }[name]
     raises(NotImplementedError, f'"{kernel}" not implemented for', product)
     assert (matrix.float() @ matrix.float()).tolist() == [[2.0, 2.0], [2.0, 2.0]]  # (the way: convert first)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_geqrf_refuses_integers_and_factors_complex_matrices(T, dtype):
+    raises(NotImplementedError, '"geqrf_cpu" not implemented for', T.geqrf, T.ones(2, 2).to(getattr(T, dtype)))
+    z = T.tensor([[1 + 2j, 0.5 - 1j], [3 - 1j, 2 + 0.5j], [-1j, 1.0 + 0j]], dtype=T.complex128)
+    packed, tau = T.geqrf(z)
+    q = T.linalg.householder_product(packed, tau)
+    r = packed.triu()[:2]
+    assert (q @ r - z).abs().max().item() < 1e-12
+    assert (q.mH @ q - T.eye(2, dtype=T.complex128)).abs().max().item() < 1e-12
+
+
+def test_cov_and_corrcoef_refuse_bools(T):
+    x = T.tensor([[True, False, True], [False, False, True]])
+    raises(RuntimeError, "cov\\(\\): bool dtype is not supported for input", T.cov, x)
+    raises(RuntimeError, "cov\\(\\): bool dtype is not supported for input", T.corrcoef, x)

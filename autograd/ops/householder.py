@@ -19,6 +19,7 @@ from ..backend import xp
 from ..graph import is_grad_enabled
 from ..return_types import return_type
 from ..tensor import Tensor
+from .conversion import refuse_kinds
 from .names import names
 from .outputs import write_out
 
@@ -116,8 +117,7 @@ def geqrf(input, *, out=None):
     op = "torch.geqrf"
     if input.ndim < 2:
         raise RuntimeError(f"{op}: input must have at least 2 dimensions.")
-    if input.dtype.kind != "f":
-        raise RuntimeError(f"{op}: Expected a floating point tensor as input, got {input.dtype}")
+    refuse_kinds(input, "geqrf_cpu", "biu")  # (complex matrices factor as real ones do: LAPACK's zgeqrf)
     if input.requires_grad and is_grad_enabled():
         raise RuntimeError(f"{op}: the derivative for 'geqrf' is not implemented (as in PyTorch); call it on "
                            "input.detach(), or use linalg.qr, which has one")

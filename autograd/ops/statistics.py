@@ -45,6 +45,8 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     if input.ndim > 2:
         raise RuntimeError(f"cov(): expected input to have two or fewer dimensions but got an input with "
                            f"{input.ndim} dimensions")
+    if input.dtype == bool:
+        raise RuntimeError("cov(): bool dtype is not supported for input")
     x = shape.reshape(input, (1, -1)) if input.ndim < 2 else input
     x = elementwise.floating(x)  # (integers: the default dtype, as PyTorch)
     observations = x.shape[1]
