@@ -81,3 +81,35 @@ def test_cov_and_corrcoef_refuse_bools(T):
     x = T.tensor([[True, False, True], [False, False, True]])
     raises(RuntimeError, "cov\\(\\): bool dtype is not supported for input", T.cov, x)
     raises(RuntimeError, "cov\\(\\): bool dtype is not supported for input", T.corrcoef, x)
+
+
+def test_searches_and_isin_refuse_bools_and_complex_numbers(T):
+    b, c, f = T.tensor([True, False]), T.tensor([1 + 1j, 2j]), T.tensor([1.0, 2.0])
+    for elements, test_elements, name in ((f, b, "Bool"), (b, f, "Bool"), (f, c, "ComplexFloat")):
+        raises(RuntimeError, f"Unsupported input type encountered for isin\\(\\): {name}", T.isin, elements,
+               test_elements)
+    raises(NotImplementedError, "\"searchsorted_out_cpu\" not implemented for 'Bool'", T.bucketize, b, b)
+    raises(NotImplementedError, "\"searchsorted_out_cpu\" not implemented for 'ComplexFloat'", T.searchsorted, f, c)
+    assert T.bucketize(f, b.sort().values).tolist() == [1, 2]  # (bool boundaries with floats: floats)
+
+
+def test_kernels_without_half_or_complex_versions(T):
+    h, c, f = T.tensor([1.0, 2.0], dtype=T.float16), T.tensor([1 + 1j, 2j]), T.tensor([1.0, 2.0])
+    raises(NotImplementedError, "\"zeta_cpu\" not implemented for 'Half'", T.special.zeta, h, h)
+    raises(NotImplementedError, "\"zeta_cpu\" not implemented for 'ComplexFloat'", T.special.zeta, f, c)
+    raises(NotImplementedError, "\"xlog1py_cpu\" not implemented for 'ComplexFloat'", T.special.xlog1py, f, c)
+    raises(NotImplementedError, "\"logaddexp2_cpu\" not implemented for 'ComplexFloat'", T.logaddexp2, f, c)
+    raises(NotImplementedError, "\"cdist\" not implemented for 'Half'", T.cdist, h.view(1, 2, 1), h.view(1, 2, 1))
+    assert T.logaddexp(f, c).dtype == T.complex64
+
+
+def test_ldexp_and_trapezoid_keep_the_promoted_dtype(T):
+    i, h = T.tensor([1, 2]), T.tensor([1.0, 3.0], dtype=T.float16)
+    assert T.ldexp(i, h).dtype == T.float16 and T.ldexp(i, h).tolist() == [2.0, 16.0]
+    assert T.ldexp(h, i).dtype == T.float16 and T.ldexp(i, i).dtype == T.float32
+    assert T.trapezoid(i, h).dtype == T.float16 and T.trapezoid(i, h).item() == 3.0
+    assert T.cumulative_trapezoid(i, h).dtype == T.float16
+    raises(RuntimeError, "trapezoid: received a bool input for `x` or `y`, but bool is not supported", T.trapezoid,
+           T.tensor([True, False]), h)
+    raises(RuntimeError, "cumulative_trapezoid: received a bool input for `y`, but bool is not supported",
+           T.cumulative_trapezoid, T.tensor([True, False]))

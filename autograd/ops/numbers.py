@@ -17,6 +17,7 @@ from .conversion import c_name, refuse_kinds
 from .elementwise import floating, promote, unbroadcast, where
 from .names import names
 from .outputs import write_out
+from .pointwise import _floating_pair
 from .predicates import on_integers
 
 FrexpResult = return_type("frexp", ["mantissa", "exponent"])
@@ -45,9 +46,10 @@ _integers("lcm", xp.lcm)
 @names("ldexp", inplace="ldexp_")
 def ldexp(input, other, *, out=None):
     """input · 2^other;   dL/dinput = dL/dy · 2^other,   dL/dother = dL/dy · y · ln 2 (as PyTorch's,
-    which computes it as input · pow(2, other)). An integer input gives the default dtype."""
-    input = floating(input)
-    return write_out(input * (2.0 ** _operand(other, input)), out)
+    which computes it as input · pow(2, other)), in the dtype input and other promote to (float16 with
+    integers stays float16); integers alone give the default dtype."""
+    input, other = _floating_pair(input, other)
+    return write_out(input * (2.0 ** other), out)
 
 
 @names("frexp")

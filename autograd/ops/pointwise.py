@@ -39,7 +39,7 @@ def _floating_only_pair(input, other, kernel):
     """Two Tensors of their promoted dtype, which must be floating: PyTorch's ``kernel`` has no integer or bool
     version (where NumPy's would compute in floats)."""
     input, other = promote(input, other)
-    refuse_kinds(input, kernel, "biuc" if kernel == "hypot_cpu" else "biu")
+    refuse_kinds(input, kernel, "biuc" if kernel in ("hypot_cpu", "logaddexp2_cpu") else "biu")
     return input, other
 
 
@@ -453,7 +453,9 @@ class Xlog1py(Primitive):
 
 def xlog1py(input, other, *, out=None):
     """input · ln(1 + other), 0 where input is 0 (``special.xlog1py``)."""
-    return write_out(Xlog1py.apply(*_floating_pair(input, other)), out)
+    input, other = _floating_pair(input, other)
+    refuse_kinds(input, "xlog1py_cpu", "c")
+    return write_out(Xlog1py.apply(input, other), out)
 
 
 class NanToNum(Primitive):

@@ -426,6 +426,9 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False, out=None
         test_elements = _operand(test_elements, elements)
     elif isinstance(test_elements, Tensor) and not isinstance(elements, Tensor):
         elements = _operand(elements, test_elements)
+    for side in (elements, test_elements):  # (PyTorch's isin sorts or compares by an order: none for these)
+        if side.dtype.kind in "bc":
+            raise RuntimeError(f"Unsupported input type encountered for isin(): {type_name(side.dtype)}")
     found = xp.isin(_data(elements), _data(test_elements), assume_unique=assume_unique, invert=invert)
     return write_out(Tensor._make(found), out)
 

@@ -22,6 +22,11 @@ def _areas(y, x, dx, dim, name):
     """The trapezoids' areas (y_i + y_{i+1}) / 2 · Δx_i along dim (one fewer than the samples)."""
     if x is not None and dx is not None:
         raise TypeError(f"{name}() takes either x or dx, not both")
+    if y.dtype.kind == "b" or isinstance(x, Tensor) and x.dtype.kind == "b":
+        raise RuntimeError(f"{name}: received a bool input for `x` or `y`, but bool is not supported" if x is not None
+                           else f"{name}: received a bool input for `y`, but bool is not supported")
+    if isinstance(x, Tensor) and x.dtype.kind in "fc" and y.dtype.kind not in "fc":
+        y = y.to(x.dtype)  # (integer samples at float16 points: float16, as PyTorch promotes them)
     y = floating(y)
     dim = dim_index(dim, y.ndim)
     count = y.shape[dim]

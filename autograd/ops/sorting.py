@@ -15,6 +15,7 @@ from . import shape
 from .axes import dim_index
 from .conjugation import refuse_unordered
 from .conversion import refuse_kinds, type_name
+from .elementwise import result_type
 from .indexing import Gather
 from .names import names
 from .outputs import write_out
@@ -329,6 +330,14 @@ def _check_search_out(out, out_int32):
                            f"dtype {type_name(out.dtype)} and out_int32 flag is {out_int32}")
 
 
+def _refuse_unordered_kinds(sequence, values):
+    """PyTorch's refusal of a search in the dtype the sequence and the values promote to where its kernel has
+    none: bool and complex (values may be a number)."""
+    common = result_type(sequence, values) if isinstance(values, Tensor) else sequence.dtype
+    if common.kind in "bc":
+        raise NotImplementedError(f"\"searchsorted_out_cpu\" not implemented for '{type_name(common)}'")
+
+
 @names("searchsorted", method=False)
 def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None, sorter=None, out=None):
     """Where each value would be inserted to keep the (last dim of) sorted_sequence sorted: the first
@@ -340,6 +349,7 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
                            "right was True")
     side = side or ("right" if right else "left")
     _check_search_out(out, out_int32)
+    _refuse_unordered_kinds(sorted_sequence, input)
     sequence = sorted_sequence._data
     values = input._data if isinstance(input, Tensor) else xp.asarray(input)
     if values.ndim == 0 and sequence.ndim != 1:
@@ -377,6 +387,7 @@ def bucketize(input, boundaries, *, out_int32=False, right=False, out=None):
         raise RuntimeError(f"boundaries tensor must be 1 dimension, but got dim({boundaries.ndim})")
     side = "right" if right else "left"
     _check_search_out(out, out_int32)
+    _refuse_unordered_kinds(boundaries, input)
     values = input._data if isinstance(input, Tensor) else xp.asarray(input)
     result = xp.searchsorted(boundaries._data, values, side=side)
     return write_out(Tensor._make(xp.asarray(result).astype(xp.int32 if out_int32 else int64)), out)

@@ -16,6 +16,7 @@ import math
 
 from ..backend import errstate, xp
 from ..primitive import Primitive
+from .conversion import type_name
 from .elementwise import unbroadcast
 from .gamma import _BERNOULLI
 from .outputs import write_out
@@ -86,4 +87,7 @@ class Zeta(Primitive):
 def zeta(input, other, *, out=None):
     """The Hurwitz zeta function ζ(input, other) = Σ_{k≥0} (k + other)^(-input)
     (``special.zeta``; ζ(x, 1) is Riemann's)."""
-    return write_out(Zeta.apply(*_floating_pair(input, other)), out)
+    input, other = _floating_pair(input, other)
+    if input.dtype == xp.float16 or input.dtype.kind == "c":  # (PyTorch's kernel: float32 and float64 only)
+        raise NotImplementedError(f"\"zeta_cpu\" not implemented for '{type_name(input.dtype)}'")
+    return write_out(Zeta.apply(input, other), out)
