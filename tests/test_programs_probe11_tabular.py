@@ -1580,7 +1580,9 @@ def forecast_losses(m):
     out["poisson_none"] = none
 
     mean, var = pred[..., 0], pred[..., 2].abs() * 0.1
-    var[0, 1] = 1e-9  # clamped to eps: no gradient through it
+    tiny = torch.ones_like(var)
+    tiny[0, 1] = 1e-10
+    var = var * tiny  # one variance below eps: clamped in value, the gradient passing as through the identity
     for name, v in {"same": var, "last_dim_one": var[:, :1] * 0 + var[:, :1], "broadcast_rows": var[0]}.items():
         if name == "broadcast_rows":
             loss = nn.GaussianNLLLoss(full=True, eps=1e-6, reduction="sum")(mean.t(), target.t(), v)
@@ -1604,7 +1606,16 @@ def test_forecasting_losses():
                                rtol=1e-12)
     np.testing.assert_allclose(ours["pinball_where_grad"][0, 0], -np.array([0.1, 0.5, 0.9]) / 20, rtol=1e-12)
     assert ours["pinball_relu_grad"][0, 0].tolist() == [0, 0, 0]  # relu'(0) = 0 on both sides
-    assert ours["gaussian_same"][1][0, 1, 2] == 0  # the clamped variance passes no gradient
+    # the variance clamped to eps: PyTorch clamps a clone in place under no_grad, so the gradient is the
+    # loss's slope at eps, carried back through var = 1e-11 |p| as if unclamped
+    rng = np.random.default_rng(14)
+    target = np.round(rng.uniform(0, 6, (4, 5)))
+    pred = rng.uniform(0, 6, (4, 5, 3))
+    pred[0, 0, :] = target[0, 0]
+    pred[1, 2, 1] = target[1, 2]
+    eps, d = 1e-6, pred[0, 1, 0] - target[0, 1]
+    expected = 0.5 * (1 / eps - d ** 2 / eps ** 2) / 20 * 1e-11
+    assert ours["gaussian_same"][1][0, 1, 2] == pytest.approx(expected, rel=1e-10)
 
 
 # ----------------------------------------------------------------------------------------------
