@@ -23,6 +23,7 @@ a NegativeBinomial likelihood (``torch.distributions``, mean scaling, seeded anc
 quantile (pinball) loss, ``PoissonNLLLoss``, ``GaussianNLLLoss``, ``HuberLoss``; RevIN; a sliding-window
 dataset by ``unfold``; a seq2seq LSTM forecaster with teacher forcing."""
 
+import itertools
 import math
 import random
 
@@ -3554,3 +3555,191 @@ def test_node_oblivious_trees(bin_function):
     np.testing.assert_array_equal(codes[..., 0], [[0, 1, 0, 1, 0, 1, 0, 1], [0, 0, 1, 1, 0, 0, 1, 1],
                                                   [0, 0, 0, 0, 1, 1, 1, 1]])
     assert "0.0.bin_codes_1hot" not in ours["grads"]
+
+
+# ----------------------------------------------------------------------------------------------
+# More CTR models of rixwew/pytorch-fm and DeepCTR-Torch: FFM, PNN, AFM, NFM and FiBiNET
+# ----------------------------------------------------------------------------------------------
+
+
+def make_ctr(m, name, embed_dim=4):
+    torch, nn, F = m.torch, m.nn, m.F
+    num_fields = len(FIELD_DIMS)
+    offsets = np.array((0, *np.cumsum(FIELD_DIMS)[:-1]), dtype=np.int64)
+
+    class FieldAwareFactorizationMachine(nn.Module):
+        def __init__(self, field_dims, embed_dim):
+            super().__init__()
+            self.num_fields = len(field_dims)
+            self.embeddings = nn.ModuleList([
+                nn.Embedding(sum(field_dims), embed_dim) for _ in range(self.num_fields)
+            ])
+            for embedding in self.embeddings:
+                nn.init.xavier_uniform_(embedding.weight.data)
+
+        def forward(self, x):
+            xs = [self.embeddings[i](x) for i in range(self.num_fields)]
+            ix = list()
+            for i in range(self.num_fields - 1):
+                for j in range(i + 1, self.num_fields):
+                    ix.append(xs[j][:, i] * xs[i][:, j])
+            ix = torch.stack(ix, dim=1)
+            return ix
+
+    class InnerProductNetwork(nn.Module):
+        def forward(self, x):
+            num_fields = x.shape[1]
+            row, col = list(), list()
+            for i in range(num_fields - 1):
+                for j in range(i + 1, num_fields):
+                    row.append(i), col.append(j)
+            return torch.sum(x[:, row] * x[:, col], dim=2)
+
+    class OuterProductNetwork(nn.Module):
+        def __init__(self, num_fields, embed_dim, kernel_type='mat'):
+            super().__init__()
+            num_ix = num_fields * (num_fields - 1) // 2
+            kernel_shape = embed_dim, num_ix, embed_dim
+            self.kernel_type = kernel_type
+            self.kernel = nn.Parameter(torch.zeros(kernel_shape))
+            nn.init.xavier_uniform_(self.kernel.data)
+
+        def forward(self, x):
+            num_fields = x.shape[1]
+            row, col = list(), list()
+            for i in range(num_fields - 1):
+                for j in range(i + 1, num_fields):
+                    row.append(i), col.append(j)
+            p, q = x[:, row], x[:, col]
+            kp = torch.sum(p.unsqueeze(1) * self.kernel, dim=-1).permute(0, 2, 1)
+            return torch.sum(kp * q, -1)
+
+    class AttentionalFactorizationMachine(nn.Module):
+        def __init__(self, embed_dim, attn_size, dropouts):
+            super().__init__()
+            self.attention = nn.Linear(embed_dim, attn_size)
+            self.projection = nn.Linear(attn_size, 1)
+            self.fc = nn.Linear(embed_dim, 1)
+            self.dropouts = dropouts
+
+        def forward(self, x):
+            num_fields = x.shape[1]
+            row, col = list(), list()
+            for i in range(num_fields - 1):
+                for j in range(i + 1, num_fields):
+                    row.append(i), col.append(j)
+            p, q = x[:, row], x[:, col]
+            inner_product = p * q
+            attn_scores = F.relu(self.attention(inner_product))
+            attn_scores = F.softmax(self.projection(attn_scores), dim=1)
+            attn_scores = F.dropout(attn_scores, p=self.dropouts[0], training=self.training)
+            attn_output = torch.sum(attn_scores * inner_product, dim=1)
+            attn_output = F.dropout(attn_output, p=self.dropouts[1], training=self.training)
+            return self.fc(attn_output)
+
+    class SENETLayer(nn.Module):
+        def __init__(self, filed_size, reduction_ratio=3):
+            super(SENETLayer, self).__init__()
+            self.filed_size = filed_size
+            self.reduction_size = max(1, filed_size // reduction_ratio)
+            self.excitation = nn.Sequential(
+                nn.Linear(self.filed_size, self.reduction_size, bias=False),
+                nn.ReLU(),
+                nn.Linear(self.reduction_size, self.filed_size, bias=False),
+                nn.ReLU()
+            )
+
+        def forward(self, inputs):
+            Z = torch.mean(inputs, dim=-1, out=None)
+            A = self.excitation(Z)
+            V = torch.mul(inputs, torch.unsqueeze(A, dim=2))
+            return V
+
+    class BilinearInteraction(nn.Module):
+        def __init__(self, filed_size, embedding_size, bilinear_type="interaction"):
+            super(BilinearInteraction, self).__init__()
+            self.bilinear_type = bilinear_type
+            self.bilinear = nn.ModuleList()
+            if self.bilinear_type == "all":
+                self.bilinear = nn.Linear(embedding_size, embedding_size, bias=False)
+            elif self.bilinear_type == "each":
+                for _ in range(filed_size):
+                    self.bilinear.append(nn.Linear(embedding_size, embedding_size, bias=False))
+            elif self.bilinear_type == "interaction":
+                for _, _ in itertools.combinations(range(filed_size), 2):
+                    self.bilinear.append(nn.Linear(embedding_size, embedding_size, bias=False))
+
+        def forward(self, inputs):
+            inputs = torch.split(inputs, 1, dim=1)
+            if self.bilinear_type == "all":
+                p = [torch.mul(self.bilinear(v_i), v_j) for v_i, v_j in itertools.combinations(inputs, 2)]
+            elif self.bilinear_type == "each":
+                p = [torch.mul(self.bilinear[i](inputs[i]), inputs[j])
+                     for i, j in itertools.combinations(range(len(inputs)), 2)]
+            elif self.bilinear_type == "interaction":
+                p = [torch.mul(bilinear(v[0]), v[1])
+                     for v, bilinear in zip(itertools.combinations(inputs, 2), self.bilinear)]
+            return torch.cat(p, dim=1)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Embedding(sum(FIELD_DIMS), 1)
+            self.bias = nn.Parameter(torch.zeros((1,)))
+            num_ix = num_fields * (num_fields - 1) // 2
+            if name == "ffm":
+                self.ffm = FieldAwareFactorizationMachine(FIELD_DIMS, embed_dim)
+                return
+            self.embedding = nn.Embedding(sum(FIELD_DIMS), embed_dim)
+            if name in ("ipnn", "opnn"):
+                self.pn = InnerProductNetwork() if name == "ipnn" else OuterProductNetwork(num_fields, embed_dim)
+                self.mlp = nn.Sequential(nn.Linear(num_ix + num_fields * embed_dim, 8), nn.ReLU(), nn.Linear(8, 1))
+            elif name == "afm":
+                self.afm = AttentionalFactorizationMachine(embed_dim, 5, (0.0, 0.0))
+            elif name == "nfm":
+                self.fm = nn.Sequential(nn.BatchNorm1d(embed_dim), nn.Dropout(0.0))
+                self.mlp = nn.Sequential(nn.Linear(embed_dim, 8), nn.ReLU(), nn.Linear(8, 1))
+            elif name.startswith("fibinet"):
+                self.se = SENETLayer(num_fields, 3)
+                self.bi = BilinearInteraction(num_fields, embed_dim, name.split("_")[1])
+                self.mlp = nn.Sequential(nn.Linear(2 * num_ix * embed_dim, 8), nn.ReLU(), nn.Linear(8, 1))
+
+        def forward(self, x):
+            x = x + x.new_tensor(offsets).unsqueeze(0)
+            linear = torch.sum(self.linear(x), dim=1) + self.bias
+            if name == "ffm":
+                ffm_term = torch.sum(torch.sum(self.ffm(x), dim=1), dim=1, keepdim=True)
+                return torch.sigmoid((linear + ffm_term).squeeze(1))
+            embed_x = self.embedding(x)
+            if name in ("ipnn", "opnn"):
+                cross_term = self.pn(embed_x)
+                out = self.mlp(torch.cat([embed_x.view(-1, num_fields * embed_dim), cross_term], dim=1))
+            elif name == "afm":
+                out = self.afm(embed_x)
+            elif name == "nfm":
+                cross_term = 0.5 * (torch.sum(embed_x, dim=1) ** 2 - torch.sum(embed_x ** 2, dim=1))
+                out = self.mlp(self.fm(cross_term))
+            else:
+                senet = self.se(embed_x)
+                bilinear = torch.cat([self.bi(embed_x), self.bi(senet)], dim=1)
+                out = self.mlp(torch.flatten(bilinear, start_dim=1))
+            return torch.sigmoid((linear + out).squeeze(1))
+
+    return Model()
+
+
+@pytest.mark.parametrize("name", ["ffm", "ipnn", "opnn", "afm", "nfm", "fibinet_all", "fibinet_each",
+                                  "fibinet_interaction"])
+def test_ctr_models(name):
+    make = lambda m: make_ctr(m, name)
+
+    def program(m, weights):
+        torch, nn, optim = m.torch, m.nn, m.optim
+        model = load(m, make(m), weights).double()
+        x, y = (torch.from_numpy(a) for a in fm_data())
+        criterion = nn.BCELoss()
+        optimizer = optim.Adam(params=model.parameters(), lr=0.01, weight_decay=1e-6)
+        losses, grads = train(m, model, lambda model: criterion(model(x), y), optimizer, 3)
+        return {"losses": losses, "grads": grads, "params": params_of(model)}
+
+    run_both(program, weights_of(make), rtol=1e-8, atol=1e-11)
