@@ -5,23 +5,29 @@ on PyTorch, comparing losses, gradients and parameters (float64 to about 1e-10 u
 against NumPy by hand where a formula is short.
 
 Recommenders: neural collaborative filtering (NeuMF: GMF and MLP towers, ``BCEWithLogitsLoss``);
-factorization machines and DeepFM (the square-of-sum minus sum-of-squares trick over an embedding tensor,
-field offsets); DCN's cross network (``x0 * (x @ w) + b + x``) and DCN-V2's; DLRM with
-``nn.EmbeddingBag(mode='sum'|'mean'|'max')`` on offsets and ``per_sample_weights`` and the dot interaction
-by ``bmm`` and ``triu_indices``; ``nn.Embedding(sparse=True)`` under SGD; ``padding_idx`` and ``max_norm``
-renormalising in place; matrix factorisation with BPR loss (``F.logsigmoid``).
+factorization machines and DeepFM (the square-of-sum minus sum-of-squares trick, field offsets); FFM, PNN,
+AFM, NFM, FiBiNET (SENET, bilinear interactions), xDeepFM's CIN and AutoInt; DCN's cross network
+(``x0 * (x @ w) + b + x``) and DCN-V2's; DLRM with ``nn.EmbeddingBag(mode='sum'|'mean'|'max')`` on offsets
+and ``per_sample_weights`` and the dot interaction; ``nn.Embedding(sparse=True)`` under SGD, Nesterov and
+Adagrad (SparseAdam: an xfail, there are no sparse tensors); ``padding_idx`` and ``max_norm`` renormalising
+in place; BPR matrix factorisation (``F.logsigmoid``); SASRec (causal ``MultiheadAttention``, ``*=`` by a
+bool mask, indexing by ``np.where``); GRU4Rec (session-parallel batches, hidden reset, TOP1 / BPR(-max));
+DIN (Dice, masked attention pooling); two-tower retrieval (in-batch softmax, logQ, masked hits); LightGCN.
 
-Tabular: TabNet's sparsemax and entmax-1.5 by hand (sort, cumsum, gather of the threshold), as an
-``autograd.Function`` and by autograd, ghost batch norm by ``chunk``, the GLU feature transformer and the
-attentive transformer's prior; FT-Transformer's feature tokenizer (per-feature weights by broadcasting,
-categorical offsets by ``cumsum`` of the cardinalities, a CLS token by ``cat`` with ``expand``) under a
-pre-norm ``TransformerEncoderLayer``; periodic numerical embeddings (sin/cos of ``2*pi*c*x``).
+Tabular: TabNet's sparsemax and entmax-1.5 by hand (sort, cumsum, gather of the threshold) as
+``autograd.Function``s (one writing ``input -= max`` into its caller's tensor), entmax-bisect with a learnt
+alpha, ghost batch norm by ``chunk``, the GLU feature transformer and the attentive transformer's prior;
+FT-Transformer's tokenizers (per-feature weights by broadcasting, categorical offsets by ``cumsum``, a CLS
+token by ``cat`` with ``expand``) with periodic numerical embeddings; NODE's oblivious trees (bin codes by
+``//`` and ``%``, a product over depth, data-aware initialisation through ``.data[...]``).
 
-Time series: N-BEATS (generic, trend and seasonality blocks: linear bases, residual subtraction); a TCN
-(``weight_norm`` Conv1d, chomp by slicing, and the ``F.pad`` left-padding form); DeepAR with a Gaussian and
-a NegativeBinomial likelihood (``torch.distributions``, mean scaling, seeded ancestral sampling); the
-quantile (pinball) loss, ``PoissonNLLLoss``, ``GaussianNLLLoss``, ``HuberLoss``; RevIN; a sliding-window
-dataset by ``unfold``; a seq2seq LSTM forecaster with teacher forcing."""
+Time series: N-BEATS (trend, seasonality and generic blocks); a TCN (``weight_norm`` and its
+parametrization, chomp or ``F.pad``); DeepAR with Gaussian and NegativeBinomial likelihoods (mean scaling,
+seeded ancestral sampling); pinball, ``PoissonNLLLoss``, ``GaussianNLLLoss``, ``HuberLoss``; RevIN around
+DLinear on a sliding-window dataset by ``unfold``; a seq2seq LSTM with teacher forcing; Autoformer's
+auto-correlation (``rfft``/``irfft``, ``roll`` and ``gather`` delay aggregation) with Informer's embeddings
+and distilling (the ``torch.__version__ >= '1.5.0'`` check: an xfail); PatchTST; TimesNet; the Temporal
+Fusion Transformer's gated residual networks, variable selection and interpretable attention."""
 
 import itertools
 import math
@@ -774,6 +780,90 @@ def test_sparsemax_and_entmax():
     np.testing.assert_allclose(ours["shifted_in_place"], z - z.max(-1, keepdims=True), rtol=1e-12)
     np.testing.assert_allclose(ours["grad"], ours["grad_autograd"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours["entmax"].sum(0), 1, rtol=1e-12)
+
+
+def entmax_bisect(m):
+    """entmax's EntmaxBisectFunction (deep-spin/entmax): classmethod forward / backward, a learnt alpha
+    whose gradient comes back in the expanded shape (reduced to alpha's own by autograd), in-place bisection."""
+    torch = m.torch
+    Function = torch.autograd.Function
+
+    class EntmaxBisectFunction(Function):
+        @classmethod
+        def _gp(cls, x, alpha): return x ** (alpha - 1)
+        @classmethod
+        def _gp_inv(cls, y, alpha): return y ** (1 / (alpha - 1))
+        @classmethod
+        def _p(cls, X, alpha): return cls._gp_inv(torch.clamp(X, min=0), alpha)
+        @classmethod
+        def forward(cls, ctx, X, alpha=1.5, dim=-1, n_iter=50, ensure_sum_one=True):
+            if not isinstance(alpha, torch.Tensor):
+                alpha = torch.tensor(alpha, dtype=X.dtype, device=X.device)
+            alpha_shape = list(X.shape)
+            alpha_shape[dim] = 1
+            alpha = alpha.expand(*alpha_shape)
+            ctx.alpha = alpha
+            ctx.dim = dim
+            d = X.shape[dim]
+            X = X * (alpha - 1)
+            max_val, _ = X.max(dim=dim, keepdim=True)
+            tau_lo = max_val - cls._gp(1, alpha)
+            tau_hi = max_val - cls._gp(1 / d, alpha)
+            f_lo = cls._p(X - tau_lo, alpha).sum(dim) - 1
+            dm = tau_hi - tau_lo
+            for it in range(n_iter):
+                dm /= 2
+                tau_m = tau_lo + dm
+                p_m = cls._p(X - tau_m, alpha)
+                f_m = p_m.sum(dim) - 1
+                mask = (f_m * f_lo >= 0).unsqueeze(dim)
+                tau_lo = torch.where(mask, tau_m, tau_lo)
+            if ensure_sum_one:
+                p_m /= p_m.sum(dim=dim).unsqueeze(dim=dim)
+            ctx.save_for_backward(p_m)
+            return p_m
+        @classmethod
+        def backward(cls, ctx, dY):
+            Y, = ctx.saved_tensors
+            gppr = torch.where(Y > 0, Y ** (2 - ctx.alpha), Y.new_zeros(1))
+            dX = dY * gppr
+            q = dX.sum(ctx.dim) / gppr.sum(ctx.dim)
+            q = q.unsqueeze(ctx.dim)
+            dX -= q * gppr
+            d_alpha = None
+            if ctx.needs_input_grad[1]:
+                S = torch.where(Y > 0, Y * torch.log(Y), Y.new_zeros(1))
+                ent = S.sum(ctx.dim).unsqueeze(ctx.dim)
+                Y_skewed = gppr / gppr.sum(ctx.dim).unsqueeze(ctx.dim)
+                d_alpha = dY * (Y - Y_skewed) / ((ctx.alpha - 1) ** 2)
+                d_alpha -= dY * (S - Y_skewed * ent) / (ctx.alpha - 1)
+                d_alpha = d_alpha.sum(ctx.dim).unsqueeze(ctx.dim)
+            return dX, d_alpha, None, None, None
+    out = {}
+    X = torch.tensor(np.random.default_rng(0).standard_normal((3, 6)), requires_grad=True)
+    w = torch.tensor(np.random.default_rng(1).standard_normal((3, 6)))
+    for name, alpha in (("scalar", torch.tensor(1.3, dtype=torch.float64, requires_grad=True)),
+                        ("one", torch.tensor([1.7], dtype=torch.float64, requires_grad=True)),
+                        ("rows", torch.tensor([[1.2], [1.5], [2.0]], dtype=torch.float64, requires_grad=True)),
+                        ("number", 1.5)):
+        y = EntmaxBisectFunction.apply(X, alpha, -1, 30)
+        inputs = [X] + ([alpha] if isinstance(alpha, torch.Tensor) else [])
+        out[name] = [y, *torch.autograd.grad((y * w).sum(), inputs)]
+    return out
+
+
+def test_entmax_bisect_learnt_alpha():
+    ours, _ = run_both(entmax_bisect, rtol=1e-9, atol=1e-12)
+    for name, (y, *grads) in ours.items():
+        np.testing.assert_allclose(y.sum(-1), 1, rtol=1e-12)
+    assert ours["scalar"][2].shape == () and ours["one"][2].shape == (1,) and ours["rows"][2].shape == (3, 1)
+    # alpha = 2 is sparsemax: the bisection's answer for the third row
+    z = np.random.default_rng(0).standard_normal((3, 6))[2]
+    s = np.sort(z)[::-1]
+    k = np.arange(1, 7)
+    support = 1 + k * s > np.cumsum(s)
+    tau = (np.cumsum(s)[support][-1] - 1) / k[support][-1]
+    np.testing.assert_allclose(ours["rows"][0][2], np.maximum(z - tau, 0), atol=1e-8)
 
 
 def make_tabnet(m, input_dim=6, output_dim=3, n_d=4, n_a=4, n_steps=2, gamma=1.3, virtual_batch_size=8,
