@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP039  (the programs are kept as their authors wrote them)
 """Recommender, tabular and time-series programs (see tests/pytorch_programs.py), as their reference
 repositories write them, each trained a few steps from the same weights on synthetic data on chainrule and
 on PyTorch, comparing losses, gradients and parameters (float64 to about 1e-10 unless said), and checked
@@ -3835,3 +3835,158 @@ def test_ctr_models(name):
         return {"losses": losses, "grads": grads, "params": params_of(model)}
 
     run_both(program, weights_of(make), rtol=1e-8, atol=1e-11)
+
+
+# ----------------------------------------------------------------------------------------------
+# Informer's ProbSparse self-attention (Zhou et al. 2021, zhouhaoyi/Informer2020): sampled keys by advanced
+# indexing of an expanded tensor, the top queries by a sparsity measure, context rows written by index
+# ----------------------------------------------------------------------------------------------
+
+
+def make_prob_attention(m, d_model=8, n_heads=2, factor=2):
+    torch, nn = m.torch, m.nn
+
+    class ProbMask():
+        def __init__(self, B, H, L, index, scores, device="cpu"):
+            _mask = torch.ones(L, scores.shape[-1], dtype=torch.bool).to(device).triu(1)
+            _mask_ex = _mask[None, None, :].expand(B, H, L, scores.shape[-1])
+            indicator = _mask_ex[torch.arange(B)[:, None, None],
+                                 torch.arange(H)[None, :, None],
+                                 index, :].to(device)
+            self._mask = indicator.view(scores.shape).to(device)
+
+        @property
+        def mask(self):
+            return self._mask
+
+    class ProbAttention(nn.Module):
+        def __init__(self, mask_flag=True, factor=5, scale=None, attention_dropout=0.0, output_attention=False):
+            super(ProbAttention, self).__init__()
+            self.factor = factor
+            self.scale = scale
+            self.mask_flag = mask_flag
+            self.output_attention = output_attention
+            self.dropout = nn.Dropout(attention_dropout)
+            self.index_sample = None  # the sampled keys: drawn by the caller here, so both libraries share them
+
+        def _prob_QK(self, Q, K, sample_k, n_top):  # n_top: c*ln(L_q)
+            # Q [B, H, L, D]
+            B, H, L_K, E = K.shape
+            _, _, L_Q, _ = Q.shape
+            # calculate the sampled Q_K
+            K_expand = K.unsqueeze(-3).expand(B, H, L_Q, L_K, E)
+            index_sample = self.index_sample  # torch.randint(L_K, (L_Q, sample_k)) in the repository
+            K_sample = K_expand[:, :, torch.arange(L_Q).unsqueeze(1), index_sample, :]
+            Q_K_sample = torch.matmul(Q.unsqueeze(-2), K_sample.transpose(-2, -1)).squeeze(-2)
+            # find the Top_k query with sparisty measurement
+            M = Q_K_sample.max(-1)[0] - torch.div(Q_K_sample.sum(-1), L_K)
+            M_top = M.topk(n_top, sorted=False)[1]
+            # use the reduced Q to calculate Q_K
+            Q_reduce = Q[torch.arange(B)[:, None, None],
+                         torch.arange(H)[None, :, None],
+                         M_top, :]  # factor*ln(L_q)
+            Q_K = torch.matmul(Q_reduce, K.transpose(-2, -1))  # factor*ln(L_q)*L_k
+            return Q_K, M_top
+
+        def _get_initial_context(self, V, L_Q):
+            B, H, L_V, D = V.shape
+            if not self.mask_flag:
+                V_sum = V.mean(dim=-2)
+                contex = V_sum.unsqueeze(-2).expand(B, H, L_Q, V_sum.shape[-1]).clone()
+            else:  # use mask
+                assert (L_Q == L_V)  # requires that L_Q == L_V, i.e. for self-attention only
+                contex = V.cumsum(dim=-2)
+            return contex
+
+        def _update_context(self, context_in, V, scores, index, L_Q, attn_mask):
+            B, H, L_V, D = V.shape
+            if self.mask_flag:
+                attn_mask = ProbMask(B, H, L_Q, index, scores, device=V.device)
+                scores.masked_fill_(attn_mask.mask, -np.inf)
+            attn = torch.softmax(scores, dim=-1)  # nn.Softmax(dim=-1)(scores)
+            context_in[torch.arange(B)[:, None, None],
+                       torch.arange(H)[None, :, None],
+                       index, :] = torch.matmul(attn, V).type_as(context_in)
+            if self.output_attention:
+                attns = (torch.ones([B, H, L_V, L_V]) / L_V).type_as(attn).to(attn.device)
+                attns[torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], index, :] = attn
+                return (context_in, attns)
+            else:
+                return (context_in, None)
+
+        def forward(self, queries, keys, values, attn_mask):
+            B, L_Q, H, D = queries.shape
+            _, L_K, _, _ = keys.shape
+            queries = queries.transpose(2, 1)
+            keys = keys.transpose(2, 1)
+            values = values.transpose(2, 1)
+            U_part = self.factor * np.ceil(np.log(L_K)).astype('int').item()  # c*ln(L_k)
+            u = self.factor * np.ceil(np.log(L_Q)).astype('int').item()  # c*ln(L_q)
+            U_part = U_part if U_part < L_K else L_K
+            u = u if u < L_Q else L_Q
+            scores_top, index = self._prob_QK(queries, keys, sample_k=U_part, n_top=u)
+            # add scale factor
+            scale = self.scale or 1. / math.sqrt(D)
+            if scale is not None:
+                scores_top = scores_top * scale
+            # get the context
+            context = self._get_initial_context(values, L_Q)
+            # update the context with selected top_k queries
+            context, attn = self._update_context(context, values, scores_top, index, L_Q, attn_mask)
+            return context.transpose(2, 1).contiguous(), attn
+
+    class AttentionLayer(nn.Module):
+        def __init__(self, attention, d_model, n_heads, mix=False):
+            super(AttentionLayer, self).__init__()
+            d_keys = d_model // n_heads
+            d_values = d_model // n_heads
+            self.inner_attention = attention
+            self.query_projection = nn.Linear(d_model, d_keys * n_heads)
+            self.key_projection = nn.Linear(d_model, d_keys * n_heads)
+            self.value_projection = nn.Linear(d_model, d_values * n_heads)
+            self.out_projection = nn.Linear(d_values * n_heads, d_model)
+            self.n_heads = n_heads
+            self.mix = mix
+
+        def forward(self, queries, keys, values, attn_mask):
+            B, L, _ = queries.shape
+            _, S, _ = keys.shape
+            H = self.n_heads
+            queries = self.query_projection(queries).view(B, L, H, -1)
+            keys = self.key_projection(keys).view(B, S, H, -1)
+            values = self.value_projection(values).view(B, S, H, -1)
+            out, attn = self.inner_attention(queries, keys, values, attn_mask)
+            if self.mix:
+                out = out.transpose(2, 1).contiguous()
+            out = out.view(B, L, -1)
+            return self.out_projection(out), attn
+
+    return nn.ModuleList([AttentionLayer(ProbAttention(False, factor), d_model, n_heads),
+                          AttentionLayer(ProbAttention(True, factor, output_attention=True), d_model, n_heads,
+                                         mix=True)])
+
+
+def test_informer_prob_sparse_attention():
+    def program(m, weights):
+        torch, optim = m.torch, m.optim
+        layers = load(m, make_prob_attention(m), weights).double()
+        rng = np.random.default_rng(28)
+        x = torch.from_numpy(rng.standard_normal((2, 12, 8)))
+        target = torch.from_numpy(rng.standard_normal((2, 12, 8)))
+        for layer in layers:
+            layer.inner_attention.index_sample = torch.from_numpy(rng.integers(0, 12, (12, 6)))
+        optimizer = optim.Adam(layers.parameters(), lr=1e-3)
+
+        def loss_of(layers):
+            enc, _ = layers[0](x, x, x, None)  # encoder: unmasked, mean-of-V initial context
+            dec, attn = layers[1](enc, enc, enc, None)  # decoder: masked, cumsum initial context
+            return ((dec - target) ** 2).mean()
+
+        losses, grads = train(m, layers, loss_of, optimizer, 3)
+        with torch.no_grad():
+            _, attn = layers[1](x, x, x, None)
+        return {"losses": losses, "grads": grads, "params": params_of(layers), "attn": attn}
+
+    ours, _ = run_both(program, weights_of(make_prob_attention), rtol=1e-8, atol=1e-11)
+    np.testing.assert_allclose(ours["attn"].sum(-1), 1, rtol=1e-7)  # (the unselected rows: float32 1/12s)
+    assert (ours["attn"] == np.float32(1 / 12)).all(-1).sum() == 2 * 2 * (12 - 2 * 3)  # 6 queries of 12 selected
