@@ -10,7 +10,7 @@ often its index occurs in the batch.
 
 import math
 
-from ..backend import xp
+from ..backend import float16, float32, float64, xp
 from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -63,16 +63,24 @@ def _padding_index(padding_idx, num_embeddings):
 
 def embedding_renorm_(weight, indices, max_norm, norm_type=2.0):
     """Rescale, in place, each row of W named in ``indices`` whose p-norm exceeds
-    ``max_norm`` to norm max_norm (times max_norm / (norm + 1e-7), as PyTorch)."""
+    ``max_norm`` to norm max_norm (times max_norm / (norm + 1e-7), as PyTorch).
+
+    PyTorch's rounding: the norm in the weight's dtype (float16 accumulated in float32), read as a
+    double; the scale computed in double (in float32, + 1e-7 would vanish below the norm's unit), then
+    rounded to the weight's dtype for the product."""
     rows = xp.unique(indices.reshape(-1))
     values = weight._data[rows]
+    wide = values.astype(float32) if values.dtype == float16 else values
     if norm_type == math.inf:
-        norms = xp.abs(values).max(axis=1)
+        norms = xp.abs(wide).max(axis=1)
+    elif norm_type == 2:
+        norms = xp.sqrt((wide * wide).sum(axis=1))
     else:
-        norms = (xp.abs(values) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+        norms = (xp.abs(wide) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    norms = norms.astype(values.dtype).astype(float64)
     over = norms > max_norm
     if over.any():
-        scale = (max_norm / (norms[over] + 1e-7)).astype(weight.dtype)
+        scale = (max_norm / (norms[over] + 1e-7)).astype(values.dtype)
         with no_grad():
             weight[rows[over]] = values[over] * scale[:, None]
     return weight

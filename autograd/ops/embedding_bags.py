@@ -12,7 +12,7 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
 ``embedding``'s, the sums ``IndexAdd``, the maxima a gather of the winners: gradients are theirs.
 """
 
-from ..backend import ufunc_at, xp
+from ..backend import float16, ufunc_at, xp
 from ..primitive import node_named
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
@@ -58,6 +58,10 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     ``per_sample_weights`` scales each lookup (mode='sum' only)."""
     if mode not in ("sum", "mean", "max"):
         raise ValueError(f"mode has to be one of sum, mean or max, got {mode}")
+    if mode == "max" and scale_grad_by_freq:  # PyTorch's kernel has no frequency scaling of the winners
+        raise ValueError("max mode does not support scaling the gradient by the frequency")
+    if mode == "max" and sparse:
+        raise ValueError("max mode does not support sparse weights")
     if per_sample_weights is not None and mode != "sum":
         raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. per_sample_weights is only "
                                   f"supported for mode='sum' (got mode='{mode}'). Please open a feature request "
@@ -105,13 +109,19 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
         picked = rows[winner, xp.arange(shape[1])]
         winning_rows = xp.where(empty[:, None], 0, indices[winner])
         return picked * Tensor._make((~empty)[:, None].astype(weight.dtype)), counts, winning_rows
+    half = weight.dtype == float16  # PyTorch's kernel sums float16 bags in float32 and rounds each sum once
+    if half:
+        rows = rows.float()
     if per_sample_weights is not None:
         flat_weights = per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))]
-        rows = rows * flat_weights.unsqueeze(1)
+        rows = rows * (flat_weights.float() if half else flat_weights).unsqueeze(1)
     total = IndexAdd.apply(rows, index=bag_of, shape=shape, basic=False)
+    if half:
+        total = total.half()
     if mode == "sum":
         return total, counts, None
-    return total * Tensor._make((1.0 / xp.maximum(counts, 1).astype(weight.dtype))[:, None]), counts, None
+    # divided by the bag's size, as PyTorch's kernel (a product with the reciprocal is a unit off in places)
+    return total / Tensor._make(xp.maximum(counts, 1).astype(weight.dtype)[:, None]), counts, None
 
 
 _MODES = ("sum", "mean", "max")  # PyTorch's codes of mode, 0, 1, 2
