@@ -1,4 +1,8 @@
-"""``autograd.__version__`` (as ``torch.__version__``): the installed chainrule distribution's version;
+"""``autograd.__version__`` (as ``torch.__version__``): the PyTorch release whose API chainrule follows,
+with the installed chainrule distribution's version as its local label, ``2.13.0+chainrule.0.1.0``, as a
+PyTorch build names itself ``2.13.0+cpu``. Programs pick code paths by it (``torch.__version__ >=
+"1.5.0"``, ``version.parse(torch.__version__)``, ``torch.__version__.split(".")``): they take the ones
+written for the API they get. ``chainrule`` is the distribution's own version (``chainrule --version``).
 ``autograd.version`` answers as ``torch.version`` does (``.cuda`` is None on a CPU build, as the scripts
 that print their environment read it; under CuPy it is the CUDA runtime's version)."""
 
@@ -6,10 +10,12 @@ from importlib import metadata
 
 from .backend import xp
 
+PYTORCH_API = "2.13.0"  # the release of PyTorch whose names, signatures and numerics chainrule follows
 try:
-    __version__ = metadata.version("chainrule")
+    chainrule = metadata.version("chainrule")
 except metadata.PackageNotFoundError:  # a source tree on sys.path that was never pip-installed
-    __version__ = "0+unknown"
+    chainrule = "unknown"
+__version__ = f"{PYTORCH_API}+chainrule.{chainrule}"
 
 git_version = "unknown"
 debug = False

@@ -76,7 +76,7 @@ def positive(kind):
 def parser():
     top = Parser(prog="chainrule", description="chainrule: reverse-mode autodiff on NumPy.",
                  epilog="run `chainrule COMMAND --help` for a command's options")
-    top.add_argument("--version", action="version", version=f"chainrule {autograd.__version__}")
+    top.add_argument("--version", action="version", version=f"chainrule {autograd.version.chainrule}")
     commands = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     demo = commands.add_parser("demo", help="train an MLP end to end and write its pictures",
                                description="Train an MLP end to end and write its pictures and weights into --out.")

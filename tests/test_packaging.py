@@ -33,9 +33,13 @@ def test_every_package_is_marked_typed_and_ships_the_marker():
         assert (ROOT / package / "py.typed").exists(), package
 
 
-def test_version_is_the_installed_distribution_s():
-    assert autograd.__version__ == importlib.metadata.version("chainrule")
-    assert re.fullmatch(r"\d+\.\d+\.\d+.*", autograd.__version__)
+def test_version_is_pytorchs_api_with_the_installed_distribution_s_as_its_local_label():
+    assert autograd.version.chainrule == importlib.metadata.version("chainrule")
+    assert autograd.__version__ == f"2.13.0+chainrule.{autograd.version.chainrule}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+\+chainrule(\.[0-9a-z]+)+", autograd.__version__)  # (PEP 440)
+    # the checks programs make to pick their code paths
+    assert autograd.__version__ >= "1.5.0" and autograd.__version__ >= "2.0" and autograd.__version__ < "3"
+    assert tuple(int(n) for n in autograd.__version__.split("+")[0].split(".")[:2]) == (2, 13)
 
 
 def test_install_hints_name_the_distribution_not_a_source_checkout():
