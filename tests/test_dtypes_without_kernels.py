@@ -113,3 +113,13 @@ def test_ldexp_and_trapezoid_keep_the_promoted_dtype(T):
            T.tensor([True, False]), h)
     raises(RuntimeError, "cumulative_trapezoid: received a bool input for `y`, but bool is not supported",
            T.cumulative_trapezoid, T.tensor([True, False]))
+
+
+def test_running_extrema_refuse_complex_and_quantiles_refuse_half(T):
+    c = T.tensor([1 + 1j, 2j])
+    raises(NotImplementedError, "\"cummax_cpu\" not implemented for 'ComplexFloat'", T.cummax, c, 0)
+    raises(NotImplementedError, "\"cummin_cpu\" not implemented for 'ComplexFloat'", T.cummin, c, 0)
+    for quantile in (T.quantile, T.nanquantile):
+        for dtype in (T.float16, T.int64):
+            raises(RuntimeError, "quantile\\(\\) input tensor must be either float or double dtype", quantile,
+                   T.ones(3, dtype=dtype), 0.5)

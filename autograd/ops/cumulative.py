@@ -194,12 +194,14 @@ def _running_extremum(x, dim, running, result):
 @node_named("CummaxBackward0")
 def cummax(input, dim, *, out=None):
     """(values, indices): the largest element so far along dim, and where it is."""
+    refuse_kinds(input, "cummax_cpu", "c")
     return write_out(_running_extremum(input, dim, xp.maximum, CumMaxResult), out)
 
 
 @names("cummin")
 def cummin(input, dim, *, out=None):
     """(values, indices): the smallest element so far along dim, and where it is."""
+    refuse_kinds(input, "cummin_cpu", "c")
     return write_out(_running_extremum(input, dim, xp.minimum, CumMinResult), out)
 
 

@@ -112,8 +112,8 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan, out):
     sort, then the rank r = q (n - 1) among the n values (the non-NaN ones for nanquantile), and
     between the values at ⌊r⌋ and ⌈r⌉ by ``interpolation``. The gradient reaches the (one or two)
     elements each quantile is read from, through sort, gather and the interpolation."""
-    if input.dtype.kind != "f":
-        raise RuntimeError(f"{name}() input tensor must be either float or double dtype")
+    if input.dtype.kind != "f" or input.dtype == xp.float16:
+        raise RuntimeError("quantile() input tensor must be either float or double dtype")  # (nanquantile's too)
     if input.numel() == 0:
         raise RuntimeError(f"{name}() input tensor must be non-empty")
     if out is not None and out.dtype != input.dtype:
