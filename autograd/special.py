@@ -17,7 +17,7 @@ from .ops.bessel_integrals import (  # noqa: F401  (re-exported)
     scaled_modified_bessel_k0,
     scaled_modified_bessel_k1,
 )
-from .ops.conversion import refuse_kinds
+from .ops.conversion import refuse_half_and_complex
 from .ops.gamma import digamma, lgamma, mvlgamma, polygamma  # noqa: F401  (re-exported)
 from .ops.incomplete_gamma import igamma, igammac
 from .ops.names import FUNCTIONS
@@ -58,9 +58,10 @@ multigammaln = mvlgamma
 
 
 def _real(input, kernel):
-    """input as a floating tensor, refusing complex numbers, which PyTorch's kernel ``kernel`` has no loop for."""
+    """input as a floating tensor, refusing float16 and complex numbers, which PyTorch's kernel ``kernel`` has no
+    loop for."""
     x = floating(input)
-    refuse_kinds(x, kernel, "c")
+    refuse_half_and_complex(x, kernel)
     return x
 
 

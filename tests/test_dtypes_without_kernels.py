@@ -123,3 +123,23 @@ def test_running_extrema_refuse_complex_and_quantiles_refuse_half(T):
         for dtype in (T.float16, T.int64):
             raises(RuntimeError, "quantile\\(\\) input tensor must be either float or double dtype", quantile,
                    T.ones(3, dtype=dtype), 0.5)
+
+
+SPECIAL_FLOAT_ONLY = ["airy_ai", "bessel_j0", "bessel_j1", "bessel_y0", "bessel_y1", "modified_bessel_i0",
+                      "modified_bessel_i1", "modified_bessel_k0", "modified_bessel_k1", "scaled_modified_bessel_k0",
+                      "scaled_modified_bessel_k1", "spherical_bessel_j0", "erfcx", "ndtri", "log_ndtr"]
+
+
+@pytest.mark.parametrize("name", SPECIAL_FLOAT_ONLY)
+def test_special_functions_with_float_loops_only_refuse_half_and_complex(T, name):
+    function = getattr(T.special, name)
+    for dtype, c_name in ((T.float16, "Half"), (T.complex64, "ComplexFloat")):
+        raises(NotImplementedError, f"\"{name}_cpu\" not implemented for '{c_name}'", function,
+               T.ones(2, dtype=dtype))
+    assert function(T.tensor([0.5, 1.0])).dtype == T.float32 and function(T.tensor([1, 2])).dtype == T.float32
+
+
+def test_orthogonal_polynomials_refuse_half(T):
+    raises(NotImplementedError, "\"chebyshev_polynomial_t_cpu\" not implemented for 'Half'",
+           T.special.chebyshev_polynomial_t, T.ones(2, dtype=T.float16), 2)
+    assert T.special.legendre_polynomial_p(T.tensor([0.5]), 2).tolist() == [-0.125]

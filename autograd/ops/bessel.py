@@ -17,7 +17,7 @@ import math
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .conversion import refuse_kinds
+from .conversion import refuse_half_and_complex, refuse_kinds
 from .elementwise import Where, floating
 from .names import names
 from .outputs import write_out
@@ -133,7 +133,9 @@ def spherical_bessel_j0(x, *, out=None):
     as ``special.spherical_bessel_j0``. Like PyTorch's it has no gradient (its result never
     requires grad); near 0 it is its series 1 - x²/6 + x⁴/120 - ..., which keeps every digit.
     Its argument is ``x=``, PyTorch's keyword."""
-    x = floating(x)._data
+    x = floating(x)
+    refuse_half_and_complex(x, "spherical_bessel_j0_cpu")
+    x = x._data
     square = x * x
     series = xp.ones_like(x)
     for k in range(8, 0, -1):  # Σ_k (-x²)^k / (2k+1)!, by Horner: 8 terms reach 1e-19 at |x| = 1/2

@@ -33,6 +33,7 @@ import math
 from ..backend import errstate, xp
 from ..tensor import Tensor
 from .bessel import bessel_i1, hankel_coefficients
+from .conversion import refuse_half_and_complex
 from .elementwise import floating
 from .outputs import write_out
 
@@ -40,9 +41,12 @@ _EULER = 0.57721566490153286061
 _NODES, _ORDERS, _NEAR = 160, 40, 25.0  # points on the circle, Neumann terms, where Hankel takes over
 
 
-def _result(input, function, out):
-    """function of the input's array (as float64), as a tensor of its floating dtype without grad."""
-    x = floating(input)._data
+def _result(input, function, out, kernel):
+    """function of the input's array (as float64), as a tensor of its floating dtype without grad (float32
+    or float64: PyTorch's ``kernel`` refuses float16 and complex numbers)."""
+    x = floating(input)
+    refuse_half_and_complex(x, kernel)
+    x = x._data
     with errstate(all="ignore"):
         return write_out(Tensor._make(function(x.astype(xp.float64)).astype(x.dtype)), out)
 
@@ -207,54 +211,54 @@ def _airy(x):
 
 def bessel_j0(input, *, out=None):
     """J0(x), the Bessel function of the first kind of order 0 (no gradient)."""
-    return _result(input, lambda x: _bessel_j(x, 0), out)
+    return _result(input, lambda x: _bessel_j(x, 0), out, "bessel_j0_cpu")
 
 
 def bessel_j1(input, *, out=None):
     """J1(x), the Bessel function of the first kind of order 1 (no gradient)."""
-    return _result(input, lambda x: _bessel_j(x, 1), out)
+    return _result(input, lambda x: _bessel_j(x, 1), out, "bessel_j1_cpu")
 
 
 def bessel_y0(input, *, out=None):
     """Y0(x), the Bessel function of the second kind of order 0 (no gradient)."""
-    return _result(input, lambda x: _bessel_y(x, 0), out)
+    return _result(input, lambda x: _bessel_y(x, 0), out, "bessel_y0_cpu")
 
 
 def bessel_y1(input, *, out=None):
     """Y1(x), the Bessel function of the second kind of order 1 (no gradient)."""
-    return _result(input, lambda x: _bessel_y(x, 1), out)
+    return _result(input, lambda x: _bessel_y(x, 1), out, "bessel_y1_cpu")
 
 
 def modified_bessel_i0(input, *, out=None):
     """I0(x), the modified Bessel function of the first kind of order 0 (no gradient; ``i0`` has one)."""
-    return _result(input, xp.i0, out)
+    return _result(input, xp.i0, out, "modified_bessel_i0_cpu")
 
 
 def modified_bessel_i1(input, *, out=None):
     """I1(x), the modified Bessel function of the first kind of order 1 (no gradient; ``i1`` has one)."""
-    return _result(input, bessel_i1, out)
+    return _result(input, bessel_i1, out, "modified_bessel_i1_cpu")
 
 
 def modified_bessel_k0(input, *, out=None):
     """K0(x), the modified Bessel function of the second kind of order 0 (no gradient)."""
-    return _result(input, lambda x: _modified_k(x, 0.0, scaled=False), out)
+    return _result(input, lambda x: _modified_k(x, 0.0, scaled=False), out, "modified_bessel_k0_cpu")
 
 
 def modified_bessel_k1(input, *, out=None):
     """K1(x), the modified Bessel function of the second kind of order 1 (no gradient)."""
-    return _result(input, lambda x: _modified_k(x, 1.0, scaled=False), out)
+    return _result(input, lambda x: _modified_k(x, 1.0, scaled=False), out, "modified_bessel_k1_cpu")
 
 
 def scaled_modified_bessel_k0(x, *, out=None):
     """e^x K0(x) (no gradient)."""
-    return _result(x, lambda x: _modified_k(x, 0.0, scaled=True), out)
+    return _result(x, lambda x: _modified_k(x, 0.0, scaled=True), out, "scaled_modified_bessel_k0_cpu")
 
 
 def scaled_modified_bessel_k1(x, *, out=None):
     """e^x K1(x) (no gradient)."""
-    return _result(x, lambda x: _modified_k(x, 1.0, scaled=True), out)
+    return _result(x, lambda x: _modified_k(x, 1.0, scaled=True), out, "scaled_modified_bessel_k1_cpu")
 
 
 def airy_ai(x, *, out=None):
     """Airy's function Ai(x), the solution of y'' = x y that decays as x → ∞ (no gradient)."""
-    return _result(x, _airy, out)
+    return _result(x, _airy, out, "airy_ai_cpu")

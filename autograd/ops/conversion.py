@@ -65,6 +65,14 @@ def refuse_kinds(x, kernel, kinds):
         raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(x.dtype)}'")
 
 
+def refuse_half_and_complex(x, kernel):
+    """PyTorch's NotImplementedError where its kernel has float32 and float64 loops only (the Bessel and
+    Airy functions, the normal tails, the orthogonal polynomials): float16 and complex ``x`` (after the
+    integers became the default dtype)."""
+    if x.dtype.kind == "c" or x.dtype.kind == "f" and x.dtype.itemsize == 2:
+        raise NotImplementedError(f"\"{kernel}\" not implemented for '{type_name(x.dtype)}'")
+
+
 def _device(x):
     """The device the tensor's memory is on."""
     return _HOST if backend.on_host(x._data) else served()

@@ -17,6 +17,7 @@ chooses. The degree is truncated to an integer; a negative one gives 0, and H, H
 
 from ..backend import errstate, xp
 from ..tensor import Tensor, _operand
+from .conversion import refuse_half_and_complex
 from .elementwise import floating, promote
 from .outputs import write_out
 
@@ -28,6 +29,7 @@ def _operands(name, input, n):
     x, n = (input, _operand(n, input)) if isinstance(input, Tensor) else (_operand(input, n), n)
     x, n = promote(x, n)
     x, n = floating(x.detach()), n.detach()
+    refuse_half_and_complex(x, f"{name}_cpu")
     shape = xp.broadcast_shapes(x.shape, n.shape)
     values = xp.broadcast_to(x._data, shape).astype(x.dtype)
     degrees = xp.broadcast_to(n._data, shape)
