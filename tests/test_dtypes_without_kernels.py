@@ -143,3 +143,14 @@ def test_orthogonal_polynomials_refuse_half(T):
     raises(NotImplementedError, "\"chebyshev_polynomial_t_cpu\" not implemented for 'Half'",
            T.special.chebyshev_polynomial_t, T.ones(2, dtype=T.float16), 2)
     assert T.special.legendre_polynomial_p(T.tensor([0.5]), 2).tolist() == [-0.125]
+
+
+def test_pdist_histogram_and_gradient_refusals(T):
+    h = T.ones(2, 3, dtype=T.float16)
+    raises(NotImplementedError, "\"pdist\" not implemented for 'Half'", T.pdist, h)
+    raises(RuntimeError, "pdist only supports floating-point dtypes", T.pdist, T.ones(2, 3, dtype=T.complex64))
+    raises(NotImplementedError, "\"histogramdd\" not implemented for 'Half'", T.histogram, h)
+    raises(RuntimeError, "torch.gradient does not support uint8 input", T.gradient, T.ones(3, dtype=T.uint8))
+    raises(RuntimeError, "Subtraction, the `-` operator, with two bool tensors is not supported", T.gradient,
+           T.ones(3, dtype=T.bool))
+    assert T.gradient(T.tensor([1, 4, 9]))[0].tolist() == [3.0, 4.0, 5.0]

@@ -80,5 +80,9 @@ def pdist(input, p=2.0):
         raise RuntimeError(f"pdist only supports 2D tensors, got: {input.ndim}D")
     if p < 0:
         raise RuntimeError("pdist only supports non-negative p values")
+    if input.dtype.kind != "f":
+        raise RuntimeError("pdist only supports floating-point dtypes")
+    if input.dtype == xp.float16:
+        raise NotImplementedError("\"pdist\" not implemented for 'Half'")
     first, second = xp.triu_indices(input.shape[0], 1)
     return vector_norm(input[first] - input[second], p, 1)

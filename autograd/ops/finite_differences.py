@@ -16,6 +16,9 @@ coordinates, when they are tensors that require grad).
 
 import numbers
 
+import numpy
+
+from ..errors import refuse_bool_subtraction
 from ..tensor import Tensor
 from .axes import dim_index, normalize_dims
 from .elementwise import floating
@@ -86,6 +89,10 @@ def gradient(input, *, spacing=None, dim=None, edge_order=1):
         spacing = 1
     if edge_order not in (1, 2):
         raise RuntimeError("torch.gradient only supports edge_order=1 and edge_order=2.")
+    if input.dtype == numpy.uint8:  # (PyTorch's differences are taken in the input's dtype: uint8's would wrap)
+        raise RuntimeError("torch.gradient does not support uint8 input.")
+    is_bool = input.dtype == numpy.bool_
+    refuse_bool_subtraction(is_bool, is_bool)  # (its differences are subtractions)
     f = floating(input)
     if dim is None:
         dims = list(range(f.ndim))

@@ -279,7 +279,7 @@ def histc(input, bins=100, min=0, max=0, *, out=None):
 def histogram(input, bins=100, *, range=None, weight=None, density=False, out=None):
     """(hist, bin_edges): NumPy's histogram, in input's dtype; ``bins`` a count or the edges."""
     data = _data(input)
-    if data.dtype.kind != "f":
+    if data.dtype.kind != "f" or data.dtype == xp.float16:
         raise NotImplementedError(f"\"histogramdd\" not implemented for '{type_name(data.dtype)}'")
     edges = _data(bins) if isinstance(bins, (Tensor, list, tuple)) else bins
     _check_histogram(data, edges, range, weight)
