@@ -233,14 +233,14 @@ def silu(input, inplace=False):
 
 def mish(input, inplace=False):
     """y = x tanh(softplus(x)) (Misra, 2019)."""
-    refuse_kinds(input, "mish_cpu", "biu")
+    refuse_kinds(input, "mish_cpu", "biuc")
     return named_node(_inplace(input, _in_float32(lambda input: input * input.softplus().tanh()), inplace), None,
                       "MishBackward0", (input,))
 
 
 def softplus(input, beta=1.0, threshold=20.0, *, out=None):
     """y = ln(1 + e^(βx)) / β, and y = x where βx > threshold (PyTorch's linear regime)."""
-    refuse_kinds(input, "softplus_cpu", "biu")
+    refuse_kinds(input, "softplus_cpu", "biuc")
     if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
         return write_out(softplus(input.float(), beta, threshold).half(), out)
     scaled = input if beta == 1 else input * beta
@@ -250,7 +250,7 @@ def softplus(input, beta=1.0, threshold=20.0, *, out=None):
 
 def logsigmoid(input):
     """y = ln σ(x) = -softplus(-x), stable for large |x|."""
-    refuse_kinds(input, "log_sigmoid_cpu", "biu")
+    refuse_kinds(input, "log_sigmoid_cpu", "biuc")
     if input.dtype == autograd.float16:  # (in float32, rounded once, as PyTorch's kernel)
         return logsigmoid(input.float()).half()
     return named_node(-(-input).softplus(), None, "LogSigmoidBackward0")
@@ -304,7 +304,7 @@ def softshrink(input, lambd=0.5, *, out=None):
 
 def glu(input, dim=-1):
     """Gated linear unit (Dauphin et al., 2017): split x in halves a, b along dim; y = a σ(b)."""
-    refuse_kinds(input, "glu_cpu", "biu")
+    refuse_kinds(input, "glu_cpu", "biuc")
     if input.ndim == 0:
         raise RuntimeError("glu does not support scalars because halving size must be even")
     size = input.shape[dim]
@@ -319,7 +319,7 @@ def gelu(input, approximate="none", *, out=None):
     """GELU(x) = x Φ(x) = x (1 + erf(x/√2)) / 2  (Hendrycks & Gimpel, 2016);
     approximate='tanh': x (1 + tanh(√(2/π) (x + 0.044715 x³))) / 2. float16 is computed in float32 and
     rounded once, as PyTorch's kernel does (in float16, gelu(-3.672) would be -0.0, not -4.4e-4)."""
-    refuse_kinds(input, "GeluKernelImpl", "biu")
+    refuse_kinds(input, "GeluKernelImpl", "biuc")
     if input.dtype == autograd.float16:
         return write_out(gelu(input.float(), approximate).half(), out)
     if approximate == "tanh":

@@ -154,3 +154,29 @@ def test_pdist_histogram_and_gradient_refusals(T):
     raises(RuntimeError, "Subtraction, the `-` operator, with two bool tensors is not supported", T.gradient,
            T.ones(3, dtype=T.bool))
     assert T.gradient(T.tensor([1, 4, 9]))[0].tolist() == [3.0, 4.0, 5.0]
+
+
+COMPLEX_REFUSED = {
+    "gelu": (lambda F, x: F.gelu(x), "GeluKernelImpl"),
+    "mish": (lambda F, x: F.mish(x), "mish_cpu"),
+    "softplus": (lambda F, x: F.softplus(x), "softplus_cpu"),
+    "logsigmoid": (lambda F, x: F.logsigmoid(x), "log_sigmoid_cpu"),
+    "glu": (lambda F, x: F.glu(x), "glu_cpu"),
+    "layer_norm": (lambda F, x: F.layer_norm(x, (4,)), "LayerNormKernelImpl"),
+    "group_norm": (lambda F, x: F.group_norm(x, 1), "GroupNormKernelImpl"),
+    "batch_norm": (lambda F, x: F.batch_norm(x, None, None, training=True), "batch_norm"),
+    "instance_norm": (lambda F, x: F.instance_norm(x), "batch_norm"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPLEX_REFUSED))
+def test_real_kernels_refuse_complex_tensors(T, name):
+    op, kernel = COMPLEX_REFUSED[name]
+    raises(NotImplementedError, f"\"{kernel}\" not implemented for 'ComplexFloat'", op, _functional(T),
+           T.ones(1, 2, 4, dtype=T.complex64))
+
+
+def test_silu_takes_complex_tensors(T):
+    z = T.tensor([1 + 1j, -0.5j])
+    expected = z / (1 + T.exp(-z))
+    assert (_functional(T).silu(z) - expected).abs().max().item() < 1e-6

@@ -73,6 +73,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     """
     if input.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, ...), got {input.shape}")
+    refuse_kinds(input, "batch_norm", "c")
     if training and eps <= 0.0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
@@ -127,7 +128,7 @@ def _normalized_shape(op, input, normalized_shape):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
-    refuse_kinds(input, "LayerNormKernelImpl", "biu")
+    refuse_kinds(input, "LayerNormKernelImpl", "biuc")
     normalized_shape = _normalized_shape("layer_norm", input, normalized_shape)
     check_same_dtype("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
@@ -152,6 +153,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise groups of channels of each sample (Wu & He, 2018)."""
     if input.ndim < 2:
         raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
+    refuse_kinds(input, "GroupNormKernelImpl", "c")
     batch, channels = input.shape[0], input.shape[1]
     if channels % num_groups:
         raise ShapeError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
@@ -170,6 +172,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     statistics are used instead (and left alone)."""
     if input.ndim < 2:
         raise ValueError(f"instance_norm expects input of shape (N, C, ...), got {input.shape}")
+    refuse_kinds(input, "batch_norm", "c")  # (PyTorch's instance norm is its batch norm's kernel)
     check_same_dtype("instance_norm", input, weight=weight, bias=bias)  # (PyTorch's takes any running stats')
     shape = channel_shape(input)
     if not use_input_stats:
