@@ -346,17 +346,19 @@ def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requir
 def rand(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
          pin_memory=False):
     """Uniform on [0, 1) (for a complex dtype, the real and the imaginary parts each)."""
-    dtype = _floating_only(out_dtype(dtype, out), "check_uniform_bounds")
-    return written(_random(draws(_rng(generator).random, _shape(sizes, size), dtype), _float(dtype), device,
-                           requires_grad), out)
+    dtype = xp.dtype(_float(_floating_only(out_dtype(dtype, out), "check_uniform_bounds")))
+    stream = _rng(generator)
+    values = draws(lambda shape, part: stream.random(shape, dtype=part), _shape(sizes, size), dtype)
+    return written(_random(values, dtype, device, requires_grad), out)
 
 
 def randn(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,
           pin_memory=False):
     """Standard normal (for a complex dtype, E|z|² = 1: each part has variance 1/2, as PyTorch's)."""
-    dtype = _floating_only(out_dtype(dtype, out), "normal_kernel_cpu")
-    return written(_random(draws(_rng(generator).standard_normal, _shape(sizes, size), dtype, 0.5**0.5),
-                           _float(dtype), device, requires_grad), out)
+    dtype = xp.dtype(_float(_floating_only(out_dtype(dtype, out), "normal_kernel_cpu")))
+    stream = _rng(generator)
+    values = draws(lambda shape, part: stream.standard_normal(shape, dtype=part), _shape(sizes, size), dtype, 0.5**0.5)
+    return written(_random(values, dtype, device, requires_grad), out)
 
 
 def randint(*args, out=None, size=None, generator=None, dtype=None, layout=None, device=None,

@@ -2,9 +2,11 @@
 
 ``autograd.default_generator`` is the global one; ``manual_seed(s)`` resets it,
 so initialisation, dropout, shuffling and ``rand``/``randn`` repeat. Ops that
-take ``generator=`` draw from that one instead. Each Generator is NumPy's
-PCG64 seeded with its seed, so the same seed gives the same numbers on every
-run and machine (not PyTorch's numbers: PyTorch uses a Mersenne twister).
+take ``generator=`` draw from that one instead. Each Generator is PyTorch's
+Mersenne twister seeded as PyTorch seeds it, and rand, randn, randint, randperm,
+uniform_, normal_ (so the layers' initial weights) turn its words into numbers as
+PyTorch's CPU kernels do (mersenne.py): the same seed gives PyTorch's numbers.
+The other draws use NumPy's algorithms on the same twister.
 """
 
 import contextlib
@@ -16,15 +18,15 @@ from .device import device as _device
 from .device import resolve
 
 DEFAULT_SEED = 67280421310721  # PyTorch's initial seed for a new Generator
-_STATE_BYTES = 16 + 16 + 1 + 4 + 8  # PCG64 state and increment, the cached half-word, the seed
+_STATE_BYTES = 624 * 4 + 4 + 8 + 1 + 8  # the twister's words and position, the seed, Box-Muller's kept value
 
 
 class Generator:
     """A stream of random numbers: ``Generator().manual_seed(0)``.
 
-    ``get_state()`` is a uint8 Tensor of 45 bytes (little-endian: PCG64's
-    128-bit state and increment, whether a 32-bit half is cached, that half,
-    the 64-bit seed), which ``set_state`` takes back.
+    ``get_state()`` is a uint8 Tensor of 2517 bytes (little-endian: the twister's
+    624 32-bit words and its position, the 64-bit seed, whether a normal number
+    is kept for the next draw, that float64), which ``set_state`` takes back.
     """
 
     def __init__(self, device="cpu"):
@@ -42,11 +44,13 @@ class Generator:
 
     @property
     def numpy(self):
-        """The NumPy ``Generator`` this stream draws from (PCG64 seeded with the seed, until
-        ``set_state``). Made on the first draw, not at ``import autograd``: importing
-        numpy.random costs about half as much as all of autograd's own modules."""
+        """The stream this generator draws from (``mersenne.TorchStream``: a NumPy ``Generator`` whose
+        uniform, normal and integer draws are PyTorch's). Made on the first draw, not at ``import autograd``:
+        importing numpy.random costs about half as much as all of autograd's own modules."""
         if self._numpy is None:
-            self._numpy = numpy.random.Generator(numpy.random.PCG64(self._seed))
+            from .mersenne import TorchStream
+
+            self._numpy = TorchStream(self._seed)
         return self._numpy
 
     def seed(self):
@@ -59,10 +63,12 @@ class Generator:
         return self._seed
 
     def get_state(self):
-        state = self.numpy.bit_generator.state
-        parts = (state["state"]["state"].to_bytes(16, "little") + state["state"]["inc"].to_bytes(16, "little")
-                 + bytes([state["has_uint32"]]) + state["uinteger"].to_bytes(4, "little")
-                 + self._seed.to_bytes(8, "little"))
+        stream = self.numpy
+        state = stream.bit_generator.state["state"]
+        kept = stream.next_normal
+        parts = (state["key"].astype("<u4").tobytes() + int(state["pos"]).to_bytes(4, "little")
+                 + self._seed.to_bytes(8, "little") + bytes([kept is not None])
+                 + numpy.float64(kept or 0.0).astype("<f8").tobytes())
         from .tensor import tensor_from
         return tensor_from(numpy.frombuffer(parts, dtype=numpy.uint8).copy())
 
@@ -74,14 +80,16 @@ class Generator:
             raise RuntimeError(f"set_state expects a uint8 tensor of {_STATE_BYTES} bytes from get_state(), "
                                f"got {described}")
         raw = new_state.numpy().tobytes()
-        bit_generator = numpy.random.PCG64()
-        bit_generator.state = {
-            "bit_generator": "PCG64",
-            "state": {"state": int.from_bytes(raw[0:16], "little"), "inc": int.from_bytes(raw[16:32], "little")},
-            "has_uint32": raw[32], "uinteger": int.from_bytes(raw[33:37], "little"),
-        }
-        self._seed = int.from_bytes(raw[37:45], "little")
-        self._numpy = numpy.random.Generator(bit_generator)
+        from .mersenne import TorchStream
+
+        words = 624 * 4
+        self._seed = int.from_bytes(raw[words + 4:words + 12], "little")
+        stream = TorchStream(self._seed)
+        stream.bit_generator.state = {"bit_generator": "MT19937", "state": {
+            "key": numpy.frombuffer(raw[:words], dtype="<u4").astype(numpy.uint32),
+            "pos": int.from_bytes(raw[words:words + 4], "little")}}
+        stream.next_normal = float(numpy.frombuffer(raw[words + 13:], dtype="<f8")[0]) if raw[words + 12] else None
+        self._numpy = stream
         return self
 
     def __repr__(self):
@@ -135,12 +143,14 @@ def fork_rng(devices=None, enabled=True, device_type="cuda"):
         set_rng_state(state)
 
 
-def draws(sample, shape, dtype=None, part_scale=1.0):
-    """sample(shape), a generator's method with its parameters; for a complex dtype two draws per number,
-    its real and imaginary parts (as PyTorch draws complex numbers), each times ``part_scale``."""
-    if dtype is None or numpy.dtype(dtype).kind != "c":
-        return sample(shape)
-    parts = sample(tuple(shape) + (2,)) * part_scale
+def draws(sample, shape, dtype, part_scale=1.0):
+    """sample(shape, dtype), a stream's method with its parameters, drawing numbers of ``dtype``; for a complex
+    dtype two draws per number, its real and imaginary parts, each times ``part_scale`` (PyTorch draws a
+    complex tensor as the real tensor of its parts)."""
+    dtype = numpy.dtype(dtype)
+    if dtype.kind != "c":
+        return sample(shape, dtype)
+    parts = sample(tuple(shape) + (2,), numpy.finfo(dtype).dtype) * part_scale
     return parts[..., 0] + 1j * parts[..., 1]
 
 

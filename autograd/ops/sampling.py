@@ -151,8 +151,8 @@ def _uniform(x, a=0.0, b=1.0, *, generator=None):
     part = numpy.finfo(x.dtype).dtype  # (a complex dtype's parts: complex64's are float32)
     # a float64 draw just below b can round up to b in a narrower dtype: each part is kept below b
     below = numpy.nextafter(part.type(b), part.type(a)) if a < b else part.type(b)
-    return _tensor(random.draws(lambda shape: numpy.minimum(uniform(a, b, shape).astype(part), below), x.shape,
-                                x.dtype), x.dtype)
+    return _tensor(random.draws(lambda shape, part: numpy.minimum(uniform(a, b, shape, dtype=part), below),
+                                x.shape, x.dtype), x.dtype)
 
 
 @names(function=False, inplace="normal_")
@@ -162,7 +162,8 @@ def _normal(x, mean=0.0, std=1.0, *, generator=None):
         raise RuntimeError(f"normal_ expects std >= 0.0, but found std {std}")
     part = std * 0.5**0.5 if x.dtype.kind == "c" else std  # (a complex x: each part, so that E|z - mean|² = std²)
     normal = random.generator(generator).normal
-    return _tensor(random.draws(lambda shape: normal(mean, part, shape), x.shape, x.dtype), x.dtype)
+    return _tensor(random.draws(lambda shape, dtype: normal(mean, part, shape, dtype=dtype), x.shape, x.dtype),
+                   x.dtype)
 
 
 @names(function=False, inplace="bernoulli_")
