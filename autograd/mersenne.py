@@ -40,6 +40,11 @@ class TorchStream:
     def __getattr__(self, name):
         return getattr(self.numpy, name)
 
+    def position(self):
+        """Where the stream stands, as a value that compares (the twister's words and place, the kept normal)."""
+        state = self.bit_generator.state["state"]
+        return state["key"].tobytes(), int(state["pos"]), self.next_normal
+
     def words(self, count):
         """The next ``count`` 32-bit words (as uint64)."""
         return self.bit_generator.random_raw(count)
@@ -114,10 +119,10 @@ class TorchStream:
             low, high = 0, low
         if endpoint:
             high = high + 1
-        if not (numpy.ndim(low) == 0 and numpy.ndim(high) == 0):
+        span = int(high) - int(low) if numpy.ndim(low) == 0 and numpy.ndim(high) == 0 else None
+        if span is None or span >= 2**63:  # (arrays of bounds; ranges past int64's, which PyTorch draws otherwise)
             return self.numpy.integers(low, high, size, dtype=dtype)
         shape = _shape(size)
-        span = int(high) - int(low)
         count = math.prod(shape)
         words = self.words64(count) if span >= 2**32 else self.words(count)
         return ((words % numpy.uint64(span)).astype(numpy.int64) + int(low)).astype(dtype).reshape(shape)

@@ -314,7 +314,8 @@ def test_rsample_gradient_keeps_the_cdf_fixed(name):
         moved = [[f64(np.full(n, v + (sign * step if j == k else 0.0))) for j, v in enumerate(values)]
                  for sign in (1, -1)]
         dF = (family(*moved[0]).cdf(at).numpy() - family(*moved[1]).cdf(at).numpy()) / (2 * step)
-        close(got, -dF / density, rtol=1e-6, atol=1e-9)
+        # (a draw far in a heavy tail, where F is near 0 or 1, leaves the central difference of F a few 1e-6 off)
+        close(got, -dF / density, rtol=3e-6, atol=1e-9)
 
 
 def test_uniform_support_is_closed_with_no_density_at_high():

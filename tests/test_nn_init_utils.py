@@ -189,7 +189,7 @@ def test_complex_tensors_are_initialised_in_both_parts():
     bound = 1 / math.sqrt(400)
     for part in (layer.weight.detach().numpy().real, layer.weight.detach().numpy().imag):
         assert np.abs(part).max() <= bound and part.std() > bound / 2  # U(-b, b): std b/√3
-    autograd.manual_seed(0)  # a real tensor draws the same numbers as before
+    autograd.manual_seed(0)  # a real tensor draws as PyTorch's uniform_: rand's uniforms, times 2 minus 1, rounded once
     first = nn.init.uniform_(autograd.empty(5), -1, 1).numpy()
     autograd.manual_seed(0)
-    np.testing.assert_array_equal(first, (autograd.rand(5, dtype=autograd.float64).numpy() * 2 - 1).astype(np.float32))
+    np.testing.assert_array_equal(first, (autograd.rand(5).numpy().astype(np.float64) * 2 - 1).astype(np.float32))

@@ -23,8 +23,6 @@ import pytest
 
 from tests.ported import dtype_name, raises, same, values
 
-ON_CHAINRULE_ONLY = "chainrule's random streams are NumPy's, so a literal order drawn by PyTorch's randperm differs"
-
 
 def data_module(T):
     return T.utils.data
@@ -119,9 +117,7 @@ def test_random_split_reproducibility(T):
         assert sorted(sum((list(s) for s in first), [])) == list(range(100))
 
 
-def test_random_split_reproducibility_literal(T, request):
-    if ours(T):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=ON_CHAINRULE_ONLY))
+def test_random_split_reproducibility_literal(T):
     split = T.utils.data.random_split(range(10), [3, 7], generator=T.Generator().manual_seed(1))
     assert [list(x) for x in split] == [[5, 6, 1], [2, 0, 8, 9, 3, 7, 4]]
 

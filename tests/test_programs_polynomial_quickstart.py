@@ -522,7 +522,7 @@ def test_quickstart(tmp_path):
     ours, theirs = run_both(quickstart, weights, tmp_path / "model.pth", compare=False)
     assert ours["shapes"] == [((32, 1, 8, 8), (32,), "int64")]
     accuracy, loss = ours["results"][-1]
-    assert accuracy > 0.9 and loss < 0.5
+    assert accuracy > 0.9 and loss < 0.65  # (0.59 from PyTorch's initial weights for seed 0, in both libraries)
     assert ours["reloaded_accuracy"] == ours["results"][-1]
     assert ours["log"][0].startswith("loss: ") and "[   32/  192]" in ours["log"][0]
     if theirs is not None:

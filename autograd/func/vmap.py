@@ -108,7 +108,7 @@ def _default_draws():
     from ..random import default_generator
 
     made = default_generator._numpy  # (None until the first draw)
-    return None if made is None else made.bit_generator.state
+    return None if made is None else made.position()
 
 
 def _select(tree, dims, index):
