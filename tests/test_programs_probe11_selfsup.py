@@ -1,0 +1,700 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Self-supervised, contrastive and metric-learning programs as their reference repositories write them
+(see tests/pytorch_programs.py), each trained a few steps from the same weights on synthetic images on
+chainrule and on PyTorch, comparing losses, gradients, parameters and buffers.
+
+BYOL as lucidrains/byol-pytorch writes it (a forward hook on the backbone's penultimate child, a projector
+made lazily and moved by ``Module.to(tensor)``, a target encoder by ``copy.deepcopy`` registered by
+``setattr`` over ``None``, the normalised-MSE loss on detached targets), its moving average three ways
+(``.data`` reassignment, ``torch._foreach_lerp_`` and ``_foreach_mul_``/``_foreach_add_`` as timm's
+ModelEmaV3); MoCo v2 as facebookresearch/moco writes it (a normalised queue buffer written by slice
+assignment, a ``queue_ptr`` buffer, ``torch.einsum('nc,ck->nk')`` logits, shuffle-BN emulated by a
+permutation and its ``argsort``, top-k accuracy); DINO as facebookresearch/dino writes it (a multi-crop
+wrapper over two resolutions by ``unique_consecutive(return_counts=True)``, a head whose last layer is
+``nn.utils.weight_norm`` or ``parametrizations.weight_norm`` with a frozen magnitude, a running centre
+buffer, a teacher temperature schedule, cosine schedules for lr, weight decay and momentum set per
+parameter group, gradient clipping by hand, the last layer's gradients set to None in the first epoch, the
+teacher updated by ``mul_(m).add_``)."""
+
+import copy
+import math
+from functools import wraps
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+
+def images(m, n=8, side=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return m.torch.tensor(rng.standard_normal((n, 3, side, side)).astype(np.float32))
+
+
+def backbone(m, num_classes=10):
+    """A small ResNet-like stand-in: its pooled features feed a ``fc`` that self-supervised methods replace."""
+    nn = m.nn
+
+    class Net(nn.Module):
+        def __init__(self, num_classes=num_classes):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(16)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(16, num_classes)
+
+        def forward(self, x):
+            x = self.relu(self.bn1(self.conv1(x)))
+            x = self.relu(self.bn2(self.conv2(x)))
+            x = self.avgpool(x)
+            x = m.torch.flatten(x, 1)
+            return self.fc(x)
+
+    return Net()
+
+
+def sequential_backbone(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+# ----------------------------------------------------------------------------------------------
+# BYOL (lucidrains/byol-pytorch)
+# ----------------------------------------------------------------------------------------------
+
+
+def byol_model(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def singleton(cache_key):
+        def inner_fn(fn):
+            @wraps(fn)
+            def wrapper(self, *args, **kwargs):
+                instance = getattr(self, cache_key)
+                if instance is not None:
+                    return instance
+                instance = fn(self, *args, **kwargs)
+                setattr(self, cache_key, instance)
+                return instance
+            return wrapper
+        return inner_fn
+
+    def get_module_device(module):
+        return next(module.parameters()).device
+
+    def set_requires_grad(model, val):
+        for p in model.parameters():
+            p.requires_grad = val
+
+    def flatten(t):
+        return t.reshape(t.shape[0], -1)
+
+    def loss_fn(x, y):
+        x = F.normalize(x, dim=-1, p=2)
+        y = F.normalize(y, dim=-1, p=2)
+        return 2 - 2 * (x * y).sum(dim=-1)
+
+    def MLP(dim, projection_size, hidden_size=4096):
+        return nn.Sequential(
+            nn.Linear(dim, hidden_size),
+            nn.BatchNorm1d(hidden_size),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_size, projection_size)
+        )
+
+    class NetWrapper(nn.Module):
+        def __init__(self, net, projection_size, projection_hidden_size, layer=-2):
+            super().__init__()
+            self.net = net
+            self.layer = layer
+            self.projector = None
+            self.projection_size = projection_size
+            self.projection_hidden_size = projection_hidden_size
+            self.hidden = {}
+            self.hook_registered = False
+
+        def _find_layer(self):
+            if type(self.layer) == str:
+                modules = dict([*self.net.named_modules()])
+                return modules.get(self.layer, None)
+            elif type(self.layer) == int:
+                children = [*self.net.children()]
+                return children[self.layer]
+            return None
+
+        def _hook(self, _, input, output):
+            device = input[0].device
+            self.hidden[device] = flatten(output)
+
+        def _register_hook(self):
+            layer = self._find_layer()
+            assert layer is not None, f'hidden layer ({self.layer}) not found'
+            handle = layer.register_forward_hook(self._hook)
+            self.hook_registered = True
+
+        @singleton('projector')
+        def _get_projector(self, hidden):
+            _, dim = hidden.shape
+            projector = MLP(dim, self.projection_size, self.projection_hidden_size)
+            return projector.to(hidden)
+
+        def get_representation(self, x):
+            if self.layer == -1:
+                return self.net(x)
+            if not self.hook_registered:
+                self._register_hook()
+            self.hidden.clear()
+            _ = self.net(x)
+            hidden = self.hidden[x.device]
+            self.hidden.clear()
+            assert hidden is not None, f'hidden layer {self.layer} never emitted an output'
+            return hidden
+
+        def forward(self, x, return_projection=True):
+            representation = self.get_representation(x)
+            if not return_projection:
+                return representation
+            projector = self._get_projector(representation)
+            projection = projector(representation)
+            return projection, representation
+
+    class EMA():
+        def __init__(self, beta):
+            super().__init__()
+            self.beta = beta
+
+        def update_average(self, old, new):
+            if old is None:
+                return new
+            return old * self.beta + (1 - self.beta) * new
+
+    def update_moving_average(ema_updater, ma_model, current_model):
+        for current_params, ma_params in zip(current_model.parameters(), ma_model.parameters()):
+            old_weight, up_weight = ma_params.data, current_params.data
+            ma_params.data = ema_updater.update_average(old_weight, up_weight)
+
+    class BYOL(nn.Module):
+        def __init__(self, net, image_size, hidden_layer=-2, projection_size=256, projection_hidden_size=4096,
+                     augment_fn=None, augment_fn2=None, moving_average_decay=0.99, use_momentum=True):
+            super().__init__()
+            self.net = net
+            self.augment1 = augment_fn
+            self.augment2 = augment_fn2
+            self.online_encoder = NetWrapper(net, projection_size, projection_hidden_size, layer=hidden_layer)
+            self.use_momentum = use_momentum
+            self.target_encoder = None
+            self.target_ema_updater = EMA(moving_average_decay)
+            self.online_predictor = MLP(projection_size, projection_size, projection_hidden_size)
+            device = get_module_device(net)
+            self.to(device)
+            # send a mock image tensor to instantiate singleton parameters
+            self.forward(torch.randn(2, 3, image_size, image_size, device=device))
+
+        @singleton('target_encoder')
+        def _get_target_encoder(self):
+            target_encoder = copy.deepcopy(self.online_encoder)
+            set_requires_grad(target_encoder, False)
+            return target_encoder
+
+        def reset_moving_average(self):
+            del self.target_encoder
+            self.target_encoder = None
+
+        def update_moving_average(self):
+            assert self.use_momentum, 'you do not need to update the moving average'
+            assert self.target_encoder is not None, 'target encoder has not been created yet'
+            update_moving_average(self.target_ema_updater, self.target_encoder, self.online_encoder)
+
+        def forward(self, x, return_embedding=False, return_projection=True):
+            assert not (self.training and x.shape[0] == 1), 'you must have greater than 1 sample when training'
+            if return_embedding:
+                return self.online_encoder(x, return_projection=return_projection)
+            image_one, image_two = self.augment1(x), self.augment2(x)
+            images = torch.cat((image_one, image_two), dim=0)
+            online_projections, _ = self.online_encoder(images)
+            online_predictions = self.online_predictor(online_projections)
+            online_pred_one, online_pred_two = online_predictions.chunk(2, dim=0)
+            with torch.no_grad():
+                target_encoder = self._get_target_encoder() if self.use_momentum else self.online_encoder
+                target_projections, _ = target_encoder(images)
+                target_projections = target_projections.detach()
+                target_proj_one, target_proj_two = target_projections.chunk(2, dim=0)
+            loss_one = loss_fn(online_pred_one, target_proj_two.detach())
+            loss_two = loss_fn(online_pred_two, target_proj_one.detach())
+            loss = loss_one + loss_two
+            return loss.mean()
+
+    def augment1(x):
+        return x
+
+    def augment2(x):
+        return torch.flip(x, dims=(3,)) * 0.9 + 0.1
+
+    return BYOL(sequential_backbone(m), image_size=12, hidden_layer=-2, projection_size=8,
+                projection_hidden_size=32, augment_fn=augment1, augment_fn2=augment2)
+
+
+def byol(m, weights, ema, steps=3):
+    torch = m.torch
+    learner = load(m, byol_model(m), weights)
+    # SGD, not the README's Adam: the biases before BatchNorm have gradients of rounding noise only, which
+    # Adam would blow up to steps of lr
+    opt = m.optim.SGD(learner.parameters(), lr=0.05, momentum=0.9)
+    decay = learner.target_ema_updater.beta
+    losses = []
+    for step in range(steps):
+        loss = learner(images(m, seed=step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if ema == "data":
+            learner.update_moving_average()  # update moving average of target encoder
+        elif ema == "foreach_lerp":  # timm's ModelEmaV3, on the state dicts (buffers too)
+            with torch.no_grad():
+                ema_lerp_values, model_lerp_values = [], []
+                for ema_v, model_v in zip(learner.target_encoder.state_dict().values(),
+                                          learner.online_encoder.state_dict().values()):
+                    if ema_v.is_floating_point():
+                        ema_lerp_values.append(ema_v)
+                        model_lerp_values.append(model_v)
+                    else:
+                        ema_v.copy_(model_v)
+                torch._foreach_lerp_(ema_lerp_values, model_lerp_values, weight=1. - decay)
+        else:
+            with torch.no_grad():
+                ema_params = tuple(learner.target_encoder.parameters())
+                model_params = tuple(learner.online_encoder.parameters())
+                torch._foreach_mul_(ema_params, decay)
+                torch._foreach_add_(ema_params, model_params, alpha=1. - decay)
+        losses.append(loss.item())
+    grads = {n: p.grad for n, p in learner.named_parameters() if p.grad is not None}
+    with torch.no_grad():
+        embedding = learner(images(m, seed=9), return_embedding=True)
+    return {"losses": losses, "grads": grads, "state": learner.state_dict(), "embedding": embedding,
+            "target_requires_grad": [p.requires_grad for p in learner.target_encoder.parameters()]}
+
+
+@pytest.mark.parametrize("ema", ["data", "foreach_lerp", "foreach_mul_add"])
+def test_byol(ema):
+    weights = weights_of(byol_model)
+    assert any(k.startswith("target_encoder.projector.") for k in weights)  # setattr over None registered it
+    ours, _ = run_both(byol, weights, ema, rtol=1e-4, atol=1e-5)
+    assert not any(ours["target_requires_grad"])
+    assert not any(k.startswith("target_encoder.") for k in ours["grads"])
+    assert all(0 <= loss <= 4 for loss in ours["losses"])
+    online, target = ours["state"]["online_encoder.net.0.weight"], ours["state"]["target_encoder.net.0.weight"]
+    start = weights["online_encoder.net.0.weight"]
+    assert not np.allclose(online, start) and not np.allclose(target, start)
+    # the target moved a hundredth of the way each step: it stays far nearer its start than the online net
+    assert np.abs(target - start).max() < 0.1 * np.abs(online - start).max()
+
+
+# ----------------------------------------------------------------------------------------------
+# MoCo v2 (facebookresearch/moco, single process: the gathers are the identity)
+# ----------------------------------------------------------------------------------------------
+
+
+def moco_model(m, queue=None):
+    torch, nn = m.torch, m.nn
+
+    class MoCo(nn.Module):
+        def __init__(self, base_encoder, dim=128, K=65536, m=0.999, T=0.07, mlp=False):
+            super(MoCo, self).__init__()
+            self.K = K
+            self.m = m
+            self.T = T
+            # create the encoders
+            # num_classes is the output fc dimension
+            self.encoder_q = base_encoder(num_classes=dim)
+            self.encoder_k = base_encoder(num_classes=dim)
+            if mlp:  # hack: brute-force replacement
+                dim_mlp = self.encoder_q.fc.weight.shape[1]
+                self.encoder_q.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), self.encoder_q.fc)
+                self.encoder_k.fc = nn.Sequential(nn.Linear(dim_mlp, dim_mlp), nn.ReLU(), self.encoder_k.fc)
+            for param_q, param_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+                param_k.data.copy_(param_q.data)  # initialize
+                param_k.requires_grad = False  # not update by gradient
+            # create the queue
+            self.register_buffer("queue", torch.randn(dim, K))
+            self.queue = nn.functional.normalize(self.queue, dim=0)
+            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+        @torch.no_grad()
+        def _momentum_update_key_encoder(self):
+            """Momentum update of the key encoder"""
+            for param_q, param_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+                param_k.data = param_k.data * self.m + param_q.data * (1. - self.m)
+
+        @torch.no_grad()
+        def _dequeue_and_enqueue(self, keys):
+            batch_size = keys.shape[0]
+            ptr = int(self.queue_ptr)
+            assert self.K % batch_size == 0  # for simplicity
+            # replace the keys at ptr (dequeue and enqueue)
+            self.queue[:, ptr:ptr + batch_size] = keys.T
+            ptr = (ptr + batch_size) % self.K  # move pointer
+            self.queue_ptr[0] = ptr
+
+        @torch.no_grad()
+        def _batch_shuffle_ddp(self, x, idx_shuffle):
+            batch_size_this = x.shape[0]
+            x_gather = x
+            batch_size_all = x_gather.shape[0]
+            num_gpus = batch_size_all // batch_size_this
+            # index for restoring
+            idx_unshuffle = torch.argsort(idx_shuffle)
+            # shuffled index for this gpu
+            gpu_idx = 0
+            idx_this = idx_shuffle.view(num_gpus, -1)[gpu_idx]
+            return x_gather[idx_this], idx_unshuffle
+
+        @torch.no_grad()
+        def _batch_unshuffle_ddp(self, x, idx_unshuffle):
+            batch_size_this = x.shape[0]
+            x_gather = x
+            batch_size_all = x_gather.shape[0]
+            num_gpus = batch_size_all // batch_size_this
+            # restored index for this gpu
+            gpu_idx = 0
+            idx_this = idx_unshuffle.view(num_gpus, -1)[gpu_idx]
+            return x_gather[idx_this]
+
+        def forward(self, im_q, im_k, idx_shuffle):
+            # compute query features
+            q = self.encoder_q(im_q)  # queries: NxC
+            q = nn.functional.normalize(q, dim=1)
+            # compute key features
+            with torch.no_grad():  # no gradient to keys
+                self._momentum_update_key_encoder()  # update the key encoder
+                # shuffle for making use of BN
+                im_k, idx_unshuffle = self._batch_shuffle_ddp(im_k, idx_shuffle)
+                k = self.encoder_k(im_k)  # keys: NxC
+                k = nn.functional.normalize(k, dim=1)
+                # undo shuffle
+                k = self._batch_unshuffle_ddp(k, idx_unshuffle)
+            # compute logits
+            # Einstein sum is more intuitive
+            # positive logits: Nx1
+            l_pos = torch.einsum('nc,nc->n', [q, k]).unsqueeze(-1)
+            # negative logits: NxK
+            l_neg = torch.einsum('nc,ck->nk', [q, self.queue.clone().detach()])
+            # logits: Nx(1+K)
+            logits = torch.cat([l_pos, l_neg], dim=1)
+            # apply temperature
+            logits /= self.T
+            # labels: positive key indicators
+            labels = torch.zeros(logits.shape[0], dtype=torch.long)
+            # dequeue and enqueue
+            self._dequeue_and_enqueue(k)
+            return logits, labels
+
+    return MoCo(lambda num_classes: backbone(m, num_classes), dim=8, K=24, m=0.9, T=0.2, mlp=True)
+
+
+def moco(m, weights, steps=4):
+    torch, nn = m.torch, m.nn
+
+    def accuracy(output, target, topk=(1,)):
+        """Computes the accuracy over the k top predictions for the specified values of k"""
+        with torch.no_grad():
+            maxk = max(topk)
+            batch_size = target.size(0)
+            _, pred = output.topk(maxk, 1, True, True)
+            pred = pred.t()
+            correct = pred.eq(target.view(1, -1).expand_as(pred))
+            res = []
+            for k in topk:
+                correct_k = correct[:k].reshape(-1).float().sum(0, keepdim=True)
+                res.append(correct_k.mul_(100.0 / batch_size))
+            return res
+
+    model = load(m, moco_model(m), weights)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = m.optim.SGD(model.parameters(), 0.03, momentum=0.9, weight_decay=1e-4)
+    rng = np.random.default_rng(5)
+    log = []
+    for i in range(steps):
+        x = images(m, seed=10 + i)
+        im_q, im_k = x, torch.flip(x, dims=[2]) + 0.05 * x
+        idx_shuffle = torch.tensor(rng.permutation(8))
+        output, target = model(im_q=im_q, im_k=im_k, idx_shuffle=idx_shuffle)
+        loss = criterion(output, target)
+        acc1, acc5 = accuracy(output, target, topk=(1, 5))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append((loss.item(), acc1[0].item(), acc5[0].item(), int(model.queue_ptr)))
+    grads = [p.grad for p in model.encoder_q.parameters()]
+    return {"log": log, "grads": grads, "state": model.state_dict(), "logits": output.detach()}
+
+
+def test_moco_v2():
+    weights = weights_of(moco_model)
+    np.testing.assert_allclose(np.linalg.norm(weights["queue"], axis=0), 1, rtol=1e-5)
+    ours, _ = run_both(moco, weights, rtol=1e-4, atol=1e-5)
+    assert [ptr for *_, ptr in ours["log"]] == [8, 16, 0, 8]
+    state = ours["state"]
+    # the queue holds the normalised keys of the last three batches, each a unit vector
+    np.testing.assert_allclose(np.linalg.norm(state["queue"], axis=0), 1, rtol=1e-5)
+    assert not np.allclose(state["queue"], weights["queue"])
+    np.testing.assert_allclose(ours["logits"][:, 1:] * 0.2, np.clip(ours["logits"][:, 1:] * 0.2, -1, 1))
+    assert all(p is not None for p in ours["grads"])
+    # the key encoder trails the query encoder by momentum only
+    for name in ("conv1.weight", "fc.0.weight"):
+        q, k, start = state["encoder_q." + name], state["encoder_k." + name], weights["encoder_q." + name]
+        assert 0 < np.abs(k - start).max() < np.abs(q - start).max()
+
+
+# ----------------------------------------------------------------------------------------------
+# DINO (facebookresearch/dino)
+# ----------------------------------------------------------------------------------------------
+
+
+def dino_parts(m, parametrized=False):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class DINOHead(nn.Module):
+        def __init__(self, in_dim, out_dim, use_bn=False, norm_last_layer=True, nlayers=3, hidden_dim=2048,
+                     bottleneck_dim=256):
+            super().__init__()
+            nlayers = max(nlayers, 1)
+            if nlayers == 1:
+                self.mlp = nn.Linear(in_dim, bottleneck_dim)
+            else:
+                layers = [nn.Linear(in_dim, hidden_dim)]
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(hidden_dim))
+                layers.append(nn.GELU())
+                for _ in range(nlayers - 2):
+                    layers.append(nn.Linear(hidden_dim, hidden_dim))
+                    if use_bn:
+                        layers.append(nn.BatchNorm1d(hidden_dim))
+                    layers.append(nn.GELU())
+                layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+                self.mlp = nn.Sequential(*layers)
+            self.apply(self._init_weights)
+            if parametrized:
+                self.last_layer = nn.utils.parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim,
+                                                                                  bias=False))
+                self.last_layer.parametrizations.weight.original0.data.fill_(1)
+                if norm_last_layer:
+                    self.last_layer.parametrizations.weight.original0.requires_grad = False
+            else:
+                self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+                self.last_layer.weight_g.data.fill_(1)
+                if norm_last_layer:
+                    self.last_layer.weight_g.requires_grad = False
+
+        def _init_weights(self, m):
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
+
+        def forward(self, x):
+            x = self.mlp(x)
+            x = nn.functional.normalize(x, dim=-1, p=2)
+            x = self.last_layer(x)
+            return x
+
+    class MultiCropWrapper(nn.Module):
+        def __init__(self, backbone, head):
+            super(MultiCropWrapper, self).__init__()
+            # disable layers dedicated to ImageNet labels classification
+            backbone.fc, backbone.head = nn.Identity(), nn.Identity()
+            self.backbone = backbone
+            self.head = head
+
+        def forward(self, x):
+            # convert to list
+            if not isinstance(x, list):
+                x = [x]
+            idx_crops = torch.cumsum(torch.unique_consecutive(
+                torch.tensor([inp.shape[-1] for inp in x]),
+                return_counts=True,
+            )[1], 0)
+            start_idx, output = 0, torch.empty(0).to(x[0].device)
+            for end_idx in idx_crops:
+                _out = self.backbone(torch.cat(x[start_idx: end_idx]))
+                # The output is a tuple with XCiT model. See:
+                # https://github.com/facebookresearch/xcit/blob/master/xcit.py#L404-L405
+                if isinstance(_out, tuple):
+                    _out = _out[0]
+                # accumulate outputs
+                output = torch.cat((output, _out))
+                start_idx = end_idx
+            # Run the head forward on the concatenated features.
+            return self.head(output)
+
+    class DINOLoss(nn.Module):
+        def __init__(self, out_dim, ncrops, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs,
+                     student_temp=0.1, center_momentum=0.9):
+            super().__init__()
+            self.student_temp = student_temp
+            self.center_momentum = center_momentum
+            self.ncrops = ncrops
+            self.register_buffer("center", torch.zeros(1, out_dim))
+            # we apply a warm up for the teacher temperature because
+            # a too high temperature makes the training instable at the beginning
+            self.teacher_temp_schedule = np.concatenate((
+                np.linspace(warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs),
+                np.ones(nepochs - warmup_teacher_temp_epochs) * teacher_temp
+            ))
+
+        def forward(self, student_output, teacher_output, epoch):
+            """
+            Cross-entropy between softmax outputs of the teacher and student networks.
+            """
+            student_out = student_output / self.student_temp
+            student_out = student_out.chunk(self.ncrops)
+            # teacher centering and sharpening
+            temp = self.teacher_temp_schedule[epoch]
+            teacher_out = F.softmax((teacher_output - self.center) / temp, dim=-1)
+            teacher_out = teacher_out.detach().chunk(2)
+            total_loss = 0
+            n_loss_terms = 0
+            for iq, q in enumerate(teacher_out):
+                for v in range(len(student_out)):
+                    if v == iq:
+                        # we skip cases where student and teacher operate on the same view
+                        continue
+                    loss = torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1)
+                    total_loss += loss.mean()
+                    n_loss_terms += 1
+            total_loss /= n_loss_terms
+            self.update_center(teacher_output)
+            return total_loss
+
+        @torch.no_grad()
+        def update_center(self, teacher_output):
+            """
+            Update center used for teacher output.
+            """
+            batch_center = torch.sum(teacher_output, dim=0, keepdim=True)
+            batch_center = batch_center / len(teacher_output)
+            # ema update
+            self.center = self.center * self.center_momentum + batch_center * (1 - self.center_momentum)
+
+    def student_and_teacher():
+        student = MultiCropWrapper(backbone(m), DINOHead(16, 12, norm_last_layer=True, hidden_dim=24,
+                                                         bottleneck_dim=8))
+        teacher = MultiCropWrapper(backbone(m), DINOHead(16, 12, hidden_dim=24, bottleneck_dim=8))
+        return student, teacher
+
+    return student_and_teacher, DINOLoss
+
+
+def dino_student(m, parametrized=False):
+    return dino_parts(m, parametrized)[0]()[0]
+
+
+def dino(m, weights, parametrized, epochs=2, niter_per_ep=2):
+    torch, nn = m.torch, m.nn
+    student_and_teacher, DINOLoss = dino_parts(m, parametrized)
+
+    def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
+        warmup_schedule = np.array([])
+        warmup_iters = warmup_epochs * niter_per_ep
+        if warmup_epochs > 0:
+            warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
+        iters = np.arange(epochs * niter_per_ep - warmup_iters)
+        schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
+        schedule = np.concatenate((warmup_schedule, schedule))
+        assert len(schedule) == epochs * niter_per_ep
+        return schedule
+
+    def get_params_groups(model):
+        regularized = []
+        not_regularized = []
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            # we do not regularize biases nor Norm parameters
+            if name.endswith(".bias") or len(param.shape) == 1:
+                not_regularized.append(param)
+            else:
+                regularized.append(param)
+        return [{'params': regularized}, {'params': not_regularized, 'weight_decay': 0.}]
+
+    def clip_gradients(model, clip):
+        norms = []
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                param_norm = p.grad.data.norm(2)
+                norms.append(param_norm.item())
+                clip_coef = clip / (param_norm + 1e-6)
+                if clip_coef < 1:
+                    p.grad.data.mul_(clip_coef)
+        return norms
+
+    def cancel_gradients_last_layer(epoch, model, freeze_last_layer):
+        if epoch >= freeze_last_layer:
+            return
+        for n, p in model.named_parameters():
+            if "last_layer" in n:
+                p.grad = None
+
+    student, teacher = student_and_teacher()
+    load(m, student, weights)
+    # teacher and student start with the same weights
+    teacher.load_state_dict(student.state_dict())
+    # there is no backpropagation through the teacher, so no need for gradients
+    for p in teacher.parameters():
+        p.requires_grad = False
+    dino_loss = DINOLoss(12, 4, 0.04, 0.07, 1, epochs)
+    params_groups = get_params_groups(student)
+    optimizer = m.optim.AdamW(params_groups)  # to use with ViTs
+    lr_schedule = cosine_scheduler(0.005 * 16 / 256., 1e-6, epochs, niter_per_ep, warmup_epochs=1)
+    wd_schedule = cosine_scheduler(0.04, 0.4, epochs, niter_per_ep)
+    momentum_schedule = cosine_scheduler(0.9, 1, epochs, niter_per_ep)
+    log, last_layer_grads = [], []
+    for epoch in range(epochs):
+        for it in range(niter_per_ep):
+            x = images(m, n=4, side=12, seed=30 + epoch * niter_per_ep + it)
+            local = images(m, n=4, side=6, seed=50 + epoch * niter_per_ep + it)
+            crops = [x, torch.flip(x, dims=[3]), local, local.flip(2)]
+            it = niter_per_ep * epoch + it  # global training iteration
+            for i, param_group in enumerate(optimizer.param_groups):
+                param_group["lr"] = lr_schedule[it]
+                if i == 0:  # only the first group is regularized
+                    param_group["weight_decay"] = wd_schedule[it]
+            teacher_output = teacher(crops[:2])  # only the 2 global views pass through the teacher
+            student_output = student(crops)
+            loss = dino_loss(student_output, teacher_output, epoch)
+            if not math.isfinite(loss.item()):
+                raise RuntimeError("Loss is {}, stopping training".format(loss.item()))
+            optimizer.zero_grad()
+            loss.backward()
+            param_norms = clip_gradients(student, 3.0)
+            cancel_gradients_last_layer(epoch, student, 1)
+            last_layer_grads.append([p.grad for n, p in student.named_parameters() if "last_layer" in n])
+            optimizer.step()
+            # EMA update for the teacher
+            with torch.no_grad():
+                m_ = momentum_schedule[it]  # momentum parameter
+                for param_q, param_k in zip(student.parameters(), teacher.parameters()):
+                    param_k.data.mul_(m_).add_((1 - m_) * param_q.detach().data)
+            log.append((loss.item(), param_norms, [g["lr"] for g in optimizer.param_groups],
+                        [g["weight_decay"] for g in optimizer.param_groups]))
+    return {"log": log, "student": student.state_dict(), "teacher": teacher.state_dict(),
+            "center": dino_loss.center, "last_layer_grads": last_layer_grads,
+            "grads": [p.grad for p in student.parameters() if p.grad is not None]}
+
+
+@pytest.mark.parametrize("parametrized", [False, True], ids=["weight_norm", "parametrizations"])
+def test_dino(parametrized):
+    weights = weights_of(lambda m: dino_student(m, parametrized))
+    ours, _ = run_both(dino, weights, parametrized, rtol=1e-4, atol=1e-5)
+    first, second = [g for g in ours["last_layer_grads"][:2]], ours["last_layer_grads"][2:]
+    assert all(g == [] or all(x is None for x in g) for g in first)  # frozen in the first epoch
+    assert all(g[-1] is not None for g in second)
+    magnitude = "head.last_layer." + ("parametrizations.weight.original0" if parametrized else "weight_g")
+    np.testing.assert_array_equal(ours["student"][magnitude], 1)  # the frozen magnitude stayed 1
+    assert all(loss > 0 for loss, *_ in ours["log"])
+    assert ours["log"][0][3] == [pytest.approx(0.04), 0.0]
+    assert ours["center"].shape == (1, 12) and np.abs(ours["center"]).max() > 0
