@@ -698,3 +698,424 @@ def test_dino(parametrized):
     assert all(loss > 0 for loss, *_ in ours["log"])
     assert ours["log"][0][3] == [pytest.approx(0.04), 0.0]
     assert ours["center"].shape == (1, 12) and np.abs(ours["center"]).max() > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Barlow Twins (facebookresearch/barlowtwins, with its LARS optimizer)
+# ----------------------------------------------------------------------------------------------
+
+
+def off_diagonal(x):
+    # return a flattened view of the off-diagonal elements of a square matrix
+    n, m = x.shape
+    assert n == m
+    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def barlow_model(m, projector="24-24-12", batch_size=8, lambd=0.0051):
+    torch, nn = m.torch, m.nn
+
+    class BarlowTwins(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone(m)
+            self.backbone.fc = nn.Identity()
+            # projector
+            sizes = [16] + list(map(int, projector.split('-')))
+            layers = []
+            for i in range(len(sizes) - 2):
+                layers.append(nn.Linear(sizes[i], sizes[i + 1], bias=False))
+                layers.append(nn.BatchNorm1d(sizes[i + 1]))
+                layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
+            self.projector = nn.Sequential(*layers)
+            # normalization layer for the representations z1 and z2
+            self.bn = nn.BatchNorm1d(sizes[-1], affine=False)
+
+        def forward(self, y1, y2):
+            z1 = self.projector(self.backbone(y1))
+            z2 = self.projector(self.backbone(y2))
+            # empirical cross-correlation matrix
+            c = self.bn(z1).T @ self.bn(z2)
+            # sum the cross-correlation matrix between all gpus
+            c.div_(batch_size)
+            on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
+            off_diag = off_diagonal(c).pow_(2).sum()
+            loss = on_diag + lambd * off_diag
+            return loss
+
+    return BarlowTwins()
+
+
+def lars(m):
+    torch, optim = m.torch, m.optim
+
+    class LARS(optim.Optimizer):
+        def __init__(self, params, lr, weight_decay=0, momentum=0.9, eta=0.001,
+                     weight_decay_filter=False, lars_adaptation_filter=False):
+            defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                            eta=eta, weight_decay_filter=weight_decay_filter,
+                            lars_adaptation_filter=lars_adaptation_filter)
+            super().__init__(params, defaults)
+
+        def exclude_bias_and_norm(self, p):
+            return p.ndim == 1
+
+        @torch.no_grad()
+        def step(self):
+            for g in self.param_groups:
+                for p in g['params']:
+                    dp = p.grad
+                    if dp is None:
+                        continue
+                    if not g['weight_decay_filter'] or not self.exclude_bias_and_norm(p):
+                        dp = dp.add(p, alpha=g['weight_decay'])
+                    if not g['lars_adaptation_filter'] or not self.exclude_bias_and_norm(p):
+                        param_norm = torch.norm(p)
+                        update_norm = torch.norm(dp)
+                        one = torch.ones_like(param_norm)
+                        q = torch.where(param_norm > 0.,
+                                        torch.where(update_norm > 0,
+                                                    (g['eta'] * param_norm / update_norm), one), one)
+                        dp = dp.mul(q)
+                    param_state = self.state[p]
+                    if 'mu' not in param_state:
+                        param_state['mu'] = torch.zeros_like(p)
+                    mu = param_state['mu']
+                    mu.mul_(g['momentum']).add_(dp)
+                    p.add_(mu, alpha=-g['lr'])
+
+    return LARS
+
+
+def barlow_twins(m, weights, epochs=3, loader_len=2):
+    torch = m.torch
+    model = load(m, barlow_model(m), weights)
+    param_weights = []
+    param_biases = []
+    for param in model.parameters():
+        if param.ndim == 1:
+            param_biases.append(param)
+        else:
+            param_weights.append(param)
+    parameters = [{'params': param_weights}, {'params': param_biases}]
+    optimizer = lars(m)(parameters, lr=0, weight_decay=1.5e-6, weight_decay_filter=True,
+                        lars_adaptation_filter=True)
+
+    def adjust_learning_rate(optimizer, step, batch_size=8, learning_rate_weights=0.2, learning_rate_biases=0.0048):
+        max_steps = epochs * loader_len
+        warmup_steps = 1 * loader_len
+        base_lr = batch_size / 256
+        if step < warmup_steps:
+            lr = base_lr * step / warmup_steps
+        else:
+            step -= warmup_steps
+            max_steps -= warmup_steps
+            q = 0.5 * (1 + math.cos(math.pi * step / max_steps))
+            end_lr = base_lr * 0.001
+            lr = base_lr * q + end_lr * (1 - q)
+        optimizer.param_groups[0]['lr'] = lr * learning_rate_weights
+        optimizer.param_groups[1]['lr'] = lr * learning_rate_biases
+
+    log = []
+    for epoch in range(epochs):
+        for step in range(loader_len):
+            step = epoch * loader_len + step
+            x = images(m, seed=60 + step)
+            y1, y2 = x, torch.flip(x, dims=[2, 3]) * 0.8
+            adjust_learning_rate(optimizer, step)
+            optimizer.zero_grad()
+            loss = model.forward(y1, y2)
+            loss.backward()
+            optimizer.step()
+            log.append((loss.item(), optimizer.param_groups[0]['lr'], optimizer.param_groups[1]['lr']))
+    grads = [p.grad for p in model.parameters()]
+    mu = [optimizer.state[p]['mu'] for p in model.parameters()]
+    return {"log": log, "grads": grads, "mu": mu, "state": model.state_dict()}
+
+
+def test_barlow_twins():
+    weights = weights_of(barlow_model)
+    ours, _ = run_both(barlow_twins, weights, rtol=1e-4, atol=1e-4)  # gradients up to about 10
+    assert ours["log"][0][1] == 0 and ours["log"][1][1] > 0
+    assert all(g is not None for g in ours["grads"])
+
+
+def barlow_loss_pieces(m, seed):
+    """The cross-correlation loss with its in-place steps, and the same written out of place."""
+    torch = m.torch
+    rng = np.random.default_rng(seed)
+    z1 = torch.tensor(rng.standard_normal((6, 5)), requires_grad=True)
+    z2 = torch.tensor(rng.standard_normal((6, 5)), requires_grad=True)
+    bn = m.nn.BatchNorm1d(5, affine=False).double()
+    c = bn(z1).T @ bn(z2)
+    c.div_(6)
+    diagonal_view = torch.diagonal(c)
+    on_diag = diagonal_view.add_(-1).pow_(2).sum()
+    off_diag = off_diagonal(c).pow_(2).sum()
+    loss = on_diag + 0.5 * off_diag
+    g1, g2 = torch.autograd.grad(loss, [z1, z2])
+    return loss, g1, g2, c.detach()
+
+
+def test_barlow_in_place_cross_correlation_against_numpy():
+    ours, _ = run_both(barlow_loss_pieces, 3, rtol=1e-10, atol=1e-12)
+    rng = np.random.default_rng(3)
+    z1, z2 = rng.standard_normal((6, 5)), rng.standard_normal((6, 5))
+    norm = lambda z: (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
+    c = norm(z1).T @ norm(z2) / 6
+    off = ~np.eye(5, dtype=bool)
+    expected = ((np.diag(c) - 1) ** 2).sum() + 0.5 * (c[off] ** 2).sum()
+    assert ours[0] == pytest.approx(expected, rel=1e-12)
+    # c after the in-place steps: its diagonal holds (c_ii - 1)^2, its off-diagonal c_ij^2 were not written back
+    after = c.copy()
+    np.fill_diagonal(after, (np.diag(c) - 1) ** 2)
+    np.testing.assert_allclose(ours[3], after, rtol=1e-12)
+    # the loss's gradient with respect to c, taken back through the normalisation by hand
+    dc = 2 * (c - np.eye(5)) * np.eye(5) + 0.5 * 2 * c * off
+
+    def bn_backward(z, dy):
+        y, std = norm(z), np.sqrt(z.var(0) + 1e-5)
+        return (dy - dy.mean(0) - y * (dy * y).mean(0)) / std
+
+    np.testing.assert_allclose(ours[1], bn_backward(z1, norm(z2) @ dc.T / 6), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours[2], bn_backward(z2, norm(z1) @ dc / 6), rtol=1e-9, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# VICReg (facebookresearch/vicreg, the gather as a one-process autograd.Function)
+# ----------------------------------------------------------------------------------------------
+
+
+def vicreg_model(m, mlp="24-24-12"):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def Projector(embedding):
+        mlp_spec = f"{embedding}-{mlp}"
+        layers = []
+        f = list(map(int, mlp_spec.split("-")))
+        for i in range(len(f) - 2):
+            layers.append(nn.Linear(f[i], f[i + 1]))
+            layers.append(nn.BatchNorm1d(f[i + 1]))
+            layers.append(nn.ReLU(True))
+        layers.append(nn.Linear(f[-2], f[-1], bias=False))
+        return nn.Sequential(*layers)
+
+    class FullGatherLayer(torch.autograd.Function):
+        """
+        Gather tensors from all process and support backward propagation
+        for the gradients across processes.
+        """
+
+        @staticmethod
+        def forward(ctx, x):
+            output = [torch.zeros_like(x) for _ in range(1)]  # dist.get_world_size() is 1
+            output[0].copy_(x)  # dist.all_gather(output, x)
+            return tuple(output)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            all_gradients = torch.stack(grads)
+            return all_gradients[0]  # dist.get_rank() is 0
+
+    class VICReg(nn.Module):
+        def __init__(self, batch_size=8, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):
+            super().__init__()
+            self.batch_size, self.sim_coeff, self.std_coeff, self.cov_coeff = batch_size, sim_coeff, std_coeff, cov_coeff
+            self.num_features = int(mlp.split("-")[-1])
+            self.backbone, self.embedding = backbone(m), 16
+            self.backbone.fc = nn.Identity()
+            self.projector = Projector(self.embedding)
+
+        def forward(self, x, y):
+            x = self.projector(self.backbone(x))
+            y = self.projector(self.backbone(y))
+            repr_loss = F.mse_loss(x, y)
+            x = torch.cat(FullGatherLayer.apply(x), dim=0)
+            y = torch.cat(FullGatherLayer.apply(y), dim=0)
+            x = x - x.mean(dim=0)
+            y = y - y.mean(dim=0)
+            std_x = torch.sqrt(x.var(dim=0) + 0.0001)
+            std_y = torch.sqrt(y.var(dim=0) + 0.0001)
+            std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
+            cov_x = (x.T @ x) / (self.batch_size - 1)
+            cov_y = (y.T @ y) / (self.batch_size - 1)
+            cov_loss = off_diagonal(cov_x).pow_(2).sum().div(
+                self.num_features
+            ) + off_diagonal(cov_y).pow_(2).sum().div(self.num_features)
+            loss = (
+                self.sim_coeff * repr_loss
+                + self.std_coeff * std_loss
+                + self.cov_coeff * cov_loss
+            )
+            return loss, (repr_loss, std_loss, cov_loss)
+
+    return VICReg()
+
+
+def vicreg(m, weights, steps=4):
+    torch = m.torch
+    model = load(m, vicreg_model(m), weights)
+    optimizer = lars(m)(model.parameters(), lr=0.05, weight_decay=1e-6, weight_decay_filter=True,
+                        lars_adaptation_filter=True)
+    log = []
+    for step in range(steps):
+        x = images(m, seed=70 + step)
+        optimizer.zero_grad()
+        loss, parts = model.forward(x, x.roll(1, dims=3) + 0.1)
+        loss.backward()
+        optimizer.step()
+        log.append([loss.item()] + [p.item() for p in parts])
+    return {"log": log, "grads": [p.grad for p in model.parameters()], "state": model.state_dict()}
+
+
+def test_vicreg():
+    weights = weights_of(vicreg_model)
+    ours, _ = run_both(vicreg, weights, rtol=1e-4, atol=1e-5)
+    for loss, repr_loss, std_loss, cov_loss in ours["log"]:
+        assert loss == pytest.approx(25 * repr_loss + 25 * std_loss + cov_loss, rel=1e-5)
+        assert std_loss > 0
+    assert all(g is not None for g in ours["grads"])
+
+
+# ----------------------------------------------------------------------------------------------
+# SwAV (facebookresearch/swav: multi-crop, a feature queue, Sinkhorn-Knopp, prototypes normalised each step)
+# ----------------------------------------------------------------------------------------------
+
+
+def swav_model(m, output_dim=8, nmb_prototypes=10):
+    torch, nn = m.torch, m.nn
+
+    class SwAVNet(nn.Module):
+        def __init__(self, normalize=True):
+            super().__init__()
+            self.l2norm = normalize
+            self.net = backbone(m)
+            self.net.fc = nn.Identity()
+            self.projection_head = nn.Sequential(
+                nn.Linear(16, 24), nn.BatchNorm1d(24), nn.ReLU(inplace=True), nn.Linear(24, output_dim))
+            self.prototypes = nn.Linear(output_dim, nmb_prototypes, bias=False)
+
+        def forward_backbone(self, x):
+            return self.net(x)
+
+        def forward_head(self, x):
+            if self.projection_head is not None:
+                x = self.projection_head(x)
+            if self.l2norm:
+                x = nn.functional.normalize(x, dim=1, p=2)
+            if self.prototypes is not None:
+                return x, self.prototypes(x)
+            return x
+
+        def forward(self, inputs):
+            if not isinstance(inputs, list):
+                inputs = [inputs]
+            idx_crops = torch.cumsum(torch.unique_consecutive(
+                torch.tensor([inp.shape[-1] for inp in inputs]),
+                return_counts=True,
+            )[1], 0)
+            start_idx = 0
+            for end_idx in idx_crops:
+                _out = self.forward_backbone(torch.cat(inputs[start_idx: end_idx]))
+                if start_idx == 0:
+                    output = _out
+                else:
+                    output = torch.cat((output, _out))
+                start_idx = end_idx
+            return self.forward_head(output)
+
+    return SwAVNet()
+
+
+def swav(m, weights, steps=5, epsilon=0.05, sinkhorn_iterations=3, temperature=0.1, queue_length=8,
+         crops_for_assign=(0, 1), nmb_crops=(2, 2), freeze_prototypes_niters=2):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, swav_model(m), weights)
+    optimizer = m.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-6)
+
+    @torch.no_grad()
+    def distributed_sinkhorn(out):
+        Q = torch.exp(out / epsilon).t()  # Q is K-by-B for consistency with notations from our paper
+        B = Q.shape[1] * 1  # number of samples to assign
+        K = Q.shape[0]  # how many prototypes
+        # make the matrix sums to 1
+        sum_Q = torch.sum(Q)
+        Q /= sum_Q
+        for it in range(sinkhorn_iterations):
+            # normalize each row: total weight per prototype must be 1/K
+            sum_of_rows = torch.sum(Q, dim=1, keepdim=True)
+            Q /= sum_of_rows
+            Q /= K
+            # normalize each column: total weight per sample must be 1/B
+            Q /= torch.sum(Q, dim=0, keepdim=True)
+            Q /= B
+        Q *= B  # the colomns must sum to 1 so that Q is an assignment
+        return Q.t()
+
+    queue = torch.zeros(len(crops_for_assign), queue_length, 8)
+    use_the_queue = False
+    log, assignments = [], []
+    for iteration in range(steps):
+        x = images(m, n=4, seed=80 + iteration)
+        small = images(m, n=4, side=6, seed=90 + iteration)
+        inputs = [x, x.flip(3) * 0.9, small, small.transpose(2, 3)]
+        # normalize the prototypes
+        with torch.no_grad():
+            w = model.prototypes.weight.data.clone()
+            w = nn.functional.normalize(w, dim=1, p=2)
+            model.prototypes.weight.copy_(w)
+        # ============ multi-res forward passes ... ============
+        embedding, output = model(inputs)
+        embedding = embedding.detach()
+        bs = inputs[0].size(0)
+        # ============ swav loss ... ============
+        loss = 0
+        for i, crop_id in enumerate(crops_for_assign):
+            with torch.no_grad():
+                out = output[bs * crop_id: bs * (crop_id + 1)].detach()
+                # time to use the queue
+                if queue is not None:
+                    if use_the_queue or not torch.all(queue[i, -1, :] == 0):
+                        use_the_queue = True
+                        out = torch.cat((torch.mm(
+                            queue[i],
+                            model.prototypes.weight.t()
+                        ), out))
+                    # fill the queue
+                    queue[i, bs:] = queue[i, :-bs].clone()
+                    queue[i, :bs] = embedding[crop_id * bs: (crop_id + 1) * bs]
+                # get assignments
+                q = distributed_sinkhorn(out)[-bs:]
+                assignments.append(q)
+            # cluster assignment prediction
+            subloss = 0
+            for v in np.delete(np.arange(np.sum(nmb_crops)), crop_id):
+                x = output[bs * v: bs * (v + 1)] / temperature
+                subloss -= torch.mean(torch.sum(q * F.log_softmax(x, dim=1), dim=1))
+            loss += subloss / (np.sum(nmb_crops) - 1)
+        loss /= len(crops_for_assign)
+        # ============ backward and optim step ... ============
+        optimizer.zero_grad()
+        loss.backward()
+        # cancel gradients for the prototypes
+        if iteration < freeze_prototypes_niters:
+            for name, p in model.named_parameters():
+                if "prototypes" in name:
+                    p.grad = None
+        optimizer.step()
+        log.append((loss.item(), use_the_queue))
+    return {"log": log, "assignments": assignments, "queue": queue, "state": model.state_dict(),
+            "grads": [p.grad for p in model.parameters()]}
+
+
+def test_swav():
+    weights = weights_of(swav_model)
+    ours, _ = run_both(swav, weights, rtol=1e-4, atol=1e-5)
+    assert [used for _, used in ours["log"]] == [False, False, True, True, True]
+    for q in ours["assignments"]:
+        np.testing.assert_allclose(q.sum(1), 1, rtol=1e-5)  # each sample's assignment is a distribution
+    np.testing.assert_allclose(np.linalg.norm(ours["queue"], axis=-1), 1, rtol=1e-5)
+    # the prototypes were normalised before the last step, then moved by it
+    assert ours["grads"][-1] is not None
+    assert not np.allclose(np.linalg.norm(ours["state"]["prototypes.weight"], axis=1), 1)
