@@ -686,6 +686,7 @@ def dino(m, weights, parametrized, epochs=2, niter_per_ep=2):
             "grads": [p.grad for p in student.parameters() if p.grad is not None]}
 
 
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
 @pytest.mark.parametrize("parametrized", [False, True], ids=["weight_norm", "parametrizations"])
 def test_dino(parametrized):
     weights = weights_of(lambda m: dino_student(m, parametrized))
@@ -1620,3 +1621,422 @@ def test_siamese_losses():
     weights = weights_of(embedder)
     ours, _ = run_both(siamese, weights, rtol=1e-4, atol=1e-5)
     assert ours["log"][0]["cosine_triplet"].shape == (10,)
+
+
+# ----------------------------------------------------------------------------------------------
+# SimSiam (facebookresearch/simsiam: a frozen bias, a predictor group with a fixed lr) and MoCo v3's loss
+# ----------------------------------------------------------------------------------------------
+
+
+def simsiam_model(m, dim=12, pred_dim=6):
+    nn = m.nn
+
+    class SimSiam(nn.Module):
+        """
+        Build a SimSiam model.
+        """
+        def __init__(self, base_encoder, dim=2048, pred_dim=512):
+            super(SimSiam, self).__init__()
+            # create the encoder
+            # num_classes is the output fc dimension, zero-initialize last BNs
+            self.encoder = base_encoder(num_classes=dim)
+            # build a 3-layer projector
+            prev_dim = self.encoder.fc.weight.shape[1]
+            self.encoder.fc = nn.Sequential(nn.Linear(prev_dim, prev_dim, bias=False),
+                                            nn.BatchNorm1d(prev_dim),
+                                            nn.ReLU(inplace=True),  # first layer
+                                            nn.Linear(prev_dim, prev_dim, bias=False),
+                                            nn.BatchNorm1d(prev_dim),
+                                            nn.ReLU(inplace=True),  # second layer
+                                            self.encoder.fc,
+                                            nn.BatchNorm1d(dim, affine=False))  # output layer
+            self.encoder.fc[6].bias.requires_grad = False  # hack: not use bias as it is followed by BN
+            # build a 2-layer predictor
+            self.predictor = nn.Sequential(nn.Linear(dim, pred_dim, bias=False),
+                                           nn.BatchNorm1d(pred_dim),
+                                           nn.ReLU(inplace=True),  # hidden layer
+                                           nn.Linear(pred_dim, dim))  # output layer
+
+        def forward(self, x1, x2):
+            # compute features for one view
+            z1 = self.encoder(x1)  # NxC
+            z2 = self.encoder(x2)  # NxC
+            p1 = self.predictor(z1)  # NxC
+            p2 = self.predictor(z2)  # NxC
+            return p1, p2, z1.detach(), z2.detach()
+
+    return SimSiam(lambda num_classes: backbone(m, num_classes), dim, pred_dim)
+
+
+def simsiam(m, weights, epochs=3, lr=0.05, batch_size=8):
+    nn = m.nn
+    model = load(m, simsiam_model(m), weights)
+    init_lr = lr * batch_size / 256
+    criterion = nn.CosineSimilarity(dim=1)
+    optim_params = [{'params': model.encoder.parameters(), 'fix_lr': False},
+                    {'params': model.predictor.parameters(), 'fix_lr': True}]
+    optimizer = m.optim.SGD(optim_params, init_lr, momentum=0.9, weight_decay=1e-4)
+
+    def adjust_learning_rate(optimizer, init_lr, epoch):
+        """Decay the learning rate based on schedule"""
+        cur_lr = init_lr * 0.5 * (1. + math.cos(math.pi * epoch / epochs))
+        for param_group in optimizer.param_groups:
+            if 'fix_lr' in param_group and param_group['fix_lr']:
+                param_group['lr'] = init_lr
+            else:
+                param_group['lr'] = cur_lr
+
+    log = []
+    for epoch in range(epochs):
+        adjust_learning_rate(optimizer, init_lr, epoch)
+        x = images(m, seed=100 + epoch)
+        p1, p2, z1, z2 = model(x1=x, x2=x.flip(3) + 0.1 * x)
+        loss = -(criterion(p1, z2).mean() + criterion(p2, z1).mean()) * 0.5
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append((loss.item(), [(g['lr'], g['fix_lr']) for g in optimizer.param_groups]))
+    return {"log": log, "grads": [p.grad for p in model.parameters()], "state": model.state_dict(),
+            "state_dict_groups": [(g['fix_lr'], g['lr']) for g in optimizer.state_dict()['param_groups']]}
+
+
+def test_simsiam():
+    weights = weights_of(simsiam_model)
+    ours, _ = run_both(simsiam, weights, rtol=1e-4, atol=1e-5)
+    assert all(-1 <= loss <= 1 for loss, _ in ours["log"])
+    assert ours["log"][-1][1][1] == (0.05 * 8 / 256, True)
+    names = list(weights)
+    assert ours["state"]["encoder.fc.6.bias"].tolist() == weights["encoder.fc.6.bias"].tolist()
+
+
+def moco_v3_loss(m, weights, steps=3, T=1.0, moco_m=0.99, epochs=3):
+    torch, nn = m.torch, m.nn
+    base = load(m, moco_model(m), weights)
+    base_encoder, momentum_encoder = base.encoder_q, base.encoder_k
+
+    def contrastive_loss(q, k):
+        # normalize
+        q = nn.functional.normalize(q, dim=1)
+        k = nn.functional.normalize(k, dim=1)
+        # gather all targets
+        # Einstein sum is more intuitive
+        logits = torch.einsum('nc,mc->nm', [q, k]) / T
+        N = logits.shape[0]  # batch size per GPU
+        labels = (torch.arange(N, dtype=torch.long) + N * 0)
+        return nn.CrossEntropyLoss()(logits, labels) * (2 * T)
+
+    def adjust_moco_momentum(epoch):
+        """Adjust moco momentum based on current epoch"""
+        m = 1. - 0.5 * (1. + math.cos(math.pi * epoch / epochs)) * (1. - moco_m)
+        return m
+
+    optimizer = m.optim.AdamW(base_encoder.parameters(), lr=1e-3, weight_decay=0.1)
+    log = []
+    for epoch in range(epochs):
+        x = images(m, seed=110 + epoch)
+        x1, x2 = x, x.transpose(2, 3)
+        moco_momentum = adjust_moco_momentum(epoch)
+        q1 = base_encoder(x1)
+        q2 = base_encoder(x2)
+        with torch.no_grad():  # no gradient
+            for param_b, param_m in zip(base_encoder.parameters(), momentum_encoder.parameters()):
+                param_m.data = param_m.data * moco_momentum + param_b.data * (1. - moco_momentum)
+            k1 = momentum_encoder(x1)
+            k2 = momentum_encoder(x2)
+        loss = contrastive_loss(q1, k2) + contrastive_loss(q2, k1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append((loss.item(), moco_momentum))
+    return {"log": log, "grads": [p.grad for p in base_encoder.parameters()],
+            "momentum": momentum_encoder.state_dict()}
+
+
+def test_moco_v3_loss():
+    weights = weights_of(moco_model)
+    run_both(moco_v3_loss, weights, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# DINO's teacher by copy.deepcopy of a weight-normed student, the loss by F.cross_entropy on soft targets
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+def test_weight_norm_module_refuses_deepcopy():
+    """Why DINO builds its teacher as a second model: the old weight_norm keeps its weight as a computed
+    tensor, which neither library deep-copies."""
+    def program(m):
+        student = dino_student(m, parametrized=False)
+        with pytest.raises(RuntimeError, match="deepcopy protocol") as error:
+            copy.deepcopy(student)
+        return "weight_norm" in str(error.value)
+
+    assert run_both(program)[0] is True
+
+
+def test_dino_teacher_by_deepcopy():
+    parametrized = True
+    def program(m, weights, steps=3):
+        torch, F = m.torch, m.F
+        student = load(m, dino_student(m, parametrized), weights)
+        teacher = copy.deepcopy(student)
+        for p in teacher.parameters():
+            p.requires_grad = False
+        optimizer = m.optim.SGD(student.parameters(), lr=0.5, momentum=0.9)
+        log = []
+        for step in range(steps):
+            x = images(m, n=4, seed=120 + step)
+            local = images(m, n=4, side=6, seed=130 + step)
+            with torch.no_grad():
+                targets = F.softmax(teacher([x, x.flip(3)]) / 0.04, dim=-1).chunk(2)
+            outputs = (student([x, x.flip(3), local]) / 0.1).chunk(3)
+            loss = sum(F.cross_entropy(outputs[v], targets[iq]) for iq in range(2) for v in range(3) if v != iq) / 4
+            smoothed = F.cross_entropy(outputs[2], targets[0].argmax(-1), label_smoothing=0.1)
+            optimizer.zero_grad()
+            (loss + smoothed).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for param_q, param_k in zip(student.parameters(), teacher.parameters()):
+                    param_k.data.mul_(0.9).add_((1 - 0.9) * param_q.detach().data)
+            log.append((loss.item(), smoothed.item()))
+        weight = teacher.head.last_layer.weight
+        return {"log": log, "teacher": teacher.state_dict(), "student": student.state_dict(),
+                "teacher_weight": weight, "teacher_weight_is_student_weight": weight is student.head.last_layer.weight}
+
+    weights = weights_of(lambda m: dino_student(m, parametrized))
+    ours, _ = run_both(program, weights, rtol=1e-4, atol=1e-5)
+    assert not ours["teacher_weight_is_student_weight"]
+    # the teacher's weight is recomputed from its own magnitude and direction, not the student's
+    v = ours["teacher"]["head.last_layer." + ("parametrizations.weight.original1" if parametrized else "weight_v")]
+    np.testing.assert_allclose(ours["teacher_weight"], v / np.linalg.norm(v, axis=1, keepdims=True), rtol=1e-5,
+                               atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# MSN's loss (facebookresearch/msn: sharpening, log(p ** -t), the mean-entropy maximisation), and
+# prototypical networks by cdist (a support repeated in the query: a distance of exactly zero)
+# ----------------------------------------------------------------------------------------------
+
+
+def msn(m, weights, steps=3, tau=0.1, T=0.25, num_views=2):
+    torch = m.torch
+    softmax = torch.nn.Softmax(dim=1) if hasattr(torch, "nn") else m.nn.Softmax(dim=1)
+    model = load(m, embedder(m), weights)
+    prototypes = torch.nn.Parameter(torch.tensor(np.random.default_rng(2).standard_normal((5, 8)).astype(np.float32))) \
+        if hasattr(torch, "nn") else m.nn.Parameter(
+            torch.tensor(np.random.default_rng(2).standard_normal((5, 8)).astype(np.float32)))
+    proto_labels = m.F.one_hot(torch.arange(5), 5).float()
+
+    def sharpen(p, T):
+        sharp_p = p**(1./T)
+        sharp_p /= torch.sum(sharp_p, dim=1, keepdim=True)
+        return sharp_p
+
+    def snn(query, supports, support_labels, temp=tau):
+        """ Soft Nearest Neighbours similarity classifier """
+        query = m.F.normalize(query)
+        supports = m.F.normalize(supports)
+        return softmax(query @ supports.T / temp) @ support_labels
+
+    def loss_fn(anchor_views, target_views, prototypes, proto_labels, T=0.25, me_max=True, use_entropy=True):
+        # Step 1: compute anchor predictions
+        probs = snn(anchor_views, prototypes, proto_labels)
+        # Step 2: compute targets for anchor predictions
+        with torch.no_grad():
+            targets = sharpen(snn(target_views, prototypes, proto_labels), T=T)
+            targets = torch.cat([targets for _ in range(num_views)], dim=0)
+        # Step 3: compute cross-entropy loss H(targets, queries)
+        loss = torch.mean(torch.sum(torch.log(probs**(-targets)), dim=1))
+        # Step 4: compute me-max regularizer
+        rloss = 0.
+        if me_max:
+            avg_probs = torch.mean(probs, dim=0)
+            rloss = - torch.sum(torch.log(avg_probs**(-avg_probs))) + math.log(float(len(avg_probs)))
+        sloss = 0.
+        if use_entropy:
+            sloss = torch.mean(torch.sum(torch.log(probs**(-probs)), dim=1))
+        return loss, rloss, sloss
+
+    optimizer = m.optim.AdamW([{'params': model.parameters()}, {'params': [prototypes], 'lr': 1e-2}], lr=1e-3)
+    log = []
+    for step in range(steps):
+        x, _ = face_data(m, n=6, seed=140 + step)
+        anchors = model(torch.cat([x + 0.2 * torch.tanh(x), x - 0.2 * torch.tanh(x)]))
+        with torch.no_grad():
+            target = model(x)
+        ploss, me_max, ent = loss_fn(anchors, target, prototypes, proto_labels)
+        loss = ploss + me_max + 0.1 * ent
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append((ploss.item(), me_max.item(), ent.item()))
+    return {"log": log, "grads": [p.grad for p in model.parameters()] + [prototypes.grad],
+            "prototypes": prototypes}
+
+
+def test_msn_loss():
+    weights = weights_of(embedder)
+    ours, _ = run_both(msn, weights, rtol=1e-4, atol=1e-5)
+    for ploss, me_max, ent in ours["log"]:
+        assert ploss > 0 and ent > 0 and -1e-6 <= me_max <= math.log(5)
+
+
+def protonet(m, weights, steps=3, n_way=3, n_shot=2, n_query=2):
+    torch, F = m.torch, m.F
+    model = load(m, embedder(m), weights)
+    optimizer = m.optim.Adam(model.parameters(), lr=1e-3)
+    log = []
+    for step in range(steps):
+        x, _ = face_data(m, n=15, seed=150 + step)
+        support = x[:n_way * n_shot]  # class c's shots are rows c, c + n_way, ...
+        query = torch.cat([x[n_way * n_shot:n_way * n_shot + n_way * n_query], support[:n_way]])
+        target = torch.arange(n_way).repeat(n_query + 1)
+        z = model(torch.cat([support, query]))
+        z_support, z_query = z[:n_way * n_shot], z[n_way * n_shot:]
+        z_proto = z_support.view(n_shot, n_way, -1).mean(0)
+        dists = torch.cdist(z_query, z_proto)
+        log_p_y = F.log_softmax(-dists, dim=1)
+        loss = F.nll_loss(log_p_y, target)
+        # the nearest support of each query, its distance zero for the repeated ones
+        nearest, idx = torch.cdist(z_query, z_support).min(dim=1)
+        acc = (log_p_y.argmax(1) == target).float().mean()
+        optimizer.zero_grad()
+        (loss + nearest.mean()).backward()
+        optimizer.step()
+        log.append((loss.item(), acc.item(), nearest.detach(), idx))
+    return {"log": log, "grads": [p.grad for p in model.parameters()]}
+
+
+def test_prototypical_network_by_cdist():
+    weights = weights_of(embedder)
+    ours, _ = run_both(protonet, weights, rtol=1e-4, atol=1e-5)
+    for *_, nearest, idx in ours["log"]:
+        np.testing.assert_array_equal(nearest[-3:], 0)
+        assert idx[-3:].tolist() == [0, 1, 2]
+    assert all(np.isfinite(g).all() for g in ours["grads"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-similarity loss (MalongTech/research-ms-loss) and Proxy-Anchor (tjddus9597/Proxy-Anchor-CVPR2020)
+# ----------------------------------------------------------------------------------------------
+
+
+def ms_and_proxy_anchor(m, weights, steps=3):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class MultiSimilarityLoss(nn.Module):
+        def __init__(self):
+            super(MultiSimilarityLoss, self).__init__()
+            self.thresh = 0.5
+            self.margin = 0.1
+            self.scale_pos = 2.0
+            self.scale_neg = 40.0
+
+        def forward(self, feats, labels):
+            assert feats.size(0) == labels.size(0), \
+                f"feats.size(0): {feats.size(0)} is not equal to labels.size(0): {labels.size(0)}"
+            batch_size = feats.size(0)
+            sim_mat = torch.matmul(feats, torch.t(feats))
+            epsilon = 1e-5
+            loss = list()
+            for i in range(batch_size):
+                pos_pair_ = sim_mat[i][labels == labels[i]]
+                pos_pair_ = pos_pair_[pos_pair_ < 1 - epsilon]
+                neg_pair_ = sim_mat[i][labels != labels[i]]
+                neg_pair = neg_pair_[neg_pair_ + self.margin > min(pos_pair_)]
+                pos_pair = pos_pair_[pos_pair_ - self.margin < max(neg_pair_)]
+                if len(neg_pair) < 1 or len(pos_pair) < 1:
+                    continue
+                # weighting step
+                pos_loss = 1.0 / self.scale_pos * torch.log(
+                    1 + torch.sum(torch.exp(-self.scale_pos * (pos_pair - self.thresh))))
+                neg_loss = 1.0 / self.scale_neg * torch.log(
+                    1 + torch.sum(torch.exp(self.scale_neg * (neg_pair - self.thresh))))
+                loss.append(pos_loss + neg_loss)
+            if len(loss) == 0:
+                return torch.zeros([], requires_grad=True)
+            loss = sum(loss) / batch_size
+            return loss
+
+    def binarize(T, nb_classes):
+        T = T.cpu().numpy()
+        T = np.eye(nb_classes)[T]  # sklearn.preprocessing.label_binarize
+        T = torch.DoubleTensor(T)
+        return T
+
+    def l2_norm(input):
+        input_size = input.size()
+        buffer = torch.pow(input, 2)
+        normp = torch.sum(buffer, 1).add_(1e-12)
+        norm = torch.sqrt(normp)
+        _output = torch.div(input, norm.view(-1, 1).expand_as(input))
+        output = _output.view(input_size)
+        return output
+
+    class Proxy_Anchor(nn.Module):
+        def __init__(self, nb_classes, sz_embed, mrg=0.1, alpha=32):
+            nn.Module.__init__(self)
+            # Proxy Anchor Initialization
+            self.proxies = nn.Parameter(torch.randn(nb_classes, sz_embed))
+            nn.init.kaiming_normal_(self.proxies, mode='fan_out')
+            self.nb_classes = nb_classes
+            self.sz_embed = sz_embed
+            self.mrg = mrg
+            self.alpha = alpha
+
+        def forward(self, X, T):
+            P = self.proxies
+            cos = F.linear(l2_norm(X), l2_norm(P))  # Calcluate cosine similarity
+            P_one_hot = binarize(T=T, nb_classes=self.nb_classes)
+            N_one_hot = 1 - P_one_hot
+            pos_exp = torch.exp(-self.alpha * (cos - self.mrg))
+            neg_exp = torch.exp(self.alpha * (cos + self.mrg))
+            with_pos_proxies = torch.nonzero(P_one_hot.sum(dim=0) != 0).squeeze(dim=1)  # The set of positive proxies of data in the batch
+            num_valid_proxies = len(with_pos_proxies)  # The number of positive proxies
+            P_sim_sum = torch.where(P_one_hot == 1, pos_exp, torch.zeros_like(pos_exp)).sum(dim=0)
+            N_sim_sum = torch.where(N_one_hot == 1, neg_exp, torch.zeros_like(neg_exp)).sum(dim=0)
+            pos_term = torch.log(1 + P_sim_sum).sum() / num_valid_proxies
+            neg_term = torch.log(1 + N_sim_sum).sum() / self.nb_classes
+            loss = pos_term + neg_term
+            return loss
+
+    # in float64: exp(40 s) and exp(32 cos), with the proxies' lr of 0.1, blow float32 rounding up to 1e-3 in
+    # three steps
+    model = load(m, embedder(m), weights).double()
+    ms = MultiSimilarityLoss()
+    criterion = Proxy_Anchor(nb_classes=6, sz_embed=8).double()
+    with torch.no_grad():
+        criterion.proxies.copy_(torch.tensor(np.random.default_rng(6).standard_normal((6, 8))))
+    param_groups = [{'params': model.parameters(), 'lr': 1e-3},
+                    {'params': criterion.parameters(), 'lr': float(1e-3) * 100}]
+    opt = m.optim.AdamW(param_groups, lr=float(1e-3), weight_decay=1e-4)
+    log = []
+    for step in range(steps):
+        x, y = face_data(m, n=12, seed=160 + step)
+        x = x.double()
+        feats = F.normalize(model(x))
+        ms_loss = ms(feats, y)
+        pa_loss = criterion(model(x), y)  # classes 0..4 only: proxy 5 has no positives
+        loss = ms_loss + pa_loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(model.parameters(), 10) if hasattr(torch, "nn") else \
+            m.nn.utils.clip_grad_value_(model.parameters(), 10)
+        torch.nn.utils.clip_grad_value_(criterion.parameters(), 10) if hasattr(torch, "nn") else \
+            m.nn.utils.clip_grad_value_(criterion.parameters(), 10)
+        opt.step()
+        log.append((ms_loss.item(), pa_loss.item()))
+    # every negative far below every positive: no pair is mined
+    easy = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0], [-1.0, -1.0]], dtype=torch.float64)
+    empty = ms(F.normalize(easy), torch.tensor([0, 0, 1, 1]))
+    return {"log": log, "grads": [p.grad for p in model.parameters()], "proxies": criterion.proxies,
+            "proxy_grad": criterion.proxies.grad, "empty": empty, "empty_requires_grad": empty.requires_grad}
+
+
+def test_multi_similarity_and_proxy_anchor():
+    weights = weights_of(embedder)
+    ours, _ = run_both(ms_and_proxy_anchor, weights, rtol=1e-9, atol=1e-10)
+    assert all(ms > 0 and pa > 0 for ms, pa in ours["log"])
+    assert ours["empty"] == 0 and ours["empty_requires_grad"]
+    assert np.abs(ours["proxy_grad"][5]).max() > 0  # the proxy without positives is pushed by the negatives
