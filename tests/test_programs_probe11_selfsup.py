@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B008, B023, E501, E701, E721, E741, E731, F841, UP004, UP008, UP018, UP031, UP032, UP039  (the programs are kept as their authors wrote them)
 """Self-supervised, contrastive and metric-learning programs as their reference repositories write them
 (see tests/pytorch_programs.py), each trained a few steps from the same weights on synthetic images on
 chainrule and on PyTorch, comparing losses, gradients, parameters and buffers.
@@ -23,7 +23,7 @@ from functools import wraps
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, assert_same, load, run_both, weights_of
+from .pytorch_programs import assert_same, load, run_both, weights_of
 
 
 def images(m, n=8, side=12, seed=0):
