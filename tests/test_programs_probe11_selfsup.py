@@ -2656,3 +2656,203 @@ def test_dino_vit():
     assert ours["th_attn"].shape == (2, 16, 16) and set(np.unique(ours["th_attn"])) <= {0.0, 1.0}
     assert all(0 <= v <= 100 for v in ours["knn"])
     assert np.abs(ours["log"][0][1][0, 1:]).max() > 0  # the patch embeddings learn through the interpolation
+
+
+# ----------------------------------------------------------------------------------------------
+# DINOv2's losses (facebookresearch/dinov2): iBOT's masked-patch loss on tokens gathered by index_select into
+# new_zeros buffers (``out=`` a slice of one, ``copy_`` into a slice of another), Sinkhorn-Knopp centring of the
+# teacher, the KoLeo regulariser (the diagonal filled through ``view(-1)[::n + 1]``), a mask token put in by
+# torch.where, parameter groups with lr and wd multipliers, the teacher by _foreach_mul_ / _foreach_add_
+# ----------------------------------------------------------------------------------------------
+
+
+def dinov2(m, weights, steps=3, student_temp=0.1, teacher_temp=0.07):
+    torch, nn, F = m.torch, m.nn, m.F
+    student = load(m, dino_vit(m), weights)
+    teacher = load(m, dino_vit(m), weights)
+    for p in teacher.parameters():
+        p.requires_grad = False
+    mask_token = nn.Parameter(torch.zeros(1, 16))
+    ibot_head = nn.Linear(16, 10)
+    with torch.no_grad():
+        ibot_head.weight.copy_(torch.tensor(np.random.default_rng(9).standard_normal((10, 16)).astype(np.float32) * 0.1))
+        ibot_head.bias.zero_()
+
+    def forward_tokens(vit, x, masks=None):
+        B, nc, w, h = x.shape
+        x = vit.patch_embed(x)
+        if masks is not None:
+            x = torch.where(masks.unsqueeze(-1), mask_token.to(x.dtype).unsqueeze(0), x)
+        x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = x + vit.interpolate_pos_encoding(x, w, h)
+        for blk in vit.blocks:
+            x = blk(x)
+        x_norm = vit.norm(x)
+        return {"x_norm_clstoken": x_norm[:, 0], "x_norm_patchtokens": x_norm[:, 1:]}
+
+    class KoLeoLoss(nn.Module):
+        """Kozachenko-Leonenko entropic loss regularizer from Sablayrolles et al. - 2018 - Spreading vectors for similarity search"""
+
+        def __init__(self):
+            super().__init__()
+            self.pdist = nn.PairwiseDistance(2, eps=1e-8)
+
+        def pairwise_NNs_inner(self, x):
+            """
+            Pairwise nearest neighbors for L2-normalized vectors.
+            Uses Torch rather than Faiss to remain on GPU.
+            """
+            # parwise dot products (= inverse distance)
+            dots = torch.mm(x, x.t())
+            n = x.shape[0]
+            dots.view(-1)[:: (n + 1)].fill_(-1)  # Trick to fill diagonal with -1
+            # max inner prod -> min distance
+            _, I = torch.max(dots, dim=1)  # noqa: E741
+            return I
+
+        def forward(self, student_output, eps=1e-8):
+            """
+            Args:
+                student_output (BxD): backbone output of student
+            """
+            student_output = F.normalize(student_output, eps=eps, p=2, dim=-1)
+            I = self.pairwise_NNs_inner(student_output)  # noqa: E741
+            distances = self.pdist(student_output, student_output[I])  # BxD, BxD -> B
+            loss = -torch.log(distances + eps).mean()
+            return loss
+
+    @torch.no_grad()
+    def sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_masked_patches_tensor=None, n_iterations=3):
+        teacher_output = teacher_output.float()
+        Q = torch.exp(teacher_output / teacher_temp).t()  # Q is K-by-B for consistency with notations from our paper
+        B = Q.shape[1] if n_masked_patches_tensor is None else n_masked_patches_tensor
+        K = Q.shape[0]  # how many prototypes
+        # make the matrix sums to 1
+        sum_Q = torch.sum(Q)
+        Q /= sum_Q
+        for it in range(n_iterations):
+            # normalize each row: total weight per prototype must be 1/K
+            sum_of_rows = torch.sum(Q, dim=1, keepdim=True)
+            Q /= sum_of_rows
+            Q /= K
+            # normalize each column: total weight per sample must be 1/B
+            Q /= torch.sum(Q, dim=0, keepdim=True)
+            Q /= B
+        Q *= B  # the columns must sum to 1 so that Q is an assignment
+        return Q.t()
+
+    def forward_masked(student_patch_tokens_masked, teacher_patch_tokens_masked, student_masks_flat,
+                       n_masked_patches=None, masks_weight=None):
+        t = teacher_patch_tokens_masked
+        s = student_patch_tokens_masked
+        loss = torch.sum(t * F.log_softmax(s / student_temp, dim=-1), dim=-1)
+        if masks_weight is None:
+            masks_weight = (
+                (1 / student_masks_flat.sum(-1).clamp(min=1.0))
+                .unsqueeze(-1)
+                .expand_as(student_masks_flat)[student_masks_flat]
+            )
+        if n_masked_patches is not None:
+            loss = loss[:n_masked_patches]
+        loss = loss * masks_weight
+        return -loss.sum() / student_masks_flat.shape[0]
+
+    def get_params_groups(model_parts, lr_decay_rate=0.9, patch_embed_lr_mult=0.2):
+        groups = []
+        for prefix, model in model_parts:
+            for name, param in model.named_parameters():
+                name = prefix + name
+                if not param.requires_grad:
+                    continue
+                layer_id = int(name.split("blocks.")[1].split(".")[0]) + 1 if "blocks." in name else 0
+                d = {"params": param, "is_last_layer": False, "lr_multiplier": lr_decay_rate ** (3 - layer_id),
+                     "wd_multiplier": 1.0, "name": name}
+                if name.endswith(".bias") or "norm" in name or "gamma" in name:
+                    d.update({"wd_multiplier": 0.0})
+                if "patch_embed" in name:
+                    d.update({"lr_multiplier": d["lr_multiplier"] * patch_embed_lr_mult})
+                if "ibot_head" in name:
+                    d.update({"is_last_layer": True})
+                groups.append(d)
+        return groups
+
+    def apply_optim_scheduler(optimizer, lr, wd, last_layer_lr):
+        for param_group in optimizer.param_groups:
+            is_last_layer = param_group["is_last_layer"]
+            lr_multiplier = param_group["lr_multiplier"]
+            wd_multiplier = param_group["wd_multiplier"]
+            param_group["weight_decay"] = wd * wd_multiplier
+            param_group["lr"] = (last_layer_lr if is_last_layer else lr) * lr_multiplier
+
+    koleo = KoLeoLoss()
+    groups = get_params_groups([("", student), ("ibot_head.", ibot_head)])
+    groups.append({"params": mask_token, "is_last_layer": False, "lr_multiplier": 1.0, "wd_multiplier": 0.0,
+                   "name": "mask_token"})
+    optimizer = m.optim.AdamW(groups, betas=(0.9, 0.999))
+    rng = np.random.default_rng(10)
+    log = []
+    for step in range(steps):
+        x = images(m, n=4, side=16, seed=210 + step)
+        masks = torch.tensor(rng.random((4, 16)) < 0.4)
+        masks[1] = False  # one image without masked patches
+        masks[0, 0] = True
+        mask_indices_list = masks.flatten().nonzero().flatten()
+        n_masked_patches = mask_indices_list.shape[0]
+        upperbound = 4 * 16 // 2
+        masks_weight = (1 / masks.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(masks)[masks]
+        apply_optim_scheduler(optimizer, lr=1e-3 * (step + 1) / steps, wd=0.04 + 0.01 * step, last_layer_lr=5e-4)
+        with torch.no_grad():
+            teacher_out = forward_tokens(teacher, x)
+            ibot_teacher_patch_tokens = teacher_out["x_norm_patchtokens"]
+            _dim = ibot_teacher_patch_tokens.shape[-1]
+            buffer_tensor_teacher = ibot_teacher_patch_tokens.new_zeros(upperbound, _dim)
+            torch.index_select(
+                ibot_teacher_patch_tokens.flatten(0, 1),
+                dim=0,
+                index=mask_indices_list,
+                out=buffer_tensor_teacher[:n_masked_patches],
+            )
+            teacher_ibot = ibot_head(buffer_tensor_teacher)[:n_masked_patches]
+            masked_teacher_ibot_softmaxed_centered = sinkhorn_knopp_teacher(
+                teacher_ibot, teacher_temp=teacher_temp, n_masked_patches_tensor=torch.tensor([n_masked_patches]))
+        student_out = forward_tokens(student, x, masks=masks)
+        ibot_student_patch_tokens = student_out["x_norm_patchtokens"]
+        buffer_tensor_patch_tokens = ibot_student_patch_tokens.new_zeros(upperbound, _dim)
+        buffer_tensor_patch_tokens[:n_masked_patches].copy_(
+            torch.index_select(ibot_student_patch_tokens.flatten(0, 1), dim=0, index=mask_indices_list)
+        )
+        student_global_masked_patch_tokens_after_head = ibot_head(buffer_tensor_patch_tokens)[:n_masked_patches]
+        ibot_loss = forward_masked(student_global_masked_patch_tokens_after_head,
+                                   masked_teacher_ibot_softmaxed_centered, student_masks_flat=masks,
+                                   n_masked_patches=n_masked_patches, masks_weight=masks_weight)
+        koleo_loss = 0.1 * koleo(student_out["x_norm_clstoken"])
+        loss = ibot_loss + koleo_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(student.parameters(), 3.0)
+        optimizer.step()
+        with torch.no_grad():
+            teacher_param_list = list(teacher.parameters())
+            student_param_list = list(student.parameters())
+            torch._foreach_mul_(teacher_param_list, 0.99)
+            torch._foreach_add_(teacher_param_list, student_param_list, alpha=1 - 0.99)
+        log.append((ibot_loss.item(), koleo_loss.item(), n_masked_patches, buffer_tensor_patch_tokens.requires_grad,
+                    masked_teacher_ibot_softmaxed_centered.sum(-1)))
+    return {"log": log, "teacher": teacher.state_dict(), "mask_token_grad": mask_token.grad,
+            "ibot_head_grad": ibot_head.weight.grad,
+            "groups": [(g["name"], g["lr"], g["weight_decay"]) for g in optimizer.param_groups],
+            "buffer_tail": buffer_tensor_teacher[n_masked_patches:]}
+
+
+def test_dinov2_losses():
+    weights = weights_of(dino_vit)
+    ours, _ = run_both(dinov2, weights, rtol=1e-4, atol=1e-5)
+    for ibot, koleo, n_masked, tracked, q_rows in ours["log"]:
+        assert tracked and n_masked > 1
+        np.testing.assert_allclose(q_rows, 1, rtol=1e-5)  # each patch's assignment is a distribution
+    np.testing.assert_array_equal(ours["buffer_tail"], 0)  # index_select wrote into the slice only
+    assert np.abs(ours["mask_token_grad"]).max() > 0
+    groups = dict((name, (lr, wd)) for name, lr, wd in ours["groups"])
+    assert groups["ibot_head.weight"][0] == pytest.approx(5e-4 * 0.9 ** 3)  # the last layer's lr
+    assert groups["patch_embed.proj.weight"][0] == pytest.approx(1e-3 * 0.9 ** 3 * 0.2)
+    assert groups["blocks.1.norm1.weight"][1] == 0
