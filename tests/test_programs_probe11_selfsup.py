@@ -2856,3 +2856,112 @@ def test_dinov2_losses():
     assert groups["ibot_head.weight"][0] == pytest.approx(5e-4 * 0.9 ** 3)  # the last layer's lr
     assert groups["patch_embed.proj.weight"][0] == pytest.approx(1e-3 * 0.9 ** 3 * 0.2)
     assert groups["blocks.1.norm1.weight"][1] == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# W-MSE (htdt/self-supervised): whitening by a Cholesky factor's inverse (torch.cholesky, triangular_solve)
+# applied as a 1x1 conv2d, running statistics by torch.add(out=buffer), whitened sub-batches written into
+# torch.empty_like by index
+# ----------------------------------------------------------------------------------------------
+
+
+def wmse_model(m):
+    nn = m.nn
+    # no biases before BatchNorm or the whitening (which centres): their gradients would be rounding alone,
+    # which Adam makes into steps of lr
+    return nn.ModuleDict({"model": nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 16), nn.ReLU()),
+                          "head": nn.Sequential(nn.Linear(16, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+                                                nn.Linear(16, 4, bias=False))})
+
+
+@pytest.mark.filterwarnings("ignore:torch.cholesky is deprecated", "ignore:torch.triangular_solve is deprecated")
+def test_wmse():
+    def program(m, weights, steps=3, w_iter=2, w_size=4):
+        torch, nn, F = m.torch, m.nn, m.F
+        conv2d = F.conv2d
+
+        class Whitening2d(nn.Module):
+            def __init__(self, num_features, momentum=0.01, track_running_stats=True, eps=0):
+                super(Whitening2d, self).__init__()
+                self.num_features = num_features
+                self.momentum = momentum
+                self.track_running_stats = track_running_stats
+                self.eps = eps
+                if self.track_running_stats:
+                    self.register_buffer("running_mean", torch.zeros([1, self.num_features, 1, 1]))
+                    self.register_buffer("running_variance", torch.eye(self.num_features))
+
+            def forward(self, x):
+                x = x.unsqueeze(2).unsqueeze(3)
+                m = x.mean(0).view(self.num_features, -1).mean(-1).view(1, -1, 1, 1)
+                if not self.training and self.track_running_stats:  # for inference
+                    m = self.running_mean
+                xn = x - m
+                T = xn.permute(1, 0, 2, 3).contiguous().view(self.num_features, -1)
+                f_cov = torch.mm(T, T.permute(1, 0)) / (T.shape[-1] - 1)
+                eye = torch.eye(self.num_features).type(f_cov.type())
+                if not self.training and self.track_running_stats:  # for inference
+                    f_cov = self.running_variance
+                f_cov_shrinked = (1 - self.eps) * f_cov + self.eps * eye
+                inv_sqrt = torch.triangular_solve(eye, torch.cholesky(f_cov_shrinked), upper=False)[0]
+                inv_sqrt = inv_sqrt.contiguous().view(self.num_features, self.num_features, 1, 1)
+                decorrelated = conv2d(xn, inv_sqrt)
+                if self.training and self.track_running_stats:
+                    self.running_mean = torch.add(self.momentum * m.detach(), (1 - self.momentum) * self.running_mean,
+                                                  out=self.running_mean)
+                    self.running_variance = torch.add(self.momentum * f_cov.detach(),
+                                                      (1 - self.momentum) * self.running_variance,
+                                                      out=self.running_variance)
+                return decorrelated.squeeze(2).squeeze(2)
+
+        def norm_mse_loss(x0, x1):
+            x0 = F.normalize(x0)
+            x1 = F.normalize(x1)
+            return 2 - 2 * (x0 * x1).sum(dim=-1).mean()
+
+        nets = load(m, wmse_model(m), weights)
+        model, head = nets["model"], nets["head"]
+        whitening = Whitening2d(4, eps=0.1)
+        optimizer = m.optim.Adam(nets.parameters(), lr=1e-3, weight_decay=1e-6)
+        rng = np.random.default_rng(11)
+        num_pairs = 1
+        log = []
+        for step in range(steps):
+            x = images(m, n=8, side=6, seed=220 + step)
+            samples = [x, x.flip(3) * 0.9]
+            bs = len(samples[0])
+            h = [model(x) for x in samples]
+            h = head(torch.cat(h))
+            loss = 0
+            for _ in range(w_iter):
+                z = torch.empty_like(h)
+                perm = torch.tensor(rng.permutation(bs)).view(-1, w_size)  # torch.randperm(bs)
+                for idx in perm:
+                    for i in range(len(samples)):
+                        z[idx + i * bs] = whitening(h[idx + i * bs])
+                for i in range(len(samples) - 1):
+                    for j in range(i + 1, len(samples)):
+                        x0 = z[i * bs: (i + 1) * bs]
+                        x1 = z[j * bs: (j + 1) * bs]
+                        loss += norm_mse_loss(x0, x1)
+            loss /= w_iter * num_pairs
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            log.append(loss.item())
+        whitening.eval()
+        with torch.no_grad():
+            white_eval = whitening(head.eval()(model(samples[0])))
+        return {"log": log, "grads": [p.grad for p in nets.parameters()], "running_mean": whitening.running_mean,
+                "running_variance": whitening.running_variance, "white_eval": white_eval, "z": z.detach(),
+                "type": h.type(), "nets": nets.state_dict()}
+
+    weights = weights_of(wmse_model)
+    ours, _ = run_both(program, weights, rtol=1e-4, atol=1e-5)
+    assert ours["type"] == "torch.FloatTensor"
+    assert ours["running_mean"].shape == (1, 4, 1, 1)
+    assert all(0 <= loss <= 4 for loss in ours["log"])
+    # each whitened sub-batch of 4 has covariance close to the identity (shrunk by eps = 0.1)
+    sub = ours["z"][:4]
+    cov = np.cov((sub - sub.mean(0)).T)
+    assert np.all(np.linalg.eigvalsh(cov) < 1.0 + 1e-4)
