@@ -2,7 +2,8 @@
 the basic part of the index makes a view (an integer, None, a bool, a slice short of its dim) and the write goes
 through it (``torch::autograd::CopySlices``, as any in-place op on a view); else the index is the whole tensor and
 the write is an ``index_put_`` (arrays, lists, masks), a ``fill_`` (a 0-dim value) or a ``copy_``. Each case runs on
-chainrule and on PyTorch against the same literal name."""
+chainrule and on PyTorch against the same literal name. And a weight-normed layer's weight, by either API, is
+WeightNormInterfaceBackward0 (MulBackward0 with dim=None, as PyTorch multiplies it out there)."""
 
 import pytest
 
@@ -46,3 +47,14 @@ def test_the_written_tensor_differentiates_as_before(T):
     c.diagonal().mul_(2)  # CopySlices
     (c * T.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])).sum().backward()
     assert x.grad.tolist() == [[6.0, 9.0, 0.0], [30.0, 18.0, 2.0]]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+@pytest.mark.parametrize("dim, name", [(0, "WeightNormInterfaceBackward0"), (1, "WeightNormInterfaceBackward0"),
+                                       (None, "MulBackward0")])
+def test_weight_norm_node_names_are_pytorchs(T, dim, name):
+    import importlib
+
+    nn = importlib.import_module("torch.nn" if T.__name__ == "torch" else "nn")
+    assert nn.utils.weight_norm(nn.Linear(3, 2), dim=dim).weight.grad_fn.name() == name
+    assert nn.utils.parametrizations.weight_norm(nn.Linear(3, 2), dim=dim).weight.grad_fn.name() == name
