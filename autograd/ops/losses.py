@@ -55,9 +55,10 @@ def reduced(loss, reduction):
 
 
 def reduce_batchmean(loss, reduction, batch):
-    """``reduce``, and 'batchmean': the sum over the batch size."""
+    """``reduce``, and 'batchmean': the sum divided by the batch size (divided, as PyTorch's: a product by
+    1/batch rounds differently)."""
     if reduction == "batchmean":
-        return loss.sum() * (1.0 / batch) if loss.ndim else loss.sum()
+        return loss.sum() / batch if loss.ndim else loss.sum()
     return reduced(loss, reduction)
 
 
