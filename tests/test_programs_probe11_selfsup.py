@@ -2965,3 +2965,101 @@ def test_wmse():
     sub = ours["z"][:4]
     cov = np.cov((sub - sub.mean(0)).T)
     assert np.all(np.linalg.eigvalsh(cov) < 1.0 + 1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLIP's symmetric contrastive loss (openai/CLIP, mlfoundations/open_clip: a learnt logit scale clamped in
+# place, features normalised by .norm(dim=-1, keepdim=True)) and NNCLR's nearest-neighbour positives from
+# a support queue (argmax of similarities, the queue written by a slice, the neighbour passed straight through)
+# ----------------------------------------------------------------------------------------------
+
+
+def clip_model(m):
+    torch, nn = m.torch, m.nn
+
+    class CLIP(nn.Module):
+        def __init__(self, embed_dim=8):
+            super().__init__()
+            self.visual = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 16), nn.GELU(), nn.Linear(16, embed_dim))
+            self.token_embedding = nn.Embedding(20, 12)
+            self.transformer = nn.GRU(12, 12, batch_first=True)
+            self.ln_final = nn.LayerNorm(12)
+            self.text_projection = nn.Parameter(torch.empty(12, embed_dim))
+            self.logit_scale = nn.Parameter(torch.ones([]) * np.log(1 / 0.07))
+            nn.init.normal_(self.text_projection, std=12 ** -0.5)
+
+        def encode_image(self, image):
+            return self.visual(image)
+
+        def encode_text(self, text):
+            x = self.token_embedding(text)
+            x, _ = self.transformer(x)
+            x = self.ln_final(x)
+            # take features from the eot embedding (eot_token is the highest number in each sequence)
+            x = x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
+            return x
+
+        def forward(self, image, text):
+            image_features = self.encode_image(image)
+            text_features = self.encode_text(text)
+            # normalized features
+            image_features = image_features / image_features.norm(dim=1, keepdim=True)
+            text_features = text_features / text_features.norm(dim=1, keepdim=True)
+            # cosine similarity as logits
+            logit_scale = self.logit_scale.exp()
+            logits_per_image = logit_scale * image_features @ text_features.t()
+            logits_per_text = logits_per_image.t()
+            # shape = [global_batch_size, global_batch_size]
+            return logits_per_image, logits_per_text
+
+    return CLIP()
+
+
+def clip_and_nnclr(m, weights, steps=4, queue_size=12):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, clip_model(m), weights)
+    loss_img = nn.CrossEntropyLoss()
+    loss_txt = nn.CrossEntropyLoss()
+    optimizer = m.optim.Adam(model.parameters(), lr=5e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
+    rng = np.random.default_rng(12)
+    support = torch.tensor(rng.standard_normal((queue_size, 8)).astype(np.float32))
+    support = F.normalize(support, dim=1)
+    ptr = 0
+    log = []
+    for step in range(steps):
+        images_ = images(m, n=4, side=6, seed=230 + step)
+        texts = torch.tensor(np.concatenate([rng.integers(1, 18, (4, 5)), np.full((4, 1), 19)], 1)[:, rng.permutation(6)])
+        logits_per_image, logits_per_text = model(images_, texts)
+        ground_truth = torch.arange(len(images_), dtype=torch.long)
+        clip_loss = (loss_img(logits_per_image, ground_truth) + loss_txt(logits_per_text, ground_truth)) / 2
+        # NNCLR on the image features: the nearest neighbour of each view in the support set is its positive
+        z1 = F.normalize(model.encode_image(images_), dim=1)
+        z2 = F.normalize(model.encode_image(images_.flip(3)), dim=1)
+        idx = (z1 @ support.T).argmax(dim=1)
+        nn1 = support[idx]
+        nn1 = z1 + (nn1 - z1).detach()  # straight through, as some implementations pass the gradient on
+        logits = nn1 @ z2.T / 0.1
+        nnclr_loss = F.cross_entropy(logits, ground_truth)
+        with torch.no_grad():
+            support[ptr:ptr + 4] = z2.detach()
+            ptr = (ptr + 4) % queue_size
+        loss = clip_loss + nnclr_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        # clamp the logit scale as open_clip does, and CLIP's later training code on .data
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        torch.clamp(model.logit_scale.data, 0, 4.6052, out=model.logit_scale.data)
+        log.append((clip_loss.item(), nnclr_loss.item(), model.logit_scale.item(), idx))
+    return {"log": log, "grads": {n: p.grad for n, p in model.named_parameters()}, "support": support,
+            "state": model.state_dict()}
+
+
+def test_clip_and_nnclr():
+    weights = weights_of(clip_model)
+    assert weights["logit_scale"].dtype == np.float32
+    ours, _ = run_both(clip_and_nnclr, weights, rtol=1e-4, atol=1e-5)
+    assert all(0 <= scale <= 4.6052 for _, _, scale, _ in ours["log"])
+    np.testing.assert_allclose(np.linalg.norm(ours["support"], axis=1), 1, rtol=1e-5)
+    assert ours["grads"]["logit_scale"] is not None
