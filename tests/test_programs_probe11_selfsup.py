@@ -3063,3 +3063,44 @@ def test_clip_and_nnclr():
     assert all(0 <= scale <= 4.6052 for _, _, scale, _ in ours["log"])
     np.testing.assert_allclose(np.linalg.norm(ours["support"], axis=1), 1, rtol=1e-5)
     assert ours["grads"]["logit_scale"] is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# Pairwise ranking with MarginRankingLoss(margin=0) over pairs that include duplicated documents (their scores
+# tie exactly: the hinge's corner), and CosineEmbeddingLoss given 0/1 labels, a common slip PyTorch runs
+# ----------------------------------------------------------------------------------------------
+
+
+def ranking_with_ties(m, weights, steps=4):
+    torch, nn = m.torch, m.nn
+    model = load(m, nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1)), weights)
+    ranking = nn.MarginRankingLoss(margin=0.0)
+    cosine = nn.CosineEmbeddingLoss(margin=0.1)
+    optimizer = m.optim.SGD(model.parameters(), lr=0.1)
+    rng = np.random.default_rng(13)
+    docs = torch.tensor(rng.standard_normal((6, 6)).astype(np.float32))
+    docs = torch.cat([docs, docs[:2]])  # documents 6 and 7 repeat 0 and 1
+    relevance = torch.tensor([3.0, 2.0, 2.0, 1.0, 0.0, 1.0, 3.0, 2.0])
+    first = torch.tensor([0, 1, 2, 3, 0, 1, 6, 4])
+    second = torch.tensor([6, 7, 3, 5, 2, 4, 5, 5])  # (0, 6) and (1, 7) tie
+    log = []
+    for step in range(steps):
+        scores = model(docs).squeeze(-1)
+        target = torch.sign(relevance[first] - relevance[second])
+        target = torch.where(target == 0, torch.ones_like(target), target)  # ties labelled "first ahead"
+        loss = ranking(scores[first], scores[second], target)
+        embeddings = model[:2](docs)
+        same_label = (relevance[first] == relevance[second]).long()  # 0/1, not -1/+1
+        slip = cosine(embeddings[first], embeddings[second], same_label)
+        optimizer.zero_grad()
+        (loss + slip).backward()
+        optimizer.step()
+        log.append((loss.item(), slip.item(), scores.detach()))
+    return {"log": log, "grads": [p.grad for p in model.parameters()]}
+
+
+def test_ranking_with_tied_scores():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(6, 8), m.nn.Tanh(), m.nn.Linear(8, 1)))
+    ours, _ = run_both(ranking_with_ties, weights, rtol=1e-5, atol=1e-6)
+    scores = ours["log"][0][2]
+    assert scores[0] == scores[6] and scores[1] == scores[7]
