@@ -3104,3 +3104,115 @@ def test_ranking_with_tied_scores():
     ours, _ = run_both(ranking_with_ties, weights, rtol=1e-5, atol=1e-6)
     scores = ours["log"][0][2]
     assert scores[0] == scores[6] and scores[1] == scores[7]
+
+
+# ----------------------------------------------------------------------------------------------
+# Instance discrimination with a memory bank (zhirongw/lemniscate.pytorch, Wu et al. 2018): a custom
+# autograd.Function whose backward divides the incoming gradient in place, resizes with resize_as_ and
+# updates the memory bank (a saved tensor) by index_copy_; kNN evaluation on the memory
+# ----------------------------------------------------------------------------------------------
+
+
+def lemniscate(m, weights, steps=4, n_data=12, dim=8, T=0.1, momentum=0.5):
+    torch, nn, F = m.torch, m.nn, m.F
+    Function = torch.autograd.Function
+
+    class LinearAverageOp(Function):
+        @staticmethod
+        def forward(self, x, y, memory, params):
+            T = params[0].item()
+            batchSize = x.size(0)
+            # inner product
+            out = torch.mm(x.data, memory.t())
+            out.div_(T)  # batchSize * N
+            self.save_for_backward(x, memory, y, params)
+            return out
+
+        @staticmethod
+        def backward(self, gradOutput):
+            x, memory, y, params = self.saved_tensors
+            batchSize = gradOutput.size(0)
+            T = params[0].item()
+            momentum = params[1].item()
+            # add temperature
+            gradOutput.data.div_(T)
+            # gradient of linear
+            gradInput = torch.mm(gradOutput.data, memory)
+            gradInput.resize_as_(x)
+            # update the non-parametric data
+            weight_pos = memory.index_select(0, y.data.view(-1)).resize_as_(x)
+            weight_pos.mul_(momentum)
+            weight_pos.add_(torch.mul(x.data, 1 - momentum))
+            w_norm = weight_pos.pow(2).sum(1, keepdim=True).pow(0.5)
+            updated_weight = weight_pos.div(w_norm)
+            memory.index_copy_(0, y, updated_weight)
+            return gradInput, None, None, None
+
+    class LinearAverage(nn.Module):
+        def __init__(self, inputSize, outputSize, T=0.07, momentum=0.5):
+            super(LinearAverage, self).__init__()
+            stdv = 1 / math.sqrt(inputSize)
+            self.nLem = outputSize
+            self.register_buffer('params', torch.tensor([T, momentum]))
+            stdv = 1. / math.sqrt(inputSize / 3)
+            self.register_buffer('memory', torch.rand(outputSize, inputSize).mul_(2 * stdv).add_(-stdv))
+
+        def forward(self, x, y):
+            out = LinearAverageOp.apply(x, y, self.memory, self.params)
+            return out
+
+    class Normalize(nn.Module):
+        def __init__(self, power=2):
+            super(Normalize, self).__init__()
+            self.power = power
+
+        def forward(self, x):
+            norm = x.pow(self.power).sum(1, keepdim=True).pow(1. / self.power)
+            out = x.div(norm)
+            return out
+
+    net = load(m, embedder(m), weights)
+    l2norm = Normalize(2)
+    lemniscate = LinearAverage(dim, n_data, T, momentum)
+    rng = np.random.default_rng(14)
+    with torch.no_grad():
+        lemniscate.memory.copy_(torch.tensor(rng.uniform(-0.5, 0.5, (n_data, dim)).astype(np.float32)))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = m.optim.SGD(net.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
+    data, labels = face_data(m, n=n_data, seed=15)
+    log = []
+    for step in range(steps):
+        index = torch.tensor(rng.permutation(n_data)[:6])
+        features = l2norm(net(data[index] + 0.05 * step))
+        outputs = lemniscate(features, index)
+        loss = criterion(outputs, index)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append(loss.item())
+    # weighted kNN on the memory bank (lemniscate's test.kNN)
+    net.eval()
+    with torch.no_grad():
+        trainFeatures = lemniscate.memory.t()
+        features = l2norm(net(data))
+        dist = torch.mm(features, trainFeatures)
+        yd, yi = dist.topk(3, dim=1, largest=True, sorted=True)
+        candidates = labels.view(1, -1).expand(n_data, -1)
+        retrieval = torch.gather(candidates, 1, yi)
+        retrieval_one_hot = torch.zeros(n_data * 3, 5)
+        retrieval_one_hot.resize_(n_data * 3, 5).zero_()
+        retrieval_one_hot.scatter_(1, retrieval.view(-1, 1), 1)
+        yd_transform = yd.clone().div_(0.1).exp_()
+        probs = torch.sum(torch.mul(retrieval_one_hot.view(n_data, -1, 5), yd_transform.view(n_data, -1, 1)), 1)
+        _, predictions = probs.sort(1, True)
+    return {"log": log, "memory": lemniscate.memory, "grads": [p.grad for p in net.parameters()],
+            "predictions": predictions[:, 0]}
+
+
+def test_lemniscate_memory_bank():
+    weights = weights_of(embedder)
+    ours, _ = run_both(lemniscate, weights, rtol=1e-4, atol=1e-5)
+    memory = ours["memory"]
+    touched = np.abs(np.linalg.norm(memory, axis=1) - 1) < 1e-5  # rows written by backward are unit vectors
+    assert touched.sum() >= 6 and not np.allclose(memory, 0)
+    assert all(np.isfinite(g).all() for g in ours["grads"])
