@@ -3216,3 +3216,126 @@ def test_lemniscate_memory_bank():
     touched = np.abs(np.linalg.norm(memory, axis=1) - 1) < 1e-5  # rows written by backward are unit vectors
     assert touched.sum() >= 6 and not np.allclose(memory, 0)
     assert all(np.isfinite(g).all() for g in ours["grads"])
+
+
+# ----------------------------------------------------------------------------------------------
+# SCAN (wvangansbeke/Unsupervised-Classification): the clustering loss (bmm of softmaxes, BCELoss against
+# ones, the entropy of the mean prediction) and self-labelling by confident predictions (masked_select with a
+# broadcast (b, 1) mask, class balancing by unique(return_counts=True) and weights written by index)
+# ----------------------------------------------------------------------------------------------
+
+
+def scan(m, weights, steps=4, threshold=0.3):
+    torch, nn, F = m.torch, m.nn, m.F
+    EPS = 1e-8
+
+    def entropy(x, input_as_probabilities):
+        if input_as_probabilities:
+            x_ = torch.clamp(x, min=EPS)
+            b = x_ * torch.log(x_)
+        else:
+            b = F.softmax(x, dim=1) * F.log_softmax(x, dim=1)
+        if len(b.size()) == 2:  # Sample-wise entropy
+            return -b.sum(dim=1).mean()
+        elif len(b.size()) == 1:  # Distribution-wise entropy
+            return - b.sum()
+        else:
+            raise ValueError('Input tensor is %d-Dimensional' % (len(b.size())))
+
+    class SCANLoss(nn.Module):
+        def __init__(self, entropy_weight=2.0):
+            super(SCANLoss, self).__init__()
+            self.softmax = nn.Softmax(dim=1)
+            self.bce = nn.BCELoss()
+            self.entropy_weight = entropy_weight  # Default = 2.0
+
+        def forward(self, anchors, neighbors):
+            # Softmax
+            b, n = anchors.size()
+            anchors_prob = self.softmax(anchors)
+            positives_prob = self.softmax(neighbors)
+            # Similarity in output space
+            similarity = torch.bmm(anchors_prob.view(b, 1, n), positives_prob.view(b, n, 1)).squeeze()
+            ones = torch.ones_like(similarity)
+            consistency_loss = self.bce(similarity, ones)
+            # Entropy loss
+            entropy_loss = entropy(torch.mean(anchors_prob, 0), input_as_probabilities=True)
+            # Total loss
+            total_loss = consistency_loss - self.entropy_weight * entropy_loss
+            return total_loss, consistency_loss, entropy_loss
+
+    class MaskedCrossEntropyLoss(nn.Module):
+        def __init__(self):
+            super(MaskedCrossEntropyLoss, self).__init__()
+
+        def forward(self, input, target, mask, weight, reduction='mean'):
+            if not (mask != 0).any():
+                raise ValueError('Mask in MaskedCrossEntropyLoss is all zeros.')
+            target = torch.masked_select(target, mask)
+            b, c = input.size()
+            n = target.size(0)
+            input = torch.masked_select(input, mask.view(b, 1)).view(n, c)
+            return F.cross_entropy(input, target, weight=weight, reduction=reduction)
+
+    class ConfidenceBasedCE(nn.Module):
+        def __init__(self, threshold, apply_class_balancing):
+            super(ConfidenceBasedCE, self).__init__()
+            self.loss = MaskedCrossEntropyLoss()
+            self.softmax = nn.Softmax(dim=1)
+            self.threshold = threshold
+            self.apply_class_balancing = apply_class_balancing
+
+        def forward(self, anchors_weak, anchors_strong):
+            # Retrieve target and mask based on weakly augmentated anchors
+            weak_anchors_prob = self.softmax(anchors_weak)
+            max_prob, target = torch.max(weak_anchors_prob, dim=1)
+            mask = max_prob > self.threshold
+            b, c = weak_anchors_prob.size()
+            target_masked = torch.masked_select(target, mask.squeeze())
+            n = target_masked.size(0)
+            # Inputs are strongly augmented anchors
+            input_ = anchors_strong
+            # Class balancing weights
+            if self.apply_class_balancing:
+                idx, counts = torch.unique(target_masked, return_counts=True)
+                freq = 1 / (counts.float() / n)
+                weight = torch.ones(c)
+                weight[idx] = freq
+            else:
+                weight = None
+            # Loss
+            loss = self.loss(input_, target, mask, weight=weight, reduction='mean')
+            return loss
+
+    model = load(m, embedder(m), weights)
+    head = nn.Linear(8, 4)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor(np.random.default_rng(16).standard_normal((4, 8)).astype(np.float32)))
+        head.bias.zero_()
+    criterion = SCANLoss(entropy_weight=5.0)
+    self_label = ConfidenceBasedCE(threshold, apply_class_balancing=True)
+    optimizer = m.optim.Adam(list(model.parameters()) + list(head.parameters()), lr=1e-3, weight_decay=1e-4)
+    log = []
+    for step in range(steps):
+        x, _ = face_data(m, n=10, seed=240 + step)
+        neighbors = x + 0.1 * torch.cos(3 * x)
+        anchors_output = head(model(x))
+        neighbors_output = head(model(neighbors))
+        total_loss, consistency_loss, entropy_loss = criterion(anchors_output, neighbors_output)
+        with torch.no_grad():
+            weak = head(model(x))
+        strong = head(model(x * 0.8 + 0.1))
+        sl_loss = self_label(weak, strong)
+        optimizer.zero_grad()
+        (total_loss + sl_loss).backward()
+        optimizer.step()
+        log.append((total_loss.item(), consistency_loss.item(), entropy_loss.item(), sl_loss.item()))
+    return {"log": log, "grads": [p.grad for p in list(model.parameters()) + list(head.parameters())]}
+
+
+def test_scan():
+    weights = weights_of(embedder)
+    ours, _ = run_both(scan, weights, rtol=1e-4, atol=1e-5)
+    for total, consistency, ent, sl in ours["log"]:
+        assert total == pytest.approx(consistency - 5.0 * ent, rel=1e-5, abs=1e-6)
+        assert 0 <= ent <= math.log(4) + 1e-6 and sl > 0
