@@ -3,7 +3,8 @@ the basic part of the index makes a view (an integer, None, a bool, a slice shor
 through it (``torch::autograd::CopySlices``, as any in-place op on a view); else the index is the whole tensor and
 the write is an ``index_put_`` (arrays, lists, masks), a ``fill_`` (a 0-dim value) or a ``copy_``. Each case runs on
 chainrule and on PyTorch against the same literal name. And a weight-normed layer's weight, by either API, is
-WeightNormInterfaceBackward0 (MulBackward0 with dim=None, as PyTorch multiplies it out there)."""
+WeightNormInterfaceBackward0 (MulBackward0 with dim=None, as PyTorch multiplies it out there); the rounding ops
+are named each by its function (they were all RoundingBackward0)."""
 
 import pytest
 
@@ -58,3 +59,14 @@ def test_weight_norm_node_names_are_pytorchs(T, dim, name):
     nn = importlib.import_module("torch.nn" if T.__name__ == "torch" else "nn")
     assert nn.utils.weight_norm(nn.Linear(3, 2), dim=dim).weight.grad_fn.name() == name
     assert nn.utils.parametrizations.weight_norm(nn.Linear(3, 2), dim=dim).weight.grad_fn.name() == name
+
+
+@pytest.mark.parametrize("expression, name", [
+    ("torch.sign(x)", "SignBackward0"), ("torch.sgn(x)", "SgnBackward0"), ("x.floor()", "FloorBackward0"),
+    ("torch.ceil(x)", "CeilBackward0"), ("x.trunc()", "TruncBackward0"), ("torch.fix(x)", "TruncBackward0"),
+    ("x.round()", "RoundBackward0"), ("x.round(decimals=0)", "RoundBackward1"),
+    ("torch.round(x, decimals=2)", "RoundBackward1"),
+])
+def test_rounding_node_names_are_pytorchs(T, expression, name):
+    x = T.tensor([1.5, -2.25], requires_grad=True)
+    assert eval(expression, {"torch": T, "x": x}).grad_fn.name() == name
