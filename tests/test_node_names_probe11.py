@@ -4,7 +4,7 @@ through it (``torch::autograd::CopySlices``, as any in-place op on a view); else
 the write is an ``index_put_`` (arrays, lists, masks), a ``fill_`` (a 0-dim value) or a ``copy_``. Each case runs on
 chainrule and on PyTorch against the same literal name. And a weight-normed layer's weight, by either API, is
 WeightNormInterfaceBackward0 (MulBackward0 with dim=None, as PyTorch multiplies it out there); the rounding ops
-are named each by its function (they were all RoundingBackward0)."""
+are named each by its function (they were all RoundingBackward0), and Tensor.unfold's windows UnfoldBackward0."""
 
 import pytest
 
@@ -65,7 +65,7 @@ def test_weight_norm_node_names_are_pytorchs(T, dim, name):
     ("torch.sign(x)", "SignBackward0"), ("torch.sgn(x)", "SgnBackward0"), ("x.floor()", "FloorBackward0"),
     ("torch.ceil(x)", "CeilBackward0"), ("x.trunc()", "TruncBackward0"), ("torch.fix(x)", "TruncBackward0"),
     ("x.round()", "RoundBackward0"), ("x.round(decimals=0)", "RoundBackward1"),
-    ("torch.round(x, decimals=2)", "RoundBackward1"),
+    ("torch.round(x, decimals=2)", "RoundBackward1"), ("x.unfold(0, 1, 1)", "UnfoldBackward0"),
 ])
 def test_rounding_node_names_are_pytorchs(T, expression, name):
     x = T.tensor([1.5, -2.25], requires_grad=True)
