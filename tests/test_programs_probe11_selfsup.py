@@ -1,20 +1,34 @@
 # ruff: noqa: B006, B007, B008, B023, E501, E701, E721, E741, E731, F841, UP004, UP008, UP018, UP031, UP032, UP039  (the programs are kept as their authors wrote them)
 """Self-supervised, contrastive and metric-learning programs as their reference repositories write them
-(see tests/pytorch_programs.py), each trained a few steps from the same weights on synthetic images on
-chainrule and on PyTorch, comparing losses, gradients, parameters and buffers.
+(see tests/pytorch_programs.py), each trained a few steps from the same weights on synthetic data on chainrule
+and on PyTorch, comparing losses, gradients, parameters and buffers (SimCLR's NT-Xent, Khosla's SupCon and
+matmul batch-hard mining are in test_programs_probe6_losses.py).
 
-BYOL as lucidrains/byol-pytorch writes it (a forward hook on the backbone's penultimate child, a projector
-made lazily and moved by ``Module.to(tensor)``, a target encoder by ``copy.deepcopy`` registered by
-``setattr`` over ``None``, the normalised-MSE loss on detached targets), its moving average three ways
-(``.data`` reassignment, ``torch._foreach_lerp_`` and ``_foreach_mul_``/``_foreach_add_`` as timm's
-ModelEmaV3); MoCo v2 as facebookresearch/moco writes it (a normalised queue buffer written by slice
-assignment, a ``queue_ptr`` buffer, ``torch.einsum('nc,ck->nk')`` logits, shuffle-BN emulated by a
-permutation and its ``argsort``, top-k accuracy); DINO as facebookresearch/dino writes it (a multi-crop
-wrapper over two resolutions by ``unique_consecutive(return_counts=True)``, a head whose last layer is
-``nn.utils.weight_norm`` or ``parametrizations.weight_norm`` with a frozen magnitude, a running centre
-buffer, a teacher temperature schedule, cosine schedules for lr, weight decay and momentum set per
-parameter group, gradient clipping by hand, the last layer's gradients set to None in the first epoch, the
-teacher updated by ``mul_(m).add_``)."""
+Self-supervised: BYOL as lucidrains/byol-pytorch writes it (a forward hook on the penultimate child, a
+projector made lazily and moved by ``Module.to(tensor)``, a target by ``copy.deepcopy`` registered by
+``setattr`` over ``None``), its moving average three ways (``.data`` reassignment, ``torch._foreach_lerp_``
+on state dicts as timm's ModelEmaV3, ``_foreach_mul_``/``_foreach_add_``); MoCo v2 (a queue buffer written by
+slice, ``einsum('nc,ck->nk')``, shuffle-BN by a permutation and its ``argsort``, top-k accuracy) and MoCo v3's
+loss; DINO (multi-crop by ``unique_consecutive``, a weight-normed last layer by either API with a frozen
+magnitude, a running centre, teacher-temperature and cosine lr/wd/momentum schedules per group, clipping and
+the last layer's grads set to None in epoch one), its teacher by deepcopy, and DINO's ViT (bicubic
+positional interpolation with a fractional scale factor, attention maps, k-NN eval with ``resize_``, a
+linear probe); DINOv2's losses (iBOT's masked patches through ``index_select(out=buffer[:n])`` and
+``buffer[:n].copy_``, Sinkhorn teacher, KoLeo's ``view(-1)[::n + 1].fill_``, lr/wd multiplier groups);
+Barlow Twins with its LARS (``diagonal().add_(-1).pow_(2)``, the off-diagonal view; checked against NumPy),
+VICReg (a gather as a one-process autograd.Function), SwAV (Sinkhorn-Knopp in place, prototypes normalised
+each step, a feature queue), SimSiam (a frozen bias, a fixed-lr group), MAE (einsum patchify, masking by
+argsort and gather), MSN (``log(p ** -t)``, me-max), W-MSE (Cholesky whitening as a 1x1 conv2d,
+``torch.add(out=buffer)``, writes into ``empty_like``), CLIP's loss with a clamped logit scale, NNCLR's
+support queue, lemniscate's memory bank (a Function whose backward edits its gradient and a saved buffer in
+place) and SCAN (masked_select with a broadcast mask, class weights by unique counts).
+
+Metric learning: ArcFace/CosFace heads (arcface-pytorch) and insightface's combined margin (acos/cos in place
+under no_grad); re-ID batch-hard triplet by masks and views with centre loss and label smoothing; SupCon by
+logsumexp over -inf; the siamese losses of nn (CosineEmbeddingLoss, MarginRankingLoss,
+TripletMarginWithDistanceLoss, TripletMarginLoss, contrastive); prototypical networks by cdist; the
+multi-similarity and Proxy-Anchor losses; pairwise ranking over tied scores (the hinge's corner) and
+CosineEmbeddingLoss given 0/1 labels."""
 
 import copy
 import math
