@@ -27,7 +27,7 @@ Metric learning: ArcFace/CosFace heads (arcface-pytorch) and insightface's combi
 under no_grad); re-ID batch-hard triplet by masks and views with centre loss and label smoothing; SupCon by
 logsumexp over -inf; the siamese losses of nn (CosineEmbeddingLoss, MarginRankingLoss,
 TripletMarginWithDistanceLoss, TripletMarginLoss, contrastive); prototypical networks by cdist; the
-multi-similarity and Proxy-Anchor losses; pairwise ranking over tied scores (the hinge's corner) and
+multi-similarity, Proxy-Anchor and SoftTriple losses; pairwise ranking over tied scores (the hinge's corner) and
 CosineEmbeddingLoss given 0/1 labels."""
 
 import copy
@@ -3353,3 +3353,72 @@ def test_scan():
     for total, consistency, ent, sl in ours["log"]:
         assert total == pytest.approx(consistency - 5.0 * ent, rel=1e-5, abs=1e-6)
         assert 0 <= ent <= math.log(4) + 1e-6 and sl > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# SoftTriple (idstcv/SoftTriple): several centres per class from an uninitialised torch.Tensor(dim, cN*K),
+# a bool mask filled by slices, margins put by index with arange, a regulariser over masked centre pairs
+# ----------------------------------------------------------------------------------------------
+
+
+def soft_triple(m, weights, steps=4, la=20, gamma=0.1, tau=0.2, margin=0.01, dim=8, cN=5, K=3):
+    torch, nn, F = m.torch, m.nn, m.F
+    from math import sqrt
+    Parameter, init = nn.Parameter, nn.init
+
+    class SoftTriple(nn.Module):
+        def __init__(self, la, gamma, tau, margin, dim, cN, K):
+            super(SoftTriple, self).__init__()
+            self.la = la
+            self.gamma = 1. / gamma
+            self.tau = tau
+            self.margin = margin
+            self.cN = cN
+            self.K = K
+            self.fc = Parameter(torch.Tensor(dim, cN * K))
+            self.weight = torch.zeros(cN * K, cN * K, dtype=torch.bool)
+            for i in range(0, cN):
+                for j in range(0, K):
+                    self.weight[i * K + j, i * K + j + 1:(i + 1) * K] = 1
+            init.kaiming_uniform_(self.fc, a=sqrt(5))
+            return
+
+        def forward(self, input, target):
+            centers = F.normalize(self.fc, p=2, dim=0)
+            simInd = input.matmul(centers)
+            simStruc = simInd.reshape(-1, self.cN, self.K)
+            prob = F.softmax(simStruc * self.gamma, dim=2)
+            simClass = torch.sum(prob * simStruc, dim=2)
+            marginM = torch.zeros(simClass.shape)
+            marginM[torch.arange(0, marginM.shape[0]), target] = self.margin
+            lossClassify = F.cross_entropy(self.la * (simClass - marginM), target)
+            if self.tau > 0 and self.K > 1:
+                simCenter = centers.t().matmul(centers)
+                reg = torch.sum(torch.sqrt(2.0 + 1e-5 - 2. * simCenter[self.weight])) / (self.cN * self.K * (self.K - 1.))
+                return lossClassify + self.tau * reg
+            else:
+                return lossClassify
+
+    model = load(m, embedder(m), weights)
+    criterion = SoftTriple(la, gamma, tau, margin, dim, cN, K)
+    with torch.no_grad():
+        criterion.fc.copy_(torch.tensor(np.random.default_rng(17).uniform(-0.5, 0.5, (dim, cN * K)).astype(np.float32)))
+    optimizer = m.optim.Adam([{"params": model.parameters(), "lr": 1e-3}, {"params": criterion.parameters(), "lr": 1e-2}],
+                             eps=0.01)
+    log = []
+    for step in range(steps):
+        x, y = face_data(m, n=10, seed=250 + step)
+        output = F.normalize(model(x), p=2, dim=1)
+        loss = criterion(output, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append(loss.item())
+    return {"log": log, "mask": criterion.weight, "fc": criterion.fc, "grads": [p.grad for p in model.parameters()]}
+
+
+def test_soft_triple():
+    weights = weights_of(embedder)
+    ours, _ = run_both(soft_triple, weights, rtol=1e-4, atol=1e-5)
+    assert ours["mask"].sum() == 5 * 3  # each class's three centres: three pairs above the diagonal
+    assert all(loss > 0 for loss in ours["log"])
