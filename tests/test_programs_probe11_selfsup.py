@@ -24,7 +24,8 @@ support queue, lemniscate's memory bank (a Function whose backward edits its gra
 place) and SCAN (masked_select with a broadcast mask, class weights by unique counts).
 
 Metric learning: ArcFace/CosFace heads (arcface-pytorch) and insightface's combined margin (acos/cos in place
-under no_grad); re-ID batch-hard triplet by masks and views with centre loss and label smoothing; SupCon by
+under no_grad); re-ID batch-hard triplet by masks and views with centre loss and label smoothing; TensorFlow's semi-hard
+mining as PyTorch ports write it; SupCon by
 logsumexp over -inf; the siamese losses of nn (CosineEmbeddingLoss, MarginRankingLoss,
 TripletMarginWithDistanceLoss, TripletMarginLoss, contrastive); prototypical networks by cdist; the
 multi-similarity, Proxy-Anchor and SoftTriple losses; pairwise ranking over tied scores (the hinge's corner) and
@@ -3422,3 +3423,61 @@ def test_soft_triple():
     ours, _ = run_both(soft_triple, weights, rtol=1e-4, atol=1e-5)
     assert ours["mask"].sum() == 5 * 3  # each class's three centres: three pairs above the diagonal
     assert all(loss > 0 for loss in ours["log"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Semi-hard triplet mining, TensorFlow's triplet_semihard_loss as PyTorch ports write it: masked maxima and
+# minima by products with masks (rows of tied zeros: max/min along a dim give the first), repeat/reshape/t
+# tiling, squared cdist with zero distances on the diagonal
+# ----------------------------------------------------------------------------------------------
+
+
+def semihard(m, weights, steps=4, margin=0.5):
+    torch = m.torch
+
+    def _masked_maximum(data, mask, dim=1):
+        axis_minimums = torch.min(data, dim, keepdim=True)[0]
+        masked_maximums = torch.max(torch.mul(data - axis_minimums, mask), dim, keepdim=True)[0] + axis_minimums
+        return masked_maximums
+
+    def _masked_minimum(data, mask, dim=1):
+        axis_maximums = torch.max(data, dim, keepdim=True)[0]
+        masked_minimums = torch.min(torch.mul(data - axis_maximums, mask), dim, keepdim=True)[0] + axis_maximums
+        return masked_minimums
+
+    def triplet_semihard_loss(embeddings, labels, margin=1.0):
+        labels = labels.view(-1, 1)
+        pdist_matrix = torch.cdist(embeddings, embeddings).pow(2)
+        adjacency = labels.eq(labels.t())
+        adjacency_not = ~adjacency
+        batch_size = labels.size(0)
+        pdist_matrix_tile = pdist_matrix.repeat(batch_size, 1)
+        mask = adjacency_not.repeat(batch_size, 1) & (pdist_matrix_tile > pdist_matrix.t().reshape(-1, 1))
+        mask_final = (mask.float().sum(1, keepdim=True) > 0.0).reshape(batch_size, batch_size).t()
+        negatives_outside = _masked_minimum(pdist_matrix_tile, mask.float()).reshape(batch_size, batch_size).t()
+        negatives_inside = _masked_maximum(pdist_matrix, adjacency_not.float()).repeat(1, batch_size)
+        semi_hard_negatives = torch.where(mask_final, negatives_outside, negatives_inside)
+        loss_mat = margin + pdist_matrix - semi_hard_negatives
+        mask_positives = adjacency.float() - torch.eye(batch_size)
+        num_positives = mask_positives.sum()
+        triplet_loss = (torch.clamp(loss_mat * mask_positives, min=0.0)).sum() / num_positives
+        return triplet_loss
+
+    model = load(m, embedder(m), weights)
+    optimizer = m.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    log = []
+    for step in range(steps):
+        x, y = face_data(m, n=10, seed=260 + step)
+        embeddings = m.F.normalize(model(x), dim=1)
+        loss = triplet_semihard_loss(embeddings, y, margin)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.append(loss.item())
+    return {"log": log, "grads": [p.grad for p in model.parameters()]}
+
+
+def test_semihard_triplet_mining():
+    weights = weights_of(embedder)
+    ours, _ = run_both(semihard, weights, rtol=1e-4, atol=1e-5)
+    assert all(loss >= 0 for loss in ours["log"]) and any(loss > 0 for loss in ours["log"])
