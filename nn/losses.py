@@ -32,6 +32,7 @@ from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_lo
     triplet_margin_loss,
 )
 from autograd.ops.losses import reduced as _reduce
+from autograd.ops.losses import same_dims_triplet as _same_dims_triplet
 from autograd.ops.losses import same_shape as _same_shape
 from autograd.ops.losses import signs as _signs
 from autograd.ops.reductions import SoftmaxGrad, softmax_array
@@ -566,9 +567,10 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
     default); swap uses min(d(a, n), d(p, n))."""
     if margin <= 0:
         raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater than 0, got {margin} instead")
+    _same_dims_triplet(anchor, positive, negative)
     distance = distance_function if distance_function is not None else F.pairwise_distance
     to_positive = distance(anchor, positive)
     to_negative = distance(anchor, negative)
     if swap:
         to_negative = to_negative.minimum(distance(positive, negative))
-    return _reduce((to_positive - to_negative + margin).clamp(min=0.0), reduction)
+    return _reduce((margin + to_positive - to_negative).clamp(min=0.0), reduction)

@@ -242,6 +242,7 @@ def unflatten(input, dim, sizes):
 
 
 @names("unfold", function=False)
+@node_named("UnfoldBackward0")
 def unfold(input, dimension, size, step):
     """Every window of ``size`` elements along dimension, ``step`` apart: that dim becomes the count of
     windows and a new last dim of length size holds each window (x.unfold(0, 2, 1) of [a, b, c] is

@@ -131,7 +131,12 @@ def eigvalsh(input, UPLO="L", *, out=None):
 
 @names("cholesky")
 def tensor_cholesky(input, upper=False, *, out=None):
-    """torch.cholesky / x.cholesky(upper=False)."""
+    """torch.cholesky / x.cholesky(upper=False) (deprecated in PyTorch, with this warning)."""
+    warnings.warn("torch.cholesky is deprecated in favor of torch.linalg.cholesky and will be removed in a future "
+                  "PyTorch release.\nL = torch.cholesky(A)\nshould be replaced with\nL = torch.linalg.cholesky(A)\nand"
+                  "\nU = torch.cholesky(A, upper=True)\nshould be replaced with\nU = torch.linalg.cholesky(A).mH\n"
+                  "This transform will produce equivalent results for all valid (symmetric positive definite) inputs.",
+                  UserWarning, stacklevel=2)
     return write_out(cholesky(input, upper=upper), out, same_dtype=True)
 
 

@@ -16,12 +16,11 @@ from .names import names
 
 
 @names("pairwise_distance", method=False)
+@node_named("NormBackward1")
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
-    """‖x1 - x2 + eps‖_p over the last dim (eps keeps the gradient finite at 0)."""
-    difference = (x1 - x2 + eps).abs()
-    if p == math.inf:
-        return difference.max(-1, keepdim=keepdim).values
-    return (difference**p).sum(-1, keepdim=keepdim) ** (1.0 / p)
+    """‖x1 - x2 + eps‖_p over the last dim (eps keeps the gradient finite at 0), a norm as PyTorch's: with
+    p = inf tied largest differences share the gradient; p = 0 counts the nonzero differences."""
+    return vector_norm(x1 - x2 + eps, p, -1, keepdim)
 
 
 def vector_norm(input, p=2.0, dim=None, keepdim=False):
@@ -32,12 +31,10 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
     discarded by ``where`` (0 · finite, not 0 · inf). p = 0 counts the nonzero elements (gradient 0).
     """
     input = norms._floating(input, None, "linalg.vector_norm")  # (integers refused, as PyTorch's norm refuses them)
-    if p == 0:
-        return norms.vector_norm(input, 0, dim, keepdim)
+    if p == 0 or math.isinf(p):  # (±inf: the elements attaining the extremum share the gradient, as PyTorch's)
+        return norms.vector_norm(input, p, dim, keepdim)
     if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)
         input = input.abs()
-    if p == math.inf:
-        return input.abs().max(dim, keepdim=keepdim).values if dim is not None else input.abs().max()
     powered = input * input if p == 2 else input.abs() if p == 1 else input.abs() ** p
     total = powered.sum(dim, keepdim=keepdim)
     if p == 1:
@@ -85,4 +82,4 @@ def pdist(input, p=2.0):
     if input.dtype == xp.float16:
         raise NotImplementedError("\"pdist\" not implemented for 'Half'")
     first, second = xp.triu_indices(input.shape[0], 1)
-    return vector_norm(input[first] - input[second], p, 1)
+    return norms.distance_norm(input[first] - input[second], p, 1)

@@ -20,7 +20,7 @@ from ..write_door import _refuse_overflow
 from .conjugation import conj, refuse_unordered, sgn_of_complex
 from .names import names
 from .outputs import write_out
-from .selection import all_finite, selected, zero_gradient
+from .selection import all_finite, isfinite, vdot, zero_gradient
 
 _CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
 
@@ -559,7 +559,14 @@ class ReluGrad(Primitive):
     def forward(self, g, y):
         # y = relu x is 0 or positive, so its sign is the mask [y > 0] as floats: one NumPy pass where the
         # comparison and its cast to a float mask are two (a float by a bool multiplies slower still)
-        return selected(g, xp.sign(y))  # (0 where relu was off, even for an infinite g: PyTorch's)
+        product = g * xp.sign(y)
+        flat = product.ravel("K")  # (all_finite written out, as selection.selected: this is relu's hot path)
+        if isfinite(vdot(flat, flat)):
+            return product
+        # an inf or NaN in g where relu was off, or a NaN y (relu of NaN): PyTorch's backward selects, where(y <= 0,
+        # 0, g): 0 where relu was off even for an infinite g, and g itself at a NaN (sign(NaN) made it NaN, so a NaN
+        # input spread NaN into the gradient even where the loss did not use it)
+        return xp.where(y <= 0, xp.zeros((), product.dtype), g)
 
     def backward(self, u, z, g, y):
         return (ReluGrad.apply(u, y) if g.requires_grad else None,

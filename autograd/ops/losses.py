@@ -55,9 +55,10 @@ def reduced(loss, reduction):
 
 
 def reduce_batchmean(loss, reduction, batch):
-    """``reduce``, and 'batchmean': the sum over the batch size."""
+    """``reduce``, and 'batchmean': the sum divided by the batch size (divided, as PyTorch's: a product by
+    1/batch rounds differently)."""
     if reduction == "batchmean":
-        return loss.sum() * (1.0 / batch) if loss.ndim else loss.sum()
+        return loss.sum() / batch if loss.ndim else loss.sum()
     return reduced(loss, reduction)
 
 
@@ -122,16 +123,27 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6,
                            legacy_reduction(size_average, reduce, reduction))
 
 
+def same_dims_triplet(anchor, positive, negative):
+    """PyTorch's check that a triplet's tensors have as many dims (it broadcasts none of them)."""
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise RuntimeError("The anchor, positive, and negative tensors are expected to have the same number of "
+                           f"dimensions, but got: anchor {anchor.ndim}D, positive {positive.ndim}D, and negative "
+                           f"{negative.ndim}D inputs")
+
+
 def _triplet_margin(anchor, positive, negative, margin, p, eps, swap, reduction):
+    same_dims_triplet(anchor, positive, negative)
     to_positive = pairwise_distance(anchor, positive, p, eps)
     to_negative = pairwise_distance(anchor, negative, p, eps)
     if swap:
         to_negative = to_negative.minimum(pairwise_distance(positive, negative, p, eps))
-    return reduced((to_positive - to_negative + margin).relu(), reduction)
+    # clamp_min, not relu: at exactly 0 the gradient goes through, as PyTorch's
+    return reduced((margin + to_positive - to_negative).clamp(min=0.0), reduction)
 
 
 def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
-    """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1."""
+    """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1; 0 for any other y, as PyTorch
+    (which checks no target: 0/1 labels give the loss of the 1s alone)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     target = target if isinstance(target, Tensor) else tensor_from(target)
     if target.ndim > 1:
@@ -140,12 +152,12 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None,
         if x.ndim != target.ndim + 1:
             raise RuntimeError(f"{target.ndim}D target tensor expects {target.ndim + 1}D input tensors, but found "
                                f"inputs with sizes {list(input1.shape)} and {list(input2.shape)}.")
-    target = signs("cosine_embedding_loss", target)
     dim = input1.ndim - 1
     dot = (input1 * input2).sum(dim)
     norms = (((input1 * input1).sum(dim) + 1e-12) * ((input2 * input2).sum(dim) + 1e-12)).sqrt()
     cos = dot / norms
-    losses = where(target > 0, 1.0 - cos, (cos - margin).relu())
+    # clamp_min, not relu: at cos = margin the gradient goes through, as PyTorch's
+    losses = where(target == 1, 1.0 - cos, 0.0) + where(target == -1, (cos - margin).clamp(min=0.0), 0.0)
     return reduced(losses, reduction)
 
 
@@ -158,7 +170,8 @@ def margin_ranking_loss(input1, input2, target, margin=0.0, size_average=None, r
         raise RuntimeError(f"margin_ranking_loss : All input tensors should have same dimension but got sizes: "
                            f"input1: {Size(input1.shape)!r}, input2: {Size(input2.shape)!r}, "
                            f"target: {Size(target.shape)!r} ")
-    return reduced((-target * (input1 - input2) + margin).relu(), reduction)
+    # clamp_min, not relu: where the inputs tie (margin 0) the gradient goes through, as PyTorch's
+    return reduced((-target * (input1 - input2) + margin).clamp(min=0.0), reduction)
 
 
 def kl_divergence(input, target, reduction, log_target):

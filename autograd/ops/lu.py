@@ -249,5 +249,9 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False, out=None):
 @names("lu_solve")
 def torch_lu_solve(input, LU_data, LU_pivots, *, out=None):
     """torch.lu_solve(b, LU_data, LU_pivots): linalg.lu_solve with the older argument order (b is
-    PyTorch's ``input=``)."""
+    PyTorch's ``input=``; deprecated in PyTorch, with this warning)."""
+    warnings.warn("torch.lu_solve is deprecated in favor of torch.linalg.lu_solveand will be removed in a future "
+                  "PyTorch release.\nNote that torch.linalg.lu_solve has its arguments reversed.\n"
+                  "X = torch.lu_solve(B, LU, pivots)\nshould be replaced with\n"
+                  "X = torch.linalg.lu_solve(LU, pivots, B)", UserWarning, stacklevel=2)  # ("lu_solveand": PyTorch's)
     return lu_solve(LU_data, LU_pivots, input, out=out)

@@ -30,6 +30,7 @@ class VectorNorm(Primitive):
     pytorch_name = "LinalgVectorNormBackward0"
     saves_output = True
     handles_complex = True
+    each_tie_whole = False  # with p = ±inf, each element attaining the norm takes the whole gradient (cdist, pdist)
 
     def forward(self, x):
         if x.dtype == float16:  # in float32, rounded once, as PyTorch's
@@ -57,9 +58,9 @@ class VectorNorm(Primitive):
             return (zero_gradient(x, grad),)
         if p == 1:
             return (grad * x.sgn(),)
-        if math.isinf(p):  # the elements attaining the extremum share the gradient
-            attains = x._data.__abs__() == norm._data
-            share = attains / attains.sum(axis=self.axes, keepdims=True)
+        if math.isinf(p):  # the elements attaining the extremum share the gradient (cdist's and pdist's each take
+            attains = x._data.__abs__() == norm._data  # all of it, as PyTorch's distance kernels give it)
+            share = attains if self.each_tie_whole else attains / attains.sum(axis=self.axes, keepdims=True)
             return (grad * x.sgn() * Tensor._make(share.astype(x.dtype)),)
         nonzero = norm._data != 0
         safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
@@ -227,7 +228,17 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     if x1.dtype == xp.float16:  # (PyTorch's kernel has no half version)
         raise NotImplementedError("\"cdist\" not implemented for 'Half'")
     differences = shape.unsqueeze(x1, -2) - shape.unsqueeze(x2, -3)
-    return vector_norm(differences, p, -1)
+    return distance_norm(differences, p, -1)
+
+
+def distance_norm(differences, p, dim):
+    """‖differences‖_p over ``dim`` as PyTorch's cdist and pdist take it: with p = inf every tied largest
+    |difference| takes the whole gradient (a norm shares it among them)."""
+    if not math.isinf(p):
+        return vector_norm(differences, p, dim)
+    differences = _floating(differences, None, "cdist")
+    return VectorNorm.apply(differences, ord=float(p), axes=normalize_dims(dim, differences.ndim), keepdim=False,
+                            each_tie_whole=True)
 
 
 @names("dist")

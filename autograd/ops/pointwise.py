@@ -554,9 +554,26 @@ def logit(input, eps=None, *, out=None):
     """ln(x / (1 - x)), with x clamped to [eps, 1 - eps] first when eps is given."""
     x = floating(input)
     refuse_kinds(x, "logit_cpu", "c")
-    if eps is not None:
-        x = x.clamp(eps, 1 - eps)
-    return write_out((x / (1.0 - x)).log(), out)
+    return write_out(Logit.apply(x, eps=None if eps is None else float(eps)), out)
+
+
+class Logit(Primitive):
+    """y = ln(z / (1 - z)), z = x clamped to [eps, 1 - eps] when eps is given;
+    dL/dx = dL/dy / (x (1 - x)), 0 outside [eps, 1 - eps] (NaN outside [0, 1] without eps) as PyTorch's: its slope
+    at 0 and 1 is infinite, where the composite ln(x / (1 - x)) gave ∞ · 0 = NaN"""
+
+    def forward(self, x):
+        z = x if self.eps is None else xp.clip(x, self.eps, 1 - self.eps)
+        with errstate(divide="ignore", invalid="ignore"):  # (float16: the ratio in float16, its log in float32
+            return xp.log(half_as_float32(z / (1 - z))).astype(x.dtype, copy=False)  # rounded once, as PyTorch's)
+
+    def backward(self, grad, y, x):
+        slope = grad / (x * (1.0 - x))
+        if self.eps is None:  # NaN outside [0, 1], as PyTorch's
+            inside, outside = (x._data >= 0) & (x._data <= 1), xp.nan
+        else:
+            inside, outside = (x._data >= self.eps) & (x._data <= 1 - self.eps), 0
+        return (Where.apply(slope, Tensor._make(xp.full((), outside, dtype=slope.dtype)), condition=inside),)
 
 
 @names("deg2rad", inplace="deg2rad_")

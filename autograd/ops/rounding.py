@@ -54,7 +54,8 @@ def _rounding(function, name):
             refuse_kinds(input, f"{function}_vml_cpu", "b")  # (PyTorch has no floor of a bool)
         if input.dtype.kind in "iu" and function != "sign":  # integers are already whole
             return write_out(input.clone(), out, same_dtype=True)
-        return write_out(Rounding.apply(input, function=function, decimals=0), out, same_dtype=True)
+        return write_out(Rounding.apply(input, function=function, decimals=0,
+                                        pytorch_name=f"{function.capitalize()}Backward0"), out, same_dtype=True)
 
     op.__name__ = name
     op.__doc__ = f"y = {function}(x) elementwise (gradient 0)."
@@ -71,7 +72,8 @@ def sgn(input, *, out=None):
     """sign(x) for real x (gradient 0); x / |x| for complex x (0 at 0), differentiable."""
     if input.dtype.kind == "c":
         return write_out(sgn_of_complex(input), out, same_dtype=True)
-    return write_out(Rounding.apply(input, function="sign", decimals=0), out, same_dtype=True)
+    return write_out(Rounding.apply(input, function="sign", decimals=0, pytorch_name="SgnBackward0"), out,
+                     same_dtype=True)
 
 
 @names("round", inplace="round_")
@@ -79,14 +81,16 @@ def round(input, *, decimals=None, out=None):
     """x rounded to ``decimals`` decimal places (none given: to whole numbers), halves to even (as PyTorch
     and NumPy)."""
     # PyTorch rounds no bools; an integer's round() is itself, but its overload with decimals (0 too) refuses them
+    node = "RoundBackward1"  # (PyTorch's overload with decimals, 0 too)
     if decimals is None:
         refuse_kinds(input, "round_vml_cpu", "b")
         if input.dtype.kind in "iu":
             return write_out(input.clone(), out, same_dtype=True)
-        decimals = 0
+        decimals, node = 0, "RoundBackward0"
     else:
         refuse_kinds(input, "round_vml_cpu" if decimals == 0 else "round_cpu", "biu" if decimals == 0 else "biuc")
-    return write_out(Rounding.apply(input, function="round", decimals=decimals), out, same_dtype=True)
+    return write_out(Rounding.apply(input, function="round", decimals=decimals, pytorch_name=node), out,
+                     same_dtype=True)
 
 
 class Frac(Primitive):

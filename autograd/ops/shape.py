@@ -346,6 +346,7 @@ class WriteThroughView(Primitive):
     The new values are already in the base's memory (``storage``) when this runs.
     """
 
+    pytorch_name = "torch::autograd::CopySlices"
     saves_inputs = False
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
@@ -633,10 +634,47 @@ def _mT(x):
 names("mT", function=False)(property(_mT))
 
 
+def _setitem_node_name(shape, index, value):
+    """PyTorch's name for the node of ``x[index] = value`` (x of ``shape``, the index as NumPy reads it).
+    PyTorch takes the basic part of the index first: where that makes a view (an integer, None, a bool, a
+    slice short of its whole dim) the write goes through it, and the base's node is CopySlices; else the
+    tensor indexes itself, and the write is an index_put_ (arrays or lists in the index), a fill_ (a 0-dim
+    value) or a copy_."""
+    items = index if isinstance(index, tuple) else (index,)
+
+    def dims_taken(item):  # how many of x's dims an index item stands for
+        if item is None or item is Ellipsis or isinstance(item, (bool, numpy.bool_)):
+            return 0
+        ndim = getattr(item, "ndim", None)
+        if ndim is None:  # an int, a slice or a list
+            return 1
+        return ndim if item.dtype.kind == "b" else min(ndim, 1)
+
+    dim, advanced = 0, False
+    for item in items:
+        if item is Ellipsis:
+            dim += len(shape) - sum(dims_taken(i) for i in items)
+        elif isinstance(item, slice):
+            if dim >= len(shape):  # too many indices: the write itself says so
+                return None
+            if item.indices(shape[dim]) != (0, shape[dim], 1):
+                return "torch::autograd::CopySlices"
+            dim += 1
+        elif getattr(item, "ndim", 1) == 0 or not isinstance(item, (list, numpy.ndarray)):
+            # an int (a select; a 0-dim integer tensor indexes as one), None or a bool (an unsqueeze)
+            return "torch::autograd::CopySlices"
+        else:
+            advanced = True
+            dim += dims_taken(item)
+    if advanced:
+        return "IndexPutBackward0"
+    return "FillBackward3" if getattr(value, "ndim", None) == 0 else "torch::autograd::CopyBackwards"
+
+
 @names("_index_put")
 def _index_put(x, index, value):
     """x with x[index] = value, out of place and recorded (a recorded __setitem__)."""
-    return IndexPut.apply(x, value, index=index)
+    return IndexPut.apply(x, value, index=index, pytorch_name=_setitem_node_name(x.shape, index, value))
 
 
 @names("_written_through_view")

@@ -15,6 +15,8 @@ division gives inf or nan in the solution.
 """
 
 
+import warnings
+
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..return_types import return_type
@@ -101,7 +103,12 @@ def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=Non
 def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False, *, out=None):
     """torch.triangular_solve(b, A): (X, a copy of A) with A X = b (Aᵀ X = b with transpose).
     Deprecated in PyTorch in favour of linalg.solve_triangular, which takes A first (and, unlike
-    this one, promotes operands of different dtypes)."""
+    this one, promotes operands of different dtypes), with this warning."""
+    # (PyTorch's words, "solve_triangularand" too)
+    warnings.warn("torch.triangular_solve is deprecated in favor of torch.linalg.solve_triangularand will be removed "
+                  "in a future PyTorch release.\ntorch.linalg.solve_triangular has its arguments reversed and does not "
+                  "return a copy of one of the inputs.\nX = torch.triangular_solve(B, A).solution\nshould be replaced "
+                  "with\nX = torch.linalg.solve_triangular(A, B).", UserWarning, stacklevel=2)
     require_same_dtype(input, A, ("b", "A"))
     coefficient = A.mT if transpose else A
     solution = solve_triangular(coefficient, input, upper=upper != bool(transpose), unitriangular=unitriangular)

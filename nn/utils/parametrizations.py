@@ -2,6 +2,7 @@
 ``weight_norm`` and ``spectral_norm``)."""
 
 import autograd
+from autograd.primitive import named_node
 
 from .. import functional as F
 from ..module import Module
@@ -20,8 +21,10 @@ def _norm_except_dim(v, dim):
 
 
 def _weight_norm(v, g, dim):
-    """w = g · v / ‖v‖ (the norm over every axis but ``dim``; all of them for -1)."""
-    return v * (g / _norm_except_dim(v, dim))
+    """w = g · v / ‖v‖ (the norm over every axis but ``dim``; all of them for -1). Its node is PyTorch's
+    WeightNormInterfaceBackward0 but with every axis normed, where PyTorch too multiplies out (MulBackward0)."""
+    w = v * (g / _norm_except_dim(v, dim))
+    return w if dim == -1 else named_node(w, None, "WeightNormInterfaceBackward0", (v, g))
 
 
 class _WeightNorm(Module):
