@@ -1,0 +1,1148 @@
+# ruff: noqa: B006, B007, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
+"""timm's building blocks and training recipe (see tests/pytorch_programs.py), each program run unchanged
+but for its imports on chainrule and on PyTorch from the same weights and data, comparing losses,
+gradients and parameters after a few optimizer steps.
+
+What the other program tests do not already cover: a network of timm's layers as timm writes them
+(LayerNorm2d by permute / ``F.layer_norm`` / permute back, a ConvNeXt block with a depthwise 7x7 conv, a
+channels-last Linear MLP and LayerScale, EfficientNet's MBConv with ``groups=``, ``nn.SiLU(inplace=True)``
+and a squeeze-excite gated by ``hard_sigmoid``, an in-place ``hard_swish``, StdConv2d and
+ScaledStdConv2d standardising their weights by ``F.batch_norm`` over the weight reshaped, BiT's
+weight standardisation by ``torch.var_mean``, BlurPool2d with a binomial filter copied into a
+non-persistent buffer and reflect padding, an ``nn.Unfold`` patch embedding, Swin's relative position
+bias gathered by an index buffer, and latent attention pooling); ``trunc_normal_`` statistics; and
+timm's recipe: Mixup/CutMix (NumPy beta lambda, ``flip(0)`` mixing by ``mul_``/``add_``, boxes cut by
+slice assignment, per-element mixing), LabelSmoothingCrossEntropy, SoftTargetCrossEntropy and
+``nn.CrossEntropyLoss(label_smoothing=)`` with probabilities as targets, ModelEmaV2 over state_dict values
+(buffers included), no-weight-decay groups by ``ndim <= 1``, BEiT's layer-wise lr decay, a cosine
+schedule with warmup by ``LambdaLR``, timm's LAMB written out, SGD(nesterov), ``clip_grad_norm_``,
+``clip_grad_value_`` and adaptive gradient clipping by unit-wise norms, ``channels_last`` (results
+unchanged), CPU autocast, and BatchNorm folded into the preceding conv by hand for eval."""
+
+import math
+from copy import deepcopy
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, pytorch, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# timm's layers
+# ----------------------------------------------------------------------------------------------
+
+
+def timm_layers(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    from math import comb
+
+    def hard_sigmoid(x, inplace: bool = False):
+        if inplace:
+            return x.add_(3.).clamp_(0., 6.).div_(6.)
+        else:
+            return F.relu6(x + 3.) / 6.
+
+    def hard_swish(x, inplace: bool = False):
+        inner = F.relu6(x + 3.).div_(6.)
+        return x.mul_(inner) if inplace else x.mul(inner)
+
+    class HardSwish(nn.Module):
+        def __init__(self, inplace: bool = False):
+            super(HardSwish, self).__init__()
+            self.inplace = inplace
+
+        def forward(self, x):
+            return hard_swish(x, self.inplace)
+
+    class LayerNorm2d(nn.LayerNorm):
+        """ LayerNorm for channels of '2D' spatial NCHW tensors """
+
+        def __init__(self, num_channels, eps=1e-6, affine=True):
+            super().__init__(num_channels, eps=eps, elementwise_affine=affine)
+
+        def forward(self, x):
+            x = x.permute(0, 2, 3, 1)
+            x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+            x = x.permute(0, 3, 1, 2)
+            return x
+
+    class LayerScale(nn.Module):
+        def __init__(self, dim, init_values=1e-5, inplace=False):
+            super().__init__()
+            self.inplace = inplace
+            self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+        def forward(self, x):
+            return x.mul_(self.gamma) if self.inplace else x * self.gamma
+
+    class Mlp(nn.Module):
+        def __init__(self, in_features, hidden_features, act_layer=nn.GELU):
+            super().__init__()
+            self.fc1 = nn.Linear(in_features, hidden_features)
+            self.act = act_layer()
+            self.fc2 = nn.Linear(hidden_features, in_features)
+
+        def forward(self, x):
+            return self.fc2(self.act(self.fc1(x)))
+
+    class ConvNeXtBlock(nn.Module):
+        def __init__(self, dim, ls_init_value=0.5):
+            super().__init__()
+            self.conv_dw = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim, bias=True)
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.mlp = Mlp(dim, 4 * dim, act_layer=nn.GELU)
+            self.gamma = nn.Parameter(ls_init_value * torch.ones(dim))
+            self.ls = LayerScale(dim, init_values=0.7, inplace=True)
+
+        def forward(self, x):
+            shortcut = x
+            x = self.conv_dw(x)
+            x = x.permute(0, 2, 3, 1)
+            x = self.norm(x)
+            x = self.ls(self.mlp(x))
+            x = x.permute(0, 3, 1, 2)
+            x = x.mul(self.gamma.reshape(1, -1, 1, 1))
+            return x + shortcut
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, in_chs, rd_ratio=0.25, act_layer=nn.ReLU, gate_fn=hard_sigmoid):
+            super(SqueezeExcite, self).__init__()
+            rd_channels = max(1, round(in_chs * rd_ratio))
+            self.conv_reduce = nn.Conv2d(in_chs, rd_channels, 1, bias=True)
+            self.act1 = act_layer(inplace=True)
+            self.conv_expand = nn.Conv2d(rd_channels, in_chs, 1, bias=True)
+            self.gate_fn = gate_fn
+
+        def forward(self, x):
+            x_se = x.mean((2, 3), keepdim=True)
+            x_se = self.conv_reduce(x_se)
+            x_se = self.act1(x_se)
+            x_se = self.conv_expand(x_se)
+            return x * self.gate_fn(x_se)
+
+    class InvertedResidual(nn.Module):
+        """ MBConv: pointwise expansion, depthwise conv, squeeze-excite, linear pointwise projection """
+
+        def __init__(self, in_chs, out_chs, exp_ratio=4.0, dw_kernel_size=3, stride=1):
+            super().__init__()
+            mid_chs = int(in_chs * exp_ratio)
+            self.has_skip = in_chs == out_chs and stride == 1
+            self.conv_pw = nn.Conv2d(in_chs, mid_chs, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(mid_chs)
+            self.act1 = nn.SiLU(inplace=True)
+            self.conv_dw = nn.Conv2d(mid_chs, mid_chs, dw_kernel_size, stride, padding=dw_kernel_size // 2,
+                                     groups=mid_chs, bias=False)
+            self.bn2 = nn.BatchNorm2d(mid_chs)
+            self.act2 = HardSwish(inplace=True)
+            self.se = SqueezeExcite(mid_chs, rd_ratio=0.25 / exp_ratio)
+            self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(out_chs)
+
+        def forward(self, x):
+            shortcut = x
+            x = self.act1(self.bn1(self.conv_pw(x)))
+            x = self.act2(self.bn2(self.conv_dw(x)))
+            x = self.se(x)
+            x = self.bn3(self.conv_pwl(x))
+            if self.has_skip:
+                x = x + shortcut
+            return x
+
+    class StdConv2d(nn.Conv2d):
+        def __init__(self, in_channel, out_channels, kernel_size, stride=1, padding=None, groups=1, bias=False,
+                     eps=1e-6):
+            if padding is None:
+                padding = ((stride - 1) + (kernel_size - 1)) // 2
+            super().__init__(in_channel, out_channels, kernel_size, stride=stride, padding=padding,
+                             groups=groups, bias=bias)
+            self.eps = eps
+
+        def forward(self, x):
+            weight = F.batch_norm(
+                self.weight.reshape(1, self.out_channels, -1), None, None,
+                training=True, momentum=0., eps=self.eps).reshape_as(self.weight)
+            x = F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return x
+
+    class ScaledStdConv2d(nn.Conv2d):
+        def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, bias=True,
+                     gamma=1.0, eps=1e-6, gain_init=1.0):
+            if padding is None:
+                padding = ((stride - 1) + (kernel_size - 1)) // 2
+            super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
+            self.gain = nn.Parameter(torch.full((self.out_channels, 1, 1, 1), gain_init))
+            self.scale = gamma * self.weight[0].numel() ** -0.5  # gamma * 1 / sqrt(fan-in)
+            self.eps = eps
+
+        def forward(self, x):
+            weight = F.batch_norm(
+                self.weight.reshape(1, self.out_channels, -1), None, None,
+                weight=(self.gain * self.scale).view(-1),
+                training=True, momentum=0., eps=self.eps).reshape_as(self.weight)
+            return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    class StdConv2dBiT(nn.Conv2d):
+        """ BiT's original: weight standardisation by torch.var_mean """
+
+        def forward(self, x):
+            w = self.weight
+            v, m_ = torch.var_mean(w, dim=[1, 2, 3], keepdim=True, unbiased=False)
+            w = (w - m_) / torch.sqrt(v + 1e-10)
+            return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    class BlurPool2d(nn.Module):
+        def __init__(self, channels=None, filt_size=3, stride=2, pad_mode='reflect'):
+            super().__init__()
+            self.channels = channels
+            self.filt_size = filt_size
+            self.stride = stride
+            self.pad_mode = pad_mode
+            self.padding = [((stride - 1) + (filt_size - 1)) // 2] * 4
+            filt_shape = (channels or 1, 1, filt_size, filt_size)
+            self.register_buffer('filt', torch.empty(filt_shape), persistent=False)
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            coeffs = torch.tensor([comb(self.filt_size - 1, k) for k in range(self.filt_size)],
+                                  device='cpu', dtype=torch.float32) / (2 ** (self.filt_size - 1))
+            blur_filter = (coeffs[:, None] * coeffs[None, :])[None, None, :, :]
+            if self.channels is not None:
+                blur_filter = blur_filter.repeat(self.channels, 1, 1, 1)
+            self.filt.copy_(blur_filter)
+
+        def forward(self, x):
+            x = F.pad(x, self.padding, mode=self.pad_mode)
+            if self.channels is None:
+                channels = x.shape[1]
+                weight = self.filt.expand(channels, 1, self.filt_size, self.filt_size)
+            else:
+                channels = self.channels
+                weight = self.filt
+            return F.conv2d(x, weight, stride=self.stride, groups=channels)
+
+    class UnfoldPatchEmbed(nn.Module):
+        def __init__(self, patch_size, in_chans, embed_dim):
+            super().__init__()
+            self.unfold = nn.Unfold(kernel_size=patch_size, stride=patch_size)
+            self.proj = nn.Linear(in_chans * patch_size * patch_size, embed_dim)
+
+        def forward(self, x):
+            x = self.unfold(x).transpose(1, 2)  # B, L, C*p*p
+            return self.proj(x)
+
+    def get_relative_position_index(win_h, win_w):
+        coords = torch.stack(torch.meshgrid(torch.arange(win_h), torch.arange(win_w), indexing='ij'))  # 2, Wh, Ww
+        coords_flatten = torch.flatten(coords, 1)  # 2, Wh*Ww
+        relative_coords = coords_flatten[:, :, None] - coords_flatten[:, None, :]  # 2, Wh*Ww, Wh*Ww
+        relative_coords = relative_coords.permute(1, 2, 0).contiguous()  # Wh*Ww, Wh*Ww, 2
+        relative_coords[:, :, 0] += win_h - 1  # shift to start from 0
+        relative_coords[:, :, 1] += win_w - 1
+        relative_coords[:, :, 0] *= 2 * win_w - 1
+        return relative_coords.sum(-1)  # Wh*Ww, Wh*Ww
+
+    class WindowAttention(nn.Module):
+        def __init__(self, dim, num_heads, window_size=(2, 2), qkv_bias=True):
+            super().__init__()
+            self.window_size = window_size
+            win_h, win_w = self.window_size
+            self.window_area = win_h * win_w
+            self.num_heads = num_heads
+            head_dim = dim // num_heads
+            self.scale = head_dim ** -0.5
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros((2 * win_h - 1) * (2 * win_w - 1), num_heads))
+            self.register_buffer("relative_position_index", get_relative_position_index(win_h, win_w),
+                                 persistent=False)
+            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+            self.proj = nn.Linear(dim, dim)
+            nn.init.normal_(self.relative_position_bias_table, std=.5)
+
+        def _get_rel_pos_bias(self):
+            relative_position_bias = self.relative_position_bias_table[
+                self.relative_position_index.view(-1)].view(self.window_area, self.window_area, -1)  # Wh*Ww,Wh*Ww,nH
+            relative_position_bias = relative_position_bias.permute(2, 0, 1).contiguous()  # nH, Wh*Ww, Wh*Ww
+            return relative_position_bias.unsqueeze(0)
+
+        def forward(self, x, mask=None):
+            B_, N, C = x.shape
+            qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            q = q * self.scale
+            attn = q @ k.transpose(-2, -1)
+            attn = attn + self._get_rel_pos_bias()
+            attn = attn.softmax(dim=-1)
+            x = attn @ v
+            x = x.transpose(1, 2).reshape(B_, N, -1)
+            return self.proj(x)
+
+    def window_partition(x, window_size):
+        B, H, W, C = x.shape
+        x = x.view(B, H // window_size[0], window_size[0], W // window_size[1], window_size[1], C)
+        windows = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size[0], window_size[1], C)
+        return windows
+
+    def window_reverse(windows, window_size, H, W):
+        C = windows.shape[-1]
+        x = windows.view(-1, H // window_size[0], W // window_size[1], window_size[0], window_size[1], C)
+        x = x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, H, W, C)
+        return x
+
+    class AttentionPoolLatent(nn.Module):
+        def __init__(self, in_features, num_heads=2, latent_len=1):
+            super().__init__()
+            self.num_heads = num_heads
+            self.head_dim = in_features // num_heads
+            self.scale = self.head_dim ** -0.5
+            self.latent_len = latent_len
+            self.latent = nn.Parameter(torch.zeros(1, self.latent_len, in_features))
+            self.q = nn.Linear(in_features, in_features)
+            self.kv = nn.Linear(in_features, in_features * 2, bias=False)
+            self.proj = nn.Linear(in_features, in_features)
+            self.norm = nn.LayerNorm(in_features)
+            nn.init.trunc_normal_(self.latent, std=in_features ** -0.5)
+
+        def forward(self, x):
+            B, N, C = x.shape
+            q_latent = self.latent.expand(B, -1, -1)
+            q = self.q(q_latent).reshape(B, self.latent_len, self.num_heads, self.head_dim).transpose(1, 2)
+            kv = self.kv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            k, v = kv.unbind(0)
+            x = F.scaled_dot_product_attention(q, k, v)
+            x = x.transpose(1, 2).reshape(B, self.latent_len, C)
+            x = self.proj(x)
+            x = x + self.norm(x)
+            return x.mean(1)
+
+    class Net(nn.Module):
+        def __init__(self, num_classes=5):
+            super().__init__()
+            self.stem = StdConv2d(3, 8, 3, stride=1)
+            self.stem_norm = LayerNorm2d(8)
+            self.convnext = ConvNeXtBlock(8)
+            self.blur = BlurPool2d(channels=None)
+            self.mbconv = InvertedResidual(8, 8)
+            self.scaled = ScaledStdConv2d(8, 12, 3, gamma=1.5)
+            self.bit = StdConv2dBiT(12, 12, 1)
+            self.act = nn.Hardswish()
+            self.blur2 = BlurPool2d(channels=12, filt_size=5, pad_mode='constant')
+            self.patch = UnfoldPatchEmbed(2, 3, 12)
+            # a key bias shifts every score of a row alike, so its gradient is zero but for rounding,
+            # which AdamW would turn into lr-sized steps that differ between the libraries
+            self.window = WindowAttention(12, num_heads=3, window_size=(2, 2), qkv_bias=False)
+            self.pool = AttentionPoolLatent(12, num_heads=2)
+            self.head = nn.Linear(12, num_classes)
+
+        def forward(self, x):
+            tokens = self.patch(x)  # B, 64, 12 from 16x16
+            f = self.stem_norm(self.stem(x))
+            f = self.convnext(f)
+            f = self.blur(f)  # 8x8
+            f = self.mbconv(f)
+            f = self.act(self.scaled(f))
+            f = self.bit(f)
+            f = self.blur2(f)  # 4x4
+            B, C, H, W = f.shape
+            g = f.permute(0, 2, 3, 1)
+            windows = window_partition(g, (2, 2)).view(-1, 4, C)
+            windows = self.window(windows)
+            g = window_reverse(windows.view(-1, 2, 2, C), (2, 2), H, W)
+            seq = torch.cat([g.reshape(B, H * W, C), tokens], dim=1)
+            return self.head(self.pool(seq))
+
+    return Net()
+
+
+def layers_training(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, timm_layers(m), weights)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(".bias"):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    optimizer = optim.AdamW([{'params': no_decay, 'weight_decay': 0.}, {'params': decay, 'weight_decay': 0.05}],
+                            lr=3e-3)
+    rng = np.random.default_rng(0)
+    images = torch.tensor(rng.standard_normal((4, 3, 16, 16)).astype(np.float32))
+    labels = torch.tensor(rng.integers(0, 5, 4))
+    losses, first_grads = [], None
+    for step in range(steps):
+        model.train()
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        if first_grads is None:
+            first_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    buffers = {n: b for n, b in model.named_buffers()}
+    return losses, first_grads, dict(model.named_parameters()), buffers, out, sorted(model.state_dict())
+
+
+def test_timm_layers_train_alike():
+    weights = weights_of(timm_layers)
+    assert "blur.filt" not in weights and "window.relative_position_index" not in weights  # non-persistent
+    (losses, grads, params, buffers, out, keys), _ = run_both(layers_training, weights, rtol=2e-4, atol=2e-5)
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(buffers["blur.filt"][0, 0], np.outer([1, 2, 1], [1, 2, 1]) / 16)
+    np.testing.assert_allclose(buffers["blur2.filt"][3, 0, 2], np.array([1, 4, 6, 4, 1]) * 6 / 256)
+    index = buffers["window.relative_position_index"]
+    assert index.shape == (4, 4) and index.min() == 0 and index.max() == 8 and (np.diag(index) == 4).all()
+    assert all(np.isfinite(g).all() and np.abs(g).sum() > 0 for g in grads.values())
+
+
+def weight_standardisation(m):
+    """StdConv2d's weights through F.batch_norm equal var_mean's by hand, forward and backward."""
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(1)
+    w = torch.tensor(rng.standard_normal((6, 4, 3, 3)), requires_grad=True)
+    by_bn = F.batch_norm(w.reshape(1, 6, -1), None, None, training=True, momentum=0., eps=1e-6).reshape_as(w)
+    v, mu = torch.var_mean(w, dim=[1, 2, 3], keepdim=True, unbiased=False)
+    by_hand = (w - mu) / torch.sqrt(v + 1e-6)
+    upstream = torch.tensor(rng.standard_normal((6, 4, 3, 3)))
+    g_bn, = torch.autograd.grad(by_bn, w, upstream)
+    g_hand, = torch.autograd.grad(by_hand, w, upstream)
+    return by_bn, by_hand, g_bn, g_hand
+
+
+def test_weight_standardisation_by_batch_norm():
+    (by_bn, by_hand, g_bn, g_hand), _ = run_both(weight_standardisation, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(by_bn, by_hand, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g_bn, g_hand, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(by_bn.reshape(6, -1).mean(1), 0, atol=1e-12)
+
+
+def trunc_normal_stats(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    w = torch.empty(200, 500)
+    nn.init.trunc_normal_(w, std=.02)  # timm's default: a=-2, b=2 are absolute, nothing is cut off
+    narrow = torch.empty(200, 500)
+    nn.init.trunc_normal_(narrow, mean=1., std=1., a=0., b=2.)  # one std either side of the mean
+    return w.mean().item(), w.std().item(), w.abs().max().item(), narrow.min().item(), narrow.max().item(), \
+        narrow.mean().item(), narrow.std().item()
+
+
+def test_trunc_normal_statistics():
+    ours, theirs = run_both(trunc_normal_stats, compare=False)
+    # the variance of a standard normal cut at +-1 is 1 - 2 phi(1) / (Phi(1) - Phi(-1))
+    phi1 = math.exp(-0.5) / math.sqrt(2 * math.pi)
+    cut_std = math.sqrt(1 - 2 * phi1 / math.erf(1 / math.sqrt(2)))
+    for mean, std, top, lo, hi, n_mean, n_std in [ours] + ([theirs] if theirs else []):
+        assert abs(mean) < 2e-4 and abs(std - 0.02) < 2e-4 and top < 0.02 * 6
+        assert 0 <= lo and hi <= 2 and abs(n_mean - 1) < 5e-3 and abs(n_std - cut_std) < 5e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# timm's training recipe: Mixup/CutMix, soft-target losses, EMA, parameter groups, schedules,
+# optimizers and gradient clipping, on a small ResNet-style network in channels_last
+# ----------------------------------------------------------------------------------------------
+
+
+def small_resnet(m, num_classes=4):
+    nn = m.nn
+
+    class BasicBlock(nn.Module):
+        def __init__(self, inplanes, planes, stride=1):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.act1 = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.act2 = nn.ReLU(inplace=True)
+            self.downsample = None
+            if stride != 1 or inplanes != planes:
+                self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                                nn.BatchNorm2d(planes))
+
+        def forward(self, x):
+            shortcut = x
+            x = self.act1(self.bn1(self.conv1(x)))
+            x = self.bn2(self.conv2(x))
+            if self.downsample is not None:
+                shortcut = self.downsample(shortcut)
+            x += shortcut
+            return self.act2(x)
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.act1 = nn.ReLU(inplace=True)
+            self.layer1 = BasicBlock(8, 8)
+            self.layer2 = BasicBlock(8, 12, stride=2)
+            self.global_pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(12, num_classes)
+
+        def forward(self, x):
+            x = self.act1(self.bn1(self.conv1(x)))
+            x = self.layer2(self.layer1(x))
+            return self.fc(self.global_pool(x).flatten(1))
+
+    return ResNet()
+
+
+def one_hot(m, x, num_classes, on_value=1., off_value=0.):
+    torch = m.torch
+    x = x.long().view(-1, 1)
+    return torch.full((x.size()[0], num_classes), off_value, device=x.device).scatter_(1, x, on_value)
+
+
+def mixup_target(m, target, num_classes, lam=1., smoothing=0.0):
+    off_value = smoothing / num_classes
+    on_value = 1. - smoothing + off_value
+    y1 = one_hot(m, target, num_classes, on_value=on_value, off_value=off_value)
+    y2 = one_hot(m, target.flip(0), num_classes, on_value=on_value, off_value=off_value)
+    return y1 * lam + y2 * (1. - lam)
+
+
+def rand_bbox(img_shape, lam, margin=0., count=None):
+    ratio = np.sqrt(1 - lam)
+    img_h, img_w = img_shape[-2:]
+    cut_h, cut_w = int(img_h * ratio), int(img_w * ratio)
+    margin_y, margin_x = int(margin * cut_h), int(margin * cut_w)
+    cy = np.random.randint(0 + margin_y, img_h - margin_y, size=count)
+    cx = np.random.randint(0 + margin_x, img_w - margin_x, size=count)
+    yl = np.clip(cy - cut_h // 2, 0, img_h)
+    yh = np.clip(cy + cut_h // 2, 0, img_h)
+    xl = np.clip(cx - cut_w // 2, 0, img_w)
+    xh = np.clip(cx + cut_w // 2, 0, img_w)
+    return yl, yh, xl, xh
+
+
+def cutmix_bbox_and_lam(img_shape, lam, correct_lam=True, count=None):
+    yl, yu, xl, xu = rand_bbox(img_shape, lam, count=count)
+    if correct_lam:
+        bbox_area = (yu - yl) * (xu - xl)
+        lam = 1. - bbox_area / float(img_shape[-2] * img_shape[-1])
+    return (yl, yu, xl, xu), lam
+
+
+class Mixup:
+    """ timm's Mixup/Cutmix, per 'batch' or per 'elem' """
+
+    def __init__(self, m, mixup_alpha=1., cutmix_alpha=0., prob=1.0, switch_prob=0.5, mode='batch',
+                 correct_lam=True, label_smoothing=0.1, num_classes=1000):
+        self.m = m
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
+        self.mix_prob = prob
+        self.switch_prob = switch_prob
+        self.label_smoothing = label_smoothing
+        self.num_classes = num_classes
+        self.mode = mode
+        self.correct_lam = correct_lam
+        self.mixup_enabled = True
+
+    def _params_per_elem(self, batch_size):
+        lam = np.ones(batch_size, dtype=np.float32)
+        use_cutmix = np.zeros(batch_size, dtype=bool)
+        if self.mixup_enabled:
+            if self.mixup_alpha > 0. and self.cutmix_alpha > 0.:
+                use_cutmix = np.random.rand(batch_size) < self.switch_prob
+                lam_mix = np.where(
+                    use_cutmix,
+                    np.random.beta(self.cutmix_alpha, self.cutmix_alpha, size=batch_size),
+                    np.random.beta(self.mixup_alpha, self.mixup_alpha, size=batch_size))
+            elif self.mixup_alpha > 0.:
+                lam_mix = np.random.beta(self.mixup_alpha, self.mixup_alpha, size=batch_size)
+            else:
+                use_cutmix = np.ones(batch_size, dtype=bool)
+                lam_mix = np.random.beta(self.cutmix_alpha, self.cutmix_alpha, size=batch_size)
+            lam = np.where(np.random.rand(batch_size) < self.mix_prob, lam_mix.astype(np.float32), lam)
+        return lam, use_cutmix
+
+    def _params_per_batch(self):
+        lam = 1.
+        use_cutmix = False
+        if self.mixup_enabled and np.random.rand() < self.mix_prob:
+            if self.mixup_alpha > 0. and self.cutmix_alpha > 0.:
+                use_cutmix = np.random.rand() < self.switch_prob
+                lam_mix = np.random.beta(self.cutmix_alpha, self.cutmix_alpha) if use_cutmix else \
+                    np.random.beta(self.mixup_alpha, self.mixup_alpha)
+            elif self.mixup_alpha > 0.:
+                lam_mix = np.random.beta(self.mixup_alpha, self.mixup_alpha)
+            else:
+                use_cutmix = True
+                lam_mix = np.random.beta(self.cutmix_alpha, self.cutmix_alpha)
+            lam = float(lam_mix)
+        return lam, use_cutmix
+
+    def _mix_elem(self, x):
+        torch = self.m.torch
+        batch_size = len(x)
+        lam_batch, use_cutmix = self._params_per_elem(batch_size)
+        x_orig = x.clone()  # need to keep an unmodified original for mixing source
+        for i in range(batch_size):
+            j = batch_size - i - 1
+            lam = lam_batch[i]
+            if lam != 1.:
+                if use_cutmix[i]:
+                    (yl, yh, xl, xh), lam = cutmix_bbox_and_lam(x[i].shape, lam, correct_lam=self.correct_lam)
+                    x[i][:, yl:yh, xl:xh] = x_orig[j][:, yl:yh, xl:xh]
+                    lam_batch[i] = lam
+                else:
+                    x[i] = x[i] * lam + x_orig[j] * (1 - lam)
+        return torch.tensor(lam_batch, device=x.device, dtype=x.dtype).unsqueeze(1)
+
+    def _mix_batch(self, x):
+        lam, use_cutmix = self._params_per_batch()
+        if lam == 1.:
+            return 1.
+        if use_cutmix:
+            (yl, yh, xl, xh), lam = cutmix_bbox_and_lam(x.shape, lam, correct_lam=self.correct_lam)
+            x[:, :, yl:yh, xl:xh] = x.flip(0)[:, :, yl:yh, xl:xh]
+        else:
+            x_flipped = x.flip(0).mul_(1. - lam)
+            x.mul_(lam).add_(x_flipped)
+        return lam
+
+    def __call__(self, x, target):
+        assert len(x) % 2 == 0, 'Batch size should be even when using this'
+        if self.mode == 'elem':
+            lam = self._mix_elem(x)
+        else:
+            lam = self._mix_batch(x)
+        target = mixup_target(self.m, target, self.num_classes, lam, self.label_smoothing)
+        return x, target
+
+
+def soft_target_cross_entropy(m):
+    nn, F = m.nn, m.F
+
+    class SoftTargetCrossEntropy(nn.Module):
+        def __init__(self):
+            super(SoftTargetCrossEntropy, self).__init__()
+
+        def forward(self, x, target):
+            loss = m.torch.sum(-target * F.log_softmax(x, dim=-1), dim=-1)
+            return loss.mean()
+
+    return SoftTargetCrossEntropy()
+
+
+def label_smoothing_cross_entropy(m, smoothing=0.1):
+    nn, F = m.nn, m.F
+
+    class LabelSmoothingCrossEntropy(nn.Module):
+        def __init__(self, smoothing=0.1):
+            super(LabelSmoothingCrossEntropy, self).__init__()
+            assert smoothing < 1.0
+            self.smoothing = smoothing
+            self.confidence = 1. - smoothing
+
+        def forward(self, x, target):
+            logprobs = F.log_softmax(x, dim=-1)
+            nll_loss = -logprobs.gather(dim=-1, index=target.unsqueeze(1))
+            nll_loss = nll_loss.squeeze(1)
+            smooth_loss = -logprobs.mean(dim=-1)
+            loss = self.confidence * nll_loss + self.smoothing * smooth_loss
+            return loss.mean()
+
+    return LabelSmoothingCrossEntropy(smoothing)
+
+
+def model_ema_v2(m, model, decay):
+    nn = m.nn
+    torch = m.torch
+
+    class ModelEmaV2(nn.Module):
+        def __init__(self, model, decay=0.9999, device=None):
+            super().__init__()
+            self.module = deepcopy(model)
+            self.module.eval()
+            self.decay = decay
+            self.device = device
+
+        def _update(self, model, update_fn):
+            with torch.no_grad():
+                for ema_v, model_v in zip(self.module.state_dict().values(), model.state_dict().values()):
+                    if self.device is not None:
+                        model_v = model_v.to(device=self.device)
+                    ema_v.copy_(update_fn(ema_v, model_v))
+
+        def update(self, model):
+            self._update(model, update_fn=lambda e, m: self.decay * e + (1. - self.decay) * m)
+
+        def set(self, model):
+            self._update(model, update_fn=lambda e, m: m)
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    return ModelEmaV2(model, decay)
+
+
+def lamb(m):
+    torch = m.torch
+
+    class Lamb(m.optim.Optimizer):
+        """ timm's Lamb (NvLamb), as timm writes it (less caution and decoupled decay) """
+
+        def __init__(self, params, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-6,
+                     weight_decay=0.01, grad_averaging=True, max_grad_norm=1.0, trust_clip=False,
+                     always_adapt=False):
+            defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps,
+                            weight_decay=weight_decay, grad_averaging=grad_averaging,
+                            max_grad_norm=max_grad_norm, trust_clip=trust_clip, always_adapt=always_adapt)
+            super().__init__(params, defaults)
+
+        def _get_clip_grad_norm(self):
+            max_grad_norm = self.defaults['max_grad_norm']
+            if max_grad_norm is None:
+                return None
+            norms = []
+            for group in self.param_groups:
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad
+                    if grad.is_sparse:
+                        raise RuntimeError('Lamb does not support sparse gradients, consider SparseAdam instead.')
+                    norms.append(torch.linalg.vector_norm(grad))
+            global_norm = torch.linalg.vector_norm(torch.stack(norms))
+            clip_global_norm = (global_norm / max_grad_norm).clamp_(min=1.0)
+            return clip_global_norm
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            clip_grad_norm = self._get_clip_grad_norm()
+            for group in self.param_groups:
+                bias_correction = 1 if group['bias_correction'] else 0
+                beta1, beta2 = group['betas']
+                grad_averaging = 1 if group['grad_averaging'] else 0
+                beta3 = 1 - beta1 if grad_averaging else 1.0
+                if 'step' not in group:
+                    group['step'] = torch.tensor(0.0, dtype=torch.float32, device='cpu')
+                group['step'].add_(1)
+                if not any(p.grad is not None for p in group['params']):
+                    continue
+                step = group['step'].item()
+                if bias_correction:
+                    bias_correction1 = 1 - beta1 ** step
+                    bias_correction2 = 1 - beta2 ** step
+                else:
+                    bias_correction1, bias_correction2 = 1.0, 1.0
+                for p in group['params']:
+                    if p.grad is None:
+                        continue
+                    grad = p.grad
+                    if clip_grad_norm is not None:
+                        grad.div_(clip_grad_norm)
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state['exp_avg'] = torch.zeros_like(p)
+                        state['exp_avg_sq'] = torch.zeros_like(p)
+                    exp_avg, exp_avg_sq = state['exp_avg'], state['exp_avg_sq']
+                    exp_avg.mul_(beta1).add_(grad, alpha=beta3)  # m_t
+                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v_t
+                    denom = (exp_avg_sq.sqrt() / (bias_correction2 ** 0.5)).add_(group['eps'])
+                    update = (exp_avg / bias_correction1).div_(denom)
+                    weight_decay = group['weight_decay']
+                    if weight_decay != 0:
+                        update.add_(p, alpha=weight_decay)
+                    if weight_decay != 0 or group['always_adapt']:
+                        w_norm = p.norm(2.0)
+                        g_norm = update.norm(2.0)
+                        trust_ratio = w_norm / g_norm
+                        trust_ratio = torch.where(
+                            w_norm > 0,
+                            torch.where(g_norm > 0, trust_ratio, 1.0),
+                            1.0,
+                        )
+                        if group['trust_clip']:
+                            trust_ratio = torch.clamp(trust_ratio, max=1.0)
+                        update.mul_(trust_ratio)
+                    p.add_(update, alpha=-group['lr'])
+            return loss
+
+    return Lamb
+
+
+def unitwise_norm(x, norm_type=2.0):
+    if x.ndim <= 1:
+        return x.norm(norm_type)
+    else:
+        return x.norm(norm_type, dim=tuple(range(1, x.ndim)), keepdim=True)
+
+
+def adaptive_clip_grad(m, parameters, clip_factor=0.01, eps=1e-3, norm_type=2.0):
+    torch = m.torch
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    for p in parameters:
+        if p.grad is None:
+            continue
+        p_data = p.detach()
+        g_data = p.grad.detach()
+        max_norm = unitwise_norm(p_data, norm_type=norm_type).clamp_(min=eps).mul_(clip_factor)
+        grad_norm = unitwise_norm(g_data, norm_type=norm_type)
+        clipped_grad = g_data * (max_norm / grad_norm.clamp(min=1e-6))
+        new_grads = torch.where(grad_norm < max_norm, g_data, clipped_grad)
+        p.grad.detach().copy_(new_grads)
+
+
+def param_groups_weight_decay(model, weight_decay=1e-5, no_weight_decay_list=()):
+    no_weight_decay_list = set(no_weight_decay_list)
+    decay = []
+    no_decay = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(".bias") or name in no_weight_decay_list:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {'params': no_decay, 'weight_decay': 0.},
+        {'params': decay, 'weight_decay': weight_decay}]
+
+
+def param_groups_layer_decay(model, weight_decay=0.05, layer_decay=.75):
+    """ BEiT's layer-wise lr decay: a layer's lr_scale is layer_decay ** (depth below the head) """
+    layer_map = {}
+    for name, _ in model.named_parameters():
+        if name.startswith(('conv1', 'bn1')):
+            layer_map[name] = 0
+        elif name.startswith('layer1'):
+            layer_map[name] = 1
+        elif name.startswith('layer2'):
+            layer_map[name] = 2
+        else:
+            layer_map[name] = 3
+    num_layers = max(layer_map.values()) + 1
+    layer_max = num_layers - 1
+    layer_scales = list(layer_decay ** (layer_max - i) for i in range(num_layers))
+    param_groups = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim == 1:
+            g_decay = "no_decay"
+            this_decay = 0.
+        else:
+            g_decay = "decay"
+            this_decay = weight_decay
+        layer_id = layer_map.get(name, layer_max)
+        this_scale = layer_scales[layer_id]
+        group_name = "layer_%d_%s" % (layer_id, g_decay)
+        if group_name not in param_groups:
+            param_groups[group_name] = {"lr_scale": this_scale, "weight_decay": this_decay, "params": []}
+        param_groups[group_name]["params"].append(param)
+    return list(param_groups.values())
+
+
+def recipe_training(m, weights, opt='adamw', clip_mode='norm', mixup_mode='batch', steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    np.random.seed(42)  # Mixup's lambdas and boxes come from NumPy's global generator
+    model = load(m, small_resnet(m), weights)
+    model = model.to(memory_format=torch.channels_last)
+    base_lr = 0.05 if opt == 'sgd' else 2e-3
+    if opt == 'adamw':
+        param_groups = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.6)
+        optimizer = optim.AdamW(param_groups, lr=base_lr, betas=(0.9, 0.95))
+        scheduler = None
+    elif opt == 'lamb':
+        optimizer = lamb(m)(param_groups_weight_decay(model, 0.02), lr=base_lr, max_grad_norm=0.5)
+        warmup = 2
+
+        def lr_lambda(step):
+            if step < warmup:
+                return float(step + 1) / warmup
+            progress = float(step - warmup) / float(max(1, steps - warmup))
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+        scheduler = optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    else:
+        optimizer = optim.SGD(param_groups_weight_decay(model, 1e-4), lr=base_lr, momentum=0.9, nesterov=True)
+        warmup_lr = optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=2)
+        main_lr = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps - 2, eta_min=0.0)
+        scheduler = optim.lr_scheduler.SequentialLR(optimizer, schedulers=[warmup_lr, main_lr], milestones=[2])
+    mixup_fn = Mixup(m, mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, mode=mixup_mode,
+                     label_smoothing=0.1, num_classes=4)
+    train_loss_fn = soft_target_cross_entropy(m)
+    torchvision_loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    model_ema = model_ema_v2(m, model, decay=0.9)
+    rng = np.random.default_rng(3)
+    losses, lrs, mixed_inputs, targets = [], [], [], []
+    for step in range(steps):
+        if opt == 'adamw':  # MAE / BEiT's per-iteration schedule honours each group's lr_scale
+            lr = base_lr * (step + 1) / steps
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr * param_group.get("lr_scale", 1.0)
+        model.train()
+        input = torch.tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32))
+        target = torch.tensor(rng.integers(0, 4, 4))
+        input = input.contiguous(memory_format=torch.channels_last)
+        input, target = mixup_fn(input, target)
+        mixed_inputs.append(input.clone())
+        targets.append(target)
+        output = model(input)
+        loss = train_loss_fn(output, target)
+        # torchvision's references: the same soft targets through nn.CrossEntropyLoss(label_smoothing=)
+        loss_tv = torchvision_loss_fn(output, target)
+        optimizer.zero_grad()
+        (loss + 0.5 * loss_tv).backward()
+        if clip_mode == 'norm':
+            total_norm = nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        elif clip_mode == 'value':
+            nn.utils.clip_grad_value_(model.parameters(), 0.01)
+        else:
+            adaptive_clip_grad(m, model.parameters(), clip_factor=0.02)
+        optimizer.step()
+        model_ema.update(model)
+        if scheduler is not None:
+            scheduler.step()
+        losses.append((loss.item(), loss_tv.item()))
+        lrs.append([g['lr'] for g in optimizer.param_groups])  # the next step's, after scheduler.step()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    model.eval()
+    model_ema.eval()
+    with torch.no_grad():
+        probe = torch.tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+        out, out_ema = model(probe), model_ema(probe)
+    return dict(losses=losses, lrs=lrs, inputs=mixed_inputs, targets=targets, grads=grads,
+                params=dict(model.state_dict()), ema=dict(model_ema.module.state_dict()), out=out,
+                out_ema=out_ema)
+
+
+def check_recipe(opt, clip_mode, mixup_mode):
+    weights = weights_of(small_resnet)
+    ours, _ = run_both(recipe_training, weights, opt=opt, clip_mode=clip_mode, mixup_mode=mixup_mode,
+                       rtol=2e-4, atol=2e-5)
+    # the EMA is a running average of the model's state (buffers too): after four updates from the
+    # initial weights it lies between them and the model's
+    ema_counter = ours["ema"]["bn1.num_batches_tracked"]
+    assert ours["params"]["bn1.num_batches_tracked"] == 4 and ema_counter in (0, 1, 2)  # integers truncate
+    assert not np.allclose(ours["ema"]["bn1.running_mean"], 0)
+    targets = np.stack(ours["targets"])
+    np.testing.assert_allclose(targets.sum(-1), 1, rtol=1e-6)
+    assert targets.min() >= 0.1 / 4 * 0.99
+    return ours
+
+
+def test_recipe_adamw_layer_decay_clip_norm_mixup_batch():
+    ours = check_recipe('adamw', 'norm', 'batch')
+    lrs = np.array(ours["lrs"])
+    scales = sorted(set(np.round(lrs[0] / lrs[0].max(), 6)))
+    np.testing.assert_allclose(scales, [0.6 ** 3, 0.6 ** 2, 0.6, 1.0], rtol=1e-5)
+
+
+def test_recipe_lamb_cosine_warmup_clip_value_mixup_elem():
+    ours = check_recipe('lamb', 'value', 'elem')
+    np.testing.assert_allclose(np.array(ours["lrs"])[:, 0],
+                               [2e-3, 2e-3, 2e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)), 0.0], atol=1e-12)
+
+
+def test_recipe_sgd_nesterov_sequential_lr_agc():
+    ours = check_recipe('sgd', 'agc', 'batch')
+    np.testing.assert_allclose(np.array(ours["lrs"])[:, 0], [0.005 + 0.0225, 0.05, 0.025, 0.0], rtol=1e-6, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# torchvision's classification references: set_weight_decay by norm classes, an EMA by
+# AveragedModel(use_buffers=True), accuracy by topk, autocast(enabled=False); channels_last
+# changing nothing; BatchNorm folded into the conv before it for eval
+# ----------------------------------------------------------------------------------------------
+
+
+def set_weight_decay(m, model, weight_decay, norm_weight_decay=None, norm_classes=None):
+    nn = m.nn  # torchvision spells these torch.nn.…: torch_dot_nn_spelling in test_programs_nanogpt.py
+    if not norm_classes:
+        norm_classes = [
+            nn.modules.batchnorm._BatchNorm,
+            nn.LayerNorm,
+            nn.GroupNorm,
+            nn.modules.instancenorm._InstanceNorm,
+            nn.LocalResponseNorm,
+        ]
+    norm_classes = tuple(norm_classes)
+    params = {"other": [], "norm": []}
+    params_weight_decay = {"other": weight_decay, "norm": norm_weight_decay}
+
+    def _add_params(module, prefix=""):
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if norm_weight_decay is not None and isinstance(module, norm_classes):
+                params["norm"].append(p)
+            else:
+                params["other"].append(p)
+        for child_name, child_module in module.named_children():
+            child_prefix = f"{prefix}.{child_name}" if prefix != "" else child_name
+            _add_params(child_module, prefix=child_prefix)
+
+    _add_params(model)
+    param_groups = []
+    for key in params:
+        if len(params[key]) > 0:
+            param_groups.append({"params": params[key], "weight_decay": params_weight_decay[key]})
+    return param_groups
+
+
+def exponential_moving_average(m, model, decay):
+    optim = m.optim
+
+    class ExponentialMovingAverage(optim.swa_utils.AveragedModel):
+        """Maintains moving averages of model parameters using an exponential decay.
+        ``ema_avg = decay * avg_model_param + (1 - decay) * model_param``"""
+
+        def __init__(self, model, decay, device="cpu"):
+            def ema_avg(avg_model_param, model_param, num_averaged):
+                return decay * avg_model_param + (1 - decay) * model_param
+
+            super().__init__(model, device, ema_avg, use_buffers=True)
+
+    return ExponentialMovingAverage(model, decay)
+
+
+def accuracy(m, output, target, topk=(1,)):
+    """Computes the accuracy over the k top predictions for the specified values of k"""
+    torch = m.torch
+    with torch.inference_mode():
+        maxk = max(topk)
+        batch_size = target.size(0)
+        if target.ndim == 2:
+            target = target.max(dim=1)[1]
+        _, pred = output.topk(maxk, 1, True, True)
+        pred = pred.t()
+        correct = pred.eq(target[None])
+        res = []
+        for k in topk:
+            correct_k = correct[:k].flatten().sum(dtype=torch.float32)
+            res.append(correct_k * (100.0 / batch_size))
+        return res
+
+
+def fold_bn(m, conv, bn):
+    """The eval-mode conv whose output equals bn(conv(x)): weight * gamma / std, and the bias shifted"""
+    torch, nn = m.torch, m.nn
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True)
+    with torch.no_grad():
+        std = (bn.running_var + bn.eps).sqrt()
+        t = (bn.weight / std).reshape(-1, 1, 1, 1)
+        fused.weight.copy_(conv.weight * t)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_(bn.bias + (bias - bn.running_mean) * bn.weight / std)
+    return fused
+
+
+def fold_all_bn(m, module):
+    nn = m.nn
+    children = list(module.named_children())
+    for (name, child), (next_name, next_child) in zip(children, children[1:]):
+        if isinstance(child, nn.Conv2d) and isinstance(next_child, nn.BatchNorm2d):
+            setattr(module, name, fold_bn(m, child, next_child))
+            setattr(module, next_name, nn.Identity())
+    for name, child in module.named_children():
+        fold_all_bn(m, child)
+    return module
+
+
+def torchvision_training(m, weights, channels_last=False, epochs=2, lr_warmup_epochs=1, model_ema_steps=2):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, small_resnet(m), weights)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    parameters = set_weight_decay(m, model, 1e-4, norm_weight_decay=0.0)
+    optimizer = optim.SGD(parameters, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+    main_lr_scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs - lr_warmup_epochs, eta_min=0.0)
+    warmup_lr_scheduler = optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=lr_warmup_epochs)
+    lr_scheduler = optim.lr_scheduler.SequentialLR(
+        optimizer, schedulers=[warmup_lr_scheduler, main_lr_scheduler], milestones=[lr_warmup_epochs])
+    model_ema = exponential_moving_average(m, model, decay=1.0 - 0.2)
+    rng = np.random.default_rng(5)
+    data = [(torch.tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32)),
+             torch.tensor(rng.integers(0, 4, 4))) for _ in range(3)]
+    losses, accs = [], []
+    for epoch in range(epochs):
+        model.train()
+        for i, (image, target) in enumerate(data):
+            if channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", enabled=False):
+                output = model(image)
+                loss = criterion(output, target)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 2.0)
+            optimizer.step()
+            if i % model_ema_steps == 0:
+                model_ema.update_parameters(model)
+                if epoch < lr_warmup_epochs:
+                    # Reset ema buffer to keep copying weights during warmup period
+                    model_ema.n_averaged.fill_(0)
+            acc1, acc3 = accuracy(m, output, target, topk=(1, 3))
+            losses.append(loss.item())
+            accs.append((acc1.item(), acc3.item()))
+        lr_scheduler.step()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    model.eval()
+    probe = torch.tensor(rng.standard_normal((3, 3, 8, 8)).astype(np.float32))
+    with torch.no_grad():
+        out, out_ema = model(probe), model_ema(probe)
+        folded = fold_all_bn(m, deepcopy(model))
+        out_folded = folded(probe)
+    n_bn = sum(isinstance(mod, nn.BatchNorm2d) for mod in folded.modules())
+    return dict(losses=losses, accs=accs, grads=grads, params=dict(model.state_dict()),
+                ema=dict(model_ema.module.state_dict()), n_averaged=model_ema.n_averaged, out=out,
+                out_ema=out_ema, out_folded=out_folded, n_bn=n_bn, n_groups=len(parameters),
+                lr=optimizer.param_groups[0]["lr"])
+
+
+def test_torchvision_reference_recipe_and_bn_folding():
+    weights = weights_of(small_resnet)
+    ours, theirs = run_both(torchvision_training, weights, rtol=2e-4, atol=2e-5)
+    assert ours["n_bn"] == 0 and ours["n_groups"] == 2 and int(ours["n_averaged"]) == 2
+    np.testing.assert_allclose(ours["out_folded"], ours["out"], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(ours["out_ema"], ours["out"], atol=1e-4)
+    # the EMA averages the BN running statistics too (use_buffers=True)
+    assert not np.allclose(ours["ema"]["bn1.running_var"], ours["params"]["bn1.running_var"])
+    assert all(a3 >= a1 for a1, a3 in ours["accs"])
+
+
+def test_channels_last_changes_no_result():
+    weights = weights_of(small_resnet)
+    plain_layout, _ = run_both(torchvision_training, weights, channels_last=False, compare=False)
+    channels_last, _ = run_both(torchvision_training, weights, channels_last=True, rtol=2e-4, atol=2e-5)
+    for key in ("losses", "grads", "params", "out", "out_folded"):
+        a, b = plain_layout[key], channels_last[key]
+        for k in (a if isinstance(a, dict) else [None]):
+            np.testing.assert_allclose(a[k] if k else a, b[k] if k else b, rtol=1e-5, atol=1e-6, err_msg=f"{key} {k}")
+
+
+def autocast_on_cpu(m):
+    torch, nn = m.torch, m.nn
+    lin = nn.Linear(4, 3)
+    x = torch.ones(2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        off = lin(x)
+    with torch.autocast(device_type="cpu", dtype=torch.float16):
+        on = lin(x)
+    return off.dtype == torch.float32, on.dtype == torch.float16
+
+
+def test_cpu_autocast_float16():
+    """chainrule refuses an effective float16 autocast on 'cpu' in words (it would need float16 matmuls
+    it does not build); ``enabled=False``, as torchvision's references pass without a GradScaler, runs."""
+    with pytest.raises(NotImplementedError, match="float16"):
+        autocast_on_cpu(OURS)
+    torch_modules = pytorch()
+    if torch_modules is not None:
+        assert autocast_on_cpu(torch_modules) == (True, True)
+    with OURS.torch.autocast("cpu", enabled=False):
+        assert OURS.nn.Linear(4, 3)(OURS.torch.ones(2, 4)).dtype == OURS.torch.float32
