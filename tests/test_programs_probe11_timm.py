@@ -1758,6 +1758,9 @@ def model_ema_v3_fallback(m):
     ``_foreach_add_(..., alpha=1 - decay)``, PyTorch's keyword names for the second operand."""
     torch, nn = m.torch, m.nn
     model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor(data(2, 3)))
+        model.bias.copy_(torch.tensor([0.5, -0.25]))
     ema = deepcopy(model)
     with torch.no_grad():
         for p in model.parameters():
