@@ -25,7 +25,8 @@ every ``step`` (also a subclass's own ``step``: it is wrapped when the class is 
 import functools
 import itertools
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy
 
@@ -38,6 +39,21 @@ from autograd.tensor import tensor_from
 # PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
 # and hook(optimizer, args, kwargs) -> None
 OptimizerPreHook = OptimizerPostHook = Callable
+# what an optimizer's ``params`` may be: tensors, groups (dicts) or (name, tensor) pairs; third-party
+# optimizers annotate with it (timm's optim/_types.py imports it)
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+
+class _RequiredParameter:
+    """The default of an option that every group must give (``lr=required``, as optimizers written
+    against PyTorch's ``torch.optim.optimizer.required`` declare it): ``add_param_group`` refuses a
+    group that leaves it out."""
+
+    def __repr__(self):
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
 
 # hooks run around the step of every optimizer: {handle id: hook(optimizer, args, kwargs)}
 _global_optimizer_pre_hooks = {}
@@ -217,7 +233,7 @@ class Optimizer:
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
         check_tensor_lr(group)
-        if "lr" in group:  # a custom optimizer need not have one
+        if "lr" in group and group["lr"] is not required:  # a custom optimizer need not have one
             if isinstance(group["lr"], str):  # (YAML reads 1e-3 as a string; PyTorch's TypeError is from its `<`)
                 raise TypeError(f"Invalid learning rate: {group['lr']!r} is a str; lr must be a number "
                                 f"(lr=float({group['lr']!r}))")
@@ -264,6 +280,8 @@ class Optimizer:
                 raise ValueError(f"parameter {i} (shape {p.shape}) is listed twice in one parameter group")
             seen.add(id(p))
         for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
             group.setdefault(name, default)
         self.check_hyperparameters(group)
         existing = {id(p) for g in self.param_groups for p in g["params"]}

@@ -1,0 +1,79 @@
+"""Names that third-party code imports from PyTorch's modules and that chainrule now has: the
+``required`` default of optimizers written against ``torch.optim.optimizer`` (SGDP, LARS, Novograd, ...
+declare ``lr=required``) and its ``ParamsT`` alias (timm's optim/_types.py), ``torch.nn.attention``
+reached as an attribute of ``nn`` after ``import nn`` alone, and ``nn.modules.transformer._get_activation_fn``
+(timm's MLDecoder); each against PyTorch where it is installed."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+import autograd
+
+LIBRARIES = ["ours", pytest.param("torch", marks=pytest.mark.torch)]
+
+
+def modules(which):
+    if which == "ours":
+        return autograd, importlib.import_module("nn"), importlib.import_module("optim")
+    torch = pytest.importorskip("torch")
+    return torch, torch.nn, torch.optim
+
+
+@pytest.mark.parametrize("which", LIBRARIES)
+def test_required_optimizer_option(which):
+    torch, nn, optim = modules(which)
+    from_optimizer = importlib.import_module(optim.__name__ + ".optimizer")
+    required, Optimizer = from_optimizer.required, from_optimizer.Optimizer
+    assert repr(required) == "<required parameter>"
+
+    class SGDP(Optimizer):
+        def __init__(self, params, lr=required, momentum=0.0):
+            super().__init__(params, dict(lr=lr, momentum=momentum))
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-group["lr"])
+
+    p = nn.Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match="parameter group didn't specify a value of required optimization "
+                                         "parameter lr"):
+        SGDP([p])
+    optimizer = SGDP([{"params": [p], "lr": 0.5}])
+    assert optimizer.defaults["lr"] is required and optimizer.param_groups[0]["lr"] == 0.5
+    with pytest.raises(ValueError, match="required optimization parameter lr"):
+        optimizer.add_param_group({"params": [nn.Parameter(torch.zeros(1))]})
+    optimizer.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "lr": 1.0, "momentum": 0.9})
+    (p * torch.tensor([1.0, 3.0])).sum().backward()
+    optimizer.step()
+    assert p.tolist() == [0.5, -0.5]
+    assert optimizer.state_dict()["param_groups"][0]["lr"] == 0.5
+    assert SGDP([p], lr=0.1).param_groups[0]["lr"] == 0.1
+    assert from_optimizer.ParamsT is not None  # a type alias, for annotations
+
+
+@pytest.mark.parametrize("which", LIBRARIES)
+def test_get_activation_fn(which):
+    torch, nn, _ = modules(which)
+    from_transformer = importlib.import_module(nn.__name__ + ".modules.transformer")
+    F = nn.functional
+    assert from_transformer._get_activation_fn("relu") is F.relu
+    assert from_transformer._get_activation_fn("gelu") is F.gelu
+    with pytest.raises(RuntimeError, match="activation should be relu/gelu, not tanh"):
+        from_transformer._get_activation_fn("tanh")
+
+
+@pytest.mark.parametrize("package", ["nn", pytest.param("torch.nn", marks=pytest.mark.torch)])
+def test_nn_attention_is_an_attribute_after_importing_nn_alone(package):
+    """In a fresh interpreter (nothing else has imported the subpackage): ``nn.attention.sdpa_kernel``."""
+    pytest.importorskip(package.split(".")[0])
+    code = (f"import {package.split('.')[0]}\n"
+            f"nn = {package}\n"
+            "print(nn.attention.SDPBackend.MATH.name, callable(nn.attention.sdpa_kernel))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["MATH", "True"]
