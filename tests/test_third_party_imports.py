@@ -77,3 +77,21 @@ def test_nn_attention_is_an_attribute_after_importing_nn_alone(package):
             "print(nn.attention.SDPBackend.MATH.name, callable(nn.attention.sdpa_kernel))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["MATH", "True"]
+
+
+@pytest.mark.parametrize("which", LIBRARIES)
+def test_nn_modules_submodules_hold_pytorchs_names(which):
+    """Classes PyTorch keeps in a torch.nn.modules submodule that chainrule keeps in another module."""
+    torch, nn, _ = modules(which)
+    from_activation = importlib.import_module(nn.__name__ + ".modules.activation")
+    from_batchnorm = importlib.import_module(nn.__name__ + ".modules.batchnorm")
+    assert from_activation.MultiheadAttention is nn.MultiheadAttention and from_activation.ReLU is nn.ReLU
+    frozen = [m for m in nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.SyncBatchNorm(2)).modules()
+              if isinstance(m, (nn.modules.batchnorm.BatchNorm2d, nn.modules.batchnorm.SyncBatchNorm))]
+    assert [type(m).__name__ for m in frozen] == ["BatchNorm2d", "SyncBatchNorm"]
+    assert from_batchnorm.LazyBatchNorm2d is nn.LazyBatchNorm2d and nn.modules.loss.CTCLoss is nn.CTCLoss
+    assert nn.modules.pooling.MaxUnpool2d is nn.MaxUnpool2d and nn.modules.conv.LazyConv2d is nn.LazyConv2d
+    assert isinstance(nn.MultiheadAttention(4, 2).out_proj, nn.modules.linear.NonDynamicallyQuantizableLinear)
+    assert all(isinstance(d, nn.modules.dropout._DropoutNd) for d in (nn.Dropout(), nn.Dropout2d(), nn.AlphaDropout()))
+    assert not isinstance(nn.ReLU(), nn.modules.dropout._DropoutNd)
+    assert "SyncBatchNorm" in dir(nn.modules.batchnorm) and "_BatchNorm" in dir(nn.modules.batchnorm)
