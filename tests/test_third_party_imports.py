@@ -2,7 +2,8 @@
 ``required`` default of optimizers written against ``torch.optim.optimizer`` (SGDP, LARS, Novograd, ...
 declare ``lr=required``) and its ``ParamsT`` alias (timm's optim/_types.py), ``torch.nn.attention``
 reached as an attribute of ``nn`` after ``import nn`` alone, and ``nn.modules.transformer._get_activation_fn``
-(timm's MLDecoder); each against PyTorch where it is installed."""
+(timm's MLDecoder), the classes PyTorch also keeps in torch.nn.modules submodules, and
+``nn.utils.convert_conv2d_weight_memory_format``; each against PyTorch where it is installed."""
 
 import importlib
 import subprocess
@@ -95,3 +96,19 @@ def test_nn_modules_submodules_hold_pytorchs_names(which):
     assert all(isinstance(d, nn.modules.dropout._DropoutNd) for d in (nn.Dropout(), nn.Dropout2d(), nn.AlphaDropout()))
     assert not isinstance(nn.ReLU(), nn.modules.dropout._DropoutNd)
     assert "SyncBatchNorm" in dir(nn.modules.batchnorm) and "_BatchNorm" in dir(nn.modules.batchnorm)
+
+
+@pytest.mark.parametrize("which", LIBRARIES)
+def test_convert_conv2d_weight_memory_format_keeps_values_and_parameters(which):
+    torch, nn, optim = modules(which)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Sequential(nn.ConvTranspose2d(3, 2, 2)))
+    weight, x = model[0].weight, torch.ones(1, 2, 5, 5)
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    before, initial = model(x).detach().clone(), weight.detach().clone()
+    assert nn.utils.convert_conv2d_weight_memory_format(model, torch.channels_last) is model
+    assert model[0].weight is weight and torch.equal(weight, initial)
+    assert torch.allclose(model(x), before, rtol=1e-6, atol=1e-7)  # (PyTorch's channels_last kernel rounds apart)
+    model(x).sum().backward()
+    optimizer.step()
+    assert torch.allclose(model[0].weight, initial - 0.1 * weight.grad)  # the optimizer still holds it
+    assert nn.utils.convert_conv3d_weight_memory_format(model, torch.channels_last_3d) is model
