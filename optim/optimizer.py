@@ -233,7 +233,10 @@ class Optimizer:
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
         check_tensor_lr(group)
-        if "lr" in group and group["lr"] is not required:  # a custom optimizer need not have one
+        # a custom optimizer need not have one, or may leave it to each group (required) or to its own
+        # rule (None: timm's Adafactor then steps by its relative rule); PyTorch's own refuse None
+        own = type(self).__module__.partition(".")[0] == __name__.partition(".")[0]
+        if "lr" in group and group["lr"] is not required and (own or group["lr"] is not None):
             if isinstance(group["lr"], str):  # (YAML reads 1e-3 as a string; PyTorch's TypeError is from its `<`)
                 raise TypeError(f"Invalid learning rate: {group['lr']!r} is a str; lr must be a number "
                                 f"(lr=float({group['lr']!r}))")

@@ -3,7 +3,8 @@
 declare ``lr=required``) and its ``ParamsT`` alias (timm's optim/_types.py), ``torch.nn.attention``
 reached as an attribute of ``nn`` after ``import nn`` alone, and ``nn.modules.transformer._get_activation_fn``
 (timm's MLDecoder), the classes PyTorch also keeps in torch.nn.modules submodules, and
-``nn.utils.convert_conv2d_weight_memory_format``; each against PyTorch where it is installed."""
+``nn.utils.convert_conv2d_weight_memory_format``; and the base Optimizer taking ``lr=None`` (timm's
+Adafactor); each against PyTorch where it is installed."""
 
 import importlib
 import subprocess
@@ -112,3 +113,31 @@ def test_convert_conv2d_weight_memory_format_keeps_values_and_parameters(which):
     optimizer.step()
     assert torch.allclose(model[0].weight, initial - 0.1 * weight.grad)  # the optimizer still holds it
     assert nn.utils.convert_conv3d_weight_memory_format(model, torch.channels_last_3d) is model
+
+
+@pytest.mark.parametrize("which", LIBRARIES)
+def test_a_custom_optimizer_may_default_lr_to_none(which):
+    """The base Optimizer takes ``lr=None`` (timm's Adafactor computes its own step size); PyTorch's own
+    optimizers still refuse it."""
+    torch, nn, optim = modules(which)
+
+    class RelativeStep(optim.Optimizer):
+        def __init__(self, params, lr=None):
+            super().__init__(params, dict(lr=lr, relative_step=not lr))
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    lr = group["lr"] if group["lr"] is not None else 0.25
+                    p.add_(p.grad, alpha=-lr)
+
+    p = nn.Parameter(torch.ones(2))
+    optimizer = RelativeStep([p])
+    assert optimizer.param_groups[0]["lr"] is None and optimizer.defaults["relative_step"]
+    (p * torch.tensor([1.0, 2.0])).sum().backward()
+    optimizer.step()
+    assert p.tolist() == [0.75, 0.5]
+    for builtin in (optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop):
+        with pytest.raises(TypeError):
+            builtin([nn.Parameter(torch.ones(1))], lr=None)
