@@ -2149,3 +2149,20 @@ def test_timm_adafactor_relative_step():
     assert losses[-1] < losses[0] and row.shape == (18,) and col.shape == (20,)  # factored over Linear(20, 18)
     assert all(0 < lr < 1e-2 for lr in lrs)  # min(1e-2, 1/sqrt(step)) scaled by the weights' RMS
     run_both(adafactor_training, lr=1e-2, betas=(0.9, 0.999), rtol=1e-4, atol=1e-6)
+
+
+def torch_hub_names(m):
+    """timm/models/_hub.py, at import time: ``from torch.hub import HASH_REGEX, download_url_to_file, urlparse``
+    (the hash suffix of a checkpoint's file name checked after a download)."""
+    hub = m.torch.hub
+    HASH_REGEX, urlparse = hub.HASH_REGEX, hub.urlparse
+    filename = urlparse("https://download.pytorch.org/models/resnet18-f37072fd.pth").path.rsplit("/", 1)[-1]
+    return filename, HASH_REGEX.search(filename).group(1), callable(hub.download_url_to_file)
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="autograd/hub.py (not editable here) lacks torch.hub's HASH_REGEX and urlparse, which "
+                          "timm.models._hub imports at import time (so `import timm` fails)")
+def test_torch_hub_names_timm_imports():
+    ours, _ = run_both(torch_hub_names)
+    assert ours == ("resnet18-f37072fd.pth", "f37072fd", True)
