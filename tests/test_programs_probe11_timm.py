@@ -2166,3 +2166,20 @@ def torch_hub_names(m):
 def test_torch_hub_names_timm_imports():
     ours, _ = run_both(torch_hub_names)
     assert ours == ("resnet18-f37072fd.pth", "f37072fd", True)
+
+
+def jit_annotations(m):
+    """timm/models/densenet.py, at import time: ``from torch.jit.annotations import List``."""
+    import importlib
+    import typing
+
+    annotations = importlib.import_module(m.torch.__name__ + ".jit.annotations")
+    return annotations.Any is typing.Any and annotations.Optional is typing.Optional and hasattr(annotations, "List")
+
+
+@pytest.mark.xfail(strict=True, raises=ModuleNotFoundError,
+                   reason="autograd/jit.py (not editable here) is a module, so autograd.jit.annotations cannot be "
+                          "imported; timm's densenet does `from torch.jit.annotations import List` (import timm fails)")
+def test_jit_annotations_module():
+    ours, _ = run_both(jit_annotations)
+    assert ours is True
