@@ -22,7 +22,11 @@ references (``set_weight_decay`` by norm classes, an EMA by ``AveragedModel(use_
 by ``topk``); timm's foreach code (Adan's multi-tensor step with caution, ModelEmaV3's ``_foreach_lerp_``
 over state_dict values); and timm's attention/conv modules and losses (CBAM, ECA, global context,
 coordinate attention, MedianPool2d, split attention, CondConv, MixedConv2d, AsymmetricLoss,
-JsdCrossEntropy, BinaryCrossEntropy, RoPE, ``checkpoint_seq``) with pools, interpolation and norms."""
+JsdCrossEntropy, BinaryCrossEntropy, RoPE, ``checkpoint_seq``) with pools, interpolation and norms;
+timm's current Attention (fused and explicit paths, masks resolved to an additive bias) and its
+Adafactor (relative step, no lr). Strict xfails: names timm imports at import time that chainrule's
+non-editable files lack (``torch.fx.wrap``, ``torch.hub.HASH_REGEX``/``urlparse``,
+``torch.jit.annotations``) and the ``_foreach_*`` keyword operands."""
 
 import math
 from copy import deepcopy
