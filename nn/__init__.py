@@ -97,6 +97,7 @@ from .parameter import Buffer, Parameter  # noqa: E402
 # autograd.distributed). `nn.Conv2d`, `from nn import LSTM`, dir(nn) and `from nn import *` work
 # as before.
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
+    "attention": ".attention",  # torch.nn.attention: sdpa_kernel, SDPBackend, flex_attention
     "grad": ".grad",  # torch.nn.grad: convolution gradients
     "modules": ".modules",
     "parallel": ".parallel",

@@ -376,6 +376,8 @@ class Module(ModuleState, ModuleHooks):
                 raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but got desired "
                                 f"dtype={dtype}")
             self._cast(dtype, kinds="fc")
+        else:  # nothing to move to (one device), but a subclass's _apply runs on every to(), as PyTorch's
+            self._apply(lambda tensor: tensor)
         return self
 
     def _cast(self, dtype, kinds=None):
@@ -432,14 +434,20 @@ class Module(ModuleState, ModuleHooks):
         not kept. ``recurse=False``: this module's own tensors only."""
         if device is not None:
             resolve_device(device)
-        modules = self.modules() if recurse else [self]
-        with autograd.no_grad():
-            for module in modules:
-                for tensor in list(module._parameters.values()) + list(module._buffers.values()):
-                    if tensor is not None:
-                        tensor._data = autograd.empty_like(tensor)._data
-                        bump_version(tensor)
-        return self
+        # through _apply, as PyTorch's: a subclass's _apply runs (timm's patch-embed resampler drops its cache)
+        return self._apply(autograd.empty_like, recurse=recurse)
+
+    def _replicate_for_data_parallel(self):
+        """PyTorch's replica of this module for DataParallel: its attributes shared, no parameters of its
+        own (they are the original module's), its buffers and children dicts copies. Subclasses
+        override it to share or split what they cache (timm's patch-embed resampler)."""
+        replica = self.__new__(type(self))
+        replica.__dict__ = self.__dict__.copy()
+        replica._parameters = {}
+        replica._buffers = replica._buffers.copy()
+        replica._modules = replica._modules.copy()
+        replica._is_replica = True
+        return replica
 
     def share_memory(self):
         """PyTorch moves the tensors to shared memory for torch.multiprocessing; there is no such

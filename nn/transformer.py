@@ -27,6 +27,9 @@ def _activation(activation):
     raise RuntimeError(f"activation should be relu/gelu, not {activation}")
 
 
+_get_activation_fn = _activation  # PyTorch's private name, which third-party layers import (timm's MLDecoder)
+
+
 def _relu_or_gelu(activation):
     """PyTorch's ``activation_relu_or_gelu`` flag: 1 for ReLU, 2 for GELU, 0 for anything else."""
     if activation is F.relu or isinstance(activation, ReLU):

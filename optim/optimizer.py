@@ -25,7 +25,8 @@ every ``step`` (also a subclass's own ``step``: it is wrapped when the class is 
 import functools
 import itertools
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy
 
@@ -38,6 +39,21 @@ from autograd.tensor import tensor_from
 # PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
 # and hook(optimizer, args, kwargs) -> None
 OptimizerPreHook = OptimizerPostHook = Callable
+# what an optimizer's ``params`` may be: tensors, groups (dicts) or (name, tensor) pairs; third-party
+# optimizers annotate with it (timm's optim/_types.py imports it)
+ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+
+class _RequiredParameter:
+    """The default of an option that every group must give (``lr=required``, as optimizers written
+    against PyTorch's ``torch.optim.optimizer.required`` declare it): ``add_param_group`` refuses a
+    group that leaves it out."""
+
+    def __repr__(self):
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
 
 # hooks run around the step of every optimizer: {handle id: hook(optimizer, args, kwargs)}
 _global_optimizer_pre_hooks = {}
@@ -217,7 +233,9 @@ class Optimizer:
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
         check_tensor_lr(group)
-        if "lr" in group:  # a custom optimizer need not have one
+        # a custom optimizer need not have one, or may leave it to each group (required) or to its own
+        # rule (None: timm's Adafactor then steps by its relative rule); PyTorch's own refuse None
+        if "lr" in group and group["lr"] is not required and (_builtin(self) or group["lr"] is not None):
             if isinstance(group["lr"], str):  # (YAML reads 1e-3 as a string; PyTorch's TypeError is from its `<`)
                 raise TypeError(f"Invalid learning rate: {group['lr']!r} is a str; lr must be a number "
                                 f"(lr=float({group['lr']!r}))")
@@ -264,6 +282,8 @@ class Optimizer:
                 raise ValueError(f"parameter {i} (shape {p.shape}) is listed twice in one parameter group")
             seen.add(id(p))
         for name, default in self.defaults.items():
+            if default is required and name not in group:
+                raise ValueError(f"parameter group didn't specify a value of required optimization parameter {name}")
             group.setdefault(name, default)
         self.check_hyperparameters(group)
         existing = {id(p) for g in self.param_groups for p in g["params"]}
@@ -362,15 +382,18 @@ class Optimizer:
                     inspect.signature(type(self).__init__).parameters.items()
                     if parameter.default is not inspect.Parameter.empty} | self.loaded_defaults
         params = {}
+        copied = {}  # one deepcopy over all the groups, as PyTorch's: what groups shared, they share again
         for saved, group in zip(groups, self.param_groups):
             for i, p in zip(saved["params"], group["params"]):
                 params[i] = p
             group.update({k: defaults[k] for k in group if k not in saved and k in defaults})
-            group.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
+            group.update({k: copy.deepcopy(v, copied) for k, v in saved.items() if k != "params"})
         self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():
             p = params[int(i)]
-            self.state[p] = {k: _restore(v, None if k in self.scalar_state else p.dtype) for k, v in values.items()}
+            self.state[p] = {k: _restore(v, None if k in self.scalar_state else p.dtype,
+                                         numbers_to_tensors=k in self.scalar_state and _builtin(self))
+                             for k, v in values.items()}
         for hook in list(self._optimizer_load_state_dict_post_hooks.values()):
             hook(self)
 
@@ -405,15 +428,23 @@ def _snapshot(value, copies):
     return value
 
 
-def _restore(value, dtype):
-    """A loaded state entry as a fresh Tensor (of ``dtype`` when given), numbers as they are.
-    A number saved for a scalar state (an old-style ``step``) becomes a scalar Tensor."""
+def _restore(value, dtype, numbers_to_tensors=False):
+    """A loaded state entry as a fresh Tensor (of ``dtype`` when given), numbers as they are; with
+    ``numbers_to_tensors``, a number (an old-style ``step`` of one of this package's optimizers, which
+    step with a Tensor) becomes a scalar Tensor, as their ``__setstate__`` makes it in PyTorch."""
     if isinstance(value, (Tensor, numpy.ndarray)):
         array = value.numpy() if isinstance(value, Tensor) else value
         return tensor_from(numpy.array(array, dtype=dtype or array.dtype, copy=True))
     if isinstance(value, list):
-        return [_restore(v, dtype) for v in value]
-    if dtype is None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [_restore(v, dtype, numbers_to_tensors) for v in value]
+    if numbers_to_tensors and isinstance(value, (int, float)) and not isinstance(value, bool):
         return scalar_tensor(value)
     return value
+
+
+def _builtin(optimizer):
+    """Whether ``optimizer`` is one of this package's (PyTorch's own), not an optimizer written against
+    ``torch.optim.Optimizer``: the base class checks and converts nothing for those (a custom ``lr=None``
+    stays, a ``step`` kept as a number stays a number: timm's RAdam caches step sizes by it)."""
+    return type(optimizer).__module__.partition(".")[0] == __name__.partition(".")[0]
 

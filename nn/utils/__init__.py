@@ -25,6 +25,18 @@ from .spectral_norm import remove_spectral_norm, spectral_norm  # noqa: F401
 from .weight_norm import remove_weight_norm, weight_norm  # noqa: F401
 
 
+def convert_conv2d_weight_memory_format(module, memory_format):
+    """The module, its Conv2d and ConvTranspose2d weights laid out in ``memory_format`` (PyTorch's, for
+    channels_last): layouts change no values here (see autograd.memory_format), so the module as it is,
+    its parameters the same objects (an optimizer made before still holds them)."""
+    return module
+
+
+def convert_conv3d_weight_memory_format(module, memory_format):
+    """As ``convert_conv2d_weight_memory_format``, for Conv3d and ConvTranspose3d (channels_last_3d)."""
+    return module
+
+
 class EarlyStopping:
     """Stop training when a validation metric has stopped improving (the lecture's
     early stopping), and optionally restore the best weights seen.
