@@ -200,6 +200,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "distributions": ".distributions",
     "fft": ".fft",
     "func": ".func",
+    "fx": ".fx",
     "hub": ".hub",
     "futures": ".futures",
     "Future": ".futures:Future",

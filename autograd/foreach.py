@@ -95,7 +95,13 @@ def _binary(op):
     name = f"_foreach_{op}"
     base = op.rstrip("_")
 
-    def apply(self, other, *, alpha=None):
+    def apply(self, other=None, *, alpha=None, scalar=None, scalars=None, exponent=None):
+        # the second operand positionally, or by PyTorch's keyword for its kind (timm's _foreach_mul_(p, scalar=d))
+        given = [v for v in (other, scalar, scalars, exponent) if v is not None]
+        if len(given) != 1:
+            raise TypeError(f"{name}() takes one second operand: other, scalar=, scalars= or exponent= "
+                            f"(got {len(given)})")
+        other = given[0]
         if base == "pow" and isinstance(self, Number):  # _foreach_pow(2.0, exponents): a number's powers
             return tuple(self ** t for t in _tensors(name, other))
         tensors = _tensors(name, self)

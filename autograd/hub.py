@@ -4,6 +4,11 @@
 ``load``, ``list``, ``help``, ``load_state_dict_from_url`` and ``download_url_to_file`` refuse, saying so."""
 
 import os
+import re
+from urllib.parse import urlparse  # noqa: F401  (torch.hub's: checkpoint helpers import it from there)
+
+# the hash prefix in a checkpoint's file name, model-<hash>.pth (torch.hub's; timm imports it)
+HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
 
 try:
     from tqdm import tqdm

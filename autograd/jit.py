@@ -26,6 +26,8 @@ PyTorch deprecates TorchScript: ``script``, ``trace``, ``trace_module``, ``scrip
 
 import contextlib
 import inspect
+import sys
+import types
 import typing
 import warnings
 
@@ -211,3 +213,11 @@ def fuser(name):
     if name not in _FUSERS:
         raise Exception(f"unrecognized fuser option (name: {name})")  # PyTorch's type and message
     yield
+
+
+# ``torch.jit.annotations``: the typing names TorchScript code imports from there (timm's densenet:
+# ``from torch.jit.annotations import List``), as a module of this one's
+annotations = types.ModuleType(f"{__name__}.annotations", "typing's names, as torch.jit.annotations gives them")
+for _name in ("Any", "Dict", "List", "Optional", "Tuple", "Union"):
+    setattr(annotations, _name, getattr(typing, _name))
+sys.modules[annotations.__name__] = annotations

@@ -7,7 +7,9 @@ storages: the array that owns a tensor's memory is written once, whole, and a
 tensor that shows part of it (a view, or tied weights) is written as where its
 elements lie in it, so tensors that shared memory when saved share it again
 when loaded (writing into one shows in the others). Loading reads arrays
-with ``allow_pickle=False`` and parses JSON, so opening a file never runs code.
+with ``allow_pickle=False`` and parses JSON, so opening a file never runs code. An
+``argparse.Namespace`` (a training script's arguments, saved beside its weights) is kept as its names
+and values and comes back as one.
 
 ``load`` also reads the files ``torch.save`` writes (a zip of a pickle and raw
 storages), the way ``torch.load(weights_only=True)`` does: the pickle is read
@@ -24,6 +26,7 @@ which ``Module.load_state_dict`` accepts, so weights exported from PyTorch
 with ``safetensors.torch.save_file(model.state_dict(), path)`` load as they are.
 """
 
+import argparse
 import codecs
 import collections
 import io
@@ -94,6 +97,8 @@ def _encode(obj, written):
         return {"dtype": obj.name}
     if isinstance(obj, bytes):
         return {"bytes": obj.hex()}
+    if isinstance(obj, argparse.Namespace):  # a run's arguments, which training scripts save beside the weights
+        return {"namespace": _encode(vars(obj), written)["dict"]}
     if isinstance(obj, dict):
         if not all(isinstance(key, (str, int)) for key in obj):
             raise TypeError("save: dict keys must be strings or ints")
@@ -161,6 +166,8 @@ def _decode(node, read):
         return dtype
     if "bytes" in node:
         return bytes.fromhex(node["bytes"])
+    if "namespace" in node:  # (argparse's plain record of names: making one runs no code from the file)
+        return argparse.Namespace(**{key: _decode(value, read) for key, value in node["namespace"]})
     if "list" in node:
         return [_decode(value, read) for value in node["list"]]
     if "tuple" in node:
