@@ -1917,7 +1917,7 @@ def test_timm_attention_fused_and_explicit_paths_agree():
 def test_timm_attention_with_torch_fx_wrap():
     # (chainrule's only: PyTorch's fx.wrap refuses a call that is not at a module's top level, as timm's are)
     assert OURS.torch.fx.wrap("len") == "len" and OURS.torch.fx.wrap(len) is len
-    assert timm_attention(OURS, fx_wrap=True)(OURS.torch.ones(1, 3, 12)).shape == (1, 3, 12)
+    assert timm_attention(OURS, fx_wrap=True)(OURS.torch.ones(1, 3, 12)).shape == (1, 3, 8)
 
 
 # ----------------------------------------------------------------------------------------------
