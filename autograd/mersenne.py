@@ -15,8 +15,12 @@ Each kernel, as PyTorch's CPU kernels compute it (w: the next word, w64: two wor
   r = √(-2 ln(1 - u2)), θ = 2π u1, r cos θ now and r sin θ kept by the generator for the next value.
 - integers in [low, high): (w mod (high - low)) + low (w64 when high - low ≥ 2^32).
 - a permutation of n: Fisher-Yates from the front, position i swapped with i + (w mod (n - i)).
+- exponential of rate λ: -(1/λ) ln(1 - u), u a float64 uniform; Bernoulli(p): u < p, u a float64 uniform
+  for a number p, a float32 one for a tensor of them (the callers compare).
 
-Other draws (dropout's masks, multinomial, poisson, ...) use NumPy's algorithms on the same twister.
+Dropout's masks are Bernoulli draws, PyTorch's where its kernel is its own (on AMD processors: on Intel ones
+PyTorch draws them through MKL's generator). Other draws (poisson, gamma, ...) use NumPy's algorithms on
+the same twister.
 """
 
 import math
@@ -79,8 +83,12 @@ class TorchStream:
     def normal(self, loc=0.0, scale=1.0, size=None, dtype=numpy.float64):
         """Normal numbers by PyTorch's two algorithms: blocks of 16 for 16 or more, else one at a time."""
         dtype = numpy.dtype(dtype)
-        if dtype.kind != "f" or not (numpy.ndim(loc) == 0 and numpy.ndim(scale) == 0):
+        if dtype.kind != "f":
             return self.numpy.normal(loc, scale, size)
+        if numpy.ndim(loc) or numpy.ndim(scale):  # normal(mean_tensor, std_tensor): N(0, 1), times std, plus mean
+            shape = _shape(size) if size is not None else numpy.broadcast_shapes(numpy.shape(loc), numpy.shape(scale))
+            z = self.normal(0.0, 1.0, shape, dtype)
+            return (z * numpy.asarray(scale, dtype)).astype(dtype) + numpy.asarray(loc, dtype)
         shape = _shape(size)
         count = math.prod(shape)
         if count >= 16:
@@ -120,12 +128,20 @@ class TorchStream:
         if endpoint:
             high = high + 1
         span = int(high) - int(low) if numpy.ndim(low) == 0 and numpy.ndim(high) == 0 else None
-        if span is None or span >= 2**63:  # (arrays of bounds; ranges past int64's, which PyTorch draws otherwise)
+        if span is None or span > 2**63:  # (arrays of bounds; ranges past int64's, which PyTorch draws otherwise)
             return self.numpy.integers(low, high, size, dtype=dtype)
         shape = _shape(size)
         count = math.prod(shape)
         words = self.words64(count) if span >= 2**32 else self.words(count)
         return ((words % numpy.uint64(span)).astype(numpy.int64) + int(low)).astype(dtype).reshape(shape)
+
+    def exponential(self, scale=1.0, size=None):
+        """Exponential numbers of mean ``scale`` (rate λ = 1 / scale) as PyTorch's CPU kernel draws them:
+        -(1/λ) ln(1 - u) for a float64 uniform u each, in float64 (the caller rounds to its dtype)."""
+        if numpy.ndim(scale):
+            return self.numpy.exponential(scale, size)
+        shape = _shape(size)
+        return -float(scale) * numpy.log(1.0 - self._unit(math.prod(shape), numpy.float64)).reshape(shape)
 
     def permutation(self, n):
         """A permutation of range(n) (an int) as PyTorch's randperm: position i swapped with i + (w mod (n - i))."""

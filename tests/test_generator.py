@@ -308,3 +308,53 @@ def test_initial_weights_and_draws_match_pytorch(seed):
                          (nn.LSTM(4, 5), torch.nn.LSTM(4, 5))):
         for a, t in zip(ours.parameters(), theirs.parameters()):
             np.testing.assert_array_equal(a.detach().numpy(), t.detach().numpy())  # to the bit
+
+
+def test_masks_exponentials_and_shuffles_are_pytorchs():
+    """PyTorch 2.13's values after torch.manual_seed(0) (dropout's as its own kernel draws them, on AMD
+    processors; on Intel ones PyTorch draws Bernoulli masks of a number p through MKL)."""
+    import nn
+
+    autograd.manual_seed(0)
+    assert nn.functional.dropout(autograd.ones(12), 0.5).tolist() == [0, 0, 2, 0, 0, 0, 2, 2, 0, 2, 2, 2]
+    autograd.manual_seed(0)
+    np.testing.assert_allclose(autograd.empty(4, dtype=autograd.float64).exponential_(2.0).numpy(),
+                               [1.754163093353821, 0.6151923820898384, 0.30752204694700574, 1.2675593221079409],
+                               rtol=1e-15)
+    autograd.manual_seed(0)
+    loader = autograd.utils.data.DataLoader(autograd.utils.data.TensorDataset(autograd.arange(8)), batch_size=4,
+                                            shuffle=True)
+    assert [batch[0].tolist() for batch in loader] == [[2, 0, 5, 3], [1, 4, 7, 6]]
+    autograd.manual_seed(0)
+    assert autograd.bernoulli(autograd.full((8,), 0.5)).tolist() == [1, 0, 1, 1, 1, 0, 1, 0]
+
+
+def _amd():
+    try:
+        with open("/proc/cpuinfo") as info:
+            return "AuthenticAMD" in info.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("seed", [0, 9])
+def test_random_programs_draw_as_pytorch(seed):
+    torch = pytest.importorskip("torch")
+    import nn
+
+    def draws(T, N):
+        loader = T.utils.data.DataLoader(T.utils.data.TensorDataset(T.arange(30)), batch_size=7, shuffle=True)
+        values = [T.cat([b[0] for b in loader]).double(), T.multinomial(T.tensor([0.2, 0.3, 0.5, 0.1]), 3).double(),
+                  T.empty(9).exponential_(), T.distributions.Categorical(logits=T.zeros(5)).sample((6,)).double(),
+                  T.bernoulli(T.full((10,), 0.3))]
+        if _amd():  # (PyTorch's Bernoulli of a number is its own kernel's there; MKL's on Intel processors)
+            values += [N.functional.dropout(T.ones(40), 0.3), N.Dropout2d(0.5)(T.ones(2, 6, 2, 2)),
+                       T.empty(20).bernoulli_(0.4)]
+        return values
+
+    autograd.manual_seed(seed)
+    ours = draws(autograd, nn)
+    torch.manual_seed(seed)
+    theirs = draws(torch, torch.nn)
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), t.numpy(), rtol=1e-6, atol=0)

@@ -41,6 +41,7 @@ CASES = {
     "Log1p": (unary(-0.8, 3.0), autograd.log1p),
     "Exp2": (unary(), lambda x: x.exp2()),
     "Expm1": (unary(), autograd.expm1),
+    "Logit": (unary(0.1, 0.9), autograd.logit),
     "Sinh": (unary(), autograd.sinh),
     "Cosh": (unary(), lambda x: x.cosh()),
     "Tan": (unary(-1.2, 1.2), autograd.tan),

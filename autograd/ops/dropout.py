@@ -41,8 +41,9 @@ def keep_mask(shape, p, dtype):
     if p == 1:
         return tensor_from(xp.zeros(shape, dtype=dtype))
     check_real_floating(dtype)
-    keep = random.generator().random(shape) >= p
-    return tensor_from((keep / (1 - p)).astype(dtype))
+    # PyTorch's: noise.bernoulli_(1 - p), a float64 uniform below 1 - p, then noise.div_(1 - p) in the dtype
+    keep = random.generator().random(shape) < 1 - p
+    return tensor_from(keep.astype(dtype) / xp.dtype(dtype).type(1 - p))
 
 
 def drop(input, p, shape):
@@ -56,7 +57,7 @@ def alpha_drop(input, p, shape):
         return input * 0.0
     check_real_floating(input.dtype)
     saturation = SELU_ALPHA * SELU_SCALE
-    keep = tensor_from((random.generator().random(shape) >= p).astype(input.dtype))
+    keep = tensor_from((random.generator().random(shape) < 1 - p).astype(input.dtype))  # (bernoulli_(1 - p))
     a = 1.0 / math.sqrt((saturation * saturation * p + 1) * (1 - p))
     shift = (keep - 1.0) * (saturation * a) + saturation * a * p
     return input * (keep * a) + shift

@@ -45,7 +45,8 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
             raise TypeError("normal(mean, std, size): with a number for both mean and std, size is required")
         resolve(device)
         shape = tuple(size) if not isinstance(size, int) else (size,)
-        result = _tensor(rng.normal(mean, std, shape), out_dtype(dtype, out) or backend.get_default_dtype())
+        dtype = out_dtype(dtype, out) or backend.get_default_dtype()
+        result = _tensor(rng.normal(mean, std, shape, dtype=numpy.dtype(dtype)), dtype)
         return written(result.requires_grad_(True) if requires_grad else result, out)
     if size is not None:
         raise TypeError("normal(): size is given only when mean and std are both numbers")
@@ -56,7 +57,8 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
     shapes = numpy.shape(_host(mean)), numpy.shape(std_values)
     refuse_unbroadcastable(*shapes)
     shape = numpy.broadcast_shapes(*shapes)
-    return written(_tensor(rng.normal(_host(mean), std_values, shape), _floating(like)), out)
+    return written(_tensor(rng.normal(_host(mean), std_values, shape, dtype=numpy.dtype(_floating(like))),
+                           _floating(like)), out)
 
 
 def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch's argument name)
@@ -64,7 +66,12 @@ def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch
     probability = _host(input) if p is None else p
     if numpy.any((numpy.asarray(probability) < 0) | (numpy.asarray(probability) > 1)):
         raise RuntimeError(f"bernoulli expects 0 <= p <= 1, got p = {probability}")
-    draws = random.generator(generator).random(input.shape) < probability
+    # PyTorch's kernels: a float32 uniform below each probability of a tensor, a float64 one below a number p
+    if p is None:
+        draws = random.generator(generator).random(input.shape, dtype=numpy.float32) < \
+            numpy.asarray(probability, dtype=numpy.float32)
+    else:
+        draws = random.generator(generator).random(input.shape) < probability
     return write_out(_tensor(draws, input.dtype), out)
 
 

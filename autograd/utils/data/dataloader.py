@@ -22,6 +22,8 @@ import multiprocessing
 import warnings
 from typing import Generic, TypeVar
 
+from ...backend import int64
+from ...factories import empty
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
@@ -167,6 +169,9 @@ class _LoaderIterator:
 
     def __init__(self, loader):
         self._loader = loader
+        # PyTorch's pass draws its workers' base seed first, from the loader's generator (workers or not), so
+        # the sampler's draws after it are PyTorch's
+        self._base_seed = int(empty((), dtype=int64).random_(generator=loader.generator).item())
         if isinstance(loader.dataset, IterableDataset):
             self._samples = iter(loader.dataset)
         else:

@@ -8,8 +8,10 @@ repeats every epoch's order.
 
 from typing import Generic, TypeVar
 
-from ...factories import randint, randperm, tensor
+from ...backend import int64
+from ...factories import empty, randint, randperm, tensor
 from ...ops.sampling import multinomial
+from ...random import Generator
 from ...tensor import Tensor
 
 T_co = TypeVar("T_co", covariant=True)
@@ -56,12 +58,17 @@ class RandomSampler(Sampler):
 
     def __iter__(self):
         n = len(self.data_source)
-        if self.replacement:
-            yield from randint(n, (self.num_samples,), generator=self.generator).tolist()
+        generator = self.generator
+        if generator is None:  # PyTorch's: a generator of its own, seeded by one draw of the default one
+            generator = Generator().manual_seed(int(empty((), dtype=int64).random_().item()))
+        if self.replacement:  # (in blocks of 32, as PyTorch draws them)
+            for _ in range(self.num_samples // 32):
+                yield from randint(n, (32,), generator=generator).tolist()
+            yield from randint(n, (self.num_samples % 32,), generator=generator).tolist()
             return
         for _ in range(self.num_samples // n):
-            yield from randperm(n, generator=self.generator).tolist()
-        yield from randperm(n, generator=self.generator).tolist()[:self.num_samples % n]
+            yield from randperm(n, generator=generator).tolist()
+        yield from randperm(n, generator=generator).tolist()[:self.num_samples % n]
 
     def __len__(self):
         return self.num_samples
