@@ -138,9 +138,9 @@ def sparse_(tensor, sparsity, std=0.01, generator=None):
         raise ValueError("Only tensors with 2 dimensions are supported")
     rows, cols = tensor.shape
     zeros_per_column = math.ceil(sparsity * rows)
-    values = rng(generator).normal(0.0, std, (rows, cols))
-    for col in range(cols):
-        values[rng(generator).permutation(rows)[:zeros_per_column], col] = 0.0
+    values = rng(generator).normal(0.0, std, (rows, cols), dtype=tensor._data.dtype)
+    for col in range(cols):  # (each column's rows by the default generator, as PyTorch's randperm(rows) there)
+        values[rng(None).permutation(rows)[:zeros_per_column], col] = 0.0
     return _fill(tensor, values)
 
 
@@ -179,15 +179,49 @@ def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", gener
 
 
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
-    """w ~ N(mean, std²) conditioned on a <= w <= b (draws outside are drawn again)."""
+    """w ~ N(mean, std²) conditioned on a <= w <= b, drawn as PyTorch 2.13 draws it. Where [a, b] holds more
+    than 0.3 of the normal's mass: normal draws, those outside drawn again until none is. Otherwise
+    rejection from U(a, b): a candidate x is kept when ln u < -((x - mean) / std)² / 2 - ln peak, u ~ U(0, 1)
+    (peak: the density's largest value on [a, b]), the pending ones drawn again, all of them each round."""
+    from autograd import empty_like, where
+
     if not a < b:
         raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
-    values = rng(generator).normal(mean, std, tensor.shape)
-    outside = (values < a) | (values > b)
-    while outside.any():
-        values[outside] = rng(generator).normal(mean, std, int(outside.sum()))
-        outside = (values < a) | (values > b)
-    return _fill(tensor, values)
+    if mean < a - 2 * std or mean > b + 2 * std:
+        warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. The distribution of values "
+                      "may be incorrect.", stacklevel=2)
+
+    def cdf(x):  # Φ
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    with no_grad():
+        if cdf((b - mean) / std) - cdf((a - mean) / std) > 0.3:
+            low, high = (tensor._data.dtype.type(bound).item() for bound in (a, b))  # (the bounds in its dtype)
+            result = tensor.normal_(mean, std, generator=generator)
+            while True:
+                outside = (result < low) | (result > high)
+                if not outside.any():
+                    break
+                result = where(outside, empty_like(result).normal_(mean, std, generator=generator), result)
+            if result is not tensor:
+                tensor.copy_(result)
+            return tensor
+        mode = max(a, min(mean, b))
+        log_peak = -0.5 * ((mode - mean) / std) ** 2
+        candidates, accept = empty_like(tensor), empty_like(tensor)
+        tensor.uniform_(a, b, generator=generator)
+        candidates.copy_(tensor)
+        candidates.sub_(mean).div_(std).pow_(2).mul_(-0.5).sub_(log_peak)  # ln of the density over its peak
+        pending = accept.uniform_(generator=generator).log_().gt(candidates)
+        result = tensor
+        while pending.any():
+            candidates.uniform_(a, b, generator=generator)
+            result = where(pending, candidates, result)
+            candidates.sub_(mean).div_(std).pow_(2).mul_(-0.5).sub_(log_peak)
+            pending = where(pending, accept.uniform_(generator=generator).log_().gt(candidates), pending)
+        if result is not tensor:
+            tensor.copy_(result)
+    return tensor
 
 
 def orthogonal_(tensor, gain=1.0, generator=None):
@@ -197,7 +231,7 @@ def orthogonal_(tensor, gain=1.0, generator=None):
         raise ValueError(f"Only tensors with 2 or more dimensions are supported, got {tensor.shape}")
     rows = tensor.shape[0]
     cols = tensor._data.size // rows
-    flat = rng(generator).normal(0.0, 1.0, (rows, cols))
+    flat = rng(generator).normal(0.0, 1.0, (rows, cols), dtype=tensor._data.dtype)  # (in its dtype, as PyTorch's)
     if rows < cols:
         flat = flat.T
     q, r = numpy.linalg.qr(flat)

@@ -358,3 +358,23 @@ def test_random_programs_draw_as_pytorch(seed):
     theirs = draws(torch, torch.nn)
     for a, t in zip(ours, theirs):
         np.testing.assert_allclose(a.numpy(), t.numpy(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_initialisers_draw_as_pytorch(seed):
+    torch = pytest.importorskip("torch")
+    import nn
+
+    def inits(T, init):
+        return [init.trunc_normal_(T.empty(40), std=0.02),
+                init.trunc_normal_(T.empty(30, dtype=T.float64), a=2.0, b=3.0),
+                init.orthogonal_(T.empty(6, 4)), init.orthogonal_(T.empty(3, 8), gain=2.0),
+                init.sparse_(T.empty(6, 4), 0.5), init.xavier_normal_(T.empty(6, 40)),
+                init.kaiming_uniform_(T.empty(5, 7), a=1.0)]
+
+    autograd.manual_seed(seed)
+    ours = inits(autograd, nn.init)
+    torch.manual_seed(seed)
+    theirs = inits(torch, torch.nn.init)
+    for a, t in zip(ours, theirs):  # (QR and float32 normals: an ulp or two)
+        np.testing.assert_allclose(a.numpy(), t.numpy(), rtol=1e-6, atol=1e-6)
