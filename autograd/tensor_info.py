@@ -4,6 +4,7 @@ ops/predicates.py): its memory layout as PyTorch reports it (``stride``, ``stora
 ``finfo``/``iinfo`` (the limits of a dtype), ``type_as``, and ``format(x, spec)``."""
 
 import builtins
+import warnings
 
 import numpy
 
@@ -81,6 +82,10 @@ def untyped_storage(self):
 
 @names("storage", function=False)
 def storage(self):
+    warnings.warn("TypedStorage is deprecated. It will be removed in the future and UntypedStorage will be the only "
+                  "storage class. This should only matter to you if you are using storages directly.  To access "
+                  "UntypedStorage directly, use tensor.untyped_storage() instead of tensor.storage()", UserWarning,
+                  stacklevel=2)
     return UntypedStorage(_memory(self._data), self._data.itemsize)
 
 

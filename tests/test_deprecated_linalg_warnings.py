@@ -23,3 +23,14 @@ def test_deprecated_solvers_warn(T, warn_always, call, match, expected):
     with pytest.warns(UserWarning, match=match):
         result = call(T, A, b)
     assert result.tolist() == expected
+
+
+def test_assert_allclose_and_typed_storage_warn_as_pytorch(T):
+    with pytest.warns(FutureWarning, match="assert_allclose\\(\\)` is deprecated since 1.12"):
+        T.testing.assert_allclose(T.ones(2), [1.0, 1.00001])  # float32's default tolerances: 1e-4 relative
+    with pytest.warns(FutureWarning), pytest.raises(AssertionError):
+        T.testing.assert_allclose(T.ones(2), [1.0, 1.01])
+    with pytest.warns(FutureWarning):
+        T.testing.assert_allclose(T.tensor([float("nan")]), [float("nan")])  # NaN equal to NaN by default
+    with pytest.warns(UserWarning, match="TypedStorage is deprecated"):
+        T.ones(2).storage()

@@ -75,7 +75,8 @@ def _laid_out_alike(tangent, primal):
     if primal.numel() == 0:
         return True
     return (tangent.stride() == primal.stride() and tangent.storage_offset() == primal.storage_offset()
-            and len(tangent.storage()) == len(primal.storage()))
+            and tangent.untyped_storage().nbytes() // tangent.element_size()
+            == primal.untyped_storage().nbytes() // primal.element_size())  # (the storages' sizes in elements)
 
 
 def _copy_laid_out_as(tangent, primal):
