@@ -7,6 +7,8 @@ gradient of a sum is dL/dy copied to every term (``expand``).
 import math
 import warnings
 
+import numpy
+
 from ..backend import errstate, float16, float32, int64, xp
 from ..errors import DtypeError
 from ..primitive import Primitive, named_node
@@ -29,6 +31,9 @@ def spread(grad, x, axes, keepdim, like=None):
     return shape_ops.Expand.apply(grad, shape=x.shape, like=like, written=True)
 
 
+_add_reduce = numpy.add.reduce if xp is numpy else None  # (CuPy's arrays sum by their method)
+
+
 class Sum(Primitive):
     """y = Σ_i x_i over axes;   dL/dx_i = dL/dy"""
 
@@ -49,10 +54,16 @@ class Sum(Primitive):
             self.like = xp.empty_like(x, shape=(2,) * x.ndim)
         dtype = x.dtype
         if dtype is float16:
-            return x.sum(axis=self.axes, keepdims=self.keepdim, dtype=float32)
-        if dtype.kind in "bu" and dtype.itemsize < 8:  # (NumPy's uint8 sum is uint64)
-            return x.sum(axis=self.axes, keepdims=self.keepdim, dtype=int64)
-        return x.sum(axis=self.axes, keepdims=self.keepdim)
+            dtype = float32
+        elif dtype.kind in "bu" and dtype.itemsize < 8:  # (NumPy's uint8 sum is uint64)
+            dtype = int64
+        else:
+            dtype = None
+        if _add_reduce is None:
+            return x.sum(axis=self.axes, keepdims=self.keepdim, dtype=dtype)
+        # NumPy's ufunc itself, not ndarray.sum's Python wrapper: quicker, and a warning it gives for inf - inf is
+        # then this module's, which autograd's filter silences (PyTorch's sum gives NaN silently)
+        return _add_reduce(x, self.axes, dtype, None, self.keepdim)
 
     def backward(self, grad, y, x):
         return (spread(grad, x, self.axes, self.keepdim, self.like),)
