@@ -1,0 +1,586 @@
+# ruff: noqa: B007, B023, E741, UP004, UP008, UP032, UP034, E731, F841  (the programs are kept as their authors wrote them)
+"""d2l.ai (PyTorch edition) programs, written as the book writes them with its helpers inlined, run on
+chainrule and on PyTorch (see tests/pytorch_programs.py), comparing losses, gradients and parameters.
+
+Builders' guide (parameter access by ``state_dict``/``named_parameters``, tied layers whose gradients add,
+custom init by ``apply`` with ``param.data *= param.data.abs() >= 5``, ``nn.LazyLinear``, ``torch.save``/
+``load`` of tensors and a state dict); CNN basics (``corr2d`` by loops learnt by gradient descent,
+multi-channel ``corr2d`` by ``torch.stack``, pooling by loops vs ``nn.MaxPool2d``); batch norm from scratch
+in a LeNet; an RNN from scratch with one-hot inputs and global-norm ``grad_clipping``; attention (masked
+softmax, additive and scaled dot-product scoring, multi-head attention with ``transpose_qkv`` and
+``repeat_interleave``, positional encoding, a transformer encoder block) trained with the seq2seq
+``MaskedSoftmaxCELoss``; the optimisation chapter's momentum, AdaGrad, RMSProp, AdaDelta and Adam by hand
+against optim's; and its schedulers (factor, ``MultiStepLR``, cosine with warmup)."""
+
+import io
+import math
+
+import numpy as np
+
+from .pytorch_programs import run_both
+
+# ----------------------------------------------------------------------------------------------
+# builders' guide
+# ----------------------------------------------------------------------------------------------
+
+
+def builders_guide(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    X = torch.rand(size=(2, 4))
+    net = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(1))
+    net(X)  # the dummy forward that sizes the lazy layers
+    shapes = [(name, tuple(param.shape)) for name, param in net.named_parameters()]
+    sd_keys = list(net[2].state_dict().keys())
+
+    def init_normal(module):
+        if type(module) == nn.Linear:
+            nn.init.normal_(module.weight, mean=0, std=0.01)
+            nn.init.zeros_(module.bias)
+
+    def my_init(module):
+        if type(module) == nn.Linear:
+            nn.init.uniform_(module.weight, -10, 10)
+            module.weight.data *= module.weight.data.abs() >= 5
+
+    net.apply(init_normal)
+    w0 = net[0].weight.data.clone()
+    net.apply(my_init)
+    w1 = net[0].weight.data.clone()
+    net[0].weight.data[:] += 1
+    net[0].weight.data[0, 0] = 42
+
+    # tied parameters: the same layer twice, its gradient the sum of both uses
+    shared = nn.Linear(8, 8)
+    tied = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), shared, nn.ReLU(), shared, nn.ReLU(), nn.LazyLinear(1))
+    tied(X)
+    tied[2].weight.data[0, 0] = 100
+    same = bool(tied[2].weight.data[0, 0] == tied[4].weight.data[0, 0])
+    tied(X).sum().backward()
+    shared_grad = tied[2].weight.grad.clone()
+
+    class CenteredLayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+        def forward(self, X):
+            return X - X.mean()
+
+    class MyLinear(nn.Module):
+        def __init__(self, in_units, units):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(in_units, units))
+            self.bias = nn.Parameter(torch.randn(units,))
+
+        def forward(self, X):
+            linear = torch.matmul(X, self.weight.data) + self.bias.data
+            return F_relu(linear)
+
+    F_relu = m.F.relu
+    centered = CenteredLayer()(torch.tensor([1.0, 2, 3, 4, 5]))
+    custom = nn.Sequential(MyLinear(4, 8), MyLinear(8, 1))(X)
+
+    # file I/O
+    buf = io.BytesIO()
+    x, y = torch.arange(4), torch.zeros(4)
+    torch.save([x, y], buf)
+    buf.seek(0)
+    x2, y2 = torch.load(buf)
+    buf = io.BytesIO()
+    torch.save({'x': x, 'y': y}, buf)
+    buf.seek(0)
+    mydict2 = torch.load(buf)
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    buf.seek(0)
+    clone = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(1))
+    clone.load_state_dict(torch.load(buf))
+    Y_clone = clone(X)
+    return dict(shapes=str(shapes), sd_keys=str(sd_keys), w0=w0, w1=w1, w=net[0].weight.data, same=same,
+                shared_grad=shared_grad, centered=centered, custom=custom, x2=x2, y2=y2, dx=mydict2['x'],
+                match=bool((Y_clone == net(X)).all()))
+
+
+def test_builders_guide():
+    ours, theirs = run_both(builders_guide)
+    assert ours["same"] and ours["match"]
+    assert ours["shapes"] == "[('0.weight', (8, 4)), ('0.bias', (8,)), ('2.weight', (1, 8)), ('2.bias', (1,))]"
+    w1 = ours["w1"]
+    assert np.all((w1 == 0) | (np.abs(w1) >= 5))
+
+
+# ----------------------------------------------------------------------------------------------
+# CNN basics: corr2d by loops, learnt kernel, multi-channel, pooling
+# ----------------------------------------------------------------------------------------------
+
+
+def cnn_basics(m):
+    torch, nn = m.torch, m.nn
+
+    def corr2d(X, K):
+        h, w = K.shape
+        Y = torch.zeros((X.shape[0] - h + 1, X.shape[1] - w + 1))
+        for i in range(Y.shape[0]):
+            for j in range(Y.shape[1]):
+                Y[i, j] = (X[i:i + h, j:j + w] * K).sum()
+        return Y
+
+    class Conv2D(nn.Module):
+        def __init__(self, kernel_size):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(kernel_size) * 0.3)
+            self.bias = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return corr2d(x, self.weight) + self.bias
+
+    X = torch.ones((6, 8))
+    X[:, 2:6] = 0
+    K = torch.tensor([[1.0, -1.0]])
+    Y = corr2d(X, K)
+    # learning the kernel with the scratch layer (gradients through item assignment)
+    layer = Conv2D(kernel_size=(1, 2))
+    losses = []
+    for i in range(6):
+        Y_hat = layer(X)
+        l = (Y_hat - Y) ** 2
+        layer.zero_grad()
+        l.sum().backward()
+        with torch.no_grad():
+            layer.weight -= 5e-3 * layer.weight.grad
+            layer.bias -= 5e-3 * layer.bias.grad
+        losses.append(l.sum().item())
+    # and with nn.Conv2d as the book does
+    conv2d = nn.Conv2d(1, 1, kernel_size=(1, 2), bias=False)
+    with torch.no_grad():
+        conv2d.weight.fill_(0.5)
+    Xc, Yc = X.reshape((1, 1, 6, 8)), Y.reshape((1, 1, 6, 7))
+    for i in range(10):
+        Y_hat = conv2d(Xc)
+        l = (Y_hat - Yc) ** 2
+        conv2d.zero_grad()
+        l.sum().backward()
+        conv2d.weight.data[:] -= 3e-2 * conv2d.weight.grad
+
+    def corr2d_multi_in(X, K):
+        return sum(corr2d(x, k) for x, k in zip(X, K))
+
+    def corr2d_multi_in_out(X, K):
+        return torch.stack([corr2d_multi_in(X, k) for k in K], 0)
+
+    def corr2d_multi_in_out_1x1(X, K):
+        c_i, h, w = X.shape
+        c_o = K.shape[0]
+        X = X.reshape((c_i, h * w))
+        K = K.reshape((c_o, c_i))
+        Y = torch.matmul(K, X)
+        return Y.reshape((c_o, h, w))
+
+    Xm = torch.tensor([[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]],
+                       [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]])
+    Km = torch.tensor([[[0.0, 1.0], [2.0, 3.0]], [[1.0, 2.0], [3.0, 4.0]]])
+    Km = torch.stack((Km, Km + 1, Km + 2), 0)
+    multi = corr2d_multi_in_out(Xm, Km)
+    torch.manual_seed(0)
+    X1 = torch.normal(0, 1, (3, 3, 3))
+    K1 = torch.normal(0, 1, (2, 3, 1, 1))
+    one_by_one = (corr2d_multi_in_out_1x1(X1, K1) - corr2d_multi_in_out(X1, K1)).abs().max()
+
+    def pool2d(X, pool_size, mode='max'):
+        p_h, p_w = pool_size
+        Y = torch.zeros((X.shape[0] - p_h + 1, X.shape[1] - p_w + 1))
+        for i in range(Y.shape[0]):
+            for j in range(Y.shape[1]):
+                if mode == 'max':
+                    Y[i, j] = X[i: i + p_h, j: j + p_w].max()
+                elif mode == 'avg':
+                    Y[i, j] = X[i: i + p_h, j: j + p_w].mean()
+        return Y
+
+    Xp = torch.arange(16, dtype=torch.float32).reshape((1, 1, 4, 4))
+    pools = [pool2d(Xm[0], (2, 2)), pool2d(Xm[0], (2, 2), 'avg'), nn.MaxPool2d(3)(Xp),
+             nn.MaxPool2d(3, padding=1, stride=2)(Xp), nn.MaxPool2d((2, 3), stride=(2, 3), padding=(0, 1))(Xp)]
+    Xp2 = torch.cat((Xp, Xp + 1), 1)
+    pools.append(nn.MaxPool2d(3, padding=1, stride=2)(Xp2))
+    return dict(Y=Y, losses=losses, weight=layer.weight, bias=layer.bias, conv=conv2d.weight.data, multi=multi,
+                one_by_one=one_by_one, pools=pools)
+
+
+def test_cnn_basics():
+    ours, _ = run_both(cnn_basics)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert ours["one_by_one"] < 1e-5
+    np.testing.assert_allclose(ours["multi"][0], [[56, 72], [104, 120]])
+
+
+# ----------------------------------------------------------------------------------------------
+# batch norm from scratch in LeNet
+# ----------------------------------------------------------------------------------------------
+
+
+def batch_norm_lenet(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def batch_norm(X, gamma, beta, moving_mean, moving_var, eps, momentum):
+        if not torch.is_grad_enabled():
+            X_hat = (X - moving_mean) / torch.sqrt(moving_var + eps)
+        else:
+            assert len(X.shape) in (2, 4)
+            if len(X.shape) == 2:
+                mean = X.mean(dim=0)
+                var = ((X - mean) ** 2).mean(dim=0)
+            else:
+                mean = X.mean(dim=(0, 2, 3), keepdim=True)
+                var = ((X - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+            X_hat = (X - mean) / torch.sqrt(var + eps)
+            moving_mean = (1.0 - momentum) * moving_mean + momentum * mean
+            moving_var = (1.0 - momentum) * moving_var + momentum * var
+        Y = gamma * X_hat + beta
+        return Y, moving_mean.data, moving_var.data
+
+    class BatchNorm(nn.Module):
+        def __init__(self, num_features, num_dims):
+            super().__init__()
+            if num_dims == 2:
+                shape = (1, num_features)
+            else:
+                shape = (1, num_features, 1, 1)
+            self.gamma = nn.Parameter(torch.ones(shape))
+            self.beta = nn.Parameter(torch.zeros(shape))
+            self.moving_mean = torch.zeros(shape)
+            self.moving_var = torch.ones(shape)
+
+        def forward(self, X):
+            if self.moving_mean.device != X.device:
+                self.moving_mean = self.moving_mean.to(X.device)
+                self.moving_var = self.moving_var.to(X.device)
+            Y, self.moving_mean, self.moving_var = batch_norm(
+                X, self.gamma, self.beta, self.moving_mean,
+                self.moving_var, eps=1e-5, momentum=0.1)
+            return Y
+
+    def lenet(bn):
+        if bn == 'scratch':
+            return nn.Sequential(
+                nn.Conv2d(1, 6, kernel_size=5), BatchNorm(6, num_dims=4), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
+                nn.Conv2d(6, 16, kernel_size=5), BatchNorm(16, num_dims=4), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
+                nn.Flatten(), nn.Linear(16 * 4 * 4, 120), BatchNorm(120, num_dims=2), nn.Sigmoid(),
+                nn.Linear(120, 84), BatchNorm(84, num_dims=2), nn.Sigmoid(), nn.Linear(84, 10))
+        return nn.Sequential(
+            nn.Conv2d(1, 6, kernel_size=5), nn.BatchNorm2d(6), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
+            nn.Conv2d(6, 16, kernel_size=5), nn.BatchNorm2d(16), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
+            nn.Flatten(), nn.Linear(16 * 4 * 4, 120), nn.BatchNorm1d(120), nn.Sigmoid(),
+            nn.Linear(120, 84), nn.BatchNorm1d(84), nn.Sigmoid(), nn.Linear(84, 10))
+
+    rng = np.random.default_rng(0)
+    X = torch.tensor(rng.standard_normal((16, 1, 28, 28)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 10, 16))
+    out = {}
+    for bn in ('scratch', 'nn'):
+        torch.manual_seed(0)
+        net = lenet(bn)
+        for layer in net:
+            if type(layer) in (nn.Linear, nn.Conv2d):
+                nn.init.xavier_uniform_(layer.weight)
+        opt = m.optim.SGD(net.parameters(), lr=0.5)
+        losses = []
+        for epoch in range(3):
+            l = F.cross_entropy(net(X), y)
+            opt.zero_grad()
+            l.backward()
+            opt.step()
+            losses.append(l.item())
+        with torch.no_grad():
+            eval_out = net.eval()(X) if bn == 'nn' else net(X)
+        out[bn] = dict(losses=losses, eval=eval_out, w=net[0].weight.data.clone(),
+                       gamma=(net[1].gamma if bn == 'scratch' else net[1].weight).data.clone(),
+                       mm=(net[1].moving_mean if bn == 'scratch' else net[1].running_mean).reshape(-1))
+    return out
+
+
+def test_batch_norm_lenet():
+    ours, _ = run_both(batch_norm_lenet, rtol=1e-4, atol=1e-5)
+    # the scratch layer is nn.BatchNorm in training; they differ only in the running variance (biased vs not)
+    np.testing.assert_allclose(ours["scratch"]["losses"], ours["nn"]["losses"], rtol=1e-4)
+    np.testing.assert_allclose(ours["scratch"]["mm"], ours["nn"]["mm"], rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# RNN from scratch: one-hot inputs, gradient clipping by the global norm, perplexity
+# ----------------------------------------------------------------------------------------------
+
+
+def rnn_scratch(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    vocab_size, num_hiddens, batch_size, num_steps = 12, 16, 3, 5
+    rng = np.random.default_rng(1)
+    corpus = rng.integers(0, vocab_size, 200)
+    torch.manual_seed(0)
+
+    def init_rnn_params():
+        sigma = 0.01
+        W_xh = nn.Parameter(torch.randn(vocab_size, num_hiddens) * sigma)
+        W_hh = nn.Parameter(torch.randn(num_hiddens, num_hiddens) * sigma)
+        b_h = nn.Parameter(torch.zeros(num_hiddens))
+        W_hq = nn.Parameter(torch.randn(num_hiddens, vocab_size) * sigma)
+        b_q = nn.Parameter(torch.zeros(vocab_size))
+        return [W_xh, W_hh, b_h, W_hq, b_q]
+
+    params = init_rnn_params()
+    W_xh, W_hh, b_h, W_hq, b_q = params
+
+    def rnn(inputs, state=None):
+        if state is None:
+            state = torch.zeros((inputs.shape[1], num_hiddens), device=inputs.device)
+        else:
+            state, = state
+        outputs = []
+        for X in inputs:
+            state = torch.tanh(torch.matmul(X, W_xh) + torch.matmul(state, W_hh) + b_h)
+            outputs.append(state)
+        return outputs, state
+
+    def forward(X, state=None):
+        embs = F.one_hot(X.T, vocab_size).type(torch.float32)
+        rnn_outputs, _ = rnn(embs, state)
+        outputs = [torch.matmul(H, W_hq) + b_q for H in rnn_outputs]
+        return torch.stack(outputs, 1)
+
+    def grad_clipping(params, theta):
+        norm = torch.sqrt(sum(torch.sum((p.grad ** 2)) for p in params))
+        if norm > theta:
+            for param in params:
+                param.grad[:] *= theta / norm
+        return norm
+
+    opt = m.optim.SGD(params, lr=1.0)
+    ppls, norms = [], []
+    for step in range(8):
+        starts = [(step * 7 + 31 * i) % (len(corpus) - num_steps - 1) for i in range(batch_size)]
+        X = torch.tensor(np.stack([corpus[s:s + num_steps] for s in starts]))
+        Y = torch.tensor(np.stack([corpus[s + 1:s + num_steps + 1] for s in starts]))
+        Y_hat = forward(X)
+        l = F.cross_entropy(Y_hat.reshape(-1, Y_hat.shape[-1]), Y.reshape(-1))
+        opt.zero_grad()
+        l.backward()
+        norms.append(grad_clipping(params, 0.1).item())
+        opt.step()
+        ppls.append(math.exp(l.item()))
+    # the same recurrence, concisely, from the same weights
+    rnn_layer = nn.RNN(vocab_size, num_hiddens)
+    with torch.no_grad():
+        rnn_layer.weight_ih_l0.copy_(W_xh.T)
+        rnn_layer.weight_hh_l0.copy_(W_hh.T)
+        rnn_layer.bias_ih_l0.copy_(b_h)
+        rnn_layer.bias_hh_l0.zero_()
+    X = torch.tensor(np.stack([corpus[:num_steps], corpus[5:5 + num_steps]]))
+    out, H = rnn_layer(F.one_hot(X.T, vocab_size).type(torch.float32))
+    concise = torch.matmul(out, W_hq) + b_q
+    scratch = forward(X).permute(1, 0, 2)
+    return dict(ppls=ppls, norms=norms, params=params, diff=(concise - scratch).abs().max())
+
+
+def test_rnn_scratch():
+    ours, _ = run_both(rnn_scratch, rtol=1e-4, atol=1e-6)
+    assert ours["diff"] < 1e-5
+    assert max(ours["norms"]) > 0.1  # the clipping was exercised
+
+
+# ----------------------------------------------------------------------------------------------
+# attention: masked softmax, additive / dot-product scoring, multi-head, positional encoding,
+# a transformer encoder block trained by the seq2seq masked loss
+# ----------------------------------------------------------------------------------------------
+
+
+def attention(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def sequence_mask(X, valid_len, value=0):
+        maxlen = X.size(1)
+        mask = torch.arange((maxlen), dtype=torch.float32, device=X.device)[None, :] < valid_len[:, None]
+        X[~mask] = value
+        return X
+
+    def masked_softmax(X, valid_lens):
+        def _sequence_mask(X, valid_len, value=0):
+            maxlen = X.size(1)
+            mask = torch.arange((maxlen), dtype=torch.float32, device=X.device)[None, :] < valid_len[:, None]
+            X[~mask] = value
+            return X
+
+        if valid_lens is None:
+            return nn.functional.softmax(X, dim=-1)
+        else:
+            shape = X.shape
+            if valid_lens.dim() == 1:
+                valid_lens = torch.repeat_interleave(valid_lens, shape[1])
+            else:
+                valid_lens = valid_lens.reshape(-1)
+            X = _sequence_mask(X.reshape(-1, shape[-1]), valid_lens, value=-1e6)
+            return nn.functional.softmax(X.reshape(shape), dim=-1)
+
+    class AdditiveAttention(nn.Module):
+        def __init__(self, num_hiddens, dropout, **kwargs):
+            super(AdditiveAttention, self).__init__(**kwargs)
+            self.W_k = nn.LazyLinear(num_hiddens, bias=False)
+            self.W_q = nn.LazyLinear(num_hiddens, bias=False)
+            self.w_v = nn.LazyLinear(1, bias=False)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, queries, keys, values, valid_lens):
+            queries, keys = self.W_q(queries), self.W_k(keys)
+            features = queries.unsqueeze(2) + keys.unsqueeze(1)
+            features = torch.tanh(features)
+            scores = self.w_v(features).squeeze(-1)
+            self.attention_weights = masked_softmax(scores, valid_lens)
+            return torch.bmm(self.dropout(self.attention_weights), values)
+
+    class DotProductAttention(nn.Module):
+        def __init__(self, dropout):
+            super().__init__()
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, queries, keys, values, valid_lens=None):
+            d = queries.shape[-1]
+            scores = torch.bmm(queries, keys.transpose(1, 2)) / math.sqrt(d)
+            self.attention_weights = masked_softmax(scores, valid_lens)
+            return torch.bmm(self.dropout(self.attention_weights), values)
+
+    def transpose_qkv(X, num_heads):
+        X = X.reshape(X.shape[0], X.shape[1], num_heads, -1)
+        X = X.permute(0, 2, 1, 3)
+        return X.reshape(-1, X.shape[2], X.shape[3])
+
+    def transpose_output(X, num_heads):
+        X = X.reshape(-1, num_heads, X.shape[1], X.shape[2])
+        X = X.permute(0, 2, 1, 3)
+        return X.reshape(X.shape[0], X.shape[1], -1)
+
+    class MultiHeadAttention(nn.Module):
+        def __init__(self, num_hiddens, num_heads, dropout, bias=False, **kwargs):
+            super().__init__()
+            self.num_heads = num_heads
+            self.attention = DotProductAttention(dropout)
+            self.W_q = nn.LazyLinear(num_hiddens, bias=bias)
+            self.W_k = nn.LazyLinear(num_hiddens, bias=bias)
+            self.W_v = nn.LazyLinear(num_hiddens, bias=bias)
+            self.W_o = nn.LazyLinear(num_hiddens, bias=bias)
+
+        def forward(self, queries, keys, values, valid_lens):
+            queries = transpose_qkv(self.W_q(queries), self.num_heads)
+            keys = transpose_qkv(self.W_k(keys), self.num_heads)
+            values = transpose_qkv(self.W_v(values), self.num_heads)
+            if valid_lens is not None:
+                valid_lens = torch.repeat_interleave(valid_lens, repeats=self.num_heads, dim=0)
+            output = self.attention(queries, keys, values, valid_lens)
+            output_concat = transpose_output(output, self.num_heads)
+            return self.W_o(output_concat)
+
+    class PositionalEncoding(nn.Module):
+        def __init__(self, num_hiddens, dropout, max_len=1000):
+            super().__init__()
+            self.dropout = nn.Dropout(dropout)
+            self.P = torch.zeros((1, max_len, num_hiddens))
+            X = torch.arange(max_len, dtype=torch.float32).reshape(-1, 1) / torch.pow(
+                10000, torch.arange(0, num_hiddens, 2, dtype=torch.float32) / num_hiddens)
+            self.P[:, :, 0::2] = torch.sin(X)
+            self.P[:, :, 1::2] = torch.cos(X)
+
+        def forward(self, X):
+            X = X + self.P[:, :X.shape[1], :].to(X.device)
+            return self.dropout(X)
+
+    class PositionWiseFFN(nn.Module):
+        def __init__(self, ffn_num_hiddens, ffn_num_outputs):
+            super().__init__()
+            self.dense1 = nn.LazyLinear(ffn_num_hiddens)
+            self.relu = nn.ReLU()
+            self.dense2 = nn.LazyLinear(ffn_num_outputs)
+
+        def forward(self, X):
+            return self.dense2(self.relu(self.dense1(X)))
+
+    class AddNorm(nn.Module):
+        def __init__(self, norm_shape, dropout):
+            super().__init__()
+            self.dropout = nn.Dropout(dropout)
+            self.ln = nn.LayerNorm(norm_shape)
+
+        def forward(self, X, Y):
+            return self.ln(self.dropout(Y) + X)
+
+    class TransformerEncoderBlock(nn.Module):
+        def __init__(self, num_hiddens, ffn_num_hiddens, num_heads, dropout, use_bias=False):
+            super().__init__()
+            self.attention = MultiHeadAttention(num_hiddens, num_heads, dropout, use_bias)
+            self.addnorm1 = AddNorm(num_hiddens, dropout)
+            self.ffn = PositionWiseFFN(ffn_num_hiddens, num_hiddens)
+            self.addnorm2 = AddNorm(num_hiddens, dropout)
+
+        def forward(self, X, valid_lens):
+            Y = self.addnorm1(X, self.attention(X, X, X, valid_lens))
+            return self.addnorm2(Y, self.ffn(Y))
+
+    class MaskedSoftmaxCELoss(nn.CrossEntropyLoss):
+        def forward(self, pred, label, valid_len):
+            weights = torch.ones_like(label)
+            weights = sequence_mask(weights, valid_len)
+            self.reduction = 'none'
+            unweighted_loss = super(MaskedSoftmaxCELoss, self).forward(pred.permute(0, 2, 1), label)
+            weighted_loss = (unweighted_loss * weights).mean(dim=1)
+            return weighted_loss
+
+    class TinyEncoder(nn.Module):
+        def __init__(self, vocab_size, num_hiddens):
+            super().__init__()
+            self.num_hiddens = num_hiddens
+            self.embedding = nn.Embedding(vocab_size, num_hiddens)
+            self.pos_encoding = PositionalEncoding(num_hiddens, 0.0)
+            self.blk = TransformerEncoderBlock(num_hiddens, 32, 4, 0.0)
+            self.additive = AdditiveAttention(8, 0.0)
+            self.dense = nn.LazyLinear(vocab_size)
+
+        def forward(self, X, valid_lens):
+            X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens))
+            X = self.blk(X, valid_lens)
+            X = X + self.additive(X, X, X, valid_lens)
+            return self.dense(X)
+
+    # the book's masked-softmax examples
+    torch.manual_seed(0)
+    ms1 = masked_softmax(torch.rand(2, 2, 4), torch.tensor([2, 3]))
+    ms2 = masked_softmax(torch.rand(2, 2, 4), torch.tensor([[1, 3], [2, 4]]))
+    seqm = sequence_mask(torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.tensor([1, 2]))
+    lossfn = MaskedSoftmaxCELoss()
+    masked_loss = lossfn(torch.ones(3, 4, 10), torch.ones((3, 4), dtype=torch.long), torch.tensor([4, 2, 0]))
+
+    vocab_size, num_hiddens = 11, 16
+    rng = np.random.default_rng(0)
+    X = torch.tensor(rng.integers(0, vocab_size, (4, 7)))
+    Y = torch.flip(X, dims=[1])
+    valid_len = torch.tensor([7, 5, 3, 6])
+    torch.manual_seed(0)
+    net = TinyEncoder(vocab_size, num_hiddens)
+    net(X, valid_len)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(torch.tensor(np.random.default_rng(len(name) + p.numel()).normal(0, 0.3, tuple(p.shape)).astype(np.float32)))
+    opt = m.optim.Adam(net.parameters(), lr=0.01)
+    losses = []
+    for step in range(5):
+        opt.zero_grad()
+        l = lossfn(net(X, valid_len), Y, valid_len)
+        l.sum().backward()
+        opt.step()
+        losses.append(l.sum().item())
+    grads = {name: p.grad for name, p in net.named_parameters()}
+    return dict(ms1=ms1, ms2=ms2, seqm=seqm, masked_loss=masked_loss, losses=losses, grads=grads,
+                P=net.pos_encoding.P[0, :6], weights=net.additive.attention_weights)
+
+
+def test_attention():
+    ours, _ = run_both(attention, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["masked_loss"], [2.3026, 1.1513, 0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(ours["seqm"], [[1, 0, 0], [4, 5, 0]])
+    assert np.all(ours["ms1"][0, :, 2:] < 1e-6)
+    assert ours["losses"][-1] < ours["losses"][0]
