@@ -817,3 +817,336 @@ def test_schedulers():
     expected = [0.3 * (1 + math.cos(math.pi * min(t + 1, 10) / 10)) / 2 for t in range(12)]
     np.testing.assert_allclose(ours['cosine_lib'][0][:10], [0.01 + (e - 0.0) * (0.29 / 0.3) for e in expected][:10],
                                rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# GRU and LSTM from scratch against nn.GRU / nn.LSTM; deep and bidirectional RNNs
+# ----------------------------------------------------------------------------------------------
+
+
+def gru_lstm_scratch(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    num_inputs, num_hiddens, T, B = 5, 6, 4, 3
+    torch.manual_seed(0)
+    inputs = torch.randn(T, B, num_inputs)
+
+    def init_weight(*shape):
+        return nn.Parameter(torch.randn(*shape) * 0.3)
+
+    def triple():
+        return (init_weight(num_inputs, num_hiddens), init_weight(num_hiddens, num_hiddens),
+                nn.Parameter(torch.randn(num_hiddens) * 0.1))
+
+    # GRU (d2l's GRUScratch)
+    W_xz, W_hz, b_z = triple()
+    W_xr, W_hr, b_r = triple()
+    W_xh, W_hh, b_h = triple()
+
+    def gru_forward(inputs, H=None):
+        if H is None:
+            H = torch.zeros((inputs.shape[1], num_hiddens))
+        outputs = []
+        for X in inputs:
+            Z = torch.sigmoid(torch.matmul(X, W_xz) + torch.matmul(H, W_hz) + b_z)
+            R = torch.sigmoid(torch.matmul(X, W_xr) + torch.matmul(H, W_hr) + b_r)
+            H_tilde = torch.tanh(torch.matmul(X, W_xh) + torch.matmul(R * H, W_hh) + b_h)
+            H = Z * H + (1 - Z) * H_tilde
+            outputs.append(H)
+        return outputs, H
+
+    outs, H = gru_forward(inputs)
+    gru_loss = torch.stack(outs).pow(2).sum()
+    gru_loss.backward()
+    gru = nn.GRU(num_inputs, num_hiddens)
+    with torch.no_grad():
+        # nn.GRU's gates are stacked r, z, n; its candidate applies r after W_hn, the book's before W_hh,
+        # so the two agree only on the first step (from H = 0)
+        gru.weight_ih_l0.copy_(torch.cat([W_xr.T, W_xz.T, W_xh.T]))
+        gru.weight_hh_l0.copy_(torch.cat([W_hr.T, W_hz.T, W_hh.T]))
+        gru.bias_ih_l0.copy_(torch.cat([b_r, b_z, b_h]))
+        gru.bias_hh_l0.zero_()
+    out, h = gru(inputs)
+    out.pow(2).sum().backward()
+    gru_grad_match = (gru.weight_hh_l0.grad[:num_hiddens] - W_hr.grad.T).abs().max()
+
+    # LSTM (d2l's LSTMScratch)
+    W_xi, W_hi, b_i = triple()
+    W_xf, W_hf, b_f = triple()
+    W_xo, W_ho, b_o = triple()
+    W_xc, W_hc, b_c = triple()
+
+    def lstm_forward(inputs, H_C=None):
+        if H_C is None:
+            H = torch.zeros((inputs.shape[1], num_hiddens))
+            C = torch.zeros((inputs.shape[1], num_hiddens))
+        else:
+            H, C = H_C
+        outputs = []
+        for X in inputs:
+            I = torch.sigmoid(torch.matmul(X, W_xi) + torch.matmul(H, W_hi) + b_i)
+            Fg = torch.sigmoid(torch.matmul(X, W_xf) + torch.matmul(H, W_hf) + b_f)
+            O = torch.sigmoid(torch.matmul(X, W_xo) + torch.matmul(H, W_ho) + b_o)
+            C_tilde = torch.tanh(torch.matmul(X, W_xc) + torch.matmul(H, W_hc) + b_c)
+            C = Fg * C + I * C_tilde
+            H = O * torch.tanh(C)
+            outputs.append(H)
+        return outputs, (H, C)
+
+    louts, (lH, lC) = lstm_forward(inputs)
+    (torch.stack(louts).sum() + lC.pow(2).sum()).backward()
+    lstm = nn.LSTM(num_inputs, num_hiddens)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.cat([W_xi.T, W_xf.T, W_xc.T, W_xo.T]))
+        lstm.weight_hh_l0.copy_(torch.cat([W_hi.T, W_hf.T, W_hc.T, W_ho.T]))
+        lstm.bias_ih_l0.copy_(torch.cat([b_i, b_f, b_c, b_o]))
+        lstm.bias_hh_l0.zero_()
+    lout, (lh, lc) = lstm(inputs)
+    (lout.sum() + lc.pow(2).sum()).backward()
+    lstm_grad_match = (lstm.weight_hh_l0.grad[2 * num_hiddens:3 * num_hiddens] - W_hc.grad.T).abs().max()
+
+    # deep and bidirectional, as the book builds them concisely
+    torch.manual_seed(1)
+    deep = nn.GRU(num_inputs, num_hiddens, num_layers=2, dropout=0)
+    birnn = nn.LSTM(num_inputs, num_hiddens, num_layers=2, bidirectional=True)
+    dout, dstate = deep(inputs)
+    bout, (bh, bc) = birnn(inputs, (torch.zeros(4, B, num_hiddens), torch.ones(4, B, num_hiddens) * 0.1))
+    (dout.sum() + bout.pow(2).mean() + bh.sum()).backward()
+    return dict(gru=torch.stack(outs), gru_nn=out, gru_match=gru_grad_match, W_hr_grad=W_hr.grad,
+                lstm=torch.stack(louts), lstm_nn=lout, lc=lC, lc_nn=lc, lstm_match=lstm_grad_match,
+                W_xf_grad=W_xf.grad, dout=dout, dstate=dstate, bout=bout, bh=bh, bc=bc,
+                deep_grads=[p.grad for p in deep.parameters()], bi_grads=[p.grad for p in birnn.parameters()])
+
+
+def test_gru_lstm_scratch():
+    ours, _ = run_both(gru_lstm_scratch, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["gru"][0], ours["gru_nn"][0], rtol=1e-5, atol=1e-6)
+    assert np.abs(ours["gru"][1:] - ours["gru_nn"][1:]).max() > 1e-3
+    np.testing.assert_allclose(ours["lstm"], ours["lstm_nn"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["lc"], ours["lc_nn"][0], rtol=1e-5, atol=1e-6)
+    assert ours["lstm_match"] < 1e-5
+    assert ours["bout"].shape == (4, 3, 12) and ours["bh"].shape == (4, 3, 6)
+
+
+# ----------------------------------------------------------------------------------------------
+# modern CNNs: NiN, GoogLeNet's Inception, ResNet's Residual, DenseNet
+# ----------------------------------------------------------------------------------------------
+
+
+def modern_cnns(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def nin_block(out_channels, kernel_size, strides, padding):
+        return nn.Sequential(
+            nn.LazyConv2d(out_channels, kernel_size, strides, padding), nn.ReLU(),
+            nn.LazyConv2d(out_channels, kernel_size=1), nn.ReLU(),
+            nn.LazyConv2d(out_channels, kernel_size=1), nn.ReLU())
+
+    class Inception(nn.Module):
+        def __init__(self, c1, c2, c3, c4, **kwargs):
+            super(Inception, self).__init__(**kwargs)
+            self.b1_1 = nn.LazyConv2d(c1, kernel_size=1)
+            self.b2_1 = nn.LazyConv2d(c2[0], kernel_size=1)
+            self.b2_2 = nn.LazyConv2d(c2[1], kernel_size=3, padding=1)
+            self.b3_1 = nn.LazyConv2d(c3[0], kernel_size=1)
+            self.b3_2 = nn.LazyConv2d(c3[1], kernel_size=5, padding=2)
+            self.b4_1 = nn.MaxPool2d(kernel_size=3, stride=1, padding=1)
+            self.b4_2 = nn.LazyConv2d(c4, kernel_size=1)
+
+        def forward(self, x):
+            b1 = F.relu(self.b1_1(x))
+            b2 = F.relu(self.b2_2(F.relu(self.b2_1(x))))
+            b3 = F.relu(self.b3_2(F.relu(self.b3_1(x))))
+            b4 = F.relu(self.b4_2(self.b4_1(x)))
+            return torch.cat((b1, b2, b3, b4), dim=1)
+
+    class Residual(nn.Module):
+        def __init__(self, num_channels, use_1x1conv=False, strides=1):
+            super().__init__()
+            self.conv1 = nn.LazyConv2d(num_channels, kernel_size=3, padding=1, stride=strides)
+            self.conv2 = nn.LazyConv2d(num_channels, kernel_size=3, padding=1)
+            if use_1x1conv:
+                self.conv3 = nn.LazyConv2d(num_channels, kernel_size=1, stride=strides)
+            else:
+                self.conv3 = None
+            self.bn1 = nn.LazyBatchNorm2d()
+            self.bn2 = nn.LazyBatchNorm2d()
+
+        def forward(self, X):
+            Y = F.relu(self.bn1(self.conv1(X)))
+            Y = self.bn2(self.conv2(Y))
+            if self.conv3:
+                X = self.conv3(X)
+            Y += X
+            return F.relu(Y)
+
+    def conv_block(num_channels):
+        return nn.Sequential(nn.LazyBatchNorm2d(), nn.ReLU(), nn.LazyConv2d(num_channels, kernel_size=3, padding=1))
+
+    class DenseBlock(nn.Module):
+        def __init__(self, num_convs, num_channels):
+            super(DenseBlock, self).__init__()
+            layer = []
+            for i in range(num_convs):
+                layer.append(conv_block(num_channels))
+            self.net = nn.Sequential(*layer)
+
+        def forward(self, X):
+            for blk in self.net:
+                Y = blk(X)
+                X = torch.cat((X, Y), dim=1)
+            return X
+
+    def transition_block(num_channels):
+        return nn.Sequential(nn.LazyBatchNorm2d(), nn.ReLU(), nn.LazyConv2d(num_channels, kernel_size=1),
+                             nn.AvgPool2d(kernel_size=2, stride=2))
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nin_block(8, kernel_size=3, strides=1, padding=1), nn.MaxPool2d(3, stride=2),
+        Inception(4, (4, 8), (2, 4), 4),
+        Residual(12, use_1x1conv=True, strides=2), Residual(12),
+        DenseBlock(2, 5), transition_block(10),
+        nin_block(5, kernel_size=3, strides=1, padding=1),
+        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+    rng = np.random.default_rng(0)
+    X = torch.tensor(rng.standard_normal((4, 3, 17, 17)).astype(np.float32))
+    y = torch.tensor(rng.integers(0, 5, 4))
+    net(X)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.dim() > 1:
+                p.copy_(torch.tensor(np.random.default_rng(p.numel()).normal(0, 0.3, tuple(p.shape)).astype(np.float32)))
+    shapes = []
+    Z = X
+    for layer in net:
+        Z = layer(Z)
+        shapes.append(tuple(Z.shape))
+    opt = m.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    losses = []
+    for step in range(3):
+        opt.zero_grad()
+        l = F.cross_entropy(net(X), y)
+        l.backward()
+        opt.step()
+        losses.append(l.item())
+    net.eval()
+    with torch.no_grad():
+        eval_out = net(X)
+    return dict(shapes=shapes, losses=losses, eval=eval_out,
+                grads={name: p.grad for name, p in net.named_parameters()},
+                running={k: v for k, v in net.state_dict().items() if 'running' in k})
+
+
+def test_modern_cnns():
+    ours, _ = run_both(modern_cnns, rtol=1e-4, atol=1e-5)
+    assert ours["shapes"][2] == (4, 20, 8, 8) and ours["shapes"][-1] == (4, 5)
+
+
+# ----------------------------------------------------------------------------------------------
+# automatic differentiation chapter; dropout and weight decay from scratch
+# ----------------------------------------------------------------------------------------------
+
+
+def autodiff_chapter(m):
+    torch, nn = m.torch, m.nn
+    x = torch.arange(4.0)
+    x.requires_grad_(True)
+    y = 2 * torch.dot(x, x)
+    y.backward()
+    g1 = x.grad.clone()
+    x.grad.zero_()
+    y = x.sum()
+    y.backward()
+    g2 = x.grad.clone()
+    x.grad.zero_()
+    y = x * x
+    y.backward(gradient=torch.ones(len(y)))
+    g3 = x.grad.clone()
+    x.grad.zero_()
+    y = x * x
+    u = y.detach()
+    z = u * x
+    z.sum().backward()
+    g4 = (x.grad == u).all()
+    x.grad.zero_()
+    y.sum().backward()
+    g5 = x.grad.clone()
+
+    def f(a):
+        b = a * 2
+        while b.norm() < 1000:
+            b = b * 2
+        if b.sum() > 0:
+            c = b
+        else:
+            c = 100 * b
+        return c
+
+    a = torch.tensor(-0.7, requires_grad=True)
+    d = f(a)
+    d.backward()
+    ctrl = (a.grad, d / a)
+    a2 = torch.tensor([0.3, -0.2, 0.5], requires_grad=True)
+    d2 = f(a2)
+    d2.sum().backward()
+
+    # dropout from scratch, and weight decay from scratch
+    def dropout_layer(X, dropout):
+        assert 0 <= dropout <= 1
+        if dropout == 1:
+            return torch.zeros_like(X)
+        mask = (torch.rand(X.shape) > dropout).float()
+        return mask * X / (1.0 - dropout)
+
+    torch.manual_seed(0)
+    X = torch.arange(16, dtype=torch.float32).reshape((2, 8))
+    drops = [dropout_layer(X, 0.), dropout_layer(X, 1.)]
+    mask_frac = (dropout_layer(torch.ones(2000), 0.5) == 0).float().mean()
+
+    def l2_penalty(w):
+        return (w ** 2).sum() / 2
+
+    rng = np.random.default_rng(0)
+    num_inputs = 20
+    Xs = torch.tensor(rng.standard_normal((20, num_inputs)).astype(np.float32))
+    ys = torch.tensor((0.05 + 0.01 * Xs.numpy().sum(1, keepdims=True)).astype(np.float32))
+    w = torch.tensor(np.random.default_rng(1).normal(0, 1, (num_inputs, 1)).astype(np.float32), requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    lambd, lr, batch_size = 3, 0.01, 5
+    for epoch in range(3):
+        for i in range(0, 20, batch_size):
+            Xb, yb = Xs[i:i + batch_size], ys[i:i + batch_size]
+            l = ((torch.matmul(Xb, w) + b - yb) ** 2 / 2) + lambd * l2_penalty(w)
+            l.sum().backward()
+            with torch.no_grad():
+                for param in [w, b]:
+                    param -= lr * param.grad / batch_size
+                    param.grad.zero_()
+    # the concise version: weight_decay on the weight only
+    net = nn.Linear(num_inputs, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor(np.random.default_rng(1).normal(0, 1, (num_inputs, 1)).astype(np.float32)).T)
+        net.bias.zero_()
+    trainer = m.optim.SGD([{"params": net.weight, 'weight_decay': lambd}, {"params": net.bias}], lr=lr)
+    loss = nn.MSELoss(reduction='none')
+    for epoch in range(3):
+        for i in range(0, 20, batch_size):
+            Xb, yb = Xs[i:i + batch_size], ys[i:i + batch_size]
+            trainer.zero_grad()
+            l = loss(net(Xb), yb) / 2
+            l.mean().backward()
+            trainer.step()
+    return dict(g1=g1, g2=g2, g3=g3, g4=bool(g4), g5=g5, ctrl=ctrl, a2=a2.grad, drops=drops,
+                w=w, b=b, w_concise=net.weight.T, b_concise=net.bias, mask_frac=mask_frac)
+
+
+def test_autodiff_chapter():
+    ours, _ = run_both(autodiff_chapter, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["g1"], [0, 4, 8, 12])
+    np.testing.assert_allclose(ours["g3"], [0, 2, 4, 6])
+    assert ours["g4"]
+    np.testing.assert_allclose(ours["ctrl"][0], ours["ctrl"][1], rtol=1e-6)
+    np.testing.assert_allclose(ours["drops"][1], 0)
+    # the scratch penalty sums lambda * ||w||^2 / 2 over the batch, then divides by it: the same step
+    np.testing.assert_allclose(ours["w"], ours["w_concise"], rtol=1e-4, atol=1e-6)
+    assert 0.4 < float(ours["mask_frac"]) < 0.6
