@@ -1150,3 +1150,358 @@ def test_autodiff_chapter():
     # the scratch penalty sums lambda * ||w||^2 / 2 over the batch, then divides by it: the same step
     np.testing.assert_allclose(ours["w"], ours["w_concise"], rtol=1e-4, atol=1e-6)
     assert 0.4 < float(ours["mask_frac"]) < 0.6
+
+
+# ----------------------------------------------------------------------------------------------
+# seq2seq: GRU encoder-decoder (init by _flat_weights_names), Bahdanau attention decoder,
+# padded cross-entropy, gradient clipping, greedy prediction
+# ----------------------------------------------------------------------------------------------
+
+
+def seq2seq(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def init_seq2seq(module):
+        if type(module) == nn.Linear:
+            nn.init.xavier_uniform_(module.weight)
+        if type(module) == nn.GRU:
+            for param in module._flat_weights_names:
+                if "weight" in param:
+                    nn.init.xavier_uniform_(module._parameters[param])
+
+    class Seq2SeqEncoder(nn.Module):
+        def __init__(self, vocab_size, embed_size, num_hiddens, num_layers, dropout=0):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab_size, embed_size)
+            self.rnn = nn.GRU(embed_size, num_hiddens, num_layers, dropout=dropout)
+            self.apply(init_seq2seq)
+
+        def forward(self, X, *args):
+            embs = self.embedding(X.t().type(torch.int64))
+            outputs, state = self.rnn(embs)
+            return outputs, state
+
+    class Seq2SeqDecoder(nn.Module):
+        def __init__(self, vocab_size, embed_size, num_hiddens, num_layers, dropout=0):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab_size, embed_size)
+            self.rnn = nn.GRU(embed_size + num_hiddens, num_hiddens, num_layers, dropout=dropout)
+            self.dense = nn.LazyLinear(vocab_size)
+            self.apply(init_seq2seq)
+
+        def init_state(self, enc_all_outputs, *args):
+            return enc_all_outputs
+
+        def forward(self, X, state):
+            embs = self.embedding(X.t().type(torch.int32))
+            enc_output, hidden_state = state
+            context = enc_output[-1]
+            context = context.repeat(embs.shape[0], 1, 1)
+            embs_and_context = torch.cat((embs, context), -1)
+            outputs, hidden_state = self.rnn(embs_and_context, hidden_state)
+            outputs = self.dense(outputs).swapaxes(0, 1)
+            return outputs, [enc_output, hidden_state]
+
+    class AdditiveAttention(nn.Module):
+        def __init__(self, num_hiddens, dropout):
+            super().__init__()
+            self.W_k = nn.LazyLinear(num_hiddens, bias=False)
+            self.W_q = nn.LazyLinear(num_hiddens, bias=False)
+            self.w_v = nn.LazyLinear(1, bias=False)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, queries, keys, values, valid_lens):
+            queries, keys = self.W_q(queries), self.W_k(keys)
+            features = torch.tanh(queries.unsqueeze(2) + keys.unsqueeze(1))
+            scores = self.w_v(features).squeeze(-1)
+            shape = scores.shape
+            valid = torch.repeat_interleave(valid_lens, shape[1])
+            flat = scores.reshape(-1, shape[-1])
+            mask = torch.arange(shape[-1], dtype=torch.float32)[None, :] < valid[:, None]
+            flat[~mask] = -1e6
+            self.attention_weights = F.softmax(flat.reshape(shape), dim=-1)
+            return torch.bmm(self.dropout(self.attention_weights), values)
+
+    class Seq2SeqAttentionDecoder(nn.Module):
+        def __init__(self, vocab_size, embed_size, num_hiddens, num_layers, dropout=0):
+            super().__init__()
+            self.attention = AdditiveAttention(num_hiddens, dropout)
+            self.embedding = nn.Embedding(vocab_size, embed_size)
+            self.rnn = nn.GRU(embed_size + num_hiddens, num_hiddens, num_layers, dropout=dropout)
+            self.dense = nn.LazyLinear(vocab_size)
+            self.apply(init_seq2seq)
+
+        def init_state(self, enc_outputs, enc_valid_lens):
+            outputs, hidden_state = enc_outputs
+            return (outputs.permute(1, 0, 2), hidden_state, enc_valid_lens)
+
+        def forward(self, X, state):
+            enc_outputs, hidden_state, enc_valid_lens = state
+            X = self.embedding(X).permute(1, 0, 2)
+            outputs, self._attention_weights = [], []
+            for x in X:
+                query = torch.unsqueeze(hidden_state[-1], dim=1)
+                context = self.attention(query, enc_outputs, enc_outputs, enc_valid_lens)
+                x = torch.cat((context, torch.unsqueeze(x, dim=1)), dim=-1)
+                out, hidden_state = self.rnn(x.permute(1, 0, 2), hidden_state)
+                outputs.append(out)
+                self._attention_weights.append(self.attention.attention_weights)
+            outputs = self.dense(torch.cat(outputs, dim=0))
+            return outputs.permute(1, 0, 2), [enc_outputs, hidden_state, enc_valid_lens]
+
+    class EncoderDecoder(nn.Module):
+        def __init__(self, encoder, decoder, tgt_pad):
+            super().__init__()
+            self.encoder = encoder
+            self.decoder = decoder
+            self.tgt_pad = tgt_pad
+
+        def forward(self, enc_X, dec_X, *args):
+            enc_all_outputs = self.encoder(enc_X, *args)
+            dec_state = self.decoder.init_state(enc_all_outputs, *args)
+            return self.decoder(dec_X, dec_state)[0]
+
+        def loss(self, Y_hat, Y):
+            Y_hat = Y_hat.reshape((-1, Y_hat.shape[-1]))
+            Y = Y.reshape((-1,))
+            l = F.cross_entropy(Y_hat, Y, reduction='none')
+            mask = (Y.reshape(-1) != self.tgt_pad).type(torch.float32)
+            return (l * mask).sum() / mask.sum()
+
+        def predict_step(self, src, tgt_bos, src_valid_len, num_steps):
+            enc_all_outputs = self.encoder(src, src_valid_len)
+            dec_state = self.decoder.init_state(enc_all_outputs, src_valid_len)
+            outputs = [tgt_bos.unsqueeze(1)]
+            for _ in range(num_steps):
+                Y, dec_state = self.decoder(outputs[-1], dec_state)
+                outputs.append(Y.argmax(2))
+            return torch.cat(outputs[1:], 1)
+
+    def grad_clipping(model, grad_clip_val):
+        params = [p for p in model.parameters() if p.requires_grad]
+        norm = torch.sqrt(sum(torch.sum((p.grad ** 2)) for p in params))
+        if norm > grad_clip_val:
+            for param in params:
+                param.grad[:] *= grad_clip_val / norm
+
+    vocab, pad, bos = 10, 0, 1
+    rng = np.random.default_rng(0)
+    src = rng.integers(3, vocab, (6, 5))
+    src_valid_len = np.array([5, 4, 3, 5, 2, 4])
+    for i, n in enumerate(src_valid_len):
+        src[i, n:] = pad
+    tgt = np.concatenate([np.full((6, 1), bos), src[:, ::-1]], 1)
+    src, tgt, src_valid_len = torch.tensor(src), torch.tensor(tgt), torch.tensor(src_valid_len)
+    out = {}
+    for kind in ('plain', 'bahdanau'):
+        torch.manual_seed(0)
+        encoder = Seq2SeqEncoder(vocab, 8, 12, 2)
+        decoder = (Seq2SeqDecoder if kind == 'plain' else Seq2SeqAttentionDecoder)(vocab, 8, 12, 2)
+        model = EncoderDecoder(encoder, decoder, tgt_pad=pad)
+        model(src, tgt[:, :-1], src_valid_len)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(torch.tensor(np.random.default_rng(len(name) * 7 + p.numel()).normal(0, 0.4, tuple(p.shape)).astype(np.float32)))
+        optimizer = m.optim.Adam(model.parameters(), lr=0.01)
+        losses = []
+        for step in range(4):
+            l = model.loss(model(src, tgt[:, :-1], src_valid_len), tgt[:, 1:])
+            optimizer.zero_grad()
+            with torch.no_grad():
+                pass
+            l.backward()
+            grad_clipping(model, 1)
+            optimizer.step()
+            losses.append(l.item())
+        preds = model.predict_step(src, tgt[:, 0], src_valid_len, 4)
+        out[kind] = dict(losses=losses, preds=preds, grads={n: p.grad for n, p in model.named_parameters()},
+                         attn=(torch.cat(decoder._attention_weights, 0) if kind == 'bahdanau' else None))
+    return out
+
+
+def test_seq2seq():
+    ours, _ = run_both(seq2seq, rtol=1e-4, atol=1e-5)
+    assert ours["bahdanau"]["losses"][-1] < ours["bahdanau"]["losses"][0]
+    attn = ours["bahdanau"]["attn"]
+    np.testing.assert_allclose(attn.sum(-1), 1, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# NLP pretraining and applications: BERT's MaskLM gather, word2vec skip-gram with the masked
+# SigmoidBCELoss, textCNN; computer vision: FCN's bilinear transposed convolution, anchor IoUs
+# ----------------------------------------------------------------------------------------------
+
+
+def nlp_and_vision(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+
+    class MaskLM(nn.Module):
+        def __init__(self, vocab_size, num_hiddens, **kwargs):
+            super(MaskLM, self).__init__(**kwargs)
+            self.mlp = nn.Sequential(nn.LazyLinear(num_hiddens), nn.ReLU(), nn.LayerNorm(num_hiddens),
+                                     nn.LazyLinear(vocab_size))
+
+        def forward(self, X, pred_positions):
+            num_pred_positions = pred_positions.shape[1]
+            pred_positions = pred_positions.reshape(-1)
+            batch_size = X.shape[0]
+            batch_idx = torch.arange(0, batch_size)
+            batch_idx = torch.repeat_interleave(batch_idx, num_pred_positions)
+            masked_X = X[batch_idx, pred_positions]
+            masked_X = masked_X.reshape((batch_size, num_pred_positions, -1))
+            mlm_Y_hat = self.mlp(masked_X)
+            return mlm_Y_hat
+
+    encoded_X = torch.randn(2, 8, 12, requires_grad=True)
+    mlm = MaskLM(20, 12)
+    mlm_positions = torch.tensor([[1, 5, 2], [6, 1, 5]])
+    mlm_Y_hat = mlm(encoded_X, mlm_positions)
+    mlm_Y = torch.tensor([[7, 8, 9], [10, 20 - 1, 11]])
+    loss = nn.CrossEntropyLoss(reduction='none')
+    mlm_l = loss(mlm_Y_hat.reshape((-1, 20)), mlm_Y.reshape(-1))
+    mlm_l.sum().backward()
+
+    # word2vec skip-gram
+    def skip_gram(center, contexts_and_negatives, embed_v, embed_u):
+        v = embed_v(center)
+        u = embed_u(contexts_and_negatives)
+        pred = torch.bmm(v, u.permute(0, 2, 1))
+        return pred
+
+    class SigmoidBCELoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+        def forward(self, inputs, target, mask=None):
+            out = nn.functional.binary_cross_entropy_with_logits(inputs, target, weight=mask, reduction="none")
+            return out.mean(dim=1)
+
+    embed_size = 6
+    net = nn.Sequential(nn.Embedding(num_embeddings=15, embedding_dim=embed_size),
+                        nn.Embedding(num_embeddings=15, embedding_dim=embed_size))
+    center = torch.tensor([[1], [4], [7]])
+    context_negative = torch.tensor([[2, 3, 5, 0], [6, 9, 11, 13], [8, 1, 0, 0]])
+    masks = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.float32)
+    labels = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.float32)
+    optimizer = m.optim.Adam(net.parameters(), lr=0.01)
+    w2v_losses = []
+    lossfn = SigmoidBCELoss()
+    for step in range(3):
+        optimizer.zero_grad()
+        pred = skip_gram(center, context_negative, net[0], net[1])
+        l = (lossfn(pred.reshape(labels.shape).float(), labels.float(), masks) / masks.sum(axis=1) * masks.shape[1])
+        l.sum().backward()
+        optimizer.step()
+        w2v_losses.append(l.sum().item())
+    W = net[0].weight.data
+    x = W[torch.tensor(3)]
+    cos = torch.mv(W, x) / torch.sqrt(torch.sum(W * W, dim=1) * torch.sum(x * x) + 1e-9)
+    topk = torch.topk(cos, k=4)[1].cpu().numpy().astype('int32')
+
+    # textCNN
+    class TextCNN(nn.Module):
+        def __init__(self, vocab_size, embed_size, kernel_sizes, num_channels, **kwargs):
+            super(TextCNN, self).__init__(**kwargs)
+            self.embedding = nn.Embedding(vocab_size, embed_size)
+            self.constant_embedding = nn.Embedding(vocab_size, embed_size)
+            self.dropout = nn.Dropout(0.0)
+            self.decoder = nn.Linear(sum(num_channels), 2)
+            self.pool = nn.AdaptiveAvgPool1d(1)
+            self.relu = nn.ReLU()
+            self.convs = nn.ModuleList()
+            for c, k in zip(num_channels, kernel_sizes):
+                self.convs.append(nn.Conv1d(2 * embed_size, c, k))
+
+        def forward(self, inputs):
+            embeddings = torch.cat((self.embedding(inputs), self.constant_embedding(inputs)), dim=2)
+            embeddings = embeddings.permute(0, 2, 1)
+            encoding = torch.cat([torch.squeeze(self.relu(self.pool(conv(embeddings))), dim=-1)
+                                  for conv in self.convs], dim=1)
+            outputs = self.decoder(self.dropout(encoding))
+            return outputs
+
+    textcnn = TextCNN(15, 4, [2, 3, 4], [3, 3, 2])
+
+    def init_weights(module):
+        if type(module) in (nn.Linear, nn.Conv1d):
+            nn.init.xavier_uniform_(module.weight)
+
+    textcnn.apply(init_weights)
+    textcnn.constant_embedding.weight.data.copy_(torch.arange(60, dtype=torch.float32).reshape(15, 4) / 60)
+    textcnn.constant_embedding.weight.requires_grad = False
+    tokens = torch.tensor([[1, 2, 3, 4, 5, 0, 0], [7, 8, 9, 10, 11, 12, 13]])
+    trainer = m.optim.Adam(filter(lambda p: p.requires_grad, textcnn.parameters()), lr=0.01)
+    tl = F.cross_entropy(textcnn(tokens), torch.tensor([0, 1]), reduction='none')
+    trainer.zero_grad()
+    tl.sum().backward()
+    trainer.step()
+    textcnn_out = textcnn(tokens)
+
+    # FCN: a transposed convolution initialised by bilinear interpolation
+    def bilinear_kernel(in_channels, out_channels, kernel_size):
+        factor = (kernel_size + 1) // 2
+        if kernel_size % 2 == 1:
+            center = factor - 1
+        else:
+            center = factor - 0.5
+        og = (torch.arange(kernel_size).reshape(-1, 1), torch.arange(kernel_size).reshape(1, -1))
+        filt = (1 - torch.abs(og[0] - center) / factor) * (1 - torch.abs(og[1] - center) / factor)
+        weight = torch.zeros((in_channels, out_channels, kernel_size, kernel_size))
+        weight[range(in_channels), range(out_channels), :, :] = filt
+        return weight
+
+    conv_trans = nn.ConvTranspose2d(3, 3, kernel_size=4, padding=1, stride=2, bias=False)
+    conv_trans.weight.data.copy_(bilinear_kernel(3, 3, 4))
+    img = torch.arange(48, dtype=torch.float32).reshape(1, 3, 4, 4) / 48
+    upsampled = conv_trans(img)
+    upsampled.pow(2).sum().backward()
+
+    # anchor boxes: IoU and assignment
+    def box_area(boxes):
+        return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+    def box_iou(boxes1, boxes2):
+        areas1 = box_area(boxes1)
+        areas2 = box_area(boxes2)
+        inter_upperlefts = torch.max(boxes1[:, None, :2], boxes2[:, :2])
+        inter_lowerrights = torch.min(boxes1[:, None, 2:], boxes2[:, 2:])
+        inters = (inter_lowerrights - inter_upperlefts).clamp(min=0)
+        inter_areas = inters[:, :, 0] * inters[:, :, 1]
+        union_areas = areas1[:, None] + areas2 - inter_areas
+        return inter_areas / union_areas
+
+    def assign_anchor_to_bbox(ground_truth, anchors, device, iou_threshold=0.5):
+        num_anchors, num_gt_boxes = anchors.shape[0], ground_truth.shape[0]
+        jaccard = box_iou(anchors, ground_truth)
+        anchors_bbox_map = torch.full((num_anchors,), -1, dtype=torch.long, device=device)
+        max_ious, indices = torch.max(jaccard, dim=1)
+        anc_i = torch.nonzero(max_ious >= iou_threshold).reshape(-1)
+        box_j = indices[max_ious >= iou_threshold]
+        anchors_bbox_map[anc_i] = box_j
+        col_discard = torch.full((num_anchors,), -1)
+        row_discard = torch.full((num_gt_boxes,), -1)
+        for _ in range(num_gt_boxes):
+            max_idx = torch.argmax(jaccard)
+            box_idx = (max_idx % num_gt_boxes).long()
+            anc_idx = (max_idx / num_gt_boxes).long()
+            anchors_bbox_map[anc_idx] = box_idx
+            jaccard[:, box_idx] = col_discard
+            jaccard[anc_idx, :] = row_discard
+        return anchors_bbox_map
+
+    ground_truth = torch.tensor([[0, 0.1, 0.08, 0.52, 0.92], [1, 0.55, 0.2, 0.9, 0.88]])
+    anchors = torch.tensor([[0, 0.1, 0.2, 0.3], [0.15, 0.2, 0.4, 0.4], [0.63, 0.05, 0.88, 0.98],
+                            [0.66, 0.45, 0.8, 0.8], [0.57, 0.3, 0.92, 0.9]])
+    iou = box_iou(anchors, ground_truth[:, 1:])
+    assignment = assign_anchor_to_bbox(ground_truth[:, 1:], anchors, None)
+    return dict(mlm_Y_hat=mlm_Y_hat, mlm_l=mlm_l, X_grad=encoded_X.grad, w2v=w2v_losses, topk=topk,
+                textcnn=textcnn_out, const=textcnn.constant_embedding.weight, upsampled=upsampled,
+                ct_grad=conv_trans.weight.grad, iou=iou, assignment=assignment)
+
+
+def test_nlp_and_vision():
+    ours, _ = run_both(nlp_and_vision, rtol=1e-4, atol=1e-5)
+    assert (ours["X_grad"][0, [0, 3, 4, 6, 7]] == 0).all()
+    np.testing.assert_array_equal(ours["assignment"], [-1, 0, 1, -1, 1])
+    np.testing.assert_allclose(ours["const"], np.arange(60).reshape(15, 4) / 60, rtol=1e-6)
