@@ -1505,3 +1505,223 @@ def test_nlp_and_vision():
     assert (ours["X_grad"][0, [0, 3, 4, 6, 7]] == 0).all()
     np.testing.assert_array_equal(ours["assignment"], [-1, 0, 1, -1, 1])
     np.testing.assert_allclose(ours["const"], np.arange(60).reshape(15, 4) / 60, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# preliminaries and the MLP chapter: tensor idioms, activations' gradients, numerical stability
+# ----------------------------------------------------------------------------------------------
+
+
+def preliminaries(m):
+    torch, nn = m.torch, m.nn
+    x = torch.arange(12, dtype=torch.float32)
+    X = x.reshape(3, 4)
+    Y = torch.tensor([[2.0, 1, 4, 3], [1, 2, 3, 4], [4, 3, 2, 1]])
+    cat0, cat1 = torch.cat((X, Y), dim=0), torch.cat((X, Y), dim=1)
+    eq = X == Y
+    X[1, 2] = 17
+    X[:2, :] = 12
+    Z = torch.zeros_like(Y)
+    Z[:] = X + Y
+    before = id(X)
+    X += Y
+    same_id = id(X) == before
+    a = torch.tensor([3.5])
+    scalars = (a.item(), float(a), int(a))
+    A = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    B = A.clone()
+    sums = (A.sum(axis=0), A.sum(axis=1), A.sum(axis=[0, 1]), A.mean(axis=0), A.sum() / A.numel(),
+            A.sum(axis=1, keepdims=True), A / A.sum(axis=1, keepdims=True), A.cumsum(axis=0), A * B)
+    Xi = torch.arange(24).reshape(2, 3, 4)
+    ints = (2 + Xi, (2 * Xi).shape, Xi.sum(), Xi.float().mean())
+    xv = torch.arange(3, dtype=torch.float32)
+    yv = torch.ones(3, dtype=torch.float32)
+    lin = (torch.dot(xv, yv), torch.sum(xv * yv), torch.mv(A, xv), A @ xv, torch.mm(A, torch.ones(3, 4)),
+           torch.norm(torch.tensor([3.0, -4.0])), torch.abs(torch.tensor([3.0, -4.0])).sum(),
+           torch.norm(torch.ones((4, 9))))
+    an = torch.arange(-8.0, 8.0, 0.1, requires_grad=True)
+    acts = {}
+    for name, fn in (('relu', torch.relu), ('sigmoid', torch.sigmoid), ('tanh', torch.tanh)):
+        yact = fn(an)
+        yact.backward(torch.ones_like(an), retain_graph=True)
+        acts[name] = (yact, an.grad.clone())
+        an.grad.data.zero_()
+    torch.manual_seed(0)
+    M = torch.normal(0, 1, size=(4, 4))
+    for i in range(20):
+        M = M @ torch.normal(0, 1, size=(4, 4))
+    # accuracy as d2l's Classifier computes it
+    Y_hat = torch.tensor([[0.1, 0.3, 0.6], [0.3, 0.2, 0.5], [0.9, 0.05, 0.05]])
+    yl = torch.tensor([2, 1, 0])
+    preds = Y_hat.argmax(axis=1).type(yl.dtype)
+    compare = (preds == yl.reshape(-1)).type(torch.float32)
+    # softmax from scratch's numerically naive form, and its cross-entropy by fancy indexing
+    X_exp = torch.exp(Y_hat)
+    partition = X_exp.sum(1, keepdims=True)
+    sm = X_exp / partition
+    ce = -torch.log(sm[list(range(len(sm))), yl]).mean()
+    return dict(cat0=cat0, cat1=cat1, eq=eq, X=X, Z=Z, same_id=same_id, scalars=scalars, sums=list(sums),
+                ints=[ints[0], tuple(ints[1]), ints[2], ints[3]], lin=list(lin), an=an, acts=acts,
+                M=M, acc=compare.mean(), ce=ce, dtype=str(preds.dtype).split('.')[-1])
+
+
+def test_preliminaries():
+    ours, _ = run_both(preliminaries, rtol=1e-5, atol=1e-6)
+    assert ours["same_id"] and ours["scalars"] == (3.5, 3.5, 3)
+    assert ours["an"].shape == (160,)
+    np.testing.assert_allclose(ours["ce"], -np.mean(np.log(
+        np.exp([0.6, 0.2, 0.9]) / np.exp([[0.1, 0.3, 0.6], [0.3, 0.2, 0.5], [0.9, 0.05, 0.05]]).sum(1))), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# builders' guide, nested: add_module with spaced names, a custom Sequential, FixedHiddenMLP,
+# ResNeXt's grouped convolutions, ViT's patch embedding, a transformer decoder's causal valid_lens
+# ----------------------------------------------------------------------------------------------
+
+
+def nested_blocks(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def block1():
+        return nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(4), nn.ReLU())
+
+    def block2():
+        net = nn.Sequential()
+        for i in range(4):
+            net.add_module(f'block {i}', block1())
+        return net
+
+    class MySequential(nn.Module):
+        def __init__(self, *args):
+            super().__init__()
+            for idx, module in enumerate(args):
+                self.add_module(str(idx), module)
+
+        def forward(self, X):
+            for module in self.children():
+                X = module(X)
+            return X
+
+    class FixedHiddenMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rand_weight = torch.rand((20, 20))
+            self.linear = nn.LazyLinear(20)
+
+        def forward(self, X):
+            X = self.linear(X)
+            X = F.relu(X @ self.rand_weight + 1)
+            X = self.linear(X)
+            while X.abs().sum() > 1:
+                X /= 2
+            return X.sum()
+
+    torch.manual_seed(0)
+    X = torch.rand(size=(2, 4))
+    rgnet = nn.Sequential(block2(), nn.LazyLinear(1))
+    rgnet(X)
+    names = [name for name, _ in rgnet.named_parameters()][:4]
+    b = rgnet[0][1][0].bias.data
+    chimera = nn.Sequential(MySequential(nn.LazyLinear(20), nn.ReLU()), nn.LazyLinear(20), FixedHiddenMLP())
+    chimera(torch.rand(2, 20))
+
+    def init_constant(module):
+        if type(module) == nn.Linear:
+            nn.init.constant_(module.weight, 1)
+            nn.init.zeros_(module.bias)
+
+    def init_xavier(module):
+        if type(module) == nn.Linear:
+            nn.init.xavier_uniform_(module.weight)
+
+    chimera.apply(init_xavier)
+    chimera[1].apply(init_constant)
+    Xc = torch.tensor(np.random.default_rng(0).standard_normal((2, 20)).astype(np.float32))
+    with torch.no_grad():
+        chimera[2].rand_weight.copy_(torch.tensor(np.random.default_rng(1).random((20, 20)).astype(np.float32)))
+        for p in chimera.parameters():
+            p.copy_(torch.tensor(np.random.default_rng(p.numel()).normal(0, 0.2, tuple(p.shape)).astype(np.float32)))
+    out = chimera(Xc)
+    out.backward()
+
+    class ResNeXtBlock(nn.Module):
+        def __init__(self, num_channels, groups, bot_mul, use_1x1conv=False, strides=1):
+            super().__init__()
+            bot_channels = int(round(num_channels * bot_mul))
+            self.conv1 = nn.LazyConv2d(bot_channels, kernel_size=1, stride=1)
+            self.conv2 = nn.LazyConv2d(bot_channels, kernel_size=3, stride=strides, padding=1,
+                                       groups=bot_channels // groups)
+            self.conv3 = nn.LazyConv2d(num_channels, kernel_size=1, stride=1)
+            self.bn1 = nn.LazyBatchNorm2d()
+            self.bn2 = nn.LazyBatchNorm2d()
+            self.bn3 = nn.LazyBatchNorm2d()
+            if use_1x1conv:
+                self.conv4 = nn.LazyConv2d(num_channels, kernel_size=1, stride=strides)
+                self.bn4 = nn.LazyBatchNorm2d()
+            else:
+                self.conv4 = None
+
+        def forward(self, X):
+            Y = F.relu(self.bn1(self.conv1(X)))
+            Y = F.relu(self.bn2(self.conv2(Y)))
+            Y = self.bn3(self.conv3(Y))
+            if self.conv4:
+                X = self.bn4(self.conv4(X))
+            return F.relu(Y + X)
+
+    class PatchEmbedding(nn.Module):
+        def __init__(self, img_size=8, patch_size=4, num_hiddens=12):
+            super().__init__()
+            self.num_patches = (img_size // patch_size) ** 2
+            self.conv = nn.LazyConv2d(num_hiddens, kernel_size=patch_size, stride=patch_size)
+
+        def forward(self, X):
+            return self.conv(X).flatten(2).transpose(1, 2)
+
+    class ViTish(nn.Module):
+        def __init__(self, num_hiddens=12, num_classes=3):
+            super().__init__()
+            self.block = ResNeXtBlock(6, 2, 1, use_1x1conv=True, strides=1)
+            self.patch_embedding = PatchEmbedding(8, 4, num_hiddens)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, num_hiddens))
+            num_steps = self.patch_embedding.num_patches + 1
+            self.pos_embedding = nn.Parameter(torch.randn(1, num_steps, num_hiddens))
+            self.attn = nn.MultiheadAttention(num_hiddens, 3, batch_first=True)
+            self.head = nn.Sequential(nn.LayerNorm(num_hiddens), nn.Linear(num_hiddens, num_classes))
+            self.mlp = nn.Sequential(nn.LazyLinear(24), nn.GELU(), nn.LazyLinear(num_hiddens))
+
+        def forward(self, X, dec_valid_lens):
+            X = self.patch_embedding(self.block(X))
+            X = torch.cat((self.cls_token.expand(X.shape[0], -1, -1), X), 1)
+            X = X + self.pos_embedding
+            # the decoder's causal valid_lens, as a mask
+            mask = torch.arange(X.shape[1])[None, :] >= dec_valid_lens[:, None]
+            X = X + self.attn(X, X, X, attn_mask=mask, need_weights=False)[0]
+            X = X + self.mlp(X)
+            return self.head(X[:, 0])
+
+    torch.manual_seed(0)
+    vit = ViTish()
+    imgs = torch.tensor(np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32))
+    num_steps = 5
+    dec_valid_lens = torch.arange(1, num_steps + 1).repeat(1, 1).reshape(-1)
+    vit(imgs, dec_valid_lens)
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.copy_(torch.tensor(np.random.default_rng(p.numel() + 1).normal(0, 0.3, tuple(p.shape)).astype(np.float32)))
+    opt = m.optim.SGD(vit.parameters(), 0.1)
+    vit_losses = []
+    for step in range(3):
+        l = F.cross_entropy(vit(imgs, dec_valid_lens), torch.tensor([0, 2]))
+        opt.zero_grad()
+        l.backward()
+        nn.utils.clip_grad_norm_(vit.parameters(), 1.0)
+        opt.step()
+        vit_losses.append(l.item())
+    return dict(names=names, b=b, out=out, grads=[p.grad for p in chimera.parameters()], vit=vit_losses,
+                vit_grads={n: p.grad for n, p in vit.named_parameters()}, repeated=torch.arange(1, 4).repeat(2, 1))
+
+
+def test_nested_blocks():
+    ours, _ = run_both(nested_blocks, rtol=1e-4, atol=1e-5)
+    assert ours["names"][0] == "0.block 0.0.weight"
