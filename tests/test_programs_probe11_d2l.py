@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, UP004, UP008, UP032, UP034, E731, F841  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B023, E501, E721, E741, UP004, UP008, UP032, UP034, E731, F841  (the programs are kept as the book writes them)
 """d2l.ai (PyTorch edition) programs, written as the book writes them with its helpers inlined, run on
 chainrule and on PyTorch (see tests/pytorch_programs.py), comparing losses, gradients and parameters.
 
