@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E501, E721, E741, UP004, UP008, UP032, UP034, E731, F841  (the programs are kept as the book writes them)
+# ruff: noqa: B006, B007, B020, B023, E501, E721, E741, UP004, UP008, UP032, UP034, E731, F841  (the programs are kept as the book writes them)
 """d2l.ai (PyTorch edition) programs, written as the book writes them with its helpers inlined, run on
 chainrule and on PyTorch (see tests/pytorch_programs.py), comparing losses, gradients and parameters.
 
@@ -10,7 +10,14 @@ in a LeNet; an RNN from scratch with one-hot inputs and global-norm ``grad_clipp
 softmax, additive and scaled dot-product scoring, multi-head attention with ``transpose_qkv`` and
 ``repeat_interleave``, positional encoding, a transformer encoder block) trained with the seq2seq
 ``MaskedSoftmaxCELoss``; the optimisation chapter's momentum, AdaGrad, RMSProp, AdaDelta and Adam by hand
-against optim's; and its schedulers (factor, ``MultiStepLR``, cosine with warmup)."""
+against optim's; and its schedulers (factor, ``MultiStepLR``, cosine with warmup). Then GRU and LSTM from
+scratch against ``nn.GRU``/``nn.LSTM`` (deep, bidirectional), NiN/Inception/Residual/DenseNet blocks, the
+autodiff chapter (``backward(gradient=)``, ``detach``, control flow), dropout and weight decay from scratch,
+a GRU seq2seq (``_flat_weights_names`` init, ``swapaxes``) with and without a Bahdanau decoder, BERT's MaskLM
+gather, word2vec's masked BCE, textCNN, FCN's bilinear ``ConvTranspose2d``, anchor assignment, the
+preliminaries' tensor idioms, nested blocks (``add_module``, FixedHiddenMLP, ResNeXt groups, ViT patches),
+and d2l's Module/DataModule/Trainer in small form where every number comes from the seed (``torch.randn``
+data, a shuffled loader, lazy inits, dropout masks, ``Multinomial`` draws of the probability chapter)."""
 
 import io
 import math
@@ -1725,3 +1732,174 @@ def nested_blocks(m):
 def test_nested_blocks():
     ours, _ = run_both(nested_blocks, rtol=1e-4, atol=1e-5)
     assert ours["names"][0] == "0.block 0.0.weight"
+
+
+# ----------------------------------------------------------------------------------------------
+# d2l's Module / DataModule / Trainer in small form, everything drawn from the seed: synthetic data
+# by torch.randn, a shuffled TensorDataset loader, lazy default inits, dropout masks, multinomial draws
+# ----------------------------------------------------------------------------------------------
+
+
+def seeded_trainer(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    data = m.data
+
+    class HyperParameters:
+        def save_hyperparameters(self, ignore=[]):
+            import inspect
+            frame = inspect.currentframe().f_back
+            _, _, _, local_vars = inspect.getargvalues(frame)
+            self.hparams = {k: v for k, v in local_vars.items() if k not in set(ignore + ['self']) and not k.startswith('_')}
+            for k, v in self.hparams.items():
+                setattr(self, k, v)
+
+    class Module(nn.Module, HyperParameters):
+        def __init__(self):
+            super().__init__()
+
+        def loss(self, y_hat, y):
+            raise NotImplementedError
+
+        def forward(self, X):
+            return self.net(X)
+
+        def training_step(self, batch):
+            return self.loss(self(*batch[:-1]), batch[-1])
+
+        def validation_step(self, batch):
+            return self.loss(self(*batch[:-1]), batch[-1])
+
+        def configure_optimizers(self):
+            return m.optim.SGD(self.parameters(), lr=self.lr)
+
+    class DataModule(HyperParameters):
+        def __init__(self, num_workers=0):
+            self.save_hyperparameters()
+
+        def get_tensorloader(self, tensors, train, indices=slice(0, None)):
+            tensors = tuple(a[indices] for a in tensors)
+            dataset = data.TensorDataset(*tensors)
+            return data.DataLoader(dataset, self.batch_size, shuffle=train)
+
+        def train_dataloader(self):
+            return self.get_tensorloader((self.X, self.y), True, slice(0, self.num_train))
+
+        def val_dataloader(self):
+            return self.get_tensorloader((self.X, self.y), False, slice(self.num_train, None))
+
+    class SyntheticRegressionData(DataModule):
+        def __init__(self, w, b, noise=0.01, num_train=64, num_val=32, batch_size=16):
+            super().__init__()
+            self.save_hyperparameters()
+            n = num_train + num_val
+            self.X = torch.randn(n, len(w))
+            noise = torch.randn(n, 1) * noise
+            self.y = torch.matmul(self.X, w.reshape((-1, 1))) + b + noise
+
+    class Trainer(HyperParameters):
+        def __init__(self, max_epochs, gradient_clip_val=0):
+            self.save_hyperparameters()
+
+        def fit(self, model, data):
+            self.train_dataloader = data.train_dataloader()
+            self.val_dataloader = data.val_dataloader()
+            self.model = model
+            self.optim = model.configure_optimizers()
+            self.epoch = 0
+            self.train_batch_idx = 0
+            self.val_batch_idx = 0
+            self.losses, self.val_losses = [], []
+            for self.epoch in range(self.max_epochs):
+                self.fit_epoch()
+
+        def fit_epoch(self):
+            self.model.train()
+            for batch in self.train_dataloader:
+                loss = self.model.training_step(batch)
+                self.optim.zero_grad()
+                with torch.no_grad():  # as the book: backward runs under no_grad, the step writes leaves
+                    loss.backward()
+                    if self.gradient_clip_val > 0:
+                        self.clip_gradients(self.gradient_clip_val, self.model)
+                    self.optim.step()
+                self.train_batch_idx += 1
+                self.losses.append(loss.item())
+            self.model.eval()
+            for batch in self.val_dataloader:
+                with torch.no_grad():
+                    self.val_losses.append(self.model.validation_step(batch).item())
+                self.val_batch_idx += 1
+
+        def clip_gradients(self, grad_clip_val, model):
+            params = [p for p in model.parameters() if p.requires_grad]
+            norm = torch.sqrt(sum(torch.sum((p.grad ** 2)) for p in params))
+            if norm > grad_clip_val:
+                for param in params:
+                    param.grad[:] *= grad_clip_val / norm
+
+    class LinearRegressionScratch(Module):
+        def __init__(self, num_inputs, lr, sigma=0.01):
+            super().__init__()
+            self.save_hyperparameters()
+            self.w = torch.normal(0, sigma, (num_inputs, 1), requires_grad=True)
+            self.b = torch.zeros(1, requires_grad=True)
+
+        def forward(self, X):
+            return torch.matmul(X, self.w) + self.b
+
+        def loss(self, y_hat, y):
+            l = (y_hat - y) ** 2 / 2
+            return l.mean()
+
+        def configure_optimizers(self):
+            return SGD([self.w, self.b], self.lr)
+
+    class SGD(HyperParameters):
+        def __init__(self, params, lr):
+            self.save_hyperparameters()
+
+        def step(self):
+            for param in self.params:
+                param -= self.lr * param.grad
+
+        def zero_grad(self):
+            for param in self.params:
+                if param.grad is not None:
+                    param.grad.zero_()
+
+    class DropoutMLP(Module):
+        def __init__(self, num_outputs, num_hiddens_1, num_hiddens_2, dropout_1, dropout_2, lr):
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Sequential(
+                nn.Flatten(), nn.LazyLinear(num_hiddens_1), nn.ReLU(), nn.Dropout(dropout_1),
+                nn.LazyLinear(num_hiddens_2), nn.ReLU(), nn.Dropout(dropout_2), nn.LazyLinear(num_outputs))
+
+        def loss(self, y_hat, y):
+            return F.mse_loss(y_hat, y)
+
+    torch.manual_seed(0)
+    d = SyntheticRegressionData(w=torch.tensor([2, -3.4]), b=4.2)
+    scratch = LinearRegressionScratch(2, lr=0.2)
+    trainer = Trainer(max_epochs=3)
+    trainer.fit(scratch, d)
+    scratch_result = (trainer.losses, trainer.val_losses, scratch.w.detach(), scratch.b.detach())
+    mlp = DropoutMLP(1, 8, 8, 0.5, 0.2, lr=0.05)
+    mlp(d.X[:2])
+    trainer = Trainer(max_epochs=2, gradient_clip_val=1)
+    trainer.fit(mlp, d)
+    mlp_result = (trainer.losses, trainer.val_losses, [p.detach() for p in mlp.parameters()])
+    # the probability chapter's multinomial draws
+    fair_probs = torch.ones([6]) / 6
+    one = torch.distributions.multinomial.Multinomial(1, fair_probs).sample()
+    counts = torch.distributions.multinomial.Multinomial(10, fair_probs).sample((50,))
+    cum_counts = counts.cumsum(dim=0)
+    estimates = cum_counts / cum_counts.sum(dim=1, keepdims=True)
+    return dict(scratch=scratch_result, mlp=mlp_result, X=d.X, y=d.y, one=one, estimates=estimates)
+
+
+def test_seeded_trainer():
+    ours, _ = run_both(seeded_trainer, rtol=1e-5, atol=1e-6)
+    w = ours["scratch"][2]
+    np.testing.assert_allclose(w.ravel(), [2, -3.4], atol=0.5)
+    assert ours["one"].sum() == 1 and ours["estimates"].shape == (50, 6)

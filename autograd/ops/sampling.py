@@ -79,8 +79,9 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     """``num_samples`` category indices per row of the weights ``input`` (1-D or 2-D), drawn with
     probability proportional to the weights; without replacement each index at most once.
 
-    With replacement: inverse-CDF lookups of uniform draws. Without: the indices of the
-    ``num_samples`` largest w / E, E ~ Exp(1) (PyTorch's exponential race).
+    With replacement: inverse-CDF lookups of uniform draws. Without, or for a single sample: the
+    indices of the ``num_samples`` largest w / E, E ~ Exp(1) (PyTorch's exponential race, which its
+    kernel takes for one sample with replacement too, so Categorical's single draws are PyTorch's).
     """
     if input.ndim not in (1, 2):
         raise RuntimeError(f"prob_dist must be 1 or 2 dim, got shape {tuple(input.shape)}")
@@ -99,7 +100,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     if (totals <= 0).any():
         raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
     rng = random.generator(generator)
-    if replacement:
+    if replacement and num_samples > 1:
         cumulative = numpy.cumsum(weights / totals, axis=1)
         draws = rng.random((weights.shape[0], num_samples))
         samples = numpy.stack([numpy.searchsorted(row, u, side="right") for row, u in zip(cumulative, draws)])

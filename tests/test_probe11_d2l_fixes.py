@@ -1,0 +1,46 @@
+"""Fixes found by the d2l programs (tests/test_programs_probe11_d2l.py), checked on chainrule and PyTorch.
+
+A single multinomial draw with replacement is PyTorch's exponential race (its kernel takes that path for
+one sample whatever ``replacement`` says), so ``Categorical(p).sample()`` draws PyTorch's classes; and
+``Multinomial(n, p).sample()`` counts n Categorical draws, as PyTorch's, instead of NumPy's own algorithm."""
+
+import numpy as np
+
+
+def test_one_sample_with_replacement_is_the_exponential_race(T):
+    p = T.tensor([0.1, 0.2, 0.3, 0.4])
+    rows = T.stack([p, p.flip(0), T.tensor([0.7, 0.1, 0.1, 0.1])])
+    for weights in (p, rows):
+        T.manual_seed(3)
+        with_replacement = T.multinomial(weights, 1, replacement=True)
+        T.manual_seed(3)
+        race = T.multinomial(weights, 1, replacement=False)
+        assert with_replacement.tolist() == race.tolist()
+    # the race by hand: argmax of p / E over PyTorch's exponential draws
+    T.manual_seed(5)
+    drawn = T.multinomial(p, 1, replacement=True)
+    T.manual_seed(5)
+    E = T.empty(4).exponential_()
+    assert drawn.tolist() == [int((p / E).argmax())]
+
+
+def test_categorical_and_multinomial_samples_are_pytorchs(T):
+    p = T.tensor([0.1, 0.2, 0.3, 0.4])
+    T.manual_seed(0)
+    assert T.multinomial(p, 1, True).tolist() == [2]  # PyTorch 2.x's value
+    T.manual_seed(0)
+    assert int(T.distributions.Categorical(probs=p).sample()) == 2
+    T.manual_seed(0)
+    counts = T.distributions.Multinomial(10, p).sample((2,))
+    np.testing.assert_array_equal(counts.numpy(), [[0, 1, 6, 3], [0, 3, 2, 5]])
+    assert counts.dtype == p.dtype
+    # total_count Categorical draws, counted: the same stream read either way
+    T.manual_seed(1)
+    rows = T.stack([p, p.flip(0)])
+    counts = T.distributions.Multinomial(7, rows).sample((3,))
+    T.manual_seed(1)
+    classes = T.distributions.Categorical(probs=rows).sample((7, 3))
+    by_hand = (classes.numpy()[..., None] == np.arange(4)).sum(0)
+    assert counts.shape == (3, 2, 4)
+    np.testing.assert_array_equal(counts.numpy(), by_hand)
+    np.testing.assert_array_equal(counts.numpy().sum(-1), 7)
