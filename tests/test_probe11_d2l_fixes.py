@@ -44,3 +44,26 @@ def test_categorical_and_multinomial_samples_are_pytorchs(T):
     assert counts.shape == (3, 2, 4)
     np.testing.assert_array_equal(counts.numpy(), by_hand)
     np.testing.assert_array_equal(counts.numpy().sum(-1), 7)
+
+
+def test_cauchy_geometric_log_normal_draw_pytorchs_numbers(T):
+    """cauchy_, geometric_ and log_normal_ turn the twister's float64 uniforms into numbers as PyTorch's
+    serial CPU kernels do (they were NumPy's own algorithms on the same twister: other numbers)."""
+    T.manual_seed(1)
+    c = T.empty(4).cauchy_(1.0, 2.0)
+    T.manual_seed(1)
+    u = T.rand(4, dtype=T.float64)
+    np.testing.assert_allclose(c.numpy(), 1.0 + 2.0 * np.tan(np.pi * (u.numpy() - 0.5)), rtol=1e-6)
+    T.manual_seed(1)
+    g = T.empty(4).geometric_(0.3)
+    np.testing.assert_array_equal(g.numpy(), np.ceil(np.log(u.numpy()) / np.log1p(-0.3)))
+    # log-normal: exp of Box-Muller on two float64 uniforms, the sine kept for the next number
+    T.manual_seed(1)
+    ln = T.empty(3, dtype=T.float64).log_normal_(0.5, 0.7)
+    T.manual_seed(1)
+    u = T.rand(4, dtype=T.float64).numpy()
+    radius, theta = np.sqrt(-2 * np.log1p(-u[1::2])), 2 * np.pi * u[0::2]
+    z = [radius[0] * np.cos(theta[0]), radius[0] * np.sin(theta[0]), radius[1] * np.cos(theta[1])]
+    np.testing.assert_allclose(ln.numpy(), np.exp(np.array(z) * 0.7 + 0.5), rtol=1e-12)
+    T.manual_seed(0)
+    assert T.empty(3).geometric_(0.3).tolist() == [1.0, 1.0, 3.0]  # PyTorch 2.x's value
