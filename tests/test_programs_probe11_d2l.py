@@ -17,7 +17,8 @@ a GRU seq2seq (``_flat_weights_names`` init, ``swapaxes``) with and without a Ba
 gather, word2vec's masked BCE, textCNN, FCN's bilinear ``ConvTranspose2d``, anchor assignment, the
 preliminaries' tensor idioms, nested blocks (``add_module``, FixedHiddenMLP, ResNeXt groups, ViT patches),
 and d2l's Module/DataModule/Trainer in small form where every number comes from the seed (``torch.randn``
-data, a shuffled loader, lazy inits, dropout masks, ``Multinomial`` draws of the probability chapter)."""
+data, a shuffled loader, lazy inits, dropout masks, ``Multinomial`` draws of the probability chapter); the
+transformer decoder with 2-D causal valid_lens and its cache; and the GAN chapter (a 2-D Gaussian GAN, a DCGAN)."""
 
 import io
 import math
@@ -2067,3 +2068,110 @@ def test_transformer_decoder():
     # computed from the prefix, so it is not the unmasked full pass: both libraries are compared above)
     np.testing.assert_allclose(ours["weights"].shape, (4, 1, 5))
     assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# GANs: the book's 2-D Gaussian GAN and a small DCGAN, everything from the seed
+# ----------------------------------------------------------------------------------------------
+
+
+def gans(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    X = torch.normal(0.0, 1, (64, 2))
+    A = torch.tensor([[1, 2], [-0.1, 0.5]])
+    b = torch.tensor([1, 2])
+    data = torch.matmul(X, A) + b
+
+    def update_D(X, Z, net_D, net_G, loss, trainer_D):
+        batch_size = X.shape[0]
+        ones = torch.ones((batch_size,), device=X.device)
+        zeros = torch.zeros((batch_size,), device=X.device)
+        trainer_D.zero_grad()
+        real_Y = net_D(X)
+        fake_X = net_G(Z)
+        fake_Y = net_D(fake_X.detach())
+        loss_D = (loss(real_Y, ones.reshape(real_Y.shape)) + loss(fake_Y, zeros.reshape(fake_Y.shape))) / 2
+        loss_D.backward()
+        trainer_D.step()
+        return loss_D
+
+    def update_G(Z, net_D, net_G, loss, trainer_G):
+        batch_size = Z.shape[0]
+        ones = torch.ones((batch_size,), device=Z.device)
+        trainer_G.zero_grad()
+        fake_X = net_G(Z)
+        fake_Y = net_D(fake_X)
+        loss_G = loss(fake_Y, ones.reshape(fake_Y.shape))
+        loss_G.backward()
+        trainer_G.step()
+        return loss_G
+
+    def train(net_D, net_G, batches, num_epochs, lr_D, lr_G, latent_dim):
+        loss = nn.BCEWithLogitsLoss(reduction='sum')
+        for w in net_D.parameters():
+            nn.init.normal_(w, 0, 0.02)
+        for w in net_G.parameters():
+            nn.init.normal_(w, 0, 0.02)
+        trainer_D = m.optim.Adam(net_D.parameters(), lr=lr_D, betas=(0.5, 0.999))
+        trainer_G = m.optim.Adam(net_G.parameters(), lr=lr_G, betas=(0.5, 0.999))
+        history = []
+        for epoch in range(num_epochs):
+            for X in batches:
+                batch_size = X.shape[0]
+                Z = torch.normal(0, 1, size=(batch_size, latent_dim))
+                history.append((update_D(X, Z, net_D, net_G, loss, trainer_D).item(),
+                                update_G(Z, net_D, net_G, loss, trainer_G).item()))
+        return history
+
+    net_G = nn.Sequential(nn.Linear(2, 2))
+    net_D = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 3), nn.Tanh(), nn.Linear(3, 1))
+    batches = [data[i:i + 16] for i in range(0, 64, 16)]
+    simple = train(net_D, net_G, batches, 2, 0.05, 0.005, 2)
+
+    class G_block(nn.Module):
+        def __init__(self, out_channels, in_channels=3, kernel_size=4, strides=2, padding=1, **kwargs):
+            super(G_block, self).__init__(**kwargs)
+            self.conv2d_trans = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, strides, padding, bias=False)
+            self.batch_norm = nn.BatchNorm2d(out_channels)
+            self.activation = nn.ReLU()
+
+        def forward(self, X):
+            return self.activation(self.batch_norm(self.conv2d_trans(X)))
+
+    class D_block(nn.Module):
+        def __init__(self, out_channels, in_channels=3, kernel_size=4, strides=2, padding=1, alpha=0.2, **kwargs):
+            super(D_block, self).__init__(**kwargs)
+            self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, strides, padding, bias=False)
+            self.batch_norm = nn.BatchNorm2d(out_channels)
+            self.activation = nn.LeakyReLU(alpha, inplace=True)
+
+        def forward(self, X):
+            return self.activation(self.batch_norm(self.conv2d(X)))
+
+    n_G, n_D, latent = 8, 8, 10
+    dc_G = nn.Sequential(
+        G_block(in_channels=latent, out_channels=n_G * 2, strides=1, padding=0),  # 4x4
+        G_block(in_channels=n_G * 2, out_channels=n_G),  # 8x8
+        nn.ConvTranspose2d(in_channels=n_G, out_channels=3, kernel_size=4, stride=2, padding=1, bias=False),
+        nn.Tanh())  # 16x16
+    dc_D = nn.Sequential(
+        D_block(n_D), D_block(in_channels=n_D, out_channels=n_D * 2),
+        nn.Conv2d(in_channels=n_D * 2, out_channels=1, kernel_size=4, bias=False))
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    dc_batches = [images[:4], images[4:]]
+    loss = nn.BCEWithLogitsLoss(reduction='sum')
+    trainer_D = m.optim.Adam(dc_D.parameters(), lr=0.005, betas=(0.5, 0.999))
+    trainer_G = m.optim.Adam(dc_G.parameters(), lr=0.005, betas=(0.5, 0.999))
+    dc = []
+    for Xb in dc_batches:
+        Z = torch.normal(0, 1, size=(Xb.shape[0], latent, 1, 1))
+        dc.append((update_D(Xb, Z, dc_D, dc_G, loss, trainer_D).item(), update_G(Z, dc_D, dc_G, loss, trainer_G).item()))
+    with torch.no_grad():
+        fake = dc_G(torch.normal(0, 1, size=(2, latent, 1, 1)))
+    return dict(simple=simple, G=net_G[0].weight, dc=dc, fake=fake, running=dc_G[0].batch_norm.running_var)
+
+
+def test_gans():
+    ours, _ = run_both(gans, rtol=1e-4, atol=1e-5)
+    assert ours["fake"].shape == (2, 3, 16, 16)
