@@ -1,4 +1,5 @@
-"""Fixes found by the d2l programs (tests/test_programs_probe11_d2l.py), checked on chainrule and PyTorch.
+"""Fixes found by the d2l programs (tests/test_programs_probe11_d2l.py) and the draws they led to, checked on
+chainrule and PyTorch.
 
 A single multinomial draw with replacement is PyTorch's exponential race (its kernel takes that path for
 one sample whatever ``replacement`` says), so ``Categorical(p).sample()`` draws PyTorch's classes; and
@@ -67,3 +68,32 @@ def test_cauchy_geometric_log_normal_draw_pytorchs_numbers(T):
     np.testing.assert_allclose(ln.numpy(), np.exp(np.array(z) * 0.7 + 0.5), rtol=1e-12)
     T.manual_seed(0)
     assert T.empty(3).geometric_(0.3).tolist() == [1.0, 1.0, 3.0]  # PyTorch 2.x's value
+
+
+def test_gamma_family_draws_are_pytorchs(T):
+    """_standard_gamma is PyTorch's sample_gamma (Marsaglia-Tsang on its float64 uniforms and one-at-a-time
+    normals, the shape's arithmetic in its dtype), so Gamma, Beta, Dirichlet, Chi2 and StudentT draw PyTorch's
+    numbers after the same seed (they were NumPy's gamma algorithm on the same twister)."""
+    T.manual_seed(1)
+    g = T._standard_gamma(T.tensor([0.3, 1.0, 2.5, 7.0, 0.05]))
+    np.testing.assert_allclose(g[:3].numpy(), [0.8799756, 1.4460559, 3.6930075], rtol=1e-6)  # PyTorch 2.x's
+    assert (g > 0).all()
+    # the boost of a shape below 1 and the squeeze test, by hand for one float64 draw of shape 2.5
+    T.manual_seed(4)
+    drawn = float(T._standard_gamma(T.tensor([2.5], dtype=T.float64)))
+    T.manual_seed(4)
+    u = T.rand(3, dtype=T.float64).numpy()
+    x = np.sqrt(-2 * np.log1p(-u[1])) * np.cos(2 * np.pi * u[0])  # the first one-at-a-time normal
+    d = 2.5 - float(np.float32(1) / np.float32(3))
+    v = (1 + x / np.sqrt(9 * d)) ** 3
+    squeeze = 1 - u[2] < 1 - float(np.float32(0.0331)) * x ** 4
+    accepted = squeeze or np.log(1 - u[2]) < 0.5 * x * x + d * (1 - v + np.log(v))
+    assert accepted  # (this seed's first candidate is accepted, by the log test)
+    np.testing.assert_allclose(drawn, d * v, rtol=1e-12)
+    for make in (lambda D: D.Gamma(T.tensor([1.0, 2.0]), T.tensor([1.0, 2.0])),
+                 lambda D: D.Beta(T.tensor([0.2, 2.0]), T.tensor([0.5, 2.0])),
+                 lambda D: D.Dirichlet(T.tensor([1.0, 2.0, 0.3]))):
+        T.manual_seed(2)
+        first = make(T.distributions).sample((4,))
+        T.manual_seed(2)
+        assert (make(T.distributions).sample((4,)) == first).all()
