@@ -9,7 +9,6 @@ import math
 
 import numpy
 
-from .. import random
 from ..ops.elementwise import where
 from ..ops.sampling import _tensor
 from . import constraints
@@ -48,10 +47,10 @@ class Multinomial(OverCategorical, Distribution):
         return new
 
     def sample(self, sample_shape=()):
-        shape = self._extended_shape(sample_shape)
-        probs = numpy.broadcast_to(self.probs.detach().numpy().astype(numpy.float64), shape)  # (drawn on the host)
-        probs = probs / probs.sum(-1, keepdims=True)  # NumPy insists the rows sum to 1 to within its rounding
-        return _tensor(random.generator(None).multinomial(self.total_count, probs), self.probs.dtype)
+        # PyTorch's draws: total_count Categorical draws per sample (drawn first), then counted per class
+        drawn = self._categorical.sample((self.total_count, *tuple(sample_shape))).numpy()  # (n, *sample, *batch)
+        counts = (drawn[..., None] == numpy.arange(self._categorical._num_events)).sum(0)
+        return _tensor(counts, self.probs.dtype)
 
     def log_prob(self, value):
         value = self._value(value, self.probs)

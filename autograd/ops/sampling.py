@@ -79,8 +79,9 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     """``num_samples`` category indices per row of the weights ``input`` (1-D or 2-D), drawn with
     probability proportional to the weights; without replacement each index at most once.
 
-    With replacement: inverse-CDF lookups of uniform draws. Without: the indices of the
-    ``num_samples`` largest w / E, E ~ Exp(1) (PyTorch's exponential race).
+    With replacement: inverse-CDF lookups of uniform draws. Without, or for a single sample: the
+    indices of the ``num_samples`` largest w / E, E ~ Exp(1) (PyTorch's exponential race, which its
+    kernel takes for one sample with replacement too, so Categorical's single draws are PyTorch's).
     """
     if input.ndim not in (1, 2):
         raise RuntimeError(f"prob_dist must be 1 or 2 dim, got shape {tuple(input.shape)}")
@@ -99,7 +100,7 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
     if (totals <= 0).any():
         raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
     rng = random.generator(generator)
-    if replacement:
+    if replacement and num_samples > 1:
         cumulative = numpy.cumsum(weights / totals, axis=1)
         draws = rng.random((weights.shape[0], num_samples))
         samples = numpy.stack([numpy.searchsorted(row, u, side="right") for row, u in zip(cumulative, draws)])
@@ -193,14 +194,19 @@ def _exponential(x, lambd=1.0, *, generator=None):
 def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
     if std <= 0:
         raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={std}")
-    return _tensor(random.generator(generator).lognormal(mean, std, x.shape), x.dtype)
+    # PyTorch's serial kernel: exp of one normal at a time (Box-Muller on two float64 uniforms, the sine kept)
+    stream = random.generator(generator)
+    normals = numpy.array([stream._one_normal() for _ in range(x.numel())], dtype=numpy.float64)
+    return _tensor(numpy.exp(normals * std + mean).reshape(x.shape), x.dtype)
 
 
 @names(function=False, inplace="cauchy_")
 def _cauchy(x, median=0.0, sigma=1.0, *, generator=None):
     if sigma <= 0:
         raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
-    return _tensor(median + sigma * random.generator(generator).standard_cauchy(x.shape), x.dtype)
+    # PyTorch's kernel: median + sigma tan(π (u - 1/2)) for a float64 uniform u each
+    u = random.generator(generator)._unit(x.numel(), numpy.float64).reshape(x.shape)
+    return _tensor(median + sigma * numpy.tan(numpy.pi * (u - 0.5)), x.dtype)
 
 
 @names(function=False, inplace="geometric_")
@@ -208,7 +214,10 @@ def _geometric(x, p, *, generator=None):
     """Trials up to the first success, success probability p: 1, 2, 3, ..."""
     if not 0 < p < 1:
         raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
-    return _tensor(random.generator(generator).geometric(p, x.shape), x.dtype)
+    # PyTorch's kernel: ⌈ln u / ln(1 - p)⌉ for a float64 uniform u each
+    u = random.generator(generator)._unit(x.numel(), numpy.float64).reshape(x.shape)
+    with numpy.errstate(divide="ignore"):  # (u = 0: an infinite count, as PyTorch's)
+        return _tensor(numpy.ceil(numpy.log(u) / numpy.log1p(-p)), x.dtype)
 
 
 @names(function=False, inplace="random_")

@@ -27,6 +27,8 @@ fitted approximation. PyTorch computes the same quantity from rational approxima
 values agree to about 1e-4 relative.
 """
 
+import math
+
 from .. import random
 from ..backend import errstate, to_numpy, xp
 from ..primitive import Primitive
@@ -122,6 +124,42 @@ def _standard_gamma_derivative(x, a):
     return result.reshape(shape)
 
 
+# PyTorch's sample_gamma writes these as float literals (1.0f / 3.0f, 0.0331f), rounded to float32 in every dtype
+_THIRD = float(xp.float32(1.0) / xp.float32(3.0))
+_SQUEEZE = float(xp.float32(0.0331))
+
+
+def _marsaglia_tsang(alpha, stream, dtype):
+    """One Gamma(alpha, 1) draw as PyTorch's sample_gamma makes it from float64 uniforms and its one-at-a-time
+    normals: a shape below 1 boosted by u^(1/alpha), then Marsaglia and Tsang's squeeze and log tests. The
+    shape's own arithmetic (the boost, d) is in its dtype, the rest in float64, as PyTorch's kernel."""
+    def uniform():
+        return float(stream._unit(1, xp.float64)[0])
+
+    alpha = dtype.type(alpha)
+    scale = 1.0
+    if alpha < 1.0:
+        if alpha == 0.0:
+            return 0.0
+        scale *= (1.0 - uniform()) ** float(dtype.type(1.0) / alpha)
+        alpha = alpha + dtype.type(1.0)
+    d = float(alpha - dtype.type(_THIRD))
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        while True:
+            x = stream._one_normal()
+            y = 1.0 + c * x
+            if y > 0:
+                break
+        v = y * y * y
+        u = 1.0 - uniform()
+        xx = x * x
+        if u < 1.0 - _SQUEEZE * xx * xx:
+            return scale * d * v
+        if math.log(u) < 0.5 * xx + d * (1.0 - v + math.log(v)):
+            return scale * d * v
+
+
 class StandardGamma(Primitive):
     """x ~ Gamma(a, 1), a draw (from ``generator``) for each shape a;
     dL/da = dL/dx · dx/da, the implicit reparameterisation gradient (module docstring)"""
@@ -129,8 +167,12 @@ class StandardGamma(Primitive):
     saves_output = True
 
     def forward(self, a):
-        draws = random.generator(self.generator).standard_gamma(to_numpy(a).astype(xp.float64))  # (drawn on the host)
-        return xp.asarray(draws, dtype=a.dtype).reshape(a.shape)
+        stream = random.generator(self.generator)  # (drawn on the host, one shape at a time, as PyTorch's kernel)
+        dtype = xp.dtype(a.dtype)
+        draws = [_marsaglia_tsang(shape, stream, dtype) for shape in to_numpy(a).reshape(-1)]
+        tiny = float(xp.finfo(a.dtype).tiny)  # PyTorch's kernel keeps each draw at or above the smallest normal
+        return xp.asarray([max(tiny, draw) for draw in xp.asarray(draws, dtype=a.dtype).tolist()],
+                          dtype=a.dtype).reshape(a.shape)
 
     def backward(self, grad, x, a):
         return (grad * StandardGammaGrad.apply(x, a),)
