@@ -98,8 +98,8 @@ from .graph import (
 )
 from .ops.clamping import clamp
 from .ops.elementwise import where
+from .ops.joins import cat, stack
 from .ops.linalg import matmul
-from .ops.shape import cat, stack
 from .primitive import REGISTRY, Primitive
 from .printing import set_printoptions
 from .random import (

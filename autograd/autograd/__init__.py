@@ -11,7 +11,7 @@ from ..function import Function
 from ..grad_mode import enable_grad, inference_mode, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from ..gradcheck import gradcheck, gradgradcheck
 from ..graph import detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: F401
-from ..ops.shape import stack
+from ..ops.joins import stack
 from ..tensor import Tensor
 
 

@@ -19,7 +19,7 @@ left out only where it would hold one element.
 
 from ..factories import zeros, zeros_like
 from ..grad_mode import enable_grad, is_grad_enabled, set_grad_enabled
-from ..ops.shape import stack
+from ..ops.joins import stack
 from ..tensor import Tensor
 
 __all__ = ["vjp", "jvp", "jacobian", "hessian", "hvp", "vhp"]

@@ -5,7 +5,7 @@ It is the first coordinate of Dirichlet((α, β)), which supplies its log_prob, 
     mean = α/(α + β),   var = αβ / ((α + β)² (α + β + 1)),   mode = (α - 1)/(α + β - 2)
 """
 
-from ..ops.shape import stack
+from ..ops.joins import stack
 from ..size import Size
 from . import constraints
 from .dirichlet import Dirichlet

@@ -16,7 +16,7 @@ __all__ = ["Constraint", "MixtureSameFamilyConstraint", "boolean", "cat", "corr_
 
 from .. import factories
 from ..backend import xp
-from ..ops import shape as shape_ops
+from ..ops import joins
 from ..tensor import tensor_from
 
 
@@ -314,7 +314,7 @@ class _Cat(Constraint):
         for constraint, length in zip(self.cseq, self.lengths):
             checks.append(constraint.check(value.narrow(self.dim, start, length)))
             start += length
-        return shape_ops.cat(checks, self.dim)
+        return joins.cat(checks, self.dim)
 
 
 class _Stack(Constraint):
@@ -333,7 +333,7 @@ class _Stack(Constraint):
         return dim + 1 if self.dim + dim < 0 else dim
 
     def check(self, value):
-        return shape_ops.stack([c.check(value.select(self.dim, i)) for i, c in enumerate(self.cseq)], self.dim)
+        return joins.stack([c.check(value.select(self.dim, i)) for i, c in enumerate(self.cseq)], self.dim)
 
 
 dependent = _Dependent()

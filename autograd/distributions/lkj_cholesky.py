@@ -12,7 +12,7 @@ import math
 from .. import factories, ranges
 from ..backend import xp
 from ..ops.gamma import mvlgamma
-from ..ops.shape import cat
+from ..ops.joins import cat
 from . import constraints
 from .beta import Beta
 from .distribution import Distribution, broadcast_all

@@ -6,7 +6,7 @@ import math
 from .. import factories
 from ..backend import xp
 from ..linalg import cholesky
-from ..ops.shape import cat
+from ..ops.joins import cat
 from ..tensor import tensor_from
 from . import constraints
 from .scalar_transforms import _clipped_sigmoid, log_sigmoid

@@ -7,7 +7,7 @@ themselves are in scalar_transforms.py and matrix_transforms.py; transforms.py i
 import math
 
 from .. import factories
-from ..ops.shape import cat, stack
+from ..ops.joins import cat, stack
 from . import constraints
 from .distribution import lazy_property
 from .independent import sum_rightmost

@@ -3,7 +3,7 @@ batch) and ``replace_all_batch_norm_modules_``. autograd does not import nn: eac
 through its own methods."""
 
 
-from ..ops.shape import stack
+from ..ops.joins import stack
 
 
 def functional_call(module, parameter_and_buffer_dicts, args=None, kwargs=None, *, tie_weights=True, strict=False):

@@ -9,7 +9,7 @@ import weakref
 
 from ..factories import zeros_like
 from ..grad_mode import inference_mode, is_grad_enabled
-from ..ops.shape import stack
+from ..ops.joins import stack
 from ..tensor import Tensor
 from .pytree import tree_flatten, tree_unflatten
 

@@ -3,7 +3,7 @@
 import functools
 
 from ..backend import xp
-from ..ops.shape import stack
+from ..ops.joins import stack
 from ..tensor import Tensor
 from .pytree import tree_flatten, tree_unflatten
 

@@ -268,7 +268,7 @@ def from_parts(real, imag, *, out=None):
     """real + i imag, from two real tensors of one floating dtype (float32 gives complex64)."""
     _check_parts(real, imag, out)
     from .arranging import broadcast_tensors  # (the shape ops build on the elementwise ones, which build on
-    from .shape import stack  # this module)
+    from .joins import stack  # this module)
 
     return write_out(view_as_complex(stack(list(broadcast_tensors(real, imag)), -1)), out)
 

@@ -14,7 +14,7 @@ from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
 from ..tensor import Tensor, tensor_from
-from . import shape
+from . import joins, shape
 from .arranging import Flip
 from .axes import dim_index, normalize_dims
 from .conversion import refuse_kinds
@@ -103,11 +103,11 @@ def _product_gradient(grad, x, d):
     The recurrence takes one step per element along dim: only where x holds a zero."""
     n = x.shape[d]
     one = Tensor._make(xp.ones(x.shape[:d] + (1,) + x.shape[d + 1:], dtype=x.dtype))
-    before = CumProd.apply(shape.cat([one, narrow(x, d, 0, n - 1)], d), dim=d)
+    before = CumProd.apply(joins.cat([one, narrow(x, d, 0, n - 1)], d), dim=d)
     s = [select(grad, d, n - 1)]
     for k in range(n - 2, -1, -1):
         s.append(select(grad, d, k) + select(x, d, k + 1) * s[-1])
-    return before * shape.stack(s[::-1], d)
+    return before * joins.stack(s[::-1], d)
 
 
 @names("cumprod", inplace="cumprod_")
@@ -124,8 +124,8 @@ def _product_of_others(x, axes):
     moved = shape.permute(x, kept + list(axes))
     flat = shape.reshape(moved, (*moved.shape[:len(kept)], -1))
     one = Tensor._make(xp.ones((*flat.shape[:-1], 1), dtype=x.dtype))
-    before = CumProd.apply(shape.cat([one, flat[..., :-1]], -1), dim=flat.ndim - 1)
-    after = Flip.apply(CumProd.apply(Flip.apply(shape.cat([flat[..., 1:], one], -1), dims=(flat.ndim - 1,)),
+    before = CumProd.apply(joins.cat([one, flat[..., :-1]], -1), dim=flat.ndim - 1)
+    after = Flip.apply(CumProd.apply(Flip.apply(joins.cat([flat[..., 1:], one], -1), dims=(flat.ndim - 1,)),
                                      dim=flat.ndim - 1), dims=(flat.ndim - 1,))
     others = shape.reshape(before * after, moved.shape)
     order = kept + list(axes)
@@ -268,7 +268,7 @@ def diff(input, n=1, dim=-1, prepend=None, append=None, *, out=None):
             raise RuntimeError("diff expects prepend or append to be the same dimension as input")
         parts = [shape.expand(p, tuple(1 if d == axis else n for d, n in enumerate(input.shape))) if p.ndim == 0
                  else p for p in parts]
-        x = shape.cat(parts, axis)
+        x = joins.cat(parts, axis)
     before = (slice(None),) * axis
     for _ in range(n):
         if x.dtype == bool:

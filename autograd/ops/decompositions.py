@@ -18,7 +18,7 @@ from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
-from . import shape
+from . import joins, shape
 from .conversion import require_same_dtype
 from .elementwise import Where
 from .inverses import Solve, _square, inv
@@ -183,7 +183,7 @@ def qr(A, mode="reduced", *, out=None):
     m, n = A.shape[-2:]
     if m < n:
         q, r = qr(A[..., :m])
-        r = shape.cat([r, q.mH @ A[..., m:]], -1)
+        r = joins.cat([r, q.mH @ A[..., m:]], -1)
     elif mode == "complete" and m > n:
         if A.requires_grad and is_grad_enabled():
             raise RuntimeError("The QR decomposition is not differentiable when mode='complete' and nrows > ncols; "

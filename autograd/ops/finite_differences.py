@@ -22,8 +22,8 @@ from ..errors import refuse_bool_subtraction
 from ..tensor import Tensor
 from .axes import dim_index, normalize_dims
 from .elementwise import floating
+from .joins import cat
 from .names import names
-from .shape import cat
 
 
 def _along(x, dim, start, stop):

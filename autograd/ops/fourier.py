@@ -22,7 +22,7 @@ input's shape.
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .shape import cat
+from .joins import cat
 
 OTHER_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
 

@@ -9,7 +9,7 @@ import warnings
 
 from ..backend import int64, xp
 from ..tensor import Tensor
-from . import shape
+from . import joins, shape
 from .elementwise import common_dtype
 from .names import names
 
@@ -56,7 +56,7 @@ def cartesian_prod(*tensors):
     if len(tensors) == 1:
         return tensors[0]
     grids = meshgrid(*tensors, indexing="ij")
-    return shape.stack([shape.reshape(g, (-1,)) for g in grids], dim=1)
+    return joins.stack([shape.reshape(g, (-1,)) for g in grids], dim=1)
 
 
 @names("block_diag", method=False)

@@ -25,7 +25,7 @@ from ..backend import int32, xp
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
-from . import shape
+from . import joins
 from .conversion import require_same_dtype
 from .names import names
 from .outputs import write_out
@@ -115,10 +115,10 @@ class LUFactor(Primitive):
         phi = inner_lower.tril(-1) + inner_upper.triu()
         right = solve_triangular(upper1.mH, phi, upper=False, left=False)  # Φ U₁⁻ᴴ
         if m < n:
-            right = shape.cat([right, grad_upper[..., :, k:]], -1)
+            right = joins.cat([right, grad_upper[..., :, k:]], -1)
         grad_a = solve_triangular(lower1.mH, right, upper=True, unitriangular=True)  # L₁⁻ᴴ (…)
         if m > n:
-            grad_a = shape.cat([grad_a, solve_triangular(upper1.mH, grad_lower[..., k:, :], upper=False, left=False)],
+            grad_a = joins.cat([grad_a, solve_triangular(upper1.mH, grad_lower[..., k:, :], upper=False, left=False)],
                                -2)
         return (P @ grad_a,)
 

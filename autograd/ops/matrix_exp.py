@@ -15,8 +15,8 @@ import math
 
 from ..backend import xp
 from ..primitive import Primitive
+from .joins import cat
 from .names import names
-from .shape import cat
 
 _DEGREE = 18
 

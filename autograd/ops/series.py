@@ -67,7 +67,7 @@ def running_powers(x, N):
     ones = Tensor._make(xp.ones(tuple(x.shape) + (1,), dtype=x.dtype))
     if N <= 1:
         return ones[..., :N]
-    from .shape import cat
+    from .joins import cat
 
     return cat([ones, x.unsqueeze(-1).expand(*x.shape, N - 1).cumprod(-1)], -1)
 

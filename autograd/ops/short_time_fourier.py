@@ -16,9 +16,9 @@ from ..backend import xp
 from ..tensor import Tensor
 from .conjugation import view_as_real
 from .fourier import FFT, InverseRealFFT, RealFFT
+from .joins import cat
 from .names import names
 from .padding import padded_positions
-from .shape import cat
 
 
 def _padded(x, amount, mode):

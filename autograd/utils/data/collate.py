@@ -18,7 +18,7 @@ import copy
 import numpy
 
 from ...factories import as_tensor, tensor
-from ...ops.shape import stack
+from ...ops.joins import stack
 from ...tensor import Tensor
 
 _ERROR = "default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found {}"

@@ -1,0 +1,94 @@
+"""Joining tensors: ``cat`` along an existing dim and ``stack`` along a new one, one primitive for both.
+
+    y = [x_1, x_2, ...] joined along dim;   dL/dx_k = the slice of dL/dy where x_k sits
+"""
+
+from ..backend import xp
+from ..errors import ShapeError
+from ..primitive import Primitive, named_node
+from ..tensor import Tensor
+from .axes import normalize_dims
+from .elementwise import common_dtype
+from .names import _numpy_aliases
+from .outputs import write_out
+from .shape import unsqueeze
+
+
+class Cat(Primitive):
+    """y = the inputs joined along dim;   dL/dx_k = the slice of dL/dy where x_k sits"""
+
+    saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # linear: the gradient is moved, never multiplied by a value
+
+    def forward(self, *xs):
+        return xp.concatenate(xs, axis=self.dim)
+
+    def backward(self, grad, y, *xs):
+        grads, start = [], 0
+        for x in xs:
+            stop = start + x.shape[self.dim]
+            index = (slice(None),) * self.dim + (slice(start, stop),)
+            grads.append(grad[index] if x.requires_grad else None)
+            start = stop
+        return tuple(grads)
+
+
+def _sequence_of_tensors(name, tensors):
+    if isinstance(tensors, Tensor) or not hasattr(tensors, "__iter__"):
+        raise TypeError(f"{name}() expects a sequence of tensors (a list or tuple), got "
+                        f"{type(tensors).__name__}; write autograd.{name}([a, b])")
+    tensors = list(tensors)
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):  # (PyTorch's TypeError: NumPy arrays, lists and numbers are not joined)
+            kind = f"{type(t).__module__}.{type(t).__name__}".removeprefix("builtins.")
+            hint = (f" of shape {tuple(t.shape)}: convert it with autograd.from_numpy(x) or autograd.tensor(x)"
+                    if hasattr(t, "shape") else ": convert it with autograd.tensor(x)")
+            raise TypeError(f"expected Tensor as element {i} in argument 0, but got {kind}{hint}")
+    return tensors
+
+
+def cat(tensors, dim=0, *, out=None):
+    """Join tensors along an existing dim (shapes must agree elsewhere). As PyTorch's, a 1-d empty tensor
+    joins anything (its legacy rule: it is left out, but for its dtype), and a 0-d one nothing."""
+    tensors = _sequence_of_tensors("cat", tensors)
+    if not tensors:
+        raise ValueError("torch.cat(): expected a non-empty list of Tensors")
+    for i, t in enumerate(tensors):
+        if t.ndim == 0:
+            raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
+    if len({t.dtype for t in tensors}) > 1:  # PyTorch's promotion, not NumPy's; the casts are recorded
+        dtype = common_dtype([t.dtype for t in tensors])
+        tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+    kept = [t for t in tensors if t.shape != (0,)]
+    if not kept:  # only legacy empties: nothing to join, along whatever dim
+        return write_out(Cat.apply(*tensors, dim=0), out)
+    tensors = kept
+    axis = normalize_dims(dim, tensors[0].ndim)[0]
+    first = tensors[0].shape
+    for t in tensors[1:]:
+        if t.ndim != len(first):
+            raise ShapeError(f"Tensors must have same number of dimensions: got {len(first)} and {t.ndim}")
+        if any(a != b for i, (a, b) in enumerate(zip(t.shape, first)) if i != axis):
+            shapes = ", ".join(str(u.shape) for u in tensors)
+            raise ShapeError(f"Sizes of tensors must match except in dimension {dim}: shapes {shapes}")
+    return write_out(Cat.apply(*tensors, dim=axis), out)
+
+
+def stack(tensors, dim=0, *, out=None):
+    """Join equally shaped tensors along a new dim."""
+    tensors = _sequence_of_tensors("stack", tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    normalize_dims(dim, tensors[0].ndim + 1)  # (a dim out of range is reported first, as PyTorch's)
+    shapes = {t.shape for t in tensors}
+    if len(shapes) > 1:
+        shapes = ", ".join(map(str, shapes))
+        raise ShapeError(f"stack expects each tensor to be equal size (the same shape), got {shapes}")
+    joined = cat([unsqueeze(t, dim) for t in tensors], dim=dim % (tensors[0].ndim + 1))
+    return write_out(named_node(joined, Cat, "StackBackward0"), out)
+
+
+# PyTorch takes NumPy's axis= for dim= here too (torch.cat([h, skip], axis=1), as the DDIM tutorial
+# writes); autograd.cat and autograd.stack are these names, imported before the ops are declared
+cat = _numpy_aliases(cat)
+stack = _numpy_aliases(stack)
