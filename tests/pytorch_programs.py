@@ -58,6 +58,16 @@ def assert_same(ours, theirs, rtol, atol, where="result"):
         np.testing.assert_allclose(a.astype(wide), b.astype(wide), rtol=rtol, atol=atol, err_msg=where)
 
 
+def amd_processor():
+    """Whether this machine's processor is AMD's: PyTorch draws a Bernoulli mask of a number p (dropout's) with
+    its own kernel there, through MKL's generator on Intel's, which chainrule does not reproduce."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return "AuthenticAMD" in info.read()
+    except OSError:
+        return False
+
+
 def run_both(program, *args, compare=True, rtol=1e-5, atol=1e-6, **kwargs):
     """Run ``program(modules, *args, **kwargs)`` on chainrule and (where installed) PyTorch; where
     ``compare`` the two results must agree. Returns chainrule's result, and PyTorch's (or None)."""

@@ -7,6 +7,7 @@ import pytest
 import autograd
 import nn
 from autograd import Generator, Tensor
+from tests.pytorch_programs import amd_processor
 
 
 def draws(generator=None):
@@ -329,14 +330,6 @@ def test_masks_exponentials_and_shuffles_are_pytorchs():
     assert autograd.bernoulli(autograd.full((8,), 0.5)).tolist() == [1, 0, 1, 1, 1, 0, 1, 0]
 
 
-def _amd():
-    try:
-        with open("/proc/cpuinfo") as info:
-            return "AuthenticAMD" in info.read()
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("seed", [0, 9])
 def test_random_programs_draw_as_pytorch(seed):
     torch = pytest.importorskip("torch")
@@ -347,7 +340,7 @@ def test_random_programs_draw_as_pytorch(seed):
         values = [T.cat([b[0] for b in loader]).double(), T.multinomial(T.tensor([0.2, 0.3, 0.5, 0.1]), 3).double(),
                   T.empty(9).exponential_(), T.distributions.Categorical(logits=T.zeros(5)).sample((6,)).double(),
                   T.bernoulli(T.full((10,), 0.3))]
-        if _amd():  # (PyTorch's Bernoulli of a number is its own kernel's there; MKL's on Intel processors)
+        if amd_processor():  # (PyTorch's Bernoulli of a number is its own kernel's there; MKL's on Intel processors)
             values += [N.functional.dropout(T.ones(40), 0.3), N.Dropout2d(0.5)(T.ones(2, 6, 2, 2)),
                        T.empty(20).bernoulli_(0.4)]
         return values

@@ -8,15 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import run_both
-
-
-def _amd():
-    try:
-        with open("/proc/cpuinfo") as info:
-            return "AuthenticAMD" in info.read()
-    except OSError:
-        return False
+from .pytorch_programs import amd_processor, run_both
 
 
 def mlp_classifier(m, dropout):
@@ -49,7 +41,7 @@ def test_mlp_without_dropout():
     assert ours["losses"][0] == pytest.approx(1.17618, abs=1e-4) and ours["accuracy"] > 0.8
 
 
-@pytest.mark.skipif(not _amd(), reason="PyTorch draws dropout masks through MKL on Intel processors")
+@pytest.mark.skipif(not amd_processor(), reason="PyTorch draws dropout masks through MKL on Intel processors")
 def test_mlp_with_dropout():
     ours, _ = run_both(mlp_classifier, 0.3, rtol=1e-4, atol=1e-5)
     assert ours["losses"][-1] < ours["losses"][0]
