@@ -343,3 +343,181 @@ def test_carlini_wagner_and_deepfool():
     assert len(costs) >= 2 and (best >= 0).all() and (best <= 1).all()
     for r_tot, loop_i, label, k_i, pert_image in ours["deepfool"]:
         assert k_i != label or loop_i == 10  # DeepFool stopped when the label changed
+
+
+# ----------------------------------------------------------------------------------------------
+# Attributions by hand, as Captum computes them: integrated gradients (trapezoid rule, the
+# completeness check), SmoothGrad, input x gradient, DeepLIFT's rescale rule by full backward hooks
+# on the ReLU modules, a hidden activation's gradient by a forward hook that registers a tensor hook,
+# occlusion with masks made by F.fold, layer integrated gradients by a forward hook that replaces
+# the layer's output
+# ----------------------------------------------------------------------------------------------
+
+
+def mlp(m):
+    nn = m.nn
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 20), nn.ReLU(), nn.Linear(20, 12), nn.ReLU(), nn.Linear(12, 3))
+
+
+def attributions(m, cnn_weights, mlp_weights, steps=32):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = cnn64(m, cnn_weights).eval()
+    Xn, yn = images(4)
+    X = torch.from_numpy(Xn)
+    target = 2
+    out = {}
+
+    # integrated gradients: a batch of interpolations between the baseline and the input
+    def integrated_gradients(model, x, target, baseline=None, steps=steps):
+        if baseline is None:
+            baseline = torch.zeros_like(x)
+        alphas = torch.linspace(0, 1, steps + 1, dtype=x.dtype)
+        interpolated = baseline + alphas.view(-1, 1, 1, 1) * (x - baseline)
+        interpolated.requires_grad_(True)
+        logits = model(interpolated)
+        grads = torch.autograd.grad(logits[:, target].sum(), interpolated)[0]
+        avg_grads = ((grads[:-1] + grads[1:]) / 2.0).mean(dim=0)  # trapezoid rule
+        trapz = torch.trapezoid(grads, dx=1.0 / steps, dim=0)
+        attributions = (x - baseline) * avg_grads
+        with torch.no_grad():
+            delta = attributions.sum() - (model(x[None])[0, target] - model(baseline[None])[0, target])
+        return attributions, trapz, delta
+
+    ig = [integrated_gradients(model, X[i], target) for i in range(2)]
+    out["ig"] = ig
+
+    # SmoothGrad: the average gradient over noisy copies (the noise drawn by NumPy, for both libraries)
+    noise = np.random.default_rng(3).standard_normal((8,) + Xn.shape) * 0.15
+
+    def smoothgrad(model, x, target, n_samples=8):
+        total = torch.zeros_like(x)
+        for i in range(n_samples):
+            noisy = (x + torch.from_numpy(noise[i])).requires_grad_()
+            score = model(noisy).gather(1, torch.full((len(x), 1), target)).sum()
+            score.backward()
+            total += noisy.grad
+        return total / n_samples
+
+    out["smoothgrad"] = smoothgrad(model, X, target)
+
+    # input x gradient, and the gradient of the predicted class
+    x = X.clone().requires_grad_(True)
+    logits = model(x)
+    pred = logits.argmax(dim=1)
+    logits[torch.arange(len(x)), pred].sum().backward()
+    out["input_x_gradient"] = x * x.grad
+
+    # a hidden activation and its gradient, caught by a forward hook that registers a tensor hook
+    store = {}
+
+    def save_activation(module, inputs, output):
+        store["activation"] = output.detach()
+
+        def save_grad(grad):
+            store["gradient"] = grad
+
+        output.register_hook(save_grad)
+
+    handle = model[3].register_forward_hook(save_activation)
+    model.zero_grad()
+    score = model(X)[:, target].sum()
+    score.backward()
+    handle.remove()
+    out["hidden"] = (store["activation"], store["gradient"], (store["activation"] * store["gradient"]).sum(dim=(2, 3)))
+    out["conv_grad"] = model[2].weight.grad
+
+    # occlusion: slide a 4x4 patch with stride 2, masks built by F.fold from one-hot columns
+    def occlusion(model, x, target, k=4, stride=2, baseline=0.0):
+        n, c, H, W = x.shape
+        L = ((H - k) // stride + 1) * ((W - k) // stride + 1)
+        cols = torch.ones(1, c * k * k, 1, dtype=x.dtype) * torch.eye(L, dtype=x.dtype).view(L, 1, L)
+        masks = F.fold(cols, (H, W), kernel_size=k, stride=stride)  # (L, c, H, W)
+        counts = F.fold(F.unfold(torch.ones(1, c, H, W, dtype=x.dtype), k, stride=stride), (H, W), k, stride=stride)
+        with torch.no_grad():
+            base = model(x)[:, target]
+            occluded = x.unsqueeze(1) * (1 - masks) + baseline * masks  # (n, L, c, H, W)
+            scores = model(occluded.view(-1, c, H, W)).view(n, L, -1)[..., target]
+            drop = base.unsqueeze(1) - scores  # (n, L)
+            attribution = (drop.view(n, L, 1, 1, 1) * masks).sum(1) / counts
+        return attribution, drop
+
+    out["occlusion"] = occlusion(model, X, target)
+    # the sliding patches themselves, by Tensor.unfold: each window's mean intensity
+    patches = X.unfold(2, 4, 2).unfold(3, 4, 2)
+    out["patch_means"] = patches.contiguous().view(*patches.shape[:4], -1).mean(-1)
+
+    # layer integrated gradients: a forward hook that replaces the layer's output by interpolations
+    def layer_integrated_gradients(model, layer, x, target, steps=16):
+        with torch.no_grad():
+            acts = {}
+            h = layer.register_forward_hook(lambda mod, inp, o: acts.__setitem__("a", o))
+            model(x)
+            h.remove()
+        act = acts["a"]
+        baseline = torch.zeros_like(act)
+        alphas = torch.linspace(0, 1, steps + 1, dtype=x.dtype)
+        scaled = (baseline + alphas.view(-1, 1, 1, 1) * (act - baseline)).requires_grad_()
+
+        def replace_output(module, inputs, output):
+            return scaled
+
+        h = layer.register_forward_hook(replace_output)
+        logits = model(x.expand(steps + 1, -1, -1, -1))
+        h.remove()
+        grads = torch.autograd.grad(logits[:, target].sum(), scaled)[0]
+        attr = (act - baseline) * torch.trapezoid(grads, dx=1.0 / steps, dim=0)
+        with torch.no_grad():
+            zeros_out = model[3:](baseline)[0, target]
+            full = model(x)[0, target]
+        return attr, attr.sum() - (full - zeros_out)
+
+    out["layer_ig"] = layer_integrated_gradients(model, model[2], X[:1], target)
+
+    # DeepLIFT's rescale rule on an MLP: inputs and baselines in one batch, full backward hooks on
+    # the ReLU modules replace the gradient by the multipliers delta_out / delta_in
+    net = load(m, mlp(m), mlp_weights).double().eval()
+    saved = {}
+
+    def forward_hook(module, inputs, output):
+        saved[module] = (inputs[0].detach(), output.detach())
+
+    def backward_hook(module, grad_input, grad_output):
+        inp, outp = saved[module]
+        half = inp.shape[0] // 2
+        delta_in = inp[:half] - inp[half:]
+        delta_out = outp[:half] - outp[half:]
+        multipliers = torch.where(delta_in.abs() < 1e-10, grad_input[0][:half], grad_output[0][:half] * delta_out / delta_in)
+        return (torch.cat([multipliers, multipliers]),)
+
+    handles = []
+    for module in net.modules():
+        if isinstance(module, nn.ReLU):
+            handles.append(module.register_forward_hook(forward_hook))
+            handles.append(module.register_full_backward_hook(backward_hook))
+    baselines = torch.full_like(X, 0.5)
+    inputs = torch.cat([X, baselines]).requires_grad_()
+    outputs = net(inputs)
+    grads = torch.autograd.grad(outputs[:, target].sum(), inputs)[0]
+    for h in handles:
+        h.remove()
+    deeplift = (X - baselines) * grads[: len(X)]
+    with torch.no_grad():
+        deltas = deeplift.sum(dim=(1, 2, 3)) - (net(X)[:, target] - net(baselines)[:, target])
+    out["deeplift"] = (deeplift, deltas)
+    return out
+
+
+def test_integrated_gradients_smoothgrad_deeplift_occlusion_layer_attribution():
+    ours, _ = run_both(attributions, weights_of(small_cnn), weights_of(mlp, seed=1), rtol=1e-9, atol=1e-10)
+    X = images(4)[0]
+    for i, (attr, trapz, delta) in enumerate(ours["ig"]):
+        np.testing.assert_allclose(attr, X[i] * trapz, rtol=1e-12, atol=1e-14)  # torch.trapezoid, the rule by hand
+        assert abs(delta) < 5e-3  # completeness, up to the trapezoid rule's error
+    attr, delta = ours["layer_ig"]
+    assert abs(delta) < 5e-3
+    deeplift, deltas = ours["deeplift"]
+    np.testing.assert_allclose(deltas, 0, atol=1e-10)  # the rescale rule sums to the difference exactly
+    activation, gradient, weights = ours["hidden"]
+    assert activation.shape == gradient.shape == (4, 6, 4, 4)
+    attribution, drop = ours["occlusion"]
+    assert attribution.shape == (4, 1, 8, 8) and drop.shape == (4, 9)
