@@ -521,3 +521,218 @@ def test_integrated_gradients_smoothgrad_deeplift_occlusion_layer_attribution():
     assert activation.shape == gradient.shape == (4, 6, 4, 4)
     attribution, drop = ours["occlusion"]
     assert attribution.shape == (4, 1, 8, 8) and drop.shape == (4, 9)
+
+
+# ----------------------------------------------------------------------------------------------
+# Uncertainty: MC dropout (Gal; dropout switched on by Module.apply under eval), temperature scaling
+# (gpleiss/temperature_scaling: _ECELoss, LBFGS on the NLL), ECE by torch.bucketize / histc, a deep
+# ensemble (Lakshminarayanan et al.: Gaussian NLL heads, a mixture's mean and variance)
+# ----------------------------------------------------------------------------------------------
+
+
+def dropout_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(5, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 32), nn.ReLU(),
+                         nn.Dropout(0.3), nn.Linear(32, 4))
+
+
+def tabular(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 5))
+    w = rng.standard_normal((5, 4))
+    y = (X @ w + 0.8 * rng.standard_normal((n, 4))).argmax(1)
+    return X, y
+
+
+def mc_dropout_and_calibration(m, weights, masks=None, T=6):
+    torch, nn, F, optim, data = m.torch, m.nn, m.F, m.optim, m.data
+    model = load(m, dropout_net(m), weights).double()
+    Xn, yn = tabular()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    # a little training first, so that the model is overconfident
+    opt = optim.Adam(model.parameters(), lr=0.02)
+    train_masks = None if masks is None else masks["train"]
+    hooks = []
+    if masks is not None:  # the same dropout masks on both libraries: a forward hook replaces each Dropout's output
+        state = {"pass": 0}
+
+        def fixed_mask(module, inputs, output):
+            if not module.training:
+                return output
+            mask = torch.from_numpy(masks["bank"][state["pass"] % len(masks["bank"])][module.slot][: len(inputs[0])])
+            return inputs[0] * mask / (1 - module.p)
+
+        for slot, module in enumerate(mod for mod in model.modules() if isinstance(mod, nn.Dropout)):
+            module.slot = slot
+            hooks.append(module.register_forward_hook(fixed_mask))
+    for step in range(25):
+        model.train()
+        if masks is not None:
+            state["pass"] = step
+        opt.zero_grad()
+        loss = F.cross_entropy(model(X[:64]), y[:64])
+        loss.backward()
+        opt.step()
+
+    def enable_dropout(m):
+        for each_module in m.modules():
+            if each_module.__class__.__name__.startswith("Dropout"):
+                each_module.train()
+
+    # MC dropout: eval mode (BatchNorm uses its running statistics), dropout alone switched back on
+    model.eval()
+    model.apply(lambda mod: mod.train() if type(mod) == nn.Dropout else None)
+    modes = [mod.training for mod in model.modules()]
+    running_mean = model[1].running_mean.clone()
+    with torch.no_grad():
+        probs = []
+        for t in range(T):
+            if masks is not None:
+                state["pass"] = 100 + t
+            probs.append(F.softmax(model(X[64:]), dim=1))
+        probs = torch.stack(probs)  # (T, N, C)
+    assert torch.equal(running_mean, model[1].running_mean)
+    mean = probs.mean(0)
+    predictive_entropy = -(mean * torch.log(mean + 1e-12)).sum(dim=1)
+    expected_entropy = -(probs * torch.log(probs + 1e-12)).sum(dim=2).mean(0)
+    mutual_info = predictive_entropy - expected_entropy
+    variance = probs.var(0, unbiased=False).sum(1)
+    model.eval()
+    enable_dropout(model)
+    modes2 = [mod.training for mod in model.modules()]
+    for h in hooks:
+        h.remove()
+    model.eval()
+
+    # temperature scaling on a validation loader
+    class ModelWithTemperature(nn.Module):
+        def __init__(self, model):
+            super(ModelWithTemperature, self).__init__()
+            self.model = model
+            self.temperature = nn.Parameter(torch.ones(1, dtype=torch.float64) * 1.5)
+
+        def forward(self, input):
+            logits = self.model(input)
+            return self.temperature_scale(logits)
+
+        def temperature_scale(self, logits):
+            # Expand temperature to match the size of logits
+            temperature = self.temperature.unsqueeze(1).expand(logits.size(0), logits.size(1))
+            return logits / temperature
+
+        def set_temperature(self, valid_loader):
+            nll_criterion = nn.CrossEntropyLoss()
+            ece_criterion = _ECELoss()
+            # First: collect all the logits and labels for the validation set
+            logits_list = []
+            labels_list = []
+            with torch.no_grad():
+                for input, label in valid_loader:
+                    logits = self.model(input)
+                    logits_list.append(logits)
+                    labels_list.append(label)
+                logits = torch.cat(logits_list)
+                labels = torch.cat(labels_list)
+            # Calculate NLL and ECE before temperature scaling
+            before_temperature_nll = nll_criterion(logits, labels).item()
+            before_temperature_ece = ece_criterion(logits, labels).item()
+            # Next: optimize the temperature w.r.t. NLL
+            optimizer = optim.LBFGS([self.temperature], lr=0.01, max_iter=50)
+
+            def eval():
+                optimizer.zero_grad()
+                loss = nll_criterion(self.temperature_scale(logits), labels)
+                loss.backward()
+                return loss
+
+            optimizer.step(eval)
+            # Calculate NLL and ECE after temperature scaling
+            after_temperature_nll = nll_criterion(self.temperature_scale(logits), labels).item()
+            after_temperature_ece = ece_criterion(self.temperature_scale(logits), labels).item()
+            return self, (before_temperature_nll, before_temperature_ece, after_temperature_nll, after_temperature_ece)
+
+    class _ECELoss(nn.Module):
+        def __init__(self, n_bins=15):
+            super(_ECELoss, self).__init__()
+            bin_boundaries = torch.linspace(0, 1, n_bins + 1)
+            self.bin_lowers = bin_boundaries[:-1]
+            self.bin_uppers = bin_boundaries[1:]
+
+        def forward(self, logits, labels):
+            softmaxes = F.softmax(logits, dim=1)
+            confidences, predictions = torch.max(softmaxes, 1)
+            accuracies = predictions.eq(labels)
+            ece = torch.zeros(1, device=logits.device)
+            for bin_lower, bin_upper in zip(self.bin_lowers, self.bin_uppers):
+                # Calculated |confidence - accuracy| in each bin
+                in_bin = confidences.gt(bin_lower.item()) * confidences.le(bin_upper.item())
+                prop_in_bin = in_bin.float().mean()
+                if prop_in_bin.item() > 0:
+                    accuracy_in_bin = accuracies[in_bin].float().mean()
+                    avg_confidence_in_bin = confidences[in_bin].mean()
+                    ece += torch.abs(avg_confidence_in_bin - accuracy_in_bin) * prop_in_bin
+            return ece
+
+    valid_loader = data.DataLoader(data.TensorDataset(X[64:], y[64:]), batch_size=10, shuffle=False)
+    scaled, report = ModelWithTemperature(model).set_temperature(valid_loader)
+
+    # the same ECE vectorised: bins by torch.bucketize, counts by bincount / histc, sums by scatter_add_
+    def ece_bucketize(logits, labels, n_bins=15):
+        confidences, predictions = F.softmax(logits, dim=1).max(1)
+        accuracies = predictions.eq(labels).to(logits.dtype)
+        boundaries = torch.linspace(0, 1, n_bins + 1, dtype=logits.dtype)
+        bins = torch.bucketize(confidences, boundaries[1:-1], right=False)  # (lower, upper] as _ECELoss
+        counts = torch.bincount(bins, minlength=n_bins).to(logits.dtype)
+        hist = torch.histc(confidences, bins=n_bins, min=0, max=1)
+        conf_sum = torch.zeros(n_bins, dtype=logits.dtype).scatter_add_(0, bins, confidences)
+        acc_sum = torch.zeros(n_bins, dtype=logits.dtype).index_add_(0, bins, accuracies)
+        nonempty = counts > 0
+        gaps = (conf_sum[nonempty] / counts[nonempty] - acc_sum[nonempty] / counts[nonempty]).abs()
+        return (gaps * counts[nonempty]).sum() / len(labels), counts, hist
+
+    with torch.no_grad():
+        logits = model(X[64:])
+        ece_vec = ece_bucketize(logits, y[64:])
+        ece_loop = _ECELoss()(logits, y[64:])
+
+    # a log-temperature fitted by LBFGS with the strong Wolfe line search
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    lbfgs = optim.LBFGS([log_t], lr=1, max_iter=30, line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), y[64:])
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    return {"modes": (modes, modes2), "probs": probs, "entropy": predictive_entropy, "mi": mutual_info, "var": variance,
+            "temperature": scaled.temperature.detach(), "report": report, "ece": (ece_loop, ece_vec),
+            "log_t": log_t.detach(), "log_t_grad": log_t.grad, "params": [p.detach() for p in model.parameters()]}
+
+
+def dropout_masks():
+    rng = np.random.default_rng(5)
+    return {"train": None, "bank": [[(rng.random((96, 32)) > 0.3).astype(np.float64) for _ in range(2)] for _ in range(200)]}
+
+
+def test_mc_dropout_temperature_scaling_and_ece():
+    ours, _ = run_both(mc_dropout_and_calibration, weights_of(dropout_net), masks=dropout_masks(), rtol=1e-8, atol=1e-10)
+    modes, modes2 = ours["modes"]
+    # only the Dropout modules train: Sequential, Linear, BatchNorm1d, ReLU, Dropout, ...
+    assert modes == modes2 == [False, False, False, False, True, False, False, True, False]
+    assert (ours["mi"] >= -1e-12).all() and (ours["entropy"] >= ours["mi"] - 1e-12).all()
+    ece_loop, (ece_vec, counts, hist) = ours["ece"]
+    np.testing.assert_allclose(ece_loop, ece_vec, rtol=1e-6)  # _ECELoss accumulates in float32
+    np.testing.assert_allclose(counts, hist)
+    before_nll, before_ece, after_nll, after_ece = ours["report"]
+    assert after_nll <= before_nll
+    # the temperature the strong-Wolfe LBFGS found is where the NLL's gradient vanishes
+    assert abs(ours["log_t_grad"][0]) < 1e-5
+
+
+def test_mc_dropout_samples_differ_on_chainrule_alone():
+    OURS.torch.manual_seed(0)
+    out = mc_dropout_and_calibration(OURS, weights_of(dropout_net))
+    probs = out["probs"].numpy()
+    assert not np.allclose(probs[0], probs[1]) and (out["mi"].numpy() > 0).any()
