@@ -736,3 +736,163 @@ def test_mc_dropout_samples_differ_on_chainrule_alone():
     out = mc_dropout_and_calibration(OURS, weights_of(dropout_net))
     probs = out["probs"].numpy()
     assert not np.allclose(probs[0], probs[1]) and (out["mi"].numpy() > 0).any()
+
+
+# ----------------------------------------------------------------------------------------------
+# A deep ensemble of Gaussian regressors (Lakshminarayanan et al.: softplus variance, the Gaussian
+# NLL by hand and by nn.GaussianNLLLoss, FGSM examples in training, the mixture's mean and variance)
+# and a last-layer Laplace approximation (the Hessian by torch.autograd.functional.hessian, the
+# covariance by torch.linalg.inv / cholesky, the probit and Monte-Carlo predictives, the prior
+# precision by the marginal likelihood)
+# ----------------------------------------------------------------------------------------------
+
+
+def gaussian_mlp(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(1, 24), nn.Tanh(), nn.Linear(24, 24), nn.Tanh(), nn.Linear(24, 2))
+
+
+def ensemble(m, weights_list, steps=30):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    rng = np.random.default_rng(7)
+    xn = rng.uniform(-3, 3, (40, 1))
+    yn = xn ** 3 / 10 + rng.standard_normal((40, 1)) * (0.2 + 0.1 * np.abs(xn))
+    x, y = torch.from_numpy(xn), torch.from_numpy(yn)
+    x_test = torch.linspace(-5, 5, 11, dtype=torch.float64).unsqueeze(1)
+
+    class GaussianMLP(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            output = self.net(x)
+            mean, variance = torch.split(output, 1, dim=1)
+            variance = F.softplus(variance) + 1e-6
+            return mean, variance
+
+    def nll_criterion(mean, var, y):
+        return (torch.log(var) / 2 + (y - mean) ** 2 / (2 * var)).mean()
+
+    members = [GaussianMLP(load(m, gaussian_mlp(m), w).double()) for w in weights_list]
+    log = []
+    eps = 0.01 * 6  # 1% of the input range
+    gnll = nn.GaussianNLLLoss(eps=1e-6)
+    for model in members:
+        opt = optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4)
+        for step in range(steps):
+            # FGSM adversarial examples for the proper scoring rule
+            x_ = x.clone().requires_grad_(True)
+            mean, var = model(x_)
+            loss = nll_criterion(mean, var, y)
+            grad_x = torch.autograd.grad(loss, x_, retain_graph=True)[0]
+            x_adv = x + eps * grad_x.sign()
+            mean_adv, var_adv = model(x_adv.detach())
+            total = loss + nll_criterion(mean_adv, var_adv, y)
+            opt.zero_grad()
+            total.backward()
+            opt.step()
+        log.append((total.item(), gnll(mean, y, var).item() - loss.item()))
+    with torch.no_grad():
+        means, variances = zip(*(model(x_test) for model in members))
+        means, variances = torch.stack(means), torch.stack(variances)
+        mixture_mean = means.mean(0)
+        mixture_var = (variances + means.pow(2)).mean(0) - mixture_mean.pow(2)
+    return {"log": log, "mean": mixture_mean, "var": mixture_var, "epistemic": means.var(0, unbiased=False),
+            "params": [[p.detach() for p in model.parameters()] for model in members]}
+
+
+def test_deep_ensemble_of_gaussian_regressors():
+    weights = [weights_of(gaussian_mlp, seed=s) for s in range(3)]
+    ours, _ = run_both(ensemble, weights, rtol=1e-8, atol=1e-10)
+    for total, gap in ours["log"]:
+        assert abs(gap) < 1e-12  # GaussianNLLLoss without `full` is the NLL by hand
+    assert (ours["var"] >= ours["epistemic"] - 1e-12).all()
+
+
+def laplace(m, weights, prior_precision=1.0, n_samples=200):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    hessian, jacobian = torch.autograd.functional.hessian, torch.autograd.functional.jacobian
+    model = load(m, mlp(m), weights).double().eval()
+    rng = np.random.default_rng(11)
+    Xn = rng.uniform(0, 1, (40, 1, 8, 8))
+    yn = rng.integers(0, 3, 40)
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    X_test = torch.from_numpy(rng.uniform(0, 1, (5, 1, 8, 8)))
+    feature_extractor, last = model[:-1], model[-1]
+    # fit the last layer (MAP) a little
+    opt = optim.SGD(last.parameters(), lr=0.1)
+    with torch.no_grad():
+        phi, phi_test = feature_extractor(X), feature_extractor(X_test)
+    for step in range(20):
+        opt.zero_grad()
+        loss = F.cross_entropy(last(phi), y, reduction="sum") / len(y) + 0.5 * prior_precision / len(y) * sum(
+            p.pow(2).sum() for p in last.parameters())
+        loss.backward()
+        opt.step()
+    W_map, b_map = last.weight.detach().clone(), last.bias.detach().clone()
+    C, D = W_map.shape
+
+    def neg_log_posterior(W, b):
+        return F.cross_entropy(phi @ W.T + b, y, reduction="sum") + 0.5 * prior_precision * (W.pow(2).sum() + b.pow(2).sum())
+
+    H_W, H_b = hessian(neg_log_posterior, (W_map, b_map))  # blocks: H_W[0] is (C, D, C, D)
+    H = torch.cat([torch.cat([H_W[0].reshape(C * D, C * D), H_W[1].reshape(C * D, C)], 1),
+                   torch.cat([H_b[0].reshape(C, C * D), H_b[1]], 1)], 0)
+    # the GGN by hand: sum_n (diag(p) - p p^T) kron [phi, 1][phi, 1]^T, in the same (W rows, b) order
+    with torch.no_grad():
+        p = F.softmax(phi @ W_map.T + b_map, dim=1)
+        Lam = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)  # (N, C, C)
+        ggn_W = torch.einsum("nij,nk,nl->ikjl", Lam, phi, phi).reshape(C * D, C * D)
+        ggn_Wb = torch.einsum("nij,nk->ikj", Lam, phi).reshape(C * D, C)
+        ggn_b = Lam.sum(0)
+        ggn = torch.cat([torch.cat([ggn_W, ggn_Wb], 1), torch.cat([ggn_Wb.T, ggn_b], 1)], 0)
+        ggn = ggn + prior_precision * torch.eye(C * D + C, dtype=ggn.dtype)
+    Sigma = torch.linalg.inv(H)
+    L = torch.linalg.cholesky(Sigma)
+    L_H = torch.linalg.cholesky(H)
+    Sigma_chol = torch.cholesky_inverse(L_H)
+
+    # the GLM predictive: the logits' Jacobian with respect to (W, b), then the probit approximation
+    def logits_of(w_flat, features):
+        return features @ w_flat[: C * D].view(C, D).T + w_flat[C * D:]
+
+    theta_map = torch.cat([W_map.flatten(), b_map])
+    J = jacobian(lambda w: logits_of(w, phi_test), theta_map)  # (n_test, C, P)
+    f_mu = logits_of(theta_map, phi_test)
+    f_var = torch.einsum("ncp,pq,nkq->nck", J, Sigma, J)
+    kappa = 1 / torch.sqrt(1.0 + math.pi / 8 * f_var.diagonal(dim1=1, dim2=2))
+    probit = torch.softmax(kappa * f_mu, dim=-1)
+    # the Monte-Carlo predictive from the posterior samples theta_map + L eps
+    eps = torch.from_numpy(np.random.default_rng(12).standard_normal((n_samples, C * D + C)))
+    thetas = theta_map + eps @ L.T
+    mc = torch.stack([torch.softmax(logits_of(t, phi_test), -1) for t in thetas]).mean(0)
+
+    # the prior precision by the Laplace marginal likelihood, optimised in log space by Adam
+    log_prior = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    hyper = optim.Adam([log_prior], lr=0.1)
+    lik = F.cross_entropy(phi @ W_map.T + b_map, y, reduction="sum")
+    P = C * D + C
+    H_lik = H - prior_precision * torch.eye(P, dtype=H.dtype)
+    margliks = []
+    for step in range(15):
+        hyper.zero_grad()
+        prec = log_prior.exp()
+        post_prec = H_lik + prec * torch.eye(P, dtype=H.dtype)
+        log_marglik = -lik - 0.5 * prec * theta_map.pow(2).sum() - 0.5 * (torch.logdet(post_prec) - P * torch.log(prec))
+        (-log_marglik).backward()
+        hyper.step()
+        margliks.append(log_marglik.item())
+    return {"H": H, "ggn": ggn, "Sigma": Sigma, "Sigma_chol": Sigma_chol, "L": L, "probit": probit, "mc": mc,
+            "f_var": f_var, "margliks": margliks, "log_prior": log_prior.detach(), "log_prior_grad": log_prior.grad}
+
+
+def test_last_layer_laplace_hessian_glm_predictive_marglik():
+    ours, _ = run_both(laplace, weights_of(mlp, seed=2), rtol=1e-8, atol=1e-10)
+    # the cross-entropy's Hessian in the last layer is its GGN exactly (the logits are linear in it)
+    np.testing.assert_allclose(ours["H"], ours["ggn"], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ours["Sigma"], ours["Sigma_chol"], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ours["L"] @ ours["L"].T, ours["Sigma"], atol=1e-12)
+    np.testing.assert_allclose(ours["probit"].sum(-1), 1)
+    assert np.abs(ours["probit"] - ours["mc"]).max() < 0.05
+    assert ours["margliks"][-1] > ours["margliks"][0]
