@@ -1107,3 +1107,179 @@ def test_evidential_regression_and_classification():
         assert abs(value - expected) < 1e-6  # lgamma(ones.sum()) is float32, as in PyTorch
     reg_log, mu, aleatoric, epistemic, grads = ours["reg"]
     assert (aleatoric > 0).all() and (epistemic > 0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# SNGP as y0ast/DUE writes it: a spectrally normalised residual feature extractor (the hook form
+# nn.utils.spectral_norm and the parametrization), a Johnson-Lindenstrauss projection, random Fourier
+# features from orthogonal blocks (torch.linalg.qr), the precision matrix accumulated under no_grad,
+# the covariance by cholesky_ex / cholesky_inverse(out=), mean-field logits
+# ----------------------------------------------------------------------------------------------
+
+
+def sngp_model(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def random_ortho(n, m):
+        q, _ = torch.linalg.qr(torch.randn(n, m))
+        return q
+
+    class RandomFourierFeatures(nn.Module):
+        def __init__(self, in_dim, num_random_features, feature_scale=None):
+            super().__init__()
+            if feature_scale is None:
+                feature_scale = math.sqrt(num_random_features / 2)
+            self.register_buffer("feature_scale", torch.tensor(feature_scale))
+            if num_random_features <= in_dim:
+                W = random_ortho(in_dim, num_random_features)
+            else:
+                # generate blocks of orthonormal rows which are not neccesarily orthonormal to each other.
+                dim_left = num_random_features
+                ws = []
+                while dim_left > in_dim:
+                    ws.append(random_ortho(in_dim, in_dim))
+                    dim_left -= in_dim
+                ws.append(random_ortho(in_dim, dim_left))
+                W = torch.cat(ws, 1)
+            # From: https://github.com/google/edward2/blob/d672c93b179bfcc99dd52228492c53d38cf074ba/edward2/tensorflow/initializers.py#L807-L817
+            feature_norm = torch.randn(W.shape) ** 2
+            W = W * feature_norm.sum(0).sqrt()
+            self.register_buffer("W", W)
+            b = torch.empty(num_random_features).uniform_(0, 2 * math.pi)
+            self.register_buffer("b", b)
+
+        def forward(self, x):
+            k = torch.cos(x @ self.W + self.b)
+            k = k / self.feature_scale
+            return k
+
+    class FeatureExtractor(nn.Module):
+        def __init__(self, in_dim=2, hidden=16, depth=3, dropout=0.0):
+            super().__init__()
+            self.first = nn.utils.spectral_norm(nn.Linear(in_dim, hidden))
+            self.residuals = nn.ModuleList([nn.utils.parametrizations.spectral_norm(nn.Linear(hidden, hidden))
+                                            for _ in range(depth)])
+            self.dropout = nn.Dropout(dropout)
+            self.activation = F.relu
+
+        def forward(self, x):
+            x = self.first(x)
+            for residual in self.residuals:
+                x = self.dropout(self.activation(residual(x))) + x
+            return x
+
+    class Laplace(nn.Module):
+        def __init__(self, feature_extractor, num_deep_features, num_gp_features, normalize_gp_features,
+                     num_random_features, num_outputs, num_data, train_batch_size, ridge_penalty=1.0,
+                     feature_scale=None, mean_field_factor=None):
+            super().__init__()
+            self.feature_extractor = feature_extractor
+            self.mean_field_factor = mean_field_factor
+            self.ridge_penalty = ridge_penalty
+            self.train_batch_size = train_batch_size
+            if num_gp_features > 0:
+                self.num_gp_features = num_gp_features
+                self.register_buffer("random_matrix", torch.normal(0, 0.05, (num_gp_features, num_deep_features)))
+                self.jl = lambda x: nn.functional.linear(x, self.random_matrix)
+            else:
+                self.num_gp_features = num_deep_features
+                self.jl = nn.Identity()
+            self.normalize_gp_features = normalize_gp_features
+            if normalize_gp_features:
+                self.normalize = nn.LayerNorm(num_gp_features)
+            self.rff = RandomFourierFeatures(num_gp_features, num_random_features, feature_scale)
+            self.beta = nn.Linear(num_random_features, num_outputs)
+            self.num_data = num_data
+            self.train_batch_size = train_batch_size
+            precision = torch.eye(num_random_features) * self.ridge_penalty
+            self.register_buffer("precision", precision)
+            self.recompute_covariance = True
+            self.register_buffer("covariance", torch.eye(num_random_features))
+
+        def reset_precision_matrix(self):
+            identity = torch.eye(self.precision.shape[0], device=self.precision.device, dtype=self.precision.dtype)
+            self.precision = identity * self.ridge_penalty
+            self.covariance = identity
+            self.recompute_covariance = True
+
+        def mean_field_logits(self, logits, pred_cov):
+            # Mean-Field approximation as alternative to MC integration of Gaussian-Softmax
+            # Based on: https://arxiv.org/abs/2006.07584
+            logits_scale = torch.sqrt(1.0 + torch.diag(pred_cov) * self.mean_field_factor)
+            if self.mean_field_factor > 0:
+                logits = logits / logits_scale.unsqueeze(-1)
+            return logits
+
+        def forward(self, x):
+            f = self.feature_extractor(x)
+            f_reduc = self.jl(f)
+            if self.normalize_gp_features:
+                f_reduc = self.normalize(f_reduc)
+            k = self.rff(f_reduc)
+            pred = self.beta(k)
+            if self.training:
+                with torch.no_grad():
+                    precision_minibatch = k.t() @ k
+                    self.precision += precision_minibatch
+            else:
+                if self.recompute_covariance:
+                    with torch.no_grad():
+                        eps = 1e-7
+                        jitter = eps * torch.eye(self.precision.shape[1], device=self.precision.device,
+                                                 dtype=self.precision.dtype)
+                        u, info = torch.linalg.cholesky_ex(self.precision + jitter)
+                        assert (info == 0).all(), "Precision matrix inversion failed!"
+                        torch.cholesky_inverse(u, out=self.covariance)
+                    self.recompute_covariance = False
+                with torch.no_grad():
+                    pred_cov = k @ ((self.covariance @ k.t()) * self.ridge_penalty)
+                if self.mean_field_factor is None:
+                    return pred, pred_cov
+                else:
+                    return self.mean_field_logits(pred, pred_cov)
+            return pred
+
+    return Laplace(FeatureExtractor(), 16, 8, True, 40, 2, 64, 32, ridge_penalty=1.0, mean_field_factor=math.pi / 8)
+
+
+def sngp(m, weights, epochs=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, sngp_model(m), weights).double()
+    rng = np.random.default_rng(31)
+    # two moons, by hand
+    t = rng.uniform(0, math.pi, 64)
+    labels = rng.integers(0, 2, 64)
+    Xn = np.stack([np.cos(t) + labels * 1.0, np.sin(t) * (1 - 2 * labels) + labels * 0.5], 1) + 0.1 * rng.standard_normal((64, 2))
+    X, y = torch.from_numpy(Xn), torch.from_numpy(labels)
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    log = []
+    for epoch in range(epochs):
+        model.train()
+        model.reset_precision_matrix()  # DUE resets the precision at each epoch's start
+        for i in range(0, 64, 32):
+            optimizer.zero_grad()
+            logits = model(X[i:i + 32])
+            loss = F.cross_entropy(logits, y[i:i + 32])
+            loss.backward()
+            optimizer.step()
+            log.append(loss.item())
+    model.eval()
+    grid = torch.from_numpy(np.stack(np.meshgrid(np.linspace(-2, 3, 4), np.linspace(-2, 2, 3)), -1).reshape(-1, 2))
+    with torch.no_grad():
+        logits = model(grid)
+        probs = logits.softmax(-1)
+        uncertainty = -(probs * probs.log()).sum(1)
+    # the spectral norms the power iterations reached
+    sigmas = [torch.linalg.matrix_norm(model.feature_extractor.first.weight, ord=2)] + [
+        torch.linalg.matrix_norm(r.weight, ord=2) for r in model.feature_extractor.residuals]
+    return {"log": log, "logits": logits, "uncertainty": uncertainty, "precision": model.precision,
+            "covariance": model.covariance, "sigmas": [s.detach() for s in sigmas],
+            "params": [p.detach() for p in model.parameters()], "grads": [p.grad for p in model.parameters()]}
+
+
+def test_sngp_spectral_norm_random_features_precision():
+    OURS.torch.manual_seed(0)
+    weights = {k: v.astype(np.float64) for k, v in weights_of(sngp_model).items()}
+    ours, _ = run_both(sngp, weights, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["covariance"] @ ours["precision"], np.eye(40), atol=1e-6)
+    assert all(abs(s - 1) < 0.05 for s in ours["sigmas"])  # each layer's largest singular value about 1
