@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E501, E731, E741, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E501, E731, E741, F841, E721, UP004, UP008, UP031, UP034  (the programs are kept as their authors wrote them)
 """Adversarial robustness, interpretability and uncertainty as their reference repositories write
 them (see tests/pytorch_programs.py), each run on chainrule and on PyTorch from the same weights and
 data in float64, comparing values, gradients and parameters.
@@ -9,12 +9,26 @@ by ``torch.min(torch.max(...))``), PGD-L2 as torchattacks writes it (per-sample 
 attack, its L2 branch's ``optim.SGD`` over the perturbation with ``renorm_``), an adversarial training
 loop with both, Carlini-Wagner L2 (one-hot masks, ``optim.Adam`` over a tanh-space perturbation) and
 DeepFool (per-class gradients, ``x.grad.zero_()`` between ``backward(retain_graph=True)`` calls).
-Interpretability: ... Uncertainty: ..."""
+Interpretability: integrated gradients (interpolations in one batch, the trapezoid rule by hand and by
+``torch.trapezoid``, completeness), SmoothGrad, input x gradient, a hidden activation's gradient by a forward
+hook registering a tensor hook, occlusion with masks from ``F.fold``, layer integrated gradients by a hook that
+replaces the layer's output, DeepLIFT's rescale rule by full backward hooks on ReLU modules, LRP as Montavon
+et al.'s tutorial writes it (deepcopy'd layers with rho-modified Parameters, the z^B rule), influence functions
+(nimarb's grad_z / hvp / LiSSA with create_graph=True).
+Uncertainty: MC dropout (``Module.apply`` switching Dropout alone to train, entropy and mutual information),
+temperature scaling (gpleiss: ``_ECELoss``, ``optim.LBFGS``; a log-temperature by strong Wolfe), ECE by
+``bucketize`` / ``bincount`` / ``histc`` / ``scatter_add_``, a deep ensemble of Gaussian regressors with FGSM
+training, a last-layer Laplace approximation (``torch.autograd.functional.hessian`` over (W, b) against the GGN
+by einsum, ``linalg.inv`` / ``cholesky`` / ``cholesky_inverse``, the GLM predictive by ``functional.jacobian``,
+the prior precision by the marginal likelihood), evidential regression and classification losses (lgamma,
+digamma, float32 constants beside float64 evidence), SNGP as y0ast/DUE writes it (both spectral_norm forms,
+random Fourier features from QR blocks, the precision under no_grad, ``cholesky_ex``, ``cholesky_inverse(out=)``),
+and out-of-distribution scores (ODIN's ``torch.add(x, -eps, gradient)``, the Mahalanobis detector, energy,
+GradNorm)."""
 
 import math
 
 import numpy as np
-import pytest
 
 from .pytorch_programs import OURS, load, run_both, weights_of
 
@@ -1283,3 +1297,298 @@ def test_sngp_spectral_norm_random_features_precision():
     ours, _ = run_both(sngp, weights, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(ours["covariance"] @ ours["precision"], np.eye(40), atol=1e-6)
     assert all(abs(s - 1) < 0.05 for s in ours["sigmas"])  # each layer's largest singular value about 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Layer-wise relevance propagation as Montavon et al.'s tutorial writes it (heatmapping.org): the
+# layers copied by copy.deepcopy with rho-modified nn.Parameters, the four steps (z, s = (R/z).data,
+# (z*s).sum().backward(), R = A*c), MaxPool replaced by AvgPool, the z^B rule with lb/hb bounds
+# ----------------------------------------------------------------------------------------------
+
+
+def lrp_cnn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 12, 2), nn.ReLU(), nn.Conv2d(12, 3, 1))
+
+
+def lrp(m, weights):
+    import copy
+
+    torch, nn = m.torch, m.nn
+    model = load(m, lrp_cnn(m), weights).double()
+    mean, std = 0.45, 0.25
+    Xn, _ = images(2, seed=4)
+    X = (torch.from_numpy(Xn) - mean) / std
+
+    def newlayer(layer, g):
+        layer = copy.deepcopy(layer)
+        try:
+            layer.weight = nn.Parameter(g(layer.weight))
+        except AttributeError:
+            pass
+        try:
+            layer.bias = nn.Parameter(g(layer.bias))
+        except AttributeError:
+            pass
+        return layer
+
+    layers = list(model.children())
+    L = len(layers)
+    A = [X] + [None] * L
+    for l in range(L):
+        A[l + 1] = layers[l].forward(A[l])
+    scores = A[-1]
+    T = torch.from_numpy((1.0 * (np.arange(3) == 1).reshape([1, 3, 1, 1])))
+    R = [None] * L + [(A[-1] * T).data]
+    for l in range(1, L)[::-1]:
+        A[l] = (A[l].data).requires_grad_(True)
+        # (the tutorial spells these torch.nn.*: autograd.nn is not reachable yet, see test_torch_dot_nn_spelling)
+        if isinstance(layers[l], nn.MaxPool2d):
+            layers[l] = nn.AvgPool2d(2)
+        if isinstance(layers[l], nn.Conv2d) or isinstance(layers[l], nn.AvgPool2d):
+            if l <= 3:
+                rho = lambda p: p + 0.25 * p.clamp(min=0)
+                incr = lambda z: z + 1e-9
+            if 4 <= l <= 6:
+                rho = lambda p: p
+                incr = lambda z: z + 1e-9 + 0.25 * ((z ** 2).mean() ** .5).data
+            if l >= 7:
+                rho = lambda p: p
+                incr = lambda z: z + 1e-9
+            z = incr(newlayer(layers[l], rho).forward(A[l]))  # step 1
+            s = (R[l + 1] / z).data  # step 2
+            (z * s).sum().backward()
+            c = A[l].grad  # step 3
+            R[l] = (A[l] * c).data  # step 4
+        else:
+            R[l] = R[l + 1]
+    A[0] = (A[0].data).requires_grad_(True)
+    lb = (A[0].data * 0 + (0 - mean) / std).requires_grad_(True)
+    hb = (A[0].data * 0 + (1 - mean) / std).requires_grad_(True)
+    z = layers[0].forward(A[0]) + 1e-9  # step 1 (a)
+    z -= newlayer(layers[0], lambda p: p.clamp(min=0)).forward(lb)  # step 1 (b)
+    z -= newlayer(layers[0], lambda p: p.clamp(max=0)).forward(hb)  # step 1 (c)
+    s = (R[1] / z).data  # step 2
+    (z * s).sum().backward()
+    c, cp, cm = A[0].grad, lb.grad, hb.grad  # step 3
+    R[0] = (A[0] * c + lb * cp + hb * cm).data  # step 4
+    return {"R": R, "scores": scores.data, "layer_grads": [p.grad for p in model.parameters()]}
+
+
+def test_lrp_tutorial_rules():
+    ours, _ = run_both(lrp, weights_of(lrp_cnn), rtol=1e-8, atol=1e-10)
+    R = ours["R"]
+    assert R[0].shape == (2, 1, 8, 8)
+    # the copies took the gradients, not the model: only the first layer, used itself in the z^B rule, has some
+    assert [g is None for g in ours["layer_grads"]] == [False, False] + [True] * 6
+    # the ReLU layers pass the relevance through unchanged
+    for l in (1, 4, 7):
+        np.testing.assert_array_equal(R[l], R[l + 1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Influence functions (Koh and Liang, as nimarb/pytorch_influence_functions writes them): grad_z with
+# create_graph=True, Hessian-vector products by double backward, the LiSSA recursion for s_test,
+# against the exact damped inverse Hessian
+# ----------------------------------------------------------------------------------------------
+
+
+def influence(m, weights, recursion_depth=6, damp=0.2, scale=5.0):
+    torch, nn, F, data = m.torch, m.nn, m.F, m.data
+    grad = torch.autograd.grad
+    model = load(m, nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4)), weights).double()
+    Xn, yn = tabular(40, seed=9)
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    z_loader = data.DataLoader(data.TensorDataset(X, y), batch_size=40, shuffle=False)
+
+    def calc_loss(y, t):
+        y = F.log_softmax(y, dim=1)  # torch.nn.functional in the repository
+        loss = F.nll_loss(y, t, weight=None, reduction="mean")
+        return loss
+
+    def grad_z(z, t, model):
+        model.eval()
+        y = model(z)
+        loss = calc_loss(y, t)
+        params = [p for p in model.parameters() if p.requires_grad]
+        return list(grad(loss, params, create_graph=True))
+
+    def hvp(y, w, v):
+        if len(w) != len(v):
+            raise (ValueError("w and v must have the same length."))
+        # First backprop
+        first_grads = grad(y, w, retain_graph=True, create_graph=True)
+        # Elementwise products
+        elemwise_products = 0
+        for grad_elem, v_elem in zip(first_grads, v):
+            elemwise_products += torch.sum(grad_elem * v_elem)
+        # Second backprop
+        return_grads = grad(elemwise_products, w, create_graph=True)
+        return return_grads
+
+    def s_test(z_test, t_test, model, z_loader, damp=0.01, scale=25.0, recursion_depth=5000):
+        v = grad_z(z_test, t_test, model)
+        h_estimate = v.copy()
+        for i in range(recursion_depth):
+            for x, t in z_loader:
+                y = model(x)
+                loss = calc_loss(y, t)
+                params = [p for p in model.parameters() if p.requires_grad]
+                hv = hvp(loss, params, h_estimate)
+                # Recursively caclulate h_estimate
+                h_estimate = [_v + (1 - damp) * _h_e - _hv / scale for _v, _h_e, _hv in zip(v, h_estimate, hv)]
+                break
+        return [h.detach() / scale for h in h_estimate]
+
+    z_test, t_test = X[:1] + 0.3, y[:1]
+    s = s_test(z_test, t_test, model, z_loader, damp=damp, scale=scale, recursion_depth=recursion_depth)
+    s_flat = torch.cat([h.reshape(-1) for h in s])
+    # the influence of each of the first training points on the test loss
+    influences = []
+    for i in range(5):
+        g = grad_z(X[i:i + 1], y[i:i + 1], model)
+        influences.append(-sum(torch.sum(k * j) for k, j in zip(g, s)).item() / len(X))
+    # the exact damped inverse, from the full Hessian by torch.autograd.functional.hessian
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    names = [n for n, _ in model.named_parameters()]
+
+    def loss_of(theta):
+        params = dict(zip(names, [t.view(s) for t, s in zip(theta.split(sizes), shapes)]))
+        return calc_loss(torch.func.functional_call(model, params, (X,)), y)
+
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    H = torch.autograd.functional.hessian(loss_of, theta)
+    v = torch.cat([g.detach().reshape(-1) for g in grad_z(z_test, t_test, model)])
+    exact = torch.linalg.solve(H + damp * scale * torch.eye(len(theta), dtype=H.dtype), v)
+    return {"s_test": s_flat, "exact": exact, "influences": influences, "H": H, "v": v}
+
+
+def test_influence_functions_lissa():
+    ours, _ = run_both(influence, weights_of(lambda m: m.nn.Sequential(m.nn.Linear(5, 6), m.nn.Tanh(), m.nn.Linear(6, 4)),
+                                               seed=4), rtol=1e-8, atol=1e-11)
+    # the repository's create_graph=True keeps v and each h_estimate on the graph, so each "hvp" also differentiates
+    # through their dependence on the weights (third derivatives): not H h, and its cost doubles each step, on
+    # PyTorch as here. The comparison above is the check; here, that it is finite and shaped like the weights.
+    assert ours["s_test"].shape == ours["v"].shape == (64,) and np.isfinite(ours["s_test"]).all()
+    assert len(ours["influences"]) == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# Out-of-distribution scores: ODIN (facebookresearch/odin: temperature, the input perturbed against
+# the gradient's sign by torch.add(input, -eps, gradient)), the Mahalanobis detector (pokaxpoka/
+# deep_Mahalanobis_detector: class means, a tied precision, input processing through torch.mm),
+# the energy score, and GradNorm (the KL to uniform's gradient norm in the last layer)
+# ----------------------------------------------------------------------------------------------
+
+
+def ood_scores(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    Variable = torch.autograd.Variable
+    net1 = cnn64(m, weights).eval()
+    Xn, yn = images(12, seed=6)
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    criterion = nn.CrossEntropyLoss()
+    temper, noiseMagnitude1 = 1000.0, 0.0014
+
+    odin = []
+    for j in range(4):
+        inputs = Variable(X[j:j + 1], requires_grad=True)
+        outputs = net1(inputs)
+        nnOutputs = outputs.data.numpy()[0]
+        nnOutputs = nnOutputs - np.max(nnOutputs)
+        nnOutputs = np.exp(nnOutputs) / np.sum(np.exp(nnOutputs))
+        maxIndexTemp = np.argmax(nnOutputs)
+        labels = Variable(torch.LongTensor([maxIndexTemp]))
+        # Using temperature scaling
+        outputs = outputs / temper
+        loss = criterion(outputs, labels)
+        loss.backward()
+        # Normalizing the gradient to binary in {0, 1}
+        gradient = torch.ge(inputs.grad.data, 0)
+        gradient = (gradient.float() - 0.5) * 2
+        # Normalizing the gradient to the same space of image
+        gradient[0][0] = (gradient[0][0]) / (63.0 / 255.0)
+        # Adding small perturbations to images
+        tempInputs = torch.add(inputs.data, -noiseMagnitude1, gradient)
+        outputs = net1(Variable(tempInputs))
+        outputs = outputs / temper
+        # Calculating the confidence after adding perturbations
+        nnOutputs = outputs.data.numpy()[0]
+        nnOutputs = nnOutputs - np.max(nnOutputs)
+        nnOutputs = np.exp(nnOutputs) / np.sum(np.exp(nnOutputs))
+        odin.append(np.max(nnOutputs))
+
+    # Mahalanobis: class-conditional means and a tied covariance of the penultimate features
+    def intermediate_forward(x):
+        return net1[:4](x)  # (n, 6, 4, 4)
+
+    num_classes = 3
+    with torch.no_grad():
+        feats = intermediate_forward(X).view(len(X), 6, -1).mean(2)
+    sample_mean = torch.stack([feats[y == c].mean(0) for c in range(num_classes)])
+    centered = feats - sample_mean[y]
+    cov = centered.t() @ centered / len(X)
+    precision = torch.linalg.pinv(cov + 1e-3 * torch.eye(6, dtype=cov.dtype))
+
+    data = Variable(X[:5], requires_grad=True)
+    out_features = intermediate_forward(data)
+    out_features = out_features.view(out_features.size(0), out_features.size(1), -1)
+    out_features = torch.mean(out_features, 2)
+    gaussian_score = 0
+    for i in range(num_classes):
+        batch_sample_mean = sample_mean[i]
+        zero_f = out_features.data - batch_sample_mean
+        term_gau = -0.5 * torch.mm(torch.mm(zero_f, precision), zero_f.t()).diag()
+        if i == 0:
+            gaussian_score = term_gau.view(-1, 1)
+        else:
+            gaussian_score = torch.cat((gaussian_score, term_gau.view(-1, 1)), 1)
+    # Input_processing
+    sample_pred = gaussian_score.max(1)[1]
+    batch_sample_mean = sample_mean.index_select(0, sample_pred)
+    zero_f = out_features - Variable(batch_sample_mean)
+    pure_gau = -0.5 * torch.mm(torch.mm(zero_f, Variable(precision)), zero_f.t()).diag()
+    loss = torch.mean(-pure_gau)
+    loss.backward()
+    gradient = torch.ge(data.grad.data, 0)
+    gradient = (gradient.float() - 0.5) * 2
+    gradient.index_copy_(1, torch.LongTensor([0]), gradient.index_select(1, torch.LongTensor([0])) / (63.0 / 255.0))
+    tempInputs = torch.add(data.data, -0.01, gradient)
+    with torch.no_grad():
+        noise_out_features = intermediate_forward(Variable(tempInputs))
+    noise_out_features = noise_out_features.view(noise_out_features.size(0), noise_out_features.size(1), -1)
+    noise_out_features = torch.mean(noise_out_features, 2)
+    noise_gaussian_score = 0
+    for i in range(num_classes):
+        batch_sample_mean = sample_mean[i]
+        zero_f = noise_out_features.data - batch_sample_mean
+        term_gau = -0.5 * torch.mm(torch.mm(zero_f, precision), zero_f.t()).diag()
+        if i == 0:
+            noise_gaussian_score = term_gau.view(-1, 1)
+        else:
+            noise_gaussian_score = torch.cat((noise_gaussian_score, term_gau.view(-1, 1)), 1)
+    noise_gaussian_score, _ = torch.max(noise_gaussian_score, dim=1)
+
+    # energy score, and GradNorm
+    with torch.no_grad():
+        energy = -1.0 * torch.logsumexp(net1(X) / 1.0, dim=1)
+    logsoftmax = nn.LogSoftmax(dim=-1)
+    gradnorms = []
+    for i in range(4):
+        net1.zero_grad()
+        outputs = net1(X[i:i + 1])
+        targets = torch.ones((1, num_classes), dtype=torch.float64)
+        loss = torch.mean(torch.sum(-targets * logsoftmax(outputs / 1.0), dim=-1))
+        loss.backward()
+        layer_grad = net1[-1].weight.grad.data
+        gradnorms.append(torch.sum(torch.abs(layer_grad)).numpy().item())
+    return {"odin": odin, "gaussian": gaussian_score, "mahalanobis": noise_gaussian_score, "energy": energy,
+            "gradnorm": gradnorms, "data_grad": data.grad}
+
+
+def test_odin_mahalanobis_energy_gradnorm():
+    ours, _ = run_both(ood_scores, weights_of(small_cnn), rtol=1e-8, atol=1e-10)
+    assert (ours["gaussian"] <= 0).all() and (ours["mahalanobis"] <= 0).all()
+    assert all(0.3 < s < 0.34 for s in ours["odin"])  # T = 1000 flattens the softmax to about 1/3
