@@ -36,7 +36,12 @@ def _scaled(other, alpha, input):
         raise RuntimeError("For non-complex input tensors, argument alpha must not be a complex number.")
     if type(alpha) is bool and not (input.dtype.kind == "b" and other.dtype.kind == "b"):
         raise RuntimeError("Boolean alpha only supported for Boolean results.")
-    return other if alpha == 1 else other * alpha
+    if alpha == 1:
+        return other
+    common = elementwise.result_type(input, other)
+    if other.dtype != common:  # PyTorch scales in the result's dtype: a float32 other beside a float64 input is
+        other = other.to(common)  # not rounded to float32 once more after the multiplication by alpha
+    return other * alpha
 
 
 def _number_first(name, signature, number):

@@ -12,7 +12,7 @@ from ..backend import xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
 from ..tensor import Tensor, _is_bool, _operand, _operand_array, tensor_from
 from ..write_door import _data, _refuse_overflow
-from .arithmetic import _number_first, integer_value, refuse_integer_addcdiv
+from .arithmetic import _number_first, _scaled, integer_value, refuse_integer_addcdiv
 from .elementwise import Where, result_type
 from .names import names
 
@@ -71,9 +71,10 @@ def _copied(old, source):
 def _operand_in_common(other, self):
     """other's array for a fast in-place path, in PyTorch's common dtype with self: a 0-d tensor of a wider
     dtype of self's kind is cast down first (float32 x.add_(0-d float64) computes in float32, as x + it
-    does), where NumPy would compute in float64 and round once more."""
+    does), where NumPy would compute in float64 and round once more; a narrower one is cast up (float64
+    x.add_(float32 y, alpha=a) scales y in float64, where NumPy would round a · y to float32)."""
     array = _operand_array(other, self)
-    if array.dtype != self._data.dtype and array.ndim == 0:
+    if array.dtype != self._data.dtype:
         array = array.astype(result_type(self._data, array), copy=False)
     return array
 
@@ -85,7 +86,7 @@ def add_(self, other, alpha=1):
     if alpha == 1:
         return self._write((other,), lambda old: old + _operand(other, old),
                            lambda a: xp.add(a, _operand_in_common(other, self), out=a, casting="same_kind"))
-    return self._write((other,), lambda old: old + _operand(other, old) * alpha,
+    return self._write((other,), lambda old: old + _scaled(_operand(other, old), alpha, old),
                        lambda a: xp.add(a, alpha * _operand_in_common(other, self), out=a, casting="same_kind"))
 
 
@@ -95,7 +96,7 @@ def sub_(self, other, alpha=1):
     if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
         return self._write((other,), lambda old: old - _operand(other, old),
                            lambda a: xp.subtract(a, _operand_in_common(other, self), out=a, casting="same_kind"))
-    return self._write((other,), lambda old: old - _operand(other, old) * alpha,
+    return self._write((other,), lambda old: old - _scaled(_operand(other, old), alpha, old),
                        lambda a: xp.subtract(a, alpha * _operand_in_common(other, self), out=a, casting="same_kind"))
 
 
