@@ -311,6 +311,9 @@ def test_initial_weights_and_draws_match_pytorch(seed):
             np.testing.assert_array_equal(a.detach().numpy(), t.detach().numpy())  # to the bit
 
 
+POISSON_SEED_0 = [2.0, 4.0, 13.0, 298.0]  # torch.manual_seed(0); torch.poisson(tensor([0.5, 3.0, 12.0, 300.0]))
+
+
 def test_masks_exponentials_and_shuffles_are_pytorchs():
     """PyTorch 2.13's values after torch.manual_seed(0) (dropout's as its own kernel draws them, on AMD
     processors; on Intel ones PyTorch draws Bernoulli masks of a number p through MKL)."""
@@ -328,6 +331,8 @@ def test_masks_exponentials_and_shuffles_are_pytorchs():
     assert [batch[0].tolist() for batch in loader] == [[2, 0, 5, 3], [1, 4, 7, 6]]
     autograd.manual_seed(0)
     assert autograd.bernoulli(autograd.full((8,), 0.5)).tolist() == [1, 0, 1, 1, 1, 0, 1, 0]
+    autograd.manual_seed(0)  # (products of uniforms below rate 10, Hörmann's rejection from 10)
+    assert autograd.poisson(autograd.tensor([0.5, 3.0, 12.0, 300.0])).tolist() == POISSON_SEED_0
 
 
 @pytest.mark.parametrize("seed", [0, 9])
@@ -338,6 +343,7 @@ def test_random_programs_draw_as_pytorch(seed):
     def draws(T, N):
         loader = T.utils.data.DataLoader(T.utils.data.TensorDataset(T.arange(30)), batch_size=7, shuffle=True)
         values = [T.cat([b[0] for b in loader]).double(), T.multinomial(T.tensor([0.2, 0.3, 0.5, 0.1]), 3).double(),
+                  T.poisson(T.tensor([0.5, 4.0, 10.0, 37.5, 2000.0] * 3)),
                   T.empty(9).exponential_(), T.distributions.Categorical(logits=T.zeros(5)).sample((6,)).double(),
                   T.bernoulli(T.full((10,), 0.3))]
         if amd_processor():  # (PyTorch's Bernoulli of a number is its own kernel's there; MKL's on Intel processors)

@@ -6,6 +6,8 @@ Every one takes ``generator=`` (an ``autograd.Generator``; the default one when
 left out). Draws are not differentiable: they carry no graph.
 """
 
+import math
+
 import numpy
 
 from .. import backend, random
@@ -117,7 +119,44 @@ def poisson(input, generator=None):  # noqa: A002
     rates = _host(input)
     if (numpy.asarray(rates) < 0).any():
         raise RuntimeError("poisson expects all rates >= 0")
-    return _tensor(random.generator(generator).poisson(rates), input.dtype)
+    stream = random.generator(generator)
+    rates = numpy.asarray(rates, dtype=numpy.float64)
+    draws = [_poisson_draw(rate, stream) for rate in rates.reshape(-1).tolist()]  # (in order: each draws its own)
+    return _tensor(numpy.array(draws, dtype=numpy.float64).reshape(rates.shape), input.dtype)
+
+
+def _poisson_draw(rate, stream):
+    """One Poisson(rate) draw as PyTorch's CPU kernel makes it from float64 uniforms u: below rate 10, the count of
+    uniforms whose running product stays above e^-rate; from 10, Hörmann's transformed rejection (PTRS, 1993)."""
+    def uniform():
+        return float(stream._unit(1, numpy.float64)[0])
+
+    if rate == 0:
+        return 0
+    if rate < 10:
+        floor, product, count = math.exp(-rate), 1.0, 0
+        while True:
+            product *= uniform()
+            if product <= floor:
+                return count
+            count += 1
+    slam, log_rate = math.sqrt(rate), math.log(rate)
+    b = 0.931 + 2.53 * slam
+    a = -0.059 + 0.02483 * b
+    inverse_alpha = 1.1239 + 1.1328 / (b - 3.4)
+    vr = 0.9277 - 3.6224 / (b - 2)
+    while True:
+        u = uniform() - 0.5
+        v = uniform()
+        us = 0.5 - abs(u)
+        k = math.floor((2 * a / us + b) * u + rate + 0.43)
+        if us >= 0.07 and v <= vr:
+            return k
+        if k < 0 or (us < 0.013 and v > us):
+            continue
+        if (math.log(v) + math.log(inverse_alpha) - math.log(a / (us * us) + b)
+                <= -rate + k * log_rate - math.lgamma(k + 1)):
+            return k
 
 
 def binomial(count, prob, generator=None):
