@@ -19,9 +19,9 @@ Each kernel, as PyTorch's CPU kernels compute it (w: the next word, w64: two wor
   for a number p, a float32 one for a tensor of them (the callers compare).
 
 Dropout's masks are Bernoulli draws, PyTorch's where its kernel is its own (on AMD processors: on Intel ones
-PyTorch draws them through MKL's generator). Cauchy, geometric, log-normal, multinomial, poisson and gamma
-draws are PyTorch's too (ops/sampling.py, ops/standard_gamma.py, on these words); binomial uses NumPy's
-algorithm on the same twister.
+PyTorch draws them through MKL's generator). Cauchy, geometric, log-normal, multinomial, poisson, binomial and
+gamma draws are PyTorch's too (ops/sampling.py, ops/standard_gamma.py, on these words); a NumPy method called
+on the stream that none of these defines draws by NumPy's algorithm on the same twister.
 """
 
 import math

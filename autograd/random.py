@@ -5,8 +5,8 @@ so initialisation, dropout, shuffling and ``rand``/``randn`` repeat. Ops that
 take ``generator=`` draw from that one instead. Each Generator is PyTorch's
 Mersenne twister seeded as PyTorch seeds it, and its draws turn the twister's words
 into numbers as PyTorch's CPU kernels do (mersenne.py; the samplers in ops/sampling.py
-and ops/standard_gamma.py): the same seed gives PyTorch's numbers. Binomial draws,
-and dropout masks on Intel processors (MKL's there), are not PyTorch's.
+and ops/standard_gamma.py): the same seed gives PyTorch's numbers. Dropout masks on
+Intel processors (MKL's there) are not PyTorch's.
 """
 
 import contextlib

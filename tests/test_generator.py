@@ -312,6 +312,7 @@ def test_initial_weights_and_draws_match_pytorch(seed):
 
 
 POISSON_SEED_0 = [2.0, 4.0, 13.0, 298.0]  # torch.manual_seed(0); torch.poisson(tensor([0.5, 3.0, 12.0, 300.0]))
+BINOMIAL_SEED_0 = [3.0, 21.0, 15.0, 6.0]  # then torch.binomial(tensor([5., 40., 1000., 7.]), tensor([.3, .5, .02, .9]))
 
 
 def test_masks_exponentials_and_shuffles_are_pytorchs():
@@ -333,6 +334,9 @@ def test_masks_exponentials_and_shuffles_are_pytorchs():
     assert autograd.bernoulli(autograd.full((8,), 0.5)).tolist() == [1, 0, 1, 1, 1, 0, 1, 0]
     autograd.manual_seed(0)  # (products of uniforms below rate 10, Hörmann's rejection from 10)
     assert autograd.poisson(autograd.tensor([0.5, 3.0, 12.0, 300.0])).tolist() == POISSON_SEED_0
+    autograd.manual_seed(0)  # (inversion by waiting times where count · p < 10, Hörmann's BTRS from 10)
+    assert autograd.binomial(autograd.tensor([5.0, 40.0, 1000.0, 7.0]),
+                             autograd.tensor([0.3, 0.5, 0.02, 0.9])).tolist() == BINOMIAL_SEED_0
 
 
 @pytest.mark.parametrize("seed", [0, 9])
@@ -344,6 +348,7 @@ def test_random_programs_draw_as_pytorch(seed):
         loader = T.utils.data.DataLoader(T.utils.data.TensorDataset(T.arange(30)), batch_size=7, shuffle=True)
         values = [T.cat([b[0] for b in loader]).double(), T.multinomial(T.tensor([0.2, 0.3, 0.5, 0.1]), 3).double(),
                   T.poisson(T.tensor([0.5, 4.0, 10.0, 37.5, 2000.0] * 3)),
+                  T.binomial(T.tensor([5.0, 20.0, 100.0, 1000.0, 3.0] * 3), T.tensor([0.3, 0.6, 0.05, 0.5, 0.9] * 3)),
                   T.empty(9).exponential_(), T.distributions.Categorical(logits=T.zeros(5)).sample((6,)).double(),
                   T.bernoulli(T.full((10,), 0.3))]
         if amd_processor():  # (PyTorch's Bernoulli of a number is its own kernel's there; MKL's on Intel processors)

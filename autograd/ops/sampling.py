@@ -164,9 +164,78 @@ def binomial(count, prob, generator=None):
     counts, probs = _host(count), _host(prob)
     if (numpy.asarray(probs) < 0).any() or (numpy.asarray(probs) > 1).any():
         raise RuntimeError("binomial expects 0 <= prob <= 1")
-    counts, probs = numpy.broadcast_arrays(counts, probs)
-    draws = random.generator(generator).binomial(counts.astype(numpy.int64), probs)
-    return _tensor(draws, _floating(prob))
+    dtype = numpy.dtype(_floating(prob))
+    counts, probs = (numpy.asarray(v, dtype=dtype) for v in numpy.broadcast_arrays(counts, probs))
+    stream = random.generator(generator)
+    draws = [_binomial_draw(dtype.type(n), dtype.type(p), stream) for n, p in zip(counts.reshape(-1).tolist(),
+                                                                                   probs.reshape(-1).tolist())]
+    return _tensor(numpy.array(draws, dtype=numpy.float64).reshape(counts.shape), dtype)
+
+
+def _binomial_draw(count, prob, stream):
+    """One Binomial(count, prob) draw as PyTorch's CPU kernel makes it (count and prob in the tensor's dtype, the
+    rest in float64, on float64 uniforms): for the smaller of p and q = 1 - p, Hörmann's transformed rejection
+    (BTRS) where count · p >= 10, else inversion by geometric waiting times; counted from the other end for q."""
+    if count <= 0 or prob <= 0:
+        return 0.0
+    if prob >= 1:
+        return float(count)
+    smaller = prob if prob <= 0.5 else type(prob)(1.0) - prob
+    draw = _btrs if count * smaller >= 10 else _binomial_inversion
+    k = draw(float(count), float(smaller), lambda: float(stream._unit(1, numpy.float64)[0]))
+    return k if prob <= 0.5 else float(count) - k
+
+
+def _binomial_inversion(count, prob, uniform):
+    """The number of geometric waiting times ⌈ln u / ln(1 - p)⌉ that fit within count trials."""
+    total, successes, log_q = 0.0, 0, math.log1p(-prob)
+    while True:
+        total += math.ceil(math.log(uniform()) / log_q)
+        if total > count:
+            return successes
+        successes += 1
+
+
+# the Stirling series' tails ln k! - (k + 1/2) ln(k + 1) + (k + 1) - ln √(2π) for k = 0..9, as PyTorch's table
+_STIRLING_TAILS = (0.0810614667953272, 0.0413406959554092, 0.0276779256849983, 0.02079067210376509,
+                   0.0166446911898211, 0.0138761288230707, 0.0118967099458917, 0.0104112652619720,
+                   0.00925546218271273, 0.00833056343336287)
+
+
+def _stirling_tail(k):
+    if k <= 9:
+        return _STIRLING_TAILS[int(k)]
+    square = (k + 1) * (k + 1)
+    return (1.0 / 12 - (1.0 / 360 - 1.0 / 1260 / square) / square) / (k + 1)
+
+
+def _btrs(count, prob, uniform):
+    """Hörmann's BTRS (1993) as PyTorch writes it: a candidate from a transformed uniform pair, kept in the
+    squeeze or by the ratio of the Stirling-approximated binomial to the hat."""
+    spread = math.sqrt(count * prob * (1 - prob))
+    b = 1.15 + 2.53 * spread
+    a = -0.0873 + 0.0248 * b + 0.01 * prob
+    c = count * prob + 0.5
+    v_r = 0.92 - 4.2 / b
+    r = prob / (1 - prob)
+    alpha = (2.83 + 5.1 / b) * spread
+    m = math.floor((count + 1) * prob)
+    while True:
+        u = uniform() - 0.5
+        v = uniform()
+        us = 0.5 - abs(u)
+        k = math.floor((2 * a / us + b) * u + c)
+        if k < 0 or k > count:
+            continue
+        if us >= 0.07 and v <= v_r:
+            return float(k)
+        v = math.log(v * alpha / (a / (us * us) + b))
+        bound = ((m + 0.5) * math.log((m + 1) / (r * (count - m + 1)))
+                 + (count + 1) * math.log((count - m + 1) / (count - k + 1))
+                 + (k + 0.5) * math.log(r * (count - k + 1) / (k + 1))
+                 + _stirling_tail(m) + _stirling_tail(count - m) - _stirling_tail(k) - _stirling_tail(count - k))
+        if v <= bound:
+            return float(k)
 
 
 names(function=True, method=False, functions=("normal",))(normal)
