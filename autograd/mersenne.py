@@ -59,14 +59,18 @@ class TorchStream:
         words = self.words(2 * count)
         return (words[0::2] << numpy.uint64(32)) | words[1::2]
 
-    def _unit(self, count, dtype):
+    def units(self, count, dtype):
         """``count`` uniforms in [0, 1) as PyTorch's uniform_real_distribution makes them, in dtype's
-        accumulating type (float32 for float32 and float16, float64 for float64)."""
-        dtype = numpy.dtype(dtype)
-        if dtype == numpy.float64:
+        accumulating type: float64 from 53 bits of two words, float32 from 24 bits of one (float16 too: PyTorch
+        draws its uniforms as float32s)."""
+        if numpy.dtype(dtype) == numpy.float64:
             return (self.words64(count) & numpy.uint64(2**53 - 1)).astype(numpy.float64) * 2.0**-53
-        bits = 24  # (float16 too: PyTorch draws its uniforms as float32s)
-        return (self.words(count) & numpy.uint64(2**bits - 1)).astype(numpy.float32) * numpy.float32(2.0**-bits)
+        return (self.words(count) & numpy.uint64(2**24 - 1)).astype(numpy.float32) * numpy.float32(2.0**-24)
+
+    def one_uniform(self):
+        """One float64 uniform in [0, 1), a Python float: what PyTorch's serial samplers (poisson, binomial,
+        gamma) draw at each step."""
+        return float(self.units(1, numpy.float64)[0])
 
     def uniform(self, low=0.0, high=1.0, size=None, dtype=numpy.float64):
         """Uniform numbers in [low, high): x · (high - low) + low, the bounds first cast to dtype."""
@@ -74,7 +78,7 @@ class TorchStream:
         if dtype.kind != "f" or not (numpy.ndim(low) == 0 and numpy.ndim(high) == 0):
             return self.numpy.uniform(low, high, size)
         shape = _shape(size)
-        x = self._unit(math.prod(shape), dtype)
+        x = self.units(math.prod(shape), dtype)
         low, high = x.dtype.type(dtype.type(low)), x.dtype.type(dtype.type(high))
         return _fused(x, high - low, low, dtype).reshape(shape)
 
@@ -94,7 +98,7 @@ class TorchStream:
         count = math.prod(shape)
         if count >= 16:
             return self._blocks_of_16(count, dtype, loc, scale).reshape(shape)
-        values = numpy.array([self._one_normal() for _ in range(count)], dtype=numpy.float64)
+        values = numpy.array([self.one_normal() for _ in range(count)], dtype=numpy.float64)
         return _fused(values, numpy.float64(scale), numpy.float64(loc), numpy.float64).astype(dtype).reshape(shape)
 
     def standard_normal(self, size=None, dtype=numpy.float64):
@@ -103,20 +107,21 @@ class TorchStream:
     def _blocks_of_16(self, count, dtype, loc, scale):
         wide = numpy.float64 if dtype == numpy.float64 else numpy.float32
         whole = count - count % 16
-        # (held in dtype, as PyTorch's tensor holds them; for float16 PyTorch draws the whole blocks' only)
+        drawn = whole if dtype == numpy.float16 else count  # (float16: PyTorch draws the whole blocks' only)
         values = numpy.empty(count, wide)
-        values[:count if dtype != numpy.float16 else whole] = \
-            self._unit(count if dtype != numpy.float16 else whole, dtype).astype(dtype)
+        values[:drawn] = self.units(drawn, dtype).astype(dtype)  # (held in dtype, as PyTorch's tensor holds them)
         values[:whole] = _box_muller_16(values[:whole], wide, loc, scale)
         if count % 16:  # the last 16 values drawn again and transformed as one block, as PyTorch's
-            values[-16:] = _box_muller_16(self._unit(16, dtype).astype(dtype).astype(wide), wide, loc, scale)
+            values[-16:] = _box_muller_16(self.units(16, dtype).astype(dtype).astype(wide), wide, loc, scale)
         return values.astype(dtype)
 
-    def _one_normal(self):
+    def one_normal(self):
+        """One standard normal by the one-at-a-time path: Box-Muller on two float64 uniforms, the second value
+        kept for the next call (PyTorch's next_double_normal_sample)."""
         if self.next_normal is not None:
             value, self.next_normal = self.next_normal, None
             return value
-        u1, u2 = self._unit(2, numpy.float64)
+        u1, u2 = self.units(2, numpy.float64)
         radius = math.sqrt(-2.0 * math.log1p(-u2))
         theta = 2.0 * math.pi * u1
         self.next_normal = radius * math.sin(theta)
@@ -142,7 +147,7 @@ class TorchStream:
         if numpy.ndim(scale):
             return self.numpy.exponential(scale, size)
         shape = _shape(size)
-        return -float(scale) * numpy.log(1.0 - self._unit(math.prod(shape), numpy.float64)).reshape(shape)
+        return -float(scale) * numpy.log(1.0 - self.units(math.prod(shape), numpy.float64)).reshape(shape)
 
     def permutation(self, n):
         """A permutation of range(n) (an int) as PyTorch's randperm: position i swapped with i + (w mod (n - i))."""

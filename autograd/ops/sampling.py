@@ -128,9 +128,7 @@ def poisson(input, generator=None):  # noqa: A002
 def _poisson_draw(rate, stream):
     """One Poisson(rate) draw as PyTorch's CPU kernel makes it from float64 uniforms u: below rate 10, the count of
     uniforms whose running product stays above e^-rate; from 10, Hörmann's transformed rejection (PTRS, 1993)."""
-    def uniform():
-        return float(stream._unit(1, numpy.float64)[0])
-
+    uniform = stream.one_uniform
     if rate == 0:
         return 0
     if rate < 10:
@@ -182,7 +180,7 @@ def _binomial_draw(count, prob, stream):
         return float(count)
     smaller = prob if prob <= 0.5 else type(prob)(1.0) - prob
     draw = _btrs if count * smaller >= 10 else _binomial_inversion
-    k = draw(float(count), float(smaller), lambda: float(stream._unit(1, numpy.float64)[0]))
+    k = draw(float(count), float(smaller), stream.one_uniform)
     return k if prob <= 0.5 else float(count) - k
 
 
@@ -304,7 +302,7 @@ def _log_normal(x, mean=1.0, std=2.0, *, generator=None):
         raise RuntimeError(f"log_normal_ expects std > 0.0, but found std={std}")
     # PyTorch's serial kernel: exp of one normal at a time (Box-Muller on two float64 uniforms, the sine kept)
     stream = random.generator(generator)
-    normals = numpy.array([stream._one_normal() for _ in range(x.numel())], dtype=numpy.float64)
+    normals = numpy.array([stream.one_normal() for _ in range(x.numel())], dtype=numpy.float64)
     return _tensor(numpy.exp(normals * std + mean).reshape(x.shape), x.dtype)
 
 
@@ -313,7 +311,7 @@ def _cauchy(x, median=0.0, sigma=1.0, *, generator=None):
     if sigma <= 0:
         raise RuntimeError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
     # PyTorch's kernel: median + sigma tan(π (u - 1/2)) for a float64 uniform u each
-    u = random.generator(generator)._unit(x.numel(), numpy.float64).reshape(x.shape)
+    u = random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape)
     return _tensor(median + sigma * numpy.tan(numpy.pi * (u - 0.5)), x.dtype)
 
 
@@ -323,7 +321,7 @@ def _geometric(x, p, *, generator=None):
     if not 0 < p < 1:
         raise RuntimeError(f"geometric_ expects p to be in (0, 1), but got p={p}")
     # PyTorch's kernel: ⌈ln u / ln(1 - p)⌉ for a float64 uniform u each
-    u = random.generator(generator)._unit(x.numel(), numpy.float64).reshape(x.shape)
+    u = random.generator(generator).units(x.numel(), numpy.float64).reshape(x.shape)
     with numpy.errstate(divide="ignore"):  # (u = 0: an infinite count, as PyTorch's)
         return _tensor(numpy.ceil(numpy.log(u) / numpy.log1p(-p)), x.dtype)
 

@@ -133,8 +133,7 @@ def _marsaglia_tsang(alpha, stream, dtype):
     """One Gamma(alpha, 1) draw as PyTorch's sample_gamma makes it from float64 uniforms and its one-at-a-time
     normals: a shape below 1 boosted by u^(1/alpha), then Marsaglia and Tsang's squeeze and log tests. The
     shape's own arithmetic (the boost, d) is in its dtype, the rest in float64, as PyTorch's kernel."""
-    def uniform():
-        return float(stream._unit(1, xp.float64)[0])
+    uniform = stream.one_uniform
 
     alpha = dtype.type(alpha)
     scale = 1.0
@@ -147,7 +146,7 @@ def _marsaglia_tsang(alpha, stream, dtype):
     c = 1.0 / math.sqrt(9.0 * d)
     while True:
         while True:
-            x = stream._one_normal()
+            x = stream.one_normal()
             y = 1.0 + c * x
             if y > 0:
                 break
