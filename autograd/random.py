@@ -154,6 +154,13 @@ def draws(sample, shape, dtype, part_scale=1.0):
     return parts[..., 0] + 1j * parts[..., 1]
 
 
+def drawn_seed(source=None):
+    """A seed drawn from ``source`` (an ``autograd.Generator``; the default one when None), as PyTorch's data
+    utilities draw one: ``torch.empty((), dtype=torch.int64).random_(generator=source)``, the next 64-bit
+    number mod 2^63."""
+    return int(generator(source).words64(1)[0]) % 2**63
+
+
 def generator(source=None):
     """The NumPy ``Generator`` a random op draws from: ``source``'s (an ``autograd.Generator``)
     or, when None, the default generator's. Anything else is a TypeError."""

@@ -22,8 +22,7 @@ import multiprocessing
 import warnings
 from typing import Generic, TypeVar
 
-from ...backend import int64
-from ...factories import empty
+from ...random import drawn_seed
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
@@ -171,7 +170,7 @@ class _LoaderIterator:
         self._loader = loader
         # PyTorch's pass draws its workers' base seed first, from the loader's generator (workers or not), so
         # the sampler's draws after it are PyTorch's
-        self._base_seed = int(empty((), dtype=int64).random_(generator=loader.generator).item())
+        self._base_seed = drawn_seed(loader.generator)
         if isinstance(loader.dataset, IterableDataset):
             self._samples = iter(loader.dataset)
         else:

@@ -8,10 +8,9 @@ repeats every epoch's order.
 
 from typing import Generic, TypeVar
 
-from ...backend import int64
-from ...factories import empty, randint, randperm, tensor
+from ...factories import randint, randperm, tensor
 from ...ops.sampling import multinomial
-from ...random import Generator
+from ...random import Generator, drawn_seed
 from ...tensor import Tensor
 
 T_co = TypeVar("T_co", covariant=True)
@@ -60,7 +59,7 @@ class RandomSampler(Sampler):
         n = len(self.data_source)
         generator = self.generator
         if generator is None:  # PyTorch's: a generator of its own, seeded by one draw of the default one
-            generator = Generator().manual_seed(int(empty((), dtype=int64).random_().item()))
+            generator = Generator().manual_seed(drawn_seed())
         if self.replacement:  # (in blocks of 32, as PyTorch draws them)
             for _ in range(self.num_samples // 32):
                 yield from randint(n, (32,), generator=generator).tolist()
