@@ -8,7 +8,7 @@ flip and roll move elements, so their gradients move dL/dy back the opposite way
 import numbers
 from collections.abc import Sequence
 
-from ..backend import int32, int64, xp
+from ..backend import int32, int64, strided_view, xp
 from ..errors import ShapeError, broadcast_mismatch
 from ..primitive import Primitive, named_node, node_named
 from ..size import Size, sizes_argument
@@ -271,12 +271,11 @@ class Unfold(Primitive):
 
     def forward(self, x):
         d, count = self.dim, (x.shape[self.dim] - self.size) // self.step + 1
-        return shape.strided_view(x, (*x.shape[:d], count, *x.shape[d + 1:], self.size),
-                                  (*x.strides[:d], x.strides[d] * self.step, *x.strides[d + 1:], x.strides[d]))
+        return strided_view(x, (*x.shape[:d], count, *x.shape[d + 1:], self.size),
+                            (*x.strides[:d], x.strides[d] * self.step, *x.strides[d + 1:], x.strides[d]))
 
     def backward(self, grad, y, x):
-        d = self.dim
-        count = (x.shape[d] - self.size) // self.step + 1
+        d, count = self.dim, grad.shape[self.dim]  # (the gradient has y's shape: its windows along dim)
         windows = (xp.arange(0, count * self.step, self.step)[:, None] + xp.arange(self.size)).reshape(-1)
         lined_up = shape.reshape(movedim(grad, -1, d + 1), (*x.shape[:d], count * self.size, *x.shape[d + 1:]))
         zeros = Tensor._make(xp.zeros(x.shape, dtype=grad.dtype))
