@@ -37,7 +37,7 @@ class WriteDoor:
         the old one (copy_) says ``reads_old=False``: a recorded write then copies nothing first.
         An expanded tensor, whose elements share memory, takes only the writes that say
         ``overlapping_ok`` (one value everywhere: fill_, zero_), as PyTorch's."""
-        if 0 in self._data.strides and not overlapping_ok:
+        if 0 in self._data.strides and not overlapping_ok:  # (overlapping's own first test, here saving a call)
             refuse_overlap(self._data)
         self._before_write()
         if modes.grad_enabled and (self._requires_grad or _requires_grad(operands)):
@@ -110,7 +110,7 @@ class WriteDoor:
         if new.shape != self.shape and xp.broadcast_shapes(new.shape, self.shape) != self.shape:
             raise RuntimeError(f"output with shape {tuple(self.shape)} doesn't match the broadcast "
                                f"shape {tuple(xp.broadcast_shapes(new.shape, self.shape))}")
-        if 0 in self._data.strides and overlapping(self._data):
+        if overlapping(self._data):
             # an expanded tensor (masked_fill_, index_fill_): the elements the op changed, as PyTorch's kernels
             # write only those; the others would write their old values over memory that a changed one shares
             xp.copyto(self._data, new._data, where=new._data != self._data)
@@ -168,7 +168,7 @@ class WriteDoor:
 
     def _write_back(self, function, args, kwargs, name=None):
         """x.op_(...): write x.op(...) into x (the in-place twins declared by the ops, ``name`` op_)."""
-        overlapping_ok = name in DEPRECATED_ON_EXPANDED and 0 in self._data.strides and overlapping(self._data)
+        overlapping_ok = name in DEPRECATED_ON_EXPANDED and overlapping(self._data)
         if overlapping_ok:
             _warn_expanded(name)
         return self._write(args, lambda old: function(old, *args, **kwargs), overlapping_ok=overlapping_ok)
@@ -213,7 +213,7 @@ class WriteDoor:
             if region.base is None:  # an advanced index (its region is a copy): PyTorch's index_put_, which warns
                 if overlapping(self._data):
                     _warn_expanded("index_put_")
-            elif 0 in region.strides:
+            else:
                 refuse_overlap(region)
         self._before_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
@@ -236,7 +236,8 @@ DEPRECATED_ON_EXPANDED = frozenset({"masked_fill_", "index_fill_", "index_put_"}
 def overlapping(array):
     """Whether some elements of ``array`` are one element in memory: a dim of more than one element that
     steps 0 (an expanded tensor's; PyTorch's has_internal_overlap, which looks no further either)."""
-    return array.size > 1 and any(step == 0 and n > 1 for step, n in zip(array.strides, array.shape))
+    return 0 in array.strides and array.size > 1 and any(step == 0 and n > 1 for step, n in zip(array.strides,
+                                                                                                array.shape))
 
 
 def refuse_overlap(array):
