@@ -14,7 +14,7 @@ import warnings
 
 import numpy
 
-from autograd import Tensor, no_grad
+from autograd import Tensor, empty_like, no_grad, where
 from autograd.random import generator as rng
 from autograd.tensor import tensor_from
 
@@ -183,8 +183,6 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     than 0.3 of the normal's mass: normal draws, those outside drawn again until none is. Otherwise
     rejection from U(a, b): a candidate x is kept when ln u < -((x - mean) / std)² / 2 - ln peak, u ~ U(0, 1)
     (peak: the density's largest value on [a, b]), the pending ones drawn again, all of them each round."""
-    from autograd import empty_like, where
-
     if not a < b:
         raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
     if mean < a - 2 * std or mean > b + 2 * std:
