@@ -77,6 +77,9 @@ def tensor_from(data, dtype=None, requires_grad=False):
     return Tensor(array, requires_grad, array.dtype)  # (a dtype given: no legacy conversion of integers)
 
 
+SUBCLASS_WATCHERS = []  # called with each subclass of Tensor once it is defined (see __init_subclass__)
+
+
 class Tensor(WriteDoor):
     # every tensor sets these five; the rest keep their class-level default until set (an
     # instance dict is made only then), so wrapping a computed array costs five stores
@@ -114,6 +117,13 @@ class Tensor(WriteDoor):
             self._inference = True
         if requires_grad:
             self.requires_grad_(True)
+
+    def __init_subclass__(cls, **kwargs):
+        """Each class of tensor (nn.Parameter, a program's own) is made known to what keeps a table by exact
+        class: autograd.multiprocessing's pickler, which must send every one of them by its segment."""
+        super().__init_subclass__(**kwargs)
+        for watcher in SUBCLASS_WATCHERS:
+            watcher(cls)
 
     def __getstate__(self):
         """Pickling and copy.deepcopy keep a tensor's values, flags and graph attributes but not the weak

@@ -450,16 +450,11 @@ class Module(ModuleState, ModuleHooks):
         return replica
 
     def share_memory(self):
-        """PyTorch moves the tensors to shared memory for torch.multiprocessing; there is no such
-        sharing here, and on one process nothing needs to move: returns self. A lazy module's
-        uninitialized tensor refuses, as PyTorch's (its ``share_memory_`` raises)."""
-        from .lazy import is_lazy  # (lazy.py imports the layers, which import this module)
-
-        for module in self.modules():
-            for tensor in list(module._parameters.values()) + list(module._buffers.values()):
-                if is_lazy(tensor):
-                    tensor.share_memory_()
-        return self
+        """Move every parameter, its gradient and every buffer into memory shared between processes
+        (``Tensor.share_memory_``), for ``autograd.multiprocessing``: a process started after it updates
+        these same numbers in place (Hogwild training). A lazy module's uninitialized tensor refuses,
+        as PyTorch's. Returns self."""
+        return self._apply(lambda tensor: tensor.share_memory_())
 
     def _compiled(self):
         """What autograd.compile(module) gives: the module wrapped as PyTorch's OptimizedModule (nn/compiled.py)."""

@@ -205,19 +205,26 @@ for _name, _dtype in (("float", backend.float32), ("double", backend.float64), (
                       ("cfloat", numpy.dtype("complex64")), ("cdouble", numpy.dtype("complex128"))):
     _converter(_name, _dtype)
 
-# -- what kind of memory this is: dense, strided, unquantised, in this process ------------------
+# -- what kind of memory this is: dense, strided, unquantised; shared with other processes or not ---------
 
 names("layout", function=False)(property(lambda x: strided))
 for _kind in ("is_meta", "is_sparse", "is_sparse_csr", "is_quantized", "is_nested", "is_mkldnn", "is_xla", "is_xpu",
               "is_mps", "is_ipu", "is_vulkan", "is_maia", "is_mtia"):  # (every tensor here is a dense NumPy array)
     names(_kind, function=False)(property(lambda x: False))
-names("is_shared", function=False)(lambda x: False)  # (no tensor lives in memory shared between processes)
+
+
+@names("is_shared", function=False)
+def is_shared(x):
+    from ..shared_memory import is_shared  # (loaded on first use: most programs never share memory)
+
+    return is_shared(x)
 
 
 @names("share_memory_", function=False)
 def share_memory_(x):
-    """x itself: no worker processes read tensors here (DataLoader loads in the main process)."""
-    return x
+    from ..shared_memory import share_memory_
+
+    return share_memory_(x)
 
 
 @names("new", function=False)
