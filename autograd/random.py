@@ -122,6 +122,14 @@ def initial_seed():
     return default_generator.initial_seed()
 
 
+def swap_default_stream(stream):
+    """Make ``stream`` (a seed, and the stream drawn from it so far or None) the default generator's, and
+    return the one it had: a DataLoader worker played in this process draws from its own (data/workers.py)."""
+    outgoing = default_generator._seed, default_generator._numpy
+    default_generator._seed, default_generator._numpy = stream
+    return outgoing
+
+
 def get_rng_state():
     return default_generator.get_state()
 

@@ -6,9 +6,9 @@ iterable-dataset / collation / error tests, TestDictDataLoader, TestNamedTupleDa
 TestStringDataLoader, plus the samplers' and DistributedSampler's own checks. Each test runs on
 chainrule's `autograd` and, where it is installed, on PyTorch (fixture `T`), through ``T.utils.data``.
 
-Left out: everything that needs worker processes (chainrule loads every batch in the main process and
-calls no ``worker_init_fn``; see autograd/utils/data/dataloader.py), pinned memory on a GPU,
-DataPipes, and the test of ``_generate_state`` (a private helper of PyTorch's workers).
+Left out: the tests of worker processes themselves (chainrule's workers take turns in the main process:
+tests/test_dataloader_workers.py checks their batches, seeds and errors against PyTorch's), pinned memory on
+a GPU, DataPipes, and the test of ``_generate_state`` (a private helper of PyTorch's workers).
 """
 
 import collections

@@ -243,16 +243,14 @@ def test_loader_option_errors_match_pytorch(kwargs):
     assert str(ours.value) == str(theirs.value)
 
 
-def test_worker_options_load_in_the_main_process_and_warn_once():
-    DataLoader._warned_about_workers = False
+def test_worker_options_give_the_same_batches_and_call_worker_init_fn_once_per_worker():
     calls = []
-    with pytest.warns(UserWarning, match="main process"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (nothing to warn of: the batches are PyTorch's)
         loader = DataLoader(Squares(6), batch_size=2, num_workers=2, pin_memory=True, persistent_workers=True,
                             prefetch_factor=2, worker_init_fn=calls.append, timeout=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        DataLoader(Squares(6), num_workers=4)
-    assert [b[0].tolist() for b in loader] == [[0, 1], [2, 3], [4, 5]] and calls == []
+        assert [b[0].tolist() for b in loader] == [[0, 1], [2, 3], [4, 5]] and calls == [0, 1]
+        assert [b[0].tolist() for b in loader] == [[0, 1], [2, 3], [4, 5]] and calls == [0, 1]  # (persistent)
     assert get_worker_info() is None
 
 

@@ -5,12 +5,13 @@ The lecture's three regimes of gradient descent are three batch sizes:
     DataLoader(data, batch_size=1, shuffle=True)      stochastic
     DataLoader(data, batch_size=32, shuffle=True)     mini-batch
 
-Loading happens in the main process. ``num_workers``, ``pin_memory``,
-``timeout``, ``worker_init_fn``, ``prefetch_factor``, ``persistent_workers``
-and ``multiprocessing_context`` are accepted and checked as PyTorch checks
-them, but no worker processes start: with ``num_workers > 0`` the batches are
-the same, loaded in the main process, and a warning says so once.
-``worker_init_fn`` is therefore never called, and ``get_worker_info()`` is None.
+With ``num_workers = W > 0`` the batches are made by W workers with PyTorch's seeds, each with its
+own copy of the dataset, ``worker_init_fn`` and ``get_worker_info()`` (workers.py): the batches,
+and what the dataset draws at random, are PyTorch's. The workers take turns in the main process
+rather than running in processes of their own, so loading is not parallel. ``pin_memory``,
+``timeout``, ``prefetch_factor`` and ``multiprocessing_context`` are accepted and checked as
+PyTorch checks them; ``persistent_workers`` keeps the workers (their copies of the dataset, their
+random streams) from one pass to the next.
 
 As PyTorch's, a loader's ``dataset``, ``batch_size``, ``sampler``,
 ``batch_sampler``, ``drop_last`` and ``persistent_workers`` are fixed once it is
@@ -19,27 +20,21 @@ made (setting one is a ValueError: they decide the batches together), and
 """
 
 import multiprocessing
-import warnings
 from typing import Generic, TypeVar
 
 from ...random import drawn_seed
 from .collate import default_collate, default_convert
 from .dataset import IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
+from .workers import Worker, get_worker_info  # noqa: F401  (get_worker_info: torch.utils.data.dataloader's too)
 
 T_co = TypeVar("T_co", covariant=True)
-
-
-def get_worker_info():
-    """Information about the worker process loading data: None, as in the main process."""
-    return None
 
 
 class DataLoader(Generic[T_co]):
     """Iterate over ``dataset`` in batches (see the module's docstring for the options); typed code may
     write ``DataLoader[list[Tensor]]``, as with PyTorch's."""
 
-    _warned_about_workers = False
     _FIXED = ("batch_size", "batch_sampler", "sampler", "drop_last", "dataset", "persistent_workers")
     _initialized = False
 
@@ -98,13 +93,8 @@ class DataLoader(Generic[T_co]):
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
+        self._workers = None  # the workers kept from pass to pass (persistent_workers)
         self._initialized = True
-        if num_workers > 0 and not DataLoader._warned_about_workers:
-            DataLoader._warned_about_workers = True
-            warnings.warn(f"DataLoader(num_workers={num_workers}): chainrule loads every batch in the main process "
-                          "(no worker processes start; worker_init_fn is not called); the batches are the same.",
-                          stacklevel=2)
-
 
     def __setattr__(self, name, value):
         if self._initialized and name in self._FIXED:
@@ -131,12 +121,14 @@ class DataLoader(Generic[T_co]):
         """What is done to each batch once it is made (nothing here; autograd.data's loader transforms it)."""
         return batch
 
-    def _fetch(self, indices):
-        if self._default_collate and hasattr(self.dataset, "batch"):
-            return self.dataset.batch(indices)  # the same batch, made without per-sample Python
-        if hasattr(self.dataset, "__getitems__"):
-            return self.collate_fn(self.dataset.__getitems__(indices))
-        return self.collate_fn([self.dataset[index] for index in indices])
+    def _fetch(self, indices, dataset=None):
+        """The batch of the samples at ``indices`` of ``dataset`` (the loader's, or a worker's copy of it)."""
+        dataset = self.dataset if dataset is None else dataset
+        if self._default_collate and hasattr(dataset, "batch"):
+            return dataset.batch(indices)  # the same batch, made without per-sample Python
+        if hasattr(dataset, "__getitems__"):
+            return self.collate_fn(dataset.__getitems__(indices))
+        return self.collate_fn([dataset[index] for index in indices])
 
 
 def _checked_context(context, num_workers):
@@ -164,17 +156,36 @@ class _LoaderIterator:
 
     Each ``next`` takes the next indices from the sampler (or the next samples from the stream)
     and fetches them then, so an error raised by the dataset for one batch reaches the caller and
-    the pass goes on with the next batch, as PyTorch's."""
+    the pass goes on with the next batch, as PyTorch's. With workers, batch k of a map-style dataset
+    is made by worker k mod W, and an IterableDataset's workers give a batch each in turn until
+    each one's copy is exhausted (workers.py)."""
 
     def __init__(self, loader):
         self._loader = loader
-        # PyTorch's pass draws its workers' base seed first, from the loader's generator (workers or not), so
-        # the sampler's draws after it are PyTorch's
-        self._base_seed = drawn_seed(loader.generator)
+        if loader.persistent_workers and loader._workers is not None:  # the workers of an earlier pass go on
+            self._workers = loader._workers
+        else:
+            # PyTorch's pass draws its workers' base seed first, from the loader's generator (workers or not), so
+            # the sampler's draws after it are PyTorch's
+            self._base_seed = drawn_seed(loader.generator)
+            self._workers = self._start_workers() if loader.num_workers else None
+        self._turn = 0  # the worker that makes the next batch
         if isinstance(loader.dataset, IterableDataset):
-            self._samples = iter(loader.dataset)
+            if self._workers is None:
+                self._samples = iter(loader.dataset)
+            else:
+                for worker in self._workers:
+                    worker.start_stream()
+                self._active = list(self._workers)
         else:
             self._indices = iter(loader.batch_sampler if loader.batch_sampler is not None else loader.sampler)
+
+    def _start_workers(self):
+        loader = self._loader
+        workers = [Worker(loader, worker_id, self._base_seed) for worker_id in range(loader.num_workers)]
+        if loader.persistent_workers:
+            object.__setattr__(loader, "_workers", workers)
+        return workers
 
     def __iter__(self):
         return self
@@ -182,19 +193,45 @@ class _LoaderIterator:
     def __next__(self):
         loader = self._loader
         if isinstance(loader.dataset, IterableDataset):
-            batch = self._next_from_stream()
-        elif loader.batch_sampler is not None:
-            batch = loader._fetch(next(self._indices))
+            batch = self._next_from_stream() if self._workers is None else self._next_from_workers()
         else:
-            batch = loader.collate_fn(loader.dataset[next(self._indices)])
+            indices = next(self._indices)
+            if self._workers is None:
+                batch = self._make(indices, loader.dataset)
+            else:
+                worker = self._workers[self._turn]
+                self._turn = (self._turn + 1) % len(self._workers)
+                batch = worker.make(lambda worker, indices: self._make(indices, worker.dataset), indices)
         return loader._finish(batch)
 
-    def _next_from_stream(self):
+    def _make(self, indices, dataset):
         loader = self._loader
+        if loader.batch_sampler is not None:
+            return loader._fetch(indices, dataset)
+        return loader.collate_fn(dataset[indices])
+
+    def _next_from_workers(self):
+        """The next batch from the workers in turn, passing over those whose streams have run out."""
+        while self._active:
+            worker = self._active[self._turn]
+            try:
+                batch = worker.make(lambda worker: self._next_from_stream(worker.stream))
+            except StopIteration:
+                del self._active[self._turn]  # the next worker in the cycle now stands at this turn
+                if self._turn == len(self._active):
+                    self._turn = 0
+                continue
+            self._turn = (self._turn + 1) % len(self._active)
+            return batch
+        raise StopIteration
+
+    def _next_from_stream(self, samples=None):
+        loader = self._loader
+        samples = self._samples if samples is None else samples
         if loader.batch_size is None:
-            return loader.collate_fn(next(self._samples))
+            return loader.collate_fn(next(samples))
         batch = []
-        for sample in self._samples:
+        for sample in samples:
             batch.append(sample)
             if len(batch) == loader.batch_size:
                 break

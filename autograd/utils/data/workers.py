@@ -1,0 +1,146 @@
+"""A DataLoader's workers, played in the main process: each with PyTorch's seeds, its own copy of the
+dataset and its own share of the batches, so ``num_workers`` gives PyTorch's batches.
+
+PyTorch's loader with ``num_workers = W`` starts W processes. Worker i seeds its own random
+streams from the pass's base seed b (drawn from the loader's generator):
+    autograd's default generator:  b + i          (torch.manual_seed)
+    Python's ``random``:           b + i
+    NumPy's global stream:         SeedSequence([i, b mod 2^32, b div 2^32, 0]).generate_state(4)
+then calls ``worker_init_fn(i)`` with ``get_worker_info()`` describing it, and works on its own copy
+of the dataset (forked, so a worker's changes to it stay its own). Batch k of a map-style dataset is
+made by worker k mod W; an IterableDataset is iterated by every worker, each over its own copy
+(sharded by the dataset through ``get_worker_info()``), and their batches are taken in turn.
+
+Here the workers take turns in the main process: a ``Worker`` holds its streams while it is away,
+and puts them in place for the time it makes a batch (``with worker:``). The batches, and whatever
+the dataset draws at random, are therefore PyTorch's; only the loading is not parallel.
+"""
+
+import copy
+import dataclasses
+import random
+import traceback
+
+import numpy
+
+from ...random import swap_default_stream
+
+_current = None  # the WorkerInfo of the worker making a batch now; None in the main process
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """What ``get_worker_info()`` says inside a worker: its ``id`` (0 to ``num_workers`` - 1), the
+    ``num_workers``, its ``seed`` and its copy of the ``dataset`` (frozen, as PyTorch's)."""
+
+    id: int
+    num_workers: int
+    seed: int
+    dataset: object
+    rng: object = None
+    worker_method: str = "multiprocessing"
+
+
+def get_worker_info():
+    """The WorkerInfo of the worker that is loading (inside a dataset's ``__getitem__``/``__iter__`` or a
+    ``worker_init_fn``), None in the main process."""
+    return _current
+
+
+def numpy_seed(base_seed, worker_id):
+    """The four 32-bit words PyTorch's worker seeds NumPy's global stream with."""
+    entropy = [worker_id, base_seed & 0xFFFFFFFF, base_seed >> 32, 0]
+    return numpy.random.SeedSequence(entropy).generate_state(4)
+
+
+class Worker:
+    """One worker of one pass (or of every pass, with ``persistent_workers``)."""
+
+    def __init__(self, loader, worker_id, base_seed):
+        self.id = worker_id
+        seed = base_seed + worker_id
+        self.dataset = _own_copy(loader.dataset)
+        self.info = WorkerInfo(id=worker_id, num_workers=loader.num_workers, seed=seed, dataset=self.dataset)
+        self._default_stream = (seed, None)  # (manual_seed(seed): the stream is made from it on the first draw)
+        self._python_state = random.Random(seed).getstate()
+        self._numpy_state = numpy.random.RandomState(numpy_seed(base_seed, worker_id)).get_state()
+        self.failure = None  # worker_init_fn's exception: raised at the worker's first batch, as PyTorch's
+        self.stream = None  # an IterableDataset's samples, as this worker iterates its copy
+        with self:
+            try:
+                if loader.worker_init_fn is not None:
+                    loader.worker_init_fn(worker_id)
+            except Exception as error:
+                self.failure = error
+
+    def __enter__(self):
+        global _current
+        self._outside = (swap_default_stream(self._default_stream), random.getstate(), numpy.random.get_state(),
+                         _current)
+        random.setstate(self._python_state)
+        numpy.random.set_state(self._numpy_state)
+        _current = self.info
+        return self
+
+    def __exit__(self, *exc_info):
+        global _current
+        default_stream, python_state, numpy_state, _current = self._outside
+        self._default_stream = swap_default_stream(default_stream)
+        self._python_state, self._numpy_state = random.getstate(), numpy.random.get_state()
+        random.setstate(python_state)
+        numpy.random.set_state(numpy_state)
+        del self._outside
+
+    def start_stream(self):
+        """A new pass over this worker's copy of an IterableDataset (PyTorch's worker makes its fetcher
+        anew each pass, after ``worker_init_fn`` the first time)."""
+        with self:
+            self.stream = iter(self.dataset)
+
+    def make(self, make_batch, *args):
+        """``make_batch(self.dataset, *args)`` in this worker; an exception is raised again as PyTorch's
+        loader raises a worker's: its class, with a message naming the worker and holding its traceback."""
+        with self:
+            try:
+                if self.failure is not None:
+                    failure, self.failure = self.failure, None
+                    raise failure
+                return make_batch(self, *args)
+            except StopIteration:
+                raise
+            except Exception as error:
+                kind = type(error)
+                message = (f"Caught {kind.__name__} in DataLoader worker process {self.id}.\n"
+                           f"Original {''.join(traceback.format_exception(error))}")
+        _raise_as_pytorch(kind, message)  # (outside the worker: the main process's streams are back)
+
+
+class _KeyErrorMessage(str):
+    """A KeyError's message (KeyError shows its argument by repr, which would print the traceback on one line)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return self
+
+
+def _raise_as_pytorch(kind, message):
+    if kind is KeyError:
+        message = _KeyErrorMessage(message)
+    elif getattr(kind, "message", None):  # (exceptions whose first argument is not their message)
+        raise kind(message=message)
+    try:
+        error = kind(message)
+    except Exception:  # (an exception that takes other arguments)
+        raise RuntimeError(message) from None
+    raise error
+
+
+def _own_copy(dataset):
+    """The worker's copy of the dataset: a shallow copy, so that what a worker sets on it (a shard's
+    bounds in ``worker_init_fn``, a file opened per worker) is its own, as in a forked process, while the
+    data it holds is not duplicated."""
+    try:
+        return copy.copy(dataset)
+    except Exception:  # (a dataset that cannot be copied is shared by the workers)
+        return dataset
