@@ -1,0 +1,380 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Image-processing and dense-prediction programs (see tests/pytorch_programs.py), each run on chainrule and
+on PyTorch from the same weights and data, comparing values and gradients, and checked by hand where they
+run alone.
+
+PLACEHOLDER"""
+
+import numpy as np
+import pytest
+
+from tests import ported_nn
+from tests.ported import raises
+
+from .pytorch_programs import OURS, load, pytorch, run_both, weights_of
+
+nn, F = ported_nn.nn, ported_nn.F  # the fixtures (the library under test's nn and nn.functional)
+
+# ----------------------------------------------------------------------------------------------
+# Unsupervised optical flow (UnFlow / ARFlow style): a small flow network, backward warping by
+# grid_sample over a meshgrid base grid, a Charbonnier + census photometric loss, an edge-aware
+# second-order smoothness loss, a forward-backward occlusion mask, and a two-level pyramid
+# ----------------------------------------------------------------------------------------------
+
+
+def flow_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class FlowNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1), nn.LeakyReLU(0.1),
+                                          nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.LeakyReLU(0.1))
+            self.predict_flow = nn.Conv2d(8, 2, 3, padding=1)
+
+        def forward(self, im1, im2):
+            return 0.5 * self.predict_flow(self.features(torch.cat([im1, im2], 1)))
+
+    return FlowNet()
+
+
+def flow_warp(m, x, flow12, pad="border", mode="bilinear"):
+    torch, F = m.torch, m.F
+    B, _, H, W = x.size()
+    base_grid = torch.stack(torch.meshgrid(torch.arange(W), torch.arange(H), indexing="xy"), 0).to(x)  # 2HW
+    v_grid = base_grid.unsqueeze(0) + flow12
+    v_grid_norm = torch.zeros_like(v_grid)
+    v_grid_norm[:, 0, :, :] = 2.0 * v_grid[:, 0, :, :] / (W - 1) - 1.0
+    v_grid_norm[:, 1, :, :] = 2.0 * v_grid[:, 1, :, :] / (H - 1) - 1.0
+    v_grid_norm = v_grid_norm.permute(0, 2, 3, 1)  # BHW2
+    return F.grid_sample(x, v_grid_norm, mode=mode, padding_mode=pad, align_corners=True)
+
+
+def gradient(data):
+    D_dy = data[:, :, 1:] - data[:, :, :-1]
+    D_dx = data[:, :, :, 1:] - data[:, :, :, :-1]
+    return D_dx, D_dy
+
+
+def smooth_grad_2nd(m, flo, image, alpha=10.0):
+    torch = m.torch
+    img_dx, img_dy = gradient(image)
+    weights_x = torch.exp(-torch.mean(torch.abs(img_dx), 1, keepdim=True) * alpha)
+    weights_y = torch.exp(-torch.mean(torch.abs(img_dy), 1, keepdim=True) * alpha)
+    dx, dy = gradient(flo)
+    dx2, dxdy = gradient(dx)
+    dydx, dy2 = gradient(dy)
+    loss_x = weights_x[:, :, :, 1:] * dx2.abs()
+    loss_y = weights_y[:, :, 1:, :] * dy2.abs()
+    return loss_x.mean() / 2.0 + loss_y.mean() / 2.0
+
+
+def census_loss(m, im1, im2, max_distance=1):
+    torch, F = m.torch, m.F
+    patch_size = 2 * max_distance + 1
+
+    def _ternary_transform(image):
+        intensities = (0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]).unsqueeze(1) * 255
+        out_channels = patch_size * patch_size
+        w = torch.eye(out_channels).view((out_channels, 1, patch_size, patch_size)).to(image)
+        patches = F.conv2d(intensities, w, padding=max_distance)
+        transf = patches - intensities
+        return transf / torch.sqrt(0.81 + torch.pow(transf, 2))
+
+    def _hamming_distance(t1, t2):
+        dist = torch.pow(t1 - t2, 2)
+        dist_norm = dist / (0.1 + dist)
+        return torch.sum(dist_norm, 1, keepdim=True)
+
+    def _valid_mask(t, padding):
+        n, _, h, w = t.size()
+        inner = torch.ones(n, 1, h - 2 * padding, w - 2 * padding).type_as(t)
+        return F.pad(inner, [padding] * 4)
+
+    dist = _hamming_distance(_ternary_transform(im1), _ternary_transform(im2))
+    return dist * _valid_mask(im1, max_distance)
+
+
+def charbonnier(x, eps=1e-3, q=0.45):
+    return (x.pow(2) + eps ** 2).pow(q)
+
+
+def occlusion_mask(m, flow12, flow21, alpha1=0.01, alpha2=0.5):
+    torch = m.torch
+    flow21_warped = flow_warp(m, flow21, flow12, pad="zeros")
+    flow12_diff = flow12 + flow21_warped
+    mag = (flow12 * flow12).sum(1, keepdim=True) + (flow21_warped * flow21_warped).sum(1, keepdim=True)
+    occ_thresh = alpha1 * mag + alpha2
+    return ((flow12_diff * flow12_diff).sum(1, keepdim=True) < occ_thresh).float()
+
+
+def flow_images(n=2, h=12, w=14, seed=0):
+    rng = np.random.default_rng(seed)
+    # a smooth random texture, moved by a sub-pixel translation plus a little rotation
+    base = rng.standard_normal((n, 3, h + 6, w + 6))
+    kernel = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256.0
+    smooth = np.zeros((n, 3, h + 2, w + 2))
+    for i in range(5):
+        for j in range(5):
+            smooth += kernel[i, j] * base[:, :, i:i + h + 2, j:j + w + 2]
+    im1 = smooth[:, :, 1:-1, 1:-1]
+    im2 = 0.6 * smooth[:, :, 2:, 1:-1] + 0.4 * smooth[:, :, 2:, 2:]
+    return im1, im2
+
+
+def unsupervised_flow(m, weights, steps=3, dtype="float64"):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, flow_net(m), weights).to(getattr(torch, dtype))
+    optimizer = optim.Adam(model.parameters(), lr=1e-2, betas=(0.9, 0.999))
+    im1, im2 = (torch.tensor(a.astype(dtype)) for a in flow_images())
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = 0
+        for level, scale in enumerate((1, 2)):
+            if scale > 1:
+                i1 = F.interpolate(im1, scale_factor=1 / scale, mode="area")
+                i2 = F.interpolate(im2, scale_factor=1 / scale, mode="area")
+            else:
+                i1, i2 = im1, im2
+            flow12 = model(i1, i2)
+            flow21 = model(i2, i1)
+            occu_mask1 = occlusion_mask(m, flow12, flow21)
+            im1_recons = flow_warp(m, i2, flow12)
+            l1 = charbonnier(i1 - im1_recons) * occu_mask1
+            l_ph = l1.mean() / (occu_mask1.mean() + 1e-6)
+            l_census = (census_loss(m, i1, im1_recons) * occu_mask1).mean() / (occu_mask1.mean() + 1e-6)
+            l_sm = smooth_grad_2nd(m, flow12, i1)
+            loss = loss + (l_ph + 0.5 * l_census + 50.0 * l_sm) / scale
+        loss.backward()
+        grad_norm = m.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        flow = model(im1, im2)
+        up = F.interpolate(model(*(F.interpolate(i, scale_factor=0.5, mode="area") for i in (im1, im2))),
+                           size=im1.shape[-2:], mode="bilinear", align_corners=True) * 2.0
+        nearest = flow_warp(m, im2, flow, pad="zeros", mode="nearest")
+    return history, [p.detach() for p in model.parameters()], flow, up, nearest, occu_mask1
+
+
+def test_unsupervised_optical_flow():
+    weights = weights_of(flow_net)
+    ours, _ = run_both(unsupervised_flow, weights, rtol=1e-9, atol=1e-11)
+    history = ours[0]
+    assert all(np.isfinite(history)) and ours[2].shape == (2, 2, 12, 14)
+    run_both(unsupervised_flow, weights, steps=2, dtype="float32", rtol=2e-4, atol=2e-5)
+
+
+def test_flow_warp_by_hand():
+    """Zero flow warps an image onto itself; a whole-pixel flow shifts it (border padding repeats the edge)."""
+    for m in (OURS, pytorch()):
+        if m is None:
+            continue
+        torch = m.torch
+        im = torch.arange(2 * 3 * 5 * 6, dtype=torch.float64).reshape(2, 3, 5, 6)
+        flow = torch.zeros(2, 2, 5, 6, dtype=torch.float64)
+        np.testing.assert_allclose(flow_warp(m, im, flow).numpy(), im.numpy(), atol=1e-12)
+        flow[:, 0] = 1.0  # sample one pixel to the right
+        shifted = flow_warp(m, im, flow).numpy()
+        np.testing.assert_allclose(shifted[..., :-1], im.numpy()[..., 1:], atol=1e-12)
+        np.testing.assert_allclose(shifted[..., -1], im.numpy()[..., -1], atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Arbitrary style transfer (Huang & Belongie's AdaIN): a frozen encoder read by forward hooks,
+# adaptive instance normalisation by calc_mean_std, a decoder of ReflectionPad2d + nearest Upsample;
+# then Gatys-style optimisation of an image (einsum Gram matrices, total variation) by Adam and L-BFGS
+# ----------------------------------------------------------------------------------------------
+
+
+def adain_nets(m):
+    nn = m.nn
+    encoder = nn.Sequential(
+        nn.Conv2d(3, 3, (1, 1)),
+        nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(3, 8, (3, 3)), nn.ReLU(),  # relu1-1
+        nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(8, 8, (3, 3)), nn.ReLU(),
+        nn.MaxPool2d((2, 2), (2, 2), (0, 0), ceil_mode=True),
+        nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(8, 12, (3, 3)), nn.ReLU(),  # relu2-1
+    )
+    decoder = nn.Sequential(
+        nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(12, 8, (3, 3)), nn.ReLU(),
+        nn.Upsample(scale_factor=2, mode='nearest'),
+        nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(8, 8, (3, 3)), nn.ReLU(),
+        nn.ReflectionPad2d((1, 1, 1, 1)), nn.Conv2d(8, 3, (3, 3)),
+    )
+    return nn.ModuleDict({"encoder": encoder, "decoder": decoder})
+
+
+def calc_mean_std(feat, eps=1e-5):
+    size = feat.size()
+    assert (len(size) == 4)
+    N, C = size[:2]
+    feat_var = feat.view(N, C, -1).var(dim=2) + eps
+    feat_std = feat_var.sqrt().view(N, C, 1, 1)
+    feat_mean = feat.view(N, C, -1).mean(dim=2).view(N, C, 1, 1)
+    return feat_mean, feat_std
+
+
+def adaptive_instance_normalization(content_feat, style_feat):
+    assert (content_feat.size()[:2] == style_feat.size()[:2])
+    size = content_feat.size()
+    style_mean, style_std = calc_mean_std(style_feat)
+    content_mean, content_std = calc_mean_std(content_feat)
+    normalized_feat = (content_feat - content_mean.expand(size)) / content_std.expand(size)
+    return normalized_feat * style_std.expand(size) + style_mean.expand(size)
+
+
+def adain_training(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    nets = load(m, adain_nets(m), weights).double()
+    encoder, decoder = nets["encoder"], nets["decoder"]
+    for param in encoder.parameters():
+        param.requires_grad = False
+    features = {}
+    handles = [encoder[i].register_forward_hook(lambda mod, inp, out, i=i: features.__setitem__(i, out))
+               for i in (3, 10)]
+
+    def encode_with_intermediate(input):
+        features.clear()
+        encoder(input)
+        return [features[3], features[10]]
+
+    rng = np.random.default_rng(3)
+    content = torch.tensor(rng.uniform(0, 1, (2, 3, 10, 10)))
+    style = torch.tensor(rng.uniform(0, 1, (2, 3, 10, 10)) ** 2)
+    optimizer = optim.Adam(decoder.parameters(), lr=1e-3)
+    mse_loss = nn.MSELoss()
+    history = []
+    for step in range(steps):
+        style_feats = encode_with_intermediate(style)
+        content_feat = encode_with_intermediate(content)[-1]
+        alpha = 0.8
+        t = adaptive_instance_normalization(content_feat, style_feats[-1])
+        t = alpha * t + (1 - alpha) * content_feat
+        g_t = decoder(t)
+        g_t_feats = encode_with_intermediate(g_t)
+        loss_c = mse_loss(g_t_feats[-1], t)
+        loss_s = 0
+        for g, s in zip(g_t_feats, style_feats):
+            g_mean, g_std = calc_mean_std(g)
+            s_mean, s_std = calc_mean_std(s)
+            loss_s = loss_s + mse_loss(g_mean, s_mean) + mse_loss(g_std, s_std)
+        loss = loss_c + 10.0 * loss_s
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append((loss_c.item(), loss_s.item()))
+    for h in handles:
+        h.remove()
+    with torch.no_grad():
+        stylised = decoder(adaptive_instance_normalization(encoder(content), encoder(style)))
+    return history, [p.detach() for p in decoder.parameters()], stylised, len(features)
+
+
+def test_adain_style_transfer():
+    weights = weights_of(adain_nets)
+    ours, _ = run_both(adain_training, weights, rtol=1e-9, atol=1e-11)
+    history, params, stylised, hooked = ours
+    assert stylised.shape == (2, 3, 10, 10) and hooked == 2  # removed hooks record nothing
+    # by hand: AdaIN gives the content features the style's per-channel mean and (unbiased) std
+    rng = np.random.default_rng(0)
+    c, s = rng.standard_normal((1, 2, 4, 5)), 3 + 2 * rng.standard_normal((1, 2, 4, 5))
+    out = adaptive_instance_normalization(OURS.torch.tensor(c), OURS.torch.tensor(s)).numpy()
+    np.testing.assert_allclose(out.mean((2, 3)), s.mean((2, 3)), rtol=1e-10)
+    np.testing.assert_allclose(out.std((2, 3), ddof=1), np.sqrt(s.var((2, 3), ddof=1) + 1e-5), rtol=1e-5)
+
+
+def gatys_features(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(),
+                         nn.AvgPool2d(2), nn.Conv2d(6, 8, 3, padding=1, padding_mode="reflect"), nn.ReLU())
+
+
+def gram(m, x):
+    b, c, h, w = x.shape
+    return m.torch.einsum("bchw,bdhw->bcd", x, x) / (c * h * w)
+
+
+def tv_loss(img):
+    return (img[:, :, 1:, :] - img[:, :, :-1, :]).abs().mean() + (img[:, :, :, 1:] - img[:, :, :, :-1]).abs().mean()
+
+
+def image_optimisation(m, weights, optimizer_name="adam", steps=4):
+    torch, F, optim = m.torch, m.F, m.optim
+    cnn = load(m, gatys_features(m), weights).double().eval().requires_grad_(False)
+    layers = {1: "relu1", 3: "relu2", 6: "relu3"}
+
+    def get_features(x):
+        feats = {}
+        for i, layer in enumerate(cnn):
+            x = layer(x)
+            if i in layers:
+                feats[layers[i]] = x
+        return feats
+
+    rng = np.random.default_rng(4)
+    content = torch.tensor(rng.uniform(0, 1, (1, 3, 12, 12)))
+    style = torch.tensor(rng.uniform(0, 1, (1, 3, 12, 12)))
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(-1, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(-1, 1, 1)
+    norm = lambda img: (img - mean) / std
+    content_feats = {k: v.detach() for k, v in get_features(norm(content)).items()}
+    style_grams = {k: gram(m, v).detach() for k, v in get_features(norm(style)).items()}
+    # optimise an unconstrained image; sigmoid maps it into [0, 1]
+    raw = torch.logit(content.clamp(0.01, 0.99)).clone().requires_grad_(True)
+    if optimizer_name == "adam":
+        optimizer = optim.Adam([raw], lr=0.05)
+    else:
+        optimizer = optim.LBFGS([raw], lr=1, max_iter=6, history_size=5, line_search_fn="strong_wolfe")
+    history = []
+
+    def closure():
+        optimizer.zero_grad()
+        img = torch.sigmoid(raw)
+        feats = get_features(norm(img))
+        c_loss = F.mse_loss(feats["relu2"], content_feats["relu2"])
+        s_loss = sum(F.mse_loss(gram(m, feats[k]), style_grams[k], reduction="sum") for k in feats)
+        loss = c_loss + 1e3 * s_loss + 0.1 * tv_loss(img)
+        loss.backward()
+        history.append(loss.item())
+        return loss
+
+    for step in range(steps if optimizer_name == "adam" else 1):
+        optimizer.step(closure)
+    return history, torch.sigmoid(raw).detach(), raw.grad
+
+
+@pytest.mark.parametrize("optimizer_name", ["adam", "lbfgs"])
+def test_gatys_image_optimisation(optimizer_name):
+    weights = weights_of(gatys_features)
+    ours, _ = run_both(image_optimisation, weights, optimizer_name, rtol=1e-8, atol=1e-10)
+    history = ours[0]
+    assert history[-1] < history[0]
+    # the Gram matrix by einsum is the batched X Xᵀ / (c h w)
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5))
+    flat = x.reshape(2, 3, 20)
+    np.testing.assert_allclose(gram(OURS, OURS.torch.tensor(x)).numpy(), flat @ flat.transpose(0, 2, 1) / 60,
+                               rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Focused tests of the fixes the programs above led to
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "bilinear", "bicubic"])
+def test_interpolate_refuses_an_empty_output(T, F, mode):
+    """A size of 0 or a scale factor that floors a size to 0 is PyTorch's RuntimeError (chainrule divided by
+    zero, or gave an empty tensor for a negative scale factor)."""
+    x = T.ones(2, 3, 4, 5)
+    raises(RuntimeError, r"Input and output sizes should be greater than 0, but got input \(H: 4, W: 5\) output "
+           r"\(H: 0, W: 3\)", F.interpolate, x, size=(0, 3), mode=mode)
+    raises(RuntimeError, r"output \(H: 0, W: 0\)", F.interpolate, x, scale_factor=0.1, mode=mode)
+    raises(RuntimeError, r"output \(H: -4, W: -5\)", F.interpolate, x, scale_factor=-1.0, mode=mode)
+    raises(RuntimeError, r"input \(H: 0, W: 5\) output \(H: 0, W: 10\)", F.interpolate, T.ones(1, 1, 0, 5),
+           scale_factor=2.0, mode=mode)
+    raises(RuntimeError, r"input \(D: 2, H: 3, W: 4\) output \(D: 0, H: 0, W: 1\)", F.interpolate,
+           T.ones(1, 1, 2, 3, 4), scale_factor=0.3, mode="trilinear")
+    raises(NotImplementedError, "linear mode needs 3D input", F.interpolate, x, scale_factor=0.1, mode="linear")
+    assert F.interpolate(T.ones(1, 1, 3), size=1, mode="linear").shape == (1, 1, 1)
