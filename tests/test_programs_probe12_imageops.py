@@ -5,6 +5,8 @@ run alone.
 
 PLACEHOLDER"""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -359,6 +361,165 @@ def test_gatys_image_optimisation(optimizer_name):
 
 
 # ----------------------------------------------------------------------------------------------
+# SegNet (Badrinarayanan et al.): max-pooling indices carried to the decoder's max_unpool2d, on an
+# odd-sized image (output_size); trained with the segmentation losses people write by hand: soft
+# Dice over one_hot targets, focal loss from cross_entropy(reduction='none'), soft IoU, and
+# cross_entropy with class weights and an ignore_index for the void label
+# ----------------------------------------------------------------------------------------------
+
+
+def segnet(m, classes=4):
+    nn, F = m.nn, m.F
+
+    class SegNet(nn.Module):
+        def __init__(self, in_chn=3, out_chn=classes, BN_momentum=0.5):
+            super(SegNet, self).__init__()
+            self.MaxEn = nn.MaxPool2d(2, stride=2, return_indices=True)
+            self.ConvEn11 = nn.Conv2d(in_chn, 8, kernel_size=3, padding=1)
+            self.BNEn11 = nn.BatchNorm2d(8, momentum=BN_momentum)
+            self.ConvEn21 = nn.Conv2d(8, 12, kernel_size=3, padding=1)
+            self.BNEn21 = nn.BatchNorm2d(12, momentum=BN_momentum)
+            self.MaxDe = nn.MaxUnpool2d(2, stride=2)
+            self.ConvDe21 = nn.Conv2d(12, 8, kernel_size=3, padding=1)
+            self.BNDe21 = nn.BatchNorm2d(8, momentum=BN_momentum)
+            self.ConvDe11 = nn.Conv2d(8, out_chn, kernel_size=3, padding=1)
+
+        def forward(self, x):
+            x = F.relu(self.BNEn11(self.ConvEn11(x)))
+            size1 = x.size()
+            x, ind1 = self.MaxEn(x)
+            x = F.relu(self.BNEn21(self.ConvEn21(x)))
+            size2 = x.size()
+            x, ind2 = self.MaxEn(x)
+            x = self.MaxDe(x, ind2, output_size=size2)
+            x = F.relu(self.BNDe21(self.ConvDe21(x)))
+            x = F.max_unpool2d(x, ind1, kernel_size=2, stride=2, output_size=size1[-2:])
+            return self.ConvDe11(x)
+
+    return SegNet()
+
+
+def dice_loss(m, logits, true, eps=1e-7, ignore_index=None):
+    torch, F = m.torch, m.F
+    num_classes = logits.shape[1]
+    valid = torch.ones_like(true, dtype=torch.bool) if ignore_index is None else true != ignore_index
+    true = torch.where(valid, true, torch.zeros_like(true))
+    true_1_hot = F.one_hot(true, num_classes).permute(0, 3, 1, 2).float().to(logits.dtype)
+    probas = F.softmax(logits, dim=1) * valid.unsqueeze(1)
+    true_1_hot = true_1_hot * valid.unsqueeze(1)
+    dims = (0,) + tuple(range(2, true.ndimension() + 1))
+    intersection = torch.sum(probas * true_1_hot, dims)
+    cardinality = torch.sum(probas + true_1_hot, dims)
+    dice_loss = (2. * intersection / (cardinality + eps)).mean()
+    return (1 - dice_loss)
+
+
+class FocalLoss:
+    def __init__(self, m, gamma=2.0, alpha=None, ignore_index=-100):
+        self.m, self.gamma, self.alpha, self.ignore_index = m, gamma, alpha, ignore_index
+
+    def __call__(self, input, target):
+        F = self.m.F
+        ce = F.cross_entropy(input, target, reduction="none", ignore_index=self.ignore_index)
+        pt = (-ce).exp()
+        loss = (1 - pt) ** self.gamma * ce
+        if self.alpha is not None:
+            at = self.alpha.gather(0, target.clamp(min=0, max=len(self.alpha) - 1).flatten()).view_as(target)
+            loss = loss * at
+        valid = target != self.ignore_index
+        return loss.sum() / valid.sum().clamp(min=1)
+
+
+def soft_iou_loss(m, logits, target, n_classes):
+    torch, F = m.torch, m.F
+    pred = F.softmax(logits, dim=1)
+    target_onehot = torch.zeros_like(pred).scatter_(1, target.unsqueeze(1), 1)
+    inter = (pred * target_onehot).view(len(pred), n_classes, -1).sum(2)
+    union = (pred + target_onehot - pred * target_onehot).view(len(pred), n_classes, -1).sum(2)
+    return -(inter / (union + 1e-16)).mean()
+
+
+def segmentation_data(n=3, h=11, w=13, classes=4, seed=5):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((n, h, w), dtype=np.int64)
+    yy, xx = np.mgrid[:h, :w]
+    for i in range(n):
+        for c in range(1, classes):
+            cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(2, 4)
+            labels[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2] = c
+    images = np.stack([labels == c for c in range(3)], 1).astype(np.float64)
+    images += 0.3 * rng.standard_normal(images.shape)
+    labels[:, 0, :] = 255  # a void border, as in VOC
+    return images, labels
+
+
+def segnet_training(m, weights, steps=3, loss_name="all"):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, segnet(m), weights).double()
+    images, labels = segmentation_data()
+    x, y = torch.tensor(images), torch.tensor(labels)
+    class_weights = torch.tensor([0.2, 1.0, 1.5, 2.0], dtype=torch.float64)
+    focal = FocalLoss(m, gamma=2.0, alpha=torch.tensor([0.25, 0.75, 0.75, 0.75], dtype=torch.float64),
+                      ignore_index=255)
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    history = []
+    for step in range(steps):
+        model.train()
+        optimizer.zero_grad()
+        out = model(x)
+        ce = F.cross_entropy(out, y, weight=class_weights, ignore_index=255)
+        dl = dice_loss(m, out, y, ignore_index=255)
+        fl = focal(out, y)
+        valid = y != 255
+        iou = soft_iou_loss(m, out * valid.unsqueeze(1), torch.where(valid, y, 0), 4)
+        loss = ce + dl + fl + 0.1 * iou
+        loss.backward()
+        optimizer.step()
+        history.append([ce.item(), dl.item(), fl.item(), iou.item()])
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        pred = out.argmax(1)
+        valid = y != 255
+        accuracy = (pred[valid] == y[valid]).float().mean()
+        intersection = torch.stack([((pred == c) & (y == c)).sum() for c in range(4)])
+        union = torch.stack([(((pred == c) | (y == c)) & valid).sum() for c in range(4)])
+    return history, [p.detach() for p in model.parameters()], [b for b in model.buffers()], out, accuracy, \
+        intersection, union
+
+
+def test_segnet_with_unpooling_and_segmentation_losses():
+    weights = weights_of(segnet)
+    ours, _ = run_both(segnet_training, weights, rtol=1e-9, atol=1e-11)
+    history = ours[0]
+    assert all(np.isfinite(h).all() for h in history) and ours[3].shape == (3, 4, 11, 13)
+
+
+def test_segmentation_losses_by_hand():
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((2, 3, 4, 5))
+    target = rng.integers(0, 3, (2, 4, 5))
+    target[0, 0, :2] = 255
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    valid = target != 255
+    onehot = np.stack([(target == c) & valid for c in range(3)], 1)
+    pv = p * valid[:, None]
+    dice = 1 - np.mean(2 * (pv * onehot).sum((0, 2, 3)) / ((pv + onehot).sum((0, 2, 3)) + 1e-7))
+    torch = OURS.torch
+    assert dice_loss(OURS, torch.tensor(logits), torch.tensor(target), ignore_index=255).item() == \
+        pytest.approx(dice, rel=1e-12)
+    ce = -np.log(np.take_along_axis(p, np.where(valid, target, 0)[:, None], 1)[:, 0])
+    focal = ((1 - np.exp(-ce)) ** 2 * ce)[valid].sum() / valid.sum()
+    assert FocalLoss(OURS, ignore_index=255)(torch.tensor(logits), torch.tensor(target)).item() == \
+        pytest.approx(focal, rel=1e-12)
+    weights = np.array([0.5, 1.0, 2.0])
+    w = weights[np.where(valid, target, 0)] * valid
+    weighted = (w * ce).sum() / w.sum()
+    assert OURS.F.cross_entropy(torch.tensor(logits), torch.tensor(target), weight=torch.tensor(weights),
+                                ignore_index=255).item() == pytest.approx(weighted, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of the fixes the programs above led to
 # ----------------------------------------------------------------------------------------------
 
@@ -378,3 +539,22 @@ def test_interpolate_refuses_an_empty_output(T, F, mode):
            T.ones(1, 1, 2, 3, 4), scale_factor=0.3, mode="trilinear")
     raises(NotImplementedError, "linear mode needs 3D input", F.interpolate, x, scale_factor=0.1, mode="linear")
     assert F.interpolate(T.ones(1, 1, 3), size=1, mode="linear").shape == (1, 1, 1)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_grid_sample_border_clamps_an_infinite_point_to_the_edge(T, F, mode):
+    """'border' padding clamps a grid point at ±inf to the edge pixel, and its gradient in the grid is 0 there (as
+    at any clamped point); chainrule gave nan (the clamp's slope 0 times the infinite coordinate)."""
+    image = T.arange(12.0, dtype=T.float64).reshape(1, 1, 3, 4).requires_grad_(True)
+    grid = T.tensor([[[[math.inf, 0.0], [-math.inf, 0.0], [0.0, math.inf], [0.25, -0.5]]]], dtype=T.float64,
+                    requires_grad=True)
+    out = F.grid_sample(image, grid, mode=mode, padding_mode="border", align_corners=True)
+    # x at +inf reads the last column, -inf the first; y at +inf the last row; (0.25, -0.5) is the pixel
+    # (x, y) = (1.875, 0.5), 4 y + x bilinearly, (2, 0) nearest (y's half rounds to even)
+    expected = [7.0, 4.0, 9.5, 3.875] if mode == "bilinear" else [7.0, 4.0, 10.0, 2.0]
+    np.testing.assert_allclose(out.detach().numpy().ravel(), expected)
+    out.sum().backward()
+    assert np.isfinite(grid.grad.numpy()).all() and np.isfinite(image.grad.numpy()).all()
+    assert grid.grad[0, 0, 0, 0].item() == 0 and grid.grad[0, 0, 2, 1].item() == 0
+    if mode == "bilinear":
+        assert grid.grad[0, 0, 0, 1].item() == pytest.approx(4.0)  # d/dy at x = 3: (11 − 3) / 2
