@@ -520,6 +520,420 @@ def test_segmentation_losses_by_hand():
 
 
 # ----------------------------------------------------------------------------------------------
+# ESPCN super-resolution (Shi et al. 2016) on the Y channel: RGB -> YCbCr by einsum, the low-resolution
+# input by antialiased bicubic downscaling, sub-pixel convolution (PixelShuffle) with ICNR initialisation,
+# PSNR against a bicubic baseline; and a PixelUnshuffle (space-to-depth) encoder that inverts it
+# ----------------------------------------------------------------------------------------------
+
+RGB_TO_YCBCR = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
+
+
+def rgb_to_ycbcr(m, img):
+    torch = m.torch
+    matrix = torch.tensor(RGB_TO_YCBCR, dtype=img.dtype)
+    return torch.einsum("...chw,dc->...dhw", img, matrix) + torch.tensor(YCBCR_OFFSET, dtype=img.dtype).view(3, 1, 1)
+
+
+def ycbcr_to_rgb(m, img):
+    torch = m.torch
+    inverse = torch.linalg.inv(torch.tensor(RGB_TO_YCBCR, dtype=img.dtype))
+    shifted = img - torch.tensor(YCBCR_OFFSET, dtype=img.dtype).view(3, 1, 1)
+    return torch.einsum("dc,bchw->bdhw", inverse, shifted)
+
+
+def espcn(m, upscale_factor=3):
+    torch, nn = m.torch, m.nn
+
+    def icnr_(tensor, scale, init=nn.init.kaiming_normal_):
+        ni, nf, h, w = tensor.shape
+        ni2 = int(ni / (scale ** 2))
+        k = init(torch.zeros([ni2, nf, h, w])).transpose(0, 1)
+        k = k.contiguous().view(ni2, nf, -1)
+        k = k.repeat(1, 1, scale ** 2)
+        k = k.contiguous().view([nf, ni, h, w]).transpose(0, 1)
+        tensor.data.copy_(k)
+
+    class ESPCN(nn.Module):
+        def __init__(self, scale_factor, num_channels=1):
+            super(ESPCN, self).__init__()
+            self.first_part = nn.Sequential(
+                nn.Conv2d(num_channels, 16, kernel_size=5, padding=5 // 2), nn.Tanh(),
+                nn.Conv2d(16, 8, kernel_size=3, padding=3 // 2), nn.Tanh())
+            self.last_part = nn.Sequential(
+                nn.Conv2d(8, num_channels * (scale_factor ** 2), kernel_size=3, padding=3 // 2),
+                nn.PixelShuffle(scale_factor))
+            icnr_(self.last_part[0].weight, scale_factor)
+
+        def forward(self, x):
+            return self.last_part(self.first_part(x))
+
+    return ESPCN(upscale_factor)
+
+
+def psnr(m, a, b, max_value=1.0):
+    return 10.0 * m.torch.log10(max_value ** 2 / ((a - b) ** 2).mean())
+
+
+def espcn_training(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, espcn(m), weights).double()
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[:18, :15] / 6.0
+    hr_rgb = np.stack([0.5 + 0.4 * np.sin(xx + k + rng.uniform(0, 3, (2, 1, 1))) * np.cos(yy * (k + 1) / 2)
+                       for k in range(3)], 1)
+    hr_rgb = torch.tensor(hr_rgb).clamp(0, 1)
+    hr = rgb_to_ycbcr(m, hr_rgb)
+    lr = F.interpolate(hr, scale_factor=1 / 3, mode="bicubic", align_corners=False, antialias=True)
+    lr_y, hr_y = lr[:, :1], hr[:, :1]
+    optimizer = optim.Adam([{"params": model.first_part.parameters()},
+                            {"params": model.last_part.parameters(), "lr": 1e-3 * 0.1}], lr=1e-3)
+    scheduler = optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2, 3], gamma=0.5)
+    criterion = nn.MSELoss()
+    history = []
+    for step in range(steps):
+        preds = model(lr_y)
+        loss = criterion(preds, hr_y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        sr_y = model(lr_y).clamp(0.0, 1.0)
+        bicubic = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+        sr_rgb = ycbcr_to_rgb(m, torch.cat([sr_y, bicubic[:, 1:]], dim=1)).clamp(0.0, 1.0)
+        scores = [psnr(m, sr_y, hr_y), psnr(m, bicubic[:, :1], hr_y), psnr(m, sr_rgb, hr_rgb)]
+    depth = nn.PixelUnshuffle(3)(hr)
+    back = F.pixel_shuffle(depth, 3)
+    return history, [p.detach() for p in model.parameters()], lr, sr_rgb, scores, depth, back, \
+        [g["lr"] for g in optimizer.param_groups]
+
+
+def test_espcn_super_resolution():
+    weights = weights_of(espcn)
+    ours, _ = run_both(espcn_training, weights, rtol=1e-9, atol=1e-11)
+    history, params, lr, sr_rgb, scores, depth, back, lrs = ours
+    assert lr.shape == (2, 3, 6, 5) and sr_rgb.shape == (2, 3, 18, 15) and depth.shape == (2, 27, 6, 5)
+    assert lrs == [2.5e-4, 2.5e-5]
+    # ICNR makes the first sub-pixel output nearest-neighbour upsampling: the 9 sub-pixels of a block agree
+    np.testing.assert_allclose(weights_of(espcn)["last_part.0.weight"].reshape(9, -1),
+                               np.repeat(weights_of(espcn)["last_part.0.weight"][:1].reshape(1, -1), 9, 0))
+    rgb = np.random.default_rng(0).uniform(0, 1, (1, 3, 2, 2))
+    round_trip = ycbcr_to_rgb(OURS, rgb_to_ycbcr(OURS, OURS.torch.tensor(rgb))).numpy()
+    np.testing.assert_allclose(round_trip, rgb, rtol=1e-12, atol=1e-12)
+    y = 16 / 255 + np.einsum("c,bchw->bhw", RGB_TO_YCBCR[0], rgb)
+    np.testing.assert_allclose(rgb_to_ycbcr(OURS, OURS.torch.tensor(rgb)).numpy()[:, 0], y, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Image restoration losses: SSIM with a Gaussian window by grouped conv2d (pytorch-ssim), MS-SSIM by
+# avg_pool2d, Sobel image gradients, and a denoiser built of depthwise-separable convolutions, dilated
+# convolutions (ASPP) and pyramid pooling to odd sizes (PSPNet)
+# ----------------------------------------------------------------------------------------------
+
+
+def gaussian(m, window_size, sigma):
+    torch = m.torch
+    gauss = torch.tensor([math.exp(-(x - window_size // 2) ** 2 / float(2 * sigma ** 2)) for x in range(window_size)],
+                         dtype=torch.float64)
+    return gauss / gauss.sum()
+
+
+def create_window(m, window_size, channel):
+    _1D_window = gaussian(m, window_size, 1.5).unsqueeze(1)
+    _2D_window = _1D_window.mm(_1D_window.t()).float().unsqueeze(0).unsqueeze(0)
+    return _2D_window.expand(channel, 1, window_size, window_size).contiguous()
+
+
+def _ssim(m, img1, img2, window, window_size, channel, size_average=True, full=False):
+    F = m.F
+    mu1 = F.conv2d(img1, window, padding=window_size // 2, groups=channel)
+    mu2 = F.conv2d(img2, window, padding=window_size // 2, groups=channel)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1.pow(2), mu2.pow(2), mu1 * mu2
+    sigma1_sq = F.conv2d(img1 * img1, window, padding=window_size // 2, groups=channel) - mu1_sq
+    sigma2_sq = F.conv2d(img2 * img2, window, padding=window_size // 2, groups=channel) - mu2_sq
+    sigma12 = F.conv2d(img1 * img2, window, padding=window_size // 2, groups=channel) - mu1_mu2
+    C1, C2 = 0.01 ** 2, 0.03 ** 2
+    cs = (2 * sigma12 + C2) / (sigma1_sq + sigma2_sq + C2)
+    ssim_map = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / ((mu1_sq + mu2_sq + C1) * (sigma1_sq + sigma2_sq + C2))
+    if full:
+        return ssim_map.mean(), cs.mean()
+    if size_average:
+        return ssim_map.mean()
+    return ssim_map.mean(1).mean(1).mean(1)
+
+
+class SSIM:
+    def __init__(self, m, window_size=7, size_average=True):
+        self.m, self.window_size, self.size_average, self.channel = m, window_size, size_average, 1
+        self.window = create_window(m, window_size, self.channel)
+
+    def __call__(self, img1, img2):
+        (_, channel, _, _) = img1.size()
+        if channel == self.channel and self.window.dtype == img1.dtype:
+            window = self.window
+        else:
+            window = create_window(self.m, self.window_size, channel).type_as(img1)
+            self.window, self.channel = window, channel
+        return _ssim(self.m, img1, img2, window, self.window_size, channel, self.size_average)
+
+
+def msssim(m, img1, img2, window_size=5, levels=3):
+    torch, F = m.torch, m.F
+    weights = torch.tensor([0.0448, 0.2856, 0.3001, 0.2363, 0.1333][:levels], dtype=img1.dtype)
+    window = create_window(m, window_size, img1.shape[1]).type_as(img1)
+    mssim, mcs = [], []
+    for _ in range(levels):
+        sim, cs = _ssim(m, img1, img2, window, window_size, img1.shape[1], full=True)
+        mssim.append(sim)
+        mcs.append(cs)
+        img1 = F.avg_pool2d(img1, (2, 2), ceil_mode=True)
+        img2 = F.avg_pool2d(img2, (2, 2), ceil_mode=True)
+    mssim, mcs = torch.stack(mssim), torch.stack(mcs)
+    mssim, mcs = (mssim + 1) / 2, (mcs + 1) / 2  # normalize=True, as pytorch-msssim: keeps the powers real
+    pow1, pow2 = mcs ** weights, mssim ** weights
+    return torch.prod(pow1[:-1] * pow2[-1])
+
+
+def sobel(m, img):
+    torch, F = m.torch, m.F
+    kx = torch.tensor([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=img.dtype)
+    ky = kx.t()
+    kernel = torch.stack([kx, ky]).unsqueeze(1).repeat(img.shape[1], 1, 1, 1)  # (2C, 1, 3, 3)
+    padded = F.pad(img, (1, 1, 1, 1), mode="replicate")
+    grads = F.conv2d(padded, kernel, groups=img.shape[1])
+    gx, gy = grads[:, 0::2], grads[:, 1::2]
+    return torch.sqrt(gx ** 2 + gy ** 2 + 1e-6), torch.atan2(gy, gx)
+
+
+def restoration_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SeparableConv2d(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size=3, dilation=1):
+            super().__init__()
+            self.depthwise = nn.Conv2d(in_channels, in_channels, kernel_size, padding=dilation * (kernel_size // 2),
+                                       dilation=dilation, groups=in_channels, bias=False)
+            self.bn = nn.BatchNorm2d(in_channels)
+            self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+        def forward(self, x):
+            return self.pointwise(F.relu6(self.bn(self.depthwise(x))))
+
+    class ASPP(nn.Module):
+        def __init__(self, in_channels, out_channels, rates=(1, 2, 3)):
+            super().__init__()
+            self.branches = nn.ModuleList(
+                [nn.Conv2d(in_channels, out_channels, 1)] +
+                [nn.Conv2d(in_channels, out_channels, 3, padding=r, dilation=r) for r in rates[1:]] +
+                [SeparableConv2d(in_channels, out_channels, dilation=rates[-1])])
+            self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1))
+            self.project = nn.Conv2d(out_channels * (len(self.branches) + 1), out_channels, 1)
+
+        def forward(self, x):
+            size = x.shape[-2:]
+            pooled = F.interpolate(self.image_pool(x), size=size, mode="bilinear", align_corners=False)
+            return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+    class PyramidPooling(nn.Module):
+        def __init__(self, in_channels, bins=(1, 2, 3, 5)):
+            super().__init__()
+            self.stages = nn.ModuleList([nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(in_channels, 2, 1))
+                                         for b in bins])
+
+        def forward(self, x):
+            h, w = x.shape[-2:]
+            return torch.cat([x] + [F.interpolate(stage(x), size=(h, w), mode="bilinear", align_corners=True)
+                                    for stage in self.stages], 1)
+
+    class Denoiser(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Conv2d(3, 6, 3, padding=1)
+            self.body = nn.Sequential(SeparableConv2d(6, 6), nn.ReLU(), ASPP(6, 4))
+            self.ppm = PyramidPooling(4)
+            self.tail = nn.Conv2d(4 + 2 * 4, 3, 3, padding=1)
+
+        def forward(self, x):
+            return x - self.tail(self.ppm(self.body(self.head(x))))  # residual learning (DnCNN)
+
+    return Denoiser()
+
+
+def denoiser_training(m, weights, steps=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, restoration_net(m), weights).double()
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[:13, :11]
+    clean = np.stack([0.5 + 0.4 * np.sign(np.sin(xx / (2 + k) + yy / 3)) for k in range(3)])[None].repeat(2, 0)
+    clean = torch.tensor(clean * rng.uniform(0.8, 1.0, (2, 1, 1, 1)))
+    noisy = clean + 0.1 * torch.tensor(rng.standard_normal(clean.shape))
+    ssim_loss = SSIM(m, window_size=7)
+    optimizer = optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-2)
+    history = []
+    for step in range(steps):
+        model.train()
+        optimizer.zero_grad()
+        out = model(noisy)
+        mag_out, _ = sobel(m, out)
+        mag_clean, _ = sobel(m, clean)
+        loss = F.l1_loss(out, clean) + (1 - ssim_loss(out, clean)) + 0.1 * F.mse_loss(mag_out, mag_clean) + \
+            0.5 * (1 - msssim(m, out, clean))
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        restored = model(noisy)
+        per_image = _ssim(m, restored, clean, create_window(m, 7, 3).double(), 7, 3, size_average=False)
+    magnitude, angle = sobel(m, clean)
+    return history, [p.detach() for p in model.parameters()], list(model.buffers()), restored, per_image, \
+        magnitude, angle
+
+
+def test_restoration_with_ssim_sobel_aspp_and_pyramid_pooling():
+    weights = weights_of(restoration_net)
+    ours, _ = run_both(denoiser_training, weights, rtol=1e-9, atol=1e-11)
+    history, params, buffers, restored, per_image, magnitude, angle = ours
+    assert restored.shape == (2, 3, 13, 11) and per_image.shape == (2,)
+    # SSIM of an image with itself is 1; the Gaussian window sums to 1
+    x = OURS.torch.tensor(np.random.default_rng(0).uniform(0, 1, (1, 3, 9, 9)))
+    assert SSIM(OURS)(x, x).item() == pytest.approx(1.0, abs=1e-12)
+    assert create_window(OURS, 7, 1).sum().item() == pytest.approx(1.0, rel=1e-6)
+    # Sobel on a horizontal ramp: gx = 8 · slope inside, 0 vertically, the angle 0
+    ramp = OURS.torch.tensor(np.tile(np.arange(6.0) * 0.5, (1, 1, 5, 1)))
+    mag, ang = sobel(OURS, ramp)
+    np.testing.assert_allclose(mag.numpy()[0, 0, :, 1:-1], np.sqrt(16.0 + 1e-6), rtol=1e-12)
+    np.testing.assert_allclose(ang.numpy()[0, 0, :, 1:-1], 0.0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Patch-based processing: overlapping patches by F.unfold, a learnt patch transform, and overlap-add
+# back by F.fold normalised by fold(unfold(ones)); convolution as im2col + matmul; a median filter by
+# Tensor.unfold; He et al.'s guided filter with a box filter of cumulative sums; sRGB -> CIE Lab with
+# torch.where's piecewise gamma and cube root, and a Lab colour loss
+# ----------------------------------------------------------------------------------------------
+
+
+def box_filter(m, x, r):
+    """(2r+1)² box sums by cumulative sums (the guided-filter papers' diff_x / diff_y)."""
+    def diff_x(input, r):
+        left = input[:, :, r:2 * r + 1]
+        middle = input[:, :, 2 * r + 1:] - input[:, :, :-2 * r - 1]
+        right = input[:, :, -1:] - input[:, :, -2 * r - 1:-r - 1]
+        return m.torch.cat([left, middle, right], dim=2)
+
+    def diff_y(input, r):
+        left = input[:, :, :, r:2 * r + 1]
+        middle = input[:, :, :, 2 * r + 1:] - input[:, :, :, :-2 * r - 1]
+        right = input[:, :, :, -1:] - input[:, :, :, -2 * r - 1:-r - 1]
+        return m.torch.cat([left, middle, right], dim=3)
+
+    return diff_y(diff_x(x.cumsum(dim=2), r).cumsum(dim=3), r)
+
+
+def guided_filter(m, x, y, r, eps=1e-2):
+    torch = m.torch
+    n_x, c_x, h_x, w_x = x.size()
+    N = box_filter(m, torch.ones((1, 1, h_x, w_x), dtype=x.dtype), r)
+    mean_x = box_filter(m, x, r) / N
+    mean_y = box_filter(m, y, r) / N
+    cov_xy = box_filter(m, x * y, r) / N - mean_x * mean_y
+    var_x = box_filter(m, x * x, r) / N - mean_x * mean_x
+    A = cov_xy / (var_x + eps)
+    b = mean_y - A * mean_x
+    mean_A = box_filter(m, A, r) / N
+    mean_b = box_filter(m, b, r) / N
+    return mean_A * x + mean_b
+
+
+def srgb_to_lab(m, rgb):
+    torch = m.torch
+    linear = torch.where(rgb > 0.04045, ((rgb.clamp(min=1e-8) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    rgb_to_xyz = torch.tensor([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169],
+                               [0.019334, 0.119193, 0.950227]], dtype=rgb.dtype)
+    xyz = torch.einsum("ij,bjhw->bihw", rgb_to_xyz, linear)
+    xyz = xyz / torch.tensor([0.950456, 1.0, 1.088754], dtype=rgb.dtype)[None, :, None, None]
+    f = torch.where(xyz > 0.008856, xyz.clamp(min=1e-8).pow(1 / 3), 7.787 * xyz + 16 / 116)
+    L = 116 * f[:, 1] - 16
+    a = 500 * (f[:, 0] - f[:, 1])
+    b = 200 * (f[:, 1] - f[:, 2])
+    return torch.stack([L, a, b], 1)
+
+
+def patch_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(3 * 16, 24), nn.GELU(), nn.Linear(24, 3 * 16))
+
+
+def patch_processing(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    net = load(m, patch_net(m), weights).double()
+    rng = np.random.default_rng(9)
+    clean = torch.tensor(rng.uniform(0.1, 0.9, (2, 3, 10, 9)))
+    clean = F.avg_pool2d(F.pad(clean, (1, 1, 1, 1), mode="reflect"), 3, stride=1)  # smooth it
+    noisy = (clean + 0.05 * torch.tensor(rng.standard_normal(clean.shape))).clamp(0, 1)
+    kernel, stride = 4, 2
+    H, W = noisy.shape[-2:]
+    pad = (0, (stride - (W - kernel) % stride) % stride, 0, (stride - (H - kernel) % stride) % stride)
+    optimizer = optim.Adam(net.parameters(), lr=1e-3)
+    history = []
+
+    def denoise(img):
+        padded = F.pad(img, pad, mode="replicate")
+        Hp, Wp = padded.shape[-2:]
+        patches = F.unfold(padded, kernel_size=kernel, stride=stride)  # (B, C·k·k, L)
+        out = net(patches.transpose(1, 2)).transpose(1, 2) + patches
+        summed = F.fold(out, output_size=(Hp, Wp), kernel_size=kernel, stride=stride)
+        counts = F.fold(F.unfold(torch.ones_like(padded), kernel, stride=stride), (Hp, Wp), kernel, stride=stride)
+        return (summed / counts)[..., :H, :W]
+
+    for step in range(steps):
+        optimizer.zero_grad()
+        out = denoise(noisy)
+        loss = F.mse_loss(out, clean) + 1e-4 * (srgb_to_lab(m, out.clamp(0, 1)) -
+                                                 srgb_to_lab(m, clean)).norm(dim=1).mean()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        restored = denoise(noisy)
+    # convolution as im2col + matmul
+    weight = torch.tensor(rng.standard_normal((5, 3, 3, 3)))
+    cols = F.unfold(noisy, 3, padding=1, dilation=1)
+    by_im2col = (weight.view(5, -1) @ cols).view(2, 5, H, W)
+    by_conv = F.conv2d(noisy, weight, padding=1)
+    # a 3 x 3 median filter by Tensor.unfold
+    padded = F.pad(noisy, (1, 1, 1, 1), mode="reflect")
+    median = padded.unfold(2, 3, 1).unfold(3, 3, 1).contiguous().view(2, 3, H, W, 9).median(dim=-1)[0]
+    # the guided filter, its gradient with respect to the guide
+    guide = noisy.mean(1, keepdim=True).requires_grad_(True)
+    smoothed = guided_filter(m, guide, noisy, r=2)
+    smoothed.pow(2).sum().backward()
+    lab = srgb_to_lab(m, clean)
+    return history, [p.detach() for p in net.parameters()], restored, by_im2col, by_conv, median, smoothed, \
+        guide.grad, lab
+
+
+def test_patch_based_processing():
+    weights = weights_of(patch_net)
+    ours, _ = run_both(patch_processing, weights, rtol=1e-9, atol=1e-10)
+    history, params, restored, by_im2col, by_conv, median, smoothed, guide_grad, lab = ours
+    np.testing.assert_allclose(by_im2col, by_conv, rtol=1e-10, atol=1e-12)
+    assert restored.shape == (2, 3, 10, 9) and median.shape == (2, 3, 10, 9)
+    # the box filter by cumulative sums is the windowed sum (clipped at the edges)
+    x = np.random.default_rng(0).standard_normal((1, 1, 7, 6))
+    boxed = box_filter(OURS, OURS.torch.tensor(x), 2).numpy()
+    expected = np.array([[x[0, 0, max(i - 2, 0):i + 3, max(j - 2, 0):j + 3].sum() for j in range(6)] for i in range(7)])
+    np.testing.assert_allclose(boxed[0, 0], expected, rtol=1e-10, atol=1e-12)
+    # Lab of white is (100, 0, 0), of black (0, 0, 0)
+    corners = OURS.torch.tensor(np.array([1.0, 0.0]).reshape(1, 1, 1, 2).repeat(3, 1))
+    np.testing.assert_allclose(srgb_to_lab(OURS, corners).numpy()[0, :, 0].T, [[100, 0, 0], [0, 0, 0]], atol=2e-3)
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of the fixes the programs above led to
 # ----------------------------------------------------------------------------------------------
 
