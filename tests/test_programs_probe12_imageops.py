@@ -1195,6 +1195,232 @@ def test_augmentation_pipelines():
 
 
 # ----------------------------------------------------------------------------------------------
+# Volumetric registration: VoxelMorph (Balakrishnan et al.): a small 3-D U-Net predicting a velocity
+# field at half resolution, integrated by scaling and squaring (VecInt: grid_sample of a field by
+# itself), resized by trilinear interpolate, warping the moving volume by its SpatialTransformer
+# (meshgrid buffer, channel order reversed by [..., [2, 1, 0]]), with local NCC by conv3d and the
+# diffusion regulariser by its permutations; then affine 3-D registration by affine_grid on 5-D sizes
+# ----------------------------------------------------------------------------------------------
+
+
+def voxelmorph(m, inshape=(8, 8, 6), int_steps=3, int_downsize=2):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SpatialTransformer(nn.Module):
+        def __init__(self, size, mode='bilinear'):
+            super().__init__()
+            self.mode = mode
+            vectors = [torch.arange(0, s) for s in size]
+            grids = torch.meshgrid(vectors, indexing='ij')
+            grid = torch.stack(grids)
+            grid = torch.unsqueeze(grid, 0)
+            grid = grid.type(torch.DoubleTensor)
+            self.register_buffer('grid', grid, persistent=False)
+
+        def forward(self, src, flow):
+            new_locs = self.grid + flow
+            shape = flow.shape[2:]
+            for i in range(len(shape)):
+                new_locs[:, i, ...] = 2 * (new_locs[:, i, ...] / (shape[i] - 1) - 0.5)
+            if len(shape) == 2:
+                new_locs = new_locs.permute(0, 2, 3, 1)
+                new_locs = new_locs[..., [1, 0]]
+            elif len(shape) == 3:
+                new_locs = new_locs.permute(0, 2, 3, 4, 1)
+                new_locs = new_locs[..., [2, 1, 0]]
+            return F.grid_sample(src, new_locs, align_corners=True, mode=self.mode)
+
+    class VecInt(nn.Module):
+        def __init__(self, inshape, nsteps):
+            super().__init__()
+            assert nsteps >= 0, 'nsteps should be >= 0, found: %d' % nsteps
+            self.nsteps = nsteps
+            self.scale = 1.0 / (2 ** self.nsteps)
+            self.transformer = SpatialTransformer(inshape)
+
+        def forward(self, vec):
+            vec = vec * self.scale
+            for _ in range(self.nsteps):
+                vec = vec + self.transformer(vec, vec)
+            return vec
+
+    class ResizeTransform(nn.Module):
+        def __init__(self, vel_resize, ndims):
+            super().__init__()
+            self.factor = 1.0 / vel_resize
+            self.mode = 'linear'
+            if ndims == 2:
+                self.mode = 'bi' + self.mode
+            elif ndims == 3:
+                self.mode = 'tri' + self.mode
+
+        def forward(self, x):
+            if self.factor < 1:
+                x = F.interpolate(x, align_corners=True, scale_factor=self.factor, mode=self.mode)
+                x = self.factor * x
+            elif self.factor > 1:
+                x = self.factor * x
+                x = F.interpolate(x, align_corners=True, scale_factor=self.factor, mode=self.mode)
+            return x
+
+    class ConvBlock(nn.Module):
+        def __init__(self, in_channels, out_channels, stride=1):
+            super().__init__()
+            self.main = nn.Conv3d(in_channels, out_channels, 3, stride, 1)
+            self.activation = nn.LeakyReLU(0.2)
+
+        def forward(self, x):
+            return self.activation(self.main(x))
+
+    class VxmDense(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.ModuleList([ConvBlock(2, 4), ConvBlock(4, 6)])
+            self.pooling = nn.MaxPool3d(2)
+            self.upsampling = nn.Upsample(scale_factor=2, mode='nearest')
+            self.dec = ConvBlock(6 + 4, 4)
+            self.flow = nn.Conv3d(4, 3, kernel_size=3, padding=1)
+            self.flow.weight = nn.Parameter(torch.distributions.Normal(0, 1e-2).sample(self.flow.weight.shape))
+            self.flow.bias = nn.Parameter(torch.zeros(self.flow.bias.shape))
+            self.resize = ResizeTransform(int_downsize, 3)
+            self.fullsize = ResizeTransform(1 / int_downsize, 3)
+            down_shape = [int(dim / int_downsize) for dim in inshape]
+            self.integrate = VecInt(down_shape, int_steps)
+            self.transformer = SpatialTransformer(inshape)
+
+        def forward(self, source, target):
+            x = torch.cat([source, target], dim=1)
+            skip = self.enc[0](x)
+            x = self.enc[1](self.pooling(skip))
+            x = self.dec(torch.cat([self.upsampling(x), skip], dim=1))
+            flow_field = self.flow(x)
+            pos_flow = self.resize(flow_field)
+            preint_flow = pos_flow
+            pos_flow = self.integrate(pos_flow)
+            pos_flow = self.fullsize(pos_flow)
+            y_source = self.transformer(source, pos_flow)
+            return y_source, preint_flow, pos_flow
+
+    return VxmDense()
+
+
+def ncc_loss(m, y_true, y_pred, win=None):
+    torch, F = m.torch, m.F
+    Ii, Ji = y_true, y_pred
+    ndims = len(list(Ii.size())) - 2
+    win = [9] * ndims if win is None else win
+    sum_filt = torch.ones([1, 1, *win], dtype=Ii.dtype)
+    pad_no = math.floor(win[0] / 2)
+    stride, padding = (1,) * ndims, (pad_no,) * ndims
+    conv_fn = getattr(F, 'conv%dd' % ndims)
+    I2, J2, IJ = Ii * Ii, Ji * Ji, Ii * Ji
+    I_sum = conv_fn(Ii, sum_filt, stride=stride, padding=padding)
+    J_sum = conv_fn(Ji, sum_filt, stride=stride, padding=padding)
+    I2_sum = conv_fn(I2, sum_filt, stride=stride, padding=padding)
+    J2_sum = conv_fn(J2, sum_filt, stride=stride, padding=padding)
+    IJ_sum = conv_fn(IJ, sum_filt, stride=stride, padding=padding)
+    win_size = np.prod(win)
+    u_I, u_J = I_sum / win_size, J_sum / win_size
+    cross = IJ_sum - u_J * I_sum - u_I * J_sum + u_I * u_J * win_size
+    I_var = I2_sum - 2 * u_I * I_sum + u_I * u_I * win_size
+    J_var = J2_sum - 2 * u_J * J_sum + u_J * u_J * win_size
+    cc = cross * cross / (I_var * J_var + 1e-5)
+    return -torch.mean(cc)
+
+
+def grad_loss(m, y_pred, penalty='l2', loss_mult=2):
+    torch = m.torch
+
+    def _diffs(y):
+        vol_shape = [n for n in y.shape][2:]
+        ndims = len(vol_shape)
+        df = [None] * ndims
+        for i in range(ndims):
+            d = i + 2
+            r = [d, *range(0, d), *range(d + 1, ndims + 2)]
+            y = y.permute(r)
+            dfi = y[1:, ...] - y[:-1, ...]
+            r = [*range(d - 1, d + 1), *reversed(range(1, d - 1)), 0, *range(d + 1, ndims + 2)]
+            df[i] = dfi.permute(r)
+        return df
+
+    dif = [torch.abs(f) for f in _diffs(y_pred)] if penalty == 'l1' else [f * f for f in _diffs(y_pred)]
+    df = [torch.mean(torch.flatten(f, start_dim=1), dim=-1) for f in dif]
+    grad = sum(df) / len(df)
+    grad *= loss_mult
+    return grad.mean()
+
+
+def volumes(seed=11):
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.mgrid[:8, :8, :6]
+    blob = lambda cz, cy, cx: np.exp(-((zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2) / 6.0)
+    moving = np.stack([blob(3.5, 3.5, 2.5) + 0.5 * blob(5.5, 2, 4)])[None]
+    fixed = np.stack([blob(4.2, 3.1, 2.8) + 0.5 * blob(6, 2.5, 4)])[None]
+    return moving + 0.01 * rng.standard_normal(moving.shape), fixed
+
+
+def voxelmorph_training(m, weights, steps=2):
+    torch, optim = m.torch, m.optim
+    model = load(m, voxelmorph(m), weights).double()
+    moving, fixed = (torch.tensor(v) for v in volumes())
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for step in range(steps):
+        y_source, preint_flow, pos_flow = model(moving, fixed)
+        loss = ncc_loss(m, fixed, y_source, win=[5, 5, 5]) + 0.01 * grad_loss(m, preint_flow)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        warped, _, flow = model(moving, fixed)
+        identity = model.transformer(moving, torch.zeros_like(flow))
+    return history, [p.detach() for p in model.parameters()], warped, flow, identity
+
+
+def affine_registration(m, steps=5, mode="bilinear", padding_mode="border", align_corners=False):
+    torch, F, optim = m.torch, m.F, m.optim
+    moving, fixed = (torch.tensor(v) for v in volumes())
+    # (near the identity, not at it: there every grid point is a voxel centre, a kink of trilinear sampling, where
+    # the gradient in the grid is one-sided by each library's rounding of the base grid)
+    theta = torch.tensor([[1.0, 0.0, 0.0, 0.013], [0.0, 1.0, 0.0, -0.021], [0.0, 0.0, 1.0, 0.017]],
+                         dtype=torch.float64).unsqueeze(0).requires_grad_(True)
+    optimizer = optim.Adam([theta], lr=0.02)
+    history = []
+    for step in range(steps):
+        grid = F.affine_grid(theta, list(fixed.shape), align_corners=align_corners)
+        warped = F.grid_sample(moving, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+        loss = F.mse_loss(warped, fixed)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history, theta.detach(), theta.grad, warped
+
+
+def test_voxelmorph_registration():
+    OURS.torch.manual_seed(0)
+    weights = weights_of(voxelmorph)
+    ours, _ = run_both(voxelmorph_training, weights, rtol=1e-9, atol=1e-11)
+    history, params, warped, flow, identity = ours
+    assert warped.shape == (1, 1, 8, 8, 6) and flow.shape == (1, 3, 8, 8, 6)
+    np.testing.assert_allclose(identity, volumes()[0], rtol=1e-12, atol=1e-12)  # a zero field moves nothing
+    # the diffusion regulariser by its permutations is the mean squared forward difference along each axis
+    field = np.random.default_rng(0).standard_normal((2, 3, 4, 5, 6))
+    by_hand = 2 * np.mean([np.mean(np.diff(field, axis=a) ** 2) for a in (2, 3, 4)])
+    assert grad_loss(OURS, OURS.torch.tensor(field)).item() == pytest.approx(by_hand, rel=1e-12)
+
+
+@pytest.mark.parametrize("options", [dict(), dict(mode="nearest", padding_mode="zeros", align_corners=True),
+                                     dict(padding_mode="reflection", align_corners=True)])
+def test_affine_volume_registration(options):
+    ours, _ = run_both(affine_registration, **options, rtol=1e-9, atol=1e-12)
+    if options.get("mode") != "nearest":
+        assert ours[0][-1] < ours[0][0]
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of the fixes the programs above led to
 # ----------------------------------------------------------------------------------------------
 
@@ -1233,3 +1459,40 @@ def test_grid_sample_border_clamps_an_infinite_point_to_the_edge(T, F, mode):
     assert grid.grad[0, 0, 0, 0].item() == 0 and grid.grad[0, 0, 2, 1].item() == 0
     if mode == "bilinear":
         assert grid.grad[0, 0, 0, 1].item() == pytest.approx(4.0)  # d/dy at x = 3: (11 − 3) / 2
+
+
+@pytest.mark.parametrize("write", ["new[:, 0] = 2 * (new[:, 0] / 3 - 0.5)", "new[:, 0] = new[:, 0].div(3.0)",
+                                   "new[:, 0] = 3 / new[:, 0]", "new[:, 0] = new[:, 0] % 1.0",
+                                   "new[:, 0] = torch.fmod(new[:, 0], 1.0)"])
+def test_a_quotient_by_a_number_may_be_written_in_place(T, write):
+    """x / c, c / x, x % c and fmod(x, c) for a Python number c keep nothing x's in-place writes would change (PyTorch's
+    nodes keep the number, or 1/x), so VoxelMorph's new_locs[:, i] = 2 * (new_locs[:, i] / (n − 1) − 0.5) trains;
+    chainrule refused its backward ("modified by an inplace operation")."""
+    torch = T
+    x = torch.tensor([[0.5, 1.5], [2.5, 4.0]], dtype=torch.float64, requires_grad=True)
+    new = x * 1.0
+    exec(write)
+    new.sum().backward()
+    column = {"/ 3": 2 / 3, "div": 1 / 3, "3 /": None, "%": 1.0, "fmod": 1.0}
+    slope = next(v for k, v in column.items() if k in write)
+    expected = -3 / np.array([0.5, 2.5]) ** 2 if slope is None else [slope, slope]
+    np.testing.assert_allclose(x.grad.numpy()[:, 0], expected, rtol=1e-15)
+    np.testing.assert_allclose(x.grad.numpy()[:, 1], [1.0, 1.0])
+
+
+def test_a_number_over_a_tensor_rounds_as_pytorch(T):
+    """c / x is PyTorch's x.reciprocal() * c (Tensor.__rtruediv__): rounded twice, differentiated as a product
+    (MulBackward0), with the reciprocal's derivative -g · (y · y); 3 / 1.7 in float32 is an ulp from the quotient
+    rounded once."""
+    x = T.tensor([1.7, 0.3, 7.0], requires_grad=True)
+    y = 3 / x
+    assert y.grad_fn.name() == "MulBackward0"
+    reciprocal = np.float32(1) / np.float32([1.7, 0.3, 7.0])
+    np.testing.assert_array_equal(y.detach().numpy(), reciprocal * np.float32(3))
+    y.backward(T.ones(3))
+    np.testing.assert_array_equal(x.grad.numpy(), -np.float32(3) * (reciprocal * reciprocal))
+    z = x.detach().requires_grad_(True) / 3
+    assert z.grad_fn.name() == "DivBackward0" and len(z.grad_fn.next_functions) == 2
+    np.testing.assert_array_equal(z.detach().numpy(), np.float32([1.7, 0.3, 7.0]) / np.float32(3))
+    r = x.detach().requires_grad_(True) % 2.0
+    assert r.grad_fn.name() == "RemainderBackward0" and len(r.grad_fn.next_functions) == 1
