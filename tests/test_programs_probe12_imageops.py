@@ -1496,3 +1496,53 @@ def test_a_number_over_a_tensor_rounds_as_pytorch(T):
     np.testing.assert_array_equal(z.detach().numpy(), np.float32([1.7, 0.3, 7.0]) / np.float32(3))
     r = x.detach().requires_grad_(True) % 2.0
     assert r.grad_fn.name() == "RemainderBackward0" and len(r.grad_fn.next_functions) == 1
+
+
+@pytest.mark.parametrize("write", ["new[:, 0] = new[:, 0].max(-1, keepdim=True)[0].expand(-1, 3)",
+                                   "new[:, 0] = new[:, 0].sort(-1, descending=True)[0]",
+                                   "new[:, 0] = new[:, 0].topk(3, -1)[0]",
+                                   "new[:, 0] = F.pad(new[:, 0, 1:], (1, 0), value=7.0)"])
+def test_selections_and_padding_may_be_written_in_place(T, F, write):
+    """max over a dim, sort, topk and constant padding need only the indices or the padding for backward (PyTorch's
+    nodes keep those, not the input), so their input may be written in place afterwards; chainrule kept the input
+    and refused the backward."""
+    torch = T
+    x = torch.tensor([[[0.5, 2.0, 1.0], [3.0, 0.1, 0.2]], [[1.5, 0.3, 0.9], [0.4, 0.6, 0.8]]], dtype=torch.float64,
+                     requires_grad=True)
+    new = x * 1.0
+    exec(write)
+    (new * torch.arange(12.0, dtype=torch.float64).view(2, 2, 3)).sum().backward()
+    weights = np.arange(12.0).reshape(2, 2, 3)
+    expected = weights.copy()
+    if "max" in write:
+        expected[:, 0] = 0
+        expected[0, 0, 1], expected[1, 0, 0] = weights[0, 0].sum(), weights[1, 0].sum()
+    elif "pad" in write:
+        expected[:, 0, 0] = 0  # the padded position
+        expected[:, 0, 1:] = weights[:, 0, 1:]
+    else:  # sorted descending: position k of the output came from the k-th largest
+        order = np.argsort(-x.detach().numpy()[:, 0], axis=-1)
+        expected[:, 0] = 0
+        for b in range(2):
+            expected[b, 0, order[b]] = weights[b, 0]
+    np.testing.assert_allclose(x.grad.numpy(), expected)
+
+
+@pytest.mark.xfail(strict=True, reason="a product with a constant tensor keeps both operands (Mul, Div, matmul, "
+                   "einsum save every input whatever needs a gradient; PyTorch keeps x only where the other operand "
+                   "requires grad), so writing x in place afterwards refuses the backward; the fix is per-input saving "
+                   "in primitive.py and the hot Mul/Div/matmul nodes, left to the maintainers")
+def test_denormalising_in_place_through_a_constant_tensor():
+    """img[:, c] = img[:, c] * std[c] + mean[c] on an image that needs a gradient (an adversarial example shown in
+    pixel space): PyTorch's MulBackward0 keeps std[c] only."""
+    torch = OURS.torch
+    x = torch.tensor(np.random.default_rng(0).uniform(-1, 1, (2, 3, 4, 4)), requires_grad=True)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64)
+    img = x * 1.0
+    for c in range(3):
+        img[:, c] = img[:, c] * std[c] + mean[c]
+    img.clamp(0, 1).sum().backward()
+    inside = (x.detach().numpy() * std.numpy()[:, None, None] + mean.numpy()[:, None, None])
+    inside = (inside > 0) & (inside < 1)
+    np.testing.assert_allclose(x.grad.numpy(), inside * std.numpy()[:, None, None])
