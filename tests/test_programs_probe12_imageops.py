@@ -1528,6 +1528,27 @@ def test_selections_and_padding_may_be_written_in_place(T, F, write):
     np.testing.assert_allclose(x.grad.numpy(), expected)
 
 
+def test_an_embedding_table_may_change_in_place_before_backward(T, nn):
+    """F.embedding's backward needs the indices and the table's shape only (PyTorch's node keeps those): the table may
+    be updated in place (an optimizer step) before a retained graph's second backward."""
+    T.manual_seed(0)
+    emb = nn.Embedding(5, 3, padding_idx=0).double()
+    idx = T.tensor([[0, 1, 2], [2, 3, 0]])
+    loss = (emb(idx) * T.arange(18.0, dtype=T.float64).view(2, 3, 3)).sum()
+    loss.backward(retain_graph=True)
+    first = emb.weight.grad.clone()
+    with T.no_grad():
+        emb.weight.mul_(0.5)
+    emb.weight.grad = None
+    loss.backward()
+    np.testing.assert_array_equal(emb.weight.grad.numpy(), first.numpy())
+    expected = np.zeros((5, 3))
+    for (b, k), row in np.ndenumerate(idx.numpy()):
+        if row:
+            expected[row] += np.arange(18.0).reshape(2, 3, 3)[b, k]
+    np.testing.assert_array_equal(first.numpy(), expected)
+
+
 @pytest.mark.xfail(strict=True, reason="a product with a constant tensor keeps both operands (Mul, Div, matmul, "
                    "einsum save every input whatever needs a gradient; PyTorch keeps x only where the other operand "
                    "requires grad), so writing x in place afterwards refuses the backward; the fix is per-input saving "
