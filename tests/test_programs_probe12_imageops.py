@@ -1421,6 +1421,174 @@ def test_affine_volume_registration(options):
 
 
 # ----------------------------------------------------------------------------------------------
+# The original U-Net (Ronneberger et al. 2015): unpadded convolutions, ConvTranspose2d up-convolutions,
+# skip connections centre-cropped by negative F.pad, a per-pixel weight map on the loss
+# (binary_cross_entropy_with_logits with weight and pos_weight), channels_last inputs and model; a
+# decoder variant upsampling by nearest-exact interpolate
+# ----------------------------------------------------------------------------------------------
+
+
+def original_unet(m, upsample="transpose"):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def double_conv(in_c, out_c):
+        return nn.Sequential(nn.Conv2d(in_c, out_c, 3), nn.ReLU(inplace=True), nn.Conv2d(out_c, out_c, 3),
+                             nn.ReLU(inplace=True))
+
+    def crop_like(skip, x):
+        dy, dx = skip.size(2) - x.size(2), skip.size(3) - x.size(3)
+        return F.pad(skip, [-(dx // 2), -(dx - dx // 2), -(dy // 2), -(dy - dy // 2)])
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down1 = double_conv(1, 4)
+            self.down2 = double_conv(4, 8)
+            self.bottom = double_conv(8, 8)
+            if upsample == "transpose":
+                self.up2 = nn.ConvTranspose2d(8, 8, kernel_size=2, stride=2)
+                self.up1 = nn.ConvTranspose2d(4, 4, kernel_size=2, stride=2)
+            self.dec2 = double_conv(16, 4)
+            self.dec1 = double_conv(8, 4)
+            self.out = nn.Conv2d(4, 1, 1)
+
+        def _up(self, name, x):
+            if upsample == "transpose":
+                return getattr(self, name)(x)
+            return F.interpolate(x, scale_factor=2, mode="nearest-exact")
+
+        def forward(self, x):
+            c1 = self.down1(x)
+            c2 = self.down2(F.max_pool2d(c1, 2))
+            b = self.bottom(F.max_pool2d(c2, 2))
+            u2 = self._up("up2", b)
+            d2 = self.dec2(torch.cat([crop_like(c2, u2), u2], dim=1))
+            u1 = self._up("up1", d2)
+            d1 = self.dec1(torch.cat([crop_like(c1, u1), u1], dim=1))
+            return self.out(d1)
+
+    return UNet()
+
+
+def unet_weight_map(mask, w0=10.0, sigma=2.0):
+    """The paper's border weights, simplified: w_c(x) + w0 · exp(-d(x)² / 2σ²), d the distance to the other class."""
+    h, w = mask.shape
+    yy, xx = np.mgrid[:h, :w]
+    fg = np.argwhere(mask)
+    bg = np.argwhere(~mask)
+    d = np.where(mask, np.min(np.hypot(yy[..., None] - bg[:, 0], xx[..., None] - bg[:, 1]), -1),
+                 np.min(np.hypot(yy[..., None] - fg[:, 0], xx[..., None] - fg[:, 1]), -1))
+    class_weight = np.where(mask, 0.5 / mask.mean(), 0.5 / (1 - mask.mean()))
+    return class_weight + w0 * np.exp(-d ** 2 / (2 * sigma ** 2))
+
+
+def unet_training(m, weights, upsample="transpose", channels_last=False, steps=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, original_unet(m, upsample), weights).double()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    rng = np.random.default_rng(12)
+    image = rng.uniform(0, 1, (2, 1, 44, 44))
+    yy, xx = np.mgrid[:4, :4]
+    masks = np.stack([(np.hypot(yy - 1.5, xx - 1.5) < 1.6 + 0.3 * i) for i in range(2)])  # the output is 4 x 4
+    weight_map = np.stack([unet_weight_map(mk) for mk in masks])[:, None]
+    x = torch.tensor(image)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = torch.tensor(masks[:, None].astype(np.float64))
+    wmap = torch.tensor(weight_map)
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.99)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = F.binary_cross_entropy_with_logits(logits, target, weight=wmap,
+                                                  pos_weight=torch.tensor([2.0], dtype=torch.float64))
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        out = model(x)
+    return history, [p.detach() for p in model.parameters()], out
+
+
+@pytest.mark.parametrize("options", [dict(), dict(upsample="nearest-exact"), dict(channels_last=True)])
+def test_original_unet_with_valid_convolutions(options):
+    weights = weights_of(lambda m: original_unet(m, options.get("upsample", "transpose")))
+    ours, _ = run_both(unet_training, weights, **options, rtol=1e-9, atol=1e-11)
+    history, params, out = ours
+    assert out.shape == (2, 1, 4, 4)  # 44 -> 40 -> 20 -> 16 -> 8 -> 4 -> 8 -> 4 -> 8 -> 4
+    if options.get("channels_last"):  # the layout changes no value
+        plain, _ = run_both(unet_training, weights, compare=False)
+        np.testing.assert_allclose(out, plain[2], rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward warping by softmax splatting (Niklaus & Liu 2020): each source pixel pushed to its four
+# bilinear neighbours with index_add_ on a flattened output, weighted by exp(metric), normalised;
+# the metric and the flow both learnt through the splat
+# ----------------------------------------------------------------------------------------------
+
+
+def softsplat(m, tenIn, tenFlow, tenMetric):
+    torch = m.torch
+    N, C, H, W = tenIn.shape
+    weighted = torch.cat([tenIn * tenMetric.exp(), tenMetric.exp()], 1)  # the normaliser rides along
+    gy, gx = torch.meshgrid(torch.arange(H, dtype=tenIn.dtype), torch.arange(W, dtype=tenIn.dtype), indexing="ij")
+    fltX = gx + tenFlow[:, 0]
+    fltY = gy + tenFlow[:, 1]
+    x0, y0 = torch.floor(fltX), torch.floor(fltY)
+    out = torch.zeros(N, C + 1, H * W, dtype=tenIn.dtype)
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        xi, yi = x0 + dx, y0 + dy
+        w = (1 - (fltX - xi).abs()) * (1 - (fltY - yi).abs())
+        valid = (xi >= 0) & (xi < W) & (yi >= 0) & (yi < H)
+        index = (yi.clamp(0, H - 1) * W + xi.clamp(0, W - 1)).long()  # (N, H, W)
+        contribution = weighted * (w * valid).unsqueeze(1)
+        for n in range(N):
+            out[n].index_add_(1, index[n].flatten(), contribution[n].flatten(1))
+    out = out.view(N, C + 1, H, W)
+    return out[:, :-1] / (out[:, -1:] + 1e-7)
+
+
+def splatting_net(m):
+    nn = m.nn
+    return nn.ModuleDict({"flow": nn.Conv2d(6, 2, 3, padding=1), "metric": nn.Conv2d(3, 1, 3, padding=1)})
+
+
+def frame_interpolation(m, weights, steps=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    net = load(m, splatting_net(m), weights).double()
+    im1, im2 = (torch.tensor(a) for a in flow_images(n=1, h=9, w=10, seed=4))
+    optimizer = optim.Adam(net.parameters(), lr=5e-3)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        flow = 2.0 * torch.tanh(net["flow"](torch.cat([im1, im2], 1)))
+        metric = -20.0 * F.l1_loss(im1, flow_warp(m, im2, flow), reduction="none").mean(1, keepdim=True) + \
+            net["metric"](im1)
+        splatted = softsplat(m, im1, flow, metric)
+        loss = F.l1_loss(splatted, im2)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history, [p.detach() for p in net.parameters()], splatted
+
+
+def test_softmax_splatting():
+    weights = weights_of(splatting_net)
+    ours, _ = run_both(frame_interpolation, weights, rtol=1e-9, atol=1e-11)
+    # splatting by a whole-pixel flow moves every pixel one to the right (the first column receives nothing)
+    torch = OURS.torch
+    image = torch.arange(12.0, dtype=torch.float64).view(1, 1, 3, 4)
+    flow = torch.zeros(1, 2, 3, 4, dtype=torch.float64)
+    flow[:, 0] = 1.0
+    moved = softsplat(OURS, image, flow, torch.zeros(1, 1, 3, 4, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(moved[0, 0, :, 1:], image.numpy()[0, 0, :, :3], rtol=1e-6)
+    np.testing.assert_allclose(moved[0, 0, :, 0], 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
 # Focused tests of the fixes the programs above led to
 # ----------------------------------------------------------------------------------------------
 
