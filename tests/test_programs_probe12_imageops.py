@@ -1735,3 +1735,17 @@ def test_denormalising_in_place_through_a_constant_tensor():
     inside = (x.detach().numpy() * std.numpy()[:, None, None] + mean.numpy()[:, None, None])
     inside = (inside > 0) & (inside < 1)
     np.testing.assert_allclose(x.grad.numpy(), inside * std.numpy()[:, None, None])
+
+
+def test_conv_transpose_output_size_ranges_over_the_stride(T, nn):
+    """forward(input, output_size) reaches the sizes from the smallest to smallest + stride − 1, as PyTorch's
+    _output_padding: with stride 1 only the smallest, whatever the dilation (chainrule allowed up to the dilation)."""
+    T.manual_seed(0)
+    up = nn.ConvTranspose2d(2, 3, 3, stride=1, dilation=2)
+    x = T.ones(1, 2, 5, 6)
+    assert tuple(up(x, output_size=[9, 10]).shape) == (1, 3, 9, 10)
+    raises(ValueError, r"requested an output size of \[10, 11\], but valid sizes range from", up, x,
+           output_size=[10, 11])
+    strided = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, dilation=3)
+    assert tuple(strided(x, output_size=(14, 15)).shape) == (1, 3, 14, 15)  # from (13, 15) to (14, 16)
+    raises(ValueError, "valid sizes range from", strided, x, output_size=(15, 15))
