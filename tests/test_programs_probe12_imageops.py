@@ -1,9 +1,24 @@
 # ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Image-processing and dense-prediction programs (see tests/pytorch_programs.py), each run on chainrule and
-on PyTorch from the same weights and data, comparing values and gradients, and checked by hand where they
-run alone.
+on PyTorch from the same weights and data (float64 mostly, to about 1e-9), comparing values and gradients, and
+checked by hand where they run alone.
 
-PLACEHOLDER"""
+Unsupervised optical flow (backward warping by ``grid_sample`` over a meshgrid, Charbonnier and census losses,
+edge-aware second-order smoothness, forward-backward occlusion, an 'area' pyramid); AdaIN style transfer (forward
+hooks, ``calc_mean_std``, ReflectionPad2d and nearest Upsample) and Gatys-style image optimisation (einsum Gram
+matrices, total variation, Adam and L-BFGS with strong Wolfe); SegNet (``max_unpool2d`` with ``output_size``) with
+Dice, focal, soft IoU and weighted ``cross_entropy`` with ``ignore_index``; ESPCN (PixelShuffle with ICNR,
+PixelUnshuffle, RGB/YCbCr by einsum, antialiased bicubic downscaling, PSNR); restoration by SSIM and MS-SSIM
+(grouped Gaussian ``conv2d``), Sobel gradients, depthwise-separable and dilated convolutions (ASPP) and pyramid
+pooling to odd sizes; patch processing (``F.unfold``/``F.fold`` overlap-add, im2col, a median filter by
+``Tensor.unfold``, the guided filter by cumulative sums, sRGB to Lab); torchvision-style tensor augmentation on
+the seeded generator (RandomResizedCrop, ColorJitter's HSV round trip, gaussian_blur, RandomErasing), DiffAugment,
+CutMix and flip TTA; VoxelMorph (3-D SpatialTransformer, scaling and squaring, trilinear resize, NCC by
+``conv3d``) and affine volume registration (5-D ``affine_grid``); the original U-Net (valid convolutions, skips
+cropped by negative ``F.pad``, weight maps, channels_last, nearest-exact decoding); softmax splatting by
+``index_add_``. Then focused tests of what the programs found: ``F.interpolate``'s empty sizes, ``grid_sample``'s
+border clamp of infinite points, quotients by numbers and selections written in place, embedding tables updated
+before a retained backward, ConvTranspose's ``output_size`` range."""
 
 import math
 
