@@ -468,13 +468,13 @@ def segmentation_data(n=3, h=11, w=13, classes=4, seed=5):
     return images, labels
 
 
-def segnet_training(m, weights, steps=3, loss_name="all"):
+def segnet_training(m, weights, steps=3, dtype="float64"):
     torch, F, optim = m.torch, m.F, m.optim
-    model = load(m, segnet(m), weights).double()
+    model = load(m, segnet(m), weights).to(getattr(torch, dtype))
     images, labels = segmentation_data()
-    x, y = torch.tensor(images), torch.tensor(labels)
-    class_weights = torch.tensor([0.2, 1.0, 1.5, 2.0], dtype=torch.float64)
-    focal = FocalLoss(m, gamma=2.0, alpha=torch.tensor([0.25, 0.75, 0.75, 0.75], dtype=torch.float64),
+    x, y = torch.tensor(images.astype(dtype)), torch.tensor(labels)
+    class_weights = torch.tensor([0.2, 1.0, 1.5, 2.0], dtype=getattr(torch, dtype))
+    focal = FocalLoss(m, gamma=2.0, alpha=torch.tensor([0.25, 0.75, 0.75, 0.75], dtype=getattr(torch, dtype)),
                       ignore_index=255)
     optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
     history = []
@@ -508,6 +508,7 @@ def test_segnet_with_unpooling_and_segmentation_losses():
     ours, _ = run_both(segnet_training, weights, rtol=1e-9, atol=1e-11)
     history = ours[0]
     assert all(np.isfinite(h).all() for h in history) and ours[3].shape == (3, 4, 11, 13)
+    run_both(segnet_training, weights, dtype="float32", rtol=1e-4, atol=1e-5)
 
 
 def test_segmentation_losses_by_hand():
@@ -1375,10 +1376,13 @@ def volumes(seed=11):
     return moving + 0.01 * rng.standard_normal(moving.shape), fixed
 
 
-def voxelmorph_training(m, weights, steps=2):
+def voxelmorph_training(m, weights, steps=2, dtype="float64"):
     torch, optim = m.torch, m.optim
-    model = load(m, voxelmorph(m), weights).double()
-    moving, fixed = (torch.tensor(v) for v in volumes())
+    model = load(m, voxelmorph(m), weights).to(getattr(torch, dtype))
+    for module in model.modules():  # (the meshgrid buffers too: grid_sample wants one dtype)
+        if hasattr(module, "grid"):
+            module.grid = module.grid.to(getattr(torch, dtype))
+    moving, fixed = (torch.tensor(v.astype(dtype)) for v in volumes())
     optimizer = optim.Adam(model.parameters(), lr=1e-3)
     history = []
     for step in range(steps):
@@ -1421,6 +1425,7 @@ def test_voxelmorph_registration():
     history, params, warped, flow, identity = ours
     assert warped.shape == (1, 1, 8, 8, 6) and flow.shape == (1, 3, 8, 8, 6)
     np.testing.assert_allclose(identity, volumes()[0], rtol=1e-12, atol=1e-12)  # a zero field moves nothing
+    run_both(voxelmorph_training, weights, dtype="float32", rtol=1e-4, atol=1e-5)
     # the diffusion regulariser by its permutations is the mean squared forward difference along each axis
     field = np.random.default_rng(0).standard_normal((2, 3, 4, 5, 6))
     by_hand = 2 * np.mean([np.mean(np.diff(field, axis=a) ** 2) for a in (2, 3, 4)])
