@@ -144,7 +144,8 @@ class _ConvTransposeNd(_ConvNd):
     def _output_padding(self, input, output_size):
         """The output_padding that gives ``output_size`` (PyTorch's forward(input, output_size)):
         a strided transposed convolution can make several sizes; what each axis has beyond the
-        smallest, which must stay below its stride (or dilation)."""
+        smallest, which must stay below its stride (PyTorch's range: an output_padding below the dilation alone,
+        which conv_transpose accepts, is not reached through output_size)."""
         if output_size is None:
             return self.output_padding
         spatial = len(self.kernel_size)
@@ -154,7 +155,7 @@ class _ConvTransposeNd(_ConvNd):
             size = input.shape[input.ndim - spatial + axis]
             least = ((size - 1) * self.stride[axis] - 2 * self.padding[axis]
                      + self.dilation[axis] * (self.kernel_size[axis] - 1) + 1)
-            most = least + max(self.stride[axis], self.dilation[axis]) - 1
+            most = least + self.stride[axis] - 1
             if not least <= wanted <= most:
                 raise ValueError(f"requested an output size of {list(output_size)}, but valid sizes range from "
                                  f"{least} to {most} in dim {axis} (for an input of {tuple(input.shape[-spatial:])})")

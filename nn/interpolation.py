@@ -202,10 +202,27 @@ def _upsample_node(mode, spatial, antialias):
     return None if name is None else f"Upsample{name}{spatial}D{'Aa' if antialias else ''}Backward0"
 
 
+def _check_sizes(input, sizes):
+    """PyTorch's upsampling kernels refuse an empty input or output (a scale factor that floors a size to 0, a
+    size of 0 or less). 'area' is adaptive average pooling, which checks its own sizes."""
+    inputs, spatial = input.shape[2:], len(sizes)
+    if min(inputs) > 0 and min(sizes) > 0:
+        return
+    names = "DHW"[3 - spatial:]
+
+    def described(values):
+        return ", ".join(f"{name}: {value}" for name, value in zip(names, values))
+
+    raise RuntimeError(f"Input and output sizes should be greater than 0, but got input ({described(inputs)}) "
+                       f"output ({described(sizes)})")
+
+
 def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
     if antialias:
+        _check_sizes(input, sizes)
         return _antialiased(input, sizes, factors, bool(align_corners), mode)
     if mode in ("nearest", "nearest-exact"):
+        _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
             dim = 2 + k
             index = _nearest_index(input.shape[dim], out, factor, mode == "nearest-exact")
@@ -216,6 +233,7 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
     if mode == "bicubic":
         if spatial != 2:
             raise NotImplementedError(f"Got {input.ndim}D input, but bicubic mode needs 4D input")
+        _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
             input = _cubic_along(input, 2 + k, out, factor, bool(align_corners))
         return input
@@ -223,6 +241,7 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
         if _LINEAR_MODES[mode] != spatial:
             raise NotImplementedError(f"Got {input.ndim}D input, but {mode} mode needs "
                                       f"{_LINEAR_MODES[mode] + 2}D input")
+        _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
             input = _linear_along(input, 2 + k, out, factor, bool(align_corners))
         return input

@@ -114,6 +114,7 @@ CASES = {
     # a tensor with a Python number: the number is a constant of the op
     "Scale": (unary(), lambda x: x * 2.5 + 3 * x - x * -0.5),
     "Shift": (unary(), lambda x: (x + 1.5) * (2 + x) * (x - 0.25)),
+    "DivConstant": (unary(), lambda x: x / 2.5 + x.div(-3) + autograd.true_divide(x, 0.7)),
     "Exp": (unary(), autograd.exp),
     "Log": (unary(0.2, 3.0), autograd.log),
     "Sqrt": (unary(0.2, 3.0), autograd.sqrt),

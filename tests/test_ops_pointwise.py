@@ -59,6 +59,7 @@ CASES = {
     "Frac": (unary(kinks=INTEGERS), lambda x: x.frac() * x),
     "Fmod": (quotient_pair(), autograd.fmod),
     "Remainder": (quotient_pair(), lambda x, y: x.remainder(y)),
+    "ModuloByNumber": (unary(0.2, 1.8), lambda x: x % 2.0 + autograd.fmod(x, -2.5) + x.remainder(-3)),
     "RoundedDiv": (quotient_pair(), lambda x, y: autograd.div(x, y, rounding_mode="floor") * x
                    + autograd.div(x, y, rounding_mode="trunc") * y),
     "Atan2": (broadcast_pair(0.2, 2.0), autograd.atan2),

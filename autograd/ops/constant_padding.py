@@ -17,6 +17,7 @@ class ConstantPad(Primitive):
     (negative amounts crop);   dL/dx = dL/dy cropped back: pad(dL/dy, -amounts, 0)"""
 
     pytorch_name = "ConstantPadNdBackward0"
+    saves_inputs = False  # backward needs no input's values (PyTorch's node keeps only the padding)
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):

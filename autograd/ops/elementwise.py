@@ -83,6 +83,9 @@ def binary(op, x, y):
     dtype = x._data.dtype if type(x) is Tensor else None
     if dtype is not None and dtype.kind == "f" and type(y) is Tensor and y._data.dtype is dtype:
         return op.apply(x, y)  # the common case: two floating tensors of one dtype
+    if op is Div and (type(y) is float or type(y) is int) and dtype is not None and dtype.kind == "f" \
+            and dtype.itemsize >= 4:  # a floating tensor over a Python number: the number is all the node keeps
+        return DivConstant.apply(x, c=_operand(y, x)._data)
     if (op is Mul or op is Div) and (_half_with_number(x, y) or _half_with_number(y, x)):
         return Cast.apply(binary(op, _widened(x), _widened(y)), dtype=backend.float16)
     if op is Sub:
@@ -189,6 +192,25 @@ class Div(Primitive):
         bx, by = (conj(x), conj(y)) if grad._data.dtype.kind == "c" else (x, y)
         return (unbroadcast(grad / by, x) if x.requires_grad else None,
                 unbroadcast(-grad * (bx / by) / by, y) if y.requires_grad else None)
+
+
+class DivConstant(Primitive):
+    """z = x / c for a number c (x / 255, pixels / (size − 1));   dL/dx = dL/dz / c
+
+    PyTorch's division by a Python number (a 0-d tensor that needs no gradient): the node keeps the number,
+    not x, so x may be written in place afterwards (VoxelMorph's new_locs[:, i] = 2 * (new_locs[:, i] /
+    (shape[i] − 1) − 0.5)). c is Div's operand, a 0-d array of x's dtype: the same quotient."""
+
+    saves_inputs = False  # backward needs no input's values
+    saves_arguments = True  # a second backward raises, as PyTorch's: it saves the number as a 0-d tensor
+    op_name = "Div"  # as the graph and PyTorch (DivBackward0) call it
+    number_operand = True
+
+    def forward(self, x):
+        return x / self.c
+
+    def backward(self, grad, z, x):
+        return (DivConstant.apply(grad, c=self.c),)
 
 
 class Pow(Primitive):

@@ -24,6 +24,8 @@ class EmbeddingLookup(Primitive):
     1 / (count of indices_k in the batch) with scale_grad_by_freq, 1 otherwise"""
 
     pytorch_name = "EmbeddingBackward0"
+    saves_inputs = False  # backward needs W's shape only (PyTorch's node keeps the indices): W may then change in place
+    saves_arguments = True  # the indices: freed after backward
 
     def forward(self, weight):
         return weight[self.indices]

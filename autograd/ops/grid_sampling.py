@@ -122,6 +122,8 @@ def _source(coordinate, size, padding_mode, align_corners):
         value, slope = _reflect(value, 0, 2 * (size - 1)) if align_corners else _reflect(value, -1, 2 * size - 1)
     value, inside = _clip(value, size)
     slope = slope * inside
+    if not xp.isfinite(x._data).all():  # a point at ±inf clamps to the edge: s = 0 there, and 0·inf would be nan
+        x = where(Tensor._make(xp.isfinite(x._data)), x, 0.0)
     # s·x + b, b = value − s·x: the value of the map and its derivative s
     return x * Tensor._make(slope) + Tensor._make(value - slope * x._data)
 

@@ -100,6 +100,8 @@ def _cut(x, like_shape, dim):
 class Gather(Primitive):
     """y[i][j][k] = x[i][index[i][j][k]][k]  (for dim 1);   dL/dx = scatter_add(0, dim, index, dL/dy)"""
 
+    saves_inputs = False  # backward needs x's shape only (sort, topk, cummax: PyTorch's nodes keep the indices)
+    saves_arguments = True  # backward uses the index: freed after backward
     handles_complex = True  # linear: the gradient is moved, never multiplied by a value
 
     def forward(self, x):

@@ -37,6 +37,7 @@ from .elementwise import (
     where,
 )
 from .names import names
+from .pointwise import Reciprocal
 
 
 def _floating_method(primitive, name):
@@ -93,8 +94,14 @@ def _lowered(x, c):
     return Shift.apply(x, c=by_constant(x, -c), written="Sub")
 
 
+def _over(x, c):
+    """c / x as PyTorch's Tensor.__rtruediv__ computes it: x.reciprocal() * c (two roundings, a MulBackward0 node
+    that keeps only 1/x, so x may then be written in place)."""
+    return Reciprocal.apply(x) * c
+
+
 for _name, _op, _by_number, _reflected_by_number in (("add", Add, _shifted, _shifted), ("sub", Sub, _lowered, None),
-                                                      ("mul", Mul, _scaled, _scaled), ("truediv", Div, None, None)):
+                                                      ("mul", Mul, _scaled, _scaled), ("truediv", Div, None, _over)):
     names(f"__{_name}__")(_operator(_op, by_number=_by_number))
     names(f"__r{_name}__")(_operator(_op, reflected=True, by_number=_reflected_by_number,
                                      reflected_name="RsubBackward1" if _op is Sub else None))

@@ -296,7 +296,7 @@ class Reciprocal(Primitive):
 
     def backward(self, grad, y, x):
         y = conj(y)  # (complex: dL/dx = -dL/dy · conj(y²))
-        return (-grad * y * y,)
+        return (-grad * (y * y),)  # (y² first, as PyTorch's formula rounds it)
 
 
 for _primitive, _name in ((Log2, "log2"), (Log10, "log10"), (Log1p, "log1p"), (Exp2, "exp2"), (Expm1, "expm1"),

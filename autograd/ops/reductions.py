@@ -170,6 +170,12 @@ class Extremum(Primitive):
     is shared evenly between ties, as PyTorch does.
     """
 
+    @property
+    def saves_inputs(self):
+        """Over all elements the ties are found in x; over one dim the indices are all backward needs (PyTorch's
+        MaxBackward0 keeps them, not x, so x may be written in place afterwards)."""
+        return self.axis is None
+
     def forward(self, x):
         if x.dtype.kind == "c":  # (checked here, not in a call: this is a hot path)
             refuse_unordered(x, "max/min")

@@ -138,17 +138,42 @@ class Remainder(Primitive):
                 unbroadcast(-grad * quotient, y) if y.requires_grad else None)
 
 
+class ModuloByNumber(Primitive):
+    """z = x mod c for a number c (fmod or remainder);   dL/dx = dL/dz
+
+    PyTorch's fmod and remainder by a Scalar: their nodes keep nothing (the gradient is dL/dz itself), so x may
+    be written in place afterwards. c is the promoted number, a 0-d array of x's dtype."""
+
+    saves_inputs = False  # backward needs no input's values
+
+    @property
+    def op_name(self):
+        return self.written
+
+    def forward(self, x):
+        return (xp.fmod if self.written == "Fmod" else xp.remainder)(x, self.c)
+
+    def backward(self, grad, z, x):
+        return (grad,)
+
+
+def _modulo(primitive, input, other, name):
+    number = (type(other) is float or type(other) is int) and isinstance(input, Tensor)
+    input, other = promote(input, other)
+    refuse_kinds(input, f"{name}_cpu", "bc")  # (NumPy: int8 for bools)
+    if number and input._data.dtype.kind == "f":
+        _refuse_integer_division_by_zero(input._data, other._data)
+        return ModuloByNumber.apply(input, c=other._data, written=primitive.__name__)
+    return primitive.apply(input, other)
+
+
 @names("fmod", inplace="fmod_")
 def fmod(input, other, *, out=None):
     """The remainder of input / other with input's sign (C's fmod)."""
-    input, other = promote(input, other)
-    refuse_kinds(input, "fmod_cpu", "bc")  # (NumPy: int8 for bools)
-    return write_out(Fmod.apply(input, other), out)
+    return write_out(_modulo(Fmod, input, other, "fmod"), out)
 
 
 @names("remainder", inplace="remainder_")
 def remainder(input, other, *, out=None):
     """The remainder of input / other with other's sign (Python's %)."""
-    input, other = promote(input, other)
-    refuse_kinds(input, "remainder_cpu", "bc")
-    return write_out(Remainder.apply(input, other), out)
+    return write_out(_modulo(Remainder, input, other, "remainder"), out)
