@@ -109,9 +109,10 @@ def _nonempty(name, input, axis):
         raise IndexError(f"{name}(): Expected reduction dim {axis} to have non-zero size.")
 
 
-def _select_along(input, axis, position, keepdim, result):
+def _select_along(input, axis, position, keepdim, result, ties=None):
     """(values, indices) of the element at ``position`` (a number, or an array with keepdim's shape)
-    of the ascending order along axis."""
+    of the ascending order along axis. ``ties(data, axis, indices)``, where given, picks among equal
+    elements instead of the first in the input's order."""
     order = _order(input._data, axis, descending=False)
     if input.ndim == 0:
         indices = order
@@ -119,10 +120,73 @@ def _select_along(input, axis, position, keepdim, result):
         indices = xp.take(order, [position], axis=axis)
     else:
         indices = xp.take_along_axis(order, position, axis=axis)
+    if ties is not None and input.ndim:
+        indices = ties(input._data, axis, indices)
     values = _pick(input, axis, indices)
     if not keepdim and input.ndim:
         values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
     return result(values, Tensor._make(indices))
+
+
+def _quick_select_index(row, k):
+    """The original index of the element PyTorch's kthvalue leaves at position k of one row: its
+    quick_select_template (Sedgewick's partitioning around a median-of-three pivot), NaN largest."""
+    values, where = list(row), list(range(len(row)))
+
+    def greater(x, y):
+        return (x != x and y == y) or x > y
+
+    def swap(i, j):
+        values[i], values[j] = values[j], values[i]
+        where[i], where[j] = where[j], where[i]
+
+    low, high = 0, len(values) - 1
+    while high > low:
+        if high == low + 1:
+            if greater(values[low], values[high]):
+                swap(low, high)
+            break
+        swap((low + high) >> 1, low + 1)
+        if greater(values[low + 1], values[high]):
+            swap(low + 1, high)
+        if greater(values[low], values[high]):
+            swap(low, high)
+        if greater(values[low + 1], values[low]):
+            swap(low + 1, low)
+        i, j, pivot = low + 1, high, values[low]
+        while True:
+            i += 1
+            while greater(pivot, values[i]):
+                i += 1
+            j -= 1
+            while greater(values[j], pivot):
+                j -= 1
+            if j < i:
+                break
+            swap(i, j)
+        swap(low, j)
+        if j <= k:
+            low = i
+        if j >= k:
+            high = j - 1
+    return where[k]
+
+
+def _kthvalue_ties(k):
+    """Where the k-th smallest value occurs more than once in its slice, which of them PyTorch's
+    kthvalue names depends on its selection algorithm's swaps: replay them on those slices only."""
+    def choose(data, axis, indices):
+        rows = xp.moveaxis(data, axis, -1).reshape(-1, data.shape[axis])
+        chosen = xp.moveaxis(indices, axis, -1).reshape(-1).copy()
+        kth = rows[xp.arange(len(rows)), chosen]
+        equal = rows == kth[:, None]
+        if rows.dtype.kind in "fc":
+            equal |= xp.isnan(rows) & xp.isnan(kth)[:, None]
+        for r in xp.nonzero(equal.sum(-1) > 1)[0].tolist():
+            chosen[r] = _quick_select_index(rows[r].tolist(), k)
+        shape = list(xp.moveaxis(indices, axis, -1).shape)
+        return xp.moveaxis(chosen.reshape(shape), -1, axis)
+    return choose
 
 
 @names("kthvalue")
@@ -136,7 +200,7 @@ def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     size = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {axis}: k={k}, size {size}")
-    return write_out(_select_along(input, axis, k - 1, keepdim, KthValueResult), out)
+    return write_out(_select_along(input, axis, k - 1, keepdim, KthValueResult, ties=_kthvalue_ties(k - 1)), out)
 
 
 def _median_position(data, axis, skip_nan):
