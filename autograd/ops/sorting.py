@@ -4,6 +4,10 @@ searching sorted sequences (searchsorted, bucketize; integer results without gra
 Each picks elements; which ones it picks is not differentiable, but the picked values are:
 they are ``gather(x, dim, indices)``, so dL/dx is dL/dvalues scattered back to where each
 value came from (Gather's derivative). NaN counts as larger than every number, as in PyTorch.
+
+Among equal values, kthvalue, topk and mode name the element PyTorch's algorithms do (replayed by
+tie_orders.py where there are ties); sort and argsort keep equal values in input order, as PyTorch's
+stable=True (its default CPU sort orders them by a SIMD sorting network that depends on the processor).
 """
 
 
@@ -11,7 +15,7 @@ from ..backend import accumulate, int64, xp
 from ..primitive import Primitive, named_node, node_named
 from ..return_types import return_type
 from ..tensor import Tensor
-from . import shape
+from . import shape, tie_orders
 from .axes import dim_index
 from .conjugation import refuse_unordered
 from .conversion import refuse_kinds, type_name
@@ -99,8 +103,28 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
         indices = xp.take_along_axis(chosen, ranked, axis=axis).astype(int64)
     else:
         indices = xp.take(_order(input._data, axis, descending=largest), xp.arange(k), axis=axis)
+    if input.ndim and k:
+        indices = _topk_ties(input._data, axis, indices, k, largest, sorted)
     values = named_node(_pick(input, axis, indices), None, "TopkBackward0", (input,))
     return write_out(TopKResult(values, Tensor._make(indices)), out)
+
+
+def _topk_ties(data, axis, indices, k, largest, sorted):
+    """PyTorch's topk indices: which of equal values it takes, and their order, are its libstdc++
+    algorithms' (partial_sort where k · 64 <= n, else nth_element then a sort of the first k - 1, or no
+    sort when ``sorted=False``, which leaves the order to nth_element even without ties): replayed on the
+    slices where they decide."""
+    size = data.shape[axis]
+    moved = xp.moveaxis(data, axis, -1)
+    if not sorted and k * 64 > size and k > 1:
+        needed = xp.ones(moved.shape[:-1], dtype=bool)
+    else:  # equal values among the k chosen (in order), or the k-th one's equal left out
+        key = xp.moveaxis(_key(data, descending=largest), axis, -1)
+        chosen = xp.take_along_axis(key, xp.moveaxis(indices, axis, -1), axis=-1)
+        last = chosen[..., -1:]
+        needed = _same(chosen[..., 1:], chosen[..., :-1]).any(axis=-1)
+        needed |= _same(key, last).sum(axis=-1) > _same(chosen, last).sum(axis=-1)
+    return _replayed(data, axis, indices, needed, lambda row: tie_orders.topk_indices(row, k, largest, sorted))
 
 
 def _nonempty(name, input, axis):
@@ -128,64 +152,32 @@ def _select_along(input, axis, position, keepdim, result, ties=None):
     return result(values, Tensor._make(indices))
 
 
-def _quick_select_index(row, k):
-    """The original index of the element PyTorch's kthvalue leaves at position k of one row: its
-    quick_select_template (Sedgewick's partitioning around a median-of-three pivot), NaN largest."""
-    values, where = list(row), list(range(len(row)))
+def _replayed(data, axis, indices, needed, replay):
+    """``indices`` (along axis) where, on the slices ``needed`` marks (a bool per slice, in the order of
+    the other dims), ``replay(the slice's values as a list)`` gives them instead (see tie_orders.py)."""
+    moved = xp.moveaxis(indices, axis, -1)
+    if not needed.any():
+        return indices
+    rows = xp.moveaxis(data, axis, -1).reshape(-1, data.shape[axis])
+    chosen = moved.reshape(len(rows), -1).copy()
+    for r in xp.nonzero(needed.reshape(-1))[0].tolist():
+        chosen[r] = xp.asarray(replay(rows[r].tolist()), dtype=chosen.dtype)
+    return xp.moveaxis(chosen.reshape(moved.shape), -1, axis)
 
-    def greater(x, y):
-        return (x != x and y == y) or x > y
 
-    def swap(i, j):
-        values[i], values[j] = values[j], values[i]
-        where[i], where[j] = where[j], where[i]
-
-    low, high = 0, len(values) - 1
-    while high > low:
-        if high == low + 1:
-            if greater(values[low], values[high]):
-                swap(low, high)
-            break
-        swap((low + high) >> 1, low + 1)
-        if greater(values[low + 1], values[high]):
-            swap(low + 1, high)
-        if greater(values[low], values[high]):
-            swap(low, high)
-        if greater(values[low + 1], values[low]):
-            swap(low + 1, low)
-        i, j, pivot = low + 1, high, values[low]
-        while True:
-            i += 1
-            while greater(pivot, values[i]):
-                i += 1
-            j -= 1
-            while greater(values[j], pivot):
-                j -= 1
-            if j < i:
-                break
-            swap(i, j)
-        swap(low, j)
-        if j <= k:
-            low = i
-        if j >= k:
-            high = j - 1
-    return where[k]
+def _same(a, b):
+    """a == b, NaN equal to NaN."""
+    equal = a == b
+    return equal | (xp.isnan(a) & xp.isnan(b)) if a.dtype.kind in "fc" else equal
 
 
 def _kthvalue_ties(k):
-    """Where the k-th smallest value occurs more than once in its slice, which of them PyTorch's
-    kthvalue names depends on its selection algorithm's swaps: replay them on those slices only."""
+    """Where the k-th smallest value occurs more than once in its slice, PyTorch's quickselect decides which
+    of them kthvalue names: replay it there."""
     def choose(data, axis, indices):
-        rows = xp.moveaxis(data, axis, -1).reshape(-1, data.shape[axis])
-        chosen = xp.moveaxis(indices, axis, -1).reshape(-1).copy()
-        kth = rows[xp.arange(len(rows)), chosen]
-        equal = rows == kth[:, None]
-        if rows.dtype.kind in "fc":
-            equal |= xp.isnan(rows) & xp.isnan(kth)[:, None]
-        for r in xp.nonzero(equal.sum(-1) > 1)[0].tolist():
-            chosen[r] = _quick_select_index(rows[r].tolist(), k)
-        shape = list(xp.moveaxis(indices, axis, -1).shape)
-        return xp.moveaxis(chosen.reshape(shape), -1, axis)
+        kth = xp.take_along_axis(data, indices, axis=axis)
+        needed = xp.moveaxis(_same(data, kth).sum(axis=axis, keepdims=True) > 1, axis, -1)[..., 0]
+        return _replayed(data, axis, indices, needed, lambda row: [tie_orders.quick_select_index(row, k)])
     return choose
 
 
@@ -258,7 +250,8 @@ def nanmedian(input, dim=None, keepdim=False, *, out=None):
 @names("mode")
 def mode(input, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the most frequent value along dim (the smallest among equally frequent
-    ones) and the last position where it occurs, as PyTorch."""
+    ones) and the position PyTorch names: the last where it occurs in a slice of up to 16, else the
+    one std::sort leaves last among them (see tie_orders.py)."""
     axis = dim_index(dim, input.ndim)
     if out is not None:  # PyTorch casts into no other dtype
         for target, dtype, which in zip(out, (input.dtype, int64), ("values", "indices")):
@@ -285,6 +278,11 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     in_best = run_id == best_run
     last_position = xp.max(xp.where(in_best, moved_order, -1), axis=-1, keepdims=True)
     indices = xp.moveaxis(last_position, -1, axis).astype(int64)
+    if n > 16:  # (up to 16, std::sort's insertion sort keeps equal values in order: the last position)
+        needed = run_length.max(axis=-1) > 1
+        if data.dtype.kind in "fc":  # (NaN makes its comparisons unordered: left as it is)
+            needed &= ~xp.isnan(moved).any(axis=-1)
+        indices = _replayed(data, axis, indices, needed, lambda row: [tie_orders.mode_index(row)])
     values = _pick(input, axis, indices)
     if not keepdim:
         values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
