@@ -1,4 +1,4 @@
-# ruff: noqa: B006, B007, B023, E712, E731, E741, F841, UP004, UP008  (the programs are kept as their authors wrote them)
+# ruff: noqa: B006, B007, B023, E712, E731, E741, F841, UP004, UP008, UP031, UP034  (the programs are kept as their authors wrote them)
 """Audio and signal-processing programs (see tests/pytorch_programs.py), written by hand as torchaudio's
 and the speech papers' authors write them, run on chainrule and on PyTorch from the same weights and data,
 comparing values and gradients, and checked against NumPy by hand.
@@ -1518,3 +1518,470 @@ def test_conformer_ctc_training():
     np.testing.assert_array_equal(ours["hlens"], [9, 8])  # the mask sliced [:-2:2] twice: 40 -> 19 -> 9; 31 -> 16 -> 8
     assert ours["hs"].shape == (2, 9, 16)
     assert ours["history"][-1][0] < ours["history"][0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Tacotron 2's decoder (NVIDIA/tacotron2's model.py, shrunk): location-sensitive attention over a padded
+# encoder output, masked by ``alignment.data.masked_fill_``, LSTMCells stepped in a Python loop (teacher
+# forcing), the postnet, and the masked mel + gate losses
+# ----------------------------------------------------------------------------------------------
+
+
+def tacotron2_program(m, text, text_lengths, mels, mel_lengths, weights=None):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def get_mask_from_lengths(lengths):
+        max_len = torch.max(lengths).item()
+        ids = torch.arange(0, max_len, out=torch.LongTensor(max_len))
+        mask = (ids < lengths.unsqueeze(1)).bool()
+        return mask
+
+    class LinearNorm(nn.Module):
+        def __init__(self, in_dim, out_dim, bias=True, w_init_gain="linear"):
+            super(LinearNorm, self).__init__()
+            self.linear_layer = nn.Linear(in_dim, out_dim, bias=bias)
+            nn.init.xavier_uniform_(self.linear_layer.weight, gain=nn.init.calculate_gain(w_init_gain))
+
+        def forward(self, x):
+            return self.linear_layer(x)
+
+    class ConvNorm(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, padding=None, dilation=1, bias=True,
+                     w_init_gain="linear"):
+            super(ConvNorm, self).__init__()
+            if padding is None:
+                assert (kernel_size % 2 == 1)
+                padding = int(dilation * (kernel_size - 1) / 2)
+            self.conv = nn.Conv1d(in_channels, out_channels, kernel_size=kernel_size, stride=stride, padding=padding,
+                                  dilation=dilation, bias=bias)
+            nn.init.xavier_uniform_(self.conv.weight, gain=nn.init.calculate_gain(w_init_gain))
+
+        def forward(self, signal):
+            return self.conv(signal)
+
+    class LocationLayer(nn.Module):
+        def __init__(self, attention_n_filters, attention_kernel_size, attention_dim):
+            super(LocationLayer, self).__init__()
+            padding = int((attention_kernel_size - 1) / 2)
+            self.location_conv = ConvNorm(2, attention_n_filters, kernel_size=attention_kernel_size, padding=padding,
+                                          bias=False, stride=1, dilation=1)
+            self.location_dense = LinearNorm(attention_n_filters, attention_dim, bias=False, w_init_gain="tanh")
+
+        def forward(self, attention_weights_cat):
+            processed_attention = self.location_conv(attention_weights_cat)
+            processed_attention = processed_attention.transpose(1, 2)
+            processed_attention = self.location_dense(processed_attention)
+            return processed_attention
+
+    class Attention(nn.Module):
+        def __init__(self, attention_rnn_dim, embedding_dim, attention_dim, attention_location_n_filters,
+                     attention_location_kernel_size):
+            super(Attention, self).__init__()
+            self.query_layer = LinearNorm(attention_rnn_dim, attention_dim, bias=False, w_init_gain="tanh")
+            self.memory_layer = LinearNorm(embedding_dim, attention_dim, bias=False, w_init_gain="tanh")
+            self.v = LinearNorm(attention_dim, 1, bias=False)
+            self.location_layer = LocationLayer(attention_location_n_filters, attention_location_kernel_size,
+                                                attention_dim)
+            self.score_mask_value = -float("inf")
+
+        def get_alignment_energies(self, query, processed_memory, attention_weights_cat):
+            processed_query = self.query_layer(query.unsqueeze(1))
+            processed_attention_weights = self.location_layer(attention_weights_cat)
+            energies = self.v(torch.tanh(processed_query + processed_attention_weights + processed_memory))
+            energies = energies.squeeze(-1)
+            return energies
+
+        def forward(self, attention_hidden_state, memory, processed_memory, attention_weights_cat, mask):
+            alignment = self.get_alignment_energies(attention_hidden_state, processed_memory, attention_weights_cat)
+            if mask is not None:
+                alignment.data.masked_fill_(mask, self.score_mask_value)
+            attention_weights = F.softmax(alignment, dim=1)
+            attention_context = torch.bmm(attention_weights.unsqueeze(1), memory)
+            attention_context = attention_context.squeeze(1)
+            return attention_context, attention_weights
+
+    class Prenet(nn.Module):
+        def __init__(self, in_dim, sizes):
+            super(Prenet, self).__init__()
+            in_sizes = [in_dim] + sizes[:-1]
+            self.layers = nn.ModuleList([LinearNorm(in_size, out_size, bias=False)
+                                         for (in_size, out_size) in zip(in_sizes, sizes)])
+
+        def forward(self, x):
+            for linear in self.layers:
+                x = F.dropout(F.relu(linear(x)), p=0.5, training=False)  # (training=True in the original)
+            return x
+
+    class Postnet(nn.Module):
+        def __init__(self, n_mel, emb, k=5, n=3):
+            super(Postnet, self).__init__()
+            self.convolutions = nn.ModuleList()
+            chans = [n_mel] + [emb] * (n - 1) + [n_mel]
+            for i in range(n):
+                self.convolutions.append(nn.Sequential(
+                    ConvNorm(chans[i], chans[i + 1], kernel_size=k, stride=1, padding=int((k - 1) / 2), dilation=1,
+                             w_init_gain="tanh" if i < n - 1 else "linear"),
+                    nn.BatchNorm1d(chans[i + 1])))
+
+        def forward(self, x):
+            for i in range(len(self.convolutions) - 1):
+                x = F.dropout(torch.tanh(self.convolutions[i](x)), 0.5, self.training and False)
+            x = F.dropout(self.convolutions[-1](x), 0.5, False)
+            return x
+
+    class Tacotron2(nn.Module):
+        def __init__(self, n_symbols=12, emb=16, n_mel=6, rnn=16, att=8):
+            super(Tacotron2, self).__init__()
+            self.n_mel, self.rnn, self.emb = n_mel, rnn, emb
+            self.embedding = nn.Embedding(n_symbols, emb, padding_idx=0)
+            std = math.sqrt(2.0 / (n_symbols + emb))
+            val = math.sqrt(3.0) * std  # uniform bounds for std
+            self.embedding.weight.data.uniform_(-val, val)
+            self.encoder_lstm = nn.LSTM(emb, emb // 2, 1, batch_first=True, bidirectional=True)
+            self.prenet = Prenet(n_mel, [8, 8])
+            self.attention_rnn = nn.LSTMCell(8 + emb, rnn)
+            self.attention_layer = Attention(rnn, emb, att, 4, 5)
+            self.decoder_rnn = nn.LSTMCell(rnn + emb, rnn, 1)
+            self.linear_projection = LinearNorm(rnn + emb, n_mel)
+            self.gate_layer = LinearNorm(rnn + emb, 1, bias=True, w_init_gain="sigmoid")
+            self.postnet = Postnet(n_mel, 8)
+
+        def forward(self, text, text_lengths, mels):
+            embedded = self.embedding(text)
+            packed = nn.utils.rnn.pack_padded_sequence(embedded, text_lengths, batch_first=True)
+            memory, _ = self.encoder_lstm(packed)
+            memory, _ = nn.utils.rnn.pad_packed_sequence(memory, batch_first=True)
+            B, T_in = memory.size(0), memory.size(1)
+            mask = ~get_mask_from_lengths(text_lengths)
+            go = memory.new_zeros(1, B, self.n_mel)
+            decoder_inputs = torch.cat((go, mels.permute(2, 0, 1)), dim=0)
+            decoder_inputs = self.prenet(decoder_inputs)
+            attention_hidden = memory.new_zeros(B, self.rnn)
+            attention_cell = memory.new_zeros(B, self.rnn)
+            decoder_hidden = memory.new_zeros(B, self.rnn)
+            decoder_cell = memory.new_zeros(B, self.rnn)
+            attention_weights = memory.new_zeros(B, T_in)
+            attention_weights_cum = memory.new_zeros(B, T_in)
+            attention_context = memory.new_zeros(B, self.emb)
+            processed_memory = self.attention_layer.memory_layer(memory)
+            mel_outputs, gate_outputs, alignments = [], [], []
+            while len(mel_outputs) < decoder_inputs.size(0) - 1:
+                decoder_input = decoder_inputs[len(mel_outputs)]
+                cell_input = torch.cat((decoder_input, attention_context), -1)
+                attention_hidden, attention_cell = self.attention_rnn(cell_input, (attention_hidden, attention_cell))
+                attention_weights_cat = torch.cat((attention_weights.unsqueeze(1),
+                                                   attention_weights_cum.unsqueeze(1)), dim=1)
+                attention_context, attention_weights = self.attention_layer(
+                    attention_hidden, memory, processed_memory, attention_weights_cat, mask)
+                attention_weights_cum += attention_weights
+                decoder_input = torch.cat((attention_hidden, attention_context), -1)
+                decoder_hidden, decoder_cell = self.decoder_rnn(decoder_input, (decoder_hidden, decoder_cell))
+                decoder_hidden_attention_context = torch.cat((decoder_hidden, attention_context), dim=1)
+                mel_outputs += [self.linear_projection(decoder_hidden_attention_context).squeeze(1)]
+                gate_outputs += [self.gate_layer(decoder_hidden_attention_context).squeeze(1)]
+                alignments += [attention_weights]
+            alignments = torch.stack(alignments).transpose(0, 1)
+            gate_outputs = torch.stack(gate_outputs).transpose(0, 1).contiguous()
+            mel_outputs = torch.stack(mel_outputs).transpose(0, 1).contiguous().transpose(1, 2)
+            mel_outputs_postnet = mel_outputs + self.postnet(mel_outputs)
+            return mel_outputs, mel_outputs_postnet, gate_outputs, alignments
+
+    if weights is None:
+        return Tacotron2()
+    model = load(m, Tacotron2(), weights)
+    optimizer = m.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
+    text, text_lengths = torch.tensor(text), torch.tensor(text_lengths)
+    mels, mel_lengths = torch.tensor(mels), torch.tensor(mel_lengths)
+    gate_target = torch.zeros(mels.size(0), mels.size(2))
+    for i, n in enumerate(mel_lengths.tolist()):
+        gate_target[i, n - 1:] = 1
+    history = []
+    for step in range(2):
+        mel_out, mel_out_postnet, gate_out, alignments = model(text, text_lengths, mels)
+        mask = ~get_mask_from_lengths(mel_lengths)
+        mask = mask.expand(model.n_mel, mask.size(0), mask.size(1)).permute(1, 0, 2)
+        mel_out = mel_out.masked_fill(mask, 0.0)
+        mel_out_postnet = mel_out_postnet.masked_fill(mask, 0.0)
+        gate_out = gate_out.masked_fill(mask[:, 0, :], 1e3)
+        mel_loss = nn.MSELoss()(mel_out, mels) + nn.MSELoss()(mel_out_postnet, mels)
+        gate_loss = nn.BCEWithLogitsLoss()(gate_out.view(-1, 1), gate_target.view(-1, 1))
+        loss = mel_loss + gate_loss
+        model.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        history.append([mel_loss.item(), gate_loss.item(), grad_norm.item()])
+    return {"history": history, "alignments": alignments, "mel": mel_out_postnet,
+            "grads": {k: v.grad for k, v in model.named_parameters()}}
+
+
+def test_tacotron2_decoder_training():
+    rng = np.random.default_rng(8)
+    text = np.array([[3, 5, 7, 2, 9, 4, 1], [6, 2, 8, 3, 0, 0, 0]])
+    text_lengths = np.array([7, 4])
+    mels = rng.standard_normal((2, 6, 9)).astype(np.float32)
+    mel_lengths = np.array([9, 6])
+    mels[1, :, 6:] = 0
+    weights = weights_of(lambda m: tacotron2_program(m, text, text_lengths, mels, mel_lengths))
+    ours, _ = run_both(tacotron2_program, text, text_lengths, mels, mel_lengths, weights, rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(ours["alignments"].sum(-1), 1.0, rtol=1e-5)
+    assert (ours["alignments"][1, :, 4:] == 0).all()  # masked by .data.masked_fill_(mask, -inf)
+    assert ours["history"][-1][0] < ours["history"][0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# DDSP (Engel et al. 2020, shrunk): a harmonic oscillator bank driven by f0 (phase by cumsum), amplitudes
+# upsampled by F.interpolate, filtered noise from learnt magnitudes (irfft, roll, hann window, FFT
+# convolution), trained a few steps by a multi-scale spectral loss
+# ----------------------------------------------------------------------------------------------
+
+
+def ddsp_program(m, f0_hz, loudness, target, weights=None):
+    torch, nn, F = m.torch, m.nn, m.F
+    sr, block, n_harm, n_bands = 8000, 32, 8, 9
+
+    def upsample(x, factor):
+        x = x.permute(0, 2, 1)
+        x = F.interpolate(x, size=x.shape[-1] * factor, mode="linear", align_corners=False)
+        return x.permute(0, 2, 1)
+
+    def remove_above_nyquist(amplitudes, pitch, sampling_rate):
+        n_harm = amplitudes.shape[-1]
+        pitches = pitch * torch.arange(1, n_harm + 1).to(pitch)
+        aa = (pitches < sampling_rate / 2).float() + 1e-4
+        return amplitudes * aa
+
+    def scale_function(x):
+        return 2 * torch.sigmoid(x) ** (math.log(10)) + 1e-7
+
+    def amp_to_impulse_response(amp, target_size):
+        amp = torch.stack([amp, torch.zeros_like(amp)], -1)
+        amp = torch.view_as_complex(amp)
+        amp = torch.fft.irfft(amp)
+        filter_size = amp.shape[-1]
+        amp = torch.roll(amp, filter_size // 2, -1)
+        win = torch.hann_window(filter_size, dtype=amp.dtype, device=amp.device)
+        amp = amp * win
+        amp = F.pad(amp, (0, int(target_size) - int(filter_size)))
+        amp = torch.roll(amp, -filter_size // 2, -1)
+        return amp
+
+    def fft_convolve(signal, kernel):
+        signal = F.pad(signal, (0, signal.shape[-1]))
+        kernel = F.pad(kernel, (kernel.shape[-1], 0))
+        output = torch.fft.irfft(torch.fft.rfft(signal) * torch.fft.rfft(kernel))
+        output = output[..., output.shape[-1] // 2:]
+        return output
+
+    def harmonic_synth(pitch, amplitudes, sampling_rate):
+        n_harmonic = amplitudes.shape[-1]
+        omega = torch.cumsum(2 * math.pi * pitch / sampling_rate, 1)
+        omegas = omega * torch.arange(1, n_harmonic + 1).to(omega)
+        signal = (torch.sin(omegas) * amplitudes).sum(-1, keepdim=True)
+        return signal
+
+    class DDSP(nn.Module):
+        def __init__(self, hidden=16):
+            super().__init__()
+            self.in_mlp = nn.Sequential(nn.Linear(2, hidden), nn.LayerNorm(hidden), nn.LeakyReLU())
+            self.gru = nn.GRU(hidden, hidden, batch_first=True)
+            self.proj = nn.Linear(hidden, 1 + n_harm + n_bands)
+
+        def forward(self, pitch, loudness):
+            hidden = self.in_mlp(torch.cat([pitch / 500, loudness], -1))
+            hidden = self.gru(hidden)[0]
+            param = scale_function(self.proj(hidden))
+            total_amp = param[..., :1]
+            amplitudes = param[..., 1:1 + n_harm]
+            amplitudes = remove_above_nyquist(amplitudes, pitch, sr)
+            amplitudes /= amplitudes.sum(-1, keepdim=True)
+            amplitudes *= total_amp
+            amplitudes = upsample(amplitudes, block)
+            pitch = upsample(pitch, block)
+            harmonic = harmonic_synth(pitch, amplitudes, sr)
+            param = scale_function(self.proj(hidden) - 5)[..., 1 + n_harm:]
+            impulse = amp_to_impulse_response(param, block)
+            noise = torch.tensor(np.random.default_rng(3).uniform(-1, 1, (impulse.shape[0], impulse.shape[1],
+                                                                           block)), dtype=impulse.dtype)
+            noise = fft_convolve(noise, impulse).contiguous()
+            noise = noise.reshape(noise.shape[0], -1, 1)
+            return harmonic + noise
+
+    def multiscale_fft(signal, scales=(64, 32), overlap=0.75):
+        stfts = []
+        for s in scales:
+            S = torch.stft(signal, s, int(s * (1 - overlap)), s, torch.hann_window(s, dtype=signal.dtype), True,
+                           normalized=True, return_complex=True).abs()
+            stfts.append(S)
+        return stfts
+
+    def safe_log(x):
+        return torch.log(x + 1e-7)
+
+    if weights is None:
+        return DDSP()
+    model = load(m, DDSP(), weights).double()  # float64: the phase sums up to hundreds of radians
+    optimizer = m.optim.Adam(model.parameters(), lr=3e-3)
+    pitch = torch.tensor(f0_hz)[..., None]
+    loud = torch.tensor(loudness)[..., None]
+    y = torch.tensor(target)
+    history = []
+    for step in range(3):
+        signal = model(pitch, loud).squeeze(-1)
+        ori_stft = multiscale_fft(y)
+        rec_stft = multiscale_fft(signal)
+        loss = 0
+        for s_x, s_y in zip(ori_stft, rec_stft):
+            lin_loss = (s_x - s_y).abs().mean()
+            log_loss = (safe_log(s_x) - safe_log(s_y)).abs().mean()
+            loss = loss + lin_loss + log_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "signal": signal, "grads": {k: v.grad for k, v in model.named_parameters()}}
+
+
+def test_ddsp_harmonic_plus_noise():
+    frames = 10
+    f0 = np.linspace(180, 260, frames)[None].repeat(2, 0)
+    f0[1] *= 1.5
+    loudness = np.linspace(-1, 0, frames)[None].repeat(2, 0)
+    target = waveform(2, frames * 32).astype(np.float64)
+    weights = weights_of(lambda m: ddsp_program(m, f0, loudness, target))
+    # (in float32 the upsampled f0 differs from PyTorch's by an ulp, which the phase accumulates)
+    ours, _ = run_both(ddsp_program, f0, loudness, target, weights, rtol=1e-7, atol=1e-9)
+    assert ours["signal"].shape == (2, 320)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Learnable front-ends: SincNet's band-pass convolution (Ravanelli & Bengio 2018, SincConv_fast as
+# written) and trainable PCEN (per-channel energy normalisation, its IIR smoother stepped in a loop)
+# ----------------------------------------------------------------------------------------------
+
+
+def sincnet_pcen_program(m, audio, labels, weights=None, legacy_constructor=True):
+    torch, nn, F = m.torch, m.nn, m.F
+    # SincConv_fast makes its parameters by torch.Tensor(float64 array); speechbrain's port by .float()
+    Tensor = torch.Tensor if legacy_constructor else (lambda array: torch.from_numpy(array).float())
+
+    class SincConv_fast(nn.Module):
+        @staticmethod
+        def to_mel(hz):
+            return 2595 * np.log10(1 + hz / 700)
+
+        @staticmethod
+        def to_hz(mel):
+            return 700 * (10 ** (mel / 2595) - 1)
+
+        def __init__(self, out_channels, kernel_size, sample_rate=16000, in_channels=1, stride=1, padding=0,
+                     dilation=1, bias=False, groups=1, min_low_hz=50, min_band_hz=50):
+            super(SincConv_fast, self).__init__()
+            if in_channels != 1:
+                msg = "SincConv only support one input channel (here, in_channels = {%i})" % (in_channels)
+                raise ValueError(msg)
+            self.out_channels = out_channels
+            self.kernel_size = kernel_size
+            # Forcing the filters to be odd (i.e, perfectly symmetrics)
+            if kernel_size % 2 == 0:
+                self.kernel_size = self.kernel_size + 1
+            self.stride, self.padding, self.dilation = stride, padding, dilation
+            self.sample_rate = sample_rate
+            self.min_low_hz = min_low_hz
+            self.min_band_hz = min_band_hz
+            # initialize filterbanks such that they are equally spaced in Mel scale
+            low_hz = 30
+            high_hz = self.sample_rate / 2 - (self.min_low_hz + self.min_band_hz)
+            mel = np.linspace(self.to_mel(low_hz), self.to_mel(high_hz), self.out_channels + 1)
+            hz = self.to_hz(mel)
+            # filter lower frequency (out_channels, 1)
+            self.low_hz_ = nn.Parameter(Tensor(hz[:-1]).view(-1, 1))
+            # filter frequency band (out_channels, 1)
+            self.band_hz_ = nn.Parameter(Tensor(np.diff(hz)).view(-1, 1))
+            # Hamming window
+            n_lin = torch.linspace(0, (self.kernel_size / 2) - 1, steps=int((self.kernel_size / 2)))
+            self.window_ = 0.54 - 0.46 * torch.cos(2 * math.pi * n_lin / self.kernel_size)
+            n = (self.kernel_size - 1) / 2.0
+            self.n_ = 2 * math.pi * torch.arange(-n, 0).view(1, -1) / self.sample_rate
+
+        def forward(self, waveforms):
+            self.n_ = self.n_.to(waveforms.device)
+            self.window_ = self.window_.to(waveforms.device)
+            low = self.min_low_hz + torch.abs(self.low_hz_)
+            high = torch.clamp(low + self.min_band_hz + torch.abs(self.band_hz_), self.min_low_hz, self.sample_rate / 2)
+            band = (high - low)[:, 0]
+            f_times_t_low = torch.matmul(low, self.n_)
+            f_times_t_high = torch.matmul(high, self.n_)
+            band_pass_left = ((torch.sin(f_times_t_high) - torch.sin(f_times_t_low)) / (self.n_ / 2)) * self.window_
+            band_pass_center = 2 * band.view(-1, 1)
+            band_pass_right = torch.flip(band_pass_left, dims=[1])
+            band_pass = torch.cat([band_pass_left, band_pass_center, band_pass_right], dim=1)
+            band_pass = band_pass / (2 * band[:, None])
+            self.filters = (band_pass).view(self.out_channels, 1, self.kernel_size)
+            return F.conv1d(waveforms, self.filters, stride=self.stride, padding=self.padding,
+                            dilation=self.dilation, bias=None, groups=1)
+
+    class PCEN(nn.Module):
+        def __init__(self, n_bands, s=0.04, alpha=0.96, delta=2.0, r=0.5, eps=1e-6):
+            super().__init__()
+            self.log_s = nn.Parameter(torch.full((n_bands, 1), math.log(s)))
+            self.log_alpha = nn.Parameter(torch.full((n_bands, 1), math.log(alpha)))
+            self.log_delta = nn.Parameter(torch.full((n_bands, 1), math.log(delta)))
+            self.log_r = nn.Parameter(torch.full((n_bands, 1), math.log(r)))
+            self.eps = eps
+
+        def forward(self, E):  # (batch, bands, time)
+            s = self.log_s.exp().squeeze(-1)
+            M = [E[..., 0]]
+            for t in range(1, E.shape[-1]):
+                M.append((1 - s) * M[-1] + s * E[..., t])
+            M = torch.stack(M, dim=-1)
+            alpha, delta, r = self.log_alpha.exp(), self.log_delta.exp(), self.log_r.exp()
+            return (E / (self.eps + M) ** alpha + delta) ** r - delta ** r
+
+    class Frontend(nn.Module):
+        def __init__(self, bands=8, classes=3):
+            super().__init__()
+            self.sinc = SincConv_fast(bands, 32, sample_rate=8000, stride=2)
+            self.pool = nn.AvgPool1d(8, 8)
+            self.pcen = PCEN(bands)
+            self.head = nn.Linear(bands, classes)
+
+        def forward(self, x):
+            energy = self.pool(self.sinc(x.unsqueeze(1)) ** 2)  # (batch, bands, frames)
+            feats = self.pcen(energy)
+            return self.head(feats.mean(-1)), feats
+
+    if weights is None:
+        return Frontend()
+    model = load(m, Frontend(), weights)
+    optimizer = m.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.95, eps=1e-8)
+    x, y = torch.tensor(audio), torch.tensor(labels)
+    history = []
+    for step in range(3):
+        logits, feats = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return {"history": history, "feats": feats, "filters": model.sinc.filters,
+            "grads": {k: v.grad for k, v in model.named_parameters()}}
+
+
+@pytest.mark.parametrize("legacy_constructor", [
+    pytest.param(True, marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+        "core (autograd/tensor.py): torch.Tensor(a float64 NumPy array) keeps float64 here (README's deliberate "
+        "'Tensor(array)' rule) where PyTorch's legacy constructor makes float32, so SincConv_fast's band "
+        "parameters are float64 and its matmul with the float32 time grid is refused"))),
+    False])
+def test_sincnet_and_pcen_frontend(legacy_constructor):
+    audio = waveform(3, 400, seed=4)
+    labels = np.array([0, 2, 1])
+    weights = weights_of(lambda m: sincnet_pcen_program(m, audio, labels, legacy_constructor=legacy_constructor))
+    ours, _ = run_both(sincnet_pcen_program, audio, labels, weights, legacy_constructor=legacy_constructor,
+                       rtol=2e-4, atol=2e-6)
+    assert ours["filters"].shape == (8, 1, 33)
+    np.testing.assert_allclose(ours["filters"][:, 0, :16], ours["filters"][:, 0, :16:-1], rtol=1e-6)  # symmetric
+    assert ours["history"][-1] < ours["history"][0]
