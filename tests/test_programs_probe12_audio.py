@@ -5,16 +5,23 @@ comparing values and gradients, and checked against NumPy by hand.
 
 STFT/ISTFT round trips (hann/hamming windows, center, normalized, onesided, ``length=``) differentiated
 through; a mel filterbank built by hand (torchaudio's ``melscale_fbanks``) on a power spectrogram with
-log / dB compression (``amplitude_to_DB``'s ``top_db``) and MFCCs by a DCT-II matrix; the multi-resolution
-STFT loss of Parallel WaveGAN (spectral convergence + log magnitude) training a small generator; a
-WaveNet (dilated causal ``Conv1d`` by left ``F.pad``, gated tanh·sigmoid units, residual and skip
-connections) on mu-law classes (``sign``, ``log1p``); wav2vec 2.0's conv feature encoder (``GroupNorm``
-over channels and ``GELU``, and the layer-norm variant); a CTC speech model (``Conv1d`` + bidirectional
-GRU / LSTM + ``log_softmax`` + ``F.ctc_loss`` over varied lengths, every reduction and ``zero_infinity``)
-with greedy decoding (``unique_consecutive``); SpecAugment's time and frequency masks (``masked_fill``);
-``torch.fft`` filters (``rfft``/``irfft``/``fftfreq``/``rfftfreq``/``fftshift``) and FFT convolution
-against ``F.conv1d``; ``F.pad`` reflect / replicate / circular on 1-D signals with pre-emphasis; and
-overlap-add by ``F.fold`` against ``istft``."""
+log / dB compression (``amplitude_to_DB``'s ``top_db``), MFCCs by a DCT-II matrix and deltas by a grouped
+``conv1d``; the multi-resolution STFT loss of Parallel WaveGAN training a small generator; a WaveNet
+(dilated causal ``Conv1d`` by left ``F.pad``, gated tanh·sigmoid units, residual and skip connections,
+local conditioning) on mu-law classes (``sign``, ``log1p``); wav2vec 2.0's conv feature encoder
+(``GroupNorm`` over channels and ``GELU``, and the layer-norm variant); a CTC speech model (``Conv1d`` +
+packed bidirectional GRU / LSTM + ``log_softmax`` + ``nn.CTCLoss`` over varied lengths, every reduction,
+``zero_infinity``) with greedy decoding (``unique_consecutive``); SpecAugment's masks (``masked_fill``);
+``torch.fft`` filters (``rfft``/``irfft``/``fftfreq``/``rfftfreq``/``fftshift``, the analytic signal) and
+FFT convolution against ``F.conv1d``; pre-emphasis, ``F.pad`` reflect / replicate / circular on 1-D
+signals, framing by ``unfold``; overlap-add by ``F.fold`` against ``istft``; Griffin-Lim; HiFi-GAN
+(``weight_norm``, ``spectral_norm``, transposed convolutions, the period and scale discriminators and
+their losses); Conv-TasNet trained by permutation-invariant SI-SNR; torchaudio's phase vocoder (``F.pad``
+of a complex spectrogram, ``polar``) and sinc resampling; a Conformer (Transformer-XL's ``rel_shift``,
+GLU / depthwise convolution module) trained by CTC + label-smoothed KL; Tacotron 2's decoder
+(location-sensitive attention masked through ``.data.masked_fill_``, ``LSTMCell`` loop, postnet);
+DDSP's harmonic-plus-noise synthesiser; SincNet's band-pass convolution with trainable PCEN; and voice
+activity post-processing on quantised levels, where ``kthvalue``, ``topk`` and ``mode`` select among ties."""
 
 import math
 
@@ -1985,3 +1992,47 @@ def test_sincnet_and_pcen_frontend(legacy_constructor):
     assert ours["filters"].shape == (8, 1, 33)
     np.testing.assert_allclose(ours["filters"][:, 0, :16], ours["filters"][:, 0, :16:-1], rtol=1e-6)  # symmetric
     assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Voice-activity post-processing on quantised features, where ties are the rule: a noise floor by
+# kthvalue, the loudest frames by topk (sorted and not), a median filter (unfold + median) and a majority
+# vote over 20-frame windows (mode), with gradients through the selected values
+# ----------------------------------------------------------------------------------------------
+
+
+def vad_program(m, audio):
+    torch, F = m.torch, m.F
+    x = torch.tensor(audio, requires_grad=True)
+    frames = x.unfold(-1, 32, 16)  # (batch, n_frames, 32)
+    energy = frames.pow(2).mean(-1)
+    level = torch.round(10 * torch.log10(energy + 1e-6))  # dB in whole steps: many equal values
+    floor, floor_at = level.kthvalue(max(1, level.shape[-1] // 10), dim=-1, keepdim=True)
+    loud, loud_at = level.topk(5, dim=-1)
+    loud_unsorted, unsorted_at = level.topk(12, dim=-1, sorted=False)
+    active = (level > floor + 6).long()
+    padded = F.pad(active.unsqueeze(1).float(), (2, 2), mode="replicate").squeeze(1).long()
+    smoothed = padded.unfold(-1, 5, 1).median(-1).values
+    votes = F.pad(smoothed.unsqueeze(1).float(), (10, 9), mode="replicate").squeeze(1).long().unfold(-1, 20, 1)
+    majority, majority_at = votes.mode(-1)
+    weights = torch.linspace(1, 2, level.shape[-1], dtype=level.dtype)
+    score = (floor.squeeze(-1) * 3).sum() + loud.sum() + (loud_unsorted * torch.arange(12.0)).sum() \
+        + (level * weights).sum()
+    score.backward()
+    return {"level": level, "floor": floor, "floor_at": floor_at, "loud": loud, "loud_at": loud_at,
+            "unsorted": loud_unsorted, "unsorted_at": unsorted_at, "smoothed": smoothed, "majority": majority,
+            "majority_at": majority_at, "grad": x.grad}
+
+
+def test_vad_post_processing_with_ties():
+    rng = np.random.default_rng(9)
+    t = np.arange(1600) / 8000
+    gate = (np.sin(2 * np.pi * 3 * t) > 0).astype(float)
+    audio = gate * np.sin(2 * np.pi * 300 * t) + 0.01 * rng.standard_normal(1600)
+    audio = np.stack([audio, audio[::-1].copy()])
+    ours, _ = run_both(vad_program, audio, rtol=1e-9, atol=1e-12)
+    level = ours["level"]
+    assert len(np.unique(level[0])) < level.shape[-1] // 2  # the selections do run over ties
+    np.testing.assert_array_equal(np.take_along_axis(level, ours["loud_at"], -1), ours["loud"])
+    np.testing.assert_array_equal(np.sort(ours["unsorted"], -1), np.sort(level, -1)[:, ::-1][:, :12][:, ::-1])
+    assert (np.take_along_axis(level, ours["floor_at"], -1) == ours["floor"]).all()
