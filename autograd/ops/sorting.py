@@ -5,9 +5,8 @@ Each picks elements; which ones it picks is not differentiable, but the picked v
 they are ``gather(x, dim, indices)``, so dL/dx is dL/dvalues scattered back to where each
 value came from (Gather's derivative). NaN counts as larger than every number, as in PyTorch.
 
-Among equal values, kthvalue, topk and mode name the element PyTorch's algorithms do (replayed by
-tie_orders.py where there are ties); sort and argsort keep equal values in input order, as PyTorch's
-stable=True (its default CPU sort orders them by a SIMD sorting network that depends on the processor).
+Among equal values, sort and argsort (stable=False, the default), kthvalue, topk and mode name the
+element PyTorch's CPU algorithms do (replayed by tie_orders.py where there are ties).
 """
 
 
@@ -62,19 +61,43 @@ def _pick(x, axis, indices):
     return Gather.apply(x, dim=axis, index=indices)
 
 
+_REPLAYED_SORT_LIMIT = 1 << 20  # elements in tied slices: a Python std::sort of more would take seconds
+
+
+def _sort_order(input, axis, descending, stable):
+    """The indices that sort input along axis as PyTorch's CPU sort does. stable=True keeps equal values in
+    input order; otherwise PyTorch runs libstdc++'s std::sort, which keeps them in order only up to 16
+    elements (its insertion sort), and fbgemm's radix sort (stable) for a 1-d integer input of 32768 or
+    more in ascending order. Slices with ties are replayed (tie_orders.py), up to _REPLAYED_SORT_LIMIT
+    elements in all; beyond that equal values keep input order."""
+    data = input._data
+    indices = _order(data, axis, descending)
+    if stable or data.ndim == 0 or data.shape[axis] <= 16 or input.stride(axis) == 0:
+        return indices  # (a stride of 0: PyTorch sorts nothing, the indices stay 0, 1, 2, ...)
+    size = data.shape[axis]
+    if data.ndim == 1 and data.dtype.kind in "iu" and not descending and size >= 32768:
+        return indices
+    ordered = xp.take_along_axis(xp.moveaxis(_key(data, descending), axis, -1), xp.moveaxis(indices, axis, -1), -1)
+    needed = _same(ordered[..., 1:], ordered[..., :-1]).any(axis=-1)
+    if int(needed.sum()) * size > _REPLAYED_SORT_LIMIT:
+        return indices
+    return _replayed(data, axis, indices, needed, lambda row: tie_orders.sort_indices(row, descending))
+
+
 @names("sort")
 def sort(input, dim=-1, descending=False, *, stable=False, out=None):
-    """(values, indices): input sorted along dim, and where each value came from (ties keep order)."""
+    """(values, indices): input sorted along dim, and where each value came from (equal values in
+    PyTorch's order: see _sort_order)."""
     axis = dim_index(dim, input.ndim)
-    indices = _order(input._data, axis, descending)
+    indices = _sort_order(input, axis, descending, stable)
     values = named_node(_pick(input, axis, indices), None, "SortBackward0", (input,))
     return write_out(SortResult(values, Tensor._make(indices)), out)
 
 
 @names("argsort")
 def argsort(input, dim=-1, descending=False, *, stable=False):
-    """The indices that sort input along dim (int64)."""
-    return Tensor._make(_order(input._data, dim_index(dim, input.ndim), descending))
+    """The indices that sort input along dim (int64), as sort's."""
+    return Tensor._make(_sort_order(input, dim_index(dim, input.ndim), descending, stable))
 
 
 @names("msort")

@@ -1,10 +1,11 @@
 """Which of several equal elements PyTorch's CPU selection kernels name: the order their algorithms leave
 a slice in, replayed on a Python list of (value, index) pairs.
 
-Selecting by value leaves equal values' order to the algorithm: PyTorch's ``kthvalue`` runs its own
-quickselect (``quick_select_template``: Sedgewick's partitioning around a median-of-three pivot), ``topk``
-runs libstdc++'s ``std::partial_sort`` (k · 64 <= n) or ``std::nth_element`` then ``std::sort`` of the first
-k - 1, and ``mode`` runs ``std::sort`` on (value, index) pairs compared by value. Each is deterministic, so
+Selecting by value leaves equal values' order to the algorithm: PyTorch's ``sort`` (stable=False) runs
+libstdc++'s ``std::sort`` on (value, index) pairs, ``kthvalue`` its own quickselect
+(``quick_select_template``: Sedgewick's partitioning around a median-of-three pivot), ``topk``
+libstdc++'s ``std::partial_sort`` (k · 64 <= n) or ``std::nth_element`` then ``std::sort`` of the first
+k - 1, and ``mode`` ``std::sort`` on (value, index) pairs compared by value. Each is deterministic, so
 replaying its comparisons and swaps names the same element, and ``topk(sorted=False)`` gives the same order.
 libstdc++'s algorithms (bits/stl_algo.h, bits/stl_heap.h) are transcribed below as they are written there;
 the callers replay only the slices whose answer depends on them.
@@ -192,6 +193,13 @@ def _greater_nan_first(x, y):
 def _less_nan_last(x, y):
     """PyTorch's comparison for the smallest first: NaN above every number."""
     return (x[0] == x[0] and y[0] != y[0]) or x[0] < y[0]
+
+
+def sort_indices(row, descending):
+    """The indices PyTorch's (non-stable) sort gives for one slice: std::sort of its (value, index) pairs."""
+    items = [(value, j) for j, value in enumerate(row)]
+    std_sort(items, len(items), _greater_nan_first if descending else _less_nan_last)
+    return [j for _, j in items]
 
 
 def topk_indices(row, k, largest, sorted):
