@@ -136,3 +136,29 @@ def test_impossible_sample_has_a_nan_gradient_on_its_frames_even_where_its_loss_
     losses[:3].sum().backward()
     grad = logits.grad.numpy()
     assert np.isnan(grad[:3, 3]).all() and (grad[3:, 3] == 0).all() and np.isfinite(grad[:, :3]).all()
+
+
+def test_a_sample_without_frames_spells_only_the_empty_target(T):
+    # an utterance subsampled to no frames: PyTorch gives a loss of 0 for an empty target, inf for any other, and
+    # no gradient (there are no frames for a NaN to land on)
+    functional = F if T is autograd else T.nn.functional
+    logits = T.tensor(LOGITS[:, :3], requires_grad=True)
+    losses = functional.ctc_loss(logits.log_softmax(2), T.tensor(TARGETS[:3]), T.tensor([6, 0, 0]),
+                                 T.tensor([3, 2, 0]), reduction="none")
+    assert losses[1].item() == np.inf and losses[2].item() == 0.0 and np.isfinite(losses[0].item())
+    losses[0].backward()
+    grad = logits.grad.numpy()
+    assert np.isfinite(grad).all() and (grad[:, 1:] == 0).all()
+    mean = functional.ctc_loss(logits.log_softmax(2), T.tensor(TARGETS[:3]), T.tensor([6, 0, 0]),
+                               T.tensor([3, 2, 0]), zero_infinity=True)
+    np.testing.assert_allclose(mean.item(), losses[0].item() / 3 / 3, rtol=1e-12)
+
+
+def test_concatenated_targets_must_be_exactly_the_target_lengths(T):
+    functional = F if T is autograd else T.nn.functional
+    log_probs = T.tensor(LOGITS).log_softmax(2)
+    with pytest.raises(RuntimeError, match="size 8 at dimension 0"):  # 3 + 2 + 0 + 3 = 8 labels, 8 + 2 given
+        functional.ctc_loss(log_probs, T.tensor(np.r_[concatenated(), 1, 2]), T.tensor(INPUT_LENGTHS),
+                            T.tensor(TARGET_LENGTHS))
+    with pytest.raises(RuntimeError, match="size 2 at dimension 0"):  # an unbatched target is concatenated too
+        functional.ctc_loss(log_probs[:, 0], T.tensor([1, 2, 3]), T.tensor(6), T.tensor(2))

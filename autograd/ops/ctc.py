@@ -96,10 +96,13 @@ def ctc_forward(log_probs, alignment, input_lengths):
         paths = _logsumexp(previous, _shifted(previous, 1), skip)
         alpha[t] = xp.where(alignment.inside, emit[t] + paths, _NEG_INF)
     rows = xp.arange(batch)
-    last = alpha[xp.asarray(input_lengths) - 1, rows]  # (N, S): α at each sample's last frame
+    lengths = xp.asarray(input_lengths)
+    last = alpha[xp.maximum(lengths - 1, 0), rows]  # (N, S): α at each sample's last frame
     end = last[rows, alignment.lengths - 1]
     before_end = xp.where(alignment.lengths > 1, last[rows, xp.maximum(alignment.lengths - 2, 0)], _NEG_INF)
-    return alpha, -_logsumexp(end, before_end)
+    # no frames: only the empty target is spelt (probability 1, a loss of -0.0 as PyTorch's); any other, never
+    no_frames = xp.where(alignment.lengths == 1, 0.0, _NEG_INF)
+    return alpha, -xp.where(lengths == 0, no_frames, _logsumexp(end, before_end)).astype(log_probs.dtype)
 
 
 def ctc_gradient(log_probs, alignment, input_lengths, alpha, nll):
@@ -184,7 +187,7 @@ def _lengths(name, values, batch):
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=False):
     """The CTC loss of ``log_probs`` (T, N, C) or (T, C) given ``targets``: (N, S) padded,
     or all targets concatenated in 1-d, with their ``target_lengths``; ``input_lengths``
-    gives each sample's number of frames. reduction='mean' divides each loss by its
+    gives each sample's number of frames (0 spells only the empty target). reduction='mean' divides each loss by its
     target length (at least 1) and averages over the batch. An infinite loss (no alignment
     possible) has a NaN gradient on the sample's frames; zero_infinity replaces both by 0."""
     unbatched = log_probs.ndim == 2
@@ -197,15 +200,13 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         raise RuntimeError("blank must be in label range")
     input_lengths = _lengths("input_lengths", input_lengths, batch)
     target_lengths = _lengths("target_lengths", target_lengths, batch)
-    if (input_lengths > frames).any() or (input_lengths < 1).any():
-        raise RuntimeError(f"ctc_loss: input_lengths must lie in [1, {frames}], got {input_lengths.tolist()}")
+    if (input_lengths > frames).any() or (input_lengths < 0).any():
+        raise RuntimeError(f"ctc_loss: input_lengths must lie in [0, {frames}], got {input_lengths.tolist()}")
     labels = targets._data if isinstance(targets, Tensor) else xp.asarray(targets)
-    if unbatched:
-        labels = labels.reshape(1, -1)
-    if labels.ndim == 1:  # concatenated
-        if labels.shape[0] < target_lengths.sum():
-            raise RuntimeError(f"ctc_loss: {labels.shape[0]} targets given, target_lengths add up to "
-                               f"{int(target_lengths.sum())}")
+    if labels.ndim == 1:  # concatenated (an unbatched sample's target too): exactly the targets' labels
+        if labels.shape[0] != target_lengths.sum():
+            raise RuntimeError(f"ctc_loss: expected targets to have size {int(target_lengths.sum())} at dimension 0 "
+                               f"(the sum of target_lengths), but got size {labels.shape[0]}")
         offsets = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(target_lengths)[:-1]])
         rows = [labels[o:o + n] for o, n in zip(offsets, target_lengths)]
     else:

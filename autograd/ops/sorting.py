@@ -4,6 +4,9 @@ searching sorted sequences (searchsorted, bucketize; integer results without gra
 Each picks elements; which ones it picks is not differentiable, but the picked values are:
 they are ``gather(x, dim, indices)``, so dL/dx is dL/dvalues scattered back to where each
 value came from (Gather's derivative). NaN counts as larger than every number, as in PyTorch.
+
+Among equal values, sort and argsort (stable=False, the default), kthvalue, topk and mode name the
+element PyTorch's CPU algorithms do (replayed by tie_orders.py where there are ties).
 """
 
 
@@ -11,7 +14,7 @@ from ..backend import accumulate, int64, xp
 from ..primitive import Primitive, named_node, node_named
 from ..return_types import return_type
 from ..tensor import Tensor
-from . import shape
+from . import shape, tie_orders
 from .axes import dim_index
 from .conjugation import refuse_unordered
 from .conversion import refuse_kinds, type_name
@@ -58,19 +61,43 @@ def _pick(x, axis, indices):
     return Gather.apply(x, dim=axis, index=indices)
 
 
+_REPLAYED_SORT_LIMIT = 1 << 20  # elements in tied slices: a Python std::sort of more would take seconds
+
+
+def _sort_order(input, axis, descending, stable):
+    """The indices that sort input along axis as PyTorch's CPU sort does. stable=True keeps equal values in
+    input order; otherwise PyTorch runs libstdc++'s std::sort, which keeps them in order only up to 16
+    elements (its insertion sort), and fbgemm's radix sort (stable) for a 1-d integer input of 32768 or
+    more in ascending order. Slices with ties are replayed (tie_orders.py), up to _REPLAYED_SORT_LIMIT
+    elements in all; beyond that equal values keep input order."""
+    data = input._data
+    indices = _order(data, axis, descending)
+    if stable or data.ndim == 0 or data.shape[axis] <= 16 or input.stride(axis) == 0:
+        return indices  # (a stride of 0: PyTorch sorts nothing, the indices stay 0, 1, 2, ...)
+    size = data.shape[axis]
+    if data.ndim == 1 and data.dtype.kind in "iu" and not descending and size >= 32768:
+        return indices
+    ordered = xp.take_along_axis(xp.moveaxis(_key(data, descending), axis, -1), xp.moveaxis(indices, axis, -1), -1)
+    needed = _same(ordered[..., 1:], ordered[..., :-1]).any(axis=-1)
+    if int(needed.sum()) * size > _REPLAYED_SORT_LIMIT:
+        return indices
+    return _replayed(data, axis, indices, needed, lambda row: tie_orders.sort_indices(row, descending))
+
+
 @names("sort")
 def sort(input, dim=-1, descending=False, *, stable=False, out=None):
-    """(values, indices): input sorted along dim, and where each value came from (ties keep order)."""
+    """(values, indices): input sorted along dim, and where each value came from (equal values in
+    PyTorch's order: see _sort_order)."""
     axis = dim_index(dim, input.ndim)
-    indices = _order(input._data, axis, descending)
+    indices = _sort_order(input, axis, descending, stable)
     values = named_node(_pick(input, axis, indices), None, "SortBackward0", (input,))
     return write_out(SortResult(values, Tensor._make(indices)), out)
 
 
 @names("argsort")
 def argsort(input, dim=-1, descending=False, *, stable=False):
-    """The indices that sort input along dim (int64)."""
-    return Tensor._make(_order(input._data, dim_index(dim, input.ndim), descending))
+    """The indices that sort input along dim (int64), as sort's."""
+    return Tensor._make(_sort_order(input, dim_index(dim, input.ndim), descending, stable))
 
 
 @names("msort")
@@ -99,8 +126,28 @@ def topk(input, k, dim=-1, largest=True, sorted=True, *, out=None):
         indices = xp.take_along_axis(chosen, ranked, axis=axis).astype(int64)
     else:
         indices = xp.take(_order(input._data, axis, descending=largest), xp.arange(k), axis=axis)
+    if input.ndim and k:
+        indices = _topk_ties(input._data, axis, indices, k, largest, sorted)
     values = named_node(_pick(input, axis, indices), None, "TopkBackward0", (input,))
     return write_out(TopKResult(values, Tensor._make(indices)), out)
+
+
+def _topk_ties(data, axis, indices, k, largest, sorted):
+    """PyTorch's topk indices: which of equal values it takes, and their order, are its libstdc++
+    algorithms' (partial_sort where k · 64 <= n, else nth_element then a sort of the first k - 1, or no
+    sort when ``sorted=False``, which leaves the order to nth_element even without ties): replayed on the
+    slices where they decide."""
+    size = data.shape[axis]
+    moved = xp.moveaxis(data, axis, -1)
+    if not sorted and k * 64 > size and k > 1:
+        needed = xp.ones(moved.shape[:-1], dtype=bool)
+    else:  # equal values among the k chosen (in order), or the k-th one's equal left out
+        key = xp.moveaxis(_key(data, descending=largest), axis, -1)
+        chosen = xp.take_along_axis(key, xp.moveaxis(indices, axis, -1), axis=-1)
+        last = chosen[..., -1:]
+        needed = _same(chosen[..., 1:], chosen[..., :-1]).any(axis=-1)
+        needed |= _same(key, last).sum(axis=-1) > _same(chosen, last).sum(axis=-1)
+    return _replayed(data, axis, indices, needed, lambda row: tie_orders.topk_indices(row, k, largest, sorted))
 
 
 def _nonempty(name, input, axis):
@@ -109,9 +156,10 @@ def _nonempty(name, input, axis):
         raise IndexError(f"{name}(): Expected reduction dim {axis} to have non-zero size.")
 
 
-def _select_along(input, axis, position, keepdim, result):
+def _select_along(input, axis, position, keepdim, result, ties=None):
     """(values, indices) of the element at ``position`` (a number, or an array with keepdim's shape)
-    of the ascending order along axis."""
+    of the ascending order along axis. ``ties(data, axis, indices)``, where given, picks among equal
+    elements instead of the first in the input's order."""
     order = _order(input._data, axis, descending=False)
     if input.ndim == 0:
         indices = order
@@ -119,10 +167,41 @@ def _select_along(input, axis, position, keepdim, result):
         indices = xp.take(order, [position], axis=axis)
     else:
         indices = xp.take_along_axis(order, position, axis=axis)
+    if ties is not None and input.ndim:
+        indices = ties(input._data, axis, indices)
     values = _pick(input, axis, indices)
     if not keepdim and input.ndim:
         values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)
     return result(values, Tensor._make(indices))
+
+
+def _replayed(data, axis, indices, needed, replay):
+    """``indices`` (along axis) where, on the slices ``needed`` marks (a bool per slice, in the order of
+    the other dims), ``replay(the slice's values as a list)`` gives them instead (see tie_orders.py)."""
+    moved = xp.moveaxis(indices, axis, -1)
+    if not needed.any():
+        return indices
+    rows = xp.moveaxis(data, axis, -1).reshape(-1, data.shape[axis])
+    chosen = moved.reshape(len(rows), -1).copy()
+    for r in xp.nonzero(needed.reshape(-1))[0].tolist():
+        chosen[r] = xp.asarray(replay(rows[r].tolist()), dtype=chosen.dtype)
+    return xp.moveaxis(chosen.reshape(moved.shape), -1, axis)
+
+
+def _same(a, b):
+    """a == b, NaN equal to NaN."""
+    equal = a == b
+    return equal | (xp.isnan(a) & xp.isnan(b)) if a.dtype.kind in "fc" else equal
+
+
+def _kthvalue_ties(k):
+    """Where the k-th smallest value occurs more than once in its slice, PyTorch's quickselect decides which
+    of them kthvalue names: replay it there."""
+    def choose(data, axis, indices):
+        kth = xp.take_along_axis(data, indices, axis=axis)
+        needed = xp.moveaxis(_same(data, kth).sum(axis=axis, keepdims=True) > 1, axis, -1)[..., 0]
+        return _replayed(data, axis, indices, needed, lambda row: [tie_orders.quick_select_index(row, k)])
+    return choose
 
 
 @names("kthvalue")
@@ -136,7 +215,7 @@ def kthvalue(input, k, dim=-1, keepdim=False, *, out=None):
     size = input.shape[axis] if input.ndim else 1
     if not 1 <= k <= size:
         raise RuntimeError(f"kthvalue(): selected number k out of range for dimension {axis}: k={k}, size {size}")
-    return write_out(_select_along(input, axis, k - 1, keepdim, KthValueResult), out)
+    return write_out(_select_along(input, axis, k - 1, keepdim, KthValueResult, ties=_kthvalue_ties(k - 1)), out)
 
 
 def _median_position(data, axis, skip_nan):
@@ -194,7 +273,8 @@ def nanmedian(input, dim=None, keepdim=False, *, out=None):
 @names("mode")
 def mode(input, dim=-1, keepdim=False, *, out=None):
     """(values, indices): the most frequent value along dim (the smallest among equally frequent
-    ones) and the last position where it occurs, as PyTorch."""
+    ones) and the position PyTorch names: the last where it occurs in a slice of up to 16, else the
+    one std::sort leaves last among them (see tie_orders.py)."""
     axis = dim_index(dim, input.ndim)
     if out is not None:  # PyTorch casts into no other dtype
         for target, dtype, which in zip(out, (input.dtype, int64), ("values", "indices")):
@@ -221,6 +301,11 @@ def mode(input, dim=-1, keepdim=False, *, out=None):
     in_best = run_id == best_run
     last_position = xp.max(xp.where(in_best, moved_order, -1), axis=-1, keepdims=True)
     indices = xp.moveaxis(last_position, -1, axis).astype(int64)
+    if n > 16:  # (up to 16, std::sort's insertion sort keeps equal values in order: the last position)
+        needed = run_length.max(axis=-1) > 1
+        if data.dtype.kind in "fc":  # (NaN makes its comparisons unordered: left as it is)
+            needed &= ~xp.isnan(moved).any(axis=-1)
+        indices = _replayed(data, axis, indices, needed, lambda row: [tie_orders.mode_index(row)])
     values = _pick(input, axis, indices)
     if not keepdim:
         values, indices = shape.squeeze(values, axis), xp.squeeze(indices, axis)

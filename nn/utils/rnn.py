@@ -166,7 +166,8 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
                                "to sidestep this requirement if you do not need ONNX exportability.")
         sorted_indices = unsorted_indices = None
     else:
-        order = xp.argsort(-lengths, kind="stable")
+        # PyTorch's torch.sort(lengths, descending=True): equal lengths in its sort's order, not the batch's
+        order = autograd.sort(tensor_from(lengths), descending=True).indices._data
         lengths = lengths[order]
         input = input[order] if batch_first else input[:, order]
         sorted_indices = tensor_from(order)
