@@ -21,3 +21,29 @@ def test_bernoulli_of_a_tensor_draws_a_uniform_of_its_dtype(T, dtype):
         assert T.equal(drawn, expected)
         assert T.equal(after, T.rand(3))  # the stream moved on by as much
 
+
+
+def test_von_mises_sample_keeps_the_last_acceptance(T):
+    """Best and Fisher's rejection loop as PyTorch runs it: rounds of three float64 uniforms for every angle
+    until each has been accepted once, an angle accepted again in a later round taking that round's value."""
+    loc = T.tensor([0.0, 1.0, -2.0, 0.5], dtype=T.float64)
+    kappa = T.tensor([0.5, 4.0, 1e-6, 30.0], dtype=T.float64)
+    T.manual_seed(0)
+    drawn = T.distributions.VonMises(loc, kappa).sample((6,))
+
+    T.manual_seed(0)
+    tau = 1 + (1 + 4 * kappa ** 2).sqrt()
+    rho = (tau - (2 * tau).sqrt()) / (2 * kappa)
+    r = T.where(kappa < 1e-5, 1 / kappa + kappa, (1 + rho ** 2) / (2 * rho))
+    x = T.zeros(6, 4, dtype=T.float64)
+    done = T.zeros(6, 4, dtype=T.bool)
+    while not done.all():
+        u1, u2, u3 = T.rand(3, 6, 4, dtype=T.float64).unbind()
+        z = T.cos(np.pi * u1)
+        f = (1 + r * z) / (r + z)
+        c = kappa * (r - f)
+        accept = ((c * (2 - c) - u2) > 0) | ((c / u2).log() + 1 - c >= 0)
+        x = T.where(accept, (u3 - 0.5).sign() * f.clamp(-1, 1).acos(), x)
+        done = done | accept
+    expected = (x + np.pi + loc) % (2 * np.pi) - np.pi
+    np.testing.assert_allclose(drawn.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
