@@ -1,6 +1,8 @@
 """Fixes found by tests/test_programs_probe12_classic.py, each checked on chainrule and on PyTorch (the ``T``
 fixture) against the same expectation."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,19 @@ def test_von_mises_sample_keeps_the_last_acceptance(T):
         done = done | accept
     expected = (x + np.pi + loc) % (2 * np.pi) - np.pi
     np.testing.assert_allclose(drawn.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_erfinv_and_normal_icdf_keep_their_digits_in_the_tails(T):
+    """erf⁻¹ near ±1 (Normal.icdf of small tail probabilities): Newton's step on erf cancelled there, 1e-7 off at
+    1 - 2e-10 and 1e-2 at 1 - 2e-15; the values below are mpmath's (40 digits), rounded."""
+    y = T.tensor([1 - 2e-10, -(1 - 2e-6), 0.5, 0.9999, 1 - 2e-15], dtype=T.float64)
+    exact = [4.498147280544313, -3.361178562629473, 0.4769362762044699, 2.75106390571208, 5.615449249468365]
+    np.testing.assert_allclose(T.erfinv(y).numpy(), exact, rtol=2e-15)
+    p = T.tensor([1e-10, 1e-3, 0.975, 1 - 1e-12], dtype=T.float64, requires_grad=True)
+    z = T.distributions.Normal(T.tensor(0.0, dtype=T.float64), T.tensor(1.0, dtype=T.float64)).icdf(p)
+    # (√2 erf⁻¹(2p - 1), PyTorch's formula, of 2p - 1 as rounded: mpmath's)
+    np.testing.assert_allclose(z.detach().numpy(), [-6.361340889697422, -3.090232306167813, 1.9599639845400538,
+                                                    7.0344869100478356], rtol=1e-13)
+    z.sum().backward()  # dz/dp = 1/φ(z)
+    np.testing.assert_allclose(p.grad.numpy(), math.sqrt(2 * math.pi) * np.exp(z.detach().numpy() ** 2 / 2),
+                               rtol=1e-12)
