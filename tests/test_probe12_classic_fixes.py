@@ -65,3 +65,14 @@ def test_erfinv_and_normal_icdf_keep_their_digits_in_the_tails(T):
     z.sum().backward()  # dz/dp = 1/φ(z)
     np.testing.assert_allclose(p.grad.numpy(), math.sqrt(2 * math.pi) * np.exp(z.detach().numpy() ** 2 / 2),
                                rtol=1e-12)
+
+
+def test_incomplete_gamma_far_in_the_upper_tail(T):
+    """Q(a, x) for x far above a: the factor x^a e^(-x)/Γ(a) underflows and Q is 0, P is 1 (its continued
+    fraction overflowed before settling, past x ≈ 1e50, and gave NaN); InverseGamma's cdf at a tiny x is Q's."""
+    a = T.tensor([0.5, 2.0, 50.0, 2.0], dtype=T.float64)
+    x = T.tensor([1e65, 1e86, 1e300, 800.0], dtype=T.float64)
+    assert T.special.gammaincc(a, x).tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert T.special.gammainc(a, x).tolist() == [1.0, 1.0, 1.0, 1.0]
+    d = T.distributions.InverseGamma(T.tensor(2.0, dtype=T.float64), T.tensor(2.0, dtype=T.float64))
+    assert d.cdf(T.tensor([1e-300, 1e-60], dtype=T.float64)).tolist() == [0.0, 0.0]
