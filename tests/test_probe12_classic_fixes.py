@@ -76,3 +76,32 @@ def test_incomplete_gamma_far_in_the_upper_tail(T):
     assert T.special.gammainc(a, x).tolist() == [1.0, 1.0, 1.0, 1.0]
     d = T.distributions.InverseGamma(T.tensor(2.0, dtype=T.float64), T.tensor(2.0, dtype=T.float64))
     assert d.cdf(T.tensor([1e-300, 1e-60], dtype=T.float64)).tolist() == [0.0, 0.0]
+
+
+def test_lobpcg_gives_the_extreme_eigenpairs(T):
+    """torch.lobpcg: the k largest (or smallest) eigenpairs, of A x = λ B x with B, from a random start drawn as
+    randn((m, n)) per matrix; its gradient in A is eigh's of (A + Aᵀ)/2."""
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((12, 12))
+    S = T.tensor(M @ M.T)
+    spectrum = T.linalg.eigvalsh(S)
+    T.manual_seed(0)
+    values, vectors = T.lobpcg(S, k=2)
+    after = T.rand(2)
+    T.manual_seed(0)
+    T.randn(12, 2, dtype=T.float64)
+    assert T.equal(after, T.rand(2))
+    np.testing.assert_allclose(values.numpy(), spectrum.flip(0)[:2].numpy(), rtol=1e-10)
+    np.testing.assert_allclose((S @ vectors).numpy(), (vectors * values).numpy(), atol=1e-6)
+    small, _ = T.lobpcg(T.stack([S, 2 * S]), k=3, largest=False)
+    np.testing.assert_allclose(small.numpy(), T.stack([spectrum[:3], 2 * spectrum[:3]]).numpy(), rtol=1e-8)
+    Bm = T.tensor(np.diag(rng.uniform(1, 3, 12)))
+    values, vectors = T.lobpcg(S, k=2, B=Bm)
+    np.testing.assert_allclose((vectors.T @ Bm @ vectors).numpy(), np.eye(2), atol=1e-8)
+    np.testing.assert_allclose((S @ vectors).numpy(), (Bm @ vectors * values).numpy(), atol=1e-6)
+    A = S.clone().requires_grad_(True)
+    (grad,) = T.autograd.grad(T.lobpcg(A, k=2)[0].sum(), A)
+    top = T.linalg.eigh(S)[1][:, -2:]
+    np.testing.assert_allclose(grad.numpy(), (top @ top.T).numpy(), atol=1e-8)
+    with pytest.raises(ValueError, match="smaller than 3 x the number of requested eigenpairs"):
+        T.lobpcg(S, k=5)
