@@ -20,8 +20,8 @@ a Laplace approximation from ``autograd.functional.hessian``; HMC with ``autogra
 training loops (``slogdet`` of a negative determinant, ``inv``, ``pinv`` rank-deficient and hermitian,
 ``matrix_exp``, eigh-based matrix log / square root, nuclear norm) and the Hessian of a GP marginal likelihood;
 GP classification by the Laplace approximation; variational Bayesian logistic regression (Normal guide
-``rsample``, analytic KL); spectral clustering (``fill_diagonal_``, ``eigh``, ``F.normalize``) with a batched
-multi-output GP; Pyro-style Beta / Dirichlet / Gamma guides; a Gibbs sampler (Categorical, Dirichlet, Normal,
+``rsample``, analytic KL); spectral clustering (``fill_diagonal_``, ``eigh``, ``lobpcg``, ``F.normalize``) with
+a batched multi-output GP; Pyro-style Beta / Dirichlet / Gamma guides; a Gibbs sampler (Categorical, Dirichlet, Normal,
 Gamma and float64 Bernoulli draws after one seed); a VonMises mixture fitted by maximum likelihood from
 VonMises draws; the Gaussian's quantile in its tails (copula scores, truncated-normal draws by the inverse
 CDF, probit regression with ``special.log_ndtr``); Bayesian optimisation by hand (expected improvement from
@@ -1025,8 +1025,9 @@ def test_vb_logistic():
 
 # ----------------------------------------------------------------------------------------------
 # Spectral clustering (Ng, Jordan & Weiss): an RBF affinity with its diagonal zeroed in place, the
-# symmetric normalised Laplacian, eigh's smallest eigenvectors row-normalised with F.normalize, then
-# k-means on the embedding; and a batched multi-output GP (a batch of Cholesky factors) for the same points
+# symmetric normalised Laplacian, eigh's smallest eigenvectors row-normalised with F.normalize (and lobpcg's
+# eigenvalues), then k-means on the embedding; and a batched multi-output GP (a batch of Cholesky factors) for the
+# same points
 # ----------------------------------------------------------------------------------------------
 
 
@@ -1040,6 +1041,8 @@ def spectral_and_batched_gp(m):
     D_inv_sqrt = torch.diag(deg.pow(-0.5))
     Lsym = torch.eye(n, dtype=X.dtype) - D_inv_sqrt @ A @ D_inv_sqrt
     evals, evecs = torch.linalg.eigh(Lsym)
+    torch.manual_seed(0)
+    lob_vals, lob_vecs = torch.lobpcg(Lsym, k=3, largest=False)  # the same three, iteratively in PyTorch
     U = F.normalize(evecs[:, :3], p=2, dim=1)
     # deterministic init: farthest-point seeding
     idx = [0]
@@ -1062,7 +1065,8 @@ def spectral_and_batched_gp(m):
     nll = 0.5 * (Y.unsqueeze(-1) * alpha).sum((-1, -2)) + L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     nll.sum().backward()
     V = torch.linalg.solve_triangular(L, K[:, :, :5], upper=False)
-    return dict(evals=evals[:4], assign_rows=torch.stack([assign == assign[0], assign == assign[-1]]),
+    return dict(evals=evals[:4], lob_vals=lob_vals, after_lobpcg=torch.rand(2),
+                assign_rows=torch.stack([assign == assign[0], assign == assign[-1]]),
                 nll=nll.detach(), grad=log_ls.grad, V=V.detach())
 
 
@@ -1070,6 +1074,7 @@ def test_spectral_clustering_and_batched_gp():
     ours, _ = run_both(spectral_and_batched_gp, **TOL)
     _, labels = blobs(n=45, seed=14)
     np.testing.assert_allclose(ours["evals"][0], 0, atol=1e-10)
+    np.testing.assert_allclose(ours["lob_vals"], ours["evals"][:3], rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(ours["assign_rows"][0], labels == labels[0])
 
 
