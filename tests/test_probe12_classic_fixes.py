@@ -105,3 +105,31 @@ def test_lobpcg_gives_the_extreme_eigenpairs(T):
     np.testing.assert_allclose(grad.numpy(), (top @ top.T).numpy(), atol=1e-8)
     with pytest.raises(ValueError, match="smaller than 3 x the number of requested eigenpairs"):
         T.lobpcg(S, k=5)
+
+
+def test_private_distribution_helpers_that_pyro_imports(T):
+    """torch.distributions' private helpers that code outside it imports: their values."""
+    from importlib import import_module
+
+    mvn = import_module(f"{T.__name__}.distributions.multivariate_normal")
+    utils = import_module(f"{T.__name__}.distributions.utils")
+    kl = import_module(f"{T.__name__}.distributions.kl")
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((2, 3, 3))
+    P = T.tensor(M @ np.swapaxes(M, -1, -2) + np.eye(3))
+    L = T.linalg.cholesky(P)
+    x = T.tensor(rng.standard_normal((4, 2, 3)))
+    np.testing.assert_allclose(mvn._batch_mv(L, x).numpy(), (L @ x.unsqueeze(-1)).squeeze(-1).numpy(), rtol=1e-12)
+    expected = (x.unsqueeze(-2) @ T.linalg.inv(P) @ x.unsqueeze(-1)).reshape(4, 2)
+    np.testing.assert_allclose(mvn._batch_mahalanobis(L, x).numpy(), expected.numpy(), rtol=1e-10)
+    S = mvn._precision_to_scale_tril(P)
+    np.testing.assert_allclose((S @ S.mT).numpy(), T.linalg.inv(P).numpy(), rtol=1e-10, atol=1e-12)
+    assert T.equal(S, S.tril())
+    np.testing.assert_allclose(utils._sum_rightmost(x, 2).numpy(), x.sum((-2, -1)).numpy(), rtol=1e-12)
+    assert utils._sum_rightmost(x, 0) is x
+    np.testing.assert_allclose(kl._batch_trace_XXT(L).numpy(), (L @ L.mT).diagonal(dim1=-2, dim2=-1).sum(-1).numpy(),
+                               rtol=1e-12)
+    T.manual_seed(0)
+    drawn = utils._standard_normal((2, 5), dtype=T.float64, device="cpu")
+    T.manual_seed(0)
+    assert T.equal(drawn, T.randn(2, 5, dtype=T.float64))
