@@ -117,6 +117,18 @@ def test_beta_and_dirichlet_rsample_match_pytorch():
         np.testing.assert_allclose(ours, theirs, rtol=1e-5 if ours.dtype == np.float32 else 1e-12)
 
 
+def test_sample_dirichlet_draws_as_rsample(T):
+    """torch._sample_dirichlet: the draws Dirichlet.rsample makes after the same seed (or from a generator)."""
+    alpha = T.tensor([[0.5, 1.0, 2.0], [3.0, 3.0, 3.0]], dtype=T.float64)
+    T.manual_seed(0)
+    drawn = T._sample_dirichlet(alpha)
+    T.manual_seed(0)
+    assert T.equal(drawn, T.distributions.Dirichlet(alpha).rsample())
+    first = T._sample_dirichlet(alpha, generator=T.Generator().manual_seed(3))
+    assert T.equal(first, T._sample_dirichlet(alpha, generator=T.Generator().manual_seed(3)))
+    np.testing.assert_allclose(first.sum(-1).numpy(), 1.0, rtol=1e-12)
+
+
 def test_second_derivative_is_refused_as_pytorch():
     alpha = autograd.tensor([1.5, 2.5], dtype=autograd.float64, requires_grad=True)
     (first,) = autograd.grad((D.Dirichlet(alpha).rsample() * autograd.tensor([1.0, 2.0])).sum(), alpha,

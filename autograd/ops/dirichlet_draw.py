@@ -206,6 +206,13 @@ def dirichlet_draw(concentration, generator=None):
     return DirichletDraw.apply(concentration, generator=generator)
 
 
+@names("_sample_dirichlet", method=False, functions=("_sample_dirichlet",))
+def _sample_dirichlet(input, generator=None):  # noqa: A002  (torch's argument name)
+    """torch._sample_dirichlet: draws of Dirichlet(input) along its last dim, as Dirichlet.rsample's (PyTorch's
+    has no derivative: differentiable draws are Dirichlet.rsample's)."""
+    return DirichletDraw.apply(input.detach(), generator=generator)
+
+
 @names("_dirichlet_grad", functions=("_dirichlet_grad",))
 def _dirichlet_grad(x, alpha, total):
     """torch._dirichlet_grad: the scaled reparameterised gradient of Beta(alpha, total - alpha) draws x."""
