@@ -25,7 +25,8 @@ a batched multi-output GP; Pyro-style Beta / Dirichlet / Gamma guides; a Gibbs s
 Gamma and float64 Bernoulli draws after one seed); a VonMises mixture fitted by maximum likelihood from
 VonMises draws; the Gaussian's quantile in its tails (copula scores, truncated-normal draws by the inverse
 CDF, probit regression with ``special.log_ndtr``); Bayesian optimisation by hand (expected improvement from
-``Normal.cdf`` / ``log_prob``, maximised by L-BFGS through a sigmoid box)."""
+``Normal.cdf`` / ``log_prob``, maximised by L-BFGS through a sigmoid box); t-SNE (perplexity by bisection,
+``F.kl_div``), the lasso by ISTA (``F.softshrink``) and a kernel density bandwidth by leave-one-out likelihood."""
 
 import math
 
@@ -1361,3 +1362,77 @@ def test_bayesian_optimisation_loop():
     picks = ours["picks"]
     assert np.all((picks >= [-2, -1]) & (picks <= [2, 3]))
     assert all(e >= 0 for e in ours["eis"])
+
+
+# ----------------------------------------------------------------------------------------------
+# t-SNE as the torch ports write it (perplexity by bisection on each row's precision, symmetrised P, Student-t
+# Q with its diagonal masked, KL by F.kl_div, early exaggeration, SGD with momentum); the lasso by ISTA with
+# F.softshrink; and a Gaussian kernel density estimate with its bandwidth by leave-one-out likelihood
+# ----------------------------------------------------------------------------------------------
+
+
+def tsne_lasso_kde(m):
+    torch, F, optim = m.torch, m.F, m.optim
+    f64 = dict(dtype=torch.float64)
+    X = torch.from_numpy(blobs(n=36, seed=19)[0])
+    n = X.shape[0]
+    D2 = torch.cdist(X, X).pow(2)
+    target = math.log(8.0)  # perplexity 8
+    beta = torch.ones(n, **f64)
+    lo, hi = torch.zeros(n, **f64), torch.full((n,), float("inf"), **f64)
+    mask = ~torch.eye(n, dtype=torch.bool)
+    for it in range(40):  # bisection on each row's precision
+        P = torch.exp(-D2 * beta[:, None]) * mask
+        P = P / P.sum(1, keepdim=True)
+        H = -(torch.where(P > 0, P * P.log(), torch.zeros_like(P))).sum(1)
+        too_flat = H > target
+        lo = torch.where(too_flat, beta, lo)
+        hi = torch.where(too_flat, hi, beta)
+        beta = torch.where(torch.isinf(hi), beta * 2, (lo + hi) / 2)
+    P = (P + P.T) / (2 * n)
+    torch.manual_seed(0)
+    Y = (1e-2 * torch.randn(n, 2, **f64)).requires_grad_(True)
+    opt = optim.SGD([Y], lr=20.0, momentum=0.5)
+    kls = []
+    for step in range(30):
+        opt.zero_grad()
+        num = 1 / (1 + torch.cdist(Y, Y).pow(2))
+        num = num.masked_fill(~mask, 0)
+        Q = (num / num.sum()).clamp_min(1e-12)
+        exaggeration = 4.0 if step < 10 else 1.0
+        loss = F.kl_div(Q.log(), exaggeration * P, reduction="sum")
+        loss.backward()
+        opt.step()
+        kls.append(loss.item())
+
+    # lasso by ISTA: x <- softshrink(x - t A^T (A x - b), t lambda)
+    rng = np.random.default_rng(20)
+    A = torch.from_numpy(rng.standard_normal((30, 10)))
+    x_true = torch.zeros(10, **f64)
+    x_true[[1, 4, 7]] = torch.tensor([2.0, -1.5, 1.0], **f64)
+    b = A @ x_true + 0.05 * torch.from_numpy(rng.standard_normal(30))
+    t = 1 / torch.linalg.matrix_norm(A, ord=2) ** 2
+    x = torch.zeros(10, **f64)
+    for it in range(200):
+        x = F.softshrink(x - t * A.T @ (A @ x - b), lambd=float(t * 2.0))
+
+    # KDE bandwidth by leave-one-out log likelihood, by Adam on its log
+    pts = X[:, 0]
+    log_h = torch.tensor(0.0, **f64, requires_grad=True)
+    opt = optim.Adam([log_h], lr=0.1)
+    for step in range(20):
+        opt.zero_grad()
+        h = log_h.exp()
+        logk = -0.5 * ((pts[:, None] - pts[None, :]) / h) ** 2 - torch.log(h) - 0.5 * math.log(2 * math.pi)
+        logk = logk.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
+        loo = (torch.logsumexp(logk, dim=1) - math.log(n - 1)).mean()
+        (-loo).backward()
+        opt.step()
+    return dict(beta=beta, H=H, kls=kls, Y=Y.detach(), x=x, h=log_h.exp().detach(), loo=loo.detach())
+
+
+def test_tsne_lasso_kde():
+    ours, _ = run_both(tsne_lasso_kde, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["H"], math.log(8.0), atol=1e-6)  # each row at the perplexity asked for
+    assert set(np.flatnonzero(np.abs(ours["x"]) > 0.1)) == {1, 4, 7}
+    assert ours["kls"][-1] < ours["kls"][10]
