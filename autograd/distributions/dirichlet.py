@@ -3,31 +3,19 @@
     log p(x) = Σ_i (α_i - 1) ln x_i + ln Γ(α₀) - Σ_i ln Γ(α_i),   α₀ = Σ_i α_i
     mean = α/α₀,   var = α(α₀ - α) / (α₀² (α₀ + 1)),
     entropy = Σ_i ln Γ(α_i) - ln Γ(α₀) - (k - α₀) ψ(α₀) - Σ_i (α_i - 1) ψ(α_i)
-    rsample: x = G / Σ_j G_j with G_i ~ Gamma(α_i, 1) independent; each G_i carries the implicit
-    reparameterisation gradient dG/dα (ops/standard_gamma.py), so x is differentiable in α.
-    (PyTorch differentiates the normalised vector by its own rule for the Beta marginals; both
-    are unbiased gradients of the same expectation, not equal draw by draw.)
+    rsample: x = G / Σ_j G_j with G_i ~ Gamma(α_i, 1) independent, differentiable in α by PyTorch's rule,
+    which holds each coordinate's Beta marginal CDF fixed (ops/dirichlet_draw.py).
     The coordinates stay inside (0, 1), as PyTorch's: in float32 a coordinate of a small
     concentration would round to exactly 0 or 1, where log_prob is infinite.
 """
 
 from .. import ranges
-from ..backend import xp
+from ..ops.dirichlet_draw import dirichlet_draw
 from ..ops.elementwise import where
 from ..ops.pointwise import xlogy
-from ..ops.standard_gamma import standard_gamma
 from ..tensor import Tensor, tensor_from
 from . import constraints
 from .exp_family import ExponentialFamily
-from .gamma import clamp_tiny
-
-
-def clamp_open(x):
-    """x held within [smallest normal number, largest number below 1] (as PyTorch's sampler), without
-    changing its gradient."""
-    info = xp.finfo(x.dtype)
-    held = x.detach()
-    return x + (held.clamp(float(info.tiny), 1 - float(info.eps) / 2) - held)
 
 
 class Dirichlet(ExponentialFamily):
@@ -72,11 +60,9 @@ class Dirichlet(ExponentialFamily):
         return self.concentration * (total - self.concentration) / (total.pow(2) * (total + 1))
 
     def rsample(self, sample_shape=()):
-        shape = self._extended_shape(sample_shape)
-        # the gammas in float64, as PyTorch's: a float32 gamma of concentration 0.01 underflows with
-        # probability 0.4, and two underflowed coordinates would make a spurious mode at 1/2
-        draws = clamp_tiny(standard_gamma(self.concentration.expand(shape).double()))
-        return clamp_open((draws / draws.sum(-1, keepdim=True)).to(self.concentration.dtype))
+        # (the gammas are drawn in float64, as PyTorch's: a float32 gamma of concentration 0.01 underflows
+        # with probability 0.4, and two underflowed coordinates would make a spurious mode at 1/2)
+        return dirichlet_draw(self.concentration.expand(self._extended_shape(sample_shape)))
 
     def log_prob(self, value):
         value = self._value(value, self.concentration)

@@ -18,6 +18,11 @@ from .normal import Normal
 _KL_REGISTRY = {}
 
 
+def _batch_trace_XXT(bmat):
+    """tr(X Xᵀ), the sum of the squares, of each matrix over trailing batch dims (PyTorch's private helper)."""
+    return bmat.pow(2).sum((-2, -1))
+
+
 def register_kl(type_p, type_q):
     """Decorator: ``@register_kl(Normal, Normal) def kl(p, q): ...``."""
     if not isinstance(type_p, type) or not isinstance(type_q, type):

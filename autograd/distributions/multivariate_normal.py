@@ -50,6 +50,10 @@ def precision_to_scale_tril(precision):
     return solve_lower(inverse_transpose, identity.expand(*inverse_transpose.shape))
 
 
+# PyTorch's private names for these, which code written against torch.distributions imports (Pyro does)
+_batch_mv, _batch_mahalanobis, _precision_to_scale_tril = batch_mv, batch_mahalanobis, precision_to_scale_tril
+
+
 class MultivariateNormal(Distribution):
     arg_constraints = {"loc": constraints.real_vector, "covariance_matrix": constraints.positive_definite,
                        "precision_matrix": constraints.positive_definite, "scale_tril": constraints.lower_cholesky}

@@ -55,7 +55,8 @@ class VonMises(Distribution):
     def sample(self, sample_shape=()):
         """Best and Fisher: z = cos(π u1), f = (1 + r z)/(r + z), c = κ (r - f); accept when
         c (2 - c) > u2 or ln(c/u2) + 1 - c ≥ 0; then x = ±arccos f (sign from u3), shifted by μ and
-        wrapped to [-π, π). Drawn on the host, in NumPy (the draws are NumPy's)."""
+        wrapped to [-π, π); rounds of three uniforms for every angle until each has been accepted, the
+        angle of its last acceptance kept. Drawn on the host, from the stream PyTorch's would draw."""
         shape = self._extended_shape(sample_shape)
         loc = numpy.broadcast_to(self.loc.detach().numpy().astype(numpy.float64), shape)
         kappa = numpy.broadcast_to(self.concentration.detach().numpy().astype(numpy.float64), shape)
@@ -73,6 +74,7 @@ class VonMises(Distribution):
             c = kappa * (r - f)
             with numpy.errstate(divide="ignore", invalid="ignore"):
                 accept = ((c * (2 - c) - u2) > 0) | (numpy.log(c / u2) + 1 - c >= 0)
-            x = numpy.where(accept & ~done, numpy.sign(u3 - 0.5) * numpy.arccos(numpy.clip(f, -1, 1)), x)
+            # every acceptance is kept, an angle accepted before included (PyTorch's loop: the draws are its)
+            x = numpy.where(accept, numpy.sign(u3 - 0.5) * numpy.arccos(numpy.clip(f, -1, 1)), x)
             done |= accept
         return _tensor((x + math.pi + loc) % (2 * math.pi) - math.pi, self.loc.dtype)

@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (each declares its names)
     cumulative,
     decompositions,
     diagonals,
+    dirichlet_draw,
     distances,
     dlpack,
     dropout,

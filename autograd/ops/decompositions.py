@@ -257,3 +257,42 @@ def cholesky_inverse(input, upper=False, *, out=None):
     """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹."""
     inverse_factor = inv(_cholesky_product_factor(input, upper))
     return write_out(inverse_factor.mH @ inverse_factor, out)
+
+
+@names("lobpcg", method=False)
+def lobpcg(A, k=None, B=None, X=None, n=None, iK=None, niter=None, tol=None, largest=None, method=None,
+           tracker=None, ortho_iparams=None, ortho_fparams=None, ortho_bparams=None):
+    """torch.lobpcg: the k largest (``largest``, the default) or smallest eigenpairs of symmetric A, or of the
+    generalised problem A x = λ B x (B positive definite, x B-orthonormal), eigenvalues in that order; batched.
+
+    PyTorch iterates LOBPCG from X (randn((m, n)) for each matrix when X is not given) to a residual of its
+    tolerance (√eps); here the eigenpairs are eigh's, the answer that iteration converges to (PyTorch's agree to
+    about its tolerance, eigenvectors up to sign). The random start is drawn all the same, so that the generator
+    moves on as PyTorch's does; iK, niter, tol, method, tracker and the ortho parameters steer the iteration
+    only. Differentiable as PyTorch's, through (A + Aᵀ)/2 (and (B + Bᵀ)/2, where PyTorch's backward refuses B)."""
+    from ..factories import randn  # (factories is imported after the ops)
+
+    if A.shape[-2] != A.shape[-1]:
+        raise AssertionError(f"A must be square, got shape {tuple(A.shape)}")
+    if B is not None and A.shape != B.shape:
+        raise AssertionError(f"A and B must have same shape, got {tuple(A.shape)} vs {tuple(B.shape)}")
+    m = A.shape[-1]
+    k = (1 if X is None else X.shape[-1]) if k is None else k
+    n = (k if n is None else n) if X is None else X.shape[-1]
+    if m < 3 * n:
+        raise ValueError(f"LOBPCG algorithm is not applicable when the number of A rows (={m}) is smaller than "
+                         f"3 x the number of requested eigenpairs (={n})")
+    A = A if A.dtype.kind == "f" else A.float()  # (PyTorch's floating dtype of A: float32 unless A has one)
+    if X is None:
+        for _ in range(int(xp.prod(xp.asarray(A.shape[:-2], dtype=xp.int64)))):
+            randn((m, n), dtype=A.dtype)
+    A = (A + A.mT) / 2
+    if B is None:
+        values, vectors = eigh(A)
+    else:
+        lower = cholesky((B + B.mT) / 2)
+        values, vectors = eigh(Solve.apply(lower, Solve.apply(lower, A).mT))  # L⁻¹ A L⁻ᵀ
+        vectors = Solve.apply(lower.mT, vectors)
+    if largest is None or largest:
+        values, vectors = values.flip(-1), vectors.flip(-1)
+    return values[..., :k], vectors[..., :k]

@@ -119,11 +119,15 @@ def _upper_series(a, x):
 
 def _upper_fraction(a, x):
     """Q(a, x) by Legendre's continued fraction, its convergents p_k / q_k by the three-term
-    recurrence (rescaled when they grow past 2^52)."""
+    recurrence (rescaled when they grow past 2^52). Where the factor x^a e^(-x)/Γ(a) underflows Q is 0 and
+    the fraction is not summed, as Cephes and PyTorch return early: for x past about 1e50 its convergents
+    change by a rounding each step, and q_k, which grows by x, overflows before they settle (it gave NaN)."""
+    prefactor = xp.exp(_log_prefactor(a, x))
     y, z, c = 1.0 - a, x + 2.0 - a, xp.zeros_like(a)
-    p_before, q_before, p_last, q_last = xp.ones_like(a), x.copy(), x + 1.0, z * x
-    answer = p_last / q_last
-    active = xp.arange(a.size)
+    with errstate(over="ignore", invalid="ignore"):
+        p_before, q_before, p_last, q_last = xp.ones_like(a), x.copy(), x + 1.0, z * x
+        answer = p_last / q_last
+    active = xp.nonzero(prefactor > 0)[0]
     while active.size:
         i = active
         c[i] += 1.0
@@ -141,7 +145,7 @@ def _upper_fraction(a, x):
         for array in (p_before, q_before, p_last, q_last):
             array[i] *= scale
         active = i[change > _EPS]
-    return answer * xp.exp(_log_prefactor(a, x))
+    return xp.where(prefactor > 0, answer * prefactor, 0.0)
 
 
 def regularized_gamma(a, x, upper):

@@ -16,6 +16,7 @@ from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, floating, half_as_float32, promote, result_type, unbroadcast, where
 from .names import names
+from .normal_tails import ndtri
 from .outputs import write_out
 from .special import erf
 
@@ -231,8 +232,11 @@ class Atanh(Primitive):
 
 
 def _erfinv(y):
-    """erf⁻¹ on an array: Giles's single-precision approximation, then Newton's steps on erf
-    (accurate to about 1e-15 away from ±1, as PyTorch's, which refines the same way)."""
+    """erf⁻¹ on an array: for |y| < ½ Giles's single-precision approximation, then Newton's steps on erf
+    (to about 2e-16). Nearer ±1 Newton's step on erf cancels (erf x - y loses digits where erf' is small: 1e-7 of
+    erf⁻¹(1 - 2e-10), 1e-2 at 1 - 2e-15), so there erf⁻¹(y) = -Φ⁻¹((1 - |y|)/2)/√2 with the sign of y, through
+    the normal quantile that is written for its tails (ops/normal_tails.py; 1 - |y| is exact), to about 7e-16
+    as PyTorch's."""
     wide = y.astype(xp.float64)
     w = -xp.log((1.0 - wide) * (1.0 + wide))
     central = w < 5.0
@@ -250,6 +254,7 @@ def _erfinv(y):
     for _ in range(3):  # Newton: x ← x - (erf x - y) / erf'(x)
         step = (erf(x) - wide) / (2 / math.sqrt(math.pi) * xp.exp(-x * x))
         x = xp.where(finite, x - step, x)
+    x = xp.where(xp.abs(wide) >= 0.5, xp.copysign(ndtri((1.0 - xp.abs(wide)) / 2) / -math.sqrt(2), wide), x)
     x = xp.where(wide == 1, xp.inf, xp.where(wide == -1, -xp.inf, x))
     return xp.where(xp.abs(wide) > 1, xp.nan, x).astype(y.dtype)
 

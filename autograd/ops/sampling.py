@@ -64,16 +64,17 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, out=None, dtype=None
 
 
 def bernoulli(input, p=None, *, generator=None, out=None):  # noqa: A002  (torch's argument name)
-    """1 with probability ``input`` (or ``p``, a number), elementwise, in input's dtype."""
-    probability = _host(input) if p is None else p
+    """1 with probability ``input`` (or ``p``, a number or a tensor broadcast to input's shape), elementwise,
+    in input's dtype."""
+    probabilities = input if p is None else p
+    probability = _host(probabilities)
     if numpy.any((numpy.asarray(probability) < 0) | (numpy.asarray(probability) > 1)):
         raise RuntimeError(f"bernoulli expects 0 <= p <= 1, got p = {probability}")
-    # PyTorch's kernels: a float32 uniform below each probability of a tensor, a float64 one below a number p
-    if p is None:
-        draws = random.generator(generator).random(input.shape, dtype=numpy.float32) < \
-            numpy.asarray(probability, dtype=numpy.float32)
-    else:
-        draws = random.generator(generator).random(input.shape) < probability
+    # PyTorch's kernels: a float64 uniform below a number p or each probability of a float64 tensor, a float32
+    # one below each probability of a tensor of another dtype
+    wide = not isinstance(probabilities, Tensor) or probabilities.dtype == numpy.float64
+    uniform = numpy.float64 if wide else numpy.float32
+    draws = random.generator(generator).random(input.shape, dtype=uniform) < numpy.asarray(probability, dtype=uniform)
     return write_out(_tensor(draws, input.dtype), out)
 
 
@@ -282,7 +283,7 @@ def _normal(x, mean=0.0, std=1.0, *, generator=None):
 
 @names(function=False, inplace="bernoulli_")
 def _bernoulli(x, p=0.5, *, generator=None):
-    return bernoulli(x, p=_host(p), generator=generator)
+    return bernoulli(x, p=p, generator=generator)
 
 
 @names(function=False, inplace="exponential_")

@@ -159,6 +159,17 @@ def _marsaglia_tsang(alpha, stream, dtype):
             return scale * d * v
 
 
+def gamma_draws(a, generator=None):
+    """Gamma(a, 1) draws for an array of shapes a, in its dtype (drawn on the host, one shape at a time, as
+    PyTorch's kernel), each at or above the smallest normal number, as PyTorch's kernel keeps them."""
+    stream = random.generator(generator)
+    dtype = xp.dtype(a.dtype)
+    draws = [_marsaglia_tsang(shape, stream, dtype) for shape in to_numpy(a).reshape(-1)]
+    tiny = float(xp.finfo(a.dtype).tiny)
+    return xp.asarray([max(tiny, draw) for draw in xp.asarray(draws, dtype=a.dtype).tolist()],
+                      dtype=a.dtype).reshape(a.shape)
+
+
 class StandardGamma(Primitive):
     """x ~ Gamma(a, 1), a draw (from ``generator``) for each shape a;
     dL/da = dL/dx · dx/da, the implicit reparameterisation gradient (module docstring)"""
@@ -166,12 +177,7 @@ class StandardGamma(Primitive):
     saves_output = True
 
     def forward(self, a):
-        stream = random.generator(self.generator)  # (drawn on the host, one shape at a time, as PyTorch's kernel)
-        dtype = xp.dtype(a.dtype)
-        draws = [_marsaglia_tsang(shape, stream, dtype) for shape in to_numpy(a).reshape(-1)]
-        tiny = float(xp.finfo(a.dtype).tiny)  # PyTorch's kernel keeps each draw at or above the smallest normal
-        return xp.asarray([max(tiny, draw) for draw in xp.asarray(draws, dtype=a.dtype).tolist()],
-                          dtype=a.dtype).reshape(a.shape)
+        return gamma_draws(a, self.generator)
 
     def backward(self, grad, x, a):
         return (grad * StandardGammaGrad.apply(x, a),)
