@@ -1,7 +1,8 @@
 """(a) Per-op overhead on 16x16 float32, forward and backward, against PyTorch with one thread:
 
 - one op at a time (add, mul, matmul, relu, sum, exp, softmax, log_softmax): y = op(a[, b]),
-  then y.backward(ones) (sum: y.backward()), microseconds per op, beside MyGrad (when installed);
+  then y.backward(ones) (sum: y.backward()), microseconds per op, beside the same forward and
+  backward in NumPy by hand (the floor of any engine built on NumPy) and MyGrad (when installed);
 - a 4-op chain ((a*b + c).relu()).sum() and backward, microseconds per op, beside NumPy by
   hand (the forward alone, and forward and backward) and a bare closure engine with none of
   chainrule's checks (bare_engine.py): the floor of a Python graph on NumPy.
@@ -25,6 +26,30 @@ SINGLE = {  # name: the op, for any library whose tensors have these methods
     "exp": lambda a, b: a.exp(),
     "softmax": lambda a, b: a.softmax(1),
     "log_softmax": lambda a, b: a.log_softmax(1),
+}
+
+
+def _softmax_by_hand(a, b, g):
+    y = np.exp(a - a.max(1, keepdims=True))
+    y /= y.sum(1, keepdims=True)
+    return y, y * (g - (g * y).sum(1, keepdims=True))  # dL/dx = y (g - sum_j g_j y_j)
+
+
+def _log_softmax_by_hand(a, b, g):
+    shifted = a - a.max(1, keepdims=True)
+    y = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    return y, g - np.exp(y) * g.sum(1, keepdims=True)  # dL/dx = g - softmax · sum_j g_j
+
+
+NUMPY_BY_HAND = {  # name: (a, b, dL/dy) -> (y, the gradients): the floor of any engine on NumPy
+    "add": lambda a, b, g: (a + b, g, g),
+    "mul": lambda a, b, g: (a * b, g * b, g * a),
+    "matmul": lambda a, b, g: (a @ b, g @ b.T, a.T @ g),
+    "relu": lambda a, b, g: (np.maximum(a, 0), g * (a > 0)),
+    "sum": lambda a, b, g: (a.sum(), np.ones_like(a)),
+    "exp": lambda a, b, g: (y := np.exp(a), g * y),
+    "softmax": _softmax_by_hand,
+    "log_softmax": _log_softmax_by_hand,
 }
 
 
@@ -74,6 +99,9 @@ def run_single(torch, mygrad):
     x, y = arrays(2)
     ours = [autograd.tensor(v, requires_grad=True) for v in (x, y)] + [autograd.ones(16, 16)]
     candidates = {f"{name} chainrule": one_op(op, *ours) for name, op in SINGLE.items()}
+    ones = np.ones((16, 16), np.float32)
+    candidates.update({f"{name} NumPy by hand": (lambda by_hand=by_hand: by_hand(x, y, ones))
+                       for name, by_hand in NUMPY_BY_HAND.items()})
     if mygrad is not None:
         theirs = [mygrad.tensor(v) for v in (x, y)] + [np.ones((16, 16), np.float32)]
         candidates.update({f"{name} MyGrad": one_op(op, *theirs) for name, op in mygrad_ops(mygrad).items()})
@@ -137,7 +165,7 @@ def report():
         torch.set_num_threads(1)  # Python runs our ops on one thread
     lines = []
     single = run_single(torch, mygrad)
-    present = {"chainrule": True, "MyGrad": mygrad is not None, "PyTorch": torch is not None}
+    present = {"chainrule": True, "NumPy by hand": True, "MyGrad": mygrad is not None, "PyTorch": torch is not None}
     libraries = tuple(name for name, here in present.items() if here)
     groups = {name: {library: single[f"{name} {library}"] for library in libraries} for name in SINGLE}
     lines.append(grouped_table("(a) one op on 16x16 float32, forward + backward (PyTorch with 1 thread), us",
