@@ -308,6 +308,18 @@ def test_in_place_functions():
 # -- DLPack -----------------------------------------------------------------------------------
 
 
+def test_utils_dlpack_and_model_zoo_are_pytorchs_module_paths():
+    import autograd.utils.dlpack
+    import autograd.utils.model_zoo
+
+    array = np.arange(3.0)
+    shared = autograd.utils.dlpack.from_dlpack(array)
+    array[0] = 5.0
+    assert shared.tolist() == [5.0, 1.0, 2.0]
+    assert autograd.utils.dlpack.to_dlpack is autograd.to_dlpack
+    assert autograd.utils.model_zoo.load_url is autograd.hub.load_state_dict_from_url
+
+
 def test_dlpack_with_numpy():
     x = autograd.arange(4.0)
     shared = np.from_dlpack(x)
