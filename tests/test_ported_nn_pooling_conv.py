@@ -227,3 +227,22 @@ def test_conv_argument_errors(T, nn):
 
 def test_conv_mixed_dtype_error(T, F):
     raises(RuntimeError, "", F.conv2d, T.randn(1, 1, 3, 3), T.randn(1, 1, 2, 2, dtype=T.float64))
+
+
+def test_adaptive_pooling_to_no_bins_is_empty_and_integers_are_refused(T, F):
+    x = T.randn(2, 3, 5, 6)  # (PyTorch's backward of an empty output raises; ours gives zeros)
+    assert tuple(F.adaptive_avg_pool2d(x, (0, 3)).shape) == (2, 3, 0, 3)
+    assert tuple(F.adaptive_max_pool2d(x, (2, 0)).shape) == (2, 3, 2, 0)
+    assert tuple(F.adaptive_avg_pool1d(x[0], 0).shape) == (3, 5, 0)
+    with pytest.raises(RuntimeError, match="greater than or equal to 0"):
+        F.adaptive_avg_pool2d(x, (-1, 2))
+    for pool, kernel in ((F.adaptive_avg_pool2d, "adaptive_avg_pool2d"),
+                         (F.adaptive_max_pool1d, "adaptive_max_pool2d")):
+        integers = T.zeros(1, 1, 4, 4, dtype=T.uint8) if "2d" in pool.__name__ else T.zeros(1, 4, 4, dtype=T.int64)
+        with pytest.raises(NotImplementedError, match=f'"{kernel}" not implemented'):
+            pool(integers, 2)
+
+
+def test_affine_grid_batch_mismatch(T, F):
+    with pytest.raises(RuntimeError, match=r"first two dimensions of batch2 tensor to be: \[3, 3\] but got: \[2, 3\]"):
+        F.affine_grid(T.randn(2, 2, 3), (3, 1, 4, 4), align_corners=False)

@@ -72,6 +72,9 @@ def affine_grid_generator(theta, size, align_corners):
     if theta.ndim != 3 or tuple(theta.shape[1:]) != (spatial, spatial + 1):
         raise ValueError(f"Expected a batch of {spatial}D affine matrices of shape Nx{spatial}x{spatial + 1} for "
                          f"size {list(size)}. Got {tuple(theta.shape)}.")
+    if theta.shape[0] != size[0]:  # (PyTorch's batched product of the base grid and θ says so)
+        raise RuntimeError(f"Expected size for first two dimensions of batch2 tensor to be: [{size[0]}, "
+                           f"{spatial + 1}] but got: [{theta.shape[0]}, {spatial + 1}].")
     if align_corners and min(size[2:]) == 1:
         warnings.warn("Since version 1.3.0, affine_grid behavior has changed for unit-size grids when "
                       "align_corners=True. This is not an intended use case of affine_grid. See the documentation "

@@ -20,6 +20,7 @@ from ..errors import ShapeError
 from ..primitive import named_node, node_named
 from ..tensor import tensor_from
 from . import pooling
+from .conversion import refuse_kinds
 from .layer_arguments import _as_2d, _batched, _tuple, check_pooling_window
 from .names import names
 from .outputs import write_out
@@ -147,13 +148,17 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
 
 
 def _adaptive_sizes(input, output_size, spatial, name):
+    """(input as N, C, H, W; what undoes that; the output's (H, W)). PyTorch's 1-d pooling is its 2-d
+    kernel's, so its errors name the 2-d one; an output size of 0 gives an empty result, as PyTorch's."""
     input, undo = _as_2d(input, spatial, name)
+    refuse_kinds(input, name.replace("1d", "2d"), "biu")  # (NumPy would average integers into floats)
     sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size,) * spatial
     if len(sizes) != spatial:
         raise ShapeError(f"{name}: output_size must be an int or a tuple of {spatial}, got {output_size!r}")
     sizes = tuple(input.shape[4 - spatial + a] if s is None else int(s) for a, s in enumerate(sizes))
-    if min(sizes) <= 0:
-        raise RuntimeError(f"{name}: output_size must be positive, got {sizes}")
+    if min(sizes) < 0:
+        raise RuntimeError(f"{name.replace('1d', '2d')}: elements of output_size must be greater than or equal "
+                           f"to 0 but received {{{', '.join(map(str, sizes))}}}")
     return input, undo, ((1,) if spatial == 1 else ()) + sizes
 
 
@@ -200,6 +205,10 @@ def _adaptive_max(input, output_size, return_indices, spatial):
     name = f"adaptive_max_pool{spatial}d"
     input, undo, out = _adaptive_sizes(input, output_size, spatial, name)
     height, width = input.shape[2:]
+    if 0 in out:  # no bins: an empty result (its gradient is zeros)
+        indices = xp.zeros((*input.shape[:2], *out), dtype=xp.int64)
+        y = pooling.GatherFlat.apply(input, indices=indices, overlapping=True)
+        return (undo(y), undo(tensor_from(indices))) if return_indices else undo(y)
     # Every bin padded to the longest bin by repeating its last position: repeats never change a maximum,
     # and come after the original in scan order, so the first maximum is PyTorch's.
     positions = []
