@@ -158,11 +158,36 @@ def test_hardsigmoid_at_nan_and_infinity_is_pytorchs_and_its_formula_agrees_with
     np.testing.assert_allclose(y.detach().numpy(), [np.nan, 1.0, 0.0, 0.0, 1.0, 0.25, 0.5, 2 / 6 + 0.5], rtol=1e-6)
     np.testing.assert_array_equal(g.numpy(), np.float32([0.0, 0.0, 0.0, 0.0, 0.0, 1 / 6, 1 / 6, 1 / 6]))
     assert y.grad_fn.name() == "HardsigmoidBackward0"
-    np.testing.assert_array_equal(y.detach().numpy(), to_numpy(y.grad_fn.pieces.chain_values(x.detach()._data)))
+    # (the formula rounds as PyTorch's kernel, (x + 3) / 6; the chain's line x · 1/6 + 1/2 within an ulp of it)
+    np.testing.assert_allclose(y.detach().numpy(), to_numpy(y.grad_fn.pieces.chain_values(x.detach()._data)),
+                               rtol=2e-7)
     if torch is not None:  # PyTorch's gradient at NaN is 0 too (hardsigmoid_backward tests -3 < x < 3)
         theirs = torch.tensor(points, requires_grad=True)
-        torch_F.hardsigmoid(theirs).sum().backward()
-        np.testing.assert_allclose(g.numpy(), theirs.grad.numpy(), rtol=1e-6)
+        their_y = torch_F.hardsigmoid(theirs)
+        their_y.sum().backward()
+        np.testing.assert_array_equal(y.detach().numpy(), their_y.detach().numpy())
+        np.testing.assert_array_equal(g.numpy(), theirs.grad.numpy())
+
+
+def test_hardsigmoid_rounds_as_pytorchs_kernels_in_every_dtype():
+    """min(max(x + 3, 0), 6) / 6 (float16 through float32), and a slope of 1/6 rounded to float32 even in
+    float64 (PyTorch's backward writes 1.0f / 6.0f): bit for bit, checked on values that tell them apart."""
+    x = np.array([-2.9, -1.1, -0.7, 0.1, 0.3, 1.3, 2.2, 2.9])
+    for dtype, expected_slope in ((autograd.float64, float(np.float32(1 / 6))), (autograd.float32, np.float32(1 / 6))):
+        t = autograd.tensor(x, dtype=dtype, requires_grad=True)
+        y = F.hardsigmoid(t)
+        (g,) = autograd.grad(y.sum(), t)
+        wide = x.astype(t.numpy().dtype)
+        np.testing.assert_array_equal(y.detach().numpy(), np.clip(wide + 3, 0, 6) / wide.dtype.type(6))
+        assert (g.numpy() == expected_slope).all()
+    half = F.hardsigmoid(autograd.tensor(x, dtype=autograd.float16)).numpy()
+    np.testing.assert_array_equal(half, (np.clip(x.astype(np.float16).astype(np.float32) + 3, 0, 6) / 6)
+                                  .astype(np.float16))
+    if torch is not None:
+        for dtype in ("float16", "float32", "float64"):
+            theirs = torch_F.hardsigmoid(torch.tensor(x).to(getattr(torch, dtype))).numpy()
+            np.testing.assert_array_equal(F.hardsigmoid(autograd.tensor(x, dtype=getattr(autograd, dtype))).numpy(),
+                                          theirs)
 
 
 # -- without PyTorch: the values asserted ---------------------------------------------------------

@@ -25,6 +25,8 @@ import math
 import operator
 from typing import NamedTuple
 
+import numpy
+
 from ..backend import errstate, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
@@ -206,12 +208,22 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
     return piecewise_linear(input, pieces, "hardtanh", integers=True)
 
 
+_ONE_SIXTH_FLOAT32 = float(numpy.float32(1 / 6))  # (PyTorch's backward kernels write it as 1.0f / 6.0f)
+
+
+def _hardsigmoid_values(x):
+    wide = x.astype(numpy.float32) if x.dtype == numpy.float16 else x  # (float16 in float32, rounded once)
+    return (xp.clip(wide + 3.0, 0.0, 6.0) / 6.0).astype(x.dtype, copy=False)
+
+
 def hardsigmoid(input):
     """y = relu6(x + 3) / 6: 0 up to -3, 1 from 3, x/6 + 1/2 between;  dy/dx = 1/6 strictly inside
     (-3, 3), 0 elsewhere, NaN included (PyTorch's hardsigmoid_backward tests -3 < x < 3: a NaN passes
-    no test, so it takes the last line, of slope 0 and value NaN)."""
-    pieces = Pieces("Hardsigmoid", (("<=", -3.0, flat(0.0)), (">=", 3.0, flat(1.0)), ("<", 3.0, Line(1 / 6, 0.5))),
-                    Line(0.0, math.nan), lambda x: xp.clip(x * (1 / 6) + 0.5, 0.0, 1.0))
+    no test, so it takes the last line, of slope 0 and value NaN). Rounded as PyTorch's kernels round:
+    min(max(x + 3, 0), 6) / 6, and a slope of 1/6 as a float32 constant in every dtype."""
+    pieces = Pieces("Hardsigmoid", (("<=", -3.0, flat(0.0)), (">=", 3.0, flat(1.0)),
+                                    ("<", 3.0, Line(_ONE_SIXTH_FLOAT32, 0.5))),
+                    Line(0.0, math.nan), _hardsigmoid_values)
     return piecewise_linear(input, pieces, "hardsigmoid")
 
 
