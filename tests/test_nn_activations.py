@@ -71,9 +71,7 @@ def test_activation_matches_pytorch_with_kinks_and_extremes(name):
     expected = torch_fn(torch.nn.functional, expected_x)
     (expected * torch.tensor(weights)).sum().backward()
     np.testing.assert_allclose(y.numpy(), expected.detach().numpy(), rtol=1e-12, atol=1e-12)
-    # PyTorch's hardsigmoid backward multiplies by the float32 constant 1.0f / 6 even in float64
-    rtol = 1e-7 if name == "hardsigmoid" else 1e-10
-    np.testing.assert_allclose(x.grad.numpy(), expected_x.grad.numpy(), rtol=rtol, atol=1e-12)
+    np.testing.assert_allclose(x.grad.numpy(), expected_x.grad.numpy(), rtol=1e-10, atol=1e-12)
     assert y.dtype == np.float64 and np.isfinite(x.grad.numpy()).all()
 
 

@@ -665,9 +665,7 @@ GRADIENT_DIFFERENCES = {
                      "(tests/test_nn_cross_map_lrn.py)",
 }
 # PyTorch's own rounding, where a float64 gradient of its is not float64-exact
-GRADIENT_RTOL = {
-    "Hardsigmoid": 1e-7,  # PyTorch's backward multiplies by 1/6 rounded to float32 (1.0f / 6), ours by 1/6
-}
+GRADIENT_RTOL = {}
 
 
 def test_gradients_after_loading_torchs_state_dict(case, request):
