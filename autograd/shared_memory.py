@@ -30,14 +30,13 @@ class Segment(mmap.mmap):
     def new(cls, nbytes):
         """A zeroed segment of ``nbytes`` (at least one: an empty tensor's segment still maps a page)."""
         nbytes = max(nbytes, 1)
-        if hasattr(os, "memfd_create"):
+        try:
             fd = os.memfd_create("chainrule-tensor", os.MFD_CLOEXEC)
-        else:  # (macOS: a temporary file, unlinked at once, so nothing outlives the processes)
-            import tempfile  # (here: importing it costs more than the rest of this module)
+        except (AttributeError, OSError):  # (macOS, or a sandbox that forbids it: a temporary file, unlinked at
+            import tempfile  # once, so nothing outlives the processes; importing it costs more than this module)
 
-            handle, path = tempfile.mkstemp(prefix="chainrule-tensor-")
+            fd, path = tempfile.mkstemp(prefix="chainrule-tensor-")
             os.unlink(path)
-            fd = handle
         os.ftruncate(fd, nbytes)
         return cls.attach(fd, nbytes)
 

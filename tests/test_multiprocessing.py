@@ -43,6 +43,21 @@ def test_share_memory_of_a_transpose_keeps_its_strides_and_an_empty_or_0d_tensor
     assert autograd.tensor(2.5).share_memory_().item() == 2.5
 
 
+def test_without_memfd_a_temporary_file_holds_the_memory(monkeypatch):
+    import os
+
+    def refuse(*args):
+        raise PermissionError("memfd_create refused by the sandbox")
+
+    monkeypatch.setattr(os, "memfd_create", refuse, raising=False)
+    x = autograd.arange(4.0).share_memory_()
+    assert x.is_shared() and x.tolist() == [0.0, 1.0, 2.0, 3.0]
+    process = mp.get_context("fork").Process(target=workers.fill_row, args=(2, x))
+    process.start()
+    process.join()
+    assert x.tolist() == [0.0, 1.0, 3.0, 3.0]
+
+
 def test_a_shared_tensor_is_shared_once_and_its_views_move_with_it():
     x = autograd.arange(12.0).reshape(3, 4)
     row = x[1]  # a view the base knows of
