@@ -180,3 +180,54 @@ def test_silu_takes_complex_tensors(T):
     z = T.tensor([1 + 1j, -0.5j])
     expected = z / (1 + T.exp(-z))
     assert (_functional(T).silu(z) - expected).abs().max().item() < 1e-6
+
+
+# -- linear algebra in float16: LAPACK has no half-precision routines, and PyTorch's CPU none either ---------------
+
+HALF_LINALG = {  # call: (error class, what its message says)
+    "linalg.det": (NotImplementedError, '"lu_cpu" not implemented for \'Half\''),
+    "linalg.slogdet": (RuntimeError, "linalg.slogdet: Low precision dtypes not supported. Got Half"),
+    "linalg.inv": (RuntimeError, "linalg.inv: Low precision dtypes not supported. Got Half"),
+    "linalg.inv_ex": (RuntimeError, "linalg.inv: Low precision dtypes not supported"),
+    "inverse": (RuntimeError, "linalg.inv: Low precision dtypes not supported"),
+    "logdet": (RuntimeError, "logdet: Low precision dtypes not supported. Got Half"),
+    "linalg.cholesky": (NotImplementedError, '"cholesky_cpu" not implemented'),
+    "linalg.eigh": (NotImplementedError, '"linalg_eigh_cpu" not implemented'),
+    "linalg.eigvals": (NotImplementedError, '"linalg_eig_out_cpu" not implemented'),
+    "linalg.svd": (NotImplementedError, '"linalg_svd_cpu" not implemented'),
+    "linalg.svdvals": (NotImplementedError, '"linalg_svd_cpu" not implemented'),
+    "linalg.cond": (NotImplementedError, '"linalg_svd_cpu" not implemented'),
+    "linalg.qr": (NotImplementedError, '"geqrf_cpu" not implemented'),
+    "geqrf": (NotImplementedError, '"geqrf_cpu" not implemented'),
+    "linalg.lu": (NotImplementedError, '"lu_cpu" not implemented'),
+    "linalg.lu_factor": (NotImplementedError, '"lu_cpu" not implemented'),
+    "linalg.ldl_factor": (NotImplementedError, '"ldl_factor_kernel_cpu" not implemented'),
+    "linalg.pinv": (RuntimeError, "linalg.pinv(Half{[3, 3]}): expected a tensor with 2 or more dimensions"),
+    "linalg.matrix_rank": (RuntimeError, "doesn't handle types other than float and double"),
+    "cholesky_inverse": (NotImplementedError, '"cholesky_inverse_out_cpu" not implemented'),
+}
+
+
+@pytest.mark.parametrize("call", sorted(HALF_LINALG))
+def test_linear_algebra_refuses_float16_as_pytorchs(T, call):
+    matrix = T.tensor([[2.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 4.0]]).half()
+    function = T
+    for part in call.split("."):
+        function = getattr(function, part)
+    kind, message = HALF_LINALG[call]
+    with pytest.raises(kind) as caught:
+        function(matrix)
+    assert message in str(caught.value)
+
+
+def test_linear_algebra_with_two_float16_operands_refuses_too(T):
+    matrix = T.eye(3).half()
+    with pytest.raises(NotImplementedError, match='"lu_cpu" not implemented'):
+        T.linalg.solve(matrix, matrix)
+    with pytest.raises(NotImplementedError, match='"triangular_solve_cpu" not implemented'):
+        T.linalg.solve_triangular(matrix, matrix, upper=True)
+    with pytest.raises(NotImplementedError, match='"cholesky_solve_cpu" not implemented'):
+        T.cholesky_solve(matrix, matrix)
+    with pytest.raises(RuntimeError, match="doesn't handle types other than float and double"):
+        T.linalg.lstsq(matrix, matrix)
+    assert T.linalg.solve(matrix.float(), matrix.float()).dtype == T.float32  # (float32 still works)

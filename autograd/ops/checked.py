@@ -18,6 +18,7 @@ from ..return_types import return_type
 from ..tensor import Tensor
 from .decompositions import cholesky
 from .elementwise import where
+from .half_linalg import low_precision, refuses_half
 from .inverses import LinAlgError, _square, inv, is_vector_rhs, solve
 from .lu import factor
 from .outputs import write_out
@@ -62,6 +63,7 @@ def _on_the_good_ones(op, A, info, vector=False):
     return where(failed[..., 0] if vector else failed, float("nan"), result)
 
 
+@refuses_half(low_precision("linalg.inv"))
 def inv_ex(A, *, check_errors=False, out=None):
     """(inverse, info): A⁻¹, with info > 0 (and NaN) for a singular matrix instead of an error."""
     _square(A, "inv_ex")
@@ -90,6 +92,7 @@ def solve_ex(A, B, *, left=True, check_errors=False, out=None):
     return write_out(SolveExResult(result, Tensor._make(info)), out)
 
 
+@refuses_half("cholesky_cpu")
 def cholesky_ex(input, *, upper=False, check_errors=False, out=None):
     """(L, info): the Cholesky factor, with info > 0 (and NaN) for a matrix that is not
     positive-definite instead of an error."""

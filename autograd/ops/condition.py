@@ -13,6 +13,7 @@ from ..backend import errstate, xp
 from ..tensor import Tensor
 from .checked import inv_ex
 from .elementwise import where
+from .half_linalg import refuses_half
 from .inverses import _square
 from .norms import matrix_norm, svdvals
 from .outputs import write_out
@@ -20,6 +21,7 @@ from .outputs import write_out
 _INVERTING = ("fro", "nuc", 1, -1, math.inf, -math.inf)
 
 
+@refuses_half("linalg_svd_cpu")
 def cond(input, p=None, *, out=None):
     """κ_p(A) = ‖A‖_p ‖A⁻¹‖_p (σ_max / σ_min for p None or 2, σ_min / σ_max for -2)."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)

@@ -21,6 +21,7 @@ from ..tensor import Tensor
 from . import joins, shape
 from .conversion import require_same_dtype
 from .elementwise import Where
+from .half_linalg import refuses_half
 from .inverses import Solve, _square, inv
 from .names import names
 from .outputs import write_out
@@ -60,6 +61,7 @@ class Cholesky(Primitive):
         return (Solve.apply(upper, x.mH).mH,)  # (L⁻ᴴ M) L⁻¹ = (L⁻ᴴ (L⁻ᴴ M)ᴴ)ᴴ
 
 
+@refuses_half("cholesky_cpu")
 def cholesky(input, *, upper=False, out=None):
     """The lower triangular L with A = L Lᵀ (or the upper U = Lᵀ with upper=True), for symmetric
     positive-definite A (LinAlgError otherwise)."""
@@ -111,6 +113,7 @@ def _require_phase_free(inner, message, other=None):
         raise RuntimeError(message)
 
 
+@refuses_half("linalg_eigh_cpu")
 def eigh(input, UPLO="L", *, out=None):
     """(eigenvalues, eigenvectors) of symmetric A, eigenvalues ascending; A's ``UPLO`` triangle is read."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
@@ -123,6 +126,7 @@ def eigh(input, UPLO="L", *, out=None):
     return write_out(EighResult(values, stacked[..., 1:, :]), out, same_dtype=True)
 
 
+@refuses_half("linalg_eigh_cpu")
 def eigvalsh(input, UPLO="L", *, out=None):
     """The eigenvalues of symmetric A, ascending."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)
@@ -167,6 +171,7 @@ class QR(Primitive):
         return (Solve.apply(r, (grad_q + q @ mirrored).mH).mH,)  # (…) R⁻ᴴ = (R⁻¹ (…)ᴴ)ᴴ
 
 
+@refuses_half("geqrf_cpu")
 def qr(A, mode="reduced", *, out=None):
     """(Q, R) with A = QR, Q with orthonormal columns and R upper triangular. mode 'reduced': Q is
     m × k, R k × n (k = min(m, n)); 'complete': Q is m × m; 'r': R alone (Q empty).
@@ -244,6 +249,7 @@ def _cholesky_product_factor(L, upper):
 
 
 @names("cholesky_solve")
+@refuses_half("cholesky_solve_cpu")
 def cholesky_solve(input, input2, upper=False, *, out=None):
     """X with A X = input, for A = L Lᴴ given its Cholesky factor input2 (L, or U = Lᴴ with upper):
     two triangular solves, L Y = input then Lᴴ X = Y (each differentiable; ᴴ is ᵀ for reals)."""
@@ -253,6 +259,7 @@ def cholesky_solve(input, input2, upper=False, *, out=None):
 
 
 @names("cholesky_inverse")
+@refuses_half("cholesky_inverse_out_cpu")
 def cholesky_inverse(input, upper=False, *, out=None):
     """A⁻¹ for A = L Lᴴ given its Cholesky factor (L, or U with upper): L⁻ᴴ L⁻¹."""
     inverse_factor = inv(_cholesky_product_factor(input, upper))

@@ -16,6 +16,7 @@ from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
+from .half_linalg import refuses_half
 from .inverses import Solve, _square
 from .outputs import write_out
 
@@ -69,6 +70,7 @@ def _decompose(A, op, vectors):
     return Tensor._make(xp.linalg.eigvals(data).astype(complex_dtype))
 
 
+@refuses_half("linalg_eig_out_cpu")
 def eig(input, *, out=None):
     """(eigenvalues, eigenvectors) of square A, both complex; each eigenvector has unit norm
     (LAPACK's geev, as PyTorch)."""
@@ -76,6 +78,7 @@ def eig(input, *, out=None):
     return write_out(EigResult(*_decompose(A, "eig", True)), out)
 
 
+@refuses_half("linalg_eig_out_cpu")
 def eigvals(input, *, out=None):
     """The (complex) eigenvalues of square A."""
     A = input  # (PyTorch's keyword is input=, though its docs write A)

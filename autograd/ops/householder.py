@@ -20,6 +20,7 @@ from ..graph import is_grad_enabled
 from ..return_types import return_type
 from ..tensor import Tensor
 from .conversion import refuse_kinds
+from .half_linalg import refuses_half
 from .names import names
 from .outputs import write_out
 
@@ -74,12 +75,14 @@ def householder_product(input, tau, *, out=None):
 
 
 @names("orgqr")
+@refuses_half("orgqr_cpu")
 def orgqr(input, input2, *, out=None):
     """householder_product(input, tau) under torch.orgqr's keywords: tau is ``input2=``."""
     return householder_product(input, input2, out=out)
 
 
 @names("ormqr")
+@refuses_half("ormqr_cpu")
 def ormqr(input, input2, input3, left=True, transpose=False, *, out=None):
     """Q C, Qᴴ C (transpose), C Q or C Qᴴ (not left), Q = H₁ ⋯ H_k given by geqrf's (input, tau),
     without forming Q: the k reflections applied one by one, in the order the product needs.
@@ -110,6 +113,7 @@ def ormqr(input, input2, input3, left=True, transpose=False, *, out=None):
 
 
 @names("geqrf")
+@refuses_half("geqrf_cpu")
 def geqrf(input, *, out=None):
     """(a, tau): the QR factorisation as LAPACK's geqrf leaves it, R on and above a's diagonal and
     the reflections' vectors below it, with their τ (for householder_product and ormqr). No

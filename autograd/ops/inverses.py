@@ -15,6 +15,7 @@ from . import shape
 from .conversion import require_same_dtype
 from .cumulative import _product_of_others
 from .elementwise import Where, unbroadcast
+from .half_linalg import low_precision, refuses_half
 from .names import names
 from .outputs import write_out
 
@@ -57,6 +58,7 @@ class Inverse(Primitive):
         return (-(y.mH @ grad @ y.mH),)
 
 
+@refuses_half(low_precision("linalg.inv"))
 def inv(A, *, out=None):
     """The inverse of each square matrix (RuntimeError when one is singular)."""
     _square(A, "inv")
@@ -90,6 +92,7 @@ def is_vector_rhs(A, B):
     return B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
 
 
+@refuses_half("lu_cpu")
 def solve(A, B, *, left=True, out=None):
     """X with A X = B (or X A = B when left is False); B a matrix, a batch, or vectors, of A's dtype."""
     _square(A, "solve")
@@ -139,6 +142,7 @@ class Cofactors(Primitive):
                            f"through det of a singular matrix of shape {tuple(a.shape)})")
 
 
+@refuses_half("lu_cpu")
 def det(A, *, out=None):
     """The determinant of each square matrix."""
     _square(A, "det")
@@ -179,6 +183,7 @@ class DetSign(Primitive):
         return (shape.unsqueeze(shape.unsqueeze(turn, -1), -1) * Inverse.apply(a).mH,)
 
 
+@refuses_half(low_precision("linalg.slogdet"))
 def slogdet(A, *, out=None, result=LinalgSlogdetResult):
     """(sign, logabsdet) of each square matrix: det A = sign · e^logabsdet, without overflow.
     A real sign is piecewise constant and returned without a graph; a complex one, e^(i arg det A), has one."""
@@ -191,6 +196,7 @@ def slogdet(A, *, out=None, result=LinalgSlogdetResult):
 
 
 @names("inverse")
+@refuses_half(low_precision("linalg.inv"))
 def inverse(input, *, out=None):
     return inv(input, out=out)
 
@@ -201,6 +207,7 @@ def tensor_det(input):
 
 
 @names("logdet")
+@refuses_half(low_precision("logdet"))
 def logdet(input):
     """ln det A: NaN for a negative determinant (with a zero gradient there, as PyTorch's: ln is not
     defined, so nothing flows back), -inf for a singular matrix. Complex: ln det A = ln|det A| + ln(sign),

@@ -24,6 +24,7 @@ from ..return_types import return_type
 from ..tensor import Tensor
 from .checked import _raise
 from .conversion import require_same_dtype
+from .half_linalg import refuses_half
 from .inverses import _square
 from .outputs import write_out
 
@@ -115,6 +116,7 @@ def ldl_factor_ex(input, *, hermitian=False, check_errors=False, out=None):
     return write_out(LDLFactorExResult(Tensor._make(LD), Tensor._make(pivots), Tensor._make(info)), out)
 
 
+@refuses_half("ldl_factor_kernel_cpu")
 def ldl_factor(input, *, hermitian=False, out=None):
     """(LD, pivots) of symmetric A, for ldl_solve; a LinAlgError where D has a zero on its diagonal
     (PyTorch 2.13 fails there with an internal assertion instead)."""

@@ -27,6 +27,7 @@ from ..return_types import return_type
 from ..tensor import Tensor
 from . import joins
 from .conversion import require_same_dtype
+from .half_linalg import refuses_half
 from .names import names
 from .outputs import write_out
 from .triangular import solve_triangular
@@ -146,6 +147,7 @@ def _zero_pivot_error(info, op):
                         "or linalg.lu_factor_ex(A, pivot)")
 
 
+@refuses_half("lu_cpu")
 def lu_factor_ex(A, *, pivot=True, check_errors=False, out=None):
     """(LU, pivots, info): the packed factors of A = P L U, LAPACK's 1-based int32 pivots, and
     info > 0 where U has a zero on its diagonal (U[info, info], 1-based; an error with
@@ -159,6 +161,7 @@ def lu_factor_ex(A, *, pivot=True, check_errors=False, out=None):
     return write_out(LUFactorExResult(packed, Tensor._make(pivots), Tensor._make(info)), out, same_dtype=True)
 
 
+@refuses_half("lu_cpu")
 def lu_factor(A, *, pivot=True, out=None):
     """(LU, pivots) of A = P L U, for lu_solve; an error where U would have a zero on its diagonal."""
     _matrices(A, "linalg.lu_factor")
@@ -190,6 +193,7 @@ def lu_unpack(LU_data, LU_pivots, unpack_data=True, unpack_pivots=True, *, out=N
     return write_out(LUUnpackResult(P, L, U), out)
 
 
+@refuses_half("lu_cpu")
 def lu(A, *, pivot=True, out=None):
     """(P, L, U) with A = P L U: P a permutation, L unit lower triangular, U upper triangular
     (torch.linalg.lu; A may be rectangular, and singular)."""

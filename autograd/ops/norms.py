@@ -17,6 +17,7 @@ from . import reductions, shape
 from .axes import dim_index, normalize_dims
 from .contractions import require_scalar_type
 from .elementwise import Where
+from .half_linalg import refuses_half
 from .names import names
 from .outputs import write_out
 from .reductions import spread
@@ -114,6 +115,7 @@ class SingularValues(Primitive):
         return (Tensor._make(self.u) * shape.unsqueeze(grad, -2) @ Tensor._make(self.vh),)
 
 
+@refuses_half("linalg_svd_cpu")
 def svdvals(A, *, driver=None, out=None):
     """The singular values of each matrix, largest first. ``driver`` picks a cuSOLVER routine in
     PyTorch (CUDA only); NumPy has one, so it is accepted as linalg.svd's is."""

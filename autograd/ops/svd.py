@@ -29,6 +29,7 @@ from ..return_types import return_type
 from ..tensor import Tensor
 from .conversion import type_name
 from .decompositions import _require_phase_free
+from .half_linalg import FLOAT_OR_DOUBLE, PINV, refuses_half
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -103,6 +104,7 @@ class SVD(Primitive):
         return (grad_a,)
 
 
+@refuses_half("linalg_svd_cpu")
 def svd(A, full_matrices=True, *, driver=None, out=None):
     """(U, S, Vh) with A = U diag(S) Vh, S descending and real (torch.linalg.svd)."""
     _matrices(A, "svd")
@@ -171,6 +173,7 @@ def _relative_tolerance(A, atol, rtol, hermitian):
         return xp.maximum(atol / largest, rtol)
 
 
+@refuses_half(PINV)
 def pinv(input, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
     """The Moore-Penrose pseudo-inverse A⁺ (singular values below rtol · σ_max count as zero).
     PyTorch's older overload pinv(A, rcond, hermitian) takes rcond as rtol."""
@@ -184,11 +187,13 @@ def pinv(input, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
 
 
 @names("pinverse")
+@refuses_half(PINV)
 def pinverse(input, rcond=1e-15):
     """torch.pinverse: pinv with the relative tolerance rcond."""
     return pinv(input, rtol=rcond)
 
 
+@refuses_half(FLOAT_OR_DOUBLE)
 def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=None):
     """How many singular values exceed max(atol, rtol · σ_max) (int64; no gradient). PyTorch's
     older overload matrix_rank(A, tol, hermitian) takes tol as atol (and rtol 0). With hermitian=True
@@ -208,6 +213,7 @@ def matrix_rank(input, tol=None, hermitian=False, *, atol=None, rtol=None, out=N
 LSTSQ_DRIVERS = ("gels", "gelsy", "gelsd", "gelss")
 
 
+@refuses_half(FLOAT_OR_DOUBLE)
 def lstsq(input, b, rcond=None, *, driver=None, out=None):
     """X minimising ‖AX - B‖ (the one of least norm where several do): A⁺ B. The other outputs are
     those PyTorch's LAPACK ``driver`` gives (gelsy by default on the CPU), empty where it gives none:

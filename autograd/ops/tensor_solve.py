@@ -9,6 +9,7 @@ are a reshape, a solve (or an inverse) and a reshape back (differentiable, as th
 
 import math
 
+from .half_linalg import low_precision, refuses_half
 from .inverses import inv, solve
 from .outputs import write_out
 
@@ -29,6 +30,7 @@ def tensorsolve(input, other, dims=None, *, out=None):
     return write_out(solve(A.reshape(n, n), B.reshape(n)).reshape(unknowns), out)
 
 
+@refuses_half(low_precision("linalg.inv"))
 def tensorinv(input, ind=2, *, out=None):
     """The inverse of A seen as a matrix whose rows are indexed by its first ``ind`` dims; the
     result's shape is A.shape[ind:] + A.shape[:ind]."""

@@ -22,6 +22,7 @@ from ..primitive import Primitive
 from ..return_types import return_type
 from .conversion import require_same_dtype
 from .elementwise import unbroadcast
+from .half_linalg import refuses_half
 from .inverses import _square
 from .names import names
 from .outputs import write_out
@@ -79,6 +80,7 @@ def _same_floating_dtype(A, B, op):
     return A, B
 
 
+@refuses_half("triangular_solve_cpu")
 def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=None):
     """X with A X = B (or X A = B when left is False) for triangular A: its lower triangle, or the
     upper with upper=True; unitriangular takes its diagonal to be ones. Batch dims broadcast."""
@@ -100,6 +102,7 @@ def solve_triangular(input, B, *, upper, left=True, unitriangular=False, out=Non
 
 
 @names("triangular_solve")
+@refuses_half("triangular_solve_cpu")
 def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False, *, out=None):
     """torch.triangular_solve(b, A): (X, a copy of A) with A X = b (Aᵀ X = b with transpose).
     Deprecated in PyTorch in favour of linalg.solve_triangular, which takes A first (and, unlike
