@@ -231,3 +231,15 @@ def test_linear_algebra_with_two_float16_operands_refuses_too(T):
     with pytest.raises(RuntimeError, match="doesn't handle types other than float and double"):
         T.linalg.lstsq(matrix, matrix)
     assert T.linalg.solve(matrix.float(), matrix.float()).dtype == T.float32  # (float32 still works)
+
+
+def test_float16_matrix_norms_by_singular_values_are_refused_and_the_others_computed(T):
+    matrix = T.tensor([[0.5, 1.5, 0.0], [2.0, -3.0, 4.0]]).half()
+    for order in ("nuc", 2, -2):
+        with pytest.raises(RuntimeError, match="linalg.matrix_norm: Low precision dtypes not supported. Got Half"):
+            T.linalg.matrix_norm(matrix, order)
+    with pytest.raises(RuntimeError, match="Low precision dtypes not supported"):
+        T.norm(matrix, "nuc")
+    for order in ("fro", 1, -1, float("inf")):
+        assert T.linalg.matrix_norm(matrix, order).dtype == T.float16
+    assert abs(T.linalg.norm(matrix).item() - 5.679) < 5e-3

@@ -17,7 +17,7 @@ from . import reductions, shape
 from .axes import dim_index, normalize_dims
 from .contractions import require_scalar_type
 from .elementwise import Where
-from .half_linalg import refuses_half
+from .half_linalg import low_precision, refuses_half
 from .names import names
 from .outputs import write_out
 from .reductions import spread
@@ -137,6 +137,8 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
     if ord == "fro":
         return write_out(VectorNorm.apply(A, ord=2.0, axes=tuple(sorted((rows, columns))), keepdim=keepdim), out)
     if ord in ("nuc", 2, -2):
+        if A.dtype == float16:  # (no float16 SVD: PyTorch refuses these orders, and only these)
+            raise RuntimeError(low_precision("linalg.matrix_norm"))
         matrices = shape.permute(A, [d for d in range(A.ndim) if d not in (rows, columns)] + [rows, columns])
         sigma = SingularValues.apply(matrices)
         if ord == -2 and sigma.shape[-1] == 0:
