@@ -652,3 +652,19 @@ def test_signatures_match_torchs():
         if name == "view_copy":  # PyTorch's two overloads: (input, size) and (input, dtype)
             theirs = ["input", "size"]
         assert ours[:len(theirs)] == theirs, name
+
+
+def test_submodule_paths_programs_import_from():
+    """``from torch.autograd.function import once_differentiable``, ``from torch.autograd.gradcheck import
+    gradgradcheck``, ``torch.autograd.grad_mode`` and ``torch.nn.common_types``' annotations, by their paths."""
+    from autograd.autograd.function import Function, FunctionCtx, once_differentiable
+    from autograd.autograd.grad_mode import no_grad
+    from autograd.autograd.gradcheck import gradcheck, gradgradcheck
+
+    from nn.common_types import _size_2_t, _size_any_opt_t
+
+    assert Function is autograd.Function and no_grad is autograd.no_grad and gradcheck is autograd.gradcheck
+    assert FunctionCtx.__name__ == "FunctionCtx" and callable(once_differentiable)
+    x = autograd.tensor([0.3, -1.2], dtype=autograd.float64, requires_grad=True)
+    assert gradgradcheck(lambda t: (t * t).sin(), (x,))
+    assert _size_2_t == int | tuple[int, int] and _size_any_opt_t == int | None | tuple[int | None, ...]

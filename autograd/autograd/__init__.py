@@ -5,6 +5,8 @@ holds ``jacobian``, ``hessian``, ``vjp``, ``jvp``, ``hvp`` and ``vhp``; ``Variab
 legacy wrapper (it returns a Tensor); ``grad_mode`` is the module of the grad-mode switches.
 """
 
+import sys
+
 from .. import _lazy, differentiate, function, grad_mode  # noqa: F401  (grad_mode: torch.autograd.grad_mode)
 from ..factories import zeros_like
 from ..function import Function
@@ -13,6 +15,12 @@ from ..gradcheck import gradcheck, gradgradcheck
 from ..graph import detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: F401
 from ..ops.joins import stack
 from ..tensor import Tensor
+
+# PyTorch's submodules of torch.autograd that programs import from (``from torch.autograd.function import
+# once_differentiable``, ``from torch.autograd.gradcheck import gradgradcheck``) are the package's own modules
+for _name, _module in (("function", function), ("gradcheck", sys.modules[gradcheck.__module__]),
+                      ("grad_mode", grad_mode)):
+    sys.modules.setdefault(f"{__name__}.{_name}", _module)
 
 
 def _tensors(value, role=None):
