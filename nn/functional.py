@@ -505,6 +505,36 @@ def normalize(input, p=2.0, dim=1, eps=1e-12, out=None):
         return out.copy_(result)
 
 
+class _Reduction:
+    """PyTorch's ``F._Reduction`` (torch.nn._reduction), which hand-written losses copied from PyTorch's call:
+    a reduction's number (0 'none', 1 'mean', 2 'sum') and the deprecated size_average/reduce flags read as
+    a reduction."""
+
+    @staticmethod
+    def get_enum(reduction):
+        if reduction == "elementwise_mean":
+            warnings.warn("reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+                          stacklevel=2)
+            return 1
+        if reduction not in ("none", "mean", "sum"):
+            raise ValueError(f"{reduction} is not a valid value for reduction")
+        return ("none", "mean", "sum").index(reduction)
+
+    @staticmethod
+    def legacy_get_string(size_average, reduce, emit_warning=True):
+        size_average = True if size_average is None else size_average
+        reduce = True if reduce is None else reduce
+        reduction = "none" if not reduce else "mean" if size_average else "sum"
+        if emit_warning:
+            warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' "
+                          "instead.", stacklevel=2)
+        return reduction
+
+    @staticmethod
+    def legacy_get_enum(size_average, reduce, emit_warning=True):
+        return _Reduction.get_enum(_Reduction.legacy_get_string(size_average, reduce, emit_warning))
+
+
 # The loss functions live in nn/losses.py, re-exported so that F.cross_entropy works as in
 # PyTorch (imported last: they use the functions above).
 from .losses import (  # noqa: E402, F401

@@ -222,6 +222,11 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     return tensor
 
 
+def _no_grad_trunc_normal_(tensor, mean, std, a, b, generator=None):
+    """PyTorch's private name for trunc_normal_'s body, which older layer code (timm's) imports."""
+    return trunc_normal_(tensor, mean, std, a, b, generator=generator)
+
+
 def orthogonal_(tensor, gain=1.0, generator=None):
     """Saxe et al. (2013): a (semi-)orthogonal matrix, from the QR decomposition of a
     Gaussian matrix with the signs of R's diagonal folded in; trailing dims flattened."""

@@ -102,47 +102,49 @@ class _AdaptivePool(Module):
         return f"output_size={self.output_size}"
 
 
-class AdaptiveAvgPool2d(_AdaptivePool):
-    """The mean over PyTorch's bins [⌊i·H/h⌋, ⌈(i+1)·H/h⌉) × the same for columns: any input size → output_size."""
+class _AdaptiveAvgPoolNd(_AdaptivePool):
+    """The base of the adaptive average poolings (PyTorch's, which code checks with isinstance)."""
 
     def __init__(self, output_size):
         super().__init__(output_size)
+
+
+class _AdaptiveMaxPoolNd(_AdaptivePool):
+    """The base of the adaptive max poolings."""
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    """The mean over PyTorch's bins [⌊i·H/h⌋, ⌈(i+1)·H/h⌉) × the same for columns: any input size → output_size."""
 
     def forward(self, input):
         return F.adaptive_avg_pool2d(input, self.output_size)
 
 
-class AdaptiveAvgPool1d(_AdaptivePool):
-    def __init__(self, output_size):
-        super().__init__(output_size)
-
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     def forward(self, input):
         return F.adaptive_avg_pool1d(input, self.output_size)
 
 
-class AdaptiveMaxPool2d(_AdaptivePool):
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
     """The maximum over PyTorch's adaptive bins (see AdaptiveAvgPool2d)."""
 
     def forward(self, input):
         return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
 
 
-class AdaptiveMaxPool1d(_AdaptivePool):
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
     def forward(self, input):
         return F.adaptive_max_pool1d(input, self.output_size, self.return_indices)
 
 
-class AdaptiveAvgPool3d(_AdaptivePool):
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
     """The mean over PyTorch's adaptive bins of depth, rows and columns (see AdaptiveAvgPool2d)."""
-
-    def __init__(self, output_size):
-        super().__init__(output_size)
 
     def forward(self, input):
         return F.adaptive_avg_pool3d(input, self.output_size)
 
 
-class AdaptiveMaxPool3d(_AdaptivePool):
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
     """The maximum over PyTorch's adaptive bins of depth, rows and columns."""
 
     def forward(self, input):

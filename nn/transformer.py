@@ -72,6 +72,9 @@ def _clones(module, n):
     return ModuleList([copy.deepcopy(module) for _ in range(n)])
 
 
+_get_clones = _clones  # PyTorch's private name, which DETR-style layers import
+
+
 def generate_square_subsequent_mask(sz, device=None, dtype=None):
     """The (sz, sz) float mask with -inf above the diagonal and 0 elsewhere: position i sees positions ≤ i."""
     return autograd.full((sz, sz), float("-inf"), dtype=dtype).triu(diagonal=1)

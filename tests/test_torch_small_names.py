@@ -4,6 +4,7 @@ functions, the autocast state and the runtime flags. Values asserted without PyT
 gradchecks for the differentiable ones; values, gradients, dtypes and errors against PyTorch
 where it is installed (tests marked ``torch``)."""
 
+import importlib
 import warnings
 
 import numpy as np
@@ -668,3 +669,35 @@ def test_submodule_paths_programs_import_from():
     x = autograd.tensor([0.3, -1.2], dtype=autograd.float64, requires_grad=True)
     assert gradgradcheck(lambda t: (t * t).sin(), (x,))
     assert _size_2_t == int | tuple[int, int] and _size_any_opt_t == int | None | tuple[int | None, ...]
+
+
+def test_private_names_third_party_code_imports(T):
+    """Names third-party layers and losses take from PyTorch's private corners, on both libraries."""
+    import warnings
+
+    nn_ = T.nn if T.__name__ == "torch" else importlib.import_module("nn")
+    F = nn_.functional
+    assert [F._Reduction.get_enum(r) for r in ("none", "mean", "sum")] == [0, 1, 2]
+    with pytest.raises(ValueError, match="not a valid value for reduction"):
+        F._Reduction.get_enum("max")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert F._Reduction.legacy_get_string(None, False) == "none"
+        assert F._Reduction.legacy_get_string(False, None) == "sum"
+        assert F._Reduction.legacy_get_enum(None, None, emit_warning=False) == 1
+    assert len(caught) == 2 and "size_average and reduce args will be deprecated" in str(caught[0].message)
+    pooling = importlib.import_module(f"{nn_.__name__}.modules.pooling")
+    assert isinstance(nn_.AdaptiveAvgPool2d(3), pooling._AdaptiveAvgPoolNd)
+    assert isinstance(nn_.AdaptiveMaxPool1d(3), pooling._AdaptiveMaxPoolNd)
+    assert not isinstance(nn_.AdaptiveMaxPool2d(3), pooling._AdaptiveAvgPoolNd)
+    transformer = importlib.import_module(f"{nn_.__name__}.modules.transformer")
+    clones = transformer._get_clones(nn_.Linear(2, 2), 3)
+    assert len(clones) == 3 and clones[0].weight is not clones[1].weight
+    assert T.equal(clones[0].weight, clones[2].weight)
+    T.manual_seed(0)
+    w = nn_.init._no_grad_trunc_normal_(T.empty(1000), 0.0, 1.0, -0.5, 0.5)
+    assert w.abs().max().item() <= 0.5
+    collate = importlib.import_module(f"{T.__name__}.utils.data._utils.collate")
+    assert collate.default_collate([T.tensor([1, 2]), T.tensor([3, 4])]).tolist() == [[1, 2], [3, 4]]
+    optim_ = T.optim if T.__name__ == "torch" else importlib.import_module("optim")
+    assert importlib.import_module(f"{optim_.__name__}.adamw").AdamW is optim_.AdamW
