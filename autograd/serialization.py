@@ -29,16 +29,27 @@ with ``safetensors.torch.save_file(model.state_dict(), path)`` load as they are.
 import argparse
 import codecs
 import collections
+import enum
 import io
 import os
 import pickle
 import secrets
 import struct
+import types
 import zipfile
 
 import numpy
 
 from .backend import to_numpy, xp
+from .safe_globals import (  # noqa: F401  (torch.serialization's names for them: add_safe_globals, ...)
+    add_safe_globals,
+    allowed,
+    clear_safe_globals,
+    get_safe_globals,
+    global_name,
+    is_allowed,
+    safe_globals,
+)
 from .size import Size
 from .tensor import Tensor, tensor_from
 
@@ -80,6 +91,9 @@ class _Written:
         return self.tensor_index[id(tensor)]
 
 
+_NOT_RECORDS = (types.FunctionType, types.MethodType, types.ModuleType, types.BuiltinFunctionType)
+
+
 def _encode(obj, written):
     if isinstance(obj, Tensor):
         entry, view = written.memory(obj._data)
@@ -103,17 +117,23 @@ def _encode(obj, written):
         if not all(isinstance(key, (str, int)) for key in obj):
             raise TypeError("save: dict keys must be strings or ints")
         return {"dict": [[key, _encode(value, written)] for key, value in obj.items()]}
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        raise TypeError(f"save: cannot store a {type(obj).__name__} (a named tuple): loading it would have to "
-                        f"construct its class, and loading never runs code; save tuple(obj) or obj._asdict()")
+    if isinstance(obj, enum.Enum):  # (before numbers: an IntEnum is an int)
+        return {"enum": [global_name(type(obj)), _encode(obj.value, written)]}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple: its class and its fields
+        return {"instance": global_name(type(obj)), "fields": [_encode(v, written) for v in obj]}
     if isinstance(obj, (list, tuple)):
         return {"tuple" if isinstance(obj, tuple) else "list": [_encode(v, written) for v in obj]}
     if isinstance(obj, numpy.generic):
         obj = obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return {"value": obj}
+    if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)) and "<" not in obj.__qualname__:
+        return {"global": global_name(obj)}  # a class or function, by its name (rebuilt only where allowed)
+    if hasattr(obj, "__dict__") and not isinstance(obj, _NOT_RECORDS) and type(obj).__module__ != "builtins":
+        # the program's own object: its state
+        return {"instance": global_name(type(obj)), "state": _encode(vars(obj), written)["dict"]}
     raise TypeError(f"save: cannot store an object of type {type(obj).__name__}; "
-                    "tensors, arrays, dicts, lists, numbers and strings can be saved")
+                    "tensors, arrays, dicts, lists, numbers, strings and objects with a __dict__ can be saved")
 
 
 class _Read:
@@ -168,6 +188,22 @@ def _decode(node, read):
         return bytes.fromhex(node["bytes"])
     if "namespace" in node:  # (argparse's plain record of names: making one runs no code from the file)
         return argparse.Namespace(**{key: _decode(value, read) for key, value in node["namespace"]})
+    if "enum" in node:
+        name, value = node["enum"]
+        return allowed(name)(_decode(value, read))
+    if "instance" in node:
+        cls = allowed(node["instance"])
+        if "fields" in node:
+            return cls(*(_decode(value, read) for value in node["fields"]))
+        state = {key: _decode(value, read) for key, value in node["state"]}
+        obj = cls.__new__(cls)
+        if getattr(cls, "__setstate__", None) is not None:
+            obj.__setstate__(state)  # (the allowed class's own, which pickle would call)
+        else:
+            obj.__dict__.update(state)
+        return obj
+    if "global" in node:
+        return allowed(node["global"])
     if "list" in node:
         return [_decode(value, read) for value in node["list"]]
     if "tuple" in node:
@@ -281,6 +317,54 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=True, mmap=No
         return _decode(structure, _Read(archive))
 
 
+def get_unsafe_globals_in_checkpoint(f):
+    """The names of the classes and functions a checkpoint names that the program has not allowed
+    (``add_safe_globals``): what ``load`` would refuse. Reading them runs nothing."""
+    if hasattr(f, "read"):
+        f = _zip_here(f)
+    torch_pickle = _torch_pickle_name(f)
+    if torch_pickle is not None:
+        import pickletools
+
+        with zipfile.ZipFile(f) as archive:
+            names = _pickled_globals(pickletools.genops(archive.read(torch_pickle)))
+        return sorted(name for name in names if not _TorchUnpickler.knows(name))
+    with numpy.load(f, allow_pickle=False) as archive:
+        import json
+
+        structure = json.loads(archive[STRUCTURE].tobytes().decode())
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for kind in ("instance", "global"):
+                if isinstance(node.get(kind), str):
+                    found.add(node[kind])
+            if isinstance(node.get("enum"), list):
+                found.add(node["enum"][0])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(structure)
+    return sorted(name for name in found if not is_allowed(name))
+
+
+def _pickled_globals(opcodes):
+    """module.name of each GLOBAL and STACK_GLOBAL in a pickle's opcodes (the strings pushed just before)."""
+    names, strings = set(), []
+    for opcode, argument, _ in opcodes:
+        if opcode.name == "GLOBAL":
+            names.add(argument.replace(" ", "."))
+        elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+            names.add(f"{strings[-2]}.{strings[-1]}")
+        if isinstance(argument, str):
+            strings.append(argument)
+    return names
+
+
 # --- files written by torch.save: a zip holding <name>/data.pkl (the pickled object, whose tensors name their
 # storages by key) and <name>/data/<key> (each storage's raw bytes) ---
 
@@ -363,6 +447,16 @@ class _TorchUnpickler(pickle.Unpickler):
         self.storages = {}
         super().__init__(pickled)
 
+    @classmethod
+    def knows(cls, name):
+        """Whether ``find_class`` gives something for the global named module.name."""
+        module, _, short = name.rpartition(".")
+        try:
+            cls.find_class(None, module, short)
+        except pickle.UnpicklingError:
+            return False
+        return True
+
     def find_class(self, module, name):
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor_v3"):
             return _rebuild_tensor
@@ -382,6 +476,8 @@ class _TorchUnpickler(pickle.Unpickler):
             return {"set": set, "frozenset": frozenset, "complex": complex}[name]
         if module == "_codecs" and name == "encode":
             return _encode_text
+        if is_allowed(f"{module}.{name}"):
+            return allowed(f"{module}.{name}")
         raise pickle.UnpicklingError(
             f"Weights only load failed: the file names {module}.{name}, which is not a tensor, a storage, a "
             f"dtype, a device or a plain container; chainrule's load never runs code from a file, so it reads "

@@ -28,9 +28,6 @@ import pytest
 
 from tests.ported import DTYPES, dtype_name, raises, same, sample, values
 
-NO_SAFE_GLOBALS = ("chainrule's load never constructs objects of the user's classes, even allowlisted ones: it has "
-                   "no add_safe_globals/safe_globals")
-
 
 def ours(T):
     return T.__name__ == "autograd"
@@ -315,8 +312,8 @@ Point = collections.namedtuple("Point", ["x", "y"])
 @pytest.mark.parametrize("obj", [Unsafe(3), [1, Unsafe(4)], {"fn": print}, Point(1, 2)],
                          ids=["object", "in a list", "function", "namedtuple"])
 def test_weights_only_refuses_arbitrary_objects(T, obj):
-    """PyTorch pickles them and refuses to load them with weights_only=True; chainrule, whose files hold no
-    pickle, refuses to save them. Either way no object of the file's choosing comes back."""
+    """Both save them (chainrule as their class's name and their state, no pickle) and refuse to load them with
+    weights_only=True unless the class is allowed: no object of the file's choosing comes back."""
     buffer = io.BytesIO()
     try:
         T.save(obj, buffer)
@@ -327,9 +324,7 @@ def test_weights_only_refuses_arbitrary_objects(T, obj):
     raises(pickle.UnpicklingError, "Weights only load failed", T.load, buffer, weights_only=True)
 
 
-def test_safe_globals_allow_a_class(T, request):
-    if ours(T):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NO_SAFE_GLOBALS))
+def test_safe_globals_allow_a_class(T):
     buffer = io.BytesIO()
     T.save({"p": Point(1, 2)}, buffer)
     buffer.seek(0)
