@@ -1,0 +1,307 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
+"""Training-infrastructure programs where exactness matters (see tests/pytorch_programs.py), each run on
+chainrule and on PyTorch from the same weights and seeds, comparing losses step by step, final weights and
+optimizer states.
+
+A full checkpoint (model, AdamW(amsgrad), OneCycleLR, GradScaler, ``torch.get_rng_state()``, a DataLoader
+Generator's ``get_state()``, NumPy's and Python's random states) written with ``torch.save`` mid-epoch and
+resumed with ``torch.load(map_location="cpu")`` over a shuffled DataLoader with Dropout and random
+augmentation, which must continue bit-identically to the uninterrupted run; optimizer ``state_dict`` round
+trips for every optimizer (SGD momentum/nesterov, Adam/AdamW amsgrad, RMSprop centered, Adagrad, Adadelta,
+NAdam, RAdam, Adamax, ASGD, Rprop, LBFGS) loaded into a fresh optimizer, with a group added by
+``add_param_group``; scheduler state round trips (OneCycleLR, CosineAnnealingWarmRestarts,
+ReduceLROnPlateau, SequentialLR, LambdaLR with closures); gradient accumulation with loss scaling; an EMA
+(timm's ModelEmaV2) and SWA (``AveragedModel``, ``SWALR``, ``update_bn``) resumed from a checkpoint; early
+stopping with ``copy.deepcopy(model.state_dict())`` against a shallow ``state_dict()`` that aliases the
+weights; freezing and unfreezing mid-training; ``clip_grad_norm_``/``clip_grad_value_`` with ``foreach``;
+BatchNorm statistics across ``train()``/``eval()``; and ``fork_rng``/``initial_seed``."""
+
+import copy
+import io
+import math
+import random
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# A full checkpoint, resumed mid-epoch over a shuffled DataLoader with Dropout and augmentation
+# ----------------------------------------------------------------------------------------------
+
+
+def resume_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(6, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.25), nn.Linear(16, 3))
+
+
+def resume_data(n=40):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((n, 6)).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    return X, y
+
+
+def full_resume(m, weights, interrupt_at=None, epochs=3):
+    """Trains ``epochs`` epochs; where ``interrupt_at = (epoch, batch)`` the run saves a checkpoint after
+    that batch, throws everything away, and resumes from the checkpoint in fresh objects."""
+    torch, nn, F, optim, data = m.torch, m.nn, m.F, m.optim, m.data
+    X, y = resume_data()
+
+    class Augmented(data.Dataset):
+        def __init__(self, X, y):
+            self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+
+        def __len__(self):
+            return len(self.X)
+
+        def __getitem__(self, i):
+            x = self.X[i] * (1.0 + 0.1 * np.random.randn())  # NumPy's global RNG
+            if random.random() < 0.5:  # Python's
+                x = x.flip(0)
+            return x + 0.05 * torch.randn(6), self.y[i]  # and torch's
+
+    class SkipBatchSampler(data.Sampler):
+        """accelerate's ``skip_first_batches``: skips batches at the sampler, without loading them (which
+        would draw augmentations from the global RNGs)."""
+
+        def __init__(self, batch_sampler, skip_batches=0):
+            self.batch_sampler, self.skip_batches = batch_sampler, skip_batches
+
+        def __iter__(self):
+            for index, samples in enumerate(self.batch_sampler):
+                if index >= self.skip_batches:
+                    yield samples
+
+        def __len__(self):
+            return len(self.batch_sampler) - self.skip_batches
+
+    def seed_everything(seed):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def build():
+        model = load(m, resume_net(m), weights)
+        optimizer = optim.AdamW(model.parameters(), lr=3e-2, weight_decay=0.05, amsgrad=True)
+        steps_per_epoch = 5
+        scheduler = optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-2, epochs=epochs,
+                                                  steps_per_epoch=steps_per_epoch)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=3)
+        g = torch.Generator()
+        g.manual_seed(1234)
+        return model, optimizer, scheduler, scaler, g
+
+    def make_loader(g, skip):
+        dataset = Augmented(X, y)
+        batches = data.BatchSampler(data.RandomSampler(dataset, generator=g), batch_size=8, drop_last=False)
+        return data.DataLoader(dataset, batch_sampler=SkipBatchSampler(batches, skip), generator=g)
+
+    seed_everything(7)
+    model, optimizer, scheduler, scaler, g = build()
+    losses, lrs = [], []
+    start_epoch, skip = 0, 0
+    epoch = 0
+    while epoch < epochs:
+        epoch_gen_state = g.get_state()  # the sampler's permutation is drawn from g when iteration starts
+        model.train()
+        interrupted = False
+        for batch_idx, (xb, yb) in enumerate(make_loader(g, skip), start=skip):
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb), yb)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(loss.item())
+            lrs.append(scheduler.get_last_lr()[0])
+            if interrupt_at == (epoch, batch_idx):
+                buf = io.BytesIO()
+                torch.save({
+                    "epoch": epoch, "batch_idx": batch_idx,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "torch_random_rng": torch.random.get_rng_state(),
+                    "gen_state": epoch_gen_state, "numpy_rng": np.random.get_state(),
+                    "python_rng": random.getstate(),
+                }, buf)
+                interrupted = True
+                break
+        if interrupted:
+            # a new process: everything is rebuilt, reseeded differently, then restored
+            del model, optimizer, scheduler, scaler, g
+            seed_everything(999)
+            model, optimizer, scheduler, scaler, g = build()
+            buf.seek(0)
+            ckpt = torch.load(buf, map_location="cpu", weights_only=False)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            g.set_state(ckpt["gen_state"])
+            np.random.set_state(ckpt["numpy_rng"])
+            random.setstate(ckpt["python_rng"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            epoch, skip = ckpt["epoch"], ckpt["batch_idx"] + 1
+            interrupt_at = None
+            continue
+        epoch, skip = epoch + 1, 0
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.from_numpy(X))
+    return {"losses": losses, "lrs": lrs, "out": out, "scale": scaler.get_scale(),
+            "state": {k: v for k, v in model.state_dict().items()},
+            "exp_avg_sq": optimizer.state_dict()["state"][0]["max_exp_avg_sq"]}
+
+
+def test_full_checkpoint_resumes_mid_epoch_bit_identically():
+    weights = weights_of(resume_net)
+    straight, theirs_straight = run_both(full_resume, weights, rtol=1e-4, atol=1e-5)
+    resumed, theirs_resumed = run_both(full_resume, weights, interrupt_at=(1, 2), rtol=1e-4, atol=1e-5)
+    # the resumed run continues exactly as the uninterrupted one: the same numbers, bit for bit
+    assert resumed["losses"] == straight["losses"]
+    assert resumed["lrs"] == straight["lrs"]
+    for k in straight["state"]:
+        np.testing.assert_array_equal(resumed["state"][k], straight["state"][k], err_msg=k)
+    np.testing.assert_array_equal(resumed["out"], straight["out"])
+    assert len(straight["losses"]) == 15
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer state_dict round trips, for every optimizer, with a group added later
+# ----------------------------------------------------------------------------------------------
+
+OPTIMIZERS = {
+    "sgd_nesterov": lambda optim, p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "sgd_dampening": lambda optim, p: optim.SGD(p, lr=0.05, momentum=0.8, dampening=0.1),
+    "adam_amsgrad": lambda optim, p: optim.Adam(p, lr=0.01, amsgrad=True, weight_decay=1e-3),
+    "adamw_amsgrad": lambda optim, p: optim.AdamW(p, lr=0.01, amsgrad=True),
+    "rmsprop_centered": lambda optim, p: optim.RMSprop(p, lr=0.01, centered=True, momentum=0.5),
+    "adagrad": lambda optim, p: optim.Adagrad(p, lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
+    "adadelta": lambda optim, p: optim.Adadelta(p, lr=1.0, rho=0.8, weight_decay=1e-3),
+    "nadam": lambda optim, p: optim.NAdam(p, lr=0.01, momentum_decay=4e-3),
+    "nadam_decoupled": lambda optim, p: optim.NAdam(p, lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
+    "radam": lambda optim, p: optim.RAdam(p, lr=0.01),
+    "radam_decoupled": lambda optim, p: optim.RAdam(p, lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
+    "adamax": lambda optim, p: optim.Adamax(p, lr=0.02),
+    "asgd": lambda optim, p: optim.ASGD(p, lr=0.05, t0=2, lambd=1e-3),
+    "rprop": lambda optim, p: optim.Rprop(p, lr=0.01, etas=(0.4, 1.3), step_sizes=(1e-4, 1.0)),
+}
+
+
+def two_part_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+def roundtrip_data():
+    rng = np.random.default_rng(3)
+    return rng.standard_normal((16, 4)).astype(np.float32), rng.standard_normal((16, 2)).astype(np.float32)
+
+
+def optimizer_roundtrip(m, weights, name, interrupt=True, total=6, resume_at=3, add_at=2):
+    torch, F, optim = m.torch, m.F, m.optim
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn).double(), torch.from_numpy(yn).double()  # float64: any difference shows
+    make = OPTIMIZERS[name]
+
+    def build():
+        model = load(m, two_part_net(m), weights).double()
+        for p in model[2].parameters():
+            p.requires_grad_(False)  # the head joins later, in a group of its own
+        opt = make(optim, model[0].parameters())
+        return model, opt
+
+    model, opt = build()
+    losses = []
+    for step in range(total):
+        if step == add_at:
+            for p in model[2].parameters():
+                p.requires_grad_(True)
+            opt.add_param_group({"params": list(model[2].parameters()), "lr": opt.param_groups[0]["lr"] * 0.5})
+        if interrupt and step == resume_at:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buf)
+            buf.seek(0)
+            ckpt = torch.load(buf, map_location="cpu", weights_only=True)
+            model, opt = build()
+            for p in model[2].parameters():
+                p.requires_grad_(True)
+            opt.add_param_group({"params": list(model[2].parameters()), "lr": 123.0})  # overwritten by the load
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+        opt.zero_grad()
+        loss = F.mse_loss(model(X), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    sd = opt.state_dict()
+    return {"losses": losses, "weights": [p.detach().clone() for p in model.parameters()],
+            "state": sd["state"], "groups": [{k: v for k, v in g.items() if k != "params"}
+                                             for g in sd["param_groups"]],
+            "param_ids": [g["params"] for g in sd["param_groups"]],
+            "dtypes": {i: {k: str(v.dtype).split(".")[-1] for k, v in st.items() if hasattr(v, "dtype")}
+                       for i, st in sd["state"].items()}}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_state_dict_round_trip_with_a_later_group(name):
+    weights = weights_of(two_part_net)
+    straight, _ = run_both(optimizer_roundtrip, weights, name, interrupt=False, rtol=1e-10, atol=1e-12)
+    resumed, _ = run_both(optimizer_roundtrip, weights, name, rtol=1e-10, atol=1e-12)
+    if name.startswith("nadam"):
+        # PyTorch's too: NAdam keeps mu_product in float32 (the default dtype), and load_state_dict casts every
+        # state but "step" to the parameter's dtype, so the resumed run computes it in float64 from there on
+        np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-10)
+        assert straight["dtypes"][0]["mu_product"] == "float32" and resumed["dtypes"][0]["mu_product"] == "float64"
+    else:
+        assert resumed["losses"] == straight["losses"]
+        for a, b in zip(resumed["weights"], straight["weights"]):
+            np.testing.assert_array_equal(a, b)
+    # (the dtypes of the state, before and after the load, are PyTorch's: run_both compared them)
+    assert resumed["param_ids"] == [[0, 1], [2, 3]]
+
+
+def lbfgs_roundtrip(m, weights, interrupt=True):
+    torch, F, optim = m.torch, m.F, m.optim
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn).double(), torch.from_numpy(yn).double()
+
+    def build():
+        model = load(m, two_part_net(m), weights).double()
+        opt = optim.LBFGS(model.parameters(), lr=0.5, max_iter=4, history_size=3, line_search_fn="strong_wolfe")
+        return model, opt
+
+    model, opt = build()
+    losses = []
+    for step in range(5):
+        if interrupt and step == 2:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buf)
+            buf.seek(0)
+            ckpt = torch.load(buf, weights_only=False)
+            model, opt = build()
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+
+        def closure():
+            opt.zero_grad()
+            loss = F.mse_loss(model(X), y)
+            loss.backward()
+            return loss
+
+        losses.append(opt.step(closure).item())
+    state = opt.state_dict()["state"][0]
+    return {"losses": losses, "weights": [p.detach().clone() for p in model.parameters()],
+            "func_evals": state["func_evals"], "n_iter": state["n_iter"], "t": state["t"],
+            "old_dirs": len(state["old_dirs"]), "d": state["d"], "prev_loss": state["prev_loss"]}
+
+
+def test_lbfgs_state_dict_round_trip():
+    weights = weights_of(two_part_net)
+    straight, _ = run_both(lbfgs_roundtrip, weights, interrupt=False, rtol=1e-8, atol=1e-10)
+    resumed, _ = run_both(lbfgs_roundtrip, weights, rtol=1e-8, atol=1e-10)
+    assert resumed["losses"] == straight["losses"]
+    for a, b in zip(resumed["weights"], straight["weights"]):
+        np.testing.assert_array_equal(a, b)
