@@ -305,3 +305,275 @@ def test_lbfgs_state_dict_round_trip():
     assert resumed["losses"] == straight["losses"]
     for a, b in zip(resumed["weights"], straight["weights"]):
         np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scheduler state round trips
+# ----------------------------------------------------------------------------------------------
+
+
+class WarmupThenDecay:
+    """A callable object as LambdaLR's lambda: its __dict__ is saved in the scheduler's state_dict."""
+
+    def __init__(self, warmup, decay):
+        self.warmup, self.decay = warmup, decay
+
+    def __call__(self, step):
+        return (step + 1) / self.warmup if step < self.warmup else self.decay ** (step - self.warmup)
+
+
+def make_scheduler(m, name, opt):
+    lr_scheduler = m.optim.lr_scheduler
+    if name == "onecycle":
+        return lr_scheduler.OneCycleLR(opt, max_lr=[0.1, 0.05], total_steps=12, pct_start=0.3,
+                                       anneal_strategy="cos", three_phase=True)
+    if name == "onecycle_linear":
+        return lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=12, anneal_strategy="linear",
+                                       cycle_momentum=True, base_momentum=0.8, max_momentum=0.95)
+    if name == "warm_restarts":
+        return lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2, eta_min=1e-3)
+    if name == "sequential":
+        warmup = lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=3)
+        cosine = lr_scheduler.CosineAnnealingLR(opt, T_max=6, eta_min=1e-4)
+        return lr_scheduler.SequentialLR(opt, schedulers=[warmup, cosine], milestones=[3])
+    if name == "lambda_closure":
+        warmup_steps, total_steps = 3, 12
+
+        def lr_lambda(step):  # a closure, as transformers' get_linear_schedule_with_warmup
+            if step < warmup_steps:
+                return float(step) / float(max(1, warmup_steps))
+            return max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
+
+        return lr_scheduler.LambdaLR(opt, [lr_lambda, WarmupThenDecay(4, 0.8)])
+    if name == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=1, threshold=1e-2,
+                                              cooldown=1, min_lr=[1e-3, 1e-4])
+    raise ValueError(name)
+
+
+SCHEDULERS = ["onecycle", "onecycle_linear", "warm_restarts", "sequential", "lambda_closure", "plateau"]
+
+
+def scheduler_roundtrip(m, weights, name, interrupt=True, total=12, resume_at=5):
+    torch, F, optim = m.torch, m.F, m.optim
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+
+    def build():
+        model = load(m, two_part_net(m), weights)
+        opt = optim.SGD([{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.02}],
+                        lr=0.05, momentum=0.9)
+        return model, opt, make_scheduler(m, name, opt)
+
+    model, opt, sched = build()
+    lrs, momenta, losses = [], [], []
+    for step in range(total):
+        if interrupt and step == resume_at:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, buf)
+            buf.seek(0)
+            ckpt = torch.load(buf, map_location="cpu", weights_only=False)
+            model, opt, sched = build()
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["opt"])
+            sched.load_state_dict(ckpt["sched"])
+        opt.zero_grad()
+        loss = F.mse_loss(model(X), y)
+        loss.backward()
+        opt.step()
+        if name == "plateau":
+            sched.step(round(loss.item(), 1))  # a coarse metric: it plateaus
+        else:
+            sched.step()
+        losses.append(loss.item())
+        lrs.append([g["lr"] for g in opt.param_groups])
+        momenta.append([g["momentum"] for g in opt.param_groups])
+    state = {k: v for k, v in sched.state_dict().items()
+             if k not in ("_schedulers", "lr_lambdas", "_scheduler", "optimizer", "_get_lr_called_within_step",
+                          "anneal_func", "_anneal_func", "_anneal_func_type")}
+    return {"lrs": lrs, "momenta": momenta, "losses": losses, "last_lr": sched.get_last_lr() if name != "plateau"
+            else sched._last_lr, "state": state}
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_scheduler_state_round_trip(name):
+    weights = weights_of(two_part_net)
+    straight, _ = run_both(scheduler_roundtrip, weights, name, interrupt=False)
+    resumed, _ = run_both(scheduler_roundtrip, weights, name)
+    assert resumed["lrs"] == straight["lrs"]
+    assert resumed["momenta"] == straight["momenta"]
+    assert resumed["losses"] == straight["losses"]
+    if name == "plateau":
+        assert straight["lrs"][-1] != straight["lrs"][0]  # it did reduce
+
+
+# ----------------------------------------------------------------------------------------------
+# Early stopping: a shallow state_dict aliases the weights, a deep copy keeps the best ones
+# ----------------------------------------------------------------------------------------------
+
+
+def bn_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def early_stopping(m, weights, patience=2, epochs=12):
+    torch, F, optim = m.torch, m.F, m.optim
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    Xv, yv = X[:6] + 0.3, y[:6]  # a validation set it overfits against
+    model = load(m, bn_net(m), weights)
+    opt = optim.Adam(model.parameters(), lr=0.2)
+    shallow = model.state_dict()  # the mistake: these tensors are the model's own
+    best_loss, best_state, best_opt, best_epoch, bad = math.inf, None, None, -1, 0
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        opt.zero_grad()
+        F.mse_loss(model(X), y).backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            val = F.mse_loss(model(Xv), yv).item()
+        history.append(val)
+        if val < best_loss - 1e-4:
+            best_loss, best_epoch, bad = val, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+            best_opt = copy.deepcopy(opt.state_dict())
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    last = {k: v.clone() for k, v in model.state_dict().items()}
+    shallow_is_last = [bool((shallow[k] == last[k]).all()) for k in last]
+    model.load_state_dict(best_state)
+    model.eval()
+    with torch.no_grad():
+        restored = F.mse_loss(model(Xv), yv).item()
+    fresh = optim.Adam(model.parameters(), lr=0.2)
+    fresh.load_state_dict(best_opt)
+    return {"history": history, "best_epoch": best_epoch, "restored": restored, "best_loss": best_loss,
+            "stopped_at": epoch,
+            "shallow_is_last": shallow_is_last,
+            "shallow_is_best": [bool((shallow[k] == best_state[k]).all()) for k in last],
+            "best_opt_step": best_opt["state"][0]["step"],
+            "fresh_step": fresh.state[model[0].weight]["step"],
+            "num_batches_tracked": best_state["1.num_batches_tracked"]}
+
+
+def test_early_stopping_with_deep_copies_and_aliasing_state_dicts():
+    weights = weights_of(bn_net)
+    ours, theirs = run_both(early_stopping, weights, rtol=1e-5, atol=1e-6)
+    assert ours["restored"] == ours["best_loss"]
+    assert ours["stopped_at"] < 11  # it stopped early
+    # the shallow state_dict (buffers too: BatchNorm updates them in place) followed the training
+    assert all(ours["shallow_is_last"])
+    assert all(ours["shallow_is_best"])  # and load_state_dict copied the best weights into those tensors
+    # (an optimizer's state_dict() is a snapshot here, as in PyTorch after 2.13: opt_shallow is left alone)
+    assert ours["best_opt_step"] == ours["best_epoch"] + 1 == ours["fresh_step"]
+    assert ours["num_batches_tracked"] == ours["best_epoch"] + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Freezing and unfreezing mid-training: zero_grad(set_to_none=...) decides whether momentum moves them
+# ----------------------------------------------------------------------------------------------
+
+
+def freeze_unfreeze(m, weights, set_to_none, steps=8):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    model = load(m, bn_net(m), weights)
+    opt = optim.SGD([{"params": model[0].parameters(), "lr": 0.01, "name": "backbone"},
+                     {"params": list(model[1].parameters()) + list(model[3].parameters()), "name": "head"}],
+                    lr=0.05, momentum=0.9, weight_decay=1e-2)
+    frozen_snapshots, losses = [], []
+    for step in range(steps):
+        if step == 2:  # freeze the first layer and its BatchNorm
+            for p in model[0].parameters():
+                p.requires_grad_(False)
+            model[1].eval()
+            model[1].requires_grad_(False)
+            frozen_snapshots.append(model[0].weight.detach().clone())
+        if step == 5:  # unfreeze, and slow the backbone down
+            model[0].requires_grad_(True)
+            model[1].requires_grad_(True)
+            model[1].train()
+            for g in opt.param_groups:
+                if g["name"] == "backbone":
+                    g["lr"] *= 0.1
+        opt.zero_grad(set_to_none=set_to_none)
+        loss = F.mse_loss(model(X), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], max_norm=1.0, foreach=True)
+        opt.step()
+        losses.append(loss.item())
+        if step == 4:
+            frozen_snapshots.append(model[0].weight.detach().clone())
+    return {"losses": losses, "frozen": frozen_snapshots, "final": [p.detach().clone() for p in model.parameters()],
+            "bn": [model[1].running_mean, model[1].running_var, model[1].num_batches_tracked],
+            "grad_is_none": model[0].weight.grad is None}
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_freezing_and_unfreezing_mid_training(set_to_none):
+    weights = weights_of(bn_net)
+    ours, _ = run_both(freeze_unfreeze, weights, set_to_none, rtol=1e-5, atol=1e-6)
+    before, after = ours["frozen"]
+    if set_to_none:  # no gradient: SGD skips the frozen weights
+        np.testing.assert_array_equal(before, after)
+    else:  # a zero gradient: momentum and weight decay still move them
+        assert np.abs(before - after).max() > 1e-4
+    assert ours["bn"][2] == 5  # two steps, then three frozen in eval(), then three more
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient clipping with foreach, and the norms it returns
+# ----------------------------------------------------------------------------------------------
+
+
+def clipping(m, weights, foreach):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    model = load(m, two_part_net(m), weights)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    norms, grads = [], []
+    for step in range(4):
+        opt.zero_grad()
+        (10 * F.mse_loss(model(X), y)).backward()
+        if step % 2 == 0:
+            norms.append(nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5, norm_type=2.0, foreach=foreach))
+        else:
+            nn.utils.clip_grad_value_(model.parameters(), clip_value=0.05, foreach=foreach)
+            norms.append(nn.utils.clip_grad_norm_(model.parameters(), max_norm=math.inf, norm_type=1.0,
+                                                  foreach=foreach))
+        grads.append([p.grad.clone() for p in model.parameters()])
+        opt.step()
+    # the two halves of clip_grad_norm_ (PyTorch 2.6)
+    opt.zero_grad()
+    F.mse_loss(model(X), y).backward()
+    grads_ = [p.grad for p in model.parameters()]
+    total = nn.utils.get_total_norm(grads_, norm_type=3.0, foreach=foreach)
+    nn.utils.clip_grads_with_norm_(model.parameters(), max_norm=0.01, total_norm=total, foreach=foreach)
+    model[0].weight.grad[0, 0] = float("nan")
+    try:
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0, error_if_nonfinite=True, foreach=foreach)
+        raised = False
+    except RuntimeError:
+        raised = True
+    nan_norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=foreach)
+    return {"norms": norms, "grads": grads, "total": total, "clipped": [p.grad[1:].clone() for p in model.parameters()
+                                                                        if p.grad.dim() > 1],
+            "raised": raised, "nan_norm_is_nan": bool(torch.isnan(nan_norm)),
+            "weights": [p.detach() for p in model.parameters()]}
+
+
+@pytest.mark.parametrize("foreach", [None, True, False])
+def test_gradient_clipping_with_foreach(foreach):
+    weights = weights_of(two_part_net)
+    ours, _ = run_both(clipping, weights, foreach)
+    assert ours["raised"] and ours["nan_norm_is_nan"]
+    np.testing.assert_allclose(sum(np.abs(g).sum() for g in ours["grads"][1]), ours["norms"][1], rtol=1e-6)
+    assert max(np.abs(g).max() for g in ours["grads"][1]) <= 0.05
+    assert np.sqrt(sum((g ** 2).sum() for g in ours["grads"][0])) == pytest.approx(0.5, rel=1e-5)
