@@ -577,3 +577,224 @@ def test_gradient_clipping_with_foreach(foreach):
     np.testing.assert_allclose(sum(np.abs(g).sum() for g in ours["grads"][1]), ours["norms"][1], rtol=1e-6)
     assert max(np.abs(g).max() for g in ours["grads"][1]) <= 0.05
     assert np.sqrt(sum((g ** 2).sum() for g in ours["grads"][0])) == pytest.approx(0.5, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# EMA (timm's ModelEmaV2) and SWA, resumed from a checkpoint
+# ----------------------------------------------------------------------------------------------
+
+
+def ema_swa_resume(m, weights, interrupt=True, steps=10, swa_start=5, resume_at=7):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    swa_utils = optim.swa_utils
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+
+    class ModelEmaV2(nn.Module):
+        def __init__(self, model, decay=0.9):
+            super().__init__()
+            self.module = copy.deepcopy(model)
+            self.module.eval()
+            self.decay = decay
+
+        def _update(self, model, update_fn):
+            with torch.no_grad():
+                for ema_v, model_v in zip(self.module.state_dict().values(), model.state_dict().values()):
+                    ema_v.copy_(update_fn(ema_v, model_v))
+
+        def update(self, model):
+            self._update(model, update_fn=lambda e, m: self.decay * e + (1. - self.decay) * m)
+
+    def build():
+        model = load(m, bn_net(m), weights)
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        ema = ModelEmaV2(model)
+        swa_model = swa_utils.AveragedModel(model)
+        swa_scheduler = swa_utils.SWALR(opt, swa_lr=0.02, anneal_epochs=3, anneal_strategy="cos")
+        return model, opt, ema, swa_model, swa_scheduler
+
+    model, opt, ema, swa_model, swa_scheduler = build()
+    losses, lrs = [], []
+    for step in range(steps):
+        if interrupt and step == resume_at:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.module.state_dict(),
+                        "swa": swa_model.state_dict(), "swa_sched": swa_scheduler.state_dict()}, buf)
+            buf.seek(0)
+            ckpt = torch.load(buf, map_location="cpu", weights_only=True)
+            model, opt, ema, swa_model, swa_scheduler = build()
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["opt"])
+            ema.module.load_state_dict(ckpt["ema"])
+            swa_model.load_state_dict(ckpt["swa"])
+            swa_scheduler.load_state_dict(ckpt["swa_sched"])
+        model.train()
+        opt.zero_grad()
+        loss = F.mse_loss(model(X), y)
+        loss.backward()
+        opt.step()
+        ema.update(model)
+        if step >= swa_start:
+            swa_model.update_parameters(model)
+            swa_scheduler.step()
+        losses.append(loss.item())
+        lrs.append(opt.param_groups[0]["lr"])
+    loader = [(X[i:i + 4],) for i in range(0, 16, 4)]  # update_bn takes the first item of each batch
+    swa_utils.update_bn(loader, swa_model)
+    swa_model.eval()
+    ema.module.eval()
+    with torch.no_grad():
+        return {"losses": losses, "lrs": lrs, "n_averaged": swa_model.n_averaged,
+                "swa_out": swa_model(X), "ema_out": ema.module(X),
+                "swa_bn": [swa_model.module[1].running_mean, swa_model.module[1].running_var,
+                           swa_model.module[1].num_batches_tracked],
+                "ema_bn": ema.module[1].running_var}
+
+
+def test_ema_and_swa_resume_from_a_checkpoint():
+    weights = weights_of(bn_net)
+    straight, _ = run_both(ema_swa_resume, weights, interrupt=False, rtol=1e-5, atol=1e-6)
+    resumed, _ = run_both(ema_swa_resume, weights, rtol=1e-5, atol=1e-6)
+    assert resumed["losses"] == straight["losses"] and resumed["lrs"] == straight["lrs"]
+    for k in ("swa_out", "ema_out", "ema_bn"):
+        np.testing.assert_array_equal(resumed[k], straight[k], err_msg=k)
+    assert straight["n_averaged"] == 5
+    # update_bn with momentum None: the running statistics are the plain average over the loader's batches
+    Xn = roundtrip_data()[0]
+    assert straight["swa_bn"][2] == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# BatchNorm's statistics across train()/eval(), cumulative averages, Dropout in eval()
+# ----------------------------------------------------------------------------------------------
+
+
+def bn_modes(m):
+    torch, nn = m.torch, m.nn
+    Xn = np.random.default_rng(5).standard_normal((5, 8, 3)).astype(np.float32)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(3, momentum=None), nn.Dropout(0.5), nn.BatchNorm1d(3, momentum=0.3,
+                                                                                            affine=False))
+    outs = []
+    for i in range(3):
+        model.train()
+        outs.append(model(torch.from_numpy(Xn[i])))
+    model.eval()
+    evals = [model(torch.from_numpy(Xn[3])), model(torch.from_numpy(Xn[3]))]
+    stats_after_eval = [b.clone() for b in model[0].buffers()]
+    model.train()
+    model[0].eval()  # a frozen BatchNorm inside a training model
+    outs.append(model(torch.from_numpy(Xn[4])))
+    model[0].reset_running_stats()
+    return {"outs": outs, "evals": evals, "stats_after_eval": stats_after_eval,
+            "second": [model[2].running_mean, model[2].running_var, model[2].num_batches_tracked],
+            "reset": [b for b in model[0].buffers()], "training": [mod.training for mod in model]}
+
+
+def test_batchnorm_statistics_across_train_and_eval():
+    ours, _ = run_both(bn_modes)
+    Xn = np.random.default_rng(5).standard_normal((5, 8, 3))
+    # momentum=None: a cumulative average of the three batches' means and unbiased variances
+    np.testing.assert_allclose(ours["stats_after_eval"][0], Xn[:3].mean(1).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(ours["stats_after_eval"][1], Xn[:3].var(1, ddof=1).mean(0), rtol=1e-5)
+    assert ours["stats_after_eval"][2] == 3
+    np.testing.assert_array_equal(ours["evals"][0], ours["evals"][1])  # eval(): Dropout off, stats fixed
+    assert ours["training"] == [False, True, True]
+
+
+# ----------------------------------------------------------------------------------------------
+# fork_rng, initial_seed, generators
+# ----------------------------------------------------------------------------------------------
+
+
+def rng_idioms(m):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(42)
+    seed = torch.initial_seed()
+    a = torch.rand(3)
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        inside = torch.randn(2)
+        inner_seed = torch.initial_seed()
+    b = torch.rand(3)  # continues as if the block had drawn nothing
+    after_seed = torch.initial_seed()  # fork_rng restored the state; the initial seed stays 7 (PyTorch's)
+    torch.manual_seed(42)
+    a2, b2 = torch.rand(3), torch.rand(3)
+    with torch.random.fork_rng(enabled=False):
+        torch.rand(1)  # advances the global generator
+    c = torch.rand(2)
+    g = torch.Generator().manual_seed(123)
+    g_seed = g.initial_seed()
+    state = g.get_state()
+    x1 = torch.randn(4, generator=g)
+    g.set_state(state)
+    x2 = torch.randn(4, generator=g)
+    perm = torch.randperm(6, generator=g)
+    state_dtype = str(torch.get_rng_state().dtype).split(".")[-1]
+    same = torch.equal(torch.get_rng_state(), torch.random.get_rng_state())
+    dropout = nn.Dropout(0.5)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        d1 = dropout(torch.ones(8))
+    torch.manual_seed(3)
+    d2 = dropout(torch.ones(8))
+    return {"seed": seed, "a": a, "inside": inside, "inner_seed": inner_seed, "b": b, "after_seed": after_seed,
+            "a2": a2, "b2": b2, "c": c, "g_seed": g_seed, "x1": x1, "x2": x2, "perm": perm,
+            "state_dtype": state_dtype, "same": same, "d1": d1, "d2": d2}
+
+
+def test_fork_rng_and_initial_seed():
+    ours, _ = run_both(rng_idioms, rtol=0, atol=0)
+    assert ours["seed"] == 42 and ours["g_seed"] == 123
+    np.testing.assert_array_equal(ours["b"], ours["b2"])
+    np.testing.assert_array_equal(ours["x1"], ours["x2"])
+    np.testing.assert_array_equal(ours["d1"], ours["d2"])
+    assert ours["state_dtype"] == "uint8" and ours["same"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient accumulation with a GradScaler: unscale once, clip, skip the step on an overflow
+# ----------------------------------------------------------------------------------------------
+
+
+def accumulate_scaled(m, weights, accum, overflow_at=None, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    model = load(m, two_part_net(m), weights)
+    opt = optim.AdamW(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_factor=2.0, backoff_factor=0.25,
+                                  growth_interval=2)
+    micro = 16 // accum
+    norms, scales, losses = [], [], []
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for k in range(accum):
+            xb, yb = X[k * micro:(k + 1) * micro], y[k * micro:(k + 1) * micro]
+            loss = F.mse_loss(model(xb), yb) / accum
+            if overflow_at == (step, k):
+                loss = loss * torch.tensor(float("inf"))
+            scaler.scale(loss).backward()
+            total += loss.item()
+        scaler.unscale_(opt)
+        norms.append(nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        scaler.step(opt)
+        scaler.update()
+        scales.append(scaler.get_scale())
+        losses.append(total)
+    return {"norms": norms, "scales": scales, "losses": losses, "weights": [p.detach() for p in model.parameters()],
+            "steps": [opt.state[p]["step"] for p in model.parameters() if p in opt.state]}
+
+
+def test_gradient_accumulation_with_a_grad_scaler():
+    weights = weights_of(two_part_net)
+    whole, _ = run_both(accumulate_scaled, weights, 1)
+    split, _ = run_both(accumulate_scaled, weights, 4)
+    np.testing.assert_allclose(split["losses"], whole["losses"], rtol=1e-5)
+    np.testing.assert_allclose(split["norms"], whole["norms"], rtol=1e-5)
+    for a, b in zip(split["weights"], whole["weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    skipped, _ = run_both(accumulate_scaled, weights, 4, overflow_at=(1, 2))
+    assert skipped["scales"] == [2.0 ** 12, 2.0 ** 10, 2.0 ** 10]
+    assert all(s == 2 for s in skipped["steps"])  # the overflowing step was skipped
