@@ -24,7 +24,11 @@ import random
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import OURS, amd_processor, load, run_both, weights_of
+
+# PyTorch draws dropout masks through MKL's generator on Intel processors, which chainrule does not reproduce: there
+# the programs with Dropout are compared with themselves (resumed against uninterrupted) only
+SAME_MASKS = amd_processor()
 
 # ----------------------------------------------------------------------------------------------
 # A full checkpoint, resumed mid-epoch over a shuffled DataLoader with Dropout and augmentation
@@ -157,8 +161,9 @@ def full_resume(m, weights, interrupt_at=None, epochs=3):
 
 def test_full_checkpoint_resumes_mid_epoch_bit_identically():
     weights = weights_of(resume_net)
-    straight, theirs_straight = run_both(full_resume, weights, rtol=1e-4, atol=1e-5)
-    resumed, theirs_resumed = run_both(full_resume, weights, interrupt_at=(1, 2), rtol=1e-4, atol=1e-5)
+    straight, theirs_straight = run_both(full_resume, weights, compare=SAME_MASKS, rtol=1e-4, atol=1e-5)
+    resumed, theirs_resumed = run_both(full_resume, weights, interrupt_at=(1, 2), compare=SAME_MASKS, rtol=1e-4,
+                                       atol=1e-5)
     # the resumed run continues exactly as the uninterrupted one: the same numbers, bit for bit
     assert resumed["losses"] == straight["losses"]
     assert resumed["lrs"] == straight["lrs"]
@@ -692,7 +697,7 @@ def bn_modes(m):
 
 
 def test_batchnorm_statistics_across_train_and_eval():
-    ours, _ = run_both(bn_modes)
+    ours, _ = run_both(bn_modes, compare=SAME_MASKS)
     Xn = np.random.default_rng(5).standard_normal((5, 8, 3))
     # momentum=None: a cumulative average of the three batches' means and unbiased variances
     np.testing.assert_allclose(ours["stats_after_eval"][0], Xn[:3].mean(1).mean(0), rtol=1e-5)
@@ -744,7 +749,7 @@ def rng_idioms(m):
 
 
 def test_fork_rng_and_initial_seed():
-    ours, _ = run_both(rng_idioms, rtol=0, atol=0)
+    ours, _ = run_both(rng_idioms, compare=SAME_MASKS, rtol=0, atol=0)
     assert ours["seed"] == 42 and ours["g_seed"] == 123
     np.testing.assert_array_equal(ours["b"], ours["b2"])
     np.testing.assert_array_equal(ours["x1"], ours["x2"])
