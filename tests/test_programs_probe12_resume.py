@@ -37,7 +37,8 @@ SAME_MASKS = amd_processor()
 
 def resume_net(m):
     nn = m.nn
-    return nn.Sequential(nn.Linear(6, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.25), nn.Linear(16, 3))
+    return nn.Sequential(nn.Linear(6, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.25),
+                         nn.Linear(16, 3))
 
 
 def resume_data(n=40):
@@ -803,3 +804,27 @@ def test_gradient_accumulation_with_a_grad_scaler():
     skipped, _ = run_both(accumulate_scaled, weights, 4, overflow_at=(1, 2))
     assert skipped["scales"] == [2.0 ** 12, 2.0 ** 10, 2.0 ** 10]
     assert all(s == 2 for s in skipped["steps"])  # the overflowing step was skipped
+
+
+RNG_STATE_LAYOUT = ("autograd/random.py (outside this task's files) lays a Generator's state out in 2517 bytes of "
+                    "its own (the twister's 32-bit words, its position, the seed, a kept normal), not PyTorch's "
+                    "5056-byte CPUGeneratorImplState, so a state PyTorch saved is refused by set_rng_state and "
+                    "len(torch.get_rng_state()) differs")
+
+
+@pytest.mark.xfail(strict=True, reason=RNG_STATE_LAYOUT)
+def test_a_pytorch_checkpoints_rng_state_resumes_on_chainrule():
+    torch = pytest.importorskip("torch")
+    autograd = OURS.torch
+    torch.manual_seed(5)
+    torch.rand(700)  # past one regeneration of the twister
+    torch.randn(3)  # an odd number of normals: one is kept for the next draw
+    buf = io.BytesIO()
+    torch.save({"rng": torch.get_rng_state()}, buf)
+    expected = torch.cat([torch.randn(1, dtype=torch.float64), torch.rand(5, dtype=torch.float64)]).numpy()
+    buf.seek(0)
+    ckpt = autograd.load(buf, weights_only=True)  # chainrule reads the files torch.save writes
+    autograd.set_rng_state(ckpt["rng"])
+    got = autograd.cat([autograd.randn(1, dtype=autograd.float64), autograd.rand(5, dtype=autograd.float64)])
+    np.testing.assert_array_equal(got.numpy(), expected)
+    np.testing.assert_array_equal(autograd.get_rng_state().numpy(), torch.get_rng_state().numpy())
