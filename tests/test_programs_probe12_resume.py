@@ -828,3 +828,195 @@ def test_a_pytorch_checkpoints_rng_state_resumes_on_chainrule():
     got = autograd.cat([autograd.randn(1, dtype=autograd.float64), autograd.rand(5, dtype=autograd.float64)])
     np.testing.assert_array_equal(got.numpy(), expected)
     np.testing.assert_array_equal(autograd.get_rng_state().numpy(), torch.get_rng_state().numpy())
+
+
+# ----------------------------------------------------------------------------------------------
+# The older resume idiom: schedulers rebuilt with last_epoch=start_epoch - 1 over a loaded optimizer
+# ----------------------------------------------------------------------------------------------
+
+
+def last_epoch_resume(m, weights, which, interrupt=True, epochs=8, start=3, iters=4):
+    torch, F, optim = m.torch, m.F, m.optim
+    lr_scheduler = optim.lr_scheduler
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+
+    def build(last_epoch=-1):
+        model = load(m, two_part_net(m), weights)
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return model, opt
+
+    def scheduler(opt, last_epoch=-1):
+        if which == "step":
+            return lr_scheduler.StepLR(opt, step_size=2, gamma=0.5, last_epoch=last_epoch)
+        if which == "multistep":
+            return lr_scheduler.MultiStepLR(opt, milestones=[2, 5], gamma=0.3, last_epoch=last_epoch)
+        if which == "exponential":
+            return lr_scheduler.ExponentialLR(opt, gamma=0.8, last_epoch=last_epoch)
+        return lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=2, eta_min=0.001, last_epoch=last_epoch)
+
+    model, opt = build()
+    sched = scheduler(opt)
+    lrs = []
+    for epoch in range(epochs):
+        if interrupt and epoch == start:
+            buf = io.BytesIO()
+            torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict()}, buf)
+            buf.seek(0)
+            ckpt = torch.load(buf, weights_only=True)
+            model, opt = build()
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])  # its groups carry "initial_lr", which last_epoch needs
+            sched = scheduler(opt, last_epoch=ckpt["epoch"] - 1)
+        for i in range(iters):
+            opt.zero_grad()
+            F.mse_loss(model(X[i * 4:(i + 1) * 4]), y[i * 4:(i + 1) * 4]).backward()
+            opt.step()
+            if which == "warm_restarts":
+                sched.step(epoch + i / iters)  # the fractional epochs of its documentation
+            lrs.append(opt.param_groups[0]["lr"])
+        if which != "warm_restarts":
+            sched.step()
+    return {"lrs": lrs, "last_epoch": sched.last_epoch, "weights": [p.detach() for p in model.parameters()],
+            "initial_lr": opt.param_groups[0]["initial_lr"]}
+
+
+@pytest.mark.parametrize("which", ["step", "multistep", "exponential", "warm_restarts"])
+def test_schedulers_rebuilt_with_last_epoch(which):
+    weights = weights_of(two_part_net)
+    straight, _ = run_both(last_epoch_resume, weights, which, interrupt=False)
+    resumed, _ = run_both(last_epoch_resume, weights, which)
+    if which == "warm_restarts":  # (its fractional steps start over from the epoch: the lr agrees)
+        np.testing.assert_allclose(resumed["lrs"], straight["lrs"], rtol=1e-12)
+    else:
+        np.testing.assert_allclose(resumed["lrs"], straight["lrs"], rtol=1e-12)
+        assert resumed["last_epoch"] == straight["last_epoch"] == 8
+
+
+def last_epoch_without_initial_lr(m):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    opt = optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    try:
+        optim.lr_scheduler.StepLR(opt, step_size=2, last_epoch=4)
+    except KeyError as e:
+        return str(e)
+    return "no error"
+
+
+def test_last_epoch_without_a_loaded_optimizer_is_a_key_error():
+    ours, _ = run_both(last_epoch_without_initial_lr)
+    assert "initial_lr" in ours
+
+
+# ----------------------------------------------------------------------------------------------
+# What Dropout draws from the global generator, in each mode (an exact resume depends on it)
+# ----------------------------------------------------------------------------------------------
+
+
+def dropout_draws(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    torch.manual_seed(0)
+    x = torch.ones(2, 3, 4, 4)
+    markers = []
+
+    def mark():
+        markers.append(torch.rand(1))
+
+    F.dropout(x, p=0.0, training=True)
+    mark()
+    F.dropout(x, p=1.0, training=True)
+    mark()
+    F.dropout(x, p=0.5, training=False)
+    mark()
+    net = nn.Sequential(nn.Dropout(0.3), nn.Dropout2d(0.3), nn.AlphaDropout(0.2), nn.Dropout1d(0.1))
+    net.eval()
+    net(x[:, :, 0])  # eval(): nothing drawn
+    mark()
+    net.train()
+    out = net[1](x)
+    mark()
+    out2 = net[2](x)
+    mark()
+    out3 = F.dropout1d(x[:, :, 0], p=0.4, training=True)
+    mark()
+    return {"markers": markers, "out": out, "out2": out2, "out3": out3}
+
+
+def test_what_dropout_draws_in_each_mode():
+    ours, _ = run_both(dropout_draws, compare=SAME_MASKS)
+    torch_markers = []
+    OURS.torch.manual_seed(0)
+    first = OURS.torch.rand(3).numpy()
+    # p = 0, p = 1 and training=False draw nothing: the first three markers are the first three numbers
+    np.testing.assert_array_equal(np.concatenate(ours["markers"][:3]), first)
+
+
+# ----------------------------------------------------------------------------------------------
+# A DataLoader without a generator draws from the global one at each epoch; DistributedSampler.set_epoch
+# ----------------------------------------------------------------------------------------------
+
+
+def global_generator_loader(m, epochs=3):
+    torch, data = m.torch, m.data
+    torch.manual_seed(11)
+    dataset = data.TensorDataset(torch.arange(10.0))
+    loader = data.DataLoader(dataset, batch_size=4, shuffle=True)
+    orders, noise = [], []
+    for epoch in range(epochs):
+        order = []
+        for (xb,) in loader:
+            order += xb.tolist()
+            noise.append(torch.randn(2))  # shares the global generator with the loader
+        orders.append(order)
+    sampler = data.DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=5, drop_last=False)
+    shards = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        shards.append(list(sampler))
+    resumed = data.DistributedSampler(dataset, num_replicas=2, rank=1, shuffle=True, seed=5)
+    resumed.set_epoch(2)
+    return {"orders": orders, "noise": noise, "shards": shards, "resumed_shard": list(resumed),
+            "after": torch.rand(2)}
+
+
+def test_dataloader_draws_from_the_global_generator_and_set_epoch():
+    ours, _ = run_both(global_generator_loader, rtol=0, atol=0)
+    assert ours["resumed_shard"] == ours["shards"][2]
+    assert all(sorted(o) == list(range(10)) for o in ours["orders"])
+
+
+# ----------------------------------------------------------------------------------------------
+# GradScaler's state, and Python's/NumPy's RNG states through torch.save
+# ----------------------------------------------------------------------------------------------
+
+
+def scaler_and_states(m, weights_only):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0, growth_interval=2, backoff_factor=0.5)
+    model = nn.Linear(2, 1)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    for step in range(5):
+        opt.zero_grad()
+        loss = model(torch.ones(1, 2)).sum() * (float("inf") if step == 3 else 1.0)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    random.seed(3)
+    buf = io.BytesIO()
+    torch.save({"scaler": scaler.state_dict(), "python": random.getstate()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=weights_only)
+    expected = [random.random() for _ in range(3)]
+    random.setstate(ckpt["python"])
+    again = [random.random() for _ in range(3)]
+    fresh = torch.amp.GradScaler("cpu")
+    fresh.load_state_dict(ckpt["scaler"])
+    return {"state": scaler.state_dict(), "loaded": fresh.state_dict(), "same": expected == again,
+            "scale": fresh.get_scale(), "growth_interval": fresh.get_growth_interval()}
+
+
+@pytest.mark.parametrize("weights_only", [True, False])
+def test_grad_scaler_state_and_python_rng_state_through_save(weights_only):
+    ours, _ = run_both(scaler_and_states, weights_only)
+    assert ours["same"] and ours["state"] == ours["loaded"]
+    assert ours["state"]["scale"] == 256.0  # grew twice to 1024, halved once, then grew ... as PyTorch's
