@@ -193,6 +193,11 @@ OPTIMIZERS = {
     "adamax": lambda optim, p: optim.Adamax(p, lr=0.02),
     "asgd": lambda optim, p: optim.ASGD(p, lr=0.05, t0=2, lambd=1e-3),
     "rprop": lambda optim, p: optim.Rprop(p, lr=0.01, etas=(0.4, 1.3), step_sizes=(1e-4, 1.0)),
+    "adafactor": lambda optim, p: optim.Adafactor(p, lr=0.01, beta2_decay=-0.8, weight_decay=0.01),
+    "adam_fused_maximize": lambda optim, p: optim.Adam(p, lr=0.01, fused=True, maximize=True),
+    "adamw_foreach": lambda optim, p: optim.AdamW(p, lr=0.01, foreach=True, betas=(0.8, 0.9)),
+    "sgd_fused": lambda optim, p: optim.SGD(p, lr=0.05, momentum=0.9, fused=True),
+    "adagrad_fused": lambda optim, p: optim.Adagrad(p, lr=0.1, fused=True),
 }
 
 
@@ -886,10 +891,8 @@ def test_schedulers_rebuilt_with_last_epoch(which):
     weights = weights_of(two_part_net)
     straight, _ = run_both(last_epoch_resume, weights, which, interrupt=False)
     resumed, _ = run_both(last_epoch_resume, weights, which)
-    if which == "warm_restarts":  # (its fractional steps start over from the epoch: the lr agrees)
-        np.testing.assert_allclose(resumed["lrs"], straight["lrs"], rtol=1e-12)
-    else:
-        np.testing.assert_allclose(resumed["lrs"], straight["lrs"], rtol=1e-12)
+    np.testing.assert_allclose(resumed["lrs"], straight["lrs"], rtol=1e-12)  # (a closed form: not bit for bit)
+    if which != "warm_restarts":  # (whose fractional steps set last_epoch to the floor of the epoch)
         assert resumed["last_epoch"] == straight["last_epoch"] == 8
 
 
@@ -944,7 +947,6 @@ def dropout_draws(m):
 
 def test_what_dropout_draws_in_each_mode():
     ours, _ = run_both(dropout_draws, compare=SAME_MASKS)
-    torch_markers = []
     OURS.torch.manual_seed(0)
     first = OURS.torch.rand(3).numpy()
     # p = 0, p = 1 and training=False draw nothing: the first three markers are the first three numbers
@@ -1020,3 +1022,92 @@ def test_grad_scaler_state_and_python_rng_state_through_save(weights_only):
     ours, _ = run_both(scaler_and_states, weights_only)
     assert ours["same"] and ours["state"] == ours["loaded"]
     assert ours["state"]["scale"] == 256.0  # grew twice to 1024, halved once, then grew ... as PyTorch's
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch's reproducibility recipe: seed_everything, seed_worker from torch.initial_seed(), a seeded Generator
+# ----------------------------------------------------------------------------------------------
+
+
+class NoisyDataset:
+    """Draws from NumPy's, Python's and torch's generators in each item, as augmentation pipelines do."""
+
+    def __init__(self, torch, n=12):
+        self.torch, self.n = torch, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return (self.torch.tensor([float(i), float(np.random.rand()), random.random()]),
+                self.torch.rand(2), self.torch.initial_seed() % 2**32)
+
+
+def reproducible_loader(m, num_workers, epochs=2):
+    torch, data = m.torch, m.data
+
+    def seed_everything(seed):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        torch.cuda.manual_seed_all(seed)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def seed_worker(worker_id):
+        worker_seed = torch.initial_seed() % 2**32
+        np.random.seed(worker_seed)
+        random.seed(worker_seed)
+
+    seed_everything(0)
+    g = torch.Generator()
+    g.manual_seed(0)
+    loader = data.DataLoader(NoisyDataset(torch), batch_size=3, shuffle=True, num_workers=num_workers,
+                             worker_init_fn=seed_worker, generator=g)
+    batches = []
+    for epoch in range(epochs):
+        for item, noise, seed in loader:
+            batches.append((item, noise, seed))
+    torch.use_deterministic_algorithms(False)
+    return {"batches": batches, "after": torch.rand(2)}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_pytorchs_reproducibility_recipe(num_workers):
+    ours, theirs = run_both(reproducible_loader, num_workers)
+    items = np.concatenate([b[0][:, 0] for b in ours["batches"][:4]])
+    assert sorted(items.tolist()) == list(range(12))
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving the whole model (pickled) and the best one, as older scripts do
+# ----------------------------------------------------------------------------------------------
+
+
+def whole_model(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, bn_net(m), weights)
+    Xn, _ = roundtrip_data()
+    X = torch.from_numpy(Xn)
+    model.train()
+    model(X)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    loaded.eval()
+    model.eval()
+    with torch.no_grad():
+        return {"same": torch.equal(loaded(X), model(X)), "training": loaded.training,
+                "type": type(loaded).__name__, "tracked": loaded[1].num_batches_tracked,
+                "out": loaded(X)}
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "autograd/serialization.py (outside this task's files) saves without pickle by design: torch.save(model) of a "
+    "whole Module is a TypeError ('cannot store an object of type Sequential'), where PyTorch pickles it and "
+    "torch.load(weights_only=False) gives it back"))
+def test_saving_the_whole_model():
+    ours, _ = run_both(whole_model, weights_of(bn_net))
+    assert ours["same"] and ours["tracked"] == 1
