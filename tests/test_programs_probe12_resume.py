@@ -933,7 +933,8 @@ def dropout_draws(m):
     mark()
     net = nn.Sequential(nn.Dropout(0.3), nn.Dropout2d(0.3), nn.AlphaDropout(0.2), nn.Dropout1d(0.1))
     net.eval()
-    net(x[:, :, 0])  # eval(): nothing drawn
+    net[:2](x)  # eval(): nothing drawn
+    net[2:](x[:, :, 0])
     mark()
     net.train()
     out = net[1](x)
@@ -1111,3 +1112,106 @@ def whole_model(m, weights):
 def test_saving_the_whole_model():
     ours, _ = run_both(whole_model, weights_of(bn_net))
     assert ours["same"] and ours["tracked"] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# An author's own optimizer (Lion) and scheduler subclass, an EMA in a step post-hook, all resumed
+# ----------------------------------------------------------------------------------------------
+
+
+def custom_parts_resume(m, weights, interrupt=True, steps=8, resume_at=4):
+    torch, F, optim = m.torch, m.F, m.optim
+
+    class Lion(optim.Optimizer):
+        def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+            if not 0.0 <= lr:
+                raise ValueError("Invalid learning rate: {}".format(lr))
+            defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
+            super().__init__(params, defaults)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    p.data.mul_(1 - group["lr"] * group["weight_decay"])
+                    grad = p.grad
+                    state = self.state[p]
+                    if len(state) == 0:
+                        state["exp_avg"] = torch.zeros_like(p)
+                        state["step"] = 0
+                    state["step"] += 1
+                    exp_avg = state["exp_avg"]
+                    beta1, beta2 = group["betas"]
+                    update = exp_avg * beta1 + grad * (1 - beta1)
+                    p.add_(update.sign_(), alpha=-group["lr"])
+                    exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
+            return loss
+
+    class WarmupCosine(optim.lr_scheduler._LRScheduler):
+        def __init__(self, optimizer, warmup_steps, total_steps, min_ratio=0.1, last_epoch=-1):
+            self.warmup_steps, self.total_steps, self.min_ratio = warmup_steps, total_steps, min_ratio
+            super(WarmupCosine, self).__init__(optimizer, last_epoch)
+
+        def get_lr(self):
+            if self.last_epoch < self.warmup_steps:
+                return [base_lr * (self.last_epoch + 1) / self.warmup_steps for base_lr in self.base_lrs]
+            progress = (self.last_epoch - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+            factor = self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return [base_lr * factor for base_lr in self.base_lrs]
+
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+
+    def build():
+        model = load(m, two_part_net(m), weights)
+        ema = copy.deepcopy(model).requires_grad_(False)
+        opt = Lion(model.parameters(), lr=3e-3, weight_decay=0.1)
+        sched = WarmupCosine(opt, warmup_steps=3, total_steps=steps)
+
+        def ema_hook(optimizer, args, kwargs):
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 0.2)
+
+        opt.register_step_post_hook(ema_hook)
+        return model, ema, opt, sched
+
+    model, ema, opt, sched = build()
+    losses, lrs = [], []
+    for step in range(steps):
+        if interrupt and step == resume_at:
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict()}, buf)
+            buf.seek(0)
+            ckpt = torch.load(buf, weights_only=True)
+            model, ema, opt, sched = build()
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["opt"])
+            sched.load_state_dict(ckpt["sched"])
+        opt.zero_grad()
+        loss = F.mse_loss(model(X), y)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        lrs.append(sched.get_last_lr()[0])
+    return {"losses": losses, "lrs": lrs, "ema": [p.detach() for p in ema.parameters()],
+            "step": opt.state_dict()["state"][0]["step"], "sched": {k: v for k, v in sched.state_dict().items()}}
+
+
+def test_own_optimizer_scheduler_and_ema_hook_resume():
+    weights = weights_of(two_part_net)
+    straight, _ = run_both(custom_parts_resume, weights, interrupt=False)
+    resumed, _ = run_both(custom_parts_resume, weights)
+    assert resumed["losses"] == straight["losses"] and resumed["lrs"] == straight["lrs"]
+    for a, b in zip(resumed["ema"], straight["ema"]):
+        np.testing.assert_array_equal(a, b)
+    assert straight["step"] == resumed["step"] == 8 and isinstance(resumed["step"], int)
