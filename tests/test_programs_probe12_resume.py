@@ -24,7 +24,7 @@ import random
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, amd_processor, load, run_both, weights_of
+from .pytorch_programs import OURS, amd_processor, load, pytorch, run_both, weights_of
 
 # PyTorch draws dropout masks through MKL's generator on Intel processors, which chainrule does not reproduce: there
 # the programs with Dropout are compared with themselves (resumed against uninterrupted) only
@@ -356,13 +356,27 @@ def make_scheduler(m, name, opt):
             return max(0.0, float(total_steps - step) / float(max(1, total_steps - warmup_steps)))
 
         return lr_scheduler.LambdaLR(opt, [lr_lambda, WarmupThenDecay(4, 0.8)])
+    if name == "cyclic":
+        return lr_scheduler.CyclicLR(opt, base_lr=[0.01, 0.005], max_lr=0.1, step_size_up=3, step_size_down=2,
+                                     mode="exp_range", gamma=0.9, base_momentum=0.8, max_momentum=0.9)
+    if name == "cyclic_custom":
+        return lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=2, scale_fn=lambda x: 0.5 ** x,
+                                     scale_mode="cycle", cycle_momentum=False)
+    if name == "chained":
+        return lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(opt, factor=0.5, total_iters=4),
+                                              lr_scheduler.ExponentialLR(opt, gamma=0.9)])
+    if name == "polynomial":
+        return lr_scheduler.PolynomialLR(opt, total_iters=8, power=2.0)
+    if name == "multiplicative":
+        return lr_scheduler.MultiplicativeLR(opt, lr_lambda=lambda epoch: 0.95)
     if name == "plateau":
         return lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=1, threshold=1e-2,
                                               cooldown=1, min_lr=[1e-3, 1e-4])
     raise ValueError(name)
 
 
-SCHEDULERS = ["onecycle", "onecycle_linear", "warm_restarts", "sequential", "lambda_closure", "plateau"]
+SCHEDULERS = ["onecycle", "onecycle_linear", "warm_restarts", "sequential", "lambda_closure", "plateau", "cyclic",
+              "cyclic_custom", "chained", "polynomial", "multiplicative"]
 
 
 def scheduler_roundtrip(m, weights, name, interrupt=True, total=12, resume_at=5):
@@ -1215,3 +1229,63 @@ def test_own_optimizer_scheduler_and_ema_hook_resume():
     for a, b in zip(resumed["ema"], straight["ema"]):
         np.testing.assert_array_equal(a, b)
     assert straight["step"] == resumed["step"] == 8 and isinstance(resumed["step"], int)
+
+
+# ----------------------------------------------------------------------------------------------
+# A run checkpointed by PyTorch (its own torch.save file) and continued on chainrule
+# ----------------------------------------------------------------------------------------------
+
+
+def continue_training(m, model, opt, sched, scaler, X, y, steps):
+    F = m.F
+    losses = []
+    for step in range(steps):
+        model.train()
+        opt.zero_grad()
+        loss = F.mse_loss(model(X), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        losses.append(loss.item())
+    return losses
+
+
+def build_for_migration(m, weights):
+    torch, optim = m.torch, m.optim
+    model = load(m, bn_net(m), weights)
+    opt = optim.Adam([{"params": model[0].parameters()},
+                      {"params": list(model[1].parameters()) + list(model[3].parameters()), "lr": 5e-3}],
+                     lr=1e-2, amsgrad=True, weight_decay=1e-4)
+    sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=[2e-2, 1e-2], total_steps=10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=2)
+    return model, opt, sched, scaler
+
+
+def test_a_pytorch_checkpoint_continues_on_chainrule():
+    theirs = pytorch()
+    if theirs is None:
+        pytest.skip("PyTorch is not installed")
+    weights = weights_of(bn_net)
+    Xn, yn = roundtrip_data()
+    parts = build_for_migration(theirs, weights)
+    X, y = theirs.torch.from_numpy(Xn), theirs.torch.from_numpy(yn)
+    continue_training(theirs, *parts, X, y, steps=4)
+    model, opt, sched, scaler = parts
+    buf = io.BytesIO()
+    theirs.torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                       "scaler": scaler.state_dict(), "epoch": 4}, buf)
+    expected = continue_training(theirs, *parts, X, y, steps=5)
+
+    buf.seek(0)
+    ckpt = OURS.torch.load(buf, map_location="cpu", weights_only=True)
+    ours = build_for_migration(OURS, weights)
+    ours[0].load_state_dict(ckpt["model"])
+    ours[1].load_state_dict(ckpt["optimizer"])
+    ours[2].load_state_dict(ckpt["scheduler"])
+    ours[3].load_state_dict(ckpt["scaler"])
+    got = continue_training(OURS, *ours, OURS.torch.from_numpy(Xn), OURS.torch.from_numpy(yn), steps=5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    for (k, a), b in zip(ours[0].state_dict().items(), model.state_dict().values()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+    assert ours[2].get_last_lr() == pytest.approx(sched.get_last_lr(), rel=1e-12)
