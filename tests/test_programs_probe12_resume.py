@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP008  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP008, UP032  (the programs are kept as their authors wrote them)
 """Training-infrastructure programs where exactness matters (see tests/pytorch_programs.py), each run on
 chainrule and on PyTorch from the same weights and seeds, comparing losses step by step, final weights and
 optimizer states.
@@ -1289,3 +1289,107 @@ def test_a_pytorch_checkpoint_continues_on_chainrule():
     for (k, a), b in zip(ours[0].state_dict().items(), model.state_dict().values()):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
     assert ours[2].get_last_lr() == pytest.approx(sched.get_last_lr(), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# pytorch/examples' ImageNet checkpointing: save_checkpoint with shutil.copyfile, a tensor best_acc1,
+# a DataParallel "module." prefix, and resume from args.resume
+# ----------------------------------------------------------------------------------------------
+
+
+def imagenet_checkpointing(m, weights, directory, resume=False, epochs=4):
+    import argparse
+    import os
+    import shutil
+
+    torch, nn, optim = m.torch, m.nn, m.optim
+    Xn, yn = roundtrip_data()
+    X, labels = torch.from_numpy(Xn), torch.from_numpy((yn[:, 0] > 0).astype(np.int64))
+    args = argparse.Namespace(lr=0.1, momentum=0.9, weight_decay=1e-4, start_epoch=0, epochs=epochs,
+                              resume=os.path.join(directory, "checkpoint.pth.tar") if resume else "", arch="mlp")
+
+    def accuracy(output, target, topk=(1,)):
+        with torch.no_grad():
+            maxk = max(topk)
+            batch_size = target.size(0)
+            _, pred = output.topk(maxk, 1, True, True)
+            pred = pred.t()
+            correct = pred.eq(target.view(1, -1).expand_as(pred))
+            res = []
+            for k in topk:
+                correct_k = correct[:k].reshape(-1).float().sum(0, keepdim=True)
+                res.append(correct_k.mul_(100.0 / batch_size))
+            return res
+
+    def save_checkpoint(state, is_best, filename=os.path.join(directory, "checkpoint.pth.tar")):
+        torch.save(state, filename)
+        if is_best:
+            shutil.copyfile(filename, os.path.join(directory, "model_best.pth.tar"))
+
+    class Wrapped(nn.Module):  # what DataParallel's state_dict looks like: every key under "module."
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            return self.module(x)
+
+    model = Wrapped(load(m, two_part_net(m), weights))
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(model.parameters(), args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    best_acc1 = 0
+    if args.resume:
+        if os.path.isfile(args.resume):
+            checkpoint = torch.load(args.resume, map_location="cpu", weights_only=False)
+            args.start_epoch = checkpoint["epoch"]
+            best_acc1 = checkpoint["best_acc1"]
+            model.load_state_dict(checkpoint["state_dict"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+    history = []
+    for epoch in range(args.start_epoch, args.epochs):
+        model.train()
+        for i in range(4):
+            output = model(X[i * 4:(i + 1) * 4])
+            loss = criterion(output, labels[i * 4:(i + 1) * 4])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            acc1, = accuracy(model(X), labels, topk=(1,))
+        scheduler.step()
+        is_best = acc1 > best_acc1
+        best_acc1 = max(acc1, best_acc1)
+        history.append((epoch, loss.item(), float(acc1)))
+        save_checkpoint({"epoch": epoch + 1, "arch": args.arch, "state_dict": model.state_dict(),
+                         "best_acc1": best_acc1, "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "args": args}, is_best)
+        if not resume and epoch == 1:
+            break  # the run is killed after two epochs
+    best = torch.load(os.path.join(directory, "model_best.pth.tar"), map_location="cpu", weights_only=False)
+    plain_net = two_part_net(m)
+    state = best["state_dict"]
+    nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
+    plain_net.load_state_dict(state)
+    return {"history": history, "best_epoch": best["epoch"], "best_acc1": best["best_acc1"],
+            "best_is_tensor": isinstance(best["best_acc1"], torch.Tensor), "args_lr": best["args"].lr,
+            "weights": [p.detach() for p in plain_net.parameters()], "keys": list(state.keys())}
+
+
+def test_imagenet_example_checkpointing(tmp_path):
+    weights = weights_of(two_part_net)
+    run_dirs = {}
+
+    def in_dir(m, resume):
+        key = "ours" if m is OURS else "theirs"
+        directory = run_dirs.setdefault(key, tmp_path / key)
+        directory.mkdir(exist_ok=True)
+        return imagenet_checkpointing(m, weights, str(directory), resume=resume)
+
+    first, _ = run_both(in_dir, False)
+    second, _ = run_both(in_dir, True)
+    assert [h[0] for h in first["history"]] == [0, 1] and [h[0] for h in second["history"]] == [2, 3]
+    assert second["best_is_tensor"] and second["args_lr"] == 0.1
+    assert second["keys"][0] == "0.weight"
