@@ -1393,3 +1393,66 @@ def test_imagenet_example_checkpointing(tmp_path):
     assert [h[0] for h in first["history"]] == [0, 1] and [h[0] for h in second["history"]] == [2, 3]
     assert second["best_is_tensor"] and second["args_lr"] == 0.1
     assert second["keys"][0] == "0.weight"
+
+
+# ----------------------------------------------------------------------------------------------
+# ModelEmaV2 over a model with tied weights (its state_dict holds the tensor twice), and
+# load_state_dict(assign=True) after the optimizer was made (the optimizer keeps the old parameters)
+# ----------------------------------------------------------------------------------------------
+
+
+def tied_ema_and_assign(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(6, 4)
+            self.ln = nn.LayerNorm(4)
+            self.head = nn.Linear(4, 6, bias=False)
+            self.head.weight = self.wte.weight  # weight tying, as GPT-2's
+
+        def forward(self, idx):
+            return self.head(self.ln(self.wte(idx)))
+
+    model = Tied()
+    with torch.no_grad():
+        model.wte.weight.copy_(torch.from_numpy(np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)))
+    ema = copy.deepcopy(model)
+    opt = optim.AdamW(model.parameters(), lr=0.05)
+    idx = torch.tensor([0, 1, 2, 3, 4, 5, 1, 2])
+    tgt = torch.tensor([1, 2, 3, 4, 5, 0, 2, 3])
+    losses = []
+    for step in range(3):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(idx), tgt)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        with torch.no_grad():  # the tied tensor is met twice: it decays twice per update
+            for ema_v, model_v in zip(ema.state_dict().values(), model.state_dict().values()):
+                ema_v.copy_(0.9 * ema_v + 0.1 * model_v)
+    net = nn.Linear(3, 2)
+    opt2 = optim.SGD(net.parameters(), lr=0.5)
+    sd = {"weight": torch.ones(2, 3), "bias": torch.zeros(2)}
+    net.load_state_dict(sd, assign=True)
+    x = torch.ones(4, 3)
+    assign_losses = []
+    for step in range(2):
+        opt2.zero_grad()
+        loss = net(x).pow(2).mean()
+        loss.backward()
+        opt2.step()
+        assign_losses.append(loss.item())
+    return {"losses": losses, "ema": ema.wte.weight, "ema_tied": ema.head.weight is ema.wte.weight,
+            "keys": list(ema.state_dict().keys()), "n_state": len(opt.state_dict()["state"]),
+            "assign_losses": assign_losses, "is_param": isinstance(net.weight, nn.Parameter),
+            "requires_grad": net.weight.requires_grad}
+
+
+def test_tied_weights_ema_and_assign_true():
+    ours, _ = run_both(tied_ema_and_assign)
+    assert ours["ema_tied"] and ours["keys"] == ["wte.weight", "ln.weight", "ln.bias", "head.weight"]
+    assert ours["n_state"] == 3
+    assert ours["assign_losses"] == [9.0, 9.0]  # the optimizer steps the parameters assign=True replaced
+    assert ours["is_param"] and ours["requires_grad"]
