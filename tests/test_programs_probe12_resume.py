@@ -1058,7 +1058,7 @@ class NoisyDataset:
                 self.torch.rand(2), self.torch.initial_seed() % 2**32)
 
 
-def reproducible_loader(m, num_workers, epochs=2):
+def reproducible_loader(m, num_workers, persistent=False, epochs=3):
     torch, data = m.torch, m.data
 
     def seed_everything(seed):
@@ -1079,7 +1079,7 @@ def reproducible_loader(m, num_workers, epochs=2):
     g = torch.Generator()
     g.manual_seed(0)
     loader = data.DataLoader(NoisyDataset(torch), batch_size=3, shuffle=True, num_workers=num_workers,
-                             worker_init_fn=seed_worker, generator=g)
+                             worker_init_fn=seed_worker, generator=g, persistent_workers=persistent)
     batches = []
     for epoch in range(epochs):
         for item, noise, seed in loader:
@@ -1088,9 +1088,9 @@ def reproducible_loader(m, num_workers, epochs=2):
     return {"batches": batches, "after": torch.rand(2)}
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_pytorchs_reproducibility_recipe(num_workers):
-    ours, theirs = run_both(reproducible_loader, num_workers)
+@pytest.mark.parametrize("num_workers,persistent", [(0, False), (2, False), (2, True)])
+def test_pytorchs_reproducibility_recipe(num_workers, persistent):
+    ours, theirs = run_both(reproducible_loader, num_workers, persistent)
     items = np.concatenate([b[0][:, 0] for b in ours["batches"][:4]])
     assert sorted(items.tolist()) == list(range(12))
 
