@@ -1,20 +1,26 @@
 # ruff: noqa: B007, B008, B023, E741, E731, F841, UP008, UP032  (the programs are kept as their authors wrote them)
 """Training-infrastructure programs where exactness matters (see tests/pytorch_programs.py), each run on
 chainrule and on PyTorch from the same weights and seeds, comparing losses step by step, final weights and
-optimizer states.
+optimizer states, and each resumed run against the uninterrupted one bit for bit.
 
-A full checkpoint (model, AdamW(amsgrad), OneCycleLR, GradScaler, ``torch.get_rng_state()``, a DataLoader
-Generator's ``get_state()``, NumPy's and Python's random states) written with ``torch.save`` mid-epoch and
-resumed with ``torch.load(map_location="cpu")`` over a shuffled DataLoader with Dropout and random
-augmentation, which must continue bit-identically to the uninterrupted run; optimizer ``state_dict`` round
-trips for every optimizer (SGD momentum/nesterov, Adam/AdamW amsgrad, RMSprop centered, Adagrad, Adadelta,
-NAdam, RAdam, Adamax, ASGD, Rprop, LBFGS) loaded into a fresh optimizer, with a group added by
-``add_param_group``; scheduler state round trips (OneCycleLR, CosineAnnealingWarmRestarts,
-ReduceLROnPlateau, SequentialLR, LambdaLR with closures); gradient accumulation with loss scaling; an EMA
-(timm's ModelEmaV2) and SWA (``AveragedModel``, ``SWALR``, ``update_bn``) resumed from a checkpoint; early
-stopping with ``copy.deepcopy(model.state_dict())`` against a shallow ``state_dict()`` that aliases the
-weights; freezing and unfreezing mid-training; ``clip_grad_norm_``/``clip_grad_value_`` with ``foreach``;
-BatchNorm statistics across ``train()``/``eval()``; and ``fork_rng``/``initial_seed``."""
+A full checkpoint (model, AdamW(amsgrad), OneCycleLR, GradScaler, ``torch.get_rng_state()``, a sampler
+Generator's ``get_state()``, NumPy's and Python's random states) saved mid-epoch and resumed over a shuffled
+DataLoader (accelerate's skip-batches sampler) with Dropout and random augmentation; optimizer ``state_dict``
+round trips for every optimizer (SGD momentum/nesterov/fused, Adam/AdamW amsgrad/fused/foreach, RMSprop
+centered, Adagrad, Adadelta, NAdam, RAdam, Adamax, ASGD, Rprop, Adafactor, LBFGS) into a fresh optimizer, with a
+group added by ``add_param_group``; scheduler round trips (OneCycleLR, CosineAnnealingWarmRestarts,
+ReduceLROnPlateau, SequentialLR, LambdaLR with a closure and a callable object, CyclicLR, ChainedScheduler,
+PolynomialLR, MultiplicativeLR) and the older ``last_epoch=start_epoch - 1`` rebuild; early stopping with
+``copy.deepcopy(model.state_dict())`` beside a shallow ``state_dict()`` that aliases the weights; freezing and
+unfreezing mid-training under ``zero_grad(set_to_none=True/False)``; ``clip_grad_norm_``/``clip_grad_value_``/
+``get_total_norm``/``clip_grads_with_norm_`` with ``foreach``; timm's ModelEmaV2 and SWA (``AveragedModel``,
+``SWALR``, ``update_bn``) resumed; BatchNorm statistics across ``train()``/``eval()``; ``fork_rng`` and
+``initial_seed``; what Dropout draws in each mode; the global generator a DataLoader draws from and
+``DistributedSampler.set_epoch``; GradScaler state; gradient accumulation with a GradScaler; PyTorch's
+reproducibility recipe (``seed_worker``, workers, persistent workers); an author's Lion, ``_LRScheduler``
+subclass and EMA step post-hook resumed; a PyTorch-saved checkpoint continued on chainrule; pytorch/examples'
+ImageNet checkpointing; ModelEmaV2 over tied weights and ``load_state_dict(assign=True)``; checkpoint averaging.
+Strict xfails: a PyTorch-saved RNG state, ``torch.save`` of a whole Module, ``_use_new_zipfile_serialization``."""
 
 import copy
 import io
@@ -1456,3 +1462,99 @@ def test_tied_weights_ema_and_assign_true():
     assert ours["n_state"] == 3
     assert ours["assign_losses"] == [9.0, 9.0]  # the optimizer steps the parameters assign=True replaced
     assert ours["is_param"] and ours["requires_grad"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Averaging the last checkpoints (fairseq's average_checkpoints, a uniform model soup)
+# ----------------------------------------------------------------------------------------------
+
+
+def checkpoint_averaging(m, weights, keep=3, epochs=5):
+    torch, F, optim = m.torch, m.F, m.optim
+    import collections
+
+    Xn, yn = roundtrip_data()
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    model = load(m, bn_net(m), weights)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    files = []
+    for epoch in range(epochs):
+        model.train()
+        opt.zero_grad()
+        F.mse_loss(model(X), y).backward()
+        opt.step()
+        buf = io.BytesIO()
+        torch.save({"model": model.state_dict(), "epoch": epoch}, buf)
+        files.append(buf.getvalue())
+    params_dict = collections.OrderedDict()
+    params_keys = None
+    new_state = None
+    num_models = keep
+    for raw in files[-keep:]:
+        state = torch.load(io.BytesIO(raw), map_location=lambda s, _: s, weights_only=True)
+        if new_state is None:
+            new_state = state
+        model_params = state["model"]
+        model_params_keys = list(model_params.keys())
+        if params_keys is None:
+            params_keys = model_params_keys
+        for k in params_keys:
+            p = model_params[k]
+            if isinstance(p, torch.HalfTensor):
+                p = p.float()
+            if k not in params_dict:
+                params_dict[k] = p.clone()
+            else:
+                params_dict[k] += p
+    averaged_params = collections.OrderedDict()
+    for k, v in params_dict.items():
+        averaged_params[k] = v
+        if averaged_params[k].is_floating_point():
+            averaged_params[k].div_(num_models)
+        else:
+            averaged_params[k] //= num_models
+    # a naive soup, which trips over the integer buffer
+    try:
+        soup = {k: sum(torch.load(io.BytesIO(r), weights_only=True)["model"][k] for r in files) / len(files)
+                for k in params_keys}
+        soup_error = None
+        soup_dtype = str(soup["1.num_batches_tracked"].dtype).split(".")[-1]
+    except RuntimeError as e:
+        soup_error, soup_dtype = str(e), None
+    model.load_state_dict(averaged_params)
+    model.eval()
+    with torch.no_grad():
+        out = model(X)
+    return {"avg": averaged_params, "out": out, "epoch": new_state["epoch"], "soup_dtype": soup_dtype,
+            "tracked": averaged_params["1.num_batches_tracked"]}
+
+
+def test_checkpoint_averaging():
+    ours, _ = run_both(checkpoint_averaging, weights_of(bn_net))
+    assert ours["tracked"] == 4  # (3 + 4 + 5) // 3
+    assert ours["epoch"] == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Older scripts save for PyTorch < 1.6 readers: torch.save(..., _use_new_zipfile_serialization=False)
+# ----------------------------------------------------------------------------------------------
+
+
+def legacy_save(m, weights):
+    torch = m.torch
+    model = load(m, two_part_net(m), weights)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf, _use_new_zipfile_serialization=False)
+    buf.seek(0)
+    fresh = two_part_net(m)
+    fresh.load_state_dict(torch.load(buf, map_location="cpu", weights_only=True))
+    return [p.detach() for p in fresh.parameters()]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "autograd/serialization.py (outside this task's files): save() takes no _use_new_zipfile_serialization "
+    "(nor _disable_byteorder_record), which torch.save's signature has and older scripts pass; a TypeError"))
+def test_save_for_old_readers():
+    weights = weights_of(two_part_net)
+    ours, _ = run_both(legacy_save, weights)
+    np.testing.assert_array_equal(ours[0], weights["0.weight"])
