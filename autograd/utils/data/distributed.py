@@ -8,7 +8,8 @@ and takes every ``num_replicas``-th index from its ``rank``:
     indices[rank : total : num_replicas]
 
 so the ranks' shares are disjoint (but for the padding) and of equal length. The
-permutation is NumPy's (``numpy.random.default_rng(seed + epoch)``), not torch's.
+permutation is PyTorch's: ``randperm`` from a Generator seeded ``seed + epoch``, so a
+run's data order (and its resume at an epoch) is the one PyTorch gives.
 """
 
 import math
@@ -46,8 +47,14 @@ class DistributedSampler(Sampler):
     def indices(self):
         """This rank's indices for the current epoch, as a NumPy array."""
         size = len(self.dataset)
-        order = numpy.random.default_rng(self.seed + self.epoch).permutation(size) if self.shuffle \
-            else numpy.arange(size)
+        if self.shuffle:
+            import autograd
+
+            generator = autograd.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = autograd.randperm(size, generator=generator).numpy()
+        else:
+            order = numpy.arange(size)
         if not self.drop_last:
             padding = self.total_size - size
             if padding > 0:
