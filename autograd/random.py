@@ -10,7 +10,9 @@ Intel processors (MKL's there) are not PyTorch's.
 """
 
 import contextlib
+import functools
 import os
+import struct
 
 import numpy
 
@@ -18,15 +20,15 @@ from .device import device as _device
 from .device import resolve
 
 DEFAULT_SEED = 67280421310721  # PyTorch's initial seed for a new Generator
-_STATE_BYTES = 624 * 4 + 4 + 8 + 1 + 8  # the twister's words and position, the seed, Box-Muller's kept value
+_STATE_BYTES = 5056  # sizeof(CPUGeneratorImplState), PyTorch's layout of a CPU generator's state
 
 
 class Generator:
     """A stream of random numbers: ``Generator().manual_seed(0)``.
 
-    ``get_state()`` is a uint8 Tensor of 2517 bytes (little-endian: the twister's
-    624 32-bit words and its position, the 64-bit seed, whether a normal number
-    is kept for the next draw, that float64), which ``set_state`` takes back.
+    ``get_state()`` is a uint8 Tensor of 5056 bytes laid out as PyTorch's (so a state
+    PyTorch saved restores here, and one saved here restores in PyTorch), which
+    ``set_state`` takes back.
     """
 
     def __init__(self, device="cpu"):
@@ -63,14 +65,22 @@ class Generator:
         return self._seed
 
     def get_state(self):
+        """PyTorch's CPUGeneratorImplState, byte for byte (so that a state PyTorch saved restores here): the
+        seed, the twister's ``left`` and ``seeded``, its ``next`` word, its 624 words (each in 64 bits), the
+        legacy normal_x/normal_y/normal_rho doubles with normal_is_valid (normal_y: the kept normal), then
+        the kept float normal (never kept here) and its flag, padded to 5056 bytes."""
         stream = self.numpy
         state = stream.bit_generator.state["state"]
+        position = int(state["pos"])
+        if position == 624 and numpy.array_equal(state["key"], _seeded_words(self._seed)):
+            position = 0  # freshly seeded: PyTorch's next is 0 (and left 1) until its first draw
         kept = stream.next_normal
-        parts = (state["key"].astype("<u4").tobytes() + int(state["pos"]).to_bytes(4, "little")
-                 + self._seed.to_bytes(8, "little") + bytes([kept is not None])
-                 + numpy.float64(kept or 0.0).astype("<f8").tobytes())
+        buffer = bytearray(_STATE_BYTES)
+        struct.pack_into("<QiiQ", buffer, 0, self._seed, 625 - position if position else 1, 1, position)
+        buffer[24:24 + 624 * 8] = state["key"].astype("<u8").tobytes()
+        struct.pack_into("<dddi", buffer, 24 + 624 * 8, 0.0, kept or 0.0, 0.0, kept is not None)
         from .tensor import tensor_from
-        return tensor_from(numpy.frombuffer(parts, dtype=numpy.uint8).copy())
+        return tensor_from(numpy.frombuffer(bytes(buffer), dtype=numpy.uint8).copy())
 
     def set_state(self, new_state):
         from .tensor import Tensor
@@ -82,18 +92,26 @@ class Generator:
         raw = new_state.numpy().tobytes()
         from .mersenne import TorchStream
 
-        words = 624 * 4
-        self._seed = int.from_bytes(raw[words + 4:words + 12], "little")
+        self._seed, left, _, _ = struct.unpack_from("<QiiQ", raw, 0)
+        _, kept, _, kept_is_valid = struct.unpack_from("<dddi", raw, 24 + 624 * 8)
         stream = TorchStream(self._seed)
         stream.bit_generator.state = {"bit_generator": "MT19937", "state": {
-            "key": numpy.frombuffer(raw[:words], dtype="<u4").astype(numpy.uint32),
-            "pos": int.from_bytes(raw[words:words + 4], "little")}}
-        stream.next_normal = float(numpy.frombuffer(raw[words + 13:], dtype="<f8")[0]) if raw[words + 12] else None
+            "key": numpy.frombuffer(raw[24:24 + 624 * 8], dtype="<u8").astype(numpy.uint32),
+            "pos": 625 - left}}  # (left counts down to 1, where PyTorch's twister regenerates, as NumPy's at 624)
+        stream.next_normal = kept if kept_is_valid else None
         self._numpy = stream
         return self
 
     def __repr__(self):
         return f"<autograd.Generator on {self.device}, initial seed {self._seed}>"
+
+
+@functools.lru_cache(maxsize=4)
+def _seeded_words(seed):
+    """The twister's words just after seeding with ``seed``, before its first draw."""
+    from .mersenne import TorchStream
+
+    return TorchStream(seed).bit_generator.state["state"]["key"]
 
 
 def _integer_seed(seed):

@@ -123,6 +123,8 @@ def _encode(obj, written):
         return {"instance": global_name(type(obj)), "fields": [_encode(v, written) for v in obj]}
     if isinstance(obj, (list, tuple)):
         return {"tuple" if isinstance(obj, tuple) else "list": [_encode(v, written) for v in obj]}
+    if isinstance(obj, (set, frozenset)):
+        return {"set" if isinstance(obj, set) else "frozenset": [_encode(v, written) for v in obj]}
     if isinstance(obj, numpy.generic):
         obj = obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -208,6 +210,9 @@ def _decode(node, read):
         return [_decode(value, read) for value in node["list"]]
     if "tuple" in node:
         return tuple(_decode(value, read) for value in node["tuple"])
+    if "set" in node or "frozenset" in node:
+        values = (_decode(value, read) for value in node.get("set", node.get("frozenset")))
+        return set(values) if "set" in node else frozenset(values)
     return node["value"]
 
 
@@ -245,11 +250,13 @@ def _load_safetensors(path):
     return {key: tensor_from(xp.asarray(array)) for key, array in arrays.items()}
 
 
-def save(obj, f, pickle_module=None, pickle_protocol=2):
+def save(obj, f, pickle_module=None, pickle_protocol=2, _use_new_zipfile_serialization=True,
+         _disable_byteorder_record=False):
     """Write ``obj`` (a tensor, an array, or a dict/list/tuple nesting of them with numbers, strings and
     bytes) to ``f`` (a file name, a path, or a binary file object such as ``io.BytesIO``); a path ending
     in ``.safetensors`` takes a flat dict of named tensors (a state_dict). ``pickle_module`` and
-    ``pickle_protocol`` are accepted for PyTorch's sake: the file holds no pickle."""
+    ``pickle_protocol`` (and the format switches ``_use_new_zipfile_serialization``,
+    ``_disable_byteorder_record``) are accepted for PyTorch's sake: the file holds no pickle."""
     path = _checked_file(f, "write")
     if _is_safetensors(path):
         return _save_safetensors(obj, path)
