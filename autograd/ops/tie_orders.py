@@ -7,8 +7,9 @@ libstdc++'s ``std::sort`` on (value, index) pairs, ``kthvalue`` its own quicksel
 libstdc++'s ``std::partial_sort`` (k · 64 <= n) or ``std::nth_element`` then ``std::sort`` of the first
 k - 1, and ``mode`` ``std::sort`` on (value, index) pairs compared by value. Each is deterministic, so
 replaying its comparisons and swaps names the same element, and ``topk(sorted=False)`` gives the same order.
-libstdc++'s algorithms (bits/stl_algo.h, bits/stl_heap.h) are transcribed below as they are written there;
-the callers replay only the slices whose answer depends on them.
+The functions below take the same steps as those algorithms (libstdc++'s introsort, heap selection and
+introselect; PyTorch's quickselect), since the steps are what decide the order; the callers replay only the
+slices whose answer depends on them.
 """
 
 _THRESHOLD = 16  # libstdc++'s _S_threshold: below it, insertion sort finishes
