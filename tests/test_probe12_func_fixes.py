@@ -21,3 +21,49 @@ def test_vmap_refuses_out_dims_that_do_not_fit_the_outputs(T):
         T.func.vmap(lambda a: (a, a), out_dims=(0, 1, 0))(x)
     with pytest.raises(ValueError, match="out_dims is not compatible with the structure of `outputs`"):
         T.func.vmap(lambda a: {"a": a}, out_dims={"b": 0})(x)
+
+
+def _forward_ad(T):
+    import importlib
+
+    return importlib.import_module(T.__name__ + ".autograd.forward_ad")
+
+
+def test_a_tangent_is_differentiable_with_respect_to_the_parameters(T):
+    """Reverse over forward: d/dw of (J v) for y = tanh(x wᵀ)² summed; the tangent required no grad (the
+    penalty's gradient was silently dropped from a loss that added it)."""
+    fwAD = _forward_ad(T)
+    x0, v0 = np.array([[0.5, -1.0], [2.0, 0.3]]), np.array([[1.0, 0.0], [0.5, -1.0]])
+    w = T.tensor([[0.2, -0.4], [0.7, 0.1]], dtype=T.float64, requires_grad=True)
+    with fwAD.dual_level():
+        y = (T.tanh(fwAD.make_dual(T.tensor(x0), T.tensor(v0)) @ w.T) ** 2).sum()
+        tangent = fwAD.unpack_dual(y).tangent
+    assert tangent.requires_grad
+    (g,) = T.autograd.grad(tangent, w)
+
+    def tangent_at(wn):  # J v by hand: Σ 2 tanh(a) sech²(a) (v wᵀ), a = x wᵀ
+        a = x0 @ wn.T
+        return float((2 * np.tanh(a) / np.cosh(a) ** 2 * (v0 @ wn.T)).sum())
+
+    w0, h = w.detach().numpy(), 1e-6
+    numeric = np.zeros_like(w0)
+    for i in np.ndindex(*w0.shape):
+        e = np.zeros_like(w0)
+        e[i] = h
+        numeric[i] = (tangent_at(w0 + e) - tangent_at(w0 - e)) / (2 * h)
+    np.testing.assert_allclose(float(tangent), tangent_at(w0), rtol=1e-12)
+    np.testing.assert_allclose(g.numpy(), numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_a_tangent_is_differentiable_with_respect_to_itself_and_stays_constant_otherwise(T):
+    fwAD = _forward_ad(T)
+    v = T.tensor([1.0, 2.0, -1.0], dtype=T.float64, requires_grad=True)
+    x0 = np.array([0.3, -0.7, 1.1])
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual((fwAD.make_dual(T.tensor(x0), v).sin()).sum()).tangent
+        plain = fwAD.unpack_dual((fwAD.make_dual(T.tensor(x0), v.detach()).sin()).sum()).tangent
+        with T.no_grad():
+            unrecorded = fwAD.unpack_dual((fwAD.make_dual(T.tensor(x0), v).sin()).sum()).tangent
+    (g,) = T.autograd.grad(tangent, v)
+    np.testing.assert_allclose(g.numpy(), np.cos(x0), rtol=1e-12)  # the tangent Σ cos(x) v is linear in v
+    assert not plain.requires_grad and not unrecorded.requires_grad

@@ -753,3 +753,76 @@ def test_forward_ad_for_input_and_parameter_directions():
     by_rev = OURS.torch.func.vmap(OURS.torch.func.jacrev(_model(OURS, weights, (3, 8, 2), "Tanh")))(
         OURS.torch.from_numpy(X))
     np.testing.assert_allclose(jac, by_rev.numpy(), rtol=1e-12)
+
+
+def cnn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), nn.GroupNorm(3, 3), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
+                         nn.Linear(12, 3)).double()
+
+
+def jacobian_penalty_by_forward_ad(m, weights, X, Y, V):
+    """A Jacobian-vector-product penalty ||J v||² from a dual input, trained by backward through the
+    tangent (reverse over forward): the penalty's gradient reaches the parameters."""
+    torch, F = m.torch, m.F
+    import importlib
+
+    fwAD = importlib.import_module(torch.__name__ + ".autograd.forward_ad")
+    net = load(m, cnn(m), weights)
+    opt = m.optim.Adam(net.parameters(), lr=1e-2)
+    x, y = torch.from_numpy(X), torch.from_numpy(Y)
+    history = []
+    for step in range(3):
+        opt.zero_grad()
+        with fwAD.dual_level():
+            out = net(fwAD.make_dual(x, torch.from_numpy(V[step])))
+            primal, jv = fwAD.unpack_dual(out)
+            loss = F.cross_entropy(primal, y) + 0.1 * jv.pow(2).sum() / x.shape[0]
+        loss.backward()
+        opt.step()
+        history.append(loss.detach())
+    return torch.stack(history), {k: v.detach() for k, v in net.state_dict().items()}
+
+
+def test_a_jacobian_penalty_by_forward_ad_trains_through_the_tangent():
+    rng = np.random.default_rng(14)
+    X, Y, V = rng.standard_normal((4, 1, 6, 6)), rng.integers(0, 3, 4), rng.standard_normal((3, 4, 1, 6, 6))
+    weights = {k: v.astype(np.float64) for k, v in weights_of(cnn).items()}
+    history, state = _same(jacobian_penalty_by_forward_ad, weights, X, Y, V, rtol=1e-9, atol=1e-11)
+    # the penalty's gradient is there: training without it gives other weights
+    torch, F = OURS.torch, OURS.F
+    net = load(OURS, cnn(OURS), weights)
+    opt = OURS.optim.Adam(net.parameters(), lr=1e-2)
+    for step in range(3):
+        opt.zero_grad()
+        F.cross_entropy(net(torch.from_numpy(X)), torch.from_numpy(Y)).backward()
+        opt.step()
+    assert not np.allclose(net[0].weight.detach().numpy(), state["0.weight"], rtol=1e-6)
+
+
+def hessian_reverse_over_forward(m, x0):
+    """A Hessian row by row: the tangent along e_i is column i of the gradient's Jacobian, then
+    ``autograd.grad`` of it (reverse over forward)."""
+    torch = m.torch
+    import importlib
+
+    fwAD = importlib.import_module(torch.__name__ + ".autograd.forward_ad")
+
+    def f(x):
+        return (x.sin() * x.exp()).sum() + x[0] * x[1] * x[2] + (x * x).exp().sum().log()  # (not logsumexp: PyTorch's
+        # forward-mode logsumexp refuses a backward through it, 'modified by an inplace operation')
+
+    rows = []
+    for i in range(3):
+        x = torch.from_numpy(x0).requires_grad_()
+        with fwAD.dual_level():
+            e = torch.zeros(3, dtype=torch.float64)
+            e[i] = 1
+            dy = fwAD.unpack_dual(f(fwAD.make_dual(x, e))).tangent
+        rows.append(torch.autograd.grad(dy, x)[0])
+    return torch.stack(rows), torch.func.hessian(f)(torch.from_numpy(x0))
+
+
+def test_a_hessian_by_reverse_over_forward():
+    H, H_rev = _same(hessian_reverse_over_forward, np.array([0.3, -0.7, 1.1]), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H, H_rev, rtol=1e-12, atol=1e-12)
