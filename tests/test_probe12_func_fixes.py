@@ -67,3 +67,27 @@ def test_a_tangent_is_differentiable_with_respect_to_itself_and_stays_constant_o
     (g,) = T.autograd.grad(tangent, v)
     np.testing.assert_allclose(g.numpy(), np.cos(x0), rtol=1e-12)  # the tangent Σ cos(x) v is linear in v
     assert not plain.requires_grad and not unrecorded.requires_grad
+
+
+@pytest.mark.parametrize("reduce", ["svdvals", "nuc", "2"])
+def test_second_derivatives_of_singular_values_see_the_singular_vectors_turn(T, reduce):
+    """H = ∂²(f(σ(A)))/∂A²: the singular vectors of A change with A, so the Hessian of a function of the
+    singular values is not U (∂²f/∂σ²) Vᵀ alone (chainrule's took U and V as constants: the nuclear norm's
+    and the spectral norm's Hessians came out 0). Against differences of the gradient."""
+    A0 = np.array([[2.0, 0.3, 0.1], [0.2, 1.5, -0.4]])
+
+    def f(a):
+        if reduce == "svdvals":
+            return (T.linalg.svdvals(a) ** 3).sum()
+        return T.linalg.matrix_norm(a, "nuc" if reduce == "nuc" else 2)
+
+    def gradient(a0):
+        a = T.tensor(a0, requires_grad=True)
+        return T.autograd.grad(f(a), a)[0].numpy()
+
+    a = T.tensor(A0, requires_grad=True)
+    (g,) = T.autograd.grad(f(a), a, create_graph=True)
+    V = np.cos(np.arange(6.0)).reshape(2, 3)
+    (hv,) = T.autograd.grad((g * T.tensor(V)).sum(), a)
+    h = 1e-6
+    np.testing.assert_allclose(hv.numpy(), (gradient(A0 + h * V) - gradient(A0 - h * V)) / (2 * h), rtol=1e-6, atol=1e-8)

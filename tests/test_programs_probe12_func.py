@@ -826,3 +826,35 @@ def hessian_reverse_over_forward(m, x0):
 def test_a_hessian_by_reverse_over_forward():
     H, H_rev = _same(hessian_reverse_over_forward, np.array([0.3, -0.7, 1.1]), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(H, H_rev, rtol=1e-12, atol=1e-12)
+
+
+def matrix_completion_newton(m, M, mask, W0):
+    """Matrix completion with a nuclear-norm (and a spectral-norm) regulariser, minimised by damped Newton
+    steps: the Hessian by ``torch.func.hessian``, its product with the step by ``torch.autograd.functional.hvp``."""
+    torch = m.torch
+    M, mask = torch.from_numpy(M), torch.from_numpy(mask)
+    W = torch.from_numpy(W0)
+
+    def objective(W):
+        return 0.5 * ((mask * (W - M)) ** 2).sum() + 0.3 * torch.linalg.matrix_norm(W, "nuc") \
+            + 0.1 * torch.linalg.matrix_norm(W, 2) ** 2 + 0.05 * (torch.linalg.svdvals(W) ** 3).sum()
+
+    values, checks = [], []
+    for it in range(3):
+        g = torch.func.grad(objective)(W)
+        H = torch.func.hessian(objective)(W).reshape(W.numel(), W.numel())
+        step = torch.linalg.solve(H + torch.eye(W.numel(), dtype=W.dtype), g.reshape(-1)).reshape(W.shape)
+        checks.append(torch.autograd.functional.hvp(objective, W, step)[1] + step - g)  # (H + I) step = g
+        W = W - step
+        values.append(objective(W))
+    return torch.stack(values), W, checks
+
+
+def test_matrix_completion_with_newton_steps_through_singular_values():
+    rng = np.random.default_rng(15)
+    M = rng.standard_normal((3, 2)) @ rng.standard_normal((2, 4))
+    mask = (rng.uniform(size=(3, 4)) < 0.7).astype(np.float64)
+    W0 = M * mask + 0.1 * rng.standard_normal((3, 4))
+    values, W, checks = _same(matrix_completion_newton, M, mask, W0, rtol=1e-8, atol=1e-10)
+    for c in checks:
+        np.testing.assert_allclose(c, 0, atol=1e-10)
