@@ -858,3 +858,60 @@ def test_matrix_completion_with_newton_steps_through_singular_values():
     values, W, checks = _same(matrix_completion_newton, M, mask, W0, rtol=1e-8, atol=1e-10)
     for c in checks:
         np.testing.assert_allclose(c, 0, atol=1e-10)
+
+
+def residual_block(m):
+    nn = m.nn
+
+    class BasicBlock(nn.Module):
+        def __init__(self, planes=2):
+            super().__init__()
+            self.conv1 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += identity
+            return self.relu(out)
+
+    return BasicBlock().double()
+
+
+def block_tangent_penalty(m, weights, X, V, train):
+    torch = m.torch
+    import importlib
+
+    fwAD = importlib.import_module(torch.__name__ + ".autograd.forward_ad")
+    block = load(m, residual_block(m), weights).train(train)
+    with fwAD.dual_level():
+        out = block(fwAD.make_dual(torch.from_numpy(X), torch.from_numpy(V)))
+        primal, tangent = fwAD.unpack_dual(out)
+        penalty = (tangent ** 2).sum()
+    penalty.backward()
+    return primal.detach(), penalty.detach(), block.conv1.weight.grad, block.bn1.running_mean
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_residual_blocks_tangent_penalty_differentiated_to_its_weights(train):
+    """Reverse over forward through conv, BatchNorm, an in-place ReLU and ``out += identity``. In eval mode
+    against PyTorch; in training mode against differences only, as PyTorch's differs from them there (its
+    batch_norm jvp is not differentiated through the batch statistics)."""
+    rng = np.random.default_rng(16)
+    X, V = rng.standard_normal((4, 2, 5, 5)), rng.standard_normal((4, 2, 5, 5))
+    weights = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in weights_of(residual_block).items()}
+    primal, penalty, grad, running_mean = run_both(block_tangent_penalty, weights, X, V, train, compare=not train,
+                                                   rtol=1e-9, atol=1e-11)[0]
+    h = 1e-6
+    for index in [(0, 0, 0, 0), (1, 1, 2, 1), (0, 1, 1, 2)]:
+        shifted = []
+        for sign in (1, -1):
+            moved = dict(weights)
+            moved["conv1.weight"] = weights["conv1.weight"].copy()
+            moved["conv1.weight"][index] += sign * h
+            shifted.append(float(block_tangent_penalty(OURS, moved, X, V, train)[1]))
+        np.testing.assert_allclose(grad[index], (shifted[0] - shifted[1]) / (2 * h), rtol=1e-6)
