@@ -1023,3 +1023,28 @@ def test_maml_omniglot_with_batch_norm_vmapped_over_tasks():
     if by_loop[1] is not None:
         assert_same(by_vmap[0], by_loop[1], rtol=1e-9, atol=1e-11)
         assert_same(by_vmap[0][0][0], by_vmap[1][0][0], rtol=1e-9, atol=1e-11)  # the first losses, accuracies
+
+
+def vmapped_noise(m, size, draws=1):
+    torch = m.torch
+    torch.manual_seed(0)
+    x = torch.zeros(3, size, dtype=torch.float64)
+
+    def noisy(r):
+        r = r + torch.randn(size, dtype=torch.float64)
+        return r + torch.rand(size, dtype=torch.float64) if draws == 2 else r
+
+    return torch.func.vmap(noisy, randomness="different")(x)
+
+
+def test_vmap_different_randomness_draws_pytorchs_numbers_for_one_small_draw():
+    noise = _same(vmapped_noise, 4)
+    assert len({tuple(row) for row in noise}) == 3
+
+
+@pytest.mark.xfail(strict=True, reason="chainrule's vmap loops over the examples, each drawing its numbers in turn; "
+                   "PyTorch draws the whole batch's at once: two draws per example interleave differently, and a "
+                   "randn of 16 numbers or more (Box-Muller in blocks of 16, the last block redrawn) differs")
+@pytest.mark.parametrize("size, draws", [(20, 1), (4, 2)])
+def test_vmap_different_randomness_draws_pytorchs_numbers_for_more_draws(size, draws):
+    _same(vmapped_noise, size, draws)
