@@ -1048,3 +1048,132 @@ def test_vmap_different_randomness_draws_pytorchs_numbers_for_one_small_draw():
 @pytest.mark.parametrize("size, draws", [(20, 1), (4, 2)])
 def test_vmap_different_randomness_draws_pytorchs_numbers_for_more_draws(size, draws):
     _same(vmapped_noise, size, draws)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hypergradients, score matching, curvature estimates
+# ----------------------------------------------------------------------------------------------
+
+
+def ridge_hypergradient(m, X, Y, Xv, Yv):
+    """d(validation loss)/d(log λ) of ridge regression three ways: by the implicit function theorem (jacrev
+    of the inner gradient, a linear solve), by the adjoint (a vjp), and by differentiating the closed form."""
+    torch = m.torch
+    func = torch.func
+    x, y, xv, yv = (torch.from_numpy(a) for a in (X, Y, Xv, Yv))
+
+    def inner_solution(log_lam):
+        A = x.T @ x + log_lam.exp() * torch.eye(x.shape[1], dtype=torch.float64)
+        return torch.linalg.solve(A, x.T @ y)
+
+    def inner_grad(w, log_lam):
+        return func.grad(lambda w: 0.5 * ((x @ w - y) ** 2).sum() + 0.5 * log_lam.exp() * (w ** 2).sum())(w)
+
+    def outer(w):
+        return 0.5 * ((xv @ w - yv) ** 2).mean()
+
+    log_lam = torch.tensor(0.5, dtype=torch.float64)
+    w = inner_solution(log_lam)
+    dg_dw = func.jacrev(inner_grad, argnums=0)(w, log_lam)
+    dg_dl = func.jacrev(inner_grad, argnums=1)(w, log_lam)
+    implicit = func.grad(outer)(w) @ -torch.linalg.solve(dg_dw, dg_dl)
+    u = torch.linalg.solve(dg_dw.T, func.grad(outer)(w))
+    _, vjp_fn = func.vjp(lambda l: inner_grad(w, l), log_lam)
+    adjoint = -vjp_fn(u)[0]
+    direct = func.grad(lambda l: outer(inner_solution(l)))(log_lam)
+    return implicit, adjoint, direct, func.jacfwd(inner_solution)(log_lam)
+
+
+def test_a_ridge_hypergradient_by_implicit_differentiation():
+    rng = np.random.default_rng(18)
+    X, Xv = rng.standard_normal((20, 3)), rng.standard_normal((8, 3))
+    Y, Yv = X @ [1.0, -2.0, 0.5] + 0.1 * rng.standard_normal(20), Xv @ [1.0, -2.0, 0.5]
+    implicit, adjoint, direct, dw = _same(ridge_hypergradient, X, Y, Xv, Yv, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(implicit, direct, rtol=1e-10)
+    np.testing.assert_allclose(adjoint, direct, rtol=1e-10)
+
+
+def score_matching(m, weights, data, V):
+    """Exact score matching (the Jacobian's trace by ``vmap(jacrev)``) and sliced score matching (vᵀJv by
+    ``jvp``), trained together by Adam."""
+    torch = m.torch
+    func = torch.func
+    net = _model(m, weights, (2, 16, 2), "Softplus")
+    opt = m.optim.Adam(net.parameters(), lr=1e-2)
+    x = torch.from_numpy(data)
+    history = []
+    for step in range(3):
+        opt.zero_grad()
+        s = net(x)
+        J = func.vmap(func.jacrev(net))(x)
+        loss = (0.5 * (s ** 2).sum(-1) + J.diagonal(dim1=-2, dim2=-1).sum(-1)).mean()
+        v = torch.from_numpy(V[step])
+        _, jv = func.jvp(net, (x,), (v,))
+        sliced = (0.5 * (s ** 2).sum(-1) + (v * jv).sum(-1)).mean()
+        (loss + sliced).backward()
+        opt.step()
+        history.append(torch.stack([loss.detach(), sliced.detach()]))
+    return torch.stack(history), {k: p.detach() for k, p in net.named_parameters()}
+
+
+def test_score_matching_exact_and_sliced():
+    rng = np.random.default_rng(19)
+    weights = _weights((2, 16, 2), "Softplus")
+    history, params = _same(score_matching, weights, rng.standard_normal((8, 2)), rng.standard_normal((3, 8, 2)),
+                            rtol=1e-9, atol=1e-11)
+    assert history.shape == (3, 2)
+
+
+def curvature(m, weights, X, Y, V0, R):
+    """PyHessian's top eigenvalue by power iteration (Hessian-vector products by ``autograd.grad`` of the
+    gradient with ``grad_outputs``) and its Hutchinson trace, beside the full Hessian of the flattened
+    parameters (``parameters_to_vector``, ``torch.autograd.functional.hessian``) and a Hutchinson estimate
+    by vmap over ``jvp(grad)``."""
+    torch, nn, F = m.torch, m.nn, m.F
+    net = _model(m, weights, (4, 8, 3), "Tanh")
+    x, y = torch.from_numpy(X), torch.from_numpy(Y)
+    params = [p for p in net.parameters() if p.requires_grad]
+    loss = F.cross_entropy(net(x), y)
+    gradsH = torch.autograd.grad(loss, params, create_graph=True)
+
+    def normalization(v):
+        s = sum(torch.sum(x * x) for x in v) ** 0.5
+        return [x / (s + 1e-6) for x in v]
+
+    v = normalization([torch.from_numpy(a) for a in V0])
+    eigenvalue = None
+    for i in range(300):
+        Hv = torch.autograd.grad(gradsH, params, grad_outputs=v, only_inputs=True, retain_graph=True)
+        eigenvalue = sum(torch.sum(x * y) for x, y in zip(Hv, v)).item()
+        v = normalization(Hv)
+    trace = []
+    for r in R:
+        vr = [torch.from_numpy(a) for a in r]
+        Hv = torch.autograd.grad(gradsH, params, grad_outputs=vr, retain_graph=True)
+        trace.append(sum(torch.sum(x * y) for x, y in zip(Hv, vr)))
+    flat = nn.utils.parameters_to_vector(net.parameters()).detach()
+    names = [k for k, _ in net.named_parameters()]
+
+    def loss_of_vector(vec):
+        chunks, i = {}, 0
+        for name, p in zip(names, params):
+            chunks[name] = vec[i:i + p.numel()].view_as(p)
+            i += p.numel()
+        return F.cross_entropy(torch.func.functional_call(net, chunks, (x,)), y)
+
+    H = torch.autograd.functional.hessian(loss_of_vector, flat)
+    flat_r = torch.stack([torch.cat([torch.from_numpy(a).reshape(-1) for a in r]) for r in R])
+    hvp = lambda v: torch.func.jvp(torch.func.grad(loss_of_vector), (flat,), (v,))[1]
+    hutchinson = torch.func.vmap(lambda v: (v * hvp(v)).sum())(flat_r)
+    return eigenvalue, torch.stack(trace), H, hutchinson
+
+
+def test_curvature_by_power_iteration_and_hutchinson():
+    rng = np.random.default_rng(20)
+    weights = _weights((4, 8, 3), "Tanh")
+    X, Y = rng.standard_normal((16, 4)), rng.integers(0, 3, 16)
+    V0 = [rng.standard_normal(v.shape) for v in weights.values()]
+    R = [[np.sign(rng.standard_normal(v.shape)) for v in weights.values()] for _ in range(4)]
+    eigenvalue, trace, H, hutchinson = _same(curvature, weights, X, Y, V0, R, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(eigenvalue, np.linalg.eigvalsh(H).max(), rtol=1e-4)  # (the largest in size)
+    np.testing.assert_allclose(trace, hutchinson, rtol=1e-10)
