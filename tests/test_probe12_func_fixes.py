@@ -92,3 +92,22 @@ def test_second_derivatives_of_singular_values_see_the_singular_vectors_turn(T, 
     h = 1e-6
     numeric = (gradient(A0 + h * V) - gradient(A0 - h * V)) / (2 * h)
     np.testing.assert_allclose(hv.numpy(), numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_an_integer_output_has_a_zero_tangent_in_forward_mode_and_is_refused_in_reverse(T):
+    """jvp and jacfwd give an integer output (an argmax, a comparison) a zero tangent of its dtype (chainrule's
+    jvp raised: it could not make the output require grad); vjp and jacrev refuse it, as PyTorch's."""
+    x = T.tensor([1.0, 2.0])
+    (index, doubled), (index_tangent, doubled_tangent) = T.func.jvp(lambda x: (x.argmax(), x * 2), (x,), (x,))
+    assert int(index) == 1 and index_tangent.dtype == T.int64 and int(index_tangent) == 0
+    np.testing.assert_array_equal(doubled_tangent.numpy(), [2.0, 4.0])
+    _, above = T.func.jvp(lambda x: x > 1, (x,), (x,))
+    assert above.dtype == T.bool and not above.any()
+    jacobian, index_jacobian = T.func.jacfwd(lambda x: (x, x.argmax()))(x)
+    np.testing.assert_array_equal(jacobian.numpy(), np.eye(2))
+    assert index_jacobian.dtype == T.int64 and index_jacobian.shape == (2,) and not index_jacobian.any()
+    for call in (lambda: T.func.jacrev(lambda x: (x, x.argmax()))(x), lambda: T.func.vjp(lambda x: x.argmax(), x)):
+        with pytest.raises(RuntimeError, match="All outputs of f must be floating-point or complex Tensors"):
+            call()
+    with pytest.raises(ValueError, match="Expected tangent to be floating point or complex, but got"):
+        T.func.jvp(lambda x: x * 2, (x,), (T.tensor([1, 1]),))

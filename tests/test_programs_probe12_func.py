@@ -1189,3 +1189,30 @@ def test_curvature_by_power_iteration_and_hutchinson():
     eigenvalue, trace, H, hutchinson = _same(curvature, weights, X, Y, V0, R, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(eigenvalue, np.linalg.eigvalsh(H).max(), rtol=1e-4)  # (the largest in size)
     np.testing.assert_allclose(trace, hutchinson, rtol=1e-10)
+
+
+def predictions_and_their_sensitivity(m, weights, X, V):
+    """A classifier returning (logits, predicted class): the class is an integer output, whose tangent under
+    ``jvp`` and Jacobian under ``jacfwd`` are zeros of its dtype; ``jacrev`` needs the logits alone."""
+    torch = m.torch
+    func = torch.func
+    net = _model(m, weights, (3, 8, 2), "Tanh")
+
+    def classify(x):
+        logits = net(x)
+        return logits, logits.argmax(-1)
+
+    x, v = torch.from_numpy(X), torch.from_numpy(V)
+    (logits, label), (logits_dot, label_dot) = func.jvp(classify, (x,), (v,))
+    J, label_J = func.jacfwd(classify)(x[0])
+    J_rev = func.jacrev(lambda x: classify(x)[0])(x[0])
+    return logits_dot, label, label_dot, J, label_J, J_rev
+
+
+def test_the_sensitivity_of_a_classifiers_outputs():
+    rng = np.random.default_rng(21)
+    logits_dot, label, label_dot, J, label_J, J_rev = _same(
+        predictions_and_their_sensitivity, _weights((3, 8, 2), "Tanh"), rng.standard_normal((5, 3)),
+        rng.standard_normal((5, 3)), rtol=1e-10, atol=1e-12)
+    assert label_dot.dtype == np.int64 and not label_dot.any() and label_J.shape == (3,)
+    np.testing.assert_allclose(J, J_rev, rtol=1e-12)
