@@ -111,3 +111,10 @@ def test_an_integer_output_has_a_zero_tangent_in_forward_mode_and_is_refused_in_
             call()
     with pytest.raises(ValueError, match="Expected tangent to be floating point or complex, but got"):
         T.func.jvp(lambda x: x * 2, (x,), (T.tensor([1, 1]),))
+
+
+@pytest.mark.parametrize("chunk_size", [0, -2])
+def test_vmap_refuses_a_chunk_size_that_is_not_positive(T, chunk_size):
+    with pytest.raises(ValueError, match=f"vmap: chunk_size should be None or greater than 0. \\(got {chunk_size}\\)"):
+        T.func.vmap(lambda x: x * 2, chunk_size=chunk_size)(T.ones(3))
+    np.testing.assert_array_equal(T.func.vmap(lambda x: x * 2, chunk_size=2)(T.ones(3)).numpy(), [2.0, 2.0, 2.0])
