@@ -16,7 +16,13 @@ differentiated implicitly (a backward hook solving for the adjoint by ``torch.fu
 physics-informed network whose PDE residual uses ``vmap(jacrev)`` and ``vmap(hessian)`` with respect to
 its inputs; vmap's randomness modes, ``chunk_size``, nested in_dims/out_dims; ``torch.func.linearize``;
 ``torch.autograd.functional`` with ``create_graph`` in training; forward-mode AD with dual numbers for a
-network's input Jacobian and for directional derivatives with respect to its parameters."""
+network's input Jacobian and for directional derivatives with respect to its parameters; reverse over forward
+(a ||J v||² penalty trained through the tangent of a CNN and of a residual block, a Hessian row by row);
+Newton steps for nuclear/spectral-norm matrix completion (second derivatives through singular values); a
+stop-gradient under reverse and forward transforms; functorch's MAML-Omniglot with BatchNorm vmapped over
+tasks; vmap's 'different' randomness against PyTorch's draws; a ridge hypergradient by implicit
+differentiation; exact and sliced score matching; PyHessian's power iteration and Hutchinson traces; a
+classifier's (logits, argmax) under jvp, jacfwd and jacrev."""
 
 import copy
 import math
