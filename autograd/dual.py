@@ -125,7 +125,7 @@ def _apply_carrying_tangents(cls, *inputs, **params):
                 x._requires_grad = False
         node, out.grad_fn, out._requires_grad = out.grad_fn, None, False
     if type(node) is cls:  # (not recorded: an output with no derivative, of integers or bools)
-        tangent = push_forward(node, inputs, out, tangents)
+        tangent = push_forward(node, inputs, out, tangents, recording)
         set_tangent(out, tangent)
         if out.grad_fn is node:  # in the program's graph: a backward pass reading the saved output reads its tangent
             node._fw_output = (LEVEL, tangent)
@@ -167,20 +167,28 @@ def _backpropagate_carrying_tangents(roots, root_grads, retain_graph=False, capt
     return _PLAIN["backpropagate"](roots, root_grads, retain_graph, capture, **options)
 
 
-def push_forward(node, inputs, out, tangents):
+def push_forward(node, inputs, out, tangents, recording=False):
     """ẏ = Σ_i J_i ẋ_i for the op ``node`` made ``out`` from ``inputs``, read from its backward by the
-    double-vjp trick (the module's docstring)."""
+    double-vjp trick (the module's docstring). Where ``recording`` (the caller's grad mode) and an input or a
+    tangent requires grad, the tangent is itself recorded, a function of them (reverse-over-forward: a
+    tangent's backward reaches the parameters, as PyTorch's); otherwise it is a constant."""
     value = out._data
-    with graph.enable_grad():
+    differentiable = recording and any(x is not None and x._requires_grad for x in (*inputs, *tangents))
+    with graph.enable_grad(), paused():  # (the double-vjp's own ops carry no tangents)
         g = Tensor._make(xp.zeros_like(value))
         g.requires_grad_()
         constants = []
         for x, t in zip(inputs, tangents):  # each input a constant; the ones with a tangent say they need a
-            c = Tensor._make(x._data)        # gradient, so the backward computes their share
+            if differentiable and x._requires_grad:  # gradient, so the backward computes their share (an
+                constants.append(x)                   # input in the program's graph stands for itself)
+                continue
+            c = Tensor._make(x._data)
             if t is not None:
                 c.requires_grad_()
             constants.append(c)
-        output = Tensor._make(value) if node.saves_output else None
+        output = None
+        if node.saves_output:
+            output = out if differentiable and out.grad_fn is node else Tensor._make(value)
         shares = node.backward(g, output, *constants)
         total = None
         for share, t in zip(shares, tangents):
@@ -190,12 +198,14 @@ def push_forward(node, inputs, out, tangents):
                 else:
                     term = (share * t).sum()
                 total = term if total is None else total + term
-    if total is None or not total.requires_grad:  # the output does not depend on a tangent-carrying input
-        return Tensor._make(xp.zeros_like(value))
-    from .differentiate import grad
+        if total is None or not total.requires_grad:  # the output does not depend on a tangent-carrying input
+            return Tensor._make(xp.zeros_like(value))
+        from .differentiate import grad
 
-    (tangent,) = grad([total], [g], allow_unused=True)
-    return Tensor._make(xp.zeros_like(value)) if tangent is None else tangent.detach()
+        (tangent,) = grad([total], [g], allow_unused=True, create_graph=differentiable)
+    if tangent is None:
+        return Tensor._make(xp.zeros_like(value))
+    return tangent if differentiable and tangent.requires_grad else tangent.detach()
 
 
 def _write_carrying_tangents(self, operands, out_of_place, in_place=None, reads_old=True, overlapping_ok=False):

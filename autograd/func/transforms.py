@@ -159,6 +159,9 @@ def _output_tensors(output, name):
     for y in leaves:
         if not isinstance(y, Tensor):
             raise RuntimeError(f"{name}: expected f(*primals) to return only tensors, got unsupported type {type(y)}")
+        if name.startswith("vjp") and y.dtype.kind not in "fc":  # (a jvp's integer output has a zero tangent)
+            raise RuntimeError(f"vjp(f, ...): All outputs of f must be floating-point or complex Tensors, got Tensor "
+                               f"with dtype {y.dtype}")
     return leaves, spec
 
 
@@ -283,6 +286,9 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
             if not isinstance(x, Tensor):
                 raise RuntimeError(f"{name}: Expected {role} to only contain Tensors, got {type(x)}")
     for x, v in zip(leaves, v_leaves):
+        if x.dtype.kind in "fc" and v.dtype.kind not in "fc":  # (an integer primal is refused first, by _root)
+            raise ValueError(f"Expected tangent to be floating point or complex, but got: {v.dtype}")
+    for x, v in zip(leaves, v_leaves):
         if x.shape != v.shape:
             raise RuntimeError(f"{name}: Expected primals and tangents to have the same shapes, got "
                                f"{tuple(x.shape)} and {tuple(v.shape)}")
@@ -298,11 +304,14 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
         # J v is recorded for the caller where the primals' graph reaches it or v itself requires grad
         nested = caller_records and (_reaches_outer_graph(leaves, out_leaves, roots)
                                      or any(v.requires_grad for v in v_leaves))
-        dummies = [zeros_like(y).requires_grad_() for y in out_leaves]  # u: g(u) = uᵀ J
+        # u: g(u) = uᵀ J, over the floating outputs (an integer output, an argmax, has a zero tangent)
+        dummies = [zeros_like(y).requires_grad_(y.dtype.kind in "fc") for y in out_leaves]
         pulled = _backward(out_leaves, roots, dummies, create_graph=True, retain_graph=True)
         pairs = [(g, v) for g, v in zip(pulled, v_leaves) if g.requires_grad]
-        pushed = (_backward([g for g, _ in pairs], dummies, [v for _, v in pairs], create_graph=nested,
-                            retain_graph=nested) if pairs else [zeros_like(y) for y in out_leaves])
+        floating = [u for u in dummies if u.requires_grad]
+        pushed_floating = iter(_backward([g for g, _ in pairs], floating, [v for _, v in pairs], create_graph=nested,
+                                         retain_graph=nested) if pairs else [zeros_like(u) for u in floating])
+        pushed = [next(pushed_floating) if u.requires_grad else zeros_like(u) for u in dummies]
     result = (output if nested else _detached(output), tree_unflatten(pushed, out_spec))
     return result + ((aux if nested else _detached(aux)),) if has_aux else result
 
@@ -369,6 +378,10 @@ def _jacobian(func, argnums, has_aux, transform):
             nested = caller_records and _reaches_outer_graph(originals, out_leaves, roots)
             per_output = []
             for k, y in enumerate(out_leaves):
+                if y.dtype.kind not in "fc":  # (jacfwd's integer output: a zero Jacobian of its dtype, as PyTorch's)
+                    per_output.append(tree_unflatten([zeros_like(y).reshape(*y.shape, *(1,) * root.ndim)
+                                                      .expand(*y.shape, *root.shape).clone() for root in roots], spec))
+                    continue
                 rows = []
                 for i in range(y.numel()):
                     seed = zeros_like(y).reshape(-1)

@@ -6,6 +6,7 @@ from ..backend import xp
 from ..ops.joins import stack
 from ..tensor import Tensor
 from .pytree import tree_flatten, tree_unflatten
+from .transforms import _spec_str
 
 
 def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
@@ -25,6 +26,8 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     if randomness not in ("error", "different", "same"):
         raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got "
                            f"{randomness}")
+    if not (chunk_size is None or chunk_size > 0):
+        raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got {chunk_size})")
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -125,11 +128,18 @@ def _stack_results(results, out_dims, name="f", empty=False):
     flat = [tree_flatten(r) for r in results]
     spec = flat[0][1]
     count = len(flat[0][0])
-    dims = out_dims if isinstance(out_dims, (tuple, list)) else (out_dims,) * count
-    if len(dims) != count:
-        raise ValueError(f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with the "
-                         f"structure of `outputs`. out_dims has structure with {len(dims)} entries but outputs has "
-                         f"{count}.")
+    if isinstance(results[0], Tensor) and isinstance(out_dims, tuple) and len(out_dims) == 1:
+        dims = out_dims  # (one output, its dim in a 1-tuple: PyTorch accepts it)
+    else:  # an int or None for every output, or a tree shaped like a prefix of the output's (as in_dims)
+        try:
+            dims = _dims_of_leaves(out_dims, results[0], name, out_dims)
+        except ValueError:
+            dims = None
+        if dims is None or len(dims) != count:
+            raise ValueError(f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with "
+                             f"the structure of `outputs`. out_dims has structure "
+                             f"{_spec_str(tree_flatten(out_dims)[1])} but outputs has structure {_spec_str(spec)}."
+                             ) from None
     stacked = []
     for k, dim in enumerate(dims):
         column = [leaves[k] for leaves, _ in flat]

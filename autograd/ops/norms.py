@@ -11,6 +11,7 @@ import math
 import numbers
 
 from ..backend import errstate, float16, float32, xp
+from ..graph import is_grad_enabled
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
 from . import reductions, shape
@@ -100,10 +101,11 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
 class SingularValues(Primitive):
     """σ = the singular values of A (descending);   dL/dA = U diag(dL/dσ) Vᴴ  (A = U diag(σ) Vᴴ)
 
-    U and V are taken as constants: exact for first derivatives where the σ are distinct.
+    A first derivative takes U and V as the forward found them; a recorded one (create_graph, forward
+    mode) takes them from ``linalg.svd`` of A, so that a second derivative sees them turn with A (it
+    needs distinct σ, as svd's gradient does).
     """
 
-    saves_inputs = False  # backward needs no input's values
     saves_arguments = True  # backward uses the singular vectors: freed after backward, as PyTorch frees it
     handles_complex = True  # (real σ of a complex A: U diag(dL/dσ) Vᴴ is PyTorch's complex gradient too)
 
@@ -112,7 +114,13 @@ class SingularValues(Primitive):
         return sigma
 
     def backward(self, grad, y, a):
-        return (Tensor._make(self.u) * shape.unsqueeze(grad, -2) @ Tensor._make(self.vh),)
+        if is_grad_enabled():
+            from .svd import svd
+
+            u, _, vh = svd(a, full_matrices=False)
+        else:
+            u, vh = Tensor._make(self.u), Tensor._make(self.vh)
+        return (u * shape.unsqueeze(grad, -2) @ vh,)
 
 
 @refuses_half("linalg_svd_cpu")
