@@ -137,10 +137,26 @@ def _raise_as_pytorch(kind, message):
 
 
 def _own_copy(dataset):
-    """The worker's copy of the dataset: a shallow copy, so that what a worker sets on it (a shard's
-    bounds in ``worker_init_fn``, a file opened per worker) is its own, as in a forked process, while the
-    data it holds is not duplicated."""
+    """The worker's copy of the dataset: a deep copy, as a forked process's memory is, so that whatever a
+    worker changes (a shard's bounds set in ``worker_init_fn``, a cache it fills, a random generator the
+    dataset holds and draws from) is its own: each worker's generator starts where the dataset's stood,
+    and the main process's dataset is left as it was."""
     try:
-        return copy.copy(dataset)
-    except Exception:  # (a dataset that cannot be copied is shared by the workers)
+        return copy.deepcopy(dataset)
+    except Exception:
+        pass
+    # a dataset holding something that cannot be copied (an open file, a lock): its own shallow copy, each of
+    # whose attributes is copied where it can be, the others shared with the main process's dataset
+    try:
+        duplicate = copy.copy(dataset)
+    except Exception:
         return dataset
+    attributes = getattr(duplicate, "__dict__", None)
+    if attributes is not None:
+        memo = {}
+        for name, value in attributes.items():
+            try:
+                attributes[name] = copy.deepcopy(value, memo)
+            except Exception:
+                pass
+    return duplicate
