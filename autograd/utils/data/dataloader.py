@@ -9,9 +9,10 @@ With ``num_workers = W > 0`` the batches are made by W workers with PyTorch's se
 own copy of the dataset, ``worker_init_fn`` and ``get_worker_info()`` (workers.py): the batches,
 and what the dataset draws at random, are PyTorch's. The workers take turns in the main process
 rather than running in processes of their own, so loading is not parallel. ``pin_memory``,
-``timeout``, ``prefetch_factor`` and ``multiprocessing_context`` are accepted and checked as
-PyTorch checks them; ``persistent_workers`` keeps the workers (their copies of the dataset, their
-random streams) from one pass to the next.
+``timeout`` and ``multiprocessing_context`` are accepted and checked as PyTorch checks them;
+``persistent_workers`` keeps the workers (their copies of the dataset, their random streams) from
+one pass to the next, and as PyTorch's they make the ``prefetch_factor`` batches per worker sent
+ahead of a pass left unfinished before the next pass begins.
 
 As PyTorch's, a loader's ``dataset``, ``batch_size``, ``sampler``,
 ``batch_sampler``, ``drop_last`` and ``persistent_workers`` are fixed once it is
@@ -19,6 +20,7 @@ made (setting one is a ValueError: they decide the batches together), and
 ``iter(loader)`` is an iterator with a length, the loader's.
 """
 
+import collections
 import multiprocessing
 from typing import Generic, TypeVar
 
@@ -94,6 +96,7 @@ class DataLoader(Generic[T_co]):
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
         self._workers = None  # the workers kept from pass to pass (persistent_workers)
+        self._last_pass = None  # (and the pass they last worked for)
         self._initialized = True
 
     def __setattr__(self, name, value):
@@ -162,8 +165,10 @@ class _LoaderIterator:
 
     def __init__(self, loader):
         self._loader = loader
+        self._sent = collections.deque()  # (worker, indices) of the batches sent to the workers, not yet made
         if loader.persistent_workers and loader._workers is not None:  # the workers of an earlier pass go on
             self._workers = loader._workers
+            loader._last_pass._finish_sent_batches()
         else:
             # PyTorch's pass draws its workers' base seed first, from the loader's generator (workers or not), so
             # the sampler's draws after it are PyTorch's
@@ -179,6 +184,30 @@ class _LoaderIterator:
                 self._active = list(self._workers)
         else:
             self._indices = iter(loader.batch_sampler if loader.batch_sampler is not None else loader.sampler)
+            if self._workers is not None:
+                for _ in range(len(self._workers) * (loader.prefetch_factor or 2)):
+                    self._send_next_indices()
+        if loader.persistent_workers:
+            object.__setattr__(loader, "_last_pass", self)
+
+    def _send_next_indices(self):
+        """Take the next batch's indices from the sampler for the worker whose turn it is. PyTorch's loader
+        keeps ``prefetch_factor`` batches per worker sent ahead of the one taken (from the start of the pass,
+        so the sampler draws its order at ``iter(loader)``): a worker makes each batch sent to it, in turn."""
+        indices = next(self._indices, None)
+        if indices is not None:
+            self._sent.append((self._workers[self._turn], indices))
+            self._turn = (self._turn + 1) % len(self._workers)
+
+    def _finish_sent_batches(self):
+        """The batches sent to persistent workers in a pass left unfinished (a ``break``): PyTorch's workers
+        make them before the next pass begins, drawing from their random streams, and the loader drops them."""
+        while self._sent:
+            worker, indices = self._sent.popleft()
+            try:
+                worker.make(lambda worker, indices: self._make(indices, worker.dataset), indices)
+            except Exception:
+                pass  # (PyTorch's loader drops a failed batch of an abandoned pass with the others)
 
     def _start_workers(self):
         loader = self._loader
@@ -195,12 +224,13 @@ class _LoaderIterator:
         if isinstance(loader.dataset, IterableDataset):
             batch = self._next_from_stream() if self._workers is None else self._next_from_workers()
         else:
-            indices = next(self._indices)
             if self._workers is None:
-                batch = self._make(indices, loader.dataset)
+                batch = self._make(next(self._indices), loader.dataset)
             else:
-                worker = self._workers[self._turn]
-                self._turn = (self._turn + 1) % len(self._workers)
+                if not self._sent:
+                    raise StopIteration
+                worker, indices = self._sent.popleft()
+                self._send_next_indices()  # (before the batch is made: its error still sends the next one)
                 batch = worker.make(lambda worker, indices: self._make(indices, worker.dataset), indices)
         return loader._finish(batch)
 

@@ -1,0 +1,78 @@
+"""DataLoader workers as PyTorch's: each has a deep copy of the dataset, as a forked worker process has (a
+generator, a cache or a list the dataset holds is the worker's own, and the main process's dataset is left as
+it was); and persistent workers make the batches sent to them ahead (prefetch_factor per worker) before a pass
+left unfinished gives way to the next, so their random streams go on from there."""
+
+import threading
+
+import numpy as np
+
+
+def test_each_worker_draws_from_its_own_copy_of_the_datasets_numpy_generator(T):
+    class Noisy(T.utils.data.Dataset):
+        def __init__(self):
+            self.rng = np.random.default_rng(0)
+            self.seen = []
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            self.seen.append(index)
+            return T.tensor([self.rng.random(), len(self.seen)])
+
+    dataset = Noisy()
+    batches = [b[0].tolist() for b in T.utils.data.DataLoader(dataset, num_workers=2)]
+    first, second = np.random.default_rng(0).random(2)
+    np.testing.assert_allclose(batches, [[first, 1], [first, 1], [second, 2], [second, 2]], rtol=1e-6)
+    assert dataset.seen == [] and dataset.rng.random() == first
+
+
+def test_a_dataset_holding_what_cannot_be_copied_shares_only_that(T):
+    class Locked(T.utils.data.Dataset):
+        def __init__(self):
+            self.lock = threading.Lock()  # (deepcopy refuses a lock)
+            self.seen = []
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            with self.lock:
+                self.seen.append(index)
+            return len(self.seen)
+
+    dataset = Locked()
+    assert [int(b) for b in T.utils.data.DataLoader(dataset, num_workers=2)] == [1, 1]
+    assert dataset.seen == []
+
+
+def test_persistent_workers_make_the_batches_sent_ahead_before_the_next_pass(T):
+    class Draws(T.utils.data.Dataset):
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, index):
+            info = T.utils.data.get_worker_info()
+            return T.tensor([index, info.id, T.randint(0, 1000, ()).item()])
+
+    def passes(prefetch_factor, take):
+        T.manual_seed(0)
+        loader = T.utils.data.DataLoader(Draws(), num_workers=2, persistent_workers=True,
+                                         prefetch_factor=prefetch_factor)
+        seen = []
+        for _ in range(2):
+            for k, batch in enumerate(loader):
+                seen.append(batch[0].tolist())
+                if k + 1 == take:
+                    break
+        return seen
+
+    seen = passes(2, 3)  # 3 batches taken, 3 + 2 * 2 = 7 sent: worker 0 made 0, 2, 4, 6; worker 1 made 1, 3, 5
+    assert [row[:2] for row in seen] == [[0, 0], [1, 1], [2, 0], [0, 0], [1, 1], [2, 0]]
+    whole = passes(None, 12)[:12]  # a pass taken to its end: worker w's draws in order
+    worker0 = [row[2] for row in whole if row[1] == 0]
+    worker1 = [row[2] for row in whole if row[1] == 1]
+    assert [row[2] for row in seen] == [worker0[0], worker1[0], worker0[1], worker0[4], worker1[3], worker0[5]]
+    seen = passes(1, 1)  # 1 taken, 1 + 1 * 2 = 3 sent
+    assert [row[2] for row in seen] == [worker0[0], worker0[2]]
