@@ -1,11 +1,13 @@
 """DataLoader workers as PyTorch's: each has a deep copy of the dataset, as a forked worker process has (a
 generator, a cache or a list the dataset holds is the worker's own, and the main process's dataset is left as
-it was); and persistent workers make the batches sent to them ahead (prefetch_factor per worker) before a pass
+it was), but what a fork shares stays shared (tensors in shared memory, arrays on memory-mapped files); and
+persistent workers make the batches sent to them ahead (prefetch_factor per worker) before a pass
 left unfinished gives way to the next, so their random streams go on from there."""
 
 import threading
 
 import numpy as np
+import pytest
 
 
 def test_each_worker_draws_from_its_own_copy_of_the_datasets_numpy_generator(T):
@@ -76,3 +78,28 @@ def test_persistent_workers_make_the_batches_sent_ahead_before_the_next_pass(T):
     assert [row[2] for row in seen] == [worker0[0], worker1[0], worker0[1], worker0[4], worker1[3], worker0[5]]
     seen = passes(1, 1)  # 1 taken, 1 + 1 * 2 = 3 sent
     assert [row[2] for row in seen] == [worker0[0], worker0[2]]
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_shared_tensors_and_memory_maps_are_not_copied_into_the_workers(T, tmp_path, num_workers):
+    path = tmp_path / "data.npy"
+    np.save(path, np.arange(6.0))
+
+    class Mapped(T.utils.data.Dataset):
+        def __init__(self):
+            self.data = np.load(path, mmap_mode="r")
+            self.hits = T.zeros(3, dtype=T.int64).share_memory_()
+            self.private = T.zeros(3, dtype=T.int64)
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            self.hits[index] += 1
+            self.private[index] += 1
+            return T.tensor([self.data is dataset.data, self.data[2 * index]])  # (self: the worker's copy)
+
+    dataset = Mapped()
+    batches = [b.tolist() for b in T.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers)]
+    assert batches == [[1, 0], [1, 2], [1, 4]]
+    assert dataset.hits.tolist() == [1, 1, 1] and dataset.private.tolist() == [0, 0, 0]

@@ -992,3 +992,44 @@ def steps_per_epoch(m, persistent_workers, prefetch_factor):
 def test_steps_per_epoch_with_persistent_workers(persistent, prefetch_factor):
     ours, _ = run_both(steps_per_epoch, persistent, prefetch_factor, rtol=1e-5, atol=1e-6)
     assert len(ours[0]) == 6
+
+
+def shared_cache(m, persistent_workers):
+    """A dataset that caches its expensive samples in shared-memory tensors, so that every worker (and the main
+    process, and the next epoch's workers) sees what any worker has filled in; and data held in a memory map."""
+    torch = m.torch
+    data = np.lib.format.open_memmap(shared_cache.path, mode="w+", dtype=np.float32, shape=(8, 3))
+    data[:] = np.arange(24, dtype=np.float32).reshape(8, 3)
+    data.flush()
+
+    class Cached(m.data.Dataset):
+        def __init__(self):
+            self.data = np.load(shared_cache.path, mmap_mode="r")
+            self.cache = torch.zeros(8, 3).share_memory_()
+            self.filled = torch.zeros(8, dtype=torch.bool).share_memory_()
+            self.misses = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, idx):
+            if not self.filled[idx]:
+                self.misses += 1
+                self.cache[idx] = torch.from_numpy(np.array(self.data[idx])) * 2 + torch.rand(3)
+                self.filled[idx] = True
+            return self.cache[idx].clone()
+
+    torch.manual_seed(0)
+    dataset = Cached()
+    loader = m.data.DataLoader(dataset, batch_size=3, shuffle=True, num_workers=2,
+                               persistent_workers=persistent_workers)
+    epochs = [torch.cat(list(loader)) for _ in range(2)]
+    return epochs, dataset.misses.item(), dataset.filled.all().item(), dataset.cache
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_shared_memory_cache_filled_by_workers(persistent, tmp_path):
+    shared_cache.path = str(tmp_path / "data.npy")
+    ours, _ = run_both(shared_cache, persistent, rtol=1e-6)
+    assert ours[1:3] == (8, True)  # each sample computed once, by one worker or another, seen by all
+    np.testing.assert_array_equal(np.sort(ours[0][1], axis=0), np.sort(ours[3], axis=0))

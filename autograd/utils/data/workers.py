@@ -20,10 +20,13 @@ import copy
 import dataclasses
 import random
 import traceback
+import types
 
 import numpy
 
 from ...random import swap_default_stream
+from ...shared_memory import _owner
+from ...tensor import Tensor
 
 _current = None  # the WorkerInfo of the worker making a batch now; None in the main process
 
@@ -140,9 +143,9 @@ def _own_copy(dataset):
     """The worker's copy of the dataset: a deep copy, as a forked process's memory is, so that whatever a
     worker changes (a shard's bounds set in ``worker_init_fn``, a cache it fills, a random generator the
     dataset holds and draws from) is its own: each worker's generator starts where the dataset's stood,
-    and the main process's dataset is left as it was."""
+    and the main process's dataset is left as it was. Memory a fork shares stays shared (``_kept_shared``)."""
     try:
-        return copy.deepcopy(dataset)
+        return copy.deepcopy(dataset, _kept_shared(dataset))
     except Exception:
         pass
     # a dataset holding something that cannot be copied (an open file, a lock): its own shallow copy, each of
@@ -153,10 +156,41 @@ def _own_copy(dataset):
         return dataset
     attributes = getattr(duplicate, "__dict__", None)
     if attributes is not None:
-        memo = {}
+        memo = _kept_shared(dataset)
         for name, value in attributes.items():
             try:
                 attributes[name] = copy.deepcopy(value, memo)
             except Exception:
                 pass
     return duplicate
+
+
+def _kept_shared(dataset):
+    """A ``deepcopy`` memo that maps to themselves the tensors and arrays of the dataset that a forked worker
+    shares with the main process rather than copying: tensors in shared memory (``share_memory_()``: a cache
+    every worker fills) and arrays on memory NumPy does not own (a memory-mapped file, an ``mp.Array``),
+    which copying would also read whole into memory."""
+    memo, seen, pending = {}, set(), [dataset]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, Tensor):
+            if _on_foreign_memory(item._data):  # (a shared tensor's memory is a segment: an mmap)
+                memo[id(item)] = item
+        elif isinstance(item, numpy.ndarray):
+            if _on_foreign_memory(item):
+                memo[id(item)] = item
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
+        elif not isinstance(item, (type, types.ModuleType, types.FunctionType)) and hasattr(item, "__dict__"):
+            pending.extend(vars(item).values())
+    return memo
+
+
+def _on_foreign_memory(array):
+    """Whether the array lies on a buffer NumPy did not allocate (an mmap, a ctypes array, a shared segment)."""
+    return isinstance(array, numpy.ndarray) and _owner(array).base is not None
