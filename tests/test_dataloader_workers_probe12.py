@@ -103,3 +103,23 @@ def test_shared_tensors_and_memory_maps_are_not_copied_into_the_workers(T, tmp_p
     batches = [b.tolist() for b in T.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers)]
     assert batches == [[1, 0], [1, 2], [1, 4]]
     assert dataset.hits.tolist() == [1, 1, 1] and dataset.private.tolist() == [0, 0, 0]
+
+
+def test_the_bulk_of_the_data_is_shared_with_the_workers_not_copied():
+    """(chainrule's workers, played in this process: a copy of MNIST for every worker every pass would take
+    longer than the pass)"""
+    import autograd as T
+
+    class Big(T.utils.data.Dataset):
+        def __init__(self):
+            self.images = T.zeros(300, 1000)  # 1.2 MB: shared
+            self.labels = T.zeros(300, dtype=T.int64)  # small: copied
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            return T.tensor([self.images is dataset.images, self.labels is dataset.labels])
+
+    dataset = Big()
+    assert [b.tolist() for b in T.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)] == [[1, 0]] * 2

@@ -165,22 +165,29 @@ def _own_copy(dataset):
     return duplicate
 
 
+# Arrays at least this large are shared with the workers rather than copied (see _kept_shared)
+SHARED_FROM_BYTES = 1 << 20
+
+
 def _kept_shared(dataset):
-    """A ``deepcopy`` memo that maps to themselves the tensors and arrays of the dataset that a forked worker
-    shares with the main process rather than copying: tensors in shared memory (``share_memory_()``: a cache
-    every worker fills) and arrays on memory NumPy does not own (a memory-mapped file, an ``mp.Array``),
-    which copying would also read whole into memory."""
+    """A ``deepcopy`` memo that maps to themselves the tensors and arrays of the dataset that a worker shares
+    with the main process rather than copying. A fork shares all memory until it is written (copy on write):
+    tensors in shared memory (``share_memory_()``: a cache every worker fills) and arrays on memory NumPy did
+    not allocate (a memory-mapped file, an ``mp.Array``) stay shared after a write too, so they are shared
+    here; and so is the bulk of the data (arrays of at least SHARED_FROM_BYTES), which a copy for every worker
+    every pass would take longer to make than the pass (MNIST's 188 MB). A worker that writes into those in
+    place writes the main process's (PyTorch's would write its own copy); smaller arrays, the state a dataset
+    keeps beside its data, are copied."""
     memo, seen, pending = {}, set(), [dataset]
     while pending:
         item = pending.pop()
         if id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, Tensor):
-            if _on_foreign_memory(item._data):  # (a shared tensor's memory is a segment: an mmap)
-                memo[id(item)] = item
-        elif isinstance(item, numpy.ndarray):
-            if _on_foreign_memory(item):
+        if isinstance(item, (Tensor, numpy.ndarray)):
+            array = item._data if isinstance(item, Tensor) else item
+            if not isinstance(array, numpy.ndarray) or array.nbytes >= SHARED_FROM_BYTES \
+                    or _owner(array).base is not None:  # (a shared tensor's memory is a segment: an mmap)
                 memo[id(item)] = item
         elif isinstance(item, dict):
             pending.extend(item.values())
@@ -189,8 +196,3 @@ def _kept_shared(dataset):
         elif not isinstance(item, (type, types.ModuleType, types.FunctionType)) and hasattr(item, "__dict__"):
             pending.extend(vars(item).values())
     return memo
-
-
-def _on_foreign_memory(array):
-    """Whether the array lies on a buffer NumPy did not allocate (an mmap, a ctypes array, a shared segment)."""
-    return isinstance(array, numpy.ndarray) and _owner(array).base is not None
