@@ -123,3 +123,28 @@ def test_the_bulk_of_the_data_is_shared_with_the_workers_not_copied():
 
     dataset = Big()
     assert [b.tolist() for b in T.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)] == [[1, 0]] * 2
+
+
+def test_persistent_workers_of_a_stream_make_the_batches_sent_ahead_before_the_next_pass(T):
+    class Stream(T.utils.data.IterableDataset):
+        def __iter__(self):
+            info = T.utils.data.get_worker_info()
+            for k in range(6):
+                yield T.tensor([info.id, k, T.randint(0, 1000, ()).item()])
+
+    def passes(take):
+        T.manual_seed(0)
+        loader = T.utils.data.DataLoader(Stream(), num_workers=2, persistent_workers=True)
+        seen = []
+        for _ in range(2):
+            for k, batch in enumerate(loader):
+                seen.append(batch[0].tolist())
+                if k + 1 == take:
+                    break
+        return seen
+
+    whole = passes(12)[:12]
+    draws = {w: [row[2] for row in whole if row[0] == w] for w in (0, 1)}
+    # 1 batch taken, 1 + 2 * 2 sent: worker 0 made 3 batches of its stream, worker 1 made 2
+    assert passes(1) == [[0, 0, draws[0][0]], [0, 0, draws[0][3]]]
+    assert passes(2) == [[0, 0, draws[0][0]], [1, 0, draws[1][0]], [0, 0, draws[0][3]], [1, 0, draws[1][3]]]

@@ -1033,3 +1033,33 @@ def test_a_shared_memory_cache_filled_by_workers(persistent, tmp_path):
     ours, _ = run_both(shared_cache, persistent, rtol=1e-6)
     assert ours[1:3] == (8, True)  # each sample computed once, by one worker or another, seen by all
     np.testing.assert_array_equal(np.sort(ours[0][1], axis=0), np.sort(ours[3], axis=0))
+
+
+def stream_steps_per_epoch(m, prefetch_factor):
+    """An IterableDataset of noisy samples, sharded by get_worker_info, read by persistent workers for a fixed
+    number of steps per epoch: the batches sent ahead are made (and dropped) before the next epoch."""
+    torch = m.torch
+
+    class NoisyStream(m.data.IterableDataset):
+        def __iter__(self):
+            info = m.data.get_worker_info()
+            for i in range(info.id, 40, info.num_workers):
+                yield torch.tensor(float(i)) + torch.rand(()), i % 2
+
+    torch.manual_seed(0)
+    loader = m.data.DataLoader(NoisyStream(), batch_size=3, num_workers=3, persistent_workers=True,
+                               prefetch_factor=prefetch_factor)
+    out = []
+    for epoch in range(3):
+        for step, (x, y) in enumerate(loader):
+            out.append(x)
+            if step == 1 + epoch:
+                break
+    return out
+
+
+@pytest.mark.parametrize("prefetch_factor", [None, 1])
+def test_a_stream_read_for_some_steps_per_epoch_by_persistent_workers(prefetch_factor):
+    ours, _ = run_both(stream_steps_per_epoch, prefetch_factor, rtol=1e-6)
+    assert len(ours) == 2 + 3 + 4
+    np.testing.assert_array_equal(np.floor(ours[0]), [0, 3, 6])

@@ -181,31 +181,50 @@ class _LoaderIterator:
             else:
                 for worker in self._workers:
                     worker.start_stream()
-                self._active = list(self._workers)
+                self._active = set(self._workers)  # those whose copies are not exhausted yet
         else:
             self._indices = iter(loader.batch_sampler if loader.batch_sampler is not None else loader.sampler)
-            if self._workers is not None:
-                for _ in range(len(self._workers) * (loader.prefetch_factor or 2)):
-                    self._send_next_indices()
+        if self._workers is not None:
+            for _ in range(len(self._workers) * (loader.prefetch_factor or 2)):
+                self._send_next_indices()
         if loader.persistent_workers:
             object.__setattr__(loader, "_last_pass", self)
 
     def _send_next_indices(self):
-        """Take the next batch's indices from the sampler for the worker whose turn it is. PyTorch's loader
-        keeps ``prefetch_factor`` batches per worker sent ahead of the one taken (from the start of the pass,
-        so the sampler draws its order at ``iter(loader)``): a worker makes each batch sent to it, in turn."""
-        indices = next(self._indices, None)
-        if indices is not None:
-            self._sent.append((self._workers[self._turn], indices))
-            self._turn = (self._turn + 1) % len(self._workers)
+        """Take the next batch's indices from the sampler (for an IterableDataset: the next batch of its
+        stream) for the worker whose turn it is. PyTorch's loader keeps ``prefetch_factor`` batches per
+        worker sent ahead of the one taken (from the start of the pass, so the sampler draws its order at
+        ``iter(loader)``): a worker makes each batch sent to it, in turn."""
+        if isinstance(self._loader.dataset, IterableDataset):
+            if not self._active:
+                return
+            while self._workers[self._turn] not in self._active:  # (the workers whose streams ran out)
+                self._turn = (self._turn + 1) % len(self._workers)
+            indices = None
+        else:
+            indices = next(self._indices, None)
+            if indices is None:
+                return
+        self._sent.append((self._workers[self._turn], indices))
+        self._turn = (self._turn + 1) % len(self._workers)
+
+    def _make_sent(self, worker, indices):
+        """The batch sent to ``worker``: of the samples at ``indices``, or the next of the worker's stream."""
+        if indices is None:
+            return worker.make(lambda worker: self._next_from_stream(worker.stream))
+        return worker.make(lambda worker, indices: self._make(indices, worker.dataset), indices)
 
     def _finish_sent_batches(self):
         """The batches sent to persistent workers in a pass left unfinished (a ``break``): PyTorch's workers
         make them before the next pass begins, drawing from their random streams, and the loader drops them."""
         while self._sent:
             worker, indices = self._sent.popleft()
+            if indices is None and worker not in self._active:
+                continue
             try:
-                worker.make(lambda worker, indices: self._make(indices, worker.dataset), indices)
+                self._make_sent(worker, indices)
+            except StopIteration:
+                self._active.discard(worker)
             except Exception:
                 pass  # (PyTorch's loader drops a failed batch of an abandoned pass with the others)
 
@@ -231,7 +250,7 @@ class _LoaderIterator:
                     raise StopIteration
                 worker, indices = self._sent.popleft()
                 self._send_next_indices()  # (before the batch is made: its error still sends the next one)
-                batch = worker.make(lambda worker, indices: self._make(indices, worker.dataset), indices)
+                batch = self._make_sent(worker, indices)
         return loader._finish(batch)
 
     def _make(self, indices, dataset):
@@ -241,17 +260,19 @@ class _LoaderIterator:
         return loader.collate_fn(dataset[indices])
 
     def _next_from_workers(self):
-        """The next batch from the workers in turn, passing over those whose streams have run out."""
-        while self._active:
-            worker = self._active[self._turn]
-            try:
-                batch = worker.make(lambda worker: self._next_from_stream(worker.stream))
-            except StopIteration:
-                del self._active[self._turn]  # the next worker in the cycle now stands at this turn
-                if self._turn == len(self._active):
-                    self._turn = 0
+        """The next batch of an IterableDataset's workers: each batch sent to a worker is the next of its stream;
+        a worker whose stream has run out is sent no more, and the batches sent to it before are passed over."""
+        while self._sent:
+            worker, _ = self._sent.popleft()
+            if worker not in self._active:
                 continue
-            self._turn = (self._turn + 1) % len(self._active)
+            try:
+                batch = self._make_sent(worker, None)
+            except StopIteration:
+                self._active.discard(worker)
+                self._send_next_indices()
+                continue
+            self._send_next_indices()
             return batch
         raise StopIteration
 
