@@ -1063,3 +1063,36 @@ def test_a_stream_read_for_some_steps_per_epoch_by_persistent_workers(prefetch_f
     ours, _ = run_both(stream_steps_per_epoch, prefetch_factor, rtol=1e-6)
     assert len(ours) == 2 + 3 + 4
     np.testing.assert_array_equal(np.floor(ours[0]), [0, 3, 6])
+
+
+def crash_or_wait(rank, name, release):
+    """Rank 0 is killed (as by the out-of-memory killer); rank 1 waits until it is released or stopped."""
+    import os
+    import signal
+
+    if rank == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    release.wait(30)
+
+
+def killed_rank(name):
+    m = modules(name)
+    mp = multiprocessing_of(m)
+    release = mp.get_context("fork").Event()
+    context = mp.start_processes(crash_or_wait, args=(name, release), nprocs=2, join=False, start_method="fork")
+    outcomes = []
+    try:
+        while not context.join(timeout=30):
+            outcomes.append("still running")
+    except mp.ProcessExitedException as e:
+        outcomes.append((type(e).__name__, str(e), e.error_index, e.exit_code, e.signal_name))
+    release.set()
+    return outcomes, [p.is_alive() for p in context.processes]
+
+
+@posix_only
+def test_a_rank_killed_by_a_signal():
+    ours = killed_rank("autograd")
+    # (PyTorch's words; its own run is left out: in this test process it waits on its stopped rank for minutes)
+    assert ours == ([("ProcessExitedException", "process 0 terminated with signal SIGKILL", 0, -9, "SIGKILL")],
+                    [False, False])
