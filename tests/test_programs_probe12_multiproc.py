@@ -11,14 +11,18 @@ PyTorch's reproducibility recipe (``seed_worker`` seeding NumPy and ``random`` f
 inside the worker); an IterableDataset of shards split by ``get_worker_info()`` in ``__iter__`` and by
 ``worker_init_fn``; ``persistent_workers`` across epochs (the workers keep their copies: an attribute set
 on the main dataset between epochs does not reach them); a padding ``collate_fn`` run in the workers;
-``KeyError``/``ValueError`` raised in a worker; and a training loop with dropout whose main generator must
-stay in step with PyTorch's through the loader's draws.
+``KeyError``/``ValueError`` raised in a worker; a training loop with dropout whose main generator must
+stay in step with PyTorch's through the loader's draws; training for a fixed number of steps per epoch with
+persistent workers (a map-style dataset and a stream: the batches sent ahead of the ``break`` are made by
+the workers before the next epoch); and a cache in shared-memory tensors filled by the workers beside data
+in a memory-mapped file.
 
 Processes (autograd.multiprocessing): pytorch/examples' mnist_hogwild shrunk (fork and spawn, the model and
 the dataset sent to the children); A3C with a SharedAdam whose state is ``share_memory_()``'d and a shared
 global model that workers update through ``ensure_shared_grads``; a producer and a consumer of tensors,
 dicts of tensors and Parameters through ``mp.Queue``; ``Pool.map`` over tensors; ``spawn`` with an error in
-one rank; and ``Event``/``Value``/``Array`` with a tensor on the Array's memory (``torch.frombuffer``).
+one rank and a rank killed by a signal; and ``Event``/``Value``/``Array`` with a tensor on the Array's
+memory (``torch.frombuffer``).
 Processes run one after another, so the numbers are deterministic and compared with PyTorch's. The
 functions children run are at module level, so that a spawned child can import them."""
 
