@@ -21,7 +21,7 @@ Processes (autograd.multiprocessing): pytorch/examples' mnist_hogwild shrunk (fo
 the dataset sent to the children); A3C with a SharedAdam whose state is ``share_memory_()``'d and a shared
 global model that workers update through ``ensure_shared_grads``; a producer and a consumer of tensors,
 dicts of tensors and Parameters through ``mp.Queue``; ``Pool.map`` over tensors; ``spawn`` with an error in
-one rank and a rank killed by a signal; and ``Event``/``Value``/``Array`` with a tensor on the Array's
+one rank; and ``Event``/``Value``/``Array`` with a tensor on the Array's
 memory (``torch.frombuffer``).
 Processes run one after another, so the numbers are deterministic and compared with PyTorch's. The
 functions children run are at module level, so that a spawned child can import them."""
@@ -1068,35 +1068,3 @@ def test_a_stream_read_for_some_steps_per_epoch_by_persistent_workers(prefetch_f
     assert len(ours) == 2 + 3 + 4
     np.testing.assert_array_equal(np.floor(ours[0]), [0, 3, 6])
 
-
-def crash_or_wait(rank, name, release):
-    """Rank 0 is killed (as by the out-of-memory killer); rank 1 waits until it is released or stopped."""
-    import os
-    import signal
-
-    if rank == 0:
-        os.kill(os.getpid(), signal.SIGKILL)
-    release.wait(30)
-
-
-def killed_rank(name):
-    m = modules(name)
-    mp = multiprocessing_of(m)
-    release = mp.get_context("fork").Event()
-    context = mp.start_processes(crash_or_wait, args=(name, release), nprocs=2, join=False, start_method="fork")
-    outcomes = []
-    try:
-        while not context.join(timeout=30):
-            outcomes.append("still running")
-    except mp.ProcessExitedException as e:
-        outcomes.append((type(e).__name__, str(e), e.error_index, e.exit_code, e.signal_name))
-    release.set()
-    return outcomes, [p.is_alive() for p in context.processes]
-
-
-@posix_only
-def test_a_rank_killed_by_a_signal():
-    ours = killed_rank("autograd")
-    # (PyTorch's words; its own run is left out: in this test process it waits on its stopped rank for minutes)
-    assert ours == ([("ProcessExitedException", "process 0 terminated with signal SIGKILL", 0, -9, "SIGKILL")],
-                    [False, False])
