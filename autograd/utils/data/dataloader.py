@@ -9,9 +9,10 @@ With ``num_workers = W > 0`` the batches are made by W workers with PyTorch's se
 own copy of the dataset, ``worker_init_fn`` and ``get_worker_info()`` (workers.py): the batches,
 and what the dataset draws at random, are PyTorch's. The workers take turns in the main process
 rather than running in processes of their own, so loading is not parallel. ``pin_memory``,
-``timeout``, ``prefetch_factor`` and ``multiprocessing_context`` are accepted and checked as
-PyTorch checks them; ``persistent_workers`` keeps the workers (their copies of the dataset, their
-random streams) from one pass to the next.
+``timeout`` and ``multiprocessing_context`` are accepted and checked as PyTorch checks them;
+``persistent_workers`` keeps the workers (their copies of the dataset, their random streams) from
+one pass to the next, and as PyTorch's they make the ``prefetch_factor`` batches per worker sent
+ahead of a pass left unfinished before the next pass begins.
 
 As PyTorch's, a loader's ``dataset``, ``batch_size``, ``sampler``,
 ``batch_sampler``, ``drop_last`` and ``persistent_workers`` are fixed once it is
@@ -19,6 +20,7 @@ made (setting one is a ValueError: they decide the batches together), and
 ``iter(loader)`` is an iterator with a length, the loader's.
 """
 
+import collections
 import multiprocessing
 from typing import Generic, TypeVar
 
@@ -94,6 +96,7 @@ class DataLoader(Generic[T_co]):
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
         self._workers = None  # the workers kept from pass to pass (persistent_workers)
+        self._last_pass = None  # (and the pass they last worked for)
         self._initialized = True
 
     def __setattr__(self, name, value):
@@ -162,8 +165,10 @@ class _LoaderIterator:
 
     def __init__(self, loader):
         self._loader = loader
+        self._sent = collections.deque()  # (worker, indices) of the batches sent to the workers, not yet made
         if loader.persistent_workers and loader._workers is not None:  # the workers of an earlier pass go on
             self._workers = loader._workers
+            loader._last_pass._finish_sent_batches()
         else:
             # PyTorch's pass draws its workers' base seed first, from the loader's generator (workers or not), so
             # the sampler's draws after it are PyTorch's
@@ -176,9 +181,52 @@ class _LoaderIterator:
             else:
                 for worker in self._workers:
                     worker.start_stream()
-                self._active = list(self._workers)
+                self._active = set(self._workers)  # those whose copies are not exhausted yet
         else:
             self._indices = iter(loader.batch_sampler if loader.batch_sampler is not None else loader.sampler)
+        if self._workers is not None:
+            for _ in range(len(self._workers) * (loader.prefetch_factor or 2)):
+                self._send_next_indices()
+        if loader.persistent_workers:
+            object.__setattr__(loader, "_last_pass", self)
+
+    def _send_next_indices(self):
+        """Take the next batch's indices from the sampler (for an IterableDataset: the next batch of its
+        stream) for the worker whose turn it is. PyTorch's loader keeps ``prefetch_factor`` batches per
+        worker sent ahead of the one taken (from the start of the pass, so the sampler draws its order at
+        ``iter(loader)``): a worker makes each batch sent to it, in turn."""
+        if isinstance(self._loader.dataset, IterableDataset):
+            if not self._active:
+                return
+            while self._workers[self._turn] not in self._active:  # (the workers whose streams ran out)
+                self._turn = (self._turn + 1) % len(self._workers)
+            indices = None
+        else:
+            indices = next(self._indices, None)
+            if indices is None:
+                return
+        self._sent.append((self._workers[self._turn], indices))
+        self._turn = (self._turn + 1) % len(self._workers)
+
+    def _make_sent(self, worker, indices):
+        """The batch sent to ``worker``: of the samples at ``indices``, or the next of the worker's stream."""
+        if indices is None:
+            return worker.make(lambda worker: self._next_from_stream(worker.stream))
+        return worker.make(lambda worker, indices: self._make(indices, worker.dataset), indices)
+
+    def _finish_sent_batches(self):
+        """The batches sent to persistent workers in a pass left unfinished (a ``break``): PyTorch's workers
+        make them before the next pass begins, drawing from their random streams, and the loader drops them."""
+        while self._sent:
+            worker, indices = self._sent.popleft()
+            if indices is None and worker not in self._active:
+                continue
+            try:
+                self._make_sent(worker, indices)
+            except StopIteration:
+                self._active.discard(worker)
+            except Exception:
+                pass  # (PyTorch's loader drops a failed batch of an abandoned pass with the others)
 
     def _start_workers(self):
         loader = self._loader
@@ -195,13 +243,14 @@ class _LoaderIterator:
         if isinstance(loader.dataset, IterableDataset):
             batch = self._next_from_stream() if self._workers is None else self._next_from_workers()
         else:
-            indices = next(self._indices)
             if self._workers is None:
-                batch = self._make(indices, loader.dataset)
+                batch = self._make(next(self._indices), loader.dataset)
             else:
-                worker = self._workers[self._turn]
-                self._turn = (self._turn + 1) % len(self._workers)
-                batch = worker.make(lambda worker, indices: self._make(indices, worker.dataset), indices)
+                if not self._sent:
+                    raise StopIteration
+                worker, indices = self._sent.popleft()
+                self._send_next_indices()  # (before the batch is made: its error still sends the next one)
+                batch = self._make_sent(worker, indices)
         return loader._finish(batch)
 
     def _make(self, indices, dataset):
@@ -211,17 +260,19 @@ class _LoaderIterator:
         return loader.collate_fn(dataset[indices])
 
     def _next_from_workers(self):
-        """The next batch from the workers in turn, passing over those whose streams have run out."""
-        while self._active:
-            worker = self._active[self._turn]
-            try:
-                batch = worker.make(lambda worker: self._next_from_stream(worker.stream))
-            except StopIteration:
-                del self._active[self._turn]  # the next worker in the cycle now stands at this turn
-                if self._turn == len(self._active):
-                    self._turn = 0
+        """The next batch of an IterableDataset's workers: each batch sent to a worker is the next of its stream;
+        a worker whose stream has run out is sent no more, and the batches sent to it before are passed over."""
+        while self._sent:
+            worker, _ = self._sent.popleft()
+            if worker not in self._active:
                 continue
-            self._turn = (self._turn + 1) % len(self._active)
+            try:
+                batch = self._make_sent(worker, None)
+            except StopIteration:
+                self._active.discard(worker)
+                self._send_next_indices()
+                continue
+            self._send_next_indices()
             return batch
         raise StopIteration
 

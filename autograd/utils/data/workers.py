@@ -20,10 +20,13 @@ import copy
 import dataclasses
 import random
 import traceback
+import types
 
 import numpy
 
 from ...random import swap_default_stream
+from ...shared_memory import _owner
+from ...tensor import Tensor
 
 _current = None  # the WorkerInfo of the worker making a batch now; None in the main process
 
@@ -137,10 +140,59 @@ def _raise_as_pytorch(kind, message):
 
 
 def _own_copy(dataset):
-    """The worker's copy of the dataset: a shallow copy, so that what a worker sets on it (a shard's
-    bounds in ``worker_init_fn``, a file opened per worker) is its own, as in a forked process, while the
-    data it holds is not duplicated."""
+    """The worker's copy of the dataset: a deep copy, as a forked process's memory is, so that whatever a
+    worker changes (a shard's bounds set in ``worker_init_fn``, a cache it fills, a random generator the
+    dataset holds and draws from) is its own: each worker's generator starts where the dataset's stood,
+    and the main process's dataset is left as it was. Memory a fork shares stays shared (``_kept_shared``)."""
     try:
-        return copy.copy(dataset)
-    except Exception:  # (a dataset that cannot be copied is shared by the workers)
+        return copy.deepcopy(dataset, _kept_shared(dataset))
+    except Exception:
+        pass
+    # a dataset holding something that cannot be copied (an open file, a lock): its own shallow copy, each of
+    # whose attributes is copied where it can be, the others shared with the main process's dataset
+    try:
+        duplicate = copy.copy(dataset)
+    except Exception:
         return dataset
+    attributes = getattr(duplicate, "__dict__", None)
+    if attributes is not None:
+        memo = _kept_shared(dataset)
+        for name, value in attributes.items():
+            try:
+                attributes[name] = copy.deepcopy(value, memo)
+            except Exception:
+                pass
+    return duplicate
+
+
+# Arrays at least this large are shared with the workers rather than copied (see _kept_shared)
+SHARED_FROM_BYTES = 1 << 20
+
+
+def _kept_shared(dataset):
+    """A ``deepcopy`` memo that maps to themselves the tensors and arrays of the dataset that a worker shares
+    with the main process rather than copying. A fork shares all memory until it is written (copy on write):
+    tensors in shared memory (``share_memory_()``: a cache every worker fills) and arrays on memory NumPy did
+    not allocate (a memory-mapped file, an ``mp.Array``) stay shared after a write too, so they are shared
+    here; and so is the bulk of the data (arrays of at least SHARED_FROM_BYTES), which a copy for every worker
+    every pass would take longer to make than the pass (MNIST's 188 MB). A worker that writes into those in
+    place writes the main process's (PyTorch's would write its own copy); smaller arrays, the state a dataset
+    keeps beside its data, are copied."""
+    memo, seen, pending = {}, set(), [dataset]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (Tensor, numpy.ndarray)):
+            array = item._data if isinstance(item, Tensor) else item
+            if not isinstance(array, numpy.ndarray) or array.nbytes >= SHARED_FROM_BYTES \
+                    or _owner(array).base is not None:  # (a shared tensor's memory is a segment: an mmap)
+                memo[id(item)] = item
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
+        elif not isinstance(item, (type, types.ModuleType, types.FunctionType)) and hasattr(item, "__dict__"):
+            pending.extend(vars(item).values())
+    return memo
