@@ -221,6 +221,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "trace": ".trace",
     "transforms": ".transforms",
     "utils": ".utils",
+    "multiprocessing": ".multiprocessing",
     "viz": ".viz",
     "vmap": ".func:vmap",
     "profiler": ".profiler",
@@ -246,3 +247,13 @@ def __getattr__(name):
     if registered is not None and (value is registered or getattr(registered, "__wrapped__", None) is value):
         value = globals()[name] = _refusing_arrays(registered)
     return value
+
+
+# In a process multiprocessing started (a spawned worker: it has unpickled its task with multiprocessing's
+# pickler) or a program that imported multiprocessing first, tensors cross process boundaries by their shared
+# memory from here on, as after PyTorch's import torch; elsewhere, importing autograd.multiprocessing does it
+# (multiprocessing costs about 9 ms to import, more than a program that never starts a process should pay).
+if "multiprocessing.reduction" in __import__("sys").modules:
+    from .multiprocessing import reductions as _reductions
+
+    _reductions.init_reductions()

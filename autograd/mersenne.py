@@ -43,6 +43,8 @@ class TorchStream:
         self.next_normal = None  # Box-Muller's second value, kept for the next single draw (PyTorch's cache)
 
     def __getattr__(self, name):
+        if name == "numpy":  # (not set yet: an instance being copied or unpickled, which has no stream to ask)
+            raise AttributeError(name)
         return getattr(self.numpy, name)
 
     def position(self):

@@ -58,7 +58,7 @@ def segment_of(array):
     is not shared."""
     if backend.xp is not numpy or not isinstance(array, numpy.ndarray):
         return None
-    owner = _owner(array)
+    owner = memory_owner(array)
     buffer = owner.base.obj if isinstance(owner.base, memoryview) else owner.base
     if not isinstance(buffer, Segment):
         return None
@@ -82,7 +82,7 @@ def share_memory_(tensor):
     base = tensor._base if tensor._base is not None else tensor
     if is_shared(base):
         return tensor
-    owner = _owner(base._data)
+    owner = memory_owner(base._data)
     if not (owner.flags.c_contiguous or owner.flags.f_contiguous):  # (memory NumPy does not own: a copy of x)
         owner = base._data = numpy.ascontiguousarray(base._data)
     segment = Segment.new(owner.nbytes)
@@ -93,14 +93,14 @@ def share_memory_(tensor):
         holders.append(tensor)
     for holder in holders:
         array = holder._data
-        if _owner(array) is owner:  # the same numbers, at the same place in the segment
+        if memory_owner(array) is owner:  # the same numbers, at the same place in the segment
             moved = segment.array(array.shape, array.dtype, array.ctypes.data - start, array.strides)
             moved.flags.writeable = array.flags.writeable
             holder._data = moved
     return tensor
 
 
-def _owner(array):
+def memory_owner(array):
     """The array that owns ``array``'s memory (itself, or the base its views lead to)."""
     while isinstance(array.base, numpy.ndarray):
         array = array.base

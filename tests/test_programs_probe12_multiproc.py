@@ -140,8 +140,6 @@ def test_a_datasets_own_generator_and_cache_are_copied_into_each_worker(num_work
         np.testing.assert_array_equal(first, second)
 
 
-@pytest.mark.xfail(strict=True, reason="autograd.Generator cannot be deep-copied (RecursionError in "
-                   "mersenne.TorchStream.__getattr__), so a worker cannot have its own copy of a dataset's generator")
 def test_a_datasets_own_torch_generator_is_copied_into_each_worker():
     def program(m):
         torch = m.torch
@@ -796,10 +794,7 @@ def producer_consumer(name, method):
 
 
 @posix_only
-@pytest.mark.parametrize("method", ["fork", pytest.param("spawn", marks=pytest.mark.xfail(
-    strict=True, reason="a spawned child that imported autograd but not autograd.multiprocessing pickles the tensors "
-    "it puts on a queue by value (PyTorch registers its reductions at import torch): the consumer's writes miss "
-    "the producer's tensors; autograd/__init__.py should import .multiprocessing"))])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_producer_consumer_through_a_queue(method):
     ours = producer_consumer("autograd", method)
     assert ours[1] == [("Parameter", True, True, True, (2, 4), (1, 4))]

@@ -25,7 +25,7 @@ import types
 import numpy
 
 from ...random import swap_default_stream
-from ...shared_memory import _owner
+from ...shared_memory import memory_owner
 from ...tensor import Tensor
 
 _current = None  # the WorkerInfo of the worker making a batch now; None in the main process
@@ -187,7 +187,7 @@ def _kept_shared(dataset):
         if isinstance(item, (Tensor, numpy.ndarray)):
             array = item._data if isinstance(item, Tensor) else item
             if not isinstance(array, numpy.ndarray) or array.nbytes >= SHARED_FROM_BYTES \
-                    or _owner(array).base is not None:  # (a shared tensor's memory is a segment: an mmap)
+                    or memory_owner(array).base is not None:  # (a shared tensor's memory is a segment: an mmap)
                 memo[id(item)] = item
         elif isinstance(item, dict):
             pending.extend(item.values())
