@@ -41,6 +41,7 @@ import zipfile
 import numpy
 
 from .backend import to_numpy, xp
+from .device import device as _device
 from .safe_globals import (  # noqa: F401  (torch.serialization's names for them: add_safe_globals, ...)
     add_safe_globals,
     allowed,
@@ -111,6 +112,10 @@ def _encode(obj, written):
         return {"dtype": obj.name}
     if isinstance(obj, bytes):
         return {"bytes": obj.hex()}
+    if isinstance(obj, complex):
+        return {"complex": [obj.real, obj.imag]}
+    if isinstance(obj, _device):  # (a checkpoint's record of where it trained: torch.load gives it back too)
+        return {"device": str(obj)}
     if isinstance(obj, argparse.Namespace):  # a run's arguments, which training scripts save beside the weights
         return {"namespace": _encode(vars(obj), written)["dict"]}
     if isinstance(obj, dict):
@@ -188,6 +193,10 @@ def _decode(node, read):
         return dtype
     if "bytes" in node:
         return bytes.fromhex(node["bytes"])
+    if "complex" in node:
+        return complex(*node["complex"])
+    if "device" in node:
+        return _device(node["device"])
     if "namespace" in node:  # (argparse's plain record of names: making one runs no code from the file)
         return argparse.Namespace(**{key: _decode(value, read) for key, value in node["namespace"]})
     if "enum" in node:

@@ -115,3 +115,13 @@ def test_a_pytorch_checkpoint_with_a_dataclass(tmp_path):
     ours = autograd.load(path)
     assert ours["config"] == theirs["config"] == TrainConfig(0.5, [8])
     assert ours["weight"].tolist() == [1.0, 1.0]
+
+
+def test_devices_and_complex_numbers_round_trip_without_any_allowance():
+    """What torch.load(weights_only=True) reads without being asked: a device a checkpoint records, a complex."""
+    buffer = io.BytesIO()
+    autograd.save({"device": autograd.device("cpu"), "other": autograd.device("cuda", 1), "z": 1 - 2.5j}, buffer)
+    buffer.seek(0)
+    loaded = autograd.load(buffer)
+    assert loaded["device"] == autograd.device("cpu") and loaded["other"] == autograd.device("cuda", 1)
+    assert loaded["z"] == complex(1, -2.5)
