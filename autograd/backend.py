@@ -194,9 +194,7 @@ def strided_view(array, shape, strides, dtype=None, writeable=True):
     try:
         view = numpy.ndarray(shape, dtype, array, 0, strides)  # array exports its buffer when it is contiguous
     except (TypeError, ValueError, BufferError):
-        owner = array
-        while isinstance(owner.base, numpy.ndarray):
-            owner = owner.base
+        owner = memory_owner(array)
         try:
             view = numpy.ndarray(shape, dtype, owner, array.ctypes.data - owner.ctypes.data, strides)
         except (TypeError, ValueError, BufferError):  # (an owner that exports no buffer)
@@ -206,6 +204,15 @@ def strided_view(array, shape, strides, dtype=None, writeable=True):
     if not (writeable and array.flags.writeable):
         view.flags.writeable = False
     return view
+
+
+def memory_owner(array):
+    """The array that owns the memory ``array`` shows: itself, or the array its views' bases lead back to (of
+    NumPy's or the array module's kind, as ``array`` is)."""
+    kind = numpy.ndarray if isinstance(array, numpy.ndarray) else xp.ndarray
+    while isinstance(array.base, kind):
+        array = array.base
+    return array
 
 
 def address(array):

@@ -21,6 +21,7 @@ import weakref
 import numpy
 
 from . import backend
+from .backend import memory_owner
 
 
 class Segment(mmap.mmap):
@@ -98,10 +99,3 @@ def share_memory_(tensor):
             moved.flags.writeable = array.flags.writeable
             holder._data = moved
     return tensor
-
-
-def memory_owner(array):
-    """The array that owns ``array``'s memory (itself, or the base its views lead to)."""
-    while isinstance(array.base, numpy.ndarray):
-        array = array.base
-    return array

@@ -9,7 +9,7 @@ import warnings
 import numpy
 
 from . import backend
-from .backend import address, bfloat16, xp
+from .backend import address, bfloat16, memory_owner
 from .constants import memory_format
 from .ops import bind_tensor_methods
 from .ops.axes import dim_index
@@ -34,17 +34,10 @@ def stride(self, dim=None):
     return strides if dim is None else strides[dim_index(dim, array.ndim)]
 
 
-def _memory(array):
-    """The array that owns the memory ``array`` shows (itself, or the base its views lead back to)."""
-    while isinstance(array.base, xp.ndarray):
-        array = array.base
-    return array
-
-
 @names("storage_offset", function=False)
 def storage_offset(self):
     """Where this tensor's first element lies in the memory it shares, in elements."""
-    return (data_ptr(self) - address(_memory(self._data))) // self._data.itemsize
+    return (data_ptr(self) - address(memory_owner(self._data))) // self._data.itemsize
 
 
 class UntypedStorage:
@@ -77,7 +70,7 @@ class UntypedStorage:
 
 @names("untyped_storage", function=False)
 def untyped_storage(self):
-    return UntypedStorage(_memory(self._data))
+    return UntypedStorage(memory_owner(self._data))
 
 
 @names("storage", function=False)
@@ -86,7 +79,7 @@ def storage(self):
                   "storage class. This should only matter to you if you are using storages directly.  To access "
                   "UntypedStorage directly, use tensor.untyped_storage() instead of tensor.storage()", UserWarning,
                   stacklevel=2)
-    return UntypedStorage(_memory(self._data), self._data.itemsize)
+    return UntypedStorage(memory_owner(self._data), self._data.itemsize)
 
 
 @names("to_dense", function=False)

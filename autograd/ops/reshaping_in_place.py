@@ -10,7 +10,7 @@ grad refuses and the version counter moves on.
 
 import warnings
 
-from ..backend import xp
+from ..backend import memory_owner, xp
 from ..graph import enable_grad
 from ..size import Size, sizes_argument
 from ..tensor import Tensor
@@ -106,9 +106,7 @@ def resize_(input, *sizes, size=None, memory_format=None):
 def _storage_from(input):
     """The memory from input's first element to the end of the array it lives in, in order (PyTorch's
     storage from the storage offset): a shrunk tensor resized back shows its old elements again."""
-    root = input._data
-    while isinstance(root.base, xp.ndarray):
-        root = root.base
+    root = memory_owner(input._data)
     if not root.flags.c_contiguous:
         return input._data.reshape(-1)
     return root.reshape(-1)[input.storage_offset():]

@@ -16,7 +16,7 @@ replaced by src's, so dL/dsrc = dL/dy at those elements and dL/dinput = dL/dy wi
 ``x.as_strided_(...)`` and ``autograd.as_strided_`` make x itself that view (reshaping_in_place.py).
 """
 
-from ..backend import address, int64, xp
+from ..backend import address, int64, memory_owner, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
@@ -25,9 +25,7 @@ from .names import names
 
 def _root(array):
     """The array whose memory ``array`` shows, and array's first element's place in it (elements)."""
-    root = array
-    while isinstance(root.base, xp.ndarray):
-        root = root.base
+    root = memory_owner(array)
     offset = address(array) - address(root)
     return root, offset // array.itemsize
 

@@ -24,8 +24,8 @@ import types
 
 import numpy
 
+from ...backend import memory_owner
 from ...random import swap_default_stream
-from ...shared_memory import memory_owner
 from ...tensor import Tensor
 
 _current = None  # the WorkerInfo of the worker making a batch now; None in the main process
