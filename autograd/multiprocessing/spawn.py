@@ -15,8 +15,6 @@ import warnings
 
 
 class ProcessException(Exception):
-    __slots__ = ("error_index", "error_pid")
-
     def __init__(self, msg, error_index, pid):
         super().__init__(msg)
         self.msg = msg
@@ -33,8 +31,6 @@ class ProcessRaisedException(ProcessException):
 
 class ProcessExitedException(ProcessException):
     """A spawned process exited with a non-zero code, or was killed by a signal."""
-
-    __slots__ = ("exit_code",)
 
     def __init__(self, msg, error_index, error_pid, exit_code, signal_name=None):
         super().__init__(msg, error_index, error_pid)

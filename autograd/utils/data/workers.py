@@ -101,8 +101,9 @@ class Worker:
             self.stream = iter(self.dataset)
 
     def make(self, make_batch, *args):
-        """``make_batch(self.dataset, *args)`` in this worker; an exception is raised again as PyTorch's
-        loader raises a worker's: its class, with a message naming the worker and holding its traceback."""
+        """``make_batch(self, *args)`` in this worker (it reads the worker's dataset or stream); an exception
+        is raised again as PyTorch's loader raises a worker's: its class, with a message naming the worker and
+        holding its traceback."""
         with self:
             try:
                 if self.failure is not None:
