@@ -253,7 +253,9 @@ def __getattr__(name):
 # pickler) or a program that imported multiprocessing first, tensors cross process boundaries by their shared
 # memory from here on, as after PyTorch's import torch; elsewhere, importing autograd.multiprocessing does it
 # (multiprocessing costs about 9 ms to import, more than a program that never starts a process should pay).
-if "multiprocessing.reduction" in __import__("sys").modules:
+import sys as _sys  # noqa: E402  (under a private name: not an attribute programs would find on autograd)
+
+if "multiprocessing.reduction" in _sys.modules:
     from .multiprocessing import reductions as _reductions
 
     _reductions.init_reductions()
