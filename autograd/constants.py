@@ -21,8 +21,9 @@ newaxis = None  # torch.newaxis, NumPy's: x[:, autograd.newaxis] adds a dim of s
 
 
 class layout:
-    """How a tensor's elements lie in memory (torch.layout): every tensor here is ``strided``, a dense
-    array (there are no sparse layouts)."""
+    """How a tensor's elements lie in memory (torch.layout): a Tensor is ``strided``, a dense array; a sparse
+    tensor (``autograd.sparse``) is ``sparse_coo``. The compressed layouts are names only: nothing here
+    has them."""
 
     def __init__(self, name):
         self.name = name
@@ -32,6 +33,9 @@ class layout:
 
 
 strided = layout("strided")
+sparse_coo = layout("sparse_coo")
+sparse_csr, sparse_csc = layout("sparse_csr"), layout("sparse_csc")
+sparse_bsr, sparse_bsc = layout("sparse_bsr"), layout("sparse_bsc")
 
 
 class memory_format:  # noqa: N801  (torch.memory_format's name)

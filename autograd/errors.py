@@ -49,6 +49,10 @@ def refuse_unbroadcastable(*shapes):
 
 def not_a_tensor(where, i, argument):
     """The NotATensorError for positional argument i (from 0) of ``where``."""
+    if getattr(argument, "is_sparse", False) is True:  # (PyTorch's error for an op with no sparse kernel)
+        return NotImplementedError(f"Could not run '{where}' with arguments from the 'SparseCPU' backend: argument "
+                                   f"{i + 1} is a sparse tensor (size {tuple(argument.shape)}), which {where} does "
+                                   "not take; call .to_dense() first")
     kind = f"{type(argument).__module__}.{type(argument).__name__}".removeprefix("builtins.")
     shape = getattr(argument, "shape", None)
     if shape is None:

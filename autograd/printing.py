@@ -250,3 +250,26 @@ def tensor_repr(tensor):
     if tangent is not None:  # a dual tensor (forward mode): its tangent, printed as a tensor
         suffixes.append(f"tangent={tensor_repr(tangent)}")
     return _with_suffixes(prefix + text, suffixes, indent)
+
+
+def sparse_repr(sparse):
+    """PyTorch's text for a sparse COO tensor: its indices and values (numbers only: the dtype is said once, after
+    the size), then size, nnz, dtype, layout and the graph."""
+    def part(name, tensor, indent):
+        array = backend.to_numpy(tensor._data)
+        if array.size == 0:
+            return f"{name}=tensor([], size={tuple(array.shape)})"
+        return f"{name}=tensor({_body(array, indent + len(name) + len('=tensor('))})"
+
+    suffixes = [f"size={tuple(sparse.shape)}", f"nnz={sparse._nnz()}"]
+    if sparse.dtype not in (backend.get_default_dtype(), backend.int64, backend.bool_):
+        suffixes.append(f"dtype={sparse.dtype}")
+    suffixes.append("layout=torch.sparse_coo")
+    values = sparse._values_tensor
+    if values.grad_fn is not None:
+        suffixes.append(f"grad_fn={values.grad_fn!r}")
+    elif values.requires_grad:
+        suffixes.append("requires_grad=True")
+    text = (f"tensor({part('indices', sparse._indices_tensor, len('tensor('))},\n"
+            f"       {part('values', values, 7)},\n       {suffixes[0]}")
+    return _with_suffixes(text, suffixes[1:], 7)

@@ -557,7 +557,11 @@ def _operand(value, like):
     the dtype of a tensor of its own category or above (PyTorch's rule): float32 stays
     float32, an int32 tensor plus 1 stays int32; a number of a higher category takes that
     category's default (an integer tensor times 0.5 gives the default float dtype)."""
-    return value if isinstance(value, Tensor) else Tensor._make(_operand_array(value, like))
+    if isinstance(value, Tensor):
+        return value
+    if getattr(value, "is_sparse", False) is True:  # dense op sparse: the sparse operand as the dense tensor it is
+        return value.to_dense()
+    return Tensor._make(_operand_array(value, like))
 
 
 def _operand_array(value, like):

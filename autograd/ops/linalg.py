@@ -61,6 +61,10 @@ def matmul(input, other, *, out=None):
         return write_out(matmul(input, other), out)
     a, b = input, other
     if type(a) is not Tensor or type(b) is not Tensor:  # (a number, a subclass: the rare case, tested once)
+        if getattr(a, "is_sparse", False) is True:  # a sparse factor (autograd.sparse) has its own product
+            return a.__matmul__(b)
+        if getattr(b, "is_sparse", False) is True:
+            return b.__rmatmul__(a)
         a, b = a if isinstance(a, Tensor) else _operand(a, b), b if isinstance(b, Tensor) else _operand(b, a)
     A, B = a._data, b._data  # (the checks read the arrays: they run before every product)
     if A.dtype is not B.dtype and A.dtype != B.dtype:

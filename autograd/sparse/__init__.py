@@ -1,0 +1,17 @@
+"""``torch.sparse``: products, sums and softmaxes of sparse COO tensors (see ``autograd.sparse.coo``), and the
+legacy constructors ``FloatTensor(indices, values, size)`` and kin that older programs (pygcn) build
+adjacency matrices with."""
+
+from .. import backend
+from .coo import SparseTensor, legacy_constructor, sparse_coo_tensor
+from .products import addmm, mm
+from .reductions import log_softmax, softmax, sum  # noqa: A004
+
+FloatTensor = legacy_constructor(backend.float32)
+DoubleTensor = legacy_constructor(backend.float64)
+HalfTensor = legacy_constructor(backend.float16)
+LongTensor = legacy_constructor(backend.int64)
+IntTensor = legacy_constructor(backend.int32)
+
+__all__ = ["DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor", "LongTensor", "SparseTensor", "addmm",
+           "log_softmax", "mm", "softmax", "sparse_coo_tensor", "sum"]

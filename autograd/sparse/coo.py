@@ -1,0 +1,496 @@
+"""Sparse tensors in PyTorch's COO layout: the nonzero entries of a big, mostly empty tensor, as
+the positions where they are (``indices``) and what is there (``values``).
+
+A graph with n nodes and E edges is an adjacency matrix A (n x n) with E nonzeros. A graph
+convolution (Kipf and Welling's, the pygcn program) computes Â H W, where the product with the
+sparse Â costs one multiply-add per edge instead of n² of them:
+
+    (A X)[i] = Σ_{k : (i, k) ∈ indices} A[i, k] X[k]
+
+A sparse tensor here keeps its ``values`` as an ordinary Tensor of the graph, so every
+operation below is written with dense ops on the values (``index_add``, ``index_select``,
+``index_put``) and gradients flow without a backward of its own:
+
+    dL/dvalues[e] = dL/dY[i_e] · X[k_e]          dL/dX[k] = Σ_{e : k_e = k} values[e] dL/dY[i_e]
+
+which is what ``index_add``'s and ``index_select``'s derivatives give. A sparse leaf's ``.grad``
+is the sparse tensor of dL/dvalues at its own indices (PyTorch's is that too).
+
+Uncoalesced tensors may repeat an index; their entries add (``to_dense``, products and sums
+read them so). ``coalesce()`` sorts the indices and sums repeats. Ops that are not linear
+in the values (``sqrt``, ``softmax``) coalesce first, as PyTorch's do.
+
+Dense ops given a sparse tensor raise PyTorch's NotImplementedError for the sparse backend,
+except for ``+`` and ``*`` with a dense tensor, which give a dense sum or a sparse product.
+"""
+
+import math
+import warnings
+
+import numpy
+
+from .. import backend
+from ..constants import sparse_coo
+from ..primitive import named_node
+from ..size import Size
+from ..tensor import Tensor, tensor_from
+
+
+def _index_tensor(indices):
+    """The indices as an int64 tensor (lists, arrays, int32 and float tensors are converted, as PyTorch's)."""
+    indices = indices.detach() if isinstance(indices, Tensor) else tensor_from(indices)
+    if indices.dtype != backend.int64:
+        indices = indices.to(backend.int64)
+    return indices
+
+
+def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pin_memory=False, requires_grad=False,
+                      check_invariants=None, is_coalesced=None):
+    """A sparse COO tensor with ``values[e]`` at position ``indices[:, e]`` (``torch.sparse_coo_tensor``).
+
+    indices: (sparse_dim, nnz) integers; values: (nnz, *dense_sizes). ``size`` defaults to one past the largest
+    index in each sparse dim, followed by the values' own sizes. The indices are always checked against ``size``
+    (PyTorch checks only with ``check_invariants=True``, and reads past its memory otherwise)."""
+    from ..device import resolve
+
+    resolve(device)
+    indices = _index_tensor(indices)
+    if isinstance(values, Tensor):
+        values = values if dtype is None or values.dtype == dtype else values.to(dtype)
+    else:
+        values = tensor_from(values, dtype)
+    if indices.ndim != 2:
+        raise RuntimeError(f"indices must be sparse_dim x nnz, but got: {list(indices.shape)}")
+    if indices.shape[1] != values.shape[0]:
+        raise RuntimeError(f"indices and values must have same nnz, but got nnz from indices: {indices.shape[1]}, "
+                           f"nnz from values: {values.shape[0]}")
+    sparse_dim = indices.shape[0]
+    positions = indices._data
+    if size is None:
+        sparse_sizes = tuple(int(row.max()) + 1 if row.size else 0 for row in positions)
+        size = sparse_sizes + tuple(values.shape[1:])
+    size = Size(size)
+    if len(size) != sparse_dim + values.ndim - 1:
+        raise RuntimeError(f"'len(size) == sparse_dim + dense_dim' is not satisfied: len(size) = {len(size)}, "
+                           f"sparse_dim = {sparse_dim}, dense_dim = {values.ndim - 1}")
+    if tuple(size[sparse_dim:]) != tuple(values.shape[1:]):
+        raise RuntimeError(f"values has incorrect size, expected {list(size[sparse_dim:])} for its dense dims, "
+                           f"got {list(values.shape[1:])} (values of shape {list(values.shape)})")
+    if positions.size:
+        for dim, row in enumerate(positions):
+            lowest, highest = int(row.min()), int(row.max())
+            if lowest < 0:
+                raise RuntimeError(f"found negative index {lowest} for dim {dim}")
+            if highest >= size[dim]:
+                raise RuntimeError(f"size is inconsistent with indices: for dim {dim}, size is {size[dim]} but "
+                                   f"found index {highest}")
+    if requires_grad:  # a leaf: its .grad is dL/dvalues at these indices
+        values = values.detach().requires_grad_()
+    elif values.requires_grad:  # made from values of a graph: not a leaf, gradients flow back to them
+        values = named_node(values.view(values.shape), None, "SparseCooTensorWithDimsAndTensorsBackward0")
+    coalesced = values.shape[0] <= 1 if is_coalesced is None else bool(is_coalesced)
+    return SparseTensor(indices, values, size, coalesced)
+
+
+class SparseTensor:
+    """A sparse COO tensor (PyTorch's ``layout=torch.sparse_coo``). Made by ``autograd.sparse_coo_tensor``,
+    ``dense.to_sparse()`` or the legacy ``autograd.sparse.FloatTensor(indices, values, size)``."""
+
+    is_sparse = True
+    is_sparse_csr = False
+    layout = sparse_coo
+    __array_priority__ = 2000  # ndarray op sparse calls the sparse tensor's reflected operator
+
+    def __init__(self, indices, values, size, coalesced=False):
+        self._indices_tensor, self._values_tensor = indices, values
+        self._size, self._coalesced = Size(size), coalesced
+
+    # -- what it is ----------------------------------------------------------------------------------------
+
+    @property
+    def shape(self):
+        return self._size
+
+    def size(self, dim=None):
+        return self._size if dim is None else self._size[dim]
+
+    def dim(self):
+        return len(self._size)
+
+    ndim = property(dim)
+
+    def numel(self):
+        return math.prod(self._size)
+
+    def __len__(self):
+        if not self._size:
+            raise TypeError("len() of a 0-d tensor")
+        return self._size[0]
+
+    @property
+    def dtype(self):
+        return self._values_tensor.dtype
+
+    @property
+    def device(self):
+        return self._values_tensor.device
+
+    is_cuda = property(lambda self: self._values_tensor.is_cuda)
+
+    def sparse_dim(self):
+        return self._indices_tensor.shape[0]
+
+    def dense_dim(self):
+        return self._values_tensor.ndim - 1
+
+    def _nnz(self):
+        return self._values_tensor.shape[0]
+
+    def is_coalesced(self):
+        return self._coalesced
+
+    def _indices(self):
+        return self._indices_tensor
+
+    def _values(self):
+        return self._values_tensor.detach()
+
+    def indices(self):
+        self._refuse_uncoalesced("indices")
+        return self._indices_tensor
+
+    def values(self):
+        """The values, differentiable (as PyTorch's, for a coalesced tensor only)."""
+        self._refuse_uncoalesced("values")
+        return self._values_tensor
+
+    def _refuse_uncoalesced(self, what):
+        if not self._coalesced:
+            raise RuntimeError(f"Cannot get {what} on an uncoalesced tensor, please call .coalesce() first")
+
+    # -- the graph: a sparse tensor's gradient lives on its values ------------------------------------------
+
+    @property
+    def requires_grad(self):
+        return self._values_tensor.requires_grad
+
+    def requires_grad_(self, requires_grad=True):
+        self._values_tensor.requires_grad_(requires_grad)
+        return self
+
+    @property
+    def is_leaf(self):
+        return self._values_tensor.is_leaf
+
+    @property
+    def grad_fn(self):
+        return self._values_tensor.grad_fn
+
+    @property
+    def grad(self):
+        """dL/dself of a sparse leaf, as PyTorch's: dL/dA (A the dense tensor it stands for) at the positions it
+        has, coalesced; None before backward. Each entry's dL/dvalues[e] is dL/dA at its position, so an index
+        given twice has the same gradient twice: the first is taken."""
+        grad = self._values_tensor.grad
+        if grad is None or self._coalesced:
+            return None if grad is None else SparseTensor(self._indices_tensor, grad, self._size, True)
+        indices, first = self._coalesced_positions(return_index=True)
+        return SparseTensor(indices, grad.detach().index_select(0, tensor_from(first)), self._size, True)
+
+    def _coalesced_positions(self, return_index=False):
+        """The sorted unique indices, and for each entry which of them it is (or, with ``return_index``, for
+        each unique index its first entry)."""
+        positions = self._indices_tensor._data
+        sparse_sizes = tuple(self._size[:self.sparse_dim()])
+        linear = numpy.ravel_multi_index(tuple(positions), sparse_sizes) if positions.size else \
+            numpy.zeros(0, dtype=numpy.int64)
+        unique, first, inverse = numpy.unique(linear, return_index=True, return_inverse=True)
+        indices = tensor_from(numpy.stack(numpy.unravel_index(unique, sparse_sizes)).astype(numpy.int64).reshape(
+            len(sparse_sizes), len(unique)))
+        which = first if return_index else inverse
+        return indices, which.reshape(-1).astype(numpy.int64)
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            raise RuntimeError("a sparse tensor's grad can only be set to None here")
+        self._values_tensor.grad = None
+
+    def detach(self):
+        return SparseTensor(self._indices_tensor, self._values_tensor.detach(), self._size, self._coalesced)
+
+    def clone(self):
+        return SparseTensor(self._indices_tensor.clone(), self._values_tensor.clone(), self._size, self._coalesced)
+
+    def _with_values(self, values, coalesced=None):
+        """The same positions holding ``values``."""
+        return SparseTensor(self._indices_tensor, values, self._size,
+                            self._coalesced if coalesced is None else coalesced)
+
+    # -- conversions -----------------------------------------------------------------------------------------
+
+    def to(self, *args, **kwargs):
+        """Another dtype (the device stays the one tensors live on), as ``Tensor.to``."""
+        values = self._values_tensor.to(*args, **kwargs)
+        return self if values is self._values_tensor else self._with_values(values)
+
+    def type(self, dtype=None):
+        return self.to(dtype)
+
+    def float(self):
+        return self.to(backend.float32)
+
+    def double(self):
+        return self.to(backend.float64)
+
+    def half(self):
+        return self.to(backend.float16)
+
+    def long(self):
+        return self.to(backend.int64)
+
+    def int(self):
+        return self.to(backend.int32)
+
+    def cpu(self):
+        return self._with_values(self._values_tensor.cpu())
+
+    def cuda(self, *args, **kwargs):
+        return self._with_values(self._values_tensor.cuda(*args, **kwargs))
+
+    def to_sparse(self, sparse_dim=None, *, layout=None):
+        _refuse_layout(layout)
+        if sparse_dim is not None and sparse_dim != self.sparse_dim():
+            raise RuntimeError(f"to_sparse: sparse_dim argument must match the sparse_dim of the input "
+                               f"({sparse_dim} vs {self.sparse_dim()}) for a sparse tensor")
+        return self
+
+    to_sparse_coo = to_sparse
+
+    def _positions(self):
+        """The indices as a tuple of index tensors, one per sparse dim (what ``x[positions]`` reads)."""
+        return tuple(self._indices_tensor.unbind(0))
+
+    def to_dense(self, dtype=None, *, masked_grad=None):
+        """The dense tensor: zeros, plus each value at its position (repeated positions add)."""
+        values = self._values_tensor if dtype is None else self._values_tensor.to(dtype)
+        dense = values.new_zeros(tuple(self._size))
+        return dense.index_put(self._positions(), values, accumulate=True)
+
+    def coalesce(self):
+        """The same tensor with its indices sorted (row-major) and repeated positions summed into one entry."""
+        if self._coalesced:
+            return self
+        indices, inverse = self._coalesced_positions()
+        values = self._values_tensor
+        summed = values.new_zeros((indices.shape[1],) + tuple(values.shape[1:])).index_add(
+            0, tensor_from(inverse), values)
+        return SparseTensor(indices, summed, self._size, True)
+
+    def select(self, dim, index):
+        """The entries at ``index`` along sparse dim ``dim``, without that dim (a sparse tensor; a dense one
+        once no sparse dim is left)."""
+        dim = dim % self.dim()
+        if dim >= self.sparse_dim():
+            raise NotImplementedError("select: selecting along a dense dim of a sparse tensor is not built here")
+        if not -self._size[dim] <= index < self._size[dim]:
+            raise IndexError(f"select(): index {index} out of range for tensor of size {list(self._size)} at "
+                             f"dimension {dim}")
+        index %= self._size[dim]
+        chosen = tensor_from(numpy.flatnonzero(self._indices_tensor._data[dim] == index))
+        values = self._values_tensor.index_select(0, chosen)
+        kept = [d for d in range(self.sparse_dim()) if d != dim]
+        size = [s for d, s in enumerate(self._size) if d != dim]
+        if not kept:
+            return values.sum(0)
+        return SparseTensor(self._indices_tensor[kept].index_select(1, chosen), values, size, self._coalesced)
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            return self.select(0, index)
+        raise NotImplementedError(f"indexing a sparse tensor with {index!r} is not built here (an int selects "
+                                  f"along dim 0); call .to_dense() first")
+
+    # (the products, mm and @, are bound by autograd.sparse.products; the sums and softmaxes by .reductions)
+
+    def t(self):
+        if self.sparse_dim() > 2 or self.dim() > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 sparse and 0 dense dimensions, but got "
+                               f"{self.sparse_dim()} sparse and {self.dense_dim()} dense dimensions")
+        return self if self.dim() < 2 else self.transpose(0, 1)
+
+    def transpose(self, dim0, dim1):
+        n = self.sparse_dim()
+        dim0, dim1 = dim0 % self.dim(), dim1 % self.dim()
+        if dim0 >= n or dim1 >= n:
+            raise RuntimeError(f"transpose: a sparse tensor's sparse and dense dims cannot be swapped (dims {dim0} "
+                               f"and {dim1}, {n} sparse dims)")
+        order = list(range(n))
+        order[dim0], order[dim1] = order[dim1], order[dim0]
+        size = list(self._size)
+        size[dim0], size[dim1] = size[dim1], size[dim0]
+        return SparseTensor(self._indices_tensor[order], self._values_tensor, size, dim0 == dim1 and self._coalesced)
+
+    # -- arithmetic ------------------------------------------------------------------------------------------
+
+    def __mul__(self, other):
+        """sparse × number (or 0-d tensor): the values scaled; × a dense tensor of its shape or another sparse
+        tensor: sparse, nonzero only where both are."""
+        if isinstance(other, SparseTensor):
+            _refuse_other_shape(self, other, "mul")
+            return (self.to_dense() * other.to_dense()).to_sparse(self.sparse_dim())
+        if isinstance(other, Tensor) and other.ndim > 0:
+            _refuse_other_shape(self, other, "mul")
+            return self._with_values(self._values_tensor * other[self._positions()])
+        return self._with_values(self._values_tensor * other)
+
+    __rmul__ = mul = __mul__
+
+    def __truediv__(self, other):
+        if isinstance(other, (SparseTensor, Tensor)) and getattr(other, "ndim", 0) > 0:
+            raise RuntimeError("div(sparse, tensor) divides only by a number or a 0-d tensor here (dividing by "
+                               "the zeros of a dense tensor would make the result dense)")
+        return self._with_values(self._values_tensor / other)
+
+    div = __truediv__
+
+    def __neg__(self):
+        return self._with_values(-self._values_tensor)
+
+    neg = __neg__
+
+    def __add__(self, other, *, alpha=1):
+        """sparse + sparse (of one shape): the entries of both, coalesced; sparse + dense raises, as PyTorch's
+        (dense + sparse is dense)."""
+        if isinstance(other, SparseTensor):
+            _refuse_other_shape(self, other, "add")
+            other_values = other._values_tensor if alpha == 1 else other._values_tensor * alpha
+            indices = tensor_from(numpy.concatenate([self._indices_tensor._data, other._indices_tensor._data], 1))
+            values = _cat_values(self._values_tensor, other_values)
+            return SparseTensor(indices, values, self._size).coalesce()
+        raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
+
+    add = __add__
+
+    def __radd__(self, other):
+        return _dense(other) + self.to_dense()
+
+    def __sub__(self, other):
+        return self.__add__(other, alpha=-1)
+
+    sub = __sub__
+
+    def __rsub__(self, other):
+        return _dense(other) - self.to_dense()
+
+    def __pow__(self, exponent):
+        return self.pow(exponent)
+
+    def pow(self, exponent):
+        if not isinstance(exponent, (int, float)) or exponent <= 0:
+            raise RuntimeError(f"pow: a sparse tensor is raised only to a positive number (0 ** {exponent} is not "
+                               f"0), got {exponent!r}")
+        coalesced = self.coalesce()
+        return coalesced._with_values(coalesced._values_tensor ** exponent)
+
+    # -- functions with f(0) = 0, applied to the values (PyTorch's sparse kernels; repeated positions summed first,
+    # as f(a) + f(b) is not f(a + b)) ------------------------------------------------------------------------------
+
+    def _zero_preserving(name, linear=False):
+        def op(self, *args, **kwargs):
+            source = self if linear else self.coalesce()
+            return source._with_values(getattr(source._values_tensor, name)(*args, **kwargs))
+
+        op.__name__ = op.__qualname__ = name
+        op.__doc__ = f"``{name}`` of each value (the missing entries stay 0, as {name}(0) = 0)."
+        return op
+
+    for _name in ("abs", "sqrt", "square", "sin", "sinh", "tan", "tanh", "asin", "asinh", "atan", "atanh", "relu",
+                  "sign", "sgn", "expm1", "log1p", "erf", "erfinv", "trunc", "floor", "ceil", "round", "frac",
+                  "signbit", "isnan", "isinf", "nan_to_num"):
+        locals()[_name] = _zero_preserving(_name)
+    deg2rad, rad2deg = _zero_preserving("deg2rad", True), _zero_preserving("rad2deg", True)
+    del _name, _zero_preserving
+
+    # -- what PyTorch has no sparse kernel for ---------------------------------------------------------------
+
+    def __getattr__(self, name):
+        if name.startswith("__") or not hasattr(Tensor, name):
+            raise AttributeError(f"'SparseTensor' object has no attribute {name!r}")
+        raise NotImplementedError(f"Could not run 'aten::{name}' with arguments from the 'SparseCPU' backend: "
+                                  f"{name} is not defined for sparse tensors (a tensor of layout torch.sparse_coo, "
+                                  f"size {tuple(self._size)}); call .to_dense() first")
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError(f"a sparse tensor (size {tuple(self._size)}, nnz {self._nnz()}) has no dense array; call "
+                        f".to_dense() first")
+
+    def __bool__(self):
+        raise RuntimeError("the truth value of a sparse tensor is not defined")
+
+    def __repr__(self):
+        from ..printing import sparse_repr
+
+        return sparse_repr(self)
+
+
+def _cat_values(a, b):
+    from ..ops.joins import cat
+
+    return cat([a, b], 0)
+
+
+def _dense(other):
+    return other if isinstance(other, Tensor) else tensor_from(other)
+
+
+def _refuse_other_shape(a, b, op):
+    if tuple(a.shape) != tuple(b.shape):
+        raise RuntimeError(f"{op}: expected sizes to match, but got {list(a.shape)} (sparse) and {list(b.shape)}")
+
+
+def _refuse_layout(layout):
+    if layout is not None and layout is not sparse_coo:
+        raise NotImplementedError(f"to_sparse: layout {layout} is not built here (only torch.sparse_coo)")
+
+
+# -- made from other things ----------------------------------------------------------------------------------
+
+
+def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None):
+    """``dense.to_sparse()``: the nonzeros of ``dense``, its first ``sparse_dim`` dims (all by default) indexed
+    and the rest kept dense in each value (an entry is kept where any of its values is nonzero)."""
+    _refuse_layout(layout)
+    if sparse_dim is None:
+        sparse_dim = dense.ndim - (dense_dim or 0)
+    if not 0 < sparse_dim <= dense.ndim:
+        raise RuntimeError(f"to_sparse: sparse_dim must be in [1, {dense.ndim}] for a tensor of shape "
+                           f"{list(dense.shape)}, got {sparse_dim}")
+    array = dense._data
+    nonzero = array != 0
+    if sparse_dim < array.ndim:
+        nonzero = nonzero.any(axis=tuple(range(sparse_dim, array.ndim)))
+    positions = tuple(tensor_from(p.astype(numpy.int64)) for p in numpy.nonzero(nonzero))  # (row-major: sorted)
+    values = dense[positions]
+    indices = tensor_from(numpy.stack([p._data for p in positions]).reshape(sparse_dim, -1))
+    return SparseTensor(indices, values, dense.shape, True)
+
+
+def legacy_constructor(dtype):
+    """``torch.sparse.FloatTensor(indices, values, size)`` and its kin (pygcn's): a sparse tensor of ``dtype``;
+    ``FloatTensor(*sizes)`` an empty one."""
+
+    def construct(*args, size=None):
+        if args and isinstance(args[0], (Tensor, list, numpy.ndarray)) and len(args) >= 2:
+            indices, values, *rest = args
+            size = rest[0] if rest else size
+            warnings.warn("torch.sparse.SparseTensor(indices, values, shape, *, device=) is deprecated.  Please use "
+                          "torch.sparse_coo_tensor(indices, values, shape, dtype=, device=).", UserWarning,
+                          stacklevel=2)
+            return sparse_coo_tensor(indices, values, size, dtype=dtype)
+        sizes = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+        sizes = tuple(sizes or size or ())
+        values = tensor_from(numpy.zeros((0,), dtype=dtype))
+        return SparseTensor(tensor_from(numpy.zeros((len(sizes), 0), dtype=numpy.int64)), values, sizes, True)
+
+    return construct

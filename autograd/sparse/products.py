@@ -1,0 +1,55 @@
+"""Products with a sparse matrix (``torch.sparse.mm``, ``torch.spmm``, ``@``), built of dense ops on its values:
+
+    (A X)[i] = Σ_{e : i_e = i} values[e] X[k_e]
+
+so the gradients are index_add's and index_select's (see ``autograd.sparse.coo``)."""
+
+from ..ops.conversion import type_name
+from .coo import SparseTensor, _dense
+
+
+def _refuse_not_sparse_matrix(sparse, op):
+    if not isinstance(sparse, SparseTensor):
+        raise TypeError(f"{op}: the first argument must be a sparse tensor (layout torch.sparse_coo), got "
+                        f"{type(sparse).__name__}")
+    if sparse.sparse_dim() != 2 or sparse.dense_dim() != 0:
+        raise RuntimeError(f"{op}: expected a sparse matrix (2 sparse dims, 0 dense), got {sparse.sparse_dim()} "
+                           f"sparse and {sparse.dense_dim()} dense dims (size {list(sparse.shape)})")
+
+
+def mm(sparse, dense):
+    """sparse @ dense (``torch.sparse.mm``, ``torch.spmm``): each row i sums values[e] · dense[k_e] over its
+    entries e = (i, k_e). A sparse second factor gives the sparse product."""
+    _refuse_not_sparse_matrix(sparse, "mm")
+    if isinstance(dense, SparseTensor):
+        return mm(sparse, dense.to_dense()).to_sparse()
+    vector = dense.ndim == 1
+    matrix = dense.unsqueeze(1) if vector else dense
+    if matrix.ndim != 2:
+        raise RuntimeError(f"mm: expected a matrix or a vector as the dense factor, got shape {list(dense.shape)}")
+    if matrix.shape[0] != sparse.shape[1]:
+        raise RuntimeError(f"addmm: Argument #3 (dense): Expected dim 0 size {sparse.shape[1]}, got "
+                           f"{matrix.shape[0]} (sparse {list(sparse.shape)} @ dense {list(dense.shape)})")
+    if matrix.dtype != sparse.dtype:
+        raise RuntimeError(f"expected scalar type {type_name(sparse.dtype)} but found "
+                           f"{type_name(matrix.dtype)} (sparse {sparse.dtype} @ dense {matrix.dtype})")
+    rows, columns = sparse._indices_tensor.unbind(0)
+    shares = sparse._values_tensor.unsqueeze(1) * matrix.index_select(0, columns)  # values[e] · dense[k_e]
+    product = matrix.new_zeros((sparse.shape[0], matrix.shape[1])).index_add(0, rows, shares)
+    return product.squeeze(1) if vector else product
+
+
+def addmm(mat, mat1, mat2, *, beta=1.0, alpha=1.0):
+    """beta · mat + alpha · (mat1 @ mat2), mat1 sparse (``torch.sparse.addmm``)."""
+    product = mm(mat1, mat2)
+    return (mat if beta == 1 else mat * beta) + (product if alpha == 1 else product * alpha)
+
+
+def _reflected_mm(sparse, other):
+    """dense @ sparse = (sparseᵀ @ denseᵀ)ᵀ (a vector: sparseᵀ @ vector)."""
+    other = _dense(other)
+    return mm(sparse.t(), other) if other.ndim == 1 else mm(sparse.t(), other.t()).t()
+
+
+SparseTensor.mm = SparseTensor.matmul = SparseTensor.__matmul__ = mm
+SparseTensor.__rmatmul__ = _reflected_mm
