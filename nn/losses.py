@@ -515,6 +515,9 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """ℓ = ln(1 + e^(-y x)) for labels y in {-1, +1}: the logistic loss."""
     reduction = legacy_reduction(size_average, reduce, reduction)
+    if autograd.is_grad_enabled() and getattr(target, "requires_grad", False):  # (PyTorch has no derivative for it)
+        raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect to argument 'target'. "
+                           "This input cannot have requires_grad True.")
     target = _same_shape("soft_margin_loss", input, target).to(input.dtype)
     return _reduce((-target * input).softplus(), reduction)
 

@@ -177,3 +177,19 @@ def test_kl_div_mean_warns_as_pytorch():
 def test_kl_div_is_zero_between_a_distribution_and_itself_and_positive_otherwise():
     assert abs(F.kl_div(Tensor(np.log(PROBS)), Tensor(PROBS), reduction="batchmean").item()) < 1e-15
     assert F.kl_div(Tensor(np.log(PROBS[::-1])), Tensor(PROBS), reduction="batchmean").item() > 0
+
+
+def test_soft_margin_loss_refuses_a_target_that_requires_grad_as_pytorchs(T):
+    """PyTorch has no derivative of soft_margin_loss in its target: it refuses one that requires grad (outside
+    no_grad), where a loss built of differentiable ops would silently give dL/dtarget."""
+    F_ = pytest.importorskip("torch.nn.functional") if T.__name__ == "torch" else F
+    x = T.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    y = T.tensor([1.0, -1.0, -1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="'soft_margin_loss' is not differentiable with respect to argument"):
+        F_.soft_margin_loss(x, y)
+    with T.no_grad():
+        value = F_.soft_margin_loss(x, y)
+    assert abs(float(value) - float(np.log1p(np.exp([-0.5, -1.0, 2.0])).mean())) < 1e-6
+    F_.soft_margin_loss(x, y.detach()).backward()
+    y_times_x = np.array([0.5, 1.0, -2.0])
+    np.testing.assert_allclose(x.grad.numpy(), -np.array([1, -1, -1]) / (1 + np.exp(y_times_x)) / 3, rtol=1e-5)
