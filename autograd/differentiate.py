@@ -113,6 +113,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                     f"One of the differentiated Tensors (input {i}, shape {x.shape}) appears to not have been "
                     "used in the graph. Set allow_unused=True if this is the desired behavior."
                 )
+        elif g._sparse_gradient is not None:  # (an embedding's sparse=True: its sparse form, as .grad would be)
+            g = g._sparse_gradient if create_graph else g._sparse_gradient.detach()
         elif not create_graph:
             tangent = dual.tangent_of(g)
             g = g.detach()

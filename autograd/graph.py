@@ -403,10 +403,15 @@ def accumulate_grad(tensor, grad):
     """
     stored = tensor._grad  # (the checks of the .grad setter hold already: validate_gradients)
     if stored is None:
+        if grad._sparse_gradient is not None:  # an embedding's sparse=True: .grad is the gradient's sparse form
+            tensor._grad = grad._sparse_gradient
+            return
         if grad._shared or grad._data.base is not None:  # (arrays the engine makes are writeable)
             grad = grad.clone() if grad._requires_grad else type(grad)._make(grad._data.copy())
         grad._shared = True
         tensor._grad = grad
+    elif type(stored) is not type(grad) and stored.is_sparse:  # sparse so far: sparse again, or dense (PyTorch's)
+        tensor._grad = grad + stored if grad._sparse_gradient is None else stored + grad._sparse_gradient
     elif stored._requires_grad or grad._requires_grad or modes.grad_enabled:
         tensor._grad = stored + grad
         tensor._grad._shared = True
@@ -432,10 +437,16 @@ def add_share(total, share, sums):
     pass keeps its own buffers in ``sums``. With create_graph a sum is an op of the graph,
     always out of place. (The scalar Value engine's shares are floats: plain sums.)
     """
+    sparse = getattr(total, "_sparse_gradient", None)
+    if sparse is not None:  # two sparse shares (an embedding looked up twice) sum to a sparse gradient
+        sparse = None if share._sparse_gradient is None else share._sparse_gradient + sparse
     if total in sums and not getattr(share, "requires_grad", False):  # (a share with a graph keeps it)
         add_into(total._data, share._data)  # a buffer this pass made and nobody else has seen
+        total._sparse_gradient = sparse
         return total
     total = total + share
+    if sparse is not None:
+        total._sparse_gradient = sparse
     if getattr(total, "requires_grad", True) is False:
         sums.add(total)
     return total

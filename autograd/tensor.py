@@ -85,6 +85,7 @@ class Tensor(WriteDoor):
     # instance dict is made only then), so wrapping a computed array costs five stores
     __slots__ = ("_data", "_requires_grad", "grad_fn", "_version_cell", "_shared", "__dict__", "__weakref__")
     _grad = None  # dL/dself for a leaf (or a tensor that retains its grad), after backward: .grad
+    _sparse_gradient = None  # a gradient's sparse form, stored as a leaf's .grad (Embedding's sparse=True)
     _hooks = None  # hooks run on dL/dself (a leaf's; a computed tensor's live on its grad_fn)
     _post_hooks = None  # hooks run after dL/dself is added to .grad
     _accumulate_post_hooks = None  # its AccumulateGrad node's hooks (register_hook), run after those

@@ -25,4 +25,5 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "NAdam": ".nadam:NAdam",
     "RAdam": ".radam:RAdam",
     "Rprop": ".rprop:Rprop",
+    "SparseAdam": ".sparse_adam:SparseAdam",
 })

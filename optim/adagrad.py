@@ -45,12 +45,24 @@ class Adagrad(Optimizer):
                 f"Invalid initial_accumulator_value value: {group['initial_accumulator_value']}")
         require(group["eps"] >= 0, f"Invalid epsilon value: {group['eps']}")
 
+    def sparse_gradient(self, grad, group):
+        if group["weight_decay"]:
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+        return grad
+
     def update(self, param, grad, state, group):
         if not state:  # a parameter of a group added later (add_param_group)
             self._initial_state(param, state, group)
         step = state["step"].add_(1).item()
+        lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        if grad.is_sparse:  # (an Embedding's sparse=True) only the rows it has: PyTorch's sparse path, in its order
+            grad = grad.coalesce()
+            rows, values = tuple(grad._indices()), grad._values()
+            state["sum"].index_put_(rows, values.pow(2), accumulate=True)
+            std = state["sum"][rows].sqrt_().add_(group["eps"])
+            param.index_put_(rows, values / std * -lr, accumulate=True)
+            return
         if group["weight_decay"]:
             grad = l2_decayed(grad, param, group["weight_decay"])
-        lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
         state["sum"].addcmul_(grad, grad, value=1)
         param.addcdiv_(grad, fresh_plus(state["sum"].sqrt(), group["eps"], group), value=-lr)

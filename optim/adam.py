@@ -78,6 +78,9 @@ class Adam(AdamFamily):
                                       differentiable=differentiable, fused=fused,
                                       decoupled_weight_decay=decoupled_weight_decay))
 
+    def sparse_gradient(self, grad, group):
+        raise RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
+
     def update(self, param, grad, state, group):
         if not state:
             state["step"] = scalar_tensor(0.0)

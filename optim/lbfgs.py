@@ -60,7 +60,8 @@ class LBFGS(Optimizer):
         return [real_pairs(p) if p.dtype.kind == "c" else p for p in self._params]
 
     def _gather_flat_grad(self):
-        grads = [None if p.grad is None else (real_pairs(p.grad) if p.dtype.kind == "c" else p.grad)
+        grads = [None if p.grad is None else (real_pairs(p.grad) if p.dtype.kind == "c" else
+                                              p.grad.to_dense() if p.grad.is_sparse else p.grad)
                  for p in self._params]
         return cat([zeros(x.numel(), dtype=x.dtype) if g is None else g.reshape(-1)
                     for x, g in zip(self._real_params(), grads)])

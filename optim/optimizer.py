@@ -310,6 +310,8 @@ class Optimizer:
                     grad = p.grad
                     if grad is None:
                         continue
+                    if type(grad) is not Tensor and grad.is_sparse:  # (an Embedding's sparse=True)
+                        grad = self.sparse_gradient(grad, group)
                     if grad.shape != p.shape:
                         raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
                     grad = grad.neg() if maximize else grad
@@ -322,6 +324,11 @@ class Optimizer:
                     if not self.state[p]:  # (an update that keeps nothing leaves no entry, as PyTorch's)
                         del self.state[p]
         return loss
+
+    def sparse_gradient(self, grad, group):
+        """What ``update`` takes for a sparse gradient (autograd.sparse: an Embedding's with sparse=True): PyTorch's
+        refusal here; SGD and Adagrad take it (as the dense gradient it stands for), SparseAdam only it."""
+        raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
 
     def update(self, param, grad, state, group):
         """Change the Tensor ``param`` in place (public in-place methods only) from the

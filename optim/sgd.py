@@ -40,7 +40,18 @@ class SGD(Optimizer):
         require(not group["nesterov"] or (group["momentum"] > 0 and group["dampening"] == 0),
                 "Nesterov momentum requires a momentum and zero dampening")
 
+    def sparse_gradient(self, grad, group):
+        """A sparse gradient (an Embedding's sparse=True) moves only its rows, each entry added in turn, as
+        PyTorch's. With momentum the velocity is the dense one it stands for (PyTorch keeps it sparse: the same
+        numbers to a unit in the last place). Weight decay has no sparse form: refused, as PyTorch's."""
+        if group["weight_decay"]:
+            raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
+        return grad.to_dense() if group["momentum"] else grad
+
     def update(self, param, grad, state, group):
+        if grad.is_sparse:
+            param.index_put_(tuple(grad._indices()), grad._values() * -group["lr"], accumulate=True)
+            return
         momentum = group["momentum"]
         if group["weight_decay"]:
             grad = l2_decayed(grad, param, group["weight_decay"])

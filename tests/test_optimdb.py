@@ -26,12 +26,12 @@ pytestmark = [pytest.mark.torch,  # (PyTorch's differentiable=True steps read .g
               pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")]
 
 OPTIM_DB = {info.name: info for info in common_optimizers.optim_db}
-MISSING = {"SparseAdam"}  # sparse gradients: autograd has no sparse tensors
-OURS = {name: info for name, info in OPTIM_DB.items() if name not in MISSING}
+SPARSE_ONLY = {"SparseAdam"}  # sparse gradients only: tested in tests/test_sparse_gradients.py
+OURS = {name: info for name, info in OPTIM_DB.items() if name not in SPARSE_ONLY}
 
 
-def test_every_entry_but_the_sparse_one_is_ours():
-    assert {name for name in OPTIM_DB if not hasattr(optim, name)} == MISSING
+def test_every_entry_is_ours():
+    assert {name for name in OPTIM_DB if not hasattr(optim, name)} == set()
 
 
 # -- the problem: a few parameters of different shapes, a smooth loss, gradients computed once in NumPy ---------

@@ -41,8 +41,8 @@ def N(T):  # noqa: N802 (its nn)
     return nn_of(T)
 
 
-# every optimizer of both libraries (SparseAdam only in PyTorch: chainrule has no sparse tensors) with the
-# option sets PyTorch's tests step it with
+# every optimizer of both libraries (but SparseAdam, which takes sparse gradients only: test_sparse_gradients.py)
+# with the option sets PyTorch's tests step it with
 CONFIGS = {
     "SGD": [dict(lr=1e-3), dict(lr=1e-3, momentum=0.5), dict(lr=1e-3, momentum=0.5, weight_decay=1),
             dict(lr=1e-3, momentum=0.5, weight_decay=1, nesterov=True),
@@ -841,9 +841,7 @@ def test_lbfgs_needs_a_closure(T, O):
         O.LBFGS([x]).step()
 
 
-def test_sparse_adam_refuses_dense(T, O, request):
-    xfail_on_chainrule(request, T, "SparseAdam is not in chainrule: it has no sparse tensors (README, 'What is "
-                                   "not there')")
+def test_sparse_adam_refuses_dense(T, O):
     w = new_param(T, np.ones(3))
     optimizer = O.SparseAdam([w], lr=0.1)
     w.grad = T.ones(3, dtype=T.float64)

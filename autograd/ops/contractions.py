@@ -239,8 +239,8 @@ def _check_matrices(a, b, op, names_=("self", "mat2")):
 @names("mm", functions=("spmm",))
 def mm(input, mat2, *, out=None):
     """Matrix times matrix (both 2-D; matmul broadcasts, mm does not). ``autograd.spmm`` is the same
-    product: PyTorch's takes a sparse or a dense first factor, and there are no sparse layouts here
-    (pygcn's ``torch.spmm(adj, support)`` on a dense adjacency)."""
+    product, as PyTorch's: its first factor sparse (autograd.sparse: pygcn's ``torch.spmm(adj, support)``) or
+    dense."""
     _check_matrices(input, mat2, "mm")
     return write_out(matmul(input, mat2), out)
 

@@ -30,9 +30,13 @@ class EmbeddingLookup(Primitive):
     def forward(self, weight):
         return weight[self.indices]
 
+    sparse = False
+
     def backward(self, grad, y, weight):
         flat = self.indices.reshape(-1)
         rows = grad.reshape(len(flat), weight.shape[1])
+        if self.sparse and self.scale_grad_by_freq:
+            raise RuntimeError("embedding_backward: scale_grad_by_freq not supported with sparse gradients")
         scale = xp.ones(len(flat), dtype=weight.dtype)
         if self.scale_grad_by_freq:
             counts = xp.bincount(flat, minlength=weight.shape[0])
@@ -41,7 +45,22 @@ class EmbeddingLookup(Primitive):
             scale = scale * (flat != self.padding_idx)
         if self.scale_grad_by_freq or self.padding_idx is not None:
             rows = rows * Tensor._make(scale[:, None])
-        return (IndexAdd.apply(rows, index=flat, shape=weight.shape, basic=False),)
+        grad_weight = IndexAdd.apply(rows, index=flat, shape=weight.shape, basic=False)
+        if self.sparse:
+            grad_weight._sparse_gradient = _sparse_rows(flat, rows, weight.shape, self.padding_idx)
+        return (grad_weight,)
+
+
+def _sparse_rows(flat, rows, shape, padding_idx):
+    """PyTorch's sparse gradient of an embedding (``sparse=True``): row ``rows[k]`` at index ``flat[k]``, one entry
+    per lookup in order (uncoalesced), the padding index's left out. The engine stores it as the weight's .grad
+    (autograd.graph.accumulate_grad); the dense gradient beside it serves every other use."""
+    from ..sparse.coo import SparseTensor  # (the sparse type, built on the ops, is loaded when first asked for)
+
+    kept = xp.flatnonzero(flat != padding_idx) if padding_idx is not None else None
+    if kept is not None:
+        flat, rows = flat[kept], rows[Tensor._make(kept)]
+    return SparseTensor(Tensor._make(flat.astype(xp.int64).reshape(1, -1)), rows, shape)
 
 
 def _indices(input, num_embeddings):
@@ -116,7 +135,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     padding_idx: that row gets no gradient. max_norm: rows looked up are first
     renormalised in place to norm at most max_norm. scale_grad_by_freq: each
     row's gradient is divided by how often its index occurs in ``input``.
-    ``sparse`` is accepted; gradients are always dense here.
+    ``sparse``: the weight's .grad is PyTorch's sparse gradient (autograd.sparse), one entry per lookup.
     """
     if weight.ndim != 2:
         raise RuntimeError(f"'weight' must be 2-D, got shape {weight.shape}")
@@ -125,7 +144,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if max_norm is not None:
         embedding_renorm_(weight, indices, max_norm, norm_type)
     return EmbeddingLookup.apply(weight, indices=indices, padding_idx=padding_idx,
-                                 scale_grad_by_freq=scale_grad_by_freq)
+                                 scale_grad_by_freq=scale_grad_by_freq, sparse=bool(sparse))
 
 
 @names("embedding", method=False)

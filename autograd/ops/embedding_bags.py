@@ -81,17 +81,17 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
                            f"[0, {weight.shape[0]})")
     return _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_by_freq, per_sample_weights,
-                 padding_idx)[0]
+                 padding_idx, sparse)[0]
 
 
 def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_by_freq, per_sample_weights,
-          padding_idx):
+          padding_idx, sparse=False):
     """(the bags' sums, means or maxima, the number of indices in each bag, padding left out, and for
     mode='max' the row of W that gives each maximum, 0 in an empty bag)."""
     padding_idx = _padding_index(padding_idx, weight.shape[0])
     kept = xp.ones(len(indices), dtype=bool) if padding_idx is None else indices != padding_idx
     indices, bag_of = indices[kept], bag_of[kept]
-    rows = embedding(Tensor._make(indices), weight, None, max_norm, norm_type, scale_grad_by_freq)
+    rows = embedding(Tensor._make(indices), weight, None, max_norm, norm_type, scale_grad_by_freq, sparse)
     shape = (bags, weight.shape[1])
     counts = xp.bincount(bag_of, minlength=bags)
     if mode == "max":
@@ -140,7 +140,7 @@ def embedding_bag_by_position(weight, indices, offsets, scale_grad_by_freq=False
     - max_indices, the row of W that gives each maximum (bags, dim) for mode max, bag_size again for
       mode mean, zeros for mode sum.
 
-    ``sparse`` changes nothing here (gradients are dense)."""
+    ``sparse``: the weight's .grad is sparse, as ``embedding``'s."""
     if isinstance(mode, bool) or mode not in (0, 1, 2):
         raise RuntimeError("`mode` must be sum, mean, or max.")
     if per_sample_weights is not None and mode != 0:
@@ -150,7 +150,7 @@ def embedding_bag_by_position(weight, indices, offsets, scale_grad_by_freq=False
                            f"{list(indices.shape)}")
     flat, bag_of, bags = _bags(indices, offsets, include_last_offset)
     output, counts, winners = _pool(flat, bag_of, bags, weight, _MODES[mode], None, 2, scale_grad_by_freq,
-                                    per_sample_weights, padding_idx)
+                                    per_sample_weights, padding_idx, sparse and mode != 2)
     zeros = xp.zeros(bags, dtype=xp.int64)
     offset2bag = bag_of.astype(xp.int64)
     bag_size = zeros if mode == 0 else counts.astype(xp.int64)

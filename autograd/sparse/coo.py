@@ -216,6 +216,14 @@ class SparseTensor:
             raise RuntimeError("a sparse tensor's grad can only be set to None here")
         self._values_tensor.grad = None
 
+    def zero_(self):
+        """No entries left (PyTorch's zero_ of a sparse tensor: nnz 0), in place: what zero_grad(set_to_none=False)
+        does to a sparse .grad."""
+        self._indices_tensor = self._indices_tensor[:, :0]
+        self._values_tensor = self._values_tensor.detach()[:0]
+        self._coalesced = True
+        return self
+
     def detach(self):
         return SparseTensor(self._indices_tensor, self._values_tensor.detach(), self._size, self._coalesced)
 
@@ -360,14 +368,16 @@ class SparseTensor:
     neg = __neg__
 
     def __add__(self, other, *, alpha=1):
-        """sparse + sparse (of one shape): the entries of both, coalesced; sparse + dense raises, as PyTorch's
-        (dense + sparse is dense)."""
+        """sparse + sparse (of one shape): the entries of both, one after the other (uncoalesced; merged when both
+        are coalesced), as PyTorch's; sparse + dense raises, as PyTorch's (dense + sparse is dense)."""
         if isinstance(other, SparseTensor):
             _refuse_other_shape(self, other, "add")
             other_values = other._values_tensor if alpha == 1 else other._values_tensor * alpha
+            if other is self:  # (x + x: the same entries, doubled)
+                return self._with_values(self._values_tensor + other_values)
             indices = tensor_from(numpy.concatenate([self._indices_tensor._data, other._indices_tensor._data], 1))
-            values = _cat_values(self._values_tensor, other_values)
-            return SparseTensor(indices, values, self._size).coalesce()
+            total = SparseTensor(indices, _cat_values(self._values_tensor, other_values), self._size)
+            return total.coalesce() if self._coalesced and other._coalesced else total
         raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
 
     add = __add__
