@@ -132,10 +132,9 @@ def _like_carried(out, carried_inputs, leaves, spec):
 
 def _shape_of(spec):
     """A pytree spec with tuples and lists alike (a body may give a list for a tuple)."""
-    if spec is None:
+    if spec.is_leaf():
         return None
-    kind, children = spec
-    if kind is dict:
-        keys, specs = children
-        return dict, tuple(keys), tuple(_shape_of(s) for s in specs)
-    return "sequence", tuple(_shape_of(s) for s in children)
+    children = tuple(_shape_of(child) for child in spec.children_specs)
+    if spec.type in (tuple, list):
+        return "sequence", children
+    return spec.type, repr(spec.context), children

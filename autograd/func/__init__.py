@@ -25,9 +25,9 @@ forward mode here: ``jacfwd`` gives the same Jacobian as ``jacrev``, computed in
 ``jvp`` uses the double-backward trick: g(u) = uᵀ J is linear in u, so J v = ∂(g(u) · v)/∂u.
 """
 
+from ..utils._pytree import tree_flatten, tree_unflatten
 from .functionalize import functionalize
 from .modules import functional_call, replace_all_batch_norm_modules_, stack_module_state
-from .pytree import tree_flatten, tree_unflatten
 from .transforms import grad, grad_and_value, hessian, jacfwd, jacrev, jvp, linearize, vjp
 from .vmap import vmap
 

@@ -4,7 +4,7 @@ import functools
 
 from ..backend import xp
 from ..tensor import Tensor
-from .pytree import tree_flatten, tree_unflatten
+from ..utils._pytree import tree_flatten, tree_unflatten
 
 
 def functionalize(func, *, remove="mutations"):

@@ -11,7 +11,7 @@ from ..factories import zeros_like
 from ..grad_mode import inference_mode, is_grad_enabled
 from ..ops.joins import stack
 from ..tensor import Tensor
-from .pytree import tree_flatten, tree_unflatten
+from ..utils._pytree import tree_flatten, tree_unflatten, treespec_pprint
 
 # -- differentiating with respect to fresh roots -------------------------------------------------------
 
@@ -230,8 +230,8 @@ def vjp(func, *primals, has_aux=False):
         v_leaves, v_spec = tree_flatten(cotangents)
         if v_spec != out_spec:
             raise RuntimeError(f"Expected pytree structure of cotangents to be the same as pytree structure of "
-                               f"outputs to the function. cotangents: {_spec_str(v_spec)}, primal output: "
-                               f"{_spec_str(out_spec)}")
+                               f"outputs to the function. cotangents: {treespec_pprint(v_spec)}, primal output: "
+                               f"{treespec_pprint(out_spec)}")
         for i, (v, y) in enumerate(zip(v_leaves, out_leaves)):
             if not isinstance(v, Tensor):
                 raise RuntimeError(f"Expected cotangents to only contain Tensors, got {type(v)}")
@@ -251,18 +251,6 @@ def vjp(func, *primals, has_aux=False):
     return result, vjp_fn
 
 
-def _spec_str(spec):
-    """A pytree's structure as PyTorch's messages write it: ``(*, [*, *], {'a': *})``."""
-    if spec is None:
-        return "*"
-    kind, children = spec
-    if kind is dict:
-        keys, specs = children
-        return "{" + ", ".join(f"{key!r}: {_spec_str(s)}" for key, s in zip(keys, specs)) + "}"
-    inner = ", ".join(_spec_str(s) for s in children)
-    return f"[{inner}]" if kind is list else f"({inner}{',' if len(children) == 1 else ''})"
-
-
 def jvp(func, primals, tangents, *, strict=False, has_aux=False):
     """(func(*primals), J v) [, aux] with v = ``tangents`` (shaped like ``primals``, both tuples): the
     directional derivative of func along v, by the double-backward trick (see the module's docstring).
@@ -278,7 +266,7 @@ def jvp(func, primals, tangents, *, strict=False, has_aux=False):
     if v_spec != spec:
         raise RuntimeError(f"{name}: Expected primals and tangents to have the same python structure. For example, "
                            "if primals is a tuple of 3 tensors, tangents also must be. Got primals with structure "
-                           f"{_spec_str(spec)} and tangents with structure {_spec_str(v_spec)}")
+                           f"{treespec_pprint(spec)} and tangents with structure {treespec_pprint(v_spec)}")
     if not leaves:
         raise RuntimeError(f"{name}: Expected primals to contain at least one Tensor.")
     for role, trees in (("primals", leaves), ("tangents", v_leaves)):
@@ -326,8 +314,8 @@ def linearize(func, *primals):
     def jvp_fn(*tangents):
         v_leaves, v_spec = tree_flatten(tangents)
         if v_spec != spec:
-            raise RuntimeError(f"Expected the tangents {_spec_str(v_spec)} to have the same argspec as the primals "
-                               f"{_spec_str(spec)}")
+            raise RuntimeError(f"Expected the tangents {treespec_pprint(v_spec)} to have the same argspec as the "
+                               f"primals {treespec_pprint(spec)}")
         for i, (x, v) in enumerate(zip(leaves, v_leaves)):
             for attribute in ("shape", "dtype"):
                 if getattr(v, attribute) != getattr(x, attribute):

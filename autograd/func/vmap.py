@@ -5,8 +5,7 @@ import functools
 from ..backend import xp
 from ..ops.joins import stack
 from ..tensor import Tensor
-from .pytree import tree_flatten, tree_unflatten
-from .transforms import _spec_str
+from ..utils._pytree import tree_flatten, tree_unflatten, treespec_pprint
 
 
 def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
@@ -138,7 +137,8 @@ def _stack_results(results, out_dims, name="f", empty=False):
         if dims is None or len(dims) != count:
             raise ValueError(f"vmap({name}, ..., out_dims={out_dims})(<inputs>): out_dims is not compatible with "
                              f"the structure of `outputs`. out_dims has structure "
-                             f"{_spec_str(tree_flatten(out_dims)[1])} but outputs has structure {_spec_str(spec)}."
+                             f"{treespec_pprint(tree_flatten(out_dims)[1])} but outputs has structure "
+                             f"{treespec_pprint(spec)}."
                              ) from None
     stacked = []
     for k, dim in enumerate(dims):

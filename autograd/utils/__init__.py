@@ -4,4 +4,4 @@ activation checkpointing in ``autograd.utils.checkpoint`` (loaded on first use).
 from .. import _lazy
 from . import data, hooks  # noqa: F401  (autograd.utils.data after import autograd, as torch.utils.data)
 
-__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"checkpoint": ".checkpoint"})
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {"checkpoint": ".checkpoint", "_pytree": "._pytree"})

@@ -1,0 +1,465 @@
+"""Pytrees, as ``torch.utils._pytree``: nested containers (tuples, lists, dicts, named tuples, OrderedDicts,
+defaultdicts, deques, and any type given to ``register_pytree_node``) whose other values are the leaves.
+
+``tree_flatten(tree)`` gives the leaves in order and a ``TreeSpec``, the shape of the nesting;
+``tree_unflatten(leaves, spec)`` puts other leaves in their places. ``tree_map(f, tree)`` is the two
+together: the same nesting with f of each leaf, as a program moves a nested batch to a device
+(``tree_map(lambda t: t.to(device), batch)``). ``torch.func`` takes its arguments as pytrees too.
+
+A leaf is anything that is not a registered container, None included (PyTorch 2.13's rule). The
+``*_with_path`` forms also give each leaf's key path: ``keystr`` writes it as ``['a'][0].x``.
+"""
+
+import dataclasses
+import json
+from collections import OrderedDict, defaultdict, deque, namedtuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+PyTree = Any
+Context = Any
+FlattenFn = Callable
+UnflattenFn = Callable
+DumpableContext = Any
+ToDumpableContextFn = Callable
+FromDumpableContextFn = Callable
+
+__all__ = ["Context", "DumpableContext", "FlattenFn", "FromDumpableContextFn", "LeafSpec", "PyTree", "PyTreeSpec",
+           "ToDumpableContextFn", "TreeSpec", "UnflattenFn", "is_namedtuple", "is_namedtuple_class",
+           "is_namedtuple_instance", "is_structseq", "is_structseq_class", "is_structseq_instance", "key_get",
+           "keystr", "register_pytree_node", "tree_all", "tree_all_only", "tree_any", "tree_any_only",
+           "tree_flatten", "tree_flatten_with_path", "tree_is_leaf", "tree_iter", "tree_leaves",
+           "tree_leaves_with_path", "tree_map", "tree_map_", "tree_map_only", "tree_map_only_",
+           "tree_map_with_path", "tree_structure", "treespec_dumps", "treespec_loads", "treespec_pprint"]
+
+
+# -- key paths -------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceKey:
+    idx: int
+
+    def __str__(self):
+        return f"[{self.idx!r}]"
+
+    def get(self, sequence):
+        return sequence[self.idx]
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingKey:
+    key: Any
+
+    def __str__(self):
+        return f"[{self.key!r}]"
+
+    def get(self, mapping):
+        return mapping[self.key]
+
+
+@dataclasses.dataclass(frozen=True)
+class GetAttrKey:
+    name: str
+
+    def __str__(self):
+        return f".{self.name}"
+
+    def get(self, obj):
+        return getattr(obj, self.name)
+
+
+def keystr(kp):
+    """A key path as text: ``['a'][0].x``."""
+    return "".join(str(k) for k in kp)
+
+
+def key_get(obj, kp):
+    """The value at key path ``kp`` in ``obj``."""
+    for k in kp:
+        obj = k.get(obj)
+    return obj
+
+
+# -- the registry: how each container type is taken apart and put together ----------------------------------------
+
+
+class NodeDef(NamedTuple):
+    type: type
+    flatten_fn: FlattenFn  # node -> (children, context)
+    unflatten_fn: UnflattenFn  # (children, context) -> node
+    flatten_with_keys_fn: Callable | None  # node -> ([(key, child)], context)
+
+
+SUPPORTED_NODES = {}
+SUPPORTED_SERIALIZED_TYPES = {}  # type -> (serialized name, to_dumpable_context, from_dumpable_context)
+SERIALIZED_TYPE_TO_PYTHON_TYPE = {}
+
+
+def register_pytree_node(cls, flatten_fn, unflatten_fn, *, serialized_type_name=None, to_dumpable_context=None,
+                         from_dumpable_context=None, flatten_with_keys_fn=None):
+    """Make ``cls`` a container: ``flatten_fn(node) -> (children, context)``, ``unflatten_fn(children, context)
+    -> node`` (and, for the ``_with_path`` forms, ``flatten_with_keys_fn(node) -> ([(key, child)], context)``)."""
+    if cls in SUPPORTED_NODES:
+        raise ValueError(f"{cls} is already registered as pytree node.")
+    if (to_dumpable_context is None) != (from_dumpable_context is None):
+        raise ValueError("Both to_dumpable_context and from_dumpable_context must be None or registered.")
+    SUPPORTED_NODES[cls] = NodeDef(cls, flatten_fn, unflatten_fn, flatten_with_keys_fn)
+    name = serialized_type_name or f"{cls.__module__}.{cls.__qualname__}"
+    SUPPORTED_SERIALIZED_TYPES[cls] = (name, to_dumpable_context, from_dumpable_context)
+    SERIALIZED_TYPE_TO_PYTHON_TYPE[name] = cls
+
+
+def _sequence_keys(children):
+    return [(SequenceKey(i), child) for i, child in enumerate(children)]
+
+
+register_pytree_node(tuple, lambda t: (list(t), None), lambda children, _: tuple(children),
+                     serialized_type_name="builtins.tuple",
+                     flatten_with_keys_fn=lambda t: (_sequence_keys(t), None))
+register_pytree_node(list, lambda x: (list(x), None), lambda children, _: list(children),
+                     serialized_type_name="builtins.list",
+                     flatten_with_keys_fn=lambda x: (_sequence_keys(x), None))
+register_pytree_node(dict, lambda d: (list(d.values()), list(d)), lambda children, keys: dict(zip(keys, children)),
+                     serialized_type_name="builtins.dict",
+                     flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()], list(d)))
+register_pytree_node(namedtuple, lambda t: (list(t), type(t)), lambda children, cls: cls(*children),
+                     serialized_type_name="collections.namedtuple",
+                     flatten_with_keys_fn=lambda t: ([(GetAttrKey(f), v) for f, v in zip(t._fields, t)], type(t)))
+register_pytree_node(OrderedDict, lambda d: (list(d.values()), list(d)),
+                     lambda children, keys: OrderedDict(zip(keys, children)),
+                     serialized_type_name="collections.OrderedDict",
+                     flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()], list(d)))
+register_pytree_node(defaultdict, lambda d: (list(d.values()), [d.default_factory, list(d)]),
+                     lambda children, context: defaultdict(context[0], zip(context[1], children)),
+                     serialized_type_name="collections.defaultdict",
+                     flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()],
+                                                     [d.default_factory, list(d)]))
+register_pytree_node(deque, lambda d: (list(d), d.maxlen), lambda children, maxlen: deque(children, maxlen=maxlen),
+                     serialized_type_name="collections.deque",
+                     flatten_with_keys_fn=lambda d: (_sequence_keys(d), d.maxlen))
+
+
+_BUILTIN_TYPES = frozenset((tuple, list, dict, namedtuple, OrderedDict, defaultdict, deque))
+_DICT_TYPES = frozenset((dict, OrderedDict, defaultdict))
+
+
+def is_namedtuple_class(cls):
+    return isinstance(cls, type) and issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
+
+
+def is_namedtuple_instance(obj):
+    return is_namedtuple_class(type(obj))
+
+
+def is_namedtuple(obj):
+    """Whether ``obj`` is a named tuple or a named-tuple class."""
+    return is_namedtuple_class(obj if isinstance(obj, type) else type(obj))
+
+
+def is_structseq_class(cls):
+    """PyTorch's C struct sequences (``torch.return_types``): chainrule's return types are named tuples."""
+    return False
+
+
+def is_structseq_instance(obj):
+    return False
+
+
+def is_structseq(obj):
+    return False
+
+
+def _node_type(tree):
+    kind = type(tree)
+    if kind not in SUPPORTED_NODES and is_namedtuple_class(kind):
+        return namedtuple
+    return kind
+
+
+def tree_is_leaf(tree, is_leaf=None):
+    """Whether ``tree`` is a leaf: not a registered container (or ``is_leaf`` says so)."""
+    if is_leaf is not None and is_leaf(tree):
+        return True
+    return _node_type(tree) not in SUPPORTED_NODES
+
+
+# -- the shape of a tree ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(repr=False)
+class TreeSpec:
+    """The nesting of a pytree: its node type, the context that type needs to rebuild it (a dict's keys, a
+    named tuple's class), and a spec for each child. A leaf's spec is ``LeafSpec()``, printed ``*``."""
+
+    type: Any
+    context: Context
+    children_specs: list
+
+    def __post_init__(self):
+        self.num_nodes = 1 + sum(child.num_nodes for child in self.children_specs)
+        self.num_leaves = sum(child.num_leaves for child in self.children_specs)
+        self.num_children = len(self.children_specs)
+
+    def __repr__(self, indent=0):
+        if self.is_leaf():
+            return "*"
+        children = ""
+        if self.children_specs:
+            indent += 2
+            children = self.children_specs[0].__repr__(indent) + ("," if self.num_children > 1 else "")
+            children += ",".join("\n" + " " * indent + child.__repr__(indent) for child in self.children_specs[1:])
+        return f"TreeSpec({self.type.__name__}, {self.context}, [{children}])"
+
+    def is_leaf(self):
+        return self.num_nodes == 1 and self.num_leaves == 1
+
+    def children(self):
+        return list(self.children_specs)
+
+    def child(self, index):
+        return self.children_specs[index]
+
+    def flatten_up_to(self, tree):
+        """The subtrees of ``tree`` at this spec's leaves (``tree`` must have this nesting above them). The
+        containers must match as PyTorch's rules say: a registered type exactly, with its context; the dict
+        types one for another, by their keys in any order (the spec's order counts); a deque of any maxlen."""
+        if self.is_leaf():
+            return [tree]
+        kind = _node_type(tree)
+        if self.type not in _BUILTIN_TYPES:
+            if kind is not self.type:
+                raise ValueError(f"Type mismatch; expected {self.type!r}, but got {kind!r}.")
+            children, context = SUPPORTED_NODES[kind].flatten_fn(tree)
+            self._refuse_other_arity(len(children))
+            if context != self.context:
+                raise ValueError(f"Node context mismatch for custom node type {self.type!r}.")
+        else:
+            dicts = self.type in _DICT_TYPES and kind in _DICT_TYPES
+            if not dicts and kind is not self.type:
+                raise ValueError(f"Node type mismatch; expected {self.type!r}, but got {kind!r}.")
+            self._refuse_other_arity(len(tree))
+            if dicts:
+                keys = self.context[1] if self.type is defaultdict else self.context
+                missing, extra = set(keys) - set(tree), set(tree) - set(keys)
+                if missing or extra:
+                    raise ValueError("Node keys mismatch" + (f"; missing key(s): {missing}" if missing else "") +
+                                     (f"; extra key(s): {extra}" if extra else "") + ".")
+                children = [tree[key] for key in keys]
+            else:
+                children, context = SUPPORTED_NODES[kind].flatten_fn(tree)
+                if kind is not deque and context != self.context:  # (a deque's maxlen may differ)
+                    raise ValueError(f"Node context mismatch for node type {self.type!r}; expected "
+                                     f"{self.context!r}, but got {context!r}.")
+        return [leaf for spec, child in zip(self.children_specs, children) for leaf in spec.flatten_up_to(child)]
+
+    def _refuse_other_arity(self, count):
+        if count != self.num_children:
+            raise ValueError(f"Node arity mismatch; expected {self.num_children}, but got {count}.")
+
+    def unflatten(self, leaves):
+        leaves = list(leaves)
+        if len(leaves) != self.num_leaves:
+            raise ValueError(f"treespec.unflatten(leaves): `leaves` has length {len(leaves)} but the spec refers to "
+                             f"a pytree that holds {self.num_leaves} items ({self}).")
+        return self._rebuild(iter(leaves))
+
+    def _rebuild(self, leaves):
+        if self.is_leaf():
+            return next(leaves)
+        children = [spec._rebuild(leaves) for spec in self.children_specs]
+        return SUPPORTED_NODES[self.type].unflatten_fn(children, self.context)
+
+
+class LeafSpec(TreeSpec):
+    """The spec of a leaf."""
+
+    def __init__(self):
+        super().__init__(None, None, [])
+
+    def __post_init__(self):
+        self.num_nodes, self.num_leaves, self.num_children = 1, 1, 0
+
+
+PyTreeSpec = TreeSpec
+
+
+def _flatten(tree, is_leaf, path, keyed):
+    """(leaves, or (path, leaf) pairs where ``keyed``; spec)."""
+    if tree_is_leaf(tree, is_leaf):
+        return [(path, tree) if keyed else tree], LeafSpec()
+    node = SUPPORTED_NODES[_node_type(tree)]
+    if keyed:
+        if node.flatten_with_keys_fn is None:
+            raise ValueError(f"Did not find a flatten_with_keys_fn for type: {node.type}. Please pass a "
+                             "flatten_with_keys_fn argument to register_pytree_node.")
+        pairs, context = node.flatten_with_keys_fn(tree)
+    else:
+        children, context = node.flatten_fn(tree)
+        pairs = [(None, child) for child in children]
+    leaves, specs = [], []
+    for key, child in pairs:
+        child_leaves, spec = _flatten(child, is_leaf, (*path, key) if keyed else path, keyed)
+        leaves.extend(child_leaves)
+        specs.append(spec)
+    return leaves, TreeSpec(node.type, context, specs)
+
+
+def tree_flatten(tree, is_leaf=None):
+    """(the leaves in order, the tree's spec)."""
+    return _flatten(tree, is_leaf, (), False)
+
+
+def tree_flatten_with_path(tree, is_leaf=None):
+    """([(key path, leaf)], spec)."""
+    return _flatten(tree, is_leaf, (), True)
+
+
+def tree_unflatten(leaves, treespec):
+    """The tree of ``treespec`` with ``leaves`` in its leaves' places."""
+    if not isinstance(treespec, TreeSpec):
+        raise TypeError(f"tree_unflatten(leaves, treespec): Expected `treespec` to be instance of TreeSpec but got "
+                        f"item of type {type(treespec)}.")
+    return treespec.unflatten(leaves)
+
+
+def tree_leaves(tree, is_leaf=None):
+    return tree_flatten(tree, is_leaf)[0]
+
+
+def tree_leaves_with_path(tree, is_leaf=None):
+    return tree_flatten_with_path(tree, is_leaf)[0]
+
+
+def tree_iter(tree, is_leaf=None):
+    """The leaves, one at a time."""
+    yield from tree_leaves(tree, is_leaf)
+
+
+def tree_structure(tree, is_leaf=None):
+    return tree_flatten(tree, is_leaf)[1]
+
+
+def tree_map(func, tree, *rests, is_leaf=None):
+    """The tree with ``func(leaf, *the leaves at the same place in rests)`` at each leaf."""
+    leaves, spec = tree_flatten(tree, is_leaf)
+    return spec.unflatten(map(func, leaves, *(spec.flatten_up_to(rest) for rest in rests)))
+
+
+def tree_map_(func, tree, *rests, is_leaf=None):
+    """``func`` called on each leaf for what it does; the tree itself is returned."""
+    leaves, spec = tree_flatten(tree, is_leaf)
+    for _ in map(func, leaves, *(spec.flatten_up_to(rest) for rest in rests)):
+        pass
+    return tree
+
+
+def tree_map_with_path(func, tree, *rests, is_leaf=None):
+    """``func(key path, leaf, *rests' leaves)`` at each leaf."""
+    pairs, spec = tree_flatten_with_path(tree, is_leaf)
+    paths, leaves = zip(*pairs) if pairs else ((), ())
+    return spec.unflatten(map(func, paths, leaves, *(spec.flatten_up_to(rest) for rest in rests)))
+
+
+def _only(types, func):
+    """``func`` for leaves of ``types``, the rest passed through."""
+    types = tuple(types) if isinstance(types, (tuple, list)) else types
+
+    def wrapped(leaf):
+        return func(leaf) if isinstance(leaf, types) else leaf
+
+    return wrapped
+
+
+def tree_map_only(type_or_types, func, tree, is_leaf=None):
+    return tree_map(_only(type_or_types, func), tree, is_leaf=is_leaf)
+
+
+def tree_map_only_(type_or_types, func, tree, is_leaf=None):
+    return tree_map_(_only(type_or_types, func), tree, is_leaf=is_leaf)
+
+
+def tree_all(pred, tree, is_leaf=None):
+    return all(map(pred, tree_iter(tree, is_leaf)))
+
+
+def tree_any(pred, tree, is_leaf=None):
+    return any(map(pred, tree_iter(tree, is_leaf)))
+
+
+def tree_all_only(type_or_types, pred, tree, is_leaf=None):
+    types = tuple(type_or_types) if isinstance(type_or_types, (tuple, list)) else type_or_types
+    return all(pred(leaf) for leaf in tree_iter(tree, is_leaf) if isinstance(leaf, types))
+
+
+def tree_any_only(type_or_types, pred, tree, is_leaf=None):
+    types = tuple(type_or_types) if isinstance(type_or_types, (tuple, list)) else type_or_types
+    return any(pred(leaf) for leaf in tree_iter(tree, is_leaf) if isinstance(leaf, types))
+
+
+# -- specs as JSON ------------------------------------------------------------------------------------------------
+
+_PROTOCOL = 1
+
+
+def _spec_to_json(spec):
+    if spec.is_leaf():
+        return {"type": None, "context": None, "children_spec": []}
+    if spec.type not in SUPPORTED_SERIALIZED_TYPES or spec.type is namedtuple:
+        raise NotImplementedError(f"Serializing {spec.type} in pytree is not registered.")
+    name, to_dumpable, _ = SUPPORTED_SERIALIZED_TYPES[spec.type]
+    context = spec.context if to_dumpable is None else to_dumpable(spec.context)
+    if spec.type is defaultdict:
+        factory, keys = spec.context
+        context = {"default_factory_module": factory.__module__, "default_factory_name": factory.__qualname__,
+                   "dict_context": keys}
+    try:
+        text = json.dumps(context)
+    except TypeError as error:
+        raise TypeError("Unable to serialize context. Please make the context json dump-able, or register a "
+                        "custom serializer using torch.utils._pytree.register_pytree_node.") from error
+    return {"type": name, "context": text, "children_spec": [_spec_to_json(child) for child in spec.children_specs]}
+
+
+def _json_to_spec(data):
+    if data["type"] is None and data["context"] is None and not data["children_spec"]:
+        return LeafSpec()
+    kind = SERIALIZED_TYPE_TO_PYTHON_TYPE.get(data["type"])
+    if kind is None or kind is namedtuple:
+        raise NotImplementedError(f"Deserializing {data['type']} in pytree is not registered.")
+    context = json.loads(data["context"])
+    if kind is defaultdict:
+        import builtins
+
+        if context["default_factory_module"] != "builtins":  # (loading names no module it would import)
+            raise NotImplementedError("a defaultdict spec whose factory is not a builtin cannot be loaded here")
+        context = [getattr(builtins, context["default_factory_name"]), context["dict_context"]]
+    _, _, from_dumpable = SUPPORTED_SERIALIZED_TYPES[kind]
+    if from_dumpable is not None:
+        context = from_dumpable(context)
+    return TreeSpec(kind, context, [_json_to_spec(child) for child in data["children_spec"]])
+
+
+def treespec_dumps(treespec, protocol=None):
+    """The spec as JSON text (PyTorch's format: ``[protocol, {"type", "context", "children_spec"}]``)."""
+    protocol = _PROTOCOL if protocol is None else protocol
+    if protocol != _PROTOCOL:
+        raise ValueError(f"Unknown protocol {protocol}. Available protocols: [{_PROTOCOL}]")
+    return json.dumps([protocol, _spec_to_json(treespec)])
+
+
+def treespec_loads(serialized):
+    protocol, data = json.loads(serialized)
+    if protocol != _PROTOCOL:
+        raise ValueError(f"Unknown protocol {protocol}. Available protocols: [{_PROTOCOL}]")
+    return _json_to_spec(data)
+
+
+def treespec_pprint(treespec):
+    """The tree of ``treespec`` with ``*`` at each leaf, as text."""
+    return repr(treespec.unflatten([_Star()] * treespec.num_leaves))
+
+
+class _Star:
+    def __repr__(self):
+        return "*"
