@@ -227,6 +227,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "transforms": ".transforms",
     "utils": ".utils",
     "multiprocessing": ".multiprocessing",
+    "library": ".library",
     "sparse": ".sparse",
     "sparse_coo_tensor": ".sparse.coo:sparse_coo_tensor",
     "viz": ".viz",

@@ -89,3 +89,14 @@ def bind_tensor_methods():
 
 
 bind_tensor_methods()
+
+
+def __getattr__(name):
+    """``autograd.ops.<namespace>``, PyTorch's ``torch.ops``: the operators ``autograd.library.custom_op`` made in
+    that namespace, and ``aten``'s (the library's functions by their ATen names). Other names raise AttributeError,
+    so ``from . import submodule`` still imports the submodule."""
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ..library import op_namespace  # (loaded on first use)
+
+    return op_namespace(name)

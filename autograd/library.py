@@ -1,0 +1,565 @@
+"""Custom operators, as ``torch.library``: a Python function made an operator of the library's namespace.
+
+    @autograd.library.custom_op("mylib::numpy_sin", mutates_args=())
+    def numpy_sin(x: Tensor) -> Tensor:
+        return autograd.from_numpy(np.sin(x.numpy()))
+
+    numpy_sin.register_autograd(backward, setup_context=setup_context)
+
+The function runs as one opaque step: its own operations are not recorded (it may leave the library, as
+through NumPy above), so its derivative comes from ``register_autograd``: ``setup_context(ctx, inputs,
+output)`` keeps what backward needs and ``backward(ctx, *grads)`` gives dL/dinput for each input, as an
+``autograd.Function`` does (it is one underneath). Without it, a backward through the operator raises
+PyTorch's error instead of silently giving no gradient. The function's type annotations are its schema
+(``(Tensor x) -> Tensor``), checked at each call; an output may not be, or share memory with, an input.
+
+The operator is also ``autograd.ops.mylib.numpy_sin`` (PyTorch's ``torch.ops.mylib.numpy_sin``), and
+``autograd.ops.aten.<name>`` reaches the library's own functions by their ATen names. ``register_fake``
+keeps a function giving an output's shape and dtype (``opcheck`` compares it with the real output), and
+``register_kernel`` replaces the function on a device. What compilation would use (``register_vmap``,
+``register_autocast``, ``register_torch_dispatch``) is kept and unused: nothing here compiles.
+"""
+
+import collections.abc
+import functools
+import inspect
+import operator
+import types
+import typing
+
+from .device import device
+from .function import Function
+from .graph import is_grad_enabled, no_grad
+from .tensor import Tensor
+
+_OPS = {}  # "namespace::name" -> CustomOpDef
+_SCALAR = "Scalar"
+
+
+# -- schemas --------------------------------------------------------------------------------------------------
+
+
+def _origin(annotation):
+    return typing.get_origin(annotation), typing.get_args(annotation)
+
+
+def _optional_of(annotation):
+    """T for Optional[T] (or T | None), else None."""
+    origin, args = _origin(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        rest = tuple(a for a in args if a is not type(None))
+        return functools.reduce(operator.or_, rest)
+    return None
+
+
+def _sequence_of(annotation):
+    origin, args = _origin(annotation)
+    if origin in (list, collections.abc.Sequence) and len(args) == 1:
+        return args[0]
+    return None
+
+
+def _scalar_union(annotation):
+    origin, args = _origin(annotation)
+    return origin in (typing.Union, types.UnionType) and set(args) == {int, float, bool}
+
+
+def _base_type(annotation):
+    if annotation is Tensor:
+        return "Tensor"
+    if _scalar_union(annotation):
+        return _SCALAR
+    return {int: "SymInt", float: "float", bool: "bool", str: "str", device: "Device"}.get(
+        annotation, "ScalarType" if _is_dtype(annotation) else None)
+
+
+def _is_dtype(annotation):
+    from . import dtype  # (autograd.dtype: what a dtype is)
+
+    return annotation is dtype
+
+
+def _schema_type(annotation):
+    """The schema's word for a parameter annotation (Tensor, SymInt[], float?, ...), or None."""
+    inner = _optional_of(annotation)
+    if inner is not None:
+        word = _schema_type(inner)
+        return None if word is None or word.endswith("?") else word + "?"
+    element = _sequence_of(annotation)
+    if element is not None:
+        optional = _optional_of(element)
+        if optional is Tensor:
+            return "Tensor?[]"
+        word = _base_type(element)
+        return None if word in (None, "str", "Device", "ScalarType") else word + "[]"
+    return _base_type(annotation)
+
+
+def _return_type(annotation, error):
+    if annotation is None or annotation is type(None):
+        return "()"
+    origin, args = _origin(annotation)
+    if origin is tuple:
+        return "(" + ", ".join(_return_type(a, error) for a in args) + ")"
+    word = _schema_type(annotation)
+    if word is None:
+        error(f"Return has unsupported type {annotation}.")
+    return word
+
+
+def _default_text(value):
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value).removeprefix("torch.") if value is not None else "None"
+
+
+def infer_schema(prototype_function, /, *, mutates_args, op_name=None):
+    """The schema of ``prototype_function`` from its annotations, as PyTorch writes it:
+    ``(Tensor(a0!) x, SymInt[] box, float s=1.0) -> Tensor`` (``op_name`` first if given). ``mutates_args``
+    names the arguments it writes ("unknown": every tensor argument)."""
+    signature = inspect.signature(prototype_function)
+
+    def error(what):
+        raise ValueError(f"infer_schema(func): {what} Got func with signature {signature})")
+
+    hints = typing.get_type_hints(prototype_function)
+    parts, mutated_count, keyword_only = [], 0, False
+    for name, parameter in signature.parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            error("We do not support positional-only args, varargs, or varkwargs.")
+        if parameter.annotation is inspect.Parameter.empty:
+            error(f"Parameter {name} must have a type annotation.")
+        annotation = hints.get(name, parameter.annotation)
+        word = _schema_type(annotation)
+        if word is None:
+            error(f"Parameter {name} has unsupported type {annotation}. The valid types are: Tensor, int, float, "
+                  "bool, str, int | float | bool, dtype, device, their Optional forms, and Sequences of Tensor, int, "
+                  "float, bool and int | float | bool.")
+        mutated = (mutates_args == "unknown" and word.startswith("Tensor")) or (
+            mutates_args != "unknown" and name in mutates_args)
+        if mutated:
+            if not word.startswith("Tensor"):
+                error(f"Parameter {name} is in mutable_args but only Tensors or collections of Tensors can be "
+                      "mutated")
+            word = f"Tensor(a{mutated_count}!)" + word[len("Tensor"):]
+            mutated_count += 1
+        if parameter.kind is parameter.KEYWORD_ONLY and not keyword_only:
+            parts.append("*")
+            keyword_only = True
+        text = f"{word} {name}"
+        if parameter.default is not inspect.Parameter.empty:
+            from . import dtype
+
+            if not isinstance(parameter.default, (type(None), int, float, bool, str, dtype)):
+                error(f"Parameter {name} has an unsupported default value type {type(parameter.default)}.")
+            text += f"={_default_text(parameter.default)}"
+        parts.append(text)
+    if mutates_args != "unknown":
+        unknown = set(mutates_args) - set(signature.parameters)
+        if unknown:
+            error(f"{sorted(unknown)} in mutates_args were not found in the custom op's signature.")
+    returns = _return_type(hints.get("return", signature.return_annotation), error)
+    return f"{op_name or ''}({', '.join(parts)}) -> {returns}"
+
+
+# -- operators ------------------------------------------------------------------------------------------------
+
+
+class CustomOpDef:
+    """An operator made by ``custom_op``: call it as the function it wraps."""
+
+    def __init__(self, namespace, name, schema, fn, mutates_args):
+        self._namespace, self._name, self._schema, self._init_fn = namespace, name, schema, fn
+        self._mutates_args = mutates_args
+        self._signature = inspect.signature(fn)
+        self._kernels = {}  # device type -> function
+        self._fake_fn = self._backward_fn = self._setup_context_fn = self._vmap_fn = None
+        self._autocast = {}
+        self._torch_dispatch = {}
+        self._function = self._packet = None
+        self.__name__ = name
+        self.__doc__ = fn.__doc__
+
+    def __repr__(self):
+        return f"<CustomOpDef({self._qualname})>"
+
+    @property
+    def _qualname(self):
+        return f"{self._namespace}::{self._name}"
+
+    def _declaration(self):
+        return f"{self._qualname}{self._schema}"
+
+    # registrations, as decorators or calls
+    def register_kernel(self, device_types, fn=None, /):
+        def register(fn):
+            for kind in [device_types] if isinstance(device_types, str) or device_types is None else device_types:
+                self._kernels[kind] = fn
+            return fn
+
+        return register if fn is None else register(fn)
+
+    def register_fake(self, fn, /):
+        self._fake_fn = fn
+        return fn
+
+    def register_autograd(self, backward, /, *, setup_context=None):
+        """``backward(ctx, *grads)``: dL/dinput for each input (None where there is none); ``setup_context(ctx,
+        inputs, output)`` keeps what it needs (``ctx.save_for_backward``, attributes)."""
+        self._backward_fn, self._setup_context_fn = backward, setup_context
+
+    def register_vmap(self, func=None, /):
+        def register(func):
+            self._vmap_fn = func
+            return func
+
+        return register if func is None else register(func)
+
+    def register_autocast(self, device_type, cast_inputs):
+        self._autocast[device_type] = cast_inputs
+
+    def register_torch_dispatch(self, torch_dispatch_class, fn=None, /):
+        def register(fn):
+            self._torch_dispatch[torch_dispatch_class] = fn
+            return fn
+
+        return register if fn is None else register(fn)
+
+    def set_kernel_enabled(self, device_type, enabled=True):
+        raise NotImplementedError("set_kernel_enabled: kernels here are plain functions, replaced by register_kernel")
+
+    # calling
+    def _bound(self, args, kwargs):
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as error:
+            positional = sum(p.kind is not p.KEYWORD_ONLY for p in self._signature.parameters.values())
+            if len(args) > positional:
+                raise RuntimeError(f"{self._qualname}() expected at most {positional} argument(s) but received "
+                                   f"{len(args)} argument(s). Declaration: {self._declaration()}") from None
+            missing = next((n for n in self._signature.parameters if n not in
+                            self._signature.bind_partial(*args, **kwargs).arguments and
+                            self._signature.parameters[n].default is inspect.Parameter.empty), None)
+            if missing is not None:
+                raise RuntimeError(f"{self._qualname}() is missing value for argument '{missing}'. Declaration: "
+                                   f"{self._declaration()}") from None
+            raise RuntimeError(f"{self._qualname}(): {error}. Declaration: {self._declaration()}") from None
+        bound.apply_defaults()
+        return bound.arguments
+
+    def _kernel(self, arguments):
+        tensors = [v for v in arguments.values() if isinstance(v, Tensor)]
+        kind = tensors[0].device.type if tensors else "cpu"
+        return self._kernels.get(kind, self._kernels.get(None, self._init_fn))
+
+    def _run(self, arguments):
+        """The kernel on ``arguments``, unrecorded, its outputs checked not to alias its inputs."""
+        with no_grad():
+            output = self._kernel(arguments)(**arguments)
+        inputs = [v for v in _tensors_in(arguments.values())]
+        outputs = list(_tensors_in(output if isinstance(output, (tuple, list)) else [output]))
+        for k, y in enumerate(outputs):
+            if any(_shares_memory(y, x) for x in inputs + outputs[:k]):
+                raise RuntimeError(
+                    f"{self._name} (with implementation in {self._init_fn.__module__}): The output of this custom "
+                    "operator (1) must not also be an input to this custom operator and (2) may not alias any "
+                    "inputs to this custom operator or other returns. The most common way to trigger this error "
+                    "is if we have y = custom_op(x) and y and x are the same Tensor. Please instead return a clone "
+                    "of the offending output tensor(s) (e.g. return x.clone()) or refactor the custom operator to "
+                    "not return y.")
+        return output
+
+    def __call__(self, *args, **kwargs):
+        arguments = self._bound(args, kwargs)
+        if is_grad_enabled() and any(x.requires_grad for x in _tensors_in(arguments.values())):
+            return self._autograd_function().apply(*arguments.values())
+        return self._run(arguments)
+
+    def _autograd_function(self):
+        """The autograd.Function the operator runs as when an input requires grad (made once)."""
+        if self._function is None:
+            op, names = self, list(self._signature.parameters)
+
+            def forward(*values):
+                return op._run(dict(zip(names, values)))
+
+            def setup_context(ctx, inputs, output):
+                if op._setup_context_fn is not None:
+                    op._setup_context_fn(ctx, inputs, output)
+
+            def backward(ctx, *grads):
+                if op._backward_fn is None:
+                    raise RuntimeError(f"Trying to backward through {op._namespace}.{op._name}.default but no "
+                                       "autograd formula was registered. Please use register_autograd to add one.")
+                result = op._backward_fn(ctx, *grads)
+                return result if isinstance(result, tuple) else (result,)
+
+            name = f"GeneratedBackwardFor_{self._namespace}_{self._name}_default"
+            self._function = type(name, (Function,), {"forward": staticmethod(forward),
+                                                      "setup_context": staticmethod(setup_context),
+                                                      "backward": staticmethod(backward)})
+        return self._function
+
+
+def _tensors_in(values):
+    for v in values:
+        if isinstance(v, Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            yield from (x for x in v if isinstance(x, Tensor))
+
+
+def _shares_memory(a, b):
+    from .backend import memory_owner
+
+    return a is b or (a.numel() and b.numel() and memory_owner(a._data) is memory_owner(b._data))
+
+
+def custom_op(name, fn=None, /, *, mutates_args, device_types=None, schema=None):
+    """``fn`` (or the decorated function) as the operator ``name`` ("namespace::name"): see the module's
+    docstring. ``mutates_args``: the arguments it writes in place (``()`` for none, "unknown" if not known)."""
+    namespace, separator, short = name.partition("::")
+    if not separator or not namespace or not short:
+        raise ValueError(f"custom_op(name, ...): expected a qualified name 'namespace::name', got {name!r}")
+    if mutates_args != "unknown" and isinstance(mutates_args, str):
+        raise ValueError("mutates_args must be a tuple of argument names (a str names them one letter at a "
+                         f"time): got {mutates_args!r}")
+
+    def make(fn):
+        # (a name defined again, as a notebook cell run twice does, is the new function's: PyTorch's too)
+        text = schema if schema is not None else infer_schema(fn, mutates_args=mutates_args)
+        op = CustomOpDef(namespace, short, text, fn, mutates_args)
+        if device_types is not None:
+            op.register_kernel(device_types, fn)
+        _OPS[name] = op
+        return op
+
+    return make if fn is None else make(fn)
+
+
+def _op(op):
+    if isinstance(op, CustomOpDef):
+        return op
+    if isinstance(op, OpOverloadPacket | OpOverload):
+        return op._op
+    if isinstance(op, str) and op in _OPS:
+        return _OPS[op]
+    raise ValueError(f"{op!r} is not an operator made by autograd.library.custom_op")
+
+
+def register_kernel(op, device_types, func=None, /, *, lib=None):
+    return _op(op).register_kernel(device_types, func)
+
+
+def register_fake(op, func=None, /, *, lib=None, _stacklevel=1, allow_override=False):
+    def register(func):
+        return _op(op).register_fake(func)
+
+    return register if func is None else register(func)
+
+
+impl_abstract = register_fake
+
+
+def register_autograd(op, backward, /, *, setup_context=None, lib=None):
+    _op(op).register_autograd(backward, setup_context=setup_context)
+
+
+def register_vmap(op, func=None, /, *, lib=None):
+    return _op(op).register_vmap(func)
+
+
+def register_autocast(op, device_type, cast_inputs, /, *, lib=None):
+    _op(op).register_autocast(device_type, cast_inputs)
+
+
+def get_ctx():
+    """What a fake function is given to make data-dependent sizes (PyTorch's FakeTensor context): nothing
+    traces here, so none is given."""
+    raise RuntimeError("get_ctx() is only valid while tracing with fake tensors, which chainrule does not do")
+
+
+# -- torch.ops ------------------------------------------------------------------------------------------------
+
+
+class OpOverload:
+    """``autograd.ops.mylib.op.default``: the operator itself."""
+
+    def __init__(self, op, packet, overload="default"):
+        self._op, self.overloadpacket, self._overloadname = op, packet, overload
+
+    def __call__(self, *args, **kwargs):
+        return self._op(*args, **kwargs)
+
+    def name(self):
+        return self._op._qualname
+
+    def __str__(self):
+        return f"{self._op._namespace}.{self._op._name}.{self._overloadname}"
+
+    def __repr__(self):
+        return f"<OpOverload(op='{self._op._namespace}.{self._op._name}', overload='{self._overloadname}')>"
+
+
+class OpOverloadPacket:
+    """``autograd.ops.mylib.op``: the operator (its overloads: ``.default``)."""
+
+    def __init__(self, op):
+        self._op = op
+        self.default = OpOverload(op, self)
+        self._qualified_op_name = op._qualname
+
+    def __call__(self, *args, **kwargs):
+        return self._op(*args, **kwargs)
+
+    def overloads(self):
+        return ["default"]
+
+    def __str__(self):
+        return f"{self._op._namespace}.{self._op._name}"
+
+    def __repr__(self):
+        return f"<OpOverloadPacket(op='{self}')>"
+
+
+class _AtenPacket:
+    """``autograd.ops.aten.add`` (and each overload: ``.Tensor``, ``.Scalar``, ``.default``, ...): the library's
+    function of that name (an in-place name, ``add_``, the tensor method)."""
+
+    def __init__(self, name, function):
+        self._name, self._function = name, function
+
+    def __call__(self, *args, **kwargs):
+        return self._function(*args, **kwargs)
+
+    def __getattr__(self, overload):
+        if overload.startswith("__"):
+            raise AttributeError(overload)
+        return self
+
+    def __repr__(self):
+        return f"aten.{self._name}"
+
+
+class _OpNamespace:
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, op_name):
+        if op_name.startswith("__"):
+            raise AttributeError(op_name)
+        if self._name == "aten":
+            return _aten(op_name)
+        op = _OPS.get(f"{self._name}::{op_name}")
+        if op is None:
+            raise AttributeError(f"'_OpNamespace' '{self._name}' object has no attribute '{op_name}'")
+        if op._packet is None:  # (one packet per operator: ops.mylib.f is ops.mylib.f, as PyTorch's)
+            op._packet = OpOverloadPacket(op)
+        return op._packet
+
+    def __repr__(self):
+        return f"<module 'torch.ops.{self._name}'>"
+
+
+def _aten(name):
+    import autograd
+
+    function = getattr(autograd, name, None)
+    if function is None and name.endswith("_") and hasattr(Tensor, name):
+        def function(self, *args, **kwargs):
+            return getattr(self, name)(*args, **kwargs)
+    if function is None or not callable(function):
+        raise AttributeError(f"'_OpNamespace' 'aten' object has no attribute '{name}'")
+    return _AtenPacket(name, function)
+
+
+def op_namespace(name):
+    """``autograd.ops.<name>``: the operators of namespace ``name`` (AttributeError if it has none)."""
+    if name == "aten" or any(qualname.startswith(name + "::") for qualname in _OPS):
+        return _OpNamespace(name)
+    raise AttributeError(f"module 'autograd.ops' has no attribute '{name}'")
+
+
+# -- checking an operator -------------------------------------------------------------------------------------
+
+
+def opcheck(op, args, kwargs=None, *, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+            raise_exception=True, rtol=None, atol=None):
+    """Checks of a custom operator on ``args``: that it writes only the arguments its schema says (test_schema),
+    that an input requiring grad makes its outputs part of the graph (test_autograd_registration),
+    and that its fake function gives the real output's shapes and dtypes (test_faketensor). Returns
+    {test: "SUCCESS" or the error}; raises the first failure with ``raise_exception``. (PyTorch's
+    test_aot_dispatch_dynamic compiles the operator: nothing here compiles, so it is not run.)"""
+    op = _op(op)
+    kwargs = kwargs or {}
+    tests = [test_utils] if isinstance(test_utils, str) else list(test_utils)
+    results = {}
+    for test in tests:
+        check = {"test_schema": _check_schema, "test_autograd_registration": _check_autograd,
+                 "test_faketensor": _check_fake}.get(test)
+        if check is None:
+            raise ValueError(f"opcheck: test_utils has {test!r}, which is not run here (test_schema, "
+                             "test_autograd_registration, test_faketensor are)")
+        try:
+            check(op, args, kwargs)
+            results[test] = "SUCCESS"
+        except Exception as error:  # noqa: BLE001  (each failure is the test's result)
+            if raise_exception:
+                raise OpCheckError(f"opcheck(op, ...): {test} failed with {error}") from error
+            results[test] = error
+    return results
+
+
+class OpCheckError(Exception):
+    pass
+
+
+def _cloned(values):
+    return [v.detach().clone() if isinstance(v, Tensor) else
+            [x.detach().clone() if isinstance(x, Tensor) else x for x in v] if isinstance(v, list) else v
+            for v in values]
+
+
+def _check_schema(op, args, kwargs):
+    arguments = op._bound(tuple(_cloned(args)), dict(zip(kwargs, _cloned(kwargs.values()))))
+    before = {name: v.detach().clone() for name, v in arguments.items() if isinstance(v, Tensor)}
+    op._run(arguments)
+    declared = set(before) if op._mutates_args == "unknown" else set(op._mutates_args)
+    for name, old in before.items():
+        changed = not bool((arguments[name] == old).all()) if old.numel() else False
+        if changed and name not in declared:
+            raise RuntimeError(f"{op._qualname}: the argument {name} was written in place but mutates_args does "
+                               "not name it")
+
+
+def _check_autograd(op, args, kwargs):
+    """An input that requires grad makes the output a node of the graph (whose backward raises PyTorch's error
+    if no formula was registered): no output silently leaves the graph."""
+    arguments = op._bound(args, kwargs)
+    if is_grad_enabled() and any(x.requires_grad for x in _tensors_in(arguments.values())):
+        output = op(**arguments)
+        for y in _tensors_in(output if isinstance(output, (tuple, list)) else [output]):
+            if y.dtype.kind in "fc" and y.grad_fn is None:
+                raise RuntimeError(f"{op._qualname}: an input requires grad but an output is not in the graph")
+
+
+def _check_fake(op, args, kwargs):
+    if op._fake_fn is None:
+        raise RuntimeError(f"There was no fake impl registered for {op._qualname}. This is necessary for torch.compile/"
+                           "export/fx tracing to work. Please use `register_fake` to add an fake impl.")
+    arguments = op._bound(args, kwargs)
+    with no_grad():
+        fake = op._fake_fn(**arguments)
+        real = op._run(arguments)
+    fakes = list(_tensors_in(fake if isinstance(fake, (tuple, list)) else [fake]))
+    reals = list(_tensors_in(real if isinstance(real, (tuple, list)) else [real]))
+    if len(fakes) != len(reals):
+        raise RuntimeError(f"{op._qualname}: the fake function gives {len(fakes)} tensors, the operator {len(reals)}")
+    for i, (f, r) in enumerate(zip(fakes, reals)):
+        if tuple(f.shape) != tuple(r.shape) or f.dtype != r.dtype:
+            raise RuntimeError(f"{op._qualname}: output {i} of the fake function has shape {tuple(f.shape)} and "
+                               f"dtype {f.dtype}, the operator's {tuple(r.shape)} and {r.dtype}")
+
+
+__all__ = ["CustomOpDef", "custom_op", "get_ctx", "impl_abstract", "infer_schema", "opcheck", "register_autocast",
+           "register_autograd", "register_fake", "register_kernel", "register_vmap"]

@@ -1,0 +1,131 @@
+"""Custom operators (``autograd.library``, PyTorch's ``torch.library``): a function that leaves the library (here
+through NumPy) made an operator with ``custom_op``, its derivative given by ``register_autograd``, its schema
+read from its annotations, ``autograd.ops.<namespace>.<name>``, in-place operators, PyTorch's errors, and
+``opcheck``. Each test runs on PyTorch too, against the same expectations."""
+
+import numpy as np
+import pytest
+
+
+def numpy_sin_op(T, name):
+    @T.library.custom_op(f"chainrule_tests::{name}", mutates_args=())
+    def numpy_sin(x: T.Tensor) -> T.Tensor:
+        return T.from_numpy(np.sin(x.numpy(force=True)))
+
+    return numpy_sin
+
+
+def with_derivative(op):
+    def setup_context(ctx, inputs, output):
+        (x,) = inputs
+        ctx.save_for_backward(x)
+
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * x.cos()
+
+    op.register_autograd(backward, setup_context=setup_context)
+    return op
+
+
+def test_an_operator_runs_its_function_and_differentiates_by_its_formula(T):
+    op = numpy_sin_op(T, "sin_a")
+    x = T.tensor([0.5, 1.0, 2.0], dtype=T.float64, requires_grad=True)
+    y = op(x)
+    np.testing.assert_allclose(y.detach().numpy(), np.sin([0.5, 1.0, 2.0]))
+    assert type(y.grad_fn).__name__ == "GeneratedBackwardFor_chainrule_tests_sin_a_defaultBackward"
+    with pytest.raises(RuntimeError, match="no autograd formula was registered. Please use register_autograd"):
+        y.sum().backward()
+    with_derivative(op)
+    op(x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.cos([0.5, 1.0, 2.0]))
+    assert T.autograd.gradcheck(op, (T.tensor([0.3, -1.2], dtype=T.float64, requires_grad=True),))
+    with T.no_grad():
+        assert op(x).grad_fn is None
+
+
+def test_the_operator_is_in_ops_by_its_namespace(T):
+    op = with_derivative(numpy_sin_op(T, "sin_b"))
+    x = T.tensor([0.25, 1.5])
+    packet = T.ops.chainrule_tests.sin_b
+    assert str(packet) == "chainrule_tests.sin_b" and str(packet.default) == "chainrule_tests.sin_b.default"
+    assert repr(packet) == "<OpOverloadPacket(op='chainrule_tests.sin_b')>" and packet.default.overloadpacket is packet
+    np.testing.assert_allclose(packet(x).numpy(), op(x).numpy())
+    np.testing.assert_allclose(packet.default(x).numpy(), np.sin([0.25, 1.5]), rtol=1e-6)
+    assert T.ops.aten.add.Tensor(T.ones(2), T.ones(2)).tolist() == [2.0, 2.0]
+    assert T.ops.aten.mm.default(T.ones(1, 2), T.ones(2, 1)).tolist() == [[2.0]]
+
+
+def test_several_outputs_non_tensor_arguments_and_their_gradients(T):
+    @T.library.custom_op("chainrule_tests::scaled_pair", mutates_args=())
+    def scaled_pair(x: T.Tensor, k: int = 2) -> tuple[T.Tensor, T.Tensor]:
+        return x * k, x + k
+
+    def setup_context(ctx, inputs, output):
+        ctx.k = inputs[1]
+
+    scaled_pair.register_autograd(lambda ctx, ga, gb: (ga * ctx.k + gb, None), setup_context=setup_context)
+    x = T.ones(2, requires_grad=True)
+    a, b = scaled_pair(x, 5)
+    assert a.tolist() == [5.0, 5.0] and b.tolist() == [6.0, 6.0]
+    (a.sum() + 2 * b.sum()).backward()
+    assert x.grad.tolist() == [7.0, 7.0]
+    assert scaled_pair(T.ones(1), k=3)[0].tolist() == [3.0]
+
+
+def test_an_operator_that_writes_its_argument(T):
+    @T.library.custom_op("chainrule_tests::fill_", mutates_args=("x",))
+    def fill_(x: T.Tensor, value: float) -> None:
+        x.fill_(value)
+
+    t = T.zeros(2)
+    assert fill_(t, 2.5) is None and t.tolist() == [2.5, 2.5]
+    assert T.library.opcheck(fill_, (T.zeros(3), 1.0), test_utils="test_schema") == {"test_schema": "SUCCESS"}
+
+
+def test_errors_are_pytorchs(T):
+    op = numpy_sin_op(T, "sin_c")
+    with pytest.raises(RuntimeError, match=r"expected at most 1 argument\(s\) but received 2 argument\(s\). "
+                                           r"Declaration: chainrule_tests::sin_c\(Tensor x\) -> Tensor"):
+        op(T.ones(2), 3)
+    with pytest.raises(RuntimeError, match="is missing value for argument 'x'"):
+        op()
+    with pytest.raises(ValueError, match="Parameter x must have a type annotation"):
+        T.library.custom_op("chainrule_tests::untyped", lambda x: x, mutates_args=())
+
+    @T.library.custom_op("chainrule_tests::same", mutates_args=())
+    def same(x: T.Tensor) -> T.Tensor:
+        return x
+
+    with pytest.raises(RuntimeError, match="must not also be an input to this custom operator"):
+        same(T.ones(2))
+
+
+def test_schemas_are_inferred_from_annotations(T):
+    from collections.abc import Sequence
+
+    def f(x: T.Tensor, box: Sequence[int], ts: list[T.Tensor], y: T.Tensor | None = None, s: float = 1.0,
+          flag: bool = False, name: str = "a", n: int = 3) -> tuple[T.Tensor, T.Tensor]:
+        raise AssertionError("not called")
+
+    assert T.library.infer_schema(f, mutates_args=()) == (
+        '(Tensor x, SymInt[] box, Tensor[] ts, Tensor? y=None, float s=1.0, bool flag=False, str name="a", '
+        'SymInt n=3) -> (Tensor, Tensor)')
+
+    def g(x: T.Tensor, y: T.Tensor, *, k: int) -> None:
+        raise AssertionError("not called")
+
+    assert T.library.infer_schema(g, mutates_args=("x",)) == "(Tensor(a0!) x, Tensor y, *, SymInt k) -> ()"
+    assert T.library.infer_schema(g, mutates_args="unknown") == "(Tensor(a0!) x, Tensor(a1!) y, *, SymInt k) -> ()"
+
+
+def test_opcheck_checks_the_formula_and_the_fake_function(T):
+    op = numpy_sin_op(T, "sin_d")
+    x = T.tensor([0.5, 1.0], requires_grad=True)
+    tests = ("test_schema", "test_autograd_registration", "test_faketensor")
+    failing = T.library.opcheck(op, (x,), test_utils=tests, raise_exception=False)
+    assert failing["test_schema"] == failing["test_autograd_registration"] == "SUCCESS"
+    assert failing["test_faketensor"] != "SUCCESS"  # (no fake function registered)
+    with_derivative(op)
+    op.register_fake(lambda x: T.empty_like(x))
+    assert T.library.opcheck(op, (x,), test_utils=tests) == dict.fromkeys(tests, "SUCCESS")
