@@ -14,6 +14,7 @@ from ..backend import float16, float32, float64, xp
 from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .conversion import type_name
 from .names import names
 from .shape import IndexAdd
 
@@ -70,6 +71,9 @@ def embedding_renorm_(weight, indices, max_norm, norm_type=2.0):
     PyTorch's rounding: the norm in the weight's dtype (float16 accumulated in float32), read as a
     double; the scale computed in double (in float32, + 1e-7 would vanish below the norm's unit), then
     rounded to the weight's dtype for the product."""
+    if weight.dtype.kind not in "fc":  # PyTorch's renorm takes the rows' norm, which integers have not
+        raise RuntimeError(f"norm(): input dtype should be either floating point or complex. Got "
+                           f"{type_name(weight.dtype)} instead.")
     rows = xp.unique(indices.reshape(-1))
     values = weight._data[rows]
     wide = values.astype(float32) if values.dtype == float16 else values

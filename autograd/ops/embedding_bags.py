@@ -16,7 +16,7 @@ from ..backend import float16, ufunc_at, xp
 from ..primitive import node_named
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
-from .embedding import _padding_index, embedding
+from .embedding import _padding_index, embedding, embedding_renorm_
 from .names import names
 from .shape import IndexAdd
 
@@ -41,6 +41,9 @@ def _bags(input, offsets, include_last_offset):
     if starts.size and starts[0] != 0:
         raise RuntimeError(f"offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
                            f"position 0. However, got {starts[0]}")
+    if starts.size and starts[-1] > len(indices):
+        raise RuntimeError(f"offsets[-1] can not be greater than input's length {len(indices)} but got "
+                           f"offsets[-1] of {starts[-1]}")
     if include_last_offset:
         starts = starts[:-1]
     bag_of = xp.searchsorted(starts, xp.arange(len(indices)), side="right") - 1
@@ -74,6 +77,10 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
                            f"#1 'per_sample_weights'; but type torch.{type_name(weight.dtype)}Tensor does not equal "
                            f"torch.{type_name(per_sample_weights.dtype)}Tensor (while checking arguments for "
                            "embedding_bag)")
+    rows = weight.shape[0]
+    if padding_idx is not None and not -rows <= padding_idx < rows:
+        raise RuntimeError(f"padding_idx must be within the number of embeddings, {-rows} through {rows - 1}, but "
+                           f"got {padding_idx}")
     indices, bag_of, bags = _bags(input, offsets, include_last_offset)
     bad = (indices < 0) | (indices >= weight.shape[0])
     if bad.any():  # PyTorch's RuntimeError, naming the first index out of range
@@ -89,9 +96,11 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     """(the bags' sums, means or maxima, the number of indices in each bag, padding left out, and for
     mode='max' the row of W that gives each maximum, 0 in an empty bag)."""
     padding_idx = _padding_index(padding_idx, weight.shape[0])
+    if max_norm is not None:  # every index's row, the padding row too, as F.embedding_bag renormalises its input
+        embedding_renorm_(weight, indices, max_norm, norm_type)
     kept = xp.ones(len(indices), dtype=bool) if padding_idx is None else indices != padding_idx
     indices, bag_of = indices[kept], bag_of[kept]
-    rows = embedding(Tensor._make(indices), weight, None, max_norm, norm_type, scale_grad_by_freq)
+    rows = embedding(Tensor._make(indices), weight, None, None, norm_type, scale_grad_by_freq)
     shape = (bags, weight.shape[1])
     counts = xp.bincount(bag_of, minlength=bags)
     if mode == "max":

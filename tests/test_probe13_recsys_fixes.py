@@ -1,0 +1,71 @@
+"""Fixes found by the recommender-system programs (tests/test_programs_probe13_recsys.py), each checked on
+chainrule and on PyTorch (the ``T`` fixture)."""
+
+import numpy as np
+import pytest
+
+from tests import ported_nn
+
+nn = ported_nn.nn  # the fixture
+
+
+def test_embedding_bag_max_norm_renormalises_the_padding_row_too(T, nn):
+    """F.embedding_bag renormalises the rows of every index of its input, the padding index's included (it
+    renormalises before the kernel leaves padding out); chainrule left the padding row as it was."""
+    rows = np.random.default_rng(0).standard_normal((6, 3)) * 2
+    weight = T.tensor(rows)
+    out = nn.functional.embedding_bag(T.tensor([0, 1, 2, 1]), weight, T.tensor([0, 2]), max_norm=1.0,
+                                      padding_idx=0, mode="sum")
+    norms = np.linalg.norm(rows, axis=1)
+    expected = rows.copy()
+    for r in (0, 1, 2):
+        expected[r] = rows[r] * (1.0 / (norms[r] + 1e-7))
+    np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(out.numpy(), [expected[1], expected[2] + expected[1]], rtol=1e-12)
+
+
+def test_embedding_bag_refuses_offsets_past_the_input(T, nn):
+    with pytest.raises(RuntimeError, match="^offsets\\[-1\\] can not be greater than input's length 3 but got "
+                                           "offsets\\[-1\\] of 5$"):
+        nn.functional.embedding_bag(T.tensor([1, 2, 3]), T.randn(4, 2), T.tensor([0, 5]))
+
+
+def test_embedding_bag_padding_idx_out_of_range_words(T, nn):
+    """The layer asserts (lower case, unlike nn.Embedding's 'Padding_idx'), the function raises a RuntimeError
+    naming the range."""
+    with pytest.raises(AssertionError, match="^padding_idx must be within num_embeddings$"):
+        nn.EmbeddingBag(4, 2, padding_idx=7)
+    with pytest.raises(RuntimeError, match="^padding_idx must be within the number of embeddings, -4 through 3, "
+                                           "but got 9$"):
+        nn.functional.embedding_bag(T.tensor([1]), T.randn(4, 2), T.tensor([0]), padding_idx=9)
+    assert nn.EmbeddingBag(4, 2, padding_idx=-1).padding_idx == 3
+
+
+def test_embedding_max_norm_refuses_an_integer_weight(T, nn):
+    with pytest.raises(RuntimeError, match="^norm\\(\\): input dtype should be either floating point or complex. "
+                                           "Got Long instead.$"):
+        nn.functional.embedding(T.tensor([1]), T.ones(3, 2, dtype=T.long), max_norm=1.0)
+
+
+@pytest.mark.parametrize("function", ["triu_indices", "tril_indices"])
+def test_triangle_indices_refuse_negative_sizes(T, function):
+    with pytest.raises(RuntimeError, match="^row must be non-negative, got-1$"):
+        getattr(T, function)(-1, 3)
+    with pytest.raises(RuntimeError, match="^col must be non-negative, got-2$"):
+        getattr(T, function)(3, -2)
+    assert tuple(getattr(T, function)(0, 0).shape) == (2, 0)
+
+
+def test_multinomial_without_replacement_orders_zero_weights_as_pytorch(T):
+    """Drawing as many samples as categories without replacement takes the zero weights last, in the order
+    PyTorch's topk gives equal keys (w / E of a zero weight is 0 for each): a stable argsort put them in index
+    order instead. The race runs in the input's dtype (float16 keys tie where float64 ones do not)."""
+    g = T.Generator().manual_seed(0)
+    for _ in range(3):
+        assert T.multinomial(T.tensor([0.5, 0.5, 0.0]), 3, generator=g)[2].item() == 2
+    assert T.multinomial(T.tensor([[0.0, 1.0, 0.0, 2.0]]), 4, generator=g).tolist() == [[3, 1, 2, 0]]
+    g.manual_seed(5)
+    weights = T.tensor(np.r_[np.zeros(150), np.arange(1, 51)] % 7)
+    draws = {dtype: T.multinomial(weights.to(dtype), 200, generator=g)[-3:].tolist()
+             for dtype in (T.float16, T.float32, T.float64)}
+    assert draws == {T.float16: [101, 50, 68], T.float32: [101, 50, 68], T.float64: [101, 50, 68]}
