@@ -22,7 +22,8 @@ from .shape import IndexAdd
 class EmbeddingLookup(Primitive):
     """y = W[indices] (one row of W per index);
     dL/dW_r = Σ_{k: indices_k = r} s_k dL/dy_k, with s_k = 0 for the padding index and
-    1 / (count of indices_k in the batch) with scale_grad_by_freq, 1 otherwise"""
+    1 / (count of indices_k in the batch) with scale_grad_by_freq, 1 otherwise; the terms added in the
+    order ``added_in`` (a permutation of the lookups) where given, in the lookups' order otherwise"""
 
     pytorch_name = "EmbeddingBackward0"
     saves_inputs = False  # backward needs W's shape only (PyTorch's node keeps the indices): W may then change in place
@@ -42,6 +43,8 @@ class EmbeddingLookup(Primitive):
             scale = scale * (flat != self.padding_idx)
         if self.scale_grad_by_freq or self.padding_idx is not None:
             rows = rows * Tensor._make(scale[:, None])
+        if self.added_in is not None:  # (float32 sums of many terms depend on their order)
+            flat, rows = flat[self.added_in], rows[Tensor._make(self.added_in)]
         return (IndexAdd.apply(rows, index=flat, shape=weight.shape, basic=False),)
 
 
@@ -49,8 +52,8 @@ def _indices(input, num_embeddings):
     indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
     if indices.dtype.kind not in "iu":
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
-                           f"types: Long, Int; but got {indices.dtype} instead (while checking arguments "
-                           "for embedding)")
+                           f"types: Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while "
+                           "checking arguments for embedding)")
     if indices.size and (indices.min() < 0 or indices.max() >= num_embeddings):
         raise IndexError("index out of range in self")
     return indices
@@ -129,7 +132,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if max_norm is not None:
         embedding_renorm_(weight, indices, max_norm, norm_type)
     return EmbeddingLookup.apply(weight, indices=indices, padding_idx=padding_idx,
-                                 scale_grad_by_freq=scale_grad_by_freq)
+                                 scale_grad_by_freq=scale_grad_by_freq, added_in=None)
 
 
 @names("embedding", method=False)

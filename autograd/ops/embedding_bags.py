@@ -16,9 +16,10 @@ from ..backend import float16, ufunc_at, xp
 from ..primitive import node_named
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
-from .embedding import _padding_index, embedding, embedding_renorm_
+from .embedding import EmbeddingLookup, _padding_index, embedding_renorm_
 from .names import names
 from .shape import IndexAdd
+from .sorting import _sort_order
 
 
 def _bags(input, offsets, include_last_offset):
@@ -82,11 +83,6 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         raise RuntimeError(f"padding_idx must be within the number of embeddings, {-rows} through {rows - 1}, but "
                            f"got {padding_idx}")
     indices, bag_of, bags = _bags(input, offsets, include_last_offset)
-    bad = (indices < 0) | (indices >= weight.shape[0])
-    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range
-        k = int(bad.argmax())
-        raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
-                           f"[0, {weight.shape[0]})")
     return _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_by_freq, per_sample_weights,
                  padding_idx)[0]
 
@@ -95,12 +91,26 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
           padding_idx):
     """(the bags' sums, means or maxima, the number of indices in each bag, padding left out, and for
     mode='max' the row of W that gives each maximum, 0 in an empty bag)."""
+    if indices.dtype.kind not in "iu":
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar types: "
+                           f"Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while checking "
+                           "arguments for embedding_bag)")
+    bad = (indices < 0) | (indices >= weight.shape[0])
+    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range
+        k = int(bad.argmax())
+        raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
+                           f"[0, {weight.shape[0]})")
     padding_idx = _padding_index(padding_idx, weight.shape[0])
     if max_norm is not None:  # every index's row, the padding row too, as F.embedding_bag renormalises its input
         embedding_renorm_(weight, indices, max_norm, norm_type)
     kept = xp.ones(len(indices), dtype=bool) if padding_idx is None else indices != padding_idx
+    # PyTorch's backward of sum and mean adds each row's terms in the order its (unstable) sort of all the
+    # indices leaves them, padding skipped: the same order here, so float32 gradients are PyTorch's
+    sorted_all = _sort_order(Tensor._make(indices), 0, descending=False, stable=False)
+    added_in = (xp.cumsum(kept) - 1)[sorted_all[kept[sorted_all]]]
     indices, bag_of = indices[kept], bag_of[kept]
-    rows = embedding(Tensor._make(indices), weight, None, None, norm_type, scale_grad_by_freq)
+    rows = EmbeddingLookup.apply(weight, indices=indices, padding_idx=None, scale_grad_by_freq=scale_grad_by_freq,
+                                 added_in=added_in if mode != "max" else None)
     shape = (bags, weight.shape[1])
     counts = xp.bincount(bag_of, minlength=bags)
     if mode == "max":
