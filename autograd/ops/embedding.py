@@ -10,13 +10,12 @@ often its index occurs in the batch.
 
 import math
 
-from ..backend import float16, float32, float64, xp
+from ..backend import float16, float32, float64, ufunc_at, xp
 from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive
 from ..tensor import Tensor
 from .conversion import type_name
 from .names import names
-from .shape import IndexAdd
 
 
 class EmbeddingLookup(Primitive):
@@ -35,17 +34,61 @@ class EmbeddingLookup(Primitive):
     def backward(self, grad, y, weight):
         flat = self.indices.reshape(-1)
         rows = grad.reshape(len(flat), weight.shape[1])
-        scale = xp.ones(len(flat), dtype=weight.dtype)
+        return (EmbeddingDenseBackward.apply(rows, flat=flat, num_weights=weight.shape[0], padding_idx=self.padding_idx,
+                                             scale_grad_by_freq=self.scale_grad_by_freq, added_in=self.added_in),)
+
+
+class EmbeddingDenseBackward(Primitive):
+    """The embedding's gradient as an op of the lookups' gradients g (n, dim), PyTorch's
+    embedding_dense_backward: dW_r = Σ_{k: flat_k = r} s_k g_k (s_k as in EmbeddingLookup), added in the
+    order ``added_in`` where given; float32 terms scaled by frequency added as PyTorch's kernel adds them
+    (fused, see added_in_order).
+
+    Its own backward is PyTorch's embedding_dense_double_backward: dL/dg_k = dL/dW[flat_k], 0 at the padding
+    index, and no frequency scale ("the first backward takes care of scaling by frequency"): a gradient
+    penalty through an embedding with scale_grad_by_freq scales once, not twice."""
+
+    saves_inputs = False  # a linear map of g: backward needs none of its values
+    saves_arguments = True  # the indices: freed after backward
+
+    def forward(self, rows):
+        taken = xp.arange(len(self.flat)) if self.added_in is None else self.added_in
+        if self.padding_idx is not None:  # the padding index's lookups add nothing (not even a NaN times 0)
+            taken = taken[self.flat[taken] != self.padding_idx]
+        flat, rows = self.flat[taken], rows[taken]
         if self.scale_grad_by_freq:
-            counts = xp.bincount(flat, minlength=weight.shape[0])
-            scale = scale / counts[flat]
+            counts = xp.bincount(self.flat, minlength=self.num_weights)
+            scale = 1.0 / counts[flat]  # (a double in PyTorch's kernel, made the gradient's dtype)
+            if rows.dtype == float32:
+                return added_in_order(rows, scale.astype(float32), flat, self.num_weights)
+            rows = rows * scale.astype(rows.dtype)[:, None]
+        total = xp.zeros((self.num_weights, rows.shape[1]), dtype=rows.dtype)
+        ufunc_at("add", total, flat, rows)
+        return total
+
+    def backward(self, grad, y, rows):
+        gathered = grad[self.flat]
         if self.padding_idx is not None:
-            scale = scale * (flat != self.padding_idx)
-        if self.scale_grad_by_freq or self.padding_idx is not None:
-            rows = rows * Tensor._make(scale[:, None])
-        if self.added_in is not None:  # (float32 sums of many terms depend on their order)
-            flat, rows = flat[self.added_in], rows[Tensor._make(self.added_in)]
-        return (IndexAdd.apply(rows, index=flat, shape=weight.shape, basic=False),)
+            gathered = gathered.masked_fill(Tensor._make((self.flat == self.padding_idx)[:, None]), 0.0)
+        return (gathered,)
+
+
+def added_in_order(terms, scales, rows, num_rows):
+    """Σ_j scales_j · terms_j into row rows_j of a (num_rows, dim) float32 matrix, as PyTorch's CPU kernels add
+    scaled rows: one term after another, each a fused multiply-add (the product exact, one rounding per
+    addition). Rows are added to side by side, the k-th terms of all rows at once."""
+    grouped = xp.argsort(rows, kind="stable")  # each row's terms together, in order
+    rows = rows[grouped]
+    rank = xp.arange(len(rows)) - xp.searchsorted(rows, rows, side="left")  # the k-th term of its row
+    by_rank = xp.argsort(rank, kind="stable")
+    bounds = xp.concatenate([[0], xp.cumsum(xp.bincount(rank))]) if len(rank) else [0]
+    products = terms[grouped][by_rank].astype(float64) * scales[grouped][by_rank, None].astype(float64)
+    rows = rows[by_rank]
+    total = xp.zeros((num_rows, terms.shape[1]), dtype=float32)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        at = rows[start:end]  # (no row twice)
+        total[at] = (total[at].astype(float64) + products[start:end]).astype(float32)
+    return total
 
 
 def _indices(input, num_embeddings):
