@@ -1,7 +1,8 @@
 """The embedding's gradient as an op (``EmbeddingDenseBackward``, PyTorch's embedding_dense_backward), which
-a gradient penalty through an embedding differentiates again: gradchecked here (without frequency scaling,
-where its backward is the derivative; with it, PyTorch's double backward leaves the scale to the first
-backward, tests/test_probe13_recsys_fixes.py)."""
+a gradient penalty through an embedding differentiates again: gradchecked here, with an embedding bag's
+constant factors and order of addition or without (and without frequency scaling, where its backward is the
+derivative; with it, PyTorch's double backward leaves the scale to the first backward,
+tests/test_probe13_recsys_fixes.py)."""
 
 import numpy as np
 import pytest
@@ -21,13 +22,15 @@ def lookup_gradients_and_indices(draw):
     rows, width, n = draw(st.integers(2, 5)), draw(st.integers(1, 3)), draw(st.integers(1, 6))
     indices = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, rows - 1)))
     padding_idx = draw(st.one_of(st.none(), st.integers(0, rows - 1)))
-    return [leaf(draw(arrays((n, width))))], (indices, rows, padding_idx)
+    scales = draw(st.one_of(st.none(), arrays((n,), 0.1, 2.0)))  # an embedding bag's constant factors
+    order = draw(st.one_of(st.none(), st.permutations(range(n)).map(np.array)))
+    return [leaf(draw(arrays((n, width))))], (indices, rows, padding_idx, scales, order)
 
 
 def embedding_gradient(g, arguments):
-    indices, rows, padding_idx = arguments
+    indices, rows, padding_idx, scales, order = arguments
     return EmbeddingDenseBackward.apply(g, flat=indices, num_weights=rows, padding_idx=padding_idx,
-                                        scale_grad_by_freq=False, added_in=None)
+                                        scale_grad_by_freq=False, added_in=order, scales=scales)
 
 
 CASES = {  # (gradchecked by tests/test_ops.py, as every primitive of autograd's)

@@ -5,8 +5,9 @@ metrics (float64 to about 1e-10; the float32 DLRM bit for bit where PyTorch's ke
 against NumPy by hand where a formula is short. tests/test_programs_probe11_tabular.py has the first round
 (NeuMF, DeepFM, DLRM in float64, GRU4Rec, SASRec, two-tower, LightGCN): these go past it.
 
-- DLRM in float32, the default dtype: ``nn.EmbeddingBag(mode='sum')`` tables whose float32 gradients add
-  in the order of PyTorch's sort of the indices, ``torch.tril_indices`` gathers of the dot interaction,
+- DLRM in float32, the default dtype: ``nn.EmbeddingBag`` tables (sum, mean, sum with per-sample
+  weights) whose bags and float32 gradients are PyTorch's to the bit (fused products, the gradient's terms
+  in the order of PyTorch's sort of the indices), ``torch.tril_indices`` gathers of the dot interaction,
   ``max_norm`` renormalising a table in place (the padding row too), SGD;
 - a two-tower retrieval model: in-batch softmax with a temperature, the logits of the same item masked
   by ``masked_fill(-inf)``, logQ correction from ``bincount`` frequencies, symmetric ``cross_entropy`` with
@@ -71,13 +72,13 @@ def dlrm_float32_batch(batch=32, seed=0):
     return dense, lS_i, lS_o, y
 
 
-def make_dlrm_float32(m, m_spa=8):
+def make_dlrm_float32(m, m_spa=8, mode="sum"):
     torch, nn = m.torch, m.nn
 
     class DLRM(nn.Module):
         def __init__(self):
             super().__init__()
-            self.emb_l = nn.ModuleList([nn.EmbeddingBag(n, m_spa, mode="sum") for n in TABLES])
+            self.emb_l = nn.ModuleList([nn.EmbeddingBag(n, m_spa, mode=mode) for n in TABLES])
             self.bot_l = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, m_spa), nn.ReLU())
             n_f = len(TABLES) + 1
             self.top_l = nn.Sequential(nn.Linear(m_spa + n_f * (n_f - 1) // 2, 16), nn.ReLU(), nn.Linear(16, 1))
@@ -132,28 +133,36 @@ def test_dlrm_float32():
     assert ours["losses"][2] < ours["losses"][0]
 
 
-def test_dlrm_float32_embedding_gradients_bit_for_bit():
-    """The tables' float32 gradients from the same upstream gradient, each row a sum of many bag
-    gradients, exactly as PyTorch's (the order of the terms is its sort's)."""
+@pytest.mark.parametrize("mode", ["sum", "mean", "sum_weighted"])
+def test_dlrm_float32_embedding_bags_bit_for_bit(mode):
+    """The bags and the tables' float32 gradients from the same upstream gradient, each row a sum of many
+    bag gradients, exactly as PyTorch's (fused products, the order of the terms its sort's)."""
+    bag_mode = "sum" if mode == "sum_weighted" else mode
+
     def program(m, weights):
-        model = load(m, make_dlrm_float32(m), weights)
+        model = load(m, make_dlrm_float32(m, mode=bag_mode), weights)
         dense, lS_i, lS_o, y = dlrm_float32_batch(batch=256, seed=1)
         rng = np.random.default_rng(2)
+        bags = []
         for E, i, o in zip(model.emb_l, lS_i, lS_o):
-            V = E(m.torch.from_numpy(i), m.torch.from_numpy(o))
+            psw = m.torch.from_numpy(rng.random(len(i)).astype(np.float32)) if mode == "sum_weighted" else None
+            V = E(m.torch.from_numpy(i), m.torch.from_numpy(o), per_sample_weights=psw)
             V.backward(m.torch.from_numpy(rng.standard_normal(V.shape).astype(np.float32)))
-        return [E.weight.grad for E in model.emb_l]
+            bags.append(V)
+        return {"bags": bags, "grads": [E.weight.grad for E in model.emb_l]}
 
-    ours, _ = run_both(program, weights_of(make_dlrm_float32), rtol=0, atol=0)
+    ours, _ = run_both(program, weights_of(lambda m: make_dlrm_float32(m, mode=bag_mode)), rtol=0, atol=0)
     # by hand: each lookup's bag gradient added to its row (to float32 rounding: the order is PyTorch's)
     dense, lS_i, lS_o, y = dlrm_float32_batch(batch=256, seed=1)
     rng = np.random.default_rng(2)
     for k, (i, o) in enumerate(zip(lS_i, lS_o)):
+        psw = rng.random(len(i)).astype(np.float32) if mode == "sum_weighted" else np.ones(len(i))
         g = rng.standard_normal((256, 8)).astype(np.float32)
         bag_of = np.searchsorted(o, np.arange(len(i)), side="right") - 1
+        scale = psw / np.maximum(np.bincount(bag_of, minlength=256), 1)[bag_of] if mode == "mean" else psw
         expected = np.zeros((TABLES[k], 8))
-        np.add.at(expected, i, g[bag_of].astype(np.float64))
-        np.testing.assert_allclose(ours[k], expected, rtol=1e-5, atol=1e-6)
+        np.add.at(expected, i, g[bag_of].astype(np.float64) * scale[:, None])
+        np.testing.assert_allclose(ours["grads"][k], expected, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------

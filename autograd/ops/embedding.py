@@ -35,18 +35,20 @@ class EmbeddingLookup(Primitive):
         flat = self.indices.reshape(-1)
         rows = grad.reshape(len(flat), weight.shape[1])
         return (EmbeddingDenseBackward.apply(rows, flat=flat, num_weights=weight.shape[0], padding_idx=self.padding_idx,
-                                             scale_grad_by_freq=self.scale_grad_by_freq, added_in=self.added_in),)
+                                             scale_grad_by_freq=self.scale_grad_by_freq, added_in=self.added_in,
+                                             scales=None),)
 
 
 class EmbeddingDenseBackward(Primitive):
     """The embedding's gradient as an op of the lookups' gradients g (n, dim), PyTorch's
-    embedding_dense_backward: dW_r = Σ_{k: flat_k = r} s_k g_k (s_k as in EmbeddingLookup), added in the
-    order ``added_in`` where given; float32 terms scaled by frequency added as PyTorch's kernel adds them
-    (fused, see added_in_order).
+    embedding_dense_backward: dW_r = Σ_{k: flat_k = r} s_k c_k g_k (s_k as in EmbeddingLookup, c_k the
+    constant ``scales`` where given: an embedding bag's per-sample weights and mean), added in the order
+    ``added_in`` where given; float32 terms scaled added as PyTorch's kernels add them (fused, see
+    added_in_order).
 
-    Its own backward is PyTorch's embedding_dense_double_backward: dL/dg_k = dL/dW[flat_k], 0 at the padding
-    index, and no frequency scale ("the first backward takes care of scaling by frequency"): a gradient
-    penalty through an embedding with scale_grad_by_freq scales once, not twice."""
+    Its own backward is PyTorch's embedding_dense_double_backward: dL/dg_k = c_k dL/dW[flat_k], 0 at the
+    padding index, and no frequency scale ("the first backward takes care of scaling by frequency"): a
+    gradient penalty through an embedding with scale_grad_by_freq scales once, not twice."""
 
     saves_inputs = False  # a linear map of g: backward needs none of its values
     saves_arguments = True  # the indices: freed after backward
@@ -56,9 +58,11 @@ class EmbeddingDenseBackward(Primitive):
         if self.padding_idx is not None:  # the padding index's lookups add nothing (not even a NaN times 0)
             taken = taken[self.flat[taken] != self.padding_idx]
         flat, rows = self.flat[taken], rows[taken]
+        scale = None if self.scales is None else self.scales[taken]
         if self.scale_grad_by_freq:
             counts = xp.bincount(self.flat, minlength=self.num_weights)
-            scale = 1.0 / counts[flat]  # (a double in PyTorch's kernel, made the gradient's dtype)
+            scale = 1.0 / counts[flat] if scale is None else scale / counts[flat]
+        if scale is not None:  # (a double in PyTorch's kernels, made the gradient's dtype)
             if rows.dtype == float32:
                 return added_in_order(rows, scale.astype(float32), flat, self.num_weights)
             rows = rows * scale.astype(rows.dtype)[:, None]
@@ -68,6 +72,8 @@ class EmbeddingDenseBackward(Primitive):
 
     def backward(self, grad, y, rows):
         gathered = grad[self.flat]
+        if self.scales is not None:
+            gathered = gathered * Tensor._make(self.scales.astype(grad.dtype)[:, None])
         if self.padding_idx is not None:
             gathered = gathered.masked_fill(Tensor._make((self.flat == self.padding_idx)[:, None]), 0.0)
         return (gathered,)

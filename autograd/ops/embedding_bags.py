@@ -8,17 +8,17 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
     sum:  y_b = Σ_{i ∈ b} w_i W[i]   (w_i the per-sample weight, 1 without)
     mean: y_b = (1/|b|) Σ_{i ∈ b} W[i]        max: y_b[d] = max_{i ∈ b} W[i][d]
 
-(padding indices left out of their bag and its count; an empty bag gives zeros). The lookups are
-``embedding``'s, the sums ``IndexAdd``, the maxima a gather of the winners: gradients are theirs.
+(padding indices left out of their bag and its count; an empty bag gives zeros). Sums and means are one op,
+``EmbeddingBagSum``, whose float32 sums are PyTorch's kernels' to the bit; the maxima are ``embedding``'s
+lookups and a gather of the winners, whose gradients are theirs.
 """
 
-from ..backend import float16, ufunc_at, xp
-from ..primitive import node_named
+from ..backend import float16, float32, float64, ufunc_at, xp
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
-from .embedding import EmbeddingLookup, _padding_index, embedding_renorm_
+from .embedding import EmbeddingDenseBackward, EmbeddingLookup, _padding_index, added_in_order, embedding_renorm_
 from .names import names
-from .shape import IndexAdd
 from .sorting import _sort_order
 
 
@@ -109,11 +109,11 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     sorted_all = _sort_order(Tensor._make(indices), 0, descending=False, stable=False)
     added_in = (xp.cumsum(kept) - 1)[sorted_all[kept[sorted_all]]]
     indices, bag_of = indices[kept], bag_of[kept]
-    rows = EmbeddingLookup.apply(weight, indices=indices, padding_idx=None, scale_grad_by_freq=scale_grad_by_freq,
-                                 added_in=added_in if mode != "max" else None)
     shape = (bags, weight.shape[1])
     counts = xp.bincount(bag_of, minlength=bags)
     if mode == "max":
+        rows = EmbeddingLookup.apply(weight, indices=indices, padding_idx=None,
+                                     scale_grad_by_freq=scale_grad_by_freq, added_in=None)
         # the winning lookup of each bag and dim, found on the arrays, then gathered
         best = xp.full(shape, -xp.inf, dtype=weight.dtype)
         ufunc_at("maximum", best, bag_of, rows._data)
@@ -128,19 +128,66 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
         picked = rows[winner, xp.arange(shape[1])]
         winning_rows = xp.where(empty[:, None], 0, indices[winner])
         return picked * Tensor._make((~empty)[:, None].astype(weight.dtype)), counts, winning_rows
-    half = weight.dtype == float16  # PyTorch's kernel sums float16 bags in float32 and rounds each sum once
-    if half:
-        rows = rows.float()
+    inputs = (weight,)
     if per_sample_weights is not None:
-        flat_weights = per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))]
-        rows = rows * (flat_weights.float() if half else flat_weights).unsqueeze(1)
-    total = IndexAdd.apply(rows, index=bag_of, shape=shape, basic=False)
-    if half:
-        total = total.half()
-    if mode == "sum":
-        return total, counts, None
-    # divided by the bag's size, as PyTorch's kernel (a product with the reciprocal is a unit off in places)
-    return total / Tensor._make(xp.maximum(counts, 1).astype(weight.dtype)[:, None]), counts, None
+        inputs += (per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))],)
+    total = EmbeddingBagSum.apply(*inputs, indices=indices, bag_of=bag_of, counts=counts, mean=mode == "mean",
+                                  scale_grad_by_freq=scale_grad_by_freq, added_in=added_in)
+    return total, counts, None
+
+
+class EmbeddingBagSum(Primitive):
+    """y_b = Σ_{k ∈ b} w_k W[indices_k] (w_k the per-sample weight, 1 without), divided by |b| for the mean
+    (an empty bag 0);   dL/dW_r = Σ_{k: indices_k = r} s_k dL/dy_{bag_k} with s_k = w_k (/ |bag_k| for the
+    mean, / the count of r with scale_grad_by_freq), added in the order ``added_in``;
+    dL/dw_k = dL/dy_{bag_k} · W[indices_k], the row the forward looked up.
+
+    The sums as PyTorch's CPU kernels make them: float32 ones fused (fbgemm's w_k · row + sum forward, its
+    backward's axpy of s_k in the order of its sort of the indices); float16 bags summed in float32 and
+    rounded once. Its backward is linear in dL/dy (which a second backward differentiates); the per-sample
+    weights and the rows enter it as the forward's values (PyTorch has no second derivative here at all)."""
+
+    pytorch_name = "EmbeddingBagBackward0"
+    saves_inputs = False  # (the rows looked up are kept, not W, which a later lookup with max_norm may change)
+    saves_arguments = True
+
+    def forward(self, weight, per_sample_weights=None):
+        rows = weight[self.indices]
+        self.rows = rows if per_sample_weights is not None else None  # for the per-sample weights' gradient
+        self.weights = per_sample_weights
+        shape = (len(self.counts), weight.shape[1])
+        if weight.dtype == float32:
+            scales = per_sample_weights if per_sample_weights is not None else xp.ones(len(rows), dtype=float32)
+            total = added_in_order(rows, scales, self.bag_of, shape[0])
+        else:
+            wide = weight.dtype == float16  # PyTorch's kernel sums float16 bags in float32 and rounds each sum once
+            terms = rows.astype(float32) if wide else rows
+            if per_sample_weights is not None:
+                terms = terms * (per_sample_weights.astype(float32) if wide else per_sample_weights)[:, None]
+            total = xp.zeros(shape, dtype=terms.dtype)
+            ufunc_at("add", total, self.bag_of, terms)
+            total = total.astype(weight.dtype, copy=False)
+        if self.mean:  # divided by the bag's size, as PyTorch's kernel (a product with the reciprocal is a unit off)
+            total = total / xp.maximum(self.counts, 1).astype(weight.dtype)[:, None]
+        return total
+
+    def backward(self, grad, y, weight, per_sample_weights=None):
+        lookups = grad[self.bag_of]
+        grad_weight = grad_weights = None
+        if weight.requires_grad:
+            scales = None if self.weights is None else self.weights.astype(float64)
+            if self.mean:
+                sizes = self.counts[self.bag_of].astype(float64)
+                scales = 1.0 / sizes if scales is None else scales / sizes
+            grad_weight = EmbeddingDenseBackward.apply(lookups, flat=self.indices, num_weights=weight.shape[0],
+                                                       padding_idx=None, scale_grad_by_freq=self.scale_grad_by_freq,
+                                                       added_in=self.added_in, scales=scales)
+        if per_sample_weights is not None and per_sample_weights.requires_grad:
+            wide = self.rows.dtype == float16
+            products = (lookups.float() if wide else lookups) * Tensor._make(self.rows.astype(float32) if wide
+                                                                              else self.rows)
+            grad_weights = products.sum(1).to(per_sample_weights.dtype)
+        return grad_weight, grad_weights
 
 
 _MODES = ("sum", "mean", "max")  # PyTorch's codes of mode, 0, 1, 2
