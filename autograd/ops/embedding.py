@@ -82,7 +82,12 @@ class EmbeddingDenseBackward(Primitive):
 def added_in_order(terms, scales, rows, num_rows):
     """Σ_j scales_j · terms_j into row rows_j of a (num_rows, dim) float32 matrix, as PyTorch's CPU kernels add
     scaled rows: one term after another, each a fused multiply-add (the product exact, one rounding per
-    addition). Rows are added to side by side, the k-th terms of all rows at once."""
+    addition). Without scales (all 1) NumPy's unbuffered add does it; with, rows are added to side by side,
+    the k-th terms of all rows at once (as many passes as the most terms a row has)."""
+    if scales is None:
+        total = xp.zeros((num_rows, terms.shape[1]), dtype=float32)
+        ufunc_at("add", total, rows, terms)
+        return total
     grouped = xp.argsort(rows, kind="stable")  # each row's terms together, in order
     rows = rows[grouped]
     rank = xp.arange(len(rows)) - xp.searchsorted(rows, rows, side="left")  # the k-th term of its row

@@ -104,11 +104,7 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     if max_norm is not None:  # every index's row, the padding row too, as F.embedding_bag renormalises its input
         embedding_renorm_(weight, indices, max_norm, norm_type)
     kept = xp.ones(len(indices), dtype=bool) if padding_idx is None else indices != padding_idx
-    # PyTorch's backward of sum and mean adds each row's terms in the order its (unstable) sort of all the
-    # indices leaves them, padding skipped: the same order here, so float32 gradients are PyTorch's
-    sorted_all = _sort_order(Tensor._make(indices), 0, descending=False, stable=False)
-    added_in = (xp.cumsum(kept) - 1)[sorted_all[kept[sorted_all]]]
-    indices, bag_of = indices[kept], bag_of[kept]
+    all_indices, indices, bag_of = indices, indices[kept], bag_of[kept]
     shape = (bags, weight.shape[1])
     counts = xp.bincount(bag_of, minlength=bags)
     if mode == "max":
@@ -132,14 +128,15 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     if per_sample_weights is not None:
         inputs += (per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))],)
     total = EmbeddingBagSum.apply(*inputs, indices=indices, bag_of=bag_of, counts=counts, mean=mode == "mean",
-                                  scale_grad_by_freq=scale_grad_by_freq, added_in=added_in)
+                                  scale_grad_by_freq=scale_grad_by_freq, all_indices=all_indices, kept=kept)
     return total, counts, None
 
 
 class EmbeddingBagSum(Primitive):
     """y_b = Σ_{k ∈ b} w_k W[indices_k] (w_k the per-sample weight, 1 without), divided by |b| for the mean
     (an empty bag 0);   dL/dW_r = Σ_{k: indices_k = r} s_k dL/dy_{bag_k} with s_k = w_k (/ |bag_k| for the
-    mean, / the count of r with scale_grad_by_freq), added in the order ``added_in``;
+    mean, / the count of r with scale_grad_by_freq), added in the order PyTorch's (unstable) sort of all the
+    indices (``all_indices``, padding too) leaves them, the padding index's skipped (``kept`` the others);
     dL/dw_k = dL/dy_{bag_k} · W[indices_k], the row the forward looked up.
 
     The sums as PyTorch's CPU kernels make them: float32 ones fused (fbgemm's w_k · row + sum forward, its
@@ -157,8 +154,7 @@ class EmbeddingBagSum(Primitive):
         self.weights = per_sample_weights
         shape = (len(self.counts), weight.shape[1])
         if weight.dtype == float32:
-            scales = per_sample_weights if per_sample_weights is not None else xp.ones(len(rows), dtype=float32)
-            total = added_in_order(rows, scales, self.bag_of, shape[0])
+            total = added_in_order(rows, per_sample_weights, self.bag_of, shape[0])
         else:
             wide = weight.dtype == float16  # PyTorch's kernel sums float16 bags in float32 and rounds each sum once
             terms = rows.astype(float32) if wide else rows
@@ -175,13 +171,15 @@ class EmbeddingBagSum(Primitive):
         lookups = grad[self.bag_of]
         grad_weight = grad_weights = None
         if weight.requires_grad:
+            in_sort = _sort_order(Tensor._make(self.all_indices), 0, descending=False, stable=False)
+            added_in = (xp.cumsum(self.kept) - 1)[in_sort[self.kept[in_sort]]]  # (among the kept lookups)
             scales = None if self.weights is None else self.weights.astype(float64)
             if self.mean:
                 sizes = self.counts[self.bag_of].astype(float64)
                 scales = 1.0 / sizes if scales is None else scales / sizes
             grad_weight = EmbeddingDenseBackward.apply(lookups, flat=self.indices, num_weights=weight.shape[0],
                                                        padding_idx=None, scale_grad_by_freq=self.scale_grad_by_freq,
-                                                       added_in=self.added_in, scales=scales)
+                                                       added_in=added_in, scales=scales)
         if per_sample_weights is not None and per_sample_weights.requires_grad:
             wide = self.rows.dtype == float16
             products = (lookups.float() if wide else lookups) * Tensor._make(self.rows.astype(float32) if wide
