@@ -187,8 +187,9 @@ def test_embedding_bag_float32_weighted_sums_and_mean_gradients_fused(T, nn):
 
 
 def test_embedding_bag_float32_weighted_sums_with_a_padding_index_are_not_fused(T, nn):
-    """With a padding index PyTorch's kernel leaves fbgemm for its own loop, which rounds w_k · row before
-    adding it: the bags are then those sums (the gradient stays fused)."""
+    """With a padding index, or a weight whose rows are not contiguous, PyTorch's kernel leaves fbgemm for its
+    own loop, which rounds w_k · row before adding it: the bags are then those sums (the gradient stays
+    fused)."""
     rng = np.random.default_rng(3)
     rows = rng.standard_normal((40, 16)).astype(np.float32)
     indices = rng.integers(0, 40, 2000)
@@ -199,4 +200,11 @@ def test_embedding_bag_float32_weighted_sums_with_a_padding_index_are_not_fused(
     for j, (i, w) in enumerate(zip(indices, psw)):
         if i != 7:
             expected[j // 5] += rows[i] * w
+    np.testing.assert_array_equal(out.numpy(), expected)
+    transposed = T.tensor(np.ascontiguousarray(rows.T)).t()  # (stride 16 along a row)
+    out = nn.functional.embedding_bag(T.tensor(indices), transposed, T.tensor(np.arange(0, 2000, 5)),
+                                      mode="sum", per_sample_weights=T.tensor(psw))
+    expected = np.zeros((400, 16), np.float32)
+    for j, (i, w) in enumerate(zip(indices, psw)):
+        expected[j // 5] += rows[i] * w
     np.testing.assert_array_equal(out.numpy(), expected)

@@ -128,7 +128,8 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     if per_sample_weights is not None:
         inputs += (per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))],)
     total = EmbeddingBagSum.apply(*inputs, indices=indices, bag_of=bag_of, counts=counts, mean=mode == "mean",
-                                  fused=padding_idx is None, scale_grad_by_freq=scale_grad_by_freq,
+                                  fused=padding_idx is None and weight.stride(1) == 1,
+                                  scale_grad_by_freq=scale_grad_by_freq,
                                   all_indices=all_indices, kept=kept)
     return total, counts, None
 
@@ -141,10 +142,10 @@ class EmbeddingBagSum(Primitive):
     dL/dw_k = dL/dy_{bag_k} · W[indices_k], the row the forward looked up.
 
     The sums as PyTorch's CPU kernels make them: float32 ones fused (``fused``: fbgemm's w_k · row + sum
-    forward, which PyTorch takes only without a padding index; its backward's axpy of s_k in the order of its
-    sort of the indices); float16 bags summed in float32 and rounded once. Its backward is linear in dL/dy
-    (which a second backward differentiates); the per-sample weights and the rows enter it as the forward's
-    values (PyTorch has no second derivative here at all)."""
+    forward, which PyTorch takes only without a padding index and for W's rows contiguous; its backward's axpy
+    of s_k in the order of its sort of the indices); float16 bags summed in float32 and rounded once. Its
+    backward is linear in dL/dy (which a second backward differentiates); the per-sample weights and the rows
+    enter it as the forward's values (PyTorch has no second derivative here at all)."""
 
     pytorch_name = "EmbeddingBagBackward0"
     saves_inputs = False  # (the rows looked up are kept, not W, which a later lookup with max_norm may change)
