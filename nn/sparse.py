@@ -114,6 +114,8 @@ class EmbeddingBag(Module):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.max_norm, self.norm_type, self.scale_grad_by_freq = max_norm, norm_type, scale_grad_by_freq
         self.mode, self.sparse, self.include_last_offset = mode, sparse, include_last_offset
+        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+            raise AssertionError("padding_idx must be within num_embeddings")  # (lower case here, as PyTorch's)
         self.padding_idx = None if padding_idx is None else _padding_index(padding_idx, num_embeddings)
         if _weight is None:
             self.weight = Parameter(autograd.empty(num_embeddings, embedding_dim, device=device, dtype=dtype))

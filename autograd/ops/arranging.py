@@ -69,9 +69,9 @@ def _counts(repeats, vector_only=False):
 def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     """Each element (or slice along dim) repeated in place: [a, b] with 2 gives [a, a, b, b].
     ``repeats`` is a number or one count per element; with dim None input is flattened first."""
-    if repeats is None:  # repeat_interleave(counts): the indices 0, 0, 1, ... themselves
+    if repeats is None:  # repeat_interleave(counts): the indices 0, 0, 1, ... themselves, in the counts' dtype
         counts = _counts(input, vector_only=True)
-        return Tensor._make(xp.repeat(xp.arange(len(counts), dtype=int64), counts))
+        return Tensor._make(xp.repeat(xp.arange(len(counts), dtype=input.dtype), counts))
     if dim is None:
         input, axis = shape.reshape(input, (-1,)), 0
     else:

@@ -10,18 +10,19 @@ often its index occurs in the batch.
 
 import math
 
-from ..backend import float16, float32, float64, xp
+from ..backend import float16, float32, float64, ufunc_at, xp
 from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .conversion import type_name
 from .names import names
-from .shape import IndexAdd
 
 
 class EmbeddingLookup(Primitive):
     """y = W[indices] (one row of W per index);
     dL/dW_r = Σ_{k: indices_k = r} s_k dL/dy_k, with s_k = 0 for the padding index and
-    1 / (count of indices_k in the batch) with scale_grad_by_freq, 1 otherwise"""
+    1 / (count of indices_k in the batch) with scale_grad_by_freq, 1 otherwise; the terms added in the
+    order ``added_in`` (a permutation of the lookups) where given, in the lookups' order otherwise"""
 
     pytorch_name = "EmbeddingBackward0"
     saves_inputs = False  # backward needs W's shape only (PyTorch's node keeps the indices): W may then change in place
@@ -37,21 +38,56 @@ class EmbeddingLookup(Primitive):
         rows = grad.reshape(len(flat), weight.shape[1])
         if self.sparse and self.scale_grad_by_freq:
             raise RuntimeError("embedding_backward: scale_grad_by_freq not supported with sparse gradients")
-        scale = xp.ones(len(flat), dtype=weight.dtype)
-        if self.scale_grad_by_freq:
-            counts = xp.bincount(flat, minlength=weight.shape[0])
-            scale = scale / counts[flat]
-        if self.padding_idx is not None:
-            scale = scale * (flat != self.padding_idx)
-        if self.scale_grad_by_freq or self.padding_idx is not None:
-            rows = rows * Tensor._make(scale[:, None])
-        grad_weight = IndexAdd.apply(rows, index=flat, shape=weight.shape, basic=False)
+        grad_weight = EmbeddingDenseBackward.apply(rows, flat=flat, num_weights=weight.shape[0],
+                                                   padding_idx=self.padding_idx,
+                                                   scale_grad_by_freq=self.scale_grad_by_freq,
+                                                   added_in=self.added_in, scales=None)
         if self.sparse:
-            grad_weight._sparse_gradient = _sparse_rows(flat, rows, weight.shape, self.padding_idx)
+            grad_weight._sparse_gradient = sparse_rows(flat, rows, weight.shape, self.padding_idx)
         return (grad_weight,)
 
 
-def _sparse_rows(flat, rows, shape, padding_idx):
+class EmbeddingDenseBackward(Primitive):
+    """The embedding's gradient as an op of the lookups' gradients g (n, dim), PyTorch's
+    embedding_dense_backward: dW_r = Σ_{k: flat_k = r} s_k c_k g_k (s_k as in EmbeddingLookup, c_k the
+    constant ``scales`` where given: an embedding bag's per-sample weights and mean), added in the order
+    ``added_in`` where given; float32 terms scaled added as PyTorch's kernels add them (fused, see
+    added_in_order).
+
+    Its own backward is PyTorch's embedding_dense_double_backward: dL/dg_k = c_k dL/dW[flat_k], 0 at the
+    padding index, and no frequency scale ("the first backward takes care of scaling by frequency"): a
+    gradient penalty through an embedding with scale_grad_by_freq scales once, not twice."""
+
+    saves_inputs = False  # a linear map of g: backward needs none of its values
+    saves_arguments = True  # the indices: freed after backward
+
+    def forward(self, rows):
+        taken = xp.arange(len(self.flat)) if self.added_in is None else self.added_in
+        if self.padding_idx is not None:  # the padding index's lookups add nothing (not even a NaN times 0)
+            taken = taken[self.flat[taken] != self.padding_idx]
+        flat, rows = self.flat[taken], rows[taken]
+        scale = None if self.scales is None else self.scales[taken]
+        if self.scale_grad_by_freq:
+            counts = xp.bincount(self.flat, minlength=self.num_weights)
+            scale = 1.0 / counts[flat] if scale is None else scale / counts[flat]
+        if scale is not None:  # (a double in PyTorch's kernels, made the gradient's dtype)
+            if rows.dtype == float32:
+                return added_in_order(rows, scale.astype(float32), flat, self.num_weights)
+            rows = rows * scale.astype(rows.dtype)[:, None]
+        total = xp.zeros((self.num_weights, rows.shape[1]), dtype=rows.dtype)
+        ufunc_at("add", total, flat, rows)
+        return total
+
+    def backward(self, grad, y, rows):
+        gathered = grad[self.flat]
+        if self.scales is not None:
+            gathered = gathered * Tensor._make(self.scales.astype(grad.dtype)[:, None])
+        if self.padding_idx is not None:
+            gathered = gathered.masked_fill(Tensor._make((self.flat == self.padding_idx)[:, None]), 0.0)
+        return (gathered,)
+
+
+def sparse_rows(flat, rows, shape, padding_idx):
     """PyTorch's sparse gradient of an embedding (``sparse=True``): row ``rows[k]`` at index ``flat[k]``, one entry
     per lookup in order (uncoalesced), the padding index's left out. The engine stores it as the weight's .grad
     (autograd.graph.accumulate_grad); the dense gradient beside it serves every other use."""
@@ -63,12 +99,35 @@ def _sparse_rows(flat, rows, shape, padding_idx):
     return SparseTensor(Tensor._make(flat.astype(xp.int64).reshape(1, -1)), rows, shape)
 
 
+def added_in_order(terms, scales, rows, num_rows):
+    """Σ_j scales_j · terms_j into row rows_j of a (num_rows, dim) float32 matrix, as PyTorch's CPU kernels add
+    scaled rows: one term after another, each a fused multiply-add (the product exact, one rounding per
+    addition). Without scales (all 1) NumPy's unbuffered add does it; with, rows are added to side by side,
+    the k-th terms of all rows at once (as many passes as the most terms a row has)."""
+    if scales is None:
+        total = xp.zeros((num_rows, terms.shape[1]), dtype=float32)
+        ufunc_at("add", total, rows, terms)
+        return total
+    grouped = xp.argsort(rows, kind="stable")  # each row's terms together, in order
+    rows = rows[grouped]
+    rank = xp.arange(len(rows)) - xp.searchsorted(rows, rows, side="left")  # the k-th term of its row
+    by_rank = xp.argsort(rank, kind="stable")
+    bounds = xp.concatenate([[0], xp.cumsum(xp.bincount(rank))]) if len(rank) else [0]
+    products = terms[grouped][by_rank].astype(float64) * scales[grouped][by_rank, None].astype(float64)
+    rows = rows[by_rank]
+    total = xp.zeros((num_rows, terms.shape[1]), dtype=float32)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        at = rows[start:end]  # (no row twice)
+        total[at] = (total[at].astype(float64) + products[start:end]).astype(float32)
+    return total
+
+
 def _indices(input, num_embeddings):
     indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
     if indices.dtype.kind not in "iu":
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
-                           f"types: Long, Int; but got {indices.dtype} instead (while checking arguments "
-                           "for embedding)")
+                           f"types: Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while "
+                           "checking arguments for embedding)")
     if indices.size and (indices.min() < 0 or indices.max() >= num_embeddings):
         raise IndexError("index out of range in self")
     return indices
@@ -89,6 +148,9 @@ def embedding_renorm_(weight, indices, max_norm, norm_type=2.0):
     PyTorch's rounding: the norm in the weight's dtype (float16 accumulated in float32), read as a
     double; the scale computed in double (in float32, + 1e-7 would vanish below the norm's unit), then
     rounded to the weight's dtype for the product."""
+    if weight.dtype.kind not in "fc":  # PyTorch's renorm takes the rows' norm, which integers have not
+        raise RuntimeError(f"norm(): input dtype should be either floating point or complex. Got "
+                           f"{type_name(weight.dtype)} instead.")
     rows = xp.unique(indices.reshape(-1))
     values = weight._data[rows]
     wide = values.astype(float32) if values.dtype == float16 else values
@@ -144,7 +206,7 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, sca
     if max_norm is not None:
         embedding_renorm_(weight, indices, max_norm, norm_type)
     return EmbeddingLookup.apply(weight, indices=indices, padding_idx=padding_idx,
-                                 scale_grad_by_freq=scale_grad_by_freq, sparse=bool(sparse))
+                                 scale_grad_by_freq=scale_grad_by_freq, added_in=None, sparse=bool(sparse))
 
 
 @names("embedding", method=False)

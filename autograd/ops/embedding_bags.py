@@ -8,17 +8,25 @@ W[i] of its indices, computed without forming the (bags, length, dim) tensor of 
     sum:  y_b = Σ_{i ∈ b} w_i W[i]   (w_i the per-sample weight, 1 without)
     mean: y_b = (1/|b|) Σ_{i ∈ b} W[i]        max: y_b[d] = max_{i ∈ b} W[i][d]
 
-(padding indices left out of their bag and its count; an empty bag gives zeros). The lookups are
-``embedding``'s, the sums ``IndexAdd``, the maxima a gather of the winners: gradients are theirs.
+(padding indices left out of their bag and its count; an empty bag gives zeros). Sums and means are one op,
+``EmbeddingBagSum``, whose float32 sums are PyTorch's kernels' to the bit; the maxima are ``embedding``'s
+lookups and a gather of the winners, whose gradients are theirs.
 """
 
-from ..backend import float16, ufunc_at, xp
-from ..primitive import node_named
+from ..backend import float16, float32, float64, ufunc_at, xp
+from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
-from .embedding import _padding_index, embedding
+from .embedding import (
+    EmbeddingDenseBackward,
+    EmbeddingLookup,
+    _padding_index,
+    added_in_order,
+    embedding_renorm_,
+    sparse_rows,
+)
 from .names import names
-from .shape import IndexAdd
+from .sorting import _sort_order
 
 
 def _bags(input, offsets, include_last_offset):
@@ -41,6 +49,9 @@ def _bags(input, offsets, include_last_offset):
     if starts.size and starts[0] != 0:
         raise RuntimeError(f"offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start from "
                            f"position 0. However, got {starts[0]}")
+    if starts.size and starts[-1] > len(indices):
+        raise RuntimeError(f"offsets[-1] can not be greater than input's length {len(indices)} but got "
+                           f"offsets[-1] of {starts[-1]}")
     if include_last_offset:
         starts = starts[:-1]
     bag_of = xp.searchsorted(starts, xp.arange(len(indices)), side="right") - 1
@@ -74,12 +85,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
                            f"#1 'per_sample_weights'; but type torch.{type_name(weight.dtype)}Tensor does not equal "
                            f"torch.{type_name(per_sample_weights.dtype)}Tensor (while checking arguments for "
                            "embedding_bag)")
+    rows = weight.shape[0]
+    if padding_idx is not None and not -rows <= padding_idx < rows:
+        raise RuntimeError(f"padding_idx must be within the number of embeddings, {-rows} through {rows - 1}, but "
+                           f"got {padding_idx}")
     indices, bag_of, bags = _bags(input, offsets, include_last_offset)
-    bad = (indices < 0) | (indices >= weight.shape[0])
-    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range
-        k = int(bad.argmax())
-        raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
-                           f"[0, {weight.shape[0]})")
     return _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_by_freq, per_sample_weights,
                  padding_idx, sparse)[0]
 
@@ -88,13 +98,25 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
           padding_idx, sparse=False):
     """(the bags' sums, means or maxima, the number of indices in each bag, padding left out, and for
     mode='max' the row of W that gives each maximum, 0 in an empty bag)."""
+    if indices.dtype.kind not in "iu":
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar types: "
+                           f"Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while checking "
+                           "arguments for embedding_bag)")
+    bad = (indices < 0) | (indices >= weight.shape[0])
+    if bad.any():  # PyTorch's RuntimeError, naming the first index out of range
+        k = int(bad.argmax())
+        raise RuntimeError(f"Index {k} of input takes value {int(indices[k])} which is not in the valid range "
+                           f"[0, {weight.shape[0]})")
     padding_idx = _padding_index(padding_idx, weight.shape[0])
+    if max_norm is not None:  # every index's row, the padding row too, as F.embedding_bag renormalises its input
+        embedding_renorm_(weight, indices, max_norm, norm_type)
     kept = xp.ones(len(indices), dtype=bool) if padding_idx is None else indices != padding_idx
-    indices, bag_of = indices[kept], bag_of[kept]
-    rows = embedding(Tensor._make(indices), weight, None, max_norm, norm_type, scale_grad_by_freq, sparse)
+    all_indices, indices, bag_of = indices, indices[kept], bag_of[kept]
     shape = (bags, weight.shape[1])
     counts = xp.bincount(bag_of, minlength=bags)
     if mode == "max":
+        rows = EmbeddingLookup.apply(weight, indices=indices, padding_idx=None,
+                                     scale_grad_by_freq=scale_grad_by_freq, added_in=None, sparse=bool(sparse))
         # the winning lookup of each bag and dim, found on the arrays, then gathered
         best = xp.full(shape, -xp.inf, dtype=weight.dtype)
         ufunc_at("maximum", best, bag_of, rows._data)
@@ -109,19 +131,81 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
         picked = rows[winner, xp.arange(shape[1])]
         winning_rows = xp.where(empty[:, None], 0, indices[winner])
         return picked * Tensor._make((~empty)[:, None].astype(weight.dtype)), counts, winning_rows
-    half = weight.dtype == float16  # PyTorch's kernel sums float16 bags in float32 and rounds each sum once
-    if half:
-        rows = rows.float()
+    inputs = (weight,)
     if per_sample_weights is not None:
-        flat_weights = per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))]
-        rows = rows * (flat_weights.float() if half else flat_weights).unsqueeze(1)
-    total = IndexAdd.apply(rows, index=bag_of, shape=shape, basic=False)
-    if half:
-        total = total.half()
-    if mode == "sum":
-        return total, counts, None
-    # divided by the bag's size, as PyTorch's kernel (a product with the reciprocal is a unit off in places)
-    return total / Tensor._make(xp.maximum(counts, 1).astype(weight.dtype)[:, None]), counts, None
+        inputs += (per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))],)
+    total = EmbeddingBagSum.apply(*inputs, indices=indices, bag_of=bag_of, counts=counts, mean=mode == "mean",
+                                  fused=padding_idx is None and weight.stride(1) == 1,
+                                  scale_grad_by_freq=scale_grad_by_freq,
+                                  all_indices=all_indices, kept=kept,
+                                  sparse=bool(sparse))
+    return total, counts, None
+
+
+class EmbeddingBagSum(Primitive):
+    """y_b = Σ_{k ∈ b} w_k W[indices_k] (w_k the per-sample weight, 1 without), divided by |b| for the mean
+    (an empty bag 0);   dL/dW_r = Σ_{k: indices_k = r} s_k dL/dy_{bag_k} with s_k = w_k (/ |bag_k| for the
+    mean, / the count of r with scale_grad_by_freq), added in the order PyTorch's (unstable) sort of all the
+    indices (``all_indices``, padding too) leaves them, the padding index's skipped (``kept`` the others);
+    dL/dw_k = dL/dy_{bag_k} · W[indices_k], the row the forward looked up.
+
+    The sums as PyTorch's CPU kernels make them: float32 ones fused (``fused``: fbgemm's w_k · row + sum
+    forward, which PyTorch takes only without a padding index and for W's rows contiguous; its backward's axpy
+    of s_k in the order of its sort of the indices); float16 bags summed in float32 and rounded once. Its
+    backward is linear in dL/dy (which a second backward differentiates); the per-sample weights and the rows
+    enter it as the forward's values (PyTorch has no second derivative here at all)."""
+
+    pytorch_name = "EmbeddingBagBackward0"
+    saves_inputs = False  # (the rows looked up are kept, not W, which a later lookup with max_norm may change)
+    saves_arguments = True
+
+    def forward(self, weight, per_sample_weights=None):
+        rows = weight[self.indices]
+        self.rows = rows if per_sample_weights is not None else None  # for the per-sample weights' gradient
+        self.weights = per_sample_weights
+        shape = (len(self.counts), weight.shape[1])
+        if weight.dtype == float32 and self.fused:
+            total = added_in_order(rows, per_sample_weights, self.bag_of, shape[0])
+        else:
+            wide = weight.dtype == float16  # PyTorch's kernel sums float16 bags in float32 and rounds each sum once
+            terms = rows.astype(float32) if wide else rows
+            if per_sample_weights is not None:
+                terms = terms * (per_sample_weights.astype(float32) if wide else per_sample_weights)[:, None]
+            total = xp.zeros(shape, dtype=terms.dtype)
+            ufunc_at("add", total, self.bag_of, terms)
+            total = total.astype(weight.dtype, copy=False)
+        if self.mean:  # divided by the bag's size, as PyTorch's kernel (a product with the reciprocal is a unit off)
+            total = total / xp.maximum(self.counts, 1).astype(weight.dtype)[:, None]
+        return total
+
+    def backward(self, grad, y, weight, per_sample_weights=None):
+        lookups = grad[self.bag_of]
+        grad_weight = grad_weights = None
+        if weight.requires_grad:
+            in_sort = _sort_order(Tensor._make(self.all_indices), 0, descending=False, stable=False)
+            added_in = (xp.cumsum(self.kept) - 1)[in_sort[self.kept[in_sort]]]  # (among the kept lookups)
+            scales = None if self.weights is None else self.weights.astype(float64)
+            if self.mean:
+                sizes = self.counts[self.bag_of].astype(float64)
+                scales = 1.0 / sizes if scales is None else scales / sizes
+            if self.sparse and self.scale_grad_by_freq:
+                raise RuntimeError("embedding_backward: scale_grad_by_freq not supported with sparse gradients")
+            grad_weight = EmbeddingDenseBackward.apply(lookups, flat=self.indices, num_weights=weight.shape[0],
+                                                       padding_idx=None, scale_grad_by_freq=self.scale_grad_by_freq,
+                                                       added_in=added_in, scales=scales)
+            if self.sparse:  # PyTorch's sparse gradient: each lookup's share (divided by its bag's size, times
+                shares = lookups  # its weight), in the lookups' order
+                if self.mean:
+                    shares = shares / Tensor._make(self.counts[self.bag_of].astype(grad.dtype)[:, None])
+                if self.weights is not None:
+                    shares = shares * Tensor._make(self.weights[:, None])
+                grad_weight._sparse_gradient = sparse_rows(self.indices, shares, weight.shape, None)
+        if per_sample_weights is not None and per_sample_weights.requires_grad:
+            wide = self.rows.dtype == float16
+            products = (lookups.float() if wide else lookups) * Tensor._make(self.rows.astype(float32) if wide
+                                                                              else self.rows)
+            grad_weights = products.sum(1).to(per_sample_weights.dtype)
+        return grad_weight, grad_weights
 
 
 _MODES = ("sum", "mean", "max")  # PyTorch's codes of mode, 0, 1, 2

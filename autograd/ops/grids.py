@@ -81,6 +81,9 @@ def block_diag(*tensors):
 
 
 def _triangle_indices(row, col, offset, lower):
+    for name, size in (("row", row), ("col", col)):
+        if size < 0:
+            raise RuntimeError(f"{name} must be non-negative, got{size}")  # (PyTorch's words, without the space)
     rows, columns = xp.nonzero(xp.tri(row, col, offset, dtype=bool) if lower else ~xp.tri(row, col, offset - 1,
                                                                                          dtype=bool))
     return Tensor._make(xp.stack([rows, columns]).astype(int64))

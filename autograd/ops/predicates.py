@@ -12,7 +12,7 @@ import warnings
 
 import numpy
 
-from ..backend import int64, xp
+from ..backend import float32, int64, ufunc_at, xp
 from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
 from ..return_types import return_type
 from ..tensor import Tensor, _operand
@@ -244,8 +244,12 @@ def bincount(input, weights=None, minlength=0):
     w = _data(weights)
     if w.ndim != 1 or w.shape[0] != data.shape[0]:
         raise RuntimeError("weights should be 1-d and have the same length as input")
-    counts = xp.bincount(data, weights=w, minlength=minlength)
-    return Tensor._make(counts.astype(w.dtype if w.dtype.kind == "f" else xp.float64))
+    if w.dtype == float32:  # PyTorch's kernel adds float32 weights in float32, one after another
+        counts = xp.zeros(max(minlength, int(data.max()) + 1 if data.size else 0), dtype=float32)
+        ufunc_at("add", counts, data, w)
+        return Tensor._make(counts)
+    # every other dtype of weights (float16 and integers too) summed in float64, as PyTorch's
+    return Tensor._make(xp.bincount(data, weights=w.astype(xp.float64), minlength=minlength))
 
 
 @names("histc")

@@ -19,6 +19,7 @@ from ..tensor import Tensor
 from .conversion import type_name
 from .names import names
 from .outputs import write_out
+from .sorting import topk
 
 
 def _tensor(values, dtype):
@@ -109,8 +110,14 @@ def multinomial(input, num_samples, replacement=False, *, generator=None, out=No
         samples = numpy.stack([numpy.searchsorted(row, u, side="right") for row, u in zip(cumulative, draws)])
         samples = numpy.minimum(samples, categories - 1)  # u within rounding of 1
     else:
-        keys = weights / rng.exponential(1.0, weights.shape)
-        samples = numpy.argsort(-keys, axis=1, kind="stable")[:, :num_samples]
+        # PyTorch's race runs in the input's dtype: w / E with E drawn in float64 and rounded to it; its topk
+        # picks among equal keys (the weights of 0, when as many samples as categories are asked for)
+        native = numpy.atleast_2d(backend.to_numpy(input._data))
+        keys = native / rng.exponential(1.0, weights.shape).astype(native.dtype)
+        if num_samples == 1:
+            samples = keys.argmax(axis=1)[:, None]
+        else:
+            samples = backend.to_numpy(topk(Tensor._make(xp.asarray(keys)), num_samples, dim=1).indices._data)
     samples = samples if input.ndim == 2 else samples[0]
     return write_out(_tensor(samples, backend.int64), out)
 
