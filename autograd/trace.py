@@ -19,7 +19,7 @@ import itertools
 import sys
 import types
 
-from . import differentiate, viz
+from . import differentiate, viz, viz_graph
 from .backend import xp
 from .engine import backpropagate, topological_order
 from .tensor import Tensor
@@ -146,12 +146,12 @@ def _trace_values(trace, root):
     def name(value):
         return names[id(value)]
 
-    received = {viz._key(root): 1.0}  # every value's gradient so far: the sum of the shares it received
+    received = {viz_graph._key(root): 1.0}  # every value's gradient so far: the sum of the shares it received
     done, shares = set(), collections.Counter()
     trace.start = dict(received)
 
     def on_step(node, grad, parent_grads):
-        key = viz._key(node)
+        key = viz_graph._key(node)
         done.add(key)
         y = name(node)
         summed = f", the sum of {shares[id(node)]} shares" if shares[id(node)] > 1 else ""
@@ -166,7 +166,7 @@ def _trace_values(trace, root):
             terms = []
             for i, (p, d, g) in enumerate(zip(node.parents, local, parent_grads)):
                 shares[id(p)] += 1
-                received[viz._key(p)] = received.get(viz._key(p), 0.0) + g
+                received[viz_graph._key(p)] = received.get(viz_graph._key(p), 0.0) + g
                 formula = _local_formula(node.op, operands, i)
                 value = "" if formula == _number(d) else f" = {_number(grad)} × {_number(d)}"
                 adds = "+=" if consumers[id(p)] > 1 else "="
@@ -218,12 +218,12 @@ def _rule(node):
 
 
 def _trace_tensors(trace, root, names):
-    drawn = viz.walk(root, max_nodes=10**9)
+    drawn = viz_graph.walk(root, max_nodes=10**9)
     output_of = {key: output for key, (_, output, _) in drawn.ops.items()}
     labels = {id(t): n for n, t in names.items()}
     trace.root_name = "L"
-    received = {viz._key(root): None}
-    trace.start = {viz._key(root): xp.ones(root.shape)}  # dL/dL = 1, drawn before the first step
+    received = {viz_graph._key(root): None}
+    trace.start = {viz_graph._key(root): xp.ones(root.shape)}  # dL/dL = 1, drawn before the first step
     done = set()
 
     def label(tensor):
@@ -234,7 +234,7 @@ def _trace_tensors(trace, root, names):
 
     def on_step(node, grad, parent_grads):
         if isinstance(node, Tensor):  # a leaf: its gradient is complete
-            key = viz._key(node)
+            key = viz_graph._key(node)
             received[key] = grad
             done.add(key)
             caption = (f"leaf {label(node)}: dL/d{labels.get(id(node), 'x')} {tuple(grad.shape)} is complete "
@@ -247,11 +247,11 @@ def _trace_tensors(trace, root, names):
         done.add(output_of[key])
         rule = _rule(node)
         inputs = [x if isinstance(x, Tensor) or parent is None else
-                  parent if isinstance(parent, Tensor) else viz._Unkept(parent, x)
+                  parent if isinstance(parent, Tensor) else viz_graph._Unkept(parent, x)
                   for x, parent in zip(node.inputs, node.parents)]
         for x, g in zip(inputs, parent_grads):
             if g is not None:
-                k = viz._key(x)
+                k = viz_graph._key(x)
                 received[k] = g if received.get(k) is None else received[k] + g
         sent = ", ".join(f"dL/d{label(x)}" for x, g in zip(inputs, parent_grads) if g is not None)
         caption = f"{node.op_name}: {rule}. Upstream dL/dY {tuple(grad.shape)} → {sent or 'nothing to send'}"
