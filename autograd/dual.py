@@ -277,7 +277,7 @@ def _write_at_carrying_tangents(self, index, value):
     """``self[index] = value`` with tangents: the write door's out-of-place index_put, tangent and all."""
     if tangent_of(self) is None and tangent_of(value) is None:
         return _PLAIN["write_at"](self, index, value)
-    from .tensor import _operand
+    from .operands import _operand
     from .write_door import _index
 
     index = _index(index)

@@ -18,10 +18,11 @@ import numpy
 from . import backend
 from .backend import to_numpy, xp
 from .device import resolve
+from .operands import python_number
 from .random import draws
 from .random import generator as _rng
 from .size import sizes_argument
-from .tensor import Tensor, as_array, python_number, tensor_from
+from .tensor import Tensor, as_array, tensor_from
 from .write_door import _refuse_overflow
 
 

@@ -9,7 +9,8 @@ import numpy
 from . import backend
 from .backend import xp
 from .factories import _LARGEST_EXACT_INTEGER, _float, _made, out_dtype, written
-from .tensor import Tensor, python_number
+from .operands import python_number
+from .tensor import Tensor
 
 
 def _number(value):

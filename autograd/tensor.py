@@ -548,60 +548,6 @@ def _legacy_arguments(data, requires_grad, dtype, more_sizes):
     return data, requires_grad, dtype
 
 
-def _is_bool(value):
-    """A bool tensor, or Python's True or False (what PyTorch will not subtract)."""
-    return type(value) is bool or (isinstance(value, Tensor) and value._data.dtype.kind == "b")
-
-
-def _operand(value, like):
-    """A Tensor for the other operand of ``like`` op ``value``. A Python number never raises
-    the dtype of a tensor of its own category or above (PyTorch's rule): float32 stays
-    float32, an int32 tensor plus 1 stays int32; a number of a higher category takes that
-    category's default (an integer tensor times 0.5 gives the default float dtype)."""
-    if isinstance(value, Tensor):
-        return value
-    if getattr(value, "is_sparse", False) is True:  # dense op sparse: the sparse operand as the dense tensor it is
-        return value.to_dense()
-    return Tensor._make(_operand_array(value, like))
-
-
-def _operand_array(value, like):
-    """The array of ``_operand(value, like)``: the in-place fast paths need no Tensor around a number."""
-    if isinstance(value, Tensor):
-        return value._data
-    array = _number_array(value, like._data.dtype)
-    return as_array(value) if array is None else array
-
-
-def python_number(value):
-    """A NumPy scalar (``numpy.float64(0.5)``, ``numpy.int64(3)``) as the Python number it holds; anything else as
-    it is. PyTorch reads a NumPy scalar as a Python number, which never raises a tensor's dtype; NumPy 2 keeps the
-    scalar's own dtype in arithmetic (float32 ** numpy.float64(0.5) would be float64)."""
-    return value.item() if isinstance(value, numpy.generic) else value
-
-
-def _number_array(value, dtype):
-    """A Python number as a 0-d array by ``_operand``'s rule, beside a tensor of ``dtype``;
-    None for anything else (lists, arrays). (Plain ints and floats are tested
-    by type first: the ABC checks cost more than the conversion.)"""
-    kind = dtype.kind
-    if isinstance(value, bool):
-        pass  # a bool keeps the tensor's dtype
-    elif type(value) is int or type(value) is not float and isinstance(value, numbers.Integral):
-        dtype = dtype if kind in "iuf" else backend.int64
-    elif type(value) is float or isinstance(value, numbers.Real):
-        dtype = dtype if kind == "f" or kind == "c" else backend.get_default_dtype()  # (complex: its precision)
-    elif isinstance(value, numbers.Complex):  # the tensor's precision, made complex (PyTorch's rule)
-        dtype = dtype if kind == "c" else backend.complex_counterpart(dtype) if kind == "f" else \
-            backend.get_default_complex_dtype()
-    else:
-        return None
-    try:
-        return xp.asarray(value, dtype=dtype)
-    except OverflowError:  # an integer out of an integer dtype's range (uint8 and -3): cast as PyTorch casts it
-        return xp.asarray(value, dtype=backend.int64).astype(dtype)
-
-
 # backward() starts the engine, which works on Tensors: imported once Tensor exists
 from . import differentiate  # noqa: E402
 

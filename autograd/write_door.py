@@ -218,7 +218,7 @@ class WriteDoor:
         self._before_write()
         if modes.grad_enabled and (self.requires_grad or (isinstance(value, WriteDoor) and value.requires_grad)):
             self._refuse_leaf_write()
-            from .tensor import _operand  # (a recorded write: the rare path)
+            from .operands import _operand  # (a recorded write: the rare path)
 
             self._take(self._index_put(index, _operand(value, self)))
             return

@@ -10,8 +10,9 @@ import warnings
 
 from ..backend import xp
 from ..errors import refuse_bool_subtraction
+from ..operands import _is_bool, _operand
 from ..primitive import Primitive, node_named
-from ..tensor import Tensor, _is_bool, _operand, tensor_from
+from ..tensor import Tensor, tensor_from
 from . import elementwise
 from .conversion import refuse_kinds
 from .names import names

@@ -12,8 +12,9 @@ import numpy
 
 from .. import backend
 from ..backend import xp
+from ..operands import python_number
 from ..primitive import Primitive, named_node
-from ..tensor import Tensor, python_number
+from ..tensor import Tensor
 from .conjugation import refuse_unordered
 from .elementwise import Cast, selected_share, where
 from .names import names

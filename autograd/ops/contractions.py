@@ -9,8 +9,9 @@ with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one 
 """
 
 from ..backend import xp
+from ..operands import _operand
 from ..primitive import Primitive, node_named
-from ..tensor import Tensor, _operand, tensor_from
+from ..tensor import Tensor, tensor_from
 from . import shape
 from .arranging import broadcast_shapes, movedim
 from .axes import dim_index

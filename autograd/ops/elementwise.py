@@ -14,8 +14,9 @@ import numpy
 from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
+from ..operands import _is_bool, _operand
 from ..primitive import Primitive
-from ..tensor import Tensor, _is_bool, _operand, as_array
+from ..tensor import Tensor, as_array
 from ..write_door import _refuse_overflow
 from .conjugation import conj, refuse_unordered, sgn_of_complex
 from .names import names

@@ -10,7 +10,8 @@ writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with
 
 from ..backend import xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
-from ..tensor import Tensor, _is_bool, _operand, _operand_array, tensor_from
+from ..operands import _is_bool, _operand, _operand_array
+from ..tensor import Tensor, tensor_from
 from ..write_door import _data, _refuse_overflow
 from .arithmetic import _number_first, _scaled, integer_value, refuse_integer_addcdiv
 from .elementwise import Where, result_type

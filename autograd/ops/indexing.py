@@ -12,8 +12,9 @@ take_along_dim and take are built from these and from indexing (the masked ops: 
 
 from ..backend import int32, int64, ufunc_at, xp
 from ..errors import IndexRangeError
+from ..operands import _operand
 from ..primitive import Primitive, node_named
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
 from .axes import dim_index

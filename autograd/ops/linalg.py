@@ -4,8 +4,9 @@ import warnings
 
 from ..backend import bool_
 from ..errors import ShapeError
+from ..operands import _operand
 from ..primitive import Primitive, named_node
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor
 from .conjugation import conj
 from .conversion import refuse_kinds
 from .elementwise import unbroadcast

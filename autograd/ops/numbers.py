@@ -10,9 +10,10 @@ import math
 import numpy
 
 from ..backend import int32, to_numpy, xp
+from ..operands import _operand
 from ..primitive import Primitive
 from ..return_types import return_type
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor
 from .conversion import c_name, refuse_kinds
 from .elementwise import floating, promote, unbroadcast, where
 from .names import names

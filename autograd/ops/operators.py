@@ -6,8 +6,9 @@ The ops themselves, each forward beside its derivative, are in elementwise.py.
 from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError
+from ..operands import python_number
 from ..primitive import named_node
-from ..tensor import Tensor, python_number
+from ..tensor import Tensor
 from .arithmetic import positive
 from .elementwise import (
     Abs,

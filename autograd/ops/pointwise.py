@@ -10,8 +10,9 @@ import math
 
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_unbroadcastable
+from ..operands import _operand
 from ..primitive import Primitive, node_named
-from ..tensor import Tensor, _operand, tensor_from
+from ..tensor import Tensor, tensor_from
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, floating, half_as_float32, promote, result_type, unbroadcast, where

@@ -16,7 +16,8 @@ chooses. The degree is truncated to an integer; a negative one gives 0, and H, H
 """
 
 from ..backend import errstate, xp
-from ..tensor import Tensor, _operand
+from ..operands import _operand
+from ..tensor import Tensor
 from .conversion import refuse_half_and_complex
 from .elementwise import floating, promote
 from .outputs import write_out

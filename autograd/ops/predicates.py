@@ -14,8 +14,9 @@ import numpy
 
 from ..backend import float32, int64, ufunc_at, xp
 from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
+from ..operands import _operand
 from ..return_types import return_type
-from ..tensor import Tensor, _operand
+from ..tensor import Tensor
 from .axes import normalize_dims
 from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, result_type

@@ -10,7 +10,8 @@ import numbers
 
 import numpy
 
-from ..tensor import Tensor, _operand, tensor_from
+from ..operands import _operand
+from ..tensor import Tensor, tensor_from
 from .elementwise import _CATEGORY, common_dtype
 from .elementwise import result_type as _result_type
 from .names import names
