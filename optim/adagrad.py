@@ -2,7 +2,7 @@
 
 from autograd import full_like
 
-from .optimizer import Optimizer, fresh_plus, l2_decayed, real_pairs, require, scalar_tensor
+from .optimizer import Optimizer, fresh_plus, l2_decayed, require, scalar_tensor
 
 
 class Adagrad(Optimizer):
@@ -30,8 +30,8 @@ class Adagrad(Optimizer):
     @staticmethod
     def _initial_state(param, state, group):
         state["step"] = scalar_tensor(0.0)
-        like = real_pairs(param) if param.dtype.kind == "c" else param  # (the update sees a complex one as pairs)
-        state["sum"] = full_like(like, group["initial_accumulator_value"])
+        value = group["initial_accumulator_value"]  # (both parts of a complex parameter's, as PyTorch's)
+        state["sum"] = full_like(param, complex(value, value) if param.dtype.kind == "c" else value)
 
     def share_memory(self):
         """PyTorch moves the sums to shared memory for torch.multiprocessing; on one process

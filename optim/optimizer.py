@@ -316,12 +316,30 @@ class Optimizer:
                     if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
                         if not self.supports_complex:
                             raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
-                        self.update(real_pairs(p), real_pairs(grad), self.state[p], group)
+                        self._update_complex(p, grad, self.state[p], group)
                     else:
                         self.update(p, grad, self.state[p], group)
                     if not self.state[p]:  # (an update that keeps nothing leaves no entry, as PyTorch's)
                         del self.state[p]
         return loss
+
+    def _update_complex(self, param, grad, state, group):
+        """``update`` of a complex parameter on its real pairs, its state kept complex as PyTorch's (its
+        state_dict holds complex moments of the parameter's shape): the update sees each complex state
+        entry as pairs (views: its writes reach the entry), and an entry it makes of the pairs' shape
+        becomes a complex tensor over the same memory."""
+        pairs = {key: real_pairs(value) if _is_complex(value) else value for key, value in state.items()}
+        seen = dict(pairs)
+        self.update(real_pairs(param), real_pairs(grad), pairs, group)
+        pairs_shape = tuple(param.shape) + (2,)
+        for key, value in pairs.items():
+            if value is seen.get(key):
+                continue  # (an entry the update kept: the complex tensor it views stays)
+            if isinstance(value, Tensor) and value._data.dtype.kind == "f" and tuple(value.shape) == pairs_shape:
+                value = complex_of_pairs(value)
+            state[key] = value
+        for key in set(state) - set(pairs):
+            del state[key]
 
     def update(self, param, grad, state, group):
         """Change the Tensor ``param`` in place (public in-place methods only) from the
@@ -391,18 +409,20 @@ class Optimizer:
         self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():
             p = params[int(i)]
-            self.state[p] = {k: _restore(v, None if k in self.scalar_state else p.dtype,
+            # (a complex parameter's entries keep their dtypes, as PyTorch's: it casts for floating parameters only)
+            cast = p.dtype if p._data.dtype.kind == "f" else None
+            self.state[p] = {k: _restore(v, None if k in self.scalar_state else cast,
                                          numbers_to_tensors=k in self.scalar_state and _builtin(self))
                              for k, v in values.items()}
         for hook in list(self._optimizer_load_state_dict_post_hooks.values()):
             hook(self)
 
     def __repr__(self):
-        lines = [f"{type(self).__name__} ("]
-        for i, group in enumerate(self.param_groups):
-            lines.append(f"Parameter Group {i}")
-            lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
-        return "\n".join(lines + [")"])
+        text = f"{type(self).__name__} ("  # each group opens with a newline, each option ends with one: PyTorch's
+        for i, group in enumerate(self.param_groups):  # (so a blank line parts two groups)
+            text += f"\nParameter Group {i}\n" + "".join(f"    {k}: {v}\n" for k, v in sorted(group.items())
+                                                          if k != "params")
+        return text + ")"
 
 
 def real_pairs(tensor):
@@ -411,9 +431,20 @@ def real_pairs(tensor):
     data = tensor._data
     if not data.flags.c_contiguous:
         raise RuntimeError(f"a complex parameter of shape {tuple(tensor.shape)} must be contiguous to be optimised")
-    pairs = Tensor._make(data.view(data.real.dtype).reshape(data.shape + (2,)))
+    pairs = Tensor._make(data[..., None].view(data.real.dtype))  # (a trailing axis first: 0-d ones too)
     pairs._version_cell = tensor._version_cell  # (a write to the pairs is a write to the tensor)
     return pairs
+
+
+def complex_of_pairs(pairs):
+    """The complex tensor whose (real, imaginary) pairs ``pairs`` holds, shape (..., 2) (view_as_complex's
+    inverse of ``real_pairs``), over the same memory where it is contiguous."""
+    data = numpy.ascontiguousarray(pairs._data)
+    return Tensor._make(data.view(numpy.result_type(data.dtype, numpy.complex64))[..., 0])
+
+
+def _is_complex(value):
+    return isinstance(value, Tensor) and value._data.dtype.kind == "c"
 
 
 def _snapshot(value, copies):
