@@ -2,6 +2,7 @@
 
 from autograd import full_like
 
+from ._functional import adagrad  # noqa: F401  (torch.optim.adagrad.adagrad, the functional step)
 from .optimizer import Optimizer, fresh_plus, l2_decayed, require, scalar_tensor
 
 

@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import adamax  # noqa: F401  (torch.optim.adamax.adamax, the functional step)
 from .adam import AdamFamily, apply_weight_decay
 from .optimizer import kept_for_backward, scalar_tensor
 

@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import nadam  # noqa: F401  (torch.optim.nadam.nadam, the functional step)
 from .adam import AdamFamily, apply_weight_decay, update_moments
 from .optimizer import number_over, require, scalar_tensor
 

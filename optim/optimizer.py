@@ -109,6 +109,129 @@ def _with_step_hooks(step):
     return hooked_step
 
 
+# -- what optimizers copied from PyTorch's sources import from torch.optim.optimizer ---------------------------------
+# (a custom AdamW variant starts from PyTorch's adamw.py: these names come with it)
+
+Args = tuple  # the types PyTorch's annotations name
+Kwargs = StateDict = DeviceDict = DeviceDtypeDict = dict
+_foreach_supported_types = [Tensor]  # (nn.Parameter is a Tensor subclass here: PyTorch lists both)
+_params_doc = """params (iterable): iterable of parameters or named_parameters to optimize, or iterable of dicts
+            defining parameter groups"""
+_foreach_doc = """foreach (bool, optional): whether the foreach implementation is used (accepted: one
+            implementation here) (default: None)"""
+_fused_doc = """fused (bool, optional): whether the fused implementation is used (default: None)"""
+_capturable_doc = """capturable (bool, optional): whether this instance is safe to capture in a graph
+            (accepted: nothing is captured here) (default: False)"""
+_differentiable_doc = """differentiable (bool, optional): whether autograd should occur through the optimizer
+            step in training; otherwise step() runs under no_grad (default: False)"""
+_maximize_doc = """maximize (bool, optional): maximize the objective with respect to the params, instead of
+            minimizing (default: False)"""
+
+
+def _use_grad_for_differentiable(func):
+    """PyTorch's decorator of an optimizer's ``step``: grad mode on only with ``differentiable`` (the
+    defaults' flag), restored afterwards."""
+
+    @functools.wraps(func)
+    def _use_grad(self, *args, **kwargs):
+        with set_grad_enabled(bool(self.defaults["differentiable"])):
+            return func(self, *args, **kwargs)
+
+    return _use_grad
+
+
+def _get_value(x):
+    """A 0-d Tensor's number (``step`` kept as a Tensor), anything else as it is."""
+    return x.item() if isinstance(x, Tensor) else x
+
+
+def _stack_if_compiling(x):
+    """(PyTorch stacks a list of Tensors under torch.compile; there is no compiling here.)"""
+    return x
+
+
+def _disable_dynamo_if_unsupported(single_tensor_fn=None):
+    """(PyTorch's decorator that keeps torch.compile off a functional step; there is nothing to keep off.)"""
+    return lambda func: func
+
+
+def _get_fused_kernels_supported_devices():
+    return ["mps", "cuda", "xpu", "hpu", "cpu", "privateuseone"]
+
+
+def _get_foreach_kernels_supported_devices():
+    return ["cuda", "xpu", "privateuseone"]
+
+
+def _get_capturable_supported_devices(supports_xla=True):
+    return ["cuda", "xpu", "hpu", "privateuseone"] + (["xla"] if supports_xla else [])
+
+
+def _default_to_fused_or_foreach(params, differentiable, use_fused=False):
+    """(fused, foreach) as PyTorch picks them for an optimizer whose user left both None: fused where asked
+    for and every parameter is a floating-point Tensor, foreach where every parameter is on an accelerator
+    (never on the CPU); neither for ``differentiable``."""
+    if differentiable:
+        return False, False
+    from nn.parameter import Parameter  # (here: `import optim` need not load nn)
+
+    def plain(p):  # a Tensor or a Parameter, not a subclass of its own (PyTorch's _foreach_supported_types)
+        return type(p) in (*_foreach_supported_types, Parameter)
+
+    fused = use_fused and all(p is None or plain(p) and p.device.type in _get_fused_kernels_supported_devices()
+                              and p.is_floating_point() for p in params)
+    foreach = not fused and all(p is None or plain(p) and p.device.type in _get_foreach_kernels_supported_devices()
+                                for p in params)
+    return fused, foreach
+
+
+def _device_dtype_check_for_fused(p, cuda_unsupported=False):
+    devices = [d for d in _get_fused_kernels_supported_devices() if not (cuda_unsupported and d == "cuda")]
+    if not (p.device.type in devices and p.is_floating_point()):
+        raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
+                           f"supported devices: {devices} but {p.dtype} and {p.device.type}")
+
+
+def _view_as_real(params, *state_and_grads):
+    """Each complex tensor of ``params`` (and the same entry of each list in ``state_and_grads``) replaced,
+    in the lists, by its (real, imaginary) pairs: a view, so steps on them change the originals."""
+    from autograd import view_as_real
+
+    for i, p in enumerate(params):
+        if p.is_complex():
+            params[i] = view_as_real(params[i])
+            for values in state_and_grads:
+                values[i] = view_as_real(values[i])
+
+
+def _get_scalar_dtype(is_fused=None):
+    """The dtype of ``step`` and other scalar state: float32, or float64 under a float64 default dtype
+    (float32 always for the fused kernels)."""
+    import autograd
+
+    if is_fused:
+        return autograd.float32
+    return autograd.float64 if get_default_dtype() == float64 else autograd.float32
+
+
+def _to_scalar(x):
+    """A 1-element Tensor hyperparameter as a 0-d Tensor; anything else as it is."""
+    return x.squeeze() if isinstance(x, Tensor) and x.dim() != 0 else x
+
+
+def _group_tensors_by_device_and_dtype(tensorlistlist, with_indices=False):
+    """{(device, dtype): (the lists restricted to the tensors of the first list on that device with that dtype,
+    their indices)}, as PyTorch's foreach paths group tensors before each batched call."""
+    groups = {}
+    for i, first in enumerate(tensorlistlist[0]):
+        key = (first.device, first.dtype)
+        lists, indices = groups.setdefault(key, ([[] for _ in tensorlistlist], []))
+        for values, group_values in zip(tensorlistlist, lists):
+            group_values.append(values[i] if values else None)
+        indices.append(i)
+    return groups
+
+
 def require(condition, message):
     """Raise ValueError(message) unless ``condition``: hyperparameter checks."""
     if not condition:
@@ -230,6 +353,18 @@ class Optimizer:
         """hook(optimizer) -> None, once ``load_state_dict`` has loaded the state."""
         return add_hook(self._optimizer_load_state_dict_post_hooks, hook, prepend)
 
+    # what PyTorch's own step functions call first (and so the optimizers copied from them): nothing is
+    # captured in a CUDA graph here, so there is nothing to check
+    def _cuda_graph_capture_health_check(self):
+        import warnings
+
+        warnings.warn("Use _accelerator_graph_capture_health_check instead", DeprecationWarning, stacklevel=2)
+
+    def _accelerator_graph_capture_health_check(self):
+        pass
+
+    _group_tensors_by_device_and_dtype = staticmethod(_group_tensors_by_device_and_dtype)
+
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
         check_tensor_lr(group)
@@ -305,23 +440,27 @@ class Optimizer:
                 loss = closure()
         with set_grad_enabled(bool(self.defaults.get("differentiable"))):  # PyTorch's: the defaults' flag
             for group in self.param_groups:
-                maximize = group.get("maximize")
                 for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
+                    if p.grad is None:
                         continue
-                    if grad.shape != p.shape:
-                        raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
-                    grad = grad.neg() if maximize else grad
-                    if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
-                        if not self.supports_complex:
-                            raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
-                        self._update_complex(p, grad, self.state[p], group)
-                    else:
-                        self.update(p, grad, self.state[p], group)
+                    self._update_parameter(p, p.grad, self.state[p], group)
                     if not self.state[p]:  # (an update that keeps nothing leaves no entry, as PyTorch's)
                         del self.state[p]
         return loss
+
+    def _update_parameter(self, p, grad, state, group):
+        """``update`` of one parameter with its gradient (negated under maximize): a complex one as its
+        real pairs. ``step`` runs it for each parameter with a gradient, the functional forms
+        (``optim.sgd.sgd``, ...) for each parameter they are given."""
+        if grad.shape != p.shape:
+            raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
+        grad = grad.neg() if group.get("maximize") else grad
+        if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
+            if not self.supports_complex:
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+            self._update_complex(p, grad, state, group)
+        else:
+            self.update(p, grad, state, group)
 
     def _update_complex(self, param, grad, state, group):
         """``update`` of a complex parameter on its real pairs, its state kept complex as PyTorch's (its

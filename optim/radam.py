@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import radam  # noqa: F401  (torch.optim.radam.radam, the functional step)
 from .adam import AdamFamily, apply_weight_decay, update_moments
 from .optimizer import fresh_plus, scalar_tensor
 

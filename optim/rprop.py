@@ -2,6 +2,7 @@
 
 from autograd import full_like, ones_like, where, zeros_like
 
+from ._functional import rprop  # noqa: F401  (torch.optim.rprop.rprop, the functional step)
 from .optimizer import Optimizer, require, scalar_tensor
 
 
