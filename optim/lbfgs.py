@@ -215,11 +215,11 @@ def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         d₁ = g₁ + g₂ - 3 (f₁ - f₂)/(x₁ - x₂),   d₂ = √(d₁² - g₁ g₂)
         x = x₂ - (x₂ - x₁)(g₂ + d₂ - d₁)/(g₂ - g₁ + 2 d₂)       (x₁ ≤ x₂; mirrored otherwise)
 
-    With no real minimiser (d₁² < g₁ g₂), the middle of the bounds."""
+    With no real minimiser (d₁² < g₁ g₂, or NaN: a loss that was NaN), the middle of the bounds, as PyTorch's."""
     xmin_bound, xmax_bound = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1**2 - g1 * g2
-    if d2_square < 0:
+    if not d2_square >= 0:
         return (xmin_bound + xmax_bound) / 2.0
     d2 = math.sqrt(d2_square)
     if x1 <= x2:

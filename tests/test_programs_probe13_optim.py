@@ -638,3 +638,17 @@ def test_a_pytorch_checkpoint_with_its_scheduler_continues_on_chainrule(name, tm
     checkpointed_regression(OURS, name, 5, path=our_path)
     again = checkpointed_regression(OURS, name, 7, checkpoint=our_path)
     np.testing.assert_allclose(again["lrs"], theirs["lrs"], rtol=1e-12)
+
+
+def test_lbfgs_cubic_interpolation_of_a_nan_loss_takes_the_middle_of_the_bracket_as_pytorchs():
+    from optim.lbfgs import cubic_interpolate
+
+    assert cubic_interpolate(0.0, 1.0, -1.0, 2.0, float("nan"), 3.0) == 1.0  # (it was NaN)
+    assert cubic_interpolate(0.0, 1.0, -1.0, 2.0, 2.0, 3.0, bounds=(0.5, 4.0)) == pytest.approx(0.8685170918)
+    if TORCH is not None:
+        from torch.optim.lbfgs import _cubic_interpolate
+
+        torch = TORCH.torch
+        assert float(_cubic_interpolate(0.0, 1.0, torch.tensor(-1.0), 2.0, float("nan"), torch.tensor(3.0))) == 1.0
+        assert float(_cubic_interpolate(0.0, 1.0, torch.tensor(-1.0), 2.0, 2.0, torch.tensor(3.0),
+                                        bounds=(0.5, 4.0))) == pytest.approx(0.8685170918)
