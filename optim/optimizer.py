@@ -502,8 +502,12 @@ class Optimizer:
                 ids.append(index[id(p)])
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
         copies = {}  # one copy per Tensor: entries that are one Tensor stay one in the dict, as PyTorch's
-        state = {index[id(p)]: {k: _snapshot(v, copies) for k, v in s.items()}
-                 for p, s in self.state.items() if id(p) in index}
+        state = {}
+        for key, entries in self.state.items():
+            if not isinstance(key, Tensor):  # (a custom step's self.state["global_step"]: kept, as PyTorch's)
+                state[key] = _snapshot(entries, copies)
+            elif id(key) in index:
+                state[index[id(key)]] = {k: _snapshot(v, copies) for k, v in entries.items()}
         state_dict = {"state": state, "param_groups": groups}
         for hook in list(self._optimizer_state_dict_post_hooks.values()):
             result = hook(self, state_dict)
@@ -547,7 +551,10 @@ class Optimizer:
             group.update({k: copy.deepcopy(v, copied) for k, v in saved.items() if k != "params"})
         self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():
-            p = params[int(i)]
+            p = params.get(int(i) if isinstance(i, str) and i.isdigit() else i)
+            if p is None:  # an entry under a key of its own (self.state["global_step"]): back as it is, as PyTorch's
+                self.state[i] = values
+                continue
             # (a complex parameter's entries keep their dtypes, as PyTorch's: it casts for floating parameters only)
             cast = p.dtype if p._data.dtype.kind == "f" else None
             self.state[p] = {k: _restore(v, None if k in self.scalar_state else cast,

@@ -652,3 +652,52 @@ def test_lbfgs_cubic_interpolation_of_a_nan_loss_takes_the_middle_of_the_bracket
         assert float(_cubic_interpolate(0.0, 1.0, torch.tensor(-1.0), 2.0, float("nan"), torch.tensor(3.0))) == 1.0
         assert float(_cubic_interpolate(0.0, 1.0, torch.tensor(-1.0), 2.0, 2.0, torch.tensor(3.0),
                                         bounds=(0.5, 4.0))) == pytest.approx(0.8685170918)
+
+
+# ----------------------------------------------------------------------------------------------
+# A custom step that counts in self.state under a key of its own, saved and resumed
+# ----------------------------------------------------------------------------------------------
+
+
+def counted_sgd(m, weights, resume_at=None):
+    """An SGD whose step keeps a global step count in ``self.state["global_step"]`` (and warms its lr up by
+    it), as some authors write theirs: the count is in the state dict and comes back on loading."""
+    torch = m.torch
+
+    class WarmSGD(m.optim.SGD):
+        @torch.no_grad()
+        def step(self, closure=None):
+            self.state["global_step"] = self.state.get("global_step", 0) + 1
+            for group in self.param_groups:
+                group["lr"] = group["initial_lr"] * min(1.0, self.state["global_step"] / 4)
+            return super().step(closure)
+
+    model = load(m, m.nn.Sequential(m.nn.Linear(4, 8), m.nn.Tanh(), m.nn.Linear(8, 3)), weights)
+    make = lambda: WarmSGD([{"params": model.parameters(), "initial_lr": 0.2}], lr=0.2, momentum=0.9)
+    optimizer = make()
+    rng = np.random.default_rng(2)
+    X, y = torch.tensor(rng.standard_normal((16, 4)).astype(np.float32)), torch.tensor(rng.integers(0, 3, 16))
+    losses, lrs = [], []
+    for step in range(8):
+        if step == resume_at:
+            saved = optimizer.state_dict()
+            optimizer = make()
+            optimizer.load_state_dict(saved)
+        optimizer.zero_grad()
+        loss = m.F.cross_entropy(model(X), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        lrs.append(optimizer.param_groups[0]["lr"])
+    saved = optimizer.state_dict()
+    return {"losses": losses, "lrs": lrs, "params": [p.detach() for p in model.parameters()],
+            "keys": sorted(map(str, saved["state"])), "global_step": saved["state"]["global_step"]}
+
+
+def test_a_state_entry_under_a_key_of_its_own_is_saved_and_restored():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(4, 8), m.nn.Tanh(), m.nn.Linear(8, 3)))
+    straight, _ = run_both(counted_sgd, weights, rtol=1e-5, atol=1e-6)
+    resumed, _ = run_both(counted_sgd, weights, resume_at=5, rtol=1e-5, atol=1e-6)
+    assert straight["keys"] == ["0", "1", "2", "3", "global_step"] and straight["global_step"] == 8
+    assert resumed["global_step"] == 8 and resumed["lrs"] == straight["lrs"]  # (the warm-up did not start again)
+    np.testing.assert_array_equal(resumed["losses"], straight["losses"])
