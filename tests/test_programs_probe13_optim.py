@@ -701,3 +701,14 @@ def test_a_state_entry_under_a_key_of_its_own_is_saved_and_restored():
     assert straight["keys"] == ["0", "1", "2", "3", "global_step"] and straight["global_step"] == 8
     assert resumed["global_step"] == 8 and resumed["lrs"] == straight["lrs"]  # (the warm-up did not start again)
     np.testing.assert_array_equal(resumed["losses"], straight["losses"])
+
+
+@pytest.mark.parametrize("T", ["autograd", "torch"], indirect=True)
+def test_loading_a_state_dict_of_another_grouping_fails_in_pytorchs_words(T):
+    optim = OURS.optim if T.__name__ == "autograd" else TORCH.optim
+    w, b = T.ones(2, requires_grad=True), T.ones(1, requires_grad=True)
+    one_group, two_groups = optim.SGD([w, b], lr=0.1), optim.SGD([{"params": [w]}, {"params": [b]}], lr=0.1)
+    with pytest.raises(ValueError, match="loaded state dict has a different number of parameter groups"):
+        one_group.load_state_dict(two_groups.state_dict())
+    with pytest.raises(ValueError, match="loaded state dict contains a parameter group that doesn't match the size"):
+        optim.SGD([w], lr=0.1).load_state_dict(one_group.state_dict())
