@@ -712,3 +712,70 @@ def test_loading_a_state_dict_of_another_grouping_fails_in_pytorchs_words(T):
         one_group.load_state_dict(two_groups.state_dict())
     with pytest.raises(ValueError, match="loaded state dict contains a parameter group that doesn't match the size"):
         optim.SGD([w], lr=0.1).load_state_dict(one_group.state_dict())
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuning that unfreezes the backbone mid-training: add_param_group with options of its own
+# ----------------------------------------------------------------------------------------------
+
+UNFREEZE = [
+    ("Adam", dict(lr=0.05), dict(lr=0.01, amsgrad=True)),
+    ("SGD", dict(lr=0.1, momentum=0.9), dict(nesterov=True, lr=0.02)),
+    ("Adagrad", dict(lr=0.1, initial_accumulator_value=0.1), dict(initial_accumulator_value=0.5, lr=0.05)),
+    ("RMSprop", dict(lr=0.01), dict(centered=True, momentum=0.5)),
+    ("NAdam", dict(lr=0.05), dict(momentum_decay=0.01)),
+    ("RAdam", dict(lr=0.05), dict(decoupled_weight_decay=True, weight_decay=0.1)),
+    ("Adamax", dict(lr=0.05), dict(lr=0.01)),
+    ("ASGD", dict(lr=0.05), dict(t0=1)),
+    ("Rprop", dict(lr=0.01), dict(lr=0.001, etas=(0.4, 1.1))),
+    ("Adadelta", dict(), dict(rho=0.5)),
+    ("Adafactor", dict(lr=0.05), dict(beta2_decay=-0.5)),
+    ("AdamW", dict(lr=0.05), dict(betas=(0.5, 0.6), weight_decay=0.1)),
+]
+
+
+def unfreeze_training(m, weights, name, options, later_options, steps=6):
+    torch, nn, F = m.torch, m.nn, m.F
+    # (float64: centered RMSprop's √(E[g²] - E[g]²) cancels, and would magnify float32's last bits)
+    model = load(m, nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)), weights).double()
+    backbone, head = model[0], model[2]
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    optimizer = getattr(m.optim, name)(head.parameters(), **options)
+    rng = np.random.default_rng(4)
+    X, y = torch.tensor(rng.standard_normal((24, 4))), torch.tensor(rng.integers(0, 3, 24))
+    losses = []
+    for step in range(steps):
+        if step == 3:  # unfreeze the backbone, with a smaller learning rate
+            for p in backbone.parameters():
+                p.requires_grad_(True)
+            optimizer.add_param_group({"params": backbone.parameters(), **later_options})
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(X), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    saved = optimizer.state_dict()
+    return {"losses": losses, "params": [p.detach() for p in model.parameters()], "state": saved["state"],
+            "groups": [{k: v for k, v in g.items() if k != "params"} for g in saved["param_groups"]]}
+
+
+@pytest.mark.parametrize("name, options, later_options", UNFREEZE, ids=[u[0] for u in UNFREEZE])
+def test_unfreezing_the_backbone_with_add_param_group(name, options, later_options):
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(4, 8), m.nn.Tanh(), m.nn.Linear(8, 3)))
+    ours, _ = run_both(unfreeze_training, weights, name, options, later_options, rtol=1e-9, atol=1e-11)
+    assert sorted(ours["state"]) == [0, 1, 2, 3] and len(ours["groups"]) == 2
+
+
+def test_adagrad_starts_every_sum_at_the_optimizers_initial_accumulator_value():
+    """As PyTorch's: a group's own initial_accumulator_value is kept in the group and not used, in the
+    constructor and in add_param_group alike."""
+    torch, optim = OURS.torch, OURS.optim
+    w, b, c = torch.ones(2, requires_grad=True), torch.ones(1, requires_grad=True), torch.ones(1, requires_grad=True)
+    optimizer = optim.Adagrad([{"params": [w]}, {"params": [b], "initial_accumulator_value": 3.0}],
+                              initial_accumulator_value=0.5)
+    optimizer.add_param_group({"params": [c], "initial_accumulator_value": 2.0})
+    c.grad = torch.tensor([1.0])
+    optimizer.step()
+    assert optimizer.state[b]["sum"].tolist() == [0.5] and optimizer.state[c]["sum"].tolist() == [1.5]
+    assert [g["initial_accumulator_value"] for g in optimizer.param_groups] == [0.5, 3.0, 2.0]
