@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E731, F841  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B023, E721, E731, F841, UP008  (the programs are kept as their authors wrote them)
 """Optimisers and learning-rate schedulers beyond the common path, as training programs use them (see
 tests/pytorch_programs.py), each run on chainrule and on PyTorch from the same weights and data, comparing
 losses, parameters, ``optimizer.state_dict()`` (entries, shapes, dtypes, values) and learning rates.
@@ -779,3 +779,106 @@ def test_adagrad_starts_every_sum_at_the_optimizers_initial_accumulator_value():
     optimizer.step()
     assert optimizer.state[b]["sum"].tolist() == [0.5] and optimizer.state[c]["sum"].tolist() == [1.5]
     assert [g["initial_accumulator_value"] for g in optimizer.param_groups] == [0.5, 3.0, 2.0]
+
+
+# ----------------------------------------------------------------------------------------------
+# GradualWarmupScheduler (ildoonet/pytorch-gradual-warmup-lr): an _LRScheduler that hands over to another
+# ----------------------------------------------------------------------------------------------
+
+
+def gradual_warmup_class(m):
+    _LRScheduler = m.optim.lr_scheduler._LRScheduler
+    ReduceLROnPlateau = m.optim.lr_scheduler.ReduceLROnPlateau
+
+    class GradualWarmupScheduler(_LRScheduler):
+        """ Gradually warm-up(increasing) learning rate in optimizer.
+        Proposed in 'Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour'.
+        """
+
+        def __init__(self, optimizer, multiplier, total_epoch, after_scheduler=None):
+            self.multiplier = multiplier
+            if self.multiplier < 1.:
+                raise ValueError('multiplier should be greater thant or equal to 1.')
+            self.total_epoch = total_epoch
+            self.after_scheduler = after_scheduler
+            self.finished = False
+            super(GradualWarmupScheduler, self).__init__(optimizer)
+
+        def get_lr(self):
+            if self.last_epoch > self.total_epoch:
+                if self.after_scheduler:
+                    if not self.finished:
+                        self.after_scheduler.base_lrs = [base_lr * self.multiplier for base_lr in self.base_lrs]
+                        self.finished = True
+                    return self.after_scheduler.get_last_lr()
+                return [base_lr * self.multiplier for base_lr in self.base_lrs]
+
+            if self.multiplier == 1.0:
+                return [base_lr * (float(self.last_epoch) / self.total_epoch) for base_lr in self.base_lrs]
+            else:
+                return [base_lr * ((self.multiplier - 1.) * self.last_epoch / self.total_epoch + 1.)
+                        for base_lr in self.base_lrs]
+
+        def step_ReduceLROnPlateau(self, metrics, epoch=None):
+            if epoch is None:
+                epoch = self.last_epoch + 1
+            self.last_epoch = epoch if epoch != 0 else 1  # ReduceLROnPlateau is called at the end of epoch
+            if self.last_epoch <= self.total_epoch:
+                warmup_lr = [base_lr * ((self.multiplier - 1.) * self.last_epoch / self.total_epoch + 1.)
+                             for base_lr in self.base_lrs]
+                for param_group, lr in zip(self.optimizer.param_groups, warmup_lr):
+                    param_group['lr'] = lr
+            else:
+                if epoch is None:
+                    self.after_scheduler.step(metrics, None)
+                else:
+                    self.after_scheduler.step(metrics, epoch - self.total_epoch)
+
+        def step(self, epoch=None, metrics=None):
+            if type(self.after_scheduler) != ReduceLROnPlateau:
+                if self.finished and self.after_scheduler:
+                    if epoch is None:
+                        self.after_scheduler.step(None)
+                    else:
+                        self.after_scheduler.step(epoch - self.total_epoch)
+                    self._last_lr = self.after_scheduler.get_last_lr()
+                else:
+                    return super(GradualWarmupScheduler, self).step(epoch)
+            else:
+                self.step_ReduceLROnPlateau(metrics, epoch)
+
+    return GradualWarmupScheduler
+
+
+def gradual_warmup_training(m, after):
+    torch = m.torch
+    GradualWarmupScheduler = gradual_warmup_class(m)
+    w = m.nn.Parameter(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    optimizer = m.optim.SGD([w], lr=0.01, momentum=0.9)
+    if after == "cosine":
+        after_scheduler = m.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10, eta_min=1e-4)
+    elif after == "step":
+        after_scheduler = m.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+    else:
+        after_scheduler = m.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=1)
+    scheduler = GradualWarmupScheduler(optimizer, multiplier=8, total_epoch=5, after_scheduler=after_scheduler)
+    lrs, ws = [], []
+    for epoch in range(1, 16):
+        optimizer.zero_grad()
+        loss = (w ** 2).sum()
+        loss.backward()
+        optimizer.step()
+        if after == "plateau":
+            scheduler.step(epoch, metrics=1.0)  # a validation loss that has stopped improving
+        else:
+            scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+        ws.append(w.detach().clone())
+    return lrs, ws
+
+
+@pytest.mark.filterwarnings("ignore:The epoch parameter in `scheduler.step\\(\\)` was not necessary")  # (the author's)
+@pytest.mark.parametrize("after", ["cosine", "step", "plateau"])
+def test_gradual_warmup_hands_over_to_the_after_scheduler(after):
+    (lrs, _), _ = run_both(gradual_warmup_training, after, rtol=1e-12, atol=1e-15)
+    assert lrs[3] == pytest.approx(0.01 * (7 * 4 / 5 + 1))  # warming up towards 8 × 0.01
