@@ -26,12 +26,12 @@ class Adagrad(Optimizer):
                                       fused=fused))
         for group in self.param_groups:  # PyTorch fills the state at once: state_dict() shows every sum
             for p in group["params"]:
-                self._initial_state(p, self.state[p])
+                self._initial_state(p, self.state[p], group)
 
-    def _initial_state(self, param, state):
+    def _initial_state(self, param, state, group):
         """A parameter's first state. Its sum starts at the optimizer's initial_accumulator_value, a group's own
         notwithstanding (also for a group added later), as PyTorch's: the group's value is kept, and unused."""
-        state["step"] = scalar_tensor(0.0)
+        state["step"] = scalar_tensor(0.0, fused=group["fused"])
         value = self.defaults["initial_accumulator_value"]  # (both parts of a complex parameter's, as PyTorch's)
         state["sum"] = full_like(param, complex(value, value) if param.dtype.kind == "c" else value)
 
@@ -49,7 +49,7 @@ class Adagrad(Optimizer):
 
     def update(self, param, grad, state, group):
         if not state:  # a parameter of a group added later (add_param_group)
-            self._initial_state(param, state)
+            self._initial_state(param, state, group)
         step = state["step"].add_(1).item()
         if group["weight_decay"]:
             grad = l2_decayed(grad, param, group["weight_decay"])

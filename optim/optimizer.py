@@ -238,12 +238,14 @@ def require(condition, message):
         raise ValueError(message)
 
 
-def scalar_tensor(value):
+def scalar_tensor(value, fused=False):
     """A 0-d Tensor for scalar state (``step``, NAdam's ``mu_product``, ASGD's
     ``eta``): PyTorch keeps these in float64 when the default dtype is float64
     and in float32 otherwise, whatever the parameters' dtype, and its arithmetic
-    on them rounds to that dtype. Ours does the same, so trajectories match."""
-    return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 else float32))
+    on them rounds to that dtype. Ours does the same, so trajectories match.
+    A ``fused`` optimizer's ``step`` is float32 whatever the default dtype, as its kernels take it."""
+    return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 and not fused
+                                     else float32))
 
 
 def check_tensor_lr(group):
@@ -543,10 +545,13 @@ class Optimizer:
                     inspect.signature(type(self).__init__).parameters.items()
                     if parameter.default is not inspect.Parameter.empty} | self.loaded_defaults
         params = {}
+        float32_steps = set()  # a fused or capturable group's `step` loads as float32, as PyTorch's
         copied = {}  # one deepcopy over all the groups, as PyTorch's: what groups shared, they share again
         for saved, group in zip(groups, self.param_groups):
             for i, p in zip(saved["params"], group["params"]):
                 params[i] = p
+                if saved.get("fused") or saved.get("capturable"):
+                    float32_steps.add(i)
             group.update({k: defaults[k] for k in group if k not in saved and k in defaults})
             group.update({k: copy.deepcopy(v, copied) for k, v in saved.items() if k != "params"})
         self.state = defaultdict(dict)
@@ -557,7 +562,8 @@ class Optimizer:
                 continue
             # (a complex parameter's entries keep their dtypes, as PyTorch's: it casts for floating parameters only)
             cast = p.dtype if p._data.dtype.kind == "f" else None
-            self.state[p] = {k: _restore(v, None if k in self.scalar_state else cast,
+            self.state[p] = {k: _restore(v, (float32 if k == "step" and i in float32_steps else None)
+                                         if k in self.scalar_state else cast,
                                          numbers_to_tensors=k in self.scalar_state and _builtin(self))
                              for k, v in values.items()}
         for hook in list(self._optimizer_load_state_dict_post_hooks.values()):

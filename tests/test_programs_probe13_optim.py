@@ -882,3 +882,46 @@ def gradual_warmup_training(m, after):
 def test_gradual_warmup_hands_over_to_the_after_scheduler(after):
     (lrs, _), _ = run_both(gradual_warmup_training, after, rtol=1e-12, atol=1e-15)
     assert lrs[3] == pytest.approx(0.01 * (7 * 4 / 5 + 1))  # warming up towards 8 × 0.01
+
+
+# ----------------------------------------------------------------------------------------------
+# A fused optimizer's step counter is float32, also under a float64 default dtype and after loading
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def float64_default(T):
+    T.set_default_dtype(T.float64)
+    yield
+    T.set_default_dtype(T.float32)
+
+
+@pytest.mark.parametrize("T", ["autograd", "torch"], indirect=True)
+def test_a_fused_adagrads_step_is_float32_under_a_float64_default(T, float64_default):
+    optim = OURS.optim if T.__name__ == "autograd" else TORCH.optim
+    w = T.ones(2, dtype=T.float32, requires_grad=True)
+    fused, plain = optim.Adagrad([w], lr=0.1, fused=True), optim.Adagrad([w], lr=0.1)
+    assert fused.state[w]["step"].dtype == T.float32 and plain.state[w]["step"].dtype == T.float64
+    # a state dict of a fused (or capturable) group loads its step as float32; another group's keeps its dtype
+    saved = plain.state_dict()
+    saved["param_groups"][0]["fused"] = True
+    fused.load_state_dict(saved)
+    assert fused.state[w]["step"].dtype == T.float32
+    plain.load_state_dict(plain.state_dict())
+    assert plain.state[w]["step"].dtype == T.float64
+
+
+@pytest.mark.xfail(strict=True, reason="Adam/AdamW(fused=True) make their step in the default scalar dtype (float64 "
+                   "here), PyTorch's fused kernels a float32 one: optim/adam.py (outside this branch) should make it "
+                   "with scalar_tensor(0.0, fused=group['fused'])")
+def test_a_fused_adams_step_is_float32_under_a_float64_default():
+    torch, optim = OURS.torch, OURS.optim
+    torch.set_default_dtype(torch.float64)
+    try:
+        w = torch.ones(2, dtype=torch.float32, requires_grad=True)
+        optimizer = optim.Adam([w], lr=0.1, fused=True)
+        w.grad = torch.ones(2, dtype=torch.float32)
+        optimizer.step()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert optimizer.state[w]["step"].dtype == torch.float32
