@@ -941,3 +941,25 @@ def test_a_fused_adams_step_is_float32_under_a_float64_default():
     finally:
         torch.set_default_dtype(torch.float32)
     assert optimizer.state[w]["step"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("T", ["autograd", "torch"], indirect=True)
+def test_pair_options_given_as_lists_stay_lists_as_pytorchs(T):
+    """(A YAML config gives betas as a list.) Adam and AdamW make a tuple of them; NAdam, RAdam, Adamax,
+    Adafactor's eps and Rprop's etas and step sizes keep what they were given, as PyTorch's (its repr, its state
+    dict, and a comparison with a tuple show it) and step the same."""
+    optim = OURS.optim if T.__name__ == "autograd" else TORCH.optim
+    kinds = {}
+    for name, options in [("Adam", dict(betas=[0.8, 0.9])), ("NAdam", dict(betas=[0.8, 0.9])),
+                          ("RAdam", dict(betas=[0.8, 0.9])), ("Adamax", dict(betas=[0.8, 0.9])),
+                          ("Adafactor", dict(eps=[None, 1e-3])),
+                          ("Rprop", dict(etas=[0.4, 1.1], step_sizes=[1e-5, 1]))]:
+        w = T.tensor([1.0, -2.0], requires_grad=True)
+        optimizer = getattr(optim, name)([w], **options)
+        w.grad = T.tensor([0.5, 0.5])
+        optimizer.step()
+        group = optimizer.state_dict()["param_groups"][0]
+        kinds[name] = [type(group[key]).__name__ for key in options]
+        assert f"{next(iter(options))}: {group[next(iter(options))]}" in repr(optimizer)
+    assert kinds == {"Adam": ["tuple"], "NAdam": ["list"], "RAdam": ["list"], "Adamax": ["list"],
+                     "Adafactor": ["list"], "Rprop": ["list", "list"]}
