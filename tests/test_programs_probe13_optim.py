@@ -963,3 +963,56 @@ def test_pair_options_given_as_lists_stay_lists_as_pytorchs(T):
         assert f"{next(iter(options))}: {group[next(iter(options))]}" in repr(optimizer)
     assert kinds == {"Adam": ["tuple"], "NAdam": ["list"], "RAdam": ["list"], "Adamax": ["list"],
                      "Adafactor": ["list"], "Rprop": ["list", "list"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# A ReduceLROnPlateau subclass that logs its reductions (overriding PyTorch's _reduce_lr) and compares its own way
+# ----------------------------------------------------------------------------------------------
+
+
+def logged_plateau(m):
+    torch = m.torch
+
+    class LoggedPlateau(m.optim.lr_scheduler.ReduceLROnPlateau):
+        def __init__(self, *args, **kwargs):
+            self.log = []
+            super().__init__(*args, **kwargs)
+
+        def _reduce_lr(self, epoch):
+            before = [group["lr"] for group in self.optimizer.param_groups]
+            super()._reduce_lr(epoch)
+            self.log.append((epoch, before, [group["lr"] for group in self.optimizer.param_groups]))
+
+        def _is_better(self, a, best):  # better only by a margin that grows with the epochs
+            return a < best - 0.01 * self.last_epoch
+
+    w = torch.tensor([2.0, -1.0], dtype=torch.float64, requires_grad=True)
+    optimizer = m.optim.SGD([{"params": [w]}], lr=0.5)
+    scheduler = LoggedPlateau(optimizer, patience=1, factor=0.5, cooldown=1, min_lr=0.05)
+    lrs = []
+    for epoch in range(12):
+        optimizer.zero_grad()
+        loss = (w ** 2).sum() + 0.1 * torch.cos(7 * w).sum()
+        loss.backward()
+        optimizer.step()
+        scheduler.step(loss.item())
+        lrs.append(scheduler.get_last_lr()[0])
+    saved = scheduler.state_dict()
+    fresh = LoggedPlateau(optimizer)
+    fresh.load_state_dict(saved)
+    return {"lrs": lrs, "log": scheduler.log, "w": w.detach(), "best": scheduler.best,
+            "fresh": [fresh.mode, fresh.mode_worse, fresh.patience, fresh.best]}
+
+
+def test_a_plateau_subclass_overriding_pytorchs_private_steps():
+    ours, _ = run_both(logged_plateau, rtol=1e-12, atol=1e-14)
+    assert ours["log"] and all(after[0] < before[0] for _, before, after in ours["log"])
+
+
+@pytest.mark.parametrize("T", ["autograd", "torch"], indirect=True)
+def test_plateau_step_with_an_epoch_warns_as_pytorchs(T):
+    optim = OURS.optim if T.__name__ == "autograd" else TORCH.optim
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optim.SGD([T.ones(1, requires_grad=True)], lr=0.1))
+    with pytest.warns(UserWarning, match="The epoch parameter in `scheduler.step\\(\\)` was not necessary"):
+        scheduler.step(1.0, 3)
+    assert scheduler.last_epoch == 3
