@@ -1016,3 +1016,41 @@ def test_plateau_step_with_an_epoch_warns_as_pytorchs(T):
     with pytest.warns(UserWarning, match="The epoch parameter in `scheduler.step\\(\\)` was not necessary"):
         scheduler.step(1.0, 3)
     assert scheduler.last_epoch == 3
+
+
+def schedules_through_pytorchs_helpers(m):
+    """Schedulers subclassed where PyTorch's helpers are methods: a OneCycleLR whose cosine annealing is
+    squared, a CyclicLR whose triangular2 halving is a third; and the helpers called on the classes."""
+    S = m.optim.lr_scheduler
+
+    class SharpOneCycle(S.OneCycleLR):
+        @staticmethod
+        def _annealing_cos(start, end, pct):
+            return end + (start - end) * ((math.cos(math.pi * pct) + 1) / 2) ** 2
+
+    class ThirdCyclic(S.CyclicLR):
+        @staticmethod
+        def _triangular2_scale_fn(x):
+            return 1 / (3.0 ** (x - 1))
+
+    w = m.torch.zeros(1, requires_grad=True)
+    one_cycle = m.optim.SGD([w], lr=0.1, momentum=0.9)
+    sharp = SharpOneCycle(one_cycle, max_lr=1.0, total_steps=12)
+    cyclic = m.optim.SGD([m.torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    third = ThirdCyclic(cyclic, base_lr=0.01, max_lr=0.1, step_size_up=2, mode="triangular2")
+    rows = []
+    for _ in range(10):
+        one_cycle.step()
+        cyclic.step()
+        sharp.step()
+        third.step()
+        rows.append(sharp.get_last_lr() + [one_cycle.param_groups[0]["momentum"]] + third.get_last_lr())
+    helpers = [S.OneCycleLR._annealing_cos(1.0, 0.0, 0.25), S.OneCycleLR._annealing_linear(1.0, 0.0, 0.25),
+               S.CyclicLR._triangular2_scale_fn(3), S.CyclicLR._exp_range_scale_fn(0.9, 2)]
+    return rows, helpers
+
+
+def test_schedulers_through_pytorchs_helper_methods():
+    (rows, helpers), _ = run_both(schedules_through_pytorchs_helpers, rtol=1e-12, atol=1e-15)
+    assert helpers == pytest.approx([(math.cos(math.pi / 4) + 1) / 2, 0.75, 0.25, 0.81])
+    assert rows[5][2] == pytest.approx(0.01 + 0.09 / 3)  # (the second cycle's peak: a third of the first's)
