@@ -1054,3 +1054,48 @@ def test_schedulers_through_pytorchs_helper_methods():
     (rows, helpers), _ = run_both(schedules_through_pytorchs_helpers, rtol=1e-12, atol=1e-15)
     assert helpers == pytest.approx([(math.cos(math.pi / 4) + 1) / 2, 0.75, 0.25, 0.81])
     assert rows[5][2] == pytest.approx(0.01 + 0.09 / 3)  # (the second cycle's peak: a third of the first's)
+
+
+# ----------------------------------------------------------------------------------------------
+# Steepest descent with PyTorch's strong-Wolfe line search, imported from torch.optim.lbfgs
+# ----------------------------------------------------------------------------------------------
+
+
+def wolfe_descent(m):
+    """Gradient descent on Rosenbrock's function whose step lengths come from LBFGS's line search
+    (``torch.optim.lbfgs._strong_wolfe``), with ``LBFGS._numel()`` sizing the flat vector."""
+    torch = m.torch
+    lbfgs = importlib.import_module(f"{m.optim.__name__}.lbfgs")
+    x = torch.tensor([-1.2, 1.0], dtype=torch.float64, requires_grad=True)
+    helper = m.optim.LBFGS([x])  # (for its flat-vector helpers)
+    n = helper._numel()
+
+    def f_and_g(point):
+        with torch.enable_grad():
+            point = point.detach().requires_grad_(True)
+            value = (1 - point[0]) ** 2 + 100 * (point[1] - point[0] ** 2) ** 2
+            (grad,) = torch.autograd.grad(value, point)
+        return float(value), grad
+
+    def obj_func(x0, t, d):
+        return f_and_g(x0 + t * d)
+
+    with torch.no_grad():
+        point = x.detach().clone()
+        values, steps = [], []
+        for _ in range(25):
+            f, g = f_and_g(point)
+            d = -g
+            gtd = g.dot(d)
+            f_new, g_new, t, evals = lbfgs._strong_wolfe(obj_func, point, 1.0, d, f, g, gtd)
+            point = point + t * d
+            values.append(f_new)
+            steps.append(float(t))
+    return {"n": n, "values": values, "steps": steps, "point": point,
+            "cubic": lbfgs._cubic_interpolate(0.0, 1.0, torch.tensor(-2.0, dtype=torch.float64), 1.0, 0.5,
+                                              torch.tensor(1.0, dtype=torch.float64))}
+
+
+def test_steepest_descent_with_lbfgs_line_search():
+    ours, _ = run_both(wolfe_descent, rtol=1e-9, atol=1e-12)
+    assert ours["n"] == 2 and ours["values"][-1] < ours["values"][0]
