@@ -5,21 +5,61 @@ the combinators (SequentialLR, ChainedScheduler) in combined_lr.py, and the
 base class in scheduler.py. All are importable from here, as in PyTorch.
 """
 
+import contextlib
 import math
 import warnings
 from bisect import bisect_right
 from collections import Counter
 
+from autograd import Tensor
+
+from .optimizer import _to_scalar  # noqa: F401  (PyTorch's lr_scheduler has it, imported from optimizer)
 from .scheduler import (  # noqa: F401 (EPOCH_DEPRECATION_WARNING: PyTorch exports it from lr_scheduler)
     EPOCH_DEPRECATION_WARNING,
     LRScheduler,
     check_optimizer,
+    copied,
     per_group,
     set_lr,
+    stepping,
     warn_outside_step,
 )
 
 _LRScheduler = LRScheduler  # PyTorch's old name, which older code subclasses
+
+
+# -- PyTorch's helpers under their names (schedulers copied from PyTorch's sources import them) ------------------
+
+def _format_param(name, optimizer, param):
+    """One value per parameter group (a list of the right length, or one value repeated); Tensors copied."""
+    return per_group(name, optimizer, param)
+
+
+def _param_groups_val_list(optimizer, key):
+    """Each group's ``key`` (a Tensor copied, so the list does not follow it)."""
+    return [copied(group[key]) for group in optimizer.param_groups]
+
+
+def _update_param_group_val(param_group, key, val):
+    """param_group[key] ← val; a Tensor there is filled in place (the optimizer keeps the Tensor it was given)."""
+    if isinstance(param_group[key], Tensor):
+        param_group[key].fill_(val.reshape(()) if isinstance(val, Tensor) else val)
+    else:
+        param_group[key] = val
+
+
+_warn_get_lr_called_within_step = warn_outside_step
+_enable_get_lr_call = stepping  # (a context manager: ``with _enable_get_lr_call(self):`` in a custom step)
+
+
+@contextlib.contextmanager
+def _initial_mode(scheduler):
+    """The scheduler's initial step: its get_lr gives the groups' lrs as they are."""
+    scheduler._is_initial = True
+    try:
+        yield
+    finally:
+        scheduler._is_initial = False
 
 
 class LambdaLR(LRScheduler):

@@ -1099,3 +1099,65 @@ def wolfe_descent(m):
 def test_steepest_descent_with_lbfgs_line_search():
     ours, _ = run_both(wolfe_descent, rtol=1e-9, atol=1e-12)
     assert ours["n"] == 2 and ours["values"][-1] < ours["values"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# A scheduler copied from PyTorch's sources: its own step() through lr_scheduler's private helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def copied_scheduler(m, tensor_lr):
+    torch = m.torch
+    lr_scheduler = m.optim.lr_scheduler
+    _enable_get_lr_call = lr_scheduler._enable_get_lr_call
+    _format_param = lr_scheduler._format_param
+    _param_groups_val_list = lr_scheduler._param_groups_val_list
+    _update_param_group_val = lr_scheduler._update_param_group_val
+
+    class WarmupPoly(lr_scheduler.LRScheduler):
+        def __init__(self, optimizer, warmup, total, floor_lr=0.0, last_epoch=-1):
+            self.warmup, self.total = warmup, total
+            self.floor_lrs = _format_param("floor_lr", optimizer, floor_lr)
+            super().__init__(optimizer, last_epoch)
+
+        def get_lr(self):
+            lr_scheduler._warn_get_lr_called_within_step(self)
+            t = self.last_epoch
+            if t < self.warmup:
+                return [base * (t + 1) / self.warmup for base in self.base_lrs]
+            frac = min(1.0, (t - self.warmup) / (self.total - self.warmup))
+            return [floor + (base - floor) * (1 - frac) ** 2 for base, floor in zip(self.base_lrs, self.floor_lrs)]
+
+        def step(self, epoch=None):
+            self._step_count += 1
+            with _enable_get_lr_call(self):
+                if epoch is None:
+                    self.last_epoch += 1
+                else:
+                    self.last_epoch = epoch
+                values = self.get_lr()
+            for param_group, lr in zip(self.optimizer.param_groups, values):
+                _update_param_group_val(param_group, "lr", lr)
+            self._last_lr = _param_groups_val_list(self.optimizer, "lr")
+
+    w = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    lr = torch.tensor(0.2, dtype=torch.float64) if tensor_lr else 0.2
+    optimizer = m.optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.1}], lr=lr, momentum=0.9)
+    scheduler = WarmupPoly(optimizer, warmup=3, total=10, floor_lr=[0.01, 0.005])
+    lrs = []
+    for step in range(12):
+        optimizer.zero_grad()
+        loss = ((w - torch.tensor([1.0, -2.0], dtype=torch.float64)) ** 2).sum() + (b - 0.5).pow(2).sum()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        lrs.append([float(v) for v in scheduler.get_last_lr()])
+    return {"lrs": lrs, "w": w.detach(), "b": b.detach(), "lr_kind": type(optimizer.param_groups[0]["lr"]).__name__}
+
+
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_a_scheduler_copied_from_pytorchs_sources(tensor_lr):
+    ours, _ = run_both(copied_scheduler, tensor_lr, rtol=1e-12, atol=1e-15)
+    assert ours["lrs"][0] == pytest.approx([0.2 * 2 / 3, 0.1 * 2 / 3])
+    assert ours["lr_kind"] == ("Tensor" if tensor_lr else "float")
