@@ -221,14 +221,17 @@ def _to_scalar(x):
 
 def _group_tensors_by_device_and_dtype(tensorlistlist, with_indices=False):
     """{(device, dtype): (the lists restricted to the tensors of the first list on that device with that dtype,
-    their indices)}, as PyTorch's foreach paths group tensors before each batched call."""
+    their indices where ``with_indices``, else [])}, as PyTorch's foreach paths group tensors before each batched
+    call (an empty list, such as max_exp_avg_sqs without amsgrad, stays empty in every group)."""
     groups = {}
     for i, first in enumerate(tensorlistlist[0]):
         key = (first.device, first.dtype)
         lists, indices = groups.setdefault(key, ([[] for _ in tensorlistlist], []))
         for values, group_values in zip(tensorlistlist, lists):
-            group_values.append(values[i] if values else None)
-        indices.append(i)
+            if values:
+                group_values.append(values[i])
+        if with_indices:
+            indices.append(i)
     return groups
 
 

@@ -1161,3 +1161,23 @@ def test_a_scheduler_copied_from_pytorchs_sources(tensor_lr):
     ours, _ = run_both(copied_scheduler, tensor_lr, rtol=1e-12, atol=1e-15)
     assert ours["lrs"][0] == pytest.approx([0.2 * 2 / 3, 0.1 * 2 / 3])
     assert ours["lr_kind"] == ("Tensor" if tensor_lr else "float")
+
+
+@pytest.mark.parametrize("T", ["autograd", "torch"], indirect=True)
+def test_the_optimizer_helpers_copied_code_calls_as_pytorchs(T):
+    helpers = importlib.import_module(f"{'optim' if T.__name__ == 'autograd' else 'torch.optim'}.optimizer")
+    a, b, c = T.ones(1), T.ones(2, dtype=T.float64), T.ones(3)
+    for with_indices, indices in ((False, [[], []]), (True, [[0, 2], [1]])):
+        groups = helpers.Optimizer._group_tensors_by_device_and_dtype([[a, b, c], [c, b, a], []], with_indices)
+        assert sorted(([len(v) for v in lists], found) for lists, found in groups.values()) == \
+            sorted(zip([[2, 2, 0], [1, 1, 0]], indices))
+    assert helpers._get_value(T.tensor(3.0)) == 3.0 and helpers._get_value(2) == 2
+    assert helpers._to_scalar(T.tensor([0.5])).dim() == 0 and helpers._to_scalar(0.5) == 0.5
+    assert helpers._get_scalar_dtype() == T.float32 and helpers._get_scalar_dtype(is_fused=True) == T.float32
+    assert helpers._default_to_fused_or_foreach([a, c], differentiable=False) == (False, False)  # (on the CPU)
+    assert helpers._default_to_fused_or_foreach([a, c], differentiable=False, use_fused=True) == (True, False)
+    assert helpers._default_to_fused_or_foreach([a], differentiable=True, use_fused=True) == (False, False)
+    z = T.tensor([1 + 2j])
+    params, grads = [z, a], [T.tensor([3 + 4j]), a]
+    helpers._view_as_real(params, grads)
+    assert tuple(params[0].shape) == (1, 2) and grads[0].tolist() == [[3.0, 4.0]] and params[1] is a
