@@ -386,7 +386,7 @@ def zero_grad(tensor, set_to_none=True):
         tensor.grad = None
     elif tensor.grad is not None:
         if tensor.grad.grad_fn is not None:
-            tensor.grad = tensor.grad.detach()
+            tensor.grad.detach_()  # (the same tensor, cut from its graph, as PyTorch's)
         tensor.grad.requires_grad_(False)
         tensor.grad.zero_()
 

@@ -486,8 +486,8 @@ class _TorchUnpickler(pickle.Unpickler):
             from . import device
 
             return Size if name == "Size" else device
-        if module == "collections" and name == "OrderedDict":
-            return collections.OrderedDict
+        if module == "collections" and name in ("OrderedDict", "Counter"):  # (a MultiStepLR's milestones: Counter)
+            return getattr(collections, name)
         if module in ("builtins", "__builtin__") and name in ("set", "frozenset", "complex"):
             return {"set": set, "frozenset": frozenset, "complex": complex}[name]
         if module == "_codecs" and name == "encode":

@@ -15,6 +15,7 @@ from .sgd import SGD  # noqa: E402
 # `from optim import LBFGS` and `optim.NAdam(...)` work as before.
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "lr_scheduler": ".lr_scheduler",
+    "_functional": "._functional",
     "swa_utils": ".swa_utils",
     "ASGD": ".asgd:ASGD",
     "Adadelta": ".adadelta:Adadelta",

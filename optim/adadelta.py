@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import adadelta  # noqa: F401  (torch.optim.adadelta.adadelta, the functional step)
 from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
 
 

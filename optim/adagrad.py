@@ -2,7 +2,8 @@
 
 from autograd import full_like
 
-from .optimizer import Optimizer, fresh_plus, l2_decayed, real_pairs, require, scalar_tensor
+from ._functional import adagrad  # noqa: F401  (torch.optim.adagrad.adagrad, the functional step)
+from .optimizer import Optimizer, fresh_plus, l2_decayed, require, scalar_tensor
 
 
 class Adagrad(Optimizer):
@@ -27,11 +28,12 @@ class Adagrad(Optimizer):
             for p in group["params"]:
                 self._initial_state(p, self.state[p], group)
 
-    @staticmethod
-    def _initial_state(param, state, group):
-        state["step"] = scalar_tensor(0.0)
-        like = real_pairs(param) if param.dtype.kind == "c" else param  # (the update sees a complex one as pairs)
-        state["sum"] = full_like(like, group["initial_accumulator_value"])
+    def _initial_state(self, param, state, group):
+        """A parameter's first state. Its sum starts at the optimizer's initial_accumulator_value, a group's own
+        notwithstanding (also for a group added later), as PyTorch's: the group's value is kept, and unused."""
+        state["step"] = scalar_tensor(0.0, fused=group["fused"])
+        value = self.defaults["initial_accumulator_value"]  # (both parts of a complex parameter's, as PyTorch's)
+        state["sum"] = full_like(param, complex(value, value) if param.dtype.kind == "c" else value)
 
     def share_memory(self):
         """PyTorch moves the sums to shared memory for torch.multiprocessing; on one process

@@ -3,6 +3,7 @@
 import autograd
 from autograd import Tensor, zeros_like
 
+from ._functional import adam  # noqa: F401  (torch.optim.adam.adam, the functional step)
 from .optimizer import Optimizer, kept_for_backward, l2_decayed, number_over, require, scalar_tensor
 
 
@@ -83,7 +84,7 @@ class Adam(AdamFamily):
 
     def update(self, param, grad, state, group):
         if not state:
-            state["step"] = scalar_tensor(0.0)
+            state["step"] = scalar_tensor(0.0, fused=group["fused"])
             state["exp_avg"] = zeros_like(param)
             state["exp_avg_sq"] = zeros_like(param)
             if group["amsgrad"]:

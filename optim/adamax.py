@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import adamax  # noqa: F401  (torch.optim.adamax.adamax, the functional step)
 from .adam import AdamFamily, apply_weight_decay
 from .optimizer import kept_for_backward, scalar_tensor
 
@@ -19,7 +20,7 @@ class Adamax(AdamFamily):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, foreach=None, *,
                  maximize=False, differentiable=False, capturable=False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       foreach=foreach, maximize=maximize, differentiable=differentiable,
                                       capturable=capturable))
 

@@ -1,5 +1,7 @@
-"""``optim.adamw``, as ``torch.optim.adamw``: AdamW is Adam with decoupled weight decay (optim/adam.py)."""
+"""``optim.adamw``, as ``torch.optim.adamw``: AdamW is Adam with decoupled weight decay (optim/adam.py);
+``adamw`` its functional step."""
 
+from ._functional import adamw
 from .adam import AdamW
 
-__all__ = ["AdamW"]
+__all__ = ["AdamW", "adamw"]

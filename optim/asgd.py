@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import asgd  # noqa: F401  (torch.optim.asgd.asgd, the functional step)
 from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
 
 

@@ -45,7 +45,7 @@ class SequentialLR(LRScheduler):
         # then make the first scheduler's initial step again.
         for group in optimizer.param_groups:
             set_lr(group, group["initial_lr"])
-        self._undo_initial_steps(self)
+        self.recursive_undo()
         self._initial_step()
 
     def _initial_step(self):
@@ -56,10 +56,12 @@ class SequentialLR(LRScheduler):
         first._initial_step()
         self._last_lr = first.get_last_lr()
 
-    def _undo_initial_steps(self, scheduler):
+    def recursive_undo(self, sched=None):
+        """Undo the initial step of each scheduler (and of those inside a combinator), PyTorch's name."""
+        scheduler = self if sched is None else sched
         if hasattr(scheduler, "_schedulers"):
             for inner in scheduler._schedulers:
-                self._undo_initial_steps(inner)
+                self.recursive_undo(inner)
         elif hasattr(scheduler, "last_epoch"):
             scheduler.last_epoch -= 1
 

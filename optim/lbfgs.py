@@ -45,7 +45,14 @@ class LBFGS(Optimizer):
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self._params = self.param_groups[0]["params"]
-        self._numel = sum(p.numel() for p in self._params)
+        self._numel_cache = None
+
+    def _numel(self):
+        """How many numbers the parameters hold (counted once), PyTorch's method: code written against
+        PyTorch's LBFGS calls it to size a flat vector."""
+        if self._numel_cache is None:
+            self._numel_cache = sum(2 * p.numel() if p.dtype.kind == "c" else p.numel() for p in self._params)
+        return self._numel_cache
 
     def add_param_group(self, param_group):
         group = self._named_group(param_group)  # (its errors first, as PyTorch's)
@@ -216,11 +223,11 @@ def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         d₁ = g₁ + g₂ - 3 (f₁ - f₂)/(x₁ - x₂),   d₂ = √(d₁² - g₁ g₂)
         x = x₂ - (x₂ - x₁)(g₂ + d₂ - d₁)/(g₂ - g₁ + 2 d₂)       (x₁ ≤ x₂; mirrored otherwise)
 
-    With no real minimiser (d₁² < g₁ g₂), the middle of the bounds."""
+    With no real minimiser (d₁² < g₁ g₂, or NaN: a loss that was NaN), the middle of the bounds, as PyTorch's."""
     xmin_bound, xmax_bound = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
     d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
     d2_square = d1**2 - g1 * g2
-    if d2_square < 0:
+    if not d2_square >= 0:
         return (xmin_bound + xmax_bound) / 2.0
     d2 = math.sqrt(d2_square)
     if x1 <= x2:
@@ -313,3 +320,8 @@ def strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change
             bracket_g[low_pos], bracket_gtd[low_pos] = g_new.clone(), gtd_new
 
     return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
+
+
+# PyTorch's names for the line search's helpers (code that writes its own quasi-Newton loop imports them)
+_cubic_interpolate = cubic_interpolate
+_strong_wolfe = strong_wolfe

@@ -5,20 +5,61 @@ the combinators (SequentialLR, ChainedScheduler) in combined_lr.py, and the
 base class in scheduler.py. All are importable from here, as in PyTorch.
 """
 
+import contextlib
 import math
+import warnings
 from bisect import bisect_right
 from collections import Counter
 
+from autograd import Tensor
+
+from .optimizer import _to_scalar  # noqa: F401  (PyTorch's lr_scheduler has it, imported from optimizer)
 from .scheduler import (  # noqa: F401 (EPOCH_DEPRECATION_WARNING: PyTorch exports it from lr_scheduler)
     EPOCH_DEPRECATION_WARNING,
     LRScheduler,
     check_optimizer,
+    copied,
     per_group,
     set_lr,
+    stepping,
     warn_outside_step,
 )
 
 _LRScheduler = LRScheduler  # PyTorch's old name, which older code subclasses
+
+
+# -- PyTorch's helpers under their names (schedulers copied from PyTorch's sources import them) ------------------
+
+def _format_param(name, optimizer, param):
+    """One value per parameter group (a list of the right length, or one value repeated); Tensors copied."""
+    return per_group(name, optimizer, param)
+
+
+def _param_groups_val_list(optimizer, key):
+    """Each group's ``key`` (a Tensor copied, so the list does not follow it)."""
+    return [copied(group[key]) for group in optimizer.param_groups]
+
+
+def _update_param_group_val(param_group, key, val):
+    """param_group[key] ← val; a Tensor there is filled in place (the optimizer keeps the Tensor it was given)."""
+    if isinstance(param_group[key], Tensor):
+        param_group[key].fill_(val.reshape(()) if isinstance(val, Tensor) else val)
+    else:
+        param_group[key] = val
+
+
+_warn_get_lr_called_within_step = warn_outside_step
+_enable_get_lr_call = stepping  # (a context manager: ``with _enable_get_lr_call(self):`` in a custom step)
+
+
+@contextlib.contextmanager
+def _initial_mode(scheduler):
+    """The scheduler's initial step: its get_lr gives the groups' lrs as they are."""
+    scheduler._is_initial = True
+    try:
+        yield
+    finally:
+        scheduler._is_initial = False
 
 
 class LambdaLR(LRScheduler):
@@ -212,32 +253,46 @@ class ReduceLROnPlateau(LRScheduler):
     step(metric) once per epoch. mode 'min' (a loss) or 'max' (an accuracy);
     'rel' threshold: better means beyond best · (1 ∓ threshold), 'abs': best ∓ threshold.
     After a reduction, ``cooldown`` epochs pass before counting again.
+    The work is split among PyTorch's methods (``_is_better``, ``_reduce_lr``, ``_reset``,
+    ``_init_is_better``), which subclasses override (a ``_reduce_lr`` that also logs, say).
     """
 
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4, threshold_mode="rel",
                  cooldown=0, min_lr=0, eps=1e-8):
         if factor >= 1.0:
             raise ValueError("Factor should be < 1.0.")
+        self.factor = factor
         check_optimizer(optimizer)
+        self.optimizer = optimizer
+        if isinstance(min_lr, (list, tuple)) and len(min_lr) != len(optimizer.param_groups):
+            raise ValueError(f"expected {len(optimizer.param_groups)} min_lrs, got {len(min_lr)}")
+        self.min_lrs = per_group("min_lr", optimizer, min_lr)
+        self.default_min_lr = None if isinstance(min_lr, (list, tuple)) else min_lr  # (for groups added later)
+        self.patience, self.cooldown, self.eps = patience, cooldown, eps
+        self.last_epoch = 0
+        self._last_lr = self._group_lrs()
+        self._init_is_better(mode=mode, threshold=threshold, threshold_mode=threshold_mode)
+        self._reset()
+
+    def _reset(self):
+        """The best value, the bad-epoch count and the cooldown start again."""
+        self.best = self.mode_worse
+        self.cooldown_counter, self.num_bad_epochs = 0, 0
+
+    def _is_better(self, value, best):
+        if self.mode == "min":
+            return value < (best * (1 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
+        return value > (best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
+
+    is_better = _is_better  # (its public name in PyTorch before 2.2; step calls _is_better, as PyTorch's)
+
+    def _init_is_better(self, mode, threshold, threshold_mode):
         if mode not in ("min", "max"):
             raise ValueError(f"mode {mode} is unknown!")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold mode {threshold_mode} is unknown!")
-        if isinstance(min_lr, (list, tuple)) and len(min_lr) != len(optimizer.param_groups):
-            raise ValueError(f"expected {len(optimizer.param_groups)} min_lrs, got {len(min_lr)}")
-        self.optimizer, self.mode, self.factor, self.patience = optimizer, mode, factor, patience
-        self.threshold, self.threshold_mode, self.cooldown, self.eps = threshold, threshold_mode, cooldown, eps
-        self.min_lrs = per_group("min_lr", optimizer, min_lr)
-        self.default_min_lr = None if isinstance(min_lr, (list, tuple)) else min_lr  # (for groups added later)
         self.mode_worse = math.inf if mode == "min" else -math.inf
-        self.best = self.mode_worse
-        self.num_bad_epochs, self.cooldown_counter, self.last_epoch = 0, 0, 0
-        self._last_lr = self._group_lrs()
-
-    def is_better(self, value, best):
-        if self.mode == "min":
-            return value < (best * (1 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold)
-        return value > (best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold)
+        self.mode, self.threshold, self.threshold_mode = mode, threshold, threshold_mode
 
     @property
     def in_cooldown(self):
@@ -246,8 +301,12 @@ class ReduceLROnPlateau(LRScheduler):
 
     def step(self, metrics, epoch=None):
         current = float(metrics)
-        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
-        if self.is_better(current, self.best):
+        if epoch is None:
+            epoch = self.last_epoch + 1
+        else:
+            warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=2)
+        self.last_epoch = epoch
+        if self._is_better(current, self.best):
             self.best, self.num_bad_epochs = current, 0
         else:
             self.num_bad_epochs += 1
@@ -255,21 +314,29 @@ class ReduceLROnPlateau(LRScheduler):
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            if len(self.min_lrs) != len(self.optimizer.param_groups):  # a group was added since (add_param_group)
-                if self.default_min_lr is None:
-                    raise RuntimeError("The number of param groups in the `optimizer` "
-                                       f"({len(self.optimizer.param_groups)}) differs from when `ReduceLROnPlateau` "
-                                       f"was initialized ({len(self.min_lrs)}), usually due to a new param group "
-                                       "being added to the optimizer. Please modify the `min_lrs` field to match the "
-                                       "length of the `optimizer` param groups.")
-                self.min_lrs = [self.default_min_lr] * len(self.optimizer.param_groups)
-            for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
-                old_lr = float(group["lr"])  # (a Tensor lr too, as PyTorch's)
-                new_lr = max(old_lr * self.factor, min_lr)
-                if old_lr - new_lr > self.eps:
-                    set_lr(group, new_lr)
+            self._reduce_lr(epoch)
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         self._last_lr = self._group_lrs()
+
+    def _reduce_lr(self, epoch):
+        """Each group's lr times factor, not below its min_lr (nor changed by less than eps)."""
+        if len(self.min_lrs) != len(self.optimizer.param_groups):  # a group was added since (add_param_group)
+            if self.default_min_lr is None:
+                raise RuntimeError("The number of param groups in the `optimizer` "
+                                   f"({len(self.optimizer.param_groups)}) differs from when `ReduceLROnPlateau` "
+                                   f"was initialized ({len(self.min_lrs)}), usually due to a new param group "
+                                   "being added to the optimizer. Please modify the `min_lrs` field to match the "
+                                   "length of the `optimizer` param groups.")
+            self.min_lrs = [self.default_min_lr] * len(self.optimizer.param_groups)
+        for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
+            old_lr = float(group["lr"])  # (a Tensor lr too, as PyTorch's)
+            new_lr = max(old_lr * self.factor, min_lr)
+            if old_lr - new_lr > self.eps:
+                set_lr(group, new_lr)
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self._init_is_better(mode=self.mode, threshold=self.threshold, threshold_mode=self.threshold_mode)
 
 
 from .combined_lr import ChainedScheduler, SequentialLR  # noqa: E402

@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import nadam  # noqa: F401  (torch.optim.nadam.nadam, the functional step)
 from .adam import AdamFamily, apply_weight_decay, update_moments
 from .optimizer import number_over, require, scalar_tensor
 
@@ -25,7 +26,7 @@ class NAdam(AdamFamily):
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize, foreach=foreach, capturable=capturable,
                                       differentiable=differentiable))

@@ -109,18 +109,146 @@ def _with_step_hooks(step):
     return hooked_step
 
 
+# -- what optimizers copied from PyTorch's sources import from torch.optim.optimizer ---------------------------------
+# (a custom AdamW variant starts from PyTorch's adamw.py: these names come with it)
+
+Args = tuple  # the types PyTorch's annotations name
+Kwargs = StateDict = DeviceDict = DeviceDtypeDict = dict
+_foreach_supported_types = [Tensor]  # (nn.Parameter is a Tensor subclass here: PyTorch lists both)
+_params_doc = """params (iterable): iterable of parameters or named_parameters to optimize, or iterable of dicts
+            defining parameter groups"""
+_foreach_doc = """foreach (bool, optional): whether the foreach implementation is used (accepted: one
+            implementation here) (default: None)"""
+_fused_doc = """fused (bool, optional): whether the fused implementation is used (default: None)"""
+_capturable_doc = """capturable (bool, optional): whether this instance is safe to capture in a graph
+            (accepted: nothing is captured here) (default: False)"""
+_differentiable_doc = """differentiable (bool, optional): whether autograd should occur through the optimizer
+            step in training; otherwise step() runs under no_grad (default: False)"""
+_maximize_doc = """maximize (bool, optional): maximize the objective with respect to the params, instead of
+            minimizing (default: False)"""
+
+
+def _use_grad_for_differentiable(func):
+    """PyTorch's decorator of an optimizer's ``step``: grad mode on only with ``differentiable`` (the
+    defaults' flag), restored afterwards."""
+
+    @functools.wraps(func)
+    def _use_grad(self, *args, **kwargs):
+        with set_grad_enabled(bool(self.defaults["differentiable"])):
+            return func(self, *args, **kwargs)
+
+    return _use_grad
+
+
+def _get_value(x):
+    """A 0-d Tensor's number (``step`` kept as a Tensor), anything else as it is."""
+    return x.item() if isinstance(x, Tensor) else x
+
+
+def _stack_if_compiling(x):
+    """(PyTorch stacks a list of Tensors under torch.compile; there is no compiling here.)"""
+    return x
+
+
+def _disable_dynamo_if_unsupported(single_tensor_fn=None):
+    """(PyTorch's decorator that keeps torch.compile off a functional step; there is nothing to keep off.)"""
+    return lambda func: func
+
+
+def _get_fused_kernels_supported_devices():
+    return ["mps", "cuda", "xpu", "hpu", "cpu", "privateuseone"]
+
+
+def _get_foreach_kernels_supported_devices():
+    return ["cuda", "xpu", "privateuseone"]
+
+
+def _get_capturable_supported_devices(supports_xla=True):
+    return ["cuda", "xpu", "hpu", "privateuseone"] + (["xla"] if supports_xla else [])
+
+
+def _default_to_fused_or_foreach(params, differentiable, use_fused=False):
+    """(fused, foreach) as PyTorch picks them for an optimizer whose user left both None: fused where asked
+    for and every parameter is a floating-point Tensor, foreach where every parameter is on an accelerator
+    (never on the CPU); neither for ``differentiable``."""
+    if differentiable:
+        return False, False
+    from nn.parameter import Parameter  # (here: `import optim` need not load nn)
+
+    def plain(p):  # a Tensor or a Parameter, not a subclass of its own (PyTorch's _foreach_supported_types)
+        return type(p) in (*_foreach_supported_types, Parameter)
+
+    fused = use_fused and all(p is None or plain(p) and p.device.type in _get_fused_kernels_supported_devices()
+                              and p.is_floating_point() for p in params)
+    foreach = not fused and all(p is None or plain(p) and p.device.type in _get_foreach_kernels_supported_devices()
+                                for p in params)
+    return fused, foreach
+
+
+def _device_dtype_check_for_fused(p, cuda_unsupported=False):
+    devices = [d for d in _get_fused_kernels_supported_devices() if not (cuda_unsupported and d == "cuda")]
+    if not (p.device.type in devices and p.is_floating_point()):
+        raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
+                           f"supported devices: {devices} but {p.dtype} and {p.device.type}")
+
+
+def _view_as_real(params, *state_and_grads):
+    """Each complex tensor of ``params`` (and the same entry of each list in ``state_and_grads``) replaced,
+    in the lists, by its (real, imaginary) pairs: a view, so steps on them change the originals."""
+    from autograd import view_as_real
+
+    for i, p in enumerate(params):
+        if p.is_complex():
+            params[i] = view_as_real(params[i])
+            for values in state_and_grads:
+                values[i] = view_as_real(values[i])
+
+
+def _get_scalar_dtype(is_fused=None):
+    """The dtype of ``step`` and other scalar state: float32, or float64 under a float64 default dtype
+    (float32 always for the fused kernels)."""
+    import autograd
+
+    if is_fused:
+        return autograd.float32
+    return autograd.float64 if get_default_dtype() == float64 else autograd.float32
+
+
+def _to_scalar(x):
+    """A 1-element Tensor hyperparameter as a 0-d Tensor; anything else as it is."""
+    return x.squeeze() if isinstance(x, Tensor) and x.dim() != 0 else x
+
+
+def _group_tensors_by_device_and_dtype(tensorlistlist, with_indices=False):
+    """{(device, dtype): (the lists restricted to the tensors of the first list on that device with that dtype,
+    their indices where ``with_indices``, else [])}, as PyTorch's foreach paths group tensors before each batched
+    call (an empty list, such as max_exp_avg_sqs without amsgrad, stays empty in every group)."""
+    groups = {}
+    for i, first in enumerate(tensorlistlist[0]):
+        key = (first.device, first.dtype)
+        lists, indices = groups.setdefault(key, ([[] for _ in tensorlistlist], []))
+        for values, group_values in zip(tensorlistlist, lists):
+            if values:
+                group_values.append(values[i])
+        if with_indices:
+            indices.append(i)
+    return groups
+
+
 def require(condition, message):
     """Raise ValueError(message) unless ``condition``: hyperparameter checks."""
     if not condition:
         raise ValueError(message)
 
 
-def scalar_tensor(value):
+def scalar_tensor(value, fused=False):
     """A 0-d Tensor for scalar state (``step``, NAdam's ``mu_product``, ASGD's
     ``eta``): PyTorch keeps these in float64 when the default dtype is float64
     and in float32 otherwise, whatever the parameters' dtype, and its arithmetic
-    on them rounds to that dtype. Ours does the same, so trajectories match."""
-    return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 else float32))
+    on them rounds to that dtype. Ours does the same, so trajectories match.
+    A ``fused`` optimizer's ``step`` is float32 whatever the default dtype, as its kernels take it."""
+    return tensor_from(numpy.asarray(value, dtype=float64 if get_default_dtype() == float64 and not fused
+                                     else float32))
 
 
 def check_tensor_lr(group):
@@ -230,6 +358,18 @@ class Optimizer:
         """hook(optimizer) -> None, once ``load_state_dict`` has loaded the state."""
         return add_hook(self._optimizer_load_state_dict_post_hooks, hook, prepend)
 
+    # what PyTorch's own step functions call first (and so the optimizers copied from them): nothing is
+    # captured in a CUDA graph here, so there is nothing to check
+    def _cuda_graph_capture_health_check(self):
+        import warnings
+
+        warnings.warn("Use _accelerator_graph_capture_health_check instead", DeprecationWarning, stacklevel=2)
+
+    def _accelerator_graph_capture_health_check(self):
+        pass
+
+    _group_tensors_by_device_and_dtype = staticmethod(_group_tensors_by_device_and_dtype)
+
     def check_hyperparameters(self, group):
         """Subclasses raise ValueError here for an invalid option (negative lr, ...)."""
         check_tensor_lr(group)
@@ -305,22 +445,10 @@ class Optimizer:
                 loss = closure()
         with set_grad_enabled(bool(self.defaults.get("differentiable"))):  # PyTorch's: the defaults' flag
             for group in self.param_groups:
-                maximize = group.get("maximize")
                 for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
+                    if p.grad is None:
                         continue
-                    if type(grad) is not Tensor and grad.is_sparse:  # (an Embedding's sparse=True)
-                        grad = self.sparse_gradient(grad, group)
-                    if grad.shape != p.shape:
-                        raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
-                    grad = grad.neg() if maximize else grad
-                    if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
-                        if not self.supports_complex:
-                            raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
-                        self.update(real_pairs(p), real_pairs(grad), self.state[p], group)
-                    else:
-                        self.update(p, grad, self.state[p], group)
+                    self._update_parameter(p, p.grad, self.state[p], group)
                     if not self.state[p]:  # (an update that keeps nothing leaves no entry, as PyTorch's)
                         del self.state[p]
         return loss
@@ -329,6 +457,40 @@ class Optimizer:
         """What ``update`` takes for a sparse gradient (autograd.sparse: an Embedding's with sparse=True): PyTorch's
         refusal here; SGD and Adagrad take it (as the dense gradient it stands for), SparseAdam only it."""
         raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+
+    def _update_parameter(self, p, grad, state, group):
+        """``update`` of one parameter with its gradient (negated under maximize): a complex one as its
+        real pairs. ``step`` runs it for each parameter with a gradient, the functional forms
+        (``optim.sgd.sgd``, ...) for each parameter they are given."""
+        if type(grad) is not Tensor and grad.is_sparse:  # (an Embedding's sparse=True)
+            grad = self.sparse_gradient(grad, group)
+        if grad.shape != p.shape:
+            raise ValueError(f"gradient of shape {grad.shape} for a parameter of shape {p.shape}")
+        grad = grad.neg() if group.get("maximize") else grad
+        if p._data.dtype.kind == "c":  # optimised as its (real, imaginary) pairs, as PyTorch's
+            if not self.supports_complex:
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+            self._update_complex(p, grad, state, group)
+        else:
+            self.update(p, grad, state, group)
+
+    def _update_complex(self, param, grad, state, group):
+        """``update`` of a complex parameter on its real pairs, its state kept complex as PyTorch's (its
+        state_dict holds complex moments of the parameter's shape): the update sees each complex state
+        entry as pairs (views: its writes reach the entry), and an entry it makes of the pairs' shape
+        becomes a complex tensor over the same memory."""
+        pairs = {key: real_pairs(value) if _is_complex(value) else value for key, value in state.items()}
+        seen = dict(pairs)
+        self.update(real_pairs(param), real_pairs(grad), pairs, group)
+        pairs_shape = tuple(param.shape) + (2,)
+        for key, value in pairs.items():
+            if value is seen.get(key):
+                continue  # (an entry the update kept: the complex tensor it views stays)
+            if isinstance(value, Tensor) and value._data.dtype.kind == "f" and tuple(value.shape) == pairs_shape:
+                value = complex_of_pairs(value)
+            state[key] = value
+        for key in set(state) - set(pairs):
+            del state[key]
 
     def update(self, param, grad, state, group):
         """Change the Tensor ``param`` in place (public in-place methods only) from the
@@ -352,8 +514,12 @@ class Optimizer:
                 ids.append(index[id(p)])
             groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
         copies = {}  # one copy per Tensor: entries that are one Tensor stay one in the dict, as PyTorch's
-        state = {index[id(p)]: {k: _snapshot(v, copies) for k, v in s.items()}
-                 for p, s in self.state.items() if id(p) in index}
+        state = {}
+        for key, entries in self.state.items():
+            if not isinstance(key, Tensor):  # (a custom step's self.state["global_step"]: kept, as PyTorch's)
+                state[key] = _snapshot(entries, copies)
+            elif id(key) in index:
+                state[index[id(key)]] = {k: _snapshot(v, copies) for k, v in entries.items()}
         state_dict = {"state": state, "param_groups": groups}
         for hook in list(self._optimizer_state_dict_post_hooks.values()):
             result = hook(self, state_dict)
@@ -374,8 +540,8 @@ class Optimizer:
                 state_dict = result
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"loaded state dict has {len(groups)} parameter groups, the optimizer has "
-                             f"{len(self.param_groups)}")
+            raise ValueError(f"loaded state dict has a different number of parameter groups ({len(groups)}; the "
+                             f"optimizer has {len(self.param_groups)})")
         for saved, group in zip(groups, self.param_groups):
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size "
@@ -389,27 +555,36 @@ class Optimizer:
                     inspect.signature(type(self).__init__).parameters.items()
                     if parameter.default is not inspect.Parameter.empty} | self.loaded_defaults
         params = {}
+        float32_steps = set()  # a fused or capturable group's `step` loads as float32, as PyTorch's
         copied = {}  # one deepcopy over all the groups, as PyTorch's: what groups shared, they share again
         for saved, group in zip(groups, self.param_groups):
             for i, p in zip(saved["params"], group["params"]):
                 params[i] = p
+                if saved.get("fused") or saved.get("capturable"):
+                    float32_steps.add(i)
             group.update({k: defaults[k] for k in group if k not in saved and k in defaults})
             group.update({k: copy.deepcopy(v, copied) for k, v in saved.items() if k != "params"})
         self.state = defaultdict(dict)
         for i, values in state_dict["state"].items():
-            p = params[int(i)]
-            self.state[p] = {k: _restore(v, None if k in self.scalar_state else p.dtype,
+            p = params.get(int(i) if isinstance(i, str) and i.isdigit() else i)
+            if p is None:  # an entry under a key of its own (self.state["global_step"]): back as it is, as PyTorch's
+                self.state[i] = values
+                continue
+            # (a complex parameter's entries keep their dtypes, as PyTorch's: it casts for floating parameters only)
+            cast = p.dtype if p._data.dtype.kind == "f" else None
+            self.state[p] = {k: _restore(v, (float32 if k == "step" and i in float32_steps else None)
+                                         if k in self.scalar_state else cast,
                                          numbers_to_tensors=k in self.scalar_state and _builtin(self))
                              for k, v in values.items()}
         for hook in list(self._optimizer_load_state_dict_post_hooks.values()):
             hook(self)
 
     def __repr__(self):
-        lines = [f"{type(self).__name__} ("]
-        for i, group in enumerate(self.param_groups):
-            lines.append(f"Parameter Group {i}")
-            lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
-        return "\n".join(lines + [")"])
+        text = f"{type(self).__name__} ("  # each group opens with a newline, each option ends with one: PyTorch's
+        for i, group in enumerate(self.param_groups):  # (so a blank line parts two groups)
+            text += f"\nParameter Group {i}\n" + "".join(f"    {k}: {v}\n" for k, v in sorted(group.items())
+                                                          if k != "params")
+        return text + ")"
 
 
 def real_pairs(tensor):
@@ -418,9 +593,20 @@ def real_pairs(tensor):
     data = tensor._data
     if not data.flags.c_contiguous:
         raise RuntimeError(f"a complex parameter of shape {tuple(tensor.shape)} must be contiguous to be optimised")
-    pairs = Tensor._make(data.view(data.real.dtype).reshape(data.shape + (2,)))
+    pairs = Tensor._make(data[..., None].view(data.real.dtype))  # (a trailing axis first: 0-d ones too)
     pairs._version_cell = tensor._version_cell  # (a write to the pairs is a write to the tensor)
     return pairs
+
+
+def complex_of_pairs(pairs):
+    """The complex tensor whose (real, imaginary) pairs ``pairs`` holds, shape (..., 2) (view_as_complex's
+    inverse of ``real_pairs``), over the same memory where it is contiguous."""
+    data = numpy.ascontiguousarray(pairs._data)
+    return Tensor._make(data.view(numpy.result_type(data.dtype, numpy.complex64))[..., 0])
+
+
+def _is_complex(value):
+    return isinstance(value, Tensor) and value._data.dtype.kind == "c"
 
 
 def _snapshot(value, copies):

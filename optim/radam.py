@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import radam  # noqa: F401  (torch.optim.radam.radam, the functional step)
 from .adam import AdamFamily, apply_weight_decay, update_moments
 from .optimizer import fresh_plus, scalar_tensor
 
@@ -23,7 +24,7 @@ class RAdam(AdamFamily):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize, foreach=foreach, capturable=capturable,
                                       decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable))
 

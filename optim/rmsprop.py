@@ -2,6 +2,7 @@
 
 from autograd import zeros_like
 
+from ._functional import rmsprop  # noqa: F401  (torch.optim.rmsprop.rmsprop, the functional step)
 from .optimizer import Optimizer, l2_decayed, require, scalar_tensor
 
 

@@ -2,6 +2,7 @@
 
 from autograd import full_like, ones_like, where, zeros_like
 
+from ._functional import rprop  # noqa: F401  (torch.optim.rprop.rprop, the functional step)
 from .optimizer import Optimizer, require, scalar_tensor
 
 
@@ -18,7 +19,7 @@ class Rprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, capturable=False, foreach=None,
                  maximize=False, differentiable=False):
-        super().__init__(params, dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), capturable=capturable,
+        super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes, capturable=capturable,
                                       foreach=foreach, maximize=maximize, differentiable=differentiable))
 
     def check_hyperparameters(self, group):

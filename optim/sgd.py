@@ -1,5 +1,6 @@
 """Stochastic gradient descent, with momentum and Nesterov's look-ahead."""
 
+from ._functional import sgd  # noqa: F401  (torch.optim.sgd.sgd, the functional step)
 from .optimizer import Optimizer, l2_decayed, require
 
 

@@ -224,6 +224,10 @@ class SparseTensor:
         self._coalesced = True
         return self
 
+    def detach_(self):
+        self._values_tensor = self._values_tensor.detach()
+        return self
+
     def detach(self):
         return SparseTensor(self._indices_tensor, self._values_tensor.detach(), self._size, self._coalesced)
 
