@@ -1,0 +1,886 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Diffusion models, flows, score matching and flow matching (see tests/pytorch_programs.py), each run on
+chainrule and on PyTorch from the same weights and the same seeded generators, comparing losses,
+gradients, parameters after several optimiser steps, and whole sampling loops.
+
+The annotated diffusion model's UNet (weight-standardised convolutions, ``GroupNorm``, ``SiLU``, the time
+embedding's scale and shift by ``chunk``, self-attention and linear attention on feature maps by
+``einsum``, a space-to-depth downsample, ``Upsample(mode="nearest")``, skip concatenation) trained with
+linear betas, an ``extract`` helper, ``torch.randint``/``torch.randn_like`` from a ``torch.Generator``
+and the min-SNR loss weight, then sampled by DDPM's ancestral loop under ``torch.inference_mode``."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# The annotated diffusion model's UNet, DDPM training and ancestral sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def make_unet(m, dim=8, channels=1, dim_mults=(1, 2)):
+    torch, nn, F = m.torch, m.nn, m.F
+    from functools import partial
+
+    def exists(x):
+        return x is not None
+
+    def default(val, d):
+        if exists(val):
+            return val
+        return d() if callable(d) else d
+
+    class Residual(nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x, *args, **kwargs):
+            return self.fn(x, *args, **kwargs) + x
+
+    def Upsample(dim, dim_out=None):
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(dim, default(dim_out, dim), 3, padding=1),
+        )
+
+    class SpaceToDepth(nn.Module):  # Rearrange("b c (h p1) (w p2) -> b (c p1 p2) h w", p1=2, p2=2)
+        def forward(self, x):
+            b, c, h, w = x.shape
+            x = x.reshape(b, c, h // 2, 2, w // 2, 2)
+            return x.permute(0, 1, 3, 5, 2, 4).reshape(b, c * 4, h // 2, w // 2)
+
+    def Downsample(dim, dim_out=None):
+        return nn.Sequential(SpaceToDepth(), nn.Conv2d(dim * 4, default(dim_out, dim), 1))
+
+    class SinusoidalPositionEmbeddings(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.dim = dim
+
+        def forward(self, time):
+            device = time.device
+            half_dim = self.dim // 2
+            embeddings = math.log(10000) / (half_dim - 1)
+            embeddings = torch.exp(torch.arange(half_dim, device=device) * -embeddings)
+            embeddings = time[:, None] * embeddings[None, :]
+            embeddings = torch.cat((embeddings.sin(), embeddings.cos()), dim=-1)
+            return embeddings
+
+    class WeightStandardizedConv2d(nn.Conv2d):
+        def forward(self, x):
+            eps = 1e-5 if x.dtype == torch.float32 else 1e-3
+            weight = self.weight
+            mean = weight.mean(dim=[1, 2, 3], keepdim=True)
+            var = torch.var(weight, dim=[1, 2, 3], keepdim=True, unbiased=False)
+            normalized_weight = (weight - mean) * (var + eps).rsqrt()
+            return F.conv2d(x, normalized_weight, self.bias, self.stride, self.padding, self.dilation,
+                            self.groups)
+
+    class Block(nn.Module):
+        def __init__(self, dim, dim_out, groups=8):
+            super().__init__()
+            self.proj = WeightStandardizedConv2d(dim, dim_out, 3, padding=1)
+            self.norm = nn.GroupNorm(groups, dim_out)
+            self.act = nn.SiLU()
+
+        def forward(self, x, scale_shift=None):
+            x = self.proj(x)
+            x = self.norm(x)
+            if exists(scale_shift):
+                scale, shift = scale_shift
+                x = x * (scale + 1) + shift
+            x = self.act(x)
+            return x
+
+    class ResnetBlock(nn.Module):
+        def __init__(self, dim, dim_out, *, time_emb_dim=None, groups=8):
+            super().__init__()
+            self.mlp = (nn.Sequential(nn.SiLU(), nn.Linear(time_emb_dim, dim_out * 2))
+                        if exists(time_emb_dim) else None)
+            self.block1 = Block(dim, dim_out, groups=groups)
+            self.block2 = Block(dim_out, dim_out, groups=groups)
+            self.res_conv = nn.Conv2d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
+
+        def forward(self, x, time_emb=None):
+            scale_shift = None
+            if exists(self.mlp) and exists(time_emb):
+                time_emb = self.mlp(time_emb)
+                time_emb = time_emb[:, :, None, None]  # rearrange(time_emb, "b c -> b c 1 1")
+                scale_shift = time_emb.chunk(2, dim=1)
+            h = self.block1(x, scale_shift=scale_shift)
+            h = self.block2(h)
+            return h + self.res_conv(x)
+
+    class Attention(nn.Module):
+        def __init__(self, dim, heads=2, dim_head=4):
+            super().__init__()
+            self.scale = dim_head ** -0.5
+            self.heads = heads
+            hidden_dim = dim_head * heads
+            self.to_qkv = nn.Conv2d(dim, hidden_dim * 3, 1, bias=False)
+            self.to_out = nn.Conv2d(hidden_dim, dim, 1)
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            qkv = self.to_qkv(x).chunk(3, dim=1)
+            q, k, v = map(lambda t: t.reshape(b, self.heads, -1, h * w), qkv)
+            q = q * self.scale
+            sim = torch.einsum("b h d i, b h d j -> b h i j", q, k)
+            sim = sim - sim.amax(dim=-1, keepdim=True).detach()
+            attn = sim.softmax(dim=-1)
+            out = torch.einsum("b h i j, b h d j -> b h i d", attn, v)
+            out = out.permute(0, 1, 3, 2).reshape(b, -1, h, w)  # "b h (x y) d -> b (h d) x y"
+            return self.to_out(out)
+
+    class LinearAttention(nn.Module):
+        def __init__(self, dim, heads=2, dim_head=4):
+            super().__init__()
+            self.scale = dim_head ** -0.5
+            self.heads = heads
+            hidden_dim = dim_head * heads
+            self.to_qkv = nn.Conv2d(dim, hidden_dim * 3, 1, bias=False)
+            self.to_out = nn.Sequential(nn.Conv2d(hidden_dim, dim, 1), nn.GroupNorm(1, dim))
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            qkv = self.to_qkv(x).chunk(3, dim=1)
+            q, k, v = map(lambda t: t.reshape(b, self.heads, -1, h * w), qkv)
+            q = q.softmax(dim=-2)
+            k = k.softmax(dim=-1)
+            q = q * self.scale
+            context = torch.einsum("b h d n, b h e n -> b h d e", k, v)
+            out = torch.einsum("b h d e, b h d n -> b h e n", context, q)
+            out = out.reshape(b, -1, h, w)  # "b h c (x y) -> b (h c) x y"
+            return self.to_out(out)
+
+    class PreNorm(nn.Module):
+        def __init__(self, dim, fn):
+            super().__init__()
+            self.fn = fn
+            self.norm = nn.GroupNorm(1, dim)
+
+        def forward(self, x):
+            x = self.norm(x)
+            return self.fn(x)
+
+    class Unet(nn.Module):
+        def __init__(self, dim, init_dim=None, out_dim=None, dim_mults=(1, 2, 4, 8), channels=3,
+                     self_condition=False, resnet_block_groups=4):
+            super().__init__()
+            self.channels = channels
+            self.self_condition = self_condition
+            input_channels = channels * (2 if self_condition else 1)
+            init_dim = default(init_dim, dim)
+            self.init_conv = nn.Conv2d(input_channels, init_dim, 1, padding=0)
+            dims = [init_dim, *map(lambda m: dim * m, dim_mults)]
+            in_out = list(zip(dims[:-1], dims[1:]))
+            block_klass = partial(ResnetBlock, groups=resnet_block_groups)
+            time_dim = dim * 4
+            self.time_mlp = nn.Sequential(
+                SinusoidalPositionEmbeddings(dim), nn.Linear(dim, time_dim), nn.GELU(),
+                nn.Linear(time_dim, time_dim))
+            self.downs = nn.ModuleList([])
+            self.ups = nn.ModuleList([])
+            num_resolutions = len(in_out)
+            for ind, (dim_in, dim_out) in enumerate(in_out):
+                is_last = ind >= (num_resolutions - 1)
+                self.downs.append(nn.ModuleList([
+                    block_klass(dim_in, dim_in, time_emb_dim=time_dim),
+                    block_klass(dim_in, dim_in, time_emb_dim=time_dim),
+                    Residual(PreNorm(dim_in, LinearAttention(dim_in))),
+                    Downsample(dim_in, dim_out) if not is_last else nn.Conv2d(dim_in, dim_out, 3, padding=1),
+                ]))
+            mid_dim = dims[-1]
+            self.mid_block1 = block_klass(mid_dim, mid_dim, time_emb_dim=time_dim)
+            self.mid_attn = Residual(PreNorm(mid_dim, Attention(mid_dim)))
+            self.mid_block2 = block_klass(mid_dim, mid_dim, time_emb_dim=time_dim)
+            for ind, (dim_in, dim_out) in enumerate(reversed(in_out)):
+                is_last = ind == (len(in_out) - 1)
+                self.ups.append(nn.ModuleList([
+                    block_klass(dim_out + dim_in, dim_out, time_emb_dim=time_dim),
+                    block_klass(dim_out + dim_in, dim_out, time_emb_dim=time_dim),
+                    Residual(PreNorm(dim_out, LinearAttention(dim_out))),
+                    Upsample(dim_out, dim_in) if not is_last else nn.Conv2d(dim_out, dim_in, 3, padding=1),
+                ]))
+            self.out_dim = default(out_dim, channels)
+            self.final_res_block = block_klass(dim * 2, dim, time_emb_dim=time_dim)
+            self.final_conv = nn.Conv2d(dim, self.out_dim, 1)
+
+        def forward(self, x, time, x_self_cond=None):
+            x = self.init_conv(x)
+            r = x.clone()
+            t = self.time_mlp(time)
+            h = []
+            for block1, block2, attn, downsample in self.downs:
+                x = block1(x, t)
+                h.append(x)
+                x = block2(x, t)
+                x = attn(x)
+                h.append(x)
+                x = downsample(x)
+            x = self.mid_block1(x, t)
+            x = self.mid_attn(x)
+            x = self.mid_block2(x, t)
+            for block1, block2, attn, upsample in self.ups:
+                x = torch.cat((x, h.pop()), dim=1)
+                x = block1(x, t)
+                x = torch.cat((x, h.pop()), dim=1)
+                x = block2(x, t)
+                x = attn(x)
+                x = upsample(x)
+            x = torch.cat((x, r), dim=1)
+            x = self.final_res_block(x, t)
+            return self.final_conv(x)
+
+    return Unet(dim=dim, channels=channels, dim_mults=dim_mults)
+
+
+def linear_beta_schedule(m, timesteps):
+    beta_start = 0.0001
+    beta_end = 0.02
+    return m.torch.linspace(beta_start, beta_end, timesteps)
+
+
+def annotated_ddpm(m, weights, steps=3, timesteps=40):
+    torch, F = m.torch, m.F
+    model = load(m, make_unet(m), weights)
+    betas = linear_beta_schedule(m, timesteps)
+    alphas = 1. - betas
+    alphas_cumprod = torch.cumprod(alphas, axis=0)
+    alphas_cumprod_prev = F.pad(alphas_cumprod[:-1], (1, 0), value=1.0)
+    sqrt_recip_alphas = torch.sqrt(1.0 / alphas)
+    sqrt_alphas_cumprod = torch.sqrt(alphas_cumprod)
+    sqrt_one_minus_alphas_cumprod = torch.sqrt(1. - alphas_cumprod)
+    posterior_variance = betas * (1. - alphas_cumprod_prev) / (1. - alphas_cumprod)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    maybe_clipped_snr = snr.clone()
+    maybe_clipped_snr.clamp_(max=5)
+    loss_weight = maybe_clipped_snr / snr
+
+    def extract(a, t, x_shape):
+        batch_size = t.shape[0]
+        out = a.gather(-1, t.cpu())
+        return out.reshape(batch_size, *((1,) * (len(x_shape) - 1))).to(t.device)
+
+    def q_sample(x_start, t, noise=None):
+        if noise is None:
+            noise = torch.randn_like(x_start)
+        sqrt_alphas_cumprod_t = extract(sqrt_alphas_cumprod, t, x_start.shape)
+        sqrt_one_minus_alphas_cumprod_t = extract(sqrt_one_minus_alphas_cumprod, t, x_start.shape)
+        return sqrt_alphas_cumprod_t * x_start + sqrt_one_minus_alphas_cumprod_t * noise
+
+    def p_losses(denoise_model, x_start, t, noise=None, loss_type="huber"):
+        if noise is None:
+            noise = torch.randn_like(x_start, generator=g)
+        x_noisy = q_sample(x_start=x_start, t=t, noise=noise)
+        predicted_noise = denoise_model(x_noisy, t)
+        if loss_type == 'l1':
+            loss = F.l1_loss(noise, predicted_noise)
+        elif loss_type == 'l2':
+            loss = F.mse_loss(noise, predicted_noise)
+        elif loss_type == "huber":
+            loss = F.smooth_l1_loss(noise, predicted_noise, reduction='none')
+            loss = loss.mean(dim=[1, 2, 3])
+            loss = (loss * extract(loss_weight, t, loss.shape)).mean()
+        else:
+            raise NotImplementedError()
+        return loss
+
+    rng = np.random.default_rng(0)
+    images = np.tanh(rng.standard_normal((12, 1, 8, 8))).astype(np.float32)
+    loader = m.data.DataLoader(m.data.TensorDataset(torch.from_numpy(images)), batch_size=4)
+    g = torch.Generator().manual_seed(1234)
+    optimizer = m.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for epoch in range(1):
+        for step, (batch,) in enumerate(loader):
+            optimizer.zero_grad()
+            batch_size = batch.shape[0]
+            t = torch.randint(0, timesteps, (batch_size,), device="cpu", generator=g).long()
+            loss = p_losses(model, batch, t, loss_type="huber" if step % 2 == 0 else "l1")
+            losses.append(loss.item())
+            loss.backward()
+            optimizer.step()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    @torch.inference_mode()
+    def p_sample(model, x, t, t_index):
+        betas_t = extract(betas, t, x.shape)
+        sqrt_one_minus_alphas_cumprod_t = extract(sqrt_one_minus_alphas_cumprod, t, x.shape)
+        sqrt_recip_alphas_t = extract(sqrt_recip_alphas, t, x.shape)
+        model_mean = sqrt_recip_alphas_t * (x - betas_t * model(x, t) / sqrt_one_minus_alphas_cumprod_t)
+        if t_index == 0:
+            return model_mean
+        else:
+            posterior_variance_t = extract(posterior_variance, t, x.shape)
+            noise = torch.randn(x.shape, generator=g)
+            return model_mean + torch.sqrt(posterior_variance_t) * noise
+
+    @torch.inference_mode()
+    def p_sample_loop(model, shape):
+        b = shape[0]
+        img = torch.randn(shape, generator=g)
+        imgs = []
+        for i in reversed(range(0, timesteps)):
+            img = p_sample(model, img, torch.full((b,), i, dtype=torch.long), i)
+            if i % 10 == 0:
+                imgs.append(img.cpu().numpy())
+        return imgs, img
+
+    model.eval()
+    imgs, img = p_sample_loop(model, shape=(2, 1, 8, 8))
+    return {"losses": losses, "grads": grads, "params": dict(model.named_parameters()), "imgs": imgs,
+            "inference": img.is_inference(), "requires_grad": img.requires_grad,
+            "posterior_variance": posterior_variance, "loss_weight": loss_weight}
+
+
+def test_annotated_diffusion_unet_training_and_ddpm_sampling():
+    weights = weights_of(make_unet)
+    ours, _ = run_both(annotated_ddpm, weights, rtol=2e-4, atol=2e-5)
+    assert ours["inference"] is True and ours["requires_grad"] is False
+    betas = np.linspace(1e-4, 0.02, 40, dtype=np.float32)
+    acp = np.cumprod(1 - betas.astype(np.float64))
+    acp_prev = np.concatenate([[1.0], acp[:-1]])
+    np.testing.assert_allclose(ours["posterior_variance"], betas * (1 - acp_prev) / (1 - acp), rtol=1e-3)  # float32 cancellation in 1 - acp
+    assert ours["posterior_variance"][0] == 0.0 and len(ours["imgs"]) == 4
+    np.testing.assert_allclose(ours["loss_weight"], np.minimum(acp / (1 - acp), 5) / (acp / (1 - acp)), rtol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# diffusers' schedulers (DDPM, DDIM, Euler), its timestep embedding, training loop and EMAModel
+# ----------------------------------------------------------------------------------------------
+
+
+def diffusers_schedulers(m):
+    torch = m.torch
+
+    def betas_for_alpha_bar(num_diffusion_timesteps, max_beta=0.999):
+        def alpha_bar_fn(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        betas = []
+        for i in range(num_diffusion_timesteps):
+            t1 = i / num_diffusion_timesteps
+            t2 = (i + 1) / num_diffusion_timesteps
+            betas.append(min(1 - alpha_bar_fn(t2) / alpha_bar_fn(t1), max_beta))
+        return torch.tensor(betas, dtype=torch.float32)
+
+    def rescale_zero_terminal_snr(betas):
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_bar_sqrt = alphas_cumprod.sqrt()
+        alphas_bar_sqrt_0 = alphas_bar_sqrt[0].clone()
+        alphas_bar_sqrt_T = alphas_bar_sqrt[-1].clone()
+        alphas_bar_sqrt -= alphas_bar_sqrt_T
+        alphas_bar_sqrt *= alphas_bar_sqrt_0 / (alphas_bar_sqrt_0 - alphas_bar_sqrt_T)
+        alphas_bar = alphas_bar_sqrt**2
+        alphas = alphas_bar[1:] / alphas_bar[:-1]
+        alphas = torch.cat([alphas_bar[0:1], alphas])
+        betas = 1 - alphas
+        return betas
+
+    def randn_tensor(shape, generator=None, device=None, dtype=None):
+        if isinstance(generator, list):
+            shape = (1,) + shape[1:]
+            latents = [torch.randn(shape, generator=generator[i], device=device, dtype=dtype)
+                       for i in range(len(generator))]
+            return torch.cat(latents, dim=0).to(device)
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    class SchedulerBase:
+        def __init__(self, num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                     rescale_betas_zero_snr=False):
+            self.num_train_timesteps = num_train_timesteps
+            if beta_schedule == "linear":
+                self.betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+            elif beta_schedule == "scaled_linear":
+                self.betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps,
+                                            dtype=torch.float32) ** 2
+            elif beta_schedule == "squaredcos_cap_v2":
+                self.betas = betas_for_alpha_bar(num_train_timesteps)
+            elif beta_schedule == "sigmoid":
+                betas = torch.linspace(-6, 6, num_train_timesteps)
+                self.betas = torch.sigmoid(betas) * (beta_end - beta_start) + beta_start
+            if rescale_betas_zero_snr:
+                self.betas = rescale_zero_terminal_snr(self.betas)
+            self.alphas = 1.0 - self.betas
+            self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+            if rescale_betas_zero_snr:
+                self.alphas_cumprod[-1] = 2**-24
+            self.one = torch.tensor(1.0)
+            self.init_noise_sigma = 1.0
+            self.timesteps = torch.from_numpy(np.arange(0, num_train_timesteps)[::-1].copy())
+
+        def add_noise(self, original_samples, noise, timesteps):
+            alphas_cumprod = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
+            timesteps = timesteps.to(original_samples.device)
+            sqrt_alpha_prod = alphas_cumprod[timesteps] ** 0.5
+            sqrt_alpha_prod = sqrt_alpha_prod.flatten()
+            while len(sqrt_alpha_prod.shape) < len(original_samples.shape):
+                sqrt_alpha_prod = sqrt_alpha_prod.unsqueeze(-1)
+            sqrt_one_minus_alpha_prod = (1 - alphas_cumprod[timesteps]) ** 0.5
+            sqrt_one_minus_alpha_prod = sqrt_one_minus_alpha_prod.flatten()
+            while len(sqrt_one_minus_alpha_prod.shape) < len(original_samples.shape):
+                sqrt_one_minus_alpha_prod = sqrt_one_minus_alpha_prod.unsqueeze(-1)
+            return sqrt_alpha_prod * original_samples + sqrt_one_minus_alpha_prod * noise
+
+        def get_velocity(self, sample, noise, timesteps):
+            alphas_cumprod = self.alphas_cumprod.to(dtype=sample.dtype)
+            sqrt_alpha_prod = (alphas_cumprod[timesteps] ** 0.5).flatten()
+            while len(sqrt_alpha_prod.shape) < len(sample.shape):
+                sqrt_alpha_prod = sqrt_alpha_prod.unsqueeze(-1)
+            sqrt_one_minus_alpha_prod = ((1 - alphas_cumprod[timesteps]) ** 0.5).flatten()
+            while len(sqrt_one_minus_alpha_prod.shape) < len(sample.shape):
+                sqrt_one_minus_alpha_prod = sqrt_one_minus_alpha_prod.unsqueeze(-1)
+            return sqrt_alpha_prod * noise - sqrt_one_minus_alpha_prod * sample
+
+        def scale_model_input(self, sample, timestep=None):
+            return sample
+
+    class DDPMScheduler(SchedulerBase):
+        def __init__(self, variance_type="fixed_small", clip_sample=True, prediction_type="epsilon",
+                     thresholding=False, dynamic_thresholding_ratio=0.995, sample_max_value=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.variance_type = variance_type
+            self.clip_sample = clip_sample
+            self.prediction_type = prediction_type
+            self.thresholding = thresholding
+            self.dynamic_thresholding_ratio = dynamic_thresholding_ratio
+            self.sample_max_value = sample_max_value
+
+        def set_timesteps(self, num_inference_steps):
+            self.num_inference_steps = num_inference_steps
+            step_ratio = self.num_train_timesteps // self.num_inference_steps
+            timesteps = (np.arange(0, num_inference_steps) * step_ratio).round()[::-1].copy().astype(np.int64)
+            self.timesteps = torch.from_numpy(timesteps)
+
+        def previous_timestep(self, timestep):
+            return timestep - self.num_train_timesteps // self.num_inference_steps
+
+        def _get_variance(self, t, predicted_variance=None):
+            prev_t = self.previous_timestep(t)
+            alpha_prod_t = self.alphas_cumprod[t]
+            alpha_prod_t_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.one
+            current_beta_t = 1 - alpha_prod_t / alpha_prod_t_prev
+            variance = (1 - alpha_prod_t_prev) / (1 - alpha_prod_t) * current_beta_t
+            variance = torch.clamp(variance, min=1e-20)
+            if self.variance_type == "fixed_small":
+                variance = variance
+            elif self.variance_type == "fixed_small_log":
+                variance = torch.log(variance)
+                variance = torch.exp(0.5 * variance)
+            elif self.variance_type == "fixed_large":
+                variance = current_beta_t
+            elif self.variance_type == "learned_range":
+                min_log = torch.log(variance)
+                max_log = torch.log(current_beta_t)
+                frac = (predicted_variance + 1) / 2
+                variance = frac * max_log + (1 - frac) * min_log
+            return variance
+
+        def _threshold_sample(self, sample):
+            dtype = sample.dtype
+            batch_size, channels, *remaining_dims = sample.shape
+            if dtype not in (torch.float32, torch.float64):
+                sample = sample.float()
+            sample = sample.reshape(batch_size, channels * np.prod(remaining_dims))
+            abs_sample = sample.abs()
+            s = torch.quantile(abs_sample, self.dynamic_thresholding_ratio, dim=1)
+            s = torch.clamp(s, min=1, max=self.sample_max_value)
+            s = s.unsqueeze(1)
+            sample = torch.clamp(sample, -s, s) / s
+            sample = sample.reshape(batch_size, channels, *remaining_dims)
+            return sample.to(dtype)
+
+        def step(self, model_output, timestep, sample, generator=None):
+            t = timestep
+            prev_t = self.previous_timestep(t)
+            if model_output.shape[1] == sample.shape[1] * 2 and self.variance_type in ["learned", "learned_range"]:
+                model_output, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)
+            else:
+                predicted_variance = None
+            alpha_prod_t = self.alphas_cumprod[t]
+            alpha_prod_t_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.one
+            beta_prod_t = 1 - alpha_prod_t
+            beta_prod_t_prev = 1 - alpha_prod_t_prev
+            current_alpha_t = alpha_prod_t / alpha_prod_t_prev
+            current_beta_t = 1 - current_alpha_t
+            if self.prediction_type == "epsilon":
+                pred_original_sample = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
+            elif self.prediction_type == "sample":
+                pred_original_sample = model_output
+            elif self.prediction_type == "v_prediction":
+                pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
+            if self.thresholding:
+                pred_original_sample = self._threshold_sample(pred_original_sample)
+            elif self.clip_sample:
+                pred_original_sample = pred_original_sample.clamp(-1.0, 1.0)
+            pred_original_sample_coeff = (alpha_prod_t_prev ** (0.5) * current_beta_t) / beta_prod_t
+            current_sample_coeff = current_alpha_t ** (0.5) * beta_prod_t_prev / beta_prod_t
+            pred_prev_sample = pred_original_sample_coeff * pred_original_sample + current_sample_coeff * sample
+            variance = 0
+            if t > 0:
+                variance_noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
+                                              dtype=model_output.dtype)
+                if self.variance_type == "fixed_small_log":
+                    variance = self._get_variance(t, predicted_variance=predicted_variance) * variance_noise
+                elif self.variance_type == "learned_range":
+                    variance = self._get_variance(t, predicted_variance=predicted_variance)
+                    variance = torch.exp(0.5 * variance) * variance_noise
+                else:
+                    variance = (self._get_variance(t, predicted_variance=predicted_variance) ** 0.5) * variance_noise
+            pred_prev_sample = pred_prev_sample + variance
+            return pred_prev_sample, pred_original_sample
+
+    class DDIMScheduler(SchedulerBase):
+        def __init__(self, clip_sample=True, set_alpha_to_one=True, steps_offset=0, prediction_type="epsilon",
+                     timestep_spacing="leading", **kwargs):
+            super().__init__(**kwargs)
+            self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
+            self.clip_sample = clip_sample
+            self.steps_offset = steps_offset
+            self.prediction_type = prediction_type
+            self.timestep_spacing = timestep_spacing
+
+        def _get_variance(self, timestep, prev_timestep):
+            alpha_prod_t = self.alphas_cumprod[timestep]
+            alpha_prod_t_prev = self.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else self.final_alpha_cumprod
+            beta_prod_t = 1 - alpha_prod_t
+            beta_prod_t_prev = 1 - alpha_prod_t_prev
+            return (beta_prod_t_prev / beta_prod_t) * (1 - alpha_prod_t / alpha_prod_t_prev)
+
+        def set_timesteps(self, num_inference_steps):
+            self.num_inference_steps = num_inference_steps
+            if self.timestep_spacing == "leading":
+                step_ratio = self.num_train_timesteps // self.num_inference_steps
+                timesteps = (np.arange(0, num_inference_steps) * step_ratio).round()[::-1].copy().astype(np.int64)
+                timesteps += self.steps_offset
+            elif self.timestep_spacing == "trailing":
+                step_ratio = self.num_train_timesteps / self.num_inference_steps
+                timesteps = np.round(np.arange(self.num_train_timesteps, 0, -step_ratio)).astype(np.int64)
+                timesteps -= 1
+            self.timesteps = torch.from_numpy(timesteps)
+
+        def step(self, model_output, timestep, sample, eta=0.0, use_clipped_model_output=False, generator=None):
+            prev_timestep = timestep - self.num_train_timesteps // self.num_inference_steps
+            alpha_prod_t = self.alphas_cumprod[timestep]
+            alpha_prod_t_prev = self.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else self.final_alpha_cumprod
+            beta_prod_t = 1 - alpha_prod_t
+            if self.prediction_type == "epsilon":
+                pred_original_sample = (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
+                pred_epsilon = model_output
+            elif self.prediction_type == "v_prediction":
+                pred_original_sample = (alpha_prod_t**0.5) * sample - (beta_prod_t**0.5) * model_output
+                pred_epsilon = (alpha_prod_t**0.5) * model_output + (beta_prod_t**0.5) * sample
+            if self.clip_sample:
+                pred_original_sample = pred_original_sample.clamp(-1.0, 1.0)
+            variance = self._get_variance(timestep, prev_timestep)
+            std_dev_t = eta * variance ** (0.5)
+            if use_clipped_model_output:
+                pred_epsilon = (sample - alpha_prod_t ** (0.5) * pred_original_sample) / beta_prod_t ** (0.5)
+            pred_sample_direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** (0.5) * pred_epsilon
+            prev_sample = alpha_prod_t_prev ** (0.5) * pred_original_sample + pred_sample_direction
+            if eta > 0:
+                variance_noise = randn_tensor(model_output.shape, generator=generator, dtype=model_output.dtype)
+                prev_sample = prev_sample + std_dev_t * variance_noise
+            return prev_sample, pred_original_sample
+
+    class EulerDiscreteScheduler(SchedulerBase):
+        def __init__(self, use_karras_sigmas=False, **kwargs):
+            super().__init__(**kwargs)
+            self.use_karras_sigmas = use_karras_sigmas
+
+        def _sigma_to_t(self, sigma, log_sigmas):
+            log_sigma = np.log(np.maximum(sigma, 1e-10))
+            dists = log_sigma - log_sigmas[:, np.newaxis]
+            low_idx = np.cumsum((dists >= 0), axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+            high_idx = low_idx + 1
+            low = log_sigmas[low_idx]
+            high = log_sigmas[high_idx]
+            w = (low - log_sigma) / (low - high)
+            w = np.clip(w, 0, 1)
+            t = (1 - w) * low_idx + w * high_idx
+            return t.reshape(sigma.shape)
+
+        def _convert_to_karras(self, in_sigmas, num_inference_steps):
+            sigma_min = in_sigmas[-1].item()
+            sigma_max = in_sigmas[0].item()
+            rho = 7.0
+            ramp = np.linspace(0, 1, num_inference_steps)
+            min_inv_rho = sigma_min ** (1 / rho)
+            max_inv_rho = sigma_max ** (1 / rho)
+            return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+
+        def set_timesteps(self, num_inference_steps):
+            self.num_inference_steps = num_inference_steps
+            timesteps = np.linspace(0, self.num_train_timesteps - 1, num_inference_steps, dtype=np.float32)[::-1].copy()
+            sigmas = np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+            log_sigmas = np.log(sigmas)
+            sigmas = np.interp(timesteps, np.arange(0, len(sigmas)), sigmas)
+            if self.use_karras_sigmas:
+                sigmas = self._convert_to_karras(in_sigmas=sigmas, num_inference_steps=self.num_inference_steps)
+                timesteps = np.array([self._sigma_to_t(sigma, log_sigmas) for sigma in sigmas])
+            sigmas = np.concatenate([sigmas, [0.0]]).astype(np.float32)
+            self.sigmas = torch.from_numpy(sigmas)
+            self.timesteps = torch.from_numpy(timesteps.astype(np.float32))
+            self.init_noise_sigma = (self.sigmas.max() ** 2 + 1) ** 0.5
+            self._step_index = None
+
+        def index_for_timestep(self, timestep):
+            indices = (self.timesteps == timestep).nonzero()
+            pos = 1 if len(indices) > 1 else 0
+            return indices[pos].item()
+
+        def scale_model_input(self, sample, timestep):
+            if self._step_index is None:
+                self._step_index = self.index_for_timestep(timestep)
+            sigma = self.sigmas[self._step_index]
+            return sample / ((sigma**2 + 1) ** 0.5)
+
+        def step(self, model_output, timestep, sample, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"),
+                 s_noise=1.0, generator=None):
+            if self._step_index is None:
+                self._step_index = self.index_for_timestep(timestep)
+            sample = sample.to(torch.float32)
+            sigma = self.sigmas[self._step_index]
+            gamma = min(s_churn / (len(self.sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
+            noise = randn_tensor(model_output.shape, dtype=model_output.dtype, generator=generator)
+            eps = noise * s_noise
+            sigma_hat = sigma * (gamma + 1)
+            if gamma > 0:
+                sample = sample + eps * (sigma_hat**2 - sigma**2) ** 0.5
+            pred_original_sample = sample - sigma_hat * model_output
+            derivative = (sample - pred_original_sample) / sigma_hat
+            dt = self.sigmas[self._step_index + 1] - sigma_hat
+            prev_sample = sample + derivative * dt
+            prev_sample = prev_sample.to(model_output.dtype)
+            self._step_index += 1
+            return prev_sample, pred_original_sample
+
+    return DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler
+
+
+def get_timestep_embedding(m, timesteps, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1, scale=1,
+                           max_period=10000):
+    torch = m.torch
+    assert len(timesteps.shape) == 1, "Timesteps should be a 1d-array"
+    half_dim = embedding_dim // 2
+    exponent = -math.log(max_period) * torch.arange(start=0, end=half_dim, dtype=torch.float32,
+                                                    device=timesteps.device)
+    exponent = exponent / (half_dim - downscale_freq_shift)
+    emb = torch.exp(exponent)
+    emb = timesteps[:, None].float() * emb[None, :]
+    emb = scale * emb
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half_dim:], emb[:, :half_dim]], dim=-1)
+    if embedding_dim % 2 == 1:
+        emb = m.F.pad(emb, (0, 1, 0, 0))
+    return emb
+
+
+def make_cond_unet(m, channels=2, dim=8, num_classes=3):
+    """A small conditional UNet in diffusers' manner: a timestep embedding, class embeddings with a null class,
+    a strided-convolution downsample and a transposed-convolution upsample, skip concatenation."""
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class TinyCondUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.time_embedding = nn.Sequential(nn.Linear(dim, dim * 2), nn.SiLU(), nn.Linear(dim * 2, dim * 2))
+            self.class_embedding = nn.Embedding(num_classes + 1, dim * 2)
+            self.conv_in = nn.Conv2d(channels, dim, 3, padding=1)
+            self.norm1 = nn.GroupNorm(4, dim)
+            self.down = nn.Conv2d(dim, dim * 2, 3, stride=2, padding=1)
+            self.norm2 = nn.GroupNorm(4, dim * 2)
+            self.mid = nn.Conv2d(dim * 2, dim * 2, 3, padding=1)
+            self.up = nn.ConvTranspose2d(dim * 2, dim, 4, stride=2, padding=1)
+            self.norm_out = nn.GroupNorm(4, dim * 2)
+            self.conv_out = nn.Conv2d(dim * 2, channels, 3, padding=1)
+
+        def forward(self, sample, timestep, class_labels):
+            timesteps = timestep
+            if not torch.is_tensor(timesteps):
+                timesteps = torch.tensor([timesteps], dtype=torch.long, device=sample.device)
+            elif len(timesteps.shape) == 0:
+                timesteps = timesteps[None].to(sample.device)
+            timesteps = timesteps.expand(sample.shape[0])
+            t_emb = get_timestep_embedding(m, timesteps, dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+            t_emb = t_emb.to(dtype=sample.dtype)
+            emb = self.time_embedding(t_emb) + self.class_embedding(class_labels)
+            h0 = F.silu(self.norm1(self.conv_in(sample)))
+            h = self.down(h0)
+            h = h + emb[:, :, None, None]
+            h = F.silu(self.norm2(h))
+            h = h + self.mid(h)
+            h = self.up(h)
+            h = torch.cat([h, h0], dim=1)
+            return self.conv_out(F.silu(self.norm_out(h)))
+
+    return TinyCondUNet()
+
+
+def diffusers_train_and_sample(m, weights, steps=4):
+    torch, F = m.torch, m.F
+    DDPMScheduler, DDIMScheduler, EulerDiscreteScheduler = diffusers_schedulers(m)
+    model = load(m, make_cond_unet(m), weights)
+    ema_model = copy.deepcopy(model)
+    for p in ema_model.parameters():
+        p.requires_grad_(False)
+
+    class EMAModel:  # diffusers.training_utils.EMAModel's step
+        def __init__(self, parameters, decay=0.9999, min_decay=0.0, update_after_step=0, inv_gamma=1.0, power=2 / 3):
+            parameters = list(parameters)
+            self.shadow_params = [p.clone().detach() for p in parameters]
+            self.decay, self.min_decay, self.update_after_step = decay, min_decay, update_after_step
+            self.inv_gamma, self.power = inv_gamma, power
+            self.optimization_step = 0
+            self.cur_decay_value = None
+
+        def get_decay(self, optimization_step):
+            step = max(0, optimization_step - self.update_after_step - 1)
+            if step <= 0:
+                return 0.0
+            cur_decay_value = 1 - (1 + step / self.inv_gamma) ** -self.power
+            cur_decay_value = min(cur_decay_value, self.decay)
+            cur_decay_value = max(cur_decay_value, self.min_decay)
+            return cur_decay_value
+
+        @torch.no_grad()
+        def step(self, parameters):
+            parameters = list(parameters)
+            self.optimization_step += 1
+            decay = self.get_decay(self.optimization_step)
+            self.cur_decay_value = decay
+            one_minus_decay = 1 - decay
+            for s_param, param in zip(self.shadow_params, parameters):
+                if param.requires_grad:
+                    s_param.sub_(one_minus_decay * (s_param - param))
+                else:
+                    s_param.copy_(param)
+
+        def copy_to(self, parameters):
+            for s_param, param in zip(self.shadow_params, parameters):
+                param.data.copy_(s_param.to(param.device).data)
+
+    ema = EMAModel(model.parameters(), decay=0.999, inv_gamma=1.0, power=0.75)
+    scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-08)
+    lr_scheduler = m.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / 2) * 0.5 * (1 + math.cos(math.pi * step / steps)))
+    rng = np.random.default_rng(3)
+    gen = torch.Generator().manual_seed(0)
+    losses, lrs = [], []
+    for step in range(steps):
+        clean_images = torch.from_numpy(rng.uniform(-1, 1, (4, 2, 8, 8)).astype(np.float32))
+        class_labels = torch.from_numpy(rng.integers(0, 3, 4))
+        # conditioning dropout: a null class for about one label in five
+        drop = torch.rand(class_labels.shape[0], generator=gen) < 0.2
+        class_labels = class_labels.masked_fill(drop, 3)
+        noise = torch.randn(clean_images.shape, dtype=clean_images.dtype, generator=gen)
+        bsz = clean_images.shape[0]
+        timesteps = torch.randint(0, scheduler.num_train_timesteps, (bsz,), generator=gen).long()
+        noisy_images = scheduler.add_noise(clean_images, noise, timesteps)
+        model_output = model(noisy_images, timesteps, class_labels)
+        target = scheduler.get_velocity(clean_images, noise, timesteps)
+        alpha_t = scheduler.alphas_cumprod[timesteps][:, None, None, None]
+        snr_weights = alpha_t / (1 - alpha_t)
+        loss = snr_weights * F.mse_loss(model_output.float(), target.float(), reduction="none")
+        loss = loss.mean()
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(model.parameters())
+        losses.append(loss.item())
+        lrs.append(lr_scheduler.get_last_lr()[0])
+    ema.copy_to(ema_model.parameters())
+    ema_model.eval()
+
+    out = {"losses": losses, "lrs": lrs, "decay": ema.cur_decay_value, "ema": dict(ema_model.named_parameters()),
+           "params": dict(model.named_parameters())}
+
+    # DDPM with v-prediction and dynamic thresholding, classifier-free guidance by batch doubling
+    def guided(scheduler, latents, t, labels, guidance_scale=2.5, guidance_rescale=0.7):
+        latent_model_input = torch.cat([latents] * 2)
+        latent_model_input = scheduler.scale_model_input(latent_model_input, t)
+        cond_in = torch.cat([torch.full_like(labels, 3), labels])
+        noise_pred = ema_model(latent_model_input, t, cond_in)
+        noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+        noise_cfg = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+        std_text = noise_pred_text.std(dim=list(range(1, noise_pred_text.ndim)), keepdim=True)
+        std_cfg = noise_cfg.std(dim=list(range(1, noise_cfg.ndim)), keepdim=True)
+        noise_pred_rescaled = noise_cfg * (std_text / std_cfg)
+        return guidance_rescale * noise_pred_rescaled + (1 - guidance_rescale) * noise_cfg
+
+    labels = torch.tensor([0, 2])
+    with torch.no_grad():
+        ddpm = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2",
+                             prediction_type="v_prediction", thresholding=True, sample_max_value=1.5)
+        ddpm.set_timesteps(10)
+        generator = torch.Generator().manual_seed(7)
+        image = torch.randn((2, 2, 8, 8), generator=generator)
+        for t in ddpm.timesteps:
+            model_output = guided(ddpm, image, t, labels)
+            image, x0 = ddpm.step(model_output, t, image, generator=generator)
+        out["ddpm"] = image
+        out["ddpm_timesteps"] = ddpm.timesteps
+
+        # DDPM, learned-range variance (the model's second half of channels), per-sample generators
+        ddpm = DDPMScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", beta_start=0.00085,
+                             beta_end=0.012, variance_type="learned_range")
+        ddpm.set_timesteps(5)
+        generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        image = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+        for t in ddpm.timesteps:
+            model_output = ema_model(image.repeat(1, 2, 1, 1), t, labels)
+            model_output = torch.cat([model_output[:, :1], torch.tanh(model_output[:, 1:])], dim=1)
+            image, x0 = ddpm.step(model_output, t, image, generator=generators)
+        out["learned_range"] = image
+
+        # DDIM with eta > 0, trailing spacing, zero terminal SNR, clipped model output
+        ddim = DDIMScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", beta_start=0.00085,
+                             beta_end=0.012, rescale_betas_zero_snr=True, timestep_spacing="trailing",
+                             prediction_type="v_prediction", set_alpha_to_one=False)
+        ddim.set_timesteps(8)
+        generator = torch.Generator().manual_seed(11)
+        latents = torch.randn((2, 2, 8, 8), generator=generator) * ddim.init_noise_sigma
+        for i, t in enumerate(ddim.timesteps):
+            noise_pred = guided(ddim, latents, t, labels)
+            latents, x0 = ddim.step(noise_pred, t, latents, eta=0.5, use_clipped_model_output=True,
+                                    generator=generator)
+        out["ddim"] = latents
+        out["ddim_timesteps"] = ddim.timesteps
+        out["zero_snr_betas"] = ddim.betas
+
+        # Euler with Karras sigmas and churn
+        euler = EulerDiscreteScheduler(num_train_timesteps=100, beta_schedule="sigmoid", use_karras_sigmas=True)
+        euler.set_timesteps(6)
+        generator = torch.Generator().manual_seed(5)
+        latents = torch.randn((2, 2, 8, 8), generator=generator) * euler.init_noise_sigma
+        for t in euler.timesteps:
+            latent_model_input = euler.scale_model_input(latents, t)
+            noise_pred = ema_model(latent_model_input, t.round().long(), labels)
+            latents, x0 = euler.step(noise_pred, t, latents, s_churn=1.0, generator=generator)
+        out["euler"] = latents
+        out["euler_sigmas"] = euler.sigmas
+        out["euler_timesteps"] = euler.timesteps
+    return out
+
+
+def test_diffusers_schedulers_training_ema_and_guided_sampling():
+    weights = weights_of(make_cond_unet)
+    ours, _ = run_both(diffusers_train_and_sample, weights, rtol=2e-4, atol=2e-5)
+    assert ours["ddpm_timesteps"].tolist() == [90, 80, 70, 60, 50, 40, 30, 20, 10, 0]
+    assert ours["ddim_timesteps"].tolist() == [99, 87, 74, 61, 49, 37, 24, 11]
+    assert ours["decay"] == pytest.approx(1 - 4 ** -0.75, rel=1e-12)
+    betas = ours["zero_snr_betas"]
+    assert betas[-1] == pytest.approx(1.0, abs=1e-6) and betas.dtype == np.float32
+    assert np.all(np.isfinite(ours["ddim"])) and np.all(np.isfinite(ours["euler"]))
+    assert np.abs(ours["ddpm"]).max() < 10
