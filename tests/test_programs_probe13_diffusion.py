@@ -1420,3 +1420,614 @@ def test_realnvp_images_actnorm_lu_linear_and_lu_convolution():
     expected = ((2 * (images[:4] * 255 + 0.5) / 256 - 1) * 0.9 + 1) / 2
     np.testing.assert_allclose(ours["x_back"], expected, rtol=1e-4, atol=1e-5)
     assert ours["samples"].shape == (3, 1, 4, 4) and np.all((ours["samples"] > 0) & (ours["samples"] < 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Score matching: NCSN's annealed denoising score matching and Langevin dynamics, sliced score matching
+# (Song et al.'s variance-reduced estimator), exact score matching by the Jacobian's trace, and an energy
+# model whose score is minus the gradient of its energy (double backward)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_score_nets(m, num_classes=6):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class ConditionalLinear(nn.Module):
+        def __init__(self, num_in, num_out, num_classes):
+            super().__init__()
+            self.num_out = num_out
+            self.lin = nn.Linear(num_in, num_out)
+            self.embed = nn.Embedding(num_classes, num_out)
+            self.embed.weight.data.uniform_()
+
+        def forward(self, x, y):
+            out = self.lin(x)
+            gamma = self.embed(y)
+            out = gamma.view(-1, self.num_out) * out
+            return out
+
+    class ConditionalModel(nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            self.lin1 = ConditionalLinear(2, 32, num_classes)
+            self.lin2 = ConditionalLinear(32, 32, num_classes)
+            self.lin3 = nn.Linear(32, 2)
+
+        def forward(self, x, y):
+            x = F.softplus(self.lin1(x, y))
+            x = F.softplus(self.lin2(x, y))
+            return self.lin3(x)
+
+    class Energy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 32), nn.SiLU(), nn.Linear(32, 32), nn.ELU(), nn.Linear(32, 1))
+
+        def forward(self, x):
+            return self.net(x).squeeze(-1)
+
+    return nn.ModuleDict({"ncsn": ConditionalModel(num_classes),
+                          "ssm": nn.Sequential(nn.Linear(2, 32), nn.Softplus(), nn.Linear(32, 32), nn.Tanh(),
+                                               nn.Linear(32, 2)),
+                          "energy": Energy()})
+
+
+def swiss_roll(n, seed):
+    rng = np.random.default_rng(seed)
+    t = 1.5 * np.pi * (1 + 2 * rng.random(n))
+    x = np.stack([t * np.cos(t), t * np.sin(t)], 1) / 5
+    return (x + 0.1 * rng.standard_normal((n, 2))).astype(np.float32)
+
+
+def score_matching(m, weights, steps=4):
+    torch, autograd = m.torch, m.torch.autograd
+    nets = load(m, make_score_nets(m), weights)
+    ncsn, ssm, energy = nets["ncsn"], nets["ssm"], nets["energy"]
+    sigmas = torch.tensor(np.exp(np.linspace(np.log(1.0), np.log(0.01), 6))).float()
+    g = torch.Generator().manual_seed(0)
+
+    def anneal_dsm_score_estimation(scorenet, samples, labels, sigmas, anneal_power=2.):
+        used_sigmas = sigmas[labels].view(samples.shape[0], *([1] * len(samples.shape[1:])))
+        perturbed_samples = samples + torch.randn_like(samples, generator=g) * used_sigmas
+        target = - 1 / (used_sigmas ** 2) * (perturbed_samples - samples)
+        scores = scorenet(perturbed_samples, labels)
+        target = target.view(target.shape[0], -1)
+        scores = scores.view(scores.shape[0], -1)
+        loss = 1 / 2. * ((scores - target) ** 2).sum(dim=-1) * used_sigmas.squeeze() ** anneal_power
+        return loss.mean(dim=0)
+
+    def sliced_score_estimation_vr(score_net, samples, n_particles=1):
+        dup_samples = samples.unsqueeze(0).expand(n_particles, *samples.shape).contiguous().view(-1, *samples.shape[1:])
+        dup_samples.requires_grad_(True)
+        vectors = torch.randn_like(dup_samples, generator=g)
+        grad1 = score_net(dup_samples)
+        gradv = torch.sum(grad1 * vectors)
+        grad2 = autograd.grad(gradv, dup_samples, create_graph=True)[0]
+        grad1 = grad1.view(dup_samples.shape[0], -1)
+        loss1 = torch.sum(grad1 * grad1, dim=-1) / 2.
+        loss2 = torch.sum((vectors * grad2).view(dup_samples.shape[0], -1), dim=-1)
+        loss1 = loss1.view(n_particles, -1).mean(dim=0)
+        loss2 = loss2.view(n_particles, -1).mean(dim=0)
+        loss = loss1 + loss2
+        return loss.mean(), loss1.mean(), loss2.mean()
+
+    def sliced_score_estimation(score_net, samples, n_particles=1):
+        dup_samples = samples.unsqueeze(0).expand(n_particles, *samples.shape).contiguous().view(-1, *samples.shape[1:])
+        dup_samples.requires_grad_(True)
+        vectors = torch.randn_like(dup_samples, generator=g)
+        vectors = vectors / torch.norm(vectors, dim=-1, keepdim=True)
+        grad1 = score_net(dup_samples)
+        gradv = torch.sum(grad1 * vectors)
+        loss1 = torch.sum(grad1 * vectors, dim=-1) ** 2 * 0.5
+        grad2 = autograd.grad(gradv, dup_samples, create_graph=True)[0]
+        loss2 = torch.sum(vectors * grad2, dim=-1)
+        loss1 = loss1.view(n_particles, -1).mean(dim=0)
+        loss2 = loss2.view(n_particles, -1).mean(dim=0)
+        loss = loss1 + loss2
+        return loss.mean(), loss1.mean(), loss2.mean()
+
+    def exact_score_matching(energy_net, samples):
+        samples.requires_grad_(True)
+        logp = -energy_net(samples).sum()
+        grad1 = autograd.grad(logp, samples, create_graph=True)[0]
+        loss1 = (torch.norm(grad1, dim=-1) ** 2 / 2.).detach()
+        loss2 = torch.zeros(samples.shape[0])
+        for i in range(samples.shape[1]):
+            grad = autograd.grad(grad1[:, i].sum(), samples, create_graph=True)[0][:, i]
+            loss2 += grad
+        loss = loss1 + loss2
+        return loss.mean()
+
+    def hutchinson_trace(score_net, samples, n_probes=3):
+        # tr(d score / dx) by E[v^T J v] with Rademacher probes
+        samples = samples.detach().requires_grad_(True)
+        s = score_net(samples)
+        total = torch.zeros(samples.shape[0])
+        for _ in range(n_probes):
+            v = torch.randint(0, 2, samples.shape, generator=g).to(samples.dtype) * 2 - 1
+            vjp = autograd.grad(s, samples, grad_outputs=v, create_graph=True, retain_graph=True)[0]
+            total = total + (vjp * v).sum(-1)
+        return total / n_probes, s
+
+    data = swiss_roll(64, seed=1)
+    opt = m.optim.Adam(nets.parameters(), lr=1e-3)
+    hist = []
+    for step in range(steps):
+        x = torch.from_numpy(data[16 * step:16 * step + 16])
+        labels = torch.randint(0, len(sigmas), (x.shape[0],), generator=g)
+        dsm = anneal_dsm_score_estimation(ncsn, x, labels, sigmas)
+        ssm_vr, l1, l2 = sliced_score_estimation_vr(ssm, x, n_particles=2)
+        ssm_plain, _, _ = sliced_score_estimation(ssm, x)
+        esm = exact_score_matching(energy, x.clone())
+        loss = dsm + ssm_vr + 0.5 * ssm_plain + esm
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append([dsm.item(), ssm_vr.item(), l1.item(), l2.item(), ssm_plain.item(), esm.item()])
+    grads = {n: p.grad for n, p in nets.named_parameters()}
+
+    # Hutchinson's estimate against the exact trace, by torch.autograd.functional.jacobian
+    x = torch.from_numpy(data[:5])
+    estimate, _ = hutchinson_trace(ssm, x, n_probes=200)
+    jac = autograd.functional.jacobian(lambda z: ssm(z).sum(0), x)  # (2, 5, 2)
+    exact = torch.einsum("ibi->b", jac)
+
+    # annealed Langevin dynamics (NCSN's sampler)
+    @torch.no_grad()
+    def anneal_Langevin_dynamics(x_mod, scorenet, sigmas, n_steps_each=3, step_lr=0.00002):
+        images = []
+        for c, sigma in enumerate(sigmas):
+            labels = torch.ones(x_mod.shape[0], dtype=torch.long) * c
+            step_size = step_lr * (sigma / sigmas[-1]) ** 2
+            for s in range(n_steps_each):
+                images.append(torch.clamp(x_mod, -5.0, 5.0).to('cpu'))
+                noise = torch.randn_like(x_mod, generator=g) * torch.sqrt(step_size * 2)
+                grad = scorenet(x_mod, labels)
+                x_mod = x_mod + step_size * grad + noise
+        return images
+
+    x_init = torch.rand(8, 2, generator=g) * 4 - 2
+    chain = anneal_Langevin_dynamics(x_init, ncsn, sigmas)
+    return {"hist": hist, "grads": grads, "estimate": estimate, "exact": exact, "jac": jac,
+            "chain": torch.stack(chain), "params": nets.state_dict()}
+
+
+def test_score_matching_dsm_sliced_exact_and_langevin():
+    weights = weights_of(make_score_nets)
+    ours, _ = run_both(score_matching, weights, rtol=2e-4, atol=2e-5)
+    # the exact trace from the Jacobian, and Hutchinson's estimate close to it with 200 probes
+    np.testing.assert_allclose(ours["exact"], np.einsum("ibi->b", ours["jac"]), rtol=1e-6)
+    assert np.all(np.abs(ours["estimate"] - ours["exact"]) < 0.25 * np.abs(ours["exact"]).max() + 0.05)
+    hist = np.array(ours["hist"])
+    np.testing.assert_allclose(hist[:, 1], hist[:, 2] + hist[:, 3], rtol=1e-5, atol=1e-6)
+    assert ours["chain"].shape == (18, 8, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Flow matching (torchcfm's conditional flow matcher), Euler / Heun / midpoint ODE sampling, the
+# likelihood by the instantaneous change of variables (exact divergence by torch.func.vmap(jacrev)),
+# and a reflow step (rectified flow) on the model's own couplings
+# ----------------------------------------------------------------------------------------------
+
+
+def make_velocity_net(m, dim=2, w=32):
+    nn = m.nn
+
+    class MLP(nn.Module):
+        def __init__(self, dim, out_dim=None, w=64, time_varying=False):
+            super().__init__()
+            self.time_varying = time_varying
+            if out_dim is None:
+                out_dim = dim
+            self.net = nn.Sequential(
+                nn.Linear(dim + (1 if time_varying else 0), w), nn.SELU(),
+                nn.Linear(w, w), nn.SELU(),
+                nn.Linear(w, w), nn.SELU(),
+                nn.Linear(w, out_dim))
+
+        def forward(self, x):
+            return self.net(x)
+
+    return MLP(dim=dim, w=w, time_varying=True)
+
+
+def flow_matching(m, weights, steps=5):
+    torch, F = m.torch, m.F
+    from functools import partial
+
+    model = load(m, make_velocity_net(m), weights)
+
+    def pad_t_like_x(t, x):
+        if isinstance(t, (float, int)):
+            return t
+        return t.reshape(-1, *([1] * (x.dim() - 1)))
+
+    class ConditionalFlowMatcher:
+        def __init__(self, sigma=0.0):
+            self.sigma = sigma
+
+        def compute_mu_t(self, x0, x1, t):
+            t = pad_t_like_x(t, x0)
+            return t * x1 + (1 - t) * x0
+
+        def compute_sigma_t(self, t):
+            del t
+            return self.sigma
+
+        def sample_xt(self, x0, x1, t, epsilon):
+            mu_t = self.compute_mu_t(x0, x1, t)
+            sigma_t = self.compute_sigma_t(t)
+            sigma_t = pad_t_like_x(sigma_t, x0)
+            return mu_t + sigma_t * epsilon
+
+        def compute_conditional_flow(self, x0, x1, t, xt):
+            del t, xt
+            return x1 - x0
+
+        def sample_noise_like(self, x):
+            return torch.randn_like(x, generator=gen)
+
+        def sample_location_and_conditional_flow(self, x0, x1, t=None, return_noise=False):
+            if t is None:
+                t = torch.rand(x0.shape[0], generator=gen).type_as(x0)
+            assert len(t) == x0.shape[0], "t has to have batch size dimension"
+            eps = self.sample_noise_like(x0)
+            xt = self.sample_xt(x0, x1, t, eps)
+            ut = self.compute_conditional_flow(x0, x1, t, xt)
+            if return_noise:
+                return t, xt, ut, eps
+            return t, xt, ut
+
+    class VariancePreservingConditionalFlowMatcher(ConditionalFlowMatcher):
+        def compute_mu_t(self, x0, x1, t):
+            t = pad_t_like_x(t, x0)
+            return torch.cos(math.pi / 2 * t) * x0 + torch.sin(math.pi / 2 * t) * x1
+
+        def compute_conditional_flow(self, x0, x1, t, xt):
+            del xt
+            t = pad_t_like_x(t, x0)
+            return math.pi / 2 * (torch.cos(math.pi / 2 * t) * x1 - torch.sin(math.pi / 2 * t) * x0)
+
+    gen = torch.Generator().manual_seed(42)
+    data = swiss_roll(64, seed=4)
+    optimizer = m.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    matchers = [ConditionalFlowMatcher(sigma=0.05), VariancePreservingConditionalFlowMatcher(sigma=0.0)]
+    for k in range(steps):
+        optimizer.zero_grad()
+        x1 = torch.from_numpy(data[(16 * k) % 64:(16 * k) % 64 + 16])
+        x0 = torch.randn(x1.shape, generator=gen)
+        FM = matchers[k % 2]
+        t, xt, ut = FM.sample_location_and_conditional_flow(x0, x1)
+        vt = model(torch.cat([xt, t[:, None]], dim=-1))
+        loss = torch.mean((vt - ut) ** 2)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    grads = {n: p.grad for n, p in model.named_parameters()}
+
+    def velocity(t, x):
+        return model(torch.cat([x, t.expand(x.shape[0], 1)], dim=-1))
+
+    @torch.no_grad()
+    def euler(x, n):
+        ts = torch.linspace(0, 1, n + 1)
+        for t0, t1 in zip(ts[:-1], ts[1:]):
+            x = x + (t1 - t0) * velocity(t0, x)
+        return x
+
+    @torch.no_grad()
+    def heun(x, n):
+        ts = torch.linspace(0, 1, n + 1)
+        for t0, t1 in zip(ts[:-1], ts[1:]):
+            dt = t1 - t0
+            d0 = velocity(t0, x)
+            x_pred = x + dt * d0
+            x = x + dt * 0.5 * (d0 + velocity(t1, x_pred))
+        return x
+
+    @torch.inference_mode()
+    def midpoint(x, n):
+        dt = 1.0 / n
+        for i in range(n):
+            t = torch.tensor(i * dt)
+            x_mid = x + 0.5 * dt * velocity(t, x)
+            x = x + dt * velocity(t + 0.5 * dt, x_mid)
+        return x
+
+    x0 = torch.randn(6, 2, generator=gen)
+    samples = {"euler": euler(x0, 8), "heun": heun(x0, 4), "midpoint": midpoint(x0, 4)}
+
+    # log-likelihood of data under the CNF: integrate backwards with the divergence of the velocity field
+    from_func = m.torch.func
+
+    def v_single(x, t):
+        return model(torch.cat([x, t.reshape(1)]))
+
+    def divergence(x, t):
+        jac = from_func.vmap(from_func.jacrev(v_single), in_dims=(0, None))(x, t)
+        return torch.diagonal(jac, dim1=-2, dim2=-1).sum(-1)
+
+    def log_likelihood(x1, n=8):
+        x = x1
+        delta_logp = torch.zeros(x.shape[0])
+        ts = torch.linspace(1, 0, n + 1)
+        for t0, t1 in zip(ts[:-1], ts[1:]):
+            dt = t1 - t0
+            delta_logp = delta_logp - dt * divergence(x, t0)
+            x = x + dt * velocity(t0, x)
+        prior = torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2))
+        return prior.log_prob(x) - delta_logp
+
+    with torch.no_grad():
+        ll = log_likelihood(torch.from_numpy(data[:6]))
+
+    # divergence also by torch.autograd.grad, one coordinate at a time, for the check below
+    x = torch.from_numpy(data[:6]).requires_grad_(True)
+    v = velocity(torch.tensor(0.3), x)
+    div_autograd = sum(torch.autograd.grad(v[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(2))
+    div_func = divergence(x.detach(), torch.tensor(0.3))
+
+    # a reflow step: train on (noise, the flow's own sample) couplings, which are straighter
+    z0 = torch.randn(16, 2, generator=gen)
+    with torch.no_grad():
+        z1 = heun(z0, 4)
+    reflow_model = copy.deepcopy(model)
+    opt2 = m.optim.SGD(reflow_model.parameters(), lr=0.05)
+    reflow = []
+    for _ in range(3):
+        t = torch.rand(16, 1, generator=gen)
+        zt = t * z1 + (1. - t) * z0
+        target = z1 - z0
+        pred = reflow_model(torch.cat([zt, t], dim=1))
+        loss = F.mse_loss(pred, target, reduction="none").view(16, -1).mean(1).mean()
+        opt2.zero_grad()
+        loss.backward()
+        opt2.step()
+        reflow.append(loss.item())
+    return {"losses": losses, "grads": grads, "samples": samples, "ll": ll, "div_autograd": div_autograd,
+            "div_func": div_func, "reflow": reflow, "params": reflow_model.state_dict()}
+
+
+def test_flow_matching_training_ode_samplers_and_likelihood():
+    weights = weights_of(make_velocity_net)
+    ours, _ = run_both(flow_matching, weights, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(ours["div_func"], ours["div_autograd"], rtol=1e-5, atol=1e-6)
+    s = ours["samples"]
+    assert np.abs(s["heun"] - s["midpoint"]).max() < 0.1  # two second-order integrators agree closely
+    assert np.all(np.isfinite(ours["ll"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# EDM (Karras et al. 2022): the preconditioned denoiser, its log-normal noise levels and loss, and the
+# second-order sampler with churn in float64; consistency training (Song et al. 2023) with an EMA target,
+# dropout replayed by get_rng_state/set_rng_state, the pseudo-Huber loss, and multistep sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def make_edm_net(m, channels=2, dim=16, label_dim=3):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class FourierEmbedding(nn.Module):  # EDM's FourierEmbedding (its frequencies a buffer)
+        def __init__(self, num_channels, scale=16):
+            super().__init__()
+            self.register_buffer('freqs', torch.randn(num_channels // 2) * scale)
+
+        def forward(self, x):
+            x = x.ger((2 * np.pi * self.freqs).to(x.dtype))
+            x = torch.cat([x.cos(), x.sin()], dim=1)
+            return x
+
+    class TinyDenoiser(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.map_noise = FourierEmbedding(dim)
+            self.map_label = nn.Linear(label_dim, dim, bias=False)
+            self.map_layer0 = nn.Linear(dim, dim)
+            self.conv0 = nn.Conv2d(channels, dim, 3, padding=1)
+            self.norm = nn.GroupNorm(4, dim, eps=1e-6)
+            self.dropout = nn.Dropout(0.1)
+            self.conv1 = nn.Conv2d(dim, channels, 3, padding=1)
+
+        def forward(self, x, noise_labels, class_labels=None):
+            emb = self.map_noise(noise_labels)
+            emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(*emb.shape)  # swap sin/cos
+            if class_labels is not None:
+                emb = emb + self.map_label(class_labels * np.sqrt(self.map_label.in_features))
+            emb = F.silu(self.map_layer0(emb))
+            h = self.conv0(x) + emb.unsqueeze(-1).unsqueeze(-1)
+            h = F.silu(self.norm(h))
+            return self.conv1(self.dropout(h))
+
+    return TinyDenoiser()
+
+
+def edm_and_consistency(m, weights, steps=4):
+    torch, F = m.torch, m.F
+    nn = m.nn
+
+    class EDMPrecond(nn.Module):
+        def __init__(self, model, label_dim=3, sigma_min=0, sigma_max=float('inf'), sigma_data=0.5):
+            super().__init__()
+            self.label_dim = label_dim
+            self.sigma_min, self.sigma_max, self.sigma_data = sigma_min, sigma_max, sigma_data
+            self.model = model
+
+        def forward(self, x, sigma, class_labels=None, force_fp32=False, **model_kwargs):
+            x = x.to(torch.float32)
+            sigma = sigma.to(torch.float32).reshape(-1, 1, 1, 1)
+            class_labels = None if self.label_dim == 0 else torch.zeros([1, self.label_dim], device=x.device) \
+                if class_labels is None else class_labels.to(torch.float32).reshape(-1, self.label_dim)
+            dtype = torch.float32
+            c_skip = self.sigma_data ** 2 / (sigma ** 2 + self.sigma_data ** 2)
+            c_out = sigma * self.sigma_data / (sigma ** 2 + self.sigma_data ** 2).sqrt()
+            c_in = 1 / (self.sigma_data ** 2 + sigma ** 2).sqrt()
+            c_noise = sigma.log() / 4
+            F_x = self.model((c_in * x).to(dtype), c_noise.flatten(), class_labels=class_labels, **model_kwargs)
+            assert F_x.dtype == dtype
+            D_x = c_skip * x + c_out * F_x.to(torch.float32)
+            return D_x
+
+        def round_sigma(self, sigma):
+            return torch.as_tensor(sigma)
+
+    class EDMLoss:
+        def __init__(self, P_mean=-1.2, P_std=1.2, sigma_data=0.5):
+            self.P_mean, self.P_std, self.sigma_data = P_mean, P_std, sigma_data
+
+        def __call__(self, net, images, labels=None, augment_pipe=None):
+            rnd_normal = torch.randn([images.shape[0], 1, 1, 1], device=images.device)
+            sigma = (rnd_normal * self.P_std + self.P_mean).exp()
+            weight = (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
+            y, augment_labels = augment_pipe(images) if augment_pipe is not None else (images, None)
+            n = torch.randn_like(y) * sigma
+            D_yn = net(y + n, sigma, labels)
+            loss = weight * ((D_yn - y) ** 2)
+            return loss
+
+    torch.manual_seed(0)
+    net = EDMPrecond(load(m, make_edm_net(m), weights))
+    rng = np.random.default_rng(8)
+    images = torch.from_numpy(np.tanh(rng.standard_normal((16, 2, 4, 4))).astype(np.float32))
+    labels = torch.eye(3)[torch.from_numpy(rng.integers(0, 3, 16))]
+    opt = m.optim.Adam(net.parameters(), lr=1e-3, betas=[0.9, 0.999], eps=1e-8)
+    loss_fn = EDMLoss()
+    edm_losses = []
+    for step in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net=net, images=images[4 * step:4 * step + 4], labels=labels[4 * step:4 * step + 4])
+        loss.sum().mul(1 / 4).backward()
+        for param in net.parameters():
+            if param.grad is not None:
+                torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
+        for g in opt.param_groups:
+            g['lr'] = 1e-3 * min(step * 4 / 8, 1)
+        opt.step()
+        edm_losses.append(loss.mean().item())
+    net.eval()
+
+    def edm_sampler(net, latents, class_labels=None, randn_like=torch.randn_like, num_steps=6, sigma_min=0.002,
+                    sigma_max=80, rho=7, S_churn=0, S_min=0, S_max=float('inf'), S_noise=1):
+        sigma_min = max(sigma_min, net.sigma_min)
+        sigma_max = min(sigma_max, net.sigma_max)
+        step_indices = torch.arange(num_steps, dtype=torch.float64, device=latents.device)
+        t_steps = (sigma_max ** (1 / rho) + step_indices / (num_steps - 1) * (
+            sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+        t_steps = torch.cat([net.round_sigma(t_steps), torch.zeros_like(t_steps[:1])])
+        x_next = latents.to(torch.float64) * t_steps[0]
+        for i, (t_cur, t_next) in enumerate(zip(t_steps[:-1], t_steps[1:])):
+            x_cur = x_next
+            gamma = min(S_churn / num_steps, np.sqrt(2) - 1) if S_min <= t_cur <= S_max else 0
+            t_hat = net.round_sigma(t_cur + gamma * t_cur)
+            x_hat = x_cur + (t_hat ** 2 - t_cur ** 2).sqrt() * S_noise * randn_like(x_cur)
+            denoised = net(x_hat, t_hat, class_labels).to(torch.float64)
+            d_cur = (x_hat - denoised) / t_hat
+            x_next = x_hat + (t_next - t_hat) * d_cur
+            if i < num_steps - 1:
+                denoised = net(x_next, t_next, class_labels).to(torch.float64)
+                d_prime = (x_next - denoised) / t_next
+                x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+        return x_next, t_steps
+
+    gen = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        latents = torch.randn([3, 2, 4, 4], generator=gen)
+        class_labels = torch.eye(3)[torch.tensor([0, 1, 2])]
+        edm_images, t_steps = edm_sampler(net, latents, class_labels, S_churn=2, S_min=0.05, S_max=50,
+                                          randn_like=lambda x: torch.randn_like(x, generator=gen))
+
+    # consistency training: online model and its EMA target share a parametrisation with a boundary condition
+    sigma_min, sigma_max, sigma_data, rho, num_scales = 0.002, 80.0, 0.5, 7.0, 10
+    online = load(m, make_edm_net(m), weights)
+    target = copy.deepcopy(online)
+    target.requires_grad_(False)
+
+    def append_dims(x, target_dims):
+        dims_to_append = target_dims - x.ndim
+        return x[(...,) + (None,) * dims_to_append]
+
+    def get_scalings_for_boundary_condition(sigma):
+        c_skip = sigma_data**2 / ((sigma - sigma_min) ** 2 + sigma_data**2)
+        c_out = (sigma - sigma_min) * sigma_data / (sigma**2 + sigma_data**2) ** 0.5
+        c_in = 1 / (sigma**2 + sigma_data**2) ** 0.5
+        return c_skip, c_out, c_in
+
+    def denoise(model, x_t, sigmas, class_labels):
+        c_skip, c_out, c_in = [append_dims(x, x_t.ndim) for x in get_scalings_for_boundary_condition(sigmas)]
+        rescaled_t = 1000 * 0.25 * torch.log(sigmas + 1e-44)
+        model_output = model(c_in * x_t, rescaled_t / 1000, class_labels)
+        denoised = c_out * model_output + c_skip * x_t
+        return denoised
+
+    def mean_flat(tensor):
+        return tensor.mean(dim=list(range(1, len(tensor.shape))))
+
+    c = 0.00054 * math.sqrt(2 * 4 * 4)
+    opt_ct = m.optim.RAdam(online.parameters(), lr=1e-3)
+    ct_losses, same_dropout = [], []
+    gen_ct = torch.Generator().manual_seed(9)
+    online.train()
+    target.train()
+    for step in range(steps):
+        x_start = images[4 * step:4 * step + 4]
+        y = labels[4 * step:4 * step + 4]
+        noise = torch.randn(x_start.shape, generator=gen_ct)
+        indices = torch.randint(0, num_scales - 1, (x_start.shape[0],), generator=gen_ct)
+        t = sigma_max ** (1 / rho) + indices / (num_scales - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
+        t = t**rho
+        t2 = sigma_max ** (1 / rho) + (indices + 1) / (num_scales - 1) * (
+            sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
+        t2 = t2**rho
+        x_t = x_start + noise * append_dims(t, x_start.ndim)
+        dropout_state = torch.get_rng_state()
+        distiller = denoise(online, x_t, t, y)
+        x_t2 = x_start + noise * append_dims(t2, x_start.ndim)
+        torch.set_rng_state(dropout_state)
+        with torch.no_grad():
+            distiller_target = denoise(target, x_t2, t2, y).detach()
+        diffs = (distiller - distiller_target) ** 2
+        loss = mean_flat(torch.sqrt(diffs + c ** 2) - c)
+        weights_ = 1.0 / (t - t2)  # iCT's 1 / (sigma_{i+1} - sigma_i)
+        loss = (loss * weights_).mean()
+        opt_ct.zero_grad()
+        loss.backward()
+        opt_ct.step()
+        with torch.no_grad():
+            mu = 0.9
+            for targ, src in zip(target.parameters(), online.parameters()):
+                targ.detach().mul_(mu).add_(src, alpha=1 - mu)
+        ct_losses.append(loss.item())
+    online.eval()
+
+    # multistep consistency sampling
+    @torch.no_grad()
+    def stochastic_iterative_sampler(distiller, x, ts, t_min=0.002, t_max=80.0, generator=None):
+        t_max_rho = t_max ** (1 / rho)
+        t_min_rho = t_min ** (1 / rho)
+        s_in = x.new_ones([x.shape[0]])
+        for i in range(len(ts) - 1):
+            t = (t_max_rho + ts[i] / (num_scales - 1) * (t_min_rho - t_max_rho)) ** rho
+            x0 = distiller(x, t * s_in)
+            next_t = (t_max_rho + ts[i + 1] / (num_scales - 1) * (t_min_rho - t_max_rho)) ** rho
+            next_t = np.clip(next_t, t_min, t_max)
+            x = x0 + torch.randn(x.shape, generator=generator) * np.sqrt(next_t**2 - t_min**2)
+        return x
+
+    g_s = torch.Generator().manual_seed(4)
+    x_T = torch.randn(3, 2, 4, 4, generator=g_s) * sigma_max
+    cm_samples = stochastic_iterative_sampler(lambda x, t: denoise(online, x, t, class_labels), x_T, [0, 4, 9],
+                                              generator=g_s)
+    return {"edm_losses": edm_losses, "edm_params": net.state_dict(), "edm_images": edm_images,
+            "t_steps": t_steps, "ct_losses": ct_losses, "online": online.state_dict(),
+            "target": target.state_dict(), "cm_samples": cm_samples}
+
+
+@pytest.mark.skipif(not __import__("tests.pytorch_programs", fromlist=["amd_processor"]).amd_processor(),
+                    reason="PyTorch draws dropout masks through MKL on Intel's processors")
+def test_edm_sampler_and_consistency_training():
+    weights = weights_of(make_edm_net)
+    ours, _ = run_both(edm_and_consistency, weights, rtol=2e-4, atol=2e-5)
+    assert ours["edm_images"].dtype == np.float64 and ours["t_steps"].dtype == np.float64
+    sigma = (80 ** (1 / 7) + np.arange(6) / 5 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
+    np.testing.assert_allclose(ours["t_steps"], np.append(sigma, 0.0), rtol=1e-12)
+    assert np.all(np.isfinite(ours["cm_samples"]))
