@@ -28,3 +28,127 @@ def test_float16_normals_with_a_partial_block_are_pytorchs():
         ours = autograd.randn(count, dtype=autograd.float16, generator=autograd.Generator().manual_seed(3))
         theirs = torch.randn(count, dtype=torch.float16, generator=torch.Generator().manual_seed(3))
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def _functional(T):
+    import importlib
+
+    return importlib.import_module("nn.functional" if T.__name__ == "autograd" else "torch.nn.functional")
+
+
+def _halves(count, seed=0, size=2000):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(size).astype(np.float16) for _ in range(count)]
+
+
+def test_float16_times_a_0d_tensor_keeps_its_value(T):
+    """A 0-d tensor after a float16 tensor is read as a number, in float32 (x * torch.tensor(0.1234567) is
+    x's float32 product rounded once); before it, it is rounded to float16 first, as PyTorch's kernels."""
+    x, = _halves(1)
+    wide, s = x.astype(np.float32), 0.1234567
+    once = (wide * np.float32(s)).astype(np.float16)
+    first_rounded = (wide * np.float32(np.float16(s))).astype(np.float16)
+    assert (once != first_rounded).sum() > 100  # (the two rules differ on this data)
+    for scalar in (T.tensor(s), T.tensor(s, dtype=T.float64)):
+        np.testing.assert_array_equal((T.tensor(x) * scalar).numpy(), once)
+        np.testing.assert_array_equal(T.tensor(x).mul(scalar).numpy(), once)
+        np.testing.assert_array_equal((scalar * T.tensor(x)).numpy(), first_rounded)
+    np.testing.assert_array_equal(T.tensor(x).mul(s).numpy(), once)
+    np.testing.assert_array_equal(T.tensor(x).mul_(s).numpy(), once)
+    np.testing.assert_array_equal((T.tensor(x) / T.tensor(3.3333)).numpy(),
+                                  (wide / np.float32(3.3333)).astype(np.float16))
+    np.testing.assert_array_equal(T.tensor(x).div_(3.3333).numpy(), (wide / np.float32(3.3333)).astype(np.float16))
+    with np.errstate(over="ignore"):  # (100000 itself is inf in float16: the products that fit stay finite)
+        np.testing.assert_array_equal((T.tensor(x) * T.tensor(100000)).numpy(), (wide * 100000).astype(np.float16))
+
+
+def test_float16_add_with_alpha_addcmul_addcdiv_and_lerp_round_once(T):
+    x, y, z = _halves(3)
+    X, Y, Z = (a.astype(np.float32) for a in (x, y, z))
+    a = 0.1234567
+    alpha_half = np.float32(np.float16(a))  # PyTorch rounds add's alpha to float16, not addcmul's value
+    np.testing.assert_array_equal(T.add(T.tensor(x), T.tensor(y), alpha=a).numpy(),
+                                  (X + alpha_half * Y).astype(np.float16))
+    np.testing.assert_array_equal(T.tensor(x).sub_(T.tensor(y), alpha=a).numpy(),
+                                  (X - alpha_half * Y).astype(np.float16))
+    np.testing.assert_array_equal(T.addcmul(T.tensor(x), T.tensor(y), T.tensor(z), value=a).numpy(),
+                                  (X + np.float32(a) * Y * Z).astype(np.float16))
+    np.testing.assert_array_equal(T.tensor(x).addcmul_(T.tensor(y), T.tensor(z), value=a).numpy(),
+                                  (X + np.float32(a) * Y * Z).astype(np.float16))
+    d = np.abs(z) + np.float16(1)
+    np.testing.assert_array_equal(T.addcdiv(T.tensor(x), T.tensor(y), T.tensor(d), value=a).numpy(),
+                                  (X + np.float32(a) * (Y / d.astype(np.float32))).astype(np.float16))
+
+    def lerp(start, end, weight):  # PyTorch's formula, from the nearer end, in float32
+        return np.where(np.abs(weight) < 0.5, start + weight * (end - start),
+                        end - (end - start) * (1 - weight)).astype(np.float16)
+
+    np.testing.assert_array_equal(T.lerp(T.tensor(x), T.tensor(y), T.tensor(z)).numpy(), lerp(X, Y, Z))
+    np.testing.assert_array_equal(T.tensor(x).lerp_(T.tensor(y), a).numpy(), lerp(X, Y, np.float32(a)))
+    ema = [T.tensor(x)]
+    T._foreach_lerp_(ema, [T.tensor(y)], a)
+    np.testing.assert_array_equal(ema[0].numpy(), lerp(X, Y, np.float32(a)))
+
+
+def test_float16_foreach_mul_rounds_its_number_first(T):
+    """PyTorch 2.13's _foreach_mul_ rounds the number to float16 first; _foreach_mul and _foreach_div_ do not."""
+    x, = _halves(1)
+    wide, s = x.astype(np.float32), 0.1234567
+    params = [T.tensor(x)]
+    T._foreach_mul_(params, s)
+    np.testing.assert_array_equal(params[0].numpy(), (wide * np.float32(np.float16(s))).astype(np.float16))
+    np.testing.assert_array_equal(T._foreach_mul([T.tensor(x)], s)[0].numpy(),
+                                  (wide * np.float32(s)).astype(np.float16))
+    params = [T.tensor(x)]
+    T._foreach_div_(params, 3.3333)
+    np.testing.assert_array_equal(params[0].numpy(), (wide / np.float32(3.3333)).astype(np.float16))
+
+
+def test_float16_linear_adds_its_bias_before_rounding(T):
+    F = _functional(T)
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((16, 64)).astype(np.float16), rng.standard_normal(16).astype(np.float16)
+    for shape in [(64,), (8, 64), (3, 5, 64)]:
+        x = rng.standard_normal(shape).astype(np.float16)
+        expected = (x.astype(np.float32) @ w.T.astype(np.float32) + b.astype(np.float32)).astype(np.float16)
+        np.testing.assert_array_equal(F.linear(T.tensor(x), T.tensor(w), T.tensor(b)).numpy(), expected)
+    x = rng.standard_normal((8, 64)).astype(np.float16)
+    expected = (2.0 * (x.astype(np.float32) @ w.T.astype(np.float32)) + 0.5 * b.astype(np.float32)).astype(np.float16)
+    np.testing.assert_array_equal(T.addmm(T.tensor(b), T.tensor(x), T.tensor(w.T.copy()), beta=0.5, alpha=2).numpy(),
+                                  expected)
+
+
+@pytest.mark.torch
+def test_float16_normalisation_layers_and_log_softmax_are_pytorchs():
+    """The affine step of layer_norm, group_norm and batch_norm in float32 with the normalisation, rounded once;
+    log_softmax along the last dim with PyTorch's float16 sum and log; the gradients too."""
+    import torch
+
+    import autograd
+    import nn.functional as F
+
+    rng = np.random.default_rng(0)
+
+    def both(function, *shapes):
+        arrays = [rng.standard_normal(s).astype(np.float16) for s in shapes]
+        results = []
+        for lib, functional in ((autograd, F), (torch, torch.nn.functional)):
+            tensors = [lib.tensor(a, requires_grad=True) for a in arrays]
+            y = function(lib, functional, *tensors)
+            (y.float() * lib.tensor(np.linspace(-1, 1, y.numel(), dtype=np.float32).reshape(y.shape))).sum().backward()
+            results.append([y.detach().numpy()] + [t.grad.numpy() for t in tensors if t.grad is not None])
+        for ours, theirs in zip(*results):
+            assert ours.dtype == theirs.dtype == np.float16
+            np.testing.assert_allclose(ours.astype(np.float32), theirs.astype(np.float32), rtol=2e-3, atol=2e-3)
+        return results[0][0], results[1][0]
+
+    ours, theirs = both(lambda L, F, x, w, b: F.group_norm(x, 4, w, b), (2, 8, 4, 4), (8,), (8,))
+    np.testing.assert_array_equal(ours, theirs)
+    ours, theirs = both(lambda L, F, x, m, v, w, b: F.batch_norm(x, m.detach(), v.detach().abs(), w, b),
+                        (4, 8), (8,), (8,), (8,), (8,))
+    np.testing.assert_array_equal(ours, theirs)
+    ours, theirs = both(lambda L, F, x, w, b: F.layer_norm(x, (64,), w, b), (4, 64), (64,), (64,))
+    assert (ours != theirs).sum() <= 2  # (float32's own rounding of the statistics, at most a unit, rarely)
+    for dim in (-1, 0):
+        ours, theirs = both(lambda L, F, x, dim=dim: F.log_softmax(x * 3, dim), (40, 50))
+        np.testing.assert_array_equal(ours, theirs)
