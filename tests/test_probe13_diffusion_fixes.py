@@ -152,3 +152,22 @@ def test_float16_normalisation_layers_and_log_softmax_are_pytorchs():
     for dim in (-1, 0):
         ours, theirs = both(lambda L, F, x, dim=dim: F.log_softmax(x * 3, dim), (40, 50))
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_float16_conv2d_adds_its_bias_before_rounding(T):
+    """conv2d in float16 as PyTorch's: accumulated in float32 with the bias, rounded once (conv_transpose2d
+    rounds its columns and sums them in float16, there as here). The gradients come back in float16."""
+    F = _functional(T)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 2, 6, 6)).astype(np.float16)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float16)
+    b = rng.standard_normal(4).astype(np.float16)
+    wide = F.conv2d(T.tensor(x.astype(np.float32)), T.tensor(w.astype(np.float32)), T.tensor(b.astype(np.float32)),
+                    padding=1, stride=2).numpy()
+    xt, wt, bt = (T.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = F.conv2d(xt, wt, bt, padding=1, stride=2)
+    assert y.dtype == T.float16
+    assert (y.detach().numpy() != wide.astype(np.float16)).sum() <= 1  # (float32's summation order, rarely)
+    y.float().sum().backward()
+    assert xt.grad.dtype == wt.grad.dtype == bt.grad.dtype == T.float16
+    np.testing.assert_allclose(bt.grad.numpy(), np.full(4, 18.0))

@@ -192,6 +192,11 @@ class Conv2d(_ConvParams, Primitive):
     cols = out = None
 
     def forward(self, x, weight, bias=None):
+        if x.dtype == xp.float16:  # in float32, the bias added before rounding once, as PyTorch's kernel
+            wide = (a.astype(xp.float32) for a in (x, weight) + (() if bias is None else (bias,)))
+            y = self.forward(*wide)
+            self.cols = self.cols.astype(xp.float16)  # (for dL/dw, in the dtype of the gradient it meets)
+            return y.astype(xp.float16)
         kernel = weight.shape[2:]
         cols = im2col(x, kernel, self.stride, self.padding, self.dilation, self.out)
         n, out = x.shape[0], cols.shape[3:5]
