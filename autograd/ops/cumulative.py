@@ -82,7 +82,11 @@ class CumProd(Primitive):
     saves_output = True
 
     def forward(self, x):
-        return x.copy() if x.ndim == 0 else xp.cumprod(x, axis=self.dim, dtype=x.dtype)
+        if x.ndim == 0:
+            return x.copy()
+        # float16 multiplied in float32 and float32 in float64, as PyTorch's CPU kernel accumulates (cumsum's
+        # rule): a float32 running product of a diffusion schedule's 1000 alphas drifted from PyTorch's by 1e-6
+        return xp.cumprod(x, axis=self.dim, dtype=WIDER.get(x.dtype, x.dtype)).astype(x.dtype, copy=False)
 
     def backward(self, grad, y, x):
         if x.ndim == 0:
