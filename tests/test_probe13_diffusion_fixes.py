@@ -1,4 +1,5 @@
-"""Fixes found by tests/test_programs_probe13_diffusion.py, each checked on chainrule and PyTorch (`T`)."""
+"""Fixes found by tests/test_programs_probe13_diffusion.py: float16 normals, float16 arithmetic rounded as PyTorch's
+kernels round it, cumprod's accumulation; each checked on chainrule and PyTorch (`T`) where possible."""
 
 import numpy as np
 import pytest

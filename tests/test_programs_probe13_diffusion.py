@@ -3,11 +3,34 @@
 chainrule and on PyTorch from the same weights and the same seeded generators, comparing losses,
 gradients, parameters after several optimiser steps, and whole sampling loops.
 
-The annotated diffusion model's UNet (weight-standardised convolutions, ``GroupNorm``, ``SiLU``, the time
-embedding's scale and shift by ``chunk``, self-attention and linear attention on feature maps by
-``einsum``, a space-to-depth downsample, ``Upsample(mode="nearest")``, skip concatenation) trained with
-linear betas, an ``extract`` helper, ``torch.randint``/``torch.randn_like`` from a ``torch.Generator``
-and the min-SNR loss weight, then sampled by DDPM's ancestral loop under ``torch.inference_mode``."""
+- The annotated diffusion model's UNet (weight-standardised convolutions, ``GroupNorm``, ``SiLU``, the time
+  embedding's scale and shift by ``chunk``, attention and linear attention on feature maps by ``einsum``, a
+  space-to-depth downsample, ``Upsample(mode="nearest")``, skip concatenation), trained with linear betas, an
+  ``extract`` helper, ``torch.randint``/``torch.randn_like`` from a ``torch.Generator``, Huber/L1 losses and the
+  min-SNR weight, then sampled by DDPM's ancestral loop under ``torch.inference_mode``; the schedule's float32
+  ``cumprod`` compared exactly.
+- diffusers' DDPM, DDIM and Euler schedulers (cosine/scaled-linear/sigmoid betas, zero terminal SNR,
+  v-prediction, learned-range variances, dynamic thresholding by ``torch.quantile``, trailing spacing, Karras
+  sigmas with churn, per-sample generator lists), its timestep embedding, a conditional UNet with
+  ``ConvTranspose2d``, conditioning dropout, ``EMAModel``, a ``LambdaLR`` warm-up, guidance with rescale.
+- EMA of weights: ema-pytorch's ``_foreach_lerp_``/``_foreach_copy_`` and ``lerp_`` loop (buffers too, names
+  kept out), Karras' power-function EMA by ``_foreach_mul_``/``_foreach_add_``, ``AveragedModel`` with
+  ``get_ema_multi_avg_fn`` (``use_buffers``), a custom ``avg_fn`` and ``update_bn``; and (a strict xfail) an
+  EMA over the state dict filtered by ``dtype.is_floating_point``.
+- RealNVP on images (logit dequantisation, checkerboard and channel-wise couplings with weight-normed
+  convolutions, squeeze), nflows' ActNorm and ``LULinear`` (NumPy index assignment, ``solve_triangular``), an
+  invertible 1x1 convolution from ``lu_factor``/``lu_unpack``/``lu_solve``, an ``Independent(Normal)`` prior.
+- Score matching: NCSN's annealed DSM and Langevin dynamics, sliced score matching (``autograd.grad`` with
+  ``create_graph``), exact score matching by the Jacobian's trace, Hutchinson's estimator against
+  ``autograd.functional.jacobian``.
+- Flow matching (torchcfm's matchers), Euler/Heun/midpoint samplers, the CNF likelihood by
+  ``torch.func.vmap(jacrev)``, a reflow step.
+- EDM's preconditioning, loss and float64 Heun sampler with churn; consistency training with dropout replayed by
+  ``get_rng_state``/``set_rng_state``, the pseudo-Huber loss and multistep sampling.
+- DiT (adaLN-Zero, ``scaled_dot_product_attention``, patchify/unpatchify by ``einsum``, label dropout) trained by
+  guided-diffusion's hybrid loss (learned variances, ``discretized_gaussian_log_likelihood``), respaced sampling.
+- A half-precision diffusers-style DDIM pipeline (float16 UNet, latents and EMA) and a VQ-VAE with an EMA
+  codebook (straight-through estimator, ``scatter_``, ``bincount``, ``index_add_``, ``one_hot``)."""
 
 import copy
 import math
