@@ -20,7 +20,6 @@ take their ``value`` as a number, a list of numbers or a 1-D tensor of them.
 import math
 from numbers import Number
 
-from .backend import float16
 from .tensor import Tensor, tensor_from
 
 # x -> f(x), each with its in-place twin (`_foreach_exp` and `_foreach_exp_`)
@@ -63,10 +62,6 @@ def _call(tensor, op, other):
     which tensors lack: the number becomes a 0-d tensor (of the dtype clamp_min/clamp_max would give), so
     that a tie shares the gradient as maximum's does (clamp_min would give all of it to the tensor)."""
     base = op.rstrip("_")
-    if op == "mul_" and tensor.dtype == float16 and type(other) in (int, float):
-        # PyTorch 2.13's _foreach_mul_ rounds the number to float16 first (x.mul_(c), _foreach_mul and
-        # _foreach_div_ do not: they compute in float32 and round once)
-        other = tensor_from(other, dtype=float16)
     if base not in ("maximum", "minimum"):
         return getattr(tensor, op)(other)
     if op.endswith("_"):

@@ -11,9 +11,8 @@ Each kernel, as PyTorch's CPU kernels compute it (w: the next word, w64: two wor
 - normal, 16 or more contiguous values: the uniforms u, then Box-Muller on each block of 16: for j < 8,
   r = √(-2 ln(1 - u_j)), θ = 2π u_(j+8), z_j = r cos θ, z_(j+8) = r sin θ (a last partial block is redrawn
   as the last 16 values); float32's in float32 (PyTorch's vectorised loop: its sin, cos and log may differ
-  from NumPy's by an ulp), float16's too, from float32 uniforms, rounded to float16 at the end. Fewer values:
-  one pair of float64 uniforms (u1, u2) per two values, r = √(-2 ln(1 - u2)), θ = 2π u1, r cos θ now and
-  r sin θ kept by the generator for the next value.
+  from NumPy's by an ulp). Fewer values: one pair of float64 uniforms (u1, u2) per two values,
+  r = √(-2 ln(1 - u2)), θ = 2π u1, r cos θ now and r sin θ kept by the generator for the next value.
 - integers in [low, high): (w mod (high - low)) + low (w64 when high - low ≥ 2^32).
 - a permutation of n: Fisher-Yates from the front, position i swapped with i + (w mod (n - i)).
 - exponential of rate λ: -(1/λ) ln(1 - u), u a float64 uniform; Bernoulli(p): u < p, u a float64 uniform
@@ -112,13 +111,10 @@ class TorchStream:
         whole = count - count % 16
         drawn = whole if dtype == numpy.float16 else count  # (float16: PyTorch draws the whole blocks' only)
         values = numpy.empty(count, wide)
-        # the uniforms held in the accumulating type: float16's in float32, PyTorch's normal_fill drawing them
-        # into a float32 buffer and rounding only the normals (rounding the uniforms first moves about half of
-        # the normals by an ulp)
-        values[:drawn] = self.units(drawn, dtype)
+        values[:drawn] = self.units(drawn, dtype).astype(dtype)  # (held in dtype, as PyTorch's tensor holds them)
         values[:whole] = _box_muller_16(values[:whole], wide, loc, scale)
         if count % 16:  # the last 16 values drawn again and transformed as one block, as PyTorch's
-            values[-16:] = _box_muller_16(self.units(16, dtype), wide, loc, scale)
+            values[-16:] = _box_muller_16(self.units(16, dtype).astype(dtype).astype(wide), wide, loc, scale)
         return values.astype(dtype)
 
     def one_normal(self):

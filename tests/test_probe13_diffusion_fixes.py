@@ -1,11 +1,20 @@
-"""Fixes found by tests/test_programs_probe13_diffusion.py: float16 normals, float16 arithmetic rounded as
-PyTorch's kernels round it, cumprod's and logcumsumexp's accumulation; each checked on chainrule and PyTorch
-(`T`) where possible."""
+"""Fixes found by tests/test_programs_probe13_diffusion.py: float16 arithmetic rounded as PyTorch's kernels round
+it, cumprod's and logcumsumexp's accumulation; each checked on chainrule and PyTorch (`T`) where possible. Two
+differences outside this task's files (float16 normals, _foreach_mul_'s number) are strict xfails on chainrule."""
 
 import numpy as np
 import pytest
 
+from .ported import xfail_ours
 
+FLOAT16_NORMALS = ("autograd/mersenne.py (outside this task's files) rounds float16 normals' uniforms to float16 "
+                   "before Box-Muller; PyTorch keeps them in float32 and rounds only the normals (half of them an "
+                   "ulp off): the one-line fix is in the probe13_diffusion report")
+FOREACH_MUL = ("PyTorch 2.13's _foreach_mul_ rounds its number to float16 first; autograd/foreach.py (outside this "
+               "task's files) calls x.mul_(c), which does not: the fix is in the probe13_diffusion report")
+
+
+@xfail_ours(FLOAT16_NORMALS)
 @pytest.mark.parametrize("count", [16, 48])
 @pytest.mark.parametrize("loc, scale", [(0.0, 1.0), (1.5, 2.0)])
 def test_float16_normals_are_float32_normals_rounded(T, count, loc, scale):
@@ -21,6 +30,7 @@ def test_float16_normals_are_float32_normals_rounded(T, count, loc, scale):
 
 
 @pytest.mark.torch
+@pytest.mark.xfail(strict=True, reason=FLOAT16_NORMALS)
 def test_float16_normals_with_a_partial_block_are_pytorchs():
     import torch
 
@@ -92,13 +102,20 @@ def test_float16_add_with_alpha_addcmul_addcdiv_and_lerp_round_once(T):
     np.testing.assert_array_equal(ema[0].numpy(), lerp(X, Y, np.float32(a)))
 
 
+@xfail_ours(FOREACH_MUL)
 def test_float16_foreach_mul_rounds_its_number_first(T):
-    """PyTorch 2.13's _foreach_mul_ rounds the number to float16 first; _foreach_mul and _foreach_div_ do not."""
+    """PyTorch 2.13's _foreach_mul_ rounds the number to float16 first."""
     x, = _halves(1)
     wide, s = x.astype(np.float32), 0.1234567
     params = [T.tensor(x)]
     T._foreach_mul_(params, s)
     np.testing.assert_array_equal(params[0].numpy(), (wide * np.float32(np.float16(s))).astype(np.float16))
+
+
+def test_float16_foreach_mul_and_div_by_a_number_round_once(T):
+    """_foreach_mul and _foreach_div_ compute in float32 and round once, as x * c and x.div_(c)."""
+    x, = _halves(1)
+    wide, s = x.astype(np.float32), 0.1234567
     np.testing.assert_array_equal(T._foreach_mul([T.tensor(x)], s)[0].numpy(),
                                   (wide * np.float32(s)).astype(np.float16))
     params = [T.tensor(x)]
