@@ -20,6 +20,7 @@ take their ``value`` as a number, a list of numbers or a 1-D tensor of them.
 import math
 from numbers import Number
 
+from .backend import float16
 from .tensor import Tensor, tensor_from
 
 # x -> f(x), each with its in-place twin (`_foreach_exp` and `_foreach_exp_`)
@@ -62,6 +63,8 @@ def _call(tensor, op, other):
     which tensors lack: the number becomes a 0-d tensor (of the dtype clamp_min/clamp_max would give), so
     that a tie shares the gradient as maximum's does (clamp_min would give all of it to the tensor)."""
     base = op.rstrip("_")
+    if op == "mul_" and tensor.dtype == float16 and isinstance(other, (int, float)):
+        other = tensor_from(other, dtype=float16)  # (PyTorch 2.13's _foreach_mul_ rounds the number to float16 first)
     if base not in ("maximum", "minimum"):
         return getattr(tensor, op)(other)
     if op.endswith("_"):

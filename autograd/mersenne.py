@@ -111,10 +111,10 @@ class TorchStream:
         whole = count - count % 16
         drawn = whole if dtype == numpy.float16 else count  # (float16: PyTorch draws the whole blocks' only)
         values = numpy.empty(count, wide)
-        values[:drawn] = self.units(drawn, dtype).astype(dtype)  # (held in dtype, as PyTorch's tensor holds them)
+        values[:drawn] = self.units(drawn, dtype)  # (float16: the uniforms kept in float32, as PyTorch's kernel)
         values[:whole] = _box_muller_16(values[:whole], wide, loc, scale)
         if count % 16:  # the last 16 values drawn again and transformed as one block, as PyTorch's
-            values[-16:] = _box_muller_16(self.units(16, dtype).astype(dtype).astype(wide), wide, loc, scale)
+            values[-16:] = _box_muller_16(self.units(16, dtype), wide, loc, scale)
         return values.astype(dtype)
 
     def one_normal(self):

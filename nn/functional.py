@@ -71,6 +71,9 @@ class AffineMap(Primitive):
     pytorch_name = "AddmmBackward0"  # (a batch of vectors and a bias; linear names the other cases as PyTorch's)
 
     def forward(self, x, weight, bias=None):
+        if x.dtype == xp.float16:  # in float32, the bias added before rounding once, as PyTorch's addmm
+            wide = (a.astype(xp.float32) for a in (x, weight) + (() if bias is None else (bias,)))
+            return self.forward(*wide).astype(xp.float16)
         if x.ndim == 2 and len(x) < len(weight):
             # the same product as W xᵀ, transposed: with fewer rows than outputs, BLAS (OpenBLAS)
             # runs it with the longer side first up to twice as fast; copied back to row order,

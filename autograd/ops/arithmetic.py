@@ -8,7 +8,7 @@ arguments. Integer division gives the default floating dtype, as in PyTorch.
 
 import warnings
 
-from ..backend import xp
+from ..backend import float16, xp
 from ..errors import refuse_bool_subtraction
 from ..operands import _is_bool, _operand
 from ..primitive import Primitive, node_named
@@ -53,12 +53,25 @@ def _number_first(name, signature, number):
     return number.item() if isinstance(number, Tensor) else number
 
 
+def _half_scaled_sum(input, other, alpha):
+    """input + alpha · other for two float16 tensors and a number alpha ≠ 1, as PyTorch's kernel: alpha rounded
+    to float16, the rest in float32, rounded once (rounding alpha · other first put a tenth of the sums a unit
+    off); None for any other operands."""
+    if alpha == 1 or type(alpha) not in (int, float) or not all(
+            isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, other)):
+        return None
+    return (input.float() + other.float() * float(float16.type(alpha))).half()
+
+
 @names("add")
 def add(input, other, *number_first, alpha=1, out=None):
     """input + alpha · other (or PyTorch 1's add(input, alpha, other), with its warning)"""
     if number_first:
         other, alpha = number_first[0], _number_first("add", "add(Tensor input, Tensor other, *, Number alpha)",
                                                       other)
+    half = _half_scaled_sum(input, other, alpha)
+    if half is not None:
+        return write_out(half, out)
     input, other = _pair(input, other)
     return write_out(input + _scaled(other, alpha, input), out)
 
@@ -70,6 +83,9 @@ def sub(input, other, *number_first, alpha=1, out=None):
         other, alpha = number_first[0], _number_first("sub", "sub(Tensor input, Tensor other, *, Number alpha)",
                                                       other)
     refuse_bool_subtraction(_is_bool(input), _is_bool(other))  # (before _pair: it would make True a number)
+    half = _half_scaled_sum(input, other, -alpha) if type(alpha) in (int, float) else None
+    if half is not None:
+        return write_out(half, out)
     input, other = _pair(input, other)
     return write_out(input - _scaled(other, alpha, input), out)
 
@@ -84,6 +100,8 @@ def rsub(input, other, *, alpha=1):
 @names("mul", "multiply", inplace="multiply_")
 def mul(input, other, *, out=None):
     """input · other"""
+    if isinstance(input, Tensor) and not isinstance(other, Tensor):  # as the operator: a number keeps its value
+        return write_out(elementwise.binary(elementwise.Mul, input, other), out)  # (float16 · 0.1 in float32)
     input, other = _pair(input, other)
     return write_out(input * other, out)
 
@@ -193,6 +211,9 @@ def addcmul(input, tensor1, tensor2, *, value=1, out=None):
     """input + value · tensor1 · tensor2"""
     refuse_kinds(input, "addcmul_cpu_out", "b")
     value = integer_value(value, input, tensor1, tensor2)
+    if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
+        # in float32, rounded once, as PyTorch's kernel (value · t1 · t2 rounded at each step came out a unit off)
+        return write_out(addcmul(input.float(), tensor1.float(), tensor2.float(), value=value).half(), out)
     product = tensor1 * tensor2
     return write_out(input + (product if value == 1 else product * value), out)
 
@@ -212,5 +233,8 @@ def addcdiv(input, tensor1, tensor2, *, value=1, out=None):
     """input + value · tensor1 / tensor2. Integer (or bool) tensor1 and tensor2 are refused, as PyTorch refuses
     them: its addcdiv once divided them as integers, so it asks for the division meant."""
     refuse_integer_addcdiv(tensor1, tensor2)
+    if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
+        # in float32, rounded once, as PyTorch's kernel (as addcmul)
+        return write_out(addcdiv(input.float(), tensor1.float(), tensor2.float(), value=value).half(), out)
     quotient = tensor1 / tensor2
     return write_out(input + (quotient if value == 1 else quotient * value), out)

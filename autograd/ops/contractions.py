@@ -288,6 +288,15 @@ def _input(input, like):
     return input if isinstance(input, Tensor) else _operand(input, like)
 
 
+def _rounded_once(product_sum, input, *factors):
+    """``product_sum(input, *factors)``, float16 computed in float32 and rounded once, as PyTorch's gemm and gemv
+    add the input into their float32 accumulator (rounding the product first put a fifth of the values a unit
+    off; PyTorch's baddbmm and addbmm round it first, and so do theirs here)."""
+    if factors[0].dtype != xp.float16:
+        return product_sum(input, *factors)
+    return product_sum(input.float(), *(factor.float() for factor in factors)).half()
+
+
 def require_scalar_type(operands):
     """PyTorch's einsum, cdist and linalg.cross promote nothing: every operand must have the first's dtype
     (a float64 batch against float32 weights is refused, as by its layers)."""
@@ -311,7 +320,8 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
     _require_input_dtype(input, (mat2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                       f"{type_name(a)} and {type_name(b)}")
-    return write_out(_scaled_sum(_input(input, mat1), matmul(mat1, mat2), beta, alpha), out)
+    return write_out(_rounded_once(lambda input, mat1, mat2: _scaled_sum(input, matmul(mat1, mat2), beta, alpha),
+                                   _input(input, mat1), mat1, mat2), out)
 
 
 @names("addmv", inplace="addmv_")
@@ -319,7 +329,8 @@ def addmv(input, mat, vec, *, beta=1, alpha=1, out=None):
     """beta · input + alpha · (mat @ vec)."""
     _require_input_dtype(input, (mat, vec), lambda a, b, c: "addmv input tensors must have the same dtype, but "
                                                             f"got {type_name(a)}, {type_name(b)}, and {type_name(c)}")
-    return write_out(_scaled_sum(_input(input, mat), mv(mat, vec), beta, alpha), out)
+    return write_out(_rounded_once(lambda input, mat, vec: _scaled_sum(input, mv(mat, vec), beta, alpha),
+                                   _input(input, mat), mat, vec), out)
 
 
 @names("baddbmm", inplace="baddbmm_")

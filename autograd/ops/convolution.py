@@ -192,6 +192,11 @@ class Conv2d(_ConvParams, Primitive):
     cols = out = None
 
     def forward(self, x, weight, bias=None):
+        if x.dtype == xp.float16:  # in float32, the bias added before rounding once, as PyTorch's kernel
+            wide = (a.astype(xp.float32) for a in (x, weight) + (() if bias is None else (bias,)))
+            y = self.forward(*wide)
+            self.cols = self.cols.astype(xp.float16)  # (for dL/dw, in the dtype of the gradient it meets)
+            return y.astype(xp.float16)
         kernel = weight.shape[2:]
         cols = im2col(x, kernel, self.stride, self.padding, self.dilation, self.out)
         n, out = x.shape[0], cols.shape[3:5]
@@ -260,12 +265,25 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
             cols = cols.reshape(self.groups, -1, cols.shape[3] * cols.shape[4] * cols.shape[5])
         self.cols = None  # used once: a second backward recomputes them
         g = self.inside(g)
+        if g.dtype == xp.float16:
+            return self._summed_by_sample(x.shape[0], g, cols)
         # v = g colsᵀ, (G, O/G, C/G · kh · kw): a product over the long axis of positions with a small result.
         # OpenBLAS makes it up to twice as fast with the factor of more rows first, so v may come as (colsᵀ g)ᵀ
         if cols.shape[1] > g.shape[1]:
             v = _group_matmul(cols, g.swapaxes(1, 2)).swapaxes(1, 2)
         else:
             v = _group_matmul(g, cols.swapaxes(1, 2))
+        return v.reshape(g.shape[0] * g.shape[1], -1, *self.kernel)
+
+    def _summed_by_sample(self, n, g, cols):
+        """float16's v as PyTorch's kernel sums it: each sample's product in float32, added into a float16
+        buffer one sample after another (rounded at each: the sum rounded once was a unit off in 40% of v)."""
+        by_sample = g.reshape(*g.shape[:2], -1, n), cols.reshape(*cols.shape[:2], -1, n)  # (the batch innermost)
+        v = xp.zeros((g.shape[0], g.shape[1], cols.shape[1]), dtype=xp.float16)
+        for i in range(n):
+            product = _group_matmul(by_sample[0][..., i].astype(xp.float32),
+                                    by_sample[1][..., i].astype(xp.float32).swapaxes(1, 2))
+            v = (v.astype(xp.float32) + product).astype(xp.float16)
         return v.reshape(g.shape[0] * g.shape[1], -1, *self.kernel)
 
     def backward(self, grad, v, x, g):

@@ -78,8 +78,8 @@ def floating(x):
 def binary(op, x, y):
     """op(x, y) for tensors or numbers on either side, with PyTorch's type promotion
     (true division of integers gives the default floating dtype). A float16 tensor times or
-    divided by a Python number is computed in float32 and rounded once, as PyTorch's: the
-    number itself is not rounded to float16 (1e5 would become inf, 0.1 lose digits). (PyTorch's
+    divided by a Python number (or a 0-d tensor after it) is computed in float32 and rounded once, as
+    PyTorch's: the number itself is not rounded to float16 (1e5 would become inf, 0.1 lose digits). (PyTorch's
     sums and differences do round it first; NumPy's arithmetic does the same.)"""
     dtype = x._data.dtype if type(x) is Tensor else None
     if dtype is not None and dtype.kind == "f" and type(y) is Tensor and y._data.dtype is dtype:
@@ -87,7 +87,7 @@ def binary(op, x, y):
     if op is Div and (type(y) is float or type(y) is int) and dtype is not None and dtype.kind == "f" \
             and dtype.itemsize >= 4:  # a floating tensor over a Python number: the number is all the node keeps
         return DivConstant.apply(x, c=_operand(y, x)._data)
-    if (op is Mul or op is Div) and (_half_with_number(x, y) or _half_with_number(y, x)):
+    if (op is Mul or op is Div) and (_half_with_number(x, y) or (type(x) is not Tensor and _half_with_number(y, x))):
         return Cast.apply(binary(op, _widened(x), _widened(y)), dtype=backend.float16)
     if op is Sub:
         refuse_bool_subtraction(_is_bool(x), _is_bool(y))
@@ -109,8 +109,14 @@ def _floating(value):
 
 
 def _half_with_number(x, y):
-    return type(x) is Tensor and x._data.dtype == backend.float16 and isinstance(y, (int, float)) \
-        and not isinstance(y, bool)
+    """x a float16 tensor and y a number: a Python one, or a 0-d real tensor as the second operand (PyTorch's
+    kernels read a 0-d second operand beside a tensor with dims by its value, not rounded to float16; a 0-d
+    first operand is rounded)."""
+    if type(x) is not Tensor or x._data.dtype != backend.float16:
+        return False
+    if type(y) is Tensor:
+        return y.ndim == 0 and x.ndim > 0 and y._data.dtype.kind in "fiub"
+    return isinstance(y, (int, float)) and not isinstance(y, bool)
 
 
 def _widened(x):

@@ -8,12 +8,12 @@ fast path a parameter update under ``no_grad`` takes. Every other in-place twin 
 writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with a fast path.
 """
 
-from ..backend import xp
+from ..backend import float16, xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
 from ..operands import _is_bool, _operand, _operand_array
 from ..tensor import Tensor, tensor_from
 from ..write_door import _data, _refuse_overflow
-from .arithmetic import _number_first, _scaled, integer_value, refuse_integer_addcdiv
+from .arithmetic import _number_first, _scaled, add, addcdiv, addcmul, integer_value, refuse_integer_addcdiv, sub
 from .elementwise import Where, result_type
 from .names import names
 
@@ -87,6 +87,8 @@ def add_(self, other, alpha=1):
     if alpha == 1:
         return self._write((other,), lambda old: old + _operand(other, old),
                            lambda a: xp.add(a, _operand_in_common(other, self), out=a, casting="same_kind"))
+    if self._data.dtype == float16:  # (add's float16 sum, rounded once)
+        return self._write((other,), lambda old: add(old, other, alpha=alpha))
     return self._write((other,), lambda old: old + _scaled(_operand(other, old), alpha, old),
                        lambda a: xp.add(a, alpha * _operand_in_common(other, self), out=a, casting="same_kind"))
 
@@ -97,12 +99,23 @@ def sub_(self, other, alpha=1):
     if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
         return self._write((other,), lambda old: old - _operand(other, old),
                            lambda a: xp.subtract(a, _operand_in_common(other, self), out=a, casting="same_kind"))
+    if self._data.dtype == float16:  # (sub's float16 sum, rounded once)
+        return self._write((other,), lambda old: sub(old, other, alpha=alpha))
     return self._write((other,), lambda old: old - _scaled(_operand(other, old), alpha, old),
                        lambda a: xp.subtract(a, alpha * _operand_in_common(other, self), out=a, casting="same_kind"))
 
 
+def _half_by_number(self, other):
+    """float16 x times or over a number (a Python one or a 0-d tensor): written as the operator computes it, in
+    float32 and rounded once (the fast path would round the number to float16 first)."""
+    return self._data.dtype == float16 and (type(other) in (int, float) or isinstance(other, Tensor) and
+                                            other.ndim == 0 and other._data.dtype.kind in "fiu")
+
+
 @names("mul_", function=False)
 def mul_(self, other):
+    if _half_by_number(self, other):
+        return self._write((other,), lambda old: old * other)
     return self._write((other,), lambda old: old * _operand(other, old),
                        lambda a: xp.multiply(a, _operand_in_common(other, self), out=a, casting="same_kind"))
 
@@ -111,6 +124,8 @@ def mul_(self, other):
 def div_(self, other, *, rounding_mode=None):
     if rounding_mode is not None:  # trunc/floor: the out-of-place div's rule, written back
         return self._write((other,), lambda old: old.div(_operand(other, old), rounding_mode=rounding_mode))
+    if _half_by_number(self, other):
+        return self._write((other,), lambda old: old / other)
     return self._write((other,), lambda old: old / _operand(other, old),
                        lambda a: xp.divide(a, _operand_in_common(other, self), out=a, casting="same_kind"))
 
@@ -130,6 +145,8 @@ def addcmul_(self, tensor1, tensor2, *number_first, value=1):
         value = _number_first("addcmul_", "addcmul_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
     value = integer_value(value, self, tensor1, tensor2)
+    if self._data.dtype == float16:  # (in float32, rounded once: addcmul's)
+        return self._write((tensor1, tensor2), lambda old: addcmul(old, tensor1, tensor2, value=value))
     return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 * tensor2),
                        lambda a: _add_scaled(a, xp.multiply(_data(tensor1), _data(tensor2)), value))
 
@@ -141,6 +158,8 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
         value = _number_first("addcdiv_", "addcdiv_(Tensor tensor1, Tensor tensor2, *, Number value)", tensor1)
         tensor1, tensor2 = tensor2, number_first[0]
     refuse_integer_addcdiv(tensor1, tensor2)
+    if self._data.dtype == float16:  # (in float32, rounded once: addcdiv's)
+        return self._write((tensor1, tensor2), lambda old: addcdiv(old, tensor1, tensor2, value=value))
     return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
                        lambda a: _add_scaled(a, xp.divide(_data(tensor1), _data(tensor2)), value))
 
@@ -148,8 +167,9 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
 @names("lerp_", function=False)
 def lerp_(self, end, weight):
     """x += weight · (end - x)"""
-    if self._data.dtype.kind not in "fc" or isinstance(end, Tensor) and end._data.dtype != self._data.dtype:
-        return self._write((end, weight), lambda old: old.lerp(end, weight))  # (lerp's refusals, as PyTorch's)
+    if self._data.dtype.kind not in "fc" or self._data.dtype == float16 or \
+            isinstance(end, Tensor) and end._data.dtype != self._data.dtype:  # (lerp's refusals, float16 in float32)
+        return self._write((end, weight), lambda old: old.lerp(end, weight))
     return self._write((end, weight), lambda old: old + weight * (end - old),
                        lambda a: _add_scaled(a, xp.subtract(_data(end), a), _data(weight)))
 

@@ -42,7 +42,7 @@ def native_layer_norm(input, normalized_shape, weight, bias, eps):
     check_same_dtype("native_layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, mean, variance = normalize(input, axes, eps)
-    y = scale_and_shift(normalized, weight, bias)
+    y = scale_and_shift(normalized, weight, bias, dtype=input.dtype)
     return y, mean.detach(), _reciprocal_deviation(variance, eps).detach()
 
 
@@ -74,7 +74,7 @@ def native_group_norm(input, weight, bias, N, C, HxW, group, eps):
                            f"of shape {list(input.shape)} and num_groups={group}")
     check_same_dtype("native_group_norm", input, weight=weight, bias=bias)
     normalized, mean, variance = normalize(input.reshape(N, group, -1), (2,), eps)
-    y = scale_and_shift(normalized.reshape(input.shape), weight, bias, channel_shape(input))
+    y = scale_and_shift(normalized.reshape(input.shape), weight, bias, channel_shape(input), input.dtype)
     return y, mean.reshape(N, group), _reciprocal_deviation(variance, eps).reshape(N, group)
 
 

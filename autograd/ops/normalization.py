@@ -22,10 +22,13 @@ from .names import names
 
 
 def normalize(input, axes, eps):
-    """(x - mean) / √(var + eps) over ``axes``, with the biased variance (float16 computed in float32 and rounded
-    once, as PyTorch's kernels accumulate it)."""
+    """(x - mean) / √(var + eps) over ``axes``, with the biased variance. float16 is computed in float32, as
+    PyTorch's kernels compute it: the statistics rounded to float16, the normalized values left in float32 for
+    ``scale_and_shift`` to round once, after the affine step (rounded here too, γ x̂ + β was a unit off in a
+    quarter of the values)."""
     if input._data.dtype == float16:
-        return tuple(t.half() for t in normalize(input.float(), axes, eps))
+        normalized, mean, variance = normalize(input.float(), axes, eps)
+        return normalized, mean.half(), variance.half()
     mean = input.mean(axes, keepdim=True)
     centred = input - mean
     variance = (centred * centred).mean(axes, keepdim=True)
@@ -95,20 +98,28 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if running_mean is not None:
             update_running_stats(running_mean, running_var, num_batches_tracked, momentum,
                                   mean._data.reshape(-1), variance._data.reshape(-1), count)
-        return named_node(scale_and_shift(normalized, weight, bias, shape), None, "NativeBatchNormBackward0")
-    mean = running_mean.reshape(shape)
-    normalized = standardize(input - mean, running_var.reshape(shape), eps)
-    return scale_and_shift(normalized, weight, bias, shape)
+        return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None,
+                          "NativeBatchNormBackward0")
+    normalized = standardize_by_running_stats(input, running_mean, running_var, eps, shape)
+    return scale_and_shift(normalized, weight, bias, shape, input.dtype)
 
 
-def scale_and_shift(normalized, weight, bias, shape=None):
+def scale_and_shift(normalized, weight, bias, shape=None, dtype=None):
     """γ · x̂ + β, the normalisation layers' affine step (γ, β reshaped to ``shape`` when given; either
-    may be None)."""
+    may be None), rounded to the input's ``dtype`` (float16's x̂ comes from ``normalize`` in float32)."""
     if weight is not None:
         normalized = normalized * (weight if shape is None else weight.reshape(shape))
     if bias is not None:
         normalized = normalized + (bias if shape is None else bias.reshape(shape))
-    return normalized
+    return normalized if dtype is None or normalized.dtype == dtype else normalized.to(dtype)
+
+
+def standardize_by_running_stats(input, running_mean, running_var, eps, shape):
+    """(x - running mean) / √(running var + eps), evaluation's normalisation (float16 in float32, as
+    ``normalize``, for ``scale_and_shift`` to round)."""
+    if input._data.dtype == float16:
+        input, running_mean, running_var = input.float(), running_mean.float(), running_var.float()
+    return standardize(input - running_mean.reshape(shape), running_var.reshape(shape), eps)
 
 
 def refuse_empty_normalized_shape(normalized_shape):
@@ -133,7 +144,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     check_same_dtype("layer_norm", input, weight=weight, bias=bias)
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = normalize(input, axes, eps)
-    return named_node(scale_and_shift(normalized, weight, bias), None, "NativeLayerNormBackward0", (input,))
+    return named_node(scale_and_shift(normalized, weight, bias, dtype=input.dtype), None, "NativeLayerNormBackward0",
+                      (input,))
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
@@ -163,7 +175,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     normalized, _, _ = normalize(grouped, (2,), eps)
     normalized = normalized.reshape(input.shape)
     shape = channel_shape(input)
-    return named_node(scale_and_shift(normalized, weight, bias, shape), None, "NativeGroupNormBackward0", (input,))
+    return named_node(scale_and_shift(normalized, weight, bias, shape, input.dtype), None, "NativeGroupNormBackward0",
+                      (input,))
 
 
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
@@ -176,8 +189,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     check_same_dtype("instance_norm", input, weight=weight, bias=bias)  # (PyTorch's takes any running stats')
     shape = channel_shape(input)
     if not use_input_stats:
-        return scale_and_shift(standardize(input - running_mean.reshape(shape), running_var.reshape(shape), eps),
-                               weight, bias, shape)
+        return scale_and_shift(standardize_by_running_stats(input, running_mean, running_var, eps, shape),
+                               weight, bias, shape, input.dtype)
     count = input._data.size // max(input.shape[0] * input.shape[1], 1)
     if count == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {list(input.shape)}")
@@ -189,7 +202,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                 if running is not None:
                     step = statistic.detach().reshape(input.shape[:2]).mean(0)
                     running.mul_(1 - momentum).add_(step.to(running.dtype), alpha=momentum)
-    return scale_and_shift(normalized, weight, bias, shape)
+    return scale_and_shift(normalized, weight, bias, shape, input.dtype)
 
 
 @names("batch_norm", method=False)

@@ -495,6 +495,8 @@ class Lerp(Primitive):
     """
 
     def forward(self, start, end, weight):
+        if start.dtype == xp.float16:  # in float32, rounded once, as PyTorch's kernel
+            return self.forward(*(half_as_float32(xp.asarray(a)) for a in (start, end, weight))).astype(xp.float16)
         difference = end - start
         return xp.where(xp.abs(weight) < 0.5, start + weight * difference, end - difference * (1 - weight))
 
@@ -517,6 +519,9 @@ def lerp(input, end, weight, *, out=None):
         refuse_kinds(input, "lerp_kernel_scalar", "biu")
         if isinstance(weight, complex) and input.dtype.kind != "c":
             raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
+        if input.dtype == xp.float16 and isinstance(end, Tensor) and end.dtype == xp.float16:
+            # the number kept in float32, not rounded to float16 (0.3 would become 0.2998), as PyTorch's kernel
+            return write_out(lerp(input.float(), end.float(), weight).half(), out)
         weight = _operand(weight, input)
     else:
         dtype = result_type(input, weight)
