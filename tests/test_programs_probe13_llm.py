@@ -112,7 +112,7 @@ def make_qwen(m, tie=True):
             self.q_norm = nn.RMSNorm(Q_HD, eps=1e-6)  # only on the head dimension
             self.k_norm = nn.RMSNorm(Q_HD, eps=1e-6)
 
-        def forward(self, hidden_states, position_embeddings, attention_mask, past_key_value=None):
+        def forward(self, hidden_states, position_embeddings, attention_mask, past_key_value=None, cache_position=None):
             input_shape = hidden_states.shape[:-1]
             hidden_shape = (*input_shape, -1, Q_HD)
             query_states = self.q_norm(self.q_proj(hidden_states).view(hidden_shape)).transpose(1, 2)
@@ -121,7 +121,8 @@ def make_qwen(m, tie=True):
             cos, sin = position_embeddings
             query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
             if past_key_value is not None:
-                key_states, value_states = past_key_value.update(key_states, value_states, self.layer_idx)
+                cache_kwargs = {"sin": sin, "cos": cos, "cache_position": cache_position}
+                key_states, value_states = past_key_value.update(key_states, value_states, self.layer_idx, cache_kwargs)
             attn_output = F.scaled_dot_product_attention(
                 query_states, key_states, value_states, attn_mask=attention_mask, dropout_p=0.0,
                 scale=self.scaling, enable_gqa=True)
@@ -148,10 +149,11 @@ def make_qwen(m, tie=True):
             self.input_layernorm = nn.RMSNorm(Q_D, eps=1e-6)
             self.post_attention_layernorm = nn.RMSNorm(Q_D, eps=1e-6)
 
-        def forward(self, hidden_states, attention_mask, position_embeddings, past_key_value=None):
+        def forward(self, hidden_states, attention_mask, position_embeddings, past_key_value=None, cache_position=None):
             residual = hidden_states
             hidden_states = self.input_layernorm(hidden_states)
-            hidden_states = self.self_attn(hidden_states, position_embeddings, attention_mask, past_key_value)
+            hidden_states = self.self_attn(hidden_states, position_embeddings, attention_mask, past_key_value,
+                                           cache_position)
             hidden_states = residual + hidden_states
             residual = hidden_states
             hidden_states = self.post_attention_layernorm(hidden_states)
@@ -173,13 +175,13 @@ def make_qwen(m, tie=True):
                 cache_position = torch.arange(past_seen, past_seen + inputs_embeds.shape[1])
             if position_ids is None:
                 position_ids = cache_position.unsqueeze(0)
-            target_length = attention_mask.shape[-1]
+            target_length = getattr(past_key_values, "max_cache_len", None) or attention_mask.shape[-1]
             mask = sliding_causal_mask(m, attention_mask, inputs_embeds.shape[1], target_length, inputs_embeds.dtype,
                                        cache_position, Q_WINDOW)
             position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
             hidden_states = inputs_embeds
             for layer in self.layers:
-                hidden_states = layer(hidden_states, mask, position_embeddings, past_key_values)
+                hidden_states = layer(hidden_states, mask, position_embeddings, past_key_values, cache_position)
             return self.norm(hidden_states)
 
     class ForCausalLM(nn.Module):
@@ -358,3 +360,458 @@ def test_sdpa_rows_masked_throughout_by_the_math_backend():
     (out, by_hand, *grads), _ = run_both(sdpa_rows_masked_throughout, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out, by_hand, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out[1, :, 0], out[1, :, 1], rtol=1e-6)  # both rows average every value
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation: a static KV cache written by index_copy_, a DynamicCache grown by torch.cat, logits processors
+# ----------------------------------------------------------------------------------------------
+
+
+def caches(m):
+    torch = m.torch
+
+    class DynamicCache:
+        def __init__(self):
+            self.key_cache, self.value_cache = [], []
+
+        def get_seq_length(self, layer_idx=0):
+            return self.key_cache[layer_idx].shape[-2] if len(self.key_cache) > layer_idx else 0
+
+        def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
+            if len(self.key_cache) <= layer_idx:
+                self.key_cache.append(key_states)
+                self.value_cache.append(value_states)
+            else:
+                self.key_cache[layer_idx] = torch.cat([self.key_cache[layer_idx], key_states], dim=-2)
+                self.value_cache[layer_idx] = torch.cat([self.value_cache[layer_idx], value_states], dim=-2)
+            return self.key_cache[layer_idx], self.value_cache[layer_idx]
+
+        def reorder_cache(self, beam_idx):
+            for layer_idx in range(len(self.key_cache)):
+                self.key_cache[layer_idx] = self.key_cache[layer_idx].index_select(0, beam_idx)
+                self.value_cache[layer_idx] = self.value_cache[layer_idx].index_select(0, beam_idx)
+
+    class StaticCache:
+        def __init__(self, max_batch_size, max_cache_len, dtype=torch.float32):
+            self.max_cache_len = max_cache_len
+            cache_shape = (max_batch_size, Q_KV, max_cache_len, Q_HD)
+            self.key_cache, self.value_cache = [], []
+            for _ in range(Q_L):
+                self.key_cache.append(torch.zeros(cache_shape, dtype=dtype))
+                self.value_cache.append(torch.zeros(cache_shape, dtype=dtype))
+
+        def get_seq_length(self, layer_idx=0):
+            return (self.key_cache[layer_idx][0, 0].any(dim=-1)).sum()
+
+        def update(self, key_states, value_states, layer_idx, cache_kwargs=None):
+            cache_position = cache_kwargs.get("cache_position")
+            k_out, v_out = self.key_cache[layer_idx], self.value_cache[layer_idx]
+            k_out.index_copy_(2, cache_position, key_states)
+            v_out.index_copy_(2, cache_position, value_states)
+            return k_out, v_out
+
+    return DynamicCache, StaticCache
+
+
+def logits_warpers(m):
+    torch = m.torch
+
+    def repetition_penalty(input_ids, scores, penalty):
+        score = torch.gather(scores, 1, input_ids)
+        score = torch.where(score < 0, score * penalty, score / penalty)
+        return scores.scatter(1, input_ids, score)
+
+    def presence_frequency_penalty(input_ids, scores, presence, frequency):
+        counts = torch.zeros_like(scores).scatter_add_(1, input_ids, torch.ones_like(input_ids, dtype=scores.dtype))
+        return scores - frequency * counts - presence * (counts > 0).to(scores.dtype)
+
+    def min_p(scores, min_p, min_tokens_to_keep=1):
+        probs = torch.softmax(scores, dim=-1)
+        top_probs = probs.amax(dim=-1, keepdim=True)
+        scaled_min_p = min_p * top_probs
+        tokens_to_remove = probs < scaled_min_p
+        sorted_indices = torch.argsort(scores, descending=True, dim=-1)
+        sorted_indices_to_remove = torch.gather(tokens_to_remove, dim=-1, index=sorted_indices)
+        sorted_indices_to_remove[..., :min_tokens_to_keep] = False
+        indices_to_remove = sorted_indices_to_remove.scatter(1, sorted_indices, sorted_indices_to_remove)
+        return scores.masked_fill(indices_to_remove, -float("Inf"))
+
+    def typical(scores, mass, min_tokens_to_keep=1):
+        normalized = m.F.log_softmax(scores, dim=-1)  # (HF: torch.nn.functional; see test_torch_dot_nn_spelling)
+        p = torch.exp(normalized)
+        ent = -(normalized * p).nansum(-1, keepdim=True)  # -inf * 0 where earlier warpers removed tokens
+        shifted_scores = torch.abs((-normalized) - ent)
+        sorted_scores, sorted_indices = torch.sort(shifted_scores, descending=False)
+        sorted_logits = scores.gather(-1, sorted_indices)
+        cumulative_probs = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        last_ind = (cumulative_probs < mass).sum(dim=1)
+        last_ind.clamp_(max=sorted_scores.shape[-1] - 1)
+        sorted_indices_to_remove = sorted_scores > sorted_scores.gather(1, last_ind.view(-1, 1))
+        sorted_indices_to_remove[..., :min_tokens_to_keep] = 0
+        indices_to_remove = sorted_indices_to_remove.scatter(1, sorted_indices, sorted_indices_to_remove)
+        return scores.masked_fill(indices_to_remove, -float("Inf"))
+
+    def top_k(scores, k):
+        v, _ = torch.topk(scores, min(k, scores.size(-1)))
+        return torch.where(scores < v[:, [-1]], -float("Inf"), scores)
+
+    def top_p(scores, p):
+        sorted_logits, sorted_indices = torch.sort(scores, descending=True)
+        cumulative_probs = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
+        sorted_indices_to_remove = cumulative_probs > p
+        sorted_indices_to_remove[..., 1:] = sorted_indices_to_remove[..., :-1].clone()
+        sorted_indices_to_remove[..., 0] = 0
+        indices_to_remove = sorted_indices_to_remove.scatter(dim=1, index=sorted_indices, src=sorted_indices_to_remove)
+        return scores.masked_fill(indices_to_remove, float("-inf"))
+
+    def exponential_race(probs, generator=None):
+        """gpt-fast's multinomial_sample_one_no_sync: argmax of p / Exp(1)."""
+        q = torch.empty_like(probs).exponential_(1, generator=generator)
+        return torch.argmax(probs / q, dim=-1, keepdim=True).to(dtype=torch.int)
+
+    return repetition_penalty, presence_frequency_penalty, min_p, typical, top_k, top_p, exponential_race
+
+
+def qwen_generate(m, model, input_ids, attention_mask, max_new_tokens, cache="dynamic", sample=None, generator=None,
+                  eos_token_id=None, pad_token_id=0):
+    torch, F = m.torch, m.F
+    DynamicCache, StaticCache = caches(m)
+    repetition_penalty, presence_frequency_penalty, min_p, typical, top_k, top_p, exponential_race = logits_warpers(m)
+    batch_size, prompt_len = input_ids.shape
+    if cache == "static":
+        past_key_values = StaticCache(batch_size, prompt_len + max_new_tokens)
+    elif cache == "dynamic":
+        past_key_values = DynamicCache()
+    else:
+        past_key_values = None
+    unfinished_sequences = torch.ones(batch_size, dtype=torch.long)
+    cache_position = torch.arange(prompt_len)
+    step_scores = []
+    model_input = input_ids
+    for step in range(max_new_tokens):
+        position_ids = attention_mask.long().cumsum(-1) - 1
+        position_ids.masked_fill_(attention_mask == 0, 1)
+        if past_key_values is not None:
+            position_ids = position_ids[:, -model_input.shape[1]:]
+        _, logits = model(model_input, attention_mask, position_ids=position_ids, past_key_values=past_key_values,
+                          cache_position=cache_position if past_key_values is not None else None)
+        next_token_logits = logits[:, -1, :].to(copy=True, dtype=torch.float32)
+        scores = next_token_logits
+        if sample is None:
+            next_tokens = torch.argmax(scores, dim=-1)
+        else:
+            scores = repetition_penalty(input_ids, scores, sample["repetition_penalty"])
+            scores = presence_frequency_penalty(input_ids, scores, 0.3, 0.2)
+            scores = scores / sample["temperature"]
+            scores = top_k(scores, sample["top_k"])
+            scores = top_p(scores, sample["top_p"])
+            scores = min_p(scores, sample["min_p"])
+            scores = typical(scores, sample["typical_p"])
+            probs = F.softmax(scores, dim=-1)
+            if sample["draw"] == "multinomial":
+                next_tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+            else:
+                next_tokens = exponential_race(probs, generator).squeeze(1).long()
+        step_scores.append(scores)
+        if eos_token_id is not None:
+            next_tokens = next_tokens * unfinished_sequences + pad_token_id * (1 - unfinished_sequences)
+        input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((batch_size, 1))], dim=-1)
+        if eos_token_id is not None:
+            unfinished_sequences = unfinished_sequences & ~(next_tokens == eos_token_id)
+        if past_key_values is not None:
+            model_input = next_tokens[:, None]
+            cache_position = cache_position[-1:] + 1
+        else:
+            model_input = input_ids
+        if unfinished_sequences.max() == 0:
+            break
+    return input_ids, torch.stack(step_scores, 1)
+
+
+def qwen_generation(m, weights):
+    torch = m.torch
+    model = load(m, make_qwen(m), weights).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.2)  # (tied: the embedding too) flatter next-token distributions to sample
+    ids, attention_mask, _ = (torch.tensor(a[:, :6]) for a in qwen_batch())
+    out = {}
+    with torch.inference_mode():
+        for cache in ("none", "dynamic", "static"):
+            out[f"greedy_{cache}"] = qwen_generate(m, model, ids, attention_mask, 6, cache=cache)
+        settings = dict(repetition_penalty=1.3, temperature=0.8, top_k=12, top_p=0.95, min_p=0.05, typical_p=0.9)
+        for draw in ("multinomial", "exponential"):
+            g = torch.Generator().manual_seed(1234)
+            out[f"sampled_{draw}"] = qwen_generate(m, model, ids, attention_mask, 6, cache="static",
+                                                   sample=dict(settings, draw=draw), generator=g)
+        out["eos"] = qwen_generate(m, model, ids, attention_mask, 6, cache="dynamic", eos_token_id=int(
+            out["greedy_none"][0][2, 6]))
+    return out
+
+
+def test_qwen_generation_static_and_dynamic_caches_and_sampling(qwen_weights):
+    out, theirs = run_both(qwen_generation, qwen_weights, rtol=1e-4, atol=1e-5)
+    tokens, scores = out["greedy_none"]
+    for cache in ("dynamic", "static"):
+        np.testing.assert_array_equal(out[f"greedy_{cache}"][0], tokens)
+        np.testing.assert_allclose(out[f"greedy_{cache}"][1], scores, rtol=1e-4, atol=1e-5)
+    # a sequence stops at its eos, after which it is padded; the others go on as greedy until all have stopped
+    eos_tokens, eos = out["eos"][0], tokens[2, 6]
+    for row, greedy in zip(eos_tokens, tokens):
+        hits = np.flatnonzero(greedy[6:] == eos)
+        stop = 6 + hits[0] + 1 if len(hits) else len(greedy)
+        np.testing.assert_array_equal(row[:stop], greedy[:stop])
+        assert (row[stop:] == 0).all()
+    for draw in ("multinomial", "exponential"):
+        sampled, warped = out[f"sampled_{draw}"]
+        kept = np.isfinite(warped)
+        assert (kept.sum(-1) >= 1).all() and (kept.sum(-1) <= 12).all()
+        chosen = np.take_along_axis(kept, sampled[:, 6:, None], -1)
+        assert chosen.all()  # every drawn token survived the warpers
+    # PyTorch's multinomial draws one sample as the exponential race does, from the same generator state
+    np.testing.assert_array_equal(out["sampled_multinomial"][0], out["sampled_exponential"][0])
+    assert (out["sampled_multinomial"][0] != tokens).any()
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixture-of-experts routing beyond Mixtral's: DeepSeek-V3's gate (sigmoid scores, a bias correcting the
+# choice only, group-limited top-k by scatter_ and masked_fill_), ``y[idx] += ...`` dispatch with a shared
+# expert, its sequence-wise balance loss by scatter_add_, and the aux-loss-free bias update; Switch's top-1 with
+# an expert capacity by cumsum; expert-choice routing (top-k over the tokens); experts as one stacked Parameter
+# indexed by the router's choice
+# ----------------------------------------------------------------------------------------------
+
+M_D, M_FF, M_E, M_GROUPS, M_TOPK, M_V = 8, 12, 8, 4, 2, 11
+
+
+def make_deepseek_moe(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.topk, self.n_groups, self.topk_groups, self.route_scale = M_TOPK, M_GROUPS, 2, 2.5
+            self.weight = nn.Parameter(torch.randn(M_E, M_D) * M_D ** -0.5)
+            self.register_buffer("bias", torch.zeros(M_E))  # e_score_correction_bias: learnt by counting, not SGD
+
+        def forward(self, x):
+            scores = F.linear(x, self.weight)
+            scores = scores.sigmoid()
+            original_scores = scores
+            scores = scores + self.bias
+            scores = scores.view(x.size(0), self.n_groups, -1)
+            group_scores = scores.topk(2, dim=-1)[0].sum(dim=-1)
+            indices = group_scores.topk(self.topk_groups, dim=-1)[1]
+            mask = scores.new_ones(x.size(0), self.n_groups, dtype=bool).scatter_(1, indices, False)
+            scores = scores.masked_fill_(mask.unsqueeze(-1), float("-inf")).flatten(1)
+            indices = torch.topk(scores, self.topk, dim=-1)[1]
+            weights = original_scores.gather(1, indices)
+            weights /= weights.sum(dim=-1, keepdim=True)
+            weights *= self.route_scale
+            return weights.type_as(x), indices, original_scores
+
+    class Expert(nn.Module):
+        def __init__(self, dim, inter_dim):
+            super().__init__()
+            self.w1 = nn.Linear(dim, inter_dim, bias=False)
+            self.w2 = nn.Linear(inter_dim, dim, bias=False)
+            self.w3 = nn.Linear(dim, inter_dim, bias=False)
+
+        def forward(self, x):
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+    class MoE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate = Gate()
+            self.experts = nn.ModuleList([Expert(M_D, M_FF) for _ in range(M_E)])
+            self.shared_experts = Expert(M_D, 2 * M_FF)
+
+        def forward(self, x):
+            shape = x.size()
+            x = x.view(-1, M_D)
+            weights, indices, scores = self.gate(x)
+            y = torch.zeros_like(x)
+            counts = torch.bincount(indices.flatten(), minlength=M_E).tolist()
+            for i in range(M_E):
+                if counts[i] == 0:
+                    continue
+                expert = self.experts[i]
+                idx, top = torch.where(indices == i)
+                y[idx] += expert(x[idx]) * weights[idx, top, None]
+            z = self.shared_experts(x)
+            return (y + z).view(shape), indices, scores
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(M_V, M_D)
+            self.norm = nn.RMSNorm(M_D)
+            self.moe = MoE()
+            self.head = nn.Linear(M_D, M_V, bias=False)
+
+        def forward(self, ids):
+            h = self.embed(ids)
+            out, indices, scores = self.moe(self.norm(h))
+            return self.head(h + out), indices, scores
+
+    return Model()
+
+
+def seq_balance_loss(m, scores, topk_idx, bsz, seq_len, alpha=0.01):
+    """DeepSeek-V2/V3's sequence-wise auxiliary loss (modeling_deepseek.py's MoEGate, seq_aux=True)."""
+    torch = m.torch
+    scores_for_seq_aux = scores.view(bsz, seq_len, -1)
+    topk_idx_for_aux_loss = topk_idx.view(bsz, -1)
+    ce = torch.zeros(bsz, M_E)
+    ce.scatter_add_(1, topk_idx_for_aux_loss, torch.ones(bsz, seq_len * M_TOPK)).div_(seq_len * M_TOPK / M_E)
+    scores_for_seq_aux = scores_for_seq_aux / scores_for_seq_aux.sum(dim=-1, keepdim=True)
+    return (ce * scores_for_seq_aux.mean(dim=1)).sum(dim=1).mean() * alpha
+
+
+def deepseek_moe_program(m, weights, steps=4, bias_update_speed=0.01):
+    torch, F = m.torch, m.F
+    model = load(m, make_deepseek_moe(m), weights)
+    ids = torch.tensor(np.random.default_rng(4).integers(0, M_V, (3, 7)))
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    log, routes, biases = [], [], []
+    for step in range(steps):
+        logits, indices, scores = model(ids[:, :-1])
+        ce = F.cross_entropy(logits.reshape(-1, M_V), ids[:, 1:].reshape(-1))
+        aux = seq_balance_loss(m, scores, indices, 3, 6)
+        loss = ce + aux
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():  # auxiliary-loss-free balancing: raise the bias of underloaded experts
+            load_ = torch.bincount(indices.flatten(), minlength=M_E).float()
+            model.moe.gate.bias += bias_update_speed * torch.sign(load_.mean() - load_)
+        log.append([ce.item(), aux.item()])
+        routes.append(indices)
+        biases.append(model.moe.gate.bias.clone())
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    return log, routes, biases, grads
+
+
+def test_deepseek_v3_gate_group_limited_routing_and_bias_balancing():
+    weights = weights_of(make_deepseek_moe)
+    (log, routes, biases, grads), _ = run_both(deepseek_moe_program, weights, rtol=1e-4, atol=1e-6)
+    for indices in routes:
+        # group-limited: each token's experts lie in at most topk_groups (2) of the 4 groups, and differ
+        assert (np.array([len(set(row // (M_E // M_GROUPS))) for row in indices]) <= 2).all()
+        assert (indices[:, 0] != indices[:, 1]).all()
+    counts = np.bincount(routes[0].ravel(), minlength=M_E)
+    np.testing.assert_allclose(biases[0], 0.01 * np.sign(counts.mean() - counts))
+    assert grads["moe.gate.weight"] is not None and np.abs(grads["moe.gate.weight"]).sum() > 0
+    assert "moe.gate.bias" not in grads
+
+
+def make_stacked_moe(m, routing):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class StackedExperts(nn.Module):
+        """Every expert's weights in one Parameter (torchtitan's GroupedExperts, looped)."""
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.empty(M_E, M_D, M_FF))
+            self.w2 = nn.Parameter(torch.empty(M_E, M_FF, M_D))
+            self.w3 = nn.Parameter(torch.empty(M_E, M_D, M_FF))
+            for w in (self.w1, self.w2, self.w3):
+                nn.init.trunc_normal_(w, mean=0.0, std=0.02 * 10)
+
+        def forward(self, x, expert_index):
+            # each token's own expert weights, gathered from the stack: (tokens, D, FF)
+            w1, w2, w3 = self.w1[expert_index], self.w2[expert_index], self.w3[expert_index]
+            h = F.silu(torch.einsum("td,tdf->tf", x, w1)) * torch.einsum("td,tdf->tf", x, w3)
+            return torch.einsum("tf,tfd->td", h, w2)
+
+    class SwitchMoE(nn.Module):
+        def __init__(self, capacity_factor=1.0):
+            super().__init__()
+            self.router = nn.Linear(M_D, M_E, bias=False)
+            self.experts = StackedExperts()
+            self.capacity_factor = capacity_factor
+
+        def forward(self, x):
+            tokens = x.shape[0]
+            router_probs = F.softmax(self.router(x), dim=-1)
+            if routing == "switch":
+                expert_index = torch.argmax(router_probs, dim=-1)
+                expert_mask = F.one_hot(expert_index, num_classes=M_E)
+                capacity = int(self.capacity_factor * tokens / M_E)
+                # the position of each token in its expert's queue; tokens past the capacity are dropped
+                token_priority = torch.cumsum(expert_mask, dim=-2)
+                expert_capacity_mask = token_priority <= capacity
+                expert_mask = expert_mask * expert_capacity_mask
+                kept = expert_mask.sum(-1).bool()
+                gate = torch.max(router_probs, dim=-1).values
+                out = torch.zeros_like(x)
+                out[kept] = self.experts(x[kept], expert_index[kept]) * gate[kept].unsqueeze(-1)
+                # Switch's load-balancing loss on the router's whole choice
+                tokens_per_expert = torch.mean(F.one_hot(expert_index, M_E).float(), dim=0)
+                aux = M_E * torch.sum(tokens_per_expert * router_probs.mean(0))
+                return x + out, aux, kept
+            # expert choice: each expert takes its top-capacity tokens (Zhou et al., 2022)
+            capacity = int(self.capacity_factor * tokens * 2 / M_E)
+            gates, token_index = torch.topk(router_probs.t(), capacity, dim=-1)  # (E, capacity)
+            dispatch = F.one_hot(token_index, num_classes=tokens).to(x.dtype)  # (E, capacity, tokens)
+            expert_inputs = torch.einsum("ect,td->ecd", dispatch, x)
+            expert_ids = torch.arange(M_E).repeat_interleave(capacity)
+            expert_outputs = self.experts(expert_inputs.reshape(-1, M_D), expert_ids).view(M_E, capacity, M_D)
+            out = torch.einsum("ect,ec,ecd->td", dispatch, gates, expert_outputs)
+            chosen = torch.zeros(tokens, dtype=torch.long).index_add_(0, token_index.flatten(),
+                                                                     torch.ones(M_E * capacity, dtype=torch.long))
+            return x + out, torch.zeros(()), chosen
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(M_V, M_D)
+            self.pos = nn.Embedding(8, M_D)  # (equal tokens tie in the expert-choice top-k without it)
+            self.moe = SwitchMoE(capacity_factor=1.25)
+            self.head = nn.Linear(M_D, M_V)
+
+        def forward(self, ids):
+            h = self.embed(ids) + self.pos(torch.arange(ids.shape[1]))
+            h, aux, kept = self.moe(h.view(-1, M_D))
+            return self.head(h).view(*ids.shape, M_V), aux, kept
+
+    return Model()
+
+
+def stacked_moe_program(m, weights, routing, steps=3):
+    torch, F = m.torch, m.F
+    model = load(m, make_stacked_moe(m, routing), weights)
+    # no token repeats at one position across the batch: equal hidden states would tie in the top-k, and NumPy's
+    # BLAS rounds equal rows of a product differently by where they lie, so the ties would break differently
+    rng = np.random.default_rng(6)
+    ids = torch.tensor(np.stack([rng.choice(M_V, 4, replace=False) for _ in range(6)], 1))
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-2)
+    log, kepts = [], []
+    for step in range(steps):
+        logits, aux, kept = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, M_V), ids[:, 1:].reshape(-1)) + 0.01 * aux
+        optimizer.zero_grad()
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        log.append(loss.item())
+        kepts.append(kept)
+    return log, kepts, {n: p.grad for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("routing", ["switch", "expert_choice"])
+def test_switch_capacity_and_expert_choice_on_stacked_experts(routing):
+    weights = weights_of(lambda m: make_stacked_moe(m, routing))
+    (log, kepts, grads), _ = run_both(stacked_moe_program, weights, routing, rtol=1e-4, atol=1e-6)
+    tokens, capacity = 20, int(1.25 * 20 / M_E)
+    if routing == "switch":
+        assert all(k.sum() <= M_E * capacity for k in kepts) and not kepts[0].all()
+    else:
+        assert all(k.sum() == M_E * int(1.25 * 20 * 2 / M_E) for k in kepts)
+    per_expert = np.abs(grads["moe.experts.w1"]).sum(axis=(1, 2))
+    if routing == "expert_choice":
+        assert (per_expert > 0).all()  # every expert takes its tokens, so each slice of the stack learns
+    else:
+        assert (per_expert > 0).sum() <= len(np.unique(np.flatnonzero(kepts[-1])))  # only the experts that kept tokens
+    assert np.isfinite(log).all()
