@@ -815,3 +815,386 @@ def test_switch_capacity_and_expert_choice_on_stacked_experts(routing):
     else:
         assert (per_expert > 0).sum() <= len(np.unique(np.flatnonzero(kepts[-1])))  # only the experts that kept tokens
     assert np.isfinite(log).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# PEFT's LoRA layer: rsLoRA scaling, DoRA's magnitude over the column norms of the merged weight, adapters
+# injected by replacing modules through get_submodule/setattr, frozen base (requires_grad_(False)),
+# merge / unmerge in place, and only the adapter's parameters handed to AdamW
+# ----------------------------------------------------------------------------------------------
+
+
+def peft(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class LoraLinear(nn.Module):
+        def __init__(self, base_layer, r=4, lora_alpha=8, use_rslora=False, use_dora=False):
+            super().__init__()
+            self.base_layer = base_layer
+            self.r = r
+            self.scaling = lora_alpha / math.sqrt(r) if use_rslora else lora_alpha / r
+            self.lora_dropout = nn.Identity()
+            self.lora_A = nn.Linear(base_layer.in_features, r, bias=False)
+            self.lora_B = nn.Linear(r, base_layer.out_features, bias=False)
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.lora_B.weight)
+            self.use_dora = use_dora
+            self.merged = False
+            if use_dora:
+                weight_norm = self.get_weight_norm(self.base_layer.weight, self.get_delta_weight().detach())
+                self.lora_magnitude_vector = nn.Parameter(weight_norm, requires_grad=True)
+
+        def get_delta_weight(self):
+            return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
+
+        @staticmethod
+        def get_weight_norm(weight, lora_weight, scaling=1.0):
+            weight = weight + scaling * lora_weight
+            return torch.linalg.norm(weight, dim=1).to(weight.dtype)
+
+        def merge(self):
+            if self.merged:
+                return
+            delta_weight = self.get_delta_weight()
+            if not self.use_dora:
+                self.base_layer.weight.data += delta_weight
+            else:
+                weight_norm = self.get_weight_norm(self.base_layer.weight, delta_weight).detach()
+                self._cache_weight_norm = weight_norm
+                dora_factor = self.lora_magnitude_vector / weight_norm
+                new_weight = dora_factor.view(-1, 1) * (self.base_layer.weight.data + delta_weight)
+                self.base_layer.weight.data = new_weight
+            self.merged = True
+
+        def unmerge(self):
+            if not self.merged:
+                return
+            delta_weight = self.get_delta_weight()
+            if not self.use_dora:
+                self.base_layer.weight.data -= delta_weight
+            else:
+                dora_factor = self.lora_magnitude_vector / self._cache_weight_norm
+                self.base_layer.weight.data = self.base_layer.weight.data / dora_factor.view(-1, 1) - delta_weight
+            self.merged = False
+
+        def forward(self, x):
+            result = self.base_layer(x)
+            if self.merged:
+                return result
+            x = self.lora_dropout(x)
+            if not self.use_dora:
+                return result + self.lora_B(self.lora_A(x)) * self.scaling
+            # DoRA (PEFT's DoraLinearLayer): the norm is detached, as in the paper's section 4.3
+            lora_weight = self.lora_B.weight @ self.lora_A.weight
+            weight_norm = self.get_weight_norm(self.base_layer.weight, lora_weight.detach(), self.scaling).detach()
+            mag_norm_scale = (self.lora_magnitude_vector / weight_norm).view(1, -1)
+            lora_result = self.lora_B(self.lora_A(x))
+            bias = self.base_layer.bias
+            base_result = result - bias if bias is not None else result
+            result_dora = (mag_norm_scale - 1) * base_result + mag_norm_scale * lora_result * self.scaling
+            return result + result_dora
+
+    def inject(model, target_modules, **kwargs):
+        for name, module in list(model.named_modules()):
+            if name.split(".")[-1] in target_modules and isinstance(module, nn.Linear):
+                parent_name, _, child_name = name.rpartition(".")
+                parent = model.get_submodule(parent_name)
+                setattr(parent, child_name, LoraLinear(module, **kwargs))
+        for n, p in model.named_parameters():
+            if "lora_" not in n:
+                p.requires_grad_(False)
+        return model
+
+    return LoraLinear, inject
+
+
+def lora_program(m, weights, use_dora, use_rslora, steps=4):
+    torch, F = m.torch, m.F
+    LoraLinear, inject = peft(m)
+    model = load(m, make_qwen(m), weights)
+    torch.manual_seed(0)
+    model = inject(model, ["q_proj", "v_proj", "down_proj"], r=4, lora_alpha=8, use_dora=use_dora,
+                   use_rslora=use_rslora)
+    # the same adapter initialisation on both libraries (kaiming draws differ between generators)
+    rng = np.random.default_rng(21)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLinear):
+                module.lora_A.weight.copy_(torch.tensor(rng.normal(0, 0.3, module.lora_A.weight.shape),
+                                                        dtype=torch.float32))
+                if use_dora:  # re-derive the magnitude from the new A (B is zero: the base weight's norms)
+                    module.lora_magnitude_vector.copy_(module.get_weight_norm(
+                        module.base_layer.weight, module.get_delta_weight()))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = m.optim.AdamW(filter(lambda p: p.requires_grad, model.parameters()), lr=2e-2, weight_decay=0.01)
+    ids, attention_mask, labels = (torch.tensor(a) for a in qwen_batch())
+    losses = []
+    for step in range(steps):
+        loss, _ = model(ids, attention_mask, labels=labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    frozen_grads = [p.grad for n, p in model.named_parameters() if not p.requires_grad]
+    model.eval()
+    with torch.no_grad():
+        _, unmerged = model(ids, attention_mask)
+        for module in model.modules():
+            if isinstance(module, LoraLinear):
+                module.merge()
+        _, merged = model(ids, attention_mask)
+        merged_weight = model.model.layers[0].self_attn.q_proj.base_layer.weight.clone()
+        for module in model.modules():
+            if isinstance(module, LoraLinear):
+                module.unmerge()
+        _, unmerged_again = model(ids, attention_mask)
+        base_weight = model.model.layers[0].self_attn.q_proj.base_layer.weight.clone()
+    return (losses, trainable, n_trainable, all(g is None for g in frozen_grads), unmerged, merged, unmerged_again,
+            merged_weight, base_weight)
+
+
+@pytest.mark.parametrize("use_dora, use_rslora", [(False, False), (False, True), (True, False)])
+def test_peft_lora_rslora_dora_merge_unmerge(qwen_weights, use_dora, use_rslora):
+    (losses, trainable, n_trainable, frozen_untouched, unmerged, merged, unmerged_again, merged_weight,
+     base_weight), _ = run_both(lora_program, qwen_weights, use_dora, use_rslora, rtol=1e-4, atol=1e-5)
+    assert frozen_untouched and losses[-1] < losses[0]
+    per_layer = (4 * Q_D + Q_H * Q_HD * 4) + (4 * Q_D + Q_KV * Q_HD * 4) + (4 * Q_FF + Q_D * 4)
+    if use_dora:
+        per_layer += Q_H * Q_HD + Q_KV * Q_HD + Q_D
+    assert n_trainable == Q_L * per_layer and all("lora_" in n for n in trainable)
+    np.testing.assert_allclose(merged, unmerged, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(unmerged_again, unmerged, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(base_weight, qwen_weights["model.layers.0.self_attn.q_proj.weight"], rtol=1e-5,
+                               atol=1e-6)
+    assert not np.allclose(merged_weight, base_weight)
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepSeek-V3's multi-head latent attention (model.py): YaRN frequencies with a linear ramp, complex rotary
+# embeddings on the decoupled rope dimensions (view_as_complex / view_as_real), a low-rank KV with its own
+# RMSNorm; trained in the naive form, then the "absorb" form (wkv_b folded into the query and the output by
+# einsum) must give the same outputs; plus FlashAttention's online softmax written in PyTorch (blocks,
+# running max and logsumexp, -inf guarded by torch.where) against SDPA, forward and backward, and two
+# partial attentions merged by logaddexp as ring attention merges them
+# ----------------------------------------------------------------------------------------------
+
+A_D, A_H, A_NOPE, A_ROPE, A_V, A_KV_RANK, A_Q_RANK, A_SEQ, A_ORIG = 16, 2, 8, 4, 6, 6, 10, 12, 4
+
+
+def yarn_freqs_cis(m, qk_rope_head_dim=A_ROPE, seqlen=A_SEQ, rope_theta=10000.0, rope_factor=4.0,
+                   original_seq_len=A_ORIG, beta_fast=32, beta_slow=1):
+    torch = m.torch
+    dim = qk_rope_head_dim
+    base = rope_theta
+    factor = rope_factor
+
+    def find_correction_dim(num_rotations, dim, base, max_seq_len):
+        return dim * math.log(max_seq_len / (num_rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    def find_correction_range(low_rot, high_rot, dim, base, max_seq_len):
+        low = math.floor(find_correction_dim(low_rot, dim, base, max_seq_len))
+        high = math.ceil(find_correction_dim(high_rot, dim, base, max_seq_len))
+        return max(low, 0), min(high, dim - 1)
+
+    def linear_ramp_factor(min, max, dim):
+        if min == max:
+            max += 0.001
+        linear_func = (torch.arange(dim, dtype=torch.float32) - min) / (max - min)
+        ramp_func = torch.clamp(linear_func, 0, 1)
+        return ramp_func
+
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    if seqlen > original_seq_len:
+        low, high = find_correction_range(beta_fast, beta_slow, dim, base, original_seq_len)
+        smooth = 1 - linear_ramp_factor(low, high, dim // 2)
+        freqs = freqs / factor * (1 - smooth) + freqs * smooth
+    t = torch.arange(seqlen)
+    freqs = torch.outer(t, freqs)
+    freqs_cis = torch.polar(torch.ones_like(freqs), freqs)
+    return freqs_cis
+
+
+def make_mla(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def apply_rotary_emb(x, freqs_cis):
+        dtype = x.dtype
+        x = torch.view_as_complex(x.float().view(*x.shape[:-1], -1, 2))
+        freqs_cis = freqs_cis.view(1, x.size(1), 1, x.size(-1))
+        y = torch.view_as_real(x * freqs_cis).flatten(3)
+        return y.to(dtype)
+
+    class MLA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qk_head_dim = A_NOPE + A_ROPE
+            self.wq_a = nn.Linear(A_D, A_Q_RANK, bias=False)
+            self.q_norm = nn.RMSNorm(A_Q_RANK)
+            self.wq_b = nn.Linear(A_Q_RANK, A_H * self.qk_head_dim, bias=False)
+            self.wkv_a = nn.Linear(A_D, A_KV_RANK + A_ROPE, bias=False)
+            self.kv_norm = nn.RMSNorm(A_KV_RANK)
+            self.wkv_b = nn.Linear(A_KV_RANK, A_H * (A_NOPE + A_V), bias=False)
+            self.wo = nn.Linear(A_H * A_V, A_D, bias=False)
+            mscale = 0.1 * 1.0 * math.log(4.0) + 1.0
+            self.softmax_scale = self.qk_head_dim ** -0.5 * mscale * mscale
+
+        def forward(self, x, freqs_cis, mask, attn_impl="naive"):
+            bsz, seqlen, _ = x.size()
+            q = self.wq_b(self.q_norm(self.wq_a(x)))
+            q = q.view(bsz, seqlen, A_H, self.qk_head_dim)
+            q_nope, q_pe = torch.split(q, [A_NOPE, A_ROPE], dim=-1)
+            q_pe = apply_rotary_emb(q_pe, freqs_cis)
+            kv = self.wkv_a(x)
+            kv, k_pe = torch.split(kv, [A_KV_RANK, A_ROPE], dim=-1)
+            k_pe = apply_rotary_emb(k_pe.unsqueeze(2), freqs_cis)
+            if attn_impl == "naive":
+                q = torch.cat([q_nope, q_pe], dim=-1)
+                kv = self.wkv_b(self.kv_norm(kv))
+                kv = kv.view(bsz, seqlen, A_H, A_NOPE + A_V)
+                k_nope, v = torch.split(kv, [A_NOPE, A_V], dim=-1)
+                k = torch.cat([k_nope, k_pe.expand(-1, -1, A_H, -1)], dim=-1)
+                scores = torch.einsum("bshd,bthd->bsht", q, k) * self.softmax_scale
+            else:
+                wkv_b = self.wkv_b.weight.view(A_H, -1, A_KV_RANK)
+                q_nope = torch.einsum("bshd,hdc->bshc", q_nope, wkv_b[:, :A_NOPE])
+                kv_cache = self.kv_norm(kv)
+                pe_cache = k_pe.squeeze(2)
+                scores = (torch.einsum("bshc,btc->bsht", q_nope, kv_cache) +
+                          torch.einsum("bshr,btr->bsht", q_pe, pe_cache)) * self.softmax_scale
+            if mask is not None:
+                scores += mask.unsqueeze(1)
+            scores = scores.softmax(dim=-1, dtype=torch.float32).type_as(x)
+            if attn_impl == "naive":
+                x = torch.einsum("bsht,bthd->bshd", scores, v)
+            else:
+                x = torch.einsum("bsht,btc->bshc", scores, kv_cache)
+                x = torch.einsum("bshc,hdc->bshd", x, wkv_b[:, -A_V:])
+            return self.wo(x.flatten(2))
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(Q_V, A_D)
+            self.attn_norm = nn.RMSNorm(A_D)
+            self.attn = MLA()
+            self.norm = nn.RMSNorm(A_D)
+            self.head = nn.Linear(A_D, Q_V, bias=False)
+            self.register_buffer("freqs_cis", yarn_freqs_cis(m), persistent=False)
+
+        def forward(self, tokens, attn_impl="naive"):
+            seqlen = tokens.size(1)
+            h = self.embed(tokens)
+            freqs_cis = self.freqs_cis[:seqlen]
+            mask = torch.full((seqlen, seqlen), float("-inf")).triu_(1) if seqlen > 1 else None
+            h = h + self.attn(self.attn_norm(h), freqs_cis, mask, attn_impl)
+            return self.head(self.norm(h))
+
+    return Model()
+
+
+def mla_program(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    model = load(m, make_mla(m), weights)
+    tokens = torch.tensor(np.random.default_rng(8).integers(0, Q_V, (3, A_SEQ)))
+    optimizer = m.optim.AdamW(model.parameters(), lr=5e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    losses = []
+    for step in range(steps):
+        logits = model(tokens[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    with torch.inference_mode():
+        naive = model(tokens)
+        absorbed = model(tokens, attn_impl="absorb")
+    return losses, grads, naive, absorbed, model.freqs_cis
+
+
+def test_deepseek_mla_yarn_naive_and_absorbed():
+    weights = weights_of(make_mla)
+    (losses, grads, naive, absorbed, freqs_cis), _ = run_both(mla_program, weights, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(absorbed, naive, rtol=1e-4, atol=1e-5)
+    assert freqs_cis.dtype == np.complex64 and np.allclose(np.abs(freqs_cis), 1.0)
+    # YaRN: with these settings the fastest frequency is kept and the slowest divided by the factor
+    np.testing.assert_allclose(np.angle(freqs_cis[1]), [1.0, 0.01 / 4.0], rtol=1e-5)
+    assert losses[-1] < losses[0]
+
+
+def flash_attention_program(m, window=None, block_q=4, block_k=3):
+    torch, F = m.torch, m.F
+    g = torch.Generator().manual_seed(7)
+    B, H, S, Dh = 2, 2, 10, 8
+    q, k, v = (torch.randn(B, H, S, Dh, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3))
+    scale = Dh ** -0.5
+
+    def flash_forward(q, k, v, causal=True, window=None):
+        """Tiled attention with an online softmax (FlashAttention-2's forward, in PyTorch)."""
+        out = torch.zeros_like(q)
+        lse_out = torch.empty(q.shape[:-1], dtype=q.dtype)
+        for qs in range(0, S, block_q):
+            qi = q[:, :, qs:qs + block_q]
+            rows = torch.arange(qs, min(qs + block_q, S))
+            m_i = torch.full(qi.shape[:-1], float("-inf"), dtype=q.dtype)
+            l_i = torch.zeros(qi.shape[:-1], dtype=q.dtype)
+            acc = torch.zeros_like(qi)
+            for ks in range(0, S, block_k):
+                cols = torch.arange(ks, min(ks + block_k, S))
+                s = qi @ k[:, :, ks:ks + block_k].transpose(-2, -1) * scale
+                allowed = torch.ones(len(rows), len(cols), dtype=torch.bool)
+                if causal:
+                    allowed &= cols[None, :] <= rows[:, None]
+                if window is not None:
+                    allowed &= cols[None, :] > rows[:, None] - window
+                if not allowed.any():
+                    continue
+                s = s.masked_fill(~allowed, float("-inf"))
+                m_new = torch.maximum(m_i, s.amax(dim=-1))
+                m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)  # rows with no key yet
+                p = torch.exp(s - m_safe.unsqueeze(-1))
+                alpha = torch.exp(m_i - m_safe)
+                l_i = alpha * l_i + p.sum(dim=-1)
+                acc = acc * alpha.unsqueeze(-1) + p @ v[:, :, ks:ks + block_k]
+                m_i = m_new
+            out[:, :, qs:qs + block_q] = acc / l_i.unsqueeze(-1)
+            lse_out[:, :, qs:qs + block_q] = m_i + torch.log(l_i)
+        return out, lse_out
+
+    def merge(o1, lse1, o2, lse2):
+        """Ring attention's merge of two partial attentions over disjoint keys."""
+        lse = torch.logaddexp(lse1, lse2)
+        return o1 * torch.exp(lse1 - lse).unsqueeze(-1) + o2 * torch.exp(lse2 - lse).unsqueeze(-1), lse
+
+    rows, cols = torch.arange(S)[:, None], torch.arange(S)[None, :]
+    mask = cols <= rows
+    if window is not None:
+        mask = mask & (cols > rows - window)
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    flash, lse = flash_forward(q, k, v, window=window)
+    dout = torch.randn(B, H, S, Dh, generator=g, dtype=torch.float64)
+    grads_flash = torch.autograd.grad(flash, (q, k, v), dout)
+    grads_reference = torch.autograd.grad(reference, (q, k, v), dout)
+    # the two halves of the keys attended separately (bidirectional: no row is empty) and merged
+    half = S // 2
+    o1 = F.scaled_dot_product_attention(q, k[:, :, :half], v[:, :, :half])
+    o2 = F.scaled_dot_product_attention(q, k[:, :, half:], v[:, :, half:])
+    lse1 = torch.logsumexp(q @ k[:, :, :half].transpose(-2, -1) * scale, dim=-1)
+    lse2 = torch.logsumexp(q @ k[:, :, half:].transpose(-2, -1) * scale, dim=-1)
+    merged, merged_lse = merge(o1, lse1, o2, lse2)
+    full = F.scaled_dot_product_attention(q, k, v)
+    grad_merged = torch.autograd.grad(merged.pow(2).sum(), q)[0]
+    grad_full = torch.autograd.grad(full.pow(2).sum(), q)[0]
+    return flash, reference, lse, grads_flash, grads_reference, merged, full, grad_merged, grad_full
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_flash_attention_online_softmax_and_ring_merge(window):
+    (flash, reference, lse, grads_flash, grads_reference, merged, full, grad_merged, grad_full), _ = run_both(
+        flash_attention_program, window, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(flash, reference, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads_flash, grads_reference):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(merged, full, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad_merged, grad_full, rtol=1e-9, atol=1e-11)

@@ -15,6 +15,7 @@ from ..attention_backends import SDPBackend, check_a_kernel_runs, sdpa_kernel  #
 from ..linear import Linear
 from ..module import Module
 from ..parameter import Parameter
+from .bias import CausalBias
 
 
 def _causal_keep(L, S):
@@ -39,6 +40,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     With ``enable_gqa`` the key/value heads (dim -3) are repeated to match the query heads (grouped-query
     attention).
     """
+    if isinstance(attn_mask, CausalBias):  # (PyTorch routes it through CausalBias.__torch_function__)
+        return CausalBias._dispatch(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     check_a_kernel_runs()
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
