@@ -56,3 +56,65 @@ def test_sdpa_takes_a_causal_bias_as_its_mask(T, nn, F):
         q, q, q, is_causal=True).detach().numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="CausalBias should not be used with causal=True"):
         F.scaled_dot_product_attention(q, q, q, attn_mask=bias.causal_lower_right(3, 3), is_causal=True)
+
+
+def _half_batch(T):
+    g = T.Generator().manual_seed(0)
+    x = (T.randn(64, 8, generator=g) * 3).half()
+    w = T.randn(8, generator=g) * 1.7 + 0.1
+    b = T.randn(8, generator=g)
+    return x, w, b
+
+
+def test_float16_norms_are_computed_in_float32_and_rounded_once(T, F):
+    """PyTorch's layer_norm / rms_norm / group_norm kernels normalise a float16 input and apply its float16
+    weight in float32, rounding the output once (rounding the normalised values first differs by an ulp in a
+    quarter of the elements)."""
+    x, w, b = _half_batch(T)
+    xf, wh, bh = x.float(), w.half(), b.half()
+    centred = xf - xf.mean(-1, keepdim=True)
+    by_hand = (centred * (centred.pow(2).mean(-1, keepdim=True) + 1e-5).rsqrt() * wh.float() + bh.float()).half()
+    np.testing.assert_array_equal(F.layer_norm(x, (8,), wh, bh, 1e-5).numpy(), by_hand.numpy())
+    by_hand = (xf * (xf.pow(2).mean(-1, keepdim=True) + 1e-6).rsqrt() * wh.float()).half()
+    np.testing.assert_array_equal(F.rms_norm(x, (8,), wh, 1e-6).numpy(), by_hand.numpy())
+    grouped = F.group_norm(x.view(8, 8, 8), 2, wh, bh)
+    expected = F.group_norm(x.view(8, 8, 8).float(), 2, wh.float(), bh.float()).half()
+    np.testing.assert_array_equal(grouped.numpy(), expected.numpy())
+
+
+def test_float16_input_with_float32_norm_parameters(T, F, nn):
+    """Mixed precision keeps the norms in float32 in a half model: PyTorch takes float32 parameters with a
+    float16 input (the output float16, the gradients each in its tensor's dtype); other mixes are refused, but
+    rms_norm takes any weight and gives the input's dtype."""
+    x, w, b = _half_batch(T)
+    x.requires_grad_()
+    w.requires_grad_()
+    b.requires_grad_()
+    xf = x.detach().float()
+    centred = xf - xf.mean(-1, keepdim=True)
+    normalized = centred * (centred.pow(2).mean(-1, keepdim=True) + 1e-5).rsqrt()
+    y = F.layer_norm(x, (8,), w, b, 1e-5)
+    assert y.dtype == T.float16
+    np.testing.assert_array_equal(y.detach().numpy(), (normalized * w.detach() + b.detach()).half().numpy())
+    y.float().sum().backward()
+    assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == (T.float16, T.float32, T.float32)
+    # (PyTorch's mixed-dtype backward kernel sums the weight's gradient less exactly: to about 1e-3)
+    np.testing.assert_allclose(w.grad.numpy(), normalized.sum(0).numpy(), rtol=5e-3, atol=1e-3)
+    norm = nn.RMSNorm(8)  # float32 weight, eps None
+    assert norm(x).dtype == T.float16
+    assert F.rms_norm(x.detach().float(), (8,), w.detach().double()).dtype == T.float32
+    assert F.group_norm(x.view(8, 8, 8), 2, w, b).dtype == T.float16
+    with pytest.raises(RuntimeError):
+        F.layer_norm(x.detach().float(), (8,), w.detach().half())
+    with pytest.raises(RuntimeError):
+        F.layer_norm(x.detach().double(), (8,), w.detach())
+
+
+def test_rms_norm_default_eps_of_a_float16_input_is_float32s(T, nn):
+    """eps=None (nn.RMSNorm's default) is the machine epsilon of the dtype it computes in: float32's for a
+    float16 input, not float16's (which would shrink small activations by half)."""
+    x = T.tensor([[0.01, 0.02, -0.015, 0.03]]).half()
+    xf = x.float()
+    expected = (xf * (xf.pow(2).mean(-1, keepdim=True) + T.finfo(T.float32).eps).rsqrt()).half()
+    np.testing.assert_array_equal(nn.RMSNorm(4).half()(x).detach().numpy(), expected.numpy())
+    np.testing.assert_array_equal(nn.functional.rms_norm(x, (4,)).numpy(), expected.numpy())
