@@ -1432,3 +1432,41 @@ def test_gpt_fast_compiler_settings():
     (doubled, limit), _ = run_both(gpt_fast_compiler_settings)
     np.testing.assert_array_equal(doubled, [2.0, 2.0])
     assert limit == 64
+
+
+# ----------------------------------------------------------------------------------------------
+# Half-precision inference with the norms kept in float32 (Hugging Face's _keep_in_fp32_modules, CLIP's
+# convert_weights): float16 activations through float32 RMSNorm / LayerNorm weights, nn.RMSNorm's default eps
+# ----------------------------------------------------------------------------------------------
+
+
+def half_inference_program(m, qwen_weights, gpt_weights):
+    torch, nn = m.torch, m.nn
+    qwen = load(m, make_qwen(m), qwen_weights)
+    final_norm = nn.RMSNorm(Q_D)  # eps=None: float32's machine epsilon, also for a float16 input
+    final_norm.load_state_dict(qwen.model.norm.state_dict())
+    qwen.model.norm = final_norm
+    gpt = load(m, make_small_gpt(m), gpt_weights)
+    for model in (qwen, gpt):
+        model.half()
+        for module in model.modules():
+            if isinstance(module, (nn.RMSNorm, nn.LayerNorm)):
+                module.float()
+    ids, attention_mask, _ = (torch.tensor(a) for a in qwen_batch())
+    with torch.no_grad():
+        _, qwen_logits = qwen(ids, attention_mask)
+        gpt_logits = gpt(ids[:, :8] % S_V)
+        tokens, _ = qwen_generate(m, qwen, ids[:, :6], attention_mask[:, :6], 4, cache="dynamic")
+    return (qwen_logits.dtype == torch.float16, gpt_logits.dtype == torch.float16, qwen_logits.float(),
+            gpt_logits.float(), tokens, qwen.model.norm.weight.dtype == torch.float32)
+
+
+def test_half_inference_with_float32_norms(qwen_weights):
+    gpt_weights = weights_of(make_small_gpt, seed=5)
+    (qwen_half, gpt_half, qwen_logits, gpt_logits, tokens, norm_float), _ = run_both(
+        half_inference_program, qwen_weights, gpt_weights, rtol=1e-2, atol=2e-2)
+    assert qwen_half and gpt_half and norm_float
+    # against the float32 model: float16's rounding only
+    full = load(OURS, make_qwen(OURS), qwen_weights)
+    _, full_logits = full(*(OURS.torch.tensor(a) for a in qwen_batch()[:2]))
+    np.testing.assert_allclose(qwen_logits, full_logits.detach().numpy(), rtol=2e-2, atol=5e-2)
