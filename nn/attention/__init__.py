@@ -45,6 +45,12 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     check_a_kernel_runs()
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    if query.dtype == autograd.float16:
+        # PyTorch's math kernel computes float16 attention in float32 and rounds the output once
+        if attn_mask is not None and attn_mask.dtype == autograd.float16:
+            attn_mask = attn_mask.float()
+        return scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask, dropout_p,
+                                            is_causal, scale, enable_gqa).half()
     L, S = query.shape[-2], key.shape[-2]
     scale_factor = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     if enable_gqa:
