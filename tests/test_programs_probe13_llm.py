@@ -1502,3 +1502,168 @@ def test_chunked_prefill_matches_the_full_pass(qwen_weights):
     real = qwen_batch()[1] == 1  # (padding rows see all keys when masked throughout: left out)
     for name in ("dynamic", "static"):
         np.testing.assert_allclose(out[name][real], out["full"][real], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training-memory idioms: Liger-Kernel's fused linear cross-entropy as a torch.autograd.Function (the gradients
+# computed chunk by chunk in the forward, addmm_ into a preallocated weight gradient, scaled in the backward);
+# packed sequences with position ids restarting per document and a block-diagonal causal mask from cu_seqlens;
+# blocks under torch.utils.checkpoint(use_reentrant=False) with activations offloaded by save_on_cpu
+# ----------------------------------------------------------------------------------------------
+
+
+def fused_linear_cross_entropy(m):
+    torch, F = m.torch, m.F
+
+    class LigerFusedLinearCrossEntropyFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, _input, weight, target, bias=None, ignore_index=-100, label_smoothing=0.0,
+                    reduction="mean"):
+            BT, H = _input.shape
+            V = weight.shape[0]
+            inc_factor = math.ceil(V / H)
+            chunk_size = max(1, 2 ** math.ceil(math.log2(math.ceil(BT / inc_factor))) // 2)  # (smaller chunks)
+            num_chunks = math.ceil(BT / chunk_size)
+            grad_weight = torch.zeros_like(weight)
+            grad_input = torch.zeros_like(_input)
+            grad_bias = torch.zeros_like(bias) if bias is not None else None
+            loss_1d = torch.zeros(BT, dtype=torch.float32)
+            target_mask = target != ignore_index
+            total_n_non_ignore = target_mask.sum().item()
+            for chunk_id in range(num_chunks):
+                start_idx = chunk_id * chunk_size
+                end_idx = min((chunk_id + 1) * chunk_size, BT)
+                _input_chunk = _input[start_idx:end_idx]
+                logits_chunk = _input_chunk @ weight.t()
+                if bias is not None:
+                    logits_chunk = logits_chunk + bias
+                target_chunk = target[start_idx:end_idx]
+                # the loss and d(loss)/d(logits) of the chunk at once (Liger's Triton kernel, in PyTorch)
+                valid = target_chunk != ignore_index
+                log_probs = torch.log_softmax(logits_chunk.float(), dim=-1)
+                safe_target = target_chunk.masked_fill(~valid, 0)
+                nll = -log_probs.gather(-1, safe_target[:, None]).squeeze(-1)
+                smooth = -log_probs.mean(-1)
+                loss_chunk = ((1 - label_smoothing) * nll + label_smoothing * smooth) * valid
+                grad_logits_chunk = log_probs.exp() - label_smoothing / V
+                grad_logits_chunk.scatter_add_(1, safe_target[:, None],
+                                               torch.full_like(safe_target[:, None], -(1 - label_smoothing),
+                                                               dtype=grad_logits_chunk.dtype))
+                grad_logits_chunk = grad_logits_chunk * valid[:, None]
+                if reduction == "mean":
+                    grad_logits_chunk = grad_logits_chunk / total_n_non_ignore
+                loss_1d[start_idx:end_idx] = loss_chunk
+                grad_logits_chunk = grad_logits_chunk.to(_input.dtype)
+                grad_input[start_idx:end_idx] = grad_logits_chunk @ weight
+                torch.addmm(input=grad_weight, mat1=grad_logits_chunk.t(), mat2=_input_chunk, out=grad_weight,
+                            alpha=1.0, beta=1.0)
+                if bias is not None:
+                    torch.add(input=grad_bias, other=grad_logits_chunk.sum(dim=0), out=grad_bias, alpha=1.0)
+            loss = torch.sum(loss_1d)
+            if reduction == "mean":
+                loss = loss / total_n_non_ignore
+            ctx.save_for_backward(grad_input.detach(), grad_weight.detach(),
+                                  grad_bias.detach() if bias is not None else None)
+            return loss
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            grad_input, grad_weight, grad_bias = ctx.saved_tensors
+            if not torch.equal(grad_output, torch.tensor(1.0, device=grad_output.device)):
+                grad_input = grad_input * grad_output
+                grad_weight = grad_weight * grad_output
+                grad_bias = grad_bias * grad_output if grad_bias is not None else None
+            return grad_input, grad_weight, None, grad_bias, None, None, None
+
+    return LigerFusedLinearCrossEntropyFunction
+
+
+def fused_ce_program(m, label_smoothing):
+    torch, F = m.torch, m.F
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(26, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(Q_V, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(Q_V, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, Q_V, (26,), generator=g)
+    target[[3, 7, 8]] = -100
+    fused = fused_linear_cross_entropy(m).apply(hidden, weight, target, bias, -100, label_smoothing)
+    (2.5 * fused).backward()  # a grad_output other than 1 is scaled in the backward
+    fused_grads = [t.grad.clone() for t in (hidden, weight, bias)]
+    for t in (hidden, weight, bias):
+        t.grad = None
+    plain_loss = F.cross_entropy(F.linear(hidden, weight, bias), target, ignore_index=-100,
+                                 label_smoothing=label_smoothing)
+    (2.5 * plain_loss).backward()
+    return fused, plain_loss, fused_grads, [t.grad for t in (hidden, weight, bias)]
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_liger_fused_linear_cross_entropy_function(label_smoothing):
+    (fused, plain_loss, fused_grads, plain_grads), _ = run_both(fused_ce_program, label_smoothing, rtol=1e-6,
+                                                                atol=1e-7)
+    # (the fused kernel computes its softmax in float32, as Liger's does)
+    np.testing.assert_allclose(fused, plain_loss, rtol=1e-6)
+    for a, b in zip(fused_grads, plain_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def packing_program(m, weights):
+    torch, F = m.torch, m.F
+    from importlib import import_module
+    checkpoint = import_module(m.torch.__name__ + ".utils.checkpoint").checkpoint
+    model = load(m, make_qwen(m), weights)
+    rng = np.random.default_rng(9)
+    documents = [torch.tensor(rng.integers(1, Q_V, n)) for n in (4, 3, 5)]
+    seqlens = torch.tensor([len(d) for d in documents])
+    cu_seqlens = F.pad(torch.cumsum(seqlens, 0, dtype=torch.int32), (1, 0))
+    packed = torch.cat(documents)[None]
+    total = packed.shape[1]
+    # position ids restart at each document (DataCollatorWithFlattening)
+    position_ids = torch.cat([torch.arange(n) for n in seqlens.tolist()])[None]
+    # the block-diagonal causal mask from cu_seqlens, as a float mask over the packed row
+    doc_ids = torch.searchsorted(cu_seqlens[1:], torch.arange(total), right=True)
+    same_doc = doc_ids[:, None] == doc_ids[None, :]
+    causal = torch.ones(total, total, dtype=torch.bool).tril()
+    block_diag = torch.block_diag(*[torch.ones(n, n, dtype=torch.bool).tril() for n in seqlens.tolist()])
+    float_mask = torch.zeros(1, 1, total, total).masked_fill(~(same_doc & causal), torch.finfo(torch.float32).min)
+
+    def forward(ids, pos, mask):
+        hidden = model.model.embed_tokens(ids)
+        cos_sin = model.model.rotary_emb(hidden, pos)
+        for layer in model.model.layers:
+            hidden = checkpoint(layer, hidden, mask, cos_sin, use_reentrant=False)
+        return model.lm_head(model.model.norm(hidden))
+
+    with torch.autograd.graph.save_on_cpu(pin_memory=False):
+        logits = forward(packed, position_ids, float_mask)
+    labels = torch.cat([F.pad(d[1:], (0, 1), value=-100) for d in documents])
+    loss = F.cross_entropy(logits[0], labels, ignore_index=-100, reduction="sum")
+    loss.backward()
+    packed_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    # each document on its own, without checkpointing: the same logits, loss and gradients
+    separate_logits, separate_loss = [], 0.0
+    for d in documents:
+        n = len(d)
+        mask = torch.zeros(1, 1, n, n).masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(),
+                                                   torch.finfo(torch.float32).min)
+        hidden = model.model.embed_tokens(d[None])
+        cos_sin = model.model.rotary_emb(hidden, torch.arange(n)[None])
+        for layer in model.model.layers:
+            hidden = layer(hidden, mask, cos_sin)
+        doc_logits = model.lm_head(model.model.norm(hidden))
+        separate_logits.append(doc_logits[0])
+        separate_loss = separate_loss + F.cross_entropy(doc_logits[0, :-1], d[1:], reduction="sum")
+    separate_loss.backward()
+    return (logits[0], torch.cat(separate_logits), loss, separate_loss, packed_grads,
+            {n: p.grad for n, p in model.named_parameters()}, torch.equal(block_diag, same_doc & causal), cu_seqlens)
+
+
+def test_packed_documents_with_checkpointing_and_offloading(qwen_weights):
+    (logits, separate, loss, separate_loss, packed_grads, separate_grads, masks_agree, cu_seqlens), _ = run_both(
+        packing_program, qwen_weights, rtol=1e-4, atol=1e-5)
+    assert masks_agree and list(cu_seqlens) == [0, 4, 7, 12]
+    np.testing.assert_allclose(logits, separate, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(loss, separate_loss, rtol=1e-5)
+    for name in packed_grads:
+        np.testing.assert_allclose(packed_grads[name], separate_grads[name], rtol=1e-4, atol=1e-5, err_msg=name)
