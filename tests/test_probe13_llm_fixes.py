@@ -140,3 +140,30 @@ def test_float16_attention_is_computed_in_float32(T, F, nn):
         assert (ours == rounded_once).float().mean().item() > 0.9  # (PyTorch: 95% of one gradient, ours 99%)
         np.testing.assert_allclose(ours.detach().float().numpy(), rounded_once.detach().float().numpy(), rtol=1e-3,
                                    atol=1e-3)
+
+
+def rounded_alike(ours, expected):
+    ours, expected = np.asarray(ours, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert (ours == expected).mean() > 0.99
+    np.testing.assert_allclose(ours, expected, rtol=2e-3, atol=1e-2)
+
+
+def test_float16_addmm_baddbmm_and_contiguous_linear_round_once(T, F):
+    """PyTorch's addmm and baddbmm add float16's scaled product in float32 and round once, and F.linear runs a
+    contiguous input (any number of dims) with a bias through addmm; a non-contiguous one takes matmul then add,
+    rounded twice. (Equal but where float32 sums in another order: rounding twice left a quarter an ulp off.)"""
+    g = T.Generator().manual_seed(0)
+    x = T.randn(4, 64, 256, generator=g).half()
+    w, b = T.randn(48, 256, generator=g).half(), T.randn(48, generator=g).half()
+    c = T.randn(64, 48, generator=g).half()
+    f = lambda t: t.float()
+    once = (f(x) @ f(w).t() + f(b)).half()
+    rounded_alike(F.linear(x, w, b).numpy(), once.numpy())
+    rounded_alike(F.linear(x[0], w, b).numpy(), once[0].numpy())
+    strided = x.transpose(0, 1).contiguous().transpose(0, 1)
+    rounded_alike(F.linear(strided, w, b).numpy(), ((x @ w.t()) + b).numpy())
+    rounded_alike(T.addmm(c, x[0], w.t(), beta=0.5, alpha=0.25).numpy(),
+                                  (0.5 * f(c) + 0.25 * (f(x[0]) @ f(w).t())).half().numpy())
+    batched = T.baddbmm(c, x, w.t().expand(4, -1, -1), alpha=0.5)
+    rounded_alike(batched.numpy(), (f(c) + 0.5 * (f(x) @ f(w).t())).half().numpy())
+    assert batched.dtype == T.float16
