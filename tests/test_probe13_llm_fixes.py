@@ -156,7 +156,10 @@ def test_float16_addmm_baddbmm_and_contiguous_linear_round_once(T, F):
     x = T.randn(4, 64, 256, generator=g).half()
     w, b = T.randn(48, 256, generator=g).half(), T.randn(48, generator=g).half()
     c = T.randn(64, 48, generator=g).half()
-    f = lambda t: t.float()
+
+    def f(t):
+        return t.float()
+
     once = (f(x) @ f(w).t() + f(b)).half()
     rounded_alike(F.linear(x, w, b).numpy(), once.numpy())
     rounded_alike(F.linear(x[0], w, b).numpy(), once[0].numpy())
@@ -167,3 +170,15 @@ def test_float16_addmm_baddbmm_and_contiguous_linear_round_once(T, F):
     batched = T.baddbmm(c, x, w.t().expand(4, -1, -1), alpha=0.5)
     rounded_alike(batched.numpy(), (f(c) + 0.5 * (f(x) @ f(w).t())).half().numpy())
     assert batched.dtype == T.float16
+
+
+def test_sdpa_refuses_masks_of_other_dtypes(T, F):
+    """An attn_mask is bool, float32 or the query's dtype: an integer 0/1 mask would otherwise be added to the
+    scores as a bias (PyTorch refuses it, and a float64 mask for a float32 query)."""
+    q = T.randn(1, 2, 4, 8)
+    for mask in (T.ones(4, 4, dtype=T.long), T.zeros(4, 4, dtype=T.float64), T.zeros(4, 4).half()):
+        with pytest.raises(RuntimeError, match="Expected attn_mask dtype to be bool or float or to match query dtype"):
+            F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+    assert F.scaled_dot_product_attention(q.double(), q.double(), q.double(), attn_mask=T.zeros(4, 4)).dtype == \
+        T.float64
+    assert F.scaled_dot_product_attention(q.half(), q.half(), q.half(), attn_mask=T.zeros(4, 4)).dtype == T.float16

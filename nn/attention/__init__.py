@@ -8,6 +8,7 @@ import math
 import warnings
 
 import autograd
+from autograd.ops.conversion import c_name
 
 from .. import functional as F
 from .. import init
@@ -45,6 +46,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     check_a_kernel_runs()
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    if attn_mask is not None and attn_mask.dtype not in (autograd.bool, autograd.float32, query.dtype):
+        # (an integer 0/1 mask would be added to the scores, not select them)
+        raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
+                           f"attn_mask.dtype: {c_name(attn_mask.dtype)} and  query.dtype: {c_name(query.dtype)} "
+                           "instead.")
     if query.dtype == autograd.float16:
         # PyTorch's math kernel computes float16 attention in float32 and rounds the output once
         if attn_mask is not None and attn_mask.dtype == autograd.float16:
