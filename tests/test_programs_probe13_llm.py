@@ -6,15 +6,23 @@ generated tokens, and checks what it can by hand.
 
 A Qwen3-style decoder (q/k/v biases, QK-norm by ``nn.RMSNorm`` over the head dimension, Llama 3.1's rotary
 frequency smoothing by ``torch.where``, a sliding-window float mask built from ``cache_position`` as Hugging
-Face builds it, left padding, SDPA with ``enable_gqa`` and ``scale=``, tied embeddings) trained through
-``torch.compile`` with AdamW parameter groups, a warmup-stable-decay ``LambdaLR``, gradient accumulation
-normalised by the number of label tokens, and ``clip_grad_norm_(foreach=True)``; its compiled state dict
-(``_orig_mod.`` keys) stripped and loaded into a fresh model. Generation from a preallocated static KV cache
-written by ``index_copy_`` under ``inference_mode``, against a ``torch.cat`` cache and against no cache, with
-repetition / presence / frequency penalties (``gather``/``scatter``, ``scatter_add_`` counts), min-p,
-typical-p, top-k / top-p and gpt-fast's exponential-race sampling on a seeded ``Generator``; beam search
-reordering its cache by ``index_select``; speculative decoding with a draft model, accepting by
-``torch.rand`` and resampling the residual."""
+Face builds it, with ``_unmask_unattended``, left padding, SDPA with ``enable_gqa`` and ``scale=``, tied
+embeddings) trained through ``torch.compile`` with AdamW parameter groups, a warmup-stable-decay ``LambdaLR``,
+gradient accumulation normalised by the step's label tokens and ``clip_grad_norm_(foreach=True)``, its compiled
+state dict (``_orig_mod.``) loaded into a fresh model; SDPA on rows masked throughout (math backend).
+Generation from a static KV cache written by ``index_copy_`` under ``inference_mode``, a ``torch.cat`` cache
+and no cache, with repetition / presence / frequency penalties, min-p, typical-p (``nansum``), top-k / top-p,
+``multinomial`` and gpt-fast's exponential race on a seeded ``Generator``, eos padding; chunked prefill.
+DeepSeek-V3's group-limited sigmoid gate with its bias balancing and ``y[idx] +=`` dispatch; Switch capacity
+(``cumsum`` of ``one_hot``) and expert-choice routing on experts stacked in one Parameter. PEFT's LoRA (rsLoRA,
+DoRA) injected by ``get_submodule``/``setattr``, merged and unmerged. DeepSeek's multi-head latent attention
+(YaRN ``torch.polar`` frequencies, complex rotary embeddings, naive against absorbed ``einsum`` forms);
+FlashAttention's online softmax and ring attention's ``logaddexp`` merge against SDPA. Speculative decoding
+verified under ``nn.attention.bias.causal_lower_right`` with cache roll-back, and beam search reordering its
+cache by ``index_select``. Half-precision inference with float32 norms (``nn.RMSNorm``'s default eps).
+Liger-Kernel's fused linear cross-entropy ``autograd.Function`` (``addmm(out=)``); packed documents with a
+block-diagonal mask from ``cu_seqlens`` under ``checkpoint(use_reentrant=False)`` and ``save_on_cpu``.
+gpt-fast's ``torch._inductor.config`` settings are a strict xfail (outside the files this probe may edit)."""
 
 import math
 
