@@ -1675,3 +1675,52 @@ def test_packed_documents_with_checkpointing_and_offloading(qwen_weights):
     np.testing.assert_allclose(loss, separate_loss, rtol=1e-5)
     for name in packed_grads:
         np.testing.assert_allclose(packed_grads[name], separate_grads[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# The optimizer step fused into the backward pass (PyTorch's tutorial, torchtune's optimizer_in_bwd): one
+# AdamW per parameter stepped from register_post_accumulate_grad_hook, once per step also for the tied weight
+# ----------------------------------------------------------------------------------------------
+
+
+def optimizer_in_backward_program(m, weights, fused, steps=3):
+    torch = m.torch
+    model = load(m, make_qwen(m), weights)
+    ids, attention_mask, labels = (torch.tensor(a) for a in qwen_batch())
+    calls = []
+    if fused:
+        optimizer_dict = {p: m.optim.AdamW([p], lr=1e-2, weight_decay=0.1 if p.dim() >= 2 else 0.0)
+                          for p in model.parameters()}
+
+        def optimizer_hook(parameter) -> None:
+            calls.append(tuple(parameter.shape))
+            optimizer_dict[parameter].step()
+            optimizer_dict[parameter].zero_grad()
+
+        for p in model.parameters():
+            p.register_post_accumulate_grad_hook(optimizer_hook)
+    else:
+        optimizer = m.optim.AdamW([{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+                                   {"params": [p for p in model.parameters() if p.dim() < 2],
+                                    "weight_decay": 0.0}], lr=1e-2)
+    losses = []
+    for step in range(steps):
+        loss, _ = model(ids, attention_mask, labels=labels)
+        if not fused:
+            optimizer.zero_grad()
+        loss.backward()
+        if not fused:
+            optimizer.step()
+        losses.append(loss.item())
+    return losses, len(calls), [p.detach() for p in model.parameters()], all(p.grad is None for p in model.parameters())
+
+
+def test_optimizer_step_in_backward_hooks(qwen_weights):
+    (losses, calls, params, grads_freed), _ = run_both(optimizer_in_backward_program, qwen_weights, True, rtol=1e-4,
+                                                       atol=1e-5)
+    n_params = len(params)
+    assert calls == 3 * n_params and grads_freed
+    reference = optimizer_in_backward_program(OURS, qwen_weights, False)
+    np.testing.assert_allclose(losses, reference[0], rtol=1e-5)
+    for a, b in zip(params, reference[2]):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
