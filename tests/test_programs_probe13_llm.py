@@ -21,7 +21,10 @@ FlashAttention's online softmax and ring attention's ``logaddexp`` merge against
 verified under ``nn.attention.bias.causal_lower_right`` with cache roll-back, and beam search reordering its
 cache by ``index_select``. Half-precision inference with float32 norms (``nn.RMSNorm``'s default eps).
 Liger-Kernel's fused linear cross-entropy ``autograd.Function`` (``addmm(out=)``); packed documents with a
-block-diagonal mask from ``cu_seqlens`` under ``checkpoint(use_reentrant=False)`` and ``save_on_cpu``.
+block-diagonal mask from ``cu_seqlens`` under ``checkpoint(use_reentrant=False)`` and ``save_on_cpu``; the
+optimizer step fused into backward by ``register_post_accumulate_grad_hook``; GRPO as TRL writes it (sampled
+groups, eos masks by ``argmax``, group-standardised rewards, ``selective_log_softmax``, k3 KL against a
+deep-copied reference, PPO's clipped ratio).
 gpt-fast's ``torch._inductor.config`` settings are a strict xfail (outside the files this probe may edit)."""
 
 import math
@@ -1219,7 +1222,7 @@ def test_flash_attention_online_softmax_and_ring_merge(window):
 S_V, S_D, S_H, S_CTX = 13, 16, 2, 24
 
 
-def make_small_gpt(m, n_layer=2):
+def make_small_gpt(m, n_layer=2, attn_bias=True):
     torch, nn, F = m.torch, m.nn, m.F
     import importlib
     attention_bias = importlib.import_module(m.nn.__name__ + ".attention.bias")
@@ -1228,7 +1231,7 @@ def make_small_gpt(m, n_layer=2):
         def __init__(self):
             super().__init__()
             self.ln_1 = nn.LayerNorm(S_D)
-            self.c_attn = nn.Linear(S_D, 3 * S_D)
+            self.c_attn = nn.Linear(S_D, 3 * S_D, bias=attn_bias)
             self.c_proj = nn.Linear(S_D, S_D)
             self.ln_2 = nn.LayerNorm(S_D)
             self.mlp = nn.Sequential(nn.Linear(S_D, 4 * S_D), nn.GELU(approximate="tanh"), nn.Linear(4 * S_D, S_D))
@@ -1724,3 +1727,112 @@ def test_optimizer_step_in_backward_hooks(qwen_weights):
     np.testing.assert_allclose(losses, reference[0], rtol=1e-5)
     for a, b in zip(params, reference[2]):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# GRPO as TRL writes it: G completions per prompt sampled with a KV cache, a completion mask cut after the
+# first eos (argmax of the int mask), rewards standardised within each group (view / repeat_interleave),
+# per-token log-probabilities by selective_log_softmax (logsumexp per row), the k3 KL estimate against a
+# deep-copied frozen reference, exp(logp - logp.detach()) with PPO's clipped ratio, trained with AdamW
+# ----------------------------------------------------------------------------------------------
+
+EOS = 0
+
+
+def selective_log_softmax(m, logits, index):
+    torch = m.torch
+    if logits.dtype in [torch.float32, torch.float64]:
+        selected_logits = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)
+        # loop to reduce peak memory consumption
+        logsumexp_values = torch.stack([torch.logsumexp(lg, dim=-1) for lg in logits])
+        per_token_logps = selected_logits - logsumexp_values  # log_softmax(x_i) = x_i - logsumexp(x)
+    else:
+        per_token_logps = []
+        for row_logits, row_labels in zip(logits, index):
+            row_logps = m.F.log_softmax(row_logits, dim=-1)
+            row_per_token_logps = row_logps.gather(dim=-1, index=row_labels.unsqueeze(-1)).squeeze(-1)
+            per_token_logps.append(row_per_token_logps)
+        per_token_logps = torch.stack(per_token_logps)
+    return per_token_logps
+
+
+def grpo_program(m, weights, num_generations=4, max_completion_length=5, steps=3, beta=0.04, epsilon=0.2):
+    import copy
+    torch, F = m.torch, m.F
+    # (no q/k/v bias: the key bias's gradient is zero but for rounding, which Adam would blow up to steps of lr)
+    model = load(m, make_small_gpt(m, attn_bias=False), weights)
+    ref_model = copy.deepcopy(model)
+    for p in ref_model.parameters():
+        p.requires_grad_(False)
+    ref_model.eval()
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-2)
+    prompts = torch.tensor([[3, 5, 7], [2, 2, 9]])
+    g = torch.Generator().manual_seed(17)
+    log = []
+
+    def reward(completion, mask):  # the number of 4s before the end, less the length
+        return ((completion == 4) * mask).sum(-1).float() - 0.1 * mask.sum(-1).float()
+
+    def get_per_token_logps(model, input_ids, logits_to_keep):
+        logits = model(input_ids)[:, :-1, :]
+        logits = logits[:, -logits_to_keep:]
+        return selective_log_softmax(m, logits / 1.0, input_ids[:, -logits_to_keep:])
+
+    for step in range(steps):
+        prompt_ids = prompts.repeat_interleave(num_generations, dim=0)
+        with torch.no_grad():
+            model.eval()
+            cache = [[] for _ in model.h]
+            logits = model(prompt_ids, cache)[:, -1]
+            completion = []
+            for _ in range(max_completion_length):
+                token = torch.multinomial(F.softmax(logits, -1), 1, generator=g)
+                completion.append(token)
+                logits = model(token, cache)[:, -1]
+            completion_ids = torch.cat(completion, 1)
+            model.train()
+        is_eos = completion_ids == EOS
+        eos_idx = torch.full((is_eos.size(0),), is_eos.size(1), dtype=torch.long)
+        eos_idx[is_eos.any(dim=1)] = is_eos.int().argmax(dim=1)[is_eos.any(dim=1)]
+        sequence_indices = torch.arange(is_eos.size(1)).expand(is_eos.size(0), -1)
+        completion_mask = (sequence_indices <= eos_idx.unsqueeze(1)).int()
+        rewards = reward(completion_ids, completion_mask)
+        mean_grouped_rewards = rewards.view(-1, num_generations).mean(dim=1)
+        std_grouped_rewards = rewards.view(-1, num_generations).std(dim=1)
+        mean_grouped_rewards = mean_grouped_rewards.repeat_interleave(num_generations, dim=0)
+        std_grouped_rewards = std_grouped_rewards.repeat_interleave(num_generations, dim=0)
+        advantages = (rewards - mean_grouped_rewards) / (std_grouped_rewards + 1e-4)
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        logits_to_keep = completion_ids.size(1)
+        with torch.no_grad():
+            ref_per_token_logps = get_per_token_logps(ref_model, input_ids, logits_to_keep)
+        per_token_logps = get_per_token_logps(model, input_ids, logits_to_keep)
+        per_token_kl = torch.exp(ref_per_token_logps - per_token_logps) - (ref_per_token_logps - per_token_logps) - 1
+        old_per_token_logps = per_token_logps.detach()
+        coef_1 = torch.exp(per_token_logps - old_per_token_logps)
+        coef_2 = torch.clamp(coef_1, 1 - epsilon, 1 + epsilon)
+        per_token_loss1 = coef_1 * advantages.unsqueeze(1)
+        per_token_loss2 = coef_2 * advantages.unsqueeze(1)
+        per_token_loss = -torch.min(per_token_loss1, per_token_loss2)
+        per_token_loss = per_token_loss + beta * per_token_kl
+        loss = ((per_token_loss * completion_mask).sum(dim=1) / completion_mask.sum(dim=1)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        mean_kl = ((per_token_kl * completion_mask).sum(dim=1) / completion_mask.sum(dim=1)).mean()
+        log.append((loss.item(), mean_kl.item(), rewards.mean().item()))
+    return log, completion_ids, completion_mask, advantages, [p.detach() for p in model.parameters()]
+
+
+def test_grpo_group_advantages_kl_and_clipped_ratio():
+    weights = weights_of(lambda m: make_small_gpt(m, attn_bias=False), seed=7)
+    (log, completion_ids, completion_mask, advantages, params), _ = run_both(grpo_program, weights, rtol=1e-4,
+                                                                            atol=1e-5)
+    assert log[0][1] == 0.0  # the policy starts as the reference: no KL
+    assert log[-1][1] > 0.0
+    # the mask keeps each completion up to and with its first eos
+    for ids, mask in zip(completion_ids, completion_mask):
+        stop = list(ids).index(EOS) + 1 if EOS in ids else len(ids)
+        assert list(mask) == [1] * stop + [0] * (len(ids) - stop)
+    np.testing.assert_allclose(advantages.reshape(2, 4).mean(1), 0.0, atol=1e-5)  # standardised within groups
