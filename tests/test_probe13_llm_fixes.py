@@ -182,3 +182,26 @@ def test_sdpa_refuses_masks_of_other_dtypes(T, F):
     assert F.scaled_dot_product_attention(q.double(), q.double(), q.double(), attn_mask=T.zeros(4, 4)).dtype == \
         T.float64
     assert F.scaled_dot_product_attention(q.half(), q.half(), q.half(), attn_mask=T.zeros(4, 4)).dtype == T.float16
+
+
+def test_compiled_module_writes_attributes_and_training_through(T, nn):
+    """torch.compile(module)'s wrapper reads and writes attributes on the module (a flag set on the compiled
+    model is the module's, as forward reads it), its training flag is the module's, and what it registers
+    itself (a buffer) stays its own."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).eval()
+    compiled = T.compile(model, backend="eager")
+    assert not compiled.training
+    model.train()
+    assert compiled.training  # the module's flag, not a copy taken when compiling
+    compiled.training = False
+    assert not model.training and model[1].training  # (the flag alone, as an assignment is)
+    compiled.eval()
+    assert not model[1].training
+    compiled.use_cache = True
+    assert model.use_cache is True and "use_cache" not in compiled.__dict__
+    compiled.head = nn.Linear(2, 3)
+    assert model.head.out_features == 3 and "_orig_mod.head.weight" in compiled.state_dict()
+    del compiled.use_cache
+    assert not hasattr(model, "use_cache")
+    compiled.register_buffer("step", T.zeros(1))
+    assert "step" in dict(compiled.named_buffers()) and not hasattr(model, "step")
