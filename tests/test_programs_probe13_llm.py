@@ -24,7 +24,8 @@ Liger-Kernel's fused linear cross-entropy ``autograd.Function`` (``addmm(out=)``
 block-diagonal mask from ``cu_seqlens`` under ``checkpoint(use_reentrant=False)`` and ``save_on_cpu``; the
 optimizer step fused into backward by ``register_post_accumulate_grad_hook``; GRPO as TRL writes it (sampled
 groups, eos masks by ``argmax``, group-standardised rewards, ``selective_log_softmax``, k3 KL against a
-deep-copied reference, PPO's clipped ratio).
+deep-copied reference, PPO's clipped ratio); the Differential Transformer's attention (two softmax maps
+subtracted with a learnt λ, ``nan_to_num``, an affine-free ``nn.RMSNorm`` per head).
 gpt-fast's ``torch._inductor.config`` settings are a strict xfail (outside the files this probe may edit)."""
 
 import math
@@ -1836,3 +1837,112 @@ def test_grpo_group_advantages_kl_and_clipped_ratio():
         stop = list(ids).index(EOS) + 1 if EOS in ids else len(ids)
         assert list(mask) == [1] * stop + [0] * (len(ids) - stop)
     np.testing.assert_allclose(advantages.reshape(2, 4).mean(1), 0.0, atol=1e-5)  # standardised within groups
+
+
+# ----------------------------------------------------------------------------------------------
+# The Differential Transformer's attention (microsoft/unilm's multihead_diffattn.py): two softmax maps per head
+# subtracted with a learnt λ = exp(λq1·λk1) - exp(λq2·λk2) + λ_init, nan_to_num on the scores, a per-head
+# RMSNorm without affine weights, rotary embeddings by the complex form; trained with AdamW
+# ----------------------------------------------------------------------------------------------
+
+DIFF_D, DIFF_H, DIFF_V = 16, 2, 11
+
+
+def make_diff_transformer(m, depth=1):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def lambda_init_fn(depth):
+        return 0.8 - 0.6 * math.exp(-0.3 * depth)
+
+    def apply_rotary_emb(x, freqs_cis):
+        x_ = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(x_ * freqs_cis[None, :, None, :]).flatten(3).type_as(x)
+
+    class MultiheadDiffAttn(nn.Module):
+        def __init__(self, embed_dim, depth, num_heads):
+            super().__init__()
+            self.embed_dim = embed_dim
+            self.num_heads = num_heads
+            self.head_dim = embed_dim // num_heads // 2
+            self.scaling = self.head_dim ** -0.5
+            self.q_proj = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.k_proj = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.v_proj = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.out_proj = nn.Linear(embed_dim, embed_dim, bias=False)
+            self.lambda_init = lambda_init_fn(depth)
+            self.lambda_q1 = nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(mean=0, std=0.1))
+            self.lambda_k1 = nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(mean=0, std=0.1))
+            self.lambda_q2 = nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(mean=0, std=0.1))
+            self.lambda_k2 = nn.Parameter(torch.zeros(self.head_dim, dtype=torch.float32).normal_(mean=0, std=0.1))
+            self.subln = nn.RMSNorm(2 * self.head_dim, eps=1e-5, elementwise_affine=False)
+
+        def forward(self, x, rel_pos, attn_mask=None):
+            bsz, tgt_len, embed_dim = x.size()
+            src_len = tgt_len
+            q = self.q_proj(x).view(bsz, tgt_len, 2 * self.num_heads, self.head_dim)
+            k = self.k_proj(x).view(bsz, src_len, 2 * self.num_heads, self.head_dim)
+            v = self.v_proj(x).view(bsz, src_len, self.num_heads, 2 * self.head_dim)
+            q = apply_rotary_emb(q, rel_pos)
+            k = apply_rotary_emb(k, rel_pos)
+            q = q.transpose(1, 2) * self.scaling
+            k = k.transpose(1, 2)
+            v = v.transpose(1, 2)
+            attn_weights = torch.matmul(q, k.transpose(-1, -2))
+            if attn_mask is None:
+                attn_mask = torch.triu(torch.zeros([tgt_len, src_len]).float().fill_(float("-inf")).type_as(
+                    attn_weights), 1 + src_len - tgt_len)
+            attn_weights = torch.nan_to_num(attn_weights)
+            attn_weights += attn_mask
+            attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).type_as(attn_weights)
+            lambda_1 = torch.exp(torch.sum(self.lambda_q1 * self.lambda_k1, dim=-1).float()).type_as(q)
+            lambda_2 = torch.exp(torch.sum(self.lambda_q2 * self.lambda_k2, dim=-1).float()).type_as(q)
+            lambda_full = lambda_1 - lambda_2 + self.lambda_init
+            attn_weights = attn_weights.view(bsz, self.num_heads, 2, tgt_len, src_len)
+            attn_weights = attn_weights[:, :, 0] - lambda_full * attn_weights[:, :, 1]
+            attn = torch.matmul(attn_weights, v)
+            attn = self.subln(attn)
+            attn = attn * (1 - self.lambda_init)
+            attn = attn.transpose(1, 2).reshape(bsz, tgt_len, self.num_heads * 2 * self.head_dim)
+            return self.out_proj(attn)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(DIFF_V, DIFF_D)
+            self.norm = nn.RMSNorm(DIFF_D)
+            self.attn = MultiheadDiffAttn(DIFF_D, depth, DIFF_H)
+            self.head = nn.Linear(DIFF_D, DIFF_V, bias=False)
+            head_dim = DIFF_D // DIFF_H // 2
+            freqs = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+            angles = torch.outer(torch.arange(16).float(), freqs)
+            self.register_buffer("freqs_cis", torch.polar(torch.ones_like(angles), angles), persistent=False)
+
+        def forward(self, ids):
+            h = self.embed(ids)
+            h = h + self.attn(self.norm(h), self.freqs_cis[:ids.shape[1]])
+            return self.head(h)
+
+    return Model()
+
+
+def diff_transformer_program(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    model = load(m, make_diff_transformer(m), weights)
+    ids = torch.tensor(np.random.default_rng(12).integers(0, DIFF_V, (3, 9)))
+    optimizer = m.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
+    losses = []
+    for step in range(steps):
+        loss = F.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    lambdas = [model.attn.lambda_q1.grad, model.attn.lambda_k2.grad]
+    return losses, lambdas, [p.detach() for p in model.parameters()]
+
+
+def test_differential_transformer_attention():
+    weights = weights_of(make_diff_transformer)
+    (losses, lambda_grads, params), _ = run_both(diff_transformer_program, weights, rtol=1e-4, atol=1e-5)
+    assert losses[-1] < losses[0]
+    assert all(np.abs(g).sum() > 0 for g in lambda_grads)  # λ is learnt through both maps
