@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP039  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP034, UP039  (the programs are kept as their authors wrote them)
 """Language-model building blocks as they are written today (see tests/pytorch_programs.py), beyond what
 test_programs_probe10_llm.py, test_programs_nanogpt.py and test_programs_probe4_sequence.py hold; each
 program runs on chainrule and on PyTorch from the same weights, comparing losses, logits, gradients and
@@ -25,7 +25,9 @@ block-diagonal mask from ``cu_seqlens`` under ``checkpoint(use_reentrant=False)`
 optimizer step fused into backward by ``register_post_accumulate_grad_hook``; GRPO as TRL writes it (sampled
 groups, eos masks by ``argmax``, group-standardised rewards, ``selective_log_softmax``, k3 KL against a
 deep-copied reference, PPO's clipped ratio); the Differential Transformer's attention (two softmax maps
-subtracted with a learnt λ, ``nan_to_num``, an affine-free ``nn.RMSNorm`` per head).
+subtracted with a learnt λ, ``nan_to_num``, an affine-free ``nn.RMSNorm`` per head); Mamba-2's chunked
+state-space duality (``segsum`` by ``cumsum`` and a -inf triangle, five-operand ``einsum``) against its
+recurrence.
 gpt-fast's ``torch._inductor.config`` settings are a strict xfail (outside the files this probe may edit)."""
 
 import math
@@ -1946,3 +1948,79 @@ def test_differential_transformer_attention():
     (losses, lambda_grads, params), _ = run_both(diff_transformer_program, weights, rtol=1e-4, atol=1e-5)
     assert losses[-1] < losses[0]
     assert all(np.abs(g).sum() > 0 for g in lambda_grads)  # λ is learnt through both maps
+
+
+# ----------------------------------------------------------------------------------------------
+# Mamba-2's state-space duality (ssd_minimal.py): the chunked SSD by segsum (cumsum, a -inf upper triangle,
+# exp) and einsum chains, against the sequential recurrence h_t = exp(A dt_t) h_{t-1} + dt_t B_t x_t, forward
+# and gradients
+# ----------------------------------------------------------------------------------------------
+
+
+def ssd_program(m, block_len=4):
+    torch, F = m.torch, m.F
+    g = torch.Generator().manual_seed(21)
+    b, l, h, p, n = 2, 12, 3, 4, 5  # batch, length, heads, head dim, state size
+    X = torch.randn(b, l, h, p, generator=g, dtype=torch.float64, requires_grad=True)
+    dt = F.softplus(torch.randn(b, l, h, generator=g, dtype=torch.float64)).requires_grad_()
+    A = (-torch.exp(torch.randn(h, generator=g, dtype=torch.float64))).requires_grad_()
+    B = torch.randn(b, l, h, n, generator=g, dtype=torch.float64, requires_grad=True)
+    C = torch.randn(b, l, h, n, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def segsum(x):
+        """More stable segment sum calculation."""
+        T = x.size(-1)
+        x = x[..., None].repeat(*([1] * x.ndim), T)  # "... d -> ... d e"
+        mask = torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1)
+        x = x.masked_fill(~mask, 0)
+        x_segsum = torch.cumsum(x, dim=-2)
+        mask = torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=0)
+        x_segsum = x_segsum.masked_fill(~mask, -torch.inf)
+        return x_segsum
+
+    def ssd_minimal_discrete(X, A, B, C, block_len, initial_states=None):
+        # rearrange into blocks/chunks: "b (c l) ... -> b c l ..."
+        X, A, B, C = [x.reshape(x.shape[0], -1, block_len, *x.shape[2:]) for x in (X, A, B, C)]
+        A = A.permute(0, 3, 1, 2)  # "b c l h -> b h c l"
+        A_cumsum = torch.cumsum(A, dim=-1)
+        # 1. the diagonal blocks (intra-chunk)
+        L = torch.exp(segsum(A))
+        Y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", C, B, L, X)
+        # 2. the state of each chunk
+        decay_states = torch.exp((A_cumsum[:, :, :, -1:] - A_cumsum))
+        states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, decay_states, X)
+        # 3. the inter-chunk recurrence
+        if initial_states is None:
+            initial_states = torch.zeros_like(states[:, :1])
+        states = torch.cat([initial_states, states], dim=1)
+        decay_chunk = torch.exp(segsum(F.pad(A_cumsum[:, :, :, -1], (1, 0))))
+        new_states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, states)
+        states, final_state = new_states[:, :-1], new_states[:, -1]
+        # 4. state -> output
+        state_decay_out = torch.exp(A_cumsum)
+        Y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", C, states, state_decay_out)
+        Y = Y_diag + Y_off
+        return Y.reshape(Y.shape[0], -1, *Y.shape[3:]), final_state
+
+    Y, final_state = ssd_minimal_discrete(X * dt.unsqueeze(-1), A * dt, B, C, block_len)
+    # the recurrence, step by step
+    state = torch.zeros(b, h, p, n, dtype=torch.float64)
+    ys = []
+    for t in range(l):
+        decay = torch.exp(A * dt[:, t])  # (b, h)
+        state = state * decay[..., None, None] + torch.einsum("bhp,bhn->bhpn", X[:, t] * dt[:, t, :, None], B[:, t])
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))
+    Y_scan = torch.stack(ys, dim=1)
+    leaves = (X, dt, A, B, C)
+    grads = torch.autograd.grad((Y * Y.detach().sin()).sum() + final_state.sum(), leaves)
+    grads_scan = torch.autograd.grad((Y_scan * Y.detach().sin()).sum() + state.sum(), leaves)
+    return Y, Y_scan, final_state, state, grads, grads_scan
+
+
+@pytest.mark.parametrize("block_len", [4, 6])
+def test_mamba2_ssd_chunked_against_the_recurrence(block_len):
+    (Y, Y_scan, final_state, state, grads, grads_scan), _ = run_both(ssd_program, block_len, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(Y, Y_scan, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(final_state, state, rtol=1e-9, atol=1e-11)
+    for a, b in zip(grads, grads_scan):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
