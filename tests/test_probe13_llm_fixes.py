@@ -174,8 +174,12 @@ def test_float16_addmm_baddbmm_and_contiguous_linear_round_once(T, F):
 
 def test_sdpa_refuses_masks_of_other_dtypes(T, F):
     """An attn_mask is bool, float32 or the query's dtype: an integer 0/1 mask would otherwise be added to the
-    scores as a bias (PyTorch refuses it, and a float64 mask for a float32 query)."""
+    scores as a bias (PyTorch refuses it, and a float64 mask for a float32 query); query, key and value share
+    one dtype (a float16 query is not computed in float32 with float32 keys)."""
     q = T.randn(1, 2, 4, 8)
+    for query, key in ((q.half(), q), (q, q.double())):
+        with pytest.raises(RuntimeError, match="Expected query, key, and value to have the same dtype"):
+            F.scaled_dot_product_attention(query, key, key)
     for mask in (T.ones(4, 4, dtype=T.long), T.zeros(4, 4, dtype=T.float64), T.zeros(4, 4).half()):
         with pytest.raises(RuntimeError, match="Expected attn_mask dtype to be bool or float or to match query dtype"):
             F.scaled_dot_product_attention(q, q, q, attn_mask=mask)

@@ -46,6 +46,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     check_a_kernel_runs()
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    if key.dtype != query.dtype or value.dtype != query.dtype:
+        raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
+                           f"{c_name(query.dtype)} key.dtype: {c_name(key.dtype)} and value.dtype: "
+                           f"{c_name(value.dtype)} instead.")
     if attn_mask is not None and attn_mask.dtype not in (autograd.bool, autograd.float32, query.dtype):
         # (an integer 0/1 mask would be added to the scores, not select them)
         raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
