@@ -8,7 +8,7 @@ operand has are summed in the forward pass, so its gradient is constant along th
 with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one by an identity.
 """
 
-from ..backend import float16, xp
+from ..backend import xp
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, _operand, tensor_from
 from . import shape
@@ -306,7 +306,7 @@ def _require_input_dtype(input, factors, message):
 def _scaled_sum_of_product(input, a, b, beta, alpha):
     """beta · input + alpha · (a @ b); float16 is computed in float32 and rounded once, as PyTorch's addmm and
     baddbmm kernels (rounding the product before adding the input is an ulp off in a quarter of the values)."""
-    if a._data.dtype == float16 and isinstance(input, Tensor) and input._data.dtype == float16:
+    if a._data.dtype == xp.float16 and isinstance(input, Tensor) and input._data.dtype == xp.float16:
         return _scaled_sum(input.float(), matmul(a.float(), b.float()), beta, alpha).half()
     return _scaled_sum(_input(input, a), matmul(a, b), beta, alpha)
 
