@@ -164,6 +164,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "compile": ".compiler:compile",
     "compiler": ".compiler",
     "_dynamo": "._dynamo",
+    "_inductor": "._inductor",
     "cpu": ".cpu",
     **_lazy.from_module(".control_flow", "cond", "while_loop"),
     # the layers' functions at PyTorch's top level (autograd.conv2d, torch.max_pool2d's signature, ...)

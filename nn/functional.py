@@ -11,7 +11,7 @@ import warnings
 
 import autograd
 from autograd import Primitive, Tensor, _lazy
-from autograd.backend import xp
+from autograd.backend import float16, xp
 from autograd.errors import ShapeError, check_same_dtype, not_a_tensor
 from autograd.ops import piecewise_linear as _piecewise_linear
 from autograd.ops.activations import (  # noqa: F401  (F.hardshrink, F.prelu, F.SELU_ALPHA as before)
@@ -113,6 +113,13 @@ def linear(input, weight, bias=None, *, out=None):
                          "be multiplied)")
     check_same_dtype("linear", input, weight=weight, bias=bias)
     refuse_kinds(input, "addmm_impl_cpu_", "b")  # (NumPy would multiply bools; PyTorch has no kernel for them)
+    if bias is not None and input._data.dtype == float16:
+        # PyTorch runs a contiguous input through addmm (flattened), whose float16 is computed in float32 and
+        # rounded once; other layouts take matmul then add, each rounded
+        if not input.is_contiguous():
+            return write_out(input.matmul(weight.t()) + bias, out)
+        return write_out(named_node(AffineMap.apply(input.float(), weight.float(), bias.float()).half(), None,
+                                    "AddmmBackward0" if input.ndim == 2 else "ViewBackward0"), out)
     if input.ndim == 2 and bias is not None:  # the common case, PyTorch's addmm
         return write_out(AffineMap.apply(input, weight, bias), out)
     # PyTorch's node for the other cases: with a bias a view; without, mm, matmul's squeeze or its _unsafe_view

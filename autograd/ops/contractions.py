@@ -289,9 +289,9 @@ def _input(input, like):
 
 
 def _rounded_once(product_sum, input, *factors):
-    """``product_sum(input, *factors)``, float16 computed in float32 and rounded once, as PyTorch's gemm and gemv
-    add the input into their float32 accumulator (rounding the product first put a fifth of the values a unit
-    off; PyTorch's baddbmm and addbmm round it first, and so do theirs here)."""
+    """``product_sum(input, *factors)``, float16 computed in float32 and rounded once, as PyTorch's gemm, batched
+    gemm and gemv add the input into their float32 accumulator (rounding the product first put a fifth of the
+    values a unit off; PyTorch's addbmm rounds it first, and so does its form here)."""
     if factors[0].dtype != xp.float16:
         return product_sum(input, *factors)
     return product_sum(input.float(), *(factor.float() for factor in factors)).half()
@@ -313,6 +313,12 @@ def _require_input_dtype(input, factors, message):
         raise RuntimeError(message(*(x.dtype for x in (input, *factors))))
 
 
+def _scaled_sum_of_product(input, a, b, beta, alpha):
+    """beta · input + alpha · (a @ b); float16 computed in float32 and rounded once, as PyTorch's addmm and
+    baddbmm kernels (rounding the product before adding the input is an ulp off in a quarter of the values)."""
+    return _rounded_once(lambda input, a, b: _scaled_sum(input, matmul(a, b), beta, alpha), _input(input, a), a, b)
+
+
 @names("addmm", inplace="addmm_")
 @node_named("AddmmBackward0")
 def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
@@ -320,8 +326,7 @@ def addmm(input, mat1, mat2, *, beta=1, alpha=1, out=None):
     _check_matrices(mat1, mat2, "addmm", ("mat1", "mat2"))
     _require_input_dtype(input, (mat2,), lambda a, b: f"self and mat2 must have the same dtype, but got "
                                                       f"{type_name(a)} and {type_name(b)}")
-    return write_out(_rounded_once(lambda input, mat1, mat2: _scaled_sum(input, matmul(mat1, mat2), beta, alpha),
-                                   _input(input, mat1), mat1, mat2), out)
+    return write_out(_scaled_sum_of_product(input, mat1, mat2, beta, alpha), out)
 
 
 @names("addmv", inplace="addmv_")
@@ -341,7 +346,7 @@ def baddbmm(input, batch1, batch2, *, beta=1, alpha=1, out=None):
     _require_input_dtype(input, (batch1, batch2), lambda a, b, c: f"Input dtypes must be the same, got: input "
                                                                   f"{c_name(a)}, batch1: {c_name(b)}, batch2: "
                                                                   f"{c_name(c)}")
-    return write_out(_scaled_sum(_input(input, batch1), matmul(batch1, batch2), beta, alpha), out)
+    return write_out(_scaled_sum_of_product(input, batch1, batch2, beta, alpha), out)
 
 
 @names("addbmm", inplace="addbmm_")

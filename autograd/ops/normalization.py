@@ -12,7 +12,7 @@ Composed of differentiable ops.
 
 import math
 
-from ..backend import float16
+from ..backend import float16, float32
 from ..errors import ShapeError, check_same_dtype
 from ..graph import no_grad
 from ..primitive import named_node
@@ -122,6 +122,23 @@ def standardize_by_running_stats(input, running_mean, running_var, eps, shape):
     return standardize(input - running_mean.reshape(shape), running_var.reshape(shape), eps)
 
 
+def in_float32(input, op, **parameters):
+    """Whether a float16 input is normalised in float32 (the output rounded to float16 once, as PyTorch's kernels
+    compute it): its parameters are all float16 or, "mixed dtype" (norms kept in float32 in a half model), all
+    float32; any other mix is refused, as it is for other dtypes."""
+    if input._data.dtype != float16:
+        check_same_dtype(op, input, **parameters)
+        return False
+    given = [t for t in parameters.values() if t is not None]
+    if not (given and all(t._data.dtype == float32 for t in given)):
+        check_same_dtype(op, input, **parameters)
+    return True
+
+
+def as_float32(parameter):
+    return None if parameter is None else parameter.float()
+
+
 def refuse_empty_normalized_shape(normalized_shape):
     if not normalized_shape:
         raise RuntimeError(f"Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one "
@@ -141,7 +158,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims of each sample (Ba et al., 2016)."""
     refuse_kinds(input, "LayerNormKernelImpl", "biuc")
     normalized_shape = _normalized_shape("layer_norm", input, normalized_shape)
-    check_same_dtype("layer_norm", input, weight=weight, bias=bias)
+    if in_float32(input, "layer_norm", weight=weight, bias=bias):
+        output = layer_norm(input.float(), normalized_shape, as_float32(weight), as_float32(bias), eps).half()
+        return named_node(output, None, "NativeLayerNormBackward0", (input,))
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
     normalized, _, _ = normalize(input, axes, eps)
     return named_node(scale_and_shift(normalized, weight, bias, dtype=input.dtype), None, "NativeLayerNormBackward0",
@@ -150,15 +169,19 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
     """y = x / sqrt(mean(x²) + eps) · γ over the last len(normalized_shape) dims (Zhang & Sennrich,
-    2019): LayerNorm without the centring (eps None: the dtype's machine epsilon, as PyTorch's)."""
+    2019): LayerNorm without the centring (eps None: the machine epsilon of the dtype it is computed in, as
+    PyTorch's)."""
     normalized_shape = _normalized_shape("rms_norm", input, normalized_shape)
-    if eps is None:
+    # any weight's dtype is taken, the output has the input's; float16 is computed in float32 and rounded once
+    computed = input.float() if input._data.dtype == float16 else input
+    if eps is None:  # the machine epsilon of the dtype computed in (float32's for float16, as PyTorch's opmath)
         from ..tensor_info import finfo  # (tensor_info binds the ops: imported at call time)
 
-        eps = finfo(input.dtype).eps
+        eps = finfo(computed.dtype).eps
     axes = tuple(range(input.ndim - len(normalized_shape), input.ndim))
-    normalized = input * ((input * input).mean(axes, keepdim=True) + eps).rsqrt()
-    return scale_and_shift(normalized, weight, None)
+    normalized = computed * ((computed * computed).mean(axes, keepdim=True) + eps).rsqrt()
+    output = scale_and_shift(normalized, weight, None)
+    return output if output.dtype == input.dtype else output.to(input.dtype)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -169,7 +192,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     batch, channels = input.shape[0], input.shape[1]
     if channels % num_groups:
         raise ShapeError(f"group_norm: {channels} channels cannot be split into {num_groups} groups")
-    check_same_dtype("group_norm", input, weight=weight, bias=bias)
+    if in_float32(input, "group_norm", weight=weight, bias=bias):
+        output = group_norm(input.float(), num_groups, as_float32(weight), as_float32(bias), eps).half()
+        return named_node(output, None, "NativeGroupNormBackward0", (input,))
     # the group size spelt out, not -1: an empty batch leaves nothing to divide
     grouped = input.reshape(batch, num_groups, channels // num_groups * math.prod(input.shape[2:]))
     normalized, _, _ = normalize(grouped, (2,), eps)

@@ -8,6 +8,7 @@ import math
 import warnings
 
 import autograd
+from autograd.ops.conversion import c_name
 
 from .. import functional as F
 from .. import init
@@ -15,6 +16,7 @@ from ..attention_backends import SDPBackend, check_a_kernel_runs, sdpa_kernel  #
 from ..linear import Linear
 from ..module import Module
 from ..parameter import Parameter
+from .bias import CausalBias
 
 
 def _causal_keep(L, S):
@@ -39,9 +41,26 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     With ``enable_gqa`` the key/value heads (dim -3) are repeated to match the query heads (grouped-query
     attention).
     """
+    if isinstance(attn_mask, CausalBias):  # (PyTorch routes it through CausalBias.__torch_function__)
+        return CausalBias._dispatch(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     check_a_kernel_runs()
     if is_causal and attn_mask is not None:
         raise RuntimeError("scaled_dot_product_attention: Explicit attn_mask should not be set when is_causal=True")
+    if key.dtype != query.dtype or value.dtype != query.dtype:
+        raise RuntimeError(f"Expected query, key, and value to have the same dtype, but got query.dtype: "
+                           f"{c_name(query.dtype)} key.dtype: {c_name(key.dtype)} and value.dtype: "
+                           f"{c_name(value.dtype)} instead.")
+    if attn_mask is not None and attn_mask.dtype not in (autograd.bool, autograd.float32, query.dtype):
+        # (an integer 0/1 mask would be added to the scores, not select them)
+        raise RuntimeError(f"Expected attn_mask dtype to be bool or float or to match query dtype, but got "
+                           f"attn_mask.dtype: {c_name(attn_mask.dtype)} and  query.dtype: {c_name(query.dtype)} "
+                           "instead.")
+    if query.dtype == autograd.float16:
+        # PyTorch's math kernel computes float16 attention in float32 and rounds the output once
+        if attn_mask is not None and attn_mask.dtype == autograd.float16:
+            attn_mask = attn_mask.float()
+        return scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask, dropout_p,
+                                            is_causal, scale, enable_gqa).half()
     L, S = query.shape[-2], key.shape[-2]
     scale_factor = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     if enable_gqa:
