@@ -71,7 +71,7 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     ``repeats`` is a number or one count per element; with dim None input is flattened first."""
     if repeats is None:  # repeat_interleave(counts): the indices 0, 0, 1, ... themselves
         counts = _counts(input, vector_only=True)
-        return Tensor._make(xp.repeat(xp.arange(len(counts), dtype=int64), counts))
+        return Tensor._make(xp.repeat(xp.arange(len(counts), dtype=counts.dtype), counts))  # (int32 stays int32)
     if dim is None:
         input, axis = shape.reshape(input, (-1,)), 0
     else:
