@@ -41,9 +41,14 @@ def _array_index(i):
     deprecated rule, with its warning: NumPy would read it as integer positions); a negative step
     is refused (NumPy would reverse: PyTorch has no such view)."""
     if isinstance(i, (Tensor, numpy.ndarray)):  # (a NumPy array is read as PyTorch reads it: as a tensor)
-        i = i._data if isinstance(i, Tensor) else i
+        is_tensor = isinstance(i, Tensor)
+        i = i._data if is_tensor else i
         if i.ndim == 0 and i.dtype.kind in "iu" and i.dtype != xp.uint8:
             return int(i)  # a 0-d integer tensor is an integer (x[t] is a view), not an index array (a copy)
+        if is_tensor and i.dtype.kind in "iu" and i.dtype not in (xp.int64, xp.int32, xp.uint8):
+            # PyTorch indexes by int64, int32, uint8 (a mask) and bool tensors only; NumPy would take int8 positions
+            # (a NumPy array of them is converted first, as PyTorch converts it)
+            raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
         if i.dtype == xp.uint8:
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
                           "instead.", UserWarning, stacklevel=4)  # (the line indexing, past _as_pytorch_reads_it)
