@@ -14,6 +14,7 @@ from ..backend import float16, float32, float64, xp
 from ..graph import is_grad_enabled, no_grad
 from ..primitive import Primitive
 from ..tensor import Tensor
+from .conversion import type_name
 from .names import names
 from .shape import IndexAdd
 
@@ -46,10 +47,10 @@ class EmbeddingLookup(Primitive):
 
 def _indices(input, num_embeddings):
     indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
-    if indices.dtype.kind not in "iu":
+    if indices.dtype not in (xp.int64, xp.int32):  # (PyTorch's kernels read int64 or int32 indices only)
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
-                           f"types: Long, Int; but got {indices.dtype} instead (while checking arguments "
-                           "for embedding)")
+                           f"types: Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while "
+                           "checking arguments for embedding)")
     if indices.size and (indices.min() < 0 or indices.max() >= num_embeddings):
         raise IndexError("index out of range in self")
     return indices
