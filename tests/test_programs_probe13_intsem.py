@@ -853,7 +853,8 @@ def test_inplace_bitwise_refuses_the_cast_before_the_kernel(T):
     x = T.tensor([6, 3])
     raises(RuntimeError, "can't be cast to the desired output type", lambda: x.clone().bitwise_and_(2.5))
     raises(RuntimeError, "can't be cast to the desired output type", lambda: x.clone().bitwise_or_(T.ones(2)))
-    raises(RuntimeError, "can't be cast to the desired output type", lambda: T.tensor([True]).bitwise_xor_(T.tensor([2])))
+    raises(RuntimeError, "can't be cast to the desired output type",
+           lambda: T.tensor([True]).bitwise_xor_(T.tensor([2])))
     raises(NotImplementedError, "bitwise_and_cpu\" not implemented for 'Float'", lambda: T.ones(2).bitwise_and_(x))
     y = T.tensor([6, 3], dtype=T.uint8)
     y &= T.tensor(5)  # (a 0-d int64 keeps uint8)
@@ -861,6 +862,40 @@ def test_inplace_bitwise_refuses_the_cast_before_the_kernel(T):
     z = T.tensor([True, False])
     z |= True
     assert z.tolist() == [True, True]
+
+
+def functional(T):
+    """The nn.functional beside the library under test."""
+    return OURS.F if T is autograd else pytorch().F
+
+
+def test_index_tensors_of_narrow_integer_dtypes_are_refused(T):
+    x = T.arange(6.0).reshape(2, 3)
+    for dtype in (T.int8, T.int16):
+        raises(IndexError, "tensors used as indices must be long, int, byte or bool tensors",
+               lambda: x[T.tensor([0, 1], dtype=dtype)])
+        raises(IndexError, "tensors used as indices must be long, int, byte or bool tensors",
+               lambda: x.__setitem__((slice(None), T.tensor([0, 1], dtype=dtype)), 9.0))
+        assert x[T.tensor(1, dtype=dtype)].tolist() == [3.0, 4.0, 5.0]  # (0-d: an integer)
+    assert x[np.array([1, 0], dtype=np.int8)].tolist() == [[3.0, 4.0, 5.0], [0.0, 1.0, 2.0]]  # (converted first)
+    assert x[T.tensor([1], dtype=T.int32)].tolist() == [[3.0, 4.0, 5.0]]
+
+
+def test_embedding_takes_int64_or_int32_indices_only(T):
+    F = functional(T)
+    weight = T.arange(6.0).reshape(3, 2)
+    assert F.embedding(T.tensor([2, 0], dtype=T.int32), weight).tolist() == [[4.0, 5.0], [0.0, 1.0]]
+    for dtype in (T.uint8, T.int8, T.int16):
+        raises(RuntimeError, "Expected tensor for argument #1 'indices' to have one of the following scalar types: "
+                             "Long, Int", lambda: F.embedding(T.tensor([2, 0], dtype=dtype), weight))
+
+
+def test_hardtanh_of_uint8_refuses_negative_limits(T):
+    F = functional(T)
+    x = T.tensor([0, 3, 9], dtype=T.uint8)
+    raises(RuntimeError, "cannot do hardtanh on an unsigned type with negative limits", lambda: F.hardtanh(x))
+    assert F.relu6(x).tolist() == [0, 3, 6] and F.hardtanh(x, -0.5, 2).tolist() == [0, 2, 2]  # (-0.5 is 0)
+    assert F.hardtanh(x.to(T.int8)).tolist() == [0, 1, 1]
 
 
 # -- left in files this task could not edit (PyTorch's answers, strict xfails) -------------------
