@@ -24,6 +24,7 @@ value: -1 is 255 in uint8), floating bounds past the dtype's range, the sign of 
 
 import math
 import operator
+import struct
 
 import numpy as np
 import pytest
@@ -625,6 +626,103 @@ def test_quantization_with_integer_bit_twiddling():
 
 
 # ----------------------------------------------------------------------------------------------
+# MNIST's idx files (torchvision's read_sn3_pascalvincent_tensor, both of its versions): big-endian payloads
+# read by frombuffer and byte-flipped through uint8 views, or by NumPy's '>i2' dtype then astype
+# ----------------------------------------------------------------------------------------------
+
+
+def write_idx_files(folder):
+    rng = np.random.default_rng(3)
+    files = {}
+    payloads = {"images": (0x08, rng.integers(0, 256, (3, 4, 5)).astype(">u1")),
+                "labels": (0x08, rng.integers(0, 10, 7).astype(">u1")),
+                "shorts": (0x0B, rng.integers(-30000, 30000, (2, 6)).astype(">i2")),
+                "ints": (0x0C, rng.integers(-2 ** 31, 2 ** 31, 5).astype(">i4")),
+                "floats": (0x0D, rng.standard_normal((2, 3)).astype(">f4")),
+                "doubles": (0x0E, rng.standard_normal(4).astype(">f8"))}
+    for name, (code, array) in payloads.items():
+        header = struct.pack(">I", code * 256 + array.ndim) + b"".join(struct.pack(">I", n) for n in array.shape)
+        path = folder / f"{name}-idx-ubyte"
+        path.write_bytes(header + array.tobytes())
+        files[name] = str(path)
+    return files, {name: array.astype(array.dtype.newbyteorder("=")) for name, (code, array) in payloads.items()}
+
+
+def mnist_idx(m, files):
+    torch = m.torch
+    import codecs
+    import sys
+
+    def get_int(b):
+        return int(codecs.encode(b, "hex"), 16)
+
+    SN3_PASCALVINCENT_TYPEMAP = {8: torch.uint8, 9: torch.int8, 11: torch.int16, 12: torch.int32, 13: torch.float32,
+                                 14: torch.float64}
+    SN3_NUMPY = {8: (np.uint8, np.uint8), 9: (np.int8, np.int8), 11: (np.dtype(">i2"), "i2"),
+                 12: (np.dtype(">i4"), "i4"), 13: (np.dtype(">f4"), "f4"), 14: (np.dtype(">f8"), "f8")}
+
+    def _flip_byte_order(t):
+        return (
+            t.contiguous()
+            .view(torch.uint8)
+            .view(*t.shape, t.element_size())
+            .flip(-1)
+            .view(*t.shape[:-1], -1)
+            .view(t.dtype)
+        )
+
+    def read_sn3_pascalvincent_tensor(path, strict=True):
+        with open(path, "rb") as f:
+            data = f.read()
+        magic = get_int(data[0:4])
+        nd = magic % 256
+        ty = magic // 256
+        assert 1 <= nd <= 3
+        assert 8 <= ty <= 14
+        torch_type = SN3_PASCALVINCENT_TYPEMAP[ty]
+        s = [get_int(data[4 * (i + 1): 4 * (i + 2)]) for i in range(nd)]
+        parsed = torch.frombuffer(bytearray(data), dtype=torch_type, offset=(4 * (nd + 1)))
+        if sys.byteorder == "little" and parsed.element_size() > 1:
+            parsed = _flip_byte_order(parsed)
+        assert parsed.shape[0] == np.prod(s) or not strict
+        return parsed.view(*s)
+
+    def read_sn3_pascalvincent_tensor_numpy(path, strict=True):  # (torchvision before frombuffer)
+        with open(path, "rb") as f:
+            data = f.read()
+        magic = get_int(data[0:4])
+        nd = magic % 256
+        ty = magic // 256
+        m = SN3_NUMPY[ty]
+        s = [get_int(data[4 * (i + 1): 4 * (i + 2)]) for i in range(nd)]
+        parsed = np.frombuffer(data, dtype=m[0], offset=(4 * (nd + 1)))
+        assert parsed.shape[0] == np.prod(s) or not strict
+        return torch.from_numpy(parsed.astype(m[1], copy=False)).view(*s)
+
+    out = {}
+    for name, path in files.items():
+        out[name] = typed(read_sn3_pascalvincent_tensor(path))
+        out[name + "_numpy"] = typed(read_sn3_pascalvincent_tensor_numpy(path))
+    labels = read_sn3_pascalvincent_tensor(files["labels"], strict=False)
+    assert labels.dtype == torch.uint8 and labels.ndimension() == 1
+    out["targets"] = typed(labels.long())
+    images = read_sn3_pascalvincent_tensor(files["images"])
+    out["first"] = (typed(images[0]), int(out["targets"][1][0]))
+    out["scaled"] = typed(images.float().div(255).unsqueeze(1))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")  # (uint8's astype copies nothing)
+def test_mnist_idx_files(tmp_path):
+    files, expected = write_idx_files(tmp_path)
+    ours, _ = run_both(mnist_idx, files, rtol=0, atol=0)
+    for name, array in expected.items():  # by hand: the payloads written
+        assert ours[name][0] == ours[name + "_numpy"][0] == {"u": "uint8"}.get(array.dtype.kind, array.dtype.name)
+        np.testing.assert_array_equal(ours[name][1], array)
+        np.testing.assert_array_equal(ours[name + "_numpy"][1], array)
+
+
+# ----------------------------------------------------------------------------------------------
 # Counting and metrics
 # ----------------------------------------------------------------------------------------------
 
@@ -913,6 +1011,14 @@ def test_a_bool_tensor_is_an_index():
 def test_dtype_is_floating_point():
     assert autograd.float32.is_floating_point and not autograd.uint8.is_floating_point
     assert autograd.int8.is_signed and not autograd.uint8.is_signed
+
+
+@pytest.mark.xfail(strict=True, reason="factories.py (not editable here): tensor() of a big-endian NumPy array keeps "
+                                       "its '>i4' dtype (then t.dtype == int32 is False); PyTorch refuses it, as "
+                                       "as_tensor and from_numpy here do")
+def test_tensor_of_a_big_endian_array_is_refused():
+    big_endian = np.frombuffer(struct.pack(">2i", 5, -6), dtype=">i4")
+    raises(ValueError, "byte order different from the native byte order", lambda: autograd.tensor(big_endian))
 
 
 @pytest.mark.xfail(strict=True, reason="PyTorch's add/add_ with alpha is one fused multiply-add on float32 (a single "
