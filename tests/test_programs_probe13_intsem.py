@@ -996,6 +996,21 @@ def test_hardtanh_of_uint8_refuses_negative_limits(T):
     assert F.hardtanh(x.to(T.int8)).tolist() == [0, 1, 1]
 
 
+def test_constant_padding_values_are_floats_that_must_fit(T):
+    F = functional(T)
+    rnn = OURS.nn.utils.rnn if T is autograd else pytorch().nn.utils.rnn
+    x = T.tensor([1, 2], dtype=T.uint8)
+    for value in (-1, 300, 255.9, math.nan):
+        raises(RuntimeError, "without overflow", lambda: F.pad(x, (1, 1), value=value))
+        raises(RuntimeError, "without overflow", lambda: rnn.pad_sequence([x, x[:1]], padding_value=value))
+    assert F.pad(x, (1, 1), value=2.5).tolist() == [2, 1, 2, 2]  # (truncated)
+    assert T.constant_pad_nd(x, (1, 1), -1).tolist() == [255, 1, 2, 255]  # (a Scalar: wraps, as fill_)
+    assert F.pad(x.to(T.int8), (1, 0), value=-1).tolist() == [-1, 1, 2]
+    assert F.pad(x.bool(), (1, 0), value=-1).tolist() == [True, True, True]
+    raises(RuntimeError, "without overflow", lambda: F.pad(x.half(), (1, 0), value=1e6))
+    assert rnn.pad_sequence([x, x[:1]], batch_first=True, padding_value=7).tolist() == [[1, 2], [1, 7]]
+
+
 # -- left in files this task could not edit (PyTorch's answers, strict xfails) -------------------
 
 
