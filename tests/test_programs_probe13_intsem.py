@@ -1036,6 +1036,14 @@ def test_tensor_of_a_big_endian_array_is_refused():
     raises(ValueError, "byte order different from the native byte order", lambda: autograd.tensor(big_endian))
 
 
+@pytest.mark.xfail(strict=True, reason="factories.py (not editable here): full_like fills by NumPy's casting: NaN "
+                                       "into int64 is INT64_MIN, silently, and -1 into uint8 an OverflowError; "
+                                       "PyTorch refuses the first and wraps the second, as full does here")
+def test_full_like_casts_its_number_as_full():
+    assert autograd.full_like(autograd.tensor([1], dtype=autograd.uint8), -1).tolist() == [255]
+    raises(RuntimeError, "without overflow", lambda: autograd.full_like(autograd.tensor([1, 2]), math.nan))
+
+
 @pytest.mark.xfail(strict=True, reason="PyTorch's add/add_ with alpha is one fused multiply-add on float32 (a single "
                                        "rounding); chainrule rounds alpha * other first (arithmetic.py's _scaled and "
                                        "add_'s fast path, kept as they are: optimizers' hot path)")
