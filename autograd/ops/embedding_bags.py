@@ -18,6 +18,7 @@ from ..tensor import Tensor, tensor_from
 from .conversion import type_name
 from .embedding import _padding_index, embedding
 from .names import names
+from .promotion import promote_types
 from .shape import IndexAdd
 
 
@@ -35,7 +36,11 @@ def _bags(input, offsets, include_last_offset):
         raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {indices.ndim}")
     if offsets is None:
         raise ValueError("offsets has to be a 1D Tensor but got None")
-    starts = (offsets._data if isinstance(offsets, Tensor) else xp.asarray(offsets)).astype(xp.int64)
+    starts = offsets._data if isinstance(offsets, Tensor) else xp.asarray(offsets)
+    # PyTorch reads the indices and the offsets in their common dtype (uint8 indices beside int64 offsets as
+    # int64) before it takes int64 or int32 indices only
+    indices = indices.astype(promote_types(indices.dtype, starts.dtype), copy=False)
+    starts = starts.astype(xp.int64)
     if starts.ndim != 1:
         raise ValueError("offsets has to be a 1D Tensor")
     if starts.size and starts[0] != 0:
