@@ -1011,6 +1011,30 @@ def test_constant_padding_values_are_floats_that_must_fit(T):
     assert rnn.pad_sequence([x, x[:1]], batch_first=True, padding_value=7).tolist() == [[1, 2], [1, 7]]
 
 
+def test_embedding_bag_reads_indices_and_offsets_in_their_common_dtype(T):
+    F = functional(T)
+    weight = T.arange(12.0).reshape(4, 3)
+    for dtype in (T.uint8, T.int8, T.int16):  # (beside int64 offsets: read as int64)
+        bags = F.embedding_bag(T.tensor([0, 2, 1, 3, 3], dtype=dtype), weight, T.tensor([0, 2]))
+        assert bags.tolist() == [[3.0, 4.0, 5.0], [7.0, 8.0, 9.0]]
+        raises(RuntimeError, "Long, Int", lambda: F.embedding_bag(T.tensor([[0, 2]], dtype=dtype), weight))
+    raises(RuntimeError, "Long, Int",
+           lambda: F.embedding_bag(T.tensor([0, 2], dtype=T.uint8), weight, T.tensor([0], dtype=T.uint8)))
+
+
+def test_losses_of_bool_and_integer_targets(T):
+    F = functional(T)
+    prediction, mask = T.tensor([0.0, 0.5, 1.0], dtype=T.float64), T.tensor([True, False, True])
+    assert F.mse_loss(prediction, mask).item() == pytest.approx((1 + 0.25) / 3)
+    assert F.mse_loss(prediction, mask).dtype == T.float64
+    assert F.smooth_l1_loss(prediction.half(), mask).dtype == T.float16
+    assert F.mse_loss(mask, prediction.float()).dtype == T.float32
+    raises(RuntimeError, "Integral inputs not supported", lambda: F.kl_div(T.zeros(3), mask))
+    raises(RuntimeError, "Integral inputs not supported", lambda: F.kl_div(T.zeros(3, dtype=T.int64), T.zeros(3)))
+    raises(RuntimeError, "expected scalar type Long but found Int",
+           lambda: F.multilabel_margin_loss(T.zeros(3), T.tensor([0, -1, 1], dtype=T.int32)))
+
+
 # -- left in files this task could not edit (PyTorch's answers, strict xfails) -------------------
 
 
