@@ -799,6 +799,125 @@ def test_counting_and_metrics():
 
 
 # ----------------------------------------------------------------------------------------------
+# Integer algorithms written with tensors (the vectorised kind found in puzzles, simulations and hashing)
+# ----------------------------------------------------------------------------------------------
+
+
+def integer_algorithms(m):
+    torch, F = m.torch, m.F
+    out = {}
+
+    # sieve of Eratosthenes on a bool tensor (a 0-d bool read by `if`, strided writes of False)
+    n = 100
+    is_prime = torch.ones(n + 1, dtype=torch.bool)
+    is_prime[:2] = False
+    for i in range(2, int(n ** 0.5) + 1):
+        if is_prime[i]:
+            is_prime[i * i::i] = False
+    primes = torch.nonzero(is_prime).flatten()
+    out["primes"] = typed(primes)
+    out["n_primes"] = int(is_prime.sum())
+
+    # Conway's game of life on uint8, neighbours by torch.roll and by a convolution
+    rng = np.random.default_rng(4)
+    board = torch.from_numpy((rng.random((12, 12)) < 0.35).astype(np.uint8))
+    kernel = torch.ones(1, 1, 3, 3)
+    kernel[0, 0, 1, 1] = 0
+    for step in range(4):
+        neighbours = sum(torch.roll(board, (i, j), (0, 1)) for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0))
+        by_conv = F.conv2d(F.pad(board.float()[None, None], (1, 1, 1, 1), mode="circular"), kernel)[0, 0]
+        assert torch.equal(neighbours.float(), by_conv)
+        board = ((neighbours == 3) | (board.bool() & (neighbours == 2))).to(torch.uint8)
+    out["life"] = typed(board)
+    out["neighbours"] = typed(neighbours)
+
+    # bits: popcount, Gray code, bit reversal (FFT order), a Knuth multiplicative hash that wraps uint32 in int64
+    x = torch.arange(16)
+    out["popcount"] = typed(((x.unsqueeze(-1) >> torch.arange(4)) & 1).sum(-1))
+    gray = x ^ (x >> 1)
+    out["gray"] = typed(gray)
+    decoded = gray.clone()
+    shift = gray >> 1
+    while shift.any():
+        decoded ^= shift
+        shift >>= 1
+    out["gray_decoded"] = typed(decoded)
+    rev = torch.zeros_like(x)
+    for b in range(4):
+        rev |= ((x >> b) & 1) << (3 - b)
+    out["bit_reversed"] = typed(rev)
+    keys = torch.tensor([1, 2, 3, 1000, 123456789, 2 ** 40 + 7])
+    out["knuth"] = typed(((keys * 2654435761) & 0xFFFFFFFF) >> 22)
+    out["knuth_int32"] = typed((keys.to(torch.int32) * -1640531535) >> 22)  # (int32 wraps)
+
+    # modular exponentiation by squaring (products below 2**62), Collatz lengths, gcd and lcm, base 7 digits
+    p = 1_000_000_007
+    base, exponent, result = torch.tensor([2, 3, 10, 123456]), torch.tensor([10, 100, 1000, 65537]), torch.ones(4,
+                                                                                                           dtype=torch.long)
+    base = base % p
+    while (exponent > 0).any():
+        odd = (exponent % 2) == 1
+        result = torch.where(odd, (result * base) % p, result)
+        base = (base * base) % p
+        exponent = exponent // 2
+    out["powmod"] = typed(result)
+    start = torch.arange(1, 30)
+    value, steps = start.clone(), torch.zeros_like(start)
+    while (value != 1).any():
+        active = value != 1
+        value = torch.where(active, torch.where(value % 2 == 0, value // 2, 3 * value + 1), value)
+        steps += active.long()
+    out["collatz"] = typed(steps)
+    a, b = torch.tensor([12, -18, 0, 7, 2 ** 40]), torch.tensor([8, 27, 5, 0, 2 ** 20 * 3])
+    out["gcd"] = typed(torch.gcd(a, b))
+    out["lcm"] = typed(torch.lcm(a[:4], b[:4]))
+    digits, number = [], torch.tensor([0, 6, 7, 49, 12345, -50])
+    for _ in range(6):
+        digits.append(torch.remainder(number, 7))
+        number = torch.div(number, 7, rounding_mode="floor")
+    out["base7"] = typed(torch.stack(digits[::-1], dim=1))
+
+    # run-length encoding, counting sort, ranks, segment reductions, connected components by label propagation
+    runs = torch.tensor([3, 3, 3, 1, 1, 4, 3, 3, 0, 0, 0, 0])
+    values, counts = torch.unique_consecutive(runs, return_counts=True)
+    out["rle"] = (typed(values), typed(counts), typed(torch.repeat_interleave(values, counts)))
+    out["run_starts"] = typed(torch.cumsum(counts, 0) - counts)
+    counts_by_value = torch.bincount(runs, minlength=5)
+    out["counting_sort"] = typed(torch.repeat_interleave(torch.arange(5), counts_by_value))
+    out["ranks"] = typed(runs.argsort(stable=True).argsort())
+    segments = torch.tensor([0, 0, 1, 1, 1, 3])
+    data = torch.tensor([5, -2, 7, 7, 1, 9])
+    out["segment_sum"] = typed(torch.zeros(4, dtype=torch.long).index_add_(0, segments, data))
+    out["segment_max"] = typed(torch.full((4,), -100).scatter_reduce(0, segments, data, "amax", include_self=False))
+    out["segment_min_int32"] = typed(torch.zeros(4, dtype=torch.int32).scatter_reduce(
+        0, segments, data.int(), "amin", include_self=False))
+    edges = torch.tensor([[0, 1], [1, 2], [3, 4], [5, 5], [6, 4], [7, 8], [2, 0]])
+    labels = torch.arange(9)
+    while True:
+        new = labels.clone()
+        new = new.scatter_reduce(0, edges[:, 0], labels[edges[:, 1]], "amin")
+        new = new.scatter_reduce(0, edges[:, 1], labels[edges[:, 0]], "amin")
+        if torch.equal(new, labels):
+            break
+        labels = new
+    out["components"] = typed(labels)
+    out["n_components"] = len(torch.unique(labels))
+    return out
+
+
+def test_integer_algorithms():
+    ours, _ = run_both(integer_algorithms, rtol=0, atol=0)
+    np.testing.assert_array_equal(ours["primes"][1][:10], [2, 3, 5, 7, 11, 13, 17, 19, 23, 29])
+    assert ours["n_primes"] == 25
+    np.testing.assert_array_equal(ours["gray_decoded"][1], np.arange(16))
+    np.testing.assert_array_equal(ours["powmod"][1], [pow(2, 10, 1_000_000_007), pow(3, 100, 1_000_000_007),
+                                                      pow(10, 1000, 1_000_000_007), pow(123456, 65537, 1_000_000_007)])
+    np.testing.assert_array_equal(ours["base7"][1][:, -2:], [[0, 0], [0, 6], [1, 0], [0, 0], [6, 4], [6, 6]])
+    np.testing.assert_array_equal(ours["gcd"][1], [4, 9, 5, 7, 2 ** 20])
+    assert ours["life"][0] == "uint8" and ours["n_components"] == 4
+
+
+# ----------------------------------------------------------------------------------------------
 # Tables over every dtype pair: result dtypes under PyTorch's promotion, in-place refusals, conversions
 # ----------------------------------------------------------------------------------------------
 
