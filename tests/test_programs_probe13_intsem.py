@@ -32,7 +32,7 @@ import pytest
 import autograd
 from tests.ported import raises
 
-from .pytorch_programs import OURS, assert_same, pytorch, run_both
+from .pytorch_programs import OURS, assert_same, load, pytorch, run_both, weights_of
 
 
 def typed(t):
@@ -720,6 +720,47 @@ def test_mnist_idx_files(tmp_path):
         assert ours[name][0] == ours[name + "_numpy"][0] == {"u": "uint8"}.get(array.dtype.kind, array.dtype.name)
         np.testing.assert_array_equal(ours[name][1], array)
         np.testing.assert_array_equal(ours[name + "_numpy"][1], array)
+
+
+# ----------------------------------------------------------------------------------------------
+# A mask regressor trained against bool masks (mse_loss and smooth_l1_loss promote the bool target)
+# ----------------------------------------------------------------------------------------------
+
+
+def mask_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+
+
+def mask_regression(m, weights, steps=4):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (6, 1, 8, 8)).astype(np.uint8)
+    model = load(m, mask_net(m), weights)
+    optimizer = m.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x = torch.from_numpy(images).float() / 255
+    mask = torch.from_numpy(images) > 127  # bool targets
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        prediction = torch.sigmoid(model(x))
+        loss = F.mse_loss(prediction, mask) + 0.5 * F.smooth_l1_loss(prediction, mask, beta=0.5)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        predicted = torch.sigmoid(model(x)) > 0.5
+        iou = (predicted & mask).sum(dim=(1, 2, 3)) / (predicted | mask).sum(dim=(1, 2, 3)).clamp(min=1)
+        accuracy = (predicted == mask).float().mean()
+    return {"losses": losses, "iou": typed(iou), "accuracy": typed(accuracy),
+            "grad": model[0].weight.grad, "pixels_on": typed(predicted.sum())}
+
+
+def test_mask_regression_against_bool_targets():
+    weights = weights_of(mask_net)
+    ours, _ = run_both(mask_regression, weights, rtol=1e-5, atol=1e-6)
+    assert ours["iou"][0] == "float32" and ours["pixels_on"][0] == "int64"
+    assert ours["losses"][-1] < ours["losses"][0]
 
 
 # ----------------------------------------------------------------------------------------------
