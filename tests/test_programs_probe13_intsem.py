@@ -1196,6 +1196,21 @@ def test_losses_of_bool_and_integer_targets(T):
            lambda: F.multilabel_margin_loss(T.zeros(3), T.tensor([0, -1, 1], dtype=T.int32)))
 
 
+def test_a_masked_write_of_one_number_of_another_dtype_must_fit(T):
+    def written(value, index=None):
+        x = T.arange(12, dtype=T.uint8).reshape(3, 4)
+        x[x > 5 if index is None else index] = value
+        return x[-1].tolist()
+
+    for value in (T.tensor(300), T.tensor([300]), T.tensor(-300), T.tensor(math.nan), T.tensor(300, dtype=T.int16)):
+        raises(RuntimeError, "without overflow", lambda: written(value))
+    assert written(T.tensor(-1)) == [255] * 4  # (wrapped, as fill_(-1))
+    assert written(T.tensor(2.7)) == [2] * 4
+    assert written(T.tensor(300), index=0) == [8, 9, 10, 11]  # (x[0] = ...: a copy_, which wraps 300 to 44)
+    half = T.ones(3, dtype=T.float16)
+    raises(RuntimeError, "without overflow", lambda: half.__setitem__(half > 0, T.tensor(1e10)))
+
+
 # -- left in files this task could not edit (PyTorch's answers, strict xfails) -------------------
 
 

@@ -11,6 +11,7 @@ import numpy
 from ..backend import xp
 from ..errors import DtypeError
 from ..tensor import Tensor
+from ..write_door import _refuse_overflow
 from .conversion import type_name
 from .names import names
 from .shape import GetItem, _in_pytorch_words, _is_int, reshape
@@ -75,6 +76,12 @@ def _setitem(x, index, value):
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
     x, index = _as_pytorch_reads_it(x, index)
+    mask = index[0] if isinstance(index, tuple) and len(index) == 1 else index
+    if isinstance(value, Tensor) and value._data.size == 1 and value._data.dtype != x._data.dtype \
+            and isinstance(mask, xp.ndarray) and mask.ndim and mask.dtype == bool:
+        # x[mask] = one number of another dtype is PyTorch's masked_fill_ of it, which refuses a number x's dtype
+        # cannot hold, as fill_ does (a 0-d int64 300 into uint8, NaN into integers; -1 into uint8 is 255)
+        _refuse_overflow(value.item(), x._data.dtype)
     if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
         value = _without_leading_ones(value)
     if type(value) is Tensor and value._data.dtype != x._data.dtype:
