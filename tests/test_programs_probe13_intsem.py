@@ -1211,6 +1211,16 @@ def test_a_masked_write_of_one_number_of_another_dtype_must_fit(T):
     raises(RuntimeError, "without overflow", lambda: half.__setitem__(half > 0, T.tensor(1e10)))
 
 
+def test_masked_fill_and_index_fill_check_a_tensor_value_as_a_number(T):
+    x = T.arange(12, dtype=T.uint8).reshape(3, 4)
+    for value in (T.tensor(300), T.tensor(math.nan), T.tensor(-300)):
+        raises(RuntimeError, "without overflow", lambda: x.masked_fill(x > 5, value))
+        raises(RuntimeError, "without overflow", lambda: x.clone().index_fill_(0, T.tensor([2]), value))
+    assert x.masked_fill(x > 5, T.tensor(-1))[-1].tolist() == [255] * 4
+    assert x.masked_fill(x > 5, T.tensor(2.7))[-1].tolist() == [2] * 4
+    raises(RuntimeError, "without overflow", lambda: x.half().masked_fill(x > 5, T.tensor(1e10)))
+
+
 # -- left in files this task could not edit (PyTorch's answers, strict xfails) -------------------
 
 
