@@ -96,6 +96,8 @@ def tensor(data, *, dtype=None, device=None, requires_grad=False, pin_memory=Fal
     """A new leaf tensor holding a copy of ``data`` (a tensor given is copied, with PyTorch's warning
     that ``detach().clone()`` says so)."""
     data = copied_data(data, stacklevel=2)
+    if type(data) is numpy.ndarray and not data.dtype.isnative:
+        _refuse_foreign_byte_order()
     return _made(_array(data, dtype, copy=True), device, requires_grad)
 
 
@@ -106,6 +108,11 @@ def copied_data(data, stacklevel):
         warnings.warn(COPY_CONSTRUCT, UserWarning, stacklevel=stacklevel + 1)
         return data._data
     return data
+
+
+def _refuse_foreign_byte_order():
+    raise ValueError("given numpy array has byte order different from the native byte order. Conversion between "
+                     "byte orders is currently not supported.")
 
 
 def as_tensor(data, dtype=None, device=None):
@@ -127,8 +134,7 @@ def _shareable(ndarray, stacklevel):
         raise TypeError(f"can't convert np.ndarray of type numpy.{ndarray.dtype.type.__name__}. The only supported "
                         f"types are: {', '.join(_NUMBER_DTYPES)}.")
     if not ndarray.dtype.isnative:
-        raise ValueError("given numpy array has byte order different from the native byte order. Conversion "
-                         "between byte orders is currently not supported.")
+        _refuse_foreign_byte_order()
     if any(stride % ndarray.itemsize for stride in ndarray.strides):
         raise ValueError("given numpy array strides not a multiple of the element byte size. Copy the numpy array "
                          "to reallocate the memory.")
@@ -316,12 +322,20 @@ def full(size, fill_value, *, out=None, dtype=None, layout=None, device=None, re
     if dtype is None:
         dtype = xp.asarray(fill_value).dtype if isinstance(fill_value, (bool, int)) else \
             backend.get_default_complex_dtype() if isinstance(fill_value, complex) else _float(None)
-    elif type(fill_value) in (int, float, complex):  # a number the dtype cannot hold is refused, as by fill_ (NaN
-        dtype = xp.dtype(dtype)  # into int32 was INT_MIN), and a negative int wraps into an unsigned dtype
-        _refuse_overflow(fill_value, dtype)
-        if type(fill_value) is int and dtype.kind in "iu":
-            fill_value = _integers_cast(fill_value, dtype) if fill_value < 0 and dtype.kind == "u" else fill_value
+    else:
+        fill_value = _fitted(fill_value, dtype)
     return written(_made(xp.full(_shape(tuple(size)), fill_value, dtype=dtype), device, requires_grad), out)
+
+
+def _fitted(fill_value, dtype):
+    """``fill_value`` for a tensor of ``dtype``: a number the dtype cannot hold is refused, as by fill_ (NaN into
+    int32 was INT_MIN), and a negative int wraps into an unsigned dtype."""
+    if type(fill_value) in (int, float, complex):
+        dtype = xp.dtype(dtype)
+        _refuse_overflow(fill_value, dtype)
+        if type(fill_value) is int and dtype.kind == "u" and fill_value < 0:
+            return _integers_cast(fill_value, dtype)
+    return fill_value
 
 
 def zeros_like(input, *, dtype=None, layout=None, device=None, requires_grad=False, memory_format=None,  # noqa: A002
@@ -341,7 +355,8 @@ def empty_like(input, *, dtype=None, layout=None, device=None, requires_grad=Fal
 
 def full_like(input, fill_value, *, dtype=None, layout=None, device=None, requires_grad=False,  # noqa: A002
               memory_format=None, pin_memory=False):
-    return _made(xp.full(input.shape, fill_value, dtype=dtype or input.dtype), device, requires_grad)
+    dtype = dtype or input.dtype
+    return _made(xp.full(input.shape, _fitted(python_number(fill_value), dtype), dtype=dtype), device, requires_grad)
 
 
 def rand(*sizes, out=None, size=None, generator=None, dtype=None, layout=None, device=None, requires_grad=False,

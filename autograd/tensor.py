@@ -333,8 +333,10 @@ class Tensor(WriteDoor):
         return self.item()
 
     def __index__(self):
-        if self._data.dtype.kind not in "iu":
-            raise TypeError("only integer tensors of one element can be used as an index")
+        if self._data.dtype.kind not in "biu":  # (a 0-d bool is 0 or 1, as PyTorch's)
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        if self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
     def __bool__(self):
@@ -520,6 +522,8 @@ class Tensor(WriteDoor):
     # comparisons give bool tensors, outside the graph
 
     def __invert__(self):
+        if self._data.dtype.kind not in "biu":
+            raise TypeError("~ (operator.invert) is only implemented on integer and Boolean-type tensors")
         return Tensor._make(~self._data)
 
 

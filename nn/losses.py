@@ -64,10 +64,20 @@ def _weighted(loss, weight, reduction, mean_over_weights=True):
     return _reduce(weighted, reduction)
 
 
+def _bools_promoted(input, target):
+    """input and target in their common dtype where one is a bool tensor: PyTorch's mse and smooth_l1 kernels
+    promote before they subtract (a float prediction against a bool mask), where the - operator refuses bools."""
+    if isinstance(target, Tensor) and (input.dtype == xp.bool_) != (target.dtype == xp.bool_):
+        common = autograd.result_type(input, target)
+        return input.to(common), target.to(common)
+    return input, target
+
+
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """(ŷ - y)², the lecture's squared (L2) loss. Complex numbers are refused, as PyTorch refuses them."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     _refuse_complex("mse", input, target)
+    input, target = _bools_promoted(input, target)
     difference = input - _same_shape("mse_loss", input, target)
     return named_node(_weighted(difference * difference, weight, reduction), None, "MseLossBackward0")
 
@@ -452,6 +462,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     _refuse_complex("smooth_l1", input, target)
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    input, target = _bools_promoted(input, target)
     difference = (input - _same_shape("smooth_l1_loss", input, target)).abs()
     if beta == 0:
         return _reduce(difference, reduction)  # (PyTorch's too: the L1 loss's nodes)
@@ -545,6 +556,8 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
         raise RuntimeError(f"Expected non-empty vector or matrix with optional 0-dim batch size, but got: "
                            f"{list(input.shape)}")
     target = target if isinstance(target, Tensor) else tensor_from(target)
+    if target.dtype != xp.int64:  # (class indices: int64 only, as PyTorch's kernel)
+        raise RuntimeError(f"expected scalar type Long but found {type_name(target.dtype)}")
     if target._data.shape != input.shape:
         raise RuntimeError(f"multilabel_margin_loss: inconsistent target size: {list(target.shape)} for input of "
                            f"size: {list(input.shape)}")

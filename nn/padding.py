@@ -15,6 +15,7 @@ from autograd.errors import ShapeError
 from autograd.ops.constant_padding import ConstantPad, check_output_sizes, constant_pad_nd, padding_amounts
 from autograd.ops.padding import padded_positions
 from autograd.primitive import named_node
+from autograd.write_door import _refuse_overflow
 
 from .module import Module
 
@@ -63,6 +64,8 @@ def pad(input, pad, mode="constant", value=None):
         check_output_sizes(input.shape, amounts)
         if all(a == (0, 0) for a in amounts):
             return input
+        if value is not None:  # (F.pad's value is a float: -1 does not wrap into uint8, NaN fits no integer)
+            _refuse_overflow(float(value), input.dtype)
         return constant_pad_nd(input, pad, 0.0 if value is None else value)
     if value not in (None, 0, 0.0):
         raise RuntimeError(f"Padding mode \"{mode}\" doesn't take in value argument.")

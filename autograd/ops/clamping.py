@@ -15,6 +15,7 @@ from ..backend import xp
 from ..operands import python_number
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor
+from ..write_door import _refuse_overflow
 from .conjugation import refuse_unordered
 from .elementwise import Cast, selected_share, where
 from .names import names
@@ -51,11 +52,21 @@ def _clamp(x, min, max):
     min, max = python_number(min), python_number(max)
     if x._data.dtype.kind in "biu":
         x, min, max = _integer_clamp(x, min, max)
+    else:
+        refuse_overflowing_bounds(x, min, max)
     if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch
         if min is not None:
             x = where(_kept(x, x >= min), x, min)
         return x if max is None else where(_kept(x, x <= max), x, max)
     return Clamp.apply(x, low=min, high=max)
+
+
+def refuse_overflowing_bounds(x, min, max):
+    """PyTorch's refusal of a number bound past a floating x's largest finite value (float16 clamped to 1e10,
+    float32 to 1e40), as it refuses such a number written into x; an infinite or NaN bound is taken."""
+    for bound in (min, max):
+        if type(bound) is float or type(bound) is int:
+            _refuse_overflow(bound, x._data.dtype)
 
 
 def _kept(x, inside):

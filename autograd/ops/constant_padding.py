@@ -9,6 +9,7 @@ where the forward cropped.
 
 from ..backend import xp
 from ..primitive import Primitive
+from ..write_door import _refuse_overflow
 from .names import names
 
 
@@ -64,4 +65,8 @@ def constant_pad_nd(input, pad, value=0):
                            f"Pad length is {len(pad)} while the input has {input.ndim} dimensions.")
     amounts = padding_amounts(input.ndim, pad)
     check_output_sizes(input.shape, amounts)
+    if type(value) is int or type(value) is float:  # a Scalar, cast as fill_ casts one: -1 into uint8 is 255, NaN
+        _refuse_overflow(value, input.dtype)  # into integers is refused
+        if type(value) is int and value < 0 and input.dtype.kind == "u":
+            value += 1 << (8 * input.dtype.itemsize)
     return ConstantPad.apply(input, amounts=amounts, value=value)

@@ -124,7 +124,7 @@ def added_in_order(terms, scales, rows, num_rows):
 
 def _indices(input, num_embeddings):
     indices = input._data if isinstance(input, Tensor) else xp.asarray(input)
-    if indices.dtype.kind not in "iu":
+    if indices.dtype not in (xp.int64, xp.int32):  # (PyTorch's kernels read int64 or int32 indices only)
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar "
                            f"types: Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while "
                            "checking arguments for embedding)")

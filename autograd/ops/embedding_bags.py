@@ -26,6 +26,7 @@ from .embedding import (
     sparse_rows,
 )
 from .names import names
+from .promotion import promote_types
 from .sorting import _sort_order
 
 
@@ -43,7 +44,11 @@ def _bags(input, offsets, include_last_offset):
         raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension {indices.ndim}")
     if offsets is None:
         raise ValueError("offsets has to be a 1D Tensor but got None")
-    starts = (offsets._data if isinstance(offsets, Tensor) else xp.asarray(offsets)).astype(xp.int64)
+    starts = offsets._data if isinstance(offsets, Tensor) else xp.asarray(offsets)
+    # PyTorch reads the indices and the offsets in their common dtype (uint8 indices beside int64 offsets as
+    # int64) before it takes int64 or int32 indices only
+    indices = indices.astype(promote_types(indices.dtype, starts.dtype), copy=False)
+    starts = starts.astype(xp.int64)
     if starts.ndim != 1:
         raise ValueError("offsets has to be a 1D Tensor")
     if starts.size and starts[0] != 0:
@@ -98,7 +103,7 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
           padding_idx, sparse=False):
     """(the bags' sums, means or maxima, the number of indices in each bag, padding left out, and for
     mode='max' the row of W that gives each maximum, 0 in an empty bag)."""
-    if indices.dtype.kind not in "iu":
+    if indices.dtype not in (xp.int64, xp.int32):  # (PyTorch's kernels read int64 or int32 indices only)
         raise RuntimeError("Expected tensor for argument #1 'indices' to have one of the following scalar types: "
                            f"Long, Int; but got torch.{type_name(indices.dtype)}Tensor instead (while checking "
                            "arguments for embedding_bag)")

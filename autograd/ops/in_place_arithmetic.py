@@ -10,10 +10,11 @@ writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with
 
 from ..backend import float16, xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
-from ..operands import _is_bool, _operand, _operand_array
+from ..operands import _is_bool, _operand, _operand_array, python_number
 from ..tensor import Tensor, tensor_from
 from ..write_door import _data, _refuse_overflow
 from .arithmetic import _number_first, _scaled, add, addcdiv, addcmul, integer_value, refuse_integer_addcdiv, sub
+from .clamping import refuse_overflowing_bounds
 from .elementwise import Where, result_type
 from .names import names
 
@@ -134,6 +135,9 @@ def div_(self, other, *, rounding_mode=None):
 def clamp_(self, min=None, max=None):
     if min is None and max is None:  # (the fast path's NumPy clip would take no bounds as a no-op)
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    if self._data.dtype.kind not in "fc":  # integers take clamp's casts of the bounds (-1 into uint8 is 255)
+        return self._write((min, max), lambda old: old.clamp(min, max))
+    refuse_overflowing_bounds(self, python_number(min), python_number(max))
     return self._write((min, max), lambda old: old.clamp(min, max),
                        lambda a: xp.clip(a, _data(min), _data(max), out=a))
 

@@ -182,6 +182,8 @@ def kl_divergence(input, target, reduction, log_target):
     reduction='batchmean' divides the sum by the batch size: the true KL divergence per
     sample ('mean' divides by the number of elements, as PyTorch)."""
     target = target if isinstance(target, Tensor) else tensor_from(target)
+    if input.dtype.kind in "biu" or target.dtype.kind in "biu":  # (PyTorch's check, bools included)
+        raise RuntimeError("kl_div: Integral inputs not supported.")
     if log_target:
         loss = target.exp() * (target - input)
     else:

@@ -50,9 +50,9 @@ def masked_fill(input, mask, value):
         if value.ndim:
             raise RuntimeError(f"masked_fill_ only supports a 0-dimensional value tensor, but got tensor with "
                                f"{value.ndim} dimension(s).")
-        if value.dtype.kind == "c" and input.dtype.kind != "c" and value._data.imag != 0:
-            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
-        value = value.to(input.dtype) if value.dtype != input.dtype else value
+        if value.dtype != input.dtype:  # its one number, checked as fill_ checks one: 300 or NaN into uint8, a
+            _refuse_overflow(value.item(), input.dtype)  # complex number into reals are refused, -1 wraps to 255
+            value = value.to(input.dtype)
     else:
         if type(value) is not bool:
             _refuse_overflow(value, input.dtype)  # NaN into integers, a complex number into reals: as fill_

@@ -65,6 +65,10 @@ def _operator(op, reflected=False, by_number=None, reflected_name=None):
         elif (type(other) is float or type(other) is int) and by_number is not None and x._data.dtype.kind == "f" \
                 and not (op is Mul and x._data.dtype is backend.float16):  # (binary's float32 product)
             return by_number(x, other)
+        elif op is Mul and isinstance(other, (list, tuple, str)):
+            # a Python sequence times a tensor is Python's repetition by the tensor's __index__, as in PyTorch
+            # ([pad] * (max_len - n) with a 0-d max_len), not an elementwise product
+            return NotImplemented
         if not reflected:
             return binary(op, x, other)
         return named_node(binary(op, other, x), op, reflected_name)

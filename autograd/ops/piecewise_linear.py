@@ -203,6 +203,8 @@ def hardtanh(input, min_val=-1.0, max_val=1.0):
     if input.dtype.kind == "b":
         raise RuntimeError("Bool inputs not supported for hardtanh")
     low, high = _number_of(min_val, input), _number_of(max_val, input)
+    if input.dtype == xp.uint8 and (low < 0 or high < 0):  # (the defaults too: -1 would wrap to 255)
+        raise RuntimeError("cannot do hardtanh on an unsigned type with negative limits")
     pieces = Pieces("Hardtanh", (("<=", low, flat(low)), (">=", high, flat(high))), IDENTITY,
                     lambda x: xp.clip(x, low, high))
     return piecewise_linear(input, pieces, "hardtanh", integers=True)

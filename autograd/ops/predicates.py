@@ -17,6 +17,7 @@ from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
 from ..operands import _operand
 from ..return_types import return_type
 from ..tensor import Tensor
+from ..write_door import _refuse_cast
 from .axes import normalize_dims
 from .conversion import c_name, refuse_kinds, type_name
 from .elementwise import Where, result_type
@@ -459,11 +460,18 @@ def _bitwise(function, name, aliases=(), reflected=False, kernel=None, kinds="bi
         x, y = _operand(input, other), _operand(other, input)
         return write_out(on_integers(function, x, y, kernel or name, kinds), out)
 
+    def in_place(input, other):
+        # the write's cast is refused before the kernel's dtype (int64.bitwise_and_(2.5): Float can't be cast to
+        # Long, as PyTorch says, not that bitwise_and has no kernel for Float)
+        _refuse_cast(result_type(input, _operand(other, input)), input.dtype, input.shape)
+        return _written_in_place(input, op(input, other))
+
     op.__name__ = name
     op.__doc__ = f"Elementwise {name} of integers or bools (broadcasting), without gradient."
+    in_place.__name__ = f"{name}_"
     names(name, *aliases)(op)
     if not name.startswith("_"):
-        _in_place(op, name)
+        names(inplace=f"{name}_")(in_place)
 
 
 for _function, _name, _operator, _kernel, _kinds in (

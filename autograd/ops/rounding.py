@@ -125,12 +125,22 @@ class Fmod(Primitive):
                 unbroadcast(-grad * quotient, y) if y.requires_grad else None)
 
 
+def floored_remainder(x, y):
+    """x mod y with y's sign (Python's %), as PyTorch computes it: C's fmod, plus y where fmod's sign is not y's.
+    So an exact multiple keeps fmod's zero, signed as x: -4.0 % 2 is -0.0 and 4.0 % -2 is 0.0 (NumPy's remainder
+    signs that zero as y). Integers have no signed zero: NumPy's floored remainder is PyTorch's."""
+    if x.dtype.kind != "f":
+        return xp.remainder(x, y)
+    modulus = xp.fmod(x, y)
+    return xp.where((modulus != 0) & ((y < 0) != (modulus < 0)), modulus + y, modulus)
+
+
 class Remainder(Primitive):
     """z = x - floor(x/y) · y  (the sign of y, as Python's %);   dL/dx = dL/dz,   dL/dy = -dL/dz · floor(x/y)"""
 
     def forward(self, x, y):
         _refuse_integer_division_by_zero(x, y)
-        return xp.remainder(x, y)
+        return floored_remainder(x, y)
 
     def backward(self, grad, z, x, y):
         quotient = Tensor._make(xp.floor_divide(x._data, y._data))
@@ -151,7 +161,7 @@ class ModuloByNumber(Primitive):
         return self.written
 
     def forward(self, x):
-        return (xp.fmod if self.written == "Fmod" else xp.remainder)(x, self.c)
+        return (xp.fmod if self.written == "Fmod" else floored_remainder)(x, self.c)
 
     def backward(self, grad, z, x):
         return (grad,)

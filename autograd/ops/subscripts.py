@@ -11,6 +11,7 @@ import numpy
 from ..backend import xp
 from ..errors import DtypeError
 from ..tensor import Tensor
+from ..write_door import _refuse_overflow
 from .conversion import type_name
 from .names import names
 from .shape import GetItem, _in_pytorch_words, _is_int, reshape
@@ -41,9 +42,14 @@ def _array_index(i):
     deprecated rule, with its warning: NumPy would read it as integer positions); a negative step
     is refused (NumPy would reverse: PyTorch has no such view)."""
     if isinstance(i, (Tensor, numpy.ndarray)):  # (a NumPy array is read as PyTorch reads it: as a tensor)
-        i = i._data if isinstance(i, Tensor) else i
+        is_tensor = isinstance(i, Tensor)
+        i = i._data if is_tensor else i
         if i.ndim == 0 and i.dtype.kind in "iu" and i.dtype != xp.uint8:
             return int(i)  # a 0-d integer tensor is an integer (x[t] is a view), not an index array (a copy)
+        if is_tensor and i.dtype.kind in "iu" and i.dtype not in (xp.int64, xp.int32, xp.uint8):
+            # PyTorch indexes by int64, int32, uint8 (a mask) and bool tensors only; NumPy would take int8 positions
+            # (a NumPy array of them is converted first, as PyTorch converts it)
+            raise IndexError("tensors used as indices must be long, int, byte or bool tensors")
         if i.dtype == xp.uint8:
             warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool "
                           "instead.", UserWarning, stacklevel=4)  # (the line indexing, past _as_pytorch_reads_it)
@@ -70,6 +76,12 @@ def _setitem(x, index, value):
     arrays it selects first (x[0, :, [1, 2]] is a (3, 2) region, as PyTorch's, not NumPy's (2, 3)), so the
     write goes through that view of x, and the value broadcasts against the region PyTorch's does."""
     x, index = _as_pytorch_reads_it(x, index)
+    mask = index[0] if isinstance(index, tuple) and len(index) == 1 else index
+    if isinstance(value, Tensor) and value._data.size == 1 and value._data.dtype != x._data.dtype \
+            and isinstance(mask, xp.ndarray) and mask.ndim and mask.dtype == bool:
+        # x[mask] = one number of another dtype is PyTorch's masked_fill_ of it, which refuses a number x's dtype
+        # cannot hold, as fill_ does (a 0-d int64 300 into uint8, NaN into integers; -1 into uint8 is 255)
+        _refuse_overflow(value.item(), x._data.dtype)
     if isinstance(value, Tensor) and value.ndim and value.shape[0] == 1:
         value = _without_leading_ones(value)
     if type(value) is Tensor and value._data.dtype != x._data.dtype:

@@ -16,6 +16,7 @@ import autograd
 from autograd import Tensor
 from autograd.backend import xp
 from autograd.tensor import tensor_from
+from autograd.write_door import _refuse_overflow
 
 
 class PackedSequence(NamedTuple):
@@ -134,6 +135,8 @@ def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="
     if not sequences:
         raise RuntimeError("received an empty list of sequences")
     longest = max(s.shape[0] for s in sequences)
+    # (padding_value is a float, as PyTorch's: -1 does not wrap into uint8, NaN fits no integer)
+    _refuse_overflow(float(padding_value), sequences[0].dtype)
     padded = []
     for s in sequences:
         if s.shape[0] < longest:
