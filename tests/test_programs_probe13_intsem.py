@@ -28,8 +28,7 @@ value: -1 is 255 in uint8), floating bounds past the dtype's range, the sign of 
 int8/int16, embedding's and embedding_bag's index dtypes, hardtanh of uint8, padding values that must fit, bool and
 integer loss targets, and masked writes of one number of another dtype; a 0-d bool tensor as an index, ``~`` of
 floats refused, a big-endian array refused by ``tensor()``, ``full_like``'s number fitted as ``full``'s. Strict
-xfails pin what still differs: ``dtype.is_floating_point`` (NumPy's dtypes) and ``add`` with ``alpha`` rounding
-twice."""
+xfail pins what still differs: ``dtype.is_floating_point`` (NumPy's dtypes)."""
 
 import math
 import operator
@@ -1230,7 +1229,7 @@ def test_masked_fill_and_index_fill_check_a_tensor_value_as_a_number(T):
     raises(RuntimeError, "without overflow", lambda: x.half().masked_fill(x > 5, T.tensor(1e10)))
 
 
-# -- fixed outside this task's files (its proposed diffs), and two differences left (strict xfails) ---------
+# -- fixed outside this task's files (its proposed diffs), and one difference left (a strict xfail) ---------
 
 
 def test_a_bool_tensor_is_an_index():
@@ -1255,9 +1254,6 @@ def test_full_like_casts_its_number_as_full():
     raises(RuntimeError, "without overflow", lambda: autograd.full_like(autograd.tensor([1, 2]), math.nan))
 
 
-@pytest.mark.xfail(strict=True, reason="PyTorch's add/add_ with alpha is one fused multiply-add on float32 (a single "
-                                       "rounding); chainrule rounds alpha * other first (arithmetic.py's _scaled and "
-                                       "add_'s fast path, kept as they are: optimizers' hot path)")
 def test_add_with_alpha_rounds_once():
     a, b = autograd.tensor([3.9000000953674316]), autograd.tensor([183.0])
     assert autograd.add(a, b, alpha=0.7).item() == 132.0  # (PyTorch's; chainrule's is 131.99998474121094)

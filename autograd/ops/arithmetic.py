@@ -8,7 +8,7 @@ arguments. Integer division gives the default floating dtype, as in PyTorch.
 
 import warnings
 
-from ..backend import float16, xp
+from ..backend import float16, float32, float64, xp
 from ..errors import refuse_bool_subtraction
 from ..operands import _is_bool, _operand
 from ..primitive import Primitive, node_named
@@ -53,14 +53,32 @@ def _number_first(name, signature, number):
     return number.item() if isinstance(number, Tensor) else number
 
 
-def _half_scaled_sum(input, other, alpha):
-    """input + alpha · other for two float16 tensors and a number alpha ≠ 1, as PyTorch's kernel: alpha rounded
-    to float16, the rest in float32, rounded once (rounding alpha · other first put a tenth of the sums a unit
-    off); None for any other operands."""
-    if alpha == 1 or type(alpha) not in (int, float) or not all(
-            isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, other)):
+def _fused_scaled_sum(input, other, alpha):
+    """input + alpha · other for two float16 or two float32 tensors and a number alpha ≠ 1, as PyTorch's CPU
+    kernel computes it: one fused multiply-add, alpha first rounded to the tensors' dtype, the product exact and
+    the sum rounded once, here a precision up (float16 in float32, float32 in float64) and rounded back. Rounding
+    alpha · other first put a tenth (float16) to a quarter (float32) of the sums a unit off; SGD's
+    ``p.add_(grad, alpha=-lr)`` drifted from PyTorch's. None for any other operands."""
+    if alpha == 1 or type(alpha) not in (int, float) or not isinstance(input, Tensor) or not isinstance(other, Tensor):
         return None
-    return (input.float() + other.float() * float(float16.type(alpha))).half()
+    dtype = input._data.dtype
+    if dtype != other._data.dtype or (dtype != float16 and dtype != float32):
+        return None
+    wide = float32 if dtype == float16 else float64
+    return (input.to(wide) + other.to(wide) * float(dtype.type(alpha))).to(dtype)
+
+
+def fused_add_into(array, other, alpha):
+    """``array += alpha · other`` on arrays (no graph), fused as ``_fused_scaled_sum``; False where that does not
+    apply (the caller adds as before)."""
+    dtype = array.dtype
+    if type(alpha) not in (int, float) or other.dtype != dtype or (dtype != float16 and dtype != float32):
+        return False
+    wide = float32 if dtype == float16 else float64
+    product = other.astype(wide)
+    product *= wide.type(dtype.type(alpha))  # (exact: two numbers of half the wide mantissa)
+    array[...] = xp.add(array, product, dtype=wide)
+    return True
 
 
 @names("add")
@@ -69,9 +87,9 @@ def add(input, other, *number_first, alpha=1, out=None):
     if number_first:
         other, alpha = number_first[0], _number_first("add", "add(Tensor input, Tensor other, *, Number alpha)",
                                                       other)
-    half = _half_scaled_sum(input, other, alpha)
-    if half is not None:
-        return write_out(half, out)
+    fused = _fused_scaled_sum(input, other, alpha)
+    if fused is not None:
+        return write_out(fused, out)
     input, other = _pair(input, other)
     return write_out(input + _scaled(other, alpha, input), out)
 
@@ -83,9 +101,9 @@ def sub(input, other, *number_first, alpha=1, out=None):
         other, alpha = number_first[0], _number_first("sub", "sub(Tensor input, Tensor other, *, Number alpha)",
                                                       other)
     refuse_bool_subtraction(_is_bool(input), _is_bool(other))  # (before _pair: it would make True a number)
-    half = _half_scaled_sum(input, other, -alpha) if type(alpha) in (int, float) else None
-    if half is not None:
-        return write_out(half, out)
+    fused = _fused_scaled_sum(input, other, -alpha) if type(alpha) in (int, float) else None
+    if fused is not None:
+        return write_out(fused, out)
     input, other = _pair(input, other)
     return write_out(input - _scaled(other, alpha, input), out)
 

@@ -8,12 +8,22 @@ fast path a parameter update under ``no_grad`` takes. Every other in-place twin 
 writes ``x.op(...)`` back (``names(..., inplace=...)``); these are the ones with a fast path.
 """
 
-from ..backend import float16, xp
+from ..backend import float16, float32, xp
 from ..errors import refuse_bool_subtraction, refuse_unbroadcastable
 from ..operands import _is_bool, _operand, _operand_array, python_number
 from ..tensor import Tensor, tensor_from
 from ..write_door import _data, _refuse_overflow
-from .arithmetic import _number_first, _scaled, add, addcdiv, addcmul, integer_value, refuse_integer_addcdiv, sub
+from .arithmetic import (
+    _number_first,
+    _scaled,
+    add,
+    addcdiv,
+    addcmul,
+    fused_add_into,
+    integer_value,
+    refuse_integer_addcdiv,
+    sub,
+)
 from .clamping import refuse_overflowing_bounds
 from .elementwise import Where, result_type
 from .names import names
@@ -88,8 +98,9 @@ def add_(self, other, alpha=1):
     if alpha == 1:
         return self._write((other,), lambda old: old + _operand(other, old),
                            lambda a: xp.add(a, _operand_in_common(other, self), out=a, casting="same_kind"))
-    if self._data.dtype == float16:  # (add's float16 sum, rounded once)
-        return self._write((other,), lambda old: add(old, other, alpha=alpha))
+    if self._data.dtype == float16 or self._data.dtype == float32:  # (add's fused sum, rounded once)
+        return self._write((other,), lambda old: add(old, other, alpha=alpha),
+                           lambda a: _fused_or_scaled(a, _operand_in_common(other, self), alpha, xp.add))
     return self._write((other,), lambda old: old + _scaled(_operand(other, old), alpha, old),
                        lambda a: xp.add(a, alpha * _operand_in_common(other, self), out=a, casting="same_kind"))
 
@@ -100,10 +111,17 @@ def sub_(self, other, alpha=1):
     if alpha == 1:  # (a subtraction, not an addition of -other: -1 is no uint8)
         return self._write((other,), lambda old: old - _operand(other, old),
                            lambda a: xp.subtract(a, _operand_in_common(other, self), out=a, casting="same_kind"))
-    if self._data.dtype == float16:  # (sub's float16 sum, rounded once)
-        return self._write((other,), lambda old: sub(old, other, alpha=alpha))
+    if self._data.dtype == float16 or self._data.dtype == float32:  # (sub's fused sum, rounded once)
+        return self._write((other,), lambda old: sub(old, other, alpha=alpha),
+                           lambda a: _fused_or_scaled(a, _operand_in_common(other, self), -alpha, xp.add))
     return self._write((other,), lambda old: old - _scaled(_operand(other, old), alpha, old),
                        lambda a: xp.subtract(a, alpha * _operand_in_common(other, self), out=a, casting="same_kind"))
+
+
+def _fused_or_scaled(a, other, alpha, ufunc):
+    """a += alpha · other in place, fused where PyTorch's kernel fuses it (arithmetic.fused_add_into)."""
+    if not fused_add_into(a, other, alpha):
+        ufunc(a, alpha * other, out=a, casting="same_kind")
 
 
 def _half_by_number(self, other):
