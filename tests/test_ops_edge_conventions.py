@@ -8,10 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import autograd
+import nn
 from tests.ops_reference import compare
 from tests.test_ops import _run, broadcast_pair, leaf
 
 nan = float("nan")
+
+
+def F(m):
+    """nn.functional of the library compare() passes (autograd or torch)."""
+    return nn.functional if m is autograd else m.nn.functional
 
 CASES = {
     "ClampByTensors": (broadcast_pair(distinct=True),
@@ -86,3 +92,48 @@ def test_maximum_and_minimum_give_both_inputs_the_gradient_where_either_is_nan()
 def test_maximum_and_minimum_at_ties_and_nans_match_torch(op):
     compare(lambda m, x, y: getattr(m, op)(x, y), np.array([1.0, 2.0, 3.0, nan, 0.0, nan]),
             np.array([1.0, 2.0, 4.0, 1.0, -0.0, nan]))
+
+
+# -- norms below p = 1 at zero elements, in the distances built on them --
+
+def test_pairwise_distance_and_normalize_below_p_1_give_zero_elements_a_finite_gradient():
+    x, y = leaf([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]]), leaf([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0]])
+    nn.functional.pairwise_distance(x, y, p=0.5, eps=0.0).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[1, 0, 0], [0, 0, 0]])  # (one nonzero difference: |d|)
+    np.testing.assert_allclose(y.grad.numpy(), [[-1, 0, 0], [0, 0, 0]])
+    z = leaf([[4.0, 0.0], [0.0, 0.0]])
+    nn.functional.normalize(z, p=0.5, dim=1).sum().backward()
+    # row 1: x / ‖x‖ with ‖x‖ = |x_0| moves only through x_0, which it cancels; the zero row is x / eps
+    np.testing.assert_allclose(z.grad.numpy(), [[0, 0.25], [1e12, 1e12]])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("p", [0.5, 0.25, 1.0, 2.0])
+def test_distances_at_zero_differences_match_torch(p):
+    x, y = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [3.0, 0.0, -1.0]]), np.array([[0.0, 2.0, 0.0], [0.0, 0.0, 0.0],
+                                                                                    [3.0, 0.0, -1.0]])
+    compare(lambda m, a, b: F(m).pairwise_distance(a, b, p=p, eps=0.0), x, y)
+    compare(lambda m, a, b: F(m).normalize(a - b, p=p, dim=1), x, y, rtol=1e-10)
+    compare(lambda m, a, b: m.cdist(a, b, p=p), x, y)
+
+
+def test_cdist_refuses_a_negative_p():
+    x = autograd.ones(2, 3)
+    for p in (-1.0, -float("inf")):
+        with pytest.raises(RuntimeError, match="cdist only supports non-negative p values"):
+            autograd.cdist(x, x, p=p)
+
+
+# -- cosine_embedding_loss's epsilon is PyTorch's float 1e-12 --
+
+def test_cosine_embedding_loss_at_a_zero_vector_takes_epsilon_as_a_float():
+    x1, x2 = leaf([[0.0, 0.0, 0.0]]), autograd.tensor([[3.0, 0.0, -1.0]], dtype=autograd.float64)
+    nn.functional.cosine_embedding_loss(x1, x2, autograd.tensor([1.0])).backward()
+    epsilon = float(np.float32(1e-12))
+    np.testing.assert_allclose(x1.grad.numpy(), -x2.numpy() / np.sqrt(epsilon * (10 + epsilon)), rtol=1e-14)
+
+
+@pytest.mark.torch
+def test_cosine_embedding_loss_at_a_zero_vector_matches_torch():
+    compare(lambda m, a, b: F(m).cosine_embedding_loss(a, b, m.tensor([1.0, -1.0])),
+            np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), np.array([[3.0, 0.0, -1.0], [0.0, 0.0, 0.0]]), rtol=1e-14)
