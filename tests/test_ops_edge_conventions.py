@@ -22,6 +22,7 @@ def F(m):
 CASES = {
     "ClampByTensors": (broadcast_pair(distinct=True),
                        lambda x, y: autograd.clamp(x, min=y) * 2 + autograd.clamp(x, max=y) + x.clamp(y, y + 0.05)),
+    "Copysign": (broadcast_pair(kinks=(0.0,)), lambda x, y: autograd.copysign(y.exp(), x)),  # (x, the sign, off 0)
 }
 
 
@@ -137,3 +138,25 @@ def test_cosine_embedding_loss_at_a_zero_vector_takes_epsilon_as_a_float():
 def test_cosine_embedding_loss_at_a_zero_vector_matches_torch():
     compare(lambda m, a, b: F(m).cosine_embedding_loss(a, b, m.tensor([1.0, -1.0])),
             np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), np.array([[3.0, 0.0, -1.0], [0.0, 0.0, 0.0]]), rtol=1e-14)
+
+
+# -- copysign: PyTorch's z / x, and an output that depends on the sign's tensor --
+
+def test_copysign_gives_the_sign_a_zero_gradient_and_an_infinite_input_nan():
+    x, y = leaf([float("inf"), 0.0, -0.0, nan, 2.0]), leaf([-1.0, -1.0, 1.0, -1.0, -0.0])
+    z = autograd.copysign(x, y)
+    np.testing.assert_array_equal(z.numpy(), [-float("inf"), -0.0, 0.0, nan, -2.0])
+    assert np.signbit(z.numpy()).tolist() == [True, True, False, True, True]
+    z.backward(autograd.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
+    np.testing.assert_array_equal(x.grad.numpy(), [nan, 0, 0, nan, -5])
+    np.testing.assert_array_equal(y.grad.numpy(), [0, 0, 0, 0, 0])
+    sign = autograd.copysign(autograd.ones(3), leaf([-2.0, 0.0, 3.0]))
+    assert sign.requires_grad and sign.grad_fn.name() == "CopysignBackward0"
+
+
+@pytest.mark.torch
+def test_copysign_matches_torch():
+    x, y = np.array([[float("inf"), 0.0, -0.0, nan, 2.0, -3.0]]), np.array([[-1.0], [2.0]])
+    compare(lambda m, a, b: m.copysign(a, b), x, y)
+    compare(lambda m, a, b: m.copysign(a, -2.0), x, y)
+    compare(lambda m, a, b: m.copysign(m.ones(2, 1), b) * 3, x, y)
