@@ -21,6 +21,7 @@ from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tens
 from autograd.ops.contractions import require_scalar_type
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
+    FLOAT_EPSILON,
     binary_cross_entropy_with_logits,
     check_reduction,
     cosine_embedding_loss,
@@ -92,7 +93,10 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
 
 class BinaryCrossEntropy(Primitive):
     """ℓ = -(y ln p + (1 - y) ln(1 - p)), each log floored at -100 as PyTorch does;
-    dℓ/dp = (p - y) / max(p (1 - p), 1e-12),   dℓ/dy = ln(1 - p) - ln p  (floored logs)
+    dℓ/dp = (p - y) / max(p (1 - p), ε)  (ε PyTorch's float 1e-12),   dℓ/dy = -logit(p) = ln(1 - p) - ln p
+
+    dℓ/dy takes the logs unfloored, as PyTorch's: ±inf at p = 0 or 1, not ±100 (a target that is learnt, as a
+    soft label, sees the loss's true slope there).
 
     The backward is written with Tensor ops of p and y, so its own derivatives are exact too:
     d²ℓ/dp² = (p² - 2py + y) / (p (1 - p))²,  d²ℓ/dp dy = -1 / (p (1 - p))."""
@@ -105,10 +109,10 @@ class BinaryCrossEntropy(Primitive):
     def backward(self, grad, loss, p, y):
         grad_p = grad_y = None
         if p.requires_grad:
-            grad_p = grad * (p - y) / (p * (1 - p)).clamp(min=1e-12)
+            grad_p = grad * (p - y) / (p * (1 - p)).clamp(min=FLOAT_EPSILON)
         if y.requires_grad:
-            with numpy.errstate(divide="ignore"):  # (ln 0 = -inf, floored)
-                grad_y = grad * ((-p).log1p().clamp(min=-100) - p.log().clamp(min=-100))
+            with numpy.errstate(divide="ignore"):  # (logit(0) = -inf)
+                grad_y = grad * -p.logit()
         return grad_p, grad_y
 
 

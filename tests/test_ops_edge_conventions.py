@@ -160,3 +160,23 @@ def test_copysign_matches_torch():
     compare(lambda m, a, b: m.copysign(a, b), x, y)
     compare(lambda m, a, b: m.copysign(a, -2.0), x, y)
     compare(lambda m, a, b: m.copysign(m.ones(2, 1), b) * 3, x, y)
+
+
+# -- binary_cross_entropy at p = 0 and 1: logs floored at -100 in the loss, not in the target's gradient --
+
+def test_binary_cross_entropy_at_certain_probabilities():
+    p, y = leaf([0.0, 1.0, 0.0, 1.0, 0.5]), leaf([0.0, 1.0, 1.0, 0.0, 0.5])
+    loss = nn.functional.binary_cross_entropy(p, y, reduction="none")
+    np.testing.assert_allclose(loss.numpy(), [0, 0, 100, 100, np.log(2)])
+    loss.backward(autograd.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
+    epsilon = float(np.float32(1e-12))  # PyTorch's float EPSILON
+    np.testing.assert_allclose(p.grad.numpy(), [0, 0, -3 / epsilon, 4 / epsilon, 0], rtol=1e-15)
+    np.testing.assert_array_equal(y.grad.numpy(), [np.inf, -np.inf, np.inf, -np.inf, 0])  # -logit(p), unfloored
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_binary_cross_entropy_at_certain_probabilities_matches_torch(reduction):
+    compare(lambda m, p, y: F(m).binary_cross_entropy(p, y, reduction=reduction),
+            np.array([0.0, 1.0, 0.0, 1.0, 0.5, 1e-30, 1 - 1e-8]), np.array([0.0, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]),
+            rtol=1e-14)
