@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import autograd
 import nn
 from tests.ops_reference import compare
-from tests.test_ops import _run, broadcast_pair, leaf
+from tests.test_ops import _run, broadcast_pair, leaf, unary
 
 nan = float("nan")
 
@@ -22,6 +22,7 @@ def F(m):
 CASES = {
     "ClampByTensors": (broadcast_pair(distinct=True),
                        lambda x, y: autograd.clamp(x, min=y) * 2 + autograd.clamp(x, max=y) + x.clamp(y, y + 0.05)),
+    "WithoutNan": (unary(), lambda x: autograd.nansum(x * x, 0) if x.ndim else autograd.nansum(x * x)),
     "Copysign": (broadcast_pair(kinks=(0.0,)), lambda x, y: autograd.copysign(y.exp(), x)),  # (x, the sign, off 0)
 }
 
@@ -180,3 +181,24 @@ def test_binary_cross_entropy_at_certain_probabilities_matches_torch(reduction):
     compare(lambda m, p, y: F(m).binary_cross_entropy(p, y, reduction=reduction),
             np.array([0.0, 1.0, 0.0, 1.0, 0.5, 1e-30, 1 - 1e-8]), np.array([0.0, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0]),
             rtol=1e-14)
+
+
+# -- nansum / nanmean multiply the gradient by the mask of numbers, as PyTorch's nansum_backward --
+
+def test_nanmean_of_an_all_nan_row_has_a_nan_gradient():
+    x = leaf([[1.0, nan, 3.0], [nan, nan, nan]])
+    mean = x.nanmean(1)
+    np.testing.assert_array_equal(mean.numpy(), [2, nan])
+    autograd.nan_to_num(mean).sum().backward()  # (the usual guard keeps the value finite, not the gradient)
+    np.testing.assert_array_equal(x.grad.numpy(), [[0.5, 0, 0.5], [nan, nan, nan]])
+    y = leaf([1.0, nan])
+    autograd.nansum(y).backward(autograd.tensor(float("inf")))
+    np.testing.assert_array_equal(y.grad.numpy(), [np.inf, nan])
+
+
+@pytest.mark.torch
+def test_nansum_and_nanmean_of_nan_rows_match_torch():
+    x = np.array([[1.0, nan, 3.0], [nan, nan, nan], [2.0, 0.0, -1.0]])
+    compare(lambda m, a: m.nan_to_num(a.nanmean(1)), x)
+    compare(lambda m, a: m.nanmean(a, 0, keepdim=True), x)
+    compare(lambda m, a: m.nansum(a, 1) * m.tensor([float("inf"), 1.0, 1.0]), x)
