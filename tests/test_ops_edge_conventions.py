@@ -202,3 +202,21 @@ def test_nansum_and_nanmean_of_nan_rows_match_torch():
     compare(lambda m, a: m.nan_to_num(a.nanmean(1)), x)
     compare(lambda m, a: m.nanmean(a, 0, keepdim=True), x)
     compare(lambda m, a: m.nansum(a, 1) * m.tensor([float("inf"), 1.0, 1.0]), x)
+
+
+# -- x ** -0.5 is PyTorch's 1 / sqrt(x), in the value and in the derivative of x ** 0.5 --
+
+def test_powers_of_one_half_at_negative_zero_and_infinity():
+    x = leaf([0.0, -0.0, -np.inf, np.inf, 4.0])
+    np.testing.assert_array_equal((x ** -0.5).numpy(), [np.inf, -np.inf, nan, 0, 0.5])
+    (gradient,) = autograd.autograd.grad((x ** 0.5).sum(), x)
+    np.testing.assert_array_equal(gradient.numpy(), [np.inf, -np.inf, nan, 0, 0.25])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("exponent", [0.5, -0.5, 1.5, -1.5, 2.0, -1.0, 3.0])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_powers_at_zeros_and_infinities_match_torch(exponent, dtype):
+    x = np.array([0.0, -0.0, -np.inf, np.inf, 4.0, -1.0, 0.3], dtype=dtype)
+    compare(lambda m, a: a ** exponent, x, rtol=1e-6 if dtype == "float32" else 1e-12)
+    compare(lambda m, a: m.pow(a, exponent), x, rtol=1e-6 if dtype == "float32" else 1e-12)

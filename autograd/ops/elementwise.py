@@ -258,11 +258,17 @@ def _integer_power(x, y):
 
 
 class PowConstant(Primitive):
-    """y = x^c for a number c;   dL/dx = dL/dy · c · x^(c-1)  (0 for c = 0, as PyTorch)"""
+    """y = x^c for a number c;   dL/dx = dL/dy · c · x^(c-1)  (0 for c = 0, as PyTorch)
+
+    x^-0.5 is 1 / sqrt(x), as PyTorch computes it (NumPy's ** takes sqrt for 0.5 as PyTorch does, but pow for
+    -0.5): so -0 gives -inf and -inf NaN, in x^-0.5 and in the derivative of x^0.5 (where pow gave inf and 0)."""
 
     handles_complex = True
 
     def forward(self, x):
+        if self.exponent == -0.5 and x.dtype.kind == "f":
+            with errstate(divide="ignore", invalid="ignore"):
+                return (1 / xp.sqrt(half_as_float32(x))).astype(x.dtype, copy=False)
         return x**self.exponent
 
     @property
