@@ -86,7 +86,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     _refuse_complex("huber", input, target)
     # computed in the input's dtype, as PyTorch's kernel (mse_loss and smooth_l1_loss promote)
     difference = (input - _same_shape("huber_loss", input, target).to(input.dtype)).abs()
-    loss = _weighted(autograd.where(difference < delta, difference * difference * 0.5,
+    near = _near(difference, delta)
+    loss = _weighted(autograd.where(difference < delta, near * near * 0.5,
                                     (difference - 0.5 * delta) * delta), weight, reduction, mean_over_weights=False)
     return named_node(loss, None, "HuberLossBackward0")
 
@@ -459,8 +460,15 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     difference = (input - _same_shape("smooth_l1_loss", input, target)).abs()
     if beta == 0:
         return _reduce(difference, reduction)  # (PyTorch's too: the L1 loss's nodes)
-    return named_node(_reduce(autograd.where(difference < beta, difference * difference * (0.5 / beta),
+    near = _near(difference, beta)
+    return named_node(_reduce(autograd.where(difference < beta, near * near * (0.5 / beta),
                                              difference - 0.5 * beta), reduction), None, "SmoothL1LossBackward0")
+
+
+def _near(difference, cutoff):
+    """|d| where it is below the cutoff (the quadratic piece of huber and smooth L1), 0 elsewhere: an infinite |d|
+    squared would send the linear piece's gradient 0 · inf = NaN through the unused square (PyTorch's: ±1)."""
+    return autograd.where(difference < cutoff, difference, 0.0)
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):

@@ -220,3 +220,39 @@ def test_powers_at_zeros_and_infinities_match_torch(exponent, dtype):
     x = np.array([0.0, -0.0, -np.inf, np.inf, 4.0, -1.0, 0.3], dtype=dtype)
     compare(lambda m, a: a ** exponent, x, rtol=1e-6 if dtype == "float32" else 1e-12)
     compare(lambda m, a: m.pow(a, exponent), x, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
+# -- huber / smooth L1 far out: the unused square does not turn an infinite difference's slope into NaN --
+
+def test_huber_and_smooth_l1_of_an_infinite_difference_have_their_far_slope():
+    # huber's slope far out is delta (0.5), smooth L1's 1; both are d / beta (0.25 / 0.5) inside
+    for name, far in (("huber_loss", 0.5), ("smooth_l1_loss", 1.0)):
+        d = leaf([np.inf, -np.inf, 0.5, 0.25])
+        key = "delta" if name == "huber_loss" else "beta"
+        getattr(nn.functional, name)(d, autograd.zeros(4, dtype=d.dtype), reduction="sum", **{key: 0.5}).backward()
+        np.testing.assert_allclose(d.grad.numpy(), [far, -far, far, 0.25 * far / 0.5])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["huber_loss", "smooth_l1_loss"])
+@pytest.mark.parametrize("cutoff", [0.5, 1.0, 2.0])
+def test_huber_and_smooth_l1_at_the_cutoff_and_infinity_match_torch(name, cutoff):
+    key = "delta" if name == "huber_loss" else "beta"
+    d = np.array([np.inf, -np.inf, cutoff, -cutoff, 0.0, 3.0, 0.1])
+    compare(lambda m, a, b: getattr(F(m), name)(a, b, reduction="none", **{key: cutoff}), d, np.zeros(7))
+
+
+# -- clamp by numbers keeps x on a bound: a -0 clamped below at 0 stays -0 --
+
+def test_clamp_keeps_the_sign_of_a_zero_on_its_bound():
+    x = leaf([-0.0, 0.0, -1.0])
+    y = x.clamp(min=0.0)
+    assert np.signbit(y.numpy()).tolist() == [True, False, False]
+    y.sqrt().backward(autograd.tensor([1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(x.grad.numpy(), [-np.inf, np.inf, 0])
+    assert np.isnan(autograd.tensor([1.0, -2.0]).clamp(min=nan).numpy()).all()
+
+
+@pytest.mark.torch
+def test_clamp_of_signed_zeros_matches_torch():
+    compare(lambda m, a: a.clamp(min=0.0).sqrt() + a.clamp(-1.0, 0.0).neg().sqrt(), np.array([-0.0, 0.0, -1.0, 2.0]))
