@@ -540,3 +540,243 @@ def test_robust_statistics_with_ties():
     np.testing.assert_array_equal(mad, [1, 1])  # the lower median of an even count, as PyTorch's
     assert med_all == 1 and (mode == [1, 1]).all() and (trimmed == [1, 1]).all()
     np.testing.assert_allclose(top, [9, 5])
+
+
+# ----------------------------------------------------------------------------------------------
+# Sparse regularisation of weights that start at 0: |w| at 0, group norms of zero groups
+# ----------------------------------------------------------------------------------------------
+
+
+def sparse_regularisation(m):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    rng = np.random.default_rng(8)
+    X = torch.tensor(rng.standard_normal((30, 6)).astype(np.float32))
+    y = X[:, 0] * 2.0 - X[:, 1] + 0.1 * torch.tensor(rng.standard_normal(30).astype(np.float32))
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 1))
+    nn.init.zeros_(model[0].weight)  # every weight starts at the kink of |w|
+    nn.init.zeros_(model[0].bias)
+    with torch.no_grad():
+        model[0].weight[:2, :2] = torch.tensor([[1.0, 0.0], [0.0, -1.0]])
+        model[1].weight.fill_(0.5)
+        model[1].bias.zero_()
+    optimizer = optim.SGD(model.parameters(), lr=0.05)
+    history, grads = [], []
+    for step in range(3):
+        optimizer.zero_grad()
+        mse = F.mse_loss(model(X).squeeze(1), y)
+        l1 = model[0].weight.abs().sum()
+        group = model[0].weight.norm(dim=0).sum()  # group lasso over input features: zero columns
+        group_inf = torch.linalg.vector_norm(model[0].weight, float("inf"), dim=1).sum()
+        sign_term = (model[0].weight.sign() * model[0].weight).sum()
+        loss = mse + 1e-2 * l1 + 1e-2 * group + 1e-3 * group_inf + 1e-3 * sign_term
+        loss.backward()
+        grads.append(model[0].weight.grad.clone())
+        optimizer.step()
+        history.append([mse.item(), l1.item(), group.item()])
+    return {"history": history, "grads": grads, "weights": dict(model.state_dict())}
+
+
+def test_sparse_regularisation_at_zero_weights():
+    ours, _ = run_both(sparse_regularisation, rtol=2e-5, atol=2e-6)
+    first = ours["grads"][0]
+    # the zero columns 2..5: |w| and the column norms give 0 at w = 0, so only the data term moves them
+    assert np.isfinite(first).all()
+    assert np.isfinite(np.array(ours["history"])).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Entropies of distributions with zero probabilities: special.entr, xlogy, kl_div with zero targets
+# ----------------------------------------------------------------------------------------------
+
+
+def entropies(m):
+    torch, F = m.torch, m.F
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [1.0, 1.0, 1.0, 1.0], [0.0, 3.0, -2.0, 1.0]], dtype=torch.float64,
+                          requires_grad=True)
+    keep = torch.tensor([[True, True, False, True], [True, False, False, False], [True, True, True, True]])
+    probs = logits.masked_fill(~keep, float("-inf")).softmax(-1)  # exact zeros
+    entr = torch.special.entr(probs).sum(-1)
+    by_xlogy = -torch.xlogy(probs, probs).sum(-1)
+    categorical = torch.distributions.Categorical(probs=probs).entropy()
+    by_logits = torch.distributions.Categorical(logits=logits.masked_fill(~keep, float("-inf"))).entropy()
+    teacher = torch.tensor([[0.5, 0.5, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]], dtype=torch.float64)
+    student_log = F.log_softmax(logits, -1)
+    kl = F.kl_div(student_log, teacher, reduction="batchmean")
+    kl_log_target = F.kl_div(student_log, torch.log(teacher), reduction="batchmean", log_target=True)
+    kl_by_xlogy = (torch.xlogy(teacher, teacher) - teacher * student_log).sum() / 3
+    kl_dist = torch.distributions.kl_divergence(torch.distributions.Categorical(probs=teacher),
+                                                torch.distributions.Categorical(logits=logits))
+    xlog1py = torch.special.xlog1py(probs, -probs).sum()
+    # (log_target with log 0 = -inf: PyTorch's exp(t) (t - x) is 0 · -inf = NaN, so that one stays out of the loss)
+    terms = {"entr": entr.sum(), "xlogy": by_xlogy.sum(), "categorical": categorical.sum(), "by_logits": by_logits.sum(),
+             "kl": kl, "kl_by_xlogy": kl_by_xlogy, "kl_dist": kl_dist.sum(), "xlog1py": xlog1py}
+    grads = {k: torch.autograd.grad(v, logits, retain_graph=True)[0] for k, v in terms.items()}
+    return {"entr": entr, "xlogy": by_xlogy, "categorical": categorical, "by_logits": by_logits, "kl": [kl, kl_log_target, kl_by_xlogy],
+            "kl_dist": kl_dist, "xlog1py": xlog1py, "grads": grads}
+
+
+def test_entropies_with_zero_probabilities():
+    ours, _ = run_both(entropies, rtol=1e-10, atol=1e-12)
+    assert ours["entr"][1] == 0 and abs(ours["categorical"][1]) < 1e-15 and abs(ours["by_logits"][1]) < 1e-15
+    np.testing.assert_allclose(ours["entr"], ours["xlogy"], rtol=1e-14)
+    np.testing.assert_allclose(ours["entr"], ours["categorical"], rtol=1e-14, atol=1e-15)
+    kl, kl_log_target, kl_by_xlogy = ours["kl"]
+    assert np.isnan(kl_log_target) and kl == pytest.approx(kl_by_xlogy, rel=1e-12)
+    grads = ours["grads"]
+    for name in ("categorical", "by_logits", "kl", "kl_by_xlogy", "kl_dist"):
+        assert np.isfinite(grads[name]).all(), name
+    # entr and xlogy at p = 0: d/dp is infinite (or 0/0) and softmax's backward multiplies it by p = 0: NaN across
+    # the rows with a zero probability, as PyTorch gives (Categorical clamps its logits to stay finite)
+    for name in ("entr", "xlogy"):
+        assert np.isnan(grads[name][:2]).any() and np.isfinite(grads[name][2]).all(), name
+
+
+# ----------------------------------------------------------------------------------------------
+# A SincNet band-pass filter: torch.sinc through t = 0, the cut-off frequencies learnt
+# ----------------------------------------------------------------------------------------------
+
+
+def make_sinc_conv(m):
+    nn, torch = m.nn, m.torch
+
+    class SincConv(nn.Module):
+        def __init__(self, out_channels=3, kernel_size=9, sample_rate=16.0):
+            super().__init__()
+            self.low_hz = nn.Parameter(torch.tensor([[0.5], [1.5], [3.0]]))
+            self.band_hz = nn.Parameter(torch.tensor([[1.0], [2.0], [1.5]]))
+            self.register_buffer("t", (torch.arange(kernel_size) - kernel_size // 2).float() / sample_rate)
+            self.register_buffer("window", torch.hamming_window(kernel_size))
+
+        def filters(self):
+            low = torch.abs(self.low_hz)
+            high = low + torch.abs(self.band_hz)
+            band_pass = 2 * high * torch.sinc(2 * high * self.t) - 2 * low * torch.sinc(2 * low * self.t)
+            # SincNet's own form: sin(x) / x with the centre tap written by hand
+            x_low, x_high = 2 * math.pi * low * self.t, 2 * math.pi * high * self.t
+            by_hand = torch.where(self.t == 0, 2 * (high - low), (torch.sin(x_high) - torch.sin(x_low)) / (math.pi * self.t))
+            return band_pass * self.window, by_hand * self.window
+
+        def forward(self, x):
+            filters, _ = self.filters()
+            return m.F.conv1d(x, filters.unsqueeze(1), padding=filters.shape[-1] // 2)
+
+    return SincConv()
+
+
+def sinc_filter(m, weights):
+    torch = m.torch
+    rng = np.random.default_rng(9)
+    x = torch.tensor(rng.standard_normal((2, 1, 32)).astype(np.float32))
+    model = load(m, make_sinc_conv(m), weights)
+    y = model(x)
+    loss = y.pow(2).mean()
+    loss.backward()
+    filters, by_hand = model.filters()
+    g_low, g_band = torch.autograd.grad(by_hand.sum(), [model.low_hz, model.band_hz])
+    return {"loss": loss, "low_grad": model.low_hz.grad, "band_grad": model.band_hz.grad, "filters": filters,
+            "by_hand": by_hand, "by_hand_grads": [g_low, g_band]}
+
+
+def test_sinc_filter_through_the_centre_tap():
+    weights = weights_of(make_sinc_conv)
+    ours, _ = run_both(sinc_filter, weights, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(ours["filters"], ours["by_hand"], rtol=1e-4, atol=1e-5)
+    centre = 0.54 - 0.46 * np.cos(2 * np.pi * 4 / 9)  # the periodic Hamming window's middle tap
+    np.testing.assert_allclose(ours["filters"][:, 4], 2 * np.array([1.0, 2.0, 1.5]) * centre, rtol=1e-6)  # 2 (f2 - f1)
+    assert np.isfinite(ours["low_grad"]).all()
+    # the hand-written centre tap: where() does not stop the unused branch's 0 / 0, as in PyTorch (torch.sinc does)
+    assert np.isnan(ours["by_hand_grads"][0]).all() and np.isnan(ours["by_hand_grads"][1]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Siamese distances between equal points: pairwise_distance, cdist, pdist, triplet and contrastive margins
+# ----------------------------------------------------------------------------------------------
+
+
+def make_embedder(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def siamese(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    rng = np.random.default_rng(10)
+    x = torch.tensor(rng.standard_normal((5, 4)))
+    x = torch.cat([x, x[:2]])  # rows 5, 6 repeat rows 0, 1: equal embeddings
+    model = load(m, make_embedder(m), weights).double()
+    z = model(x)
+    d_pair = F.pairwise_distance(z[:2], z[5:])  # eps keeps the equal pairs' gradient finite
+    d_pair_l1 = F.pairwise_distance(z[:2], z[5:], p=1)
+    d = torch.cdist(z, z)  # zero diagonal and zero off-diagonal pairs
+    d_mm = torch.cdist(z, z, compute_mode="use_mm_for_euclid_dist")
+    d_inf = torch.cdist(z, z, p=float("inf"))
+    pd = F.pdist(z)
+    labels = torch.tensor([0, 1, 0, 1, 2, 0, 1])
+    same = (labels[:, None] == labels[None, :]).to(z.dtype)
+    margin = 1.0
+    contrastive = (same * d.pow(2) + (1 - same) * F.relu(margin - d).pow(2)).mean()
+    triplet = F.triplet_margin_loss(z[:2], z[5:], z[2:4], margin=0.5)
+    # a ranking of two equal distances with margin 0: exactly at the hinge (clamp_min lets the gradient through)
+    triplet_at_margin = F.margin_ranking_loss(F.pairwise_distance(z[:2], z[2:4]), F.pairwise_distance(z[:2], z[2:4]),
+                                              torch.ones(2, dtype=z.dtype), margin=0.0)
+    triplet_by_distance = nn.TripletMarginWithDistanceLoss(distance_function=nn.PairwiseDistance(), margin=1e-3)(z[:2], z[5:], z[2:4])
+    cos = nn.CosineEmbeddingLoss(margin=0.0)(z[:2], z[5:], torch.tensor([1.0, -1.0]))
+    loss = (d_pair.sum() + d_pair_l1.sum() + contrastive + d_inf.sum() + pd.sum() + triplet + triplet_at_margin
+            + triplet_by_distance + cos + d_mm.sum())
+    loss.backward()
+    return {"d_pair": d_pair, "d": d, "d_mm": d_mm, "pd": pd, "triplet": triplet, "at_margin": triplet_at_margin,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+def test_siamese_distances_between_equal_points():
+    weights = weights_of(make_embedder)
+    ours, _ = run_both(siamese, weights, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ours["d_pair"], 1e-6 * np.sqrt(3), rtol=1e-9)  # ‖z - z + eps‖ = eps √3
+    assert ours["d"][0, 5] == 0 and ours["d"][1, 6] == 0 and (np.diag(ours["d"]) == 0).all()
+    assert all(np.isfinite(g).all() for g in ours["grads"].values())
+
+
+# ----------------------------------------------------------------------------------------------
+# WGAN-GP: the gradient penalty where a dead critic's input gradient is 0 (double backward through a norm at 0)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_critic(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+
+
+def wgan_gp(m, weights):
+    torch, optim = m.torch, m.optim
+    rng = np.random.default_rng(11)
+    real = torch.tensor(rng.standard_normal((6, 3)))
+    fake = torch.tensor(rng.standard_normal((6, 3)))
+    fake[4:] = -20.0  # far out: every hidden unit of the critic is dead there
+    real[4:] = -20.0
+    critic = load(m, make_critic(m), weights).double()
+    with torch.no_grad():
+        critic[0].weight.abs_()
+        critic[0].bias.fill_(0.1)
+    optimizer = optim.Adam(critic.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    history = []
+    for step in range(2):
+        alpha = torch.tensor(rng.uniform(size=(6, 1)))
+        interpolates = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        scores = critic(interpolates)
+        gradients = torch.autograd.grad(outputs=scores, inputs=interpolates, grad_outputs=torch.ones_like(scores),
+                                        create_graph=True, retain_graph=True, only_inputs=True)[0]
+        gradient_penalty = ((gradients.norm(2, dim=1) - 1) ** 2).mean()
+        loss = critic(fake).mean() - critic(real).mean() + 10 * gradient_penalty
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item(), gradient_penalty.item(), gradients.norm(2, dim=1).min().item()])
+    return {"history": history, "weights": dict(critic.state_dict())}
+
+
+def test_wgan_gp_with_dead_critic_regions():
+    weights = weights_of(make_critic)
+    ours, _ = run_both(wgan_gp, weights, rtol=1e-9, atol=1e-11)
+    history = np.array(ours["history"])
+    assert history[0, 2] == 0.0  # a sample whose input gradient is the zero vector
+    assert np.isfinite(history).all() and all(np.isfinite(w).all() for w in ours["weights"].values())
