@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import load, run_both, weights_of
 
 inf = float("inf")
 
@@ -452,6 +452,7 @@ def ctc_on_log_probs(m):
     return lp.grad
 
 
+@pytest.mark.torch
 @pytest.mark.xfail(strict=True, reason="chainrule's CTC backward is the exact derivative by design (autograd/ops/ctc.py, "
                    "tests/test_ops_ctc.py gradchecks it); PyTorch's returns it plus exp(log_probs), assuming they came "
                    "from log_softmax: the two differ on log-probabilities that are not normalised (their gradient)")
@@ -780,3 +781,156 @@ def test_wgan_gp_with_dead_critic_regions():
     history = np.array(ours["history"])
     assert history[0, 2] == 0.0  # a sample whose input gradient is the zero vector
     assert np.isfinite(history).all() and all(np.isfinite(w).all() for w in ours["weights"].values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Group statistics of single members and constant features: std's correction, LayerNorm of constants
+# ----------------------------------------------------------------------------------------------
+
+
+def group_statistics(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    rng = np.random.default_rng(12)
+    x = torch.tensor(rng.standard_normal((7, 4)), requires_grad=True)
+    groups = [[0, 1, 2], [3], [4, 5, 6]]  # group 1 has a single member: its unbiased std is NaN (0 / 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (std of one element warns, in both libraries)
+        stds = torch.stack([x[g].std(dim=0) for g in groups])
+        stds_biased = torch.stack([x[g].std(dim=0, correction=0) for g in groups])
+        var_mean = [torch.var_mean(x[g], dim=0, unbiased=True) for g in groups]
+    safe = torch.nan_to_num(stds, nan=0.0)
+    whitened = torch.cat([(x[g] - x[g].mean(0)) / (stds_biased[i] + 1e-5) for i, g in enumerate(groups)])
+    constant = torch.cat([x[:, :2], torch.full((7, 2), 3.0, dtype=x.dtype)], 1)  # two constant features
+    ln = nn.LayerNorm(4).double()
+    normed_rows = ln(torch.full((2, 4), 2.5, dtype=x.dtype) + 0 * x[:2])  # constant rows: var 0, rsqrt(eps)
+    bn = nn.BatchNorm1d(4).double()
+    normed_cols = bn(constant)  # constant columns over the batch
+    loss = safe.sum() + stds_biased.sum() + whitened.pow(2).sum() + normed_rows.sum() + (normed_cols * torch.arange(4.0, dtype=x.dtype)).sum()
+    loss.backward()
+    return {"stds": stds, "biased": stds_biased, "var_mean": var_mean, "normed_rows": normed_rows, "normed_cols": normed_cols,
+            "x_grad": x.grad, "ln_grads": [ln.weight.grad, ln.bias.grad], "bn_grads": [bn.weight.grad, bn.bias.grad],
+            "running": [bn.running_mean, bn.running_var]}
+
+
+def test_group_statistics_of_single_members_and_constants():
+    ours, _ = run_both(group_statistics, rtol=1e-9, atol=1e-11)
+    assert np.isnan(ours["stds"][1]).all() and (ours["biased"][1] == 0).all()
+    assert np.isnan(ours["var_mean"][1][0]).all()
+    assert (ours["normed_rows"] == 0).all() and (ours["normed_cols"][:, 2:] == 0).all()
+    # the single member's unbiased std is 0 / 0 and its gradient NaN, which nan_to_num's backward passes on
+    assert np.isnan(ours["x_grad"][3]).any() and np.isfinite(np.delete(ours["x_grad"], 3, 0)).all()
+    np.testing.assert_allclose(ours["running"][1][2:], 0.9)  # the unbiased running variance of constants: 0.9 · 1 + 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Polar features at the origin: atan2(0, 0), hypot(0, 0), a norm of the zero vector
+# ----------------------------------------------------------------------------------------------
+
+
+def make_polar_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def polar(m, weights):
+    torch = m.torch
+    xy = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, -1.0], [-1.0, -0.0], [3.0, 4.0], [-0.0, 0.0]], requires_grad=True)
+    x, y = xy[:, 0], xy[:, 1]
+    theta = torch.atan2(y, x)
+    r = torch.hypot(x, y)
+    r_norm = xy.norm(dim=1)
+    r_sqrt = (x * x + y * y).sqrt()  # sqrt at 0: an infinite derivative times 0 is NaN (PyTorch's too)
+    features = torch.stack([r, torch.cos(theta), torch.sin(theta), r_norm], 1)
+    model = load(m, make_polar_net(m), weights)
+    out = model(features).sum()
+    out.backward(retain_graph=True)
+    (g_sqrt,) = torch.autograd.grad(r_sqrt.sum(), xy)
+    return {"theta": theta, "r": r, "out": out, "xy_grad": xy.grad, "g_sqrt": g_sqrt,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+def test_polar_features_at_the_origin():
+    weights = weights_of(make_polar_net)
+    ours, _ = run_both(polar, weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["theta"], [0, 0, -np.pi / 2, -np.pi, np.arctan2(4, 3), np.pi], rtol=1e-6)
+    # atan2 and the norm give the origin a gradient of 0; hypot's is PyTorch's x / r = 0 / 0 there
+    assert np.isnan(ours["xy_grad"][[0, 5]]).all() and np.isfinite(ours["xy_grad"][1:5]).all()
+    assert np.isnan(ours["g_sqrt"][0]).all() and np.isfinite(ours["g_sqrt"][1:5]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Margin losses exactly at their margins (the subgradient PyTorch takes at the hinge)
+# ----------------------------------------------------------------------------------------------
+
+
+def margins(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    scores = torch.tensor([[0.5, 1.5, 0.5], [1.0, 0.0, 1.0], [2.0, 2.0, 2.0], [0.2, 0.1, 1.2]], requires_grad=True)
+    target = torch.tensor([1, 0, 2, 2])  # row 0: the others are exactly margin 1 below; row 2: all tie
+    multi = nn.MultiMarginLoss()(scores, target)
+    multi_sq = nn.MultiMarginLoss(p=2, margin=0.5, weight=torch.tensor([1.0, 2.0, 0.5]))(scores, target)
+    multilabel = nn.MultiLabelMarginLoss()(scores, torch.tensor([[1, -1, 0], [0, 2, -1], [2, -1, 0], [2, 0, -1]]))
+    x1 = torch.tensor([1.0, 2.0, 0.5, 3.0], requires_grad=True)
+    x2 = torch.tensor([1.0, 1.0, 1.5, 3.0], requires_grad=True)
+    y = torch.tensor([1.0, 1.0, 1.0, -1.0])
+    ranking = nn.MarginRankingLoss(margin=0.0)(x1, x2, y)  # x1 == x2 ties at the hinge
+    ranking_m = nn.MarginRankingLoss(margin=1.0)(x1, x2, y)  # x1 - x2 == 1: at the hinge
+    hinge = nn.HingeEmbeddingLoss(margin=1.0)(x1 - x2, torch.tensor([-1.0, -1.0, 1.0, -1.0]))  # margin - d = 0 for row 1
+    soft = nn.SoftMarginLoss()(x1 - x2, y)
+    svm = torch.clamp(1 - y * (x1 - x2), min=0).sum()  # a hand-written hinge: clamp passes the tie's gradient
+    relu_svm = torch.relu(1 - y * (x1 - x2)).sum()  # relu does not
+    loss = multi + multi_sq + multilabel + ranking + ranking_m + hinge + soft + svm + 2 * relu_svm
+    loss.backward()
+    return {"losses": [multi, multi_sq, multilabel, ranking, ranking_m, hinge, soft, svm, relu_svm],
+            "scores_grad": scores.grad, "x1_grad": x1.grad, "x2_grad": x2.grad}
+
+
+def test_margin_losses_at_their_margins():
+    ours, _ = run_both(margins, rtol=1e-6, atol=1e-7)
+    multi, multi_sq, multilabel, ranking, ranking_m, hinge, soft, svm, relu_svm = ours["losses"]
+    # Σ_{i≠y} max(0, 1 - x_y + x_i) / C per row: 0 (both at the hinge), 1/3, 2/3 (ties), 0 (one at the hinge)
+    assert multi == pytest.approx((0 + 1 / 3 + 2 / 3 + 0) / 4, abs=1e-6)
+    assert ranking == pytest.approx(1 / 4, rel=1e-6)  # only x1 < x2 (row 2) is past the hinge
+    np.testing.assert_allclose(ours["x1_grad"] + ours["x2_grad"], 0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hard activations fed exact boundary values (quantised inputs), and a clamp by per-channel tensor bounds
+# ----------------------------------------------------------------------------------------------
+
+
+def make_mobile_block(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(8, 8), nn.Hardswish(), nn.Linear(8, 8), nn.Hardsigmoid(), nn.Linear(8, 2))
+
+
+def hard_activations(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    levels = torch.tensor([-4.0, -3.0, -1.0, 0.0, 1.0, 3.0, 6.0, 7.0])  # the kinks of every hard activation
+    x = torch.stack([levels, levels.flip(0), levels.roll(3)]).requires_grad_()
+    acts = [F.hardswish(x), F.hardsigmoid(x), F.relu6(x), F.hardtanh(x), F.hardtanh(x, -3.0, 3.0),
+            F.threshold(x, 1.0, -1.0), F.hardshrink(x, 1.0), F.softshrink(x, 1.0), F.relu(x), F.leaky_relu(x, 0.1),
+            F.elu(x), F.celu(x, 2.0), F.selu(x), F.softplus(x, beta=1.0, threshold=3.0), F.gelu(x), F.silu(x),
+            torch.heaviside(x.detach(), torch.tensor(0.5)) * x]  # (PyTorch has no derivative of heaviside)
+    low = torch.tensor([-3.0, -1.0, 0.0, 1.0, 1.0, -4.0, 6.0, 0.0], requires_grad=True)  # per-feature bounds
+    high = torch.tensor([3.0, 1.0, 0.0, 3.0, 0.5, -3.0, 6.0, 7.0], requires_grad=True)  # (some meet, one crosses)
+    clamped = torch.clamp(x, low, high)
+    total = sum((a * torch.arange(1.0, 9.0)).sum() for a in acts) + (clamped * torch.arange(1.0, 9.0)).sum()
+    model = load(m, make_mobile_block(m), weights)
+    out = model(levels.expand(3, 8) + 0 * x)
+    total = total + out.sum()
+    total.backward()
+    return {"acts": acts, "clamped": clamped, "x_grad": x.grad, "low_grad": low.grad, "high_grad": high.grad,
+            "grads": {k: p.grad for k, p in model.named_parameters()}}
+
+
+def test_hard_activations_at_their_boundaries():
+    weights = weights_of(make_mobile_block)
+    ours, _ = run_both(hard_activations, weights, rtol=1e-5, atol=1e-6)
+    hardswish, hardsigmoid, relu6 = ours["acts"][:3]
+    np.testing.assert_allclose(hardswish[0], [0, 0, -1 / 3, 0, 2 / 3, 3, 6, 7])
+    np.testing.assert_allclose(hardsigmoid[0], [0, 0, 1 / 3, 0.5, 2 / 3, 1, 1, 1])
+    np.testing.assert_allclose(relu6[0], [0, 0, 0, 0, 1, 3, 6, 6])
+    # clamp by tensors: x on a bound keeps its gradient; bounds that meet (feature 2: x = 0 there on row 0) pass
+    # it only to an x lying on them; crossed bounds (feature 4: 1 > 0.5) give it all to high
+    assert (ours["low_grad"][4] == 0) and ours["high_grad"][4] > 0
