@@ -85,8 +85,9 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
     # computed in the input's dtype, as PyTorch's kernel (mse_loss and smooth_l1_loss promote)
-    difference = (input - _same_shape("huber_loss", input, target).to(input.dtype)).abs()
-    near = _near(difference, delta)
+    signed = input - _same_shape("huber_loss", input, target).to(input.dtype)
+    difference = signed.abs()
+    near = _near(signed, difference, delta)
     loss = _weighted(autograd.where(difference < delta, near * near * 0.5,
                                     (difference - 0.5 * delta) * delta), weight, reduction, mean_over_weights=False)
     return named_node(loss, None, "HuberLossBackward0")
@@ -457,18 +458,21 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     _refuse_complex("smooth_l1", input, target)
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
-    difference = (input - _same_shape("smooth_l1_loss", input, target)).abs()
+    signed = input - _same_shape("smooth_l1_loss", input, target)
+    difference = signed.abs()
     if beta == 0:
         return _reduce(difference, reduction)  # (PyTorch's too: the L1 loss's nodes)
-    near = _near(difference, beta)
+    near = _near(signed, difference, beta)
     return named_node(_reduce(autograd.where(difference < beta, near * near * (0.5 / beta),
                                              difference - 0.5 * beta), reduction), None, "SmoothL1LossBackward0")
 
 
-def _near(difference, cutoff):
-    """|d| where it is below the cutoff (the quadratic piece of huber and smooth L1), 0 elsewhere: an infinite |d|
-    squared would send the linear piece's gradient 0 · inf = NaN through the unused square (PyTorch's: ±1)."""
-    return autograd.where(difference < cutoff, difference, 0.0)
+def _near(signed, difference, cutoff):
+    """d where |d| is below the cutoff (the quadratic piece of huber and smooth L1), 0 elsewhere. Far out an
+    infinite d squared would send the linear piece's gradient 0 · inf = NaN through the unused square (PyTorch's
+    is ±1); and d, not |d|, is squared so that the second derivative at d = 0 is PyTorch's 1 / cutoff (|d|² has
+    sign(0)² = 0 there)."""
+    return autograd.where(difference < cutoff, signed, 0.0)
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):

@@ -256,3 +256,23 @@ def test_clamp_keeps_the_sign_of_a_zero_on_its_bound():
 @pytest.mark.torch
 def test_clamp_of_signed_zeros_matches_torch():
     compare(lambda m, a: a.clamp(min=0.0).sqrt() + a.clamp(-1.0, 0.0).neg().sqrt(), np.array([-0.0, 0.0, -1.0, 2.0]))
+
+
+def test_huber_and_smooth_l1_second_derivative_at_a_zero_difference_is_one_over_the_cutoff():
+    for name, key, expected in (("huber_loss", "delta", 1.0), ("smooth_l1_loss", "beta", 1 / 0.5)):
+        d = leaf([0.0, -0.0, 0.25, 2.0])
+        loss = getattr(nn.functional, name)(d, autograd.zeros(4, dtype=d.dtype), reduction="sum", **{key: 0.5})
+        (slope,) = autograd.autograd.grad(loss, d, create_graph=True)
+        (curvature,) = autograd.autograd.grad(slope.sum(), d)
+        np.testing.assert_allclose(curvature.numpy(), [expected, expected, expected, 0])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["huber_loss", "smooth_l1_loss"])
+def test_huber_and_smooth_l1_curvature_matches_torch(name):
+    def curvature(m, d, w):
+        loss = getattr(F(m), name)(d, m.zeros(5, dtype=d.dtype), reduction="mean")
+        (slope,) = m.autograd.grad(loss, d, create_graph=True)
+        return (slope * w).sum()
+
+    compare(curvature, np.array([0.0, -0.0, 0.5, 1.0, 3.0]), np.array([1.0, -2.0, 0.5, 1.5, 2.0]))
