@@ -276,3 +276,34 @@ def test_huber_and_smooth_l1_curvature_matches_torch(name):
         return (slope * w).sum()
 
     compare(curvature, np.array([0.0, -0.0, 0.5, 1.0, 3.0]), np.array([1.0, -2.0, 0.5, 1.5, 2.0]))
+
+
+# -- spectra with repeated values: eigvalsh's gradient has no gaps to divide by; matrix norms share ties --
+
+def test_eigvalsh_of_repeated_eigenvalues_has_a_finite_gradient():
+    a = leaf(np.eye(3))
+    (autograd.linalg.eigvalsh(a) * autograd.tensor([1.0, 2.0, 3.0])).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), np.diag([1.0, 2.0, 3.0]), atol=1e-15)
+
+
+def test_matrix_norms_share_the_gradient_between_tied_extremes():
+    for ord, expected in ((2, np.eye(3) / 3), (-2, np.eye(3) / 3), ("nuc", np.eye(3))):
+        a = leaf(np.eye(3))
+        autograd.linalg.matrix_norm(a, ord).backward()
+        np.testing.assert_allclose(a.grad.numpy(), expected, atol=1e-15)
+    for ord in (1, np.inf, -1, -np.inf):  # both column (row) sums are 3
+        a = leaf([[1.0, -2.0], [2.0, 1.0]])
+        autograd.linalg.matrix_norm(a, ord).backward()
+        np.testing.assert_allclose(a.grad.numpy(), 0.5 * np.sign(a.numpy()))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("ord", [2, -2, 1, -1, np.inf, -np.inf, "nuc", "fro"])
+def test_matrix_norms_at_ties_match_torch(ord):
+    compare(lambda m, a: m.linalg.matrix_norm(a, ord), np.array([[[1.0, -2.0], [2.0, 1.0]], [[3.0, 0.0], [0.0, 3.0]]]))
+    compare(lambda m, a: m.linalg.norm(a, ord), np.eye(3))
+
+
+@pytest.mark.torch
+def test_eigvalsh_of_repeated_eigenvalues_matches_torch():
+    compare(lambda m, a: m.linalg.eigvalsh(a), np.stack([np.eye(3), np.diag([1.0, 2.0, 2.0])]))

@@ -14,7 +14,7 @@ from ..backend import errstate, float16, float32, xp
 from ..graph import is_grad_enabled
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
-from . import reductions, shape
+from . import extrema, shape
 from .axes import dim_index, normalize_dims
 from .contractions import require_scalar_type
 from .elementwise import Where
@@ -151,8 +151,11 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
         sigma = SingularValues.apply(matrices)
         if ord == -2 and sigma.shape[-1] == 0:
             raise IndexError("amin(): Expected reduction dim -1 to have non-zero size.")
-        # (an empty matrix has no σ: its 2-norm is 0, the maximum's identity among norms, as PyTorch's)
-        y = sigma.sum(-1) if ord == "nuc" or sigma.shape[-1] == 0 else (sigma[..., 0] if ord == 2 else sigma[..., -1])
+        # (an empty matrix has no σ: its 2-norm is 0, the maximum's identity among norms, as PyTorch's; repeated
+        # extreme σ share the gradient, as PyTorch's amax / amin of svdvals give it: an orthogonal matrix's 2-norm
+        # moves along U Vᴴ / n, not along one singular pair)
+        y = sigma.sum(-1) if ord == "nuc" or sigma.shape[-1] == 0 else (extrema.amax(sigma, -1) if ord == 2 else
+                                                                        extrema.amin(sigma, -1))
         if keepdim:
             for d in sorted((rows, columns)):
                 y = shape.unsqueeze(y, d)
@@ -162,9 +165,8 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
         sums = VectorNorm.apply(A, ord=1.0, axes=(summed,), keepdim=True)
         if ord > 0 and sums.shape[over] == 0:  # the largest of no sums: 0, as PyTorch's (its smallest is an error)
             y = sums.sum(over, keepdim=True)
-        else:
-            pick = reductions.max if ord > 0 else reductions.min
-            y = pick(sums, over, keepdim=True).values
+        else:  # (tied column or row sums share the gradient, as PyTorch's amax / amin)
+            y = (extrema.amax if ord > 0 else extrema.amin)(sums, over, keepdim=True)
         return write_out(y if keepdim else shape.squeeze(y, tuple(sorted((rows, columns)))), out)
     raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
 
