@@ -87,8 +87,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     # computed in the input's dtype, as PyTorch's kernel (mse_loss and smooth_l1_loss promote)
     signed = input - _same_shape("huber_loss", input, target).to(input.dtype)
     difference = signed.abs()
-    near = _near(signed, difference, delta)
-    loss = _weighted(autograd.where(difference < delta, near * near * 0.5,
+    inside, near = _quadratic_piece(signed, difference, delta)
+    loss = _weighted(autograd.where(inside, near * near * 0.5,
                                     (difference - 0.5 * delta) * delta), weight, reduction, mean_over_weights=False)
     return named_node(loss, None, "HuberLossBackward0")
 
@@ -462,17 +462,20 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     difference = signed.abs()
     if beta == 0:
         return _reduce(difference, reduction)  # (PyTorch's too: the L1 loss's nodes)
-    near = _near(signed, difference, beta)
-    return named_node(_reduce(autograd.where(difference < beta, near * near * (0.5 / beta),
+    inside, near = _quadratic_piece(signed, difference, beta)
+    return named_node(_reduce(autograd.where(inside, near * near * (0.5 / beta),
                                              difference - 0.5 * beta), reduction), None, "SmoothL1LossBackward0")
 
 
-def _near(signed, difference, cutoff):
-    """d where |d| is below the cutoff (the quadratic piece of huber and smooth L1), 0 elsewhere. Far out an
-    infinite d squared would send the linear piece's gradient 0 · inf = NaN through the unused square (PyTorch's
-    is ±1); and d, not |d|, is squared so that the second derivative at d = 0 is PyTorch's 1 / cutoff (|d|² has
-    sign(0)² = 0 there)."""
-    return autograd.where(difference < cutoff, signed, 0.0)
+def _quadratic_piece(signed, difference, cutoff):
+    """(where huber and smooth L1 are quadratic, d there and 0 elsewhere) for d = input - target, |d| = difference.
+
+    The quadratic piece is |d| < cutoff, and NaN: a NaN difference gets a NaN gradient, as PyTorch's kernel gives
+    (the linear piece's |d| would give it sign(NaN) = 0). Far out d is replaced by 0 before it is squared: an
+    infinite d² would send the linear piece's gradient 0 · inf = NaN through the unused square (PyTorch's is ±1).
+    And d, not |d|, is squared, so the second derivative at d = 0 is PyTorch's 1 / cutoff (|d|² has sign(0)² = 0)."""
+    inside = ~(difference >= cutoff)
+    return inside, autograd.where(inside, signed, 0.0)
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):

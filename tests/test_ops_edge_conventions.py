@@ -307,3 +307,19 @@ def test_matrix_norms_at_ties_match_torch(ord):
 @pytest.mark.torch
 def test_eigvalsh_of_repeated_eigenvalues_matches_torch():
     compare(lambda m, a: m.linalg.eigvalsh(a), np.stack([np.eye(3), np.diag([1.0, 2.0, 2.0])]))
+
+
+def test_huber_and_smooth_l1_of_a_nan_difference_have_a_nan_gradient():
+    for name in ("huber_loss", "smooth_l1_loss"):
+        x, y = leaf([nan, 2.0, 0.5]), autograd.tensor([1.0, 0.0, nan], dtype=autograd.float64)
+        loss = getattr(nn.functional, name)(x, y, reduction="none")
+        loss.backward(autograd.ones(3, dtype=autograd.float64))
+        np.testing.assert_array_equal(loss.numpy(), [nan, 1.5, nan])
+        np.testing.assert_array_equal(x.grad.numpy(), [nan, 1, nan])  # (l1_loss gives 0 there: sign(NaN) = 0)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", ["huber_loss", "smooth_l1_loss", "l1_loss", "mse_loss"])
+def test_regression_losses_of_nan_differences_match_torch(name):
+    compare(lambda m, a, b: getattr(F(m), name)(a, b, reduction="sum"), np.array([nan, 2.0, 0.5, 1.0]),
+            np.array([1.0, 0.0, nan, 1.0]))
