@@ -425,11 +425,14 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     _check_class_indices("multi_margin_loss", scores, tensor_from(labels))
     rows = xp.arange(len(labels))
     correct = scores[rows, labels].unsqueeze(1)
-    violations = (scores - correct + margin).relu()
+    margins = scores - correct + margin
+    # the classes other than y whose margin is violated: a NaN margin is not (PyTorch's kernel adds only z > 0),
+    # so a NaN score leaves the loss and its gradient finite, as there
+    counted = (margins._data > 0) & (xp.arange(scores.shape[1]) != labels[:, None])
+    violations = autograd.where(Tensor._make(counted), margins, 0.0)
     if p == 2:
         violations = violations * violations
-    others = Tensor._make((xp.arange(scores.shape[1]) != labels[:, None]).astype(input.dtype))
-    losses = (violations * others).sum(1) * (1.0 / scores.shape[1])
+    losses = violations.sum(1) * (1.0 / scores.shape[1])
     if weight is not None:
         losses = losses * Tensor._make(weight._data[labels])
     # (one prediction's scores: its loss has the label's shape, () or (1,), as PyTorch's)
@@ -575,7 +578,8 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     ufunc_at("add", counts, (rows[valid], labels[valid]), 1)
     others = (counts == 0).astype(input.dtype)
     pairs = Tensor._make(counts[:, :, None] * others[:, None, :])  # (n, j, i): j a target, i not
-    hinge = (1.0 - scores.unsqueeze(2) + scores.unsqueeze(1)).relu()
+    margins = 1.0 - scores.unsqueeze(2) + scores.unsqueeze(1)
+    hinge = autograd.where(Tensor._make(margins._data > 0), margins, 0.0)  # (a NaN margin adds nothing, as there)
     loss = (hinge * pairs).sum((1, 2)) * (1.0 / classes)
     return _reduce(loss if input.ndim == 2 else loss.reshape(()), reduction)
 

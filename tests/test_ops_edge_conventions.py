@@ -323,3 +323,31 @@ def test_huber_and_smooth_l1_of_a_nan_difference_have_a_nan_gradient():
 def test_regression_losses_of_nan_differences_match_torch(name):
     compare(lambda m, a, b: getattr(F(m), name)(a, b, reduction="sum"), np.array([nan, 2.0, 0.5, 1.0]),
             np.array([1.0, 0.0, nan, 1.0]))
+
+
+# -- NaN inputs where PyTorch's kernels compare: elu's branch, the inf-norm's ties, margins, embedding_bag's max --
+
+def test_nan_inputs_take_pytorchs_branches():
+    x = leaf([nan, -1.0])
+    nn.functional.selu(x).sum().backward()
+    assert x.grad.numpy()[0] == pytest.approx(1.0507009873554805)  # the positive slope λ (x <= 0 is false)
+    v = leaf([[nan, 1.0, -2.0]])
+    v.norm(p=float("inf"), dim=1).sum().backward()
+    np.testing.assert_array_equal(v.grad.numpy(), [[0, 0, 0]])  # no element attains a NaN norm
+    s = leaf([[0.25, nan, 1.25, 0.125], [0.5, 0.0, 1.0, 0.25]])
+    loss = nn.functional.multi_margin_loss(s, autograd.tensor([2, 2]), reduction="none")
+    np.testing.assert_array_equal(loss.numpy(), [0, (0.5 + 0.0 + 0.25) / 4])  # the NaN margin adds 0
+    w = leaf([[nan, 1.0], [-1.0, 0.0], [5.0, nan]])
+    bags = nn.functional.embedding_bag(autograd.tensor([0, 1, 1, 2, 0]), w, autograd.tensor([0, 2, 4]), mode="max")
+    np.testing.assert_array_equal(bags.numpy(), [[nan, 1], [5, 0], [nan, 1]])  # a NaN wins only as a bag's first
+
+
+@pytest.mark.torch
+def test_nan_inputs_match_torch():
+    x = np.array([nan, 1.0, -1.0, 0.0, 3.0, -3.0, 7.0, nan])
+    compare(lambda m, a: F(m).selu(a) + F(m).elu(a, 0.5) + F(m).celu(a, 2.0), x)
+    compare(lambda m, a: m.linalg.vector_norm(a.reshape(2, 4), float("inf"), dim=1), x)
+    compare(lambda m, a: F(m).multi_margin_loss(a.reshape(2, 4), m.tensor([1, 2]), p=2, margin=0.5), x)
+    compare(lambda m, a: F(m).multilabel_margin_loss(a.reshape(2, 4), m.tensor([[0, -1, 0, 0], [1, 2, -1, 0]])), x)
+    compare(lambda m, a: F(m).embedding_bag(m.tensor([0, 1, 2, 3, 1, 0]), a.reshape(4, 2), m.tensor([0, 2, 4]),
+                                            mode="max"), x)

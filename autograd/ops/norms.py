@@ -62,7 +62,9 @@ class VectorNorm(Primitive):
             return (grad * x.sgn(),)
         if math.isinf(p):  # the elements attaining the extremum share the gradient (cdist's and pdist's each take
             attains = x._data.__abs__() == norm._data  # all of it, as PyTorch's distance kernels give it)
-            share = attains if self.each_tie_whole else attains / attains.sum(axis=self.axes, keepdims=True)
+            # (a NaN norm is attained by none: no gradient, as PyTorch's, rather than 0 / 0)
+            ties = xp.maximum(attains.sum(axis=self.axes, keepdims=True), 1)
+            share = attains if self.each_tie_whole else attains / ties
             return (grad * x.sgn() * Tensor._make(share.astype(x.dtype)),)
         nonzero = norm._data != 0
         safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
