@@ -934,3 +934,56 @@ def test_hard_activations_at_their_boundaries():
     # clamp by tensors: x on a bound keeps its gradient; bounds that meet (feature 2: x = 0 there on row 0) pass
     # it only to an x lying on them; crossed bounds (feature 4: 1 > 0.5) give it all to high
     assert (ours["low_grad"][4] == 0) and ours["high_grad"][4] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Spectral regularisation of orthogonally initialised layers: every singular value ties at 1
+# ----------------------------------------------------------------------------------------------
+
+
+def make_orthogonal_mlp(m):
+    nn = m.nn
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Tanh(), nn.Linear(4, 4, bias=False), nn.Tanh(),
+                          nn.Linear(4, 2))
+    nn.init.eye_(model[0].weight)  # (orthogonal_ draws from the generator: eye_ and a permutation instead)
+    with m.torch.no_grad():
+        model[2].weight.copy_(m.torch.eye(4)[[2, 0, 3, 1]])
+    return model
+
+
+def spectral_regularisation(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    rng = np.random.default_rng(13)
+    X = torch.tensor(rng.standard_normal((16, 4)))
+    y = torch.tensor(rng.integers(0, 2, 16))
+    model = load(m, make_orthogonal_mlp(m), weights).double()
+    optimizer = optim.SGD(model.parameters(), lr=0.05)
+    history, first = [], None
+    for step in range(3):
+        optimizer.zero_grad()
+        task = F.cross_entropy(model(X), y)
+        penalty = 0.0
+        for layer in (model[0], model[2]):
+            W = layer.weight
+            penalty = penalty + torch.linalg.matrix_norm(W, 2) ** 2  # spectral norm: tied at init
+            penalty = penalty + 0.1 * torch.linalg.matrix_norm(W, "nuc")
+            penalty = penalty + 0.1 * torch.linalg.matrix_norm(W, 1) + 0.1 * torch.linalg.matrix_norm(W, float("inf"))
+            gram = W.T @ W
+            penalty = penalty + ((torch.linalg.eigvalsh(gram) - 1) ** 2).sum()  # an orthogonality penalty
+            penalty = penalty + 0.01 * torch.linalg.matrix_norm(W, -2)
+        loss = task + 0.1 * penalty
+        loss.backward()
+        if step == 0:
+            first = {k: p.grad.clone() for k, p in model.named_parameters()}
+        optimizer.step()
+        history.append([task.item(), penalty.item()])
+    return {"history": history, "first": first, "weights": dict(model.state_dict())}
+
+
+def test_spectral_regularisation_of_orthogonal_layers():
+    weights = weights_of(make_orthogonal_mlp)
+    ours, _ = run_both(spectral_regularisation, weights, rtol=1e-8, atol=1e-10)
+    history = np.array(ours["history"])
+    # at init every layer is a permutation: σ = 1 (four times), column and row sums 1, Gram = I
+    assert history[0, 1] == pytest.approx(2 * (1 + 0.1 * 4 + 0.1 + 0.1 + 0 + 0.01), rel=1e-12)
+    assert all(np.isfinite(g).all() for g in ours["first"].values())
