@@ -987,3 +987,53 @@ def test_spectral_regularisation_of_orthogonal_layers():
     # at init every layer is a permutation: σ = 1 (four times), column and row sums 1, Gram = I
     assert history[0, 1] == pytest.approx(2 * (1 + 0.1 * 4 + 0.1 + 0.1 + 0 + 0.01), rel=1e-12)
     assert all(np.isfinite(g).all() for g in ours["first"].values())
+
+
+# ----------------------------------------------------------------------------------------------
+# Regression with missing labels (NaN targets): the loss masked after it is computed, and before
+# ----------------------------------------------------------------------------------------------
+
+
+def make_regressor(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def missing_labels(m, weights):
+    torch, F = m.torch, m.F
+    rng = np.random.default_rng(14)
+    X = torch.tensor(rng.standard_normal((10, 3)).astype(np.float32))
+    Y = torch.tensor(rng.standard_normal((10, 2)).astype(np.float32))
+    Y[2, 0] = float("nan")  # missing labels
+    Y[7, 1] = float("nan")
+    observed = ~torch.isnan(Y)
+    grads = {}
+    for name, loss_fn in (("huber", lambda p, t, r: F.huber_loss(p, t, reduction=r, delta=0.5)),
+                          ("smooth_l1", lambda p, t, r: F.smooth_l1_loss(p, t, reduction=r, beta=0.5)),
+                          ("mse", lambda p, t, r: F.mse_loss(p, t, reduction=r)),
+                          ("l1", lambda p, t, r: F.l1_loss(p, t, reduction=r))):
+        model = load(m, make_regressor(m), weights)
+        pred = model(X)
+        after = loss_fn(pred, Y, "none")[observed].mean()  # masked after: NaN reaches the backward
+        after.backward()
+        grads[name + "_after"] = {k: p.grad for k, p in model.named_parameters()}
+        model.zero_grad()
+        before = loss_fn(model(X)[observed], Y[observed], "mean")  # masked before: the usual fix
+        before.backward()
+        grads[name + "_before"] = {k: p.grad for k, p in model.named_parameters()}
+        grads[name + "_values"] = [after, before]
+    return grads
+
+
+def test_regression_with_missing_labels():
+    weights = weights_of(make_regressor)
+    ours, _ = run_both(missing_labels, weights, rtol=2e-5, atol=2e-6)
+    for name in ("huber", "smooth_l1", "mse", "l1"):
+        after, before = ours[name + "_values"]
+        assert after == pytest.approx(before, rel=1e-6)  # the same loss either way
+        assert all(np.isfinite(g).all() for g in ours[name + "_before"].values())
+    # masked after: the fused losses' backward multiplies the 0 from the mask by a NaN slope (huber, smooth L1,
+    # mse: NaN weights, as in PyTorch); l1's sign(NaN) is 0, so its gradient stays finite
+    for name in ("huber", "smooth_l1", "mse"):
+        assert np.isnan(ours[name + "_after"]["2.weight"]).any(), name
+    assert all(np.isfinite(g).all() for g in ours["l1_after"].values())
