@@ -18,8 +18,11 @@ band-pass filter through t = 0 (``torch.sinc``); siamese distances between equal
 ``cdist``, ``pdist``, triplet and contrastive margins); WGAN-GP's penalty where a dead critic's input gradient
 is 0 (double backward through a norm at 0); group statistics of single members and constant features (``std``
 with its correction, ``LayerNorm`` of constants); polar features at the origin (``atan2(0, 0)``, ``hypot``);
-margin losses exactly at their margins; and hard activations fed exact boundary values (``hardswish``,
-``hardsigmoid``, ``relu6``, ``hardtanh``, ``threshold``, ``clamp`` by tensors)."""
+margin losses exactly at their margins; hard activations fed exact boundary values (``hardswish``,
+``hardsigmoid``, ``relu6``, ``hardtanh``, ``threshold``, ``clamp`` by tensors whose bounds meet or cross);
+spectral regularisation of orthogonally initialised layers (every singular value tied: ``matrix_norm`` of orders
+2, -2, 1, inf and 'nuc', ``eigvalsh`` of an identity Gram matrix); and regression with missing (NaN) labels, the
+loss masked after it is computed (NaN reaches the backward of huber, smooth L1 and MSE) and before."""
 
 import math
 import warnings
