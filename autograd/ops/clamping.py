@@ -27,12 +27,14 @@ class Clamp(Primitive):
 
     def forward(self, x):
         refuse_unordered(x, "clamp")
-        # x is kept wherever it is not past a bound, as PyTorch's: on the bound too, so a -0 clamped below at 0
-        # stays -0 (NumPy's clip gives the bound's +0, which turns sqrt's infinite slope there from -inf to inf)
-        if any(bound is not None and bound != bound for bound in (self.low, self.high)):
-            return xp.clip(x, self.low, self.high)  # (a NaN bound makes every element NaN, as PyTorch's)
-        y = x if self.low is None else xp.where(x < self.low, self.low, x)
-        return (y if self.high is None else xp.where(y > self.high, self.high, y)).astype(x.dtype, copy=False)
+        y = xp.clip(x, self.low, self.high)  # (a NaN bound makes every element NaN, as PyTorch's)
+        if (self.low == 0 or self.high == 0) and x.dtype.kind == "f":
+            # x is kept on its bound, as PyTorch's: a -0 clamped at 0 stays -0 (NumPy's clip may give the bound's
+            # +0, which would turn sqrt's infinite slope there from -inf to inf)
+            zero = (y == 0) & (x == 0)
+            if zero.any():
+                y = xp.where(zero, x, y)
+        return y
 
     def backward(self, grad, y, x):
         inside = xp.ones(x.shape, dtype=bool)
