@@ -58,7 +58,9 @@ def elu(input, alpha=1.0):
 
 def _positive_branch(input):
     """Where elu-like activations take x itself: x > 0, and NaN, whose gradient is the positive slope (1, selu's
-    λ), as PyTorch's kernels (their negative branch is x <= 0, false for NaN)."""
+    λ), as PyTorch's scalar kernel says (its negative branch is x <= 0, false for NaN; its vectorised kernels,
+    which serve all but the tail of larger tensors, give NaN there: as piecewise_linear.py notes, a NaN's gradient
+    is no contract in PyTorch, and its scalar kernel is the one followed here)."""
     return ~(input <= 0)
 
 
