@@ -21,6 +21,7 @@ from autograd.errors import DtypeError, ShapeError, check_same_dtype, not_a_tens
 from autograd.ops.contractions import require_scalar_type
 from autograd.ops.conversion import refuse_kinds, type_name
 from autograd.ops.losses import (  # noqa: F401  (F.binary_cross_entropy_with_logits, ... as before)
+    FLOAT_EPSILON,
     binary_cross_entropy_with_logits,
     check_reduction,
     cosine_embedding_loss,
@@ -94,15 +95,20 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
         raise RuntimeError("huber_loss does not support non-positive values for delta.")
     _refuse_complex("huber", input, target)
     # computed in the input's dtype, as PyTorch's kernel (mse_loss and smooth_l1_loss promote)
-    difference = (input - _same_shape("huber_loss", input, target).to(input.dtype)).abs()
-    loss = _weighted(autograd.where(difference < delta, difference * difference * 0.5,
+    signed = input - _same_shape("huber_loss", input, target).to(input.dtype)
+    difference = signed.abs()
+    inside, near = _quadratic_piece(signed, difference, delta)
+    loss = _weighted(autograd.where(inside, near * near * 0.5,
                                     (difference - 0.5 * delta) * delta), weight, reduction, mean_over_weights=False)
     return named_node(loss, None, "HuberLossBackward0")
 
 
 class BinaryCrossEntropy(Primitive):
     """ℓ = -(y ln p + (1 - y) ln(1 - p)), each log floored at -100 as PyTorch does;
-    dℓ/dp = (p - y) / max(p (1 - p), 1e-12),   dℓ/dy = ln(1 - p) - ln p  (floored logs)
+    dℓ/dp = (p - y) / max(p (1 - p), ε)  (ε PyTorch's float 1e-12),   dℓ/dy = -logit(p) = ln(1 - p) - ln p
+
+    dℓ/dy takes the logs unfloored, as PyTorch's: ±inf at p = 0 or 1, not ±100 (a target that is learnt, as a
+    soft label, sees the loss's true slope there).
 
     The backward is written with Tensor ops of p and y, so its own derivatives are exact too:
     d²ℓ/dp² = (p² - 2py + y) / (p (1 - p))²,  d²ℓ/dp dy = -1 / (p (1 - p))."""
@@ -115,10 +121,10 @@ class BinaryCrossEntropy(Primitive):
     def backward(self, grad, loss, p, y):
         grad_p = grad_y = None
         if p.requires_grad:
-            grad_p = grad * (p - y) / (p * (1 - p)).clamp(min=1e-12)
+            grad_p = grad * (p - y) / (p * (1 - p)).clamp(min=FLOAT_EPSILON)
         if y.requires_grad:
-            with numpy.errstate(divide="ignore"):  # (ln 0 = -inf, floored)
-                grad_y = grad * ((-p).log1p().clamp(min=-100) - p.log().clamp(min=-100))
+            with numpy.errstate(divide="ignore"):  # (logit(0) = -inf)
+                grad_y = grad * -p.logit()
         return grad_p, grad_y
 
 
@@ -429,11 +435,14 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     _check_class_indices("multi_margin_loss", scores, tensor_from(labels))
     rows = xp.arange(len(labels))
     correct = scores[rows, labels].unsqueeze(1)
-    violations = (scores - correct + margin).relu()
+    margins = scores - correct + margin
+    # the classes other than y whose margin is violated: a NaN margin is not (PyTorch's kernel adds only z > 0),
+    # so a NaN score leaves the loss and its gradient finite, as there
+    counted = (margins._data > 0) & (xp.arange(scores.shape[1]) != labels[:, None])
+    violations = autograd.where(Tensor._make(counted), margins, 0.0)
     if p == 2:
         violations = violations * violations
-    others = Tensor._make((xp.arange(scores.shape[1]) != labels[:, None]).astype(input.dtype))
-    losses = (violations * others).sum(1) * (1.0 / scores.shape[1])
+    losses = violations.sum(1) * (1.0 / scores.shape[1])
     if weight is not None:
         losses = losses * Tensor._make(weight._data[labels])
     # (one prediction's scores: its loss has the label's shape, () or (1,), as PyTorch's)
@@ -463,11 +472,24 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     if beta < 0:
         raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
     input, target = _bools_promoted(input, target)
-    difference = (input - _same_shape("smooth_l1_loss", input, target)).abs()
+    signed = input - _same_shape("smooth_l1_loss", input, target)
+    difference = signed.abs()
     if beta == 0:
         return _reduce(difference, reduction)  # (PyTorch's too: the L1 loss's nodes)
-    return named_node(_reduce(autograd.where(difference < beta, difference * difference * (0.5 / beta),
+    inside, near = _quadratic_piece(signed, difference, beta)
+    return named_node(_reduce(autograd.where(inside, near * near * (0.5 / beta),
                                              difference - 0.5 * beta), reduction), None, "SmoothL1LossBackward0")
+
+
+def _quadratic_piece(signed, difference, cutoff):
+    """(where huber and smooth L1 are quadratic, d there and 0 elsewhere) for d = input - target, |d| = difference.
+
+    The quadratic piece is |d| < cutoff, and NaN: a NaN difference gets a NaN gradient, as PyTorch's kernel gives
+    (the linear piece's |d| would give it sign(NaN) = 0). Far out d is replaced by 0 before it is squared: an
+    infinite d² would send the linear piece's gradient 0 · inf = NaN through the unused square (PyTorch's is ±1).
+    And d, not |d|, is squared, so the second derivative at d = 0 is PyTorch's 1 / cutoff (|d|² has sign(0)² = 0)."""
+    inside = ~(difference >= cutoff)
+    return inside, autograd.where(inside, signed, 0.0)
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
@@ -572,7 +594,8 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     ufunc_at("add", counts, (rows[valid], labels[valid]), 1)
     others = (counts == 0).astype(input.dtype)
     pairs = Tensor._make(counts[:, :, None] * others[:, None, :])  # (n, j, i): j a target, i not
-    hinge = (1.0 - scores.unsqueeze(2) + scores.unsqueeze(1)).relu()
+    margins = 1.0 - scores.unsqueeze(2) + scores.unsqueeze(1)
+    hinge = autograd.where(Tensor._make(margins._data > 0), margins, 0.0)  # (a NaN margin adds nothing, as there)
     loss = (hinge * pairs).sum((1, 2)) * (1.0 / classes)
     return _reduce(loss if input.ndim == 2 else loss.reshape(()), reduction)
 

@@ -53,7 +53,15 @@ def elu(input, alpha=1.0):
     """y = x for x > 0, α (e^x - 1) otherwise (Clevert et al., 2015); dy/dx at 0 is α, d²y/dx² there
     is 0 (PyTorch's conventions). (nn.functional.elu; PyTorch has no torch.elu.)"""
     refuse_kinds(input, "elu_cpu", "biu")  # (PyTorch's kernel has no integer version: no silent float result)
-    return where(input > 0, input, _negative_branch(input, _exp_minus_one(input) * alpha, alpha))
+    return where(_positive_branch(input), input, _negative_branch(input, _exp_minus_one(input) * alpha, alpha))
+
+
+def _positive_branch(input):
+    """Where elu-like activations take x itself: x > 0, and NaN, whose gradient is the positive slope (1, selu's
+    λ), as PyTorch's scalar kernel says (its negative branch is x <= 0, false for NaN; its vectorised kernels,
+    which serve all but the tail of larger tensors, give NaN there: as piecewise_linear.py notes, a NaN's gradient
+    is no contract in PyTorch, and its scalar kernel is the one followed here)."""
+    return ~(input <= 0)
 
 
 @names("selu", method=False)
@@ -70,7 +78,8 @@ def celu(input, alpha=1.0):
     refuse_kinds(input, "elu_cpu", "biu")  # (PyTorch's celu is an elu kernel)
     if alpha == 0:
         raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
-    return where(input > 0, input, _negative_branch(input, _exp_minus_one(input * (1.0 / alpha)) * alpha, 1.0))
+    return where(_positive_branch(input), input, _negative_branch(input, _exp_minus_one(input * (1.0 / alpha)) * alpha,
+                                                                  1.0))
 
 
 @names("selu_", method=False)

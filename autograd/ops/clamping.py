@@ -3,9 +3,9 @@ tensor or None.
 
     y = min(max(x, low), high);   dL/dx = dL/dy · [low <= x <= high]
 
-With tensor bounds the clamp is two ``where``s, so a bound that is chosen receives the gradient, and
-at a tie (x equal to a bound) x keeps it, as in PyTorch. Integer and bool tensors follow PyTorch's
-dtype rules for the bounds.
+With tensor bounds a bound that is chosen receives the gradient, and at a tie (x equal to a bound) x keeps
+it, as in PyTorch (ClampByTensors gives its exact rules for NaNs and crossed bounds). Integer and bool tensors
+follow PyTorch's dtype rules for the bounds.
 """
 
 import numpy
@@ -17,7 +17,7 @@ from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from .conjugation import refuse_unordered
-from .elementwise import Cast, selected_share, where
+from .elementwise import Cast, promote, selected_share, unbroadcast
 from .names import names
 from .outputs import write_out
 
@@ -29,7 +29,14 @@ class Clamp(Primitive):
 
     def forward(self, x):
         refuse_unordered(x, "clamp")
-        return xp.clip(x, self.low, self.high)
+        y = xp.clip(x, self.low, self.high)  # (a NaN bound makes every element NaN, as PyTorch's)
+        if (self.low == 0 or self.high == 0) and x.dtype.kind == "f":
+            # x is kept on its bound, as PyTorch's: a -0 clamped at 0 stays -0 (NumPy's clip may give the bound's
+            # +0, which would turn sqrt's infinite slope there from -inf to inf)
+            zero = (y == 0) & (x == 0)
+            if zero.any():
+                y = xp.where(zero, x, y)
+        return y
 
     def backward(self, grad, y, x):
         inside = xp.ones(x.shape, dtype=bool)
@@ -54,11 +61,62 @@ def _clamp(x, min, max):
         x, min, max = _integer_clamp(x, min, max)
     else:
         refuse_overflowing_bounds(x, min, max)
-    if isinstance(min, Tensor) or isinstance(max, Tensor):  # ties keep the input's gradient, as PyTorch
-        if min is not None:
-            x = where(_kept(x, x >= min), x, min)
-        return x if max is None else where(_kept(x, x <= max), x, max)
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        return _clamp_by_tensors(x, min, max)
     return Clamp.apply(x, low=min, high=max)
+
+
+class ClampByTensors(Primitive):
+    """y = min(max(x, low), high) with tensor bounds (either may be absent), by PyTorch's subgradients:
+
+        dL/dx = dL/dy · [low <= x <= high],   dL/dlow = dL/dy · [x < low < high],
+        dL/dhigh = dL/dy · [x > high or high < low]
+
+    so a tie (x on a bound) keeps x's gradient, crossed bounds (low > high) give all of it to high, bounds that
+    meet (low == high) give it to nobody unless x lies on them, and a NaN anywhere gives it to nobody (every
+    comparison with NaN is false) while the value stays NaN."""
+
+    pytorch_name = "ClampBackward0"
+
+    def forward(self, x, *bounds):
+        refuse_unordered(x, "clamp")
+        low, high = self._bounds(bounds)
+        y = x if low is None else xp.maximum(x, low)  # (NumPy's maximum and minimum keep a NaN of either side)
+        return y if high is None else xp.minimum(y, high)
+
+    def _bounds(self, bounds):
+        """(low, high) from the bound inputs given after x (None for an absent one)."""
+        bounds = list(bounds)
+        return (bounds.pop(0) if self.has_low else None), (bounds.pop(0) if self.has_high else None)
+
+    def backward(self, grad, y, x, *bounds):
+        low, high = (None if b is None else b._data for b in self._bounds(bounds))
+        x_data = x._data
+        inside = xp.ones(grad.shape, dtype=bool)
+        if low is not None:
+            inside = inside & (x_data >= low)
+        if high is not None:
+            inside = inside & (x_data <= high)
+        gradients = [unbroadcast(selected_share(grad, Tensor._make(inside)), x) if x.requires_grad else None]
+        if low is not None:
+            below = (x_data < low) & (low < high) if high is not None else x_data < low
+            gradients.append(unbroadcast(selected_share(grad, Tensor._make(xp.broadcast_to(below, grad.shape))),
+                                         bounds[0]) if bounds[0].requires_grad else None)
+        if high is not None:
+            above = (x_data > high) | (high < low) if low is not None else x_data > high
+            gradients.append(unbroadcast(selected_share(grad, Tensor._make(xp.broadcast_to(above, grad.shape))),
+                                         bounds[-1]) if bounds[-1].requires_grad else None)
+        return tuple(gradients)
+
+
+def _clamp_by_tensors(x, min, max):
+    """clamp(x, min, max) with a tensor bound: x and the bounds in their common dtype (a number bound beside a
+    tensor one as a tensor of it)."""
+    for bound in (min, max):
+        if bound is not None:
+            x, _ = promote(x, bound)
+    bounds = [promote(x, bound)[1] for bound in (min, max) if bound is not None]
+    return ClampByTensors.apply(x, *bounds, has_low=min is not None, has_high=max is not None)
 
 
 def refuse_overflowing_bounds(x, min, max):
@@ -67,12 +125,6 @@ def refuse_overflowing_bounds(x, min, max):
     for bound in (min, max):
         if type(bound) is float or type(bound) is int:
             _refuse_overflow(bound, x._data.dtype)
-
-
-def _kept(x, inside):
-    """Where a tensor-bound clamp keeps x: inside the bound, or NaN (a NaN input stays NaN, as a NaN bound makes
-    the result NaN: a comparison with NaN is false both ways)."""
-    return inside | x.isnan() if x._data.dtype.kind in "fc" else inside
 
 
 def _integer_clamp(x, min, max):
@@ -103,9 +155,11 @@ def clip(input, min=None, max=None, *, out=None):
 
 @names("clamp_min", inplace="clamp_min_")
 def clamp_min(input, min, *, out=None):
-    return write_out(named_node(clamp(input, min=min), Clamp, "ClampMinBackward0"), out)
+    y = named_node(clamp(input, min=min), Clamp, "ClampMinBackward0")
+    return write_out(named_node(y, ClampByTensors, "ClampMinBackward1"), out)
 
 
 @names("clamp_max", inplace="clamp_max_")
 def clamp_max(input, max, *, out=None):
-    return write_out(named_node(clamp(input, max=max), Clamp, "ClampMaxBackward0"), out)
+    y = named_node(clamp(input, max=max), Clamp, "ClampMaxBackward0")
+    return write_out(named_node(y, ClampByTensors, "ClampMaxBackward1"), out)

@@ -88,6 +88,9 @@ class Eigh(Primitive):
         grad_values, grad_vectors = grad[..., 0, :], grad[..., 1:, :]
         if grad_values.dtype.kind == "c":  # λ is real, stacked with complex vectors: Im dL/dλ has nowhere to go
             grad_values = grad_values.real  # (0 from λ itself, not from a second derivative through the backward's λ)
+        if not xp.any(grad_vectors._data):  # only λ was used (eigvalsh): V diag(dL/dλ) Vᴴ, as PyTorch's, whose
+            # dL/dV is then undefined; the gaps' 0 / 0 of repeated eigenvalues (an identity) would make it NaN
+            return ((vectors * shape.unsqueeze(grad_values, -2)) @ vectors.mH,)
         inner = vectors.mH @ grad_vectors
         if inner.dtype.kind == "c":
             _require_phase_free(inner, "linalg_eigh_backward: The eigenvectors in the complex case are specified up to "

@@ -28,10 +28,11 @@ def vector_norm(input, p=2.0, dim=None, keepdim=False):
 
     At a zero vector the gradient is 0, as PyTorch's: the root's derivative there
     is infinite, so the root is taken of 1 where the sum is 0 and that branch is
-    discarded by ``where`` (0 · finite, not 0 · inf). p = 0 counts the nonzero elements (gradient 0).
+    discarded by ``where`` (0 · finite, not 0 · inf). p = 0 counts the nonzero elements (gradient 0). Below
+    p = 1 a zero element's |x|^(p-1) is infinite too, so that gradient is VectorNorm's (0 there, as PyTorch's).
     """
     input = norms._floating(input, None, "linalg.vector_norm")  # (integers refused, as PyTorch's norm refuses them)
-    if p == 0 or math.isinf(p):  # (±inf: the elements attaining the extremum share the gradient, as PyTorch's)
+    if p < 1 or math.isinf(p):  # (±inf: the elements attaining the extremum share the gradient, as PyTorch's)
         return norms.vector_norm(input, p, dim, keepdim)
     if input.dtype.kind == "c":  # the norm of complex numbers is of their moduli (z·z is not |z|²)
         input = input.abs()

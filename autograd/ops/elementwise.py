@@ -265,11 +265,17 @@ def _integer_power(x, y):
 
 
 class PowConstant(Primitive):
-    """y = x^c for a number c;   dL/dx = dL/dy · c · x^(c-1)  (0 for c = 0, as PyTorch)"""
+    """y = x^c for a number c;   dL/dx = dL/dy · c · x^(c-1)  (0 for c = 0, as PyTorch)
+
+    x^-0.5 is 1 / sqrt(x), as PyTorch computes it (NumPy's ** takes sqrt for 0.5 as PyTorch does, but pow for
+    -0.5): so -0 gives -inf and -inf NaN, in x^-0.5 and in the derivative of x^0.5 (where pow gave inf and 0)."""
 
     handles_complex = True
 
     def forward(self, x):
+        if self.exponent == -0.5 and x.dtype.kind == "f":
+            with errstate(divide="ignore", invalid="ignore"):
+                return (1 / xp.sqrt(half_as_float32(x))).astype(x.dtype, copy=False)
         return x**self.exponent
 
     @property
@@ -290,35 +296,38 @@ class PowConstant(Primitive):
 
 
 class Maximum(Primitive):
-    """z = max(x, y);   dL/dz goes to the larger input, split in half on a tie"""
+    """z = max(x, y);   dL/dz goes to the larger input, split in half on a tie (where z is NaN, whole to both:
+    see _split)"""
 
     def forward(self, x, y):
         refuse_unordered(x, "maximum")
         return xp.maximum(x, y)
 
     def backward(self, grad, z, x, y):
-        share = (x._data > y._data) + 0.5 * (x._data == y._data)
-        return _split(grad, share, x, y)
+        return _split(grad, x._data > y._data, x._data < y._data, x, y)
 
 
 class Minimum(Primitive):
-    """z = min(x, y);   dL/dz goes to the smaller input, split in half on a tie"""
+    """z = min(x, y);   dL/dz goes to the smaller input, split in half on a tie (where z is NaN, whole to both:
+    see _split)"""
 
     def forward(self, x, y):
         refuse_unordered(x, "minimum")
         return xp.minimum(x, y)
 
     def backward(self, grad, z, x, y):
-        share = (x._data < y._data) + 0.5 * (x._data == y._data)
-        return _split(grad, share, x, y)
+        return _split(grad, x._data < y._data, x._data > y._data, x, y)
 
 
-def _split(grad, share_of_x, x, y):
-    """Send ``share_of_x`` of grad to x and the rest to y (max, min): none to the input that lost,
-    even where grad is infinite (selection.py)."""
-    share = Tensor._make(share_of_x.astype(grad.dtype))
-    return (unbroadcast(selected_share(grad, share), x) if x.requires_grad else None,
-            unbroadcast(selected_share(grad, 1.0 - share), y) if y.requires_grad else None)
+def _split(grad, x_won, y_won, x, y):
+    """dL/dz of max or min to its inputs, as PyTorch's: all of it to the winner, none to the loser (even where
+    grad is infinite, selection.py), half to each on a tie. PyTorch's rule takes from an input only what it lost,
+    so where a NaN made the comparisons false both ways each input receives the whole of dL/dz."""
+    tie = x._data == y._data
+    share_of_x = Tensor._make(xp.where(y_won, 0.0, xp.where(tie, 0.5, 1.0)).astype(grad.dtype))
+    share_of_y = Tensor._make(xp.where(x_won, 0.0, xp.where(tie, 0.5, 1.0)).astype(grad.dtype))
+    return (unbroadcast(selected_share(grad, share_of_x), x) if x.requires_grad else None,
+            unbroadcast(selected_share(grad, share_of_y), y) if y.requires_grad else None)
 
 
 def selected_share(grad, share):

@@ -17,6 +17,7 @@ from ..backend import float16, float32, float64, ufunc_at, xp
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from .conversion import type_name
+from .elementwise import where
 from .embedding import (
     EmbeddingDenseBackward,
     EmbeddingLookup,
@@ -120,22 +121,29 @@ def _pool(indices, bag_of, bags, weight, mode, max_norm, norm_type, scale_grad_b
     shape = (bags, weight.shape[1])
     counts = xp.bincount(bag_of, minlength=bags)
     if mode == "max":
+        # the winning lookup of each bag and dim, found on the arrays, then gathered. PyTorch's kernel scans each
+        # bag keeping its first value until a strictly greater one comes: a NaN wins only as the bag's first (no
+        # value is greater), and is passed over anywhere else (it is greater than none)
+        if not len(indices):
+            return Tensor._make(xp.zeros(shape, weight.dtype)), counts, xp.zeros(shape, dtype=xp.int64)
         rows = EmbeddingLookup.apply(weight, indices=indices, padding_idx=None,
                                      scale_grad_by_freq=scale_grad_by_freq, added_in=None, sparse=bool(sparse))
-        # the winning lookup of each bag and dim, found on the arrays, then gathered
         best = xp.full(shape, -xp.inf, dtype=weight.dtype)
-        ufunc_at("maximum", best, bag_of, rows._data)
+        ufunc_at("fmax", best, bag_of, rows._data)
         lookup = xp.arange(len(indices))[:, None]
         candidates = xp.where(rows._data == best[bag_of], lookup, len(indices))
         winner = xp.full(shape, len(indices), dtype=xp.int64)
         ufunc_at("minimum", winner, bag_of, candidates)  # the first winning lookup of each bag and dim
+        first = xp.full(bags, len(indices), dtype=xp.int64)
+        ufunc_at("minimum", first, bag_of, xp.arange(len(indices)))
         empty = counts == 0
+        first[empty] = 0
+        winner = xp.where(xp.isnan(rows._data[first]), first[:, None], winner)
         winner[empty] = 0
-        if not len(indices):
-            return Tensor._make(xp.zeros(shape, weight.dtype)), counts, xp.zeros(shape, dtype=xp.int64)
         picked = rows[winner, xp.arange(shape[1])]
         winning_rows = xp.where(empty[:, None], 0, indices[winner])
-        return picked * Tensor._make((~empty)[:, None].astype(weight.dtype)), counts, winning_rows
+        # (an empty bag is 0, selected: its stand-in row 0 may hold a NaN, which a product would keep)
+        return where(Tensor._make(xp.broadcast_to(empty[:, None], shape)), 0.0, picked), counts, winning_rows
     inputs = (weight,)
     if per_sample_weights is not None:
         inputs += (per_sample_weights.reshape(-1)[Tensor._make(xp.flatnonzero(kept))],)

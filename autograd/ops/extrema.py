@@ -15,7 +15,6 @@ from ..tensor import Tensor
 from .axes import normalize_dims
 from .conjugation import refuse_unordered
 from .conversion import type_name
-from .elementwise import Where
 from .names import names
 from .outputs import write_out
 from .reductions import spread
@@ -83,10 +82,22 @@ def aminmax(input, *, dim=None, keepdim=False, out=None):
     return write_out(AminmaxResult(amin(input, dims, keepdim), amax(input, dims, keepdim)), out)
 
 
+class WithoutNan(Primitive):
+    """y = 0 where x is NaN, else x;   dL/dx = dL/dy · [x is not NaN]
+
+    The gradient is multiplied by the mask, not selected, as PyTorch's nansum_backward: an infinite or NaN
+    dL/dy gives the NaNs NaN (nanmean of an all-NaN row divides by a count of 0, so its whole row gets NaN)."""
+
+    def forward(self, x):
+        return xp.where(xp.isnan(x), xp.zeros((), dtype=x.dtype), x)
+
+    def backward(self, grad, y, x):
+        with errstate(invalid="ignore"):
+            return (grad * Tensor._make((~xp.isnan(x._data)).astype(grad.dtype)),)
+
+
 def _without_nan(input):
-    if input.dtype.kind != "f":
-        return input
-    return Where.apply(Tensor._make(xp.zeros((), dtype=input.dtype)), input, condition=xp.isnan(input._data))
+    return input if input.dtype.kind != "f" else WithoutNan.apply(input)
 
 
 @names("nansum")

@@ -141,6 +141,12 @@ def _triplet_margin(anchor, positive, negative, margin, p, eps, swap, reduction)
     return reduced((margin + to_positive - to_negative).clamp(min=0.0), reduction)
 
 
+# PyTorch's EPSILON in cosine_embedding_loss and binary_cross_entropy's backward is a C++ float: 1e-12 rounded to
+# float32 (9.99999996e-13), which float64 shows at the edges (a zero vector's gradient x2 / sqrt(EPSILON ‖x2‖²),
+# BCE's (p - y) / EPSILON at p = 0 or 1)
+FLOAT_EPSILON = 9.999999960041972e-13
+
+
 def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None, reduce=None, reduction="mean"):
     """ℓ = 1 - cos(x1, x2) for y = 1;  max(0, cos(x1, x2) - margin) for y = -1; 0 for any other y, as PyTorch
     (which checks no target: 0/1 labels give the loss of the 1s alone)."""
@@ -154,7 +160,7 @@ def cosine_embedding_loss(input1, input2, target, margin=0.0, size_average=None,
                                f"inputs with sizes {list(input1.shape)} and {list(input2.shape)}.")
     dim = input1.ndim - 1
     dot = (input1 * input2).sum(dim)
-    norms = (((input1 * input1).sum(dim) + 1e-12) * ((input2 * input2).sum(dim) + 1e-12)).sqrt()
+    norms = (((input1 * input1).sum(dim) + FLOAT_EPSILON) * ((input2 * input2).sum(dim) + FLOAT_EPSILON)).sqrt()
     cos = dot / norms
     # clamp_min, not relu: at cos = margin the gradient goes through, as PyTorch's
     losses = where(target == 1, 1.0 - cos, 0.0) + where(target == -1, (cos - margin).clamp(min=0.0), 0.0)

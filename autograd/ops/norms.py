@@ -14,7 +14,7 @@ from ..backend import errstate, float16, float32, xp
 from ..graph import is_grad_enabled
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor
-from . import reductions, shape
+from . import extrema, shape
 from .axes import dim_index, normalize_dims
 from .contractions import require_scalar_type
 from .elementwise import Where
@@ -62,7 +62,9 @@ class VectorNorm(Primitive):
             return (grad * x.sgn(),)
         if math.isinf(p):  # the elements attaining the extremum share the gradient (cdist's and pdist's each take
             attains = x._data.__abs__() == norm._data  # all of it, as PyTorch's distance kernels give it)
-            share = attains if self.each_tie_whole else attains / attains.sum(axis=self.axes, keepdims=True)
+            # (a NaN norm is attained by none: no gradient, as PyTorch's, rather than 0 / 0)
+            ties = xp.maximum(attains.sum(axis=self.axes, keepdims=True), 1)
+            share = attains if self.each_tie_whole else attains / ties
             return (grad * x.sgn() * Tensor._make(share.astype(x.dtype)),)
         nonzero = norm._data != 0
         safe_norm = Where.apply(norm, Tensor._make(xp.ones((), dtype=x.dtype)), condition=nonzero)
@@ -151,8 +153,11 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
         sigma = SingularValues.apply(matrices)
         if ord == -2 and sigma.shape[-1] == 0:
             raise IndexError("amin(): Expected reduction dim -1 to have non-zero size.")
-        # (an empty matrix has no σ: its 2-norm is 0, the maximum's identity among norms, as PyTorch's)
-        y = sigma.sum(-1) if ord == "nuc" or sigma.shape[-1] == 0 else (sigma[..., 0] if ord == 2 else sigma[..., -1])
+        # (an empty matrix has no σ: its 2-norm is 0, the maximum's identity among norms, as PyTorch's; repeated
+        # extreme σ share the gradient, as PyTorch's amax / amin of svdvals give it: an orthogonal matrix's 2-norm
+        # moves along U Vᴴ / n, not along one singular pair)
+        y = sigma.sum(-1) if ord == "nuc" or sigma.shape[-1] == 0 else (extrema.amax(sigma, -1) if ord == 2 else
+                                                                        extrema.amin(sigma, -1))
         if keepdim:
             for d in sorted((rows, columns)):
                 y = shape.unsqueeze(y, d)
@@ -162,9 +167,8 @@ def matrix_norm(input, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, ou
         sums = VectorNorm.apply(A, ord=1.0, axes=(summed,), keepdim=True)
         if ord > 0 and sums.shape[over] == 0:  # the largest of no sums: 0, as PyTorch's (its smallest is an error)
             y = sums.sum(over, keepdim=True)
-        else:
-            pick = reductions.max if ord > 0 else reductions.min
-            y = pick(sums, over, keepdim=True).values
+        else:  # (tied column or row sums share the gradient, as PyTorch's amax / amin)
+            y = (extrema.amax if ord > 0 else extrema.amin)(sums, over, keepdim=True)
         return write_out(y if keepdim else shape.squeeze(y, tuple(sorted((rows, columns)))), out)
     raise RuntimeError(f"linalg.matrix_norm: Order {ord} not supported.")
 
@@ -237,6 +241,8 @@ def cdist(x1, x2, p=2.0, compute_mode=None):
     if x1.shape[-1] != x2.shape[-1]:
         raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: {x1.shape[-1]} X2: {x2.shape[-1]}")
     require_scalar_type((x1, x2))
+    if p < 0:  # (-inf too: PyTorch's cdist has no -inf "distance")
+        raise RuntimeError("cdist only supports non-negative p values")
     if x1.dtype == xp.float16:  # (PyTorch's kernel has no half version)
         raise NotImplementedError("\"cdist\" not implemented for 'Half'")
     differences = shape.unsqueeze(x1, -2) - shape.unsqueeze(x2, -3)

@@ -619,19 +619,32 @@ def heaviside(input, values, *, out=None):
     return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
 
 
+class Copysign(Primitive):
+    """z = |x| with the sign (bit) of y;   dL/dx = dL/dy · z / x (0 where x = 0),   dL/dy = 0
+
+    PyTorch's rule, z / x, is NaN at an infinite or NaN x, and the output depends on y (its gradient, 0, flows)
+    even where x does not require grad."""
+
+    saves_output = True
+
+    def forward(self, x, y):
+        return xp.copysign(x, y)  # (a NaN's sign bit copied too, as PyTorch's)
+
+    def backward(self, grad, z, x, y):
+        with errstate(invalid="ignore", divide="ignore"):
+            ratio = xp.where(x._data == 0, 0.0, z._data / x._data).astype(x.dtype)
+        return (unbroadcast(grad * Tensor._make(ratio), x) if x.requires_grad else None,
+                unbroadcast(Tensor._make(xp.zeros(grad.shape, grad.dtype)), y) if y.requires_grad else None)
+
+
 @names("copysign", inplace="copysign_")
 def copysign(input, other, *, out=None):
     """|input| with the sign of other (signed zeros included); complex numbers have no sign to copy."""
+    node = "CopysignBackward0" if isinstance(other, Tensor) else "CopysignBackward1"
     input, other = _floating_pair(input, other)
     refuse_kinds(input, "copysign_cpu", "c")
-    sign = Tensor._make(xp.where(xp.signbit(other._data), -1.0, 1.0).astype(input.dtype))
-    result = input.abs() * sign
-    nan = xp.isnan(input._data)
-    if nan.any():  # (NaN · -1 need not carry the sign bit: NaNs take it from NumPy's copysign, as PyTorch's do)
-        signed = Tensor._make(xp.copysign(input._data, other._data).astype(result.dtype))
-        result = where(Tensor._make(nan), signed, result)
-    return write_out(result, out)
-
+    refuse_unbroadcastable(input.shape, other.shape)
+    return write_out(Copysign.apply(input, other, pytorch_name=node), out)
 
 
 class Entr(Primitive):
