@@ -41,3 +41,17 @@ def test_a_broadcast_other_and_the_gradient(T):
     y.sum().backward()
     assert leaf.grad.dtype == T.float32 and np.all(leaf.grad.numpy() == 1)
     np.testing.assert_allclose(other.grad.numpy(), np.full(59, 17 * np.float32(0.7)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_addcdiv_scales_the_numerator_before_dividing(T, dtype):
+    """PyTorch's addcdiv computes input + (value · tensor1) / tensor2 in that order (Adam's and Adagrad's update
+    ``p.addcdiv_(m, denominator, value=-step)``); scaling the quotient instead put a few hundredths a unit off."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(2000).astype(dtype), rng.standard_normal(2000).astype(dtype)
+    c = np.abs(rng.standard_normal(2000)).astype(dtype) + dtype(0.1)
+    expected = a + (dtype(-0.013) * b) / c
+    np.testing.assert_array_equal(T.addcdiv(T.tensor(a), T.tensor(b), T.tensor(c), value=-0.013).numpy(), expected)
+    x = T.tensor(a)
+    x.addcdiv_(T.tensor(b), T.tensor(c), value=-0.013)
+    np.testing.assert_array_equal(x.numpy(), expected)

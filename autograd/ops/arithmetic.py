@@ -254,5 +254,6 @@ def addcdiv(input, tensor1, tensor2, *, value=1, out=None):
     if all(isinstance(t, Tensor) and t._data.dtype == float16 for t in (input, tensor1, tensor2)):
         # in float32, rounded once, as PyTorch's kernel (as addcmul)
         return write_out(addcdiv(input.float(), tensor1.float(), tensor2.float(), value=value).half(), out)
-    quotient = tensor1 / tensor2
-    return write_out(input + (quotient if value == 1 else quotient * value), out)
+    # value · tensor1 first, then the division, as PyTorch's kernel orders it (the quotient scaled after rounded
+    # otherwise: a few hundredths of the results a unit off)
+    return write_out(input + (tensor1 if value == 1 else tensor1 * value) / tensor2, out)

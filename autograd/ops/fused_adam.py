@@ -7,7 +7,7 @@ same to the last bit whichever runs it):
     g ← g / grad_scale, -g if maximize, g + λ W (L2; AdamW instead W ← W (1 - η λ))
     m ← m + (1 - β₁)(g - m)
     v ← β₂ v + (1 - β₂) g²                      v̂ ← max(v̂, v) if amsgrad
-    W ← W + (-η / (1 - β₁ᵗ)) · m / (√v / √(1 - β₂ᵗ) + ε)
+    W ← W + ((-η / (1 - β₁ᵗ)) · m) / (√v / √(1 - β₂ᵗ) + ε)
 
 What fusing saves is the cost around the arithmetic: one call instead of eight Tensor
 operations, and one scratch array reused by every step of the update instead of five
@@ -51,8 +51,7 @@ def _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
     xp.sqrt(v, out=scratch)
     scratch /= (1 - beta2**step) ** 0.5
     scratch += eps
-    xp.divide(m, scratch, out=scratch)
-    scratch *= -lr / (1 - beta1**step)
+    xp.divide(xp.multiply(m, -lr / (1 - beta1**step)), scratch, out=scratch)  # (-step · m) / denominator, addcdiv_'s
     p += scratch
     for tensor in written:
         bump_version(tensor)

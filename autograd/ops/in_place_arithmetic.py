@@ -182,8 +182,24 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
     refuse_integer_addcdiv(tensor1, tensor2)
     if self._data.dtype == float16:  # (in float32, rounded once: addcdiv's)
         return self._write((tensor1, tensor2), lambda old: addcdiv(old, tensor1, tensor2, value=value))
-    return self._write((tensor1, tensor2), lambda old: old + value * (tensor1 / tensor2),
-                       lambda a: _add_scaled(a, xp.divide(_data(tensor1), _data(tensor2)), value))
+    return self._write((tensor1, tensor2), lambda old: addcdiv(old, tensor1, tensor2, value=value),
+                       lambda a: xp.add(a, _scaled_quotient(_data(tensor1), _data(tensor2), value), out=a,
+                                        casting="same_kind"))
+
+
+def _scaled_quotient(numerator, denominator, scale):
+    """(scale · numerator) / denominator in one temporary, in addcdiv's order (arithmetic.addcdiv)."""
+    term = xp.multiply(numerator, _same_kind_number(scale, numerator)) if not (
+        isinstance(scale, (int, float)) and scale == 1) else xp.array(numerator, copy=True)
+    if not isinstance(term, xp.ndarray):  # (NumPy gives a scalar for 0-d operands)
+        term = xp.asarray(term)
+    xp.divide(term, denominator, out=term, casting="unsafe")
+    return term
+
+
+def _same_kind_number(scale, array):
+    """A float scale as a 0-d array of a floating array's dtype (NumPy would convert it at each call)."""
+    return xp.asarray(scale, dtype=array.dtype) if type(scale) is float and array.dtype.kind == "f" else scale
 
 
 @names("lerp_", function=False)
