@@ -2109,7 +2109,17 @@ def test_sasrec(old_masking):
             scores = model.predict(u, seq, np.array([[1, 2, 3, 4]] * 4))
         return {"losses": losses, "grads": grads, "params": params_of(model), "scores": scores}
 
-    ours, _ = run_both(program, weights_of(make), rtol=1e-8, atol=1e-11)
+    ours, theirs = run_both(program, weights_of(make), compare=False)
+    if theirs is not None:
+        # the attention's key biases get a gradient that is zero in exact arithmetic (softmax does not see a score
+        # shifted alike for every key): both libraries' are rounding noise, which Adam scales up to steps of
+        # 1e-12: checked negligible, and left out of the comparison
+        for result in (ours, theirs):
+            for name, value in result["params"].items():
+                if name.endswith("in_proj_bias"):
+                    assert np.abs(value[8:16]).max() < 1e-10
+                    result["params"][name] = np.concatenate([value[:8], value[16:]])
+        assert_same(ours, theirs, 1e-8, 1e-11)
     assert not ours["grads"]["item_emb.weight"][0].any() and not ours["grads"]["pos_emb.weight"][0].any()
 
 

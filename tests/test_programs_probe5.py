@@ -518,8 +518,10 @@ def style_transfer(m, weights, num_steps=4, dtype="float32", max_iter=20):
 def test_neural_style_transfer_with_lbfgs():
     weights = weights_of(style_cnn)
     # LBFGS's 20 inner iterations amplify float32 rounding (2e-4 apart by the 20th loss; in float64 the
-    # two libraries agree to 1e-12): the whole run is compared in float64, a short one in float32
-    run_both(style_transfer, weights, max_iter=3, rtol=1e-4, atol=1e-6)
+    # two libraries agree to 1e-12): the whole run is compared in float64, a short one in float32, whose first
+    # loss already differs in its 7th digit (convolutions and Gram matrices summed in other orders): its image
+    # gradient (largest 0.3) agrees to 2e-6
+    run_both(style_transfer, weights, max_iter=3, rtol=1e-4, atol=1e-5)
     ours, _ = run_both(style_transfer, weights, dtype="float64", rtol=1e-10, atol=1e-12)
     log, img, grad, names, n_state = ours
     assert names[-1] == "style_loss_4" and "content_loss_3" in names and n_state == 1

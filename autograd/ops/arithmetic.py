@@ -10,7 +10,7 @@ import warnings
 
 from ..backend import float16, float32, float64, xp
 from ..errors import refuse_bool_subtraction
-from ..operands import _is_bool, _operand
+from ..operands import _is_bool, _operand, python_number
 from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from . import elementwise
@@ -59,7 +59,8 @@ def _fused_scaled_sum(input, other, alpha):
     the sum rounded once, here a precision up (float16 in float32, float32 in float64) and rounded back. Rounding
     alpha · other first put a tenth (float16) to a quarter (float32) of the sums a unit off; SGD's
     ``p.add_(grad, alpha=-lr)`` drifted from PyTorch's. None for any other operands."""
-    if alpha == 1 or type(alpha) not in (int, float) or not isinstance(input, Tensor) or not isinstance(other, Tensor):
+    alpha = _alpha_number(alpha)
+    if alpha is None or alpha == 1 or not isinstance(input, Tensor) or not isinstance(other, Tensor):
         return None
     dtype = input._data.dtype
     if dtype != other._data.dtype or (dtype != float16 and dtype != float32):
@@ -68,11 +69,22 @@ def _fused_scaled_sum(input, other, alpha):
     return (input.to(wide) + other.to(wide) * float(dtype.type(alpha))).to(dtype)
 
 
+def _alpha_number(alpha):
+    """alpha as a Python int or float (a NumPy scalar, or a one-element tensor outside the graph, as LBFGS's
+    ``q.add_(s, alpha=-al[i])`` passes it: PyTorch reads it as a number); None for anything else."""
+    if isinstance(alpha, Tensor):
+        if alpha.requires_grad or alpha.numel() != 1 or alpha._data.dtype.kind not in "iuf":
+            return None
+        alpha = alpha.item()
+    alpha = python_number(alpha)
+    return alpha if type(alpha) in (int, float) else None
+
+
 def fused_add_into(array, other, alpha):
     """``array += alpha · other`` on arrays (no graph), fused as ``_fused_scaled_sum``; False where that does not
     apply (the caller adds as before)."""
-    dtype = array.dtype
-    if type(alpha) not in (int, float) or other.dtype != dtype or (dtype != float16 and dtype != float32):
+    dtype, alpha = array.dtype, _alpha_number(alpha)
+    if alpha is None or other.dtype != dtype or (dtype != float16 and dtype != float32):
         return False
     wide = float32 if dtype == float16 else float64
     product = other.astype(wide)
@@ -101,7 +113,8 @@ def sub(input, other, *number_first, alpha=1, out=None):
         other, alpha = number_first[0], _number_first("sub", "sub(Tensor input, Tensor other, *, Number alpha)",
                                                       other)
     refuse_bool_subtraction(_is_bool(input), _is_bool(other))  # (before _pair: it would make True a number)
-    fused = _fused_scaled_sum(input, other, -alpha) if type(alpha) in (int, float) else None
+    number = _alpha_number(alpha)
+    fused = None if number is None else _fused_scaled_sum(input, other, -number)
     if fused is not None:
         return write_out(fused, out)
     input, other = _pair(input, other)
