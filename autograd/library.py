@@ -98,9 +98,12 @@ def _schema_type(annotation):
 def _return_type(annotation, error):
     if annotation is None or annotation is type(None):
         return "()"
+    if annotation is inspect.Parameter.empty:
+        error("No return type annotation was provided. Please add one.")
     origin, args = _origin(annotation)
     if origin is tuple:
-        return "(" + ", ".join(_return_type(a, error) for a in args) + ")"
+        words = ", ".join(_return_type(a, error) for a in args)
+        return f"(({words}))" if len(args) == 1 else f"({words})"  # (a tuple of one: PyTorch's double brackets)
     word = _schema_type(annotation)
     if word is None:
         error(f"Return has unsupported type {annotation}.")
@@ -108,7 +111,7 @@ def _return_type(annotation, error):
 
 
 def _default_text(value):
-    if isinstance(value, str):
+    if isinstance(value, (str, device)):
         return f'"{value}"'
     return str(value).removeprefix("torch.") if value is not None else "None"
 
@@ -123,8 +126,8 @@ def infer_schema(prototype_function, /, *, mutates_args, op_name=None):
         raise ValueError(f"infer_schema(func): {what} Got func with signature {signature})")
 
     hints = typing.get_type_hints(prototype_function)
-    parts, mutated_count, keyword_only = [], 0, False
-    for name, parameter in signature.parameters.items():
+    parts, keyword_only = [], False
+    for index, (name, parameter) in enumerate(signature.parameters.items()):
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             error("We do not support positional-only args, varargs, or varkwargs.")
         if parameter.annotation is inspect.Parameter.empty:
@@ -141,8 +144,7 @@ def infer_schema(prototype_function, /, *, mutates_args, op_name=None):
             if not word.startswith("Tensor"):
                 error(f"Parameter {name} is in mutable_args but only Tensors or collections of Tensors can be "
                       "mutated")
-            word = f"Tensor(a{mutated_count}!)" + word[len("Tensor"):]
-            mutated_count += 1
+            word = f"Tensor(a{index}!)" + word[len("Tensor"):]  # (the alias set is named by position, as PyTorch's)
         if parameter.kind is parameter.KEYWORD_ONLY and not keyword_only:
             parts.append("*")
             keyword_only = True
@@ -150,14 +152,17 @@ def infer_schema(prototype_function, /, *, mutates_args, op_name=None):
         if parameter.default is not inspect.Parameter.empty:
             from . import dtype
 
-            if not isinstance(parameter.default, (type(None), int, float, bool, str, dtype)):
-                error(f"Parameter {name} has an unsupported default value type {type(parameter.default)}.")
+            if not isinstance(parameter.default, (type(None), int, float, bool, str, device, dtype)):
+                error(f"Parameter {name} has an unsupported default value type {type(parameter.default)}. "
+                      "Please file an issue on GitHub so we can prioritize this.")
             text += f"={_default_text(parameter.default)}"
         parts.append(text)
     if mutates_args != "unknown":
         unknown = set(mutates_args) - set(signature.parameters)
         if unknown:
-            error(f"{sorted(unknown)} in mutates_args were not found in the custom op's signature.")
+            error(f"{unknown} in mutates_args were not found in the custom op's signature. mutates_args should "
+                  "contain the names of all args that the custom op mutates, or just the string 'unknown' if you "
+                  "don't know.")
     returns = _return_type(hints.get("return", signature.return_annotation), error)
     return f"{op_name or ''}({', '.join(parts)}) -> {returns}"
 
@@ -271,34 +276,115 @@ class CustomOpDef:
 
     def __call__(self, *args, **kwargs):
         arguments = self._bound(args, kwargs)
-        if is_grad_enabled() and any(x.requires_grad for x in _tensors_in(arguments.values())):
-            return self._autograd_function().apply(*arguments.values())
+        positional = [v for name, v in arguments.items() if name not in self._keyword_only]
+        # (only the positional arguments are differentiated, as PyTorch's: a keyword-only tensor is a constant)
+        if is_grad_enabled() and any(x.requires_grad for x in _tensors_in(positional)):
+            keyword_only = {name: arguments[name] for name in self._keyword_only}
+            call = _Call(positional, keyword_only)
+            return call.rebuilt_output(self._autograd_function().apply(*call.flat_inputs, call))
         return self._run(arguments)
 
+    @functools.cached_property
+    def _keyword_only(self):
+        return [name for name, p in self._signature.parameters.items() if p.kind is p.KEYWORD_ONLY]
+
     def _autograd_function(self):
-        """The autograd.Function the operator runs as when an input requires grad (made once)."""
+        """The autograd.Function the operator runs as when an input requires grad (made once). It takes the
+        positional arguments with each list of tensors spread out (each tensor its own input, as PyTorch's), and
+        last the call's ``_Call`` (the lists' lengths, the keyword-only arguments)."""
         if self._function is None:
-            op, names = self, list(self._signature.parameters)
+            op, names = self, [n for n in self._signature.parameters if n not in self._keyword_only]
 
             def forward(*values):
-                return op._run(dict(zip(names, values)))
+                call = values[-1]
+                arguments = dict(zip(names, call.grouped(values[:-1])), **call.keyword_only)
+                return call.flat_output(op._run(arguments))
 
             def setup_context(ctx, inputs, output):
-                if op._setup_context_fn is not None:
-                    op._setup_context_fn(ctx, inputs, output)
+                call = ctx._custom_op_call = inputs[-1]
+                if op._setup_context_fn is None:
+                    return
+                inputs, output = tuple(call.grouped(inputs[:-1])), call.rebuilt_output(output)
+                if op._keyword_only:
+                    op._setup_context_fn(ctx=ctx, inputs=inputs, keyword_only_inputs=call.keyword_only,
+                                         output=output)
+                else:
+                    op._setup_context_fn(ctx=ctx, inputs=inputs, output=output)
 
             def backward(ctx, *grads):
                 if op._backward_fn is None:
                     raise RuntimeError(f"Trying to backward through {op._namespace}.{op._name}.default but no "
                                        "autograd formula was registered. Please use register_autograd to add one.")
-                result = op._backward_fn(ctx, *grads)
-                return result if isinstance(result, tuple) else (result,)
+                call, needs_input_grad = ctx._custom_op_call, ctx.needs_input_grad
+                ctx.needs_input_grad = tuple(call.grouped(needs_input_grad[:-1]))  # (what the user's inputs were)
+                try:
+                    result = op._backward_fn(ctx, *call.grouped_output(grads))
+                finally:
+                    ctx.needs_input_grad = needs_input_grad
+                return (*call.flat_grads(result if isinstance(result, tuple) else (result,)), None)
 
             name = f"GeneratedBackwardFor_{self._namespace}_{self._name}_default"
             self._function = type(name, (Function,), {"forward": staticmethod(forward),
                                                       "setup_context": staticmethod(setup_context),
                                                       "backward": staticmethod(backward)})
         return self._function
+
+
+class _Call:
+    """One call of an operator through its autograd.Function: its positional arguments with each list of
+    tensors spread out (``lengths``: each argument's list length, None for one that is no list), its keyword-only
+    arguments, and how its output's lists were spread out likewise."""
+
+    def __init__(self, positional, keyword_only):
+        self.lengths = [len(v) if _is_tensor_list(v) else None for v in positional]
+        self.flat_inputs = [x for v, n in zip(positional, self.lengths) for x in (v if n is not None else [v])]
+        self.keyword_only = keyword_only
+        self.output_lengths = self.output_is_tuple = None
+
+    @staticmethod
+    def _grouped(flat, lengths):
+        flat = iter(flat)
+        return [next(flat) if n is None else [next(flat) for _ in range(n)] for n in lengths]
+
+    def grouped(self, flat):
+        return self._grouped(flat, self.lengths)
+
+    def flat_output(self, output):
+        self.output_is_tuple = isinstance(output, tuple)
+        outputs = output if self.output_is_tuple else (output,)
+        self.output_lengths = [len(y) if isinstance(y, list) else None for y in outputs]
+        return tuple(x for y, n in zip(outputs, self.output_lengths) for x in (y if n is not None else [y]))
+
+    def grouped_output(self, flat):
+        return self._grouped(flat, self.output_lengths)
+
+    def rebuilt_output(self, flat):
+        outputs = self.grouped_output(flat if isinstance(flat, tuple) else (flat,))
+        return tuple(outputs) if self.output_is_tuple else outputs[0]
+
+    def flat_grads(self, grads):
+        """The gradients backward gave for the user's inputs, spread out as the inputs were (None for a list: a
+        None for each of its tensors)."""
+        if len(grads) > len(self.lengths) and all(g is None for g in grads[len(self.lengths):]):
+            grads = grads[:len(self.lengths)]
+        if len(grads) != len(self.lengths):
+            return grads  # (the Function then raises PyTorch's "returned an incorrect number of gradients")
+        flat = []
+        for g, n in zip(grads, self.lengths):
+            if n is None:
+                flat.append(g)
+            elif g is None:
+                flat.extend([None] * n)
+            elif len(g) != n:
+                raise RuntimeError(f"Expected the return from backward to be of the same structure as the inputs: "
+                                   f"a list of {len(g)} gradients for a list of {n} tensors")
+            else:
+                flat.extend(g)
+        return flat
+
+
+def _is_tensor_list(value):
+    return isinstance(value, (list, tuple)) and any(isinstance(x, Tensor) for x in value)
 
 
 def _tensors_in(values):
@@ -544,6 +630,8 @@ def _check_autograd(op, args, kwargs):
 
 
 def _check_fake(op, args, kwargs):
+    if op._fake_fn is None and op._schema.endswith("-> ()") and "!)" in op._schema:
+        return  # (an operator that only writes its arguments has an obvious fake function, which PyTorch makes)
     if op._fake_fn is None:
         raise RuntimeError(f"There was no fake impl registered for {op._qualname}. This is necessary for torch.compile/"
                            "export/fx tracing to work. Please use `register_fake` to add an fake impl.")

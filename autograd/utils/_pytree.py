@@ -94,6 +94,7 @@ class NodeDef(NamedTuple):
 SUPPORTED_NODES = {}
 SUPPORTED_SERIALIZED_TYPES = {}  # type -> (serialized name, to_dumpable_context, from_dumpable_context)
 SERIALIZED_TYPE_TO_PYTHON_TYPE = {}
+NO_SERIALIZED_TYPE_NAME_FOUND = "NO_SERIALIZED_TYPE_NAME_FOUND"  # (a type registered without a name: not dumpable)
 
 
 def register_pytree_node(cls, flatten_fn, unflatten_fn, *, serialized_type_name=None, to_dumpable_context=None,
@@ -105,9 +106,45 @@ def register_pytree_node(cls, flatten_fn, unflatten_fn, *, serialized_type_name=
     if (to_dumpable_context is None) != (from_dumpable_context is None):
         raise ValueError("Both to_dumpable_context and from_dumpable_context must be None or registered.")
     SUPPORTED_NODES[cls] = NodeDef(cls, flatten_fn, unflatten_fn, flatten_with_keys_fn)
-    name = serialized_type_name or f"{cls.__module__}.{cls.__qualname__}"
+    name = serialized_type_name or NO_SERIALIZED_TYPE_NAME_FOUND
     SUPPORTED_SERIALIZED_TYPES[cls] = (name, to_dumpable_context, from_dumpable_context)
     SERIALIZED_TYPE_TO_PYTHON_TYPE[name] = cls
+
+
+def _register_namedtuple(cls, *, serialized_type_name):
+    """Give the named tuple class ``cls`` a name, so that ``treespec_dumps`` can write a spec holding it (a named
+    tuple is a container without this; its spec is only not dumpable)."""
+    SUPPORTED_SERIALIZED_TYPES[cls] = (serialized_type_name, None, None)
+    SERIALIZED_TYPE_TO_PYTHON_TYPE[serialized_type_name] = cls
+
+
+def _namedtuple_serialize(cls):
+    name = SUPPORTED_SERIALIZED_TYPES.get(cls, (NO_SERIALIZED_TYPE_NAME_FOUND,))[0]
+    if name == NO_SERIALIZED_TYPE_NAME_FOUND:
+        raise NotImplementedError(f"Can't serialize TreeSpec of namedtuple class {cls} because we didn't register a "
+                                  "serializated_type_name. Please register using `_register_namedtuple`.")
+    return name
+
+
+def _namedtuple_deserialize(name):
+    if name not in SERIALIZED_TYPE_TO_PYTHON_TYPE:
+        raise NotImplementedError(f"Can't deserialize TreeSpec of namedtuple class {name} because we couldn't find "
+                                  "a serializated name.")
+    return SERIALIZED_TYPE_TO_PYTHON_TYPE[name]
+
+
+def _defaultdict_serialize(context):
+    factory, keys = context
+    return {"default_factory_module": factory.__module__, "default_factory_name": factory.__qualname__,
+            "dict_context": keys}
+
+
+def _defaultdict_deserialize(context):
+    import builtins
+
+    if context["default_factory_module"] != "builtins":  # (loading names no module it would import)
+        raise NotImplementedError("a defaultdict spec whose factory is not a builtin cannot be loaded here")
+    return [getattr(builtins, context["default_factory_name"]), context["dict_context"]]
 
 
 def _sequence_keys(children):
@@ -124,7 +161,8 @@ register_pytree_node(dict, lambda d: (list(d.values()), list(d)), lambda childre
                      serialized_type_name="builtins.dict",
                      flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()], list(d)))
 register_pytree_node(namedtuple, lambda t: (list(t), type(t)), lambda children, cls: cls(*children),
-                     serialized_type_name="collections.namedtuple",
+                     serialized_type_name="collections.namedtuple", to_dumpable_context=_namedtuple_serialize,
+                     from_dumpable_context=_namedtuple_deserialize,
                      flatten_with_keys_fn=lambda t: ([(GetAttrKey(f), v) for f, v in zip(t._fields, t)], type(t)))
 register_pytree_node(OrderedDict, lambda d: (list(d.values()), list(d)),
                      lambda children, keys: OrderedDict(zip(keys, children)),
@@ -132,7 +170,8 @@ register_pytree_node(OrderedDict, lambda d: (list(d.values()), list(d)),
                      flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()], list(d)))
 register_pytree_node(defaultdict, lambda d: (list(d.values()), [d.default_factory, list(d)]),
                      lambda children, context: defaultdict(context[0], zip(context[1], children)),
-                     serialized_type_name="collections.defaultdict",
+                     serialized_type_name="collections.defaultdict", to_dumpable_context=_defaultdict_serialize,
+                     from_dumpable_context=_defaultdict_deserialize,
                      flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()],
                                                      [d.default_factory, list(d)]))
 register_pytree_node(deque, lambda d: (list(d), d.maxlen), lambda children, maxlen: deque(children, maxlen=maxlen),
@@ -405,38 +444,31 @@ _PROTOCOL = 1
 def _spec_to_json(spec):
     if spec.is_leaf():
         return {"type": None, "context": None, "children_spec": []}
-    if spec.type not in SUPPORTED_SERIALIZED_TYPES or spec.type is namedtuple:
+    if spec.type not in SUPPORTED_SERIALIZED_TYPES:
         raise NotImplementedError(f"Serializing {spec.type} in pytree is not registered.")
     name, to_dumpable, _ = SUPPORTED_SERIALIZED_TYPES[spec.type]
-    context = spec.context if to_dumpable is None else to_dumpable(spec.context)
-    if spec.type is defaultdict:
-        factory, keys = spec.context
-        context = {"default_factory_module": factory.__module__, "default_factory_name": factory.__qualname__,
-                   "dict_context": keys}
-    try:
-        text = json.dumps(context)
-    except TypeError as error:
-        raise TypeError("Unable to serialize context. Please make the context json dump-able, or register a "
-                        "custom serializer using torch.utils._pytree.register_pytree_node.") from error
-    return {"type": name, "context": text, "children_spec": [_spec_to_json(child) for child in spec.children_specs]}
+    if name == NO_SERIALIZED_TYPE_NAME_FOUND:
+        raise NotImplementedError(f"No registered serialization name for {spec.type} found. Please update your "
+                                  "_register_pytree_node call with a `serialized_type_name` kwarg.")
+    if to_dumpable is not None:  # (its dumpable context is written as it is, not as JSON text: PyTorch's format)
+        context = to_dumpable(spec.context)
+    else:
+        try:
+            context = json.dumps(spec.context)
+        except TypeError as error:
+            raise TypeError("Unable to serialize context. Please make the context json dump-able, or register a "
+                            "custom serializer using _register_pytree_node.") from error
+    return {"type": name, "context": context, "children_spec": [_spec_to_json(child) for child in spec.children_specs]}
 
 
 def _json_to_spec(data):
     if data["type"] is None and data["context"] is None and not data["children_spec"]:
         return LeafSpec()
     kind = SERIALIZED_TYPE_TO_PYTHON_TYPE.get(data["type"])
-    if kind is None or kind is namedtuple:
+    if kind is None:
         raise NotImplementedError(f"Deserializing {data['type']} in pytree is not registered.")
-    context = json.loads(data["context"])
-    if kind is defaultdict:
-        import builtins
-
-        if context["default_factory_module"] != "builtins":  # (loading names no module it would import)
-            raise NotImplementedError("a defaultdict spec whose factory is not a builtin cannot be loaded here")
-        context = [getattr(builtins, context["default_factory_name"]), context["dict_context"]]
     _, _, from_dumpable = SUPPORTED_SERIALIZED_TYPES[kind]
-    if from_dumpable is not None:
-        context = from_dumpable(context)
+    context = json.loads(data["context"]) if from_dumpable is None else from_dumpable(data["context"])
     return TreeSpec(kind, context, [_json_to_spec(child) for child in data["children_spec"]])
 
 
