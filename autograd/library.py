@@ -20,12 +20,14 @@ keeps a function giving an output's shape and dtype (``opcheck`` compares it wit
 ``register_autocast``, ``register_torch_dispatch``) is kept and unused: nothing here compiles.
 """
 
+import ast
 import collections.abc
 import functools
 import inspect
 import operator
 import types
 import typing
+import warnings
 
 from .device import device
 from .function import Function
@@ -260,7 +262,7 @@ class CustomOpDef:
     def _run(self, arguments):
         """The kernel on ``arguments``, unrecorded, its outputs checked not to alias its inputs."""
         with no_grad():
-            output = self._kernel(arguments)(**arguments)
+            output = self._called(self._kernel(arguments), arguments)
         inputs = [v for v in _tensors_in(arguments.values())]
         outputs = list(_tensors_in(output if isinstance(output, (tuple, list)) else [output]))
         for k, y in enumerate(outputs):
@@ -283,6 +285,12 @@ class CustomOpDef:
             call = _Call(positional, keyword_only)
             return call.rebuilt_output(self._autograd_function().apply(*call.flat_inputs, call))
         return self._run(arguments)
+
+    def _called(self, function, arguments):
+        """``function`` (a kernel, the fake function) on ``arguments``: the positional ones by position (a kernel's
+        parameters may be named otherwise than the schema's), the keyword-only ones by name."""
+        return function(*(v for name, v in arguments.items() if name not in self._keyword_only),
+                        **{name: arguments[name] for name in self._keyword_only})
 
     @functools.cached_property
     def _keyword_only(self):
@@ -312,6 +320,14 @@ class CustomOpDef:
                     op._setup_context_fn(ctx=ctx, inputs=inputs, output=output)
 
             def backward(ctx, *grads):
+                if op._backward_fn is None and isinstance(op, _DefinedOperator):
+                    warnings.warn(f"{op._qualname}: an autograd kernel was not registered to the Autograd key(s) but "
+                                  "we are trying to backprop through it. This may lead to silently incorrect "
+                                  "behavior. This behavior is deprecated and will be removed in a future version of "
+                                  "PyTorch. If your operator is differentiable, please ensure you have registered an "
+                                  "autograd kernel to the correct Autograd key (e.g. DispatchKey::Autograd, "
+                                  "DispatchKey::CompositeImplicitAutograd).", UserWarning, stacklevel=2)
+                    return (None,) * len(ctx.needs_input_grad)  # (PyTorch's old behaviour: no gradient)
                 if op._backward_fn is None:
                     raise RuntimeError(f"Trying to backward through {op._namespace}.{op._name}.default but no "
                                        "autograd formula was registered. Please use register_autograd to add one.")
@@ -421,6 +437,220 @@ def custom_op(name, fn=None, /, *, mutates_args, device_types=None, schema=None)
         return op
 
     return make if fn is None else make(fn)
+
+
+# -- operators defined by their schema: torch.library.Library ------------------------------------------------
+
+
+class _DefinedOperator(CustomOpDef):
+    """An operator given by its schema text (``Library.define``), its kernels registered after (``Library.impl``).
+    A kernel for a device ("CPU", "CompositeExplicitAutograd") runs as one opaque step, as a custom_op's does (its
+    gradient from ``register_autograd``; without one, backward warns and gives none, as PyTorch's fallback); a
+    "CompositeImplicitAutograd" or "Autograd" kernel is differentiated through its own operations."""
+
+    def __init__(self, namespace, name, schema):
+        signature, mutated = _signature_of(schema, f"{namespace}::{name}")
+
+        def missing_kernel(*args, **kwargs):
+            raise NotImplementedError(f"Could not run '{namespace}::{name}' with arguments from the 'CPU' backend. "
+                                      "This could be because the operator doesn't exist for this backend.")
+
+        missing_kernel.__signature__ = signature
+        super().__init__(namespace, name, schema, missing_kernel, tuple(mutated))
+        self._composite = None  # a kernel that autograd records through
+
+    def __call__(self, *args, **kwargs):
+        if self._composite is not None:
+            return self._called(self._composite, self._bound(args, kwargs))
+        return super().__call__(*args, **kwargs)
+
+    def _impl(self, fn, dispatch_key):
+        if dispatch_key in ("", "CompositeImplicitAutograd", "Autograd", "AutogradCPU"):
+            self._composite = fn
+        elif dispatch_key == "Meta":
+            self._fake_fn = fn
+        else:
+            self.register_kernel(_DISPATCH_KEY_DEVICES.get(dispatch_key, dispatch_key.lower()), fn)
+
+
+_DISPATCH_KEY_DEVICES = {"CompositeExplicitAutograd": None, "CPU": "cpu", "CUDA": "cuda", "MPS": "mps"}
+
+
+def _schema_parts(text):
+    """The top-level comma-separated parts of a schema's argument list (a part may hold brackets: Tensor(a!))."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "([" and 1 or (char in ")]" and -1 or 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [part for part in parts if part]
+
+
+def _split_schema(schema):
+    """(name, argument text, return text) of ``name(arguments) -> returns`` (name may be empty)."""
+    open_at = schema.find("(")
+    depth = 0
+    for i in range(open_at, len(schema)):
+        depth += {"(": 1, ")": -1}.get(schema[i], 0)
+        if depth == 0:
+            rest = schema[i + 1:].strip()
+            if open_at < 0 or not rest.startswith("->"):
+                break
+            return schema[:open_at].strip(), schema[open_at + 1:i], rest[2:].strip()
+    raise _schema_error(schema)
+
+
+def _schema_error(schema):
+    return ValueError(f'define(qualname, schema, ...): expected schema to look like e.g. "(Tensor x) -> Tensor" '
+                      f'but got "{schema}"')
+
+
+def _default_value(text):
+    from . import dtype
+
+    if text.startswith('"') or text.startswith("'"):
+        return text[1:-1]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = getattr(__import__("autograd"), text, None)  # a ScalarType default: float32
+        if isinstance(value, dtype):
+            return value
+        raise ValueError(f"the schema's default {text!r} is not a value this library reads") from None
+
+
+def _signature_of(schema, qualname):
+    """The Python signature an operator's schema text gives, and the names of the arguments it writes (a)!."""
+    _, arguments, _ = _split_schema(schema)
+    parameters, mutated, kind = [], [], inspect.Parameter.POSITIONAL_OR_KEYWORD
+    for part in _schema_parts(arguments):
+        if part == "*":
+            kind = inspect.Parameter.KEYWORD_ONLY
+            continue
+        declaration, _, default = part.partition("=")
+        type_text, _, name = declaration.strip().rpartition(" ")
+        if not type_text:
+            raise ValueError(f"{qualname}: the schema's argument {part!r} has no type")
+        if "!" in type_text:
+            mutated.append(name)
+        parameters.append(inspect.Parameter(name, kind, default=_default_value(default.strip()) if default else
+                                            inspect.Parameter.empty))
+    return inspect.Signature(parameters), mutated
+
+
+_RESERVED_NAMESPACES = ("prim",)
+
+
+class Library:
+    """``torch.library.Library(ns, kind)``: where operators of namespace ``ns`` are defined ("DEF", "FRAGMENT":
+    ``define(schema)``) and given kernels ("IMPL" too: ``impl(name, fn, dispatch_key)``)."""
+
+    def __init__(self, ns, kind, dispatch_key=""):
+        if kind not in ("IMPL", "DEF", "FRAGMENT"):
+            raise ValueError(f"Unsupported kind: {kind}")
+        if ns in _RESERVED_NAMESPACES and kind in ("DEF", "FRAGMENT"):
+            raise ValueError(f"{ns} is a reserved namespace. Please try creating a library with another name.")
+        self.ns, self.kind, self.dispatch_key = ns, kind, dispatch_key
+        self._op_defs, self._op_impls = set(), set()
+
+    def __repr__(self):
+        return f"Library(kind={self.kind}, ns={self.ns}, dispatch_key={self.dispatch_key})>"
+
+    def define(self, schema, alias_analysis="", *, tags=()):
+        """Define the operator ``schema`` ("name(Tensor x, float s=1.0) -> Tensor") in this namespace; returns
+        its name."""
+        if alias_analysis not in ("", "FROM_SCHEMA", "CONSERVATIVE"):
+            raise RuntimeError(f"Invalid alias_analysis type {alias_analysis}")
+        name, arguments, returns = _split_schema(schema)
+        qualname = f"{self.ns}::{name}"
+        if qualname in _OPS:
+            raise RuntimeError(f"Tried to register an operator ({qualname}{schema[len(name):]}) with the same name "
+                               "and overload name multiple times. Each overload's schema should only be registered "
+                               "with a single call to def().")
+        _OPS[qualname] = _DefinedOperator(self.ns, name, f"({arguments}) -> {returns}")
+        self._op_defs.add(qualname)
+        return name
+
+    def impl(self, op_name, fn, dispatch_key="", *, with_keyset=False, allow_override=True):
+        """``fn`` as the operator's kernel for ``dispatch_key`` (a device's "CPU", "CompositeExplicitAutograd" for
+        every device, "CompositeImplicitAutograd" (the default) for a kernel autograd differentiates, "Meta")."""
+        if not callable(fn):
+            raise TypeError(f"Input function is required to be a callable but found type {type(fn)}")
+        key = dispatch_key or self.dispatch_key
+        name = op_name.name() if isinstance(op_name, OpOverload) else str(op_name)
+        qualname = name if "::" in name else f"{self.ns}::{name}"
+        if not allow_override and (qualname, key) in self._op_impls:
+            raise RuntimeError(f"This is not allowed since there's already a kernel registered from python "
+                               f"overriding {qualname.split('::')[-1]}'s behavior for {key} dispatch key and "
+                               f"{self.ns} namespace.")
+        op = _OPS.get(qualname.removesuffix(".default"))
+        if not isinstance(op, _DefinedOperator):
+            raise RuntimeError(f"impl: {qualname} is not an operator defined with Library.define here")
+        op._impl(fn, key)
+        self._op_impls.add((qualname, key))
+
+    def _register_fake(self, op_name, fn, _stacklevel=1, *, allow_override=True):
+        _op(f"{self.ns}::{op_name}").register_fake(fn)
+
+
+_keep_alive = []  # the Library objects define and impl make (PyTorch keeps them so)
+
+
+def define(qualname, schema, *, lib=None, tags=()):
+    """Define the operator ``qualname`` ("namespace::name") with ``schema`` ("(Tensor x) -> Tensor"). (The old
+    form, ``define(lib, "name(Tensor x) -> Tensor")``, decorates its function as the operator's kernel.)"""
+    if isinstance(qualname, Library):
+        lib, schema = qualname, schema
+
+        def wrap(f):
+            lib.impl(lib.define(schema), f)
+            return f
+
+        return wrap
+    if not isinstance(qualname, str):
+        raise ValueError(f"define(qualname, schema): expected qualname to be instance of str, got {type(qualname)}")
+    namespace, _, name = qualname.partition("::")
+    if lib is None:
+        lib = Library(namespace, "FRAGMENT")
+        _keep_alive.append(lib)
+    if not schema.lstrip().startswith("("):  # (the name is qualname's: the schema has none)
+        raise _schema_error(schema)
+    _split_schema(schema)
+    lib.define(name + schema, tags=tags)
+
+
+def impl(qualname, types, func=None, *, lib=None):
+    """Register ``func`` as the kernel of ``qualname`` for ``types`` (device types: "cpu", "cuda", "default" for
+    all; or dispatch keys); a decorator without ``func``. (The old form, ``impl(lib, name, dispatch_key)``,
+    decorates.)"""
+    if isinstance(qualname, Library):
+        lib, name, dispatch_key = qualname, types, func or ""
+
+        def wrap(f):
+            lib.impl(name, f, dispatch_key)
+            return f
+
+        return wrap
+    keys = [types] if isinstance(types, str) else list(types)
+    keys = ["CompositeExplicitAutograd" if key == "default" else key.upper() if key.islower() else key
+            for key in keys]
+
+    def register(func):
+        use = lib
+        if use is None:
+            use = Library(qualname.partition("::")[0], "FRAGMENT")
+            _keep_alive.append(use)
+        for key in keys:
+            use.impl(qualname, func, key)
+
+    return register if func is None else register(func)
+
+
+def fallthrough_kernel():
+    """A dummy function to pass to ``Library.impl`` in order to register a fallthrough."""
+    raise NotImplementedError("fallthrough_kernel() should never be called.")
 
 
 def _op(op):
@@ -637,7 +867,7 @@ def _check_fake(op, args, kwargs):
                            "export/fx tracing to work. Please use `register_fake` to add an fake impl.")
     arguments = op._bound(args, kwargs)
     with no_grad():
-        fake = op._fake_fn(**arguments)
+        fake = op._called(op._fake_fn, arguments)
         real = op._run(arguments)
     fakes = list(_tensors_in(fake if isinstance(fake, (tuple, list)) else [fake]))
     reals = list(_tensors_in(real if isinstance(real, (tuple, list)) else [real]))
@@ -649,5 +879,6 @@ def _check_fake(op, args, kwargs):
                                f"dtype {f.dtype}, the operator's {tuple(r.shape)} and {r.dtype}")
 
 
-__all__ = ["CustomOpDef", "custom_op", "get_ctx", "impl_abstract", "infer_schema", "opcheck", "register_autocast",
+__all__ = ["CustomOpDef", "Library", "custom_op", "define", "fallthrough_kernel", "get_ctx", "impl", "impl_abstract",
+           "infer_schema", "opcheck", "register_autocast",
            "register_autograd", "register_fake", "register_kernel", "register_vmap"]
