@@ -279,7 +279,6 @@ class CustomOpDef:
     def __call__(self, *args, **kwargs):
         arguments = self._bound(args, kwargs)
         positional = [v for name, v in arguments.items() if name not in self._keyword_only]
-        # (only the positional arguments are differentiated, as PyTorch's: a keyword-only tensor is a constant)
         if is_grad_enabled() and any(x.requires_grad for x in _tensors_in(positional)):
             keyword_only = {name: arguments[name] for name in self._keyword_only}
             call = _Call(positional, keyword_only)
@@ -383,6 +382,10 @@ class _Call:
         None for each of its tensors)."""
         if len(grads) > len(self.lengths) and all(g is None for g in grads[len(self.lengths):]):
             grads = grads[:len(self.lengths)]
+        if len(grads) < len(self.lengths) and not any(_tensors_in(self.grouped(self.flat_inputs)[len(grads):])):
+            # (PyTorch's dispatcher drops trailing arguments left at their defaults, so a backward may give no
+            # gradient for them: none is needed, they are no tensors)
+            grads = (*grads, *[None] * (len(self.lengths) - len(grads)))
         if len(grads) != len(self.lengths):
             return grads  # (the Function then raises PyTorch's "returned an incorrect number of gradients")
         flat = []
@@ -430,6 +433,10 @@ def custom_op(name, fn=None, /, *, mutates_args, device_types=None, schema=None)
     def make(fn):
         # (a name defined again, as a notebook cell run twice does, is the new function's: PyTorch's too)
         text = schema if schema is not None else infer_schema(fn, mutates_args=mutates_args)
+        keyword_only = _schema_parts(_split_schema(text)[1])
+        if "*" in keyword_only and any(p.startswith("Tensor") for p in keyword_only[keyword_only.index("*"):]):
+            raise NotImplementedError(f"custom_op with kwarg-only Tensor args. Please make your tensors not "
+                                      f"kwarg-only. Got: {short}{text}")
         op = CustomOpDef(namespace, short, text, fn, mutates_args)
         if device_types is not None:
             op.register_kernel(device_types, fn)

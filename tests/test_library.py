@@ -129,3 +129,96 @@ def test_opcheck_checks_the_formula_and_the_fake_function(T):
     with_derivative(op)
     op.register_fake(lambda x: T.empty_like(x))
     assert T.library.opcheck(op, (x,), test_utils=tests) == dict.fromkeys(tests, "SUCCESS")
+
+
+def test_keyword_only_arguments_go_to_setup_context_apart(T):
+    @T.library.custom_op("chainrule_tests::shifted", mutates_args=())
+    def shifted(x: T.Tensor, y: T.Tensor | None = None, *, shift: float = 1.0, scale: float = 2.0) -> T.Tensor:
+        return x * scale + shift
+
+    seen = []
+
+    def setup_context(ctx, inputs, keyword_only_inputs, output):
+        seen.append((len(inputs), keyword_only_inputs))
+        ctx.scale = keyword_only_inputs["scale"]
+
+    shifted.register_autograd(lambda ctx, grad: (grad * ctx.scale, None), setup_context=setup_context)
+    x = T.ones(2, requires_grad=True)
+    shifted(x, scale=3.0).sum().backward()
+    assert seen == [(2, {"shift": 1.0, "scale": 3.0})] and x.grad.tolist() == [3.0, 3.0]
+    with pytest.raises(NotImplementedError, match=r"custom_op with kwarg-only Tensor args. Please make your tensors "
+                                                  r"not kwarg-only. Got: kw\(Tensor x, \*, Tensor y\) -> Tensor"):
+        T.library.custom_op("chainrule_tests::kw", lambda x, *, y: x, mutates_args=(),
+                            schema="(Tensor x, *, Tensor y) -> Tensor")
+
+
+def test_lists_of_tensors_in_and_out_are_differentiated_tensor_by_tensor(T):
+    @T.library.custom_op("chainrule_tests::scaled_each", mutates_args=())
+    def scaled_each(xs: list[T.Tensor], k: float) -> list[T.Tensor]:
+        return [x * k for x in xs]
+
+    def setup_context(ctx, inputs, output):
+        ctx.k = inputs[1]
+
+    def backward(ctx, grads):
+        assert ctx.needs_input_grad == ([True, False], False)
+        return [g * ctx.k if g is not None else None for g in grads], None
+
+    scaled_each.register_autograd(backward, setup_context=setup_context)
+    a, b = T.ones(2, requires_grad=True), T.ones(3)
+    ya, yb = scaled_each([a, b], 4.0)
+    assert ya.grad_fn is not None and ya.tolist() == [4.0, 4.0] and yb.tolist() == [4.0] * 3
+    (ya * T.tensor([1.0, 2.0])).sum().backward()
+    assert a.grad.tolist() == [4.0, 8.0]
+
+
+def test_alias_sets_are_named_by_position_and_devices_quoted(T):
+    cpu = T.device("cpu")
+
+    def f(x: T.Tensor, n: int, y: T.Tensor, d: T.device = cpu) -> tuple[T.Tensor]:
+        raise AssertionError("not called")
+
+    assert T.library.infer_schema(f, mutates_args=("y",)) == (
+        '(Tensor x, SymInt n, Tensor(a2!) y, Device d="cpu") -> ((Tensor))')
+    with pytest.raises(ValueError, match="No return type annotation was provided. Please add one."):
+        T.library.infer_schema(_no_return(T), mutates_args=())
+
+
+def _no_return(T):
+    def f(x: T.Tensor):
+        raise AssertionError("not called")
+
+    return f
+
+
+def test_opcheck_makes_the_fake_function_of_an_operator_that_only_writes(T):
+    @T.library.custom_op("chainrule_tests::double_", mutates_args=("x",))
+    def double_(x: T.Tensor) -> None:
+        x.mul_(2)
+
+    assert T.library.opcheck(double_, (T.ones(2),), test_utils="test_faketensor") == {"test_faketensor": "SUCCESS"}
+
+
+def test_library_define_and_impl(T):
+    lib = T.library.Library("chainrule_tests_lib", "FRAGMENT")
+    assert lib.define("scale(Tensor x, float k=2.0, *, bool negate=False) -> Tensor") == "scale"
+    lib.impl("scale", lambda x, k=2.0, *, negate=False: x.detach() * (-k if negate else k), "CPU")
+    scale = T.ops.chainrule_tests_lib.scale
+    assert scale(T.ones(2), 3.0, negate=True).tolist() == [-3.0, -3.0] and scale.default(T.ones(1)).tolist() == [2.0]
+    x = T.ones(2, requires_grad=True)
+    with pytest.warns(UserWarning, match="an autograd kernel was not registered to the Autograd key"):
+        scale(x).sum().backward()  # (no formula: a warning and no gradient, PyTorch's fallback)
+    assert x.grad is None
+    T.library.register_autograd("chainrule_tests_lib::scale", lambda ctx, grad: grad * 2)
+    scale(x).sum().backward()
+    assert x.grad.tolist() == [2.0, 2.0]
+
+    T.library.define("chainrule_tests_lib::square", "(Tensor x) -> Tensor", lib=lib)
+    T.library.impl("chainrule_tests_lib::square", "CompositeImplicitAutograd", lambda x: x * x, lib=lib)
+    x.grad = None
+    T.ops.chainrule_tests_lib.square(x * 3).sum().backward()  # (differentiated through its own operations)
+    assert x.grad.tolist() == [18.0, 18.0]
+    with pytest.raises(ValueError, match='expected schema to look like e.g. "\\(Tensor x\\) -> Tensor"'):
+        T.library.define("chainrule_tests_lib::bad", "Tensor x -> Tensor")
+    with pytest.raises(RuntimeError, match="with the same name and overload name multiple times"):
+        lib.define("scale(Tensor x) -> Tensor")

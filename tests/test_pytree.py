@@ -100,3 +100,35 @@ def test_torch_func_takes_its_arguments_as_these_pytrees():
     params = {"w": autograd.tensor([1.0, 2.0]), "b": Point(autograd.tensor(3.0), autograd.tensor(0.5))}
     grads = grad(lambda p: (p["w"] ** 2).sum() * p["b"].x + p["b"].y)(params)
     assert isinstance(grads["b"], Point) and grads["w"].tolist() == [6.0, 12.0] and float(grads["b"].x) == 5.0
+
+
+Pair = namedtuple("Pair", "a b")
+
+
+def test_dumpable_contexts_are_written_as_pytorch_writes_them(P):
+    text = P.treespec_dumps(P.tree_structure(defaultdict(list, {"k": 1})))
+    assert text == ('[1, {"type": "collections.defaultdict", "context": {"default_factory_module": "builtins", '
+                    '"default_factory_name": "list", "dict_context": ["k"]}, "children_spec": [{"type": null, '
+                    '"context": null, "children_spec": []}]}]')  # (the context itself, not JSON text of it)
+    assert P.treespec_loads(text) == P.tree_structure(defaultdict(list, {"k": 1}))
+    with pytest.raises(NotImplementedError, match="Can't serialize TreeSpec of namedtuple class .*Pair.* because we "
+                                                  "didn't register a serializated_type_name"):
+        P.treespec_dumps(P.tree_structure(Pair(1, 2)))
+    P._register_namedtuple(Pair, serialized_type_name="chainrule_tests.Pair")
+    text = P.treespec_dumps(P.tree_structure([Pair(1, 2)]))
+    assert '"type": "collections.namedtuple", "context": "chainrule_tests.Pair"' in text
+    assert P.treespec_loads(text).unflatten([3, 4]) == [Pair(3, 4)]
+
+
+class Unnamed:
+    def __init__(self, a):
+        self.a = a
+
+
+def test_a_container_registered_without_a_name_is_not_dumpable(P):
+    if Unnamed not in P.SUPPORTED_NODES:
+        P.register_pytree_node(Unnamed, lambda u: ([u.a], None), lambda children, _: Unnamed(*children))
+    with pytest.raises(NotImplementedError, match="No registered serialization name for .*Unnamed.* found. "
+                                                  "Please update your _register_pytree_node call with a "
+                                                  "`serialized_type_name`"):
+        P.treespec_dumps(P.tree_structure(Unnamed(1)))
