@@ -24,7 +24,9 @@ import ast
 import collections.abc
 import functools
 import inspect
+import numbers
 import operator
+import re
 import types
 import typing
 import warnings
@@ -86,7 +88,8 @@ def _schema_type(annotation):
     inner = _optional_of(annotation)
     if inner is not None:
         word = _schema_type(inner)
-        return None if word is None or word.endswith("?") else word + "?"
+        unsupported = word is None or word.endswith("?") or word in ("Tensor[]", "Tensor?[]", "Scalar[]")
+        return None if unsupported else word + "?"  # (PyTorch has no optional list of tensors or of numbers)
     element = _sequence_of(annotation)
     if element is not None:
         optional = _optional_of(element)
@@ -252,7 +255,18 @@ class CustomOpDef:
                                    f"{self._declaration()}") from None
             raise RuntimeError(f"{self._qualname}(): {error}. Declaration: {self._declaration()}") from None
         bound.apply_defaults()
+        for position, ((name, value), word) in enumerate(zip(bound.arguments.items(), self._argument_types)):
+            if not _accepts(word, value):
+                raise RuntimeError(f"{self._qualname}() Expected a value of type '{_type_name(word)}' for argument "
+                                   f"'{name}' but instead found type '{type(value).__name__}'.\nPosition: "
+                                   f"{position}\nValue: {value!r}\nDeclaration: {self._declaration()}")
         return bound.arguments
+
+    @functools.cached_property
+    def _argument_types(self):
+        """The schema's word for each argument, without its alias set: Tensor, float?, SymInt[], ..."""
+        parts = [p for p in _schema_parts(_split_schema(self._schema)[1]) if p != "*"]
+        return [re.sub(r"\(\w+!?\)", "", part.partition("=")[0].rpartition(" ")[0]) for part in parts]
 
     def _kernel(self, arguments):
         tensors = [v for v in arguments.values() if isinstance(v, Tensor)]
@@ -382,7 +396,8 @@ class _Call:
         None for each of its tensors)."""
         if len(grads) > len(self.lengths) and all(g is None for g in grads[len(self.lengths):]):
             grads = grads[:len(self.lengths)]
-        if len(grads) < len(self.lengths) and not any(_tensors_in(self.grouped(self.flat_inputs)[len(grads):])):
+        left_out = self.grouped(self.flat_inputs)[len(grads):]
+        if len(grads) < len(self.lengths) and next(_tensors_in(left_out), None) is None:
             # (PyTorch's dispatcher drops trailing arguments left at their defaults, so a backward may give no
             # gradient for them: none is needed, they are no tensors)
             grads = (*grads, *[None] * (len(self.lengths) - len(grads)))
@@ -404,6 +419,44 @@ class _Call:
 
 def _is_tensor_list(value):
     return isinstance(value, (list, tuple)) and any(isinstance(x, Tensor) for x in value)
+
+
+def _accepts(word, value):
+    """Whether ``value`` may be passed for an argument of the schema type ``word``, by PyTorch's rules (a number for
+    a float, a one-element tensor for a number, a tuple for a list, ...)."""
+    if word.endswith("?"):
+        return value is None or _accepts(word[:-1], value)
+    if word.endswith("[]"):
+        return isinstance(value, (list, tuple)) and all(_accepts(word[:-2], v) for v in value)
+    is_number = isinstance(value, Tensor) and value.ndim == 0
+    if word == "Tensor":
+        return isinstance(value, Tensor)
+    if word == "float":
+        return isinstance(value, numbers.Real) or is_number
+    if word == "SymInt":
+        return isinstance(value, numbers.Integral) or is_number
+    if word == "bool":
+        return value is None or isinstance(value, numbers.Real) or is_number
+    if word == "Scalar":
+        return isinstance(value, numbers.Number)
+    if word == "str":
+        return isinstance(value, str)
+    if word == "Device":
+        return isinstance(value, (device, str))
+    if word == "ScalarType":
+        from . import dtype
+
+        return isinstance(value, (dtype, numbers.Integral))
+    return True  # (a type this library does not check)
+
+
+def _type_name(word):
+    """PyTorch's name for a schema type in its argument errors: Optional[List[int]], number, ..."""
+    if word.endswith("?"):
+        return f"Optional[{_type_name(word[:-1])}]"
+    if word.endswith("[]"):
+        return f"List[{_type_name(word[:-2])}]"
+    return {"SymInt": "int", "Scalar": "number", "ScalarType": "int"}.get(word, word)
 
 
 def _tensors_in(values):
@@ -851,8 +904,7 @@ def _check_schema(op, args, kwargs):
     for name, old in before.items():
         changed = not bool((arguments[name] == old).all()) if old.numel() else False
         if changed and name not in declared:
-            raise RuntimeError(f"{op._qualname}: the argument {name} was written in place but mutates_args does "
-                               "not name it")
+            raise RuntimeError(f"Argument {name} is not defined as mutable but was mutated")
 
 
 def _check_autograd(op, args, kwargs):
@@ -882,8 +934,10 @@ def _check_fake(op, args, kwargs):
         raise RuntimeError(f"{op._qualname}: the fake function gives {len(fakes)} tensors, the operator {len(reals)}")
     for i, (f, r) in enumerate(zip(fakes, reals)):
         if tuple(f.shape) != tuple(r.shape) or f.dtype != r.dtype:
-            raise RuntimeError(f"{op._qualname}: output {i} of the fake function has shape {tuple(f.shape)} and "
-                               f"dtype {f.dtype}, the operator's {tuple(r.shape)} and {r.dtype}")
+            raise RuntimeError(f"When comparing the output of {op._namespace}.{op._name}.default on FakeTensor and "
+                               f"concrete Tensors, found mismatched tensor metadata: output {i} of the fake function "
+                               f"has shape {tuple(f.shape)} and dtype {f.dtype}, the operator's {tuple(r.shape)} and "
+                               f"{r.dtype}")
 
 
 __all__ = ["CustomOpDef", "Library", "custom_op", "define", "fallthrough_kernel", "get_ctx", "impl", "impl_abstract",

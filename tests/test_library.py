@@ -222,3 +222,20 @@ def test_library_define_and_impl(T):
         T.library.define("chainrule_tests_lib::bad", "Tensor x -> Tensor")
     with pytest.raises(RuntimeError, match="with the same name and overload name multiple times"):
         lib.define("scale(Tensor x) -> Tensor")
+
+
+def test_arguments_are_checked_against_the_schema(T):
+    @T.library.custom_op("chainrule_tests::checked", mutates_args=())
+    def checked(x: T.Tensor, k: float, n: int, dims: list[int] | None = None) -> T.Tensor:
+        return x * k * n
+
+    assert checked(T.ones(1), 2, True).tolist() == [2.0]  # (an int for a float, a bool for an int)
+    assert checked(T.ones(1), T.tensor(2.0), T.tensor(3)).tolist() == [6.0]  # (one-element tensors for numbers)
+    with pytest.raises(RuntimeError, match=r"chainrule_tests::checked\(\) Expected a value of type 'int' for argument "
+                                           r"'n' but instead found type 'float'.\nPosition: 2\nValue: 2.5"):
+        checked(T.ones(1), 1.0, 2.5)
+    with pytest.raises(RuntimeError, match="Expected a value of type 'Optional\\[List\\[int\\]\\]' for argument 'dims'"):
+        checked(T.ones(1), 1.0, 2, dims=[0.5])
+    with pytest.raises(RuntimeError, match="Expected a value of type 'Tensor' for argument 'x' but instead found type "
+                                           "'list'"):
+        checked([1.0], 1.0, 2)

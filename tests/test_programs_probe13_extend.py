@@ -228,6 +228,72 @@ def test_infer_schema_names_alias_sets_by_position_and_words_errors_as_pytorch()
                        '-> ((Tensor))')
 
 
+def argument_checks_and_errors(m):
+    torch = m.torch
+
+    @torch.library.custom_op(f"{NS}::scaled", mutates_args=())
+    def scaled(x: torch.Tensor, k: float, n: int, mode: str = "a", dims: Optional[Sequence[int]] = None) -> torch.Tensor:
+        return x * k * n
+
+    out = [scaled(torch.ones(1), 2, True), scaled(torch.ones(1), torch.tensor(2.0), torch.tensor(3)),
+           scaled(torch.ones(1), 1.5, 2, dims=(0, 1))]
+    for args, kwargs in [((torch.ones(1), "s", 2), {}), ((torch.ones(1), 2.0, 2.5), {}), (([1.0], 2.0, 2), {}),
+                         ((torch.ones(1), 2.0, 2), {"mode": 3}), ((torch.ones(1), 2.0, 2), {"dims": [1.0]}),
+                         ((torch.ones(1), 2.0, 2), {"dims": 3})]:
+        try:
+            scaled(*args, **kwargs)
+        except RuntimeError as e:
+            out.append(str(e).split("\nDeclaration")[0])
+
+    @torch.library.custom_op(f"{NS}::product", mutates_args=())
+    def product(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x * y
+
+    product.register_autograd(lambda ctx, grad: grad)  # (one gradient for two inputs)
+    try:
+        product(torch.ones(2, requires_grad=True), torch.ones(2)).sum().backward()
+    except RuntimeError as e:
+        out.append(str(e))
+
+    @torch.library.custom_op(f"{NS}::writes", mutates_args=())
+    def writes(x: torch.Tensor) -> torch.Tensor:
+        x.add_(1)
+        return x.clone()
+
+    @torch.library.custom_op(f"{NS}::summed", mutates_args=())
+    def summed(x: torch.Tensor) -> torch.Tensor:
+        return x.sum(0)
+
+    summed.register_fake(lambda x: x.new_empty(x.shape))
+    for op, test in [(writes, "test_schema"), (summed, "test_faketensor")]:
+        try:
+            torch.library.opcheck(op, (torch.ones(2, 3),), test_utils=test)
+        except Exception as e:
+            out.append(f"{type(e).__name__}: {str(e)[:85]}")
+
+    def optional_list(x: torch.Tensor, ys: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        pass
+
+    try:
+        torch.library.infer_schema(optional_list, mutates_args=())
+    except ValueError as e:
+        out.append(str(e).split(" has unsupported type")[0])
+    try:
+        @torch.library.custom_op(f"{NS}::kw_tensor", mutates_args=(), schema="(Tensor x, *, Tensor y) -> Tensor")
+        def kw_tensor(x, *, y):
+            return x + y
+    except NotImplementedError as e:
+        out.append(str(e))
+    return out
+
+
+def test_arguments_are_checked_against_the_schema_and_errors_are_pytorchs():
+    ours, _ = run_both(argument_checks_and_errors)
+    assert ours[3] == (f"{NS}::scaled() Expected a value of type 'float' for argument 'k' but instead found type "
+                       "'str'.\nPosition: 1\nValue: 's'")
+    assert "returned an incorrect number of gradients (expected 3, got 2)" in ours[9]
+
+
 def module_trained_with_adam(m):
     torch, nn = m.torch, m.nn
 
