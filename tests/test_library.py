@@ -234,7 +234,7 @@ def test_arguments_are_checked_against_the_schema(T):
     with pytest.raises(RuntimeError, match=r"chainrule_tests::checked\(\) Expected a value of type 'int' for argument "
                                            r"'n' but instead found type 'float'.\nPosition: 2\nValue: 2.5"):
         checked(T.ones(1), 1.0, 2.5)
-    with pytest.raises(RuntimeError, match="Expected a value of type 'Optional\\[List\\[int\\]\\]' for argument 'dims'"):
+    with pytest.raises(RuntimeError, match=r"Expected a value of type 'Optional\[List\[int\]\]' for argument 'dims'"):
         checked(T.ones(1), 1.0, 2, dims=[0.5])
     with pytest.raises(RuntimeError, match="Expected a value of type 'Tensor' for argument 'x' but instead found type "
                                            "'list'"):
