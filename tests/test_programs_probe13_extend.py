@@ -15,7 +15,8 @@ in-place op, two outputs with a fake function).
 
 Pytrees (``torch.utils._pytree``): a nested batch of named tuples moved to a dtype with ``tree_map_only``;
 ``tree_flatten_with_path``/``keystr`` naming parameters; a dataclass registered with ``register_pytree_node``;
-``treespec_dumps``/``loads`` (a defaultdict's context as PyTorch writes it, ``_register_namedtuple``, the error for
+a model's output dataclass given to ``register_dataclass`` (a None field kept out of the leaves), ``map_only``,
+``arg_tree_leaves``; ``treespec_dumps``/``loads`` (a defaultdict's context as PyTorch writes it, ``_register_namedtuple``, the error for
 a type registered without a name); ``torch.func`` (``functional_call``, ``grad``, ``vmap``, ``jacrev``) on dicts of
 parameters and nested inputs.
 
@@ -596,6 +597,41 @@ def test_treespecs_dumped_and_loaded_as_pytorch_writes_them():
     assert '"context": {"default_factory_module": "builtins"' in ours[2][0]
     assert ours[5].startswith("Can't serialize TreeSpec of namedtuple class")
     assert ours[6][1] == "{'p': Point(x=5, y=[6])}"
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    logits: object
+    loss: object = None
+    hidden: object = None
+
+
+def dataclass_outputs(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    pytree = sub(m, "utils._pytree")
+    if ModelOutput not in pytree.SUPPORTED_NODES:
+        pytree.register_dataclass(ModelOutput, serialized_type_name=f"{NS}.ModelOutput")
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]]))
+        model.bias.zero_()
+    x = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])
+    logits = model(x)
+    out = ModelOutput(logits, F.cross_entropy(logits, torch.tensor([0, 1])))
+    detached = pytree.tree_map(lambda t: t.detach() * 2, out)
+    spec = pytree.tree_structure(out)
+    half = pytree.map_only(torch.Tensor)(lambda t: t.half())
+    return dict(leaves=len(pytree.tree_leaves(out)), spec=repr(spec), paths=str([pytree.keystr(k) for k, _ in
+                pytree.tree_flatten_with_path(out)[0]]), logits=detached.logits, loss=detached.loss,
+                hidden=detached.hidden, dumped=pytree.treespec_dumps(spec),
+                half=str(pytree.tree_map(half, [out.logits, 1.5])[0].dtype).replace("torch.", ""),
+                args=len(pytree.arg_tree_leaves(out, [x], k={"a": x})))
+
+
+def test_model_outputs_as_registered_dataclasses():
+    ours, _ = run_both(dataclass_outputs)
+    assert ours["leaves"] == 2 and ours["hidden"] is None and ours["paths"] == "['.logits', '.loss']"
 
 
 def func_on_pytrees(m):

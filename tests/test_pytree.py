@@ -132,3 +132,22 @@ def test_a_container_registered_without_a_name_is_not_dumpable(P):
                                                   "Please update your _register_pytree_node call with a "
                                                   "`serialized_type_name`"):
         P.treespec_dumps(P.tree_structure(Unnamed(1)))
+
+
+def test_register_dataclass_keeps_none_fields_out_of_the_leaves(P):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Output:
+        logits: object
+        loss: object = None
+
+    P.register_dataclass(Output)
+    leaves, spec = P.tree_flatten(Output([1, 2]))
+    assert leaves == [1, 2] and spec.context == [["logits"], ["loss"]]
+    assert P.tree_unflatten([3, 4], spec) == Output([3, 4])
+    assert [P.keystr(k) for k, _ in P.tree_flatten_with_path(Output(1, 2))[0]] == [".logits", ".loss"]
+    with pytest.raises(ValueError, match="Missing fields in `field_names`: {'loss'}"):
+        P.register_dataclass(Output, field_names=["logits"])
+    assert P.tree_map(P.map_only(int)(lambda x: -x), [1, 2.5]) == [-1, 2.5]
+    assert P._broadcast_to_and_flatten({"a": 0, "b": None}, P.tree_structure({"a": [1, 2], "b": 3})) == [0, 0, None]

@@ -11,7 +11,9 @@ A leaf is anything that is not a registered container, None included (PyTorch 2.
 """
 
 import dataclasses
+import functools
 import json
+import types
 from collections import OrderedDict, defaultdict, deque, namedtuple
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -109,6 +111,45 @@ def register_pytree_node(cls, flatten_fn, unflatten_fn, *, serialized_type_name=
     name = serialized_type_name or NO_SERIALIZED_TYPE_NAME_FOUND
     SUPPORTED_SERIALIZED_TYPES[cls] = (name, to_dumpable_context, from_dumpable_context)
     SERIALIZED_TYPE_TO_PYTHON_TYPE[name] = cls
+
+
+def register_dataclass(cls, *, field_names=None, drop_field_names=None, serialized_type_name=None):
+    """Make ``cls``, a dataclass (or a class built from keyword arguments ``field_names``), a container of its
+    fields: a field that is None is kept in the spec, not as a leaf, as PyTorch's."""
+    drop_field_names = drop_field_names or []
+    if not dataclasses.is_dataclass(cls):
+        if field_names is None:
+            raise ValueError(f"field_names must be specified with a list of all fields used to initialize {cls}, as "
+                             "it is not a dataclass.")
+    elif field_names is None:
+        field_names = [f.name for f in dataclasses.fields(cls) if f.init]
+    else:
+        init_fields = {f.name for f in dataclasses.fields(cls) if f.init} - set(drop_field_names)
+        if init_fields != set(field_names):
+            message = "field_names does not include all dataclass fields.\n"
+            if missing := init_fields - set(field_names):
+                message += (f"Missing fields in `field_names`: {missing}. If you want to include these fields in the "
+                            "pytree, please add them to `field_names`, otherwise please add them to "
+                            "`drop_field_names`.\n")
+            if unexpected := set(field_names) - init_fields:
+                message += (f"Unexpected fields in `field_names`: {unexpected}. Please remove these fields, or add "
+                            "them to `drop_field_names`.\n")
+            raise ValueError(message)
+
+    def flatten(obj):
+        present = [name for name in field_names if getattr(obj, name) is not None]
+        return [getattr(obj, name) for name in present], [present, [n for n in field_names if n not in present]]
+
+    def unflatten(values, context):
+        present, absent = context
+        return cls(**dict(zip(present, values, strict=True)), **dict.fromkeys(absent))
+
+    def flatten_with_keys(obj):
+        values, (present, _) = flatten(obj)
+        return [(GetAttrKey(name), v) for name, v in zip(present, values)], present
+
+    register_pytree_node(cls, flatten, unflatten, serialized_type_name=serialized_type_name,
+                         flatten_with_keys_fn=flatten_with_keys)
 
 
 def _register_namedtuple(cls, *, serialized_type_name):
@@ -408,6 +449,63 @@ def _only(types, func):
         return func(leaf) if isinstance(leaf, types) else leaf
 
     return wrapped
+
+
+def map_only(type_or_types_or_pred, /):
+    """A decorator: the function applied only to leaves of the given types (or passing the predicate), the rest
+    passed through."""
+    if isinstance(type_or_types_or_pred, (type, tuple, types.UnionType)):
+        def pred(x):
+            return isinstance(x, type_or_types_or_pred)
+    elif callable(type_or_types_or_pred):
+        pred = type_or_types_or_pred
+    else:
+        raise TypeError("Argument must be a type, a tuple of types, or a callable.")
+
+    def wrapper(func):
+        @functools.wraps(func)
+        def wrapped(x):
+            return func(x) if pred(x) else x
+
+        return wrapped
+
+    return wrapper
+
+
+def arg_tree_leaves(*args, **kwargs):
+    """The leaves of ``args`` then of ``kwargs``' values, as one list."""
+    return [leaf for tree in (*args, *kwargs.values()) for leaf in tree_iter(tree)]
+
+
+def treespec_leaf():
+    return LeafSpec()
+
+
+def treespec_tuple(iterable=(), /):
+    children = list(iterable)
+    if any(not isinstance(child, TreeSpec) for child in children):
+        raise ValueError(f"Expected a tuple of TreeSpec values, got: {children!r}.")
+    return TreeSpec(tuple, None, children)
+
+
+def treespec_dict(mapping=(), /, **kwargs):
+    children = dict(mapping, **kwargs)
+    if any(not isinstance(child, TreeSpec) for child in children.values()):
+        raise ValueError(f"Expected a dictionary of TreeSpec values, got: {children!r}.")
+    return TreeSpec(dict, list(children), list(children.values()))
+
+
+def _broadcast_to_and_flatten(tree, treespec, is_leaf=None):
+    """``tree``, a prefix of ``treespec``'s nesting, with each of its leaves repeated over the leaves it covers
+    (as vmap's in_dims are): None if it is no prefix."""
+    full = treespec.unflatten([0] * treespec.num_leaves)
+    result = []
+    try:
+        tree_map_(lambda x, subtree: result.extend([x] * tree_structure(subtree, is_leaf).num_leaves), tree, full,
+                  is_leaf=is_leaf)
+    except ValueError:
+        return None
+    return result
 
 
 def tree_map_only(type_or_types, func, tree, is_leaf=None):
