@@ -859,23 +859,25 @@ def op_namespace(name):
 # -- checking an operator -------------------------------------------------------------------------------------
 
 
-def opcheck(op, args, kwargs=None, *, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+def opcheck(op, args, kwargs=None, *, test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                                                  "test_aot_dispatch_dynamic"),
             raise_exception=True, rtol=None, atol=None):
     """Checks of a custom operator on ``args``: that it writes only the arguments its schema says (test_schema),
     that an input requiring grad makes its outputs part of the graph (test_autograd_registration),
-    and that its fake function gives the real output's shapes and dtypes (test_faketensor). Returns
-    {test: "SUCCESS" or the error}; raises the first failure with ``raise_exception``. (PyTorch's
-    test_aot_dispatch_dynamic compiles the operator: nothing here compiles, so it is not run.)"""
+    that its fake function gives the real output's shapes and dtypes (test_faketensor), and that it runs
+    forward and backward as a compiler would trace it (test_aot_dispatch_dynamic: nothing compiles here, so this
+    is the fake function's check and a backward through the registered formula). Returns {test: "SUCCESS" or the
+    error}; raises the first failure with ``raise_exception``."""
     op = _op(op)
     kwargs = kwargs or {}
     tests = [test_utils] if isinstance(test_utils, str) else list(test_utils)
     results = {}
     for test in tests:
         check = {"test_schema": _check_schema, "test_autograd_registration": _check_autograd,
-                 "test_faketensor": _check_fake}.get(test)
+                 "test_faketensor": _check_fake, "test_aot_dispatch_dynamic": _check_traced}.get(test)
         if check is None:
             raise ValueError(f"opcheck: test_utils has {test!r}, which is not run here (test_schema, "
-                             "test_autograd_registration, test_faketensor are)")
+                             "test_autograd_registration, test_faketensor, test_aot_dispatch_dynamic are)")
         try:
             check(op, args, kwargs)
             results[test] = "SUCCESS"
@@ -918,12 +920,30 @@ def _check_autograd(op, args, kwargs):
                 raise RuntimeError(f"{op._qualname}: an input requires grad but an output is not in the graph")
 
 
+def _check_traced(op, args, kwargs):
+    """What tracing the operator for compilation needs: its fake function, and (where an input requires grad) a
+    backward through its formula, given ones for each floating output."""
+    _check_fake(op, args, kwargs)
+    arguments = op._bound(args, kwargs)
+    if not (is_grad_enabled() and any(x.requires_grad for x in _tensors_in(arguments.values()))):
+        return
+    output = op(**arguments)
+    outputs = [y for y in _tensors_in(output if isinstance(output, (tuple, list)) else [output]) if y.requires_grad]
+    if outputs:
+        from .autograd import grad
+        from .factories import ones_like
+
+        inputs = [x for x in _tensors_in(arguments.values()) if x.requires_grad]
+        grad(outputs, inputs, [ones_like(y) for y in outputs], allow_unused=True)
+
+
 def _check_fake(op, args, kwargs):
     if op._fake_fn is None and op._schema.endswith("-> ()") and "!)" in op._schema:
         return  # (an operator that only writes its arguments has an obvious fake function, which PyTorch makes)
     if op._fake_fn is None:
-        raise RuntimeError(f"There was no fake impl registered for {op._qualname}. This is necessary for torch.compile/"
-                           "export/fx tracing to work. Please use `register_fake` to add an fake impl.")
+        raise RuntimeError(f"There was no fake impl registered for {op!r}. This is necessary for torch.compile/"
+                           f"export/fx tracing to work. Please use `{op._init_fn.__name__}.register_fake` to add an "
+                           "fake impl.")
     arguments = op._bound(args, kwargs)
     with no_grad():
         fake = op._called(op._fake_fn, arguments)

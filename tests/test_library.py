@@ -239,3 +239,15 @@ def test_arguments_are_checked_against_the_schema(T):
     with pytest.raises(RuntimeError, match="Expected a value of type 'Tensor' for argument 'x' but instead found type "
                                            "'list'"):
         checked([1.0], 1.0, 2)
+
+
+def test_opcheck_runs_pytorchs_four_tests_by_default(T):
+    op = numpy_sin_op(T, "sin_e")
+    op.register_fake(lambda x: T.empty_like(x))
+    x = T.tensor([0.5, 1.0], requires_grad=True)
+    with pytest.raises(Exception, match="test_aot_dispatch_dynamic failed with Trying to backward through "
+                                        "chainrule_tests.sin_e.default but no autograd formula was registered"):
+        T.library.opcheck(op, (x,), test_utils="test_aot_dispatch_dynamic")
+    with_derivative(op)
+    assert T.library.opcheck(op, (x,)) == dict.fromkeys(
+        ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"), "SUCCESS")

@@ -38,6 +38,7 @@ import warnings
 from typing import Optional, Sequence
 
 import numpy as np
+import pytest
 
 from .pytorch_programs import OURS, run_both
 
@@ -85,7 +86,7 @@ def numpy_sin_tutorial(m):
     checks = torch.library.opcheck(numpy_sin, (torch.randn(3),))
     via_ops = getattr(torch.ops, NS).numpy_sin.default(x.detach())
     return dict(y=y, grad=x.grad, ok=ok, ok2=ok2, via_ops=via_ops,
-                checks=str({k: checks[k] for k in ("test_schema", "test_autograd_registration", "test_faketensor")}),
+                checks=str(checks),
                 node=type(y.grad_fn).__name__, op=str(getattr(torch.ops, NS).numpy_sin.default))
 
 
@@ -186,7 +187,7 @@ def in_place_operator(m):
     add_k_(x, k=3)
     getattr(torch.ops, NS).add_k_.default(x, 2)
     checks = torch.library.opcheck(add_k_, (torch.zeros(2),))  # (nothing returned: no fake function needed)
-    return x, str({k: checks[k] for k in ("test_schema", "test_faketensor")})
+    return x, str(checks)
 
 
 def test_in_place_operator_and_its_opcheck_without_a_fake_function():
@@ -266,9 +267,15 @@ def argument_checks_and_errors(m):
         return x.sum(0)
 
     summed.register_fake(lambda x: x.new_empty(x.shape))
-    for op, test in [(writes, "test_schema"), (summed, "test_faketensor")]:
+    @torch.library.custom_op(f"{NS}::no_formula", mutates_args=())
+    def no_formula(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    no_formula.register_fake(lambda x: torch.empty_like(x))
+    for op, test in [(writes, "test_schema"), (summed, "test_faketensor"), (no_formula, "test_aot_dispatch_dynamic"),
+                     (writes, "test_aot_dispatch_dynamic")]:
         try:
-            torch.library.opcheck(op, (torch.ones(2, 3),), test_utils=test)
+            torch.library.opcheck(op, (torch.ones(2, 3, requires_grad=op is no_formula),), test_utils=test)
         except Exception as e:
             out.append(f"{type(e).__name__}: {str(e)[:85]}")
 
@@ -383,6 +390,25 @@ def test_an_operator_under_vmap_with_and_without_a_batching_rule():
     x = np.arange(6.0).reshape(2, 3) ** 2
     np.testing.assert_allclose(ours[0][0], x - x.mean(1, keepdims=True))
     np.testing.assert_allclose(ours[1][1], (x - x.mean(0)).T)
+
+
+def numpy_op_in_inference_mode(m):
+    torch = m.torch
+
+    @torch.library.custom_op(f"{NS}::numpy_exp", mutates_args=())
+    def numpy_exp(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.exp(x.numpy()))
+
+    with torch.inference_mode():
+        y = numpy_exp(torch.zeros(2))
+    return y, y.is_inference()
+
+
+@pytest.mark.xfail(strict=True, reason="from_numpy inside inference_mode gives a tensor whose is_inference() is "
+                                       "False (PyTorch: True): autograd/creation.py's from_numpy does not mark it")
+def test_an_operator_wrapping_numpy_makes_inference_tensors():
+    ours, _ = run_both(numpy_op_in_inference_mode)
+    assert ours[1] is True
 
 
 def test_an_operator_under_grad_and_jacrev():
