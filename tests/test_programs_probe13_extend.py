@@ -14,7 +14,8 @@ kernel, a CompositeImplicitAutograd kernel, ``torch.library.define``/``impl`` wi
 in-place op, two outputs with a fake function).
 
 Pytrees (``torch.utils._pytree``): a nested batch of named tuples moved to a dtype with ``tree_map_only``;
-``tree_flatten_with_path``/``keystr`` naming parameters; a dataclass registered with ``register_pytree_node``;
+``tree_flatten_with_path``/``keystr`` naming parameters; a model's state dict moved to float64 and an optimizer's
+state dict cloned with ``tree_map_only``, then loaded back; a dataclass registered with ``register_pytree_node``;
 a model's output dataclass given to ``register_dataclass`` (a None field kept out of the leaves), ``map_only``,
 ``arg_tree_leaves``; ``treespec_dumps``/``loads`` (a defaultdict's context as PyTorch writes it, ``_register_namedtuple``, the error for
 a type registered without a name); ``torch.func`` (``functional_call``, ``grad``, ``vmap``, ``jacrev``) on dicts of
@@ -586,6 +587,33 @@ def parameter_names(m):
 def test_parameter_names_logged_by_key_path():
     ours, _ = run_both(parameter_names)
     assert ours.splitlines()[0] == "['model']['0.weight']: (4, 3)"
+
+
+def state_dicts(m):
+    torch, nn = m.torch, m.nn
+    pytree = sub(m, "utils._pytree")
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    for p in model.parameters():
+        p.data = torch.tensor(np.linspace(-1, 1, p.numel()).reshape(tuple(p.shape)).astype(np.float32))
+    opt = m.optim.Adam(model.parameters(), lr=0.1)
+    x = torch.tensor(np.linspace(-2, 2, 15).reshape(5, 3).astype(np.float32))
+    model(x).pow(2).mean().backward()
+    opt.step()
+    sd64 = pytree.tree_map_only(torch.Tensor, lambda t: t.double() if t.is_floating_point() else t,
+                                model.state_dict())
+    state = opt.state_dict()
+    paths = [pytree.keystr(k) for k, _ in pytree.tree_flatten_with_path(state)[0]]
+    restored = m.optim.Adam(model.parameters(), lr=0.1)
+    restored.load_state_dict(pytree.tree_map_only(torch.Tensor, lambda t: t.clone(), state))
+    model.double().load_state_dict(sd64)
+    return dict(kind=type(sd64).__name__, keys=list(sd64), paths=paths, leaves=len(pytree.tree_leaves(state)),
+                dtypes=[str(v.dtype).replace("torch.", "") for v in sd64.values()],
+                exp_avg=restored.state_dict()["state"][2]["exp_avg"], out=model(x.double()))
+
+
+def test_state_dicts_mapped_and_loaded_back():
+    ours, _ = run_both(state_dicts)
+    assert ours["kind"] == "OrderedDict" and ours["paths"][0] == "['state'][0]['step']"
 
 
 def treespecs(m):
