@@ -251,3 +251,16 @@ def test_opcheck_runs_pytorchs_four_tests_by_default(T):
     with_derivative(op)
     assert T.library.opcheck(op, (x,)) == dict.fromkeys(
         ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"), "SUCCESS")
+
+
+def test_check_raises_pytorchs_error_of_each_kind(T):
+    assert T._check(T.ones(2).shape == (2,)) is None
+    with pytest.raises(RuntimeError, match=r"Expected cond to be True, but got False. \(Could this error message"):
+        T._check(False)
+    with pytest.raises(IndexError, match="^out of range$"):
+        T._check_index(False, lambda: "out of range")
+    with pytest.raises(ValueError):
+        T._check_value(1 > 2)
+    with pytest.raises(TypeError, match="cond must be a bool, but got a Tensor"):
+        T._check(T.tensor(True))
+    T._check_tensor_all(T.tensor([True, True]))

@@ -2,7 +2,8 @@
 """Extending PyTorch as tutorials and libraries do (see tests/pytorch_programs.py), each program run on chainrule and
 on PyTorch and compared: values, gradients, printed text and errors.
 
-Custom operators (``torch.library``), after the "Python custom operators" tutorial: an op wrapping NumPy with
+Custom operators (``torch.library``), after the "Python custom operators" tutorial (and the C++ extension
+tutorial's mymuladd/mymul/myadd_out in Python, checked by ``opcheck`` over sample inputs): an op wrapping NumPy with
 ``register_fake``, ``register_autograd`` (``setup_context`` saving tensors and attributes), ``gradcheck`` and
 ``gradgradcheck`` through a backward of differentiable ops, ``opcheck``; ops with two outputs and a float default;
 ``list[Tensor]``, ``Optional[Tensor]`` and keyword-only arguments (``setup_context(ctx, inputs,
@@ -95,6 +96,81 @@ def test_numpy_sin_operator_from_the_tutorial():
     ours, _ = run_both(numpy_sin_tutorial)
     np.testing.assert_allclose(ours["grad"], np.cos([0.1, 0.5, 1.2, -2.0]))
     assert ours["ok"] and ours["ok2"] and ours["node"] == f"GeneratedBackwardFor_{NS}_numpy_sin_defaultBackward"
+
+
+def muladd_extension(m):
+    """The C++ extension tutorial's operators (mymuladd, mymul, myadd_out), written in Python with NumPy."""
+    torch = m.torch
+
+    @torch.library.custom_op(f"{NS}::mymuladd", mutates_args=())
+    def mymuladd(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
+        return torch.from_numpy(a.numpy() * b.numpy() + c)
+
+    @torch.library.custom_op(f"{NS}::mymul", mutates_args=())
+    def mymul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(a.numpy() * b.numpy())
+
+    @torch.library.custom_op(f"{NS}::myadd_out", mutates_args=("out",))
+    def myadd_out(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+        np.add(a.numpy(), b.numpy(), out=out.numpy())
+
+    @torch.library.register_fake(f"{NS}::mymuladd")
+    def _(a, b, c):
+        torch._check(a.shape == b.shape)
+        torch._check(a.dtype == torch.float)
+        torch._check(b.dtype == torch.float)
+        return torch.empty_like(a)
+
+    @torch.library.register_fake(f"{NS}::mymul")
+    def _(a, b):
+        return torch.empty_like(a)
+
+    def _backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad_a, grad_b = None, None
+        if ctx.needs_input_grad[0]:
+            grad_a = getattr(torch.ops, NS).mymul.default(grad, b)
+        if ctx.needs_input_grad[1]:
+            grad_b = getattr(torch.ops, NS).mymul.default(grad, a)
+        return grad_a, grad_b, None
+
+    def _setup_context(ctx, inputs, output):
+        a, b, c = inputs
+        saved_a, saved_b = None, None
+        if ctx.needs_input_grad[0]:
+            saved_b = b
+        if ctx.needs_input_grad[1]:
+            saved_a = a
+        ctx.save_for_backward(saved_a, saved_b)
+
+    torch.library.register_autograd(f"{NS}::mymuladd", _backward, setup_context=_setup_context)
+
+    rng = np.random.default_rng(0)
+
+    def make_tensor(*size, requires_grad=False):
+        return torch.tensor(rng.standard_normal(size).astype(np.float32), requires_grad=requires_grad)
+
+    samples = [[make_tensor(3, requires_grad=True), make_tensor(3, requires_grad=True), 1],
+               [make_tensor(20, requires_grad=True), make_tensor(20, requires_grad=True), 3.14],
+               [make_tensor(20, requires_grad=True), make_tensor(20), -123]]
+    results = []
+    for args in samples:
+        results.append(str(torch.library.opcheck(getattr(torch.ops, NS).mymuladd.default, args)))
+        result = getattr(torch.ops, NS).mymuladd(*args)
+        result.sum().backward()
+        results += [result, args[0].grad, args[1].grad]
+    out = torch.empty(20)
+    myadd_out(samples[1][0].detach(), samples[1][1].detach(), out)
+    results.append(out)
+    results.append(str(torch.library.opcheck(myadd_out, (make_tensor(4), make_tensor(4), torch.empty(4)))))
+    return results
+
+
+def test_the_extension_tutorials_muladd_operators():
+    ours, _ = run_both(muladd_extension)
+    assert ours[0] == str(dict.fromkeys(("test_schema", "test_autograd_registration", "test_faketensor",
+                                         "test_aot_dispatch_dynamic"), "SUCCESS"))
+    assert ours[-3] is None  # (b required no grad in the third sample)
 
 
 def two_outputs(m):
