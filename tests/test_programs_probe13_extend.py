@@ -753,8 +753,11 @@ def dataclass_outputs(m):
     detached = pytree.tree_map(lambda t: t.detach() * 2, out)
     spec = pytree.tree_structure(out)
     half = pytree.map_only(torch.Tensor)(lambda t: t.half())
+    top = torch.topk(logits.detach(), 1)  # (a return type: a container keyed by position, as PyTorch's)
     return dict(leaves=len(pytree.tree_leaves(out)), spec=repr(spec), paths=str([pytree.keystr(k) for k, _ in
                 pytree.tree_flatten_with_path(out)[0]]), logits=detached.logits, loss=detached.loss,
+                top_paths=[pytree.keystr(k) for k, _ in pytree.tree_flatten_with_path(top)[0]],
+                top=pytree.tree_map(lambda t: t + 1, top).values, top_spec=repr(pytree.tree_structure(top)),
                 hidden=detached.hidden, dumped=pytree.treespec_dumps(spec),
                 half=str(pytree.tree_map(half, [out.logits, 1.5])[0].dtype).replace("torch.", ""),
                 args=len(pytree.arg_tree_leaves(out, [x], k={"a": x})))

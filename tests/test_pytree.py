@@ -151,3 +151,13 @@ def test_register_dataclass_keeps_none_fields_out_of_the_leaves(P):
         P.register_dataclass(Output, field_names=["logits"])
     assert P.tree_map(P.map_only(int)(lambda x: -x), [1, 2.5]) == [-1, 2.5]
     assert P._broadcast_to_and_flatten({"a": 0, "b": None}, P.tree_structure({"a": [1, 2], "b": 3})) == [0, 0, None]
+
+
+def test_return_types_are_containers_of_their_own_type_keyed_by_position(P):
+    T = importlib.import_module(P.__name__.split(".")[0])
+    result = T.max(T.tensor([[1.0, 3.0], [2.0, 0.0]]), 0)
+    leaves, spec = P.tree_flatten(result)
+    assert spec.type is type(result) and spec.context is None and len(leaves) == 2
+    assert [P.keystr(k) for k, _ in P.tree_flatten_with_path(result)[0]] == ["[0]", "[1]"]
+    assert P.is_structseq(result) and not P.is_namedtuple(result)
+    assert type(P.tree_map(lambda t: t * 2, result)) is type(result)

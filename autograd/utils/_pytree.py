@@ -225,7 +225,8 @@ _DICT_TYPES = frozenset((dict, OrderedDict, defaultdict))
 
 
 def is_namedtuple_class(cls):
-    return isinstance(cls, type) and issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
+    return (isinstance(cls, type) and issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
+            and not is_structseq_class(cls))
 
 
 def is_namedtuple_instance(obj):
@@ -238,22 +239,27 @@ def is_namedtuple(obj):
 
 
 def is_structseq_class(cls):
-    """PyTorch's C struct sequences (``torch.return_types``): chainrule's return types are named tuples."""
-    return False
+    """PyTorch's C struct sequences, ``torch.return_types``: chainrule's return types (named tuples underneath)
+    are taken for them, as containers of their own type whose keys are positions (``[0]``, not ``.values``)."""
+    return isinstance(cls, type) and cls.__module__ == "autograd.return_types" and issubclass(cls, tuple)
 
 
 def is_structseq_instance(obj):
-    return False
+    return is_structseq_class(type(obj))
 
 
 def is_structseq(obj):
-    return False
+    return is_structseq_class(obj if isinstance(obj, type) else type(obj))
 
 
 def _node_type(tree):
     kind = type(tree)
-    if kind not in SUPPORTED_NODES and is_namedtuple_class(kind):
-        return namedtuple
+    if kind not in SUPPORTED_NODES:
+        if is_namedtuple_class(kind):
+            return namedtuple
+        if is_structseq_class(kind):  # (PyTorch registers each return type: here on first sight)
+            register_pytree_node(kind, lambda t: (list(t), None), lambda children, _: kind(*children),
+                                 flatten_with_keys_fn=lambda t: (_sequence_keys(t), None))
     return kind
 
 
