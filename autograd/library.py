@@ -41,7 +41,7 @@ import warnings
 
 from .device import device
 from .function import Function
-from .graph import is_grad_enabled, no_grad
+from .graph import bump_version, is_grad_enabled, no_grad
 from .tensor import Tensor
 
 _OPS = {}  # "namespace::name" -> CustomOpDef
@@ -282,9 +282,16 @@ class CustomOpDef:
         return self._kernels.get(kind, self._kernels.get(None, self._init_fn))
 
     def _run(self, arguments):
-        """The kernel on ``arguments``, unrecorded, its outputs checked not to alias its inputs."""
+        """The kernel on ``arguments``, unrecorded, its outputs checked not to alias its inputs. Each argument the
+        schema says it writes counts one write (its version, and its views'), however the kernel wrote it: through
+        NumPy, a tensor saved for backward before is then known to have changed, as PyTorch's."""
+        written = list(_tensors_in(v for name, v in arguments.items() if self._writes(name)))
+        versions = [x._version_cell[1] for x in written]
         with no_grad():
             output = self._called(self._kernel(arguments), arguments)
+        for x, version in zip(written, versions):
+            bump_version(x)
+            x._version_cell[1] = version + 1  # (one write, as PyTorch's count, whatever the kernel did within)
         inputs = [v for v in _tensors_in(arguments.values())]
         outputs = list(_tensors_in(output if isinstance(output, (tuple, list)) else [output]))
         for k, y in enumerate(outputs):
@@ -312,6 +319,11 @@ class CustomOpDef:
         parameters may be named otherwise than the schema's), the keyword-only ones by name."""
         return function(*(v for name, v in arguments.items() if name not in self._keyword_only),
                         **{name: arguments[name] for name in self._keyword_only})
+
+    def _writes(self, name):
+        if self._mutates_args == "unknown":
+            return True  # (every tensor argument may be written)
+        return name in self._mutates_args
 
     @functools.cached_property
     def _keyword_only(self):

@@ -264,3 +264,19 @@ def test_check_raises_pytorchs_error_of_each_kind(T):
     with pytest.raises(TypeError, match="cond must be a bool, but got a Tensor"):
         T._check(T.tensor(True))
     T._check_tensor_all(T.tensor([True, True]))
+
+
+def test_an_argument_written_through_numpy_counts_one_write(T):
+    @T.library.custom_op("chainrule_tests::numpy_double_", mutates_args=("x",))
+    def numpy_double_(x: T.Tensor) -> None:
+        view = x.numpy()
+        view *= 2
+
+    x = T.ones(2)
+    numpy_double_(x)
+    assert x._version == 1 and x.tolist() == [2.0, 2.0]
+    w = T.ones(2, requires_grad=True)
+    loss = (w * x).sum()
+    numpy_double_(x)  # (x was saved for backward: its gradient would use the new values)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

@@ -264,12 +264,31 @@ def in_place_operator(m):
     add_k_(x, k=3)
     getattr(torch.ops, NS).add_k_.default(x, 2)
     checks = torch.library.opcheck(add_k_, (torch.zeros(2),))  # (nothing returned: no fake function needed)
-    return x, str(checks)
+
+    @torch.library.custom_op(f"{NS}::numpy_scale_", mutates_args={"x"})
+    def numpy_scale_(x: torch.Tensor, k: float) -> None:
+        view = x.numpy()
+        view *= k  # (through NumPy: no tensor operation sees the write)
+
+    base = torch.ones(4)
+    before = base._version
+    numpy_scale_(base[:2], 3.0)  # (a view's write is its base's)
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    h = torch.ones(2) * 3
+    loss = (w * h).sum()  # (h saved for backward)
+    numpy_scale_(h, 5.0)
+    try:
+        loss.backward()
+        error = None
+    except RuntimeError as e:
+        error = str(e)[:84]
+    return x, str(checks), base, base._version - before, error
 
 
 def test_in_place_operator_and_its_opcheck_without_a_fake_function():
     ours, _ = run_both(in_place_operator)
-    assert ours[0].tolist() == [6.0, 6.0, 6.0]
+    assert ours[0].tolist() == [6.0, 6.0, 6.0] and ours[3] == 1
+    assert ours[4].startswith("one of the variables needed for gradient computation has been modified")
 
 
 def schemas(m):
