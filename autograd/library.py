@@ -857,11 +857,25 @@ class _OpNamespace:
         return f"<module 'torch.ops.{self._name}'>"
 
 
+def _softmax(name):
+    """aten's _softmax / _log_softmax: (input, dim, half_to_float), the last ignored (nothing here computes in
+    half)."""
+    def function(input, dim, half_to_float=False):  # noqa: A002  (ATen's name)
+        import autograd
+
+        return getattr(autograd, name)(input, dim)
+
+    return function
+
+
+_ATEN_ONLY = {"_softmax": _softmax("softmax"), "_log_softmax": _softmax("log_softmax")}
+
+
 def _aten(name):
     import autograd
 
-    function = getattr(autograd, name, None)
-    if function is None and name.endswith("_") and hasattr(Tensor, name):
+    function = getattr(autograd, name, None) or _ATEN_ONLY.get(name)
+    if function is None and hasattr(Tensor, name):  # (a method only: view, expand, add_, ...)
         def function(self, *args, **kwargs):
             return getattr(self, name)(*args, **kwargs)
     if function is None or not callable(function):

@@ -280,3 +280,11 @@ def test_an_argument_written_through_numpy_counts_one_write(T):
     numpy_double_(x)  # (x was saved for backward: its gradient would use the new values)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_aten_reaches_tensor_methods_and_private_softmax(T):
+    a = T.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    assert T.ops.aten.view.default(a, [3, 2]).shape == (3, 2)
+    assert T.ops.aten.expand.default(T.ones(1, 3), [2, 3]).shape == (2, 3)
+    np.testing.assert_allclose(T.ops.aten._softmax.default(a, 1, False).numpy(), T.softmax(a, 1).numpy())
+    np.testing.assert_allclose(T.ops.aten._log_softmax.default(a, 1, False).numpy(), T.log_softmax(a, 1).numpy())
