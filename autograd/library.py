@@ -206,7 +206,8 @@ class CustomOpDef:
         return f"{self._namespace}::{self._name}"
 
     def _declaration(self):
-        return f"{self._qualname}{self._schema}"
+        overload = getattr(self, "_overload", "default")  # (an operator defined by schema may be an overload)
+        return f"{self._qualname}{'' if overload == 'default' else '.' + overload}{self._schema}"
 
     # registrations, as decorators or calls
     def register_kernel(self, device_types, fn=None, /):
@@ -528,8 +529,9 @@ class _DefinedOperator(CustomOpDef):
     gradient from ``register_autograd``; without one, backward warns and gives none, as PyTorch's fallback); a
     "CompositeImplicitAutograd" or "Autograd" kernel is differentiated through its own operations."""
 
-    def __init__(self, namespace, name, schema):
+    def __init__(self, namespace, name, schema, overload="default"):
         signature, mutated = _signature_of(schema, f"{namespace}::{name}")
+        self._overload = overload
 
         def missing_kernel(*args, **kwargs):
             raise NotImplementedError(f"Could not run '{namespace}::{name}' with arguments from the 'CPU' backend. "
@@ -643,13 +645,14 @@ class Library:
         its name."""
         if alias_analysis not in ("", "FROM_SCHEMA", "CONSERVATIVE"):
             raise RuntimeError(f"Invalid alias_analysis type {alias_analysis}")
-        name, arguments, returns = _split_schema(schema)
-        qualname = f"{self.ns}::{name}"
+        full_name, arguments, returns = _split_schema(schema)
+        qualname = f"{self.ns}::{full_name}"  # (with its overload's name, "scale.Tensor", where it has one)
         if qualname in _OPS:
-            raise RuntimeError(f"Tried to register an operator ({qualname}{schema[len(name):]}) with the same name "
-                               "and overload name multiple times. Each overload's schema should only be registered "
-                               "with a single call to def().")
-        _OPS[qualname] = _DefinedOperator(self.ns, name, f"({arguments}) -> {returns}")
+            raise RuntimeError(f"Tried to register an operator ({qualname}{schema[len(full_name):]}) with the same "
+                               "name and overload name multiple times. Each overload's schema should only be "
+                               "registered with a single call to def().")
+        name, _, overload = full_name.partition(".")
+        _OPS[qualname] = _DefinedOperator(self.ns, name, f"({arguments}) -> {returns}", overload or "default")
         self._op_defs.add(qualname)
         return name
 
@@ -788,7 +791,7 @@ class OpOverload:
         return self._op(*args, **kwargs)
 
     def name(self):
-        return self._op._qualname
+        return self._op._qualname + ("" if self._overloadname == "default" else f".{self._overloadname}")
 
     def __str__(self):
         return f"{self._op._namespace}.{self._op._name}.{self._overloadname}"
@@ -798,18 +801,37 @@ class OpOverload:
 
 
 class OpOverloadPacket:
-    """``autograd.ops.mylib.op``: the operator (its overloads: ``.default``)."""
+    """``autograd.ops.mylib.op``: the operator, its overloads by name (``.default``; an operator defined by
+    schema may have others, ``.Tensor``, ``.Scalar``: a call goes to the first whose schema its arguments fit)."""
 
-    def __init__(self, op):
-        self._op = op
-        self.default = OpOverload(op, self)
-        self._qualified_op_name = op._qualname
+    def __init__(self, op, overloads=None):
+        self._overloads = overloads or {"default": op}
+        self._op = self._overloads.get("default", next(iter(self._overloads.values())))
+        for overload, overload_op in self._overloads.items():
+            setattr(self, overload, OpOverload(overload_op, self, overload))
+        self._qualified_op_name = self._op._qualname
+
+    def __getattr__(self, overload):
+        if overload.startswith("_"):
+            raise AttributeError(overload)
+        raise AttributeError(f"The underlying op of '{self}' has no overload name '{overload}'")
 
     def __call__(self, *args, **kwargs):
-        return self._op(*args, **kwargs)
+        if len(self._overloads) == 1:
+            return self._op(*args, **kwargs)
+        errors = []
+        for op in self._overloads.values():
+            try:
+                op._bound(args, kwargs)
+            except RuntimeError as error:
+                errors.append(str(error))
+                continue
+            return op(*args, **kwargs)
+        raise RuntimeError("Overloaded torch operator invoked from Python failed to match any schema:\n" +
+                           "\n\n".join(errors))
 
     def overloads(self):
-        return ["default"]
+        return list(self._overloads)
 
     def __str__(self):
         return f"{self._op._namespace}.{self._op._name}"
@@ -846,12 +868,15 @@ class _OpNamespace:
             raise AttributeError(op_name)
         if self._name == "aten":
             return _aten(op_name)
-        op = _OPS.get(f"{self._name}::{op_name}")
-        if op is None:
+        qualname = f"{self._name}::{op_name}"
+        overloads = {key.partition(".")[2] or "default": op for key, op in _OPS.items()
+                     if key.partition(".")[0] == qualname}
+        if not overloads:
             raise AttributeError(f"'_OpNamespace' '{self._name}' object has no attribute '{op_name}'")
-        if op._packet is None:  # (one packet per operator: ops.mylib.f is ops.mylib.f, as PyTorch's)
-            op._packet = OpOverloadPacket(op)
-        return op._packet
+        first = next(iter(overloads.values()))
+        if first._packet is None or first._packet._overloads != overloads:  # (one packet per operator, as
+            first._packet = OpOverloadPacket(first, overloads)  # PyTorch's, until an overload is added)
+        return first._packet
 
     def __repr__(self):
         return f"<module 'torch.ops.{self._name}'>"

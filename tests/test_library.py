@@ -288,3 +288,21 @@ def test_aten_reaches_tensor_methods_and_private_softmax(T):
     assert T.ops.aten.expand.default(T.ones(1, 3), [2, 3]).shape == (2, 3)
     np.testing.assert_allclose(T.ops.aten._softmax.default(a, 1, False).numpy(), T.softmax(a, 1).numpy())
     np.testing.assert_allclose(T.ops.aten._log_softmax.default(a, 1, False).numpy(), T.log_softmax(a, 1).numpy())
+
+
+def test_library_overloads_are_chosen_by_their_schemas(T):
+    lib = T.library.Library("chainrule_tests_overloads", "FRAGMENT")
+    assert lib.define("scale.Tensor(Tensor x, Tensor k) -> Tensor") == "scale"
+    lib.define("scale.Scalar(Tensor x, float k) -> Tensor")
+    lib.impl("scale.Tensor", lambda x, k: x * k, "CompositeExplicitAutograd")
+    lib.impl("scale.Scalar", lambda x, k: x * k * 10, "CompositeExplicitAutograd")
+    scale = T.ops.chainrule_tests_overloads.scale
+    assert scale(T.ones(2), T.ones(2) * 2).tolist() == [2.0, 2.0] and scale(T.ones(2), 3.0).tolist() == [30.0, 30.0]
+    assert sorted(scale.overloads()) == ["Scalar", "Tensor"]
+    assert str(scale.Tensor) == "chainrule_tests_overloads.scale.Tensor"
+    assert scale.Scalar.name() == "chainrule_tests_overloads::scale.Scalar"
+    with pytest.raises(AttributeError, match="has no overload name 'default'"):
+        getattr(scale, "default")  # noqa: B009
+    with pytest.raises(RuntimeError, match="failed to match any schema:\n.*\nPosition: 1\nValue: 's'\nDeclaration: "
+                                           r"chainrule_tests_overloads::scale.Tensor\(Tensor x, Tensor k\) -> Tensor"):
+        scale(T.ones(2), "s")
