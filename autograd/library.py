@@ -768,6 +768,11 @@ def register_vmap(op, func=None, /, *, lib=None):
     return _op(op).register_vmap(func)
 
 
+def register_torch_dispatch(op, torch_dispatch_class, func=None, /, *, lib=None):
+    """Kept and unused, as the method: nothing here dispatches on tensor subclasses' modes."""
+    return _op(op).register_torch_dispatch(torch_dispatch_class, func)
+
+
 def register_autocast(op, device_type, cast_inputs, /, *, lib=None):
     _op(op).register_autocast(device_type, cast_inputs)
 
@@ -1021,4 +1026,4 @@ def _check_fake(op, args, kwargs):
 
 __all__ = ["CustomOpDef", "Library", "custom_op", "define", "fallthrough_kernel", "get_ctx", "impl", "impl_abstract",
            "infer_schema", "opcheck", "register_autocast",
-           "register_autograd", "register_fake", "register_kernel", "register_vmap"]
+           "register_autograd", "register_fake", "register_kernel", "register_torch_dispatch", "register_vmap"]
