@@ -562,8 +562,11 @@ def _schema_parts(text):
     """The top-level comma-separated parts of a schema's argument list (a part may hold brackets: Tensor(a!))."""
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):
-        depth += char in "([" and 1 or (char in ")]" and -1 or 0)
-        if char == "," and depth == 0:
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "," and depth == 0:
             parts.append(text[start:i].strip())
             start = i + 1
     parts.append(text[start:].strip())
@@ -590,15 +593,16 @@ def _schema_error(schema):
 
 
 def _default_value(text):
-    from . import dtype
+    """The value a schema's default text stands for: a number, True, None, "a string", [1, 2], float32."""
+    import autograd
 
     if text.startswith('"') or text.startswith("'"):
         return text[1:-1]
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        value = getattr(__import__("autograd"), text, None)  # a ScalarType default: float32
-        if isinstance(value, dtype):
+        value = getattr(autograd, text, None)  # (a ScalarType default: float32)
+        if isinstance(value, autograd.dtype):
             return value
         raise ValueError(f"the schema's default {text!r} is not a value this library reads") from None
 
@@ -685,7 +689,7 @@ def define(qualname, schema, *, lib=None, tags=()):
     """Define the operator ``qualname`` ("namespace::name") with ``schema`` ("(Tensor x) -> Tensor"). (The old
     form, ``define(lib, "name(Tensor x) -> Tensor")``, decorates its function as the operator's kernel.)"""
     if isinstance(qualname, Library):
-        lib, schema = qualname, schema
+        lib = qualname
 
         def wrap(f):
             lib.impl(lib.define(schema), f)
