@@ -990,3 +990,40 @@ def functions(m):
 def test_functions_with_non_differentiable_outputs_and_forward_mode():
     ours, _ = run_both(functions)
     assert ours[3].tolist() == [100.0, 1.0, 10.0] and ours[4].tolist() == [2.5] * 3
+
+
+def operator_with_function_context(m):
+    """register_autograd's ctx is an autograd.Function's: mark_non_differentiable, set_materialize_grads."""
+    torch = m.torch
+
+    @torch.library.custom_op(f"{NS}::numpy_sort", mutates_args=())
+    def numpy_sort(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = x.numpy()
+        order = np.argsort(a, kind="stable")
+        return torch.from_numpy(a[order].copy()), torch.from_numpy(order.astype(np.float32))
+
+    seen = []
+
+    def setup_context(ctx, inputs, output):
+        values, order = output
+        ctx.mark_non_differentiable(order)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(order)
+
+    def backward(ctx, grad_values, grad_order):
+        seen.append(grad_order is None)
+        (order,) = ctx.saved_tensors
+        grad = torch.zeros_like(grad_values)
+        grad[order.long()] = grad_values
+        return grad
+
+    numpy_sort.register_autograd(backward, setup_context=setup_context)
+    x = torch.tensor([3.0, 1.0, 2.0, 1.5], requires_grad=True)
+    values, order = numpy_sort(x)
+    (values * torch.tensor([1.0, 10.0, 100.0, 1000.0])).sum().backward()
+    return values, order, order.requires_grad, x.grad, seen
+
+
+def test_an_operators_context_marks_outputs_non_differentiable():
+    ours, _ = run_both(operator_with_function_context)
+    assert ours[2] is False and ours[3].tolist() == [1000.0, 1.0, 100.0, 10.0] and ours[4] == [True]
