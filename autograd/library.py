@@ -224,7 +224,12 @@ class CustomOpDef:
 
     def register_autograd(self, backward, /, *, setup_context=None):
         """``backward(ctx, *grads)``: dL/dinput for each input (None where there is none); ``setup_context(ctx,
-        inputs, output)`` keeps what it needs (``ctx.save_for_backward``, attributes)."""
+        inputs, output)`` keeps what it needs (``ctx.save_for_backward``, attributes). An operator that writes an
+        argument has none, as PyTorch's."""
+        if "!)" in self._schema:
+            raise RuntimeError(f"Cannot register autograd formula for non-functional operator {self!r} with schema "
+                               f"{self._declaration()}. Please create a functional operator and register an autograd "
+                               "formula for that.")
         self._backward_fn, self._setup_context_fn = backward, setup_context
 
     def register_vmap(self, func=None, /):
@@ -540,6 +545,9 @@ class _DefinedOperator(CustomOpDef):
         missing_kernel.__signature__ = signature
         super().__init__(namespace, name, schema, missing_kernel, tuple(mutated))
         self._composite = None  # a kernel that autograd records through
+
+    def __repr__(self):  # (PyTorch names it by its overload)
+        return f"{self._namespace}.{self._name}.{self._overload}"
 
     def __call__(self, *args, **kwargs):
         if self._composite is not None:

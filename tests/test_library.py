@@ -306,3 +306,20 @@ def test_library_overloads_are_chosen_by_their_schemas(T):
     with pytest.raises(RuntimeError, match="failed to match any schema:\n.*\nPosition: 1\nValue: 's'\nDeclaration: "
                                            r"chainrule_tests_overloads::scale.Tensor\(Tensor x, Tensor k\) -> Tensor"):
         scale(T.ones(2), "s")
+
+
+def test_an_operator_that_writes_an_argument_takes_no_autograd_formula(T):
+    @T.library.custom_op("chainrule_tests::count_", mutates_args={"counter"})
+    def count_(x: T.Tensor, counter: T.Tensor) -> T.Tensor:
+        counter.add_(1)
+        return x * 2
+
+    with pytest.raises(RuntimeError, match=r"Cannot register autograd formula for non-functional operator "
+                                           r"<CustomOpDef\(chainrule_tests::count_\)> with schema chainrule_tests::"
+                                           r"count_\(Tensor x, Tensor\(a1!\) counter\) -> Tensor. Please create a "
+                                           "functional operator"):
+        count_.register_autograd(lambda ctx, grad: (grad * 2, None))
+    lib = T.library.Library("chainrule_tests_writes", "FRAGMENT")
+    lib.define("f(Tensor(a!) x, Tensor y) -> Tensor")
+    with pytest.raises(RuntimeError, match="non-functional operator chainrule_tests_writes.f.default with schema"):
+        T.library.register_autograd("chainrule_tests_writes::f", lambda ctx, grad: (None, grad))
