@@ -294,6 +294,11 @@ def test_library_overloads_are_chosen_by_their_schemas(T):
     lib = T.library.Library("chainrule_tests_overloads", "FRAGMENT")
     assert lib.define("scale.Tensor(Tensor x, Tensor k) -> Tensor") == "scale"
     lib.define("scale.Scalar(Tensor x, float k) -> Tensor")
+    lib.define("repeat(Tensor x, int n) -> Tensor")  # (int, as a schema written by hand says it)
+    lib.impl("repeat", lambda x, n: x * n, "CompositeExplicitAutograd")
+    with pytest.raises(RuntimeError, match="Expected a value of type 'int' for argument 'n' but instead found type "
+                                           "'float'"):
+        T.ops.chainrule_tests_overloads.repeat(T.ones(1), 2.5)
     lib.impl("scale.Tensor", lambda x, k: x * k, "CompositeExplicitAutograd")
     lib.impl("scale.Scalar", lambda x, k: x * k * 10, "CompositeExplicitAutograd")
     scale = T.ops.chainrule_tests_overloads.scale
