@@ -10,6 +10,7 @@ import numpy
 from .backend import get_default_dtype, xp
 from .device import resolve
 from .factories import _shape, _shareable, as_tensor, copied_data, empty, full, ones, tensor, zeros
+from .graph import modes
 from .ops import bind_tensor_methods
 from .ops.names import names
 from .ops.strided import checked_layout
@@ -21,7 +22,10 @@ def from_numpy(ndarray):
     """A tensor on the same memory as ``ndarray`` (its dtype kept): a change to one shows in the other."""
     if not isinstance(ndarray, (numpy.ndarray, xp.ndarray)):
         raise TypeError(f"expected np.ndarray (got {type(ndarray).__name__})")
-    return Tensor._make(_shareable(ndarray, stacklevel=3))
+    tensor = Tensor._make(_shareable(ndarray, stacklevel=3))
+    if modes.inference:  # made in inference_mode: an inference tensor, as a factory's there
+        tensor._inference = True
+    return tensor
 
 
 names("as_tensor", method=False)(as_tensor)  # (factories.py's)

@@ -129,3 +129,202 @@ def test_opcheck_checks_the_formula_and_the_fake_function(T):
     with_derivative(op)
     op.register_fake(lambda x: T.empty_like(x))
     assert T.library.opcheck(op, (x,), test_utils=tests) == dict.fromkeys(tests, "SUCCESS")
+
+
+def test_keyword_only_arguments_go_to_setup_context_apart(T):
+    @T.library.custom_op("chainrule_tests::shifted", mutates_args=())
+    def shifted(x: T.Tensor, y: T.Tensor | None = None, *, shift: float = 1.0, scale: float = 2.0) -> T.Tensor:
+        return x * scale + shift
+
+    seen = []
+
+    def setup_context(ctx, inputs, keyword_only_inputs, output):
+        seen.append((len(inputs), keyword_only_inputs))
+        ctx.scale = keyword_only_inputs["scale"]
+
+    shifted.register_autograd(lambda ctx, grad: (grad * ctx.scale, None), setup_context=setup_context)
+    x = T.ones(2, requires_grad=True)
+    shifted(x, scale=3.0).sum().backward()
+    assert seen == [(2, {"shift": 1.0, "scale": 3.0})] and x.grad.tolist() == [3.0, 3.0]
+    with pytest.raises(NotImplementedError, match=r"custom_op with kwarg-only Tensor args. Please make your tensors "
+                                                  r"not kwarg-only. Got: kw\(Tensor x, \*, Tensor y\) -> Tensor"):
+        T.library.custom_op("chainrule_tests::kw", lambda x, *, y: x, mutates_args=(),
+                            schema="(Tensor x, *, Tensor y) -> Tensor")
+
+
+def test_lists_of_tensors_in_and_out_are_differentiated_tensor_by_tensor(T):
+    @T.library.custom_op("chainrule_tests::scaled_each", mutates_args=())
+    def scaled_each(xs: list[T.Tensor], k: float) -> list[T.Tensor]:
+        return [x * k for x in xs]
+
+    def setup_context(ctx, inputs, output):
+        ctx.k = inputs[1]
+
+    def backward(ctx, grads):
+        assert ctx.needs_input_grad == ([True, False], False)
+        return [g * ctx.k if g is not None else None for g in grads], None
+
+    scaled_each.register_autograd(backward, setup_context=setup_context)
+    a, b = T.ones(2, requires_grad=True), T.ones(3)
+    ya, yb = scaled_each([a, b], 4.0)
+    assert ya.grad_fn is not None and ya.tolist() == [4.0, 4.0] and yb.tolist() == [4.0] * 3
+    (ya * T.tensor([1.0, 2.0])).sum().backward()
+    assert a.grad.tolist() == [4.0, 8.0]
+
+
+def test_alias_sets_are_named_by_position_and_devices_quoted(T):
+    cpu = T.device("cpu")
+
+    def f(x: T.Tensor, n: int, y: T.Tensor, d: T.device = cpu) -> tuple[T.Tensor]:
+        raise AssertionError("not called")
+
+    assert T.library.infer_schema(f, mutates_args=("y",)) == (
+        '(Tensor x, SymInt n, Tensor(a2!) y, Device d="cpu") -> ((Tensor))')
+    with pytest.raises(ValueError, match="No return type annotation was provided. Please add one."):
+        T.library.infer_schema(_no_return(T), mutates_args=())
+
+
+def _no_return(T):
+    def f(x: T.Tensor):
+        raise AssertionError("not called")
+
+    return f
+
+
+def test_opcheck_makes_the_fake_function_of_an_operator_that_only_writes(T):
+    @T.library.custom_op("chainrule_tests::double_", mutates_args=("x",))
+    def double_(x: T.Tensor) -> None:
+        x.mul_(2)
+
+    assert T.library.opcheck(double_, (T.ones(2),), test_utils="test_faketensor") == {"test_faketensor": "SUCCESS"}
+
+
+def test_library_define_and_impl(T):
+    lib = T.library.Library("chainrule_tests_lib", "FRAGMENT")
+    assert lib.define("scale(Tensor x, float k=2.0, *, bool negate=False) -> Tensor") == "scale"
+    lib.impl("scale", lambda x, k=2.0, *, negate=False: x.detach() * (-k if negate else k), "CPU")
+    scale = T.ops.chainrule_tests_lib.scale
+    assert scale(T.ones(2), 3.0, negate=True).tolist() == [-3.0, -3.0] and scale.default(T.ones(1)).tolist() == [2.0]
+    x = T.ones(2, requires_grad=True)
+    with pytest.warns(UserWarning, match="an autograd kernel was not registered to the Autograd key"):
+        scale(x).sum().backward()  # (no formula: a warning and no gradient, PyTorch's fallback)
+    assert x.grad is None
+    T.library.register_autograd("chainrule_tests_lib::scale", lambda ctx, grad: grad * 2)
+    scale(x).sum().backward()
+    assert x.grad.tolist() == [2.0, 2.0]
+
+    T.library.define("chainrule_tests_lib::square", "(Tensor x) -> Tensor", lib=lib)
+    T.library.impl("chainrule_tests_lib::square", "CompositeImplicitAutograd", lambda x: x * x, lib=lib)
+    x.grad = None
+    T.ops.chainrule_tests_lib.square(x * 3).sum().backward()  # (differentiated through its own operations)
+    assert x.grad.tolist() == [18.0, 18.0]
+    with pytest.raises(ValueError, match='expected schema to look like e.g. "\\(Tensor x\\) -> Tensor"'):
+        T.library.define("chainrule_tests_lib::bad", "Tensor x -> Tensor")
+    with pytest.raises(RuntimeError, match="with the same name and overload name multiple times"):
+        lib.define("scale(Tensor x) -> Tensor")
+
+
+def test_arguments_are_checked_against_the_schema(T):
+    @T.library.custom_op("chainrule_tests::checked", mutates_args=())
+    def checked(x: T.Tensor, k: float, n: int, dims: list[int] | None = None) -> T.Tensor:
+        return x * k * n
+
+    assert checked(T.ones(1), 2, True).tolist() == [2.0]  # (an int for a float, a bool for an int)
+    assert checked(T.ones(1), T.tensor(2.0), T.tensor(3)).tolist() == [6.0]  # (one-element tensors for numbers)
+    with pytest.raises(RuntimeError, match=r"chainrule_tests::checked\(\) Expected a value of type 'int' for argument "
+                                           r"'n' but instead found type 'float'.\nPosition: 2\nValue: 2.5"):
+        checked(T.ones(1), 1.0, 2.5)
+    with pytest.raises(RuntimeError, match=r"Expected a value of type 'Optional\[List\[int\]\]' for argument 'dims'"):
+        checked(T.ones(1), 1.0, 2, dims=[0.5])
+    with pytest.raises(RuntimeError, match="Expected a value of type 'Tensor' for argument 'x' but instead found type "
+                                           "'list'"):
+        checked([1.0], 1.0, 2)
+
+
+def test_opcheck_runs_pytorchs_four_tests_by_default(T):
+    op = numpy_sin_op(T, "sin_e")
+    op.register_fake(lambda x: T.empty_like(x))
+    x = T.tensor([0.5, 1.0], requires_grad=True)
+    with pytest.raises(Exception, match="test_aot_dispatch_dynamic failed with Trying to backward through "
+                                        "chainrule_tests.sin_e.default but no autograd formula was registered"):
+        T.library.opcheck(op, (x,), test_utils="test_aot_dispatch_dynamic")
+    with_derivative(op)
+    assert T.library.opcheck(op, (x,)) == dict.fromkeys(
+        ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"), "SUCCESS")
+
+
+def test_check_raises_pytorchs_error_of_each_kind(T):
+    assert T._check(T.ones(2).shape == (2,)) is None
+    with pytest.raises(RuntimeError, match=r"Expected cond to be True, but got False. \(Could this error message"):
+        T._check(False)
+    with pytest.raises(IndexError, match="^out of range$"):
+        T._check_index(False, lambda: "out of range")
+    with pytest.raises(ValueError):
+        T._check_value(1 > 2)
+    with pytest.raises(TypeError, match="cond must be a bool, but got a Tensor"):
+        T._check(T.tensor(True))
+    T._check_tensor_all(T.tensor([True, True]))
+
+
+def test_an_argument_written_through_numpy_counts_one_write(T):
+    @T.library.custom_op("chainrule_tests::numpy_double_", mutates_args=("x",))
+    def numpy_double_(x: T.Tensor) -> None:
+        view = x.numpy()
+        view *= 2
+
+    x = T.ones(2)
+    numpy_double_(x)
+    assert x._version == 1 and x.tolist() == [2.0, 2.0]
+    w = T.ones(2, requires_grad=True)
+    loss = (w * x).sum()
+    numpy_double_(x)  # (x was saved for backward: its gradient would use the new values)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_aten_reaches_tensor_methods_and_private_softmax(T):
+    a = T.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    assert T.ops.aten.view.default(a, [3, 2]).shape == (3, 2)
+    assert T.ops.aten.expand.default(T.ones(1, 3), [2, 3]).shape == (2, 3)
+    np.testing.assert_allclose(T.ops.aten._softmax.default(a, 1, False).numpy(), T.softmax(a, 1).numpy())
+    np.testing.assert_allclose(T.ops.aten._log_softmax.default(a, 1, False).numpy(), T.log_softmax(a, 1).numpy())
+
+
+def test_library_overloads_are_chosen_by_their_schemas(T):
+    lib = T.library.Library("chainrule_tests_overloads", "FRAGMENT")
+    assert lib.define("scale.Tensor(Tensor x, Tensor k) -> Tensor") == "scale"
+    lib.define("scale.Scalar(Tensor x, float k) -> Tensor")
+    lib.define("repeat(Tensor x, int n) -> Tensor")  # (int, as a schema written by hand says it)
+    lib.impl("repeat", lambda x, n: x * n, "CompositeExplicitAutograd")
+    with pytest.raises(RuntimeError, match="Expected a value of type 'int' for argument 'n' but instead found type "
+                                           "'float'"):
+        T.ops.chainrule_tests_overloads.repeat(T.ones(1), 2.5)
+    lib.impl("scale.Tensor", lambda x, k: x * k, "CompositeExplicitAutograd")
+    lib.impl("scale.Scalar", lambda x, k: x * k * 10, "CompositeExplicitAutograd")
+    scale = T.ops.chainrule_tests_overloads.scale
+    assert scale(T.ones(2), T.ones(2) * 2).tolist() == [2.0, 2.0] and scale(T.ones(2), 3.0).tolist() == [30.0, 30.0]
+    assert sorted(scale.overloads()) == ["Scalar", "Tensor"]
+    assert str(scale.Tensor) == "chainrule_tests_overloads.scale.Tensor"
+    assert scale.Scalar.name() == "chainrule_tests_overloads::scale.Scalar"
+    with pytest.raises(AttributeError, match="has no overload name 'default'"):
+        getattr(scale, "default")  # noqa: B009
+    with pytest.raises(RuntimeError, match="failed to match any schema:\n.*\nPosition: 1\nValue: 's'\nDeclaration: "
+                                           r"chainrule_tests_overloads::scale.Tensor\(Tensor x, Tensor k\) -> Tensor"):
+        scale(T.ones(2), "s")
+
+
+def test_an_operator_that_writes_an_argument_takes_no_autograd_formula(T):
+    @T.library.custom_op("chainrule_tests::count_", mutates_args={"counter"})
+    def count_(x: T.Tensor, counter: T.Tensor) -> T.Tensor:
+        counter.add_(1)
+        return x * 2
+
+    with pytest.raises(RuntimeError, match=r"Cannot register autograd formula for non-functional operator "
+                                           r"<CustomOpDef\(chainrule_tests::count_\)> with schema chainrule_tests::"
+                                           r"count_\(Tensor x, Tensor\(a1!\) counter\) -> Tensor. Please create a "
+                                           "functional operator"):
+        count_.register_autograd(lambda ctx, grad: (grad * 2, None))
+    lib = T.library.Library("chainrule_tests_writes", "FRAGMENT")
+    lib.define("f(Tensor(a!) x, Tensor y) -> Tensor")
+    with pytest.raises(RuntimeError, match="non-functional operator chainrule_tests_writes.f.default with schema"):
+        T.library.register_autograd("chainrule_tests_writes::f", lambda ctx, grad: (None, grad))

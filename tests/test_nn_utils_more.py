@@ -271,6 +271,17 @@ def test_functional_call_ties_strict_and_new_attributes():
     assert not hasattr(model, "extra")
 
 
+def test_functional_call_strict_names_missing_keys_sorted():
+    """PyTorch sorts them: a set's order (hashed strings) would change from one process to the next."""
+    from nn.utils.stateless import _functional_call
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    with pytest.raises(RuntimeError, match=r"\tUnexpected key\(s\): 'a', 'b'.\n\tMissing key\(s\): '0.bias', "
+                                           r"'0.weight', '1.bias', '1.num_batches_tracked', '1.running_mean', "
+                                           r"'1.running_var', '1.weight'.$"):
+        _functional_call(model, {"b": autograd.ones(1), "a": autograd.ones(1)}, autograd.ones(3, 2), strict=True)
+
+
 @pytest.mark.torch
 def test_functional_call_matches_torch_on_tied_weights():
     results = []

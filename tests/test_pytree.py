@@ -100,3 +100,64 @@ def test_torch_func_takes_its_arguments_as_these_pytrees():
     params = {"w": autograd.tensor([1.0, 2.0]), "b": Point(autograd.tensor(3.0), autograd.tensor(0.5))}
     grads = grad(lambda p: (p["w"] ** 2).sum() * p["b"].x + p["b"].y)(params)
     assert isinstance(grads["b"], Point) and grads["w"].tolist() == [6.0, 12.0] and float(grads["b"].x) == 5.0
+
+
+Pair = namedtuple("Pair", "a b")
+
+
+def test_dumpable_contexts_are_written_as_pytorch_writes_them(P):
+    text = P.treespec_dumps(P.tree_structure(defaultdict(list, {"k": 1})))
+    assert text == ('[1, {"type": "collections.defaultdict", "context": {"default_factory_module": "builtins", '
+                    '"default_factory_name": "list", "dict_context": ["k"]}, "children_spec": [{"type": null, '
+                    '"context": null, "children_spec": []}]}]')  # (the context itself, not JSON text of it)
+    assert P.treespec_loads(text) == P.tree_structure(defaultdict(list, {"k": 1}))
+    with pytest.raises(NotImplementedError, match="Can't serialize TreeSpec of namedtuple class .*Pair.* because we "
+                                                  "didn't register a serializated_type_name"):
+        P.treespec_dumps(P.tree_structure(Pair(1, 2)))
+    P._register_namedtuple(Pair, serialized_type_name="chainrule_tests.Pair")
+    text = P.treespec_dumps(P.tree_structure([Pair(1, 2)]))
+    assert '"type": "collections.namedtuple", "context": "chainrule_tests.Pair"' in text
+    assert P.treespec_loads(text).unflatten([3, 4]) == [Pair(3, 4)]
+
+
+class Unnamed:
+    def __init__(self, a):
+        self.a = a
+
+
+def test_a_container_registered_without_a_name_is_not_dumpable(P):
+    if Unnamed not in P.SUPPORTED_NODES:
+        P.register_pytree_node(Unnamed, lambda u: ([u.a], None), lambda children, _: Unnamed(*children))
+    with pytest.raises(NotImplementedError, match="No registered serialization name for .*Unnamed.* found. "
+                                                  "Please update your _register_pytree_node call with a "
+                                                  "`serialized_type_name`"):
+        P.treespec_dumps(P.tree_structure(Unnamed(1)))
+
+
+def test_register_dataclass_keeps_none_fields_out_of_the_leaves(P):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Output:
+        logits: object
+        loss: object = None
+
+    P.register_dataclass(Output)
+    leaves, spec = P.tree_flatten(Output([1, 2]))
+    assert leaves == [1, 2] and spec.context == [["logits"], ["loss"]]
+    assert P.tree_unflatten([3, 4], spec) == Output([3, 4])
+    assert [P.keystr(k) for k, _ in P.tree_flatten_with_path(Output(1, 2))[0]] == [".logits", ".loss"]
+    with pytest.raises(ValueError, match="Missing fields in `field_names`: {'loss'}"):
+        P.register_dataclass(Output, field_names=["logits"])
+    assert P.tree_map(P.map_only(int)(lambda x: -x), [1, 2.5]) == [-1, 2.5]
+    assert P._broadcast_to_and_flatten({"a": 0, "b": None}, P.tree_structure({"a": [1, 2], "b": 3})) == [0, 0, None]
+
+
+def test_return_types_are_containers_of_their_own_type_keyed_by_position(P):
+    T = importlib.import_module(P.__name__.split(".")[0])
+    result = T.max(T.tensor([[1.0, 3.0], [2.0, 0.0]]), 0)
+    leaves, spec = P.tree_flatten(result)
+    assert spec.type is type(result) and spec.context is None and len(leaves) == 2
+    assert [P.keystr(k) for k, _ in P.tree_flatten_with_path(result)[0]] == ["[0]", "[1]"]
+    assert P.is_structseq(result) and not P.is_namedtuple(result)
+    assert type(P.tree_map(lambda t: t * 2, result)) is type(result)

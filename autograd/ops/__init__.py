@@ -51,6 +51,7 @@ from . import (  # noqa: F401  (each declares its names)
     regions,
     reshaping_in_place,
     rounding,
+    runtime_checks,
     sampling,
     shape,
     short_time_fourier,

@@ -11,7 +11,9 @@ A leaf is anything that is not a registered container, None included (PyTorch 2.
 """
 
 import dataclasses
+import functools
 import json
+import types
 from collections import OrderedDict, defaultdict, deque, namedtuple
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -94,6 +96,7 @@ class NodeDef(NamedTuple):
 SUPPORTED_NODES = {}
 SUPPORTED_SERIALIZED_TYPES = {}  # type -> (serialized name, to_dumpable_context, from_dumpable_context)
 SERIALIZED_TYPE_TO_PYTHON_TYPE = {}
+NO_SERIALIZED_TYPE_NAME_FOUND = "NO_SERIALIZED_TYPE_NAME_FOUND"  # (a type registered without a name: not dumpable)
 
 
 def register_pytree_node(cls, flatten_fn, unflatten_fn, *, serialized_type_name=None, to_dumpable_context=None,
@@ -105,9 +108,84 @@ def register_pytree_node(cls, flatten_fn, unflatten_fn, *, serialized_type_name=
     if (to_dumpable_context is None) != (from_dumpable_context is None):
         raise ValueError("Both to_dumpable_context and from_dumpable_context must be None or registered.")
     SUPPORTED_NODES[cls] = NodeDef(cls, flatten_fn, unflatten_fn, flatten_with_keys_fn)
-    name = serialized_type_name or f"{cls.__module__}.{cls.__qualname__}"
+    name = serialized_type_name or NO_SERIALIZED_TYPE_NAME_FOUND
     SUPPORTED_SERIALIZED_TYPES[cls] = (name, to_dumpable_context, from_dumpable_context)
     SERIALIZED_TYPE_TO_PYTHON_TYPE[name] = cls
+
+
+def register_dataclass(cls, *, field_names=None, drop_field_names=None, serialized_type_name=None):
+    """Make ``cls``, a dataclass (or a class built from keyword arguments ``field_names``), a container of its
+    fields: a field that is None is kept in the spec, not as a leaf, as PyTorch's."""
+    drop_field_names = drop_field_names or []
+    if not dataclasses.is_dataclass(cls):
+        if field_names is None:
+            raise ValueError(f"field_names must be specified with a list of all fields used to initialize {cls}, as "
+                             "it is not a dataclass.")
+    elif field_names is None:
+        field_names = [f.name for f in dataclasses.fields(cls) if f.init]
+    else:
+        init_fields = {f.name for f in dataclasses.fields(cls) if f.init} - set(drop_field_names)
+        if init_fields != set(field_names):
+            message = "field_names does not include all dataclass fields.\n"
+            if missing := init_fields - set(field_names):
+                message += (f"Missing fields in `field_names`: {missing}. If you want to include these fields in the "
+                            "pytree, please add them to `field_names`, otherwise please add them to "
+                            "`drop_field_names`.\n")
+            if unexpected := set(field_names) - init_fields:
+                message += (f"Unexpected fields in `field_names`: {unexpected}. Please remove these fields, or add "
+                            "them to `drop_field_names`.\n")
+            raise ValueError(message)
+
+    def flatten(obj):
+        present = [name for name in field_names if getattr(obj, name) is not None]
+        return [getattr(obj, name) for name in present], [present, [n for n in field_names if n not in present]]
+
+    def unflatten(values, context):
+        present, absent = context
+        return cls(**dict(zip(present, values, strict=True)), **dict.fromkeys(absent))
+
+    def flatten_with_keys(obj):
+        values, (present, _) = flatten(obj)
+        return [(GetAttrKey(name), v) for name, v in zip(present, values)], present
+
+    register_pytree_node(cls, flatten, unflatten, serialized_type_name=serialized_type_name,
+                         flatten_with_keys_fn=flatten_with_keys)
+
+
+def _register_namedtuple(cls, *, serialized_type_name):
+    """Give the named tuple class ``cls`` a name, so that ``treespec_dumps`` can write a spec holding it (a named
+    tuple is a container without this; its spec is only not dumpable)."""
+    SUPPORTED_SERIALIZED_TYPES[cls] = (serialized_type_name, None, None)
+    SERIALIZED_TYPE_TO_PYTHON_TYPE[serialized_type_name] = cls
+
+
+def _namedtuple_serialize(cls):
+    name = SUPPORTED_SERIALIZED_TYPES.get(cls, (NO_SERIALIZED_TYPE_NAME_FOUND,))[0]
+    if name == NO_SERIALIZED_TYPE_NAME_FOUND:
+        raise NotImplementedError(f"Can't serialize TreeSpec of namedtuple class {cls} because we didn't register a "
+                                  "serializated_type_name. Please register using `_register_namedtuple`.")
+    return name
+
+
+def _namedtuple_deserialize(name):
+    if name not in SERIALIZED_TYPE_TO_PYTHON_TYPE:
+        raise NotImplementedError(f"Can't deserialize TreeSpec of namedtuple class {name} because we couldn't find "
+                                  "a serializated name.")
+    return SERIALIZED_TYPE_TO_PYTHON_TYPE[name]
+
+
+def _defaultdict_serialize(context):
+    factory, keys = context
+    return {"default_factory_module": factory.__module__, "default_factory_name": factory.__qualname__,
+            "dict_context": keys}
+
+
+def _defaultdict_deserialize(context):
+    import builtins
+
+    if context["default_factory_module"] != "builtins":  # (loading names no module it would import)
+        raise NotImplementedError("a defaultdict spec whose factory is not a builtin cannot be loaded here")
+    return [getattr(builtins, context["default_factory_name"]), context["dict_context"]]
 
 
 def _sequence_keys(children):
@@ -124,7 +202,8 @@ register_pytree_node(dict, lambda d: (list(d.values()), list(d)), lambda childre
                      serialized_type_name="builtins.dict",
                      flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()], list(d)))
 register_pytree_node(namedtuple, lambda t: (list(t), type(t)), lambda children, cls: cls(*children),
-                     serialized_type_name="collections.namedtuple",
+                     serialized_type_name="collections.namedtuple", to_dumpable_context=_namedtuple_serialize,
+                     from_dumpable_context=_namedtuple_deserialize,
                      flatten_with_keys_fn=lambda t: ([(GetAttrKey(f), v) for f, v in zip(t._fields, t)], type(t)))
 register_pytree_node(OrderedDict, lambda d: (list(d.values()), list(d)),
                      lambda children, keys: OrderedDict(zip(keys, children)),
@@ -132,7 +211,8 @@ register_pytree_node(OrderedDict, lambda d: (list(d.values()), list(d)),
                      flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()], list(d)))
 register_pytree_node(defaultdict, lambda d: (list(d.values()), [d.default_factory, list(d)]),
                      lambda children, context: defaultdict(context[0], zip(context[1], children)),
-                     serialized_type_name="collections.defaultdict",
+                     serialized_type_name="collections.defaultdict", to_dumpable_context=_defaultdict_serialize,
+                     from_dumpable_context=_defaultdict_deserialize,
                      flatten_with_keys_fn=lambda d: ([(MappingKey(k), v) for k, v in d.items()],
                                                      [d.default_factory, list(d)]))
 register_pytree_node(deque, lambda d: (list(d), d.maxlen), lambda children, maxlen: deque(children, maxlen=maxlen),
@@ -145,7 +225,8 @@ _DICT_TYPES = frozenset((dict, OrderedDict, defaultdict))
 
 
 def is_namedtuple_class(cls):
-    return isinstance(cls, type) and issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
+    return (isinstance(cls, type) and issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
+            and not is_structseq_class(cls))
 
 
 def is_namedtuple_instance(obj):
@@ -158,22 +239,27 @@ def is_namedtuple(obj):
 
 
 def is_structseq_class(cls):
-    """PyTorch's C struct sequences (``torch.return_types``): chainrule's return types are named tuples."""
-    return False
+    """PyTorch's C struct sequences, ``torch.return_types``: chainrule's return types (named tuples underneath)
+    are taken for them, as containers of their own type whose keys are positions (``[0]``, not ``.values``)."""
+    return isinstance(cls, type) and cls.__module__ == "autograd.return_types" and issubclass(cls, tuple)
 
 
 def is_structseq_instance(obj):
-    return False
+    return is_structseq_class(type(obj))
 
 
 def is_structseq(obj):
-    return False
+    return is_structseq_class(obj if isinstance(obj, type) else type(obj))
 
 
 def _node_type(tree):
     kind = type(tree)
-    if kind not in SUPPORTED_NODES and is_namedtuple_class(kind):
-        return namedtuple
+    if kind not in SUPPORTED_NODES:
+        if is_namedtuple_class(kind):
+            return namedtuple
+        if is_structseq_class(kind):  # (PyTorch registers each return type: here on first sight)
+            register_pytree_node(kind, lambda t: (list(t), None), lambda children, _: kind(*children),
+                                 flatten_with_keys_fn=lambda t: (_sequence_keys(t), None))
     return kind
 
 
@@ -371,6 +457,63 @@ def _only(types, func):
     return wrapped
 
 
+def map_only(type_or_types_or_pred, /):
+    """A decorator: the function applied only to leaves of the given types (or passing the predicate), the rest
+    passed through."""
+    if isinstance(type_or_types_or_pred, (type, tuple, types.UnionType)):
+        def pred(x):
+            return isinstance(x, type_or_types_or_pred)
+    elif callable(type_or_types_or_pred):
+        pred = type_or_types_or_pred
+    else:
+        raise TypeError("Argument must be a type, a tuple of types, or a callable.")
+
+    def wrapper(func):
+        @functools.wraps(func)
+        def wrapped(x):
+            return func(x) if pred(x) else x
+
+        return wrapped
+
+    return wrapper
+
+
+def arg_tree_leaves(*args, **kwargs):
+    """The leaves of ``args`` then of ``kwargs``' values, as one list."""
+    return [leaf for tree in (*args, *kwargs.values()) for leaf in tree_iter(tree)]
+
+
+def treespec_leaf():
+    return LeafSpec()
+
+
+def treespec_tuple(iterable=(), /):
+    children = list(iterable)
+    if any(not isinstance(child, TreeSpec) for child in children):
+        raise ValueError(f"Expected a tuple of TreeSpec values, got: {children!r}.")
+    return TreeSpec(tuple, None, children)
+
+
+def treespec_dict(mapping=(), /, **kwargs):
+    children = dict(mapping, **kwargs)
+    if any(not isinstance(child, TreeSpec) for child in children.values()):
+        raise ValueError(f"Expected a dictionary of TreeSpec values, got: {children!r}.")
+    return TreeSpec(dict, list(children), list(children.values()))
+
+
+def _broadcast_to_and_flatten(tree, treespec, is_leaf=None):
+    """``tree``, a prefix of ``treespec``'s nesting, with each of its leaves repeated over the leaves it covers
+    (as vmap's in_dims are): None if it is no prefix."""
+    full = treespec.unflatten([0] * treespec.num_leaves)
+    result = []
+    try:
+        tree_map_(lambda x, subtree: result.extend([x] * tree_structure(subtree, is_leaf).num_leaves), tree, full,
+                  is_leaf=is_leaf)
+    except ValueError:
+        return None
+    return result
+
+
 def tree_map_only(type_or_types, func, tree, is_leaf=None):
     return tree_map(_only(type_or_types, func), tree, is_leaf=is_leaf)
 
@@ -405,38 +548,31 @@ _PROTOCOL = 1
 def _spec_to_json(spec):
     if spec.is_leaf():
         return {"type": None, "context": None, "children_spec": []}
-    if spec.type not in SUPPORTED_SERIALIZED_TYPES or spec.type is namedtuple:
+    if spec.type not in SUPPORTED_SERIALIZED_TYPES:
         raise NotImplementedError(f"Serializing {spec.type} in pytree is not registered.")
     name, to_dumpable, _ = SUPPORTED_SERIALIZED_TYPES[spec.type]
-    context = spec.context if to_dumpable is None else to_dumpable(spec.context)
-    if spec.type is defaultdict:
-        factory, keys = spec.context
-        context = {"default_factory_module": factory.__module__, "default_factory_name": factory.__qualname__,
-                   "dict_context": keys}
-    try:
-        text = json.dumps(context)
-    except TypeError as error:
-        raise TypeError("Unable to serialize context. Please make the context json dump-able, or register a "
-                        "custom serializer using torch.utils._pytree.register_pytree_node.") from error
-    return {"type": name, "context": text, "children_spec": [_spec_to_json(child) for child in spec.children_specs]}
+    if name == NO_SERIALIZED_TYPE_NAME_FOUND:
+        raise NotImplementedError(f"No registered serialization name for {spec.type} found. Please update your "
+                                  "_register_pytree_node call with a `serialized_type_name` kwarg.")
+    if to_dumpable is not None:  # (its dumpable context is written as it is, not as JSON text: PyTorch's format)
+        context = to_dumpable(spec.context)
+    else:
+        try:
+            context = json.dumps(spec.context)
+        except TypeError as error:
+            raise TypeError("Unable to serialize context. Please make the context json dump-able, or register a "
+                            "custom serializer using _register_pytree_node.") from error
+    return {"type": name, "context": context, "children_spec": [_spec_to_json(child) for child in spec.children_specs]}
 
 
 def _json_to_spec(data):
     if data["type"] is None and data["context"] is None and not data["children_spec"]:
         return LeafSpec()
     kind = SERIALIZED_TYPE_TO_PYTHON_TYPE.get(data["type"])
-    if kind is None or kind is namedtuple:
+    if kind is None:
         raise NotImplementedError(f"Deserializing {data['type']} in pytree is not registered.")
-    context = json.loads(data["context"])
-    if kind is defaultdict:
-        import builtins
-
-        if context["default_factory_module"] != "builtins":  # (loading names no module it would import)
-            raise NotImplementedError("a defaultdict spec whose factory is not a builtin cannot be loaded here")
-        context = [getattr(builtins, context["default_factory_name"]), context["dict_context"]]
     _, _, from_dumpable = SUPPORTED_SERIALIZED_TYPES[kind]
-    if from_dumpable is not None:
-        context = from_dumpable(context)
+    context = json.loads(data["context"]) if from_dumpable is None else from_dumpable(data["context"])
     return TreeSpec(kind, context, [_json_to_spec(child) for child in data["children_spec"]])
 
 

@@ -73,8 +73,8 @@ def _reparametrize_module(module, parameters_and_buffers, tie_weights=False, str
     if strict:
         own = {name for name, _ in [*module.named_parameters(remove_duplicate=False),
                                     *module.named_buffers(remove_duplicate=False)]}
-        unexpected = [name for name in tensors if name not in own]
-        missing = [name for name in own if name not in tensors]
+        unexpected = sorted(set(tensors) - own)  # (both sorted, as PyTorch's: a set's order changes per process)
+        missing = sorted(own - set(tensors))
         problems = ([f"Unexpected key(s): {', '.join(map(repr, unexpected))}."] if unexpected else []) + \
                    ([f"Missing key(s): {', '.join(map(repr, missing))}."] if missing else [])
         if problems:
