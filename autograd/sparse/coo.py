@@ -368,16 +368,24 @@ class SparseTensor:
     neg = __neg__
 
     def __add__(self, other, *, alpha=1):
-        """sparse + sparse (of one shape): the entries of both, one after the other (uncoalesced; merged when both
-        are coalesced), as PyTorch's; sparse + dense raises, as PyTorch's (dense + sparse is dense)."""
+        """sparse + sparse (of one shape), PyTorch's entries: both lists walked side by side as if sorted (see
+        ``_merge_walk``), so two coalesced tensors give their coalesced sum and uncoalesced ones the entries PyTorch's
+        has (an embedding's sparse gradients summed over lookups, or over backward calls, keep its nnz and order);
+        sparse + dense raises, as PyTorch's (dense + sparse is dense)."""
         if isinstance(other, SparseTensor):
             _refuse_other_shape(self, other, "add")
             other_values = other._values_tensor if alpha == 1 else other._values_tensor * alpha
-            if other is self:  # (x + x: the same entries, doubled)
-                return self._with_values(self._values_tensor + other_values)
-            indices = tensor_from(numpy.concatenate([self._indices_tensor._data, other._indices_tensor._data], 1))
-            total = SparseTensor(indices, _cat_values(self._values_tensor, other_values), self._size)
-            return total.coalesce() if self._coalesced and other._coalesced else total
+            if other._nnz() == 0:
+                return self._with_values(self._values_tensor.clone())
+            if self._nnz() == 0:
+                return other._with_values(other_values if alpha != 1 else other_values.clone())
+            if self._coalesced and other._coalesced:  # (the walk of two sorted lists: their sorted union)
+                indices = tensor_from(numpy.concatenate([self._indices_tensor._data, other._indices_tensor._data], 1))
+                return SparseTensor(indices, _cat_values(self._values_tensor, other_values), self._size).coalesce()
+            indices, own_slots, other_slots = _merge_walk(self, other)
+            values = self._values_tensor.new_zeros((indices.shape[1],) + tuple(self._values_tensor.shape[1:]))
+            values = values.index_add(0, own_slots, self._values_tensor).index_add(0, other_slots, other_values)
+            return SparseTensor(indices, values, self._size)
         raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
 
     add = __add__
@@ -442,6 +450,32 @@ class SparseTensor:
         from ..printing import sparse_repr
 
         return sparse_repr(self)
+
+
+def _merge_walk(a, b):
+    """PyTorch's sparse add (add_out_sparse_contiguous): walk a's and b's entries side by side, taking the smaller
+    position (row-major) first and one entry of each where they are equal (then summed). Sorted lists merge into
+    their union; unsorted ones give the entries PyTorch's does, equal neighbours met on the way merged. Returns
+    the positions walked and, for each entry of a and of b, the one it is added into."""
+    sparse_sizes = tuple(a._size[:a.sparse_dim()])
+    own = numpy.ravel_multi_index(tuple(a._indices_tensor._data), sparse_sizes).tolist()
+    other = numpy.ravel_multi_index(tuple(b._indices_tensor._data), sparse_sizes).tolist()
+    walked, own_slots, other_slots = [], [], []
+    i = j = 0
+    while i < len(own) or j < len(other):
+        take_own = j >= len(other) or (i < len(own) and own[i] <= other[j])
+        take_other = i >= len(own) or (j < len(other) and other[j] <= own[i])
+        walked.append(own[i] if take_own else other[j])
+        if take_own:
+            own_slots.append(len(walked) - 1)
+            i += 1
+        if take_other:
+            other_slots.append(len(walked) - 1)
+            j += 1
+    indices = numpy.stack(numpy.unravel_index(numpy.asarray(walked, dtype=numpy.int64), sparse_sizes))
+    return (tensor_from(indices.astype(numpy.int64).reshape(len(sparse_sizes), -1)),
+            tensor_from(numpy.asarray(own_slots, dtype=numpy.int64)),
+            tensor_from(numpy.asarray(other_slots, dtype=numpy.int64)))
 
 
 def _cat_values(a, b):
