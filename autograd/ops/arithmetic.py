@@ -21,11 +21,17 @@ from .selection import zero_gradient
 
 
 def _pair(input, other):
-    if not isinstance(input, Tensor):
+    """input and other as Tensors (numbers made the other's dtype); a sparse tensor (autograd.sparse) stays one: its
+    own operators give ``autograd.add(S, S)``, ``autograd.mul(S, 2)``, ... as PyTorch's."""
+    if not isinstance(input, Tensor) and not _is_sparse(input):
         input = _operand(input, other) if isinstance(other, Tensor) else tensor_from(input)
-    if not isinstance(other, Tensor):
+    if not isinstance(other, Tensor) and not _is_sparse(other) and not _is_sparse(input):
         other = _operand(other, input)
     return input, other
+
+
+def _is_sparse(x):
+    return getattr(x, "is_sparse", False) is True
 
 
 def _scaled(other, alpha, input):

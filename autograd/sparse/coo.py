@@ -243,6 +243,11 @@ class SparseTensor:
         return self if values is self._values_tensor else self._with_values(values)
 
     def type(self, dtype=None):
+        """With no dtype, PyTorch's type name ('torch.sparse.FloatTensor'); otherwise another dtype."""
+        if dtype is None:
+            from ..ops.conversion import type_name
+
+            return f"torch.sparse.{type_name(self.dtype)}Tensor"
         return self.to(dtype)
 
     def float(self):
@@ -293,6 +298,7 @@ class SparseTensor:
         values = self._values_tensor
         summed = values.new_zeros((indices.shape[1],) + tuple(values.shape[1:])).index_add(
             0, tensor_from(inverse), values)
+        summed = named_node(summed, None, "CoalesceBackward0")
         return SparseTensor(indices, summed, self._size, True)
 
     def select(self, dim, index):
@@ -343,12 +349,16 @@ class SparseTensor:
 
     def __mul__(self, other):
         """sparse × number (or 0-d tensor): the values scaled; × a dense tensor of its shape or another sparse
-        tensor: sparse, nonzero only where both are."""
+        tensor: sparse, nonzero only where both are (a dense one may broadcast to its shape: a row of column
+        scales)."""
         if isinstance(other, SparseTensor):
             _refuse_other_shape(self, other, "mul")
             return (self.to_dense() * other.to_dense()).to_sparse(self.sparse_dim())
         if isinstance(other, Tensor) and other.ndim > 0:
-            _refuse_other_shape(self, other, "mul")
+            if tuple(other.shape) != tuple(self._size):  # a dense factor that broadcasts to the sparse one's shape
+                if _broadcast(other.shape, self._size) != tuple(self._size):
+                    _refuse_other_shape(self, other, "mul")
+                other = other.expand(tuple(self._size))
             return self._with_values(self._values_tensor * other[self._positions()])
         return self._with_values(self._values_tensor * other)
 
@@ -410,6 +420,46 @@ class SparseTensor:
                                f"0), got {exponent!r}")
         coalesced = self.coalesce()
         return coalesced._with_values(coalesced._values_tensor ** exponent)
+
+    # -- in place: the same object holds the result (pygcn-style ``adj.mul_(scale)``) -------------------------
+
+    def _assign(self, result):
+        if self._values_tensor.is_leaf and self._values_tensor.requires_grad:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        self._indices_tensor, self._values_tensor = result._indices_tensor, result._values_tensor
+        self._coalesced = result._coalesced
+        return self
+
+    def add_(self, other, *, alpha=1):
+        return self._assign(self.__add__(other, alpha=alpha))
+
+    def sub_(self, other, *, alpha=1):
+        return self._assign(self.__add__(other, alpha=-alpha))
+
+    def mul_(self, other):
+        return self._assign(self.__mul__(other))
+
+    def div_(self, other):
+        return self._assign(self.__truediv__(other))
+
+    def neg_(self):
+        return self._assign(self.__neg__())
+
+    def mv(self, vec):
+        """sparse matrix @ vector (``torch.mv``)."""
+        if vec.ndim != 1:
+            raise RuntimeError(f"vector + matrix @ vector expected, got 2, 2, {vec.ndim}")
+        return self.mm(vec)
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """The norm of every entry (a dense 0-d tensor, PyTorch's norm_sparse: of the coalesced values, the
+        missing entries being 0)."""
+        if dim is not None and sorted(d % self.dim() for d in ((dim,) if isinstance(dim, int) else dim)) != \
+                list(range(self.dim())):
+            raise RuntimeError("norm_sparse currently only supports full reductions, so 'dim' must either be empty "
+                               "or contain all dimensions of the input")
+        values = self.coalesce()._values_tensor
+        return values.norm(2 if p == "fro" else p, dtype=dtype)
 
     # -- functions with f(0) = 0, applied to the values (PyTorch's sparse kernels; repeated positions summed first,
     # as f(a) + f(b) is not f(a + b)) ------------------------------------------------------------------------------
@@ -476,6 +526,14 @@ def _merge_walk(a, b):
     return (tensor_from(indices.astype(numpy.int64).reshape(len(sparse_sizes), -1)),
             tensor_from(numpy.asarray(own_slots, dtype=numpy.int64)),
             tensor_from(numpy.asarray(other_slots, dtype=numpy.int64)))
+
+
+def _broadcast(*shapes):
+    """The shape ``shapes`` broadcast to, or None where they do not."""
+    try:
+        return numpy.broadcast_shapes(*(tuple(shape) for shape in shapes))
+    except ValueError:
+        return None
 
 
 def _cat_values(a, b):

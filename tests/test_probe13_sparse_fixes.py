@@ -1,0 +1,97 @@
+"""Fixes found by the sparse-tensor programs (tests/test_programs_probe13_sparse.py), each checked against values
+computed by hand, on chainrule and (where installed) PyTorch: sparse + sparse walks both entry lists as PyTorch's
+does (the nnz and order of summed sparse gradients), SparseAdam's step loads as an int, a sparse tensor times a
+dense one that broadcasts, the in-place arithmetic, ``autograd.add``/``mul`` of sparse tensors, ``type()``,
+``norm()`` and ``mv``."""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled")
+
+
+def sparse(T, indices, values, size=(3, 3)):
+    return T.sparse_coo_tensor(T.tensor(indices), T.tensor(values), size)
+
+
+def test_adding_uncoalesced_tensors_walks_both_entry_lists_as_if_sorted(T):
+    """Entries taken smaller position first, equal positions met side by side summed into one: PyTorch's
+    add_out_sparse_contiguous (9 entries here, not the 12 of both lists nor the 5 positions)."""
+    a = sparse(T, [[0, 1, 1, 2, 0, 2], [1, 0, 2, 1, 1, 2]], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    total = a + a.t()
+    assert not total.is_coalesced()
+    assert total._indices().tolist() == [[0, 1, 0, 1, 2, 0, 1, 1, 2], [1, 0, 1, 2, 1, 1, 2, 0, 2]]
+    assert total._values().tolist() == [1.0, 3.0, 2.0, 3.0, 7.0, 5.0, 4.0, 5.0, 12.0]
+    np.testing.assert_array_equal(total.to_dense().numpy(), a.to_dense().numpy() + a.to_dense().numpy().T)
+    assert (a + a)._nnz() == 6  # the same list twice: every entry met by its twin
+    empty = sparse(T, [[], []], [])
+    assert (empty + a)._indices().tolist() == a._indices().tolist() and not (empty + a).is_coalesced()
+
+
+def test_an_embeddings_gradients_summed_over_passes_have_pytorchs_entries(T):
+    if T.__name__ == "torch":
+        import torch.nn as nn
+    else:
+        import nn
+    embedding = nn.Embedding(6, 1, sparse=True)
+    # (squared: a gradient of its own; PyTorch concatenates instead where the values are .sum()'s expanded ones)
+    (embedding(T.tensor([4, 1, 4])) ** 2).sum().backward()
+    (embedding(T.tensor([1, 3])) ** 2).sum().backward()  # stored + new, walked: (4 vs 1) 1, (4 vs 3) 3, 4, 1, 4
+    grad = embedding.weight.grad
+    assert grad._indices().tolist() == [[1, 3, 4, 1, 4]] and grad._nnz() == 5
+
+
+def test_sparse_adam_resumed_from_its_state_dict_steps_as_if_never_stopped(T):
+    if T.__name__ == "torch":
+        import torch.nn as nn
+        import torch.optim as optim
+    else:
+        import nn
+        import optim
+
+    def run(resume):
+        T.manual_seed(0)
+        embedding = nn.Embedding(5, 3, sparse=True)
+        optimizer = optim.SparseAdam(embedding.parameters(), lr=0.1)
+        for step, batch in enumerate(([0, 2], [2, 3], [0, 3, 3])):
+            if resume and step == 2:
+                state = optimizer.state_dict()
+                optimizer = optim.SparseAdam(embedding.parameters(), lr=0.1)
+                optimizer.load_state_dict(state)
+            optimizer.zero_grad()
+            (embedding(T.tensor(batch)) ** 3).sum().backward()
+            optimizer.step()
+        return embedding.weight.detach().numpy(), optimizer.state[embedding.weight]["step"]
+
+    (kept, kept_step), (resumed, resumed_step) = run(False), run(True)
+    np.testing.assert_array_equal(resumed, kept)
+    assert type(resumed_step) is int and resumed_step == kept_step == 3
+
+
+def test_a_sparse_tensor_times_a_dense_one_that_broadcasts(T):
+    a = sparse(T, [[0, 1, 2], [2, 0, 1]], [1.0, 2.0, 3.0])
+    row = T.tensor([10.0, 20.0, 30.0])
+    np.testing.assert_array_equal((a * row).to_dense().numpy(), a.to_dense().numpy() * [10, 20, 30])
+    column = row.reshape(3, 1)
+    assert (a * column).is_sparse and (a * column)._values().tolist() == [10.0, 40.0, 90.0]
+    with pytest.raises(RuntimeError):
+        a * T.ones(2)
+
+
+def test_in_place_arithmetic_and_the_functions_of_sparse_tensors(T):
+    a = sparse(T, [[0, 1, 1], [2, 0, 0]], [1.0, 2.0, 3.0])
+    same = a.mul_(2)
+    assert same is a and a._values().tolist() == [2.0, 4.0, 6.0]
+    a.div_(4).add_(sparse(T, [[2], [2]], [5.0]))
+    np.testing.assert_array_equal(a.to_dense().numpy(), [[0, 0, 0.5], [2.5, 0, 0], [0, 0, 5]])
+    leaf = T.sparse_coo_tensor(T.tensor([[0], [0]]), T.tensor([1.0]), (3, 3), requires_grad=True)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        leaf.mul_(2)
+    b = sparse(T, [[0, 1], [1, 1]], [3.0, 4.0])
+    np.testing.assert_array_equal(T.mul(b, 2).to_dense().numpy(), 2 * b.to_dense().numpy())
+    np.testing.assert_array_equal(T.add(b, b, alpha=2).to_dense().numpy(), 3 * b.to_dense().numpy())
+    assert b.type() == "torch.sparse.FloatTensor" and b.double().type() == "torch.sparse.DoubleTensor"
+    assert b.norm().item() == 5.0 and b.norm(1).item() == 7.0
+    with pytest.raises(RuntimeError, match="only supports full reductions"):
+        b.norm(dim=1)
+    assert b.mv(T.tensor([1.0, 2.0, 3.0])).tolist() == [6.0, 8.0, 0.0]
