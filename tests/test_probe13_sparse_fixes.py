@@ -95,3 +95,17 @@ def test_in_place_arithmetic_and_the_functions_of_sparse_tensors(T):
     with pytest.raises(RuntimeError, match="only supports full reductions"):
         b.norm(dim=1)
     assert b.mv(T.tensor([1.0, 2.0, 3.0])).tolist() == [6.0, 8.0, 0.0]
+
+
+def test_index_select_along_a_sparse_dim_keeps_the_order_asked_for(T):
+    """A minibatch of rows: for each index asked (repeats too) the entries there, in their own order."""
+    a = sparse(T, [[2, 0, 1, 2, 0], [0, 1, 2, 2, 0]], [1.0, 2.0, 3.0, 4.0, 5.0])
+    rows = a.index_select(0, T.tensor([2, 0, 2]))
+    assert rows._indices().tolist() == [[0, 0, 1, 1, 2, 2], [0, 2, 1, 0, 0, 2]]
+    assert rows._values().tolist() == [1.0, 4.0, 2.0, 5.0, 1.0, 4.0] and not rows.is_coalesced()
+    np.testing.assert_array_equal(rows.to_dense().numpy(), a.to_dense().numpy()[[2, 0, 2]])
+    columns = a.index_select(1, T.tensor([-1]))
+    assert list(columns.shape) == [3, 1] and columns._values().tolist() == [3.0, 4.0]
+    assert a.index_select(0, T.tensor([], dtype=T.long)).is_coalesced()
+    with pytest.raises(IndexError, match="index contains 3 that is out of range"):
+        a.index_select(0, T.tensor([3]))

@@ -604,3 +604,35 @@ def test_sparse_adam_resumed_from_its_state_dict_gives_the_same_weights():
     resumed, _ = run_both(fasttext, 3)
     np.testing.assert_array_equal(resumed[1], straight[1])
     assert resumed[4] == straight[4] == len(BATCHES)
+
+
+# ----------------------------------------------------------------------------------------------
+# minibatches of rows: adj.index_select(0, batch) @ features (the full graph's neighbours of a batch)
+# ----------------------------------------------------------------------------------------------
+
+
+def minibatch_gcn(m, steps=6):
+    torch, nn, F = m.torch, m.nn, m.F
+    adj = normalized_adjacency(m).coalesce()
+    linear = nn.Linear(FEATURES, CLASSES)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor(W2.T[:, :FEATURES]))
+        linear.bias.zero_()
+    optimizer = m.optim.SGD(linear.parameters(), lr=0.1)
+    batches = np.random.default_rng(7).integers(0, N, (steps, 5))
+    features = torch.tensor(X0)
+    for batch in batches:
+        batch = torch.tensor(batch)
+        rows = adj.index_select(0, batch)
+        loss = F.cross_entropy(linear(torch.sparse.mm(rows, features)), torch.tensor(LABELS)[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return loss, linear.weight, rows._indices(), rows._values()
+
+
+def test_minibatches_of_rows_by_index_select():
+    (loss, _, indices, values), _ = run_both(minibatch_gcn, rtol=1e-5, atol=1e-6)
+    last = np.random.default_rng(7).integers(0, N, (6, 5))[-1]
+    rows = numpy_normalized()[last]
+    assert len(values) == np.count_nonzero(rows)

@@ -319,6 +319,36 @@ class SparseTensor:
             return values.sum(0)
         return SparseTensor(self._indices_tensor[kept].index_select(1, chosen), values, size, self._coalesced)
 
+    def index_select(self, dim, index):
+        """The slices at ``index`` along sparse dim ``dim``, in the order given (repeats repeated), as PyTorch's: for
+        each position of ``index`` the entries there, in their own order (uncoalesced). A minibatch of a graph's
+        rows: ``adj.index_select(0, batch)``."""
+        dim = dim % self.dim()
+        if dim >= self.sparse_dim():
+            raise NotImplementedError("index_select: selecting along a dense dim of a sparse tensor is not built here")
+        index = _index_tensor(index)
+        if index.ndim > 1:
+            raise IndexError("index_select() argument index must be 1-D strided (non-sparse) long-tensor.")
+        wanted = index._data.reshape(-1)
+        if wanted.size and (wanted.max() >= self._size[dim] or wanted.min() < -self._size[dim]):
+            bad = int(wanted.max() if wanted.max() >= self._size[dim] else wanted.min())
+            raise IndexError(f"index_select(): index contains {bad} that is out of range for tensor of size "
+                             f"{list(self._size)} at dimension {dim}")
+        wanted = wanted % self._size[dim] if wanted.size else wanted
+        along = self._indices_tensor._data[dim]
+        grouped = numpy.argsort(along, kind="stable")  # the entries at each position, in their own order
+        starts = numpy.searchsorted(along[grouped], wanted, side="left")
+        counts = numpy.searchsorted(along[grouped], wanted, side="right") - starts
+        slot = numpy.repeat(numpy.arange(len(wanted)), counts)
+        first = numpy.repeat(numpy.cumsum(counts) - counts, counts)
+        taken = grouped[numpy.repeat(starts, counts) + numpy.arange(len(slot)) - first].astype(numpy.int64)
+        indices = self._indices_tensor._data[:, taken].copy()
+        indices[dim] = slot
+        size = list(self._size)
+        size[dim] = len(wanted)
+        return SparseTensor(tensor_from(indices), self._values_tensor.index_select(0, tensor_from(taken)), size,
+                            coalesced=not len(taken))
+
     def __getitem__(self, index):
         if isinstance(index, int):
             return self.select(0, index)
