@@ -109,3 +109,17 @@ def test_index_select_along_a_sparse_dim_keeps_the_order_asked_for(T):
     assert a.index_select(0, T.tensor([], dtype=T.long)).is_coalesced()
     with pytest.raises(IndexError, match="index contains 3 that is out of range"):
         a.index_select(0, T.tensor([3]))
+
+
+def test_sparse_mask_reads_a_dense_tensor_at_a_sparse_ones_positions(T):
+    x = T.tensor(np.arange(9.0).reshape(3, 3), requires_grad=True)
+    mask = sparse(T, [[2, 0, 1, 2, 0], [0, 1, 2, 2, 0]], [1.0, 2.0, 3.0, 4.0, 5.0])
+    masked = x.sparse_mask(mask)  # (uncoalesced: one value per entry of the mask, in its order)
+    assert masked._indices().tolist() == mask._indices().tolist() and masked._values().tolist() == [6, 1, 5, 8, 0]
+    coalesced = x.sparse_mask(mask.coalesce())
+    assert coalesced.is_coalesced() and coalesced.values().tolist() == [0.0, 1.0, 5.0, 6.0, 8.0]
+    T.sparse.sum(coalesced * 2).backward()
+    assert x.grad.tolist() == [[2, 2, 0], [0, 0, 2], [2, 0, 2]]
+    assert coalesced.grad_fn.name() == "SparseMaskBackward0"
+    with pytest.raises(RuntimeError, match="operands have incompatible sizes"):
+        T.ones(2, 2).sparse_mask(mask)
