@@ -650,7 +650,7 @@ DENSE_GRADIENT = ("PyTorch's torch.mm/@/matmul/spmm/addmm (not torch.sparse.mm/a
 
 def learned_adjacency(m):
     torch = m.torch
-    weights = torch.nn.Parameter(torch.tensor(numpy_normalized().astype(np.float32)))  # learnt edge weights
+    weights = m.nn.Parameter(torch.tensor(numpy_normalized().astype(np.float32)))  # learnt edge weights
     out = weights.to_sparse() @ torch.tensor(X0)  # made sparse for the product
     (out ** 2).sum().backward()
     return out, weights.grad
