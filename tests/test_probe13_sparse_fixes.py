@@ -123,3 +123,22 @@ def test_sparse_mask_reads_a_dense_tensor_at_a_sparse_ones_positions(T):
     assert coalesced.grad_fn.name() == "SparseMaskBackward0"
     with pytest.raises(RuntimeError, match="operands have incompatible sizes"):
         T.ones(2, 2).sparse_mask(mask)
+
+
+def test_an_optimizers_text_has_a_blank_line_between_groups_and_a_sparse_grad_has_data(T):
+    if T.__name__ == "torch":
+        import torch.nn as nn
+        import torch.optim as optim
+    else:
+        import nn
+        import optim
+    first, second = nn.Embedding(3, 2, sparse=True), nn.Embedding(3, 2, sparse=True)
+    optimizer = optim.SparseAdam([{"params": first.parameters(), "lr": 0.1}, {"params": [second.weight]}], lr=0.01)
+    assert repr(optimizer) == ("SparseAdam (\nParameter Group 0\n    betas: (0.9, 0.999)\n    eps: 1e-08\n    lr: 0.1\n"
+                               "    maximize: False\n\nParameter Group 1\n    betas: (0.9, 0.999)\n    eps: 1e-08\n"
+                               "    lr: 0.01\n    maximize: False\n)")
+    (first(T.tensor([1, 1])) ** 2).sum().backward()
+    before = first.weight.detach().clone()
+    for p in first.parameters():  # an old program's manual step
+        p.data.add_(p.grad.data, alpha=-0.5)
+    np.testing.assert_allclose(first.weight.detach().numpy(), before.numpy() * [[1], [-1], [1]], rtol=1e-6)

@@ -224,6 +224,11 @@ class SparseTensor:
         self._coalesced = True
         return self
 
+    @property
+    def data(self):
+        """The same tensor outside the graph (old programs' ``p.data.add_(-lr, p.grad.data)``)."""
+        return self.detach()
+
     def detach(self):
         return SparseTensor(self._indices_tensor, self._values_tensor.detach(), self._size, self._coalesced)
 
