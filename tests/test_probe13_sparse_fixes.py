@@ -142,3 +142,19 @@ def test_an_optimizers_text_has_a_blank_line_between_groups_and_a_sparse_grad_ha
     for p in first.parameters():  # an old program's manual step
         p.data.add_(p.grad.data, alpha=-0.5)
     np.testing.assert_allclose(first.weight.detach().numpy(), before.numpy() * [[1], [-1], [1]], rtol=1e-6)
+
+
+def test_softmax_of_a_hybrid_tensor_normalises_each_column_of_its_values(T):
+    """Values (nnz, heads): a softmax along a sparse dim normalises each head over the entries of a row; along the
+    dense dim, each entry's heads."""
+    indices = T.tensor([[0, 0, 1, 2, 2], [0, 2, 1, 0, 2]])
+    values = np.arange(10.0).reshape(5, 2)
+    scores = T.sparse_coo_tensor(indices, T.tensor(values), (3, 3, 2))
+    rows = T.sparse.softmax(scores, 1)._values().numpy()
+    expected = np.empty_like(values)
+    for members in ([0, 1], [2], [3, 4]):
+        e = np.exp(values[members])
+        expected[members] = e / e.sum(0)
+    np.testing.assert_allclose(rows, expected, rtol=1e-12)
+    heads = T.sparse.log_softmax(scores, -1)._values().numpy()
+    np.testing.assert_allclose(heads, values - np.log(np.exp(values).sum(1, keepdims=True)), rtol=1e-12)

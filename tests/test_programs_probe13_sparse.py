@@ -20,7 +20,7 @@ Without PyTorch (CI) each program still checks itself against NumPy."""
 import numpy as np
 import pytest
 
-from .pytorch_programs import run_both
+from .pytorch_programs import OURS, run_both
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled"),
               pytest.mark.filterwarnings("ignore:torch.sparse.SparseTensor.*is deprecated:UserWarning"),
@@ -681,3 +681,36 @@ def test_a_saved_sparse_adjacency_loads_back(tmp_path):
     (dense, coalesced, product), _ = run_both(saved_adjacency, str(tmp_path / "graph.pt"))
     np.testing.assert_allclose(dense, numpy_normalized(), rtol=1e-6)
     assert coalesced
+
+
+# ----------------------------------------------------------------------------------------------
+# multi-head attention as one hybrid sparse tensor: edge scores (E, heads), a sparse softmax per head
+# ----------------------------------------------------------------------------------------------
+
+
+def multihead_sparse_gat(m, heads=3, out_features=4, steps=4):
+    torch, nn, F = m.torch, m.nn, m.F
+    edge_index = normalized_adjacency(m).coalesce().indices()
+    rng = np.random.default_rng(11)
+    W = nn.Parameter(torch.tensor((rng.standard_normal((FEATURES, heads * out_features)) * 0.4).astype(np.float32)))
+    a_src = nn.Parameter(torch.tensor((rng.standard_normal((heads, out_features)) * 0.4).astype(np.float32)))
+    a_dst = nn.Parameter(torch.tensor((rng.standard_normal((heads, out_features)) * 0.4).astype(np.float32)))
+    optimizer = m.optim.Adam([W, a_src, a_dst], lr=0.05)
+    for _ in range(steps):
+        h = (torch.tensor(X0) @ W).view(N, heads, out_features)
+        src, dst = edge_index
+        e = F.leaky_relu((h[src] * a_src).sum(-1) + (h[dst] * a_dst).sum(-1), 0.2)  # (E, heads)
+        attention = torch.sparse.softmax(torch.sparse_coo_tensor(edge_index, e, (N, N, heads)), dim=1)
+        alpha = attention.coalesce().values()  # (E, heads)
+        out = torch.zeros(N, heads, out_features).index_add(0, src, alpha.unsqueeze(-1) * h[dst])
+        loss = F.cross_entropy(out.mean(1)[:, :CLASSES], torch.tensor(LABELS))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return loss, alpha, W, a_src.grad
+
+
+def test_multihead_attention_as_a_hybrid_sparse_softmax():
+    (loss, alpha, *_), _ = run_both(multihead_sparse_gat, rtol=1e-4, atol=1e-5)
+    rows = normalized_adjacency(OURS).coalesce().indices()[0].numpy()
+    np.testing.assert_allclose(np.add.reduceat(alpha, np.flatnonzero(np.diff(rows, prepend=-1))), 1.0, rtol=1e-5)

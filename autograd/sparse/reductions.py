@@ -25,42 +25,56 @@ def sum(input, dim=None, dtype=None):  # noqa: A001  (torch.sparse.sum's name)
     return SparseTensor(input._indices_tensor[kept], values, size).coalesce()
 
 
-def _grouped(input, dim, op):
-    """``input`` coalesced, the group of each entry (entries that differ only in ``dim``), and the number of
-    groups: what softmax along ``dim`` normalises over."""
-    if input.dense_dim():
-        raise RuntimeError(f"{op}: a sparse tensor with dense dims is not built here (size {list(input.shape)})")
+def _grouped(input, dim):
+    """``input`` coalesced, the group of each entry (entries that differ only in sparse dim ``dim``), and the
+    number of groups: what softmax along ``dim`` normalises over."""
     input = input.coalesce()
-    dim = dim % input.dim()
     positions = numpy.delete(input._indices_tensor._data, dim, axis=0)
-    sizes = tuple(s for d, s in enumerate(input.shape) if d != dim)
+    sizes = tuple(s for d, s in enumerate(input.shape[:input.sparse_dim()]) if d != dim)
     linear = numpy.ravel_multi_index(tuple(positions), sizes) if sizes else numpy.zeros(input._nnz(), numpy.int64)
     unique, group = numpy.unique(linear, return_inverse=True)
     return input, tensor_from(group.reshape(-1).astype(numpy.int64)), len(unique)
 
 
-def _shifted_and_totals(input, dim, op, dtype):
-    """Per entry, value minus its group's largest, and each group's Σ exp (softmax's denominator)."""
-    input, group, groups = _grouped(input, dim, op)
+def _shifted_and_totals(input, dim, dtype):
+    """Per entry, value minus its group's largest, and each group's Σ exp (softmax's denominator); each column of
+    a hybrid tensor's values (its dense dims) on its own."""
+    input, group, groups = _grouped(input, dim)
     values = input._values_tensor if dtype is None else input._values_tensor.to(dtype)
-    largest = values.detach().new_zeros(groups).scatter_reduce(0, group, values.detach(), "amax",
-                                                                include_self=False)
+    dense_sizes = tuple(values.shape[1:])
+    spread = group.reshape((-1,) + (1,) * len(dense_sizes)).expand(tuple(values.shape))
+    largest = values.detach().new_zeros((groups,) + dense_sizes).scatter_reduce(0, spread, values.detach(), "amax",
+                                                                               include_self=False)
     shifted = values - largest[group]
-    totals = values.new_zeros(groups).index_add(0, group, shifted.exp())
-    return input, group, shifted, totals
+    totals = values.new_zeros((groups,) + dense_sizes).index_add(0, group, shifted.exp())
+    return input, shifted, totals[group]
+
+
+def _along_dense_dim(input, dim, dtype, function):
+    """softmax / log_softmax along a dense dim: of each entry's values on their own."""
+    input = input.coalesce()
+    values = input._values_tensor if dtype is None else input._values_tensor.to(dtype)
+    return input._with_values(function(values, dim - input.sparse_dim() + 1), True)
 
 
 def softmax(input, dim, dtype=None):
     """Softmax along ``dim`` over the entries present (the missing ones count as -inf: they stay absent),
-    ``torch.sparse.softmax``: values[e] = exp(v_e) / Σ_{e' in e's group} exp(v_e')."""
-    input, group, shifted, totals = _shifted_and_totals(input, dim, "softmax", dtype)
-    return input._with_values(shifted.exp() / totals[group], True)
+    ``torch.sparse.softmax``: values[e] = exp(v_e) / Σ_{e' in e's group} exp(v_e'). Along a dense dim of a hybrid
+    tensor: each entry's values on their own."""
+    dim = dim % input.dim()
+    if dim >= input.sparse_dim():
+        return _along_dense_dim(input, dim, dtype, lambda values, d: values.softmax(d))
+    input, shifted, totals = _shifted_and_totals(input, dim, dtype)
+    return input._with_values(shifted.exp() / totals, True)
 
 
 def log_softmax(input, dim, dtype=None):
     """log of ``softmax``: v_e - max - log Σ exp(v - max) over e's group (``torch.sparse.log_softmax``)."""
-    input, group, shifted, totals = _shifted_and_totals(input, dim, "log_softmax", dtype)
-    return input._with_values(shifted - totals.log()[group], True)
+    dim = dim % input.dim()
+    if dim >= input.sparse_dim():
+        return _along_dense_dim(input, dim, dtype, lambda values, d: values.log_softmax(d))
+    input, shifted, totals = _shifted_and_totals(input, dim, dtype)
+    return input._with_values(shifted - totals.log(), True)
 
 
 def _sum_method(self, dim=None, keepdim=False, dtype=None):
