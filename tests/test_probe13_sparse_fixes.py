@@ -158,3 +158,18 @@ def test_softmax_of_a_hybrid_tensor_normalises_each_column_of_its_values(T):
     np.testing.assert_allclose(rows, expected, rtol=1e-12)
     heads = T.sparse.log_softmax(scores, -1)._values().numpy()
     np.testing.assert_allclose(heads, values - np.log(np.exp(values).sum(1, keepdims=True)), rtol=1e-12)
+
+
+def test_bmm_of_a_batch_of_sparse_matrices(T):
+    indices = T.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 1], [1, 0, 1, 1, 1]])
+    values = T.tensor([1.0, 2.0, 3.0, 4.0, 5.0], requires_grad=True)
+    batch = T.sparse_coo_tensor(indices, values, (2, 2, 2))
+    dense = T.arange(12.0).reshape(2, 2, 3).requires_grad_()
+    out = T.bmm(batch, dense)
+    expected = np.zeros((2, 2, 2))
+    np.add.at(expected, tuple(indices.numpy()), [1.0, 2.0, 3.0, 4.0, 5.0])
+    np.testing.assert_allclose(out.detach().numpy(), expected @ np.arange(12.0).reshape(2, 2, 3))
+    out.sum().backward()
+    np.testing.assert_allclose(dense.grad.numpy(), expected.transpose(0, 2, 1) @ np.ones((2, 2, 3)))
+    b, i, k = indices.numpy()
+    np.testing.assert_allclose(values.grad.numpy(), np.arange(12.0).reshape(2, 2, 3)[b, k].sum(-1))
