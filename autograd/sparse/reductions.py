@@ -4,7 +4,7 @@ present, the missing ones counting as 0 in a sum and as -inf in a softmax (so th
 import numpy
 
 from ..backend import ufunc_at, xp
-from ..primitive import Primitive
+from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from .coo import SparseTensor
 
@@ -51,10 +51,6 @@ class SparseSoftmax(Primitive):
     saves_inputs = False
     saves_arguments = True  # the groups: freed after backward
 
-    @property
-    def pytorch_name(self):
-        return "SparseLogSoftmaxBackward0" if self.log else "SparseSoftmaxBackward0"
-
     def forward(self, values):
         sizes = (self.groups,) + values.shape[1:]
         largest = xp.full(sizes, -xp.inf, dtype=values.dtype)
@@ -83,7 +79,10 @@ def _sparse_softmax(input, dim, dtype, log):
         return input._with_values(values.log_softmax(dim) if log else values.softmax(dim), True)
     input, group, groups = _grouped(input, dim)
     values = input._values_tensor if dtype is None else input._values_tensor.to(dtype)
-    return input._with_values(SparseSoftmax.apply(values, group=group, groups=groups, log=log), True)
+    result = SparseSoftmax.apply(values, group=group, groups=groups, log=log)
+    if log:
+        result = named_node(result, SparseSoftmax, "SparseLogSoftmaxBackward0")
+    return input._with_values(result, True)
 
 
 def softmax(input, dim, dtype=None):
