@@ -225,6 +225,12 @@ class SparseTensor:
         return self
 
     @property
+    def _version_cell(self):
+        """Its values' version counter: an in-place change of the values is one of the tensor (what a custom
+        Function that saved it checks, pyGAT's SpecialSpmmFunction)."""
+        return self._values_tensor._version_cell
+
+    @property
     def data(self):
         """The same tensor outside the graph (old programs' ``p.data.add_(-lr, p.grad.data)``)."""
         return self.detach()
