@@ -830,3 +830,63 @@ def pygat(m, steps=3):
 def test_pygat_saves_a_sparse_tensor_in_a_custom_function():
     (loss, *_), _ = run_both(pygat, rtol=1e-4, atol=1e-5)
     assert np.isfinite(loss)
+
+
+# ----------------------------------------------------------------------------------------------
+# NGCF's and LightGCN's edge dropout of the sparse graph (their repositories' helpers, torch.rand masks)
+# ----------------------------------------------------------------------------------------------
+
+_coo = np.random.default_rng(4)
+COO_ROW, COO_COL = _coo.integers(0, 10, 30), _coo.integers(0, 10, 30)
+COO_DATA = _coo.random(30).astype(np.float32)
+EGO0 = _coo.standard_normal((10, 4)).astype(np.float32)
+
+
+def edge_dropout(m):
+    torch = m.torch
+    torch.manual_seed(0)
+
+    def _convert_sp_mat_to_sp_tensor():  # (from scipy's coo_matrix in the original)
+        row = torch.Tensor(COO_ROW).long()
+        col = torch.Tensor(COO_COL).long()
+        index = torch.stack([row, col])
+        data = torch.FloatTensor(COO_DATA)
+        return torch.sparse.FloatTensor(index, data, torch.Size((10, 10)))
+
+    def sparse_dropout(x, rate, noise_shape):  # NGCF
+        random_tensor = 1 - rate
+        random_tensor += torch.rand(noise_shape)
+        dropout_mask = torch.floor(random_tensor).type(torch.bool)
+        i = x._indices()
+        v = x._values()
+        i = i[:, dropout_mask]
+        v = v[dropout_mask]
+        out = torch.sparse.FloatTensor(i, v, x.shape).to(x.device)
+        return out * (1. / (1 - rate))
+
+    def __dropout_x(x, keep_prob):  # LightGCN
+        size = x.size()
+        index = x.indices().t()
+        values = x.values()
+        random_index = torch.rand(len(values)) + keep_prob
+        random_index = random_index.int().bool()
+        index = index[random_index]
+        values = values[random_index] / keep_prob
+        return torch.sparse.FloatTensor(index.t(), values, size)
+
+    graph = _convert_sp_mat_to_sp_tensor().coalesce()
+    ngcf_graph = sparse_dropout(graph, 0.3, graph._nnz())
+    lightgcn_graph = __dropout_x(graph, 0.6)
+    ego = torch.tensor(EGO0, requires_grad=True)
+    side = torch.sparse.mm(ngcf_graph, ego) + torch.sparse.mm(lightgcn_graph, ego)
+    side.pow(2).sum().backward()
+    return ngcf_graph.to_dense(), lightgcn_graph.to_dense(), side, ego.grad, lightgcn_graph._nnz()
+
+
+def test_edge_dropout_of_ngcf_and_lightgcn():
+    (ngcf_graph, lightgcn_graph, side, grad, nnz), _ = run_both(edge_dropout)
+    graph = np.zeros((10, 10), dtype=np.float32)
+    np.add.at(graph, (COO_ROW, COO_COL), COO_DATA)
+    kept = ngcf_graph != 0
+    np.testing.assert_allclose(ngcf_graph[kept], graph[kept] / 0.7, rtol=1e-6)
+    np.testing.assert_allclose(side, ngcf_graph @ EGO0 + lightgcn_graph @ EGO0, rtol=1e-5, atol=1e-5)
