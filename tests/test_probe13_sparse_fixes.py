@@ -173,3 +173,14 @@ def test_bmm_of_a_batch_of_sparse_matrices(T):
     np.testing.assert_allclose(dense.grad.numpy(), expected.transpose(0, 2, 1) @ np.ones((2, 2, 3)))
     b, i, k = indices.numpy()
     np.testing.assert_allclose(values.grad.numpy(), np.arange(12.0).reshape(2, 2, 3)[b, k].sum(-1))
+
+
+def test_adding_sparse_tensors_of_two_dtypes_promotes(T):
+    a = T.sparse_coo_tensor(T.tensor([[2, 0, 2], [1, 1, 0]]), T.tensor([1.0, 2.0, 3.0]), (3, 3))
+    b = a.t().double()
+    for total in (a + b, a.coalesce() + b.coalesce(), b + a):
+        assert total.dtype == T.float64
+        np.testing.assert_array_equal(total.to_dense().numpy(), a.to_dense().numpy() + b.to_dense().numpy())
+    counts = T.sparse_coo_tensor(T.tensor([[0, 1]]), T.tensor([1, 2]), (3,))
+    halves = T.sparse_coo_tensor(T.tensor([[1, 2]]), T.tensor([0.5, 0.25]), (3,))
+    assert (counts + halves).dtype == T.float32 and (counts + halves).to_dense().tolist() == [1.0, 2.5, 0.25]

@@ -425,7 +425,11 @@ class SparseTensor:
         sparse + dense raises, as PyTorch's (dense + sparse is dense)."""
         if isinstance(other, SparseTensor):
             _refuse_other_shape(self, other, "add")
-            other_values = other._values_tensor if alpha == 1 else other._values_tensor * alpha
+            common = _result_type(self._values_tensor, other._values_tensor)
+            if self.dtype != common:  # (float32 + float64 entries: float64, as PyTorch's promotion)
+                return self.to(common).__add__(other, alpha=alpha)
+            other_values = other._values_tensor if other.dtype == common else other._values_tensor.to(common)
+            other_values = other_values if alpha == 1 else other_values * alpha
             if other._nnz() == 0:
                 return self._with_values(self._values_tensor.clone())
             if self._nnz() == 0:
@@ -575,6 +579,12 @@ def _broadcast(*shapes):
         return numpy.broadcast_shapes(*(tuple(shape) for shape in shapes))
     except ValueError:
         return None
+
+
+def _result_type(a, b):
+    from ..ops.elementwise import result_type
+
+    return result_type(a, b)
 
 
 def _cat_values(a, b):
