@@ -79,7 +79,7 @@ def _sparse_softmax(input, dim, dtype, log):
         return input._with_values(values.log_softmax(dim) if log else values.softmax(dim), True)
     input, group, groups = _grouped(input, dim)
     values = input._values_tensor if dtype is None else input._values_tensor.to(dtype)
-    result = SparseSoftmax.apply(values, group=group, groups=groups, log=log)
+    result = SparseSoftmax.apply(values, group=xp.asarray(group), groups=groups, log=log)
     if log:
         result = named_node(result, SparseSoftmax, "SparseLogSoftmaxBackward0")
     return input._with_values(result, True)
