@@ -184,3 +184,16 @@ def test_adding_sparse_tensors_of_two_dtypes_promotes(T):
     counts = T.sparse_coo_tensor(T.tensor([[0, 1]]), T.tensor([1, 2]), (3,))
     halves = T.sparse_coo_tensor(T.tensor([[1, 2]]), T.tensor([0.5, 0.25]), (3,))
     assert (counts + halves).dtype == T.float32 and (counts + halves).to_dense().tolist() == [1.0, 2.5, 0.25]
+
+
+def test_functional_relu_of_a_sparse_tensor(T):
+    if T.__name__ == "torch":
+        import torch.nn.functional as F
+    else:
+        import nn.functional as F
+    values = T.tensor([1.0, -2.0, 3.0], requires_grad=True)
+    scores = T.sparse_coo_tensor(T.tensor([[0, 1, 2], [1, 0, 2]]), values, (3, 3))
+    activated = F.relu(scores)
+    assert activated.is_sparse and activated._values().tolist() == [1.0, 0.0, 3.0]
+    T.sparse.sum(activated).backward()
+    assert values.grad.tolist() == [1.0, 0.0, 1.0]
