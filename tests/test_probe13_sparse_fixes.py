@@ -197,3 +197,34 @@ def test_functional_relu_of_a_sparse_tensor(T):
     assert activated.is_sparse and activated._values().tolist() == [1.0, 0.0, 3.0]
     T.sparse.sum(activated).backward()
     assert values.grad.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_spdiags_places_each_diagonal_by_its_column(T):
+    diagonals = T.arange(1.0, 13.0).reshape(3, 4)
+    matrix = T.sparse.spdiags(diagonals, T.tensor([0, -1, 2]), (4, 4))
+    assert matrix._indices().tolist() == [[0, 1, 2, 3, 1, 2, 3, 0, 1], [0, 1, 2, 3, 0, 1, 2, 2, 3]]
+    assert matrix._values().tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 11.0, 12.0]
+    wide = T.sparse.spdiags(diagonals, T.tensor([0, -3, 1]), (4, 6))
+    expected = np.zeros((4, 6))
+    for row in range(4):
+        expected[row, row] = row + 1
+        if row + 1 < 4:
+            expected[row, row + 1] = 9 + row + 1
+    expected[3, 0] = 5
+    np.testing.assert_array_equal(wide.to_dense().numpy(), expected)
+    with pytest.raises(RuntimeError, match="Offset tensor contains duplicate values"):
+        T.sparse.spdiags(diagonals, T.tensor([0, 0, 1]), (4, 4))
+
+
+def test_the_invariant_checks_switch(T):
+    check = T.sparse.check_sparse_tensor_invariants
+    assert not check.is_enabled()
+    with check():
+        assert check.is_enabled()
+    assert not check.is_enabled()
+
+    @check(enable=True)
+    def inside():
+        return check.is_enabled()
+
+    assert inside() and not check.is_enabled()

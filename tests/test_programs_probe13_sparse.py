@@ -890,3 +890,27 @@ def test_edge_dropout_of_ngcf_and_lightgcn():
     kept = ngcf_graph != 0
     np.testing.assert_allclose(ngcf_graph[kept], graph[kept] / 0.7, rtol=1e-6)
     np.testing.assert_allclose(side, ngcf_graph @ EGO0 + lightgcn_graph @ EGO0, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# D^-1/2 A D^-1/2 by products with a diagonal spdiags matrix, with the invariant checks turned on
+# ----------------------------------------------------------------------------------------------
+
+
+def spdiags_normalisation(m):
+    torch = m.torch
+    torch.sparse.check_sparse_tensor_invariants.enable()  # (what silences PyTorch's warning)
+    try:
+        adj = torch.tensor(dense_adjacency().astype(np.float32)).to_sparse()
+        deg_inv_sqrt = torch.sparse.sum(adj, dim=1).to_dense().pow(-0.5)
+        D = torch.sparse.spdiags(deg_inv_sqrt.unsqueeze(0), torch.tensor([0]), (N, N))
+        normalized = torch.sparse.mm(D, torch.sparse.mm(adj, D.to_dense()))
+        return normalized, D._nnz(), torch.sparse.check_sparse_tensor_invariants.is_enabled()
+    finally:
+        torch.sparse.check_sparse_tensor_invariants.disable()
+
+
+def test_normalisation_by_a_sparse_diagonal():
+    (normalized, nnz, enabled), _ = run_both(spdiags_normalisation)
+    np.testing.assert_allclose(normalized, numpy_normalized(), rtol=1e-6)
+    assert nnz == N and enabled

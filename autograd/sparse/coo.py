@@ -629,6 +629,79 @@ def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=
     return SparseTensor(indices, values, dense.shape, True)
 
 
+def spdiags(diagonals, offsets, shape, layout=None):
+    """A sparse matrix of ``shape`` with diagonals[i] on the diagonal ``offsets[i]`` (``torch.sparse.spdiags``,
+    SciPy's convention: entry (r, r + offsets[i]) is diagonals[i, r + offsets[i]], its column), entries a diagonal
+    after another, as PyTorch's. A degree matrix: ``spdiags(deg.pow(-0.5).unsqueeze(0), torch.tensor([0]), (n, n))``."""
+    _refuse_layout(layout)
+    offsets = _index_tensor(offsets)
+    if diagonals.ndim == 1 and offsets.ndim == 0:
+        diagonals = diagonals.unsqueeze(0)
+    offsets = offsets._data.reshape(-1)
+    if diagonals.ndim != 2:
+        raise RuntimeError(f"Diagonals must be vector or matrix, got a tensor of shape {list(diagonals.shape)}")
+    if len(offsets) != diagonals.shape[0]:
+        raise RuntimeError(f"Number of diagonals ({diagonals.shape[0]}) does not match the number of offsets "
+                           f"({len(offsets)})")
+    if len(numpy.unique(offsets)) != len(offsets):
+        raise RuntimeError("Offset tensor contains duplicate values")
+    rows, columns = (int(size) for size in shape)
+    which, at_rows = [], []
+    for k, offset in enumerate(offsets.tolist()):
+        first, end = max(0, -offset), min(rows, columns - offset, diagonals.shape[1] - offset)
+        at_rows.append(numpy.arange(first, max(first, end)))
+        which.append(numpy.full(max(0, end - first), k))
+    at_rows = numpy.concatenate(at_rows).astype(numpy.int64)
+    which = numpy.concatenate(which).astype(numpy.int64)
+    at_columns = at_rows + offsets[which]
+    values = diagonals[tensor_from(which), tensor_from(at_columns)]
+    return SparseTensor(tensor_from(numpy.stack([at_rows, at_columns])), values, (rows, columns))
+
+
+class check_sparse_tensor_invariants:
+    """PyTorch's switch (and context manager, and decorator) for checking a sparse tensor's indices when it is
+    made. chainrule checks them always (see ``sparse_coo_tensor``); the switch is kept so that programs that turn
+    it on run, and ``is_enabled()`` says what they set (off by default, as PyTorch's)."""
+
+    _enabled = False
+
+    @staticmethod
+    def is_enabled():
+        return check_sparse_tensor_invariants._enabled
+
+    @staticmethod
+    def enable():
+        check_sparse_tensor_invariants._enabled = True
+
+    @staticmethod
+    def disable():
+        check_sparse_tensor_invariants._enabled = False
+
+    def __init__(self, enable=True):
+        self.state, self.saved_state = enable, None
+
+    def __enter__(self):
+        if self.saved_state is not None:
+            raise RuntimeError("This context manager instance is already activated. Use a different context "
+                               "manager instance for context nesting.")
+        self.saved_state = self.is_enabled()
+        check_sparse_tensor_invariants._enabled = self.state
+
+    def __exit__(self, *exc):
+        check_sparse_tensor_invariants._enabled = self.saved_state
+        self.saved_state = None
+
+    def __call__(self, function):
+        import functools
+
+        @functools.wraps(function)
+        def checked(*args, **kwargs):
+            with check_sparse_tensor_invariants(self.state):
+                return function(*args, **kwargs)
+
+        return checked
+
+
 def legacy_constructor(dtype):
     """``torch.sparse.FloatTensor(indices, values, size)`` and its kin (pygcn's): a sparse tensor of ``dtype``;
     ``FloatTensor(*sizes)`` an empty one."""
