@@ -20,11 +20,27 @@ Without PyTorch (CI) each program still checks itself against NumPy."""
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, run_both
+from .pytorch_programs import OURS, pytorch, run_both
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Sparse invariant checks are implicitly disabled"),
               pytest.mark.filterwarnings("ignore:torch.sparse.SparseTensor.*is deprecated:UserWarning"),
               pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")]
+
+
+
+@pytest.fixture(autouse=True)
+def _pytorch_warns_always():
+    """PyTorch warns of torch.sparse.FloatTensor's deprecation once a process: warned always here, so that the once
+    is left to tests/test_sparse.py, which asserts the warning."""
+    torch_modules = pytorch()
+    if torch_modules is None:
+        yield
+        return
+    before = torch_modules.torch.is_warn_always_enabled()
+    torch_modules.torch.set_warn_always(True)
+    yield
+    torch_modules.torch.set_warn_always(before)
+
 
 N, FEATURES, CLASSES = 14, 6, 3
 _rng = np.random.default_rng(0)
