@@ -228,3 +228,31 @@ def test_the_invariant_checks_switch(T):
         return check.is_enabled()
 
     assert inside() and not check.is_enabled()
+
+
+def test_a_sparse_adjacency_as_a_modules_buffer(T):
+    """registered, cast with the module, saved in its state dict and loaded back into another (copy_), as
+    PyTorch's; a loaded adjacency of another size is refused."""
+    if T.__name__ == "torch":
+        import torch.nn as nn
+    else:
+        import nn
+
+    class GraphConvolution(nn.Module):
+        def __init__(self, scale, size=3):
+            super().__init__()
+            indices = T.tensor([[0, 1, 2, 0], [1, 2, 0, 0]])
+            self.register_buffer("adj", T.sparse_coo_tensor(indices, T.ones(4) * scale, (size, size)))
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return T.sparse.mm(self.adj, self.linear(x))
+
+    saved = GraphConvolution(2.0).double()
+    assert saved.adj.is_sparse and saved.adj.dtype == T.float64 and "adj" in saved.state_dict()
+    loaded = GraphConvolution(5.0).double()
+    loaded.load_state_dict(saved.state_dict())
+    assert loaded.adj.to_dense().tolist() == [[2, 2, 0], [0, 0, 2], [2, 0, 0]]
+    assert loaded(T.ones(3, 2, dtype=T.float64)).shape == (3, 2)
+    with pytest.raises(RuntimeError, match="size mismatch for adj"):
+        GraphConvolution(1.0, size=4).double().load_state_dict(saved.state_dict())

@@ -490,6 +490,18 @@ class SparseTensor:
     def neg_(self):
         return self._assign(self.__neg__())
 
+    def copy_(self, src, non_blocking=False):
+        """self takes src's entries (another sparse tensor), in self's dtype, as PyTorch's copy_ between sparse
+        tensors (a sparse buffer loaded from a state dict)."""
+        if not isinstance(src, SparseTensor):
+            raise RuntimeError("copy_() between dense and sparse Tensors is not implemented! Found self type = "
+                               f"sparse tensor of size {list(self._size)} and src type = dense tensor of size "
+                               f"{list(src.shape)}")
+        self._indices_tensor = src._indices_tensor.clone()
+        self._values_tensor = src._values_tensor.detach().to(self.dtype).clone()
+        self._size, self._coalesced = src._size, src._coalesced
+        return self
+
     def mv(self, vec):
         """sparse matrix @ vector (``torch.mv``)."""
         if vec.ndim != 1:
