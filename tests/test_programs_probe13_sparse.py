@@ -930,3 +930,40 @@ def test_normalisation_by_a_sparse_diagonal():
     (normalized, nnz, enabled), _ = run_both(spdiags_normalisation)
     np.testing.assert_allclose(normalized, numpy_normalized(), rtol=1e-6)
     assert nnz == N and enabled
+
+
+# ----------------------------------------------------------------------------------------------
+# the adjacency kept as a module's buffer: moved and cast with the model, saved in its state dict
+# ----------------------------------------------------------------------------------------------
+
+
+def gcn_with_adjacency_buffer(m, steps=5):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class GCN(nn.Module):
+        def __init__(self, adj):
+            super().__init__()
+            self.register_buffer("adj", adj)
+            self.w1 = nn.Parameter(torch.tensor(W1))
+            self.w2 = nn.Parameter(torch.tensor(W2))
+
+        def forward(self, x):
+            h = F.relu(torch.sparse.mm(self.adj, x @ self.w1))
+            return torch.sparse.mm(self.adj, h @ self.w2)
+
+    model = GCN(normalized_adjacency(m).coalesce()).double().to("cpu")
+    optimizer = m.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.tensor(X0).double()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), torch.tensor(LABELS))
+        loss.backward()
+        optimizer.step()
+    restored = GCN(torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), (N, N))).double()
+    restored.load_state_dict(model.state_dict())
+    return loss, model.w1, restored(x), restored.adj.dtype == torch.float64, sorted(model.state_dict())
+
+
+def test_gcn_with_its_adjacency_as_a_buffer():
+    (loss, _, out, is_double, keys), _ = run_both(gcn_with_adjacency_buffer, rtol=1e-10, atol=1e-12)
+    assert is_double and keys == ["adj", "w1", "w2"] and out.dtype == np.float64
