@@ -256,3 +256,20 @@ def test_a_sparse_adjacency_as_a_modules_buffer(T):
     assert loaded(T.ones(3, 2, dtype=T.float64)).shape == (3, 2)
     with pytest.raises(RuntimeError, match="size mismatch for adj"):
         GraphConvolution(1.0, size=4).double().load_state_dict(saved.state_dict())
+
+
+def test_cat_and_stack_of_sparse_tensors(T):
+    a = T.sparse_coo_tensor(T.tensor([[1, 0], [0, 1]]), T.tensor([1.0, 2.0]), (2, 2))
+    b = T.sparse_coo_tensor(T.tensor([[0, 1, 1], [0, 0, 1]]), T.tensor([3.0, 4.0, 5.0]), (2, 3))
+    side_by_side = T.cat([a, b], 1)
+    assert side_by_side._indices().tolist() == [[1, 0, 0, 1, 1], [0, 1, 2, 2, 3]] and list(side_by_side.shape) == [2, 5]
+    np.testing.assert_array_equal(side_by_side.to_dense().numpy(),
+                                  np.concatenate([a.to_dense().numpy(), b.to_dense().numpy()], 1))
+    stacked = T.stack([a, a * 2], 1)
+    assert stacked._indices().tolist() == [[1, 0, 1, 0], [0, 0, 1, 1], [0, 1, 0, 1]] and not stacked.is_coalesced()
+    dense = a.to_dense().numpy()
+    np.testing.assert_array_equal(stacked.to_dense().numpy(), np.stack([dense, 2 * dense], 1))
+    with pytest.raises(RuntimeError, match="a dense tensor was found at position 1"):
+        T.cat([a, T.ones(2, 2)])
+    with pytest.raises(RuntimeError, match="All tensors must have the same shape"):
+        T.cat([a, b], 0)

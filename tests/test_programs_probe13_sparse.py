@@ -967,3 +967,40 @@ def gcn_with_adjacency_buffer(m, steps=5):
 def test_gcn_with_its_adjacency_as_a_buffer():
     (loss, _, out, is_double, keys), _ = run_both(gcn_with_adjacency_buffer, rtol=1e-10, atol=1e-12)
     assert is_double and keys == ["adj", "w1", "w2"] and out.dtype == np.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# R-GCN: one adjacency per relation, stacked into a relation x node x node sparse tensor, torch.bmm
+# ----------------------------------------------------------------------------------------------
+
+RELATIONS = 3
+
+
+def rgcn(m, steps=4):
+    torch, nn, F = m.torch, m.nn, m.F
+    rng = np.random.default_rng(9)
+    adjacencies = []
+    for _ in range(RELATIONS):
+        src, dst = rng.integers(0, N, 10), rng.integers(0, N, 10)
+        adj = torch.sparse_coo_tensor(torch.tensor(np.stack([dst, src])), torch.ones(10), (N, N)).coalesce()
+        deg = torch.sparse.sum(adj, dim=1).to_dense().clamp(min=1)
+        adjacencies.append(torch.sparse_coo_tensor(adj.indices(), adj.values() / deg[adj.indices()[0]], (N, N)))
+    A = torch.stack(adjacencies)  # (relations, N, N)
+    weights = nn.Parameter(torch.tensor((rng.standard_normal((RELATIONS, FEATURES, CLASSES)) * 0.3)
+                                        .astype(np.float32)))
+    self_loop = nn.Linear(FEATURES, CLASSES)
+    optimizer = m.optim.Adam([weights, *self_loop.parameters()], lr=0.05)
+    x = torch.tensor(X0)
+    for _ in range(steps):
+        messages = torch.bmm(A, torch.stack([x @ weights[r] for r in range(RELATIONS)]))  # (relations, N, classes)
+        out = messages.sum(0) + self_loop(x)
+        loss = F.cross_entropy(out, torch.tensor(LABELS))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return loss, weights, A._nnz(), list(A.shape)
+
+
+def test_rgcn_on_stacked_relation_adjacencies():
+    (loss, _, nnz, shape), _ = run_both(rgcn, rtol=1e-5, atol=1e-6)
+    assert shape == [RELATIONS, N, N] and np.isfinite(loss)

@@ -600,9 +600,13 @@ def _result_type(a, b):
 
 
 def _cat_values(a, b):
+    return _cat_all([a, b])
+
+
+def _cat_all(values):
     from ..ops.joins import cat
 
-    return cat([a, b], 0)
+    return cat(values, 0)
 
 
 def _dense(other):
@@ -639,6 +643,56 @@ def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=
     values = dense[positions]
     indices = tensor_from(numpy.stack([p._data for p in positions]).reshape(sparse_dim, -1))
     return SparseTensor(indices, values, dense.shape, True)
+
+
+def _refuse_dense_among(tensors):
+    for i, t in enumerate(tensors):
+        if not isinstance(t, SparseTensor):
+            raise RuntimeError(f"Concatenating sparse tensors, but a dense tensor was found at position {i}.")
+
+
+def cat_sparse(tensors, dim=0):
+    """``torch.cat`` of sparse tensors along a sparse dim: each one's entries after the one before's, shifted along
+    ``dim`` by the sizes before it (uncoalesced), as PyTorch's. Relations' adjacencies side by side."""
+    _refuse_dense_among(tensors)
+    first = tensors[0]
+    dim = dim % first.dim()
+    if dim >= first.sparse_dim():
+        raise NotImplementedError(f"cat: joining sparse tensors along a dense dim ({dim}) is not built here")
+    for i, t in enumerate(tensors):
+        if t.sparse_dim() != first.sparse_dim() or [s for d, s in enumerate(t.shape) if d != dim] != \
+                [s for d, s in enumerate(first.shape) if d != dim]:
+            raise RuntimeError(f"All tensors must have the same shape: {list(first.shape)} (except in the "
+                               f"concatenating dimension), but found shape: {list(t.shape)} at position {i}.")
+    starts = numpy.cumsum([0] + [t.shape[dim] for t in tensors[:-1]])
+    pieces = []
+    for t, start in zip(tensors, starts):
+        positions = t._indices_tensor._data.copy()
+        positions[dim] += start
+        pieces.append(positions)
+    size = list(first.shape)
+    size[dim] = sum(t.shape[dim] for t in tensors)
+    values = _cat_all([t._values_tensor for t in tensors])
+    return SparseTensor(tensor_from(numpy.concatenate(pieces, axis=1)), values, size)
+
+
+def stack_sparse(tensors, dim=0):
+    """``torch.stack`` of sparse tensors of one shape: a new sparse dim at ``dim`` holding which tensor each
+    entry came from (uncoalesced), as PyTorch's. A relation-by-node-by-node adjacency for ``torch.bmm``."""
+    _refuse_dense_among(tensors)
+    first = tensors[0]
+    dim = dim % (first.dim() + 1)
+    if dim > first.sparse_dim():
+        raise NotImplementedError(f"stack: a new dense dim ({dim}) for sparse tensors is not built here")
+    for t in tensors:
+        if tuple(t.shape) != tuple(first.shape):
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(first.shape)} at entry 0 "
+                               f"and {list(t.shape)} at entry {tensors.index(t)}")
+    pieces = [numpy.insert(t._indices_tensor._data, dim, i, axis=0) for i, t in enumerate(tensors)]
+    size = list(first.shape)
+    size.insert(dim, len(tensors))
+    return SparseTensor(tensor_from(numpy.concatenate(pieces, axis=1).astype(numpy.int64)),
+                        _cat_all([t._values_tensor for t in tensors]), size)
 
 
 def spdiags(diagonals, offsets, shape, layout=None):
