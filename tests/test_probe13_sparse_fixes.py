@@ -90,6 +90,7 @@ def test_in_place_arithmetic_and_the_functions_of_sparse_tensors(T):
     b = sparse(T, [[0, 1], [1, 1]], [3.0, 4.0])
     np.testing.assert_array_equal(T.mul(b, 2).to_dense().numpy(), 2 * b.to_dense().numpy())
     np.testing.assert_array_equal(T.add(b, b, alpha=2).to_dense().numpy(), 3 * b.to_dense().numpy())
+    np.testing.assert_array_equal(T.div(b, 2).to_dense().numpy(), b.to_dense().numpy() / 2)
     assert b.type() == "torch.sparse.FloatTensor" and b.double().type() == "torch.sparse.DoubleTensor"
     assert b.norm().item() == 5.0 and b.norm(1).item() == 7.0
     with pytest.raises(RuntimeError, match="only supports full reductions"):

@@ -115,8 +115,11 @@ class RoundedDiv(Primitive):
 @names("div", "divide", "true_divide", inplace=("divide_", "true_divide_"))
 def div(input, other, *, rounding_mode=None, out=None):
     """input / other; rounding_mode 'trunc' rounds toward zero, 'floor' down (then integers stay integers)."""
-    if not isinstance(input, Tensor) and not isinstance(other, Tensor):  # two numbers: a 0-d tensor, as PyTorch
-        input = tensor_from(input)
+    if not isinstance(input, Tensor):
+        if _is_sparse(input) and rounding_mode is None:  # a sparse tensor's own division (by a number)
+            return write_out(input / other, out)
+        if not isinstance(other, Tensor):  # two numbers: a 0-d tensor, as PyTorch
+            input = tensor_from(input)
     if rounding_mode is None:  # true division, as the operator: a number is not first made the tensor's dtype
         return write_out(elementwise.binary(elementwise.Div, input, other), out)
     input, other = _pair(input, other)
