@@ -47,7 +47,7 @@ class FunctionCtx:
         """Keep ``tensors`` (or None) for backward; ``saved_tensors`` gives them back, checked
         against in-place changes made after forward returns (forward may change them itself)."""
         for i, t in enumerate(tensors):
-            if t is not None and not isinstance(t, Tensor):
+            if t is not None and not isinstance(t, Tensor) and getattr(t, "is_sparse", False) is not True:
                 raise TypeError(f"save_for_backward can only save tensors (or None), but argument {i} "
                                 f"is of type {type(t).__name__}")
         self._saved_versions = tuple(None if t is None else t._version_cell[0] for t in tensors)

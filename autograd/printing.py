@@ -194,13 +194,15 @@ def _body(array, indent):
     return _nested(array, indent, summarise, formatter)
 
 
-def _with_suffixes(text, suffixes, indent):
+def _with_suffixes(text, suffixes, indent, line_length=None):
     """``text`` closed with ``, suffix`` for each suffix, each on a new line (indented under the
-    numbers) where it would pass ``linewidth``."""
+    numbers) where it would pass ``linewidth``; ``line_length`` the last line's as PyTorch counts it, where
+    the caller knows it better."""
     parts = [text]
     # the length of the last line as PyTorch counts it (two more than its characters, and two
     # more again when there is only one line), so that suffixes break where PyTorch's do
-    line_length = len(text) - text.rfind("\n") + 1
+    if line_length is None:
+        line_length = len(text) - text.rfind("\n") + 1
     for suffix in suffixes:
         if line_length + len(suffix) + 2 > OPTIONS.linewidth:
             parts.append(",\n" + " " * indent + suffix)
@@ -272,4 +274,4 @@ def sparse_repr(sparse):
         suffixes.append("requires_grad=True")
     text = (f"tensor({part('indices', sparse._indices_tensor, len('tensor('))},\n"
             f"       {part('values', values, 7)},\n       {suffixes[0]}")
-    return _with_suffixes(text, suffixes[1:], 7)
+    return _with_suffixes(text, suffixes[1:], 7, line_length=7 + len(suffixes[0]))  # (the size: on a line of its own)

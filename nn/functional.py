@@ -144,6 +144,8 @@ def _inplace(input, function, inplace):
     tracked y is computed from a copy of ``input``: what its backward saves is not overwritten.
     An input that is no tensor (an LSTM's (output, state) tuple) is PyTorch's TypeError."""
     if not isinstance(input, Tensor):
+        if getattr(input, "is_sparse", False) is True and not inplace:  # (F.relu(S): the sparse tensor's own relu)
+            return function(input)
         raise not_a_tensor(f"F.{sys._getframe(1).f_code.co_name}", 0, input)  # (the F function called)
     if not inplace:
         return function(input)

@@ -131,7 +131,7 @@ class Module(ModuleState, ModuleHooks):
                                 "(torch.nn.Module or None expected)")
             registry = self._modules
         elif name in self.__dict__.get("_buffer_names", ()):
-            if value is not None and not isinstance(value, Tensor):
+            if value is not None and not isinstance(value, Tensor) and not _is_sparse(value):
                 raise TypeError(f"cannot assign '{_type_name(value)}' as buffer '{name}' "
                                 "(torch.Tensor or None expected)")
             registry = self._buffers
@@ -192,7 +192,7 @@ class Module(ModuleState, ModuleHooks):
         running mean). It is saved in ``state_dict`` unless ``persistent=False``."""
         self._refuse_before_init("buffer")
         self._check_new_name("buffer", name, self._buffers)
-        if tensor is not None and not isinstance(tensor, Tensor):
+        if tensor is not None and not isinstance(tensor, Tensor) and not _is_sparse(tensor):
             raise TypeError(f"cannot assign '{_type_name(tensor)}' object to buffer '{name}' "
                             "(torch Tensor or None required)")
         if "_buffer_names" not in self.__dict__:
@@ -526,6 +526,11 @@ def _set_storage(tensor, array):
     if array is not tensor._data:
         tensor._data = array
         bump_version(tensor)
+
+
+def _is_sparse(value):
+    """A sparse tensor (autograd.sparse), which a buffer may hold too (a graph network's adjacency), as PyTorch's."""
+    return getattr(value, "is_sparse", False) is True
 
 
 def _array(value):

@@ -173,6 +173,15 @@ class ModuleState:
             value = state_dict[key]
             if is_lazy(target):  # still without a shape: the checkpoint's is uninitialized too (PyTorch leaves it)
                 continue
+            if getattr(target, "is_sparse", False) is True:  # a sparse buffer (an adjacency) takes the saved entries
+                if tuple(value.shape) != tuple(target.shape):
+                    error_msgs.append(f"size mismatch for {key}: copying a param with shape {value.shape!r} from "
+                                      f"checkpoint, the shape in current model is {target.shape!r}.")
+                elif assign:
+                    setattr(self, name, value)
+                else:
+                    target.copy_(value)
+                continue
             if isinstance(value, Tensor):
                 value.shape  # noqa: B018  (a lazy module's uninitialized tensor has none: PyTorch's RuntimeError)
             try:

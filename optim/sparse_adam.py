@@ -19,6 +19,8 @@ class SparseAdam(Optimizer):
     gradient must be sparse (Adam is for dense ones), in PyTorch's order of operations.
     """
 
+    scalar_state = ()  # its step is a plain int, loaded as one (a Tensor step would make the bias corrections float32)
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False):
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")

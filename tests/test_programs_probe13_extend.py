@@ -40,7 +40,6 @@ import warnings
 from typing import Optional, Sequence
 
 import numpy as np
-import pytest
 
 from .pytorch_programs import OURS, run_both
 

@@ -22,11 +22,17 @@ from .selection import zero_gradient
 
 
 def _pair(input, other):
-    if not isinstance(input, Tensor):
+    """input and other as Tensors (numbers made the other's dtype); a sparse tensor (autograd.sparse) stays one: its
+    own operators give ``autograd.add(S, S)``, ``autograd.mul(S, 2)``, ... as PyTorch's."""
+    if not isinstance(input, Tensor) and not _is_sparse(input):
         input = _operand(input, other) if isinstance(other, Tensor) else tensor_from(input)
-    if not isinstance(other, Tensor):
+    if not isinstance(other, Tensor) and not _is_sparse(other) and not _is_sparse(input):
         other = _operand(other, input)
     return input, other
+
+
+def _is_sparse(x):
+    return getattr(x, "is_sparse", False) is True
 
 
 def _scaled(other, alpha, input):
@@ -159,8 +165,11 @@ class RoundedDiv(Primitive):
 @names("div", "divide", "true_divide", inplace=("divide_", "true_divide_"))
 def div(input, other, *, rounding_mode=None, out=None):
     """input / other; rounding_mode 'trunc' rounds toward zero, 'floor' down (then integers stay integers)."""
-    if not isinstance(input, Tensor) and not isinstance(other, Tensor):  # two numbers: a 0-d tensor, as PyTorch
-        input = tensor_from(input)
+    if not isinstance(input, Tensor):
+        if _is_sparse(input) and rounding_mode is None:  # a sparse tensor's own division (by a number)
+            return write_out(input / other, out)
+        if not isinstance(other, Tensor):  # two numbers: a 0-d tensor, as PyTorch
+            input = tensor_from(input)
     if rounding_mode is None:  # true division, as the operator: a number is not first made the tensor's dtype
         return write_out(elementwise.binary(elementwise.Div, input, other), out)
     input, other = _pair(input, other)

@@ -213,7 +213,7 @@ names("layout", function=False)(property(lambda x: strided))
 @names("to_sparse", "to_sparse_coo", function=False)
 def to_sparse(x, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None):
     """The nonzeros of ``x`` as a sparse COO tensor (autograd.sparse: loaded on first use)."""
-    from ..sparse.coo import to_sparse
+    from ..sparse.making import to_sparse
 
     return to_sparse(x, sparse_dim, layout=layout, blocksize=blocksize, dense_dim=dense_dim)
 for _kind in ("is_meta", "is_sparse", "is_sparse_csr", "is_quantized", "is_nested", "is_mkldnn", "is_xla", "is_xpu",

@@ -39,7 +39,8 @@ def _sequence_of_tensors(name, tensors):
                         f"{type(tensors).__name__}; write autograd.{name}([a, b])")
     tensors = list(tensors)
     for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor):  # (PyTorch's TypeError: NumPy arrays, lists and numbers are not joined)
+        if not isinstance(t, Tensor) and getattr(t, "is_sparse", False) is not True:  # (PyTorch's TypeError: NumPy
+            # arrays, lists and numbers are not joined; sparse tensors are, by their own cat and stack)
             kind = f"{type(t).__module__}.{type(t).__name__}".removeprefix("builtins.")
             hint = (f" of shape {tuple(t.shape)}: convert it with autograd.from_numpy(x) or autograd.tensor(x)"
                     if hasattr(t, "shape") else ": convert it with autograd.tensor(x)")
@@ -53,6 +54,10 @@ def cat(tensors, dim=0, *, out=None):
     tensors = _sequence_of_tensors("cat", tensors)
     if not tensors:
         raise ValueError("torch.cat(): expected a non-empty list of Tensors")
+    if not all(isinstance(t, Tensor) for t in tensors):  # sparse tensors (autograd.sparse): their entries joined
+        from ..sparse.making import cat_sparse
+
+        return write_out(cat_sparse(tensors, dim), out)
     for i, t in enumerate(tensors):
         if t.ndim == 0:
             raise RuntimeError(f"zero-dimensional tensor (at position {i}) cannot be concatenated")
@@ -79,6 +84,10 @@ def stack(tensors, dim=0, *, out=None):
     tensors = _sequence_of_tensors("stack", tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
+    if not all(isinstance(t, Tensor) for t in tensors):  # sparse tensors (autograd.sparse): a new sparse dim
+        from ..sparse.making import stack_sparse
+
+        return write_out(stack_sparse(tensors, dim), out)
     normalize_dims(dim, tensors[0].ndim + 1)  # (a dim out of range is reported first, as PyTorch's)
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:

@@ -11,7 +11,7 @@ The mask must be bool, as PyTorch's (no uint8 masks), and broadcasts against the
 
 from ..backend import int64, xp
 from ..errors import refuse_unbroadcastable
-from ..primitive import node_named
+from ..primitive import named_node, node_named
 from ..tensor import Tensor
 from ..write_door import _refuse_overflow
 from . import elementwise, shape
@@ -129,3 +129,17 @@ def index_fill(input, dim, index, value):
                                 (int64,), IndexError, wraps=True)
     mask = _slices_mask(input, axis, index)
     return masked_fill(input, mask, value)
+
+
+@names("sparse_mask", function=False)
+def sparse_mask(x, mask):
+    """x at the positions a sparse tensor has (autograd.sparse: its indices, its coalesced or not), as a sparse
+    tensor: dL/dx is dL/dvalues scattered back to those positions."""
+    if not getattr(mask, "is_sparse", False):
+        raise NotImplementedError("Could not run 'aten::sparse_mask' with arguments from the 'CPU' backend: the mask "
+                                  f"must be a sparse tensor (layout torch.sparse_coo), got a dense one of shape "
+                                  f"{tuple(mask.shape)}")
+    if tuple(x.shape) != tuple(mask.shape):
+        raise RuntimeError(f"sparse_mask(): operands have incompatible sizes; self has size {list(x.shape)} but mask "
+                           f"has size {list(mask.shape)}")
+    return mask._with_values(named_node(x[mask._positions()], None, "SparseMaskBackward0"))

@@ -3,7 +3,8 @@ legacy constructors ``FloatTensor(indices, values, size)`` and kin that older pr
 adjacency matrices with."""
 
 from .. import backend
-from .coo import SparseTensor, legacy_constructor, sparse_coo_tensor
+from .coo import SparseTensor, sparse_coo_tensor
+from .making import check_sparse_tensor_invariants, legacy_constructor, spdiags
 from .products import addmm, mm
 from .reductions import log_softmax, softmax, sum  # noqa: A004
 
@@ -14,4 +15,4 @@ LongTensor = legacy_constructor(backend.int64)
 IntTensor = legacy_constructor(backend.int32)
 
 __all__ = ["DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor", "LongTensor", "SparseTensor", "addmm",
-           "log_softmax", "mm", "softmax", "sparse_coo_tensor", "sum"]
+           "check_sparse_tensor_invariants", "log_softmax", "mm", "softmax", "sparse_coo_tensor", "spdiags", "sum"]

@@ -25,7 +25,6 @@ except for ``+`` and ``*`` with a dense tensor, which give a dense sum or a spar
 """
 
 import math
-import warnings
 
 import numpy
 
@@ -34,6 +33,7 @@ from ..constants import sparse_coo
 from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
+from .merging import _merge_walk
 
 
 def _index_tensor(indices):
@@ -228,6 +228,17 @@ class SparseTensor:
         self._values_tensor = self._values_tensor.detach()
         return self
 
+    @property
+    def _version_cell(self):
+        """Its values' version counter: an in-place change of the values is one of the tensor (what a custom
+        Function that saved it checks, pyGAT's SpecialSpmmFunction)."""
+        return self._values_tensor._version_cell
+
+    @property
+    def data(self):
+        """The same tensor outside the graph (old programs' ``p.data.add_(-lr, p.grad.data)``)."""
+        return self.detach()
+
     def detach(self):
         return SparseTensor(self._indices_tensor, self._values_tensor.detach(), self._size, self._coalesced)
 
@@ -247,6 +258,11 @@ class SparseTensor:
         return self if values is self._values_tensor else self._with_values(values)
 
     def type(self, dtype=None):
+        """With no dtype, PyTorch's type name ('torch.sparse.FloatTensor'); otherwise another dtype."""
+        if dtype is None:
+            from ..ops.conversion import type_name
+
+            return f"torch.sparse.{type_name(self.dtype)}Tensor"
         return self.to(dtype)
 
     def float(self):
@@ -297,6 +313,7 @@ class SparseTensor:
         values = self._values_tensor
         summed = values.new_zeros((indices.shape[1],) + tuple(values.shape[1:])).index_add(
             0, tensor_from(inverse), values)
+        summed = named_node(summed, None, "CoalesceBackward0")
         return SparseTensor(indices, summed, self._size, True)
 
     def select(self, dim, index):
@@ -316,6 +333,36 @@ class SparseTensor:
         if not kept:
             return values.sum(0)
         return SparseTensor(self._indices_tensor[kept].index_select(1, chosen), values, size, self._coalesced)
+
+    def index_select(self, dim, index):
+        """The slices at ``index`` along sparse dim ``dim``, in the order given (repeats repeated), as PyTorch's: for
+        each position of ``index`` the entries there, in their own order (uncoalesced). A minibatch of a graph's
+        rows: ``adj.index_select(0, batch)``."""
+        dim = dim % self.dim()
+        if dim >= self.sparse_dim():
+            raise NotImplementedError("index_select: selecting along a dense dim of a sparse tensor is not built here")
+        index = _index_tensor(index)
+        if index.ndim > 1:
+            raise IndexError("index_select() argument index must be 1-D strided (non-sparse) long-tensor.")
+        wanted = index._data.reshape(-1)
+        if wanted.size and (wanted.max() >= self._size[dim] or wanted.min() < -self._size[dim]):
+            bad = int(wanted.max() if wanted.max() >= self._size[dim] else wanted.min())
+            raise IndexError(f"index_select(): index contains {bad} that is out of range for tensor of size "
+                             f"{list(self._size)} at dimension {dim}")
+        wanted = wanted % self._size[dim] if wanted.size else wanted
+        along = self._indices_tensor._data[dim]
+        grouped = numpy.argsort(along, kind="stable")  # the entries at each position, in their own order
+        starts = numpy.searchsorted(along[grouped], wanted, side="left")
+        counts = numpy.searchsorted(along[grouped], wanted, side="right") - starts
+        slot = numpy.repeat(numpy.arange(len(wanted)), counts)
+        first = numpy.repeat(numpy.cumsum(counts) - counts, counts)
+        taken = grouped[numpy.repeat(starts, counts) + numpy.arange(len(slot)) - first].astype(numpy.int64)
+        indices = self._indices_tensor._data[:, taken].copy()
+        indices[dim] = slot
+        size = list(self._size)
+        size[dim] = len(wanted)
+        return SparseTensor(tensor_from(indices), self._values_tensor.index_select(0, tensor_from(taken)), size,
+                            coalesced=not len(taken))
 
     def __getitem__(self, index):
         if isinstance(index, int):
@@ -347,12 +394,16 @@ class SparseTensor:
 
     def __mul__(self, other):
         """sparse × number (or 0-d tensor): the values scaled; × a dense tensor of its shape or another sparse
-        tensor: sparse, nonzero only where both are."""
+        tensor: sparse, nonzero only where both are (a dense one may broadcast to its shape: a row of column
+        scales)."""
         if isinstance(other, SparseTensor):
             _refuse_other_shape(self, other, "mul")
             return (self.to_dense() * other.to_dense()).to_sparse(self.sparse_dim())
         if isinstance(other, Tensor) and other.ndim > 0:
-            _refuse_other_shape(self, other, "mul")
+            if tuple(other.shape) != tuple(self._size):  # a dense factor that broadcasts to the sparse one's shape
+                if _broadcast(other.shape, self._size) != tuple(self._size):
+                    _refuse_other_shape(self, other, "mul")
+                other = other.expand(tuple(self._size))
             return self._with_values(self._values_tensor * other[self._positions()])
         return self._with_values(self._values_tensor * other)
 
@@ -372,16 +423,28 @@ class SparseTensor:
     neg = __neg__
 
     def __add__(self, other, *, alpha=1):
-        """sparse + sparse (of one shape): the entries of both, one after the other (uncoalesced; merged when both
-        are coalesced), as PyTorch's; sparse + dense raises, as PyTorch's (dense + sparse is dense)."""
+        """sparse + sparse (of one shape), PyTorch's entries: both lists walked side by side as if sorted (see
+        ``_merge_walk``), so two coalesced tensors give their coalesced sum and uncoalesced ones the entries PyTorch's
+        has (an embedding's sparse gradients summed over lookups, or over backward calls, keep its nnz and order);
+        sparse + dense raises, as PyTorch's (dense + sparse is dense)."""
         if isinstance(other, SparseTensor):
             _refuse_other_shape(self, other, "add")
-            other_values = other._values_tensor if alpha == 1 else other._values_tensor * alpha
-            if other is self:  # (x + x: the same entries, doubled)
-                return self._with_values(self._values_tensor + other_values)
-            indices = tensor_from(numpy.concatenate([self._indices_tensor._data, other._indices_tensor._data], 1))
-            total = SparseTensor(indices, _cat_values(self._values_tensor, other_values), self._size)
-            return total.coalesce() if self._coalesced and other._coalesced else total
+            common = _result_type(self._values_tensor, other._values_tensor)
+            if self.dtype != common:  # (float32 + float64 entries: float64, as PyTorch's promotion)
+                return self.to(common).__add__(other, alpha=alpha)
+            other_values = other._values_tensor if other.dtype == common else other._values_tensor.to(common)
+            other_values = other_values if alpha == 1 else other_values * alpha
+            if other._nnz() == 0:
+                return self._with_values(self._values_tensor.clone())
+            if self._nnz() == 0:
+                return other._with_values(other_values if alpha != 1 else other_values.clone())
+            if self._coalesced and other._coalesced:  # (the walk of two sorted lists: their sorted union)
+                indices = tensor_from(numpy.concatenate([self._indices_tensor._data, other._indices_tensor._data], 1))
+                return SparseTensor(indices, _cat_values(self._values_tensor, other_values), self._size).coalesce()
+            indices, own_slots, other_slots = _merge_walk(self, other)
+            values = self._values_tensor.new_zeros((indices.shape[1],) + tuple(self._values_tensor.shape[1:]))
+            values = values.index_add(0, own_slots, self._values_tensor).index_add(0, other_slots, other_values)
+            return SparseTensor(indices, values, self._size)
         raise RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse) instead.")
 
     add = __add__
@@ -406,6 +469,58 @@ class SparseTensor:
                                f"0), got {exponent!r}")
         coalesced = self.coalesce()
         return coalesced._with_values(coalesced._values_tensor ** exponent)
+
+    # -- in place: the same object holds the result (pygcn-style ``adj.mul_(scale)``) -------------------------
+
+    def _assign(self, result):
+        if self._values_tensor.is_leaf and self._values_tensor.requires_grad:
+            raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+        self._indices_tensor, self._values_tensor = result._indices_tensor, result._values_tensor
+        self._coalesced = result._coalesced
+        return self
+
+    def add_(self, other, *, alpha=1):
+        return self._assign(self.__add__(other, alpha=alpha))
+
+    def sub_(self, other, *, alpha=1):
+        return self._assign(self.__add__(other, alpha=-alpha))
+
+    def mul_(self, other):
+        return self._assign(self.__mul__(other))
+
+    def div_(self, other):
+        return self._assign(self.__truediv__(other))
+
+    def neg_(self):
+        return self._assign(self.__neg__())
+
+    def copy_(self, src, non_blocking=False):
+        """self takes src's entries (another sparse tensor), in self's dtype, as PyTorch's copy_ between sparse
+        tensors (a sparse buffer loaded from a state dict)."""
+        if not isinstance(src, SparseTensor):
+            raise RuntimeError("copy_() between dense and sparse Tensors is not implemented! Found self type = "
+                               f"sparse tensor of size {list(self._size)} and src type = dense tensor of size "
+                               f"{list(src.shape)}")
+        self._indices_tensor = src._indices_tensor.clone()
+        self._values_tensor = src._values_tensor.detach().to(self.dtype).clone()
+        self._size, self._coalesced = src._size, src._coalesced
+        return self
+
+    def mv(self, vec):
+        """sparse matrix @ vector (``torch.mv``)."""
+        if vec.ndim != 1:
+            raise RuntimeError(f"vector + matrix @ vector expected, got 2, 2, {vec.ndim}")
+        return self.mm(vec)
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        """The norm of every entry (a dense 0-d tensor, PyTorch's norm_sparse: of the coalesced values, the
+        missing entries being 0)."""
+        if dim is not None and sorted(d % self.dim() for d in ((dim,) if isinstance(dim, int) else dim)) != \
+                list(range(self.dim())):
+            raise RuntimeError("norm_sparse currently only supports full reductions, so 'dim' must either be empty "
+                               "or contain all dimensions of the input")
+        values = self.coalesce()._values_tensor
+        return values.norm(2 if p == "fro" else p, dtype=dtype)
 
     # -- functions with f(0) = 0, applied to the values (PyTorch's sparse kernels; repeated positions summed first,
     # as f(a) + f(b) is not f(a + b)) ------------------------------------------------------------------------------
@@ -448,10 +563,28 @@ class SparseTensor:
         return sparse_repr(self)
 
 
+def _broadcast(*shapes):
+    """The shape ``shapes`` broadcast to, or None where they do not."""
+    try:
+        return numpy.broadcast_shapes(*(tuple(shape) for shape in shapes))
+    except ValueError:
+        return None
+
+
+def _result_type(a, b):
+    from ..ops.elementwise import result_type
+
+    return result_type(a, b)
+
+
 def _cat_values(a, b):
+    return _cat_all([a, b])
+
+
+def _cat_all(values):
     from ..ops.joins import cat
 
-    return cat([a, b], 0)
+    return cat(values, 0)
 
 
 def _dense(other):
@@ -466,45 +599,3 @@ def _refuse_other_shape(a, b, op):
 def _refuse_layout(layout):
     if layout is not None and layout is not sparse_coo:
         raise NotImplementedError(f"to_sparse: layout {layout} is not built here (only torch.sparse_coo)")
-
-
-# -- made from other things ----------------------------------------------------------------------------------
-
-
-def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None):
-    """``dense.to_sparse()``: the nonzeros of ``dense``, its first ``sparse_dim`` dims (all by default) indexed
-    and the rest kept dense in each value (an entry is kept where any of its values is nonzero)."""
-    _refuse_layout(layout)
-    if sparse_dim is None:
-        sparse_dim = dense.ndim - (dense_dim or 0)
-    if not 0 < sparse_dim <= dense.ndim:
-        raise RuntimeError(f"to_sparse: sparse_dim must be in [1, {dense.ndim}] for a tensor of shape "
-                           f"{list(dense.shape)}, got {sparse_dim}")
-    array = dense._data
-    nonzero = array != 0
-    if sparse_dim < array.ndim:
-        nonzero = nonzero.any(axis=tuple(range(sparse_dim, array.ndim)))
-    positions = tuple(tensor_from(p.astype(numpy.int64)) for p in numpy.nonzero(nonzero))  # (row-major: sorted)
-    values = dense[positions]
-    indices = tensor_from(numpy.stack([p._data for p in positions]).reshape(sparse_dim, -1))
-    return SparseTensor(indices, values, dense.shape, True)
-
-
-def legacy_constructor(dtype):
-    """``torch.sparse.FloatTensor(indices, values, size)`` and its kin (pygcn's): a sparse tensor of ``dtype``;
-    ``FloatTensor(*sizes)`` an empty one."""
-
-    def construct(*args, size=None):
-        if args and isinstance(args[0], (Tensor, list, numpy.ndarray)) and len(args) >= 2:
-            indices, values, *rest = args
-            size = rest[0] if rest else size
-            warnings.warn("torch.sparse.SparseTensor(indices, values, shape, *, device=) is deprecated.  Please use "
-                          "torch.sparse_coo_tensor(indices, values, shape, dtype=, device=).", UserWarning,
-                          stacklevel=2)
-            return sparse_coo_tensor(indices, values, size, dtype=dtype)
-        sizes = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
-        sizes = tuple(sizes or size or ())
-        values = tensor_from(numpy.zeros((0,), dtype=dtype))
-        return SparseTensor(tensor_from(numpy.zeros((len(sizes), 0), dtype=numpy.int64)), values, sizes, True)
-
-    return construct

@@ -5,6 +5,7 @@
 so the gradients are index_add's and index_select's (see ``autograd.sparse.coo``)."""
 
 from ..ops.conversion import type_name
+from ..ops.joins import stack
 from .coo import SparseTensor, _dense
 
 
@@ -20,6 +21,8 @@ def _refuse_not_sparse_matrix(sparse, op):
 def mm(sparse, dense):
     """sparse @ dense (``torch.sparse.mm``, ``torch.spmm``): each row i sums values[e] · dense[k_e] over its
     entries e = (i, k_e). A sparse second factor gives the sparse product."""
+    if isinstance(sparse, SparseTensor) and sparse.sparse_dim() == 3 and getattr(dense, "ndim", 0) == 3:
+        return bmm(sparse, dense)  # (autograd.bmm's product of a sparse batch)
     _refuse_not_sparse_matrix(sparse, "mm")
     if isinstance(dense, SparseTensor):
         return mm(sparse, dense.to_dense()).to_sparse()
@@ -39,6 +42,27 @@ def mm(sparse, dense):
     return product.squeeze(1) if vector else product
 
 
+def bmm(sparse, dense):
+    """A batch of sparse matrices (3 sparse dims: batch, row, column) times a batch of dense ones (``torch.bmm``):
+    the block-diagonal sparse matrix of the batch times the stacked dense ones, so each product keeps to its own
+    matrix."""
+    if not isinstance(sparse, SparseTensor) or sparse.sparse_dim() != 3 or sparse.dense_dim() != 0:
+        raise RuntimeError(f"bmm_sparse: expected a 3-D sparse tensor with no dense dims as the first argument, "
+                           f"got size {list(sparse.shape)}")
+    if dense.ndim != 3:
+        raise RuntimeError(f"bmm_sparse: Expected dense tensor to have dim 3, but got {dense.ndim}")
+    batches, rows, columns = sparse.shape
+    if dense.shape[0] != batches:
+        raise RuntimeError("bmm_sparse: 'self.size(0)' and 'mat2.size(0)' must match")
+    if dense.shape[1] != columns:
+        raise RuntimeError(f"bmm_sparse: Expected dense tensor to have size {columns} at dim 1, but got "
+                           f"{dense.shape[1]} (sparse {list(sparse.shape)}, dense {list(dense.shape)})")
+    batch, row, column = sparse._indices_tensor.unbind(0)
+    blocks = SparseTensor(stack([batch * rows + row, batch * columns + column]), sparse._values_tensor,
+                          (batches * rows, batches * columns))
+    return mm(blocks, dense.reshape(batches * columns, dense.shape[2])).reshape(batches, rows, dense.shape[2])
+
+
 def addmm(mat, mat1, mat2, *, beta=1.0, alpha=1.0):
     """beta · mat + alpha · (mat1 @ mat2), mat1 sparse (``torch.sparse.addmm``)."""
     product = mm(mat1, mat2)
@@ -52,4 +76,5 @@ def _reflected_mm(sparse, other):
 
 
 SparseTensor.mm = SparseTensor.matmul = SparseTensor.__matmul__ = mm
+SparseTensor.bmm = bmm
 SparseTensor.__rmatmul__ = _reflected_mm

@@ -3,7 +3,9 @@ present, the missing ones counting as 0 in a sum and as -inf in a softmax (so th
 
 import numpy
 
-from ..tensor import tensor_from
+from ..backend import ufunc_at, xp
+from ..primitive import Primitive, named_node
+from ..tensor import Tensor
 from .coo import SparseTensor
 
 
@@ -25,42 +27,74 @@ def sum(input, dim=None, dtype=None):  # noqa: A001  (torch.sparse.sum's name)
     return SparseTensor(input._indices_tensor[kept], values, size).coalesce()
 
 
-def _grouped(input, dim, op):
-    """``input`` coalesced, the group of each entry (entries that differ only in ``dim``), and the number of
-    groups: what softmax along ``dim`` normalises over."""
-    if input.dense_dim():
-        raise RuntimeError(f"{op}: a sparse tensor with dense dims is not built here (size {list(input.shape)})")
+def _grouped(input, dim):
+    """``input`` coalesced, the group of each entry (entries that differ only in sparse dim ``dim``), and the
+    number of groups: what softmax along ``dim`` normalises over."""
     input = input.coalesce()
-    dim = dim % input.dim()
     positions = numpy.delete(input._indices_tensor._data, dim, axis=0)
-    sizes = tuple(s for d, s in enumerate(input.shape) if d != dim)
+    sizes = tuple(s for d, s in enumerate(input.shape[:input.sparse_dim()]) if d != dim)
     linear = numpy.ravel_multi_index(tuple(positions), sizes) if sizes else numpy.zeros(input._nnz(), numpy.int64)
     unique, group = numpy.unique(linear, return_inverse=True)
-    return input, tensor_from(group.reshape(-1).astype(numpy.int64)), len(unique)
+    return input, group.reshape(-1).astype(numpy.int64), len(unique)
 
 
-def _shifted_and_totals(input, dim, op, dtype):
-    """Per entry, value minus its group's largest, and each group's Σ exp (softmax's denominator)."""
-    input, group, groups = _grouped(input, dim, op)
+class SparseSoftmax(Primitive):
+    """Softmax of each group's values (the entries one row or column of a sparse tensor has; each column of a
+    hybrid tensor's values on its own), in PyTorch's sparse kernels' order of operations:
+
+        y = e^(v - max) · (1 / Σ e^(v - max))          dL/dv = y (g - Σ g y)
+        log: y = v - (max + log Σ e^(v - max))          dL/dv = g - e^y Σ g
+
+    each Σ over the group, its entries added in their order."""
+
+    saves_output = True  # backward needs y only
+    saves_inputs = False
+    saves_arguments = True  # the groups: freed after backward
+
+    def forward(self, values):
+        sizes = (self.groups,) + values.shape[1:]
+        largest = xp.full(sizes, -xp.inf, dtype=values.dtype)
+        ufunc_at("maximum", largest, self.group, values)
+        exps = xp.exp(values - largest[self.group])
+        totals = xp.zeros(sizes, dtype=values.dtype)
+        ufunc_at("add", totals, self.group, exps)
+        if self.log:
+            return values - (largest + xp.log(totals))[self.group]
+        return exps * (1 / totals)[self.group]
+
+    def backward(self, grad, y, values):
+        group = Tensor._make(self.group)
+        sizes = (self.groups,) + tuple(grad.shape[1:])
+        if self.log:
+            return (grad - y.exp() * grad.new_zeros(sizes).index_add(0, group, grad)[group],)
+        return (y * (grad + grad.new_zeros(sizes).index_add(0, group, -(y * grad))[group]),)
+
+
+def _sparse_softmax(input, dim, dtype, log):
+    dim = dim % input.dim()
+    if dim >= input.sparse_dim():  # along a dense dim of a hybrid tensor: each entry's values on their own
+        input = input.coalesce()
+        values = input._values_tensor if dtype is None else input._values_tensor.to(dtype)
+        dim = dim - input.sparse_dim() + 1
+        return input._with_values(values.log_softmax(dim) if log else values.softmax(dim), True)
+    input, group, groups = _grouped(input, dim)
     values = input._values_tensor if dtype is None else input._values_tensor.to(dtype)
-    largest = values.detach().new_zeros(groups).scatter_reduce(0, group, values.detach(), "amax",
-                                                                include_self=False)
-    shifted = values - largest[group]
-    totals = values.new_zeros(groups).index_add(0, group, shifted.exp())
-    return input, group, shifted, totals
+    result = SparseSoftmax.apply(values, group=xp.asarray(group), groups=groups, log=log)
+    if log:
+        result = named_node(result, SparseSoftmax, "SparseLogSoftmaxBackward0")
+    return input._with_values(result, True)
 
 
 def softmax(input, dim, dtype=None):
     """Softmax along ``dim`` over the entries present (the missing ones count as -inf: they stay absent),
-    ``torch.sparse.softmax``: values[e] = exp(v_e) / Σ_{e' in e's group} exp(v_e')."""
-    input, group, shifted, totals = _shifted_and_totals(input, dim, "softmax", dtype)
-    return input._with_values(shifted.exp() / totals[group], True)
+    ``torch.sparse.softmax``: values[e] = exp(v_e) / Σ_{e' in e's group} exp(v_e'). Along a dense dim of a hybrid
+    tensor: each entry's values on their own."""
+    return _sparse_softmax(input, dim, dtype, log=False)
 
 
 def log_softmax(input, dim, dtype=None):
-    """log of ``softmax``: v_e - max - log Σ exp(v - max) over e's group (``torch.sparse.log_softmax``)."""
-    input, group, shifted, totals = _shifted_and_totals(input, dim, "log_softmax", dtype)
-    return input._with_values(shifted - totals.log()[group], True)
+    """log of ``softmax``: v_e - (max + log Σ exp(v - max)) over e's group (``torch.sparse.log_softmax``)."""
+    return _sparse_softmax(input, dim, dtype, log=True)
 
 
 def _sum_method(self, dim=None, keepdim=False, dtype=None):

@@ -31,6 +31,11 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     norm_type = float(norm_type)
     if not tensors:
         return autograd.tensor(0.0)
+    for t in tensors:
+        if getattr(t, "is_sparse", False) is True:  # (an Embedding(sparse=True)'s .grad: PyTorch has no norm kernel)
+            raise NotImplementedError("Could not run 'aten::linalg_vector_norm' with arguments from the 'SparseCPU' "
+                                      f"backend: a sparse gradient (size {tuple(t.shape)}) has no norm here; clip "
+                                      "the dense parameters only, or use an optimizer that takes sparse gradients")
     total = vector_norm(autograd.stack([vector_norm(t, norm_type) for t in tensors]), norm_type)
     if error_if_nonfinite and not bool(total.isfinite()):
         raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so "

@@ -1,0 +1,172 @@
+"""Sparse tensors made from others (``autograd.sparse.coo``'s type): a dense tensor's nonzeros (``to_sparse``),
+sparse tensors joined (``cat``, ``stack``), diagonals (``spdiags``), pygcn's legacy constructors
+(``sparse.FloatTensor(indices, values, size)``), and ``check_sparse_tensor_invariants``."""
+
+import warnings
+
+import numpy
+
+from ..tensor import Tensor, tensor_from
+from .coo import SparseTensor, _cat_all, _index_tensor, _refuse_layout, sparse_coo_tensor
+
+
+def to_sparse(dense, sparse_dim=None, *, layout=None, blocksize=None, dense_dim=None):
+    """``dense.to_sparse()``: the nonzeros of ``dense``, its first ``sparse_dim`` dims (all by default) indexed
+    and the rest kept dense in each value (an entry is kept where any of its values is nonzero)."""
+    _refuse_layout(layout)
+    if sparse_dim is None:
+        sparse_dim = dense.ndim - (dense_dim or 0)
+    if not 0 < sparse_dim <= dense.ndim:
+        raise RuntimeError(f"to_sparse: sparse_dim must be in [1, {dense.ndim}] for a tensor of shape "
+                           f"{list(dense.shape)}, got {sparse_dim}")
+    array = dense._data
+    nonzero = array != 0
+    if sparse_dim < array.ndim:
+        nonzero = nonzero.any(axis=tuple(range(sparse_dim, array.ndim)))
+    positions = tuple(tensor_from(p.astype(numpy.int64)) for p in numpy.nonzero(nonzero))  # (row-major: sorted)
+    values = dense[positions]
+    indices = tensor_from(numpy.stack([p._data for p in positions]).reshape(sparse_dim, -1))
+    return SparseTensor(indices, values, dense.shape, True)
+
+
+def _refuse_dense_among(tensors):
+    for i, t in enumerate(tensors):
+        if not isinstance(t, SparseTensor):
+            raise RuntimeError(f"Concatenating sparse tensors, but a dense tensor was found at position {i}.")
+
+
+def cat_sparse(tensors, dim=0):
+    """``torch.cat`` of sparse tensors along a sparse dim: each one's entries after the one before's, shifted along
+    ``dim`` by the sizes before it (uncoalesced), as PyTorch's. Relations' adjacencies side by side."""
+    _refuse_dense_among(tensors)
+    first = tensors[0]
+    dim = dim % first.dim()
+    if dim >= first.sparse_dim():
+        raise NotImplementedError(f"cat: joining sparse tensors along a dense dim ({dim}) is not built here")
+    for i, t in enumerate(tensors):
+        if t.sparse_dim() != first.sparse_dim() or [s for d, s in enumerate(t.shape) if d != dim] != \
+                [s for d, s in enumerate(first.shape) if d != dim]:
+            raise RuntimeError(f"All tensors must have the same shape: {list(first.shape)} (except in the "
+                               f"concatenating dimension), but found shape: {list(t.shape)} at position {i}.")
+    starts = numpy.cumsum([0] + [t.shape[dim] for t in tensors[:-1]])
+    pieces = []
+    for t, start in zip(tensors, starts):
+        positions = t._indices_tensor._data.copy()
+        positions[dim] += start
+        pieces.append(positions)
+    size = list(first.shape)
+    size[dim] = sum(t.shape[dim] for t in tensors)
+    values = _cat_all([t._values_tensor for t in tensors])
+    return SparseTensor(tensor_from(numpy.concatenate(pieces, axis=1)), values, size)
+
+
+def stack_sparse(tensors, dim=0):
+    """``torch.stack`` of sparse tensors of one shape: a new sparse dim at ``dim`` holding which tensor each
+    entry came from (uncoalesced), as PyTorch's. A relation-by-node-by-node adjacency for ``torch.bmm``."""
+    _refuse_dense_among(tensors)
+    first = tensors[0]
+    dim = dim % (first.dim() + 1)
+    if dim > first.sparse_dim():
+        raise NotImplementedError(f"stack: a new dense dim ({dim}) for sparse tensors is not built here")
+    for t in tensors:
+        if tuple(t.shape) != tuple(first.shape):
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got {list(first.shape)} at entry 0 "
+                               f"and {list(t.shape)} at entry {tensors.index(t)}")
+    pieces = [numpy.insert(t._indices_tensor._data, dim, i, axis=0) for i, t in enumerate(tensors)]
+    size = list(first.shape)
+    size.insert(dim, len(tensors))
+    return SparseTensor(tensor_from(numpy.concatenate(pieces, axis=1).astype(numpy.int64)),
+                        _cat_all([t._values_tensor for t in tensors]), size)
+
+
+def spdiags(diagonals, offsets, shape, layout=None):
+    """A sparse matrix of ``shape`` with diagonals[i] on the diagonal ``offsets[i]`` (``torch.sparse.spdiags``,
+    SciPy's convention: entry (r, r + offsets[i]) is diagonals[i, r + offsets[i]], its column), entries a diagonal
+    after another, as PyTorch's. A degree matrix: ``spdiags(deg.pow(-0.5).unsqueeze(0), torch.tensor([0]), (n, n))``."""
+    _refuse_layout(layout)
+    offsets = _index_tensor(offsets)
+    if diagonals.ndim == 1 and offsets.ndim == 0:
+        diagonals = diagonals.unsqueeze(0)
+    offsets = offsets._data.reshape(-1)
+    if diagonals.ndim != 2:
+        raise RuntimeError(f"Diagonals must be vector or matrix, got a tensor of shape {list(diagonals.shape)}")
+    if len(offsets) != diagonals.shape[0]:
+        raise RuntimeError(f"Number of diagonals ({diagonals.shape[0]}) does not match the number of offsets "
+                           f"({len(offsets)})")
+    if len(numpy.unique(offsets)) != len(offsets):
+        raise RuntimeError("Offset tensor contains duplicate values")
+    rows, columns = (int(size) for size in shape)
+    which, at_rows = [], []
+    for k, offset in enumerate(offsets.tolist()):
+        first, end = max(0, -offset), min(rows, columns - offset, diagonals.shape[1] - offset)
+        at_rows.append(numpy.arange(first, max(first, end)))
+        which.append(numpy.full(max(0, end - first), k))
+    at_rows = numpy.concatenate(at_rows).astype(numpy.int64)
+    which = numpy.concatenate(which).astype(numpy.int64)
+    at_columns = at_rows + offsets[which]
+    values = diagonals[tensor_from(which), tensor_from(at_columns)]
+    return SparseTensor(tensor_from(numpy.stack([at_rows, at_columns])), values, (rows, columns))
+
+
+class check_sparse_tensor_invariants:
+    """PyTorch's switch (and context manager, and decorator) for checking a sparse tensor's indices when it is
+    made. chainrule checks them always (see ``sparse_coo_tensor``); the switch is kept so that programs that turn
+    it on run, and ``is_enabled()`` says what they set (off by default, as PyTorch's)."""
+
+    _enabled = False
+
+    @staticmethod
+    def is_enabled():
+        return check_sparse_tensor_invariants._enabled
+
+    @staticmethod
+    def enable():
+        check_sparse_tensor_invariants._enabled = True
+
+    @staticmethod
+    def disable():
+        check_sparse_tensor_invariants._enabled = False
+
+    def __init__(self, enable=True):
+        self.state, self.saved_state = enable, None
+
+    def __enter__(self):
+        if self.saved_state is not None:
+            raise RuntimeError("This context manager instance is already activated. Use a different context "
+                               "manager instance for context nesting.")
+        self.saved_state = self.is_enabled()
+        check_sparse_tensor_invariants._enabled = self.state
+
+    def __exit__(self, *exc):
+        check_sparse_tensor_invariants._enabled = self.saved_state
+        self.saved_state = None
+
+    def __call__(self, function):
+        import functools
+
+        @functools.wraps(function)
+        def checked(*args, **kwargs):
+            with check_sparse_tensor_invariants(self.state):
+                return function(*args, **kwargs)
+
+        return checked
+
+
+def legacy_constructor(dtype):
+    """``torch.sparse.FloatTensor(indices, values, size)`` and its kin (pygcn's): a sparse tensor of ``dtype``;
+    ``FloatTensor(*sizes)`` an empty one."""
+
+    def construct(*args, size=None):
+        if args and isinstance(args[0], (Tensor, list, numpy.ndarray)) and len(args) >= 2:
+            indices, values, *rest = args
+            size = rest[0] if rest else size
+            warnings.warn("torch.sparse.SparseTensor(indices, values, shape, *, device=) is deprecated.  Please use "
+                          "torch.sparse_coo_tensor(indices, values, shape, dtype=, device=).", UserWarning,
+                          stacklevel=2)
+            return sparse_coo_tensor(indices, values, size, dtype=dtype)
+        sizes = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+        sizes = tuple(sizes or size or ())
+        values = tensor_from(numpy.zeros((0,), dtype=dtype))
+        return SparseTensor(tensor_from(numpy.zeros((len(sizes), 0), dtype=numpy.int64)), values, sizes, True)
+
+    return construct
