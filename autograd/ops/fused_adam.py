@@ -10,12 +10,14 @@ same to the last bit whichever runs it):
     W ← W + ((-η / (1 - β₁ᵗ)) · m) / (√v / √(1 - β₂ᵗ) + ε)
 
 What fusing saves is the cost around the arithmetic: one call instead of eight Tensor
-operations, and one scratch array reused by every step of the update instead of five
-temporaries of the parameter's size. ``optim.Adam(fused=True)`` steps with it (PyTorch's option
+operations, and two scratch arrays reused by every step of the update (and kept for the next
+step) instead of five temporaries of the parameter's size. ``optim.Adam(fused=True)`` steps with it (PyTorch's option
 for its own fused kernel; the default steps through the parameters' in-place methods, which a
 Tensor subclass may override). Each tensor written counts as written (its version moves on), as
 after any in-place operation. Nothing here is recorded: an optimizer step is not differentiated.
 """
+
+import threading
 
 from ..backend import errstate, xp
 from ..graph import bump_version, modes
@@ -37,7 +39,7 @@ def _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
             p *= 1 - lr * weight_decay
         else:
             g = g + weight_decay * p
-    scratch = xp.empty_like(m)  # the one temporary: each line below reuses it
+    scratch, numerator = _scratch(m)  # the temporaries: each line below reuses them
     xp.subtract(g, m, out=scratch)
     scratch *= 1 - beta1
     m += scratch  # m + (1 - β₁)(g - m), as lerp_ computes it
@@ -51,10 +53,32 @@ def _step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step, lr, beta1, bet
     xp.sqrt(v, out=scratch)
     scratch /= (1 - beta2**step) ** 0.5
     scratch += eps
-    xp.divide(xp.multiply(m, -lr / (1 - beta1**step)), scratch, out=scratch)  # (-step · m) / denominator, addcdiv_'s
+    xp.multiply(m, -lr / (1 - beta1**step), out=numerator)
+    xp.divide(numerator, scratch, out=scratch)  # (-step · m) / denominator, in addcdiv_'s order
     p += scratch
     for tensor in written:
         bump_version(tensor)
+
+
+_BUFFERS = threading.local()  # this thread's scratch arrays of the parameters' sizes, most recent last
+_KEPT = 8  # sizes kept (a model's large weights)
+_LARGE = 1 << 18  # elements: a smaller array comes from the allocator's free lists, a larger one from page faults
+
+
+def _scratch(like):
+    """Two scratch arrays of ``like``'s shape and dtype; a large parameter's are kept for the next step (an array
+    of millions of elements made fresh each step costs more in page faults than the arithmetic)."""
+    if like.size < _LARGE:
+        return xp.empty_like(like), xp.empty_like(like)
+    kept = _BUFFERS.__dict__.setdefault("kept", {})
+    key = (like.shape, like.dtype)
+    pair = kept.pop(key, None)
+    if pair is None:
+        pair = (xp.empty_like(like), xp.empty_like(like))
+        if len(kept) >= _KEPT:
+            kept.pop(next(iter(kept)))
+    kept[key] = pair  # (most recently used last)
+    return pair
 
 
 def _fused(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, weight_decay, eps,
