@@ -229,6 +229,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "utils": ".utils",
     "multiprocessing": ".multiprocessing",
     "library": ".library",
+    **_lazy.from_module(".symbolic", "sym_float", "sym_int", "sym_ite", "sym_max", "sym_min", "sym_not", "sym_sqrt",
+                        "sym_sum"),
     "sparse": ".sparse",
     "sparse_coo_tensor": ".sparse.coo:sparse_coo_tensor",
     "viz": ".viz",
