@@ -20,8 +20,8 @@ def _seed(output, grad, i):
     """dL/doutput for output i: ones for a one-element output when ``grad`` is None, else ``grad``."""
     if not output._requires_grad:
         raise RuntimeError(
-            f"output {i} (shape {output.shape}) does not require grad and has no grad_fn: "
-            "nothing it depends on requires grad, or it was computed under no_grad()"
+            f"element {i} of tensors does not require grad and does not have a grad_fn (output {i}, shape "
+            f"{output.shape}): nothing it depends on requires grad, or it was computed under no_grad()"
         )
     if grad is None:
         data = output._data

@@ -437,3 +437,12 @@ def test_reading_grad_warns_only_for_a_computed_tensor_that_does_not_retain_it()
         np.testing.assert_allclose(kept.grad.numpy(), [1.0, 1.0])
     with pytest.warns(UserWarning, match="retain_grad"):
         assert h.grad is None
+
+
+def test_backward_of_a_tensor_outside_the_graph_says_pytorchs_words(T):
+    """PyTorch's message starts "element 0 of tensors does not require grad and does not have a grad_fn" (programs
+    and tests match it); chainrule's goes on to say why it may be so."""
+    with pytest.raises(RuntimeError, match="element 0 of tensors does not require grad and does not have a grad_fn"):
+        T.ones(2).sum().backward()
+    with pytest.raises(RuntimeError, match="element 0 of tensors does not require grad"):
+        T.autograd.grad(T.ones(2).sum(), [T.ones(2, requires_grad=True)])
