@@ -342,7 +342,7 @@ class Tensor(WriteDoor):
     def __bool__(self):
         if self._data.size != 1:
             raise RuntimeError(
-                f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                f"Boolean value of Tensor with more than one value is ambiguous (a tensor of shape {self.shape}); "
                 "use .any() or .all()"
             )
         return bool(self._data)

@@ -228,8 +228,8 @@ def _class_weights(name, rows, target, weight, ignore_index):
     kept = labels != ignore_index
     bad = kept & ((labels < 0) | (labels >= classes))
     if bad.any():
-        raise IndexError(f"{name}: target {int(labels[bad][0])} is out of bounds for {classes} classes "
-                         f"(valid: 0 to {classes - 1}, or ignore_index={ignore_index})")
+        raise IndexError(f"Target {int(labels[bad][0])} is out of bounds. ({name}: {classes} classes, valid targets "
+                         f"0 to {classes - 1}, or ignore_index={ignore_index})")
     if weight is None and kept.all():
         return labels, None, float(len(labels))
     safe = xp.where(kept, labels, 0)

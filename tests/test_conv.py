@@ -217,7 +217,8 @@ def test_errors_match_torch_types_and_name_the_shapes():
     import torch
 
     cases = [
-        (lambda m: m.conv2d(m_tensor(m, 1, 4, 5, 5), m_tensor(m, 8, 3, 3, 3)), "expected input with 3 channels, got 4"),
+        (lambda m: m.conv2d(m_tensor(m, 1, 4, 5, 5), m_tensor(m, 8, 3, 3, 3)),
+         "expected input[1, 4, 5, 5] to have 3 channels, but got 4 channels instead"),
         (lambda m: m.conv2d(m_tensor(m, 5, 5), m_tensor(m, 8, 3, 3, 3)), "Expected 3D (unbatched) or 4D (batched)"),
         (lambda m: m.conv2d(m_tensor(m, 1, 3, 2, 2), m_tensor(m, 8, 3, 3, 3)), "Kernel size can't be greater"),
         (lambda m: m.conv2d(m_tensor(m, 1, 4, 5, 5), m_tensor(m, 7, 2, 3, 3), groups=2), "divisible by 2"),

@@ -210,7 +210,7 @@ def test_3d_errors_name_the_shapes():
     x = autograd.Tensor(randn(1, 2, 4, 4, 4))
     with pytest.raises(RuntimeError, match="Expected 4D .unbatched. or 5D .batched. input to conv3d"):
         F.conv3d(autograd.Tensor(randn(2, 4, 4)), autograd.Tensor(randn(3, 2, 1, 1, 1)))
-    with pytest.raises(RuntimeError, match=r"expected input with 3 channels, got 2"):
+    with pytest.raises(RuntimeError, match=r"to have 3 channels, but got 2 channels instead"):
         F.conv3d(x, autograd.Tensor(randn(3, 3, 1, 1, 1)))
     with pytest.raises(RuntimeError, match=r"padded input size per channel: \(4 x 4 x 4\). Kernel size: \(5 x 1 x 1\)"):
         F.conv3d(x, autograd.Tensor(randn(3, 2, 5, 1, 1)))

@@ -31,7 +31,9 @@ def test_lazy_linear_learns_in_features_and_becomes_a_linear():
     before = weight.numpy().copy()
     y.sum().backward()
     optimizer.step()
-    np.testing.assert_allclose(weight.numpy(), before - 0.1 * weight.grad.numpy())
+    lr = np.float64(np.float32(0.1))  # (SGD's p.add_(grad, alpha=-lr): one fused multiply-add, as PyTorch's)
+    np.testing.assert_array_equal(weight.numpy(), (before - lr * weight.grad.numpy().astype(np.float64)).astype(
+        np.float32))
     assert nn.LazyLinear(2, bias=False).double()(randn(1, 5).double()).dtype == autograd.float64
 
 

@@ -69,8 +69,9 @@ def _check_conv(input, weight, groups, in_channels, name, transposed=False, bias
     if input.shape[1] != in_channels:
         raise RuntimeError(
             f"Given groups={groups}, {'transposed=1, ' if transposed else ''}weight of size "
-            f"{_dims(weight.shape, 1)}, expected input with {in_channels} channels, got {input.shape[1]} "
-            f"(input shape {_dims(input.shape[:2] + input.shape[3:] if spatial == 1 else input.shape, 1)})")
+            f"{_dims(weight.shape, 1)}, expected input"
+            f"{_dims(input.shape[:2] + input.shape[3:] if spatial == 1 else input.shape, 1)} to have {in_channels} "
+            f"channels, but got {input.shape[1]} channels instead")
 
 
 def _conv(input, weight, bias, stride, padding, dilation, groups, spatial):

@@ -75,8 +75,10 @@ def matmul(input, other, *, out=None):
         _refuse_matmul(a, b)
     inner_b = B.shape[0] if B.ndim == 1 else B.shape[-2]
     if A.shape[-1] != inner_b:
+        pytorchs = (f"mat1 and mat2 shapes cannot be multiplied ({A.shape[0]}x{A.shape[1]} and {B.shape[0]}x"
+                    f"{B.shape[1]}): " if A.ndim == 2 and B.ndim == 2 else "")  # (PyTorch's words for two matrices)
         raise ShapeError(
-            f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the first has "
+            f"{pytorchs}matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the first has "
             f"{a.shape[-1]} columns but the second has {inner_b} rows"
         )
     if A.ndim == 2 and B.ndim == 2:
