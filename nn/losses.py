@@ -208,7 +208,9 @@ def _check_class_indices(name, input, target):
                          f"{target.shape[0]} (input of shape {input.shape}: the scores of one prediction)")
     expected = input.shape[:_class_dim(input)] + input.shape[_class_dim(input) + 1:]
     if target.shape != expected:
-        raise ShapeError(f"{name}: input of shape {input.shape} needs a target of shape {expected}, "
+        words = (f"Expected input batch_size ({input.shape[0]}) to match target batch_size ({target.shape[0]}). "
+                 if input.ndim >= 2 and target.ndim >= 1 and target.shape[0] != input.shape[0] else "")  # (PyTorch's)
+        raise ShapeError(f"{words}{name}: input of shape {input.shape} needs a target of shape {expected}, "
                          f"got {target.shape}")
 
 

@@ -79,10 +79,13 @@ class _BatchNorm(_NormBase):
     def forward(self, input):
         if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
             # PyTorch: a ValueError for the number of dims, a RuntimeError for the channels (ShapeError is both)
-            raise (ValueError if input.ndim not in self.expected_dims else ShapeError)(
-                f"{type(self).__name__}({self.num_features}) expects input of "
+            wrong_dims = input.ndim not in self.expected_dims
+            words = "" if wrong_dims else (f"running_mean should contain {input.shape[1]} elements not "
+                                            f"{self.num_features} (")  # (PyTorch's words for the channels)
+            raise (ValueError if wrong_dims else ShapeError)(
+                f"{words}{type(self).__name__}({self.num_features}) expects input of "
                 f"{' or '.join(map(str, self.expected_dims))} dims with {self.num_features} channels in dim 1, "
-                f"got shape {input.shape}")
+                f"got shape {input.shape}{'' if wrong_dims else ')'}")
         # PyTorch's rules: training with track_running_stats switched off after construction leaves the running
         # statistics (and the count) alone; eval uses them whenever they exist, batch statistics otherwise
         track = not self.training or self.track_running_stats

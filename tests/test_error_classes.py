@@ -131,3 +131,31 @@ def test_every_autograd_function_taking_an_input_tensor_refuses_a_numpy_array():
         checked += 1
     assert checked > 300
     assert autograd.exp(autograd.from_numpy(ARRAY_2D)).shape == ARRAY_2D.shape  # converted, it runs
+
+
+def test_common_errors_start_with_pytorchs_words(T):
+    """Programs and their tests match PyTorch's messages; chainrule's say PyTorch's words first, then name what it
+    knows (the shapes, the op)."""
+    import importlib
+
+    F = importlib.import_module("torch.nn.functional" if T.__name__ == "torch" else "nn.functional")
+    nn = importlib.import_module("torch.nn" if T.__name__ == "torch" else "nn")
+    cases = [
+        (RuntimeError, "Boolean value of Tensor with more than one value is ambiguous", lambda: bool(T.ones(2))),
+        (IndexError, "Target 3 is out of bounds", lambda: F.cross_entropy(T.ones(2, 3), T.tensor([0, 3]))),
+        (ValueError, r"Expected input batch_size \(2\) to match target batch_size \(3\)",
+         lambda: F.nll_loss(T.ones(2, 3), T.tensor([0, 1, 2]))),
+        (RuntimeError, r"mat1 and mat2 shapes cannot be multiplied \(2x3 and 4x5\)",
+         lambda: T.ones(2, 3) @ T.ones(4, 5)),
+        (RuntimeError, r"expected input\[1, 2, 5, 5\] to have 3 channels, but got 2 channels instead",
+         lambda: nn.Conv2d(3, 4, 3)(T.ones(1, 2, 5, 5))),
+        (RuntimeError, "running_mean should contain 4 elements not 3", lambda: nn.BatchNorm1d(3)(T.ones(2, 4))),
+        (RuntimeError, r"Given normalized_shape=\[3\], expected input with shape \[\*, 3\], but got input of "
+                       r"size\[2, 4\]", lambda: nn.LayerNorm(3)(T.ones(2, 4))),
+        (IndexError, "index out of range in self", lambda: T.ones(3).index_select(0, T.tensor([4]))),
+        (RuntimeError, r"Given input size: \(1x2x2\). Calculated output size: \(1x0x0\). Output size is too small",
+         lambda: F.max_pool2d(T.ones(1, 1, 2, 2), 3)),
+    ]
+    for error, words, call in cases:
+        with pytest.raises(error, match=words):
+            call()

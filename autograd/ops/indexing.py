@@ -443,8 +443,11 @@ def _vector_index(x, dim, index, op, refusal, dtypes=_INT32_OR_64, error=Runtime
 @names("index_select")
 def index_select(input, dim, index, *, out=None):
     """y = input's slices index[0], index[1], ... along dim (index a vector of ints)."""
-    axis, index = _vector_index(input, dim, index, "index_select",
-                                "index_select(): Expected dtype int32 or int64 for index")
+    try:
+        axis, index = _vector_index(input, dim, index, "index_select",
+                                    "index_select(): Expected dtype int32 or int64 for index")
+    except IndexRangeError as error:  # (PyTorch's words for index_select, then which index)
+        raise IndexRangeError(f"index out of range in self: {error}") from None
     return write_out(IndexSelect.apply(input, dim=axis, index=index), out)
 
 

@@ -150,7 +150,10 @@ def _normalized_shape(op, input, normalized_shape):
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     refuse_empty_normalized_shape(normalized_shape)
     if input.shape[input.ndim - len(normalized_shape):] != normalized_shape:
-        raise ShapeError(f"{op}: input of shape {input.shape} does not end in {normalized_shape}")
+        shown = ", ".join(map(str, normalized_shape))
+        raise ShapeError(f"Given normalized_shape=[{shown}], expected input with shape [*, {shown}], but got input of "
+                         f"size{list(input.shape)} ({op}: input of shape {input.shape} does not end in "
+                         f"{normalized_shape})")
     return normalized_shape
 
 

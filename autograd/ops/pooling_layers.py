@@ -48,9 +48,9 @@ def _pool_sizes(input, kernel_size, stride, padding, dilation, ceil_mode, spatia
     sizes = input.shape[-spatial:]
     out = tuple(pooling.pool_output_size(*args, ceil_mode) for args in zip(sizes, kernel, stride, padding, dilation))
     if min(out) <= 0:
-        raise RuntimeError(f"{name}: given input size: ({'x'.join(map(str, input.shape[-spatial - 1:]))}). "
+        raise RuntimeError(f"Given input size: ({'x'.join(map(str, input.shape[-spatial - 1:]))}). "
                            f"Calculated output size: ({'x'.join(map(str, input.shape[-spatial - 1:-spatial] + out))})"
-                           f". Output size is too small")
+                           f". Output size is too small ({name})")
     if spatial == 1:
         return (1,) + kernel, (1,) + stride, (0,) + padding, (1,) + dilation, (1,) + out
     return kernel, stride, padding, dilation, out
