@@ -1,0 +1,278 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Time-series programs (see tests/pytorch_programs.py) beyond those of test_programs_probe11_tabular.py, each
+run on chainrule and on PyTorch from the same weights and data, comparing losses, gradients and weights.
+
+Sliding windows three ways (``Tensor.unfold`` with a step on a batch, ``as_strided`` on a view with a
+storage offset, ``torch.stack`` of slices) with gradients through the overlaps; the metrics as forecasting
+repositories write them (MASE against the seasonal naive forecast, sMAPE and MAPE with zero guards by
+``torch.where``, ``nanmean``, a multi-quantile pinball loss by broadcasting, ``torch.quantile``); a GRU
+encoder-decoder trained with scheduled sampling (``torch.rand`` after ``manual_seed``) from a shuffled
+``DataLoader`` over a ``TensorDataset`` with a seeded ``Generator``, ``clip_grad_norm_``,
+``ReduceLROnPlateau`` and early stopping by ``copy.deepcopy(model.state_dict())``; LSTNet (a ``Conv2d``
+over time by variables, the skip-GRU by ``view``/``permute``, the highway autoregression) and SCINet's
+even/odd splitting (``x[:, ::2]``) with interactive scaling; N-HiTS (``MaxPool1d(ceil_mode=True)``
+pooling and ``F.interpolate(mode='linear')`` of coefficients) and iTransformer (variables as tokens)."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+
+def multiseries(length=64, channels=3, seed=140):
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, channels)
+    return (2 + 0.03 * t + np.sin(2 * np.pi * t / 8 + phase) + 0.1 * rng.standard_normal((length, channels)))
+
+
+def params_of(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def grads_of(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+# ----------------------------------------------------------------------------------------------
+# Sliding windows three ways, and gradients through the overlaps
+# ----------------------------------------------------------------------------------------------
+
+
+def sliding_windows(m):
+    torch = m.torch
+    values = torch.tensor(multiseries(), requires_grad=True)  # [T, C]
+    seq_len, pred_len, step = 12, 4, 3
+    total = seq_len + pred_len
+    # 1) unfold over time of a batch: [1, T, C] -> [1, n, C, total]
+    unfolded = values.unsqueeze(0).unfold(1, total, step).permute(0, 1, 3, 2)[0]  # [n, total, C]
+    n = unfolded.shape[0]
+    # 2) as_strided on a view starting at row 2 (storage offset)
+    shifted = values.detach()[2:]
+    T, C = shifted.shape
+    n2 = (T - total) // step + 1
+    strided = shifted.as_strided((n2, total, C), (step * C, C, 1))
+    strided_offset = strided.storage_offset()
+    # 3) a stack of slices, as most dataset classes write __getitem__
+    stacked = torch.stack([values[i:i + total] for i in range(0, values.shape[0] - total + 1, step)])
+    x, y = unfolded[:, :seq_len], unfolded[:, seq_len:]
+    weights = torch.linspace(0.5, 1.5, n, dtype=values.dtype).view(-1, 1, 1)
+    (x.pow(2) * weights).sum().backward()  # overlapping windows add up in the gradient
+    grad_unfold = values.grad.clone()
+    values.grad = None
+    (stacked[:, :seq_len].pow(2) * weights).sum().backward()
+    grad_stack = values.grad.clone()
+    # a 1-D series windowed by Tensor.unfold with step and a non-contiguous source (a column)
+    column = values.detach()[:, 1].unfold(0, 5, 7)
+    return dict(unfolded=unfolded, y=y, strided=strided, strided_offset=strided_offset, stacked=stacked,
+                grad_unfold=grad_unfold, grad_stack=grad_stack, column=column,
+                strided_contig=strided.is_contiguous(),
+                unfold_stride=values.unsqueeze(0).unfold(1, total, step).stride()[1:])
+
+
+def test_sliding_windows_unfold_as_strided_stack():
+    ours, _ = run_both(sliding_windows, rtol=1e-12, atol=1e-12)
+    values = multiseries()
+    np.testing.assert_array_equal(ours["unfolded"], ours["stacked"])
+    np.testing.assert_array_equal(ours["strided"][0], values[2:18])
+    np.testing.assert_array_equal(ours["strided"][1], values[5:21])
+    np.testing.assert_allclose(ours["grad_unfold"], ours["grad_stack"], rtol=1e-12)
+    # by hand: each time step's gradient is 2 x times the weights of every window whose history covers it
+    n = ours["unfolded"].shape[0]
+    w = np.linspace(0.5, 1.5, n)
+    expected = np.zeros_like(values)
+    for i in range(n):
+        expected[3 * i:3 * i + 12] += 2 * values[3 * i:3 * i + 12] * w[i]
+    np.testing.assert_allclose(ours["grad_unfold"], expected, rtol=1e-12)
+    np.testing.assert_array_equal(ours["column"], values[:, 1][np.arange(9)[:, None] * 7 + np.arange(5)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Forecasting metrics and losses as the repositories write them
+# ----------------------------------------------------------------------------------------------
+
+
+def forecast_metrics(m):
+    torch = m.torch
+    rng = np.random.default_rng(141)
+    insample = torch.tensor(2 + np.sin(np.arange(40) * 2 * np.pi / 8)[None].repeat(3, 0) + 0.1 * rng.standard_normal((3, 40)))
+    target = torch.tensor(2 + 0.2 * rng.standard_normal((3, 6)))
+    target[0, 2] = 0.0  # a zero target: MAPE's and sMAPE's guards
+    forecast = torch.tensor(2 + 0.3 * rng.standard_normal((3, 6)), requires_grad=True)
+    mask = torch.ones_like(target)
+    mask[2, 4:] = 0
+
+    def divide_no_nan(a, b):
+        result = a / b
+        result[result != result] = .0
+        result[result == float('inf')] = .0
+        return result
+
+    def mape_loss(forecast, target, mask):
+        weights = divide_no_nan(mask, target)
+        return torch.mean(torch.abs((forecast - target) * weights))
+
+    def smape_2_loss(forecast, target, mask):
+        return 200 * torch.mean(divide_no_nan(torch.abs(forecast - target),
+                                              torch.abs(forecast.data) + torch.abs(target.data)) * mask)
+
+    def mase_loss(insample, freq, forecast, target, mask):
+        masep = torch.mean(torch.abs(insample[:, freq:] - insample[:, :-freq]), dim=1)
+        masked_masep_inv = divide_no_nan(mask, masep[:, None])
+        return torch.mean(torch.abs(target - forecast) * masked_masep_inv)
+
+    def smape_where(y_hat, y):
+        denom = torch.abs(y) + torch.abs(y_hat)
+        return torch.where(denom == 0, torch.zeros_like(denom), 2 * torch.abs(y - y_hat) / denom).mean()
+
+    quantiles = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    q_forecast = forecast.unsqueeze(-1) + torch.tensor([-0.3, 0.0, 0.3], dtype=torch.float64)
+
+    def quantile_loss(preds, target, quantiles):
+        errors = target.unsqueeze(-1) - preds
+        return torch.max((quantiles - 1) * errors, quantiles * errors).mean()
+
+    def pinball_loop(preds, target, quantiles):
+        losses = []
+        for i, q in enumerate(quantiles):
+            errors = target - preds[..., i]
+            losses.append(torch.max((q - 1) * errors, q * errors).unsqueeze(-1))
+        return torch.mean(torch.sum(torch.cat(losses, dim=-1), dim=-1))
+
+    results, grads = {}, {}
+    for name, fn in [("mape", lambda: mape_loss(forecast, target, mask)),
+                     ("smape", lambda: smape_2_loss(forecast, target, mask)),
+                     ("mase", lambda: mase_loss(insample, 8, forecast, target, mask)),
+                     ("smape_where", lambda: smape_where(forecast, target)),
+                     ("quantile", lambda: quantile_loss(q_forecast, target, quantiles)),
+                     ("pinball_loop", lambda: pinball_loop(q_forecast, target, quantiles))]:
+        forecast.grad = None
+        loss = fn()
+        loss.backward(retain_graph=True)
+        results[name], grads[name] = loss, forecast.grad.clone()
+    nan_target = target.clone()
+    nan_target[1, :2] = float('nan')
+    results["nanmean_mae"] = (forecast - nan_target).abs().nanmean()
+    results["coverage"] = ((target >= q_forecast[..., 0]) & (target <= q_forecast[..., 2])).float().mean()
+    results["empirical_q"] = torch.quantile(forecast.detach(), quantiles, dim=1)
+    results["nanquantile"] = torch.nanquantile(nan_target, 0.5, dim=1, keepdim=True)
+    return results, grads
+
+
+def test_forecast_metrics():
+    (ours, grads), _ = run_both(forecast_metrics, rtol=1e-11, atol=1e-12)
+    rng = np.random.default_rng(141)
+    insample = 2 + np.sin(np.arange(40) * 2 * np.pi / 8)[None].repeat(3, 0) + 0.1 * rng.standard_normal((3, 40))
+    target = 2 + 0.2 * rng.standard_normal((3, 6))
+    target[0, 2] = 0.0
+    forecast = 2 + 0.3 * rng.standard_normal((3, 6))
+    mask = np.ones_like(target)
+    mask[2, 4:] = 0
+    scale = np.abs(insample[:, 8:] - insample[:, :-8]).mean(1)[:, None]
+    np.testing.assert_allclose(ours["mase"], np.mean(np.abs(target - forecast) * mask / scale), rtol=1e-12)
+    denom = np.abs(target) + np.abs(forecast)
+    np.testing.assert_allclose(ours["smape_where"], np.mean(2 * np.abs(target - forecast) / denom), rtol=1e-12)
+    weights = np.where(target == 0, 0.0, mask / np.where(target == 0, 1, target))
+    np.testing.assert_allclose(ours["mape"], np.mean(np.abs((forecast - target) * weights)), rtol=1e-12)
+    np.testing.assert_allclose(grads["mape"], np.sign(forecast - target) * np.abs(weights) / 18, rtol=1e-12)
+    np.testing.assert_allclose(ours["empirical_q"], np.quantile(forecast, [0.1, 0.5, 0.9], axis=1), rtol=1e-12)
+    np.testing.assert_allclose(ours["quantile"] * 3, ours["pinball_loop"], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# A GRU encoder-decoder trained as tutorials train forecasters: shuffled DataLoader with a seeded
+# Generator, scheduled sampling, gradient clipping, ReduceLROnPlateau, early stopping by deepcopy
+# ----------------------------------------------------------------------------------------------
+
+
+def make_gru_seq2seq(m, n_features=3, hidden=8, horizon=4):
+    torch, nn = m.torch, m.nn
+
+    class EncoderDecoder(nn.Module):
+        def __init__(self, n_features, hidden, horizon):
+            super().__init__()
+            self.horizon = horizon
+            self.encoder = nn.GRU(n_features, hidden, num_layers=2, batch_first=True, dropout=0.0)
+            self.decoder_cell = nn.GRUCell(n_features, hidden)
+            self.out = nn.Linear(hidden, n_features)
+
+        def forward(self, src, trg=None, teacher_forcing_ratio=0.5):
+            _, h = self.encoder(src)
+            hidden = h[-1]
+            dec_input = src[:, -1, :]
+            outputs = torch.zeros(src.size(0), self.horizon, src.size(2), dtype=src.dtype)
+            for t in range(self.horizon):
+                hidden = self.decoder_cell(dec_input, hidden)
+                pred = self.out(hidden)
+                outputs[:, t, :] = pred
+                teacher_force = trg is not None and torch.rand(1).item() < teacher_forcing_ratio
+                dec_input = trg[:, t, :] if teacher_force else pred.detach()
+            return outputs
+
+    return EncoderDecoder(n_features, hidden, horizon)
+
+
+def gru_training(m, weights):
+    torch, nn, optim, data = m.torch, m.nn, m.optim, m.data
+    model = load(m, make_gru_seq2seq(m), weights).double()
+    values = torch.tensor(multiseries(length=80))
+    mean, std = values[:56].mean(0, keepdim=True), values[:56].std(0, keepdim=True)
+    values = (values - mean) / std
+    w = values.unfold(0, 16, 1).transpose(1, 2)  # [n, 16, C]
+    X, Y = w[:, :12].contiguous(), w[:, 12:].contiguous()
+    train_ds = data.TensorDataset(X[:40], Y[:40])
+    val_x, val_y = X[40:], Y[40:]
+    g = torch.Generator()
+    g.manual_seed(7)
+    loader = data.DataLoader(train_ds, batch_size=8, shuffle=True, generator=g)
+    optimizer = optim.Adam(model.parameters(), lr=0.02, weight_decay=1e-4)
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode='min', factor=0.5, patience=0, threshold=1e-3,
+                                                     min_lr=1e-4)
+    criterion = nn.MSELoss()
+    torch.manual_seed(3)
+    best_val, best_state, best_epoch, patience, bad_epochs = float('inf'), None, -1, 3, 0
+    history, lrs, norms, orders = [], [], [], []
+    for epoch in range(8):
+        model.train()
+        epoch_loss = 0.0
+        tf_ratio = max(0.0, 0.8 - 0.2 * epoch)
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            pred = model(xb, yb, teacher_forcing_ratio=tf_ratio)
+            loss = criterion(pred, yb)
+            loss.backward()
+            norms.append(nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0))
+            optimizer.step()
+            epoch_loss += loss.item() * xb.size(0)
+        orders.append(xb[:, 0, 0].clone())
+        model.eval()
+        with torch.no_grad():
+            val_loss = criterion(model(val_x), val_y).item()
+        scheduler.step(val_loss)
+        lrs.append(optimizer.param_groups[0]['lr'])
+        history.append((epoch_loss / len(train_ds), val_loss))
+        if val_loss < best_val - 1e-4:
+            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs >= patience:
+                break
+    last = params_of(model)
+    model.load_state_dict(best_state)
+    with torch.no_grad():
+        restored_val = criterion(model(val_x), val_y).item()
+        forecast = model(val_x[:2]) * std + mean
+    return dict(history=history, lrs=lrs, norms=norms, orders=orders, best_val=best_val, best_epoch=best_epoch,
+                restored_val=restored_val, forecast=forecast, last=last, best=params_of(model),
+                last_lr=scheduler.get_last_lr(), bad=scheduler.num_bad_epochs)
+
+
+def test_gru_encoder_decoder_training_loop():
+    ours, _ = run_both(gru_training, weights_of(make_gru_seq2seq), rtol=1e-8, atol=1e-10)
+    assert ours["restored_val"] == ours["best_val"]
+    assert len(ours["history"]) == len(ours["lrs"])
+    assert all(lr in (0.02, 0.01, 0.005, 0.0025) for lr in ours["lrs"])
