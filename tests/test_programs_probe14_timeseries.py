@@ -98,7 +98,8 @@ def test_sliding_windows_unfold_as_strided_stack():
 def forecast_metrics(m):
     torch = m.torch
     rng = np.random.default_rng(141)
-    insample = torch.tensor(2 + np.sin(np.arange(40) * 2 * np.pi / 8)[None].repeat(3, 0) + 0.1 * rng.standard_normal((3, 40)))
+    insample = torch.tensor(2 + np.sin(np.arange(40) * 2 * np.pi / 8)[None].repeat(3, 0)
+                            + 0.1 * rng.standard_normal((3, 40)))
     target = torch.tensor(2 + 0.2 * rng.standard_normal((3, 6)))
     target[0, 2] = 0.0  # a zero target: MAPE's and sMAPE's guards
     forecast = torch.tensor(2 + 0.3 * rng.standard_normal((3, 6)), requires_grad=True)
@@ -276,3 +277,289 @@ def test_gru_encoder_decoder_training_loop():
     assert ours["restored_val"] == ours["best_val"]
     assert len(ours["history"]) == len(ours["lrs"])
     assert all(lr in (0.02, 0.01, 0.005, 0.0025) for lr in ours["lrs"])
+
+
+# ----------------------------------------------------------------------------------------------
+# LSTNet (laiguokun/LSTNet): Conv2d over (time, variables), GRU, skip-GRU, highway autoregression
+# ----------------------------------------------------------------------------------------------
+
+
+def make_lstnet(m, window=12, n_vars=3, hidRNN=6, hidCNN=5, hidSkip=3, CNN_kernel=4, skip=2, highway_window=3,
+                output_fun='sigmoid'):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Model(nn.Module):
+        def __init__(self):
+            super(Model, self).__init__()
+            self.P = window
+            self.m = n_vars
+            self.hidR = hidRNN
+            self.hidC = hidCNN
+            self.hidS = hidSkip
+            self.Ck = CNN_kernel
+            self.skip = skip
+            self.pt = int((self.P - self.Ck) / self.skip)
+            self.hw = highway_window
+            self.conv1 = nn.Conv2d(1, self.hidC, kernel_size=(self.Ck, self.m))
+            self.GRU1 = nn.GRU(self.hidC, self.hidR)
+            self.dropout = nn.Dropout(p=0.0)
+            if (self.skip > 0):
+                self.GRUskip = nn.GRU(self.hidC, self.hidS)
+                self.linear1 = nn.Linear(self.hidR + self.skip * self.hidS, self.m)
+            else:
+                self.linear1 = nn.Linear(self.hidR, self.m)
+            if (self.hw > 0):
+                self.highway = nn.Linear(self.hw, 1)
+            self.output = None
+            if (output_fun == 'sigmoid'):
+                self.output = torch.sigmoid
+            if (output_fun == 'tanh'):
+                self.output = torch.tanh
+
+        def forward(self, x):
+            batch_size = x.size(0)
+            # CNN
+            c = x.view(-1, 1, self.P, self.m)
+            c = F.relu(self.conv1(c))
+            c = self.dropout(c)
+            c = torch.squeeze(c, 3)
+            # RNN
+            r = c.permute(2, 0, 1).contiguous()
+            _, r = self.GRU1(r)
+            r = self.dropout(torch.squeeze(r, 0))
+            # skip-rnn
+            if (self.skip > 0):
+                s = c[:, :, int(-self.pt * self.skip):].contiguous()
+                s = s.view(batch_size, self.hidC, self.pt, self.skip)
+                s = s.permute(2, 0, 3, 1).contiguous()
+                s = s.view(self.pt, batch_size * self.skip, self.hidC)
+                _, s = self.GRUskip(s)
+                s = s.view(batch_size, self.skip * self.hidS)
+                s = self.dropout(s)
+                r = torch.cat((r, s), 1)
+            res = self.linear1(r)
+            # highway
+            if (self.hw > 0):
+                z = x[:, -self.hw:, :]
+                z = z.permute(0, 2, 1).contiguous().view(-1, self.hw)
+                z = self.highway(z)
+                z = z.view(-1, self.m)
+                res = res + z
+            if (self.output):
+                res = self.output(res)
+            return res
+
+    return Model()
+
+
+def lstnet(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, make_lstnet(m), weights).double()
+    raw = multiseries(length=40)
+    scale = np.max(np.abs(raw), 0)  # LSTNet's normalize=2: each series by its maximum
+    dat = torch.from_numpy(raw / scale)
+    idx = range(12, 39)
+    X = torch.stack([dat[i - 12:i] for i in idx])
+    Y = torch.stack([dat[i] for i in idx])
+    criterion = nn.L1Loss(reduction='sum')
+    evaluateL2 = nn.MSELoss(reduction='sum')
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for step in range(3):
+        for i in range(0, len(X), 9):
+            bx, by = X[i:i + 9], Y[i:i + 9]
+            model.zero_grad()
+            output = model(bx)
+            loss = criterion(output * torch.from_numpy(scale), by * torch.from_numpy(scale))
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 10.)
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        predict = model(X)
+    rse = math.sqrt(evaluateL2(predict, Y).item() / len(Y)) / (Y.std() * np.sqrt((len(Y) - 1.0) / len(Y)))
+    sigma_p, sigma_g = predict.std(dim=0), Y.std(dim=0)
+    mean_p, mean_g = predict.mean(dim=0), Y.mean(dim=0)
+    correlation = ((predict - mean_p) * (Y - mean_g)).mean(dim=0) / (sigma_p * sigma_g)
+    return dict(losses=losses, params=params_of(model), grads=grads_of(model), rse=rse, corr=correlation.mean())
+
+
+def test_lstnet():
+    ours, _ = run_both(lstnet, weights_of(make_lstnet), rtol=1e-9, atol=1e-11)
+    assert len(ours["losses"]) == 9
+
+
+# ----------------------------------------------------------------------------------------------
+# SCINet (cure-lab/SCINet): even/odd splitting by strided slicing, interactive scaling, zip back
+# ----------------------------------------------------------------------------------------------
+
+
+def make_scinet(m, output_len=4, input_len=16, input_dim=3, hid_size=1, num_levels=2, kernel=5, groups=1):
+    torch, nn = m.torch, m.nn
+
+    class Splitting(nn.Module):
+        def __init__(self):
+            super(Splitting, self).__init__()
+
+        def even(self, x):
+            return x[:, ::2, :]
+
+        def odd(self, x):
+            return x[:, 1::2, :]
+
+        def forward(self, x):
+            return (self.even(x), self.odd(x))
+
+    class Interactor(nn.Module):
+        def __init__(self, in_planes, splitting=True, kernel=5, dropout=0.0, groups=1, hidden_size=1, INN=True):
+            super(Interactor, self).__init__()
+            self.modified = INN
+            self.kernel_size = kernel
+            self.dilation = 1
+            self.dropout = dropout
+            self.hidden_size = hidden_size
+            self.groups = groups
+            if self.kernel_size % 2 == 0:
+                pad_l = self.dilation * (self.kernel_size - 2) // 2 + 1
+                pad_r = self.dilation * (self.kernel_size) // 2 + 1
+            else:
+                pad_l = self.dilation * (self.kernel_size - 1) // 2 + 1
+                pad_r = self.dilation * (self.kernel_size - 1) // 2 + 1
+            self.splitting = splitting
+            self.split = Splitting()
+
+            def branch():
+                prev_size = 1
+                size_hidden = self.hidden_size
+                return nn.Sequential(
+                    nn.ReplicationPad1d((pad_l, pad_r)),
+                    nn.Conv1d(in_planes * prev_size, int(in_planes * size_hidden), kernel_size=self.kernel_size,
+                              dilation=self.dilation, stride=1, groups=self.groups),
+                    nn.LeakyReLU(negative_slope=0.01, inplace=True),
+                    nn.Dropout(self.dropout),
+                    nn.Conv1d(int(in_planes * size_hidden), in_planes, kernel_size=3, stride=1, groups=self.groups),
+                    nn.Tanh())
+            self.phi, self.psi, self.U, self.P = branch(), branch(), branch(), branch()
+
+        def forward(self, x):
+            if self.splitting:
+                (x_even, x_odd) = self.split(x)
+            else:
+                (x_even, x_odd) = x
+            if self.modified:
+                x_even = x_even.permute(0, 2, 1)
+                x_odd = x_odd.permute(0, 2, 1)
+                d = x_odd.mul(torch.exp(self.phi(x_even)))
+                c = x_even.mul(torch.exp(self.psi(x_odd)))
+                x_even_update = c + self.U(d)
+                x_odd_update = d - self.P(c)
+                return (x_even_update, x_odd_update)
+
+    class InteractorLevel(nn.Module):
+        def __init__(self, in_planes, kernel, dropout, groups, hidden_size, INN):
+            super(InteractorLevel, self).__init__()
+            self.level = Interactor(in_planes=in_planes, splitting=True, kernel=kernel, dropout=dropout,
+                                    groups=groups, hidden_size=hidden_size, INN=INN)
+
+        def forward(self, x):
+            (x_even_update, x_odd_update) = self.level(x)
+            return (x_even_update, x_odd_update)
+
+    class LevelSCINet(nn.Module):
+        def __init__(self, in_planes, kernel_size, dropout, groups, hidden_size, INN):
+            super(LevelSCINet, self).__init__()
+            self.interact = InteractorLevel(in_planes=in_planes, kernel=kernel_size, dropout=dropout, groups=groups,
+                                            hidden_size=hidden_size, INN=INN)
+
+        def forward(self, x):
+            (x_even_update, x_odd_update) = self.interact(x)
+            return x_even_update.permute(0, 2, 1), x_odd_update.permute(0, 2, 1)  # even: B, T, D odd: B, T, D
+
+    class SCINet_Tree(nn.Module):
+        def __init__(self, in_planes, current_level, kernel_size, dropout, groups, hidden_size, INN):
+            super().__init__()
+            self.current_level = current_level
+            self.workingblock = LevelSCINet(in_planes=in_planes, kernel_size=kernel_size, dropout=dropout,
+                                            groups=groups, hidden_size=hidden_size, INN=INN)
+            if current_level != 0:
+                self.SCINet_Tree_odd = SCINet_Tree(in_planes, current_level - 1, kernel_size, dropout, groups,
+                                                   hidden_size, INN)
+                self.SCINet_Tree_even = SCINet_Tree(in_planes, current_level - 1, kernel_size, dropout, groups,
+                                                    hidden_size, INN)
+
+        def zip_up_the_pants(self, even, odd):
+            even = even.permute(1, 0, 2)
+            odd = odd.permute(1, 0, 2)  # L, B, D
+            even_len = even.shape[0]
+            odd_len = odd.shape[0]
+            mlen = min((odd_len, even_len))
+            _ = []
+            for i in range(mlen):
+                _.append(even[i].unsqueeze(0))
+                _.append(odd[i].unsqueeze(0))
+            if odd_len < even_len:
+                _.append(even[-1].unsqueeze(0))
+            return torch.cat(_, 0).permute(1, 0, 2)  # B, L, D
+
+        def forward(self, x):
+            x_even_update, x_odd_update = self.workingblock(x)
+            if self.current_level == 0:
+                return self.zip_up_the_pants(x_even_update, x_odd_update)
+            else:
+                return self.zip_up_the_pants(self.SCINet_Tree_even(x_even_update),
+                                             self.SCINet_Tree_odd(x_odd_update))
+
+    class SCINet(nn.Module):
+        def __init__(self):
+            super(SCINet, self).__init__()
+            self.blocks1 = SCINet_Tree(in_planes=input_dim, current_level=num_levels - 1, kernel_size=kernel,
+                                       dropout=0.0, groups=groups, hidden_size=hid_size, INN=True)
+            for m_ in self.modules():
+                if isinstance(m_, nn.Conv2d):
+                    n = m_.kernel_size[0] * m_.kernel_size[1] * m_.out_channels
+                    m_.weight.data.normal_(0, math.sqrt(2. / n))
+                elif isinstance(m_, nn.BatchNorm2d):
+                    m_.weight.data.fill_(1)
+                    m_.bias.data.zero_()
+                elif isinstance(m_, nn.Linear):
+                    m_.bias.data.zero_()
+            self.projection1 = nn.Conv1d(input_len, output_len, kernel_size=1, stride=1, bias=False)
+
+        def forward(self, x):
+            res1 = x
+            x = self.blocks1(x)
+            x += res1
+            x = self.projection1(x)
+            return x
+
+    return SCINet()
+
+
+def scinet(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, make_scinet(m), weights).double()
+    values = torch.tensor(multiseries(length=40))
+    windows = values.unfold(0, 20, 2).permute(0, 2, 1)  # [n, 20, C]
+    x, y = windows[:, :16], windows[:, 16:]
+    optimizer = optim.Adam(model.parameters(), lr=5e-3, betas=(0.9, 0.999), weight_decay=1e-5)
+    criterion = nn.L1Loss()
+    losses = []
+    for step in range(3):
+        optimizer.zero_grad()
+        pred = model(x)
+        loss = criterion(pred, y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    grads = grads_of(model)
+    # the tree's even/odd split and zip are a permutation: a one-level tree on an identity map
+    probe = torch.arange(10.).view(1, 10, 1)
+    evens, odds = probe[:, ::2, :], probe[:, 1::2, :]
+    zipped = torch.stack((evens, odds), 2).reshape(1, 10, 1)
+    return dict(losses=losses, grads=grads, params=params_of(model), zipped=zipped, odd_stride=odds.stride()[1:])
+
+
+def test_scinet():
+    ours, _ = run_both(scinet, weights_of(make_scinet), rtol=1e-9, atol=1e-11)
+    np.testing.assert_array_equal(ours["zipped"].ravel(), np.arange(10.0))
