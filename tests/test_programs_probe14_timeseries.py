@@ -773,3 +773,110 @@ def itransformer(m, weights):
 def test_itransformer():
     ours, _ = run_both(itransformer, weights_of(make_itransformer), rtol=1e-9, atol=1e-11)
     assert ours["outputs"].shape == (7, 4, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# A TCN with parametrized weight norm, trained from a random_split by fractions and a
+# SubsetRandomSampler, with a deepcopy'd best model, ReduceLROnPlateau(mode='max') saved and restored,
+# a checkpoint through torch.save, and the parametrization removed for deployment
+# ----------------------------------------------------------------------------------------------
+
+
+def make_tcn(m, num_inputs=3, channels=(6, 6), kernel_size=3, horizon=2):
+    torch, nn = m.torch, m.nn
+    weight_norm = nn.utils.parametrizations.weight_norm
+
+    class TemporalBlock(nn.Module):
+        def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation):
+            super(TemporalBlock, self).__init__()
+            self.left_pad = (kernel_size - 1) * dilation
+            self.conv1 = weight_norm(nn.Conv1d(n_inputs, n_outputs, kernel_size, stride=stride, dilation=dilation))
+            self.conv2 = weight_norm(nn.Conv1d(n_outputs, n_outputs, kernel_size, stride=stride, dilation=dilation))
+            self.relu = nn.ReLU()
+            self.downsample = nn.Conv1d(n_inputs, n_outputs, 1) if n_inputs != n_outputs else None
+
+        def forward(self, x):
+            out = self.relu(self.conv1(nn.functional.pad(x, (self.left_pad, 0))))
+            out = self.relu(self.conv2(nn.functional.pad(out, (self.left_pad, 0))))
+            res = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + res)
+
+    class TCNForecaster(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layers = []
+            for i, c in enumerate(channels):
+                layers.append(TemporalBlock(num_inputs if i == 0 else channels[i - 1], c, kernel_size, 1, 2 ** i))
+            self.tcn = nn.Sequential(*layers)
+            self.head = nn.Linear(channels[-1], num_inputs * horizon)
+            self.horizon = horizon
+
+        def forward(self, x):  # x: [B, L, C]
+            h = self.tcn(x.transpose(1, 2))[:, :, -1]
+            return self.head(h).view(x.size(0), self.horizon, -1)
+
+    return TCNForecaster()
+
+
+def tcn_training(m, weights):
+    torch, nn, optim, data = m.torch, m.nn, m.optim, m.data
+    import io
+    model = load(m, make_tcn(m), weights).double()
+    values = torch.tensor(multiseries(length=70))
+    w = values.unfold(0, 14, 1).permute(0, 2, 1)
+    dataset = data.TensorDataset(w[:, :12], w[:, 12:])
+    g = torch.Generator().manual_seed(11)
+    train_ds, val_ds = data.random_split(dataset, [0.8, 0.2], generator=g)
+    sampler = data.SubsetRandomSampler(list(range(0, len(train_ds), 2)), generator=torch.Generator().manual_seed(5))
+    loader = data.DataLoader(train_ds, batch_size=6, sampler=sampler)
+    val_loader = data.DataLoader(val_ds, batch_size=100)
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode='max', factor=0.3, patience=0, threshold=0.5,
+                                                     threshold_mode='abs', cooldown=1)
+    best_score, best_model, scores, lrs, seen = -float('inf'), None, [], [], []
+    for epoch in range(5):
+        model.train()
+        for xb, yb in loader:
+            seen.append(xb[:, 0, 0].clone())
+            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            vx, vy = next(iter(val_loader))
+            score = -nn.functional.l1_loss(model(vx), vy).item()  # higher is better
+        scores.append(score)
+        scheduler.step(score)
+        lrs.append(optimizer.param_groups[0]['lr'])
+        if score > best_score:
+            best_score, best_model = score, copy.deepcopy(model)
+    sched_state = scheduler.state_dict()
+    scheduler2 = optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode='max')
+    scheduler2.load_state_dict(sched_state)
+    buffer = io.BytesIO()
+    torch.save({'model': best_model.state_dict(), 'optimizer': optimizer.state_dict(), 'epoch': epoch}, buffer)
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+    restored = make_tcn(m).double()
+    restored.load_state_dict(checkpoint['model'])
+    keys = sorted(checkpoint['model'].keys())
+    with torch.no_grad():
+        before = restored(vx)
+    for block in restored.tcn:
+        nn.utils.parametrize.remove_parametrizations(block.conv1, 'weight')
+        nn.utils.parametrize.remove_parametrizations(block.conv2, 'weight')
+    with torch.no_grad():
+        after = restored(vx)
+    return dict(split=(len(train_ds), len(val_ds), list(val_ds.indices)), seen=seen, scores=scores, lrs=lrs,
+                best=best_score, keys=keys, params=params_of(model), best_params=params_of(best_model),
+                before=before, after=after, plain_keys=sorted(restored.state_dict().keys()),
+                sched=(scheduler2.best, scheduler2.num_bad_epochs, scheduler2.cooldown_counter, scheduler2.mode))
+
+
+def test_tcn_parametrized_weight_norm_training():
+    ours, _ = run_both(tcn_training, weights_of(make_tcn), rtol=1e-9, atol=1e-11)
+    assert ours["split"][:2] == (46, 11)
+    np.testing.assert_allclose(ours["before"], ours["after"], rtol=1e-12)
+    assert "tcn.0.conv1.parametrizations.weight.original0" in ours["keys"]
+    assert "tcn.0.conv1.weight" in ours["plain_keys"]
