@@ -880,3 +880,98 @@ def test_tcn_parametrized_weight_norm_training():
     np.testing.assert_allclose(ours["before"], ours["after"], rtol=1e-12)
     assert "tcn.0.conv1.parametrizations.weight.original0" in ours["keys"]
     assert "tcn.0.conv1.weight" in ours["plain_keys"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Probabilistic heads: Student-t and a Gaussian mixture over the horizon (MixtureSameFamily of
+# Independent Normals), GPVar's low-rank multivariate Normal across series, the Gaussian CRPS in
+# closed form, quantiles by icdf, and the sample-based CRPS with seeded rsample
+# ----------------------------------------------------------------------------------------------
+
+
+def make_prob_head(m, seq_len=12, horizon=4, n_series=3, hidden=10, rank=2, components=2):
+    torch, nn = m.torch, m.nn
+
+    class ProbHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(1, hidden, batch_first=True)
+            self.student = nn.Linear(hidden, 3 * horizon)
+            self.mixture = nn.Linear(hidden, components * (1 + 2 * horizon))
+            self.gpvar_mu = nn.Linear(hidden, 1)
+            self.gpvar_d = nn.Linear(hidden, 1)
+            self.gpvar_v = nn.Linear(hidden, rank)
+            self.horizon, self.components = horizon, components
+
+        def forward(self, x):  # x: [B, S, L]
+            B, S, L = x.shape
+            scale = x.abs().mean(-1, keepdim=True).clamp(min=1e-3)  # DeepAR's mean scaling
+            _, (h, _) = self.rnn((x / scale).reshape(B * S, L, 1))
+            h = h[-1]  # [B*S, hidden]
+            df, loc, sc = self.student(h).view(B * S, 3, self.horizon).unbind(1)
+            student = torch.distributions.StudentT(2.0 + nn.functional.softplus(df),
+                                                   loc * scale.view(-1, 1),
+                                                   nn.functional.softplus(sc) * scale.view(-1, 1) + 1e-6)
+            mix = self.mixture(h)
+            logits = mix[:, :self.components]
+            means, log_sd = mix[:, self.components:].view(B * S, self.components, 2, self.horizon).unbind(2)
+            comps = torch.distributions.Independent(
+                torch.distributions.Normal(means * scale.view(-1, 1, 1), log_sd.exp() * scale.view(-1, 1, 1)), 1)
+            mixture = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(logits=logits), comps)
+            hs = h.view(B, S, -1)
+            gp = torch.distributions.LowRankMultivariateNormal(
+                self.gpvar_mu(hs).squeeze(-1) * scale.squeeze(-1),
+                self.gpvar_v(hs) * scale,
+                nn.functional.softplus(self.gpvar_d(hs)).squeeze(-1) * scale.squeeze(-1) ** 2 + 1e-4)
+            return student, mixture, gp
+
+    return ProbHead()
+
+
+def gaussian_crps(m, mu, sigma, y):
+    torch = m.torch
+    z = (y - mu) / sigma
+    normal = torch.distributions.Normal(torch.zeros_like(z), torch.ones_like(z))
+    return (sigma * (z * (2 * normal.cdf(z) - 1) + 2 * normal.log_prob(z).exp() - 1 / math.sqrt(math.pi))).mean()
+
+
+def prob_forecast(m, weights):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_prob_head(m), weights).double()
+    values = torch.tensor(multiseries(length=40)).T  # [S, T]
+    w = values.unfold(1, 16, 4).permute(1, 0, 2)  # [B, S, 16]
+    x, y = w[..., :12], w[..., 12:]
+    optimizer = optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for step in range(3):
+        optimizer.zero_grad()
+        student, mixture, gp = model(x)
+        B, S = x.shape[:2]
+        nll_t = -student.log_prob(y.reshape(B * S, -1)).mean()
+        nll_mix = -mixture.log_prob(y.reshape(B * S, -1)).mean()
+        nll_gp = -gp.log_prob(y[..., 0]).mean()
+        loss = nll_t + nll_mix + nll_gp
+        loss.backward()
+        optimizer.step()
+        losses.append((nll_t.item(), nll_mix.item(), nll_gp.item()))
+    grads = grads_of(model)
+    with torch.no_grad():
+        student, mixture, gp = model(x)
+    mu, sigma = student.loc, student.scale
+    crps = gaussian_crps(m, mu, sigma, y.reshape(mu.shape))
+    normal = torch.distributions.Normal(mu, sigma)
+    q = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64).view(-1, 1, 1)
+    quantiles = normal.icdf(q)
+    torch.manual_seed(0)
+    samples = torch.distributions.Normal(mu, sigma).rsample((64,))
+    target = y.reshape(mu.shape)
+    crps_samples = (samples - target).abs().mean(0) - 0.5 * (samples.unsqueeze(0) - samples.unsqueeze(1)).abs().mean((0, 1))
+    return dict(losses=losses, grads=grads, params=params_of(model), crps=crps, quantiles=quantiles,
+                crps_samples=crps_samples.mean(), student_mean=student.mean, student_var=student.variance,
+                mix_mean=mixture.mean, mix_var=mixture.variance, gp_cov=gp.covariance_matrix,
+                gp_entropy=gp.entropy(), samples=samples[:2])
+
+
+def test_probabilistic_heads():
+    ours, _ = run_both(prob_forecast, weights_of(make_prob_head), rtol=1e-8, atol=1e-10)
+    assert abs(ours["crps_samples"] - ours["crps"]) < 0.1 * abs(ours["crps"]) + 1e-3
