@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import load, run_both, weights_of
 
 
 def multiseries(length=64, channels=3, seed=140):
@@ -965,7 +965,8 @@ def prob_forecast(m, weights):
     torch.manual_seed(0)
     samples = torch.distributions.Normal(mu, sigma).rsample((64,))
     target = y.reshape(mu.shape)
-    crps_samples = (samples - target).abs().mean(0) - 0.5 * (samples.unsqueeze(0) - samples.unsqueeze(1)).abs().mean((0, 1))
+    crps_samples = ((samples - target).abs().mean(0)
+                    - 0.5 * (samples.unsqueeze(0) - samples.unsqueeze(1)).abs().mean((0, 1)))
     return dict(losses=losses, grads=grads, params=params_of(model), crps=crps, quantiles=quantiles,
                 crps_samples=crps_samples.mean(), student_mean=student.mean, student_var=student.variance,
                 mix_mean=mixture.mean, mix_var=mixture.variance, gp_cov=gp.covariance_matrix,
@@ -975,3 +976,123 @@ def prob_forecast(m, weights):
 def test_probabilistic_heads():
     ours, _ = run_both(prob_forecast, weights_of(make_prob_head), rtol=1e-8, atol=1e-10)
     assert abs(ours["crps_samples"] - ours["crps"]) < 0.1 * abs(ours["crps"]) + 1e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# Chronos's MeanScaleUniformBins tokenizer (NaN context, bucketize(right=True), clamp), and the
+# series operations around forecasters: diff with prepend and cumsum back, cummax drawdowns,
+# a least-squares trend, median, corrcoef, and FITS (a complex Linear on the low-passed rfft)
+# ----------------------------------------------------------------------------------------------
+
+
+def chronos_tokenizer(m):
+    torch = m.torch
+    n_tokens, n_special_tokens, pad_token_id, eos_token_id = 20, 2, 0, 1
+    low_limit, high_limit = -3.0, 3.0
+    centers = torch.linspace(low_limit, high_limit, n_tokens - n_special_tokens - 1)
+    boundaries = torch.concat((torch.tensor([-1e20], device=centers.device),
+                               (centers[1:] + centers[:-1]) / 2, torch.tensor([1e20], device=centers.device)))
+    rng = np.random.default_rng(142)
+    context = torch.tensor(rng.standard_normal((3, 10)) * 2 + 1, dtype=torch.float32)
+    context[0, :3] = float('nan')  # left padding of a short series
+    context[1, 5] = float('nan')
+    attention_mask = ~torch.isnan(context)
+    scale = torch.nansum(torch.abs(context) * attention_mask, dim=-1) / torch.nansum(attention_mask, dim=-1)
+    scale[~(scale > 0)] = 1.0
+    scaled_context = context / scale.unsqueeze(dim=-1)
+    token_ids = (torch.bucketize(input=scaled_context, boundaries=boundaries, right=True) + n_special_tokens)
+    token_ids = token_ids.clamp(min=0, max=n_tokens - 1)
+    token_ids[~attention_mask] = pad_token_id
+    eos = torch.full((token_ids.shape[0], 1), fill_value=eos_token_id)
+    token_ids = torch.concat((token_ids, eos), dim=1)
+    # output_transform: tokens back to values
+    indices = torch.clamp(token_ids[:, :-1] - n_special_tokens - 1, min=0, max=len(centers) - 1)
+    decoded = centers[indices] * scale.unsqueeze(-1)
+    left = torch.searchsorted(boundaries, scaled_context.nan_to_num(0.0).contiguous(), right=False)
+    return dict(token_ids=token_ids, mask=attention_mask, scale=scale, decoded=decoded, left=left,
+                nanmean=context.nanmean(-1), nanmedian=context.nanmedian(-1).values)
+
+
+def test_chronos_tokenizer():
+    ours, _ = run_both(chronos_tokenizer, rtol=1e-6, atol=1e-6)
+    assert ours["token_ids"].dtype == np.int64
+    assert (ours["token_ids"][0, :3] == 0).all() and (ours["token_ids"][:, -1] == 1).all()
+
+
+def series_ops(m):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    values = torch.tensor(multiseries(length=32), requires_grad=True)  # [T, C]
+    diffs = torch.diff(values, dim=0, prepend=values[:1])
+    rebuilt = diffs.cumsum(0) + values[:1]
+    running_max = values.cummax(0).values
+    drawdown = (values - running_max) / running_max
+    t = torch.arange(32, dtype=values.dtype)
+    A = torch.stack([torch.ones_like(t), t], 1)
+    trend = torch.linalg.lstsq(A, values).solution  # [2, C]
+    detrended = values - A @ trend
+    median = detrended.median(0).values
+    corr = torch.corrcoef(detrended.T)
+    cov = torch.cov(detrended.T, correction=1)
+    loss = drawdown.min() + trend[1].sum() * 10 + median.pow(2).sum() + corr.triu(1).sum() + cov.trace() \
+        + (rebuilt - values).abs().sum()
+    loss.backward()
+
+    class FITS(nn.Module):
+        """Frequency interpolation (Xu et al. 2024): a complex Linear on the lowest frequencies."""
+
+        def __init__(self, seq_len=24, pred_len=8, cut_freq=6, channels=3):
+            super(FITS, self).__init__()
+            self.seq_len, self.pred_len, self.dominance_freq = seq_len, pred_len, cut_freq
+            self.length_ratio = (self.seq_len + self.pred_len) / self.seq_len
+            self.freq_upsampler = nn.Linear(self.dominance_freq, int(self.dominance_freq * self.length_ratio)).to(
+                torch.cdouble)
+
+        def forward(self, x):
+            x_mean = torch.mean(x, dim=1, keepdim=True)
+            x = x - x_mean
+            x_var = torch.var(x, dim=1, keepdim=True) + 1e-5
+            x = x / torch.sqrt(x_var)
+            low_specx = torch.fft.rfft(x, dim=1)
+            low_specx[:, self.dominance_freq:] = 0  # LPF
+            low_specx = low_specx[:, 0:self.dominance_freq, :]  # LPF
+            low_specxy_ = self.freq_upsampler(low_specx.permute(0, 2, 1)).permute(0, 2, 1)
+            low_specxy = torch.zeros([low_specxy_.size(0), int((self.seq_len + self.pred_len) / 2 + 1),
+                                      low_specxy_.size(2)], dtype=low_specxy_.dtype).to(low_specxy_.device)
+            low_specxy[:, 0:low_specxy_.size(1), :] = low_specxy_  # zero padding
+            low_xy = torch.fft.irfft(low_specxy, dim=1)
+            low_xy = low_xy * self.length_ratio  # energy compensation for the length change
+            xy = (low_xy) * torch.sqrt(x_var) + x_mean
+            return xy, low_xy * torch.sqrt(x_var)
+
+    torch.manual_seed(0)
+    fits = FITS()  # in double: the DC column's gradient is rounding noise, which Adam in float32 scales up to lr
+    rng = np.random.default_rng(143)
+    with torch.no_grad():
+        fits.freq_upsampler.weight.copy_(torch.tensor(
+            (rng.standard_normal((8, 6)) + 1j * rng.standard_normal((8, 6))) / 6, dtype=torch.cdouble))
+        fits.freq_upsampler.bias.copy_(torch.tensor((rng.standard_normal(8) + 1j * rng.standard_normal(8)) / 6,
+                                                    dtype=torch.cdouble))
+    data = torch.tensor(multiseries(length=60)).unfold(0, 32, 4).permute(0, 2, 1)
+    x, y = data[:, :24], data[:, 24:]
+    optimizer = optim.Adam(fits.parameters(), lr=1e-3)
+    losses = []
+    for step in range(3):
+        optimizer.zero_grad()
+        xy, _ = fits(x)
+        loss = nn.functional.mse_loss(xy[:, -8:], y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return dict(grad=values.grad, trend=trend, median=median, corr=corr, drawdown=drawdown, rebuilt=rebuilt,
+                fits_losses=losses, fits_weight=fits.freq_upsampler.weight, fits_grad=fits.freq_upsampler.weight.grad,
+                freqs=torch.fft.rfftfreq(24, d=1 / 24), ortho=torch.fft.rfft(x[0, :, 0], norm="ortho"))
+
+
+@pytest.mark.filterwarnings("ignore:Complex modules are a new feature:UserWarning")
+def test_series_ops_and_fits():
+    ours, _ = run_both(series_ops, rtol=1e-9, atol=1e-11)
+    values = multiseries(length=32)
+    t = np.arange(32.0)
+    np.testing.assert_allclose(ours["trend"], np.linalg.lstsq(np.stack([np.ones(32), t], 1), values, rcond=None)[0],
+                               rtol=1e-10)
+    np.testing.assert_allclose(ours["rebuilt"], values, rtol=1e-12)
