@@ -10,8 +10,18 @@ encoder-decoder trained with scheduled sampling (``torch.rand`` after ``manual_s
 ``DataLoader`` over a ``TensorDataset`` with a seeded ``Generator``, ``clip_grad_norm_``,
 ``ReduceLROnPlateau`` and early stopping by ``copy.deepcopy(model.state_dict())``; LSTNet (a ``Conv2d``
 over time by variables, the skip-GRU by ``view``/``permute``, the highway autoregression) and SCINet's
-even/odd splitting (``x[:, ::2]``) with interactive scaling; N-HiTS (``MaxPool1d(ceil_mode=True)``
-pooling and ``F.interpolate(mode='linear')`` of coefficients) and iTransformer (variables as tokens)."""
+even/odd splitting (``x[:, ::2]``) with interactive scaling; N-HiTS (``MaxPool1d``/``AvgPool1d`` with
+``ceil_mode=True``, knots by ``F.interpolate`` linear, nearest and bicubic) and iTransformer (variables as
+tokens); a parametrized weight-norm TCN trained from ``random_split`` by fractions and a
+``SubsetRandomSampler`` (``ReduceLROnPlateau(mode='max', threshold_mode='abs', cooldown)`` saved and
+restored, a deepcopy'd best model, a ``torch.save`` checkpoint, ``remove_parametrizations``); probabilistic
+heads (``StudentT``, ``MixtureSameFamily`` of ``Independent`` Normals, ``LowRankMultivariateNormal``, the
+Gaussian CRPS in closed form and by samples, ``icdf`` quantiles); Chronos's tokenizer (``bucketize``,
+``nansum``, NaN masks) and series operations (``diff(prepend=)``, ``cummax``, ``linalg.lstsq``,
+``corrcoef``, ``cov``) with FITS's complex ``Linear`` on a low-passed ``rfft``; dict windows through
+``default_collate`` with a ``WeightedRandomSampler``; and weight norm's forms (an old ``weight_g``/``weight_v``
+checkpoint loaded into the parametrization, ``dim=None``, ``dim=1``, ``parametrize.cached()``, deepcopy,
+``remove_weight_norm``)."""
 
 import copy
 import math
@@ -1096,3 +1106,116 @@ def test_series_ops_and_fits():
     np.testing.assert_allclose(ours["trend"], np.linalg.lstsq(np.stack([np.ones(32), t], 1), values, rcond=None)[0],
                                rtol=1e-10)
     np.testing.assert_allclose(ours["rebuilt"], values, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# A GluonTS-style dataset of dict windows (NumPy arrays, Python numbers, strings, bools) through
+# default_collate, weighted sampling of series, and a linear model trained on the collated batches
+# ----------------------------------------------------------------------------------------------
+
+
+def dict_windows(m):
+    torch, nn, optim, data = m.torch, m.nn, m.optim, m.data
+    values = np.sin(np.arange(50) / 3.0)[:, None] * np.arange(1, 4)
+
+    class WindowDS(data.Dataset):
+        def __len__(self):
+            return 30
+
+        def __getitem__(self, i):
+            return {"past": values[i:i + 12].astype(np.float32), "future": values[i + 12:i + 15],
+                    "series_id": i % 3, "scale": float(np.abs(values[i:i + 12]).mean()), "start": np.int64(i),
+                    "name": f"s{i % 3}", "mask": np.ones(12, dtype=bool), "weight": np.float32(0.5 + (i % 2))}
+
+    ds = WindowDS()
+    sampler = data.WeightedRandomSampler([1.0 + (i % 3) for i in range(len(ds))], num_samples=24, replacement=True,
+                                         generator=torch.Generator().manual_seed(2))
+    loader = data.DataLoader(ds, batch_size=8, sampler=sampler)
+    torch.manual_seed(0)
+    model = nn.Linear(12, 3).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.linspace(-0.2, 0.2, 36, dtype=torch.float64).view(3, 12))
+        model.bias.zero_()
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    dtypes, names, losses, ids = None, [], [], []
+    for batch in loader:
+        dtypes = {k: str(v.dtype).split(".")[-1] for k, v in batch.items() if not isinstance(v, list)}
+        names.append(batch["name"])
+        ids.append(batch["start"])
+        past = batch["past"].double() / batch["scale"].view(-1, 1, 1)
+        pred = model(past.transpose(1, 2)).transpose(1, 2) * batch["scale"].view(-1, 1, 1)
+        per_window = ((pred - batch["future"]) ** 2).mean((1, 2)) * batch["weight"]
+        loss = per_window.sum() / batch["weight"].sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return dict(dtypes=dtypes, names=names, ids=ids, losses=losses, weight=model.weight)
+
+
+def test_dict_windows_collate_and_weighted_sampler():
+    ours, _ = run_both(dict_windows, rtol=1e-6, atol=1e-7)
+    assert ours["dtypes"] == {"past": "float32", "future": "float64", "series_id": "int64", "scale": "float64",
+                              "start": "int64", "mask": "bool", "weight": "float32"}
+    assert all(len(names) == 8 and all(n in ("s0", "s1", "s2") for n in names) for names in ours["names"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight norm as TCN checkpoints meet it: an old ``weight_g``/``weight_v`` checkpoint loaded into the
+# parametrization, ``dim=None`` and ``dim=1`` (ConvTranspose1d), ``parametrize.cached()``, deepcopy
+# of a parametrized module, and ``remove_weight_norm``
+# ----------------------------------------------------------------------------------------------
+
+
+def weight_norm_forms(m):
+    torch, nn = m.torch, m.nn
+    w = torch.tensor(np.sin(np.arange(24.0)).reshape(4, 2, 3))
+
+    def fill(mod):
+        with torch.no_grad():
+            for i, (n, p) in enumerate(sorted(mod.named_parameters())):
+                p.copy_(torch.cos(torch.arange(p.numel(), dtype=p.dtype) * 0.9 + i).view_as(p) * 0.6 + 0.1)
+        return mod
+
+    out = {}
+    old = nn.utils.weight_norm(fill(nn.Conv1d(2, 4, 3).double()))
+    with torch.no_grad():
+        old.weight_v.copy_(w)
+        old.weight_g.mul_(0.5)
+    sd = old.state_dict()
+    new = nn.utils.parametrizations.weight_norm(fill(nn.Conv1d(2, 4, 3).double()))
+    new.load_state_dict(sd)  # the parametrization's pre-hook renames weight_g / weight_v
+    out["old_to_new"] = (sorted(sd.keys()), new.weight, new.parametrizations.weight.original0,
+                         old.weight)  # (stale: the old hook computes it before each forward)
+    lin = nn.utils.parametrizations.weight_norm(fill(nn.Linear(3, 4).double()), dim=None)
+    out["dim_none"] = (lin.parametrizations.weight.original0, lin.weight)
+    ct = nn.utils.parametrizations.weight_norm(fill(nn.ConvTranspose1d(2, 4, 3).double()), dim=1)
+    ct(torch.ones(1, 2, 5, dtype=torch.float64)).sum().backward()
+    out["dim1"] = (tuple(ct.parametrizations.weight.original0.shape), ct.parametrizations.weight.original0.grad,
+                   ct.parametrizations.weight.original1.grad)
+    c = nn.utils.parametrizations.weight_norm(fill(nn.Conv1d(2, 4, 3).double()))
+    x = torch.linspace(-1, 1, 28, dtype=torch.float64).view(2, 2, 7)
+    with nn.utils.parametrize.cached():
+        y = c(x).tanh() + c(x.flip(-1))
+    y.pow(2).sum().backward()
+    out["cached"] = c.parametrizations.weight.original0.grad
+    d = copy.deepcopy(c)
+    with torch.no_grad():
+        c.parametrizations.weight.original0.mul_(2)
+    out["deep"] = (d.weight, c.weight, nn.utils.parametrize.is_parametrized(d, "weight"))
+    removed = nn.utils.weight_norm(fill(nn.Conv1d(2, 4, 3).double()), name="weight", dim=0)
+    with torch.no_grad():
+        removed.weight_v.copy_(w)
+    nn.utils.remove_weight_norm(removed)
+    out["remove_old"] = (removed.weight, sorted(removed.state_dict().keys()))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+def test_weight_norm_forms():
+    ours, _ = run_both(weight_norm_forms, rtol=1e-12, atol=1e-12)
+    w = np.sin(np.arange(24.0)).reshape(4, 2, 3)
+    g = ours["old_to_new"][2]
+    np.testing.assert_allclose(ours["old_to_new"][1], g * w / np.linalg.norm(w.reshape(4, -1), axis=1)[:, None, None],
+                               rtol=1e-12)
+    np.testing.assert_allclose(ours["deep"][1], 2 * ours["deep"][0], rtol=1e-12)
