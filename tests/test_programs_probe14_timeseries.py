@@ -21,7 +21,8 @@ Gaussian CRPS in closed form and by samples, ``icdf`` quantiles); Chronos's toke
 ``corrcoef``, ``cov``) with FITS's complex ``Linear`` on a low-passed ``rfft``; dict windows through
 ``default_collate`` with a ``WeightedRandomSampler``; and weight norm's forms (an old ``weight_g``/``weight_v``
 checkpoint loaded into the parametrization, ``dim=None``, ``dim=1``, ``parametrize.cached()``, deepcopy,
-``remove_weight_norm``)."""
+``remove_weight_norm``); and the Non-stationary Transformer in float32 (tau/delta learners with a circular
+``Conv1d`` over time as channels, de-stationary attention by ``einsum``, RevIN with ``subtract_last``)."""
 
 import copy
 import math
@@ -1219,3 +1220,171 @@ def test_weight_norm_forms():
     np.testing.assert_allclose(ours["old_to_new"][1], g * w / np.linalg.norm(w.reshape(4, -1), axis=1)[:, None, None],
                                rtol=1e-12)
     np.testing.assert_allclose(ours["deep"][1], 2 * ours["deep"][0], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Non-stationary Transformer (thuml/Nonstationary_Transformers): tau/delta learners (a circular
+# Conv1d over time as channels), de-stationary attention, RevIN with subtract_last, in float32
+# ----------------------------------------------------------------------------------------------
+
+
+def make_nonstationary(m, enc_in=3, seq_len=16, pred_len=4, d_model=8, n_heads=2, p_hidden_dims=(8, 8)):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class RevIN(nn.Module):
+        def __init__(self, num_features: int, eps=1e-5, affine=True, subtract_last=False):
+            super(RevIN, self).__init__()
+            self.num_features = num_features
+            self.eps = eps
+            self.affine = affine
+            self.subtract_last = subtract_last
+            if self.affine:
+                self._init_params()
+
+        def forward(self, x, mode: str):
+            if mode == 'norm':
+                self._get_statistics(x)
+                x = self._normalize(x)
+            elif mode == 'denorm':
+                x = self._denormalize(x)
+            else:
+                raise NotImplementedError
+            return x
+
+        def _init_params(self):
+            self.affine_weight = nn.Parameter(torch.ones(self.num_features))
+            self.affine_bias = nn.Parameter(torch.zeros(self.num_features))
+
+        def _get_statistics(self, x):
+            dim2reduce = tuple(range(1, x.ndim - 1))
+            if self.subtract_last:
+                self.last = x[:, -1, :].unsqueeze(1)
+            else:
+                self.mean = torch.mean(x, dim=dim2reduce, keepdim=True).detach()
+            self.stdev = torch.sqrt(torch.var(x, dim=dim2reduce, keepdim=True, unbiased=False) + self.eps).detach()
+
+        def _normalize(self, x):
+            if self.subtract_last:
+                x = x - self.last
+            else:
+                x = x - self.mean
+            x = x / self.stdev
+            if self.affine:
+                x = x * self.affine_weight
+                x = x + self.affine_bias
+            return x
+
+        def _denormalize(self, x):
+            if self.affine:
+                x = x - self.affine_bias
+                x = x / (self.affine_weight + self.eps * self.eps)
+            x = x * self.stdev
+            if self.subtract_last:
+                x = x + self.last
+            else:
+                x = x + self.mean
+            return x
+
+    class Projector(nn.Module):
+        """MLP to learn the De-stationary factors"""
+
+        def __init__(self, enc_in, seq_len, hidden_dims, hidden_layers, output_dim, kernel_size=3):
+            super(Projector, self).__init__()
+            padding = 1 if torch.__version__ >= '1.5.0' else 2
+            self.series_conv = nn.Conv1d(in_channels=seq_len, out_channels=1, kernel_size=kernel_size,
+                                         padding=padding, padding_mode='circular', bias=False)
+            layers = [nn.Linear(2 * enc_in, hidden_dims[0]), nn.ReLU()]
+            for i in range(hidden_layers - 1):
+                layers += [nn.Linear(hidden_dims[i], hidden_dims[i + 1]), nn.ReLU()]
+            layers += [nn.Linear(hidden_dims[-1], output_dim, bias=False)]
+            self.backbone = nn.Sequential(*layers)
+
+        def forward(self, x, stats):
+            # x:     B x S x E
+            # stats: B x 1 x E
+            # y:     B x O
+            batch_size = x.shape[0]
+            x = self.series_conv(x)  # B x 1 x E
+            x = torch.cat([x, stats], dim=1)  # B x 2 x E
+            x = x.view(batch_size, -1)  # B x 2E
+            y = self.backbone(x)  # B x O
+            return y
+
+    class DSAttention(nn.Module):
+        """De-stationary Attention"""
+
+        def __init__(self, mask_flag=False, scale=None, attention_dropout=0.0):
+            super(DSAttention, self).__init__()
+            self.scale = scale
+            self.mask_flag = mask_flag
+            self.dropout = nn.Dropout(attention_dropout)
+
+        def forward(self, queries, keys, values, tau=None, delta=None):
+            B, L, H, E = queries.shape
+            _, S, _, D = values.shape
+            scale = self.scale or 1. / math.sqrt(E)
+            tau = 1.0 if tau is None else tau.unsqueeze(1).unsqueeze(1)  # B x 1 x 1 x 1
+            delta = 0.0 if delta is None else delta.unsqueeze(1).unsqueeze(1)  # B x 1 x 1 x S
+            # De-stationary Attention, rescaling pre-softmax score with learned de-stationary factors
+            scores = torch.einsum("blhe,bshe->bhls", queries, keys) * tau + delta
+            A = self.dropout(torch.softmax(scale * scores, dim=-1))
+            V = torch.einsum("bhls,bshd->blhd", A, values)
+            return V.contiguous(), A
+
+    class Model(nn.Module):
+        def __init__(self):
+            super(Model, self).__init__()
+            self.pred_len = pred_len
+            self.revin = RevIN(enc_in, subtract_last=True)
+            self.embedding = nn.Linear(enc_in, d_model)
+            self.q = nn.Linear(d_model, d_model)
+            # (no key bias: softmax ignores it, so its gradient is rounding noise, which Adam scales up to lr)
+            self.k = nn.Linear(d_model, d_model, bias=False)
+            self.v = nn.Linear(d_model, d_model)
+            self.attention = DSAttention()
+            self.norm = nn.LayerNorm(d_model)
+            self.head = nn.Linear(seq_len * d_model, pred_len * enc_in)
+            self.tau_learner = Projector(enc_in, seq_len, list(p_hidden_dims), 2, 1)
+            self.delta_learner = Projector(enc_in, seq_len, list(p_hidden_dims), 2, seq_len)
+            self.n_heads = n_heads
+
+        def forward(self, x_enc):
+            x_raw = x_enc.clone().detach()
+            mean_enc = x_enc.mean(1, keepdim=True).detach()  # B x 1 x E
+            std_enc = torch.sqrt(torch.var(x_enc - mean_enc, dim=1, keepdim=True, unbiased=False) + 1e-5).detach()
+            tau = self.tau_learner(x_raw, std_enc).exp()  # B x S x E, B x 1 x E -> B x 1, positive scalar
+            delta = self.delta_learner(x_raw, mean_enc)  # B x S x E, B x 1 x E -> B x S
+            x = self.revin(x_enc, 'norm')
+            h = self.embedding(x)
+            B, L, _ = h.shape
+            H = self.n_heads
+            out, A = self.attention(self.q(h).view(B, L, H, -1), self.k(h).view(B, L, H, -1),
+                                    self.v(h).view(B, L, H, -1), tau=tau, delta=delta)
+            h = self.norm(h + out.view(B, L, -1))
+            y = self.head(h.flatten(1)).view(B, self.pred_len, -1)
+            return self.revin(y, 'denorm'), A
+
+    return Model()
+
+
+def nonstationary(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, make_nonstationary(m), weights)
+    values = torch.tensor(multiseries(length=48) * np.array([1.0, 10.0, 0.1]), dtype=torch.float32)
+    w = values.unfold(0, 20, 4).permute(0, 2, 1)
+    x, y = w[:, :16], w[:, 16:]
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(3):
+        optimizer.zero_grad()
+        pred, A = model(x)
+        loss = nn.functional.mse_loss(pred, y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return dict(losses=losses, grads=grads_of(model), params=params_of(model), attention=A, last=model.revin.last)
+
+
+def test_nonstationary_transformer_float32():
+    ours, _ = run_both(nonstationary, weights_of(make_nonstationary), rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(ours["attention"].sum(-1), 1.0, rtol=1e-5)
