@@ -19,10 +19,13 @@ heads (``StudentT``, ``MixtureSameFamily`` of ``Independent`` Normals, ``LowRank
 Gaussian CRPS in closed form and by samples, ``icdf`` quantiles); Chronos's tokenizer (``bucketize``,
 ``nansum``, NaN masks) and series operations (``diff(prepend=)``, ``cummax``, ``linalg.lstsq``,
 ``corrcoef``, ``cov``) with FITS's complex ``Linear`` on a low-passed ``rfft``; dict windows through
-``default_collate`` with a ``WeightedRandomSampler``; and weight norm's forms (an old ``weight_g``/``weight_v``
+``default_collate`` with a ``WeightedRandomSampler``; weight norm's forms (an old ``weight_g``/``weight_v``
 checkpoint loaded into the parametrization, ``dim=None``, ``dim=1``, ``parametrize.cached()``, deepcopy,
-``remove_weight_norm``); and the Non-stationary Transformer in float32 (tau/delta learners with a circular
-``Conv1d`` over time as channels, de-stationary attention by ``einsum``, RevIN with ``subtract_last``)."""
+``remove_weight_norm``); the Non-stationary Transformer in float32 (tau/delta learners with a circular
+``Conv1d`` over time as channels, de-stationary attention by ``einsum``, RevIN with ``subtract_last``); and
+the LTSF harness (DLinear with individual heads written into a zeros tensor, an ``EarlyStopping`` class
+saving a checkpoint file, ``adjust_learning_rate`` through ``param_groups``, ``np.average`` over loss
+tensors, the NumPy metrics of ``utils/metrics.py``)."""
 
 import copy
 import math
@@ -1388,3 +1391,209 @@ def nonstationary(m, weights):
 def test_nonstationary_transformer_float32():
     ours, _ = run_both(nonstationary, weights_of(make_nonstationary), rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(ours["attention"].sum(-1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The LTSF harness (Informer / Autoformer / LTSF-Linear's exp_main.py): DLinear with individual
+# per-channel heads, EarlyStopping saving a checkpoint file, adjust_learning_rate by hand, vali()
+# under no_grad, and the NumPy metrics of utils/metrics.py on .detach().cpu().numpy() predictions
+# ----------------------------------------------------------------------------------------------
+
+
+def make_dlinear_individual(m, seq_len=16, pred_len=4, enc_in=3, kernel_size=5):
+    torch, nn = m.torch, m.nn
+
+    class moving_avg(nn.Module):
+        def __init__(self, kernel_size, stride):
+            super(moving_avg, self).__init__()
+            self.kernel_size = kernel_size
+            self.avg = nn.AvgPool1d(kernel_size=kernel_size, stride=stride, padding=0)
+
+        def forward(self, x):
+            front = x[:, 0:1, :].repeat(1, (self.kernel_size - 1) // 2, 1)
+            end = x[:, -1:, :].repeat(1, (self.kernel_size - 1) // 2, 1)
+            x = torch.cat([front, x, end], dim=1)
+            x = self.avg(x.permute(0, 2, 1))
+            x = x.permute(0, 2, 1)
+            return x
+
+    class series_decomp(nn.Module):
+        def __init__(self, kernel_size):
+            super(series_decomp, self).__init__()
+            self.moving_avg = moving_avg(kernel_size, stride=1)
+
+        def forward(self, x):
+            moving_mean = self.moving_avg(x)
+            res = x - moving_mean
+            return res, moving_mean
+
+    class Model(nn.Module):
+        def __init__(self):
+            super(Model, self).__init__()
+            self.seq_len = seq_len
+            self.pred_len = pred_len
+            self.decompsition = series_decomp(kernel_size)
+            self.individual = True
+            self.channels = enc_in
+            if self.individual:
+                self.Linear_Seasonal = nn.ModuleList()
+                self.Linear_Trend = nn.ModuleList()
+                for i in range(self.channels):
+                    self.Linear_Seasonal.append(nn.Linear(self.seq_len, self.pred_len))
+                    self.Linear_Trend.append(nn.Linear(self.seq_len, self.pred_len))
+                    self.Linear_Seasonal[i].weight = nn.Parameter(
+                        (1 / self.seq_len) * torch.ones([self.pred_len, self.seq_len]))
+                    self.Linear_Trend[i].weight = nn.Parameter(
+                        (1 / self.seq_len) * torch.ones([self.pred_len, self.seq_len]))
+
+        def forward(self, x):
+            seasonal_init, trend_init = self.decompsition(x)
+            seasonal_init, trend_init = seasonal_init.permute(0, 2, 1), trend_init.permute(0, 2, 1)
+            if self.individual:
+                seasonal_output = torch.zeros([seasonal_init.size(0), seasonal_init.size(1), self.pred_len],
+                                              dtype=seasonal_init.dtype).to(seasonal_init.device)
+                trend_output = torch.zeros([trend_init.size(0), trend_init.size(1), self.pred_len],
+                                           dtype=trend_init.dtype).to(trend_init.device)
+                for i in range(self.channels):
+                    seasonal_output[:, i, :] = self.Linear_Seasonal[i](seasonal_init[:, i, :])
+                    trend_output[:, i, :] = self.Linear_Trend[i](trend_init[:, i, :])
+            x = seasonal_output + trend_output
+            return x.permute(0, 2, 1)  # to [Batch, Output length, Channel]
+
+    return Model()
+
+
+def ltsf_harness(m, weights, checkpoint_dir):
+    import os
+    torch, nn, optim, data = m.torch, m.nn, m.optim, m.data
+
+    class EarlyStopping:
+        def __init__(self, patience=7, verbose=False, delta=0):
+            self.patience = patience
+            self.verbose = verbose
+            self.counter = 0
+            self.best_score = None
+            self.early_stop = False
+            self.val_loss_min = np.inf
+            self.delta = delta
+
+        def __call__(self, val_loss, model, path):
+            score = -val_loss
+            if self.best_score is None:
+                self.best_score = score
+                self.save_checkpoint(val_loss, model, path)
+            elif score < self.best_score + self.delta:
+                self.counter += 1
+                if self.counter >= self.patience:
+                    self.early_stop = True
+            else:
+                self.best_score = score
+                self.save_checkpoint(val_loss, model, path)
+                self.counter = 0
+
+        def save_checkpoint(self, val_loss, model, path):
+            torch.save(model.state_dict(), path + '/' + 'checkpoint.pth')
+            self.val_loss_min = val_loss
+
+    def adjust_learning_rate(optimizer, epoch, learning_rate, lradj='type1'):
+        if lradj == 'type1':
+            lr_adjust = {epoch: learning_rate * (0.5 ** ((epoch - 1) // 1))}
+        if epoch in lr_adjust.keys():
+            lr = lr_adjust[epoch]
+            for param_group in optimizer.param_groups:
+                param_group['lr'] = lr
+
+    def metric(pred, true):
+        mae = np.mean(np.abs(pred - true))
+        mse = np.mean((pred - true) ** 2)
+        rmse = np.sqrt(mse)
+        mape = np.mean(np.abs((pred - true) / true))
+        mspe = np.mean(np.square((pred - true) / true))
+        rse = np.sqrt(np.sum((true - pred) ** 2)) / np.sqrt(np.sum((true - true.mean()) ** 2))
+        return mae, mse, rmse, mape, mspe, rse
+
+    device = torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')
+    model = load(m, make_dlinear_individual(m), weights).to(device)
+    raw = (multiseries(length=90) * np.array([1.0, 3.0, 0.5])).astype(np.float32)
+    mean, std = raw[:60].mean(0), raw[:60].std(0)  # StandardScaler fitted on the training part
+    values = (raw - mean) / std
+
+    class Dataset_Custom(data.Dataset):
+        def __init__(self, data_x, seq_len=16, pred_len=4):
+            self.data_x, self.seq_len, self.pred_len = data_x, seq_len, pred_len
+
+        def __getitem__(self, index):
+            s_end = index + self.seq_len
+            return self.data_x[index:s_end], self.data_x[s_end:s_end + self.pred_len]
+
+        def __len__(self):
+            return len(self.data_x) - self.seq_len - self.pred_len + 1
+
+    train_loader = data.DataLoader(Dataset_Custom(values[:60]), batch_size=8, shuffle=True, drop_last=True,
+                                   generator=torch.Generator().manual_seed(2021))
+    vali_loader = data.DataLoader(Dataset_Custom(values[44:76]), batch_size=8, shuffle=False, drop_last=True)
+    test_loader = data.DataLoader(Dataset_Custom(values[60:]), batch_size=1, shuffle=False, drop_last=False)
+    model_optim = optim.Adam(model.parameters(), lr=0.005)
+    criterion = nn.MSELoss()
+
+    def vali(loader):
+        total_loss = []
+        model.eval()
+        with torch.no_grad():
+            for i, (batch_x, batch_y) in enumerate(loader):
+                batch_x = batch_x.float().to(device)
+                batch_y = batch_y.float()
+                outputs = model(batch_x)
+                pred = outputs.detach().cpu()
+                true = batch_y.detach().cpu()
+                loss = criterion(pred, true)
+                total_loss.append(loss)
+        total_loss = np.average(total_loss)
+        model.train()
+        return total_loss
+
+    early_stopping = EarlyStopping(patience=2, verbose=True)
+    history, lrs = [], []
+    for epoch in range(6):
+        train_loss = []
+        model.train()
+        for i, (batch_x, batch_y) in enumerate(train_loader):
+            model_optim.zero_grad()
+            batch_x = batch_x.float().to(device)
+            batch_y = batch_y.float().to(device)
+            outputs = model(batch_x)
+            loss = criterion(outputs, batch_y)
+            train_loss.append(loss.item())
+            loss.backward()
+            model_optim.step()
+        train_loss = np.average(train_loss)
+        vali_loss = vali(vali_loader)
+        history.append((train_loss, vali_loss))
+        early_stopping(vali_loss, model, checkpoint_dir)
+        if early_stopping.early_stop:
+            break
+        adjust_learning_rate(model_optim, epoch + 1, 0.005)
+        lrs.append(model_optim.param_groups[0]['lr'])
+    best_model_path = checkpoint_dir + '/' + 'checkpoint.pth'
+    model.load_state_dict(torch.load(best_model_path))
+    preds, trues = [], []
+    model.eval()
+    with torch.no_grad():
+        for batch_x, batch_y in test_loader:
+            outputs = model(batch_x.float())
+            preds.append(outputs.detach().cpu().numpy())
+            trues.append(batch_y.detach().cpu().numpy())
+    preds, trues = np.array(preds), np.array(trues)
+    preds = preds.reshape(-1, preds.shape[-2], preds.shape[-1])
+    trues = trues.reshape(-1, trues.shape[-2], trues.shape[-1])
+    os.remove(best_model_path)
+    return dict(history=history, lrs=lrs, best=early_stopping.val_loss_min, stopped=early_stopping.early_stop,
+                metrics=metric(preds * std + mean, trues * std + mean), shape=preds.shape,
+                params=params_of(model))
+
+
+def test_ltsf_harness(tmp_path):
+    ours, theirs = run_both(ltsf_harness, weights_of(make_dlinear_individual), str(tmp_path), rtol=1e-5, atol=1e-6)
+    assert ours["shape"] == (90 - 60 - 20 + 1, 4, 3)
+    assert ours["lrs"][:3] == [0.005, 0.0025, 0.00125]
+    assert ours["best"] == min(v for _, v in ours["history"])
