@@ -1,6 +1,10 @@
 """Fixes found by the time-series programs (tests/test_programs_probe14_timeseries.py), each checked on
 chainrule and, where installed, on PyTorch (the ``T`` fixture)."""
 
+import importlib
+
+import pytest
+
 
 def test_as_strided_view_reports_its_storage_offset_and_storage(T):
     """x[2:].as_strided(...) without an offset starts at x[2:]'s own offset, and the view shares x's storage
@@ -16,3 +20,18 @@ def test_as_strided_view_reports_its_storage_offset_and_storage(T):
     assert explicit.tolist() == [[3.0, 5.0], [4.0, 6.0]]
     explicit[0, 0] = -1.0  # a view: the write shows in values
     assert values[1, 1].item() == -1.0
+
+
+def test_unpad_sequence_transposes_the_callers_tensor_in_place(T):
+    """PyTorch's unpad_sequence (batch_first=False) calls transpose_ on its argument: the caller's padded
+    tensor is batch-first afterwards, and a leaf that requires grad is refused (it was left alone here)."""
+    N = importlib.import_module("nn" if T.__name__ == "autograd" else "torch.nn")
+    padded = T.arange(12.0).view(4, 3)
+    sequences = N.utils.rnn.unpad_sequence(padded, T.tensor([4, 2, 1]))
+    assert [s.tolist() for s in sequences] == [[0.0, 3.0, 6.0, 9.0], [1.0, 4.0], [2.0]]
+    assert tuple(padded.shape) == (3, 4)
+    base = T.linspace(0, 1, 12, requires_grad=True)
+    T.cat(N.utils.rnn.unpad_sequence((base * 2).view(4, 3), T.tensor([4, 2, 1]))).pow(2).sum().backward()
+    assert base.grad.tolist()[:2] == pytest.approx([0.0, 8 / 11], rel=1e-6)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
+        N.utils.rnn.unpad_sequence(T.zeros(4, 3, requires_grad=True), T.tensor([4, 2, 1]))
