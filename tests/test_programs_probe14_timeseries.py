@@ -25,7 +25,8 @@ checkpoint loaded into the parametrization, ``dim=None``, ``dim=1``, ``parametri
 ``Conv1d`` over time as channels, de-stationary attention by ``einsum``, RevIN with ``subtract_last``); and
 the LTSF harness (DLinear with individual heads written into a zeros tensor, an ``EarlyStopping`` class
 saving a checkpoint file, ``adjust_learning_rate`` through ``param_groups``, ``np.average`` over loss
-tensors, the NumPy metrics of ``utils/metrics.py``)."""
+tensors, the NumPy metrics of ``utils/metrics.py``); series of different lengths through ``pad_sequence``,
+a GRU and ``unpad_sequence`` (which transposes its argument in place)."""
 
 import copy
 import math
@@ -1597,3 +1598,52 @@ def test_ltsf_harness(tmp_path):
     assert ours["shape"] == (90 - 60 - 20 + 1, 4, 3)
     assert ours["lrs"][:3] == [0.005, 0.0025, 0.00125]
     assert ours["best"] == min(v for _, v in ours["history"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Series of different lengths: pad_sequence, a GRU over the padded time-first batch, the outputs cut
+# back by unpad_sequence (which transposes its argument in place), a per-step loss on each series
+# ----------------------------------------------------------------------------------------------
+
+
+def make_ragged_gru(m):
+    nn = m.nn
+
+    class StepAhead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(2, 6)
+            self.out = nn.Linear(6, 2)
+
+        def forward(self, padded):
+            h, _ = self.gru(padded)
+            return self.out(h)
+
+    return StepAhead()
+
+
+def ragged_gru(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, make_ragged_gru(m), weights).double()
+    values = torch.tensor(multiseries(length=30, channels=2))
+    lengths = [30, 21, 12, 17]
+    series = [values[30 - n:] for n in lengths]
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    losses, shapes = [], []
+    for step in range(3):
+        optimizer.zero_grad()
+        padded = nn.utils.rnn.pad_sequence([s[:-1] for s in series])  # [T, B, 2], time first
+        targets = [s[1:] for s in series]
+        out = model(padded)
+        pieces = nn.utils.rnn.unpad_sequence(out, torch.tensor([n - 1 for n in lengths]))
+        shapes.append(tuple(out.shape))  # batch first now: unpad_sequence transposed it in place
+        loss = sum(nn.functional.mse_loss(p, t, reduction='sum') for p, t in zip(pieces, targets)) / sum(lengths)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return dict(losses=losses, shapes=shapes, grads=grads_of(model), params=params_of(model))
+
+
+def test_ragged_series_pad_and_unpad_sequence():
+    ours, _ = run_both(ragged_gru, weights_of(make_ragged_gru), rtol=1e-9, atol=1e-11)
+    assert ours["shapes"][0] == (4, 29, 2)
