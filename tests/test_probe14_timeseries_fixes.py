@@ -35,3 +35,18 @@ def test_unpad_sequence_transposes_the_callers_tensor_in_place(T):
     assert base.grad.tolist()[:2] == pytest.approx([0.0, 8 / 11], rel=1e-6)
     with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
         N.utils.rnn.unpad_sequence(T.zeros(4, 3, requires_grad=True), T.tensor([4, 2, 1]))
+
+
+def test_vector_to_parameters_makes_views_of_the_vector(T):
+    """PyTorch's vector_to_parameters sets ``param.data`` to a view of the vector's slice: a later write to
+    the vector shows in the model, and the parameters take the vector's dtype (it copied into them here)."""
+    N = importlib.import_module("nn" if T.__name__ == "autograd" else "torch.nn")
+    linear = N.Linear(2, 2)
+    vector = T.arange(6.0, dtype=T.float64)
+    N.utils.vector_to_parameters(vector, linear.parameters())
+    vector[0] = 100.0
+    assert linear.weight.tolist() == [[100.0, 1.0], [2.0, 3.0]] and linear.bias.tolist() == [4.0, 5.0]
+    assert linear.weight.dtype == T.float64 and isinstance(linear.weight, N.Parameter)
+    assert linear.weight.requires_grad
+    linear(T.ones(1, 2, dtype=T.float64)).sum().backward()
+    assert linear.weight.grad.tolist() == [[1.0, 1.0], [1.0, 1.0]]
