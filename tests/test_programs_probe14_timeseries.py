@@ -26,7 +26,8 @@ checkpoint loaded into the parametrization, ``dim=None``, ``dim=1``, ``parametri
 the LTSF harness (DLinear with individual heads written into a zeros tensor, an ``EarlyStopping`` class
 saving a checkpoint file, ``adjust_learning_rate`` through ``param_groups``, ``np.average`` over loss
 tensors, the NumPy metrics of ``utils/metrics.py``); series of different lengths through ``pad_sequence``,
-a GRU and ``unpad_sequence`` (which transposes its argument in place)."""
+a GRU and ``unpad_sequence`` (which transposes its argument in place); and an autoregressive forecaster
+tuned by evolution strategies on a flat vector whose slices ``vector_to_parameters`` makes the parameters."""
 
 import copy
 import math
@@ -1647,3 +1648,41 @@ def ragged_gru(m, weights):
 def test_ragged_series_pad_and_unpad_sequence():
     ours, _ = run_both(ragged_gru, weights_of(make_ragged_gru), rtol=1e-9, atol=1e-11)
     assert ours["shapes"][0] == (4, 29, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# An autoregressive forecaster tuned by evolution strategies on a flat parameter vector: after
+# vector_to_parameters the model's parameters are views of theta, so theta.add_(noise) perturbs it
+# ----------------------------------------------------------------------------------------------
+
+
+def evolution_strategies(m):
+    torch, nn = m.torch, m.nn
+    values = torch.tensor(multiseries(length=40, channels=1)[:, 0])
+    w = values.unfold(0, 9, 1)
+    x, y = w[:, :8], w[:, 8:]
+    model = nn.Sequential(nn.Linear(8, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    theta = torch.linspace(-0.3, 0.3, sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    nn.utils.vector_to_parameters(theta, model.parameters())
+    g = torch.Generator().manual_seed(0)
+    sigma, lr, pop, history = 0.05, 0.05, 8, []
+    for it in range(5):
+        eps = torch.randn(pop, theta.numel(), generator=g, dtype=torch.float64)
+        rewards = []
+        for e in eps:
+            theta.add_(sigma * e)  # the model sees it: its parameters are views of theta
+            with torch.no_grad():
+                rewards.append(-nn.functional.mse_loss(model(x), y))
+            theta.sub_(sigma * e)
+        rewards = torch.stack(rewards)
+        advantage = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+        theta.add_(lr / (pop * sigma) * (advantage @ eps))
+        with torch.no_grad():
+            history.append(nn.functional.mse_loss(model(x), y).item())
+    return dict(history=history, theta=theta, weight=model[0].weight, spread=rewards.std())
+
+
+def test_evolution_strategies_through_vector_to_parameters():
+    ours, _ = run_both(evolution_strategies, rtol=1e-9, atol=1e-11)
+    assert ours["spread"] > 0  # the perturbations reached the model
+    np.testing.assert_array_equal(ours["weight"].ravel(), ours["theta"][:32])
