@@ -27,7 +27,9 @@ the LTSF harness (DLinear with individual heads written into a zeros tensor, an 
 saving a checkpoint file, ``adjust_learning_rate`` through ``param_groups``, ``np.average`` over loss
 tensors, the NumPy metrics of ``utils/metrics.py``); series of different lengths through ``pad_sequence``,
 a GRU and ``unpad_sequence`` (which transposes its argument in place); and an autoregressive forecaster
-tuned by evolution strategies on a flat vector whose slices ``vector_to_parameters`` makes the parameters."""
+tuned by evolution strategies on a flat vector whose slices ``vector_to_parameters`` makes the parameters;
+Holt-Winters smoothing learnt through a registered parametrization (``right_inverse``) and a
+straight-through rounding ``autograd.Function``."""
 
 import copy
 import math
@@ -1686,3 +1688,82 @@ def test_evolution_strategies_through_vector_to_parameters():
     ours, _ = run_both(evolution_strategies, rtol=1e-9, atol=1e-11)
     assert ours["spread"] > 0  # the perturbations reached the model
     np.testing.assert_array_equal(ours["weight"].ravel(), ours["theta"][:32])
+
+
+# ----------------------------------------------------------------------------------------------
+# Holt-Winters smoothing learnt by gradient descent (ES-RNN's idea): coefficients kept in (0, 1) by a
+# registered parametrization with a right_inverse, a Python loop over time with a seasonal list;
+# and a straight-through rounding autograd.Function (quantised forecasts)
+# ----------------------------------------------------------------------------------------------
+
+
+def holt_winters(m):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    P = nn.utils.parametrize
+
+    class Sigmoid01(nn.Module):
+        def forward(self, X):
+            return torch.sigmoid(X)
+
+        def right_inverse(self, A):
+            return torch.log(A) - torch.log1p(-A)
+
+    class HoltWinters(nn.Module):
+        def __init__(self, season=4):
+            super().__init__()
+            self.alpha = nn.Parameter(torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64))
+            self.season = season
+
+        def forward(self, y):
+            a, b, g = self.alpha
+            level, trend = y[0], y[1] - y[0]
+            seas = [y[i] - y[:self.season].mean() for i in range(self.season)]
+            fitted = []
+            for t in range(len(y)):
+                s = seas[t % self.season]
+                fitted.append(level + trend + s)
+                new_level = a * (y[t] - s) + (1 - a) * (level + trend)
+                trend = b * (new_level - level) + (1 - b) * trend
+                seas[t % self.season] = g * (y[t] - new_level) + (1 - g) * s
+                level = new_level
+            return torch.stack(fitted)
+
+    hw = HoltWinters()
+    P.register_parametrization(hw, 'alpha', Sigmoid01())  # the stored value becomes logit(alpha)
+    y = torch.tensor(2 + np.sin(np.arange(24) * np.pi / 2) + 0.05 * np.arange(24))
+    optimizer = optim.Adam(hw.parameters(), lr=0.05)
+    losses = []
+    for _ in range(4):
+        optimizer.zero_grad()
+        loss = ((hw(y)[4:] - y[4:]) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    trained = hw.parametrizations.alpha.original.clone()
+    hw.alpha = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)  # through right_inverse
+
+    class STE(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, step):
+            ctx.save_for_backward(x)
+            return torch.round(x / step) * step
+
+        @staticmethod
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return g * (x.abs() < 2).to(g.dtype), None
+
+    x = torch.linspace(-3, 3, 9, dtype=torch.float64, requires_grad=True)
+    quantised = STE.apply(x, 0.5)
+    quantised.pow(2).sum().backward()
+    return dict(losses=losses, trained=trained, reset=hw.parametrizations.alpha.original, alpha=hw.alpha,
+                quantised=quantised, ste_grad=x.grad, keys=sorted(hw.state_dict().keys()))
+
+
+def test_holt_winters_parametrized_and_straight_through():
+    ours, _ = run_both(holt_winters, rtol=1e-10, atol=1e-12)
+    assert ours["losses"][-1] < ours["losses"][0]
+    np.testing.assert_allclose(ours["reset"], 0.0, atol=1e-15)  # logit(0.5)
+    assert ours["keys"] == ["parametrizations.alpha.original"]
+    x = np.linspace(-3, 3, 9)
+    np.testing.assert_allclose(ours["ste_grad"], 2 * np.round(x / 0.5) * 0.5 * (np.abs(x) < 2), rtol=1e-12)
