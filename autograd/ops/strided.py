@@ -16,7 +16,7 @@ replaced by src's, so dL/dsrc = dL/dy at those elements and dL/dinput = dL/dy wi
 ``x.as_strided_(...)`` and ``autograd.as_strided_`` make x itself that view (reshaping_in_place.py).
 """
 
-from ..backend import address, int64, memory_owner, xp
+from ..backend import address, int64, memory_owner, strided_view, xp
 from ..primitive import Primitive
 from ..tensor import Tensor
 from . import shape
@@ -53,7 +53,8 @@ class AsStrided(Primitive):
                 raise RuntimeError("as_strided view replayed on a tensor with another memory layout: write through "
                                    "a contiguous copy instead")
             steps = tuple(s * x.itemsize for s in self.stride)
-            return xp.lib.stride_tricks.as_strided(memory[start:], self.size, steps)
+            # (on the memory's own buffer, so that the view's storage_offset and data_ptr are PyTorch's)
+            return strided_view(memory[start:], self.size, steps)
         return memory[_positions(self.size, self.stride, start)]
 
     def backward(self, grad, y, x):

@@ -11,7 +11,7 @@ def parameters_to_vector(parameters):
 
 
 def vector_to_parameters(vector, parameters):
-    """Copy consecutive slices of ``vector`` into the parameters (in place)."""
+    """Make each parameter's data the next slice of ``vector`` (a view of it, in its dtype, as PyTorch's)."""
     if not isinstance(vector, Tensor):
         raise TypeError(f"expected torch.Tensor, but got: {type(vector).__name__}")
     parameters = list(parameters)
@@ -23,7 +23,6 @@ def vector_to_parameters(vector, parameters):
     if vector.numel() != needed:
         raise ShapeError(f"vector has {vector.numel()} elements but the parameters need {needed}")
     start = 0
-    with autograd.no_grad():
-        for p in parameters:
-            p.copy_(vector[start:start + p.numel()].reshape(p.shape))
-            start += p.numel()
+    for p in parameters:  # each parameter's data becomes a view of its slice, as PyTorch's (param.data = ...):
+        p.data = vector[start:start + p.numel()].view_as(p).data  # later writes to vector show in the model
+        start += p.numel()

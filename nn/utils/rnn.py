@@ -214,8 +214,8 @@ def pack_sequence(sequences, enforce_sorted=True):
 
 def unpad_sequence(padded_sequences, lengths, batch_first=False):
     """The list of sequences of a padded batch, each cut to its length."""
-    if not batch_first:
-        padded_sequences = padded_sequences.transpose(0, 1)
+    if not batch_first:  # in place, as PyTorch's: the caller's tensor is left batch-first
+        padded_sequences.transpose_(0, 1)
     return [padded_sequences[b, :int(length)] for b, length in enumerate(_as_ints(lengths))]
 
 
