@@ -1,0 +1,611 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Continuous-control and model-based RL programs (see tests/pytorch_programs.py), each run on chainrule and on
+PyTorch from the same weights and the same seeds (both libraries draw the same numbers from ``manual_seed``),
+on a pendulum written in NumPy (no gym).
+
+cleanRL's TD3 (target networks by ``load_state_dict``, target policy smoothing with ``randn_like`` noise clamped,
+delayed actor updates, Polyak updates by ``lerp_`` under ``no_grad``) and DDPG (Polyak by ``mul_``/``add_`` on
+``.data``, exploration noise by ``torch.normal``); a SAC whose policy is a
+``TransformedDistribution(Independent(Normal), [TanhTransform(cache_size=1), AffineTransform])`` sampled by
+``rsample``, with ``log_alpha`` an ``nn.Parameter`` of its own optimiser, ``clip_grad_norm_`` on both networks and
+the entropy of the base distribution; cleanRL's PPO-continuous (a state-independent ``actor_logstd`` Parameter,
+``Normal(...).log_prob(a).sum(1)``, ``entropy().sum(1)``, running mean/std observation normalisation, GAE in a
+reversed loop, minibatches by a seeded ``torch.randperm``); and a Dreamer-style world model (an RSSM with a
+``GRUCell``, a Gaussian latent with ``kl_divergence`` between ``Independent(Normal)``s with free bits by
+``torch.max``/``clamp``, and a DreamerV2 discrete latent by ``OneHotCategoricalStraightThrough`` with KL
+balancing through ``detach``), trained with Adam after ``clip_grad_norm_``."""
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+
+class Pendulum:
+    """gym's Pendulum-v1 dynamics in NumPy: observation (cos, sin, thetadot), one action in [-2, 2]."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self):
+        self.th, self.thdot = self.rng.uniform(-np.pi, np.pi), self.rng.uniform(-1, 1)
+        self.steps = 0
+        return self.obs()
+
+    def obs(self):
+        return np.array([np.cos(self.th), np.sin(self.th), self.thdot], dtype=np.float32)
+
+    def step(self, u):
+        u = float(np.clip(u, -2.0, 2.0))
+        th_norm = ((self.th + np.pi) % (2 * np.pi)) - np.pi
+        cost = th_norm ** 2 + 0.1 * self.thdot ** 2 + 0.001 * u ** 2
+        self.thdot = np.clip(self.thdot + (3 * 10.0 / 2 * np.sin(self.th) + 3.0 * u) * 0.05, -8, 8)
+        self.th = self.th + self.thdot * 0.05
+        self.steps += 1
+        return self.obs(), -cost, self.steps >= 20
+
+
+def replay(seed, n=64):
+    """A replay buffer of pendulum transitions under random actions."""
+    env, rng = Pendulum(seed), np.random.default_rng(seed + 1)
+    obs, o = [], env.reset()
+    rows = []
+    for _ in range(n):
+        a = rng.uniform(-2, 2, 1).astype(np.float32)
+        o2, r, done = env.step(a[0])
+        rows.append((o, a, np.float32(r), o2, np.float32(done)))
+        o = env.reset() if done else o2
+    return [np.stack(col).astype(np.float32) for col in zip(*rows)]
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+# ----------------------------------------------------------------------------------------------
+# cleanRL TD3 and DDPG
+# ----------------------------------------------------------------------------------------------
+
+
+def make_td3(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class QNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(3 + 1, 32)
+            self.fc2 = nn.Linear(32, 32)
+            self.fc3 = nn.Linear(32, 1)
+
+        def forward(self, x, a):
+            x = torch.cat([x, a], 1)
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            return self.fc3(x)
+
+    class Actor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(3, 32)
+            self.fc2 = nn.Linear(32, 32)
+            self.fc_mu = nn.Linear(32, 1)
+            self.register_buffer("action_scale", torch.tensor([2.0], dtype=torch.float32))
+            self.register_buffer("action_bias", torch.tensor([0.0], dtype=torch.float32))
+
+        def forward(self, x):
+            x = F.relu(self.fc1(x))
+            x = F.relu(self.fc2(x))
+            x = torch.tanh(self.fc_mu(x))
+            return x * self.action_scale + self.action_bias
+
+    return nn.ModuleDict({"actor": Actor(), "target_actor": Actor(), "qf1": QNetwork(), "qf2": QNetwork(),
+                          "qf1_target": QNetwork(), "qf2_target": QNetwork()})
+
+
+def td3(m, weights, updates=6, policy_frequency=2):
+    torch, F, optim = m.torch, m.F, m.optim
+    torch.manual_seed(3)
+    nets = load(m, make_td3(m), weights)
+    actor, target_actor, qf1, qf2, qf1_target, qf2_target = (
+        nets[k] for k in ("actor", "target_actor", "qf1", "qf2", "qf1_target", "qf2_target"))
+    target_actor.load_state_dict(actor.state_dict())
+    qf1_target.load_state_dict(qf1.state_dict())
+    qf2_target.load_state_dict(qf2.state_dict())
+    q_optimizer = optim.Adam(list(qf1.parameters()) + list(qf2.parameters()), lr=1e-3)
+    actor_optimizer = optim.Adam(list(actor.parameters()), lr=1e-3)
+    policy_noise, noise_clip, gamma, tau = 0.2, 0.5, 0.99, 0.005
+    obs_, act_, rew_, next_obs_, done_ = replay(0)
+    history = []
+    for global_step in range(updates):
+        idx = np.arange(global_step * 8, global_step * 8 + 16) % 64
+        observations, actions = torch.tensor(obs_[idx]), torch.tensor(act_[idx])
+        rewards, next_observations, dones = torch.tensor(rew_[idx]), torch.tensor(next_obs_[idx]), torch.tensor(done_[idx])
+        with torch.no_grad():
+            clipped_noise = (torch.randn_like(actions, device="cpu") * policy_noise).clamp(
+                -noise_clip, noise_clip
+            ) * target_actor.action_scale
+
+            next_state_actions = (target_actor(next_observations) + clipped_noise).clamp(-2.0, 2.0)
+            qf1_next_target = qf1_target(next_observations, next_state_actions)
+            qf2_next_target = qf2_target(next_observations, next_state_actions)
+            min_qf_next_target = torch.min(qf1_next_target, qf2_next_target)
+            next_q_value = rewards.flatten() + (1 - dones.flatten()) * gamma * (min_qf_next_target).view(-1)
+
+        qf1_a_values = qf1(observations, actions).view(-1)
+        qf2_a_values = qf2(observations, actions).view(-1)
+        qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+        qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+        qf_loss = qf1_loss + qf2_loss
+
+        q_optimizer.zero_grad()
+        qf_loss.backward()
+        q_optimizer.step()
+        actor_loss = torch.tensor(0.0)
+        if global_step % policy_frequency == 0:
+            actor_loss = -qf1(observations, actor(observations)).mean()
+            actor_optimizer.zero_grad()
+            actor_loss.backward()
+            actor_optimizer.step()
+
+            with torch.no_grad():
+                for param, target_param in zip(actor.parameters(), target_actor.parameters()):
+                    target_param.lerp_(param, tau)
+                for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
+                    target_param.lerp_(param, tau)
+                for param, target_param in zip(qf2.parameters(), qf2_target.parameters()):
+                    target_param.lerp_(param, tau)
+        history.append((qf1_loss.item(), qf2_loss.item(), actor_loss.item(), clipped_noise.abs().max().item()))
+    return {"history": history, "target_actor": params(target_actor), "qf2_target": params(qf2_target),
+            "actor": params(actor), "qf1_grads": [p.grad for p in qf1.parameters()]}
+
+
+def test_cleanrl_td3():
+    weights = weights_of(make_td3)
+    ours, _ = run_both(td3, weights, rtol=2e-5, atol=1e-6)
+    assert all(h[3] <= 0.5 * 2.0 + 1e-6 for h in ours["history"])  # noise clipped, then scaled
+
+
+def ddpg(m, weights, updates=5):
+    torch, F, optim = m.torch, m.F, m.optim
+    torch.manual_seed(5)
+    nets = load(m, make_td3(m), weights)
+    actor, target_actor, qf1, qf1_target = (nets[k] for k in ("actor", "target_actor", "qf1", "qf1_target"))
+    target_actor.load_state_dict(actor.state_dict())
+    qf1_target.load_state_dict(qf1.state_dict())
+    q_optimizer = optim.Adam(list(qf1.parameters()), lr=1e-3)
+    actor_optimizer = optim.Adam(list(actor.parameters()), lr=1e-3)
+    gamma, tau, exploration_noise = 0.99, 0.005, 0.1
+    env = Pendulum(7)
+    obs = env.reset()
+    rb = []
+    for step in range(24):  # collect with exploration noise drawn by torch.normal
+        with torch.no_grad():
+            actions = actor(torch.Tensor(obs).unsqueeze(0))
+            actions += torch.normal(0, actor.action_scale * exploration_noise)
+            actions = actions.cpu().numpy().clip(-2.0, 2.0)
+        next_obs, reward, done = env.step(actions[0, 0])
+        rb.append((obs, actions[0], reward, next_obs, float(done)))
+        obs = env.reset() if done else next_obs
+    history = []
+    for global_step in range(updates):
+        batch = rb[global_step * 3: global_step * 3 + 12]
+        observations = torch.Tensor(np.array([b[0] for b in batch]))
+        actions = torch.Tensor(np.array([b[1] for b in batch]))
+        rewards = torch.Tensor(np.array([b[2] for b in batch]))
+        next_observations = torch.Tensor(np.array([b[3] for b in batch]))
+        dones = torch.Tensor(np.array([b[4] for b in batch]))
+        with torch.no_grad():
+            next_state_actions = target_actor(next_observations)
+            qf1_next_target = qf1_target(next_observations, next_state_actions)
+            next_q_value = rewards.flatten() + (1 - dones.flatten()) * gamma * (qf1_next_target).view(-1)
+
+        qf1_a_values = qf1(observations, actions).view(-1)
+        qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+
+        q_optimizer.zero_grad()
+        qf1_loss.backward()
+        q_optimizer.step()
+
+        actor_loss = -qf1(observations, actor(observations)).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+
+        for param, target_param in zip(actor.parameters(), target_actor.parameters()):
+            target_param.data.mul_(1 - tau).add_(param.data, alpha=tau)
+        for param, target_param in zip(qf1.parameters(), qf1_target.parameters()):
+            target_param.data.mul_(1 - tau).add_(param.data, alpha=tau)
+        history.append((qf1_loss.item(), actor_loss.item(), qf1_a_values.mean().item()))
+    return {"history": history, "actions": np.array([b[1] for b in rb]), "target_actor": params(target_actor),
+            "qf1_target": params(qf1_target)}
+
+
+def test_cleanrl_ddpg():
+    weights = weights_of(make_td3)
+    ours, _ = run_both(ddpg, weights, rtol=2e-5, atol=1e-6)
+    assert np.all(np.abs(ours["actions"]) <= 2.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# SAC with a TransformedDistribution policy and a learnt temperature as an nn.Parameter
+# ----------------------------------------------------------------------------------------------
+
+
+def make_sac(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Critic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q1 = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+            self.q2 = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+
+        def forward(self, obs, action):
+            x = torch.cat([obs, action], dim=-1)
+            return self.q1(x), self.q2(x)
+
+    class Actor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Sequential(nn.Linear(3, 32), nn.ELU(), nn.Linear(32, 32), nn.ELU(), nn.Linear(32, 2))
+
+        def forward(self, obs):
+            mu, log_std = self.trunk(obs).chunk(2, dim=-1)
+            log_std = torch.tanh(log_std)
+            log_std = -5 + 0.5 * (2 - -5) * (log_std + 1)
+            D = torch.distributions
+            base = D.Independent(D.Normal(mu, log_std.exp()), 1)
+            dist = D.TransformedDistribution(base, [D.TanhTransform(cache_size=1),
+                                                    D.AffineTransform(loc=0.0, scale=2.0)])
+            return dist, base
+
+    class Agent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.actor = Actor()
+            self.critic = Critic()
+            self.critic_target = Critic()
+            self.log_alpha = nn.Parameter(torch.tensor(np.log(0.1), dtype=torch.float32))
+
+    return Agent()
+
+
+def sac(m, weights, updates=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    torch.manual_seed(11)
+    agent = load(m, make_sac(m), weights)
+    agent.critic_target.load_state_dict(agent.critic.state_dict())
+    actor_opt = optim.Adam(agent.actor.parameters(), lr=3e-4)
+    critic_opt = optim.Adam(agent.critic.parameters(), lr=3e-4)
+    log_alpha_opt = optim.Adam([agent.log_alpha], lr=3e-4, betas=(0.5, 0.999))
+    target_entropy = -1.0
+    obs_, act_, rew_, next_obs_, done_ = replay(4)
+    history, tau, discount = [], 0.01, 0.99
+    for step in range(updates):
+        idx = np.arange(step * 10, step * 10 + 20) % 64
+        obs, action, reward = torch.as_tensor(obs_[idx]), torch.as_tensor(act_[idx]), torch.as_tensor(rew_[idx])[:, None]
+        next_obs, not_done = torch.as_tensor(next_obs_[idx]), 1.0 - torch.as_tensor(done_[idx])[:, None]
+        alpha = agent.log_alpha.exp()
+
+        # critic
+        dist, _ = agent.actor(next_obs)
+        next_action = dist.rsample()
+        log_prob = dist.log_prob(next_action).unsqueeze(-1)
+        target_Q1, target_Q2 = agent.critic_target(next_obs, next_action)
+        target_V = torch.min(target_Q1, target_Q2) - alpha.detach() * log_prob
+        target_Q = (reward + (not_done * discount * target_V)).detach()
+        current_Q1, current_Q2 = agent.critic(obs, action)
+        critic_loss = F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q)
+        critic_opt.zero_grad()
+        critic_loss.backward()
+        critic_norm = nn.utils.clip_grad_norm_(agent.critic.parameters(), 1.0)
+        critic_opt.step()
+
+        # actor and temperature
+        dist, base = agent.actor(obs)
+        action = dist.rsample()
+        log_prob = dist.log_prob(action).unsqueeze(-1)
+        actor_Q1, actor_Q2 = agent.critic(obs, action)
+        actor_Q = torch.min(actor_Q1, actor_Q2)
+        actor_loss = (alpha.detach() * log_prob - actor_Q).mean()
+        actor_opt.zero_grad()
+        actor_loss.backward()
+        actor_norm = nn.utils.clip_grad_norm_(agent.actor.parameters(), 0.5, norm_type=2.0)
+        actor_opt.step()
+
+        log_alpha_opt.zero_grad()
+        alpha_loss = (alpha * (-log_prob - target_entropy).detach()).mean()
+        alpha_loss.backward()
+        log_alpha_opt.step()
+
+        with torch.no_grad():
+            for p, tp in zip(agent.critic.parameters(), agent.critic_target.parameters()):
+                tp.data.lerp_(p.data, tau)
+        history.append((critic_loss.item(), actor_loss.item(), alpha_loss.item(), float(critic_norm),
+                        float(actor_norm), base.entropy().mean().item(), action.abs().max().item()))
+    return {"history": history, "log_alpha": agent.log_alpha.detach().clone(),
+            "log_alpha_grad": agent.log_alpha.grad, "actor": params(agent.actor),
+            "critic_target": params(agent.critic_target)}
+
+
+def test_sac_transformed_distribution_policy():
+    weights = weights_of(make_sac)
+    ours, _ = run_both(sac, weights, rtol=5e-5, atol=2e-6)
+    assert ours["log_alpha_grad"].shape == ()
+    assert all(h[6] <= 2.0 for h in ours["history"])
+
+
+def test_tanh_transform_log_prob_by_hand():
+    """log p(2 tanh(u)) = sum[log N(u) - log(1 - tanh(u)^2) - log 2], PyTorch's TanhTransform using the stable
+    2 (log 2 - u - softplus(-2u)), from the cached pre-image of an rsample."""
+    torch = OURS.torch
+    D = torch.distributions
+    torch.manual_seed(0)
+    mu = torch.tensor([[0.3, -1.0], [2.0, 0.5]], requires_grad=True)
+    sigma = torch.tensor([[0.5, 1.5], [0.2, 3.0]])
+    dist = D.TransformedDistribution(D.Independent(D.Normal(mu, sigma), 1),
+                                     [D.TanhTransform(cache_size=1), D.AffineTransform(0.0, 2.0)])
+    a = dist.rsample()
+    lp = dist.log_prob(a)
+    u = np.arctanh(a.detach().numpy().astype(np.float64) / 2)
+    m, s = mu.detach().numpy(), sigma.numpy()
+    expected = (-0.5 * ((u - m) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
+                - np.log(1 - np.tanh(u) ** 2) - np.log(2)).sum(-1)
+    np.testing.assert_allclose(lp.detach().numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert lp.shape == (2,)
+
+
+# ----------------------------------------------------------------------------------------------
+# cleanRL PPO-continuous
+# ----------------------------------------------------------------------------------------------
+
+
+class RunningMeanStd:
+    """gym's NormalizeObservation statistics (parallel mean/var update)."""
+
+    def __init__(self, epsilon=1e-4, shape=()):
+        self.mean = np.zeros(shape, "float64")
+        self.var = np.ones(shape, "float64")
+        self.count = epsilon
+
+    def update(self, x):
+        batch_mean, batch_var, batch_count = np.mean(x, axis=0), np.var(x, axis=0), x.shape[0]
+        delta = batch_mean - self.mean
+        tot_count = self.count + batch_count
+        new_mean = self.mean + delta * batch_count / tot_count
+        m_a = self.var * self.count
+        m_b = batch_var * batch_count
+        M2 = m_a + m_b + np.square(delta) * self.count * batch_count / tot_count
+        self.mean, self.var, self.count = new_mean, M2 / tot_count, tot_count
+
+    def normalize(self, obs):
+        self.update(obs[None])
+        return np.clip((obs - self.mean) / np.sqrt(self.var + 1e-8), -10, 10).astype(np.float32)
+
+
+def make_ppo_agent(m):
+    torch, nn = m.torch, m.nn
+
+    def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, bias_const)
+        return layer
+
+    class Agent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.critic = nn.Sequential(layer_init(nn.Linear(3, 32)), nn.Tanh(), layer_init(nn.Linear(32, 32)),
+                                        nn.Tanh(), layer_init(nn.Linear(32, 1), std=1.0))
+            self.actor_mean = nn.Sequential(layer_init(nn.Linear(3, 32)), nn.Tanh(), layer_init(nn.Linear(32, 32)),
+                                            nn.Tanh(), layer_init(nn.Linear(32, 1), std=0.01))
+            self.actor_logstd = nn.Parameter(torch.zeros(1, 1))
+
+        def get_value(self, x):
+            return self.critic(x)
+
+        def get_action_and_value(self, x, action=None):
+            action_mean = self.actor_mean(x)
+            action_logstd = self.actor_logstd.expand_as(action_mean)
+            action_std = torch.exp(action_logstd)
+            probs = torch.distributions.Normal(action_mean, action_std)
+            if action is None:
+                action = probs.sample()
+            return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(x)
+
+    return Agent()
+
+
+def ppo_continuous(m, weights, num_steps=32, num_envs=2, update_epochs=2, num_minibatches=4):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    torch.manual_seed(1)
+    agent = load(m, make_ppo_agent(m), weights)
+    optimizer = optim.Adam(agent.parameters(), lr=3e-4, eps=1e-5)
+    envs = [Pendulum(20 + i) for i in range(num_envs)]
+    rms = [RunningMeanStd(shape=(3,)) for _ in envs]
+    gamma, gae_lambda, clip_coef, ent_coef, vf_coef = 0.99, 0.95, 0.2, 0.0, 0.5
+    batch_size = num_envs * num_steps
+    minibatch_size = batch_size // num_minibatches
+    obs = torch.zeros((num_steps, num_envs, 3))
+    actions = torch.zeros((num_steps, num_envs, 1))
+    logprobs = torch.zeros((num_steps, num_envs))
+    rewards = torch.zeros((num_steps, num_envs))
+    dones = torch.zeros((num_steps, num_envs))
+    values = torch.zeros((num_steps, num_envs))
+    next_obs = torch.Tensor(np.stack([r.normalize(e.reset()) for e, r in zip(envs, rms)]))
+    next_done = torch.zeros(num_envs)
+    for step in range(num_steps):
+        obs[step] = next_obs
+        dones[step] = next_done
+        with torch.no_grad():
+            action, logprob, _, value = agent.get_action_and_value(next_obs)
+            values[step] = value.flatten()
+        actions[step] = action
+        logprobs[step] = logprob
+        outs = [e.step(a) for e, a in zip(envs, action.cpu().numpy()[:, 0])]
+        obs_np = [r.normalize(e.reset() if d else o) for (o, _, d), e, r in zip(outs, envs, rms)]
+        reward = np.array([np.clip(rw / 10.0, -10, 10) for _, rw, _ in outs])
+        rewards[step] = torch.tensor(reward).view(-1)
+        next_obs, next_done = torch.Tensor(np.stack(obs_np)), torch.Tensor(np.array([float(d) for _, _, d in outs]))
+
+    with torch.no_grad():
+        next_value = agent.get_value(next_obs).reshape(1, -1)
+        advantages = torch.zeros_like(rewards)
+        lastgaelam = 0
+        for t in reversed(range(num_steps)):
+            if t == num_steps - 1:
+                nextnonterminal = 1.0 - next_done
+                nextvalues = next_value
+            else:
+                nextnonterminal = 1.0 - dones[t + 1]
+                nextvalues = values[t + 1]
+            delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+            advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+        returns = advantages + values
+
+    b_obs = obs.reshape((-1, 3))
+    b_logprobs = logprobs.reshape(-1)
+    b_actions = actions.reshape((-1, 1))
+    b_advantages = advantages.reshape(-1)
+    b_returns = returns.reshape(-1)
+    b_values = values.reshape(-1)
+    history = []
+    for epoch in range(update_epochs):
+        b_inds = torch.randperm(batch_size)
+        for start in range(0, batch_size, minibatch_size):
+            end = start + minibatch_size
+            mb_inds = b_inds[start:end]
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+            logratio = newlogprob - b_logprobs[mb_inds]
+            ratio = logratio.exp()
+            with torch.no_grad():
+                approx_kl = ((ratio - 1) - logratio).mean()
+                clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean().item()
+            mb_advantages = b_advantages[mb_inds]
+            mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+            pg_loss1 = -mb_advantages * ratio
+            pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+            pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+            newvalue = newvalue.view(-1)
+            v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+            v_clipped = b_values[mb_inds] + torch.clamp(newvalue - b_values[mb_inds], -clip_coef, clip_coef)
+            v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+            v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+            entropy_loss = entropy.mean()
+            loss = pg_loss - ent_coef * entropy_loss + v_loss * vf_coef
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+            optimizer.step()
+            history.append((loss.item(), approx_kl.item(), clipfrac, entropy_loss.item()))
+    return {"history": history, "advantages": advantages, "actions": actions, "logstd": agent.actor_logstd,
+            "logstd_grad": agent.actor_logstd.grad, "params": params(agent)}
+
+
+def test_cleanrl_ppo_continuous():
+    weights = weights_of(make_ppo_agent)
+    ours, _ = run_both(ppo_continuous, weights, rtol=5e-5, atol=2e-6)
+    assert ours["logstd_grad"].shape == (1, 1)
+    # entropy of N(., exp(logstd)) is 0.5 + 0.5 log(2 pi) + logstd, read back from the program's own numbers
+    np.testing.assert_allclose(ours["history"][0][3], 0.5 + 0.5 * np.log(2 * np.pi) + 0.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# A Dreamer-style world model (RSSM): GRUCell, Gaussian and straight-through categorical latents
+# ----------------------------------------------------------------------------------------------
+
+
+def make_world_model(m, stoch=4, classes=3, deter=16, hidden=16):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class RSSM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.img_in = nn.Linear(stoch * classes + 1, hidden)
+            self.cell = nn.GRUCell(hidden, deter)
+            self.prior_head = nn.Sequential(nn.Linear(deter, hidden), nn.ELU(), nn.Linear(hidden, 2 * 2))
+            self.post_head = nn.Sequential(nn.Linear(deter + 3, hidden), nn.ELU(), nn.Linear(hidden, 2 * 2))
+            self.prior_logits = nn.Linear(deter, stoch * classes)
+            self.post_logits = nn.Linear(deter + 3, stoch * classes)
+            self.decoder = nn.Sequential(nn.Linear(deter + stoch * classes + 2, hidden), nn.ELU(), nn.Linear(hidden, 3))
+            self.reward = nn.Linear(deter + stoch * classes + 2, 1)
+
+        def gaussian(self, stats):
+            mean, std = stats.chunk(2, -1)
+            std = F.softplus(std) + 0.1
+            return torch.distributions.Independent(torch.distributions.Normal(mean, std), 1)
+
+        def categorical(self, logits):
+            logits = logits.reshape(*logits.shape[:-1], stoch, classes)
+            return torch.distributions.Independent(
+                torch.distributions.OneHotCategoricalStraightThrough(logits=logits), 1)
+
+        def forward(self, obs, actions):
+            B, T = obs.shape[:2]
+            h = torch.zeros(B, deter)
+            z = torch.zeros(B, stoch * classes)
+            kl_cont, kl_disc, feats = [], [], []
+            for t in range(T):
+                x = F.elu(self.img_in(torch.cat([z, actions[:, t]], -1)))
+                h = self.cell(x, h)
+                prior_g = self.gaussian(self.prior_head(h))
+                post_g = self.gaussian(self.post_head(torch.cat([h, obs[:, t]], -1)))
+                prior_c = self.categorical(self.prior_logits(h))
+                post_c = self.categorical(self.post_logits(torch.cat([h, obs[:, t]], -1)))
+                z = post_c.rsample().flatten(1)
+                g = post_g.rsample()
+                kl_cont.append(torch.distributions.kl_divergence(post_g, prior_g))
+                # DreamerV2 KL balancing: train the prior toward the posterior harder than the reverse
+                post_sg = self.categorical(post_c.base_dist.logits.detach().flatten(-2))
+                prior_sg = self.categorical(prior_c.base_dist.logits.detach().flatten(-2))
+                kl_lhs = torch.distributions.kl_divergence(post_sg, prior_c)
+                kl_rhs = torch.distributions.kl_divergence(post_c, prior_sg)
+                kl_disc.append(0.8 * kl_lhs + 0.2 * kl_rhs)
+                feats.append(torch.cat([h, z, g], -1))
+            return torch.stack(kl_cont, 1), torch.stack(kl_disc, 1), torch.stack(feats, 1)
+
+    return RSSM()
+
+
+def world_model(m, weights, updates=3, free_nats=1.0):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    torch.manual_seed(2)
+    model = load(m, make_world_model(m), weights)
+    opt = optim.Adam(model.parameters(), lr=1e-3, eps=1e-5)
+    env, rng = Pendulum(30), np.random.default_rng(31)
+    B, T = 3, 5
+    obs = np.zeros((B, T, 3), np.float32)
+    acts = rng.uniform(-2, 2, (B, T, 1)).astype(np.float32)
+    rews = np.zeros((B, T, 1), np.float32)
+    for b in range(B):
+        env.reset()
+        for t in range(T):
+            o, r, _ = env.step(acts[b, t, 0])
+            obs[b, t], rews[b, t, 0] = o, r / 10
+    obs, acts, rews = torch.tensor(obs), torch.tensor(acts), torch.tensor(rews)
+    history = []
+    for step in range(updates):
+        kl_cont, kl_disc, feat = model(obs, acts)
+        recon = model.decoder(feat)
+        obs_dist = torch.distributions.Independent(torch.distributions.Normal(recon, 1.0), 1)
+        rec_loss = -obs_dist.log_prob(obs).mean()
+        reward_loss = F.mse_loss(model.reward(feat), rews)
+        kl_free = torch.max(kl_cont.mean(), torch.tensor(free_nats))  # DreamerV1: free nats on the mean
+        kl_disc_free = kl_disc.clamp(min=free_nats / 4).mean()  # per-step free bits
+        loss = rec_loss + reward_loss + kl_free + 0.1 * kl_disc_free
+        opt.zero_grad()
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        opt.step()
+        history.append((loss.item(), rec_loss.item(), kl_cont.mean().item(), kl_disc.mean().item(), float(norm)))
+    return {"history": history, "kl_cont": kl_cont, "kl_disc": kl_disc, "feat": feat,
+            "cell_grads": [p.grad for p in model.cell.parameters()],
+            "logit_grads": [p.grad for p in model.post_logits.parameters()], "params": params(model)}
+
+
+def test_dreamer_world_model():
+    weights = weights_of(make_world_model)
+    ours, _ = run_both(world_model, weights, rtol=5e-5, atol=2e-6)
+    z = ours["feat"][..., 16:28].reshape(3, 5, 4, 3)
+    assert np.all(z.sum(-1) == 1) and set(np.unique(z)) <= {0.0, 1.0}  # straight-through samples are one-hot
+    assert np.all(ours["kl_cont"] >= -1e-6) and np.all(ours["kl_disc"] >= -1e-6)
