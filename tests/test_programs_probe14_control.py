@@ -609,3 +609,290 @@ def test_dreamer_world_model():
     z = ours["feat"][..., 16:28].reshape(3, 5, 4, 3)
     assert np.all(z.sum(-1) == 1) and set(np.unique(z)) <= {0.0, 1.0}  # straight-through samples are one-hot
     assert np.all(ours["kl_cont"] >= -1e-6) and np.all(ours["kl_disc"] >= -1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# pytorch_sac (denisyarats): a SquashedNormal built on a user-written Transform subclass; targets by deepcopy;
+# stable-baselines3's polyak_update through torch.add(..., out=)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_squashed_actor(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    pyd = torch.distributions
+    import math
+
+    class TanhTransform(pyd.transforms.Transform):
+        domain = pyd.constraints.real
+        codomain = pyd.constraints.interval(-1.0, 1.0)
+        bijective = True
+        sign = +1
+
+        def __init__(self, cache_size=1):
+            super().__init__(cache_size=cache_size)
+
+        @staticmethod
+        def atanh(x):
+            return 0.5 * (x.log1p() - (-x).log1p())
+
+        def __eq__(self, other):
+            return isinstance(other, TanhTransform)
+
+        def _call(self, x):
+            return x.tanh()
+
+        def _inverse(self, y):
+            return self.atanh(y)
+
+        def log_abs_det_jacobian(self, x, y):
+            return 2. * (math.log(2.) - x - F.softplus(-2. * x))
+
+    class SquashedNormal(pyd.transformed_distribution.TransformedDistribution):
+        def __init__(self, loc, scale):
+            self.loc = loc
+            self.scale = scale
+            self.base_dist = pyd.Normal(loc, scale)
+            transforms = [TanhTransform()]
+            super().__init__(self.base_dist, transforms)
+
+        @property
+        def mean(self):
+            mu = self.loc
+            for tr in self.transforms:
+                mu = tr(mu)
+            return mu
+
+    class DiagGaussianActor(nn.Module):
+        def __init__(self, log_std_bounds=(-5, 2)):
+            super().__init__()
+            self.log_std_bounds = log_std_bounds
+            self.trunk = nn.Sequential(nn.Linear(3, 32), nn.ReLU(inplace=True), nn.Linear(32, 2))
+
+        def forward(self, obs):
+            mu, log_std = self.trunk(obs).chunk(2, dim=-1)
+            log_std = torch.tanh(log_std)
+            log_std_min, log_std_max = self.log_std_bounds
+            log_std = log_std_min + 0.5 * (log_std_max - log_std_min) * (log_std + 1)
+            std = log_std.exp()
+            return SquashedNormal(mu, std)
+
+    class DoubleQCritic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.Q1 = nn.Sequential(nn.Linear(4, 32), nn.ReLU(inplace=True), nn.Linear(32, 1))
+            self.Q2 = nn.Sequential(nn.Linear(4, 32), nn.ReLU(inplace=True), nn.Linear(32, 1))
+
+        def forward(self, obs, action):
+            obs_action = torch.cat([obs, action], dim=-1)
+            return self.Q1(obs_action), self.Q2(obs_action)
+
+    return nn.ModuleDict({"actor": DiagGaussianActor(), "critic": DoubleQCritic()})
+
+
+def polyak_update(torch, params, target_params, tau):
+    with torch.no_grad():
+        for param, target_param in zip(params, target_params):
+            target_param.data.mul_(1 - tau)
+            torch.add(target_param.data, param.data, alpha=tau, out=target_param.data)
+
+
+def pytorch_sac(m, weights, updates=4):
+    import copy
+    torch, F, optim = m.torch, m.F, m.optim
+    torch.manual_seed(17)
+    nets = load(m, make_squashed_actor(m), weights)
+    actor, critic = nets["actor"], nets["critic"]
+    critic_target = copy.deepcopy(critic)
+    critic_target.requires_grad_(False)
+    log_alpha = torch.tensor(np.log(0.1)).to("cpu")
+    log_alpha.requires_grad = True
+    target_entropy = -1
+    actor_optimizer = optim.Adam(actor.parameters(), lr=1e-3, betas=[0.9, 0.999])
+    critic_optimizer = optim.Adam(critic.parameters(), lr=1e-3, betas=[0.9, 0.999])
+    log_alpha_optimizer = optim.Adam([log_alpha], lr=1e-3, betas=[0.9, 0.999])
+    obs_, act_, rew_, next_obs_, done_ = replay(8)
+    history = []
+    for step in range(updates):
+        idx = np.arange(step * 12, step * 12 + 16) % 64
+        obs, action = torch.as_tensor(obs_[idx]), torch.as_tensor(act_[idx]) / 2
+        reward, next_obs = torch.as_tensor(rew_[idx]).unsqueeze(1) / 10, torch.as_tensor(next_obs_[idx])
+        not_done = 1 - torch.as_tensor(done_[idx]).unsqueeze(1)
+        alpha = log_alpha.exp()
+        dist = actor(next_obs)
+        next_action = dist.rsample()
+        log_prob = dist.log_prob(next_action).sum(-1, keepdim=True)
+        target_Q1, target_Q2 = critic_target(next_obs, next_action)
+        target_V = torch.min(target_Q1, target_Q2) - alpha.detach() * log_prob
+        target_Q = reward + (not_done * 0.99 * target_V)
+        target_Q = target_Q.detach()
+        current_Q1, current_Q2 = critic(obs, action)
+        critic_loss = F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q)
+        critic_optimizer.zero_grad()
+        critic_loss.backward()
+        critic_optimizer.step()
+
+        dist = actor(obs)
+        action = dist.rsample()
+        log_prob = dist.log_prob(action).sum(-1, keepdim=True)
+        actor_Q1, actor_Q2 = critic(obs, action)
+        actor_Q = torch.min(actor_Q1, actor_Q2)
+        actor_loss = (alpha.detach() * log_prob - actor_Q).mean()
+        actor_optimizer.zero_grad()
+        actor_loss.backward()
+        actor_optimizer.step()
+        log_alpha_optimizer.zero_grad()
+        alpha_loss = (alpha * (-log_prob - target_entropy).detach()).mean()
+        alpha_loss.backward()
+        log_alpha_optimizer.step()
+        polyak_update(torch, critic.parameters(), critic_target.parameters(), 0.05)
+        history.append((critic_loss.item(), actor_loss.item(), alpha_loss.item(), -log_prob.mean().item(),
+                        dist.mean.abs().max().item()))
+    return {"history": history, "log_alpha": log_alpha.detach(), "target": params(critic_target),
+            "target_requires_grad": [p.requires_grad for p in critic_target.parameters()],
+            "actor": params(actor)}
+
+
+def test_pytorch_sac_squashed_normal():
+    weights = weights_of(make_squashed_actor)
+    ours, _ = run_both(pytorch_sac, weights, rtol=5e-5, atol=2e-6)
+    assert not any(ours["target_requires_grad"])
+    assert all(h[4] < 1 for h in ours["history"])
+
+
+# ----------------------------------------------------------------------------------------------
+# TRPO (ikostrikov/pytorch-trpo): Fisher-vector products by double backward, conjugate gradient, a line search
+# over flat parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def make_trpo_policy(m):
+    torch, nn = m.torch, m.nn
+
+    class Policy(nn.Module):
+        def __init__(self, num_inputs=3, num_outputs=1):
+            super().__init__()
+            self.affine1 = nn.Linear(num_inputs, 32)
+            self.affine2 = nn.Linear(32, 32)
+            self.action_mean = nn.Linear(32, num_outputs)
+            self.action_mean.weight.data.mul_(0.1)
+            self.action_mean.bias.data.mul_(0.0)
+            self.action_log_std = nn.Parameter(torch.zeros(1, num_outputs))
+
+        def forward(self, x):
+            x = torch.tanh(self.affine1(x))
+            x = torch.tanh(self.affine2(x))
+            action_mean = self.action_mean(x)
+            action_log_std = self.action_log_std.expand_as(action_mean)
+            action_std = torch.exp(action_log_std)
+            return action_mean, action_log_std, action_std
+
+    return Policy()
+
+
+def trpo(m, weights, max_kl=1e-2, damping=1e-1):
+    import math
+    torch = m.torch
+    policy_net = load(m, make_trpo_policy(m), weights)
+
+    def normal_log_density(x, mean, log_std, std):
+        var = std.pow(2)
+        log_density = -(x - mean).pow(2) / (2 * var) - 0.5 * math.log(2 * math.pi) - log_std
+        return log_density.sum(1, keepdim=True)
+
+    def get_flat_params_from(model):
+        return torch.cat([param.data.view(-1) for param in model.parameters()])
+
+    def set_flat_params_to(model, flat_params):
+        prev_ind = 0
+        for param in model.parameters():
+            flat_size = int(np.prod(list(param.size())))
+            param.data.copy_(flat_params[prev_ind:prev_ind + flat_size].view(param.size()))
+            prev_ind += flat_size
+
+    def conjugate_gradients(Avp, b, nsteps, residual_tol=1e-10):
+        x = torch.zeros(b.size())
+        r = b.clone()
+        p = b.clone()
+        rdotr = torch.dot(r, r)
+        for i in range(nsteps):
+            _Avp = Avp(p)
+            alpha = rdotr / torch.dot(p, _Avp)
+            x += alpha * p
+            r -= alpha * _Avp
+            new_rdotr = torch.dot(r, r)
+            betta = new_rdotr / rdotr
+            p = r + betta * p
+            rdotr = new_rdotr
+            if rdotr < residual_tol:
+                break
+        return x
+
+    def linesearch(model, f, x, fullstep, expected_improve_rate, max_backtracks=10, accept_ratio=.1):
+        fval = f(True).data
+        for (_n_backtracks, stepfrac) in enumerate(.5 ** np.arange(max_backtracks)):
+            xnew = x + stepfrac * fullstep
+            set_flat_params_to(model, xnew)
+            newfval = f(True).data
+            actual_improve = fval - newfval
+            expected_improve = expected_improve_rate * stepfrac
+            ratio = actual_improve / expected_improve
+            if ratio.item() > accept_ratio and actual_improve.item() > 0:
+                return True, xnew, int(_n_backtracks)
+        return False, x, -1
+
+    rng = np.random.default_rng(40)
+    states = torch.Tensor(rng.standard_normal((48, 3)).astype(np.float32))
+    actions = torch.Tensor(rng.standard_normal((48, 1)).astype(np.float32))
+    advantages = torch.Tensor(rng.standard_normal(48).astype(np.float32))
+    advantages = (advantages - advantages.mean()) / advantages.std()
+
+    action_means, action_log_stds, action_stds = policy_net(states)
+    fixed_log_prob = normal_log_density(actions, action_means, action_log_stds, action_stds).data.clone()
+
+    def get_loss(volatile=False):
+        if volatile:
+            with torch.no_grad():
+                action_means, action_log_stds, action_stds = policy_net(states)
+        else:
+            action_means, action_log_stds, action_stds = policy_net(states)
+        log_prob = normal_log_density(actions, action_means, action_log_stds, action_stds)
+        action_loss = -advantages.unsqueeze(1) * torch.exp(log_prob - fixed_log_prob)
+        return action_loss.mean()
+
+    def get_kl():
+        mean1, log_std1, std1 = policy_net(states)
+        mean0, log_std0, std0 = mean1.detach(), log_std1.detach(), std1.detach()
+        kl = log_std1 - log_std0 + (std0.pow(2) + (mean0 - mean1).pow(2)) / (2.0 * std1.pow(2)) - 0.5
+        return kl.sum(1, keepdim=True)
+
+    def Fvp(v):
+        kl = get_kl()
+        kl = kl.mean()
+        grads = torch.autograd.grad(kl, policy_net.parameters(), create_graph=True)
+        flat_grad_kl = torch.cat([grad.view(-1) for grad in grads])
+        kl_v = (flat_grad_kl * v).sum()
+        grads = torch.autograd.grad(kl_v, policy_net.parameters())
+        flat_grad_grad_kl = torch.cat([grad.contiguous().view(-1) for grad in grads]).data
+        return flat_grad_grad_kl + v * damping
+
+    loss = get_loss()
+    grads = torch.autograd.grad(loss, policy_net.parameters())
+    loss_grad = torch.cat([grad.view(-1) for grad in grads]).data
+    stepdir = conjugate_gradients(Fvp, -loss_grad, 10)
+    shs = 0.5 * (stepdir * Fvp(stepdir)).sum(0, keepdim=True)
+    lm = torch.sqrt(shs / max_kl)
+    fullstep = stepdir / lm[0]
+    neggdotstepdir = (-loss_grad * stepdir).sum(0, keepdim=True)
+    prev_params = get_flat_params_from(policy_net)
+    success, new_params, backtracks = linesearch(policy_net, get_loss, prev_params, fullstep, neggdotstepdir / lm[0])
+    set_flat_params_to(policy_net, new_params)
+    probe = torch.Tensor(rng.standard_normal(get_flat_params_from(policy_net).numel()).astype(np.float32))
+    return {"loss": loss, "loss_grad": loss_grad, "stepdir": stepdir, "fvp": Fvp(probe), "shs": shs,
+            "success": success, "backtracks": backtracks, "params": get_flat_params_from(policy_net),
+            "after": get_loss(True)}
+
+
+def test_trpo_fisher_vector_products():
+    weights = weights_of(make_trpo_policy)
+    ours, _ = run_both(trpo, weights, rtol=2e-4, atol=2e-6)
+    assert ours["success"] and ours["after"] < ours["loss"]
