@@ -896,3 +896,200 @@ def test_trpo_fisher_vector_products():
     weights = weights_of(make_trpo_policy)
     ours, _ = run_both(trpo, weights, rtol=2e-4, atol=2e-6)
     assert ours["success"] and ours["after"] < ours["loss"]
+
+
+# ----------------------------------------------------------------------------------------------
+# DrQ-v2 (facebookresearch/drqv2): random-shift augmentation by F.pad(replicate) + F.grid_sample, a
+# TruncatedNormal subclassing Normal through _extended_shape and _standard_normal, orthogonal init with
+# calculate_gain, a std schedule parsed from a string
+# ----------------------------------------------------------------------------------------------
+
+
+def make_drq(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def weight_init(m_):
+        if isinstance(m_, nn.Linear):
+            nn.init.orthogonal_(m_.weight.data)
+            if hasattr(m_.bias, "data"):
+                m_.bias.data.fill_(0.0)
+        elif isinstance(m_, nn.Conv2d) or isinstance(m_, nn.ConvTranspose2d):
+            gain = nn.init.calculate_gain("relu")
+            nn.init.orthogonal_(m_.weight.data, gain)
+            if hasattr(m_.bias, "data"):
+                m_.bias.data.fill_(0.0)
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.repr_dim = 8 * 4 * 4
+            self.convnet = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=1),
+                                         nn.ReLU())
+            self.apply(weight_init)
+
+        def forward(self, obs):
+            obs = obs / 255.0 - 0.5
+            h = self.convnet(obs)
+            h = h.view(h.shape[0], -1)
+            return h
+
+    class Actor(nn.Module):
+        def __init__(self, repr_dim=128, feature_dim=16, hidden_dim=32):
+            super().__init__()
+            self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+            self.policy = nn.Sequential(nn.Linear(feature_dim, hidden_dim), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden_dim, 2))
+            self.apply(weight_init)
+
+        def forward(self, obs, std):
+            h = self.trunk(obs)
+            mu = self.policy(h)
+            mu = torch.tanh(mu)
+            std = torch.ones_like(mu) * std
+            return mu, std
+
+    class Critic(nn.Module):
+        def __init__(self, repr_dim=128, feature_dim=16, hidden_dim=32):
+            super().__init__()
+            self.trunk = nn.Sequential(nn.Linear(repr_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+            self.Q1 = nn.Sequential(nn.Linear(feature_dim + 2, hidden_dim), nn.ReLU(inplace=True),
+                                    nn.Linear(hidden_dim, 1))
+            self.Q2 = nn.Sequential(nn.Linear(feature_dim + 2, hidden_dim), nn.ReLU(inplace=True),
+                                    nn.Linear(hidden_dim, 1))
+            self.apply(weight_init)
+
+        def forward(self, obs, action):
+            h = self.trunk(obs)
+            h_action = torch.cat([h, action], dim=-1)
+            return self.Q1(h_action), self.Q2(h_action)
+
+    return nn.ModuleDict({"encoder": Encoder(), "actor": Actor(), "critic": Critic(), "critic_target": Critic()})
+
+
+def drq_utils(m):
+    """The distributions helpers of drqv2/utils.py, written against m."""
+    import re
+    torch = m.torch
+    pyd = torch.distributions
+    _standard_normal = torch.distributions.utils._standard_normal
+
+    class TruncatedNormal(pyd.Normal):
+        def __init__(self, loc, scale, low=-1.0, high=1.0, eps=1e-6):
+            super().__init__(loc, scale, validate_args=False)
+            self.low = low
+            self.high = high
+            self.eps = eps
+
+        def _clamp(self, x):
+            clamped_x = torch.clamp(x, self.low + self.eps, self.high - self.eps)
+            x = x - x.detach() + clamped_x.detach()
+            return x
+
+        def sample(self, clip=None, sample_shape=torch.Size()):
+            shape = self._extended_shape(sample_shape)
+            eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
+            eps *= self.scale
+            if clip is not None:
+                eps = torch.clamp(eps, -clip, clip)
+            x = self.loc + eps
+            return self._clamp(x)
+
+    def schedule(schdl, step):
+        try:
+            return float(schdl)
+        except ValueError:
+            match = re.match(r"linear\((.+),(.+),(.+)\)", schdl)
+            if match:
+                init, final, duration = [float(g) for g in match.groups()]
+                mix = np.clip(step / duration, 0.0, 1.0)
+                return (1.0 - mix) * init + mix * final
+        raise NotImplementedError(schdl)
+
+    class RandomShiftsAug(m.nn.Module):
+        def __init__(self, pad):
+            super().__init__()
+            self.pad = pad
+
+        def forward(self, x):
+            n, c, h, w = x.size()
+            assert h == w
+            padding = tuple([self.pad] * 4)
+            x = m.F.pad(x, padding, "replicate")
+            eps = 1.0 / (h + 2 * self.pad)
+            arange = torch.linspace(-1.0 + eps, 1.0 - eps, h + 2 * self.pad, device=x.device, dtype=x.dtype)[:h]
+            arange = arange.unsqueeze(0).repeat(h, 1).unsqueeze(2)
+            base_grid = torch.cat([arange, arange.transpose(1, 0)], dim=2)
+            base_grid = base_grid.unsqueeze(0).repeat(n, 1, 1, 1)
+            shift = torch.randint(0, 2 * self.pad + 1, size=(n, 1, 1, 2), device=x.device, dtype=x.dtype)
+            shift *= 2.0 / (h + 2 * self.pad)
+            grid = base_grid + shift
+            return m.F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+
+    return TruncatedNormal, schedule, RandomShiftsAug
+
+
+def drqv2(m, weights, updates=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    torch.manual_seed(21)
+    TruncatedNormal, schedule, RandomShiftsAug = drq_utils(m)
+    nets = load(m, make_drq(m), weights)
+    encoder, actor, critic, critic_target = (nets[k] for k in ("encoder", "actor", "critic", "critic_target"))
+    critic_target.load_state_dict(critic.state_dict())
+    encoder_opt = optim.Adam(encoder.parameters(), lr=1e-3)
+    actor_opt = optim.Adam(actor.parameters(), lr=1e-3)
+    critic_opt = optim.Adam(critic.parameters(), lr=1e-3)
+    aug = RandomShiftsAug(pad=2)
+    rng = np.random.default_rng(22)
+    history = []
+    for step in range(updates):
+        obs = torch.as_tensor(rng.integers(0, 256, (6, 3, 13, 13)).astype(np.float32))
+        next_obs = torch.as_tensor(rng.integers(0, 256, (6, 3, 13, 13)).astype(np.float32))
+        action = torch.as_tensor(rng.uniform(-1, 1, (6, 2)).astype(np.float32))
+        reward = torch.as_tensor(rng.standard_normal((6, 1)).astype(np.float32))
+        discount = torch.full((6, 1), 0.99)
+        obs = aug(obs.float())
+        next_obs = aug(next_obs.float())
+        obs = encoder(obs)
+        with torch.no_grad():
+            next_obs = encoder(next_obs)
+        stddev = schedule("linear(1.0,0.1,10)", step)
+        with torch.no_grad():
+            mu, std = actor(next_obs, stddev)
+            dist = TruncatedNormal(mu, std)
+            next_action = dist.sample(clip=0.3)
+            target_Q1, target_Q2 = critic_target(next_obs, next_action)
+            target_V = torch.min(target_Q1, target_Q2)
+            target_Q = reward + (discount * target_V)
+        Q1, Q2 = critic(obs, action)
+        critic_loss = F.mse_loss(Q1, target_Q) + F.mse_loss(Q2, target_Q)
+        encoder_opt.zero_grad(set_to_none=True)
+        critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        critic_opt.step()
+        encoder_opt.step()
+
+        obs = obs.detach()
+        mu, std = actor(obs, stddev)
+        dist = TruncatedNormal(mu, std)
+        action = dist.sample(clip=0.3)
+        log_prob = dist.log_prob(action).sum(-1, keepdim=True)
+        Q1, Q2 = critic(obs, action)
+        Q = torch.min(Q1, Q2)
+        actor_loss = -Q.mean()
+        actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_opt.step()
+        with torch.no_grad():
+            for param, target_param in zip(critic.parameters(), critic_target.parameters()):
+                target_param.data.copy_(0.01 * param.data + (1 - 0.01) * target_param.data)
+        history.append((critic_loss.item(), actor_loss.item(), log_prob.mean().item(), stddev,
+                        action.abs().max().item()))
+    return {"history": history, "encoder": params(encoder), "actor": params(actor),
+            "critic_target": params(critic_target)}
+
+
+def test_drqv2_update():
+    weights = weights_of(make_drq)
+    ours, _ = run_both(drqv2, weights, rtol=1e-4, atol=2e-6)
+    assert [h[3] for h in ours["history"]] == pytest.approx([1.0, 0.91, 0.82])
+    assert all(h[4] < 1 for h in ours["history"])
