@@ -1093,3 +1093,143 @@ def test_drqv2_update():
     ours, _ = run_both(drqv2, weights, rtol=1e-4, atol=2e-6)
     assert [h[3] for h in ours["history"]] == pytest.approx([1.0, 0.91, 0.82])
     assert all(h[4] < 1 for h in ours["history"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Dreamer imagination: an actor-critic trained in a frozen world model's latent space (dynamics backprop),
+# lambda-returns in a reversed loop, discount weights by cumprod, rl_games' RunningMeanStd module whose
+# buffers are reassigned, a Beta policy head
+# ----------------------------------------------------------------------------------------------
+
+
+def make_imagination(m, deter=12, act=2):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class RunningMeanStd(nn.Module):
+        def __init__(self, insize, epsilon=1e-05):
+            super().__init__()
+            self.epsilon = epsilon
+            self.register_buffer("running_mean", torch.zeros(insize, dtype=torch.float64))
+            self.register_buffer("running_var", torch.ones(insize, dtype=torch.float64))
+            self.register_buffer("count", torch.ones((), dtype=torch.float64))
+
+        def _update_mean_var_count_from_moments(self, mean, var, count, batch_mean, batch_var, batch_count):
+            delta = batch_mean - mean
+            tot_count = count + batch_count
+            new_mean = mean + delta * batch_count / tot_count
+            m_a = var * count
+            m_b = batch_var * batch_count
+            M2 = m_a + m_b + delta ** 2 * count * batch_count / tot_count
+            new_var = M2 / tot_count
+            new_count = tot_count
+            return new_mean, new_var, new_count
+
+        def forward(self, input, denorm=False):
+            if self.training:
+                mean = input.mean(0)
+                var = input.var(0)
+                self.running_mean, self.running_var, self.count = self._update_mean_var_count_from_moments(
+                    self.running_mean, self.running_var, self.count, mean, var, input.size()[0])
+            current_mean = self.running_mean
+            current_var = self.running_var
+            if denorm:
+                y = torch.clamp(input, min=-5.0, max=5.0)
+                y = torch.sqrt(current_var.float() + self.epsilon) * y + current_mean.float()
+            else:
+                y = (input - current_mean.float()) / torch.sqrt(current_var.float() + self.epsilon)
+                y = torch.clamp(y, min=-5.0, max=5.0)
+            return y
+
+    class WorldModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dynamics = nn.GRUCell(deter + act, deter)
+            self.reward = nn.Sequential(nn.Linear(deter, 16), nn.ELU(), nn.Linear(16, 1))
+            self.cont = nn.Linear(deter, 1)
+
+    class ActorCritic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = RunningMeanStd(deter)
+            self.actor = nn.Sequential(nn.Linear(deter, 16), nn.ELU(), nn.Linear(16, 2 * act))
+            self.critic = nn.Sequential(nn.Linear(deter, 16), nn.ELU(), nn.Linear(16, 1))
+            self.slow_critic = nn.Sequential(nn.Linear(deter, 16), nn.ELU(), nn.Linear(16, 1))
+
+        def policy(self, feat):
+            alpha, beta = self.actor(self.norm(feat)).chunk(2, -1)
+            alpha, beta = F.softplus(alpha) + 1.0, F.softplus(beta) + 1.0
+            return torch.distributions.Independent(torch.distributions.Beta(alpha, beta), 1)
+
+    return nn.ModuleDict({"wm": WorldModel(), "ac": ActorCritic()})
+
+
+def lambda_return(reward, value, pcont, bootstrap, lambda_, axis=0):
+    # DreamerV1's tools.lambda_return, with the scan written as the loop it unrolls to
+    next_values = value[1:] + [bootstrap] if isinstance(value, list) else None
+    returns, last = [], bootstrap
+    for t in reversed(range(len(reward))):
+        nxt = value[t + 1] if t + 1 < len(value) else bootstrap
+        inputs = reward[t] + pcont[t] * nxt * (1 - lambda_)
+        last = inputs + pcont[t] * lambda_ * last
+        returns.append(last)
+    return returns[::-1]
+
+
+def imagination(m, weights, updates=3, horizon=5):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    torch.manual_seed(33)
+    nets = load(m, make_imagination(m), weights)
+    wm, ac = nets["wm"], nets["ac"]
+    ac.slow_critic.load_state_dict(ac.critic.state_dict())
+    actor_opt = optim.Adam(ac.actor.parameters(), lr=1e-3, eps=1e-5)
+    critic_opt = optim.Adam(ac.critic.parameters(), lr=1e-3, eps=1e-5)
+    rng = np.random.default_rng(34)
+    history = []
+    for step in range(updates):
+        start = torch.as_tensor(rng.standard_normal((8, 12)).astype(np.float32))
+        wm.requires_grad_(False)  # tools.RequiresGrad / FreezeParameters: the world model is not trained here
+        feat, feats, actions, entropies, log_probs = start, [start], [], [], []
+        for _ in range(horizon):
+            dist = ac.policy(feat.detach())
+            action = dist.rsample() * 2 - 1
+            entropies.append(dist.entropy())
+            log_probs.append(dist.log_prob((action.detach() + 1) / 2))
+            feat = wm.dynamics(torch.cat([feat, action], -1), feat)
+            feats.append(feat)
+            actions.append(action)
+        feats = torch.stack(feats)
+        reward = wm.reward(feats[1:]).squeeze(-1)
+        pcont = 0.99 * torch.sigmoid(wm.cont(feats[1:])).squeeze(-1)
+        value = ac.slow_critic(feats).squeeze(-1)
+        returns = torch.stack(lambda_return(list(reward), list(value[1:-1]) + [value[-1]], list(pcont),
+                                            value[-1], 0.95))
+        discount = torch.cumprod(torch.cat([torch.ones_like(pcont[:1]), pcont[:-1]], 0), 0).detach()
+        entropy = torch.stack(entropies)
+        actor_loss = -(discount * (returns + 3e-4 * entropy)).mean()
+        actor_opt.zero_grad()
+        actor_loss.backward()
+        actor_norm = nn.utils.clip_grad_norm_(ac.actor.parameters(), 100.0)
+        actor_opt.step()
+        wm.requires_grad_(True)
+
+        value_pred = ac.critic(feats[:-1].detach()).squeeze(-1)
+        critic_loss = (discount * 0.5 * (value_pred - returns.detach()) ** 2).mean()
+        critic_opt.zero_grad()
+        critic_loss.backward()
+        critic_opt.step()
+        with torch.no_grad():
+            for s, d in zip(ac.slow_critic.parameters(), ac.critic.parameters()):
+                s.mul_(0.98).add_(0.02 * d)
+        history.append((actor_loss.item(), critic_loss.item(), float(actor_norm), entropy.mean().item(),
+                        torch.stack(log_probs).mean().item()))
+    return {"history": history, "returns": returns, "discount": discount, "actor": params(ac.actor),
+            "wm_grads": [p.grad for p in wm.parameters()], "norm": dict(ac.norm.state_dict()),
+            "norm_buffers": sorted(k for k, _ in ac.norm.named_buffers())}
+
+
+def test_dreamer_imagination_actor_critic():
+    weights = weights_of(make_imagination)
+    ours, _ = run_both(imagination, weights, rtol=1e-4, atol=2e-6)
+    assert all(g is None for g in ours["wm_grads"])  # frozen while the actor backpropagated through it
+    assert ours["norm_buffers"] == ["count", "running_mean", "running_var"]
+    assert ours["norm"]["count"] == 1 + 3 * 5 * 8 and ours["norm"]["running_mean"].dtype == np.float64
