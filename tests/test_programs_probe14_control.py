@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E501, E702, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Continuous-control and model-based RL programs (see tests/pytorch_programs.py), each run on chainrule and on
 PyTorch from the same weights and the same seeds (both libraries draw the same numbers from ``manual_seed``),
 on a pendulum written in NumPy (no gym).
@@ -14,6 +14,9 @@ reversed loop, minibatches by a seeded ``torch.randperm``); and a Dreamer-style 
 ``GRUCell``, a Gaussian latent with ``kl_divergence`` between ``Independent(Normal)``s with free bits by
 ``torch.max``/``clamp``, and a DreamerV2 discrete latent by ``OneHotCategoricalStraightThrough`` with KL
 balancing through ``detach``), trained with Adam after ``clip_grad_norm_``."""
+
+import copy
+import math
 
 import numpy as np
 import pytest
@@ -620,7 +623,6 @@ def test_dreamer_world_model():
 def make_squashed_actor(m):
     torch, nn, F = m.torch, m.nn, m.F
     pyd = torch.distributions
-    import math
 
     class TanhTransform(pyd.transforms.Transform):
         domain = pyd.constraints.real
@@ -790,7 +792,6 @@ def make_trpo_policy(m):
 
 
 def trpo(m, weights, max_kl=1e-2, damping=1e-1):
-    import math
     torch = m.torch
     policy_net = load(m, make_trpo_policy(m), weights)
 
@@ -1165,7 +1166,6 @@ def make_imagination(m, deter=12, act=2):
 
 def lambda_return(reward, value, pcont, bootstrap, lambda_, axis=0):
     # DreamerV1's tools.lambda_return, with the scan written as the loop it unrolls to
-    next_values = value[1:] + [bootstrap] if isinstance(value, list) else None
     returns, last = [], bootstrap
     for t in reversed(range(len(reward))):
         nxt = value[t + 1] if t + 1 < len(value) else bootstrap
@@ -1233,3 +1233,240 @@ def test_dreamer_imagination_actor_critic():
     assert all(g is None for g in ours["wm_grads"])  # frozen while the actor backpropagated through it
     assert ours["norm_buffers"] == ["count", "running_mean", "running_var"]
     assert ours["norm"]["count"] == 1 + 3 * 5 * 8 and ours["norm"]["running_mean"].dtype == np.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# dreamerv3-torch pieces: a OneHotDist subclassing OneHotCategorical (unimix, straight-through sample, a mode
+# method) under Independent with kl_divergence found through the subclass and free bits by clip; its
+# layer-normed GRUCell scanned over time by permute; the two-hot symlog target of DiscDist; ReturnEMA's
+# torch.quantile(input=, q=); init by trunc_normal_ and uniform_, cleanRL RPO's FloatTensor(size).uniform_
+# ----------------------------------------------------------------------------------------------
+
+
+def onehot_dist(m):
+    torch=m.torch; F=m.F; torchd=torch.distributions
+    class OneHotDist(torchd.one_hot_categorical.OneHotCategorical):
+        def __init__(self, logits=None, probs=None, unimix_ratio=0.0):
+            if logits is not None and unimix_ratio > 0.0:
+                probs = F.softmax(logits, dim=-1)
+                probs = probs * (1.0 - unimix_ratio) + unimix_ratio / probs.shape[-1]
+                logits = torch.log(probs)
+                super().__init__(logits=logits, probs=None)
+            else:
+                super().__init__(logits=logits, probs=probs)
+        def mode(self):  # noqa: D102 (dreamerv3-torch overrides the property with a method)
+            _mode = F.one_hot(torch.argmax(super().logits, axis=-1), super().logits.shape[-1])
+            return _mode.detach() + super().logits - super().logits.detach()
+        def sample(self, sample_shape=(), seed=None):
+            if seed is not None:
+                raise ValueError("need to check")
+            sample = super().sample(sample_shape).detach()
+            probs = super().probs
+            while len(probs.shape) < len(sample.shape):
+                probs = probs[None]
+            sample += probs - probs.detach()
+            return sample
+    torch.manual_seed(0)
+    logits = torch.randn(2,3,4, requires_grad=True)
+    post = torchd.independent.Independent(OneHotDist(logits, unimix_ratio=0.01), 1)
+    prior = torchd.independent.Independent(OneHotDist(logits.detach()*0.5, unimix_ratio=0.01), 1)
+    s = post.sample()
+    kl = torchd.kl.kl_divergence(post, prior)
+    dyn = torch.clip(kl, min=1.0)
+    loss = (s * torch.arange(4.)).sum() + dyn.mean() + post.base_dist.mode().sum()
+    loss.backward()
+    return s, kl, dyn, logits.grad, post.entropy()
+
+
+def test_onehot_dist():
+    run_both(onehot_dist)
+
+
+def layer_norm_gru(m):
+    torch=m.torch; F=m.F; nn=m.nn
+    class GRUCell(nn.Module):
+        def __init__(self, inp_size, size, norm=True, act=torch.tanh, update_bias=-1):
+            super().__init__()
+            self._inp_size = inp_size; self._size = size; self._act = act; self._update_bias = update_bias
+            self.layers = nn.Sequential()
+            self.layers.add_module("GRU_linear", nn.Linear(inp_size + size, 3 * size, bias=False))
+            if norm:
+                self.layers.add_module("GRU_norm", nn.LayerNorm(3 * size, eps=1e-03))
+        @property
+        def state_size(self):
+            return self._size
+        def forward(self, inputs, state):
+            state = state[0]
+            parts = self.layers(torch.cat([inputs, state], -1))
+            reset, cand, update = torch.split(parts, [self._size] * 3, -1)
+            reset = torch.sigmoid(reset)
+            cand = self._act(reset * cand)
+            update = torch.sigmoid(update + self._update_bias)
+            output = update * cand + (1 - update) * state
+            return output, [output]
+    torch.manual_seed(0)
+    cell = GRUCell(3, 5)
+    x = torch.randn(4, 6, 3)
+    swap = lambda x: x.permute([1, 0] + list(range(2, len(x.shape))))
+    h = [torch.zeros(4, 5)]
+    outs = []
+    for t in swap(x):
+        o, h = cell(t, h); outs.append(o)
+    out = swap(torch.stack(outs))
+    out.pow(2).sum().backward()
+    return out, [p.grad for p in cell.parameters()]
+
+
+def test_layer_norm_gru():
+    run_both(layer_norm_gru)
+
+
+def two_hot(m):
+    torch=m.torch; F=m.F; torchd=torch.distributions
+    # DiscDist (twohot) and Bernoulli wrapper, symlog
+    logits = torch.linspace(-1, 1, 3*255).reshape(3,255).requires_grad_(True)
+    buckets = torch.linspace(-20.0, 20.0, steps=255)
+    probs = torch.softmax(logits, -1)
+    mean = torch.sum(probs * buckets, -1, keepdim=True)
+    x = torch.tensor([[0.5],[3.0],[-7.0]])
+    symlog = lambda x: torch.sign(x) * torch.log(torch.abs(x) + 1.0)
+    x = symlog(x)
+    below = torch.sum((buckets <= x[..., None]).to(torch.int32), dim=-1) - 1
+    above = len(buckets) - torch.sum((buckets > x[..., None]).to(torch.int32), dim=-1)
+    below = torch.clip(below, 0, len(buckets) - 1)
+    above = torch.clip(above, 0, len(buckets) - 1)
+    equal = below == above
+    dist_to_below = torch.where(equal, 1, torch.abs(buckets[below] - x))
+    dist_to_above = torch.where(equal, 1, torch.abs(buckets[above] - x))
+    total = dist_to_below + dist_to_above
+    weight_below = dist_to_above / total
+    weight_above = dist_to_below / total
+    target = (F.one_hot(below, num_classes=len(buckets)) * weight_below[..., None]
+              + F.one_hot(above, num_classes=len(buckets)) * weight_above[..., None])
+    log_pred = logits - torch.logsumexp(logits, -1, keepdim=True)
+    target = target.squeeze(-2)
+    lp = (target * log_pred).sum(-1)
+    lp.sum().backward()
+    b = torchd.independent.Independent(torchd.bernoulli.Bernoulli(logits=torch.tensor([[0.3],[-1.]])), 1)
+    _mode = torch.round(b.mean)
+    return mean, target, lp, logits.grad.sum(0), _mode.detach() + b.mean - b.mean.detach(), b.log_prob(torch.tensor([[1.],[0.]]))
+
+
+def test_two_hot():
+    run_both(two_hot)
+
+
+def return_ema_quantile(m):
+    torch=m.torch
+    torch.manual_seed(0)
+    x = torch.randn(40)
+    rng = torch.tensor([0.05, 0.95])
+    q = torch.quantile(input=x, q=rng)
+    q2 = torch.quantile(x.detach(), q=rng)
+    return q, q2
+
+
+def test_return_ema_quantile():
+    run_both(return_ema_quantile)
+
+
+def seeded_inits(m):
+    torch=m.torch
+    torch.manual_seed(0)
+    z = torch.FloatTensor(torch.Size([3,2])).uniform_(-0.5, 0.5)
+    w = torch.empty(4,3)
+    m.nn.init.trunc_normal_(w, mean=0.0, std=0.3, a=-0.6, b=0.6)
+    u = torch.empty(4,3); m.nn.init.uniform_(u, a=-0.1, b=0.1)
+    n = torch.empty(3).normal_(0, 2)
+    return z, w, u, n
+
+
+def test_seeded_inits():
+    run_both(seeded_inits)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model-based planning: an ensemble by torch.func (stack_module_state, functional_call, vmap) as PyTorch's
+# model-ensembling tutorial; MBPO's ensemble layer by bmm with soft-bounded log-variances; TD-MPC's MPPI/CEM
+# update with topk, fmod-truncated noise and a score-weighted std; REDQ's min over a random subset
+# ----------------------------------------------------------------------------------------------
+
+
+def func_ensemble(m):
+    torch=m.torch; nn=m.nn
+    from_func = torch.func
+    torch.manual_seed(0)
+    models = [nn.Sequential(nn.Linear(3,8), nn.SiLU(), nn.Linear(8,2)) for _ in range(4)]
+    params, buffers = from_func.stack_module_state(models)
+    base = copy.deepcopy(models[0])
+    def fmodel(params, buffers, x):
+        return from_func.functional_call(base, (params, buffers), (x,))
+    x = torch.randn(5,3)
+    out = torch.vmap(fmodel, in_dims=(0, 0, None))(params, buffers, x)
+    out.pow(2).sum().backward()
+    return out, {k: v.grad for k, v in params.items()}
+
+
+def test_func_ensemble():
+    run_both(func_ensemble)
+
+
+def mbpo_ensemble(m):
+    torch=m.torch; nn=m.nn; F=m.F
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 6, requires_grad=True); b = torch.zeros(4, 6, requires_grad=True)
+    x = torch.randn(4, 5, 3)
+    h = torch.bmm(x, w) + b[:, None, :]
+    mean, logvar = h.chunk(2, -1)
+    max_logvar = torch.ones(1, 3) / 2; min_logvar = -torch.ones(1, 3) * 10
+    logvar = max_logvar - F.softplus(max_logvar - logvar)
+    logvar = min_logvar + F.softplus(logvar - min_logvar)
+    inv_var = torch.exp(-logvar)
+    labels = torch.randn(4,5,3)
+    mse_loss = torch.mean(torch.mean(torch.pow(mean - labels, 2) * inv_var, dim=-1), dim=-1)
+    var_loss = torch.mean(torch.mean(logvar, dim=-1), dim=-1)
+    total = torch.sum(mse_loss) + torch.sum(var_loss) + 0.01 * torch.sum(torch.square(w)) / 2.
+    total.backward()
+    q = torch.randn(6, 10)
+    idx = np.random.default_rng(0).choice(10, 2, replace=False)
+    mn = torch.min(q[:, idx], dim=1, keepdim=True)[0]
+    return mse_loss, w.grad, b.grad, mn, torch.baddbmm(b[:, None, :], x, w)
+
+
+def test_mbpo_ensemble():
+    run_both(mbpo_ensemble)
+
+
+def mppi_planning(m):
+    torch=m.torch
+    torch.manual_seed(0)
+    mean = torch.zeros(5, 2); std = torch.ones(5, 2)
+    actions = mean.unsqueeze(1) + std.unsqueeze(1) * torch.fmod(torch.randn(5, 30, 2), 2)
+    returns = -(actions ** 2).sum((0, 2))
+    elite_idxs = torch.topk(returns, 6, dim=0).indices
+    elite = actions[:, elite_idxs]
+    max_value = returns[elite_idxs].max(0)[0]
+    score = torch.exp(0.5 * (returns[elite_idxs] - max_value))
+    score /= score.sum(0)
+    _mean = torch.sum(score.unsqueeze(0).unsqueeze(-1) * elite, dim=1) / (score.sum(0) + 1e-9)
+    _std = torch.sqrt(torch.sum(score.unsqueeze(0).unsqueeze(-1) * (elite - _mean.unsqueeze(1)) ** 2, dim=1) / (score.sum(0) + 1e-9))
+    _std = _std.clamp_(0.05, 2)
+    score_np = score.squeeze(0).cpu().numpy()
+    pick = elite[:, np.random.default_rng(1).choice(np.arange(score_np.shape[0]), p=score_np/score_np.sum())]
+    return elite_idxs, _mean, _std, pick, elite.std(dim=1)
+
+
+def test_mppi_planning():
+    run_both(mppi_planning)
+
+
+@pytest.mark.xfail(strict=True, reason="autograd/device.py refuses the 'meta' device, so the model-ensembling "
+                   "tutorial's skeleton `copy.deepcopy(models[0]).to('meta')` for functional_call raises")
+def test_func_ensemble_meta_skeleton():
+    torch, nn = OURS.torch, OURS.nn
+    models = [nn.Linear(3, 2) for _ in range(2)]
+    params, buffers = torch.func.stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    out = torch.vmap(lambda p, b, x: torch.func.functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))(
+        params, buffers, torch.ones(4, 3))
+    assert out.shape == (2, 4, 2)
