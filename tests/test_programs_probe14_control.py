@@ -1470,3 +1470,24 @@ def test_func_ensemble_meta_skeleton():
     out = torch.vmap(lambda p, b, x: torch.func.functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))(
         params, buffers, torch.ones(4, 3))
     assert out.shape == (2, 4, 2)
+
+
+def soft_q_target_by_deepcopy(m):
+    """A target network deep-copied from a critic that already holds gradients (its copy holds none, so an
+    optimiser or clip_grad_norm_ over it sees no gradient), then a clipped update of the critic."""
+    torch, nn, optim = m.torch, m.nn, m.optim
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = optim.Adam(critic.parameters(), lr=1e-2)
+    x = torch.randn(6, 3)
+    critic(x).pow(2).mean().backward()
+    target = copy.deepcopy(critic)
+    grads = [p.grad for p in target.parameters()]
+    opt.step()
+    norm = nn.utils.clip_grad_norm_(target.parameters(), 1.0)
+    return grads, norm, [p.detach() for p in target.parameters()]
+
+
+def test_soft_q_target_by_deepcopy():
+    ours, _ = run_both(soft_q_target_by_deepcopy)
+    assert ours[0] == [None] * 4 and ours[1] == 0
