@@ -16,6 +16,7 @@ reversed loop, minibatches by a seeded ``torch.randperm``); and a Dreamer-style 
 balancing through ``detach``), trained with Adam after ``clip_grad_norm_``."""
 
 import copy
+import io
 import math
 
 import numpy as np
@@ -1507,3 +1508,76 @@ def test_first_layer_weight_changed_in_place_before_backward():
     y.sum().backward()
     np.testing.assert_allclose(net.bias.grad.numpy(), [4.0, 4.0])
     np.testing.assert_allclose(net.weight.grad.numpy(), np.tile(x.numpy().sum(0), (2, 1)), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Masked categoricals (invalid-action masking: -inf logits, and -1e8 with a masked entropy); stable-baselines3's
+# gSDE (state-dependent exploration: a Normal over exploration matrices, rsample with a sample shape, mm/bmm) and
+# its squashed Gaussian (atanh by log1p, clamped by finfo.eps); an agent checkpoint by torch.save into BytesIO
+# ----------------------------------------------------------------------------------------------
+
+
+def masked_categorical(m):
+    torch=m.torch; D=torch.distributions
+    logits = torch.tensor([[1.0, -float("inf"), 0.5], [0.2, 0.1, -float("inf")]], requires_grad=True)
+    c = D.Categorical(logits=logits)
+    e = c.entropy(); lp = c.log_prob(torch.tensor([0, 1]))
+    e.sum().backward()
+    masks = torch.tensor([[True, False, True], [True, True, False]])
+    l2 = torch.where(masks, torch.tensor([[1.0, 3.0, 0.5], [0.2, 0.1, 2.0]]), torch.tensor(-1e8))
+    c2 = D.Categorical(logits=l2)
+    p_log_p = c2.logits * c2.probs
+    p_log_p = torch.where(masks, p_log_p, torch.tensor(0.0))
+    return e, lp, logits.grad, c.probs, c.logits, -p_log_p.sum(-1), c2.entropy()
+
+
+def test_masked_categorical():
+    run_both(masked_categorical)
+
+
+def gsde_squashed_gaussian(m):
+    torch=m.torch; D=torch.distributions
+    torch.manual_seed(0)
+    latent_sde = torch.randn(4, 5)
+    log_std = torch.full((5, 2), -1.0, requires_grad=True)
+    std = torch.where(log_std <= 0, torch.exp(log_std), torch.log1p(log_std) + 1.0)
+    weights_dist = D.Normal(torch.zeros_like(std), std)
+    exploration_mat = weights_dist.rsample()
+    exploration_matrices = weights_dist.rsample((4,))
+    noise = torch.mm(latent_sde, exploration_mat)
+    noises = torch.bmm(latent_sde.unsqueeze(dim=1), exploration_matrices).squeeze(dim=1)
+    mean_actions = torch.randn(4, 2, requires_grad=True)
+    variance = torch.mm(latent_sde ** 2, std ** 2)
+    dist = D.Normal(mean_actions, torch.sqrt(variance + 1e-6))
+    actions = dist.rsample()
+    eps = torch.finfo(actions.dtype).eps
+    y = torch.tanh(actions).clamp(min=-1.0 + eps, max=1.0 - eps)
+    gaussian_actions = 0.5 * (y.log1p() - (-y).log1p())
+    log_prob = dist.log_prob(gaussian_actions).sum(dim=1)
+    log_prob -= torch.sum(torch.log(1 - y ** 2 + 1e-6), dim=1)
+    (log_prob.sum() + noises.sum() + noise.sum()).backward()
+    return noise, noises, log_prob, log_std.grad, mean_actions.grad, eps
+
+
+def test_gsde_squashed_gaussian():
+    run_both(gsde_squashed_gaussian)
+
+
+def agent_checkpoint(m):
+    torch=m.torch; nn=m.nn; optim=m.optim
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2); opt = optim.Adam(net.parameters(), lr=0.1)
+    net(torch.ones(1, 3)).sum().backward(); opt.step()
+    buf = io.BytesIO()
+    torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "step": 3}, buf)
+    buf.seek(0)
+    ck = torch.load(buf, weights_only=True)
+    net2 = nn.Linear(3, 2); opt2 = optim.Adam(net2.parameters(), lr=0.5)
+    net2.load_state_dict(ck["model"]); opt2.load_state_dict(ck["optim"])
+    for o, n in ((opt, net), (opt2, net2)):
+        o.zero_grad(); n(torch.ones(1, 3)).sum().backward(); o.step()
+    return [p.detach() for p in net.parameters()], [p.detach() for p in net2.parameters()], ck["step"], opt2.param_groups[0]["lr"]
+
+
+def test_agent_checkpoint():
+    run_both(agent_checkpoint)
