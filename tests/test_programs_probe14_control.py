@@ -450,7 +450,7 @@ def ppo_continuous(m, weights, num_steps=32, num_envs=2, update_epochs=2, num_mi
         obs_np = [r.normalize(e.reset() if d else o) for (o, _, d), e, r in zip(outs, envs, rms)]
         reward = np.array([np.clip(rw / 10.0, -10, 10) for _, rw, _ in outs])
         rewards[step] = torch.tensor(reward).view(-1)
-        next_obs, next_done = torch.Tensor(np.stack(obs_np)), torch.Tensor(np.array([float(d) for _, _, d in outs]))
+        next_obs, next_done = torch.Tensor(np.stack(obs_np)), torch.Tensor(np.array([d for _, _, d in outs]))
 
     with torch.no_grad():
         next_value = agent.get_value(next_obs).reshape(1, -1)
@@ -1581,3 +1581,148 @@ def agent_checkpoint(m):
 
 def test_agent_checkpoint():
     run_both(agent_checkpoint)
+
+
+# ----------------------------------------------------------------------------------------------
+# cleanRL's recurrent PPO (ppo_atari_lstm, on pendulum features): an LSTM initialised through named_parameters,
+# its state reset by done masks inside a per-step loop, minibatches of whole environments by flat indices
+# ----------------------------------------------------------------------------------------------
+
+
+def make_lstm_agent(m):
+    torch, nn = m.torch, m.nn
+
+    def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, bias_const)
+        return layer
+
+    class Agent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.network = nn.Sequential(layer_init(nn.Linear(3, 16)), nn.ReLU())
+            self.lstm = nn.LSTM(16, 8)
+            for name, param in self.lstm.named_parameters():
+                if "bias" in name:
+                    nn.init.constant_(param, 0)
+                elif "weight" in name:
+                    nn.init.orthogonal_(param, 1.0)
+            self.actor = layer_init(nn.Linear(8, 3), std=0.01)
+            self.critic = layer_init(nn.Linear(8, 1), std=1)
+
+        def get_states(self, x, lstm_state, done):
+            hidden = self.network(x)
+            batch_size = lstm_state[0].shape[1]
+            hidden = hidden.reshape((-1, batch_size, self.lstm.input_size))
+            done = done.reshape((-1, batch_size))
+            new_hidden = []
+            for h, d in zip(hidden, done):
+                h, lstm_state = self.lstm(
+                    h.unsqueeze(0),
+                    ((1.0 - d).view(1, -1, 1) * lstm_state[0], (1.0 - d).view(1, -1, 1) * lstm_state[1]),
+                )
+                new_hidden += [h]
+            new_hidden = torch.flatten(torch.cat(new_hidden), 0, 1)
+            return new_hidden, lstm_state
+
+        def get_value(self, x, lstm_state, done):
+            hidden, _ = self.get_states(x, lstm_state, done)
+            return self.critic(hidden)
+
+        def get_action_and_value(self, x, lstm_state, done, action=None):
+            hidden, lstm_state = self.get_states(x, lstm_state, done)
+            logits = self.actor(hidden)
+            probs = torch.distributions.Categorical(logits=logits)
+            if action is None:
+                action = probs.sample()
+            return action, probs.log_prob(action), probs.entropy(), self.critic(hidden), lstm_state
+
+    return Agent()
+
+
+def recurrent_ppo(m, weights, num_steps=12, num_envs=4, num_minibatches=2):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    torch.manual_seed(4)
+    agent = load(m, make_lstm_agent(m), weights)
+    optimizer = optim.Adam(agent.parameters(), lr=2.5e-4, eps=1e-5)
+    envs = [Pendulum(50 + i) for i in range(num_envs)]
+    obs = torch.zeros((num_steps, num_envs, 3))
+    actions = torch.zeros((num_steps, num_envs))
+    logprobs = torch.zeros((num_steps, num_envs))
+    rewards = torch.zeros((num_steps, num_envs))
+    dones = torch.zeros((num_steps, num_envs))
+    values = torch.zeros((num_steps, num_envs))
+    next_obs = torch.Tensor(np.stack([e.reset() for e in envs]))
+    next_done = torch.zeros(num_envs)
+    next_lstm_state = (torch.zeros(agent.lstm.num_layers, num_envs, agent.lstm.hidden_size),
+                       torch.zeros(agent.lstm.num_layers, num_envs, agent.lstm.hidden_size))
+    initial_lstm_state = (next_lstm_state[0].clone(), next_lstm_state[1].clone())
+    for step in range(num_steps):
+        obs[step] = next_obs
+        dones[step] = next_done
+        with torch.no_grad():
+            action, logprob, _, value, next_lstm_state = agent.get_action_and_value(next_obs, next_lstm_state, next_done)
+            values[step] = value.flatten()
+        actions[step] = action
+        logprobs[step] = logprob
+        outs = [e.step(float(a) - 1.0) for e, a in zip(envs, action.cpu().numpy())]
+        rewards[step] = torch.tensor(np.array([r / 10 for _, r, _ in outs])).view(-1)
+        next_obs = torch.Tensor(np.stack([e.reset() if d else o for (o, _, d), e in zip(outs, envs)]))
+        next_done = torch.Tensor(np.array([d or step % 5 == 4 for (_, _, d) in outs]))  # a bool array, as gym's
+    with torch.no_grad():
+        next_value = agent.get_value(next_obs, next_lstm_state, next_done).reshape(1, -1)
+        advantages = torch.zeros_like(rewards)
+        lastgaelam = 0
+        for t in reversed(range(num_steps)):
+            if t == num_steps - 1:
+                nextnonterminal = 1.0 - next_done
+                nextvalues = next_value
+            else:
+                nextnonterminal = 1.0 - dones[t + 1]
+                nextvalues = values[t + 1]
+            delta = rewards[t] + 0.99 * nextvalues * nextnonterminal - values[t]
+            advantages[t] = lastgaelam = delta + 0.99 * 0.95 * nextnonterminal * lastgaelam
+        returns = advantages + values
+    b_obs = obs.reshape((-1, 3))
+    b_logprobs = logprobs.reshape(-1)
+    b_actions = actions.reshape(-1)
+    b_dones = dones.reshape(-1)
+    b_advantages = advantages.reshape(-1)
+    b_returns = returns.reshape(-1)
+    envsperbatch = num_envs // num_minibatches
+    envinds = np.arange(num_envs)
+    flatinds = np.arange(num_steps * num_envs).reshape(num_steps, num_envs)
+    rng = np.random.default_rng(5)
+    history = []
+    for epoch in range(2):
+        rng.shuffle(envinds)
+        for start in range(0, num_envs, envsperbatch):
+            end = start + envsperbatch
+            mbenvinds = envinds[start:end]
+            mb_inds = flatinds[:, mbenvinds].ravel()
+            _, newlogprob, entropy, newvalue, _ = agent.get_action_and_value(
+                b_obs[mb_inds],
+                (initial_lstm_state[0][:, mbenvinds], initial_lstm_state[1][:, mbenvinds]),
+                b_dones[mb_inds],
+                b_actions.long()[mb_inds],
+            )
+            logratio = newlogprob - b_logprobs[mb_inds]
+            ratio = logratio.exp()
+            mb_advantages = b_advantages[mb_inds]
+            mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+            pg_loss = torch.max(-mb_advantages * ratio, -mb_advantages * torch.clamp(ratio, 0.9, 1.1)).mean()
+            v_loss = 0.5 * ((newvalue.view(-1) - b_returns[mb_inds]) ** 2).mean()
+            loss = pg_loss - 0.01 * entropy.mean() + v_loss * 0.5
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+            optimizer.step()
+            history.append((loss.item(), ratio.mean().item(), entropy.mean().item()))
+    return {"history": history, "actions": actions, "advantages": advantages, "lstm": params(agent.lstm),
+            "lstm_grads": [p.grad for p in agent.lstm.parameters()]}
+
+
+def test_cleanrl_recurrent_ppo():
+    weights = weights_of(make_lstm_agent)
+    ours, _ = run_both(recurrent_ppo, weights, rtol=5e-5, atol=2e-6)
+    assert ours["history"][0][1] == pytest.approx(1.0, abs=1e-6)  # the first minibatch replays the rollout
