@@ -1726,3 +1726,62 @@ def test_cleanrl_recurrent_ppo():
     weights = weights_of(make_lstm_agent)
     ours, _ = run_both(recurrent_ppo, weights, rtol=5e-5, atol=2e-6)
     assert ours["history"][0][1] == pytest.approx(1.0, abs=1e-6)  # the first minibatch replays the rollout
+
+
+# ----------------------------------------------------------------------------------------------
+# Second-order: meta-gradients through recurrent models; per-parameter gradient hooks, a non-finite clip
+# ----------------------------------------------------------------------------------------------
+
+
+def meta_gradient_through_recurrent_model(m):
+    """A MAML-style meta-gradient through a recurrent model (GRUCell stepped over time, an LSTM, LayerNorm, a
+    Normal head): the inner gradients with create_graph, a functional_call of the GRUCell on the fast weights,
+    and the outer gradient through both."""
+    torch=m.torch; nn=m.nn; F=m.F; D=torch.distributions
+    torch.manual_seed(0)
+    cell = nn.GRUCell(3, 4); lstm = nn.LSTM(3, 4, batch_first=True); ln = nn.LayerNorm(4)
+    head = nn.Linear(4, 2)
+    params = dict(cell.named_parameters())
+    x = torch.randn(2, 5, 3)
+    h = torch.zeros(2, 4)
+    for t in range(5):
+        h = cell(x[:, t], h)
+    o, _ = lstm(x)
+    z = ln(F.elu(h) + F.softplus(o[:, -1]))
+    mu, log_std = head(torch.tanh(z)).chunk(2, -1)
+    d = D.Normal(mu, log_std.exp())
+    loss = -d.log_prob(torch.ones(2, 1)).mean() + d.entropy().mean()
+    allp = list(cell.parameters()) + list(lstm.parameters()) + list(ln.parameters()) + list(head.parameters())
+    grads = torch.autograd.grad(loss, allp, create_graph=True)
+    fast = [w - 0.1 * g for w, g in zip(allp[:4], grads[:4])]
+    names = [n for n, _ in cell.named_parameters()]
+    h2 = torch.zeros(2, 4)
+    for t in range(5):
+        h2 = torch.func.functional_call(cell, dict(zip(names, fast)), (x[:, t], h2))
+    outer = h2.pow(2).sum() + sum(g.pow(2).sum() for g in grads)
+    outer.backward()
+    return loss, [p.grad for p in allp]
+
+
+def test_meta_gradient_through_recurrent_model():
+    run_both(meta_gradient_through_recurrent_model, rtol=2e-5, atol=1e-6)
+
+
+def gradient_hooks_and_nonfinite_clip(m):
+    torch=m.torch; nn=m.nn
+    torch.manual_seed(0)
+    net = nn.Linear(3, 1)
+    for p in net.parameters():
+        p.register_hook(lambda g: torch.clamp(g, -0.1, 0.1))
+    x = torch.randn(4, 3)
+    net(x).sum().backward()
+    gs = [p.grad.clone() for p in net.parameters()]
+    net.weight.grad[0, 0] = float("inf")
+    n = nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    a, b = torch.autograd.grad(net(x).sum(), [net.weight, torch.zeros(1, requires_grad=True)], allow_unused=True, materialize_grads=True)
+    return gs, n, [p.grad for p in net.parameters()], a, b
+
+
+def test_gradient_hooks_and_nonfinite_clip():
+    ours, _ = run_both(gradient_hooks_and_nonfinite_clip)
+    assert np.isinf(ours[1])
