@@ -1785,3 +1785,58 @@ def gradient_hooks_and_nonfinite_clip(m):
 def test_gradient_hooks_and_nonfinite_clip():
     ours, _ = run_both(gradient_hooks_and_nonfinite_clip)
     assert np.isinf(ours[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning with learnt models: iLQR linearisation by autograd.functional, a vmapped ensemble of GRUCells
+# ----------------------------------------------------------------------------------------------
+
+
+def ilqr_linearisation(m):
+    """iLQR/MPC linearisation of a learnt dynamics model: jacobian, jacrev, hessian, vjp and jvp; the
+    Jacobian of a GRUCell in its state."""
+    torch=m.torch; nn=m.nn; F=m.F
+    torch.manual_seed(0)
+    cell = nn.GRUCell(3, 4)
+    dyn = nn.Sequential(nn.Linear(4 + 2, 8), nn.Tanh(), nn.Linear(8, 4))
+    def f(x, u):
+        return x + 0.1 * dyn(torch.cat([x, u], -1))
+    x0 = torch.randn(4); u0 = torch.randn(2)
+    A, B = torch.autograd.functional.jacobian(f, (x0, u0))
+    Jx = torch.func.jacrev(f, argnums=(0, 1))(x0, u0)
+    H = torch.autograd.functional.hessian(lambda u: f(x0, u).pow(2).sum(), u0)
+    hx = torch.zeros(5, 4); xs = torch.randn(5, 3)
+    Jh = torch.autograd.functional.jacobian(lambda h: cell(xs, h), hx, create_graph=False)
+    vj = torch.autograd.functional.vjp(lambda u: f(x0, u), u0, torch.ones(4))
+    jv = torch.autograd.functional.jvp(lambda u: f(x0, u), u0, torch.ones(2))
+    return A, B, Jx, H, Jh, vj, jv
+
+
+def test_ilqr_linearisation():
+    run_both(ilqr_linearisation, rtol=2e-5, atol=1e-6)
+
+
+def vmapped_rssm_ensemble(m):
+    """An ensemble of GRUCells stepped twice under vmap (stack_module_state, functional_call), and
+    per-sample gradients by vmap(grad)."""
+    torch=m.torch; nn=m.nn; F=m.F
+    torch.manual_seed(0)
+    cells = [nn.GRUCell(3, 4) for _ in range(3)]
+    params, bufs = torch.func.stack_module_state(cells)
+    def step(p, b, x, h):
+        return torch.func.functional_call(cells[0], (p, b), (x, h))
+    x = torch.randn(5, 3); h = torch.randn(3, 5, 4)
+    out = torch.vmap(step, in_dims=(0, 0, None, 0))(params, bufs, x, h)
+    out = torch.vmap(step, in_dims=(0, 0, None, 0))(params, bufs, x, out)
+    out.pow(2).sum().backward()
+    def loss(p, x, y):
+        return (torch.func.functional_call(nn.Linear(3, 1), p, (x,)) - y).pow(2).mean()
+    lin = nn.Linear(3, 1)
+    p = {k: v.detach() for k, v in lin.named_parameters()}
+    ps = torch.vmap(torch.func.grad(lambda p, x, y: (torch.func.functional_call(lin, p, (x.unsqueeze(0),)) - y).pow(2).mean()), in_dims=(None, 0, 0))(p, torch.randn(6, 3), torch.randn(6, 1))
+    return out, {k: v.grad for k, v in params.items()}, ps
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_vmapped_rssm_ensemble():
+    run_both(vmapped_rssm_ensemble, rtol=2e-5, atol=1e-6)
