@@ -1840,3 +1840,26 @@ def vmapped_rssm_ensemble(m):
 @pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_vmapped_rssm_ensemble():
     run_both(vmapped_rssm_ensemble, rtol=2e-5, atol=1e-6)
+
+
+def gradient_penalty_through_packed_gru(m):
+    """A gradient penalty (create_graph) through a packed, bidirectional two-layer GRU whose initial state is
+    computed from its own input (a recurrent discriminator / encoder, as in GAIL on trajectories)."""
+    torch=m.torch; nn=m.nn
+    torch.manual_seed(0)
+    gru = nn.GRU(3, 4, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.randn(3, 5, 3, requires_grad=True)
+    enc = nn.Linear(3, 4)
+    h0 = enc(x[:, 0]).tanh().unsqueeze(0).repeat(4, 1, 1)
+    packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3, 2]), batch_first=True, enforce_sorted=True)
+    out, hn = gru(packed, h0)
+    y, lens = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+    loss = y.pow(2).sum() + hn.sin().sum()
+    gs = torch.autograd.grad(loss, [x] + list(gru.parameters()) + list(enc.parameters()), create_graph=True)
+    pen = sum(g.pow(2).sum() for g in gs)
+    pen.backward()
+    return y, hn, [g.detach() for g in gs], x.grad, [q.grad for q in gru.parameters()], [q.grad for q in enc.parameters()]
+
+
+def test_gradient_penalty_through_packed_gru():
+    run_both(gradient_penalty_through_packed_gru, rtol=5e-5, atol=1e-6)
