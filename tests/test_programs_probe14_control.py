@@ -1863,3 +1863,85 @@ def gradient_penalty_through_packed_gru(m):
 
 def test_gradient_penalty_through_packed_gru():
     run_both(gradient_penalty_through_packed_gru, rtol=5e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# TD-MPC2 (nicklashansen/tdmpc2) pieces
+# ----------------------------------------------------------------------------------------------
+
+
+def tdmpc2_optimisers(m):
+    """TD-MPC2's encoder and heads (LayerNorm, Mish(inplace), SimNorm by view and softmax) under Adam with
+    per-group learning rates, a tensor lr, foreach, fused and amsgrad, after clip_grad_norm_."""
+    torch=m.torch; nn=m.nn; F=m.F; optim=m.optim
+    torch.manual_seed(0)
+    enc = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.Mish(inplace=True))
+    head = nn.Sequential(nn.Linear(8, 8), nn.Mish())
+    out = []
+    for kw in [dict(), dict(foreach=True), dict(fused=True), dict(foreach=False, amsgrad=True)]:
+        opt = optim.Adam([{"params": enc.parameters(), "lr": 3e-4 * 0.3}, {"params": head.parameters()}], lr=torch.tensor(3e-4) if not kw else 3e-4, **kw)
+        for _ in range(2):
+            z = head(enc(torch.randn(4, 3)))
+            shp = z.shape
+            z = z.view(*shp[:-1], -1, 4)
+            z = F.softmax(z, dim=-1)  # SimNorm
+            z = z.view(*shp)
+            loss = z.pow(2).sum() + F.mish(z).mean()
+            opt.zero_grad(set_to_none=True); loss.backward()
+            gn = nn.utils.clip_grad_norm_(list(enc.parameters()) + list(head.parameters()), 20.0)
+            opt.step()
+        out.append(([p.detach().clone() for p in enc.parameters()], float(gn)))
+    return out
+
+
+def test_tdmpc2_optimisers():
+    run_both(tdmpc2_optimisers, rtol=2e-5, atol=1e-6)
+
+
+def tdmpc2_math(m):
+    """TD-MPC2's math: symlog two-hot targets by scatter_, soft cross-entropy, two_hot_inv, its Gaussian
+    log-prob with the squash correction (relu-guarded), RunningScale by quantile and lerp_ on .data."""
+    torch=m.torch; F=m.F
+    def symlog(x): return torch.sign(x) * torch.log(1 + torch.abs(x))
+    def symexp(x): return torch.sign(x) * (torch.exp(torch.abs(x)) - 1)
+    num_bins, vmin, vmax = 11, -10.0, 10.0
+    bin_size = (vmax - vmin) / (num_bins - 1)
+    def two_hot(x):
+        x = torch.clamp(symlog(x), vmin, vmax).squeeze(1)
+        bin_idx = torch.floor((x - vmin) / bin_size).long()
+        bin_offset = ((x - vmin) / bin_size - bin_idx.float()).unsqueeze(-1)
+        soft_two_hot = torch.zeros(x.size(0), num_bins)
+        soft_two_hot.scatter_(1, bin_idx.unsqueeze(1), 1 - bin_offset)
+        soft_two_hot.scatter_(1, (bin_idx.unsqueeze(1) + 1) % num_bins, bin_offset)
+        return soft_two_hot
+    DREG_BINS = torch.linspace(vmin, vmax, num_bins)
+    def two_hot_inv(x):
+        x = F.softmax(x, dim=-1)
+        x = torch.sum(x * DREG_BINS, dim=-1, keepdim=True)
+        return symexp(x)
+    def soft_ce(pred, target):
+        pred = F.log_softmax(pred, dim=-1)
+        target = two_hot(target)
+        return -(target * pred).sum(-1, keepdim=True)
+    torch.manual_seed(0)
+    logits = torch.randn(4, num_bins, requires_grad=True)
+    tgt = torch.tensor([[0.3], [-2.0], [50.0], [0.0]])
+    l = soft_ce(logits, tgt).mean()
+    l.backward()
+    x = torch.randn(4, 2, requires_grad=True)
+    log_std = torch.randn(4, 2)
+    log_std = -10 + 0.5 * (2 - -10) * (torch.tanh(log_std) + 1)
+    eps = torch.randn_like(x)
+    residual = (-0.5 * eps.pow(2) - log_std).sum(-1, keepdim=True)
+    log_prob = residual - 0.5 * math.log(2 * math.pi) * eps.size(-1)
+    mu = torch.tanh(x); pi = torch.tanh(x + eps * log_std.exp())
+    log_pi = log_prob - torch.log(F.relu(1 - pi.pow(2)) + 1e-6).sum(-1, keepdim=True)
+    scale = torch.ones(1)
+    v = torch.quantile(torch.randn(20), torch.tensor([0.05, 0.95]))
+    scale.data.lerp_(v[1] - v[0], 0.01)
+    log_pi.sum().backward()
+    return l, logits.grad, two_hot(tgt), two_hot_inv(logits.detach()), log_pi, x.grad, scale
+
+
+def test_tdmpc2_math():
+    run_both(tdmpc2_math, rtol=2e-5, atol=1e-6)
