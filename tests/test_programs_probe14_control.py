@@ -1945,3 +1945,64 @@ def tdmpc2_math(m):
 
 def test_tdmpc2_math():
     run_both(tdmpc2_math, rtol=2e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# MPO: maximum a-posteriori policy optimisation with a full-covariance Gaussian
+# ----------------------------------------------------------------------------------------------
+
+
+def mpo_policy_improvement(m):
+    """MPO's policy step (daisatojp/mpo): a Cholesky factor written into a zero tensor by tril_indices (and
+    softplus on its diagonal through index assignment), MultivariateNormal(scale_tril) sampled with a sample
+    shape and expanded, the decoupled mean/covariance KL by det and inverse, and kl_divergence of two MVNs."""
+    torch=m.torch; nn=m.nn; F=m.F; D=torch.distributions
+    torch.manual_seed(0)
+    B, A, N = 4, 2, 6
+    net = nn.Linear(3, A + A * (A + 1) // 2)
+    target = nn.Linear(3, A + A * (A + 1) // 2)
+    target.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        target.weight.add_(0.05)
+    def policy(layer, s):
+        out = layer(s)
+        mean = torch.tanh(out[:, :A])
+        cholesky_vector = out[:, A:]
+        cholesky_diag_index = torch.arange(A, dtype=torch.long) + 1
+        cholesky_diag_index = (cholesky_diag_index * (cholesky_diag_index + 1)) // 2 - 1
+        cholesky_vector[:, cholesky_diag_index] = F.softplus(cholesky_vector[:, cholesky_diag_index])
+        tril_indices = torch.tril_indices(row=A, col=A, offset=0)
+        cholesky = torch.zeros(size=(s.size(0), A, A), dtype=torch.float32)
+        cholesky[:, tril_indices[0], tril_indices[1]] = cholesky_vector
+        return mean, cholesky
+    state = torch.randn(B, 3)
+    with torch.no_grad():
+        b_mu, b_A = policy(target, state)
+        b = D.MultivariateNormal(b_mu, scale_tril=b_A)
+        sampled_actions = b.sample((N,))
+        target_q = -(sampled_actions ** 2).sum(-1)
+    eta = torch.tensor(1.0)
+    baseline = F.softmax(target_q / eta, dim=0)
+    mu, Achol = policy(net, state)
+    pi_1 = D.MultivariateNormal(loc=mu, scale_tril=b_A)
+    pi_2 = D.MultivariateNormal(loc=b_mu, scale_tril=Achol)
+    loss_p = torch.mean(baseline * (pi_1.expand((N, B)).log_prob(sampled_actions) + pi_2.expand((N, B)).log_prob(sampled_actions)))
+    def gaussian_kl(mu_i, mu, Ai, A):
+        n = A.size(-1)
+        mu_i = mu_i.unsqueeze(-1); mu = mu.unsqueeze(-1)
+        sigma_i = Ai @ Ai.transpose(-2, -1); sigma = A @ A.transpose(-2, -1)
+        sigma_i_det = sigma_i.det(); sigma_det = sigma.det()
+        sigma_i_det = torch.clamp_min(sigma_i_det, 1e-6); sigma_det = torch.clamp_min(sigma_det, 1e-6)
+        sigma_i_inv = sigma_i.inverse(); sigma_inv = sigma.inverse()
+        inner_mu = ((mu - mu_i).transpose(-2, -1) @ sigma_i_inv @ (mu - mu_i)).squeeze()
+        inner_sigma = torch.log(sigma_det / sigma_i_det) - n + (sigma_inv @ sigma_i).diagonal(dim1=-2, dim2=-1).sum(-1)
+        return 0.5 * torch.mean(inner_mu), 0.5 * torch.mean(inner_sigma)
+    kl_mu, kl_sigma = gaussian_kl(b_mu, mu, b_A, Achol)
+    kl_ref = D.kl_divergence(b, D.MultivariateNormal(mu, scale_tril=Achol)).mean()
+    total = -loss_p + kl_mu + kl_sigma + kl_ref
+    total.backward()
+    return loss_p, kl_mu, kl_sigma, kl_ref, [p.grad for p in net.parameters()], sampled_actions
+
+
+def test_mpo_policy_improvement():
+    run_both(mpo_policy_improvement, rtol=5e-5, atol=1e-6)
