@@ -2006,3 +2006,35 @@ def mpo_policy_improvement(m):
 
 def test_mpo_policy_improvement():
     run_both(mpo_policy_improvement, rtol=5e-5, atol=1e-6)
+
+
+def checkpointed_recurrent_rollout(m, reentrant, create):
+    """A recurrent rollout whose steps are activation-checkpointed (torch.utils.checkpoint, both variants), each
+    step a GRUCell and a Linear also used for the initial state; with create_graph, a gradient penalty too."""
+    torch, nn = m.torch, m.nn
+    import importlib
+    cp = importlib.import_module("torch.utils.checkpoint" if torch.__name__ == "torch" else "autograd.utils.checkpoint")
+    torch.manual_seed(0)
+    cell = nn.GRUCell(3, 4); lin = nn.Linear(4, 4)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    h = lin(x[0].sum(-1, keepdim=True).expand(2, 4)).tanh()
+
+    def step(xt, h):
+        return torch.tanh(lin(cell(xt, h))) + h * xt.sum(-1, keepdim=True)
+
+    for t in range(5):
+        h = cp.checkpoint(step, x[t], h, use_reentrant=reentrant)
+    loss = h.pow(2).sum()
+    ps = [x] + list(cell.parameters()) + list(lin.parameters())
+    if create:
+        gs = torch.autograd.grad(loss, ps, create_graph=True)
+        sum(g.pow(2).sum() for g in gs).backward()
+        return [g.detach() for g in gs], [p.grad for p in ps]
+    loss.backward()
+    return [p.grad for p in ps]
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("reentrant, create", [(True, False), (False, False), (False, True)])
+def test_checkpointed_recurrent_rollout(reentrant, create):
+    run_both(checkpointed_recurrent_rollout, reentrant, create, rtol=5e-5, atol=1e-6)
