@@ -1280,7 +1280,9 @@ def onehot_dist(m):
 
 
 def test_onehot_dist():
-    run_both(onehot_dist)
+    (s, kl, dyn, grad, entropy), _ = run_both(onehot_dist)
+    assert np.all(s.sum(-1) == 1) and set(np.unique(s)) <= {0.0, 1.0}
+    assert np.all(kl >= 0) and np.all(dyn >= 1.0) and grad.shape == (2, 3, 4)
 
 
 def layer_norm_gru(m):
@@ -1319,7 +1321,8 @@ def layer_norm_gru(m):
 
 
 def test_layer_norm_gru():
-    run_both(layer_norm_gru)
+    (out, grads), _ = run_both(layer_norm_gru)
+    assert out.shape == (4, 6, 5) and np.abs(out).max() < 1  # mixtures of tanh candidates and a zero start
 
 
 def two_hot(m):
@@ -1354,7 +1357,12 @@ def two_hot(m):
 
 
 def test_two_hot():
-    run_both(two_hot)
+    mean, target, lp, grad, mode, blp = run_both(two_hot)[0]
+    buckets = np.linspace(-20.0, 20.0, 255)
+    np.testing.assert_allclose(target.sum(-1), 1, rtol=1e-6)
+    x = np.array([0.5, 3.0, -7.0])
+    np.testing.assert_allclose(target @ buckets, np.sign(x) * np.log1p(np.abs(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mode.ravel(), [1.0, 0.0])
 
 
 def return_ema_quantile(m):
@@ -1368,7 +1376,9 @@ def return_ema_quantile(m):
 
 
 def test_return_ema_quantile():
-    run_both(return_ema_quantile)
+    (q, q2), _ = run_both(return_ema_quantile)
+    np.testing.assert_array_equal(q, q2)
+    assert q[0] < q[1]
 
 
 def seeded_inits(m):
@@ -1383,7 +1393,8 @@ def seeded_inits(m):
 
 
 def test_seeded_inits():
-    run_both(seeded_inits)
+    (z, w, u, n), _ = run_both(seeded_inits)
+    assert np.abs(z).max() <= 0.5 and np.abs(w).max() <= 0.6 and np.abs(u).max() <= 0.1 and n.shape == (3,)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1409,7 +1420,9 @@ def func_ensemble(m):
 
 
 def test_func_ensemble():
-    run_both(func_ensemble)
+    (out, grads), _ = run_both(func_ensemble)
+    assert out.shape == (4, 5, 2) and grads["0.weight"].shape == (4, 8, 3)
+    assert not np.allclose(out[0], out[1])  # four different models
 
 
 def mbpo_ensemble(m):
@@ -1458,7 +1471,8 @@ def mppi_planning(m):
 
 
 def test_mppi_planning():
-    run_both(mppi_planning)
+    (elite_idxs, mean, std, pick, elite_std), _ = run_both(mppi_planning)
+    assert len(set(elite_idxs.tolist())) == 6 and np.all((std >= 0.05) & (std <= 2))
 
 
 @pytest.mark.xfail(strict=True, reason="autograd/device.py refuses the 'meta' device, so the model-ensembling "
@@ -1532,7 +1546,9 @@ def masked_categorical(m):
 
 
 def test_masked_categorical():
-    run_both(masked_categorical)
+    e, lp, grad, probs, logits, masked_entropy, entropy = run_both(masked_categorical)[0]
+    assert probs[0, 1] == 0 and probs[1, 2] == 0 and np.all(np.isfinite(lp)) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(masked_entropy, entropy, rtol=1e-5)
 
 
 def gsde_squashed_gaussian(m):
@@ -1560,7 +1576,8 @@ def gsde_squashed_gaussian(m):
 
 
 def test_gsde_squashed_gaussian():
-    run_both(gsde_squashed_gaussian)
+    ours, _ = run_both(gsde_squashed_gaussian)
+    assert ours[5] == np.finfo(np.float32).eps and ours[1].shape == (4, 2)
 
 
 def agent_checkpoint(m):
@@ -1580,7 +1597,10 @@ def agent_checkpoint(m):
 
 
 def test_agent_checkpoint():
-    run_both(agent_checkpoint)
+    (first, resumed, step, lr), _ = run_both(agent_checkpoint)
+    for a, b in zip(first, resumed):  # the resumed optimiser took the saved lr and moments
+        np.testing.assert_array_equal(a, b)
+    assert step == 3 and lr == 0.1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1813,7 +1833,10 @@ def ilqr_linearisation(m):
 
 
 def test_ilqr_linearisation():
-    run_both(ilqr_linearisation, rtol=2e-5, atol=1e-6)
+    (A, B, Jx, H, Jh, vj, jv), _ = run_both(ilqr_linearisation, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(Jx[0], A, rtol=1e-6) and np.testing.assert_allclose(Jx[1], B, rtol=1e-6)
+    np.testing.assert_allclose(H, H.T, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(vj[1], B.sum(0), rtol=1e-5) and np.testing.assert_allclose(jv[1], B.sum(1), rtol=1e-5)
 
 
 def vmapped_rssm_ensemble(m):
@@ -1839,7 +1862,8 @@ def vmapped_rssm_ensemble(m):
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_vmapped_rssm_ensemble():
-    run_both(vmapped_rssm_ensemble, rtol=2e-5, atol=1e-6)
+    (out, grads, per_sample), _ = run_both(vmapped_rssm_ensemble, rtol=2e-5, atol=1e-6)
+    assert out.shape == (3, 5, 4) and grads["weight_ih"].shape == (3, 12, 3) and per_sample["weight"].shape == (6, 1, 3)
 
 
 def gradient_penalty_through_packed_gru(m):
@@ -1944,7 +1968,9 @@ def tdmpc2_math(m):
 
 
 def test_tdmpc2_math():
-    run_both(tdmpc2_math, rtol=2e-5, atol=1e-6)
+    l, grad, target, value, log_pi, xgrad, scale = run_both(tdmpc2_math, rtol=2e-5, atol=1e-6)[0]
+    np.testing.assert_allclose(target.sum(-1), 1, rtol=1e-6)
+    np.testing.assert_allclose(grad.sum(-1), 0, atol=1e-6)  # a softmax cross-entropy's gradient sums to 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2005,7 +2031,8 @@ def mpo_policy_improvement(m):
 
 
 def test_mpo_policy_improvement():
-    run_both(mpo_policy_improvement, rtol=5e-5, atol=1e-6)
+    ours, _ = run_both(mpo_policy_improvement, rtol=5e-5, atol=1e-6)
+    assert ours[3] > 0 and ours[5].shape == (6, 4, 2)
 
 
 def checkpointed_recurrent_rollout(m, reentrant, create):
