@@ -50,6 +50,15 @@ class _Uninitialized:
     def __repr__(self):
         return f"<{type(self).__name__}>"
 
+    def __deepcopy__(self, memo):
+        """Another tensor to be, of the same class, requires_grad and dtype, as PyTorch's (Parameter's copy would
+        pass values this class's constructor does not take)."""
+        if id(self) in memo:
+            return memo[id(self)]
+        result = type(self)(self.requires_grad, dtype=self._data.dtype)
+        memo[id(self)] = result
+        return result
+
     def detach(self):
         """Still a tensor with no shape (state_dict saves one: loading it into a layer that has a shape is
         then PyTorch's RuntimeError, not a size mismatch against an empty tensor)."""

@@ -23,6 +23,16 @@ class Parameter(Tensor):
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
+    def __deepcopy__(self, memo):
+        """PyTorch's: a new parameter of this class holding a clone of the values, with the same requires_grad,
+        and nothing else: not its .grad, nor attributes set on it (a target network deep-copied from a trained
+        one starts with no gradients)."""
+        if id(self) in memo:
+            return memo[id(self)]
+        result = type(self)(self.data.clone(), self.requires_grad)
+        memo[id(self)] = result
+        return result
+
 
 class _BufferMeta(type):
     def __instancecheck__(cls, instance):  # nn.Buffer(t) is a plain Tensor, marked

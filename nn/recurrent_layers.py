@@ -69,8 +69,13 @@ class _RecurrentLayer:
 
     def backward(self, grad, output, *inputs):
         if autograd.is_grad_enabled():  # create_graph=True: a gradient that has a graph of its own
-            wanted = [x for x in inputs if x.requires_grad]
-            grads = iter(autograd.grad(self.composite(*inputs), wanted, grad_outputs=grad,
+            # Each input that needs a gradient enters the composite through an alias (a view) of its own, and the
+            # gradient is taken at the aliases: at the inputs themselves it would be the total derivative, also
+            # following an input's history into another input (a cell stepped twice: h1 was made from the same
+            # weights), so the earlier steps' share would be counted here as well as at their own nodes.
+            aliases = [x.view_as(x) if x.requires_grad else x for x in inputs]
+            wanted = [x for x in aliases if x.requires_grad]
+            grads = iter(autograd.grad(self.composite(*aliases), wanted, grad_outputs=grad,
                                        create_graph=True, allow_unused=True))
             return tuple(next(grads) if x.requires_grad else None for x in inputs)
         arrays = self.backward_arrays(grad._data, *[x._data for x in inputs])
