@@ -23,7 +23,8 @@ from .ops.incomplete_gamma import igamma, igammac
 from .ops.names import FUNCTIONS
 from .ops.numbers import erfc  # noqa: F401  (re-exported)
 from .ops.outputs import write_out
-from .ops.pointwise import Entr, floating, logit, xlog1py, xlogy  # noqa: F401
+from .ops.pointwise import Entr, floating, logit  # noqa: F401
+from .ops.pointwise_pairs import xlog1py, xlogy  # noqa: F401
 from .ops.polynomials import (  # noqa: F401  (re-exported)
     chebyshev_polynomial_t,
     chebyshev_polynomial_u,

@@ -12,7 +12,7 @@
 from .. import ranges
 from ..ops.dirichlet_draw import dirichlet_draw
 from ..ops.elementwise import where
-from ..ops.pointwise import xlogy
+from ..ops.pointwise_pairs import xlogy
 from ..tensor import Tensor, tensor_from
 from . import constraints
 from .exp_family import ExponentialFamily

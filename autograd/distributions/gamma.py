@@ -8,7 +8,7 @@
 
 from ..backend import xp
 from ..ops.incomplete_gamma import igamma
-from ..ops.pointwise import xlogy
+from ..ops.pointwise_pairs import xlogy
 from ..ops.standard_gamma import standard_gamma
 from ..tensor import Tensor, tensor_from
 from . import constraints

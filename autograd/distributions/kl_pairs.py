@@ -11,7 +11,7 @@ import numpy as np
 from .. import factories
 from ..differentiate import grad
 from ..ops.elementwise import where
-from ..ops.pointwise import xlogy
+from ..ops.pointwise_pairs import xlogy
 from .bernoulli import Bernoulli
 from .beta import Beta
 from .binomial import Binomial

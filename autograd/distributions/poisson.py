@@ -4,7 +4,7 @@
 """
 
 from ..ops import sampling
-from ..ops.pointwise import xlogy
+from ..ops.pointwise_pairs import xlogy
 from . import constraints
 from .distribution import broadcast_all
 from .exp_family import ExponentialFamily

@@ -15,6 +15,7 @@ from ..primitive import Primitive, node_named
 from ..tensor import Tensor, tensor_from
 from . import elementwise
 from .conversion import refuse_kinds
+from .elementwise_unary import Abs
 from .names import names
 from .outputs import write_out
 from .rounding import _refuse_integer_division_by_zero, remainder
@@ -234,7 +235,7 @@ def positive(input):
 @names("absolute")
 def absolute(input, *, out=None):
     """|input|"""
-    return write_out(elementwise.Abs.apply(input), out, same_dtype=input.dtype.kind != "c")
+    return write_out(Abs.apply(input), out, same_dtype=input.dtype.kind != "c")
 
 
 def integer_value(value, *tensors):

@@ -20,7 +20,7 @@ from .conversion import type_name
 from .distances import pairwise_distance
 from .elementwise import where
 from .names import names
-from .pointwise import xlogy
+from .pointwise_pairs import xlogy
 
 
 def legacy_reduction(size_average, reduce, reduction, stacklevel=3):

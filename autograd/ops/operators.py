@@ -1,6 +1,6 @@
 """The names the elementwise ops go by: Python's operators (``x + y``, ``x * 0.5``, ``-x``, ``x ** 2``),
 PyTorch's methods (``x.exp()``, ``x.clamp()``, ``x.clone()``, ``x.maximum(y)``) and their in-place twins.
-The ops themselves, each forward beside its derivative, are in elementwise.py.
+The ops themselves, each forward beside its derivative, are in elementwise.py and elementwise_unary.py.
 """
 
 from .. import backend
@@ -11,15 +11,11 @@ from ..primitive import named_node
 from ..tensor import Tensor
 from .arithmetic import positive
 from .elementwise import (
-    Abs,
     Add,
     Cast,
     Clone,
-    Cos,
     Div,
-    Exp,
     Fill,
-    Log,
     Maximum,
     Minimum,
     Mul,
@@ -28,15 +24,12 @@ from .elementwise import (
     PowConstant,
     Scale,
     Shift,
-    Sigmoid,
-    Sin,
-    Sqrt,
     Sub,
-    Tanh,
     binary,
     floating,
     where,
 )
+from .elementwise_unary import Abs, Cos, Exp, Log, Sigmoid, Sin, Sqrt, Tanh
 from .names import names
 from .pointwise import Reciprocal
 

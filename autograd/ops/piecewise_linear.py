@@ -17,7 +17,7 @@ values that NumPy computes faster than the chain (np.clip for hardtanh).
 
 The backward, z = g ⊙ a(x), is a node of its own that depends on x, as PyTorch's
 ``leaky_relu_backward`` and the like are: with ``create_graph=True`` the first derivative has a
-graph, and the second derivative exists and is zero (``ReluGrad`` in elementwise.py is the same
+graph, and the second derivative exists and is zero (``ReluGrad`` in elementwise_unary.py is the same
 pattern for relu alone).
 """
 

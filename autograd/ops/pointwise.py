@@ -1,6 +1,6 @@
-"""The rest of PyTorch's elementwise family, each forward beside its local derivative:
-logarithms and exponentials in other bases, hyperbolic and inverse trigonometric functions,
-erfinv, lerp, hypot, logaddexp, xlogy and xlog1py, nan_to_num (rounding and remainders: rounding.py).
+"""The rest of PyTorch's elementwise functions of one tensor, each forward beside its local derivative:
+logarithms and exponentials in other bases, hyperbolic and inverse trigonometric functions, erfinv,
+nan_to_num, logit, entr, sinc (rounding and remainders: rounding.py; of two tensors: pointwise_pairs.py).
 
 Integer and bool inputs of the floating functions become the default dtype first (log2 of
 an int64 tensor is float32, as in PyTorch).
@@ -9,13 +9,11 @@ an int64 tensor is float32, as in PyTorch).
 import math
 
 from ..backend import errstate, xp
-from ..errors import DtypeError, refuse_unbroadcastable
-from ..operands import _operand
 from ..primitive import Primitive, node_named
-from ..tensor import Tensor, tensor_from
+from ..tensor import Tensor
 from .conjugation import conj
-from .conversion import c_name, refuse_kinds, type_name
-from .elementwise import Where, floating, half_as_float32, promote, result_type, unbroadcast, where
+from .conversion import refuse_kinds, type_name
+from .elementwise import Where, floating, half_as_float32, promote, where
 from .names import names
 from .normal_tails import ndtri
 from .outputs import write_out
@@ -315,155 +313,6 @@ for _primitive, _name in ((Asin, "arcsin"), (Acos, "arccos"), (Atan, "arctan"), 
     _unary(_primitive, _name)
 
 
-class Atan2(Primitive):
-    """z = atan2(y, x), the angle of the point (x, y);
-    dL/dy = dL/dz · x / (x² + y²),   dL/dx = -dL/dz · y / (x² + y²)"""
-
-    def forward(self, y, x):
-        return xp.arctan2(y, x)
-
-    def backward(self, grad, z, y, x):
-        squared = x * x + y * y
-        origin = squared._data == 0
-        if origin.any():  # at (0, 0) both numerators are 0: divide by 1 there, for PyTorch's gradient 0 (not NaN)
-            squared = squared + Tensor._make(origin.astype(squared.dtype))
-        scale = grad / squared
-        return (unbroadcast(scale * x, y) if y.requires_grad else None,
-                unbroadcast(-scale * y, x) if x.requires_grad else None)
-
-
-@names("atan2", "arctan2", inplace=("atan2_", "arctan2_"))
-def atan2(input, other, *, out=None):
-    """The angle of the point (other, input), in (-π, π] (of real numbers only, as PyTorch's)."""
-    input, other = _floating_pair(input, other)
-    refuse_kinds(input, "atan2_cpu", "c")
-    return write_out(Atan2.apply(input, other), out)
-
-
-class Hypot(Primitive):
-    """z = √(x² + y²) without overflow;   dL/dx = dL/dz · x / z,   dL/dy = dL/dz · y / z"""
-
-    saves_output = True
-
-    def forward(self, x, y):
-        return xp.hypot(x, y)
-
-    def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * x / z, x) if x.requires_grad else None,
-                unbroadcast(grad * y / z, y) if y.requires_grad else None)
-
-
-@names("hypot", inplace="hypot_")
-def hypot(input, other, *, out=None):
-    """√(input² + other²), elementwise, without overflow."""
-    return write_out(Hypot.apply(*_floating_only_pair(input, other, "hypot_cpu")), out)
-
-
-class LogAddExp(Primitive):
-    """z = ln(e^x + e^y) without overflow;   dL/dx = dL/dz · e^(x - z) = dL/dz · σ(x - y),
-    dL/dy = dL/dz · σ(y - x)  (from x and y only: z may be changed in place later, as PyTorch allows;
-    complex: · conj σ, z holomorphic; computed shifted by the larger real part, NumPy having no complex ufunc)"""
-
-    handles_complex = True
-
-    def forward(self, x, y):
-        if x.dtype.kind != "c":
-            return xp.logaddexp(x, y)
-        shift = xp.maximum(x.real, y.real)
-        shift = xp.where(xp.isfinite(shift), shift, 0)
-        with errstate(divide="ignore"):
-            return xp.log(xp.exp(x - shift) + xp.exp(y - shift)) + shift
-
-    def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * conj((x - y).sigmoid()), x) if x.requires_grad else None,
-                unbroadcast(grad * conj((y - x).sigmoid()), y) if y.requires_grad else None)
-
-
-class LogAddExp2(Primitive):
-    """z = log₂(2^x + 2^y);   dL/dx = dL/dz · 2^(x - z) = dL/dz · σ((x - y) ln 2),
-    dL/dy = dL/dz · σ((y - x) ln 2)  (from x and y only, as LogAddExp)"""
-
-    def forward(self, x, y):
-        return xp.logaddexp2(x, y)
-
-    def backward(self, grad, z, x, y):
-        return (unbroadcast(grad * ((x - y) * math.log(2)).sigmoid(), x) if x.requires_grad else None,
-                unbroadcast(grad * ((y - x) * math.log(2)).sigmoid(), y) if y.requires_grad else None)
-
-
-@names("logaddexp")
-def logaddexp(input, other, *, out=None):
-    """ln(e^input + e^other), without overflow."""
-    return write_out(LogAddExp.apply(*_floating_only_pair(input, other, "logaddexp_cpu")), out)
-
-
-@names("logaddexp2")
-def logaddexp2(input, other, *, out=None):
-    """log₂(2^input + 2^other), without overflow."""
-    return write_out(LogAddExp2.apply(*_floating_only_pair(input, other, "logaddexp2_cpu")), out)
-
-
-def _zero_on_edge(slope, x, y, edge):
-    """dL/dx of x ln(y) (or x ln(1 + y)): grad · ln(...) where the logarithm is finite, 0 where x
-    is 0 and y at or past the logarithm's edge (grad itself enters through xlogy, so a zero
-    grad gives 0 even there)."""
-    condition = xp.broadcast_to((x._data == 0) & (y._data <= edge), slope.shape)
-    return Where.apply(Tensor._make(xp.zeros((), dtype=slope.dtype)), slope, condition=condition)
-
-
-class Xlogy(Primitive):
-    """z = x ln y, and 0 where x = 0 (unless y is NaN);
-    dL/dx = dL/dz · ln y (0 where x = 0 and y ≤ 0, as PyTorch's: z is 0 on that edge),
-    dL/dy = dL/dz · x / y"""
-
-    def forward(self, x, y):
-        with errstate(divide="ignore", invalid="ignore"):
-            product = x * xp.log(y)
-        return xp.where((x == 0) & ~xp.isnan(y), xp.zeros((), dtype=product.dtype), product)
-
-    def backward(self, grad, z, x, y):
-        grad_x = grad_y = None
-        if x.requires_grad:
-            grad_x = unbroadcast(_zero_on_edge(Xlogy.apply(grad, y), x, y, 0.0), x)
-        if y.requires_grad:
-            grad_y = unbroadcast(grad * x / y, y)
-        return grad_x, grad_y
-
-
-@names("xlogy", inplace="xlogy_")
-def xlogy(input, other, *, out=None):
-    """input · ln(other), defined as 0 where input is 0 (entropy terms p ln p at p = 0); real numbers only, as
-    PyTorch's."""
-    input, other = _floating_pair(input, other)
-    refuse_kinds(input, "xlogy_cpu", "c")
-    return write_out(Xlogy.apply(input, other), out)
-
-
-class Xlog1py(Primitive):
-    """z = x ln(1 + y), and 0 where x = 0 (unless y is NaN);
-    dL/dx = dL/dz · ln(1 + y) (0 where x = 0 and y ≤ -1),   dL/dy = dL/dz · x / (1 + y)"""
-
-    def forward(self, x, y):
-        with errstate(divide="ignore", invalid="ignore"):
-            product = x * xp.log1p(y)
-        return xp.where((x == 0) & ~xp.isnan(y), xp.zeros((), dtype=product.dtype), product)
-
-    def backward(self, grad, z, x, y):
-        grad_x = grad_y = None
-        if x.requires_grad:
-            grad_x = unbroadcast(_zero_on_edge(Xlog1py.apply(grad, y), x, y, -1.0), x)
-        if y.requires_grad:
-            grad_y = unbroadcast(grad * x / (y + 1.0), y)
-        return grad_x, grad_y
-
-
-def xlog1py(input, other, *, out=None):
-    """input · ln(1 + other), 0 where input is 0 (``special.xlog1py``)."""
-    input, other = _floating_pair(input, other)
-    refuse_kinds(input, "xlog1py_cpu", "c")
-    return write_out(Xlog1py.apply(input, other), out)
-
-
 class NanToNum(Primitive):
     """y = x with NaN, +inf and -inf replaced by numbers;   dL/dx = dL/dy where x is finite, 0 elsewhere"""
 
@@ -484,80 +333,6 @@ def nan_to_num(input, nan=None, posinf=None, neginf=None, *, out=None):
     if input.dtype.kind not in "fc":
         return write_out(input.clone(), out)
     return write_out(NanToNum.apply(input, nan=0.0 if nan is None else nan, posinf=posinf, neginf=neginf), out)
-
-
-class Lerp(Primitive):
-    """z = start + weight · (end - start);   dL/dstart = dL/dz · (1 - weight),
-    dL/dend = dL/dz · weight,   dL/dweight = dL/dz · (end - start)
-
-    Computed as PyTorch does, from the nearer end: start + w (end - start) for w < 1/2,
-    end - (end - start)(1 - w) otherwise, so that w = 1 gives end exactly.
-    """
-
-    def forward(self, start, end, weight):
-        if start.dtype == xp.float16:  # in float32, rounded once, as PyTorch's kernel
-            return self.forward(*(half_as_float32(xp.asarray(a)) for a in (start, end, weight))).astype(xp.float16)
-        difference = end - start
-        return xp.where(xp.abs(weight) < 0.5, start + weight * difference, end - difference * (1 - weight))
-
-    def backward(self, grad, z, start, end, weight):
-        return (unbroadcast(grad * (1.0 - weight), start) if start.requires_grad else None,
-                unbroadcast(grad * weight, end) if end.requires_grad else None,
-                unbroadcast(grad * (end - start), weight) if weight.requires_grad else None)
-
-
-@names("lerp")
-def lerp(input, end, weight, *, out=None):
-    """input + weight · (end - input): the point a fraction ``weight`` of the way to end. As PyTorch's, input
-    and end have one dtype, and so has a weight tensor with dims; a 0-d weight tensor takes part in the type
-    promotion (an integer input with a 0-d float weight is computed in floats); integers are refused."""
-    for name, other in (("end", end), ("weight", weight)):
-        if isinstance(other, Tensor) and other.dtype != input.dtype and (name == "end" or other.ndim):
-            raise DtypeError(f"expected dtype {c_name(input.dtype)} for `{name}` but "
-                             f"got dtype {c_name(other.dtype)}")
-    if not isinstance(weight, Tensor):
-        refuse_kinds(input, "lerp_kernel_scalar", "biu")
-        if isinstance(weight, complex) and input.dtype.kind != "c":
-            raise RuntimeError(f"value cannot be converted to type {input.dtype} without overflow")
-        if input.dtype == xp.float16 and isinstance(end, Tensor) and end.dtype == xp.float16:
-            # the number kept in float32, not rounded to float16 (0.3 would become 0.2998), as PyTorch's kernel
-            return write_out(lerp(input.float(), end.float(), weight).half(), out)
-        weight = _operand(weight, input)
-    else:
-        dtype = result_type(input, weight)
-        input, end, weight = (t if t.dtype == dtype else t.to(dtype) for t in (input, end, weight))
-        refuse_kinds(input, "lerp_kernel_tensor", "biu")
-    return write_out(Lerp.apply(input, end, weight), out)
-
-
-def _float_power_dtype(input, exponent):
-    """float64, or complex128 where either operand is complex: the dtype float_power computes in."""
-    complex_ = any(isinstance(v, complex) or isinstance(v, Tensor) and v.dtype.kind == "c" for v in (input, exponent))
-    return xp.complex128 if complex_ else xp.float64
-
-
-@names("float_power")
-def float_power(input, exponent, *, out=None):
-    """input ** exponent in float64, or in complex128 where either is complex (as PyTorch's)."""
-    wide = _float_power_dtype(input, exponent)
-    complex_ = wide == xp.complex128
-    input = input.to(wide) if isinstance(input, Tensor) else tensor_from(input, dtype=wide)
-    if isinstance(exponent, Tensor):
-        exponent = exponent.to(wide)
-    else:  # (a complex number exponent: x ** 0.5 of a complex x must not take the real path)
-        exponent = complex(exponent) if complex_ else float(exponent)
-    return write_out(input ** exponent, out)
-
-
-@names("float_power_", function=False)
-def float_power_(input, exponent):
-    """input = input ** exponent, which float_power computes in float64 (complex128): so input must have that dtype,
-    as PyTorch asks (a float32 input would silently lose the precision the op is for)."""
-    wide = _float_power_dtype(input, exponent)
-    if input.dtype != wide:
-        raise RuntimeError(f"the base given to float_power_ has dtype {type_name(input.dtype)} but the operation's "
-                           f"result requires dtype {type_name(xp.dtype(wide))}")
-    return input._write_back(float_power, (exponent,), {})
 
 
 @names("logit", inplace="logit_")
@@ -606,47 +381,6 @@ def _real_angle(input, name):
     return x
 
 
-@names("heaviside", inplace="heaviside_")
-def heaviside(input, values, *, out=None):
-    """0 where input < 0, 1 where input > 0, ``values`` where input is 0 (no gradient; NaN gives 0, as PyTorch).
-    input and values must have one dtype (PyTorch promotes neither)."""
-    x, v = input._data, values._data if isinstance(values, Tensor) else xp.asarray(values)
-    if x.dtype.kind == "c" or v.dtype.kind == "c" or out is not None and out.dtype.kind == "c":  # (checked first)
-        raise DtypeError("heaviside is not yet implemented for complex tensors.")
-    if x.dtype != v.dtype:
-        raise DtypeError("heaviside is not yet implemented for tensors with different dtypes.")
-    refuse_unbroadcastable(x.shape, v.shape)  # (NumPy's where would raise its ValueError)
-    return write_out(Tensor._make(xp.where(x == 0, v, x > 0).astype(xp.result_type(x, v))), out)
-
-
-class Copysign(Primitive):
-    """z = |x| with the sign (bit) of y;   dL/dx = dL/dy · z / x (0 where x = 0),   dL/dy = 0
-
-    PyTorch's rule, z / x, is NaN at an infinite or NaN x, and the output depends on y (its gradient, 0, flows)
-    even where x does not require grad."""
-
-    saves_output = True
-
-    def forward(self, x, y):
-        return xp.copysign(x, y)  # (a NaN's sign bit copied too, as PyTorch's)
-
-    def backward(self, grad, z, x, y):
-        with errstate(invalid="ignore", divide="ignore"):
-            ratio = xp.where(x._data == 0, 0.0, z._data / x._data).astype(x.dtype)
-        return (unbroadcast(grad * Tensor._make(ratio), x) if x.requires_grad else None,
-                unbroadcast(Tensor._make(xp.zeros(grad.shape, grad.dtype)), y) if y.requires_grad else None)
-
-
-@names("copysign", inplace="copysign_")
-def copysign(input, other, *, out=None):
-    """|input| with the sign of other (signed zeros included); complex numbers have no sign to copy."""
-    node = "CopysignBackward0" if isinstance(other, Tensor) else "CopysignBackward1"
-    input, other = _floating_pair(input, other)
-    refuse_kinds(input, "copysign_cpu", "c")
-    refuse_unbroadcastable(input.shape, other.shape)
-    return write_out(Copysign.apply(input, other, pytorch_name=node), out)
-
-
 class Entr(Primitive):
     """y = -x ln x (0 at x = 0, -inf for x < 0);   dL/dx = -dL/dy · (ln x + 1)"""
 
@@ -659,22 +393,6 @@ class Entr(Primitive):
     def backward(self, grad, y, x):
         with errstate(divide="ignore", invalid="ignore"):
             return (-grad * (x.log() + 1.0),)
-
-
-@names("fmax")
-@node_named("FmaxBackward0")
-def fmax(input, other, *, out=None):
-    """The larger of input and other elementwise, ignoring a NaN (NaN only where both are);
-    the gradient goes to input where input >= other or other is NaN, as PyTorch's."""
-    input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)
-    return write_out(where((input >= other) | other.isnan(), input, other), out)
-
-
-@names("fmin")
-def fmin(input, other, *, out=None):
-    """The smaller of input and other elementwise, ignoring a NaN (NaN only where both are)."""
-    input, other = promote(input, other)  # (shapes that do not broadcast: the comparison raises PyTorch's error)
-    return write_out(where((input <= other) | other.isnan(), input, other), out)
 
 
 @names("sinc", inplace="sinc_")

@@ -1,0 +1,204 @@
+"""The elementwise functions of one tensor the lecture's networks are made of, each forward beside its local
+derivative: exp, log, sqrt, sin, cos, tanh, sigmoid, relu and abs, with the nodes of the derivatives that a
+second derivative differentiates again (TanhGrad, SigmoidGrad, ReluGrad). The names they go by are declared in
+operators.py (relu and abs here)."""
+
+from .. import backend
+from ..backend import xp
+from ..errors import DtypeError
+from ..primitive import Primitive
+from ..tensor import Tensor
+from .conjugation import conj, refuse_unordered, sgn_of_complex
+from .elementwise import half_as_float32
+from .names import names
+from .selection import isfinite, vdot
+
+
+class Exp(Primitive):
+    """y = e^x;   dL/dx = dL/dy · y   (complex: · ȳ)"""
+
+    saves_inputs = False  # backward needs no input's values
+    saves_output = True
+    handles_complex = True
+
+    def forward(self, x):
+        return xp.exp(x)
+
+    def backward(self, grad, y, x):
+        return (grad * conj(y),)
+
+
+class Log(Primitive):
+    """y = ln x;   dL/dx = dL/dy / x   (complex: / x̄)"""
+
+    handles_complex = True
+
+    def forward(self, x):
+        return xp.log(x)
+
+    def backward(self, grad, y, x):
+        return (grad / conj(x),)
+
+
+class Sqrt(Primitive):
+    """y = √x;   dL/dx = dL/dy / (2y)"""
+
+    saves_inputs = False  # backward needs no input's values
+    saves_output = True
+    handles_complex = True
+
+    def forward(self, x):
+        return xp.sqrt(x)
+
+    def backward(self, grad, y, x):
+        return (grad / (conj(y) * 2.0),)
+
+
+class Sin(Primitive):
+    """y = sin x;   dL/dx = dL/dy · cos x   (complex: · conj(cos x))"""
+
+    handles_complex = True
+
+    def forward(self, x):
+        return xp.sin(x)
+
+    def backward(self, grad, y, x):
+        return (grad * conj(x.cos()),)
+
+
+class Cos(Primitive):
+    """y = cos x;   dL/dx = -dL/dy · sin x   (complex: · conj(sin x))"""
+
+    handles_complex = True
+
+    def forward(self, x):
+        return xp.cos(x)
+
+    def backward(self, grad, y, x):
+        return (-grad * conj(x.sin()),)
+
+
+class Tanh(Primitive):
+    """y = tanh x;   dL/dx = dL/dy · (1 - y²)   (complex: · conj(1 - y²))"""
+
+    saves_inputs = False  # backward needs no input's values
+    saves_output = True
+    handles_complex = True
+
+    def forward(self, x):
+        return xp.tanh(x)
+
+    def backward(self, grad, y, x):
+        if y._data.dtype.kind == "c":  # (TanhGrad's fused map is written for real numbers)
+            return (grad * conj(1.0 - y * y),)
+        return (TanhGrad.apply(grad, y),)
+
+
+class TanhGrad(Primitive):
+    """Tanh's backward as one node: z = g ⊙ (1 - y²)  (g = dL/dy, y = tanh x);
+    dL/dg = u ⊙ (1 - y²) (the same map, u = dL/dz),   dL/dy = -2 u ⊙ g ⊙ y.
+    One node instead of three ops; still differentiable."""
+
+    def forward(self, g, y):
+        z = backend.constant(1, y.dtype) - y * y
+        z *= g
+        return z
+
+    def backward(self, u, z, g, y):
+        grad_g = TanhGrad.apply(u, y) if g.requires_grad else None
+        grad_y = u * g * y * -2.0 if y.requires_grad else None
+        return grad_g, grad_y
+
+
+class Sigmoid(Primitive):
+    """y = σ(x) = 1 / (1 + e^-x);   dL/dx = dL/dy · y(1 - y)   (complex: · conj(y(1 - y)))"""
+
+    saves_inputs = False  # backward needs no input's values
+    saves_output = True
+    handles_complex = True
+
+    def forward(self, x):
+        if x.dtype.kind == "c":
+            return 1 / (1 + xp.exp(-x))
+        # e^-|x| never overflows; both branches equal 1 / (1 + e^-x) and keep
+        # full relative precision where σ(x) is tiny. float16 is computed in float32 and rounded once, as
+        # PyTorch's (e^-|x| rounded to float16 first puts σ(-3.584) 2 units off)
+        wide = half_as_float32(x)
+        e = xp.exp(-xp.abs(wide))
+        return xp.where(wide >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+    def backward(self, grad, y, x):
+        if y._data.dtype.kind == "c":  # (SigmoidGrad's fused map is written for real numbers)
+            return (grad * conj(y * (1.0 - y)),)
+        return (SigmoidGrad.apply(grad, y),)
+
+
+class SigmoidGrad(Primitive):
+    """Sigmoid's backward as one node: z = g ⊙ y(1 - y)  (g = dL/dy, y = σ(x));
+    dL/dg = u ⊙ y(1 - y) (the same map, u = dL/dz),   dL/dy = u ⊙ g ⊙ (1 - 2y).
+    One node instead of three ops; still differentiable."""
+
+    def forward(self, g, y):
+        z = g * y
+        z *= backend.constant(1, y.dtype) - y
+        return z
+
+    def backward(self, u, z, g, y):
+        grad_g = SigmoidGrad.apply(u, y) if g.requires_grad else None
+        grad_y = u * g * (1.0 - y * 2.0) if y.requires_grad else None
+        return grad_g, grad_y
+
+
+@names("relu", function=False, inplace="relu_")  # autograd.relu: ops/functions.py
+class Relu(Primitive):
+    """y = max(0, x);   dL/dx = dL/dy · [x > 0] = dL/dy · [y > 0]"""
+
+    saves_inputs = False
+    saves_output = True
+
+    def forward(self, x):
+        if x.dtype.kind in "cb":  # (checked here, not in a call: this is a hot path)
+            if x.dtype.kind == "b":
+                raise DtypeError("Boolean inputs not supported for relu")
+            refuse_unordered(x, "relu")
+        return xp.maximum(x, backend.constant(0, x.dtype))
+
+    def backward(self, grad, y, x):
+        return (ReluGrad.apply(grad, y),)
+
+
+class ReluGrad(Primitive):
+    """ReLU's backward as one node: z = g ⊙ [y > 0]  (g = dL/dy, y = relu x);
+    dL/dg = u ⊙ [y > 0] (the same map, u = dL/dz),   dL/dy = 0 (the mask is flat almost everywhere:
+    a zero gradient, not none, so x is still used by a second derivative, as in PyTorch)."""
+
+    def forward(self, g, y):
+        # y = relu x is 0 or positive, so its sign is the mask [y > 0] as floats: one NumPy pass where the
+        # comparison and its cast to a float mask are two (a float by a bool multiplies slower still)
+        product = g * xp.sign(y)
+        flat = product.ravel("K")  # (all_finite written out, as selection.selected: this is relu's hot path)
+        if isfinite(vdot(flat, flat)):
+            return product
+        # an inf or NaN in g where relu was off, or a NaN y (relu of NaN): PyTorch's backward selects, where(y <= 0,
+        # 0, g): 0 where relu was off even for an infinite g, and g itself at a NaN (sign(NaN) made it NaN, so a NaN
+        # input spread NaN into the gradient even where the loss did not use it)
+        return xp.where(y <= 0, xp.zeros((), product.dtype), g)
+
+    def backward(self, u, z, g, y):
+        return (ReluGrad.apply(u, y) if g.requires_grad else None,
+                Tensor._make(xp.zeros_like(y._data)) if y.requires_grad else None)  # (zeros, as PyTorch's)
+
+
+@names("abs", function=False)  # autograd.abs: ops/functions.py; abs_: ops/in_place_arithmetic.py
+class Abs(Primitive):
+    """y = |x|;   dL/dx = dL/dy · sign(x)  (0 at x = 0, as PyTorch; for complex x, sign x = x / |x|)"""
+
+    handles_complex = True
+
+    def forward(self, x):
+        if x.dtype.kind == "b":  # (NumPy's |True| is True)
+            raise NotImplementedError("\"abs_cpu\" not implemented for 'Bool'")
+        return xp.abs(x)
+
+    def backward(self, grad, y, x):
+        return (grad * (sgn_of_complex(x) if x._data.dtype.kind == "c" else x.sign()),)
