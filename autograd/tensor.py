@@ -333,9 +333,7 @@ class Tensor(WriteDoor):
         return self.item()
 
     def __index__(self):
-        if self._data.dtype.kind not in "biu":  # (a 0-d bool is 0 or 1, as PyTorch's)
-            raise TypeError("only integer tensors of a single element can be converted to an index")
-        if self._data.size != 1:
+        if self._data.dtype.kind not in "biu" or self._data.size != 1:  # (a 0-d bool is 0 or 1, as PyTorch's)
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 

@@ -189,17 +189,13 @@ def addcdiv_(self, tensor1, tensor2, *number_first, value=1):
 
 def _scaled_quotient(numerator, denominator, scale):
     """(scale · numerator) / denominator in one temporary, in addcdiv's order (arithmetic.addcdiv)."""
-    term = xp.multiply(numerator, _same_kind_number(scale, numerator)) if not (
-        isinstance(scale, (int, float)) and scale == 1) else xp.array(numerator, copy=True)
+    term = xp.array(numerator, copy=True) if _is_one(scale) else xp.multiply(numerator,
+                                                                             _same_kind_number(scale, numerator))
     if not isinstance(term, xp.ndarray):  # (NumPy gives a scalar for 0-d operands)
         term = xp.asarray(term)
     xp.divide(term, denominator, out=term, casting="unsafe")
     return term
 
-
-def _same_kind_number(scale, array):
-    """A float scale as a 0-d array of a floating array's dtype (NumPy would convert it at each call)."""
-    return xp.asarray(scale, dtype=array.dtype) if type(scale) is float and array.dtype.kind == "f" else scale
 
 
 @names("lerp_", function=False)
@@ -265,9 +261,17 @@ def _add_scaled(array, term, scale):
     the fast path of the optimizers' in-place updates makes one temporary, not two."""
     if not isinstance(term, xp.ndarray):  # NumPy gives a scalar, not a 0-d array, for 0-d operands
         term = xp.asarray(term)
-    if not (isinstance(scale, (int, float)) and scale == 1):
-        if type(scale) is float and term.dtype.kind == "f":  # the number converted once, as NumPy
-            scale = xp.asarray(scale, dtype=term.dtype)  # would at the call, only slower
-        xp.multiply(term, scale, out=term, casting="unsafe")
+    if not _is_one(scale):
+        xp.multiply(term, _same_kind_number(scale, term), out=term, casting="unsafe")
     xp.add(array, term, out=array, casting="same_kind")
     return array
+
+
+def _is_one(scale):
+    return isinstance(scale, (int, float)) and scale == 1
+
+
+def _same_kind_number(scale, array):
+    """A float scale as a 0-d array of a floating array's dtype: converted once, as NumPy would at the call,
+    only slower."""
+    return xp.asarray(scale, dtype=array.dtype) if type(scale) is float and array.dtype.kind == "f" else scale

@@ -33,7 +33,7 @@ from ..constants import sparse_coo
 from ..primitive import named_node
 from ..size import Size
 from ..tensor import Tensor, tensor_from
-from .merging import _merge_walk
+from .merging import _merge_walk, linear_positions
 
 
 def _index_tensor(indices):
@@ -202,9 +202,8 @@ class SparseTensor:
         each unique index its first entry)."""
         positions = self._indices_tensor._data
         sparse_sizes = tuple(self._size[:self.sparse_dim()])
-        linear = numpy.ravel_multi_index(tuple(positions), sparse_sizes) if positions.size else \
-            numpy.zeros(0, dtype=numpy.int64)
-        unique, first, inverse = numpy.unique(linear, return_index=True, return_inverse=True)
+        unique, first, inverse = numpy.unique(linear_positions(positions, sparse_sizes), return_index=True,
+                                              return_inverse=True)
         indices = tensor_from(numpy.stack(numpy.unravel_index(unique, sparse_sizes)).astype(numpy.int64).reshape(
             len(sparse_sizes), len(unique)))
         which = first if return_index else inverse

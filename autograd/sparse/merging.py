@@ -1,9 +1,18 @@
-"""PyTorch's order for the entries of a sum of two sparse tensors (its add_out_sparse_contiguous): which
-positions the sum has and where each entry of either operand goes (``autograd.sparse.coo``'s ``+``)."""
+"""The order of sparse entries: each position as one row-major number (``linear_positions``, what coalescing,
+grouping and merging compare), and PyTorch's order for the entries of a sum of two sparse tensors (its
+add_out_sparse_contiguous): which positions the sum has and where each entry of either operand goes."""
 
 import numpy
 
 from ..tensor import tensor_from
+
+
+def linear_positions(positions, sizes):
+    """Each entry's position (a column of the (len(sizes), nnz) ``positions``) as one number, row-major over
+    ``sizes``: what sorting, grouping and merging entries compare."""
+    if not sizes or not positions.size:
+        return numpy.zeros(positions.shape[-1], dtype=numpy.int64)
+    return numpy.ravel_multi_index(tuple(positions), sizes)
 
 
 def _merge_walk(a, b):
@@ -12,8 +21,8 @@ def _merge_walk(a, b):
     their union; unsorted ones give the entries PyTorch's does, equal neighbours met on the way merged. Returns
     the positions walked and, for each entry of a and of b, the one it is added into."""
     sparse_sizes = tuple(a._size[:a.sparse_dim()])
-    own = numpy.ravel_multi_index(tuple(a._indices_tensor._data), sparse_sizes).tolist()
-    other = numpy.ravel_multi_index(tuple(b._indices_tensor._data), sparse_sizes).tolist()
+    own = linear_positions(a._indices_tensor._data, sparse_sizes).tolist()
+    other = linear_positions(b._indices_tensor._data, sparse_sizes).tolist()
     walked, own_slots, other_slots = [], [], []
     i = j = 0
     while i < len(own) or j < len(other):

@@ -7,6 +7,7 @@ from ..backend import ufunc_at, xp
 from ..primitive import Primitive, named_node
 from ..tensor import Tensor
 from .coo import SparseTensor
+from .merging import linear_positions
 
 
 def sum(input, dim=None, dtype=None):  # noqa: A001  (torch.sparse.sum's name)
@@ -33,8 +34,7 @@ def _grouped(input, dim):
     input = input.coalesce()
     positions = numpy.delete(input._indices_tensor._data, dim, axis=0)
     sizes = tuple(s for d, s in enumerate(input.shape[:input.sparse_dim()]) if d != dim)
-    linear = numpy.ravel_multi_index(tuple(positions), sizes) if sizes else numpy.zeros(input._nnz(), numpy.int64)
-    unique, group = numpy.unique(linear, return_inverse=True)
+    unique, group = numpy.unique(linear_positions(positions, sizes), return_inverse=True)
     return input, group.reshape(-1).astype(numpy.int64), len(unique)
 
 
