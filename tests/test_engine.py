@@ -350,6 +350,32 @@ def test_second_derivative_of_tanh():
     np.testing.assert_allclose(d2y.numpy(), -2 * t * (1 - t**2))
 
 
+def test_products_in_backward_are_recorded_only_under_create_graph():
+    """Mul's and Scale's derivatives are products again: nodes under create_graph, plain arrays otherwise.
+    Both passes give the same first derivative, and only the recorded one has a second."""
+    x = Tensor([0.5, -2.0, 3.0], dtype=np.float64, requires_grad=True)
+    y = Tensor([1.5, 0.25, -1.0], dtype=np.float64, requires_grad=True)
+
+    def f():
+        return (x * y * 3.0 * x).sum()  # 3 x² y
+
+    plain_x, plain_y = autograd.grad(f(), (x, y))
+    assert plain_x.grad_fn is None and not plain_x.requires_grad and plain_x.dtype == autograd.float64
+    recorded_x, recorded_y = autograd.grad(f(), (x, y), create_graph=True)
+    assert recorded_x.requires_grad and recorded_x.grad_fn is not None
+    np.testing.assert_array_equal(plain_x.numpy(), recorded_x.detach().numpy())
+    np.testing.assert_array_equal(plain_y.numpy(), recorded_y.detach().numpy())
+    np.testing.assert_allclose(plain_x.numpy(), 6 * x.numpy() * y.numpy())
+    np.testing.assert_allclose(plain_y.numpy(), 3 * x.numpy() ** 2)
+    d2_xx, d2_xy = autograd.grad(recorded_x.sum(), (x, y))  # d/dx and d/dy of Σ 6xy
+    np.testing.assert_allclose(d2_xx.numpy(), 6 * y.numpy())
+    np.testing.assert_allclose(d2_xy.numpy(), 6 * x.numpy())
+    broadcast = Tensor([[1.0], [2.0]], requires_grad=True)  # a broadcast factor: its share summed back
+    (broadcast * Tensor([1.0, 2.0, 3.0]) * 0.5).sum().backward()
+    np.testing.assert_array_equal(broadcast.grad.numpy(), [[3.0], [3.0]])
+    assert broadcast.grad.dtype == autograd.float32
+
+
 def test_gradient_penalty_trains_through_create_graph():
     w = Tensor([[0.5, -0.3], [0.2, 0.8]], dtype=np.float64, requires_grad=True)
     x = Tensor([[1.0, 2.0]], dtype=np.float64, requires_grad=True)

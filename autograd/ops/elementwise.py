@@ -15,6 +15,7 @@ import numpy
 from .. import backend
 from ..backend import errstate, xp
 from ..errors import DtypeError, refuse_bool_subtraction, refuse_unbroadcastable
+from ..graph import modes
 from ..operands import _is_bool, _operand
 from ..primitive import Primitive
 from ..tensor import Tensor, as_array
@@ -180,8 +181,16 @@ class Mul(Primitive):
     def backward(self, grad, z, x, y):
         by_x, by_y = (conj(x), conj(y)) if grad._data.dtype.kind == "c" else (x, y)
         # (Mul itself, not the * operator: x, y and so dL/dz share one dtype, promoted before the forward)
-        return (unbroadcast(Mul.apply(grad, by_y), x) if x.requires_grad else None,
-                unbroadcast(Mul.apply(grad, by_x), y) if y.requires_grad else None)
+        # create_graph records the products, nodes a second derivative goes through; a pass that records
+        # nothing needs no nodes for them, only the arrays' product (the hot path of every backward)
+        times = Mul.apply if modes.grad_enabled else _unrecorded_product
+        return (unbroadcast(times(grad, by_y), x) if x.requires_grad else None,
+                unbroadcast(times(grad, by_x), y) if y.requires_grad else None)
+
+
+def _unrecorded_product(x, y):
+    """x · y as Mul's forward computes it, with no node: for a backward pass that records nothing."""
+    return Tensor._make(x._data * y._data)
 
 
 class Div(Primitive):
@@ -397,7 +406,9 @@ class Scale(Primitive):
         return x * self.c
 
     def backward(self, grad, y, x):
-        return (Scale.apply(grad, c=self.c),)
+        if modes.grad_enabled:  # create_graph: c · dL/dy is recorded, a node a second derivative goes through
+            return (Scale.apply(grad, c=self.c),)
+        return (Tensor._make(self.forward(grad._data)),)  # a pass that records nothing needs no node, only the array
 
 
 class Shift(Primitive):
