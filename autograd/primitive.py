@@ -95,6 +95,7 @@ class Primitive:
         REGISTRY[cls.__name__] = cls
         cls.freed_parents = FreedGraph.of(cls)  # what release() leaves in place of the parents
         cls.frees = bool(cls.saves_inputs or cls.saves_output or cls.saves_arguments)  # (one read in release)
+        cls.bare = object.__new__(cls)  # a node with no parameters: runs the forward of a backward's own op
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -175,6 +176,22 @@ class Primitive:
         elif recording is INFERENCE:  # made in inference_mode: an inference tensor (a view of a normal one stays so)
             out._inference = not node.is_view or inputs[0]._inference
         return out
+
+    @classmethod
+    def apply_in_backward(cls, *inputs, **params):
+        """apply, for a derivative formula inside a backward (dL/dx = dL/dy · y is Mul again). Under
+        create_graph it is apply: recorded, a node a second derivative goes through. A pass that records
+        nothing needs no node for it, only the forward on the arrays: one node per step of the user's
+        graph, not two (the hot path of every backward). For ops whose forward keeps nothing on the node."""
+        if modes.grad_enabled:
+            return cls.apply(*inputs, **params)
+        node = cls.bare
+        if params:
+            node = object.__new__(cls)
+            node.__dict__ = params
+        if len(inputs) == 2:  # (the common arity spelled out)
+            return Tensor._make(node.forward(inputs[0]._data, inputs[1]._data))
+        return Tensor._make(node.forward(*[x._data for x in inputs]))
 
     packed = False  # what it saved went through saved_tensors_hooks: unpacked at backward
 

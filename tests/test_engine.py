@@ -356,8 +356,10 @@ def test_products_in_backward_are_recorded_only_under_create_graph():
     x = Tensor([0.5, -2.0, 3.0], dtype=np.float64, requires_grad=True)
     y = Tensor([1.5, 0.25, -1.0], dtype=np.float64, requires_grad=True)
 
-    def f():
-        return (x * y * 3.0 * x).sum()  # 3 x² y
+    M = Tensor([[0.5, -1.0], [2.0, 0.25], [-0.75, 1.0]], dtype=np.float64)
+
+    def f():  # 3 x² y, and products, tanh and relu whose derivatives are ops again (MatMul, TanhGrad, ReluGrad)
+        return (x * y * 3.0 * x).sum() + (((x * y).reshape(1, 3) @ M).tanh().relu() * 0.0).sum()
 
     plain_x, plain_y = autograd.grad(f(), (x, y))
     assert plain_x.grad_fn is None and not plain_x.requires_grad and plain_x.dtype == autograd.float64
@@ -365,6 +367,12 @@ def test_products_in_backward_are_recorded_only_under_create_graph():
     assert recorded_x.requires_grad and recorded_x.grad_fn is not None
     np.testing.assert_array_equal(plain_x.numpy(), recorded_x.detach().numpy())
     np.testing.assert_array_equal(plain_y.numpy(), recorded_y.detach().numpy())
+    u = Tensor([[0.3, -0.2]], dtype=np.float64, requires_grad=True)
+    for create_graph in (False, True):
+        (gu,) = autograd.grad((u @ M.T).tanh().relu().sum(), u, create_graph=create_graph)
+        t = np.tanh(u.numpy() @ M.numpy().T)
+        np.testing.assert_allclose(gu.detach().numpy(), ((t > 0) * (1 - t**2)) @ M.numpy())
+        assert (gu.grad_fn is not None) == create_graph
     np.testing.assert_allclose(plain_x.numpy(), 6 * x.numpy() * y.numpy())
     np.testing.assert_allclose(plain_y.numpy(), 3 * x.numpy() ** 2)
     d2_xx, d2_xy = autograd.grad(recorded_x.sum(), (x, y))  # d/dx and d/dy of Σ 6xy

@@ -181,16 +181,8 @@ class Mul(Primitive):
     def backward(self, grad, z, x, y):
         by_x, by_y = (conj(x), conj(y)) if grad._data.dtype.kind == "c" else (x, y)
         # (Mul itself, not the * operator: x, y and so dL/dz share one dtype, promoted before the forward)
-        # create_graph records the products, nodes a second derivative goes through; a pass that records
-        # nothing needs no nodes for them, only the arrays' product (the hot path of every backward)
-        times = Mul.apply if modes.grad_enabled else _unrecorded_product
-        return (unbroadcast(times(grad, by_y), x) if x.requires_grad else None,
-                unbroadcast(times(grad, by_x), y) if y.requires_grad else None)
-
-
-def _unrecorded_product(x, y):
-    """x · y as Mul's forward computes it, with no node: for a backward pass that records nothing."""
-    return Tensor._make(x._data * y._data)
+        return (unbroadcast(Mul.apply_in_backward(grad, by_y), x) if x.requires_grad else None,
+                unbroadcast(Mul.apply_in_backward(grad, by_x), y) if y.requires_grad else None)
 
 
 class Div(Primitive):

@@ -91,7 +91,7 @@ class Tanh(Primitive):
     def backward(self, grad, y, x):
         if y._data.dtype.kind == "c":  # (TanhGrad's fused map is written for real numbers)
             return (grad * conj(1.0 - y * y),)
-        return (TanhGrad.apply(grad, y),)
+        return (TanhGrad.apply_in_backward(grad, y),)
 
 
 class TanhGrad(Primitive):
@@ -105,7 +105,7 @@ class TanhGrad(Primitive):
         return z
 
     def backward(self, u, z, g, y):
-        grad_g = TanhGrad.apply(u, y) if g.requires_grad else None
+        grad_g = TanhGrad.apply_in_backward(u, y) if g.requires_grad else None
         grad_y = u * g * y * -2.0 if y.requires_grad else None
         return grad_g, grad_y
 
@@ -164,7 +164,7 @@ class Relu(Primitive):
         return xp.maximum(x, backend.constant(0, x.dtype))
 
     def backward(self, grad, y, x):
-        return (ReluGrad.apply(grad, y),)
+        return (ReluGrad.apply_in_backward(grad, y),)
 
 
 class ReluGrad(Primitive):
@@ -185,7 +185,7 @@ class ReluGrad(Primitive):
         return xp.where(y <= 0, xp.zeros((), product.dtype), g)
 
     def backward(self, u, z, g, y):
-        return (ReluGrad.apply(u, y) if g.requires_grad else None,
+        return (ReluGrad.apply_in_backward(u, y) if g.requires_grad else None,
                 Tensor._make(xp.zeros_like(y._data)) if y.requires_grad else None)  # (zeros, as PyTorch's)
 
 

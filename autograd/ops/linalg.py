@@ -40,14 +40,15 @@ class MatMul(Primitive):
         by_a, by_b = (conj(a), conj(b)) if grad._data.dtype.kind == "c" else (a, b)  # (conjugation.py)
         grad_a = grad_b = None
         batched = grad._data.ndim > 2  # (two matrices never broadcast: their gradients fit as they are)
+        product = MatMul.apply_in_backward
         if a.requires_grad:
-            grad_a = (MatMul.apply(by_b, grad, transpose_a=tb, transpose_b=True) if ta else
-                      MatMul.apply(grad, by_b, transpose_b=not tb))
+            grad_a = (product(by_b, grad, transpose_a=tb, transpose_b=True) if ta else
+                      product(grad, by_b, transpose_b=not tb))
             if batched:
                 grad_a = unbroadcast(grad_a, a)
         if b.requires_grad:
-            grad_b = (MatMul.apply(grad, by_a, transpose_a=True, transpose_b=ta) if tb else
-                      MatMul.apply(by_a, grad, transpose_a=not ta))
+            grad_b = (product(grad, by_a, transpose_a=True, transpose_b=ta) if tb else
+                      product(by_a, grad, transpose_a=not ta))
             if batched:
                 grad_b = unbroadcast(grad_b, b)
         return grad_a, grad_b
