@@ -36,6 +36,35 @@ from autograd.graph import zero_grad
 from autograd.hooks import add_hook
 from autograd.tensor import tensor_from
 
+# what optimizers copied from PyTorch's sources import from torch.optim.optimizer (pytorch_helpers.py)
+from .pytorch_helpers import (  # noqa: F401  (re-exported: imported from here by those optimizers)
+    Args,
+    DeviceDict,
+    DeviceDtypeDict,
+    Kwargs,
+    StateDict,
+    _capturable_doc,
+    _default_to_fused_or_foreach,
+    _device_dtype_check_for_fused,
+    _differentiable_doc,
+    _disable_dynamo_if_unsupported,
+    _foreach_doc,
+    _foreach_supported_types,
+    _fused_doc,
+    _get_capturable_supported_devices,
+    _get_foreach_kernels_supported_devices,
+    _get_fused_kernels_supported_devices,
+    _get_scalar_dtype,
+    _get_value,
+    _group_tensors_by_device_and_dtype,
+    _maximize_doc,
+    _params_doc,
+    _stack_if_compiling,
+    _to_scalar,
+    _use_grad_for_differentiable,
+    _view_as_real,
+)
+
 # PyTorch's names for the hook types: hook(optimizer, args, kwargs) -> None or (new_args, new_kwargs),
 # and hook(optimizer, args, kwargs) -> None
 OptimizerPreHook = OptimizerPostHook = Callable
@@ -107,132 +136,6 @@ def _with_step_hooks(step):
 
     hooked_step.hooked = True
     return hooked_step
-
-
-# -- what optimizers copied from PyTorch's sources import from torch.optim.optimizer ---------------------------------
-# (a custom AdamW variant starts from PyTorch's adamw.py: these names come with it)
-
-Args = tuple  # the types PyTorch's annotations name
-Kwargs = StateDict = DeviceDict = DeviceDtypeDict = dict
-_foreach_supported_types = [Tensor]  # (nn.Parameter is a Tensor subclass here: PyTorch lists both)
-_params_doc = """params (iterable): iterable of parameters or named_parameters to optimize, or iterable of dicts
-            defining parameter groups"""
-_foreach_doc = """foreach (bool, optional): whether the foreach implementation is used (accepted: one
-            implementation here) (default: None)"""
-_fused_doc = """fused (bool, optional): whether the fused implementation is used (default: None)"""
-_capturable_doc = """capturable (bool, optional): whether this instance is safe to capture in a graph
-            (accepted: nothing is captured here) (default: False)"""
-_differentiable_doc = """differentiable (bool, optional): whether autograd should occur through the optimizer
-            step in training; otherwise step() runs under no_grad (default: False)"""
-_maximize_doc = """maximize (bool, optional): maximize the objective with respect to the params, instead of
-            minimizing (default: False)"""
-
-
-def _use_grad_for_differentiable(func):
-    """PyTorch's decorator of an optimizer's ``step``: grad mode on only with ``differentiable`` (the
-    defaults' flag), restored afterwards."""
-
-    @functools.wraps(func)
-    def _use_grad(self, *args, **kwargs):
-        with set_grad_enabled(bool(self.defaults["differentiable"])):
-            return func(self, *args, **kwargs)
-
-    return _use_grad
-
-
-def _get_value(x):
-    """A 0-d Tensor's number (``step`` kept as a Tensor), anything else as it is."""
-    return x.item() if isinstance(x, Tensor) else x
-
-
-def _stack_if_compiling(x):
-    """(PyTorch stacks a list of Tensors under torch.compile; there is no compiling here.)"""
-    return x
-
-
-def _disable_dynamo_if_unsupported(single_tensor_fn=None):
-    """(PyTorch's decorator that keeps torch.compile off a functional step; there is nothing to keep off.)"""
-    return lambda func: func
-
-
-def _get_fused_kernels_supported_devices():
-    return ["mps", "cuda", "xpu", "hpu", "cpu", "privateuseone"]
-
-
-def _get_foreach_kernels_supported_devices():
-    return ["cuda", "xpu", "privateuseone"]
-
-
-def _get_capturable_supported_devices(supports_xla=True):
-    return ["cuda", "xpu", "hpu", "privateuseone"] + (["xla"] if supports_xla else [])
-
-
-def _default_to_fused_or_foreach(params, differentiable, use_fused=False):
-    """(fused, foreach) as PyTorch picks them for an optimizer whose user left both None: fused where asked
-    for and every parameter is a floating-point Tensor, foreach where every parameter is on an accelerator
-    (never on the CPU); neither for ``differentiable``."""
-    if differentiable:
-        return False, False
-    from nn.parameter import Parameter  # (here: `import optim` need not load nn)
-
-    def plain(p):  # a Tensor or a Parameter, not a subclass of its own (PyTorch's _foreach_supported_types)
-        return type(p) in (*_foreach_supported_types, Parameter)
-
-    fused = use_fused and all(p is None or plain(p) and p.device.type in _get_fused_kernels_supported_devices()
-                              and p.is_floating_point() for p in params)
-    foreach = not fused and all(p is None or plain(p) and p.device.type in _get_foreach_kernels_supported_devices()
-                                for p in params)
-    return fused, foreach
-
-
-def _device_dtype_check_for_fused(p, cuda_unsupported=False):
-    devices = [d for d in _get_fused_kernels_supported_devices() if not (cuda_unsupported and d == "cuda")]
-    if not (p.device.type in devices and p.is_floating_point()):
-        raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
-                           f"supported devices: {devices} but {p.dtype} and {p.device.type}")
-
-
-def _view_as_real(params, *state_and_grads):
-    """Each complex tensor of ``params`` (and the same entry of each list in ``state_and_grads``) replaced,
-    in the lists, by its (real, imaginary) pairs: a view, so steps on them change the originals."""
-    from autograd import view_as_real
-
-    for i, p in enumerate(params):
-        if p.is_complex():
-            params[i] = view_as_real(params[i])
-            for values in state_and_grads:
-                values[i] = view_as_real(values[i])
-
-
-def _get_scalar_dtype(is_fused=None):
-    """The dtype of ``step`` and other scalar state: float32, or float64 under a float64 default dtype
-    (float32 always for the fused kernels)."""
-    import autograd
-
-    if is_fused:
-        return autograd.float32
-    return autograd.float64 if get_default_dtype() == float64 else autograd.float32
-
-
-def _to_scalar(x):
-    """A 1-element Tensor hyperparameter as a 0-d Tensor; anything else as it is."""
-    return x.squeeze() if isinstance(x, Tensor) and x.dim() != 0 else x
-
-
-def _group_tensors_by_device_and_dtype(tensorlistlist, with_indices=False):
-    """{(device, dtype): (the lists restricted to the tensors of the first list on that device with that dtype,
-    their indices where ``with_indices``, else [])}, as PyTorch's foreach paths group tensors before each batched
-    call (an empty list, such as max_exp_avg_sqs without amsgrad, stays empty in every group)."""
-    groups = {}
-    for i, first in enumerate(tensorlistlist[0]):
-        key = (first.device, first.dtype)
-        lists, indices = groups.setdefault(key, ([[] for _ in tensorlistlist], []))
-        for values, group_values in zip(tensorlistlist, lists):
-            if values:
-                group_values.append(values[i])
-        if with_indices:
-            indices.append(i)
-    return groups
 
 
 def require(condition, message):
