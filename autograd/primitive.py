@@ -22,7 +22,9 @@ Every subclass lands in ``REGISTRY``, which the tests walk.
 What a node keeps is declared by its op: the output when ``saves_output``, the
 inputs when ``saves_inputs`` (the default; an op whose backward needs only the
 inputs' shapes and dtypes sets it False, so an add chain keeps no intermediate
-arrays alive). Only what is kept is checked for in-place changes at backward.
+arrays alive). Only what is kept is checked for in-place changes at backward, and of
+the inputs only those a gradient to be computed reads (``saved_input_readers``: a
+product's factor is read only for the other factor's gradient, as PyTorch saves it).
 After a backward pass a node frees what it saved (its inputs, its output, tensors among
 its parameters, ``saves_arguments``); a node that saved none of them can run again.
 """
@@ -79,6 +81,10 @@ class Primitive:
     saves_output = False  # backward uses the output y (exp, tanh, softmax): keep it
     saves_inputs = True  # backward uses the inputs' values (mul, matmul); False: shapes only
     saves_arguments = False  # backward uses a tensor among its parameters (an index, a mask, a scalar operand)
+    # for each input, the inputs whose gradients read its saved values (a product's factor: only the other
+    # factor's, (1,) and (0,)); None: any gradient may read any input. An input changed in place after the
+    # forward is refused only where a gradient to be computed reads it, as PyTorch saves only those.
+    saved_input_readers = None
     frees = True  # release() has something to free: any of the three above (set per subclass)
     hooks = None  # hooks on the output tensor, run on dL/dy
     pre_hooks = None  # hooks on the node (register_prehook), run on dL/dy after the tensor's and retain_grad
@@ -349,7 +355,7 @@ class Primitive:
             created = self.created
             for x in inputs:
                 if x._version_cell[0] > created:
-                    self._raise_modified(x.shape)
+                    self._refuse_changed_input(x, inputs)
         output = None
         if self.saves_output:
             if self.output_version[0] > self.created:
@@ -380,6 +386,16 @@ class Primitive:
         output._requires_grad = True
         output.grad_fn = self
         return output
+
+    def _refuse_changed_input(self, x, inputs):
+        """A saved input x was written in place after the forward: refused, unless no gradient to be
+        computed reads it (y = x·w with x needing no gradient: dL/dw reads x, not w)."""
+        readers = self.saved_input_readers
+        if readers is not None:
+            position = next(i for i, input in enumerate(inputs) if input is x)
+            if not any(inputs[reader].requires_grad for reader in readers[position]):
+                return
+        self._raise_modified(x.shape)
 
     def _raise_modified(self, shape):
         raise RuntimeError(

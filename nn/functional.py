@@ -68,6 +68,7 @@ class AffineMap(Primitive):
     """
 
     handles_complex = True
+    saved_input_readers = ((1,), (0,), ())  # x only for dL/dW, W only for dL/dx, b for none (its shape alone)
     pytorch_name = "AddmmBackward0"  # (a batch of vectors and a bias; linear names the other cases as PyTorch's)
 
     def forward(self, x, weight, bias=None):
@@ -90,12 +91,12 @@ class AffineMap(Primitive):
         by_x, by_weight = (conj(x), conj(weight)) if grad._data.dtype.kind == "c" else (x, weight)  # (complex)
         grad_x = None
         if x.requires_grad:
-            grad_x = MatMul.apply(grad, by_weight) if grad.ndim > 1 else grad @ by_weight
+            grad_x = MatMul.apply_in_backward(grad, by_weight) if grad.ndim > 1 else grad @ by_weight
         grad_weight = None
         if weight.requires_grad:
             rows = grad.reshape(-1, grad.shape[-1]) if grad.ndim != 2 else grad
             inputs = by_x.reshape(-1, x.shape[-1]) if x.ndim != 2 else by_x
-            grad_weight = MatMul.apply(rows, inputs, transpose_a=True)
+            grad_weight = MatMul.apply_in_backward(rows, inputs, transpose_a=True)
         grad_bias = None
         if bias is not None and bias.requires_grad:
             grad_bias = grad.sum(tuple(range(grad.ndim - 1))) if grad.ndim > 1 else grad

@@ -238,6 +238,65 @@ def test_inplace_change_of_a_parameter_under_no_grad_is_detected():
         y.backward()
 
 
+@pytest.mark.parametrize("product", ["mul", "matmul", "linear", "einsum"])
+def test_a_factor_changed_in_place_is_refused_only_where_a_gradient_reads_it(T, product):
+    """PyTorch saves a product's factor only for the other factor's gradient: with x needing none, w may be
+    changed in place before backward (dL/dw reads x); changing x, or w where x needs a gradient, refuses."""
+    import nn.functional as F_ours
+
+    def f(x, w):
+        if product == "mul":
+            return x * w
+        if product == "matmul":
+            return x @ w.T
+        if product == "einsum":
+            return T.einsum("ij,kj->ik", x, w)
+        linear = F_ours.linear if T is autograd else __import__("torch").nn.functional.linear
+        return linear(x, w, T.zeros(2))
+
+    x_values, w_values = [[1.0, 2.0], [3.0, 4.0]], [[0.5, -1.0], [2.0, 0.25]]
+    x, w = T.tensor(x_values), T.tensor(w_values, requires_grad=True)
+    y = f(x, w)
+    with T.no_grad():
+        w.mul_(2.0)  # not read by any gradient to come
+    y.sum().backward()
+    expected = np.array(x_values) if product == "mul" else np.tile(np.sum(x_values, 0), (2, 1))
+    np.testing.assert_allclose(w.grad.numpy(), expected)
+    x, w = T.tensor(x_values), T.tensor(w_values, requires_grad=True)
+    y = f(x, w)
+    x.add_(1.0)  # read by dL/dw
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    x, w = T.tensor(x_values, requires_grad=True), T.tensor(w_values, requires_grad=True)
+    y = f(x, w)
+    with T.no_grad():
+        w.mul_(2.0)  # read by dL/dx now
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    x = T.tensor(x_values, requires_grad=True)
+    squared = f(x, x)
+    with T.no_grad():
+        x.mul_(3.0)  # x and x: each factor read by the other's gradient
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        squared.sum().backward()
+
+
+def test_a_dividend_changed_in_place_is_refused_only_where_the_divisor_needs_a_gradient(T):
+    """z = x / y: x is read only by dL/dy, y by both gradients (PyTorch's DivBackward0 saves so)."""
+    x, y = T.tensor([1.0, 2.0], requires_grad=True), T.tensor([4.0, 8.0])
+    z = x / y
+    with T.no_grad():
+        x.mul_(3.0)
+    z.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.25, 0.125])
+    x, y = T.tensor([1.0, 2.0]), T.tensor([4.0, 8.0], requires_grad=True)
+    z = x / y
+    with T.no_grad():
+        x.mul_(3.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.sum().backward()
+
+
 def test_inplace_on_leaf_requiring_grad_outside_no_grad_is_refused():
     w = Tensor([1.0], requires_grad=True)
     with pytest.raises(RuntimeError, match=r"in-place operation \(a tensor of shape \(1,\)\)"):

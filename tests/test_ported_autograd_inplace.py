@@ -88,8 +88,6 @@ def test_detach_then_inplace_raises_in_autograd(T):
     raises(RuntimeError, "has been modified by an inplace", y.backward)
 
 
-@xfail_ours("x * c saves x even when only x requires grad (Mul's backward for c would need it, but c needs no "
-            "gradient): PyTorch saves only what the wanted gradients need (ops/: left for the report)")
 def test_no_unnecessary_save(T):
     """x * constant saves only the constant for x's gradient: changing x afterwards is fine."""
     mu = T.ones(1, requires_grad=True)

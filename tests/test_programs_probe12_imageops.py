@@ -1737,10 +1737,6 @@ def test_an_embedding_table_may_change_in_place_before_backward(T, nn):
     np.testing.assert_array_equal(first.numpy(), expected)
 
 
-@pytest.mark.xfail(strict=True, reason="a product with a constant tensor keeps both operands (Mul, Div, matmul, "
-                   "einsum save every input whatever needs a gradient; PyTorch keeps x only where the other operand "
-                   "requires grad), so writing x in place afterwards refuses the backward; the fix is per-input saving "
-                   "in primitive.py and the hot Mul/Div/matmul nodes, left to the maintainers")
 def test_denormalising_in_place_through_a_constant_tensor():
     """img[:, c] = img[:, c] * std[c] + mean[c] on an image that needs a gradient (an adversarial example shown in
     pixel space): PyTorch's MulBackward0 keeps std[c] only."""

@@ -1508,9 +1508,6 @@ def test_soft_q_target_by_deepcopy():
     assert ours[0] == [None] * 4 and ours[1] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="autograd/primitive.py's chain checks the version of every saved input: "
-                   "a first layer's weight changed in place (under no_grad) after the forward refuses backward, "
-                   "where PyTorch's addmm saved no weight (the layer's input needs no gradient) and backpropagates")
 def test_first_layer_weight_changed_in_place_before_backward():
     torch, nn = OURS.torch, OURS.nn
     torch.manual_seed(0)

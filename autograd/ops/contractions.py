@@ -31,6 +31,11 @@ class Einsum(Primitive):
 
     handles_complex = True
 
+    @property
+    def saved_input_readers(self):  # x_k's values are read only by the other operands' gradients
+        operands = range(len(self.terms))
+        return tuple(tuple(j for j in operands if j != k) for k in operands)
+
     def forward(self, *xs):
         return xp.einsum(f"{','.join(self.terms)}->{self.output}", *xs, optimize=len(xs) > 1)
 

@@ -174,6 +174,7 @@ class Mul(Primitive):
     """z = x · y;   dL/dx = dL/dz · y,   dL/dy = dL/dz · x   (complex: · ȳ and · x̄)"""
 
     handles_complex = True
+    saved_input_readers = ((1,), (0,))  # x is read only for dL/dy, y only for dL/dx
 
     def forward(self, x, y):
         return x * y
@@ -192,6 +193,7 @@ class Div(Primitive):
     divided by √d are by masked_fill_. (x / y) / y, not x / y², which would underflow first."""
 
     handles_complex = True
+    saved_input_readers = ((1,), (0, 1))  # x is read only for dL/dy; y for both
 
     def forward(self, x, y):
         return x / y
