@@ -204,8 +204,11 @@ class Primitive:
     def _pack(self, out):
         """Pass what this node saves through the saved-tensor hooks (graph.saved_tensors_hooks)."""
         hooks = modes.saved_tensor_hooks
-        if self.saves_inputs:
-            self.inputs = tuple(PackedTensor(x, hooks) for x in self.inputs)
+        if self.saves_inputs:  # the inputs a gradient reads, as PyTorch packs only what it saved
+            inputs, readers = self.inputs, self.saved_input_readers
+            self.inputs = tuple(PackedTensor(x, hooks) if readers is None or any(inputs[reader].requires_grad
+                                                                             for reader in readers[position])
+                                else x for position, x in enumerate(inputs))
         if self.saves_output:
             self.output_data = PackedTensor(out, hooks)
             self.output_version = self.output_data._version_cell  # (the version of what the hooks keep)

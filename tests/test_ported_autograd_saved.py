@@ -14,7 +14,6 @@ from tests.ported import close, dtype_name, raises, same, values, xfail_ours
 from tests.ported_autograd import nn, randn
 
 
-@xfail_ours("x * y saves x too though only x requires grad (ops/: see test_no_unnecessary_save)")
 def test_saved_tensors_hooks_count_pack_and_unpack(T):
     counts = {"pack": 0, "unpack": 0}
 
