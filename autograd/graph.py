@@ -375,6 +375,28 @@ def run_hooks(hooks, grad):
     return grad
 
 
+def run_hooks_on_leaf_gradient(hooks, grad):
+    """A leaf's tensor hooks on dL/dleaf. An embedding's sparse=True gradient is given to them in its sparse
+    form, the one .grad will hold, as PyTorch's; a sparse result is carried on to accumulate_grad as such
+    (on its dense form: the engine adds dense gradients); a dense one is refused, as PyTorch refuses it."""
+    sparse = grad._sparse_gradient
+    if sparse is None:
+        return run_hooks(hooks, grad)
+    for hook in list(hooks.values()):
+        replaced = run_hooks({0: hook}, sparse)
+        if not getattr(replaced, "is_sparse", False):
+            name = getattr(hook, "__name__", type(hook).__name__)
+            raise RuntimeError(f"hook '{name}' has changed the type of value (was a sparse COO gradient of shape "
+                               f"{tuple(sparse.shape)}, got a dense {type(replaced).__name__}): return a sparse "
+                               "tensor, or None")
+        sparse = replaced
+    if sparse is grad._sparse_gradient:
+        return grad
+    carrier = sparse.to_dense()
+    carrier._sparse_gradient = sparse
+    return carrier
+
+
 # -- gradient storage -----------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ import numpy
 from . import backend
 from .backend import xp
 from .errors import DtypeError, ShapeError, refuse_ragged
-from .graph import accumulate_grad, modes, run_hooks
+from .graph import accumulate_grad, modes, run_hooks, run_hooks_on_leaf_gradient
 from .hooks import add_hook
 from .size import Size
 from .write_door import WriteDoor
@@ -483,7 +483,7 @@ class Tensor(WriteDoor):
 
     def receive(self, grad):
         if self._hooks:
-            grad = run_hooks(self._hooks, grad)
+            grad = run_hooks_on_leaf_gradient(self._hooks, grad)
         if self._accumulate_pre_hooks:
             grad = run_hooks(self._accumulate_pre_hooks, grad)
         accumulate_grad(self, grad)

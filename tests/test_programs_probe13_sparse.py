@@ -756,10 +756,6 @@ def hooked_sparse_embedding(m):
     return model.u_embeddings.weight, model.u_embeddings.weight.grad.is_sparse
 
 
-@pytest.mark.xfail(strict=True, reason="a tensor hook on a sparse=True embedding's weight is given the dense gradient "
-                                       "(autograd/graph.py run_hooks passes the carrier, not its _sparse_gradient), so "
-                                       "the hook's result is stored dense and SparseAdam refuses it; PyTorch's hook "
-                                       "sees, and returns, the sparse gradient")
 def test_a_hook_on_a_sparse_embedding_sees_the_sparse_gradient():
     (weight, sparse), _ = run_both(hooked_sparse_embedding)
     assert sparse

@@ -37,6 +37,28 @@ def test_an_embeddings_gradient_has_one_entry_per_lookup(T):
     np.testing.assert_array_equal(grad.to_dense().numpy(), [[6, 7], [4, 6], [0, 0], [2, 3], [0, 0]])
 
 
+def test_a_tensor_hook_on_the_weight_sees_and_returns_the_sparse_gradient(T):
+    """The hook is given .grad's sparse form; a sparse result is stored sparse, a dense one refused."""
+    nn, _ = modules(T)
+    seen = []
+
+    def halve(grad):
+        seen.append(grad.is_sparse)
+        return grad * 0.5
+
+    embedding = nn.Embedding(4, 2, sparse=True)
+    embedding.weight.register_hook(halve)
+    (embedding(T.tensor([2, 0, 2])) * T.arange(6.0).reshape(3, 2)).sum().backward()
+    grad = embedding.weight.grad
+    assert seen == [True] and grad.is_sparse
+    assert grad._indices().tolist() == [[2, 0, 2]]
+    np.testing.assert_array_equal(grad.to_dense().numpy(), [[1, 1.5], [0, 0], [2, 3], [0, 0]])
+    embedding = nn.Embedding(4, 2, sparse=True)
+    embedding.weight.register_hook(lambda grad: grad.to_dense() + 1.0)
+    with pytest.raises(RuntimeError, match="has changed the type of value"):
+        (embedding(T.tensor([1])) * 3.0).sum().backward()
+
+
 def test_the_padding_index_has_no_entry_and_frequency_scaling_is_refused(T):
     nn, _ = modules(T)
     embedding = nn.Embedding(5, 2, sparse=True, padding_idx=1)
