@@ -13,7 +13,7 @@ and values and comes back as one.
 
 ``load`` also reads the files ``torch.save`` writes (a zip of a pickle and raw
 storages), the way ``torch.load(weights_only=True)`` does: the pickle is read
-by an unpickler that knows only tensors, storages, ``OrderedDict``,
+by an unpickler that knows only tensors (sparse COO ones too, their indices checked), storages, ``OrderedDict``,
 ``torch.Size``, dtypes, devices, sets, complex numbers and bytes, and refuses
 any other name in the file (``pickle.UnpicklingError``), so no code from the
 file runs. Tensors that shared a storage share memory again.
@@ -104,6 +104,9 @@ def _encode(obj, written):
         return node
     if isinstance(obj, (numpy.ndarray, xp.ndarray)):
         return {"array": written.array(obj)}
+    if getattr(obj, "is_sparse", False) is True:  # a COO tensor (autograd.sparse): its indices, values and size
+        return {"sparse_coo": [_encode(obj._indices(), written), _encode(obj._values(), written), list(obj.shape),
+                               obj.is_coalesced()]}
     if isinstance(obj, collections.OrderedDict):  # (a state_dict) comes back as one
         return {"odict": _encode(dict(obj), written)["dict"]}
     if isinstance(obj, Size):
@@ -180,6 +183,9 @@ def _decode(node, read):
         return read.tensors[key]
     if "array" in node:  # a NumPy array saved comes back as one (under CuPy too: it is no tensor)
         return read.numpy_array(node["array"])
+    if "sparse_coo" in node:
+        indices, values, size, coalesced = node["sparse_coo"]
+        return _rebuild_sparse_tensor(_SPARSE_COO, (_decode(indices, read), _decode(values, read), size, coalesced))
     if "dict" in node:
         return {key: _decode(value, read) for key, value in node["dict"]}
     if "odict" in node:
@@ -492,6 +498,10 @@ class _TorchUnpickler(pickle.Unpickler):
             return {"set": set, "frozenset": frozenset, "complex": complex}[name]
         if module == "_codecs" and name == "encode":
             return _encode_text
+        if (module, name) == ("torch._utils", "_rebuild_sparse_tensor"):
+            return _rebuild_sparse_tensor
+        if (module, name) == ("torch.serialization", "_get_layout"):
+            return _layout_named
         if is_allowed(f"{module}.{name}"):
             return allowed(f"{module}.{name}")
         raise pickle.UnpicklingError(
@@ -539,3 +549,28 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, *state):
     """torch._utils._rebuild_parameter: the tensor, requiring grad as the parameter did (a plain Tensor:
     nn.Parameter lives above autograd)."""
     return data.requires_grad_(requires_grad)
+
+
+_SPARSE_COO = "torch.sparse_coo"  # (the layouts as torch.save names them: torch.serialization._get_layout's text)
+
+
+def _layout_named(name):
+    """torch.serialization._get_layout: a layout by its name; only the sparse COO layout is read."""
+    if name != _SPARSE_COO:
+        raise pickle.UnpicklingError(f"load: a tensor of layout {name!r}; chainrule reads strided and sparse COO "
+                                     "tensors only")
+    return name
+
+
+def _rebuild_sparse_tensor(layout, data):
+    """torch._utils._rebuild_sparse_tensor: a sparse COO tensor from (indices, values, size[, is_coalesced]), its
+    indices checked against the size (sparse_coo_tensor always checks them), so a file cannot make one that
+    reads outside its memory."""
+    from .sparse import sparse_coo_tensor  # (sparse tensors are built on Tensor: loaded where a file holds one)
+
+    if layout != _SPARSE_COO or not isinstance(data, tuple) or len(data) not in (3, 4):
+        raise pickle.UnpicklingError(f"load: a sparse tensor of layout {layout!r} with {type(data).__name__} data")
+    indices, values, size = data[:3]
+    coalesced = data[3] if len(data) == 4 else None
+    return sparse_coo_tensor(indices, values, tuple(size), is_coalesced=coalesced or None)
+

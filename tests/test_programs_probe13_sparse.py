@@ -679,11 +679,6 @@ def test_a_dense_matrix_made_sparse_gets_pytorchs_dense_gradient_through_matmul(
     np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
 
 
-SAVING = ("autograd.save/autograd.load (autograd/serialization.py) know no sparse tensor: save writes one as a "
-          "pickled autograd.sparse.coo.SparseTensor, which load refuses (an unsupported global), and a torch.save'd "
-          "adjacency names torch._utils._rebuild_sparse_tensor, which load refuses too")
-
-
 def saved_adjacency(m, path):
     torch = m.torch
     adj = normalized_adjacency(m).coalesce()
@@ -692,7 +687,6 @@ def saved_adjacency(m, path):
     return loaded["adj"].to_dense(), loaded["adj"].is_coalesced(), torch.spmm(loaded["adj"], loaded["features"])
 
 
-@pytest.mark.xfail(strict=True, reason=SAVING)
 def test_a_saved_sparse_adjacency_loads_back(tmp_path):
     (dense, coalesced, product), _ = run_both(saved_adjacency, str(tmp_path / "graph.pt"))
     np.testing.assert_allclose(dense, numpy_normalized(), rtol=1e-6)

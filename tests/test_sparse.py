@@ -157,6 +157,38 @@ def test_construction_checks(T):
     assert legacy.dtype == T.float32 and legacy.to_dense().tolist() == [[0, 0, 3], [4, 0, 5]]
 
 
+def test_saving_and_loading_a_sparse_tensor(T, tmp_path):
+    """A sparse tensor saved beside dense ones loads back with its indices, values, size and coalesced flag; a
+    file torch.save wrote reads too. Loading checks the indices, as constructing does."""
+    adjacency = T.sparse_coo_tensor(T.tensor([[1, 0, 1], [0, 1, 1]]), T.tensor([2.0, 3.0, 4.0]), (2, 2))
+    path = str(tmp_path / "graph.pt")
+    T.save({"raw": adjacency, "coalesced": adjacency.coalesce(), "features": T.ones(2)}, path)
+    loaded = T.load(path)
+    assert loaded["raw"].is_sparse and not loaded["raw"].is_coalesced() and loaded["coalesced"].is_coalesced()
+    assert loaded["raw"]._indices().tolist() == [[1, 0, 1], [0, 1, 1]]
+    np.testing.assert_array_equal(loaded["coalesced"].to_dense().numpy(), [[0, 3], [2, 4]])
+    np.testing.assert_array_equal(loaded["features"].numpy(), [1, 1])
+    try:
+        import torch
+    except ImportError:
+        return
+    theirs = torch.sparse_coo_tensor(torch.tensor([[1, 0]]), torch.tensor([5.0, 6.0]), (3,))
+    torch.save({"adj": theirs, "sorted": theirs.coalesce()}, path)
+    loaded = autograd.load(path)
+    assert loaded["adj"]._indices().tolist() == [[1, 0]] and loaded["sorted"].is_coalesced()
+    np.testing.assert_array_equal(loaded["adj"].to_dense().numpy(), [6, 5, 0])
+    outside = torch.sparse_coo_tensor(torch.tensor([[0, 7]]), torch.tensor([1.0, 2.0]), (3,), check_invariants=False)
+    torch.save(outside, path)
+    with pytest.raises(RuntimeError, match="size is inconsistent with indices"):
+        autograd.load(path)
+
+
+def test_a_coalesced_claim_is_checked():
+    with pytest.raises(RuntimeError, match="not sorted and unique"):
+        autograd.sparse_coo_tensor([[1, 0]], [1.0, 2.0], (2,), is_coalesced=True)
+    assert autograd.sparse_coo_tensor([[0, 1]], [1.0, 2.0], (2,), is_coalesced=True).is_coalesced()
+
+
 def test_dense_to_sparse(T):
     x = T.tensor([[0.0, 1.5, 0.0], [2.0, 0.0, -1.0]])
     S = x.to_sparse()

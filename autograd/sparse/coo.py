@@ -89,6 +89,11 @@ def sparse_coo_tensor(indices, values, size=None, *, dtype=None, device=None, pi
     elif values.requires_grad:  # made from values of a graph: not a leaf, gradients flow back to them
         values = named_node(values.view(values.shape), None, "SparseCooTensorWithDimsAndTensorsBackward0")
     coalesced = values.shape[0] <= 1 if is_coalesced is None else bool(is_coalesced)
+    if coalesced and values.shape[0] > 1:  # a claim (a file's too) the ops rely on: checked, not trusted
+        order = linear_positions(backend.to_numpy(positions), tuple(size[:sparse_dim]))
+        if not (order[1:] > order[:-1]).all():
+            raise RuntimeError("is_coalesced=True, but the indices are not sorted and unique (a coalesced tensor's "
+                               f"are); leave it out or call .coalesce() (indices of shape {list(indices.shape)})")
     return SparseTensor(indices, values, size, coalesced)
 
 
