@@ -8,6 +8,8 @@ objects), initialises them as the eager layer would, and turns the module into t
 becomes a Linear). Loading a state_dict before the first forward materializes them to the saved shapes.
 """
 
+import numpy
+
 import autograd
 from autograd import Tensor
 from autograd.backend import xp
@@ -25,15 +27,43 @@ _NO_SHAPE = ("Can't access the shape of an uninitialized parameter or buffer. Th
              "`forward` to initialize the parameters before accessing their attributes.")
 
 
+class _NoValues(numpy.ndarray):
+    """The memory of a tensor to be (empty): any NumPy computation on it refuses, as PyTorch's
+    ``__torch_function__`` refuses an op on an uninitialized parameter; its dtype and methods still serve
+    the module (a cast by module.half(), a copy)."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        raise ValueError(_USED.format(what=ufunc.__name__))
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise ValueError(_USED.format(what=func.__name__))
+
+
+_USED = ("Attempted to use an uninitialized parameter in {what}. This error happens when you are using a "
+         "`LazyModule` or explicitly manipulating `torch.nn.parameter.UninitializedParameter` objects. When "
+         "using LazyModules Call `forward` with a dummy batch to initialize the parameters before calling "
+         "torch functions")
+
+
+class _UsedUninitialized(RuntimeError, ValueError):
+    """Reading an uninitialized tensor's shape: PyTorch's RuntimeError for .shape, and the ValueError its
+    functions raise for an uninitialized parameter (autograd.empty_like(p) reads the shape first)."""
+
+
+def _no_values(dtype):
+    empty = xp.empty(0, dtype=dtype)
+    return empty.view(_NoValues) if isinstance(empty, numpy.ndarray) else empty  # (NumPy's only: not CuPy's)
+
+
 class _Uninitialized:
     """A tensor whose shape is not known yet; ``materialize(shape)`` gives it one (values unset) and makes it
-    the class it stands for (``cls_to_become``)."""
+    the class it stands for (``cls_to_become``). Until then an op on it refuses (``_NoValues``)."""
 
     cls_to_become = None
 
     @property
     def shape(self):
-        raise RuntimeError(_NO_SHAPE)
+        raise _UsedUninitialized(_NO_SHAPE)
 
     def materialize(self, shape, device=None, dtype=None):
         """Storage of ``shape`` (an int or a sequence; uninitialised values) in place of none: this tensor has
@@ -70,6 +100,7 @@ class UninitializedParameter(_Uninitialized, Parameter):
 
     def __init__(self, requires_grad=True, device=None, dtype=None):
         super().__init__(xp.empty(0, dtype=_dtype(dtype)), requires_grad=requires_grad)
+        self._data = _no_values(self._data.dtype)  # (after: the constructor takes plain arrays)
 
 
 class UninitializedBuffer(_Uninitialized, Tensor):
@@ -79,6 +110,7 @@ class UninitializedBuffer(_Uninitialized, Tensor):
 
     def __init__(self, requires_grad=False, device=None, dtype=None, persistent=True):
         super().__init__(xp.empty(0, dtype=_dtype(dtype)), requires_grad=requires_grad)
+        self._data = _no_values(self._data.dtype)  # (after: the constructor takes plain arrays)
         self._is_buffer, self.persistent = True, persistent
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests import ported_nn
-from tests.ported import close, raises, same, values, xfail_ours
+from tests.ported import close, raises, same, values
 
 nn = ported_nn.nn  # the fixture
 F = ported_nn.F
@@ -390,8 +390,6 @@ def test_optimizer_pass(T, nn, name):
     assert tuple(module.test_param.shape) == (10,)
 
 
-@xfail_ours("an UninitializedParameter given to Adagrad (which reads its shape at once) raises the "
-            "RuntimeError of its shape, not PyTorch's ValueError 'Attempted to use an uninitialized parameter'")
 def test_optimizer_adagrad_refuses_uninitialized(T, nn):
     LazyModule = lazy_module_class(nn)
     module = LazyModule()
@@ -407,9 +405,6 @@ def test_weight_norm_and_spectral_norm_refuse_lazy(T, nn):
            nn.utils.spectral_norm, nn.LazyLinear(7))
 
 
-@xfail_ours("an UninitializedParameter used in an op is not refused: p + p returns an empty tensor (PyTorch "
-            "raises ValueError 'Attempted to use an uninitialized parameter in ...' from __torch_function__; "
-            "chainrule's ops read _data with no such hook)")
 def test_invalid_functions(T, nn):
     param = uninitialized(nn)[0]()
     raises(ValueError, "uninitialized parameter", T.empty_like, param)
