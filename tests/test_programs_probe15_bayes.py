@@ -822,3 +822,444 @@ def test_sgld_draws_on_chainrule_alone():
     assert a["losses"] == b["losses"]
     OURS.torch.manual_seed(0)
     assert np.isfinite(a["losses"]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Deep kernel learning (Wilson et al.): a feature extractor under an ARD RBF kernel, the exact
+# marginal likelihood of a batch of tasks (batched cholesky / cholesky_solve, the logdet from the
+# diagonal, MultivariateNormal(scale_tril=L).log_prob), GPyTorch's psd_safe_cholesky (cholesky_ex,
+# jitter added in place on the diagonal of a clone), Adam with one learning rate per group, and the
+# predictive by solve_triangular (left and right) and an upper factor
+# ----------------------------------------------------------------------------------------------
+
+
+def feature_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def deep_kernel_gp(m, weights, steps=12):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    D = torch.distributions
+    rng = np.random.default_rng(8)
+    xn = rng.uniform(-2, 2, (30, 2))
+    yn = np.stack([np.sin(xn[:, 0] * 2) + xn[:, 1] ** 2 * 0.3, np.cos(xn.sum(1))]) + 0.05 * rng.standard_normal((2, 30))
+    X, Y = torch.from_numpy(xn), torch.from_numpy(yn)            # Y: (tasks, n)
+
+    def psd_safe_cholesky(A, upper=False, jitter=None, max_tries=4):
+        L, info = torch.linalg.cholesky_ex(A)
+        if not torch.any(info):
+            return L.mT if upper else L, 0.0
+        if torch.isnan(A).any():
+            raise ValueError("cholesky_cpu: input matrix contains NaNs")
+        if jitter is None:
+            jitter = 1e-6 if A.dtype == torch.float32 else 1e-8
+        Aprime = A.clone()
+        jitter_prev = 0
+        for i in range(max_tries):
+            jitter_new = jitter * (10 ** i)
+            Aprime.diagonal(dim1=-2, dim2=-1).add_(jitter_new - jitter_prev)
+            jitter_prev = jitter_new
+            L, info = torch.linalg.cholesky_ex(Aprime)
+            if not torch.any(info):
+                return L.mT if upper else L, jitter_new
+        raise torch.linalg.LinAlgError(f"Matrix not positive definite after repeatedly adding jitter up to {jitter_new:.1e}.")
+
+    class DKLModel(nn.Module):
+        def __init__(self, extractor):
+            super().__init__()
+            self.feature_extractor = extractor
+            self.raw_lengthscale = nn.Parameter(torch.zeros(2, 1, 3, dtype=torch.float64))
+            self.raw_outputscale = nn.Parameter(torch.zeros(2, 1, 1, dtype=torch.float64))
+            self.raw_noise = nn.Parameter(torch.full((2, 1, 1), -2.0, dtype=torch.float64))
+            self.mean_constant = nn.Parameter(torch.zeros(2, 1, dtype=torch.float64))
+
+        def kernel(self, a, b):
+            ls = F.softplus(self.raw_lengthscale)
+            a, b = a.unsqueeze(0).div(ls), b.unsqueeze(0).div(ls)        # (tasks, n, d)
+            sq = (a.pow(2).sum(-1, keepdim=True) - 2 * a @ b.mT + b.pow(2).sum(-1).unsqueeze(-2)).clamp_min(0)
+            return F.softplus(self.raw_outputscale) * torch.exp(-0.5 * sq)
+
+        def covariance(self, z):
+            K = self.kernel(z, z)
+            n = z.shape[0]
+            return K + F.softplus(self.raw_noise) * torch.eye(n, dtype=z.dtype)
+
+        def mll(self, x, y):
+            z = self.feature_extractor(x)
+            K = self.covariance(z)
+            L, _ = psd_safe_cholesky(K)
+            r = (y - self.mean_constant).unsqueeze(-1)
+            alpha = torch.cholesky_solve(r, L)
+            n = x.shape[0]
+            by_hand = -0.5 * (r * alpha).sum((-2, -1)) - L.diagonal(dim1=-2, dim2=-1).log().sum(-1) \
+                - 0.5 * n * math.log(2 * math.pi)
+            by_mvn = D.MultivariateNormal(self.mean_constant.expand(2, n), scale_tril=L).log_prob(y)
+            return by_hand, by_mvn
+
+    model = DKLModel(load(m, feature_net(m), weights).double())
+    optimizer = optim.Adam([
+        {"params": model.feature_extractor.parameters()},
+        {"params": [model.raw_lengthscale, model.raw_outputscale, model.raw_noise, model.mean_constant], "lr": 0.05},
+    ], lr=0.01)
+    history = []
+    for i in range(steps):
+        optimizer.zero_grad()
+        by_hand, by_mvn = model.mll(X, Y)
+        loss = -by_mvn.sum() / X.shape[0]
+        loss.backward()
+        optimizer.step()
+        history.append((by_hand.detach(), by_mvn.detach()))
+
+    Xs = torch.tensor([[0.0, 0.0], [1.5, -1.0], [3.0, 3.0]], dtype=torch.float64)
+    with torch.no_grad():
+        z, zs = model.feature_extractor(X), model.feature_extractor(Xs)
+        K = model.covariance(z)
+        U, _ = psd_safe_cholesky(K, upper=True)
+        Ks = model.kernel(z, zs)                                 # (tasks, n, s)
+        r = (Y - model.mean_constant).unsqueeze(-1)
+        mean = model.mean_constant.unsqueeze(-1) + Ks.mT @ torch.cholesky_solve(r, U, upper=True)
+        V = torch.linalg.solve_triangular(U.mT, Ks, upper=False)
+        Vr = torch.linalg.solve_triangular(U, Ks.mT, upper=True, left=False)  # Ks^T U^-1 = V^T
+        var = model.kernel(zs, zs).diagonal(dim1=-2, dim2=-1) - V.pow(2).sum(-2)
+    # a singular Gram matrix (repeated inputs, no noise) takes jitter, its gradient through the in-place add
+    A = torch.ones(4, 4, dtype=torch.float64, requires_grad=True)
+    L0, info0 = torch.linalg.cholesky_ex(A.detach())
+    Lj, jitter = psd_safe_cholesky(A * 1.0)
+    Lj.diagonal().log().sum().backward()
+    return {"history": history, "mean": mean.squeeze(-1), "var": var, "V": V, "Vr_T": Vr.mT,
+            "params": [p.detach() for p in model.parameters()], "info0": info0, "jitter": jitter,
+            "Lj": Lj.detach(), "A_grad": A.grad}
+
+
+def test_deep_kernel_learning_psd_safe_cholesky():
+    ours, _ = run_both(deep_kernel_gp, weights_of(feature_net), rtol=1e-7, atol=1e-9)
+    for by_hand, by_mvn in ours["history"]:
+        np.testing.assert_allclose(by_hand, by_mvn, rtol=1e-10)
+    np.testing.assert_allclose(ours["V"], ours["Vr_T"], rtol=1e-9, atol=1e-12)
+    assert int(ours["info0"]) == 2 and ours["jitter"] > 0 and (ours["var"] > 0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# A flow built from user-written torch.distributions.Transform subclasses (an elementwise leaky-ReLU
+# bijection wrapped in IndependentTransform, a masked affine coupling with cache_size=1 holding its
+# networks) in a TransformedDistribution over an Independent base, trained by maximum likelihood; the
+# composed transform's inverse and log-determinant against the Jacobian
+# ----------------------------------------------------------------------------------------------
+
+
+def custom_transform_flow(m, steps=15):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    D = torch.distributions
+    constraints = D.constraints
+    out = {}
+    torch.manual_seed(0)
+
+    class LeakyReLUTransform(D.Transform):
+        domain = constraints.real
+        codomain = constraints.real
+        bijective = True
+        sign = +1
+        def __init__(self, slope=0.3, cache_size=0):
+            super().__init__(cache_size=cache_size)
+            self.slope = slope
+        def __eq__(self, other):
+            return isinstance(other, LeakyReLUTransform) and other.slope == self.slope
+        def _call(self, x):
+            return torch.where(x >= 0, x, x * self.slope)
+        def _inverse(self, y):
+            return torch.where(y >= 0, y, y / self.slope)
+        def log_abs_det_jacobian(self, x, y):
+            return torch.where(x >= 0, torch.zeros_like(x), torch.full_like(x, math.log(self.slope)))
+
+    class MaskedAffine(D.Transform):
+        domain = constraints.real_vector
+        codomain = constraints.real_vector
+        bijective = True
+        def __init__(self, net, mask):
+            super().__init__(cache_size=1)
+            self.net, self.mask = net, mask
+        def _call(self, x):
+            xm = x * self.mask
+            s, t = self.net(xm).chunk(2, -1)
+            s = torch.tanh(s) * (1 - self.mask)
+            t = t * (1 - self.mask)
+            return xm + (1 - self.mask) * (x * torch.exp(s) + t)
+        def _inverse(self, y):
+            ym = y * self.mask
+            s, t = self.net(ym).chunk(2, -1)
+            s = torch.tanh(s) * (1 - self.mask)
+            t = t * (1 - self.mask)
+            return ym + (1 - self.mask) * (y - t) * torch.exp(-s)
+        def log_abs_det_jacobian(self, x, y):
+            s, _ = self.net(x * self.mask).chunk(2, -1)
+            return (torch.tanh(s) * (1 - self.mask)).sum(-1)
+
+    nets = nn.ModuleList([nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 4)) for _ in range(3)]).double()
+    masks = [torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)]
+    base = D.Independent(D.Normal(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)), 1)
+    def flow_dist():
+        ts = []
+        for i, net in enumerate(nets):
+            ts.append(MaskedAffine(net, masks[i % 2]))
+            ts.append(D.transforms.IndependentTransform(LeakyReLUTransform(0.5), 1))
+        ts.append(D.transforms.AffineTransform(torch.tensor([0.5, -0.5], dtype=torch.float64), torch.tensor([2.0, 0.5], dtype=torch.float64), event_dim=1))
+        return D.TransformedDistribution(base, ts)
+    rng = np.random.default_rng(0)
+    data = torch.from_numpy(np.stack([rng.standard_normal(200), rng.standard_normal(200)], 1) * np.array([1.0, 0.3]) + np.array([0, 1]))
+    data[:, 1] = data[:, 1] + data[:, 0] ** 2 * 0.5
+    opt = optim.Adam(nets.parameters(), lr=1e-2)
+    losses = []
+    for step in range(steps):
+        d = flow_dist()
+        loss = -d.log_prob(data).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+        losses.append(loss.item())
+    out["losses"] = losses
+    d = flow_dist()
+    torch.manual_seed(1)
+    s = d.rsample((5,))
+    out["samples"] = s
+    out["lp_samples"] = d.log_prob(s)
+    out["event"] = (tuple(d.event_shape), tuple(d.batch_shape))
+    comp = D.transforms.ComposeTransform(d.transforms)
+    x0 = torch.tensor([[0.3, -1.2]], dtype=torch.float64)
+    y0 = comp(x0)
+    out["inv"] = comp.inv(y0)
+    out["ladj"] = comp.log_abs_det_jacobian(x0, y0)
+    J = torch.autograd.functional.jacobian(lambda v: comp(v.unsqueeze(0)).squeeze(0), x0[0])
+    out["ladj_J"] = torch.linalg.slogdet(J)[1]
+    out["inv_event"] = comp.inv.log_abs_det_jacobian(y0, x0)
+    f64 = dict(dtype=torch.float64)
+    out["cdf"] = D.TransformedDistribution(D.Normal(torch.tensor(0.0, **f64), 1.0), [
+        D.transforms.ExpTransform(), D.transforms.PowerTransform(torch.tensor(2.0, **f64))]).cdf(torch.tensor([0.5, 2.0], **f64))
+    return out
+
+
+def test_flow_of_custom_transforms():
+    ours, theirs = run_both(custom_transform_flow, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ours["ladj"][0], ours["ladj_J"], rtol=1e-10)
+    np.testing.assert_allclose(ours["inv"], [[0.3, -1.2]], rtol=1e-10)
+    assert ours["event"] == ((2,), ()) and ours["losses"][-1] < ours["losses"][0]
+    # P(exp(Z)^2 <= t) = Phi(log(t) / 2)
+    np.testing.assert_allclose(ours["cdf"], [0.5 * (1 + math.erf(math.log(t) / 2 / math.sqrt(2))) for t in (0.5, 2.0)],
+                               rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reparameterised convolutional BNN layers as IntelLabs/bayesian-torch writes them (non-persistent
+# eps buffers refilled by normal_(), the KL by hand averaged, prior means and sigmas as buffers),
+# a deterministic network converted to a Bayesian one by replacing its modules in place (dnn_to_bnn:
+# named_children / setattr), blitz's variational_estimator decorator adding methods to the class
+# (sample_elbo, nn_kl_divergence), and MC predictions with the prediction entropy
+# ----------------------------------------------------------------------------------------------
+
+
+def small_convnet(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 3))
+
+
+def bayesian_torch_conversion(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    rng = np.random.default_rng(9)
+    images = torch.from_numpy(rng.standard_normal((24, 1, 8, 8)).astype(np.float32))
+    labels = torch.from_numpy(rng.integers(0, 3, 24))
+
+    class BaseVariationalLayer_(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._dnn_to_bnn_flag = False
+
+        def kl_div(self, mu_q, sigma_q, mu_p, sigma_p):
+            kl = torch.log(sigma_p) - torch.log(sigma_q) + (sigma_q ** 2 + (mu_q - mu_p) ** 2) / (2 * (sigma_p ** 2)) - 0.5
+            return kl.mean()
+
+    class Conv2dReparameterization(BaseVariationalLayer_):
+        def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                     prior_mean=0, prior_variance=1, posterior_mu_init=0, posterior_rho_init=-3.0, bias=True):
+            super().__init__()
+            self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+            self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+            self.prior_mean, self.prior_variance = prior_mean, prior_variance
+            self.posterior_mu_init, self.posterior_rho_init = (posterior_mu_init,), (posterior_rho_init,)
+            self.bias = bias
+            shape = (out_channels, in_channels // groups, kernel_size, kernel_size)
+            self.mu_kernel = nn.Parameter(torch.Tensor(*shape))
+            self.rho_kernel = nn.Parameter(torch.Tensor(*shape))
+            self.register_buffer('eps_kernel', torch.Tensor(*shape), persistent=False)
+            self.register_buffer('prior_weight_mu', torch.Tensor(*shape), persistent=False)
+            self.register_buffer('prior_weight_sigma', torch.Tensor(*shape), persistent=False)
+            if self.bias:
+                self.mu_bias = nn.Parameter(torch.Tensor(out_channels))
+                self.rho_bias = nn.Parameter(torch.Tensor(out_channels))
+                self.register_buffer('eps_bias', torch.Tensor(out_channels), persistent=False)
+                self.register_buffer('prior_bias_mu', torch.Tensor(out_channels), persistent=False)
+                self.register_buffer('prior_bias_sigma', torch.Tensor(out_channels), persistent=False)
+            else:
+                self.register_parameter('mu_bias', None)
+                self.register_parameter('rho_bias', None)
+                self.register_buffer('eps_bias', None, persistent=False)
+            self.init_parameters()
+
+        def init_parameters(self):
+            self.prior_weight_mu.fill_(self.prior_mean)
+            self.prior_weight_sigma.fill_(self.prior_variance)
+            self.mu_kernel.data.normal_(mean=self.posterior_mu_init[0], std=0.1)
+            self.rho_kernel.data.normal_(mean=self.posterior_rho_init[0], std=0.1)
+            if self.bias:
+                self.prior_bias_mu.fill_(self.prior_mean)
+                self.prior_bias_sigma.fill_(self.prior_variance)
+                self.mu_bias.data.normal_(mean=self.posterior_mu_init[0], std=0.1)
+                self.rho_bias.data.normal_(mean=self.posterior_rho_init[0], std=0.1)
+
+        def kl_loss(self):
+            sigma_weight = torch.log1p(torch.exp(self.rho_kernel))
+            kl = self.kl_div(self.mu_kernel, sigma_weight, self.prior_weight_mu, self.prior_weight_sigma)
+            if self.bias:
+                sigma_bias = torch.log1p(torch.exp(self.rho_bias))
+                kl += self.kl_div(self.mu_bias, sigma_bias, self.prior_bias_mu, self.prior_bias_sigma)
+            return kl
+
+        def forward(self, input, return_kl=True):
+            sigma_weight = torch.log1p(torch.exp(self.rho_kernel))
+            eps_kernel = self.eps_kernel.data.normal_()
+            weight = self.mu_kernel + (sigma_weight * eps_kernel)
+            if return_kl:
+                kl_weight = self.kl_div(self.mu_kernel, sigma_weight, self.prior_weight_mu, self.prior_weight_sigma)
+            bias = None
+            if self.bias:
+                sigma_bias = torch.log1p(torch.exp(self.rho_bias))
+                eps_bias = self.eps_bias.data.normal_()
+                bias = self.mu_bias + (sigma_bias * eps_bias)
+                if return_kl:
+                    kl_bias = self.kl_div(self.mu_bias, sigma_bias, self.prior_bias_mu, self.prior_bias_sigma)
+            out = F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            if return_kl:
+                return out, (kl_weight + kl_bias if self.bias else kl_weight)
+            return out
+
+    class LinearReparameterization(BaseVariationalLayer_):
+        def __init__(self, in_features, out_features, prior_mean=0, prior_variance=1, posterior_mu_init=0,
+                     posterior_rho_init=-3.0, bias=True):
+            super().__init__()
+            self.mu_weight = nn.Parameter(torch.Tensor(out_features, in_features))
+            self.rho_weight = nn.Parameter(torch.Tensor(out_features, in_features))
+            self.register_buffer('eps_weight', torch.Tensor(out_features, in_features), persistent=False)
+            self.mu_bias = nn.Parameter(torch.Tensor(out_features))
+            self.rho_bias = nn.Parameter(torch.Tensor(out_features))
+            self.register_buffer('eps_bias', torch.Tensor(out_features), persistent=False)
+            self.prior_mean, self.prior_variance = prior_mean, prior_variance
+            self.mu_weight.data.normal_(mean=posterior_mu_init, std=0.1)
+            self.rho_weight.data.normal_(mean=posterior_rho_init, std=0.1)
+            self.mu_bias.data.normal_(mean=posterior_mu_init, std=0.1)
+            self.rho_bias.data.normal_(mean=posterior_rho_init, std=0.1)
+
+        def kl_loss(self):
+            prior_mu = torch.tensor(float(self.prior_mean))
+            prior_sigma = torch.tensor(float(self.prior_variance))
+            return (self.kl_div(self.mu_weight, torch.log1p(torch.exp(self.rho_weight)), prior_mu, prior_sigma)
+                    + self.kl_div(self.mu_bias, torch.log1p(torch.exp(self.rho_bias)), prior_mu, prior_sigma))
+
+        def forward(self, input, return_kl=True):
+            sigma_weight = torch.log1p(torch.exp(self.rho_weight))
+            weight = self.mu_weight + sigma_weight * self.eps_weight.data.normal_()
+            sigma_bias = torch.log1p(torch.exp(self.rho_bias))
+            bias = self.mu_bias + sigma_bias * self.eps_bias.data.normal_()
+            out = F.linear(input, weight, bias)
+            return (out, self.kl_loss()) if return_kl else out
+
+    def bnn_conv_layer(params, d):
+        layer = Conv2dReparameterization(d.in_channels, d.out_channels, d.kernel_size[0], stride=d.stride,
+                                         padding=d.padding, dilation=d.dilation, groups=d.groups,
+                                         bias=d.bias is not None, **params)
+        layer.mu_kernel.data.copy_(d.weight.data)  # MOPED: the posterior means from the trained network
+        if d.bias is not None:
+            layer.mu_bias.data.copy_(d.bias.data)
+        layer._dnn_to_bnn_flag = True
+        return layer
+
+    def bnn_linear_layer(params, d):
+        layer = LinearReparameterization(d.in_features, d.out_features, **params)
+        layer.mu_weight.data.copy_(d.weight.data)
+        layer.mu_bias.data.copy_(d.bias.data)
+        layer._dnn_to_bnn_flag = True
+        return layer
+
+    def dnn_to_bnn(m, bnn_prior_parameters):
+        for name, value in list(m._modules.items()):
+            if m._modules[name]._modules:
+                dnn_to_bnn(m._modules[name], bnn_prior_parameters)
+            elif "Conv" in m._modules[name].__class__.__name__:
+                setattr(m, name, bnn_conv_layer(bnn_prior_parameters, m._modules[name]))
+            elif "Linear" in m._modules[name].__class__.__name__:
+                setattr(m, name, bnn_linear_layer(bnn_prior_parameters, m._modules[name]))
+        return
+
+    def get_kl_loss(m):
+        kl_loss = None
+        for layer in m.modules():
+            if hasattr(layer, "kl_loss"):
+                kl_loss = layer.kl_loss() if kl_loss is None else kl_loss + layer.kl_loss()
+        return kl_loss
+
+    class Wrapped(nn.Module):
+        """bayesian-torch's layers return (out, kl): the converted network is driven through them."""
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            for layer in self.body:
+                x = layer(x, return_kl=False) if isinstance(layer, BaseVariationalLayer_) else layer(x)
+            return x
+
+    def variational_estimator(nn_class):
+        def nn_kl_divergence(self):
+            return get_kl_loss(self)
+        setattr(nn_class, "nn_kl_divergence", nn_kl_divergence)
+
+        def sample_elbo(self, inputs, labels, criterion, sample_nbr, complexity_cost_weight=1):
+            loss = 0
+            for _ in range(sample_nbr):
+                outputs = self(inputs)
+                loss += criterion(outputs, labels)
+                loss += self.nn_kl_divergence() * complexity_cost_weight
+            return loss / sample_nbr
+        setattr(nn_class, "sample_elbo", sample_elbo)
+        return nn_class
+
+    Wrapped = variational_estimator(Wrapped)
+    dnn = load(m, small_convnet(m), weights)
+    torch.manual_seed(0)
+    const_bnn_prior_parameters = {"prior_mean": 0.0, "prior_variance": 1.0, "posterior_mu_init": 0.0,
+                                  "posterior_rho_init": -3.0}
+    dnn_to_bnn(dnn, const_bnn_prior_parameters)
+    model = Wrapped(dnn)
+    names = sorted(model.state_dict())
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    criterion = nn.CrossEntropyLoss()
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = model.sample_elbo(images, labels, criterion, sample_nbr=2, complexity_cost_weight=1 / 24)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        output_mc = torch.stack([F.softmax(model(images[:6]), dim=1) for _ in range(8)])
+    mean = output_mc.mean(0)
+    entropy = -(mean * torch.log(mean + 1e-12)).sum(1)
+    kinds = [type(layer).__name__ for layer in dnn]
+    return {"losses": losses, "names": names, "kinds": kinds, "mean": mean, "entropy": entropy,
+            "kl": model.nn_kl_divergence(), "params": [p.detach() for p in model.parameters()],
+            "buffers": len(list(model.buffers()))}
+
+
+def test_bayesian_torch_conversion_and_blitz_estimator():
+    ours, _ = run_both(bayesian_torch_conversion, weights_of(small_convnet), rtol=1e-4, atol=1e-5)
+    assert ours["kinds"][0] == "Conv2dReparameterization" and ours["kinds"][-1] == "LinearReparameterization"
+    assert not any("eps" in n or "prior" in n for n in ours["names"])  # non-persistent buffers stay out
+    assert ours["buffers"] == 2 * 6 + 2 and ours["losses"][-1] < ours["losses"][0]
