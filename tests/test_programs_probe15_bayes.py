@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E501, E731, E741, F841, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E501, E731, E741, F841, UP004, UP008, UP031, UP032, B010, E702  (the programs are kept as their authors wrote them)
 """Bayesian and probabilistic deep learning as PyTorch users write it (see tests/pytorch_programs.py), each
 run on chainrule and on PyTorch from the same weights, data and seeds (PyTorch's generator is reproduced,
 so ``torch.manual_seed`` then ``randn_like`` / ``rand_like`` / ``normal_`` draw the same noise in both),
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from .ported import xfail_ours
-from .pytorch_programs import OURS, load, run_both, weights_of
+from .pytorch_programs import OURS, amd_processor, assert_same, load, run_both, weights_of
 
 
 def bn_mlp(m):
@@ -1263,3 +1263,129 @@ def test_bayesian_torch_conversion_and_blitz_estimator():
     assert ours["kinds"][0] == "Conv2dReparameterization" and ours["kinds"][-1] == "LinearReparameterization"
     assert not any("eps" in n or "prior" in n for n in ours["names"])  # non-persistent buffers stay out
     assert ours["buffers"] == 2 * 6 + 2 and ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# A deep ensemble trained as one vmapped model (torch.func.stack_module_state, functional_call with
+# BatchNorm buffers updated in train mode, vmap(grad) per member, Adam over the stacked leaves), with
+# MC dropout at test time (Dropout modules alone switched to train by module iteration, one random
+# stream per member by randomness="different"), and a temperature kept positive by a Softplus
+# parametrization (nn.utils.parametrize) fitted by LBFGS on held-out logits
+# ----------------------------------------------------------------------------------------------
+
+
+def member(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(3, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+
+
+def vmapped_ensemble(m, all_weights, steps=8):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    func = torch.func
+    parametrize = nn.utils.parametrize
+    x_np, y_np = two_class_data(n=120, seed=3)
+    X, Y = torch.from_numpy(x_np).float(), torch.from_numpy(y_np)
+    x_train, y_train, x_val, y_val = X[:80], Y[:80], X[80:], Y[80:]
+    models = [load(m, member(m), w) for w in all_weights]
+    for model in models:
+        model.eval()  # no dropout while training the ensemble: BatchNorm alone trains below
+    params, buffers = func.stack_module_state(models)
+    base = copy.deepcopy(models[0])
+    base.train()
+    for mod in base.modules():
+        if isinstance(mod, nn.Dropout):
+            mod.eval()
+
+    def loss_fn(p, b, x, y):
+        out = func.functional_call(base, (p, b), (x,))
+        return F.cross_entropy(out, y)
+
+    optimizer = optim.Adam(list(params.values()), lr=0.02)
+    losses = []
+    torch.manual_seed(0)
+    for step in range(steps):
+        idx = torch.randint(0, 80, (len(models), 32))
+        grads, loss = func.vmap(func.grad_and_value(loss_fn), in_dims=(0, 0, 0, 0))(params, buffers, x_train[idx],
+                                                                                  y_train[idx])
+        for k, p in params.items():
+            p.grad = grads[k]
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.detach())
+
+    # MC dropout: BatchNorm uses its running statistics, the Dropout layers alone sample
+    base.eval()
+
+    def enable_dropout(model):
+        for mod in model.modules():
+            if mod.__class__.__name__.startswith("Dropout"):
+                mod.train()
+
+    enable_dropout(base)
+    modes = [mod.training for mod in base.modules()]
+    torch.manual_seed(1)
+    with torch.no_grad():
+        mc = torch.stack([func.vmap(lambda p, b, x: func.functional_call(base, (p, b), (x,)), in_dims=(0, 0, None),
+                                    randomness="different")(params, buffers, x_val) for _ in range(5)])
+    probs = F.softmax(mc, dim=-1)                                     # (samples, members, n, classes)
+    mean = probs.mean((0, 1))
+    total = torch.special.entr(mean).sum(-1)
+    aleatoric = torch.special.entr(probs).sum(-1).mean((0, 1))
+    mutual_information = total - aleatoric
+    by_categorical = torch.distributions.Categorical(probs=mean).entropy()
+
+    # temperature scaling on the ensemble's mean logits, T = softplus(raw) by a parametrization
+    class Softplus(nn.Module):
+        def forward(self, raw):
+            return F.softplus(raw)
+
+        def right_inverse(self, t):
+            return t + torch.log(-torch.expm1(-t))
+
+    class TemperatureScaler(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.temperature = nn.Parameter(torch.ones(1) * 1.5)
+
+        def forward(self, logits):
+            return logits / self.temperature
+
+    with torch.no_grad():
+        base.eval()
+        logits = func.vmap(lambda p, b, x: func.functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))(
+            params, buffers, x_val).mean(0)
+    scaler = TemperatureScaler()
+    parametrize.register_parametrization(scaler, "temperature", Softplus())
+    raw_start = scaler.parametrizations.temperature.original.detach().clone()
+    nll_start = F.cross_entropy(scaler(logits), y_val).detach()
+    lbfgs = optim.LBFGS(scaler.parameters(), lr=0.1, max_iter=50)
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = F.cross_entropy(scaler(logits), y_val)
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    nll_before = F.cross_entropy(logits, y_val)
+    nll_after = F.cross_entropy(scaler(logits), y_val)
+    return {"losses": torch.stack(losses), "params": dict(params), "buffers": dict(buffers), "modes": modes,
+            "mean": mean, "mi": mutual_information, "total": total, "by_categorical": by_categorical,
+            "raw_start": raw_start, "temperature": scaler.temperature.detach(), "nll": (nll_before, nll_start, nll_after),
+            "names": sorted(scaler.state_dict())}
+
+
+def test_vmapped_ensemble_mc_dropout_temperature():
+    all_weights = [weights_of(member, seed=s) for s in range(4)]
+    # the dropout masks are PyTorch's only where its Bernoulli kernel is (see amd_processor)
+    ours, theirs = run_both(vmapped_ensemble, all_weights, compare=amd_processor(), rtol=1e-4, atol=1e-5)
+    if theirs is not None and not amd_processor():
+        for key in ("losses", "params", "buffers", "modes", "names", "raw_start"):
+            assert_same(ours[key], theirs[key], 1e-4, 1e-5, key)
+    assert ours["modes"] == [False, False, False, False, True, False]
+    np.testing.assert_allclose(ours["raw_start"], [1.5 + np.log(-np.expm1(-1.5))], rtol=1e-6)
+    np.testing.assert_allclose(ours["total"], ours["by_categorical"], rtol=1e-5)
+    nll_t1, nll_start, nll_after = ours["nll"]
+    assert (ours["mi"] > -1e-6).all() and nll_after < nll_start and ours["temperature"] < 1.5
+    assert ours["names"] == ["parametrizations.temperature.original"]
+    assert (ours["losses"][-1] < ours["losses"][0]).all()
