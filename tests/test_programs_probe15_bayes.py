@@ -816,12 +816,29 @@ def test_tensor_new_of_a_size_is_a_shape(T):
 
 
 def test_sgld_draws_on_chainrule_alone():
-    """Without torch: two seeds give different chains, and the same seed the same chain."""
+    """Without torch: the same seed gives the same chain, and the chain's first losses are those of
+    plain gradient steps plus the Langevin noise, by hand in NumPy."""
     w = weights_of(regression_mlp)
     a, b = sg_mcmc(OURS, w, "sgld"), sg_mcmc(OURS, w, "sgld")
-    assert a["losses"] == b["losses"]
-    OURS.torch.manual_seed(0)
-    assert np.isfinite(a["losses"]).all()
+    assert a["losses"] == b["losses"] and np.isfinite(a["losses"]).all()
+    # the first step by hand: theta - lr (grad + theta) + sqrt(2 lr) eps, eps from the same generator
+    torch = OURS.torch
+    model = load(OURS, regression_mlp(OURS), w).double()
+    rng = np.random.default_rng(4)
+    xn = rng.uniform(-2, 2, (50, 1))
+    yn = 0.5 * xn ** 2 - 1 + 0.2 * rng.standard_normal((50, 1))
+    torch.manual_seed(11)
+    idx = torch.randperm(50)[:25].numpy()
+    x, y = torch.from_numpy(xn[idx]), torch.from_numpy(yn[idx])
+    loss = 50 / 25 * 0.5 * ((model(x) - y) ** 2).sum() / 0.2 ** 2
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    stepped = [p.detach().numpy() - 1e-4 * (g.numpy() + p.detach().numpy())
+               + math.sqrt(2e-4) * torch.randn_like(p).numpy() for p, g in zip(model.parameters(), grads)]
+    for p, v in zip(model.parameters(), stepped):
+        p.data.copy_(torch.from_numpy(v))
+    idx = torch.randperm(50)[:25].numpy()
+    second = 50 / 25 * 0.5 * ((model(torch.from_numpy(xn[idx])) - torch.from_numpy(yn[idx])) ** 2).sum() / 0.2 ** 2
+    np.testing.assert_allclose([loss.item(), second.item()], a["losses"][:2], rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1389,3 +1406,135 @@ def test_vmapped_ensemble_mc_dropout_temperature():
     assert (ours["mi"] > -1e-6).all() and nll_after < nll_start and ours["temperature"] < 1.5
     assert ours["names"] == ["parametrizations.temperature.original"]
     assert (ours["losses"][-1] < ours["losses"][0]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# A Laplace approximation over a GP's log-hyperparameters: the MAP by Adam then L-BFGS (strong
+# Wolfe), the Hessian of the negative log marginal likelihood (with a log-normal prior) by
+# torch.func.hessian, jacfwd(jacfwd), jacrev(jacrev) and autograd.functional.hessian with the
+# forward-mode outer Jacobian, for five ways of writing the likelihood (cholesky_solve,
+# MultivariateNormal, solve + slogdet, cholesky_inverse + logdet, solve_triangular), then
+# hyperparameter samples from N(MAP, H^-1) averaged in the predictive
+# ----------------------------------------------------------------------------------------------
+
+GP_WAYS = ("chol", "mvn", "slogdet", "inv", "tri")
+HESSIANS = ("hessian", "jacfwd_jacfwd", "jacrev_jacrev", "af_forward")
+
+
+def gp_hyper_problem(m):
+    """The data, the kernel and the negative log posterior of the log-hyperparameters."""
+    torch = m.torch
+    D = torch.distributions
+    rng = np.random.default_rng(12)
+    X = torch.from_numpy(rng.uniform(-3, 3, (15, 1)))
+    y = torch.sin(1.5 * X[:, 0]) + 0.1 * torch.from_numpy(rng.standard_normal(15))
+    n = X.shape[0]
+    prior = D.Normal(torch.zeros(3, dtype=torch.float64), torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64))
+
+    def rbf(a, b, ls, os_):
+        return os_ * torch.exp(-0.5 * ((a / ls) - (b / ls).T).pow(2))   # (no cdist: PyTorch has no 2nd derivative of it)
+
+    def neg_log_posterior(theta, way="chol"):
+        ls, os_, noise = theta.exp()
+        K = rbf(X, X, ls, os_) + noise * torch.eye(n, dtype=X.dtype)
+        if way == "mvn":
+            nll = -D.MultivariateNormal(torch.zeros(n, dtype=X.dtype), covariance_matrix=K).log_prob(y)
+        elif way == "slogdet":
+            nll = 0.5 * y @ torch.linalg.solve(K, y) + 0.5 * torch.linalg.slogdet(K)[1] + 0.5 * n * math.log(2 * math.pi)
+        elif way == "inv":
+            L = torch.linalg.cholesky(K)
+            nll = 0.5 * y @ torch.cholesky_inverse(L) @ y + torch.logdet(L) + 0.5 * n * math.log(2 * math.pi)
+        elif way == "tri":
+            L = torch.linalg.cholesky(K)
+            a = torch.linalg.solve_triangular(L, y.unsqueeze(-1), upper=False)
+            nll = 0.5 * a.pow(2).sum() + L.diagonal().log().sum() + 0.5 * n * math.log(2 * math.pi)
+        else:
+            L = torch.linalg.cholesky(K)
+            alpha = torch.cholesky_solve(y.unsqueeze(-1), L)
+            nll = 0.5 * (y.unsqueeze(-1) * alpha).sum() + L.diagonal().log().sum() + 0.5 * n * math.log(2 * math.pi)
+        return nll - prior.log_prob(theta).sum()
+
+    return X, y, rbf, neg_log_posterior
+
+
+def gp_hyper_laplace(m, ways=GP_WAYS, hessians=HESSIANS):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    D = torch.distributions
+    func = torch.func
+    X, y, rbf, neg_log_posterior = gp_hyper_problem(m)
+    n = X.shape[0]
+    Xs = torch.linspace(-4, 4, 5, dtype=torch.float64).unsqueeze(1)
+    theta = nn.Parameter(torch.tensor([0.0, 0.0, -1.0], dtype=torch.float64))
+    adam = optim.Adam([theta], lr=0.05)
+    for i in range(20):
+        adam.zero_grad()
+        neg_log_posterior(theta).backward()
+        adam.step()
+    lbfgs = optim.LBFGS([theta], lr=1, max_iter=50, line_search_fn="strong_wolfe", tolerance_grad=1e-10)
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = neg_log_posterior(theta)
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    theta_map = theta.detach().clone()
+    H = {}
+    for way in ways:
+        f = lambda t: neg_log_posterior(t, way)
+        for how in hessians:
+            if how == "hessian":
+                H[way, how] = func.hessian(f)(theta_map)
+            elif how == "jacfwd_jacfwd":
+                H[way, how] = func.jacfwd(func.jacfwd(f))(theta_map)
+            elif how == "jacrev_jacrev":
+                H[way, how] = func.jacrev(func.jacrev(f))(theta_map)
+            else:
+                try:
+                    H[way, how] = torch.autograd.functional.hessian(f, theta_map, vectorize=True,
+                                                                    outer_jacobian_strategy="forward-mode")
+                except RuntimeError as error:  # PyTorch's batched forward mode through cholesky_inverse
+                    H[way, how] = f"RuntimeError: {error}"
+    Hm = func.jacrev(func.jacrev(neg_log_posterior))(theta_map)
+    posterior = D.MultivariateNormal(theta_map, precision_matrix=Hm)
+    torch.manual_seed(0)
+    draws = posterior.sample((6,))
+    means = []
+    for t in draws:
+        ls, os_, noise = t.exp()
+        K = rbf(X, X, ls, os_) + noise * torch.eye(n, dtype=X.dtype)
+        L = torch.linalg.cholesky(K)
+        means.append(rbf(Xs, X, ls, os_) @ torch.cholesky_solve(y.unsqueeze(-1), L))
+    return {"theta_map": theta_map, "grad_at_map": theta.grad, "H": {f"{w}/{h}": v for (w, h), v in H.items()},
+            "Hm": Hm, "cov": posterior.covariance_matrix, "draws": draws, "bma": torch.stack(means).mean(0).squeeze(-1)}
+
+
+def test_gp_hyperparameter_laplace_hessians_agree():
+    # PyTorch's forward-mode derivative of cholesky_inverse is wrong (pytorch/pytorch#196682; its vectorised
+    # forward-mode Hessian there raises a shape error in dot), and so is its forward-over-forward through
+    # linalg.solve / slogdet (#198017): those are compared with chainrule's own reverse-over-reverse Hessian
+    # and with finite differences below, the rest with PyTorch
+    compared = [(way, how) for way in GP_WAYS for how in HESSIANS
+                if not (way == "inv" and how != "jacrev_jacrev") and not (way == "slogdet" and how == "jacfwd_jacfwd")]
+    ours, theirs = run_both(gp_hyper_laplace, compare=False)
+    if theirs is not None:
+        for key in ("theta_map", "Hm", "cov", "draws", "bma"):
+            assert_same(ours[key], theirs[key], 1e-7, 1e-9, key)
+        for way, how in compared:
+            assert_same(ours["H"][f"{way}/{how}"], theirs["H"][f"{way}/{how}"], 1e-7, 1e-9, f"{way}/{how}")
+    for name, H in ours["H"].items():
+        np.testing.assert_allclose(H, ours["Hm"], rtol=1e-8, atol=1e-9, err_msg=name)
+    assert np.abs(ours["grad_at_map"]).max() < 1e-4 and np.all(np.linalg.eigvalsh(ours["Hm"]) > 0)
+    # the Hessian by central differences of the gradient, on chainrule alone
+    torch = OURS.torch
+    _, _, _, neg_log_posterior = gp_hyper_problem(OURS)
+    theta = torch.tensor(ours["theta_map"])
+    eps = 1e-5
+    columns = []
+    for i in range(3):
+        step = torch.tensor(np.eye(3)[i] * eps)
+        plus, minus = (torch.func.grad(neg_log_posterior)(theta + s) for s in (step, -step))
+        columns.append(((plus - minus) / (2 * eps)).numpy())
+    np.testing.assert_allclose(np.stack(columns, 1), ours["Hm"], rtol=1e-5, atol=1e-6)
+
