@@ -1,0 +1,59 @@
+"""Moments at the edge of where they are defined, and their gradients there, as PyTorch gives them:
+Bernoulli's mode at p = 1/2, StudentT's variance at ν = 2, FisherSnedecor's mean and variance at
+d2 = 2 and 4 (exactly where a formula evaluated anyway divides 0 by 0 in its gradient)."""
+
+import math
+
+import numpy as np
+import pytest
+
+nan, inf = math.nan, math.inf
+
+
+def f64(T, values):
+    return T.tensor(values, dtype=T.float64, requires_grad=True)
+
+
+def grads(T, value, inputs):
+    """The gradients of value's sum (zeros for an input it does not use)."""
+    found = T.autograd.grad(value.sum(), inputs, allow_unused=True)
+    return [np.zeros(x.shape) if g is None else g.numpy() for g, x in zip(found, inputs)]
+
+
+def test_bernoulli_mode_has_none_at_one_half(T):
+    mode = T.distributions.Bernoulli(probs=T.tensor([0.2, 0.5, 0.7, 0.0, 1.0])).mode
+    np.testing.assert_array_equal(mode.numpy(), [0.0, nan, 1.0, 0.0, 1.0])
+    logits = T.distributions.Bernoulli(logits=T.tensor([-1.0, 0.0, 2.0], dtype=T.float64)).mode
+    np.testing.assert_array_equal(logits.numpy(), [0.0, nan, 1.0])
+
+
+def test_student_t_variance_takes_no_gradient_where_infinite_or_undefined(T):
+    df, scale = f64(T, [0.5, 1.0, 1.5, 2.0, 3.0, 6.0]), f64(T, [1.0, 2.0, 0.5, 1.5, 2.0, 0.5])
+    variance = T.distributions.StudentT(df, 0.0, scale).variance
+    np.testing.assert_allclose(variance.detach().numpy(), [nan, nan, inf, inf, 12.0, 0.375])
+    d_df, d_scale = grads(T, variance, [df, scale])
+    # σ² ν/(ν - 2): ∂/∂ν = -2σ²/(ν - 2)², ∂/∂σ = 2σν/(ν - 2)
+    np.testing.assert_allclose(d_df, [0, 0, 0, 0, -8.0, -0.03125])
+    np.testing.assert_allclose(d_scale, [0, 0, 0, 0, 12.0, 1.5])
+    np.testing.assert_allclose(grads(T, T.distributions.StudentT(df, 0.0, scale).stddev, [df])[0][:4], 0)
+
+
+def test_fisher_snedecor_mean_and_variance_gradients_where_undefined(T):
+    df1, df2 = f64(T, [4.0, 3.0, 5.0, 2.0, 6.0]), f64(T, [6.0, 2.0, 4.0, 3.0, 1.0])
+    d = T.distributions.FisherSnedecor(df1, df2)
+    np.testing.assert_allclose(d.mean.detach().numpy(), [1.5, nan, 2.0, 3.0, nan])
+    # d2/(d2 - 2): ∂/∂d2 = -2/(d2 - 2)²; nothing reaches d2 where the mean is undefined
+    np.testing.assert_allclose(T.autograd.grad(d.mean.sum(), df2)[0].numpy(), [-0.125, 0, -0.5, -2.0, 0])
+    variance = d.variance
+    np.testing.assert_allclose(variance.detach().numpy(), [4.5, nan, nan, nan, nan])
+    d_df1, d_df2 = grads(T, variance, [df1, df2])
+    # PyTorch reads d2 as NaN where the variance is undefined: d1's gradient is NaN there, d2's is 0
+    np.testing.assert_allclose(d_df1, [-0.5625, nan, nan, nan, nan])
+    np.testing.assert_allclose(d_df2, [-2.4375, 0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("name", ["mean", "mode", "variance"])
+def test_moments_inside_their_domain_keep_their_gradients(T, name):
+    df1, df2 = f64(T, [5.0, 8.0]), f64(T, [7.0, 12.0])
+    value = getattr(T.distributions.FisherSnedecor(df1, df2), name)
+    assert np.isfinite(np.concatenate(grads(T, value, [df1, df2]))).all()
