@@ -57,3 +57,26 @@ def test_moments_inside_their_domain_keep_their_gradients(T, name):
     df1, df2 = f64(T, [5.0, 8.0]), f64(T, [7.0, 12.0])
     value = getattr(T.distributions.FisherSnedecor(df1, df2), name)
     assert np.isfinite(np.concatenate(grads(T, value, [df1, df2]))).all()
+
+
+def test_log_normal_is_a_transformed_normal(T):
+    """PyTorch's LogNormal is a TransformedDistribution: its cdf checks ln x against the Normal's
+    support (so F(0) = 0 where log_prob(0) is refused), and it has the transforms and KL that go with it."""
+    D = T.distributions
+    loc, scale = f64(T, [0.5, -1.0]), f64(T, [1.0, 0.5])
+    d = D.LogNormal(loc, scale, validate_args=True)
+    assert isinstance(d, D.TransformedDistribution) and isinstance(d.transforms[0], D.transforms.ExpTransform)
+    x = T.tensor([0.0, 2.0], dtype=T.float64)
+    cdf = d.cdf(x)
+    expected = [0.0, 0.5 * (1 + math.erf((math.log(2.0) + 1.0) / 0.5 / math.sqrt(2)))]
+    np.testing.assert_allclose(cdf.detach().numpy(), expected, rtol=1e-12)
+    with pytest.raises(ValueError):
+        d.log_prob(x)
+    with pytest.raises(ValueError):  # ln(-1) is NaN: outside the Normal's support
+        d.cdf(T.tensor([-1.0, 1.0], dtype=T.float64))
+    standard = D.Normal(T.zeros(2, dtype=T.float64), 1.0)
+    kl = D.kl_divergence(d, D.TransformedDistribution(standard, [D.transforms.ExpTransform()]))
+    np.testing.assert_allclose(kl.detach().numpy(), D.kl_divergence(D.Normal(loc, scale), standard).detach().numpy())
+    expanded = d.expand((3, 2))
+    assert expanded.batch_shape == (3, 2) and expanded.loc.shape == (3, 2)
+    np.testing.assert_allclose(expanded.mean.detach().numpy()[0], np.exp([1.0, -0.875]))

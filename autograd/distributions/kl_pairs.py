@@ -27,7 +27,6 @@ from .half_normal import HalfNormal
 from .independent import Independent, sum_rightmost
 from .kl import _kl_categorical_categorical, _kl_normal_normal, kl_divergence, register_kl
 from .laplace import Laplace
-from .log_normal import LogNormal
 from .low_rank_multivariate_normal import LowRankMultivariateNormal, lowrank_logdet, lowrank_mahalanobis
 from .multivariate_normal import MultivariateNormal, batch_mahalanobis, solve_lower
 from .normal import Normal
@@ -165,11 +164,6 @@ def _kl_transformed_transformed(p, q):
     if p.event_shape != q.event_shape:
         raise NotImplementedError
     return kl_divergence(p.base_dist, q.base_dist)
-
-
-@register_kl(LogNormal, LogNormal)
-def _kl_lognormal_lognormal(p, q):  # (PyTorch's LogNormal reaches this through its transform)
-    return _kl_normal_normal(p.base_dist, q.base_dist)
 
 
 @register_kl(Independent, Independent)
