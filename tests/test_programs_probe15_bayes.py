@@ -1538,3 +1538,72 @@ def test_gp_hyperparameter_laplace_hessians_agree():
         columns.append(((plus - minus) / (2 * eps)).numpy())
     np.testing.assert_allclose(np.stack(columns, 1), ours["Hm"], rtol=1e-5, atol=1e-6)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Probabilistic regression heads and their calibration: a network giving LogNormal, StudentT (learnt
+# degrees of freedom starting below 2, where the variance is infinite) and Bernoulli predictive
+# distributions, trained by their NLL; the PIT values by cdf (on a grid that starts at 0), central
+# intervals by icdf, and the moments (mean, variance, mode) with their gradients
+# ----------------------------------------------------------------------------------------------
+
+
+def heads_net(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 6))
+
+
+def probabilistic_heads(m, weights, steps=25):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    D = torch.distributions
+    rng = np.random.default_rng(13)
+    x = torch.from_numpy(rng.uniform(-1, 1, (80, 2)))
+    positive = torch.from_numpy(np.exp(0.5 * rng.standard_normal(80) + x.numpy()[:, 0]))
+    heavy = torch.from_numpy(rng.standard_t(1.5, 80) * 0.3 + x.numpy()[:, 1])
+    coin = torch.from_numpy((rng.uniform(size=80) < 1 / (1 + np.exp(-3 * x.numpy()[:, 0]))).astype(np.float64))
+    net = load(m, heads_net(m), weights).double()
+
+    def heads(x):
+        out = net(x)
+        lognormal = D.LogNormal(out[:, 0], F.softplus(out[:, 1]) + 1e-3)
+        student = D.StudentT(1.0 + F.softplus(out[:, 4]), out[:, 2], F.softplus(out[:, 3]) + 1e-3)
+        bernoulli = D.Bernoulli(logits=out[:, 5])
+        return lognormal, student, bernoulli
+
+    optimizer = optim.Adam(net.parameters(), lr=0.02)
+    losses = []
+    for step in range(steps):
+        lognormal, student, bernoulli = heads(x)
+        loss = -(lognormal.log_prob(positive).mean() + student.log_prob(heavy).mean() + bernoulli.log_prob(coin).mean())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+
+    lognormal, student, bernoulli = heads(x[:6])
+    grid = torch.tensor([0.0, 0.5, 1.0, 4.0], dtype=torch.float64).unsqueeze(-1)
+    pit = lognormal.cdf(positive[:6])
+    cdf_grid = lognormal.cdf(grid)                                           # (4, 6): F(0) = 0
+    interval = lognormal.icdf(torch.tensor([[0.05], [0.95]], dtype=torch.float64))
+    moments = {"ln_mean": lognormal.mean, "ln_var": lognormal.variance, "ln_mode": lognormal.mode,
+               "t_var": student.variance, "t_df": student.df, "b_mode": bernoulli.mode}
+    grads = {k: torch.autograd.grad(v[torch.isfinite(v)].sum(), list(net.parameters()), retain_graph=True,
+                                    allow_unused=True)[0] if v.requires_grad else None for k, v in moments.items()}
+    # an edge case the head can produce: degrees of freedom exactly 2 and a coin at exactly one half
+    edge_df = torch.tensor([2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    edge_var = D.StudentT(edge_df, 0.0, 1.0).variance
+    edge_grad = torch.autograd.grad(edge_var[1], edge_df, retain_graph=True)[0]
+    return {"losses": losses, "pit": pit, "cdf_grid": cdf_grid, "interval": interval,
+            "moments": moments, "grads": grads, "edge_var": edge_var, "edge_grad": edge_grad,
+            "b_mode_half": D.Bernoulli(logits=torch.tensor([0.0, 0.1])).mode,
+            "params": [p.detach() for p in net.parameters()]}
+
+
+def test_probabilistic_heads_pit_and_moments():
+    ours, _ = run_both(probabilistic_heads, weights_of(heads_net), rtol=1e-8, atol=1e-10)
+    assert ours["losses"][-1] < ours["losses"][0]
+    assert (ours["cdf_grid"][0] == 0).all() and ((ours["pit"] > 0) & (ours["pit"] < 1)).all()
+    assert (ours["interval"][0] < ours["interval"][1]).all()
+    np.testing.assert_array_equal(ours["b_mode_half"], [np.nan, 1.0])
+    np.testing.assert_allclose(ours["edge_var"], [np.inf, 3.0])
+    np.testing.assert_allclose(ours["edge_grad"], [0.0, -2.0])
