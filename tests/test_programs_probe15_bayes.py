@@ -4,11 +4,23 @@ run on chainrule and on PyTorch from the same weights, data and seeds (PyTorch's
 so ``torch.manual_seed`` then ``randn_like`` / ``rand_like`` / ``normal_`` draw the same noise in both),
 comparing values, gradients and training trajectories.
 
-SWAG (Maddox et al. as wjmaddox/swa_gaussian writes it: first and second moments and a deviation matrix
-collected under ``SWALR``, ``parameters_to_vector`` / ``vector_to_parameters``, a low-rank-plus-diagonal
-sample by hand and by ``LowRankMultivariateNormal``, ``update_bn`` after each sample, Bayesian model
-averaging) beside an ``AveragedModel`` with a custom ``avg_fn`` saved and loaded through its
-``state_dict``."""
+SWAG (Maddox et al. as wjmaddox/swa_gaussian writes it: moments and a deviation matrix collected under
+``SWALR``, ``parameters_to_vector`` / ``vector_to_parameters``, a low-rank-plus-diagonal sample by hand and
+by ``LowRankMultivariateNormal``, ``update_bn`` after each sample) beside an ``AveragedModel`` with a custom
+``avg_fn`` reloaded from its ``state_dict``; Bayes by Backprop with a scale-mixture prior (by hand and by
+``MixtureSameFamily``), the local reparameterisation trick and Flipout, the KL by hand and by
+``kl_divergence``; planar and radial flows fitted by the reverse KL; IWAE with DReG gradients
+(``Independent(Normal)`` over (K, B, D), ``ContinuousBernoulli``); a whole-network Laplace approximation
+(Hessians by ``torch.func.hessian``, ``autograd.functional.hessian``, double backward row by row and with
+``is_grads_batched``, the GGN by ``vmap(jacrev)``, KFAC from module hooks, the linearised predictive);
+SGLD, pSGLD and cyclical SG-MCMC as ``Optimizer`` subclasses; Concrete dropout and sparse variational
+dropout; deep kernel learning with GPyTorch's ``psd_safe_cholesky``; a flow of user-written ``Transform``
+subclasses; bayesian-torch's ``dnn_to_bnn`` with blitz's ``variational_estimator``; a vmapped deep ensemble
+with MC dropout (``randomness="different"``) and a temperature under a ``parametrize`` Softplus fitted by
+LBFGS; a Laplace approximation over GP log-hyperparameters with Hessians by four transforms of five
+likelihood forms; LogNormal / StudentT / Bernoulli regression heads with PIT values and moments; ADVI
+with ``biject_to`` / ``transform_to``.
+"""
 
 import copy
 import math
