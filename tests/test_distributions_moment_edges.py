@@ -80,3 +80,13 @@ def test_log_normal_is_a_transformed_normal(T):
     expanded = d.expand((3, 2))
     assert expanded.batch_shape == (3, 2) and expanded.loc.shape == (3, 2)
     np.testing.assert_allclose(expanded.mean.detach().numpy()[0], np.exp([1.0, -0.875]))
+
+
+def test_half_cauchy_divergence_is_the_cauchy_bases(T):
+    """PyTorch's HalfNormal and HalfCauchy are transformed by the same |x|: their KL is the bases' KL."""
+    D = T.distributions
+    p, q = D.HalfCauchy(T.tensor([1.0, 3.0], dtype=T.float64)), D.HalfCauchy(T.tensor([2.0], dtype=T.float64))
+    # ln((γp + γq)² / (4 γp γq))
+    np.testing.assert_allclose(D.kl_divergence(p, q).numpy(), np.log(np.array([9.0, 25.0]) / np.array([8.0, 24.0])))
+    with pytest.raises(NotImplementedError):
+        D.kl_divergence(D.HalfNormal(T.tensor([1.0])), D.HalfCauchy(T.tensor([1.0])))
