@@ -1,6 +1,7 @@
-"""Moments at the edge of where they are defined, and their gradients there, as PyTorch gives them:
-Bernoulli's mode at p = 1/2, StudentT's variance at ν = 2, FisherSnedecor's mean and variance at
-d2 = 2 and 4 (exactly where a formula evaluated anyway divides 0 by 0 in its gradient)."""
+"""Distributions at the edges of their definitions, as PyTorch gives them: moments where they are
+undefined and their gradients there (Bernoulli's mode at p = 1/2, StudentT's variance at ν = 2,
+FisherSnedecor's mean and variance at d2 = 2 and 4, where a formula evaluated anyway divides 0 by 0 in
+its gradient), LogNormal as a TransformedDistribution (its cdf at 0), and the KL of folded laws."""
 
 import math
 
