@@ -6,6 +6,7 @@
 
 from .. import ranges
 from ..ops import sampling
+from ..ops.elementwise import where
 from . import constraints
 from .distribution import BinaryParameters, broadcast_all, probs_or_logits
 from .exp_family import ExponentialFamily
@@ -41,7 +42,8 @@ class Bernoulli(BinaryParameters, ExponentialFamily):
 
     @property
     def mode(self):
-        return (self.probs >= 0.5).to(self.probs.dtype)
+        """1 where p > 1/2, 0 where p < 1/2, NaN at p = 1/2 (no single mode), as PyTorch's."""
+        return where(self.probs == 0.5, float("nan"), (self.probs >= 0.5).to(self.probs.dtype))
 
     @property
     def variance(self):

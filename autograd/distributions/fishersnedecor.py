@@ -5,7 +5,9 @@ draws are differentiable in d1 and d2 through the gamma draws.
     log p(x) = ln Γ((d1+d2)/2) - ln Γ(d1/2) - ln Γ(d2/2) + (d1/2) ln(d1/d2) + (d1/2 - 1) ln x
                - ((d1+d2)/2) ln(1 + d1 x/d2)
     mean = d2/(d2 - 2) (d2 > 2),   var = 2 d2² (d1 + d2 - 2) / (d1 (d2 - 2)² (d2 - 4)) (d2 > 4),
-    mode = (d1 - 2)/d1 · d2/(d2 + 2) (d1 > 2); NaN where undefined, as PyTorch's
+    mode = (d1 - 2)/d1 · d2/(d2 + 2) (d1 > 2); NaN where undefined, as PyTorch's. As PyTorch's, the
+    mean and variance read d2 as NaN where they are undefined: no gradient reaches d2 there (where a
+    formula evaluated at d2 = 2 or 4 would send it 0/0), and d1's gradient of the variance is NaN there
 """
 
 from ..ops.elementwise import where
@@ -29,7 +31,8 @@ class FisherSnedecor(Distribution):
 
     @property
     def mean(self):
-        return where(self.df2 > 2, self.df2 / (self.df2 - 2), NAN)
+        df2 = where(self.df2 > 2, self.df2, NAN)
+        return df2 / (df2 - 2)
 
     @property
     def mode(self):
@@ -37,8 +40,8 @@ class FisherSnedecor(Distribution):
 
     @property
     def variance(self):
-        d1, d2 = self.df1, self.df2
-        return where(d2 > 4, 2 * d2.pow(2) * (d1 + d2 - 2) / (d1 * (d2 - 2).pow(2) * (d2 - 4)), NAN)
+        d1, d2 = self.df1, where(self.df2 > 4, self.df2, NAN)
+        return 2 * d2.pow(2) * (d1 + d2 - 2) / (d1 * (d2 - 2).pow(2) * (d2 - 4))
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

@@ -20,14 +20,13 @@ from .continuous_bernoulli import ContinuousBernoulli
 from .dirichlet import Dirichlet
 from .exp_family import ExponentialFamily, sum_beyond_batch
 from .exponential import Exponential
+from .folded import Folded
 from .gamma import Gamma
 from .geometric import Geometric
 from .gumbel import EULER_GAMMA, Gumbel
-from .half_normal import HalfNormal
 from .independent import Independent, sum_rightmost
-from .kl import _kl_categorical_categorical, _kl_normal_normal, kl_divergence, register_kl
+from .kl import _kl_categorical_categorical, kl_divergence, register_kl
 from .laplace import Laplace
-from .log_normal import LogNormal
 from .low_rank_multivariate_normal import LowRankMultivariateNormal, lowrank_logdet, lowrank_mahalanobis
 from .multivariate_normal import MultivariateNormal, batch_mahalanobis, solve_lower
 from .normal import Normal
@@ -102,9 +101,11 @@ def _kl_geometric_geometric(p, q):
     return -p.entropy() - (-q.probs).log1p() / p.probs - q.logits
 
 
-@register_kl(HalfNormal, HalfNormal)
-def _kl_halfnormal_halfnormal(p, q):
-    return _kl_normal_normal(p.base_dist, q.base_dist)
+@register_kl(Folded, Folded)
+def _kl_folded_folded(p, q):
+    """Both folded at 0 by |x| (PyTorch's AbsTransform): the divergence of the symmetric bases, as
+    PyTorch's TransformedDistribution pair gives it (HalfNormal and HalfCauchy; none across the two)."""
+    return kl_divergence(p.base_dist, q.base_dist)
 
 
 @register_kl(Laplace, Laplace)
@@ -165,11 +166,6 @@ def _kl_transformed_transformed(p, q):
     if p.event_shape != q.event_shape:
         raise NotImplementedError
     return kl_divergence(p.base_dist, q.base_dist)
-
-
-@register_kl(LogNormal, LogNormal)
-def _kl_lognormal_lognormal(p, q):  # (PyTorch's LogNormal reaches this through its transform)
-    return _kl_normal_normal(p.base_dist, q.base_dist)
 
 
 @register_kl(Independent, Independent)

@@ -3,22 +3,34 @@
     log p(x) = log N(ln x; μ, σ) - ln x,   F(x) = Φ((ln x - μ)/σ),   mean = e^(μ + σ²/2),
     var = (e^(σ²) - 1) e^(2μ + σ²),   mode = e^(μ - σ²),   entropy = H(N(μ, σ)) + μ
     rsample: x = e^(μ + σ ε)
+
+A TransformedDistribution of Normal(μ, σ) by ExpTransform, as PyTorch's: isinstance, ``transforms``,
+rsample / log_prob / cdf / icdf through the transform (its cdf checks the logarithm against the base's
+support, so F(0) = 0), KL through the base; the closed forms above for its moments and entropy.
 """
 
 from . import constraints
-from .distribution import Distribution, broadcast_all
 from .normal import Normal
+from .scalar_transforms import ExpTransform
+from .transformed_distribution import TransformedDistribution
 
 
-class LogNormal(Distribution):
+class LogNormal(TransformedDistribution):
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.positive
     has_rsample = True
 
     def __init__(self, loc, scale, validate_args=None):
-        self.loc, self.scale = broadcast_all(loc, scale)
-        self.base_dist = Normal(self.loc, self.scale, validate_args=False)
-        super().__init__(self.loc.shape, validate_args=validate_args)
+        base_dist = Normal(loc, scale, validate_args=validate_args)
+        super().__init__(base_dist, ExpTransform(), validate_args=validate_args)
+
+    @property
+    def loc(self):
+        return self.base_dist.loc
+
+    @property
+    def scale(self):
+        return self.base_dist.scale
 
     @property
     def mean(self):
@@ -32,21 +44,6 @@ class LogNormal(Distribution):
     def variance(self):
         square = self.scale.pow(2)
         return square.expm1() * (2 * self.loc + square).exp()
-
-    def rsample(self, sample_shape=()):
-        return self.base_dist.rsample(sample_shape).exp()
-
-    def log_prob(self, value):
-        value = self._value(value, self.loc)
-        logarithm = value.log()
-        return self.base_dist.log_prob(logarithm) - logarithm
-
-    def cdf(self, value):
-        value = self._value(value, self.loc)
-        return self.base_dist.cdf(value.log())
-
-    def icdf(self, value):
-        return self.base_dist.icdf(value).exp()
 
     def entropy(self):
         return self.base_dist.entropy() + self.loc

@@ -35,8 +35,12 @@ class StudentT(Distribution):
 
     @property
     def variance(self):
-        finite = self.scale.pow(2) * self.df / (self.df - 2)
-        return where(self.df > 2, finite, where(self.df > 1, float("inf"), float("nan")))
+        # where it is infinite or undefined the variance takes no gradient (PyTorch writes those entries
+        # over): the formula sees a stand-in ν there, not ν = 2, whose 0/0 would reach the gradient as NaN
+        finite_df = self.df > 2
+        df = where(finite_df, self.df, 3.0)
+        finite = self.scale.pow(2) * df / (df - 2)
+        return where(finite_df, finite, where(self.df > 1, float("inf"), float("nan")))
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

@@ -19,6 +19,7 @@ from ..device import device as Device
 from ..device import resolve, served
 from ..graph import bump_version
 from ..primitive import Primitive
+from ..size import Size
 from ..tensor import Tensor, tensor_from
 from .elementwise import Cast, Clone
 from .names import names
@@ -237,9 +238,11 @@ def share_memory_(x):
 
 @names("new", function=False)
 def new(x, *args, device=None):
-    """The legacy constructor: x.new(2, 3) is uninitialised of x's dtype, x.new([1, 2]) holds the data in
-    x's dtype, x.new() is empty."""
+    """The legacy constructor: x.new(2, 3) and x.new(x.size()) are uninitialised of x's dtype, x.new([1, 2])
+    holds the data in x's dtype, x.new() is empty."""
     resolve(device)
+    if len(args) == 1 and isinstance(args[0], Size):  # x.new(x.size()): a Size is a shape (a tuple or list is data)
+        args = tuple(args[0])
     if len(args) == 1 and not isinstance(args[0], int):
         data = args[0]
         if isinstance(data, Tensor) and data.dtype != x.dtype:
