@@ -1,0 +1,580 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP034  (the programs are kept as their authors wrote them)
+"""Routing, sorting and ranking programs (see tests/pytorch_programs.py), each run on chainrule and on PyTorch
+from the same weights and data, comparing values, indices (their order among ties), dtypes and gradients, and
+checked against NumPy by hand where a formula is short.
+
+- Shazeer et al.'s sparsely-gated mixture of experts (noisy top-k gating with ``softplus`` noise from
+  ``randn_like``, the load estimator through ``Normal.cdf`` of the threshold from ``topk``, gates put back
+  by ``scatter``, the ``cv_squared`` importance and load losses, a ``SparseDispatcher`` that sorts
+  ``torch.nonzero(gates)``, ``split``s by counts and combines with ``index_add`` of ``exp``-ed outputs);
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import load, run_both, weights_of
+
+
+def params_and_grads(model):
+    return [p.detach().clone() for p in model.parameters()], [p.grad.clone() for p in model.parameters()]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sparsely-gated mixture of experts (Shazeer et al. 2017, as davidmrau/mixture-of-experts writes it)
+# ----------------------------------------------------------------------------------------------
+
+D_IN, D_OUT, N_EXPERTS, HIDDEN, TOP_K = 6, 3, 5, 8, 2
+
+
+def make_noisy_moe(m):
+    torch, nn = m.torch, m.nn
+    from_normal = m.torch.distributions.normal.Normal
+
+    class SparseDispatcher(object):
+        def __init__(self, num_experts, gates):
+            self._gates = gates
+            self._num_experts = num_experts
+            # sort experts
+            sorted_experts, index_sorted_experts = torch.nonzero(gates).sort(0)
+            # drop indices
+            _, self._expert_index = sorted_experts.split(1, dim=1)
+            # get according batch index for each expert
+            self._batch_index = torch.nonzero(gates)[index_sorted_experts[:, 1], 0]
+            # calculate num samples that each expert gets
+            self._part_sizes = (gates > 0).sum(0).tolist()
+            # expand gates to match with self._batch_index
+            gates_exp = gates[self._batch_index.flatten()]
+            self._nonzero_gates = torch.gather(gates_exp, 1, self._expert_index)
+
+        def dispatch(self, inp):
+            inp_exp = inp[self._batch_index].squeeze(1)
+            return torch.split(inp_exp, self._part_sizes, dim=0)
+
+        def combine(self, expert_out, multiply_by_gates=True):
+            # apply exp to expert outputs, so we are not longer in log space
+            stitched = torch.cat(expert_out, 0).exp()
+            if multiply_by_gates:
+                stitched = stitched.mul(self._nonzero_gates)
+            zeros = torch.zeros(self._gates.size(0), expert_out[-1].size(1), requires_grad=True,
+                                device=stitched.device, dtype=stitched.dtype)
+            # combine samples that have been processed by the same k experts
+            combined = zeros.index_add(0, self._batch_index, stitched.float() if stitched.dtype == torch.float32
+                                       else stitched)
+            # add eps to all zero values in order to avoid nans when going back to log space
+            combined[combined == 0] = np.finfo(float).eps
+            # back to log space
+            return combined.log()
+
+        def expert_to_gates(self):
+            return torch.split(self._nonzero_gates, self._part_sizes, dim=0)
+
+    class MLP(nn.Module):
+        def __init__(self, input_size, output_size, hidden_size):
+            super(MLP, self).__init__()
+            self.fc1 = nn.Linear(input_size, hidden_size)
+            self.fc2 = nn.Linear(hidden_size, output_size)
+            self.relu = nn.ReLU()
+            self.soft = nn.Softmax(1)
+
+        def forward(self, x):
+            out = self.fc1(x)
+            out = self.relu(out)
+            out = self.fc2(out)
+            out = self.soft(out)
+            return out
+
+    class MoE(nn.Module):
+        def __init__(self, input_size, output_size, num_experts, hidden_size, noisy_gating=True, k=4):
+            super(MoE, self).__init__()
+            self.noisy_gating = noisy_gating
+            self.num_experts = num_experts
+            self.output_size = output_size
+            self.input_size = input_size
+            self.hidden_size = hidden_size
+            self.k = k
+            self.experts = nn.ModuleList([MLP(self.input_size, self.output_size, self.hidden_size)
+                                          for i in range(self.num_experts)])
+            self.w_gate = nn.Parameter(torch.zeros(input_size, num_experts), requires_grad=True)
+            self.w_noise = nn.Parameter(torch.zeros(input_size, num_experts), requires_grad=True)
+            self.softplus = nn.Softplus()
+            self.softmax = nn.Softmax(1)
+            self.register_buffer("mean", torch.tensor([0.0]))
+            self.register_buffer("std", torch.tensor([1.0]))
+            assert (self.k <= self.num_experts)
+
+        def cv_squared(self, x):
+            eps = 1e-10
+            # if only num_experts = 1
+            if x.shape[0] == 1:
+                return torch.tensor([0], device=x.device, dtype=x.dtype)
+            return x.float().var() / (x.float().mean() ** 2 + eps)
+
+        def _gates_to_load(self, gates):
+            return (gates > 0).sum(0)
+
+        def _prob_in_top_k(self, clean_values, noisy_values, noise_stddev, noisy_top_values):
+            batch = clean_values.size(0)
+            m = noisy_top_values.size(1)
+            top_values_flat = noisy_top_values.flatten()
+            threshold_positions_if_in = torch.arange(batch, device=clean_values.device) * m + self.k
+            threshold_if_in = torch.unsqueeze(torch.gather(top_values_flat, 0, threshold_positions_if_in), 1)
+            is_in = torch.gt(noisy_values, threshold_if_in)
+            threshold_positions_if_out = threshold_positions_if_in - 1
+            threshold_if_out = torch.unsqueeze(torch.gather(top_values_flat, 0, threshold_positions_if_out), 1)
+            # is each value currently in the top k.
+            normal = from_normal(self.mean, self.std)
+            prob_if_in = normal.cdf((clean_values - threshold_if_in) / noise_stddev)
+            prob_if_out = normal.cdf((clean_values - threshold_if_out) / noise_stddev)
+            prob = torch.where(is_in, prob_if_in, prob_if_out)
+            return prob
+
+        def noisy_top_k_gating(self, x, train, noise_epsilon=1e-2):
+            clean_logits = x @ self.w_gate
+            if self.noisy_gating and train:
+                raw_noise_stddev = x @ self.w_noise
+                noise_stddev = ((self.softplus(raw_noise_stddev) + noise_epsilon))
+                noisy_logits = clean_logits + (torch.randn_like(clean_logits) * noise_stddev)
+                logits = noisy_logits
+            else:
+                logits = clean_logits
+            # calculate topk + 1 that will be needed for the noisy gates
+            logits = self.softmax(logits)
+            top_logits, top_indices = logits.topk(min(self.k + 1, self.num_experts), dim=1)
+            top_k_logits = top_logits[:, :self.k]
+            top_k_indices = top_indices[:, :self.k]
+            top_k_gates = top_k_logits / (top_k_logits.sum(1, keepdim=True) + 1e-6)  # normalization
+            zeros = torch.zeros_like(logits, requires_grad=True)
+            gates = zeros.scatter(1, top_k_indices, top_k_gates)
+            if self.noisy_gating and self.k < self.num_experts and train:
+                load = (self._prob_in_top_k(clean_logits, noisy_logits, noise_stddev, top_logits)).sum(0)
+            else:
+                load = self._gates_to_load(gates)
+            return gates, load
+
+        def forward(self, x, loss_coef=1e-2):
+            gates, load = self.noisy_top_k_gating(x, self.training)
+            # calculate importance loss
+            importance = gates.sum(0)
+            loss = self.cv_squared(importance) + self.cv_squared(load)
+            loss *= loss_coef
+            dispatcher = SparseDispatcher(self.num_experts, gates)
+            expert_inputs = dispatcher.dispatch(x)
+            gates = dispatcher.expert_to_gates()
+            expert_outputs = [self.experts[i](expert_inputs[i]) for i in range(self.num_experts)]
+            y = dispatcher.combine(expert_outputs)
+            return y, loss
+
+    return MoE(D_IN, D_OUT, N_EXPERTS, HIDDEN, noisy_gating=True, k=TOP_K)
+
+
+def moe_data(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, D_IN))
+    y = (x[:, :3] @ rng.standard_normal((3, D_OUT))).argmax(1)
+    return x, y
+
+
+def noisy_moe(m, weights):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    torch.manual_seed(0)
+    model = load(m, make_noisy_moe(m), weights)
+    # the gate starts at zeros in the original, so that every expert ties: give it the weights instead
+    with torch.no_grad():
+        model.w_gate.copy_(torch.linspace(-1, 1, D_IN * N_EXPERTS).reshape(D_IN, N_EXPERTS).sin())
+        model.w_noise.copy_(torch.linspace(-0.5, 0.5, D_IN * N_EXPERTS).reshape(D_IN, N_EXPERTS).cos())
+    x, y = (torch.from_numpy(a) for a in moe_data())
+    x = x.float()
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    losses, aux = [], []
+    for step in range(4):
+        model.train()
+        optimizer.zero_grad()
+        log_probs, aux_loss = model(x)
+        loss = nn.NLLLoss()(log_probs, y) + aux_loss
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        aux.append(aux_loss.item())
+    model.eval()
+    with torch.no_grad():
+        gates, expert_load = model.noisy_top_k_gating(x, False)
+        log_probs, _ = model(x)
+    return {"losses": losses, "aux": aux, "gates": gates, "load": expert_load, "log_probs": log_probs,
+            "w_gate": model.w_gate, "w_noise_grad": model.w_noise.grad, "fc1_grad": model.experts[0].fc1.weight.grad}
+
+
+def test_noisy_top_k_mixture_of_experts():
+    weights = weights_of(make_noisy_moe)
+    ours, _ = run_both(noisy_moe, weights, rtol=2e-4, atol=2e-6)
+    gates = ours["gates"]
+    assert ((gates > 0).sum(1) == TOP_K).all()
+    np.testing.assert_allclose(gates.sum(1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(ours["load"], (gates > 0).sum(0))
+    assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Switch Transformer routing (top-1, expert capacity, as Hugging Face's SwitchTransformersTop1Router)
+# ----------------------------------------------------------------------------------------------
+
+S_BATCH, S_SEQ, S_D, S_FF, S_EXPERTS = 2, 10, 8, 12, 4
+
+
+def router_z_loss_func(m, router_logits):
+    torch = m.torch
+    num_groups, tokens_per_group, _ = router_logits.shape
+    log_z = torch.logsumexp(router_logits, dim=-1)
+    z_loss = log_z ** 2
+    return torch.sum(z_loss) / (num_groups * tokens_per_group)
+
+
+def load_balancing_loss_func(m, router_probs, expert_indices):
+    torch = m.torch
+    num_experts = router_probs.shape[-1]
+    # cast the expert indices to int64, otherwise one-hot encoding will fail
+    if expert_indices.dtype != torch.int64:
+        expert_indices = expert_indices.to(torch.int64)
+    if len(expert_indices.shape) == 2:
+        expert_indices = expert_indices.unsqueeze(2)
+    expert_mask = m.F.one_hot(expert_indices, num_experts)
+    # For a given token, determine if it was routed to a given expert.
+    expert_mask = torch.max(expert_mask, axis=-2).values
+    # cast to float32 otherwise mean will fail
+    expert_mask = expert_mask.to(torch.float32)
+    tokens_per_group_and_expert = torch.mean(expert_mask, axis=-2)
+    router_prob_per_group_and_expert = torch.mean(router_probs, axis=-2)
+    return torch.mean(tokens_per_group_and_expert * router_prob_per_group_and_expert) * (num_experts ** 2)
+
+
+def make_switch(m, capacity_factor=1.0):
+    torch, nn = m.torch, m.nn
+
+    class Top1Router(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.num_experts = S_EXPERTS
+            self.expert_capacity = int(capacity_factor * S_SEQ / S_EXPERTS)
+            self.classifier = nn.Linear(S_D, self.num_experts, bias=False)
+            self.jitter_noise = 0.1
+            self.ignore_padding_tokens = False
+            self.dtype = torch.float32
+
+        def _compute_router_probabilities(self, hidden_states):
+            self.input_dtype = hidden_states.dtype
+            hidden_states = hidden_states.to(self.dtype)
+            if self.training and self.jitter_noise > 0:
+                # Multiply the token inputs by the uniform distribution - adding some noise
+                hidden_states *= torch.empty_like(hidden_states).uniform_(1.0 - self.jitter_noise,
+                                                                          1.0 + self.jitter_noise)
+            router_logits = self.classifier(hidden_states)
+            # Apply Softmax and cast back to the original `dtype`
+            router_probabilities = nn.functional.softmax(router_logits, dim=-1, dtype=self.dtype).to(self.input_dtype)
+            return router_probabilities, router_logits
+
+        def forward(self, hidden_states):
+            router_probs, router_logits = self._compute_router_probabilities(hidden_states)
+            expert_index = torch.argmax(router_probs, dim=-1)
+            expert_index = nn.functional.one_hot(expert_index, num_classes=self.num_experts)
+            # Mask tokens outside expert capacity. Sum over each sequence
+            token_priority = torch.cumsum(expert_index, dim=-2)
+            # mask if the token routed to to the expert will overflow
+            expert_capacity_mask = token_priority <= self.expert_capacity
+            expert_index = expert_index * expert_capacity_mask
+            router_probs = torch.max(router_probs, dim=-1).values.unsqueeze(-1)
+            return expert_index, router_probs, router_logits
+
+    class DenseActDense(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wi = nn.Linear(S_D, S_FF, bias=False)
+            self.wo = nn.Linear(S_FF, S_D, bias=False)
+            self.act = nn.ReLU()
+
+        def forward(self, hidden_states):
+            return self.wo(self.act(self.wi(hidden_states)))
+
+    class SparseMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.router = Top1Router()
+            self.experts = nn.ModuleDict()
+            for idx in range(S_EXPERTS):
+                self.experts[f"expert_{idx}"] = DenseActDense()
+
+        def forward(self, hidden_states):
+            router_mask, router_probs, router_logits = self.router(hidden_states)
+            expert_index = torch.argmax(router_mask, dim=-1)
+            # The routers introduced might not always map all the tokens, to a router, which means that some hidden
+            # states can be unchanged from one layer to another. That is why the hidden states are cloned before
+            # updating only the seleced ones.
+            next_states = hidden_states.clone()
+            router_mask = router_mask.bool()
+            batch_size, seq_len, num_experts = router_mask.shape
+            idx_mask = router_mask.reshape(batch_size * seq_len, num_experts).sum(dim=0)
+            idx_mask = torch.nonzero(idx_mask, as_tuple=True)[0].tolist()  # length: number of "activated" expert
+            for idx in idx_mask:
+                next_states[router_mask[:, :, idx]] = getattr(self.experts, f"expert_{idx}")(
+                    hidden_states[router_mask[:, :, idx]]
+                )
+            hidden_states = router_probs * next_states
+            return hidden_states, (router_logits, expert_index)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(S_D)
+            self.mlp = SparseMLP()
+            self.head = nn.Linear(S_D, 3)
+
+        def forward(self, x):
+            h, (router_logits, expert_index) = self.mlp(self.norm(x))
+            return self.head(x + h), router_logits, expert_index
+
+    return Block()
+
+
+def switch_data(seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((S_BATCH, S_SEQ, S_D)).astype(np.float32)
+    y = rng.integers(0, 3, (S_BATCH, S_SEQ))
+    return x, y
+
+
+def switch(m, weights, capacity_factor):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    torch.manual_seed(0)
+    model = load(m, make_switch(m, capacity_factor), weights)
+    x, y = (torch.from_numpy(a) for a in switch_data())
+    optimizer = optim.AdamW(model.parameters(), lr=3e-3)
+    history, masks = [], []
+    for step in range(3):
+        optimizer.zero_grad()
+        logits, router_logits, expert_index = model(x)
+        router_probs = F.softmax(router_logits, dim=-1)
+        z_loss = router_z_loss_func(m, router_logits)
+        aux_loss = load_balancing_loss_func(m, router_probs, expert_index)
+        loss = F.cross_entropy(logits.reshape(-1, 3), y.reshape(-1)) + 1e-3 * z_loss + 1e-2 * aux_loss
+        loss.backward()
+        history.append([loss.item(), z_loss.item(), aux_loss.item()])
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        router_mask, probs, _ = model.mlp.router(model.norm(x))
+    grads = {k: v.grad for k, v in model.named_parameters()}
+    return {"history": history, "router_mask": router_mask, "mask_dtype": str(router_mask.dtype).split(".")[-1],
+            "probs": probs, "grads": grads}
+
+
+@pytest.mark.parametrize("capacity_factor", [1.0, 2.0])
+def test_switch_transformer_top1_router_with_capacity(capacity_factor):
+    weights = weights_of(lambda m: make_switch(m, capacity_factor))
+    ours, _ = run_both(switch, weights, capacity_factor, rtol=1e-4, atol=1e-6)
+    mask = ours["router_mask"]
+    capacity = int(capacity_factor * S_SEQ / S_EXPERTS)
+    assert ours["mask_dtype"] == "int64"
+    assert (mask.sum(1) <= capacity).all() and (mask.sum(-1) <= 1).all()
+    if capacity_factor == 1.0:
+        assert (mask.sum(-1) == 0).any()  # some tokens overflowed and were dropped
+
+
+# ----------------------------------------------------------------------------------------------
+# Expert-choice routing (Zhou et al. 2022): each expert takes its top-c tokens (topk along the tokens)
+# ----------------------------------------------------------------------------------------------
+
+E_D, E_FF, E_EXPERTS, E_TOKENS = 6, 10, 4, 16
+
+
+def make_expert_choice(m):
+    torch, nn = m.torch, m.nn
+
+    class ExpertChoiceMoE(nn.Module):
+        def __init__(self, d_model, d_ff, num_experts, capacity_factor=1.0):
+            super().__init__()
+            self.num_experts = num_experts
+            self.capacity_factor = capacity_factor
+            self.gate = nn.Linear(d_model, num_experts, bias=False)
+            # the experts' weights stacked, applied by one bmm
+            self.w1 = nn.Parameter(torch.randn(num_experts, d_model, d_ff) / math.sqrt(d_model))
+            self.w2 = nn.Parameter(torch.randn(num_experts, d_ff, d_model) / math.sqrt(d_ff))
+
+        def forward(self, x):
+            b, s, d = x.shape
+            tokens = x.reshape(-1, d)
+            n = tokens.shape[0]
+            capacity = int(n * self.capacity_factor / self.num_experts)
+            scores = self.gate(tokens).softmax(dim=-1)                      # (n, e)
+            gating, index = torch.topk(scores.t(), capacity, dim=-1)        # (e, c): experts choose tokens
+            expert_in = tokens[index]                                       # (e, c, d)
+            h = torch.bmm(expert_in, self.w1).relu()
+            expert_out = torch.bmm(h, self.w2) * gating.unsqueeze(-1)       # (e, c, d)
+            out = torch.zeros_like(tokens)
+            out.index_add_(0, index.reshape(-1), expert_out.reshape(-1, d))
+            # how many experts took each token (some none, some several)
+            taken = torch.bincount(index.flatten(), minlength=n)
+            return out.reshape(b, s, d), taken, index
+
+    return ExpertChoiceMoE(E_D, E_FF, E_EXPERTS, capacity_factor=1.5)
+
+
+def expert_choice(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, make_expert_choice(m), weights).double()
+    rng = np.random.default_rng(2)
+    x = torch.from_numpy(rng.standard_normal((2, E_TOKENS // 2, E_D)))
+    target = torch.from_numpy(rng.standard_normal((2, E_TOKENS // 2, E_D)))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        out, taken, index = model(x)
+        loss = F.mse_loss(out + x, target)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    grads = [p.grad for p in model.parameters()]
+    # the same combination by scatter_add_ on an expanded index, and by scatter_reduce (sum, include_self=False)
+    with torch.no_grad():
+        tokens = x.reshape(-1, E_D)
+        scores = model.gate(tokens).softmax(-1)
+        gating, index = torch.topk(scores.t(), index.shape[1], dim=-1)
+        h = torch.bmm(tokens[index], model.w1).relu()
+        expert_out = (torch.bmm(h, model.w2) * gating.unsqueeze(-1)).reshape(-1, E_D)
+        flat = index.reshape(-1, 1).expand(-1, E_D)
+        by_scatter_add = torch.zeros_like(tokens).scatter_add_(0, flat, expert_out)
+        by_scatter_reduce = tokens.scatter_reduce(0, flat, expert_out, reduce="sum", include_self=False)
+        by_mean = tokens.scatter_reduce(0, flat, expert_out, reduce="mean", include_self=True)
+        by_index_add = torch.zeros_like(tokens).index_add(0, index.reshape(-1), expert_out)
+    return {"history": history, "grads": grads, "taken": taken, "index": index, "by_scatter_add": by_scatter_add,
+            "by_scatter_reduce": by_scatter_reduce, "by_mean": by_mean, "by_index_add": by_index_add,
+            "tokens": tokens}
+
+
+def test_expert_choice_routing():
+    weights = weights_of(make_expert_choice)
+    ours, _ = run_both(expert_choice, weights, rtol=1e-10, atol=1e-12)
+    assert ours["taken"].sum() == E_EXPERTS * int(E_TOKENS * 1.5 / E_EXPERTS)
+    np.testing.assert_allclose(ours["by_scatter_add"], ours["by_index_add"], rtol=1e-12, atol=1e-14)
+    untouched = np.bincount(ours["index"].ravel(), minlength=E_TOKENS) == 0
+    np.testing.assert_array_equal(ours["by_scatter_reduce"][untouched], ours["tokens"][untouched])
+    np.testing.assert_allclose(ours["by_scatter_reduce"][~untouched], ours["by_index_add"][~untouched], rtol=1e-12)
+    counts = np.bincount(ours["index"].ravel(), minlength=E_TOKENS)[:, None] + 1
+    np.testing.assert_allclose(ours["by_mean"], (ours["tokens"] + ours["by_index_add"]) / counts, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Token-choice top-2 with dropless, sorted dispatch (as MegaBlocks / "grouped GEMM" code writes it):
+# argsort(stable=True) of the flat expert ids, bincount / histc counts, cumsum bins, searchsorted of the
+# sorted positions into the bins, per-expert slices, a combine by index_add_ and by scatter_reduce
+# ----------------------------------------------------------------------------------------------
+
+T_D, T_FF, T_EXPERTS, T_K = 6, 8, 5, 2
+
+
+def make_sorted_moe(m):
+    torch, nn = m.torch, m.nn
+
+    class Expert(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Linear(T_D, T_FF)
+            self.w2 = nn.Linear(T_FF, T_D)
+
+        def forward(self, x):
+            return self.w2(nn.functional.gelu(self.w1(x), approximate="tanh"))
+
+    class DroplessMoE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.router = nn.Linear(T_D, T_EXPERTS, bias=False)
+            self.experts = nn.ModuleList(Expert() for _ in range(T_EXPERTS))
+
+        def route(self, x):
+            logits = self.router(x)
+            # softmax over the chosen logits only (Mixtral-style renormalisation done the other way round)
+            top_logits, top_experts = logits.topk(T_K, dim=-1)
+            weights = top_logits.softmax(dim=-1)
+            return logits, weights, top_experts
+
+        def forward(self, x, combine="index_add"):
+            logits, weights, top_experts = self.route(x)
+            flat_experts = top_experts.flatten()
+            bin_ids, indices = torch.sort(flat_experts, stable=True)
+            tokens_per_expert = torch.bincount(flat_experts, minlength=T_EXPERTS)
+            hist = torch.histc(flat_experts.float(), bins=T_EXPERTS, min=0, max=T_EXPERTS - 1)
+            bins = torch.cumsum(tokens_per_expert, 0)
+            # the expert of each sorted slot, found again from the bins
+            slot_expert = torch.searchsorted(bins, torch.arange(flat_experts.numel()), right=True)
+            token_of_slot = indices // T_K
+            gathered = x.index_select(0, token_of_slot)
+            outputs = []
+            start = 0
+            for e, end in enumerate(bins.tolist()):
+                outputs.append(self.experts[e](gathered[start:end]))
+                start = end
+            expert_out = torch.cat(outputs) * weights.flatten()[indices].unsqueeze(-1)
+            if combine == "index_add":
+                out = torch.zeros_like(x).index_add_(0, token_of_slot, expert_out)
+            else:
+                out = torch.zeros_like(x).scatter_reduce(0, token_of_slot.unsqueeze(-1).expand_as(expert_out),
+                                                         expert_out, reduce="sum", include_self=True)
+            return out, logits, {"bin_ids": bin_ids, "indices": indices, "tokens_per_expert": tokens_per_expert,
+                                 "hist": hist, "slot_expert": slot_expert, "top_experts": top_experts,
+                                 "weights": weights}
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(11, T_D)
+            self.moe = DroplessMoE()
+            self.head = nn.Linear(T_D, 11)
+
+        def forward(self, ids, combine):
+            h = self.embed(ids)
+            out, logits, info = self.moe(h, combine)
+            return self.head(h + out), logits, info
+
+    return Model()
+
+
+def sorted_moe(m, weights, combine):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, make_sorted_moe(m), weights).double()
+    rng = np.random.default_rng(3)
+    ids = torch.from_numpy(rng.integers(0, 11, 20))
+    targets = torch.roll(ids, -1)
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    history, infos = [], []
+    for step in range(3):
+        optimizer.zero_grad()
+        logits, router_logits, info = model(ids, combine)
+        probs = router_logits.softmax(-1)
+        # Switch-style balance over the top-k choices and the z-loss
+        f = info["tokens_per_expert"].to(probs.dtype) / (ids.numel() * T_K)
+        balance = T_EXPERTS * (f * probs.mean(0)).sum()
+        z_loss = torch.logsumexp(router_logits, dim=-1).square().mean()
+        loss = F.cross_entropy(logits, targets) + 0.01 * balance + 0.001 * z_loss
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item(), balance.item(), z_loss.item()])
+        infos.append(info)
+    grads = {k: v.grad for k, v in model.named_parameters() if v.grad is not None}
+    hist_dtype = str(infos[0]["hist"].dtype).split(".")[-1]
+    return {"history": history, "infos": infos, "grads": grads, "hist_dtype": hist_dtype}
+
+
+@pytest.mark.parametrize("combine", ["index_add", "scatter_reduce"])
+def test_dropless_sorted_dispatch(combine):
+    weights = weights_of(make_sorted_moe)
+    ours, _ = run_both(sorted_moe, weights, combine, rtol=1e-9, atol=1e-12)
+    assert ours["hist_dtype"] == "float32"
+    for info in ours["infos"]:
+        flat = info["top_experts"].ravel()
+        order = np.argsort(flat, kind="stable")
+        np.testing.assert_array_equal(info["indices"], order)
+        np.testing.assert_array_equal(info["bin_ids"], flat[order])
+        np.testing.assert_array_equal(info["slot_expert"], flat[order])
+        np.testing.assert_array_equal(info["hist"], np.bincount(flat, minlength=T_EXPERTS))
+        np.testing.assert_allclose(info["weights"].sum(-1), 1, rtol=1e-12)
+    assert len(ours["grads"]) == 4 + 4 * T_EXPERTS  # every expert was chosen and learns
