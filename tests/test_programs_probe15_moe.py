@@ -578,3 +578,387 @@ def test_dropless_sorted_dispatch(combine):
         np.testing.assert_array_equal(info["hist"], np.bincount(flat, minlength=T_EXPERTS))
         np.testing.assert_allclose(info["weights"].sum(-1), 1, rtol=1e-12)
     assert len(ours["grads"]) == 4 + 4 * T_EXPERTS  # every expert was chosen and learns
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning to sort: NeuralSort (Grover et al. 2019) and SoftSort (Prillo & Eisenschlos 2020) relaxed
+# permutation matrices, trained against the true permutation from torch.sort, with Gumbel perturbation
+# ----------------------------------------------------------------------------------------------
+
+
+def neural_sort(m, s, tau):
+    """s: (batch, n, 1) scores; the relaxed permutation matrix sorting them in decreasing order."""
+    torch = m.torch
+    A = s - s.permute(0, 2, 1)
+    A = A.abs()
+    n = s.size(1)
+    one = torch.ones((n, 1), dtype=s.dtype)
+    B = torch.matmul(A, torch.matmul(one, torch.transpose(one, 0, 1)))
+    scaling = (n + 1 - 2 * (torch.arange(n) + 1)).type(s.dtype)
+    C = torch.matmul(s, scaling.unsqueeze(0))
+    P_max = (C - B).permute(0, 2, 1)
+    sm = m.nn.Softmax(-1)
+    P_hat = sm(P_max / tau)
+    return P_hat
+
+
+def soft_sort(m, scores, tau, hard=False, pow=1.0):
+    torch = m.torch
+    scores = scores.unsqueeze(-1)
+    sorted = scores.sort(descending=True, dim=1)[0]
+    pairwise_diff = (scores.transpose(1, 2) - sorted).abs().pow(pow).neg() / tau
+    P_hat = pairwise_diff.softmax(-1)
+    if hard:
+        P = torch.zeros_like(P_hat)
+        P.scatter_(-1, P_hat.topk(1, -1)[1], value=1)
+        P_hat = (P - P_hat).detach() + P_hat
+    return P_hat
+
+
+def sample_gumbel(m, samples_shape, eps=1e-10):
+    torch = m.torch
+    U = torch.rand(samples_shape, dtype=torch.float64)
+    return -torch.log(-torch.log(U + eps) + eps)
+
+
+def make_scorer(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+def sort_data(batch=6, n=7, seed=4):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, n, 4))
+    key = x @ np.array([1.0, -0.5, 0.25, 0.0])
+    key[0, :3] = 0.0  # a tie in the true order: argsort(stable=True) decides it
+    return x, key
+
+
+def learn_to_sort(m, weights, method):
+    torch, optim = m.torch, m.optim
+    torch.manual_seed(0)
+    model = load(m, make_scorer(m), weights).double()
+    x, key = (torch.from_numpy(a) for a in sort_data())
+    true_perm = torch.argsort(key, dim=-1, descending=True, stable=True)
+    P_true = m.F.one_hot(true_perm, key.shape[1]).double()
+    optimizer = optim.Adam(model.parameters(), lr=0.05)
+    history = []
+    for step in range(5):
+        optimizer.zero_grad()
+        scores = model(x).squeeze(-1)
+        perturbed = scores + 0.1 * sample_gumbel(m, scores.shape)
+        if method == "neuralsort":
+            P_hat = neural_sort(m, perturbed.unsqueeze(-1), tau=1.0)
+        else:
+            P_hat = soft_sort(m, perturbed, tau=1.0, hard=method == "softsort_hard")
+        if method == "softsort_hard":  # straight through: a hard matrix's log is -inf off its ones
+            loss = ((P_hat - P_true) ** 2).sum(-1).mean()
+        else:
+            loss = -(P_true * torch.log(P_hat + 1e-20)).sum(-1).mean()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        scores = model(x).squeeze(-1)
+        P = neural_sort(m, scores.unsqueeze(-1), tau=1e-3) if method == "neuralsort" else soft_sort(m, scores, 1e-3)
+        predicted = P.argmax(-1)
+        # Spearman's rank correlation through argsort(argsort)
+        r_pred = scores.argsort(-1, descending=True).argsort(-1).double()
+        r_true = true_perm.argsort(-1).double()
+        n = key.shape[1]
+        spearman = 1 - 6 * ((r_pred - r_true) ** 2).sum(-1) / (n * (n * n - 1))
+    return {"history": history, "P_hat": P_hat, "predicted": predicted, "by_sort": scores.sort(-1, descending=True)[1],
+            "true_perm": true_perm, "spearman": spearman, "grads": [p.grad for p in model.parameters()]}
+
+
+@pytest.mark.parametrize("method", ["neuralsort", "softsort", "softsort_hard"])
+def test_learning_to_sort(method):
+    weights = weights_of(make_scorer)
+    ours, _ = run_both(learn_to_sort, weights, method, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["P_hat"].sum(-1), 1, rtol=1e-12)
+    np.testing.assert_array_equal(ours["predicted"], ours["by_sort"])  # a cold relaxation is the sort
+    x, key = sort_data()
+    np.testing.assert_array_equal(ours["true_perm"][0], np.argsort(-key[0], kind="stable"))
+    assert ours["history"][-1] < ours["history"][0]
+    assert ours["spearman"].min() >= -1 and ours["spearman"].max() <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# allRank's listwise losses and metrics (float32, as allRank runs them) on padded slates: LambdaLoss with
+# its weighing schemes (sort, gather, log2 discounts, masks of pairs), ApproxNDCG, NeuralNDCG (the masked
+# deterministic NeuralSort made doubly stochastic by Sinkhorn scaling), NDCG@k and MRR@k
+# ----------------------------------------------------------------------------------------------
+
+PADDED_Y_VALUE = -1
+DEFAULT_EPS = 1e-10
+
+
+def allrank_losses(m):
+    torch = m.torch
+    dev = torch.device("cpu")
+
+    def lambdaLoss(y_pred, y_true, eps=DEFAULT_EPS, padded_value_indicator=PADDED_Y_VALUE, weighing_scheme=None,
+                   k=None, sigma=1., mu=10., reduction="sum", reduction_log="binary"):
+        device = y_pred.device
+        y_pred = y_pred.clone()
+        y_true = y_true.clone()
+        padded_mask = y_true == padded_value_indicator
+        y_pred[padded_mask] = float("-inf")
+        y_true[padded_mask] = float("-inf")
+        y_pred_sorted, indices_pred = y_pred.sort(descending=True, dim=-1)
+        y_true_sorted, _ = y_true.sort(descending=True, dim=-1)
+        true_sorted_by_preds = torch.gather(y_true, dim=1, index=indices_pred)
+        true_diffs = true_sorted_by_preds[:, :, None] - true_sorted_by_preds[:, None, :]
+        padded_pairs_mask = torch.isfinite(true_diffs)
+        if weighing_scheme != "ndcgLoss1_scheme":
+            padded_pairs_mask = padded_pairs_mask & (true_diffs > 0)
+        ndcg_at_k_mask = torch.zeros((y_pred.shape[1], y_pred.shape[1]), dtype=torch.bool, device=device)
+        ndcg_at_k_mask[:k, :k] = 1
+        true_sorted_by_preds.clamp_(min=0.)
+        y_true_sorted.clamp_(min=0.)
+        pos_idxs = torch.arange(1, y_pred.shape[1] + 1).to(device)
+        D = torch.log2(1. + pos_idxs.float())[None, :]
+        maxDCGs = torch.sum(((torch.pow(2, y_true_sorted) - 1) / D)[:, :k], dim=-1).clamp(min=eps)
+        G = (torch.pow(2, true_sorted_by_preds) - 1) / maxDCGs[:, None]
+        if weighing_scheme is None:
+            weights = 1.
+        else:
+            weights = schemes[weighing_scheme](G, D, mu, true_sorted_by_preds)
+        scores_diffs = (y_pred_sorted[:, :, None] - y_pred_sorted[:, None, :]).clamp(min=-1e8, max=1e8)
+        scores_diffs.masked_fill(torch.isnan(scores_diffs), 0.)
+        weighted_probas = (torch.sigmoid(sigma * scores_diffs).clamp(min=eps) ** weights).clamp(min=eps)
+        if reduction_log == "natural":
+            losses = torch.log(weighted_probas)
+        elif reduction_log == "binary":
+            losses = torch.log2(weighted_probas)
+        if reduction == "sum":
+            loss = -torch.sum(losses[padded_pairs_mask & ndcg_at_k_mask])
+        elif reduction == "mean":
+            loss = -torch.mean(losses[padded_pairs_mask & ndcg_at_k_mask])
+        return loss
+
+    def ndcgLoss1_scheme(G, D, *args):
+        return (G / D)[:, :, None]
+
+    def ndcgLoss2_scheme(G, D, *args):
+        pos_idxs = torch.arange(1, G.shape[1] + 1, device=G.device)
+        delta_idxs = torch.abs(pos_idxs[:, None] - pos_idxs[None, :])
+        deltas = torch.abs(torch.pow(torch.abs(D[0, delta_idxs - 1]), -1.) - torch.pow(torch.abs(D[0, delta_idxs]), -1.))
+        deltas.diagonal().zero_()
+        return deltas[None, :, :] * torch.abs(G[:, :, None] - G[:, None, :])
+
+    def lambdaRank_scheme(G, D, *args):
+        return torch.abs(torch.pow(D[:, :, None], -1.) - torch.pow(D[:, None, :], -1.)) * \
+            torch.abs(G[:, :, None] - G[:, None, :])
+
+    def ndcgLoss2PP_scheme(G, D, *args):
+        return args[0] * ndcgLoss2_scheme(G, D) + lambdaRank_scheme(G, D)
+
+    def rankNetWeightedByGTDiff_scheme(G, D, *args):
+        return torch.abs(args[1][:, :, None] - args[1][:, None, :])
+
+    schemes = {"ndcgLoss1_scheme": ndcgLoss1_scheme, "ndcgLoss2_scheme": ndcgLoss2_scheme,
+               "lambdaRank_scheme": lambdaRank_scheme, "ndcgLoss2PP_scheme": ndcgLoss2PP_scheme,
+               "rankNetWeightedByGTDiff_scheme": rankNetWeightedByGTDiff_scheme}
+
+    def approxNDCGLoss(y_pred, y_true, padded_value_indicator=PADDED_Y_VALUE, alpha=1.):
+        device = y_pred.device
+        y_pred = y_pred.clone()
+        y_true = y_true.clone()
+        padded_mask = y_true == padded_value_indicator
+        y_pred[padded_mask] = float("-inf")
+        y_true[padded_mask] = float("-inf")
+        y_pred_sorted, indices_pred = y_pred.sort(descending=True, dim=-1)
+        y_true_sorted, _ = y_true.sort(descending=True, dim=-1)
+        true_sorted_by_preds = torch.gather(y_true, dim=1, index=indices_pred)
+        true_diffs = true_sorted_by_preds[:, :, None] - true_sorted_by_preds[:, None, :]
+        padded_pairs_mask = torch.isfinite(true_diffs)
+        padded_pairs_mask.diagonal(dim1=-2, dim2=-1).zero_()
+        true_sorted_by_preds.clamp_(min=0.)
+        y_true_sorted.clamp_(min=0.)
+        pos_idxs = torch.arange(1, y_pred.shape[1] + 1).to(device)
+        D = torch.log2(1. + pos_idxs.float())[None, :]
+        maxDCGs = torch.sum((torch.pow(2, y_true_sorted) - 1) / D, dim=-1).clamp(min=DEFAULT_EPS)
+        G = (torch.pow(2, true_sorted_by_preds) - 1) / maxDCGs[:, None]
+        scores_diffs = (y_pred_sorted[:, :, None] - y_pred_sorted[:, None, :])
+        scores_diffs[~padded_pairs_mask] = 0.
+        approx_pos = 1. + torch.sum(padded_pairs_mask.float() * (torch.sigmoid(-alpha * scores_diffs)
+                                                                 .clamp(min=DEFAULT_EPS)), dim=-1)
+        approx_D = torch.log2(1. + approx_pos)
+        approx_NDCG = torch.sum((G / approx_D), dim=-1)
+        return -torch.mean(approx_NDCG)
+
+    def sinkhorn_scaling(mat, mask=None, tol=1e-6, max_iter=50):
+        if mask is not None:
+            mat = mat.masked_fill(mask[:, None, :] | mask[:, :, None], 0.0)
+            mat = mat.masked_fill(mask[:, None, :] & mask[:, :, None], 1.0)
+        for _ in range(max_iter):
+            mat = mat / mat.sum(dim=1, keepdim=True).clamp(min=DEFAULT_EPS)
+            mat = mat / mat.sum(dim=2, keepdim=True).clamp(min=DEFAULT_EPS)
+            if torch.max(torch.abs(mat.sum(dim=2) - 1.)) < tol and torch.max(torch.abs(mat.sum(dim=1) - 1.)) < tol:
+                break
+        if mask is not None:
+            mat = mat.masked_fill(mask[:, None, :] | mask[:, :, None], 0.0)
+        return mat
+
+    def deterministic_neural_sort(s, tau, mask):
+        n = s.size()[1]
+        one = torch.ones((n, 1), dtype=torch.float32, device=dev)
+        s = s.masked_fill(mask[:, :, None], -1e8)
+        A_s = torch.abs(s - s.permute(0, 2, 1))
+        A_s = A_s.masked_fill(mask[:, :, None] | mask[:, None, :], 0.0)
+        B = torch.matmul(A_s, torch.matmul(one, torch.transpose(one, 0, 1)))
+        temp = [n - m + 1 - 2 * (torch.arange(n - m, device=dev) + 1) for m in mask.squeeze(-1).sum(dim=1)]
+        temp = [t.type(torch.float32) for t in temp]
+        temp = [torch.cat((t, torch.zeros(n - len(t), device=dev))) for t in temp]
+        scaling = torch.stack(temp).type(torch.float32).to(dev)
+        s = s.masked_fill(mask[:, :, None], 0.0)
+        C = torch.matmul(s, scaling.unsqueeze(-2))
+        P_max = (C - B).permute(0, 2, 1)
+        P_max = P_max.masked_fill(mask[:, :, None] | mask[:, None, :], -np.inf)
+        P_max = P_max.masked_fill(mask[:, :, None] & mask[:, None, :], 1.0)
+        sm = m.nn.Softmax(-1)
+        P_hat = sm(P_max / tau)
+        return P_hat
+
+    def _apply_mask_and_get_true_sorted_by_preds(y_pred, y_true):
+        mask = y_true == PADDED_Y_VALUE
+        y_pred[mask] = float('-inf')
+        y_true[mask] = 0.0
+        _, indices = y_pred.sort(descending=True, dim=-1)
+        return torch.gather(y_true, dim=1, index=indices)
+
+    def dcg(y_pred, y_true, ats=None, gain_function=lambda x: torch.pow(2, x) - 1):
+        y_true = y_true.clone()
+        y_pred = y_pred.clone()
+        actual_length = y_true.shape[1]
+        if ats is None:
+            ats = [actual_length]
+        ats = [min(at, actual_length) for at in ats]
+        true_sorted_by_preds = _apply_mask_and_get_true_sorted_by_preds(y_pred, y_true)
+        discounts = (torch.tensor(1) / torch.log2(torch.arange(true_sorted_by_preds.shape[1], dtype=torch.float)
+                                                  + 2.0)).to(device=dev)
+        gains = gain_function(true_sorted_by_preds)
+        discounted_gains = (gains * discounts)[:, :np.max(ats)]
+        cum_dcg = torch.cumsum(discounted_gains, dim=1)
+        ats_tensor = torch.tensor(ats, dtype=torch.long) - torch.tensor(1)
+        return cum_dcg[:, ats_tensor]
+
+    def ndcg(y_pred, y_true, ats=None, gain_function=lambda x: torch.pow(2, x) - 1):
+        idcg = dcg(y_true, y_true, ats, gain_function)
+        ndcg_ = dcg(y_pred, y_true, ats, gain_function) / idcg
+        idcg_mask = idcg == 0
+        ndcg_[idcg_mask] = 0.
+        return ndcg_
+
+    def mrr(y_pred, y_true, ats=None):
+        y_true = y_true.clone()
+        y_pred = y_pred.clone()
+        if ats is None:
+            ats = [y_true.shape[1]]
+        true_sorted_by_preds = _apply_mask_and_get_true_sorted_by_preds(y_pred, y_true)
+        values, indices = torch.max(true_sorted_by_preds, dim=1)
+        indices = indices.type_as(values).unsqueeze(dim=0).t().expand(len(y_true), len(ats))
+        ats_rep = torch.tensor(data=ats, device=dev, dtype=torch.float32).expand(len(y_true), len(ats))
+        within_at_mask = (indices < ats_rep).type(torch.float32)
+        result = torch.tensor(1.0) / (indices + torch.tensor(1.0))
+        zero_sum_mask = torch.sum(values) == 0.0
+        result[zero_sum_mask] = 0.0
+        return result * within_at_mask
+
+    def neuralNDCG(y_pred, y_true, padded_value_indicator=PADDED_Y_VALUE, temperature=1., powered_relevancies=True,
+                   k=None):
+        if k is None:
+            k = y_true.shape[1]
+        mask = (y_true == padded_value_indicator)
+        P_hat = deterministic_neural_sort(y_pred.unsqueeze(-1), tau=temperature, mask=mask).unsqueeze(0)
+        P_hat = sinkhorn_scaling(P_hat.view(P_hat.shape[0] * P_hat.shape[1], P_hat.shape[2], P_hat.shape[3]),
+                                 mask.repeat_interleave(P_hat.shape[0], dim=0), tol=1e-6, max_iter=50)
+        P_hat = P_hat.view(int(P_hat.shape[0] / y_pred.shape[0]), y_pred.shape[0], P_hat.shape[1], P_hat.shape[2])
+        P_hat = P_hat.masked_fill(mask[None, :, :, None] | mask[None, :, None, :], 0.)
+        y_true_masked = y_true.masked_fill(mask, 0.).unsqueeze(-1).unsqueeze(0)
+        if powered_relevancies:
+            y_true_masked = torch.pow(2., y_true_masked) - 1.
+        ground_truth = torch.matmul(P_hat, y_true_masked).squeeze(-1)
+        discounts = (torch.tensor(1.) / torch.log2(torch.arange(y_true.shape[-1], dtype=torch.float) + 2.)).to(dev)
+        discounted_gains = ground_truth * discounts
+        idcg = dcg(y_true, y_true, ats=[k]).permute(1, 0)
+        discounted_gains = discounted_gains[:, :, :k]
+        ndcg = discounted_gains.sum(dim=-1) / (idcg + DEFAULT_EPS)
+        idcg_mask = idcg == 0.
+        ndcg = ndcg.masked_fill(idcg_mask.repeat(ndcg.shape[0], 1), 0.)
+        if idcg_mask.all():
+            return torch.tensor(0.)
+        mean_ndcg = ndcg.sum() / ((~idcg_mask).sum() * ndcg.shape[0])
+        return -1. * mean_ndcg
+
+    return {"lambdaLoss": lambdaLoss, "approxNDCGLoss": approxNDCGLoss, "neuralNDCG": neuralNDCG, "ndcg": ndcg,
+            "mrr": mrr}
+
+
+def make_slate_scorer(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 1))
+
+
+def slates(batch=5, length=8, seed=5):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, length, 5)).astype(np.float32)
+    relevance = np.clip(np.round(x[..., 0] + 0.5 * x[..., 1] + 1), 0, 4).astype(np.float32)
+    lengths = [8, 6, 5, 8, 3]
+    for i, n in enumerate(lengths):
+        relevance[i, n:] = PADDED_Y_VALUE
+    relevance[4, :3] = 0.0  # a slate with nothing relevant: its ideal DCG is 0
+    return x, relevance
+
+
+def allrank(m, weights, loss_name, scheme):
+    torch, optim = m.torch, m.optim
+    losses = allrank_losses(m)
+    model = load(m, make_slate_scorer(m), weights)
+    x, y_true = (torch.from_numpy(a) for a in slates())
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    history = []
+    for step in range(4):
+        optimizer.zero_grad()
+        y_pred = model(x).squeeze(-1)
+        if loss_name == "lambdaLoss":
+            loss = losses["lambdaLoss"](y_pred, y_true, weighing_scheme=scheme, k=5)
+        else:
+            loss = losses[loss_name](y_pred, y_true)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        y_pred = model(x).squeeze(-1)
+        metrics = {"ndcg": losses["ndcg"](y_pred, y_true, ats=[1, 3, 5]), "mrr": losses["mrr"](y_pred, y_true, ats=[1, 3]),
+                   # ties everywhere: every item scored the same
+                   "ndcg_ties": losses["ndcg"](torch.zeros_like(y_pred), y_true, ats=[2, 8])}
+    return {"history": history, "grads": [p.grad for p in model.parameters()], "metrics": metrics}
+
+
+def ndcg_by_hand(scores, relevance, at):
+    out = []
+    for s, r in zip(scores, relevance):
+        r = np.where(r == PADDED_Y_VALUE, 0.0, r)
+        s = np.where(relevance[len(out)] == PADDED_Y_VALUE, -np.inf, s)
+        discounts = 1 / np.log2(np.arange(len(r)) + 2)
+        dcg = ((2 ** r[np.argsort(-s, kind="stable")] - 1) * discounts)[:at].sum()
+        idcg = ((2 ** np.sort(r)[::-1] - 1) * discounts)[:at].sum()
+        out.append(dcg / idcg if idcg > 0 else 0.0)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("loss_name, scheme", [
+    ("lambdaLoss", None), ("lambdaLoss", "ndcgLoss1_scheme"), ("lambdaLoss", "ndcgLoss2_scheme"),
+    ("lambdaLoss", "lambdaRank_scheme"), ("lambdaLoss", "ndcgLoss2PP_scheme"),
+    ("lambdaLoss", "rankNetWeightedByGTDiff_scheme"), ("approxNDCGLoss", None), ("neuralNDCG", None)])
+def test_allrank_losses_on_padded_slates(loss_name, scheme):
+    weights = weights_of(make_slate_scorer)
+    ours, _ = run_both(allrank, weights, loss_name, scheme, rtol=2e-4, atol=1e-6)
+    x, relevance = slates()
+    np.testing.assert_allclose(ours["metrics"]["ndcg_ties"][:, 1], ndcg_by_hand(np.zeros((5, 8)), relevance, 8),
+                               rtol=1e-6)
+    assert ours["metrics"]["ndcg"][4].tolist() == [0, 0, 0]
+    if scheme is None:  # the weighing schemes' weights change with the ranking: their losses need not fall
+        assert ours["history"][-1] < ours["history"][0]
