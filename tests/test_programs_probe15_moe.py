@@ -743,7 +743,8 @@ def allrank_losses(m):
     def ndcgLoss2_scheme(G, D, *args):
         pos_idxs = torch.arange(1, G.shape[1] + 1, device=G.device)
         delta_idxs = torch.abs(pos_idxs[:, None] - pos_idxs[None, :])
-        deltas = torch.abs(torch.pow(torch.abs(D[0, delta_idxs - 1]), -1.) - torch.pow(torch.abs(D[0, delta_idxs]), -1.))
+        deltas = torch.abs(torch.pow(torch.abs(D[0, delta_idxs - 1]), -1.)
+                           - torch.pow(torch.abs(D[0, delta_idxs]), -1.))
         deltas.diagonal().zero_()
         return deltas[None, :, :] * torch.abs(G[:, :, None] - G[:, None, :])
 
@@ -931,7 +932,8 @@ def allrank(m, weights, loss_name, scheme):
         history.append(loss.item())
     with torch.no_grad():
         y_pred = model(x).squeeze(-1)
-        metrics = {"ndcg": losses["ndcg"](y_pred, y_true, ats=[1, 3, 5]), "mrr": losses["mrr"](y_pred, y_true, ats=[1, 3]),
+        metrics = {"ndcg": losses["ndcg"](y_pred, y_true, ats=[1, 3, 5]),
+                   "mrr": losses["mrr"](y_pred, y_true, ats=[1, 3]),
                    # ties everywhere: every item scored the same
                    "ndcg_ties": losses["ndcg"](torch.zeros_like(y_pred), y_true, ats=[2, 8])}
     return {"history": history, "grads": [p.grad for p in model.parameters()], "metrics": metrics}
@@ -962,3 +964,132 @@ def test_allrank_losses_on_padded_slates(loss_name, scheme):
     assert ours["metrics"]["ndcg"][4].tolist() == [0, 0, 0]
     if scheme is None:  # the weighing schemes' weights change with the ranking: their losses need not fall
         assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# GShard's top-2 gating (Lepikhin et al. 2020, as fairseq / DeepSpeed write it): the second expert drawn
+# through Gumbel noise from exponential_(), positions in each expert's buffer by cumsum, dropping past
+# capacity, combine weights and dispatch mask by einsum of float gates with int64 one_hot locations
+# ----------------------------------------------------------------------------------------------
+
+
+def top2gating(m, logits, capacity_factor=1.0):
+    torch, F = m.torch, m.F
+    gates = F.softmax(logits, dim=1)
+    num_tokens, num_experts = gates.shape
+    capacity = 2 * math.ceil(num_tokens / num_experts * capacity_factor)
+    indices1_s = torch.argmax(gates, dim=1)
+    mask1 = F.one_hot(indices1_s, num_classes=num_experts)
+    # Create a mask for 2nd's expert per token using Gumbel-max trick
+    logits_w_noise = logits + (-torch.empty_like(logits).exponential_().log())
+    logits_except1 = logits_w_noise.masked_fill(mask1.bool(), float("-inf"))
+    indices2_s = torch.argmax(logits_except1, dim=1)
+    mask2 = F.one_hot(indices2_s, num_classes=num_experts)
+    locations1 = torch.cumsum(mask1, dim=0) - 1
+    locations2 = torch.cumsum(mask2, dim=0) - 1
+    locations2 += torch.sum(mask1, dim=0, keepdim=True)
+    me = torch.mean(gates, dim=0)
+    ce = torch.mean(mask1.float(), dim=0)
+    l_aux = torch.mean(me * ce) * num_experts * num_experts
+    mask1 = mask1 * torch.lt(locations1, capacity)
+    mask2 = mask2 * torch.lt(locations2, capacity)
+    locations1_s = torch.sum(locations1 * mask1, dim=1)
+    locations2_s = torch.sum(locations2 * mask2, dim=1)
+    mask1_float = mask1.float()
+    mask2_float = mask2.float()
+    gates1_s = torch.einsum("se,se->s", gates, mask1_float)
+    gates2_s = torch.einsum("se,se->s", gates, mask2_float)
+    denom_s = gates1_s + gates2_s
+    denom_s = torch.clamp(denom_s, min=torch.finfo(denom_s.dtype).eps)
+    gates1_s /= denom_s
+    gates2_s /= denom_s
+    gates1 = torch.einsum("s,se->se", gates1_s, mask1_float)
+    gates2 = torch.einsum("s,se->se", gates2_s, mask2_float)
+    locations1_sc = F.one_hot(locations1_s, num_classes=capacity)  # int64: einsum's product promotes
+    locations2_sc = F.one_hot(locations2_s, num_classes=capacity)
+    combine1_sec = torch.einsum("se,sc->sec", gates1, locations1_sc)
+    combine2_sec = torch.einsum("se,sc->sec", gates2, locations2_sc)
+    combine_weights = combine1_sec + combine2_sec
+    dispatch_mask = combine_weights.bool()
+    return l_aux, combine_weights, dispatch_mask
+
+
+def make_gshard(m):
+    nn = m.nn
+
+    class MOELayer(nn.Module):
+        def __init__(self, d=6, ff=10, experts=4):
+            super().__init__()
+            self.wg = nn.Linear(d, experts, bias=False)
+            self.w1 = nn.Parameter(m.torch.randn(experts, d, ff) * 0.3)
+            self.w2 = nn.Parameter(m.torch.randn(experts, ff, d) * 0.3)
+
+        def forward(self, x):
+            reshaped = x.reshape(-1, x.shape[-1])
+            l_aux, combine_weights, dispatch_mask = top2gating(m, self.wg(reshaped))
+            dispatched = m.torch.einsum("sec,sm->ecm", dispatch_mask.to(x.dtype), reshaped)
+            h = m.torch.einsum("ecm,emf->ecf", dispatched, self.w1).relu()
+            expert_output = m.torch.einsum("ecf,efm->ecm", h, self.w2)
+            combined = m.torch.einsum("sec,ecm->sm", combine_weights, expert_output)
+            return combined.reshape(x.shape), l_aux, dispatch_mask
+
+    return MOELayer()
+
+
+def gshard(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    torch.manual_seed(0)
+    model = load(m, make_gshard(m), weights)
+    rng = np.random.default_rng(8)
+    x = torch.from_numpy(rng.standard_normal((2, 7, 6)).astype(np.float32))
+    target = torch.from_numpy(rng.standard_normal((2, 7, 6)).astype(np.float32))
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    history, masks = [], []
+    for step in range(3):
+        optimizer.zero_grad()
+        out, l_aux, dispatch_mask = model(x)
+        loss = F.mse_loss(out + x, target) + 0.01 * l_aux
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item(), l_aux.item()])
+        masks.append(dispatch_mask)
+    return {"history": history, "masks": masks, "grads": [p.grad for p in model.parameters()]}
+
+
+def test_gshard_top2_gating_with_capacity():
+    weights = weights_of(make_gshard)
+    ours, _ = run_both(gshard, weights, rtol=2e-4, atol=1e-6)
+    for mask in ours["masks"]:
+        tokens_per_slot = mask.sum(0)
+        assert tokens_per_slot.max() <= 1  # each (expert, slot) holds one token at most
+        assert (mask.sum((1, 2)) <= 2).all() and (mask.sum((1, 2)) >= 1).all()
+
+
+def test_einsum_multiplies_pairs_without_a_contraction_as_products_which_promote(T):
+    """PyTorch's einsum contracts pairwise left to right: a pair with an index summed there goes through bmm
+    (one dtype, no bool), any other pair is an elementwise product, which promotes; here every einsum of
+    mixed dtypes was refused."""
+    gates = T.tensor([[0.25, 0.75], [1.0, 0.0]], requires_grad=True)
+    locations = T.tensor([[0, 1, 0], [1, 0, 0]])  # an int64 one_hot
+    combine = T.einsum("se,sc->sec", gates, locations)
+    assert combine.dtype == T.float32
+    assert combine.tolist() == [[[0.0, 0.25, 0.0], [0.0, 0.75, 0.0]], [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+    combine.backward(T.ones(2, 2, 3))
+    assert gates.grad.dtype == T.float32 and gates.grad.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    wide = T.tensor([2.0, 3.0], dtype=T.float64, requires_grad=True)
+    outer = T.einsum("se,s->se", gates, wide)  # no index summed: a product, float64
+    assert outer.dtype == T.float64 and outer.tolist() == [[0.5, 1.5], [3.0, 0.0]]
+    outer.sum().backward()
+    assert wide.grad.dtype == T.float64 and wide.grad.tolist() == [1.0, 1.0]
+    assert T.einsum("ij,->ij", T.ones(1, 2), T.tensor(2.0, dtype=T.float64)).dtype == T.float64  # 0-d too
+    assert T.einsum("i,j->ij", T.tensor([True, False]), T.tensor([True])).tolist() == [[True], [False]]
+    assert T.einsum("se,sc,s->sec", gates, locations, wide).dtype == T.float64
+    # a summed index: bmm's refusals, naming the dtypes of the pair as far as the left has been taken
+    with pytest.raises(RuntimeError, match="expected scalar type Float but found Long"):
+        T.einsum("se,sc->ec", gates, locations)
+    with pytest.raises(RuntimeError, match="expected scalar type Double but found Long"):
+        T.einsum("se,s,sc->ec", gates, wide, locations)
+    with pytest.raises(RuntimeError, match="\"bmm\" not implemented for 'Bool'"):
+        T.einsum("ij,ij->i", T.ones(2, 2, dtype=T.bool), T.ones(2, 2, dtype=T.bool))
+    # an empty operand: zeros of the promoted dtype, nothing contracted
+    assert T.einsum("ij,ij->", T.ones(0, 3), T.ones(0, 3, dtype=T.float64)).dtype == T.float64
