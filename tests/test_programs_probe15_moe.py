@@ -1093,3 +1093,225 @@ def test_einsum_multiplies_pairs_without_a_contraction_as_products_which_promote
         T.einsum("ij,ij->i", T.ones(2, 2, dtype=T.bool), T.ones(2, 2, dtype=T.bool))
     # an empty operand: zeros of the promoted dtype, nothing contracted
     assert T.einsum("ij,ij->", T.ones(0, 3), T.ones(0, 3, dtype=T.float64)).dtype == T.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# Megatron-core's MoE router and token permutation (as moe_utils.py writes them): top-k softmax with an
+# expert capacity whose overflow is dropped by probability or by position (topk(sorted=False) along the
+# tokens of a 0/1 mask: which tied token it names matters), pad_to_capacity, final indices masked to
+# iinfo(long).max and pushed to the end by argsort(stable=True), permute by index_select and unpermute by
+# index_copy_, Sinkhorn routing, the aux loss from histc counts and the z-loss
+# ----------------------------------------------------------------------------------------------
+
+M_D, M_FF, M_EXPERTS, M_K = 6, 8, 4, 2
+
+
+def megatron_utils(m):
+    torch = m.torch
+
+    def get_capacity(num_tokens, num_experts, capacity_factor, min_capacity=None):
+        capacity = math.ceil((num_tokens / num_experts) * capacity_factor)
+        if min_capacity is not None and capacity < min_capacity:
+            capacity = min_capacity
+        return capacity
+
+    def sinkhorn(cost, tol=0.0001):
+        cost = torch.exp(cost)
+        d0 = torch.ones(cost.size(0), device=cost.device, dtype=cost.dtype)
+        d1 = torch.ones(cost.size(1), device=cost.device, dtype=cost.dtype)
+        eps = 0.00000001
+        error = 1e9
+        d1_old = d1
+        while error > tol:
+            d0 = (1 / d0.size(0)) * 1 / (torch.sum(d1 * cost, 1) + eps)
+            d1 = (1 / d1.size(0)) * 1 / (torch.sum(d0.unsqueeze(1) * cost, 0) + eps)
+            error = torch.mean(torch.abs(d1_old - d1))
+            d1_old = d1
+        return d1 * cost * d0.unsqueeze(1)
+
+    def switch_load_balancing_loss_func(probs, tokens_per_expert, topk, moe_aux_loss_coeff):
+        num_tokens = probs.shape[0] * topk
+        num_experts = probs.shape[1]
+        probs_mean_per_expert = probs.mean(dim=0)
+        aux_loss = torch.sum(probs_mean_per_expert * tokens_per_expert) * (
+            num_experts / num_tokens * moe_aux_loss_coeff)
+        return aux_loss
+
+    def z_loss_func(logits, z_loss_coeff):
+        z_loss = torch.mean(torch.square(torch.logsumexp(logits, dim=-1))) * z_loss_coeff
+        return z_loss
+
+    def topk_softmax_with_capacity(logits, topk, capacity_factor=None, pad_to_capacity=False, drop_policy="probs",
+                                   use_pre_softmax=False):
+        assert logits.dim() == 2, f"Expected 2D logits [num_tokens, num_experts], got {logits.dim()}."
+        num_tokens = logits.shape[0]
+        num_experts = logits.shape[1]
+        if use_pre_softmax:
+            # Pre softmax
+            scores = torch.softmax(logits, dim=-1, dtype=torch.float32).type_as(logits)
+            probs, top_indices = torch.topk(scores, k=topk, dim=1)
+        else:
+            # Post softmax
+            scores, top_indices = torch.topk(logits, k=topk, dim=1)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).type_as(logits)
+        if capacity_factor is None:
+            # TopK without capacity
+            tokens_per_expert = torch.bincount(top_indices.view(-1), minlength=num_experts)
+            return probs, top_indices, tokens_per_expert
+        else:
+            # TopK with capacity
+            expert_capacity = get_capacity(num_tokens=num_tokens * topk, num_experts=num_experts,
+                                           capacity_factor=capacity_factor)
+            # TopK selection, Maskout unused experts
+            topk_masked_gates = torch.zeros_like(logits).scatter(1, top_indices, probs)
+            topk_mask = torch.zeros_like(logits).scatter(1, top_indices, 1)
+            # Maskout exceeded tokens
+            if drop_policy == "probs":
+                capacity_probs, capacity_indices = torch.topk(topk_masked_gates, k=expert_capacity, dim=0,
+                                                              sorted=False)
+                capacity_mask = torch.zeros_like(logits).scatter(0, capacity_indices, 1)
+            elif drop_policy == "position":
+                _, capacity_indices = torch.topk(topk_mask, k=expert_capacity, dim=0, sorted=False)
+                capacity_mask = torch.zeros_like(logits).scatter(0, capacity_indices, 1)
+                capacity_probs = torch.gather(topk_masked_gates, 0, capacity_indices)
+            else:
+                raise ValueError(f"Invalid drop_policy: {drop_policy}")
+            if pad_to_capacity:
+                final_probs, final_indices = (capacity_probs.T.contiguous(), capacity_indices.T.contiguous())
+                tokens_per_expert_before_capacity = topk_mask.sum(dim=0)
+            else:
+                # Get exceed mask and maskout exceeded probs and indices
+                final_mask = torch.logical_and(topk_mask, capacity_mask)
+                drop_mask = torch.logical_not(final_mask)
+                exceed_mask = torch.gather(drop_mask, 1, top_indices)
+                final_probs = probs * torch.logical_not(exceed_mask)
+                final_indices = top_indices.clone().masked_fill_(exceed_mask, torch.iinfo(torch.long).max)
+                tokens_per_expert_before_capacity = topk_mask.sum(dim=0)
+            return final_probs, final_indices, tokens_per_expert_before_capacity
+
+    def permute(tokens, indices, num_out_tokens=None):
+        if indices.dim() == 1:
+            topk = 1
+        else:
+            topk = indices.size(1)
+        flatten_indices = indices.view(-1)
+        sorted_indices = torch.argsort(flatten_indices, stable=True)
+        if num_out_tokens is not None:
+            sorted_indices = sorted_indices[:num_out_tokens]
+        permuted_tokens = tokens.index_select(0, sorted_indices // topk)
+        return permuted_tokens, sorted_indices
+
+    def unpermute(permuted_tokens, sorted_indices, probs=None):
+        if probs is not None:
+            assert sorted_indices.numel() <= probs.numel()
+            num_unpermuted_tokens = probs.numel()
+            topk = probs.size(1)
+        else:
+            num_unpermuted_tokens = permuted_tokens.size(0)
+            topk = 1
+        unpermuted_tokens = torch.zeros([num_unpermuted_tokens, permuted_tokens.shape[-1]],
+                                        dtype=permuted_tokens.dtype, device=permuted_tokens.device)
+        unpermuted_tokens.index_copy_(0, sorted_indices, permuted_tokens)
+        unpermuted_tokens = unpermuted_tokens.reshape(-1, topk, permuted_tokens.size(-1))
+        if probs is not None:
+            unpermuted_tokens = unpermuted_tokens * probs.unsqueeze(-1)
+        unpermuted_tokens = unpermuted_tokens.sum(dim=1)
+        return unpermuted_tokens
+
+    return dict(sinkhorn=sinkhorn, switch_load_balancing_loss_func=switch_load_balancing_loss_func,
+                z_loss_func=z_loss_func, topk_softmax_with_capacity=topk_softmax_with_capacity, permute=permute,
+                unpermute=unpermute)
+
+
+def make_megatron_moe(m):
+    nn = m.nn
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear_fc1 = nn.Linear(M_D, 2 * M_FF, bias=False)
+            self.linear_fc2 = nn.Linear(M_FF, M_D, bias=False)
+
+        def forward(self, x):
+            a, b = self.linear_fc1(x).chunk(2, dim=-1)
+            return self.linear_fc2(nn.functional.silu(a) * b)  # SwiGLU
+
+    class MoELayer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.router = nn.Linear(M_D, M_EXPERTS, bias=False)
+            self.local_experts = nn.ModuleList(MLP() for _ in range(M_EXPERTS))
+
+    return MoELayer()
+
+
+def megatron_moe(m, weights, routing, drop_policy, pad_to_capacity):
+    torch, F, optim = m.torch, m.F, m.optim
+    u = megatron_utils(m)
+    layer = load(m, make_megatron_moe(m), weights)
+    rng = np.random.default_rng(9)
+    hidden = torch.from_numpy(rng.standard_normal((14, M_D)).astype(np.float32))
+    target = torch.from_numpy(rng.standard_normal((14, M_D)).astype(np.float32))
+    optimizer = optim.SGD(layer.parameters(), lr=0.1)
+    history, routed = [], []
+    for step in range(3):
+        optimizer.zero_grad()
+        logits = layer.router(hidden)
+        z_loss = u["z_loss_func"](logits, 1e-3)
+        if routing == "sinkhorn":
+            with torch.no_grad():
+                norm_logits = u["sinkhorn"](logits.to(dtype=torch.float32))
+                _, indices = torch.topk(norm_logits, k=M_K, dim=1)
+            logits = torch.sigmoid(logits)
+            scores = torch.gather(logits, 1, indices)
+            probs, top_indices, aux_loss = scores, indices, z_loss * 0
+            num_out_tokens = None
+        else:
+            probs, top_indices, tokens_per_expert = u["topk_softmax_with_capacity"](
+                logits, M_K, capacity_factor=1.0 if drop_policy else None, pad_to_capacity=pad_to_capacity,
+                drop_policy=drop_policy or "probs")
+            scores = torch.softmax(logits, dim=-1, dtype=torch.float32)
+            aux_loss = u["switch_load_balancing_loss_func"](scores, tokens_per_expert, M_K, 1e-2)
+            num_out_tokens = int((top_indices != torch.iinfo(torch.long).max).sum())
+        if pad_to_capacity:
+            # indices are (experts, capacity) token ids: each expert runs on its whole buffer
+            out = torch.zeros_like(hidden)
+            for e in range(M_EXPERTS):
+                expert_out = layer.local_experts[e](hidden[top_indices[e]]) * probs[e].unsqueeze(-1)
+                out = out.index_add(0, top_indices[e], expert_out)
+            counts = torch.full((M_EXPERTS,), top_indices.shape[1])
+        else:
+            permuted, sorted_indices = u["permute"](hidden, top_indices, num_out_tokens=num_out_tokens)
+            flat = top_indices.view(-1)[sorted_indices]
+            counts = torch.histc(flat.float(), bins=M_EXPERTS, min=0, max=M_EXPERTS - 1).long()
+            outputs = [layer.local_experts[e](chunk) for e, chunk in enumerate(torch.split(permuted, counts.tolist()))]
+            padded = torch.cat(outputs)
+            if num_out_tokens is not None and num_out_tokens < top_indices.numel():  # dropped slots stay zero
+                padded = torch.cat([padded, padded.new_zeros(top_indices.numel() - num_out_tokens, M_D)])
+                sorted_indices = torch.argsort(top_indices.view(-1), stable=True)
+            out = u["unpermute"](padded, sorted_indices, probs=probs)
+        loss = F.mse_loss(out + hidden, target) + aux_loss + z_loss
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item(), aux_loss.item(), z_loss.item()])
+        routed.append({"indices": top_indices, "probs": probs, "counts": counts})
+    return {"history": history, "routed": routed, "grads": [p.grad for p in layer.parameters()]}
+
+
+@pytest.mark.parametrize("routing, drop_policy, pad_to_capacity", [
+    ("topk", None, False), ("topk", "probs", False), ("topk", "position", False), ("topk", "probs", True),
+    ("topk", "position", True), ("sinkhorn", None, False)])
+def test_megatron_router_and_token_permutation(routing, drop_policy, pad_to_capacity):
+    weights = weights_of(make_megatron_moe)
+    ours, _ = run_both(megatron_moe, weights, routing, drop_policy, pad_to_capacity, rtol=1e-4, atol=1e-6)
+    capacity = math.ceil(14 * M_K / M_EXPERTS)
+    for r in ours["routed"]:
+        if pad_to_capacity:
+            assert r["indices"].shape == (M_EXPERTS, capacity)
+        elif drop_policy is not None:
+            kept = r["indices"] != np.iinfo(np.int64).max
+            assert kept.sum() < r["indices"].size  # something overflowed and was dropped
+            assert (r["probs"][~kept] == 0).all()
+            assert max(np.bincount(r["indices"][kept], minlength=M_EXPERTS)) <= capacity
+        else:
+            assert r["counts"].sum() == 14 * M_K
