@@ -1315,3 +1315,20 @@ def test_megatron_router_and_token_permutation(routing, drop_policy, pad_to_capa
             assert max(np.bincount(r["indices"][kept], minlength=M_EXPERTS)) <= capacity
         else:
             assert r["counts"].sum() == 14 * M_K
+
+
+def test_searchsorted_and_bucketize_search_past_a_nan_in_the_sequence_as_pytorch(T):
+    """PyTorch's binary search asks only whether sequence[mid] >= value (> with right=True), which is False for
+    NaN: a NaN in the sequence sends the search right of it. NumPy's search orders NaN last, as a sort does,
+    and gave other places (0.5 at 1 in [0, 1, NaN, 2, 3], where PyTorch says 3)."""
+    nan = float("nan")
+    sequence = T.tensor([0.0, 1.0, nan, 2.0, 3.0])
+    values = T.tensor([nan, 0.5, 1.5, 2.5, 5.0])
+    assert T.searchsorted(sequence, values).tolist() == [5, 3, 3, 4, 5]
+    assert T.searchsorted(sequence, values, right=True).tolist() == [5, 3, 3, 4, 5]
+    assert T.bucketize(values, T.tensor([nan, 1.0, 2.0])).tolist() == [3, 1, 2, 3, 3]
+    rows = T.tensor([[0.0, 1.0, nan], [1.0, 2.0, 3.0]])
+    assert T.searchsorted(rows, T.tensor([[0.5, 2.0], [nan, 2.5]])).tolist() == [[1, 3], [3, 2]]
+    assert T.searchsorted(T.tensor([3.0, nan, 1.0, 2.0]), T.tensor([2.0, 0.0, 3.5]),
+                          sorter=T.tensor([2, 3, 0, 1])).tolist() == [1, 0, 4]
+    assert T.searchsorted(T.tensor([1.0, 2.0, 3.0]), T.tensor([nan, 2.0])).tolist() == [3, 1]  # NaN values: the end
