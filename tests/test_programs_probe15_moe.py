@@ -1332,3 +1332,179 @@ def test_searchsorted_and_bucketize_search_past_a_nan_in_the_sequence_as_pytorch
     assert T.searchsorted(T.tensor([3.0, nan, 1.0, 2.0]), T.tensor([2.0, 0.0, 3.5]),
                           sorter=T.tensor([2, 3, 0, 1])).tolist() == [1, 0, 4]
     assert T.searchsorted(T.tensor([1.0, 2.0, 3.0]), T.tensor([nan, 2.0])).tolist() == [3, 1]  # NaN values: the end
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranking metrics with ties, as torchmetrics computes them: Spearman's rho from average ranks (argsort,
+# rank[idx] = arange, repeated values found by sort / nonzero of the changes and averaged by masks), NDCG
+# with tied predictions averaged (torch.unique(return_inverse, return_counts), scatter_add_, cumsum,
+# diff), the ROC curve and AUROC (argsort descending, nonzero of the distinct thresholds, F.pad, cumsum,
+# trapz), average precision, and Kendall's tau-b from pairwise signs
+# ----------------------------------------------------------------------------------------------
+
+
+def ranking_metrics(m, preds, target, relevance):
+    torch, F = m.torch, m.F
+
+    def _find_repeats(data):
+        temp = data.detach().clone()
+        temp = temp.sort()[0]
+        change = torch.cat([torch.tensor([True], device=temp.device), temp[1:] != temp[:-1]])
+        unique = temp[change]
+        change_idx = torch.cat([torch.nonzero(change), torch.tensor([[temp.numel()]], device=temp.device)]).flatten()
+        freq = change_idx[1:] - change_idx[:-1]
+        atleast2 = freq > 1
+        return unique[atleast2]
+
+    def _rank_data(data):
+        n = data.numel()
+        rank = torch.empty_like(data)
+        idx = data.argsort()
+        rank[idx[:n]] = torch.arange(1, n + 1, dtype=data.dtype, device=data.device)
+        repeats = _find_repeats(data)
+        for r in repeats:
+            condition = data == r
+            rank[condition] = rank[condition].mean()
+        return rank
+
+    def spearman_corrcoef(preds, target, eps=1e-6):
+        preds, target = _rank_data(preds), _rank_data(target)
+        preds_diff = preds - preds.mean(0)
+        target_diff = target - target.mean(0)
+        cov = (preds_diff * target_diff).mean(0)
+        preds_std = torch.sqrt((preds_diff * preds_diff).mean(0))
+        target_std = torch.sqrt((target_diff * target_diff).mean(0))
+        return torch.clamp(cov / (preds_std * target_std + eps), -1.0, 1.0)
+
+    def _tie_average_dcg(target, preds, discount_cumsum):
+        _, inv, counts = torch.unique(-preds, return_inverse=True, return_counts=True)
+        ranked = torch.zeros_like(counts, dtype=torch.float32)
+        ranked.scatter_add_(0, inv, target.to(dtype=ranked.dtype))
+        ranked = ranked / counts
+        groups = counts.cumsum(dim=0) - 1
+        discount_sums = torch.zeros_like(counts, dtype=torch.float32)
+        discount_sums[0] = discount_cumsum[groups[0]]
+        discount_sums[1:] = discount_cumsum[groups].diff()
+        return (ranked * discount_sums).sum()
+
+    def _dcg_sample_scores(target, preds, top_k, ignore_ties):
+        discount = 1.0 / (torch.log2(torch.arange(target.shape[-1], device=target.device) + 2.0))
+        discount[top_k:] = 0.0
+        if ignore_ties:
+            ranking = preds.argsort(descending=True)
+            ranked = target[ranking]
+            cumulative_gain = (discount * ranked).sum()
+        else:
+            discount_cumsum = discount.cumsum(dim=-1)
+            cumulative_gain = _tie_average_dcg(target, preds, discount_cumsum)
+        return cumulative_gain
+
+    def retrieval_normalized_dcg(preds, target, top_k=None):
+        top_k = preds.shape[-1] if top_k is None else top_k
+        gain = _dcg_sample_scores(target, preds, top_k, ignore_ties=False)
+        normalized_gain = _dcg_sample_scores(target, target, top_k, ignore_ties=True)
+        all_irrelevant = normalized_gain == 0
+        gain[all_irrelevant] = 0
+        gain[~all_irrelevant] /= normalized_gain[~all_irrelevant]
+        return gain.mean()
+
+    def _binary_clf_curve(preds, target, sample_weights=None, pos_label=1):
+        with torch.no_grad():
+            if sample_weights is not None and not isinstance(sample_weights, torch.Tensor):
+                sample_weights = torch.tensor(sample_weights, device=preds.device, dtype=torch.float)
+            # remove class dimension if necessary
+            if preds.ndim > target.ndim:
+                preds = preds[:, 0]
+            desc_score_indices = torch.argsort(preds, descending=True)
+            preds = preds[desc_score_indices]
+            target = target[desc_score_indices]
+            weight = sample_weights[desc_score_indices] if sample_weights is not None else 1.0
+            # pred typically has many tied values. Here we extract
+            # the indices associated with the distinct values. We also
+            # concatenate a value for the end of the curve.
+            distinct_value_indices = torch.where(preds[1:] - preds[:-1])[0]
+            threshold_idxs = F.pad(distinct_value_indices, [0, 1], value=target.size(0) - 1)
+            target = (target == pos_label).to(torch.long)
+            tps = torch.cumsum(target * weight, dim=0)[threshold_idxs]
+            if sample_weights is not None:
+                # express fps as a cumsum to ensure fps is increasing even in
+                # the presence of floating point errors
+                fps = torch.cumsum((1 - target) * weight, dim=0)[threshold_idxs]
+            else:
+                fps = 1 + threshold_idxs - tps
+            return fps, tps, preds[threshold_idxs]
+
+    def binary_roc(preds, target):
+        fps, tps, thresholds = _binary_clf_curve(preds=preds, target=target)
+        # Add an extra threshold position to make sure that the curve starts at (0, 0)
+        tps = torch.cat([torch.zeros(1, dtype=tps.dtype, device=tps.device), tps])
+        fps = torch.cat([torch.zeros(1, dtype=fps.dtype, device=fps.device), fps])
+        thresholds = torch.cat([torch.ones(1, dtype=thresholds.dtype, device=thresholds.device), thresholds])
+        fpr = fps / fps[-1]
+        tpr = tps / tps[-1]
+        return fpr, tpr, thresholds
+
+    def binary_average_precision(preds, target):
+        fps, tps, thresholds = _binary_clf_curve(preds, target)
+        precision = tps / (tps + fps)
+        recall = tps / tps[-1]
+        # stop when full recall attained and reverse the outputs so recall is decreasing
+        last_ind = torch.where(tps == tps[-1])[0][0]
+        sl = slice(0, last_ind.item() + 1)
+        precision = torch.cat([precision[sl].flip(0), torch.ones(1, dtype=precision.dtype)])
+        recall = torch.cat([recall[sl].flip(0), torch.zeros(1, dtype=recall.dtype)])
+        return -torch.sum((recall[1:] - recall[:-1]) * precision[:-1])
+
+    def kendall_tau_b(x, y):
+        sx = torch.sign(x[:, None] - x[None, :])
+        sy = torch.sign(y[:, None] - y[None, :])
+        i, j = torch.triu_indices(len(x), len(x), offset=1)
+        concordance = (sx[i, j] * sy[i, j]).sum()
+        return concordance / torch.sqrt((sx[i, j] != 0).sum() * (sy[i, j] != 0).sum())
+
+    preds, target, relevance = (torch.from_numpy(a) for a in (preds, target, relevance))
+    fpr, tpr, thresholds = binary_roc(preds, target)
+    return {"spearman": spearman_corrcoef(preds, relevance), "rank": _rank_data(preds),
+            "ndcg": retrieval_normalized_dcg(preds, relevance), "ndcg@3": retrieval_normalized_dcg(preds, relevance, 3),
+            "fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auroc": torch.trapz(tpr, fpr),
+            "ap": binary_average_precision(preds, target), "kendall": kendall_tau_b(preds, relevance)}
+
+
+def tied_scores(seed=10):
+    rng = np.random.default_rng(seed)
+    preds = np.round(rng.uniform(0, 1, 16) * 4) / 4  # five distinct values: many ties
+    relevance = np.clip(np.round(3 * preds + rng.normal(0, 0.7, 16)), 0, 3)
+    target = (relevance >= 2).astype(np.int64)
+    return preds.astype(np.float32), target, relevance.astype(np.float32)
+
+
+def average_ranks(a):
+    order = np.argsort(a, kind="stable")
+    ranks = np.empty(len(a))
+    ranks[order] = np.arange(1, len(a) + 1)
+    for v in np.unique(a):
+        ranks[a == v] = ranks[a == v].mean()
+    return ranks
+
+
+def test_ranking_metrics_with_ties():
+    preds, target, relevance = tied_scores()
+    ours, _ = run_both(ranking_metrics, preds, target, relevance, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ours["rank"], average_ranks(preds))
+    rho = np.corrcoef(average_ranks(preds), average_ranks(relevance))[0, 1]
+    assert ours["spearman"] == pytest.approx(rho, abs=1e-5)
+    # AUROC is the Mann-Whitney statistic: pairs (positive, negative) ordered, ties counting a half
+    pos, neg = preds[target == 1], preds[target == 0]
+    mann_whitney = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
+    assert ours["auroc"] == pytest.approx(mann_whitney, rel=1e-6)
+    assert len(ours["thresholds"]) == len(np.unique(preds)) + 1
+    # NDCG with tied predictions: each tie group's gain averaged over its positions' discounts
+    groups = np.unique(-preds)
+    discount = 1 / np.log2(np.arange(16) + 2)
+    dcg, start = 0.0, 0
+    for g in groups:
+        members = -preds == g
+        dcg += relevance[members].mean() * discount[start:start + members.sum()].sum()
+        start += members.sum()
+    ideal = (np.sort(relevance)[::-1] * discount).sum()
+    assert ours["ndcg"] == pytest.approx(dcg / ideal, rel=1e-5)
