@@ -1508,3 +1508,17 @@ def test_ranking_metrics_with_ties():
         start += members.sum()
     ideal = (np.sort(relevance)[::-1] * discount).sum()
     assert ours["ndcg"] == pytest.approx(dcg / ideal, rel=1e-5)
+
+
+def test_nanmedian_of_a_slice_of_nan_only_names_the_index_pytorch_names(T):
+    """PyTorch's nanmedian picks by std::nth_element, to which no NaN is less than another: in a slice of NaN
+    only, it names whichever its partitioning leaves in front (the third of four); here it named the first.
+    The index decides where the gradient goes."""
+    nan = float("nan")
+    x = T.tensor([[nan, nan, 2.0, nan], [nan, nan, nan, nan], [1.0, nan, 3.0, 1.0]], requires_grad=True)
+    values, indices = T.nanmedian(x, 1)
+    assert indices.tolist() == [2, 2, 3]
+    values.sum().backward()
+    assert x.grad[1].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert T.nanmedian(T.full((3, 1, 2), nan), 0, keepdim=True).indices.tolist() == [[[0, 0]]]  # up to 3: the first
+    assert [T.full((n,), nan).nanmedian(0).indices.item() for n in (4, 5, 8, 17)] == [2, 2, 6, 10]

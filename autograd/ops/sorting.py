@@ -237,6 +237,15 @@ def _median_value(data, skip_nan):
     return xp.sort(flat)[int(position)] if isinstance(position, int) else xp.sort(flat)[int(position.reshape(()))]
 
 
+def _nan_only_slices(data, axis, indices):
+    """nanmedian's index in a slice of NaN only: where PyTorch's nth_element, to which no NaN is less than
+    another, leaves one (the third of four: its partitioning swaps equal elements), not the first NaN."""
+    if data.dtype.kind != "f":
+        return indices
+    return _replayed(data, axis, indices, xp.isnan(data).all(axis=axis),
+                     lambda row: [tie_orders.unordered_nth_index(len(row))])
+
+
 def _median(input, dim, keepdim, skip_nan):
     result = NanMedianResult if skip_nan else MedianResult
     if input.dtype.kind == "b":  # (PyTorch has no median of bools: its kernel names in the message)
@@ -253,7 +262,8 @@ def _median(input, dim, keepdim, skip_nan):
                               pytorch_name="NanmedianBackward0" if skip_nan else "MedianBackward0")
     axis = dim_index(dim, input.ndim)
     _nonempty("median", input, axis)  # (nanmedian's message says median too, as PyTorch's)
-    values, indices = _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result)
+    values, indices = _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result,
+                                    ties=_nan_only_slices if skip_nan else None)
     return result(named_node(values, None, "NanmedianBackward1" if skip_nan else "MedianBackward1", (input,)), indices)
 
 
