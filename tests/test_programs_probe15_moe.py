@@ -1522,3 +1522,247 @@ def test_nanmedian_of_a_slice_of_nan_only_names_the_index_pytorch_names(T):
     assert x.grad[1].tolist() == [0.0, 0.0, 1.0, 0.0]
     assert T.nanmedian(T.full((3, 1, 2), nan), 0, keepdim=True).indices.tolist() == [[[0, 0]]]  # up to 3: the first
     assert [T.full((n,), nan).nanmedian(0).indices.item() for n in (4, 5, 8, 17)] == [2, 2, 6, 10]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sparse gates by sorting: sparsemax (Martins & Astudillo 2016: sort descending, cumsum, the support size
+# by a comparison with arange, the threshold gathered) and entmax-1.5 (Peters et al. 2019: sort, cumsum of
+# squares, the threshold by the quadratic's root), with their closed-form backward passes written as
+# autograd.Functions, against autograd through the forward; V-MoE's batch prioritized routing (tokens
+# ranked by their top gate with argsort, capacity positions by cumsum in that order, unsorted by the
+# inverse permutation from scatter); Soft MoE (Puigcerver et al. 2023: dispatch softmax over tokens,
+# combine softmax over slots)
+# ----------------------------------------------------------------------------------------------
+
+
+def sparse_gate_functions(m):
+    torch = m.torch
+
+    def _make_ix_like(X, dim):
+        d = X.size(dim)
+        rho = torch.arange(1, d + 1, device=X.device, dtype=X.dtype)
+        view = [1] * X.dim()
+        view[0] = -1
+        return rho.view(view).transpose(0, dim)
+
+    def _roll_last(X, dim):
+        if dim == -1:
+            return X
+        elif dim < 0:
+            dim = X.dim() - dim
+        perm = [i for i in range(X.dim()) if i != dim] + [dim]
+        return X.permute(perm)
+
+    def _sparsemax_threshold_and_support(X, dim=-1, k=None):
+        if k is None or k >= X.shape[dim]:  # do full sort
+            topk, _ = torch.sort(X, dim=dim, descending=True)
+        else:
+            topk, _ = torch.topk(X, k=k, dim=dim)
+        topk_cumsum = topk.cumsum(dim) - 1
+        rhos = _make_ix_like(topk, dim)
+        support = rhos * topk > topk_cumsum
+        support_size = support.sum(dim=dim).unsqueeze(dim)
+        tau = topk_cumsum.gather(dim, support_size - 1)
+        tau /= support_size.to(X.dtype)
+        return tau, support_size
+
+    def _entmax_threshold_and_support(X, dim=-1, k=None):
+        if k is None or k >= X.shape[dim]:  # do full sort
+            Xsrt, _ = torch.sort(X, dim=dim, descending=True)
+        else:
+            Xsrt, _ = torch.topk(X, k=k, dim=dim)
+        rho = _make_ix_like(Xsrt, dim)
+        mean = Xsrt.cumsum(dim) / rho
+        mean_sq = (Xsrt ** 2).cumsum(dim) / rho
+        ss = rho * (mean_sq - mean ** 2)
+        delta = (1 - ss) / rho
+        delta_nz = torch.clamp(delta, 0)
+        tau = mean - torch.sqrt(delta_nz)
+        support_size = (tau <= Xsrt).sum(dim).unsqueeze(dim)
+        tau_star = tau.gather(dim, support_size - 1)
+        return tau_star, support_size
+
+    class SparsemaxFunction(torch.autograd.Function):
+        @classmethod
+        def forward(cls, ctx, X, dim=-1, k=None):
+            ctx.dim = dim
+            max_val, _ = X.max(dim=dim, keepdim=True)
+            X = X - max_val  # same numerical stability trick as softmax
+            tau, supp_size = _sparsemax_threshold_and_support(X, dim=dim, k=k)
+            output = torch.clamp(X - tau, min=0)
+            ctx.save_for_backward(supp_size, output)
+            return output
+
+        @classmethod
+        def backward(cls, ctx, grad_output):
+            supp_size, output = ctx.saved_tensors
+            dim = ctx.dim
+            grad_input = grad_output.clone()
+            grad_input[output == 0] = 0
+            v_hat = grad_input.sum(dim=dim) / supp_size.to(output.dtype).squeeze(dim)
+            v_hat = v_hat.unsqueeze(dim)
+            grad_input = torch.where(output != 0, grad_input - v_hat, grad_input)
+            return grad_input, None, None
+
+    class Entmax15Function(torch.autograd.Function):
+        @classmethod
+        def forward(cls, ctx, X, dim=0, k=None):
+            ctx.dim = dim
+            max_val, _ = X.max(dim=dim, keepdim=True)
+            X = X - max_val  # same numerical stability trick as for softmax
+            X = X / 2  # divide by 2 to solve actual Entmax
+            tau_star, _ = _entmax_threshold_and_support(X, dim=dim, k=k)
+            Y = torch.clamp(X - tau_star, min=0) ** 2
+            ctx.save_for_backward(Y)
+            return Y
+
+        @classmethod
+        def backward(cls, ctx, dY):
+            Y, = ctx.saved_tensors
+            gppr = Y.sqrt()  # = 1 / g'' (Y)
+            dX = dY * gppr
+            q = dX.sum(ctx.dim) / gppr.sum(ctx.dim)
+            q = q.unsqueeze(ctx.dim)
+            dX -= q * gppr
+            return dX, None, None
+
+    def sparsemax_by_autograd(X, dim=-1):
+        X = X - X.max(dim=dim, keepdim=True)[0]
+        tau, _ = _sparsemax_threshold_and_support(X, dim=dim)
+        return torch.clamp(X - tau, min=0)
+
+    return SparsemaxFunction, Entmax15Function, sparsemax_by_autograd
+
+
+def sparse_gates(m, k):
+    torch = m.torch
+    SparsemaxFunction, Entmax15Function, sparsemax_by_autograd = sparse_gate_functions(m)
+    rng = np.random.default_rng(11)
+    logits = rng.standard_normal((6, 7)) * 2
+    logits[0, :3] = 1.5  # ties at the top
+    logits[1] = 0.25  # all tied: a uniform gate
+    w = torch.from_numpy(rng.standard_normal((6, 7)))
+    out = {}
+    for name, fn in (("sparsemax", lambda x: SparsemaxFunction.apply(x, -1, k)),
+                     ("entmax15", lambda x: Entmax15Function.apply(x, -1, k)),
+                     ("sparsemax_autograd", lambda x: sparsemax_by_autograd(x))):
+        x = torch.tensor(logits, requires_grad=True)
+        p = fn(x)
+        (p * w).sum().backward()
+        out[name] = p
+        out[name + "_grad"] = x.grad
+    # the Hessian-vector product of the autograd version (through sort, cumsum, gather, clamp)
+    x = torch.tensor(logits, requires_grad=True)
+    g, = torch.autograd.grad((sparsemax_by_autograd(x) * w).sum() ** 2, x, create_graph=True)
+    hv, = torch.autograd.grad((g * w).sum(), x)
+    out["hvp"] = hv
+    return out
+
+
+def sparsemax_by_hand(z):
+    out = []
+    for row in z:
+        s = np.sort(row)[::-1]
+        cumsum = np.cumsum(s)
+        k = np.arange(1, len(row) + 1)
+        support = k[1 + k * s > cumsum].max()
+        tau = (cumsum[support - 1] - 1) / support
+        out.append(np.maximum(row - tau, 0))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("k", [None, 4])
+def test_sparsemax_and_entmax_gates(k):
+    ours, _ = run_both(sparse_gates, k, rtol=1e-10, atol=1e-12)
+    rng = np.random.default_rng(11)
+    logits = rng.standard_normal((6, 7)) * 2
+    logits[0, :3] = 1.5
+    logits[1] = 0.25
+    if k is None:
+        np.testing.assert_allclose(ours["sparsemax"], sparsemax_by_hand(logits), atol=1e-12)
+        np.testing.assert_allclose(ours["sparsemax"].sum(-1), 1, rtol=1e-12)
+        np.testing.assert_allclose(ours["entmax15"].sum(-1), 1, rtol=1e-10)
+        np.testing.assert_allclose(ours["sparsemax"][1], 1 / 7, rtol=1e-12)
+    else:  # the top k only: right where the support is smaller than k (the entmax package then sorts it all)
+        np.testing.assert_allclose(ours["sparsemax"][0], sparsemax_by_hand(logits)[0], atol=1e-12)
+        np.testing.assert_allclose(ours["sparsemax"][1], 1 / 4, rtol=1e-12)
+    # the closed-form backward is the Jacobian autograd finds through the (fully sorted) forward
+    rows = slice(None) if k is None else [0, 2, 3, 4, 5]
+    np.testing.assert_allclose(ours["sparsemax_grad"][rows], ours["sparsemax_autograd_grad"][rows], rtol=1e-10,
+                               atol=1e-12)
+
+
+def make_bpr_and_soft_moe(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class BPRMoE(nn.Module):
+        """V-MoE's top-1 routing with batch prioritized routing: the tokens with the largest gate claim the
+        buffers first."""
+
+        def __init__(self, d=5, experts=3, capacity=3):
+            super().__init__()
+            self.gate = nn.Linear(d, experts, bias=False)
+            self.experts = nn.ModuleList(nn.Linear(d, d) for _ in range(experts))
+            self.capacity = capacity
+
+        def forward(self, x):
+            probs = F.softmax(self.gate(x), dim=-1)
+            top_prob, expert = probs.max(dim=-1)
+            priority = torch.argsort(top_prob, descending=True)
+            inverse = torch.empty_like(priority).scatter_(0, priority, torch.arange(len(priority)))
+            mask = F.one_hot(expert[priority], probs.shape[-1])
+            position = (torch.cumsum(mask, dim=0) - 1) * mask
+            kept = ((position < self.capacity) & mask.bool()).any(-1)[inverse]
+            out = torch.zeros_like(x)
+            for e, layer in enumerate(self.experts):
+                chosen = torch.nonzero((expert == e) & kept).squeeze(-1)
+                out = out.index_add(0, chosen, layer(x[chosen]) * top_prob[chosen, None])
+            return x + out, kept, priority, inverse
+
+    class SoftMoE(nn.Module):
+        def __init__(self, d=5, experts=3, slots=2):
+            super().__init__()
+            self.phi = nn.Parameter(torch.randn(d, experts, slots) * 0.5)
+            self.scale = nn.Parameter(torch.ones(1))
+            self.experts = nn.ModuleList(nn.Linear(d, d) for _ in range(experts))
+
+        def forward(self, x):  # x: (batch, tokens, d)
+            x_n = F.normalize(x, dim=-1)
+            phi = self.scale * F.normalize(self.phi, dim=0)
+            logits = torch.einsum("bmd,dnp->bmnp", x_n, phi)
+            dispatch = logits.softmax(dim=1)                                   # over the tokens
+            combine = logits.flatten(2).softmax(dim=-1).view_as(logits)        # over all slots
+            slots = torch.einsum("bmd,bmnp->bnpd", x, dispatch)
+            outs = torch.stack([f(slots[:, i]) for i, f in enumerate(self.experts)], dim=1)
+            return torch.einsum("bnpd,bmnp->bmd", outs, combine)
+
+    return nn.ModuleDict({"bpr": BPRMoE(), "soft": SoftMoE()})
+
+
+def bpr_and_soft_moe(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, make_bpr_and_soft_moe(m), weights).double()
+    rng = np.random.default_rng(12)
+    x = torch.from_numpy(rng.standard_normal((2, 6, 5)))
+    target = torch.from_numpy(rng.standard_normal((2, 6, 5)))
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    history, routed = [], []
+    for step in range(3):
+        optimizer.zero_grad()
+        h, kept, priority, inverse = model["bpr"](x.reshape(-1, 5))
+        y = model["soft"](h.reshape(2, 6, 5))
+        loss = F.mse_loss(y, target)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+        routed.append([kept, priority, inverse])
+    return {"history": history, "routed": routed, "grads": {k: v.grad for k, v in model.named_parameters()}}
+
+
+def test_batch_prioritized_routing_and_soft_moe():
+    weights = weights_of(make_bpr_and_soft_moe)
+    ours, _ = run_both(bpr_and_soft_moe, weights, rtol=1e-9, atol=1e-12)
+    for kept, priority, inverse in ours["routed"]:
+        np.testing.assert_array_equal(priority[inverse], np.arange(12))
+        assert kept.sum() <= 9 and not kept.all()  # three experts of capacity 3 for 12 tokens
+    assert ours["history"][-1] < ours["history"][0]
