@@ -1766,3 +1766,91 @@ def test_batch_prioritized_routing_and_soft_moe():
         np.testing.assert_array_equal(priority[inverse], np.arange(12))
         assert kept.sum() <= 9 and not kept.all()  # three experts of capacity 3 for 12 tokens
     assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Segment reductions by hand (a graph readout over a packed batch of ragged sets, as code without
+# torch_scatter writes it): segment ids by repeat_interleave of the sizes, offsets by cumsum, sums by
+# cumsum differences at the offsets, by index_add_ and by segment_reduce; means by scatter_reduce;
+# maxima by scatter_reduce(amax, include_self=False) from -inf; a segment softmax (attention pooling);
+# segment ids found again by searchsorted(right=True) of the offsets and by unique_consecutive; the
+# per-set top-2 by a sort on (segment, -score) keys; kthvalue thresholds for expert-choice capacity
+# ----------------------------------------------------------------------------------------------
+
+
+def make_readout(m):
+    nn = m.nn
+
+    class AttentionReadout(nn.Module):
+        def __init__(self, d=4):
+            super().__init__()
+            self.encode = nn.Sequential(nn.Linear(3, d), nn.Tanh())
+            self.score = nn.Linear(d, 1)
+            self.head = nn.Linear(3 * d, 2)
+
+    return AttentionReadout()
+
+
+def segment_readout(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, make_readout(m), weights).double()
+    rng = np.random.default_rng(13)
+    sizes = torch.tensor([3, 1, 5, 2, 4])
+    x = torch.from_numpy(rng.standard_normal((int(sizes.sum()), 3)))
+    x[6] = x[5]  # two equal members in one set: tied maxima
+    y = torch.tensor([0, 1, 1, 0, 1])
+    n_sets = len(sizes)
+    h = model.encode(x)
+    d = h.shape[1]
+    batch = torch.repeat_interleave(torch.arange(n_sets), sizes)
+    offsets = torch.cat([sizes.new_zeros(1), torch.cumsum(sizes, 0)])
+    # sums three ways
+    csum = torch.cat([h.new_zeros(1, d), h.cumsum(0)])
+    sum_by_cumsum = csum[offsets[1:]] - csum[offsets[:-1]]
+    sum_by_index_add = torch.zeros(n_sets, d, dtype=h.dtype).index_add_(0, batch, h)
+    sum_by_segment = torch.segment_reduce(h, "sum", lengths=sizes)
+    mean = torch.zeros(n_sets, d, dtype=h.dtype).scatter_reduce(0, batch[:, None].expand(-1, d), h, "mean",
+                                                                 include_self=False)
+    maximum = torch.full((n_sets, d), float("-inf"), dtype=h.dtype).scatter_reduce(
+        0, batch[:, None].expand(-1, d), h, "amax", include_self=False)
+    # attention pooling: a softmax within each set
+    s = model.score(h).squeeze(-1)
+    s_max = torch.full((n_sets,), float("-inf"), dtype=s.dtype).scatter_reduce(0, batch, s, "amax",
+                                                                                include_self=False)
+    e = (s - s_max[batch]).exp()
+    alpha = e / torch.zeros(n_sets, dtype=s.dtype).scatter_add(0, batch, e)[batch]
+    attended = torch.zeros(n_sets, d, dtype=h.dtype).index_add(0, batch, alpha[:, None] * h)
+    logits = model.head(torch.cat([mean, maximum, attended], -1))
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    with torch.no_grad():
+        positions = torch.arange(len(batch))
+        batch_by_search = torch.searchsorted(offsets[1:], positions, right=True)
+        _, run_counts = torch.unique_consecutive(batch, return_counts=True)
+        # the two best-scored members of every set: one sort on a combined key, ties by position
+        key = batch.double() * 1e3 - s
+        order = torch.sort(key, stable=True).indices
+        rank_in_set = positions - offsets[batch[order]]
+        top2 = order[rank_in_set < 2]
+        # expert-choice capacity: each expert keeps tokens above its (n - c + 1)-th smallest score
+        scores = torch.from_numpy(np.round(rng.uniform(0, 1, (len(batch), 3)) * 4) / 4)  # many ties
+        c = 5
+        threshold = torch.kthvalue(scores, len(batch) - c + 1, dim=0).values
+        chosen = scores >= threshold
+    return {"loss": loss, "sums": [sum_by_cumsum, sum_by_index_add, sum_by_segment], "mean": mean, "max": maximum,
+            "alpha": alpha, "grads": [p.grad for p in model.parameters()], "batch": batch,
+            "batch_by_search": batch_by_search, "run_counts": run_counts, "top2": top2, "threshold": threshold,
+            "chosen": chosen}
+
+
+def test_segment_reductions_by_hand():
+    weights = weights_of(make_readout)
+    ours, _ = run_both(segment_readout, weights, rtol=1e-10, atol=1e-12)
+    a, b, c = ours["sums"]
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b, c, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(ours["batch_by_search"], ours["batch"])
+    assert ours["run_counts"].tolist() == [3, 1, 5, 2, 4]
+    np.testing.assert_allclose(np.bincount(ours["batch"], weights=ours["alpha"]), 1, rtol=1e-12)
+    assert len(ours["top2"]) == 2 + 1 + 2 + 2 + 2
+    assert (ours["chosen"].sum(0) >= 5).all()
