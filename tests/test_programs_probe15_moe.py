@@ -3,10 +3,36 @@
 from the same weights and data, comparing values, indices (their order among ties), dtypes and gradients, and
 checked against NumPy by hand where a formula is short.
 
-- Shazeer et al.'s sparsely-gated mixture of experts (noisy top-k gating with ``softplus`` noise from
-  ``randn_like``, the load estimator through ``Normal.cdf`` of the threshold from ``topk``, gates put back
-  by ``scatter``, the ``cv_squared`` importance and load losses, a ``SparseDispatcher`` that sorts
-  ``torch.nonzero(gates)``, ``split``s by counts and combines with ``index_add`` of ``exp``-ed outputs);
+Mixture-of-experts routing:
+- Shazeer et al.'s sparsely-gated MoE (noisy top-k gating with ``softplus`` noise from ``randn_like``, the
+  load estimator through ``Normal.cdf``, gates put back by ``scatter``, ``cv_squared`` losses, a
+  ``SparseDispatcher`` sorting ``torch.nonzero(gates)``, ``split`` by counts, ``index_add`` of ``exp``-ed
+  outputs);
+- Hugging Face's Switch Transformers top-1 router (jitter by ``uniform_``, ``cumsum`` priorities, capacity
+  masks, boolean-mask dispatch, router z-loss and load-balancing loss);
+- expert-choice routing (``topk`` along the tokens, ``bmm`` experts, combines by ``index_add_``,
+  ``scatter_add_``, ``scatter_reduce`` sum/mean with ``include_self`` both ways, ``bincount``);
+- dropless sorted dispatch (``sort(stable=True)``, ``bincount`` / ``histc`` counts, ``searchsorted(right=True)``
+  of cumulative bins, ``index_select``, combine by ``index_add_`` or ``scatter_reduce``);
+- GShard top-2 gating (Gumbel second expert from ``exponential_``, capacity by ``cumsum``, ``einsum`` of float
+  gates with int64 ``one_hot`` locations: this found einsum refusing PyTorch's promoting products);
+- Megatron-core's router and permutation (capacity dropped by probs or by position through
+  ``topk(sorted=False)`` of a 0/1 mask, ``pad_to_capacity``, ``masked_fill_`` with ``iinfo.max``,
+  ``argsort(stable=True)`` / ``index_copy_`` permute and unpermute, Sinkhorn routing, ``histc`` counts);
+- V-MoE batch prioritized routing and Soft MoE; sparsemax / entmax-1.5 gates as ``autograd.Function``s
+  against autograd through ``sort`` / ``cumsum`` / ``gather`` (with a Hessian-vector product).
+Ranking and sorting:
+- NeuralSort and SoftSort relaxed permutations learnt to sort (Gumbel perturbation, straight-through hard
+  SoftSort, Spearman by ``argsort(argsort)``);
+- allRank's LambdaLoss with its weighing schemes, ApproxNDCG, NeuralNDCG (Sinkhorn), NDCG@k and MRR@k on
+  padded slates in float32;
+- torchmetrics-style metrics with ties (average ranks, tie-averaged NDCG by ``unique(return_inverse,
+  return_counts)`` and ``scatter_add_``, ROC/AUROC, AP, Kendall's tau-b);
+- segment reductions by hand (``repeat_interleave`` ids, ``cumsum`` differences, ``segment_reduce``,
+  ``scatter_reduce`` mean/amax from -inf, a segment softmax, ``unique_consecutive``, ``kthvalue``
+  thresholds).
+Focused tests of the fixes: einsum's promotion of pairs it multiplies, searchsorted / bucketize past a NaN in
+the sequence, nanmedian's index in a slice of NaN only.
 """
 
 import math
