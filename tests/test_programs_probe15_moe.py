@@ -1880,3 +1880,23 @@ def test_segment_reductions_by_hand():
     np.testing.assert_allclose(np.bincount(ours["batch"], weights=ours["alpha"]), 1, rtol=1e-12)
     assert len(ours["top2"]) == 2 + 1 + 2 + 2 + 2
     assert (ours["chosen"].sum(0) >= 5).all()
+
+
+def test_float16_scatters_accumulate_in_float32_where_pytorchs_kernels_do(T):
+    """PyTorch's CPU scatter kernels (scatter_add, scatter_reduce, index_add of slices by alpha 1, and so the
+    backward passes of gather and index_select) accumulate float16 in float32 and round once; its sequential
+    ones (index_add of a vector or with another alpha, index_put, index_reduce) round every step. Here every
+    one rounded every step: 1000 + 5 · 0.4 gave 1002.5 where PyTorch's scatter_add gives 1002."""
+    values = T.tensor([1000.0, 0.4, 0.4, 0.4, 0.4, 0.4], dtype=T.float16)
+    zeros = T.zeros(6, dtype=T.int64)
+    pair = T.stack([values, values], 1)
+    assert T.zeros(1, dtype=T.float16).scatter_add(0, zeros, values).item() == 1002.0
+    assert T.zeros(1, dtype=T.float16).scatter_reduce(0, zeros, values, "sum", include_self=False).item() == 1002.0
+    assert T.zeros(1, dtype=T.float16).scatter_reduce(0, zeros, values, "mean").item() == 143.125  # 1002 / 7
+    assert T.zeros(1, 2, dtype=T.float16).index_add(0, zeros, pair).tolist() == [[1002.0, 1002.0]]
+    assert T.zeros(1, dtype=T.float16).index_add(0, zeros, values).item() == 1002.5  # a vector: step by step
+    assert T.zeros(1, 2, dtype=T.float16).index_add(0, zeros, pair, alpha=2).tolist() == [[2005.0, 2005.0]]
+    assert T.zeros(1, dtype=T.float16).index_put((zeros,), values, accumulate=True).item() == 1002.5
+    weights = T.zeros(1, 2, dtype=T.float16, requires_grad=True)
+    weights.index_select(0, zeros).backward(pair)
+    assert weights.grad.tolist() == [[1002.0, 1002.0]]
