@@ -1900,3 +1900,15 @@ def test_float16_scatters_accumulate_in_float32_where_pytorchs_kernels_do(T):
     weights = T.zeros(1, 2, dtype=T.float16, requires_grad=True)
     weights.index_select(0, zeros).backward(pair)
     assert weights.grad.tolist() == [[1002.0, 1002.0]]
+
+
+def test_bincount_of_weights_that_require_grad_is_in_the_graph_without_a_derivative(T):
+    """A load-balancing term written with bincount(expert_ids, weights=probs) has no gradient in PyTorch: the
+    counts require grad and a backward pass through them raises. Here they were detached, and the loss's
+    gradient silently lacked that term."""
+    probs = T.tensor([0.5, 0.25, 0.75], requires_grad=True)
+    load = T.bincount(T.tensor([0, 2, 2]), weights=probs, minlength=4)
+    assert load.tolist() == [0.5, 0.0, 1.0, 0.0] and load.requires_grad
+    with pytest.raises(RuntimeError, match="derivative for aten::bincount is not implemented"):
+        (load * load).sum().backward()
+    assert not T.bincount(T.tensor([0, 2, 2]), weights=probs.detach()).requires_grad
