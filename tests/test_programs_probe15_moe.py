@@ -30,9 +30,11 @@ Ranking and sorting:
   return_counts)`` and ``scatter_add_``, ROC/AUROC, AP, Kendall's tau-b);
 - segment reductions by hand (``repeat_interleave`` ids, ``cumsum`` differences, ``segment_reduce``,
   ``scatter_reduce`` mean/amax from -inf, a segment softmax, ``unique_consecutive``, ``kthvalue``
-  thresholds).
+  thresholds); order statistics of an ensemble (``median`` / ``sort`` / ``quantile`` / ``kthvalue`` along the
+  members with tied members, majority vote by ``mode``).
 Focused tests of the fixes: einsum's promotion of pairs it multiplies, searchsorted / bucketize past a NaN in
-the sequence, nanmedian's index in a slice of NaN only.
+the sequence, nanmedian's index in a slice of NaN only, float16 scatters accumulated in float32, bincount of
+weights that require grad recorded without a derivative.
 """
 
 import math
@@ -1912,3 +1914,71 @@ def test_bincount_of_weights_that_require_grad_is_in_the_graph_without_a_derivat
     with pytest.raises(RuntimeError, match="derivative for aten::bincount is not implemented"):
         (load * load).sum().backward()
     assert not T.bincount(T.tensor([0, 2, 2]), weights=probs.detach()).requires_grad
+
+
+# ----------------------------------------------------------------------------------------------
+# Order statistics of experts' outputs: a robust ensemble combining its members by median (torch.median along
+# the members, ties among them), a trimmed mean by sort, quantile-regression heads trained by the pinball
+# loss with torch.quantile targets, majority vote by torch.mode, and a kthvalue margin between the two best
+# members' scores
+# ----------------------------------------------------------------------------------------------
+
+
+def make_ensemble(m):
+    nn = m.nn
+
+    class Ensemble(nn.Module):
+        def __init__(self, members=5):
+            super().__init__()
+            self.members = nn.ModuleList(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 4))
+                                         for _ in range(members))
+
+        def forward(self, x):
+            return m.torch.stack([f(x) for f in self.members], dim=0)  # (members, batch, 4)
+
+    return Ensemble()
+
+
+def ensemble(m, weights):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, make_ensemble(m), weights).double()
+    with torch.no_grad():  # two members start equal: ties among the members' outputs
+        for a, b in zip(model.members[3].parameters(), model.members[1].parameters()):
+            a.copy_(b)
+    rng = np.random.default_rng(14)
+    x = torch.from_numpy(rng.standard_normal((10, 3)))
+    y = torch.from_numpy(rng.integers(0, 4, 10))
+    optimizer = optim.SGD(model.parameters(), lr=0.05)
+    history = []
+    for step in range(3):
+        optimizer.zero_grad()
+        outs = model(x)
+        median, which = outs.median(dim=0)
+        trimmed = outs.sort(dim=0).values[1:-1].mean(0)
+        q = torch.tensor([0.1, 0.5, 0.9], dtype=outs.dtype)
+        quantiles = torch.quantile(outs, q, dim=0)  # (3, batch, 4)
+        target = outs.detach().mean(0)
+        err = target.unsqueeze(0) - quantiles
+        pinball = torch.max(q.view(-1, 1, 1) * err, (q.view(-1, 1, 1) - 1) * err).mean()
+        top2 = outs.max(-1).values.kthvalue(outs.shape[0] - 1, dim=0).values  # the second-best member's score
+        margin = F.relu(1 - (outs.max(-1).values.max(0).values - top2)).mean()
+        loss = F.cross_entropy(median, y) + F.cross_entropy(trimmed, y) + pinball + 0.1 * margin
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        votes = model(x).argmax(-1)
+        majority, where = torch.mode(votes, dim=0)
+    return {"history": history, "median_index": which, "votes": votes, "majority": majority, "where": where,
+            "grads": [p.grad for p in model.parameters()]}
+
+
+def test_order_statistics_of_an_ensemble():
+    weights = weights_of(make_ensemble)
+    ours, _ = run_both(ensemble, weights, rtol=1e-10, atol=1e-12)
+    votes = ours["votes"]
+    for j in range(votes.shape[1]):
+        counts = np.bincount(votes[:, j], minlength=4)
+        assert ours["majority"][j] == np.flatnonzero(counts == counts.max())[0]  # the smallest of the most frequent
+        assert votes[ours["where"][j], j] == ours["majority"][j]
+    assert ours["history"][-1] < ours["history"][0]
