@@ -17,6 +17,7 @@ from .arranging import broadcast_shapes, movedim
 from .axes import dim_index
 from .conjugation import conj
 from .conversion import c_name, refuse_kinds, type_name
+from .elementwise import common_dtype
 from .linalg import matmul
 from .names import names
 from .outputs import write_out
@@ -146,10 +147,6 @@ def einsum(equation, *operands):
         operands = tuple(operands[0])
     operands = [x if isinstance(x, Tensor) else tensor_from(x) for x in operands]
     terms, output, _ = _parse(equation, operands)
-    if operands:
-        require_scalar_type(operands)
-        if len(operands) > 1:
-            refuse_kinds(operands[0], "bmm", "b")  # (PyTorch's einsum contracts by bmm, which has no bool kernel)
     sizes = {}
     for k, (term, x) in enumerate(zip(terms, operands)):
         for label, n in zip(term, x.shape):
@@ -164,7 +161,31 @@ def einsum(equation, *operands):
         if dropped:
             terms[k] = "".join(c for i, c in enumerate(term) if i not in dropped)
             operands[k] = shape.reshape(x, tuple(n for i, n in enumerate(x.shape) if i not in dropped))
+    dtype = _pairwise_dtype(terms, output, operands, sizes)
+    operands = [x if x.dtype == dtype else x.to(dtype) for x in operands]
     return Einsum.apply(*operands, terms=tuple(terms), output=output)
+
+
+def _pairwise_dtype(terms, output, operands, sizes):
+    """The dtype of einsum's result, or PyTorch's refusal. PyTorch takes the operands pairwise, left to right:
+    a pair sharing an index that is summed there (one of size > 1 that neither the output nor a later operand
+    has) is contracted by bmm, which needs one dtype and has no bool kernel; any other pair is multiplied
+    elementwise, which promotes (a float mask by a one_hot of int64, "se,sc->sec", is float). The operands are
+    unsqueezed to one rank first, so a 0-d one promotes as any other; with an empty operand the result is zeros
+    of the promoted dtype, nothing contracted."""
+    if any(0 in x.shape for x in operands):
+        return common_dtype(tuple(x.dtype for x in operands))
+    dtype, labels = (operands[0].dtype, set(terms[0])) if operands else (None, set())
+    for k in range(1, len(operands)):
+        later = set(output).union(*terms[k + 1:])
+        if any(sizes[label] > 1 for label in (labels & set(terms[k])) - later):
+            refuse_kinds(xp.empty(0, dtype=dtype), "bmm", "b")
+            if operands[k].dtype != dtype:
+                raise RuntimeError(f"expected scalar type {type_name(dtype)} but found {type_name(operands[k].dtype)}")
+        else:
+            dtype = common_dtype((dtype, operands[k].dtype))
+        labels = (labels | set(terms[k])) & later
+    return dtype
 
 
 def _check_ndim(x, ndim, op, name):
@@ -303,8 +324,8 @@ def _rounded_once(product_sum, input, *factors):
 
 
 def require_scalar_type(operands):
-    """PyTorch's einsum, cdist and linalg.cross promote nothing: every operand must have the first's dtype
-    (a float64 batch against float32 weights is refused, as by its layers)."""
+    """PyTorch's cdist and linalg.cross promote nothing (nor einsum where it contracts, _pairwise_dtype): every
+    operand must have the first's dtype (a float64 batch against float32 weights is refused, as by its layers)."""
     first = operands[0].dtype
     for x in operands[1:]:
         if x.dtype != first:

@@ -98,6 +98,19 @@ def _cut(x, like_shape, dim):
     return x[tuple(slice(None) if d == dim else slice(0, n) for d, n in enumerate(like_shape))]
 
 
+def _accumulated(name, y, positions, values, widen=True):
+    """``ufunc_at(name, y, positions, values)``, returning y. A float16 y is accumulated in float32 and rounded
+    once where ``widen``, as PyTorch's CPU scatter kernels accumulate a reduced float (NumPy rounds each step
+    to float16: 1000 + 5 · 0.4 gave 1002.5, PyTorch's scatter_add 1002); its sequential kernels (index_add of
+    a vector or with alpha, index_put, index_reduce) round each step, as NumPy does."""
+    if widen and y.dtype == xp.float16:
+        wide = y.astype(xp.float32)
+        ufunc_at(name, wide, positions, values.astype(xp.float32))
+        return wide.astype(xp.float16)
+    ufunc_at(name, y, positions, values)
+    return y
+
+
 class Gather(Primitive):
     """y[i][j][k] = x[i][index[i][j][k]][k]  (for dim 1);   dL/dx = scatter_add(0, dim, index, dL/dy)"""
 
@@ -130,8 +143,7 @@ class ScatterAdd(Primitive):
         if x.ndim == 0:
             y[()] += _corner(src, self.index.shape).sum()
             return y
-        ufunc_at("add", y, _positions(self.index, self.dim), _corner(src, self.index.shape))
-        return y
+        return _accumulated("add", y, _positions(self.index, self.dim), _corner(src, self.index.shape))
 
     def backward(self, grad, y, x, src):
         grad_src = None
@@ -267,6 +279,7 @@ class ScatterReduce(Primitive):
     """
 
     saves_output = True
+    widens_half = True  # float16 accumulated in float32, as scatter_reduce's kernel (index_reduce's is sequential)
     _START = {"sum": 0, "mean": 0, "prod": 1}
 
     def forward(self, x, src):
@@ -283,7 +296,7 @@ class ScatterReduce(Primitive):
                 start = _extreme(x.dtype, lowest=self.reduce == "amax")  # (a src of only -inf gives -inf)
             y[self.written] = start
         ufunc = {"sum": "add", "mean": "add", "prod": "multiply", "amax": "maximum", "amin": "minimum"}
-        ufunc_at(ufunc[self.reduce], y, positions, values)
+        y = _accumulated(ufunc[self.reduce], y, positions, values, widen=self.widens_half)
         if self.reduce == "mean":
             count = xp.maximum(self.terms + (1 if self.include_self else 0), 1)
             # in y's dtype: NumPy's y / count (an int64 array) would be float64, y // count int64
@@ -371,13 +384,16 @@ def _refuse_unordered(input, reduce, kernel):
         raise NotImplementedError(f'"{kernel}" not implemented for \'{type_name(input.dtype)}\'')
 
 
-def _scatter_reduce(input, src, axis, index, reduce, include_self):
+def _scatter_reduce(input, src, axis, index, reduce, include_self, widens_half=True):
     """ScatterReduce, which works on positions along an axis: a 0-d input (and its one index, 0) is reduced
-    as a 1-element vector."""
+    as a 1-element vector. ``widens_half``: float16 accumulated in float32 (scatter_reduce's kernel; index_reduce's
+    rounds each step)."""
     if input.ndim:
-        return ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce, include_self=include_self)
+        return ScatterReduce.apply(input, src, dim=axis, index=index, reduce=reduce, include_self=include_self,
+                                   widens_half=widens_half)
     vector = ScatterReduce.apply(shape.reshape(input, (1,)), shape.reshape(src, (-1,)), dim=0,
-                                 index=index.reshape(-1), reduce=reduce, include_self=include_self)
+                                 index=index.reshape(-1), reduce=reduce, include_self=include_self,
+                                 widens_half=widens_half)
     return shape.reshape(vector, ())
 
 
@@ -413,8 +429,10 @@ class IndexAddAlong(Primitive):
             y[()] += self.alpha * src.sum()
             return y
         position = (slice(None),) * self.dim + (self.index,)
-        ufunc_at("add", y, position, src if self.alpha == 1 else self.alpha * src)
-        return y
+        # (PyTorch's index_add of slices by alpha 1 accumulates float16 in float32; of a vector, or with another
+        # alpha, it rounds each step)
+        return _accumulated("add", y, position, src if self.alpha == 1 else self.alpha * src,
+                            widen=x.ndim > 1 and self.alpha == 1)
 
     def backward(self, grad, y, x, src):
         grad_src = None
@@ -481,8 +499,8 @@ def index_reduce(input, dim, index, source, reduce, *, include_self=True, out=No
         raise RuntimeError(f"index_reduce(): source has shape {tuple(source.shape)} but input of shape "
                            f"{tuple(input.shape)} with {len(index)} indices along dim {axis} needs {expected}")
     spread_index = xp.broadcast_to(index.reshape([-1 if d == axis else 1 for d in range(input.ndim)]), expected)
-    return write_out(_scatter_reduce(input, source, axis, xp.ascontiguousarray(spread_index), reduce, include_self),
-                     out)
+    return write_out(_scatter_reduce(input, source, axis, xp.ascontiguousarray(spread_index), reduce, include_self,
+                                     widens_half=False), out)
 
 
 @names("take_along_dim")

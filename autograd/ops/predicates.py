@@ -15,6 +15,7 @@ import numpy
 from ..backend import float32, int64, ufunc_at, xp
 from ..errors import ShapeError, broadcast_mismatch, refuse_unordered
 from ..operands import _operand
+from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
 from ..write_door import _refuse_cast
@@ -249,9 +250,28 @@ def bincount(input, weights=None, minlength=0):
     if w.dtype == float32:  # PyTorch's kernel adds float32 weights in float32, one after another
         counts = xp.zeros(max(minlength, int(data.max()) + 1 if data.size else 0), dtype=float32)
         ufunc_at("add", counts, data, w)
-        return Tensor._make(counts)
-    # every other dtype of weights (float16 and integers too) summed in float64, as PyTorch's
-    return Tensor._make(xp.bincount(data, weights=w.astype(xp.float64), minlength=minlength))
+    else:  # every other dtype of weights (float16 and integers too) summed in float64, as PyTorch's
+        counts = xp.bincount(data, weights=w.astype(xp.float64), minlength=minlength)
+    if isinstance(weights, Tensor) and weights.requires_grad:
+        return WithoutDerivative.apply(weights, values=counts, kernel="bincount")
+    return Tensor._make(counts)
+
+
+class WithoutDerivative(Primitive):
+    """y = a result worked out by the caller (``values``) that PyTorch records in the graph with no derivative
+    (bincount of weights that require grad): the result requires grad, and a backward pass through it raises in
+    PyTorch's words, where a detached one would leave the weights' share of the gradient out unsaid."""
+
+    saves_inputs = False
+
+    def forward(self, weights):
+        return self.values
+
+    def backward(self, grad, y, weights):
+        raise RuntimeError(f"derivative for aten::{self.kernel} is not implemented")
+
+    def name(self):  # (PyTorch's node is torch::autograd::NotImplemented)
+        return "NotImplemented"
 
 
 @names("histc")

@@ -237,6 +237,15 @@ def _median_value(data, skip_nan):
     return xp.sort(flat)[int(position)] if isinstance(position, int) else xp.sort(flat)[int(position.reshape(()))]
 
 
+def _nan_only_slices(data, axis, indices):
+    """nanmedian's index in a slice of NaN only: where PyTorch's nth_element, to which no NaN is less than
+    another, leaves one (the third of four: its partitioning swaps equal elements), not the first NaN."""
+    if data.dtype.kind != "f":
+        return indices
+    return _replayed(data, axis, indices, xp.isnan(data).all(axis=axis),
+                     lambda row: [tie_orders.unordered_nth_index(len(row))])
+
+
 def _median(input, dim, keepdim, skip_nan):
     result = NanMedianResult if skip_nan else MedianResult
     if input.dtype.kind == "b":  # (PyTorch has no median of bools: its kernel names in the message)
@@ -253,7 +262,8 @@ def _median(input, dim, keepdim, skip_nan):
                               pytorch_name="NanmedianBackward0" if skip_nan else "MedianBackward0")
     axis = dim_index(dim, input.ndim)
     _nonempty("median", input, axis)  # (nanmedian's message says median too, as PyTorch's)
-    values, indices = _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result)
+    values, indices = _select_along(input, axis, _median_position(input._data, axis, skip_nan), keepdim, result,
+                                    ties=_nan_only_slices if skip_nan else None)
     return result(named_node(values, None, "NanmedianBackward1" if skip_nan else "MedianBackward1", (input,)), indices)
 
 
@@ -452,7 +462,7 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
             raise RuntimeError("torch.searchsorted(): sorter index out of range")
         sequence = xp.take_along_axis(sequence, order, axis=-1)
     if sequence.ndim <= 1:
-        result = xp.searchsorted(sequence, values, side=side)
+        result = _search(sequence, values, side)
     else:
         if sequence.shape[:-1] != values.shape[:-1]:
             raise RuntimeError(f"torch.searchsorted(): boundaries tensor should be 1 dimension or the first N-1 "
@@ -460,8 +470,29 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
                                f"boundaries tensor {list(sequence.shape)} and input value tensor {list(values.shape)}")
         rows = sequence.reshape(-1, sequence.shape[-1])
         wanted = values.reshape(-1, values.shape[-1])
-        result = xp.stack([xp.searchsorted(r, v, side=side) for r, v in zip(rows, wanted)]).reshape(values.shape)
+        result = xp.stack([_search(r, v, side) for r, v in zip(rows, wanted)]).reshape(values.shape)
     return write_out(Tensor._make(result.astype(xp.int32 if out_int32 else int64)), out)
+
+
+def _search(sequence, values, side):
+    """Where values go in the sorted 1-D sequence. NumPy's search orders NaN after every number, as a sort puts
+    it; PyTorch's binary search only asks whether sequence[mid] >= value (> for side='right'), False for NaN, so
+    a NaN in the sequence sends the search right of it, whatever the value ([0, 1, NaN, 2] places 0.5 at 3, not
+    1). With a NaN in the sequence its search is replayed, every value at once."""
+    if sequence.dtype.kind != "f" or not xp.isnan(sequence).any():
+        return xp.searchsorted(sequence, values, side=side)
+    values = xp.asarray(values)
+    low = xp.zeros(values.shape, dtype=int64)
+    high = xp.full(values.shape, len(sequence), dtype=int64)
+    while True:
+        searching = low < high
+        if not searching.any():
+            return low
+        middle = low + (high - low) // 2
+        at_middle = sequence[xp.minimum(middle, len(sequence) - 1)]
+        past = at_middle > values if side == "right" else at_middle >= values
+        low = xp.where(searching & ~past, middle + 1, low)
+        high = xp.where(searching & past, middle, high)
 
 
 @names("bucketize", method=False)
@@ -474,6 +505,6 @@ def bucketize(input, boundaries, *, out_int32=False, right=False, out=None):
     _check_search_out(out, out_int32)
     _refuse_unordered_kinds(boundaries, input)
     values = input._data if isinstance(input, Tensor) else xp.asarray(input)
-    result = xp.searchsorted(boundaries._data, values, side=side)
+    result = _search(boundaries._data, values, side)
     return write_out(Tensor._make(xp.asarray(result).astype(xp.int32 if out_int32 else int64)), out)
 

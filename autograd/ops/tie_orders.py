@@ -231,6 +231,14 @@ def mode_index(row):
     return best
 
 
+def unordered_nth_index(n):
+    """The index std::nth_element(begin, begin, end) leaves at the front of n elements none of which is less
+    than another (PyTorch's nanmedian of a slice of NaN only: its comparison orders no NaN before another)."""
+    items = list(range(n))
+    std_nth_element(items, 0, lambda x, y: False)
+    return items[0]
+
+
 def quick_select_index(row, k):
     """The index PyTorch's kthvalue gives for one slice: the element its quick_select_template leaves at
     position k (NaN largest)."""
