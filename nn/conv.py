@@ -101,8 +101,12 @@ class Conv2d(_ConvNd):
                          padding_mode, 2, dtype=dtype)
 
     def forward(self, input):
+        return self._conv_forward(input, self.weight, self.bias)
+
+    def _conv_forward(self, input, weight, bias):
+        """This layer's convolution with another weight and bias (PyTorch's hook for QAT's fake-quantized weight)."""
         input, padding = self._padded_input(input)
-        return F.conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        return F.conv2d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
 
 
 class Conv1d(_ConvNd):
@@ -114,8 +118,12 @@ class Conv1d(_ConvNd):
                          padding_mode, 1, dtype=dtype)
 
     def forward(self, input):
+        return self._conv_forward(input, self.weight, self.bias)
+
+    def _conv_forward(self, input, weight, bias):
+        """This layer's convolution with another weight and bias (PyTorch's hook for QAT's fake-quantized weight)."""
         input, padding = self._padded_input(input)
-        return F.conv1d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        return F.conv1d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
 
 
 class Conv3d(_ConvNd):
@@ -127,8 +135,12 @@ class Conv3d(_ConvNd):
                          padding_mode, 3, dtype=dtype)
 
     def forward(self, input):
+        return self._conv_forward(input, self.weight, self.bias)
+
+    def _conv_forward(self, input, weight, bias):
+        """This layer's convolution with another weight and bias (PyTorch's hook for QAT's fake-quantized weight)."""
         input, padding = self._padded_input(input)
-        return F.conv3d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        return F.conv3d(input, weight, bias, self.stride, padding, self.dilation, self.groups)
 
 
 class _ConvTransposeNd(_ConvNd):

@@ -1,0 +1,64 @@
+"""``torch.ao.quantization`` for quantization-aware training in eager mode: observers, fake-quantize modules,
+qconfigs, QuantStub/DeQuantStub and ``prepare_qat`` (see each module). Converting to int8 modules is not
+built (chainrule has no quantized tensors)."""
+
+from .fake_quantize import (
+    FakeQuantize,
+    FakeQuantizeBase,
+    default_dynamic_fake_quant,
+    default_embedding_fake_quant,
+    default_fake_quant,
+    default_per_channel_weight_fake_quant,
+    default_weight_fake_quant,
+    disable_fake_quant,
+    disable_observer,
+    enable_fake_quant,
+    enable_observer,
+)
+from .observer import (
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    NoopObserver,
+    ObserverBase,
+    PerChannelMinMaxObserver,
+    PlaceholderObserver,
+    UniformQuantizationObserverBase,
+    default_float_qparams_observer,
+    default_observer,
+    default_per_channel_weight_observer,
+    default_placeholder_observer,
+    default_weight_observer,
+)
+from .qconfig import (
+    QConfig,
+    default_activation_only_qconfig,
+    default_per_channel_qconfig,
+    default_qat_qconfig,
+    default_qconfig,
+    default_weight_only_qconfig,
+    get_default_qat_qconfig,
+    get_default_qconfig,
+)
+from .quantize import (
+    convert,
+    get_default_qat_module_mappings,
+    get_default_qconfig_propagation_list,
+    prepare,
+    prepare_qat,
+    propagate_qconfig_,
+    swap_module,
+)
+from .stubs import DeQuantStub, QuantStub, QuantWrapper
+
+__all__ = ["DeQuantStub", "FakeQuantize", "FakeQuantizeBase", "MinMaxObserver", "MovingAverageMinMaxObserver",
+           "MovingAveragePerChannelMinMaxObserver", "NoopObserver", "ObserverBase", "PerChannelMinMaxObserver",
+           "PlaceholderObserver", "QConfig", "QuantStub", "QuantWrapper", "UniformQuantizationObserverBase",
+           "convert", "default_activation_only_qconfig", "default_dynamic_fake_quant", "default_embedding_fake_quant",
+           "default_fake_quant", "default_float_qparams_observer", "default_observer", "default_per_channel_qconfig",
+           "default_per_channel_weight_fake_quant", "default_per_channel_weight_observer",
+           "default_placeholder_observer", "default_qat_qconfig", "default_qconfig", "default_weight_fake_quant",
+           "default_weight_observer", "default_weight_only_qconfig", "disable_fake_quant", "disable_observer",
+           "enable_fake_quant", "enable_observer", "get_default_qat_module_mappings", "get_default_qat_qconfig",
+           "get_default_qconfig", "get_default_qconfig_propagation_list", "prepare", "prepare_qat",
+           "propagate_qconfig_", "swap_module"]
