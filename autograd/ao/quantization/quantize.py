@@ -149,7 +149,7 @@ def swap_module(mod, mapping):
 def _convert(module, mapping):
     for name, child in list(module.named_children()):
         _convert(child, mapping)
-        module._modules[name] = swap_module(child, mapping)
+        setattr(module, name, swap_module(child, mapping))
     return module
 
 
