@@ -2,20 +2,21 @@
 """Model-compression programs (see tests/pytorch_programs.py), each run on chainrule and on PyTorch from the
 same weights and data, comparing values, gradients and training trajectories (float32, about 1e-5).
 
-Quantization-aware training with a straight-through estimator written by hand (``x + (q - x).detach()``
-over ``torch.round``/``clamp``, per-tensor symmetric int8); a binarized network (BinaryNet: ``sign`` with a
-clipped straight-through ``autograd.Function``, ``hardtanh``, weights clipped after each step); fake
-quantization with ``torch.fake_quantize_per_tensor_affine``/``per_channel_affine`` (values at rounding ties,
-the clamped-range mask in the gradient); learned step-size quantization (LSQ) with
+Quantization-aware training with a straight-through estimator written by hand (``x + (q - x).detach()`` over
+``torch.round``/``clamp``, per-tensor symmetric int8); a binarized network (BinaryNet: ``sign`` with a clipped
+straight-through ``autograd.Function``, ``hardtanh``, weights clipped after each step); fake quantization with
+``torch.fake_quantize_per_tensor_affine``/``per_channel_affine`` (values at rounding ties, the clamped-range
+mask in the gradient); learned step-size quantization (LSQ) with
 ``torch._fake_quantize_learnable_per_tensor_affine`` and ``..._per_channel_affine`` (scale and zero point
 trained); eager-mode QAT with ``torch.ao.quantization`` (QuantStub/DeQuantStub, ``get_default_qat_qconfig``,
-``prepare_qat``, observers frozen by ``model.apply(disable_observer)``, the state dict's scales); observers
-on their own (MinMax, MovingAverage, PerChannel); int8 matmul emulation (``round``/``clamp``/
-``to(torch.int8)``, int32 accumulation, dequantization); magnitude pruning with ``torch.nn.utils.prune``
-(``l1_unstructured``, ``ln_structured``, ``global_unstructured``, fine-tuning through ``weight_orig`` and
-``weight_mask``, ``remove``); knowledge distillation (``F.kl_div`` of temperature-softened log-probabilities
-with ``log_target=True``, ``reduction='batchmean'``, times T²); and low-rank factorisation of a trained layer
-by ``torch.linalg.svd`` into two layers, fine-tuned."""
+``prepare_qat``, the fused ``FusedMovingAvgObsFakeQuantize`` of the default qconfig, observers frozen by
+``model.apply(disable_observer)``, the state dict's scales); observers on their own (MinMax, MovingAverage,
+PerChannel); int8 matmul emulation (``round``/``clamp``/ ``to(torch.int8)``, int32 accumulation,
+dequantization); magnitude pruning with ``torch.nn.utils.prune`` (``l1_unstructured``, ``ln_structured``,
+``global_unstructured``, fine-tuning through ``weight_orig`` and ``weight_mask``, ``remove``); knowledge
+distillation (``F.kl_div`` of temperature-softened log-probabilities with ``log_target=True``,
+``reduction='batchmean'``, times T²); and low-rank factorisation of a trained layer by ``torch.linalg.svd`` into
+two layers, fine-tuned."""
 
 import warnings
 
@@ -301,7 +302,9 @@ def eager_qat(m, weights, qconfig_name):
     torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
     tq = torch.ao.quantization
     model = load(m, qat_model(m), weights)
-    model.qconfig = tq.get_default_qat_qconfig("x86", version=0) if qconfig_name == "x86" else tq.default_qat_qconfig
+    model.qconfig = {"x86": tq.get_default_qat_qconfig("x86", version=0),  # FakeQuantize modules
+                     "x86_fused": tq.get_default_qat_qconfig("x86"),  # the tutorial's: fused observe + quantize
+                     "default": tq.default_qat_qconfig}[qconfig_name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reduce_range's deprecation
         model = tq.prepare_qat(model.train())
@@ -324,16 +327,16 @@ def eager_qat(m, weights, qconfig_name):
     return losses, logits, model.state_dict(), kinds, type(model.fc).__name__
 
 
-@pytest.mark.parametrize("qconfig_name", ["x86", "default"])
+@pytest.mark.parametrize("qconfig_name", ["x86", "x86_fused", "default"])
 def test_eager_mode_qat(qconfig_name):
     ours, theirs = run_both(eager_qat, weights_of(qat_model), qconfig_name, rtol=1e-4, atol=1e-5)
     losses, state, kinds = ours[0], ours[2], ours[3]
     assert losses[-1] < losses[0]
-    assert ("fc.weight_fake_quant", "FakeQuantize") in kinds and ("quant.activation_post_process",
-                                                                  "FakeQuantize") in kinds
+    kind = "FusedMovingAvgObsFakeQuantize" if qconfig_name == "x86_fused" else "FakeQuantize"
+    assert ("fc.weight_fake_quant", kind) in kinds and ("quant.activation_post_process", kind) in kinds
     assert not any(name.startswith("dequant") or name.startswith("relu") for name, _ in kinds)
     assert state["fc.weight_fake_quant.observer_enabled"].tolist() == [0]
-    if qconfig_name == "x86":  # per-channel weights: one scale per output channel, symmetric (zero point 0)
+    if qconfig_name != "default":  # per-channel weights: one scale per output channel, symmetric (zero point 0)
         assert state["conv.weight_fake_quant.scale"].shape == (4,)
         assert (state["conv.weight_fake_quant.zero_point"] == 0).all()
 

@@ -5,9 +5,13 @@ built (chainrule has no quantized tensors)."""
 from .fake_quantize import (
     FakeQuantize,
     FakeQuantizeBase,
+    FusedMovingAvgObsFakeQuantize,
     default_dynamic_fake_quant,
     default_embedding_fake_quant,
     default_fake_quant,
+    default_fused_act_fake_quant,
+    default_fused_per_channel_wt_fake_quant,
+    default_fused_wt_fake_quant,
     default_per_channel_weight_fake_quant,
     default_weight_fake_quant,
     disable_fake_quant,
@@ -35,6 +39,7 @@ from .qconfig import (
     default_activation_only_qconfig,
     default_per_channel_qconfig,
     default_qat_qconfig,
+    default_qat_qconfig_v2,
     default_qconfig,
     default_weight_only_qconfig,
     get_default_qat_qconfig,
@@ -51,14 +56,16 @@ from .quantize import (
 )
 from .stubs import DeQuantStub, QuantStub, QuantWrapper
 
-__all__ = ["DeQuantStub", "FakeQuantize", "FakeQuantizeBase", "MinMaxObserver", "MovingAverageMinMaxObserver",
-           "MovingAveragePerChannelMinMaxObserver", "NoopObserver", "ObserverBase", "PerChannelMinMaxObserver",
-           "PlaceholderObserver", "QConfig", "QuantStub", "QuantWrapper", "UniformQuantizationObserverBase",
-           "convert", "default_activation_only_qconfig", "default_dynamic_fake_quant", "default_embedding_fake_quant",
-           "default_fake_quant", "default_float_qparams_observer", "default_observer", "default_per_channel_qconfig",
+__all__ = ["DeQuantStub", "FakeQuantize", "FakeQuantizeBase", "FusedMovingAvgObsFakeQuantize", "MinMaxObserver",
+           "MovingAverageMinMaxObserver", "MovingAveragePerChannelMinMaxObserver", "NoopObserver", "ObserverBase",
+           "PerChannelMinMaxObserver", "PlaceholderObserver", "QConfig", "QuantStub", "QuantWrapper",
+           "UniformQuantizationObserverBase", "convert", "default_activation_only_qconfig",
+           "default_dynamic_fake_quant", "default_embedding_fake_quant", "default_fake_quant",
+           "default_float_qparams_observer", "default_fused_act_fake_quant", "default_fused_per_channel_wt_fake_quant",
+           "default_fused_wt_fake_quant", "default_observer", "default_per_channel_qconfig",
            "default_per_channel_weight_fake_quant", "default_per_channel_weight_observer",
-           "default_placeholder_observer", "default_qat_qconfig", "default_qconfig", "default_weight_fake_quant",
-           "default_weight_observer", "default_weight_only_qconfig", "disable_fake_quant", "disable_observer",
-           "enable_fake_quant", "enable_observer", "get_default_qat_module_mappings", "get_default_qat_qconfig",
-           "get_default_qconfig", "get_default_qconfig_propagation_list", "prepare", "prepare_qat",
-           "propagate_qconfig_", "swap_module"]
+           "default_placeholder_observer", "default_qat_qconfig", "default_qat_qconfig_v2", "default_qconfig",
+           "default_weight_fake_quant", "default_weight_observer", "default_weight_only_qconfig", "disable_fake_quant",
+           "disable_observer", "enable_fake_quant", "enable_observer", "get_default_qat_module_mappings",
+           "get_default_qat_qconfig", "get_default_qconfig", "get_default_qconfig_propagation_list", "prepare",
+           "prepare_qat", "propagate_qconfig_", "swap_module"]

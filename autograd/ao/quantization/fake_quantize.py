@@ -150,6 +150,109 @@ class FakeQuantize(FakeQuantizeBase):
                                       error_msgs)
 
 
+def choose_qparams(min_val, max_val, quant_min, quant_max, symmetric):
+    """fbgemm's ChooseQuantizationParams, which the fused module uses in place of the observer's formulas:
+    (scale, zero_point) for a range [min_val, max_val] (floats), as PyTorch's C++ computes them: the range
+    made symmetric (then the zero point is the middle) or widened to hold 0, the scale rounded to float32 and
+    kept at least 6.1e-5 (the range scaled up with it), the zero point from whichever end loses less."""
+    min_val, max_val = numpy.float32(min_val), numpy.float32(max_val)
+    if min_val < 0 < max_val and symmetric:
+        symmetric_qmin, symmetric_qmax = -((quant_max - quant_min) // 2 + 1), (quant_max - quant_min) // 2
+        max_scale = max(abs(min_val / numpy.float32(symmetric_qmin)), abs(max_val / numpy.float32(symmetric_qmax)))
+        min_val, max_val = max_scale * numpy.float32(symmetric_qmin), max_scale * numpy.float32(symmetric_qmax)
+    min_val, max_val = min(min_val, numpy.float32(0)), max(max_val, numpy.float32(0))
+    scale = numpy.float32((float(max_val) - float(min_val)) / (quant_max - quant_min))
+    if scale == 0 or numpy.isinf(numpy.float32(1) / scale):
+        scale = numpy.float32(0.1)
+    small = numpy.float32(6.1e-5)
+    if scale < small:
+        amplifier = small / scale
+        scale = small
+        if min_val == 0:
+            max_val = small * numpy.float32(quant_max - quant_min)
+        elif max_val == 0:
+            min_val = -small * numpy.float32(quant_max - quant_min)
+        else:
+            min_val, max_val = min_val * amplifier, max_val * amplifier
+    from_min = quant_min - float(min_val) / float(scale)
+    from_max = quant_max - float(max_val) / float(scale)
+    from_min_error = abs(quant_min) - abs(float(min_val) / float(scale))
+    from_max_error = abs(quant_max) - abs(float(max_val) / float(scale))
+    zero_point = from_min if from_min_error < from_max_error else from_max
+    if min_val < 0 < max_val and symmetric:
+        zero_point = (quant_min + quant_max) / 2
+    return scale, int(numpy.clip(numpy.rint(zero_point), quant_min, quant_max))
+
+
+class FusedMovingAvgObsFakeQuantize(FakeQuantize):
+    """FakeQuantize with a moving-average observer, observed and fake-quantized in one step as PyTorch's
+    fused op does: the running min and max move towards the batch's (per tensor, or per row along dim 0),
+    then scale and zero point come from ``choose_qparams`` (fbgemm's, not the observer's formulas)."""
+
+    def __init__(self, observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, **observer_kwargs):
+        super().__init__(observer, quant_min, quant_max, **observer_kwargs)
+        if not isinstance(self.activation_post_process,
+                          (MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver)):
+            raise AssertionError("Fused observer+fake_quant module only works with MovingAverageMinMaxObserver")
+        self.register_buffer("fake_quant_enabled", autograd.tensor([1], dtype=autograd.int64))
+        self.register_buffer("observer_enabled", autograd.tensor([1], dtype=autograd.int64))
+        self.is_symmetric_quant = schemes.is_symmetric(self.activation_post_process.qscheme)
+
+    def _move_running_range(self, X):
+        observer = self.activation_post_process
+        x = X.detach()
+        if self.is_per_channel:
+            if self.ch_axis != 0:
+                raise RuntimeError("Per-channel FakeQuant in fused_moving_avg_obs_fake_quant is only supported on "
+                                   f"axis == 0, got {self.ch_axis}")
+            low, high = autograd.aminmax(x.flatten(1), dim=1)
+        else:
+            low, high = autograd.aminmax(x)
+        low, high = low.reshape(-1).numpy(), high.reshape(-1).numpy()
+        running_low, running_high = observer.min_val.reshape(-1).numpy(), observer.max_val.reshape(-1).numpy()
+        if running_low.size == 0:  # (a per-channel observer starts empty)
+            running_low, running_high = numpy.full_like(low, numpy.inf), numpy.full_like(high, -numpy.inf)
+        c = numpy.float32(observer.averaging_constant)
+        running_low = numpy.where(numpy.isinf(running_low), low, running_low + c * (low - running_low))
+        running_high = numpy.where(numpy.isinf(running_high), high, running_high + c * (high - running_high))
+        shape = observer.min_val.shape if not self.is_per_channel else (len(low),)
+        if self.is_per_channel and tuple(observer.min_val.shape) != shape:
+            observer.min_val.resize_(shape)
+            observer.max_val.resize_(shape)
+        observer.min_val.copy_(autograd.tensor(running_low.astype(numpy.float32)).reshape(shape))
+        observer.max_val.copy_(autograd.tensor(running_high.astype(numpy.float32)).reshape(shape))
+
+    def forward(self, X):
+        if X.numel() == 0:
+            return X.clone()
+        if self.observer_enabled[0] == 1:
+            self._move_running_range(X)
+        if self.fake_quant_enabled[0] != 1:
+            return X
+        observer = self.activation_post_process
+        quant_min, quant_max = observer.quant_min, observer.quant_max
+        qparams = [choose_qparams(low, high, quant_min, quant_max, self.is_symmetric_quant) for low, high in
+                   zip(observer.min_val.reshape(-1).tolist(), observer.max_val.reshape(-1).tolist())]
+        scale = autograd.tensor([s for s, _ in qparams], dtype=autograd.float32)
+        zero_point = autograd.tensor([z for _, z in qparams], dtype=self.zero_point.dtype)
+        if self.scale.shape != scale.shape:
+            self.scale.resize_(scale.shape)
+            self.zero_point.resize_(zero_point.shape)
+        self.scale.copy_(scale)
+        self.zero_point.copy_(zero_point)
+        if self.is_per_channel:
+            return autograd.fake_quantize_per_channel_affine(X, self.scale, self.zero_point, self.ch_axis, quant_min,
+                                                             quant_max)
+        return autograd.fake_quantize_per_tensor_affine(X, self.scale, self.zero_point, quant_min, quant_max)
+
+    def extra_repr(self):
+        return (f"fake_quant_enabled={self.fake_quant_enabled}, observer_enabled={self.observer_enabled}, "
+                f"scale={self.scale}, zero_point={self.zero_point}, dtype={self.dtype}, "
+                f"quant_min={self.activation_post_process.quant_min}, "
+                f"quant_max={self.activation_post_process.quant_max}, qscheme={self.qscheme}, "
+                f"reduce_range={self.activation_post_process.reduce_range}")
+
+
 def _is_fake_quant(module):
     return isinstance(module, FakeQuantizeBase)
 
@@ -191,7 +294,17 @@ default_embedding_fake_quant = FakeQuantize.with_args(
     observer=MovingAveragePerChannelMinMaxObserver, qscheme=schemes.per_channel_affine_float_qparams,
     dtype=quint8, quant_min=0, quant_max=255, ch_axis=0, averaging_constant=1)
 
-__all__ = ["FakeQuantize", "FakeQuantizeBase", "ObserverBase", "default_dynamic_fake_quant",
-           "default_embedding_fake_quant", "default_fake_quant", "default_per_channel_weight_fake_quant",
-           "default_weight_fake_quant", "disable_fake_quant", "disable_observer", "enable_fake_quant",
-           "enable_observer"]
+default_fused_act_fake_quant = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=quint8)
+default_fused_wt_fake_quant = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127, dtype=qint8,
+    qscheme=schemes.per_tensor_symmetric)
+default_fused_per_channel_wt_fake_quant = FusedMovingAvgObsFakeQuantize.with_args(
+    observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127, dtype=qint8,
+    qscheme=schemes.per_channel_symmetric)
+
+__all__ = ["FakeQuantize", "FakeQuantizeBase", "FusedMovingAvgObsFakeQuantize", "ObserverBase",
+           "default_dynamic_fake_quant", "default_embedding_fake_quant", "default_fake_quant",
+           "default_fused_act_fake_quant", "default_fused_per_channel_wt_fake_quant", "default_fused_wt_fake_quant",
+           "default_per_channel_weight_fake_quant", "default_weight_fake_quant", "disable_fake_quant",
+           "disable_observer", "enable_fake_quant", "enable_observer"]

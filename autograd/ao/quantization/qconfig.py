@@ -7,7 +7,11 @@ import nn
 
 from .fake_quantize import (
     FakeQuantize,
+    FusedMovingAvgObsFakeQuantize,
     default_fake_quant,
+    default_fused_act_fake_quant,
+    default_fused_per_channel_wt_fake_quant,
+    default_fused_wt_fake_quant,
     default_per_channel_weight_fake_quant,
     default_weight_fake_quant,
 )
@@ -37,6 +41,7 @@ default_per_channel_qconfig = QConfig(activation=default_observer, weight=defaul
 default_qat_qconfig = QConfig(activation=default_fake_quant, weight=default_weight_fake_quant)
 default_weight_only_qconfig = QConfig(activation=nn.Identity, weight=default_weight_fake_quant)
 default_activation_only_qconfig = QConfig(activation=default_fake_quant, weight=nn.Identity)
+default_qat_qconfig_v2 = QConfig(activation=default_fused_act_fake_quant, weight=default_fused_wt_fake_quant)
 
 _BACKENDS = ["fbgemm", "x86", "qnnpack", "onednn"]
 
@@ -49,21 +54,18 @@ def _check_backend(backend):
 def get_default_qat_qconfig(backend="x86", version=1):
     """The QAT qconfig PyTorch suggests for ``backend``: moving-average fake quantization of the activations
     (range halved for x86 and fbgemm), per-channel symmetric int8 weights (per tensor for qnnpack).
-
-    ``version=0`` gives the FakeQuantize modules; ``version=1`` (PyTorch's default) their fused form,
-    FusedMovingAvgObsFakeQuantize, whose scales come from a C++ routine of their own (fbgemm's): it is not
-    built here, and asking for it says so rather than training with other scales."""
+    ``version=1`` (the default) observes and fake-quantizes in one fused step (FusedMovingAvgObsFakeQuantize,
+    fbgemm's scales); ``version=0`` with FakeQuantize modules (the observers' scales)."""
     _check_backend(backend)
-    if version == 1:
-        raise NotImplementedError(
-            f"get_default_qat_qconfig({backend!r}, version=1) builds FusedMovingAvgObsFakeQuantize, which chainrule "
-            f"does not have: pass version=0 for the same observers and fake quantization as FakeQuantize modules")
-    if version != 0:
+    if version not in (0, 1):
         raise AssertionError(f"version {version} of the default QAT qconfig does not exist (0 or 1)")
-    reduce_range = backend in ("fbgemm", "x86")
-    activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
-                                        **({} if backend == "onednn" else {"reduce_range": reduce_range}))
-    weight = default_weight_fake_quant if backend == "qnnpack" else default_per_channel_weight_fake_quant
+    module = FakeQuantize if version == 0 else FusedMovingAvgObsFakeQuantize
+    reduce_range = {} if backend == "onednn" else {"reduce_range": backend in ("fbgemm", "x86")}
+    activation = module.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, **reduce_range)
+    if backend == "qnnpack":
+        weight = default_weight_fake_quant if version == 0 else default_fused_wt_fake_quant
+    else:
+        weight = default_per_channel_weight_fake_quant if version == 0 else default_fused_per_channel_wt_fake_quant
     return QConfig(activation=activation, weight=weight)
 
 
@@ -76,4 +78,5 @@ def get_default_qconfig(backend="x86", version=0):
 
 
 __all__ = ["QConfig", "default_activation_only_qconfig", "default_per_channel_qconfig", "default_qat_qconfig",
-           "default_qconfig", "default_weight_only_qconfig", "get_default_qat_qconfig", "get_default_qconfig"]
+           "default_qat_qconfig_v2", "default_qconfig", "default_weight_only_qconfig", "get_default_qat_qconfig",
+           "get_default_qconfig"]

@@ -13,6 +13,7 @@ Dropout are never observed.
 raises, unless given a ``mapping`` of one's own (then it only swaps modules, as PyTorch's does)."""
 
 import copy
+import functools
 import warnings
 
 import nn
@@ -21,6 +22,24 @@ import nn.qat as nnqat
 from .fake_quantize import FakeQuantizeBase
 from .observer import ObserverBase
 from .stubs import DeQuantStub, QuantStub
+
+DEPRECATION_WARNING = (
+    "torch.ao.quantization is deprecated and will be removed in 2.10. \n"
+    "For migrations of users: \n"
+    "1. Eager mode quantization (torch.ao.quantization.quantize, torch.ao.quantization.quantize_dynamic), please "
+    "migrate to use torchao eager mode quantize_ API instead \n"
+    "see https://github.com/pytorch/ao/issues/2259 for more details")
+
+
+def _deprecated(function):
+    """PyTorch's eager-mode entry points warn, on every call, that they are deprecated (so do these)."""
+
+    @functools.wraps(function)
+    def warning(*args, **kwargs):
+        warnings.warn(DEPRECATION_WARNING, DeprecationWarning, stacklevel=2)
+        return function(*args, **kwargs)
+
+    return warning
 
 
 def get_default_qat_module_mappings():
@@ -104,6 +123,7 @@ def _add_observer_(module, qconfig_propagation_list=None, non_leaf_module_list=N
         _insert_activation_post_process(module)
 
 
+@_deprecated
 def prepare(model, inplace=False, allow_list=None, observer_non_leaf_module_list=None,
             prepare_custom_config_dict=None):
     """Propagate qconfigs and attach the activation observers (on a copy unless ``inplace``)."""
@@ -118,6 +138,7 @@ def prepare(model, inplace=False, allow_list=None, observer_non_leaf_module_list
     return model
 
 
+@_deprecated
 def prepare_qat(model, mapping=None, inplace=False):
     """Swap in the QAT layers and attach the activation fake quantizers (on a copy unless ``inplace``)."""
     if not model.training:
@@ -160,6 +181,7 @@ def _remove_qconfig(module):
         del module.qconfig
 
 
+@_deprecated
 def convert(module, mapping=None, inplace=False, remove_qconfig=True, is_reference=False,
             convert_custom_config_dict=None, use_precomputed_fake_quant=False):
     """Swap each submodule whose type ``mapping`` names for its mapped form. Without a mapping PyTorch swaps in
