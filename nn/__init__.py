@@ -101,6 +101,7 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "grad": ".grad",  # torch.nn.grad: convolution gradients
     "modules": ".modules",
     "parallel": ".parallel",
+    "intrinsic": ".intrinsic",  # torch.nn.intrinsic: layers fused for quantization (and their .qat forms)
     "qat": ".qat",  # torch.nn.qat: the layers quantization-aware training swaps in
     "utils": ".utils",
     "SyncBatchNorm": ".sync_batchnorm:SyncBatchNorm",

@@ -181,3 +181,47 @@ def test_what_is_not_built_says_so():
         warnings.simplefilter("ignore")
         q.convert(q.QuantStub())
     assert autograd.quantization is q and repr(autograd.qint8) == "torch.qint8"
+
+
+def _conv_bn_relu(T):
+    nn = importlib.import_module("nn") if T.__name__ == "autograd" else T.nn
+    T.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2), nn.ReLU())
+    with T.no_grad():
+        model[1].running_mean.copy_(T.tensor([0.1, -0.2, 0.3]))
+        model[1].running_var.copy_(T.tensor([0.5, 2.0, 1.5]))
+    return nn, model
+
+
+def test_fuse_modules_for_inference_folds_the_norm(T):
+    nn, model = _conv_bn_relu(T)
+    model.eval()
+    fused = T.ao.quantization.fuse_modules(model, [["0", "1", "2"], ["4", "5"]])
+    assert [type(m).__name__ for m in fused] == ["ConvReLU2d", "Identity", "Identity", "Flatten", "LinearReLU",
+                                                 "Identity"]
+    assert type(model[0]).__name__ == "Conv2d"  # (a copy was fused)
+    x = T.randn(2, 2, 4, 4)
+    np.testing.assert_allclose(fused(x).detach().numpy(), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(AssertionError, match="did not find fuser method"):
+        T.ao.quantization.fuse_modules(model, [["0", "2", "1"]])
+
+
+def test_fuse_modules_qat_then_prepare_qat(T):
+    nn, model = _conv_bn_relu(T)
+    q = T.ao.quantization
+    fused = q.fuse_modules_qat(model, [["0", "1", "2"]])
+    assert type(fused[0]).__name__ == "ConvBnReLU2d" and type(fused[1]).__name__ == "Identity"
+    fused.qconfig = q.default_qat_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = q.prepare_qat(fused)
+    qat = prepared[0]
+    assert type(qat).__module__.endswith("qat.modules.conv_fused") or type(qat).__module__ == "nn.intrinsic.qat"
+    assert hasattr(qat, "weight_fake_quant") and hasattr(qat, "activation_post_process") and qat.bn.training
+    qat.freeze_bn_stats()
+    assert not qat.bn.training
+    prepared.train()
+    assert not qat.bn.training  # frozen statistics stay frozen
+    with pytest.raises(AssertionError, match="same mode"):
+        model[1].eval()
+        q.fuse_modules_qat(model, [["0", "1"]])

@@ -298,10 +298,12 @@ def qat_model(m):
     return QATNet()
 
 
-def eager_qat(m, weights, qconfig_name):
+def eager_qat(m, weights, qconfig_name, fuse=False):
     torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
     tq = torch.ao.quantization
     model = load(m, qat_model(m), weights)
+    if fuse:  # the QAT tutorial's: conv, bn and relu as one, the norm folded into the quantized weight
+        model = tq.fuse_modules_qat(model.train(), [["conv", "bn", "relu"]])
     model.qconfig = {"x86": tq.get_default_qat_qconfig("x86", version=0),  # FakeQuantize modules
                      "x86_fused": tq.get_default_qat_qconfig("x86"),  # the tutorial's: fused observe + quantize
                      "default": tq.default_qat_qconfig}[qconfig_name]
@@ -327,9 +329,10 @@ def eager_qat(m, weights, qconfig_name):
     return losses, logits, model.state_dict(), kinds, type(model.fc).__name__
 
 
-@pytest.mark.parametrize("qconfig_name", ["x86", "x86_fused", "default"])
-def test_eager_mode_qat(qconfig_name):
-    ours, theirs = run_both(eager_qat, weights_of(qat_model), qconfig_name, rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize(("qconfig_name", "fuse"), [("x86", False), ("x86_fused", False), ("default", False),
+                                                   ("x86_fused", True), ("default", True)])
+def test_eager_mode_qat(qconfig_name, fuse):
+    ours, theirs = run_both(eager_qat, weights_of(qat_model), qconfig_name, fuse, rtol=1e-4, atol=1e-5)
     losses, state, kinds = ours[0], ours[2], ours[3]
     assert losses[-1] < losses[0]
     kind = "FusedMovingAvgObsFakeQuantize" if qconfig_name == "x86_fused" else "FakeQuantize"
@@ -339,6 +342,8 @@ def test_eager_mode_qat(qconfig_name):
     if qconfig_name != "default":  # per-channel weights: one scale per output channel, symmetric (zero point 0)
         assert state["conv.weight_fake_quant.scale"].shape == (4,)
         assert (state["conv.weight_fake_quant.zero_point"] == 0).all()
+    if fuse:  # the norm lives inside the fused conv; only the fused output is observed
+        assert "conv.bn.running_var" in state and not any(name.startswith("bn.") for name, _ in kinds)
 
 
 def observers(m):

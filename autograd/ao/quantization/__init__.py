@@ -19,6 +19,7 @@ from .fake_quantize import (
     enable_fake_quant,
     enable_observer,
 )
+from .fuse_modules import fuse_known_modules, fuse_modules, fuse_modules_qat, get_fuser_method
 from .observer import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
@@ -66,6 +67,7 @@ __all__ = ["DeQuantStub", "FakeQuantize", "FakeQuantizeBase", "FusedMovingAvgObs
            "default_per_channel_weight_fake_quant", "default_per_channel_weight_observer",
            "default_placeholder_observer", "default_qat_qconfig", "default_qat_qconfig_v2", "default_qconfig",
            "default_weight_fake_quant", "default_weight_observer", "default_weight_only_qconfig", "disable_fake_quant",
-           "disable_observer", "enable_fake_quant", "enable_observer", "get_default_qat_module_mappings",
-           "get_default_qat_qconfig", "get_default_qconfig", "get_default_qconfig_propagation_list", "prepare",
-           "prepare_qat", "propagate_qconfig_", "swap_module"]
+           "disable_observer", "enable_fake_quant", "enable_observer", "fuse_known_modules", "fuse_modules",
+           "fuse_modules_qat", "get_default_qat_module_mappings", "get_default_qat_qconfig", "get_default_qconfig",
+           "get_default_qconfig_propagation_list", "get_fuser_method", "prepare", "prepare_qat", "propagate_qconfig_",
+           "swap_module"]

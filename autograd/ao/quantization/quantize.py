@@ -17,6 +17,8 @@ import functools
 import warnings
 
 import nn
+import nn.intrinsic as nni
+import nn.intrinsic.qat as nniqat
 import nn.qat as nnqat
 
 from .fake_quantize import FakeQuantizeBase
@@ -44,7 +46,9 @@ def _deprecated(function):
 
 def get_default_qat_module_mappings():
     """The float layers prepare_qat swaps, and what for."""
-    return {nn.Linear: nnqat.Linear, nn.Conv2d: nnqat.Conv2d, nn.Conv3d: nnqat.Conv3d}
+    return {nn.Linear: nnqat.Linear, nn.Conv2d: nnqat.Conv2d, nn.Conv3d: nnqat.Conv3d, nni.ConvBn2d: nniqat.ConvBn2d,
+            nni.ConvBnReLU2d: nniqat.ConvBnReLU2d, nni.ConvReLU2d: nniqat.ConvReLU2d,
+            nni.LinearReLU: nniqat.LinearReLU}
 
 
 def get_default_qconfig_propagation_list():
@@ -54,7 +58,7 @@ def get_default_qconfig_propagation_list():
             nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Dropout, nn.ELU, nn.Embedding,
             nn.EmbeddingBag, nn.GroupNorm, nn.Hardswish, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
             nn.LayerNorm, nn.LeakyReLU, nn.Linear, nn.PReLU, nn.ReLU6, nn.Sequential, nn.GRU, nn.GRUCell, nn.LSTM,
-            nn.LSTMCell, nn.RNNCell, *get_default_qat_module_mappings().values()}
+            nn.LSTMCell, nn.RNNCell, *get_default_qat_module_mappings()}
 
 
 def _propagate_qconfig_helper(module, qconfig_dict, qconfig_parent=None, prefix=""):
@@ -114,8 +118,9 @@ def _add_observer_(module, qconfig_propagation_list=None, non_leaf_module_list=N
     for child in module.children():
         if type(child) is nn.Dropout:
             continue
-        if non_leaf_module_list is not None and type(child) in non_leaf_module_list:
-            _insert_activation_post_process(child)
+        if isinstance(child, nni._FusedModule) or (non_leaf_module_list is not None and
+                                                    type(child) in non_leaf_module_list):
+            _insert_activation_post_process(child)  # (observed as one: its output, not its parts')
         else:
             _add_observer_(child, qconfig_propagation_list, non_leaf_module_list)
     leaf = not any(True for _ in module.children())
@@ -169,7 +174,8 @@ def swap_module(mod, mapping):
 
 def _convert(module, mapping):
     for name, child in list(module.named_children()):
-        _convert(child, mapping)
+        if not isinstance(child, nni._FusedModule):  # (a fused module is swapped whole)
+            _convert(child, mapping)
         setattr(module, name, swap_module(child, mapping))
     return module
 
