@@ -41,14 +41,39 @@ def _learnable(x):
     return _as_clamp(y, x, LOW, HIGH)
 
 
+def _learnable_gradient(x):
+    """dL/dscale of LSQ as a function of x (FakeQuantizeLearnableGrad's output)."""
+    scale = autograd.tensor([SCALE], requires_grad=True)
+    y = autograd._fake_quantize_learnable_per_tensor_affine(x, scale, autograd.tensor([1.0]), QMIN, QMAX, 1.0)
+    return autograd.grad(y.sum(), scale, create_graph=True)[0]
+
+
 KINKS = (LOW, HIGH, 2 * LOW, 2 * HIGH)
 CASES = {  # tests/test_ops.py checks that every primitive has one
     "FakeQuantizeAffine": (unary(-3.0, 3.0, kinks=KINKS), lambda x: _per_tensor(x) * x.cos() + _per_channel(x).sum()),
     "FakeQuantizeLearnable": (unary(-3.0, 3.0, kinks=KINKS), lambda x: _learnable(x) * x.sin()),
+    # (no derivative, as PyTorch's: test_learnable_gradients_have_no_derivative checks that it says so)
+    "FakeQuantizeLearnableGrad": (unary(-3.0, 3.0, kinks=KINKS), _learnable_gradient),
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+def test_learnable_gradients_have_no_derivative(T):
+    x = T.tensor([0.3, 1.7, -2.0], requires_grad=True)
+    scale = T.tensor([0.5], requires_grad=True)
+    y = T._fake_quantize_learnable_per_tensor_affine(x, scale, T.tensor([0.0]), -2, 2, 1.0)
+    (d_scale,) = T.autograd.grad((y * y).sum(), scale, create_graph=True)
+    assert d_scale.requires_grad  # (a gradient penalty on it must fail, not silently drop this part)
+    with pytest.raises(RuntimeError, match="derivative for .*_fake_quantize_learnable_per_tensor_affine_backward"):
+        d_scale.sum().backward()
+
+
+def test_non_finite_gradient_stays_where_clamped(T):
+    x = T.tensor([0.3, 5.0, -2.0], requires_grad=True)
+    T.fake_quantize_per_tensor_affine(x, 0.5, 0, -2, 2).backward(T.tensor([1.0, float("inf"), float("nan")]))
+    assert x.grad[0] == 1 and x.grad[1:].isnan().all()  # dL/dy times the mask, as PyTorch's: inf · 0 is NaN
+
+
+@pytest.mark.parametrize("name", sorted(set(CASES) - {"FakeQuantizeLearnableGrad"}))
 @given(data=st.data())
 def test_gradient_matches_finite_differences(name, data):
     tensors, fn = _run(CASES[name], data)

@@ -23,7 +23,6 @@ import numpy
 from ..backend import xp
 from ..primitive import Primitive
 from ..tensor import Tensor
-from .elementwise import selected_share
 from .names import names
 
 
@@ -51,7 +50,8 @@ class FakeQuantizeAffine(Primitive):
     def backward(self, grad, y, x):
         levels = _grid(x._data, self.scale, self.zero_point, self.float_zero_point)
         inside = (levels >= self.quant_min) & (levels <= self.quant_max)
-        return (selected_share(grad, Tensor._make(inside)),)
+        # multiplied, not selected, as PyTorch's (dL/dy · mask): an infinite or NaN dL/dy gives NaN where clamped
+        return (grad * Tensor._make(inside.astype(grad.dtype)),)
 
 
 def _check_range(quant_min, quant_max):
@@ -164,22 +164,41 @@ class FakeQuantizeLearnable(Primitive):
         return affine
 
     def backward(self, grad, y, x, scale, zero_point):
-        x_data, dy = x._data, grad._data
-        s, z = self._scale(scale._data), self._zero_point(zero_point._data, forward=False)
-        levels = _grid(x_data, s, z, float_zero_point=True)  # (PyTorch's backward rounds z + x/s, not x/s)
+        params = {name: getattr(self, name) for name in ("quant_min", "quant_max", "grad_factor", "axis", "ndim")}
+        return tuple(FakeQuantizeLearnableGrad.apply(grad, x, scale, zero_point, part=part, **params)
+                     for part in ("input", "scale", "zero_point"))
+
+
+class FakeQuantizeLearnableGrad(Primitive):
+    """One of FakeQuantizeLearnable's three gradients (``part``: "input", "scale" or "zero_point"), from dL/dy,
+    x, s and z. It has no derivative of its own (nor has PyTorch's): a second backward through it says so."""
+
+    def forward(self, dy, x, scale, zero_point):
+        s = FakeQuantizeLearnable._scale(self, scale)
+        z = FakeQuantizeLearnable._zero_point(self, zero_point, forward=False)
+        levels = _grid(x, s, z, float_zero_point=True)  # (PyTorch's backward rounds z + x/s, not x/s)
         below, above = levels < self.quant_min, levels > self.quant_max
         inside = ~(below | above)
-        quantized = (xp.clip(levels, self.quant_min, self.quant_max) - z) * s
+        if self.part == "input":
+            return dy * inside.astype(dy.dtype)  # (multiplied, as PyTorch's: a NaN dL/dy stays NaN)
         grad_factor = numpy.float32(self.grad_factor)
-        inverse_scale = (numpy.float32(1) / s).astype(numpy.float32)
-        d_scale = xp.where(inside, dy * (quantized - x_data) * inverse_scale,
-                           dy * xp.where(below, self.quant_min - z, self.quant_max - z)) * grad_factor
-        d_zero_point = xp.where(inside, 0, -dy * s) * grad_factor
-        over = tuple(d for d in range(x_data.ndim) if d != self.axis)  # all dims, or all but the channel's
-        return (selected_share(grad, Tensor._make(inside)),
-                Tensor._make(d_scale.astype(numpy.float32)).sum(dim=over).reshape(scale.shape).to(scale.dtype),
-                Tensor._make(d_zero_point.astype(numpy.float32)).sum(dim=over).reshape(zero_point.shape)
-                .to(zero_point.dtype))
+        if self.part == "scale":
+            quantized = (xp.clip(levels, self.quant_min, self.quant_max) - z) * s
+            inverse_scale = (numpy.float32(1) / s).astype(numpy.float32)
+            share = xp.where(inside, dy * (quantized - x) * inverse_scale,
+                             dy * xp.where(below, self.quant_min - z, self.quant_max - z)) * grad_factor
+            like = scale
+        else:
+            share = xp.where(inside, 0, -dy * s) * grad_factor
+            like = zero_point
+        over = tuple(d for d in range(x.ndim) if d != self.axis)  # all dims, or all but the channel's
+        total = Tensor._make(share.astype(numpy.float32)).sum(dim=over)._data
+        return total.reshape(like.shape).astype(like.dtype)
+
+    def backward(self, grad, y, *inputs):
+        name = "_fake_quantize_learnable_per_tensor_affine_backward" if self.axis is None else \
+            "_fake_quantize_learnable_per_channel_affine_backward"
+        raise NotImplementedError(f"the derivative for '{name}' is not implemented.")
 
 
 @names("_fake_quantize_learnable_per_tensor_affine", method=False,
