@@ -18,6 +18,7 @@ distillation (``F.kl_div`` of temperature-softened log-probabilities with ``log_
 ``reduction='batchmean'``, times T²); and low-rank factorisation of a trained layer by ``torch.linalg.svd`` into
 two layers, fine-tuned."""
 
+import io
 import warnings
 
 import numpy as np
@@ -324,6 +325,21 @@ def eager_qat(m, weights, qconfig_name, fuse=False):
     model.eval()
     with torch.no_grad():
         logits = model(x)
+    # the trained model saved and loaded into a freshly prepared one (per-channel scales resized on loading)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    fresh = qat_model(m)
+    if fuse:
+        fresh = tq.fuse_modules_qat(fresh.train(), [["conv", "bn", "relu"]])
+    fresh.qconfig = model.qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = tq.prepare_qat(fresh.train())
+    fresh.load_state_dict(torch.load(buffer))
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), logits)
     kinds = sorted((name, type(module).__name__) for name, module in model.named_modules()
                    if "fake_quant" in name or "post_process" in name)
     return losses, logits, model.state_dict(), kinds, type(model.fc).__name__
