@@ -16,7 +16,10 @@ dequantization); magnitude pruning with ``torch.nn.utils.prune`` (``l1_unstructu
 ``global_unstructured``, fine-tuning through ``weight_orig`` and ``weight_mask``, ``remove``); knowledge
 distillation (``F.kl_div`` of temperature-softened log-probabilities with ``log_target=True``,
 ``reduction='batchmean'``, times T²); and low-rank factorisation of a trained layer by ``torch.linalg.svd`` into
-two layers, fine-tuned."""
+two layers, fine-tuned. Then: random pruning from a seed (``random_unstructured`` twice, ``random_structured``);
+QAT as a ``torch.nn.utils.parametrize`` parametrization of each weight; Deep Compression's weight sharing
+(k-means by ``cdist``/``index_add_``/``bincount``, centroids trained through indexing, ``bucketize``); and
+feature distillation (forward hooks, attention transfer, ``cosine_embedding_loss``)."""
 
 import io
 import warnings
@@ -572,3 +575,145 @@ def test_low_rank_factorisation():
     S, product, error, tail, losses, tuned, params = ours
     np.testing.assert_allclose(error, tail, rtol=1e-4)
     assert params == 12 * 48 + 48 + 48 * 6 + 6 * 48 + 48 + 48 * 4 + 4
+
+
+# ----------------------------------------------------------------------------------------------
+# random pruning from a seed (the draws and which of them are pruned must be PyTorch's)
+# ----------------------------------------------------------------------------------------------
+
+
+def random_pruning(m):
+    torch, nn = m.torch, m.nn
+    prune = nn.utils.prune
+    lin, conv = nn.Linear(6, 5), nn.Conv2d(2, 4, 3)
+    torch.manual_seed(3)
+    prune.random_unstructured(lin, "weight", amount=0.4)
+    prune.random_structured(conv, "weight", amount=2, dim=0)
+    prune.random_unstructured(lin, "weight", amount=0.5)  # half of what is left, drawn among it
+    return lin.weight_mask, conv.weight_mask
+
+
+def test_random_pruning_follows_the_seed():
+    ours, theirs = run_both(random_pruning)
+    lin_mask, conv_mask = ours
+    assert lin_mask.sum() == 30 - 12 - 9 and conv_mask.reshape(4, -1).all(1).sum() == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# QAT through torch.nn.utils.parametrize (a fake-quantize parametrization of each weight)
+# ----------------------------------------------------------------------------------------------
+
+
+def parametrized_qat(m, weights):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    parametrize = nn.utils.parametrize
+
+    class FakeQuant(nn.Module):
+        def __init__(self, bits=4):
+            super().__init__()
+            self.qmax = 2 ** (bits - 1) - 1
+
+        def forward(self, w):
+            scale = w.detach().abs().amax(dim=1, keepdim=True) / self.qmax
+            return w + (torch.round(w / scale).clamp(-self.qmax - 1, self.qmax) * scale - w).detach()
+
+    model = load(m, mlp(m), weights)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            parametrize.register_parametrization(layer, "weight", FakeQuant())
+    x, y = (torch.tensor(a) for a in classification_data())
+    optimizer = optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.01)
+    losses = []
+    for step in range(8):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    keys = sorted(model.state_dict().keys())
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    return losses, keys, model.state_dict()
+
+
+def test_parametrized_qat():
+    ours, theirs = run_both(parametrized_qat, weights_of(mlp), rtol=1e-4, atol=1e-5)
+    losses, keys, state = ours
+    assert "0.parametrizations.weight.original" in keys
+    levels = state["2.weight"] / (np.abs(state["2.weight"]).max(1, keepdims=True) / 7)
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)  # left on the 4-bit grid
+
+
+# ----------------------------------------------------------------------------------------------
+# weight sharing (Deep Compression): k-means centroids trained through the assignment
+# ----------------------------------------------------------------------------------------------
+
+
+def weight_sharing(m, weights, k=8):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, mlp(m), weights)
+    layer = model[2]
+    w = layer.weight.detach().flatten()
+    centroids = torch.linspace(w.min().item(), w.max().item(), k)  # linear initialisation
+    for _ in range(10):
+        assign = torch.cdist(w[:, None], centroids[:, None]).argmin(1)
+        sums = torch.zeros(k).index_add_(0, assign, w)
+        counts = torch.bincount(assign, minlength=k).float()
+        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+    centroids = nn.Parameter(centroids)
+    x, y = (torch.tensor(a) for a in classification_data())
+    optimizer = optim.SGD([centroids], lr=0.05)
+    history = []
+    for step in range(5):
+        shared = centroids[assign].view_as(layer.weight)  # each centroid's gradient: the sum over its weights
+        h = F.relu(F.linear(F.relu(model[0](x)), shared, layer.bias))
+        loss = F.cross_entropy(model[4](h), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    levels = torch.bucketize(w, torch.sort(centroids.detach()).values)
+    return centroids, assign, history, counts, levels
+
+
+def test_weight_sharing():
+    ours, theirs = run_both(weight_sharing, weights_of(mlp), rtol=1e-4, atol=1e-5)
+    centroids, assign, history, counts, levels = ours
+    assert counts.sum() == 16 * 16 and set(assign.tolist()) <= set(range(8))
+
+
+# ----------------------------------------------------------------------------------------------
+# feature distillation: intermediate activations matched through forward hooks
+# ----------------------------------------------------------------------------------------------
+
+
+def feature_distillation(m, teacher_weights, student_weights, T=3.0):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    teacher, student = load(m, mlp(m), teacher_weights), load(m, mlp(m), student_weights)
+    features = {}
+    teacher[2].register_forward_hook(lambda module, inputs, output: features.__setitem__("teacher", output))
+    student[2].register_forward_hook(lambda module, inputs, output: features.__setitem__("student", output))
+    x, y = (torch.tensor(a) for a in classification_data())
+    optimizer = optim.SGD(student.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    history = []
+    for step in range(6):
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        student_logits = student(x)
+        attention = lambda f: F.normalize(f.pow(2), dim=1)  # attention transfer on the hidden features
+        loss = (F.cross_entropy(student_logits, y)
+                + 0.5 * F.mse_loss(attention(features["student"]), attention(features["teacher"]))
+                + F.kl_div(F.log_softmax(student_logits / T, 1), F.softmax(teacher_logits / T, 1),
+                           reduction="batchmean") * T * T
+                + 0.1 * F.cosine_embedding_loss(features["student"], features["teacher"], torch.ones(len(x))))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history, student.state_dict()
+
+
+def test_feature_distillation():
+    ours, theirs = run_both(feature_distillation, weights_of(mlp), weights_of(mlp, seed=2), rtol=1e-4, atol=1e-5)
+    assert ours[0][-1] < ours[0][0]
