@@ -320,6 +320,8 @@ def eager_qat(m, weights, qconfig_name, fuse=False):
     for epoch in range(8):
         if epoch == 5:
             model.apply(tq.disable_observer)  # freeze the scales
+        if epoch == 6 and fuse:
+            model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)  # and the batch norm's statistics
         optimizer.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()

@@ -169,4 +169,17 @@ class LinearReLU(nnqat.Linear, _FusedModule):
         return qat_linear
 
 
-__all__ = ["ConvBn2d", "ConvBnReLU2d", "ConvReLU2d", "LinearReLU"]
+def update_bn_stats(mod):
+    """For ``model.apply(update_bn_stats)``: fused conv-bn layers update their running statistics again."""
+    if isinstance(mod, ConvBn2d):
+        mod.update_bn_stats()
+
+
+def freeze_bn_stats(mod):
+    """For ``model.apply(freeze_bn_stats)``: fused conv-bn layers normalise with their running statistics, which
+    stop moving (the QAT tutorial's last epochs)."""
+    if isinstance(mod, ConvBn2d):
+        mod.freeze_bn_stats()
+
+
+__all__ = ["ConvBn2d", "ConvBnReLU2d", "ConvReLU2d", "LinearReLU", "freeze_bn_stats", "update_bn_stats"]
