@@ -2,6 +2,7 @@
 qconfigs, QuantStub/DeQuantStub and ``prepare_qat`` (see each module). Converting to int8 modules is not
 built (chainrule has no quantized tensors)."""
 
+from ... import _lazy
 from .fake_quantize import (
     FakeQuantize,
     FakeQuantizeBase,
@@ -19,7 +20,6 @@ from .fake_quantize import (
     enable_fake_quant,
     enable_observer,
 )
-from .fuse_modules import fuse_known_modules, fuse_modules, fuse_modules_qat, get_fuser_method
 from .observer import (
     MinMaxObserver,
     MovingAverageMinMaxObserver,
@@ -46,28 +46,13 @@ from .qconfig import (
     get_default_qat_qconfig,
     get_default_qconfig,
 )
-from .quantize import (
-    convert,
-    get_default_qat_module_mappings,
-    get_default_qconfig_propagation_list,
-    prepare,
-    prepare_qat,
-    propagate_qconfig_,
-    swap_module,
-)
 from .stubs import DeQuantStub, QuantStub, QuantWrapper
 
-__all__ = ["DeQuantStub", "FakeQuantize", "FakeQuantizeBase", "FusedMovingAvgObsFakeQuantize", "MinMaxObserver",
-           "MovingAverageMinMaxObserver", "MovingAveragePerChannelMinMaxObserver", "NoopObserver", "ObserverBase",
-           "PerChannelMinMaxObserver", "PlaceholderObserver", "QConfig", "QuantStub", "QuantWrapper",
-           "UniformQuantizationObserverBase", "convert", "default_activation_only_qconfig",
-           "default_dynamic_fake_quant", "default_embedding_fake_quant", "default_fake_quant",
-           "default_float_qparams_observer", "default_fused_act_fake_quant", "default_fused_per_channel_wt_fake_quant",
-           "default_fused_wt_fake_quant", "default_observer", "default_per_channel_qconfig",
-           "default_per_channel_weight_fake_quant", "default_per_channel_weight_observer",
-           "default_placeholder_observer", "default_qat_qconfig", "default_qat_qconfig_v2", "default_qconfig",
-           "default_weight_fake_quant", "default_weight_observer", "default_weight_only_qconfig", "disable_fake_quant",
-           "disable_observer", "enable_fake_quant", "enable_observer", "fuse_known_modules", "fuse_modules",
-           "fuse_modules_qat", "get_default_qat_module_mappings", "get_default_qat_qconfig", "get_default_qconfig",
-           "get_default_qconfig_propagation_list", "get_fuser_method", "prepare", "prepare_qat", "propagate_qconfig_",
-           "swap_module"]
+# what swaps modules (prepare_qat, fusion) brings the qat and intrinsic layers, and with them nn's convolutions:
+# loaded on first use
+__getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
+    **_lazy.from_module(".quantize", "convert", "get_default_qat_module_mappings",
+                        "get_default_qconfig_propagation_list", "prepare", "prepare_qat", "propagate_qconfig_",
+                        "swap_module"),
+    **_lazy.from_module(".fuse_modules", "fuse_known_modules", "fuse_modules", "fuse_modules_qat", "get_fuser_method"),
+})

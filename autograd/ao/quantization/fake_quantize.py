@@ -14,7 +14,8 @@ import numpy
 import autograd
 import nn
 
-from . import schemes
+from .. import schemes
+from ..schemes import qint8, quint8
 from .observer import (
     MovingAverageMinMaxObserver,
     MovingAveragePerChannelMinMaxObserver,
@@ -22,7 +23,6 @@ from .observer import (
     _with_args,
     _with_callable_args,
 )
-from .schemes import qint8, quint8
 
 _QUANTIZED_RANGES = {"quint8": (0, 255), "qint8": (-128, 127), "qint32": (-(2**31), 2**31 - 1),
                      "quint4x2": (0, 15), "quint2x4": (0, 3)}

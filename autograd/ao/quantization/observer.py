@@ -27,8 +27,8 @@ import numpy
 import autograd
 import nn
 
-from . import schemes
-from .schemes import per_channel_affine, per_tensor_affine, qint8, qint32, quint8
+from .. import schemes
+from ..schemes import per_channel_affine, per_tensor_affine, qint8, qint32, quint8
 
 EPS = float(numpy.finfo(numpy.float32).eps)
 
