@@ -49,10 +49,10 @@ from .qconfig import (
 from .stubs import DeQuantStub, QuantStub, QuantWrapper
 
 # what swaps modules (prepare_qat, fusion) brings the qat and intrinsic layers, and with them nn's convolutions:
-# loaded on first use
+# loaded on first use (fusing.py: a module named fuse_modules would shadow the function once imported)
 __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".quantize", "convert", "get_default_qat_module_mappings",
                         "get_default_qconfig_propagation_list", "prepare", "prepare_qat", "propagate_qconfig_",
                         "swap_module"),
-    **_lazy.from_module(".fuse_modules", "fuse_known_modules", "fuse_modules", "fuse_modules_qat", "get_fuser_method"),
+    **_lazy.from_module(".fusing", "fuse_known_modules", "fuse_modules", "fuse_modules_qat", "get_fuser_method"),
 })
