@@ -199,6 +199,11 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "expand_copy", "permute_copy", "select_copy", "slice_copy", "split_copy",
                         "split_with_sizes_copy", "squeeze_copy", "t_copy", "transpose_copy", "unbind_copy",
                         "unfold_copy", "unsqueeze_copy", "view_as_complex_copy", "view_as_real_copy", "view_copy"),
+    "ao": ".ao",  # torch.ao.quantization: observers, fake quantization, QAT
+    "quantization": ".ao.quantization",  # (torch.quantization, its older name)
+    **_lazy.from_module(".ao.schemes", "per_channel_affine", "per_channel_affine_float_qparams",
+                        "per_channel_symmetric", "per_tensor_affine", "per_tensor_symmetric", "qint8", "qint32",
+                        "quint4x2", "quint2x4", "quint8", "qscheme"),
     "backends": ".backends",
     "data": ".data",
     "datasets": ".datasets",

@@ -44,3 +44,36 @@ def on_first_use(namespace, names):
 def from_module(source, *names):
     """{name: "source:name"} for each name: several names that one module gives."""
     return {name: f"{source}:{name}" for name in names}
+
+
+_homes = {}  # {a module of autograd: the module of a layer built on autograd that holds its names}
+
+
+def register_home(module_name, home):
+    """Called by a layer built on autograd as it is imported: ``home`` (a module's name) holds the names of
+    autograd's module ``module_name`` (see provided_from_above). Nothing is imported."""
+    _homes[module_name] = home
+
+
+def provided_from_above(namespace, what):
+    """The ``__getattr__`` and ``__dir__`` of a module of autograd whose names a layer built on autograd holds
+    (``torch.ao.quantization``'s observers are nn.Modules, so nn holds them: autograd does not import nn), as
+    that layer registered them (register_home). A name asked for before says which layer to import (``what``)."""
+    module_name = namespace["__name__"]
+
+    def __getattr__(name):
+        home = _homes.get(module_name)
+        if home is None:
+            raise AttributeError(f"{module_name}.{name}: {what}")
+        try:
+            value = getattr(importlib.import_module(home), name)
+        except AttributeError:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}") from None
+        namespace[name] = value
+        return value
+
+    def __dir__():
+        home = _homes.get(module_name)
+        return sorted(set(namespace) | (set(dir(importlib.import_module(home))) if home else set()))
+
+    return __getattr__, __dir__

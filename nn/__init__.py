@@ -101,6 +101,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "grad": ".grad",  # torch.nn.grad: convolution gradients
     "modules": ".modules",
     "parallel": ".parallel",
+    "intrinsic": ".intrinsic",  # torch.nn.intrinsic: layers fused for quantization (and their .qat forms)
+    "qat": ".qat",  # torch.nn.qat: the layers quantization-aware training swaps in
     "utils": ".utils",
     "SyncBatchNorm": ".sync_batchnorm:SyncBatchNorm",
     "DataParallel": ".parallel.data_parallel:DataParallel",
@@ -135,3 +137,8 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     **_lazy.from_module(".transformer", "Transformer", "TransformerDecoder", "TransformerDecoderLayer",
                         "TransformerEncoder", "TransformerEncoderLayer"),
 })
+
+# torch.ao.quantization's modules and torch.ao.nn's layers live in nn (nn/quantization): autograd, which does not
+# import nn, learns here where they are (loading nothing), so autograd.ao.quantization.QuantStub reads as PyTorch's
+_lazy.register_home("autograd.ao.quantization", "nn.quantization")
+_lazy.register_home("autograd.ao.nn", "nn.quantization.layers")

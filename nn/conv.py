@@ -20,6 +20,15 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 class _ConvNd(Module):
     transposed = False
+    convolution = None  # its function in nn.functional ("conv2d"); a transposed layer has a forward of its own
+
+    def forward(self, input):
+        return self._conv_forward(input, self.weight, self.bias)
+
+    def _conv_forward(self, input, weight, bias):
+        """This layer's convolution with another weight and bias (PyTorch's hook for QAT's fake-quantized weight)."""
+        input, padding = self._padded_input(input)
+        return getattr(F, self.convolution)(input, weight, bias, self.stride, padding, self.dilation, self.groups)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                  padding_mode, spatial, output_padding=0, dtype=None):
@@ -100,9 +109,7 @@ class Conv2d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 2, dtype=dtype)
 
-    def forward(self, input):
-        input, padding = self._padded_input(input)
-        return F.conv2d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+    convolution = "conv2d"
 
 
 class Conv1d(_ConvNd):
@@ -113,9 +120,7 @@ class Conv1d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 1, dtype=dtype)
 
-    def forward(self, input):
-        input, padding = self._padded_input(input)
-        return F.conv1d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+    convolution = "conv1d"
 
 
 class Conv3d(_ConvNd):
@@ -126,9 +131,7 @@ class Conv3d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 3, dtype=dtype)
 
-    def forward(self, input):
-        input, padding = self._padded_input(input)
-        return F.conv3d(input, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+    convolution = "conv3d"
 
 
 class _ConvTransposeNd(_ConvNd):

@@ -279,3 +279,38 @@ def test_version_module_answers_as_torch_version():
 
     assert autograd.version.__version__ == autograd.__version__ and autograd.version.debug is False
     assert autograd.version.cuda is None or autograd.backend.xp.__name__ == "cupy"  # a CPU build says None
+
+
+def test_autograd_imports_nothing_built_on_it():
+    """Arrows point down: no module of autograd imports nn, optim or the command-line application, at its top
+    or inside a function (what nn builds for autograd's names it registers there: autograd.ao.quantization)."""
+    import ast
+    import pathlib
+
+    above = {"nn", "optim", "chainrule"}
+    root = pathlib.Path(__file__).parent.parent / "autograd"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.relative_to(root.parent)}:{node.lineno} {m}" for m in modules
+                      if m.split(".")[0] in above]
+    assert not found, found
+
+
+def test_names_nn_holds_for_autograd_read_once_nn_is_imported():
+    """autograd.ao.quantization's modules are nn's: before `import nn` a name says to import it, after it the
+    name is nn's own object, as torch.ao.quantization's is."""
+    report = run_fresh("import json, autograd\n"
+                       "try:\n    autograd.ao.quantization.QuantStub\n    before = 'read'\n"
+                       "except AttributeError as error:\n    before = str(error)\n"
+                       "import nn, nn.quantization\n"
+                       "print(json.dumps([before, autograd.ao.quantization.QuantStub is nn.quantization.QuantStub,\n"
+                       "                  autograd.quantization.prepare_qat is nn.quantization.prepare_qat,\n"
+                       "                  autograd.ao.nn.qat is nn.qat]))")
+    assert "import nn first" in report[0] and report[1:] == [True, True, True]

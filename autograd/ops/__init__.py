@@ -49,6 +49,7 @@ from . import (  # noqa: F401  (each declares its names)
     pooling,
     predicates,
     promotion,
+    quantization,
     reductions,
     regions,
     reshaping_in_place,

@@ -235,7 +235,8 @@ def _without_smallest(t, default_mask, amount, scores):
 
 
 class RandomUnstructured(BasePruningMethod):
-    """Zeroes ``amount`` entries drawn at random (from autograd's generator) among those left."""
+    """Zeroes ``amount`` entries drawn at random (from autograd's generator) among those left: those whose
+    uniform draws are the largest, as PyTorch's (its topk of the draws), so a seed prunes what PyTorch's does."""
 
     PRUNING_TYPE = "unstructured"
 
@@ -244,7 +245,7 @@ class RandomUnstructured(BasePruningMethod):
         self.amount = amount
 
     def compute_mask(self, t, default_mask):
-        return _without_smallest(t, default_mask, self.amount, lambda: autograd.rand(t.numel()).numpy())
+        return _without_smallest(t, default_mask, self.amount, lambda: -autograd.rand(t.numel()).numpy())
 
     @classmethod
     def apply(cls, module, name, amount):
