@@ -18,6 +18,8 @@ triangulation by the DLT (the last right singular vector) and by batched ``torch
 ``det``; normals by local PCA (``torch.linalg.eigh`` of kNN covariances)."""
 
 
+import math
+
 import numpy as np
 import pytest
 
@@ -455,3 +457,374 @@ def test_affine_grid_identity_points_round_as_pytorchs_linspace(T, dtype, align_
         # d/dθ[1, 2] = (size − 1)/2 · the slope of the pixels' interval the point falls in
         slopes = [T.autograd.grad(out[0, 0, r, 1], theta, retain_graph=True)[0][0, 1, 2].item() for r in (1, 2)]
         assert slopes == [1.5 * 2.0, 1.5 * (2.0 if dtype == "float32" else 3.0)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Rotations: Rodrigues, quaternions, the 6-D representation, the geodesic loss, back to axis-angle
+# ----------------------------------------------------------------------------------------------
+
+
+def rotation_utils(m):
+    """The conversions as PyTorch3D's rotation_conversions.py writes them (and Rodrigues as SMPL's code)."""
+    torch, F = m.torch, m.F
+
+    def batch_rodrigues(rot_vecs, epsilon=1e-8):
+        batch_size = rot_vecs.shape[0]
+        dtype = rot_vecs.dtype
+        angle = torch.norm(rot_vecs + 1e-8, dim=1, keepdim=True)
+        rot_dir = rot_vecs / angle
+        cos = torch.unsqueeze(torch.cos(angle), dim=1)
+        sin = torch.unsqueeze(torch.sin(angle), dim=1)
+        rx, ry, rz = torch.split(rot_dir, 1, dim=1)
+        zeros = torch.zeros((batch_size, 1), dtype=dtype)
+        K = torch.cat([zeros, -rz, ry, rz, zeros, -rx, -ry, rx, zeros], dim=1).view((batch_size, 3, 3))
+        ident = torch.eye(3, dtype=dtype).unsqueeze(dim=0)
+        rot_mat = ident + sin * K + (1 - cos) * torch.bmm(K, K)
+        return rot_mat
+
+    def quaternion_to_matrix(quaternions):
+        r, i, j, k = torch.unbind(quaternions, -1)
+        two_s = 2.0 / (quaternions * quaternions).sum(-1)
+        o = torch.stack((1 - two_s * (j * j + k * k), two_s * (i * j - k * r), two_s * (i * k + j * r),
+                         two_s * (i * j + k * r), 1 - two_s * (i * i + k * k), two_s * (j * k - i * r),
+                         two_s * (i * k - j * r), two_s * (j * k + i * r), 1 - two_s * (i * i + j * j)), -1)
+        return o.reshape(quaternions.shape[:-1] + (3, 3))
+
+    def _sqrt_positive_part(x):
+        ret = torch.zeros_like(x)
+        positive_mask = x > 0
+        if torch.is_grad_enabled():
+            ret[positive_mask] = torch.sqrt(x[positive_mask])
+        else:
+            ret = torch.where(positive_mask, torch.sqrt(x), ret)
+        return ret
+
+    def standardize_quaternion(quaternions):
+        return torch.where(quaternions[..., 0:1] < 0, -quaternions, quaternions)
+
+    def matrix_to_quaternion(matrix):
+        batch_dim = matrix.shape[:-2]
+        m00, m01, m02, m10, m11, m12, m20, m21, m22 = torch.unbind(matrix.reshape(batch_dim + (9,)), dim=-1)
+        q_abs = _sqrt_positive_part(torch.stack([1.0 + m00 + m11 + m22, 1.0 + m00 - m11 - m22,
+                                                 1.0 - m00 + m11 - m22, 1.0 - m00 - m11 + m22], dim=-1))
+        quat_by_rijk = torch.stack([
+            torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], dim=-1),
+            torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], dim=-1),
+            torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], dim=-1),
+            torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], dim=-1),
+        ], dim=-2)
+        flr = torch.tensor(0.1).to(dtype=q_abs.dtype, device=q_abs.device)
+        quat_candidates = quat_by_rijk / (2.0 * q_abs[..., None].max(flr))
+        out = quat_candidates[F.one_hot(q_abs.argmax(dim=-1), num_classes=4) > 0.5, :].reshape(batch_dim + (4,))
+        return standardize_quaternion(out)
+
+    def quaternion_raw_multiply(a, b):
+        aw, ax, ay, az = torch.unbind(a, -1)
+        bw, bx, by, bz = torch.unbind(b, -1)
+        ow = aw * bw - ax * bx - ay * by - az * bz
+        ox = aw * bx + ax * bw + ay * bz - az * by
+        oy = aw * by - ax * bz + ay * bw + az * bx
+        oz = aw * bz + ax * by - ay * bx + az * bw
+        return torch.stack((ow, ox, oy, oz), -1)
+
+    def quaternion_to_axis_angle(quaternions, eps=1e-6):
+        norms = torch.norm(quaternions[..., 1:], p=2, dim=-1, keepdim=True)
+        half_angles = torch.atan2(norms, quaternions[..., :1])
+        angles = 2 * half_angles
+        small_angles = angles.abs() < eps
+        sin_half_angles_over_angles = torch.empty_like(angles)
+        sin_half_angles_over_angles[~small_angles] = torch.sin(half_angles[~small_angles]) / angles[~small_angles]
+        # for x small, sin(x/2) is about x/2 - (x/2)^3/6, so sin(x/2)/x is about 1/2 - (x*x)/48
+        sin_half_angles_over_angles[small_angles] = 0.5 - (angles[small_angles] * angles[small_angles]) / 48
+        return quaternions[..., 1:] / sin_half_angles_over_angles
+
+    def rotation_6d_to_matrix(d6):
+        a1, a2 = d6[..., :3], d6[..., 3:]
+        b1 = F.normalize(a1, dim=-1)
+        b2 = a2 - (b1 * a2).sum(-1, keepdim=True) * b1
+        b2 = F.normalize(b2, dim=-1)
+        b3 = torch.linalg.cross(b1, b2, dim=-1)
+        return torch.stack((b1, b2, b3), dim=-2)
+
+    def matrix_to_rotation_6d(matrix):
+        batch_dim = matrix.size()[:-2]
+        return matrix[..., :2, :].clone().reshape(batch_dim + (6,))
+
+    def geodesic_distance(R1, R2, eps=1e-7):
+        R = torch.bmm(R1, R2.transpose(1, 2))
+        cos = (R[:, 0, 0] + R[:, 1, 1] + R[:, 2, 2] - 1) / 2
+        return torch.acos(torch.clamp(cos, -1 + eps, 1 - eps))
+
+    return dict(batch_rodrigues=batch_rodrigues, quaternion_to_matrix=quaternion_to_matrix,
+                matrix_to_quaternion=matrix_to_quaternion, quaternion_raw_multiply=quaternion_raw_multiply,
+                quaternion_to_axis_angle=quaternion_to_axis_angle, rotation_6d_to_matrix=rotation_6d_to_matrix,
+                matrix_to_rotation_6d=matrix_to_rotation_6d, geodesic_distance=geodesic_distance)
+
+
+def rotation_conversions(m, dtype="float64"):
+    """Each conversion and its gradient, on rotations that include the identity (the clamp's and the
+    small-angle branch's ends), a half turn (the trace's other end) and a negative-w quaternion."""
+    torch, F = m.torch, m.F
+    u = rotation_utils(m)
+    dtype = getattr(torch, dtype)
+    rng = np.random.default_rng(5)
+    aa = rng.standard_normal((6, 3))
+    aa[1] = 0.0  # the identity
+    aa[2] = [0.0, math.pi, 0.0]  # a half turn
+    aa[3] *= 1e-4
+    rot_vecs = torch.tensor(aa, dtype=dtype, requires_grad=True)
+    R = u["batch_rodrigues"](rot_vecs)
+    q = torch.tensor(rng.standard_normal((6, 4)), dtype=dtype, requires_grad=True)
+    q_unit = F.normalize(q, dim=-1)
+    q2 = torch.tensor(rng.standard_normal((6, 4)), dtype=dtype, requires_grad=True)
+    Rq = u["quaternion_to_matrix"](u["quaternion_raw_multiply"](q_unit, F.normalize(q2, dim=-1)))
+    back = u["matrix_to_quaternion"](R)  # a learnt rotation's matrix back to a quaternion
+    axis_angle = u["quaternion_to_axis_angle"](back)
+    d6 = torch.tensor(rng.standard_normal((6, 6)), dtype=dtype, requires_grad=True)
+    R6 = u["rotation_6d_to_matrix"](d6)
+    geo = u["geodesic_distance"](R6, R)
+    geo_self = u["geodesic_distance"](R, R.detach())  # cos = 1: clamped, no gradient
+    loss = (geo.sum() + geo_self.sum() + (Rq - R6).pow(2).sum() + axis_angle.pow(2).sum()
+            + u["matrix_to_rotation_6d"](Rq).sum())
+    grads = torch.autograd.grad(loss, [rot_vecs, q, q2, d6])
+    orthogonality = (torch.bmm(R6, R6.transpose(1, 2)) - torch.eye(3, dtype=dtype)).abs().max()
+    return R, Rq, back, axis_angle, R6, geo, geo_self, grads, orthogonality, torch.det(R6)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rotation_conversions(dtype):
+    # (float32: geodesic angles near π, where acos' slope 1/sin θ magnifies rounding: the rotation vectors'
+    # gradients 4e-5 apart, chainrule's the nearer to float64's)
+    tolerance = dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(rotation_conversions, dtype=dtype, **tolerance)
+    R, Rq, back, axis_angle, R6, geo, geo_self, grads, orthogonality, det = ours
+    assert orthogonality < 1e-5 and np.allclose(det, 1, atol=1e-5)
+    assert np.allclose(R[1], np.eye(3)) and np.allclose(axis_angle[1], 0) and np.allclose(back[1], [1, 0, 0, 0])
+    assert np.allclose(np.abs(axis_angle[2]), [0, math.pi, 0], atol=1e-3)
+
+
+def pose_regression_net(m):
+    nn = m.nn
+
+    class PoseNet(nn.Module):
+        """A PointNet encoder regressing a rotation in the 6-D representation (Zhou et al., 2019)."""
+
+        def __init__(self):
+            super().__init__()
+            self.feat = nn.Sequential(nn.Conv1d(3, 16, 1), nn.ReLU(), nn.Conv1d(16, 32, 1))
+            self.head = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 6))
+
+        def forward(self, x):
+            return self.head(self.feat(x.transpose(1, 2)).max(dim=2)[0])
+
+    return PoseNet()
+
+
+def pose_regression(m, weights, steps=5, dtype="float64"):
+    torch, optim = m.torch, m.optim
+    u = rotation_utils(m)
+    dtype = getattr(torch, dtype)
+    model = load(m, pose_regression_net(m), weights).to(dtype)
+    rng = np.random.default_rng(6)
+    canonical = torch.tensor(rng.standard_normal((20, 3)) * [1.0, 0.6, 0.3], dtype=dtype)
+    R_true = u["batch_rodrigues"](torch.tensor(rng.standard_normal((8, 3)), dtype=dtype))
+    clouds = torch.einsum("bij,nj->bni", R_true, canonical)
+    optimizer = optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.01)
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        R_pred = u["rotation_6d_to_matrix"](model(clouds))
+        loss = u["geodesic_distance"](R_pred, R_true).mean() + 0.1 * (R_pred - R_true).pow(2).sum((1, 2)).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, R_pred, [p.grad for p in model.parameters()]
+
+
+def test_pose_regression_6d_geodesic():
+    weights = weights_of(pose_regression_net)
+    ours, _ = run_both(pose_regression, weights, rtol=1e-8, atol=1e-10)
+    assert ours[0][-1] < ours[0][0]
+    run_both(pose_regression, weights, steps=2, dtype="float32", rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kabsch / Procrustes through the SVD: Deep Closest Point's SVD head, weighted Kabsch, ICP
+# ----------------------------------------------------------------------------------------------
+
+
+def dcp_net(m):
+    torch, nn = m.torch, m.nn
+
+    class PointNetEmb(nn.Module):
+        def __init__(self, emb_dims=8):
+            super().__init__()
+            self.conv1 = nn.Conv1d(3, 16, kernel_size=1, bias=False)
+            self.conv2 = nn.Conv1d(16, emb_dims, kernel_size=1, bias=False)
+            self.bn1 = nn.BatchNorm1d(16)
+
+        def forward(self, x):
+            return self.conv2(torch.relu(self.bn1(self.conv1(x))))
+
+    class SVDHead(nn.Module):
+        def __init__(self):
+            super(SVDHead, self).__init__()
+            self.reflect = nn.Parameter(torch.eye(3), requires_grad=False)
+            self.reflect.data[2, 2] = -1
+
+        def forward(self, *input):
+            src_embedding, tgt_embedding, src, tgt = input
+            batch_size = src.size(0)
+            d_k = src_embedding.size(1)
+            scores = torch.matmul(src_embedding.transpose(2, 1).contiguous(), tgt_embedding) / math.sqrt(d_k)
+            scores = torch.softmax(scores, dim=2)
+            src_corr = torch.matmul(tgt, scores.transpose(2, 1).contiguous())
+            src_centered = src - src.mean(dim=2, keepdim=True)
+            src_corr_centered = src_corr - src_corr.mean(dim=2, keepdim=True)
+            H = torch.matmul(src_centered, src_corr_centered.transpose(2, 1).contiguous())
+            R = []
+            for i in range(src.size(0)):
+                u, s, v = torch.svd(H[i])
+                r = torch.matmul(v, u.transpose(1, 0).contiguous())
+                r_det = torch.det(r)
+                if r_det < 0:
+                    u, s, v = torch.svd(H[i])
+                    v = torch.matmul(v, self.reflect.to(v.dtype))
+                    r = torch.matmul(v, u.transpose(1, 0).contiguous())
+                R.append(r)
+            R = torch.stack(R, dim=0)
+            t = torch.matmul(-R, src.mean(dim=2, keepdim=True)) + src_corr.mean(dim=2, keepdim=True)
+            return R, t.view(batch_size, 3)
+
+    class DCP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb_nn = PointNetEmb()
+            self.head = SVDHead()
+
+        def forward(self, src, tgt):
+            src_embedding = self.emb_nn(src)
+            tgt_embedding = self.emb_nn(tgt)
+            rotation_ab, translation_ab = self.head(src_embedding, tgt_embedding, src, tgt)
+            return rotation_ab, translation_ab
+
+    return DCP()
+
+
+def dcp(m, weights, steps=3, dtype="float64"):
+    torch, F, optim = m.torch, m.F, m.optim
+    dtype = getattr(torch, dtype)
+    model = load(m, dcp_net(m), weights).to(dtype)
+    u = rotation_utils(m)
+    rng = np.random.default_rng(7)
+    src = torch.tensor(rng.standard_normal((4, 3, 16)), dtype=dtype)
+    rotation_ab = u["batch_rodrigues"](torch.tensor(rng.standard_normal((4, 3)) * 0.5, dtype=dtype))
+    translation_ab = torch.tensor(rng.uniform(-0.5, 0.5, (4, 3)), dtype=dtype)
+    tgt = torch.matmul(rotation_ab, src) + translation_ab.unsqueeze(2)
+    tgt = tgt[:, :, torch.tensor(rng.permutation(16))]
+    opt = optim.Adam(model.parameters(), lr=0.01, weight_decay=1e-4)
+    identity = torch.eye(3, dtype=dtype).unsqueeze(0).repeat(4, 1, 1)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad()
+        rotation_ab_pred, translation_ab_pred = model(src, tgt)
+        loss = F.mse_loss(torch.matmul(rotation_ab_pred.transpose(2, 1), rotation_ab), identity) \
+            + F.mse_loss(translation_ab_pred, translation_ab)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses, rotation_ab_pred, torch.det(rotation_ab_pred), [p.grad for p in model.parameters() if p.requires_grad]
+
+
+def test_deep_closest_point_svd_head():
+    weights = weights_of(dcp_net)
+    ours, _ = run_both(dcp, weights, rtol=1e-7, atol=1e-9)
+    losses, R, det, grads = ours
+    assert np.allclose(det, 1) and losses[-1] < losses[0]
+    run_both(dcp, weights, steps=1, dtype="float32", rtol=1e-4, atol=1e-6)
+
+
+def weighted_kabsch(m, dtype="float64", how="linalg"):
+    """Per-point weights learnt through a batched weighted Kabsch (an outlier-rejecting registration),
+    then differentiable ICP: nearest neighbours by cdist's argmin, Kabsch again, gradients through all."""
+    torch, F, optim = m.torch, m.F, m.optim
+    dtype = getattr(torch, dtype)
+    u = rotation_utils(m)
+
+    def kabsch(P, Q, w):
+        w = w / w.sum(dim=1, keepdim=True)
+        p_mean = (w.unsqueeze(-1) * P).sum(1, keepdim=True)
+        q_mean = (w.unsqueeze(-1) * Q).sum(1, keepdim=True)
+        H = torch.einsum("bn,bni,bnj->bij", w, P - p_mean, Q - q_mean)
+        if how == "linalg":
+            U, S, Vh = torch.linalg.svd(H)
+            V = Vh.mH
+        else:
+            U, S, V = torch.svd(H)
+        d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
+        D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], dim=-1))
+        R = V @ D @ U.transpose(-1, -2)
+        t = q_mean.squeeze(1) - (R @ p_mean.transpose(1, 2)).squeeze(-1)
+        return R, t, S
+
+    rng = np.random.default_rng(8)
+    P = torch.tensor(rng.standard_normal((3, 12, 3)), dtype=dtype)
+    R_true = u["batch_rodrigues"](torch.tensor(rng.standard_normal((3, 3)), dtype=dtype))
+    t_true = torch.tensor(rng.standard_normal((3, 3)), dtype=dtype)
+    Q = torch.einsum("bij,bnj->bni", R_true, P) + t_true.unsqueeze(1)
+    Q[:, :3] += torch.tensor(rng.standard_normal((3, 3, 3)) * 2, dtype=dtype)  # outliers
+    logits = torch.zeros(3, 12, dtype=dtype, requires_grad=True)
+    opt = optim.SGD([logits], lr=5.0)
+    losses = []
+    for step in range(4):
+        opt.zero_grad()
+        R, t, S = kabsch(P, Q, F.softmax(logits, dim=1))
+        residual = (torch.einsum("bij,bnj->bni", R, P) + t.unsqueeze(1) - Q).norm(dim=-1)
+        loss = residual.mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # ICP from a perturbed source towards the clean target, differentiated to the source's points
+    src = (P[:, :8] + 0.05 * torch.tensor(rng.standard_normal((3, 8, 3)), dtype=dtype)).requires_grad_()
+    tgt = torch.einsum("bij,bnj->bni", R_true, P[:, :8]) + t_true.unsqueeze(1)
+    current = src
+    for it in range(3):
+        nearest = torch.cdist(current, tgt).argmin(dim=2)
+        matched = torch.gather(tgt, 1, nearest.unsqueeze(-1).expand(-1, -1, 3))
+        R, t, _ = kabsch(current, matched, torch.ones(3, 8, dtype=dtype))
+        current = torch.einsum("bij,bnj->bni", R, current) + t.unsqueeze(1)
+    icp_error = (current - tgt).pow(2).sum(-1).mean()
+    (grad_src,) = torch.autograd.grad(icp_error, src)
+    return losses, logits.detach(), F.softmax(logits, 1), S, R, icp_error, grad_src, nearest
+
+
+@pytest.mark.parametrize("how", ["linalg", "torch.svd"])
+def test_weighted_kabsch_and_icp(how):
+    ours, _ = run_both(weighted_kabsch, how=how, rtol=1e-7, atol=1e-9)
+    losses, logits, weights, S, R, icp_error, grad_src, nearest = ours
+    assert losses[-1] < losses[0] and weights[:, :3].sum(1).max() < 3 / 12  # the outliers are down-weighted
+    assert np.allclose(np.linalg.det(R), 1)
+    run_both(weighted_kabsch, how=how, dtype="float32", rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_singular_values_alone_differentiate_at_repeated_values(T, dtype):
+    """S alone from linalg.svd / torch.svd (a T-Net's transform at its identity initialisation, a nuclear norm
+    written by hand): dL/dA = U diag(dL/dS) Vᴴ, finite, as PyTorch's. The singular vectors' term, whose 1 / (s_j² −
+    s_i²) is infinite at repeated values, is left out when they have no gradient (it was 0 · ∞ = NaN)."""
+    eye = T.eye(3, dtype=getattr(T, dtype)).repeat(2, 1, 1).requires_grad_()
+    (grad,) = T.autograd.grad(T.linalg.svd(eye)[1].sum(), eye)
+    assert T.equal(grad, T.eye(3, dtype=eye.dtype).expand(2, 3, 3))
+    tall = T.cat([eye, T.zeros(2, 1, 3, dtype=eye.dtype)], 1)  # a full U's extra column too
+    (grad,) = T.autograd.grad((T.svd(tall)[1] * T.tensor([1.0, 2.0, 3.0], dtype=eye.dtype)).sum(), eye)
+    assert T.isfinite(grad).all() and T.allclose(grad.diagonal(0, -2, -1).sum(-1), T.tensor(6.0, dtype=eye.dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_eigenvalues_alone_differentiate_at_repeated_values(T, dtype):
+    """linalg.eigvals (and eig's λ alone) at repeated eigenvalues: V⁻ᴴ diag(dL/dλ) Vᴴ, as PyTorch's (was NaN)."""
+    a = (2 * T.eye(3, dtype=getattr(T, dtype))).requires_grad_()
+    (grad,) = T.autograd.grad(T.linalg.eigvals(a).real.pow(2).sum(), a)
+    assert T.allclose(grad, 4 * T.eye(3, dtype=a.dtype))
+    (grad,) = T.autograd.grad(T.linalg.eig(a)[0].real.sum(), a)
+    assert T.allclose(grad, T.eye(3, dtype=a.dtype))
