@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pytest
 
-from .pytorch_programs import assert_same, load, pytorch, run_both, weights_of
+from .pytorch_programs import load, run_both, weights_of
 
 
 def point_clouds(n=4, points=32, seed=0):
@@ -733,7 +733,8 @@ def dcp(m, weights, steps=3, dtype="float64"):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    return losses, rotation_ab_pred, torch.det(rotation_ab_pred), [p.grad for p in model.parameters() if p.requires_grad]
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    return losses, rotation_ab_pred, torch.det(rotation_ab_pred), grads
 
 
 def test_deep_closest_point_svd_head():
@@ -828,3 +829,143 @@ def test_eigenvalues_alone_differentiate_at_repeated_values(T, dtype):
     assert T.allclose(grad, 4 * T.eye(3, dtype=a.dtype))
     (grad,) = T.autograd.grad(T.linalg.eig(a)[0].real.sum(), a)
     assert T.allclose(grad, T.eye(3, dtype=a.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# A spatial transformer from its identity initialisation (the tutorial's), float32, every padding mode
+# ----------------------------------------------------------------------------------------------
+
+
+def stn_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super(Net, self).__init__()
+            self.conv1 = nn.Conv2d(1, 4, kernel_size=3)
+            self.fc1 = nn.Linear(4 * 3 * 3, 3)
+            self.localization = nn.Sequential(nn.Conv2d(1, 4, kernel_size=3), nn.MaxPool2d(2, stride=2), nn.ReLU(True))
+            self.fc_loc = nn.Sequential(nn.Linear(4 * 3 * 3, 8), nn.ReLU(True), nn.Linear(8, 3 * 2))
+            # Initialize the weights/bias with identity transformation
+            self.fc_loc[2].weight.data.zero_()
+            self.fc_loc[2].bias.data.copy_(torch.tensor([1, 0, 0, 0, 1, 0], dtype=torch.float))
+
+        def stn(self, x, align_corners, padding_mode, mode):
+            xs = self.localization(x)
+            xs = xs.view(-1, 4 * 3 * 3)
+            theta = self.fc_loc(xs)
+            theta = theta.view(-1, 2, 3)
+            grid = F.affine_grid(theta, x.size(), align_corners=align_corners)
+            x = F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+            return x
+
+        def forward(self, x, align_corners=False, padding_mode="zeros", mode="bilinear"):
+            x = self.stn(x, align_corners, padding_mode, mode)
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            return F.log_softmax(self.fc1(x.view(-1, 4 * 3 * 3)), dim=1)
+
+    return Net()
+
+
+def stn(m, weights, align_corners, padding_mode, mode="bilinear", dtype="float32", steps=2):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, stn_net(m), weights).to(getattr(torch, dtype))
+    rng = np.random.default_rng(9)
+    data = torch.tensor(rng.uniform(0, 1, (4, 1, 8, 8)), dtype=getattr(torch, dtype))
+    target = torch.tensor([0, 1, 2, 1])
+    optimizer = optim.SGD(model.parameters(), lr=0.05)
+    losses, theta_grads = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        output = model(data, align_corners, padding_mode, mode)
+        loss = F.nll_loss(output, target)
+        loss.backward()
+        theta_grads.append(model.fc_loc[2].bias.grad.clone())
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, theta_grads, model.fc_loc[2].weight.grad
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+def test_spatial_transformer_from_identity(align_corners, padding_mode):
+    """At the identity every grid point is a pixel centre: which neighbours' difference its gradient takes is
+    decided by the grid's last ulp (float32 linspace's rounding, PyTorch's), then by floor."""
+    weights = weights_of(stn_net)
+    ours, _ = run_both(stn, weights, align_corners, padding_mode, rtol=2e-5, atol=2e-6)
+    losses, theta_grads, w_grad = ours
+    assert np.abs(theta_grads[0]).max() > 0
+    run_both(stn, weights, align_corners, padding_mode, dtype="float64", rtol=1e-9, atol=1e-11)
+
+
+# ----------------------------------------------------------------------------------------------
+# A pinhole camera fitted through a soft point rasteriser (exp of squared pixel distances)
+# ----------------------------------------------------------------------------------------------
+
+
+def soft_render_fit(m, dtype="float64", steps=6):
+    torch, F, optim = m.torch, m.F, m.optim
+    dtype = getattr(torch, dtype)
+    u = rotation_utils(m)
+    H = W = 12
+    fx = fy = 14.0
+    K = torch.tensor([[fx, 0.0, W / 2], [0.0, fy, H / 2], [0.0, 0.0, 1.0]], dtype=dtype)
+    rng = np.random.default_rng(10)
+    points = torch.tensor(rng.uniform(-0.5, 0.5, (30, 3)), dtype=dtype)
+    colors = torch.tensor(rng.uniform(0, 1, (30, 3)), dtype=dtype)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=dtype) + 0.5, torch.arange(W, dtype=dtype) + 0.5, indexing="ij")
+    pixels = torch.stack([xs, ys], dim=-1).view(-1, 2)  # (H·W, 2)
+
+    def render(rvec, tvec, sigma=0.5, gamma=0.1):
+        R = u["batch_rodrigues"](rvec.view(1, 3))[0]
+        cam = points @ R.T + tvec  # world to camera
+        z = cam[:, 2:3].clamp(min=1e-3)
+        uv_h = cam @ K.T
+        uv = uv_h[:, :2] / z  # perspective division
+        d2 = torch.cdist(pixels, uv).pow(2)  # (H·W, P)
+        coverage = torch.exp(-d2 / (2 * sigma ** 2))
+        # nearer points dominate: a softmax over inverse depth, weighted by coverage (SoftRas-style)
+        logits = torch.log(coverage + 1e-10) - z.view(1, -1) / gamma
+        weights = torch.softmax(logits, dim=1)
+        image = weights @ colors
+        alpha = 1 - torch.prod(1 - coverage, dim=1)
+        return torch.cat([image, alpha.unsqueeze(1)], 1).view(H, W, 4), uv, z
+
+    target, uv_target, _ = render(torch.tensor([0.1, -0.2, 0.05], dtype=dtype),
+                                  torch.tensor([0.0, 0.0, 3.0], dtype=dtype))
+    rvec = torch.zeros(3, dtype=dtype, requires_grad=True)
+    tvec = torch.tensor([0.1, -0.1, 3.3], dtype=dtype, requires_grad=True)
+    optimizer = optim.Adam([rvec, tvec], lr=0.02)
+    losses = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        image, uv, z = render(rvec, tvec)
+        loss = F.mse_loss(image, target) + F.smooth_l1_loss(image[..., 3], target[..., 3], beta=0.1)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, rvec.detach(), tvec.detach(), rvec.grad, tvec.grad, image, uv_target
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_soft_point_rasteriser_pose_fit(dtype):
+    tolerance = dict(rtol=1e-8, atol=1e-10) if dtype == "float64" else dict(rtol=2e-4, atol=2e-5)
+    ours, _ = run_both(soft_render_fit, dtype=dtype, **tolerance)
+    losses, rvec, tvec, grad_r, grad_t, image, uv = ours
+    assert losses[-1] < losses[0] and image.shape == (12, 12, 4) and ((uv > 0) & (uv < 12)).all()
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+def test_grid_sample_reflection_keeps_float32(T, align_corners, mode):
+    """Reflection padding's slopes were NumPy's float64 where(): bilinear sampling of a float32 image came
+    back float64 (and then a float32 convolution refused it)."""
+    F = __import__("nn.functional" if T.__name__ == "autograd" else "torch.nn.functional", fromlist=["_"])
+    image = T.arange(16.0).view(1, 1, 4, 4)
+    grid = T.tensor([[[[-1.4, 0.3], [1.2, -1.1]]]], requires_grad=True)
+    out = F.grid_sample(image, grid, mode=mode, padding_mode="reflection", align_corners=align_corners)
+    assert out.dtype == T.float32
+    if mode != "bicubic":
+        volume = F.grid_sample(image.view(1, 1, 1, 4, 4), T.cat([grid, T.zeros(1, 1, 2, 1)], -1).unsqueeze(1),
+                               mode=mode, padding_mode="reflection", align_corners=align_corners)
+        assert volume.dtype == T.float32 and T.allclose(volume.view(-1), out.view(-1))
