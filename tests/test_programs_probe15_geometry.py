@@ -969,3 +969,156 @@ def test_grid_sample_reflection_keeps_float32(T, align_corners, mode):
         volume = F.grid_sample(image.view(1, 1, 1, 4, 4), T.cat([grid, T.zeros(1, 1, 2, 1)], -1).unsqueeze(1),
                                mode=mode, padding_mode="reflection", align_corners=align_corners)
         assert volume.dtype == T.float32 and T.allclose(volume.view(-1), out.view(-1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-view geometry: DLT triangulation (the last right singular vector), batched solve / inv / det,
+# depth maps back-projected through K⁻¹
+# ----------------------------------------------------------------------------------------------
+
+
+def multiview(m, dtype="float64"):
+    torch, F = m.torch, m.F
+    dtype = getattr(torch, dtype)
+    u = rotation_utils(m)
+    rng = np.random.default_rng(11)
+    V, N = 4, 6  # views, points
+    K = torch.tensor([[50.0, 0.0, 32.0], [0.0, 50.0, 24.0], [0.0, 0.0, 1.0]], dtype=dtype)
+    rvecs = torch.tensor(rng.standard_normal((V, 3)) * 0.2, dtype=dtype, requires_grad=True)
+    tvecs = torch.tensor(np.c_[rng.standard_normal((V, 2)) * 0.2, np.full(V, 4.0)], dtype=dtype, requires_grad=True)
+    X = torch.tensor(rng.uniform(-1, 1, (N, 3)), dtype=dtype)
+    R = u["batch_rodrigues"](rvecs)
+    P = torch.einsum("ij,vjk->vik", K, torch.cat([R, tvecs.unsqueeze(-1)], dim=-1))  # (V, 3, 4)
+    X_h = torch.cat([X, torch.ones(N, 1, dtype=dtype)], dim=-1)
+    x = torch.einsum("vij,nj->vni", P, X_h)
+    uv = x[..., :2] / x[..., 2:]
+    uv_noisy = (uv + torch.tensor(rng.standard_normal(uv.shape) * 0.3, dtype=dtype)).detach().requires_grad_()
+
+    # DLT: for each point, rows u·P₃ − P₁ and v·P₃ − P₂ of every view; X is A's last right singular vector
+    A = torch.stack([uv_noisy[..., 0:1] * P[:, None, 2] - P[:, None, 0],
+                     uv_noisy[..., 1:2] * P[:, None, 2] - P[:, None, 1]], dim=1)  # (V, 2, N, 4)
+    A = A.permute(2, 0, 1, 3).reshape(N, 2 * V, 4)
+    _, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    X_dlt = Vh[:, -1, :3] / Vh[:, -1, 3:]  # (the sign cancels in the division)
+    reprojection = torch.einsum("vij,nj->vni", P, torch.cat([X_dlt, torch.ones(N, 1, dtype=dtype)], -1))
+    error = (reprojection[..., :2] / reprojection[..., 2:] - uv_noisy).norm(dim=-1).mean()
+    grad_uv, grad_r, grad_t = torch.autograd.grad(error, [uv_noisy, rvecs, tvecs], retain_graph=True)
+
+    # the same points by normal equations: batched (AᵀA)⁻¹ and solve on the inhomogeneous system
+    A3, b3 = A[..., :3], -A[..., 3]
+    AtA = A3.transpose(1, 2) @ A3
+    X_solve = torch.linalg.solve(AtA, (A3.transpose(1, 2) @ b3.unsqueeze(-1)).squeeze(-1))
+    X_inv = (torch.linalg.inv(AtA) @ A3.transpose(1, 2) @ b3.unsqueeze(-1)).squeeze(-1)
+    X_lstsq = torch.linalg.lstsq(A3, b3.unsqueeze(-1)).solution.squeeze(-1)
+    dets = torch.linalg.det(AtA)
+    (grad_solve,) = torch.autograd.grad(X_solve.pow(2).sum() + dets.log().sum(), uv_noisy)
+
+    # a depth map back-projected through K⁻¹ (a pinhole's unprojection) and re-projected into another view
+    H, W = 6, 8
+    depth = torch.tensor(rng.uniform(2, 4, (1, 1, H, W)), dtype=dtype, requires_grad=True)
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=dtype), torch.arange(W, dtype=dtype), indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], dim=0).view(3, -1)
+    cam_points = (torch.linalg.inv(K) @ pix) * depth.view(1, -1)
+    T_rel = torch.eye(4, dtype=dtype)[:3]
+    T_rel = torch.cat([R[1], tvecs[1:2].T * 0.05], dim=1)
+    proj = K @ (T_rel[:, :3] @ cam_points + T_rel[:, 3:])
+    pix_coords = proj[:2] / (proj[2:] + 1e-7)
+    pix_coords = pix_coords.view(2, H, W).permute(1, 2, 0)
+    pix_coords[..., 0] /= W - 1
+    pix_coords[..., 1] /= H - 1
+    pix_coords = (pix_coords - 0.5) * 2  # (monodepth2's BackprojectDepth / Project3D, then grid_sample)
+    image = torch.tensor(rng.uniform(0, 1, (1, 3, H, W)), dtype=dtype)
+    warped = F.grid_sample(image, pix_coords.unsqueeze(0), padding_mode="border", align_corners=True)
+    photometric = (warped - image).abs().mean()
+    (grad_depth,) = torch.autograd.grad(photometric, depth)
+    return (X_dlt, S, error, grad_uv, grad_r, grad_t, X_solve, X_inv, X_lstsq, dets, grad_solve, warped,
+            photometric, grad_depth)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_multiview_triangulation_and_backprojection(dtype):
+    # (float32: the gradients through the DLT's smallest singular vector, a gap of 1e-2 below the next, are 5e-4
+    # apart, relative; the values to 1e-5)
+    tolerance = dict(rtol=1e-8, atol=1e-10) if dtype == "float64" else dict(rtol=1e-3, atol=1e-4)
+    ours, _ = run_both(multiview, dtype=dtype, **tolerance)
+    X_dlt, S, error, grad_uv, grad_r, grad_t, X_solve, X_inv, X_lstsq = ours[:9]
+    tol = 1e-8 if dtype == "float64" else 1e-3
+    assert np.allclose(X_solve, X_inv, atol=tol) and np.allclose(X_solve, X_lstsq, atol=tol)
+    assert np.allclose(X_dlt, X_solve, atol=0.05) and error < 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Normals by local PCA: kNN covariances, torch.linalg.eigh's smallest eigenvector, a normal-consistency loss;
+# SO(3)'s exponential map by matrix_exp of a skew matrix against Rodrigues
+# ----------------------------------------------------------------------------------------------
+
+
+def pca_normals(m, dtype="float64", k=6):
+    torch, F = m.torch, m.F
+    dtype = getattr(torch, dtype)
+    rng = np.random.default_rng(12)
+    # a wavy height field z = 0.3 sin(2x) cos(y): its normals are known in closed form
+    xy = rng.uniform(-1, 1, (2, 40, 2))
+    z = 0.3 * np.sin(2 * xy[..., 0]) * np.cos(xy[..., 1])
+    points = torch.tensor(np.concatenate([xy, z[..., None]], -1), dtype=dtype, requires_grad=True)
+    dist = torch.cdist(points, points)
+    knn_dist, knn_idx = dist.topk(k, dim=-1, largest=False)
+    B, N, _ = points.shape
+    batch_idx = torch.arange(B).view(B, 1, 1).expand(B, N, k)
+    neighbours = points[batch_idx, knn_idx]  # (B, N, k, 3)
+    weights = torch.exp(-knn_dist ** 2 / 0.1)
+    weights = weights / weights.sum(-1, keepdim=True)
+    centred = neighbours - (weights.unsqueeze(-1) * neighbours).sum(2, keepdim=True)
+    cov = torch.einsum("bnk,bnki,bnkj->bnij", weights, centred, centred)
+    evals, evecs = torch.linalg.eigh(cov)
+    normals = evecs[..., 0]  # the smallest eigenvalue's eigenvector
+    normals = normals * torch.sign(normals[..., 2:3])  # oriented up (the height field's side)
+    curvature = evals[..., 0] / evals.sum(-1)
+    gx = 0.6 * torch.cos(2 * points[..., 0]) * torch.cos(points[..., 1])
+    gy = -0.3 * torch.sin(2 * points[..., 0]) * torch.sin(points[..., 1])
+    true_normals = F.normalize(torch.stack([-gx, -gy, torch.ones_like(gx)], -1), dim=-1)
+    cosine = F.cosine_similarity(normals, true_normals, dim=-1)
+    loss = (1 - cosine.abs()).mean() + curvature.mean()
+    (grad_points,) = torch.autograd.grad(loss, points)
+    return normals, evals, curvature, cosine, loss, grad_points, knn_idx
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_pca_normals(dtype):
+    tolerance = dict(rtol=1e-7, atol=1e-9) if dtype == "float64" else dict(rtol=1e-4, atol=1e-6)
+    ours, _ = run_both(pca_normals, dtype=dtype, **tolerance)
+    normals, evals, curvature, cosine, loss, grad_points, knn_idx = ours
+    assert np.median(cosine) > 0.95 and (knn_idx[..., 0] == np.arange(40)).all()
+
+
+def so3_maps(m, dtype="float64"):
+    torch = m.torch
+    dtype = getattr(torch, dtype)
+    u = rotation_utils(m)
+    rng = np.random.default_rng(13)
+    omega = torch.tensor(rng.standard_normal((5, 3)), dtype=dtype, requires_grad=True)
+
+    def hat(w):
+        zero = torch.zeros_like(w[:, 0])
+        return torch.stack([torch.stack([zero, -w[:, 2], w[:, 1]], -1), torch.stack([w[:, 2], zero, -w[:, 0]], -1),
+                            torch.stack([-w[:, 1], w[:, 0], zero], -1)], 1)
+
+    R_exp = torch.linalg.matrix_exp(hat(omega))
+    R_rod = u["batch_rodrigues"](omega)
+    # the log map: θ = acos((tr R − 1)/2), ω = θ / (2 sin θ) · vee(R − Rᵀ)
+    cos = ((R_exp.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1 + 1e-7, 1 - 1e-7)
+    theta = torch.acos(cos)
+    skew = R_exp - R_exp.transpose(1, 2)
+    vee = torch.stack([skew[:, 2, 1], skew[:, 0, 2], skew[:, 1, 0]], -1)
+    omega_back = (theta / (2 * torch.sin(theta))).unsqueeze(-1) * vee
+    loss = (R_exp - R_rod).pow(2).sum() + omega_back.pow(2).sum() + torch.linalg.det(R_exp).sum()
+    (grad,) = torch.autograd.grad(loss, omega)
+    return R_exp, R_rod, theta, omega_back, grad
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_so3_exp_and_log_maps(dtype):
+    tolerance = dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(so3_maps, dtype=dtype, **tolerance)
+    R_exp, R_rod, theta, omega_back, grad = ours
+    assert np.allclose(R_exp, R_rod, atol=1e-5)
