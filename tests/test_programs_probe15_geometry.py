@@ -1122,3 +1122,25 @@ def test_so3_exp_and_log_maps(dtype):
     ours, _ = run_both(so3_maps, dtype=dtype, **tolerance)
     R_exp, R_rod, theta, omega_back, grad = ours
     assert np.allclose(R_exp, R_rod, atol=1e-5)
+
+
+def test_cdist_takes_the_matrix_product_path_past_25_rows(T):
+    """p = 2 with more than 25 rows on either side (or compute_mode='use_mm_for_euclid_dist') is PyTorch's
+    √max(0, ‖x‖² + ‖y‖² − 2 x·y): identical float32 points come out √(rounding) apart, not 0 (the chamfer
+    distance of a cloud to itself, a kNN's self-distance), and d = 0 has gradient 0."""
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((30, 3)).astype(np.float32) * 10
+    x = T.tensor(points, requires_grad=True)
+    d = T.cdist(x, x)
+    by_product = np.sqrt(np.maximum(
+        (points * points).sum(-1)[:, None] + (points * points).sum(-1)[None] - 2 * points @ points.T, 0))
+    assert d.dtype == T.float32 and (d.diagonal() > 0).any() and d.diagonal().max() < 1e-2
+    np.testing.assert_allclose(d.detach().numpy(), by_product, atol=3e-3)
+    exact = T.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    assert T.equal(exact.diagonal(), T.zeros(30)) and T.allclose(d, exact, atol=1e-2)
+    assert T.equal(T.cdist(x[:5], x[:5]).diagonal(), T.zeros(5))  # (up to 25 rows: the differences)
+    z = T.zeros(1, 2, requires_grad=True)
+    (grad,) = T.autograd.grad(T.cdist(z, T.zeros(1, 2), compute_mode="use_mm_for_euclid_dist").sum(), z)
+    assert T.equal(grad, T.zeros(1, 2))
+    with pytest.raises(ValueError, match="not a valid value for compute_mode"):
+        T.cdist(x, x, compute_mode="fast")
