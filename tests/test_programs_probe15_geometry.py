@@ -1144,3 +1144,18 @@ def test_cdist_takes_the_matrix_product_path_past_25_rows(T):
     assert T.equal(grad, T.zeros(1, 2))
     with pytest.raises(ValueError, match="not a valid value for compute_mode"):
         T.cdist(x, x, compute_mode="fast")
+
+
+def test_singular_inverse_and_solve_errors_name_the_matrix(T):
+    """linalg.inv and linalg.solve of a singular matrix raise PyTorch's LinAlgError words: the batch element, and
+    for inv the 1-based index of U's first zero pivot (a degenerate camera matrix, a collinear point triple)."""
+    batch = T.stack([T.eye(3), T.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [0.0, 1.0, 1.0]])])
+    with pytest.raises(T.linalg.LinAlgError, match=r"^linalg\.inv: \(Batch element 1\): The diagonal element 3 is "
+                                                   r"zero, the inversion could not be completed because the input "
+                                                   r"matrix is singular\.$"):
+        T.linalg.inv(batch)
+    with pytest.raises(T.linalg.LinAlgError, match=r"^linalg\.inv: The diagonal element 2 is zero"):
+        T.linalg.inv(T.tensor([[1.0, 2.0], [2.0, 4.0]]))
+    with pytest.raises(T.linalg.LinAlgError, match=r"^torch\.linalg\.solve: \(Batch element 1\): The solver failed "
+                                                   r"because the input matrix is singular\.$"):
+        T.linalg.solve(batch, T.ones(2, 3))

@@ -35,9 +35,26 @@ def _square(A, op):
         raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
 
 
-def _singular(error, op):
-    return LinAlgError(f"linalg.{op}: The diagonal element of the factorization is zero, the inversion "
-                        f"could not be completed because the input matrix is singular ({error}).")
+def first_failure(info):
+    """The first failed matrix of a batch, by its LAPACK-style info (0: fine): PyTorch's "(Batch element b): "
+    naming it ('' for a single matrix), and its info."""
+    flat = info.reshape(-1)
+    first = int(xp.flatnonzero(flat)[0])
+    return f"(Batch element {first}): " if info.ndim else "", int(flat[first])
+
+
+def _singular(a, op):
+    """PyTorch's error for a singular matrix in inv or solve: which one of the batch, and (inv) the 1-based
+    index of the first zero on U's diagonal, as LAPACK's getrf reports it."""
+    from .lu import factor  # (lu's triangular solves import this module)
+
+    info = factor(a)[2].reshape(a.shape[:-2])
+    where, pivot = first_failure(info) if info.any() else ("", 0)  # (0: LAPACK's zero pivot, not found again)
+    if op == "solve":
+        return LinAlgError(f"torch.linalg.solve: {where}The solver failed because the input matrix is singular.")
+    zero = f"The diagonal element {pivot} is zero, the" if pivot else "The"
+    return LinAlgError(f"linalg.inv: {where}{zero} inversion could not be completed because the input matrix is "
+                       "singular.")
 
 
 class Inverse(Primitive):
@@ -51,8 +68,8 @@ class Inverse(Primitive):
     def forward(self, a):
         try:
             return xp.linalg.inv(a)
-        except xp.linalg.LinAlgError as error:
-            raise _singular(error, "inv") from None
+        except xp.linalg.LinAlgError:
+            raise _singular(a, "inv") from None
 
     def backward(self, grad, y, a):
         return (-(y.mH @ grad @ y.mH),)
@@ -77,8 +94,8 @@ class Solve(Primitive):
             a, b = xp.broadcast_to(a, batch + a.shape[-2:]), xp.broadcast_to(b, batch + b.shape[-2:])
         try:
             return xp.linalg.solve(a, b)
-        except xp.linalg.LinAlgError as error:
-            raise _singular(error, "solve") from None
+        except xp.linalg.LinAlgError:
+            raise _singular(a, "solve") from None
 
     def backward(self, grad, x, a, b):
         grad_b = Solve.apply(a.mH, grad)
