@@ -1159,3 +1159,73 @@ def test_singular_inverse_and_solve_errors_name_the_matrix(T):
     with pytest.raises(T.linalg.LinAlgError, match=r"^torch\.linalg\.solve: \(Batch element 1\): The solver failed "
                                                    r"because the input matrix is singular\.$"):
         T.linalg.solve(batch, T.ones(2, 3))
+
+
+# ----------------------------------------------------------------------------------------------
+# A T-Net initialised to the identity, kept a rotation by a spectral regulariser (torch.svd's S at init:
+# three equal singular values) and a det penalty; the aligned cloud classified by a PointNet
+# ----------------------------------------------------------------------------------------------
+
+
+def tnet_spectral_net(m):
+    torch, nn = m.torch, m.nn
+
+    class TNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = nn.Sequential(nn.Conv1d(3, 16, 1), nn.ReLU(), nn.Conv1d(16, 32, 1), nn.ReLU())
+            self.fc = nn.Linear(32, 9)
+            nn.init.zeros_(self.fc.weight)  # the identity transform at initialisation
+            with torch.no_grad():
+                self.fc.bias.copy_(torch.eye(3).flatten())
+
+        def forward(self, x):
+            return self.fc(self.mlp(x).max(dim=2)[0]).view(-1, 3, 3)
+
+    class AlignedPointNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tnet = TNet()
+            self.feat = nn.Sequential(nn.Conv1d(3, 16, 1), nn.ReLU(), nn.Conv1d(16, 32, 1))
+            self.cls = nn.Linear(32, 2)
+
+        def forward(self, x):
+            trans = self.tnet(x)
+            x = torch.bmm(trans, x)
+            return self.cls(self.feat(x).max(dim=2)[0]), trans
+
+    return AlignedPointNet()
+
+
+def tnet_spectral(m, weights, steps=3, dtype="float64", how="torch.svd"):
+    torch, F, optim = m.torch, m.F, m.optim
+    dtype = getattr(torch, dtype)
+    model = load(m, tnet_spectral_net(m), weights).to(dtype)
+    clouds, labels = point_clouds(n=6, points=20, seed=3)
+    x = torch.tensor(clouds, dtype=dtype).transpose(1, 2)
+    y = torch.tensor(labels)
+    optimizer = optim.Adam(model.parameters(), lr=0.01)
+    losses, regs = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        logits, trans = model(x)
+        if how == "torch.svd":
+            _, S, _ = torch.svd(trans)
+        else:
+            S = torch.linalg.svd(trans)[1]
+        reg = ((S - 1) ** 2).sum(-1).mean() + ((torch.det(trans) - 1) ** 2).mean()
+        loss = F.cross_entropy(logits, y) + 0.1 * reg
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        regs.append(reg.item())
+    return losses, regs, model.tnet.fc.weight.grad, model.tnet.fc.bias.grad, trans
+
+
+@pytest.mark.parametrize("how", ["torch.svd", "linalg.svd"])
+def test_tnet_spectral_regulariser_from_identity(how):
+    weights = weights_of(tnet_spectral_net)
+    ours, _ = run_both(tnet_spectral, weights, how=how, rtol=1e-8, atol=1e-10)
+    losses, regs, weight_grad, bias_grad, trans = ours
+    assert regs[0] == 0 and np.isfinite(weight_grad).all() and losses[-1] < losses[0]
+    run_both(tnet_spectral, weights, how=how, steps=2, dtype="float32", rtol=1e-4, atol=1e-6)
