@@ -1229,3 +1229,15 @@ def test_tnet_spectral_regulariser_from_identity(how):
     losses, regs, weight_grad, bias_grad, trans = ours
     assert regs[0] == 0 and np.isfinite(weight_grad).all() and losses[-1] < losses[0]
     run_both(tnet_spectral, weights, how=how, steps=2, dtype="float32", rtol=1e-4, atol=1e-6)
+
+
+def test_cross_without_dim_takes_the_first_dim_of_size_3(T, warn_always):
+    """torch.cross with no dim (old point-cloud code: normals from two edge vectors) warns that it is deprecated,
+    crosses along input's first dim of size 3 (not the last, linalg.cross's), and refuses a tensor with none."""
+    a = T.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # (3, 2): the vectors are its columns
+    b = T.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    with pytest.warns(UserWarning, match="Using torch.cross without specifying the dim arg is deprecated"):
+        c = T.cross(a, b)
+    assert T.equal(c, T.linalg.cross(a, b, dim=0)) and T.equal(c[:, 0], T.tensor([0.0, 0.0, 1.0]))
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="no dimension of size 3 in input"):
+        T.cross(T.zeros(4, 2), T.zeros(4, 2))
