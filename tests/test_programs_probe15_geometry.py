@@ -1241,3 +1241,25 @@ def test_cross_without_dim_takes_the_first_dim_of_size_3(T, warn_always):
     assert T.equal(c, T.linalg.cross(a, b, dim=0)) and T.equal(c[:, 0], T.tensor([0.0, 0.0, 1.0]))
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="no dimension of size 3 in input"):
         T.cross(T.zeros(4, 2), T.zeros(4, 2))
+
+
+def test_det_of_a_singular_matrix_differentiates_twice(T):
+    """create_graph through det at a singular matrix (a degenerate triangle's signed volume, a Hessian of a
+    det penalty): the cofactors come from linalg.svd in Tensor operations, differentiable again, as PyTorch's
+    singular path (it raised "not built"). d²det/dA² of [[1, 2, 3], [2, 4, 6], [0, 1, 1]] against finite
+    differences of the (continuous) cofactor matrix."""
+    a = T.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [0.0, 1.0, 1.0]], dtype=T.float64, requires_grad=True)
+    (cofactors,) = T.autograd.grad(T.linalg.det(a), a, create_graph=True)
+    direction = T.tensor([[0.3, -0.1, 0.2], [0.5, 0.4, -0.7], [0.1, 0.9, -0.2]], dtype=T.float64)
+    (second,) = T.autograd.grad((cofactors * direction).sum(), a)
+
+    def numpy_cofactors(m):
+        return np.array([[(-1) ** (i + j) * np.linalg.det(np.delete(np.delete(m, i, 0), j, 1)) for j in range(3)]
+                         for i in range(3)])
+
+    m, h = a.detach().numpy(), 1e-6
+    numeric = np.array([[((numpy_cofactors(m + h * np.eye(3)[i][:, None] * np.eye(3)[j][None])
+                           - numpy_cofactors(m - h * np.eye(3)[i][:, None] * np.eye(3)[j][None])) / (2 * h)
+                          * direction.numpy()).sum() for j in range(3)] for i in range(3)])
+    np.testing.assert_allclose(cofactors.detach().numpy(), numpy_cofactors(m), atol=1e-12)
+    np.testing.assert_allclose(second.numpy(), numeric, atol=1e-7)

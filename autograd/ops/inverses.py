@@ -8,6 +8,7 @@
 
 
 from ..backend import xp
+from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -140,13 +141,16 @@ class Det(Primitive):
             return (shape.unsqueeze(shape.unsqueeze(grad * d.conj(), -1), -1) * Inverse.apply(a).mH,)
         if a.dtype.kind == "c":
             raise RuntimeError("the derivative of det at a singular complex matrix is not built")
-        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Cofactors.apply(a),)
+        # (recorded, with create_graph: the same cofactors from linalg.svd of A, so that a second derivative
+        # sees U, s and V turn with A, as PyTorch's singular path; it needs distinct s, as svd's gradient does)
+        cofactors = _svd_cofactors(a) if is_grad_enabled() else Cofactors.apply(a)
+        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * cofactors,)
 
 
 class Cofactors(Primitive):
     """cof A = adj(A)ᵀ, for any square A, singular or not: with A = U diag(s) Vᵀ,
     cof A = det U · det V · U diag(∏_{j≠i} s_j) Vᵀ (= det A · A⁻ᵀ where A is invertible, and continuous).
-    Only first derivatives of det reach it: a second one at a singular matrix is refused."""
+    Only first derivatives of det reach it (a recorded one takes ``_svd_cofactors``, differentiable)."""
 
     def forward(self, a):
         u, s, vh = xp.linalg.svd(a)
@@ -157,6 +161,17 @@ class Cofactors(Primitive):
     def backward(self, grad, y, a):
         raise RuntimeError("the second derivative of det at a singular matrix is not built (create_graph=True "
                            f"through det of a singular matrix of shape {tuple(a.shape)})")
+
+
+def _svd_cofactors(a):
+    """Cofactors' formula in Tensor operations on linalg.svd of a: differentiable again. det U · det V, ±1, is
+    piecewise constant."""
+    from .svd import svd  # (svd's module imports this one's)
+
+    u, s, vh = svd(a)
+    sign = Tensor._make(xp.linalg.det(u._data) * xp.linalg.det(vh._data))
+    others = shape.unsqueeze(_product_of_others(s, (s.ndim - 1,)), -2)  # ∏_{j≠i} s_j, as a row
+    return shape.unsqueeze(shape.unsqueeze(sign, -1), -1) * ((u * others) @ vh)
 
 
 @refuses_half("lu_cpu")
