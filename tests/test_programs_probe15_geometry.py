@@ -15,7 +15,13 @@ identity initialisation, in float32 (where the grid points sit on pixel centres 
 gradient), both ``align_corners`` and every padding mode; a pinhole camera whose pose is fitted through a
 soft point rasteriser (``exp`` of squared pixel distances, depth-weighted ``softmax``); multi-view
 triangulation by the DLT (the last right singular vector) and by batched ``torch.linalg.solve``/``inv``/
-``det``; normals by local PCA (``torch.linalg.eigh`` of kNN covariances)."""
+``det``; normals by local PCA (``torch.linalg.eigh`` of kNN covariances); SO(3)'s exponential and log maps
+(``matrix_exp`` of a skew matrix, ``acos``); a T-Net initialised to the identity under a spectral regulariser
+(``torch.svd``'s S at three equal singular values) and a det penalty; the Point Cloud Transformer's offset
+attention with tied query/key convolutions. Then focused tests of what the programs found: affine_grid's
+float32 base grid, the values-only SVD / eig gradient at repeated values, grid_sample's reflection dtype,
+cdist's matrix-product path past 25 rows, inv/solve's singular-matrix errors, torch.cross without dim, and
+det's second derivative at a singular matrix."""
 
 
 import math
@@ -1263,3 +1269,102 @@ def test_det_of_a_singular_matrix_differentiates_twice(T):
                           * direction.numpy()).sum() for j in range(3)] for i in range(3)])
     np.testing.assert_allclose(cofactors.detach().numpy(), numpy_cofactors(m), atol=1e-12)
     np.testing.assert_allclose(second.numpy(), numeric, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------
+# Point Cloud Transformer (Guo et al.): offset attention with tied query/key convolutions
+# ----------------------------------------------------------------------------------------------
+
+
+def pct_net(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SA_Layer(nn.Module):
+        def __init__(self, channels):
+            super(SA_Layer, self).__init__()
+            self.q_conv = nn.Conv1d(channels, channels // 4, 1, bias=False)
+            self.k_conv = nn.Conv1d(channels, channels // 4, 1, bias=False)
+            self.q_conv.weight = self.k_conv.weight
+            self.q_conv.bias = self.k_conv.bias
+            self.v_conv = nn.Conv1d(channels, channels, 1)
+            self.trans_conv = nn.Conv1d(channels, channels, 1)
+            self.after_norm = nn.BatchNorm1d(channels)
+            self.act = nn.ReLU()
+            self.softmax = nn.Softmax(dim=-1)
+
+        def forward(self, x):
+            x_q = self.q_conv(x).permute(0, 2, 1)  # b, n, c
+            x_k = self.k_conv(x)  # b, c, n
+            x_v = self.v_conv(x)
+            energy = torch.bmm(x_q, x_k)  # b, n, n
+            attention = self.softmax(energy)
+            attention = attention / (1e-9 + attention.sum(dim=1, keepdims=True))
+            x_r = torch.bmm(x_v, attention)  # b, c, n
+            x_r = self.act(self.after_norm(self.trans_conv(x - x_r)))
+            x = x + x_r
+            return x
+
+    class Point_Transformer_Last(nn.Module):
+        def __init__(self, channels=16):
+            super(Point_Transformer_Last, self).__init__()
+            self.conv1 = nn.Conv1d(channels, channels, kernel_size=1, bias=False)
+            self.bn1 = nn.BatchNorm1d(channels)
+            self.sa1 = SA_Layer(channels)
+            self.sa2 = SA_Layer(channels)
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x1 = self.sa1(x)
+            x2 = self.sa2(x1)
+            return torch.cat((x1, x2), dim=1)
+
+    class Pct(nn.Module):
+        def __init__(self, output_channels=2):
+            super(Pct, self).__init__()
+            self.conv1 = nn.Conv1d(3, 16, kernel_size=1, bias=False)
+            self.bn1 = nn.BatchNorm1d(16)
+            self.pt_last = Point_Transformer_Last()
+            self.conv_fuse = nn.Sequential(nn.Conv1d(48, 32, kernel_size=1, bias=False), nn.BatchNorm1d(32),
+                                           nn.LeakyReLU(negative_slope=0.2))
+            self.linear1 = nn.Linear(32, 16, bias=False)
+            self.bn6 = nn.BatchNorm1d(16)
+            self.linear3 = nn.Linear(16, output_channels)
+
+        def forward(self, x):
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = torch.cat([self.pt_last(x), x], dim=1)
+            x = self.conv_fuse(x)
+            x = torch.max(x, 2)[0]
+            x = x.view(x.shape[0], -1)
+            x = F.leaky_relu(self.bn6(self.linear1(x)), negative_slope=0.2)
+            return self.linear3(x)
+
+    return Pct()
+
+
+def pct(m, weights, steps=3, dtype="float64"):
+    torch, F, optim = m.torch, m.F, m.optim
+    dtype = getattr(torch, dtype)
+    model = load(m, pct_net(m), weights).to(dtype)
+    clouds, labels = point_clouds(n=4, points=24, seed=4)
+    x = torch.tensor(clouds, dtype=dtype).permute(0, 2, 1)
+    y = torch.tensor(labels)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    losses = []
+    for step in range(steps):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.2)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    tied = model.pt_last.sa1.q_conv.weight is model.pt_last.sa1.k_conv.weight
+    names = [name for name, _ in model.named_parameters()]
+    return losses, tied, len(names), sorted(model.state_dict()), model.pt_last.sa1.k_conv.weight.grad
+
+
+def test_point_cloud_transformer_with_tied_query_key():
+    weights = weights_of(pct_net)
+    ours, _ = run_both(pct, weights, rtol=1e-8, atol=1e-10)
+    losses, tied, count, keys, grad = ours
+    assert tied and "pt_last.sa1.q_conv.weight" in keys and losses[-1] < losses[0]
+    run_both(pct, weights, steps=1, dtype="float32", rtol=1e-4, atol=1e-6)
