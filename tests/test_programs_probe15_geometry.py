@@ -18,7 +18,9 @@ triangulation by the DLT (the last right singular vector) and by batched ``torch
 ``det``; normals by local PCA (``torch.linalg.eigh`` of kNN covariances); SO(3)'s exponential and log maps
 (``matrix_exp`` of a skew matrix, ``acos``); a T-Net initialised to the identity under a spectral regulariser
 (``torch.svd``'s S at three equal singular values) and a det penalty; the Point Cloud Transformer's offset
-attention with tied query/key convolutions. Then focused tests of what the programs found: affine_grid's
+attention with tied query/key convolutions; a mesh fitted to points (PyTorch3D's tutorial by hand: edge
+lengths, a uniform Laplacian by ``torch.sparse.mm``, vertex normals by ``index_add_``, normal consistency).
+Then focused tests of what the programs found: affine_grid's
 float32 base grid, the values-only SVD / eig gradient at repeated values, grid_sample's reflection dtype,
 cdist's matrix-product path past 25 rows, inv/solve's singular-matrix errors, torch.cross without dim, and
 det's second derivative at a singular matrix."""
@@ -1368,3 +1370,87 @@ def test_point_cloud_transformer_with_tied_query_key():
     losses, tied, count, keys, grad = ours
     assert tied and "pt_last.sa1.q_conv.weight" in keys and losses[-1] < losses[0]
     run_both(pct, weights, steps=1, dtype="float32", rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mesh deformation (PyTorch3D's "fit a mesh" tutorial, by hand): chamfer to target points, edge length,
+# uniform Laplacian smoothing by torch.sparse.mm, normal consistency, vertex normals by index_add_
+# ----------------------------------------------------------------------------------------------
+
+
+def octahedron(subdivisions=1):
+    verts = [[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]
+    faces = [[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]]
+    verts = [np.array(v, dtype=float) for v in verts]
+    for _ in range(subdivisions):
+        midpoint, new_faces = {}, []
+
+        def middle(a, b):
+            key = (min(a, b), max(a, b))
+            if key not in midpoint:
+                verts.append((verts[a] + verts[b]) / 2)
+                midpoint[key] = len(verts) - 1
+            return midpoint[key]
+
+        for a, b, c in faces:
+            ab, bc, ca = middle(a, b), middle(b, c), middle(c, a)
+            new_faces += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
+        faces = new_faces
+    return np.array(verts), np.array(faces)
+
+
+def mesh_fit(m, dtype="float64", steps=5):
+    torch, F, optim = m.torch, m.F, m.optim
+    dtype = getattr(torch, dtype)
+    verts0, faces_np = octahedron()
+    V = len(verts0)
+    faces = torch.tensor(faces_np)
+    edges_np = np.unique(np.sort(np.concatenate([faces_np[:, [0, 1]], faces_np[:, [1, 2]], faces_np[:, [2, 0]]]), 1),
+                         axis=0)
+    edges = torch.tensor(edges_np)
+    rng = np.random.default_rng(14)
+    target = rng.standard_normal((40, 3)) * [1.3, 0.8, 0.6]
+    target = torch.tensor(target / np.linalg.norm(target, axis=1, keepdims=True) * [1.3, 0.8, 0.6], dtype=dtype)
+
+    # uniform Laplacian L = D⁻¹A − I as a sparse matrix
+    rows = torch.cat([edges[:, 0], edges[:, 1]])
+    cols = torch.cat([edges[:, 1], edges[:, 0]])
+    deg = torch.zeros(V, dtype=dtype).index_add_(0, rows, torch.ones(rows.shape[0], dtype=dtype))
+    values = 1.0 / deg[rows]
+    L = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (V, V))
+    eye = torch.sparse_coo_tensor(torch.arange(V).repeat(2, 1), torch.ones(V, dtype=dtype), (V, V))
+    L = (L - eye).coalesce()
+
+    deform = torch.zeros(V, 3, dtype=dtype, requires_grad=True)
+    optimizer = optim.SGD([deform], lr=0.5, momentum=0.9)
+    src = torch.tensor(verts0, dtype=dtype)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        verts = src + deform
+        d = torch.cdist(verts, target) ** 2
+        chamfer = d.min(1)[0].mean() + d.min(0)[0].mean()
+        edge_vec = verts[edges[:, 0]] - verts[edges[:, 1]]
+        edge_loss = ((edge_vec.norm(dim=1) - 0.5) ** 2).mean()
+        laplacian = torch.sparse.mm(L, verts).norm(dim=1).mean()
+        v0, v1, v2 = verts[faces[:, 0]], verts[faces[:, 1]], verts[faces[:, 2]]
+        face_normals = torch.cross(v1 - v0, v2 - v0, dim=1)
+        vertex_normals = torch.zeros_like(verts).index_add_(0, faces.reshape(-1), face_normals.repeat_interleave(3, 0))
+        vertex_normals = F.normalize(vertex_normals, dim=1, eps=1e-6)
+        # normal consistency over the edges: both end points' normals agree
+        normal_consistency = (1 - F.cosine_similarity(vertex_normals[edges[:, 0]], vertex_normals[edges[:, 1]],
+                                                      dim=1)).mean()
+        loss = chamfer + 0.5 * edge_loss + 0.1 * laplacian + 0.01 * normal_consistency
+        loss.backward()
+        optimizer.step()
+        history.append([chamfer.item(), edge_loss.item(), laplacian.item(), normal_consistency.item()])
+    return history, deform.detach(), deform.grad, vertex_normals, L.to_dense()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mesh_fit_with_sparse_laplacian(dtype):
+    tolerance = dict(rtol=1e-8, atol=1e-10) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(mesh_fit, dtype=dtype, **tolerance)
+    history, deform, grad, normals, L = ours
+    assert history[-1][0] < history[0][0] and np.allclose(L.sum(1), 0, atol=1e-6)
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
