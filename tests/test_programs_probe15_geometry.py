@@ -19,8 +19,9 @@ triangulation by the DLT (the last right singular vector) and by batched ``torch
 (``matrix_exp`` of a skew matrix, ``acos``); a T-Net initialised to the identity under a spectral regulariser
 (``torch.svd``'s S at three equal singular values) and a det penalty; the Point Cloud Transformer's offset
 attention with tied query/key convolutions; a mesh fitted to points (PyTorch3D's tutorial by hand: edge
-lengths, a uniform Laplacian by ``torch.sparse.mm``, vertex normals by ``index_add_``, normal consistency).
-Then focused tests of what the programs found: affine_grid's
+lengths, a uniform Laplacian by ``torch.sparse.mm``, vertex normals by ``index_add_``, normal consistency);
+augmentation drawn from the seeded generator (rotation about z, jitter, ``uniform_`` scale and shift, point
+dropout, ``randperm``, random quaternions). Then focused tests of what the programs found: affine_grid's
 float32 base grid, the values-only SVD / eig gradient at repeated values, grid_sample's reflection dtype,
 cdist's matrix-product path past 25 rows, inv/solve's singular-matrix errors, torch.cross without dim, and
 det's second derivative at a singular matrix."""
@@ -1454,3 +1455,54 @@ def test_mesh_fit_with_sparse_laplacian(dtype):
     history, deform, grad, normals, L = ours
     assert history[-1][0] < history[0][0] and np.allclose(L.sum(1), 0, atol=1e-6)
     assert np.allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Point-cloud augmentation as training scripts draw it (rotation about z, jitter, scale and shift, random
+# point dropout, shuffling, random quaternions), from the seeded generator, feeding DGCNN
+# ----------------------------------------------------------------------------------------------
+
+
+def augmented_dgcnn(m, weights, dtype="float32", steps=2):
+    torch, F, optim = m.torch, m.F, m.optim
+    dtype = getattr(torch, dtype)
+    torch.manual_seed(3)
+    model = load(m, dgcnn_net(m), weights).to(dtype)
+    clouds, labels = point_clouds(seed=5, points=24)
+    base = torch.tensor(clouds, dtype=dtype)
+    optimizer = optim.Adam(model.parameters(), lr=0.01)
+    losses, drawn = [], []
+    for step in range(steps):
+        x = base.clone()
+        B, N, _ = x.shape
+        theta = torch.rand(B, dtype=dtype) * 2 * math.pi
+        c, s = torch.cos(theta), torch.sin(theta)
+        z, o = torch.zeros_like(c), torch.ones_like(c)
+        R = torch.stack([c, -s, z, s, c, z, z, z, o], -1).view(B, 3, 3)
+        x = x @ R.transpose(1, 2)
+        x = x + torch.clamp(0.01 * torch.randn_like(x), -0.05, 0.05)
+        scale = torch.empty(B, 1, 1, dtype=dtype).uniform_(0.8, 1.25)
+        x = x * scale + torch.empty(B, 1, 3, dtype=dtype).uniform_(-0.1, 0.1)
+        drop = torch.rand(B, N) < 0.125  # dropped points become each cloud's first point
+        x[drop] = x[:, :1].expand(-1, N, -1)[drop]
+        x = x[:, torch.randperm(N)]
+        q = torch.randn(B, 4, dtype=dtype)  # PyTorch3D's random_quaternions, w made non-negative
+        q = q / (torch.sqrt((q * q).sum(1)) * torch.sign(q[:, 0]))[:, None]
+        optimizer.zero_grad()
+        logits, _, _ = model(x.transpose(1, 2))
+        loss = F.cross_entropy(logits, torch.tensor(labels))
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        drawn.append((theta, drop, q))
+    return losses, drawn, [p.grad for p in model.parameters()]
+
+
+def test_augmentation_draws_match_and_train():
+    weights = weights_of(dgcnn_net)
+    ours, _ = run_both(augmented_dgcnn, weights, steps=1, rtol=1e-4, atol=1e-6)
+    ours, _ = run_both(augmented_dgcnn, weights, dtype="float64", rtol=1e-8, atol=1e-10)
+    losses, drawn, grads = ours
+    theta, drop, q = drawn[0]
+    assert ((theta >= 0) & (theta < 2 * math.pi)).all() and drop.dtype == bool and (q[:, 0] >= 0).all()
+    assert np.allclose(np.linalg.norm(q, axis=1), 1)
