@@ -19,7 +19,7 @@ from ..tensor import Tensor
 from .decompositions import cholesky
 from .elementwise import where
 from .half_linalg import low_precision, refuses_half
-from .inverses import LinAlgError, _square, inv, is_vector_rhs, solve
+from .inverses import LinAlgError, _square, first_failure, inv, is_vector_rhs, solve
 from .lu import factor
 from .outputs import write_out
 
@@ -30,10 +30,8 @@ CholeskyExResult = return_type("linalg_cholesky_ex", ["L", "info"])
 
 def _raise(info, op, message):
     """PyTorch's error for the first failed matrix, naming it in a batch."""
-    flat = info.reshape(-1)
-    first = int(xp.flatnonzero(flat)[0])
-    where_ = f"(Batch element {first}): " if info.ndim else ""
-    raise LinAlgError(f"{op}: {where_}{message(int(flat[first]))}")
+    where_, first = first_failure(info)
+    raise LinAlgError(f"{op}: {where_}{message(first)}")
 
 
 def _cholesky_info(a):

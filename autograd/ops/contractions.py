@@ -8,6 +8,8 @@ operand has are summed in the forward pass, so its gradient is constant along th
 with a vector of ones); an index it repeats (a diagonal) is tied to a fresh one by an identity.
 """
 
+import warnings
+
 from ..backend import xp
 from ..operands import _operand
 from ..primitive import Primitive, node_named
@@ -453,7 +455,13 @@ def linalg_cross(input, other, *, dim=-1, out=None):
 
 @names("cross")
 def cross(input, other, dim=None, *, out=None):
-    """torch.cross: linalg.cross along dim, or, when dim is None, along the first dim of size 3."""
+    """torch.cross: linalg.cross along dim, or, when dim is None, along input's first dim of size 3 (deprecated:
+    PyTorch's warning; linalg.cross's default, the last dim, is to replace it)."""
     if dim is None:
-        dim = next((d for d, n in enumerate(input.shape) if n == 3), -1)
+        warnings.warn("Using torch.cross without specifying the dim arg is deprecated.\nPlease either pass the dim "
+                      "explicitly or simply use torch.linalg.cross.\nThe default value of dim will change to agree "
+                      "with that of linalg.cross in a future release.", UserWarning, stacklevel=3)  # (past names.py)
+        dim = next((d for d, n in enumerate(input.shape) if n == 3), None)
+        if dim is None:
+            raise RuntimeError("no dimension of size 3 in input")
     return write_out(linalg_cross(input, other, dim=dim), out)

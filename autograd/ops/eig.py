@@ -42,6 +42,11 @@ class Eig(Primitive):
         n = values.shape[-1]
         eye = Tensor._make(xp.eye(n, dtype=y.dtype))
         vh = vectors.mH
+        if not (grad.requires_grad or xp.any(grad_vectors._data)):  # only λ was used (eigvals): V⁻ᴴ diag(dL/dλ) Vᴴ,
+            # as PyTorch's, whose dL/dV is then undefined; the gaps' 0 / 0 of repeated eigenvalues (an identity's)
+            # would make it NaN. (Zeros that are a function of something keep the whole formula, as svd's.)
+            grad_a = Solve.apply(vh, grad_values.unsqueeze(-1) * vh)
+            return (grad_a.real if self.real_input else grad_a,)
         inner = vh @ grad_vectors
         phase = inner.diagonal(0, -2, -1).real  # Re diag(Vᴴ G_V): turns of each vector's phase
         inner = inner - vh @ (vectors * phase.unsqueeze(-2))

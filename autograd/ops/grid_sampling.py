@@ -30,6 +30,7 @@ import warnings
 
 from ..backend import int64, xp
 from ..graph import is_grad_enabled
+from ..ranges import _spaced_points
 from ..tensor import Tensor, tensor_from
 from .cubic_convolution import cubic_weights
 from .elementwise import where
@@ -42,11 +43,14 @@ _ALIGN_WARNING = ("Default grid_sample and affine_grid behavior has changed to a
 
 
 def _base_coordinates(size, align_corners, dtype):
-    """The normalised coordinates of ``size`` pixels: their centres (align_corners: −1 … 1)."""
+    """The normalised coordinates of ``size`` pixels: their centres (align_corners: −1 … 1), rounded as
+    PyTorch's: its linspace in the dtype (not NumPy's, from float64), then · (size − 1) and / size each
+    rounded. An ulp decides which pixels' difference a grid point at a pixel centre (the identity's)
+    takes its gradient from."""
     if size <= 1:
         return xp.zeros(size, dtype=dtype)
-    steps = xp.linspace(-1.0, 1.0, size, dtype=dtype)
-    return steps if align_corners else steps * ((size - 1) / size)
+    steps = _spaced_points(-1.0, 1.0, size, dtype)
+    return steps if align_corners else steps * dtype.type(size - 1) / dtype.type(size)
 
 
 def affine_grid(theta, size, align_corners=None):
@@ -102,7 +106,7 @@ def _reflect(x, twice_low, twice_high):
         return xp.zeros_like(x), xp.zeros_like(x)
     low, span = twice_low / 2, (twice_high - twice_low) / 2
     shifted = x - low
-    slope = xp.where(shifted < 0, -1.0, 1.0)
+    slope = xp.where(shifted < 0, -1.0, 1.0).astype(x.dtype)  # (NumPy's where of two floats is float64)
     shifted = xp.abs(shifted)
     extra = xp.fmod(shifted, span)
     even = xp.floor(shifted / span) % 2 == 0

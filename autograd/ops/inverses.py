@@ -8,6 +8,7 @@
 
 
 from ..backend import xp
+from ..graph import is_grad_enabled
 from ..primitive import Primitive
 from ..return_types import return_type
 from ..tensor import Tensor
@@ -35,9 +36,26 @@ def _square(A, op):
         raise RuntimeError(f"linalg.{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
 
 
-def _singular(error, op):
-    return LinAlgError(f"linalg.{op}: The diagonal element of the factorization is zero, the inversion "
-                        f"could not be completed because the input matrix is singular ({error}).")
+def first_failure(info):
+    """The first failed matrix of a batch, by its LAPACK-style info (0: fine): PyTorch's "(Batch element b): "
+    naming it ('' for a single matrix), and its info."""
+    flat = info.reshape(-1)
+    first = int(xp.flatnonzero(flat)[0])
+    return f"(Batch element {first}): " if info.ndim else "", int(flat[first])
+
+
+def _singular(a, op):
+    """PyTorch's error for a singular matrix in inv or solve: which one of the batch, and (inv) the 1-based
+    index of the first zero on U's diagonal, as LAPACK's getrf reports it."""
+    from .lu import factor  # (lu's triangular solves import this module)
+
+    info = factor(a)[2].reshape(a.shape[:-2])
+    where, pivot = first_failure(info) if info.any() else ("", 0)  # (0: LAPACK's zero pivot, not found again)
+    if op == "solve":
+        return LinAlgError(f"torch.linalg.solve: {where}The solver failed because the input matrix is singular.")
+    zero = f"The diagonal element {pivot} is zero, the" if pivot else "The"
+    return LinAlgError(f"linalg.inv: {where}{zero} inversion could not be completed because the input matrix is "
+                       "singular.")
 
 
 class Inverse(Primitive):
@@ -51,8 +69,8 @@ class Inverse(Primitive):
     def forward(self, a):
         try:
             return xp.linalg.inv(a)
-        except xp.linalg.LinAlgError as error:
-            raise _singular(error, "inv") from None
+        except xp.linalg.LinAlgError:
+            raise _singular(a, "inv") from None
 
     def backward(self, grad, y, a):
         return (-(y.mH @ grad @ y.mH),)
@@ -77,8 +95,8 @@ class Solve(Primitive):
             a, b = xp.broadcast_to(a, batch + a.shape[-2:]), xp.broadcast_to(b, batch + b.shape[-2:])
         try:
             return xp.linalg.solve(a, b)
-        except xp.linalg.LinAlgError as error:
-            raise _singular(error, "solve") from None
+        except xp.linalg.LinAlgError:
+            raise _singular(a, "solve") from None
 
     def backward(self, grad, x, a, b):
         grad_b = Solve.apply(a.mH, grad)
@@ -123,13 +141,16 @@ class Det(Primitive):
             return (shape.unsqueeze(shape.unsqueeze(grad * d.conj(), -1), -1) * Inverse.apply(a).mH,)
         if a.dtype.kind == "c":
             raise RuntimeError("the derivative of det at a singular complex matrix is not built")
-        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * Cofactors.apply(a),)
+        # (recorded, with create_graph: the same cofactors from linalg.svd of A, so that a second derivative
+        # sees U, s and V turn with A, as PyTorch's singular path; it needs distinct s, as svd's gradient does)
+        cofactors = _svd_cofactors(a) if is_grad_enabled() else Cofactors.apply(a)
+        return (shape.unsqueeze(shape.unsqueeze(grad, -1), -1) * cofactors,)
 
 
 class Cofactors(Primitive):
     """cof A = adj(A)ᵀ, for any square A, singular or not: with A = U diag(s) Vᵀ,
     cof A = det U · det V · U diag(∏_{j≠i} s_j) Vᵀ (= det A · A⁻ᵀ where A is invertible, and continuous).
-    Only first derivatives of det reach it: a second one at a singular matrix is refused."""
+    Only first derivatives of det reach it (a recorded one takes ``_svd_cofactors``, differentiable)."""
 
     def forward(self, a):
         u, s, vh = xp.linalg.svd(a)
@@ -140,6 +161,17 @@ class Cofactors(Primitive):
     def backward(self, grad, y, a):
         raise RuntimeError("the second derivative of det at a singular matrix is not built (create_graph=True "
                            f"through det of a singular matrix of shape {tuple(a.shape)})")
+
+
+def _svd_cofactors(a):
+    """Cofactors' formula in Tensor operations on linalg.svd of a: differentiable again. det U · det V, ±1, is
+    piecewise constant."""
+    from .svd import svd  # (svd's module imports this one's)
+
+    u, s, vh = svd(a)
+    sign = Tensor._make(xp.linalg.det(u._data) * xp.linalg.det(vh._data))
+    others = shape.unsqueeze(_product_of_others(s, (s.ndim - 1,)), -2)  # ∏_{j≠i} s_j, as a row
+    return shape.unsqueeze(shape.unsqueeze(sign, -1), -1) * ((u * others) @ vh)
 
 
 @refuses_half("lu_cpu")

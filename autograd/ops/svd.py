@@ -82,6 +82,11 @@ class SVD(Primitive):
         if grad_s.dtype.kind == "c":  # S is real, packed beside complex vectors: Im dL/dS has nowhere to go
             grad_s = grad_s.real  # (it is 0 from S itself, not from a second derivative through the backward's S)
         u, grad_u, vh, grad_vh = u[..., :k], grad_u[..., :k], vh[..., :k, :], grad_vh[..., :k, :]
+        if not (grad.requires_grad or xp.any(grad_u._data) or xp.any(grad_vh._data)):  # only S was used: U diag(dL/dS)
+            # Vᴴ, as PyTorch's, whose dL/dU and dL/dVh are then undefined; F's 1/0 of repeated singular values (an
+            # identity's) times their zeros would make it NaN. (Zeros that are a function of something, as the
+            # double-vjp trick's dummy cotangent, keep the whole formula: its derivative with respect to them.)
+            return (u @ (grad_s.unsqueeze(-1) * vh),)
         v, grad_v = vh.mH, grad_vh.mH
         eye = Tensor._make(xp.eye(k, dtype=grad.dtype))
         squares = s * s
