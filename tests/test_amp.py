@@ -113,3 +113,33 @@ def test_the_older_cuda_amp_spelling():
     with pytest.warns(FutureWarning), pytest.warns(UserWarning):
         with autocast():
             pass
+
+
+def test_the_older_cuda_amp_decorators_of_a_custom_function():
+    """@torch.cuda.amp.custom_fwd / custom_bwd (bare, and with cast_inputs) on a Function: deprecated, and the
+    function's values and gradients are its own (no autocast runs on the CPU)."""
+    from autograd.cuda.amp import custom_bwd, custom_fwd
+
+    with pytest.warns(FutureWarning, match="custom_fwd.*deprecated"):
+        decorate_forward = custom_fwd(cast_inputs=autograd.float16)
+    with pytest.warns(FutureWarning, match="custom_bwd.*deprecated"):
+
+        class Cube(autograd.autograd.Function):
+            @staticmethod
+            @decorate_forward
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return x**3
+
+            @staticmethod
+            @custom_bwd
+            def backward(ctx, grad):
+                (x,) = ctx.saved_tensors
+                return 3 * x**2 * grad
+
+    x = autograd.tensor([1.0, -2.0], requires_grad=True)
+    y = Cube.apply(x)
+    y.sum().backward()
+    assert y.dtype == autograd.float32
+    np.testing.assert_array_equal(y.detach().numpy(), [1.0, -8.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 12.0])

@@ -17,3 +17,18 @@ def GradScaler(init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth
     warnings.warn("`autograd.cuda.amp.GradScaler(args...)` is deprecated. Please use "
                   "`autograd.amp.GradScaler('cuda', args...)` instead.", FutureWarning, stacklevel=2)
     return amp.GradScaler("cuda", init_scale, growth_factor, backoff_factor, growth_interval, enabled)
+
+
+def custom_fwd(fwd=None, *, cast_inputs=None):
+    """``autograd.amp.custom_fwd`` for "cuda" (``@torch.cuda.amp.custom_fwd`` and ``@...custom_fwd(cast_inputs=)``
+    on a custom Function's forward), with PyTorch's FutureWarning."""
+    warnings.warn("`autograd.cuda.amp.custom_fwd(args...)` is deprecated. Please use "
+                  "`autograd.amp.custom_fwd(args..., device_type='cuda')` instead.", FutureWarning, stacklevel=2)
+    return amp.custom_fwd(fwd, device_type="cuda", cast_inputs=cast_inputs)
+
+
+def custom_bwd(bwd=None):
+    """``autograd.amp.custom_bwd`` for "cuda", with PyTorch's FutureWarning."""
+    warnings.warn("`autograd.cuda.amp.custom_bwd(args...)` is deprecated. Please use "
+                  "`autograd.amp.custom_bwd(args..., device_type='cuda')` instead.", FutureWarning, stacklevel=2)
+    return amp.custom_bwd(bwd, device_type="cuda")
