@@ -400,8 +400,8 @@ class Scale(Primitive):
         return x * self.c
 
     def backward(self, grad, y, x):
-        if modes.grad_enabled:  # create_graph: c · dL/dy is recorded, a node a second derivative goes through
-            return (Scale.apply(grad, c=self.c),)
+        if modes.grad_enabled or self.tangents_carried:  # create_graph records c · dL/dy, a node a second
+            return (Scale.apply(grad, c=self.c),)  # derivative goes through (a dual level: apply carries tangents)
         return (Tensor._make(self.forward(grad._data)),)  # a pass that records nothing needs no node, only the array
 
 
