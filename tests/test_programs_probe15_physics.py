@@ -1,0 +1,933 @@
+# ruff: noqa: B007, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Physics programs for scientific machine learning (see tests/pytorch_programs.py), each run on chainrule and
+on PyTorch from the same weights, in float64, comparing values, gradients and training trajectories.
+
+A Lagrangian neural network (Cranmer et al.: the accelerations from the Hessian of a learnt L(q, q') with
+respect to the velocities, by ``torch.autograd.functional.hessian``/``jacobian(create_graph=True)`` and
+``torch.linalg.pinv``, and again batched by ``torch.func.vmap(hessian)`` with ``torch.linalg.solve``);
+a SchNet-like potential (Gaussian radial basis, cosine cutoff, shifted softplus, continuous-filter
+convolutions gathered by index and summed by ``index_add``) trained by force matching, so the loss
+differentiates ``-grad(E, pos, create_graph=True)`` through ``norm``, ``exp`` and ``cos``; Lennard-Jones
+clusters in a periodic box (minimum image by ``torch.round``, positions relaxed by L-BFGS, the virial stress
+as the derivative with respect to a strain, the Hessian's normal modes by ``eigvalsh``); PINNs for the
+Allen-Cahn (sine activations, periodic boundaries), Korteweg-de Vries (third derivatives) and wave
+(SiLU, second derivatives in time) equations, Adam then L-BFGS with ``strong_wolfe``; a pseudo-spectral
+Burgers solver (``torch.fft.rfft``/``irfft``, ``fftfreq``, ``1j * k`` products) differentiated with respect
+to its initial condition; an FNO layer whose complex weights are real parameters seen through
+``torch.view_as_complex`` and ``rfftn(norm='ortho')``; and variational Monte Carlo for a harmonic oscillator
+whose local energy takes the Laplacian of log psi by ``torch.func.vmap(jacrev(jacrev))``."""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# Lagrangian neural network (Cranmer, Greydanus, Hoyer et al. 2020) on a pair of coupled oscillators
+# ----------------------------------------------------------------------------------------------
+
+
+def make_lnn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(4, 16), nn.Softplus(), nn.Linear(16, 16), nn.Softplus(),
+                         nn.Linear(16, 1)).double()
+
+
+def oscillator_data(n=12):
+    rng = np.random.default_rng(3)
+    q = rng.uniform(-1, 1, (n, 2))
+    qdot = rng.uniform(-1, 1, (n, 2))
+    # L = 1/2 |q'|^2 - 1/2 |q|^2 - 1/2 k (q1 - q2)^2 with k = 0.5
+    qddot = np.stack([-q[:, 0] - 0.5 * (q[:, 0] - q[:, 1]), -q[:, 1] + 0.5 * (q[:, 0] - q[:, 1])], 1)
+    return np.concatenate([q, qdot], 1), qddot
+
+
+def lnn(m, weights, steps=4):
+    torch, optim = m.torch, m.optim
+    net = load(m, make_lnn(m), weights)
+    x_np, qddot_np = oscillator_data()
+    x, qddot_true = torch.tensor(x_np), torch.tensor(qddot_np)
+
+    def lagrangian(state):
+        return net(state).squeeze(-1)
+
+    def equation_of_motion(lagrangian, state):
+        n = state.shape[0] // 2
+        q_t = state[n:]
+        H = torch.autograd.functional.hessian(lagrangian, state, create_graph=True)
+        J = torch.autograd.functional.jacobian(lagrangian, state, create_graph=True)
+        A = J[:n]
+        B = H[n:, n:]
+        C = H[n:, :n]
+        q_tt = torch.linalg.pinv(B) @ (A - C @ q_t)
+        return torch.cat([q_t, q_tt])
+
+    optimizer = optim.Adam(net.parameters(), lr=1e-2)
+    history = []
+    for step in range(steps):
+        pred = torch.stack([equation_of_motion(lagrangian, xi)[2:] for xi in x])
+        loss = ((pred - qddot_true) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    grads = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+
+    # the same accelerations batched with torch.func
+    from_func = torch.func
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def L(params, state):
+        return from_func.functional_call(net, params, (state,)).squeeze(-1)
+
+    def accel(params, state):
+        H = from_func.hessian(L, argnums=1)(params, state)
+        g = from_func.jacrev(L, argnums=1)(params, state)
+        return torch.linalg.solve(H[2:, 2:], g[:2] - H[2:, :2] @ state[2:])
+
+    batched = from_func.vmap(accel, in_dims=(None, 0))(params, x)
+    looped = torch.stack([equation_of_motion(lagrangian, xi)[2:] for xi in x]).detach()
+
+    # the analytic Lagrangian: the same machinery must recover its equations of motion exactly
+    def true_lagrangian(state):
+        q, q_t = state[:2], state[2:]
+        return 0.5 * (q_t ** 2).sum() - 0.5 * (q ** 2).sum() - 0.25 * (q[0] - q[1]) ** 2
+
+    exact = torch.stack([equation_of_motion(true_lagrangian, xi)[2:] for xi in x])
+    return {"history": history, "grads": grads, "batched": batched, "looped": looped, "exact": exact}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # (PyTorch's torch.func, inside)
+def test_lagrangian_neural_network():
+    weights = weights_of(make_lnn)
+    ours, _ = run_both(lnn, weights, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ours["exact"], oscillator_data()[1], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["batched"], ours["looped"], rtol=1e-7, atol=1e-9)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# SchNet-like potential trained by force matching (schnetpack's building blocks, written out)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_schnet(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def shifted_softplus(x):
+        return F.softplus(x) - math.log(2.0)
+
+    class GaussianRBF(nn.Module):
+        def __init__(self, n_rbf, cutoff, start=0.0):
+            super().__init__()
+            offset = torch.linspace(start, cutoff, n_rbf, dtype=torch.float64)
+            widths = torch.abs(offset[1] - offset[0]) * torch.ones_like(offset)
+            self.register_buffer("widths", widths)
+            self.register_buffer("offsets", offset)
+
+        def forward(self, inputs):
+            coeff = -0.5 / torch.pow(self.widths, 2)
+            diff = inputs[..., None] - self.offsets
+            return torch.exp(coeff * torch.pow(diff, 2))
+
+    class CosineCutoff(nn.Module):
+        def __init__(self, cutoff):
+            super().__init__()
+            self.register_buffer("cutoff", torch.tensor(cutoff, dtype=torch.float64))
+
+        def forward(self, d):
+            f = 0.5 * (torch.cos(d * math.pi / self.cutoff) + 1.0)
+            return f * (d < self.cutoff).float()
+
+    class Interaction(nn.Module):
+        def __init__(self, n_atom_basis, n_rbf, n_filters):
+            super().__init__()
+            self.in2f = nn.Linear(n_atom_basis, n_filters, bias=False)
+            self.f2out = nn.Sequential(nn.Linear(n_filters, n_atom_basis), nn.SiLU(),
+                                       nn.Linear(n_atom_basis, n_atom_basis))
+            self.filter_network = nn.Sequential(nn.Linear(n_rbf, n_filters), nn.Softplus(),
+                                                nn.Linear(n_filters, n_filters))
+
+        def forward(self, x, f_ij, idx_i, idx_j, rcut_ij):
+            x = self.in2f(x)
+            Wij = self.filter_network(f_ij) * rcut_ij[:, None]
+            x_j = x[idx_j]
+            x_ij = x_j * Wij
+            x = torch.zeros_like(x).index_add(0, idx_i, x_ij)
+            return self.f2out(x)
+
+    class SchNet(nn.Module):
+        def __init__(self, n_atom_basis=8, n_rbf=6, cutoff=3.0, n_interactions=2, max_z=4):
+            super().__init__()
+            self.embedding = nn.Embedding(max_z, n_atom_basis, padding_idx=0)
+            self.radial_basis = GaussianRBF(n_rbf, cutoff)
+            self.cutoff_fn = CosineCutoff(cutoff)
+            self.interactions = nn.ModuleList(
+                [Interaction(n_atom_basis, n_rbf, n_atom_basis) for _ in range(n_interactions)])
+            self.out = nn.Sequential(nn.Linear(n_atom_basis, 8), nn.Softplus(), nn.Linear(8, 1))
+
+        def forward(self, Z, R, idx_i, idx_j):
+            r_ij = R[idx_j] - R[idx_i]
+            d_ij = torch.norm(r_ij, dim=1)
+            f_ij = self.radial_basis(d_ij)
+            rcut_ij = self.cutoff_fn(d_ij)
+            x = self.embedding(Z)
+            for interaction in self.interactions:
+                x = x + shifted_softplus(interaction(x, f_ij, idx_i, idx_j, rcut_ij))
+            return self.out(x).sum()
+
+    return SchNet().double()
+
+
+def molecules(n_mol=3, n_atoms=5):
+    rng = np.random.default_rng(5)
+    out = []
+    for _ in range(n_mol):
+        R = rng.uniform(0, 2.5, (n_atoms, 3))
+        Z = rng.integers(1, 4, n_atoms)
+        # forces of a harmonic pair potential as the "reference calculation"
+        diff = R[:, None] - R[None]
+        d = np.linalg.norm(diff + np.eye(n_atoms)[..., None], axis=-1)
+        coef = -2 * (d - 1.2) / d * (1 - np.eye(n_atoms))
+        forces = (coef[..., None] * diff).sum(1)
+        energy = 0.5 * (((d - 1.2) ** 2) * (1 - np.eye(n_atoms))).sum()
+        out.append((Z, R, energy, forces))
+    return out
+
+
+def schnet(m, weights, epochs=3, rho=0.1):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_schnet(m), weights)
+    data = molecules()
+    n = 5
+    idx_i, idx_j = torch.nonzero(~torch.eye(n, dtype=torch.bool), as_tuple=True)
+    optimizer = optim.AdamW(model.parameters(), lr=5e-3)
+    history = []
+    for epoch in range(epochs):
+        for Z, R, E, F_ref in data:
+            R = torch.tensor(R, requires_grad=True)
+            energy = model(torch.tensor(Z), R, idx_i, idx_j)
+            forces = -torch.autograd.grad(energy, R, grad_outputs=torch.ones_like(energy), create_graph=True,
+                                          retain_graph=True)[0]
+            loss = rho * (energy - E) ** 2 + (1 - rho) * ((forces - torch.tensor(F_ref)) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history.append((loss.item(), energy.item()))
+    Z, R, _, _ = data[0]
+    R = torch.tensor(R, requires_grad=True)
+    energy = model(torch.tensor(Z), R, idx_i, idx_j)
+    forces = -torch.autograd.grad(energy, R, create_graph=True)[0]
+    # the Hessian-vector product of the learnt surface (a force derivative along a displacement)
+    v = torch.ones_like(R) / 3.0
+    hvp = torch.autograd.grad(forces, R, grad_outputs=v)[0]
+    return {"history": history, "forces": forces, "hvp": hvp, "grads": [p.grad for p in model.parameters()],
+            "net_force": forces.sum(0)}
+
+
+def test_schnet_force_matching():
+    weights = weights_of(make_schnet)
+    ours, _ = run_both(schnet, weights, rtol=1e-8, atol=1e-10)
+    # an energy of distances only: no net force, and the translation direction is a zero mode of the Hessian
+    np.testing.assert_allclose(ours["net_force"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(ours["hvp"].sum(0), 0.0, atol=1e-10)
+    losses = [loss for loss, _ in ours["history"]]
+    assert losses[-1] < losses[0]
+
+
+def test_schnet_forces_by_finite_differences():
+    torch = OURS.torch
+    model = make_schnet(OURS)
+    Z, R0, _, _ = molecules()[1]
+    idx_i, idx_j = torch.nonzero(~torch.eye(5, dtype=torch.bool), as_tuple=True)
+    R = torch.tensor(R0, requires_grad=True)
+    forces = -torch.autograd.grad(model(torch.tensor(Z), R, idx_i, idx_j), R)[0]
+    h = 1e-6
+    for a, c in [(0, 0), (2, 1), (4, 2)]:
+        plus, minus = R0.copy(), R0.copy()
+        plus[a, c] += h
+        minus[a, c] -= h
+        with torch.no_grad():
+            fd = (model(torch.tensor(Z), torch.tensor(plus), idx_i, idx_j)
+                  - model(torch.tensor(Z), torch.tensor(minus), idx_i, idx_j)).item() / (2 * h)
+        assert forces[a, c].item() == pytest.approx(-fd, rel=1e-6, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lennard-Jones clusters in a periodic box: relaxation, virial stress, normal modes
+# ----------------------------------------------------------------------------------------------
+
+
+def lj_positions(n=8, box=3.0):
+    rng = np.random.default_rng(7)
+    grid = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n] * 1.5 + 0.3
+    return grid + 0.05 * rng.standard_normal((n, 3)), box
+
+
+def lennard_jones(m):
+    torch, optim = m.torch, m.optim
+    pos_np, box = lj_positions()
+    n = pos_np.shape[0]
+    i, j = torch.triu_indices(n, n, offset=1)
+
+    def energy(pos, strain=None, epsilon=1.0, sigma=1.0):
+        if strain is not None:
+            pos = pos @ (torch.eye(3, dtype=pos.dtype) + strain)
+            L = box * (torch.eye(3, dtype=pos.dtype) + strain).diagonal()
+        else:
+            L = box
+        dr = pos[i] - pos[j]
+        dr = dr - L * torch.round(dr / L)  # minimum image
+        r2 = (dr ** 2).sum(-1)
+        sr6 = (sigma ** 2 / r2) ** 3
+        return (4 * epsilon * (sr6 ** 2 - sr6)).sum()
+
+    pos = torch.tensor(pos_np, requires_grad=True)
+    E0 = energy(pos)
+    F0 = -torch.autograd.grad(E0, pos)[0]
+
+    # the virial stress: derivative of E with respect to a symmetric strain at zero
+    strain = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
+    stress = torch.autograd.grad(energy(pos.detach(), strain), strain)[0] / box ** 3
+
+    # relaxation by L-BFGS on the positions themselves
+    x = torch.tensor(pos_np, requires_grad=True)
+    optimizer = optim.LBFGS([x], lr=1, max_iter=40, line_search_fn="strong_wolfe", tolerance_grad=1e-9)
+
+    def closure():
+        optimizer.zero_grad()
+        e = energy(x)
+        e.backward()
+        return e
+
+    optimizer.step(closure)
+    E_min = energy(x)
+    state = optimizer.state[optimizer._params[0]]
+    # normal modes at the relaxed geometry
+    H = torch.autograd.functional.hessian(lambda flat: energy(flat.view(n, 3)), x.detach().reshape(-1))
+    modes = torch.linalg.eigvalsh(H)
+    return {"E0": E0, "F0": F0, "stress": stress, "E_min": E_min, "x": x.detach(), "modes": modes,
+            "n_iter": state["n_iter"], "func_evals": state["func_evals"], "H": H}
+
+
+def test_lennard_jones_in_a_periodic_box():
+    ours, _ = run_both(lennard_jones, rtol=1e-7, atol=1e-9)
+    pos, box = lj_positions()
+    n = pos.shape[0]
+
+    def E(p, L=box):
+        total = 0.0
+        for a in range(n):
+            for b in range(a + 1, n):
+                d = p[a] - p[b]
+                d = d - L * np.round(d / L)
+                total += 4 * ((d @ d) ** -6 - (d @ d) ** -3)
+        return total
+
+    assert ours["E0"] == pytest.approx(E(pos), rel=1e-12)
+    h = 1e-6
+    plus, minus = pos.copy(), pos.copy()
+    plus[3, 1] += h
+    minus[3, 1] -= h
+    assert ours["F0"][3, 1] == pytest.approx(-(E(plus) - E(minus)) / (2 * h), rel=1e-6)
+    s = 1e-6
+    stretch = lambda e: E(pos * np.array([1 + e, 1, 1]), np.array([box * (1 + e), box, box]))
+    assert ours["stress"][0, 0] == pytest.approx((stretch(s) - stretch(-s)) / (2 * s) / box ** 3, rel=1e-5)
+    assert ours["E_min"] < ours["E0"]
+    # translations are the three zero modes of a periodic system, and only they
+    modes = np.sort(np.abs(ours["modes"]))
+    assert np.all(modes[:3] < 1e-8) and np.all(modes[3:] > 1e-2)
+    np.testing.assert_allclose(ours["H"], ours["H"].T, atol=1e-10)
+    np.testing.assert_allclose(np.sort(ours["modes"]), np.linalg.eigvalsh(ours["H"]), rtol=1e-10, atol=1e-10)
+    x = ours["x"]
+    h = 1e-4
+    column = []
+    for k in range(3 * n):
+        plus, minus = x.reshape(-1).copy(), x.reshape(-1).copy()
+        plus[k] += h
+        plus[4] += h
+        minus[k] -= h
+        minus[4] -= h
+        column.append(E(plus.reshape(n, 3)) + E(minus.reshape(n, 3)))
+    # d2E/dx_4 dx_k along the diagonal direction e_4 + e_k, checked where k != 4 by the polarisation identity
+    e0 = E(x)
+    shifted = lambda k, sign: E((x.reshape(-1) + sign * h * np.eye(3 * n)[k]).reshape(n, 3))
+    second = lambda k: (shifted(k, 1) - 2 * e0 + shifted(k, -1)) / h ** 2
+    for k in (0, 7, 20):
+        along = (column[k] - 2 * e0) / h ** 2
+        assert ours["H"][4, k] == pytest.approx((along - second(k) - second(4)) / 2, rel=1e-4, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# PINNs: Allen-Cahn (sin activations, periodic boundaries), KdV (u_xxx), the wave equation (u_tt)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_pinn(m, activation="sin", width=12):
+    torch, nn = m.torch, m.nn
+
+    class Sine(nn.Module):
+        def forward(self, x):
+            return torch.sin(x)
+
+    act = {"sin": Sine, "tanh": nn.Tanh, "silu": nn.SiLU}[activation]
+
+    class PINN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, width), act(), nn.Linear(width, width), act(),
+                                     nn.Linear(width, 1))
+
+        def forward(self, t, x):
+            return self.net(torch.cat([t, x], dim=1))
+
+    return PINN().double()
+
+
+def pinn(m, weights, equation, adam_steps=5, lbfgs_iter=6):
+    torch, optim = m.torch, m.optim
+    activation = {"allen_cahn": "sin", "kdv": "tanh", "wave": "silu"}[equation]
+    model = load(m, make_pinn(m, activation), weights)
+    rng = np.random.default_rng(11)
+    t = torch.tensor(rng.uniform(0, 1, (32, 1)), requires_grad=True)
+    x = torch.tensor(rng.uniform(-1, 1, (32, 1)), requires_grad=True)
+    x0 = torch.tensor(np.linspace(-1, 1, 16)[:, None])
+    t_b = torch.tensor(rng.uniform(0, 1, (8, 1)))
+
+    def d(u, v):
+        return torch.autograd.grad(u, v, grad_outputs=torch.ones_like(u), create_graph=True)[0]
+
+    def residual():
+        u = model(t, x)
+        u_t, u_x = d(u, t), d(u, x)
+        u_xx = d(u_x, x)
+        if equation == "allen_cahn":
+            return u_t - 0.0001 * u_xx + 5 * u ** 3 - 5 * u
+        if equation == "kdv":
+            u_xxx = d(u_xx, x)
+            return u_t + u * u_x + 0.0025 * u_xxx
+        u_tt = d(u_t, t)
+        return u_tt - 4.0 * u_xx
+
+    def boundary():
+        zeros = torch.zeros_like(x0)
+        if equation == "allen_cahn":
+            u0 = x0 ** 2 * torch.cos(math.pi * x0)
+        else:
+            u0 = torch.sin(math.pi * x0)
+        loss = ((model(zeros, x0) - u0) ** 2).mean()
+        left = torch.full_like(t_b, -1.0).requires_grad_(True)
+        right = torch.full_like(t_b, 1.0).requires_grad_(True)
+        u_l, u_r = model(t_b, left), model(t_b, right)
+        loss = loss + ((u_l - u_r) ** 2).mean() + ((d(u_l, left) - d(u_r, right)) ** 2).mean()  # periodic
+        if equation == "wave":
+            t0 = zeros.clone().requires_grad_(True)
+            loss = loss + (d(model(t0, x0), t0) ** 2).mean()  # starts at rest
+        return loss
+
+    def loss_fn():
+        return (residual() ** 2).mean() + 10 * boundary()
+
+    optimizer = optim.Adam(model.parameters(), lr=5e-3)
+    history = []
+    for step in range(adam_steps):
+        optimizer.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    lbfgs = optim.LBFGS(model.parameters(), lr=1.0, max_iter=lbfgs_iter, history_size=10,
+                        line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        history.append(loss.item())
+        return loss
+
+    lbfgs.step(closure)
+    return {"history": history, "residual": residual(), "grads": [p.grad for p in model.parameters()],
+            "x_grad": x.grad, "t_grad": t.grad}
+
+
+@pytest.mark.parametrize("equation", ["allen_cahn", "kdv", "wave"])
+def test_pinn_equations(equation):
+    activation = {"allen_cahn": "sin", "kdv": "tanh", "wave": "silu"}[equation]
+    weights = weights_of(lambda m: make_pinn(m, activation))
+    ours, _ = run_both(pinn, weights, equation, rtol=1e-6, atol=1e-8)
+    assert min(ours["history"]) < ours["history"][0]
+    assert ours["x_grad"] is not None and ours["x_grad"].shape == (32, 1)
+
+
+def test_third_derivative_of_a_tanh_network_by_hand():
+    """u = tanh(a x + b): u''' = a^3 (-2 + 8 u^2 - 6 u^4)... checked in closed form."""
+    torch = OURS.torch
+    x = torch.tensor([-0.7, 0.1, 0.9], dtype=torch.float64, requires_grad=True)
+    a, b = 1.3, -0.2
+    u = torch.tanh(a * x + b)
+    u_x = torch.autograd.grad(u.sum(), x, create_graph=True)[0]
+    u_xx = torch.autograd.grad(u_x.sum(), x, create_graph=True)[0]
+    u_xxx = torch.autograd.grad(u_xx.sum(), x)[0]
+    s = np.tanh(a * x.detach().numpy() + b)
+    np.testing.assert_allclose(u_xxx.numpy(), a ** 3 * (-2 + 8 * s ** 2 - 6 * s ** 4), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# A pseudo-spectral Burgers solver differentiated with respect to its initial condition
+# ----------------------------------------------------------------------------------------------
+
+
+def spectral_burgers(m, steps=30):
+    torch, optim = m.torch, m.optim
+    n, nu, dt = 32, 0.05, 0.01
+    x = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    k = torch.fft.rfftfreq(n, d=1.0 / n).to(torch.float64)
+    k_full = torch.fft.fftfreq(n, d=1.0 / n)
+    dealias = (k.abs() < (2.0 / 3.0) * (n // 2)).to(torch.float64)
+
+    def rhs(u):
+        u_hat = torch.fft.rfft(u)
+        u_x = torch.fft.irfft(1j * k * u_hat, n=n)
+        u_xx = torch.fft.irfft(-(k ** 2) * u_hat, n=n)
+        nonlinear = torch.fft.irfft(dealias * torch.fft.rfft(u * u_x), n=n)
+        return -nonlinear + nu * u_xx
+
+    def solve(u):
+        for _ in range(steps):
+            k1 = rhs(u)
+            k2 = rhs(u + 0.5 * dt * k1)
+            k3 = rhs(u + 0.5 * dt * k2)
+            k4 = rhs(u + dt * k3)
+            u = u + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return u
+
+    with torch.no_grad():
+        target = solve(torch.sin(x) + 0.5 * torch.cos(2 * x))
+    coeffs = torch.tensor([0.5, 0.0, 0.2, 0.3], dtype=torch.float64, requires_grad=True)
+
+    def initial(c):
+        return c[0] * torch.sin(x) + c[1] * torch.cos(x) + c[2] * torch.sin(2 * x) + c[3] * torch.cos(2 * x)
+
+    optimizer = optim.Adam([coeffs], lr=0.1)
+    history = []
+    for it in range(6):
+        optimizer.zero_grad()
+        loss = ((solve(initial(coeffs)) - target) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        history.append((loss.item(), coeffs.detach().clone()))
+    # the spectral derivative with the complex fft as well, and its gradient
+    u = torch.sin(3 * x).requires_grad_(True)
+    u_x_full = torch.fft.ifft(1j * k_full * torch.fft.fft(u)).real
+    energy = (u_x_full ** 2).sum()
+    (g,) = torch.autograd.grad(energy, u)
+    return {"history": history, "target": target, "u_x": u_x_full, "energy_grad": g, "k": k_full}
+
+
+def test_pseudo_spectral_burgers():
+    ours, _ = run_both(spectral_burgers, rtol=1e-8, atol=1e-10)
+    x = np.arange(32) * 2 * np.pi / 32
+    np.testing.assert_allclose(ours["u_x"], 3 * np.cos(3 * x), atol=1e-12)
+    # d/du sum (D u)^2 = 2 D^T D u = -2 D^2 u = 2 * 9 sin(3x) for the spectral derivative D
+    np.testing.assert_allclose(ours["energy_grad"], 18 * np.sin(3 * x), atol=1e-10)
+    losses = [loss for loss, _ in ours["history"]]
+    assert losses[-1] < losses[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# An FNO layer whose complex weights are real parameters seen through view_as_complex
+# ----------------------------------------------------------------------------------------------
+
+
+def make_fno_vac(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class SpectralConv2d(nn.Module):
+        def __init__(self, in_channels, out_channels, modes1, modes2):
+            super().__init__()
+            self.modes1, self.modes2, self.out_channels = modes1, modes2, out_channels
+            scale = 1 / (in_channels * out_channels)
+            self.weight = nn.Parameter(scale * torch.randn(2, in_channels, out_channels, modes1, modes2, 2))
+
+        def forward(self, x):
+            B, C, H, W = x.shape
+            x_ft = torch.fft.rfftn(x.float(), dim=(-2, -1), norm="ortho")
+            weight = torch.view_as_complex(self.weight)
+            out_ft = torch.zeros(B, self.out_channels, H, W // 2 + 1, dtype=x_ft.dtype, device=x.device)
+            out_ft[..., :self.modes1, :self.modes2] = torch.einsum(
+                "bixy,ioxy->boxy", x_ft[..., :self.modes1, :self.modes2], weight[0])
+            out_ft[..., -self.modes1:, :self.modes2] = torch.einsum(
+                "bixy,ioxy->boxy", x_ft[..., -self.modes1:, :self.modes2], weight[1])
+            return torch.fft.irfftn(out_ft, s=(H, W), dim=(-2, -1), norm="ortho")
+
+    class Block(nn.Module):
+        def __init__(self, width, modes):
+            super().__init__()
+            self.spectral = SpectralConv2d(width, width, modes, modes)
+            self.skip = nn.Conv2d(width, width, 1)
+            self.norm = nn.InstanceNorm2d(width)
+
+        def forward(self, x):
+            return F.gelu(self.norm(self.spectral(x) + self.skip(x)))
+
+    return nn.Sequential(nn.Conv2d(1, 4, 1), Block(4, 3), Block(4, 3), nn.Conv2d(4, 1, 1))
+
+
+def fno_vac(m, weights, steps=3):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_fno_vac(m), weights)
+    rng = np.random.default_rng(9)
+    a = torch.tensor(rng.standard_normal((3, 1, 8, 8)).astype(np.float32))
+    u = torch.tensor(rng.standard_normal((3, 1, 8, 8)).astype(np.float32))
+    optimizer = optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        out = model(a)
+        loss = torch.linalg.vector_norm(out - u) / torch.linalg.vector_norm(u)
+        loss.backward()
+        m.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        history.append(loss.item())
+    spectral = [p for n, p in model.named_parameters() if "spectral" in n]
+    return {"history": history, "out": out, "spectral_grads": [p.grad for p in spectral],
+            "grads": [p.grad for n, p in model.named_parameters() if "spectral" not in n]}
+
+
+def test_fno_with_view_as_complex_weights():
+    weights = weights_of(make_fno_vac)
+    ours, _ = run_both(fno_vac, weights, rtol=2e-4, atol=2e-5)
+    assert all(g.dtype == np.float32 and g.shape[-1] == 2 for g in ours["spectral_grads"])
+    assert ours["history"][-1] < ours["history"][0]
+
+
+def test_view_as_complex_gradient_by_finite_differences():
+    torch = OURS.torch
+    rng = np.random.default_rng(10)
+    x = torch.tensor(rng.standard_normal((1, 1, 6, 6)))
+    w0 = rng.standard_normal((2, 2, 2))
+
+    def loss(w):
+        x_ft = torch.fft.rfftn(x, dim=(-2, -1), norm="ortho")
+        out = torch.zeros_like(x_ft)
+        out[..., :2, :2] = x_ft[..., :2, :2] * torch.view_as_complex(w)
+        return torch.fft.irfftn(out, s=(6, 6), dim=(-2, -1), norm="ortho").pow(2).sum()
+
+    w = torch.tensor(w0, requires_grad=True)
+    loss(w).backward()
+    h = 1e-6
+    for idx in [(0, 0, 0), (0, 1, 1), (1, 1, 0)]:
+        plus, minus = w0.copy(), w0.copy()
+        plus[idx] += h
+        minus[idx] -= h
+        fd = (loss(torch.tensor(plus)).item() - loss(torch.tensor(minus)).item()) / (2 * h)
+        assert w.grad[idx].item() == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# Variational Monte Carlo for the 2-D harmonic oscillator: the local energy by vmap(jacrev(jacrev))
+# ----------------------------------------------------------------------------------------------
+
+
+def make_wavefunction(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(2, 10), nn.Tanh(), nn.Linear(10, 10), nn.Tanh(), nn.Linear(10, 1)).double()
+
+
+def vmc(m, weights, steps=4):
+    torch, optim = m.torch, m.optim
+    from_func = torch.func
+    model = load(m, make_wavefunction(m), weights)
+    rng = np.random.default_rng(13)
+    walkers = torch.tensor(rng.standard_normal((64, 2)))
+
+    def log_psi(params, r):
+        # a Gaussian envelope times a learnt correction
+        return from_func.functional_call(model, params, (r,)).squeeze(-1) - 0.4 * (r ** 2).sum(-1)
+
+    def local_energy(params, r):
+        g = from_func.jacrev(log_psi, argnums=1)(params, r)
+        H = from_func.jacrev(from_func.jacrev(log_psi, argnums=1), argnums=1)(params, r)
+        kinetic = -0.5 * (torch.trace(H) + (g ** 2).sum())
+        return kinetic + 0.5 * (r ** 2).sum()
+
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
+    optimizer = optim.Adam(params.values(), lr=1e-2)
+    history = []
+    for step in range(steps):
+        e_loc = from_func.vmap(local_energy, in_dims=(None, 0))(params, walkers)
+        lp = from_func.vmap(log_psi, in_dims=(None, 0))(params, walkers)
+        e_mean = e_loc.mean()
+        # the usual VMC gradient estimator: 2 <(E_L - <E_L>) d log psi>
+        loss = 2 * ((e_loc - e_mean).detach() * lp).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append((e_mean.item(), e_loc.var().item()))
+    # the same Laplacian by autograd.grad loops over the batch
+    r = walkers[:8].clone().requires_grad_(True)
+    lp = log_psi(params, r)
+    g = torch.autograd.grad(lp.sum(), r, create_graph=True)[0]
+    lap = sum(torch.autograd.grad(g[:, i].sum(), r, retain_graph=True)[0][:, i] for i in range(2))
+    by_loop = -0.5 * (lap + (g ** 2).sum(-1)) + 0.5 * (r ** 2).sum(-1)
+    by_vmap = from_func.vmap(local_energy, in_dims=(None, 0))(params, walkers[:8])
+    # the exact ground state psi = exp(-|r|^2 / 2): local energy 1 everywhere
+    exact = {k: torch.zeros_like(v) for k, v in params.items()}
+    exact_params = dict(exact)
+    e_exact = from_func.vmap(lambda r: local_energy(exact_params, r) - 0.1 * (r ** 2).sum() * 0)(walkers[:8])
+    return {"history": history, "by_loop": by_loop.detach(), "by_vmap": by_vmap.detach(), "e_exact": e_exact,
+            "grads": [p.grad for p in params.values()]}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # (PyTorch's torch.func, inside)
+def test_variational_monte_carlo():
+    weights = weights_of(make_wavefunction)
+    ours, _ = run_both(vmc, weights, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["by_vmap"], ours["by_loop"], rtol=1e-10, atol=1e-12)
+    # psi = exp(-0.4 |r|^2) (zero network): E_L = 0.8 + 0.5 * 0.36 |r|^2 ... checked in closed form
+    r = np.random.default_rng(13).standard_normal((64, 2))[:8]
+    np.testing.assert_allclose(ours["e_exact"], 0.8 + 0.5 * (1 - 0.64) * (r ** 2).sum(-1), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# An E(n)-equivariant graph network (Satorras et al. 2021) predicting forces, checked for equivariance
+# ----------------------------------------------------------------------------------------------
+
+
+def make_egnn(m):
+    torch, nn = m.torch, m.nn
+
+    class E_GCL(nn.Module):
+        def __init__(self, hidden_nf, act_fn=nn.SiLU()):
+            super().__init__()
+            self.edge_mlp = nn.Sequential(nn.Linear(2 * hidden_nf + 1, hidden_nf), act_fn,
+                                          nn.Linear(hidden_nf, hidden_nf), act_fn)
+            self.node_mlp = nn.Sequential(nn.Linear(2 * hidden_nf, hidden_nf), act_fn,
+                                          nn.Linear(hidden_nf, hidden_nf))
+            layer = nn.Linear(hidden_nf, 1, bias=False)
+            self.coord_mlp = nn.Sequential(nn.Linear(hidden_nf, hidden_nf), act_fn, layer, nn.Tanh())
+
+        def coord2radial(self, edge_index, coord):
+            row, col = edge_index
+            coord_diff = coord[row] - coord[col]
+            radial = torch.sum(coord_diff ** 2, 1).unsqueeze(1)
+            return radial, coord_diff
+
+        def forward(self, h, edge_index, coord):
+            row, col = edge_index
+            radial, coord_diff = self.coord2radial(edge_index, coord)
+            edge_feat = self.edge_mlp(torch.cat([h[row], h[col], radial], dim=1))
+            trans = coord_diff * self.coord_mlp(edge_feat)
+            agg = torch.zeros(coord.size(0), trans.size(1), dtype=trans.dtype).index_add_(0, row, trans)
+            count = torch.zeros(coord.size(0), 1, dtype=trans.dtype).index_add_(
+                0, row, torch.ones(row.size(0), 1, dtype=trans.dtype)).clamp(min=1)
+            coord = coord + agg / count
+            agg_h = torch.zeros(h.size(0), edge_feat.size(1), dtype=h.dtype).index_add_(0, row, edge_feat)
+            h = h + self.node_mlp(torch.cat([h, agg_h], dim=1))
+            return h, coord
+
+    class EGNN(nn.Module):
+        def __init__(self, in_node_nf=3, hidden_nf=8, n_layers=2):
+            super().__init__()
+            self.embedding_in = nn.Linear(in_node_nf, hidden_nf)
+            self.layers = nn.ModuleList([E_GCL(hidden_nf) for _ in range(n_layers)])
+            self.energy = nn.Sequential(nn.Linear(hidden_nf, hidden_nf), nn.SiLU(), nn.Linear(hidden_nf, 1))
+
+        def forward(self, h, x, edges):
+            h = self.embedding_in(h)
+            for layer in self.layers:
+                h, x = layer(h, edges, x)
+            return self.energy(h).sum(), x
+
+    return EGNN().double()
+
+
+def egnn(m, weights, epochs=3):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_egnn(m), weights)
+    data = molecules(n_mol=2)
+    n = 5
+    edges = torch.nonzero(~torch.eye(n, dtype=torch.bool)).T
+    optimizer = optim.Adam(model.parameters(), lr=3e-3, amsgrad=True)
+    history = []
+    for epoch in range(epochs):
+        for Z, R, E, F_ref in data:
+            h = m.F.one_hot(torch.tensor(Z) - 1, 3).double()
+            pos = torch.tensor(R).requires_grad_()
+            energy, x_out = model(h, pos, edges)
+            forces = -torch.autograd.grad(energy, pos, create_graph=True)[0]
+            loss = ((forces - torch.tensor(F_ref)) ** 2).mean() + 0.01 * (energy - E) ** 2
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history.append(loss.item())
+    # equivariance: rotate and translate the input; energy invariant, forces and coordinates rotate
+    rng = np.random.default_rng(14)
+    Q, _ = torch.linalg.qr(torch.tensor(rng.standard_normal((3, 3))))
+    shift = torch.tensor(rng.standard_normal(3))
+    Z, R, _, _ = data[0]
+    h = m.F.one_hot(torch.tensor(Z) - 1, 3).double()
+    results = []
+    for pos in (torch.tensor(R), torch.tensor(R) @ Q.T + shift):
+        pos = pos.requires_grad_()
+        energy, x_out = model(h, pos, edges)
+        forces = -torch.autograd.grad(energy, pos)[0]
+        results.append((energy.detach(), forces, x_out.detach()))
+    return {"history": history, "results": results, "Q": Q, "shift": shift}
+
+
+def test_egnn_force_field():
+    weights = weights_of(make_egnn)
+    ours, _ = run_both(egnn, weights, rtol=1e-8, atol=1e-10)
+    (e0, f0, x0), (e1, f1, x1) = ours["results"]
+    Q, shift = ours["Q"], ours["shift"]
+    assert e1 == pytest.approx(e0, rel=1e-10)
+    np.testing.assert_allclose(f1, f0 @ Q.T, atol=1e-10)
+    np.testing.assert_allclose(x1, x0 @ Q.T + shift, atol=1e-10)
+    assert ours["history"][-1] < ours["history"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Hamiltonian Monte Carlo for a damped oscillator's parameters (leapfrog by autograd.grad)
+# ----------------------------------------------------------------------------------------------
+
+
+def oscillator_observations():
+    rng = np.random.default_rng(15)
+    t = np.linspace(0, 4, 21)
+    y = np.exp(-0.3 * t) * np.cos(2.0 * t) + 0.05 * rng.standard_normal(21)
+    return t, y
+
+
+def hmc(m, n_samples=12, n_leapfrog=10, step_size=0.003):
+    torch = m.torch
+    D = torch.distributions
+    t_np, y_np = oscillator_observations()
+    t, y = torch.tensor(t_np), torch.tensor(y_np)
+    prior = D.Normal(torch.tensor([0.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64))
+    noise = D.HalfNormal(torch.tensor(0.1, dtype=torch.float64))
+
+    def simulate(theta):
+        gamma, log_omega = theta[0].exp(), theta[1]
+        omega = log_omega.exp()
+        return torch.exp(-gamma * t) * torch.cos(omega * t)
+
+    def log_prob(theta):
+        mean = simulate(theta)
+        return D.Normal(mean, 0.05).log_prob(y).sum() + prior.log_prob(theta).sum()
+
+    def potential_grad(theta):
+        theta = theta.detach().requires_grad_(True)
+        U = -log_prob(theta)
+        (g,) = torch.autograd.grad(U, theta)
+        return U.detach(), g
+
+    rng = np.random.default_rng(16)
+    theta = torch.tensor([math.log(0.3), math.log(2.0)], dtype=torch.float64)
+    samples, accepts, energies = [], [], []
+    for i in range(n_samples):
+        p0 = torch.tensor(rng.standard_normal(2))
+        U0, g = potential_grad(theta)
+        q, p = theta.clone(), p0.clone()
+        p = p - 0.5 * step_size * g
+        for k in range(n_leapfrog):
+            q = q + step_size * p
+            U, g = potential_grad(q)
+            if k != n_leapfrog - 1:
+                p = p - step_size * g
+        p = p - 0.5 * step_size * g
+        H0 = U0 + 0.5 * (p0 ** 2).sum()
+        H1 = U + 0.5 * (p ** 2).sum()
+        accept = bool(math.log(rng.uniform()) < (H0 - H1).item())
+        if accept:
+            theta = q
+        samples.append(theta.clone())
+        accepts.append(accept)
+        energies.append((H1 - H0).item())
+    # the posterior's curvature at the last sample: a Laplace approximation's covariance
+    H = torch.autograd.functional.hessian(lambda th: -log_prob(th), theta)
+    cov = torch.linalg.inv(H)
+    laplace = D.MultivariateNormal(theta, covariance_matrix=cov)
+    return {"samples": torch.stack(samples), "accepts": accepts, "energy_errors": energies, "hessian": H,
+            "entropy": laplace.entropy(), "lp": laplace.log_prob(theta + 0.01)}
+
+
+def test_hamiltonian_monte_carlo():
+    ours, _ = run_both(hmc, rtol=1e-8, atol=1e-10)
+    # leapfrog nearly conserves H (so nearly all proposals are accepted) and the posterior is near the truth
+    assert max(abs(e) for e in ours["energy_errors"]) < 1.0 and sum(ours["accepts"]) >= 8
+    assert abs(np.exp(ours["samples"][-1, 1]) - 2.0) < 0.1
+    H = ours["hessian"]
+    np.testing.assert_allclose(H, H.T, rtol=1e-10)
+    assert np.all(np.linalg.eigvalsh(H) > 0)
+    assert ours["entropy"] == pytest.approx(1 + np.log(2 * np.pi) - 0.5 * np.log(np.linalg.det(H)), rel=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# The Jacobian of a symplectic integrator step (Stormer-Verlet) by torch.func: J^T Omega J = Omega
+# ----------------------------------------------------------------------------------------------
+
+
+def make_potential(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(2, 12), nn.Softplus(), nn.Linear(12, 1)).double()
+
+
+def symplectic(m, weights):
+    torch = m.torch
+    from_func = torch.func
+    V = load(m, make_potential(m), weights)
+
+    def force(q):
+        return -torch.autograd.grad(V(q).sum(), q, create_graph=True)[0]
+
+    def verlet(z, dt=0.1):
+        q, p = z[:2], z[2:]
+        q = q if q.requires_grad else q.requires_grad_(True)
+        p = p + 0.5 * dt * force(q)
+        q = q + dt * p
+        p = p + 0.5 * dt * force(q)
+        return torch.cat([q, p])
+
+    def verlet_func(z, dt=0.1):
+        grad_V = from_func.grad(lambda q: V(q).sum())
+        q, p = z[:2], z[2:]
+        p = p - 0.5 * dt * grad_V(q)
+        q = q + dt * p
+        p = p - 0.5 * dt * grad_V(q)
+        return torch.cat([q, p])
+
+    z0 = torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)
+    J_func = from_func.jacrev(verlet_func)(z0)
+    J_fwd = from_func.jacfwd(verlet_func)(z0)
+    J_auto = torch.autograd.functional.jacobian(verlet, z0.clone().requires_grad_(True))
+    Omega = torch.zeros(4, 4, dtype=torch.float64)
+    Omega[:2, 2:] = torch.eye(2, dtype=torch.float64)
+    Omega[2:, :2] = -torch.eye(2, dtype=torch.float64)
+    sign, logdet = torch.linalg.slogdet(J_func)
+    # many steps: a trajectory, and the gradient of its end point's energy with respect to the weights
+    z = z0.clone().requires_grad_(True)
+    zs = [z]
+    for _ in range(10):
+        z = verlet(z)
+        zs.append(z)
+    traj = torch.stack(zs)
+    energy = V(z[:2]).sum() + 0.5 * (z[2:] ** 2).sum()
+    grads = torch.autograd.grad(energy, list(V.parameters()) + [zs[0]])
+    return {"J": J_func, "J_fwd": J_fwd, "J_auto": J_auto, "symplectic": J_func.T @ Omega @ J_func,
+            "Omega": Omega, "logdet": logdet, "sign": sign, "traj": traj.detach(), "grads": grads}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # (PyTorch's torch.func, inside)
+def test_symplectic_integrator_jacobian():
+    weights = weights_of(make_potential)
+    ours, _ = run_both(symplectic, weights, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(ours["symplectic"], ours["Omega"], atol=1e-12)
+    np.testing.assert_allclose(ours["J_fwd"], ours["J"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ours["J_auto"], ours["J"], rtol=1e-12, atol=1e-14)
+    assert ours["sign"] == 1.0 and abs(ours["logdet"]) < 1e-12  # volume preserving
