@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Physics programs for scientific machine learning (see tests/pytorch_programs.py), each run on chainrule and
 on PyTorch from the same weights, in float64, comparing values, gradients and training trajectories.
 
@@ -931,3 +931,88 @@ def test_symplectic_integrator_jacobian():
     np.testing.assert_allclose(ours["J_fwd"], ours["J"], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ours["J_auto"], ours["J"], rtol=1e-12, atol=1e-14)
     assert ours["sign"] == 1.0 and abs(ours["logdet"]) < 1e-12  # volume preserving
+
+
+# ----------------------------------------------------------------------------------------------
+# Heat capacities from a partition function: the second derivative of ln Z(beta) by autograd, with the
+# truncation of the sum over levels followed by logcumsumexp
+# ----------------------------------------------------------------------------------------------
+
+
+def heat_capacity(m, n_levels=40, steps=5, anharmonicity=0.1, third_derivatives=True):
+    torch, optim = m.torch, m.optim
+    beta = torch.linspace(0.5, 3.0, 6, dtype=torch.float64).requires_grad_(True)
+    n = torch.arange(n_levels, dtype=torch.float64)
+
+    def thermodynamics(log_omega, anharmonicity):
+        omega = log_omega.exp()
+        levels = omega * (n + 0.5) - anharmonicity * (n + 0.5) ** 2 / n_levels
+        log_Z = torch.logcumsumexp(-beta[:, None] * levels, dim=1)  # ln Z with the first 1, 2, ... levels
+        (dlogZ,) = torch.autograd.grad(log_Z[:, -1].sum(), beta, create_graph=True)
+        U_all = []
+        for k in (4, 12, n_levels - 1):
+            (U_k,) = torch.autograd.grad(-log_Z[:, k].sum(), beta, create_graph=True)
+            U_all.append(U_k)
+        (d2logZ,) = torch.autograd.grad(dlogZ.sum(), beta, create_graph=True)
+        return log_Z, -dlogZ, beta ** 2 * d2logZ, torch.stack(U_all)
+
+    log_omega = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    anharmonicity = torch.tensor(anharmonicity, dtype=torch.float64, requires_grad=True)
+    log_Z, U, C, U_trunc = thermodynamics(log_omega, anharmonicity)
+    # learn the level spacing from a measured heat capacity curve (that of omega = 1.5)
+    b = beta.detach()
+    target = (1.5 * b / 2) ** 2 / torch.sinh(1.5 * b / 2) ** 2
+    optimizer = optim.Adam([log_omega], lr=0.1)
+    history = []
+    for step in range(steps):
+        _, _, C_fit, _ = thermodynamics(log_omega, torch.zeros((), dtype=torch.float64))
+        loss = ((C_fit - target) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        history.append((loss.item(), log_omega.item(), log_omega.grad.item()))
+        optimizer.step()
+    out = {"log_Z": log_Z, "U": U, "C": C, "U_trunc": U_trunc, "history": history, "beta_grad": beta.grad}
+    if third_derivatives:
+        out["anharmonicity_grad"] = torch.autograd.grad(C.sum(), anharmonicity, retain_graph=True)[0]
+    return out
+
+
+def harmonic_heat_capacity_loss(log_omega):
+    b = np.linspace(0.5, 3.0, 6)
+    levels = np.exp(log_omega) * (np.arange(40) + 0.5)
+    p = np.exp(-b[:, None] * levels)
+    p /= p.sum(1, keepdims=True)
+    C = b ** 2 * ((p * levels ** 2).sum(1) - (p * levels).sum(1) ** 2)
+    return ((C - (1.5 * b / 2) ** 2 / np.sinh(1.5 * b / 2) ** 2) ** 2).mean()
+
+
+def test_heat_capacity_from_the_partition_function():
+    ours, _ = run_both(heat_capacity, steps=0, third_derivatives=False, rtol=1e-9, atol=1e-11)
+    assert ours["beta_grad"] is None  # beta was differentiated with autograd.grad only
+    # training the level spacing through C differentiates logcumsumexp three times, where PyTorch's third
+    # derivative is NaN (its double backward divides by the exp of the running sum): checked by hand instead
+    trained = heat_capacity(OURS)
+    history = trained["history"]
+    losses = [loss for loss, _, _ in history]
+    assert losses[-1] < losses[0]
+    h = 1e-5
+    for loss, log_omega, grad in history[:3]:
+        assert loss == pytest.approx(harmonic_heat_capacity_loss(log_omega), rel=1e-10)
+        fd = (harmonic_heat_capacity_loss(log_omega + h) - harmonic_heat_capacity_loss(log_omega - h)) / (2 * h)
+        assert grad == pytest.approx(fd, rel=1e-6)
+    # ln Z, U = <E> and C = beta^2 Var(E) over the levels, by NumPy
+    b = np.linspace(0.5, 3.0, 6)[:, None]
+    n = np.arange(40) + 0.5
+    levels = n - 0.1 * n ** 2 / 40
+    p = np.exp(-b * levels)
+    np.testing.assert_allclose(ours["log_Z"], np.log(np.cumsum(p, 1)), rtol=1e-12)
+    p /= p.sum(1, keepdims=True)
+    mean = (p * levels).sum(1)
+    np.testing.assert_allclose(ours["U"], mean, rtol=1e-10)
+    np.testing.assert_allclose(ours["C"], b[:, 0] ** 2 * ((p * levels ** 2).sum(1) - mean ** 2), rtol=1e-9)
+    a, h = 0.1, 1e-5
+    C_of = lambda a: (b[:, 0] ** 2 * (lambda l, w: (w * l ** 2).sum(1) / w.sum(1) - ((w * l).sum(1) / w.sum(1)) ** 2)(
+        n - a * n ** 2 / 40, np.exp(-b * (n - a * n ** 2 / 40)))).sum()
+    assert trained["anharmonicity_grad"] == pytest.approx((C_of(a + h) - C_of(a - h)) / (2 * h), rel=1e-6)
+    q = np.exp(-b * levels[:5])
+    np.testing.assert_allclose(ours["U_trunc"][0], (q * levels[:5]).sum(1) / q.sum(1), rtol=1e-10)

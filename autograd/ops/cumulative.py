@@ -11,6 +11,7 @@ zeros the division is replaced by the exact product over the other elements.
 
 
 from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
+from ..graph import is_grad_enabled
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
 from ..tensor import Tensor, tensor_from
@@ -240,9 +241,10 @@ class LogCumSumExp(Primitive):
     def backward(self, grad, y, x):
         if x.ndim == 0:
             return (grad,)
-        if grad.requires_grad:  # recorded for higher derivatives, where ln dL/dy would have an infinite
-            # derivative at 0: e^(x_k - c) Σ_{i≥k} dL/dy_i e^(c - y_i), shifted by c = max y (exact unless
-            # y spans more than the exponent range)
+        if is_grad_enabled():  # recorded for higher derivatives (create_graph, even where dL/dy is a constant:
+            # x and y are then what a second derivative reaches), where ln dL/dy would have an infinite
+            # derivative at 0 and ln 0 = -inf gives NaN through e^(-inf - -inf): e^(x_k - c) Σ_{i≥k} dL/dy_i
+            # e^(c - y_i), shifted by c = max y (exact unless y spans more than the exponent range)
             c = Tensor._make(xp.max(y._data, axis=self.dim, keepdims=True))
             return ((x - c).exp() * CumSum.apply(grad * (c - y).exp(), dim=self.dim, reverse=not self.reverse),)
         parts = []
