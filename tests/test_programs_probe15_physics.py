@@ -1016,3 +1016,178 @@ def test_heat_capacity_from_the_partition_function():
     assert trained["anharmonicity_grad"] == pytest.approx((C_of(a + h) - C_of(a - h)) / (2 * h), rel=1e-6)
     q = np.exp(-b * levels[:5])
     np.testing.assert_allclose(ours["U_trunc"][0], (q * levels[:5]).sum(1) / q.sum(1), rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# A deep equilibrium layer (implicit-layers tutorial, ch. 4): the fixed point found without a graph,
+# its backward by a hook that solves the adjoint fixed point with autograd.grad
+# ----------------------------------------------------------------------------------------------
+
+
+def make_deq(m):
+    torch, nn = m.torch, m.nn
+
+    class TanhFixedPointLayer(nn.Module):
+        def __init__(self, out_features, tol=1e-10, max_iter=200):
+            super().__init__()
+            self.linear = nn.Linear(out_features, out_features, bias=False)
+            self.tol = tol
+            self.max_iter = max_iter
+
+        def forward(self, x):
+            return torch.tanh(self.linear(x) + x)
+
+    class DEQFixedPoint(nn.Module):
+        def __init__(self, f, solver, **kwargs):
+            super().__init__()
+            self.f = f
+            self.solver = solver
+            self.kwargs = kwargs
+
+        def forward(self, x):
+            # compute forward pass and re-engage autograd tape
+            with torch.no_grad():
+                z, self.forward_res = self.solver(lambda z: self.f(z, x), torch.zeros_like(x), **self.kwargs)
+            z = self.f(z, x)
+
+            # set up Jacobian vector product (without additional forward calls)
+            z0 = z.clone().detach().requires_grad_()
+            f0 = self.f(z0, x)
+
+            def backward_hook(grad):
+                g, self.backward_res = self.solver(
+                    lambda y: torch.autograd.grad(f0, z0, y, retain_graph=True)[0] + grad, grad, **self.kwargs)
+                return g
+
+            self.hook = z.register_hook(backward_hook)
+            return z
+
+    class Layer(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.lin = nn.Linear(n, n)
+            self.inj = nn.Linear(n, n)
+            with torch.no_grad():
+                self.lin.weight.mul_(0.3)
+
+        def forward(self, z, x):
+            return torch.tanh(self.lin(z) + self.inj(x))
+
+    def forward_iteration(f, x0, max_iter=200, tol=1e-11):
+        f0 = f(x0)
+        res = []
+        for k in range(max_iter):
+            x = f0
+            f0 = f(x)
+            res.append((f0 - x).norm().item() / (1e-5 + f0.norm().item()))
+            if res[-1] < tol:
+                break
+        return f0, res
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.deq = DEQFixedPoint(Layer(6), forward_iteration, tol=1e-11, max_iter=200)
+            self.head = nn.Linear(6, 1)
+
+        def forward(self, x):
+            return self.head(self.deq(x))
+
+    return Model().double()
+
+
+def deq(m, weights, steps=3):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_deq(m), weights)
+    rng = np.random.default_rng(19)
+    x = torch.tensor(rng.standard_normal((8, 6)))
+    y = torch.tensor(rng.standard_normal((8, 1)))
+    optimizer = optim.Adam(model.parameters(), lr=1e-2)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        history.append((loss.item(), len(model.deq.forward_res), len(model.deq.backward_res)))
+    grads = [p.grad.clone() for p in model.parameters()]
+    # the implicit gradient against unrolling the fixed-point iteration with a graph
+    z = torch.zeros_like(x)
+    for k in range(200):
+        z = model.deq.f(z, x)
+    unrolled = ((model.head(z) - y) ** 2).mean()
+    optimizer.zero_grad()
+    unrolled_grads = torch.autograd.grad(unrolled, list(model.parameters()))
+    implicit = ((model(x) - y) ** 2).mean()
+    implicit.backward()
+    return {"history": history, "grads": grads, "unrolled": unrolled_grads,
+            "implicit": [p.grad for p in model.parameters()]}
+
+
+def test_deep_equilibrium_layer():
+    weights = weights_of(make_deq)
+    ours, _ = run_both(deq, weights, rtol=1e-8, atol=1e-10)
+    for a, b in zip(ours["implicit"], ours["unrolled"]):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1][0] < ours["history"][0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# A physics-informed DeepONet for the antiderivative operator (Wang, Wang & Perdikaris 2021)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_deeponet(m, n_sensors=10, p=8):
+    torch, nn = m.torch, m.nn
+
+    class DeepONet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.branch = nn.Sequential(nn.Linear(n_sensors, 16), nn.Tanh(), nn.Linear(16, p))
+            self.trunk = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, p), nn.Tanh())
+            self.b0 = nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+        def forward(self, u, y):
+            B = self.branch(u)  # (batch, p)
+            T = self.trunk(y)  # (batch, n_points, p)
+            return torch.einsum("bp,bnp->bn", B, T) + self.b0
+
+    return DeepONet().double()
+
+
+def deeponet(m, weights, steps=4):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_deeponet(m), weights)
+    rng = np.random.default_rng(20)
+    sensors = np.linspace(0, 1, 10)
+    coeffs = rng.standard_normal((6, 3))
+    u_of = lambda y: sum(coeffs[:, k:k + 1] * np.sin((k + 1) * np.pi * y) for k in range(3))
+    u = torch.tensor(u_of(sensors[None, :]))
+    y_np = rng.uniform(0, 1, (6, 12))
+    y = torch.tensor(y_np[..., None], requires_grad=True)
+    u_at_y = torch.tensor(u_of(y_np))
+    zero = torch.zeros(6, 1, 1, dtype=torch.float64)
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
+    history = []
+    for step in range(steps):
+        s = model(u, y)
+        (ds_dy,) = torch.autograd.grad(s, y, torch.ones_like(s), create_graph=True)
+        loss_ics = (model(u, zero) ** 2).mean()
+        loss_res = ((ds_dy.squeeze(-1) - u_at_y) ** 2).mean()
+        loss = loss_ics + loss_res
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append((loss.item(), loss_ics.item(), loss_res.item()))
+    return {"history": history, "grads": [p.grad for p in model.parameters()], "y_grad": y.grad,
+            "lr": scheduler.get_last_lr()}
+
+
+def test_physics_informed_deeponet():
+    weights = weights_of(make_deeponet)
+    ours, _ = run_both(deeponet, weights, rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1][0] < ours["history"][0][0]
+    assert ours["y_grad"].shape == (6, 12, 1)
+    assert ours["lr"][0] == pytest.approx(1e-3 * 0.9 ** 4)
