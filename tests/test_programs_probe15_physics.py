@@ -1191,3 +1191,66 @@ def test_physics_informed_deeponet():
     assert ours["history"][-1][0] < ours["history"][0][0]
     assert ours["y_grad"].shape == (6, 12, 1)
     assert ours["lr"][0] == pytest.approx(1e-3 * 0.9 ** 4)
+
+
+# ----------------------------------------------------------------------------------------------
+# PINN training tricks: learning-rate annealing of the loss weights by gradient statistics (Wang, Teng &
+# Perdikaris 2021), self-adaptive point weights by gradient ascent (McClenny & Braga-Neto: maximize=True),
+# and causal weights over time slabs (Wang, Sankaran & Perdikaris 2022: exp(-eps * cumsum of losses))
+# ----------------------------------------------------------------------------------------------
+
+
+def pinn_tricks(m, weights, steps=5):
+    torch, optim = m.torch, m.optim
+    model = load(m, make_pinn(m, "tanh"), weights)
+    rng = np.random.default_rng(22)
+    n_slabs, per_slab = 4, 8
+    t = torch.tensor(np.repeat(np.linspace(0.05, 0.95, n_slabs), per_slab)[:, None], requires_grad=True)
+    x = torch.tensor(rng.uniform(-1, 1, (n_slabs * per_slab, 1)), requires_grad=True)
+    x0 = torch.tensor(np.linspace(-1, 1, 12)[:, None])
+    u0 = -torch.sin(math.pi * x0)
+    self_adaptive = m.nn.Parameter(torch.tensor(rng.uniform(0, 1, (12, 1))))
+    params = list(model.parameters())
+    optimizer = optim.Adam(params, lr=5e-3)
+    optimizer_sa = optim.Adam([self_adaptive], lr=5e-3, maximize=True)
+    lam, alpha, eps = 1.0, 0.9, 1.0
+    history = []
+    for step in range(steps):
+        u = model(t, x)
+        u_t = torch.autograd.grad(u, t, torch.ones_like(u), create_graph=True)[0]
+        u_x = torch.autograd.grad(u, x, torch.ones_like(u), create_graph=True)[0]
+        u_xx = torch.autograd.grad(u_x, x, torch.ones_like(u_x), create_graph=True)[0]
+        r = (u_t + u * u_x - 0.01 / math.pi * u_xx) ** 2
+        slab_losses = r.view(n_slabs, per_slab).mean(1)
+        with torch.no_grad():
+            causal = torch.exp(-eps * torch.cumsum(torch.cat([slab_losses.new_zeros(1), slab_losses[:-1]]), 0))
+        loss_r = (causal * slab_losses).mean()
+        loss_ic = (torch.sigmoid(self_adaptive) * (model(torch.zeros_like(x0), x0) - u0) ** 2).mean()
+        # learning-rate annealing: max |grad loss_r| / mean |grad loss_ic|, a moving average
+        grad_r = torch.autograd.grad(loss_r, params, retain_graph=True, allow_unused=True)
+        grad_ic = torch.autograd.grad(loss_ic, params, retain_graph=True, allow_unused=True)
+        max_r = torch.max(torch.stack([g.abs().max() for g in grad_r if g is not None]))
+        mean_ic = torch.mean(torch.cat([g.abs().flatten() for g in grad_ic if g is not None]))
+        lam = alpha * lam + (1 - alpha) * (max_r / mean_ic).item()
+        loss = loss_r + lam * loss_ic
+        optimizer.zero_grad()
+        optimizer_sa.zero_grad()
+        loss.backward()
+        optimizer.step()
+        optimizer_sa.step()
+        history.append((loss.item(), lam, causal.detach().clone()))
+    return {"history": history, "self_adaptive": self_adaptive.detach(), "sa_grad": self_adaptive.grad,
+            "grads": [p.grad for p in params]}
+
+
+@pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout contract")  # (PyTorch's)
+def test_pinn_training_tricks():
+    weights = weights_of(lambda m: make_pinn(m, "tanh"))
+    ours, _ = run_both(pinn_tricks, weights, rtol=1e-8, atol=1e-10)
+    # gradient ascent: each self-adaptive weight moved up its (positive) gradient
+    assert np.all(ours["sa_grad"] > 0)
+    start = np.random.default_rng(22)
+    start.uniform(-1, 1, (32, 1))
+    assert np.all(ours["self_adaptive"] > start.uniform(0, 1, (12, 1)))
+    causal = ours["history"][0][2]
+    assert causal[0] == 1.0 and np.all(np.diff(causal) <= 0)
