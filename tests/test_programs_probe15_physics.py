@@ -1388,3 +1388,135 @@ def test_phi4_lattice_normalizing_flow():
     lap = sum(np.roll(phi, 1, a) + np.roll(phi, -1, a) - 2 * phi for a in (1, 2))
     np.testing.assert_allclose(ours["force"], -(2 * -4.0 * phi + 4 * 8.0 * phi ** 3 - 2 * lap), rtol=1e-4, atol=1e-4)
     assert all(0 < ess <= 1 for _, ess in ours["history"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Implicit (backward Euler) diffusion with a learnt conductivity field: the system matrix factorised once
+# per solve by lu_factor and reused by lu_solve, fitted by L-BFGS
+# ----------------------------------------------------------------------------------------------
+
+
+def implicit_diffusion(m, steps=8):
+    torch, optim = m.torch, m.optim
+    n, dt = 12, 0.01
+    dx = 1.0 / (n + 1)
+    xs = torch.linspace(dx, 1 - dx, n, dtype=torch.float64)
+    u0 = torch.sin(math.pi * xs) + 0.5 * torch.sin(3 * math.pi * xs)
+
+    def system(log_k):
+        k = log_k.exp()  # conductivity at the n + 1 cell faces
+        main = (k[:-1] + k[1:]) / dx ** 2
+        off = -k[1:-1] / dx ** 2
+        K = torch.diag(main) + torch.diag(off, 1) + torch.diag(off, -1)
+        return torch.eye(n, dtype=torch.float64) + dt * K
+
+    def solve(log_k):
+        LU, pivots = torch.linalg.lu_factor(system(log_k))
+        u, out = u0[:, None], []
+        for _ in range(steps):
+            u = torch.linalg.lu_solve(LU, pivots, u)
+            out.append(u[:, 0])
+        return torch.stack(out)
+
+    true_log_k = torch.log(1.0 + 0.5 * torch.linspace(0, 1, n + 1, dtype=torch.float64))
+    with torch.no_grad():
+        observed = solve(true_log_k)
+    log_k = torch.zeros(n + 1, dtype=torch.float64, requires_grad=True)
+    optimizer = optim.LBFGS([log_k], lr=1, max_iter=15, line_search_fn="strong_wolfe")
+    history = []
+
+    def closure():
+        optimizer.zero_grad()
+        loss = ((solve(log_k) - observed) ** 2).sum() * 1e3 + 1e-4 * (log_k.diff() ** 2).sum()
+        loss.backward()
+        history.append(loss.item())
+        return loss
+
+    optimizer.step(closure)
+    # the same trajectory by torch.linalg.solve, and its gradient
+    k_probe = true_log_k.clone().requires_grad_(True)
+    by_lu = solve(k_probe)
+    u, by_solve = u0, []
+    A = system(k_probe)
+    for _ in range(steps):
+        u = torch.linalg.solve(A, u)
+        by_solve.append(u)
+    by_solve = torch.stack(by_solve)
+    g_lu = torch.autograd.grad(by_lu.pow(2).sum(), k_probe)[0]
+    g_solve = torch.autograd.grad(by_solve.pow(2).sum(), k_probe)[0]
+    return {"history": history, "log_k": log_k.detach(), "observed": observed, "by_lu": by_lu.detach(),
+            "by_solve": by_solve.detach(), "g_lu": g_lu, "g_solve": g_solve}
+
+
+def test_implicit_diffusion_with_lu_factor():
+    ours, _ = run_both(implicit_diffusion, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ours["by_lu"], ours["by_solve"], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ours["g_lu"], ours["g_solve"], rtol=1e-10, atol=1e-12)
+    assert ours["history"][-1] < 1e-2 * ours["history"][0]
+    # backward Euler by NumPy
+    n, dt = 12, 0.01
+    dx = 1 / 13
+    x = np.linspace(dx, 1 - dx, n)
+    k = 1 + 0.5 * np.linspace(0, 1, n + 1)
+    A = np.eye(n) + dt * (np.diag((k[:-1] + k[1:]) / dx ** 2) - np.diag(k[1:-1] / dx ** 2, 1)
+                          - np.diag(k[1:-1] / dx ** 2, -1))
+    u = np.sin(np.pi * x) + 0.5 * np.sin(3 * np.pi * x)
+    for _ in range(8):
+        u = np.linalg.solve(A, u)
+    np.testing.assert_allclose(ours["observed"][-1], u, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Deep Koopman with dynamic mode decomposition in the loss: truncated SVD, the reduced operator's
+# complex eigenvalues by torch.linalg.eig, differentiated back to the encoder
+# ----------------------------------------------------------------------------------------------
+
+
+def make_koopman(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(2, 12), nn.Tanh(), nn.Linear(12, 4)).double()
+
+
+def koopman(m, weights, steps=4, rank=3):
+    torch, optim = m.torch, m.optim
+    encoder = load(m, make_koopman(m), weights)
+    # a Duffing oscillator's trajectory by RK4
+    def f(z):
+        return np.array([z[1], -0.1 * z[1] - z[0] - 0.5 * z[0] ** 3])
+
+    z, traj = np.array([1.0, 0.0]), []
+    for i in range(30):
+        traj.append(z)
+        k1 = f(z)
+        k2 = f(z + 0.05 * k1)
+        k3 = f(z + 0.05 * k2)
+        k4 = f(z + 0.1 * k3)
+        z = z + 0.1 / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    data = torch.tensor(np.array(traj))
+    optimizer = optim.Adam(encoder.parameters(), lr=1e-2)
+    history = []
+    for step in range(steps):
+        g = encoder(data).T  # observables x time
+        X, Y = g[:, :-1], g[:, 1:]
+        U, S, Vh = torch.linalg.svd(X, full_matrices=False)
+        U_r, S_r, V_r = U[:, :rank], S[:rank], Vh[:rank].T
+        A_tilde = U_r.T @ Y @ V_r @ torch.diag(1 / S_r)
+        eigvals, W = torch.linalg.eig(A_tilde)
+        # DMD modes and the one-step prediction by the rank-r Koopman operator
+        Phi = Y.to(torch.complex128) @ (V_r @ torch.diag(1 / S_r)).to(torch.complex128) @ W
+        pred = U_r @ A_tilde @ U_r.T @ X
+        loss = ((pred - Y) ** 2).mean() + 0.1 * (eigvals.abs() - 1).clamp(min=0).pow(2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append((loss.item(), eigvals.abs().max().item()))
+    spectrum = torch.sort(eigvals.detach().abs()).values
+    return {"history": history, "spectrum": spectrum, "mode_norms": torch.sort(Phi.detach().abs().sum(0)).values,
+            "grads": [p.grad for p in encoder.parameters()]}
+
+
+def test_deep_koopman_dmd():
+    weights = weights_of(make_koopman)
+    ours, _ = run_both(koopman, weights, rtol=1e-7, atol=1e-9)
+    assert ours["history"][-1][0] < ours["history"][0][0]
+    assert ours["spectrum"].shape == (3,)
