@@ -1520,3 +1520,118 @@ def test_deep_koopman_dmd():
     ours, _ = run_both(koopman, weights, rtol=1e-7, atol=1e-9)
     assert ours["history"][-1][0] < ours["history"][0][0]
     assert ours["spectrum"].shape == (3,)
+
+
+# ----------------------------------------------------------------------------------------------
+# A differentiable mass-spring system with ground contact (DiffTaichi-style): the initial velocity
+# optimised by backpropagation through 60 semi-implicit Euler steps with a penalty contact force
+# ----------------------------------------------------------------------------------------------
+
+
+def mass_spring(m, iters=5, n_steps=60, v_start=(1.0, 1.0)):
+    torch, optim = m.torch, m.optim
+    dt, k_spring, k_ground, damping, gravity = 0.01, 200.0, 1e4, 0.5, torch.tensor([0.0, -9.8], dtype=torch.float64)
+    x0 = torch.tensor([[0.0, 0.3], [0.1, 0.3], [0.0, 0.4], [0.1, 0.4]], dtype=torch.float64)
+    springs = torch.tensor([[0, 1], [0, 2], [1, 3], [2, 3], [0, 3], [1, 2]])
+    rest = (x0[springs[:, 0]] - x0[springs[:, 1]]).norm(dim=1)
+    target = torch.tensor([0.6, 0.2], dtype=torch.float64)
+
+    def simulate(v_init):
+        x, v = x0.clone(), v_init.expand(4, 2)
+        heights = []
+        for step in range(n_steps):
+            d = x[springs[:, 0]] - x[springs[:, 1]]
+            length = d.norm(dim=1, keepdim=True)
+            f_spring = -k_spring * (length - rest[:, None]) * d / length
+            force = torch.zeros_like(x).index_add(0, springs[:, 0], f_spring).index_add(0, springs[:, 1], -f_spring)
+            penetration = torch.relu(-x[:, 1:2])
+            contact = torch.cat([-50.0 * v[:, :1] * (penetration > 0), k_ground * penetration], dim=1)
+            v = v + dt * (force + contact + gravity - damping * v)
+            x = x + dt * v
+            heights.append(x[:, 1].min())
+        return x, torch.stack(heights)
+
+    v_init = torch.tensor([v_start], dtype=torch.float64, requires_grad=True)
+    optimizer = optim.SGD([v_init], lr=2.0, momentum=0.5, nesterov=True)
+    history = []
+    for it in range(iters):
+        x, heights = simulate(v_init)
+        loss = ((x.mean(0) - target) ** 2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        history.append((loss.item(), v_init.detach().clone(), v_init.grad.clone(), heights.min().item()))
+        optimizer.step()
+    return {"history": history}
+
+
+def test_differentiable_mass_spring_with_contact():
+    ours, _ = run_both(mass_spring, rtol=1e-7, atol=1e-9)
+    losses = [h[0] for h in ours["history"]]
+    assert losses[-1] < losses[0]
+    assert min(h[3] for h in ours["history"]) < 0  # the body did touch the ground
+    # the gradient at the first iterate by central differences through the same simulator
+    loss_at = lambda v: mass_spring(OURS, iters=1, v_start=v)["history"][0][0]
+    grad = ours["history"][0][2][0]
+    h = 1e-6
+    for c in range(2):
+        plus, minus = [1.0, 1.0], [1.0, 1.0]
+        plus[c] += h
+        minus[c] -= h
+        assert grad[c] == pytest.approx((loss_at(plus) - loss_at(minus)) / (2 * h), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# A 1-D Kohn-Sham self-consistent field (soft-Coulomb nuclei, Hartree, LDA exchange) unrolled through
+# torch.linalg.eigh: the forces on the nuclei by autograd through every SCF iteration
+# ----------------------------------------------------------------------------------------------
+
+
+def kohn_sham(m, n_scf=12, R0=(-0.7, 0.8)):
+    torch = m.torch
+    n, L = 32, 8.0
+    x = torch.linspace(-L / 2, L / 2, n, dtype=torch.float64)
+    h = (x[1] - x[0]).item()
+    ones = torch.ones(n - 1, dtype=torch.float64)
+    lap = (torch.diag(-2.0 * torch.ones(n, dtype=torch.float64)) + torch.diag(ones, 1) + torch.diag(ones, -1)) / h ** 2
+    T = -0.5 * lap
+    interaction = 1.0 / torch.sqrt((x[:, None] - x[None, :]) ** 2 + 1.0)
+
+    def energy(R, Z=(1.0, 1.0), n_occ=1):
+        v_ext = -sum(z / torch.sqrt((x - r) ** 2 + 1.0) for z, r in zip(Z, R))
+        density = torch.full((n,), 2.0 * n_occ / (n * h), dtype=torch.float64)
+        for it in range(n_scf):
+            v_h = interaction @ density * h
+            v_x = -(3.0 / math.pi * density) ** (1.0 / 3.0)
+            H = T + torch.diag(v_ext + v_h + v_x)
+            eps, psi = torch.linalg.eigh(H)
+            psi = psi[:, :n_occ] / math.sqrt(h)
+            new_density = 2.0 * (psi ** 2).sum(1)
+            density = 0.5 * density + 0.5 * new_density
+        e_band = 2.0 * eps[:n_occ].sum()
+        e_h = 0.5 * density @ interaction @ density * h * h
+        e_x = -0.75 * (3.0 / math.pi) ** (1.0 / 3.0) * (density ** (4.0 / 3.0)).sum() * h
+        e_nn = Z[0] * Z[1] / torch.sqrt((R[0] - R[1]) ** 2 + 1.0)
+        # (the band energy double counts the Hartree and exchange potentials' energies)
+        e_dc = -(v_h * density).sum() * h - (v_x * density).sum() * h
+        return e_band + e_h + e_x + e_dc + e_nn, density, eps
+
+    R = torch.tensor(R0, dtype=torch.float64, requires_grad=True)
+    E, density, eps = energy(R)
+    (dE_dR,) = torch.autograd.grad(E, R, create_graph=True)
+    (curvature,) = torch.autograd.grad(dE_dR[0] - dE_dR[1], R)
+    return {"E": E, "forces": -dE_dR, "density": density, "eps": eps, "electrons": density.sum() * h,
+            "curvature": curvature}
+
+
+def test_kohn_sham_scf_forces():
+    ours, _ = run_both(kohn_sham, rtol=1e-8, atol=1e-10)
+    assert ours["electrons"] == pytest.approx(2.0, rel=1e-12)
+    assert np.all(np.diff(ours["eps"]) > 0)
+    # the forces are the derivative of the unrolled SCF energy: checked by central differences
+    h = 1e-5
+    for i in range(2):
+        plus, minus = [-0.7, 0.8], [-0.7, 0.8]
+        plus[i] += h
+        minus[i] -= h
+        fd = (kohn_sham(OURS, R0=plus)["E"] - kohn_sham(OURS, R0=minus)["E"]).item() / (2 * h)
+        assert ours["forces"][i] == pytest.approx(-fd, rel=1e-6, abs=1e-9)
