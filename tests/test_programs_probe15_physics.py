@@ -1635,3 +1635,78 @@ def test_kohn_sham_scf_forces():
         minus[i] -= h
         fd = (kohn_sham(OURS, R0=plus)["E"] - kohn_sham(OURS, R0=minus)["E"]).item() / (2 * h)
         assert ours["forces"][i] == pytest.approx(-fd, rel=1e-6, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# A PINN trained by Levenberg-Marquardt: the Jacobian of the residual vector with respect to the flat
+# parameter vector (parameters_to_vector / vector_to_parameters, functional_call, jacrev, vmap of the
+# input Hessian), and the damped normal equations solved by torch.linalg.solve
+# ----------------------------------------------------------------------------------------------
+
+
+def make_lm_pinn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+
+
+def levenberg_marquardt(m, weights, iters=8):
+    torch, nn = m.torch, m.nn
+    from_func = torch.func
+    model = load(m, make_lm_pinn(m), weights)
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    xs = torch.linspace(0, 1, 12, dtype=torch.float64)
+
+    def unflatten(theta):
+        out, i = {}, 0
+        for name, shape in zip(names, shapes):
+            size = math.prod(shape)
+            out[name] = theta[i:i + size].view(shape)
+            i += size
+        return out
+
+    def u(params, x):
+        return from_func.functional_call(model, params, (x.reshape(1, 1),)).squeeze()
+
+    def residuals(theta):
+        params = unflatten(theta)
+        u_xx = from_func.vmap(from_func.hessian(u, argnums=1), in_dims=(None, 0))(params, xs)
+        interior = u_xx + math.pi ** 2 * torch.sin(math.pi * xs)
+        edges = torch.stack([u(params, xs[0]), u(params, xs[-1])])
+        return torch.cat([interior / 10, edges])
+
+    theta = nn.utils.parameters_to_vector(model.parameters()).detach()
+    mu = 1e-2
+    history = []
+    for it in range(iters):
+        r = residuals(theta)
+        J = from_func.jacrev(residuals)(theta)
+        g = J.T @ r
+        A = J.T @ J + mu * torch.eye(theta.numel(), dtype=torch.float64)
+        delta = torch.linalg.solve(A, -g)
+        new_loss = (residuals(theta + delta) ** 2).sum()
+        old_loss = (r ** 2).sum()
+        if new_loss < old_loss:
+            theta, mu = theta + delta, mu / 3
+        else:
+            mu = mu * 3
+        history.append((old_loss.item(), new_loss.item(), mu))
+    nn.utils.vector_to_parameters(theta, model.parameters())
+    # the Gauss-Newton gradient J^T r against autograd of the loss, at the final parameters
+    theta_req = theta.clone().requires_grad_(True)
+    loss = 0.5 * (residuals(theta_req) ** 2).sum()
+    (grad,) = torch.autograd.grad(loss, theta_req)
+    J = from_func.jacrev(residuals)(theta)
+    return {"history": history, "theta": theta, "grad": grad, "JTr": J.T @ residuals(theta),
+            "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # (PyTorch's torch.func, inside)
+def test_pinn_levenberg_marquardt():
+    weights = weights_of(make_lm_pinn)
+    ours, _ = run_both(levenberg_marquardt, weights, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(ours["grad"], ours["JTr"], rtol=1e-10, atol=1e-12)
+    # rejected steps raise the damping, accepted ones lower it, and the loss falls by an order of magnitude
+    assert ours["history"][-1][1] < 0.1 * ours["history"][0][0]
+    assert any(new > old for old, new, _ in ours["history"])
+    np.testing.assert_array_equal(ours["state"]["0.weight"].reshape(-1), ours["theta"][:8])
