@@ -1710,3 +1710,110 @@ def test_pinn_levenberg_marquardt():
     assert ours["history"][-1][1] < 0.1 * ours["history"][0][0]
     assert any(new > old for old, new, _ in ours["history"])
     np.testing.assert_array_equal(ours["state"]["0.weight"].reshape(-1), ours["theta"][:8])
+
+
+# ----------------------------------------------------------------------------------------------
+# A stiff ODE by backward Euler whose Newton solve is an autograd.Function differentiated by the implicit
+# function theorem (setup_context, generate_vmap_rule: vmapped over initial states, jacrev through it)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_stiff_rhs(m):
+    nn = m.nn
+    return nn.Sequential(nn.Linear(2, 10), nn.Tanh(), nn.Linear(10, 2)).double()
+
+
+def implicit_euler(m, weights, steps=3, h=0.2, n_steps=5):
+    torch, optim = m.torch, m.optim
+    from_func = torch.func
+    net = load(m, make_stiff_rhs(m), weights)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+    stiffness = torch.tensor([[-20.0, 1.0], [0.0, -0.5]], dtype=torch.float64)
+
+    def rhs(p, y):
+        return y @ stiffness.T + 0.3 * from_func.functional_call(net, p, (y,))
+
+    def residual(y_next, y_prev, p):
+        return y_next - y_prev - h * rhs(p, y_next)
+
+    class BackwardEulerStep(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(y_prev, flat):
+            p = unflatten(flat)
+            y = y_prev.clone()
+            for _ in range(6):  # Newton (quadratic: converged to rounding well before)
+                J = from_func.jacrev(residual, argnums=0)(y, y_prev, p)
+                y = y - torch.linalg.solve(J, residual(y, y_prev, p))
+            return y
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            y_prev, flat = inputs
+            ctx.save_for_backward(y_prev, flat, output)
+
+        @staticmethod
+        def backward(ctx, grad_y):
+            y_prev, flat, y = ctx.saved_tensors
+            with torch.enable_grad():
+                J = from_func.jacrev(residual, argnums=0)(y, y_prev, unflatten(flat))
+                lam = torch.linalg.solve(J.T, grad_y)  # dL/dy_prev, dL/dp by the adjoint of F(y, y_prev, p) = 0
+                _, vjp_fn = from_func.vjp(lambda yp, fl: residual(y, yp, unflatten(fl)), y_prev, flat)
+                g_prev, g_flat = vjp_fn(-lam)
+            return g_prev, g_flat
+
+    names = list(params)
+    shapes = [params[k].shape for k in names]
+
+    def unflatten(flat):
+        out, i = {}, 0
+        for name, shape in zip(names, shapes):
+            out[name] = flat[i:i + math.prod(shape)].view(shape)
+            i += math.prod(shape)
+        return out
+
+    def solve(y0, flat, step=BackwardEulerStep.apply):
+        ys, y = [], y0
+        for _ in range(n_steps):
+            y = step(y, flat)
+            ys.append(y)
+        return torch.stack(ys)
+
+    def unrolled_step(y_prev, flat):
+        p, y = unflatten(flat), y_prev.clone()
+        for _ in range(6):
+            J = torch.autograd.functional.jacobian(lambda z: residual(z, y_prev, p), y, create_graph=True)
+            y = y - torch.linalg.solve(J, residual(y, y_prev, p))
+        return y
+
+    y0 = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    target = torch.tensor([0.0, 0.3], dtype=torch.float64)
+    flat = torch.cat([params[k].flatten() for k in names]).detach().requires_grad_(True)
+    optimizer = optim.Adam([flat], lr=1e-2)
+    history = []
+    for it in range(steps):
+        path = solve(y0, flat)
+        loss = ((path[-1] - target) ** 2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        history.append((loss.item(), flat.grad.clone()))
+        optimizer.step()
+    y0_req = y0.clone().requires_grad_(True)
+    implicit = torch.autograd.grad(solve(y0_req, flat)[-1].sum(), (y0_req, flat))
+    unrolled = torch.autograd.grad(solve(y0_req, flat, unrolled_step)[-1].sum(), (y0_req, flat))
+    batch = torch.stack([y0, 2 * y0, -y0])
+    vmapped = from_func.vmap(lambda y: solve(y, flat.detach()))(batch)
+    J = from_func.jacrev(lambda y: solve(y, flat.detach())[-1])(y0)
+    return {"history": history, "implicit": implicit, "unrolled": unrolled, "vmapped": vmapped, "J": J,
+            "residual": residual(vmapped[0, 0], y0, unflatten(flat.detach()))}
+
+
+def test_backward_euler_with_an_implicit_function():
+    weights = weights_of(make_stiff_rhs)
+    ours, _ = run_both(implicit_euler, weights, rtol=1e-8, atol=1e-10)
+    for a, b in zip(ours["implicit"], ours["unrolled"]):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["residual"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(ours["J"].sum(0), ours["implicit"][0], rtol=1e-10)
+    assert ours["history"][-1][0] < ours["history"][0][0]
