@@ -1817,3 +1817,69 @@ def test_backward_euler_with_an_implicit_function():
     np.testing.assert_allclose(ours["residual"], 0.0, atol=1e-12)
     np.testing.assert_allclose(ours["J"].sum(0), ours["implicit"][0], rtol=1e-10)
     assert ours["history"][-1][0] < ours["history"][0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# A neural SDE (Euler-Maruyama, noise from the seeded global generator) fitted to the moments and the
+# likelihood of an Ornstein-Uhlenbeck process, gradients through the reparameterised paths
+# ----------------------------------------------------------------------------------------------
+
+
+def make_sde(m):
+    nn = m.nn
+
+    class SDE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drift = nn.Sequential(nn.Linear(2, 12), nn.SiLU(), nn.Linear(12, 1))
+            self.log_sigma = nn.Parameter(m.torch.tensor([-1.0]))
+
+        def f(self, t, x):
+            return self.drift(m.torch.cat([x, t.expand_as(x)], 1))
+
+        def g(self, t, x):
+            return self.log_sigma.exp().expand_as(x)
+
+    return SDE().double()
+
+
+def neural_sde(m, weights, epochs=4, n_paths=32, n_steps=20):
+    torch, optim = m.torch, m.optim
+    torch.manual_seed(1)
+    sde = load(m, make_sde(m), weights)
+    dt = 1.0 / n_steps
+    # observations of an OU process dx = -2 (x - 0.5) dt + 0.3 dW at t = 1, drawn with NumPy
+    rng = np.random.default_rng(23)
+    x_np = np.zeros(200)
+    for k in range(n_steps):
+        x_np = x_np - 2 * (x_np - 0.5) * dt + 0.3 * np.sqrt(dt) * rng.standard_normal(200)
+    observed = torch.tensor(x_np)
+
+    def sdeint(x0):
+        x, t = x0, torch.zeros(1, 1, dtype=torch.float64)
+        for k in range(n_steps):
+            dW = torch.randn_like(x) * math.sqrt(dt)
+            x = x + sde.f(t, x) * dt + sde.g(t, x) * dW
+            t = t + dt
+        return x
+
+    optimizer = optim.Adam(sde.parameters(), lr=2e-2)
+    history = []
+    for epoch in range(epochs):
+        x_T = sdeint(torch.zeros(n_paths, 1, dtype=torch.float64)).squeeze(1)
+        fitted = torch.distributions.Normal(x_T.mean(), x_T.std())
+        nll = -fitted.log_prob(observed).mean()
+        moments = (x_T.mean() - observed.mean()) ** 2 + (x_T.var() - observed.var()) ** 2
+        loss = nll + 10 * moments
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append((loss.item(), sde.log_sigma.exp().item(), x_T.mean().item()))
+    return {"history": history, "x_T": x_T.detach(), "grads": [p.grad for p in sde.parameters()]}
+
+
+def test_neural_sde_euler_maruyama():
+    weights = weights_of(make_sde)
+    ours, _ = run_both(neural_sde, weights, rtol=1e-8, atol=1e-10)
+    assert ours["history"][-1][0] < ours["history"][0][0]
+    assert ours["x_T"].shape == (32,)
