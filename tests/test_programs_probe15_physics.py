@@ -1883,3 +1883,52 @@ def test_neural_sde_euler_maruyama():
     ours, _ = run_both(neural_sde, weights, rtol=1e-8, atol=1e-10)
     assert ours["history"][-1][0] < ours["history"][0][0]
     assert ours["x_T"].shape == (32,)
+
+
+# ----------------------------------------------------------------------------------------------
+# Two-qubit state tomography: a complex amplitude vector (a complex leaf) fitted by L-BFGS to the
+# outcome frequencies of Pauli measurements (torch.kron of basis changes, |U psi|^2)
+# ----------------------------------------------------------------------------------------------
+
+
+def tomography(m, max_iter=25):
+    torch, optim = m.torch, m.optim
+    c = torch.complex128
+    I = torch.eye(2, dtype=c)
+    H = torch.tensor([[1, 1], [1, -1]], dtype=c) / math.sqrt(2)  # Z basis -> X basis
+    S_dag = torch.tensor([[1, 0], [0, -1j]], dtype=c)
+    bases = {"Z": I, "X": H, "Y": H @ S_dag}
+    settings = [(a, b) for a in "XYZ" for b in "XYZ"]
+    rotations = torch.stack([torch.kron(bases[a], bases[b]) for a, b in settings])
+    psi_true = torch.tensor([1.0, 0.3j, -0.2, 0.5 + 0.5j], dtype=c)
+    psi_true = psi_true / torch.linalg.vector_norm(psi_true)
+    with torch.no_grad():
+        frequencies = (rotations @ psi_true).abs() ** 2
+    psi = torch.tensor([1.0, 0.1, 0.1j, 0.1], dtype=c, requires_grad=True)
+    optimizer = optim.LBFGS([psi], lr=1, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    history = []
+
+    def closure():
+        optimizer.zero_grad()
+        amplitudes = rotations @ (psi / torch.linalg.vector_norm(psi))
+        probs = amplitudes.real ** 2 + amplitudes.imag ** 2
+        loss = ((probs - frequencies) ** 2).sum()
+        loss.backward()
+        history.append(loss.item())
+        return loss
+
+    optimizer.step(closure)
+    estimate = psi.detach() / torch.linalg.vector_norm(psi.detach())
+    fidelity = torch.abs(torch.vdot(psi_true, estimate)) ** 2
+    rho = torch.outer(estimate, estimate.conj())
+    return {"history": history, "fidelity": fidelity, "purity": torch.trace(rho @ rho).real,
+            "frequencies": frequencies, "grad": psi.grad}
+
+
+def test_two_qubit_state_tomography():
+    ours, _ = run_both(tomography, rtol=1e-7, atol=1e-9)
+    assert ours["history"][-1] < 1e-6 * ours["history"][0]
+    assert ours["fidelity"] == pytest.approx(1.0, abs=1e-6)
+    assert ours["purity"] == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(ours["frequencies"].reshape(9, 4).sum(1), 1.0, rtol=1e-12)
+    assert ours["grad"].dtype == np.complex128
