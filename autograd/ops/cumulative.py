@@ -11,7 +11,6 @@ zeros the division is replaced by the exact product over the other elements.
 
 
 from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
-from ..graph import is_grad_enabled
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
 from ..tensor import Tensor, tensor_from
@@ -222,11 +221,8 @@ def _running_logaddexp(x, axis):
 
 class LogCumSumExp(Primitive):
     """y_i = ln Σ_{j≤i} e^(x_j) along dim (Σ_{j≥i} when reverse);
-    dL/dx_k = Σ_{i≥k} dL/dy_i · e^(x_k - y_i)
-
-    The sum is split by the sign of dL/dy, so each half is itself a log-cumsum-exp taken the
-    other way: e^(x_k + ln Σ_{i≥k} e^(ln g⁺_i - y_i)) - (the same for g⁻). Nothing overflows.
-    """
+    dL/dx_k = Σ_{i≥k} dL/dy_i · e^(x_k - y_i), an ExpWeightedRunningSum of dL/dy (so differentiable again, to
+    any order)."""
 
     pytorch_name = "LogcumsumexpBackward0"
     saves_output = True
@@ -241,18 +237,35 @@ class LogCumSumExp(Primitive):
     def backward(self, grad, y, x):
         if x.ndim == 0:
             return (grad,)
-        if is_grad_enabled():  # recorded for higher derivatives (create_graph, even where dL/dy is a constant:
-            # x and y are then what a second derivative reaches), where ln dL/dy would have an infinite
-            # derivative at 0 and ln 0 = -inf gives NaN through e^(-inf - -inf): e^(x_k - c) Σ_{i≥k} dL/dy_i
-            # e^(c - y_i), shifted by c = max y (exact unless y spans more than the exponent range)
-            c = Tensor._make(xp.max(y._data, axis=self.dim, keepdims=True))
-            return ((x - c).exp() * CumSum.apply(grad * (c - y).exp(), dim=self.dim, reverse=not self.reverse),)
-        parts = []
-        with errstate(divide="ignore"):  # ln 0 = -inf is the empty sum, as intended
-            for g in (grad.clamp(min=0), -grad.clamp(max=0)):
-                tail = LogCumSumExp.apply(g.log() - y, dim=self.dim, reverse=not self.reverse)
-                parts.append((x + tail).exp())
-        return (parts[0] - parts[1],)
+        return (ExpWeightedRunningSum.apply(grad, x, y, dim=self.dim, reverse=not self.reverse),)
+
+
+class ExpWeightedRunningSum(Primitive):
+    """z_k = Σ_{i≥k} a_i e^(p_k - q_i) along dim (Σ_{i≤k} when not reverse): logcumsumexp's derivative, with a
+    its dL/dy, p its input and q its output (where each exponent is ≤ 0). Its own derivatives are sums of the
+    same kind, so logcumsumexp differentiates to any order:
+        dL/da_i = Σ_{k≤i} dL/dz_k e^(p_k - q_i)   (the sum the other way, of dL/dz, with -q and -p)
+        dL/dp_k = dL/dz_k z_k        dL/dq_i = -a_i dL/da_i
+    Computed in log space, split by the sign of a: e^(p_k + ln Σ_{i≥k} e^(ln a⁺_i - q_i)) - (the same for a⁻),
+    so nothing overflows however far apart p and q are (a factor e^(p - c) e^(c - q) would, for any one c);
+    the terms where a part is 0 are -inf, the empty sum."""
+
+    saves_output = True
+
+    def forward(self, a, p, q):
+        with errstate(divide="ignore", invalid="ignore"):
+            log_magnitude = xp.log(xp.abs(a))
+            z = xp.zeros(xp.broadcast_shapes(a.shape, p.shape, q.shape), dtype=a.dtype)
+            for sign, part in ((1, a > 0), (-1, a < 0)):
+                terms = xp.where(part, log_magnitude - q, -xp.inf).astype(a.dtype, copy=False)
+                tail = _reversed(_running_logaddexp, terms, self.dim) if self.reverse else _running_logaddexp(
+                    terms, axis=self.dim)
+                z += sign * xp.exp(p + tail)
+        return z
+
+    def backward(self, grad, z, a, p, q):
+        grad_a = ExpWeightedRunningSum.apply(grad, -q, -p, dim=self.dim, reverse=not self.reverse)
+        return grad_a, grad * z, -a * grad_a
 
 
 @names("logcumsumexp")
