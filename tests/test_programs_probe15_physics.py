@@ -990,7 +990,7 @@ def test_heat_capacity_from_the_partition_function():
     ours, _ = run_both(heat_capacity, steps=0, third_derivatives=False, rtol=1e-9, atol=1e-11)
     assert ours["beta_grad"] is None  # beta was differentiated with autograd.grad only
     # training the level spacing through C differentiates logcumsumexp three times, where PyTorch's third
-    # derivative is NaN (its double backward divides by the exp of the running sum): checked by hand instead
+    # derivative is NaN (every step of its training comes out NaN): checked by hand instead
     trained = heat_capacity(OURS)
     history = trained["history"]
     losses = [loss for loss, _, _ in history]
