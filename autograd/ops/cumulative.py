@@ -10,6 +10,8 @@ zeros the division is replaced by the exact product over the other elements.
 """
 
 
+import math
+
 from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
@@ -213,10 +215,36 @@ def _running_logaddexp(x, axis):
     """ln Σ_{j≤i} e^(x_j) along axis, kept in the wider dtype as PyTorch's CPU kernel keeps it (float16 in
     float32, float32 in float64: a float32 running value drifted 2.6e-6 from it over 500 terms) and rounded
     at each output."""
+    if x.dtype.kind == "c":
+        return _running_complex_logaddexp(x, axis)
     wide = WIDER.get(x.dtype)
     if wide is None:
         return accumulate(xp.logaddexp, x, axis)
     return accumulate(xp.logaddexp, x.astype(wide), axis).astype(x.dtype)
+
+
+def _complex_logaddexp(a, b):
+    """ln(e^a + e^b) for complex a, b as PyTorch's CPU kernel takes it: the larger real part m plus
+    log1p(e^(smaller - m)); where both real parts are -inf, the smaller (its angle is moot), both +inf, the plain
+    formula; a NaN in either, NaN. (No angle is wrapped into (-π, π]: the sum's imaginary parts accumulate.)"""
+    smaller_first = a.real < b.real
+    low, high = xp.where(smaller_first, a, b), xp.where(smaller_first, b, a)
+    with errstate(invalid="ignore", over="ignore"):
+        result = xp.log1p(xp.exp(low - high)) + high
+        infinite = ~xp.isfinite(low.real) & (low.real == high.real)
+        result = xp.where(infinite & (low.real < 0), low, result)
+        result = xp.where(infinite & (low.real > 0), xp.log(xp.exp(low) + xp.exp(high)), result)
+    nan = xp.isnan(a) | xp.isnan(b)
+    return xp.where(nan, xp.asarray(complex(math.nan, math.nan), dtype=result.dtype), result)
+
+
+def _running_complex_logaddexp(x, axis):
+    """The running complex log-add-exp along axis, one step per element (NumPy's logaddexp is real only)."""
+    result = xp.array(x, copy=True)
+    along = xp.moveaxis(result, axis, 0)  # (a view: writes reach result)
+    for i in range(1, along.shape[0]):
+        along[i] = _complex_logaddexp(along[i - 1], along[i])
+    return result
 
 
 class LogCumSumExp(Primitive):
@@ -226,6 +254,7 @@ class LogCumSumExp(Primitive):
 
     pytorch_name = "LogcumsumexpBackward0"
     saves_output = True
+    handles_complex = True  # (holomorphic: dL/dx_k = Σ_{i≥k} dL/dy_i · conj(e^(x_k - y_i)), PyTorch's convention)
 
     def forward(self, x):
         if x.ndim == 0:
@@ -237,6 +266,8 @@ class LogCumSumExp(Primitive):
     def backward(self, grad, y, x):
         if x.ndim == 0:
             return (grad,)
+        if x.is_complex():
+            x, y = x.conj(), y.conj()
         return (ExpWeightedRunningSum.apply(grad, x, y, dim=self.dim, reverse=not self.reverse),)
 
 
@@ -248,11 +279,15 @@ class ExpWeightedRunningSum(Primitive):
         dL/dp_k = dL/dz_k z_k        dL/dq_i = -a_i dL/da_i
     Computed in log space, split by the sign of a: e^(p_k + ln Σ_{i≥k} e^(ln a⁺_i - q_i)) - (the same for a⁻),
     so nothing overflows however far apart p and q are (a factor e^(p - c) e^(c - q) would, for any one c);
-    the terms where a part is 0 are -inf, the empty sum."""
+    the terms where a part is 0 are -inf, the empty sum. Complex a, p, q take one sum of e^(ln a_i - q_i), the
+    complex log carrying the sign, and the derivatives their conjugates (PyTorch's convention for holomorphic z)."""
 
     saves_output = True
+    handles_complex = True
 
     def forward(self, a, p, q):
+        if xp.result_type(a, p, q).kind == "c":
+            return self._complex_forward(a, p, q)
         with errstate(divide="ignore", invalid="ignore"):
             log_magnitude = xp.log(xp.abs(a))
             z = xp.zeros(xp.broadcast_shapes(a.shape, p.shape, q.shape), dtype=a.dtype)
@@ -263,7 +298,17 @@ class ExpWeightedRunningSum(Primitive):
                 z += sign * xp.exp(p + tail)
         return z
 
+    def _complex_forward(self, a, p, q):
+        dtype = xp.result_type(a, p, q)
+        with errstate(divide="ignore", invalid="ignore"):
+            terms = xp.where(a != 0, xp.log(a.astype(dtype)) - q, complex(-math.inf, 0)).astype(dtype, copy=False)
+            tail = _reversed(_running_logaddexp, terms, self.dim) if self.reverse else _running_logaddexp(
+                terms, axis=self.dim)
+            return xp.exp(p + tail)
+
     def backward(self, grad, z, a, p, q):
+        if z.is_complex():
+            a, p, q, z = a.conj(), p.conj(), q.conj(), z.conj()
         grad_a = ExpWeightedRunningSum.apply(grad, -q, -p, dim=self.dim, reverse=not self.reverse)
         return grad_a, grad * z, -a * grad_a
 
