@@ -1,21 +1,28 @@
 # ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Physics programs for scientific machine learning (see tests/pytorch_programs.py), each run on chainrule and
-on PyTorch from the same weights, in float64, comparing values, gradients and training trajectories.
+on PyTorch from the same weights, mostly in float64, comparing values, gradients and training trajectories, and
+checked by hand (closed forms, NumPy, finite differences) where PyTorch is missing.
 
-A Lagrangian neural network (Cranmer et al.: the accelerations from the Hessian of a learnt L(q, q') with
-respect to the velocities, by ``torch.autograd.functional.hessian``/``jacobian(create_graph=True)`` and
-``torch.linalg.pinv``, and again batched by ``torch.func.vmap(hessian)`` with ``torch.linalg.solve``);
-a SchNet-like potential (Gaussian radial basis, cosine cutoff, shifted softplus, continuous-filter
-convolutions gathered by index and summed by ``index_add``) trained by force matching, so the loss
-differentiates ``-grad(E, pos, create_graph=True)`` through ``norm``, ``exp`` and ``cos``; Lennard-Jones
-clusters in a periodic box (minimum image by ``torch.round``, positions relaxed by L-BFGS, the virial stress
-as the derivative with respect to a strain, the Hessian's normal modes by ``eigvalsh``); PINNs for the
-Allen-Cahn (sine activations, periodic boundaries), Korteweg-de Vries (third derivatives) and wave
-(SiLU, second derivatives in time) equations, Adam then L-BFGS with ``strong_wolfe``; a pseudo-spectral
-Burgers solver (``torch.fft.rfft``/``irfft``, ``fftfreq``, ``1j * k`` products) differentiated with respect
-to its initial condition; an FNO layer whose complex weights are real parameters seen through
-``torch.view_as_complex`` and ``rfftn(norm='ortho')``; and variational Monte Carlo for a harmonic oscillator
-whose local energy takes the Laplacian of log psi by ``torch.func.vmap(jacrev(jacrev))``."""
+Mechanics: a Lagrangian neural network (accelerations from ``autograd.functional.hessian``/``jacobian
+(create_graph=True)`` and ``linalg.pinv``, again by ``torch.func.vmap(hessian)`` and ``linalg.solve``); the
+Jacobian of a Stormer-Verlet step by ``jacrev``/``jacfwd``/``functional.jacobian`` (symplectic, ``slogdet`` 0);
+Hamiltonian Monte Carlo by leapfrog with ``autograd.grad`` and a Laplace approximation
+(``MultivariateNormal``); a differentiable mass-spring body with penalty ground contact (SGD nesterov).
+Molecules: a SchNet-like potential (Gaussian radial basis, cosine cutoff, ``index_add`` convolutions) and an
+E(n)-equivariant network trained by force matching through ``-grad(E, pos, create_graph=True)``; Lennard-Jones in
+a periodic box (minimum image by ``round``, L-BFGS relaxation, virial stress by a strain, ``eigvalsh`` of the
+Hessian); a 1-D Kohn-Sham SCF unrolled through ``linalg.eigh`` (forces, a mixed second derivative).
+PDEs: PINNs for Allen-Cahn (sine), KdV (third derivatives) and the wave equation (SiLU), Adam then L-BFGS; PINN
+loss balancing by gradient statistics, self-adaptive weights (``maximize=True``) and causal weights
+(``cumsum``); Levenberg-Marquardt training (``parameters_to_vector``, ``jacrev`` of vmapped input Hessians); a
+physics-informed DeepONet (``einsum``); a pseudo-spectral Burgers solver (``rfft``/``irfft``, ``fftfreq``, ``1j*k``);
+an FNO layer with ``view_as_complex`` weights and ``rfftn(norm='ortho')``; implicit diffusion with
+``lu_factor``/``lu_solve`` fitted by L-BFGS; backward Euler whose Newton solve is an ``autograd.Function``
+(``setup_context``, ``generate_vmap_rule``, implicit-function backward). Others: variational Monte Carlo
+(Laplacian of log psi by ``vmap(jacrev(jacrev))``); heat capacities as the second derivative of ln Z with
+``logcumsumexp`` over levels, trained through a third derivative; a deep equilibrium layer with an adjoint
+fixed-point hook; deep Koopman with DMD (``svd``, complex ``eig``); a phi^4 lattice normalizing flow (circular
+convolutions, ``roll``); a neural SDE (Euler-Maruyama); two-qubit tomography with a complex leaf under L-BFGS."""
 
 import math
 
