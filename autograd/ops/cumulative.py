@@ -78,10 +78,12 @@ class CumProd(Primitive):
     """y_i = Π_{j≤i} x_j along dim;   dL/dx_k = Σ_{i≥k} dL/dy_i · Π_{j≤i, j≠k} x_j
 
     Without zeros, Π_{j≤i, j≠k} x_j = y_i / x_k. Where x holds zeros or small values, see _product_gradient.
+    Complex x takes the products' conjugates (PyTorch's convention for a holomorphic y).
     """
 
     pytorch_name = "CumprodBackward0"
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         if x.ndim == 0:
@@ -95,7 +97,11 @@ class CumProd(Primitive):
             return (grad,)
         # y_i / x_k unless some x_k is small (or 0): as Prod's, the second derivative of the division
         # subtracts two terms of size 1/x_k that cancel badly (x = 1e-92 gave 3.6e75 for 0)
-        if x._data.size == 0 or xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all():
+        division_is_exact = x._data.size == 0 or xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (
+            y._data != 0).all()
+        if x.is_complex():
+            x, y = x.conj(), y.conj()
+        if division_is_exact:
             return (CumSum.apply(grad * y, dim=self.dim, reverse=True) / x,)
         return (_product_gradient(grad, x, self.dim),)
 
@@ -142,10 +148,11 @@ class Prod(Primitive):
     """y = Π_i x_i over axes;   dL/dx_k = dL/dy · Π_{i≠k} x_i
 
     That is y / x_k without zeros; where x holds zeros, the product of the others is formed
-    from running products before and after k instead.
+    from running products before and after k instead. Complex x takes the conjugates, as CumProd.
     """
 
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return xp.prod(x, axis=self.axes, keepdims=self.keepdim, dtype=x.dtype)  # (NumPy's: int32 to int64)
@@ -159,7 +166,10 @@ class Prod(Primitive):
         # y / x_k is the product of the others unless y underflows or x_k is small (or 0): then
         # the running products are exact where the division is not. (Small, not only tiny: the
         # second derivative of y / x_k subtracts two terms of size 1/x_k, which cancel badly.)
-        if xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all():
+        division_is_exact = xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all()
+        if x.is_complex():
+            x, y = x.conj(), y.conj()
+        if division_is_exact:
             return (grad * spread(y, x, self.axes, self.keepdim) / x,)
         return (grad * _product_of_others(x, self.axes),)
 
