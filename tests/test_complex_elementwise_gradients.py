@@ -29,3 +29,38 @@ def test_complex_gradient_by_finite_differences(T, name):
             minus[k] -= h * unit
             fd = (loss(T.tensor(plus)).item() - loss(T.tensor(minus)).item()) / (2 * h)
             assert getattr(grad[k], part) == pytest.approx(fd, rel=1e-6, abs=1e-8), (k, part)
+
+
+@pytest.mark.parametrize("name", ["pow", "lerp"])
+def test_complex_binary_gradients_by_finite_differences(T, name):
+    """z^y (both complex tensors: PowBackward1) and lerp(a, b, w) with complex w: each operand's gradient."""
+    rng = np.random.default_rng(2)
+    operands = [rng.uniform(0.3, 1.5, 3) + 1j * rng.uniform(-1, 1, 3) for _ in range(3)]
+    w = rng.standard_normal(3) + 1j * rng.standard_normal(3)
+    f = {"pow": lambda a, b, c: a ** b + c, "lerp": lambda a, b, c: T.lerp(a, b, c)}[name]
+
+    def loss(*values):
+        return (f(*values) * T.tensor(w)).sum().real
+
+    leaves = [T.tensor(v, requires_grad=True) for v in operands]
+    grads = [g.resolve_conj().numpy() for g in T.autograd.grad(loss(*leaves), leaves)]
+    h = 1e-6
+    for i, grad in enumerate(grads):
+        for k in range(3):
+            for unit, part in ((1.0, "real"), (1j, "imag")):
+                plus = [v.copy() for v in operands]
+                minus = [v.copy() for v in operands]
+                plus[i][k] += h * unit
+                minus[i][k] -= h * unit
+                fd = (loss(*map(T.tensor, plus)).item() - loss(*map(T.tensor, minus)).item()) / (2 * h)
+                assert getattr(grad[k], part) == pytest.approx(fd, rel=1e-6, abs=1e-8), (i, k, part)
+
+
+def test_complex_power_of_zero_has_a_zero_exponent_gradient(T):
+    """d(0^y)/dy = 0^y ln 0 → 0 for Re y > 0: 0 (PyTorch gives NaN for complex y, 0 for real)."""
+    x = T.tensor([0j, 1 + 1j], requires_grad=True)
+    y = T.tensor([2 + 1j, 0.5 - 0.5j], requires_grad=True)
+    (gy,) = T.autograd.grad((x ** y).real.sum(), y)
+    if T.__name__ == "autograd":
+        assert gy.numpy()[0] == 0
+    assert np.isfinite(gy.resolve_conj().numpy()[1])
