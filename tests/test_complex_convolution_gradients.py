@@ -44,3 +44,17 @@ def test_complex_convolution_gradient(T, op):
 
     _check_by_finite_differences(T, loss, [x, w], [(0, (0, 1, 2, 3)), (0, (0, 0, 0, 0)), (1, (2, 0, 1, 1)),
                                                      (1, (0, 0, 0, 0))])
+
+
+def test_complex_as_strided_gradient(T):
+    """as_strided windows that overlap: each element's gradient sums its windows' (complex, unconjugated:
+    a rearrangement multiplies by nothing)."""
+    z = T.tensor(np.arange(6) + 1j * np.arange(6)[::-1], requires_grad=True)
+    windows = z.as_strided((3, 2), (2, 1))  # [z0 z1], [z2 z3], [z4 z5]; then overlapping ones
+    overlapping = z.as_strided((2, 3), (2, 1))  # [z0 z1 z2], [z2 z3 z4]
+    w = T.tensor([[1 + 1j, 2], [3j, -1], [0.5, 1 - 1j]])
+    loss = (windows * w).sum().real + overlapping.sum().real
+    (g,) = T.autograd.grad(loss, z)
+    # d Re(w z)/dz = conj(w) (PyTorch's convention), plus 1 per overlapping window that shows the element
+    expected = np.conj(w.numpy().reshape(-1)) + np.array([1, 1, 2, 1, 1, 0])
+    np.testing.assert_allclose(g.resolve_conj().numpy(), expected)
