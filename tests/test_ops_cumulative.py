@@ -36,6 +36,9 @@ CASES = {
     "Prod": (with_zeros(min_dims=0), lambda x, dim: x.prod() + x.prod(dim if x.ndim else None).sum()
              + x.prod(dim if x.ndim else None, keepdim=True).sum()),
     "LogCumSumExp": (with_dim(), lambda x, dim: x.logcumsumexp(dim) * x),
+    # logcumsumexp's derivative, its dL/dy (here cos x) differentiated too, so every input of it is
+    "ExpWeightedRunningSum": (with_dim(), lambda x, dim: autograd.autograd.grad(
+        (x.logcumsumexp(dim) * x.cos()).sum(), x, create_graph=True)[0]),
 }
 
 COMPOSITES = {

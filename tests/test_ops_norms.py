@@ -83,6 +83,8 @@ CASES = {
     # (eig of a general matrix, through its eigenvalues: Σ λ², which stays defined where eigenvalues come close)
     "Eig": (square(), lambda a, b: (autograd.linalg.eig(a).eigenvalues ** 2).real.sum()
             + autograd.linalg.eigvals(a).real.exp().sum()),
+    "EuclideanDistance": (general_matrix(), lambda a: autograd.cdist(a, a * 1.5 + 2.0,
+                                                                      compute_mode="use_mm_for_euclid_dist")),
     "QR": (general_matrix(), lambda a: (lambda q, r: (q * q.sum(-1, keepdim=True), r))(
         *autograd.linalg.qr(a if a.shape[-2] >= a.shape[-1] else a.mT))),
 }
@@ -106,7 +108,7 @@ def test_gradient_matches_finite_differences(name, data):
     assert autograd.gradcheck(fn, tensors)
 
 
-@pytest.mark.parametrize("name", ["VectorNorm", "Inverse", "Solve", "Det", "LogAbsDet"])
+@pytest.mark.parametrize("name", ["VectorNorm", "Inverse", "Solve", "Det", "LogAbsDet", "EuclideanDistance"])
 @given(data=st.data())
 def test_second_derivatives_match_finite_differences(name, data):
     tensors, fn = _run(CASES[name], data)

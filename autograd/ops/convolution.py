@@ -34,6 +34,7 @@ shapes are NCHW's; only the strides differ (``.contiguous()`` gives C order).
 
 from ..backend import strided_view, xp
 from ..primitive import Primitive
+from .conjugation import conj
 
 
 def output_size(size, kernel, stride, padding, dilation):
@@ -190,6 +191,7 @@ class Conv2d(_ConvParams, Primitive):
 
     pytorch_name = "ConvolutionBackward0"
     cols = out = None
+    handles_complex = True  # (bilinear: each operand's gradient takes the other's conjugate, as PyTorch's)
 
     def forward(self, x, weight, bias=None):
         if x.dtype == xp.float16:  # in float32, the bias added before rounding once, as PyTorch's kernel
@@ -207,13 +209,17 @@ class Conv2d(_ConvParams, Primitive):
 
     def backward(self, grad, y, x, weight, bias=None):
         grad_x = grad_weight = None
-        needed = x.requires_grad or weight.requires_grad  # the layout both products below read:
-        grad_inside = _batch_inside(grad._data, self.groups) if needed else None
-        if weight.requires_grad:  # first, so that the saved columns are gone before dL/dx's (as large) come
+        want_x, want_weight = x.requires_grad, weight.requires_grad
+        grad_inside = _batch_inside(grad._data, self.groups) if want_x or want_weight else None  # (both read it)
+        cols = self.cols
+        if x.is_complex() or weight.is_complex():
+            x, weight = conj(x), conj(weight)
+            cols = None if cols is None else xp.conj(cols)
+        if want_weight:  # first, so that the saved columns are gone before dL/dx's (as large) come
             grad_weight = Conv2dWeightGrad.apply(
-                x, grad, **self.params(kernel=weight.shape[2:], cols=self.cols, grad_inside=grad_inside))
+                x, grad, **self.params(kernel=weight.shape[2:], cols=cols, grad_inside=grad_inside))
         self.cols = None  # they serve one backward; another one (retain_graph) makes them again
-        if x.requires_grad:
+        if want_x:
             extra = self.output_padding_for(x.shape, weight.shape[2:], grad.shape[2:])
             grad_x = ConvTranspose2d.apply(grad, weight, **self.params(output_padding=extra, grad_inside=grad_inside))
         return grad_x, grad_weight, _bias_grad(grad, bias)
@@ -229,6 +235,7 @@ class ConvTranspose2d(_ConvParams, Primitive):
     dL/dg = Conv2d(dL/dz, w),   dL/dw = Conv2dWeightGrad(dL/dz, g),   dL/db = Σ_{n,i,j} dL/dz"""
 
     pytorch_name = "ConvolutionBackward0"
+    handles_complex = True  # (bilinear: the other operand's conjugate, as Conv2d)
 
     def forward(self, g, weight, bias=None):
         n, channels, h, w = g.shape
@@ -245,9 +252,12 @@ class ConvTranspose2d(_ConvParams, Primitive):
 
     def backward(self, grad, z, g, weight, bias=None):
         grad_g = grad_weight = None
-        if g.requires_grad:
+        want_g, want_weight = g.requires_grad, weight.requires_grad
+        if g.is_complex() or weight.is_complex():
+            g, weight = conj(g), conj(weight)
+        if want_g:
             grad_g = Conv2d.apply(grad, weight, **self.params(out=g.shape[2:]))
-        if weight.requires_grad:
+        if want_weight:
             grad_weight = Conv2dWeightGrad.apply(grad, g, **self.params(kernel=weight.shape[2:]))
         return grad_g, grad_weight, _bias_grad(grad, bias)
 
@@ -257,6 +267,7 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
     in w (dL/dw of a convolution);   dL/dx = ConvTranspose2d(g, dL/dv),   dL/dg = Conv2d(x, dL/dv)"""
 
     cols = None  # the columns of x when the convolution that needs this already made them
+    handles_complex = True  # (bilinear: the other operand's conjugate, as Conv2d)
 
     def forward(self, x, g):
         cols = self.cols
@@ -288,10 +299,13 @@ class Conv2dWeightGrad(_ConvParams, Primitive):
 
     def backward(self, grad, v, x, g):
         grad_x = grad_g = None
-        if x.requires_grad:
+        want_x, want_g = x.requires_grad, g.requires_grad
+        if x.is_complex() or g.is_complex():
+            x, g = conj(x), conj(g)
+        if want_x:
             grad_x = ConvTranspose2d.apply(
                 g, grad, **self.params(output_padding=self.output_padding_for(x.shape, self.kernel, g.shape[2:])))
-        if g.requires_grad:
+        if want_g:
             grad_g = Conv2d.apply(x, grad, **self.params(out=g.shape[2:]))
         return grad_x, grad_g
 
@@ -303,6 +317,7 @@ class Unfold(Primitive):
     pytorch_name = "Im2ColBackward0"
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # (a rearrangement: the gradient is moved, never multiplied by a value)
 
     def forward(self, x):
         out = tuple(output_size(x.shape[2 + a], self.kernel_size[a], self.stride[a], self.padding[a],
@@ -321,6 +336,7 @@ class Fold(Primitive):
     where they overlap;   dL/dx = Unfold(dL/dy)"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # (sums of moved values: linear)
 
     def forward(self, x):
         kh, kw = self.kernel_size

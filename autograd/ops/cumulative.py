@@ -10,6 +10,8 @@ zeros the division is replaced by the exact product over the other elements.
 """
 
 
+import math
+
 from ..backend import accumulate, errstate, float16, float32, float64, int64, xp
 from ..primitive import Primitive, node_named
 from ..return_types import return_type
@@ -76,10 +78,12 @@ class CumProd(Primitive):
     """y_i = Π_{j≤i} x_j along dim;   dL/dx_k = Σ_{i≥k} dL/dy_i · Π_{j≤i, j≠k} x_j
 
     Without zeros, Π_{j≤i, j≠k} x_j = y_i / x_k. Where x holds zeros or small values, see _product_gradient.
+    Complex x takes the products' conjugates (PyTorch's convention for a holomorphic y).
     """
 
     pytorch_name = "CumprodBackward0"
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         if x.ndim == 0:
@@ -93,7 +97,11 @@ class CumProd(Primitive):
             return (grad,)
         # y_i / x_k unless some x_k is small (or 0): as Prod's, the second derivative of the division
         # subtracts two terms of size 1/x_k that cancel badly (x = 1e-92 gave 3.6e75 for 0)
-        if x._data.size == 0 or xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all():
+        division_is_exact = x._data.size == 0 or xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (
+            y._data != 0).all()
+        if x.is_complex():
+            x, y = x.conj(), y.conj()
+        if division_is_exact:
             return (CumSum.apply(grad * y, dim=self.dim, reverse=True) / x,)
         return (_product_gradient(grad, x, self.dim),)
 
@@ -140,10 +148,11 @@ class Prod(Primitive):
     """y = Π_i x_i over axes;   dL/dx_k = dL/dy · Π_{i≠k} x_i
 
     That is y / x_k without zeros; where x holds zeros, the product of the others is formed
-    from running products before and after k instead.
+    from running products before and after k instead. Complex x takes the conjugates, as CumProd.
     """
 
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return xp.prod(x, axis=self.axes, keepdims=self.keepdim, dtype=x.dtype)  # (NumPy's: int32 to int64)
@@ -157,7 +166,10 @@ class Prod(Primitive):
         # y / x_k is the product of the others unless y underflows or x_k is small (or 0): then
         # the running products are exact where the division is not. (Small, not only tiny: the
         # second derivative of y / x_k subtracts two terms of size 1/x_k, which cancel badly.)
-        if xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all():
+        division_is_exact = xp.abs(x._data).min() >= xp.sqrt(xp.finfo(x.dtype).eps) and (y._data != 0).all()
+        if x.is_complex():
+            x, y = x.conj(), y.conj()
+        if division_is_exact:
             return (grad * spread(y, x, self.axes, self.keepdim) / x,)
         return (grad * _product_of_others(x, self.axes),)
 
@@ -213,22 +225,46 @@ def _running_logaddexp(x, axis):
     """ln Σ_{j≤i} e^(x_j) along axis, kept in the wider dtype as PyTorch's CPU kernel keeps it (float16 in
     float32, float32 in float64: a float32 running value drifted 2.6e-6 from it over 500 terms) and rounded
     at each output."""
+    if x.dtype.kind == "c":
+        return _running_complex_logaddexp(x, axis)
     wide = WIDER.get(x.dtype)
     if wide is None:
         return accumulate(xp.logaddexp, x, axis)
     return accumulate(xp.logaddexp, x.astype(wide), axis).astype(x.dtype)
 
 
+def _complex_logaddexp(a, b):
+    """ln(e^a + e^b) for complex a, b as PyTorch's CPU kernel takes it: the larger real part m plus
+    log1p(e^(smaller - m)); where both real parts are -inf, the smaller (its angle is moot), both +inf, the plain
+    formula; a NaN in either, NaN. (No angle is wrapped into (-π, π]: the sum's imaginary parts accumulate.)"""
+    smaller_first = a.real < b.real
+    low, high = xp.where(smaller_first, a, b), xp.where(smaller_first, b, a)
+    with errstate(invalid="ignore", over="ignore"):
+        result = xp.log1p(xp.exp(low - high)) + high
+        infinite = ~xp.isfinite(low.real) & (low.real == high.real)
+        result = xp.where(infinite & (low.real < 0), low, result)
+        result = xp.where(infinite & (low.real > 0), xp.log(xp.exp(low) + xp.exp(high)), result)
+    nan = xp.isnan(a) | xp.isnan(b)
+    return xp.where(nan, xp.asarray(complex(math.nan, math.nan), dtype=result.dtype), result)
+
+
+def _running_complex_logaddexp(x, axis):
+    """The running complex log-add-exp along axis, one step per element (NumPy's logaddexp is real only)."""
+    result = xp.array(x, copy=True)
+    along = xp.moveaxis(result, axis, 0)  # (a view: writes reach result)
+    for i in range(1, along.shape[0]):
+        along[i] = _complex_logaddexp(along[i - 1], along[i])
+    return result
+
+
 class LogCumSumExp(Primitive):
     """y_i = ln Σ_{j≤i} e^(x_j) along dim (Σ_{j≥i} when reverse);
-    dL/dx_k = Σ_{i≥k} dL/dy_i · e^(x_k - y_i)
-
-    The sum is split by the sign of dL/dy, so each half is itself a log-cumsum-exp taken the
-    other way: e^(x_k + ln Σ_{i≥k} e^(ln g⁺_i - y_i)) - (the same for g⁻). Nothing overflows.
-    """
+    dL/dx_k = Σ_{i≥k} dL/dy_i · e^(x_k - y_i), an ExpWeightedRunningSum of dL/dy (so differentiable again, to
+    any order)."""
 
     pytorch_name = "LogcumsumexpBackward0"
     saves_output = True
+    handles_complex = True  # (holomorphic: dL/dx_k = Σ_{i≥k} dL/dy_i · conj(e^(x_k - y_i)), PyTorch's convention)
 
     def forward(self, x):
         if x.ndim == 0:
@@ -240,17 +276,51 @@ class LogCumSumExp(Primitive):
     def backward(self, grad, y, x):
         if x.ndim == 0:
             return (grad,)
-        if grad.requires_grad:  # recorded for higher derivatives, where ln dL/dy would have an infinite
-            # derivative at 0: e^(x_k - c) Σ_{i≥k} dL/dy_i e^(c - y_i), shifted by c = max y (exact unless
-            # y spans more than the exponent range)
-            c = Tensor._make(xp.max(y._data, axis=self.dim, keepdims=True))
-            return ((x - c).exp() * CumSum.apply(grad * (c - y).exp(), dim=self.dim, reverse=not self.reverse),)
-        parts = []
-        with errstate(divide="ignore"):  # ln 0 = -inf is the empty sum, as intended
-            for g in (grad.clamp(min=0), -grad.clamp(max=0)):
-                tail = LogCumSumExp.apply(g.log() - y, dim=self.dim, reverse=not self.reverse)
-                parts.append((x + tail).exp())
-        return (parts[0] - parts[1],)
+        if x.is_complex():
+            x, y = x.conj(), y.conj()
+        return (ExpWeightedRunningSum.apply(grad, x, y, dim=self.dim, reverse=not self.reverse),)
+
+
+class ExpWeightedRunningSum(Primitive):
+    """z_k = Σ_{i≥k} a_i e^(p_k - q_i) along dim (Σ_{i≤k} when not reverse): logcumsumexp's derivative, with a
+    its dL/dy, p its input and q its output (where each exponent is ≤ 0). Its own derivatives are sums of the
+    same kind, so logcumsumexp differentiates to any order:
+        dL/da_i = Σ_{k≤i} dL/dz_k e^(p_k - q_i)   (the sum the other way, of dL/dz, with -q and -p)
+        dL/dp_k = dL/dz_k z_k        dL/dq_i = -a_i dL/da_i
+    Computed in log space, split by the sign of a: e^(p_k + ln Σ_{i≥k} e^(ln a⁺_i - q_i)) - (the same for a⁻),
+    so nothing overflows however far apart p and q are (a factor e^(p - c) e^(c - q) would, for any one c);
+    the terms where a part is 0 are -inf, the empty sum. Complex a, p, q take one sum of e^(ln a_i - q_i), the
+    complex log carrying the sign, and the derivatives their conjugates (PyTorch's convention for holomorphic z)."""
+
+    saves_output = True
+    handles_complex = True
+
+    def forward(self, a, p, q):
+        if xp.result_type(a, p, q).kind == "c":
+            return self._complex_forward(a, p, q)
+        with errstate(divide="ignore", invalid="ignore"):
+            log_magnitude = xp.log(xp.abs(a))
+            z = xp.zeros(xp.broadcast_shapes(a.shape, p.shape, q.shape), dtype=a.dtype)
+            for sign, part in ((1, a > 0), (-1, a < 0)):
+                terms = xp.where(part, log_magnitude - q, -xp.inf).astype(a.dtype, copy=False)
+                tail = _reversed(_running_logaddexp, terms, self.dim) if self.reverse else _running_logaddexp(
+                    terms, axis=self.dim)
+                z += sign * xp.exp(p + tail)
+        return z
+
+    def _complex_forward(self, a, p, q):
+        dtype = xp.result_type(a, p, q)
+        with errstate(divide="ignore", invalid="ignore"):
+            terms = xp.where(a != 0, xp.log(a.astype(dtype)) - q, complex(-math.inf, 0)).astype(dtype, copy=False)
+            tail = _reversed(_running_logaddexp, terms, self.dim) if self.reverse else _running_logaddexp(
+                terms, axis=self.dim)
+            return xp.exp(p + tail)
+
+    def backward(self, grad, z, a, p, q):
+        if z.is_complex():
+            a, p, q, z = a.conj(), p.conj(), q.conj(), z.conj()
+        grad_a = ExpWeightedRunningSum.apply(grad, -q, -p, dim=self.dim, reverse=not self.reverse)
+        return grad_a, grad * z, -a * grad_a
 
 
 @names("logcumsumexp")

@@ -227,10 +227,12 @@ class Pow(Primitive):
     """z = x^y;   dL/dx = dL/dz · y · x^(y-1),   dL/dy = dL/dz · z · ln x
 
     As PyTorch: dL/dx is 0 where y = 0 (x^0 is constant, even at x = 0), and dL/dy is 0
-    where x = 0 and y >= 0 (z · ln x → 0 there), never NaN.
+    where x = 0 and y >= 0 (z · ln x → 0 there; Re y >= 0 for complex y), never NaN. Complex x and y take the
+    derivatives' conjugates (PyTorch's convention for a holomorphic z).
     """
 
     saves_output = True
+    handles_complex = True
     pytorch_name = "PowBackward1"  # (PowBackward0 is a tensor to a number's power: PowConstant)
 
     def forward(self, x, y):
@@ -246,10 +248,10 @@ class Pow(Primitive):
         grad_x = grad_y = None
         with errstate(divide="ignore", invalid="ignore"):  # the masked-out branch may be inf or NaN
             if x.requires_grad:
-                grad_x = unbroadcast(where(y == 0, 0.0, grad * y * x ** (y - 1)), x)
+                grad_x = unbroadcast(where(y == 0, 0.0, grad * conj(y * x ** (y - 1))), x)
             if y.requires_grad:
-                at_zero = (x == 0) & (y >= 0)
-                grad_y = unbroadcast(where(at_zero, 0.0, grad * z * where(at_zero, 1.0, x).log()), y)
+                at_zero = (x == 0) & ((y.real if y.is_complex() else y) >= 0)
+                grad_y = unbroadcast(where(at_zero, 0.0, grad * conj(z * where(at_zero, 1.0, x).log())), y)
         return grad_x, grad_y
 
 

@@ -160,6 +160,7 @@ class Scatter(Primitive):
 
     saves_inputs = False  # backward needs no input's values
     saves_arguments = True  # backward uses the index: freed after backward, as PyTorch frees it
+    handles_complex = True  # (the gradient is moved, never multiplied by a value)
 
     def forward(self, x, src):
         y = x.copy()

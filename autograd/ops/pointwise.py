@@ -57,35 +57,40 @@ def _unary(primitive, name, inplace=True, doc=""):
 
 
 class Log2(Primitive):
-    """y = log₂ x;   dL/dx = dL/dy / (x ln 2)"""
+    """y = log₂ x;   dL/dx = dL/dy / (x ln 2)   (complex: / (x̄ ln 2))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.log2(x)
 
     def backward(self, grad, y, x):
-        return (grad / (x * math.log(2)),)
+        return (grad / (conj(x) * math.log(2)),)
 
 
 class Log10(Primitive):
-    """y = log₁₀ x;   dL/dx = dL/dy / (x ln 10)"""
+    """y = log₁₀ x;   dL/dx = dL/dy / (x ln 10)   (complex: / (x̄ ln 10))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.log10(x)
 
     def backward(self, grad, y, x):
-        return (grad / (x * math.log(10)),)
+        return (grad / (conj(x) * math.log(10)),)
 
 
 class Log1p(Primitive):
-    """y = ln(1 + x), exact for tiny x;   dL/dx = dL/dy / (1 + x)"""
+    """y = ln(1 + x), exact for tiny x;   dL/dx = dL/dy / (1 + x)   (complex: / (1 + x̄))"""
 
     pytorch_name = "Log1PBackward0"
+    handles_complex = True
 
     def forward(self, x):
         return xp.log1p(x) if x.dtype.kind != "c" else _log1p_of_complex(x)
 
     def backward(self, grad, y, x):
-        return (grad / (x + 1.0),)
+        return (grad / (conj(x) + 1.0),)
 
 
 def _log1p_of_complex(z):
@@ -105,31 +110,31 @@ def _log1p_of_complex(z):
 
 
 class Exp2(Primitive):
-    """y = 2^x;   dL/dx = dL/dy · y ln 2"""
+    """y = 2^x;   dL/dx = dL/dy · y ln 2   (complex: · ȳ ln 2)"""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return xp.exp2(x)
 
     def backward(self, grad, y, x):
-        return (grad * y * math.log(2),)
+        return (grad * conj(y) * math.log(2),)
 
 
 class Expm1(Primitive):
-    """y = e^x - 1, exact for tiny x;   dL/dx = dL/dy · (y + 1)"""
+    """y = e^x - 1, exact for tiny x;   dL/dx = dL/dy · (y + 1)   (complex: · (ȳ + 1))"""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return xp.expm1(x)
 
     def backward(self, grad, y, x):
-        return (grad * (y + 1.0),)
+        return (grad * (conj(y) + 1.0),)
 
 
 class Sinh(Primitive):
@@ -171,63 +176,76 @@ class Tan(Primitive):
 
 
 class Asin(Primitive):
-    """y = arcsin x;   dL/dx = dL/dy / √(1 - x²)"""
+    """y = arcsin x;   dL/dx = dL/dy / √(1 - x²)   (complex: / conj(√(1 - x²)))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.arcsin(x)
 
     def backward(self, grad, y, x):
-        return (grad / (1.0 - x * x).sqrt(),)
+        return (grad / conj((1.0 - x * x).sqrt()),)
 
 
 class Acos(Primitive):
-    """y = arccos x;   dL/dx = -dL/dy / √(1 - x²)"""
+    """y = arccos x;   dL/dx = -dL/dy / √(1 - x²)   (complex: / conj(√(1 - x²)))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.arccos(x)
 
     def backward(self, grad, y, x):
-        return (-grad / (1.0 - x * x).sqrt(),)
+        return (-grad / conj((1.0 - x * x).sqrt()),)
 
 
 class Atan(Primitive):
-    """y = arctan x;   dL/dx = dL/dy / (1 + x²)"""
+    """y = arctan x;   dL/dx = dL/dy / (1 + x²)   (complex: / conj(1 + x²))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.arctan(x)
 
     def backward(self, grad, y, x):
-        return (grad / (x * x + 1.0),)
+        return (grad / conj(x * x + 1.0),)
 
 
 class Asinh(Primitive):
-    """y = arsinh x;   dL/dx = dL/dy / √(x² + 1)"""
+    """y = arsinh x;   dL/dx = dL/dy / √(x² + 1)   (complex: / conj(√(x² + 1)))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.arcsinh(x)
 
     def backward(self, grad, y, x):
-        return (grad / (x * x + 1.0).sqrt(),)
+        return (grad / conj((x * x + 1.0).sqrt()),)
 
 
 class Acosh(Primitive):
-    """y = arcosh x;   dL/dx = dL/dy / √(x² - 1)"""
+    """y = arcosh x;   dL/dx = dL/dy / (√(x - 1) √(x + 1))   (complex: / its conjugate; not √(x² - 1), whose
+    branch differs from arcosh's off the real line)"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.arccosh(x)
 
     def backward(self, grad, y, x):
-        return (grad / (x * x - 1.0).sqrt(),)
+        return (grad / conj((x - 1.0).sqrt() * (x + 1.0).sqrt()),)
 
 
 class Atanh(Primitive):
-    """y = artanh x;   dL/dx = dL/dy / (1 - x²)"""
+    """y = artanh x;   dL/dx = dL/dy / (1 - x²)   (complex: / conj(1 - x²))"""
+
+    handles_complex = True
 
     def forward(self, x):
         return xp.arctanh(x)
 
     def backward(self, grad, y, x):
-        return (grad / (1.0 - x * x),)
+        return (grad / conj(1.0 - x * x),)
 
 
 def _erfinv(y):
@@ -275,17 +293,17 @@ class Erfinv(Primitive):
 
 
 class Rsqrt(Primitive):
-    """y = 1/√x;   dL/dx = -dL/dy · y³ / 2"""
+    """y = 1/√x;   dL/dx = -dL/dy · y³ / 2   (complex: · conj(y³))"""
 
     saves_inputs = False  # backward needs no input's values
-
     saves_output = True
+    handles_complex = True
 
     def forward(self, x):
         return (1 / xp.sqrt(half_as_float32(x))).astype(x.dtype, copy=False)  # (float16: rounded once)
 
     def backward(self, grad, y, x):
-        return (grad * y * y * y * -0.5,)
+        return (grad * conj(y * y * y) * -0.5,)
 
 
 class Reciprocal(Primitive):

@@ -171,8 +171,11 @@ class Lerp(Primitive):
     dL/dend = dL/dz · weight,   dL/dweight = dL/dz · (end - start)
 
     Computed as PyTorch does, from the nearer end: start + w (end - start) for w < 1/2,
-    end - (end - start)(1 - w) otherwise, so that w = 1 gives end exactly.
+    end - (end - start)(1 - w) otherwise, so that w = 1 gives end exactly. Complex operands take the
+    factors' conjugates.
     """
+
+    handles_complex = True
 
     def forward(self, start, end, weight):
         if start.dtype == xp.float16:  # in float32, rounded once, as PyTorch's kernel
@@ -181,9 +184,9 @@ class Lerp(Primitive):
         return xp.where(xp.abs(weight) < 0.5, start + weight * difference, end - difference * (1 - weight))
 
     def backward(self, grad, z, start, end, weight):
-        return (unbroadcast(grad * (1.0 - weight), start) if start.requires_grad else None,
-                unbroadcast(grad * weight, end) if end.requires_grad else None,
-                unbroadcast(grad * (end - start), weight) if weight.requires_grad else None)
+        return (unbroadcast(grad * conj(1.0 - weight), start) if start.requires_grad else None,
+                unbroadcast(grad * conj(weight), end) if end.requires_grad else None,
+                unbroadcast(grad * conj(end - start), weight) if weight.requires_grad else None)
 
 
 @names("lerp")

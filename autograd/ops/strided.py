@@ -44,6 +44,7 @@ class AsStrided(Primitive):
     the elements of x each output element shows (overlapping windows add up)"""
 
     saves_inputs = False  # backward needs no input's values
+    handles_complex = True  # (the gradient is moved and summed, scaled by real shares only)
     sharing = None  # where x's own elements overlap (an expanded x): (each element's position, 1 / its sharers)
 
     def forward(self, x):
