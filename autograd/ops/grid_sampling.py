@@ -102,7 +102,7 @@ def _reflect(x, twice_low, twice_high):
         return xp.zeros_like(x), xp.zeros_like(x)
     low, span = twice_low / 2, (twice_high - twice_low) / 2
     shifted = x - low
-    slope = xp.where(shifted < 0, -1.0, 1.0)
+    slope = xp.where(shifted < 0, -1.0, 1.0).astype(x.dtype)  # NumPy's where of two Python floats is float64
     shifted = xp.abs(shifted)
     extra = xp.fmod(shifted, span)
     even = xp.floor(shifted / span) % 2 == 0
