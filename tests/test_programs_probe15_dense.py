@@ -1,0 +1,1021 @@
+# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
+"""Dense-prediction and image-synthesis programs (see tests/pytorch_programs.py), each run unchanged but for its
+imports on chainrule and on PyTorch from the same weights and data in float32, comparing losses, outputs,
+gradients and parameters after a few optimizer steps (float32 tolerances), and checked by hand where they run
+alone.
+
+PROGRAMS"""
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, pytorch, run_both, weights_of
+
+F32 = dict(rtol=2e-4, atol=2e-5)  # a few float32 optimizer steps through a convolutional network
+
+
+def images(shape, seed=0, low=0.0, high=1.0):
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
+
+
+def masks(shape, classes, seed=0, ignore=None, ignore_fraction=0.1):
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, classes, shape)
+    if ignore is not None:
+        target[rng.uniform(size=shape) < ignore_fraction] = ignore
+    return target
+
+
+# ----------------------------------------------------------------------------------------------
+# A U-Net on odd sizes: ConvTranspose2d (stride 2, output_padding, groups), skips centre-cropped or
+# padded, trained by cross-entropy (class weights, ignore_index, label smoothing) plus a soft Dice loss
+# ----------------------------------------------------------------------------------------------
+
+
+def unet(m, in_ch=3, classes=4, base=8):
+    nn, torch = m.nn, m.torch
+
+    class DoubleConv(nn.Sequential):
+        def __init__(self, cin, cout):
+            super().__init__(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class Up(nn.Module):
+        def __init__(self, cin, cout, output_padding):
+            super().__init__()
+            # grouped transposed convolution: each half of the channels upsampled by its own filters
+            self.up = nn.ConvTranspose2d(cin, cin // 2, kernel_size=3, stride=2, padding=1,
+                                         output_padding=output_padding, groups=2)
+            self.conv = DoubleConv(cin, cout)
+
+        @staticmethod
+        def center_crop(layer, target_size):
+            _, _, h, w = layer.size()
+            dy, dx = (h - target_size[0]) // 2, (w - target_size[1]) // 2
+            return layer[:, :, dy:(dy + target_size[0]), dx:(dx + target_size[1])]
+
+        def forward(self, x, skip):
+            x = self.up(x)
+            if x.shape[2:] != skip.shape[2:]:
+                if x.shape[2] >= skip.shape[2] and x.shape[3] >= skip.shape[3]:
+                    x = self.center_crop(x, skip.shape[2:])
+                else:
+                    diffY = skip.size()[2] - x.size()[2]
+                    diffX = skip.size()[3] - x.size()[3]
+                    x = nn.functional.pad(x, [diffX // 2, diffX - diffX // 2, diffY // 2, diffY - diffY // 2])
+            return self.conv(torch.cat([skip, x], dim=1))
+
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inc = DoubleConv(in_ch, base)
+            self.down1 = nn.Sequential(nn.MaxPool2d(2), DoubleConv(base, base * 2))
+            self.down2 = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), DoubleConv(base * 2, base * 4))
+            self.up1 = Up(base * 4, base * 2, output_padding=0)
+            self.up2 = Up(base * 2, base, output_padding=1)
+            self.outc = nn.Conv2d(base, classes, kernel_size=1)
+
+        def forward(self, x):
+            x1 = self.inc(x)
+            x2 = self.down1(x1)
+            x3 = self.down2(x2)
+            x = self.up1(x3, x2)
+            x = self.up2(x, x1)
+            return self.outc(x)
+
+    return UNet()
+
+
+def dice_loss(m, logits, target, classes, ignore_index=255, eps=1e-6):
+    torch, F = m.torch, m.F
+    valid = (target != ignore_index).unsqueeze(1)
+    probs = F.softmax(logits, dim=1) * valid
+    one_hot = F.one_hot(torch.where(valid.squeeze(1), target, 0), classes).permute(0, 3, 1, 2).float() * valid
+    dims = (0, 2, 3)
+    intersection = torch.sum(probs * one_hot, dims)
+    cardinality = torch.sum(probs + one_hot, dims)
+    return 1.0 - (2.0 * intersection / (cardinality + eps)).mean()
+
+
+def unet_training(m, weights, steps=3, channels_last=False):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, unet(m), weights)
+    x = torch.tensor(images((2, 3, 13, 11)))
+    y = torch.tensor(masks((2, 13, 11), 4, ignore=255))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    class_weights = torch.tensor([0.5, 1.0, 2.0, 1.5])
+    criterion = nn.CrossEntropyLoss(weight=class_weights, ignore_index=255, label_smoothing=0.1)
+    optimizer = optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-2)
+    history = []
+    for step in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = criterion(logits, y) + dice_loss(m, logits, y, 4)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).argmax(dim=1)
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    return history, pred, model.state_dict(), grads, logits.shape
+
+
+def test_unet_with_grouped_transposed_convolutions():
+    weights = weights_of(unet)
+    ours, theirs = run_both(unet_training, weights, **F32)
+    history, pred, state, grads, shape = ours
+    assert tuple(shape) == (2, 4, 13, 11) and pred.shape == (2, 13, 11)
+    assert history[-1] < history[0]
+    assert state["up2.up.weight"].shape == (16, 4, 3, 3)  # groups=2: in_channels x out_channels / groups
+
+
+def test_unet_channels_last_gives_the_same_training():
+    weights = weights_of(unet)
+    contiguous, _ = run_both(unet_training, weights, **F32)
+    last, _ = run_both(unet_training, weights, channels_last=True, **F32)
+    for a, b in zip(contiguous[0], last[0]):
+        assert a == pytest.approx(b, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Neural style transfer as PyTorch's tutorial writes it: loss modules inserted into a copy of a
+# VGG-like feature stack, the model truncated after the last loss, the input image optimised by
+# LBFGS with a total-variation term, clamped in place under no_grad
+# ----------------------------------------------------------------------------------------------
+
+
+def vgg_features(m):
+    nn = m.nn
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, 2), nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(12, 12, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+        nn.Conv2d(12, 16, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(16, 16, 3, padding=1))
+
+
+def style_transfer(m, weights, num_steps=3, style_weight=1e4, content_weight=1.0, tv_weight=1e-2, dtype="float32",
+                   max_iter=20):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    dtype = getattr(torch, dtype)
+    cnn = load(m, vgg_features(m), weights).to(dtype).eval()
+    cnn_normalization_mean = torch.tensor([0.485, 0.456, 0.406], dtype=dtype)
+    cnn_normalization_std = torch.tensor([0.229, 0.224, 0.225], dtype=dtype)
+    content_img = torch.tensor(images((1, 3, 16, 16), seed=1), dtype=dtype)
+    style_img = torch.tensor(images((1, 3, 16, 16), seed=2), dtype=dtype)
+
+    class ContentLoss(nn.Module):
+        def __init__(self, target):
+            super(ContentLoss, self).__init__()
+            self.target = target.detach()
+
+        def forward(self, input):
+            self.loss = F.mse_loss(input, self.target)
+            return input
+
+    def gram_matrix(input):
+        a, b, c, d = input.size()
+        features = input.view(a * b, c * d)
+        G = torch.mm(features, features.t())
+        return G.div(a * b * c * d)
+
+    class StyleLoss(nn.Module):
+        def __init__(self, target_feature):
+            super(StyleLoss, self).__init__()
+            self.target = gram_matrix(target_feature).detach()
+
+        def forward(self, input):
+            G = gram_matrix(input)
+            self.loss = F.mse_loss(G, self.target)
+            return input
+
+    class Normalization(nn.Module):
+        def __init__(self, mean, std):
+            super(Normalization, self).__init__()
+            self.mean = mean.clone().detach().view(-1, 1, 1)
+            self.std = std.clone().detach().view(-1, 1, 1)
+
+        def forward(self, img):
+            return (img - self.mean) / self.std
+
+    content_layers = ['conv_4']
+    style_layers = ['conv_1', 'conv_2', 'conv_3', 'conv_4', 'conv_5']
+
+    def get_style_model_and_losses(cnn, normalization_mean, normalization_std, style_img, content_img):
+        normalization = Normalization(normalization_mean, normalization_std)
+        content_losses = []
+        style_losses = []
+        model = nn.Sequential(normalization)
+        i = 0
+        for layer in cnn.children():
+            if isinstance(layer, nn.Conv2d):
+                i += 1
+                name = 'conv_{}'.format(i)
+            elif isinstance(layer, nn.ReLU):
+                name = 'relu_{}'.format(i)
+                layer = nn.ReLU(inplace=False)
+            elif isinstance(layer, nn.MaxPool2d):
+                name = 'pool_{}'.format(i)
+            elif isinstance(layer, nn.BatchNorm2d):
+                name = 'bn_{}'.format(i)
+            else:
+                raise RuntimeError('Unrecognized layer: {}'.format(layer.__class__.__name__))
+            model.add_module(name, layer)
+            if name in content_layers:
+                target = model(content_img).detach()
+                content_loss = ContentLoss(target)
+                model.add_module("content_loss_{}".format(i), content_loss)
+                content_losses.append(content_loss)
+            if name in style_layers:
+                target_feature = model(style_img).detach()
+                style_loss = StyleLoss(target_feature)
+                model.add_module("style_loss_{}".format(i), style_loss)
+                style_losses.append(style_loss)
+        for i in range(len(model) - 1, -1, -1):
+            if isinstance(model[i], ContentLoss) or isinstance(model[i], StyleLoss):
+                break
+        model = model[:(i + 1)]
+        return model, style_losses, content_losses
+
+    def total_variation(img):
+        return (torch.sum(torch.abs(img[:, :, :, :-1] - img[:, :, :, 1:]))
+                + torch.sum(torch.abs(img[:, :, :-1, :] - img[:, :, 1:, :])))
+
+    input_img = content_img.clone()
+    model, style_losses, content_losses = get_style_model_and_losses(
+        cnn, cnn_normalization_mean, cnn_normalization_std, style_img, content_img)
+    input_img.requires_grad_(True)
+    model.eval()
+    model.requires_grad_(False)
+    optimizer = optim.LBFGS([input_img], max_iter=max_iter)
+    run = [0]
+    history = []
+    while run[0] <= num_steps:
+        def closure():
+            with torch.no_grad():
+                input_img.clamp_(0, 1)
+            optimizer.zero_grad()
+            model(input_img)
+            style_score = 0
+            content_score = 0
+            for sl in style_losses:
+                style_score += sl.loss
+            for cl in content_losses:
+                content_score += cl.loss
+            style_score *= style_weight
+            content_score *= content_weight
+            loss = style_score + content_score + tv_weight * total_variation(input_img)
+            loss.backward()
+            run[0] += 1
+            history.append((style_score.item(), content_score.item()))
+            return style_score + content_score
+        optimizer.step(closure)
+    with torch.no_grad():
+        input_img.clamp_(0, 1)
+    names = [name for name, _ in model.named_children()]
+    return history, input_img, names, [p.requires_grad for p in model.parameters()]
+
+
+def test_neural_style_transfer_tutorial():
+    weights = weights_of(vgg_features)
+    ours, _ = run_both(style_transfer, weights, dtype="float64", rtol=1e-8, atol=1e-10)
+    history, image, names, requires_grad = ours
+    assert names[-1] == "style_loss_5" and "content_loss_4" in names and "pool_2" in names
+    assert not any(requires_grad)
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert history[-1][0] < history[0][0]
+    # in float32 LBFGS's twenty evaluations a step amplify rounding (the style term is weighted 1e4): compare fewer
+    run_both(style_transfer, weights, max_iter=6, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Super-resolution, Real-ESRGAN style: PixelUnshuffle to fold a x2 input into channels, residual-in-
+# residual dense blocks with residual scaling and LeakyReLU(inplace), nearest nn.Upsample + conv and
+# PixelShuffle heads over a bicubic skip; L1 plus an antialiased bicubic down-sampling consistency term,
+# Adam with MultiStepLR and gradient-norm clipping, PSNR
+# ----------------------------------------------------------------------------------------------
+
+
+def rrdb_net(m, nf=8, gc=4, scale=2):
+    nn, torch, F = m.nn, m.torch, m.F
+
+    class ResidualDenseBlock(nn.Module):
+        def __init__(self, nf=nf, gc=gc):
+            super().__init__()
+            self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
+            self.conv2 = nn.Conv2d(nf + gc, gc, 3, 1, 1)
+            self.conv3 = nn.Conv2d(nf + 2 * gc, nf, 3, 1, 1)
+            self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+
+        def forward(self, x):
+            x1 = self.lrelu(self.conv1(x))
+            x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
+            x3 = self.conv3(torch.cat((x, x1, x2), 1))
+            return x3 * 0.2 + x
+
+    class RRDB(nn.Module):
+        def __init__(self, nf):
+            super().__init__()
+            self.rdb1 = ResidualDenseBlock(nf)
+            self.rdb2 = ResidualDenseBlock(nf)
+
+        def forward(self, x):
+            out = self.rdb2(self.rdb1(x))
+            return out * 0.2 + x
+
+    class RRDBNet(nn.Module):
+        def __init__(self, num_in_ch=3, num_out_ch=3, scale=scale, num_block=2):
+            super().__init__()
+            self.scale = scale
+            if scale == 2:
+                num_in_ch = num_in_ch * 4
+            self.conv_first = nn.Conv2d(num_in_ch, nf, 3, 1, 1)
+            self.body = nn.Sequential(*[RRDB(nf) for _ in range(num_block)])
+            self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.conv_up1 = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.conv_up2 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
+            self.pixel_shuffle = nn.PixelShuffle(2)
+            self.upsample = nn.Upsample(scale_factor=2, mode='nearest')
+            self.conv_last = nn.Conv2d(nf, num_out_ch, 3, 1, 1)
+            self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+
+        def forward(self, x):
+            if self.scale == 2:
+                feat = F.pixel_unshuffle(x, downscale_factor=2)
+            else:
+                feat = x
+            feat = self.conv_first(feat)
+            body_feat = self.conv_body(self.body(feat))
+            feat = feat + body_feat
+            feat = self.lrelu(self.conv_up1(self.upsample(feat)))  # x2 by nearest: back to the input size
+            feat = self.lrelu(self.pixel_shuffle(self.conv_up2(feat)))  # x2 by sub-pixel convolution
+            out = self.conv_last(feat)
+            return out + F.interpolate(x, scale_factor=self.scale, mode='bicubic', align_corners=False)
+
+    return RRDBNet()
+
+
+def super_resolution_training(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, rrdb_net(m), weights)
+    hr = torch.tensor(images((2, 3, 16, 16), seed=3))
+    lr_img = F.interpolate(hr, scale_factor=0.5, mode='bicubic', align_corners=False, antialias=True).clamp(0, 1)
+    optimizer = optim.Adam(model.parameters(), lr=2e-3, betas=(0.9, 0.99))
+    scheduler = optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.5)
+    l1 = nn.L1Loss()
+    history, norms = [], []
+    for step in range(steps):
+        optimizer.zero_grad()
+        sr = model(lr_img)
+        down = F.interpolate(sr, size=lr_img.shape[-2:], mode='bilinear', align_corners=False, antialias=True)
+        loss = l1(sr, hr) + 0.5 * F.mse_loss(down, lr_img)
+        loss.backward()
+        norms.append(nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5))
+        optimizer.step()
+        scheduler.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        sr = model(lr_img).clamp_(0, 1)
+        mse = ((sr - hr) ** 2).mean(dim=(1, 2, 3))
+        psnr = 10 * torch.log10(1.0 / mse)
+    return history, norms, psnr, sr, scheduler.get_last_lr(), model.state_dict()
+
+
+def test_real_esrgan_style_super_resolution():
+    weights = weights_of(rrdb_net)
+    ours, _ = run_both(super_resolution_training, weights, **F32)
+    history, norms, psnr, sr, last_lr, state = ours
+    assert sr.shape == (2, 3, 16, 16) and state["conv_first.weight"].shape == (8, 12, 3, 3)
+    assert last_lr == [1e-3] and np.isfinite(psnr).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# CycleGAN as junyanz/pytorch-CycleGAN-and-pix2pix writes it: a ResnetGenerator (ReflectionPad2d,
+# InstanceNorm2d, ConvTranspose2d with output_padding=1, Tanh), a PatchGAN discriminator, LSGAN losses
+# by a GANLoss that caches its target tensors as buffers, cycle and identity L1 terms, set_requires_grad,
+# Adam over itertools.chain, and a linear LambdaLR decay
+# ----------------------------------------------------------------------------------------------
+
+
+def cyclegan(m, ngf=4, ndf=4):
+    nn, torch = m.nn, m.torch
+    import functools
+
+    norm_layer = functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+
+    class ResnetBlock(nn.Module):
+        def __init__(self, dim, padding_type, norm_layer, use_dropout, use_bias):
+            super(ResnetBlock, self).__init__()
+            self.conv_block = self.build_conv_block(dim, padding_type, norm_layer, use_dropout, use_bias)
+
+        def build_conv_block(self, dim, padding_type, norm_layer, use_dropout, use_bias):
+            conv_block = []
+            p = 0
+            if padding_type == 'reflect':
+                conv_block += [nn.ReflectionPad2d(1)]
+            elif padding_type == 'replicate':
+                conv_block += [nn.ReplicationPad2d(1)]
+            elif padding_type == 'zero':
+                p = 1
+            else:
+                raise NotImplementedError('padding [%s] is not implemented' % padding_type)
+            conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=p, bias=use_bias), norm_layer(dim), nn.ReLU(True)]
+            if use_dropout:
+                conv_block += [nn.Dropout(0.5)]
+            p = 0
+            if padding_type == 'reflect':
+                conv_block += [nn.ReflectionPad2d(1)]
+            elif padding_type == 'replicate':
+                conv_block += [nn.ReplicationPad2d(1)]
+            elif padding_type == 'zero':
+                p = 1
+            conv_block += [nn.Conv2d(dim, dim, kernel_size=3, padding=p, bias=use_bias), norm_layer(dim)]
+            return nn.Sequential(*conv_block)
+
+        def forward(self, x):
+            out = x + self.conv_block(x)
+            return out
+
+    class ResnetGenerator(nn.Module):
+        def __init__(self, input_nc, output_nc, ngf=64, norm_layer=nn.BatchNorm2d, use_dropout=False, n_blocks=6,
+                     padding_type='reflect'):
+            assert(n_blocks >= 0)
+            super(ResnetGenerator, self).__init__()
+            if type(norm_layer) == functools.partial:
+                use_bias = norm_layer.func == nn.InstanceNorm2d
+            else:
+                use_bias = norm_layer == nn.InstanceNorm2d
+            model = [nn.ReflectionPad2d(3),
+                     nn.Conv2d(input_nc, ngf, kernel_size=7, padding=0, bias=use_bias),
+                     norm_layer(ngf),
+                     nn.ReLU(True)]
+            n_downsampling = 2
+            for i in range(n_downsampling):
+                mult = 2 ** i
+                model += [nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=use_bias),
+                          norm_layer(ngf * mult * 2),
+                          nn.ReLU(True)]
+            mult = 2 ** n_downsampling
+            for i in range(n_blocks):
+                model += [ResnetBlock(ngf * mult, padding_type=padding_type, norm_layer=norm_layer,
+                                      use_dropout=use_dropout, use_bias=use_bias)]
+            for i in range(n_downsampling):
+                mult = 2 ** (n_downsampling - i)
+                model += [nn.ConvTranspose2d(ngf * mult, int(ngf * mult / 2),
+                                             kernel_size=3, stride=2,
+                                             padding=1, output_padding=1,
+                                             bias=use_bias),
+                          norm_layer(int(ngf * mult / 2)),
+                          nn.ReLU(True)]
+            model += [nn.ReflectionPad2d(3)]
+            model += [nn.Conv2d(ngf, output_nc, kernel_size=7, padding=0)]
+            model += [nn.Tanh()]
+            self.model = nn.Sequential(*model)
+
+        def forward(self, input):
+            return self.model(input)
+
+    class NLayerDiscriminator(nn.Module):
+        def __init__(self, input_nc, ndf=64, n_layers=3, norm_layer=nn.BatchNorm2d):
+            super(NLayerDiscriminator, self).__init__()
+            if type(norm_layer) == functools.partial:
+                use_bias = norm_layer.func == nn.InstanceNorm2d
+            else:
+                use_bias = norm_layer == nn.InstanceNorm2d
+            kw = 4
+            padw = 1
+            sequence = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2, padding=padw), nn.LeakyReLU(0.2, True)]
+            nf_mult = 1
+            nf_mult_prev = 1
+            for n in range(1, n_layers):
+                nf_mult_prev = nf_mult
+                nf_mult = min(2 ** n, 8)
+                sequence += [
+                    nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=2, padding=padw, bias=use_bias),
+                    norm_layer(ndf * nf_mult),
+                    nn.LeakyReLU(0.2, True)
+                ]
+            nf_mult_prev = nf_mult
+            nf_mult = min(2 ** n_layers, 8)
+            sequence += [
+                nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=1, padding=padw, bias=use_bias),
+                norm_layer(ndf * nf_mult),
+                nn.LeakyReLU(0.2, True)
+            ]
+            sequence += [nn.Conv2d(ndf * nf_mult, 1, kernel_size=kw, stride=1, padding=padw)]
+            self.model = nn.Sequential(*sequence)
+
+        def forward(self, input):
+            return self.model(input)
+
+    nets = nn.ModuleDict({
+        "G_A": ResnetGenerator(3, 3, ngf, norm_layer=norm_layer, n_blocks=2),
+        "G_B": ResnetGenerator(3, 3, ngf, norm_layer=norm_layer, n_blocks=2, padding_type='replicate'),
+        "D_A": NLayerDiscriminator(3, ndf, n_layers=2, norm_layer=norm_layer),
+        "D_B": NLayerDiscriminator(3, ndf, n_layers=2, norm_layer=norm_layer),
+    })
+    return nets
+
+
+def cyclegan_training(m, weights, steps=2):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    import itertools
+
+    nets = load(m, cyclegan(m), weights)
+    netG_A, netG_B, netD_A, netD_B = nets["G_A"], nets["G_B"], nets["D_A"], nets["D_B"]
+
+    class GANLoss(nn.Module):
+        def __init__(self, gan_mode, target_real_label=1.0, target_fake_label=0.0):
+            super(GANLoss, self).__init__()
+            self.register_buffer('real_label', torch.tensor(target_real_label))
+            self.register_buffer('fake_label', torch.tensor(target_fake_label))
+            self.gan_mode = gan_mode
+            if gan_mode == 'lsgan':
+                self.loss = nn.MSELoss()
+            elif gan_mode == 'vanilla':
+                self.loss = nn.BCEWithLogitsLoss()
+
+        def get_target_tensor(self, prediction, target_is_real):
+            if target_is_real:
+                target_tensor = self.real_label
+            else:
+                target_tensor = self.fake_label
+            return target_tensor.expand_as(prediction)
+
+        def __call__(self, prediction, target_is_real):
+            target_tensor = self.get_target_tensor(prediction, target_is_real)
+            return self.loss(prediction, target_tensor)
+
+    def set_requires_grad(nets, requires_grad=False):
+        if not isinstance(nets, list):
+            nets = [nets]
+        for net in nets:
+            if net is not None:
+                for param in net.parameters():
+                    param.requires_grad = requires_grad
+
+    criterionGAN = GANLoss('lsgan')
+    criterionCycle = nn.L1Loss()  # torch.nn.L1Loss in the repository (autograd.nn: see test_torch_dot_nn_spelling)
+    criterionIdt = nn.L1Loss()
+    optimizer_G = optim.Adam(itertools.chain(netG_A.parameters(), netG_B.parameters()), lr=2e-3, betas=(0.5, 0.999))
+    optimizer_D = optim.Adam(itertools.chain(netD_A.parameters(), netD_B.parameters()), lr=2e-3, betas=(0.5, 0.999))
+
+    def lambda_rule(epoch):
+        return 1.0 - max(0, epoch + 1 - 1) / float(2 + 1)
+
+    schedulers = [optim.lr_scheduler.LambdaLR(o, lr_lambda=lambda_rule) for o in (optimizer_G, optimizer_D)]
+    real_A = torch.tensor(images((1, 3, 16, 16), seed=4, low=-1.0))
+    real_B = torch.tensor(images((1, 3, 16, 16), seed=5, low=-1.0))
+    lambda_A = lambda_B = 10.0
+    lambda_idt = 0.5
+    history = []
+    for step in range(steps):
+        fake_B = netG_A(real_A)
+        rec_A = netG_B(fake_B)
+        fake_A = netG_B(real_B)
+        rec_B = netG_A(fake_A)
+        set_requires_grad([netD_A, netD_B], False)
+        optimizer_G.zero_grad()
+        idt_A = netG_A(real_B)
+        loss_idt_A = criterionIdt(idt_A, real_B) * lambda_B * lambda_idt
+        idt_B = netG_B(real_A)
+        loss_idt_B = criterionIdt(idt_B, real_A) * lambda_A * lambda_idt
+        loss_G_A = criterionGAN(netD_A(fake_B), True)
+        loss_G_B = criterionGAN(netD_B(fake_A), True)
+        loss_cycle_A = criterionCycle(rec_A, real_A) * lambda_A
+        loss_cycle_B = criterionCycle(rec_B, real_B) * lambda_B
+        loss_G = loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+        loss_G.backward()
+        optimizer_G.step()
+        set_requires_grad([netD_A, netD_B], True)
+        optimizer_D.zero_grad()
+
+        def backward_D_basic(netD, real, fake):
+            pred_real = netD(real)
+            loss_D_real = criterionGAN(pred_real, True)
+            pred_fake = netD(fake.detach())
+            loss_D_fake = criterionGAN(pred_fake, False)
+            loss_D = (loss_D_real + loss_D_fake) * 0.5
+            loss_D.backward()
+            return loss_D
+
+        loss_D_A = backward_D_basic(netD_A, real_B, fake_B)
+        loss_D_B = backward_D_basic(netD_B, real_A, fake_A)
+        optimizer_D.step()
+        for scheduler in schedulers:
+            scheduler.step()
+        history.append([loss_G.item(), loss_D_A.item(), loss_D_B.item(), loss_cycle_A.item(), loss_idt_B.item()])
+    # a convolution's bias just before an InstanceNorm has a gradient of zero up to rounding (the norm takes out
+    # each channel's mean), which Adam scales up to steps of ±lr: compare those by size, the rest by value
+    before_norm = set()
+    for name, module in nets.named_modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i + 1], nn.InstanceNorm2d) and module[i].bias is not None:
+                    before_norm.add(f"{name}.{i}.bias")
+    grads = {name: p.grad for name, p in nets.named_parameters() if name not in before_norm}
+    state = {name: v for name, v in nets.state_dict().items() if name not in before_norm}
+    largest = max(nets.get_parameter(name).grad.abs().max().item() for name in before_norm)
+    return history, fake_B, rec_A, state, grads, optimizer_G.param_groups[0]["lr"], largest < 1e-5
+
+
+def test_cyclegan_resnet_generator_and_patchgan():
+    weights = weights_of(cyclegan)
+    ours, _ = run_both(cyclegan_training, weights, **F32)
+    history, fake_B, rec_A, state, grads, lr, bias_gradients_vanish = ours
+    assert bias_gradients_vanish
+    assert fake_B.shape == (1, 3, 16, 16) and np.abs(fake_B).max() <= 1.0
+    assert lr == pytest.approx(2e-3 * (1 - 2 / 3))
+    assert not any(k.endswith("running_mean") for k in state)  # InstanceNorm without running statistics
+
+
+# ----------------------------------------------------------------------------------------------
+# Monodepth2 (self-supervised monocular depth): a depth decoder keyed by tuples in an OrderedDict
+# (ReflectionPad2d convs, ELU, nearest x2 upsampling, multi-scale sigmoid disparities), a pose decoder,
+# backprojection by matmul with inverse intrinsics over a meshgrid held in a frozen nn.Parameter,
+# projection and grid_sample(padding_mode="border"), axis-angle rotations written element by element,
+# SSIM by AvgPool2d(3, 1), auto-masking by torch.min over stacked losses with seeded noise, and the
+# edge-aware smoothness of mean-normalised disparity
+# ----------------------------------------------------------------------------------------------
+
+
+def monodepth(m, num_ch_enc=(4, 8, 8)):
+    nn, torch, F = m.nn, m.torch, m.F
+    from collections import OrderedDict
+
+    class Conv3x3(nn.Module):
+        def __init__(self, in_channels, out_channels, use_refl=True):
+            super(Conv3x3, self).__init__()
+            if use_refl:
+                self.pad = nn.ReflectionPad2d(1)
+            else:
+                self.pad = nn.ZeroPad2d(1)
+            self.conv = nn.Conv2d(int(in_channels), int(out_channels), 3)
+
+        def forward(self, x):
+            out = self.pad(x)
+            out = self.conv(out)
+            return out
+
+    class ConvBlock(nn.Module):
+        def __init__(self, in_channels, out_channels):
+            super(ConvBlock, self).__init__()
+            self.conv = Conv3x3(in_channels, out_channels)
+            self.nonlin = nn.ELU(inplace=True)
+
+        def forward(self, x):
+            out = self.conv(x)
+            out = self.nonlin(out)
+            return out
+
+    def upsample(x):
+        return F.interpolate(x, scale_factor=2, mode="nearest")
+
+    class Encoder(nn.Module):
+        def __init__(self, num_input_images=1):
+            super().__init__()
+            self.num_ch_enc = np.array(num_ch_enc)
+            chans = [3 * num_input_images] + list(num_ch_enc)
+            self.layers = nn.ModuleList([
+                nn.Sequential(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1, bias=False),
+                              nn.BatchNorm2d(chans[i + 1]), nn.ReLU(inplace=True))
+                for i in range(len(num_ch_enc))])
+
+        def forward(self, input_image):
+            self.features = []
+            x = (input_image - 0.45) / 0.225
+            for layer in self.layers:
+                x = layer(x)
+                self.features.append(x)
+            return self.features
+
+    class DepthDecoder(nn.Module):
+        def __init__(self, num_ch_enc, scales=range(3), num_output_channels=1, use_skips=True):
+            super(DepthDecoder, self).__init__()
+            self.num_output_channels = num_output_channels
+            self.use_skips = use_skips
+            self.upsample_mode = 'nearest'
+            self.scales = scales
+            self.num_ch_enc = num_ch_enc
+            self.num_ch_dec = np.array([4, 4, 8])
+            self.convs = OrderedDict()
+            for i in range(2, -1, -1):
+                num_ch_in = self.num_ch_enc[-1] if i == 2 else self.num_ch_dec[i + 1]
+                num_ch_out = self.num_ch_dec[i]
+                self.convs[("upconv", i, 0)] = ConvBlock(num_ch_in, num_ch_out)
+                num_ch_in = self.num_ch_dec[i]
+                if self.use_skips and i > 0:
+                    num_ch_in += self.num_ch_enc[i - 1]
+                num_ch_out = self.num_ch_dec[i]
+                self.convs[("upconv", i, 1)] = ConvBlock(num_ch_in, num_ch_out)
+            for s in self.scales:
+                self.convs[("dispconv", s)] = Conv3x3(self.num_ch_dec[s], self.num_output_channels)
+            self.decoder = nn.ModuleList(list(self.convs.values()))
+            self.sigmoid = nn.Sigmoid()
+
+        def forward(self, input_features):
+            self.outputs = {}
+            x = input_features[-1]
+            for i in range(2, -1, -1):
+                x = self.convs[("upconv", i, 0)](x)
+                x = [upsample(x)]
+                if self.use_skips and i > 0:
+                    x += [input_features[i - 1]]
+                x = torch.cat(x, 1)
+                x = self.convs[("upconv", i, 1)](x)
+                if i in self.scales:
+                    self.outputs[("disp", i)] = self.sigmoid(self.convs[("dispconv", i)](x))
+            return self.outputs
+
+    class PoseDecoder(nn.Module):
+        def __init__(self, num_ch_enc, num_input_features, num_frames_to_predict_for=None, stride=1):
+            super(PoseDecoder, self).__init__()
+            self.num_ch_enc = num_ch_enc
+            self.num_input_features = num_input_features
+            if num_frames_to_predict_for is None:
+                num_frames_to_predict_for = num_input_features - 1
+            self.num_frames_to_predict_for = num_frames_to_predict_for
+            self.convs = OrderedDict()
+            self.convs[("squeeze")] = nn.Conv2d(self.num_ch_enc[-1], 8, 1)
+            self.convs[("pose", 0)] = nn.Conv2d(num_input_features * 8, 8, 3, stride, 1)
+            self.convs[("pose", 1)] = nn.Conv2d(8, 8, 3, stride, 1)
+            self.convs[("pose", 2)] = nn.Conv2d(8, 6 * num_frames_to_predict_for, 1)
+            self.relu = nn.ReLU()
+            self.net = nn.ModuleList(list(self.convs.values()))
+
+        def forward(self, input_features):
+            last_features = [f[-1] for f in input_features]
+            cat_features = [self.relu(self.convs["squeeze"](f)) for f in last_features]
+            cat_features = torch.cat(cat_features, 1)
+            out = cat_features
+            for i in range(3):
+                out = self.convs[("pose", i)](out)
+                if i != 2:
+                    out = self.relu(out)
+            out = out.mean(3).mean(2)
+            out = 0.01 * out.view(-1, self.num_frames_to_predict_for, 1, 6)
+            axisangle = out[..., :3]
+            translation = out[..., 3:]
+            return axisangle, translation
+
+    class BackprojectDepth(nn.Module):
+        def __init__(self, batch_size, height, width):
+            super(BackprojectDepth, self).__init__()
+            self.batch_size = batch_size
+            self.height = height
+            self.width = width
+            meshgrid = np.meshgrid(range(self.width), range(self.height), indexing='xy')
+            self.id_coords = np.stack(meshgrid, axis=0).astype(np.float32)
+            self.id_coords = nn.Parameter(torch.from_numpy(self.id_coords), requires_grad=False)
+            self.ones = nn.Parameter(torch.ones(self.batch_size, 1, self.height * self.width), requires_grad=False)
+            self.pix_coords = torch.unsqueeze(torch.stack(
+                [self.id_coords[0].view(-1), self.id_coords[1].view(-1)], 0), 0)
+            self.pix_coords = self.pix_coords.repeat(batch_size, 1, 1)
+            self.pix_coords = nn.Parameter(torch.cat([self.pix_coords, self.ones], 1), requires_grad=False)
+
+        def forward(self, depth, inv_K):
+            cam_points = torch.matmul(inv_K[:, :3, :3], self.pix_coords)
+            cam_points = depth.view(self.batch_size, 1, -1) * cam_points
+            cam_points = torch.cat([cam_points, self.ones], 1)
+            return cam_points
+
+    class Project3D(nn.Module):
+        def __init__(self, batch_size, height, width, eps=1e-7):
+            super(Project3D, self).__init__()
+            self.batch_size = batch_size
+            self.height = height
+            self.width = width
+            self.eps = eps
+
+        def forward(self, points, K, T):
+            P = torch.matmul(K, T)[:, :3, :]
+            cam_points = torch.matmul(P, points)
+            pix_coords = cam_points[:, :2, :] / (cam_points[:, 2, :].unsqueeze(1) + self.eps)
+            pix_coords = pix_coords.view(self.batch_size, 2, self.height, self.width)
+            pix_coords = pix_coords.permute(0, 2, 3, 1)
+            pix_coords[..., 0] /= self.width - 1
+            pix_coords[..., 1] /= self.height - 1
+            pix_coords = (pix_coords - 0.5) * 2
+            return pix_coords
+
+    class SSIM(nn.Module):
+        def __init__(self):
+            super(SSIM, self).__init__()
+            self.mu_x_pool = nn.AvgPool2d(3, 1)
+            self.mu_y_pool = nn.AvgPool2d(3, 1)
+            self.sig_x_pool = nn.AvgPool2d(3, 1)
+            self.sig_y_pool = nn.AvgPool2d(3, 1)
+            self.sig_xy_pool = nn.AvgPool2d(3, 1)
+            self.refl = nn.ReflectionPad2d(1)
+            self.C1 = 0.01 ** 2
+            self.C2 = 0.03 ** 2
+
+        def forward(self, x, y):
+            x = self.refl(x)
+            y = self.refl(y)
+            mu_x = self.mu_x_pool(x)
+            mu_y = self.mu_y_pool(y)
+            sigma_x = self.sig_x_pool(x ** 2) - mu_x ** 2
+            sigma_y = self.sig_y_pool(y ** 2) - mu_y ** 2
+            sigma_xy = self.sig_xy_pool(x * y) - mu_x * mu_y
+            SSIM_n = (2 * mu_x * mu_y + self.C1) * (2 * sigma_xy + self.C2)
+            SSIM_d = (mu_x ** 2 + mu_y ** 2 + self.C1) * (sigma_x + sigma_y + self.C2)
+            return torch.clamp((1 - SSIM_n / SSIM_d) / 2, 0, 1)
+
+    models = nn.ModuleDict({
+        "encoder": Encoder(), "depth": DepthDecoder(np.array(num_ch_enc)),
+        "pose_encoder": Encoder(num_input_images=2), "pose": PoseDecoder(np.array(num_ch_enc), 1, 2)})
+    return models, dict(BackprojectDepth=BackprojectDepth, Project3D=Project3D, SSIM=SSIM)
+
+
+def monodepth_parts(m):
+    return monodepth(m)[0]
+
+
+def rot_from_axisangle(torch, vec):
+    angle = torch.norm(vec, 2, 2, True)
+    axis = vec / (angle + 1e-7)
+    ca = torch.cos(angle)
+    sa = torch.sin(angle)
+    C = 1 - ca
+    x = axis[..., 0].unsqueeze(1)
+    y = axis[..., 1].unsqueeze(1)
+    z = axis[..., 2].unsqueeze(1)
+    xs = x * sa
+    ys = y * sa
+    zs = z * sa
+    xC = x * C
+    yC = y * C
+    zC = z * C
+    xyC = x * yC
+    yzC = y * zC
+    zxC = z * xC
+    rot = torch.zeros((vec.shape[0], 4, 4), device=vec.device)
+    rot[:, 0, 0] = torch.squeeze(x * xC + ca)
+    rot[:, 0, 1] = torch.squeeze(xyC - zs)
+    rot[:, 0, 2] = torch.squeeze(zxC + ys)
+    rot[:, 1, 0] = torch.squeeze(xyC + zs)
+    rot[:, 1, 1] = torch.squeeze(y * yC + ca)
+    rot[:, 1, 2] = torch.squeeze(yzC - xs)
+    rot[:, 2, 0] = torch.squeeze(zxC - ys)
+    rot[:, 2, 1] = torch.squeeze(yzC + xs)
+    rot[:, 2, 2] = torch.squeeze(z * zC + ca)
+    rot[:, 3, 3] = 1
+    return rot
+
+
+def get_translation_matrix(torch, translation_vector):
+    T = torch.zeros(translation_vector.shape[0], 4, 4).to(device=translation_vector.device)
+    t = translation_vector.contiguous().view(-1, 3, 1)
+    T[:, 0, 0] = 1
+    T[:, 1, 1] = 1
+    T[:, 2, 2] = 1
+    T[:, 3, 3] = 1
+    T[:, :3, 3, None] = t
+    return T
+
+
+def transformation_from_parameters(torch, axisangle, translation, invert=False):
+    R = rot_from_axisangle(torch, axisangle)
+    t = translation.clone()
+    if invert:
+        R = R.transpose(1, 2)
+        t *= -1
+    T = get_translation_matrix(torch, t)
+    if invert:
+        M = torch.matmul(R, T)
+    else:
+        M = torch.matmul(T, R)
+    return M
+
+
+def monodepth_training(m, weights, steps=2):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    models, layers = monodepth(m)
+    models = load(m, models, weights)
+    B, H, W = 2, 16, 24
+    scales = [0, 1, 2]
+    frame_ids = [0, -1, 1]
+    backproject_depth = layers["BackprojectDepth"](B, H, W)
+    project_3d = layers["Project3D"](B, H, W)
+    ssim = layers["SSIM"]()
+    K = np.array([[0.58 * W, 0, 0.5 * W, 0], [0, 1.92 * H, 0.5 * H, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float32)
+    inputs = {("K", 0): torch.from_numpy(K).unsqueeze(0).repeat(B, 1, 1),
+              ("inv_K", 0): torch.from_numpy(np.linalg.pinv(K)).unsqueeze(0).repeat(B, 1, 1)}
+    for seed, f_i in enumerate(frame_ids):
+        inputs[("color", f_i, 0)] = torch.tensor(images((B, 3, H, W), seed=10 + seed))
+    parameters_to_train = list(models["encoder"].parameters()) + list(models["depth"].parameters()) \
+        + list(models["pose_encoder"].parameters()) + list(models["pose"].parameters())
+    model_optimizer = optim.Adam(parameters_to_train, 1e-3)
+    model_lr_scheduler = optim.lr_scheduler.StepLR(model_optimizer, 1, 0.1)
+
+    def disp_to_depth(disp, min_depth, max_depth):
+        min_disp = 1 / max_depth
+        max_disp = 1 / min_depth
+        scaled_disp = min_disp + (max_disp - min_disp) * disp
+        depth = 1 / scaled_disp
+        return scaled_disp, depth
+
+    def compute_reprojection_loss(pred, target):
+        abs_diff = torch.abs(target - pred)
+        l1_loss = abs_diff.mean(1, True)
+        ssim_loss = ssim(pred, target).mean(1, True)
+        return 0.85 * ssim_loss + 0.15 * l1_loss
+
+    def get_smooth_loss(disp, img):
+        grad_disp_x = torch.abs(disp[:, :, :, :-1] - disp[:, :, :, 1:])
+        grad_disp_y = torch.abs(disp[:, :, :-1, :] - disp[:, :, 1:, :])
+        grad_img_x = torch.mean(torch.abs(img[:, :, :, :-1] - img[:, :, :, 1:]), 1, keepdim=True)
+        grad_img_y = torch.mean(torch.abs(img[:, :, :-1, :] - img[:, :, 1:, :]), 1, keepdim=True)
+        grad_disp_x *= torch.exp(-grad_img_x)
+        grad_disp_y *= torch.exp(-grad_img_y)
+        return grad_disp_x.mean() + grad_disp_y.mean()
+
+    history = []
+    torch.manual_seed(0)
+    for step in range(steps):
+        features = models["encoder"](inputs[("color", 0, 0)])
+        outputs = models["depth"](features)
+        for f_i in frame_ids[1:]:
+            if f_i < 0:
+                pose_inputs = [inputs[("color", f_i, 0)], inputs[("color", 0, 0)]]
+            else:
+                pose_inputs = [inputs[("color", 0, 0)], inputs[("color", f_i, 0)]]
+            pose_inputs = [models["pose_encoder"](torch.cat(pose_inputs, 1))]
+            axisangle, translation = models["pose"](pose_inputs)
+            outputs[("axisangle", 0, f_i)] = axisangle
+            outputs[("translation", 0, f_i)] = translation
+            outputs[("cam_T_cam", 0, f_i)] = transformation_from_parameters(
+                torch, axisangle[:, 0], translation[:, 0], invert=(f_i < 0))
+        for scale in scales:
+            disp = outputs[("disp", scale)]
+            disp = F.interpolate(disp, [H, W], mode="bilinear", align_corners=False)
+            _, depth = disp_to_depth(disp, 0.1, 100.0)
+            outputs[("depth", 0, scale)] = depth
+            for i, frame_id in enumerate(frame_ids[1:]):
+                T = outputs[("cam_T_cam", 0, frame_id)]
+                cam_points = backproject_depth(depth, inputs[("inv_K", 0)])
+                pix_coords = project_3d(cam_points, inputs[("K", 0)], T)
+                outputs[("sample", frame_id, scale)] = pix_coords
+                outputs[("color", frame_id, scale)] = F.grid_sample(
+                    inputs[("color", frame_id, 0)], outputs[("sample", frame_id, scale)],
+                    padding_mode="border", align_corners=True)
+        losses = {}
+        total_loss = 0
+        for scale in scales:
+            loss = 0
+            reprojection_losses = []
+            disp = outputs[("disp", scale)]
+            color = inputs[("color", 0, 0)]
+            color = F.interpolate(color, disp.shape[-2:], mode="area") if scale else color
+            target = inputs[("color", 0, 0)]
+            for frame_id in frame_ids[1:]:
+                pred = outputs[("color", frame_id, scale)]
+                reprojection_losses.append(compute_reprojection_loss(pred, target))
+            reprojection_losses = torch.cat(reprojection_losses, 1)
+            identity_reprojection_losses = []
+            for frame_id in frame_ids[1:]:
+                pred = inputs[("color", frame_id, 0)]
+                identity_reprojection_losses.append(compute_reprojection_loss(pred, target))
+            identity_reprojection_losses = torch.cat(identity_reprojection_losses, 1)
+            identity_reprojection_loss = identity_reprojection_losses
+            reprojection_loss = reprojection_losses
+            identity_reprojection_loss += torch.randn(identity_reprojection_loss.shape) * 0.00001
+            combined = torch.cat((identity_reprojection_loss, reprojection_loss), dim=1)
+            if combined.shape[1] == 1:
+                to_optimise = combined
+            else:
+                to_optimise, idxs = torch.min(combined, dim=1)
+            outputs["identity_selection/{}".format(scale)] = (idxs > identity_reprojection_loss.shape[1] - 1).float()
+            loss += to_optimise.mean()
+            mean_disp = disp.mean(2, True).mean(3, True)
+            norm_disp = disp / (mean_disp + 1e-7)
+            smooth_loss = get_smooth_loss(norm_disp, color)
+            loss += 1e-3 * smooth_loss / (2 ** scale)
+            total_loss += loss
+            losses["loss/{}".format(scale)] = loss
+        total_loss /= len(scales)
+        losses["loss"] = total_loss
+        model_optimizer.zero_grad()
+        losses["loss"].backward()
+        model_optimizer.step()
+        model_lr_scheduler.step()
+        history.append({k: v.item() for k, v in losses.items()})
+    grads = {name: p.grad for name, p in models.named_parameters()}
+    return (history, outputs[("depth", 0, 0)], outputs[("cam_T_cam", 0, -1)], outputs[("sample", 1, 0)],
+            outputs["identity_selection/0"], grads, models.state_dict())
+
+
+def test_monodepth2_self_supervised_depth():
+    weights = weights_of(monodepth_parts)
+    ours, _ = run_both(monodepth_training, weights, **F32)
+    history, depth, T, sample, selection, grads, state = ours
+    assert depth.shape == (2, 1, 16, 24) and 0.1 <= depth.min() and depth.max() <= 100.0
+    # a rigid motion: the rotation block orthonormal, the bottom row (0, 0, 0, 1)
+    R = T[:, :3, :3]
+    np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-6)
+    np.testing.assert_allclose(T[:, 3], [[0, 0, 0, 1]] * 2)
+    assert set(np.unique(selection)) <= {0.0, 1.0}
