@@ -1019,3 +1019,346 @@ def test_monodepth2_self_supervised_depth():
     np.testing.assert_allclose(R @ R.transpose(0, 2, 1), np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-6)
     np.testing.assert_allclose(T[:, 3], [[0, 0, 0, 1]] * 2)
     assert set(np.unique(selection)) <= {0.0, 1.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepLabV3+: a depthwise-separable dilated backbone, ASPP (dilated branches and an image-pooling branch
+# by AdaptiveAvgPool2d(1) upsampled back), a decoder fusing low-level features after bilinear upsampling,
+# the model and batch in channels_last; SGD(nesterov) with the poly schedule by LambdaLR, OHEM cross-entropy
+# (per-pixel losses thresholded and top-k'd, ignore_index) and pixel-wise distillation from a frozen teacher
+# by KL at a temperature
+# ----------------------------------------------------------------------------------------------
+
+
+def deeplab(m, classes=5):
+    nn, torch, F = m.nn, m.torch, m.F
+
+    class SeparableConv2d(nn.Sequential):
+        def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=1, dilation=1, bias=False):
+            dephtwise_conv = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+                                       dilation=dilation, groups=in_channels, bias=False)
+            pointwise_conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=bias)
+            super().__init__(dephtwise_conv, pointwise_conv)
+
+    class ASPPConv(nn.Sequential):
+        def __init__(self, in_channels, out_channels, dilation):
+            super().__init__(SeparableConv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation),
+                             nn.BatchNorm2d(out_channels), nn.ReLU())
+
+    class ASPPPooling(nn.Sequential):
+        def __init__(self, in_channels, out_channels):
+            super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                             nn.BatchNorm2d(out_channels), nn.ReLU())
+
+        def forward(self, x):
+            size = x.shape[-2:]
+            for mod in self:
+                x = mod(x)
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    class ASPP(nn.Module):
+        def __init__(self, in_channels, atrous_rates, out_channels=8):
+            super().__init__()
+            modules = [nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
+                                     nn.ReLU())]
+            for rate in tuple(atrous_rates):
+                modules.append(ASPPConv(in_channels, out_channels, rate))
+            modules.append(ASPPPooling(in_channels, out_channels))
+            self.convs = nn.ModuleList(modules)
+            self.project = nn.Sequential(nn.Conv2d(len(self.convs) * out_channels, out_channels, 1, bias=False),
+                                         nn.BatchNorm2d(out_channels), nn.ReLU())
+
+        def forward(self, x):
+            res = []
+            for conv in self.convs:
+                res.append(conv(x))
+            res = torch.cat(res, dim=1)
+            return self.project(res)
+
+    class DeepLabV3Plus(nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8),
+                                      nn.ReLU(inplace=True))
+            self.low = nn.Sequential(SeparableConv2d(8, 12, stride=2), nn.BatchNorm2d(12), nn.ReLU(inplace=True))
+            self.high = nn.Sequential(SeparableConv2d(12, 16, padding=2, dilation=2), nn.BatchNorm2d(16),
+                                      nn.ReLU(inplace=True))
+            self.aspp = ASPP(16, [1, 2, 3])
+            self.low_proj = nn.Sequential(nn.Conv2d(8, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+            self.decoder = nn.Sequential(SeparableConv2d(12, 8), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                                         nn.Conv2d(8, num_classes, 1))
+
+        def forward(self, x):
+            input_shape = x.shape[-2:]
+            low_level = self.stem(x)
+            high = self.high(self.low(low_level))
+            feature = self.aspp(high)
+            feature = F.interpolate(feature, size=low_level.shape[2:], mode="bilinear", align_corners=False)
+            out = self.decoder(torch.cat([self.low_proj(low_level), feature], dim=1))
+            return F.interpolate(out, size=input_shape, mode="bilinear", align_corners=False)
+
+    return DeepLabV3Plus(classes)
+
+
+class OhemCrossEntropy:
+    """OHEM as the segmentation repositories write it: pixels whose probability of their class is under
+    ``thresh`` (at least ``min_kept`` of them, the hardest first) carry the loss."""
+
+    def __init__(self, m, ignore_label=255, thresh=0.7, min_kept=20, weight=None):
+        self.m = m
+        self.thresh = thresh
+        self.min_kept = max(1, min_kept)
+        self.ignore_label = ignore_label
+        self.criterion = m.nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_label, reduction='none')
+
+    def __call__(self, score, target):
+        torch, F = self.m.torch, self.m.F
+        pred = F.softmax(score, dim=1)
+        pixel_losses = self.criterion(score, target).contiguous().view(-1)
+        mask = target.contiguous().view(-1) != self.ignore_label
+        tmp_target = target.clone()
+        tmp_target[tmp_target == self.ignore_label] = 0
+        pred = pred.gather(1, tmp_target.unsqueeze(1))
+        pred, ind = pred.contiguous().view(-1,)[mask].contiguous().sort()
+        min_value = pred[min(self.min_kept, pred.numel() - 1)]
+        threshold = max(min_value, self.thresh)
+        pixel_losses = pixel_losses[mask][ind]
+        pixel_losses = pixel_losses[pred < threshold]
+        return pixel_losses.mean()
+
+
+def deeplab_training(m, weights, teacher_weights, steps=3, channels_last=True):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, deeplab(m), weights)
+    teacher = load(m, deeplab(m), teacher_weights).eval()
+    teacher.requires_grad_(False)
+    x = torch.tensor(images((2, 3, 20, 20), seed=6))
+    target = torch.tensor(masks((2, 20, 20), 5, seed=6, ignore=255))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    params = [{"params": [p for n, p in model.named_parameters() if p.ndim > 1], "weight_decay": 1e-4},
+              {"params": [p for n, p in model.named_parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    optimizer = optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True)
+    max_iter = 10
+    scheduler = optim.lr_scheduler.LambdaLR(optimizer, lambda it: (1 - it / max_iter) ** 0.9)
+    ohem = OhemCrossEntropy(m, thresh=0.7, min_kept=50, weight=torch.tensor([1.0, 0.8, 1.2, 1.0, 0.9]))
+    T = 2.0
+    history = []
+    for step in range(steps):
+        model.train()
+        out = model(x)
+        with torch.no_grad():
+            soft = teacher(x)
+        valid = (target != 255).unsqueeze(1).float()
+        kd = F.kl_div(F.log_softmax(out / T, dim=1), F.softmax(soft / T, dim=1), reduction="none")
+        kd = (kd * valid).sum() / valid.sum() * T * T
+        loss = ohem(out, target) + 0.5 * kd
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append((loss.item(), kd.item(), scheduler.get_last_lr()[0]))
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    return history, pred, grads, model.state_dict()
+
+
+def test_deeplabv3plus_ohem_distillation_channels_last():
+    weights, teacher = weights_of(deeplab), weights_of(deeplab, seed=1)
+    ours, _ = run_both(deeplab_training, weights, teacher, **F32)
+    history, pred, grads, state = ours
+    assert pred.shape == (2, 20, 20)
+    assert history[-1][2] == pytest.approx(0.05 * (1 - 3 / 10) ** 0.9)
+    plain, _ = run_both(deeplab_training, weights, teacher, channels_last=False, **F32)
+    np.testing.assert_allclose([h[0] for h in plain[0]], [h[0] for h in history], rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation losses on one-hot masks made by F.one_hot + permute, as their repositories write them:
+# Lovasz-softmax and Lovasz hinge (Berman et al.: errors sorted, the Jaccard gradient by cumsum with a
+# slice assigned in place, torch.autograd.Variable), focal loss with per-class alpha by gather, focal
+# Tversky, a log-cosh Dice, a boundary-weighted cross-entropy (edges by max_pool2d of the one-hot mask),
+# each differentiated, and a small head trained on their sum by Adam
+# ----------------------------------------------------------------------------------------------
+
+
+def lovasz_grad(gt_sorted):
+    p = len(gt_sorted)
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.float().cumsum(0)
+    union = gts + (1 - gt_sorted).float().cumsum(0)
+    jaccard = 1. - intersection / union
+    if p > 1:  # cover 1-pixel case
+        jaccard[1:p] = jaccard[1:p] - jaccard[0:-1]
+    return jaccard
+
+
+def lovasz_softmax_flat(m, probas, labels, classes='present'):
+    torch = m.torch
+    Variable = torch.autograd.Variable
+    if probas.numel() == 0:
+        return probas * 0.
+    C = probas.size(1)
+    losses = []
+    class_to_sum = list(range(C)) if classes in ['all', 'present'] else classes
+    for c in class_to_sum:
+        fg = (labels == c).float()
+        if (classes == 'present' and fg.sum() == 0):
+            continue
+        class_pred = probas[:, c]
+        errors = (Variable(fg) - class_pred).abs()
+        errors_sorted, perm = torch.sort(errors, 0, descending=True)
+        perm = perm.data
+        fg_sorted = fg[perm]
+        losses.append(torch.dot(errors_sorted, Variable(lovasz_grad(fg_sorted))))
+    return sum(losses) / len(losses)
+
+
+def flatten_probas(probas, labels, ignore=None):
+    B, C, H, W = probas.size()
+    probas = probas.permute(0, 2, 3, 1).contiguous().view(-1, C)
+    labels = labels.view(-1)
+    if ignore is None:
+        return probas, labels
+    valid = (labels != ignore)
+    vprobas = probas[valid.nonzero().squeeze()]
+    vlabels = labels[valid]
+    return vprobas, vlabels
+
+
+def lovasz_hinge_flat(m, logits, labels):
+    torch, F = m.torch, m.F
+    if len(labels) == 0:
+        return logits.sum() * 0.
+    signs = 2. * labels.float() - 1.
+    errors = (1. - logits * torch.autograd.Variable(signs))
+    errors_sorted, perm = torch.sort(errors, dim=0, descending=True)
+    perm = perm.data
+    gt_sorted = labels[perm]
+    grad = lovasz_grad(gt_sorted)
+    loss = torch.dot(F.relu(errors_sorted), torch.autograd.Variable(grad))
+    return loss
+
+
+def focal_loss(m, logits, target, alpha, gamma=2.0, ignore_index=255):
+    torch, F = m.torch, m.F
+    valid = target != ignore_index
+    safe = target.masked_fill(~valid, 0)
+    logpt = F.log_softmax(logits, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    pt = logpt.exp()
+    at = alpha.gather(0, safe.view(-1)).view_as(safe)
+    loss = -at * (1 - pt) ** gamma * logpt
+    return loss[valid].mean()
+
+
+def focal_tversky(m, probs, one_hot, alpha=0.7, beta=0.3, gamma=4 / 3, smooth=1.0):
+    torch = m.torch
+    dims = (0,) + tuple(range(2, probs.ndim))
+    tp = torch.sum(probs * one_hot, dims)
+    fn = torch.sum(one_hot * (1 - probs), dims)
+    fp = torch.sum((1 - one_hot) * probs, dims)
+    tversky = (tp + smooth) / (tp + alpha * fn + beta * fp + smooth)
+    return torch.pow(1 - tversky, 1 / gamma).mean()
+
+
+def log_cosh_dice(m, probs, one_hot, smooth=1.0):
+    torch = m.torch
+    inter = (probs * one_hot).sum(dim=(2, 3))
+    dice = (2 * inter + smooth) / (probs.sum(dim=(2, 3)) + one_hot.sum(dim=(2, 3)) + smooth)
+    return torch.log(torch.cosh(1 - dice.mean()))
+
+
+def boundary_weighted_ce(m, logits, target, one_hot, weight=4.0):
+    F = m.F
+    # a pixel lies on a boundary when a 3x3 max pool of its one-hot mask differs from the mask itself
+    dilated = F.max_pool2d(one_hot, kernel_size=3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-one_hot, kernel_size=3, stride=1, padding=1)
+    boundary = (dilated - eroded).amax(dim=1)
+    pixel = F.cross_entropy(logits, target, reduction='none')
+    return ((1 + weight * boundary) * pixel).sum() / (1 + weight * boundary).sum()
+
+
+def segmentation_losses(m, logits_array, target_array, binary_logits_array):
+    torch, F = m.torch, m.F
+    classes = logits_array.shape[1]
+    logits = torch.tensor(logits_array, requires_grad=True)
+    binary_logits = torch.tensor(binary_logits_array, requires_grad=True)
+    target = torch.tensor(target_array)
+    probs = F.softmax(logits, dim=1)
+    vprobas, vlabels = flatten_probas(probs, target, ignore=255)
+    valid_target = torch.where(target == 255, torch.zeros_like(target), target)
+    one_hot = F.one_hot(valid_target, num_classes=classes).permute(0, 3, 1, 2).float()
+    losses = {
+        "lovasz_softmax": lovasz_softmax_flat(m, vprobas, vlabels),
+        "lovasz_softmax_all": lovasz_softmax_flat(m, vprobas, vlabels, classes='all'),
+        "lovasz_hinge": lovasz_hinge_flat(m, binary_logits.view(-1), (valid_target > 1).long().view(-1)),
+        "focal": focal_loss(m, logits, target, torch.tensor([0.25, 0.5, 0.75, 1.0][:classes])),
+        "focal_tversky": focal_tversky(m, probs, one_hot),
+        "log_cosh_dice": log_cosh_dice(m, probs, one_hot),
+        "boundary_ce": boundary_weighted_ce(m, logits, valid_target, one_hot),
+    }
+    grads = {}
+    for name, loss in losses.items():
+        inputs = [binary_logits] if name == "lovasz_hinge" else [logits]
+        grads[name] = torch.autograd.grad(loss, inputs, retain_graph=True)[0]
+    return {k: v.detach() for k, v in losses.items()}, grads
+
+
+def seg_head(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.GELU(), nn.Conv2d(8, 4, 1))
+
+
+def segmentation_losses_training(m, weights, steps=3):
+    torch, F, optim = m.torch, m.F, m.optim
+    model = load(m, seg_head(m), weights)
+    x = torch.tensor(images((2, 3, 10, 12), seed=7))
+    target = torch.tensor(masks((2, 10, 12), 4, seed=7, ignore=255))
+    valid_target = torch.where(target == 255, torch.zeros_like(target), target)
+    one_hot = F.one_hot(valid_target, num_classes=4).permute(0, 3, 1, 2).float()
+    optimizer = optim.Adam(model.parameters(), lr=5e-3)
+    history = []
+    for step in range(steps):
+        logits = model(x)
+        probs = F.softmax(logits, dim=1)
+        loss = (lovasz_softmax_flat(m, *flatten_probas(probs, target, ignore=255))
+                + focal_loss(m, logits, target, torch.tensor([0.25, 0.5, 0.75, 1.0]))
+                + focal_tversky(m, probs, one_hot) + boundary_weighted_ce(m, logits, valid_target, one_hot))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history, {n: p.grad for n, p in model.named_parameters()}, model.state_dict()
+
+
+def test_segmentation_losses_and_their_gradients():
+    rng = np.random.default_rng(8)
+    logits = rng.standard_normal((2, 4, 6, 7)).astype(np.float32)
+    target = masks((2, 6, 7), 3, seed=8, ignore=255)  # class 3 absent: 'present' skips it, 'all' does not
+    binary = rng.standard_normal((2, 6, 7)).astype(np.float32)
+    ours, _ = run_both(segmentation_losses, logits, target, binary, rtol=1e-5, atol=1e-6)
+    losses, grads = ours
+    assert losses["lovasz_softmax_all"] != pytest.approx(losses["lovasz_softmax"])
+    assert all(np.isfinite(g).all() for g in grads.values())
+
+
+def test_lovasz_grad_by_hand():
+    torch = OURS.torch
+    # sorted ground truth 1, 0, 1 (two positives): after each pixel the intersection left is 1, 1, 0 and the
+    # union 2, 3, 3, so the Jaccard losses are 1/2, 2/3, 1; their successive differences (the right side read
+    # before the slice is written)
+    g = lovasz_grad(torch.tensor([1.0, 0.0, 1.0])).numpy()
+    np.testing.assert_allclose(g, [0.5, 1 / 6, 1 / 3], rtol=1e-6)
+    errors = torch.tensor([0.9, 0.2, 0.4, 0.1], requires_grad=True)
+    loss = lovasz_softmax_flat(OURS, torch.stack([1 - errors, errors], dim=1), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    assert np.isfinite(errors.grad.numpy()).all() and loss.item() > 0
+
+
+def test_segmentation_losses_training():
+    weights = weights_of(seg_head)
+    ours, _ = run_both(segmentation_losses_training, weights, **F32)
+    assert ours[0][-1] < ours[0][0]
