@@ -14,7 +14,10 @@ Keys' cubic convolution weights, a = -0.75 (PyTorch's; s not clamped at 0):
     W(d) = a|d|³ - 5a|d|² + 8a|d| - 4a           for 1 < |d| < 2
 Bilinear, bicubic and trilinear are a 1-d rule applied along each dim in turn
 (the weights of a separable interpolation are products). Everything is
-indexing and weighted sums, so gradients come from those ops.
+indexing and weighted sums, so gradients come from those ops. A dim whose size
+does not change is copied by the nearest and linear modes (and antialiased ones)
+even when a scale factor would move its samples (floor(3 · 1.1) = 3), as
+PyTorch's kernels do; bicubic's forward kernel has no such copy, and resamples.
 
 ``antialias=True`` (bilinear, bicubic, lanczos; 4-D input) widens the filter when shrinking, as
 PIL does, so every input pixel counts: output o along a dim of ratio r is centred at
@@ -84,6 +87,8 @@ def _nearest_index(size, out, factor, exact):
 
 def _linear_along(input, dim, out, factor, align_corners):
     size = input.shape[dim]
+    if out == size:  # PyTorch's kernels copy a dim that keeps its size, whatever the scale factor (1.1 on 3 rows)
+        return input
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
     source = positions * ratio if align_corners else xp.maximum(ratio * (positions + 0.5) - 0.5, 0)
@@ -123,6 +128,8 @@ _ANTIALIASED = {  # mode: (the kernel's support R at ratio 1, the kernel k)
 def _antialiased_weights(size, out, factor, align_corners, mode):
     """The (out, size) matrix of antialiased resizing along one dim (PyTorch's and PIL's rule: see the
     module's docstring). Where the support leaves the input, the weights inside are renormalised."""
+    if out == size:  # a dim that keeps its size is copied, as _linear_along's (PyTorch's forward kernel)
+        return numpy.eye(size)
     radius, kernel = _ANTIALIASED[mode]
     ratio = _ratio(size, out, factor, align_corners)
     widening = max(ratio, 1.0)

@@ -28,3 +28,32 @@ def test_grid_sample_reflection_keeps_float32(T, mode, align_corners):
         # y = 0.5 to row 2.5: the mean of rows 2, 3 at column 3.875
         expected = 0.5 * (0.125 * (x[0, :, 2, 3] + x[0, :, 3, 3]) + 0.875 * (x[0, :, 2, 4] + x[0, :, 3, 4]))
         np.testing.assert_allclose(out[0, :, 0, 1].detach().numpy(), expected.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode,shape,antialias", [("linear", (1, 2, 4), False), ("bilinear", (1, 2, 3, 20), False),
+                                                  ("trilinear", (1, 1, 3, 4, 5), False),
+                                                  ("bilinear", (2, 1, 10, 3), True), ("bicubic", (1, 1, 3, 4), True)])
+def test_interpolate_copies_a_dim_whose_size_a_scale_factor_keeps(T, mode, shape, antialias):
+    # floor(3 · 1.1) = 3: PyTorch's kernels copy such a dim rather than resample it at 1 / 1.1 (it was resampled,
+    # shifting every value; a random-scale augmentation near 1 on small maps meets it)
+    F = functional(T)
+    rng = np.random.default_rng(0)
+    x = T.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+    y = F.interpolate(x, scale_factor=1.1, mode=mode, antialias=antialias)
+    kept = [a for a in range(2, len(shape)) if y.shape[a] == shape[a]]
+    assert kept  # (each case keeps a dim)
+    resampled = F.interpolate(x, scale_factor=[1.0 if a + 2 in kept else 1.1 for a in range(len(shape) - 2)],
+                              mode=mode, antialias=antialias)
+    assert y.shape == resampled.shape
+    np.testing.assert_allclose(y.detach().numpy(), resampled.detach().numpy(), rtol=1e-6, atol=1e-6)
+    if len(kept) == len(shape) - 2 and not antialias:  # nothing resized: the values and gradient pass through
+        y.backward(T.ones_like(y))
+        np.testing.assert_allclose(x.grad.numpy(), np.ones(shape), rtol=1e-6)
+
+
+def test_bicubic_still_resamples_a_kept_size(T):
+    # PyTorch's bicubic forward kernel has no copy: with the size kept, output o reads at (o + 1/2) / 1.1 - 1/2
+    # (0.8636 for o = 1: not the copy's 1)
+    x = T.arange(4.0).reshape(1, 1, 1, 4)
+    y = functional(T).interpolate(x, scale_factor=(1.0, 1.1), mode="bicubic")
+    np.testing.assert_allclose(y.numpy().ravel(), [-0.0310621, 0.8087672, 1.7248309, 2.7533107], rtol=1e-6)
