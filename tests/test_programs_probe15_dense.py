@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B008, B023, E741, E731, F841, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B008, B023, E721, E741, E731, F841, UP004, UP008, UP031, UP032  (the programs are kept as their authors wrote them)
 """Dense-prediction and image-synthesis programs (see tests/pytorch_programs.py), each run unchanged but for its
 imports on chainrule and on PyTorch from the same weights and data in float32, comparing losses, outputs,
 gradients and parameters after a few optimizer steps (float32 tolerances), and checked by hand where they run
@@ -1362,3 +1362,87 @@ def test_segmentation_losses_training():
     weights = weights_of(seg_head)
     ours, _ = run_both(segmentation_losses_training, weights, **F32)
     assert ours[0][-1] < ours[0][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Resizing as the training loops write it: multi-scale training with random scale factors (some keep the
+# size of a small map: floor(12 * 1.05) = 12), image by bilinear and mask by nearest; a feature pyramid fused
+# by every interpolation mode (nearest, nearest-exact, bilinear and bicubic with align_corners both ways,
+# area, antialiased downsampling, scale_factor with recompute_scale_factor, nn.Upsample, size=) with the
+# gradient of each
+# ----------------------------------------------------------------------------------------------
+
+
+def resize_head(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 3, 1))
+
+
+def multiscale_training(m, weights, scales=(1.05, 0.75, 1.3, 1.0, 0.9)):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, resize_head(m), weights)
+    image = torch.tensor(images((2, 3, 12, 14), seed=9))
+    mask = torch.tensor(masks((2, 12, 14), 3, seed=9))
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    history, shapes = [], []
+    for s in scales:
+        x = F.interpolate(image, scale_factor=s, mode='bilinear', align_corners=False, recompute_scale_factor=False)
+        y = F.interpolate(mask[:, None].float(), size=x.shape[-2:], mode='nearest').squeeze(1).long()
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+        shapes.append(tuple(x.shape[-2:]))
+    return history, shapes, model.state_dict()
+
+
+def every_resize(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    rng = np.random.default_rng(10)
+    p3 = torch.tensor(rng.standard_normal((2, 3, 5, 6)).astype(np.float32), requires_grad=True)
+    p2 = torch.tensor(rng.standard_normal((2, 3, 10, 12)).astype(np.float32), requires_grad=True)
+    big = torch.tensor(rng.standard_normal((2, 3, 21, 17)).astype(np.float32), requires_grad=True)
+    outs = {
+        "nearest": F.interpolate(p3, size=p2.shape[-2:], mode="nearest"),
+        "nearest-exact": F.interpolate(p3, scale_factor=1.9, mode="nearest-exact"),
+        "bilinear": F.interpolate(p3, size=(10, 12), mode="bilinear", align_corners=False),
+        "bilinear-ac": F.interpolate(p3, scale_factor=2, mode="bilinear", align_corners=True),
+        "bicubic": F.interpolate(p3, size=(11, 9), mode="bicubic", align_corners=False),
+        "bicubic-ac": F.interpolate(p3, scale_factor=(1.5, 2.5), mode="bicubic", align_corners=True),
+        "bilinear-rsf": F.interpolate(p3, scale_factor=1.7, mode="bilinear", recompute_scale_factor=True),
+        "bilinear-kept": F.interpolate(p3, scale_factor=1.1, mode="bilinear"),  # 5 and 6 rows kept, 6 cols
+        "area": F.interpolate(big, size=(5, 6), mode="area"),
+        "bilinear-aa": F.interpolate(big, size=(5, 6), mode="bilinear", antialias=True),
+        "bicubic-aa": F.interpolate(big, scale_factor=0.3, mode="bicubic", antialias=True),
+        "bilinear-aa-ac": F.interpolate(big, size=(7, 4), mode="bilinear", antialias=True, align_corners=True),
+        "upsample": nn.Upsample(scale_factor=2, mode="nearest")(p3),
+        "upsample-bilinear2d": nn.UpsamplingBilinear2d(size=(9, 7))(p3),
+        "upsample-nearest2d": nn.UpsamplingNearest2d(scale_factor=3)(p3),
+        "linear": F.interpolate(p3.flatten(2), size=40, mode="linear", align_corners=False),
+        "trilinear": F.interpolate(p3.unsqueeze(2), scale_factor=(2, 1.5, 0.5), mode="trilinear"),
+    }
+    # an FPN top-down fusion: the coarse level upsampled to the fine one's size and added
+    fused = p2 + F.interpolate(p3, size=p2.shape[-2:], mode="nearest")
+    outs["fpn"] = fused
+    rng = np.random.default_rng(11)
+    total = sum((o * torch.tensor(rng.standard_normal(tuple(o.shape)).astype(np.float32))).sum() for o in outs.values())
+    total.backward()
+    return {k: v.detach() for k, v in outs.items()}, p3.grad, p2.grad, big.grad
+
+
+def test_multiscale_training_with_random_scale_factors():
+    weights = weights_of(resize_head)
+    ours, _ = run_both(multiscale_training, weights, **F32)
+    assert ours[1] == [(12, 14), (9, 10), (15, 18), (12, 14), (10, 12)]
+
+
+def test_every_resize_mode_and_its_gradient():
+    ours, _ = run_both(every_resize, rtol=1e-5, atol=1e-5)
+    outs = ours[0]
+    assert outs["nearest"].shape == (2, 3, 10, 12) and outs["bicubic-aa"].shape == (2, 3, 6, 5)
+    # floor(5 * 1.1) = 5, floor(6 * 1.1) = 6: the input itself (which nearest x2 shows at its even positions)
+    np.testing.assert_array_equal(outs["bilinear-kept"], outs["nearest"][:, :, ::2, ::2])
+    # nearest x2 repeats each pixel twice along both dims
+    np.testing.assert_array_equal(outs["upsample"], outs["upsample"][:, :, ::2, ::2].repeat(2, 2).repeat(2, 3))
