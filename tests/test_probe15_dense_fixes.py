@@ -57,3 +57,18 @@ def test_bicubic_still_resamples_a_kept_size(T):
     x = T.arange(4.0).reshape(1, 1, 1, 4)
     y = functional(T).interpolate(x, scale_factor=(1.0, 1.1), mode="bicubic")
     np.testing.assert_allclose(y.numpy().ravel(), [-0.0310621, 0.8087672, 1.7248309, 2.7533107], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1, 1), (1, 3, 1, 1, 1)])
+def test_group_norm_refuses_one_value_per_group(T, shape):
+    # one sample, as many groups as channels, spatial size 1: every value would be normalised to 0 (an ASPP
+    # image-pooling branch with GroupNorm at batch size 1); F.group_norm / nn.GroupNorm refuse it, as PyTorch's
+    N = importlib.import_module("nn" if T.__name__ == "autograd" else "torch.nn")
+    listed = str(list(shape))
+    with pytest.raises(ValueError, match=r"Expected more than 1 value per channel when training, got input size "
+                                         + listed.replace("[", r"\[").replace("]", r"\]")):
+        N.GroupNorm(3, 3)(T.ones(*shape))
+    # two samples pass (the check counts the batch), as do two channels a group, and the top-level group_norm
+    assert N.GroupNorm(3, 3)(T.ones(2, *shape[1:])).abs().sum().item() == 0.0
+    assert tuple(functional(T).group_norm(T.ones(1, 6, *shape[2:]), 3).shape) == (1, 6, *shape[2:])
+    assert T.group_norm(T.ones(*shape), 3).abs().sum().item() == 0.0
