@@ -1779,3 +1779,174 @@ def test_gaugan_spade_generator_and_multiscale_discriminator():
     history, fake, grads, state = ours
     assert fake.shape == (2, 3, 16, 16)
     assert "G.head_0.conv_0.weight_orig" in state and "G.head_0.conv_0.weight_u" in state
+
+
+# ----------------------------------------------------------------------------------------------
+# torchvision's segmentation reference: an FCN whose backbone's features are taken by an
+# IntermediateLayerGetter (a ModuleDict walked by named_children, returning an OrderedDict), main and
+# auxiliary heads upsampled to the input, the criterion summing both (ignore_index=255), parameters in
+# groups, warmup by LinearLR then PolynomialLR under SequentialLR, and evaluation under inference_mode
+# with a ConfusionMatrix by bincount (global accuracy, per-class accuracy and IoU)
+# ----------------------------------------------------------------------------------------------
+
+
+def fcn(m, num_classes=4):
+    nn, torch, F = m.nn, m.torch, m.F
+    from collections import OrderedDict
+
+    class IntermediateLayerGetter(nn.ModuleDict):
+        _version = 2
+        __annotations__ = {"return_layers": dict}
+
+        def __init__(self, model, return_layers):
+            if not set(return_layers).issubset([name for name, _ in model.named_children()]):
+                raise ValueError("return_layers are not present in model")
+            orig_return_layers = return_layers
+            return_layers = {str(k): str(v) for k, v in return_layers.items()}
+            layers = OrderedDict()
+            for name, module in model.named_children():
+                layers[name] = module
+                if name in return_layers:
+                    del return_layers[name]
+                if not return_layers:
+                    break
+            super().__init__(layers)
+            self.return_layers = orig_return_layers
+
+        def forward(self, x):
+            out = OrderedDict()
+            for name, module in self.items():
+                x = module(x)
+                if name in self.return_layers:
+                    out_name = self.return_layers[name]
+                    out[out_name] = x
+            return out
+
+    def block(cin, cout, stride, dilation=1):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    backbone = nn.Sequential(OrderedDict([
+        ("conv1", block(3, 8, 2)), ("layer1", block(8, 8, 1)), ("layer2", block(8, 12, 2)),
+        ("layer3", block(12, 16, 1, dilation=2)), ("layer4", block(16, 16, 1, dilation=4)),
+        ("avgpool", nn.AdaptiveAvgPool2d(1)), ("fc", nn.Flatten())]))
+
+    class FCNHead(nn.Sequential):
+        def __init__(self, in_channels, channels):
+            inter_channels = in_channels // 4
+            layers = [
+                nn.Conv2d(in_channels, inter_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(inter_channels),
+                nn.ReLU(),
+                nn.Dropout(0.0),
+                nn.Conv2d(inter_channels, channels, 1),
+            ]
+            super().__init__(*layers)
+
+    class FCN(nn.Module):
+        __constants__ = ["aux_classifier"]
+
+        def __init__(self, backbone, classifier, aux_classifier=None):
+            super().__init__()
+            self.backbone = backbone
+            self.classifier = classifier
+            self.aux_classifier = aux_classifier
+
+        def forward(self, x):
+            input_shape = x.shape[-2:]
+            features = self.backbone(x)
+            result = OrderedDict()
+            x = features["out"]
+            x = self.classifier(x)
+            x = F.interpolate(x, size=input_shape, mode="bilinear", align_corners=False)
+            result["out"] = x
+            if self.aux_classifier is not None:
+                x = features["aux"]
+                x = self.aux_classifier(x)
+                x = F.interpolate(x, size=input_shape, mode="bilinear", align_corners=False)
+                result["aux"] = x
+            return result
+
+    body = IntermediateLayerGetter(backbone, return_layers={"layer4": "out", "layer3": "aux"})
+    return FCN(body, FCNHead(16, num_classes), FCNHead(16, num_classes))
+
+
+class ConfusionMatrix:
+    def __init__(self, m, num_classes):
+        self.m = m
+        self.num_classes = num_classes
+        self.mat = None
+
+    def update(self, a, b):
+        torch = self.m.torch
+        n = self.num_classes
+        if self.mat is None:
+            self.mat = torch.zeros((n, n), dtype=torch.int64, device=a.device)
+        with torch.inference_mode():
+            k = (a >= 0) & (a < n)
+            inds = n * a[k].to(torch.int64) + b[k]
+            self.mat += torch.bincount(inds, minlength=n ** 2).reshape(n, n)
+
+    def compute(self):
+        torch = self.m.torch
+        h = self.mat.float()
+        acc_global = torch.diag(h).sum() / h.sum()
+        acc = torch.diag(h) / h.sum(1)
+        iu = torch.diag(h) / (h.sum(1) + h.sum(0) - torch.diag(h))
+        return acc_global, acc, iu
+
+
+def fcn_training(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, fcn(m), weights)
+    image = torch.tensor(images((2, 3, 16, 18), seed=16))
+    target = torch.tensor(masks((2, 16, 18), 4, seed=16, ignore=255))
+
+    def criterion(inputs, target):
+        losses = {}
+        for name, x in inputs.items():
+            losses[name] = nn.functional.cross_entropy(x, target, ignore_index=255)
+        if len(losses) == 1:
+            return losses["out"]
+        return losses["out"] + 0.5 * losses["aux"]
+
+    params_to_optimize = [
+        {"params": [p for p in model.backbone.parameters() if p.requires_grad]},
+        {"params": [p for p in model.classifier.parameters() if p.requires_grad]},
+    ]
+    params = [p for p in model.aux_classifier.parameters() if p.requires_grad]
+    params_to_optimize.append({"params": params, "lr": 0.02 * 10})
+    optimizer = optim.SGD(params_to_optimize, lr=0.02, momentum=0.9, weight_decay=1e-4)
+    iters_per_epoch, epochs, warmup_iters = 1, steps, 2
+    main_lr_scheduler = optim.lr_scheduler.PolynomialLR(
+        optimizer, total_iters=iters_per_epoch * (epochs - warmup_iters), power=0.9)
+    warmup_lr_scheduler = optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup_iters)
+    lr_scheduler = optim.lr_scheduler.SequentialLR(
+        optimizer, schedulers=[warmup_lr_scheduler, main_lr_scheduler], milestones=[warmup_iters])
+    history, lrs = [], []
+    for step in range(steps):
+        model.train()
+        output = model(image)
+        loss = criterion(output, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        lr_scheduler.step()
+        history.append(loss.item())
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+    model.eval()
+    confmat = ConfusionMatrix(m, 4)
+    with torch.inference_mode():
+        output = model(image)["out"]
+        confmat.update(target.flatten(), output.argmax(1).flatten())
+    acc_global, acc, iu = confmat.compute()
+    return history, lrs, confmat.mat, acc_global, acc, iu, list(model.backbone.keys()), model.state_dict()
+
+
+def test_torchvision_fcn_segmentation_reference():
+    weights = weights_of(fcn)
+    ours, _ = run_both(fcn_training, weights, **F32)
+    history, lrs, mat, acc_global, acc, iu, layers, state = ours
+    assert layers == ["conv1", "layer1", "layer2", "layer3", "layer4"]  # avgpool and fc dropped
+    assert mat.sum() == (masks((2, 16, 18), 4, seed=16, ignore=255) != 255).sum()
+    np.testing.assert_allclose(lrs[0], [0.02 * (0.01 + 0.99 / 2), 0.02 * (0.01 + 0.99 / 2), 0.2 * (0.01 + 0.99 / 2)])
