@@ -2199,3 +2199,91 @@ def test_raft_convex_upsampling_by_hand():
     up_flow = F.unfold(8 * flow, [3, 3], padding=1).view(N, 2, 9, 1, 1, H, W)
     up = torch.sum(up_mask * up_flow, dim=2).permute(0, 1, 4, 2, 5, 3).reshape(N, 2, 8 * H, 8 * W)
     np.testing.assert_allclose(up.numpy(), 8 * flow.numpy().repeat(8, 2).repeat(8, 3), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# A panorama denoiser: 360-degree images wrap around horizontally, so convolutions pad circularly along the
+# width (CircularPad2d on the sides, ReplicationPad2d top and bottom), blocks are depthwise-separable and
+# dilated, normalised by InstanceNorm2d(affine=True, track_running_stats=True) whose running statistics
+# serve in eval; overlapping patches are processed by F.unfold and put back by F.fold divided by the fold of
+# ones (overlap averaging); Adam with a cosine schedule, then evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def panorama_net(m, ch=8):
+    nn = m.nn
+
+    class PanoPad(nn.Module):
+        def __init__(self, p):
+            super().__init__()
+            self.wrap = nn.CircularPad2d((p, p, 0, 0))
+            self.edge = nn.ReplicationPad2d((0, 0, p, p))
+
+        def forward(self, x):
+            return self.edge(self.wrap(x))
+
+    class SepBlock(nn.Module):
+        def __init__(self, ch, dilation):
+            super().__init__()
+            self.pad = PanoPad(dilation)
+            self.depthwise = nn.Conv2d(ch, ch, 3, dilation=dilation, groups=ch, bias=False)
+            self.pointwise = nn.Conv2d(ch, ch, 1, bias=False)
+            self.norm = nn.InstanceNorm2d(ch, affine=True, track_running_stats=True, momentum=0.3)
+            self.act = nn.PReLU(ch)
+
+        def forward(self, x):
+            return x + self.act(self.norm(self.pointwise(self.depthwise(self.pad(x)))))
+
+    return nn.Sequential(PanoPad(1), nn.Conv2d(3, ch, 3), SepBlock(ch, 1), SepBlock(ch, 2), SepBlock(ch, 3),
+                         nn.Conv2d(ch, 3, 1))
+
+
+def panorama_denoising(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, panorama_net(m), weights)
+    rng = np.random.default_rng(19)
+    u = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    clean = np.stack([np.sin(u + k)[None, :].repeat(12, 0) for k in range(3)])[None].repeat(2, 0)
+    clean = torch.tensor(clean.astype(np.float32))
+    noisy = clean + torch.tensor(0.3 * rng.standard_normal(clean.shape).astype(np.float32))
+    kernel, stride = 8, 4
+
+    def patchwise(x):
+        patches = F.unfold(x, kernel_size=kernel, stride=stride)  # (N, C*k*k, L)
+        L = patches.shape[-1]
+        patches = patches.transpose(1, 2).reshape(-1, 3, kernel, kernel)
+        out = model(patches)
+        out = out.reshape(x.shape[0], L, -1).transpose(1, 2)
+        summed = F.fold(out, x.shape[-2:], kernel_size=kernel, stride=stride)
+        counts = F.fold(torch.ones_like(out), x.shape[-2:], kernel_size=kernel, stride=stride)
+        return summed / counts
+
+    optimizer = optim.Adam(model.parameters(), lr=3e-3)
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    history = []
+    for step in range(steps):
+        model.train()
+        loss = F.mse_loss(model(noisy), clean)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        history.append(loss.item())
+    norm = model[2].norm
+    running = (norm.running_mean.clone(), norm.running_var.clone(), norm.num_batches_tracked.clone())
+    model.eval()
+    with torch.no_grad():
+        whole = model(noisy)
+        patched = patchwise(noisy)
+        # the wrap-around padding makes the network equivariant to horizontal rolls
+        rolled = model(torch.roll(noisy, shifts=5, dims=3))
+    return history, running, whole, patched, rolled, model.state_dict()
+
+
+def test_panorama_denoiser_with_circular_padding_and_patches():
+    weights = weights_of(panorama_net)
+    ours, _ = run_both(panorama_denoising, weights, **F32)
+    history, (mean, var, tracked), whole, patched, rolled, state = ours
+    # instance norm updates its running statistics but, unlike batch norm, never counts the batches
+    assert tracked == 0 and np.abs(mean).max() > 0 and patched.shape == whole.shape == (2, 3, 12, 24)
+    np.testing.assert_allclose(np.roll(whole, 5, axis=3), rolled, rtol=1e-4, atol=1e-5)
