@@ -197,7 +197,12 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "
             "need floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() "
             "first, and back with .round().clamp(0, 255).to(autograd.uint8)")
-    resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
+    if input.dtype == numpy.float16 and mode not in ("nearest", "nearest-exact"):
+        # PyTorch's kernels weigh float16 in float32 and round once; weights, products and sums rounded to
+        # float16 at each step put a bilinear resize 1e-2 off
+        resized = _resized(input.float(), sizes, factors, mode, align_corners, antialias, spatial).half()
+    else:
+        resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
     return named_node(resized, None, _upsample_node(mode, spatial, antialias), (input,))
 
 
