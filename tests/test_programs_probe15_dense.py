@@ -4,12 +4,31 @@ imports on chainrule and on PyTorch from the same weights and data in float32, c
 gradients and parameters after a few optimizer steps (float32 tolerances), and checked by hand where they run
 alone.
 
-PROGRAMS"""
+A U-Net on odd sizes (grouped ``ConvTranspose2d`` with ``output_padding``, skips centre-cropped or padded, weighted
+and label-smoothed cross-entropy with ``ignore_index`` plus soft Dice on ``one_hot().permute``; in channels_last
+too); PyTorch's neural style transfer tutorial (loss modules inserted into a copied feature stack, ``model[:i+1]``,
+total variation, LBFGS on the input image clamped in place under ``no_grad``); Real-ESRGAN-style super-resolution
+(``pixel_unshuffle``, residual dense blocks, nearest ``Upsample`` and ``PixelShuffle``, bicubic skip, antialiased
+down-sampling consistency, MultiStepLR, clipping, PSNR); CycleGAN (ResnetGenerator with reflection/replication
+padding and InstanceNorm, PatchGAN, LSGAN by a buffered GANLoss, ``itertools.chain``, LambdaLR); Monodepth2
+(tuple-keyed ``OrderedDict`` decoder, backprojection by inverse intrinsics, projection and ``grid_sample(border)``,
+axis-angle poses written element by element, SSIM by ``AvgPool2d(3, 1)``, auto-masking with seeded noise, edge-aware
+smoothness); DeepLabV3+ (depthwise-separable dilated convs, ASPP with image pooling, OHEM cross-entropy, pixel-wise
+distillation by KL at a temperature, poly LambdaLR, SGD nesterov, channels_last against contiguous); segmentation
+losses with their gradients (Lovasz-softmax and hinge with in-place slice assignment, focal with per-class alpha,
+focal Tversky, log-cosh Dice, boundary-weighted CE by max-pool morphology) and training on their sum; multi-scale
+training with random scale factors and every ``F.interpolate`` mode / ``nn.Upsample`` with gradients; pix2pix's
+recursive U-Net and GauGAN (SPADE, ``spectral_norm``, multi-scale discriminator, hinge and feature matching);
+torchvision's FCN segmentation reference (IntermediateLayerGetter, aux loss, SequentialLR of LinearLR and
+PolynomialLR, ConfusionMatrix by ``bincount`` under ``inference_mode``); RAFT (all-pairs correlation pyramid,
+``grid_sample`` lookup, ConvGRU, convex upsampling by ``F.unfold``, sequence loss, OneCycleLR); a panorama
+denoiser (``CircularPad2d``, InstanceNorm with running statistics, ``unfold``/``fold`` overlap averaging, roll
+equivariance). The fixes they led to are tested in tests/test_probe15_dense_fixes.py."""
 
 import numpy as np
 import pytest
 
-from .pytorch_programs import OURS, load, pytorch, run_both, weights_of
+from .pytorch_programs import OURS, load, run_both, weights_of
 
 F32 = dict(rtol=2e-4, atol=2e-5)  # a few float32 optimizer steps through a convolutional network
 
