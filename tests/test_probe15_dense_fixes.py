@@ -85,3 +85,21 @@ def test_float16_interpolation_rounds_once(T, mode, size, align_corners):
     assert half.dtype == T.float16
     wide = F.interpolate(T.tensor(x.astype(np.float32)), size=size, mode=mode, align_corners=align_corners)
     np.testing.assert_allclose(half.float().numpy(), wide.numpy(), rtol=0, atol=2.5e-3)
+
+
+AVERAGE_POOLS = [lambda F, x: F.avg_pool2d(x, 3, 2, 1),
+                 lambda F, x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False),
+                 lambda F, x: F.adaptive_avg_pool2d(x, (3, 5)), lambda F, x: F.adaptive_avg_pool2d(x, 1),
+                 lambda F, x: F.adaptive_avg_pool1d(x.flatten(2), 7)]
+
+
+@pytest.mark.parametrize("pool", AVERAGE_POOLS)
+def test_float16_average_pooling_rounds_once(T, pool):
+    # PyTorch's kernels sum float16 in float32 and round the mean once (each add and the 1/n rounded to float16
+    # were a unit or two off): the float32 means, rounded to float16, are what they give
+    F = functional(T)
+    x = np.random.default_rng(1).standard_normal((2, 4, 8, 9)).astype(np.float16)
+    half = pool(F, T.tensor(x))
+    assert half.dtype == T.float16
+    wide = pool(F, T.tensor(x.astype(np.float32))).numpy().astype(np.float16)
+    np.testing.assert_array_equal(half.numpy(), wide)
