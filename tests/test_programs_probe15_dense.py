@@ -23,7 +23,9 @@ torchvision's FCN segmentation reference (IntermediateLayerGetter, aux loss, Seq
 PolynomialLR, ConfusionMatrix by ``bincount`` under ``inference_mode``); RAFT (all-pairs correlation pyramid,
 ``grid_sample`` lookup, ConvGRU, convex upsampling by ``F.unfold``, sequence loss, OneCycleLR); a panorama
 denoiser (``CircularPad2d``, InstanceNorm with running statistics, ``unfold``/``fold`` overlap averaging, roll
-equivariance). The fixes they led to are tested in tests/test_probe15_dense_fixes.py."""
+equivariance); mmsegmentation's sliding-window inference (in-place adds into slices, ``F.pad`` into the full map,
+count matrix) with multi-scale flip test-time augmentation and a saliency gradient through it. The fixes they led
+to are tested in tests/test_probe15_dense_fixes.py."""
 
 import numpy as np
 import pytest
@@ -2306,3 +2308,73 @@ def test_panorama_denoiser_with_circular_padding_and_patches():
     # instance norm updates its running statistics but, unlike batch norm, never counts the batches
     assert tracked == 0 and np.abs(mean).max() > 0 and patched.shape == whole.shape == (2, 3, 12, 24)
     np.testing.assert_allclose(np.roll(whole, 5, axis=3), rolled, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# mmsegmentation's sliding-window inference: overlapping crops (the last clamped to the border), logits
+# accumulated by in-place adds into slices of a preallocated map and by F.pad into the full size, a count
+# matrix, then multi-scale and flip test-time augmentation averaging softmaxes resized back by bilinear
+# interpolation; the gradient of the averaged prediction with respect to the image (a saliency map)
+# ----------------------------------------------------------------------------------------------
+
+
+def slide_inference(m, model, img, crop_size=(8, 8), stride=(5, 5), num_classes=4):
+    torch, F = m.torch, m.F
+    h_stride, w_stride = stride
+    h_crop, w_crop = crop_size
+    batch_size, _, h_img, w_img = img.size()
+    h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+    preds = img.new_zeros((batch_size, num_classes, h_img, w_img))
+    padded = img.new_zeros((batch_size, num_classes, h_img, w_img))
+    count_mat = img.new_zeros((batch_size, 1, h_img, w_img))
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y1 = h_idx * h_stride
+            x1 = w_idx * w_stride
+            y2 = min(y1 + h_crop, h_img)
+            x2 = min(x1 + w_crop, w_img)
+            y1 = max(y2 - h_crop, 0)
+            x1 = max(x2 - w_crop, 0)
+            crop_img = img[:, :, y1:y2, x1:x2]
+            crop_seg_logit = model(crop_img)
+            preds[:, :, y1:y2, x1:x2] += crop_seg_logit
+            padded = padded + F.pad(crop_seg_logit, (int(x1), int(preds.shape[3] - x2), int(y1),
+                                                     int(preds.shape[2] - y2)))
+            count_mat[:, :, y1:y2, x1:x2] += 1
+    assert (count_mat == 0).sum() == 0
+    return preds / count_mat, padded / count_mat, count_mat
+
+
+def segmentation_tta(m, weights):
+    torch, F = m.torch, m.F
+    model = load(m, seg_head(m), weights).eval()
+    img = torch.tensor(images((1, 3, 13, 17), seed=20), requires_grad=True)
+    by_slices, by_pad, counts = slide_inference(m, model, img)
+    probs = []
+    for scale in (0.75, 1.0, 1.25):
+        for flip in (False, True):
+            x = F.interpolate(img, scale_factor=scale, mode='bilinear', align_corners=False) if scale != 1.0 else img
+            if flip:
+                x = x.flip(dims=(3,))
+            logits, _, _ = slide_inference(m, model, x)
+            if flip:
+                logits = logits.flip(dims=(3,))
+            logits = F.interpolate(logits, size=img.shape[2:], mode='bilinear', align_corners=False)
+            probs.append(logits.softmax(dim=1))
+    prob = torch.stack(probs).mean(0)
+    pred = prob.argmax(dim=1)
+    # the saliency of the predicted class's total probability
+    score = prob.gather(1, pred.unsqueeze(1)).sum()
+    saliency, = torch.autograd.grad(score, img)
+    return by_slices, by_pad, counts, prob, pred, saliency.abs().amax(dim=1)
+
+
+def test_sliding_window_and_test_time_augmentation():
+    weights = weights_of(seg_head)
+    ours, _ = run_both(segmentation_tta, weights, rtol=1e-4, atol=1e-5)
+    by_slices, by_pad, counts, prob, pred, saliency = ours
+    np.testing.assert_allclose(by_slices, by_pad, rtol=1e-6, atol=1e-6)  # the two ways of accumulating agree
+    # 13 rows in crops of 8 every 5: rows 0-7 and 5-12, so rows 5-7 are counted twice
+    assert counts[0, 0, :, 0].tolist() == [1] * 5 + [2] * 3 + [1] * 5
+    np.testing.assert_allclose(prob.sum(1), 1.0, rtol=1e-5)
