@@ -15,9 +15,10 @@ Keys' cubic convolution weights, a = -0.75 (PyTorch's; s not clamped at 0):
 Bilinear, bicubic and trilinear are a 1-d rule applied along each dim in turn
 (the weights of a separable interpolation are products). Everything is
 indexing and weighted sums, so gradients come from those ops. A dim whose size
-does not change is copied by the nearest and linear modes (and antialiased ones)
-even when a scale factor would move its samples (floor(3 · 1.1) = 3), as
-PyTorch's kernels do; bicubic's forward kernel has no such copy, and resamples.
+does not change is copied by the linear modes (and antialiased ones), and by
+'nearest' on 4-D input (which also reads o // 2 for a doubled size), even when a
+scale factor would move its samples (floor(3 · 1.1) = 3), as PyTorch's kernels
+do; bicubic's, nearest-exact's and 3-D/5-D nearest's kernels resample.
 
 ``antialias=True`` (bilinear, bicubic, lanczos; 4-D input) widens the filter when shrinking, as
 PIL does, so every input pixel counts: output o along a dim of ratio r is centred at
@@ -77,9 +78,12 @@ def _ratio(size, out, factor, align_corners=False):
     return 1.0 / factor if factor is not None else size / out
 
 
-def _nearest_index(size, out, factor, exact):
-    if out == size:
-        return xp.arange(size)
+def _nearest_index(size, out, factor, exact, planar):
+    if planar and not exact:  # PyTorch's 2-d nearest kernel (its nearest_idx) copies a kept size and halves a
+        if out == size:  # doubled one whatever the scale factor; its 1-d and 3-d kernels and nearest-exact's do
+            return xp.arange(size)  # not (7 columns at scale 1.1 read column 5 last there)
+        if out == 2 * size:
+            return xp.arange(out) >> 1
     ratio = numpy.float32(_ratio(size, out, factor))  # PyTorch computes the source index in float
     positions = xp.arange(out, dtype=numpy.float32) + (numpy.float32(0.5) if exact else 0)
     return xp.minimum(xp.floor(positions * ratio).astype(xp.int64), size - 1)
@@ -237,7 +241,7 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
         _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
             dim = 2 + k
-            index = _nearest_index(input.shape[dim], out, factor, mode == "nearest-exact")
+            index = _nearest_index(input.shape[dim], out, factor, mode == "nearest-exact", spatial == 2)
             input = input[(slice(None),) * dim + (index,)]
         return input
     if mode == "area" and spatial <= 3:  # each output the mean of its input window: adaptive average pooling

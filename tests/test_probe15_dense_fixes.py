@@ -118,3 +118,20 @@ def test_float16_cross_entropy_rounds_each_loss_once(T):
     np.testing.assert_array_equal(half.numpy(), wide.numpy().astype(np.float16))
     mean = F.cross_entropy(T.tensor(x), target)
     assert mean.item() == pytest.approx(wide.numpy().astype(np.float16).astype(np.float32).mean(), rel=1e-3)
+
+
+@pytest.mark.parametrize("shape,mode,scale,expected", [
+    ((1, 1, 1, 5), "nearest", 2.1, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]),  # 2-d kernel: a doubled size reads o // 2
+    ((1, 1, 1, 7), "nearest", 1.1, [0, 1, 2, 3, 4, 5, 6]),  # 2-d kernel: a kept size is copied
+    ((1, 1, 5), "nearest", 2.1, [0, 0, 0, 1, 1, 2, 2, 3, 3, 4]),  # 1-d kernel: floor(o / 2.1)
+    ((1, 1, 7), "nearest", 1.1, [0, 0, 1, 2, 3, 4, 5]),
+    ((1, 1, 1, 1, 7), "nearest", 1.1, [0, 0, 1, 2, 3, 4, 5]),  # 3-d kernel likewise
+    ((1, 1, 1, 7), "nearest-exact", 1.1, [0, 1, 2, 3, 4, 5, 5]),  # floor((o + 1/2) / 1.1), size kept or not
+    ((1, 1, 7), "nearest-exact", 1.14, [0, 1, 2, 3, 3, 4, 5]),
+])
+def test_nearest_indices_as_each_of_pytorchs_kernels(T, shape, mode, scale, expected):
+    # a kept size was copied in every nearest mode and dimension, and a doubled one read at floor(o / scale); only
+    # PyTorch's 2-d 'nearest' kernel has those two special cases
+    x = T.arange(float(shape[-1])).reshape(shape)
+    y = functional(T).interpolate(x, scale_factor=scale, mode=mode)
+    assert y.reshape(-1)[:len(expected)].tolist() == expected
