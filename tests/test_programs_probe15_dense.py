@@ -1434,6 +1434,8 @@ def every_resize(m):
         "bicubic-ac": F.interpolate(p3, scale_factor=(1.5, 2.5), mode="bicubic", align_corners=True),
         "bilinear-rsf": F.interpolate(p3, scale_factor=1.7, mode="bilinear", recompute_scale_factor=True),
         "bilinear-kept": F.interpolate(p3, scale_factor=1.1, mode="bilinear"),  # 5 and 6 rows kept, 6 cols
+        "nearest-doubled": F.interpolate(p3, scale_factor=2.1, mode="nearest"),  # 10 = 2 * 5 rows: o // 2
+        "nearest-exact-kept": F.interpolate(p3, scale_factor=1.1, mode="nearest-exact"),  # sizes kept, resampled
         "area": F.interpolate(big, size=(5, 6), mode="area"),
         "bilinear-aa": F.interpolate(big, size=(5, 6), mode="bilinear", antialias=True),
         "bicubic-aa": F.interpolate(big, scale_factor=0.3, mode="bicubic", antialias=True),
