@@ -41,11 +41,11 @@ from autograd.ops.hardswish import Hardswish
 from autograd.ops.linalg import MatMul
 from autograd.ops.normalization import (  # noqa: F401  (F.batch_norm, F.layer_norm, ... as before)
     batch_norm,
-    group_norm,
     instance_norm,
     layer_norm,
     rms_norm,
 )
+from autograd.ops.normalization import group_norm as _group_norm
 from autograd.ops.outputs import write_out
 from autograd.ops.pixel_shuffle import (  # noqa: F401  (F.pixel_shuffle, ...)
     channel_shuffle,
@@ -483,6 +483,19 @@ def dropconnect(weight, p=0.5, training=True):
     """DropConnect (Wan et al., 2013): zero each *weight* with probability p (and scale by
     1/(1-p)) for one forward pass, instead of zeroing activations."""
     return dropout(weight, p, training)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise groups of channels of each sample (Wu & He, 2018), after PyTorch's check of the batch: an input
+    of one sample whose every group holds one value (C == num_groups, each spatial size 1) would be normalised
+    to 0 throughout, and is refused. As PyTorch's, the check multiplies the batch into the count (two such
+    samples pass), and the top-level ``group_norm`` does not make it."""
+    if input.ndim < 2:
+        raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {input.ndim}")
+    size = [input.shape[0] * input.shape[1] // num_groups, num_groups, *input.shape[2:]]
+    if math.prod(size[:1] + size[2:]) == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {size}")
+    return _group_norm(input, num_groups, weight, bias, eps)
 
 
 def local_response_norm(input, size, alpha=1e-4, beta=0.75, k=1.0):

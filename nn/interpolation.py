@@ -14,7 +14,11 @@ Keys' cubic convolution weights, a = -0.75 (PyTorch's; s not clamped at 0):
     W(d) = a|d|³ - 5a|d|² + 8a|d| - 4a           for 1 < |d| < 2
 Bilinear, bicubic and trilinear are a 1-d rule applied along each dim in turn
 (the weights of a separable interpolation are products). Everything is
-indexing and weighted sums, so gradients come from those ops.
+indexing and weighted sums, so gradients come from those ops. A dim whose size
+does not change is copied by the linear modes (and antialiased ones), and by
+'nearest' on 4-D input (which also reads o // 2 for a doubled size), even when a
+scale factor would move its samples (floor(3 · 1.1) = 3), as PyTorch's kernels
+do; bicubic's, nearest-exact's and 3-D/5-D nearest's kernels resample.
 
 ``antialias=True`` (bilinear, bicubic, lanczos; 4-D input) widens the filter when shrinking, as
 PIL does, so every input pixel counts: output o along a dim of ratio r is centred at
@@ -74,9 +78,12 @@ def _ratio(size, out, factor, align_corners=False):
     return 1.0 / factor if factor is not None else size / out
 
 
-def _nearest_index(size, out, factor, exact):
-    if out == size:
-        return xp.arange(size)
+def _nearest_index(size, out, factor, exact, planar):
+    if planar and not exact:  # PyTorch's 2-d nearest kernel (its nearest_idx) copies a kept size and halves a
+        if out == size:  # doubled one whatever the scale factor; its 1-d and 3-d kernels and nearest-exact's do
+            return xp.arange(size)  # not (7 columns at scale 1.1 read column 5 last there)
+        if out == 2 * size:
+            return xp.arange(out) >> 1
     ratio = numpy.float32(_ratio(size, out, factor))  # PyTorch computes the source index in float
     positions = xp.arange(out, dtype=numpy.float32) + (numpy.float32(0.5) if exact else 0)
     return xp.minimum(xp.floor(positions * ratio).astype(xp.int64), size - 1)
@@ -84,6 +91,8 @@ def _nearest_index(size, out, factor, exact):
 
 def _linear_along(input, dim, out, factor, align_corners):
     size = input.shape[dim]
+    if out == size:  # PyTorch's kernels copy a dim that keeps its size, whatever the scale factor (1.1 on 3 rows)
+        return input
     ratio = _ratio(size, out, factor, align_corners)
     positions = xp.arange(out, dtype=input.dtype)
     source = positions * ratio if align_corners else xp.maximum(ratio * (positions + 0.5) - 0.5, 0)
@@ -123,6 +132,8 @@ _ANTIALIASED = {  # mode: (the kernel's support R at ratio 1, the kernel k)
 def _antialiased_weights(size, out, factor, align_corners, mode):
     """The (out, size) matrix of antialiased resizing along one dim (PyTorch's and PIL's rule: see the
     module's docstring). Where the support leaves the input, the weights inside are renormalised."""
+    if out == size:  # a dim that keeps its size is copied, as _linear_along's (PyTorch's forward kernel)
+        return numpy.eye(size)
     radius, kernel = _ANTIALIASED[mode]
     ratio = _ratio(size, out, factor, align_corners)
     widening = max(ratio, 1.0)
@@ -190,7 +201,12 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             f"interpolate(mode={mode!r}) of a {input.dtype} tensor of shape {tuple(input.shape)}: the weighted modes "
             "need floating point here (PyTorch's fixed-point uint8 kernels are not built); convert with .float() "
             "first, and back with .round().clamp(0, 255).to(autograd.uint8)")
-    resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
+    if input.dtype == numpy.float16 and mode not in ("nearest", "nearest-exact"):
+        # PyTorch's kernels weigh float16 in float32 and round once; weights, products and sums rounded to
+        # float16 at each step put a bilinear resize 1e-2 off
+        resized = _resized(input.float(), sizes, factors, mode, align_corners, antialias, spatial).half()
+    else:
+        resized = _resized(input, sizes, factors, mode, align_corners, antialias, spatial)
     return named_node(resized, None, _upsample_node(mode, spatial, antialias), (input,))
 
 
@@ -225,7 +241,7 @@ def _resized(input, sizes, factors, mode, align_corners, antialias, spatial):
         _check_sizes(input, sizes)
         for k, (out, factor) in enumerate(zip(sizes, factors)):
             dim = 2 + k
-            index = _nearest_index(input.shape[dim], out, factor, mode == "nearest-exact")
+            index = _nearest_index(input.shape[dim], out, factor, mode == "nearest-exact", spatial == 2)
             input = input[(slice(None),) * dim + (index,)]
         return input
     if mode == "area" and spatial <= 3:  # each output the mean of its input window: adaptive average pooling

@@ -259,12 +259,18 @@ class CrossEntropy(Primitive):
     pytorch_name = "NllLossBackward0"  # (PyTorch's cross_entropy: log_softmax, then nll_loss)
 
     def forward(self, x):
+        half = x.dtype == xp.float16
+        if half:  # as PyTorch's log_softmax then nll_loss: each -ln p in float32 rounded to float16 once, summed wide
+            x = x.astype(xp.float32)
         rows = xp.arange(len(self.labels))
         shifted = x - x.max(axis=1, keepdims=True) if x.size else x  # (no rows, no classes: nothing to shift)
         losses = xp.log(xp.exp(shifted).sum(axis=1)) - shifted[rows, self.labels]
+        if half:
+            losses = losses.astype(xp.float16).astype(xp.float32)
         if self.weights is not None:
             losses = losses * self.weights
-        return losses.sum() * self.scale if self.reduce else losses
+        loss = losses.sum() * self.scale if self.reduce else losses
+        return loss.astype(xp.float16) if half else loss
 
     def backward(self, grad, loss, x):
         return (CrossEntropyGrad.apply(grad, x, labels=self.labels, weights=self.weights, scale=self.scale,
@@ -286,10 +292,13 @@ class CrossEntropyGrad(Primitive):
         return (scales if self.weights is None else scales * self.weights)[:, None]
 
     def forward(self, g, x):
+        half = x.dtype == xp.float16
+        if half:  # in float32, rounded to float16 once (PyTorch's log_softmax backward)
+            g, x = g.astype(xp.float32), x.astype(xp.float32)
         z = softmax_array(x, 1)  # the softmax, as x.softmax(1) computes it
         z[xp.arange(len(self.labels)), self.labels] -= 1
         z *= self.row_scales(x.dtype) * (g if self.reduce else g[:, None])
-        return z
+        return z.astype(xp.float16) if half else z
 
     def backward(self, u, z, g, x):
         probabilities = x.softmax(1)

@@ -124,6 +124,9 @@ def _avg_pool(input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                                         scale=xp.ones(out))._data
         return undo(_divided_towards_zero(total, divisor, input.dtype))
     scale = 1.0 / divisor
+    if input.dtype == xp.float16:  # summed in float32 and rounded once, as PyTorch's kernel (not at each add)
+        return undo(pooling.AvgPool2d.apply(input.float(), kernel_size=kernel, stride=stride, padding=padding,
+                                            out=out, scale=scale).half())
     return undo(pooling.AvgPool2d.apply(input, kernel_size=kernel, stride=stride, padding=padding, out=out,
                                         scale=scale))
 
@@ -169,7 +172,8 @@ def _bins(size, out):
 
 
 def _bin_average(size, out, dtype):
-    """The (out, size) matrix whose row i averages bin i."""
+    """The (out, size) matrix whose row i averages bin i (in float32 for float16: see _separable)."""
+    dtype = xp.float32 if dtype == xp.float16 else dtype
     start, end = _bins(size, out)
     positions = xp.arange(size)
     inside = (positions >= start[:, None]) & (positions < end[:, None])
@@ -192,7 +196,11 @@ def adaptive_avg_pool1d(input, output_size):
 
 
 def _separable(input, matrices):
-    """A_h x A_wᵀ over the last two dims (a None matrix leaves that dim alone)."""
+    """A_h x A_wᵀ over the last two dims (a None matrix leaves that dim alone). float16 is averaged in float32
+    (the matrices' 1/n too) and rounded once, as PyTorch's kernels."""
+    if input.dtype == xp.float16:
+        wide = [None if matrix is None else matrix.astype(xp.float32) for matrix in matrices]
+        return _separable(input.float(), wide).half()
     rows, columns = matrices
     if rows is not None:
         input = tensor_from(rows) @ input
