@@ -5,28 +5,24 @@ quantizable module, so the model's input is fake-quantized too."""
 import nn
 
 
-class QuantStub(nn.Module):
+class _RegionEdge(nn.Module):
+    """An edge of the quantized region: the identity, holding the qconfig it was given."""
+
+    def __init__(self, qconfig=None):
+        super().__init__()
+        if qconfig:
+            self.qconfig = qconfig
+
+    def forward(self, x):
+        return x
+
+
+class QuantStub(_RegionEdge):
     """The start of the quantized region: the identity, observed after ``prepare``/``prepare_qat``."""
 
-    def __init__(self, qconfig=None):
-        super().__init__()
-        if qconfig:
-            self.qconfig = qconfig
 
-    def forward(self, x):
-        return x
-
-
-class DeQuantStub(nn.Module):
+class DeQuantStub(_RegionEdge):
     """The end of the quantized region: the identity (never observed)."""
-
-    def __init__(self, qconfig=None):
-        super().__init__()
-        if qconfig:
-            self.qconfig = qconfig
-
-    def forward(self, x):
-        return x
 
 
 class QuantWrapper(nn.Module):
