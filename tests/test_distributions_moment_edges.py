@@ -91,3 +91,22 @@ def test_half_cauchy_divergence_is_the_cauchy_bases(T):
     np.testing.assert_allclose(D.kl_divergence(p, q).numpy(), np.log(np.array([9.0, 25.0]) / np.array([8.0, 24.0])))
     with pytest.raises(NotImplementedError):
         D.kl_divergence(D.HalfNormal(T.tensor([1.0])), D.HalfCauchy(T.tensor([1.0])))
+
+
+@pytest.mark.parametrize("name", ["HalfNormal", "HalfCauchy"])
+def test_half_laws_are_transformed_by_abs(T, name):
+    """PyTorch's HalfNormal and HalfCauchy are TransformedDistributions of their base by |x|: the transform is
+    there, expand goes through it, and the KL against the same transform of a Normal is the bases' KL."""
+    D = T.distributions
+    scale = T.tensor([1.0, 2.0], dtype=T.float64)
+    d = getattr(D, name)(scale)
+    assert isinstance(d, D.TransformedDistribution) and isinstance(d.transforms[0], D.transforms.AbsTransform)
+    assert d.base_dist.scale.tolist() == [1.0, 2.0] and d.scale.tolist() == [1.0, 2.0]
+    expanded = d.expand((3, 2))
+    assert tuple(expanded.batch_shape) == (3, 2) and tuple(expanded.sample().shape) == (3, 2)
+    if name == "HalfNormal":
+        other = D.TransformedDistribution(D.Normal(T.zeros(2, dtype=T.float64), T.tensor([1.5, 1.0], dtype=T.float64)),
+                                          D.AbsTransform())
+        # KL(N(0, a) || N(0, b)) = ln(b/a) + a²/(2b²) - 1/2
+        a, b = np.array([1.0, 2.0]), np.array([1.5, 1.0])
+        np.testing.assert_allclose(D.kl_divergence(d, other).numpy(), np.log(b / a) + a**2 / (2 * b**2) - 0.5)
