@@ -15,7 +15,7 @@ it costs more than a rule written for the forward direction, which forward mode 
 
 While a level is open, ``Primitive.apply``, the write door's ``_write`` and ``_write_at``, the
 engine's sums of gradient shares and ``Tensor.detach_`` are replaced by versions that also carry (or
-drop) tangents (``open_level``), so programs outside a level pay nothing for it; ``Primitive.tangents_carried``
+drop) tangents (``open_level``), so programs outside a level pay nothing for it; ``Primitive.apply_replaced``
 says so to the backward's own ops, which then go through apply too (``Primitive.apply_in_backward``). Through
 ``autograd.grad`` tangents reach the gradients: the tangent of ∇f along ẋ is the Hessian-vector
 product H ẋ (forward-over-reverse).
@@ -64,7 +64,7 @@ def open_level():
                   write=WriteDoor.__dict__["_write"], write_at=WriteDoor.__dict__["_write_at"],
                   backpropagate=engine.backpropagate, add_share=engine.add_share, detach_=Tensor.__dict__["detach_"])
     Primitive.apply = classmethod(_apply_carrying_tangents)
-    Primitive.tangents_carried = True  # (a backward's own ops go through apply: apply_in_backward)
+    Primitive.apply_replaced += 1  # (a backward's own ops go through apply, carrying tangents: apply_in_backward)
     Primitive._output_again = _output_again_carrying_tangent
     WriteDoor._write, WriteDoor._write_at = _write_carrying_tangents, _write_at_carrying_tangents
     engine.backpropagate, engine.add_share = _backpropagate_carrying_tangents, _add_share_carrying_tangents
@@ -82,7 +82,7 @@ def close_level():
     from .write_door import WriteDoor
 
     Primitive.apply, Primitive._output_again = _PLAIN["apply"], _PLAIN["output_again"]
-    Primitive.tangents_carried = False
+    Primitive.apply_replaced -= 1
     WriteDoor._write, WriteDoor._write_at = _PLAIN["write"], _PLAIN["write_at"]
     engine.backpropagate, engine.add_share = _PLAIN["backpropagate"], _PLAIN["add_share"]
     Tensor.detach_ = _PLAIN["detach_"]

@@ -95,7 +95,9 @@ class Primitive:
     handles_complex = False  # its backward is right for complex tensors too (see complex_gradients.py)
     pytorch_name = None  # PyTorch's Node.name() where it is not op_name + "Backward0" (a class's, or a caller's)
     number_operand = False  # the op's other operand is a number (x + 1, x * 0.5): next_functions lists it as None
-    tangents_carried = False  # a dual level is open: apply carries tangents (set by dual.open_level, its owner)
+    # how many instrumentations have replaced apply (a dual level carrying tangents, a profiler timing ops): the
+    # backward's own ops then go through apply too (apply_in_backward); each counts itself in and out
+    apply_replaced = 0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -187,11 +189,11 @@ class Primitive:
     @classmethod
     def apply_in_backward(cls, *inputs, **params):
         """apply, for a derivative formula inside a backward (dL/dx = dL/dy · y is Mul again). Under
-        create_graph it is apply: recorded, a node a second derivative goes through; so it is inside a dual
-        level (forward-over-reverse: the tangents go through apply). A pass that records
+        create_graph it is apply: recorded, a node a second derivative goes through; so it is while apply is
+        replaced (a dual level's tangents, forward-over-reverse; a profiler's timing). A pass that records
         nothing needs no node for it, only the forward on the arrays: one node per step of the user's
         graph, not two (the hot path of every backward). For ops whose forward keeps nothing on the node."""
-        if modes.grad_enabled or cls.tangents_carried:  # (a dual level: its tangents go through apply)
+        if modes.grad_enabled or cls.apply_replaced:  # (a dual level's tangents, a profiler's timing)
             return cls.apply(*inputs, **params)
         node = cls.bare
         if params:

@@ -234,12 +234,14 @@ def _instrument():
     _originals["chain"] = Primitive.__dict__["chain"]
     _originals["function_chain"] = BackwardFunction.__dict__["chain"]
     Primitive.apply = classmethod(_timed_apply)
+    Primitive.apply_replaced += 1  # (a backward's own ops go through apply, timed: apply_in_backward)
     Primitive.chain = _timing_chain(_originals["chain"])
     BackwardFunction.chain = _timing_chain(_originals["function_chain"])
 
 
 def _restore():
     Primitive.apply = _originals.pop("apply")
+    Primitive.apply_replaced -= 1
     Primitive.chain = _originals.pop("chain")
     BackwardFunction.chain = _originals.pop("function_chain")
 

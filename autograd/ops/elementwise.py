@@ -402,8 +402,8 @@ class Scale(Primitive):
         return x * self.c
 
     def backward(self, grad, y, x):
-        if modes.grad_enabled or self.tangents_carried:  # create_graph records c · dL/dy, a node a second
-            return (Scale.apply(grad, c=self.c),)  # derivative goes through (a dual level: apply carries tangents)
+        if modes.grad_enabled or self.apply_replaced:  # create_graph records c · dL/dy, a node a second
+            return (Scale.apply(grad, c=self.c),)  # derivative goes through (apply_in_backward says when else)
         return (Tensor._make(self.forward(grad._data)),)  # a pass that records nothing needs no node, only the array
 
 
