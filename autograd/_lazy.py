@@ -27,7 +27,11 @@ def on_first_use(namespace, names):
     def __getattr__(name):
         where = names.get(name)
         if where is None:
-            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+            home = _homes.get(f"{module_name}.{name}")  # a package built on this one, registered by it
+            if home is None:
+                raise AttributeError(f"module {module_name!r} has no attribute {name!r}{_ABOVE.get(name, '')}")
+            value = namespace[name] = importlib.import_module(home)
+            return value
         source, _, attribute = where.partition(":")
         module = importlib.import_module(source, package)
         value = getattr(module, attribute) if attribute else module
@@ -47,11 +51,16 @@ def from_module(source, *names):
 
 
 _homes = {}  # {a module of autograd: the module of a layer built on autograd that holds its names}
+# what an attribute a layer above registers says before that layer is imported (autograd.nn, as torch.nn)
+_ABOVE = {name: f": {name} is built on autograd and registers itself as autograd.{name} when imported; import "
+                f"{name} first (autograd does not import it)" for name in ("nn", "optim")}
 
 
 def register_home(module_name, home):
     """Called by a layer built on autograd as it is imported: ``home`` (a module's name) holds the names of
-    autograd's module ``module_name`` (see provided_from_above). Nothing is imported."""
+    autograd's module ``module_name`` (see provided_from_above), or is that module itself where the name is an
+    attribute of a package of autograd's that on_first_use serves (``autograd.nn`` is ``nn``, as ``torch.nn``).
+    Nothing is imported."""
     _homes[module_name] = home
 
 

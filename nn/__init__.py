@@ -138,7 +138,9 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
                         "TransformerEncoder", "TransformerEncoderLayer"),
 })
 
-# torch.ao.quantization's modules and torch.ao.nn's layers live in nn (nn/quantization): autograd, which does not
-# import nn, learns here where they are (loading nothing), so autograd.ao.quantization.QuantStub reads as PyTorch's
+# torch.ao.quantization's modules and torch.ao.nn's layers live in nn (nn/quantization), and nn itself is torch.nn:
+# autograd, which does not import nn, learns here where they are (loading nothing), so autograd.nn.Linear and
+# autograd.ao.quantization.QuantStub read as PyTorch's
 _lazy.register_home("autograd.ao.quantization", "nn.quantization")
 _lazy.register_home("autograd.ao.nn", "nn.quantization.layers")
+_lazy.register_home("autograd.nn", "nn")  # torch.nn.Linear in a program that imports torch alone

@@ -28,3 +28,6 @@ __getattr__, __dir__, __all__ = _lazy.on_first_use(globals(), {
     "Rprop": ".rprop:Rprop",
     "SparseAdam": ".sparse_adam:SparseAdam",
 })
+
+_lazy.register_home("autograd.optim", "optim")  # torch.optim.AdamW in a program that imports torch alone (autograd
+# does not import optim: optim says where it is)

@@ -314,3 +314,15 @@ def test_names_nn_holds_for_autograd_read_once_nn_is_imported():
                        "                  autograd.quantization.prepare_qat is nn.quantization.prepare_qat,\n"
                        "                  autograd.ao.nn.qat is nn.qat]))")
     assert "import nn first" in report[0] and report[1:] == [True, True, True]
+
+
+def test_torch_dot_nn_reads_once_nn_and_optim_are_imported():
+    """autograd.nn and autograd.optim (torch.nn, torch.optim in a program that imports torch alone) are the
+    packages themselves, registered as they are imported; before, the name says to import them."""
+    report = run_fresh("import json, autograd\n"
+                       "try:\n    autograd.optim\n    before = 'read'\n"
+                       "except AttributeError as error:\n    before = str(error)\n"
+                       "import nn, optim\n"
+                       "print(json.dumps([before, autograd.nn is nn, autograd.optim is optim,\n"
+                       "                  autograd.nn.functional.relu is nn.functional.relu]))")
+    assert "import optim first" in report[0] and report[1:] == [True, True, True]

@@ -461,8 +461,6 @@ def torch_dot_nn_spelling(m):
     return type(model).__name__
 
 
-@pytest.mark.xfail(reason="core: autograd.nn / autograd.optim are not reachable from autograd (reported to the "
-                          "lead: a PEP 562 __getattr__ importing them on first use)", strict=True)
 def test_torch_dot_nn_spelling():
     ours, _ = run_both(torch_dot_nn_spelling)
     assert ours == "Sequential"
