@@ -8,7 +8,6 @@ Karpathy's nanoGPT lecture: self-attention, the averaging trick, a tiny GPT."""
 import math
 
 import numpy as np
-import pytest
 
 import autograd
 import autograd.utils.data
