@@ -464,7 +464,8 @@ def add_share(total, share, sums):
         sparse = None if share._sparse_gradient is None else share._sparse_gradient + sparse
     if total in sums and not getattr(share, "requires_grad", False):  # (a share with a graph keeps it)
         add_into(total._data, share._data)  # a buffer this pass made and nobody else has seen
-        total._sparse_gradient = sparse
+        if sparse is not None or total._sparse_gradient is not None:  # (no store on a dense sum's own dict)
+            total._sparse_gradient = sparse
         return total
     total = total + share
     if sparse is not None:
