@@ -500,3 +500,197 @@ def test_deeplift_rescale_function_and_deepliftshap():
     ours, _ = run_both(deeplift_function, weights_of(mlp, seed=2), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours["delta"], 0, atol=1e-12)  # summation to delta, exactly
     np.testing.assert_allclose(ours["shap_delta"], 0, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Perturbation methods: occlusion by F.unfold windows, feature ablation over a feature mask, Shapley value
+# sampling, KernelSHAP by weighted least squares, LIME by ridge regression
+# ----------------------------------------------------------------------------------------------
+
+
+def perturbations(m, weights, mlp_weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, cnn(m), weights).double().eval()
+    X = torch.from_numpy(images(2, seed=4))
+    out = {}
+
+    # occlusion: every 3x3 window (stride 1) of every channel at once, through F.unfold / F.fold
+    @torch.no_grad()
+    def occlusion(x, target, k=3, stride=1, fill=0.0):
+        n, c, H, W = x.shape
+        cols = F.unfold(x, kernel_size=k, stride=stride)  # (n, c*k*k, L)
+        L = cols.shape[-1]
+        ones = F.unfold(torch.ones_like(x[:1]), kernel_size=k, stride=stride)
+        eye = torch.eye(L, dtype=x.dtype)
+        masks = F.fold(ones.unsqueeze(0).mul(eye.view(L, 1, 1, L)).squeeze(1), (H, W), kernel_size=k, stride=stride)
+        masks = masks.clamp(max=1)  # (L, c, H, W)
+        occluded = torch.where(masks.bool().unsqueeze(0), torch.full_like(x[:, None], fill), x[:, None])
+        base = model(x)[:, target]
+        scores = model(occluded.flatten(0, 1)).view(n, L, -1)[..., target]
+        diff = (base[:, None] - scores)
+        counts = F.fold(ones, (H, W), kernel_size=k, stride=stride)
+        attribution = torch.einsum("nl,lchw->nchw", diff, masks) / counts
+        return attribution, diff, cols.shape
+
+    out["occlusion"] = occlusion(X, 1)
+
+    # feature ablation with a feature mask of 2x2 superpixels shared across channels
+    superpixels = torch.arange(16).view(4, 4).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    feature_mask = superpixels.expand(1, 3, 8, 8)
+
+    @torch.no_grad()
+    def feature_ablation(x, target, mask, baseline=0.5):
+        base = model(x)[:, target]
+        total = torch.zeros_like(x)
+        for fid in range(int(mask.max()) + 1):
+            current = (mask == fid).to(x.dtype)
+            ablated = x * (1 - current) + baseline * current
+            total += (base - model(ablated)[:, target]).view(-1, 1, 1, 1) * current
+        return total
+
+    out["ablation"] = feature_ablation(X, 3, feature_mask)
+
+    # Shapley value sampling over 6 tabular features: permutations drawn by NumPy
+    net = load(m, mlp(m), mlp_weights).double().eval()
+    T = torch.from_numpy(tabular(3))
+    rng = np.random.default_rng(11)
+    perms = [rng.permutation(6) for _ in range(20)]
+
+    @torch.no_grad()
+    def shapley_sampling(x, target, baseline):
+        attr = torch.zeros_like(x)
+        for perm in perms:
+            current = baseline.clone().expand_as(x).clone()
+            prev = net(current)[:, target]
+            for j in perm.tolist():
+                current[:, j] = x[:, j]
+                now = net(current)[:, target]
+                attr[:, j] += now - prev
+                prev = now
+        return attr / len(perms)
+
+    baseline = torch.zeros(1, 6, dtype=torch.float64)
+    shap = shapley_sampling(T, 0, baseline)
+    with torch.no_grad():
+        shap_gap = shap.sum(1) - (net(T)[:, 0] - net(baseline)[:, 0])
+    out["shapley"] = (shap, shap_gap)
+
+    # KernelSHAP and LIME on the first example: binary coalitions, the Shapley kernel / an exponential kernel
+    coalitions = torch.from_numpy(np.random.default_rng(12).integers(0, 2, (64, 6)).astype(np.float64))
+    coalitions = torch.cat([coalitions, torch.zeros(1, 6, dtype=torch.float64), torch.ones(1, 6, dtype=torch.float64)])
+    with torch.no_grad():
+        preds = net(coalitions * T[:1] + (1 - coalitions) * baseline)[:, 0]
+    M = 6
+    k = coalitions.sum(1)
+    shap_kernel = torch.where((k == 0) | (k == M), torch.full_like(k, 1e6),
+                              (M - 1) / (torch.tensor([math.comb(M, int(v)) for v in k.tolist()], dtype=torch.float64) * k * (M - k)))
+    design = torch.cat([torch.ones(len(coalitions), 1, dtype=torch.float64), coalitions], dim=1)
+    sw = shap_kernel.sqrt().unsqueeze(1)
+    kernel_shap = torch.linalg.lstsq(design * sw, preds.unsqueeze(1) * sw).solution.squeeze(1)
+    distances = 1 - F.cosine_similarity(coalitions, torch.ones(1, 6, dtype=torch.float64), dim=1)
+    lime_w = torch.exp(-(distances ** 2) / 0.75 ** 2)
+    W = torch.diag(lime_w)
+    ridge = design.T @ W @ design + 1.0 * torch.eye(M + 1, dtype=torch.float64)
+    lime = torch.linalg.solve(ridge, design.T @ W @ preds)
+    out["kernel_shap"] = kernel_shap
+    out["lime"] = lime
+    return out
+
+
+def test_occlusion_ablation_shapley_kernelshap_lime():
+    ours, _ = run_both(perturbations, weights_of(cnn), weights_of(mlp, seed=1), rtol=1e-8, atol=1e-10)
+    attribution, diff, cols_shape = ours["occlusion"]
+    assert tuple(cols_shape) == (2, 27, 36) and diff.shape == (2, 36)
+    shap, gap = ours["shapley"]
+    np.testing.assert_allclose(gap, 0, atol=1e-12)  # every permutation telescopes to f(x) - f(baseline)
+
+
+# ----------------------------------------------------------------------------------------------
+# LRP by hand: the epsilon rule on Linear layers and the gamma rule on convolutions, through the
+# (z * (R / z).detach()).sum().backward() trick, against NumPy
+# ----------------------------------------------------------------------------------------------
+
+
+def lrp_rules(m, weights, conv_weights, eps=1e-2, gamma=0.25):
+    torch, nn, F = m.torch, m.nn, m.F
+    net = load(m, mlp(m), weights).double().eval()
+    X = torch.from_numpy(tabular(4, seed=3))
+    linears = [l for l in net if isinstance(l, nn.Linear)]
+
+    # forward, keeping every layer's input
+    acts = [X]
+    for layer in net:
+        acts.append(layer(acts[-1]))
+    logits = acts[-1]
+    R = (logits * F.one_hot(logits.argmax(1), 3).to(logits.dtype)).detach()
+    relevances = [R]
+    for layer, a in zip(reversed(list(net)), reversed(acts[:-1])):
+        if isinstance(layer, nn.ReLU):
+            relevances.append(R)
+            continue
+        a = a.detach().requires_grad_(True)
+        z = layer(a)
+        z = z + eps * torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+        s = (R / z).detach()
+        (z * s).sum().backward()
+        R = (a * a.grad).detach()
+        relevances.append(R)
+
+    # an explicit rule by autograd.grad and a second formulation: a Function whose backward is the rule
+    class EpsilonLinear(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, weight, bias):
+            z = F.linear(a, weight, bias)
+            ctx.save_for_backward(a, weight, z)
+            return z
+
+        @staticmethod
+        def backward(ctx, relevance):
+            a, weight, z = ctx.saved_tensors
+            stabilised = z + eps * torch.sign(z) + eps * (z == 0).to(z.dtype)
+            return a * ((relevance / stabilised) @ weight), None, None
+
+    a0 = X.clone().requires_grad_(True)
+    h = a0
+    for layer in net:
+        h = EpsilonLinear.apply(h, layer.weight, layer.bias) if isinstance(layer, nn.Linear) else layer(h)
+    (R_function,) = torch.autograd.grad(h, a0, grad_outputs=relevances[0])
+
+    # the gamma rule on a conv layer: rho(w) = w + gamma * w.clamp(min=0), as a copy's weights
+    conv = load(m, nn.Conv2d(3, 5, 3, padding=1), conv_weights).double()
+    Xi = torch.from_numpy(images(1, seed=5))
+    a = Xi.clone().requires_grad_(True)
+    out = F.relu(conv(a))
+    R_out = out.detach()
+    rho_w = conv.weight + gamma * conv.weight.clamp(min=0)
+    rho_b = conv.bias + gamma * conv.bias.clamp(min=0)
+    z = F.conv2d(a, rho_w, rho_b, padding=1) + 1e-9
+    (z * (R_out / z).detach()).sum().backward()
+    R_conv = (a * a.grad).detach()
+    return {"relevances": relevances, "R_function": R_function, "R_conv": R_conv, "R_out": R_out,
+            "bias_relevance": R_conv.sum() - R_out.sum(), "conv_weight_grad": conv.weight.grad}
+
+
+def lrp_by_numpy(weights, eps=1e-2):
+    X = tabular(4, seed=3)
+    Ws = [weights[f"{i}.weight"] for i in (0, 2, 4)]
+    bs = [weights[f"{i}.bias"] for i in (0, 2, 4)]
+    acts = [X]
+    for i, (W, b) in enumerate(zip(Ws, bs)):
+        z = acts[-1] @ W.T.astype(np.float64) + b
+        acts.append(np.maximum(z, 0) if i < 2 else z)
+    R = acts[-1] * np.eye(3)[acts[-1].argmax(1)]
+    for W, b, a in zip(Ws[::-1], bs[::-1], acts[-2::-1]):
+        z = a @ W.T.astype(np.float64) + b
+        z = z + eps * np.where(z >= 0, 1.0, -1.0)
+        R = a * ((R / z) @ W.astype(np.float64))
+    return R
+
+
+def test_lrp_epsilon_and_gamma_rules():
+    weights = weights_of(mlp, seed=3)
+    ours, _ = run_both(lrp_rules, weights, weights_of(lambda m: m.nn.Conv2d(3, 5, 3, padding=1), seed=4), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["relevances"][-1], lrp_by_numpy(weights), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ours["R_function"], ours["relevances"][-1], rtol=1e-10, atol=1e-13)
+    # relevance is conserved up to what the biases and epsilon absorb
+    assert abs(ours["relevances"][-1].sum() - ours["relevances"][0].sum()) < 0.5 * abs(ours["relevances"][0].sum()) + 1
