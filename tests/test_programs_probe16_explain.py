@@ -694,3 +694,185 @@ def test_lrp_epsilon_and_gamma_rules():
     np.testing.assert_allclose(ours["R_function"], ours["relevances"][-1], rtol=1e-10, atol=1e-13)
     # relevance is conserved up to what the biases and epsilon absorb
     assert abs(ours["relevances"][-1].sum() - ours["relevances"][0].sum()) < 0.5 * abs(ours["relevances"][0].sum()) + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention rollout (Abnar and Zuidema) and gradient-weighted rollout (Chefer et al.) in a small ViT whose
+# attention is caught by hooks on its attn_drop (as vit-explain does with timm models), and through
+# nn.MultiheadAttention's own weights
+# ----------------------------------------------------------------------------------------------
+
+
+def tiny_vit(m, dim=16, depth=2, heads=4, patch=4, classes=3):
+    torch, nn = m.torch, m.nn
+
+    class Attention(nn.Module):
+        def __init__(self, dim, num_heads):
+            super().__init__()
+            self.num_heads = num_heads
+            self.scale = (dim // num_heads) ** -0.5
+            self.qkv = nn.Linear(dim, dim * 3)
+            self.attn_drop = nn.Dropout(0.0)
+            self.proj = nn.Linear(dim, dim)
+
+        def forward(self, x):
+            B, N, C = x.shape
+            qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+            attn = attn.softmax(dim=-1)
+            attn = self.attn_drop(attn)
+            x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+            return self.proj(x)
+
+    class Block(nn.Module):
+        def __init__(self, dim, num_heads):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(dim)
+            self.attn = Attention(dim, num_heads)
+            self.norm2 = nn.LayerNorm(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+        def forward(self, x):
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+
+    class ViT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = nn.Conv2d(3, dim, patch, stride=patch)
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.pos_embed = nn.Parameter(torch.randn(1, 1 + (8 // patch) ** 2, dim) * 0.02)
+            self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+            self.norm = nn.LayerNorm(dim)
+            self.head = nn.Linear(dim, classes)
+
+        def forward(self, x):
+            x = self.patch_embed(x).flatten(2).transpose(1, 2)
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
+            for blk in self.blocks:
+                x = blk(x)
+            return self.head(self.norm(x)[:, 0])
+
+    return ViT()
+
+
+def attention_rollout(m, weights, discard_ratio=0.25):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, tiny_vit(m), weights).double().eval()
+    X = torch.from_numpy(images(2, seed=6))
+
+    attentions, attention_gradients = [], []
+
+    def get_attention(module, input, output):
+        attentions.append(output.cpu())
+
+    def get_attention_gradient(module, grad_input, grad_output):
+        attention_gradients.append(grad_input[0].cpu())
+
+    handles = []
+    for name, module in model.named_modules():
+        if "attn_drop" in name:
+            handles.append(module.register_forward_hook(get_attention))
+            handles.append(module.register_full_backward_hook(get_attention_gradient))
+
+    def rollout(attentions, discard_ratio, head_fusion):
+        result = torch.eye(attentions[0].size(-1), dtype=attentions[0].dtype)
+        with torch.no_grad():
+            for attention in attentions:
+                if head_fusion == "mean":
+                    attention_heads_fused = attention.mean(axis=1)
+                elif head_fusion == "max":
+                    attention_heads_fused = attention.max(axis=1)[0]
+                elif head_fusion == "min":
+                    attention_heads_fused = attention.min(axis=1)[0]
+                # drop the lowest attentions, but not the class token's
+                flat = attention_heads_fused.view(attention_heads_fused.size(0), -1)
+                _, indices = flat.topk(int(flat.size(-1) * discard_ratio), -1, False)
+                indices = indices[indices != 0]
+                flat[0, indices] = 0
+                I = torch.eye(attention_heads_fused.size(-1), dtype=flat.dtype)
+                a = (attention_heads_fused + 1.0 * I) / 2
+                a = a / a.sum(dim=-1, keepdim=True)
+                result = torch.matmul(a, result)
+        mask = result[0, 0, 1:]
+        width = int(mask.size(-1) ** 0.5)
+        mask = mask.reshape(width, width)
+        return mask / mask.max()
+
+    with torch.no_grad():
+        logits = model(X[:1])
+    out = {"logits": logits}
+    for fusion in ("mean", "max", "min"):
+        out["rollout_" + fusion] = rollout([a.clone() for a in attentions], discard_ratio, fusion)
+
+    # gradient-weighted rollout: the class score's gradient through each attention map
+    attentions.clear()
+    model.zero_grad()
+    x = X[:1].clone().requires_grad_(True)
+    output = model(x)
+    category_mask = torch.zeros(output.size(), dtype=output.dtype)
+    category_mask[:, 1] = 1
+    loss = (output * category_mask).sum()
+    loss.backward()
+    result = torch.eye(attentions[0].size(-1), dtype=torch.float64)
+    with torch.no_grad():
+        for attention, grad in zip(attentions, attention_gradients[::-1]):  # the hooks fire last layer first
+            weights_ = grad
+            attention_heads_fused = (attention * weights_).mean(axis=1)
+            attention_heads_fused[attention_heads_fused < 0] = 0
+            I = torch.eye(attention_heads_fused.size(-1), dtype=torch.float64)
+            a = (attention_heads_fused + 1.0 * I) / 2
+            a = a / a.sum(dim=-1, keepdim=True)
+            result = torch.matmul(a, result)
+    out["grad_rollout"] = result[0, 0, 1:]
+    out["attn_grads"] = attention_gradients
+    # the same gradients by tensor hooks on the attention maps (Chefer's attn.register_hook(save_attn_gradients))
+    tensor_grads = []
+    for h in handles:
+        h.remove()
+
+    def save_attn_gradients(mod, i, o):
+        o.register_hook(tensor_grads.append)
+
+    handles = [mod.register_forward_hook(save_attn_gradients) for name, mod in model.named_modules() if name.endswith("attn_drop")]
+    model(X[:1])[0, 1].backward()
+    for h in handles:
+        h.remove()
+    out["tensor_grads"] = tensor_grads
+    out["input_grad"] = x.grad
+    return out
+
+
+def mha_rollout(m, weights):
+    torch, nn = m.torch, m.nn
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).double()
+    mha.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((2, 5, 8))).requires_grad_()
+    out, weights_per_head = mha(x, x, x, need_weights=True, average_attn_weights=False)
+    _, weights_mean = mha(x, x, x, need_weights=True)
+    weights_per_head.retain_grad()
+    (out.sum() + (weights_per_head * torch.arange(5.0, dtype=torch.float64)).sum()).backward()
+    rows = weights_per_head.sum(-1)
+    result = torch.eye(5, dtype=torch.float64).expand(2, 5, 5)
+    for _ in range(2):
+        a = 0.5 * weights_mean.detach() + 0.5 * torch.eye(5, dtype=torch.float64)
+        result = a @ result
+    return {"per_head": weights_per_head, "mean": weights_mean, "rows": rows, "rollout": result,
+            "weights_grad": weights_per_head.grad, "x_grad": x.grad, "in_proj_grad": mha.in_proj_weight.grad}
+
+
+def test_attention_rollout_in_a_small_vit():
+    autograd_weights = weights_of(tiny_vit)
+    ours, _ = run_both(attention_rollout, autograd_weights, rtol=1e-8, atol=1e-11)
+    for grad_hook, tensor_hook in zip(ours["attn_grads"], ours["tensor_grads"]):
+        np.testing.assert_allclose(grad_hook, tensor_hook, rtol=1e-12, atol=1e-15)
+    assert ours["rollout_mean"].shape == (2, 2)
+
+
+def test_multihead_attention_weights_and_rollout():
+    weights = weights_of(lambda m: m.nn.MultiheadAttention(8, 2, batch_first=True), seed=5)
+    ours, _ = run_both(mha_rollout, weights, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["rows"], 1, rtol=1e-12)
+    np.testing.assert_allclose(ours["per_head"].mean(1), ours["mean"], rtol=1e-12)
