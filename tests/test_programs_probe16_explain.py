@@ -876,3 +876,262 @@ def test_multihead_attention_weights_and_rollout():
     ours, _ = run_both(mha_rollout, weights, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ours["rows"], 1, rtol=1e-12)
     np.testing.assert_allclose(ours["per_head"].mean(1), ours["mean"], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# TCAV: concept activation vectors from a linear probe on hooked activations, directional derivatives
+# ----------------------------------------------------------------------------------------------
+
+
+def tcav(m, weights, epochs=40):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, cnn(m), weights).double().eval()
+    rng = np.random.default_rng(8)
+    # a "striped" concept against random images
+    stripes = np.zeros((12, 3, 8, 8))
+    stripes[:, :, ::2, :] = 1.0
+    concept = torch.from_numpy(stripes * rng.uniform(0.5, 1.0, (12, 1, 1, 1)) + 0.1 * rng.standard_normal((12, 3, 8, 8)))
+    random_imgs = torch.from_numpy(rng.uniform(0, 1, (12, 3, 8, 8)))
+    layer = model[3]
+    store = {}
+
+    def hook(module, inp, out):
+        store["act"] = out
+
+    handle = layer.register_forward_hook(hook)
+    with torch.no_grad():
+        model(concept)
+        concept_acts = store["act"].flatten(1)
+        model(random_imgs)
+        random_acts = store["act"].flatten(1)
+    acts = torch.cat([concept_acts, random_acts])
+    labels = torch.cat([torch.ones(12), torch.zeros(12)]).double()
+    mean, std = acts.mean(0), acts.std(0) + 1e-8
+    probe = nn.Linear(acts.shape[1], 1).double()
+    with torch.no_grad():
+        probe.weight.zero_()
+        probe.bias.zero_()
+    opt = optim.SGD(probe.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-3)
+    losses = []
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(probe((acts - mean) / std).squeeze(1), labels)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    cav = probe.weight.detach().squeeze(0) / std
+    cav = cav / cav.norm()
+    accuracy = ((probe((acts - mean) / std).squeeze(1) > 0).double() == labels).double().mean()
+
+    # directional derivatives of each class logit along the CAV, at the hooked layer's output
+    test_imgs = torch.from_numpy(images(6, seed=9))
+    out = model(test_imgs)
+    act = store["act"]
+    scores = []
+    for c in range(4):
+        (g,) = torch.autograd.grad(out[:, c].sum(), act, retain_graph=True)
+        dd = g.flatten(1) @ cav
+        scores.append((dd > 0).double().mean())
+    handle.remove()
+    return {"losses": losses, "cav": cav, "accuracy": accuracy, "tcav_scores": torch.stack(scores),
+            "hooks_left": len(layer._forward_hooks)}
+
+
+def test_tcav_concept_vectors_and_scores():
+    ours, _ = run_both(tcav, weights_of(cnn), rtol=1e-7, atol=1e-9)
+    assert ours["accuracy"] == 1.0 and ours["hooks_left"] == 0
+    assert ours["losses"][-1] < ours["losses"][0]
+
+
+# ----------------------------------------------------------------------------------------------
+# TracIn / gradient-dot-product influence: per-example gradients by torch.func against a loop
+# ----------------------------------------------------------------------------------------------
+
+
+def tracin(m, weights, steps=3, lr=0.1):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    from_func = m.torch.func
+    functional_call, grad, vmap = from_func.functional_call, from_func.grad, from_func.vmap
+    model = load(m, mlp(m), weights).double()
+    rng = np.random.default_rng(10)
+    Xtr = torch.from_numpy(rng.standard_normal((10, 6)))
+    ytr = torch.from_numpy(rng.integers(0, 3, 10))
+    Xte = torch.from_numpy(rng.standard_normal((4, 6)))
+    yte = torch.from_numpy(rng.integers(0, 3, 4))
+
+    def loss_fn(params, buffers, x, y):
+        logits = functional_call(model, (params, buffers), (x.unsqueeze(0),))
+        return F.cross_entropy(logits, y.unsqueeze(0))
+
+    per_example = vmap(grad(loss_fn), in_dims=(None, None, 0, 0))
+
+    def flat_grads(X, Y):
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        buffers = {k: v.detach() for k, v in model.named_buffers()}
+        g = per_example(params, buffers, X, Y)
+        return torch.cat([v.reshape(len(X), -1) for v in g.values()], dim=1)
+
+    def flat_grads_loop(X, Y):
+        rows = []
+        for x, y in zip(X, Y):
+            model.zero_grad()
+            F.cross_entropy(model(x[None]), y[None]).backward()
+            rows.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+        return torch.stack(rows)
+
+    opt = optim.SGD(model.parameters(), lr=lr)
+    influence = torch.zeros(4, 10, dtype=torch.float64)
+    self_influence = torch.zeros(10, dtype=torch.float64)
+    loops = []
+    for step in range(steps):
+        gtr, gte = flat_grads(Xtr, ytr), flat_grads(Xte, yte)
+        loops.append((flat_grads_loop(Xtr, ytr), gtr))
+        influence += lr * gte @ gtr.T
+        self_influence += lr * (gtr * gtr).sum(1)
+        cos = F.cosine_similarity(gte.unsqueeze(1), gtr.unsqueeze(0), dim=-1)
+        opt.zero_grad()
+        F.cross_entropy(model(Xtr), ytr).backward()
+        opt.step()
+    top = influence.topk(3, dim=1)
+    return {"influence": influence, "self_influence": self_influence, "cos": cos, "loops": loops,
+            "top_values": top.values, "top_indices": top.indices}
+
+
+def test_tracin_per_example_gradients_by_vmap():
+    ours, _ = run_both(tracin, weights_of(mlp, seed=6), rtol=1e-9, atol=1e-12)
+    for loop, vmapped in ours["loops"]:
+        np.testing.assert_allclose(vmapped, loop, rtol=1e-11, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hook handles as attribution libraries use them
+# ----------------------------------------------------------------------------------------------
+
+
+def hook_handles(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, mlp(m), weights).double()
+    x = torch.from_numpy(tabular(3, seed=4))
+    calls = []
+    out = {}
+
+    # a handle as a context manager removes its hook on exit; removing twice is harmless
+    with model[0].register_forward_hook(lambda mod, i, o: calls.append("ctx")) as handle:
+        model(x)
+    model(x)
+    handle.remove()
+    handle.remove()
+    out["ctx_calls"] = list(calls)
+
+    # prepend: the hook registered last runs first
+    calls.clear()
+    h1 = model[2].register_forward_hook(lambda mod, i, o: calls.append("first"))
+    h2 = model[2].register_forward_hook(lambda mod, i, o: calls.append("prepended"), prepend=True)
+    model(x)
+    h1.remove()
+    h2.remove()
+    out["order"] = list(calls)
+
+    # Captum's layer-input attribution: a forward pre-hook that replaces the layer's input by a tensor
+    # requiring grad, whose gradient is the attribution
+    replacement = {}
+
+    def pre_hook(module, inputs):
+        replacement["x"] = inputs[0].detach().clone().requires_grad_(True)
+        return (replacement["x"],)
+
+    h = model[2].register_forward_pre_hook(pre_hook)
+    y = model(x)
+    h.remove()
+    (layer_in_grad,) = torch.autograd.grad(y[:, 0].sum(), replacement["x"])
+    out["layer_in_grad"] = layer_in_grad
+
+    # with_kwargs: the hook sees keyword arguments and may return new args and kwargs
+    class Scaled(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, scale=1.0):
+            return self.inner(x) * scale
+
+    wrapped = Scaled(model)
+    seen = []
+
+    def kw_pre_hook(module, args, kwargs):
+        seen.append(sorted(kwargs))
+        return args, {**kwargs, "scale": 2.0}
+
+    def kw_hook(module, args, kwargs, output):
+        seen.append(kwargs["scale"])
+        return output + 1
+
+    ha = wrapped.register_forward_pre_hook(kw_pre_hook, with_kwargs=True)
+    hb = wrapped.register_forward_hook(kw_hook, with_kwargs=True)
+    out["kw_out"] = wrapped(x, scale=0.5)
+    ha.remove()
+    hb.remove()
+    out["kw_seen"] = seen
+    out["plain_out"] = wrapped(x, scale=0.5)
+
+    # always_call: the hook runs even when forward raises
+    class Fails(nn.Module):
+        def forward(self, x):
+            raise ValueError("boom")
+
+    fails = Fails()
+    ran = []
+    fails.register_forward_hook(lambda mod, i, o: ran.append("always"), always_call=True)
+    fails.register_forward_hook(lambda mod, i, o: ran.append("normal"))
+    try:
+        fails(x)
+    except ValueError:
+        pass
+    out["always"] = ran
+
+    # a full backward pre-hook that scales grad_output, and a full backward hook that sees the result
+    model.zero_grad()
+    seen_grads = {}
+
+    def bw_pre(module, grad_output):
+        return (grad_output[0] * 3,)
+
+    def bw(module, grad_input, grad_output):
+        seen_grads["gout"] = grad_output[0]
+        seen_grads["gin"] = grad_input[0]
+
+    hp = model[4].register_full_backward_pre_hook(bw_pre)
+    hq = model[4].register_full_backward_hook(bw)
+    xr = x.clone().requires_grad_(True)
+    model(xr).sum().backward()
+    hp.remove()
+    hq.remove()
+    out["scaled_grads"] = (xr.grad, seen_grads["gout"], seen_grads["gin"], model[4].weight.grad)
+
+    # a tensor hook removed before backward does not fire; one removed inside another hook still fires once
+    fired = []
+    t = x.clone().requires_grad_(True)
+    y = (t * 2).sum()
+    ht = t.register_hook(lambda g: fired.append("removed"))
+    ht.remove()
+    holder = {}
+
+    def first(g):
+        fired.append("first")
+        holder["second"].remove()
+
+    t.register_hook(first)
+    holder["second"] = t.register_hook(lambda g: fired.append("second"))
+    y.backward()
+    out["fired"] = fired
+    out["hook_dicts"] = (len(model[0]._forward_hooks), len(model[2]._forward_pre_hooks),
+                         len(model[4]._backward_hooks), len(model[4]._backward_pre_hooks))
+    return out
+
+
+def test_hook_handles_as_attribution_libraries_use_them():
+    ours, _ = run_both(hook_handles, weights_of(mlp, seed=7), rtol=1e-12, atol=1e-14)
+    assert ours["ctx_calls"] == ["ctx"]
+    assert ours["order"] == ["prepended", "first"]
+    assert ours["kw_seen"] == [["scale"], 2.0]
+    assert ours["hook_dicts"] == (0, 0, 0, 0)
