@@ -1135,3 +1135,197 @@ def test_hook_handles_as_attribution_libraries_use_them():
     assert ours["order"] == ["prepended", "first"]
     assert ours["kw_seen"] == [["scale"], 2.0]
     assert ours["hook_dicts"] == (0, 0, 0, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature visualisation as lucent writes it: an image parameterised by its Fourier spectrum
+# (view_as_complex, irfftn with norm="ortho"), decorrelated colours, jitter / pad / scale transforms,
+# a channel objective read by a forward hook, Adam on the spectrum (float32)
+# ----------------------------------------------------------------------------------------------
+
+
+def rfft2d_freqs(h, w):
+    fy = np.fft.fftfreq(h)[:, None]
+    if w % 2 == 1:
+        fx = np.fft.fftfreq(w)[: w // 2 + 2]
+    else:
+        fx = np.fft.fftfreq(w)[: w // 2 + 1]
+    return np.sqrt(fx * fx + fy * fy)
+
+
+def feature_visualisation(m, weights, steps=6, dtype="float32"):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    dtype = getattr(torch, dtype)  # (float64: the same program where no rounding hides a difference)
+    model = load(m, cnn(m), weights).eval().to(dtype)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    batch, channels, h, w = 1, 3, 8, 8
+    freqs = rfft2d_freqs(h, w)
+    init_val_size = (batch, channels) + freqs.shape + (2,)
+    torch.manual_seed(0)
+    spectrum_real_imag_t = (torch.randn(*init_val_size, dtype=torch.float64) * 0.01).to(dtype).requires_grad_(True)
+    scale = 1.0 / np.maximum(freqs, 1.0 / max(w, h)) ** 1
+    scale = torch.tensor(scale).to(dtype)[None, None, ..., None]
+
+    def inner():
+        scaled_spectrum_t = scale * spectrum_real_imag_t
+        if type(scaled_spectrum_t) is not torch.complex64:  # (always true: a Tensor is no dtype)
+            scaled_spectrum_t = torch.view_as_complex(scaled_spectrum_t)
+        image = torch.fft.irfftn(scaled_spectrum_t, s=(h, w), norm="ortho")
+        image = image[:batch, :channels, :h, :w]
+        magic = 4.0
+        image = image / magic
+        return image
+
+    color_correlation_svd_sqrt = np.asarray([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]]).astype("float32")
+    max_norm_svd_sqrt = np.max(np.linalg.norm(color_correlation_svd_sqrt, axis=0))
+    color_correlation_normalized = color_correlation_svd_sqrt / max_norm_svd_sqrt
+
+    def _linear_decorrelate_color(tensor):
+        t_permute = tensor.permute(0, 2, 3, 1)
+        t_permute = torch.matmul(t_permute, torch.tensor(color_correlation_normalized.T).to(dtype))
+        return t_permute.permute(0, 3, 1, 2)
+
+    def image_f():
+        return torch.sigmoid(_linear_decorrelate_color(inner()))
+
+    offsets = [(1, 0), (0, 2), (2, 1), (1, 1), (0, 0), (2, 2)]
+    scales = [1.0, 1.1, 0.9, 1.0, 1.1, 0.9]
+
+    def transform(image, i):
+        image = F.pad(image, (2, 2, 2, 2), mode="constant", value=0.5)
+        dx, dy = offsets[i]
+        image = image[:, :, dx:dx + 10, dy:dy + 10]
+        image = F.interpolate(image, scale_factor=scales[i], mode="bilinear", align_corners=True)
+        return image
+
+    features = {}
+    handle = model[2].register_forward_hook(lambda mod, i, o: features.__setitem__("conv", o))
+
+    def objective():
+        return -features["conv"][:, 5].mean()
+
+    optimizer = optim.Adam([spectrum_real_imag_t], lr=5e-2)
+    losses = []
+    for i in range(steps):
+        optimizer.zero_grad()
+        model(transform(image_f(), i))
+        loss = objective()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    handle.remove()
+    return {"losses": losses, "image": image_f().detach(), "spectrum": spectrum_real_imag_t.detach()}
+
+
+def test_lucent_feature_visualisation():
+    ours, _ = run_both(feature_visualisation, weights_of(cnn), dtype="float64", rtol=1e-9, atol=1e-12)
+    assert ours["losses"][-1] < ours["losses"][0]
+    # float32: Adam divides by the root of tiny second moments, which magnifies the rounding of small gradients
+    ours, _ = run_both(feature_visualisation, weights_of(cnn), rtol=5e-3, atol=1e-4)
+    assert ours["image"].dtype == np.float32 and ours["image"].shape == (1, 3, 8, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Text attributions: layer integrated gradients on an embedding (a forward hook replacing its output,
+# Captum's LayerIntegratedGradients) against Captum's older InterpretableEmbedding (the embedding module
+# swapped for one that passes precomputed embeddings through)
+# ----------------------------------------------------------------------------------------------
+
+
+def text_model(m):
+    torch, nn = m.torch, m.nn
+
+    class TextClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(20, 8, padding_idx=0)
+            self.conv = nn.Conv1d(8, 6, 3, padding=1)
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, text):
+            embedded = self.embedding(text).permute(0, 2, 1)
+            conved = torch.relu(self.conv(embedded))
+            pooled = torch.max(conved, dim=2).values
+            return self.fc(pooled)
+
+    return TextClassifier()
+
+
+def text_attributions(m, weights, n_steps=32):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, text_model(m), weights).double().eval()
+    tokens = torch.tensor([[3, 7, 11, 2, 5, 0, 0], [9, 1, 4, 4, 13, 17, 6]])
+    ref_tokens = torch.zeros_like(tokens)
+    target = torch.tensor([1, 0])
+
+    with torch.no_grad():
+        inp_emb = model.embedding(tokens)
+        ref_emb = model.embedding(ref_tokens)
+    alphas = torch.linspace(0, 1, n_steps, dtype=torch.float64)
+    scaled = torch.cat([ref_emb + a * (inp_emb - ref_emb) for a in alphas.tolist()]).requires_grad_()
+
+    def layer_forward_hook(module, hook_inputs, hook_outputs=None):
+        return scaled
+
+    hook = model.embedding.register_forward_hook(layer_forward_hook)
+    try:
+        out = model(tokens.repeat(n_steps, 1))
+    finally:
+        hook.remove()
+    sel = out.gather(1, target.repeat(n_steps).unsqueeze(1)).sum()
+    (grads,) = torch.autograd.grad(sel, scaled)
+    step_sizes = torch.full((n_steps,), 1.0 / (n_steps - 1), dtype=torch.float64)
+    step_sizes[0] /= 2
+    step_sizes[-1] /= 2
+    total = (grads.view(n_steps, *inp_emb.shape) * step_sizes.view(-1, 1, 1, 1)).sum(0)
+    attributions = (inp_emb - ref_emb) * total
+    per_token = attributions.sum(dim=2)
+    per_token = per_token / torch.norm(per_token, dim=1, keepdim=True)
+
+    # InterpretableEmbedding: the embedding swapped out, embeddings fed in directly
+    class InterpretableEmbeddingBase(nn.Module):
+        def __init__(self, embedding, full_name):
+            super().__init__()
+            self.num_embeddings = getattr(embedding, "num_embeddings", None)
+            self.embedding_dim = getattr(embedding, "embedding_dim", None)
+            self.embedding = embedding
+            self.full_name = full_name
+
+        def forward(self, *inputs, **kwargs):
+            return inputs[0]
+
+        def indices_to_embeddings(self, *input, **kwargs):
+            return self.embedding(*input, **kwargs)
+
+    def _get_deep_layer_name(obj, layer_names):
+        for layer_name in layer_names.split("."):
+            obj = getattr(obj, layer_name)
+        return obj
+
+    def _set_deep_layer_value(obj, layer_names, value):
+        layer_names = layer_names.split(".")
+        for layer_name in layer_names[:-1]:
+            obj = getattr(obj, layer_name)
+        setattr(obj, layer_names[-1], value)
+
+    embedding_layer = _get_deep_layer_name(model, "embedding")
+    interpretable_emb = InterpretableEmbeddingBase(embedding_layer, "embedding")
+    _set_deep_layer_value(model, "embedding", interpretable_emb)
+    emb = interpretable_emb.indices_to_embeddings(tokens)
+    x = torch.cat([ref_emb + a * (emb - ref_emb) for a in alphas.tolist()]).detach().requires_grad_()
+    out2 = model(x)
+    (grads2,) = torch.autograd.grad(out2.gather(1, target.repeat(n_steps).unsqueeze(1)).sum(), x)
+    total2 = (grads2.view(n_steps, *emb.shape) * step_sizes.view(-1, 1, 1, 1)).sum(0)
+    _set_deep_layer_value(model, "embedding", interpretable_emb.embedding)
+    with torch.no_grad():
+        delta = attributions.sum((1, 2)) - (model(tokens) - model(ref_tokens)).gather(1, target[:, None]).squeeze(1)
+    return {"attributions": attributions, "per_token": per_token, "swap": (emb - ref_emb) * total2, "delta": delta,
+            "embedding_is_back": type(model.embedding).__name__}
+
+
+def test_layer_integrated_gradients_on_an_embedding():
+    ours, _ = run_both(text_attributions, weights_of(text_model), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["swap"], ours["attributions"], rtol=1e-12, atol=1e-14)
+    assert ours["embedding_is_back"] == "Embedding"
+    assert np.abs(ours["delta"]).max() < 0.05
