@@ -17,6 +17,8 @@ place, as PyTorch's hooks their grad_fn and wraps nothing: an in-place op after 
 hook on each output notes its gradient instead of the output gate.
 """
 
+import warnings
+
 import numpy
 
 from autograd import Primitive, Tensor
@@ -142,6 +144,10 @@ class BackwardHook:
                 grad_outputs = self._check(replaced, len(self.outputs), "output")
         self.grad_outputs = grad_outputs
         if self.input_positions is None:  # no input needs a gradient: the hooks run now
+            warnings.warn("Full backward hook is firing when gradients are computed with respect to module outputs "
+                          "since no inputs require gradients. See https://docs.pytorch.org/docs/main/generated/"
+                          "torch.nn.Module.html#torch.nn.Module.register_full_backward_hook for more details.",
+                          stacklevel=2)
             for hook in list(self.hooks.values()):
                 replaced = hook(self.module, (None,) * len(self.inputs), grad_outputs)
                 if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),

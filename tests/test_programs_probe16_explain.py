@@ -1329,3 +1329,125 @@ def test_layer_integrated_gradients_on_an_embedding():
     np.testing.assert_allclose(ours["swap"], ours["attributions"], rtol=1e-12, atol=1e-14)
     assert ours["embedding_is_back"] == "Embedding"
     assert np.abs(ours["delta"]).max() < 0.05
+
+
+# ----------------------------------------------------------------------------------------------
+# What a full backward hook shows in the corners attribution code meets: a module of two inputs (one
+# constant) and two outputs (one unused), a module called twice, a first layer whose input needs no
+# gradient (PyTorch warns), a whole Sequential
+# ----------------------------------------------------------------------------------------------
+
+
+def full_backward_hook_corners(m):
+    torch, nn, F = m.torch, m.nn, m.F
+    import warnings
+
+    log = []
+
+    def record(mod, grad_input, grad_output):
+        log.append(([None if g is None else g.clone() for g in grad_input],
+                    [None if g is None else g.clone() for g in grad_output]))
+
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x, gate, scale=2.0):
+            return self.lin(x) * gate * scale, gate.exp()
+
+    torch.manual_seed(0)
+    gated = Gated().double()
+    gated.register_full_backward_hook(record)
+    x = torch.linspace(-1, 1, 6, dtype=torch.float64).view(2, 3)
+    gate = torch.full((2, 3), 0.5, dtype=torch.float64, requires_grad=True)
+    main, unused = gated(x, gate, scale=3.0)
+    main.pow(2).sum().backward()
+
+    shared = nn.Linear(2, 2).double()
+    shared.register_full_backward_hook(record)
+    z = torch.tensor([[1.0, -1.0], [0.5, 2.0]], dtype=torch.float64, requires_grad=True)
+    torch.tanh(shared(torch.tanh(shared(z)))).sum().backward()
+
+    first = nn.Linear(2, 2).double()
+    first.register_full_backward_hook(record)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first(torch.ones(1, 2, dtype=torch.float64)).sum().backward()
+    warned = [str(w.message).split(".")[0] for w in caught]
+
+    seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
+    seq.register_full_backward_hook(record)
+    seq(z).sum().backward()
+    return {"log": log, "warned": warned, "z_grad": z.grad, "gate_grad": gate.grad,
+            "grads": [p.grad for p in list(gated.parameters()) + list(shared.parameters()) + list(seq.parameters())]}
+
+
+def test_full_backward_hook_corners():
+    ours, _ = run_both(full_backward_hook_corners, rtol=1e-12, atol=1e-14)
+    assert ours["warned"] == ["Full backward hook is firing when gradients are computed with respect to module "
+                              "outputs since no inputs require gradients"]
+    log = ours["log"]
+    # x needs no gradient: zeros, as PyTorch shows them when another input needs one; the unused output: None
+    assert np.all(log[0][0][0] == 0) and log[0][1][1] is None
+    assert log[3][0] == [None]  # the first layer's
+    assert len(log) == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# LRP written explicitly, as Montavon's tutorial's first version: the z+ rule's backward through
+# F.conv_transpose2d, max pooling's relevance routed by F.max_unpool2d (winner takes all) and average
+# pooling by the gradient, against the autograd trick
+# ----------------------------------------------------------------------------------------------
+
+
+def lrp_explicit(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    conv1 = load(m, nn.Conv2d(3, 4, 3, padding=1), {k[2:]: v for k, v in weights.items() if k.startswith("0.")}).double()
+    conv2 = load(m, nn.Conv2d(4, 5, 3, padding=1), {k[2:]: v for k, v in weights.items() if k.startswith("1.")}).double()
+    X = torch.from_numpy(images(2, seed=7))
+
+    a1 = F.relu(conv1(X))
+    p1, idx = F.max_pool2d(a1, 2, return_indices=True)
+    a2 = F.relu(conv2(p1))
+    R2 = a2.detach()
+
+    # z+ rule through conv2, explicitly and by the trick
+    wp = conv2.weight.clamp(min=0)
+    z = F.conv2d(p1, wp, padding=1) + 1e-9
+    s = R2 / z
+    c = F.conv_transpose2d(s, wp, padding=1)
+    R_p1 = (p1 * c).detach()
+    p1g = p1.detach().requires_grad_(True)
+    zg = F.conv2d(p1g, wp.detach(), padding=1) + 1e-9
+    (zg * (R2 / zg).detach()).sum().backward()
+    R_p1_trick = (p1g * p1g.grad).detach()
+
+    # max pooling: the relevance goes to each window's winner
+    R_a1 = F.max_unpool2d(R_p1, idx, 2, output_size=a1.shape[-2:])
+    a1g = a1.detach().requires_grad_(True)
+    pooled = F.max_pool2d(a1g, 2)
+    (pooled * (R_p1 / (pooled + 1e-12)).detach()).sum().backward()
+    R_a1_trick = (a1g * a1g.grad).detach()
+
+    # average pooling's rule by the gradient, and by hand through repeat_interleave
+    zavg = F.avg_pool2d(a1g.detach().requires_grad_(True), 2)
+    leaf = zavg.grad_fn is not None
+    a1h = a1.detach().requires_grad_(True)
+    zavg = F.avg_pool2d(a1h, 2) + 1e-9
+    (zavg * (R_p1 / zavg).detach()).sum().backward()
+    R_avg = (a1h * a1h.grad).detach()
+    by_hand = a1.detach() * (R_p1 / zavg.detach()).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3) / 4
+    return {"R_p1": R_p1, "R_p1_trick": R_p1_trick, "R_a1": R_a1, "R_a1_trick": R_a1_trick, "R_avg": R_avg,
+            "avg_by_hand": by_hand, "leaf": leaf, "sums": torch.stack([R2.sum(), R_p1.sum(), R_a1.sum(), R_avg.sum()])}
+
+
+def test_lrp_explicit_conv_transpose_and_max_unpool():
+    weights = {"0." + k: v for k, v in weights_of(lambda m: m.nn.Conv2d(3, 4, 3, padding=1), seed=8).items()}
+    weights.update({"1." + k: v for k, v in weights_of(lambda m: m.nn.Conv2d(4, 5, 3, padding=1), seed=9).items()})
+    ours, _ = run_both(lrp_explicit, weights, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["R_p1"], ours["R_p1_trick"], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(ours["R_a1"], ours["R_a1_trick"], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ours["R_avg"], ours["avg_by_hand"], rtol=1e-10, atol=1e-13)
+    sums = ours["sums"]
+    np.testing.assert_allclose(sums[2], sums[1], rtol=1e-10)  # pooling conserves relevance
