@@ -1451,3 +1451,153 @@ def test_lrp_explicit_conv_transpose_and_max_unpool():
     np.testing.assert_allclose(ours["R_avg"], ours["avg_by_hand"], rtol=1e-10, atol=1e-13)
     sums = ours["sums"]
     np.testing.assert_allclose(sums[2], sums[1], rtol=1e-10)  # pooling conserves relevance
+
+
+# ----------------------------------------------------------------------------------------------
+# Mechanistic interpretability in a tiny GPT, as TransformerLens users write it with plain hooks: a cache
+# of the residual stream, the logit lens, activation patching (a forward hook writing the clean
+# activation into the output in place), attribution patching ((clean - corrupt) x gradient) and direct
+# logit attribution; a steering vector added by a forward pre-hook
+# ----------------------------------------------------------------------------------------------
+
+
+def tiny_gpt(m, vocab=11, d=16, heads=2, layers=2, ctx=6):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1 = nn.LayerNorm(d)
+            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.ln2 = nn.LayerNorm(d)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"), nn.Linear(4 * d, d))
+            self.attn_out = nn.Identity()  # hook points, as TransformerLens's HookPoint
+            self.mlp_out = nn.Identity()
+
+        def forward(self, x, mask):
+            h = self.ln1(x)
+            a, _ = self.attn(h, h, h, attn_mask=mask, need_weights=False)
+            x = x + self.attn_out(a)
+            return x + self.mlp_out(self.mlp(self.ln2(x)))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(vocab, d)
+            self.pos = nn.Parameter(torch.zeros(ctx, d))
+            self.blocks = nn.ModuleList([Block() for _ in range(layers)])
+            self.ln_f = nn.LayerNorm(d)
+            self.unembed = nn.Linear(d, vocab, bias=False)
+            self.resid = nn.ModuleList([nn.Identity() for _ in range(layers + 1)])
+
+        def forward(self, tokens):
+            T = tokens.shape[1]
+            mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+            x = self.resid[0](self.embed(tokens) + self.pos[:T])
+            for i, block in enumerate(self.blocks):
+                x = self.resid[i + 1](block(x, mask))
+            return self.unembed(self.ln_f(x))
+
+    return GPT()
+
+
+def mech_interp(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, tiny_gpt(m), weights).double().eval()
+    clean = torch.tensor([[1, 4, 2, 7, 4, 2]])
+    corrupt = torch.tensor([[1, 5, 2, 7, 5, 2]])
+    answer, wrong = 7, 3
+    out = {}
+
+    def logit_diff(logits):
+        return logits[0, -1, answer] - logits[0, -1, wrong]
+
+    # a cache of every hook point
+    cache = {}
+
+    def caching_hook(name):
+        def hook(module, inputs, output):
+            cache[name] = output.detach()
+        return hook
+
+    points = {f"resid.{i}": mod for i, mod in enumerate(model.resid)}
+    for i, block in enumerate(model.blocks):
+        points[f"attn_out.{i}"] = block.attn_out
+        points[f"mlp_out.{i}"] = block.mlp_out
+    handles = [mod.register_forward_hook(caching_hook(name)) for name, mod in points.items()]
+    with torch.no_grad():
+        clean_logits = model(clean)
+    clean_cache = dict(cache)
+    with torch.no_grad():
+        corrupt_logits = model(corrupt)
+    for h in handles:
+        h.remove()
+    out["logit_diffs"] = torch.stack([logit_diff(clean_logits), logit_diff(corrupt_logits)])
+
+    # the logit lens: each layer's residual stream through the final norm and unembedding
+    with torch.no_grad():
+        out["logit_lens"] = torch.stack([model.unembed(model.ln_f(clean_cache[f"resid.{i}"]))[0, -1].log_softmax(-1)
+                                         for i in range(len(model.resid))])
+
+    # direct logit attribution: each component's output along the answer direction, through ln_f's scale
+    direction = model.unembed.weight[answer] - model.unembed.weight[wrong]
+    final = clean_cache[f"resid.{len(model.blocks)}"][0, -1]
+    scale = (final.var(unbiased=False) + model.ln_f.eps).sqrt()
+    components = [clean_cache["resid.0"]] + [clean_cache[f"{k}.{i}"] for i in range(len(model.blocks)) for k in ("attn_out", "mlp_out")]
+    with torch.no_grad():
+        dla = torch.stack([((c[0, -1] - c[0, -1].mean()) / scale * model.ln_f.weight) @ direction for c in components])
+        total = dla.sum() + model.ln_f.bias @ direction
+    out["dla"] = (dla, total)
+
+    # activation patching: the clean residual stream written into the corrupt run, one position at a time
+    def patch_hook(name, pos):
+        def hook(module, inputs, output):
+            output[:, pos] = clean_cache[name][:, pos]
+        return hook
+
+    patched = torch.zeros(len(model.resid), clean.shape[1], dtype=torch.float64)
+    for i, mod in enumerate(model.resid):
+        for pos in range(clean.shape[1]):
+            h = mod.register_forward_hook(patch_hook(f"resid.{i}", pos))
+            with torch.no_grad():
+                patched[i, pos] = logit_diff(model(corrupt))
+            h.remove()
+    out["patching"] = (patched - logit_diff(corrupt_logits)) / (logit_diff(clean_logits) - logit_diff(corrupt_logits))
+
+    # attribution patching: gradients of the corrupt run's metric at every hook point, by retain_grad
+    kept = {}
+
+    def keep_grad(name):
+        def hook(module, inputs, output):
+            output.retain_grad()
+            kept[name] = output
+        return hook
+
+    handles = [mod.register_forward_hook(keep_grad(name)) for name, mod in points.items()]
+    model.zero_grad()
+    logit_diff(model(corrupt)).backward()
+    for h in handles:
+        h.remove()
+    out["attribution_patching"] = {name: ((clean_cache[name] - kept[name].detach()) * kept[name].grad).sum(-1)[0]
+                                   for name in points}
+
+    # steering: a vector added to the residual stream before block 1 by a forward pre-hook on it
+    steer = (clean_cache["resid.1"][0, 1] - clean_cache["resid.1"][0, 4]) * 0.5
+
+    def steering_hook(module, args):
+        x, mask = args
+        return (x + steer, mask)
+
+    h = model.blocks[1].register_forward_pre_hook(steering_hook)
+    with torch.no_grad():
+        out["steered"] = model(corrupt)[0, -1].softmax(-1)
+    h.remove()
+    return out
+
+
+def test_tiny_gpt_logit_lens_patching_attribution():
+    ours, _ = run_both(mech_interp, weights_of(tiny_gpt), rtol=1e-8, atol=1e-11)
+    # patching the whole final residual stream at the last position restores the clean run
+    np.testing.assert_allclose(ours["patching"][-1, -1], 1.0, rtol=1e-10)
+    dla, total = ours["dla"]
+    np.testing.assert_allclose(total, ours["logit_diffs"][0], rtol=1e-10)  # the components add up to the logit difference
