@@ -1601,3 +1601,193 @@ def test_tiny_gpt_logit_lens_patching_attribution():
     np.testing.assert_allclose(ours["patching"][-1, -1], 1.0, rtol=1e-10)
     dla, total = ours["dla"]
     np.testing.assert_allclose(total, ours["logit_diffs"][0], rtol=1e-10)  # the components add up to the logit difference
+
+
+# ----------------------------------------------------------------------------------------------
+# A sparse autoencoder on hooked activations, as SAELens / Anthropic's write-ups train it: a tied
+# pre-encoder bias initialised at the mean, unit-norm decoder rows, the gradient's component parallel to
+# each row removed in place before the step, an L1 penalty weighted by decoder norms, dead features
+# counted; then the SAE spliced back in by a forward hook, reconstruction loss measured
+# ----------------------------------------------------------------------------------------------
+
+
+def sparse_autoencoder(m, weights, steps=8):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, mlp(m), weights).double().eval()
+    rng = np.random.default_rng(13)
+    X = torch.from_numpy(rng.standard_normal((64, 6)))
+    acts = []
+    h = model[1].register_forward_hook(lambda mod, i, o: acts.append(o.detach()))
+    with torch.no_grad():
+        model(X)
+    h.remove()
+    A = acts[0]
+    d_in, d_sae = A.shape[1], 24
+
+    class SAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.W_enc = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(d_in, d_sae, dtype=torch.float64)))
+            self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=torch.float64))
+            self.W_dec = nn.Parameter(self.W_enc.data.T.clone())
+            self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=torch.float64))
+            with torch.no_grad():
+                self.W_dec.data /= torch.norm(self.W_dec.data, dim=1, keepdim=True)
+
+        def encode(self, x):
+            return F.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+
+        def forward(self, x):
+            f = self.encode(x)
+            return f @ self.W_dec + self.b_dec, f
+
+        @torch.no_grad()
+        def remove_gradient_parallel_to_decoder_directions(self):
+            parallel_component = torch.einsum("sd,sd->s", self.W_dec.grad, self.W_dec.data)
+            self.W_dec.grad -= torch.einsum("s,sd->sd", parallel_component, self.W_dec.data)
+
+        @torch.no_grad()
+        def set_decoder_norm_to_unit_norm(self):
+            self.W_dec.data /= torch.norm(self.W_dec.data, dim=1, keepdim=True)
+
+    torch.manual_seed(3)
+    sae = SAE()
+    with torch.no_grad():
+        sae.b_dec.data = A.mean(0).clone()
+    opt = optim.Adam(sae.parameters(), lr=3e-3, betas=(0.9, 0.999))
+    sched = optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 4))
+    act_freq = torch.zeros(d_sae, dtype=torch.float64)
+    history = []
+    for step in range(steps):
+        batch = A[(step * 16) % 64:(step * 16) % 64 + 16]
+        recon, f = sae(batch)
+        mse = (recon - batch).pow(2).sum(-1).mean()
+        l1 = (f * sae.W_dec.norm(dim=1)).sum(-1).mean()
+        loss = mse + 5e-3 * l1
+        opt.zero_grad()
+        loss.backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        nn.utils.clip_grad_norm_(sae.parameters(), 1.0)  # (SAELens: torch.nn.utils, see test_torch_dot_nn_spelling)
+        opt.step()
+        sched.step()
+        sae.set_decoder_norm_to_unit_norm()
+        act_freq += (f > 0).double().sum(0)
+        history.append((mse.item(), l1.item(), (f > 0).double().sum(-1).mean().item()))
+
+    # splice the SAE in: the hooked activation replaced by its reconstruction
+    def splice(module, inputs, output):
+        return sae(output)[0]
+
+    with torch.no_grad():
+        clean = model(X)
+        h = model[1].register_forward_hook(splice)
+        spliced = model(X)
+        h.remove()
+    ce_gap = (F.kl_div(spliced.log_softmax(-1), clean.log_softmax(-1), log_target=True, reduction="batchmean"))
+    return {"history": history, "W_dec": sae.W_dec.detach(), "norms": sae.W_dec.norm(dim=1).detach(),
+            "dead": (act_freq == 0).sum(), "kl": ce_gap, "lr": sched.get_last_lr()}
+
+
+def test_sparse_autoencoder_on_hooked_activations():
+    ours, _ = run_both(sparse_autoencoder, weights_of(mlp, seed=9), rtol=1e-8, atol=1e-11)
+    np.testing.assert_allclose(ours["norms"], 1.0, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Saliency through an LSTM over padded sequences (pack_padded_sequence), and integrated Hessians
+# (Janizek et al.: interactions as the integrated gradient of the integrated gradient) by double backward
+# and by torch.func.hessian, beside the input Jacobian by jacrev
+# ----------------------------------------------------------------------------------------------
+
+
+def lstm_saliency(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    from_rnn = nn.utils.rnn
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(12, 5)
+            self.lstm = nn.LSTM(5, 7, batch_first=True, bidirectional=True)
+            self.fc = nn.Linear(14, 2)
+
+        def forward(self, emb, lengths):
+            packed = from_rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+            _, (h, c) = self.lstm(packed)
+            return self.fc(torch.cat([h[-2], h[-1]], dim=1))
+
+    model = Tagger().double()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    tokens = torch.tensor([[3, 5, 7, 0, 0], [1, 2, 3, 4, 5], [9, 8, 0, 0, 0]])
+    lengths = torch.tensor([3, 5, 2])
+    emb = model.embedding(tokens).detach().requires_grad_(True)
+    logits = model(emb, lengths)
+    logits[:, 1].sum().backward()
+    saliency = emb.grad.norm(dim=-1)
+    return {"logits": logits, "saliency": saliency, "padded_grads": emb.grad[0, 3:], "lstm_grad": model.lstm.weight_hh_l0_reverse.grad}
+
+
+def lstm_weights():
+    import autograd
+
+    autograd.manual_seed(0)
+    import nn
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(12, 5)
+            self.lstm = nn.LSTM(5, 7, batch_first=True, bidirectional=True)
+            self.fc = nn.Linear(14, 2)
+
+    return {k: v.numpy().copy() for k, v in Tagger().state_dict().items()}
+
+
+def integrated_hessians(m, weights, steps=12):
+    torch, nn, F = m.torch, m.nn, m.F
+    func = m.torch.func
+    net = nn.Sequential(nn.Linear(6, 12), nn.Softplus(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3))
+    net = load(m, net, weights).double().eval()
+    x = torch.from_numpy(tabular(1, seed=14))[0]
+    baseline = torch.zeros(6, dtype=torch.float64)
+
+    def f(v):
+        return net(v.unsqueeze(0))[0, 1]
+
+    # interactions Gamma_ij = (x_i - x'_i)(x_j - x'_j) * sum over alpha, beta of d2f/dxi dxj (x' + alpha beta (x - x')) * alpha beta
+    nodes = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+    total = torch.zeros(6, 6, dtype=torch.float64)
+    grads_first = torch.zeros(6, dtype=torch.float64)
+    for a in nodes:
+        for b in nodes:
+            point = (baseline + a * b * (x - baseline)).requires_grad_(True)
+            (g,) = torch.autograd.grad(f(point), point, create_graph=True)
+            rows = [torch.autograd.grad(g[i], point, retain_graph=True)[0] for i in range(6)]
+            total += torch.stack(rows) * a * b
+            grads_first += g.detach() * a
+    delta = x - baseline
+    interactions = delta[:, None] * delta[None, :] * total / steps ** 2
+    # the diagonal gets the first-order term too
+    interactions = interactions + torch.diag(delta * grads_first / steps ** 2)
+
+    # the same Hessians by torch.func, batched over the grid with vmap
+    ab = (nodes[:, None] * nodes[None, :]).reshape(-1)
+    points = baseline + ab[:, None] * (x - baseline)
+    hessians = func.vmap(func.hessian(f))(points)
+    total_func = (hessians * ab[:, None, None]).sum(0)
+    jac = func.jacrev(lambda v: net(v.unsqueeze(0))[0])(x)
+    fwd = func.jacfwd(lambda v: net(v.unsqueeze(0))[0])(x)
+    with torch.no_grad():
+        gap = f(x) - f(baseline)
+    return {"interactions": interactions, "total": total, "total_func": total_func, "jac": jac, "jacfwd": fwd,
+            "gap": gap}
+
+
+def test_lstm_saliency_and_integrated_hessians():
+    ours, _ = run_both(lstm_saliency, lstm_weights(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(ours["padded_grads"], 0)  # what the packing leaves out gets no gradient
+    ours, _ = run_both(integrated_hessians, weights_of(
+        lambda m: m.nn.Sequential(m.nn.Linear(6, 12), m.nn.Softplus(), m.nn.Linear(12, 8), m.nn.Tanh(), m.nn.Linear(8, 3)), seed=10),
+        rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["total_func"], ours["total"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["jac"], ours["jacfwd"], rtol=1e-10, atol=1e-13)
