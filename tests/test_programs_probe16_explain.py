@@ -1791,3 +1791,125 @@ def test_lstm_saliency_and_integrated_hessians():
         rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ours["total_func"], ours["total"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours["jac"], ours["jacfwd"], rtol=1e-10, atol=1e-13)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluating saliency maps: deletion and insertion curves (pixels ranked by a stable descending argsort,
+# ties included, areas by torch.trapezoid), maps clipped at their 99th percentile by torch.quantile; RISE
+# (random masks by torch.rand, bilinear upsampling, random shifts); Score-CAM; Captum's LayerGradCam with
+# nearest upsampling; a meaningful-perturbation mask optimised by Adam with a Gaussian blur by grouped conv
+# ----------------------------------------------------------------------------------------------
+
+
+def saliency_evaluation(m, weights, steps=8):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, cnn(m), weights).double().eval()
+    X = torch.from_numpy(images(2, seed=11))
+    target = torch.tensor([1, 3])
+    out = {}
+
+    # a saliency map with many ties: |grad| rounded to two decimals
+    x = X.clone().requires_grad_(True)
+    model(x).gather(1, target[:, None]).sum().backward()
+    sal = x.grad.abs().amax(dim=1)
+    sal = torch.round(sal / sal.amax(dim=(1, 2), keepdim=True) * 20) / 20
+    q = torch.quantile(sal.flatten(1), 0.99, dim=1, keepdim=True)
+    clipped = torch.minimum(sal.flatten(1), q) / q
+    out["quantile"] = (q, clipped, torch.quantile(sal.flatten(1), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), dim=1, interpolation="midpoint"))
+
+    @torch.no_grad()
+    def deletion_insertion(x, sal, target, mode, n_steps=8):
+        n, c, H, W = x.shape
+        order = torch.argsort(sal.view(n, -1), dim=1, descending=True, stable=True)
+        per_step = (H * W + n_steps - 1) // n_steps
+        blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+        start, finish = (x.clone(), blurred) if mode == "del" else (blurred.clone(), x)
+        scores = [model(start).softmax(1).gather(1, target[:, None]).squeeze(1)]
+        for i in range(n_steps):
+            idx = order[:, i * per_step:(i + 1) * per_step]
+            flat_start = start.view(n, c, -1)
+            flat_finish = finish.reshape(n, c, -1)
+            flat_start.scatter_(2, idx.unsqueeze(1).expand(n, c, idx.shape[1]), flat_finish.gather(2, idx.unsqueeze(1).expand(n, c, idx.shape[1])))
+            scores.append(model(start).softmax(1).gather(1, target[:, None]).squeeze(1))
+        curve = torch.stack(scores, dim=1)
+        return curve, torch.trapezoid(curve, dx=1.0 / n_steps, dim=1), order
+
+    out["deletion"] = deletion_insertion(X, sal, target, "del")
+    out["insertion"] = deletion_insertion(X, sal, target, "ins")
+
+    # RISE: N random binary grids, upsampled bilinearly with a random shift, weighted by the class score
+    torch.manual_seed(1)
+    N, s, p1 = 16, 3, 0.5
+    cell = math.ceil(8 / s)
+    up = (s + 1) * cell
+    grid = (torch.rand(N, s, s) < p1).double()
+    masks = torch.empty(N, 8, 8, dtype=torch.float64)
+    shifts = torch.randint(0, cell, (N, 2))
+    for i in range(N):
+        big = F.interpolate(grid[i][None, None], size=(up, up), mode="bilinear", align_corners=False)[0, 0]
+        x0, y0 = shifts[i].tolist()
+        masks[i] = big[x0:x0 + 8, y0:y0 + 8]
+    with torch.no_grad():
+        preds = torch.stack([model(X[j:j + 1] * masks[:, None]).softmax(1) for j in range(2)])  # (2, N, classes)
+    rise = torch.einsum("bnk,nhw->bkhw", preds, masks) / N / p1
+    out["rise"] = (masks, rise)
+
+    # Score-CAM: the upsampled, normalised activations as masks, softmax of the target scores as weights
+    acts = {}
+    h = model[3].register_forward_hook(lambda mod, i, o: acts.__setitem__("a", o))
+    with torch.no_grad():
+        model(X)
+        A = acts["a"]
+        h.remove()
+        up_acts = F.interpolate(A, size=(8, 8), mode="bilinear", align_corners=False)
+        mins = up_acts.flatten(2).min(-1)[0][..., None, None]
+        maxs = up_acts.flatten(2).max(-1)[0][..., None, None]
+        norm = torch.where(maxs - mins > 0, (up_acts - mins) / (maxs - mins), torch.zeros_like(up_acts))
+        cams = []
+        for b in range(2):
+            masked = X[b:b + 1] * norm[b][:, None]  # (channels, 3, 8, 8)
+            scores = model(masked)[:, target[b]]
+            cams.append(F.relu((scores.softmax(0)[:, None, None] * A[b]).sum(0)))
+    out["scorecam"] = torch.stack(cams)
+
+    # Captum's LayerGradCam: mean gradient over space, summed with the activations, ReLU, nearest upsampling
+    saved = {}
+
+    def forward_hook(module, inp, output):
+        saved["out"] = output
+
+    h = model[5].register_forward_hook(forward_hook)
+    output = model(X)
+    h.remove()
+    layer_gradients = torch.autograd.grad(torch.unbind(output.gather(1, target[:, None]).squeeze(1)), saved["out"])[0]
+    summed_grads = torch.mean(layer_gradients, dim=tuple(x for x in range(2, len(layer_gradients.shape))), keepdim=True)
+    scaled_acts = torch.sum(summed_grads * saved["out"], dim=1, keepdim=True)
+    scaled_acts = F.relu(scaled_acts)
+    out["layer_gradcam"] = F.interpolate(scaled_acts, (8, 8), mode="nearest")
+
+    # a meaningful-perturbation mask: preserve the score with as small a mask as possible, blurred elsewhere
+    kernel1d = torch.exp(-torch.arange(-2, 3, dtype=torch.float64) ** 2 / 2.0)
+    kernel = (kernel1d[:, None] * kernel1d[None, :])
+    kernel = (kernel / kernel.sum()).expand(3, 1, 5, 5)
+    blurred = F.conv2d(F.pad(X[:1], (2, 2, 2, 2), mode="replicate"), kernel, groups=3)
+    mask_param = torch.full((1, 1, 4, 4), 0.5, dtype=torch.float64, requires_grad=True)
+    opt = optim.Adam([mask_param], lr=0.1)
+    history = []
+    for step in range(steps):
+        mask = F.interpolate(mask_param.clamp(0, 1), size=(8, 8), mode="bilinear", align_corners=False)
+        perturbed = X[:1] * mask + blurred * (1 - mask)
+        prob = model(perturbed).softmax(1)[0, target[0]]
+        tv = (mask[..., 1:, :] - mask[..., :-1, :]).abs().mean() + (mask[..., :, 1:] - mask[..., :, :-1]).abs().mean()
+        loss = 0.05 * mask.abs().mean() + 0.2 * tv - prob
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    out["meaningful"] = (mask_param.detach(), history)
+    return out
+
+
+def test_deletion_insertion_rise_scorecam_layer_gradcam_perturbation_mask():
+    ours, _ = run_both(saliency_evaluation, weights_of(cnn), rtol=1e-9, atol=1e-12)
+    curve, auc, order = ours["deletion"]
+    assert curve.shape == (2, 9)
