@@ -1913,3 +1913,101 @@ def test_deletion_insertion_rise_scorecam_layer_gradcam_perturbation_mask():
     ours, _ = run_both(saliency_evaluation, weights_of(cnn), rtol=1e-9, atol=1e-12)
     curve, auc, order = ours["deletion"]
     assert curve.shape == (2, 9)
+
+
+# ----------------------------------------------------------------------------------------------
+# Captum's metrics and sampling: sensitivity_max (uniform noise from the legacy torch.FloatTensor(size)
+# constructor), infidelity, FeaturePermutation (torch.randperm over the batch, per feature group),
+# KernelShap's coalition sampler (a Categorical over coalition sizes, then torch.randperm)
+# ----------------------------------------------------------------------------------------------
+
+
+def captum_metrics(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    net = load(m, mlp(m), weights).double().eval()
+    X = torch.from_numpy(tabular(6, seed=15))
+    target = 1
+
+    def saliency(inputs):
+        inputs = inputs.detach().requires_grad_()
+        (g,) = torch.autograd.grad(torch.unbind(net(inputs)[:, target]), inputs)
+        return g
+
+    def input_x_gradient(inputs):
+        return inputs * saliency(inputs)
+
+    torch.manual_seed(4)
+
+    def default_perturb_func(inputs, perturb_radius=0.02):
+        return inputs + torch.FloatTensor(inputs.size()).uniform_(-perturb_radius, perturb_radius).to(inputs.device)
+
+    def sensitivity_max(explanation_func, inputs, n_perturb_samples=5):
+        expl = explanation_func(inputs)
+        expl_norm = torch.norm(expl.view(expl.shape[0], -1), p="fro", dim=1, keepdim=True)
+        max_sens = torch.zeros(inputs.shape[0], 1, dtype=inputs.dtype)
+        for _ in range(n_perturb_samples):
+            perturbed = default_perturb_func(inputs)
+            diff = explanation_func(perturbed) - expl
+            sens = torch.norm(diff.view(diff.shape[0], -1), dim=1, keepdim=True) / expl_norm
+            max_sens = torch.max(max_sens, sens)
+        return max_sens.squeeze(1)
+
+    out = {"sensitivity": sensitivity_max(saliency, X), "sensitivity_ixg": sensitivity_max(input_x_gradient, X)}
+
+    rng = np.random.default_rng(16)
+
+    def perturb_fn(inputs):
+        noise = torch.tensor(rng.normal(0, 0.003, inputs.shape)).float()
+        return noise, inputs - noise
+
+    @torch.no_grad()
+    def infidelity(attributions, inputs, n_perturb_samples=8, normalize=True):
+        inputs_fwd = net(inputs)[:, target]
+        dots, diffs = [], []
+        for _ in range(n_perturb_samples):
+            perturbations, perturbed = perturb_fn(inputs)
+            dots.append((attributions * perturbations).sum(1))
+            diffs.append(inputs_fwd - net(perturbed)[:, target])
+        dots, diffs = torch.stack(dots, 1), torch.stack(diffs, 1)
+        if normalize:
+            beta = (dots * diffs).mean(1) / (dots * dots).mean(1)
+            dots = dots * beta.unsqueeze(1)
+        return ((dots - diffs) ** 2).mean(1), str(dots.dtype).split(".")[-1]
+
+    out["infidelity"] = infidelity(input_x_gradient(X), X)
+
+    # FeaturePermutation: each feature group's values shuffled across the batch
+    feature_mask = torch.tensor([[0, 0, 1, 1, 2, 2]])
+
+    @torch.no_grad()
+    def feature_permutation(inputs, mask):
+        base = net(inputs)[:, target]
+        attrs = torch.zeros_like(inputs)
+        for fid in range(int(mask.max()) + 1):
+            perm = torch.randperm(inputs.shape[0])
+            current = (mask == fid).to(inputs.dtype)
+            permuted = inputs[perm] * current + inputs * (1 - current)
+            attrs += (base - net(permuted)[:, target]).unsqueeze(1) * current
+        return attrs
+
+    out["permutation"] = feature_permutation(X, feature_mask)
+
+    # KernelShap's sampler: the coalition size from a Categorical over the Shapley kernel's weights
+    num_features = 6
+    probs = torch.tensor([(num_features - 1) / (k * (num_features - k)) for k in range(1, num_features)])
+    dist = torch.distributions.Categorical(probs)
+    coalitions = []
+    for _ in range(10):
+        num_selected = int(dist.sample()) + 1
+        rand_vals = torch.randperm(num_features)
+        chosen = torch.zeros(num_features, dtype=torch.long)
+        chosen[rand_vals[:num_selected]] = 1
+        coalitions.append(chosen)
+    out["coalitions"] = torch.stack(coalitions)
+    out["sizes"] = dist.sample((12,))
+    return out
+
+
+def test_captum_metrics_and_samplers():
+    ours, _ = run_both(captum_metrics, weights_of(mlp, seed=11), rtol=1e-6, atol=1e-9)
+    assert ours["infidelity"][1] == "float64"  # float32 noise times float64 attributions
