@@ -2011,3 +2011,148 @@ def captum_metrics(m, weights):
 def test_captum_metrics_and_samplers():
     ours, _ = run_both(captum_metrics, weights_of(mlp, seed=11), rtol=1e-6, atol=1e-9)
     assert ours["infidelity"][1] == "float64"  # float32 noise times float64 attributions
+
+
+# ----------------------------------------------------------------------------------------------
+# Captum's DeepLift as its sources write it: the model's forward pre-hook joins inputs and baselines into one
+# batch and its forward hook keeps the first half of the output; each non-linearity keeps module.input /
+# module.output by hooks and gets Captum's _register_backward_hook (a tensor hook on the input, which the
+# pre-hook then replaces by a clone, and one on the output); the rescale rule for ReLU / Sigmoid / Tanh and
+# the max-pooling rule through F.max_unpool2d with a four-dimensional output_size
+# ----------------------------------------------------------------------------------------------
+
+
+def deeplift_cnn(m):
+    nn = m.nn
+    return nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(5, 6, 3, padding=1),
+                         nn.Tanh(), nn.Flatten(), nn.Linear(6 * 4 * 4, 8), nn.Sigmoid(), nn.Linear(8, 3))
+
+
+def captum_deeplift(m, weights, eps=1e-10):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, deeplift_cnn(m), weights).double().eval()
+    X = torch.from_numpy(images(3, seed=17))
+    baselines = torch.full_like(X, 0.5)
+    target = torch.tensor([0, 2, 1])
+
+    def _register_backward_hook(module, hook):
+        grad_out = {}
+
+        def forward_hook(module, inp, out):
+            nonlocal grad_out
+            grad_out = {}
+
+            def output_tensor_hook(output_grad):
+                grad_out[output_grad.device] = output_grad
+
+            if isinstance(out, tuple):
+                assert len(out) == 1, "Backward hooks not supported for module with >1 output"
+                out[0].register_hook(output_tensor_hook)
+            else:
+                out.register_hook(output_tensor_hook)
+
+        def pre_hook(module, inp):
+            def input_tensor_hook(input_grad):
+                if len(grad_out) == 0:
+                    return None
+                hook_out = hook(module, input_grad, grad_out[input_grad.device])
+                if hook_out is not None:
+                    return hook_out[0] if isinstance(hook_out, tuple) else hook_out
+                return None
+
+            if isinstance(inp, tuple):
+                assert len(inp) == 1, "Backward hooks not supported for module with >1 input"
+                inp[0].register_hook(input_tensor_hook)
+                return inp[0].clone()
+            else:
+                inp.register_hook(input_tensor_hook)
+                return inp.clone()
+
+        return [module.register_forward_pre_hook(pre_hook), module.register_forward_hook(forward_hook)]
+
+    def _compute_diffs(inputs, outputs):
+        input, input_ref = inputs.chunk(2)
+        output, output_ref = outputs.chunk(2)
+        delta_in = input - input_ref
+        delta_out = output - output_ref
+        return torch.cat(2 * [delta_in]), torch.cat(2 * [delta_out])
+
+    def nonlinear(module, inputs, outputs, grad_input, grad_output, eps=1e-10):
+        delta_in, delta_out = _compute_diffs(inputs, outputs)
+        new_grad_inp = torch.where(abs(delta_in) < eps, grad_input, grad_output * delta_out / delta_in)
+        return new_grad_inp
+
+    def maxpool2d(module, inputs, outputs, grad_input, grad_output, eps=1e-10):
+        with torch.no_grad():
+            input, input_ref = inputs.chunk(2)
+            output, output_ref = outputs.chunk(2)
+            delta_in = input - input_ref
+            delta_in = torch.cat(2 * [delta_in])
+            _, indices = F.max_pool2d(module.input, module.kernel_size, module.stride, module.padding, module.dilation,
+                                      module.ceil_mode, True)
+            unpool_grad_out_delta, unpool_grad_out_ref_delta = torch.chunk(
+                F.max_unpool2d(grad_output * torch.cat(2 * [output - output_ref]), indices, module.kernel_size,
+                               module.stride, module.padding, list(module.input.shape)), 2)
+        unpool_grad_out_delta = unpool_grad_out_delta + unpool_grad_out_ref_delta
+        unpool_grad_out_delta = torch.cat(2 * [unpool_grad_out_delta])
+        new_grad_inp = torch.where(abs(delta_in) < eps, grad_input, unpool_grad_out_delta / delta_in)
+        return new_grad_inp
+
+    SUPPORTED_NON_LINEAR = {nn.ReLU: nonlinear, nn.Sigmoid: nonlinear, nn.Tanh: nonlinear, nn.MaxPool2d: maxpool2d}
+
+    def _forward_pre_hook(module, inputs):
+        module.input = inputs[0].clone().detach()
+
+    def _forward_hook(module, inputs, outputs):
+        module.output = outputs.clone().detach()
+
+    def _backward_hook(module, grad_input, grad_output):
+        if not (hasattr(module, "input") and hasattr(module, "output")):
+            raise RuntimeError("A Module {} was detected that does not contain some of the input/output attributes "
+                               "that are required for DeepLift computations.".format(module))
+        multipliers = SUPPORTED_NON_LINEAR[type(module)](module, module.input, module.output, grad_input, grad_output, eps=eps)
+        del module.input
+        del module.output
+        return multipliers
+
+    forward_handles, backward_handles = [], []
+
+    def _register_hooks(module):
+        if not type(module) in SUPPORTED_NON_LINEAR:
+            return
+        forward_handles.append(module.register_forward_pre_hook(_forward_pre_hook))
+        forward_handles.append(module.register_forward_hook(_forward_hook))
+        backward_handles.extend(_register_backward_hook(module, _backward_hook))
+
+    def pre_hook(module, baseline_inputs_add_args):
+        inputs, baselines = baseline_inputs_add_args
+        return (torch.cat([inputs, baselines]),)
+
+    def forward_hook(module, inputs, outputs):
+        return outputs[: outputs.shape[0] // 2]
+
+    model.apply(_register_hooks)
+    forward_handles.append(model.register_forward_pre_hook(pre_hook))
+    forward_handles.append(model.register_forward_hook(forward_hook))
+    inputs = X.clone().requires_grad_()
+    try:
+        with torch.autograd.set_grad_enabled(True):
+            outputs = model(inputs, baselines)  # the pre-hook turns the two arguments into one batch
+            selected = torch.gather(outputs, 1, target.reshape(len(outputs), 1))
+            gradients = torch.autograd.grad(torch.unbind(selected), inputs)[0]
+    finally:
+        for handle in forward_handles + backward_handles:
+            handle.remove()
+    attributions = (inputs - baselines) * gradients
+    with torch.no_grad():
+        delta = attributions.sum((1, 2, 3)) - (model(X) - model(baselines)).gather(1, target[:, None]).squeeze(1)
+    leftover = [hasattr(mod, "input") or hasattr(mod, "output") for mod in model.modules()]
+    return {"attributions": attributions.detach(), "delta": delta, "leftover": any(leftover),
+            "hooks": sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) for mod in model.modules())}
+
+
+def test_captum_deeplift_with_max_pooling():
+    ours, _ = run_both(captum_deeplift, weights_of(deeplift_cnn), rtol=1e-9, atol=1e-12)
+    # summation to delta, up to the max-pooling rule (which spreads the input's and reference's winners alike)
+    assert np.abs(ours["delta"]).max() < 5e-3
+    assert not ours["leftover"] and ours["hooks"] == 0
