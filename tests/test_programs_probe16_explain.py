@@ -25,9 +25,8 @@ managers, removal twice, ``prepend``, ``with_kwargs``, ``always_call``, pre-hook
 import math
 
 import numpy as np
-import pytest
 
-from .pytorch_programs import OURS, assert_same, load, run_both, weights_of
+from .pytorch_programs import load, run_both, weights_of
 
 
 def cnn(m):
@@ -2108,8 +2107,8 @@ def captum_deeplift(m, weights, eps=1e-10):
 
     def _backward_hook(module, grad_input, grad_output):
         if not (hasattr(module, "input") and hasattr(module, "output")):
-            raise RuntimeError("A Module {} was detected that does not contain some of the input/output attributes "
-                               "that are required for DeepLift computations.".format(module))
+            raise RuntimeError(f"A Module {module} was detected that does not contain some of the input/output attributes "
+                               "that are required for DeepLift computations.")
         multipliers = SUPPORTED_NON_LINEAR[type(module)](module, module.input, module.output, grad_input, grad_output, eps=eps)
         del module.input
         del module.output
@@ -2118,7 +2117,7 @@ def captum_deeplift(m, weights, eps=1e-10):
     forward_handles, backward_handles = [], []
 
     def _register_hooks(module):
-        if not type(module) in SUPPORTED_NON_LINEAR:
+        if type(module) not in SUPPORTED_NON_LINEAR:
             return
         forward_handles.append(module.register_forward_pre_hook(_forward_pre_hook))
         forward_handles.append(module.register_forward_hook(_forward_hook))
@@ -2156,3 +2155,244 @@ def test_captum_deeplift_with_max_pooling():
     # summation to delta, up to the max-pooling rule (which spreads the input's and reference's winners alike)
     assert np.abs(ours["delta"]).max() < 5e-3
     assert not ours["leftover"] and ours["hooks"] == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Interpretable-by-design models: ProtoPNet's prototype layer (L2 distances by convolutions, min pooling as
+# -max_pool2d(-d), log similarities, cluster and separation costs, the push of each prototype onto its
+# nearest training patch), a neural additive model (ExU units, ReLU-n, one network per feature by einsum),
+# and TabNet's attentive transformer (sparsemax as an autograd.Function, prior scales, ghost batch norm)
+# ----------------------------------------------------------------------------------------------
+
+
+def protopnet(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    class ProtoNet(nn.Module):
+        def __init__(self, num_prototypes=6, proto_dim=5, classes=3):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                          nn.Conv2d(8, proto_dim, 1), nn.Sigmoid())
+            self.prototype_shape = (num_prototypes, proto_dim, 1, 1)
+            self.prototype_vectors = nn.Parameter(torch.rand(self.prototype_shape))
+            self.ones = nn.Parameter(torch.ones(self.prototype_shape), requires_grad=False)
+            self.prototype_class_identity = torch.zeros(num_prototypes, classes)
+            for j in range(num_prototypes):
+                self.prototype_class_identity[j, j // (num_prototypes // classes)] = 1
+            self.last_layer = nn.Linear(num_prototypes, classes, bias=False)
+            self.epsilon = 1e-4
+
+        def _l2_convolution(self, x):
+            x2 = x ** 2
+            x2_patch_sum = F.conv2d(input=x2, weight=self.ones)
+            p2 = self.prototype_vectors ** 2
+            p2 = torch.sum(p2, dim=(1, 2, 3))
+            p2_reshape = p2.view(-1, 1, 1)
+            xp = F.conv2d(input=x, weight=self.prototype_vectors)
+            intermediate_result = -2 * xp + p2_reshape
+            distances = F.relu(x2_patch_sum + intermediate_result)
+            return distances
+
+        def distance_2_similarity(self, distances):
+            return torch.log((distances + 1) / (distances + self.epsilon))
+
+        def forward(self, x):
+            conv_features = self.features(x)
+            distances = self._l2_convolution(conv_features)
+            min_distances = -F.max_pool2d(-distances, kernel_size=(distances.size()[2], distances.size()[3]))
+            min_distances = min_distances.view(-1, self.prototype_shape[0])
+            prototype_activations = self.distance_2_similarity(min_distances)
+            logits = self.last_layer(prototype_activations)
+            return logits, min_distances
+
+        def push_forward(self, x):
+            conv_output = self.features(x)
+            distances = self._l2_convolution(conv_output)
+            return conv_output, distances
+
+    model = ProtoNet().double()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    model.prototype_class_identity = model.prototype_class_identity.double()
+    with torch.no_grad():  # the last layer as ProtoPNet initialises it: 1 for the own class, -0.5 elsewhere
+        model.last_layer.weight.copy_(1.0 * model.prototype_class_identity.t() - 0.5 * (1 - model.prototype_class_identity.t()))
+    X = torch.from_numpy(images(6, seed=18))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    joint = optim.Adam([{"params": model.features.parameters(), "lr": 1e-2}, {"params": [model.prototype_vectors], "lr": 3e-2}])
+    history = []
+    for step in range(steps):
+        output, min_distances = model(X)
+        cross_entropy = F.cross_entropy(output, y)
+        max_dist = model.prototype_shape[1] * model.prototype_shape[2] * model.prototype_shape[3]
+        prototypes_of_correct_class = torch.t(model.prototype_class_identity[:, y])
+        inverted_distances, _ = torch.max((max_dist - min_distances) * prototypes_of_correct_class, dim=1)
+        cluster_cost = torch.mean(max_dist - inverted_distances)
+        prototypes_of_wrong_class = 1 - prototypes_of_correct_class
+        inverted_distances_to_nontarget_prototypes, _ = torch.max((max_dist - min_distances) * prototypes_of_wrong_class, dim=1)
+        separation_cost = torch.mean(max_dist - inverted_distances_to_nontarget_prototypes)
+        avg_separation_cost = torch.sum(min_distances * prototypes_of_wrong_class, dim=1) / torch.sum(prototypes_of_wrong_class, dim=1)
+        l1 = (model.last_layer.weight * (1 - torch.t(model.prototype_class_identity))).norm(p=1)
+        loss = cross_entropy + 0.8 * cluster_cost - 0.08 * separation_cost + 1e-4 * l1
+        joint.zero_grad()
+        loss.backward()
+        joint.step()
+        history.append((loss.item(), cluster_cost.item(), separation_cost.item(), avg_separation_cost.mean().item()))
+
+    # push: each prototype onto its nearest patch among images of its class
+    with torch.no_grad():
+        conv_output, distances = model.push_forward(X)
+        new_protos = torch.empty_like(model.prototype_vectors)
+        where = []
+        for j in range(model.prototype_shape[0]):
+            target_class = torch.argmax(model.prototype_class_identity[j]).item()
+            idx = (y == target_class).nonzero().squeeze(1)
+            d = distances[idx, j]
+            flat = torch.argmin(d.reshape(-1)).item()
+            img, row, col = np.unravel_index(flat, d.shape)
+            where.append((idx[img].item(), int(row), int(col)))
+            new_protos[j] = conv_output[idx[img], :, row:row + 1, col:col + 1]
+        model.prototype_vectors.data.copy_(new_protos)
+        _, min_after = model(X)
+    return {"history": history, "where": where, "min_after": min_after, "protos": model.prototype_vectors.detach()}
+
+
+def nam_and_tabnet(m, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    torch.manual_seed(0)
+
+    class ExU(nn.Module):
+        def __init__(self, in_features, out_features):
+            super().__init__()
+            self.weights = nn.Parameter(torch.empty(in_features, out_features))
+            self.bias = nn.Parameter(torch.empty(in_features))
+            nn.init.trunc_normal_(self.weights, mean=4.0, std=0.5)
+            nn.init.trunc_normal_(self.bias, std=0.5)
+
+        def forward(self, inputs, n=1):
+            output = (inputs - self.bias).matmul(torch.exp(self.weights))
+            output = F.relu(output)
+            return torch.clamp(output, 0, n)
+
+    class FeatureNN(nn.Module):
+        def __init__(self, hidden=8):
+            super().__init__()
+            self.exu = ExU(1, hidden)
+            self.linear = nn.Linear(hidden, 1)
+
+        def forward(self, x):
+            return self.linear(self.exu(x.unsqueeze(1)))
+
+    class NAM(nn.Module):
+        def __init__(self, num_inputs):
+            super().__init__()
+            self.feature_nns = nn.ModuleList([FeatureNN() for _ in range(num_inputs)])
+            self._bias = nn.Parameter(torch.zeros(1))
+
+        def forward(self, inputs):
+            individual = [fnn(inputs[:, i]) for i, fnn in enumerate(self.feature_nns)]
+            conc_out = torch.cat(individual, dim=-1)
+            return torch.sum(conc_out, dim=-1) + self._bias, conc_out
+
+    def sparsemax_threshold(input, dim=-1):
+        input_srt, _ = torch.sort(input, descending=True, dim=dim)
+        input_cumsum = input_srt.cumsum(dim) - 1
+        d = input.size(dim)
+        rhos = torch.arange(1, d + 1, dtype=input.dtype).view(1, -1)
+        support = rhos * input_srt > input_cumsum
+        support_size = support.sum(dim=dim).unsqueeze(dim)
+        tau = input_cumsum.gather(dim, support_size - 1)
+        tau /= support_size.to(input.dtype)
+        return tau, support_size
+
+    class SparsemaxFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, input, dim=-1):
+            ctx.dim = dim
+            max_val, _ = input.max(dim=dim, keepdim=True)
+            input -= max_val  # same numerical stability trick as for softmax
+            tau, supp_size = sparsemax_threshold(input, dim=dim)
+            output = torch.clamp(input - tau, min=0)
+            ctx.save_for_backward(supp_size, output)
+            return output
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            supp_size, output = ctx.saved_tensors
+            dim = ctx.dim
+            grad_input = grad_output.clone()
+            grad_input[output == 0] = 0
+            v_hat = grad_input.sum(dim=dim) / supp_size.to(output.dtype).squeeze()
+            v_hat = v_hat.unsqueeze(dim)
+            grad_input = torch.where(output != 0, grad_input - v_hat, grad_input)
+            return grad_input, None
+
+    class GBN(nn.Module):
+        def __init__(self, input_dim, virtual_batch_size=4, momentum=0.01):
+            super().__init__()
+            self.virtual_batch_size = virtual_batch_size
+            self.bn = nn.BatchNorm1d(input_dim, momentum=momentum)
+
+        def forward(self, x):
+            chunks = x.chunk(int(np.ceil(x.shape[0] / self.virtual_batch_size)), 0)
+            res = [self.bn(x_) for x_ in chunks]
+            return torch.cat(res, dim=0)
+
+    class AttentiveTransformer(nn.Module):
+        def __init__(self, input_dim, output_dim):
+            super().__init__()
+            self.fc = nn.Linear(input_dim, output_dim, bias=False)
+            self.bn = GBN(output_dim)
+
+        def forward(self, priors, processed_feat):
+            x = self.fc(processed_feat)
+            x = self.bn(x)
+            x = torch.mul(x, priors)
+            return SparsemaxFunction.apply(x, -1)
+
+    nam = NAM(4).double()
+    att = AttentiveTransformer(5, 4).double()
+    head = nn.Linear(4, 1).double()
+    rng = np.random.default_rng(19)
+    X = torch.from_numpy(rng.standard_normal((12, 4)))
+    H = torch.from_numpy(rng.standard_normal((12, 5)))
+    y = torch.from_numpy(np.sin(X[:, 0].numpy()) + X[:, 1].numpy() ** 2)
+    opt = optim.Adam(list(nam.parameters()) + list(att.parameters()) + list(head.parameters()), lr=1e-2)
+    history = []
+    for step in range(steps):
+        pred, contributions = nam(X)
+        priors = torch.ones(12, 4, dtype=torch.float64)
+        masks, entropy = [], 0
+        for s in range(2):
+            M = att(priors, H)
+            entropy = entropy + torch.mean(torch.sum(torch.mul(M, torch.log(M + 1e-15)), dim=1))
+            priors = torch.mul(1.3 - M, priors)
+            masks.append(M)
+        tab_pred = head(X * masks[0] + X * masks[1]).squeeze(1)
+        loss = F.mse_loss(pred, y) + F.mse_loss(tab_pred, y) + 1e-3 * entropy / 2 + 1e-3 * contributions.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    return {"history": history, "contributions": contributions.detach(), "masks": [mk.detach() for mk in masks],
+            "running_mean": att.bn.bn.running_mean, "exu_grad": nam.feature_nns[0].exu.weights.grad}
+
+
+def protopnet_weights():
+    """Features near zero-mean, prototypes in [0, 1) (ProtoPNet draws them by torch.rand), the fixed ones."""
+    rng = np.random.default_rng(20)
+    shapes = {"features.0.weight": (8, 3, 3, 3), "features.0.bias": (8,), "features.3.weight": (5, 8, 1, 1),
+              "features.3.bias": (5,), "prototype_vectors": (6, 5, 1, 1), "ones": (6, 5, 1, 1), "last_layer.weight": (3, 6)}
+    return {k: np.ones(s) if k == "ones" else rng.uniform(0, 1, s) if k == "prototype_vectors" else rng.standard_normal(s) * 0.3
+            for k, s in shapes.items()}
+
+
+def test_protopnet_prototypes_and_push():
+    ours, _ = run_both(protopnet, protopnet_weights(), rtol=1e-8, atol=1e-11)
+    # after the push every prototype sits exactly on a patch of an image: its nearest distance is zero
+    np.testing.assert_allclose(ours["min_after"].min(0), 0, atol=1e-12)
+
+
+def test_neural_additive_model_and_tabnet_sparsemax():
+    ours, _ = run_both(nam_and_tabnet, rtol=1e-8, atol=1e-11)
+    for mask in ours["masks"]:
+        np.testing.assert_allclose(mask.sum(1), 1, rtol=1e-12)  # sparsemax: on the simplex
+        assert (mask == 0).any()
