@@ -2396,3 +2396,95 @@ def test_neural_additive_model_and_tabnet_sparsemax():
     for mask in ours["masks"]:
         np.testing.assert_allclose(mask.sum(1), 1, rtol=1e-12)  # sparsemax: on the simplex
         assert (mask == 0).any()
+
+
+# ----------------------------------------------------------------------------------------------
+# Influence at scale: EK-FAC (Grosse et al.; each Linear's inputs caught by a forward hook and its output
+# gradients by a full backward hook, Kronecker factors, torch.linalg.eigh, eigenvalue corrections from
+# per-example gradients as outer products) against the exact damped Gauss-Newton inverse, and TRAK (per-
+# example gradients by vmap, a seeded random projection, (Phi^T Phi)^-1 by torch.linalg.solve)
+# ----------------------------------------------------------------------------------------------
+
+
+def ekfac_and_trak(m, weights, damping=0.1, proj_dim=16):
+    torch, nn, F = m.torch, m.nn, m.F
+    func = m.torch.func
+    model = load(m, nn.Sequential(nn.Linear(6, 8, bias=False), nn.Tanh(), nn.Linear(8, 3, bias=False)), weights).double()
+    rng = np.random.default_rng(21)
+    Xtr = torch.from_numpy(rng.standard_normal((20, 6)))
+    ytr = torch.from_numpy(rng.integers(0, 3, 20))
+    Xq = torch.from_numpy(rng.standard_normal((3, 6)))
+    yq = torch.from_numpy(rng.integers(0, 3, 3))
+    linears = [mod for mod in model if isinstance(mod, nn.Linear)]
+    store = {mod: {} for mod in linears}
+
+    def fwd_hook(mod, inputs, output):
+        store[mod]["a"] = inputs[0].detach()
+
+    def bwd_hook(mod, grad_input, grad_output):
+        store[mod]["g"] = grad_output[0].detach()
+
+    handles = [h for mod in linears for h in (mod.register_forward_hook(fwd_hook), mod.register_full_backward_hook(bwd_hook))]
+
+    # Kronecker factors from labels sampled from the model's own predictive distribution (the true Fisher)
+    torch.manual_seed(5)
+    logits = model(Xtr)
+    sampled = torch.multinomial(F.softmax(logits, dim=-1).detach(), 1).squeeze(1)
+    F.cross_entropy(logits, sampled, reduction="sum").backward()
+    factors = {}
+    for mod in linears:
+        a, g = store[mod]["a"], store[mod]["g"]
+        A = a.T @ a / len(a)
+        S = g.T @ g / len(g)
+        eA, QA = torch.linalg.eigh(A)
+        eS, QS = torch.linalg.eigh(S)
+        per_example = torch.einsum("bi,bj->bij", g, a)  # each example's weight gradient
+        rotated = QS.T @ per_example @ QA
+        corrected = (rotated ** 2).mean(0)  # the eigenvalue corrections
+        factors[mod] = (QA, QS, corrected, torch.outer(eS, eA))
+    for h in handles:
+        h.remove()
+
+    def per_example_grads(X, Y):
+        params = {k: v.detach() for k, v in model.named_parameters()}
+
+        def loss_fn(p, x, y):
+            return F.cross_entropy(func.functional_call(model, p, (x[None],)), y[None])
+
+        return func.vmap(func.grad(loss_fn), in_dims=(None, 0, 0))(params, X, Y)
+
+    gtr, gq = per_example_grads(Xtr, ytr), per_example_grads(Xq, yq)
+    names = dict(zip(linears, ["0.weight", "2.weight"]))
+
+    def ihvp(grads, corrected_eigenvalues=True):
+        out = []
+        for mod in linears:
+            QA, QS, corrected, kfac_eigs = factors[mod]
+            G = grads[names[mod]]
+            rotated = QS.T @ G @ QA
+            eig = corrected if corrected_eigenvalues else kfac_eigs
+            out.append((QS @ (rotated / (eig + damping)) @ QA.T).flatten(1))
+        return torch.cat(out, dim=1)
+
+    flat_tr = torch.cat([gtr[names[mod]].flatten(1) for mod in linears], 1)
+    flat_q = torch.cat([gq[names[mod]].flatten(1) for mod in linears], 1)
+    ekfac_scores = ihvp(gq) @ flat_tr.T
+    kfac_scores = ihvp(gq, corrected_eigenvalues=False) @ flat_tr.T
+
+    # TRAK: projected gradients, the kernel, the scores
+    torch.manual_seed(6)
+    P = torch.randn(flat_tr.shape[1], proj_dim, dtype=torch.float64) / math.sqrt(proj_dim)
+    phi_tr, phi_q = flat_tr @ P, flat_q @ P
+    kernel = phi_tr.T @ phi_tr + 1e-3 * torch.eye(proj_dim, dtype=torch.float64)
+    with torch.no_grad():
+        probs = F.softmax(model(Xtr), -1).gather(1, ytr[:, None]).squeeze(1)
+    trak = phi_q @ torch.linalg.solve(kernel, phi_tr.T) * (1 - probs)
+    return {"ekfac": ekfac_scores, "kfac": kfac_scores, "trak": trak, "sampled": sampled,
+            "factors": [factors[mod][2] for mod in linears]}
+
+
+def test_ekfac_and_trak_influence():
+    weights = weights_of(lambda m: m.nn.Sequential(m.nn.Linear(6, 8, bias=False), m.nn.Tanh(), m.nn.Linear(8, 3, bias=False)), seed=12)
+    # (eigh's eigenvectors are unique up to sign; every score uses each twice, so the signs cancel)
+    ours, _ = run_both(ekfac_and_trak, weights, rtol=1e-8, atol=1e-10)
+    assert ours["ekfac"].shape == (3, 20) and ours["trak"].shape == (3, 20)
