@@ -1378,7 +1378,19 @@ def full_backward_hook_corners(m):
     seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)).double()
     seq.register_full_backward_hook(record)
     seq(z).sum().backward()
-    return {"log": log, "warned": warned, "z_grad": z.grad, "gate_grad": gate.grad,
+
+    # guided backprop written with list comprehensions, and a branch blocked by a pre-hook returning None
+    guided = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+    for mod in guided:
+        if isinstance(mod, nn.ReLU):
+            mod.register_full_backward_hook(lambda mod, grad_in, grad_out: [g.clamp(min=0) for g in grad_in])
+    zg = z.detach().requires_grad_(True)
+    guided(zg).sum().backward()
+    blocked = nn.Linear(2, 2).double()
+    blocked.register_full_backward_pre_hook(lambda mod, grad_output: (None,))
+    zb = z.detach().requires_grad_(True)
+    (blocked(zb).sum() + (zb ** 2).sum()).backward()
+    return {"log": log, "warned": warned, "z_grad": z.grad, "gate_grad": gate.grad, "guided": zg.grad, "blocked": zb.grad,
             "grads": [p.grad for p in list(gated.parameters()) + list(shared.parameters()) + list(seq.parameters())]}
 
 
