@@ -2500,3 +2500,105 @@ def test_ekfac_and_trak_influence():
     # (eigh's eigenvectors are unique up to sign; every score uses each twice, so the signs cancel)
     ours, _ = run_both(ekfac_and_trak, weights, rtol=1e-8, atol=1e-10)
     assert ours["ekfac"].shape == (3, 20) and ours["trak"].shape == (3, 20)
+
+
+# ----------------------------------------------------------------------------------------------
+# Comparing representations: linear and RBF CKA (HSIC with a centring matrix), SVCCA (SVD to 99% of the
+# variance, then CCA by QR and SVD), RSA (dissimilarity matrices by torch.corrcoef, Spearman by double
+# argsort), and a ridge probe by Cholesky; every quantity against NumPy by hand
+# ----------------------------------------------------------------------------------------------
+
+
+def representation_similarity(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, cnn(m), weights).double().eval()
+    X = torch.from_numpy(images(24, seed=22))
+    feats = {}
+    hooks = [model[i].register_forward_hook(lambda mod, inp, out, i=i: feats.__setitem__(i, out.flatten(1).detach()))
+             for i in (1, 3, 6, 9)]
+    with torch.no_grad():
+        model(X)
+    for h in hooks:
+        h.remove()
+
+    def centering(K):
+        n = K.shape[0]
+        H = torch.eye(n, dtype=K.dtype) - torch.ones(n, n, dtype=K.dtype) / n
+        return H @ K @ H
+
+    def rbf(X, sigma=None):
+        GX = X @ X.T
+        KX = torch.diag(GX) - GX + (torch.diag(GX) - GX).T
+        if sigma is None:
+            mdist = torch.median(KX[KX != 0])
+            sigma = math.sqrt(mdist.item())
+        KX *= -0.5 / (sigma * sigma)
+        return torch.exp(KX)
+
+    def hsic(K, L):
+        return torch.sum(centering(K) * centering(L))
+
+    def linear_cka(X, Y):
+        return hsic(X @ X.T, Y @ Y.T) / (torch.sqrt(hsic(X @ X.T, X @ X.T)) * torch.sqrt(hsic(Y @ Y.T, Y @ Y.T)))
+
+    def kernel_cka(X, Y):
+        return hsic(rbf(X), rbf(Y)) / (torch.sqrt(hsic(rbf(X), rbf(X))) * torch.sqrt(hsic(rbf(Y), rbf(Y))))
+
+    layers = [1, 3, 6, 9]
+    cka = torch.tensor([[linear_cka(feats[a], feats[b]).item() for b in layers] for a in layers], dtype=torch.float64)
+    kcka = torch.tensor([[kernel_cka(feats[a], feats[b]).item() for b in layers] for a in layers], dtype=torch.float64)
+
+    def svcca(A, B, keep=0.99, eps=1e-10):
+        def reduce(Z):
+            Z = Z - Z.mean(0, keepdim=True)
+            U, S, Vh = torch.linalg.svd(Z, full_matrices=False)
+            frac = torch.cumsum(S ** 2, 0) / (S ** 2).sum()
+            k = int(torch.searchsorted(frac, torch.tensor([keep], dtype=frac.dtype)).item()) + 1
+            return U[:, :k] * S[:k]
+
+        Ra, Rb = reduce(A), reduce(B)
+        Qa, _ = torch.linalg.qr(Ra)
+        Qb, _ = torch.linalg.qr(Rb)
+        rho = torch.linalg.svdvals(Qa.T @ Qb).clamp(max=1.0)
+        return rho.mean(), rho.shape[0]
+
+    out = {"cka": cka, "kcka": kcka, "svcca": svcca(feats[3], feats[6])}
+
+    def rdm(Z):
+        return 1 - torch.corrcoef(Z)
+
+    def spearman(a, b):
+        ra = a.argsort().argsort().to(torch.float64)
+        rb = b.argsort().argsort().to(torch.float64)
+        return torch.corrcoef(torch.stack([ra, rb]))[0, 1]
+
+    iu = torch.triu_indices(24, 24, offset=1)
+    rdms = {l: rdm(feats[l])[iu[0], iu[1]] for l in layers}
+    out["rsa"] = torch.stack([spearman(rdms[1], rdms[l]) for l in layers])
+
+    # a ridge probe for the mean intensity, solved by Cholesky
+    target = X.mean((1, 2, 3))
+    Z = feats[6]
+    Zc = torch.cat([Z, torch.ones(len(Z), 1, dtype=Z.dtype)], 1)
+    A = Zc.T @ Zc + 0.1 * torch.eye(Zc.shape[1], dtype=Z.dtype)
+    L = torch.linalg.cholesky(A)
+    w = torch.cholesky_solve((Zc.T @ target)[:, None], L).squeeze(1)
+    out["probe_r2"] = 1 - ((Zc @ w - target) ** 2).sum() / ((target - target.mean()) ** 2).sum()
+    out["feats"] = {str(k): v for k, v in feats.items()}
+    return out
+
+
+def linear_cka_by_numpy(X, Y):
+    X = X - X.mean(0)
+    Y = Y - Y.mean(0)
+    return np.linalg.norm(Y.T @ X) ** 2 / (np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y))
+
+
+def test_cka_svcca_rsa_and_a_ridge_probe():
+    ours, _ = run_both(representation_similarity, weights_of(cnn), rtol=1e-8, atol=1e-11)
+    feats = ours["feats"]
+    for i, a in enumerate(["1", "3", "6", "9"]):
+        for j, b in enumerate(["1", "3", "6", "9"]):
+            np.testing.assert_allclose(ours["cka"][i, j], linear_cka_by_numpy(feats[a], feats[b]), rtol=1e-9)
+    np.testing.assert_allclose(np.diag(ours["kcka"]), 1, rtol=1e-12)
+    assert 0 < ours["svcca"][0] <= 1
