@@ -2602,3 +2602,75 @@ def test_cka_svcca_rsa_and_a_ridge_probe():
             np.testing.assert_allclose(ours["cka"][i, j], linear_cka_by_numpy(feats[a], feats[b]), rtol=1e-9)
     np.testing.assert_allclose(np.diag(ours["kcka"]), 1, rtol=1e-12)
     assert 0 < ours["svcca"][0] <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Counterfactual explanations as DiCE's gradient method writes them: several counterfactuals optimised
+# together by Adam, a hinge on the target class's logit, an L1 proximity weighted by the features' median
+# absolute deviations, and DPP diversity (torch.det of a 1 / (1 + distance) kernel); Wachter et al.'s single
+# counterfactual with a growing lambda
+# ----------------------------------------------------------------------------------------------
+
+
+def counterfactuals(m, weights, steps=25, total_CFs=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    net = load(m, mlp(m), weights).double().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    rng = np.random.default_rng(23)
+    data = torch.from_numpy(rng.standard_normal((50, 6)))
+    query = data[:1]
+    desired = int(net(query).argmin(1))
+    mads = (data - data.median(0).values).abs().median(0).values
+    feature_weights = 1.0 / mads.clamp(min=1e-3)
+
+    init = query + torch.from_numpy(rng.normal(0, 0.5, (total_CFs, 6)))
+    cfs = [init[i:i + 1].clone().requires_grad_(True) for i in range(total_CFs)]
+    optimizer = optim.Adam(cfs, lr=0.05)
+
+    def dpp_style(cfs):
+        det_entries = torch.ones((total_CFs, total_CFs), dtype=torch.float64)
+        for i in range(total_CFs):
+            for j in range(total_CFs):
+                det_entries[(i, j)] = 1.0 / (1.0 + (torch.abs(cfs[i] - cfs[j]) * feature_weights).sum() / 6)
+                if i == j:
+                    det_entries[(i, j)] += 0.0001
+        return torch.det(det_entries)
+
+    history = []
+    for it in range(steps):
+        optimizer.zero_grad()
+        yloss = 0.0
+        for cf in cfs:
+            logits = net(cf)
+            others = torch.cat([logits[:, :desired], logits[:, desired + 1:]], 1)
+            yloss = yloss + F.relu(others.max(1).values - logits[:, desired] + 0.1).sum()
+        yloss = yloss / total_CFs
+        proximity = sum((torch.abs(cf - query) * feature_weights).sum() for cf in cfs) / (total_CFs * 6)
+        diversity = dpp_style(cfs)
+        loss = yloss + 0.5 * proximity - 1.0 * diversity
+        loss.backward()
+        optimizer.step()
+        history.append((loss.item(), yloss.item(), diversity.item()))
+
+    # Wachter et al.: argmin_x' lambda (f(x')_t - 1)^2 + d(x, x'), lambda raised until the prediction flips
+    x_cf = query.clone().requires_grad_(True)
+    opt = optim.SGD([x_cf], lr=0.05)
+    lam = 0.1
+    lams = []
+    for outer in range(4):
+        for inner in range(8):
+            opt.zero_grad()
+            prob = F.softmax(net(x_cf), 1)[0, desired]
+            loss = lam * (prob - 1) ** 2 + torch.norm((x_cf - query) * feature_weights, p=1)
+            loss.backward()
+            opt.step()
+        lams.append((lam, prob.item()))
+        lam *= 2
+    return {"cfs": torch.cat([c.detach() for c in cfs]), "history": history, "wachter": x_cf.detach(), "lams": lams,
+            "desired": desired, "mads": mads}
+
+
+def test_dice_and_wachter_counterfactuals():
+    ours, _ = run_both(counterfactuals, weights_of(mlp, seed=13), rtol=1e-8, atol=1e-11)
+    assert ours["history"][-1][2] > 0  # the kernel stays positive definite
