@@ -2674,3 +2674,71 @@ def counterfactuals(m, weights, steps=25, total_CFs=3):
 def test_dice_and_wachter_counterfactuals():
     ours, _ = run_both(counterfactuals, weights_of(mlp, seed=13), rtol=1e-8, atol=1e-11)
     assert ours["history"][-1][2] > 0  # the kernel stays positive definite
+
+
+# ----------------------------------------------------------------------------------------------
+# Training with explanations: "Right for the Right Reasons" (Ross et al.: the input gradient of the summed
+# log-probabilities, taken with create_graph=True, penalised inside an annotation mask) and GAIN (Li et al.:
+# a Grad-CAM made differentiable by create_graph=True, a soft mask by a sigmoid of it, and the masked image's
+# score minimised), both differentiating through max pooling, ReLU, convolutions and adaptive pooling twice
+# ----------------------------------------------------------------------------------------------
+
+
+def train_with_explanations(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    X = torch.from_numpy(images(6, seed=24))
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    annotation = torch.zeros(6, 1, 8, 8, dtype=torch.float64)
+    annotation[:, :, :, :3] = 1  # "the left of the image is irrelevant"
+    out = {}
+
+    model = load(m, cnn(m), weights).double()
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    history = []
+    for step in range(steps):
+        x = X.clone().requires_grad_(True)
+        logits = model(x)
+        log_prob = F.log_softmax(logits, dim=1)
+        right_answer = F.nll_loss(log_prob, y)
+        (input_grads,) = torch.autograd.grad(log_prob.sum(), x, create_graph=True)
+        right_reasons = (annotation * input_grads).pow(2).sum()
+        loss = right_answer + 10.0 * right_reasons
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append((right_answer.item(), right_reasons.item()))
+    out["rrr"] = (history, [p.detach().clone() for p in model.parameters()])
+
+    # GAIN: the attention map's gradient flows back into the network
+    model = load(m, cnn(m), weights).double()
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    features = model[:7]
+    head = model[7:]
+    history = []
+    for step in range(steps):
+        A = features(X)
+        logits = head(A)
+        score = logits.gather(1, y[:, None]).sum()
+        (dA,) = torch.autograd.grad(score, A, create_graph=True)
+        weights_c = F.adaptive_avg_pool2d(dA, 1)
+        cam = F.relu((weights_c * A).sum(1, keepdim=True))
+        cam = F.interpolate(cam, size=(8, 8), mode="bilinear", align_corners=False)
+        cam_min = cam.amin(dim=(2, 3), keepdim=True)
+        cam_max = cam.amax(dim=(2, 3), keepdim=True)
+        cam = (cam - cam_min) / (cam_max - cam_min + 1e-8)
+        soft_mask = torch.sigmoid(10.0 * (cam - 0.5))
+        masked = X - X * soft_mask
+        am_scores = F.softmax(model(masked), dim=1).gather(1, y[:, None])
+        loss = F.cross_entropy(logits, y) + 1.0 * am_scores.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append((loss.item(), am_scores.mean().item()))
+    out["gain"] = (history, [p.detach().clone() for p in model.parameters()])
+    return out
+
+
+def test_right_for_the_right_reasons_and_gain():
+    ours, _ = run_both(train_with_explanations, weights_of(cnn), rtol=1e-7, atol=1e-10)
+    history, _ = ours["rrr"]
+    assert history[-1][0] < history[0][0] and all(h[1] > 0 for h in history)
