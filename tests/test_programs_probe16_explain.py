@@ -2742,3 +2742,84 @@ def test_right_for_the_right_reasons_and_gain():
     ours, _ = run_both(train_with_explanations, weights_of(cnn), rtol=1e-7, atol=1e-10)
     history, _ = ours["rrr"]
     assert history[-1][0] < history[0][0] and all(h[1] > 0 for h in history)
+
+
+# ----------------------------------------------------------------------------------------------
+# Learnt explainers: an expected-gradients attribution prior (Erion et al.: references drawn by
+# torch.randint, interpolation points by torch.rand, attributions with create_graph=True, a smoothness
+# penalty on them), and L2X (Chen et al.: a selector whose k-hot mask is a continuous subset sample from
+# F.gumbel_softmax's noise, an approximator trained on the masked input) with a RelaxedBernoulli
+# (INVASE-style) mask beside it
+# ----------------------------------------------------------------------------------------------
+
+
+def learnt_explainers(m, weights, steps=3):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    D = torch.distributions
+    rng = np.random.default_rng(25)
+    X = torch.from_numpy(rng.standard_normal((16, 6)))
+    y = torch.from_numpy((rng.standard_normal(16) > 0).astype(np.int64) + (rng.standard_normal(16) > 1).astype(np.int64))
+    out = {}
+
+    net = load(m, mlp(m), weights).double()
+    opt = optim.Adam(net.parameters(), lr=1e-2)
+    torch.manual_seed(8)
+    history = []
+    for step in range(steps):
+        refs = X[torch.randint(0, len(X), (len(X),))]
+        alphas = torch.rand(len(X), 1, dtype=torch.float64)
+        points = (refs + alphas * (X - refs)).requires_grad_(True)
+        logits = net(points)
+        selected = logits.gather(1, y[:, None]).sum()
+        (grads,) = torch.autograd.grad(selected, points, create_graph=True)
+        eg = grads * (X - refs)
+        prior = (eg[:, 1:] - eg[:, :-1]).abs().mean()  # neighbouring features should agree
+        loss = F.cross_entropy(net(X), y) + 0.1 * prior
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append((loss.item(), prior.item()))
+    out["prior"] = history
+
+    # L2X: continuous subset sampling of k features
+    k, tau = 2, 0.5
+    selector = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 6)).double()
+    approximator = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    with torch.no_grad():
+        for i, p in enumerate(list(selector.parameters()) + list(approximator.parameters())):
+            p.copy_(torch.from_numpy(np.random.default_rng(30 + i).standard_normal(tuple(p.shape)) * 0.4))
+    opt = optim.Adam(list(selector.parameters()) + list(approximator.parameters()), lr=1e-2)
+    torch.manual_seed(9)
+    history = []
+    for step in range(steps):
+        logits = selector(X)
+        # k samples of a Gumbel-softmax over the features, then their elementwise maximum
+        samples = torch.stack([F.gumbel_softmax(logits, tau=tau, hard=False) for _ in range(k)], dim=0)
+        mask = samples.max(dim=0).values
+        pred = approximator(X * mask)
+        teacher = F.softmax(net(X), dim=1).detach()
+        loss = F.kl_div(F.log_softmax(pred, dim=1), teacher, reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    with torch.no_grad():
+        topk = selector(X).topk(k, dim=1).indices.sort(dim=1).values
+        hard = F.gumbel_softmax(selector(X), tau=tau, hard=True)
+    out["l2x"] = (history, topk, hard, mask.detach())
+
+    # an INVASE-style relaxed Bernoulli mask, reparameterised
+    relaxed = D.RelaxedBernoulli(torch.tensor(0.5, dtype=torch.float64), logits=selector(X))
+    torch.manual_seed(10)
+    soft = relaxed.rsample()
+    (soft * X).sum().backward()
+    out["relaxed"] = (soft.detach(), relaxed.log_prob(soft.detach().clamp(1e-6, 1 - 1e-6)).detach(),
+                      selector[0].weight.grad)
+    return out
+
+
+def test_expected_gradients_prior_and_l2x():
+    ours, _ = run_both(learnt_explainers, weights_of(mlp, seed=14), rtol=1e-8, atol=1e-11)
+    history, topk, hard, mask = ours["l2x"]
+    np.testing.assert_allclose(hard.sum(1), 1)
+    assert ((mask >= 0) & (mask <= 1)).all()
