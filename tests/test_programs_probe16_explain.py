@@ -2823,3 +2823,95 @@ def test_expected_gradients_prior_and_l2x():
     history, topk, hard, mask = ours["l2x"]
     np.testing.assert_allclose(hard.sum(1), 1)
     assert ((mask >= 0) & (mask <= 1)).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# GNNExplainer (Ying et al.) on a two-layer GCN written with index_add_ / scatter_add: a learnt sigmoid edge
+# mask and feature mask, size and entropy regularisers, Adam; integrated gradients over the edge weights and
+# saliency on the node features beside it
+# ----------------------------------------------------------------------------------------------
+
+
+def gnn_explainer(m, epochs=10):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    rng = np.random.default_rng(26)
+    N, D = 8, 5
+    src = torch.tensor([0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 0, 4])
+    dst = torch.tensor([1, 0, 2, 1, 3, 2, 4, 3, 5, 4, 6, 5, 7, 6, 4, 0])
+    E = len(src)
+    X = torch.from_numpy(rng.standard_normal((N, D)))
+
+    class GCN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin1 = nn.Linear(D, 8)
+            self.lin2 = nn.Linear(8, 3)
+
+        def propagate(self, h, edge_weight):
+            ones = torch.ones(N, dtype=h.dtype)
+            deg = ones.clone().index_add_(0, dst, edge_weight)  # self loops weigh 1
+            norm = deg.pow(-0.5)
+            coef = norm[src] * edge_weight * norm[dst]
+            out = h * (norm * norm).unsqueeze(1)
+            return out.index_add(0, dst, h[src] * coef.unsqueeze(1))
+
+        def forward(self, x, edge_weight):
+            h = F.relu(self.propagate(self.lin1(x), edge_weight))
+            return self.propagate(self.lin2(h), edge_weight)
+
+    torch.manual_seed(0)
+    model = GCN().double()
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            p.copy_(torch.from_numpy(np.random.default_rng(40 + i).standard_normal(tuple(p.shape)) * 0.5))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    node = 3
+    full = model(X, torch.ones(E, dtype=torch.float64))
+    target = int(full[node].argmax())
+
+    edge_mask = nn.Parameter(torch.from_numpy(rng.standard_normal(E) * 0.1))
+    feat_mask = nn.Parameter(torch.full((1, D), 0.1, dtype=torch.float64))
+    opt = optim.Adam([edge_mask, feat_mask], lr=0.01)
+    coeffs = {"edge_size": 0.005, "edge_ent": 1.0, "feat_size": 1.0, "feat_ent": 0.1}
+    EPS = 1e-15
+    history = []
+    for epoch in range(epochs):
+        opt.zero_grad()
+        h = X * feat_mask.sigmoid()
+        out = model(h, edge_mask.sigmoid())
+        log_prob = F.log_softmax(out, dim=-1)
+        loss = -log_prob[node, target]
+        m_e = edge_mask.sigmoid()
+        loss = loss + coeffs["edge_size"] * m_e.sum()
+        ent = -m_e * torch.log(m_e + EPS) - (1 - m_e) * torch.log(1 - m_e + EPS)
+        loss = loss + coeffs["edge_ent"] * ent.mean()
+        m_f = feat_mask.sigmoid()
+        loss = loss + coeffs["feat_size"] * m_f.mean()
+        ent = -m_f * torch.log(m_f + EPS) - (1 - m_f) * torch.log(1 - m_f + EPS)
+        loss = loss + coeffs["feat_ent"] * ent.mean()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+
+    # integrated gradients over the edge weights (all-zero graph as the baseline), and feature saliency
+    steps = 16
+    alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+    grads = []
+    for a in alphas:
+        w = (a * torch.ones(E, dtype=torch.float64)).requires_grad_(True)
+        (g,) = torch.autograd.grad(model(X, w)[node, target], w)
+        grads.append(g)
+    edge_ig = torch.stack(grads).mean(0)
+    with torch.no_grad():
+        gap = model(X, torch.ones(E, dtype=torch.float64))[node, target] - model(X, torch.zeros(E, dtype=torch.float64))[node, target]
+    x = X.clone().requires_grad_(True)
+    model(x, torch.ones(E, dtype=torch.float64))[node, target].backward()
+    return {"history": history, "edge_mask": edge_mask.detach().sigmoid(), "feat_mask": feat_mask.detach().sigmoid(),
+            "edge_ig": edge_ig, "gap": gap, "saliency": x.grad.abs()}
+
+
+def test_gnn_explainer_and_edge_integrated_gradients():
+    ours, _ = run_both(gnn_explainer, rtol=1e-8, atol=1e-11)
+    assert abs(ours["edge_ig"].sum() - ours["gap"]) < 0.1 * abs(ours["gap"])  # completeness, up to the midpoint rule
+    np.testing.assert_array_equal(ours["saliency"][[6, 7]], 0)  # two layers see two hops: nodes 6 and 7 are farther
