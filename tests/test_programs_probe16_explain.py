@@ -2915,3 +2915,142 @@ def test_gnn_explainer_and_edge_integrated_gradients():
     ours, _ = run_both(gnn_explainer, rtol=1e-8, atol=1e-11)
     assert abs(ours["edge_ig"].sum() - ours["gap"]) < 0.1 * abs(ours["gap"])  # completeness, up to the midpoint rule
     np.testing.assert_array_equal(ours["saliency"][[6, 7]], 0)  # two layers see two hops: nodes 6 and 7 are farther
+
+
+# ----------------------------------------------------------------------------------------------
+# The most common real-world setting, in float32: a torchvision-style ResNet (BatchNorm in eval, ReLU(inplace=
+# True), ``out += identity``) explained by Grad-CAM through a full backward hook on layer4 and a forward hook on
+# the last block (the tutorial way), a forward hook on bn2 that keeps its output (which the in-place add then
+# changes, as in PyTorch), and Captum-style guided Grad-CAM on top
+# ----------------------------------------------------------------------------------------------
+
+
+def tiny_resnet(m):
+    torch, nn = m.torch, m.nn
+
+    class BasicBlock(nn.Module):
+        expansion = 1
+
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(planes)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.downsample = downsample
+            self.stride = stride
+
+        def forward(self, x):
+            identity = x
+            out = self.conv1(x)
+            out = self.bn1(out)
+            out = self.relu(out)
+            out = self.conv2(out)
+            out = self.bn2(out)
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            out = self.relu(out)
+            return out
+
+    class ResNet(nn.Module):
+        def __init__(self, num_classes=4):
+            super().__init__()
+            self.inplanes = 8
+            self.conv1 = nn.Conv2d(3, 8, kernel_size=3, stride=1, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            self.layer1 = self._make_layer(8, 1)
+            self.layer4 = self._make_layer(12, 2, stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(12, num_classes)
+
+        def _make_layer(self, planes, blocks, stride=1):
+            downsample = None
+            if stride != 1 or self.inplanes != planes:
+                downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride=stride, bias=False),
+                                           nn.BatchNorm2d(planes))
+            layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
+            self.inplanes = planes
+            for _ in range(1, blocks):
+                layers.append(BasicBlock(self.inplanes, planes))
+            return nn.Sequential(*layers)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer1(x))
+            x = torch.flatten(self.avgpool(x), 1)
+            return self.fc(x)
+
+    return ResNet()
+
+
+def resnet_weights():
+    weights = weights_of(tiny_resnet)
+    rng = np.random.default_rng(27)
+    for k in weights:  # running statistics that are not the identity, as a trained network has
+        if k.endswith("running_mean"):
+            weights[k] = (rng.standard_normal(weights[k].shape) * 0.1).astype(np.float32)
+        elif k.endswith("running_var"):
+            weights[k] = rng.uniform(0.5, 1.5, weights[k].shape).astype(np.float32)
+    return weights
+
+
+def resnet_grad_cam(m, weights):
+    torch, nn, F = m.torch, m.nn, m.F
+    model = load(m, tiny_resnet(m), weights).eval()
+    X = torch.from_numpy(images(2, seed=28).astype(np.float32))
+    gradients, activations, bn2_out = {}, {}, {}
+
+    def backward_hook(module, grad_input, grad_output):
+        gradients["value"] = grad_output[0]
+
+    def forward_hook(module, input, output):
+        activations["value"] = output
+
+    def keep_bn2(module, input, output):
+        bn2_out["value"] = output  # the block's `out += identity` then writes into it
+
+    target_layer = model.layer4
+    h1 = target_layer.register_forward_hook(forward_hook)
+    h2 = target_layer.register_full_backward_hook(backward_hook)
+    h3 = model.layer4[-1].bn2.register_forward_hook(keep_bn2)
+    x = X.clone().requires_grad_(True)
+    logit = model(x)
+    score = logit[:, logit.max(1)[-1]].diag().sum()
+    model.zero_grad()
+    score.backward(retain_graph=True)
+    for h in (h1, h2, h3):
+        h.remove()
+    b, k, u, v = gradients["value"].size()
+    alpha = gradients["value"].view(b, k, -1).mean(2)
+    weights_ = alpha.view(b, k, 1, 1)
+    saliency_map = (weights_ * activations["value"]).sum(1, keepdim=True)
+    saliency_map = F.relu(saliency_map)
+    saliency_map = F.interpolate(saliency_map, size=(8, 8), mode="bilinear", align_corners=False)
+    saliency_map_min, saliency_map_max = saliency_map.min(), saliency_map.max()
+    saliency_map = (saliency_map - saliency_map_min).div(saliency_map_max - saliency_map_min).data
+
+    # guided Grad-CAM: guided backprop by full backward hooks on the ReLU modules (non-in-place copies,
+    # as Captum asks), times the CAM
+    import copy
+
+    guided_model = copy.deepcopy(model)
+    for mod in guided_model.modules():
+        if isinstance(mod, nn.ReLU):
+            mod.inplace = False
+            mod.register_full_backward_hook(lambda mod, gi, go: tuple(F.relu(g) for g in gi))
+    xg = X.clone().requires_grad_(True)
+    guided_model(xg)[:, 1].sum().backward()
+    return {"cam": saliency_map, "activations": activations["value"].detach(), "grads": gradients["value"],
+            "bn2_out": bn2_out["value"].detach(), "guided_gradcam": xg.grad * saliency_map,
+            "x_grad": x.grad, "fc_grad": model.fc.weight.grad, "conv1_grad": model.conv1.weight.grad}
+
+
+def test_resnet_grad_cam_float32():
+    ours, _ = run_both(resnet_grad_cam, resnet_weights(), rtol=2e-4, atol=1e-6)
+    # bn2's kept output went through `out += identity` and the in-place ReLU: the block's output itself
+    np.testing.assert_array_equal(ours["bn2_out"], ours["activations"])
+    assert ours["cam"].shape == (2, 1, 8, 8)
