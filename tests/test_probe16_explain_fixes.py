@@ -105,3 +105,30 @@ def test_a_tensor_hook_that_changes_the_gradients_type_is_refused():
     y.register_hook(lambda grad: grad.double())
     with pytest.raises(RuntimeError, match="has changed the type of value"):
         y.sum().backward()
+
+
+def test_always_call_hooks_run_when_a_hook_or_pre_hook_raises(T):
+    nn = nn_of(T)
+    layer = nn.Linear(2, 2)
+    calls = []
+
+    def failing(module, args, output):
+        calls.append("failing")
+        raise ValueError("hook failed")
+
+    layer.register_forward_hook(lambda module, args, output: calls.append(("first", output is not None)),
+                                always_call=True)
+    layer.register_forward_hook(failing)
+    layer.register_forward_hook(lambda module, args, output: calls.append(("last", output is not None)),
+                                always_call=True)
+    with pytest.raises(ValueError, match="hook failed"):
+        layer(T.ones(1, 2))
+    # the first always_call hook ran in turn (once); the last runs after the failure, given forward's output
+    assert calls == [("first", True), "failing", ("last", True)]
+
+    calls.clear()
+    pre = layer.register_forward_pre_hook(lambda module, args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        layer(T.ones(1, 2))
+    pre.remove()
+    assert calls == [("first", False), ("last", False)]  # no output yet: None
