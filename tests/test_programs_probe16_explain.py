@@ -3054,3 +3054,69 @@ def test_resnet_grad_cam_float32():
     # bn2's kept output went through `out += identity` and the in-place ReLU: the block's output itself
     np.testing.assert_array_equal(ours["bn2_out"], ours["activations"])
     assert ours["cam"].shape == (2, 1, 8, 8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention maps out of nn.TransformerEncoder, the way a well-known forum answer does it: each layer's
+# self_attn.forward wrapped to force need_weights=True, average_attn_weights=False, and a forward hook on
+# self_attn saving output[1] (and calling retain_grad on it, which gets nothing); the maps then rolled out
+# ----------------------------------------------------------------------------------------------
+
+
+def encoder_attention_maps(m, weights):
+    torch, nn = m.torch, m.nn
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+    encoder = load(m, encoder, weights).double().eval()
+
+    class SaveOutput:
+        def __init__(self):
+            self.outputs = []
+
+        def __call__(self, module, module_in, module_out):
+            module_out[1].retain_grad()
+            self.outputs.append(module_out[1])
+
+        def clear(self):
+            self.outputs = []
+
+    def patch_attention(m):
+        forward_orig = m.forward
+
+        def wrap(*args, **kwargs):
+            kwargs["need_weights"] = True
+            kwargs["average_attn_weights"] = False
+            return forward_orig(*args, **kwargs)
+
+        m.forward = wrap
+
+    save_output = SaveOutput()
+    handles = []
+    for module in encoder.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            patch_attention(module)
+            handles.append(module.register_forward_hook(save_output))
+    x = torch.from_numpy(np.random.default_rng(29).standard_normal((2, 5, 8))).requires_grad_(True)
+    mask = torch.tensor([[False] * 5, [False, False, False, True, True]])
+    out = encoder(x, src_key_padding_mask=mask)
+    out[:, 0].sum().backward()
+    for h in handles:
+        h.remove()
+    maps = [o.detach() for o in save_output.outputs]
+    # the returned weights are a view made after the output was computed from them: no gradient reaches it
+    no_grads = [o.grad is None for o in save_output.outputs]
+    result = torch.eye(5, dtype=torch.float64).expand(2, 5, 5)
+    for a in maps:
+        fused = a.mean(1) + torch.eye(5, dtype=torch.float64)
+        result = (fused / fused.sum(-1, keepdim=True)) @ result
+    return {"maps": maps, "no_grads": no_grads, "rollout": result, "x_grad": x.grad, "count": len(maps)}
+
+
+def test_transformer_encoder_attention_maps_by_patched_forward():
+    def make(m):
+        layer = m.nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.0, batch_first=True)
+        return m.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+
+    ours, _ = run_both(encoder_attention_maps, weights_of(make), rtol=1e-9, atol=1e-12)
+    assert ours["count"] == 2 and ours["maps"][0].shape == (2, 2, 5, 5) and ours["no_grads"] == [True, True]
+    np.testing.assert_array_equal(ours["maps"][1][1, :, :, 3:], 0)  # padded keys get no attention
