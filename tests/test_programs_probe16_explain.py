@@ -3120,3 +3120,36 @@ def test_transformer_encoder_attention_maps_by_patched_forward():
     ours, _ = run_both(encoder_attention_maps, weights_of(make), rtol=1e-9, atol=1e-12)
     assert ours["count"] == 2 and ours["maps"][0].shape == (2, 2, 5, 5) and ours["no_grads"] == [True, True]
     np.testing.assert_array_equal(ours["maps"][1][1, :, :, 3:], 0)  # padded keys get no attention
+
+
+# ----------------------------------------------------------------------------------------------
+# Directional derivatives along a concept direction by forward mode: a forward hook returns the hooked
+# activation as a dual tensor (fwAD.make_dual) whose tangent is the direction, and the logits' tangents are
+# read by unpack_dual; against the same derivatives by reverse mode
+# ----------------------------------------------------------------------------------------------
+
+
+def forward_mode_directional_derivatives(m, weights):
+    torch, nn = m.torch, m.nn
+    fwAD = torch.autograd.forward_ad
+    model = load(m, cnn(m), weights).double().eval()
+    X = torch.from_numpy(images(3))
+    direction = torch.from_numpy(np.random.default_rng(31).standard_normal((1, 6, 8, 8)))
+    with fwAD.dual_level():
+        h = model[1].register_forward_hook(lambda mod, inputs, output: fwAD.make_dual(output.detach(), direction.expand_as(output)))
+        out = model(X)
+        h.remove()
+        primal, tangent = fwAD.unpack_dual(out)
+    acts = {}
+    h = model[1].register_forward_hook(lambda mod, inputs, output: acts.__setitem__("a", output))
+    logits = model(X)
+    h.remove()
+    reverse = torch.stack([(torch.autograd.grad(logits[:, c].sum(), acts["a"], retain_graph=True)[0] * direction).flatten(1).sum(1)
+                           for c in range(4)], dim=1)
+    return {"primal": primal, "tangent": tangent, "reverse": reverse, "logits": logits.detach()}
+
+
+def test_forward_mode_directional_derivatives_through_a_hook():
+    ours, _ = run_both(forward_mode_directional_derivatives, weights_of(cnn), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["tangent"], ours["reverse"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["primal"], ours["logits"], rtol=1e-12)
