@@ -1,26 +1,32 @@
 # ruff: noqa: B007, B008, B023, E501, E731, E741, F841, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
 """Model interpretability as PyTorch users and Captum's sources write it (see tests/pytorch_programs.py), each
-program run on chainrule and on PyTorch from the same weights and data in float64, comparing attributions,
-values and gradients, and checked by hand (completeness, conservation, agreement between formulations).
+program run on chainrule and on PyTorch from the same weights and data (float64 unless said), comparing
+attributions, values and gradients, and checked by hand (completeness, conservation, agreement between
+formulations, NumPy).
 
-Saliency (``x.grad.abs().amax(dim=1)``, all classes at once by ``autograd.grad(is_grads_batched=True)``);
-integrated gradients as Captum writes them (``torch.cat`` of scaled inputs, Riemann left/right/middle/trapezoid
-step sizes as a float32 ``torch.tensor`` beside float64 gradients, Gauss-Legendre nodes from NumPy,
-``torch.autograd.grad(torch.unbind(outputs), inputs)``, two inputs at once); NoiseTunnel's SmoothGrad,
-SmoothGrad-squared and VarGrad (``repeat_interleave``, ``torch.normal(0, stdevs)`` after ``manual_seed``);
-Grad-CAM++, XGrad-CAM and Layer-CAM as pytorch-grad-cam gathers them (a forward hook registering a tensor hook,
-``retain_grad``, ``register_full_backward_hook``); guided backpropagation and deconvnet three ways (Captum's
-full backward hooks on ReLU modules returning ``F.relu(grad)``, an ``autograd.Function`` swapped in by
-``setattr``, tensor hooks); DeepLIFT's rescale rule as an ``autograd.Function`` over input and reference, and
-DeepLiftShap; occlusion by ``F.unfold`` windows, feature ablation over a feature mask, Shapley value sampling,
-KernelSHAP by weighted ``linalg.lstsq`` and LIME by ridge ``linalg.solve``; LRP's epsilon and gamma rules by
-the ``(z * (R / z).detach()).sum().backward()`` trick against NumPy by hand; attention rollout and Chefer's
-gradient-weighted rollout in a small ViT (attention caught by hooks on its ``attn_drop``, ``attn.register_hook``)
-and through ``nn.MultiheadAttention(need_weights=True, average_attn_weights=False)``; TCAV (a linear probe on
-hooked activations, directional derivatives); TracIn / gradient-dot-product influence with ``torch.func``'s
-``functional_call``, ``grad`` and ``vmap`` against a loop; and hook-handle semantics (handles as context
-managers, removal twice, ``prepend``, ``with_kwargs``, ``always_call``, pre-hooks that replace inputs,
-``register_full_backward_pre_hook``)."""
+Gradients: saliency (all classes at once by ``is_grads_batched``), Captum's integrated gradients (Riemann and
+Gauss-Legendre rules, ``torch.unbind`` outputs, two inputs), NoiseTunnel (SmoothGrad, VarGrad), integrated
+Hessians (double backward, ``torch.func.hessian`` under vmap, jacrev/jacfwd), LSTM saliency through packing,
+layer IG on an embedding (a hook replacing its output; Captum's InterpretableEmbedding swap), forward-mode
+directional derivatives through a hook returning a dual tensor.
+CAMs and hooks: Grad-CAM++, XGrad-CAM, Layer-CAM, Score-CAM, LayerGradCam, a torchvision-style ResNet's
+Grad-CAM and guided Grad-CAM in float32 (in-place ReLU, ``out += identity``), guided backprop / deconvnet three
+ways, Captum's DeepLift (model-level hooks doubling the batch, tensor hooks on cloned inputs, the max-pooling
+rule by ``max_unpool2d``), DeepLIFT as an ``autograd.Function``, full-backward-hook corners (unused outputs,
+shared modules, no input needing a gradient, lists returned, a pre-hook blocking a branch), hook handles
+(context managers, prepend, with_kwargs, always_call, pre-hooks replacing inputs).
+Perturbations and metrics: occlusion by ``F.unfold``/``F.fold``, feature ablation, Shapley sampling, KernelSHAP
+(``linalg.lstsq``), LIME, deletion/insertion curves (stable argsort, ``torch.quantile``), RISE, a meaningful-
+perturbation mask, Captum's sensitivity_max / infidelity / FeaturePermutation / KernelShap sampler.
+LRP: epsilon and gamma rules by the detach trick against NumPy, as an ``autograd.Function``, and explicitly by
+``conv_transpose2d`` / ``max_unpool2d``.
+Transformers: ViT attention rollout and gradient rollout (hooks on attn_drop), MultiheadAttention weights, a
+tiny GPT's logit lens, activation and attribution patching, direct logit attribution and steering, attention
+maps out of TransformerEncoder by a patched ``self_attn.forward``, a sparse autoencoder on hooked activations.
+Concepts, data and models: TCAV, CKA / SVCCA / RSA / a ridge probe, TracIn, EK-FAC and TRAK influence, DiCE and
+Wachter counterfactuals, ProtoPNet, a neural additive model, TabNet's sparsemax, GNNExplainer, lucent's
+Fourier-parameterised feature visualisation, training with explanations (Right for the Right Reasons, GAIN, an
+expected-gradients prior) and learnt explainers (L2X with ``gumbel_softmax``, a RelaxedBernoulli mask)."""
 
 import math
 
