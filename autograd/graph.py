@@ -367,8 +367,11 @@ def run_hooks(hooks, grad):
         replaced = hook(grad)
         if replaced is not None:
             shape = getattr(grad, "shape", None)  # (a node's pre-hooks may see several gradients together)
+            name = getattr(hook, "__name__", type(hook).__name__)
+            if shape is not None and getattr(replaced, "dtype", grad.dtype) != grad.dtype:  # PyTorch's refusal
+                raise RuntimeError(f"hook '{name}' has changed the type of value (was {_type_name(grad)} got "
+                                   f"{_type_name(replaced)})")
             if shape is not None and getattr(replaced, "shape", shape) != shape:
-                name = getattr(hook, "__name__", type(hook).__name__)
                 raise RuntimeError(f"hook '{name}' has changed the size of value: it returned a gradient of shape "
                                    f"{tuple(replaced.shape)} for one of shape {tuple(shape)}")
             grad = replaced
@@ -395,6 +398,11 @@ def run_hooks_on_leaf_gradient(hooks, grad):
     carrier = sparse.to_dense()
     carrier._sparse_gradient = sparse
     return carrier
+
+
+def _type_name(gradient):
+    """PyTorch's name of a gradient's tensor type (torch.FloatTensor), or its dtype where it has none."""
+    return gradient.type() if hasattr(gradient, "type") else str(gradient.dtype)
 
 
 # -- gradient storage -----------------------------------------------------------------------

@@ -17,6 +17,8 @@ place, as PyTorch's hooks their grad_fn and wraps nothing: an in-place op after 
 hook on each output notes its gradient instead of the output gate.
 """
 
+import warnings
+
 import numpy
 
 from autograd import Primitive, Tensor
@@ -58,6 +60,21 @@ def through_gate(values, on_gradients):
     return tuple(out), positions
 
 
+def _check_replacement(hook, replaced, given):
+    """PyTorch's checks on what a full hook returns in place of the gradients it was ``given``: each tensor
+    keeps its gradient's size and type (None is allowed: no gradient flows there)."""
+    name = getattr(hook, "__name__", type(hook).__name__)
+    for new, old in zip(replaced, given):
+        if not isinstance(new, Tensor) or not isinstance(old, Tensor):
+            continue
+        if new.dtype != old.dtype:
+            raise RuntimeError(f"hook '{name}' has changed the type of value (was {old.type()} got {new.type()})")
+        if new.shape != old.shape:
+            raise RuntimeError(f"hook '{name}' has changed the size of value: it returned a gradient of shape "
+                               f"{tuple(new.shape)} for one of shape {tuple(old.shape)}")
+    return replaced
+
+
 def _spread(values, positions, grads):
     """One entry per value, as PyTorch lays out grad_input / grad_output: the gradients at
     ``positions``, zeros for the other tensors (they need none), None for non-tensors."""
@@ -79,6 +96,10 @@ class BackwardHook:
         self.inputs, self.input_positions = (), None
 
     def _check(self, result, count, what):
+        """A hook's replacement as a tuple of ``count``. A full hook's may be any sequence, as PyTorch takes
+        it (a list; a tensor then counts as the sequence of its rows, which the checks that follow refuse)."""
+        if not self.deprecated and isinstance(result, (list, Tensor)):
+            result = tuple(result)
         if not isinstance(result, tuple):
             result = (result,)
         if len(result) != count:
@@ -139,16 +160,24 @@ class BackwardHook:
         for hook in list(self.pre_hooks.values()):
             replaced = hook(self.module, grad_outputs)
             if replaced is not None:
-                grad_outputs = self._check(replaced, len(self.outputs), "output")
+                replaced = self._check(replaced, len(self.outputs), "output")
+                grad_outputs = _check_replacement(hook, replaced, grad_outputs)
         self.grad_outputs = grad_outputs
         if self.input_positions is None:  # no input needs a gradient: the hooks run now
+            warnings.warn("Full backward hook is firing when gradients are computed with respect to module outputs "
+                          "since no inputs require gradients. See https://docs.pytorch.org/docs/main/generated/"
+                          "torch.nn.Module.html#torch.nn.Module.register_full_backward_hook for more details.",
+                          stacklevel=2)
             for hook in list(self.hooks.values()):
                 replaced = hook(self.module, (None,) * len(self.inputs), grad_outputs)
                 if replaced is not None and any(r is not None for r in self._check(replaced, len(self.inputs),
                                                                                   "input")):
                     raise RuntimeError("Backward hook for Modules where no input requires gradient should "
                                        "always return None or None for all gradients.")
-        return tuple(grad_outputs[i] if grad_outputs[i] is not None else g
+        # None, where no gradient reached an output or a pre-hook returned None for it: nothing flows into the
+        # module there (zeros: its input hooks still run, and its inputs get zeros, as PyTorch's; its
+        # parameters get zeros where PyTorch leaves their .grad None)
+        return tuple(grad_outputs[i] if grad_outputs[i] is not None else Tensor._make(xp.zeros(g.shape, dtype=g.dtype))
                      for i, g in zip(self.output_positions, grads))
 
     def _on_input_gradients(self, grads):
@@ -158,7 +187,8 @@ class BackwardHook:
         for hook in list(self.hooks.values()):
             replaced = hook(self.module, grad_inputs, self.grad_outputs)
             if replaced is not None:
-                grad_inputs = self._check(replaced, len(self.inputs), "input")
+                replaced = self._check(replaced, len(self.inputs), "input")
+                grad_inputs = _check_replacement(hook, replaced, grad_inputs)
         self.grad_outputs = None  # the next backward through the outputs sets its own
         self.noted = {}
         return tuple(grad_inputs[i] for i in self.input_positions)

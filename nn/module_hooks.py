@@ -85,43 +85,32 @@ class ModuleHooks:
     def _call_with_hooks(self, args, kwargs):
         """forward with PyTorch's hook protocol: pre-hooks may replace the arguments, forward
         hooks the result; full backward hooks see the gradients of inputs and outputs. The hooks
-        registered on every module run first."""
+        registered on every module run first. Whatever raises (a pre-hook, forward or a forward hook),
+        the forward hooks registered with always_call=True that have not run yet run then, as PyTorch's."""
         forward_hooks = {**_global_forward_hooks, **self._forward_hooks}
-        for hook_id, hook in [*_global_forward_pre_hooks.items(), *self._forward_pre_hooks.items()]:
-            if hook_id in self._forward_pre_hooks_with_kwargs:
-                result = hook(self, args, kwargs)
-                if result is not None:
-                    if not (isinstance(result, tuple) and len(result) == 2):
-                        raise RuntimeError("forward pre-hook must return None or a tuple of (new_args, new_kwargs), "
-                                           f"but got {result}.")
-                    args, kwargs = result
-            else:
-                result = hook(self, args)
-                if result is not None:
-                    args = result if isinstance(result, tuple) else (result,)
-        backward_hook = None
-        if self._backward_hooks or self._backward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks:
-            backward_hook = hook_tools.BackwardHook(self, {**_global_backward_hooks, **self._backward_hooks},
-                                                    {**_global_backward_pre_hooks, **self._backward_pre_hooks},
-                                                    deprecated=not (self.__dict__.get("_is_full_backward_hook", True)
-                                                                    or _global_backward_hooks))
-            args = backward_hook.setup_input_hook(args)
+        result, always_called = None, set()
         try:
+            args, kwargs = self._run_forward_pre_hooks(args, kwargs)
+            backward_hook = self._backward_hook_for_call()
+            if backward_hook is not None:
+                args = backward_hook.setup_input_hook(args)
             result = self.forward(*args, **kwargs)
+            for hook_id, hook in forward_hooks.items():
+                if self._always_called(hook_id):
+                    always_called.add(hook_id)
+                replaced = self._run_forward_hook(hook_id, hook, args, kwargs, result)
+                if replaced is not None:
+                    result = replaced
         except Exception:
             for hook_id, hook in forward_hooks.items():
-                if hook_id in self._forward_hooks_always_called or hook_id in _global_forward_hooks_always_called:
+                if self._always_called(hook_id) and hook_id not in always_called:
                     try:
-                        self._run_forward_hook(hook_id, hook, args, kwargs, None)
-                    except Exception as error:  # as PyTorch: said, and the forward's error raised
+                        self._run_forward_hook(hook_id, hook, args, kwargs, result)
+                    except Exception as error:  # as PyTorch: said, and the first error raised
                         where = "global module" if hook_id in _global_forward_hooks else "module"
                         warnings.warn(f"{where} forward hook with ``always_call=True`` raised an exception that was "
                                       f"silenced as another error was raised in forward: {error}", stacklevel=2)
             raise
-        for hook_id, hook in forward_hooks.items():
-            replaced = self._run_forward_hook(hook_id, hook, args, kwargs, result)
-            if replaced is not None:
-                result = replaced
         if backward_hook is not None:
             if isinstance(result, (Tensor, tuple)):
                 result = backward_hook.setup_output_hook(result)
@@ -134,6 +123,34 @@ class ModuleHooks:
                 warnings.warn("For backward hooks to be called, module output should be a Tensor or a tuple of "
                               f"Tensors but received {type(result)}", stacklevel=3)
         return result
+
+    def _run_forward_pre_hooks(self, args, kwargs):
+        for hook_id, hook in [*_global_forward_pre_hooks.items(), *self._forward_pre_hooks.items()]:
+            if hook_id in self._forward_pre_hooks_with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError("forward pre-hook must return None or a tuple of (new_args, new_kwargs), "
+                                           f"but got {result}.")
+                    args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        return args, kwargs
+
+    def _backward_hook_for_call(self):
+        """This call's gates for the full (or deprecated) backward hooks, or None where there are none."""
+        hooked = self._backward_hooks or self._backward_pre_hooks
+        if not (hooked or _global_backward_hooks or _global_backward_pre_hooks):
+            return None
+        return hook_tools.BackwardHook(self, {**_global_backward_hooks, **self._backward_hooks},
+                                       {**_global_backward_pre_hooks, **self._backward_pre_hooks},
+                                       deprecated=not (self.__dict__.get("_is_full_backward_hook", True)
+                                                       or _global_backward_hooks))
+
+    def _always_called(self, hook_id):
+        return hook_id in self._forward_hooks_always_called or hook_id in _global_forward_hooks_always_called
 
     def _run_forward_hook(self, hook_id, hook, args, kwargs, result):
         if hook_id in self._forward_hooks_with_kwargs or hook_id in _global_forward_hooks_with_kwargs:
