@@ -1,0 +1,940 @@
+# ruff: noqa: B007, B023, E741, E731, F841, E712, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+"""Generative models not covered elsewhere (see tests/pytorch_programs.py), each run on chainrule and on PyTorch
+from the same weights and the same seeded draws, comparing losses, gradients, samples and short trajectories.
+
+- PixelCNN++ as pclucas14's port writes it: down/right-shifted convolutions by ``nn.ZeroPad2d`` and slicing,
+  weight-normed layers (``nn.utils.weight_norm``), ``concat_elu``, gated resnets, the discretised logistic
+  mixture likelihood (its hand-written ``log_sum_exp``/``log_prob_from_logits``, ``softplus`` edge cases at
+  pixel values 0 and 255 chosen by float masks) and sampling from it (Gumbel-max by ``uniform_``, ``scatter_``
+  one-hot, the inverse logistic CDF, clamps)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, load, run_both, weights_of
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated:FutureWarning")
+
+# ----------------------------------------------------------------------------------------------
+# PixelCNN++ (pclucas14/pixel-cnn-pp): shifted convolutions and the discretised logistic mixture
+# ----------------------------------------------------------------------------------------------
+
+
+def pixelcnnpp_utils(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def concat_elu(x):
+        """ like concatenated ReLU (http://arxiv.org/abs/1603.05201), but then with ELU """
+        # Pytorch ordering
+        axis = len(x.size()) - 3
+        return F.elu(torch.cat([x, -x], dim=axis))
+
+    def log_sum_exp(x):
+        """ numerically stable log_sum_exp implementation that prevents overflow """
+        # TF ordering
+        axis = len(x.size()) - 1
+        m, _ = torch.max(x, dim=axis)
+        m2, _ = torch.max(x, dim=axis, keepdim=True)
+        return m + torch.log(torch.sum(torch.exp(x - m2), dim=axis))
+
+    def log_prob_from_logits(x):
+        """ numerically stable log_softmax implementation that prevents overflow """
+        # TF ordering
+        axis = len(x.size()) - 1
+        m, _ = torch.max(x, dim=axis, keepdim=True)
+        return x - m - torch.log(torch.sum(torch.exp(x - m), dim=axis, keepdim=True))
+
+    def discretized_mix_logistic_loss(x, l):
+        """ log-likelihood for mixture of discretized logistics, assumes the data has been rescaled to [-1,1] interval """
+        # Pytorch ordering
+        x = x.permute(0, 2, 3, 1)
+        l = l.permute(0, 2, 3, 1)
+        xs = [int(y) for y in x.size()]
+        ls = [int(y) for y in l.size()]
+
+        # here and below: unpacking the params of the mixture of logistics
+        nr_mix = int(ls[-1] / 10)
+        logit_probs = l[:, :, :, :nr_mix]
+        l = l[:, :, :, nr_mix:].contiguous().view(xs + [nr_mix * 3])  # 3 for mean, scale, coef
+        means = l[:, :, :, :, :nr_mix]
+        log_scales = torch.clamp(l[:, :, :, :, nr_mix:2 * nr_mix], min=-7.)
+
+        coeffs = F.tanh(l[:, :, :, :, 2 * nr_mix:3 * nr_mix])
+        # here and below: getting the means and adjusting them based on preceding
+        # sub-pixels
+        x = x.contiguous()
+        x = x.unsqueeze(-1) + torch.zeros(xs + [nr_mix], requires_grad=False)
+        m2 = (means[:, :, :, 1, :] + coeffs[:, :, :, 0, :]
+              * x[:, :, :, 0, :]).view(xs[0], xs[1], xs[2], 1, nr_mix)
+
+        m3 = (means[:, :, :, 2, :] + coeffs[:, :, :, 1, :] * x[:, :, :, 0, :] +
+              coeffs[:, :, :, 2, :] * x[:, :, :, 1, :]).view(xs[0], xs[1], xs[2], 1, nr_mix)
+
+        means = torch.cat((means[:, :, :, 0, :].unsqueeze(3), m2, m3), dim=3)
+        centered_x = x - means
+        inv_stdv = torch.exp(-log_scales)
+        plus_in = inv_stdv * (centered_x + 1. / 255.)
+        cdf_plus = F.sigmoid(plus_in)
+        min_in = inv_stdv * (centered_x - 1. / 255.)
+        cdf_min = F.sigmoid(min_in)
+        # log probability for edge case of 0 (before scaling)
+        log_cdf_plus = plus_in - F.softplus(plus_in)
+        # log probability for edge case of 255 (before scaling)
+        log_one_minus_cdf_min = -F.softplus(min_in)
+        cdf_delta = cdf_plus - cdf_min  # probability for all other cases
+        mid_in = inv_stdv * centered_x
+        # log probability in the center of the bin, to be used in extreme cases
+        # (not actually used in our code)
+        log_pdf_mid = mid_in - log_scales - 2. * F.softplus(mid_in)
+
+        inner_inner_cond = (cdf_delta > 1e-5).float()
+        inner_inner_out = inner_inner_cond * torch.log(torch.clamp(cdf_delta, min=1e-12)) + (1. - inner_inner_cond) * (log_pdf_mid - np.log(127.5))
+        inner_cond = (x > 0.999).float()
+        inner_out = inner_cond * log_one_minus_cdf_min + (1. - inner_cond) * inner_inner_out
+        cond = (x < -0.999).float()
+        log_probs = cond * log_cdf_plus + (1. - cond) * inner_out
+        log_probs = torch.sum(log_probs, dim=3) + log_prob_from_logits(logit_probs)
+
+        return -torch.sum(log_sum_exp(log_probs))
+
+    def to_one_hot(tensor, n, fill_with=1.):
+        # we perform one hot encore with respect to the last axis
+        one_hot = torch.FloatTensor(tensor.size() + (n,)).zero_()
+        one_hot.scatter_(len(tensor.size()), tensor.unsqueeze(-1), fill_with)
+        return one_hot
+
+    def sample_from_discretized_mix_logistic(l, nr_mix):
+        # Pytorch ordering
+        l = l.permute(0, 2, 3, 1)
+        ls = [int(y) for y in l.size()]
+        xs = ls[:-1] + [3]
+
+        # unpack parameters
+        logit_probs = l[:, :, :, :nr_mix]
+        l = l[:, :, :, nr_mix:].contiguous().view(xs + [nr_mix * 3])
+        # sample mixture indicator from softmax
+        temp = torch.FloatTensor(logit_probs.size())
+        temp.uniform_(1e-5, 1. - 1e-5)
+        temp = logit_probs.data - torch.log(- torch.log(temp))
+        _, argmax = temp.max(dim=3)
+
+        one_hot = to_one_hot(argmax, nr_mix)
+        sel = one_hot.view(xs[:-1] + [1, nr_mix])
+        # select logistic parameters
+        means = torch.sum(l[:, :, :, :, :nr_mix] * sel, dim=4)
+        log_scales = torch.clamp(torch.sum(
+            l[:, :, :, :, nr_mix:2 * nr_mix] * sel, dim=4), min=-7.)
+        coeffs = torch.sum(F.tanh(
+            l[:, :, :, :, 2 * nr_mix:3 * nr_mix]) * sel, dim=4)
+        # sample from logistic & clip to interval
+        # we don't actually round to the nearest 8bit value when sampling
+        u = torch.FloatTensor(means.size())
+        u.uniform_(1e-5, 1. - 1e-5)
+        x = means + torch.exp(log_scales) * (torch.log(u) - torch.log(1. - u))
+        x0 = torch.clamp(torch.clamp(x[:, :, :, 0], min=-1.), max=1.)
+        x1 = torch.clamp(torch.clamp(
+            x[:, :, :, 1] + coeffs[:, :, :, 0] * x0, min=-1.), max=1.)
+        x2 = torch.clamp(torch.clamp(
+            x[:, :, :, 2] + coeffs[:, :, :, 1] * x0 + coeffs[:, :, :, 2] * x1, min=-1.), max=1.)
+
+        out = torch.cat([x0.view(xs[:-1] + [1]), x1.view(xs[:-1] + [1]), x2.view(xs[:-1] + [1])], dim=3)
+        # put back in Pytorch ordering
+        out = out.permute(0, 3, 1, 2)
+        return out
+
+    def down_shift(x, pad=None):
+        # Pytorch ordering
+        xs = [int(y) for y in x.size()]
+        # when downshifting, the last row is removed
+        x = x[:, :, :xs[2] - 1, :]
+        # padding left, padding right, padding top, padding bottom
+        pad = nn.ZeroPad2d((0, 0, 1, 0)) if pad is None else pad
+        return pad(x)
+
+    def right_shift(x, pad=None):
+        # Pytorch ordering
+        xs = [int(y) for y in x.size()]
+        # when righshifting, the last column is removed
+        x = x[:, :, :, :xs[3] - 1]
+        # padding left, padding right, padding top, padding bottom
+        pad = nn.ZeroPad2d((1, 0, 0, 0)) if pad is None else pad
+        return pad(x)
+
+    return concat_elu, discretized_mix_logistic_loss, sample_from_discretized_mix_logistic, down_shift, right_shift
+
+
+def make_pixelcnnpp(m, nr_filters=6, nr_logistic_mix=2):
+    torch, nn, F = m.torch, m.nn, m.F
+    from_torch = m is not OURS
+    wn = (__import__("torch.nn.utils", fromlist=["weight_norm"]).weight_norm if from_torch
+          else __import__("nn.utils", fromlist=["weight_norm"]).weight_norm)
+    concat_elu, _, _, down_shift, right_shift = pixelcnnpp_utils(m)
+
+    class nin(nn.Module):
+        def __init__(self, dim_in, dim_out):
+            super(nin, self).__init__()
+            self.lin_a = wn(nn.Linear(dim_in, dim_out))
+            self.dim_out = dim_out
+
+        def forward(self, x):
+            """ a network in network layer (1x1 CONV) """
+            x = x.permute(0, 2, 3, 1)
+            shp = [int(y) for y in x.size()]
+            out = self.lin_a(x.contiguous().view(shp[0] * shp[1] * shp[2], shp[3]))
+            shp[-1] = self.dim_out
+            out = out.view(shp)
+            return out.permute(0, 3, 1, 2)
+
+    class down_shifted_conv2d(nn.Module):
+        def __init__(self, num_filters_in, num_filters_out, filter_size=(2, 3), stride=(1, 1), shift_output_down=False):
+            super(down_shifted_conv2d, self).__init__()
+            self.conv = wn(nn.Conv2d(num_filters_in, num_filters_out, filter_size, stride))
+            self.shift_output_down = shift_output_down
+            self.pad = nn.ZeroPad2d((int((filter_size[1] - 1) / 2),  # pad left
+                                     int((filter_size[1] - 1) / 2),  # pad right
+                                     filter_size[0] - 1,  # pad top
+                                     0))  # pad down
+            if shift_output_down:
+                self.down_shift = lambda x: down_shift(x, pad=nn.ZeroPad2d((0, 0, 1, 0)))
+
+        def forward(self, x):
+            x = self.pad(x)
+            x = self.conv(x)
+            return self.down_shift(x) if self.shift_output_down else x
+
+    class down_right_shifted_conv2d(nn.Module):
+        def __init__(self, num_filters_in, num_filters_out, filter_size=(2, 2), stride=(1, 1), shift_output_right=False):
+            super(down_right_shifted_conv2d, self).__init__()
+            self.pad = nn.ZeroPad2d((filter_size[1] - 1, 0, filter_size[0] - 1, 0))
+            self.conv = wn(nn.Conv2d(num_filters_in, num_filters_out, filter_size, stride=stride))
+            self.shift_output_right = shift_output_right
+            if shift_output_right:
+                self.right_shift = lambda x: right_shift(x, pad=nn.ZeroPad2d((1, 0, 0, 0)))
+
+        def forward(self, x):
+            x = self.pad(x)
+            x = self.conv(x)
+            return self.right_shift(x) if self.shift_output_right else x
+
+    class down_shifted_deconv2d(nn.Module):
+        def __init__(self, num_filters_in, num_filters_out, filter_size=(2, 3), stride=(1, 1)):
+            super(down_shifted_deconv2d, self).__init__()
+            self.deconv = wn(nn.ConvTranspose2d(num_filters_in, num_filters_out, filter_size, stride,
+                                                output_padding=1))
+            self.filter_size = filter_size
+            self.stride = stride
+
+        def forward(self, x):
+            x = self.deconv(x)
+            xs = [int(y) for y in x.size()]
+            return x[:, :, :(xs[2] - self.filter_size[0] + 1),
+                     int((self.filter_size[1] - 1) / 2):(xs[3] - int((self.filter_size[1] - 1) / 2))]
+
+    class down_right_shifted_deconv2d(nn.Module):
+        def __init__(self, num_filters_in, num_filters_out, filter_size=(2, 2), stride=(1, 1)):
+            super(down_right_shifted_deconv2d, self).__init__()
+            self.deconv = wn(nn.ConvTranspose2d(num_filters_in, num_filters_out, filter_size, stride, output_padding=1))
+            self.filter_size = filter_size
+            self.stride = stride
+
+        def forward(self, x):
+            x = self.deconv(x)
+            xs = [int(y) for y in x.size()]
+            x = x[:, :, :(xs[2] - self.filter_size[0] + 1):, :(xs[3] - self.filter_size[1] + 1)]
+            return x
+
+    class gated_resnet(nn.Module):
+        def __init__(self, num_filters, conv_op, nonlinearity=concat_elu, skip_connection=0):
+            super(gated_resnet, self).__init__()
+            self.skip_connection = skip_connection
+            self.nonlinearity = nonlinearity
+            self.conv_input = conv_op(2 * num_filters, num_filters)  # cuz of concat elu
+
+            if skip_connection != 0:
+                self.nin_skip = nin(2 * skip_connection * num_filters, num_filters)
+
+            self.dropout = nn.Dropout2d(0.5)
+            self.conv_out = conv_op(2 * num_filters, 2 * num_filters)
+
+        def forward(self, og_x, a=None):
+            x = self.conv_input(self.nonlinearity(og_x))
+            if a is not None:
+                x += self.nin_skip(self.nonlinearity(a))
+            x = self.nonlinearity(x)
+            x = self.dropout(x)
+            x = self.conv_out(x)
+            a, b = torch.chunk(x, 2, dim=1)
+            c3 = a * F.sigmoid(b)
+            return og_x + c3
+
+    class PixelCNN(nn.Module):
+        """One up pass and one down pass of gated resnets on the u (down-shifted) and ul (down-right-shifted)
+        streams, with a strided downsample and a transposed upsample between two resolutions."""
+
+        def __init__(self, nr_filters=nr_filters, nr_logistic_mix=nr_logistic_mix, input_channels=3):
+            super(PixelCNN, self).__init__()
+            self.nr_filters = nr_filters
+            self.input_channels = input_channels
+            self.nr_logistic_mix = nr_logistic_mix
+            self.right_shift_pad = nn.ZeroPad2d((1, 0, 0, 0))
+            self.down_shift_pad = nn.ZeroPad2d((0, 0, 1, 0))
+
+            self.u_init = down_shifted_conv2d(input_channels + 1, nr_filters, filter_size=(2, 3),
+                                              shift_output_down=True)
+            self.ul_init = nn.ModuleList([down_shifted_conv2d(input_channels + 1, nr_filters, filter_size=(1, 3),
+                                                              shift_output_down=True),
+                                          down_right_shifted_conv2d(input_channels + 1, nr_filters,
+                                                                    filter_size=(2, 1), shift_output_right=True)])
+            self.up_u = gated_resnet(nr_filters, down_shifted_conv2d, skip_connection=0)
+            self.up_ul = gated_resnet(nr_filters, down_right_shifted_conv2d, skip_connection=1)
+            self.downsize_u = down_shifted_conv2d(nr_filters, nr_filters, stride=(2, 2))
+            self.downsize_ul = down_right_shifted_conv2d(nr_filters, nr_filters, stride=(2, 2))
+            self.upsize_u = down_shifted_deconv2d(nr_filters, nr_filters, stride=(2, 2))
+            self.upsize_ul = down_right_shifted_deconv2d(nr_filters, nr_filters, stride=(2, 2))
+            self.down_u = gated_resnet(nr_filters, down_shifted_conv2d, skip_connection=1)
+            self.down_ul = gated_resnet(nr_filters, down_right_shifted_conv2d, skip_connection=2)
+            num_mix = 3 if self.input_channels == 1 else 10
+            self.nin_out = nin(nr_filters, num_mix * nr_logistic_mix)
+            self.init_padding = None
+
+        def forward(self, x, sample=False):
+            # similar as done in the tf repo :
+            if self.init_padding is None and not sample:
+                xs = [int(y) for y in x.size()]
+                padding = torch.ones(xs[0], 1, xs[2], xs[3], requires_grad=False)
+                self.init_padding = padding
+
+            if sample:
+                xs = [int(y) for y in x.size()]
+                padding = torch.ones(xs[0], 1, xs[2], xs[3], requires_grad=False)
+                x = torch.cat((x, padding), 1)
+
+            ###      UP PASS    ###
+            x = x if sample else torch.cat((x, self.init_padding), 1)
+            u_list = [self.u_init(x)]
+            ul_list = [self.ul_init[0](x) + self.ul_init[1](x)]
+            u_list.append(self.up_u(u_list[-1]))
+            ul_list.append(self.up_ul(ul_list[-1], a=u_list[-1]))
+            u_list.append(self.downsize_u(u_list[-1]))
+            ul_list.append(self.downsize_ul(ul_list[-1]))
+
+            ###    DOWN PASS    ###
+            u = u_list.pop()
+            ul = ul_list.pop()
+            u = self.upsize_u(u)
+            ul = self.upsize_ul(ul)
+            u = self.down_u(u, u_list.pop())
+            ul = self.down_ul(ul, a=torch.cat((u, ul_list.pop()), 1))
+            x_out = self.nin_out(F.elu(ul))
+            assert len(u_list) == 1 and len(ul_list) == 1
+            return x_out
+
+    return PixelCNN()
+
+
+def pixelcnnpp(m, weights, steps=3):
+    torch, F = m.torch, m.F
+    _, loss_op, sample_op, _, _ = pixelcnnpp_utils(m)
+    model = load(m, make_pixelcnnpp(m), weights)
+    rng = np.random.default_rng(16)
+    # 8-bit pixels rescaled to [-1, 1], with plenty of exact 0s and 255s (the two edge cases of the likelihood)
+    pixels = rng.choice(np.array([0, 0, 17, 128, 200, 255, 255]), size=(6, 3, 4, 4))
+    data = (pixels / 127.5 - 1.0).astype(np.float32)
+    optimizer = m.optim.Adam(model.parameters(), lr=2e-3)
+    scheduler = m.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9995)
+    model.eval()  # Dropout2d off: the comparison is of the arithmetic, not of dropout's draws
+    losses = []
+    for step in range(steps):
+        input = torch.from_numpy(data[2 * step:2 * step + 2])
+        output = model(input)
+        loss = loss_op(input, output)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        deno = 2 * np.log(2.) * np.prod((3, 4, 4))
+        losses.append(loss.item() / deno)  # bits per dim
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    # sampling, pixel by pixel (raster order), the mixture drawn with the default generator
+    torch.manual_seed(3)
+    with torch.no_grad():
+        data_s = torch.zeros(2, 3, 4, 4)
+        for i in range(4):
+            for j in range(4):
+                out = model(data_s, sample=True)
+                out_sample = sample_op(out, model.nr_logistic_mix)
+                data_s[:, :, i, j] = out_sample.data[:, :, i, j]
+    # the network is causal: the gradient of pixel (1, 2)'s parameters reaches only the pixels before it
+    x = torch.from_numpy(data[:2]).requires_grad_()
+    out = model(x)
+    out[0, :, 1, 2].sum().backward()
+    return {"losses": losses, "grads": grads, "state": model.state_dict(), "samples": data_s, "out": out,
+            "input_grad": x.grad}
+
+
+def test_pixelcnnpp_discretized_logistic_mixture():
+    weights = weights_of(make_pixelcnnpp)
+    ours, theirs = run_both(pixelcnnpp, weights, rtol=2e-4, atol=2e-5)
+    assert np.all(np.abs(ours["samples"]) <= 1.0)
+    assert all(np.isfinite(ours["losses"]))
+    reach = np.abs(ours["input_grad"][0]).sum(0) > 0
+    assert not reach.reshape(-1)[1 * 4 + 2:].any() and reach.any()
+
+
+# ----------------------------------------------------------------------------------------------
+# A categorical VAE with the Gumbel-softmax (YongfeiYan/Gumbel_Softmax_VAE): hard straight-through samples,
+# temperature annealing by NumPy, the KL to a uniform prior; F.gumbel_softmax and RelaxedOneHotCategorical
+# ----------------------------------------------------------------------------------------------
+
+latent_dim, categorical_dim = 3, 4
+
+
+def make_gumbel_vae(m):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def sample_gumbel(shape, eps=1e-20):
+        U = torch.rand(shape)
+        return -torch.log(-torch.log(U + eps) + eps)
+
+    def gumbel_softmax_sample(logits, temperature):
+        y = logits + sample_gumbel(logits.size())
+        return F.softmax(y / temperature, dim=-1)
+
+    def gumbel_softmax(logits, temperature, hard=False):
+        """
+        ST-gumple-softmax
+        input: [*, n_class]
+        return: flatten --> [*, n_class] an one-hot vector
+        """
+        y = gumbel_softmax_sample(logits, temperature)
+
+        if not hard:
+            return y.view(-1, latent_dim * categorical_dim)
+
+        shape = y.size()
+        _, ind = y.max(dim=-1)
+        y_hard = torch.zeros_like(y).view(-1, shape[-1])
+        y_hard.scatter_(1, ind.view(-1, 1), 1)
+        y_hard = y_hard.view(*shape)
+        # Set gradients w.r.t. y_hard gradients w.r.t. y
+        y_hard = (y_hard - y).detach() + y
+        return y_hard.view(-1, latent_dim * categorical_dim)
+
+    class VAE_gumbel(nn.Module):
+        def __init__(self, temp, builtin=False):
+            super(VAE_gumbel, self).__init__()
+            self.fc1 = nn.Linear(64, 32)
+            self.fc2 = nn.Linear(32, 16)
+            self.fc3 = nn.Linear(16, latent_dim * categorical_dim)
+            self.fc4 = nn.Linear(latent_dim * categorical_dim, 16)
+            self.fc5 = nn.Linear(16, 32)
+            self.fc6 = nn.Linear(32, 64)
+            self.relu = nn.ReLU()
+            self.sigmoid = nn.Sigmoid()
+            self.builtin = builtin
+
+        def encode(self, x):
+            h1 = self.relu(self.fc1(x))
+            h2 = self.relu(self.fc2(h1))
+            return self.relu(self.fc3(h2))
+
+        def decode(self, z):
+            h4 = self.relu(self.fc4(z))
+            h5 = self.relu(self.fc5(h4))
+            return self.sigmoid(self.fc6(h5))
+
+        def forward(self, x, temp, hard):
+            q = self.encode(x.view(-1, 64))
+            q_y = q.view(q.size(0), latent_dim, categorical_dim)
+            if self.builtin:
+                z = F.gumbel_softmax(q_y, tau=temp, hard=hard).view(-1, latent_dim * categorical_dim)
+            else:
+                z = gumbel_softmax(q_y, temp, hard)
+            return self.decode(z), F.softmax(q_y, dim=-1).reshape(*q.size())
+
+    return VAE_gumbel(1.0)
+
+
+def gumbel_vae(m, weights, hard=True, builtin=False, epochs=2):
+    torch, F = m.torch, m.F
+    model = load(m, make_gumbel_vae(m), weights)
+    model.builtin = builtin
+
+    def loss_function(recon_x, x, qy):
+        BCE = F.binary_cross_entropy(recon_x, x.view(-1, 64), size_average=False) / x.shape[0]
+        log_ratio = torch.log(qy * categorical_dim + 1e-20)
+        KLD = torch.sum(qy * log_ratio, dim=-1).mean()
+        return BCE + KLD
+
+    rng = np.random.default_rng(5)
+    images = (rng.random((24, 1, 8, 8)) > 0.6).astype(np.float32)
+    dataset = m.data.TensorDataset(torch.from_numpy(images), torch.zeros(24))
+    train_loader = m.data.DataLoader(dataset, batch_size=6, shuffle=True,
+                                     generator=torch.Generator().manual_seed(0))
+    optimizer = m.optim.Adam(model.parameters(), lr=1e-3)
+    temp, temp_min, ANNEAL_RATE = 1.0, 0.5, 0.03
+    torch.manual_seed(7)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        train_loss = 0
+        for batch_idx, (data, _) in enumerate(train_loader):
+            optimizer.zero_grad()
+            recon_batch, qy = model(data, temp, hard)
+            loss = loss_function(recon_batch, data, qy)
+            loss.backward()
+            train_loss += loss.item() * len(data)
+            optimizer.step()
+            if batch_idx % 2 == 1:
+                temp = np.maximum(temp * np.exp(-ANNEAL_RATE * batch_idx), temp_min)
+        history.append([train_loss / len(train_loader.dataset), float(temp)])
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    # samples from the prior: one category per latent chosen by NumPy
+    M = 5 * latent_dim
+    np_y = np.zeros((M, categorical_dim), dtype=np.float32)
+    np_y[range(M), np.random.default_rng(1).choice(categorical_dim, M)] = 1
+    np_y = np.reshape(np_y, [M // latent_dim, latent_dim, categorical_dim])
+    sample = torch.from_numpy(np_y).view(M // latent_dim, latent_dim * categorical_dim)
+    model.eval()
+    with torch.no_grad():
+        sample = model.decode(sample)
+    # a relaxed one-hot posterior, reparameterised, and its log density
+    logits = model.fc3.bias.detach().view(latent_dim, categorical_dim)
+    posterior = torch.distributions.RelaxedOneHotCategorical(torch.tensor(0.5), logits=logits)
+    torch.manual_seed(2)
+    z = posterior.rsample((2,))
+    return {"history": history, "grads": grads, "state": model.state_dict(), "sample": sample,
+            "z": z, "log_prob": posterior.log_prob(z)}
+
+
+@pytest.mark.parametrize("hard,builtin", [(True, False), (False, False), (True, True)])
+def test_gumbel_softmax_vae(hard, builtin):
+    weights = weights_of(make_gumbel_vae)
+    ours, _ = run_both(gumbel_vae, weights, hard=hard, builtin=builtin, rtol=1e-4, atol=1e-5)
+    assert ours["history"][-1][1] == pytest.approx(max(np.exp(-0.03) ** 2 * np.exp(-0.03 * 3) ** 2, 0.5))
+    np.testing.assert_allclose(ours["z"].sum(-1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Vector quantisers as lucidrains/vector-quantize-pytorch writes them (without einops): a Euclidean codebook
+# initialised by k-means (torch.cdist, bincount, scatter_add_), EMA updates by lerp_ with Laplace smoothing,
+# dead codes expired to batch samples, a cosine-similarity codebook, residual VQ, orthogonal regularisation;
+# FSQ (int32 level buffers, atanh/tanh bounds, round_ste, the implicit codebook by // and %) and LFQ (bit
+# masks by &, an entropy loss)
+# ----------------------------------------------------------------------------------------------
+
+
+def vq_helpers(m):
+    torch, F = m.torch, m.F
+
+    def l2norm(t):
+        return F.normalize(t, p=2, dim=-1)
+
+    def laplace_smoothing(x, n_categories, eps=1e-5, dim=-1):
+        denom = x.sum(dim=dim, keepdim=True)
+        return (x + eps) / (denom + n_categories * eps)
+
+    def sample_vectors(samples, num):
+        num_samples, device = samples.shape[0], samples.device
+        if num_samples >= num:
+            indices = torch.randperm(num_samples, device=device)[:num]
+        else:
+            indices = torch.randint(0, num_samples, (num,), device=device)
+        return samples[indices]
+
+    def kmeans(samples, num_clusters, num_iters=10, use_cosine_sim=False):
+        dim, dtype = samples.shape[-1], samples.dtype
+        means = sample_vectors(samples, num_clusters)
+        for _ in range(num_iters):
+            if use_cosine_sim:
+                dists = samples @ means.t()
+            else:
+                dists = -torch.cdist(samples, means, p=2)
+            buckets = dists.max(dim=-1).indices
+            bins = torch.bincount(buckets, minlength=num_clusters)
+            zero_mask = bins == 0
+            bins_min_clamped = bins.masked_fill(zero_mask, 1)
+            new_means = buckets.new_zeros(num_clusters, dim, dtype=dtype)
+            new_means.scatter_add_(0, buckets.unsqueeze(-1).expand(-1, dim), samples)
+            new_means = new_means / bins_min_clamped[..., None]
+            if use_cosine_sim:
+                new_means = l2norm(new_means)
+            means = torch.where(zero_mask[..., None], means, new_means)
+        return means, bins
+
+    def ema_inplace(old, new, decay):
+        old.lerp_(new, 1 - decay)
+
+    def orthogonal_loss_fn(t):
+        # eq (2) from https://arxiv.org/abs/2112.00384
+        n = t.shape[0]
+        normed_codes = l2norm(t)
+        identity = torch.eye(n, device=t.device)
+        cosine_sim = torch.einsum('i d, j d -> i j', normed_codes, normed_codes)
+        return ((cosine_sim - identity) ** 2).sum() / (n ** 2)
+
+    return l2norm, laplace_smoothing, sample_vectors, kmeans, ema_inplace, orthogonal_loss_fn
+
+
+def make_vq_autoencoder(m, dim=4, codebook_size=6):
+    torch, nn, F = m.torch, m.nn, m.F
+    l2norm, laplace_smoothing, sample_vectors, kmeans, ema_inplace, orthogonal_loss_fn = vq_helpers(m)
+
+    class EuclideanCodebook(nn.Module):
+        def __init__(self, dim, codebook_size, kmeans_init=False, kmeans_iters=4, decay=0.8, eps=1e-5,
+                     threshold_ema_dead_code=0, use_cosine_sim=False):
+            super().__init__()
+            self.decay = decay
+            init_fn = torch.randn if not kmeans_init else torch.zeros
+            embed = init_fn(codebook_size, dim)
+            if use_cosine_sim:
+                embed = l2norm(embed)
+            self.codebook_size = codebook_size
+            self.kmeans_iters = kmeans_iters
+            self.eps = eps
+            self.threshold_ema_dead_code = threshold_ema_dead_code
+            self.use_cosine_sim = use_cosine_sim
+            self.register_buffer('initted', torch.Tensor([not kmeans_init]))
+            self.register_buffer('cluster_size', torch.zeros(codebook_size))
+            self.register_buffer('embed', embed)
+            self.register_buffer('embed_avg', embed.clone())
+
+        def init_embed_(self, data):
+            if self.initted:
+                return
+            embed, cluster_size = kmeans(data, self.codebook_size, self.kmeans_iters, self.use_cosine_sim)
+            self.embed.data.copy_(embed)
+            self.embed_avg.data.copy_(embed.clone())
+            self.cluster_size.data.copy_(cluster_size)
+            self.initted.data.copy_(torch.Tensor([True]))
+
+        def replace(self, samples, mask):
+            modified_codebook = torch.where(mask[..., None], sample_vectors(samples, self.codebook_size), self.embed)
+            self.embed.data.copy_(modified_codebook)
+
+        def expire_codes_(self, batch_samples):
+            if self.threshold_ema_dead_code == 0:
+                return
+            expired_codes = self.cluster_size < self.threshold_ema_dead_code
+            if not torch.any(expired_codes):
+                return
+            batch_samples = batch_samples.reshape(-1, batch_samples.shape[-1])
+            self.replace(batch_samples, mask=expired_codes)
+
+        def forward(self, x):
+            shape, dtype = x.shape, x.dtype
+            flatten = x.reshape(-1, shape[-1])
+            if self.use_cosine_sim:
+                flatten = l2norm(flatten)
+            self.init_embed_(flatten)
+            embed = self.embed.t()
+            if self.use_cosine_sim:
+                dist = flatten @ embed
+            else:
+                dist = -(flatten.pow(2).sum(1, keepdim=True) - 2 * flatten @ embed
+                         + embed.pow(2).sum(0, keepdim=True))
+            embed_ind = dist.max(dim=-1).indices
+            embed_onehot = F.one_hot(embed_ind, self.codebook_size).type(dtype)
+            embed_ind = embed_ind.view(*shape[:-1])
+            quantize = F.embedding(embed_ind, self.embed)
+            if self.training:
+                ema_inplace(self.cluster_size, embed_onehot.sum(0), self.decay)
+                embed_sum = flatten.t() @ embed_onehot
+                ema_inplace(self.embed_avg, embed_sum.t(), self.decay)
+                cluster_size = laplace_smoothing(self.cluster_size, self.codebook_size, self.eps) * self.cluster_size.sum()
+                embed_normalized = self.embed_avg / cluster_size.unsqueeze(1)
+                if self.use_cosine_sim:
+                    embed_normalized = l2norm(embed_normalized)
+                self.embed.data.copy_(embed_normalized)
+                self.expire_codes_(x)
+            return quantize, embed_ind
+
+    class VectorQuantize(nn.Module):
+        def __init__(self, dim, codebook_size, codebook_dim=None, commitment_weight=1., orthogonal_reg_weight=0.,
+                     **kwargs):
+            super().__init__()
+            codebook_dim = codebook_dim if codebook_dim is not None else dim
+            requires_projection = codebook_dim != dim
+            self.project_in = nn.Linear(dim, codebook_dim) if requires_projection else nn.Identity()
+            self.project_out = nn.Linear(codebook_dim, dim) if requires_projection else nn.Identity()
+            self.commitment_weight = commitment_weight
+            self.orthogonal_reg_weight = orthogonal_reg_weight
+            self._codebook = EuclideanCodebook(codebook_dim, codebook_size, **kwargs)
+
+        @property
+        def codebook(self):
+            return self._codebook.embed
+
+        def forward(self, x):
+            device = x.device
+            x = self.project_in(x)
+            quantize, embed_ind = self._codebook(x)
+            if self.training:
+                quantize = x + (quantize - x).detach()
+            loss = torch.tensor([0.], device=device, requires_grad=self.training)
+            if self.training:
+                if self.commitment_weight > 0:
+                    commit_loss = F.mse_loss(quantize.detach(), x)
+                    loss = loss + commit_loss * self.commitment_weight
+                if self.orthogonal_reg_weight > 0:
+                    orthogonal_reg_loss = orthogonal_loss_fn(self.codebook)
+                    loss = loss + orthogonal_reg_loss * self.orthogonal_reg_weight
+            quantize = self.project_out(quantize)
+            return quantize, embed_ind, loss
+
+    class ResidualVQ(nn.Module):
+        """ Follows Algorithm 1. in https://arxiv.org/pdf/2107.03312.pdf """
+
+        def __init__(self, *, num_quantizers, **kwargs):
+            super().__init__()
+            self.layers = nn.ModuleList([VectorQuantize(**kwargs) for _ in range(num_quantizers)])
+
+        def forward(self, x):
+            quantized_out = 0.
+            residual = x
+            all_losses = []
+            all_indices = []
+            for layer in self.layers:
+                quantized, indices, loss = layer(residual)
+                residual = residual - quantized.detach()
+                quantized_out = quantized_out + quantized
+                all_indices.append(indices)
+                all_losses.append(loss)
+            all_losses, all_indices = map(torch.stack, (all_losses, all_indices))
+            return quantized_out, all_indices, all_losses
+
+    class Autoencoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Conv1d(2, 8, 3, padding=1), nn.GELU(), nn.Conv1d(8, dim, 1))
+            self.vq = VectorQuantize(dim, codebook_size, codebook_dim=3, kmeans_init=True,
+                                     threshold_ema_dead_code=2, orthogonal_reg_weight=0.1)
+            self.cos_vq = VectorQuantize(dim, codebook_size, use_cosine_sim=True, decay=0.9)
+            self.rvq = ResidualVQ(num_quantizers=2, dim=dim, codebook_size=codebook_size, kmeans_init=True)
+            self.decoder = nn.Sequential(nn.Conv1d(3 * dim, 8, 3, padding=1), nn.GELU(), nn.Conv1d(8, 2, 1))
+
+        def forward(self, x):
+            z = self.encoder(x).transpose(1, 2)  # b d n -> b n d
+            q1, i1, l1 = self.vq(z)
+            q2, i2, l2 = self.cos_vq(z)
+            q3, i3, l3 = self.rvq(z)
+            q = torch.cat([q1, q2, q3], dim=-1).transpose(1, 2)
+            return self.decoder(q), (i1, i2, i3), l1.sum() + l2.sum() + l3.sum()
+
+    return Autoencoder()
+
+
+def vq_autoencoder(m, weights, steps=4):
+    torch, F = m.torch, m.F
+    torch.manual_seed(0)  # the codebooks' own init (randn / zeros) is replaced by the weights below
+    model = make_vq_autoencoder(m)
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    rng = np.random.default_rng(9)
+    series = rng.standard_normal((8, 2, 10)).astype(np.float32).cumsum(-1) * 0.3
+    optimizer = m.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    torch.manual_seed(4)  # k-means' and the dead-code replacement's randperm / randint
+    history, codes = [], []
+    model.train()
+    for step in range(steps):
+        x = torch.from_numpy(series[2 * step:2 * step + 2])
+        recon, indices, vq_loss = model(x)
+        loss = F.mse_loss(recon, x) + vq_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item(), vq_loss.item()])
+        codes.append(torch.cat([i.reshape(-1) for i in indices]))
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    model.eval()
+    with torch.no_grad():
+        recon, indices, eval_loss = model(torch.from_numpy(series[:2]))
+    return {"history": history, "codes": codes, "grads": grads, "state": model.state_dict(), "recon": recon,
+            "eval_loss": eval_loss, "initted": bool(model.vq._codebook.initted)}
+
+
+def test_vq_kmeans_ema_dead_codes_cosine_and_residual():
+    weights = weights_of(make_vq_autoencoder)
+    ours, _ = run_both(vq_autoencoder, weights, rtol=2e-4, atol=2e-5)
+    assert ours["initted"] is True
+    assert ours["eval_loss"] == 0
+    assert ours["codes"][0].max() < 6
+
+
+def make_fsq_lfq(m, levels=(8, 5, 4), lfq_codebook_size=16):
+    torch, nn, F = m.torch, m.nn, m.F
+    int32 = torch.int32
+
+    def round_ste(z):
+        """Round with straight through gradients."""
+        zhat = z.round()
+        return z + (zhat - z).detach()
+
+    class FSQ(nn.Module):
+        def __init__(self, levels, dim=None):
+            super().__init__()
+            _levels = torch.tensor(levels, dtype=int32)
+            self.register_buffer("_levels", _levels, persistent=False)
+            _basis = torch.cumprod(torch.tensor([1] + levels[:-1]), dim=0, dtype=int32)
+            self.register_buffer("_basis", _basis, persistent=False)
+            codebook_dim = len(levels)
+            self.codebook_dim = codebook_dim
+            self.dim = dim if dim is not None else codebook_dim
+            has_projections = self.dim != codebook_dim
+            self.project_in = nn.Linear(self.dim, codebook_dim) if has_projections else nn.Identity()
+            self.project_out = nn.Linear(codebook_dim, self.dim) if has_projections else nn.Identity()
+            self.codebook_size = self._levels.prod().item()
+            implicit_codebook = self.indices_to_codes(torch.arange(self.codebook_size), project_out=False)
+            self.register_buffer("implicit_codebook", implicit_codebook, persistent=False)
+
+        def bound(self, z, eps: float = 1e-3):
+            """Bound `z`, an array of shape (..., d)."""
+            half_l = (self._levels - 1) * (1 + eps) / 2
+            offset = torch.where(self._levels % 2 == 0, 0.5, 0.0)
+            shift = (offset / half_l).atanh()
+            return (z + shift).tanh() * half_l - offset
+
+        def quantize(self, z):
+            """Quantizes z, returns quantized zhat, same shape as z."""
+            quantized = round_ste(self.bound(z))
+            half_width = self._levels // 2  # Renormalize to [-1, 1].
+            return quantized / half_width
+
+        def _scale_and_shift(self, zhat_normalized):
+            half_width = self._levels // 2
+            return (zhat_normalized * half_width) + half_width
+
+        def _scale_and_shift_inverse(self, zhat):
+            half_width = self._levels // 2
+            return (zhat - half_width) / half_width
+
+        def codes_to_indices(self, zhat):
+            """Converts a `code` to an index in the codebook."""
+            assert zhat.shape[-1] == self.codebook_dim
+            zhat = self._scale_and_shift(zhat)
+            return (zhat * self._basis).sum(dim=-1).to(int32)
+
+        def indices_to_codes(self, indices, project_out=True):
+            """Inverse of `codes_to_indices`."""
+            indices = indices.unsqueeze(-1)
+            codes_non_centered = (indices // self._basis) % self._levels
+            codes = self._scale_and_shift_inverse(codes_non_centered)
+            if project_out:
+                codes = self.project_out(codes)
+            return codes
+
+        def forward(self, z):
+            z = self.project_in(z)
+            codes = self.quantize(z)
+            indices = self.codes_to_indices(codes)
+            out = self.project_out(codes)
+            return out, indices
+
+    def log(t, eps=1e-5):
+        return t.clamp(min=eps).log()
+
+    def entropy(prob):
+        return (-prob * log(prob)).sum(dim=-1)
+
+    class LFQ(nn.Module):
+        def __init__(self, dim, codebook_size, entropy_loss_weight=0.1, commitment_loss_weight=0.25,
+                     diversity_gamma=1., inv_temperature=100., codebook_scale=1.):
+            super().__init__()
+            codebook_dim = int(math.log2(codebook_size))
+            self.project_in = nn.Linear(dim, codebook_dim)
+            self.project_out = nn.Linear(codebook_dim, dim)
+            self.codebook_dim = codebook_dim
+            self.diversity_gamma = diversity_gamma
+            self.inv_temperature = inv_temperature
+            self.entropy_loss_weight = entropy_loss_weight
+            self.commitment_loss_weight = commitment_loss_weight
+            self.codebook_scale = codebook_scale
+            self.register_buffer('mask', 2 ** torch.arange(codebook_dim - 1, -1, -1), persistent=False)
+            all_codes = torch.arange(codebook_size)
+            bits = ((all_codes[..., None].int() & self.mask) != 0).float()
+            codebook = bits * codebook_scale * 2 - codebook_scale
+            self.register_buffer('codebook', codebook, persistent=False)
+
+        def indices_to_codes(self, indices):
+            bits = ((indices[..., None].int() & self.mask) != 0).float()
+            return self.project_out(bits * self.codebook_scale * 2 - self.codebook_scale)
+
+        def forward(self, x):
+            x = self.project_in(x)
+            original_input = x
+            codebook_value = torch.ones_like(x) * self.codebook_scale
+            quantized = torch.where(x > 0, codebook_value, -codebook_value)
+            indices = ((quantized > 0).int() * self.mask.int()).sum(dim=-1)
+            if self.training:
+                x = x + (quantized - x).detach()
+            else:
+                x = quantized
+            if self.training:
+                distance = -2 * torch.einsum('... i d, j d -> ... i j', original_input, self.codebook)
+                prob = (-distance * self.inv_temperature).softmax(dim=-1)
+                per_sample_entropy = entropy(prob).mean()
+                avg_prob = prob.reshape(-1, prob.shape[-1]).mean(dim=0)
+                codebook_entropy = entropy(avg_prob).mean()
+                entropy_aux_loss = per_sample_entropy - self.diversity_gamma * codebook_entropy
+                commit_loss = F.mse_loss(original_input, quantized.detach(), reduction='none').mean()
+            else:
+                entropy_aux_loss = commit_loss = torch.zeros(())
+            aux_loss = entropy_aux_loss * self.entropy_loss_weight + commit_loss * self.commitment_loss_weight
+            return self.project_out(x), indices, aux_loss
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Linear(6, 16), nn.SiLU(), nn.Linear(16, 5))
+            self.fsq = FSQ(list(levels), dim=5)
+            self.lfq = LFQ(5, lfq_codebook_size, inv_temperature=10.)  # 100 (the default) amplifies float32 rounding
+            self.dec = nn.Sequential(nn.Linear(10, 16), nn.SiLU(), nn.Linear(16, 6))
+
+        def forward(self, x):
+            z = self.enc(x)
+            q1, i1 = self.fsq(z)
+            q2, i2, aux = self.lfq(z)
+            return self.dec(torch.cat([q1, q2], -1)), i1, i2, aux
+
+    return Model()
+
+
+def fsq_lfq(m, weights, steps=5):
+    torch, F = m.torch, m.F
+    model = load(m, make_fsq_lfq(m), weights)
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((5, 4, 7, 6)).astype(np.float32)
+    optimizer = m.optim.Adam(model.parameters(), lr=1e-2)
+    history, indices = [], []
+    model.train()
+    for step in range(steps):
+        x = torch.from_numpy(data[step])
+        recon, i1, i2, aux = model(x)
+        loss = F.mse_loss(recon, x) + aux
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item(), aux.item()])
+        indices.append([i1, i2])
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    fsq = model.fsq
+    model.eval()
+    with torch.no_grad():
+        recon, i1, i2, aux = model(torch.from_numpy(data[0]))
+        codes = fsq.indices_to_codes(i1, project_out=False)
+    return {"history": history, "indices": indices, "grads": grads, "state": model.state_dict(),
+            "implicit_codebook": fsq.implicit_codebook, "codebook_size": fsq.codebook_size,
+            "basis": fsq._basis, "codes": codes, "round_trip": fsq.codes_to_indices(codes), "i1": i1,
+            "lfq_codes": model.lfq.indices_to_codes(i2), "lfq_codebook": model.lfq.codebook,
+            "dtypes": [fsq.implicit_codebook.dtype == torch.float32, i1.dtype == torch.int32,
+                       i2.dtype == torch.int64, fsq._basis.dtype == torch.int32]}
+
+
+def test_fsq_and_lookup_free_quantization():
+    weights = weights_of(make_fsq_lfq)
+    ours, _ = run_both(fsq_lfq, weights, rtol=1e-4, atol=1e-5)
+    assert ours["codebook_size"] == 8 * 5 * 4
+    np.testing.assert_array_equal(ours["round_trip"], ours["i1"])
+    assert ours["dtypes"] == [True] * 4
+    np.testing.assert_array_equal(ours["basis"], [1, 8, 40])
