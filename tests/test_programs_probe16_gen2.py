@@ -938,3 +938,330 @@ def test_fsq_and_lookup_free_quantization():
     np.testing.assert_array_equal(ours["round_trip"], ours["i1"])
     assert ours["dtypes"] == [True] * 4
     np.testing.assert_array_equal(ours["basis"], [1, 8, 40])
+
+
+# ----------------------------------------------------------------------------------------------
+# MAF as ikostrikov/pytorch-flows writes it: MADE with masked F.linear and conditioning inputs, the
+# sequential inverse by column assignment, BatchNormFlow (running statistics by mul_/add_, momentum switched
+# to refresh them), Reverse by NumPy index arrays, an LU-parametrised invertible matrix (torch.linalg.lu in
+# place of scipy's), RealNVP's coupling layer with a mask; log_probs, sampling and the inverse's round trip
+# ----------------------------------------------------------------------------------------------
+
+
+def make_maf(m, num_inputs=4, num_hidden=12, num_cond_inputs=2, num_blocks=2):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def get_mask(in_features, out_features, in_flow_features, mask_type=None):
+        """
+        mask_type: input | None | output
+
+        See Figure 1 for a better illustration:
+        https://arxiv.org/pdf/1502.03509.pdf
+        """
+        if mask_type == 'input':
+            in_degrees = torch.arange(in_features) % in_flow_features
+        else:
+            in_degrees = torch.arange(in_features) % (in_flow_features - 1)
+
+        if mask_type == 'output':
+            out_degrees = torch.arange(out_features) % in_flow_features - 1
+        else:
+            out_degrees = torch.arange(out_features) % (in_flow_features - 1)
+
+        return (out_degrees.unsqueeze(-1) >= in_degrees.unsqueeze(0)).float()
+
+    class MaskedLinear(nn.Module):
+        def __init__(self, in_features, out_features, mask, cond_in_features=None, bias=True):
+            super(MaskedLinear, self).__init__()
+            self.linear = nn.Linear(in_features, out_features)
+            if cond_in_features is not None:
+                self.cond_linear = nn.Linear(cond_in_features, out_features, bias=False)
+            self.register_buffer('mask', mask)
+
+        def forward(self, inputs, cond_inputs=None):
+            output = F.linear(inputs, self.linear.weight * self.mask, self.linear.bias)
+            if cond_inputs is not None:
+                output += self.cond_linear(cond_inputs)
+            return output
+
+    class MADE(nn.Module):
+        """ An implementation of MADE
+        (https://arxiv.org/abs/1502.03509).
+        """
+
+        def __init__(self, num_inputs, num_hidden, num_cond_inputs=None, act='relu', pre_exp_tanh=False):
+            super(MADE, self).__init__()
+            activations = {'relu': nn.ReLU, 'sigmoid': nn.Sigmoid, 'tanh': nn.Tanh}
+            act_func = activations[act]
+            input_mask = get_mask(num_inputs, num_hidden, num_inputs, mask_type='input')
+            hidden_mask = get_mask(num_hidden, num_hidden, num_inputs)
+            output_mask = get_mask(num_hidden, num_inputs * 2, num_inputs, mask_type='output')
+            self.joiner = MaskedLinear(num_inputs, num_hidden, input_mask, num_cond_inputs)
+            self.trunk = nn.Sequential(act_func(), MaskedLinear(num_hidden, num_hidden, hidden_mask), act_func(),
+                                       MaskedLinear(num_hidden, num_inputs * 2, output_mask))
+
+        def forward(self, inputs, cond_inputs=None, mode='direct'):
+            if mode == 'direct':
+                h = self.joiner(inputs, cond_inputs)
+                m, a = self.trunk(h).chunk(2, 1)
+                u = (inputs - m) * torch.exp(-a)
+                return u, -a.sum(-1, keepdim=True)
+            else:
+                x = torch.zeros_like(inputs)
+                for i_col in range(inputs.shape[1]):
+                    h = self.joiner(x, cond_inputs)
+                    m, a = self.trunk(h).chunk(2, 1)
+                    x[:, i_col] = inputs[:, i_col] * torch.exp(a[:, i_col]) + m[:, i_col]
+                return x, -a.sum(-1, keepdim=True)
+
+    class BatchNormFlow(nn.Module):
+        """ An implementation of a batch normalization layer from
+        Density estimation using Real NVP
+        (https://arxiv.org/abs/1605.08803).
+        """
+
+        def __init__(self, num_inputs, momentum=0.0, eps=1e-5):
+            super(BatchNormFlow, self).__init__()
+            self.log_gamma = nn.Parameter(torch.zeros(num_inputs))
+            self.beta = nn.Parameter(torch.zeros(num_inputs))
+            self.momentum = momentum
+            self.eps = eps
+            self.register_buffer('running_mean', torch.zeros(num_inputs))
+            self.register_buffer('running_var', torch.ones(num_inputs))
+
+        def forward(self, inputs, cond_inputs=None, mode='direct'):
+            if mode == 'direct':
+                if self.training:
+                    self.batch_mean = inputs.mean(0)
+                    self.batch_var = (inputs - self.batch_mean).pow(2).mean(0) + self.eps
+                    self.running_mean.mul_(self.momentum)
+                    self.running_var.mul_(self.momentum)
+                    self.running_mean.add_(self.batch_mean.data * (1 - self.momentum))
+                    self.running_var.add_(self.batch_var.data * (1 - self.momentum))
+                    mean = self.batch_mean
+                    var = self.batch_var
+                else:
+                    mean = self.running_mean
+                    var = self.running_var
+                x_hat = (inputs - mean) / var.sqrt()
+                y = torch.exp(self.log_gamma) * x_hat + self.beta
+                return y, (self.log_gamma - 0.5 * torch.log(var)).sum(-1, keepdim=True)
+            else:
+                if self.training:
+                    mean = self.batch_mean
+                    var = self.batch_var
+                else:
+                    mean = self.running_mean
+                    var = self.running_var
+                x_hat = (inputs - self.beta) / torch.exp(self.log_gamma)
+                y = x_hat * var.sqrt() + mean
+                return y, (-self.log_gamma + 0.5 * torch.log(var)).sum(-1, keepdim=True)
+
+    class Reverse(nn.Module):
+        """ An implementation of a reversing layer from
+        Density estimation using Real NVP
+        (https://arxiv.org/abs/1605.08803).
+        """
+
+        def __init__(self, num_inputs):
+            super(Reverse, self).__init__()
+            self.perm = np.array(np.arange(0, num_inputs)[::-1])
+            self.inv_perm = np.argsort(self.perm)
+
+        def forward(self, inputs, cond_inputs=None, mode='direct'):
+            if mode == 'direct':
+                return inputs[:, self.perm], torch.zeros(inputs.size(0), 1, device=inputs.device)
+            else:
+                return inputs[:, self.inv_perm], torch.zeros(inputs.size(0), 1, device=inputs.device)
+
+    class LUInvertibleMM(nn.Module):
+        """ An implementation of a invertible matrix multiplication
+        layer from Glow: Generative Flow with Invertible 1x1 Convolutions
+        (https://arxiv.org/abs/1807.03039).
+        """
+
+        def __init__(self, num_inputs):
+            super(LUInvertibleMM, self).__init__()
+            self.W = torch.Tensor(num_inputs, num_inputs)
+            nn.init.orthogonal_(self.W)
+            self.L_mask = torch.tril(torch.ones(self.W.size()), -1)
+            self.U_mask = self.L_mask.t().clone()
+
+            P, L, U = torch.linalg.lu(self.W)
+            self.P = P
+            self.L = nn.Parameter(L)
+            self.U = nn.Parameter(U)
+
+            S = np.diag(U.numpy())
+            sign_S = np.sign(S)
+            log_S = np.log(abs(S))
+            self.sign_S = torch.from_numpy(sign_S)
+            self.log_S = nn.Parameter(torch.from_numpy(log_S))
+
+            self.I = torch.eye(self.L.size(0))
+
+        def forward(self, inputs, cond_inputs=None, mode='direct'):
+            L = self.L * self.L_mask + self.I
+            U = self.U * self.U_mask + torch.diag(self.sign_S * torch.exp(self.log_S))
+            W = self.P @ L @ U
+
+            if mode == 'direct':
+                return inputs @ W, self.log_S.sum().unsqueeze(0).unsqueeze(0).repeat(inputs.size(0), 1)
+            else:
+                return inputs @ torch.inverse(W), -self.log_S.sum().unsqueeze(0).unsqueeze(0).repeat(
+                    inputs.size(0), 1)
+
+    class CouplingLayer(nn.Module):
+        """ An implementation of a coupling layer
+        from RealNVP (https://arxiv.org/abs/1605.08803).
+        """
+
+        def __init__(self, num_inputs, num_hidden, mask, num_cond_inputs=None, s_act='tanh', t_act='relu'):
+            super(CouplingLayer, self).__init__()
+            self.num_inputs = num_inputs
+            self.mask = mask
+            activations = {'relu': nn.ReLU, 'sigmoid': nn.Sigmoid, 'tanh': nn.Tanh}
+            s_act_func = activations[s_act]
+            t_act_func = activations[t_act]
+            if num_cond_inputs is not None:
+                total_inputs = num_inputs + num_cond_inputs
+            else:
+                total_inputs = num_inputs
+            self.scale_net = nn.Sequential(nn.Linear(total_inputs, num_hidden), s_act_func(),
+                                           nn.Linear(num_hidden, num_hidden), s_act_func(),
+                                           nn.Linear(num_hidden, num_inputs))
+            self.translate_net = nn.Sequential(nn.Linear(total_inputs, num_hidden), t_act_func(),
+                                               nn.Linear(num_hidden, num_hidden), t_act_func(),
+                                               nn.Linear(num_hidden, num_inputs))
+
+            def init(m):
+                if isinstance(m, nn.Linear):
+                    m.bias.data.fill_(0)
+                    nn.init.orthogonal_(m.weight.data)
+
+        def forward(self, inputs, cond_inputs=None, mode='direct'):
+            mask = self.mask
+            masked_inputs = inputs * mask
+            if cond_inputs is not None:
+                masked_inputs = torch.cat([masked_inputs, cond_inputs], -1)
+            if mode == 'direct':
+                log_s = self.scale_net(masked_inputs) * (1 - mask)
+                t = self.translate_net(masked_inputs) * (1 - mask)
+                s = torch.exp(log_s)
+                return inputs * s + t, log_s.sum(-1, keepdim=True)
+            else:
+                log_s = self.scale_net(masked_inputs) * (1 - mask)
+                t = self.translate_net(masked_inputs) * (1 - mask)
+                s = torch.exp(-log_s)
+                return (inputs - t) * s, -log_s.sum(-1, keepdim=True)
+
+    class FlowSequential(nn.Sequential):
+        """ A sequential container for flows.
+        In addition to a forward pass it implements a backward pass and
+        computes log jacobians.
+        """
+
+        def forward(self, inputs, cond_inputs=None, mode='direct', logdets=None):
+            """ Performs a forward or backward pass for flow modules.
+            Args:
+                inputs: a tuple of inputs and logdets
+                mode: to run direct computation or inverse
+            """
+            self.num_inputs = inputs.size(-1)
+            if logdets is None:
+                logdets = torch.zeros(inputs.size(0), 1, device=inputs.device)
+            assert mode in ['direct', 'inverse']
+            if mode == 'direct':
+                for module in self._modules.values():
+                    inputs, logdet = module(inputs, cond_inputs, mode)
+                    logdets += logdet
+            else:
+                for module in reversed(self._modules.values()):
+                    inputs, logdet = module(inputs, cond_inputs, mode)
+                    logdets += logdet
+            return inputs, logdets
+
+        def log_probs(self, inputs, cond_inputs=None):
+            u, log_jacob = self(inputs, cond_inputs)
+            log_probs = (-0.5 * u.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+            return (log_probs + log_jacob).sum(-1, keepdim=True)
+
+        def sample(self, num_samples=None, noise=None, cond_inputs=None):
+            if noise is None:
+                noise = torch.Tensor(num_samples, self.num_inputs).normal_()
+            device = next(self.parameters()).device
+            noise = noise.to(device)
+            if cond_inputs is not None:
+                cond_inputs = cond_inputs.to(device)
+            samples = self.forward(noise, cond_inputs, mode='inverse')[0]
+            return samples
+
+    modules = []
+    for _ in range(num_blocks):
+        modules += [MADE(num_inputs, num_hidden, num_cond_inputs, act='tanh'), BatchNormFlow(num_inputs),
+                    Reverse(num_inputs)]
+    mask = torch.arange(0, num_inputs) % 2
+    mask = mask.float()
+    modules += [LUInvertibleMM(num_inputs),
+                CouplingLayer(num_inputs, num_hidden, mask, num_cond_inputs, s_act='tanh', t_act='relu')]
+    model = FlowSequential(*modules)
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.orthogonal_(module.weight)
+            if hasattr(module, 'bias') and module.bias is not None:
+                module.bias.data.fill_(0)
+    return model, BatchNormFlow
+
+
+def maf(m, steps=4):
+    torch = m.torch
+    torch.manual_seed(0)  # the orthogonal inits, the LU layer's P and sign_S: both libraries draw the same
+    model, BatchNormFlow = make_maf(m)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((32, 4)).astype(np.float32)
+    x[:, 1] += x[:, 0] ** 2
+    x[:, 3] = np.sin(x[:, 2]) + 0.1 * x[:, 3]
+    y = rng.standard_normal((32, 2)).astype(np.float32)
+    train_loader = m.data.DataLoader(m.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                                     batch_size=8, shuffle=False)
+    # (pytorch-flows trains with Adam; here SGD: MADE's output biases feed a BatchNormFlow, which cancels them
+    # (the shift goes with the batch mean, the log-scale's -a.sum with 0.5*log(var)), so their gradient is
+    # float32 rounding alone, and Adam would scale that noise up to steps of lr in either direction)
+    optimizer = m.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=1e-6)
+    history = []
+    model.train()
+    for batch_idx, (data, cond_data) in enumerate(train_loader):
+        if batch_idx == steps:
+            break
+        optimizer.zero_grad()
+        loss = -model.log_probs(data, cond_data).mean()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    grads = {n: p.grad for n, p in model.named_parameters()}
+
+    for module in model.modules():
+        if isinstance(module, BatchNormFlow):
+            module.momentum = 0
+    with torch.no_grad():
+        model(train_loader.dataset.tensors[0], train_loader.dataset.tensors[1])
+    for module in model.modules():
+        if isinstance(module, BatchNormFlow):
+            module.momentum = 1
+
+    model.eval()
+    with torch.no_grad():
+        test_log_probs = model.log_probs(torch.from_numpy(x[:8]), torch.from_numpy(y[:8]))
+        u, logdet = model(torch.from_numpy(x[:8]), torch.from_numpy(y[:8]))
+        back = model.sample(noise=u, cond_inputs=torch.from_numpy(y[:8]))
+        torch.manual_seed(5)
+        samples = model.sample(num_samples=6, cond_inputs=torch.from_numpy(y[:6]))
+    null = torch.stack([p.grad for n, p in model.named_parameters() if n.endswith("trunk.3.linear.bias")])
+    return {"history": history, "grads": grads, "state": model.state_dict(), "test": test_log_probs,
+            "u": u, "logdet": logdet, "back": back, "x": x[:8], "samples": samples, "null": null}
+
+
+def test_maf_made_batchnorm_flow_lu_and_coupling():
+    ours, _ = run_both(maf, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["back"], ours["x"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours["null"][:, [0, 4, 5, 6, 7]], 0, atol=1e-5)
