@@ -1,4 +1,4 @@
-# ruff: noqa: B007, B023, E741, E731, F841, E712, UP004, UP008, UP031  (the programs are kept as their authors wrote them)
+# ruff: noqa: B007, B023, E741, E731, F841, E712, UP004, UP008, UP031, E501  (the programs are kept as their authors wrote them)
 """Generative models not covered elsewhere (see tests/pytorch_programs.py), each run on chainrule and on PyTorch
 from the same weights and the same seeded draws, comparing losses, gradients, samples and short trajectories.
 
@@ -1935,3 +1935,117 @@ def test_beta_tcvae_and_factor_vae(rec_dist):
     expected[M - 1, 0] = (N - M) / (N * M)
     assert (expected[:, 0] == 1 / N).sum() == 4
     np.testing.assert_allclose(ours["log_w"], np.log(expected), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# A VAE whose likelihood is a distribution of its own: a discretised logistic written as a
+# torch.distributions.Distribution subclass (arg_constraints, support, validation, an expand by
+# _get_checked_instance), wrapped in Independent, expanded over importance samples, with a KL registered for it
+# ----------------------------------------------------------------------------------------------
+
+
+def make_custom_likelihood_vae(m, z_dim=3):
+    nn = m.nn
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Flatten(), nn.Linear(2 * 16, 24), nn.Softplus(), nn.Linear(24, 2 * z_dim))
+            self.dec = nn.Sequential(nn.Linear(z_dim, 24), nn.Softplus(), nn.Linear(24, 2 * 2 * 16),
+                                     nn.Unflatten(-1, (4, 4, 4)))
+
+    return VAE()
+
+
+def custom_likelihood_vae(m, weights, steps=4, k=3):
+    torch, F = m.torch, m.F
+    D = torch.distributions
+
+    class DiscretizedLogistic(D.Distribution):
+        """A logistic on [-1, 1] binned to 256 values, the edge bins taking the tails."""
+        arg_constraints = {"loc": D.constraints.real, "log_scale": D.constraints.real}
+        support = D.constraints.interval(-1.0, 1.0)
+        has_rsample = True
+
+        def __init__(self, loc, log_scale, validate_args=None):
+            self.loc, self.log_scale = D.utils.broadcast_all(loc, log_scale)
+            super().__init__(self.loc.shape, validate_args=validate_args)
+
+        def expand(self, batch_shape, _instance=None):
+            new = self._get_checked_instance(DiscretizedLogistic, _instance)
+            batch_shape = torch.Size(batch_shape)
+            new.loc = self.loc.expand(batch_shape)
+            new.log_scale = self.log_scale.expand(batch_shape)
+            super(DiscretizedLogistic, new).__init__(batch_shape, validate_args=False)
+            new._validate_args = self._validate_args
+            return new
+
+        @property
+        def mean(self):
+            return self.loc
+
+        def log_prob(self, x):
+            if self._validate_args:
+                self._validate_sample(x)
+            centered = x - self.loc
+            inv_scale = torch.exp(-self.log_scale)
+            plus, minus = inv_scale * (centered + 1 / 255.), inv_scale * (centered - 1 / 255.)
+            cdf_delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+            return torch.where(x < -0.999, F.logsigmoid(plus),
+                               torch.where(x > 0.999, -F.softplus(minus), torch.log(cdf_delta.clamp(min=1e-12))))
+
+        def rsample(self, sample_shape=torch.Size()):
+            shape = self._extended_shape(sample_shape)
+            u = torch.rand(shape).clamp(1e-5, 1 - 1e-5)
+            return (self.loc + self.log_scale.exp() * (torch.log(u) - torch.log1p(-u))).clamp(-1, 1)
+
+    @D.kl.register_kl(DiscretizedLogistic, DiscretizedLogistic)
+    def _kl_discretized(p, q):  # (a moment-matching surrogate, to check that the registry dispatches to it)
+        return (p.loc - q.loc) ** 2 + (p.log_scale - q.log_scale) ** 2
+
+    model = load(m, make_custom_likelihood_vae(m), weights)
+    rng = np.random.default_rng(12)
+    pixels = rng.integers(0, 256, (3, 4, 2, 4, 4))
+    pixels[:, :, 0, 0, 0] = 0
+    pixels[:, :, 1, 3, 3] = 255
+    images = (pixels / 127.5 - 1).astype(np.float32)
+    optimizer = m.optim.Adam(model.parameters(), lr=3e-3)
+    torch.manual_seed(6)
+    history = []
+    for step in range(steps):
+        x = torch.from_numpy(images[step % 3])
+        mu, log_sigma = model.enc(x).chunk(2, dim=-1)
+        qz = D.Independent(D.Normal(mu, log_sigma.exp()), 1)
+        pz = D.Independent(D.Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+        z = qz.rsample((k,))  # (k, batch, z_dim)
+        loc, log_scale = model.dec(z).chunk(2, dim=-3)
+        px = D.Independent(DiscretizedLogistic(loc, log_scale.clamp(min=-7.)), 3)
+        log_px = px.log_prob(x.expand(k, *x.shape))
+        elbo = log_px - D.kl_divergence(qz, pz)
+        iwae = torch.logsumexp(log_px + pz.log_prob(z) - qz.log_prob(z), dim=0) - math.log(k)
+        loss = -iwae.mean() / (2 * 16 * math.log(2.))  # bits per dim
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append([loss.item(), elbo.mean().item()])
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    with torch.no_grad():
+        base = DiscretizedLogistic(loc[0], log_scale[0])
+        wide = base.expand((2,) + tuple(base.batch_shape))
+        sample = D.Independent(wide, 3).sample()
+        kl = D.kl_divergence(base, DiscretizedLogistic(loc[1], log_scale[1]))
+    try:
+        DiscretizedLogistic(loc[0], log_scale[0]).log_prob(torch.from_numpy(images[0]) * 2)
+        refused = False
+    except ValueError:
+        refused = True
+    return {"history": history, "grads": grads, "state": model.state_dict(), "sample": sample, "kl": kl,
+            "wide": list(wide.batch_shape), "refused": refused, "px_shape": [list(px.batch_shape), list(px.event_shape)]}
+
+
+def test_vae_with_a_custom_distribution_likelihood():
+    weights = weights_of(make_custom_likelihood_vae)
+    ours, _ = run_both(custom_likelihood_vae, weights, rtol=1e-4, atol=1e-5)
+    assert ours["wide"] == [2, 4, 2, 4, 4] and ours["refused"] is True
+    assert ours["px_shape"] == [[3, 4], [2, 4, 4]]
+    assert np.all(np.abs(ours["sample"]) <= 1)
