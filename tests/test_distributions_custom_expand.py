@@ -49,3 +49,41 @@ def test_custom_expand_with_get_checked_instance(T):
     with pytest.raises(NotImplementedError, match="Subclass Renamed of ShiftedExponential that defines a custom "
                                                   "__init__ method must also define a custom .expand"):
         Renamed(T.tensor([2.0])).expand((3, 1))
+
+
+def test_a_transformed_distribution_subclass_keeps_the_fields_its_expand_set(T):
+    """LogNormal's pattern: the subclass's expand sets its own parameters expanded, then hands the instance to
+    TransformedDistribution.expand, which must not put the unexpanded ones back (they were copied over them)."""
+    D = T.distributions
+
+    class Logistic(D.TransformedDistribution):
+        arg_constraints = {"loc": D.constraints.real, "scale": D.constraints.positive}
+
+        def __init__(self, loc, scale, validate_args=None):
+            self.loc, self.scale = D.utils.broadcast_all(loc, scale)
+            base = D.Uniform(T.zeros_like(self.loc), T.ones_like(self.loc))
+            transforms = [D.transforms.SigmoidTransform().inv, D.transforms.AffineTransform(self.loc, self.scale)]
+            super().__init__(base, transforms, validate_args=validate_args)
+
+        def expand(self, batch_shape, _instance=None):
+            new = self._get_checked_instance(Logistic, _instance)
+            new.loc, new.scale = self.loc.expand(batch_shape), self.scale.expand(batch_shape)
+            return super().expand(batch_shape, _instance=new)
+
+        @property
+        def mean(self):
+            return self.loc
+
+    class Mixture(D.MixtureSameFamily):
+        def expand(self, batch_shape, _instance=None):
+            new = self._get_checked_instance(Mixture, _instance)
+            new.tag = T.zeros(batch_shape)
+            return super().expand(batch_shape, _instance=new)
+
+    wide = Logistic(T.tensor([0.0, 1.0]), T.tensor(2.0)).expand((3, 2))
+    assert type(wide) is Logistic and wide.batch_shape == (3, 2)
+    assert wide.mean.shape == (3, 2) and wide.scale.shape == (3, 2)
+    np.testing.assert_allclose(wide.log_prob(T.zeros(3, 2)).numpy()[:, 0], -np.log(2.0) - 2 * np.log(2.0), rtol=1e-6)
+    mixture = Mixture(D.Categorical(logits=T.zeros(2)), D.Normal(T.zeros(2), T.ones(2)))
+    mixture.tag = T.zeros(())
+    assert mixture.expand((4,)).tag.shape == (4,)

@@ -2003,6 +2003,28 @@ def custom_likelihood_vae(m, weights, steps=4, k=3):
     def _kl_discretized(p, q):  # (a moment-matching surrogate, to check that the registry dispatches to it)
         return (p.loc - q.loc) ** 2 + (p.log_scale - q.log_scale) ** 2
 
+    class Logistic(D.TransformedDistribution):
+        """A logistic prior as torch's LogNormal is written: a TransformedDistribution subclass whose expand sets
+        its own parameters, then lets TransformedDistribution.expand fill in the rest."""
+        arg_constraints = {"loc": D.constraints.real, "scale": D.constraints.positive}
+        has_rsample = True
+
+        def __init__(self, loc, scale, validate_args=None):
+            self.loc, self.scale = D.utils.broadcast_all(loc, scale)
+            base = D.Uniform(torch.zeros_like(self.loc), torch.ones_like(self.loc))
+            transforms = [D.transforms.SigmoidTransform().inv, D.transforms.AffineTransform(self.loc, self.scale)]
+            super().__init__(base, transforms, validate_args=validate_args)
+
+        def expand(self, batch_shape, _instance=None):
+            new = self._get_checked_instance(Logistic, _instance)
+            new.loc = self.loc.expand(batch_shape)
+            new.scale = self.scale.expand(batch_shape)
+            return super().expand(batch_shape, _instance=new)
+
+        @property
+        def mean(self):
+            return self.loc
+
     model = load(m, make_custom_likelihood_vae(m), weights)
     rng = np.random.default_rng(12)
     pixels = rng.integers(0, 256, (3, 4, 2, 4, 4))
@@ -2022,6 +2044,9 @@ def custom_likelihood_vae(m, weights, steps=4, k=3):
         px = D.Independent(DiscretizedLogistic(loc, log_scale.clamp(min=-7.)), 3)
         log_px = px.log_prob(x.expand(k, *x.shape))
         elbo = log_px - D.kl_divergence(qz, pz)
+        if step % 2:  # every other step, a logistic prior of the prior's scale, expanded over the batch
+            pz = D.Independent(Logistic(torch.zeros(mu.shape[-1]), torch.ones(mu.shape[-1]) * 0.6).expand(mu.shape), 1)
+            assert pz.base_dist.mean.shape == mu.shape
         iwae = torch.logsumexp(log_px + pz.log_prob(z) - qz.log_prob(z), dim=0) - math.log(k)
         loss = -iwae.mean() / (2 * 16 * math.log(2.))  # bits per dim
         optimizer.zero_grad()
