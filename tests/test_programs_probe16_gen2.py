@@ -2074,3 +2074,231 @@ def test_vae_with_a_custom_distribution_likelihood():
     assert ours["wide"] == [2, 4, 2, 4, 4] and ours["refused"] is True
     assert ours["px_shape"] == [[3, 4], [2, 4, 4]]
     assert np.all(np.abs(ours["sample"]) <= 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# taming-transformers' VQGAN losses: the adaptive discriminator weight from autograd.grad of two losses with
+# respect to the decoder's last weight (retain_graph), its norm ratio clamped and detached, adopt_weight's
+# delayed start, hinge and vanilla discriminator losses, an NLayerDiscriminator (BatchNorm, inplace LeakyReLU,
+# weights_init by class name), VectorQuantizer2 (einsum distances, legacy loss), two Adam optimisers
+# ----------------------------------------------------------------------------------------------
+
+
+def make_vqgan(m, n_e=8, e_dim=4):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def weights_init(m):
+        classname = m.__class__.__name__
+        if classname.find('Conv') != -1:
+            nn.init.normal_(m.weight.data, 0.0, 0.02)
+        elif classname.find('BatchNorm') != -1:
+            nn.init.normal_(m.weight.data, 1.0, 0.02)
+            nn.init.constant_(m.bias.data, 0)
+
+    class NLayerDiscriminator(nn.Module):
+        """Defines a PatchGAN discriminator as in Pix2Pix
+            --> see https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix/blob/master/models/networks.py
+        """
+
+        def __init__(self, input_nc=3, ndf=64, n_layers=3, use_actnorm=False):
+            super(NLayerDiscriminator, self).__init__()
+            norm_layer = nn.BatchNorm2d
+            if type(norm_layer) == functools.partial:  # no need to use bias as BatchNorm2d has affine parameters
+                use_bias = norm_layer.func != nn.BatchNorm2d
+            else:
+                use_bias = norm_layer != nn.BatchNorm2d
+
+            kw = 4
+            padw = 1
+            sequence = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2, padding=padw), nn.LeakyReLU(0.2, True)]
+            nf_mult = 1
+            nf_mult_prev = 1
+            for n in range(1, n_layers):  # gradually increase the number of filters
+                nf_mult_prev = nf_mult
+                nf_mult = min(2 ** n, 8)
+                sequence += [
+                    nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=2, padding=padw, bias=use_bias),
+                    norm_layer(ndf * nf_mult),
+                    nn.LeakyReLU(0.2, True)
+                ]
+
+            nf_mult_prev = nf_mult
+            nf_mult = min(2 ** n_layers, 8)
+            sequence += [
+                nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=1, padding=padw, bias=use_bias),
+                norm_layer(ndf * nf_mult),
+                nn.LeakyReLU(0.2, True)
+            ]
+
+            sequence += [
+                nn.Conv2d(ndf * nf_mult, 1, kernel_size=kw, stride=1, padding=padw)]  # output 1 channel prediction map
+            self.main = nn.Sequential(*sequence)
+
+        def forward(self, input):
+            """Standard forward."""
+            return self.main(input)
+
+    class VectorQuantizer2(nn.Module):
+        def __init__(self, n_e, e_dim, beta, legacy=True):
+            super().__init__()
+            self.n_e = n_e
+            self.e_dim = e_dim
+            self.beta = beta
+            self.legacy = legacy
+            self.embedding = nn.Embedding(self.n_e, self.e_dim)
+            self.embedding.weight.data.uniform_(-1.0 / self.n_e, 1.0 / self.n_e)
+
+        def forward(self, z):
+            z = z.permute(0, 2, 3, 1).contiguous()
+            z_flattened = z.view(-1, self.e_dim)
+            # distances from z to embeddings e_j (z - e)^2 = z^2 + e^2 - 2 e * z
+            d = torch.sum(z_flattened ** 2, dim=1, keepdim=True) + \
+                torch.sum(self.embedding.weight**2, dim=1) - 2 * \
+                torch.einsum('bd,dn->bn', z_flattened, self.embedding.weight.permute(1, 0))
+
+            min_encoding_indices = torch.argmin(d, dim=1)
+            z_q = self.embedding(min_encoding_indices).view(z.shape)
+            perplexity = None
+            min_encodings = None
+
+            # compute loss for embedding
+            if not self.legacy:
+                loss = self.beta * torch.mean((z_q.detach() - z) ** 2) + torch.mean((z_q - z.detach()) ** 2)
+            else:
+                loss = torch.mean((z_q.detach() - z) ** 2) + self.beta * torch.mean((z_q - z.detach()) ** 2)
+
+            # preserve gradients
+            z_q = z + (z_q - z).detach()
+
+            # reshape back to match original input shape
+            z_q = z_q.permute(0, 3, 1, 2).contiguous()
+            return z_q, loss, (perplexity, min_encodings, min_encoding_indices)
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_in = nn.Conv2d(e_dim, 8, 3, padding=1)
+            self.norm = nn.GroupNorm(2, 8, eps=1e-6, affine=True)
+            self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+            self.conv_out = nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, z):
+            h = self.conv_in(z)
+            h = self.up(h)
+            h = self.norm(h)
+            h = h * torch.sigmoid(h)
+            return self.conv_out(h)
+
+    class VQModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Conv2d(3, 8, 4, 2, 1), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1))
+            self.quant_conv = nn.Conv2d(8, e_dim, 1)
+            self.quantize = VectorQuantizer2(n_e, e_dim, beta=0.25)
+            self.post_quant_conv = nn.Conv2d(e_dim, e_dim, 1)
+            self.decoder = Decoder()
+            self.discriminator = NLayerDiscriminator(input_nc=3, ndf=4, n_layers=2).apply(weights_init)
+
+        def encode(self, x):
+            h = self.encoder(x)
+            h = self.quant_conv(h)
+            quant, emb_loss, info = self.quantize(h)
+            return quant, emb_loss, info
+
+        def decode(self, quant):
+            quant = self.post_quant_conv(quant)
+            dec = self.decoder(quant)
+            return dec
+
+        def forward(self, input):
+            quant, diff, _ = self.encode(input)
+            dec = self.decode(quant)
+            return dec, diff
+
+        def get_last_layer(self):
+            return self.decoder.conv_out.weight
+
+    import functools
+    return VQModel()
+
+
+def vqgan(m, weights, steps=4, disc_loss="hinge"):
+    torch, F = m.torch, m.F
+
+    def hinge_d_loss(logits_real, logits_fake):
+        loss_real = torch.mean(F.relu(1. - logits_real))
+        loss_fake = torch.mean(F.relu(1. + logits_fake))
+        d_loss = 0.5 * (loss_real + loss_fake)
+        return d_loss
+
+    def vanilla_d_loss(logits_real, logits_fake):  # (torch.nn.functional.softplus in the repository: autograd.nn
+        d_loss = 0.5 * (                            # is not reachable, see test_torch_dot_nn_spelling)
+            torch.mean(F.softplus(-logits_real)) +
+            torch.mean(F.softplus(logits_fake)))
+        return d_loss
+
+    def adopt_weight(weight, global_step, threshold=0, value=0.):
+        if global_step < threshold:
+            weight = value
+        return weight
+
+    discriminator_weight, disc_factor, discriminator_iter_start, codebook_weight = 0.8, 1.0, 1, 1.0
+    disc_loss_fn = hinge_d_loss if disc_loss == "hinge" else vanilla_d_loss
+
+    def calculate_adaptive_weight(nll_loss, g_loss, last_layer=None):
+        nll_grads = torch.autograd.grad(nll_loss, last_layer, retain_graph=True)[0]
+        g_grads = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+        d_weight = torch.norm(nll_grads) / (torch.norm(g_grads) + 1e-4)
+        d_weight = torch.clamp(d_weight, 0.0, 1e4).detach()
+        d_weight = d_weight * discriminator_weight
+        return d_weight
+
+    model = load(m, make_vqgan(m), weights)
+    gen_params = [p for n, p in model.named_parameters() if not n.startswith("discriminator.")]
+    lr = 4.5e-4
+    opt_ae = m.optim.Adam(gen_params, lr=lr, betas=(0.5, 0.9))
+    opt_disc = m.optim.Adam(model.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+    rng = np.random.default_rng(21)
+    images = np.tanh(rng.standard_normal((steps, 2, 3, 16, 16))).astype(np.float32)
+    history = []
+    model.train()
+    for global_step in range(steps):
+        inputs = torch.from_numpy(images[global_step])
+        xrec, qloss = model(inputs)
+        # autoencoder (optimizer_idx 0)
+        rec_loss = torch.abs(inputs.contiguous() - xrec.contiguous())
+        nll_loss = torch.mean(rec_loss)
+        logits_fake = model.discriminator(xrec.contiguous())
+        g_loss = -torch.mean(logits_fake)
+        try:
+            d_weight = calculate_adaptive_weight(nll_loss, g_loss, last_layer=model.get_last_layer())
+        except RuntimeError:
+            d_weight = torch.tensor(0.0)
+        factor = adopt_weight(disc_factor, global_step, threshold=discriminator_iter_start)
+        aeloss = nll_loss + d_weight * factor * g_loss + codebook_weight * qloss.mean()
+        opt_ae.zero_grad()
+        aeloss.backward()
+        opt_ae.step()
+        # discriminator (optimizer_idx 1)
+        logits_real = model.discriminator(inputs.contiguous().detach())
+        logits_fake = model.discriminator(xrec.contiguous().detach())
+        factor = adopt_weight(disc_factor, global_step, threshold=discriminator_iter_start)
+        discloss = factor * disc_loss_fn(logits_real, logits_fake)
+        opt_disc.zero_grad()
+        discloss.backward()
+        opt_disc.step()
+        history.append([aeloss.item(), discloss.item(), float(d_weight), nll_loss.item(), g_loss.item()])
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    model.eval()
+    with torch.no_grad():
+        xrec, qloss = model(torch.from_numpy(images[0]))
+        _, _, (_, _, indices) = model.encode(torch.from_numpy(images[0]))
+    return {"history": history, "grads": grads, "state": model.state_dict(), "xrec": xrec, "indices": indices}
+
+
+@pytest.mark.parametrize("disc_loss", ["hinge", "vanilla"])
+def test_vqgan_adaptive_weight_and_discriminator(disc_loss):
+    weights = weights_of(make_vqgan)
+    ours, _ = run_both(vqgan, weights, disc_loss=disc_loss, rtol=2e-4, atol=2e-5)
+    assert ours["history"][0][1] == 0  # the discriminator starts at step 1 (adopt_weight)
+    assert ours["history"][1][2] > 0
