@@ -2302,3 +2302,150 @@ def test_vqgan_adaptive_weight_and_discriminator(disc_loss):
     ours, _ = run_both(vqgan, weights, disc_loss=disc_loss, rtol=2e-4, atol=2e-5)
     assert ours["history"][0][1] == 0  # the discriminator starts at step 1 (adopt_weight)
     assert ours["history"][1][2] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# JEM (wgrathwohl/JEM): a classifier read as an energy model (logsumexp of the logits, gather for p(x, y)),
+# short-run SGLD from a replay buffer (autograd.Variable, autograd.grad of the energy with respect to the
+# samples, ``x_k.data +=`` on a leaf that requires grad, reinitialisation by a float mask of rand < p,
+# class-conditional buffer indices, the buffer written back by index assignment)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_jem(m, n_classes=3, n_ch=1):
+    t, nn = m.torch, m.nn
+
+    class TinyWRN(nn.Module):
+        def __init__(self, last_dim=12):
+            super().__init__()
+            self.conv1 = nn.Conv2d(n_ch, 6, 3, padding=1)
+            self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+            self.conv3 = nn.Conv2d(6, last_dim, 3, stride=2, padding=1)
+            self.lrelu = nn.LeakyReLU(0.2)
+            self.last_dim = last_dim
+
+        def forward(self, x):
+            out = self.conv1(x)
+            out = out + self.conv2(self.lrelu(out))
+            out = self.lrelu(self.conv3(self.lrelu(out)))
+            out = m.F.avg_pool2d(out, 4)
+            return out.view(out.size(0), -1)
+
+    class F(nn.Module):
+        def __init__(self, n_classes=10):
+            super(F, self).__init__()
+            self.f = TinyWRN()
+            self.energy_output = nn.Linear(self.f.last_dim, 1)
+            self.class_output = nn.Linear(self.f.last_dim, n_classes)
+
+        def forward(self, x, y=None):
+            penult_z = self.f(x)
+            return self.energy_output(penult_z).squeeze()
+
+        def classify(self, x):
+            penult_z = self.f(x)
+            return self.class_output(penult_z).squeeze()
+
+    class CCF(F):
+        def __init__(self, n_classes=10):
+            super(CCF, self).__init__(n_classes=n_classes)
+
+        def forward(self, x, y=None):
+            logits = self.classify(x)
+            if y is None:
+                return logits.logsumexp(1)
+            else:
+                return t.gather(logits, 1, y[:, None])
+
+    return CCF(n_classes=n_classes)
+
+
+def jem(m, weights, steps=3, n_classes=3, im_sz=8, n_ch=1, batch_size=4, buffer_size=24, n_steps=5,
+        sgld_lr=1.0, sgld_std=1e-2, reinit_freq=0.25):
+    t, nn = m.torch, m.nn
+    f = load(m, make_jem(m), weights)
+
+    def init_random(bs):
+        return t.FloatTensor(bs, n_ch, im_sz, im_sz).uniform_(-1, 1)
+
+    def sample_p_0(replay_buffer, bs, y=None):
+        if len(replay_buffer) == 0:
+            return init_random(bs), []
+        buffer_size = len(replay_buffer) if y is None else len(replay_buffer) // n_classes
+        inds = t.randint(0, buffer_size, (bs,))
+        # if cond, convert inds to class conditional inds
+        if y is not None:
+            inds = y.cpu() * buffer_size + inds
+        buffer_samples = replay_buffer[inds]
+        random_samples = init_random(bs)
+        choose_random = (t.rand(bs) < reinit_freq).float()[:, None, None, None]
+        samples = choose_random * random_samples + (1 - choose_random) * buffer_samples
+        return samples, inds
+
+    def sample_q(f, replay_buffer, y=None, n_steps=n_steps):
+        """this func takes in replay_buffer now so we have the option to sample from
+        scratch (i.e. replay_buffer==[]).  See test_wrn_ebm.py for example.
+        """
+        f.eval()
+        # get batch size
+        bs = batch_size if y is None else y.size(0)
+        # generate initial samples and buffer inds of those samples (if buffer is used)
+        init_sample, buffer_inds = sample_p_0(replay_buffer, bs=bs, y=y)
+        x_k = t.autograd.Variable(init_sample, requires_grad=True)
+        # sgld
+        for k in range(n_steps):
+            f_prime = t.autograd.grad(f(x_k, y=y).sum(), [x_k], retain_graph=True)[0]
+            x_k.data += sgld_lr * f_prime + sgld_std * t.randn_like(x_k)
+        f.train()
+        final_samples = x_k.detach()
+        # update replay buffer
+        if len(replay_buffer) > 0:
+            replay_buffer[buffer_inds] = final_samples.cpu()
+        return final_samples
+
+    rng = np.random.default_rng(8)
+    x_all = np.tanh(rng.standard_normal((steps, batch_size, n_ch, im_sz, im_sz)) * 2).astype(np.float32)
+    y_all = rng.integers(0, n_classes, (steps, batch_size))
+    t.manual_seed(2)
+    replay_buffer = init_random(buffer_size)
+    optim = m.optim.Adam(f.parameters(), lr=1e-3, betas=[.9, .999], weight_decay=0.0)
+    history = []
+    for step in range(steps):
+        x_p_d = x_lab = t.from_numpy(x_all[step])
+        y_lab = t.from_numpy(y_all[step])
+        L = 0.
+        # maximize log p(x)
+        x_q = sample_q(f, replay_buffer)  # sample from log-sumexp
+        fp_all = f(x_p_d)
+        fq_all = f(x_q)
+        fp = fp_all.mean()
+        fq = fq_all.mean()
+        l_p_x = -(fp - fq)
+        L += l_p_x
+        # maximize log p(y | x)
+        logits = f.classify(x_lab)
+        l_p_y_given_x = nn.CrossEntropyLoss()(logits, y_lab)
+        L += l_p_y_given_x
+        # maximize log p(x, y)
+        x_q_lab = sample_q(f, replay_buffer, y=y_lab)
+        fp, fq = f(x_lab, y_lab).mean(), f(x_q_lab, y_lab).mean()
+        l_p_x_y = -(fp - fq)
+        L += 0.5 * l_p_x_y
+        # break if the loss diverged...easier for poppa to run experiments this way
+        if L.abs().item() > 1e8:
+            1 / 0
+        optim.zero_grad()
+        L.backward()
+        optim.step()
+        history.append([L.item(), l_p_x.item(), l_p_y_given_x.item(), l_p_x_y.item()])
+    grads = {n: p.grad for n, p in f.named_parameters()}
+    # sampling from scratch (an empty buffer)
+    samples = sample_q(f, [], y=t.arange(n_classes), n_steps=3)
+    return {"history": history, "grads": grads, "state": f.state_dict(), "buffer": replay_buffer,
+            "samples": samples}
+
+
+def test_jem_sgld_replay_buffer():
+    weights = weights_of(make_jem)
+    ours, _ = run_both(jem, weights, rtol=2e-4, atol=2e-5)
+    assert ours["buffer"].shape == (24, 1, 8, 8) and ours["samples"].shape == (3, 1, 8, 8)
