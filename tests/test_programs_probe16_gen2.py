@@ -9,6 +9,7 @@ from the same weights and the same seeded draws, comparing losses, gradients, sa
   one-hot, the inverse logistic CDF, clamps)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -2025,6 +2026,15 @@ def custom_likelihood_vae(m, weights, steps=4, k=3):
         def mean(self):
             return self.loc
 
+    class MCNormal(D.Normal):
+        """A posterior whose KL to any prior is estimated from one reparameterised draw (registered below for
+        (MCNormal, Distribution): PyTorch prefers it to the inherited (Normal, Normal) closed form, with a warning)."""
+
+    @D.kl.register_kl(MCNormal, D.Distribution)
+    def _kl_monte_carlo(p, q):
+        z = p.rsample()
+        return p.log_prob(z) - q.log_prob(z)
+
     model = load(m, make_custom_likelihood_vae(m), weights)
     rng = np.random.default_rng(12)
     pixels = rng.integers(0, 256, (3, 4, 2, 4, 4))
@@ -2048,11 +2058,15 @@ def custom_likelihood_vae(m, weights, steps=4, k=3):
             pz = D.Independent(Logistic(torch.zeros(mu.shape[-1]), torch.ones(mu.shape[-1]) * 0.6).expand(mu.shape), 1)
             assert pz.base_dist.mean.shape == mu.shape
         iwae = torch.logsumexp(log_px + pz.log_prob(z) - qz.log_prob(z), dim=0) - math.log(k)
-        loss = -iwae.mean() / (2 * 16 * math.log(2.))  # bits per dim
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            kl_mc = D.kl_divergence(MCNormal(mu, log_sigma.exp()), D.Normal(torch.zeros_like(mu), 1.)).sum(-1)
+        loss = -iwae.mean() / (2 * 16 * math.log(2.)) + 0.01 * kl_mc.mean()  # bits per dim, and a little MC KL
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        history.append([loss.item(), elbo.mean().item()])
+        history.append([loss.item(), elbo.mean().item(), kl_mc.mean().item(),
+                        sum("Ambiguous kl_divergence(MCNormal, Normal)" in str(w.message) for w in caught)])
     grads = {n: p.grad for n, p in model.named_parameters()}
     with torch.no_grad():
         base = DiscretizedLogistic(loc[0], log_scale[0])
@@ -2070,8 +2084,9 @@ def custom_likelihood_vae(m, weights, steps=4, k=3):
 
 def test_vae_with_a_custom_distribution_likelihood():
     weights = weights_of(make_custom_likelihood_vae)
-    ours, _ = run_both(custom_likelihood_vae, weights, rtol=1e-4, atol=1e-5)
+    ours, _ = run_both(custom_likelihood_vae, weights, rtol=2e-4, atol=5e-5)
     assert ours["wide"] == [2, 4, 2, 4, 4] and ours["refused"] is True
+    assert [h[3] for h in ours["history"]] == [1, 0, 0, 0]  # the ambiguity warned once (the choice is memoised)
     assert ours["px_shape"] == [[3, 4], [2, 4, 4]]
     assert np.all(np.abs(ours["sample"]) <= 1)
 

@@ -1,6 +1,10 @@
-"""A distribution written outside the library expands itself as PyTorch's own do: its expand takes the empty
-instance from ``Distribution._get_checked_instance`` (which refuses a subclass with its own __init__ that did
-not write an expand) and fills in the expanded parameters (on chainrule and on PyTorch, the `T` fixture)."""
+"""Distributions written outside the library, on chainrule and on PyTorch (the `T` fixture): one expands itself as
+PyTorch's own do, taking the empty instance from ``Distribution._get_checked_instance`` (which refuses a subclass
+with its own __init__ that did not write an expand) and filling in the expanded parameters; KL formulas registered
+for them are chosen as PyTorch chooses (the most specific ancestor of p first, a RuntimeWarning where q's order
+would choose another)."""
+
+import warnings
 
 import numpy as np
 import pytest
@@ -87,3 +91,34 @@ def test_a_transformed_distribution_subclass_keeps_the_fields_its_expand_set(T):
     mixture = Mixture(D.Categorical(logits=T.zeros(2)), D.Normal(T.zeros(2), T.ones(2)))
     mixture.tag = T.zeros(())
     assert mixture.expand((4,)).tag.shape == (4,)
+
+
+def test_a_registered_kl_is_chosen_by_p_first_and_an_ambiguity_warned(T):
+    """(MyNormal, Distribution) against the inherited (Normal, Normal): PyTorch takes p's most specific match,
+    the Monte-Carlo-style formula registered for MyNormal, and warns that putting q first would take Normal's."""
+    D = T.distributions
+
+    class MyNormal(D.Normal):
+        pass
+
+    @D.kl.register_kl(MyNormal, D.Distribution)
+    def _kl_my_normal_anything(p, q):
+        return T.full(p.batch_shape, 42.0)
+
+    p, q = MyNormal(T.zeros(2), T.ones(2)), D.Normal(T.ones(2), 2 * T.ones(2))
+    with pytest.warns(RuntimeWarning, match=r"Ambiguous kl_divergence\(MyNormal, Normal\). "
+                                            r"Please register_kl\(MyNormal, Normal\)"):
+        np.testing.assert_array_equal(D.kl_divergence(p, q).numpy(), [42.0, 42.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the choice is remembered: warned once per pair of types
+        np.testing.assert_array_equal(D.kl_divergence(p, q).numpy(), [42.0, 42.0])
+
+        @D.kl.register_kl(MyNormal, D.Normal)  # a closer pair registered later is found (the memo is cleared)
+        def _kl_my_normal_normal(p, q):
+            return T.full(p.batch_shape, 7.0)
+
+        np.testing.assert_array_equal(D.kl_divergence(p, q).numpy(), [7.0, 7.0])
+    # the other way round only Normal's closed form matches: log(σ_q/σ_p) + (σ_p² + (μ_p - μ_q)²)/(2σ_q²) - ½
+    np.testing.assert_allclose(D.kl_divergence(q, p).numpy(), [np.log(0.5) + (4 + 1) / 2 - 0.5] * 2, rtol=1e-6)
+    with pytest.warns(RuntimeWarning, match=r"Please register_kl\(MyNormal, Laplace\)"):  # (Normal, Laplace) too
+        np.testing.assert_array_equal(D.kl_divergence(p, D.Laplace(T.zeros(2), T.ones(2))).numpy(), [42.0, 42.0])
