@@ -3699,3 +3699,134 @@ def test_nvae_weight_norm_data_init_kl_balancing_and_spectral_regularisation(fun
     assert ours["init_done"] is True
     np.testing.assert_allclose(ours["alpha"], [1.0, np.sqrt(2.0)] if fun == "sqrt" else [1.0, 4.0], rtol=1e-6)
     assert np.all((ours["sample"] >= 0) & (ours["sample"] <= 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Two older generative models: a binary RBM trained by CD-k on the free energy (Gibbs sampling by
+# relu(sign(p - rand)), data.bernoulli(), Tensor.mv), and NADE as EugenHotaj/pytorch-generative writes it
+# (a column-by-column loop over Parameter slices, Bernoulli(probs=).sample() chosen by torch.where for missing
+# pixels, so one forward both scores and samples)
+# ----------------------------------------------------------------------------------------------
+
+
+def make_rbm_and_nade(m, n_vis=16, n_hin=6):
+    torch, nn, F = m.torch, m.nn, m.F
+    distributions = torch.distributions
+
+    class RBM(nn.Module):
+        def __init__(self, n_vis=784, n_hin=500, k=5):
+            super(RBM, self).__init__()
+            self.W = nn.Parameter(torch.randn(n_hin, n_vis) * 1e-2)
+            self.v_bias = nn.Parameter(torch.zeros(n_vis))
+            self.h_bias = nn.Parameter(torch.zeros(n_hin))
+            self.k = k
+
+        def sample_from_p(self, p):
+            return F.relu(torch.sign(p - torch.rand(p.size())))
+
+        def v_to_h(self, v):
+            p_h = F.sigmoid(F.linear(v, self.W, self.h_bias))
+            sample_h = self.sample_from_p(p_h)
+            return p_h, sample_h
+
+        def h_to_v(self, h):
+            p_v = F.sigmoid(F.linear(h, self.W.t(), self.v_bias))
+            sample_v = self.sample_from_p(p_v)
+            return p_v, sample_v
+
+        def forward(self, v):
+            pre_h1, h1 = self.v_to_h(v)
+            h_ = h1
+            for _ in range(self.k):
+                pre_v_, v_ = self.h_to_v(h_)
+                pre_h_, h_ = self.v_to_h(v_)
+            return v, v_
+
+        def free_energy(self, v):
+            vbias_term = v.mv(self.v_bias)
+            wx_b = F.linear(v, self.W, self.h_bias)
+            hidden_term = wx_b.exp().add(1).log().sum(1)
+            return (-hidden_term - vbias_term).mean()
+
+    class NADE(nn.Module):
+        """The Neural Autoregressive Distribution Estimator (NADE) model."""
+
+        def __init__(self, input_dim, hidden_dim):
+            super().__init__()
+            self._input_dim = input_dim
+            self._hidden_dim = hidden_dim
+            self._in_W = nn.Parameter(torch.zeros(hidden_dim, self._input_dim))
+            self._in_b = nn.Parameter(torch.zeros(hidden_dim))
+            self._h_W = nn.Parameter(torch.zeros(self._input_dim, hidden_dim))
+            self._h_b = nn.Parameter(torch.zeros(self._input_dim))
+            nn.init.kaiming_normal_(self._in_W)
+            nn.init.kaiming_normal_(self._h_W)
+
+        def _forward(self, x):
+            p_hat, x_hat = [], []
+            batch_size = 1 if x is None else x.shape[0]
+            a = self._in_b.expand(batch_size, -1)
+            for i in range(self._input_dim):
+                h = torch.relu(a)
+                p_i = torch.sigmoid(h @ self._h_W[i: i + 1, :].t() + self._h_b[i: i + 1])
+                p_hat.append(p_i)
+                x_i = x[:, i: i + 1]
+                x_i = torch.where(x_i < 0, distributions.Bernoulli(probs=p_i).sample(), x_i)
+                x_hat.append(x_i)
+                # We do not need to add self._in_b[i:i+1] when computing the last input.
+                if i < self._input_dim - 1:
+                    a = a + x_i @ self._in_W[:, i: i + 1].t()
+            return torch.cat(p_hat, dim=1), torch.cat(x_hat, dim=1)
+
+        def forward(self, x):
+            return self._forward(x)[0]
+
+        def sample(self, n_samples=None, conditioned_on=None):
+            with torch.no_grad():
+                if conditioned_on is None:
+                    conditioned_on = -torch.ones(n_samples, self._input_dim)
+                return self._forward(conditioned_on)[1]
+
+    return nn.ModuleDict({"rbm": RBM(n_vis, n_hin, k=2), "nade": NADE(n_vis, n_hin)})
+
+
+def rbm_and_nade(m, weights, epochs=2):
+    torch, F = m.torch, m.F
+    both = load(m, make_rbm_and_nade(m), weights)
+    rbm, nade = both["rbm"], both["nade"]
+    rng = np.random.default_rng(17)
+    data = rng.random((2, 3, 8, 16)).astype(np.float32) ** 2
+    torch.manual_seed(23)
+    train_op = m.optim.SGD(rbm.parameters(), 0.1)
+    rbm_losses = []
+    for epoch in range(epochs):
+        for batch in data[epoch]:
+            batch = torch.from_numpy(batch).view(-1, 16)
+            sample_data = batch.bernoulli()
+            v, v1 = rbm(sample_data)
+            loss = rbm.free_energy(v) - rbm.free_energy(v1)
+            rbm_losses.append(loss.item())
+            train_op.zero_grad()
+            loss.backward()
+            train_op.step()
+    optimizer = m.optim.Adam(nade.parameters(), lr=1e-2)
+    nade_losses = []
+    for batch in data[0]:
+        x = torch.from_numpy((batch > 0.3).astype(np.float32))
+        preds = nade(x)
+        loss = F.binary_cross_entropy(preds, x, reduction="none").sum(dim=1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        nade_losses.append(loss.item())
+    partial = -torch.ones(3, 16)
+    partial[:, :8] = 1.0
+    return {"rbm": rbm_losses, "nade": nade_losses, "grads": {n: p.grad for n, p in both.named_parameters()},
+            "state": both.state_dict(), "samples": nade.sample(4), "completed": nade.sample(conditioned_on=partial)}
+
+
+def test_rbm_contrastive_divergence_and_nade():
+    weights = weights_of(make_rbm_and_nade)
+    ours, _ = run_both(rbm_and_nade, weights, rtol=1e-4, atol=1e-5)
+    assert set(np.unique(ours["samples"])) <= {0.0, 1.0}
+    np.testing.assert_array_equal(ours["completed"][:, :8], 1.0)
