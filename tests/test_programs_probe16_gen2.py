@@ -6,7 +6,29 @@ from the same weights and the same seeded draws, comparing losses, gradients, sa
   weight-normed layers (``nn.utils.weight_norm``), ``concat_elu``, gated resnets, the discretised logistic
   mixture likelihood (its hand-written ``log_sum_exp``/``log_prob_from_logits``, ``softplus`` edge cases at
   pixel values 0 and 255 chosen by float masks) and sampling from it (Gumbel-max by ``uniform_``, ``scatter_``
-  one-hot, the inverse logistic CDF, clamps)."""
+  one-hot, the inverse logistic CDF, clamps).
+- A categorical VAE with the Gumbel-softmax (hand-written straight-through and ``F.gumbel_softmax(hard=True)``,
+  temperature annealed by NumPy, ``size_average=False``), ``RelaxedOneHotCategorical``.
+- Vector quantisers as lucidrains writes them: k-means init by ``cdist``/``bincount``/``scatter_add_``, EMA by
+  ``lerp_`` with Laplace smoothing, dead-code expiry, cosine codebooks, residual VQ, orthogonal regularisation;
+  FSQ (int32 level buffers, ``atanh``, round_ste) and LFQ (bit masks by ``&``, an entropy loss).
+- MAF/MADE, BatchNormFlow, an LU-parametrised matrix and a coupling layer as ikostrikov/pytorch-flows writes them.
+- pytorch-vqvae: a quantiser written as two ``autograd.Function``s (``addmm`` distances, ``mark_non_differentiable``,
+  a straight-through backward by ``index_add_``) and a class-conditional gated PixelCNN prior sampled by
+  ``multinomial``.
+- beta-TCVAE's minibatch-stratified estimator and FactorVAE's permuted-latent discriminator (disentangling-vae).
+- A VAE with a custom ``Distribution`` subclass as its likelihood (``_get_checked_instance`` in its expand),
+  a ``TransformedDistribution`` subclass prior expanded over the batch, KLs registered for them (one chosen
+  over an inherited closed form, with PyTorch's ambiguity warning).
+- taming-transformers' VQGAN losses (the adaptive weight by ``autograd.grad`` of two losses with respect to the
+  decoder's last weight, hinge/vanilla discriminator losses, an NLayerDiscriminator).
+- JEM: a classifier as an energy model, SGLD from a replay buffer (``autograd.Variable``, ``x_k.data +=``).
+- Sketch-RNN: a bidirectional-LSTM VAE, a bivariate Gaussian mixture by implicit-dim softmaxes, NumPy sampling.
+- StyleGAN2 on the CPU (upfirdn2d_native, modulated and grouped transposed convolutions, style mixing, lazy R1
+  and path-length regularisation, the EMA generator).
+- NVAE reduced to two groups (weight-normalised convolutions with data-dependent init, TorchScript helpers with
+  in-place sampling, residual posteriors, the KL balancer, spectral regularisation by power iteration).
+- A binary RBM trained by CD-k, and NADE scoring and sampling in one loop."""
 
 import math
 import warnings
