@@ -141,6 +141,15 @@ class Distribution:
         new.batch_shape = batch_shape
         return new
 
+    def _get_checked_instance(self, cls, _instance=None):
+        """The empty instance an ``expand`` of ``cls`` fills in (``_instance`` where a subclass's expand passed
+        one down), as PyTorch's: custom distributions write their expand with it. A subclass with its own
+        __init__ cannot be made by cls's expand, whose fields it may not have."""
+        if _instance is None and type(self).__init__ != cls.__init__:
+            raise NotImplementedError(f"Subclass {type(self).__name__} of {cls.__name__} that defines a custom "
+                                      "__init__ method must also define a custom .expand() method.")
+        return self.__new__(type(self)) if _instance is None else _instance
+
     def _check(self, name, value, condition, constraint):
         """PyTorch's ValueError for a parameter outside its support (validate_args)."""
         if self._validate_args and not bool(condition.all()):

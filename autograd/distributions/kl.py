@@ -1,6 +1,6 @@
 """kl_divergence(p, q) = E_p[log p(x) - log q(x)], in closed form for the pairs registered with
 ``@register_kl(TypeP, TypeQ)``. A pair is looked up by the most specific registered types that
-p and q are instances of (a subclass reuses its parent's formula), as PyTorch's.
+p and q are instances of, p's first (a subclass reuses its parent's formula), as PyTorch's.
 
 The formulas of the families of this package live beside them in ``kl_pairs.py``; this module
 holds the registry and the three formulas that came first:
@@ -10,12 +10,15 @@ holds the registry and the three formulas that came first:
     Bernoulli:   p (log p - log q) + (1 - p)(log(1 - p) - log(1 - q))
 """
 
+import warnings
+
 from ..ops.elementwise import where
 from .bernoulli import Bernoulli
 from .categorical import Categorical
 from .normal import Normal
 
 _KL_REGISTRY = {}
+_KL_MEMOIZE = {}  # (type of p, type of q) -> the formula chosen for them (so an ambiguity is warned once, as PyTorch's)
 
 
 def _batch_trace_XXT(bmat):
@@ -30,20 +33,33 @@ def register_kl(type_p, type_q):
 
     def decorator(fn):
         _KL_REGISTRY[type_p, type_q] = fn
+        _KL_MEMOIZE.clear()  # a new pair may be the closer match for a pair of types already looked up
         return fn
 
     return decorator
 
 
 def _dispatch(type_p, type_q):
-    """The registered formula for the closest pair of ancestors (by method-resolution order)."""
-    matches = [(type_p.__mro__.index(p), type_q.__mro__.index(q), fn) for (p, q), fn in _KL_REGISTRY.items()
-               if issubclass(type_p, p) and issubclass(type_q, q)]
-    return min(matches, key=lambda m: (m[0] + m[1], m[0]))[2] if matches else None
+    """The registered formula for the most specific pair of ancestors, p's type first, as PyTorch's: among the
+    pairs that match, the one with the closest ancestor of p, then of q. Where putting q first would choose
+    another formula (say a pair registered for (MyLaw, Distribution) against the parent's (Normal, Normal)), the
+    choice is ambiguous, and PyTorch's RuntimeWarning says which pair to register."""
+    matches = [(p, q) for p, q in _KL_REGISTRY if issubclass(type_p, p) and issubclass(type_q, q)]
+    if not matches:
+        return None
+    left_p, left_q = min(matches, key=lambda m: (type_p.__mro__.index(m[0]), type_q.__mro__.index(m[1])))
+    right_p, right_q = min(matches, key=lambda m: (type_q.__mro__.index(m[1]), type_p.__mro__.index(m[0])))
+    if _KL_REGISTRY[left_p, left_q] is not _KL_REGISTRY[right_p, right_q]:
+        warnings.warn(f"Ambiguous kl_divergence({type_p.__name__}, {type_q.__name__}). "
+                      f"Please register_kl({left_p.__name__}, {right_q.__name__})", RuntimeWarning, stacklevel=3)
+    return _KL_REGISTRY[left_p, left_q]
 
 
 def kl_divergence(p, q):
-    fn = _dispatch(type(p), type(q))
+    try:
+        fn = _KL_MEMOIZE[type(p), type(q)]
+    except KeyError:
+        fn = _KL_MEMOIZE[type(p), type(q)] = _dispatch(type(p), type(q))
     if fn is None:
         raise NotImplementedError(f"No KL(p || q) is implemented for p type {type(p).__name__} and q type "
                                   f"{type(q).__name__}")

@@ -37,7 +37,8 @@ class MixtureSameFamily(Distribution):
 
     def expand(self, batch_shape, _instance=None):
         new = object.__new__(type(self)) if _instance is None else _instance
-        new.__dict__.update(self.__dict__)
+        for name, value in self.__dict__.items():  # (a subclass's expand set its own, expanded, fields first)
+            new.__dict__.setdefault(name, value)
         new._component_distribution = self._component_distribution.expand(tuple(batch_shape) + (self._num_component,))
         new._mixture_distribution = self._mixture_distribution.expand(batch_shape)
         Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)

@@ -57,7 +57,8 @@ class TransformedDistribution(Distribution):
         for t in reversed(self.transforms):
             shape = t.inverse_shape(shape)
         base_batch = shape[:len(shape) - len(self.base_dist.event_shape)]
-        new.__dict__.update(self.__dict__)
+        for name, value in self.__dict__.items():  # (a subclass's expand set its own, expanded, fields first)
+            new.__dict__.setdefault(name, value)
         new.base_dist = self.base_dist.expand(base_batch)
         new.batch_shape = batch_shape
         return new
