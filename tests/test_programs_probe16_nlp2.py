@@ -1,0 +1,448 @@
+# ruff: noqa: B007, B023, E501, E741, E731, F841, N806, UP008  (the programs are kept as their authors wrote them)
+"""Classic NLP programs (see tests/pytorch_programs.py), run on chainrule and on PyTorch from the same
+weights and data, comparing losses, gradients, decoded outputs and short training trajectories.
+
+PROGRAMS_DOC_PLACEHOLDER"""
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from .pytorch_programs import OURS, amd_processor, load, run_both, weights_of
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch's original seq2seq tutorial (one sentence at a time, attention over max_length slots)
+# ----------------------------------------------------------------------------------------------
+
+SOS_token, EOS_token, MAX_LENGTH = 0, 1, 6
+PAIRS = [([2, 3, 4], [2, 5]), ([5, 6, 3, 2], [3, 4, 6]), ([4, 4], [6, 2, 2]), ([6, 2, 5, 3, 4], [5, 5, 3])]
+
+
+def old_seq2seq(m, hidden_size=8, n_words=7):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class EncoderRNN(nn.Module):
+        def __init__(self, input_size, hidden_size):
+            super(EncoderRNN, self).__init__()
+            self.hidden_size = hidden_size
+            self.embedding = nn.Embedding(input_size, hidden_size)
+            self.gru = nn.GRU(hidden_size, hidden_size)
+
+        def forward(self, input, hidden):
+            embedded = self.embedding(input).view(1, 1, -1)
+            output = embedded
+            output, hidden = self.gru(output, hidden)
+            return output, hidden
+
+        def initHidden(self):
+            return torch.zeros(1, 1, self.hidden_size)
+
+    class AttnDecoderRNN(nn.Module):
+        def __init__(self, hidden_size, output_size, dropout_p=0.1, max_length=MAX_LENGTH):
+            super(AttnDecoderRNN, self).__init__()
+            self.hidden_size = hidden_size
+            self.output_size = output_size
+            self.dropout_p = dropout_p
+            self.max_length = max_length
+
+            self.embedding = nn.Embedding(self.output_size, self.hidden_size)
+            self.attn = nn.Linear(self.hidden_size * 2, self.max_length)
+            self.attn_combine = nn.Linear(self.hidden_size * 2, self.hidden_size)
+            self.dropout = nn.Dropout(self.dropout_p)
+            self.gru = nn.GRU(self.hidden_size, self.hidden_size)
+            self.out = nn.Linear(self.hidden_size, self.output_size)
+
+        def forward(self, input, hidden, encoder_outputs):
+            embedded = self.embedding(input).view(1, 1, -1)
+            embedded = self.dropout(embedded)
+
+            attn_weights = F.softmax(
+                self.attn(torch.cat((embedded[0], hidden[0]), 1)), dim=1)
+            attn_applied = torch.bmm(attn_weights.unsqueeze(0),
+                                     encoder_outputs.unsqueeze(0))
+
+            output = torch.cat((embedded[0], attn_applied[0]), 1)
+            output = self.attn_combine(output).unsqueeze(0)
+
+            output = F.relu(output)
+            output, hidden = self.gru(output, hidden)
+
+            output = F.log_softmax(self.out(output[0]), dim=1)
+            return output, hidden, attn_weights
+
+    return EncoderRNN(n_words, hidden_size), AttnDecoderRNN(hidden_size, n_words, dropout_p=0.1)
+
+
+def old_seq2seq_training(m, weights, n_iters=8, learning_rate=0.05):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    encoder, decoder = old_seq2seq(m)
+    load(m, encoder, weights[0])
+    load(m, decoder, weights[1])
+    decoder.dropout.p = 0.0  # (the masks are PyTorch's own draws; the rest of the program is compared)
+    teacher_forcing = [True, False, True, True, False, False, True, False]
+
+    def tensorFromPair(pair):
+        return (torch.tensor(pair[0] + [EOS_token], dtype=torch.long).view(-1, 1),
+                torch.tensor(pair[1] + [EOS_token], dtype=torch.long).view(-1, 1))
+
+    def train(input_tensor, target_tensor, encoder, decoder, encoder_optimizer, decoder_optimizer, criterion,
+              use_teacher_forcing, max_length=MAX_LENGTH):
+        encoder_hidden = encoder.initHidden()
+
+        encoder_optimizer.zero_grad()
+        decoder_optimizer.zero_grad()
+
+        input_length = input_tensor.size(0)
+        target_length = target_tensor.size(0)
+
+        encoder_outputs = torch.zeros(max_length, encoder.hidden_size)
+
+        loss = 0
+
+        for ei in range(input_length):
+            encoder_output, encoder_hidden = encoder(
+                input_tensor[ei], encoder_hidden)
+            encoder_outputs[ei] = encoder_output[0, 0]
+
+        decoder_input = torch.tensor([[SOS_token]])
+
+        decoder_hidden = encoder_hidden
+
+        if use_teacher_forcing:
+            # Teacher forcing: Feed the target as the next input
+            for di in range(target_length):
+                decoder_output, decoder_hidden, decoder_attention = decoder(
+                    decoder_input, decoder_hidden, encoder_outputs)
+                loss += criterion(decoder_output, target_tensor[di])
+                decoder_input = target_tensor[di]  # Teacher forcing
+
+        else:
+            # Without teacher forcing: use its own predictions as the next input
+            for di in range(target_length):
+                decoder_output, decoder_hidden, decoder_attention = decoder(
+                    decoder_input, decoder_hidden, encoder_outputs)
+                topv, topi = decoder_output.topk(1)
+                decoder_input = topi.squeeze().detach()  # detach from history as input
+
+                loss += criterion(decoder_output, target_tensor[di])
+                if decoder_input.item() == EOS_token:
+                    break
+
+        loss.backward()
+
+        encoder_optimizer.step()
+        decoder_optimizer.step()
+
+        return loss.item() / target_length
+
+    def evaluate(encoder, decoder, input_tensor, max_length=MAX_LENGTH):
+        with torch.no_grad():
+            input_length = input_tensor.size()[0]
+            encoder_hidden = encoder.initHidden()
+
+            encoder_outputs = torch.zeros(max_length, encoder.hidden_size)
+
+            for ei in range(input_length):
+                encoder_output, encoder_hidden = encoder(input_tensor[ei],
+                                                         encoder_hidden)
+                encoder_outputs[ei] += encoder_output[0, 0]
+
+            decoder_input = torch.tensor([[SOS_token]])  # SOS
+
+            decoder_hidden = encoder_hidden
+
+            decoded_words = []
+            decoder_attentions = torch.zeros(max_length, max_length)
+
+            for di in range(max_length):
+                decoder_output, decoder_hidden, decoder_attention = decoder(
+                    decoder_input, decoder_hidden, encoder_outputs)
+                decoder_attentions[di] = decoder_attention.data
+                topv, topi = decoder_output.data.topk(1)
+                if topi.item() == EOS_token:
+                    decoded_words.append('<EOS>')
+                    break
+                else:
+                    decoded_words.append(topi.item())
+
+                decoder_input = topi.squeeze().detach()
+
+            return decoded_words, decoder_attentions[:di + 1]
+
+    encoder_optimizer = optim.SGD(encoder.parameters(), lr=learning_rate)
+    decoder_optimizer = optim.SGD(decoder.parameters(), lr=learning_rate)
+    training_pairs = [tensorFromPair(PAIRS[i % len(PAIRS)]) for i in range(n_iters)]
+    criterion = nn.NLLLoss()
+
+    losses = []
+    for iter in range(1, n_iters + 1):
+        input_tensor, target_tensor = training_pairs[iter - 1]
+        losses.append(train(input_tensor, target_tensor, encoder, decoder, encoder_optimizer, decoder_optimizer,
+                            criterion, teacher_forcing[iter - 1]))
+    decoder.eval()
+    words, attentions = evaluate(encoder, decoder, tensorFromPair(PAIRS[1])[0])
+    return losses, [str(w) for w in words], attentions, dict(decoder.named_parameters()), encoder.gru.weight_hh_l0
+
+
+def test_original_seq2seq_tutorial_with_max_length_attention():
+    weights = (weights_of(lambda m: old_seq2seq(m)[0], seed=0), weights_of(lambda m: old_seq2seq(m)[1], seed=1))
+    ours, theirs = run_both(old_seq2seq_training, weights, rtol=1e-4, atol=1e-5)
+    assert all(np.isfinite(ours[0])) and ours[0][-1] < ours[0][0] + 1.0
+    np.testing.assert_allclose(ours[2].sum(1), 1.0, rtol=1e-5)  # each step's attention is a distribution
+
+
+# ----------------------------------------------------------------------------------------------
+# fastai's AWD-LSTM: weight-dropped hidden-to-hidden matrices set on nn.LSTM by setattr each forward,
+# embedding dropout by whole rows, locked (variational) dropout, tied decoder, AR/TAR, carried state
+# ----------------------------------------------------------------------------------------------
+
+
+def awd_lstm(m, vocab_sz=13, emb_sz=6, n_hid=10, n_layers=2, pad_token=1, hidden_p=0.2, input_p=0.3, embed_p=0.1,
+             weight_p=0.5, output_p=0.1):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    def dropout_mask(x, sz, p):
+        "Return a dropout mask of the same type as `x`, size `sz`, with probability `p` to cancel an element."
+        return x.new_empty(*sz).bernoulli_(1 - p).div_(1 - p)
+
+    class RNNDropout(nn.Module):
+        "Dropout with probability `p` that is consistent on the seq_len dimension."
+        def __init__(self, p=0.5):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            if not self.training or self.p == 0.:
+                return x
+            return x * dropout_mask(x.data, (x.size(0), 1, *x.shape[2:]), self.p)
+
+    class WeightDropout(nn.Module):
+        "A module that wraps another layer in which some weights will be replaced by 0 during training."
+        def __init__(self, module, weight_p, layer_names='weight_hh_l0'):
+            super().__init__()
+            self.module, self.weight_p, self.layer_names = module, weight_p, [layer_names]
+            for layer in self.layer_names:
+                # Makes a copy of the weights of the selected layers.
+                w = getattr(self.module, layer)
+                delattr(self.module, layer)
+                self.register_parameter(f'{layer}_raw', nn.Parameter(w.data))
+                setattr(self.module, layer, w.clone())
+                if isinstance(self.module, (nn.RNNBase, nn.modules.rnn.RNNBase)):
+                    self.module.flatten_parameters = self._do_nothing
+
+        def _setweights(self):
+            "Apply dropout to the raw weights."
+            for layer in self.layer_names:
+                raw_w = getattr(self, f'{layer}_raw')
+                if self.training:
+                    w = F.dropout(raw_w, p=self.weight_p)
+                else:
+                    w = raw_w.clone()
+                setattr(self.module, layer, w)
+
+        def forward(self, *args):
+            self._setweights()
+            with warnings.catch_warnings():
+                # To avoid the warning that comes because the weights aren't flattened.
+                warnings.simplefilter("ignore", category=UserWarning)
+                return self.module(*args)
+
+        def reset(self):
+            for layer in self.layer_names:
+                raw_w = getattr(self, f'{layer}_raw')
+                setattr(self.module, layer, raw_w.clone())
+            if hasattr(self.module, 'reset'):
+                self.module.reset()
+
+        def _do_nothing(self):
+            pass
+
+    class EmbeddingDropout(nn.Module):
+        "Apply dropout with probability `embed_p` to an embedding layer `emb`."
+        def __init__(self, emb, embed_p):
+            super().__init__()
+            self.emb, self.embed_p = emb, embed_p
+
+        def forward(self, words, scale=None):
+            if self.training and self.embed_p != 0:
+                size = (self.emb.weight.size(0), 1)
+                mask = dropout_mask(self.emb.weight.data, size, self.embed_p)
+                masked_embed = self.emb.weight * mask
+            else:
+                masked_embed = self.emb.weight
+            if scale:
+                masked_embed.mul_(scale)
+            padding_idx = self.emb.padding_idx if self.emb.padding_idx is not None else -1
+            return F.embedding(words, masked_embed, padding_idx, self.emb.max_norm,
+                               self.emb.norm_type, self.emb.scale_grad_by_freq, self.emb.sparse)
+
+    class AWD_LSTM(nn.Module):
+        "AWD-LSTM inspired by https://arxiv.org/abs/1708.02182"
+        initrange = 0.1
+
+        def __init__(self, vocab_sz, emb_sz, n_hid, n_layers, pad_token=1, hidden_p=0.2, input_p=0.6,
+                     embed_p=0.1, weight_p=0.5, bidir=False):
+            super().__init__()
+            self.emb_sz, self.n_hid, self.n_layers, self.pad_token = emb_sz, n_hid, n_layers, pad_token
+            self.bs = 1
+            self.n_dir = 2 if bidir else 1
+            self.encoder = nn.Embedding(vocab_sz, emb_sz, padding_idx=pad_token)
+            self.encoder_dp = EmbeddingDropout(self.encoder, embed_p)
+            self.rnns = nn.ModuleList([self._one_rnn(emb_sz if l == 0 else n_hid,
+                                                     (n_hid if l != n_layers - 1 else emb_sz) // self.n_dir,
+                                                     bidir, weight_p, l) for l in range(n_layers)])
+            self.encoder.weight.data.uniform_(-self.initrange, self.initrange)
+            self.input_dp = RNNDropout(input_p)
+            self.hidden_dps = nn.ModuleList([RNNDropout(hidden_p) for l in range(n_layers)])
+            self.reset()
+
+        def forward(self, inp, from_embeds=False):
+            bs, sl = inp.shape[:2] if from_embeds else inp.shape
+            if bs != self.bs:
+                self._change_hidden(bs)
+
+            output = self.input_dp(inp if from_embeds else self.encoder_dp(inp))
+            new_hidden, raw_outputs, outputs = [], [], []
+            for l, (rnn, hid_dp) in enumerate(zip(self.rnns, self.hidden_dps)):
+                output, new_h = rnn(output, self.hidden[l])
+                new_hidden.append(new_h)
+                raw_outputs.append(output)
+                if l != self.n_layers - 1:
+                    output = hid_dp(output)
+                outputs.append(output)
+            self.hidden = [(h.detach(), c.detach()) for h, c in new_hidden]
+            return raw_outputs, outputs
+
+        def _change_hidden(self, bs):
+            self.hidden = [self._change_one_hidden(l, bs) for l in range(self.n_layers)]
+            self.bs = bs
+
+        def _one_rnn(self, n_in, n_out, bidir, weight_p, l):
+            "Return one of the inner rnn"
+            rnn = nn.LSTM(n_in, n_out, 1, batch_first=True, bidirectional=bidir)
+            return WeightDropout(rnn, weight_p)
+
+        def _one_hidden(self, l):
+            "Return one hidden state"
+            nh = (self.n_hid if l != self.n_layers - 1 else self.emb_sz) // self.n_dir
+            p = next(self.parameters())
+            return (p.new_zeros(self.n_dir, self.bs, nh), p.new_zeros(self.n_dir, self.bs, nh))
+
+        def _change_one_hidden(self, l, bs):
+            "Change one hidden state to have the correct batch size `bs`"
+            if self.bs < bs:
+                nh = (self.n_hid if l != self.n_layers - 1 else self.emb_sz) // self.n_dir
+                return tuple(torch.cat([h, h.new_zeros(self.n_dir, bs - self.bs, nh)], dim=1) for h in self.hidden[l])
+            if self.bs > bs:
+                return (self.hidden[l][0][:, :bs].contiguous(), self.hidden[l][1][:, :bs].contiguous())
+            return self.hidden[l]
+
+        def reset(self):
+            "Reset the hidden states"
+            [r.reset() for r in self.rnns if hasattr(r, 'reset')]
+            self.hidden = [self._one_hidden(l) for l in range(self.n_layers)]
+
+    class LinearDecoder(nn.Module):
+        "To go on top of a RNNCore module and create a Language Model."
+        initrange = 0.1
+
+        def __init__(self, n_out, n_hid, output_p=0.1, tie_encoder=None, bias=True):
+            super().__init__()
+            self.decoder = nn.Linear(n_hid, n_out, bias=bias)
+            self.decoder.weight.data.uniform_(-self.initrange, self.initrange)
+            self.output_dp = RNNDropout(output_p)
+            if bias:
+                self.decoder.bias.data.zero_()
+            if tie_encoder:
+                self.decoder.weight = tie_encoder.weight
+
+        def forward(self, input):
+            raw_outputs, outputs = input
+            dp_inp = self.output_dp(outputs[-1])
+            return self.decoder(dp_inp), raw_outputs, outputs
+
+    encoder = AWD_LSTM(vocab_sz, emb_sz, n_hid, n_layers, pad_token=pad_token, hidden_p=hidden_p, input_p=input_p,
+                       embed_p=embed_p, weight_p=weight_p)
+    return nn.Sequential(encoder, LinearDecoder(vocab_sz, emb_sz, output_p, tie_encoder=encoder.encoder))
+
+
+def awd_lstm_training(m, weights, drop_mult=0.0, steps=4, alpha=2.0, beta=1.0):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    # (without dropout the weight's p is tiny, not 0: F.dropout with p=0 returns the raw Parameter itself,
+    # which setattr then registers on the LSTM, and reset's plain tensor is refused there, in PyTorch too)
+    model = awd_lstm(m, hidden_p=0.2 * drop_mult, input_p=0.3 * drop_mult, embed_p=0.1 * drop_mult,
+                     weight_p=0.5 * drop_mult or 1e-9, output_p=0.1 * drop_mult)
+    model.load_state_dict({k: torch.tensor(v) for k, v in weights.items()})
+    model[0].reset()
+    torch.manual_seed(5)
+    rng = np.random.default_rng(3)
+    stream = torch.tensor(rng.integers(2, 13, (3, steps * 5 + 1)))
+    opt = optim.Adam(model.parameters(), lr=3e-3, betas=(0.7, 0.99), weight_decay=0.01)
+    losses, grad_norms = [], []
+    model.train()
+    for i in range(steps):
+        x, y = stream[:, i * 5:(i + 1) * 5], stream[:, i * 5 + 1:(i + 1) * 5 + 1]
+        if i == steps - 1:
+            x, y = x[:2], y[:2]  # a smaller last batch: the carried hidden state is cut to two rows
+        logits, raw_outs, outs = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+        # AR: activation regularisation of the last dropped output; TAR: its raw output's slowness
+        loss = loss + alpha * outs[-1].float().pow(2).mean()
+        h = raw_outs[-1]
+        loss = loss + beta * (h[:, 1:] - h[:, :-1]).float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        grad_norms.append(nn.utils.clip_grad_norm_(model.parameters(), 0.5))
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    model[0].reset()
+    with torch.no_grad():
+        logits, _, _ = model(stream[:1, :7])
+    tied = model[1].decoder.weight is model[0].encoder.weight
+    names = sorted(n for n, _ in model.named_parameters())
+    return (losses, grad_norms, logits, model[0].rnns[0].weight_hh_l0_raw, model[0].encoder.weight,
+            model[0].rnns[1].module.weight_hh_l0, tied, ",".join(names), model[0].hidden[1][0])
+
+
+def test_awd_lstm_weight_drop_tied_decoder_and_carried_state():
+    weights = weights_of(awd_lstm)
+    ours, theirs = run_both(awd_lstm_training, weights, rtol=1e-4, atol=1e-5)
+    assert ours[6] is True
+    assert "weight_hh_l0_raw" in ours[7] and "module.weight_hh_l0," not in ours[7] + ","
+
+
+def test_awd_lstm_with_its_dropouts():
+    weights = weights_of(awd_lstm)
+    ours, theirs = run_both(awd_lstm_training, weights, drop_mult=1.0, compare=amd_processor(), rtol=1e-4,
+                            atol=1e-5)
+    assert np.all(np.isfinite(ours[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# focused checks of the fixes the programs above found
+# ----------------------------------------------------------------------------------------------
+
+
+def nn_of(T):
+    return OURS.nn if T.__name__ == "autograd" else T.nn
+
+
+def test_packed_sequence_built_from_its_sorted_indices_derives_the_inverse(T):
+    # PackedSequence(embedding(packed.data), packed.batch_sizes, packed.sorted_indices): padding it back must
+    # restore the caller's order (it came back sorted by length when the inverse stayed None)
+    rnn_utils = nn_of(T).utils.rnn
+    packed = rnn_utils.pack_sequence([T.tensor([3, 1, 2]), T.tensor([4]), T.tensor([5, 6])], enforce_sorted=False)
+    rebuilt = rnn_utils.PackedSequence(packed.data * 10, packed.batch_sizes, packed.sorted_indices)
+    assert rebuilt.unsorted_indices.tolist() == [0, 2, 1]
+    padded, lengths = rnn_utils.pad_packed_sequence(rebuilt, batch_first=True)
+    assert padded.tolist() == [[30, 10, 20], [40, 0, 0], [50, 60, 0]] and lengths.tolist() == [3, 1, 2]
+    # the older form, a (data, batch_sizes) pair, and no permutation at all
+    pair = rnn_utils.PackedSequence((packed.data, packed.batch_sizes), sorted_indices=packed.sorted_indices)
+    assert pair.batch_sizes.tolist() == [3, 2, 1] and pair.unsorted_indices.tolist() == [0, 2, 1]
+    bare = rnn_utils.PackedSequence(packed.data, packed.batch_sizes)
+    assert bare.sorted_indices is None and bare.unsorted_indices is None
+    assert type(bare._replace(data=bare.data + 1)) is rnn_utils.PackedSequence
