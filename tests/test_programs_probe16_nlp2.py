@@ -423,8 +423,134 @@ def test_awd_lstm_with_its_dropouts():
 
 
 # ----------------------------------------------------------------------------------------------
+# a packed seq2seq: token ids packed unsorted, embedded on packed.data and rebuilt as a PackedSequence,
+# a two-layer bidirectional GRU whose h_n is split by view(layers, 2, B, H), an LSTM decoder given (h0, c0)
+# over its own differently sorted packed targets, Luong 'general' attention after the RNN under a length
+# mask, the loss over the packed rows directly, label smoothing, clip_grad_norm_, batched greedy decoding
+# ----------------------------------------------------------------------------------------------
+
+SRC = [[3, 4, 5, 6], [7, 3], [4, 4, 8, 9, 5], [6, 7, 8]]
+TGT = [[5, 6, 7], [8, 9, 4, 3, 5], [3, 4], [9, 9, 6, 5]]
+PAD, BOS, EOS, VOCAB = 0, 1, 2, 10
+
+
+def packed_seq2seq(m, emb=6, hid=7, layers=2, dropout=0.0):
+    torch, nn, F = m.torch, m.nn, m.F
+    from_packed = nn.utils.rnn
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(VOCAB, emb, padding_idx=PAD)
+            self.rnn = nn.GRU(emb, hid, num_layers=layers, bidirectional=True, dropout=dropout)
+            self.bridge = nn.Linear(2 * hid, hid)
+
+        def forward(self, src_seqs):
+            packed = from_packed.pack_sequence(src_seqs, enforce_sorted=False)
+            embedded = from_packed.PackedSequence(self.embedding(packed.data), packed.batch_sizes,
+                                                  packed.sorted_indices)
+            outputs, h_n = self.rnn(embedded)
+            outputs, lengths = from_packed.pad_packed_sequence(outputs, batch_first=True,
+                                                               total_length=max(len(s) for s in src_seqs))
+            h_n = h_n.view(layers, 2, -1, hid)
+            last = torch.cat([h_n[-1, 0], h_n[-1, 1]], dim=-1)
+            return outputs, lengths, torch.tanh(self.bridge(last))
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(VOCAB, emb, padding_idx=PAD)
+            self.rnn = nn.LSTM(emb, hid, batch_first=True)
+            self.W_a = nn.Linear(hid, 2 * hid, bias=False)  # 'general' score h_t^T W_a h_s
+            self.W_c = nn.Linear(4 * hid, hid)
+            self.out = nn.Linear(hid, VOCAB)
+
+        def forward(self, tgt_in, tgt_lengths, state, memory, src_lengths):
+            packed = from_packed.pack_padded_sequence(self.embedding(tgt_in), tgt_lengths, batch_first=True,
+                                                      enforce_sorted=False)
+            output, (h, c) = self.rnn(packed, state)
+            output, _ = from_packed.pad_packed_sequence(output, batch_first=True, total_length=tgt_in.size(1))
+            scores = torch.bmm(self.W_a(output), memory.transpose(1, 2))  # (B, T_tgt, T_src)
+            src_mask = torch.arange(memory.size(1))[None, :] < src_lengths[:, None]
+            scores = scores.masked_fill(~src_mask.unsqueeze(1), float("-inf"))
+            align = F.softmax(scores, dim=-1)
+            context = torch.bmm(align, memory)
+            attentional = torch.tanh(self.W_c(torch.cat([context, output, output], dim=-1)[..., :4 * hid]))
+            return self.out(attentional), (h, c), align
+
+    return nn.ModuleDict({"encoder": Encoder(), "decoder": Decoder()})
+
+
+def packed_seq2seq_training(m, weights, steps=4, dropout=0.0):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    from_packed = nn.utils.rnn
+    model = load(m, packed_seq2seq(m, dropout=dropout), weights)
+    encoder, decoder = model["encoder"], model["decoder"]
+    torch.manual_seed(11)
+    src = [torch.tensor(s) for s in SRC]
+    tgt_in = from_packed.pad_sequence([torch.tensor([BOS] + t) for t in TGT], batch_first=True, padding_value=PAD)
+    tgt_out = from_packed.pad_sequence([torch.tensor(t + [EOS]) for t in TGT], batch_first=True, padding_value=PAD)
+    tgt_lengths = torch.tensor([len(t) + 1 for t in TGT])
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    losses, norms = [], []
+    for step in range(steps):
+        memory, src_lengths, h0 = encoder(src)
+        state = (h0.unsqueeze(0), torch.zeros_like(h0).unsqueeze(0))
+        logits, _, align = decoder(tgt_in, tgt_lengths, state, memory, src_lengths)
+        # the loss over the real steps only: packed logits against packed targets, in the same order
+        packed_logits = from_packed.pack_padded_sequence(logits, tgt_lengths, batch_first=True,
+                                                         enforce_sorted=False)
+        packed_targets = from_packed.pack_padded_sequence(tgt_out, tgt_lengths, batch_first=True,
+                                                          enforce_sorted=False)
+        loss = F.cross_entropy(packed_logits.data, packed_targets.data, label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        norms.append(nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0, error_if_nonfinite=True))
+        opt.step()
+        losses.append(loss.item())
+    grads = {name: p.grad for name, p in model.named_parameters()}
+
+    # batched greedy decoding, each sequence stopping at its own EOS
+    model.eval()
+    with torch.no_grad():
+        memory, src_lengths, h0 = encoder(src)
+        state = (h0.unsqueeze(0), torch.zeros_like(h0).unsqueeze(0))
+        B = len(src)
+        ys = torch.full((B, 1), BOS, dtype=torch.long)
+        finished = torch.zeros(B, dtype=torch.bool)
+        for t in range(6):
+            logits, state, _ = decoder(ys[:, -1:], torch.ones(B, dtype=torch.long), state, memory, src_lengths)
+            next_word = logits[:, -1].argmax(dim=-1)
+            next_word = next_word.masked_fill(finished, PAD)
+            ys = torch.cat([ys, next_word.unsqueeze(1)], dim=1)
+            finished |= next_word == EOS
+            if finished.all():
+                break
+    return losses, norms, grads, ys, align, src_lengths, memory
+
+
+# ----------------------------------------------------------------------------------------------
 # focused checks of the fixes the programs above found
 # ----------------------------------------------------------------------------------------------
+
+
+def test_packed_seq2seq_with_unsorted_batches_and_packed_loss():
+    weights = weights_of(packed_seq2seq)
+    ours, theirs = run_both(packed_seq2seq_training, weights, rtol=1e-4, atol=1e-5)
+    losses, norms, grads, ys, align = ours[:5]
+    assert losses[-1] < losses[0]
+    # attention never reaches past a source's length
+    for b, length in enumerate(ours[5]):
+        assert np.all(align[b, :, length:] == 0)
+    # a padded batch's padding rows of the encoder's outputs are zeros (pad_packed_sequence's fill)
+    assert np.all(ours[6][1, 2:] == 0)
+
+
+def test_packed_seq2seq_with_dropout_between_gru_layers():
+    weights = weights_of(packed_seq2seq)
+    ours, theirs = run_both(packed_seq2seq_training, weights, dropout=0.3, compare=amd_processor(), rtol=1e-4,
+                            atol=1e-5)
+    assert np.all(np.isfinite(ours[0]))
 
 
 def nn_of(T):
@@ -446,3 +572,26 @@ def test_packed_sequence_built_from_its_sorted_indices_derives_the_inverse(T):
     bare = rnn_utils.PackedSequence(packed.data, packed.batch_sizes)
     assert bare.sorted_indices is None and bare.unsorted_indices is None
     assert type(bare._replace(data=bare.data + 1)) is rnn_utils.PackedSequence
+
+
+@pytest.mark.parametrize("mode", ["GRU", "LSTM"])
+def test_dropout_between_layers_of_a_packed_rnn_draws_over_the_packed_rows(T, mode):
+    # PyTorch drops the packed data (one draw per real step, in packed order), not a padded (T, B, H) layout:
+    # the same seed gives the same masks as dropping the first layer's packed output by hand
+    nn = nn_of(T)
+    T.manual_seed(0)
+    two = getattr(nn, mode)(3, 4, num_layers=2, dropout=0.5)
+    first, second = getattr(nn, mode)(3, 4), getattr(nn, mode)(4, 4)
+    with T.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(first, name + "_l0").copy_(getattr(two, name + "_l0"))
+            getattr(second, name + "_l0").copy_(getattr(two, name + "_l1"))
+    x = T.tensor(np.random.default_rng(0).standard_normal((5, 3, 3)).astype(np.float32))
+    packed = nn.utils.rnn.pack_padded_sequence(x, [2, 5, 3], enforce_sorted=False)
+    T.manual_seed(7)
+    output = two(packed)[0]
+    hidden = first(packed)[0]
+    T.manual_seed(7)
+    dropped = hidden._replace(data=nn.functional.dropout(hidden.data, 0.5))
+    np.testing.assert_allclose(output.data.detach().numpy(), second(dropped)[0].data.detach().numpy(), rtol=1e-6,
+                               atol=1e-6)
