@@ -530,6 +530,566 @@ def packed_seq2seq_training(m, weights, steps=4, dropout=0.0):
 
 
 # ----------------------------------------------------------------------------------------------
+# AllenNLP's ConditionalRandomField on a packed BiLSTM: the forward algorithm in a loop over time with a
+# bool mask (logsumexp by max, ``alpha * (~mask)``), the gold score by fancy indexing and ``gather``, k-best
+# Viterbi by ``topk`` over flattened scores with ``% num_tags``, posterior marginals as the gradient of
+# log Z (``torch.autograd.grad``), checked against enumerating every path
+# ----------------------------------------------------------------------------------------------
+
+N_TAGS, TAG_WORDS = 4, 9
+CRF_SENTS = [[1, 2, 3, 4, 5], [6, 7], [8, 1, 2], [3, 3, 4, 5]]
+CRF_GOLD = [[0, 1, 1, 2, 3], [0, 3], [2, 2, 1], [0, 1, 2, 2]]
+
+
+def allennlp_crf(m, emb=5, hid=4):
+    torch, nn = m.torch, m.nn
+
+    def logsumexp(tensor, dim=-1, keepdim=False):
+        max_score, _ = tensor.max(dim, keepdim=keepdim)
+        if keepdim:
+            stable_vec = tensor - max_score
+        else:
+            stable_vec = tensor - max_score.unsqueeze(dim)
+        return max_score + (stable_vec.exp().sum(dim, keepdim=keepdim)).log()
+
+    def viterbi_decode(tag_sequence, transition_matrix, top_k=2):
+        sequence_length, num_tags = list(tag_sequence.size())
+        path_scores = []
+        path_indices = []
+        path_scores.append(tag_sequence[0, :].unsqueeze(0))
+        for timestep in range(1, sequence_length):
+            # Add pairwise potentials to current scores.
+            summed_potentials = path_scores[timestep - 1].unsqueeze(2) + transition_matrix
+            summed_potentials = summed_potentials.view(-1, num_tags)
+            # Best pairwise potential path score from the previous timestep.
+            max_k = min(summed_potentials.size()[0], top_k)
+            scores, paths = torch.topk(summed_potentials, k=max_k, dim=0)
+            path_scores.append(tag_sequence[timestep, :] + scores)
+            path_indices.append(paths.squeeze())
+        # Construct the most likely sequence backwards.
+        path_scores_v = path_scores[-1].view(-1)
+        max_k = min(path_scores_v.size()[0], top_k)
+        viterbi_scores, best_paths = torch.topk(path_scores_v, k=max_k, dim=0)
+        viterbi_paths = []
+        for i in range(max_k):
+            viterbi_path = [best_paths[i]]
+            for backward_timestep in reversed(path_indices):
+                viterbi_path.append(int(backward_timestep.view(-1)[viterbi_path[-1]]))
+            viterbi_path.reverse()
+            viterbi_path = [int(j % num_tags) for j in viterbi_path]
+            viterbi_paths.append(viterbi_path)
+        return viterbi_paths, viterbi_scores
+
+    class ConditionalRandomField(nn.Module):
+        def __init__(self, num_tags, include_start_end_transitions=True):
+            super().__init__()
+            self.num_tags = num_tags
+            self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
+            self.include_start_end_transitions = include_start_end_transitions
+            if include_start_end_transitions:
+                self.start_transitions = nn.Parameter(torch.Tensor(num_tags))
+                self.end_transitions = nn.Parameter(torch.Tensor(num_tags))
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            nn.init.xavier_normal_(self.transitions)
+            if self.include_start_end_transitions:
+                nn.init.normal_(self.start_transitions)
+                nn.init.normal_(self.end_transitions)
+
+        def _input_likelihood(self, logits, mask):
+            batch_size, sequence_length, num_tags = logits.size()
+            mask = mask.transpose(0, 1).contiguous()
+            logits = logits.transpose(0, 1).contiguous()
+            if self.include_start_end_transitions:
+                alpha = self.start_transitions.view(1, num_tags) + logits[0]
+            else:
+                alpha = logits[0]
+            for i in range(1, sequence_length):
+                emit_scores = logits[i].view(batch_size, 1, num_tags)
+                transition_scores = self.transitions.view(1, num_tags, num_tags)
+                broadcast_alpha = alpha.view(batch_size, num_tags, 1)
+                inner = broadcast_alpha + emit_scores + transition_scores
+                alpha = logsumexp(inner, 1) * mask[i].view(batch_size, 1) + alpha * (~mask[i]).view(batch_size, 1)
+            if self.include_start_end_transitions:
+                stops = alpha + self.end_transitions.view(1, num_tags)
+            else:
+                stops = alpha
+            return logsumexp(stops)
+
+        def _joint_likelihood(self, logits, tags, mask):
+            batch_size, sequence_length, _ = logits.data.shape
+            logits = logits.transpose(0, 1).contiguous()
+            mask = mask.transpose(0, 1).contiguous()
+            tags = tags.transpose(0, 1).contiguous()
+            if self.include_start_end_transitions:
+                score = self.start_transitions.index_select(0, tags[0])
+            else:
+                score = 0.0
+            for i in range(sequence_length - 1):
+                current_tag, next_tag = tags[i], tags[i + 1]
+                transition_score = self.transitions[current_tag.view(-1), next_tag.view(-1)]
+                emit_score = logits[i].gather(1, current_tag.view(batch_size, 1)).squeeze(1)
+                score = score + transition_score * mask[i + 1] + emit_score * mask[i]
+            last_tag_index = mask.sum(0).long() - 1
+            last_tags = tags.gather(0, last_tag_index.view(1, batch_size)).squeeze(0)
+            if self.include_start_end_transitions:
+                last_transition_score = self.end_transitions.index_select(0, last_tags)
+            else:
+                last_transition_score = 0.0
+            last_inputs = logits[-1]
+            last_input_score = last_inputs.gather(1, last_tags.view(-1, 1))
+            last_input_score = last_input_score.squeeze()
+            score = score + last_transition_score + last_input_score * mask[-1]
+            return score
+
+        def forward(self, inputs, tags, mask=None):
+            if mask is None:
+                mask = torch.ones(*tags.size(), dtype=torch.bool, device=inputs.device)
+            else:
+                mask = mask.to(torch.bool)
+            log_denominator = self._input_likelihood(inputs, mask)
+            log_numerator = self._joint_likelihood(inputs, tags, mask)
+            return torch.sum(log_numerator - log_denominator)
+
+        def viterbi_tags(self, logits, mask, top_k=2):
+            _, max_seq_length, num_tags = logits.size()
+            logits, mask = logits.data, mask.data
+            best_paths = []
+            for prediction, prediction_mask in zip(logits, mask):
+                mask_indices = prediction_mask.nonzero(as_tuple=False).squeeze()
+                masked_prediction = torch.index_select(prediction, 0, mask_indices)
+                tag_sequence = masked_prediction.clone()
+                tag_sequence[0] += self.start_transitions
+                tag_sequence[-1] += self.end_transitions
+                viterbi_paths, viterbi_scores = viterbi_decode(tag_sequence, self.transitions, top_k=top_k)
+                best_paths.append(list(zip(viterbi_paths, viterbi_scores.tolist())))
+            return best_paths
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(TAG_WORDS, emb, padding_idx=0)
+            self.lstm = nn.LSTM(emb, hid, batch_first=True, bidirectional=True)
+            self.proj = nn.Linear(2 * hid, N_TAGS)
+            self.crf = ConditionalRandomField(N_TAGS)
+
+        def emissions(self, tokens, mask):
+            lengths = mask.sum(-1)
+            packed = nn.utils.rnn.pack_padded_sequence(self.embed(tokens), lengths, batch_first=True,
+                                                       enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=tokens.size(1))
+            return self.proj(out)
+
+    return Tagger()
+
+
+def allennlp_crf_program(m, weights, steps=3):
+    torch, nn, optim = m.torch, m.nn, m.optim
+    model = load(m, allennlp_crf(m), weights)
+    tokens = nn.utils.rnn.pad_sequence([torch.tensor(s) for s in CRF_SENTS], batch_first=True)
+    tags = nn.utils.rnn.pad_sequence([torch.tensor(t) for t in CRF_GOLD], batch_first=True)
+    mask = tokens != 0
+    opt = optim.Adam(model.parameters(), lr=0.05)
+    nlls = []
+    for step in range(steps):
+        logits = model.emissions(tokens, mask)
+        loss = -model.crf(logits, tags, mask) / tokens.size(0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        nlls.append(loss.item())
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    # posterior marginals: d log Z / d emissions
+    logits = model.emissions(tokens, mask).detach().requires_grad_()
+    log_Z = model.crf._input_likelihood(logits, mask)
+    # and the expected transition counts: d log Z / d transitions
+    marginals, trans_counts = torch.autograd.grad(log_Z.sum(), [logits, model.crf.transitions])
+    best = model.crf.viterbi_tags(logits, mask, top_k=2)
+    params = {k: v.detach() for k, v in model.crf.named_parameters()}
+    return nlls, grads, logits, log_Z, marginals, trans_counts, best, params
+
+
+def enumerate_crf(emissions, transitions, start, end):
+    """log Z, the marginals and the expected transition counts of one sentence, by every path."""
+    L, K = emissions.shape
+    paths = np.array(np.meshgrid(*[np.arange(K)] * L, indexing="ij")).reshape(L, -1).T
+    scores = (start[paths[:, 0]] + end[paths[:, -1]] + emissions[np.arange(L), paths].sum(1)
+              + transitions[paths[:, :-1], paths[:, 1:]].sum(1))
+    log_Z = np.logaddexp.reduce(scores)
+    p = np.exp(scores - log_Z)
+    marginals = np.zeros((L, K))
+    counts = np.zeros((K, K))
+    for path, weight in zip(paths, p):
+        marginals[np.arange(L), path] += weight
+        np.add.at(counts, (path[:-1], path[1:]), weight)
+    best = paths[np.argsort(-scores)[:2]]
+    return log_Z, marginals, counts, best, np.sort(scores)[::-1][:2]
+
+
+def test_allennlp_crf_forward_algorithm_viterbi_and_marginals():
+    weights = weights_of(allennlp_crf)
+    ours, theirs = run_both(allennlp_crf_program, weights, rtol=1e-4, atol=1e-5)
+    nlls, grads, logits, log_Z, marginals, trans_counts, best, params = ours
+    assert nlls[-1] < nlls[0]
+    p = {k: v.astype(np.float64) for k, v in params.items()}
+    counts = np.zeros((N_TAGS, N_TAGS))
+    for b, sent in enumerate(CRF_SENTS):
+        L = len(sent)
+        want_Z, want_marg, want_counts, want_best, want_scores = enumerate_crf(
+            logits[b, :L].astype(np.float64), p["transitions"], p["start_transitions"], p["end_transitions"])
+        np.testing.assert_allclose(log_Z[b], want_Z, rtol=1e-5)
+        np.testing.assert_allclose(marginals[b, :L], want_marg, atol=1e-5)
+        assert np.all(marginals[b, L:] == 0)  # the padding steps do not touch log Z
+        counts += want_counts
+        assert [path for path, _ in best[b]] == want_best.tolist()
+        np.testing.assert_allclose([score for _, score in best[b]], want_scores, rtol=1e-5)
+    np.testing.assert_allclose(trans_counts, counts, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Harvard NLP's Annotated Transformer on its copy task: clones by copy.deepcopy, its own LayerNorm (the
+# unbiased std), masks by ``torch.triu(...).type(torch.uint8) == 0`` and ``&``, masked_fill(mask == 0, -1e9),
+# label smoothing by KLDivLoss(reduction="sum") over a ``scatter_``/``index_fill_`` target, the Noam rate
+# through LambdaLR, shared embeddings tied to the generator, and greedy decoding by ``torch.max``
+# ----------------------------------------------------------------------------------------------
+
+
+def annotated_transformer(m, V=11, N=2, d_model=16, d_ff=32, h=4, dropout=0.0, tie=True):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class EncoderDecoder(nn.Module):
+        def __init__(self, encoder, decoder, src_embed, tgt_embed, generator):
+            super(EncoderDecoder, self).__init__()
+            self.encoder = encoder
+            self.decoder = decoder
+            self.src_embed = src_embed
+            self.tgt_embed = tgt_embed
+            self.generator = generator
+
+        def forward(self, src, tgt, src_mask, tgt_mask):
+            return self.decode(self.encode(src, src_mask), src_mask, tgt, tgt_mask)
+
+        def encode(self, src, src_mask):
+            return self.encoder(self.src_embed(src), src_mask)
+
+        def decode(self, memory, src_mask, tgt, tgt_mask):
+            return self.decoder(self.tgt_embed(tgt), memory, src_mask, tgt_mask)
+
+    class Generator(nn.Module):
+        def __init__(self, d_model, vocab):
+            super(Generator, self).__init__()
+            self.proj = nn.Linear(d_model, vocab)
+
+        def forward(self, x):
+            return F.log_softmax(self.proj(x), dim=-1)
+
+    def clones(module, N):
+        return nn.ModuleList([copy.deepcopy(module) for _ in range(N)])
+
+    class LayerNorm(nn.Module):
+        def __init__(self, features, eps=1e-6):
+            super(LayerNorm, self).__init__()
+            self.a_2 = nn.Parameter(torch.ones(features))
+            self.b_2 = nn.Parameter(torch.zeros(features))
+            self.eps = eps
+
+        def forward(self, x):
+            mean = x.mean(-1, keepdim=True)
+            std = x.std(-1, keepdim=True)
+            return self.a_2 * (x - mean) / (std + self.eps) + self.b_2
+
+    class Encoder(nn.Module):
+        def __init__(self, layer, N):
+            super(Encoder, self).__init__()
+            self.layers = clones(layer, N)
+            self.norm = LayerNorm(layer.size)
+
+        def forward(self, x, mask):
+            for layer in self.layers:
+                x = layer(x, mask)
+            return self.norm(x)
+
+    class SublayerConnection(nn.Module):
+        def __init__(self, size, dropout):
+            super(SublayerConnection, self).__init__()
+            self.norm = LayerNorm(size)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, x, sublayer):
+            return x + self.dropout(sublayer(self.norm(x)))
+
+    class EncoderLayer(nn.Module):
+        def __init__(self, size, self_attn, feed_forward, dropout):
+            super(EncoderLayer, self).__init__()
+            self.self_attn = self_attn
+            self.feed_forward = feed_forward
+            self.sublayer = clones(SublayerConnection(size, dropout), 2)
+            self.size = size
+
+        def forward(self, x, mask):
+            x = self.sublayer[0](x, lambda x: self.self_attn(x, x, x, mask))
+            return self.sublayer[1](x, self.feed_forward)
+
+    class Decoder(nn.Module):
+        def __init__(self, layer, N):
+            super(Decoder, self).__init__()
+            self.layers = clones(layer, N)
+            self.norm = LayerNorm(layer.size)
+
+        def forward(self, x, memory, src_mask, tgt_mask):
+            for layer in self.layers:
+                x = layer(x, memory, src_mask, tgt_mask)
+            return self.norm(x)
+
+    class DecoderLayer(nn.Module):
+        def __init__(self, size, self_attn, src_attn, feed_forward, dropout):
+            super(DecoderLayer, self).__init__()
+            self.size = size
+            self.self_attn = self_attn
+            self.src_attn = src_attn
+            self.feed_forward = feed_forward
+            self.sublayer = clones(SublayerConnection(size, dropout), 3)
+
+        def forward(self, x, memory, src_mask, tgt_mask):
+            m = memory
+            x = self.sublayer[0](x, lambda x: self.self_attn(x, x, x, tgt_mask))
+            x = self.sublayer[1](x, lambda x: self.src_attn(x, m, m, src_mask))
+            return self.sublayer[2](x, self.feed_forward)
+
+    def attention(query, key, value, mask=None, dropout=None):
+        d_k = query.size(-1)
+        scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(d_k)
+        if mask is not None:
+            scores = scores.masked_fill(mask == 0, -1e9)
+        p_attn = scores.softmax(dim=-1)
+        if dropout is not None:
+            p_attn = dropout(p_attn)
+        return torch.matmul(p_attn, value), p_attn
+
+    class MultiHeadedAttention(nn.Module):
+        def __init__(self, h, d_model, dropout=0.1):
+            super(MultiHeadedAttention, self).__init__()
+            assert d_model % h == 0
+            self.d_k = d_model // h
+            self.h = h
+            self.linears = clones(nn.Linear(d_model, d_model), 4)
+            self.attn = None
+            self.dropout = nn.Dropout(p=dropout)
+
+        def forward(self, query, key, value, mask=None):
+            if mask is not None:
+                # Same mask applied to all h heads.
+                mask = mask.unsqueeze(1)
+            nbatches = query.size(0)
+            query, key, value = [
+                lin(x).view(nbatches, -1, self.h, self.d_k).transpose(1, 2)
+                for lin, x in zip(self.linears, (query, key, value))
+            ]
+            x, self.attn = attention(query, key, value, mask=mask, dropout=self.dropout)
+            x = (x.transpose(1, 2).contiguous().view(nbatches, -1, self.h * self.d_k))
+            del query
+            del key
+            del value
+            return self.linears[-1](x)
+
+    class PositionwiseFeedForward(nn.Module):
+        def __init__(self, d_model, d_ff, dropout=0.1):
+            super(PositionwiseFeedForward, self).__init__()
+            self.w_1 = nn.Linear(d_model, d_ff)
+            self.w_2 = nn.Linear(d_ff, d_model)
+            self.dropout = nn.Dropout(dropout)
+
+        def forward(self, x):
+            return self.w_2(self.dropout(self.w_1(x).relu()))
+
+    class Embeddings(nn.Module):
+        def __init__(self, d_model, vocab):
+            super(Embeddings, self).__init__()
+            self.lut = nn.Embedding(vocab, d_model)
+            self.d_model = d_model
+
+        def forward(self, x):
+            return self.lut(x) * math.sqrt(self.d_model)
+
+    class PositionalEncoding(nn.Module):
+        def __init__(self, d_model, dropout, max_len=5000):
+            super(PositionalEncoding, self).__init__()
+            self.dropout = nn.Dropout(p=dropout)
+            pe = torch.zeros(max_len, d_model)
+            position = torch.arange(0, max_len).unsqueeze(1)
+            div_term = torch.exp(torch.arange(0, d_model, 2) * -(math.log(10000.0) / d_model))
+            pe[:, 0::2] = torch.sin(position * div_term)
+            pe[:, 1::2] = torch.cos(position * div_term)
+            pe = pe.unsqueeze(0)
+            self.register_buffer("pe", pe)
+
+        def forward(self, x):
+            x = x + self.pe[:, : x.size(1)].requires_grad_(False)
+            return self.dropout(x)
+
+    c = copy.deepcopy
+    attn = MultiHeadedAttention(h, d_model, dropout)
+    ff = PositionwiseFeedForward(d_model, d_ff, dropout)
+    position = PositionalEncoding(d_model, dropout, max_len=64)
+    model = EncoderDecoder(
+        Encoder(EncoderLayer(d_model, c(attn), c(ff), dropout), N),
+        Decoder(DecoderLayer(d_model, c(attn), c(attn), c(ff), dropout), N),
+        nn.Sequential(Embeddings(d_model, V), c(position)),
+        nn.Sequential(Embeddings(d_model, V), c(position)),
+        Generator(d_model, V),
+    )
+    for p in model.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+    if tie:  # one vocabulary: the two embeddings and the pre-softmax projection share a matrix
+        model.src_embed[0].lut.weight = model.tgt_embed[0].lut.weight
+        model.generator.proj.weight = model.tgt_embed[0].lut.weight
+    return model
+
+
+def annotated_transformer_program(m, epochs=2, batches=3, V=11, dropout=0.0):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+
+    def subsequent_mask(size):
+        "Mask out subsequent positions."
+        attn_shape = (1, size, size)
+        subsequent_mask = torch.triu(torch.ones(attn_shape), diagonal=1).type(torch.uint8)
+        return subsequent_mask == 0
+
+    class Batch:
+        """Object for holding a batch of data with mask during training."""
+
+        def __init__(self, src, tgt=None, pad=2):  # 2 = <blank>
+            self.src = src
+            self.src_mask = (src != pad).unsqueeze(-2)
+            if tgt is not None:
+                self.tgt = tgt[:, :-1]
+                self.tgt_y = tgt[:, 1:]
+                self.tgt_mask = self.make_std_mask(self.tgt, pad)
+                self.ntokens = (self.tgt_y != pad).data.sum()
+
+        @staticmethod
+        def make_std_mask(tgt, pad):
+            "Create a mask to hide padding and future words."
+            tgt_mask = (tgt != pad).unsqueeze(-2)
+            tgt_mask = tgt_mask & subsequent_mask(tgt.size(-1)).type_as(tgt_mask.data)
+            return tgt_mask
+
+    class LabelSmoothing(nn.Module):
+        "Implement label smoothing."
+
+        def __init__(self, size, padding_idx, smoothing=0.0):
+            super(LabelSmoothing, self).__init__()
+            self.criterion = nn.KLDivLoss(reduction="sum")
+            self.padding_idx = padding_idx
+            self.confidence = 1.0 - smoothing
+            self.smoothing = smoothing
+            self.size = size
+            self.true_dist = None
+
+        def forward(self, x, target):
+            assert x.size(1) == self.size
+            true_dist = x.data.clone()
+            true_dist.fill_(self.smoothing / (self.size - 2))
+            true_dist.scatter_(1, target.data.unsqueeze(1), self.confidence)
+            true_dist[:, self.padding_idx] = 0
+            mask = torch.nonzero(target.data == self.padding_idx)
+            if mask.dim() > 0:
+                true_dist.index_fill_(0, mask.squeeze(), 0.0)
+            self.true_dist = true_dist
+            return self.criterion(x, true_dist.clone().detach())
+
+    class SimpleLossCompute:
+        "A simple loss compute and train function."
+
+        def __init__(self, generator, criterion):
+            self.generator = generator
+            self.criterion = criterion
+
+        def __call__(self, x, y, norm):
+            x = self.generator(x)
+            sloss = (self.criterion(x.contiguous().view(-1, x.size(-1)), y.contiguous().view(-1)) / norm)
+            return sloss.data * norm, sloss
+
+    def rate(step, model_size, factor, warmup):
+        if step == 0:
+            step = 1
+        return factor * (model_size ** (-0.5) * min(step ** (-0.5), step * warmup ** (-1.5)))
+
+    def data_gen(V, batch_size, nbatches):
+        "Generate random data for a src-tgt copy task."
+        for i in range(nbatches):
+            data = torch.randint(1, V, size=(batch_size, 7))
+            data[:, 0] = 1
+            data[-1, 5:] = 2  # the last copy is shorter: padded with the blank
+            src = data.requires_grad_(False).clone().detach()
+            tgt = data.requires_grad_(False).clone().detach()
+            yield Batch(src, tgt, 2)
+
+    def greedy_decode(model, src, src_mask, max_len, start_symbol):
+        memory = model.encode(src, src_mask)
+        ys = torch.zeros(1, 1).fill_(start_symbol).type_as(src.data)
+        for i in range(max_len - 1):
+            out = model.decode(memory, src_mask, ys, subsequent_mask(ys.size(1)).type_as(src.data))
+            prob = model.generator(out[:, -1])
+            _, next_word = torch.max(prob, dim=1)
+            next_word = next_word.data[0]
+            ys = torch.cat([ys, torch.zeros(1, 1).type_as(src.data).fill_(next_word)], dim=1)
+        return ys
+
+    torch.manual_seed(0)
+    criterion = LabelSmoothing(size=V, padding_idx=2, smoothing=0.1)
+    model = annotated_transformer(m, V, dropout=dropout)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = optim.Adam(model.parameters(), lr=0.5, betas=(0.9, 0.98), eps=1e-9)
+    lr_scheduler = optim.lr_scheduler.LambdaLR(
+        optimizer=optimizer, lr_lambda=lambda step: rate(step, model_size=model.src_embed[0].d_model, factor=1.0,
+                                                         warmup=4))
+    losses, lrs = [], []
+    for epoch in range(epochs):
+        model.train()
+        for i, batch in enumerate(data_gen(V, 5, batches)):
+            out = model.forward(batch.src, batch.tgt, batch.src_mask, batch.tgt_mask)
+            loss, loss_node = SimpleLossCompute(model.generator, criterion)(out, batch.tgt_y, batch.ntokens)
+            loss_node.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            lr_scheduler.step()
+            losses.append(loss / batch.ntokens)
+            lrs.append(optimizer.param_groups[0]["lr"])
+    model.eval()
+    src = torch.LongTensor([[1, 3, 4, 5, 6, 7, 8]])
+    src_mask = torch.ones(1, 1, 7)
+    decoded = greedy_decode(model, src, src_mask, max_len=7, start_symbol=1)
+    attn = model.decoder.layers[-1].src_attn.attn
+    tied = model.generator.proj.weight is model.src_embed[0].lut.weight
+    n_params = sum(p.numel() for p in model.parameters())
+    # (a key projection's bias adds the same amount to every score of a query: its gradient is zero but for
+    # rounding, which Adam scales up to full steps; it never reaches an output, so it is left out)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("linears.1.bias")}
+    return initial, losses, lrs, decoded, attn, criterion.true_dist, state, tied, n_params
+
+
+def test_annotated_transformer_copy_task():
+    ours, theirs = run_both(annotated_transformer_program, rtol=2e-4, atol=2e-5)
+    initial, losses, lrs, decoded, attn, true_dist, state, tied, n_params = ours
+    assert tied is True
+    assert "generator.proj.weight" in state and n_params == sum(v.size for k, v in initial.items() if not k.endswith(".pe")) - 2 * 11 * 16
+    # each real target's smoothed distribution: 0.9 on it, 0.1 spread over the V - 2 others but the blank
+    rows = true_dist.sum(1)
+    np.testing.assert_allclose(rows[rows > 0], 1.0, rtol=1e-5)
+    assert np.all(true_dist[:, 2] == 0) and (rows == 0).sum() >= 2  # at least the last copy's two blanks
+    assert decoded.dtype == np.int64 and decoded[0, 0] == 1
+
+
+def test_annotated_transformer_copy_task_with_dropout():
+    ours, theirs = run_both(annotated_transformer_program, dropout=0.1, compare=amd_processor(), rtol=2e-4, atol=2e-5)
+    assert np.all(np.isfinite(ours[1]))
+
+
+# ----------------------------------------------------------------------------------------------
 # focused checks of the fixes the programs above found
 # ----------------------------------------------------------------------------------------------
 
