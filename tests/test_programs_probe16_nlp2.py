@@ -1375,6 +1375,364 @@ def test_pointer_generator_with_coverage():
 
 
 # ----------------------------------------------------------------------------------------------
+# a character-aware word encoder (Kim et al. 2016): characters embedded with a padding row, Conv1d filters
+# of several widths, max-over-time pooling two ways (``torch.max(dim=2)[0]`` and ``F.max_pool1d`` over the
+# whole length), a highway network; ELMo-style forward and backward LSTMs (the backward one over
+# ``flip``ped sequences) and AllenNLP's ScalarMix with its masked layer norm, ``ParameterList``,
+# ``torch.FloatTensor([x])``, ``torch.split`` of the softmaxed weights and Python's ``sum`` of tensors
+# ----------------------------------------------------------------------------------------------
+
+CHAR_WORDS = [[[3, 4, 5, 0, 0], [6, 7, 0, 0, 0], [8, 9, 10, 11, 12], [0, 0, 0, 0, 0]],
+              [[5, 5, 0, 0, 0], [3, 0, 0, 0, 0], [4, 6, 8, 0, 0], [9, 3, 3, 7, 0]]]
+CHAR_TAGS = [[0, 1, 2, 0], [1, 1, 0, 2]]
+
+
+def char_cnn_elmo(m, n_chars=13, char_emb=4, filters=((1, 3), (2, 4), (3, 5)), hid=6, n_tags=3):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Highway(nn.Module):
+        def __init__(self, size, num_layers, f):
+            super(Highway, self).__init__()
+            self.num_layers = num_layers
+            self.nonlinear = nn.ModuleList([nn.Linear(size, size) for _ in range(num_layers)])
+            self.linear = nn.ModuleList([nn.Linear(size, size) for _ in range(num_layers)])
+            self.gate = nn.ModuleList([nn.Linear(size, size) for _ in range(num_layers)])
+            self.f = f
+
+        def forward(self, x):
+            for layer in range(self.num_layers):
+                gate = torch.sigmoid(self.gate[layer](x))
+                nonlinear = self.f(self.nonlinear[layer](x))
+                linear = self.linear[layer](x)
+                x = gate * nonlinear + (1 - gate) * linear
+            return x
+
+    class CharCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.char_embedding = nn.Embedding(n_chars, char_emb, padding_idx=0)
+            self.convs = nn.ModuleList([nn.Conv1d(char_emb, n, kernel_size=w) for w, n in filters])
+            self.n_filters = sum(n for _, n in filters)
+            self.highway = Highway(self.n_filters, 2, F.relu)
+
+        def forward(self, chars):
+            batch_size, seq_len, max_word_len = chars.size()
+            x = self.char_embedding(chars.view(-1, max_word_len)).transpose(1, 2)  # (B*T, E, W)
+            pooled = []
+            for i, conv in enumerate(self.convs):
+                c = torch.tanh(conv(x))
+                if i % 2 == 0:
+                    c, _ = torch.max(c, dim=2)  # max over time
+                else:
+                    c = F.max_pool1d(c, c.size(2)).squeeze(2)
+                pooled.append(c)
+            words = self.highway(torch.cat(pooled, 1))
+            return words.view(batch_size, seq_len, -1)
+
+    class ScalarMix(nn.Module):
+        def __init__(self, mixture_size, do_layer_norm=False, initial_scalar_parameters=None, trainable=True):
+            super().__init__()
+            self.mixture_size = mixture_size
+            self.do_layer_norm = do_layer_norm
+            if initial_scalar_parameters is None:
+                initial_scalar_parameters = [0.0] * mixture_size
+            self.scalar_parameters = nn.ParameterList(
+                [nn.Parameter(torch.FloatTensor([initial_scalar_parameters[i]]), requires_grad=trainable)
+                 for i in range(mixture_size)])
+            self.gamma = nn.Parameter(torch.FloatTensor([1.0]), requires_grad=trainable)
+
+        def forward(self, tensors, mask=None):
+            def _do_layer_norm(tensor, broadcast_mask, num_elements_not_masked):
+                tensor_masked = tensor * broadcast_mask
+                mean = torch.sum(tensor_masked) / num_elements_not_masked
+                variance = torch.sum(((tensor_masked - mean) * broadcast_mask) ** 2) / num_elements_not_masked
+                return (tensor - mean) / torch.sqrt(variance + 1e-13)
+
+            normed_weights = F.softmax(torch.cat([parameter for parameter in self.scalar_parameters]), dim=0)
+            normed_weights = torch.split(normed_weights, split_size_or_sections=1)
+
+            if not self.do_layer_norm:
+                pieces = []
+                for weight, tensor in zip(normed_weights, tensors):
+                    pieces.append(weight * tensor)
+                return self.gamma * sum(pieces)
+            else:
+                assert mask is not None
+                broadcast_mask = mask.unsqueeze(-1)
+                input_dim = tensors[0].size(-1)
+                num_elements_not_masked = torch.sum(mask) * input_dim
+                pieces = []
+                for weight, tensor in zip(normed_weights, tensors):
+                    pieces.append(weight * _do_layer_norm(tensor, broadcast_mask, num_elements_not_masked))
+                return self.gamma * sum(pieces)
+
+    class ELMoTagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.chars = CharCNN()
+            self.project = nn.Linear(self.chars.n_filters, hid)
+            self.forward_layers = nn.ModuleList([nn.LSTM(hid, hid, batch_first=True) for _ in range(2)])
+            self.backward_layers = nn.ModuleList([nn.LSTM(hid, hid, batch_first=True) for _ in range(2)])
+            self.mix = ScalarMix(3, do_layer_norm=True, initial_scalar_parameters=[0.1, -0.2, 0.3])
+            self.plain_mix = ScalarMix(3)
+            self.out = nn.Linear(2 * hid, n_tags)
+
+        def forward(self, chars):
+            mask = (chars > 0).any(-1).float()
+            token = self.project(self.chars(chars))
+            layers = [torch.cat([token, token], -1)]
+            fwd, bwd = token, token.flip(1)
+            for f_lstm, b_lstm in zip(self.forward_layers, self.backward_layers):
+                f_out, _ = f_lstm(fwd)
+                b_out, _ = b_lstm(bwd)
+                fwd, bwd = f_out + fwd, b_out + bwd  # residual, as ELMo's between layers
+                layers.append(torch.cat([fwd, bwd.flip(1)], -1))
+            mixed = self.mix(layers, mask) + self.plain_mix(layers)
+            return self.out(mixed), mask
+
+    return ELMoTagger()
+
+
+def char_cnn_elmo_training(m, weights, steps=4):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, char_cnn_elmo(m), weights)
+    chars = torch.tensor(CHAR_WORDS)
+    tags = torch.tensor(CHAR_TAGS)
+    opt = optim.SGD(model.parameters(), lr=0.2, momentum=0.9, nesterov=True)
+    losses = []
+    for step in range(steps):
+        logits, mask = model(chars)
+        loss = (F.cross_entropy(logits.transpose(1, 2), tags, reduction="none") * mask).sum() / mask.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    weights_now = [p.detach().clone() for p in model.mix.scalar_parameters]
+    return losses, grads, weights_now, model.mix.gamma, logits
+
+
+def test_char_cnn_highway_elmo_scalar_mix():
+    weights = weights_of(char_cnn_elmo)
+    ours, theirs = run_both(char_cnn_elmo_training, weights, rtol=1e-4, atol=1e-6)
+    losses, grads = ours[:2]
+    assert losses[-1] < losses[0]
+    # the all-padding word of the first sentence: its character embedding row (0) gets no gradient
+    assert np.all(grads["chars.char_embedding.weight"][0] == 0)
+    assert set(k for k in grads if k.startswith("mix.")) == {"mix.scalar_parameters.0", "mix.scalar_parameters.1",
+                                                             "mix.scalar_parameters.2", "mix.gamma"}
+
+
+# ----------------------------------------------------------------------------------------------
+# the child-sum Tree-LSTM on sentence similarity (Tai et al. 2015, as dasguptar/treelstm.pytorch writes it):
+# recursion over trees read from parent pointers, leaves' zero states by ``detach().new(1, d).fill_(0.)
+# .requires_grad_()``, ``zip(*map(...))`` of the children's states, ``repeat``, a similarity head over
+# |l - r| by ``torch.add(l, -r)``, KLDivLoss against a two-hot target, gradients summed over a batch of
+# trees before an Adagrad step, ``torch.randperm`` order, and Pearson/MSE metrics
+# ----------------------------------------------------------------------------------------------
+
+TREE_PAIRS = [  # (left parents, left words, right parents, right words, similarity in [1, 5])
+    ([2, 0, 2], [3, 4, 5], [2, 0], [3, 6], 3.6),
+    ([0, 1, 1, 3], [7, 8, 4, 5], [3, 3, 0, 3], [8, 7, 4, 6], 4.2),
+    ([2, 3, 0], [6, 5, 3], [0, 1, 2, 2], [5, 6, 3, 9], 1.7),
+    ([0], [9], [2, 0], [9, 8], 2.0),
+    ([3, 3, 0, 3, 4], [3, 4, 5, 6, 7], [2, 0, 2], [4, 5, 7], 4.9),
+]
+
+
+def tree_lstm(m, vocab_size=10, in_dim=5, mem_dim=6, hidden_dim=4, num_classes=5):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class ChildSumTreeLSTM(nn.Module):
+        def __init__(self, in_dim, mem_dim):
+            super(ChildSumTreeLSTM, self).__init__()
+            self.in_dim = in_dim
+            self.mem_dim = mem_dim
+            self.ioux = nn.Linear(self.in_dim, 3 * self.mem_dim)
+            self.iouh = nn.Linear(self.mem_dim, 3 * self.mem_dim)
+            self.fx = nn.Linear(self.in_dim, self.mem_dim)
+            self.fh = nn.Linear(self.mem_dim, self.mem_dim)
+
+        def node_forward(self, inputs, child_c, child_h):
+            child_h_sum = torch.sum(child_h, dim=0, keepdim=True)
+
+            iou = self.ioux(inputs) + self.iouh(child_h_sum)
+            i, o, u = torch.split(iou, iou.size(1) // 3, dim=1)
+            i, o, u = torch.sigmoid(i), torch.sigmoid(o), torch.tanh(u)
+
+            f = torch.sigmoid(
+                self.fh(child_h) +
+                self.fx(inputs).repeat(len(child_h), 1)
+            )
+            fc = torch.mul(f, child_c)
+
+            c = torch.mul(i, u) + torch.sum(fc, dim=0, keepdim=True)
+            h = torch.mul(o, torch.tanh(c))
+            return c, h
+
+        def forward(self, tree, inputs):
+            for idx in range(tree.num_children):
+                self.forward(tree.children[idx], inputs)
+
+            if tree.num_children == 0:
+                child_c = inputs[0].detach().new(1, self.mem_dim).fill_(0.).requires_grad_()
+                child_h = inputs[0].detach().new(1, self.mem_dim).fill_(0.).requires_grad_()
+            else:
+                child_c, child_h = zip(* map(lambda x: x.state, tree.children))
+                child_c, child_h = torch.cat(child_c, dim=0), torch.cat(child_h, dim=0)
+
+            tree.state = self.node_forward(inputs[tree.idx], child_c, child_h)
+            return tree.state
+
+    class Similarity(nn.Module):
+        def __init__(self, mem_dim, hidden_dim, num_classes):
+            super(Similarity, self).__init__()
+            self.mem_dim = mem_dim
+            self.hidden_dim = hidden_dim
+            self.num_classes = num_classes
+            self.wh = nn.Linear(2 * self.mem_dim, self.hidden_dim)
+            self.wp = nn.Linear(self.hidden_dim, self.num_classes)
+
+        def forward(self, lvec, rvec):
+            mult_dist = torch.mul(lvec, rvec)
+            abs_dist = torch.abs(torch.add(lvec, -rvec))
+            vec_dist = torch.cat((mult_dist, abs_dist), 1)
+
+            out = torch.sigmoid(self.wh(vec_dist))
+            out = F.log_softmax(self.wp(out), dim=1)
+            return out
+
+    class SimilarityTreeLSTM(nn.Module):
+        def __init__(self, vocab_size, in_dim, mem_dim, hidden_dim, num_classes, sparsity, freeze):
+            super(SimilarityTreeLSTM, self).__init__()
+            self.emb = nn.Embedding(vocab_size, in_dim, padding_idx=0, sparse=sparsity)
+            if freeze:
+                self.emb.weight.requires_grad = False
+            self.childsumtreelstm = ChildSumTreeLSTM(in_dim, mem_dim)
+            self.similarity = Similarity(mem_dim, hidden_dim, num_classes)
+
+        def forward(self, ltree, linputs, rtree, rinputs):
+            linputs = self.emb(linputs)
+            rinputs = self.emb(rinputs)
+            lstate, lhidden = self.childsumtreelstm(ltree, linputs)
+            rstate, rhidden = self.childsumtreelstm(rtree, rinputs)
+            output = self.similarity(lstate, rstate)
+            return output
+
+    return SimilarityTreeLSTM(vocab_size, in_dim, mem_dim, hidden_dim, num_classes, False, False)
+
+
+class Tree(object):
+    def __init__(self):
+        self.parent = None
+        self.num_children = 0
+        self.children = list()
+
+    def add_child(self, child):
+        child.parent = self
+        self.num_children += 1
+        self.children.append(child)
+
+
+def read_tree(parents):
+    """A tree from 1-based parent pointers (0 marks the root), as treelstm.pytorch's dataset reads them."""
+    trees = dict()
+    root = None
+    for i in range(1, len(parents) + 1):
+        if i - 1 not in trees.keys() and parents[i - 1] != -1:
+            idx = i
+            prev = None
+            while True:
+                parent = parents[idx - 1]
+                if parent == -1:
+                    break
+                tree = Tree()
+                if prev is not None:
+                    tree.add_child(prev)
+                trees[idx - 1] = tree
+                tree.idx = idx - 1
+                if parent - 1 in trees.keys():
+                    trees[parent - 1].add_child(tree)
+                    break
+                elif parent == 0:
+                    root = tree
+                    break
+                else:
+                    prev = tree
+                    idx = parent
+    return root
+
+
+def tree_lstm_training(m, weights, epochs=2, batchsize=2, num_classes=5):
+    torch, nn, F, optim = m.torch, m.nn, m.F, m.optim
+    model = load(m, tree_lstm(m), weights)
+    criterion = nn.KLDivLoss(reduction="batchmean")
+    optimizer = optim.Adagrad(filter(lambda p: p.requires_grad, model.parameters()), lr=0.05, weight_decay=1e-4)
+
+    def map_label_to_target(label, num_classes):
+        target = torch.zeros(1, num_classes, dtype=torch.float, device='cpu')
+        ceil = int(math.ceil(label))
+        floor = int(math.floor(label))
+        if ceil == floor:
+            target[0, floor - 1] = 1
+        else:
+            target[0, floor - 1] = ceil - label
+            target[0, ceil - 1] = label - floor
+        return target
+
+    dataset = [(read_tree(lp), torch.tensor(lw), read_tree(rp), torch.tensor(rw), label)
+               for lp, lw, rp, rw, label in TREE_PAIRS]
+    torch.manual_seed(123)
+    epoch_losses = []
+    for epoch in range(epochs):
+        model.train()
+        optimizer.zero_grad()
+        total_loss = 0.0
+        indices = torch.randperm(len(dataset), dtype=torch.long, device='cpu')
+        for idx in range(len(dataset)):
+            ltree, linput, rtree, rinput, label = dataset[indices[idx]]
+            target = map_label_to_target(label, num_classes)
+            output = model(ltree, linput, rtree, rinput)
+            loss = criterion(output, target)
+            total_loss += loss.item()
+            loss.backward()
+            if idx % batchsize == 0 and idx > 0:
+                optimizer.step()
+                optimizer.zero_grad()
+        epoch_losses.append(total_loss / len(dataset))
+
+    model.eval()
+    with torch.no_grad():
+        predictions = torch.zeros(len(dataset), dtype=torch.float, device='cpu')
+        indices = torch.arange(1, num_classes + 1, dtype=torch.float, device='cpu')
+        for idx in range(len(dataset)):
+            ltree, linput, rtree, rinput, label = dataset[idx]
+            output = model(ltree, linput, rtree, rinput)
+            output = output.squeeze().to('cpu')
+            predictions[idx] = torch.dot(indices, torch.exp(output))
+    labels = torch.tensor([pair[-1] for pair in TREE_PAIRS])
+
+    def pearson(predictions, labels):
+        x = copy.deepcopy(predictions)
+        y = copy.deepcopy(labels)
+        x = (x - x.mean()) / x.std()
+        y = (y - y.mean()) / y.std()
+        return torch.mean(torch.mul(x, y))
+
+    root = dataset[4][0]
+    return (epoch_losses, predictions, pearson(predictions, labels), F.mse_loss(predictions, labels),
+            [p.grad for p in model.parameters()], root.state, [root.num_children, root.children[2].num_children])
+
+
+def test_child_sum_tree_lstm_similarity():
+    weights = weights_of(tree_lstm)
+    ours, theirs = run_both(tree_lstm_training, weights, rtol=1e-4, atol=1e-6)
+    epoch_losses, predictions = ours[:2]
+    assert np.all((predictions > 1) & (predictions < 5))
+    assert ours[-1] == [3, 1]  # the fifth left tree: a root of three children, the third of them with one
+
+
+# ----------------------------------------------------------------------------------------------
 # focused checks of the fixes the programs above found
 # ----------------------------------------------------------------------------------------------
 
