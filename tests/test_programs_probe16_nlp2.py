@@ -2610,6 +2610,142 @@ def test_esim_with_variational_dropout():
 
 
 # ----------------------------------------------------------------------------------------------
+# PyTorch's text classification tutorial with fastText's hashed bigrams: a vocabulary by Counter, bigram ids
+# hashed into buckets with int64 arithmetic, ``collate_batch`` building EmbeddingBag offsets by
+# ``torch.tensor(offsets[:-1]).cumsum(dim=0)``, ``random_split`` and a shuffling DataLoader from the seed,
+# SGD with clip_grad_norm_(0.1) and StepLR stepped only when validation accuracy drops, and a TF-IDF
+# variant weighting each token through ``per_sample_weights``
+# ----------------------------------------------------------------------------------------------
+
+NEWS = [(1, "stocks rally as markets close higher"), (2, "team wins the final match"),
+        (3, "new phone chip is faster"), (1, "markets fall on rate fears"), (2, "striker scores twice in final"),
+        (3, "chip maker unveils faster phone"), (1, "rate cut lifts stocks"), (2, "coach praises team after match"),
+        (3, "software update makes phone faster"), (1, "bond markets rally"), (2, "the match ends in a draw"),
+        (3, "new software for chip design"), (1, "stocks close lower"), (2, "team loses final"),
+        (3, "phone maker cuts price"), (1, "fears of rate rise hit markets")]
+
+
+def text_classification(m, emb_dim=6, buckets=17, epochs=3, tfidf=False):
+    torch, nn, data = m.torch, m.nn, m.data
+    from collections import Counter
+
+    def tokenizer(line):
+        return line.lower().split()
+
+    counter = Counter()
+    for _, line in NEWS:
+        counter.update(tokenizer(line))
+    itos = ["<unk>"] + sorted(counter, key=lambda w: (-counter[w], w))
+    stoi = {w: i for i, w in enumerate(itos)}
+    document_frequency = Counter(w for _, line in NEWS for w in set(tokenizer(line)))
+
+    def text_pipeline(x):
+        ids = [stoi.get(token, 0) for token in tokenizer(x)]
+        unigrams = torch.tensor(ids, dtype=torch.int64)
+        # fastText's bigrams, hashed into a few extra buckets after the vocabulary
+        bigrams = (unigrams[:-1] * 116049371 + unigrams[1:]) % buckets + len(itos)
+        return torch.cat([unigrams, bigrams])
+
+    def idf_pipeline(x):
+        tokens = tokenizer(x)
+        weights = [math.log(len(NEWS) / document_frequency[t]) + 1.0 for t in tokens]
+        return torch.tensor(weights + [1.0] * (len(tokens) - 1))
+
+    def label_pipeline(x):
+        return int(x) - 1
+
+    def collate_batch(batch):
+        label_list, text_list, weight_list, offsets = [], [], [], [0]
+        for (_label, _text) in batch:
+            label_list.append(label_pipeline(_label))
+            processed_text = text_pipeline(_text)
+            text_list.append(processed_text)
+            weight_list.append(idf_pipeline(_text))
+            offsets.append(processed_text.size(0))
+        label_list = torch.tensor(label_list, dtype=torch.int64)
+        offsets = torch.tensor(offsets[:-1]).cumsum(dim=0)
+        text_list = torch.cat(text_list)
+        return label_list, text_list, offsets, torch.cat(weight_list)
+
+    class TextClassificationModel(nn.Module):
+        def __init__(self, vocab_size, embed_dim, num_class):
+            super(TextClassificationModel, self).__init__()
+            self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, mode="sum" if tfidf else "mean", sparse=False)
+            self.fc = nn.Linear(embed_dim, num_class)
+            self.init_weights()
+
+        def init_weights(self):
+            initrange = 0.5
+            self.embedding.weight.data.uniform_(-initrange, initrange)
+            self.fc.weight.data.uniform_(-initrange, initrange)
+            self.fc.bias.data.zero_()
+
+        def forward(self, text, offsets, weights=None):
+            embedded = self.embedding(text, offsets, per_sample_weights=weights if tfidf else None)
+            return self.fc(embedded)
+
+    torch.manual_seed(0)
+    model = TextClassificationModel(len(itos) + buckets, emb_dim, 3)
+
+    def train(dataloader):
+        model.train()
+        total_acc, total_count = 0, 0
+        for idx, (label, text, offsets, weights) in enumerate(dataloader):
+            optimizer.zero_grad()
+            predicted_label = model(text, offsets, weights)
+            loss = criterion(predicted_label, label)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            optimizer.step()
+            total_acc += (predicted_label.argmax(1) == label).sum().item()
+            total_count += label.size(0)
+            losses.append(loss.item())
+
+    def evaluate(dataloader):
+        model.eval()
+        total_acc, total_count = 0, 0
+        with torch.no_grad():
+            for idx, (label, text, offsets, weights) in enumerate(dataloader):
+                predicted_label = model(text, offsets, weights)
+                total_acc += (predicted_label.argmax(1) == label).sum().item()
+                total_count += label.size(0)
+        return total_acc / total_count
+
+    criterion = nn.CrossEntropyLoss()
+    optimizer = m.optim.SGD(model.parameters(), lr=5.0)
+    scheduler = m.optim.lr_scheduler.StepLR(optimizer, 1.0, gamma=0.1)
+    total_accu = None
+    num_train = int(len(NEWS) * 0.75)
+    split_train_, split_valid_ = data.random_split(NEWS, [num_train, len(NEWS) - num_train])
+    train_dataloader = data.DataLoader(split_train_, batch_size=4, shuffle=True, collate_fn=collate_batch)
+    valid_dataloader = data.DataLoader(split_valid_, batch_size=4, shuffle=True, collate_fn=collate_batch)
+    losses, accuracies, lrs = [], [], []
+    for epoch in range(1, epochs + 1):
+        train(train_dataloader)
+        accu_val = evaluate(valid_dataloader)
+        if total_accu is not None and total_accu > accu_val:
+            scheduler.step()
+        else:
+            total_accu = accu_val
+        accuracies.append(accu_val)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    label, text, offsets, weights = collate_batch(NEWS[:3])
+    return (losses, accuracies, lrs, list(split_valid_.indices), text, offsets, model.embedding.weight,
+            model.fc.weight, model.embedding.weight.grad, len(itos))
+
+
+@pytest.mark.parametrize("tfidf", [False, True])
+def test_text_classification_tutorial_with_hashed_bigrams(tfidf):
+    ours, theirs = run_both(text_classification, tfidf=tfidf, rtol=1e-4, atol=1e-6)
+    losses, accuracies, lrs, valid, text, offsets = ours[:6]
+    assert offsets.tolist() == [0, 11, 20]  # six words and five bigrams, then five and four
+    n_vocab = ours[-1]
+    unigrams, bigrams = text[:6].astype(np.int64), text[6:11]
+    np.testing.assert_array_equal(bigrams, (unigrams[:-1] * 116049371 + unigrams[1:]) % 17 + n_vocab)
+    assert len(valid) == 4 and lrs[0] == 5.0
+
+
+# ----------------------------------------------------------------------------------------------
 # focused checks of the fixes the programs above found
 # ----------------------------------------------------------------------------------------------
 
