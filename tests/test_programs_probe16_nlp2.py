@@ -2746,6 +2746,70 @@ def test_text_classification_tutorial_with_hashed_bigrams(tfidf):
 
 
 # ----------------------------------------------------------------------------------------------
+# the sequence utilities around a classifier: left padding (``pad_sequence(padding_side='left')``) so the
+# last step is real for every sequence, ``unpad_sequence`` back to the list, ``pack_sequence(enforce_sorted=
+# False)`` through a two-layer bidirectional LSTM given (h0, c0) in the caller's order, the PackedSequence's
+# fields (``sorted_indices``, ``unsorted_indices``, ``batch_sizes``), ``.to(torch.float64)`` of a packed
+# batch into a double LSTM, ``unpack_sequence`` of its outputs, and the checks that h_n[-2]/h_n[-1] are the
+# last real forward step and the first backward step of each sequence
+# ----------------------------------------------------------------------------------------------
+
+UTIL_SEQS = [[2, 5, 7], [3], [4, 4, 6, 1, 2], [6, 1]]
+
+
+def sequence_utilities(m, steps=3):
+    torch, nn, F = m.torch, m.nn, m.F
+    rnn_utils = nn.utils.rnn
+    torch.manual_seed(0)
+    embedding = nn.Embedding(8, 4, padding_idx=0)
+    lstm = nn.LSTM(4, 3, num_layers=2, bidirectional=True)
+    gru = nn.GRU(4, 5, batch_first=True)
+    head = nn.Linear(6 + 5, 2)
+    params = list(embedding.parameters()) + list(lstm.parameters()) + list(gru.parameters()) + \
+        list(head.parameters())
+    opt = m.optim.RMSprop(params, lr=0.01, alpha=0.9, centered=True)
+    seqs = [torch.tensor(s) for s in UTIL_SEQS]
+    labels = torch.tensor([0, 1, 1, 0])
+    h0 = torch.linspace(-1, 1, 2 * 2 * 4 * 3).view(4, 4, 3)
+    c0 = torch.linspace(1, -1, 2 * 2 * 4 * 3).view(4, 4, 3)
+    losses = []
+    for step in range(steps):
+        # a left-padded batch for the GRU: its last step is every sequence's last token
+        left = rnn_utils.pad_sequence(seqs, batch_first=True, padding_value=0, padding_side="left")
+        gru_out, gru_h = gru(embedding(left))
+        # a packed batch for the LSTM, in the caller's order
+        packed = rnn_utils.pack_sequence([embedding(s) for s in seqs], enforce_sorted=False)
+        out, (h_n, c_n) = lstm(packed, (h0, c0))
+        features = torch.cat([h_n[-2], h_n[-1], gru_out[:, -1]], dim=1)
+        loss = F.cross_entropy(head(features), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    per_sequence = rnn_utils.unpack_sequence(out)
+    padded, lengths = rnn_utils.pad_packed_sequence(out)
+    back = rnn_utils.unpad_sequence(padded, lengths)
+    double_out, _ = lstm.double()(packed.to(torch.float64))
+    fields = (packed.sorted_indices, packed.unsorted_indices, packed.batch_sizes, packed.data.shape[0])
+    return (losses, per_sequence, back, h_n, gru_out[:, -1], gru_h[0], double_out.data, fields, left,
+            [p.grad for p in lstm.parameters()])
+
+
+def test_sequence_utilities_around_a_classifier():
+    ours, theirs = run_both(sequence_utilities, rtol=1e-4, atol=1e-6)
+    losses, per_sequence, back, h_n, gru_last, gru_h, double_out, fields, left = ours[:9]
+    assert [len(s) for s in per_sequence] == [len(s) for s in UTIL_SEQS]
+    for seq, again, length in zip(per_sequence, back, [3, 1, 5, 2]):
+        np.testing.assert_array_equal(seq, again)
+        np.testing.assert_allclose(seq[length - 1, :3], h_n[-2][[3, 1, 5, 2].index(length)], rtol=1e-6)
+        np.testing.assert_allclose(seq[0, 3:], h_n[-1][[3, 1, 5, 2].index(length)], rtol=1e-6)
+    np.testing.assert_allclose(gru_last, gru_h, rtol=1e-6)
+    assert fields[0].tolist() == [2, 0, 3, 1] and fields[1].tolist() == [1, 3, 0, 2]
+    assert fields[2].tolist() == [4, 3, 2, 1, 1] and fields[3] == 11
+    assert left[1].tolist() == [0, 0, 0, 0, 3] and double_out.dtype == np.float64
+
+
+# ----------------------------------------------------------------------------------------------
 # focused checks of the fixes the programs above found
 # ----------------------------------------------------------------------------------------------
 
