@@ -2810,6 +2810,114 @@ def test_sequence_utilities_around_a_classifier():
 
 
 # ----------------------------------------------------------------------------------------------
+# batched beam search with GNMT's length penalty over a Bahdanau-attention GRU decoder: ``repeat_interleave``
+# of the encoder's states per beam, ``topk`` over flattened (beam × vocab) scores, the beam of origin by
+# ``//`` and ``torch.div(rounding_mode='floor')`` and the token by ``%``/``fmod``, ``index_select`` of the
+# states and histories, finished hypotheses normalised by ((5 + |y|) / 6)^α and masked to -inf, and the
+# histories rebuilt from back-pointers by ``gather``
+# ----------------------------------------------------------------------------------------------
+
+BS_SRC = [[3, 4, 5, 6], [7, 8, 9, 3]]
+BS_BOS, BS_EOS, BS_VOCAB = 1, 2, 10
+
+
+def bahdanau_gru(m, emb=5, hid=6):
+    torch, nn, F = m.torch, m.nn, m.F
+
+    class Seq2Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.src_embed = nn.Embedding(BS_VOCAB, emb)
+            self.tgt_embed = nn.Embedding(BS_VOCAB, emb)
+            self.encoder = nn.GRU(emb, hid, batch_first=True, bidirectional=True)
+            self.bridge = nn.Linear(2 * hid, hid)
+            self.W_q = nn.Linear(hid, hid, bias=False)
+            self.W_k = nn.Linear(2 * hid, hid, bias=False)
+            self.v = nn.Linear(hid, 1, bias=False)
+            self.cell = nn.GRUCell(emb + 2 * hid, hid)
+            self.out = nn.Linear(hid + 2 * hid, BS_VOCAB)
+
+        def encode(self, src):
+            memory, h_n = self.encoder(self.src_embed(src))
+            return memory, torch.tanh(self.bridge(torch.cat([h_n[0], h_n[1]], -1)))
+
+        def step(self, token, h, memory):
+            scores = self.v(torch.tanh(self.W_q(h).unsqueeze(1) + self.W_k(memory))).squeeze(-1)
+            alpha = F.softmax(scores, dim=-1)
+            context = torch.bmm(alpha.unsqueeze(1), memory).squeeze(1)
+            h = self.cell(torch.cat([self.tgt_embed(token), context], -1), h)
+            return F.log_softmax(self.out(torch.cat([h, context], -1)), dim=-1), h
+
+    return Seq2Seq()
+
+
+def beam_search_program(m, weights, beam_size=3, max_len=5, alpha=0.6):
+    torch = m.torch
+    model = load(m, bahdanau_gru(m), weights)
+    model.out.bias.data[BS_EOS] += 0.5  # (a stand-in for training: EOS becomes likely within the budget)
+    model.eval()
+    src = torch.tensor(BS_SRC)
+    B, k = src.size(0), beam_size
+    with torch.no_grad():
+        memory, h = model.encode(src)
+        memory = memory.repeat_interleave(k, dim=0)  # (B*k, S, 2H)
+        h = h.repeat_interleave(k, dim=0)
+        scores = torch.full((B, k), float("-inf"))
+        scores[:, 0] = 0.0  # only the first beam is alive at the start
+        scores = scores.view(-1)
+        alive = torch.full((B * k, 1), BS_BOS, dtype=torch.long)
+        finished = [[] for _ in range(B)]
+        back_pointers, step_tokens = [], []
+        offsets = (torch.arange(B) * k).unsqueeze(1)
+        for t in range(max_len):
+            logp, h = model.step(alive[:, -1], h, memory)
+            V = logp.size(-1)
+            candidates = (scores.unsqueeze(1) + logp).view(B, -1)  # (B, k*V)
+            top_scores, top_ids = candidates.topk(k, dim=1)
+            origin = top_ids // V
+            assert torch.equal(origin, torch.div(top_ids, V, rounding_mode="floor"))
+            tokens = top_ids % V
+            assert torch.equal(tokens, top_ids.fmod(V))
+            select = (origin + offsets).view(-1)
+            alive = torch.cat([alive.index_select(0, select), tokens.view(-1, 1)], dim=1)
+            h = h.index_select(0, select)
+            scores = top_scores.view(-1)
+            back_pointers.append(origin)
+            step_tokens.append(tokens)
+            is_eos = tokens.view(-1).eq(BS_EOS)
+            for flat in is_eos.nonzero().view(-1).tolist():
+                b = flat // k
+                length = alive.size(1) - 1
+                penalty = ((5.0 + length) / 6.0) ** alpha
+                finished[b].append((scores[flat].item() / penalty, alive[flat, 1:].tolist()))
+            scores = scores.masked_fill(is_eos, float("-inf"))
+        # what is still alive competes with what finished, under the same normalisation
+        penalty = ((5.0 + max_len) / 6.0) ** alpha
+        best = []
+        for b in range(B):
+            pool = finished[b] + [(scores[b * k + j].item() / penalty, alive[b * k + j, 1:].tolist())
+                                  for j in range(k) if scores[b * k + j] > float("-inf")]
+            best.append(max(pool, key=lambda item: item[0]))
+        # the histories again, from the back-pointers: follow each final beam to its start
+        beam = torch.arange(k).unsqueeze(0).expand(B, k)
+        rebuilt = []
+        for t in reversed(range(max_len)):
+            rebuilt.append(step_tokens[t].gather(1, beam))
+            beam = back_pointers[t].gather(1, beam)
+        rebuilt = torch.stack(rebuilt[::-1], dim=2).view(B * k, max_len)
+    return alive, rebuilt, scores, best, finished
+
+
+def test_beam_search_with_length_penalty_and_back_pointers():
+    weights = weights_of(bahdanau_gru)
+    ours, theirs = run_both(beam_search_program, weights, rtol=1e-5, atol=1e-6)
+    alive, rebuilt, scores, best, finished = ours
+    np.testing.assert_array_equal(alive[:, 1:], rebuilt)
+    assert sorted(len(words) for _, words in finished[1]) == [1, 2, 2, 3, 4, 5]  # finished at every step
+    assert all(words[-1] == BS_EOS for f in finished for _, words in f)
+
+
+# ----------------------------------------------------------------------------------------------
 # focused checks of the fixes the programs above found
 # ----------------------------------------------------------------------------------------------
 
